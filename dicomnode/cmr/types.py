@@ -1,0 +1,111 @@
+"""Data types of an understood CMR study: analysis series, their recognition, and volumes with geometry."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+Sequence = Literal["cine", "lge", "t1map", "t2map", "t2w", "perfusion", "localizer", "other"]
+View = Literal["sax", "2ch", "3ch", "4ch", "lvot", "other"]
+
+
+class StudyError(ValueError):
+    """Input that cannot be understood or turned into a volume; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One source frame: a single-frame instance (frame_number None) or one frame of a multi-frame instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    frame_number: int | None = None  # 1-based, multi-frame only
+
+
+@dataclass
+class Recognition:
+    """An answer with its confidence (0..1) and the DICOM evidence it rests on."""
+
+    value: str
+    confidence: float
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InstanceHeader:
+    """What the grouping needs of one stored instance (pixel data not loaded)."""
+
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    dataset: object  # pydicom Dataset read with stop_before_pixels=True
+
+
+@dataclass
+class AnalysisSeries:
+    """A series as analysis sees it: may be a part of one SeriesInstanceUID or several merged (one per slice)."""
+
+    key: str  # stable id within the study, e.g. "1.2.3#300#cine"
+    series_instance_uids: list[str]  # source series (several when single-slice series were merged)
+    series_number: int | None
+    description: str
+    sequence: Recognition  # value is a Sequence
+    view: Recognition  # value is a View
+    lge_kind: Literal["psir", "magnitude"] | None
+    instances: list[InstanceHeader]
+    slices: int
+    phases: int
+    preferred: bool = False  # the one of its repeats chosen for analysis
+    preferred_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def series_instance_uid(self) -> str:
+        return self.series_instance_uids[0]
+
+    def summary(self) -> dict:
+        """The `series` entry of summary.json (design.md contract) plus recognition detail."""
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "series_number": self.series_number,
+            "sequence": self.sequence.value,
+            "view": self.view.value,
+            "slices": self.slices,
+            "phases": self.phases,
+            "sequence_confidence": round(self.sequence.confidence, 3),
+            "view_confidence": round(self.view.confidence, 3),
+            "evidence": self.sequence.evidence + self.view.evidence,
+            "preferred": self.preferred,
+        }
+
+
+@dataclass
+class Volume:
+    """Pixel data of one analysis series with full geometry and the way back to the source frames.
+
+    `pixels` has shape (phases, slices, rows, cols), float32, rescale applied. Slices are sorted along the
+    stack normal (ascending position along n = row_dir x col_dir). `affine` maps voxel indices
+    (col j, row i, slice k, 1) to patient LPS millimetres for every phase.
+    """
+
+    pixels: np.ndarray
+    affine: np.ndarray  # 4x4
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
+    slice_spacing: float  # mm, from positions
+    frames: list[list[FrameRef]]  # [phase][slice]
+    trigger_times: list[float | None]  # per phase (median over slices), ms
+    orientation: np.ndarray  # (6,) ImageOrientationPatient
+    positions: np.ndarray  # (slices, 3) ImagePositionPatient of each slice
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.pixels.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return self.pixel_spacing[0] * self.pixel_spacing[1] * self.slice_spacing / 1000.0

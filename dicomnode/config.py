@@ -1,0 +1,297 @@
+"""The one typed configuration schema of the node, loaded from TOML and validated with pydantic."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+PIPELINES = ("lge", "cine", "suggestions")
+
+
+class StrictModel(BaseModel):
+    """Every config section refuses keys it does not know."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_ae_title(value: str) -> str:
+    if value == "*":
+        return value
+    if not AE_TITLE_PATTERN.match(value) or not value.strip():
+        raise ValueError(f"{value!r} is not a valid AE title (1-16 printable ASCII characters, no backslash)")
+    return value.strip()
+
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class PeerConfig(StrictModel):
+    """A calling AE that may associate, optionally bound to source addresses and operations."""
+
+    ae_title: AETitle
+    networks: list[str] = Field(default_factory=list, description="source IPs or CIDRs; empty = any")
+    operations: list[Literal["echo", "store"]] = Field(default_factory=lambda: ["echo", "store"])
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_network(value, strict=False)
+        return values
+
+
+class TLSConfig(StrictModel):
+    """DICOM TLS (PS3.15 BCP 195): server certificate, optional client certificates against a CA."""
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _complete(self) -> "TLSConfig":
+        if self.enabled and (self.certificate is None or self.private_key is None):
+            raise ValueError("tls.enabled needs certificate and private_key")
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("require_client_certificate needs ca_certificates")
+        return self
+
+
+class NodeConfig(StrictModel):
+    ae_title: AETitle = "DICOMNODE"
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=0, le=65535)
+    storage_dir: Path = Path("var/dicomnode")
+    allowed_calling_aes: list[str] = Field(default_factory=lambda: ["*"])
+    peers: list[PeerConfig] = Field(default_factory=list, description="per-peer policy beyond the allow-list")
+    min_free_space_mb: int = Field(500, ge=0, description="refuse new instances (0xA700) under this free space")
+    max_pdu_size: int = Field(0, ge=0, description="0 = unlimited")
+    acse_timeout: float = Field(30, gt=0)
+    dimse_timeout: float = Field(60, gt=0)
+    network_timeout: float = Field(60, gt=0)
+    max_associations: int = Field(16, ge=1)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("allowed_calling_aes")
+    @classmethod
+    def _allowed(cls, values: list[str]) -> list[str]:
+        return [_check_ae_title(v) for v in values]
+
+
+class InferenceConfig(StrictModel):
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    models_dir: Path | None = Field(None, description="folder of ONNX models + cards; default: the shipped ones")
+    engine_cache_dir: Path | None = Field(None, description="TensorRT engines; default: <storage_dir>/engines")
+    precision: Literal["fp32", "fp16"] = "fp16"
+    intra_op_threads: int = Field(0, ge=0, description="0 = let the runtime decide")
+    device_id: int = Field(0, ge=0)
+
+
+class StudiesConfig(StrictModel):
+    quiet_seconds: float = Field(30, ge=0)
+    max_wait_seconds: float = Field(3600, gt=0, description="force-complete this long after the first instance")
+    force_complete_policy: Literal["analyse", "fail"] = "analyse"
+    grouping_key: Literal["StudyInstanceUID", "AccessionNumber", "PatientID+StudyDate"] = "StudyInstanceUID"
+    use_expected_counts: bool = True
+    reanalyse_late_instances: bool = True
+
+
+class DestinationConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    ae_title: AETitle
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae_title: str | None = Field(None, description="default: node.ae_title")
+    tls: bool = False
+    tls_ca_certificates: Path | None = None
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class RouteMatch(StrictModel):
+    calling_ae: str | None = Field(None, description="regex on the sender's AE title")
+    modality: str | None = Field(None, description="regex on Modality")
+    tags: dict[str, str] = Field(default_factory=dict, description="DICOM keyword -> regex")
+
+    @model_validator(mode="after")
+    def _regexes(self) -> "RouteMatch":
+        for where, pattern in [("calling_ae", self.calling_ae), ("modality", self.modality), *self.tags.items()]:
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{where}: invalid regex {pattern!r}: {exc}") from exc
+        from pydicom.datadict import tag_for_keyword
+
+        for keyword in self.tags:
+            if tag_for_keyword(keyword) is None:
+                raise ValueError(f"tags: {keyword!r} is not a DICOM keyword")
+        return self
+
+
+class RouteConfig(StrictModel):
+    """First matching rule wins; a study no rule matches is stored but not analysed."""
+
+    name: str = Field(min_length=1)
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    pipelines: list[Literal["lge", "cine", "suggestions"]] = Field(default_factory=lambda: list(PIPELINES))
+    destinations: list[str] = Field(default_factory=list)
+    send_to_sender: bool = False
+    sender_port: int | None = Field(None, ge=1, le=65535, description="port of the sender's SCP for send_to_sender")
+
+
+class DispatchConfig(StrictModel):
+    max_attempts: int = Field(8, ge=1)
+    initial_backoff_seconds: float = Field(5, gt=0)
+    max_backoff_seconds: float = Field(900, gt=0)
+    backoff_factor: float = Field(2.0, ge=1)
+
+
+class RetentionConfig(StrictModel):
+    days: float = Field(30, gt=0, description="purge finished studies and their results after this many days")
+    purge_interval_minutes: float = Field(60, gt=0)
+    emergency_free_space_mb: int = Field(1000, ge=0, description="purge oldest finished studies under this")
+
+
+class LGEConfig(StrictModel):
+    large_burden_percent: float = Field(15.0, gt=0, le=100)
+    large_burden_comparator: Literal[">=", ">"] = ">="
+    nsd_n: Literal[2, 3, 5, 6] = 5
+    myocardial_density_g_per_ml: float = Field(1.05, gt=0)
+
+
+class CineConfig(StrictModel):
+    bsa_formula: Literal["mosteller", "dubois"] = "mosteller"
+    myocardial_density_g_per_ml: float = Field(1.05, gt=0)
+
+
+class SuggestionsConfig(StrictModel):
+    enabled: bool = True
+    bank_dir: Path | None = Field(None, description="folder of prior reports; default: the shipped demo bank")
+    top_k: int = Field(3, ge=1, le=50)
+    min_similarity: float = Field(0.2, ge=-1, le=1)
+    refresh_minutes: float = Field(10, gt=0)
+
+
+class AnalysisConfig(StrictModel):
+    workers: int = Field(1, ge=1, le=16)
+    lge: LGEConfig = Field(default_factory=LGEConfig)
+    cine: CineConfig = Field(default_factory=CineConfig)
+    suggestions: SuggestionsConfig = Field(default_factory=SuggestionsConfig)
+    report_pdf: bool = True
+    secondary_capture: bool = False
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = False
+    show_patient_data: bool = Field(False, description="debug only: put patient names/IDs in logs")
+    file: Path | None = None
+
+
+class ObservabilityConfig(StrictModel):
+    metrics_enabled: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9112, ge=0, le=65535)
+
+
+class Config(StrictModel):
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    studies: StudiesConfig = Field(default_factory=StudiesConfig)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(
+        default_factory=lambda: [RouteConfig(name="default")],
+        description="ordered; the default analyses every study with every pipeline and sends to every destination",
+    )
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Config":
+        names = [d.name for d in self.destinations]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"destinations: duplicate name(s) {sorted(duplicates)}")
+        for route in self.routes:
+            unknown = [d for d in route.destinations if d not in names]
+            if unknown:
+                raise ValueError(f"routes[{route.name}].destinations: unknown destination(s) {unknown}")
+        return self
+
+    def destination(self, name: str) -> DestinationConfig:
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise KeyError(f"no destination named {name!r}; configured: {[d.name for d in self.destinations]}")
+
+    def resolve_paths(self, base: Path) -> "Config":
+        """Make relative paths absolute against `base` (the working directory, as systemd's WorkingDirectory sets it)."""
+        data = self.model_copy(deep=True)
+        if not data.node.storage_dir.is_absolute():
+            data.node.storage_dir = (base / data.node.storage_dir).resolve()
+        return data
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `problems` lists (key path, message)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def _key_path(location: tuple) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path or "(root)"
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append((_key_path(error["loc"]), message))
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | os.PathLike | None) -> Config:
+    """Load a TOML config; None gives the embedded defaults. Relative paths resolve against the working directory."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), [("(file)", "not found")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [("(syntax)", str(exc))]) from None
+    return parse_config(data, str(path)).resolve_paths(Path.cwd())
