@@ -1,0 +1,1 @@
+"""Analysis pipelines (lge, cine, suggestions) and the pure metric functions they use."""

@@ -1,0 +1,103 @@
+"""Runs the routed pipelines over one understood study and collects summary.json entries and result objects."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult
+from dicomnode.config import Config
+from dicomnode.uids import short_hash
+
+log = logging.getLogger("dicomnode.analysis")
+
+#: pipeline name -> (module, class); run in this order (suggestions reads the others' numbers)
+PIPELINE_CLASSES = {
+    "lge": ("dicomnode.analysis.lge", "LGEPipeline"),
+    "cine": ("dicomnode.analysis.cine", "CinePipeline"),
+    "suggestions": ("dicomnode.analysis.suggestions", "SuggestionsPipeline"),
+}
+
+
+@dataclass
+class StudyOutcome:
+    summary: dict
+    datasets: list = field(default_factory=list)  # pydicom Datasets to store and send
+    durations: dict[str, float] = field(default_factory=dict)
+
+
+class Analyser:
+    """Holds the pipelines (built once, models warm) and analyses studies with them."""
+
+    def __init__(self, config: Config, runtime=None):
+        from dicomnode.inference import Runtime
+
+        self.config = config
+        self.runtime = runtime or Runtime(config.inference)
+        self._pipelines: dict[str, object] = {}
+        self._unavailable: dict[str, str] = {}
+
+    def pipeline(self, name: str):
+        if name in self._pipelines:
+            return self._pipelines[name]
+        if name in self._unavailable:
+            return None
+        module_name, class_name = PIPELINE_CLASSES[name]
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+            self._pipelines[name] = cls(self.config, self.runtime)
+        except Exception as exc:
+            self._unavailable[name] = f"pipeline {name} is unavailable: {exc}"
+            log.error("%s", self._unavailable[name])
+            return None
+        return self._pipelines[name]
+
+    def warm_up(self, names=tuple(PIPELINE_CLASSES)) -> dict[str, str]:
+        """Build every pipeline now (loads its models); returns {name: reason} of those that could not load."""
+        for name in names:
+            self.pipeline(name)
+        return dict(self._unavailable)
+
+    def analyse(self, study, pipelines: list[str], started_at: dt.datetime | None = None,
+                supersedes: list[dict] | None = None) -> StudyOutcome:
+        """Run `pipelines` in order on a CMRStudy; a failing pipeline becomes a `declined` entry, never a crash."""
+        started_at = started_at or dt.datetime.now().astimezone()
+        summary: dict = {"study_instance_uid": study.study_instance_uid, "series": study.summary_series()}
+        declined: list[dict] = [d.summary() for d in study.declined]
+        context = AnalysisContext(config=self.config, runtime=self.runtime, started_at=started_at,
+                                  study_summary_so_far=summary)
+        results: list[PipelineResult] = []
+        durations: dict[str, float] = {}
+        study_tag = short_hash(study.study_instance_uid)
+        for name in [n for n in PIPELINE_CLASSES if n in pipelines]:
+            pipeline = self.pipeline(name)
+            if pipeline is None:
+                declined.append(Declined(None, self._unavailable[name]).summary())
+                continue
+            began = time.perf_counter()
+            try:
+                result = pipeline.run(study, context)
+            except Exception as exc:
+                log.error("study %s: pipeline %s failed: %s\n%s", study_tag, name, exc, traceback.format_exc())
+                result = PipelineResult(name=name, summary=None,
+                                        declined=[Declined(None, f"{name}: analysis failed: {exc}")])
+            durations[name] = time.perf_counter() - began
+            declined.extend(d.summary() for d in result.declined)
+            if result.summary is not None:
+                summary[name] = result.summary
+                results.append(result)
+                context.earlier_results.append(result)
+            log.info("study %s: %s %s in %.2f s", study_tag, name,
+                     "done" if result.summary is not None else "declined", durations[name])
+        datasets = []
+        if results:
+            from dicomnode.results import build_result_objects
+
+            datasets = build_result_objects(study, results, context, supersedes=supersedes,
+                                            secondary_capture=self.config.analysis.secondary_capture)
+        summary["outputs"] = []
+        summary["declined"] = declined
+        return StudyOutcome(summary=summary, datasets=datasets, durations=durations)

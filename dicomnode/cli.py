@@ -1,0 +1,265 @@
+"""The `dicomnode` command line (design.md contract: serve, process, demo, config check; plus operations)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from dicomnode import __version__
+from dicomnode.config import Config, ConfigError, load_config
+
+log = logging.getLogger("dicomnode.cli")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path)
+
+
+def cmd_serve(args) -> int:
+    from dicomnode.node import Node
+    from dicomnode.observe import configure_logging
+
+    config = _load(args.config)
+    configure_logging(config.logging)
+    node = Node(config)
+    stop = threading.Event()
+
+    def on_term(signum, frame):
+        stop.set()
+
+    def on_hup(signum, frame):
+        try:
+            node.reload(_load(args.config))
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config:\n%s", exc)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    if args.config:
+        signal.signal(signal.SIGHUP, on_hup)
+    node.start()
+    _notify("READY=1")
+    while not stop.wait(5.0):
+        _notify("WATCHDOG=1")
+    _notify("STOPPING=1")
+    node.stop()
+    return EXIT_OK
+
+
+def _notify(message: str) -> None:
+    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd runs us as Type=notify."""
+    import os
+    import socket
+
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError:
+            pass
+
+
+def cmd_process(args) -> int:
+    from dicomnode.observe import configure_logging
+    from dicomnode.process import process_folder
+
+    config = _load(args.config)
+    configure_logging(config.logging)
+    summary = process_folder(Path(args.input_dir), Path(args.out), config)
+    print_summary_table(summary)
+    print(f"\nsummary: {Path(args.out) / 'summary.json'}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from dicomnode.demo import run_demo
+
+    return run_demo(clean=args.clean, workdir=Path(args.workdir) if args.workdir else None)
+
+
+def cmd_config_check(args) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{exc.source}: INVALID", file=sys.stderr)
+        for path, message in exc.problems:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{args.file}: OK ({len(config.destinations)} destination(s), {len(config.routes)} route(s))")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from dicomnode.node import status_report
+    from dicomnode.state import StateDB
+
+    config = _load(args.config)
+    db_path = Path(config.node.storage_dir) / "state.sqlite3"
+    if not db_path.exists():
+        print(f"no node state at {db_path}", file=sys.stderr)
+        return EXIT_ERROR
+    report = status_report(StateDB(db_path))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"{'study key':<44} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} {'dead':>5}  reason")
+    for study in report["studies"]:
+        print(f"{study['study_key'][:44]:<44} {study['state']:<10} {study['generation']:>3} {study['instances']:>5} "
+              f"{study['sent']:>5} {study['pending']:>5} {len(study['dead']):>5}  {study['reason'] or ''}")
+    dead = [(s["study_key"], d) for s in report["studies"] for d in s["dead"]]
+    if dead:
+        print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")
+        for key, item in dead:
+            print(f"  {key[:44]} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
+                  f"attempt(s): {item['error']}")
+    return EXIT_OK
+
+
+def cmd_retry(args) -> int:
+    from dicomnode.state import StateDB
+
+    config = _load(args.config)
+    db = StateDB(Path(config.node.storage_dir) / "state.sqlite3")
+    matches = db.find_studies(args.study)
+    if len(matches) != 1:
+        print(f"{args.study!r} matches {len(matches)} studies; give the study key or Study Instance UID", file=sys.stderr)
+        return EXIT_ERROR
+    count = db.retry_dead(matches[0]["study_key"])
+    print(f"re-queued {count} dead letter(s) of {matches[0]['study_key']}; a running node sends them within seconds")
+    return EXIT_OK
+
+
+def cmd_send(args) -> int:
+    from dicomnode.net.scu import AssociationFailed, send_files
+    from dicomnode.process import find_files
+
+    config = _load(args.config)
+    try:
+        destination = config.destination(args.to)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return EXIT_USAGE
+    paths: list[Path] = []
+    for item in args.files:
+        path = Path(item)
+        paths.extend(find_files(path) if path.is_dir() else [path])
+    try:
+        results = send_files(paths, destination.ae_title, destination.host, destination.port,
+                             calling_ae_title=destination.calling_ae_title or config.node.ae_title)
+    except AssociationFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERROR
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        print(f"FAILED {result.path}: {result.error}", file=sys.stderr)
+    print(f"sent {len(results) - len(failed)} of {len(results)} to {destination.name}")
+    return EXIT_OK if not failed else EXIT_ERROR
+
+
+def print_summary_table(summary: dict) -> None:
+    for study in summary.get("studies", []):
+        print(f"\nStudy {study['study_instance_uid']}")
+        for series in study.get("series", []):
+            print(f"  series #{series.get('series_number')!s:<6} {series['sequence']:<10} {series['view']:<6} "
+                  f"{series['slices']:>3} slices x {series['phases']:>2} phases"
+                  f"{'  (preferred)' if series.get('preferred') else ''}")
+        if "lge" in study:
+            lge = study["lge"]
+            print(f"  LGE: scar {lge['scar_volume_ml']:.1f} mL, MVO {lge['mvo_volume_ml']:.1f} mL, myocardium "
+                  f"{lge['myocardium_volume_ml']:.1f} mL ({lge['lv_mass_g']:.0f} g), LGE {lge['lge_percent']:.1f} %"
+                  f" (n-SD {lge['nsd']['lge_percent']:.1f} %, FWHM {lge['fwhm']['lge_percent']:.1f} %)"
+                  f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}")
+        if "cine" in study:
+            cine = study["cine"]
+            print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"
+                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g (ED phase {cine['ed_phase']},"
+                  f" ES phase {cine['es_phase']})")
+            print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
+                  f" EF {cine['rv_ef_percent']:.0f} %")
+        for suggestion in study.get("suggestions", []) or []:
+            print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}): {suggestion['text'][:110]}")
+        for item in study.get("declined", []):
+            print(f"  declined: {item['reason']}")
+        print(f"  {len(study.get('outputs', []))} result object(s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomnode", description="A DICOM node for cardiac MRI.")
+    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the node until SIGTERM")
+    p.add_argument("--config", help="TOML config (default: embedded defaults)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("process", help="analyse a folder of DICOM files offline; write .dcm + summary.json")
+    p.add_argument("input_dir")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("demo", help="run the node on a bundled study with an embedded PACS; show the results")
+    p.add_argument("--clean", action="store_true", help="remove the temporary folder afterwards")
+    p.add_argument("--workdir", help="use this folder instead of a temporary one")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("config", help="configuration tools")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file; errors name their key paths")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("status", help="list studies, their state and failed sends")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("retry", help="re-queue the dead letters of a study")
+    p.add_argument("study", help="study key or Study Instance UID")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("send", help="C-STORE files (or folders) to a configured destination")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--to", required=True, help="destination name from the config")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_send)
+
+    for module, function in (("dicomnode.inference.cli", "add_engines_parser"),
+                             ("dicomnode.devtools.cli", "add_devtools_parser")):
+        try:
+            module_object = __import__(module, fromlist=[function])
+        except ImportError:
+            continue
+        getattr(module_object, function)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERROR
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""`dicomnode demo`: the node on a temporary spool, an embedded PACS, the bundled studies sent, results shown."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from dicomnode.config import Config, DestinationConfig, LoggingConfig, NodeConfig, StudiesConfig
+from dicomnode.node import Node, summary_of
+from dicomnode.observe import configure_logging
+
+DEMO_QUIET_SECONDS = 3.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 900.0) -> int:
+    from dicomnode.cli import print_summary_table
+    from dicomnode.demo_data import extract_demo
+    from dicomnode.net.receiver import EmbeddedReceiver
+    from dicomnode.net.scu import send_files
+    from dicomnode.process import find_files
+
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="dicomnode-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"dicomnode demo — working folder {root}")
+    pacs = EmbeddedReceiver(root / "pacs", ae_title="DEMOPACS")
+    pacs_port = pacs.start()
+    config = Config(
+        node=NodeConfig(ae_title="DICOMNODE", host="127.0.0.1", port=_free_port(), storage_dir=root / "node",
+                        allowed_calling_aes=["DEMOSCANNER"], min_free_space_mb=50),
+        studies=StudiesConfig(quiet_seconds=DEMO_QUIET_SECONDS),
+        destinations=[DestinationConfig(name="pacs", ae_title="DEMOPACS", host="127.0.0.1", port=pacs_port)],
+        logging=LoggingConfig(level="WARNING"),
+    )
+    config.routes[0].destinations = ["pacs"]
+    configure_logging(config.logging)
+    node = Node(config)
+    print("loading models ...")
+    node.start()
+    try:
+        studies = extract_demo(root / "input")
+        sent = 0
+        for folder in studies:
+            files = find_files(folder)
+            print(f"scanner DEMOSCANNER -> DICOMNODE: sending {len(files)} instances from {folder.name}")
+            began = time.perf_counter()
+            results = send_files(files, "DICOMNODE", "127.0.0.1", config.node.port, calling_ae_title="DEMOSCANNER")
+            failed = [r for r in results if not r.ok]
+            if failed:
+                print(f"  {len(failed)} instance(s) refused, first: {failed[0].error}")
+            sent += len(results) - len(failed)
+            print(f"  {len(results) - len(failed)} acknowledged in {time.perf_counter() - began:.1f} s")
+        print(f"waiting for completion ({DEMO_QUIET_SECONDS:.0f} s quiet or expected counts), analysis and delivery ...")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            states = [row["state"] for row in node.db.studies()]
+            if states and all(state in ("done", "failed") for state in states):
+                break
+            time.sleep(0.5)
+        summaries = [summary_of(node.db, row["study_key"]) for row in node.db.studies()]
+        summary = {"studies": [s for s in summaries if s]}
+        (root / "summary.json").write_text(json.dumps(summary, indent=2))
+        print_summary_table(summary)
+        print("\nstudy states:")
+        for row in node.db.studies():
+            print(f"  {row['study_instance_uid']}: {row['state']}{' — ' + row['reason'] if row['reason'] else ''}")
+        print(f"\nthe embedded PACS received {len(pacs.received)} result object(s) in {root / 'pacs'}")
+        for path in pacs.received:
+            print(f"  {path.name}")
+        print(f"summary: {root / 'summary.json'}")
+        ok = all(row["state"] == "done" for row in node.db.studies())
+    finally:
+        node.stop()
+        pacs.stop()
+        if clean and workdir is None:
+            print(f"(removed {root})")
+            shutil.rmtree(root, ignore_errors=True)
+    return 0 if ok else 1

@@ -1,0 +1,117 @@
+"""The outbox: due result objects sent per destination, exponential back-off, dead letters after max attempts."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from dicomnode.config import DispatchConfig
+from dicomnode.net.scu import AssociationFailed, send_files
+from dicomnode.state import StateDB
+
+log = logging.getLogger("dicomnode.dispatch")
+
+
+def backoff_seconds(attempts: int, config: DispatchConfig) -> float:
+    """Delay before attempt number `attempts + 1` (attempts already made >= 1)."""
+    delay = config.initial_backoff_seconds * config.backoff_factor ** max(0, attempts - 1)
+    return min(delay, config.max_backoff_seconds)
+
+
+class Dispatcher:
+    """A thread that drains the outbox; `wake()` after new items, otherwise it sleeps until the next due time."""
+
+    def __init__(self, db: StateDB, storage_dir: Path, config: DispatchConfig, calling_ae_title: str,
+                 ssl_context_for=None):
+        self.db = db
+        self.storage_dir = Path(storage_dir)
+        self.config = config
+        self.calling_ae_title = calling_ae_title
+        self.ssl_context_for = ssl_context_for
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.failed_attempts = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("dispatch round failed")
+            next_due = self.db.next_send_time()
+            wait = 5.0 if next_due is None else min(5.0, max(0.05, next_due - time.time()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def run_once(self) -> int:
+        """Send every due item, one association per destination; returns how many were sent."""
+        due = self.db.due_sends()
+        batches: dict[tuple, list] = defaultdict(list)
+        for row in due:
+            batches[(row["destination"], row["ae_title"], row["host"], row["port"])].append(row)
+        sent = 0
+        for (name, ae_title, host, port), rows in batches.items():
+            if self._stop.is_set():
+                break
+            sent += self._send_batch(name, ae_title, host, port, rows)
+        return sent
+
+    def _send_batch(self, name: str, ae_title: str, host: str, port: int, rows: list) -> int:
+        paths = [self.storage_dir / row["path"] for row in rows]
+        missing = [row for row, path in zip(rows, paths) if not path.is_file()]
+        for row in missing:
+            self._failed(row, f"result file {row['path']} is missing", dead=True)
+        rows = [row for row, path in zip(rows, paths) if path.is_file()]
+        if not rows:
+            return 0
+        ssl_context = self.ssl_context_for(name) if self.ssl_context_for else None
+        try:
+            results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
+                                 calling_ae_title=self.calling_ae_title, ssl_context=ssl_context)
+        except AssociationFailed as exc:
+            log.warning("destination %s: %s", name, exc)
+            for row in rows:
+                self._failed(row, str(exc))
+            return 0
+        except Exception as exc:
+            log.exception("destination %s: send failed", name)
+            for row in rows:
+                self._failed(row, f"{type(exc).__name__}: {exc}")
+            return 0
+        ok_ids = [row["id"] for row, result in zip(rows, results) if result.ok]
+        if ok_ids:
+            self.db.mark_sent(ok_ids)
+        for row, result in zip(rows, results):
+            if not result.ok:
+                log.warning("destination %s refused %s: %s", name, row["sop_instance_uid"], result.error)
+                self._failed(row, result.error)
+        self.sent += len(ok_ids)
+        log.info("destination %s: sent %d of %d", name, len(ok_ids), len(rows))
+        return len(ok_ids)
+
+    def _failed(self, row, error: str, dead: bool = False) -> None:
+        attempts = row["attempts"] + 1
+        self.failed_attempts += 1
+        dead = dead or attempts >= self.config.max_attempts
+        next_attempt = time.time() + backoff_seconds(attempts, self.config)
+        self.db.mark_failed_send(row["id"], error, next_attempt, dead)
+        if dead:
+            log.error("dead letter: %s to %s after %d attempt(s): %s", row["sop_instance_uid"], row["destination"],
+                      attempts, error)

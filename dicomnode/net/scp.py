@@ -1,0 +1,311 @@
+"""The Storage SCP: association policy, C-ECHO, and C-STORE written to the spool exactly as received."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from typing import Callable
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    EnhancedMRColorImageStorage,
+    EnhancedMRImageStorage,
+    LegacyConvertedEnhancedMRImageStorage,
+    MRImageStorage,
+    Verification,
+)
+
+from dicomnode.config import Config
+from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
+from dicomnode.state import StoreOutcome
+from dicomnode.uids import InvalidUID, check_uid, short_hash
+
+log = logging.getLogger("dicomnode.net.scp")
+
+MR_STORAGE_CLASSES = (
+    MRImageStorage,
+    EnhancedMRImageStorage,
+    EnhancedMRColorImageStorage,
+    LegacyConvertedEnhancedMRImageStorage,
+)
+ACCEPTED_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+# C-STORE statuses (PS3.4 Annex B.2.3) the SCP returns
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_PROCESSING_FAILURE = 0x0110
+
+# A-ASSOCIATE-RJ (result, source, reason) per PS3.8 9.3.4
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+REJECT_NO_REASON = (0x01, 0x01, 0x01)
+
+
+def set_tcp_nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN: small DIMSE messages must not wait for Nagle's algorithm."""
+    try:
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # pragma: no cover - socket already gone
+        pass
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def study_key_for(dataset, grouping_key: str) -> str:
+    if grouping_key == "StudyInstanceUID":
+        return check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
+    if grouping_key == "AccessionNumber":
+        accession = str(dataset.get("AccessionNumber", "") or "").strip()
+        if accession:
+            return "acc-" + short_hash(accession, 24)
+        return check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
+    patient = str(dataset.get("PatientID", "") or "")
+    date = str(dataset.get("StudyDate", "") or "")
+    return "pd-" + short_hash(patient + "|" + date, 24)
+
+
+def slice_key_of(dataset) -> str | None:
+    position = dataset.get("ImagePositionPatient")
+    orientation = dataset.get("ImageOrientationPatient")
+    if position is None or orientation is None:
+        return None
+    try:
+        return ",".join(f"{float(v):.1f}" for v in list(position) + list(orientation))
+    except (TypeError, ValueError):
+        return None
+
+
+class StorageSCP:
+    """Receives MR instances and stores each durably before answering 0x0000."""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: Spool,
+        on_stored: Callable[[StoreOutcome, IncomingInstance], None] | None = None,
+        ssl_context=None,
+    ):
+        self.config = config
+        self.spool = spool
+        self.on_stored = on_stored
+        self.ssl_context = ssl_context
+        self._server = None
+        self._active = 0
+        self._active_lock = threading.Condition()
+        self.received = 0
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        node = self.config.node
+        ae = AE(ae_title=node.ae_title)
+        ae.maximum_pdu_size = node.max_pdu_size
+        ae.acse_timeout = node.acse_timeout
+        ae.dimse_timeout = node.dimse_timeout
+        ae.network_timeout = node.network_timeout
+        ae.maximum_associations = node.max_associations
+        ae.require_called_aet = True
+        allowed = [a for a in node.allowed_calling_aes if a != "*"]
+        ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
+        ae.add_supported_context(Verification)
+        for sop_class in MR_STORAGE_CLASSES:
+            ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
+        return ae
+
+    def update_config(self, config: Config) -> None:
+        """Apply a reloaded config's association policy to new associations."""
+        self.config = config
+        node = config.node
+        allowed = [a for a in node.allowed_calling_aes if a != "*"]
+        self.ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
+
+    # --- association policy ----------------------------------------------------------------------------------
+
+    def _peer_allows(self, calling_ae: str, address: str, operation: str) -> bool:
+        peers = [p for p in self.config.node.peers if p.ae_title == calling_ae]
+        if not peers:
+            return True
+        for peer in peers:
+            if operation not in peer.operations:
+                continue
+            if not peer.networks:
+                return True
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            if any(ip in ipaddress.ip_network(net, strict=False) for net in peer.networks):
+                return True
+        return False
+
+    def _handle_requested(self, event: evt.Event) -> None:
+        """EVT_REQUESTED: refuse unknown called/calling AEs and peers from addresses they are not bound to."""
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = primitive.calling_ae_title.strip()
+        called = primitive.called_ae_title.strip()
+        address = assoc.requestor.address
+        reject = None
+        if called != self.config.node.ae_title:
+            reject, why = REJECT_CALLED_AE, f"called AE {called!r} is not {self.config.node.ae_title!r}"
+        elif "*" not in self.config.node.allowed_calling_aes and calling not in self.config.node.allowed_calling_aes:
+            reject, why = REJECT_CALLING_AE, f"calling AE {calling!r} is not in allowed_calling_aes"
+        elif not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
+            reject, why = REJECT_CALLING_AE, f"calling AE {calling!r} is not allowed from {address}"
+        if reject is not None:
+            log.warning("association refused: %s", why)
+            assoc.acse.send_reject(*reject)
+
+    # --- services --------------------------------------------------------------------------------------------
+
+    def _handle_echo(self, event: evt.Event) -> int:
+        calling = event.assoc.requestor.ae_title.strip()
+        if not self._peer_allows(calling, event.assoc.requestor.address, "echo"):
+            return 0x0124  # refused: not authorised
+        return STATUS_SUCCESS
+
+    def _handle_store(self, event: evt.Event):
+        calling = event.assoc.requestor.ae_title.strip()
+        address = event.assoc.requestor.address
+        if not self._peer_allows(calling, address, "store"):
+            return 0x0124
+        with self._active_lock:
+            self._active += 1
+        try:
+            return self._store(event, calling, address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+                self._active_lock.notify_all()
+
+    def _store(self, event: evt.Event, calling: str, address: str):
+        request = event.request
+        try:
+            dataset = event.dataset
+            dataset_sop_class = dataset.get("SOPClassUID")
+            dataset_sop_instance = dataset.get("SOPInstanceUID")
+            sop_instance = check_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
+            sop_class = check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID")
+            if dataset_sop_class is not None and str(dataset_sop_class) != sop_class:
+                return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                                    f"SOP Class UID {dataset_sop_class} in the dataset differs from {sop_class} requested")
+            if dataset_sop_instance is not None and str(dataset_sop_instance) != sop_instance:
+                return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                                    f"SOP Instance UID in the dataset differs from {sop_instance} requested")
+            study_uid = check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
+            series_uid = check_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID")
+            instance = IncomingInstance(
+                encoded=event.encoded_dataset(include_meta=True),
+                sop_instance_uid=sop_instance,
+                sop_class_uid=sop_class,
+                study_instance_uid=study_uid,
+                series_instance_uid=series_uid,
+                transfer_syntax=str(event.context.transfer_syntax),
+                modality=str(dataset.get("Modality", "") or ""),
+                study_key=study_key_for(dataset, self.config.studies.grouping_key),
+                calling_ae=calling,
+                series_number=_int_or_none(dataset.get("SeriesNumber")),
+                slice_key=slice_key_of(dataset),
+                cardiac_images=_int_or_none(dataset.get("CardiacNumberOfImages")),
+                frames=_int_or_none(dataset.get("NumberOfFrames")),
+                images_in_acquisition=_int_or_none(dataset.get("ImagesInAcquisition")),
+            )
+        except InvalidUID as exc:
+            log.warning("C-STORE refused from %s: %s", calling, exc)
+            return self._status(STATUS_CANNOT_UNDERSTAND, str(exc))
+        except Exception as exc:  # a dataset pydicom cannot decode
+            log.warning("C-STORE refused from %s: cannot decode dataset: %s", calling, exc)
+            return self._status(STATUS_CANNOT_UNDERSTAND, f"cannot decode dataset: {exc}")
+        try:
+            outcome = self.spool.store(instance, calling_host=address)
+        except OutOfSpace as exc:
+            log.error("C-STORE refused (out of resources): %s", exc)
+            return self._status(STATUS_OUT_OF_RESOURCES, str(exc))
+        except OSError as exc:
+            log.error("C-STORE failed writing the spool: %s", exc)
+            return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
+        self.received += 1
+        if not outcome.stored:
+            log.info("duplicate SOP instance %s (study %s) stored once", sop_instance, short_hash(study_uid))
+        elif self.on_stored is not None:
+            try:
+                self.on_stored(outcome, instance)
+            except Exception:  # the instance is durable; completion will be rebuilt from the index
+                log.exception("post-store hook failed")
+        return STATUS_SUCCESS
+
+    @staticmethod
+    def _status(code: int, comment: str):
+        from pydicom import Dataset
+
+        status = Dataset()
+        status.Status = code
+        status.ErrorComment = comment[:64]
+        return status
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+            (evt.EVT_REQUESTED, self._handle_requested),
+            (evt.EVT_C_ECHO, self._handle_echo),
+            (evt.EVT_C_STORE, self._handle_store),
+        ]
+        self._server = self.ae.start_server(
+            (self.config.node.host, self.config.node.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=self.ssl_context,
+        )
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self.config.node.port
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting associations, then wait for stores in flight to become durable."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        with self._active_lock:
+            self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
+        for assoc in list(self._server.active_associations):
+            assoc.release() if assoc.is_established else None
+        self._server = None

@@ -1,0 +1,101 @@
+"""The Storage SCU: one association per destination batch, every instance's C-STORE status checked."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+from dicomnode.net.scp import set_tcp_nodelay
+
+log = logging.getLogger("dicomnode.net.scu")
+
+
+@dataclass
+class SendResult:
+    path: Path
+    ok: bool
+    status: int | None
+    error: str = ""
+
+
+class AssociationFailed(ConnectionError):
+    """The destination refused or could not be reached; nothing was sent."""
+
+
+def _successful(status: int | None) -> bool:
+    # 0x0000 success; 0xB000, 0xB007, 0xB006 warnings: the instance was stored (PS3.4 B.2.3)
+    return status is not None and (status == 0x0000 or status in (0xB000, 0xB006, 0xB007))
+
+
+def send_files(
+    paths: list[Path],
+    ae_title: str,
+    host: str,
+    port: int,
+    calling_ae_title: str = "DICOMNODE",
+    timeout: float = 30.0,
+    ssl_context=None,
+) -> list[SendResult]:
+    """C-STORE every file over one association; raises AssociationFailed when none can be opened."""
+    headers = []
+    for path in paths:
+        dataset = dcmread(path, stop_before_pixels=False)
+        headers.append((path, dataset))
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    contexts = set()
+    for _, dataset in headers:
+        transfer_syntax = dataset.file_meta.TransferSyntaxUID
+        contexts.add((dataset.SOPClassUID, transfer_syntax))
+    for sop_class, transfer_syntax in sorted(contexts):
+        syntaxes = [transfer_syntax] + [t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != transfer_syntax]
+        ae.add_requested_context(sop_class, syntaxes)
+    if len(ae.requested_contexts) > 128:
+        raise ValueError("more than 128 presentation contexts in one batch; split it")
+    tls_args = (ssl_context, host) if ssl_context is not None else None
+    assoc = ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+                         tls_args=tls_args)
+    if not assoc.is_established:
+        reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no connection"
+        raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: {reason}")
+    results: list[SendResult] = []
+    try:
+        for path, dataset in headers:
+            try:
+                response = assoc.send_c_store(dataset)
+            except Exception as exc:  # e.g. no accepted context for this SOP class
+                results.append(SendResult(path, False, None, str(exc)))
+                continue
+            status = int(response.Status) if response and "Status" in response else None
+            comment = str(response.get("ErrorComment", "")) if response else "no response (association lost)"
+            ok = _successful(status)
+            results.append(SendResult(path, ok, status, "" if ok else f"status 0x{status or 0:04X} {comment}".strip()))
+            if not assoc.is_established:
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    for path, _ in headers[len(results):]:
+        results.append(SendResult(path, False, None, "association ended before this instance was sent"))
+    return results
+
+
+def echo(ae_title: str, host: str, port: int, calling_ae_title: str = "DICOMNODE", timeout: float = 10.0) -> int | None:
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(host, port, ae_title=ae_title)
+    if not assoc.is_established:
+        return None
+    try:
+        response = assoc.send_c_echo()
+        return int(response.Status) if response and "Status" in response else None
+    finally:
+        assoc.release()

@@ -1,0 +1,241 @@
+"""The running node: wires SCP, spool, completion, analysis workers and dispatch; resumes after any crash."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+import time
+from io import BytesIO
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from dicomnode.config import Config
+from dicomnode.dispatch import Dispatcher
+from dicomnode.net.scp import StorageSCP
+from dicomnode.routing import select_route
+from dicomnode.spool import IncomingInstance, Spool, write_durably
+from dicomnode.state import ANALYSING, COMPLETE, RESULTS_READY, StateDB, StoreOutcome
+from dicomnode.studies import CompletionTracker
+from dicomnode.uids import check_uid, short_hash
+
+log = logging.getLogger("dicomnode.node")
+
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def dataset_bytes(dataset) -> bytes:
+    """Encode a result object as a DICOM Part 10 file."""
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Node:
+    def __init__(self, config: Config, analyser=None):
+        self.config = config
+        self.storage_dir = Path(config.node.storage_dir)
+        self.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = StateDB(self.storage_dir / "state.sqlite3")
+        self.spool = Spool(self.storage_dir, self.db, config.node.min_free_space_mb)
+        self.scheduler = BackgroundScheduler(timezone=dt.datetime.now().astimezone().tzinfo)
+        self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler)
+        self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title)
+        self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored)
+        self._analyser = analyser
+        self._analysis_queue: queue.Queue = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self.analyses_done = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def analyser(self):
+        if self._analyser is None:
+            from dicomnode.analysis.run import Analyser
+
+            self._analyser = Analyser(self.config)
+        return self._analyser
+
+    def start(self, warm_up: bool = True) -> None:
+        removed = self.spool.remove_temporaries()
+        if removed:
+            log.info("removed %d unacknowledged partial file(s) from before a crash", removed)
+        if warm_up:
+            unavailable = self.analyser.warm_up()
+            for name, reason in unavailable.items():
+                log.warning("%s", reason)
+        self.scheduler.start()
+        resumed = self._resume()
+        for index in range(self.config.analysis.workers):
+            worker = threading.Thread(target=self._analysis_worker, name=f"analysis-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        self.dispatcher.start()
+        self.scp.start()
+        log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s",
+                 self.config.node.ae_title, self.config.node.host, self.scp.port, self.storage_dir,
+                 resumed, "y" if resumed == 1 else "ies")
+
+    def stop(self) -> None:
+        """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start)."""
+        self._stopping.set()
+        self.scp.stop()
+        self.scheduler.shutdown(wait=False)
+        for _ in self._workers:
+            self._analysis_queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout=60)
+        self.dispatcher.stop()
+        self.db.close()
+        log.info("stopped")
+
+    def _resume(self) -> int:
+        """Rebuild what was in flight from the durable state."""
+        timers = self.completion.rebuild()
+        requeued = 0
+        for study in self.db.studies((COMPLETE, ANALYSING, RESULTS_READY)):
+            if study["state"] != COMPLETE:
+                self.db.set_study_state(study["study_key"], COMPLETE, "resumed after restart")
+            self._enqueue_analysis(study["study_key"], study["generation"])
+            requeued += 1
+        self.dispatcher.wake()
+        return timers + requeued
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: routing rules, destinations and association policy change without dropping associations."""
+        self.config = config
+        self.scp.update_config(config)
+        self.completion.config = config.studies
+        self.dispatcher.config = config.dispatch
+        with self.db.transaction() as db:
+            for destination in config.destinations:
+                db.execute("UPDATE outbox SET ae_title=?, host=?, port=? WHERE destination=? AND state='pending'",
+                           (destination.ae_title, destination.host, destination.port, destination.name))
+        self.dispatcher.wake()
+        log.info("configuration reloaded")
+
+    # --- receive -> completion -------------------------------------------------------------------------------
+
+    def _instance_stored(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
+        if outcome.study_state_before not in (None, "received"):
+            log.info("study %s: instance after completion; re-analysis as generation %d",
+                     short_hash(instance.study_instance_uid), outcome.generation)
+        self.completion.instance_stored(outcome.study_key, new_study=outcome.study_state_before is None)
+
+    # --- analysis --------------------------------------------------------------------------------------------
+
+    def _enqueue_analysis(self, study_key: str, generation: int) -> None:
+        self._analysis_queue.put((study_key, generation))
+
+    def _analysis_worker(self) -> None:
+        while True:
+            item = self._analysis_queue.get()
+            if item is None or self._stopping.is_set():
+                return
+            study_key, generation = item
+            try:
+                self.analyse_study(study_key, generation)
+            except Exception:
+                log.exception("analysis of %s crashed", short_hash(study_key))
+
+    def analyse_study(self, study_key: str, generation: int) -> None:
+        from dicomnode.cmr.study import load_studies
+
+        analysis_id = self.db.start_analysis(study_key, generation)
+        if analysis_id is None:
+            return  # a newer generation or another worker has it
+        started_at = dt.datetime.now().astimezone()
+        study_row = self.db.study(study_key)
+        rows = self.db.study_instances(study_key)
+        paths = [self.spool.path_of(row["path"]) for row in rows]
+        tag = short_hash(study_row["study_instance_uid"])
+        try:
+            studies = load_studies(paths)
+            if not studies:
+                raise ValueError("no readable DICOM instance in the study")
+            study = studies[0]
+            headers = [series.instances[0].dataset for series in study.series if series.instances]
+            route = select_route(self.config, study_row["calling_ae"], headers)
+            if route is None:
+                summary = {"study_instance_uid": study.study_instance_uid, "series": study.summary_series(),
+                           "outputs": [], "declined": [{"series_instance_uid": None, "reason": "no routing rule matches"}]}
+                self.db.finish_analysis(analysis_id, study_key, generation, summary, [], [])
+                log.info("study %s: no routing rule matches; stored, not analysed", tag)
+                return
+            supersedes = [
+                {"sop_instance_uid": r["sop_instance_uid"], "series_instance_uid": r["series_instance_uid"],
+                 "study_instance_uid": study.study_instance_uid, "sop_class_uid": r["sop_class_uid"]}
+                for r in self.db.earlier_reports(study_key, COMPREHENSIVE_3D_SR)
+            ]
+            outcome = self.analyser.analyse(study, route.pipelines, started_at=started_at, supersedes=supersedes)
+            results, outputs = self._write_results(study_key, analysis_id, outcome.datasets)
+            outcome.summary["outputs"] = outputs
+            outbox = self._outbox_items(route, study_row, results)
+        except Exception as exc:
+            log.exception("study %s: analysis failed", tag)
+            self.db.fail_analysis(analysis_id, study_key, generation, f"analysis failed: {exc}")
+            return
+        if self.db.finish_analysis(analysis_id, study_key, generation, outcome.summary, results, outbox):
+            self.analyses_done += 1
+            log.info("study %s: %d result object(s), %d send(s) queued", tag, len(results), len(outbox))
+            self.dispatcher.wake()
+        else:
+            log.info("study %s: analysis superseded by newer instances", tag)
+
+    def _write_results(self, study_key: str, analysis_id: int, datasets: list) -> tuple[list, list[str]]:
+        folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
+        results, outputs = [], []
+        for dataset in datasets:
+            sop = check_uid(dataset.SOPInstanceUID, "result SOP Instance UID")
+            relative = folder / f"{sop}.dcm"
+            write_durably(self.storage_dir / relative, dataset_bytes(dataset))
+            results.append((sop, str(dataset.SeriesInstanceUID), str(dataset.SOPClassUID), str(relative)))
+            outputs.append(str(relative))
+        return results, outputs
+
+    def _outbox_items(self, route, study_row, results: list) -> list[dict]:
+        targets = []
+        for name in route.destinations:
+            destination = self.config.destination(name)
+            targets.append((destination.name, destination.ae_title, destination.host, destination.port))
+        if route.send_to_sender and study_row["calling_host"] and route.sender_port:
+            targets.append(("sender", study_row["calling_ae"], study_row["calling_host"], route.sender_port))
+        return [
+            {"destination": name, "ae_title": ae, "host": host, "port": port, "sop_instance_uid": sop, "path": path}
+            for name, ae, host, port in targets
+            for sop, _series, _class, path in results
+        ]
+
+    # --- status ----------------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return status_report(self.db)
+
+
+def status_report(db: StateDB) -> dict:
+    studies = []
+    for row in db.studies():
+        outbox = db.outbox_for(row["study_key"])
+        studies.append({
+            "study_key": row["study_key"],
+            "study": short_hash(row["study_instance_uid"]),
+            "state": row["state"],
+            "reason": row["reason"],
+            "generation": row["generation"],
+            "instances": len(db.study_instances(row["study_key"])),
+            "sent": sum(1 for o in outbox if o["state"] == "sent"),
+            "pending": sum(1 for o in outbox if o["state"] == "pending"),
+            "dead": [{"destination": o["destination"], "sop_instance_uid": o["sop_instance_uid"],
+                      "attempts": o["attempts"], "error": o["last_error"]} for o in outbox if o["state"] == "dead"],
+            "last_received": row["last_received"],
+        })
+    return {"studies": studies, "by_state": db.counts_by_state()}
+
+
+def summary_of(db: StateDB, study_key: str) -> dict | None:
+    row = db.study(study_key)
+    return json.loads(row["summary_json"]) if row and row["summary_json"] else None

@@ -1,0 +1,69 @@
+"""`dicomnode process`: analyse every study in a folder of DICOM files, no network; write .dcm + summary.json."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+
+from dicomnode.config import Config
+from dicomnode.routing import select_route
+from dicomnode.spool import write_durably
+
+log = logging.getLogger("dicomnode.process")
+
+
+def find_files(input_dir: Path) -> list[Path]:
+    """Every regular file below `input_dir` (recursively), hidden files and DICOMDIR excluded."""
+    found = []
+    for root, dirs, files in os.walk(input_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            found.append(Path(root) / name)
+    return found
+
+
+def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser=None) -> dict:
+    """Analyse each study found; returns the summary.json content (also written to out_dir/summary.json)."""
+    from dicomnode.analysis.run import Analyser
+    from dicomnode.cmr.study import load_studies
+    from dicomnode.node import dataset_bytes
+
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    analyser = analyser or Analyser(config)
+    files = find_files(input_dir)
+    log.info("found %d file(s) under %s", len(files), input_dir)
+    studies = load_studies(files)
+    summaries = []
+    for study in studies:
+        started_at = dt.datetime.now().astimezone()
+        headers = [series.instances[0].dataset for series in study.series if series.instances]
+        route = select_route(config, None, headers)
+        if route is None:
+            summaries.append({"study_instance_uid": study.study_instance_uid, "series": study.summary_series(),
+                              "outputs": [], "declined": [{"series_instance_uid": None,
+                                                           "reason": "no routing rule matches"}]})
+            continue
+        outcome = analyser.analyse(study, route.pipelines, started_at=started_at)
+        outputs = []
+        for dataset in outcome.datasets:
+            relative = Path(_safe(study.study_instance_uid)) / f"{dataset.Modality}_{_safe(dataset.SOPInstanceUID)}.dcm"
+            write_durably(out_dir / relative, dataset_bytes(dataset), mode=0o644)
+            outputs.append(str(relative))
+        outcome.summary["outputs"] = outputs
+        summaries.append(outcome.summary)
+    summary = {"studies": summaries}
+    write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
+    return summary
+
+
+def _safe(uid: str) -> str:
+    from dicomnode.uids import check_uid
+
+    return check_uid(uid)

@@ -1,0 +1,42 @@
+"""UID validation (received values never reach a path unchecked) and generation of new UIDs."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from pydicom.uid import generate_uid
+
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+MAX_UID_LENGTH = 64
+#: root for UIDs the node creates (UUID-derived 2.25 UIDs via pydicom)
+UID_PREFIX = None
+
+
+class InvalidUID(ValueError):
+    """A UID that is not digits and dots, or longer than 64 characters."""
+
+
+def check_uid(value: object, what: str = "UID") -> str:
+    """Return `value` as a str if it is a syntactically valid UID, else raise InvalidUID naming `what`.
+
+    Leading zeros in components are tolerated (real archives, e.g. Sunnybrook, contain them).
+    """
+    if value is None:
+        raise InvalidUID(f"{what} is missing")
+    text = str(value).strip().rstrip("\x00")
+    if not text:
+        raise InvalidUID(f"{what} is empty")
+    if len(text) > MAX_UID_LENGTH:
+        raise InvalidUID(f"{what} is {len(text)} characters long (at most {MAX_UID_LENGTH})")
+    if not UID_PATTERN.match(text):
+        raise InvalidUID(f"{what} {text[:80]!r} is not digits and dots")
+    return text
+
+
+def new_uid() -> str:
+    return generate_uid(prefix=UID_PREFIX) if UID_PREFIX else generate_uid(prefix=None)
+
+
+def short_hash(value: str, length: int = 12) -> str:
+    """A stable, non-reversible short id for logs (study UIDs are quasi-identifiers)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:length]

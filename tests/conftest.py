@@ -1,0 +1,65 @@
+"""Shared test fixtures: where the real data lives, and real peers that skip (or fail under CI) when missing."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRE_PEERS = os.environ.get("DICOMNODE_REQUIRE_PEERS") == "1"
+
+PEER_COMMANDS = {
+    "storescu": "storescu",
+    "storescp": "storescp",
+    "echoscu": "echoscu",
+    "orthanc": "Orthanc",
+    "dciodvfy": "dciodvfy",
+    "pixelmed": "java",
+    "unshare": "unshare",
+}
+
+
+def shared_datasets_dir() -> Path | None:
+    """../shared/datasets beside the checkout, or $DICOMNODE_SHARED_DATASETS."""
+    candidates = [os.environ.get("DICOMNODE_SHARED_DATASETS"), REPO.parent / "shared" / "datasets"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    found = shared_datasets_dir()
+    if found is None:
+        if REQUIRE_PEERS:
+            pytest.fail("../shared/datasets is missing (CI must run with shared/ beside the checkout)")
+        pytest.skip("../shared/datasets not found; set DICOMNODE_SHARED_DATASETS")
+    return found
+
+
+def require_peer(name: str) -> str:
+    """Path of a real peer program; skip when missing, or fail when DICOMNODE_REQUIRE_PEERS=1."""
+    command = PEER_COMMANDS.get(name, name)
+    found = shutil.which(command)
+    if name == "pixelmed" and found:
+        jar = Path("/usr/share/java/pixelmed.jar")
+        found = str(jar) if jar.is_file() else None
+    if found is None:
+        message = f"real peer {name!r} ({command}) is not installed (Debian: orthanc dcmtk dicom3tools pixelmed-apps)"
+        if REQUIRE_PEERS:
+            pytest.fail(message + " but DICOMNODE_REQUIRE_PEERS=1")
+        pytest.skip(message)
+    return found
+
+
+def can_unshare_network() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    result = subprocess.run(["unshare", "--net", "--map-root-user", "true"], capture_output=True)
+    if result.returncode == 0:
+        return True
+    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0

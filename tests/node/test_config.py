@@ -1,0 +1,79 @@
+"""Config: the annotated default validates; every bad key is named by its path; unknown keys are errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomnode.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_config_is_valid():
+    config = load_config(REPO / "config" / "dicomnode.toml")
+    assert config.node.ae_title == "DICOMNODE"
+    assert config.node.port == 11112
+    assert config.inference.backend == "auto"
+    assert config.studies.quiet_seconds == 30
+    assert config.destinations[0].name == "pacs" and config.destinations[0].port == 4242
+    assert config.node.allowed_calling_aes == ["SCANNER1"]
+
+
+def test_design_contract_keys_exist():
+    config = parse_config({
+        "node": {"ae_title": "A", "host": "127.0.0.1", "port": 104, "storage_dir": "x", "allowed_calling_aes": ["*"]},
+        "inference": {"backend": "onnxruntime"},
+        "studies": {"quiet_seconds": 5},
+        "destinations": [{"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}],
+    })
+    assert config.node.allowed_calling_aes == ["*"]
+
+
+@pytest.mark.parametrize("data, path, words", [
+    ({"node": {"portt": 1}}, "node.portt", "unknown key"),
+    ({"node": {"port": 70000}}, "node.port", "less than or equal"),
+    ({"node": {"ae_title": "A\\B"}}, "node.ae_title", "not a valid AE title"),
+    ({"node": {"allowed_calling_aes": ["THIS-IS-FAR-TOO-LONG-FOR-AN-AE"]}}, "node.allowed_calling_aes", "AE title"),
+    ({"inference": {"backend": "cuda"}}, "inference.backend", "auto"),
+    ({"studies": {"quiet_seconds": -1}}, "studies.quiet_seconds", "greater than or equal"),
+    ({"destinations": [{"name": "p", "ae_title": "X", "host": "h"}]}, "destinations[0].port", "required"),
+    ({"routes": [{"name": "r", "match": {"modality": "(MR"}}]}, "routes[0].match", "invalid regex"),
+    ({"routes": [{"name": "r", "match": {"tags": {"NotAKeyword": "x"}}}]}, "routes[0].match", "not a DICOM keyword"),
+    ({"routes": [{"name": "r", "pipelines": ["lge", "ct"]}]}, "routes[0].pipelines[1]", "lge"),
+    ({"analysis": {"lge": {"nsd_n": 4}}}, "analysis.lge.nsd_n", "2"),
+    ({"surprise": 1}, "surprise", "unknown key"),
+])
+def test_bad_keys_are_named_by_path(data, path, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    problems = dict(caught.value.problems)
+    assert path in problems, problems
+    assert words in problems[path]
+
+
+def test_route_to_unknown_destination_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"routes": [{"name": "r", "destinations": ["nowhere"]}]})
+    assert "unknown destination" in str(caught.value)
+
+
+def test_config_check_cli_names_each_bad_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\nae_titel = "X"\nport = 99999\n[[destinations]]\nname = "a"\n')
+    result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "config", "check", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    for path in ("node.ae_titel", "node.port", "destinations[0].ae_title", "destinations[0].host"):
+        assert path in result.stderr
+    good = subprocess.run([sys.executable, "-m", "dicomnode.cli", "config", "check",
+                           str(REPO / "config" / "dicomnode.toml")], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+
+
+def test_toml_syntax_error_is_reported(tmp_path):
+    bad = tmp_path / "syntax.toml"
+    bad.write_text("[node\nport = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert caught.value.problems[0][0] == "(syntax)"

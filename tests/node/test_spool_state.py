@@ -1,0 +1,119 @@
+"""Spool and state: durable before acknowledged, stored once, bad UIDs refused, out of space writes nothing."""
+import stat
+
+import pytest
+
+from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
+from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, StateDB
+from dicomnode.uids import InvalidUID, check_uid
+
+
+def incoming(sop="1.2.3.4.1", study="1.2.3", series="1.2.3.4", payload=b"DICM-bytes"):
+    return IncomingInstance(encoded=payload, sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+                            study_instance_uid=study, series_instance_uid=series, transfer_syntax="1.2.840.10008.1.2.1",
+                            modality="MR", study_key=study, calling_ae="SCANNER1")
+
+
+@pytest.fixture
+def spool(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3")
+    yield Spool(tmp_path, db)
+    db.close()
+
+
+def test_store_writes_bytes_as_received_and_indexes_them(spool, tmp_path):
+    outcome = spool.store(incoming(payload=b"exact bytes"))
+    assert outcome.stored and outcome.study_state_before is None
+    row = spool.db.study_instances("1.2.3")[0]
+    path = tmp_path / row["path"]
+    assert path.read_bytes() == b"exact bytes"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "state.sqlite3").stat().st_mode) == 0o600
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_duplicate_sop_instance_is_stored_once(spool):
+    assert spool.store(incoming()).stored
+    assert not spool.store(incoming(payload=b"other")).stored
+    assert len(spool.db.study_instances("1.2.3")) == 1
+
+
+@pytest.mark.parametrize("field, value", [
+    ("sop_instance_uid", "../../etc/passwd"), ("sop_instance_uid", "1.2.3/4"), ("study_instance_uid", "1." + "2" * 70),
+    ("series_instance_uid", ""), ("sop_class_uid", "1.2.abc"),
+])
+def test_invalid_uids_are_refused_before_anything_is_written(spool, tmp_path, field, value):
+    instance = incoming()
+    setattr(instance, field, value)
+    with pytest.raises(InvalidUID):
+        spool.store(instance)
+    assert not list((tmp_path / "spool").rglob("*.dcm"))
+
+
+def test_uid_rules():
+    assert check_uid("1.2.840.10008.1.2") == "1.2.840.10008.1.2"
+    assert check_uid("1.3.12.2.1107.5.2.0032.1\x00") == "1.3.12.2.1107.5.2.0032.1"  # padding, leading zeros tolerated
+    with pytest.raises(InvalidUID, match="not digits and dots"):
+        check_uid("1.2.3a")
+    with pytest.raises(InvalidUID, match="at most 64"):
+        check_uid("1." * 40 + "1")
+
+
+def test_out_of_space_refuses_and_writes_nothing(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3")
+    spool = Spool(tmp_path, db, min_free_space_mb=10**12)
+    with pytest.raises(OutOfSpace, match="under the floor"):
+        spool.store(incoming())
+    assert not list((tmp_path / "spool").rglob("*"))
+    assert db.study_instances("1.2.3") == []
+
+
+def test_crash_leftovers_are_removed(spool, tmp_path):
+    leftover = tmp_path / "spool" / "ab" / ".x.dcm.1.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"partial")
+    assert spool.remove_temporaries() == 1
+    assert not leftover.exists()
+
+
+def test_late_instance_reopens_a_finished_study_with_a_new_generation(spool):
+    spool.store(incoming(sop="1.1"))
+    db = spool.db
+    assert db.set_study_state("1.2.3", COMPLETE, expect=(RECEIVED,))
+    analysis = db.start_analysis("1.2.3", 0)
+    assert db.finish_analysis(analysis, "1.2.3", 0, {"x": 1}, [("9.1", "9", "1.2", "r/9.1.dcm")], [])
+    assert db.study("1.2.3")["state"] == DONE
+    outcome = spool.store(incoming(sop="1.2"))
+    assert outcome.study_state_before == DONE and outcome.generation == 1
+    assert db.study("1.2.3")["state"] == RECEIVED
+
+
+def test_stale_analysis_is_superseded_not_recorded(spool):
+    spool.store(incoming(sop="1.1"))
+    db = spool.db
+    db.set_study_state("1.2.3", COMPLETE)
+    analysis = db.start_analysis("1.2.3", 0)
+    spool.store(incoming(sop="1.2"))  # arrives during the analysis
+    assert not db.finish_analysis(analysis, "1.2.3", 0, {}, [("9.1", "9", "1.2", "r/9.1.dcm")], [])
+    assert db.query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 0
+
+
+def test_outbox_settles_study_done_or_failed_and_retry_requeues(spool):
+    spool.store(incoming(sop="1.1"))
+    db = spool.db
+    db.set_study_state("1.2.3", COMPLETE)
+    analysis = db.start_analysis("1.2.3", 0)
+    items = [{"destination": "pacs", "ae_title": "P", "host": "127.0.0.1", "port": 1, "sop_instance_uid": s,
+              "path": f"r/{s}.dcm"} for s in ("9.1", "9.2")]
+    db.finish_analysis(analysis, "1.2.3", 0, {}, [], items)
+    assert db.study("1.2.3")["state"] == SENDING
+    first, second = db.due_sends()
+    db.mark_sent([first["id"]])
+    assert db.study("1.2.3")["state"] == SENDING
+    db.mark_failed_send(second["id"], "refused", 0.0, dead=True)
+    assert db.study("1.2.3")["state"] == FAILED
+    assert "dead letter" in db.study("1.2.3")["reason"]
+    assert db.retry_dead("1.2.3") == 1
+    assert db.study("1.2.3")["state"] == SENDING
+    db.mark_sent([second["id"]])
+    assert db.study("1.2.3")["state"] == DONE
