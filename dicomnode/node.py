@@ -65,7 +65,8 @@ class Node:
         if removed:
             log.info("removed %d unacknowledged partial file(s) from before a crash", removed)
         if warm_up:
-            unavailable = self.analyser.warm_up()
+            needed = {name for route in self.config.routes for name in route.pipelines}
+            unavailable = self.analyser.warm_up([n for n in ("lge", "cine", "suggestions") if n in needed])
             for name, reason in unavailable.items():
                 log.warning("%s", reason)
         self.scheduler.start()
@@ -124,7 +125,10 @@ class Node:
         if outcome.study_state_before not in (None, "received"):
             log.info("study %s: instance after completion; re-analysis as generation %d",
                      short_hash(instance.study_instance_uid), outcome.generation)
-        self.completion.instance_stored(outcome.study_key, new_study=outcome.study_state_before is None)
+        row = {"series_instance_uid": instance.series_instance_uid, "series_number": instance.series_number,
+               "slice_key": instance.slice_key, "cardiac_images": instance.cardiac_images, "frames": instance.frames,
+               "images_in_acquisition": instance.images_in_acquisition}
+        self.completion.instance_stored(outcome.study_key, new_study=outcome.study_state_before is None, row=row)
 
     # --- analysis --------------------------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class CompletionTracker:
         self.on_complete = on_complete
         self.scheduler = scheduler
         self._deadlines: dict[str, float] = {}
+        self._rows: dict[str, list[dict]] = {}
         self._lock = threading.Lock()
 
     def rebuild(self) -> int:
@@ -71,14 +72,31 @@ class CompletionTracker:
             self._schedule_max_wait(study["study_key"], study["first_received"])
         return len(studies)
 
-    def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None) -> None:
+    def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
+                        row: dict | None = None) -> None:
+        """Re-arm the study's timers after an instance was stored (`row`: its index columns, if at hand)."""
         now = time.time()
         deadline = now + self.config.quiet_seconds
-        if self.config.use_expected_counts and expected_counts_met(self.db.study_instances(study_key)):
+        if self.config.use_expected_counts and self._counts_met(study_key, row):
             deadline = min(deadline, now + EXPECTED_COUNT_GRACE_SECONDS)
         self._schedule_quiet(study_key, deadline, force=True)
         if new_study:
             self._schedule_max_wait(study_key, first_received or now)
+
+    def _counts_met(self, study_key: str, row: dict | None) -> bool:
+        """expected_counts_met over an in-memory copy of the study's index rows (read once, then appended)."""
+        with self._lock:
+            rows = self._rows.get(study_key)
+            if rows is None or row is None:
+                rows = self._rows[study_key] = [dict(r) for r in self.db.study_instances(study_key)]
+            elif row is not None:
+                rows.append(row)
+            return expected_counts_met(rows)
+
+    def forget(self, study_key: str) -> None:
+        with self._lock:
+            self._rows.pop(study_key, None)
+            self._deadlines.pop(study_key, None)
 
     def _schedule_quiet(self, study_key: str, deadline: float, force: bool = False) -> None:
         with self._lock:
@@ -140,6 +158,7 @@ class CompletionTracker:
                 self.scheduler.remove_job(job_id)
             except Exception:
                 pass
+        self.forget(study_key)
         log.info("study %s complete (%s), generation %d", short_hash(study["study_instance_uid"]), why, study["generation"])
         self.on_complete(study_key, study["generation"])
         return True

@@ -29,7 +29,7 @@ def check_uid(value: object, what: str = "UID") -> str:
     if len(text) > MAX_UID_LENGTH:
         raise InvalidUID(f"{what} is {len(text)} characters long (at most {MAX_UID_LENGTH})")
     if not UID_PATTERN.match(text):
-        raise InvalidUID(f"{what} {text[:80]!r} is not digits and dots")
+        raise InvalidUID(f"{what} not digits and dots: {text[:80]!r}")
     return text
 
 

@@ -191,6 +191,9 @@ class StorageSCP:
         if reject is not None:
             log.warning("association refused: %s", why)
             assoc.acse.send_reject(*reject)
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.is_rejected = True
+            assoc.kill()
 
     # --- services --------------------------------------------------------------------------------------------
 
