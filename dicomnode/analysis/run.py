@@ -36,7 +36,7 @@ class Analyser:
         from dicomnode.inference import Runtime
 
         self.config = config
-        self.runtime = runtime or Runtime(config.inference)
+        self.runtime = runtime or Runtime(config.inference, storage_dir=config.node.storage_dir)
         self._pipelines: dict[str, object] = {}
         self._unavailable: dict[str, str] = {}
 
