@@ -62,6 +62,10 @@ class AnalysisSeries:
     preferred: bool = False  # the one of its repeats chosen for analysis
     preferred_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    planes: list[str] = field(default_factory=list)  # axial/sagittal/coronal/oblique of each distinct orientation
+    # SOPInstanceUID -> 1-based frame numbers of this series, for a multi-frame instance whose frames are split
+    # between series (e.g. Enhanced MR holding PSIR and magnitude frames); instances not listed: all frames
+    frames_included: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def series_instance_uid(self) -> str:
@@ -80,6 +84,7 @@ class AnalysisSeries:
             "view_confidence": round(self.view.confidence, 3),
             "evidence": self.sequence.evidence + self.view.evidence,
             "preferred": self.preferred,
+            **({"lge_kind": self.lge_kind} if self.lge_kind else {}),
         }
 
 

@@ -1,0 +1,267 @@
+"""Per-frame geometry, timing and rescale read from headers, for classic single-frame and Enhanced MR multi-frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dicomnode.cmr.types import FrameRef, InstanceHeader
+
+ENHANCED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+}
+
+
+@dataclass(eq=False)
+class FrameInfo:
+    """One source frame with what grouping, recognition and volume building need (None = not in the header)."""
+
+    header: InstanceHeader
+    ref: FrameRef
+    position: np.ndarray | None  # (3,) ImagePositionPatient
+    orientation: np.ndarray | None  # (6,) ImageOrientationPatient
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns)
+    rows: int | None
+    cols: int | None
+    trigger_time: float | None  # ms
+    temporal_index: int | None  # TemporalPositionIdentifier / TemporalPositionIndex
+    acquisition_time: float | None  # seconds since midnight
+    instance_number: int | None
+    inversion_time: float | None
+    rescale: tuple[float, float]  # slope, intercept
+    frame_index: int  # 0-based index into the instance's pixel array
+    image_type: tuple[str, ...] = ()  # ImageType (or per-frame FrameType) values + ComplexImageComponent, upper case
+
+    @property
+    def kind(self) -> str:
+        """The third ImageType/FrameType value (M, P, PSIR, CARDIAC ...): keeps e.g. PSIR and magnitude apart."""
+        return self.image_type[2] if len(self.image_type) > 2 and self.image_type[2] else "-"
+
+    @property
+    def has_geometry(self) -> bool:
+        return self.position is not None and self.orientation is not None and self.pixel_spacing is not None
+
+    @property
+    def normal(self) -> np.ndarray:
+        return plane_normal(self.orientation)
+
+
+def plane_normal(orientation: np.ndarray) -> np.ndarray:
+    """Unit normal row_dir x col_dir of an ImageOrientationPatient."""
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    length = np.linalg.norm(normal)
+    return normal / length if length > 0 else normal
+
+
+def _floats(value, count: int) -> np.ndarray | None:
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != count or not all(np.isfinite(values)):
+        return None
+    return np.asarray(values, float)
+
+
+def _float(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if np.isfinite(result) else None
+
+
+def _int(value) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def tm_seconds(value) -> float | None:
+    """DICOM TM (HHMMSS.frac) or DT (YYYYMMDDHHMMSS.frac) -> seconds since midnight; None when absent or invalid."""
+    text = str(value or "").strip()
+    if len(text) >= 14 and text[:8].isdigit() and len(text.split(".")[0]) >= 12:
+        text = text[8:]
+    text = text.split("+")[0].split("-")[0]
+    if not text:
+        return None
+    try:
+        whole, _, fraction = text.partition(".")
+        hours = int(whole[0:2])
+        minutes = int(whole[2:4]) if len(whole) >= 4 else 0
+        seconds = int(whole[4:6]) if len(whole) >= 6 else 0
+        return hours * 3600 + minutes * 60 + seconds + (float("0." + fraction) if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
+
+
+def _item(container, keyword: str):
+    if container is None or keyword not in container:
+        return None
+    sequence = container[keyword].value
+    return sequence[0] if sequence else None
+
+
+def _functional_group(frame_item, shared_item, keyword: str):
+    found = _item(frame_item, keyword)
+    return found if found is not None else _item(shared_item, keyword)
+
+
+def is_multiframe_enhanced(dataset) -> bool:
+    if str(getattr(dataset, "SOPClassUID", "")) in ENHANCED_SOP_CLASSES:
+        return True
+    shared = getattr(dataset, "SharedFunctionalGroupsSequence", None)
+    return _int(getattr(dataset, "NumberOfFrames", None)) is not None and bool(shared)
+
+
+def _tokens(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [part.strip().upper() for part in value.split("\\")]
+    return [str(part).strip().upper() for part in value]
+
+
+def _image_type(image_type, complex_component) -> tuple[str, ...]:
+    tokens = _tokens(image_type)
+    component = str(complex_component or "").strip().upper()
+    if component and component not in tokens:
+        tokens = tokens + [component] if len(tokens) >= 3 else tokens + [""] * (3 - len(tokens)) + [component]
+    return tuple(tokens)
+
+
+def frames_of(header: InstanceHeader) -> list[FrameInfo]:
+    """Every frame of one instance with its geometry (functional groups first, top-level attributes as fallback)."""
+    ds = header.dataset
+    rows, cols = _int(getattr(ds, "Rows", None)), _int(getattr(ds, "Columns", None))
+    instance_number = _int(getattr(ds, "InstanceNumber", None))
+    acquisition_time = tm_seconds(getattr(ds, "AcquisitionTime", None))
+    top_position = _floats(getattr(ds, "ImagePositionPatient", None), 3)
+    top_orientation = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
+    top_spacing = _floats(getattr(ds, "PixelSpacing", None), 2)
+    top_trigger = _float(getattr(ds, "TriggerTime", None))
+    if top_trigger is None:
+        top_trigger = _float(getattr(ds, "NominalCardiacTriggerDelayTime", None))
+    top_temporal = _int(getattr(ds, "TemporalPositionIdentifier", None))
+    top_inversion = _float(getattr(ds, "InversionTime", None))
+    top_rescale = (_float(getattr(ds, "RescaleSlope", None)) or 1.0, _float(getattr(ds, "RescaleIntercept", None)) or 0.0)
+
+    top_image_type = _image_type(getattr(ds, "ImageType", None), getattr(ds, "ComplexImageComponent", None))
+
+    def make(frame_index, frame_number, position, orientation, spacing, trigger, temporal, acq, inversion, rescale,
+             image_type=top_image_type):
+        return FrameInfo(
+            header=header,
+            ref=FrameRef(header.sop_instance_uid, header.sop_class_uid, header.series_instance_uid, frame_number),
+            position=position,
+            orientation=orientation,
+            pixel_spacing=tuple(float(v) for v in spacing) if spacing is not None else None,
+            rows=rows,
+            cols=cols,
+            trigger_time=trigger,
+            temporal_index=temporal,
+            acquisition_time=acq,
+            instance_number=instance_number,
+            inversion_time=inversion,
+            rescale=rescale,
+            frame_index=frame_index,
+            image_type=image_type,
+        )
+
+    if not is_multiframe_enhanced(ds):
+        return [make(0, None, top_position, top_orientation, top_spacing, top_trigger, top_temporal,
+                     acquisition_time, top_inversion, top_rescale)]
+
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = list(getattr(ds, "PerFrameFunctionalGroupsSequence", []) or [])
+    count = _int(getattr(ds, "NumberOfFrames", None)) or len(per_frame) or 1
+    frames = []
+    for index in range(count):
+        item = per_frame[index] if index < len(per_frame) else None
+        plane_position = _functional_group(item, shared, "PlanePositionSequence")
+        plane_orientation = _functional_group(item, shared, "PlaneOrientationSequence")
+        measures = _functional_group(item, shared, "PixelMeasuresSequence")
+        cardiac = _functional_group(item, shared, "CardiacSynchronizationSequence")
+        content = _functional_group(item, shared, "FrameContentSequence")
+        transform = _functional_group(item, shared, "PixelValueTransformationSequence")
+        modifier = _functional_group(item, shared, "MRModifierSequence")
+        position = _floats(getattr(plane_position, "ImagePositionPatient", None), 3) if plane_position else None
+        orientation = (_floats(getattr(plane_orientation, "ImageOrientationPatient", None), 6)
+                       if plane_orientation else None)
+        spacing = _floats(getattr(measures, "PixelSpacing", None), 2) if measures else None
+        trigger = None
+        if cardiac is not None:
+            trigger = _float(getattr(cardiac, "NominalCardiacTriggerDelayTime", None))
+            if trigger is None:
+                trigger = _float(getattr(cardiac, "ActualCardiacTriggerDelayTime", None))
+        temporal = _int(getattr(content, "TemporalPositionIndex", None)) if content else None
+        acq = tm_seconds(getattr(content, "FrameAcquisitionDateTime", None)) if content else None
+        frame_type = _functional_group(item, shared, "MRImageFrameTypeSequence")
+        image_type = top_image_type
+        if frame_type is not None and getattr(frame_type, "FrameType", None):
+            image_type = _image_type(frame_type.FrameType, getattr(frame_type, "ComplexImageComponent", None))
+        rescale = top_rescale
+        if transform is not None:
+            rescale = (_float(getattr(transform, "RescaleSlope", None)) or 1.0,
+                       _float(getattr(transform, "RescaleIntercept", None)) or 0.0)
+        inversion = None
+        if modifier is not None and getattr(modifier, "InversionTimes", None):
+            times = modifier.InversionTimes
+            inversion = _float(times if isinstance(times, (int, float)) else times[0])
+        frames.append(make(
+            index, index + 1,
+            position if position is not None else top_position,
+            orientation if orientation is not None else top_orientation,
+            spacing if spacing is not None else top_spacing,
+            trigger if trigger is not None else top_trigger,
+            temporal if temporal is not None else top_temporal,
+            acq if acq is not None else acquisition_time,
+            inversion if inversion is not None else top_inversion,
+            rescale,
+            image_type,
+        ))
+    return frames
+
+
+def orientation_groups(frames: list[FrameInfo], tolerance_deg: float = 2.0) -> list[list[FrameInfo]]:
+    """Frames grouped by parallel image planes (same row and column directions within the tolerance)."""
+    groups: list[tuple[np.ndarray, list[FrameInfo]]] = []
+    limit = np.cos(np.radians(tolerance_deg))
+    for frame in frames:
+        for reference, members in groups:
+            if (np.dot(reference[:3], frame.orientation[:3]) >= limit
+                    and np.dot(reference[3:], frame.orientation[3:]) >= limit):
+                members.append(frame)
+                break
+        else:
+            groups.append((frame.orientation, [frame]))
+    return [members for _, members in groups]
+
+
+def slice_groups(frames: list[FrameInfo], tolerance_mm: float = 0.05) -> list[tuple[float, list[FrameInfo]]]:
+    """Frames of one orientation grouped by position along the plane normal, ascending."""
+    normal = frames[0].normal
+    distances = sorted(((float(np.dot(frame.position, normal)), frame) for frame in frames), key=lambda pair: pair[0])
+    groups: list[tuple[float, list[FrameInfo]]] = []
+    for distance, frame in distances:
+        if groups and distance - groups[-1][0] <= tolerance_mm:
+            groups[-1][1].append(frame)
+        else:
+            groups.append((distance, [frame]))
+    return groups
+
+
+def plane_name(orientation: np.ndarray, tolerance_deg: float = 10.0) -> str:
+    """axial / sagittal / coronal when the plane normal lies within the tolerance of a body axis, else oblique."""
+    normal = np.abs(plane_normal(orientation))
+    axis = int(np.argmax(normal))
+    if normal[axis] < np.cos(np.radians(tolerance_deg)):
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]

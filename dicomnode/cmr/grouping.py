@@ -1,0 +1,198 @@
+"""Series grouping: split by UID + SeriesNumber + image type, decline unusable instances, merge one-slice series into stacks."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from dicomnode.analysis.pipeline import Declined
+from dicomnode.cmr.frames import FrameInfo, frames_of, orientation_groups, slice_groups
+from dicomnode.cmr.types import InstanceHeader
+
+log = logging.getLogger("dicomnode.cmr")
+
+MR_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+}
+
+
+def read_header(path) -> InstanceHeader | Declined:
+    """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError as error:
+        return Declined(None, f"{path}: not a DICOM file ({error})")
+    except Exception as error:  # noqa: BLE001 - any unreadable file is declined, never raised
+        return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
+    missing = [k for k in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID") if not getattr(ds, k, "")]
+    if missing:
+        return Declined(str(getattr(ds, "SeriesInstanceUID", "") or "") or None,
+                        f"{path}: missing {', '.join(missing)}")
+    return InstanceHeader(path=path, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+                          series_instance_uid=str(ds.SeriesInstanceUID), dataset=ds)
+
+
+def _series_number(dataset) -> int | None:
+    try:
+        return int(getattr(dataset, "SeriesNumber", None))
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Candidate:
+    """Instances that analysis treats as one series, before recognition."""
+
+    key: str
+    series_instance_uids: list[str]
+    series_number: int | None
+    kind: str
+    headers: list[InstanceHeader]
+    frames: list[FrameInfo]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def frames_included(self) -> dict[str, list[int]]:
+        """Frame numbers per multi-frame instance when only part of its frames belong to this candidate."""
+        taken: dict[str, list[int]] = defaultdict(list)
+        for frame in self.frames:
+            if frame.ref.frame_number is not None:
+                taken[frame.ref.sop_instance_uid].append(frame.ref.frame_number)
+        total = {h.sop_instance_uid: _frame_count(h) for h in self.headers}
+        return {sop: sorted(numbers) for sop, numbers in taken.items() if len(numbers) < total[sop]}
+
+    @property
+    def description(self) -> str:
+        return str(getattr(self.headers[0].dataset, "SeriesDescription", "") or "")
+
+
+def _frame_count(header: InstanceHeader) -> int:
+    try:
+        return int(getattr(header.dataset, "NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _missing_geometry(frame: FrameInfo) -> list[str]:
+    missing = []
+    if frame.position is None:
+        missing.append("ImagePositionPatient")
+    if frame.orientation is None or np.linalg.norm(np.cross(frame.orientation[:3], frame.orientation[3:])) < 0.5:
+        missing.append("ImageOrientationPatient")
+    if frame.pixel_spacing is None or min(frame.pixel_spacing) <= 0:
+        missing.append("PixelSpacing")
+    if not frame.rows or not frame.cols:
+        missing.append("Rows/Columns")
+    return missing
+
+
+def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], list[Declined]]:
+    """Candidates of one study and the declined instances (non-MR, no geometry), one Declined per series and reason."""
+    declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
+    buckets: dict[tuple[str, int | None, str], list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
+    seen: set[str] = set()
+    for header in headers:
+        ds = header.dataset
+        if header.sop_instance_uid in seen:
+            declined_counts[(header.series_instance_uid, "duplicate SOPInstanceUID (same instance received twice)")] += 1
+            continue
+        seen.add(header.sop_instance_uid)
+        modality = str(getattr(ds, "Modality", "") or "")
+        if modality != "MR" or header.sop_class_uid not in MR_SOP_CLASSES:
+            sop_name = getattr(pydicom.uid.UID(header.sop_class_uid), "name", header.sop_class_uid)
+            declined_counts[(header.series_instance_uid, f"not an MR image (Modality {modality or 'empty'}, {sop_name})")] += 1
+            continue
+        frames = frames_of(header)
+        missing = sorted({name for frame in frames for name in _missing_geometry(frame)})
+        if missing:
+            declined_counts[(header.series_instance_uid, f"no geometry: missing {', '.join(missing)}")] += 1
+            continue
+        by_kind: dict[str, list[FrameInfo]] = defaultdict(list)
+        for frame in frames:
+            by_kind[frame.kind].append(frame)
+        for kind, kind_frames in by_kind.items():
+            buckets[(header.series_instance_uid, _series_number(ds), kind)].append((header, kind_frames))
+
+    candidates = []
+    for (uid, number, kind), members in buckets.items():
+        members.sort(key=lambda pair: (pair[1][0].instance_number or 0, pair[0].sop_instance_uid))
+        candidates.append(Candidate(
+            key=f"{uid}#{number if number is not None else '-'}#{kind}",
+            series_instance_uids=[uid], series_number=number, kind=kind,
+            headers=[h for h, _ in members], frames=[f for _, fs in members for f in fs]))
+        if candidates[-1].frames_included:
+            candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
+                                        "other kinds")
+    candidates = merge_single_slice_series(candidates)
+    candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
+    declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
+    return candidates, declined
+
+
+def _single_slice(candidate: Candidate) -> bool:
+    groups = orientation_groups(candidate.frames)
+    return len(groups) == 1 and len(slice_groups(groups[0])) == 1
+
+
+def _merge_signature(candidate: Candidate) -> tuple:
+    frame = candidate.frames[0]
+    ds = candidate.headers[0].dataset
+    return (
+        str(getattr(ds, "StudyInstanceUID", "")), candidate.kind, frame.rows, frame.cols,
+        tuple(np.round(frame.pixel_spacing, 3)), tuple(np.round(frame.orientation, 3)), len(candidate.frames),
+        str(getattr(ds, "ScanningSequence", "")), str(getattr(ds, "SequenceVariant", "")),
+    )
+
+
+def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm: float = 2.0) -> list[Candidate]:
+    """Merge one-slice series whose planes are parallel, with the same matrix, spacing and sequence, into stacks.
+
+    Candidates are taken in SeriesNumber order; a series whose slice position is already in a stack (a repeat)
+    or that is shifted in-plane starts another stack. Only groups of two or more are merged.
+    """
+    singles: dict[tuple, list[Candidate]] = defaultdict(list)
+    result = []
+    for candidate in candidates:
+        (singles[_merge_signature(candidate)] if _single_slice(candidate) else result).append(candidate)
+    for members in singles.values():
+        members.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
+        stacks: list[list[Candidate]] = []
+        for candidate in members:
+            frame = candidate.frames[0]
+            normal = frame.normal
+            for stack in stacks:
+                first = stack[0].frames[0]
+                offset = frame.position - first.position
+                in_plane = np.linalg.norm(offset - normal * np.dot(offset, normal))
+                taken = any(abs(np.dot(member.frames[0].position - frame.position, normal)) < 0.05 for member in stack)
+                if not taken and in_plane <= in_plane_tolerance_mm:
+                    stack.append(candidate)
+                    break
+            else:
+                stacks.append([candidate])
+        for stack in stacks:
+            if len(stack) == 1:
+                result.append(stack[0])
+                continue
+            numbers = [c.series_number for c in stack if c.series_number is not None]
+            first = stack[0]
+            merged = Candidate(
+                key=f"{first.series_instance_uids[0]}#{min(numbers) if numbers else '-'}-{max(numbers) if numbers else '-'}#{first.kind}#merged",
+                series_instance_uids=[c.series_instance_uids[0] for c in stack],
+                series_number=min(numbers) if numbers else None,
+                kind=first.kind,
+                headers=[h for c in stack for h in c.headers],
+                frames=[f for c in stack for f in c.frames],
+                notes=[f"merged {len(stack)} single-slice series (SeriesNumber {', '.join(str(n) for n in numbers)}) "
+                       "into one stack: parallel planes, same matrix, spacing and sequence"],
+            )
+            log.info("%s", merged.notes[0])
+            result.append(merged)
+    return result

@@ -1,0 +1,184 @@
+"""Volume building: one analysis series -> sorted slices x phases, rescaled pixels, LPS affine and the frame map back."""
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+
+import numpy as np
+import pydicom
+
+from dicomnode.cmr.frames import FrameInfo, frames_of, orientation_groups, plane_name, slice_groups
+from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
+
+log = logging.getLogger("dicomnode.cmr")
+
+
+def _temporal_sort_key(frame: FrameInfo) -> tuple:
+    return (
+        frame.temporal_index if frame.temporal_index is not None else -1,
+        frame.trigger_time if frame.trigger_time is not None else -1.0,
+        frame.acquisition_time if frame.acquisition_time is not None else -1.0,
+        frame.instance_number if frame.instance_number is not None else -1,
+        frame.frame_index,
+    )
+
+
+def _temporal_identity(frame: FrameInfo) -> tuple:
+    return (
+        frame.temporal_index,
+        None if frame.trigger_time is None else round(frame.trigger_time, 1),
+        None if frame.acquisition_time is None else round(frame.acquisition_time, 2),
+    )
+
+
+def check_geometry(series: AnalysisSeries, frames: list[FrameInfo]) -> None:
+    """Refuse frames without IPP / IOP / PixelSpacing, naming the first offending instance."""
+    for frame in frames:
+        missing = []
+        if frame.position is None:
+            missing.append("ImagePositionPatient")
+        if frame.orientation is None:
+            missing.append("ImageOrientationPatient")
+        if frame.pixel_spacing is None:
+            missing.append("PixelSpacing")
+        if missing:
+            where = f"frame {frame.ref.frame_number} of " if frame.ref.frame_number else ""
+            raise StudyError(f"series {series.key}: {where}instance {frame.ref.sop_instance_uid} has no "
+                             f"{', '.join(missing)}; a volume needs the geometry of every frame")
+
+
+def arrange_frames(series: AnalysisSeries, require_stack: bool = True
+                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str]]:
+    """Frames as [phase][slice] sorted along the stack normal, their slice distances, and warnings (refusals raise)."""
+    frames = [frame for header in series.instances for frame in frames_of(header)
+              if header.sop_instance_uid not in series.frames_included
+              or frame.ref.frame_number in series.frames_included[header.sop_instance_uid]]
+    if not frames:
+        raise StudyError(f"series {series.key} has no frames")
+    check_geometry(series, frames)
+    groups = orientation_groups(frames)
+    if len(groups) > 1:
+        planes = ", ".join(f"{plane_name(g[0].orientation)} ({len(g)} frames)" for g in groups)
+        raise StudyError(f"series {series.key}: mixed orientations, {len(groups)} different ImageOrientationPatient "
+                         f"values ({planes}); a volume needs one orientation")
+    matrices = Counter((f.rows, f.cols) for f in frames)
+    if len(matrices) > 1:
+        raise StudyError(f"series {series.key}: inconsistent matrix (rows x cols) {dict(matrices)}")
+    spacings = Counter(tuple(round(v, 4) for v in f.pixel_spacing) for f in frames)
+    if len(spacings) > 1:
+        raise StudyError(f"series {series.key}: inconsistent PixelSpacing {dict(spacings)}")
+    warnings: list[str] = []
+    slices = slice_groups(frames)
+    if require_stack and len(slices) < 2:
+        raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
+                         "of parallel slices is required")
+    normal = frames[0].normal
+    reference = slices[0][1][0].position
+    shift = max(float(np.linalg.norm((m[0].position - reference) - normal * np.dot(m[0].position - reference, normal)))
+                for _, m in slices)
+    if shift > 0.5:
+        warnings.append(f"slice positions are shifted in-plane by up to {shift:.1f} mm; the affine uses the first slice")
+    per_slice: list[list[FrameInfo]] = []
+    for distance, members in slices:
+        unique: dict[tuple, FrameInfo] = {}
+        for frame in sorted(members, key=_temporal_sort_key):
+            identity = _temporal_identity(frame)
+            if identity in unique:
+                warnings.append(f"duplicate frame at slice {distance:.2f} mm: kept instance {frame.ref.sop_instance_uid}"
+                                f" over {unique[identity].ref.sop_instance_uid}")
+            unique[identity] = frame
+        per_slice.append(sorted(unique.values(), key=_temporal_sort_key))
+    counts = [len(s) for s in per_slice]
+    if len(set(counts)) > 1:
+        tally = ", ".join(f"{n} phase(s) in {c} slice(s)" for n, c in sorted(Counter(counts).items()))
+        raise StudyError(f"series {series.key}: inconsistent phase counts across slices ({tally}); "
+                         "every slice needs the same number of phases")
+    distances = np.array([d for d, _ in slices])
+    gaps = np.diff(distances)
+    if len(gaps):
+        median = float(np.median(gaps))
+        irregular = [f"{g:.2f}" for g in gaps if abs(g - median) > 0.1 * median]
+        if irregular:
+            warnings.append(f"irregular slice spacing: median {median:.2f} mm, also {', '.join(irregular)} mm"
+                            + (" (gap: missing slice?)" if any(g > 1.5 * median for g in gaps) else ""))
+    declared = getattr(frames[0].header.dataset, "CardiacNumberOfImages", None)
+    try:
+        declared = int(declared)
+    except (TypeError, ValueError):
+        declared = 0
+    if counts[0] > 1 and declared > counts[0]:
+        warnings.append(f"{counts[0]} of {declared} cardiac phases present (CardiacNumberOfImages {declared})")
+    phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
+    return phases, distances, warnings
+
+
+def _fallback_slice_spacing(frame: FrameInfo, warnings: list[str]) -> float:
+    ds = frame.header.dataset
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(getattr(ds, keyword))
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if value > 0:
+            warnings.append(f"single slice: slice spacing taken from {keyword} ({value} mm)")
+            return value
+    warnings.append("single slice: no SpacingBetweenSlices/SliceThickness, slice spacing set to 1 mm")
+    return 1.0
+
+
+def read_pixels(frames_by_phase: list[list[FrameInfo]]) -> np.ndarray:
+    """Decoded, rescaled float32 pixels (phases, slices, rows, cols); each file is read once."""
+    first = frames_by_phase[0][0]
+    pixels = np.empty((len(frames_by_phase), len(frames_by_phase[0]), first.rows, first.cols), np.float32)
+    wanted: dict[str, list[tuple[int, int, FrameInfo]]] = defaultdict(list)
+    for p, row in enumerate(frames_by_phase):
+        for s, frame in enumerate(row):
+            wanted[str(frame.header.path)].append((p, s, frame))
+    for path, entries in wanted.items():
+        try:
+            array = pydicom.dcmread(path).pixel_array
+        except Exception as error:  # noqa: BLE001 - decoding problems become a clear refusal
+            raise StudyError(f"cannot decode pixel data of {path}: {type(error).__name__}: {error}") from error
+        multi = array.ndim == 3 and entries[0][2].ref.frame_number is not None
+        for p, s, frame in entries:
+            image = array[frame.frame_index] if multi else array
+            if image.shape != (frame.rows, frame.cols):
+                raise StudyError(f"{path}: pixel data shape {image.shape} differs from Rows x Columns "
+                                 f"{(frame.rows, frame.cols)}")
+            slope, intercept = frame.rescale
+            pixels[p, s] = image.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return pixels
+
+
+def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
+    """The Volume of a series (see types.Volume); raises StudyError with the reason when it cannot be built."""
+    frames, distances, warnings = arrange_frames(series, require_stack)
+    first_slice = frames[0][0]
+    orientation = np.asarray(first_slice.orientation, float)
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = first_slice.normal
+    spacing_rows, spacing_cols = first_slice.pixel_spacing
+    slice_spacing = float(np.median(np.diff(distances))) if len(distances) > 1 else _fallback_slice_spacing(first_slice, warnings)
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * spacing_cols
+    affine[:3, 1] = col_dir * spacing_rows
+    affine[:3, 2] = normal * slice_spacing
+    affine[:3, 3] = first_slice.position
+    trigger_times = []
+    for row in frames:
+        values = [f.trigger_time for f in row if f.trigger_time is not None]
+        trigger_times.append(float(np.median(values)) if values else None)
+    pixels = read_pixels(frames)
+    for warning in warnings:
+        log.warning("series %s: %s", series.key, warning)
+    return Volume(
+        pixels=pixels,
+        affine=affine,
+        pixel_spacing=(float(spacing_rows), float(spacing_cols)),
+        slice_spacing=slice_spacing,
+        frames=[[f.ref for f in row] for row in frames],
+        trigger_times=trigger_times,
+        orientation=orientation,
+        positions=np.array([f.position for f in frames[0]], float),
+        warnings=warnings,
+    )

@@ -1,0 +1,154 @@
+"""Loaders of the labelled real datasets (EMIDEC PNG, ACDC NIfTI) into arrays with spacing, labels and licence."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dicomnode.labels import ACDC_TO_NODE, EMIDEC_TO_NODE
+
+EMIDEC_LICENCE = (
+    "Derived from the EMIDEC database (University Hospital of Dijon), licensed CC BY-NC-SA 4.0 "
+    "(https://creativecommons.org/licenses/by-nc-sa/4.0/): non-commercial use only, give credit, share derived data "
+    "under the same licence. Cite: A. Lalande et al., \"Emidec: A Database Usable for the Automatic Evaluation of "
+    "Myocardial Infarction from Delayed-Enhancement Cardiac MRI\", Data 2020, 5(4):89.")
+ACDC_LICENCE = (
+    "Derived from the ACDC database (Creatis, Universite de Lyon), licensed CC BY-NC-SA 4.0 "
+    "(https://creativecommons.org/licenses/by-nc-sa/4.0/): strictly non-commercial scientific research, share alike. "
+    "Mandatory citation: O. Bernard, A. Lalande, C. Zotti, F. Cervenansky, et al., \"Deep Learning Techniques for "
+    "Automatic MRI Cardiac Multi-structures Segmentation and Diagnosis: Is the Problem Solved?\", IEEE TMI "
+    "37(11):2514-2525, 2018, doi:10.1109/TMI.2018.2837502.")
+SUNNYBROOK_LICENCE = (
+    "Sunnybrook Cardiac Data, Public Domain (CC0 1.0 Universal). Requested citation: Radau P, Lu Y, Connelly K, "
+    "Paul G, Dick AJ, Wright GA. \"Evaluation Framework for Algorithms Segmenting Short Axis Cardiac MRI.\" The MIDAS "
+    "Journal - Cardiac MR Left Ventricle Segmentation Challenge, http://hdl.handle.net/10380/3070")
+
+#: assumed geometry of EMIDEC PNG cases (the PNG conversion lost it; EMIDEC originals ~1.25-2 mm, 8-13 mm)
+EMIDEC_PIXEL_SPACING_MM = 1.5
+EMIDEC_SLICE_SPACING_MM = 10.0
+
+
+def datasets_dir(explicit: str | Path | None = None) -> Path:
+    """Shared datasets folder: the argument, else $DICOMNODE_SHARED_DATASETS, else <repo>/../shared/datasets."""
+    candidates = [explicit, os.environ.get("DICOMNODE_SHARED_DATASETS"),
+                  Path(__file__).resolve().parents[2].parent / "shared" / "datasets"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise FileNotFoundError("shared datasets not found: pass datasets=..., or set DICOMNODE_SHARED_DATASETS "
+                            f"(tried {[str(c) for c in candidates if c]})")
+
+
+@dataclass
+class SourceCase:
+    """A labelled case as arrays: series role -> (phases, slices, rows, cols) integer-valued pixels."""
+
+    name: str
+    kind: str  # "lge" | "cine"
+    images: dict[str, np.ndarray]  # "psir"/"magnitude" for lge, "cine" for cine
+    labelmap: np.ndarray  # (phases, slices, rows, cols) node labels
+    labelled: np.ndarray  # (phases, slices) bool: ground truth exists for that frame
+    pixel_spacing: tuple[float, float]
+    slice_spacing: float
+    trigger_times: list[float]
+    cardiac_number_of_images: int
+    licence: str
+    derivation: str
+    height_m: float | None = None
+    weight_kg: float | None = None
+    phase_names: dict[int, str] = field(default_factory=dict)
+
+
+def _map_labels(labels: np.ndarray, mapping: dict) -> np.ndarray:
+    table = np.zeros(256, np.uint8)
+    for source, node in mapping.items():
+        table[source] = int(node)
+    return table[labels.astype(np.uint8)]
+
+
+def load_emidec(case: str, root: Path) -> SourceCase:
+    from PIL import Image
+
+    base = root / "emidec-lge-png"
+    for images_dir, labels_dir in (("train", "trainannot"), ("val", "valannot")):
+        files = sorted((base / images_dir).glob(f"{case}_slice*.png"))
+        if files:
+            break
+    else:
+        raise ValueError(f"EMIDEC case {case!r} not found under {base}")
+    images = np.stack([np.array(Image.open(f)) for f in files]).astype(np.float32)
+    labels = np.stack([np.array(Image.open(base / labels_dir / f.name)) for f in files])
+    magnitude = images[None]
+    # synthetic phase-sensitive image: a monotone transform of the magnitude (not a real PSIR reconstruction)
+    psir = magnitude * 8.0 - 512.0
+    return SourceCase(
+        name=f"emidec:{case}", kind="lge", images={"psir": psir, "magnitude": magnitude},
+        labelmap=_map_labels(labels, EMIDEC_TO_NODE)[None], labelled=np.ones((1, len(files)), bool),
+        pixel_spacing=(EMIDEC_PIXEL_SPACING_MM, EMIDEC_PIXEL_SPACING_MM), slice_spacing=EMIDEC_SLICE_SPACING_MM,
+        trigger_times=[400.0], cardiac_number_of_images=1, licence=EMIDEC_LICENCE,
+        derivation=(f"EMIDEC {case} 8-bit PNG slices; ASSUMED pixel spacing {EMIDEC_PIXEL_SPACING_MM} mm and slice "
+                    f"spacing {EMIDEC_SLICE_SPACING_MM} mm (lost in the PNG conversion); synthetic SAX orientation; "
+                    "PSIR = 8 x magnitude - 512 (synthetic, not phase-sensitive)"),
+        phase_names={0: "late enhancement"},
+    )
+
+
+def _read_info(path: Path) -> dict[str, str]:
+    info = {}
+    for line in path.read_text().splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            info[key.strip()] = value.strip()
+    return info
+
+
+def _nifti_to_rows_cols(volume: np.ndarray) -> np.ndarray:
+    """NIfTI (i, j, k[, t]) -> (t, k, rows=j, cols=i), the convention of acdc-train-png."""
+    if volume.ndim == 3:
+        volume = volume[..., None]
+    return np.transpose(volume, (3, 2, 1, 0))
+
+
+def load_acdc(patient: str, root: Path, four_d: bool) -> SourceCase:
+    import nibabel
+
+    folder = (root / "acdc-4d-sample" / patient) if four_d else (root / "acdc-sample" / patient)
+    if not folder.is_dir():
+        raise ValueError(f"ACDC patient {patient!r} not found at {folder}")
+    info = _read_info(folder / "Info.cfg")
+    ed, es, frames_total = int(info["ED"]), int(info["ES"]), int(info["NbFrame"])
+    ed_image = nibabel.load(folder / f"{patient}_frame{ed:02d}.nii.gz")
+    zooms = ed_image.header.get_zooms()
+    ed_labels = _nifti_to_rows_cols(np.asarray(nibabel.load(folder / f"{patient}_frame{ed:02d}_gt.nii.gz").dataobj))[0]
+    es_labels = _nifti_to_rows_cols(np.asarray(nibabel.load(folder / f"{patient}_frame{es:02d}_gt.nii.gz").dataobj))[0]
+    if four_d:
+        cine = _nifti_to_rows_cols(np.asarray(nibabel.load(folder / f"{patient}_4d.nii.gz").dataobj))
+        phase_frames = list(range(1, cine.shape[0] + 1))
+    else:
+        es_image = np.asarray(nibabel.load(folder / f"{patient}_frame{es:02d}.nii.gz").dataobj)
+        cine = np.concatenate([_nifti_to_rows_cols(np.asarray(ed_image.dataobj)), _nifti_to_rows_cols(es_image)])
+        phase_frames = [ed, es]
+    cine = np.asarray(cine, np.float32)
+    if not np.array_equal(cine, np.round(cine)) or cine.min() < 0:
+        raise ValueError(f"ACDC {patient}: expected non-negative integer-valued voxels")
+    labelmap = np.zeros(cine.shape, np.uint8)
+    labelled = np.zeros(cine.shape[:2], bool)
+    for frame, labels in ((ed, ed_labels), (es, es_labels)):
+        index = phase_frames.index(frame)
+        labelmap[index] = _map_labels(labels, ACDC_TO_NODE)
+        labelled[index] = True
+    rr_ms = 1000.0
+    return SourceCase(
+        name=f"{'acdc4d' if four_d else 'acdc'}:{patient}", kind="cine", images={"cine": cine},
+        labelmap=labelmap, labelled=labelled, pixel_spacing=(float(zooms[1]), float(zooms[0])),
+        slice_spacing=float(zooms[2]), trigger_times=[round((f - 1) * rr_ms / frames_total, 2) for f in phase_frames],
+        cardiac_number_of_images=frames_total, licence=ACDC_LICENCE,
+        derivation=(f"ACDC {patient} NIfTI ({'all ' + str(len(phase_frames)) + ' frames of the 4D cine' if four_d else f'only ED frame {ed} and ES frame {es} of the {frames_total}-frame cine'}); "
+                    f"spacing from the NIfTI header ({zooms[1]:.4g} x {zooms[0]:.4g} mm, slices {zooms[2]:.4g} mm); "
+                    "synthetic SAX orientation (ACDC affines are diagonal); trigger times assume RR 1000 ms"),
+        height_m=float(info["Height"]) / 100 if "Height" in info else None,
+        weight_kg=float(info["Weight"]) if "Weight" in info else None,
+        phase_names={phase_frames.index(ed): "end diastole", phase_frames.index(es): "end systole"},
+    )

@@ -1,0 +1,100 @@
+"""Refusals with clear messages (single slice, mixed orientations, missing geometry, uneven phases) and declined inputs."""
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pydicom
+import pytest
+
+from dicomnode.cmr import StudyError, load_studies, understand_study
+from dicomnode.cmr.grouping import read_header
+from cmr_helpers import generated, quiet_invalid_uid_warnings, sunnybrook_paths  # noqa: F401 (fixtures)
+
+
+def _study(generated, kind="lge", variant="ge"):
+    (cmr,) = load_studies([generated[(kind, variant, None)].out_dir / "dicom"])
+    return cmr
+
+
+def test_single_slice_where_a_stack_is_required(generated):
+    study = generated[("lge", "ge", None)]
+    headers = [read_header(p) for p in study.paths if "psir" in p.name][:1]
+    cmr = understand_study(headers)
+    (series,) = cmr.series
+    with pytest.raises(StudyError, match=r"single slice .* where a stack of parallel slices is required"):
+        cmr.load_volume(series)
+    volume = cmr.load_volume(series, require_stack=False)
+    assert volume.shape == (1, 1, 256, 256) and volume.slice_spacing == 10.0
+    assert any("slice spacing taken from SpacingBetweenSlices" in w for w in volume.warnings)
+
+
+def test_mixed_orientations(datasets):
+    (cmr,) = load_studies(sunnybrook_paths(datasets, "SCD0000301"))
+    localizer = cmr.preferred("localizer", None)
+    with pytest.raises(StudyError, match=r"mixed orientations, 3 different ImageOrientationPatient values \(axial"):
+        cmr.load_volume(localizer)
+
+
+@pytest.mark.parametrize("keyword", ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"])
+def test_missing_geometry_is_refused(generated, keyword):
+    cmr = _study(generated)
+    series = cmr.preferred("lge")
+    victim = series.instances[2]
+    series.instances[2] = copy.copy(victim)
+    series.instances[2].dataset = copy.deepcopy(victim.dataset)
+    delattr(series.instances[2].dataset, keyword)
+    with pytest.raises(StudyError, match=rf"instance {victim.sop_instance_uid} has no {keyword}"):
+        cmr.load_volume(series)
+
+
+def test_uneven_phase_counts_are_refused_naming_the_counts(generated):
+    study = generated[("cine", "ge", None)]
+    headers = [read_header(p) for p in study.paths[1:]]  # drop one phase of one slice
+    cmr = understand_study(headers)
+    series = cmr.preferred("cine")
+    with pytest.raises(StudyError, match=r"inconsistent phase counts across slices \(1 phase\(s\) in 1 slice\(s\), "
+                                         r"2 phase\(s\) in 5 slice\(s\)\)"):
+        cmr.load_volume(series)
+
+
+def test_declined_non_dicom_non_mr_and_no_geometry(generated, tmp_path):
+    study = generated[("lge", "ge", None)]
+    folder = tmp_path / "mixed"
+    shutil.copytree(study.out_dir / "dicom", folder)
+    (folder / "notes.txt").write_text("not a DICOM file")
+    ct = pydicom.dcmread(study.paths[0])
+    ct.Modality = "CT"
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = ct.SOPInstanceUID + ".1"
+    ct.SeriesInstanceUID = ct.SeriesInstanceUID + ".9"
+    ct.save_as(folder / "ct.dcm")
+    flat = pydicom.dcmread(study.paths[1])
+    del flat.ImagePositionPatient
+    flat.SOPInstanceUID = flat.file_meta.MediaStorageSOPInstanceUID = flat.SOPInstanceUID + ".2"
+    flat.SeriesInstanceUID = flat.SeriesInstanceUID + ".8"
+    flat.save_as(folder / "flat.dcm")
+
+    (cmr,) = load_studies([folder])
+    assert cmr.study_instance_uid == study.study_instance_uid
+    reasons = {d.series_instance_uid: d.reason for d in cmr.declined}
+    assert "notes.txt: not a DICOM file" in reasons[None]
+    assert reasons[ct.SeriesInstanceUID] == "1 instance(s): not an MR image (Modality CT, CT Image Storage)"
+    assert reasons[flat.SeriesInstanceUID] == "1 instance(s): no geometry: missing ImagePositionPatient"
+    assert sorted(s.lge_kind for s in cmr.series) == ["magnitude", "psir"]  # the rest is still understood
+    assert cmr.declined[0].summary()["reason"]
+
+
+def test_unreadable_files_beside_several_studies_get_their_own_entry(generated, tmp_path):
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 10)
+    paths = [generated[(k, "ge", None)].out_dir / "dicom" for k in ("lge", "cine")] + [tmp_path / "broken.dcm"]
+    studies = load_studies(paths)
+    assert len(studies) == 3 and studies[-1].study_instance_uid == "" and studies[-1].series == []
+    assert "broken.dcm" in studies[-1].declined[0].reason
+    assert all(s.series for s in studies[:2])
+
+
+def test_understand_study_refuses_several_studies(generated):
+    headers = [read_header(generated[(k, "ge", None)].paths[0]) for k in ("lge", "cine")]
+    with pytest.raises(StudyError, match="got 2 studies"):
+        understand_study(headers)

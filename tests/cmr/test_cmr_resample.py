@@ -1,0 +1,61 @@
+"""InplaneResampler: forward to a model grid and the exact inverse back to the source grid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicomnode.cmr import InplaneResampler
+
+
+def _disc(shape, centre, radius) -> np.ndarray:
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    return ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("out_size", [(256, 256), (300, 280), (255, 257)])
+def test_same_spacing_larger_grid_is_exact_identity(out_size):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, (3, 216, 256)).astype(np.uint8)
+    resampler = InplaneResampler((216, 256), (1.5625, 1.5625), 1.5625, out_size)
+    forward = resampler.forward(labels, order=0)
+    assert forward.shape == (3,) + out_size
+    assert np.array_equal(resampler.inverse_labels(forward), labels)
+
+
+def test_same_spacing_crop_is_identity_inside_the_crop():
+    labels = np.random.default_rng(1).integers(0, 6, (256, 256)).astype(np.uint8)
+    resampler = InplaneResampler((256, 256), (1.3, 1.3), 1.3, 128, centre_rc=(100.2, 140.7))
+    back = resampler.inverse_labels(resampler.forward(labels, order=0))
+    r0, c0 = int(resampler.offset[0]), int(resampler.offset[1])
+    inside = np.zeros_like(labels, bool)
+    inside[r0:r0 + 128, c0:c0 + 128] = True
+    assert np.array_equal(back[inside], labels[inside])
+    assert not back[~inside].any()
+
+
+@pytest.mark.parametrize("spacing,target", [((1.367, 1.367), 1.0), ((1.786, 1.786), 1.25), ((1.0, 1.2), 1.5)])
+def test_other_spacings_restore_shape_and_labels(spacing, target):
+    shape = (224, 154)
+    labels = _disc(shape, (110, 80), 30) + _disc(shape, (110, 80), 15)
+    resampler = InplaneResampler(shape, spacing, target, (192, 192))
+    model = resampler.forward(labels.astype(np.float32))
+    assert model.shape == (192, 192)
+    back = resampler.inverse_labels(np.rint(model).astype(np.uint8))
+    assert back.shape == shape and back.dtype == np.uint8
+    for value in (1, 2):
+        a, b = labels == value, back == value
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.93
+    probabilities = np.stack([model == v for v in (0, 1, 2)]).astype(np.float32)
+    back_probabilities = resampler.inverse_probabilities(probabilities)
+    assert back_probabilities.shape == (3,) + shape
+    assert np.mean(np.argmax(back_probabilities, axis=0) == labels) > 0.98
+
+
+def test_contract_errors():
+    with pytest.raises(ValueError, match="spacing_rc must be"):
+        InplaneResampler((10, 10), (0, 1), 1, 8)
+    resampler = InplaneResampler((10, 10), 1, 1, 8)
+    with pytest.raises(ValueError, match=r"forward expects \(\.\.\., 10, 10\)"):
+        resampler.forward(np.zeros((9, 10)))
+    with pytest.raises(ValueError, match=r"inverse expects \(\.\.\., 8, 8\)"):
+        resampler.inverse_labels(np.zeros((10, 10)))

@@ -1,0 +1,67 @@
+"""Study-level rules: patient facts, repeats beside merged stacks, slice gaps and duplicates, perfusion dynamics."""
+from __future__ import annotations
+
+import copy
+
+import pydicom
+
+from dicomnode.cmr import PatientInfo, understand_study
+from dicomnode.cmr.grouping import read_header
+from cmr_helpers import generated  # noqa: F401 (fixture)
+
+
+def _clone(header, *, sop_suffix: str, series_suffix: str | None = None, **attributes):
+    clone = copy.copy(header)
+    clone.dataset = copy.deepcopy(header.dataset)
+    clone.sop_instance_uid = clone.dataset.SOPInstanceUID = header.sop_instance_uid + sop_suffix
+    if series_suffix:
+        clone.series_instance_uid = clone.dataset.SeriesInstanceUID = header.series_instance_uid + series_suffix
+    for keyword, value in attributes.items():
+        setattr(clone.dataset, keyword, value)
+    return clone
+
+
+def test_patient_info_from_header():
+    ds = pydicom.Dataset()
+    ds.PatientSex, ds.PatientAge, ds.PatientSize, ds.PatientWeight = "F", "045Y", "1.68", "70"
+    assert PatientInfo.from_dataset(ds) == PatientInfo("F", 45.0, 1.68, 70.0)
+    ds.PatientSex, ds.PatientAge, ds.PatientSize, ds.PatientWeight = "", "018M", "168", "0"
+    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, None, None)
+    assert PatientInfo.from_dataset(pydicom.Dataset()) == PatientInfo()
+
+
+def test_repeated_slice_is_kept_apart_from_the_merged_stack(generated):
+    headers = [read_header(p) for p in generated[("lge", "siemens", None)].paths]
+    psir = sorted((h for h in headers if "psir" in h.path.name), key=lambda h: int(h.dataset.SeriesNumber))
+    repeat = _clone(psir[2], sop_suffix=".99", series_suffix=".99", SeriesNumber=99, SeriesTime="093000")
+    study = understand_study(headers + [repeat])
+    stack = study.preferred("lge")
+    assert stack.slices == 5 and stack.lge_kind == "psir" and len(stack.series_instance_uids) == 5
+    single = [s for s in study.series if s.series_number == 99]
+    assert len(single) == 1 and single[0].slices == 1 and single[0].view.value == "other"
+
+
+def test_gap_and_duplicate_are_reported(generated):
+    study = generated[("lge", "ge", None)]
+    headers = [read_header(p) for p in study.paths if "psir" in p.name]
+    headers.sort(key=lambda h: int(h.dataset.InstanceNumber))
+    duplicate = _clone(headers[0], sop_suffix=".1")
+    cmr = understand_study(headers[:2] + headers[3:] + [duplicate])
+    volume = cmr.load_volume(cmr.preferred("lge"))
+    assert volume.shape[1] == 4
+    assert any(w.startswith("irregular slice spacing: median 10.00 mm, also 20.00 mm (gap") for w in volume.warnings)
+    assert any(w.startswith("duplicate frame at slice") and duplicate.sop_instance_uid in w for w in volume.warnings)
+
+
+def test_perfusion_dynamics(generated):
+    headers = [read_header(p) for p in generated[("lge", "ge", None)].paths if "magnitude" in p.name]
+    dynamics = []
+    for index in range(30):
+        for header in headers:
+            dynamics.append(_clone(header, sop_suffix=f".{index}", series_suffix=".7", SeriesNumber=7,
+                                   ScanningSequence="GR", SequenceVariant=["SP", "SK"], InversionTime="0",
+                                   ImageType=["ORIGINAL", "PRIMARY", "M", "NONE"], SeriesDescription="",
+                                   AcquisitionTime=f"0900{index:02d}.000000", TriggerTime="50"))
+    (series,) = understand_study(dynamics).series
+    assert series.sequence.value == "perfusion", series.sequence.evidence
+    assert series.phases == 30 and series.slices == 5
