@@ -65,13 +65,17 @@ class Analyser:
                 supersedes: list[dict] | None = None) -> StudyOutcome:
         """Run `pipelines` in order on a CMRStudy; a failing pipeline becomes a `declined` entry, never a crash."""
         started_at = started_at or dt.datetime.now().astimezone()
-        summary: dict = {"study_instance_uid": study.study_instance_uid, "series": study.summary_series()}
+        summary: dict = {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series()}
         declined: list[dict] = [d.summary() for d in study.declined]
         context = AnalysisContext(config=self.config, runtime=self.runtime, started_at=started_at,
                                   study_summary_so_far=summary)
         results: list[PipelineResult] = []
         durations: dict[str, float] = {}
-        study_tag = short_hash(study.study_instance_uid)
+        study_tag = short_hash(study.study_instance_uid or "-")
+        if not study.series:
+            pipelines = []  # nothing usable: the declined entries say why
+            if study.study_instance_uid:
+                declined.append(Declined(None, "no usable MR series in the study").summary())
         for name in [n for n in PIPELINE_CLASSES if n in pipelines]:
             pipeline = self.pipeline(name)
             if pipeline is None:

@@ -1,0 +1,401 @@
+"""A folder of prior reports, embedded once, kept as an on-disk index and searched by cosine similarity."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INDEX_DIRNAME = ".dicomnode-index"
+INDEX_FORMAT = 1
+APPROXIMATE_ABOVE = 100_000  # exact numpy search up to this many reports, an HNSW index above (when installed)
+DUPLICATE_COSINE = 0.98  # two candidate texts at least this similar are one suggestion
+CANDIDATE_FACTOR = 4  # candidates fetched per requested hit, before de-duplication
+
+
+class Encoder(Protocol):
+    model_sha256: str
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Report:
+    """One prior report as read from the bank folder."""
+
+    id: str
+    text: str
+    findings: str | None = None
+    impression: str | None = None
+    metadata: dict = field(default_factory=dict)
+    source: str = ""  # file (relative to the bank folder) it came from
+
+    @property
+    def text_sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Hit:
+    report: Report
+    score: float
+
+    @property
+    def report_id(self) -> str:
+        return self.report.id
+
+
+@dataclass(frozen=True)
+class RefreshStats:
+    files: int
+    reports: int
+    embedded: int  # texts newly embedded by this refresh
+    removed: int  # reports dropped since the last index
+    changed: bool  # whether the searchable index was replaced
+    index_dir: Path | None  # where the index was written; None when kept in memory only
+
+
+def parse_bank_file(path: Path, relative: str) -> list[Report]:
+    """Reports in one bank file: a .txt is one report (id = file stem); a .jsonl holds one report per line."""
+    if path.suffix == ".txt":
+        text = path.read_text(encoding="utf-8-sig").strip()
+        return [Report(id=path.stem, text=text, source=relative)] if text else []
+    reports = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            log.warning("report bank %s line %d skipped: not JSON (%s)", relative, number, exc)
+            continue
+        if not isinstance(record, dict) or "id" not in record:
+            log.warning("report bank %s line %d skipped: no 'id'", relative, number)
+            continue
+        findings, impression = record.get("findings"), record.get("impression")
+        text = record.get("text") or " ".join(
+            part for part in (f"Findings: {findings}" if findings else "", f"Impression: {impression}" if impression else "") if part)
+        if not text.strip():
+            log.warning("report bank %s line %d skipped: no text, findings or impression", relative, number)
+            continue
+        metadata = record.get("metadata") or {}
+        reports.append(Report(id=str(record["id"]), text=text.strip(), findings=findings, impression=impression,
+                              metadata=metadata if isinstance(metadata, dict) else {}, source=relative))
+    return reports
+
+
+def top_k_cosine(matrix: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k rows of a unit-row matrix most similar to a unit vector, best first."""
+    if matrix.shape[0] == 0 or k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    scores = matrix @ vector.astype(matrix.dtype, copy=False)
+    k = min(k, scores.shape[0])
+    if k < scores.shape[0]:
+        top = np.argpartition(-scores, k - 1)[:k]
+    else:
+        top = np.arange(scores.shape[0])
+    order = top[np.argsort(-scores[top], kind="stable")]
+    return order, scores[order].astype(np.float32)
+
+
+class ApproximateIndex:
+    """HNSW (hnswlib, optional) over unit vectors with inner-product distance."""
+
+    def __init__(self, embeddings: np.ndarray, ef_construction: int = 200, m: int = 16, ef_search: int = 128):
+        import hnswlib
+
+        self._index = hnswlib.Index(space="ip", dim=embeddings.shape[1])
+        self._index.init_index(max_elements=max(1, embeddings.shape[0]), ef_construction=ef_construction, M=m)
+        self._index.add_items(embeddings, np.arange(embeddings.shape[0]))
+        self._index.set_ef(ef_search)
+        self.size = embeddings.shape[0]
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.size)
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        self._index.set_ef(max(k, 128))
+        labels, distances = self._index.knn_query(vector.reshape(1, -1), k=k)
+        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+
+
+def approximate_index_available() -> bool:
+    try:
+        import hnswlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """An immutable, complete index: searches read one snapshot while a refresh builds the next."""
+
+    reports: tuple[Report, ...]
+    embeddings: np.ndarray  # (n, dim) float32 unit rows
+    approximate: ApproximateIndex | None
+    version: int
+
+
+class ReportBank:
+    """Prior reports from `bank_dir` (*.txt and *.jsonl, recursively), embedded with `encoder`.
+
+    The index lives in `<bank_dir>/.dicomnode-index/`, or under `cache_dir` when the bank folder is read-only,
+    or in memory only when neither can be written. `refresh()` re-embeds only new or changed texts and drops
+    removed ones; searches always use the last complete index and never wait for a refresh.
+    """
+
+    def __init__(self, bank_dir: str | Path, encoder: Encoder, cache_dir: str | Path | None = None,
+                 approximate_above: int = APPROXIMATE_ABOVE):
+        self.bank_dir = Path(bank_dir)
+        if not self.bank_dir.is_dir():
+            raise FileNotFoundError(f"report bank folder {self.bank_dir} does not exist")
+        if approximate_above < 1:
+            raise ValueError(f"approximate_above must be >= 1, got {approximate_above}")
+        self.encoder = encoder
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.approximate_above = approximate_above
+        self._snapshot = _Snapshot(reports=(), embeddings=np.zeros((0, 0), dtype=np.float32), approximate=None, version=0)
+        self._refresh_lock = threading.Lock()
+        self._file_cache: dict[str, tuple[int, int, str, list[Report]]] = {}  # rel -> (mtime_ns, size, sha, reports)
+        self._index_dir: Path | None = None
+        self._index_dir_chosen = False
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._snapshot.reports)
+
+    @property
+    def version(self) -> int:
+        """Increases every time a refresh replaces the searchable index."""
+        return self._snapshot.version
+
+    @property
+    def reports(self) -> tuple[Report, ...]:
+        return self._snapshot.reports
+
+    @property
+    def index_dir(self) -> Path | None:
+        return self._index_dir
+
+    def embeddings(self) -> np.ndarray:
+        return self._snapshot.embeddings
+
+    # -- searching -------------------------------------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int = 3, min_similarity: float = -1.0,
+               duplicate_cosine: float = DUPLICATE_COSINE) -> list[Hit]:
+        """Top-k reports by cosine to a unit vector in the text space, above the floor, near-duplicates merged."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        snapshot = self._snapshot
+        if not snapshot.reports:
+            return []
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != snapshot.embeddings.shape[1]:
+            raise ValueError(f"query has {vector.shape[0]} dimensions, the bank's embeddings {snapshot.embeddings.shape[1]}")
+        norm = np.linalg.norm(vector)
+        if not np.isfinite(norm) or norm == 0:
+            raise ValueError("query vector is zero or not finite")
+        vector = vector / norm
+        wanted = k * CANDIDATE_FACTOR
+        if snapshot.approximate is not None:
+            indices, scores = snapshot.approximate.search(vector, wanted)
+        else:
+            indices, scores = top_k_cosine(snapshot.embeddings, vector, wanted)
+        kept: list[int] = []
+        hits: list[Hit] = []
+        for index, score in zip(indices.tolist(), scores.tolist()):
+            if score < min_similarity:
+                break
+            if kept and float(np.max(snapshot.embeddings[kept] @ snapshot.embeddings[index])) >= duplicate_cosine:
+                continue
+            kept.append(index)
+            hits.append(Hit(report=snapshot.reports[index], score=float(score)))
+            if len(hits) == k:
+                break
+        return hits
+
+    def search_text(self, query: str, k: int = 3, min_similarity: float = -1.0,
+                    duplicate_cosine: float = DUPLICATE_COSINE) -> list[Hit]:
+        """Search with a free-text query embedded by the bank's encoder."""
+        if not query.strip():
+            raise ValueError("empty text query")
+        return self.search(self.encoder.encode([query])[0], k, min_similarity, duplicate_cosine)
+
+    # -- refreshing ------------------------------------------------------------------------------------------
+    def refresh(self) -> RefreshStats:
+        """Re-read the folder; embed only new/changed texts; swap in the new index when complete."""
+        with self._refresh_lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> RefreshStats:
+        files = self._bank_files()
+        reports: list[Report] = []
+        seen_ids: set[str] = set()
+        new_cache = {}
+        for relative, path in files:
+            try:
+                entry = self._read_file(relative, path)
+            except (OSError, UnicodeDecodeError) as exc:  # removed or rewritten mid-scan, or not text
+                log.warning("report bank file %s skipped: %s", relative, exc)
+                continue
+            new_cache[relative] = entry
+            for report in entry[3]:
+                if report.id in seen_ids:
+                    log.warning("report bank: duplicate id %r in %s ignored (first one kept)", report.id, relative)
+                    continue
+                seen_ids.add(report.id)
+                reports.append(report)
+
+        snapshot = self._snapshot
+        known = {r.text_sha256: snapshot.embeddings[i] for i, r in enumerate(snapshot.reports)}
+        if not known:
+            known = self._load_persisted()
+        missing = sorted({r.text_sha256: r.text for r in reports if r.text_sha256 not in known}.items())
+        if missing:
+            vectors = np.asarray(self.encoder.encode([text for _, text in missing]), dtype=np.float32)
+            known.update({digest: vectors[i] for i, (digest, _) in enumerate(missing)})
+        old_keys = [(r.id, r.text_sha256) for r in snapshot.reports]
+        new_keys = [(r.id, r.text_sha256) for r in reports]
+        removed = len(set(old_keys) - set(new_keys))
+        changed = old_keys != new_keys or snapshot.version == 0
+        self._file_cache = new_cache
+        if changed:
+            dim = len(next(iter(known.values()))) if known else 0
+            embeddings = (np.stack([known[r.text_sha256] for r in reports]).astype(np.float32)
+                          if reports else np.zeros((0, dim), dtype=np.float32))
+            approximate = None
+            if len(reports) > self.approximate_above:
+                if approximate_index_available():
+                    approximate = ApproximateIndex(embeddings)
+                else:
+                    log.info("report bank has %d reports; hnswlib not installed, searching exactly", len(reports))
+            self._snapshot = _Snapshot(reports=tuple(reports), embeddings=embeddings, approximate=approximate,
+                                       version=snapshot.version + 1)
+            self._persist(new_cache)
+        return RefreshStats(files=len(files), reports=len(reports), embedded=len(missing), removed=removed,
+                            changed=changed, index_dir=self._index_dir)
+
+    def _read_file(self, relative: str, path: Path) -> tuple[int, int, str, list[Report]]:
+        """(mtime_ns, size, sha256, reports) of one file, re-parsed only when its bytes changed."""
+        stat = path.stat()
+        cached = self._file_cache.get(relative)
+        if cached and cached[0] == stat.st_mtime_ns and cached[1] == stat.st_size:
+            return cached
+        digest = _sha256_file(path)
+        if cached and cached[2] == digest:
+            return (stat.st_mtime_ns, stat.st_size, digest, cached[3])
+        return (stat.st_mtime_ns, stat.st_size, digest, parse_bank_file(path, relative))
+
+    def _bank_files(self) -> list[tuple[str, Path]]:
+        found = []
+        for path in sorted(self.bank_dir.rglob("*")):
+            relative = path.relative_to(self.bank_dir)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if path.is_file() and path.suffix in (".txt", ".jsonl"):
+                found.append((relative.as_posix(), path))
+        return found
+
+    # -- the on-disk index -----------------------------------------------------------------------------------
+    def _choose_index_dir(self) -> Path | None:
+        if self._index_dir_chosen:
+            return self._index_dir
+        self._index_dir_chosen = True
+        candidates = self._index_candidates()
+        for candidate in candidates:
+            try:
+                candidate.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=candidate, prefix=".probe-"):
+                    pass
+            except OSError:
+                continue
+            self._index_dir = candidate
+            return candidate
+        log.warning("report bank %s: neither the folder nor a cache_dir is writable; index kept in memory only", self.bank_dir)
+        return None
+
+    def _index_candidates(self) -> list[Path]:
+        candidates = [self.bank_dir / INDEX_DIRNAME]
+        if self.cache_dir is not None:
+            tag = hashlib.sha256(str(self.bank_dir.resolve()).encode()).hexdigest()[:16]
+            candidates.append(self.cache_dir / f"report-bank-{tag}")
+        return candidates
+
+    def _load_persisted(self) -> dict[str, np.ndarray]:
+        """Embeddings by text hash from the first readable index made with this encoder (bank folder, then cache)."""
+        for index_dir in self._index_candidates():
+            if not (index_dir / "manifest.json").is_file():
+                continue
+            try:
+                manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
+                if manifest.get("format") != INDEX_FORMAT or manifest.get("encoder_sha256") != self.encoder.model_sha256:
+                    continue
+                raw = (index_dir / "embeddings.npy").read_bytes()
+                if hashlib.sha256(raw).hexdigest() != manifest.get("embeddings_sha256"):
+                    continue
+                embeddings = np.load(io.BytesIO(raw), allow_pickle=False)
+                digests = manifest["text_sha256"]
+                if len(digests) != embeddings.shape[0]:
+                    continue
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("report bank index %s unreadable (%s)", index_dir, exc)
+                continue
+            return {digest: embeddings[i] for i, digest in enumerate(digests)}
+        return {}
+
+    def _persist(self, file_cache: dict) -> None:
+        index_dir = self._choose_index_dir()
+        if index_dir is None:
+            return
+        snapshot = self._snapshot
+        buffer = io.BytesIO()
+        np.save(buffer, snapshot.embeddings)
+        embeddings_bytes = buffer.getvalue()
+        manifest = {
+            "format": INDEX_FORMAT,
+            "encoder_sha256": self.encoder.model_sha256,
+            "embeddings_sha256": hashlib.sha256(embeddings_bytes).hexdigest(),
+            "files": {rel: {"size": e[1], "sha256": e[2]} for rel, e in file_cache.items()},
+            "text_sha256": [r.text_sha256 for r in snapshot.reports],
+        }
+        manifest_bytes = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        ids_bytes = (json.dumps([r.id for r in snapshot.reports]) + "\n").encode()
+        try:
+            if (index_dir / "manifest.json").is_file() and (index_dir / "manifest.json").read_bytes() == manifest_bytes:
+                return  # identical index already on disk
+            _atomic_write(index_dir / "embeddings.npy", embeddings_bytes)
+            _atomic_write(index_dir / "ids.json", ids_bytes)
+            _atomic_write(index_dir / "manifest.json", manifest_bytes)  # last: it vouches for the other two
+        except OSError as exc:
+            log.warning("report bank index not written to %s: %s", index_dir, exc)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}-", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        os.chmod(handle.name, 0o644)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

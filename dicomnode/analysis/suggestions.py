@@ -1,0 +1,507 @@
+"""Report suggestions: embed a study's measurements in the report-text space and retrieve similar prior reports."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dicomnode.analysis.report_bank import ReportBank
+    from dicomnode.config import Config
+    from dicomnode.inference import Runtime
+
+log = logging.getLogger(__name__)
+
+TITLE = "Report text suggestions retrieved from prior reports (unverified)"
+PROJECTION_FILE = "retrieval_projection.npz"
+TEXT_ENCODER_DIR = "text_encoder"
+REPORT_BANK_DIR = "report_bank"
+INITIAL_INDEX_WAIT_SECONDS = 120.0  # a study arriving while the bank is first indexed waits this long at most
+
+# Node labels (dicomnode.labels): 1 LV blood pool, 2 healthy myocardium, 3 scar, 4 MVO, 5 RV blood pool.
+LV_POOL, MYO_HEALTHY, SCAR, MVO, RV_POOL = 1, 2, 3, 4, 5
+
+#: Angular sectors in IMAGE coordinates around the LV cavity centre, named as on a conventionally displayed
+#: short-axis image (anterior up, septum left). Only approximate: the true orientation is not checked.
+SECTORS = ("anterior", "septal", "inferior", "lateral")
+ANGLE_BINS = 36
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Study descriptors from label maps (numpy in, numbers out)
+# ----------------------------------------------------------------------------------------------------------------
+
+def _angles_deg(rows: np.ndarray, cols: np.ndarray, centre_rc: tuple[float, float]) -> np.ndarray:
+    """Angle of each pixel around the centre, 0 = image right, 90 = image up (rows grow downwards)."""
+    return np.degrees(np.arctan2(-(rows - centre_rc[0]), cols - centre_rc[1])) % 360.0
+
+
+def _sector_of(angles: np.ndarray) -> np.ndarray:
+    """Index into SECTORS of each angle (90-degree quadrants centred on each sector's direction)."""
+    return (((angles + 45.0) % 360.0) // 90.0).astype(int).choose([3, 0, 1, 2])
+
+
+def lge_descriptors(labelmap: np.ndarray, pixels: np.ndarray | None = None) -> dict:
+    """Where and how deep the scar lies in an LGE short-axis label map (slices, rows, cols), node labels.
+
+    Returns scar fractions per image-coordinate sector, mean transmural extent (scar share of the myocardium
+    along each 10-degree ray that holds scar), the fraction of myocardial slices with scar, and (with
+    pixels) the scar-to-remote-myocardium signal ratio. Values are None where they do not exist (no scar).
+    """
+    labelmap = np.asarray(labelmap)
+    if labelmap.ndim != 3:
+        raise ValueError(f"labelmap must be (slices, rows, cols), got shape {labelmap.shape}")
+    scar_mask = (labelmap == SCAR) | (labelmap == MVO)
+    myo_mask = scar_mask | (labelmap == MYO_HEALTHY)
+    sector_counts = np.zeros(len(SECTORS))
+    transmural = []
+    myo_slices = scar_slices = 0
+    for index in range(labelmap.shape[0]):
+        myo = myo_mask[index]
+        if not myo.any():
+            continue
+        myo_slices += 1
+        scar = scar_mask[index]
+        if not scar.any():
+            continue
+        scar_slices += 1
+        pool = labelmap[index] == LV_POOL
+        centre_source = pool if pool.any() else myo
+        rows_c, cols_c = np.nonzero(centre_source)
+        centre = (rows_c.mean(), cols_c.mean())
+        rows_s, cols_s = np.nonzero(scar)
+        sector_counts += np.bincount(_sector_of(_angles_deg(rows_s, cols_s, centre)), minlength=len(SECTORS))
+        rows_m, cols_m = np.nonzero(myo)
+        bins_myo = (_angles_deg(rows_m, cols_m, centre) // (360.0 / ANGLE_BINS)).astype(int)
+        bins_scar = (_angles_deg(rows_s, cols_s, centre) // (360.0 / ANGLE_BINS)).astype(int)
+        myo_per_bin = np.bincount(bins_myo, minlength=ANGLE_BINS)
+        scar_per_bin = np.bincount(bins_scar, minlength=ANGLE_BINS)
+        with_scar = scar_per_bin > 0
+        transmural.extend((scar_per_bin[with_scar] / np.maximum(myo_per_bin[with_scar], 1)).tolist())
+    result: dict = {"scar_slice_fraction": (scar_slices / myo_slices) if myo_slices else None}
+    total = sector_counts.sum()
+    for name, count in zip(SECTORS, sector_counts):
+        result[f"scar_{name}_fraction"] = float(count / total) if total else None
+    result["transmural_extent"] = float(np.mean(transmural)) if transmural else None
+    result["scar_to_remote_signal"] = None
+    if pixels is not None and total:
+        pixels = np.asarray(pixels, dtype=np.float64)
+        if pixels.shape != labelmap.shape:
+            raise ValueError(f"pixels {pixels.shape} and labelmap {labelmap.shape} differ in shape")
+        remote = pixels[labelmap == MYO_HEALTHY]
+        if remote.size and remote.mean() > 0:
+            result["scar_to_remote_signal"] = float(pixels[labelmap == SCAR].mean() / remote.mean()) \
+                if (labelmap == SCAR).any() else None
+    return result
+
+
+def wall_thickness_from_areas(pool_area_mm2: np.ndarray, myo_area_mm2: np.ndarray) -> float | None:
+    """Largest mean wall thickness over slices, modelling each slice's LV as two concentric circles (mm)."""
+    pool = np.asarray(pool_area_mm2, dtype=np.float64)
+    myo = np.asarray(myo_area_mm2, dtype=np.float64)
+    valid = (myo > 0) & (pool > 0)
+    if not valid.any():
+        return None
+    thickness = np.sqrt((pool[valid] + myo[valid]) / np.pi) - np.sqrt(pool[valid] / np.pi)
+    return float(thickness.max())
+
+
+def cine_descriptors(ed_labelmap: np.ndarray, pixel_spacing: tuple[float, float]) -> dict:
+    """Shape descriptors of the end-diastolic label map (slices, rows, cols): the maximal mean wall thickness."""
+    ed_labelmap = np.asarray(ed_labelmap)
+    if ed_labelmap.ndim != 3:
+        raise ValueError(f"ed_labelmap must be (slices, rows, cols), got shape {ed_labelmap.shape}")
+    if min(pixel_spacing) <= 0:
+        raise ValueError(f"pixel_spacing must be positive, got {pixel_spacing}")
+    pixel_area = float(pixel_spacing[0] * pixel_spacing[1])
+    pool = (ed_labelmap == LV_POOL).sum(axis=(1, 2)) * pixel_area
+    myo = np.isin(ed_labelmap, (MYO_HEALTHY, SCAR, MVO)).sum(axis=(1, 2)) * pixel_area
+    return {"max_wall_thickness_mm": wall_thickness_from_areas(pool, myo)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The study feature vector
+# ----------------------------------------------------------------------------------------------------------------
+
+#: name -> divisor bringing the value to about unit range. Each feature also gets a "present" indicator.
+FEATURE_SCALES: dict[str, float] = {
+    "lge_percent": 100.0,
+    "mvo_percent": 100.0,
+    "large_scar_burden": 1.0,
+    "scar_slice_fraction": 1.0,
+    "scar_anterior_fraction": 1.0,
+    "scar_septal_fraction": 1.0,
+    "scar_inferior_fraction": 1.0,
+    "scar_lateral_fraction": 1.0,
+    "transmural_extent": 1.0,
+    "scar_to_remote_signal": 2.0,
+    "lv_edv_ml": 100.0,
+    "lv_esv_ml": 100.0,
+    "lv_ef_percent": 100.0,
+    "lv_mass_g": 100.0,
+    "rv_edv_ml": 100.0,
+    "rv_esv_ml": 100.0,
+    "rv_ef_percent": 100.0,
+    "max_wall_thickness_mm": 10.0,
+}
+FEATURE_NAMES = tuple(FEATURE_SCALES)
+LGE_FEATURES = ("lge_percent", "mvo_percent", "large_scar_burden", "scar_slice_fraction", "scar_anterior_fraction",
+                "scar_septal_fraction", "scar_inferior_fraction", "scar_lateral_fraction", "transmural_extent",
+                "scar_to_remote_signal")
+CINE_FEATURES = tuple(name for name in FEATURE_NAMES if name not in LGE_FEATURES)
+#: a projection whose training pairs had both LGE and cine this often can embed such a study in one query
+COMBINED_TRAINING_MIN_FRACTION = 0.1
+#: features that need the label maps (earlier_results); a study known only by its summary numbers lacks them
+DESCRIPTOR_FEATURES = ("scar_slice_fraction", "scar_anterior_fraction", "scar_septal_fraction", "scar_inferior_fraction",
+                       "scar_lateral_fraction", "transmural_extent", "scar_to_remote_signal", "max_wall_thickness_mm")
+MAX_SIGNAL_RATIO = 5.0
+GROUP_FLAGS = ("has_lge", "has_cine")
+FEATURE_DIM = 2 * len(FEATURE_NAMES) + len(GROUP_FLAGS)
+
+
+def _number(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def study_features(summary: dict, lge_extra: dict | None = None, cine_extra: dict | None = None) -> dict:
+    """Flat named features of a study from its summary blocks ("lge", "cine") and optional label-map descriptors.
+
+    `summary` is a study block of summary.json (or just {"lge": {...}, "cine": {...}}); absent values are None.
+    """
+    lge = summary.get("lge") or {}
+    cine = summary.get("cine") or {}
+    features: dict = {name: None for name in FEATURE_NAMES}
+    if lge:
+        features["lge_percent"] = _number(lge.get("lge_percent"))
+        myo_ml, mvo_ml = _number(lge.get("myocardium_volume_ml")), _number(lge.get("mvo_volume_ml"))
+        if lge.get("mvo_percent") is not None:
+            features["mvo_percent"] = _number(lge.get("mvo_percent"))
+        elif myo_ml and mvo_ml is not None:
+            features["mvo_percent"] = 100.0 * mvo_ml / myo_ml
+        if lge.get("large_scar_burden") is not None:
+            features["large_scar_burden"] = 1.0 if lge.get("large_scar_burden") else 0.0
+    for name in ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_percent"):
+        features[name] = _number(cine.get(name))
+    for extra in (lge_extra or {}, cine_extra or {}):
+        for name, value in extra.items():
+            if name in features:
+                features[name] = _number(value)
+    if features["scar_to_remote_signal"] is not None:  # PSIR or odd scaling can make the ratio explode
+        features["scar_to_remote_signal"] = float(np.clip(features["scar_to_remote_signal"], 0.0, MAX_SIGNAL_RATIO))
+    features["has_lge"] = 1.0 if features["lge_percent"] is not None else 0.0
+    features["has_cine"] = 1.0 if any(features[n] is not None for n in ("lv_edv_ml", "lv_ef_percent")) else 0.0
+    return features
+
+
+def has_measurements(features: dict) -> bool:
+    return any(features.get(name) is not None for name in FEATURE_NAMES)
+
+
+def only_block(features: dict, block: str) -> dict:
+    """The features of one summary block ("lge" or "cine"), the other block's features marked absent."""
+    if block not in ("lge", "cine"):
+        raise ValueError(f"block must be 'lge' or 'cine', got {block!r}")
+    dropped = CINE_FEATURES if block == "lge" else LGE_FEATURES
+    kept = {name: (None if name in dropped else value) for name, value in features.items()}
+    kept["has_cine" if block == "lge" else "has_lge"] = 0.0
+    return kept
+
+
+def feature_vector(features: dict) -> np.ndarray:
+    """Fixed-order float32 vector: scaled values (0 where absent), then presence flags, then group flags."""
+    values = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
+    present = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
+    for index, name in enumerate(FEATURE_NAMES):
+        value = _number(features.get(name))
+        if value is not None:
+            values[index] = value / FEATURE_SCALES[name]
+            present[index] = 1.0
+    groups = np.array([float(features.get(flag) or 0.0) for flag in GROUP_FLAGS], dtype=np.float32)
+    return np.concatenate([values, present, groups])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measurements as a sentence (the text-only baseline, and the query when no projection is installed)
+# ----------------------------------------------------------------------------------------------------------------
+
+def measurement_sentence(features: dict) -> str:
+    """One templated sentence stating the measured numbers, for the text encoder."""
+    parts = []
+    f = {name: _number(features.get(name)) for name in FEATURE_NAMES}
+    if f["lv_edv_ml"] is not None:
+        parts.append(f"LV end-diastolic volume {f['lv_edv_ml']:.0f} mL")
+    if f["lv_esv_ml"] is not None:
+        parts.append(f"LV end-systolic volume {f['lv_esv_ml']:.0f} mL")
+    if f["lv_ef_percent"] is not None:
+        parts.append(f"LV ejection fraction {f['lv_ef_percent']:.0f}%")
+    if f["lv_mass_g"] is not None:
+        parts.append(f"LV mass {f['lv_mass_g']:.0f} g")
+    if f["max_wall_thickness_mm"] is not None:
+        parts.append(f"maximal wall thickness {f['max_wall_thickness_mm']:.0f} mm")
+    if f["rv_edv_ml"] is not None:
+        parts.append(f"RV end-diastolic volume {f['rv_edv_ml']:.0f} mL")
+    if f["rv_ef_percent"] is not None:
+        parts.append(f"RV ejection fraction {f['rv_ef_percent']:.0f}%")
+    if f["lge_percent"] is not None:
+        parts.append(f"late gadolinium enhancement {f['lge_percent']:.0f}% of the LV myocardium")
+        if f["mvo_percent"] is not None:
+            parts.append(f"microvascular obstruction {f['mvo_percent']:.0f}% of the myocardium")
+        sectors = [(f[f"scar_{name}_fraction"] or 0.0, name) for name in SECTORS]
+        main = [name for share, name in sorted(sectors, reverse=True) if share >= 0.25]
+        if main:
+            parts.append("enhancement mainly " + " and ".join(main))
+    return ("Cardiac MRI: " + ", ".join(parts) + ".") if parts else ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Projection of the feature vector into the text space (weights from engines.retrieval.train)
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyProjection:
+    """Standardise -> Linear -> GELU(tanh) -> Linear -> L2 norm, applied in numpy (no torch in the node)."""
+
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+    feature_names: tuple[str, ...]
+    combined_fraction: float = 0.0  # share of training studies that had both LGE and cine
+    sha256: str = ""
+
+    def __post_init__(self):
+        if self.feature_mean.shape != (FEATURE_DIM,) or self.w1.shape[0] != FEATURE_DIM:
+            raise ValueError(f"projection expects {self.w1.shape[0]} features, this node builds {FEATURE_DIM}")
+        if self.w1.shape[1] != self.b1.shape[0] or self.w2.shape[0] != self.w1.shape[1] or self.w2.shape[1] != self.b2.shape[0]:
+            raise ValueError("projection weight shapes do not chain: "
+                             f"w1 {self.w1.shape}, b1 {self.b1.shape}, w2 {self.w2.shape}, b2 {self.b2.shape}")
+        if tuple(self.feature_names) != FEATURE_NAMES:
+            raise ValueError("projection was trained on other feature names than this node builds")
+
+    @property
+    def dim(self) -> int:
+        return int(self.w2.shape[1])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StudyProjection":
+        import hashlib
+
+        path = Path(path)
+        raw = path.read_bytes()
+        with np.load(path, allow_pickle=False) as data:
+            return cls(feature_mean=data["feature_mean"].astype(np.float32), feature_std=data["feature_std"].astype(np.float32),
+                       w1=data["w1"].astype(np.float32), b1=data["b1"].astype(np.float32),
+                       w2=data["w2"].astype(np.float32), b2=data["b2"].astype(np.float32),
+                       feature_names=tuple(str(n) for n in data["feature_names"]),
+                       combined_fraction=float(data["combined_fraction"]) if "combined_fraction" in data else 0.0,
+                       sha256=hashlib.sha256(raw).hexdigest())
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, feature_mean=self.feature_mean, feature_std=self.feature_std, w1=self.w1, b1=self.b1,
+                 w2=self.w2, b2=self.b2, feature_names=np.array(self.feature_names),
+                 combined_fraction=np.float32(self.combined_fraction))
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, FEATURE_DIM) feature vectors -> (n, dim) unit vectors in the text space."""
+        x = (np.atleast_2d(vectors).astype(np.float32) - self.feature_mean) / self.feature_std
+        hidden = x @ self.w1 + self.b1
+        hidden = 0.5 * hidden * (1.0 + np.tanh(0.7978845608 * (hidden + 0.044715 * hidden ** 3)))
+        out = hidden @ self.w2 + self.b2
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------------------------------
+
+def descriptors_from_results(earlier_results: list[PipelineResult]) -> tuple[dict, dict]:
+    """Label-map descriptors (lge, cine) from the segmentations earlier pipelines produced for this study."""
+    lge_extra: dict = {}
+    cine_extra: dict = {}
+    for result in earlier_results:
+        for segmentation in result.segmentations:
+            labelmap = np.asarray(segmentation.labelmap)
+            if segmentation.pipeline == "lge" and not lge_extra and labelmap.ndim == 4:
+                pixels = np.asarray(segmentation.volume.pixels)[segmentation.phases[0]]
+                lge_extra = lge_descriptors(labelmap[0], pixels if pixels.shape == labelmap[0].shape else None)
+            elif segmentation.pipeline == "cine" and not cine_extra and labelmap.ndim == 4:
+                names = [name.lower() for name in segmentation.phase_names]
+                if "end diastole" in names:
+                    cine_extra = cine_descriptors(labelmap[names.index("end diastole")], segmentation.volume.pixel_spacing)
+    return lge_extra, cine_extra
+
+
+def _interleave(ranked_lists: list[list], k: int, key) -> list:
+    """Merge ranked lists round-robin (each list's best first), dropping repeats, up to k items."""
+    merged, seen = [], set()
+    for rank in range(max((len(items) for items in ranked_lists), default=0)):
+        for items in ranked_lists:
+            if rank < len(items) and key(items[rank]) not in seen:
+                seen.add(key(items[rank]))
+                merged.append(items[rank])
+    return merged[:k]
+
+
+def _algorithm(name: str, version: str, sha256: str, description: str) -> AlgorithmInfo:
+    import uuid
+
+    return AlgorithmInfo(name=name, version=version, manufacturer="dicomnode project",
+                         device_uid="2.25." + str(uuid.UUID(sha256[:32]).int), description=description)
+
+
+class SuggestionsPipeline:
+    """Suggests report text: the study's measurements -> joint-space vector -> nearest prior reports in the bank."""
+
+    name = "suggestions"
+
+    def __init__(self, config: "Config", runtime: "Runtime"):
+        from dicomnode.analysis.report_bank import ReportBank
+        from dicomnode.analysis.text_encoder import TextEncoder
+
+        self.config = config
+        self.settings = config.analysis.suggestions
+        models_dir = Path(runtime.models_dir)
+        self.unavailable_reason: str | None = None
+        self.encoder = None
+        self.bank: ReportBank | None = None
+        self.projection: StudyProjection | None = None
+        self._study_cache: tuple[int, list[int], np.ndarray] | None = None
+        self._study_lock = threading.Lock()
+        self._indexed = threading.Event()
+        if self.settings.bank_dir is not None and not Path(self.settings.bank_dir).is_dir():
+            raise FileNotFoundError(f"analysis.suggestions.bank_dir: folder {self.settings.bank_dir} does not exist")
+        encoder_dir = models_dir / TEXT_ENCODER_DIR
+        if not (encoder_dir / "model.onnx").is_file():
+            self.unavailable_reason = f"text encoder not installed ({encoder_dir}/model.onnx missing)"
+            self._indexed.set()
+            return
+        self.encoder = TextEncoder(encoder_dir, intra_op_threads=config.inference.intra_op_threads)
+        bank_dir = Path(self.settings.bank_dir) if self.settings.bank_dir is not None else models_dir / REPORT_BANK_DIR
+        if not bank_dir.is_dir():
+            self.unavailable_reason = f"no report bank at {bank_dir}"
+            self._indexed.set()
+            return
+        self.bank = ReportBank(bank_dir, self.encoder, cache_dir=Path(config.node.storage_dir) / "suggestions-index")
+        projection_path = models_dir / PROJECTION_FILE
+        if projection_path.is_file():
+            self.projection = StudyProjection.load(projection_path)
+        threading.Thread(target=self._initial_refresh, name="report-bank-index", daemon=True).start()
+
+    def _initial_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # the node keeps running; run() declines while the bank has no index
+            log.exception("report bank %s could not be indexed", self.bank.bank_dir if self.bank else None)
+        finally:
+            self._indexed.set()
+
+    def wait_until_indexed(self, timeout: float | None = None) -> bool:
+        """True once the first index of the bank is complete (or failed); a site bank may take minutes."""
+        return self._indexed.wait(timeout)
+
+    def refresh(self):
+        """Re-index the bank (new/changed reports only); the node's scheduler calls this every refresh_minutes."""
+        if self.bank is None:
+            return None
+        stats = self.bank.refresh()
+        if stats.changed:
+            log.info("report bank %s: %d reports (%d embedded, %d removed)", self.bank.bank_dir, stats.reports,
+                     stats.embedded, stats.removed)
+        return stats
+
+    def algorithms(self) -> list[AlgorithmInfo]:
+        found = []
+        if self.encoder is not None:
+            found.append(_algorithm("dicomnode-report-text-encoder", "all-MiniLM-L6-v2", self.encoder.model_sha256,
+                                    "sentence embedding of report texts (ONNX, int8 weights)"))
+        if self.projection is not None:
+            found.append(_algorithm("dicomnode-retrieval-projection", "1", self.projection.sha256,
+                                    "projection of study measurements into the report-text space"))
+        return found
+
+    def study_queries(self, features: dict) -> list[tuple[str, np.ndarray]]:
+        """Query vectors for a study, each named by how it was made.
+
+        "joint": the projection of all features; "joint:lge" + "joint:cine": one query per summary block, used for
+        a study with both blocks when the projection never saw such studies in training (the shipped demo one:
+        its data sets are LGE-only or cine-only); "text": the measurement sentence, when no projection is installed.
+        """
+        if self.projection is None:
+            return [("text", self.encoder.encode([measurement_sentence(features)])[0])]
+        both = bool(features.get("has_lge")) and bool(features.get("has_cine"))
+        if both and self.projection.combined_fraction < COMBINED_TRAINING_MIN_FRACTION:
+            blocks = [only_block(features, "lge"), only_block(features, "cine")]
+            vectors = self.projection(np.stack([feature_vector(block) for block in blocks]))
+            return [("joint:lge", vectors[0]), ("joint:cine", vectors[1])]
+        return [("joint", self.projection(feature_vector(features)[None, :])[0])]
+
+    def similar_studies(self, query: np.ndarray, k: int) -> list[dict]:
+        """Image -> image: prior studies in the bank whose stored features project close to this study."""
+        if self.projection is None or self.bank is None:
+            return []
+        with self._study_lock:
+            version = self.bank.version
+            if self._study_cache is None or self._study_cache[0] != version:
+                rows, vectors = [], []
+                for index, report in enumerate(self.bank.reports):
+                    stored = report.metadata.get("study_features")
+                    if isinstance(stored, dict) and has_measurements(stored):
+                        rows.append(index)
+                        vectors.append(feature_vector(stored))
+                matrix = self.projection(np.stack(vectors)) if vectors else np.zeros((0, self.projection.dim), np.float32)
+                self._study_cache = (version, rows, matrix)
+            _, rows, matrix = self._study_cache
+        from dicomnode.analysis.report_bank import top_k_cosine
+
+        reports = self.bank.reports
+        indices, scores = top_k_cosine(matrix, query, k)
+        return [{"report_id": reports[rows[i]].id, "score": round(float(s), 4)} for i, s in zip(indices, scores)]
+
+    def run(self, study, context) -> PipelineResult:
+        if not self.settings.enabled:
+            return self._decline("report suggestions are disabled (analysis.suggestions.enabled = false)")
+        if self.unavailable_reason is not None:
+            return self._decline(self.unavailable_reason)
+        if not self.wait_until_indexed(INITIAL_INDEX_WAIT_SECONDS):
+            return self._decline(f"the report bank {self.bank.bank_dir} is still being indexed")
+        lge_extra, cine_extra = descriptors_from_results(context.earlier_results or [])
+        features = study_features(context.study_summary_so_far or {}, lge_extra, cine_extra)
+        if not has_measurements(features):
+            return self._decline("no LGE or cine measurements in this study to build a study embedding from")
+        if len(self.bank) == 0:
+            return self._decline(f"the report bank {self.bank.bank_dir} holds no reports")
+        queries = self.study_queries(features)
+        k = self.settings.top_k
+        hits = _interleave([self.bank.search(vector, k=k, min_similarity=self.settings.min_similarity)
+                            for _, vector in queries], k, key=lambda hit: hit.report.id)
+        similar = _interleave([self.similar_studies(vector, k) for _, vector in queries], k,
+                              key=lambda item: item["report_id"])
+        suggestions = [{"text": hit.report.text, "score": round(hit.score, 4), "report_id": hit.report.id} for hit in hits]
+        measurements = {
+            "title": TITLE,
+            "suggestions": suggestions,
+            "query_method": "+".join(name for name, _ in queries),
+            "bank_size": len(self.bank),
+            "min_similarity": self.settings.min_similarity,
+            "similar_studies": similar,
+            "impressions": {hit.report.id: hit.report.impression for hit in hits if hit.report.impression},
+            "features": {k: v for k, v in features.items() if v is not None},
+        }
+        return PipelineResult(name=self.name, summary=suggestions, measurements=measurements, algorithms=self.algorithms())
+
+    def _decline(self, reason: str) -> PipelineResult:
+        return PipelineResult(name=self.name, summary=None, declined=[Declined(series_instance_uid=None, reason=reason)])
