@@ -70,6 +70,7 @@ class Analyser:
         context = AnalysisContext(config=self.config, runtime=self.runtime, started_at=started_at,
                                   study_summary_so_far=summary)
         results: list[PipelineResult] = []
+        all_results: list[PipelineResult] = []
         durations: dict[str, float] = {}
         study_tag = short_hash(study.study_instance_uid or "-")
         if not study.series:
@@ -90,6 +91,7 @@ class Analyser:
                                         declined=[Declined(None, f"{name}: analysis failed: {exc}")])
             durations[name] = time.perf_counter() - began
             declined.extend(d.summary() for d in result.declined)
+            all_results.append(result)
             if result.summary is not None:
                 summary[name] = result.summary
                 results.append(result)
@@ -100,7 +102,8 @@ class Analyser:
         if results:
             from dicomnode.results import build_result_objects
 
-            datasets = build_result_objects(study, results, context, supersedes=supersedes,
+            # declined pipelines go along too: their reasons belong in the SR and the visual report
+            datasets = build_result_objects(study, all_results, context, supersedes=supersedes,
                                             secondary_capture=self.config.analysis.secondary_capture)
         summary["outputs"] = []
         summary["declined"] = declined

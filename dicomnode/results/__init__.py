@@ -1,0 +1,82 @@
+"""Everything that leaves the node for one study: SEG per segmentation, TID 1500 SR, PDF (+ SC)."""
+from __future__ import annotations
+
+
+from pydicom.dataset import Dataset
+
+from dicomnode.analysis.pipeline import AnalysisContext, PipelineResult
+from dicomnode.results.headers import derivable_header
+from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
+from dicomnode.results.seg import build_seg
+from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
+
+#: series numbers of the result series (high, so they sort after the acquisitions)
+SEG_SERIES_BASE = 9001
+SR_SERIES = 9100
+SUGGESTIONS_SR_SERIES = 9101
+PDF_SERIES = 9200
+SC_SERIES = 9201
+
+__all__ = ["build_result_objects", "build_seg", "build_sr", "build_suggestions_sr", "render_report",
+           "build_pdf_document", "build_secondary_capture"]
+
+
+def _study_header(study) -> Dataset:
+    for series in study.series:
+        if series.instances:
+            return derivable_header(study.first_dataset(series))
+    raise ValueError(f"study {study.study_instance_uid} has no instance to take patient/study attributes from")
+
+
+def build_result_objects(
+    study,
+    results: list[PipelineResult],
+    context: AnalysisContext,
+    supersedes: list[dict] | None = None,
+    secondary_capture: bool = False,
+) -> list[Dataset]:
+    """Every result object for one study, in the source study, new series and new UIDs on every call.
+
+    `study` is duck-typed on CMRStudy: `study_instance_uid`, `series` (with `.instances[i].dataset`) and
+    `first_dataset(series)`. `supersedes`: earlier SRs this analysis replaces, as dicts with sop_instance_uid,
+    series_instance_uid, study_instance_uid (and optionally sop_class_uid); they go into the SR's Predecessor
+    Documents Sequence. Order of the list: SEGs, SR (TID 1500 incl. the report-text suggestions), PDF, SC; when
+    there is no LGE/cine result, the suggestions get a stand-alone Comprehensive SR instead of the TID 1500 SR.
+    """
+    header = _study_header(study)
+    if str(header.StudyInstanceUID) != str(study.study_instance_uid):
+        raise ValueError("the study's first dataset belongs to another StudyInstanceUID")
+    objects: list[Dataset] = []
+    segs: dict[int, Dataset] = {}
+    series_number = SEG_SERIES_BASE
+    for result in results:
+        for segmentation in result.segmentations:
+            sources = [instance.dataset for instance in segmentation.series.instances]
+            seg = build_seg(segmentation, sources, context, series_number)
+            segs[id(segmentation)] = seg
+            objects.append(seg)
+            series_number += 1
+    sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes)
+    if sr is not None:
+        objects.append(sr)
+    suggestions = next((r for r in results if r.name == "suggestions"), None)
+    if suggestions is not None and sr is None:  # otherwise the suggestions are a container of the TID 1500 SR
+        suggestions_sr = build_suggestions_sr(header, suggestions, context, SUGGESTIONS_SR_SERIES)
+        if suggestions_sr is not None:
+            objects.append(suggestions_sr)
+    algorithms = [a for r in results for a in r.algorithms]
+    algorithms += [s.algorithm for r in results for s in r.segmentations]
+    config = context.config
+    want_pdf = config.analysis.report_pdf
+    want_sc = secondary_capture or config.analysis.secondary_capture
+    if algorithms and (want_pdf or want_sc):
+        cine = next((r for r in results if r.name == "cine" and r.summary), None)
+        bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula) if cine is not None else None
+        declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined]
+        pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined)
+        if want_pdf:
+            objects.append(build_pdf_document(pdf_bytes, header, context, algorithms, PDF_SERIES,
+                                              source_instances=list(objects)))
+        if want_sc:
+            objects.append(build_secondary_capture(png_bytes, header, context, algorithms, SC_SERIES))
+    return objects

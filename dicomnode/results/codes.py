@@ -1,0 +1,107 @@
+"""Every coded concept the result objects use, standard and private, in one place (listed in docs/conformance.md)."""
+from __future__ import annotations
+
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom.sr.coding import Code
+
+#: private coding scheme of this project; every code below with this designator is documented in conformance.md
+PRIVATE_SCHEME = "99DICOMNODE"
+PRIVATE_SCHEME_NAME = "dicomnode private codes"
+PRIVATE_SCHEME_RESPONSIBLE = "dicomnode project"
+
+# --- IHE AI Results (AIR) ------------------------------------------------------------------------------------
+PROCESSING_ALGORITHM = Code("Newcode1", "99IHE", "Processing Algorithm")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")  # algorithm family (CID 7162)
+
+# --- SEG segment categories and types ------------------------------------------------------------------------
+ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
+#: the older code for the same category; accepted on read, never written
+ANATOMICAL_STRUCTURE_LEGACY = Code("123037004", "SCT", "Anatomical Structure")
+TISSUE = Code("85756007", "SCT", "Tissue")
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Abnormal Structure")
+LEFT_VENTRICLE = Code("87878005", "SCT", "Left ventricle")
+RIGHT_VENTRICLE = Code("53085002", "SCT", "Right ventricle")
+LV_MYOCARDIUM = Code("49848007", "SCT", "Left ventricle myocardium")
+SCAR_TISSUE = Code("12402003", "SCT", "Scar tissue")
+MVO = Code("MVO", PRIVATE_SCHEME, "Microvascular obstruction")
+HEART = Code("80891009", "SCT", "Heart")
+
+# --- SR: document, procedure, findings -------------------------------------------------------------------------
+IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+MR_OF_HEART = Code("241620005", "SCT", "Magnetic resonance imaging of heart")
+LATE_CONTRAST_ENHANCEMENT = Code("122664", "DCM", "Late Contrast Enhancement")
+SCARRED_MYOCARDIUM = Code("122113", "DCM", "Scarred Myocardium")
+NORMAL_MYOCARDIUM = Code("122112", "DCM", "Normal Myocardium")
+CARDIAC_CYCLE_PHASE = Code("246092007", "SCT", "Cardiac cycle phase")
+END_DIASTOLE = Code("416190007", "SCT", "End diastole")
+END_SYSTOLE = Code("416430001", "SCT", "End systole")
+YES = Code("373066001", "SCT", "Yes")
+NO = Code("373067005", "SCT", "No")
+PAPILLARY_MUSCLE_EXCLUDED = Code("122620", "DCM", "Papillary Muscle Excluded")
+PAPILLARY_MUSCLE_INCLUDED = Code("122621", "DCM", "Papillary Muscle Included")
+
+# --- SR: measurement concepts ----------------------------------------------------------------------------------
+VOLUME = Code("118565006", "SCT", "Volume")
+LV_EF_MR = Code("8811-2", "LN", "Left ventricular Ejection fraction by MR")
+RV_EF_MR = Code("8818-7", "LN", "Right ventricular Ejection fraction by MR")
+LV_EDV = Code("8821-1", "LN", "Left ventricular end-diastolic volume")
+LV_ESV = Code("8823-7", "LN", "Left ventricular end-systolic volume")
+RV_EDV = Code("8822-9", "LN", "Right ventricular end-diastolic volume")
+RV_ESV = Code("8824-5", "LN", "Right ventricular end-systolic volume")
+STROKE_VOLUME = Code("90096001", "SCT", "Stroke Volume")
+LV_MASS = Code("18087-7", "LN", "Left ventricle mass")
+BODY_SURFACE_AREA = Code("8277-6", "LN", "Body Surface Area")
+#: CID 3663 Body Surface Area Equations
+BSA_DUBOIS = Code("122241", "DCM", "BSA = 0.007184*WT^0.425*HT^0.725")
+BSA_MOSTELLER = Code("122244", "DCM", "BSA = (HT*WT/36)^0.5")
+BSA_FORMULAS = {"dubois": BSA_DUBOIS, "mosteller": BSA_MOSTELLER}
+
+# private measurement concepts (no standard code exists for these)
+LGE_PERCENT = Code("LGEPCT", PRIVATE_SCHEME, "LGE extent, % of LV myocardial volume")
+LARGE_LGE_BURDEN = Code("LGEBURDEN", PRIVATE_SCHEME, "Large LGE burden")
+LV_EDV_INDEX = Code("LVEDVI", PRIVATE_SCHEME, "LV end-diastolic volume index")
+LV_ESV_INDEX = Code("LVESVI", PRIVATE_SCHEME, "LV end-systolic volume index")
+LV_SV_INDEX = Code("LVSVI", PRIVATE_SCHEME, "LV stroke volume index")
+RV_EDV_INDEX = Code("RVEDVI", PRIVATE_SCHEME, "RV end-diastolic volume index")
+RV_ESV_INDEX = Code("RVESVI", PRIVATE_SCHEME, "RV end-systolic volume index")
+LV_MASS_INDEX = Code("LVMI", PRIVATE_SCHEME, "LV mass index")
+PHASE_INDEX = Code("PHASEIDX", PRIVATE_SCHEME, "Cardiac phase index in the cine series (0-based)")
+
+# private method codes
+METHOD_DEEP_LEARNING = Code("DLSEG", PRIVATE_SCHEME, "Deep-learning segmentation")
+METHOD_NSD = Code("NSD", PRIVATE_SCHEME, "n-SD threshold above remote myocardium")
+METHOD_FWHM = Code("FWHM", PRIVATE_SCHEME, "Full width at half maximum threshold")
+
+# report-text suggestions (separate Comprehensive SR, see sr.py)
+REPORT_TEXT_SUGGESTIONS = Code(
+    "RTSUGG", PRIVATE_SCHEME, "Report text suggestions from prior reports (unverified)"
+)
+SUGGESTED_REPORT_TEXT = Code("RTTEXT", PRIVATE_SCHEME, "Suggested report text")
+RETRIEVAL_SCORE = Code("RTSCORE", PRIVATE_SCHEME, "Retrieval similarity score")
+PRIOR_REPORT_ID = Code("RTREPORTID", PRIVATE_SCHEME, "Prior report identifier")
+
+# --- UCUM units ------------------------------------------------------------------------------------------------
+UNIT_ML = Code("ml", "UCUM", "milliliter")
+UNIT_CM3 = Code("cm3", "UCUM", "cubic centimeter")
+UNIT_G = Code("g", "UCUM", "gram")
+UNIT_PERCENT = Code("%", "UCUM", "percent")
+UNIT_ML_PER_M2 = Code("ml/m2", "UCUM", "milliliter per square meter")
+UNIT_G_PER_M2 = Code("g/m2", "UCUM", "gram per square meter")
+UNIT_M2 = Code("m2", "UCUM", "square meter")
+UNIT_NONE = Code("1", "UCUM", "no units")
+
+#: every private code, for the Coding Scheme Identification Sequence and the conformance statement
+PRIVATE_CODES = [
+    MVO, LGE_PERCENT, LARGE_LGE_BURDEN, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
+    LV_MASS_INDEX, PHASE_INDEX, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
+    SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
+]
+
+
+def coding_schemes() -> list[CodingSchemeIdentificationItem]:
+    """Coding Scheme Identification items for the private schemes the result objects use."""
+    return [
+        CodingSchemeIdentificationItem(designator=PRIVATE_SCHEME, name=PRIVATE_SCHEME_NAME,
+                                       responsible_organization=PRIVATE_SCHEME_RESPONSIBLE),
+        CodingSchemeIdentificationItem(designator="99IHE", name="IHE private codes", responsible_organization="IHE"),
+    ]

@@ -1,0 +1,79 @@
+"""IHE AI Results provenance on every result object: contributing algorithms, content date/time, AI series text."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+from pydicom.dataset import Dataset
+
+from dicomnode.analysis.pipeline import AlgorithmInfo
+from dicomnode.results import codes
+
+#: manufacturer of the node itself (General Equipment module of every result object)
+NODE_MANUFACTURER = "dicomnode project"
+NODE_MODEL_NAME = "dicomnode"
+UNVERIFIED_SUFFIX = " (dicomnode) - unverified"
+
+
+def node_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("dicomnode")
+    except Exception:  # not installed as a distribution (e.g. run from a checkout)
+        return "0.1.0"
+
+
+def ai_series_description(what: str) -> str:
+    """SeriesDescription that says the series is AI-generated and unverified (LO: at most 64 characters)."""
+    if not what.strip():
+        raise ValueError("ai_series_description needs a non-empty description of the content")
+    text = f"AI {what.strip()}{UNVERIFIED_SUFFIX}"
+    if len(text) > 64:
+        raise ValueError(f"series description {text!r} is longer than 64 characters")
+    return text
+
+
+def processing_algorithm_item(algorithm: AlgorithmInfo, started_at: dt.datetime) -> Dataset:
+    """One Contributing Equipment Sequence item per IHE AIR: purpose (Newcode1, 99IHE, Processing Algorithm)."""
+    for field in ("name", "version", "manufacturer", "device_uid"):
+        if not getattr(algorithm, field):
+            raise ValueError(f"AlgorithmInfo.{field} is empty; IHE AIR provenance needs it")
+    purpose = Dataset()
+    purpose.CodeValue = codes.PROCESSING_ALGORITHM.value
+    purpose.CodingSchemeDesignator = codes.PROCESSING_ALGORITHM.scheme_designator
+    purpose.CodeMeaning = codes.PROCESSING_ALGORITHM.meaning
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    item.Manufacturer = algorithm.manufacturer[:64]
+    item.ManufacturerModelName = algorithm.name[:64]
+    item.SoftwareVersions = algorithm.version[:64]
+    item.DeviceUID = algorithm.device_uid
+    item.ContributionDateTime = started_at.strftime("%Y%m%d%H%M%S.%f%z")
+    if algorithm.description:
+        item.ContributionDescription = algorithm.description[:1024]
+    return item
+
+
+def unique_algorithms(algorithms: Iterable[AlgorithmInfo]) -> list[AlgorithmInfo]:
+    seen: dict[str, AlgorithmInfo] = {}
+    for algorithm in algorithms:
+        seen.setdefault(algorithm.device_uid, algorithm)
+    return list(seen.values())
+
+
+def apply_provenance(
+    dataset: Dataset, algorithms: Iterable[AlgorithmInfo], started_at: dt.datetime, series_what: str
+) -> Dataset:
+    """Add the AIR contributing-equipment items, set Content Date/Time to the analysis start and the AI series text."""
+    items = [processing_algorithm_item(a, started_at) for a in unique_algorithms(algorithms)]
+    if not items:
+        raise ValueError("a result object needs at least one contributing algorithm (IHE AIR)")
+    existing = list(dataset.get("ContributingEquipmentSequence", []))
+    dataset.ContributingEquipmentSequence = existing + items
+    dataset.ContentDate = started_at.strftime("%Y%m%d")
+    dataset.ContentTime = started_at.strftime("%H%M%S.%f")
+    if started_at.utcoffset() is not None:
+        dataset.TimezoneOffsetFromUTC = started_at.strftime("%z")
+    dataset.SeriesDescription = ai_series_description(series_what)
+    return dataset

@@ -1,0 +1,270 @@
+"""DICOM Segmentation (highdicom, BINARY) of one SegmentationResult, referencing every source frame exactly."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from dicomnode.analysis.pipeline import SegmentationResult
+from dicomnode.cmr.types import FrameRef
+from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
+from dicomnode.results import codes
+from dicomnode.results.headers import derivable_header
+from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.uids import new_uid
+
+SOURCE_IMAGE_PURPOSE = Code("121322", "DCM", "Source image for image processing operation")
+
+
+@dataclass(frozen=True)
+class SegmentKind:
+    """One coded segment of the node's label map: which node labels it unites and how it is coded."""
+
+    key: str
+    labels: tuple[int, ...]
+    label: str
+    category: Code
+    property_type: Code
+    description: str
+    rgb: tuple[int, int, int]
+
+
+SEGMENT_KINDS = {
+    "lv_blood_pool": SegmentKind(
+        "lv_blood_pool", (Label.LV_BLOOD_POOL,), "LV blood pool", codes.ANATOMICAL_STRUCTURE, codes.LEFT_VENTRICLE,
+        "LV cavity (node label 1)", (220, 40, 40)),
+    "lv_myocardium": SegmentKind(
+        "lv_myocardium", tuple(MYOCARDIUM_LABELS), "LV myocardium", codes.ANATOMICAL_STRUCTURE, codes.LV_MYOCARDIUM,
+        "Whole LV myocardium: healthy + scar + MVO (node labels 2, 3, 4)", (40, 180, 60)),
+    "scar": SegmentKind(
+        "scar", tuple(ENHANCED_LABELS), "Scar (LGE)", codes.TISSUE, codes.SCAR_TISSUE,
+        "Enhanced myocardium including MVO (node labels 3, 4); scar / LV myocardium = %LGE", (250, 210, 0)),
+    "mvo": SegmentKind(
+        "mvo", (Label.MVO,), "MVO", codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.MVO,
+        "Microvascular obstruction (node label 4), a part of the scar segment; private code 99DICOMNODE MVO",
+        (150, 60, 220)),
+    "rv_blood_pool": SegmentKind(
+        "rv_blood_pool", (Label.RV_BLOOD_POOL,), "RV blood pool", codes.ANATOMICAL_STRUCTURE, codes.RIGHT_VENTRICLE,
+        "RV cavity (node label 5)", (40, 110, 230)),
+}
+
+#: segments each pipeline writes: only labels that pipeline produces
+PIPELINE_SEGMENTS = {
+    "cine": ("lv_blood_pool", "lv_myocardium", "rv_blood_pool"),
+    "lge": ("lv_blood_pool", "lv_myocardium", "scar", "mvo"),
+}
+
+PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
+
+
+@dataclass(frozen=True)
+class PlannedSegment:
+    """A segment of the SEG: its number, kind and (for multi-phase results) the phase it belongs to."""
+
+    number: int
+    kind: SegmentKind
+    phase_position: int  # index into result.phases / result.phase_names
+    phase_index: int  # index into the volume's phase axis
+    phase_name: str
+    label: str
+
+
+def phase_abbreviation(name: str) -> str:
+    return PHASE_ABBREVIATIONS.get(name.strip().lower(), name.strip())
+
+
+def segment_plan(result: SegmentationResult) -> list[PlannedSegment]:
+    """Segments written for a result, numbered from 1; one set per phase when the result covers several phases.
+
+    highdicom refuses duplicate plane positions in one SEG, and the ED and ES frames of a cine stack share their
+    positions, so each phase gets its own segments ("LV blood pool ED", ...) whose frames reference that phase's
+    source frames.
+    """
+    if result.pipeline not in PIPELINE_SEGMENTS:
+        raise ValueError(f"no SEG segments defined for pipeline {result.pipeline!r} "
+                         f"(known: {sorted(PIPELINE_SEGMENTS)})")
+    if len(result.phases) != len(result.phase_names) or not result.phases:
+        raise ValueError(f"phases {result.phases} and phase_names {result.phase_names} must be non-empty and match")
+    planned = []
+    for position, (phase_index, phase_name) in enumerate(zip(result.phases, result.phase_names)):
+        for key in PIPELINE_SEGMENTS[result.pipeline]:
+            kind = SEGMENT_KINDS[key]
+            label = kind.label if len(result.phases) == 1 else f"{kind.label} {phase_abbreviation(phase_name)}"
+            planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name, label))
+    return planned
+
+
+def segment_masks(result: SegmentationResult, plan: Sequence[PlannedSegment]) -> np.ndarray:
+    """(slices, rows, cols, segments) uint8 stacked-segment masks of the result's label map."""
+    labelmap = np.asarray(result.labelmap)
+    expected = (len(result.phases),) + tuple(result.volume.pixels.shape[1:])
+    if labelmap.shape != expected:
+        raise ValueError(f"labelmap shape {labelmap.shape} does not match (phases, slices, rows, cols) = {expected}")
+    masks = np.zeros(labelmap.shape[1:] + (len(plan),), dtype=np.uint8)
+    for i, segment in enumerate(plan):
+        masks[..., i] = np.isin(labelmap[segment.phase_position], segment.kind.labels)
+    return masks
+
+
+def _index_sources(source_datasets: Iterable[Dataset]) -> dict[str, Dataset]:
+    return {str(ds.SOPInstanceUID): ds for ds in source_datasets}
+
+
+def _source_item(ref: FrameRef) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = ref.sop_class_uid
+    item.ReferencedSOPInstanceUID = ref.sop_instance_uid
+    if ref.frame_number is not None:
+        item.ReferencedFrameNumber = ref.frame_number
+    purpose = Dataset()
+    purpose.CodeValue = SOURCE_IMAGE_PURPOSE.value
+    purpose.CodingSchemeDesignator = SOURCE_IMAGE_PURPOSE.scheme_designator
+    purpose.CodeMeaning = SOURCE_IMAGE_PURPOSE.meaning
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    item.SpatialLocationsPreserved = "YES"
+    return item
+
+
+def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Sequence[PlannedSegment]) -> None:
+    """Make every frame's Derivation Image Sequence reference exactly its own source frame (phase and slice).
+
+    highdicom matches frames to sources by position, which cannot tell the ED from the ES frame of one slice.
+    """
+    by_number = {segment.number: segment for segment in plan}
+    positions = np.asarray(result.volume.positions, dtype=float)
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        distances = np.linalg.norm(positions - position, axis=1)
+        slice_index = int(np.argmin(distances))
+        if distances[slice_index] > 1e-2:
+            raise ValueError(f"SEG frame at {position.tolist()} matches no slice of the source volume")
+        ref = result.volume.frames[by_number[number].phase_index][slice_index]
+        derivations = frame.get("DerivationImageSequence")
+        if derivations:
+            derivation = derivations[0]
+        else:
+            derivation = Dataset()
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (
+                "113076", "DCM", "Segmentation image derivation")
+            derivation.DerivationCodeSequence = [code]
+            frame.DerivationImageSequence = [derivation]
+        derivation.SourceImageSequence = [_source_item(ref)]
+
+
+def _add_frame_anatomy(seg: Dataset) -> None:
+    """Frame Anatomy (heart, unpaired) in the shared functional groups: states laterality explicitly."""
+    region = Dataset()
+    region.CodeValue = codes.HEART.value
+    region.CodingSchemeDesignator = codes.HEART.scheme_designator
+    region.CodeMeaning = codes.HEART.meaning
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = [region]
+    anatomy.FrameLaterality = "U"
+    seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
+
+
+def build_seg(
+    result: SegmentationResult,
+    source_datasets: Iterable[Dataset],
+    context,
+    series_number: int,
+) -> Dataset:
+    """A BINARY highdicom Segmentation of `result`, in the source study, new series, IHE AIR provenance.
+
+    `source_datasets` are the header datasets (no pixel data needed) of at least every frame the result covers.
+    """
+    started_at: dt.datetime = context.started_at
+    plan = segment_plan(result)
+    masks = segment_masks(result, plan)
+    volume = result.volume
+    sources = _index_sources(source_datasets)
+
+    refs = [volume.frames[p][k] for p in result.phases for k in range(masks.shape[0])]
+    missing = sorted({r.sop_instance_uid for r in refs} - set(sources))
+    if missing:
+        raise ValueError(f"{len(missing)} source instance(s) of the result are not among source_datasets: "
+                         f"{missing[:3]}")
+    ordered_uids = list(dict.fromkeys(r.sop_instance_uid for r in refs))
+    first = sources[refs[0].sop_instance_uid]
+    primary_series = str(first.SeriesInstanceUID)
+    primary = [derivable_header(sources[uid]) for uid in ordered_uids
+               if str(sources[uid].SeriesInstanceUID) == primary_series]
+    if int(first.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in first:
+        primary = [derivable_header(first)]  # highdicom takes exactly one multi-frame source image
+    primary_uids = {str(ds.SOPInstanceUID) for ds in primary}
+    further = [derivable_header(sources[uid]) for uid in ordered_uids if uid not in primary_uids]
+
+    orientation = [float(v) for v in np.asarray(volume.orientation, dtype=float)]
+    thickness = first.get("SliceThickness")
+    if thickness is None and "SharedFunctionalGroupsSequence" in first:
+        measures = first.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
+        thickness = measures[0].get("SliceThickness") if measures else None
+    pixel_measures = hd.PixelMeasuresSequence(
+        pixel_spacing=[float(volume.pixel_spacing[0]), float(volume.pixel_spacing[1])],
+        slice_thickness=float(thickness) if thickness else float(volume.slice_spacing),
+        spacing_between_slices=float(volume.slice_spacing) if masks.shape[0] > 1 else None,
+    )
+    plane_positions = [
+        hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position])
+        for position in np.asarray(volume.positions, dtype=float)
+    ]
+    algorithm = result.algorithm
+    descriptions = []
+    for segment in plan:
+        description = hd.seg.SegmentDescription(
+            segment_number=segment.number,
+            segment_label=segment.label[:64],
+            segmented_property_category=segment.kind.category,
+            segmented_property_type=segment.kind.property_type,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name=algorithm.name[:64], family=codes.ARTIFICIAL_INTELLIGENCE, version=algorithm.version[:64],
+                source=algorithm.manufacturer[:64],
+            ),
+            tracking_uid=new_uid(),
+            tracking_id=f"{segment.label} #{segment.number}"[:64],
+            display_color=hd.color.CIELabColor.from_rgb(*segment.kind.rgb),
+        )
+        phase_text = f"; {segment.phase_name}, phase index {segment.phase_index}" if len(result.phases) > 1 else ""
+        description.SegmentDescription = (segment.kind.description + phase_text)[:64]
+        descriptions.append(description)
+
+    pipeline_name = "LGE" if result.pipeline == "lge" else "cine"
+    seg = hd.seg.Segmentation(
+        source_images=primary,
+        further_source_images=further or None,
+        pixel_array=masks,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=new_uid(),
+        series_number=series_number,
+        sop_instance_uid=new_uid(),
+        instance_number=1,
+        manufacturer=NODE_MANUFACTURER,
+        manufacturer_model_name=NODE_MODEL_NAME,
+        software_versions=node_version(),
+        device_serial_number=algorithm.device_uid[-16:],
+        content_label=f"{pipeline_name.upper()}_SEG",
+        content_description=f"AI {pipeline_name} segmentation ({', '.join(result.phase_names)}), unverified"[:64],
+        content_creator_name=None,
+        pixel_measures=pixel_measures,
+        plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation),
+        plane_positions=plane_positions,
+        omit_empty_frames=True,
+        coding_schemes=codes.coding_schemes(),
+        series_date=started_at.date(),
+        series_time=started_at.time(),
+        content_date=started_at.date(),
+        content_time=started_at.time(),
+    )
+    _point_frames_at_sources(seg, result, plan)
+    _add_frame_anatomy(seg)
+    apply_provenance(seg, [algorithm], started_at, f"{pipeline_name} segmentation")
+    return seg

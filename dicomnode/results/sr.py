@@ -1,0 +1,386 @@
+"""Comprehensive 3D SR (TID 1500) of the LGE and cine numbers, and a separate SR for report-text suggestions."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+from pydicom.uid import Comprehensive3DSRStorage
+
+from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
+from dicomnode.results import codes
+from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.results.seg import PlannedSegment, segment_plan
+from dicomnode.uids import new_uid
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def body_surface_area(height_m: float, weight_kg: float, formula: str) -> float:
+    """BSA in m² from height (m) and weight (kg).
+
+    Mosteller √(H[cm]·W/3600); DuBois 0.007184·W^0.425·H[cm]^0.725.
+    """
+    if not (0.3 < height_m < 2.8) or not (1 < weight_kg < 500):
+        raise ValueError(f"implausible height {height_m} m / weight {weight_kg} kg for BSA")
+    height_cm = height_m * 100.0
+    if formula == "mosteller":
+        return math.sqrt(height_cm * weight_kg / 3600.0)
+    if formula == "dubois":
+        return 0.007184 * weight_kg**0.425 * height_cm**0.725
+    raise ValueError(f"unknown BSA formula {formula!r} (mosteller | dubois)")
+
+
+def bsa_for(cine: PipelineResult, header: Dataset, default_formula: str) -> tuple[float, str] | None:
+    """(BSA m², formula) from the cine result (bsa_m2, bsa_formula) or PatientSize/PatientWeight; None if unknown."""
+    formula = str(cine.measurements.get("bsa_formula", default_formula)).lower()
+    if cine.measurements.get("bsa_m2"):
+        return float(cine.measurements["bsa_m2"]), formula
+    try:
+        return body_surface_area(float(header.PatientSize), float(header.PatientWeight), formula), formula
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _number(block: dict, key: str) -> float | None:
+    value = block.get(key) if isinstance(block, dict) else None
+    if value is None or isinstance(value, bool):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _measurement(name: Code, value: float | None, unit: Code, **kwargs) -> list[hd.sr.Measurement]:
+    """A TID 300 measurement, or nothing when the value is absent."""
+    if value is None:
+        return []
+    return [hd.sr.Measurement(name=name, value=round(float(value), 4), unit=unit, **kwargs)]
+
+
+def _algorithm_id(algorithm: AlgorithmInfo, parameters: Sequence[str] | None = None) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=algorithm.name[:64], version=algorithm.version[:64],
+                                         parameters=list(parameters) if parameters else None)
+
+
+class _SegmentIndex:
+    """The SEG written for one SegmentationResult, looked up by segment kind and phase."""
+
+    def __init__(self, result: SegmentationResult, seg: Dataset):
+        self.result = result
+        self.seg = seg
+        self.plan = segment_plan(result)
+        self.tracking = {int(s.SegmentNumber): str(s.TrackingUID) for s in seg.SegmentSequence}
+
+    def find(self, key: str, phase_index: int | None = None) -> PlannedSegment:
+        for segment in self.plan:
+            if segment.kind.key == key and (phase_index is None or segment.phase_index == phase_index):
+                return segment
+        raise KeyError(f"no segment {key!r} for phase {phase_index} in the SEG of {self.result.pipeline}")
+
+    def reference(self, segment: PlannedSegment) -> hd.sr.ReferencedSegment:
+        series_uid = self.result.volume.frames[segment.phase_index][0].series_instance_uid
+        return hd.sr.ReferencedSegment(
+            sop_class_uid=SEGMENTATION_STORAGE, sop_instance_uid=str(self.seg.SOPInstanceUID),
+            segment_number=segment.number, source_series=hd.sr.SourceSeriesForSegmentation(series_uid),
+        )
+
+    def group(self, segment: PlannedSegment, name: str, tracking_uid: str | None = None, **kwargs):
+        """A TID 1411 group on one segment; its tracking UID is the segment's unless another is given."""
+        uid = tracking_uid or self.tracking[segment.number]
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=name[:64]),
+            referenced_segment=self.reference(segment),
+            algorithm_id=_algorithm_id(self.result.algorithm),
+            **kwargs,
+        )
+
+
+def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list:
+    """TID 1411 groups (myocardium, scar, MVO) referencing the LGE SEG segments, with the threshold methods."""
+    block = lge.summary or {}
+    if index is None:
+        return []
+    algorithm = index.result.algorithm
+    dl = dict(method=codes.METHOD_DEEP_LEARNING, algorithm_id=_algorithm_id(algorithm))
+    myocardium = index.find("lv_myocardium")
+    scar = index.find("scar")
+    mvo = index.find("mvo")
+    lv_site = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
+    groups = [
+        index.group(myocardium, "LGE LV myocardium", finding_type=codes.LV_MYOCARDIUM,
+                    measurements=_measurement(codes.VOLUME, _number(block, "myocardium_volume_ml"), codes.UNIT_CM3,
+                                              **dl)
+                    + _measurement(codes.LV_MASS, _number(block, "lv_mass_g"), codes.UNIT_G, **dl)),
+    ]
+    scar_measurements = _measurement(codes.VOLUME, _number(block, "scar_volume_ml"), codes.UNIT_CM3, **dl)
+    scar_measurements += _measurement(codes.LGE_PERCENT, _number(block, "lge_percent"), codes.UNIT_PERCENT, **dl)
+    nsd = block.get("nsd") or {}
+    if _number(nsd, "lge_percent") is not None:
+        n = nsd.get("n", config.analysis.lge.nsd_n)
+        scar_measurements += _measurement(
+            codes.LGE_PERCENT, _number(nsd, "lge_percent"), codes.UNIT_PERCENT, method=codes.METHOD_NSD,
+            algorithm_id=hd.sr.AlgorithmIdentification(name="dicomnode n-SD threshold", version=node_version(),
+                                                       parameters=[f"n={n}"]))
+    fwhm = block.get("fwhm") or {}
+    if _number(fwhm, "lge_percent") is not None:
+        scar_measurements += _measurement(
+            codes.LGE_PERCENT, _number(fwhm, "lge_percent"), codes.UNIT_PERCENT, method=codes.METHOD_FWHM,
+            algorithm_id=hd.sr.AlgorithmIdentification(name="dicomnode FWHM threshold", version=node_version(),
+                                                       parameters=["threshold=50% of max enhanced signal"]))
+    qualitative = []
+    if isinstance(block.get("large_scar_burden"), bool):
+        qualitative.append(hd.sr.QualitativeEvaluation(
+            codes.LARGE_LGE_BURDEN, codes.YES if block["large_scar_burden"] else codes.NO))
+    groups.append(index.group(scar, "LGE scar incl. MVO", finding_type=codes.LATE_CONTRAST_ENHANCEMENT,
+                              finding_sites=lv_site,
+                              measurements=scar_measurements, qualitative_evaluations=qualitative or None))
+    groups.append(index.group(mvo, "LGE microvascular obstruction", finding_type=codes.MVO,
+                              finding_sites=lv_site,
+                              measurements=_measurement(codes.VOLUME, _number(block, "mvo_volume_ml"),
+                                                        codes.UNIT_CM3, **dl)))
+    return groups
+
+
+def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Dataset, config) -> list:
+    """TID 1411 groups per ventricle and phase (ED/ES segments) and TID 1501 groups for EF, SV and BSA."""
+    block = cine.summary or {}
+    groups: list = []
+    bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula)
+    papillary = (codes.PAPILLARY_MUSCLE_INCLUDED if cine.measurements.get("papillary_muscles", "cavity") == "cavity"
+                 else codes.PAPILLARY_MUSCLE_EXCLUDED)
+
+    def indexed(name: Code, value: float | None, unit: Code) -> list:
+        if value is None or bsa is None:
+            return []
+        return _measurement(name, value / bsa[0], unit)
+
+    ed, es = block.get("ed_phase"), block.get("es_phase")
+    phase_codes = {"ed": codes.END_DIASTOLE, "es": codes.END_SYSTOLE}
+    if index is not None:
+        algorithm = index.result.algorithm
+        for phase_key, phase_index in (("ed", ed), ("es", es)):
+            if phase_index is None:
+                continue
+            phase_label = phase_key.upper()
+            phase_eval = [hd.sr.QualitativeEvaluation(codes.CARDIAC_CYCLE_PHASE, phase_codes[phase_key])]
+            phase_number = _measurement(codes.PHASE_INDEX, float(phase_index), codes.UNIT_NONE)
+            for ventricle, site in (("lv", codes.LEFT_VENTRICLE), ("rv", codes.RIGHT_VENTRICLE)):
+                concept = {("lv", "ed"): codes.LV_EDV, ("lv", "es"): codes.LV_ESV,
+                           ("rv", "ed"): codes.RV_EDV, ("rv", "es"): codes.RV_ESV}[(ventricle, phase_key)]
+                concept_index = {("lv", "ed"): codes.LV_EDV_INDEX, ("lv", "es"): codes.LV_ESV_INDEX,
+                                 ("rv", "ed"): codes.RV_EDV_INDEX, ("rv", "es"): codes.RV_ESV_INDEX}[
+                    (ventricle, phase_key)]
+                value = _number(block, f"{ventricle}_{phase_key}v_ml")
+                try:
+                    segment = index.find(f"{ventricle}_blood_pool", int(phase_index))
+                except KeyError:
+                    continue
+                measurements = _measurement(concept, value, codes.UNIT_ML, method=papillary,
+                                            algorithm_id=_algorithm_id(algorithm))
+                measurements += indexed(concept_index, value, codes.UNIT_ML_PER_M2) + phase_number
+                groups.append(index.group(segment, f"{ventricle.upper()} blood pool {phase_label}", finding_type=site,
+                                          measurements=measurements, qualitative_evaluations=phase_eval))
+            if phase_key == "ed":
+                mass = _number(block, "lv_mass_g")
+                try:
+                    segment = index.find("lv_myocardium", int(phase_index))
+                except KeyError:
+                    segment = None
+                if segment is not None and mass is not None:
+                    volume = mass / config.analysis.cine.myocardial_density_g_per_ml
+                    measurements = _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
+                    measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary,
+                                                 algorithm_id=_algorithm_id(algorithm))
+                    measurements += indexed(codes.LV_MASS_INDEX, mass, codes.UNIT_G_PER_M2) + phase_number
+                    groups.append(index.group(segment, f"LV myocardium {phase_label}",
+                                              finding_type=codes.LV_MYOCARDIUM, measurements=measurements,
+                                              qualitative_evaluations=phase_eval))
+
+    # EF and SV come from the ED and ES blood-pool segments: TID 1411 groups on the ED segment (pixelmed 2022
+    # validates every group of a report as TID 1411 once one group references a segment, so no TID 1501 here)
+    bsa_measurement = []
+    if bsa is not None:
+        bsa_measurement = _measurement(codes.BODY_SURFACE_AREA, bsa[0], codes.UNIT_M2,
+                                       method=codes.BSA_FORMULAS.get(bsa[1]))
+    for ventricle, site, ef_code in (("lv", codes.LEFT_VENTRICLE, codes.LV_EF_MR),
+                                     ("rv", codes.RIGHT_VENTRICLE, codes.RV_EF_MR)):
+        sv = _number(block, f"{ventricle}_sv_ml")
+        measurements = _measurement(ef_code, _number(block, f"{ventricle}_ef_percent"), codes.UNIT_PERCENT)
+        measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
+                                     finding_sites=[hd.sr.FindingSite(site)])
+        if ventricle == "lv":
+            measurements += indexed(codes.LV_SV_INDEX, sv, codes.UNIT_ML_PER_M2) + bsa_measurement
+        if not measurements:
+            continue
+        name = f"{ventricle.upper()} function (ED and ES)"
+        try:
+            segment = index.find(f"{ventricle}_blood_pool", int(ed)) if index is not None and ed is not None else None
+        except KeyError:
+            segment = None
+        if segment is not None:
+            groups.append(index.group(segment, name, tracking_uid=new_uid(), finding_type=site,
+                                      finding_sites=[hd.sr.FindingSite(site)], measurements=measurements))
+        else:
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=name),
+                finding_type=site, finding_sites=[hd.sr.FindingSite(site)], measurements=measurements))
+    return groups
+
+
+def _predecessors(supersedes: Sequence[dict] | None) -> list[Dataset] | None:
+    """Minimal datasets for the Predecessor Documents Sequence from {sop_instance_uid, series_..., study_...}."""
+    if not supersedes:
+        return None
+    items = []
+    for entry in supersedes:
+        missing = [k for k in ("sop_instance_uid", "series_instance_uid", "study_instance_uid") if not entry.get(k)]
+        if missing:
+            raise ValueError(f"supersedes entry {entry} lacks {missing}")
+        item = Dataset()
+        item.SOPClassUID = entry.get("sop_class_uid", Comprehensive3DSRStorage)
+        item.SOPInstanceUID = entry["sop_instance_uid"]
+        item.SeriesInstanceUID = entry["series_instance_uid"]
+        item.StudyInstanceUID = entry["study_instance_uid"]
+        items.append(item)
+    return items
+
+
+def _observation_context(algorithms: Sequence[AlgorithmInfo]) -> hd.sr.ObservationContext:
+    algorithm = algorithms[0]
+    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+        observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=algorithm.device_uid, name=algorithm.name[:64], manufacturer_name=algorithm.manufacturer[:64],
+            model_name=algorithm.name[:64]),
+    ))
+
+
+def build_sr(
+    header: Dataset,
+    results: Sequence[PipelineResult],
+    segs: dict[int, Dataset],
+    context,
+    series_number: int,
+    supersedes: Sequence[dict] | None = None,
+) -> Dataset | None:
+    """The TID 1500 Measurement Report of the LGE and cine results (+ the suggestions container); None when there
+    is no LGE or cine result to report.
+
+    `header`: a source dataset of the study (patient/study attributes); `segs`: id(SegmentationResult) -> SEG.
+    """
+    config = context.config
+    groups: list = []
+    algorithms: list[AlgorithmInfo] = []
+    for result in results:
+        if result.name not in ("lge", "cine") or not result.summary:
+            continue
+        seg_result = result.segmentations[0] if result.segmentations else None
+        index = _SegmentIndex(seg_result, segs[id(seg_result)]) if seg_result is not None and id(seg_result) in segs \
+            else None
+        algorithms += list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
+        if result.name == "lge":
+            groups += lge_groups(result, index, config)
+        else:
+            groups += cine_groups(result, index, header, config)
+    if not groups or not algorithms:
+        return None
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(algorithms),
+        procedure_reported=codes.MR_OF_HEART,
+        imaging_measurements=groups,
+        title=codes.IMAGING_MEASUREMENT_REPORT,
+    )
+    # TID 1500 is extensible: the suggestions go into their own titled container at the end of the report
+    suggestions = next((r for r in results if r.name == "suggestions"), None)
+    container = suggestions_container(suggestions)
+    if container is not None:
+        report[0].ContentSequence.append(container)
+        algorithms += list(suggestions.algorithms)
+    started_at: dt.datetime = context.started_at
+    evidence = [header] + list(segs.values())
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=new_uid(),
+        series_number=series_number,
+        sop_instance_uid=new_uid(),
+        instance_number=1,
+        manufacturer=NODE_MANUFACTURER,
+        manufacturer_model_name=NODE_MODEL_NAME,
+        software_versions=node_version(),
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        previous_versions=_predecessors(supersedes),
+        coding_schemes=codes.coding_schemes(),
+        series_date=started_at.date(),
+        series_time=started_at.time(),
+        content_date=started_at.date(),
+        content_time=started_at.time(),
+    )
+    series_what = " + ".join(r.name.upper() if r.name == "lge" else r.name for r in results
+                             if r.name in ("lge", "cine") and r.summary) + " measurements"
+    return apply_provenance(sr, algorithms, started_at, series_what)
+
+
+def suggestions_container(suggestions: PipelineResult | None) -> hd.sr.ContainerContentItem | None:
+    """CONTAINER "Report text suggestions from prior reports (unverified)": device observer, one TEXT per suggestion
+    with its retrieval score (NUM) and prior report id (TEXT) as properties; None when there is nothing to suggest."""
+    if suggestions is None or not suggestions.algorithms:
+        return None
+    items = suggestions.summary if isinstance(suggestions.summary, list) else []
+    if not items:
+        return None
+    container = hd.sr.ContainerContentItem(name=codes.REPORT_TEXT_SUGGESTIONS, relationship_type="CONTAINS")
+    children = list(_observation_context(suggestions.algorithms))
+    for suggestion in items:
+        text = hd.sr.TextContentItem(name=codes.SUGGESTED_REPORT_TEXT, value=str(suggestion["text"])[:65535],
+                                     relationship_type="CONTAINS")
+        text.ContentSequence = hd.sr.ContentSequence([
+            hd.sr.NumContentItem(name=codes.RETRIEVAL_SCORE, value=round(float(suggestion["score"]), 4),
+                                 unit=codes.UNIT_NONE, relationship_type="HAS PROPERTIES"),
+            hd.sr.TextContentItem(name=codes.PRIOR_REPORT_ID, value=str(suggestion["report_id"])[:1024],
+                                  relationship_type="HAS PROPERTIES"),
+        ])
+        children.append(text)
+    container.ContentSequence = hd.sr.ContentSequence(children)
+    return container
+
+
+def build_suggestions_sr(
+    header: Dataset,
+    suggestions: PipelineResult,
+    context,
+    series_number: int,
+) -> Dataset | None:
+    """A stand-alone Comprehensive SR holding only the suggestions container, for studies without a TID 1500 report
+    (no LGE or cine result); otherwise the container goes into the TID 1500 report (see build_sr)."""
+    container = suggestions_container(suggestions)
+    if container is None:
+        return None
+    root = hd.sr.ContainerContentItem(name=codes.REPORT_TEXT_SUGGESTIONS)
+    root.ContentSequence = container.ContentSequence
+    started_at: dt.datetime = context.started_at
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[header],
+        content=root,
+        series_instance_uid=new_uid(),
+        series_number=series_number,
+        sop_instance_uid=new_uid(),
+        instance_number=1,
+        manufacturer=NODE_MANUFACTURER,
+        manufacturer_model_name=NODE_MODEL_NAME,
+        software_versions=node_version(),
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        coding_schemes=codes.coding_schemes(),
+        series_date=started_at.date(),
+        series_time=started_at.time(),
+        content_date=started_at.date(),
+        content_time=started_at.time(),
+    )
+    return apply_provenance(sr, suggestions.algorithms, started_at, "report text suggestions")

@@ -1,0 +1,263 @@
+"""Synthetic CMR source headers, volumes and pipeline results for the result-object tests (no real data needed)."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from dicomnode.analysis.pipeline import AlgorithmInfo, AnalysisContext, PipelineResult, SegmentationResult
+from dicomnode.cmr.types import AnalysisSeries, FrameRef, InstanceHeader, Recognition, Volume
+from dicomnode.config import Config
+from dicomnode.labels import Label
+
+ROWS, COLS = 48, 40
+SPACING = (1.5, 1.5)
+SLICE_GAP = 8.0
+ORIENTATION = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # axial for simplicity: normal +z
+
+
+@dataclass
+class FakeStudy:
+    """Duck-typed stand-in for dicomnode.cmr.study.CMRStudy (attributes build_result_objects reads)."""
+
+    study_instance_uid: str
+    series: list[AnalysisSeries]
+    patient: dict = field(default_factory=dict)
+
+    def first_dataset(self, series: AnalysisSeries):
+        return series.instances[0].dataset
+
+
+def study_header(study_uid: str, frame_of_reference: str) -> Dataset:
+    ds = Dataset()
+    ds.PatientName = "Synthetic^Heart"
+    ds.PatientID = "SYN001"
+    ds.PatientBirthDate = "19600101"
+    ds.PatientSex = "M"
+    ds.PatientSize = 1.80
+    ds.PatientWeight = 80
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = "20261121"
+    ds.StudyTime = "101500"
+    ds.StudyID = "1"
+    ds.AccessionNumber = "ACC1"
+    ds.ReferringPhysicianName = ""
+    ds.FrameOfReferenceUID = frame_of_reference
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "SIEMENS"
+    ds.ManufacturerModelName = "Avanto"
+    return ds
+
+
+def mr_header(base: Dataset, series_uid: str, series_number: int, position, instance_number: int,
+              trigger_time: float, description: str) -> Dataset:
+    ds = Dataset()
+    ds.update(base)
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.Modality = "MR"
+    ds.InstanceNumber = instance_number
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
+    ds.ScanningSequence = "GR"
+    ds.SequenceVariant = "SP"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.EchoTime = 1.2
+    ds.RepetitionTime = 3.0
+    ds.EchoTrainLength = 1
+    ds.MagneticFieldStrength = 1.5
+    ds.SliceThickness = 8.0
+    ds.TriggerTime = trigger_time
+    ds.ImagePositionPatient = [float(v) for v in position]
+    ds.ImageOrientationPatient = [float(v) for v in ORIENTATION]
+    ds.PixelSpacing = list(SPACING)
+    ds.Rows, ds.Columns = ROWS, COLS
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def disc(shape, centre, radius) -> np.ndarray:
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def heart_labels(slice_index: int, slices: int, lv_radius: float, scar: bool) -> np.ndarray:
+    """One short-axis slice: LV cavity, ring of myocardium, optional scar wedge + MVO core, RV beside it."""
+    labels = np.zeros((ROWS, COLS), dtype=np.uint8)
+    centre = (24, 22)
+    if slice_index in (0, slices - 1) and slices > 2:
+        lv_radius -= 2  # smaller apex/base
+    labels[disc((ROWS, COLS), centre, lv_radius + 4)] = Label.LV_MYOCARDIUM
+    labels[disc((ROWS, COLS), centre, lv_radius)] = Label.LV_BLOOD_POOL
+    rv = disc((ROWS, COLS), (24, 8), 6) & (labels == 0)
+    labels[rv] = Label.RV_BLOOD_POOL
+    if scar and slice_index % 2 == 1:
+        rows, cols = np.mgrid[:ROWS, :COLS]
+        wedge = (rows < centre[0] - 2) & (labels == Label.LV_MYOCARDIUM)
+        labels[wedge] = Label.SCAR
+        if slice_index == 1:
+            labels[wedge & (cols > centre[1])] = Label.MVO
+    if slice_index == slices - 1 and scar:
+        labels[:] = 0  # an empty slice: its frames must be omitted
+    return labels
+
+
+def algorithm(name: str) -> AlgorithmInfo:
+    return AlgorithmInfo(name=f"dicomnode-{name}-unet", version="2026.11.21", manufacturer="dicomnode project",
+                         device_uid=generate_uid(), description=f"{name} segmentation network")
+
+
+def make_series(base: Dataset, series_number: int, slices: int, phases: int, description: str, sequence: str):
+    series_uid = generate_uid()
+    headers, frames, positions = [], [], []
+    for k in range(slices):
+        positions.append([-30.0, -36.0, 10.0 + SLICE_GAP * k])
+    for p in range(phases):
+        row = []
+        for k in range(slices):
+            ds = mr_header(base, series_uid, series_number, positions[k], p * slices + k + 1, 30.0 * p, description)
+            headers.append(InstanceHeader(Path(f"/dev/null/{ds.SOPInstanceUID}"), ds.SOPInstanceUID, ds.SOPClassUID,
+                                          series_uid, ds))
+            row.append(FrameRef(ds.SOPInstanceUID, ds.SOPClassUID, series_uid, None))
+        frames.append(row)
+    affine = np.eye(4)
+    affine[:3, 0] = ORIENTATION[:3] * SPACING[1]
+    affine[:3, 1] = ORIENTATION[3:] * SPACING[0]
+    affine[:3, 2] = np.array([0, 0, SLICE_GAP])
+    affine[:3, 3] = positions[0]
+    rng = np.random.default_rng(series_number)
+    volume = Volume(
+        pixels=rng.normal(100, 10, (phases, slices, ROWS, COLS)).astype(np.float32),
+        affine=affine, pixel_spacing=SPACING, slice_spacing=SLICE_GAP, frames=frames,
+        trigger_times=[30.0 * p for p in range(phases)], orientation=ORIENTATION.copy(),
+        positions=np.asarray(positions, dtype=float),
+    )
+    series = AnalysisSeries(
+        key=f"{series_uid}#{series_number}#{sequence}", series_instance_uids=[series_uid], series_number=series_number,
+        description=description, sequence=Recognition(sequence, 0.99), view=Recognition("sax", 0.99),
+        lge_kind="psir" if sequence == "lge" else None, instances=headers, slices=slices, phases=phases,
+        preferred=True,
+    )
+    return series, volume
+
+
+def make_study(slices: int = 6, cine_phases: int = 5):
+    """A study with an LGE stack (1 phase) and a cine stack; pipeline results with plausible numbers."""
+    study_uid = generate_uid()
+    base = study_header(study_uid, generate_uid())
+    lge_series, lge_volume = make_series(base, 7, slices, 1, "PSIR LGE SAX", "lge")
+    cine_series, cine_volume = make_series(base, 5, slices, cine_phases, "cine SAX", "cine")
+
+    lge_labels = np.stack([heart_labels(k, slices, 8, scar=True) for k in range(slices)])[None]
+    lge_alg = algorithm("lge")
+    lge_seg = SegmentationResult(series=lge_series, volume=lge_volume, labelmap=lge_labels, phases=[0],
+                                 phase_names=["late enhancement"], algorithm=lge_alg, pipeline="lge")
+    voxel_ml = lge_volume.voxel_volume_ml
+    myo = np.isin(lge_labels, [2, 3, 4]).sum() * voxel_ml
+    scar = np.isin(lge_labels, [3, 4]).sum() * voxel_ml
+    mvo = (lge_labels == 4).sum() * voxel_ml
+    lge_summary = {
+        "method": "dl", "myocardium_volume_ml": round(myo, 2), "lv_mass_g": round(myo * 1.05, 2),
+        "scar_volume_ml": round(scar, 2), "mvo_volume_ml": round(mvo, 2), "lge_percent": round(100 * scar / myo, 2),
+        "large_scar_burden": bool(100 * scar / myo >= 15), "nsd": {"n": 5, "lge_percent": 12.5},
+        "fwhm": {"lge_percent": 17.25},
+    }
+    lge = PipelineResult(name="lge", summary=lge_summary, segmentations=[lge_seg], algorithms=[lge_alg])
+
+    ed, es = 0, 3
+    ed_labels = np.stack([heart_labels(k, slices, 9, scar=False) for k in range(slices)])
+    es_labels = np.stack([heart_labels(k, slices, 6, scar=False) for k in range(slices)])
+    cine_alg = algorithm("cine")
+    cine_seg = SegmentationResult(series=cine_series, volume=cine_volume, labelmap=np.stack([ed_labels, es_labels]),
+                                  phases=[ed, es], phase_names=["end diastole", "end systole"], algorithm=cine_alg,
+                                  pipeline="cine")
+    cv = cine_volume.voxel_volume_ml
+    lv_edv = (ed_labels == 1).sum() * cv
+    lv_esv = (es_labels == 1).sum() * cv
+    rv_edv = (ed_labels == 5).sum() * cv
+    rv_esv = (es_labels == 5).sum() * cv * 0.6
+    cine_summary = {
+        "lv_edv_ml": round(lv_edv, 2), "lv_esv_ml": round(lv_esv, 2), "lv_sv_ml": round(lv_edv - lv_esv, 2),
+        "lv_ef_percent": round(100 * (lv_edv - lv_esv) / lv_edv, 2),
+        "lv_mass_g": round(np.isin(ed_labels, [2, 3, 4]).sum() * cv * 1.05, 2),
+        "rv_edv_ml": round(rv_edv, 2), "rv_esv_ml": round(rv_esv, 2), "rv_sv_ml": round(rv_edv - rv_esv, 2),
+        "rv_ef_percent": round(100 * (rv_edv - rv_esv) / rv_edv, 2), "ed_phase": ed, "es_phase": es,
+    }
+    curve = [lv_edv, lv_edv * 0.8, lv_edv * 0.6, lv_esv, lv_edv * 0.7][:cine_phases]
+    cine = PipelineResult(name="cine", summary=cine_summary, segmentations=[cine_seg], algorithms=[cine_alg],
+                          measurements={"lv_volume_curve_ml": curve})
+    suggestion_alg = algorithm("report-retrieval")
+    suggestions = PipelineResult(
+        name="suggestions",
+        summary=[{"text": "Subendocardial LGE in the anterior wall consistent with prior infarction.",
+                  "score": 0.81, "report_id": "prior-0042"},
+                 {"text": "Normal LV size and systolic function.", "score": 0.55, "report_id": "prior-0007"}],
+        algorithms=[suggestion_alg],
+    )
+    study = FakeStudy(study_uid, [cine_series, lge_series], patient={"PatientID": "SYN001"})
+    context = AnalysisContext(config=Config(), runtime=None,
+                              started_at=dt.datetime(2026, 11, 21, 20, 30, 15, 250000))
+    return study, [lge, cine, suggestions], context
+
+
+def write(dataset: Dataset, path: Path) -> Path:
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def read(path: Path) -> Dataset:
+    return pydicom.dcmread(path)
+
+
+def as_enhanced_mr(segmentation: SegmentationResult) -> SegmentationResult:
+    """The same result on one Enhanced MR multi-frame instance (frames ordered phase-major) instead of single frames."""
+    from pydicom.uid import EnhancedMRImageStorage
+
+    volume, series = segmentation.volume, segmentation.series
+    first = series.instances[0].dataset
+    ds = Dataset()
+    ds.update({k: first[k] for k in first.keys() if k not in (0x00200032, 0x00200037, 0x00280030, 0x00180050)})
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = len(volume.frames) * len(volume.frames[0])
+    shared = Dataset()
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [float(v) for v in ORIENTATION]
+    measures = Dataset()
+    measures.PixelSpacing = list(SPACING)
+    measures.SliceThickness = 8.0
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame, frames = [], []
+    for p, row in enumerate(volume.frames):
+        refs = []
+        for k, _ in enumerate(row):
+            item, position = Dataset(), Dataset()
+            position.ImagePositionPatient = [float(v) for v in volume.positions[k]]
+            item.PlanePositionSequence = [position]
+            per_frame.append(item)
+            refs.append(FrameRef(ds.SOPInstanceUID, ds.SOPClassUID, ds.SeriesInstanceUID, len(per_frame)))
+        frames.append(refs)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    header = InstanceHeader(Path("/dev/null/enhanced"), ds.SOPInstanceUID, ds.SOPClassUID, ds.SeriesInstanceUID, ds)
+    new_series = AnalysisSeries(**{**series.__dict__, "instances": [header]})
+    new_volume = Volume(**{**volume.__dict__, "frames": frames})
+    return SegmentationResult(**{**segmentation.__dict__, "series": new_series, "volume": new_volume})

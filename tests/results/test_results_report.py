@@ -1,0 +1,126 @@
+"""Visual report (PDF + PNG), Encapsulated PDF and Secondary Capture, and build_result_objects as a whole."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dicomnode.analysis.pipeline import Declined
+from dicomnode.results import build_result_objects
+from dicomnode.results.sr import build_suggestions_sr
+from dicomnode.results.report import build_pdf_document, key_number_rows, per_slice_scar_percent, render_report
+from synthetic import make_study, write
+from validators import assert_valid
+
+
+@pytest.fixture(scope="module")
+def built():
+    study, results, context = make_study()
+    results[1].declined.append(Declined("1.2.3.4.5", "cine 2CH view: no short-axis stack"))
+    objects = build_result_objects(study, results, context, secondary_capture=True)
+    return study, results, context, objects
+
+
+def test_result_objects_go_to_the_source_study_in_new_series(built):
+    study, results, context, objects = built
+    assert [o.Modality for o in objects] == ["SEG", "SEG", "SR", "DOC", "OT"]
+    assert {o.StudyInstanceUID for o in objects} == {study.study_instance_uid}
+    source_series = {i.dataset.SeriesInstanceUID for s in study.series for i in s.instances}
+    series = [o.SeriesInstanceUID for o in objects]
+    assert len(set(series)) == len(series) and not set(series) & source_series
+    assert len({o.SeriesNumber for o in objects}) == len(objects) and min(o.SeriesNumber for o in objects) >= 9000
+    for o in objects:
+        assert o.SeriesDescription.startswith("AI ") and "unverified" in o.SeriesDescription
+        assert o.ContentDate == context.started_at.strftime("%Y%m%d")
+        assert any(i.PurposeOfReferenceCodeSequence[0].CodeValue == "Newcode1" for i in o.ContributingEquipmentSequence)
+    again = build_result_objects(study, results, context)
+    assert not {o.SOPInstanceUID for o in again} & {o.SOPInstanceUID for o in objects}
+    assert [o.Modality for o in again] == ["SEG", "SEG", "SR", "DOC"]  # no SC unless asked
+
+
+def test_report_options_follow_the_config(built):
+    study, results, context, _ = built
+    config = context.config.model_copy(deep=True)
+    config.analysis.report_pdf = False
+    quiet = type(context)(config=config, runtime=None, started_at=context.started_at)
+    assert [o.Modality for o in build_result_objects(study, results, quiet)] == ["SEG", "SEG", "SR"]
+    only_suggestions = build_result_objects(study, [results[2]], quiet)
+    assert [o.SOPClassUID for o in only_suggestions] == ["1.2.840.10008.5.1.4.1.1.88.33"]  # stand-alone SR
+
+
+def test_render_report_gives_a_pdf_and_a_png(built):
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    pdf, png = render_report(header, results, context, bsa=(2.0, "mosteller"),
+                             declined=[Declined(None, "no LGE series")])
+    assert pdf.startswith(b"%PDF") and b"%%EOF" in pdf[-32:]
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size[1] > image.size[0] > 800
+    pixels = np.asarray(image.convert("RGB"))
+    top = pixels[: pixels.shape[0] // 30].reshape(-1, 3).mean(axis=0)
+    assert top[0] > 120 and top[1] < 60  # the red "not verified" banner runs across the top
+
+
+def test_key_numbers_and_scar_extent(built):
+    _, results, _, _ = built
+    rows = dict(key_number_rows(results, (2.0, "mosteller")))
+    summary = results[0].summary
+    assert rows["%LGE (DL)"] == f"{summary['lge_percent']:.1f} %"
+    assert rows["%LGE (5-SD)"] == f"{summary['nsd']['lge_percent']:.1f} %"
+    assert rows["BSA"] == "2.00 m² (mosteller)"
+    cine = results[1].summary
+    assert rows["LV SV / EF"] == f"{cine['lv_sv_ml']:.1f} mL / {cine['lv_ef_percent']:.1f} %"
+    extent = per_slice_scar_percent(results[0].segmentations[0])
+    labels = results[0].segmentations[0].labelmap[0]
+    k = 1
+    expected = 100 * np.isin(labels[k], [3, 4]).sum() / np.isin(labels[k], [2, 3, 4]).sum()
+    assert extent[k] == pytest.approx(expected)
+    assert extent[0] == 0 and np.isnan(extent[-1])  # no scar / no myocardium at all
+
+
+def test_encapsulated_pdf_holds_the_report(built):
+    study, results, context, objects = built
+    document = objects[3]
+    assert document.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"
+    length = int(document.EncapsulatedDocumentLength)
+    assert bytes(document.EncapsulatedDocument)[:length].startswith(b"%PDF")
+    assert document.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert {i.ReferencedSOPInstanceUID for i in document.SourceInstanceSequence} == \
+        {o.SOPInstanceUID for o in objects[:3]}
+    with pytest.raises(ValueError, match="not a PDF"):
+        build_pdf_document(b"PNG", study.series[0].instances[0].dataset, context, results[0].algorithms, 9200)
+
+
+def test_secondary_capture_is_the_png(built):
+    *_, objects = built
+    capture = objects[4]
+    assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert capture.PhotometricInterpretation == "RGB" and capture.BurnedInAnnotation == "YES"
+    assert capture.pixel_array.shape[2] == 3 and capture.pixel_array.shape[0] > 800
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("kind", ["suggestions-sr", "pdf", "sc"])
+def test_objects_pass_dciodvfy_and_pixelmed(built, tmp_path, kind):
+    study, results, context, objects = built
+    if kind == "suggestions-sr":
+        dataset = build_suggestions_sr(study.series[0].instances[0].dataset, results[2], context, 9101)
+    else:
+        dataset = objects[3] if kind == "pdf" else objects[4]
+    validator = "DicomSRValidator" if dataset.Modality == "SR" else "DicomInstanceValidator"
+    assert_valid(write(dataset, tmp_path / f"{kind}.dcm"), validator)
+
+
+def test_crop_box_is_a_square_around_every_label():
+    from dicomnode.results.report import crop_box
+
+    labels = np.zeros((2, 3, 100, 80), np.uint8)
+    labels[0, 1, 40:50, 10:20] = 1
+    labels[1, 2, 60:62, 30:35] = 5
+    rows, cols = crop_box(labels, margin=4)
+    assert rows.stop - rows.start == cols.stop - cols.start
+    assert rows.start <= 36 and rows.stop >= 66 and cols.start <= 6 and cols.stop >= 39
+    assert 0 <= rows.start and rows.stop <= 100 and 0 <= cols.start and cols.stop <= 80
+    assert crop_box(np.zeros((4, 30, 20), np.uint8)) == (slice(0, 30), slice(0, 20))

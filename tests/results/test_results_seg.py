@@ -1,0 +1,179 @@
+"""SEG of LGE and cine results: valid (dciodvfy, pixelmed), exact masks on the right source frames, AIR provenance."""
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pytest
+
+from dicomnode.labels import Label
+from dicomnode.results import codes
+from dicomnode.results.seg import build_seg, segment_masks, segment_plan
+from synthetic import make_study, write
+from validators import assert_valid
+
+IHE_PURPOSE = (codes.PROCESSING_ALGORITHM.value, codes.PROCESSING_ALGORITHM.scheme_designator)
+
+
+@pytest.fixture(scope="module")
+def study_and_segs():
+    study, results, context = make_study()
+    segs = {}
+    for result in results[:2]:
+        segmentation = result.segmentations[0]
+        sources = [instance.dataset for instance in segmentation.series.instances]
+        segs[result.name] = (segmentation, build_seg(segmentation, sources, context, 9001))
+    return study, results, context, segs
+
+
+@pytest.mark.parametrize("pipeline", ["lge", "cine"])
+def test_seg_reads_back_exactly_on_the_right_source_frames(study_and_segs, tmp_path, pipeline):
+    _, _, _, segs = study_and_segs
+    segmentation, seg = segs[pipeline]
+    path = write(seg, tmp_path / f"{pipeline}.dcm")
+    read = hd.seg.segread(path)
+    plan = segment_plan(segmentation)
+    masks = segment_masks(segmentation, plan)
+    assert read.segmentation_type == hd.seg.SegmentationTypeValues.BINARY
+    assert read.segment_numbers == [s.number for s in plan]
+    for segment in plan:
+        uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[segment.phase_index]]
+        pixels = read.get_pixels_by_source_instance(
+            uids, segment_numbers=[segment.number], assert_missing_frames_are_empty=True)
+        np.testing.assert_array_equal(pixels[..., 0], masks[..., segment.number - 1],
+                                      err_msg=f"segment {segment.label}")
+    # every frame references exactly the source frame of its own phase and slice
+    for frame in read.PerFrameFunctionalGroupsSequence:
+        number = frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        segment = plan[number - 1]
+        sources = frame.DerivationImageSequence[0].SourceImageSequence
+        assert len(sources) == 1
+        slice_index = int(np.argmin(np.linalg.norm(
+            segmentation.volume.positions - np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient), axis=1)))
+        assert sources[0].ReferencedSOPInstanceUID == \
+            segmentation.volume.frames[segment.phase_index][slice_index].sop_instance_uid
+    # empty frames omitted: one frame per non-empty (slice, segment)
+    assert int(read.NumberOfFrames) == int(masks.any(axis=(1, 2)).sum())
+    referenced = {i.ReferencedSOPInstanceUID
+                  for s in read.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+    expected = {ref.sop_instance_uid for p in segmentation.phases for ref in segmentation.volume.frames[p]}
+    assert expected <= referenced
+    assert read.StudyInstanceUID == segmentation.series.instances[0].dataset.StudyInstanceUID
+    assert read.FrameOfReferenceUID == segmentation.series.instances[0].dataset.FrameOfReferenceUID
+
+
+def test_segments_are_coded_and_whole_myocardium_contains_scar(study_and_segs):
+    _, _, _, segs = study_and_segs
+    lge_result, lge = segs["lge"]
+    described = {s.SegmentLabel: s for s in lge.SegmentSequence}
+    assert list(described) == ["LV blood pool", "LV myocardium", "Scar (LGE)", "MVO"]
+    myocardium = described["LV myocardium"]
+    assert myocardium.SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.LV_MYOCARDIUM.value
+    assert myocardium.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.ANATOMICAL_STRUCTURE.value
+    assert "2, 3, 4" in myocardium.SegmentDescription
+    mvo = described["MVO"]
+    assert mvo.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "99DICOMNODE"
+    assert mvo.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE.value
+    assert described["Scar (LGE)"].SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.SCAR_TISSUE.value
+    for segment in lge.SegmentSequence:
+        assert segment.SegmentAlgorithmType == "AUTOMATIC"
+        assert segment.SegmentAlgorithmName == lge_result.algorithm.name
+        assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == lge_result.algorithm.version
+        assert len(segment.RecommendedDisplayCIELabValue) == 3
+        assert segment.TrackingUID
+    assert len({s.TrackingUID for s in lge.SegmentSequence}) == len(lge.SegmentSequence)
+    masks = segment_masks(lge_result, segment_plan(lge_result))
+    labelmap = lge_result.labelmap[0]
+    np.testing.assert_array_equal(masks[..., 1], np.isin(labelmap, [Label.LV_MYOCARDIUM, Label.SCAR, Label.MVO]))
+    np.testing.assert_array_equal(masks[..., 2], np.isin(labelmap, [Label.SCAR, Label.MVO]))
+    assert masks[..., 3].any() and not (masks[..., 3] & ~masks[..., 2]).any()  # MVO inside scar
+
+    _, cine = segs["cine"]
+    assert [s.SegmentLabel for s in cine.SegmentSequence] == [
+        "LV blood pool ED", "LV myocardium ED", "RV blood pool ED",
+        "LV blood pool ES", "LV myocardium ES", "RV blood pool ES"]
+
+
+@pytest.mark.parametrize("pipeline", ["lge", "cine"])
+def test_seg_carries_ihe_air_provenance(study_and_segs, pipeline):
+    _, _, context, segs = study_and_segs
+    segmentation, seg = segs[pipeline]
+    items = [i for i in seg.ContributingEquipmentSequence
+             if (i.PurposeOfReferenceCodeSequence[0].CodeValue,
+                 i.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator) == IHE_PURPOSE]
+    assert len(items) == 1
+    assert items[0].ManufacturerModelName == segmentation.algorithm.name
+    assert items[0].SoftwareVersions == segmentation.algorithm.version
+    assert items[0].DeviceUID == segmentation.algorithm.device_uid
+    assert items[0].Manufacturer == segmentation.algorithm.manufacturer
+    assert seg.ContentDate == context.started_at.strftime("%Y%m%d")
+    assert seg.ContentTime.startswith(context.started_at.strftime("%H%M%S"))
+    assert "AI" in seg.SeriesDescription and "unverified" in seg.SeriesDescription
+
+
+def test_new_uids_every_build(study_and_segs):
+    _, _, context, segs = study_and_segs
+    segmentation, first = segs["lge"]
+    again = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+    assert again.SOPInstanceUID != first.SOPInstanceUID
+    assert again.SeriesInstanceUID != first.SeriesInstanceUID
+    assert again.StudyInstanceUID == first.StudyInstanceUID
+
+
+def test_refuses_a_labelmap_of_the_wrong_shape(study_and_segs):
+    _, _, context, segs = study_and_segs
+    segmentation, _ = segs["lge"]
+    broken = type(segmentation)(**{**segmentation.__dict__, "labelmap": segmentation.labelmap[:, :-1]})
+    with pytest.raises(ValueError, match="labelmap shape"):
+        build_seg(broken, [i.dataset for i in segmentation.series.instances], context, 9001)
+
+
+def test_refuses_missing_source_headers(study_and_segs):
+    _, _, context, segs = study_and_segs
+    segmentation, _ = segs["lge"]
+    with pytest.raises(ValueError, match="not among source_datasets"):
+        build_seg(segmentation, [i.dataset for i in segmentation.series.instances[1:]], context, 9001)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("pipeline", ["lge", "cine"])
+def test_seg_passes_dciodvfy_and_pixelmed(study_and_segs, tmp_path, pipeline):
+    _, _, _, segs = study_and_segs
+    assert_valid(write(segs[pipeline][1], tmp_path / f"{pipeline}.dcm"), "DicomInstanceValidator")
+
+
+def test_cine_on_one_enhanced_mr_instance_references_frames(study_and_segs, tmp_path):
+    from synthetic import as_enhanced_mr
+
+    _, results, context, _ = study_and_segs
+    segmentation = as_enhanced_mr(results[1].segmentations[0])
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9002)
+    read = hd.seg.segread(write(seg, tmp_path / "enhanced.dcm"))
+    plan = segment_plan(segmentation)
+    masks = segment_masks(segmentation, plan)
+    source_uid = segmentation.series.instances[0].sop_instance_uid
+    for segment in plan:
+        frame_numbers = [ref.frame_number for ref in segmentation.volume.frames[segment.phase_index]]
+        pixels = read.get_pixels_by_source_frame(source_uid, frame_numbers, segment_numbers=[segment.number],
+                                                 assert_missing_frames_are_empty=True)
+        np.testing.assert_array_equal(pixels[..., 0], masks[..., segment.number - 1])
+
+
+def test_slices_merged_from_single_slice_series_reference_every_series(tmp_path):
+    from dicomnode.cmr.types import FrameRef
+
+    _, results, context = make_study(slices=4, cine_phases=2)
+    segmentation = results[0].segmentations[0]
+    by_uid = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
+    for k, ref in enumerate(segmentation.volume.frames[0]):
+        series_uid = f"1.2.826.0.1.3680043.8.498.7{k}"
+        by_uid[ref.sop_instance_uid].SeriesInstanceUID = series_uid
+        segmentation.volume.frames[0][k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, series_uid)
+    seg = build_seg(segmentation, list(by_uid.values()), context, 9001)
+    read = hd.seg.segread(write(seg, tmp_path / "merged.dcm"))
+    assert {s.SeriesInstanceUID for s in read.ReferencedSeriesSequence} == \
+        {f"1.2.826.0.1.3680043.8.498.7{k}" for k in range(4)}
+    plan = segment_plan(segmentation)
+    masks = segment_masks(segmentation, plan)
+    uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[0]]
+    pixels = read.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(pixels, masks)

@@ -1,0 +1,213 @@
+"""TID 1500 SR and the suggestions SR: content (codes, units, references, supersession) and validity."""
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomnode.results import codes
+from dicomnode.results.seg import build_seg
+from dicomnode.results.sr import body_surface_area, build_sr, build_suggestions_sr
+from synthetic import make_study, write
+from validators import assert_valid
+
+
+def walk(items, depth=0):
+    """Yield (depth, item) over an SR content tree."""
+    for item in items:
+        yield depth, item
+        yield from walk(item.get("ContentSequence", []), depth + 1)
+
+
+def concept(item) -> tuple[str, str]:
+    code = item.ConceptNameCodeSequence[0]
+    return code.CodeValue, code.CodingSchemeDesignator
+
+
+def groups(sr: Dataset) -> list[Dataset]:
+    measurements = next(i for i in sr.ContentSequence if concept(i) == ("126010", "DCM"))
+    return list(measurements.ContentSequence)
+
+
+def group_named(sr: Dataset, name: str) -> Dataset:
+    for group in groups(sr):
+        for item in group.ContentSequence:
+            if concept(item) == ("112039", "DCM") and item.TextValue == name:
+                return group
+    raise AssertionError(f"no group {name!r}")
+
+
+def nums(group: Dataset) -> list[tuple[tuple[str, str], float, str, Dataset]]:
+    found = []
+    for item in group.ContentSequence:
+        if item.ValueType == "NUM":
+            value = item.MeasuredValueSequence[0]
+            found.append((concept(item), float(value.NumericValue),
+                          value.MeasurementUnitsCodeSequence[0].CodeValue, item))
+    return found
+
+
+def modifier(item: Dataset, code: tuple[str, str]):
+    for child in item.get("ContentSequence", []):
+        if concept(child) == code:
+            return child
+    return None
+
+
+@pytest.fixture(scope="module")
+def reports():
+    study, results, context = make_study()
+    segs = {}
+    for result in results[:2]:
+        segmentation = result.segmentations[0]
+        segs[id(segmentation)] = build_seg(
+            segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+    header = study.series[0].instances[0].dataset
+    earlier = {"sop_instance_uid": "1.2.826.0.1.3680043.8.498.1", "series_instance_uid": "1.2.826.0.1.3680043.8.498.2",
+               "study_instance_uid": study.study_instance_uid}
+    sr = build_sr(header, results, segs, context, 9100, supersedes=[earlier])
+    suggestions = build_suggestions_sr(header, results[2], context, 9101)
+    return study, results, context, segs, sr, suggestions, earlier
+
+
+def test_report_header_procedure_and_supersession(reports):
+    study, _, context, _, sr, _, earlier = reports
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert sr.VerificationFlag == "UNVERIFIED"
+    assert sr.StudyInstanceUID == study.study_instance_uid
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    procedure = next(i for i in sr.ContentSequence if concept(i) == ("121058", "DCM"))
+    assert procedure.ConceptCodeSequence[0].CodeValue == "241620005"
+    predecessor = sr.PredecessorDocumentsSequence[0]
+    assert predecessor.StudyInstanceUID == earlier["study_instance_uid"]
+    assert predecessor.ReferencedSeriesSequence[0].SeriesInstanceUID == earlier["series_instance_uid"]
+    assert predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
+        earlier["sop_instance_uid"]
+    assert sr.ContentDate == context.started_at.strftime("%Y%m%d")
+    air = [i for i in sr.ContributingEquipmentSequence if i.PurposeOfReferenceCodeSequence[0].CodeValue == "Newcode1"]
+    assert {i.ManufacturerModelName for i in air} == {"dicomnode-lge-unet", "dicomnode-cine-unet",
+                                                      "dicomnode-report-retrieval-unet"}
+
+
+def test_lge_groups_reference_seg_segments_with_methods(reports):
+    _, results, _, segs, sr, _, _ = reports
+    lge_result = results[0]
+    seg = segs[id(lge_result.segmentations[0])]
+    summary = lge_result.summary
+    scar = group_named(sr, "LGE scar incl. MVO")
+    reference = next(i for i in scar.ContentSequence if concept(i) == ("121191", "DCM"))
+    assert reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+    number = reference.ReferencedSOPSequence[0].ReferencedSegmentNumber
+    assert seg.SegmentSequence[number - 1].SegmentLabel == "Scar (LGE)"
+    tracking_uid = next(i for i in scar.ContentSequence if concept(i) == ("112040", "DCM")).UID
+    assert tracking_uid == seg.SegmentSequence[number - 1].TrackingUID
+    values = nums(scar)
+    volume = [v for c, v, u, _ in values if c == ("118565006", "SCT")]
+    assert volume == [pytest.approx(summary["scar_volume_ml"])]
+    assert all(u == "cm3" for c, _, u, _ in values if c == ("118565006", "SCT"))
+    percent = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue: v
+               for c, v, u, i in values if c == (codes.LGE_PERCENT.value, "99DICOMNODE")}
+    assert percent == {"DLSEG": pytest.approx(summary["lge_percent"]),
+                       "NSD": pytest.approx(summary["nsd"]["lge_percent"]),
+                       "FWHM": pytest.approx(summary["fwhm"]["lge_percent"])}
+    nsd_item = next(i for c, v, u, i in values if modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue
+                    == "NSD")
+    parameters = [c.TextValue for c in nsd_item.ContentSequence if concept(c) == ("111002", "DCM")]
+    assert parameters == ["n=5"]
+    burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
+    assert burden.ConceptCodeSequence[0].CodeValue == (codes.YES if summary["large_scar_burden"] else codes.NO).value
+    myocardium = nums(group_named(sr, "LGE LV myocardium"))
+    assert {c: (v, u) for c, v, u, _ in myocardium} == {
+        ("118565006", "SCT"): (pytest.approx(summary["myocardium_volume_ml"]), "cm3"),
+        ("18087-7", "LN"): (pytest.approx(summary["lv_mass_g"]), "g")}
+    assert nums(group_named(sr, "LGE microvascular obstruction"))[0][1] == pytest.approx(summary["mvo_volume_ml"])
+
+
+def test_cine_groups_loinc_codes_phases_and_indexing(reports):
+    study, results, _, _, sr, _, _ = reports
+    summary = results[1].summary
+    header = study.series[0].instances[0].dataset
+    bsa = body_surface_area(float(header.PatientSize), float(header.PatientWeight), "mosteller")
+    ed = group_named(sr, "LV blood pool ED")
+    values = {c: (v, u) for c, v, u, _ in nums(ed)}
+    assert values[("8821-1", "LN")] == (pytest.approx(summary["lv_edv_ml"]), "ml")
+    assert values[("LVEDVI", "99DICOMNODE")] == (pytest.approx(summary["lv_edv_ml"] / bsa, rel=1e-3), "ml/m2")
+    assert values[("PHASEIDX", "99DICOMNODE")][0] == summary["ed_phase"]
+    phase = next(i for i in ed.ContentSequence if concept(i) == ("246092007", "SCT"))
+    assert phase.ConceptCodeSequence[0].CodeValue == codes.END_DIASTOLE.value
+    es = {c: v for c, v, u, _ in nums(group_named(sr, "RV blood pool ES"))}
+    assert es[("8824-5", "LN")] == pytest.approx(summary["rv_esv_ml"])
+    lv = {c: (v, u) for c, v, u, _ in nums(group_named(sr, "LV function (ED and ES)"))}
+    assert lv[("8811-2", "LN")] == (pytest.approx(summary["lv_ef_percent"]), "%")
+    assert lv[("90096001", "SCT")] == (pytest.approx(summary["lv_sv_ml"]), "ml")
+    assert lv[("8277-6", "LN")] == (pytest.approx(bsa, rel=1e-3), "m2")
+    bsa_item = next(i for c, v, u, i in nums(group_named(sr, "LV function (ED and ES)")) if c == ("8277-6", "LN"))
+    assert modifier(bsa_item, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue == codes.BSA_MOSTELLER.value
+    rv = {c: v for c, v, u, _ in nums(group_named(sr, "RV function (ED and ES)"))}
+    assert rv[("8818-7", "LN")] == pytest.approx(summary["rv_ef_percent"])
+    mass = {c: (v, u) for c, v, u, _ in nums(group_named(sr, "LV myocardium ED"))}
+    assert mass[("18087-7", "LN")] == (pytest.approx(summary["lv_mass_g"]), "g")
+    tracking = [next(i for i in g.ContentSequence if concept(i) == ("112040", "DCM")).UID for g in groups(sr)]
+    assert len(tracking) == len(set(tracking)) == len(groups(sr))
+
+
+def test_units_are_ucum(reports):
+    *_, sr, _, _ = reports
+    units = {item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodingSchemeDesignator
+             for _, item in walk(sr.ContentSequence) if item.ValueType == "NUM"}
+    assert units == {"UCUM"}
+
+
+def test_measurement_report_holds_the_suggestions_in_their_own_container(reports):
+    _, results, _, _, sr, _, _ = reports
+    container = sr.ContentSequence[-1]
+    assert concept(container) == ("RTSUGG", "99DICOMNODE") and container.ValueType == "CONTAINER"
+    assert container.ConceptNameCodeSequence[0].CodeMeaning == \
+        "Report text suggestions from prior reports (unverified)"
+    texts = [i for i in container.ContentSequence if concept(i) == ("RTTEXT", "99DICOMNODE")]
+    assert [t.TextValue for t in texts] == [s["text"] for s in results[2].summary]
+    observer = [i for i in container.ContentSequence if concept(i) == ("121012", "DCM")]
+    assert observer[0].UID == results[2].algorithms[0].device_uid
+
+
+def test_stand_alone_suggestions_sr_is_titled_and_unverified(reports):
+    _, results, _, _, _, suggestions, _ = reports
+    assert suggestions.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert suggestions.VerificationFlag == "UNVERIFIED"
+    assert suggestions.ConceptNameCodeSequence[0].CodeMeaning.endswith("(unverified)")
+    texts = [i for _, i in walk(suggestions.ContentSequence) if concept(i) == ("RTTEXT", "99DICOMNODE")]
+    assert [t.TextValue for t in texts] == [s["text"] for s in results[2].summary]
+    first = {concept(c): c for c in texts[0].ContentSequence}
+    assert float(first[("RTSCORE", "99DICOMNODE")].MeasuredValueSequence[0].NumericValue) == pytest.approx(0.81)
+    assert first[("RTREPORTID", "99DICOMNODE")].TextValue == "prior-0042"
+
+
+def test_bsa_formulas():
+    assert body_surface_area(1.80, 80, "mosteller") == pytest.approx(2.0, abs=1e-3)
+    assert body_surface_area(1.80, 80, "dubois") == pytest.approx(1.9964, abs=1e-3)
+    with pytest.raises(ValueError, match="implausible"):
+        body_surface_area(180, 80, "mosteller")
+    with pytest.raises(ValueError, match="unknown BSA formula"):
+        body_surface_area(1.8, 80, "boyd")
+
+
+@pytest.mark.peers
+def test_measurement_report_passes_dciodvfy_and_pixelmed(reports, tmp_path):
+    *_, sr, _, _ = reports
+    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+
+
+def test_highdicom_reads_the_report_back(reports, tmp_path):
+    import highdicom as hd
+
+    _, results, _, segs, sr, _, _ = reports
+    read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
+    found = read.content.get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in found][:3] == [
+        "LGE LV myocardium", "LGE scar incl. MVO", "LGE microvascular obstruction"]
+    scar = found[1]
+    values = sorted(m.value for m in scar.get_measurements() if m.name.value == "LGEPCT")
+    summary = results[0].summary
+    assert values == sorted([summary["lge_percent"], summary["nsd"]["lge_percent"], summary["fwhm"]["lge_percent"]])
+    evidence = {item.ReferencedSOPInstanceUID for study in read.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert {seg.SOPInstanceUID for seg in segs.values()} <= evidence
