@@ -137,6 +137,11 @@ def cmd_retry(args) -> int:
         print(f"{args.study!r} matches {len(matches)} studies; give the study key or Study Instance UID", file=sys.stderr)
         return EXIT_ERROR
     count = db.retry_dead(matches[0]["study_key"])
+    with db.transaction() as tx:  # the destination may have moved since the sends died (as Node.reload does)
+        for destination in config.destinations:
+            tx.execute("UPDATE outbox SET ae_title=?, host=?, port=? WHERE study_key=? AND destination=? AND state='pending'",
+                       (destination.ae_title, destination.host, destination.port, matches[0]["study_key"],
+                        destination.name))
     print(f"re-queued {count} dead letter(s) of {matches[0]['study_key']}; a running node sends them within seconds")
     return EXIT_OK
 
@@ -156,8 +161,11 @@ def cmd_send(args) -> int:
         path = Path(item)
         paths.extend(find_files(path) if path.is_dir() else [path])
     try:
+        from dicomnode.net.tls import client_context
+
         results = send_files(paths, destination.ae_title, destination.host, destination.port,
-                             calling_ae_title=destination.calling_ae_title or config.node.ae_title)
+                             calling_ae_title=destination.calling_ae_title or config.node.ae_title,
+                             ssl_context=client_context(destination, config.node.tls.minimum_version))
     except AssociationFailed as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR

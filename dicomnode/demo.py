@@ -51,7 +51,8 @@ def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 
         sent = 0
         for folder in studies:
             files = find_files(folder)
-            print(f"scanner DEMOSCANNER -> DICOMNODE: sending {len(files)} instances from {folder.name}")
+            name = folder.parent.name if folder.name == "dicom" else folder.name
+            print(f"scanner DEMOSCANNER -> DICOMNODE: sending {len(files)} instances of {name}")
             began = time.perf_counter()
             results = send_files(files, "DICOMNODE", "127.0.0.1", config.node.port, calling_ae_title="DEMOSCANNER")
             failed = [r for r in results if not r.ok]

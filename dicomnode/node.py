@@ -14,7 +14,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config
 from dicomnode.dispatch import Dispatcher
+from dicomnode.metrics import NodeMetrics
 from dicomnode.net.scp import StorageSCP
+from dicomnode.net.tls import client_context, server_context
+from dicomnode.observe import study_context
+from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.routing import select_route
 from dicomnode.spool import IncomingInstance, Spool, write_durably
 from dicomnode.state import ANALYSING, COMPLETE, RESULTS_READY, StateDB, StoreOutcome
@@ -38,17 +42,38 @@ class Node:
         self.config = config
         self.storage_dir = Path(config.node.storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.storage_dir.chmod(0o700)  # spool, results and state are patient data: owner only, even if it pre-existed
         self.db = StateDB(self.storage_dir / "state.sqlite3")
         self.spool = Spool(self.storage_dir, self.db, config.node.min_free_space_mb)
         self.scheduler = BackgroundScheduler(timezone=dt.datetime.now().astimezone().tzinfo)
         self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler)
-        self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title)
-        self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored)
+        self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title,
+                                     ssl_context_for=self.ssl_context_for)
+        self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
+                              ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None)
+        self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
+        self.metrics = NodeMetrics(self)
+        self.ready = False  # models warm and the SCP listening: what /healthz reports
         self._analyser = analyser
         self._analysis_queue: queue.Queue = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.analyses_done = 0
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def analysis_queue_depth(self) -> int:
+        return self._analysis_queue.qsize()
+
+    def ssl_context_for(self, destination_name: str):
+        """The TLS client context for a configured destination (None: plain TCP), from the current config."""
+        try:
+            destination = self.config.destination(destination_name)
+        except KeyError:
+            return None  # e.g. "sender": results back to the calling host, plain
+        return client_context(destination, self.config.node.tls.minimum_version)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -64,12 +89,21 @@ class Node:
         removed = self.spool.remove_temporaries()
         if removed:
             log.info("removed %d unacknowledged partial file(s) from before a crash", removed)
+        orphans = self._remove_unrecorded_results()
+        if orphans:
+            log.info("removed %d result file(s) of analyses that never finished (crash or superseded)", orphans)
         if warm_up:
             needed = {name for route in self.config.routes for name in route.pipelines}
             unavailable = self.analyser.warm_up([n for n in ("lge", "cine", "suggestions") if n in needed])
             for name, reason in unavailable.items():
                 log.warning("%s", reason)
         self.scheduler.start()
+        retention = self.config.retention
+        self.scheduler.add_job(self.retention.run_safely, "interval", minutes=retention.purge_interval_minutes,
+                               id="retention", next_run_time=dt.datetime.now().astimezone(), coalesce=True,
+                               max_instances=1, misfire_grace_time=None)
+        self.scheduler.add_job(self.retention.check_free_space_safely, "interval", seconds=FREE_SPACE_CHECK_SECONDS,
+                               id="free-space", coalesce=True, max_instances=1, misfire_grace_time=None)
         resumed = self._resume()
         for index in range(self.config.analysis.workers):
             worker = threading.Thread(target=self._analysis_worker, name=f"analysis-{index}", daemon=True)
@@ -77,13 +111,45 @@ class Node:
             self._workers.append(worker)
         self.dispatcher.start()
         self.scp.start()
+        if self.config.observability.metrics_enabled:
+            self.metrics.serve(self.config.observability.metrics_host, self.config.observability.metrics_port)
+        self.ready = True
         log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s",
                  self.config.node.ae_title, self.config.node.host, self.scp.port, self.storage_dir,
                  resumed, "y" if resumed == 1 else "ies")
 
+    def _schedule_bank_refresh(self) -> None:
+        """The report bank is re-indexed when its folder changes, on a timer, never blocking analysis."""
+        settings = self.config.analysis.suggestions
+        if not settings.enabled or not any("suggestions" in r.pipelines for r in self.config.routes):
+            return
+        pipeline = self.analyser.pipeline("suggestions")
+        if pipeline is not None and hasattr(pipeline, "refresh"):
+            self.scheduler.add_job(pipeline.refresh, "interval", minutes=settings.refresh_minutes,
+                                   id="report-bank-refresh", replace_existing=True, max_instances=1, coalesce=True)
+
+    def _remove_unrecorded_results(self) -> int:
+        """Before any worker runs: result files without a `results` row were never queued for sending; remove them."""
+        root = self.storage_dir / "results"
+        if not root.is_dir():
+            return 0
+        recorded = {row["path"] for row in self.db.query("SELECT path FROM results")}
+        removed = 0
+        for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_file() and str(path.relative_to(self.storage_dir)) not in recorded:
+                path.unlink(missing_ok=True)
+                removed += 1
+            elif path.is_dir():
+                try:
+                    path.rmdir()  # only when empty
+                except OSError:
+                    pass
+        return removed
+
     def stop(self) -> None:
         """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start)."""
         self._stopping.set()
+        self.ready = False
         self.scp.stop()
         self.scheduler.shutdown(wait=False)
         for _ in self._workers:
@@ -91,6 +157,7 @@ class Node:
         for worker in self._workers:
             worker.join(timeout=60)
         self.dispatcher.stop()
+        self.metrics.stop()
         self.db.close()
         log.info("stopped")
 
@@ -112,6 +179,8 @@ class Node:
         self.scp.update_config(config)
         self.completion.config = config.studies
         self.dispatcher.config = config.dispatch
+        self.retention.config = config.retention
+        self.spool.min_free_space_mb = config.node.min_free_space_mb
         with self.db.transaction() as db:
             for destination in config.destinations:
                 db.execute("UPDATE outbox SET ae_title=?, host=?, port=? WHERE destination=? AND state='pending'",
@@ -142,7 +211,9 @@ class Node:
                 return
             study_key, generation = item
             try:
-                self.analyse_study(study_key, generation)
+                study_row = self.db.study(study_key)
+                with study_context(short_hash(study_row["study_instance_uid"]) if study_row else short_hash(study_key)):
+                    self.analyse_study(study_key, generation)
             except Exception:
                 log.exception("analysis of %s crashed", short_hash(study_key))
 
@@ -176,6 +247,7 @@ class Node:
                 for r in self.db.earlier_reports(study_key, COMPREHENSIVE_3D_SR)
             ]
             outcome = self.analyser.analyse(study, route.pipelines, started_at=started_at, supersedes=supersedes)
+            self.metrics.analysis_finished(getattr(outcome, "durations", {}) or {})
             results, outputs = self._write_results(study_key, analysis_id, outcome.datasets)
             outcome.summary["outputs"] = outputs
             outbox = self._outbox_items(route, study_row, results)

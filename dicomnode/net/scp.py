@@ -32,6 +32,7 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import Config
+from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
 from dicomnode.state import StoreOutcome
 from dicomnode.uids import InvalidUID, check_uid, short_hash
@@ -66,6 +67,7 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized" (general status)
 
 # A-ASSOCIATE-RJ (result, source, reason) per PS3.8 9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
@@ -130,6 +132,9 @@ class StorageSCP:
         self._active = 0
         self._active_lock = threading.Condition()
         self.received = 0
+        self.received_bytes = 0
+        self.associations_accepted = 0
+        self.associations_rejected = 0
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -188,7 +193,10 @@ class StorageSCP:
             reject, why = REJECT_CALLING_AE, f"calling AE {calling!r} is not in allowed_calling_aes"
         elif not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
             reject, why = REJECT_CALLING_AE, f"calling AE {calling!r} is not allowed from {address}"
-        if reject is not None:
+        if reject is None:
+            self.associations_accepted += 1
+        else:
+            self.associations_rejected += 1
             log.warning("association refused: %s", why)
             assoc.acse.send_reject(*reject)
             evt.trigger(assoc, evt.EVT_REJECTED, {})
@@ -199,15 +207,18 @@ class StorageSCP:
 
     def _handle_echo(self, event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title.strip()
-        if not self._peer_allows(calling, event.assoc.requestor.address, "echo"):
-            return 0x0124  # refused: not authorised
+        address = event.assoc.requestor.address
+        if not self._peer_allows(calling, address, "echo"):
+            log.warning("C-ECHO refused: calling AE %r from %s may not echo", calling, address)
+            return self._status(STATUS_NOT_AUTHORIZED, f"{calling} from {address} may not echo")
         return STATUS_SUCCESS
 
     def _handle_store(self, event: evt.Event):
         calling = event.assoc.requestor.ae_title.strip()
         address = event.assoc.requestor.address
         if not self._peer_allows(calling, address, "store"):
-            return 0x0124
+            log.warning("C-STORE refused: calling AE %r from %s may not store", calling, address)
+            return self._status(STATUS_NOT_AUTHORIZED, f"{calling} from {address} may not store")
         with self._active_lock:
             self._active += 1
         try:
@@ -231,6 +242,7 @@ class StorageSCP:
             if dataset_sop_instance is not None and str(dataset_sop_instance) != sop_instance:
                 return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
                                     f"SOP Instance UID in the dataset differs from {sop_instance} requested")
+            patient_values.remember(dataset)
             study_uid = check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
             series_uid = check_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID")
             instance = IncomingInstance(
@@ -255,6 +267,11 @@ class StorageSCP:
         except Exception as exc:  # a dataset pydicom cannot decode
             log.warning("C-STORE refused from %s: cannot decode dataset: %s", calling, exc)
             return self._status(STATUS_CANNOT_UNDERSTAND, f"cannot decode dataset: {exc}")
+        with study_context(short_hash(study_uid)):
+            return self._store_durably(instance, calling, address, sop_instance, study_uid)
+
+    def _store_durably(self, instance: IncomingInstance, calling: str, address: str, sop_instance: str,
+                       study_uid: str):
         try:
             outcome = self.spool.store(instance, calling_host=address)
         except OutOfSpace as exc:
@@ -264,6 +281,8 @@ class StorageSCP:
             log.error("C-STORE failed writing the spool: %s", exc)
             return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
         self.received += 1
+        if outcome.stored:
+            self.received_bytes += len(instance.encoded)
         if not outcome.stored:
             log.info("duplicate SOP instance %s (study %s) stored once", sop_instance, short_hash(study_uid))
         elif self.on_stored is not None:

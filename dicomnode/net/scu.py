@@ -87,11 +87,12 @@ def send_files(
     return results
 
 
-def echo(ae_title: str, host: str, port: int, calling_ae_title: str = "DICOMNODE", timeout: float = 10.0) -> int | None:
+def echo(ae_title: str, host: str, port: int, calling_ae_title: str = "DICOMNODE", timeout: float = 10.0,
+         ssl_context=None) -> int | None:
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=ae_title)
+    assoc = ae.associate(host, port, ae_title=ae_title, tls_args=(ssl_context, host) if ssl_context else None)
     if not assoc.is_established:
         return None
     try:

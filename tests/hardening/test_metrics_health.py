@@ -1,0 +1,107 @@
+"""Prometheus metrics and /healthz: scraped over HTTP from an in-process node and from `dicomnode serve`."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dicomnode.config import Config
+from dicomnode.node import Node
+from tests.hardening.hardening_support import echo_status, http_get, metric_value, store_one, synthetic_mr
+from tests.node.nodeproc import NodeProcess
+from tests.peers import free_port
+
+
+class NoAnalysis:
+    """Stands in for the Analyser: nothing to warm up (the tests never complete a study)."""
+
+    def warm_up(self, names):
+        return {}
+
+
+def make_node(tmp_path, **node_overrides) -> Node:
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "allowed_calling_aes": ["SCANNER1"],
+                 "min_free_space_mb": 0, **node_overrides},
+        "studies": {"quiet_seconds": 3600},
+        "observability": {"metrics_enabled": True, "metrics_port": 0},
+    })
+    return Node(config, analyser=NoAnalysis())
+
+
+def test_healthz_is_503_until_started_and_when_the_spool_is_not_writable(tmp_path):
+    node = make_node(tmp_path)
+    port = node.metrics.serve("127.0.0.1", 0)  # served before start: not ready yet
+    try:
+        code, body = http_get(f"http://127.0.0.1:{port}/healthz")
+        assert (code, body.strip()) == (503, "starting: models not loaded yet")
+        node.metrics.stop()
+        node.start(warm_up=False)
+        port = node.metrics.port
+        code, body = http_get(f"http://127.0.0.1:{port}/healthz")
+        assert (code, body.strip()) == (200, "ready")
+        real_spool = node.spool.spool_dir
+        node.spool.spool_dir = tmp_path / "gone" / "spool"  # e.g. the volume was unmounted
+        code, body = http_get(f"http://127.0.0.1:{port}/healthz")
+        assert code == 503 and body.startswith("spool not writable"), body
+        node.spool.spool_dir = real_spool
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        assert http_get(f"http://127.0.0.1:{port}/nothing")[0] == 404
+    finally:
+        node.stop()
+    assert node.metrics.port is None
+
+
+def test_metrics_count_instances_bytes_associations_states_and_disk(tmp_path):
+    node = make_node(tmp_path)
+    node.start(warm_up=False)
+    try:
+        url = f"http://127.0.0.1:{node.metrics.port}/metrics"
+        before = http_get(url)[1]
+        assert metric_value(before, "dicomnode_instances_received_total") == 0
+        study = synthetic_mr().StudyInstanceUID
+        datasets = [synthetic_mr(study_uid=study, instance=i) for i in range(3)]
+        for dataset in datasets:
+            assert store_one(node.scp.port, dataset).Status == 0
+        assert echo_status(node.scp.port, calling="INTRUDER") is None  # refused association
+        code, text = http_get(url)
+        assert code == 200
+        assert metric_value(text, "dicomnode_instances_received_total") == 3
+        stored_bytes = sum(r["size"] for r in node.db.query("SELECT size FROM instances"))
+        assert metric_value(text, "dicomnode_received_bytes_total") == stored_bytes > 3 * 64 * 64 * 2
+        assert metric_value(text, "dicomnode_associations_total", 'outcome="accepted"') == 3
+        assert metric_value(text, "dicomnode_associations_total", 'outcome="rejected"') == 1
+        assert metric_value(text, "dicomnode_studies", 'state="received"') == 1
+        assert metric_value(text, "dicomnode_studies", 'state="done"') == 0
+        assert metric_value(text, "dicomnode_queue_depth", 'queue="outbox_pending"') == 0
+        assert metric_value(text, "dicomnode_disk_free_bytes") > 0
+        node.metrics.analysis_finished({"cine": 3.2, "lge": 0.4})
+        text = http_get(url)[1]
+        assert metric_value(text, "dicomnode_analysis_duration_seconds_count", 'pipeline="cine"') == 1
+        assert metric_value(text, "dicomnode_analysis_duration_seconds_sum", 'pipeline="lge"') == pytest.approx(0.4)
+        assert metric_value(text, "dicomnode_send_attempts_total") == 0
+    finally:
+        node.stop()
+
+
+def test_serve_exposes_metrics_on_the_configured_loopback_port(tmp_path):
+    node_port, metrics_port = free_port(), free_port()
+    extra = f'[observability]\nmetrics_enabled = true\nmetrics_host = "127.0.0.1"\nmetrics_port = {metrics_port}\n'
+    node = NodeProcess(tmp_path, node_port, pipelines=(), quiet_seconds=3600, extra=extra).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                code, body = http_get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=2)
+                if code == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "no /healthz 200 within 30 s"
+            time.sleep(0.1)
+        assert body.strip() == "ready"
+        assert store_one(node_port, synthetic_mr()).Status == 0
+        text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1]
+        assert metric_value(text, "dicomnode_instances_received_total") == 1
+    finally:
+        assert node.stop() == 0

@@ -1,0 +1,207 @@
+"""Retention: age-based and emergency purges delete finished studies' files then rows; unfinished ones stay."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dicomnode.config import Config, RetentionConfig
+from dicomnode.node import Node
+from dicomnode.retention import Retention, emergency_purge, purge_expired, purge_study
+from dicomnode.spool import IncomingInstance, Spool, write_durably
+from dicomnode.state import DONE, FAILED, RECEIVED, SENDING, StateDB
+from tests.hardening.hardening_support import synthetic_mr
+
+DAY = 86400.0
+
+
+def incoming(dataset) -> IncomingInstance:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return IncomingInstance(
+        encoded=buffer.getvalue(), sop_instance_uid=dataset.SOPInstanceUID, sop_class_uid=dataset.SOPClassUID,
+        study_instance_uid=dataset.StudyInstanceUID, series_instance_uid=dataset.SeriesInstanceUID,
+        transfer_syntax=str(dataset.file_meta.TransferSyntaxUID), modality="MR", study_key=dataset.StudyInstanceUID,
+        calling_ae="SCANNER1",
+    )
+
+
+def add_study(spool: Spool, state: str, finished_days_ago: float, instances: int = 2, with_results: bool = True) -> str:
+    """A study with spool files, one analysis with a result file and an outbox row, in `state`."""
+    study_uid = synthetic_mr().StudyInstanceUID
+    for index in range(instances):
+        spool.store(incoming(synthetic_mr(study_uid=study_uid, instance=index, size=16)))
+    db = spool.db
+    if with_results:
+        analysis_id = db.start_analysis(study_uid, 0) if db.set_study_state(study_uid, "complete") else None
+        result_uid = synthetic_mr().SOPInstanceUID
+        relative = f"results/{study_uid[-8:]}/{analysis_id}/{result_uid}.dcm"
+        write_durably(spool.root / relative, b"result bytes")
+        db.finish_analysis(analysis_id, study_uid, 0, {"outputs": [relative]},
+                           [(result_uid, "1.2.3", "1.2.840.10008.5.1.4.1.1.88.34", relative)],
+                           [{"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104,
+                             "sop_instance_uid": result_uid, "path": relative}])
+    db.set_study_state(study_uid, state)
+    with db.transaction() as tx:
+        tx.execute("UPDATE studies SET updated_at=? WHERE study_key=?", (time.time() - finished_days_ago * DAY, study_uid))
+    return study_uid
+
+
+def files_of(db: StateDB, study_key: str) -> list[str]:
+    return [r["path"] for r in db.query("SELECT path FROM instances WHERE study_key=? UNION ALL "
+                                        "SELECT path FROM results WHERE study_key=?", (study_key, study_key))]
+
+
+def rows_of(db: StateDB, study_key: str) -> int:
+    return sum(len(db.query(f"SELECT 1 FROM {t} WHERE study_key=?", (study_key,)))
+               for t in ("studies", "instances", "analyses", "results", "outbox"))
+
+
+def make_spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "store", StateDB(tmp_path / "store" / "state.sqlite3"))
+
+
+def test_purge_expired_removes_old_finished_studies_only(tmp_path):
+    spool = make_spool(tmp_path)
+    old_done = add_study(spool, DONE, finished_days_ago=40)
+    old_failed = add_study(spool, FAILED, finished_days_ago=31)
+    recent_done = add_study(spool, DONE, finished_days_ago=5)
+    old_sending = add_study(spool, SENDING, finished_days_ago=90)
+    old_received = add_study(spool, RECEIVED, finished_days_ago=90, with_results=False)
+    kept_files = {key: files_of(spool.db, key) for key in (recent_done, old_sending, old_received)}
+    purged_files = files_of(spool.db, old_done) + files_of(spool.db, old_failed)
+    assert len(purged_files) == 6 and all((spool.root / p).is_file() for p in purged_files)
+
+    report = purge_expired(spool.db, spool.root, days=30)
+
+    assert sorted(report.studies) == sorted([old_done, old_failed])
+    assert report.files == 6
+    assert not any((spool.root / p).exists() for p in purged_files)
+    assert rows_of(spool.db, old_done) == rows_of(spool.db, old_failed) == 0
+    for key, paths in kept_files.items():
+        assert rows_of(spool.db, key) > 0
+        assert all((spool.root / p).is_file() for p in paths), key
+    # empty study folders went with the files
+    assert len(list((spool.root / "spool").iterdir())) == 3
+    # nothing to do the second time
+    assert purge_expired(spool.db, spool.root, days=30).studies == []
+
+
+def test_purge_study_refuses_an_unfinished_study(tmp_path):
+    spool = make_spool(tmp_path)
+    key = add_study(spool, SENDING, finished_days_ago=100)
+    assert purge_study(spool.db, spool.root, key) is False
+    assert all((spool.root / p).is_file() for p in files_of(spool.db, key))
+
+
+def test_purge_never_deletes_outside_the_storage_folder(tmp_path):
+    spool = make_spool(tmp_path)
+    key = add_study(spool, DONE, finished_days_ago=40)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    with spool.db.transaction() as tx:
+        tx.execute("UPDATE results SET path=? WHERE study_key=?", ("../precious.txt", key))
+    purge_study(spool.db, spool.root, key)
+    assert outside.read_text() == "keep me"
+    assert rows_of(spool.db, key) == 0
+
+
+def test_emergency_purge_frees_space_oldest_first_and_keeps_unfinished(tmp_path):
+    spool = make_spool(tmp_path)
+    oldest = add_study(spool, DONE, finished_days_ago=3)
+    middle = add_study(spool, FAILED, finished_days_ago=2)
+    newest = add_study(spool, DONE, finished_days_ago=1)
+    unfinished = add_study(spool, RECEIVED, finished_days_ago=10, with_results=False)
+    free = {"mb": 100.0}
+
+    def free_space_mb():
+        # each purged study frees 50 MB in this simulated disk
+        remaining = len(spool.db.query("SELECT 1 FROM studies WHERE state IN ('done', 'failed')"))
+        return free["mb"] + 50.0 * (3 - remaining)
+
+    report = emergency_purge(spool.db, spool.root, 500, free_space_mb)
+    # still short after every finished study is gone: the unfinished one stays anyway
+    assert report.studies == [oldest, middle, newest]
+    assert [r["study_key"] for r in spool.db.studies()] == [unfinished]
+    assert all((spool.root / p).is_file() for p in files_of(spool.db, unfinished))
+    free["mb"] = 100.0
+    spool2 = make_spool(tmp_path / "second")
+    first = add_study(spool2, DONE, finished_days_ago=3)
+    second = add_study(spool2, DONE, finished_days_ago=2)
+    third = add_study(spool2, DONE, finished_days_ago=1)
+    purged = []
+
+    def free_after_two():
+        purged[:] = [k for k in (first, second, third) if spool2.db.study(k) is None]
+        return 100.0 + 200.0 * len(purged)
+
+    report = emergency_purge(spool2.db, spool2.root, 450, free_after_two)
+    assert report.studies == [first, second]
+    assert spool2.db.study(third) is not None
+    assert emergency_purge(spool2.db, spool2.root, 450, free_after_two).studies == []  # enough space now
+
+
+def test_node_runs_the_scheduled_purge(tmp_path):
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+        "studies": {"quiet_seconds": 3600},
+        "retention": {"days": 1, "purge_interval_minutes": 0.02, "emergency_free_space_mb": 0},
+    })
+
+    class NoAnalysis:
+        def warm_up(self, names):
+            return {}
+
+    node = Node(config, analyser=NoAnalysis())
+    old = add_study(node.spool, DONE, finished_days_ago=2)
+    fresh = add_study(node.spool, DONE, finished_days_ago=0.5)
+    node.start(warm_up=False)
+    try:
+        deadline = time.monotonic() + 10
+        while node.db.study(old) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert node.db.study(old) is None
+        assert node.db.study(fresh) is not None
+        # a monkeypatched clock three days on: the next scheduled run takes the fresh one too
+        node.retention.clock = lambda: time.time() + 3 * DAY
+        deadline = time.monotonic() + 10
+        while node.db.study(fresh) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert node.db.study(fresh) is None
+    finally:
+        node.stop()
+
+
+def test_retention_run_once_combines_both(tmp_path):
+    spool = make_spool(tmp_path)
+    aged = add_study(spool, DONE, finished_days_ago=10)
+    young = add_study(spool, DONE, finished_days_ago=1)
+    low = {"free": 10.0}
+    retention = Retention(spool.db, spool.root, RetentionConfig(days=7, emergency_free_space_mb=50),
+                          free_space_mb=lambda: low["free"])
+    report = retention.run_once()
+    assert report.studies == [aged, young]  # aged by age, young because the disk was short
+
+
+def test_start_removes_result_files_no_analysis_recorded(tmp_path):
+    config = Config.model_validate({"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+                                    "studies": {"quiet_seconds": 3600}})
+
+    class NoAnalysis:
+        def warm_up(self, names):
+            return {}
+
+    node = Node(config, analyser=NoAnalysis())
+    kept = add_study(node.spool, DONE, finished_days_ago=1)
+    recorded = [spool_path for spool_path in files_of(node.db, kept) if spool_path.startswith("results/")]
+    orphan = node.storage_dir / "results" / "abc" / "99" / "1.2.3.dcm"  # an analysis killed before it finished
+    partial = node.storage_dir / "results" / "abc" / "98" / ".1.2.4.dcm.1234.tmp"  # killed mid-write
+    for path in (orphan, partial):
+        write_durably(path, b"never sent")
+    node.start(warm_up=False)
+    try:
+        assert not orphan.exists() and not partial.exists() and not (node.storage_dir / "results" / "abc").exists()
+        assert recorded and all((node.storage_dir / p).is_file() for p in recorded)
+    finally:
+        node.stop()
