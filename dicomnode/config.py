@@ -76,7 +76,7 @@ class NodeConfig(StrictModel):
     peers: list[PeerConfig] = Field(default_factory=list, description="per-peer policy beyond the allow-list")
     min_free_space_mb: int = Field(500, ge=0, description="refuse new instances (0xA700) under this free space")
     max_pdu_size: int = Field(0, ge=0, description="0 = unlimited")
-    acse_timeout: float = Field(30, gt=0)
+    acse_timeout: float = Field(10, gt=0, description="a connection must finish association set-up within this")
     dimse_timeout: float = Field(60, gt=0)
     network_timeout: float = Field(60, gt=0)
     max_associations: int = Field(16, ge=1)

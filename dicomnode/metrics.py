@@ -75,6 +75,8 @@ class NodeMetrics:
             return False, "starting: models not loaded yet"
         if self.node.stopping:
             return False, "stopping"
+        if self.node.unavailable_pipelines:
+            return False, "; ".join(sorted(self.node.unavailable_pipelines.values()))
         probe = self.node.spool.spool_dir / f".healthz.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             with open(probe, "wb") as handle:

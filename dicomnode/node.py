@@ -54,6 +54,7 @@ class Node:
         self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
+        self.unavailable_pipelines: dict[str, str] = {}
         self._analyser = analyser
         self._analysis_queue: queue.Queue = queue.Queue()
         self._workers: list[threading.Thread] = []
@@ -97,7 +98,9 @@ class Node:
             unavailable = self.analyser.warm_up([n for n in ("lge", "cine", "suggestions") if n in needed])
             for name, reason in unavailable.items():
                 log.warning("%s", reason)
+            self.unavailable_pipelines = unavailable
         self.scheduler.start()
+        self._schedule_bank_refresh()
         retention = self.config.retention
         self.scheduler.add_job(self.retention.run_safely, "interval", minutes=retention.purge_interval_minutes,
                                id="retention", next_run_time=dt.datetime.now().astimezone(), coalesce=True,
@@ -123,7 +126,8 @@ class Node:
         settings = self.config.analysis.suggestions
         if not settings.enabled or not any("suggestions" in r.pipelines for r in self.config.routes):
             return
-        pipeline = self.analyser.pipeline("suggestions")
+        lookup = getattr(self.analyser, "pipeline", None)
+        pipeline = lookup("suggestions") if lookup else None
         if pipeline is not None and hasattr(pipeline, "refresh"):
             self.scheduler.add_job(pipeline.refresh, "interval", minutes=settings.refresh_minutes,
                                    id="report-bank-refresh", replace_existing=True, max_instances=1, coalesce=True)
