@@ -1,0 +1,165 @@
+"""LGE pipeline on DICOM studies derived from EMIDEC with the shipped lge_unet model, plus its declines and mapping."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis.lge import LGEInputSpec, LGEPipeline, normalise_percentile, segment_stack
+from dicomnode.analysis.lge_metrics import lge_volumes
+from dicomnode.analysis.pipeline import AnalysisContext
+from dicomnode.cmr.study import load_studies
+from dicomnode.cmr.types import StudyError
+from dicomnode.config import Config
+from dicomnode.devtools.make_study import make_study
+from dicomnode.inference import Runtime
+
+SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent",
+                "large_scar_burden", "nsd", "fwhm", "per_slice", "series_instance_uid"}
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    return Runtime()
+
+
+@pytest.fixture(scope="module")
+def siemens_study(datasets, tmp_path_factory):
+    generated = make_study("emidec:Case_P043", tmp_path_factory.mktemp("lge") / "p043", "siemens", None,
+                           datasets=datasets)
+    [study] = load_studies([generated.out_dir / "dicom"])
+    return generated, study
+
+
+def context(config: Config, runtime: Runtime) -> AnalysisContext:
+    return AnalysisContext(config=config, runtime=runtime, started_at=dt.datetime(2026, 11, 21, 12, 0))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study, runtime):
+    generated, study = siemens_study
+    config = Config()
+    result = LGEPipeline(config, runtime).run(study, context(config, runtime))
+    assert result.name == "lge" and not result.declined
+    summary = result.summary
+    assert set(summary) == SUMMARY_KEYS and summary["method"] == "dl"
+    assert summary["nsd"]["n"] == config.analysis.lge.nsd_n and "lge_percent" in summary["fwhm"]
+    psir = study.preferred("lge", "sax")
+    assert psir.lge_kind == "psir" and summary["series_instance_uid"] == psir.series_instance_uid
+    [segmentation] = result.segmentations
+    volume = segmentation.volume
+    assert segmentation.labelmap.shape == (1,) + volume.pixels.shape[1:]
+    assert segmentation.phases == [0] and segmentation.phase_names == ["late enhancement"]
+    assert segmentation.pipeline == "lge" and result.algorithms == [segmentation.algorithm]
+    # the numbers are the metrics of the returned label map on the source grid
+    expected = lge_volumes(segmentation.labelmap[0], volume.voxel_volume_ml)
+    assert summary["myocardium_volume_ml"] == pytest.approx(expected.myocardium_volume_ml, abs=0.01)
+    assert summary["lge_percent"] == pytest.approx(expected.lge_percent, abs=0.01)
+    assert summary["lv_mass_g"] == pytest.approx(expected.myocardium_volume_ml * 1.05, abs=0.02)
+    assert len(summary["per_slice"]) == volume.pixels.shape[1]
+    # agreement with the expert labels (ground truth slice order is generator order: match by SOP instance)
+    truth_by_frame = generated.mask_by_frame()
+    truth = np.stack([truth_by_frame[(f.sop_instance_uid, f.frame_number)] for f in volume.frames[0]])
+    predicted = segmentation.labelmap[0]
+    assert dice(np.isin(truth, [2, 3, 4]), np.isin(predicted, [2, 3, 4])) > 0.7
+    assert dice(np.isin(truth, [3, 4]), np.isin(predicted, [3, 4])) > 0.3
+    true_percent = lge_volumes(truth.astype(np.uint8), 1.0).lge_percent
+    assert abs(summary["lge_percent"] - true_percent) < 12
+    assert result.measurements["lge_kind"] == "psir" and result.measurements["heart_localised"] is True
+
+
+def test_cutoff_comparator_and_nsd_factor_come_from_config(siemens_study, runtime):
+    _, study = siemens_study
+    config = Config.model_validate({"analysis": {"lge": {"large_burden_percent": 99.0, "nsd_n": 2}}})
+    result = LGEPipeline(config, runtime).run(study, context(config, runtime))
+    assert result.summary["large_scar_burden"] is False
+    assert result.summary["nsd"]["n"] == 2
+    assert result.measurements["large_burden_cutoff_percent"] == 99.0
+    assert result.measurements["large_burden_comparator"] == ">="
+
+
+class _Study:
+    """A study stand-in for the decline paths."""
+
+    def __init__(self, series=None, error: str | None = None):
+        self._series, self._error = series, error
+
+    def preferred(self, sequence, view="sax"):
+        assert (sequence, view) == ("lge", "sax")
+        return self._series
+
+    def load_volume(self, series, require_stack=True):
+        raise StudyError(self._error)
+
+
+class _Series:
+    series_instance_uid = "1.2.3.4"
+    lge_kind = "magnitude"
+
+
+def test_declines_without_lge_stack_or_with_refused_volume(runtime):
+    config = Config()
+    pipeline = LGEPipeline(config, runtime)
+    none = pipeline.run(_Study(), context(config, runtime))
+    assert none.summary is None and none.declined[0].series_instance_uid is None
+    assert "no LGE short-axis" in none.declined[0].reason
+    refused = pipeline.run(_Study(_Series(), "slices are not parallel"), context(config, runtime))
+    assert refused.summary is None and refused.declined[0].series_instance_uid == "1.2.3.4"
+    assert "slices are not parallel" in refused.declined[0].reason
+
+
+def test_constructor_refuses_wrong_arguments(runtime):
+    with pytest.raises(TypeError, match="config"):
+        LGEPipeline({"analysis": {}}, runtime)
+    with pytest.raises(TypeError, match="runtime"):
+        LGEPipeline(Config(), None)
+
+
+def _threshold_model(x: np.ndarray) -> np.ndarray:
+    """Fake model: bright pixels (normalised > 0.5) are LV blood pool, the rest background."""
+    bright = (x[:, 0] > 0.5).astype(np.float32)
+    logits = np.zeros((x.shape[0], 5) + x.shape[2:], dtype=np.float32)
+    logits[:, 0] = 1 - bright
+    logits[:, 1] = bright * 2
+    return logits
+
+
+def test_segment_stack_localises_and_maps_back_exactly():
+    spec = LGEInputSpec()
+    rows, cols = 300, 280
+    image = np.zeros((3, rows, cols), dtype=np.float32)
+    rr, cc = np.mgrid[:rows, :cols]
+    disc = np.hypot(rr - 110, cc - 170) < 15  # off the image centre (149.5, 139.5)
+    image[:, disc] = 100.0
+    segmented = segment_stack(image, (spec.pixel_spacing_mm, spec.pixel_spacing_mm), _threshold_model, spec)
+    assert segmented.localised
+    assert segmented.centre_rc == pytest.approx((110, 170), abs=0.6)
+    # source spacing == model spacing: the crop is a pure shift, so the labels come back pixel for pixel
+    np.testing.assert_array_equal(segmented.labels, np.broadcast_to(disc, image.shape).astype(np.uint8))
+
+
+def test_segment_stack_resamples_other_spacings_and_refuses_bad_input():
+    image = np.zeros((2, 200, 200), dtype=np.float32)
+    rr, cc = np.mgrid[:200, :200]
+    disc = np.hypot(rr - 100, cc - 100) < 30
+    image[:, disc] = 50.0
+    labels = segment_stack(image, (1.1, 1.1), _threshold_model).labels
+    assert labels.shape == image.shape
+    assert dice(labels[0] == 1, disc) > 0.97
+    with pytest.raises(ValueError, match="slices, rows, cols"):
+        segment_stack(image[0], (1.0, 1.0), _threshold_model)
+    with pytest.raises(ValueError, match="NaN"):
+        segment_stack(np.full((2, 64, 64), np.nan, np.float32), (1.0, 1.0), _threshold_model)
+    with pytest.raises(ValueError, match="multiple"):
+        LGEInputSpec(crop_size=100)
+
+
+def test_normalise_percentile_maps_percentiles_and_flat_stacks():
+    values = np.arange(101, dtype=np.float32).reshape(1, 1, 101)
+    out = normalise_percentile(values, 1, 99)
+    assert out[0, 0, 1] == pytest.approx(0.0) and out[0, 0, 99] == pytest.approx(1.0)
+    assert not normalise_percentile(np.full((2, 3, 3), 7.0)).any()
