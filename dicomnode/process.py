@@ -15,9 +15,15 @@ log = logging.getLogger("dicomnode.process")
 
 
 def find_files(input_dir: Path) -> list[Path]:
-    """Every regular file below `input_dir` (recursively), hidden files and DICOMDIR excluded."""
+    """Every regular file below `input_dir` (recursively, following links once), hidden files and DICOMDIR excluded."""
     found = []
-    for root, dirs, files in os.walk(input_dir):
+    visited: set[str] = set()
+    for root, dirs, files in os.walk(input_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a link cycle, or a folder linked twice
+            dirs[:] = []
+            continue
+        visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or name.upper() == "DICOMDIR":
