@@ -1,0 +1,285 @@
+"""Labelled cine SAX data for training/evaluation: ACDC PNG + NIfTI and Sunnybrook DICOM + contours, as node labels."""
+from __future__ import annotations
+
+import csv
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dicomnode.analysis.cine import SliceResampler, axis_interpolation
+from dicomnode.labels import ACDC_TO_NODE, Label
+
+#: model output channels, in order, as node labels
+CHANNEL_LABELS = (int(Label.BACKGROUND), int(Label.LV_BLOOD_POOL), int(Label.LV_MYOCARDIUM), int(Label.RV_BLOOD_POOL))
+N_CLASSES = len(CHANNEL_LABELS)
+BIT = {label: 1 << channel for channel, label in enumerate(CHANNEL_LABELS)}
+ALL_BITS = sum(BIT.values())
+#: canvas the training cache stores (the augmenter samples the model crop from it)
+CANVAS_SIZE = 192
+SPLIT_SEED = 2026
+ACDC_GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
+ACDC_TEST_PER_GROUP = 4
+#: Sunnybrook subjects with whole 20-phase stacks: held out for the EF comparison
+SUNNYBROOK_HELD_OUT = ("SCD0000101", "SCD0000201", "SCD0000301")
+
+
+@dataclass
+class LabelledSlice:
+    """One 2-D slice with its allowed-class bitmask (bit c set = output channel c possible at that pixel)."""
+
+    subject: str
+    source: str  # "acdc" | "sunnybrook"
+    phase: str  # "ED" | "ES"
+    z: int
+    image: np.ndarray  # (rows, cols) float32 raw intensities
+    allowed: np.ndarray  # (rows, cols) uint8 bitmask
+    spacing_rc: tuple[float, float]
+    slice_spacing: float
+
+
+def acdc_to_allowed(acdc_labels: np.ndarray) -> np.ndarray:
+    """ACDC label map (0 bg, 1 RV, 2 MYO, 3 LV) -> bitmask with exactly one allowed channel per pixel."""
+    allowed = np.zeros(acdc_labels.shape, dtype=np.uint8)
+    for acdc_value, node_label in ACDC_TO_NODE.items():
+        allowed[acdc_labels == acdc_value] = BIT[int(node_label)]
+    return allowed
+
+
+def contours_to_allowed(endo: np.ndarray, epi: np.ndarray | None) -> np.ndarray:
+    """Partial LV labels -> bitmask: endo = LV blood pool; epi-endo = myocardium; the rest may be several classes."""
+    if epi is None:
+        allowed = np.full(endo.shape, BIT[Label.BACKGROUND] | BIT[Label.LV_MYOCARDIUM] | BIT[Label.RV_BLOOD_POOL], np.uint8)
+    else:
+        allowed = np.full(endo.shape, BIT[Label.BACKGROUND] | BIT[Label.RV_BLOOD_POOL], np.uint8)
+        allowed[epi] = BIT[Label.LV_MYOCARDIUM]
+    allowed[endo] = BIT[Label.LV_BLOOD_POOL]
+    return allowed
+
+
+def bitmask_to_labels(allowed: np.ndarray) -> np.ndarray:
+    """Fully labelled bitmask -> node labels (pixels with several allowed classes get 255)."""
+    labels = np.full(allowed.shape, 255, dtype=np.uint8)
+    for label, bit in BIT.items():
+        labels[allowed == bit] = label
+    return labels
+
+
+def polygon_mask(points_xy: np.ndarray, shape_rc: tuple[int, int]) -> np.ndarray:
+    """Closed polygon in pixel coordinates (x = column, y = row) -> boolean mask of pixel centres inside."""
+    from matplotlib.path import Path as PolygonPath
+
+    rows, cols = shape_rc
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    inside = PolygonPath(points_xy).contains_points(np.stack([cc.ravel(), rr.ravel()], axis=1))
+    return inside.reshape(shape_rc)
+
+
+# ---------------------------------------------------------------- ACDC
+def acdc_subject_split(datasets: Path, seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """All 100 ACDC training patients split by subject: ACDC_TEST_PER_GROUP per group held out (patient090 always)."""
+    groups: dict[str, list[str]] = {g: [] for g in ACDC_GROUPS}
+    for number in range(1, 101):
+        groups[ACDC_GROUPS[(number - 1) // 20]].append(f"patient{number:03d}")
+    rng = random.Random(seed)
+    test: list[str] = []
+    for group, patients in groups.items():
+        candidates = [p for p in patients if p != "patient090"]
+        rng.shuffle(candidates)
+        chosen = ["patient090"] if group == "RV" else []
+        chosen += candidates[: ACDC_TEST_PER_GROUP - len(chosen)]
+        test += chosen
+    train = [p for g in groups.values() for p in g if p not in test]
+    return sorted(train), sorted(test)
+
+
+def load_acdc_png(datasets: Path, patients: set[str] | None = None) -> list[LabelledSlice]:
+    from PIL import Image
+
+    root = datasets / "acdc-train-png"
+    out = []
+    with open(root / "slices.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if patients is not None and row["patient"] not in patients:
+                continue
+            image = np.asarray(Image.open(root / "images" / row["file"]), dtype=np.float32)
+            labels = np.asarray(Image.open(root / "labels" / row["file"]), dtype=np.uint8)
+            out.append(LabelledSlice(
+                subject=row["patient"], source="acdc", phase=row["phase"], z=int(row["z"]), image=image,
+                allowed=acdc_to_allowed(labels),
+                spacing_rc=(float(row["pixel_spacing_row_mm"]), float(row["pixel_spacing_col_mm"])),
+                slice_spacing=float(row["slice_spacing_mm"])))
+    return out
+
+
+def read_info_cfg(path: Path) -> dict[str, str]:
+    info = {}
+    for line in path.read_text().splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            info[key.strip()] = value.strip()
+    return info
+
+
+def acdc_nifti_dirs(datasets: Path) -> list[Path]:
+    return sorted((datasets / "acdc-sample").glob("patient*")) + sorted((datasets / "acdc-4d-sample").glob("patient*"))
+
+
+def load_acdc_nifti_volume(path: Path) -> tuple[np.ndarray, tuple[float, float], float]:
+    """NIfTI (x, y, z[, t]) -> array (..., z, rows, cols) in the PNG convention (png = nifti[:, :, z].T)."""
+    import nibabel
+
+    image = nibabel.load(str(path))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    zooms = image.header.get_zooms()
+    if data.ndim == 4:
+        data = np.transpose(data, (3, 2, 1, 0))  # t, z, rows(j), cols(i)
+    else:
+        data = np.transpose(data, (2, 1, 0))
+    return data, (float(zooms[1]), float(zooms[0])), float(zooms[2])
+
+
+def load_acdc_nifti(datasets: Path, patients: set[str] | None = None) -> list[LabelledSlice]:
+    out = []
+    for folder in acdc_nifti_dirs(datasets):
+        if patients is not None and folder.name not in patients:
+            continue
+        info = read_info_cfg(folder / "Info.cfg")
+        for phase, key in (("ED", "ED"), ("ES", "ES")):
+            frame = int(info[key])
+            image, spacing, dz = load_acdc_nifti_volume(folder / f"{folder.name}_frame{frame:02d}.nii.gz")
+            labels, _, _ = load_acdc_nifti_volume(folder / f"{folder.name}_frame{frame:02d}_gt.nii.gz")
+            for z in range(image.shape[0]):
+                out.append(LabelledSlice(folder.name, "acdc", phase, z, image[z], acdc_to_allowed(labels[z].astype(np.uint8)),
+                                         spacing, dz))
+    return out
+
+
+# ---------------------------------------------------------------- Sunnybrook
+def read_contour(path: Path) -> np.ndarray:
+    return np.loadtxt(path, dtype=np.float64).reshape(-1, 2)
+
+
+def sunnybrook_roots(datasets: Path) -> list[Path]:
+    return [datasets / "sunnybrook-scd", datasets / "sunnybrook-scd-extra"]
+
+
+def sunnybrook_link(datasets: Path) -> dict[str, tuple[Path, str]]:
+    """PatientID -> (dataset folder, original SCD contour folder name) for every patient present."""
+    found = {}
+    for root in sunnybrook_roots(datasets):
+        with open(root / "link.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if (root / "dicoms" / row["patient_id"]).is_dir():
+                    found[row["patient_id"]] = (root, row["original_id"])
+    return found
+
+
+def sunnybrook_contoured(datasets: Path, patient: str) -> dict[int, dict[str, np.ndarray]]:
+    """InstanceNumber -> {"i": polygon, "o": polygon?} for every contoured image of a Sunnybrook patient."""
+    root, original = sunnybrook_link(datasets)[patient]
+    contours: dict[int, dict[str, np.ndarray]] = {}
+    for kind in ("i", "o"):
+        for path in sorted((root / "contourfiles" / original / f"{kind}-contours").glob("*.txt")):
+            instance = int(re.search(r"IM-\d+-(\d+)-", path.name).group(1))
+            contours.setdefault(instance, {})[kind] = read_contour(path)
+    return contours
+
+
+def read_dicom_image(path: Path):
+    import pydicom
+
+    dataset = pydicom.dcmread(str(path))
+    pixels = dataset.pixel_array.astype(np.float32)
+    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
+    return dataset, pixels * slope + intercept
+
+
+def load_sunnybrook(datasets: Path, patients: set[str] | None = None) -> list[LabelledSlice]:
+    """Every contoured Sunnybrook image as a partially labelled slice (SCD0000501 epicardium dropped: misaligned)."""
+    out = []
+    for patient, (root, _) in sorted(sunnybrook_link(datasets).items()):
+        if patients is not None and patient not in patients:
+            continue
+        contours = sunnybrook_contoured(datasets, patient)
+        for instance, polygons in sorted(contours.items()):
+            dataset, image = read_dicom_image(root / "dicoms" / patient / f"{instance}.dcm")
+            endo = polygon_mask(polygons["i"], image.shape)
+            epi = None
+            if "o" in polygons and patient != "SCD0000501":
+                epi = polygon_mask(polygons["o"], image.shape) | endo
+            phase = "ED" if "o" in polygons else "ES"
+            spacing = tuple(float(v) for v in dataset.PixelSpacing)
+            out.append(LabelledSlice(patient, "sunnybrook", phase, instance, image, contours_to_allowed(endo, epi),
+                                     spacing, float(getattr(dataset, "SpacingBetweenSlices", 0) or 0)))
+    return out
+
+
+def load_sunnybrook_cine(datasets: Path, patient: str):
+    """Whole Sunnybrook cine read straight from DICOM: slices sorted along the normal, phases by InstanceNumber.
+
+    Returns (pixels (phases, slices, rows, cols), spacing_rc, slice_spacing, instance_numbers (phases, slices)).
+    """
+    import pydicom
+
+    root, _ = sunnybrook_link(datasets)[patient]
+    by_position: dict[tuple, list] = {}
+    normal = None
+    for path in sorted((root / "dicoms" / patient).glob("*.dcm")):
+        dataset = pydicom.dcmread(str(path))
+        orientation = np.asarray(dataset.ImageOrientationPatient, dtype=np.float64)
+        if normal is None:
+            normal = np.cross(orientation[:3], orientation[3:])
+        key = tuple(np.round(np.asarray(dataset.ImagePositionPatient, dtype=np.float64), 2))
+        by_position.setdefault(key, []).append(dataset)
+    positions = sorted(by_position, key=lambda p: float(np.dot(normal, p)))
+    counts = {len(by_position[p]) for p in positions}
+    if len(counts) != 1:
+        raise ValueError(f"{patient}: slices have different phase counts {sorted(counts)}")
+    stack, instances = [], []
+    for position in positions:
+        frames = sorted(by_position[position], key=lambda d: int(d.InstanceNumber))
+        stack.append([f.pixel_array.astype(np.float32) * float(getattr(f, "RescaleSlope", 1) or 1)
+                      + float(getattr(f, "RescaleIntercept", 0) or 0) for f in frames])
+        instances.append([int(f.InstanceNumber) for f in frames])
+    pixels = np.transpose(np.asarray(stack, dtype=np.float32), (1, 0, 2, 3))
+    along = [float(np.dot(normal, p)) for p in positions]
+    slice_spacing = float(np.median(np.diff(along))) if len(along) > 1 else 0.0
+    first = by_position[positions[0]][0]
+    spacing = tuple(float(v) for v in first.PixelSpacing)
+    return pixels, spacing, abs(slice_spacing), np.asarray(instances).T
+
+
+# ---------------------------------------------------------------- training cache
+def nearest_resample_bits(allowed: np.ndarray, resampler: SliceResampler) -> np.ndarray:
+    """Nearest-neighbour version of resampler.forward for bitmasks; outside the source: every class allowed."""
+    rows, cols = resampler.shape_rc
+    r0, r1, rw, r_in = axis_interpolation(resampler.out_size, rows, resampler.target_spacing / resampler.spacing_rc[0], resampler.centre[0])
+    c0, c1, cw, c_in = axis_interpolation(resampler.out_size, cols, resampler.target_spacing / resampler.spacing_rc[1], resampler.centre[1])
+    ri = np.where(rw < 0.5, r0, r1)
+    ci = np.where(cw < 0.5, c0, c1)
+    out = allowed[ri[:, None], ci[None, :]].copy()
+    out[~(r_in[:, None] & c_in[None, :])] = BIT[Label.BACKGROUND]
+    return out
+
+
+def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int = CANVAS_SIZE):
+    """Resample every slice onto a canvas x canvas grid at the target spacing, centred on the image centre."""
+    images = np.zeros((len(slices), canvas, canvas), np.float32)
+    allowed = np.zeros((len(slices), canvas, canvas), np.uint8)
+    for index, item in enumerate(slices):
+        resampler = SliceResampler(item.image.shape, item.spacing_rc, target_spacing, canvas)
+        images[index] = resampler.forward(item.image)
+        allowed[index] = nearest_resample_bits(item.allowed, resampler)
+    return images, allowed
+
+
+def training_slices(datasets: Path, train_subjects: set[str]) -> list[LabelledSlice]:
+    """Every labelled slice of the training subjects (ACDC train split + non-held-out Sunnybrook)."""
+    slices = load_acdc_png(datasets, train_subjects) + load_acdc_nifti(datasets, train_subjects)
+    sunnybrook_train = {p for p in sunnybrook_link(datasets) if p not in SUNNYBROOK_HELD_OUT}
+    slices += load_sunnybrook(datasets, sunnybrook_train)
+    return slices

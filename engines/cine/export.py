@@ -1,0 +1,138 @@
+"""Export a trained cine U-Net checkpoint to ONNX (opset 17, dynamic batch), check parity, write the model card.
+
+python -m engines.cine.export --checkpoint engines/runs/cine/checkpoint.pt --out engines/models
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.cine.model import CineUNet
+
+MODEL_NAME = "cine_unet"
+OPSET = 17
+LABEL_NAMES = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 5: "RV blood pool"}
+ACDC_CITATION = ("O. Bernard, A. Lalande, C. Zotti, F. Cervenansky, et al., \"Deep Learning Techniques for Automatic MRI "
+                 "Cardiac Multi-structures Segmentation and Diagnosis: Is the Problem Solved?\", IEEE TMI 37(11):2514-2525, "
+                 "2018, doi:10.1109/TMI.2018.2837502")
+SUNNYBROOK_CITATION = ("Radau P, Lu Y, Connelly K, Paul G, Dick AJ, Wright GA. \"Evaluation Framework for Algorithms Segmenting "
+                       "Short Axis Cardiac MRI.\" The MIDAS Journal - Cardiac MR Left Ventricle Segmentation Challenge, "
+                       "http://hdl.handle.net/10380/3070")
+
+
+def load_model(checkpoint_path: Path) -> tuple[CineUNet, dict]:
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    model = CineUNet(1, checkpoint["n_classes"], tuple(checkpoint["widths"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint
+
+
+def export_onnx(model: torch.nn.Module, path: Path, crop_size: int, opset: int = OPSET) -> Path:
+    """Write `model` as ONNX with input "image" (N, 1, crop, crop) float32 and output "logits", batch dynamic."""
+    model = model.eval()
+    example = torch.zeros(2, 1, crop_size, crop_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the torch.export-based exporter (default since torch 2.9)
+        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"], opset_version=opset,
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
+                          external_data=False, verbose=False)
+    except Exception as error:  # noqa: BLE001 - older torch / onnxscript: the TorchScript exporter gives the same graph
+        print(f"dynamo ONNX export failed ({error}); using the TorchScript exporter")
+        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"], opset_version=opset,
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def onnx_parity(model: torch.nn.Module, path: Path, crop_size: int, batch: int = 3, seed: int = 0) -> float:
+    """Largest |ONNX Runtime - torch| over the logits of fresh random inputs."""
+    import onnxruntime as ort
+
+    inputs = np.random.default_rng(seed).standard_normal((batch, 1, crop_size, crop_size)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(inputs)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    return float(np.abs(got - expected).max())
+
+
+def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> dict:
+    channel_labels = list(checkpoint["channel_labels"])
+    return {
+        "name": MODEL_NAME,
+        "algorithm_name": "dicomnode-cine-unet",
+        "version": dt.date.today().strftime("%Y.%m.%d"),
+        "manufacturer": "dicomnode project",
+        "description": "2-D U-Net segmentation of short-axis cine SSFP slices into LV blood pool, LV myocardium and RV "
+                       "blood pool; research / decision support, not for diagnostic use without expert review.",
+        "framework": "PyTorch -> ONNX",
+        "onnx_opset": OPSET,
+        "input": {
+            "name": "image", "shape": ["N", 1, checkpoint["crop_size"], checkpoint["crop_size"]], "dtype": "float32",
+            "spacing_mm": checkpoint["target_spacing_mm"], "crop_size": checkpoint["crop_size"],
+            "crop_centre": "image centre (no heart localisation); crop axis-aligned with the source pixel grid",
+            "resampling": "separable bilinear (dicomnode.analysis.cine.SliceResampler), zero outside the image",
+            "normalisation": "per slice on the crop: clip to [0, 99.5th percentile], then zero mean / unit SD "
+                             "(dicomnode.analysis.cine.normalise_slices)",
+        },
+        "output": {
+            "name": "logits", "shape": ["N", len(channel_labels), checkpoint["crop_size"], checkpoint["crop_size"]],
+            "kind": "logits (softmax over channel axis)",
+            "channels": [{"channel": c, "node_label": label, "name": LABEL_NAMES[label]} for c, label in enumerate(channel_labels)],
+            "papillary_muscles": "cavity (ACDC and Sunnybrook convention)",
+        },
+        "architecture": {"type": "U-Net 2-D", "widths": list(checkpoint["widths"]), "norm": "BatchNorm (folded at export)",
+                         "parameters": int(sum(v.numel() for k, v in checkpoint["state_dict"].items()
+                                               if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))))},
+        "training": {
+            "data": [
+                {"name": "ACDC training set (acdc-train-png, acdc-sample, acdc-4d-sample)", "subjects": "80 of 100 (subject split)",
+                 "labels": "RV, LV myocardium, LV cavity at ED and ES", "licence": "CC BY-NC-SA 4.0", "citation": ACDC_CITATION},
+                {"name": "Sunnybrook Cardiac Data (sunnybrook-scd-extra: SCD0000401, SCD0000501)",
+                 "labels": "LV endocardium ED+ES, epicardium ED (SCD0000501 epicardium dropped: misaligned); partial-label loss",
+                 "licence": "CC0 1.0", "citation": SUNNYBROOK_CITATION},
+            ],
+            "train_subjects": checkpoint["train_subjects"], "held_out_subjects": checkpoint["test_subjects"],
+            "split_seed": checkpoint["seed"], "iterations": checkpoint["iterations"], "batch": checkpoint["batch"],
+            "wall_time_s": round(checkpoint["elapsed_s"], 1), "device": checkpoint["device"],
+            "training_slices": checkpoint["n_training_slices"],
+            "loss": "marginal (partial-label) cross-entropy + soft Dice on fully labelled pixels",
+        },
+        "licence": "Weights derived from ACDC: CC BY-NC-SA 4.0 (non-commercial research only, share-alike, cite "
+                   "Bernard et al. 2018); Sunnybrook part CC0 1.0.",
+        "intended_use": "Research and decision support for cine short-axis LV/RV function; not for diagnostic use without "
+                        "review of the contours by a qualified reader.",
+        "max_batch": 64,
+        "torch": {"module": "engines.cine.model", "factory": "build_model",
+                  "kwargs": {"in_channels": 1, "n_classes": len(channel_labels), "widths": list(checkpoint["widths"])},
+                  "weights": f"{MODEL_NAME}.pt"},
+        "export_parity_max_abs": parity,
+        "metrics": metrics or {},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, default=Path("engines/runs/cine/checkpoint.pt"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model, checkpoint = load_model(args.checkpoint)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")
+    onnx_path = export_onnx(model, args.out / f"{MODEL_NAME}.onnx", checkpoint["crop_size"])
+    parity = onnx_parity(model, onnx_path, checkpoint["crop_size"])
+    if parity > 1e-4:
+        raise SystemExit(f"ONNX parity {parity:.2e} exceeds 1e-4")
+    card_path = args.out / f"{MODEL_NAME}.json"
+    # metrics belong to this exact model: engines.cine.evaluate fills them in after export
+    card_path.write_text(json.dumps(model_card(checkpoint, parity), indent=1) + "\n")
+    print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), parity {parity:.2e}, card {card_path}")
+
+
+if __name__ == "__main__":
+    main()

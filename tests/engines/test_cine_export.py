@@ -1,0 +1,63 @@
+"""Cine U-Net ONNX export: opset, dynamic batch, parity with torch (fresh export and the shipped model), model card."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from engines import models_dir  # noqa: E402
+from engines.cine.export import OPSET, export_onnx, onnx_parity  # noqa: E402
+from engines.cine.model import CineUNet, build_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def run_onnx(path, inputs):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+
+
+def test_fresh_export_has_opset_dynamic_batch_and_parity(tmp_path):
+    torch.manual_seed(0)
+    model = CineUNet(1, 4, (4, 8, 16))
+    for module in model.modules():  # non-trivial batch-norm statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    path = export_onnx(model, tmp_path / "cine.onnx", crop_size=64)
+    graph = onnx.load(str(path))
+    assert OPSET >= 17
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch axis
+    assert onnx_parity(model, path, 64, batch=3, seed=11) <= 1e-4
+    for batch in (1, 5):
+        inputs = np.random.default_rng(batch).standard_normal((batch, 1, 64, 64)).astype(np.float32)
+        with torch.no_grad():
+            expected = model.eval()(torch.from_numpy(inputs)).numpy()
+        got = run_onnx(path, inputs)
+        assert got.shape == (batch, 4, 64, 64)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_shipped_model_matches_its_torch_weights_and_card():
+    card = json.loads((models_dir() / "cine_unet.json").read_text())
+    onnx_path = models_dir() / "cine_unet.onnx"
+    assert onnx_path.stat().st_size < 20e6
+    for key in ("name", "algorithm_name", "version", "manufacturer", "description", "input", "output", "training",
+                "licence", "intended_use", "metrics"):
+        assert key in card, key
+    assert card["manufacturer"] == "dicomnode project"
+    assert [c["node_label"] for c in card["output"]["channels"]] == [0, 1, 2, 5]
+    assert "CC BY-NC-SA 4.0" in card["licence"] and "CC0" in card["licence"]
+    crop = card["input"]["crop_size"]
+    entry = card["torch"]
+    model = build_model(**entry["kwargs"])
+    model.load_state_dict(torch.load(models_dir() / entry["weights"], map_location="cpu", weights_only=True))
+    model.eval()
+    inputs = np.random.default_rng(2026).standard_normal((4, 1, crop, crop)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    assert np.abs(run_onnx(onnx_path, inputs) - expected).max() <= 1e-4
