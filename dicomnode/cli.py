@@ -197,7 +197,9 @@ def print_summary_table(summary: dict) -> None:
             print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
                   f" EF {cine['rv_ef_percent']:.0f} %")
         for suggestion in study.get("suggestions", []) or []:
-            print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}): {suggestion['text'][:110]}")
+            text = suggestion["text"]
+            shown = text[text.index("Impression:"):] if "Impression:" in text else text
+            print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}; unverified): {shown[:120]}")
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         print(f"  {len(study.get('outputs', []))} result object(s)")
