@@ -174,6 +174,10 @@ def configure_logging(config: LoggingConfig) -> None:
     root.setLevel(config.level)
     # pynetdicom logs every PDU at INFO; keep it at WARNING unless debugging
     logging.getLogger("pynetdicom").setLevel("DEBUG" if config.level == "DEBUG" else "ERROR")
+    # pynetdicom's standard event handlers format every DIMSE message for its logs even when nobody reads them
+    from pynetdicom import _config as pynetdicom_config
+
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if config.level == "DEBUG" else "none"
     logging.getLogger("apscheduler").setLevel("WARNING")
     if config.show_patient_data:
         for _ in range(3):  # loud on purpose: this must not stay on unnoticed
