@@ -47,9 +47,11 @@ def dice_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def train_model(
-    cases: list[Case], epochs: int, seed: int, base_channels: int, device: torch.device, log, learning_rate: float = 3e-3
+    cases: list[Case], epochs: int, seed: int, base_channels: int, device: torch.device, log, learning_rate: float = 3e-3,
+    after_epoch=None,
 ) -> LGEUNet:
-    """One model trained on `cases` for `epochs` passes (one case per step, whole stack)."""
+    """One model trained on `cases` for `epochs` passes (one case per step, whole stack); `after_epoch(model, epoch)`
+    is called after each pass (e.g. to save a partial checkpoint)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = LGEUNet(base_channels=base_channels).to(device)
@@ -84,6 +86,8 @@ def train_model(
             step += 1
         log(f"epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} lr {scheduler.get_last_lr()[0]:.2e} "
             f"elapsed {time.time() - started:.0f}s")
+        if after_epoch is not None:
+            after_epoch(model, epoch + 1)
     return model.eval()
 
 
@@ -106,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=12, help="epochs per cross-validation fold")
     parser.add_argument("--final-epochs", type=int, default=30, help="epochs of the final model on all cases (0: skip)")
-    parser.add_argument("--only-folds", type=str, default="", help="comma-separated fold indices to run (default all)")
+    parser.add_argument("--only-folds", type=str, default="", help="comma-separated fold indices to run (default all; 'none': final model only)")
     parser.add_argument("--final-first", action="store_true", help="train the shipped final model before the folds")
     parser.add_argument("--base-channels", type=int, default=8)
     parser.add_argument("--seed", type=int, default=20261121)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--save-partial", action="store_true",
+                        help="after every epoch write partial.pt beside model.pt (mid-schedule; for interrupted runs)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.final_epochs < 0:
         parser.error("--epochs must be >= 1 and --final-epochs >= 0")
@@ -128,22 +134,40 @@ def main(argv: list[str] | None = None) -> int:
     cases = load_cases(args.data)
     folds = case_folds(cases, args.folds, args.seed)
     (args.out / "folds.json").write_text(json.dumps({"seed": args.seed, "folds": folds}, indent=1))
-    selected = [int(f) for f in args.only_folds.split(",") if f] or list(range(args.folds))
+    if args.only_folds == "none":
+        selected = []
+    else:
+        selected = [int(f) for f in args.only_folds.split(",") if f] or list(range(args.folds))
     settings = {"epochs": args.epochs, "base_channels": args.base_channels, "seed": args.seed, "device": str(device),
                 "crop_size": CROP_SIZE, "model_spacing_mm": MODEL_SPACING_MM}
+    def partial_saver(folder: Path, **metadata):
+        if not args.save_partial:
+            return None
+
+        def save(model: LGEUNet, epoch: int) -> None:
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"state_dict": state, "config": model.config,
+                        "metadata": {**metadata, "completed_epochs": epoch}}, folder / "partial.pt")
+        return save
+
     def run_folds() -> None:
         for fold in selected:
             held_out = set(folds[fold])
             training = [c for c in cases if c.name not in held_out]
             log(f"fold {fold}: {len(training)} training cases, {len(held_out)} held out, device {device}")
-            model = train_model(training, args.epochs, args.seed + fold, args.base_channels, device, log)
+            model = train_model(training, args.epochs, args.seed + fold, args.base_channels, device, log,
+                                after_epoch=partial_saver(args.out / f"fold{fold}", fold=fold,
+                                                          held_out=sorted(held_out), **settings))
             save_checkpoint(model.cpu(), args.out / f"fold{fold}" / "model.pt", fold=fold, held_out=sorted(held_out),
                             **settings)
 
     def run_final() -> None:
         if args.final_epochs:
             log(f"final model: all {len(cases)} cases, {args.final_epochs} epochs")
-            model = train_model(cases, args.final_epochs, args.seed + 1000, args.base_channels, device, log)
+            model = train_model(cases, args.final_epochs, args.seed + 1000, args.base_channels, device, log,
+                                after_epoch=partial_saver(args.out / "final", fold=None, held_out=[],
+                                                          **{**settings, "epochs": args.final_epochs}))
             save_checkpoint(model.cpu(), args.out / "final" / "model.pt", fold=None, held_out=[],
                             **{**settings, "epochs": args.final_epochs})
 

@@ -149,46 +149,54 @@ def test_storescu_study_to_orthanc_then_kill9_and_outage(isolated, tmp_path, sun
     with OrthancServer(tmp_path, aet="ORTHANC", modalities={"DICOMNODE": ("127.0.0.1", node_port)}) as orthanc:
         node = NodeProcess(tmp_path / "node", node_port, destinations={"ORTHANC": ("127.0.0.1", orthanc.dicom_port)},
                            quiet_seconds=3, pipelines=("cine",)).start()
-        study_uid = study_uid_of(sunnybrook[0])
-        # receive half, kill -9, restart, receive the rest (storescu re-sends what it had not finished)
-        first = storescu(node_port, sunnybrook[:100])
-        assert first.returncode == 0, first.stderr
-        acknowledged = len(node.db_rows("SELECT * FROM instances"))
-        assert acknowledged == 100
-        node.kill9()
-        orthanc.stop()  # the PACS goes down before results are due
-        node.start()
-        assert len(node.db_rows("SELECT * FROM instances")) == 100
-        rest = storescu(node_port, sunnybrook[100:])
-        assert rest.returncode == 0, rest.stderr
-        # kill -9 during analysis
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(s["state"] == "analysing" for s in node.studies()):
-            time.sleep(0.05)
-        node.kill9()
-        node.start()
-        studies = node.wait_states(states=("sending", "done", "failed"), timeout=300)
-        assert len(node.db_rows("SELECT * FROM instances")) == 215
-        # sends fail while Orthanc is down and are retried with back-off
-        time.sleep(2)
-        pending = node.db_rows("SELECT * FROM outbox WHERE state='pending'")
-        assert pending and max(row["attempts"] for row in pending) >= 1
-        orthanc.start()
-        node.wait_states(states=("done",), timeout=120)
-        summary = node.summary(study_uid)
-        results = [i for i in orthanc.study_instances(study_uid)]
-        outputs = summary["outputs"]
-        assert len(results) == len(outputs) >= 2
-        classes = result_classes(results, orthanc)
-        assert classes.count(SR) == 1 and classes.count(SEG) == 1
-        sop_uids = [r["SOPInstanceUID"] for r in results]
-        assert len(set(sop_uids)) == len(sop_uids)
-        # the analysis that was cut short left nothing behind; exactly one finished analysis was delivered
-        analyses = node.db_rows("SELECT state FROM analyses")
-        assert [a["state"] for a in analyses].count("done") == 1
-        series = {s["sequence"]: s for s in summary["series"]}
-        assert series["cine"]["slices"] == 10 and series["cine"]["phases"] == 20
-        assert series["localizer"]["view"] == "other"
-        assert 10 < summary["cine"]["lv_edv_ml"] < 400
-        assert studies[0]["study_instance_uid"] == study_uid
-        assert node.stop() == 0
+        try:
+            _receive_crash_and_deliver(node, node_port, orthanc, sunnybrook)
+        finally:
+            node.kill9()
+
+
+def _receive_crash_and_deliver(node, node_port, orthanc, sunnybrook):
+    """Half received, kill -9, PACS down, rest received, kill -9 mid-analysis, PACS back: delivered once."""
+    study_uid = study_uid_of(sunnybrook[0])
+    # receive half, kill -9, restart, receive the rest (storescu re-sends what it had not finished)
+    first = storescu(node_port, sunnybrook[:100])
+    assert first.returncode == 0, first.stderr
+    acknowledged = len(node.db_rows("SELECT * FROM instances"))
+    assert acknowledged == 100
+    node.kill9()
+    orthanc.stop()  # the PACS goes down before results are due
+    node.start()
+    assert len(node.db_rows("SELECT * FROM instances")) == 100
+    rest = storescu(node_port, sunnybrook[100:])
+    assert rest.returncode == 0, rest.stderr
+    # kill -9 during analysis
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(s["state"] == "analysing" for s in node.studies()):
+        time.sleep(0.05)
+    node.kill9()
+    node.start()
+    studies = node.wait_states(states=("sending", "done", "failed"), timeout=300)
+    assert len(node.db_rows("SELECT * FROM instances")) == 215
+    # sends fail while Orthanc is down and are retried with back-off
+    time.sleep(2)
+    pending = node.db_rows("SELECT * FROM outbox WHERE state='pending'")
+    assert pending and max(row["attempts"] for row in pending) >= 1
+    orthanc.start()
+    node.wait_states(states=("done",), timeout=120)
+    summary = node.summary(study_uid)
+    results = [i for i in orthanc.study_instances(study_uid)]
+    outputs = summary["outputs"]
+    assert len(results) == len(outputs) >= 2
+    classes = result_classes(results, orthanc)
+    assert classes.count(SR) == 1 and classes.count(SEG) == 1
+    sop_uids = [r["SOPInstanceUID"] for r in results]
+    assert len(set(sop_uids)) == len(sop_uids)
+    # the analysis that was cut short left nothing behind; exactly one finished analysis was delivered
+    analyses = node.db_rows("SELECT state FROM analyses")
+    assert [a["state"] for a in analyses].count("done") == 1
+    series = {s["sequence"]: s for s in summary["series"]}
+    assert series["cine"]["slices"] == 10 and series["cine"]["phases"] == 20
+    assert series["localizer"]["view"] == "other"
+    assert 10 < summary["cine"]["lv_edv_ml"] < 400
+    assert studies[0]["study_instance_uid"] == study_uid
+    assert node.stop() == 0
