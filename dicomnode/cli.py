@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from dicomnode import __version__
-from dicomnode.config import Config, ConfigError, load_config
+from dicomnode.config import Config, ConfigError, config_warnings, load_config
 
 log = logging.getLogger("dicomnode.cli")
 
@@ -97,6 +97,8 @@ def cmd_config_check(args) -> int:
         for path, message in exc.problems:
             print(f"  {path}: {message}", file=sys.stderr)
         return EXIT_ERROR
+    for warning in config_warnings(config):
+        print(f"  warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK ({len(config.destinations)} destination(s), {len(config.routes)} route(s))")
     return EXIT_OK
 

@@ -216,13 +216,24 @@ class Config(StrictModel):
     destinations: list[DestinationConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(
         default_factory=lambda: [RouteConfig(name="default")],
-        description="ordered; the default analyses every study with every pipeline and sends to every destination",
+        description="ordered; without [[routes]] one default route analyses every study with every pipeline and "
+                    "sends to every destination",
     )
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_route(cls, data):
+        """No [[routes]]: one route named "default", every pipeline, every configured destination (design.md)."""
+        if not isinstance(data, dict) or "routes" in data:
+            return data
+        names = [d.get("name") if isinstance(d, dict) else getattr(d, "name", None)
+                 for d in data.get("destinations") or []]
+        return {**data, "routes": [{"name": "default", "destinations": [n for n in names if isinstance(n, str)]}]}
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Config":
@@ -248,6 +259,17 @@ class Config(StrictModel):
         if not data.node.storage_dir.is_absolute():
             data.node.storage_dir = (base / data.node.storage_dir).resolve()
         return data
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Valid but probably unintended settings (`dicomnode config check` prints them): unused destinations,
+    routes that send nowhere."""
+    used = {name for route in config.routes for name in route.destinations}
+    warnings = [f"destinations[{d.name}]: used by no route, so no result is ever sent to it"
+                for d in config.destinations if d.name not in used]
+    warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
+                 for r in config.routes if not r.destinations and not r.send_to_sender]
+    return warnings
 
 
 class ConfigError(Exception):

@@ -77,3 +77,29 @@ def test_toml_syntax_error_is_reported(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(bad)
     assert caught.value.problems[0][0] == "(syntax)"
+
+
+MINIMAL = {  # design.md: node + one destination, no [[routes]]
+    "node": {"ae_title": "A", "storage_dir": "x"},
+    "destinations": [{"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}],
+}
+
+
+def test_minimal_config_sends_to_every_destination():
+    config = parse_config(MINIMAL)
+    assert [r.destinations for r in config.routes] == [["pacs"]]
+    two = parse_config({**MINIMAL, "destinations": MINIMAL["destinations"] + [
+        {"name": "viewer", "ae_title": "V", "host": "127.0.0.1", "port": 4243}]})
+    assert two.routes[0].destinations == ["pacs", "viewer"]
+
+
+def test_config_check_warns_about_a_destination_no_route_uses(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[destinations]]\nname = "pacs"\nae_title = "O"\nhost = "127.0.0.1"\nport = 4242\n'
+                    '[[destinations]]\nname = "spare"\nae_title = "S"\nhost = "127.0.0.1"\nport = 4243\n'
+                    '[[routes]]\nname = "r"\ndestinations = ["pacs"]\n')
+    result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "config", "check", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "destinations[spare]: used by no route" in result.stderr
+    assert "pacs" not in result.stderr
