@@ -1,0 +1,329 @@
+"""AHA 17-segment model of the LV on a short-axis label map: segments, scar extent, transmurality, wall thickness.
+
+Cerqueira MD et al., "Standardized myocardial segmentation and nomenclature for tomographic imaging of the heart",
+Circulation 2002;105:539-542: basal, mid and apical thirds of the LV; 6 x 60 degree sectors at base and mid, 4 x 90
+degree sectors at the apex, 17 = apical cap. The anterior and inferior RV insertion points bound the septum: the
+anterior one at the 1|2 (7|8) boundary, the inferior one at the 3|4 (9|10) boundary; the apical septal segment 14 is
+centred on the septum. Numbering counter-clockwise as seen from the apex: 1 anterior, 2 anteroseptal, 3 inferoseptal,
+4 inferior, 5 inferolateral, 6 anterolateral (7-12 the same at mid), 13 anterior, 14 septal, 15 inferior, 16 lateral.
+
+Pure functions: numpy in, numbers out. Node labels (dicomnode.labels): 1 LV blood pool, 2 healthy myocardium,
+3 scar, 4 MVO, 5 RV blood pool. Slices must be ordered along n = row direction x column direction (the dicomnode
+Volume convention: ascending position along the stack normal), so that the displayed image is seen looking along +n.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
+
+BasalEnd = Literal["first", "last"]
+MODEL_NAME = "AHA 17-segment model (Cerqueira et al., Circulation 2002)"
+
+SEGMENT_NAMES = {
+    1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
+    5: "basal inferolateral", 6: "basal anterolateral", 7: "mid anterior", 8: "mid anteroseptal",
+    9: "mid inferoseptal", 10: "mid inferior", 11: "mid inferolateral", 12: "mid anterolateral",
+    13: "apical anterior", 14: "apical septal", 15: "apical inferior", 16: "apical lateral", 17: "apex",
+}
+#: coronary territories (Cerqueira 2002, figure 3)
+TERRITORIES = {"LAD": (1, 2, 7, 8, 13, 14, 17), "RCA": (3, 4, 9, 10, 15), "LCx": (5, 6, 11, 12, 16)}
+#: transmurality classes used in CMR reports (0 / 1-25 / 26-50 / 51-75 / 76-100 %)
+TRANSMURALITY_CLASSES = ((0.0, "0"), (25.0, "1-25"), (50.0, "26-50"), (75.0, "51-75"), (100.0, "76-100"))
+#: base -> apex direction of a typical heart in patient LPS coordinates (apex points left, anterior, inferior)
+APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
+
+RAY_STEP_PX = 0.25
+RAYS_PER_DEGREE = 1.0
+
+
+def transmurality_class(percent: float | None) -> str | None:
+    """The reporting class (0 / 1-25 / 26-50 / 51-75 / 76-100 %) of a transmurality in percent."""
+    if percent is None:
+        return None
+    if percent <= 0:
+        return "0"
+    for upper, name in TRANSMURALITY_CLASSES[1:]:
+        if percent <= upper + 1e-9:
+            return name
+    return "76-100"
+
+
+def basal_end_from_geometry(stack_normal_lps: Sequence[float]) -> BasalEnd:
+    """Which end of a slice order ascending along `stack_normal_lps` is basal, from the typical LV long axis.
+
+    The LV apex points left, anterior and inferior (LPS +x, -y, -z): if the normal points towards the apex, slice
+    positions increase towards the apex and the first slice is basal. Raises when the normal is nearly orthogonal
+    to that axis (not a short-axis stack one can orient this way).
+    """
+    normal = np.asarray(stack_normal_lps, dtype=float)
+    if normal.shape != (3,) or not np.isfinite(normal).all() or np.linalg.norm(normal) == 0:
+        raise ValueError(f"stack normal must be a finite non-zero 3-vector, got {stack_normal_lps}")
+    cosine = float(normal @ APEX_DIRECTION_LPS / np.linalg.norm(normal))
+    if abs(cosine) < 0.2:
+        raise ValueError(f"stack normal {normal.tolist()} is nearly orthogonal to the usual LV long axis "
+                         f"(cosine {cosine:.2f}); say explicitly which end is basal")
+    return "first" if cosine > 0 else "last"
+
+
+@dataclass(frozen=True)
+class SegmentValues:
+    """Values of one AHA segment; None where not measured."""
+
+    segment: int
+    name: str
+    slices: tuple[int, ...]
+    myocardium_voxels: int
+    scar_voxels: int | None = None
+    scar_extent_percent: float | None = None
+    transmurality_max_percent: float | None = None
+    transmurality_mean_percent: float | None = None
+    transmurality_class: str | None = None
+    wall_thickness_mm: float | None = None
+
+    def summary(self) -> dict:
+        out = {"segment": self.segment, "name": self.name, "slices": list(self.slices),
+               "myocardium_voxels": self.myocardium_voxels}
+        if self.scar_voxels is not None:
+            out.update(scar_voxels=self.scar_voxels, scar_extent_percent=_round(self.scar_extent_percent),
+                       transmurality_max_percent=_round(self.transmurality_max_percent),
+                       transmurality_mean_percent=_round(self.transmurality_mean_percent),
+                       transmurality_class=self.transmurality_class)
+        if self.wall_thickness_mm is not None:
+            out["wall_thickness_mm"] = _round(self.wall_thickness_mm)
+        return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 2)
+
+
+@dataclass(frozen=True)
+class AHAResult:
+    """The 17 segments of one stack, or why they could not be made (`applicable` False with `reason`)."""
+
+    applicable: bool
+    reason: str | None = None
+    segments: tuple[SegmentValues, ...] = ()
+    segment_map: np.ndarray | None = None  # (slices, rows, cols) int8: AHA segment 1..17 of each myocardium voxel, 0
+    thirds: dict = field(default_factory=dict)  # "basal" | "mid" | "apical" | "apex" -> slice indices
+    rv_insertion: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        if not self.applicable:
+            return {"applicable": False, "reason": self.reason, "model": MODEL_NAME}
+        return {"applicable": True, "model": MODEL_NAME, "thirds": {k: list(v) for k, v in self.thirds.items()},
+                "rv_insertion": self.rv_insertion, "segments": [s.summary() for s in self.segments]}
+
+
+def _check(labels: np.ndarray, pixel_spacing_rc, slice_positions_mm, basal_end) -> tuple[np.ndarray, tuple, np.ndarray]:
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer (slices, rows, cols) array, got {labels.dtype} {labels.shape}")
+    spacing = tuple(float(v) for v in pixel_spacing_rc)
+    if len(spacing) != 2 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ValueError(f"pixel_spacing_rc must be two positive numbers, got {pixel_spacing_rc}")
+    positions = np.asarray(slice_positions_mm, dtype=float).reshape(-1)
+    if positions.shape[0] != labels.shape[0]:
+        raise ValueError(f"{positions.shape[0]} slice positions for {labels.shape[0]} slices")
+    if positions.size > 1 and not (np.all(np.diff(positions) > 0) or np.all(np.diff(positions) < 0)):
+        raise ValueError("slice positions must be strictly monotonic (one stack, no duplicates)")
+    if basal_end not in ("first", "last"):
+        raise ValueError(f"basal_end must be 'first' or 'last', got {basal_end!r}")
+    return labels, spacing, positions
+
+
+def _angles(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], from_apex: bool) -> np.ndarray:
+    """Angle in degrees [0, 360), counter-clockwise as seen from the apex."""
+    dy, dx = rows - centre[0], cols - centre[1]
+    # on screen (x right, y down) the image is seen looking along +n; seen from the apex when +n points to the base
+    angle = np.degrees(np.arctan2(-dy, dx)) if from_apex else np.degrees(np.arctan2(dy, dx))
+    return angle % 360.0
+
+
+def _insertion_points(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex: bool) -> tuple[float, float] | None:
+    """(anterior, inferior) RV insertion angles: the ends of the arc of RV blood pool touching the myocardium (RV
+    pixels 4-adjacent to LV myocardium, angles from the LV centre)."""
+    if not rv.any():
+        return None
+    touching = ndimage.binary_dilation(myocardium, structure=ndimage.generate_binary_structure(2, 1)) & rv
+    if touching.sum() < 2:
+        return None
+    rows, cols = np.nonzero(touching)
+    angles = np.sort(_angles(rows, cols, centre, from_apex))
+    gaps = np.diff(np.concatenate([angles, [angles[0] + 360.0]]))
+    widest = int(np.argmax(gaps))
+    if gaps[widest] < 30.0:
+        return None  # RV all around the LV: no septal arc
+    anterior = angles[(widest + 1) % len(angles)]  # the arc runs counter-clockwise from anterior to inferior
+    inferior = angles[widest]
+    return float(anterior), float(inferior)
+
+
+def _circular_mean(degrees: Sequence[float]) -> float:
+    radians = np.radians(np.asarray(degrees, dtype=float))
+    return float(np.degrees(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
+
+
+def _sector_of(angle: np.ndarray, anterior: float, inferior: float, apical: bool) -> np.ndarray:
+    """Sector index (0-based within the ring: 6 at base/mid, 4 at the apex) of each angle."""
+    septal = (inferior - anterior) % 360.0
+    if apical:
+        centre = (anterior + septal / 2.0) % 360.0
+        relative = (angle - (centre - 135.0)) % 360.0  # 0 at the anterior start of segment 13
+        return np.minimum((relative // 90.0).astype(int), 3)
+    relative = (angle - anterior) % 360.0  # 0 at the anterior RV insertion point, CCW
+    free = 360.0 - septal
+    sector = np.where(relative < septal, 1 + (relative >= septal / 2.0),
+                      3 + np.minimum(((relative - septal) // (free / 4.0)).astype(int), 3))
+    return np.where(sector == 6, 0, sector)  # the last free-wall quarter is segment 1 (anterior)
+
+
+def _ray_profiles(myocardium: np.ndarray, scar: np.ndarray, centre, spacing, angles_deg: np.ndarray,
+                  from_apex: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per ray: (wall length in mm, scar fraction of the wall in %); NaN where the ray crosses no myocardium."""
+    rows, cols = myocardium.shape
+    reach = float(np.hypot(rows, cols))
+    steps = np.arange(0.0, reach, RAY_STEP_PX)
+    theta = np.radians(angles_deg)[:, None]
+    dy = (-np.sin(theta) if from_apex else np.sin(theta)) * steps
+    dx = np.cos(theta) * steps
+    r = np.rint(centre[0] + dy).astype(int)
+    c = np.rint(centre[1] + dx).astype(int)
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+    r, c = np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)
+    on_wall = myocardium[r, c] & inside
+    on_scar = scar[r, c] & inside
+    step_mm = RAY_STEP_PX * np.hypot(spacing[0] * np.sin(theta[:, 0]), spacing[1] * np.cos(theta[:, 0]))
+    wall_samples = on_wall.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        length = np.where(wall_samples > 0, wall_samples * step_mm, np.nan)
+        fraction = np.where(wall_samples > 0, 100.0 * on_scar.sum(axis=1) / wall_samples, np.nan)
+    return length, fraction
+
+
+def aha_segments(
+    labels: np.ndarray,
+    pixel_spacing_rc: Sequence[float],
+    slice_positions_mm: Sequence[float],
+    basal_end: BasalEnd,
+    *,
+    scar: bool = True,
+    wall_thickness: bool = False,
+) -> AHAResult:
+    """The AHA 17 segments of a short-axis label map (slices, rows, cols) with per-segment values.
+
+    `slice_positions_mm`: position of each slice along the stack normal (monotonic); `basal_end`: which end of the
+    given slice order is the base ("first" = slice 0). `scar`: scar extent (% of the segment's myocardium voxels,
+    scar incl. MVO) and transmurality (scar share of the wall along rays from the LV centre, one per degree:
+    maximum and mean over the segment's rays, in %); `wall_thickness`: mean wall length along the same rays in mm
+    (meaningful on an end-diastolic label map). Segment 17 (apical cap: myocardium slices beyond the cavity) has
+    scar extent only. Without an RV blood pool (label 5) in any slice the insertion points are unknown: the result
+    is not applicable and says why.
+    """
+    labels, spacing, _ = _check(labels, pixel_spacing_rc, slice_positions_mm, basal_end)
+    myocardium = np.isin(labels, [int(v) for v in MYOCARDIUM_LABELS])
+    enhanced = np.isin(labels, [int(v) for v in ENHANCED_LABELS])
+    pool = labels == int(Label.LV_BLOOD_POOL)
+    rv = labels == int(Label.RV_BLOOD_POOL)
+    order = list(range(labels.shape[0])) if basal_end == "first" else list(range(labels.shape[0]))[::-1]
+    with_myocardium = [k for k in order if myocardium[k].any()]
+    if not with_myocardium:
+        return AHAResult(False, "no LV myocardium in any slice")
+    if not rv.any():
+        return AHAResult(False, "no RV blood pool (label 5) in the label map: the RV insertion points that bound the "
+                                "septum are unknown, so AHA segments are not assigned")
+    # apical cap (17): myocardium slices at the apical end beyond the last slice with LV cavity
+    with_cavity = [k for k in with_myocardium if pool[k].any()]
+    if not with_cavity:
+        return AHAResult(False, "no slice with LV blood pool: the LV centre and the thirds are undefined")
+    last_cavity = with_myocardium.index(with_cavity[-1])
+    ring_slices = with_myocardium[:last_cavity + 1]
+    cap_slices = with_myocardium[last_cavity + 1:]
+    thirds = [list(part) for part in np.array_split(np.asarray(ring_slices, dtype=int), 3)]
+    names = ("basal", "mid", "apical")
+    from_apex = basal_end == "last"  # slices ascend along +n, so +n points apex -> base: the image is seen from the apex
+
+    centres, insertion = {}, {}
+    for k in ring_slices:
+        source = pool[k] if pool[k].any() else myocardium[k]
+        centres[k] = tuple(np.argwhere(source).mean(axis=0))
+        found = _insertion_points(myocardium[k], rv[k], centres[k], from_apex)
+        if found is not None:
+            insertion[k] = found
+    if not insertion:
+        return AHAResult(False, "the RV blood pool touches the LV myocardium in no slice (or surrounds it): the RV "
+                                "insertion points are unknown, so AHA segments are not assigned")
+    default = (_circular_mean([a for a, _ in insertion.values()]), _circular_mean([b for _, b in insertion.values()]))
+
+    segment_map = np.zeros(labels.shape, dtype=np.int8)
+    rays: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {s: [] for s in range(1, 17)}
+    for third_index, slices in enumerate(thirds):
+        apical = third_index == 2
+        first_segment = (1, 7, 13)[third_index]
+        for k in slices:
+            anterior, inferior = insertion.get(k, default)
+            rows, cols = np.nonzero(myocardium[k])
+            sector = _sector_of(_angles(rows, cols, centres[k], from_apex), anterior, inferior, apical)
+            segment_map[k, rows, cols] = first_segment + sector
+            if scar or wall_thickness:
+                ray_angles = np.arange(0.0, 360.0, 1.0 / RAYS_PER_DEGREE) + 0.5 / RAYS_PER_DEGREE
+                length, fraction = _ray_profiles(myocardium[k], enhanced[k], centres[k], spacing, ray_angles,
+                                                 from_apex)
+                ray_sector = _sector_of(ray_angles, anterior, inferior, apical)
+                for s in np.unique(ray_sector):
+                    chosen = ray_sector == s
+                    rays[first_segment + int(s)].append((length[chosen], fraction[chosen]))
+    for k in cap_slices:
+        segment_map[k][myocardium[k]] = 17
+
+    segments = []
+    for number in range(1, 18):
+        voxels = segment_map == number
+        slices = tuple(int(k) for k in np.nonzero(voxels.any(axis=(1, 2)))[0])
+        count = int(voxels.sum())
+        values = dict(segment=number, name=SEGMENT_NAMES[number], slices=slices, myocardium_voxels=count)
+        if scar:
+            scar_count = int((voxels & enhanced).sum())
+            values.update(scar_voxels=scar_count, scar_extent_percent=100.0 * scar_count / count if count else None)
+        profiles = rays.get(number, [])
+        lengths = np.concatenate([p[0] for p in profiles]) if profiles else np.array([])
+        fractions = np.concatenate([p[1] for p in profiles]) if profiles else np.array([])
+        if scar and number != 17 and np.isfinite(fractions).any():
+            values.update(transmurality_max_percent=float(np.nanmax(fractions)),
+                          transmurality_mean_percent=float(np.nanmean(fractions)))
+            values["transmurality_class"] = transmurality_class(values["transmurality_max_percent"])
+        elif scar and number == 17:
+            values["transmurality_class"] = None
+        if wall_thickness and number != 17 and np.isfinite(lengths).any():
+            values["wall_thickness_mm"] = float(np.nanmean(lengths))
+        segments.append(SegmentValues(**values))
+    thirds_out = {name: [int(k) for k in part] for name, part in zip(names, thirds)}
+    thirds_out["apex"] = [int(k) for k in cap_slices]
+    rv_info = {"slices_with_insertion_points": sorted(int(k) for k in insertion),
+               "slices_using_mean_insertion_points": sorted(int(k) for k in ring_slices if k not in insertion),
+               "anterior_deg": round(default[0], 1), "inferior_deg": round(default[1], 1),
+               "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction"}
+    return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info)
+
+
+def aha_summary(
+    labels: np.ndarray,
+    pixel_spacing_rc: Sequence[float],
+    slice_positions_mm: Sequence[float],
+    basal_end: BasalEnd,
+    *,
+    scar: bool = True,
+    wall_thickness: bool = False,
+) -> dict:
+    """The summary.json block of `aha_segments` (`lge.aha_segments` / `cine.aha_segments`); never raises on a label
+    map that merely lacks what the model needs: {"applicable": false, "reason": ...} instead."""
+    try:
+        return aha_segments(labels, pixel_spacing_rc, slice_positions_mm, basal_end, scar=scar,
+                            wall_thickness=wall_thickness).summary()
+    except ValueError as error:
+        return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
