@@ -89,10 +89,11 @@ def stand_in_models(folder: Path, threads: int) -> dict[str, str]:
     made = {}
     specs = []
     try:
-        from engines.lge.model import LGEUNet
+        from engines.lge.model import LGESliceUNet
 
-        specs.append(("lge_unet", LGEUNet(), (1, 1, LGE_SLICES, 128, 128), {0: "N", 2: "D"}, "engines.lge.model",
-                      "LGEUNet", "stand-in: engines.lge.model.LGEUNet, random weights (model not shipped yet)"))
+        specs.append(("lge_unet", LGESliceUNet().eval(), (1, 1, LGE_SLICES, 128, 128), {0: "N", 2: "D"},
+                      "engines.lge.model", "LGESliceUNet",
+                      "stand-in: engines.lge.model.LGESliceUNet, random weights (model not shipped yet)"))
     except Exception as exc:  # noqa: BLE001 - the stand-in is only a fallback
         print(f"(no LGE architecture importable: {exc})", file=sys.stderr)
     try:

@@ -1,15 +1,22 @@
-"""EMIDEC LGE PNG cases: loading whole stacks, case-level folds, and the assumed geometry of the PNGs."""
+"""LGE training cases from two centres: EMIDEC (8-bit PNG, assumed geometry) and MyoPS 2020 (12-bit NIfTI, real
+geometry), mapped to node labels, with patient-level folds stratified by centre.
+
+Label availability differs per centre and is carried on every case (`labelled`): EMIDEC labels no RV (RV pixels
+are background there) and MyoPS labels no separate MVO (it is inside its scar label), so the loss merges the
+classes a centre cannot tell apart (engines.lge.losses).
+"""
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from dicomnode.devtools.sources import EMIDEC_PIXEL_SPACING_MM, EMIDEC_SLICE_SPACING_MM
-from dicomnode.labels import EMIDEC_TO_NODE
+from dicomnode.labels import EMIDEC_TO_NODE, MYOPS_TO_NODE, Label
 
 #: The PNGs carry no geometry. EMIDEC originals are ~1.25-2 mm in-plane and ~8-13 mm between slices; the
 #: project-wide assumption (dicomnode.devtools.sources, also used for the DICOM studies derived from EMIDEC)
@@ -17,24 +24,45 @@ from dicomnode.labels import EMIDEC_TO_NODE
 ASSUMED_PNG_SPACING_MM = (EMIDEC_PIXEL_SPACING_MM, EMIDEC_PIXEL_SPACING_MM)
 ASSUMED_SLICE_SPACING_MM = EMIDEC_SLICE_SPACING_MM
 
+DATASETS = Path(os.environ.get("DICOMNODE_SHARED_DATASETS")
+                or Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
+EMIDEC_DIR = DATASETS / "emidec-lge-png"
+MYOPS_DIR = DATASETS / "myops2020-lge"
+
 _SLICE_NAME = re.compile(r"^(Case_[NP]\d{3})_slice(\d{3})\.png$")
+ALL_LABELS = frozenset(int(v) for v in Label)
 
 
 @dataclass
 class Case:
-    """One EMIDEC case: image (D, H, W) uint8 and node labels (D, H, W) uint8, slices in source order."""
+    """One patient's LGE short-axis stack.
+
+    image: (D, H, W) float32 in the source's own intensity units; labels: (D, H, W) uint8 node labels;
+    spacing_rc: in-plane (row, col) spacing in mm; slice_spacing_mm: distance between slices;
+    centre: "emidec" | "myops"; labelled: node labels this centre distinguishes (others are merged by the loss);
+    real_geometry: False where the spacing is an assumption (EMIDEC PNG).
+    """
 
     name: str
     image: np.ndarray
     labels: np.ndarray
+    spacing_rc: tuple[float, float]
+    slice_spacing_mm: float
+    centre: str
+    labelled: frozenset = field(default=ALL_LABELS)
+    real_geometry: bool = True
 
     @property
     def pathological(self) -> bool:
-        return self.name.startswith("Case_P")
+        return self.centre == "myops" or self.name.startswith("Case_P")
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return self.spacing_rc[0] * self.spacing_rc[1] * self.slice_spacing_mm / 1000.0
 
 
-def load_cases(root: Path) -> list[Case]:
-    """All cases of the train/ and val/ folders, sorted by name."""
+def load_emidec(root: Path = EMIDEC_DIR) -> list[Case]:
+    """All EMIDEC cases of the train/ and val/ folders, sorted by name (labels: 0..4, no RV)."""
     root = Path(root)
     slices: dict[str, list[tuple[int, Path, Path]]] = {}
     for image_dir, label_dir in (("train", "trainannot"), ("val", "valannot")):
@@ -54,23 +82,71 @@ def load_cases(root: Path) -> list[Case]:
     cases = []
     for name in sorted(slices):
         entries = sorted(slices[name])
-        image = np.stack([np.asarray(Image.open(p).convert("L")) for _, p, _ in entries])
+        image = np.stack([np.asarray(Image.open(p).convert("L")) for _, p, _ in entries]).astype(np.float32)
         raw = np.stack([np.asarray(Image.open(q)) for _, _, q in entries])
         if raw.max() > 4:
             raise ValueError(f"{name}: label value {raw.max()} outside EMIDEC 0..4")
-        cases.append(Case(name=name, image=image, labels=lookup[raw]))
+        cases.append(Case(name=name, image=image, labels=lookup[raw], spacing_rc=ASSUMED_PNG_SPACING_MM,
+                          slice_spacing_mm=ASSUMED_SLICE_SPACING_MM, centre="emidec",
+                          labelled=ALL_LABELS - {int(Label.RV_BLOOD_POOL)}, real_geometry=False))
     return cases
 
 
+def load_myops(root: Path = MYOPS_DIR) -> list[Case]:
+    """All MyoPS 2020 cases (LGE + expert labels, real spacing from the NIfTI header), sorted by name.
+
+    The NIfTI array is (x, y, slice); each slice is transposed to (rows, cols) = (y, x). In-plane orientation
+    differs between cases (the affine's axis codes vary), which training augments over anyway.
+    """
+    import nibabel as nib
+
+    root = Path(root)
+    cases = []
+    for folder in sorted(p for p in root.glob("Case*") if p.is_dir()):
+        name = folder.name
+        lge = nib.load(str(folder / f"{name}_LGE.nii.gz"))
+        labels_raw = np.asarray(nib.load(str(folder / f"{name}_gd.nii.gz")).dataobj)
+        image = np.asarray(lge.dataobj, dtype=np.float32)
+        if image.shape != labels_raw.shape:
+            raise ValueError(f"{name}: LGE {image.shape} and labels {labels_raw.shape} differ")
+        unknown = set(np.unique(labels_raw).tolist()) - set(MYOPS_TO_NODE)
+        if unknown:
+            raise ValueError(f"{name}: label values {sorted(unknown)} outside the MyoPS convention")
+        labels = np.zeros(labels_raw.shape, dtype=np.uint8)
+        for source, node in MYOPS_TO_NODE.items():
+            labels[labels_raw == source] = int(node)
+        zooms = lge.header.get_zooms()
+        cases.append(Case(name=name, image=np.ascontiguousarray(image.transpose(2, 1, 0)),
+                          labels=np.ascontiguousarray(labels.transpose(2, 1, 0)),
+                          spacing_rc=(float(zooms[1]), float(zooms[0])), slice_spacing_mm=float(zooms[2]),
+                          centre="myops", labelled=ALL_LABELS - {int(Label.MVO)}, real_geometry=True))
+    if not cases:
+        raise ValueError(f"no MyoPS cases under {root}")
+    return cases
+
+
+def load_cases(centres: tuple[str, ...] = ("emidec", "myops"), emidec_root: Path = EMIDEC_DIR,
+               myops_root: Path = MYOPS_DIR) -> list[Case]:
+    """The cases of the named centres (any of "emidec", "myops"), EMIDEC first."""
+    loaders = {"emidec": lambda: load_emidec(emidec_root), "myops": lambda: load_myops(myops_root)}
+    unknown = set(centres) - set(loaders)
+    if unknown:
+        raise ValueError(f"unknown centre(s) {sorted(unknown)}; known: {sorted(loaders)}")
+    return [case for centre in ("emidec", "myops") if centre in centres for case in loaders[centre]()]
+
+
 def case_folds(cases: list[Case], folds: int, seed: int) -> list[list[str]]:
-    """Case names split into `folds` groups, stratified by pathological/normal, reproducible for a seed."""
+    """Case names split into `folds` groups, stratified by centre and (EMIDEC) pathological/normal, reproducible."""
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     rng = np.random.default_rng(seed)
     groups: list[list[str]] = [[] for _ in range(folds)]
     offset = 0
-    for pathological in (True, False):
-        names = sorted(c.name for c in cases if c.pathological == pathological)
+    strata: dict[tuple[str, bool], list[str]] = {}
+    for case in cases:
+        strata.setdefault((case.centre, case.pathological), []).append(case.name)
+    for key in sorted(strata):
+        names = sorted(strata[key])
         rng.shuffle(names)
         for index, name in enumerate(names):
             groups[(index + offset) % folds].append(name)

@@ -1,94 +1,100 @@
-"""Anisotropic 3D U-Net for LGE short-axis stacks: in-plane convolutions early, 3D deeper, in-plane pooling only."""
+"""LGE segmentation network: a 2D nnU-Net-style U-Net (MONAI DynUNet) applied slice by slice to a short-axis
+stack, and the ensemble of cross-validation fold models that ships.
+
+Input (N, 1, D, H, W) float32, output logits (N, 6, D, H, W) with H and W divisible by 16: the stack's slices are
+folded into the batch, so depth is free and the ONNX signature stays that of a stack model. With 12-23 mm between
+slices (MyoPS) a 2D network is what nnU-Net itself chooses for such anisotropy.
+"""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from monai.networks.nets import DynUNet
 from torch import nn
 
-CLASS_NAMES = ("background", "lv_blood_pool", "healthy_myocardium", "scar", "mvo")
+CLASS_NAMES = ("background", "lv_blood_pool", "healthy_myocardium", "scar", "mvo", "rv_blood_pool")
+DEFAULT_FILTERS = (16, 32, 64, 128, 256)
 
 
-class AnisotropicConv(nn.Module):
-    """A (1,3,3) or (3,3,3) convolution on (N, C, D, H, W), computed with Conv2d on slices.
+class LGESliceUNet(nn.Module):
+    """2D DynUNet (instance norm, leaky ReLU, strided-conv down-sampling) on every slice of a stack.
 
-    A (3,3,3) kernel is the exact equivalent of nn.Conv3d with depth zero padding: the three neighbouring
-    slices are stacked along channels and convolved in-plane. Conv2d is ~7x faster than Conv3d on CPU.
+    In training mode with `deep_supervision` the forward of `forward_slices` returns (N, 1 + heads, C, H, W) as
+    DynUNet does (lower-resolution heads up-sampled to full size); `forward` (stack layout) always returns the
+    main head only.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, depth_kernel: int):
+    def __init__(self, filters: tuple[int, ...] = DEFAULT_FILTERS, classes: int = len(CLASS_NAMES),
+                 deep_supervision_heads: int = 2):
         super().__init__()
-        if depth_kernel not in (1, 3):
-            raise ValueError(f"depth_kernel must be 1 or 3, got {depth_kernel}")
-        self.depth_kernel = depth_kernel
-        self.conv = nn.Conv2d(in_channels * depth_kernel, out_channels, 3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.depth_kernel == 3:
-            padded = F.pad(x, (0, 0, 0, 0, 1, 1))
-            x = torch.cat([padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]], dim=1)
-        n, c, d, h, w = x.shape
-        slices = x.transpose(1, 2).reshape(n * d, c, h, w)
-        out = self.conv(slices)
-        return out.reshape(n, d, out.shape[1], h, w).transpose(1, 2)
-
-
-class ConvBlock(nn.Sequential):
-    """Two convolutions, each followed by instance norm (over the whole stack) and leaky ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, in_plane_only: bool):
-        depth_kernel = 1 if in_plane_only else 3
-        layers: list[nn.Module] = []
-        for index in range(2):
-            layers += [
-                AnisotropicConv(in_channels if index == 0 else out_channels, out_channels, depth_kernel),
-                nn.InstanceNorm3d(out_channels, affine=True),
-                nn.LeakyReLU(0.01, inplace=True),
-            ]
-        super().__init__(*layers)
-
-
-class LGEUNet(nn.Module):
-    """Input (N, 1, D, H, W) float32 with H and W divisible by 2**(levels-1); output logits (N, classes, D, H, W).
-
-    Depth is never pooled, so any depth >= 1 works; levels < `in_plane_levels` use (1,3,3) kernels, deeper
-    levels (3,3,3).
-    """
-
-    def __init__(self, base_channels: int = 12, levels: int = 4, in_plane_levels: int = 2, classes: int = 5):
-        super().__init__()
-        if base_channels < 1 or levels < 2 or classes < 2 or not 0 <= in_plane_levels <= levels:
-            raise ValueError(
-                f"need base_channels >= 1, levels >= 2, classes >= 2, 0 <= in_plane_levels <= levels; "
-                f"got {base_channels}, {levels}, {classes}, {in_plane_levels}"
-            )
-        self.levels = levels
-        self.config = {"base_channels": base_channels, "levels": levels, "in_plane_levels": in_plane_levels, "classes": classes}
-        widths = [base_channels * 2**level for level in range(levels)]
-        self.encoders = nn.ModuleList()
-        in_channels = 1
-        for level, width in enumerate(widths):
-            self.encoders.append(ConvBlock(in_channels, width, in_plane_only=level < in_plane_levels))
-            in_channels = width
-        self.pool = nn.MaxPool3d((1, 2, 2))
-        self.upsamplers = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for level in reversed(range(levels - 1)):
-            self.upsamplers.append(nn.ConvTranspose3d(widths[level + 1], widths[level], (1, 2, 2), stride=(1, 2, 2)))
-            self.decoders.append(ConvBlock(2 * widths[level], widths[level], in_plane_only=level < in_plane_levels))
-        self.head = nn.Conv3d(widths[0], classes, 1)
+        filters = tuple(int(f) for f in filters)
+        if len(filters) < 3 or classes < 2 or deep_supervision_heads < 0:
+            raise ValueError(f"need >= 3 levels, >= 2 classes, heads >= 0; got {filters}, {classes}, "
+                             f"{deep_supervision_heads}")
+        self.config = {"filters": list(filters), "classes": classes, "deep_supervision_heads": deep_supervision_heads}
+        strides = [[1, 1]] + [[2, 2]] * (len(filters) - 1)
+        self.net = DynUNet(
+            spatial_dims=2, in_channels=1, out_channels=classes, kernel_size=[[3, 3]] * len(filters),
+            strides=strides, upsample_kernel_size=strides[1:], filters=list(filters), norm_name="instance",
+            act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+            deep_supervision=deep_supervision_heads > 0, deep_supr_num=max(1, deep_supervision_heads),
+            res_block=False,
+        )
 
     @property
     def spatial_multiple(self) -> int:
-        return 2 ** (self.levels - 1)
+        return 2 ** (len(self.config["filters"]) - 1)
+
+    def forward_slices(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> logits (N, C, H, W), or (N, 1 + heads, C, H, W) in training with deep supervision."""
+        return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x)
-            if level < self.levels - 1:
-                skips.append(x)
-                x = self.pool(x)
-        for upsampler, decoder in zip(self.upsamplers, self.decoders):
-            x = upsampler(x)
-            x = decoder(torch.cat([x, skips.pop()], dim=1))
-        return self.head(x)
+        n, c, d, h, w = x.shape
+        slices = x.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w)
+        logits = self.net(slices)
+        if logits.dim() == 5:  # training mode with deep supervision: main head
+            logits = logits[:, 0]
+        classes = logits.shape[1]
+        return logits.reshape(n, d, classes, h, w).permute(0, 2, 1, 3, 4)
+
+
+class LGEEnsemble(nn.Module):
+    """The mean of the members' softmax probabilities, returned as log-probabilities ("logits" whose softmax is
+    that mean), optionally with a left-right flip as test-time augmentation. (N,1,D,H,W) -> (N,C,D,H,W)."""
+
+    def __init__(self, members: int, filters: tuple[int, ...] = DEFAULT_FILTERS, classes: int = len(CLASS_NAMES),
+                 flip_tta: bool = False, deep_supervision_heads: int = 2):
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        self.config = {"members": members, "filters": list(filters), "classes": classes, "flip_tta": flip_tta,
+                       "deep_supervision_heads": deep_supervision_heads}
+        # members keep their (unused in eval) deep-supervision heads so fold checkpoints load strictly
+        self.members = nn.ModuleList(LGESliceUNet(filters, classes, deep_supervision_heads)
+                                     for _ in range(members))
+        self.flip_tta = flip_tta
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.members[0].spatial_multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        views = [x, torch.flip(x, dims=[4])] if self.flip_tta else [x]
+        for member in self.members:
+            for index, view in enumerate(views):
+                probabilities = torch.softmax(member(view), dim=1)
+                if index == 1:
+                    probabilities = torch.flip(probabilities, dims=[4])
+                total = probabilities if total is None else total + probabilities
+        mean = total / (len(self.members) * len(views))
+        return torch.log(mean.clamp(min=1e-6))
+
+    @classmethod
+    def from_members(cls, members: list[LGESliceUNet], flip_tta: bool = False) -> "LGEEnsemble":
+        config = members[0].config
+        ensemble = cls(len(members), tuple(config["filters"]), config["classes"], flip_tta,
+                       config["deep_supervision_heads"])
+        for target, source in zip(ensemble.members, members):
+            target.load_state_dict(source.state_dict(), strict=True)
+        return ensemble.eval()

@@ -16,7 +16,7 @@ from dicomnode.inference import Runtime
 from dicomnode.inference.parity import compare, derived_differences, judge
 
 SHIPPED = ["lge_unet", "cine_unet"]
-VOXEL_ML = {"lge_unet": 1.875 * 1.875 * 10 / 1000, "cine_unet": 1.5 * 1.5 * 8 / 1000}  # stated model spacings
+VOXEL_ML = {"lge_unet": 1.5 * 1.5 * 10 / 1000, "cine_unet": 1.5 * 1.5 * 8 / 1000}  # stated model spacings
 
 
 def shipped(name: str) -> Runtime:

@@ -1,0 +1,52 @@
+"""Dice + cross-entropy with deep supervision, marginalised per centre over the classes a centre does not label
+(Shi et al., "Marginal loss and exclusion loss for partially supervised multi-organ segmentation", MedIA 2021):
+EMIDEC labels no RV, so for its pixels P(background) + P(RV) is scored against background; MyoPS labels MVO inside
+scar, so P(scar) + P(MVO) is scored against scar."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dicomnode.labels import Label
+
+#: weights of the deep-supervision heads, full resolution first (nnU-Net halves them per level)
+HEAD_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
+
+
+def merge_matrix(labelled: frozenset, classes: int) -> torch.Tensor:
+    """(classes, classes) matrix M with merged_j = sum_i M[i, j] p_i for a centre labelling `labelled`:
+    an unlabelled RV folds into background, an unlabelled MVO folds into scar; others stay."""
+    matrix = torch.eye(classes)
+    folds = {int(Label.RV_BLOOD_POOL): int(Label.BACKGROUND), int(Label.MVO): int(Label.SCAR)}
+    for source, target in folds.items():
+        if source < classes and source not in labelled:
+            matrix[source, source] = 0.0
+            matrix[source, target] = 1.0
+    return matrix
+
+
+def marginal_dice_ce(logits: torch.Tensor, labels: torch.Tensor, merges: torch.Tensor,
+                     available: torch.Tensor) -> torch.Tensor:
+    """Loss of one head. logits (B, C, H, W); labels (B, H, W) int64 node labels; merges (B, C, C) from
+    `merge_matrix`; available (B, C) bool, the classes each sample's centre labels. Cross-entropy on the merged
+    probabilities plus soft Dice (batch dice) over the foreground classes, each over the samples that label it."""
+    probabilities = torch.softmax(logits.float(), dim=1)
+    merged = torch.einsum("bihw,bij->bjhw", probabilities, merges)
+    ce = F.nll_loss(torch.log(merged.clamp(min=1e-7)), labels)
+    one_hot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).float()
+    weight = available.float()[:, :, None, None]
+    intersection = (merged * one_hot * weight).sum(dim=(0, 2, 3))
+    denominator = ((merged + one_hot) * weight).sum(dim=(0, 2, 3))
+    dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
+    foreground = available.any(dim=0).clone()
+    foreground[0] = False
+    return ce + (1 - dice[foreground]).mean()
+
+
+def deep_supervision_loss(outputs: torch.Tensor, labels: torch.Tensor, merges: torch.Tensor,
+                          available: torch.Tensor) -> torch.Tensor:
+    """outputs (B, heads, C, H, W) from DynUNet in training mode (every head at full size)."""
+    heads = outputs.shape[1]
+    weights = torch.tensor(HEAD_WEIGHTS[:heads])
+    weights = weights / weights.sum()
+    return sum(w * marginal_dice_ce(outputs[:, k], labels, merges, available) for k, w in enumerate(weights))

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# LGE model family on a lent CUDA GPU, in one call of under 9 minutes: trains the 5 cross-validation folds and the
+# two leave-one-centre-out models in parallel, evaluates them, exports the shipped ensemble, and writes everything
+# to $OUT (runs/, EVALUATION.md/.json, models/lge_unet.{onnx,json,pt}, train logs, nvidia-smi).
+#
+# Run through the device tool from the repository root, e.g.
+#   run(command="bash scripts/gpu/lge.sh", carry=[".whl", ".data"], timeout_s=560)
+# after `bash scripts/gpu/prepare.sh` here, which downloads the wheels the GPU image lacks (monai, nibabel,
+# pydicom, pydantic, ...) into .whl/ and packs the shared LGE datasets into .data/ (both git-ignored).
+# STEPS (default 4000) sets the batches per model; the CPU recipe used 1400.
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-/tmp/lge_gpu}"
+STEPS="${STEPS:-4000}"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$OUT"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+if [ -d .data/datasets ]; then
+    export DICOMNODE_SHARED_DATASETS="$PWD/.data/datasets"
+fi
+(nvidia-smi || true) > "$OUT/nvidia-smi.txt" 2>&1
+started=$(date +%s)
+pids=()
+for fold in 0 1 2 3 4; do
+    "$PYTHON" -m engines.lge.train --out "$OUT/runs/cv" --folds 5 --only-folds "$fold" --steps "$STEPS" \
+        --threads 2 > "$OUT/train_fold$fold.log" 2>&1 &
+    pids+=($!)
+done
+for centre in emidec myops; do
+    "$PYTHON" -m engines.lge.train --out "$OUT/runs/loco_$centre" --train-centres "$centre" --steps "$STEPS" \
+        --threads 2 > "$OUT/train_loco_$centre.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+echo "training: $(( $(date +%s) - started )) s, status $status"
+[ "$status" = 0 ] || { tail -n 20 "$OUT"/train_*.log; exit 1; }
+"$PYTHON" -m engines.lge.evaluate --cv "$OUT/runs/cv" --loco "$OUT/runs/loco_emidec" "$OUT/runs/loco_myops" \
+    --report "$OUT/EVALUATION.md" --threads 8 > "$OUT/evaluate.log" 2>&1
+"$PYTHON" -m engines.lge.export --runs "$OUT/runs/cv" --out "$OUT/models" > "$OUT/export.log" 2>&1
+find "$OUT/runs" -name checkpoint.pt -delete
+echo "total: $(( $(date +%s) - started )) s"
+sed -n '/## Patient-level/,/## Classical/p' "$OUT/EVALUATION.md"
