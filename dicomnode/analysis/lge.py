@@ -8,8 +8,8 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from dicomnode.analysis.lge_metrics import (ThresholdResult, fwhm_enhancement, lge_volumes, nsd_enhancement,
-                                            remote_myocardium)
+from dicomnode.analysis.lge_metrics import (fwhm_enhancement, lge_volumes, nsd_enhancement,
+                                            threshold_applicability)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import StudyError
@@ -17,11 +17,11 @@ from dicomnode.cmr.types import StudyError
 log = logging.getLogger("dicomnode.analysis.lge")
 
 MODEL_NAME = "lge_unet"
-#: model output channel c is node label c (dicomnode.labels.Label 0..4)
-CLASSES = 5
+#: model output channel c is node label c (dicomnode.labels.Label 0..5: RV blood pool included)
+CLASSES = 6
 #: detail copied into the summary.json blocks of the threshold methods (the full detail is in measurements)
-NSD_SUMMARY_EXTRAS = ("threshold", "remote_mean", "remote_sd", "remote_voxels")
-FWHM_SUMMARY_EXTRAS = ("threshold", "maximum", "baseline")
+NSD_SUMMARY_EXTRAS = ("applicable", "reason", "threshold", "remote_mean", "remote_sd", "remote_voxels")
+FWHM_SUMMARY_EXTRAS = ("applicable", "reason", "threshold", "maximum", "baseline")
 
 
 def normalise_percentile(stack: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
@@ -33,16 +33,36 @@ def normalise_percentile(stack: np.ndarray, low: float = 1.0, high: float = 99.0
     return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
+def normalise_zscore(stack: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """The model's input normalisation of a whole (slices, rows, cols) stack on its source grid: clip to the
+    `low`..`high` percentiles, then subtract the mean and divide by the SD of the clipped values (nnU-Net's MR
+    scheme with robust clipping), float32. Invariant to linear rescaling, so 8-bit exports and 12-bit scanner
+    values of one image give the same input. A flat stack becomes zeros."""
+    values = np.asarray(stack, dtype=np.float32)
+    lo, hi = np.percentile(values, [low, high])
+    clipped = np.clip(values, lo, hi)
+    sd = float(clipped.std())
+    if not np.isfinite(sd) or sd <= 0:
+        return np.zeros_like(values, dtype=np.float32)
+    return ((clipped - float(clipped.mean())) / sd).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class LGEInputSpec:
-    """How the model wants its input (the card's "input" block): a square in-plane crop at a fixed spacing."""
+    """How the model wants its input: the model card's "input" block (the training plan, engines/lge/train.py).
 
-    crop_size: int = 96
-    pixel_spacing_mm: float = 2.25
-    low_percentile: float = 1.0
-    high_percentile: float = 99.0
-    spatial_multiple: int = 8
-    localisation_size: int = 128  # first, coarse pass over a wider field (288 mm) to find the heart
+    The stack is normalised on its source grid (`normalise_zscore`), resampled in-plane to `pixel_spacing_mm`,
+    first over the whole field of view (at most `localisation_size` pixels) to find the heart, then over a
+    `crop_size` square centred on it. Sizes are multiples of `spatial_multiple`.
+    """
+
+    crop_size: int = 128
+    pixel_spacing_mm: float = 1.5
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+    spatial_multiple: int = 16
+    localisation_size: int = 256
+    normalisation: str = "zscore"
 
     def __post_init__(self):
         for name in ("crop_size", "localisation_size"):
@@ -54,6 +74,8 @@ class LGEInputSpec:
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
             raise ValueError(f"need 0 <= low_percentile < high_percentile <= 100, got {self.low_percentile}, "
                              f"{self.high_percentile}")
+        if self.normalisation not in ("zscore", "percentile"):
+            raise ValueError(f"normalisation must be 'zscore' or 'percentile', got {self.normalisation!r}")
 
     @classmethod
     def from_card(cls, card: dict) -> "LGEInputSpec":
@@ -66,14 +88,32 @@ class LGEInputSpec:
             high_percentile=float(normalisation.get("high_percentile", cls.high_percentile)),
             spatial_multiple=int(block.get("spatial_multiple", cls.spatial_multiple)),
             localisation_size=int(block.get("localisation_size", cls.localisation_size)),
+            normalisation=str(normalisation.get("method", cls.normalisation)),
         )
+
+    def normalise(self, stack: np.ndarray) -> np.ndarray:
+        if self.normalisation == "zscore":
+            return normalise_zscore(stack, self.low_percentile, self.high_percentile)
+        return normalise_percentile(stack, self.low_percentile, self.high_percentile)
+
+    def field_size(self, shape_rc: tuple[int, int], spacing_rc: tuple[float, float]) -> int:
+        """Side of the localisation field: the whole field of view at the model spacing, rounded up to the
+        spatial multiple, capped at `localisation_size`."""
+        extent = max(n * s for n, s in zip(shape_rc, spacing_rc)) / self.pixel_spacing_mm
+        multiple = self.spatial_multiple
+        return int(min(self.localisation_size, max(multiple, int(np.ceil(extent / multiple)) * multiple)))
 
 
 @dataclass
 class SegmentedStack:
-    labels: np.ndarray  # (slices, rows, cols) uint8 on the source grid, node labels 0..4
-    centre_rc: tuple[float, float]  # source pixel coordinate the final crop was centred on
-    localised: bool  # True when the first pass found the heart (else the image centre was used)
+    """labels: (slices, rows, cols) uint8 node labels 0..5 on the source grid; probabilities: the same grid's
+    class probabilities (slices, classes, rows, cols) float32; centre_rc: source pixel the crop was centred on;
+    localised: False when the first pass found no heart and the image centre was used."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    centre_rc: tuple[float, float]
+    localised: bool
 
 
 def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
@@ -82,25 +122,23 @@ def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
-def _model_pass(pixels: np.ndarray, resampler: InplaneResampler, spec: LGEInputSpec,
+def _model_pass(normalised: np.ndarray, resampler: InplaneResampler,
                 run_model: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Class probabilities (classes, slices, out, out) of one crop."""
-    crop = resampler.forward(pixels.astype(np.float32))
-    model_input = normalise_percentile(crop, spec.low_percentile, spec.high_percentile)[None, None]
-    logits = np.asarray(run_model(model_input))
-    expected = (1, CLASSES) + crop.shape
-    if logits.shape != expected:
-        raise ValueError(f"model returned shape {logits.shape}, expected {expected}")
+    """Class probabilities (classes, slices, out, out) of one resampled field of a normalised stack."""
+    field = resampler.forward(normalised, fill=float(normalised.min()))
+    logits = np.asarray(run_model(np.ascontiguousarray(field[None, None], dtype=np.float32)))
+    if logits.ndim != 5 or logits.shape[0] != 1 or logits.shape[2:] != field.shape or logits.shape[1] < 5:
+        raise ValueError(f"model returned shape {logits.shape}, expected (1, classes, {', '.join(map(str, field.shape))})")
     return _softmax(logits[0].astype(np.float32), axis=0)
 
 
 def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler) -> tuple[float, float] | None:
-    """Source-grid centre of the largest 3-D component of LV (blood pool + myocardium) in a coarse pass."""
-    heart = probabilities.argmax(axis=0) > 0
-    components, count = ndimage.label(heart)
+    """Source-grid centre of the largest 3-D component of the LV (blood pool + myocardium incl. scar and MVO)."""
+    lv = np.isin(probabilities.argmax(axis=0), (1, 2, 3, 4))
+    components, count = ndimage.label(lv)
     if count == 0:
         return None
-    sizes = ndimage.sum(heart, components, index=range(1, count + 1))
+    sizes = ndimage.sum(lv, components, index=range(1, count + 1))
     largest = components == (int(np.argmax(sizes)) + 1)
     _, rows, cols = np.nonzero(largest)
     row, col = rows.mean(), cols.mean()
@@ -109,11 +147,13 @@ def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler) -> tup
 
 def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model: Callable[[np.ndarray], np.ndarray],
                   spec: LGEInputSpec = LGEInputSpec()) -> SegmentedStack:
-    """Labels (slices, rows, cols) of one LGE stack on its own grid.
+    """Labels (slices, rows, cols) of one LGE short-axis stack on its own grid.
 
-    Pass 1 runs the model over a wide field (`localisation_size` pixels at the model spacing) centred on the
-    image to find the heart; pass 2 runs it on a `crop_size` crop centred on the heart found (the image centre
-    when none). Probabilities are mapped back to the source grid with linear interpolation, then argmax.
+    pixels: (slices, rows, cols) stored values (MONOCHROME2 sense) of parallel slices, any field of view and
+    matrix; spacing_rc: (row, col) pixel spacing in mm; run_model: (1, 1, D, H, W) float32 -> logits
+    (1, C, D, H, W). Pass 1 runs the model over the whole field of view of the middle slice (every slice when
+    that finds no LV) at the model spacing to find the heart; pass 2 over a `crop_size` square centred on it (the image centre when none was found). Probabilities are
+    mapped back to the source grid with linear interpolation, then argmax. Raises ValueError on a malformed stack.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -121,15 +161,22 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     if not np.isfinite(pixels).all():
         raise ValueError("pixels contain NaN or infinite values")
     shape_rc = pixels.shape[1:]
+    normalised = spec.normalise(pixels)
     target = spec.pixel_spacing_mm
-    wide = InplaneResampler(shape_rc, spacing_rc, target, (spec.localisation_size,) * 2)
-    centre = _heart_centre(_model_pass(pixels, wide, spec, run_model), wide)
+    field = spec.field_size(shape_rc, spacing_rc)
+    wide = InplaneResampler(shape_rc, spacing_rc, target, (field, field))
+    middle = pixels.shape[0] // 2
+    centre = _heart_centre(_model_pass(normalised[middle:middle + 1], wide, run_model), wide)
+    if centre is None and pixels.shape[0] > 1:  # no LV on the middle slice: look at every slice
+        centre = _heart_centre(_model_pass(normalised, wide, run_model), wide)
     localised = centre is not None
     crop = InplaneResampler(shape_rc, spacing_rc, target, (spec.crop_size,) * 2, centre_rc=centre)
-    probabilities = _model_pass(pixels, crop, spec, run_model)
+    probabilities = _model_pass(normalised, crop, run_model)
     source = crop.inverse_probabilities(np.moveaxis(probabilities, 0, 1))  # (slices, classes, rows, cols)
+    source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
     labels = source.argmax(axis=1).astype(np.uint8)
-    return SegmentedStack(labels=labels, centre_rc=tuple(float(v) for v in crop.centre_rc), localised=localised)
+    return SegmentedStack(labels=labels, probabilities=source.astype(np.float32),
+                          centre_rc=tuple(float(v) for v in crop.centre_rc), localised=localised)
 
 
 def _round(value: float, digits: int = 3) -> float:
@@ -178,7 +225,8 @@ class LGEPipeline:
                               settings.large_burden_percent, settings.large_burden_comparator)
         if volumes.myocardium_volume_ml == 0:
             return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack")
-        nsd_full, fwhm_full = self._threshold_methods(image, labels, volume.voxel_volume_ml, series.lge_kind == "psir")
+        nsd_full, fwhm_full = self._threshold_methods(image, labels, volume.voxel_volume_ml, volume.pixel_spacing,
+                                                      series)
         per_slice = [{key: (_round(v) if isinstance(v, float) else v) for key, v in s.items()}
                      for s in volumes.per_slice_dicts()]
         summary = {
@@ -216,23 +264,31 @@ class LGEPipeline:
                               measurements=measurements, algorithms=[model.algorithm])
 
     def _threshold_methods(self, image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float,
-                           psir: bool) -> tuple[dict, dict]:
-        """n-SD and FWHM inside the DL myocardium; a method that cannot run reports why instead of numbers.
-
-        FWHM on PSIR measures half maximum above the remote (nulled) myocardium, as PSIR's stored zero is arbitrary.
-        """
-        def fwhm() -> ThresholdResult:
-            baseline = remote_myocardium(image, labels).mean if psir else 0.0
-            return fwhm_enhancement(image, labels, voxel_volume_ml, baseline=baseline)
-
-        results = []
-        for method in (lambda: nsd_enhancement(image, labels, self.settings.nsd_n, voxel_volume_ml), fwhm):
+                           spacing_rc: tuple[float, float], series) -> tuple[dict, dict]:
+        """n-SD and FWHM inside the DL myocardium, or "not applicable" with the reason where a method cannot be
+        sound on this input (lge_metrics.threshold_applicability) or refuses it; never a number without basis."""
+        reasons = threshold_applicability(image, labels, _bits_stored(series), series.lge_kind)
+        n = self.settings.nsd_n
+        methods = {"nsd": lambda: nsd_enhancement(image, labels, n, voxel_volume_ml, spacing_rc),
+                   "fwhm": lambda: fwhm_enhancement(image, labels, voxel_volume_ml, spacing_rc)}
+        results = {}
+        for name, method in methods.items():
+            if reasons[name]:
+                results[name] = {"lge_percent": None, "applicable": False, "reason": reasons[name]}
+                continue
             try:
                 found = method().summary()
-                results.append({k: (_round(v, 4) if isinstance(v, float) else v) for k, v in found.items()})
+                results[name] = {"applicable": True,
+                                 **{k: (_round(v, 4) if isinstance(v, float) else v) for k, v in found.items()}}
             except ValueError as exc:
-                results.append({"lge_percent": None, "error": str(exc)})
-        nsd, fwhm_result = results
-        nsd.setdefault("n", self.settings.nsd_n)
-        fwhm_result["baseline_source"] = "remote myocardium mean (PSIR)" if psir else "zero (magnitude)"
-        return nsd, fwhm_result
+                results[name] = {"lge_percent": None, "applicable": False, "reason": str(exc)}
+        results["nsd"].setdefault("n", n)
+        return results["nsd"], results["fwhm"]
+
+
+def _bits_stored(series) -> int | None:
+    """BitsStored of the series' first instance (None when absent or unreadable)."""
+    try:
+        return int(series.instances[0].dataset.BitsStored)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None

@@ -56,8 +56,8 @@ def percent_of(part_voxels: int, whole_voxels: int) -> float:
 class SliceValues:
     slice_index: int
     myocardium_volume_ml: float
-    scar_volume_ml: float
-    mvo_volume_ml: float
+    scar_volume_ml: float  # whole enhanced volume: scar including MVO
+    mvo_volume_ml: float  # the MVO part of scar_volume_ml
     lge_percent: float | None  # None where the slice has no myocardium
 
 
@@ -67,8 +67,8 @@ class LGEVolumes:
 
     myocardium_volume_ml: float
     lv_mass_g: float
-    scar_volume_ml: float  # scar excluding MVO
-    mvo_volume_ml: float
+    scar_volume_ml: float  # the whole enhanced volume: scar INCLUDING MVO (cmr-reference.md: MVO counts as scar)
+    mvo_volume_ml: float  # the MVO part of scar_volume_ml
     lge_percent: float  # (scar + MVO) / myocardium × 100
     large_scar_burden: bool
     per_slice: tuple[SliceValues, ...]
@@ -84,7 +84,13 @@ def lge_volumes(
     cutoff_percent: float = 15.0,
     comparator: Comparator = ">=",
 ) -> LGEVolumes:
-    """Scar, MVO and myocardial volumes, LV mass, %LGE, burden flag and per-slice values of a label map."""
+    """Scar, MVO and myocardial volumes, LV mass, %LGE, burden flag and per-slice values of a label map.
+
+    labels: (slices, rows, cols) node labels (dicomnode.labels); voxel_volume_ml: mL per voxel. Scar volume is
+    the whole enhanced volume including MVO, MVO volume its part; %LGE = scar volume / myocardial volume × 100
+    (Fahmy et al., Radiology 2020). Raises ValueError on a non-integer or non-3-D label map or a non-positive
+    voxel volume or density.
+    """
     labels = _check_labels(labels)
     voxel_volume_ml = _check_positive("voxel_volume_ml", voxel_volume_ml)
     density_g_per_ml = _check_positive("density_g_per_ml", density_g_per_ml)
@@ -100,7 +106,7 @@ def lge_volumes(
             SliceValues(
                 slice_index=index,
                 myocardium_volume_ml=myo_count * voxel_volume_ml,
-                scar_volume_ml=scar_count * voxel_volume_ml,
+                scar_volume_ml=(scar_count + mvo_count) * voxel_volume_ml,
                 mvo_volume_ml=mvo_count * voxel_volume_ml,
                 lge_percent=percent_of(scar_count + mvo_count, myo_count) if myo_count else None,
             )
@@ -112,7 +118,7 @@ def lge_volumes(
     return LGEVolumes(
         myocardium_volume_ml=myocardium_volume_ml,
         lv_mass_g=myocardium_volume_ml * density_g_per_ml,
-        scar_volume_ml=int(scar.sum()) * voxel_volume_ml,
+        scar_volume_ml=enhanced_voxels * voxel_volume_ml,
         mvo_volume_ml=int(mvo.sum()) * voxel_volume_ml,
         lge_percent=lge_percent,
         large_scar_burden=large_burden(lge_percent, cutoff_percent, comparator),
@@ -129,9 +135,19 @@ def endocardial_rim(labels: np.ndarray) -> np.ndarray:
     return touching & myocardium_mask(labels)
 
 
+def epicardial_rim(labels: np.ndarray) -> np.ndarray:
+    """Myocardium pixels that touch anything outside the LV (background, RV) in-plane (4-neighbourhood): the
+    one-pixel rim where epicardial fat and RV blood partial-volume into the myocardium."""
+    labels = _check_labels(labels)
+    outside = ~np.isin(labels, [int(v) for v in MYOCARDIUM_LABELS] + [int(Label.LV_BLOOD_POOL)])
+    cross = ndimage.generate_binary_structure(2, 1)[None]
+    return ndimage.binary_dilation(outside, structure=cross) & myocardium_mask(labels)
+
+
 def thresholding_mask(labels: np.ndarray) -> np.ndarray:
-    """Myocardium used by the threshold methods: the whole myocardium minus the endocardial rim."""
-    return myocardium_mask(labels) & ~endocardial_rim(labels)
+    """Myocardium used by the threshold methods: the whole myocardium minus its endocardial and epicardial rims
+    (blood-pool and fat partial volume are excluded, cmr-reference.md)."""
+    return myocardium_mask(labels) & ~endocardial_rim(labels) & ~epicardial_rim(labels)
 
 
 def myocardial_sectors(labels: np.ndarray, sectors: int = 6) -> np.ndarray:
@@ -156,50 +172,62 @@ def myocardial_sectors(labels: np.ndarray, sectors: int = 6) -> np.ndarray:
     return result
 
 
+#: in-plane distance from any (DL) enhanced voxel of the same slice beyond which healthy myocardium counts as remote
+REMOTE_MIN_DISTANCE_MM = 10.0
+#: enhanced regions smaller than this (mm², per slice, 8-connected) are noise, not scar, for the threshold methods
+MIN_REGION_MM2 = 10.0
+_IN_PLANE_8 = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_8[1] = True
+
+
 @dataclass(frozen=True)
 class RemoteMyocardium:
     mask: np.ndarray  # bool, same shape as the labels
     mean: float
     sd: float
     voxels: int
-    sectors: int  # number of (slice, sector) regions pooled
+    min_distance_mm: float
 
 
-def remote_myocardium(
-    image: np.ndarray, labels: np.ndarray, sectors: int = 6, quantile: float = 0.25, min_voxels: int = 5
-) -> RemoteMyocardium:
-    """Remote (non-enhanced) myocardium found automatically.
+def _spacing(spacing_rc) -> tuple[float, float]:
+    values = tuple(float(v) for v in spacing_rc)
+    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing_rc must be two positive numbers (mm), got {spacing_rc!r}")
+    return values
 
-    The thresholding myocardium of every slice is divided into `sectors` angular sectors; the sectors whose
-    mean signal is at or below the `quantile` of all sector means (the darkest, least enhanced ones) are pooled.
-    """
+
+def remote_myocardium(image: np.ndarray, labels: np.ndarray, spacing_rc=(1.0, 1.0),
+                      min_distance_mm: float = REMOTE_MIN_DISTANCE_MM, min_voxels: int = 20) -> RemoteMyocardium:
+    """Remote myocardium for the n-SD method: healthy (label 2) myocardium without its rims that lies at least
+    `min_distance_mm` in-plane from every scar/MVO voxel of its slice, i.e. myocardium that really is remote from
+    the infarct the segmentation found. image, labels: (slices, rows, cols); spacing_rc: pixel spacing in mm.
+    Raises ValueError when fewer than `min_voxels` voxels qualify."""
     image = np.asarray(image, dtype=np.float64)
     labels = _check_labels(labels)
     if image.shape != labels.shape:
         raise ValueError(f"image shape {image.shape} differs from labels shape {labels.shape}")
-    if not 0 < quantile <= 1:
-        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-    usable = thresholding_mask(labels)
-    sector_index = myocardial_sectors(labels, sectors)
-    regions = []
+    spacing = _spacing(spacing_rc)
+    mask = thresholding_mask(labels) & (labels == int(Label.LV_MYOCARDIUM))
+    enhanced = enhanced_mask(labels)
     for index in range(labels.shape[0]):
-        for sector in range(sectors):
-            region = usable[index] & (sector_index[index] == sector)
-            if int(region.sum()) >= min_voxels:
-                regions.append((float(image[index][region].mean()), index, region))
-    if not regions:
-        raise ValueError("no myocardial sector large enough to serve as remote myocardium")
-    cut = float(np.quantile([r[0] for r in regions], quantile))
-    mask = np.zeros(labels.shape, dtype=bool)
-    chosen = 0
-    for mean, index, region in regions:
-        if mean <= cut:
-            mask[index] |= region
-            chosen += 1
+        if enhanced[index].any():
+            distance = ndimage.distance_transform_edt(~enhanced[index], sampling=spacing)
+            mask[index] &= distance >= min_distance_mm
     values = image[mask]
-    sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
-    return RemoteMyocardium(mask=mask, mean=float(values.mean()), sd=sd,
-                            voxels=int(values.size), sectors=chosen)
+    if values.size < min_voxels:
+        raise ValueError(f"only {values.size} voxels of healthy myocardium lie {min_distance_mm:g} mm or more from "
+                         f"the enhanced region (need {min_voxels}): no remote myocardium to reference")
+    return RemoteMyocardium(mask=mask, mean=float(values.mean()), sd=float(values.std(ddof=1)),
+                            voxels=int(values.size), min_distance_mm=float(min_distance_mm))
+
+
+def _drop_small_regions(mask: np.ndarray, spacing: tuple[float, float], min_area_mm2: float) -> np.ndarray:
+    components, count = ndimage.label(mask, structure=_IN_PLANE_8)
+    if count == 0:
+        return mask
+    areas = ndimage.sum(mask, components, index=range(1, count + 1)) * spacing[0] * spacing[1]
+    keep = np.concatenate([[False], areas >= min_area_mm2])
+    return keep[components]
 
 
 @dataclass(frozen=True)
@@ -220,15 +248,20 @@ class ThresholdResult:
                 "enhanced_voxels": self.enhanced_voxels, **self.details}
 
 
-def nsd_enhancement(image: np.ndarray, labels: np.ndarray, n: int, voxel_volume_ml: float) -> ThresholdResult:
-    """n-SD method: threshold = remote mean + n × remote SD, applied to the myocardium without its endocardial rim."""
+def nsd_enhancement(image: np.ndarray, labels: np.ndarray, n: int, voxel_volume_ml: float, spacing_rc=(1.0, 1.0),
+                    min_region_mm2: float = MIN_REGION_MM2) -> ThresholdResult:
+    """n-SD method: threshold = remote mean + n × remote SD (`remote_myocardium`), applied to the myocardium
+    without its rims; in-plane 8-connected regions under `min_region_mm2` are dropped as noise. %LGE is over the
+    whole myocardium. image, labels: (slices, rows, cols); spacing_rc in mm; raises ValueError (bad n, shapes, or
+    no remote myocardium)."""
     if n not in NSD_FACTORS:
         raise ValueError(f"n must be one of {NSD_FACTORS}, got {n}")
     voxel_volume_ml = _check_positive("voxel_volume_ml", voxel_volume_ml)
+    spacing = _spacing(spacing_rc)
     image = np.asarray(image, dtype=np.float64)
-    remote = remote_myocardium(image, labels)
+    remote = remote_myocardium(image, labels, spacing)
     threshold = remote.mean + n * remote.sd
-    enhanced = thresholding_mask(labels) & (image > threshold)
+    enhanced = _drop_small_regions(thresholding_mask(labels) & (image > threshold), spacing, min_region_mm2)
     count = int(enhanced.sum())
     return ThresholdResult(
         method="nsd",
@@ -238,24 +271,21 @@ def nsd_enhancement(image: np.ndarray, labels: np.ndarray, n: int, voxel_volume_
         enhanced_volume_ml=count * voxel_volume_ml,
         lge_percent=percent_of(count, int(myocardium_mask(labels).sum())),
         details={"n": n, "remote_mean": remote.mean, "remote_sd": remote.sd, "remote_voxels": remote.voxels,
-                 "remote_sectors": remote.sectors},
+                 "remote_min_distance_mm": remote.min_distance_mm, "min_region_mm2": min_region_mm2},
     )
 
 
-_FWHM_CONNECTIVITY = np.zeros((3, 3, 3), dtype=bool)
-_FWHM_CONNECTIVITY[1] = True  # 8-connected in-plane
-_FWHM_CONNECTIVITY[0, 1, 1] = _FWHM_CONNECTIVITY[2, 1, 1] = True  # same pixel in the neighbouring slices
+def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float, spacing_rc=(1.0, 1.0),
+                     baseline: float = 0.0, min_region_mm2: float = MIN_REGION_MM2) -> ThresholdResult:
+    """Full width at half maximum (Amado et al., JACC 2004): the maximum signal of the enhanced region (the
+    scar/MVO labels, without rims) sets threshold = baseline + (maximum - baseline) / 2; the enhanced myocardium is
+    every in-plane 8-connected above-threshold region of the rim-free myocardium that overlaps the labelled
+    enhanced region (regions under `min_region_mm2` dropped). With no labelled enhanced region the result is 0 %.
 
-
-def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float,
-                     baseline: float = 0.0) -> ThresholdResult:
-    """Full width at half maximum: threshold = half the maximum signal in the myocardium (without endocardial rim);
-    the enhanced region is the above-threshold myocardium connected to that maximum.
-
-    `baseline` is the signal of nulled myocardium: 0 for magnitude images (the classic method); for PSIR images,
-    whose stored zero is arbitrary, pass the remote myocardium mean: threshold = baseline + (max - baseline) / 2.
-    """
+    `baseline` is the signal of nulled myocardium: 0 for magnitude images (the classic method). Raises ValueError
+    on mismatched shapes, an empty myocardium, or a baseline at or above the maximum."""
     voxel_volume_ml = _check_positive("voxel_volume_ml", voxel_volume_ml)
+    spacing = _spacing(spacing_rc)
     image = np.asarray(image, dtype=np.float64)
     labels = _check_labels(labels)
     if image.shape != labels.shape:
@@ -263,23 +293,71 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
     usable = thresholding_mask(labels)
     if not usable.any():
         raise ValueError("no myocardium to threshold")
-    masked = np.where(usable, image, -np.inf)
+    myocardium_voxels = int(myocardium_mask(labels).sum())
+    seed = usable & enhanced_mask(labels)
+    baseline = float(baseline)
+    if not seed.any():
+        empty = np.zeros(labels.shape, dtype=bool)
+        return ThresholdResult(method="fwhm", threshold=float("nan"), enhanced_mask=empty, enhanced_voxels=0,
+                               enhanced_volume_ml=0.0, lge_percent=0.0,
+                               details={"maximum": None, "baseline": baseline, "maximum_voxel": None,
+                                        "note": "no enhanced region to take the maximum from"})
+    masked = np.where(seed, image, -np.inf)
     peak = np.unravel_index(int(np.argmax(masked)), image.shape)
     maximum = float(image[peak])
-    baseline = float(baseline)
     if not np.isfinite(baseline) or baseline >= maximum:
-        raise ValueError(f"baseline {baseline} must be finite and below the myocardial maximum {maximum}")
+        raise ValueError(f"baseline {baseline} must be finite and below the enhanced maximum {maximum}")
     threshold = baseline + (maximum - baseline) / 2.0
-    above = usable & (image >= threshold)
-    components, _ = ndimage.label(above, structure=_FWHM_CONNECTIVITY)
-    enhanced = components == components[peak]
-    count = int(enhanced.sum())
+    above = _drop_small_regions(usable & (image >= threshold), spacing, min_region_mm2)
+    components, count = ndimage.label(above, structure=_IN_PLANE_8)
+    touching = np.unique(components[seed & above])
+    enhanced = np.isin(components, touching[touching > 0])
+    voxels = int(enhanced.sum())
     return ThresholdResult(
         method="fwhm",
         threshold=threshold,
         enhanced_mask=enhanced,
-        enhanced_voxels=count,
-        enhanced_volume_ml=count * voxel_volume_ml,
-        lge_percent=percent_of(count, int(myocardium_mask(labels).sum())),
-        details={"maximum": maximum, "baseline": baseline, "maximum_voxel": [int(v) for v in peak]},
+        enhanced_voxels=voxels,
+        enhanced_volume_ml=voxels * voxel_volume_ml,
+        lge_percent=percent_of(voxels, myocardium_voxels),
+        details={"maximum": maximum, "baseline": baseline, "maximum_voxel": [int(v) for v in peak],
+                 "connectivity": "in-plane 8-connected regions overlapping the labelled enhanced region",
+                 "min_region_mm2": min_region_mm2},
     )
+
+
+#: share of the LV (blood pool + myocardium) at the stack's maximum stored value beyond which the image is windowed
+SATURATION_LIMIT = 0.02
+
+
+def threshold_applicability(image: np.ndarray, labels: np.ndarray, bits_stored: int | None,
+                            lge_kind: str | None) -> dict[str, str | None]:
+    """Why each threshold method ("nsd", "fwhm") cannot be sound on this input, or None where it can.
+
+    Signal thresholds compare the scanner's own intensities, so they are not applicable to 8-bit data (an 8-bit
+    export maps the scanner's 12-bit range through a window: EMIDEC's PNGs put healthy myocardium at 144 and scar at
+    163 of 255), to windowed data whose LV saturates at the maximum value, and (FWHM only) to PSIR, whose stored
+    zero is arbitrary so that "half the maximum" has no fixed meaning without a magnitude reference.
+    image, labels: (slices, rows, cols); bits_stored: BitsStored of the source (None if unknown).
+    """
+    image = np.asarray(image)
+    labels = _check_labels(labels)
+    reasons: dict[str, str | None] = {"nsd": None, "fwhm": None}
+    heart = np.isin(labels, [int(Label.LV_BLOOD_POOL)] + [int(v) for v in MYOCARDIUM_LABELS])
+    values = image[heart] if heart.any() else image.ravel()
+    common = None
+    integral = bool(np.all(np.mod(values, 1) == 0)) if values.size else False
+    if bits_stored is not None and bits_stored <= 8:
+        common = f"8-bit input (BitsStored {bits_stored}): the export's window compresses the scanner's signal range"
+    elif integral and values.size and float(image.min()) >= 0 and float(image.max()) <= 255:
+        common = "8-bit value range (0-255): the export's window compresses the scanner's signal range"
+    elif values.size:
+        saturated = float(np.mean(values >= float(image.max())))
+        if saturated >= SATURATION_LIMIT:
+            common = (f"windowed input: {100 * saturated:.1f} % of the LV is at the maximum stored value, so the "
+                      f"brightest signal is clipped")
+    if common:
+        reasons = {"nsd": common, "fwhm": common}
+    if reasons["fwhm"] is None and lge_kind == "psir":
+        reasons["fwhm"] = "PSIR input: the stored zero is arbitrary, so half the maximum has no fixed meaning"
+    return reasons

@@ -6,12 +6,15 @@ import pytest
 
 from dicomnode.analysis.lge_metrics import (
     endocardial_rim,
+    epicardial_rim,
     fwhm_enhancement,
     large_burden,
     lge_volumes,
     myocardial_sectors,
     nsd_enhancement,
     remote_myocardium,
+    thresholding_mask,
+    threshold_applicability,
 )
 from dicomnode.labels import Label
 
@@ -37,12 +40,14 @@ def test_volumes_mass_percent_and_per_slice_known_counts():
     result = lge_volumes(labels, voxel_ml, density_g_per_ml=1.05)
     assert result.myocardium_volume_ml == pytest.approx(40 * voxel_ml)
     assert result.lv_mass_g == pytest.approx(40 * voxel_ml * 1.05)
-    assert result.scar_volume_ml == pytest.approx(5 * voxel_ml)
+    assert result.scar_volume_ml == pytest.approx(10 * voxel_ml)  # scar including MVO
     assert result.mvo_volume_ml == pytest.approx(5 * voxel_ml)
     assert result.lge_percent == pytest.approx(25.0)
+    assert result.lge_percent == pytest.approx(100 * result.scar_volume_ml / result.myocardium_volume_ml)
     assert result.large_scar_burden is True
     assert [s.lge_percent for s in result.per_slice] == pytest.approx([20.0, 5 / 15 * 100])
     assert result.per_slice[1].mvo_volume_ml == pytest.approx(5 * voxel_ml)
+    assert result.per_slice[1].scar_volume_ml == pytest.approx(5 * voxel_ml)
     assert result.per_slice_dicts()[0]["myocardium_volume_ml"] == pytest.approx(25 * voxel_ml)
 
 
@@ -115,25 +120,43 @@ def test_sectors_split_the_ring_evenly():
 
 
 def enhanced_phantom(seed: int = 0):
-    """Ring myocardium: remote signal 100 +- 5 (Gaussian), a bright 'scar' quarter at 300 on the +col side."""
+    """Ring myocardium: remote signal 100 +- 5 (Gaussian); a bright 'scar' quarter at 300 on the +col side, labelled
+    scar as a segmentation would; bright blood pool next to the endocardium."""
     rng = np.random.default_rng(seed)
     labels = ring_labels(slices=3, size=64)
     rows, cols = np.mgrid[:64, :64]
     angle = np.degrees(np.arctan2(rows - 32, cols - 32))
     scar_region = np.broadcast_to((np.abs(angle) < 45)[None], labels.shape) & (labels == Label.LV_MYOCARDIUM)
     image = rng.normal(100.0, 5.0, size=labels.shape)
-    image[labels == Label.LV_BLOOD_POOL] = 400.0  # bright blood pool next to the rim
+    blood_pool = labels == Label.LV_BLOOD_POOL
+    image[blood_pool] = rng.normal(400.0, 10.0, size=int(blood_pool.sum()))
     image[scar_region] = 300.0
+    labels = labels.copy()
+    labels[scar_region] = Label.SCAR
     return image, labels, scar_region
 
 
-def test_remote_myocardium_avoids_the_enhanced_sector():
+def test_rims_are_excluded_from_thresholding():
+    labels = ring_labels(slices=1)
+    usable = thresholding_mask(labels)
+    assert not (usable & endocardial_rim(labels)).any() and not (usable & epicardial_rim(labels)).any()
+    assert epicardial_rim(labels).any() and usable.any()
+
+
+def test_remote_myocardium_is_far_from_the_labelled_scar():
     image, labels, scar_region = enhanced_phantom()
-    remote = remote_myocardium(image, labels)
+    remote = remote_myocardium(image, labels, spacing_rc=(1.0, 1.0), min_distance_mm=10.0)
     assert not (remote.mask & scar_region).any()
+    rows, cols = np.nonzero(remote.mask[0])
+    from scipy import ndimage
+    distance = ndimage.distance_transform_edt(~scar_region[0])
+    assert distance[rows, cols].min() >= 10.0
     assert remote.mean == pytest.approx(100.0, abs=2.0)
     assert remote.sd == pytest.approx(5.0, rel=0.25)
-    assert remote.voxels > 50 and remote.sectors >= 3
+    # a wider exclusion leaves less remote myocardium; an impossible one is refused with the reason
+    assert remote_myocardium(image, labels, min_distance_mm=20.0).voxels < remote.voxels
+    with pytest.raises(ValueError, match="no remote myocardium"):
+        remote_myocardium(image, labels, min_distance_mm=100.0)
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 6])
@@ -142,41 +165,52 @@ def test_nsd_threshold_and_enhanced_region(n):
     result = nsd_enhancement(image, labels, n, voxel_volume_ml=0.02)
     remote = remote_myocardium(image, labels)
     assert result.threshold == pytest.approx(remote.mean + n * remote.sd)
-    rim = endocardial_rim(labels)
-    scar_without_rim = scar_region & ~rim
-    # every scar voxel (300) is above threshold; the rim is never counted despite its bright neighbours
-    assert (result.enhanced_mask & scar_without_rim).sum() == scar_without_rim.sum()
-    assert not (result.enhanced_mask & rim).any()
-    false_positives = int((result.enhanced_mask & ~scar_region).sum())
-    if n >= 5:
-        assert false_positives == 0  # 5 SD above a Gaussian remote: essentially none
+    usable_scar = scar_region & thresholding_mask(labels)
+    # every rim-free scar voxel (300) is above threshold; the rims are never counted despite bright neighbours
+    assert (result.enhanced_mask & usable_scar).sum() == usable_scar.sum()
+    assert not (result.enhanced_mask & endocardial_rim(labels)).any()
+    assert not (result.enhanced_mask & ~scar_region).any()  # isolated noise pixels (< 10 mm²) are dropped
     myo = int(np.isin(labels, [2, 3, 4]).sum())
     assert result.lge_percent == pytest.approx(100 * result.enhanced_voxels / myo)
     assert result.enhanced_volume_ml == pytest.approx(result.enhanced_voxels * 0.02)
     assert result.summary()["n"] == n
 
 
-def test_fwhm_threshold_is_half_the_maximum_and_region_is_connected():
+def test_fwhm_threshold_is_half_the_enhanced_maximum_and_region_overlaps_it():
     image, labels, scar_region = enhanced_phantom()
     image = image.copy()
-    image[1, 32, 47] = 320.0  # maximum, inside the scar sector, away from the rim
-    far_bright = (1, 32, 32 - 14)  # isolated bright myocardium pixel opposite the scar: not connected
+    image[1, 32, 45] = 320.0  # maximum of the labelled enhanced region, away from the rims
+    far_bright = (slice(None), slice(30, 35), slice(19, 23))  # bright healthy patch opposite: not overlapping
     image[far_bright] = 250.0
     result = fwhm_enhancement(image, labels, voxel_volume_ml=1.0)
     assert result.threshold == pytest.approx(160.0)
-    assert result.details["maximum_voxel"] == [1, 32, 47]
-    scar_without_rim = scar_region & ~endocardial_rim(labels)
-    np.testing.assert_array_equal(result.enhanced_mask, scar_without_rim)
-    assert not result.enhanced_mask[far_bright]
+    assert result.details["maximum_voxel"] == [1, 32, 45]
+    np.testing.assert_array_equal(result.enhanced_mask, scar_region & thresholding_mask(labels))
+    assert not result.enhanced_mask[far_bright].any()
 
 
-def test_fwhm_baseline_for_psir_offsets():
-    image, labels, scar_region = enhanced_phantom()
-    shifted = image * 2.0 - 500.0  # PSIR-like arbitrary zero: classic max/2 would be meaningless
-    remote = remote_myocardium(shifted, labels)
-    result = fwhm_enhancement(shifted, labels, 1.0, baseline=remote.mean)
-    maximum = result.details["maximum"]
-    assert result.threshold == pytest.approx(remote.mean + (maximum - remote.mean) / 2)
-    np.testing.assert_array_equal(result.enhanced_mask, scar_region & ~endocardial_rim(labels))
-    with pytest.raises(ValueError, match="baseline"):
-        fwhm_enhancement(shifted, labels, 1.0, baseline=maximum + 1)
+def test_fwhm_without_an_enhanced_region_is_zero_with_a_note():
+    image, labels, _ = enhanced_phantom()
+    healthy = np.where(np.isin(labels, [3, 4]), Label.LV_MYOCARDIUM, labels).astype(np.uint8)
+    result = fwhm_enhancement(image, healthy, voxel_volume_ml=1.0)
+    assert result.lge_percent == 0.0 and "no enhanced region" in result.details["note"]
+
+
+@pytest.mark.parametrize(
+    "transform, bits, kind, nsd_reason, fwhm_reason",
+    [
+        (lambda im: im * 8, 12, "magnitude", None, None),
+        (lambda im: np.round(np.clip(im / 2, 0, 255)), 8, "magnitude", "8-bit", "8-bit"),
+        (lambda im: np.round(np.clip(im / 2, 0, 255)), 16, "magnitude", "8-bit value range", "8-bit value range"),
+        (lambda im: np.minimum(im * 8, 3000.0), 12, "magnitude", "windowed", "windowed"),
+        (lambda im: im * 8 - 2000, 12, "psir", None, "PSIR"),
+    ],
+)
+def test_threshold_methods_are_declared_not_applicable_where_unsound(transform, bits, kind, nsd_reason, fwhm_reason):
+    image, labels, _ = enhanced_phantom()
+    reasons = threshold_applicability(transform(image), labels, bits, kind)
+    for method, expected in (("nsd", nsd_reason), ("fwhm", fwhm_reason)):
+        if expected is None:
+            assert reasons[method] is None
+        else:
+            assert expected in reasons[method]

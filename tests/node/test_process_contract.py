@@ -68,7 +68,7 @@ def test_summary_follows_the_contract(processed):
     assert lge["nsd"]["n"] in (2, 3, 5, 6) and "lge_percent" in lge["nsd"] and "lge_percent" in lge["fwhm"]
     assert abs(lge["lv_mass_g"] - 1.05 * lge["myocardium_volume_ml"]) < 0.2
     assert lge["myocardium_volume_ml"] > 0
-    expected_percent = 100 * (lge["scar_volume_ml"] + lge["mvo_volume_ml"]) / lge["myocardium_volume_ml"]
+    expected_percent = 100 * lge["scar_volume_ml"] / lge["myocardium_volume_ml"]  # scar includes MVO
     assert abs(lge["lge_percent"] - expected_percent) < 0.2
     assert isinstance(lge["large_scar_burden"], bool)
     assert "cine" not in lge_study  # absent analysis -> key absent
