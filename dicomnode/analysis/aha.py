@@ -112,11 +112,12 @@ class AHAResult:
     segment_map: np.ndarray | None = None  # (slices, rows, cols) int8: AHA segment 1..17 of each myocardium voxel, 0
     thirds: dict = field(default_factory=dict)  # "basal" | "mid" | "apical" | "apex" -> slice indices
     rv_insertion: dict = field(default_factory=dict)
+    basal_end: str | None = None
 
     def summary(self) -> dict:
         if not self.applicable:
             return {"applicable": False, "reason": self.reason, "model": MODEL_NAME}
-        return {"applicable": True, "model": MODEL_NAME, "thirds": {k: list(v) for k, v in self.thirds.items()},
+        return {"applicable": True, "model": MODEL_NAME, "basal_end": self.basal_end, "thirds": {k: list(v) for k, v in self.thirds.items()},
                 "rv_insertion": self.rv_insertion, "segments": [s.summary() for s in self.segments]}
 
 
@@ -308,7 +309,7 @@ def aha_segments(
                "slices_using_mean_insertion_points": sorted(int(k) for k in ring_slices if k not in insertion),
                "anterior_deg": round(default[0], 1), "inferior_deg": round(default[1], 1),
                "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction"}
-    return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info)
+    return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info, basal_end)
 
 
 def aha_summary(
@@ -327,3 +328,26 @@ def aha_summary(
                             wall_thickness=wall_thickness).summary()
     except ValueError as error:
         return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
+
+
+def stack_geometry(orientation: Sequence[float], positions_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the slices along the stack normal in mm, the normal) from ImageOrientationPatient and the
+    slices' ImagePositionPatient (PS3.3 C.7.6.2.1.1: normal = row direction x column direction)."""
+    orientation = np.asarray(orientation, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    return np.asarray(positions_lps, dtype=float).reshape(-1, 3) @ normal, normal
+
+
+def aha_summary_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wall_thickness: bool = False) -> dict:
+    """`aha_summary` on a dicomnode Volume's geometry: positions along its normal, and the basal end from the
+    usual direction of the LV long axis in patient coordinates (basal_end_from_geometry)."""
+    orientation, positions_lps = getattr(volume, "orientation", None), getattr(volume, "positions", None)
+    if orientation is None or positions_lps is None:
+        return {"applicable": False, "reason": "AHA segments not computed: the stack has no patient geometry",
+                "model": MODEL_NAME}
+    positions, normal = stack_geometry(orientation, positions_lps)
+    try:
+        basal_end = basal_end_from_geometry(normal)
+    except ValueError as error:
+        return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
+    return aha_summary(labels, volume.pixel_spacing, positions, basal_end, scar=scar, wall_thickness=wall_thickness)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.cine_metrics import BSA_FORMULA_CODES, PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, measure_cine
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.types import StudyError
@@ -267,7 +268,9 @@ class CinePipeline:
         summary = measured.summary()
         summary.update({"bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
-                        "series_instance_uid": series.series_instance_uid})
+                        "series_instance_uid": series.series_instance_uid,
+                        # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
+                        "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True)})
         segmentation = SegmentationResult(
             series=series, volume=volume, labelmap=labelmaps[[ed, es]], phases=[ed, es], phase_names=list(PHASE_NAMES),
             algorithm=model.algorithm, pipeline=self.name)

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from dicomnode.analysis.pipeline import AnalysisContext, PipelineResult
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
-from dicomnode.results.seg import build_seg
+from dicomnode.results.seg import build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
 
 #: series numbers of the result series (high, so they sort after the acquisitions)
@@ -40,27 +40,29 @@ def build_result_objects(
     `study` is duck-typed on CMRStudy: `study_instance_uid`, `series` (with `.instances[i].dataset`) and
     `first_dataset(series)`. `supersedes`: earlier SRs this analysis replaces, as dicts with sop_instance_uid,
     series_instance_uid, study_instance_uid (and optionally sop_class_uid); they go into the SR's Predecessor
-    Documents Sequence. Order of the list: SEGs, SR (TID 1500 incl. the report-text suggestions), PDF, SC; when
-    there is no LGE/cine result, the suggestions get a stand-alone Comprehensive SR instead of the TID 1500 SR.
+    Documents Sequence. Order of the list: SEGs (one per phase and source series), SR (TID 1500),
+    the text-only SR of the report-text suggestions, PDF, SC.
     """
     header = _study_header(study)
     if str(header.StudyInstanceUID) != str(study.study_instance_uid):
         raise ValueError("the study's first dataset belongs to another StudyInstanceUID")
     objects: list[Dataset] = []
-    segs: dict[int, Dataset] = {}
+    segs: dict[int, list] = {}
     series_number = SEG_SERIES_BASE
     for result in results:
         for segmentation in result.segmentations:
             sources = [instance.dataset for instance in segmentation.series.instances]
-            seg = build_seg(segmentation, sources, context, series_number)
-            segs[id(segmentation)] = seg
-            objects.append(seg)
-            series_number += 1
+            segs[id(segmentation)] = []
+            for part in seg_parts(segmentation):  # one SEG per phase and source series (seg.py says why)
+                seg = build_seg(segmentation, sources, context, series_number, part)
+                segs[id(segmentation)].append((part, seg))
+                objects.append(seg)
+                series_number += 1
     sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes)
     if sr is not None:
         objects.append(sr)
     suggestions = next((r for r in results if r.name == "suggestions"), None)
-    if suggestions is not None and sr is None:  # otherwise the suggestions are a container of the TID 1500 SR
+    if suggestions is not None:  # a text-only SR of its own, shown as text by viewers (docs/conformance.md)
         suggestions_sr = build_suggestions_sr(header, suggestions, context, SUGGESTIONS_SR_SERIES)
         if suggestions_sr is not None:
             objects.append(suggestions_sr)

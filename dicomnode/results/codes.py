@@ -28,6 +28,9 @@ HEART = Code("80891009", "SCT", "Heart")
 
 # --- SR: document, procedure, findings -------------------------------------------------------------------------
 IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+#: TID 1500 row 4 "Procedure reported" takes its value from CID 100 (pixelmed checks it as closed)
+MRI_UNSPECIFIED_BODY_REGION = Code("25056-3", "LN", "MRI unspecified body region")
+#: the specific procedure: study-level Procedure Code Sequence (0008,1032) of the SR
 MR_OF_HEART = Code("241620005", "SCT", "Magnetic resonance imaging of heart")
 LATE_CONTRAST_ENHANCEMENT = Code("122664", "DCM", "Late Contrast Enhancement")
 SCARRED_MYOCARDIUM = Code("122113", "DCM", "Scarred Myocardium")
@@ -56,6 +59,27 @@ BSA_DUBOIS = Code("122241", "DCM", "BSA = 0.007184*WT^0.425*HT^0.725")
 BSA_MOSTELLER = Code("122244", "DCM", "BSA = (HT*WT/36)^0.5")
 BSA_FORMULAS = {"dubois": BSA_DUBOIS, "mosteller": BSA_MOSTELLER}
 
+#: CID 3717 Myocardial Wall Segments (AHA 17-segment model), codes as in PS3.16 (pydicom's CID 3717 table)
+AHA_SEGMENTS = {
+    1: Code("264850008", "SCT", "left ventricle basal anterior segment"),
+    2: Code("396482007", "SCT", "left ventricle basal anteroseptal segment"),
+    3: Code("396646008", "SCT", "left ventricle basal inferoseptal segment"),
+    4: Code("264846001", "SCT", "left ventricle basal inferior segment"),
+    5: Code("396652009", "SCT", "left ventricle basal inferolateral segment"),
+    6: Code("396654005", "SCT", "left ventricle basal anterolateral segment"),
+    7: Code("264848000", "SCT", "left ventricle mid anterior segment"),
+    8: Code("396647004", "SCT", "left ventricle mid anteroseptal segment"),
+    9: Code("396649001", "SCT", "left ventricle mid inferoseptal segment"),
+    10: Code("264847005", "SCT", "left ventricle mid inferior segment"),
+    11: Code("396655006", "SCT", "left ventricle mid inferolateral segment"),
+    12: Code("396656007", "SCT", "left ventricle mid anterolateral segment"),
+    13: Code("264844003", "SCT", "left ventricle apical anterior segment"),
+    14: Code("264845002", "SCT", "left ventricle apical septal segment"),
+    15: Code("264849008", "SCT", "left ventricle apical inferior segment"),
+    16: Code("264853005", "SCT", "left ventricle apical lateral segment"),
+    17: Code("128564006", "SCT", "Apex of left ventricle"),
+}
+
 # private measurement concepts (no standard code exists for these)
 LGE_PERCENT = Code("LGEPCT", PRIVATE_SCHEME, "LGE extent, % of LV myocardial volume")
 LARGE_LGE_BURDEN = Code("LGEBURDEN", PRIVATE_SCHEME, "Large LGE burden")
@@ -66,6 +90,10 @@ RV_EDV_INDEX = Code("RVEDVI", PRIVATE_SCHEME, "RV end-diastolic volume index")
 RV_ESV_INDEX = Code("RVESVI", PRIVATE_SCHEME, "RV end-systolic volume index")
 LV_MASS_INDEX = Code("LVMI", PRIVATE_SCHEME, "LV mass index")
 PHASE_INDEX = Code("PHASEIDX", PRIVATE_SCHEME, "Cardiac phase index in the cine series (0-based)")
+AHA_SCAR_EXTENT = Code("AHASCAR", PRIVATE_SCHEME, "Scar extent, % of the segment's myocardium")
+TRANSMURALITY_MAX = Code("TMURMAX", PRIVATE_SCHEME, "Scar transmurality, maximum over the segment")
+TRANSMURALITY_MEAN = Code("TMURMEAN", PRIVATE_SCHEME, "Scar transmurality, mean over the segment")
+WALL_THICKNESS = Code("WALLTHK", PRIVATE_SCHEME, "End-diastolic wall thickness, mean over the segment")
 
 # private method codes
 METHOD_DEEP_LEARNING = Code("DLSEG", PRIVATE_SCHEME, "Deep-learning segmentation")
@@ -88,12 +116,14 @@ UNIT_PERCENT = Code("%", "UCUM", "percent")
 UNIT_ML_PER_M2 = Code("ml/m2", "UCUM", "milliliter per square meter")
 UNIT_G_PER_M2 = Code("g/m2", "UCUM", "gram per square meter")
 UNIT_M2 = Code("m2", "UCUM", "square meter")
+UNIT_MM = Code("mm", "UCUM", "millimeter")
 UNIT_NONE = Code("1", "UCUM", "no units")
 
 #: every private code, for the Coding Scheme Identification Sequence and the conformance statement
 PRIVATE_CODES = [
     MVO, LGE_PERCENT, LARGE_LGE_BURDEN, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
-    LV_MASS_INDEX, PHASE_INDEX, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
+    LV_MASS_INDEX, PHASE_INDEX, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN, WALL_THICKNESS,
+    METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
 ]
 

@@ -1,8 +1,21 @@
-"""DICOM Segmentation (highdicom, BINARY) of one SegmentationResult, referencing every source frame exactly."""
+"""DICOM Segmentation (highdicom) of a SegmentationResult: mutually exclusive segments, one SEG per phase and source
+series, referencing every source frame exactly.
+
+The form is chosen for OHIF v3 without leaving the standard (PS3.3 A.51 Segmentation IOD, C.8.20):
+- segments never overlap (LV blood pool, non-enhanced myocardium, scar, MVO, RV blood pool): OHIF draws only the first
+  of overlapping segments; unions (whole myocardium, scar incl. MVO) are measured in the SR;
+- one SEG per source series and per cardiac phase: OHIF attaches a SEG to one series, and it matches SEG frames to the
+  images of that series, so a stack sent as one series per slice (Siemens) gets one SEG per slice, and a cine stack
+  gets an ED and an ES SEG;
+- BINARY frames are bit-packed back to back (C.8.20.2.1); when Rows x Columns is not a multiple of 8 the frames do not
+  start on byte boundaries and an odd total length is padded, which OHIF's reader rejects ("calculated length ...
+  does not match the actual length ..."): such SEGs are written FRACTIONAL (one byte per pixel, values 0 and
+  Maximum Fractional Value only), which OHIF reads as binary.
+"""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import highdicom as hd
@@ -40,24 +53,28 @@ SEGMENT_KINDS = {
         "LV cavity (node label 1)", (220, 40, 40)),
     "lv_myocardium": SegmentKind(
         "lv_myocardium", tuple(MYOCARDIUM_LABELS), "LV myocardium", codes.ANATOMICAL_STRUCTURE, codes.LV_MYOCARDIUM,
-        "Whole LV myocardium: healthy + scar + MVO (node labels 2, 3, 4)", (40, 180, 60)),
+        "Whole LV myocardium (cine: no scar label)", (40, 180, 60)),
+    "lv_myocardium_nonenhanced": SegmentKind(
+        "lv_myocardium_nonenhanced", (Label.LV_MYOCARDIUM,), "LV myocardium, non-enhanced", codes.ANATOMICAL_STRUCTURE,
+        codes.LV_MYOCARDIUM, "Myocardium without LGE (label 2); whole = this + scar + MVO", (40, 180, 60)),
     "scar": SegmentKind(
-        "scar", tuple(ENHANCED_LABELS), "Scar (LGE)", codes.TISSUE, codes.SCAR_TISSUE,
-        "Enhanced myocardium including MVO (node labels 3, 4); scar / LV myocardium = %LGE", (250, 210, 0)),
+        "scar", (Label.SCAR,), "Scar (LGE) without MVO", codes.TISSUE, codes.SCAR_TISSUE,
+        "Enhanced myocardium without MVO (label 3); scar incl. MVO = this + MVO", (250, 210, 0)),
     "mvo": SegmentKind(
         "mvo", (Label.MVO,), "MVO", codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.MVO,
-        "Microvascular obstruction (node label 4), a part of the scar segment; private code 99DICOMNODE MVO",
-        (150, 60, 220)),
+        "Microvascular obstruction (label 4); private code 99DICOMNODE MVO", (150, 60, 220)),
     "rv_blood_pool": SegmentKind(
         "rv_blood_pool", (Label.RV_BLOOD_POOL,), "RV blood pool", codes.ANATOMICAL_STRUCTURE, codes.RIGHT_VENTRICLE,
         "RV cavity (node label 5)", (40, 110, 230)),
 }
 
-#: segments each pipeline writes: only labels that pipeline produces
+#: segments each pipeline writes, mutually exclusive: only labels that pipeline produces
 PIPELINE_SEGMENTS = {
     "cine": ("lv_blood_pool", "lv_myocardium", "rv_blood_pool"),
-    "lge": ("lv_blood_pool", "lv_myocardium", "scar", "mvo"),
+    "lge": ("lv_blood_pool", "lv_myocardium_nonenhanced", "scar", "mvo", "rv_blood_pool"),
 }
+#: segments written only when the label map contains them (the LGE model outputs the RV only once retrained)
+OPTIONAL_SEGMENTS = {"lge": ("rv_blood_pool",)}
 
 PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
 
@@ -74,28 +91,52 @@ class PlannedSegment:
     label: str
 
 
-def phase_abbreviation(name: str) -> str:
-    return PHASE_ABBREVIATIONS.get(name.strip().lower(), name.strip())
+@dataclass(frozen=True)
+class SegPart:
+    """What one SEG object covers: phases (positions into result.phases) and slices, all from one source series."""
+
+    phase_positions: tuple[int, ...]
+    slices: tuple[int, ...]
+    series_instance_uid: str | None = None
 
 
-def segment_plan(result: SegmentationResult) -> list[PlannedSegment]:
-    """Segments written for a result, numbered from 1; one set per phase when the result covers several phases.
+def seg_parts(result: SegmentationResult) -> list[SegPart]:
+    """One part per cardiac phase and per source series of that phase's frames (see the module docstring)."""
+    parts = []
+    for position, phase_index in enumerate(result.phases):
+        by_series: dict[str, list[int]] = {}
+        for k, ref in enumerate(result.volume.frames[phase_index]):
+            by_series.setdefault(ref.series_instance_uid, []).append(k)
+        parts += [SegPart((position,), tuple(slices), uid) for uid, slices in by_series.items()]
+    return parts
 
-    highdicom refuses duplicate plane positions in one SEG, and the ED and ES frames of a cine stack share their
-    positions, so each phase gets its own segments ("LV blood pool ED", ...) whose frames reference that phase's
-    source frames.
+
+def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | None = None) -> list[PlannedSegment]:
+    """Segments written for a result (or the given phases of it), numbered from 1.
+
+    Cine segments carry their phase in the label ("LV blood pool ED"); when one SEG holds several phases, each phase
+    has its own segments whose frames reference that phase's source frames (highdicom refuses duplicate plane
+    positions in one segment, and the ED and ES frames of a slice share their position).
     """
     if result.pipeline not in PIPELINE_SEGMENTS:
         raise ValueError(f"no SEG segments defined for pipeline {result.pipeline!r} "
                          f"(known: {sorted(PIPELINE_SEGMENTS)})")
     if len(result.phases) != len(result.phase_names) or not result.phases:
         raise ValueError(f"phases {result.phases} and phase_names {result.phase_names} must be non-empty and match")
+    positions = range(len(result.phases)) if phase_positions is None else phase_positions
+    labelmap = np.asarray(result.labelmap)
+    keys = [key for key in PIPELINE_SEGMENTS[result.pipeline]
+            if key not in OPTIONAL_SEGMENTS.get(result.pipeline, ())
+            or np.isin(labelmap, SEGMENT_KINDS[key].labels).any()]
     planned = []
-    for position, (phase_index, phase_name) in enumerate(zip(result.phases, result.phase_names)):
-        for key in PIPELINE_SEGMENTS[result.pipeline]:
+    for position in positions:
+        phase_index, phase_name = result.phases[position], result.phase_names[position]
+        suffix = f" {PHASE_ABBREVIATIONS[phase_name.strip().lower()]}" \
+            if phase_name.strip().lower() in PHASE_ABBREVIATIONS else ""
+        for key in keys:
             kind = SEGMENT_KINDS[key]
-            label = kind.label if len(result.phases) == 1 else f"{kind.label} {phase_abbreviation(phase_name)}"
-            planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name, label))
+            planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name,
+                                          kind.label + suffix))
     return planned
 
 
@@ -130,21 +171,22 @@ def _source_item(ref: FrameRef) -> Dataset:
     return item
 
 
-def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Sequence[PlannedSegment]) -> None:
+def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Sequence[PlannedSegment],
+                             slices: Sequence[int]) -> None:
     """Make every frame's Derivation Image Sequence reference exactly its own source frame (phase and slice).
 
     highdicom matches frames to sources by position, which cannot tell the ED from the ES frame of one slice.
     """
     by_number = {segment.number: segment for segment in plan}
-    positions = np.asarray(result.volume.positions, dtype=float)
+    positions = np.asarray(result.volume.positions, dtype=float)[list(slices)]
     for frame in seg.PerFrameFunctionalGroupsSequence:
         number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
         distances = np.linalg.norm(positions - position, axis=1)
-        slice_index = int(np.argmin(distances))
-        if distances[slice_index] > 1e-2:
+        nearest = int(np.argmin(distances))
+        if distances[nearest] > 1e-2:
             raise ValueError(f"SEG frame at {position.tolist()} matches no slice of the source volume")
-        ref = result.volume.frames[by_number[number].phase_index][slice_index]
+        ref = result.volume.frames[by_number[number].phase_index][slices[nearest]]
         derivations = frame.get("DerivationImageSequence")
         if derivations:
             derivation = derivations[0]
@@ -156,6 +198,14 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
             derivation.DerivationCodeSequence = [code]
             frame.DerivationImageSequence = [derivation]
         derivation.SourceImageSequence = [_source_item(ref)]
+
+
+def segmentation_type_for(rows: int, columns: int) -> hd.seg.SegmentationTypeValues:
+    """BINARY when every bit-packed frame starts on a byte boundary (Rows x Columns a multiple of 8), else FRACTIONAL
+    (see the module docstring: OHIF rejects the padded odd-length data of unaligned BINARY frames)."""
+    if rows * columns % 8 == 0:
+        return hd.seg.SegmentationTypeValues.BINARY
+    return hd.seg.SegmentationTypeValues.FRACTIONAL
 
 
 def _add_frame_anatomy(seg: Dataset) -> None:
@@ -175,18 +225,23 @@ def build_seg(
     source_datasets: Iterable[Dataset],
     context,
     series_number: int,
+    part: SegPart | None = None,
 ) -> Dataset:
-    """A BINARY highdicom Segmentation of `result`, in the source study, new series, IHE AIR provenance.
+    """A highdicom Segmentation of `result` (or of `part` of it, see seg_parts), in the source study, new series,
+    IHE AIR provenance.
 
     `source_datasets` are the header datasets (no pixel data needed) of at least every frame the result covers.
     """
     started_at: dt.datetime = context.started_at
-    plan = segment_plan(result)
-    masks = segment_masks(result, plan)
     volume = result.volume
+    if part is None:
+        part = SegPart(tuple(range(len(result.phases))), tuple(range(volume.pixels.shape[1])))
+    slices = list(part.slices)
+    plan = segment_plan(result, part.phase_positions)
+    masks = segment_masks(result, plan)[slices]
     sources = _index_sources(source_datasets)
 
-    refs = [volume.frames[p][k] for p in result.phases for k in range(masks.shape[0])]
+    refs = [volume.frames[result.phases[p]][k] for p in part.phase_positions for k in slices]
     missing = sorted({r.sop_instance_uid for r in refs} - set(sources))
     if missing:
         raise ValueError(f"{len(missing)} source instance(s) of the result are not among source_datasets: "
@@ -209,11 +264,11 @@ def build_seg(
     pixel_measures = hd.PixelMeasuresSequence(
         pixel_spacing=[float(volume.pixel_spacing[0]), float(volume.pixel_spacing[1])],
         slice_thickness=float(thickness) if thickness else float(volume.slice_spacing),
-        spacing_between_slices=float(volume.slice_spacing) if masks.shape[0] > 1 else None,
+        spacing_between_slices=float(volume.slice_spacing) if len(slices) > 1 else None,
     )
     plane_positions = [
         hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position])
-        for position in np.asarray(volume.positions, dtype=float)
+        for position in np.asarray(volume.positions, dtype=float)[slices]
     ]
     algorithm = result.algorithm
     descriptions = []
@@ -237,11 +292,17 @@ def build_seg(
         descriptions.append(description)
 
     pipeline_name = "LGE" if result.pipeline == "lge" else "cine"
+    phase_names = [result.phase_names[p] for p in part.phase_positions]
+    rows, columns = masks.shape[1:3]
+    segmentation_type = segmentation_type_for(rows, columns)
+    fractional = segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
     seg = hd.seg.Segmentation(
         source_images=primary,
         further_source_images=further or None,
-        pixel_array=masks,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        pixel_array=masks.astype(np.float32) if fractional else masks,
+        segmentation_type=segmentation_type,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY if fractional else None,
+        max_fractional_value=1 if fractional else 255,
         segment_descriptions=descriptions,
         series_instance_uid=new_uid(),
         series_number=series_number,
@@ -252,7 +313,7 @@ def build_seg(
         software_versions=node_version(),
         device_serial_number=algorithm.device_uid[-16:],
         content_label=f"{pipeline_name.upper()}_SEG",
-        content_description=f"AI {pipeline_name} segmentation ({', '.join(result.phase_names)}), unverified"[:64],
+        content_description=f"AI {pipeline_name} segmentation ({', '.join(phase_names)}), unverified"[:64],
         content_creator_name=None,
         pixel_measures=pixel_measures,
         plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation),
@@ -264,7 +325,10 @@ def build_seg(
         content_date=started_at.date(),
         content_time=started_at.time(),
     )
-    _point_frames_at_sources(seg, result, plan)
+    _point_frames_at_sources(seg, result, plan, slices)
     _add_frame_anatomy(seg)
-    apply_provenance(seg, [algorithm], started_at, f"{pipeline_name} segmentation")
+    what = f"{pipeline_name} segmentation"
+    if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
+        what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"
+    apply_provenance(seg, [algorithm], started_at, what)
     return seg

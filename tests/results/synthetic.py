@@ -10,6 +10,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from dicomnode.analysis.aha import aha_summary
+from dicomnode.analysis.lge_metrics import lge_volumes
 from dicomnode.analysis.pipeline import AlgorithmInfo, AnalysisContext, PipelineResult, SegmentationResult
 from dicomnode.cmr.types import AnalysisSeries, FrameRef, InstanceHeader, Recognition, Volume
 from dicomnode.config import Config
@@ -55,7 +57,7 @@ def study_header(study_uid: str, frame_of_reference: str) -> Dataset:
 
 
 def mr_header(base: Dataset, series_uid: str, series_number: int, position, instance_number: int,
-              trigger_time: float, description: str) -> Dataset:
+              trigger_time: float, description: str, shape: tuple[int, int] = (ROWS, COLS)) -> Dataset:
     ds = Dataset()
     ds.update(base)
     ds.SOPClassUID = MRImageStorage
@@ -79,7 +81,7 @@ def mr_header(base: Dataset, series_uid: str, series_number: int, position, inst
     ds.ImagePositionPatient = [float(v) for v in position]
     ds.ImageOrientationPatient = [float(v) for v in ORIENTATION]
     ds.PixelSpacing = list(SPACING)
-    ds.Rows, ds.Columns = ROWS, COLS
+    ds.Rows, ds.Columns = shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
@@ -98,18 +100,19 @@ def disc(shape, centre, radius) -> np.ndarray:
     return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
-def heart_labels(slice_index: int, slices: int, lv_radius: float, scar: bool) -> np.ndarray:
+def heart_labels(slice_index: int, slices: int, lv_radius: float, scar: bool,
+                 shape: tuple[int, int] = (ROWS, COLS)) -> np.ndarray:
     """One short-axis slice: LV cavity, ring of myocardium, optional scar wedge + MVO core, RV beside it."""
-    labels = np.zeros((ROWS, COLS), dtype=np.uint8)
+    labels = np.zeros(shape, dtype=np.uint8)
     centre = (24, 22)
     if slice_index in (0, slices - 1) and slices > 2:
         lv_radius -= 2  # smaller apex/base
-    labels[disc((ROWS, COLS), centre, lv_radius + 4)] = Label.LV_MYOCARDIUM
-    labels[disc((ROWS, COLS), centre, lv_radius)] = Label.LV_BLOOD_POOL
-    rv = disc((ROWS, COLS), (24, 8), 6) & (labels == 0)
+    labels[disc(shape, centre, lv_radius + 4)] = Label.LV_MYOCARDIUM
+    labels[disc(shape, centre, lv_radius)] = Label.LV_BLOOD_POOL
+    rv = disc(shape, (24, 8), 6) & (labels == 0)
     labels[rv] = Label.RV_BLOOD_POOL
     if scar and slice_index % 2 == 1:
-        rows, cols = np.mgrid[:ROWS, :COLS]
+        rows, cols = np.mgrid[:shape[0], :shape[1]]
         wedge = (rows < centre[0] - 2) & (labels == Label.LV_MYOCARDIUM)
         labels[wedge] = Label.SCAR
         if slice_index == 1:
@@ -124,7 +127,8 @@ def algorithm(name: str) -> AlgorithmInfo:
                          device_uid=generate_uid(), description=f"{name} segmentation network")
 
 
-def make_series(base: Dataset, series_number: int, slices: int, phases: int, description: str, sequence: str):
+def make_series(base: Dataset, series_number: int, slices: int, phases: int, description: str, sequence: str,
+                shape: tuple[int, int] = (ROWS, COLS)):
     series_uid = generate_uid()
     headers, frames, positions = [], [], []
     for k in range(slices):
@@ -132,7 +136,8 @@ def make_series(base: Dataset, series_number: int, slices: int, phases: int, des
     for p in range(phases):
         row = []
         for k in range(slices):
-            ds = mr_header(base, series_uid, series_number, positions[k], p * slices + k + 1, 30.0 * p, description)
+            ds = mr_header(base, series_uid, series_number, positions[k], p * slices + k + 1, 30.0 * p, description,
+                           shape)
             headers.append(InstanceHeader(Path(f"/dev/null/{ds.SOPInstanceUID}"), ds.SOPInstanceUID, ds.SOPClassUID,
                                           series_uid, ds))
             row.append(FrameRef(ds.SOPInstanceUID, ds.SOPClassUID, series_uid, None))
@@ -144,7 +149,7 @@ def make_series(base: Dataset, series_number: int, slices: int, phases: int, des
     affine[:3, 3] = positions[0]
     rng = np.random.default_rng(series_number)
     volume = Volume(
-        pixels=rng.normal(100, 10, (phases, slices, ROWS, COLS)).astype(np.float32),
+        pixels=rng.normal(100, 10, (phases, slices) + tuple(shape)).astype(np.float32),
         affine=affine, pixel_spacing=SPACING, slice_spacing=SLICE_GAP, frames=frames,
         trigger_times=[30.0 * p for p in range(phases)], orientation=ORIENTATION.copy(),
         positions=np.asarray(positions, dtype=float),
@@ -158,32 +163,33 @@ def make_series(base: Dataset, series_number: int, slices: int, phases: int, des
     return series, volume
 
 
-def make_study(slices: int = 6, cine_phases: int = 5):
+def make_study(slices: int = 6, cine_phases: int = 5, rows: int = ROWS, cols: int = COLS):
     """A study with an LGE stack (1 phase) and a cine stack; pipeline results with plausible numbers."""
     study_uid = generate_uid()
     base = study_header(study_uid, generate_uid())
-    lge_series, lge_volume = make_series(base, 7, slices, 1, "PSIR LGE SAX", "lge")
-    cine_series, cine_volume = make_series(base, 5, slices, cine_phases, "cine SAX", "cine")
+    shape = (rows, cols)
+    lge_series, lge_volume = make_series(base, 7, slices, 1, "PSIR LGE SAX", "lge", shape)
+    cine_series, cine_volume = make_series(base, 5, slices, cine_phases, "cine SAX", "cine", shape)
 
-    lge_labels = np.stack([heart_labels(k, slices, 8, scar=True) for k in range(slices)])[None]
+    lge_labels = np.stack([heart_labels(k, slices, 8, scar=True, shape=shape) for k in range(slices)])[None]
     lge_alg = algorithm("lge")
     lge_seg = SegmentationResult(series=lge_series, volume=lge_volume, labelmap=lge_labels, phases=[0],
                                  phase_names=["late enhancement"], algorithm=lge_alg, pipeline="lge")
-    voxel_ml = lge_volume.voxel_volume_ml
-    myo = np.isin(lge_labels, [2, 3, 4]).sum() * voxel_ml
-    scar = np.isin(lge_labels, [3, 4]).sum() * voxel_ml
-    mvo = (lge_labels == 4).sum() * voxel_ml
+    # the numbers come from the metric function itself, so a drift in its definitions shows in the SR/PDF tests
+    volumes = lge_volumes(lge_labels[0], lge_volume.voxel_volume_ml)
     lge_summary = {
-        "method": "dl", "myocardium_volume_ml": round(myo, 2), "lv_mass_g": round(myo * 1.05, 2),
-        "scar_volume_ml": round(scar, 2), "mvo_volume_ml": round(mvo, 2), "lge_percent": round(100 * scar / myo, 2),
-        "large_scar_burden": bool(100 * scar / myo >= 15), "nsd": {"n": 5, "lge_percent": 12.5},
+        "method": "dl", "myocardium_volume_ml": round(volumes.myocardium_volume_ml, 2),
+        "lv_mass_g": round(volumes.lv_mass_g, 2), "scar_volume_ml": round(volumes.scar_volume_ml, 2),
+        "mvo_volume_ml": round(volumes.mvo_volume_ml, 2), "lge_percent": round(volumes.lge_percent, 2),
+        "large_scar_burden": volumes.large_scar_burden, "nsd": {"n": 5, "lge_percent": 12.5},
         "fwhm": {"lge_percent": 17.25},
+        "aha_segments": aha_summary(lge_labels[0], SPACING, lge_volume.positions[:, 2], "first"),
     }
     lge = PipelineResult(name="lge", summary=lge_summary, segmentations=[lge_seg], algorithms=[lge_alg])
 
     ed, es = 0, 3
-    ed_labels = np.stack([heart_labels(k, slices, 9, scar=False) for k in range(slices)])
-    es_labels = np.stack([heart_labels(k, slices, 6, scar=False) for k in range(slices)])
+    ed_labels = np.stack([heart_labels(k, slices, 9, scar=False, shape=shape) for k in range(slices)])
+    es_labels = np.stack([heart_labels(k, slices, 6, scar=False, shape=shape) for k in range(slices)])
     cine_alg = algorithm("cine")
     cine_seg = SegmentationResult(series=cine_series, volume=cine_volume, labelmap=np.stack([ed_labels, es_labels]),
                                   phases=[ed, es], phase_names=["end diastole", "end systole"], algorithm=cine_alg,
@@ -199,6 +205,8 @@ def make_study(slices: int = 6, cine_phases: int = 5):
         "lv_mass_g": round(np.isin(ed_labels, [2, 3, 4]).sum() * cv * 1.05, 2),
         "rv_edv_ml": round(rv_edv, 2), "rv_esv_ml": round(rv_esv, 2), "rv_sv_ml": round(rv_edv - rv_esv, 2),
         "rv_ef_percent": round(100 * (rv_edv - rv_esv) / rv_edv, 2), "ed_phase": ed, "es_phase": es,
+        "aha_segments": aha_summary(ed_labels, SPACING, cine_volume.positions[:, 2], "first", scar=False,
+                                    wall_thickness=True),
     }
     curve = [lv_edv, lv_edv * 0.8, lv_edv * 0.6, lv_esv, lv_edv * 0.7][:cine_phases]
     cine = PipelineResult(name="cine", summary=cine_summary, segmentations=[cine_seg], algorithms=[cine_alg],
@@ -261,3 +269,13 @@ def as_enhanced_mr(segmentation: SegmentationResult) -> SegmentationResult:
     new_series = AnalysisSeries(**{**series.__dict__, "instances": [header]})
     new_volume = Volume(**{**volume.__dict__, "frames": frames})
     return SegmentationResult(**{**segmentation.__dict__, "series": new_series, "volume": new_volume})
+
+
+def one_series_per_slice(segmentation: SegmentationResult, prefix: str = "1.2.826.0.1.3680043.8.498.7") -> dict:
+    """Move every slice of a single-phase result into its own series (Siemens style); {SOP UID: dataset}."""
+    by_uid = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
+    for k, ref in enumerate(segmentation.volume.frames[0]):
+        series_uid = f"{prefix}{k}"
+        by_uid[ref.sop_instance_uid].SeriesInstanceUID = series_uid
+        segmentation.volume.frames[0][k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, series_uid)
+    return by_uid

@@ -45,7 +45,7 @@ def real_cine(datasets):
 
 def test_real_headers_give_valid_objects_in_the_source_study(real_cine, tmp_path):
     study, segmentation, objects = real_cine
-    assert [o.Modality for o in objects] == ["SEG", "SR", "DOC", "OT"]
+    assert [o.Modality for o in objects] == ["SEG", "SEG", "SR", "DOC", "OT"]  # SEGs: ED, ES
     source_uids = {i.sop_instance_uid for i in segmentation.series.instances}
     for n, dataset in enumerate(objects):
         assert dataset.StudyInstanceUID == study.study_instance_uid
@@ -61,11 +61,12 @@ def test_real_headers_give_valid_objects_in_the_source_study(real_cine, tmp_path
 
 def test_real_seg_reads_back_on_ed_and_es_frames(real_cine, tmp_path):
     _, segmentation, objects = real_cine
-    read = hd.seg.segread(write(objects[0], tmp_path / "seg.dcm"))
     plan = segment_plan(segmentation)
     masks = segment_masks(segmentation, plan)
     for segment in plan:
+        read = hd.seg.segread(write(objects[segment.phase_position], tmp_path / "seg.dcm"))
+        number = next(int(s.SegmentNumber) for s in read.SegmentSequence if s.SegmentLabel == segment.label)
         uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[segment.phase_index]]
-        pixels = read.get_pixels_by_source_instance(uids, segment_numbers=[segment.number],
+        pixels = read.get_pixels_by_source_instance(uids, segment_numbers=[number],
                                                     assert_missing_frames_are_empty=True)
         np.testing.assert_array_equal(pixels[..., 0], masks[..., segment.number - 1])

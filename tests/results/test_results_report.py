@@ -25,7 +25,8 @@ def built():
 
 def test_result_objects_go_to_the_source_study_in_new_series(built):
     study, results, context, objects = built
-    assert [o.Modality for o in objects] == ["SEG", "SEG", "SR", "DOC", "OT"]
+    # SEGs: LGE, cine ED, cine ES; the TID 1500 SR, the text-only suggestions SR, PDF, SC
+    assert [o.Modality for o in objects] == ["SEG", "SEG", "SEG", "SR", "SR", "DOC", "OT"]
     assert {o.StudyInstanceUID for o in objects} == {study.study_instance_uid}
     source_series = {i.dataset.SeriesInstanceUID for s in study.series for i in s.instances}
     series = [o.SeriesInstanceUID for o in objects]
@@ -37,7 +38,7 @@ def test_result_objects_go_to_the_source_study_in_new_series(built):
         assert any(i.PurposeOfReferenceCodeSequence[0].CodeValue == "Newcode1" for i in o.ContributingEquipmentSequence)
     again = build_result_objects(study, results, context)
     assert not {o.SOPInstanceUID for o in again} & {o.SOPInstanceUID for o in objects}
-    assert [o.Modality for o in again] == ["SEG", "SEG", "SR", "DOC"]  # no SC unless asked
+    assert [o.Modality for o in again] == ["SEG", "SEG", "SEG", "SR", "SR", "DOC"]  # no SC unless asked
 
 
 def test_report_options_follow_the_config(built):
@@ -45,7 +46,7 @@ def test_report_options_follow_the_config(built):
     config = context.config.model_copy(deep=True)
     config.analysis.report_pdf = False
     quiet = type(context)(config=config, runtime=None, started_at=context.started_at)
-    assert [o.Modality for o in build_result_objects(study, results, quiet)] == ["SEG", "SEG", "SR"]
+    assert [o.Modality for o in build_result_objects(study, results, quiet)] == ["SEG", "SEG", "SEG", "SR", "SR"]
     only_suggestions = build_result_objects(study, [results[2]], quiet)
     assert [o.SOPClassUID for o in only_suggestions] == ["1.2.840.10008.5.1.4.1.1.88.33"]  # stand-alone SR
 
@@ -82,20 +83,20 @@ def test_key_numbers_and_scar_extent(built):
 
 def test_encapsulated_pdf_holds_the_report(built):
     study, results, context, objects = built
-    document = objects[3]
+    document = objects[5]
     assert document.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"
     length = int(document.EncapsulatedDocumentLength)
     assert bytes(document.EncapsulatedDocument)[:length].startswith(b"%PDF")
     assert document.MIMETypeOfEncapsulatedDocument == "application/pdf"
     assert {i.ReferencedSOPInstanceUID for i in document.SourceInstanceSequence} == \
-        {o.SOPInstanceUID for o in objects[:3]}
+        {o.SOPInstanceUID for o in objects[:5]}
     with pytest.raises(ValueError, match="not a PDF"):
         build_pdf_document(b"PNG", study.series[0].instances[0].dataset, context, results[0].algorithms, 9200)
 
 
 def test_secondary_capture_is_the_png(built):
     *_, objects = built
-    capture = objects[4]
+    capture = objects[6]
     assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert capture.PhotometricInterpretation == "RGB" and capture.BurnedInAnnotation == "YES"
     assert capture.pixel_array.shape[2] == 3 and capture.pixel_array.shape[0] > 800
@@ -108,7 +109,7 @@ def test_objects_pass_dciodvfy_and_pixelmed(built, tmp_path, kind):
     if kind == "suggestions-sr":
         dataset = build_suggestions_sr(study.series[0].instances[0].dataset, results[2], context, 9101)
     else:
-        dataset = objects[3] if kind == "pdf" else objects[4]
+        dataset = objects[5] if kind == "pdf" else objects[6]
     validator = "DicomSRValidator" if dataset.Modality == "SR" else "DicomInstanceValidator"
     assert_valid(write(dataset, tmp_path / f"{kind}.dcm"), validator)
 

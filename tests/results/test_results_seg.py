@@ -7,8 +7,8 @@ import pytest
 
 from dicomnode.labels import Label
 from dicomnode.results import codes
-from dicomnode.results.seg import build_seg, segment_masks, segment_plan
-from synthetic import make_study, write
+from dicomnode.results.seg import build_seg, seg_parts, segment_masks, segment_plan, segmentation_type_for
+from synthetic import make_study, one_series_per_slice, write
 from validators import assert_valid
 
 IHE_PURPOSE = (codes.PROCESSING_ALGORITHM.value, codes.PROCESSING_ALGORITHM.scheme_designator)
@@ -61,19 +61,20 @@ def test_seg_reads_back_exactly_on_the_right_source_frames(study_and_segs, tmp_p
     assert read.FrameOfReferenceUID == segmentation.series.instances[0].dataset.FrameOfReferenceUID
 
 
-def test_segments_are_coded_and_whole_myocardium_contains_scar(study_and_segs):
+def test_segments_are_coded_and_mutually_exclusive(study_and_segs):
     _, _, _, segs = study_and_segs
     lge_result, lge = segs["lge"]
     described = {s.SegmentLabel: s for s in lge.SegmentSequence}
-    assert list(described) == ["LV blood pool", "LV myocardium", "Scar (LGE)", "MVO"]
-    myocardium = described["LV myocardium"]
+    assert list(described) == ["LV blood pool", "LV myocardium, non-enhanced", "Scar (LGE) without MVO", "MVO",
+                               "RV blood pool"]
+    myocardium = described["LV myocardium, non-enhanced"]
     assert myocardium.SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.LV_MYOCARDIUM.value
     assert myocardium.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.ANATOMICAL_STRUCTURE.value
-    assert "2, 3, 4" in myocardium.SegmentDescription
     mvo = described["MVO"]
     assert mvo.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "99DICOMNODE"
     assert mvo.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE.value
-    assert described["Scar (LGE)"].SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.SCAR_TISSUE.value
+    assert described["Scar (LGE) without MVO"].SegmentedPropertyTypeCodeSequence[0].CodeValue == \
+        codes.SCAR_TISSUE.value
     for segment in lge.SegmentSequence:
         assert segment.SegmentAlgorithmType == "AUTOMATIC"
         assert segment.SegmentAlgorithmName == lge_result.algorithm.name
@@ -83,14 +84,68 @@ def test_segments_are_coded_and_whole_myocardium_contains_scar(study_and_segs):
     assert len({s.TrackingUID for s in lge.SegmentSequence}) == len(lge.SegmentSequence)
     masks = segment_masks(lge_result, segment_plan(lge_result))
     labelmap = lge_result.labelmap[0]
-    np.testing.assert_array_equal(masks[..., 1], np.isin(labelmap, [Label.LV_MYOCARDIUM, Label.SCAR, Label.MVO]))
-    np.testing.assert_array_equal(masks[..., 2], np.isin(labelmap, [Label.SCAR, Label.MVO]))
-    assert masks[..., 3].any() and not (masks[..., 3] & ~masks[..., 2]).any()  # MVO inside scar
+    # OHIF draws only the first of overlapping segments: no voxel may belong to two segments
+    assert masks.sum(axis=-1).max() == 1
+    for i, label in enumerate((Label.LV_BLOOD_POOL, Label.LV_MYOCARDIUM, Label.SCAR, Label.MVO, Label.RV_BLOOD_POOL)):
+        np.testing.assert_array_equal(masks[..., i], labelmap == label)
 
     _, cine = segs["cine"]
     assert [s.SegmentLabel for s in cine.SegmentSequence] == [
         "LV blood pool ED", "LV myocardium ED", "RV blood pool ED",
         "LV blood pool ES", "LV myocardium ES", "RV blood pool ES"]
+
+
+def test_lge_without_rv_label_writes_no_rv_segment(study_and_segs):
+    _, _, _, segs = study_and_segs
+    lge_result, _ = segs["lge"]
+    without_rv = type(lge_result)(**{**lge_result.__dict__,
+                                     "labelmap": np.where(lge_result.labelmap == 5, 0, lge_result.labelmap)})
+    assert [s.kind.key for s in segment_plan(without_rv)] == [
+        "lv_blood_pool", "lv_myocardium_nonenhanced", "scar", "mvo"]
+
+
+def test_one_seg_per_phase_and_source_series(study_and_segs, tmp_path):
+    _, results, context, _ = study_and_segs
+    cine = results[1].segmentations[0]
+    parts = seg_parts(cine)
+    assert [p.phase_positions for p in parts] == [(0,), (1,)]
+    sources = [i.dataset for i in cine.series.instances]
+    for part, abbreviation in zip(parts, ("ED", "ES")):
+        seg = build_seg(cine, sources, context, 9001, part)
+        assert [s.SegmentLabel for s in seg.SegmentSequence] == [
+            f"LV blood pool {abbreviation}", f"LV myocardium {abbreviation}", f"RV blood pool {abbreviation}"]
+        referenced = {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence
+                      for i in s.ReferencedInstanceSequence}
+        assert referenced == {ref.sop_instance_uid for ref in cine.volume.frames[cine.phases[part.phase_positions[0]]]}
+        assert seg.SeriesDescription.startswith(f"AI cine segmentation {abbreviation}")
+    # a stack sent as one series per slice: one SEG per series, each referencing only its own series
+    _, results, context = make_study(slices=4, cine_phases=2)
+    segmentation = results[0].segmentations[0]
+    by_uid = one_series_per_slice(segmentation)
+    parts = seg_parts(segmentation)
+    assert [p.slices for p in parts] == [(0,), (1,), (2,), (3,)]
+    for part in parts:
+        seg = build_seg(segmentation, list(by_uid.values()), context, 9001, part)
+        assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [part.series_instance_uid]
+        read = hd.seg.segread(write(seg, tmp_path / "part.dcm"))
+        assert len(read.SegmentSequence) == len(segment_plan(segmentation))  # same numbering in every part
+
+
+def test_frames_not_byte_aligned_are_written_fractional(tmp_path):
+    """OHIF rejects BINARY pixel data whose frames are not byte aligned when the total length is padded."""
+    assert segmentation_type_for(480, 480) == hd.seg.SegmentationTypeValues.BINARY
+    assert segmentation_type_for(255, 251) == hd.seg.SegmentationTypeValues.FRACTIONAL
+    _, results, context = make_study(slices=3, cine_phases=2, rows=45, cols=39)
+    segmentation = results[0].segmentations[0]
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+    assert seg.SegmentationType == "FRACTIONAL" and seg.BitsAllocated == 8 and seg.MaximumFractionalValue == 1
+    assert len(seg.PixelData) == seg.Rows * seg.Columns * int(seg.NumberOfFrames) + \
+        (seg.Rows * seg.Columns * int(seg.NumberOfFrames)) % 2
+    read = hd.seg.segread(write(seg, tmp_path / "fractional.dcm"))
+    plan = segment_plan(segmentation)
+    uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[0]]
+    pixels = read.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(pixels > 0, segment_masks(segmentation, plan).astype(bool))
 
 
 @pytest.mark.parametrize("pipeline", ["lge", "cine"])
@@ -159,15 +214,9 @@ def test_cine_on_one_enhanced_mr_instance_references_frames(study_and_segs, tmp_
 
 
 def test_slices_merged_from_single_slice_series_reference_every_series(tmp_path):
-    from dicomnode.cmr.types import FrameRef
-
     _, results, context = make_study(slices=4, cine_phases=2)
     segmentation = results[0].segmentations[0]
-    by_uid = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
-    for k, ref in enumerate(segmentation.volume.frames[0]):
-        series_uid = f"1.2.826.0.1.3680043.8.498.7{k}"
-        by_uid[ref.sop_instance_uid].SeriesInstanceUID = series_uid
-        segmentation.volume.frames[0][k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, series_uid)
+    by_uid = one_series_per_slice(segmentation)
     seg = build_seg(segmentation, list(by_uid.values()), context, 9001)
     read = hd.seg.segread(write(seg, tmp_path / "merged.dcm"))
     assert {s.SeriesInstanceUID for s in read.ReferencedSeriesSequence} == \
@@ -177,3 +226,13 @@ def test_slices_merged_from_single_slice_series_reference_every_series(tmp_path)
     uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[0]]
     pixels = read.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True)
     np.testing.assert_array_equal(pixels, masks)
+
+
+@pytest.mark.peers
+def test_fractional_and_per_series_segs_pass_dciodvfy_and_pixelmed(tmp_path):
+    _, results, context = make_study(slices=3, cine_phases=5, rows=45, cols=39)
+    segmentation = results[1].segmentations[0]
+    part = seg_parts(segmentation)[1]  # the ES SEG of the cine, FRACTIONAL (45 x 39 is not a multiple of 8)
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9002, part)
+    assert seg.SegmentationType == "FRACTIONAL"
+    assert_valid(write(seg, tmp_path / "fractional.dcm"), "DicomInstanceValidator")

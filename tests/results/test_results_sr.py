@@ -5,7 +5,9 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicomnode.results import codes
-from dicomnode.results.seg import build_seg
+import numpy as np
+
+from dicomnode.results.seg import build_seg, seg_parts
 from dicomnode.results.sr import body_surface_area, build_sr, build_suggestions_sr
 from synthetic import make_study, write
 from validators import assert_valid
@@ -59,8 +61,9 @@ def reports():
     segs = {}
     for result in results[:2]:
         segmentation = result.segmentations[0]
-        segs[id(segmentation)] = build_seg(
-            segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+        sources = [i.dataset for i in segmentation.series.instances]
+        segs[id(segmentation)] = [(part, build_seg(segmentation, sources, context, 9001 + n, part))
+                                  for n, part in enumerate(seg_parts(segmentation))]
     header = study.series[0].instances[0].dataset
     earlier = {"sop_instance_uid": "1.2.826.0.1.3680043.8.498.1", "series_instance_uid": "1.2.826.0.1.3680043.8.498.2",
                "study_instance_uid": study.study_instance_uid}
@@ -76,7 +79,10 @@ def test_report_header_procedure_and_supersession(reports):
     assert sr.StudyInstanceUID == study.study_instance_uid
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     procedure = next(i for i in sr.ContentSequence if concept(i) == ("121058", "DCM"))
-    assert procedure.ConceptCodeSequence[0].CodeValue == "241620005"
+    # TID 1500 row 4 takes a member of CID 100; the cardiac procedure is the study-level procedure code
+    assert (procedure.ConceptCodeSequence[0].CodeValue, procedure.ConceptCodeSequence[0].CodingSchemeDesignator) == \
+        ("25056-3", "LN")
+    assert sr.ProcedureCodeSequence[0].CodeValue == "241620005"
     predecessor = sr.PredecessorDocumentsSequence[0]
     assert predecessor.StudyInstanceUID == earlier["study_instance_uid"]
     assert predecessor.ReferencedSeriesSequence[0].SeriesInstanceUID == earlier["series_instance_uid"]
@@ -84,42 +90,114 @@ def test_report_header_procedure_and_supersession(reports):
         earlier["sop_instance_uid"]
     assert sr.ContentDate == context.started_at.strftime("%Y%m%d")
     air = [i for i in sr.ContributingEquipmentSequence if i.PurposeOfReferenceCodeSequence[0].CodeValue == "Newcode1"]
-    assert {i.ManufacturerModelName for i in air} == {"dicomnode-lge-unet", "dicomnode-cine-unet",
-                                                      "dicomnode-report-retrieval-unet"}
+    assert {i.ManufacturerModelName for i in air} == {"dicomnode-lge-unet", "dicomnode-cine-unet"}
 
 
-def test_lge_groups_reference_seg_segments_with_methods(reports):
-    _, results, _, segs, sr, _, _ = reports
+def tracking_uid(group: Dataset) -> str:
+    return next(i for i in group.ContentSequence if concept(i) == ("112040", "DCM")).UID
+
+
+def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
+    _, results, _, _, sr, _, _ = reports
     lge_result = results[0]
-    seg = segs[id(lge_result.segmentations[0])]
     summary = lge_result.summary
+    segmentation = lge_result.segmentations[0]
     scar = group_named(sr, "LGE scar incl. MVO")
-    reference = next(i for i in scar.ContentSequence if concept(i) == ("121191", "DCM"))
-    assert reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
-    number = reference.ReferencedSOPSequence[0].ReferencedSegmentNumber
-    assert seg.SegmentSequence[number - 1].SegmentLabel == "Scar (LGE)"
-    tracking_uid = next(i for i in scar.ContentSequence if concept(i) == ("112040", "DCM")).UID
-    assert tracking_uid == seg.SegmentSequence[number - 1].TrackingUID
+    assert not [i for i in scar.ContentSequence if concept(i) == ("121191", "DCM")]  # a union has no one segment
+    regions = [i for i in scar.ContentSequence if i.ValueType == "SCOORD"]
+    enhanced_slices = {k for k in range(segmentation.labelmap.shape[1]) if np.isin(segmentation.labelmap[0, k], [3, 4]).any()}
+    selected = {r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for r in regions}
+    assert selected == {segmentation.volume.frames[0][k].sop_instance_uid for k in enhanced_slices}
     values = nums(scar)
+    # scar_volume_ml is the whole enhanced volume INCLUDING MVO (design.md): checked against the label map itself
     volume = [v for c, v, u, _ in values if c == ("118565006", "SCT")]
+    enhanced_ml = np.isin(segmentation.labelmap, [3, 4]).sum() * segmentation.volume.voxel_volume_ml
     assert volume == [pytest.approx(summary["scar_volume_ml"])]
+    assert volume[0] == pytest.approx(enhanced_ml, abs=0.01)
+    assert summary["mvo_volume_ml"] == pytest.approx((segmentation.labelmap == 4).sum()
+                                                     * segmentation.volume.voxel_volume_ml, abs=0.01)
     assert all(u == "cm3" for c, _, u, _ in values if c == ("118565006", "SCT"))
     percent = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue: v
                for c, v, u, i in values if c == (codes.LGE_PERCENT.value, "99DICOMNODE")}
     assert percent == {"DLSEG": pytest.approx(summary["lge_percent"]),
                        "NSD": pytest.approx(summary["nsd"]["lge_percent"]),
                        "FWHM": pytest.approx(summary["fwhm"]["lge_percent"])}
+    assert summary["lge_percent"] == pytest.approx(100 * summary["scar_volume_ml"] / summary["myocardium_volume_ml"],
+                                                   abs=0.05)
     nsd_item = next(i for c, v, u, i in values if modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue
                     == "NSD")
     parameters = [c.TextValue for c in nsd_item.ContentSequence if concept(c) == ("111002", "DCM")]
     assert parameters == ["n=5"]
     burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
     assert burden.ConceptCodeSequence[0].CodeValue == (codes.YES if summary["large_scar_burden"] else codes.NO).value
-    myocardium = nums(group_named(sr, "LGE LV myocardium"))
+    myocardium = nums(group_named(sr, "LGE LV myocardium, whole"))
     assert {c: (v, u) for c, v, u, _ in myocardium} == {
         ("118565006", "SCT"): (pytest.approx(summary["myocardium_volume_ml"]), "cm3"),
         ("18087-7", "LN"): (pytest.approx(summary["lv_mass_g"]), "g")}
-    assert nums(group_named(sr, "LGE microvascular obstruction"))[0][1] == pytest.approx(summary["mvo_volume_ml"])
+
+
+def test_lge_exclusive_groups_reference_their_segments_and_add_up(reports):
+    _, results, _, segs, sr, _, _ = reports
+    lge_result = results[0]
+    summary = lge_result.summary
+    (_, seg), = segs[id(lge_result.segmentations[0])]
+    volumes = {}
+    for name, label in (("LGE non-enhanced myocardium", "LV myocardium, non-enhanced"),
+                        ("LGE scar without MVO", "Scar (LGE) without MVO"),
+                        ("LGE microvascular obstruction", "MVO")):
+        group = group_named(sr, name)
+        reference = next(i for i in group.ContentSequence if concept(i) == ("121191", "DCM"))
+        assert reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+        number = reference.ReferencedSOPSequence[0].ReferencedSegmentNumber
+        assert seg.SegmentSequence[number - 1].SegmentLabel == label
+        assert tracking_uid(group) == seg.SegmentSequence[number - 1].TrackingUID
+        volumes[name] = nums(group)[0][1]
+    assert volumes["LGE microvascular obstruction"] == pytest.approx(summary["mvo_volume_ml"])
+    assert volumes["LGE scar without MVO"] + volumes["LGE microvascular obstruction"] == \
+        pytest.approx(summary["scar_volume_ml"], abs=0.02)
+    assert sum(volumes.values()) == pytest.approx(summary["myocardium_volume_ml"], abs=0.03)
+
+
+def test_every_measurement_has_image_coordinates_under_its_tracking_uid(reports):
+    """OHIF v3 merges measurement groups by tracking UID and lists a measurement only with a SCOORD."""
+    *_, sr, _, _ = reports
+    with_numbers = {tracking_uid(g) for g in groups(sr) if any(i.ValueType == "NUM" for i in g.ContentSequence)}
+    with_regions = {}
+    for group in groups(sr):
+        for item in group.ContentSequence:
+            if item.ValueType == "SCOORD":
+                assert item.GraphicType == "POLYLINE"
+                points = np.asarray(item.GraphicData, dtype=float).reshape(-1, 2)
+                assert np.allclose(points[0], points[-1]) and len(points) >= 4
+                image = item.ContentSequence[0]
+                assert image.RelationshipType == "SELECTED FROM" and image.ReferencedSOPSequence
+                with_regions.setdefault(tracking_uid(group), image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    assert with_numbers <= set(with_regions)
+    evidence = {i.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
+    assert set(with_regions.values()) <= evidence
+
+
+def test_aha_groups_code_the_segments_of_cid_3717(reports):
+    _, results, _, _, sr, _, _ = reports
+    block = results[0].summary["aha_segments"]
+    assert block["applicable"]
+    found = {}
+    for group in groups(sr):
+        site = next((i for i in group.ContentSequence if concept(i) == ("363698007", "SCT")), None)
+        if site is not None and site.ConceptCodeSequence[0].CodeValue in {c.value for c in codes.AHA_SEGMENTS.values()}:
+            name = next(i for i in group.ContentSequence if concept(i) == ("112039", "DCM")).TextValue
+            found[name] = {c[0]: v for c, v, u, _ in nums(group)}
+    lge = {int(n.split()[1]): v for n, v in found.items() if n.endswith("(LGE)")}
+    for values in block["segments"]:
+        if values["myocardium_voxels"]:
+            assert lge[values["segment"]]["AHASCAR"] == pytest.approx(values["scar_extent_percent"])
+            assert lge[values["segment"]]["TMURMAX"] == pytest.approx(values["transmurality_max_percent"])
+    walls = {int(n.split()[1]): v["WALLTHK"] for n, v in found.items() if n.endswith("(ED wall thickness)")}
+    cine_block = results[1].summary["aha_segments"]
+    assert walls == {s["segment"]: pytest.approx(s["wall_thickness_mm"]) for s in cine_block["segments"]
+                     if s.get("wall_thickness_mm") is not None}
+    assert codes.AHA_SEGMENTS[2] == codes.Code("396482007", "SCT", "left ventricle basal anteroseptal segment")
 
 
 def test_cine_groups_loinc_codes_phases_and_indexing(reports):
@@ -146,8 +224,12 @@ def test_cine_groups_loinc_codes_phases_and_indexing(reports):
     assert rv[("8818-7", "LN")] == pytest.approx(summary["rv_ef_percent"])
     mass = {c: (v, u) for c, v, u, _ in nums(group_named(sr, "LV myocardium ED"))}
     assert mass[("18087-7", "LN")] == (pytest.approx(summary["lv_mass_g"]), "g")
-    tracking = [next(i for i in g.ContentSequence if concept(i) == ("112040", "DCM")).UID for g in groups(sr)]
-    assert len(tracking) == len(set(tracking)) == len(groups(sr))
+    # a tracking UID is shared only by a group and its outline group
+    named = [(tracking_uid(g), next(i for i in g.ContentSequence if concept(i) == ("112039", "DCM")).TextValue)
+             for g in groups(sr)]
+    for uid in {u for u, _ in named}:
+        names = sorted(n for u, n in named if u == uid)
+        assert len(names) == 1 or (len(names) == 2 and names[1] == names[0] + " (outline)"), names
 
 
 def test_units_are_ucum(reports):
@@ -157,16 +239,9 @@ def test_units_are_ucum(reports):
     assert units == {"UCUM"}
 
 
-def test_measurement_report_holds_the_suggestions_in_their_own_container(reports):
-    _, results, _, _, sr, _, _ = reports
-    container = sr.ContentSequence[-1]
-    assert concept(container) == ("RTSUGG", "99DICOMNODE") and container.ValueType == "CONTAINER"
-    assert container.ConceptNameCodeSequence[0].CodeMeaning == \
-        "Report text suggestions from prior reports (unverified)"
-    texts = [i for i in container.ContentSequence if concept(i) == ("RTTEXT", "99DICOMNODE")]
-    assert [t.TextValue for t in texts] == [s["text"] for s in results[2].summary]
-    observer = [i for i in container.ContentSequence if concept(i) == ("121012", "DCM")]
-    assert observer[0].UID == results[2].algorithms[0].device_uid
+def test_measurement_report_holds_only_measurements(reports):
+    *_, sr, _, _ = reports
+    assert not [i for _, i in walk(sr.ContentSequence) if concept(i) == ("RTSUGG", "99DICOMNODE")]
 
 
 def test_stand_alone_suggestions_sr_is_titled_and_unverified(reports):
@@ -203,11 +278,11 @@ def test_highdicom_reads_the_report_back(reports, tmp_path):
     read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
     found = read.content.get_volumetric_roi_measurement_groups()
     assert [g.tracking_identifier for g in found][:3] == [
-        "LGE LV myocardium", "LGE scar incl. MVO", "LGE microvascular obstruction"]
+        "LGE LV myocardium, whole", "LGE scar incl. MVO", "LGE non-enhanced myocardium"]
     scar = found[1]
     values = sorted(m.value for m in scar.get_measurements() if m.name.value == "LGEPCT")
     summary = results[0].summary
     assert values == sorted([summary["lge_percent"], summary["nsd"]["lge_percent"], summary["fwhm"]["lge_percent"]])
     evidence = {item.ReferencedSOPInstanceUID for study in read.CurrentRequestedProcedureEvidenceSequence
                 for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
-    assert {seg.SOPInstanceUID for seg in segs.values()} <= evidence
+    assert {seg.SOPInstanceUID for parts in segs.values() for _, seg in parts} <= evidence

@@ -11,11 +11,8 @@ PIXELMED_JAR = "/usr/share/java/pixelmed.jar"
 JAVA_FLAGS = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "-Djdk.xml.xpathTotalOpLimit=0",
               "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]  # C1 only: halves the start-up-bound run time
 
-#: pixelmed 20220624 checks TID 1500 row 4 (Procedure reported, DCID 100) as if CID 100 were closed; CID 100 is
-#: extensible and (241620005, SCT) is the code the project specifies (cmr-reference.md) - the one tolerated error.
-PIXELMED_KNOWN_FALSE_POSITIVES = (
-    'Code (241620005,SCT,"Magnetic resonance imaging of heart") not found in context group 100',
-)
+#: pixelmed errors tolerated as false positives: none (the SR's procedure reported is a member of CID 100)
+PIXELMED_KNOWN_FALSE_POSITIVES: tuple[str, ...] = ()
 
 
 @dataclass
