@@ -178,6 +178,11 @@ def cmd_send(args) -> int:
     return EXIT_OK if not failed else EXIT_ERROR
 
 
+def _number(value, digits: int = 1) -> str:
+    """A number for the table; "n/a" for a method that did not apply (None)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def print_summary_table(summary: dict) -> None:
     for study in summary.get("studies", []):
         print(f"\nStudy {study['study_instance_uid']}")
@@ -189,7 +194,7 @@ def print_summary_table(summary: dict) -> None:
             lge = study["lge"]
             print(f"  LGE: scar {lge['scar_volume_ml']:.1f} mL, MVO {lge['mvo_volume_ml']:.1f} mL, myocardium "
                   f"{lge['myocardium_volume_ml']:.1f} mL ({lge['lv_mass_g']:.0f} g), LGE {lge['lge_percent']:.1f} %"
-                  f" (n-SD {lge['nsd']['lge_percent']:.1f} %, FWHM {lge['fwhm']['lge_percent']:.1f} %)"
+                  f" (n-SD {_number(lge['nsd'].get('lge_percent'))} %, FWHM {_number(lge['fwhm'].get('lge_percent'))} %)"
                   f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}")
         if "cine" in study:
             cine = study["cine"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from dicomnode.config import Config
 from dicomnode.routing import select_route
 from dicomnode.spool import write_durably
+from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.process")
 
@@ -36,7 +37,6 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser=None
     """Analyse each study found; returns the summary.json content (also written to out_dir/summary.json)."""
     from dicomnode.analysis.run import Analyser
     from dicomnode.cmr.study import load_studies
-    from dicomnode.node import dataset_bytes
 
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
@@ -46,27 +46,39 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser=None
     files = find_files(input_dir)
     log.info("found %d file(s) under %s", len(files), input_dir)
     studies = load_studies(files)
-    summaries = []
-    for study in studies:
-        started_at = dt.datetime.now().astimezone()
+    summaries = [_process_study(study, out_dir, config, analyser) for study in studies]
+    summary = {"studies": summaries}
+    write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
+    return summary
+
+
+def _process_study(study, out_dir: Path, config: Config, analyser) -> dict:
+    """The summary.json entry of one study; any failure becomes this study's `declined` entry, never a crash."""
+    from dicomnode.node import dataset_bytes
+
+    entry = {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series(),
+             "outputs": [], "declined": [d.summary() for d in study.declined]}
+    if not study.series and study.declined:
+        return entry  # declined up front (malformed Study Instance UID, unreadable files): the reasons say why
+    try:
         headers = [series.instances[0].dataset for series in study.series if series.instances]
         route = select_route(config, None, headers)
         if route is None:
-            summaries.append({"study_instance_uid": study.study_instance_uid, "series": study.summary_series(),
-                              "outputs": [], "declined": [{"series_instance_uid": None,
-                                                           "reason": "no routing rule matches"}]})
-            continue
-        outcome = analyser.analyse(study, route.pipelines, started_at=started_at)
+            entry["declined"].append({"series_instance_uid": None, "reason": "no routing rule matches"})
+            return entry
+        outcome = analyser.analyse(study, route.pipelines, started_at=dt.datetime.now().astimezone())
         outputs = []
         for dataset in outcome.datasets:
             relative = Path(_safe(study.study_instance_uid)) / f"{dataset.Modality}_{_safe(dataset.SOPInstanceUID)}.dcm"
             write_durably(out_dir / relative, dataset_bytes(dataset), mode=0o644)
             outputs.append(str(relative))
         outcome.summary["outputs"] = outputs
-        summaries.append(outcome.summary)
-    summary = {"studies": summaries}
-    write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
-    return summary
+        return outcome.summary
+    except Exception as error:  # noqa: BLE001 - one study's failure is its own declined entry
+        log.exception("study %s: processing failed", short_hash(study.study_instance_uid or "-"))
+        entry["declined"].append({"series_instance_uid": None,
+                                  "reason": f"processing failed: {type(error).__name__}: {error}"})
+        return entry
 
 
 def _safe(uid: str) -> str:

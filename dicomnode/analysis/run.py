@@ -29,6 +29,19 @@ class StudyOutcome:
     durations: dict[str, float] = field(default_factory=dict)
 
 
+def _attach_excluded_instances(result: PipelineResult, study) -> None:
+    """measurements["excluded_instances"]: the images of the analysed series that were left out (gaps), each
+    {"series_instance_uid", "sop_instance_uid", "reason"}, so that the SR and the report can show them."""
+    analysed = {uid for s in result.segmentations for uid in s.series.series_instance_uids}
+    descriptions = {s.series.description for s in result.segmentations if len(s.series.series_instance_uids) > 1}
+    if not analysed:
+        return
+    # a stack merged from one-slice series (Siemens style): a left-out slice has its own series of the same name
+    result.measurements["excluded_instances"] = [
+        e for e in getattr(study, "excluded_instances", [])
+        if e["series_instance_uid"] in analysed or e.get("series_description") in descriptions]
+
+
 class Analyser:
     """Holds the pipelines (built once, models warm) and analyses studies with them."""
 
@@ -90,6 +103,7 @@ class Analyser:
                 result = PipelineResult(name=name, summary=None,
                                         declined=[Declined(None, f"{name}: analysis failed: {exc}")])
             durations[name] = time.perf_counter() - began
+            _attach_excluded_instances(result, study)
             declined.extend(d.summary() for d in result.declined)
             all_results.append(result)
             if result.summary is not None:
@@ -107,4 +121,5 @@ class Analyser:
                                             secondary_capture=self.config.analysis.secondary_capture)
         summary["outputs"] = []
         summary["declined"] = declined
+        summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))
         return StudyOutcome(summary=summary, datasets=datasets, durations=durations)

@@ -9,9 +9,11 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from dicomnode import charsets
 from dicomnode.analysis.pipeline import Declined
-from dicomnode.cmr.frames import FrameInfo, frames_of, orientation_groups, slice_groups
+from dicomnode.cmr.frames import FrameInfo, _int, frames_of, orientation_groups, slice_groups
 from dicomnode.cmr.types import InstanceHeader
+from dicomnode.uids import InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -31,12 +33,31 @@ def read_header(path) -> InstanceHeader | Declined:
         return Declined(None, f"{path}: not a DICOM file ({error})")
     except Exception as error:  # noqa: BLE001 - any unreadable file is declined, never raised
         return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
+    charsets.normalise_dataset(ds)  # aliases and mistakes -> defined terms, before any text is decoded
     missing = [k for k in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID") if not getattr(ds, k, "")]
     if missing:
         return Declined(str(getattr(ds, "SeriesInstanceUID", "") or "") or None,
                         f"{path}: missing {', '.join(missing)}")
     return InstanceHeader(path=path, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
                           series_instance_uid=str(ds.SeriesInstanceUID), dataset=ds)
+
+
+#: UIDs a result object copies or references: a malformed one would make every result invalid (PS3.5 9.1)
+REFERENCED_UIDS = (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
+                   ("SOPClassUID", "SOP Class UID"), ("FrameOfReferenceUID", "Frame of Reference UID"))
+
+
+def malformed_uid(dataset) -> str | None:
+    """Why one of the instance's referenced UIDs is malformed (too long, not digits and dots), or None."""
+    for keyword, name in REFERENCED_UIDS:
+        value = dataset.get(keyword)
+        if value is None and keyword == "FrameOfReferenceUID":
+            continue
+        try:
+            check_uid(value, name)
+        except InvalidUID as error:
+            return f"malformed {error}"
+    return None
 
 
 def _series_number(dataset) -> int | None:
@@ -80,22 +101,47 @@ def _frame_count(header: InstanceHeader) -> int:
         return 1
 
 
-def _missing_geometry(frame: FrameInfo) -> list[str]:
-    missing = []
+def _written(frame: FrameInfo, keyword: str) -> bool:
+    """True when the header holds `keyword` with a value (top level or a functional group): then it is malformed,
+    not missing."""
+    ds = frame.header.dataset
+    if ds.get(keyword) not in (None, ""):
+        return True
+    shared = list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])[frame.frame_index:frame.frame_index + 1]
+    return any(group.VR == "SQ" and group.value and group.value[0].get(keyword) not in (None, "")
+               for item in shared + per_frame for group in item)
+
+
+def geometry_problems(frame: FrameInfo) -> list[str]:
+    """What keeps a frame out of a volume: 'missing X' when absent, 'malformed X' when present but unusable."""
+    bad = []
     if frame.position is None:
-        missing.append("ImagePositionPatient")
+        bad.append("ImagePositionPatient")
     if frame.orientation is None or np.linalg.norm(np.cross(frame.orientation[:3], frame.orientation[3:])) < 0.5:
-        missing.append("ImageOrientationPatient")
+        bad.append("ImageOrientationPatient")
     if frame.pixel_spacing is None or min(frame.pixel_spacing) <= 0:
-        missing.append("PixelSpacing")
+        bad.append("PixelSpacing")
+    problems = [f"{'malformed' if _written(frame, keyword) else 'missing'} {keyword}" for keyword in bad]
     if not frame.rows or not frame.cols:
-        missing.append("Rows/Columns")
-    return missing
+        problems.append("missing Rows/Columns")
+    return problems
 
 
-def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], list[Declined]]:
-    """Candidates of one study and the declined instances (non-MR, no geometry), one Declined per series and reason."""
+def excluded_entry(header: InstanceHeader, reason: str) -> dict:
+    """An `excluded_instances` entry of summary.json: which image was left out of its series and why."""
+    ds = header.dataset
+    return {"series_instance_uid": header.series_instance_uid, "sop_instance_uid": header.sop_instance_uid,
+            "series_number": _series_number(ds), "series_description": str(ds.get("SeriesDescription", "") or ""),
+            "instance_number": _int(ds.get("InstanceNumber")), "reason": reason}
+
+
+def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], list[Declined], list[dict]]:
+    """Candidates of one study, the declined instances (one Declined per series and reason) and the MR images left
+    out of their series (malformed UID, unusable geometry) as {"series_instance_uid", "sop_instance_uid", "reason"}.
+    """
     declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
+    excluded: list[dict] = []
     buckets: dict[tuple[str, int | None, str], list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
     seen: set[str] = set()
     for header in headers:
@@ -109,10 +155,17 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             sop_name = getattr(pydicom.uid.UID(header.sop_class_uid), "name", header.sop_class_uid)
             declined_counts[(header.series_instance_uid, f"not an MR image (Modality {modality or 'empty'}, {sop_name})")] += 1
             continue
+        bad_uid = malformed_uid(ds)
+        if bad_uid:
+            declined_counts[(header.series_instance_uid, bad_uid)] += 1
+            excluded.append(excluded_entry(header, bad_uid))
+            continue
         frames = frames_of(header)
-        missing = sorted({name for frame in frames for name in _missing_geometry(frame)})
-        if missing:
-            declined_counts[(header.series_instance_uid, f"no geometry: missing {', '.join(missing)}")] += 1
+        problems = sorted({problem for frame in frames for problem in geometry_problems(frame)})
+        if problems:
+            reason = f"no geometry: {', '.join(problems)}"
+            declined_counts[(header.series_instance_uid, reason)] += 1
+            excluded.append(excluded_entry(header, reason))
             continue
         by_kind: dict[str, list[FrameInfo]] = defaultdict(list)
         for frame in frames:
@@ -133,7 +186,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     candidates = merge_single_slice_series(candidates)
     candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
     declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
-    return candidates, declined
+    return candidates, declined, excluded
 
 
 def _single_slice(candidate: Candidate) -> bool:

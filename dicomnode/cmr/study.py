@@ -17,6 +17,7 @@ from dicomnode.cmr.recognize import (RecognizerRegistry, SeriesEvidence, StudyCo
                                      default_registry, lge_kind)
 from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume
 from dicomnode.cmr.volume import build_volume
+from dicomnode.uids import InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -61,6 +62,9 @@ class CMRStudy:
     series: list[AnalysisSeries]
     declined: list[Declined] = field(default_factory=list)
     patient: PatientInfo = field(default_factory=PatientInfo)
+    #: MR images left out of their series ({"series_instance_uid", "sop_instance_uid", "reason"}); volumes add
+    #: the instances whose pixel data cannot be used as they are loaded
+    excluded_instances: list[dict] = field(default_factory=list)
 
     def preferred(self, sequence: str, view: str | None = "sax") -> AnalysisSeries | None:
         """The preferred series of that sequence (and view; None = any view), or None when there is none."""
@@ -71,8 +75,14 @@ class CMRStudy:
         return max(flagged or matching, key=_preference_rank)
 
     def load_volume(self, series: AnalysisSeries, require_stack: bool = True) -> Volume:
-        """Pixels + geometry of the series (StudyError when it cannot be a volume; single slice refused by default)."""
-        return build_volume(series, require_stack=require_stack)
+        """Pixels + geometry of the series (StudyError when it cannot be a volume; single slice refused by default).
+
+        Instances the volume leaves out are added to `excluded_instances` (once each).
+        """
+        volume = build_volume(series, require_stack=require_stack)
+        known = {e["sop_instance_uid"] for e in self.excluded_instances}
+        self.excluded_instances.extend(e for e in volume.excluded if e["sop_instance_uid"] not in known)
+        return volume
 
     def first_dataset(self, series: AnalysisSeries) -> pydicom.Dataset:
         """Header (no pixel data) of the series' first instance."""
@@ -137,7 +147,7 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
     study_uids = {str(getattr(h.dataset, "StudyInstanceUID", "")) for h in headers}
     if len(study_uids) > 1:
         raise StudyError(f"understand_study got {len(study_uids)} studies; use load_studies to split them")
-    candidates, declined = group_instances(headers)
+    candidates, declined, excluded = group_instances(headers)
     evidences = {c.key: build_evidence(c.key, c.frames) for c in candidates}
     context = StudyContext(series=list(evidences.values()))
     for candidate in candidates:
@@ -155,7 +165,7 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
         series_list.append(_analysis_series(candidate, evidence, sequence, view, kind))
     _mark_preferred(series_list, evidences)
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
-                    patient=PatientInfo.from_dataset(headers[0].dataset))
+                    patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded)
 
 
 def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: Recognition, view: Recognition,
@@ -191,6 +201,26 @@ def _expand(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+def _malformed_study(study_instance_uid: str) -> CMRStudy | None:
+    """A study with a malformed Study Instance UID, declined up front (its results could not reference it)."""
+    try:
+        check_uid(study_instance_uid, "Study Instance UID")
+    except InvalidUID as error:
+        return CMRStudy(study_instance_uid=study_instance_uid, series=[], declined=[Declined(
+            None, f"malformed {error}: the study is not analysed (result objects must reference a valid UID)")])
+    return None
+
+
+def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry) -> CMRStudy:
+    """understand_study, or a study whose only content is the reason it could not be understood (never raises)."""
+    try:
+        return understand_study(headers, registry)
+    except Exception as error:  # noqa: BLE001 - one study's odd input never takes the other studies down
+        log.exception("study could not be understood")
+        return CMRStudy(study_instance_uid=study_instance_uid, series=[], declined=[Declined(
+            None, f"the study could not be understood: {type(error).__name__}: {error}")])
+
+
 def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = None) -> list[CMRStudy]:
     """Read headers of files (folders are searched recursively), split by StudyInstanceUID, understand each study.
 
@@ -206,7 +236,7 @@ def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = No
             unreadable.append(result)
             continue
         by_study[str(result.dataset.StudyInstanceUID)].append(result)
-    studies = [understand_study(headers, registry) for _, headers in sorted(by_study.items())]
+    studies = [_malformed_study(uid) or _understood(uid, headers, registry) for uid, headers in sorted(by_study.items())]
     if unreadable and len(studies) == 1:
         studies[0].declined.extend(unreadable)
     elif unreadable:

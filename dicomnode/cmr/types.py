@@ -106,6 +106,8 @@ class Volume:
     orientation: np.ndarray  # (6,) ImageOrientationPatient
     positions: np.ndarray  # (slices, 3) ImagePositionPatient of each slice
     warnings: list[str] = field(default_factory=list)
+    # instances of the series left out, each {"series_instance_uid", "sop_instance_uid", "reason"}
+    excluded: list[dict] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

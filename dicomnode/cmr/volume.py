@@ -8,6 +8,7 @@ import numpy as np
 import pydicom
 
 from dicomnode.cmr.frames import FrameInfo, frames_of, orientation_groups, plane_name, slice_groups
+from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 
 log = logging.getLogger("dicomnode.cmr")
@@ -47,10 +48,14 @@ def check_geometry(series: AnalysisSeries, frames: list[FrameInfo]) -> None:
                              f"{', '.join(missing)}; a volume needs the geometry of every frame")
 
 
-def arrange_frames(series: AnalysisSeries, require_stack: bool = True
+def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
                    ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str]]:
-    """Frames as [phase][slice] sorted along the stack normal, their slice distances, and warnings (refusals raise)."""
-    frames = [frame for header in series.instances for frame in frames_of(header)
+    """Frames as [phase][slice] sorted along the stack normal, their slice distances, and warnings (refusals raise).
+
+    `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
+    """
+    frames = [frame for header in series.instances if header.sop_instance_uid not in exclude
+              for frame in frames_of(header)
               if header.sop_instance_uid not in series.frames_included
               or frame.ref.frame_number in series.frames_included[header.sop_instance_uid]]
     if not frames:
@@ -126,19 +131,73 @@ def _fallback_slice_spacing(frame: FrameInfo, warnings: list[str]) -> float:
     return 1.0
 
 
-def read_pixels(frames_by_phase: list[list[FrameInfo]]) -> np.ndarray:
-    """Decoded, rescaled float32 pixels (phases, slices, rows, cols); each file is read once."""
+def stored_range(dataset) -> tuple[int, int]:
+    """Smallest and largest stored value BitsStored and PixelRepresentation allow (PS3.3 C.7.6.3.1)."""
+    bits = int(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 16)
+    if int(dataset.get("PixelRepresentation") or 0):
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def as_monochrome2(array: np.ndarray, dataset) -> np.ndarray:
+    """Stored values as a MONOCHROME2 image would hold them (PS3.3 C.7.6.3.1.2).
+
+    MONOCHROME1 shows the smallest value white: each stored value v becomes (low + high) - v over the range the
+    header allows, so that rescale (modality LUT) afterwards gives the values of the MONOCHROME2 original. A VOI
+    window is display-only and is not applied to what models see. Other interpretations pass unchanged.
+    """
+    if str(dataset.get("PhotometricInterpretation", "")).strip().upper() != "MONOCHROME1":
+        return array
+    low, high = stored_range(dataset)
+    return (np.int64(low + high) - array.astype(np.int64)).astype(np.float64)
+
+
+def pixel_problem(dataset) -> str | None:
+    """Why an instance's Pixel Data cannot be used before decoding (absent or empty), else None."""
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in dataset:
+            value = dataset[keyword].value
+            return None if value else "Pixel Data is empty"
+    return "no Pixel Data"
+
+
+def decode_instances(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Each file's pixel array as MONOCHROME2 stored values, and {path: reason} for files that cannot be used."""
+    arrays: dict[str, np.ndarray] = {}
+    unusable: dict[str, str] = {}
+    for path in paths:
+        try:
+            dataset = pydicom.dcmread(path)
+            problem = pixel_problem(dataset)
+            if problem is None:
+                arrays[path] = as_monochrome2(dataset.pixel_array, dataset)
+                continue
+        except Exception as error:  # noqa: BLE001 - decoding problems exclude this instance, with the reason
+            problem = f"cannot decode pixel data: {type(error).__name__}: {error}"
+        unusable[path] = problem
+    return arrays, unusable
+
+
+def read_pixels(frames_by_phase: list[list[FrameInfo]], arrays: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Decoded, rescaled float32 pixels (phases, slices, rows, cols), MONOCHROME2; each file is read once.
+
+    `arrays`: already decoded files (decode_instances); any other file is read here (StudyError when it cannot).
+    """
     first = frames_by_phase[0][0]
     pixels = np.empty((len(frames_by_phase), len(frames_by_phase[0]), first.rows, first.cols), np.float32)
     wanted: dict[str, list[tuple[int, int, FrameInfo]]] = defaultdict(list)
     for p, row in enumerate(frames_by_phase):
         for s, frame in enumerate(row):
             wanted[str(frame.header.path)].append((p, s, frame))
+    arrays = dict(arrays or {})
+    missing = [path for path in wanted if path not in arrays]
+    decoded, unusable = decode_instances(missing)
+    if unusable:
+        path, reason = next(iter(unusable.items()))
+        raise StudyError(f"{path}: {reason}")
+    arrays.update(decoded)
     for path, entries in wanted.items():
-        try:
-            array = pydicom.dcmread(path).pixel_array
-        except Exception as error:  # noqa: BLE001 - decoding problems become a clear refusal
-            raise StudyError(f"cannot decode pixel data of {path}: {type(error).__name__}: {error}") from error
+        array = arrays[path]
         multi = array.ndim == 3 and entries[0][2].ref.frame_number is not None
         for p, s, frame in entries:
             image = array[frame.frame_index] if multi else array
@@ -151,8 +210,26 @@ def read_pixels(frames_by_phase: list[list[FrameInfo]]) -> np.ndarray:
 
 
 def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
-    """The Volume of a series (see types.Volume); raises StudyError with the reason when it cannot be built."""
-    frames, distances, warnings = arrange_frames(series, require_stack)
+    """The Volume of a series (see types.Volume); raises StudyError with the reason when it cannot be built.
+
+    An instance whose pixel data is empty or cannot be decoded is left out and listed in `Volume.excluded`
+    (with the reason); the rest is used when it still forms a stack, else StudyError names the instances.
+    """
+    paths = list(dict.fromkeys(str(h.path) for h in series.instances))
+    arrays, unusable = decode_instances(paths)
+    excluded = [excluded_entry(h, unusable[str(h.path)]) for h in series.instances if str(h.path) in unusable]
+    if excluded and len(excluded) == len(series.instances):
+        raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
+                         f"{len(excluded)} instance(s))")
+    try:
+        frames, distances, warnings = arrange_frames(series, require_stack,
+                                                     frozenset(e["sop_instance_uid"] for e in excluded))
+    except StudyError as error:
+        if not excluded:
+            raise
+        raise StudyError(f"{error}; after leaving out {len(excluded)} instance(s): "
+                         + "; ".join(f"{e['sop_instance_uid']}: {e['reason']}" for e in excluded)) from error
+    warnings = [f"instance {e['sop_instance_uid']} left out: {e['reason']}" for e in excluded] + warnings
     first_slice = frames[0][0]
     orientation = np.asarray(first_slice.orientation, float)
     row_dir, col_dir = orientation[:3], orientation[3:]
@@ -168,7 +245,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     for row in frames:
         values = [f.trigger_time for f in row if f.trigger_time is not None]
         trigger_times.append(float(np.median(values)) if values else None)
-    pixels = read_pixels(frames)
+    pixels = read_pixels(frames, arrays)
     for warning in warnings:
         log.warning("series %s: %s", series.key, warning)
     return Volume(
@@ -181,4 +258,5 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         orientation=orientation,
         positions=np.array([f.position for f in frames[0]], float),
         warnings=warnings,
+        excluded=excluded,
     )

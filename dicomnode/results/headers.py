@@ -1,42 +1,215 @@
-"""Source headers made safe to derive result objects from: type-2 patient/study attributes present and valid."""
+"""Source headers made safe to derive result objects from: patient/study attributes valid, repaired or dropped.
+
+Result objects copy the Patient, General Study and Patient Study modules (PS3.3 C.7.1.1, C.7.2.1, C.7.2.2) from a
+source instance. Real archives hold values a result must not repeat (PatientAge "45", PatientWeight "72,5", an
+AccessionNumber of 20 characters, StudyDate "20120000", Specific Character Sets written as aliases or with an
+empty first value). `derivable_header` keeps what is valid, repairs what has one obvious meaning and drops (type 3)
+or empties (type 2) the rest; text is decoded with the source's character set and re-encoded in one the writer
+library (highdicom) accepts: the source's own when it can, else ISO_IR 192 (UTF-8).
+"""
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, TM
+import logging
+import re
 
-#: patient/study attributes highdicom reads unconditionally from a source dataset (type 2 in the source IODs)
+from pydicom.charset import python_encoding
+from pydicom.config import RAISE
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, TM, PersonName, format_number_as_ds, validate_value
+
+from dicomnode import charsets
+
+log = logging.getLogger("dicomnode.results")
+
+#: type 2 in the result IODs: always present, empty when the source has no valid value
 PATIENT_STUDY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
                           "StudyDate", "StudyTime", "ReferringPhysicianName")
-_DATES = ("PatientBirthDate", "StudyDate")
-_TIMES = ("StudyTime",)
-_SEXES = {"M", "F", "O"}
+#: further non-sequence attributes of the Patient / General Study / Patient Study modules that highdicom copies
+OPTIONAL_KEYWORDS = ("IssuerOfPatientID", "TypeOfPatientID", "PatientBirthTime", "QualityControlSubject",
+                     "OtherPatientNames", "PatientSpeciesDescription", "PatientBreedDescription", "ResponsiblePerson",
+                     "ResponsiblePersonRole", "ResponsibleOrganization", "PatientComments", "PatientIdentityRemoved",
+                     "ConsultingPhysicianName", "StudyDescription", "PhysiciansOfRecord",
+                     "NameOfPhysiciansReadingStudy", "RequestingService", "AdmittingDiagnosesDescription", "PatientAge",
+                     "PatientSize", "PatientBodyMassIndex", "MeasuredAPDimension", "MeasuredLateralDimension",
+                     "PatientWeight", "MedicalAlerts", "Allergies", "Occupation", "SmokingStatus",
+                     "AdditionalPatientHistory", "PregnancyStatus", "LastMenstrualDate", "PatientSexNeutered",
+                     "ReasonForVisit", "AdmissionID", "ServiceEpisodeID", "ServiceEpisodeDescription", "PatientState")
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"}
+_AGE_UNITS = {"D": "D", "DAY": "D", "DAYS": "D", "W": "W", "WEEK": "W", "WEEKS": "W", "M": "M", "MONTH": "M",
+              "MONTHS": "M", "Y": "Y", "YEAR": "Y", "YEARS": "Y", "": "Y"}
 
 
-def _valid(value, kind) -> bool:
+def _valid(vr: str, value: str) -> bool:
     try:
-        kind(str(value))
+        validate_value(vr, value, RAISE)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    if vr == "DA":
+        return _parses(DA, value)
+    if vr == "TM":
+        return _parses(TM, value)
+    return True
+
+
+def _parses(kind, value: str) -> bool:
+    try:
+        kind(value)
         return True
     except (ValueError, TypeError, OverflowError):
         return False
 
 
-def derivable_header(dataset: Dataset) -> Dataset:
-    """A shallow copy with missing patient/study attributes added empty and invalid dates/times/sex emptied.
+def repair_value(vr: str, text: str, keyword: str = "") -> str | None:
+    """One value made valid for its VR (PS3.5 6.2): the value itself, an unambiguous repair, or None (drop).
 
-    Real archives hold values such as PatientBirthDate "00000000" or StudyDate "20120000" (Sunnybrook); highdicom
-    refuses them and a result object must not repeat them, so they become empty (type 2) in the results.
+    Repairs: AS "45"/"45 years" -> "045Y"; DS/IS with a decimal comma "72,5" -> "72.5" (and re-formatted to 16
+    characters); DA "2024-01-31"/"2024.01.31" -> "20240131"; TM "08:30:00" -> "083000"; CS in lower case; PatientSex
+    other than M/F/O -> None. Over-long strings are not truncated (a cut identifier names something else): None.
     """
-    copy = Dataset(dataset)
+    text = str(text).strip(" \x00")
+    if keyword == "PatientSex":
+        text = text.upper()
+        return text if text in ("M", "F", "O") else None
+    if text == "" or _valid(vr, text):
+        return text
+    candidate = None
+    if vr == "AS":
+        match = re.fullmatch(r"0*(\d{1,3})\s*([A-Za-z]*)", text)
+        unit = _AGE_UNITS.get(match.group(2).upper()) if match else None
+        candidate = f"{int(match.group(1)):03d}{unit}" if unit else None
+    elif vr in ("DS", "IS"):
+        try:
+            number = float(text.replace(",", "."))
+        except ValueError:
+            number = None
+        if number is not None and vr == "DS":
+            candidate = format_number_as_ds(number)
+        elif number is not None and number.is_integer():
+            candidate = str(int(number))
+    elif vr == "DA":
+        candidate = re.sub(r"[-./]", "", text)
+    elif vr == "TM":
+        candidate = text.replace(":", "")
+    elif vr == "CS":
+        candidate = text.upper()
+    return candidate if candidate is not None and _valid(vr, candidate) else None
+
+
+def _source_texts(dataset: Dataset, keyword: str, encodings: list[str]) -> list[str] | None:
+    """The element's values as decoded text (multi-valued -> several), None when absent or undecodable."""
+    tag = tag_for_keyword(keyword)
+    if tag not in dataset:
+        return None
+    try:
+        value = dataset[tag].value
+    except Exception:  # noqa: BLE001 - a value pydicom cannot convert (e.g. DS "72,5" in strict mode): use its bytes
+        raw = dataset.get_item(tag).value
+        value = raw.decode(encodings[-1] if encodings else "latin_1", errors="replace") if isinstance(raw, bytes) \
+            else raw
+        value = value.split("\\") if isinstance(value, str) and "\\" in value else value
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, PersonName)) or not hasattr(value, "__iter__"):
+        value = [value]
+    texts = []
+    for item in value:
+        if isinstance(item, PersonName):
+            texts.append(str(item))
+        elif hasattr(item, "original_string") and item.original_string:
+            texts.append(str(item.original_string))
+        else:
+            texts.append(str(item))
+    return texts
+
+
+def output_character_set(source_value, texts: list[str]):
+    """The Specific Character Set to write: the source's (normalised) when highdicom accepts it and it can encode
+    every text; None (default repertoire) when all text is ASCII; else ISO_IR 192."""
+    terms = charsets.normalise(source_value or "")
+    if terms and any(terms) and charsets.is_known(terms):
+        candidate = terms[0] if len(terms) == 1 else terms
+        if _writer_accepts(candidate) and _encodable(terms, texts):
+            return candidate
+    if all(text.isascii() for text in texts):
+        return None
+    return charsets.UTF8_TERM
+
+
+def _writer_accepts(value) -> bool:
+    try:
+        from highdicom.valuerep import _check_specific_character_set
+    except ImportError:  # pragma: no cover - another highdicom version: only UTF-8 and ASCII are safe
+        return value == charsets.UTF8_TERM
+    try:
+        _check_specific_character_set(value)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def _encodable(terms: list[str], texts: list[str]) -> bool:
+    if len(terms) > 1:
+        return True  # ISO 2022 code extensions: pydicom chooses an escape per character run
+    encoding = python_encoding[terms[0]]
+    try:
+        for text in texts:
+            text.encode(encoding)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+def _decoded_copy(dataset: Dataset) -> Dataset:
+    """A new Dataset holding the source's elements with text decoded by the source's own character set (so they
+    can be re-encoded in another); elements pydicom cannot convert are left out. The source is not changed."""
+    elements = {}
+    for tag in dataset.keys():
+        try:
+            elements[tag] = dataset[tag]
+        except Exception:  # noqa: BLE001 - an unconvertible value: repaired below if it is a copied attribute
+            continue
+    copy = Dataset(elements)
     copy.file_meta = getattr(dataset, "file_meta", Dataset())
-    for keyword in PATIENT_STUDY_KEYWORDS:
-        if keyword not in copy:
-            setattr(copy, keyword, None)
-    for keyword in _DATES:
-        if copy[keyword].value not in (None, "") and not _valid(copy[keyword].value, DA):
-            setattr(copy, keyword, None)
-    for keyword in _TIMES:
-        if copy[keyword].value not in (None, "") and not _valid(copy[keyword].value, TM):
-            setattr(copy, keyword, None)
-    if copy.PatientSex not in (None, "") and str(copy.PatientSex).upper() not in _SEXES:
-        copy.PatientSex = None
+    return copy
+
+
+def derivable_header(dataset: Dataset) -> Dataset:
+    """A shallow copy whose patient/study attributes are valid for a result object (see the module docstring).
+
+    Type 2 attributes are added empty when missing or invalid; other invalid ones are removed; the Specific
+    Character Set is what `output_character_set` decides, and every copied text is re-encoded in it on writing.
+    """
+    copy = _decoded_copy(dataset)
+    source_charset = dataset.get("SpecificCharacterSet")
+    encodings = [python_encoding.get(t, "latin_1") for t in charsets.normalise(source_charset or "")]
+    texts = []
+    for keyword in PATIENT_STUDY_KEYWORDS + OPTIONAL_KEYWORDS:
+        tag = tag_for_keyword(keyword)
+        vr = dictionary_VR(tag)
+        values = _source_texts(dataset, keyword, encodings)
+        if values is None and keyword not in PATIENT_STUDY_KEYWORDS:
+            continue
+        repaired = [repair_value(vr, v, keyword) for v in values or []]
+        if any(v is None for v in repaired) or vr not in _TEXT_VRS:
+            log.info("source %s is not valid for VR %s: %s", keyword, vr,
+                     "left empty" if keyword in PATIENT_STUDY_KEYWORDS else "dropped")
+            repaired = []
+        repaired = [v for v in repaired if v != ""]
+        if not repaired and keyword not in PATIENT_STUDY_KEYWORDS:
+            if tag in copy:
+                del copy[tag]
+            continue
+        value = None if not repaired else (repaired[0] if len(repaired) == 1 else repaired)
+        if vr == "PN" and value is not None:
+            value = PersonName(value) if isinstance(value, str) else [PersonName(v) for v in value]
+        copy[tag] = DataElement(tag, vr, value)
+        texts.extend(repaired)
+    target = output_character_set(source_charset, texts)
+    if target is None:
+        if "SpecificCharacterSet" in copy:
+            del copy.SpecificCharacterSet
+    else:
+        copy.SpecificCharacterSet = target
     return copy

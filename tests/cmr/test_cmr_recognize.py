@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from pydicom.uid import generate_uid
 import pytest
 
 from dicomnode.cmr import Recognition, RecognizerRegistry, default_registry, understand_study
@@ -20,8 +21,11 @@ def _headers(study):
 def _clone(header, series_suffix: str, series_number: int, index: int, **attributes):
     clone = copy.copy(header)
     clone.dataset = copy.deepcopy(header.dataset)
-    clone.sop_instance_uid = clone.dataset.SOPInstanceUID = f"{header.sop_instance_uid}.{series_number}.{index}"
-    clone.series_instance_uid = clone.dataset.SeriesInstanceUID = header.series_instance_uid + series_suffix
+    # derived UIDs stay valid (at most 64 characters, PS3.5 9.1): malformed ones are declined
+    clone.sop_instance_uid = clone.dataset.SOPInstanceUID = generate_uid(
+        entropy_srcs=[header.sop_instance_uid, str(series_number), str(index)])
+    clone.series_instance_uid = clone.dataset.SeriesInstanceUID = generate_uid(
+        entropy_srcs=[header.series_instance_uid, series_suffix])
     clone.dataset.SeriesNumber = series_number
     for keyword, value in attributes.items():
         setattr(clone.dataset, keyword, value)

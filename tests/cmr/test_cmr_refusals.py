@@ -6,6 +6,7 @@ import shutil
 
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
 from dicomnode.cmr import StudyError, load_studies, understand_study
 from dicomnode.cmr.grouping import read_header
@@ -66,13 +67,13 @@ def test_declined_non_dicom_non_mr_and_no_geometry(generated, tmp_path):
     ct = pydicom.dcmread(study.paths[0])
     ct.Modality = "CT"
     ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = ct.SOPInstanceUID + ".1"
-    ct.SeriesInstanceUID = ct.SeriesInstanceUID + ".9"
+    ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ct.SeriesInstanceUID = generate_uid()
     ct.save_as(folder / "ct.dcm")
     flat = pydicom.dcmread(study.paths[1])
     del flat.ImagePositionPatient
-    flat.SOPInstanceUID = flat.file_meta.MediaStorageSOPInstanceUID = flat.SOPInstanceUID + ".2"
-    flat.SeriesInstanceUID = flat.SeriesInstanceUID + ".8"
+    flat.SOPInstanceUID = flat.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    flat.SeriesInstanceUID = generate_uid()
     flat.save_as(folder / "flat.dcm")
 
     (cmr,) = load_studies([folder])

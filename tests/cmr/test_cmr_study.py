@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import pydicom
+from pydicom.uid import generate_uid
 
 from dicomnode.cmr import PatientInfo, understand_study
 from dicomnode.cmr.grouping import read_header
@@ -13,9 +14,12 @@ from cmr_helpers import generated  # noqa: F401 (fixture)
 def _clone(header, *, sop_suffix: str, series_suffix: str | None = None, **attributes):
     clone = copy.copy(header)
     clone.dataset = copy.deepcopy(header.dataset)
-    clone.sop_instance_uid = clone.dataset.SOPInstanceUID = header.sop_instance_uid + sop_suffix
+    # a derived UID that stays valid (at most 64 characters): malformed UIDs are declined
+    clone.sop_instance_uid = clone.dataset.SOPInstanceUID = generate_uid(entropy_srcs=[header.sop_instance_uid,
+                                                                                       sop_suffix])
     if series_suffix:
-        clone.series_instance_uid = clone.dataset.SeriesInstanceUID = header.series_instance_uid + series_suffix
+        clone.series_instance_uid = clone.dataset.SeriesInstanceUID = generate_uid(
+            entropy_srcs=[header.series_instance_uid, series_suffix])
     for keyword, value in attributes.items():
         setattr(clone.dataset, keyword, value)
     return clone

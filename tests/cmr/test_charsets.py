@@ -1,0 +1,101 @@
+"""Specific Character Set as real sites write it: every defined term, ISO 2022 code extensions with an empty first
+value, aliases and mistakes; names survive into result objects (re-encoded where highdicom refuses the source)."""
+from __future__ import annotations
+
+import io
+
+import highdicom as hd
+import pydicom
+import pytest
+from pydicom.charset import convert_encodings, python_encoding
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.valuerep import PersonName
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from dicomnode import charsets
+from dicomnode.cmr.grouping import read_header
+from dicomnode.results.headers import derivable_header
+
+#: (Specific Character Set as written, Python codec of the bytes (None: pydicom's ISO 2022 encoder), patient name)
+CASES = [
+    (["", "ISO 2022 IR 87"], "iso2022_jp", "Test^Patient=試験^患者=しけん^かんじゃ"),
+    (["ISO 2022 IR 6", "ISO 2022 IR 87"], "iso2022_jp", "Yamada^Tarou=山田^太郎"),
+    (["", "ISO 2022 IR 149"], None, "Hong^Gildong=洪^吉洞"),
+    ("ISO_IR 100", "latin_1", "Müller^José"),
+    ("ISO-IR 100", "latin_1", "Müller^José"),
+    ("ISO_IR100", "latin_1", "Müller^José"),
+    ("iso_ir 100", "latin_1", "Müller^José"),
+    ("latin1", "latin_1", "Müller^José"),
+    ("ISO-8859-1", "latin_1", "Müller^José"),
+    ("UTF-8", "utf-8", "Müller^José=試験"),
+    ("utf8", "utf-8", "Ørsted^Ælfrida"),
+    ("ISO_IR 192", "utf-8", "Иванов^Иван"),
+    ("ISO_IR 144", "iso8859_5", "Иванов^Иван"),
+    ("ISO_IR 126", "iso8859_7", "Παπαδόπουλος^Γιώργος"),
+    ("ISO_IR 101", "iso8859_2", "Dvořák^Antonín"),
+    ("ISO_IR 148", "iso8859_9", "Öztürk^Ağa"),
+    ("GB18030", "gb18030", "Wang^XiaoDong=王^小东"),
+    ("ISO_IR 6", "ascii", "Plain^Ascii"),
+    ("", "ascii", "Plain^Ascii"),
+]
+
+
+def _file(tmp_path, charset, codec: str, name: str):
+    ds = Dataset()
+    ds.SpecificCharacterSet = charset
+    encoded = name.encode(codec) if codec else PersonName(name).encode(convert_encodings(charset))
+    ds.add_new(0x00100010, "PN", encoded)  # the bytes a scanner writes
+    ds.PatientID = "P1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.SOPClassUID = MRImageStorage
+    ds.Modality = "MR"
+    ds.StudyDate, ds.StudyTime = "20240131", "083000"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path = tmp_path / "in.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _written_by_highdicom(header: Dataset) -> Dataset:
+    """A highdicom object that copies patient/study from `header`, written and read back."""
+    obj = hd.SOPClass(study_instance_uid=header.StudyInstanceUID, series_instance_uid=generate_uid(),
+                      series_number=9100, sop_instance_uid=generate_uid(), sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+                      instance_number=1, modality="SR", manufacturer="t",
+                      specific_character_set=header.get("SpecificCharacterSet"))
+    obj.copy_patient_and_study_information(header)
+    buffer = io.BytesIO()
+    obj.save_as(buffer, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.mark.parametrize("charset, codec, name", CASES, ids=[repr(c[0]) for c in CASES])
+def test_patient_name_survives_into_results(tmp_path, charset, codec, name):
+    header = read_header(_file(tmp_path, charset, codec, name))
+    assert str(header.dataset.PatientName) == name
+    derived = derivable_header(header.dataset)
+    back = _written_by_highdicom(derived)
+    assert str(back.PatientName) == name
+    assert back.StudyDate == "20240131" and back.StudyTime == "083000"
+
+
+def test_every_defined_term_and_its_spellings_normalise():
+    for term in python_encoding:
+        if not term:
+            continue
+        for spelling in (term, term.lower(), term.replace("_", "-"), term.replace(" ", ""), f" {term} "):
+            assert charsets.normalise(spelling) == [term], spelling
+    assert charsets.normalise(["", "ISO 2022 IR 87"]) == ["ISO 2022 IR 6", "ISO 2022 IR 87"]
+    assert charsets.normalise(["ISO_IR 100", "ISO 2022 IR 87"]) == ["ISO 2022 IR 100", "ISO 2022 IR 87"]
+    assert charsets.normalise("UTF-8") == ["ISO_IR 192"]
+    assert charsets.normalise("latin1") == ["ISO_IR 100"]
+    assert charsets.normalise("no-such-set") == ["no-such-set"]
+
+
+def test_the_source_dataset_is_not_changed(tmp_path):
+    header = read_header(_file(tmp_path, ["", "ISO 2022 IR 87"], "iso2022_jp", "Test^Patient=試験^患者"))
+    before = list(header.dataset.SpecificCharacterSet)
+    derivable_header(header.dataset)
+    assert list(header.dataset.SpecificCharacterSet) == before

@@ -1,0 +1,130 @@
+"""`dicomnode process` on inputs real sites send (issue 14), all in one input folder so that one study's trouble
+must never touch the others: character sets, invalid patient/study values, malformed UIDs, MONOCHROME1, a stack with
+an empty Pixel Data and a malformed ImageOrientationPatient."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pydicom
+import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+
+from tests.data.field_inputs import as_monochrome1, lge_variant
+from tests.results.validators import dciodvfy
+
+pytestmark = pytest.mark.slow
+
+JIS_NAME = "Test^Patient=試験^患者=しけん^かんじゃ"
+
+
+def _jis(ds, _index):
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    ds.PatientName = JIS_NAME
+
+
+def _invalid_values(ds, _index):
+    ds.SpecificCharacterSet = "ISO-IR 100"  # a common misspelling of ISO_IR 100
+    ds.PatientName = "Müller^Jürgen"
+    for tag, vr, value in ((0x00101010, "AS", b"45"), (0x00101030, "DS", b"72,5"), (0x00080050, "SH", b"A" * 20)):
+        ds[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, False, True)
+    ds.StudyDate, ds.StudyTime = "20240131", "083000"
+
+
+def _long_uid(ds, _index):
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498." + "1" * 41  # 67 characters
+
+
+def _uid_with_letters(ds, _index):
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.12AB"
+
+
+def _gaps(ds, index):
+    if index == 11:  # a PSIR slice in the middle of the stack (0-7 magnitude, 8-15 PSIR)
+        ds.PixelData = b""
+    if index == 13:
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1"]  # five values: malformed, not missing
+
+
+VARIANTS = {"jis": _jis, "invalid_values": _invalid_values, "long_uid": _long_uid, "letters_uid": _uid_with_letters,
+            "monochrome1": as_monochrome1, "gaps": _gaps}
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("field")
+    uids = {}
+    for name, change in VARIANTS.items():
+        paths = lge_variant(root / "in" / name, change)
+        uids[name] = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+    out = root / "out"
+    result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "process", str(root / "in"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+    by_name = {name: next((s for s in (summary or {}).get("studies", []) if s["study_instance_uid"] == uid), None)
+               for name, uid in uids.items()}
+    return result, out, by_name
+
+
+def test_process_exits_zero_with_every_study_in_the_summary(processed):
+    result, _, studies = processed
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all(studies.values()), [name for name, s in studies.items() if s is None]
+
+
+def test_a_japanese_patient_name_reaches_every_result(processed):
+    _, out, studies = processed
+    study = studies["jis"]
+    assert "lge" in study and study["outputs"]
+    for relative in study["outputs"]:
+        assert str(pydicom.dcmread(out / relative).PatientName) == JIS_NAME
+
+
+def test_invalid_source_values_are_repaired_or_dropped_and_valid_ones_kept(processed):
+    _, out, studies = processed
+    study = studies["invalid_values"]
+    assert study["outputs"]
+    for relative in study["outputs"]:
+        ds = pydicom.dcmread(out / relative)
+        assert str(ds.PatientName) == "Müller^Jürgen"
+        assert ds.get("PatientAge") in (None, "045Y")
+        assert ds.get("PatientWeight") in (None, 72.5)
+        assert not ds.get("AccessionNumber")  # 20 characters: no valid SH, and a cut one would name another order
+        assert ds.StudyDate == "20240131" and ds.StudyTime == "083000"
+
+
+@pytest.mark.parametrize("name", ["long_uid", "letters_uid"])
+def test_a_malformed_study_uid_is_declined_up_front(processed, name):
+    _, _, studies = processed
+    study = studies[name]
+    assert not study["outputs"] and "lge" not in study
+    assert any("malformed Study Instance UID" in d["reason"] for d in study["declined"]), study["declined"]
+
+
+def test_monochrome1_gives_the_numbers_of_the_monochrome2_original(processed):
+    _, _, studies = processed
+    original, inverted = studies["invalid_values"]["lge"], studies["monochrome1"]["lge"]
+    for key in ("myocardium_volume_ml", "scar_volume_ml", "lge_percent"):
+        assert inverted[key] == pytest.approx(original[key], rel=0.02, abs=0.5), key
+
+
+def test_slices_left_out_of_a_stack_are_reported_and_the_rest_analysed(processed):
+    _, _, studies = processed
+    study = studies["gaps"]
+    assert "lge" in study
+    reasons = [e["reason"] for e in study["excluded_instances"]]
+    assert "Pixel Data is empty" in reasons
+    assert any("malformed ImageOrientationPatient" in r for r in reasons), reasons
+    assert all(e["sop_instance_uid"] for e in study["excluded_instances"])
+    assert not any("NoneType" in d["reason"] or "missing ImageOrientationPatient" in d["reason"]
+                   for d in study["declined"])
+
+
+def test_every_written_object_passes_dciodvfy(processed):
+    _, out, studies = processed
+    for name in ("jis", "invalid_values"):
+        for relative in studies[name]["outputs"]:
+            findings = dciodvfy(out / relative)
+            assert not findings.errors, f"{name} {relative}\n{findings}"
