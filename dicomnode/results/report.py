@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import textwrap
 from typing import Sequence
 
 import highdicom as hd
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
+from dicomnode.analysis.cine_metrics import NORMAL_VALUES, normal_range
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
+from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
@@ -46,24 +50,51 @@ def _fmt(value, unit: str = "", digits: int = 1) -> str:
         return str(value)
 
 
-def key_number_rows(results: Sequence[PipelineResult], bsa: tuple[float, str] | None) -> list[tuple[str, str]]:
-    """(quantity, value) rows of the key-numbers table, LGE block first, then cine."""
-    rows: list[tuple[str, str]] = []
+def method_value(block, unit: str = "%") -> str:
+    """A threshold method's %LGE: the number, or "not applicable: <reason>" when the method could not run."""
+    if isinstance(block, (int, float)) and not isinstance(block, bool):
+        return _fmt(block, unit)
+    if not isinstance(block, dict):
+        return "n/a"
+    if block.get("lge_percent") is not None and block.get("applicable", True) is not False:
+        return _fmt(block.get("lge_percent"), unit)
+    reason = block.get("reason") or block.get("error")
+    return f"not applicable: {reason}" if reason else "n/a"
+
+
+def _range_text(key: str, sex: str | None, index: bool = False) -> str:
+    """Normal range (mean ± 2 SD, SSFP, cmr-reference.md) for the patient's sex, or both when unknown."""
+    sexes = [sex] if sex in ("M", "F") else ["M", "F"]
+    unit = NORMAL_VALUES[key]["unit"]
+    parts = []
+    for each in sexes:
+        low, high = normal_range(key, each)
+        parts.append(f"{'' if len(sexes) == 1 else ('men ' if each == 'M' else 'women ')}{low:g}-{high:g}")
+    return ", ".join(parts) + f" {unit}"
+
+
+def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] | None,
+                     sex: str | None = None) -> list[tuple[str, str, str]]:
+    """(quantity, value, reference) rows of the key-numbers table: LGE block first, then cine."""
+    rows: list[tuple[str, str, str]] = []
     by_name = {r.name: r for r in results}
     lge = by_name.get("lge")
     if lge is not None and isinstance(lge.summary, dict):
         s = lge.summary
         nsd, fwhm = s.get("nsd") or {}, s.get("fwhm") or {}
+        n = nsd.get("n", "n") if isinstance(nsd, dict) else "n"
+        cutoff = lge.measurements.get("large_burden_cutoff_percent", 15.0)
+        comparator = lge.measurements.get("large_burden_comparator", ">=")
         rows += [
-            ("LGE method", str(s.get("method", "dl")).upper()),
-            ("LV myocardial volume", _fmt(s.get("myocardium_volume_ml"), "mL")),
-            ("LV mass (LGE)", _fmt(s.get("lv_mass_g"), "g")),
-            ("Scar volume (incl. MVO)", _fmt(s.get("scar_volume_ml"), "mL")),
-            ("MVO volume", _fmt(s.get("mvo_volume_ml"), "mL")),
-            ("%LGE (DL)", _fmt(s.get("lge_percent"), "%")),
-            (f"%LGE ({nsd.get('n', 'n')}-SD)", _fmt(nsd.get("lge_percent"), "%")),
-            ("%LGE (FWHM)", _fmt(fwhm.get("lge_percent"), "%")),
-            ("Large scar burden", _fmt(s.get("large_scar_burden"))),
+            ("%LGE (DL, scar incl. MVO / LV myocardium)", _fmt(s.get("lge_percent"), "%"),
+             f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (Chan 2014)"),
+            ("Large scar burden", _fmt(s.get("large_scar_burden")), ""),
+            ("Scar volume (incl. MVO)", _fmt(s.get("scar_volume_ml"), "mL"), ""),
+            ("  of which MVO", _fmt(s.get("mvo_volume_ml"), "mL"), ""),
+            ("LV myocardial volume / mass (LGE)",
+             f"{_fmt(s.get('myocardium_volume_ml'), 'mL')} / {_fmt(s.get('lv_mass_g'), 'g')}", ""),
+            (f"%LGE ({n}-SD threshold)", method_value(nsd), "method-dependent, see methods"),
+            ("%LGE (FWHM threshold)", method_value(fwhm), "method-dependent, see methods"),
         ]
     cine = by_name.get("cine")
     if cine is not None and isinstance(cine.summary, dict):
@@ -73,17 +104,25 @@ def key_number_rows(results: Sequence[PipelineResult], bsa: tuple[float, str] | 
             return None if value is None or bsa is None else float(value) / bsa[0]
 
         rows += [
-            ("LV EDV / ESV", f"{_fmt(s.get('lv_edv_ml'), 'mL')} / {_fmt(s.get('lv_esv_ml'), 'mL')}"),
-            ("LV EDVi / ESVi",
-             f"{_fmt(index(s.get('lv_edv_ml')), 'mL/m²')} / {_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}"),
-            ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}"),
-            ("LV mass (cine, ED)", f"{_fmt(s.get('lv_mass_g'), 'g')} ({_fmt(index(s.get('lv_mass_g')), 'g/m²')})"),
-            ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}"),
-            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}"),
-            ("ED / ES phase", f"{s.get('ed_phase', 'n/a')} / {s.get('es_phase', 'n/a')}"),
-            ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a"),
+            ("LV EF", _fmt(s.get("lv_ef_percent"), "%"), _range_text("lv_ef_percent", sex)),
+            ("LV EDV / EDVi", f"{_fmt(s.get('lv_edv_ml'), 'mL')} / {_fmt(index(s.get('lv_edv_ml')), 'mL/m²')}",
+             f"{_range_text('lv_edv_ml', sex)}; {_range_text('lv_edvi_ml_m2', sex)}"),
+            ("LV ESV / ESVi", f"{_fmt(s.get('lv_esv_ml'), 'mL')} / {_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}",
+             _range_text("lv_esv_ml", sex)),
+            ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}", ""),
+            ("LV mass (cine, ED) / index", f"{_fmt(s.get('lv_mass_g'), 'g')} / {_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
+             _range_text("lv_mass_index_g_m2", sex)),
+            ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
+            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
+            ("ED / ES phase", f"{s.get('ed_phase', 'n/a')} / {s.get('es_phase', 'n/a')}", ""),
+            ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
     return rows
+
+
+def key_number_rows(results: Sequence[PipelineResult], bsa: tuple[float, str] | None) -> list[tuple[str, str]]:
+    """(quantity, value) rows of the key-numbers table (key_number_table without the reference column)."""
+    return [(quantity, value) for quantity, value, _ in key_number_table(results, bsa)]
 
 
 def per_slice_scar_percent(result: SegmentationResult) -> np.ndarray:
@@ -127,12 +166,125 @@ def _show_overlay(ax, image: np.ndarray, labels: np.ndarray, title: str,
     low, high = (np.percentile(finite, [1, 99]) if finite.size else (0, 1))
     ax.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
     ax.imshow(np.clip(labels, 0, 5), cmap=_OVERLAY_CMAP, vmin=-0.5, vmax=5.5, interpolation="nearest")
-    ax.set_title(title, fontsize=7)
+    ax.set_title(title, fontsize=7.5)
     ax.set_axis_off()
 
 
 def _find(results: Sequence[PipelineResult], name: str) -> PipelineResult | None:
     return next((r for r in results if r.name == name), None)
+
+
+def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
+    """How each number was made, in plain words (the report states its methods; cmr-reference.md)."""
+    lines = []
+    lge, cine = _find(results, "lge"), _find(results, "cine")
+    if lge is not None and isinstance(lge.summary, dict):
+        kind = lge.measurements.get("lge_kind") or "LGE"
+        lines += [
+            f"LGE: deep-learning segmentation of the {str(kind).upper()} short-axis stack; %LGE = scar incl. MVO / whole "
+            "LV myocardium x 100; LV mass = myocardial volume x 1.05 g/mL.",
+            "n-SD: signal above remote-myocardium mean + n SD; FWHM: above half the maximum enhanced signal (PSIR: above "
+            "the remote mean), both inside the DL myocardium without its endocardial rim. Threshold methods can differ "
+            "from the DL result by 2x or more (they measure signal, the DL model a delineation): report the method.",
+        ]
+    if cine is not None and isinstance(cine.summary, dict):
+        lines.append("Cine: summation of discs over every slice; ED = largest, ES = smallest LV volume; papillary "
+                     "muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP mean +/- 2 SD "
+                     "(2015 SCMR review).")
+    if any(isinstance(r.summary, dict) and isinstance(r.summary.get("aha_segments"), dict) for r in results):
+        lines.append("AHA 17 segments (Cerqueira 2002): thirds of the slices with LV cavity, septum between the RV "
+                     "insertion points; scar extent = % of the segment's myocardium; transmurality = scar share of the "
+                     "wall along rays from the LV centre (max over the segment, class 0/1-25/26-50/51-75/76-100 %).")
+    return lines
+
+
+def _bullseye_values(results: Sequence[PipelineResult]):
+    """(values, labels, title, unit, vmax, cmap) of the bullseye: LGE scar extent, else cine ED wall thickness."""
+    for name, key, title, unit, vmax, cmap in (
+            ("lge", "scar_extent_percent", "Scar extent per AHA segment", "% of segment", 100.0, "YlOrRd"),
+            ("cine", "wall_thickness_mm", "ED wall thickness per AHA segment", "mm", 15.0, "viridis")):
+        result = _find(results, name)
+        block = result.summary.get("aha_segments") if result is not None and isinstance(result.summary, dict) \
+            else None
+        if isinstance(block, dict):
+            if not block.get("applicable"):
+                return None, None, f"AHA segments not assigned: {block.get('reason', 'unknown reason')}", "", 0, ""
+            values = {int(v["segment"]): v.get(key) for v in block.get("segments", [])}
+            labels = {int(v["segment"]): v.get("transmurality_class") for v in block.get("segments", [])} \
+                if name == "lge" else None
+            return values, labels, title, unit, vmax, cmap
+    return None, None, "AHA segments: no segmental analysis", "", 0, ""
+
+
+PHASE_SHORT = {"end diastole": "ED", "end systole": "ES"}
+
+
+def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, np.ndarray, str, tuple]]:
+    """(image, labels, title, crop window) of the overlays: cine ED and ES mid-ventricular, LGE basal/mid/apical."""
+    panels = []
+    cine = _find(results, "cine")
+    cine_seg = cine.segmentations[0] if cine is not None and cine.segmentations else None
+    if cine_seg is not None:
+        window = crop_box(cine_seg.labelmap)
+        for position, phase_name in enumerate(cine_seg.phase_names[:2]):
+            k = mid_ventricular_slice(cine_seg, position)
+            panels.append((cine_seg.volume.pixels[cine_seg.phases[position], k],
+                           np.asarray(cine_seg.labelmap)[position, k],
+                           f"cine {PHASE_SHORT.get(phase_name, phase_name)} (phase {cine_seg.phases[position]}), "
+                           f"slice {k}", window))
+    lge = _find(results, "lge")
+    lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
+    if lge_seg is not None:
+        labels = np.asarray(lge_seg.labelmap)[0]
+        present = np.nonzero(np.isin(labels, MYOCARDIUM_LABELS).any(axis=(1, 2)))[0]
+        chosen = [int(present[int(round(q * (len(present) - 1)))]) for q in (0.15, 0.5, 0.85)] if present.size else []
+        window = crop_box(lge_seg.labelmap)
+        extent = per_slice_scar_percent(lge_seg)
+        for k in dict.fromkeys(chosen):
+            panels.append((lge_seg.volume.pixels[lge_seg.phases[0], k], labels[k],
+                           f"LGE slice {k} (scar {_fmt(extent[k], '%', 0)})", window))
+    return panels[:6]
+
+
+def _page(title_suffix: str, header: Dataset, context, results: Sequence[PipelineResult]) -> Figure:
+    """An A4 page with the red 'not verified' banner and the identification line."""
+    figure = Figure(figsize=PAGE_INCHES)
+    FigureCanvasAgg(figure)
+    figure.patches.append(Rectangle((0.0, 0.955), 1.0, 0.045, transform=figure.transFigure, color="#b00020",
+                                    zorder=0))
+    figure.text(0.5, 0.977, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
+    started: dt.datetime = context.started_at
+    figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   patient {header.get('PatientID') or 'n/a'}   -   "
+                            f"study {header.get('StudyDate') or 'n/a'}   -   analysis {started:%Y-%m-%d %H:%M}",
+                fontsize=8.5, weight="bold")
+    algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})
+    figure.text(0.04, 0.928, "Algorithms: " + ("; ".join(algorithms) or "n/a") + f"   -   dicomnode {node_version()}",
+                fontsize=6.5, color="#444444")
+    return figure
+
+
+#: characters per line of the key-number table columns
+TABLE_WRAP = (30, 22, 27)
+
+
+def _key_table(figure: Figure, rows: list[tuple[str, str, str]], box: tuple[float, float, float, float]) -> None:
+    """The key-number table, long cells wrapped onto several lines (a reason why a method is not applicable)."""
+    ax = figure.add_axes(box)
+    ax.set_axis_off()
+    wrapped = [["\n".join(textwrap.wrap(str(cell), width) or [""]) for cell, width in zip(row, TABLE_WRAP)]
+               for row in rows]
+    table = ax.table(cellText=wrapped, colLabels=["Key numbers", "Value", "Reference"], loc="upper left",
+                     colWidths=[0.38, 0.29, 0.33], cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.4)
+    line_height = 0.034
+    for (row, _), cell in table.get_celld().items():
+        lines = 1 if row == 0 else max(text.count("\n") + 1 for text in wrapped[row - 1])
+        cell.set_height(line_height * (lines + 0.35))
+        cell.set_linewidth(0.3)
+        if row == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#eeeeee")
 
 
 def render_report(
@@ -142,104 +294,96 @@ def render_report(
     bsa: tuple[float, str] | None = None,
     declined: Sequence[Declined] = (),
 ) -> tuple[bytes, bytes]:
-    """(pdf_bytes, png_bytes) of the one-page report for one study."""
-    figure = Figure(figsize=PAGE_INCHES)
-    FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(8, 6, left=0.05, right=0.97, top=0.87, bottom=0.15, hspace=0.8, wspace=0.25)
-    figure.patches.append(Rectangle((0.0, 0.945), 1.0, 0.055, transform=figure.transFigure, color="#b00020",
-                                    zorder=0))
-    figure.text(0.5, 0.972, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
-    started: dt.datetime = context.started_at
-    figure.text(0.05, 0.925, f"{DOCUMENT_TITLE}   -   patient {header.get('PatientID') or 'n/a'}   -   study "
-                             f"{header.get('StudyDate') or 'n/a'}   -   analysis {started:%Y-%m-%d %H:%M}",
-                fontsize=8)
-    algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})
-    figure.text(0.05, 0.91, "Algorithms: " + ("; ".join(algorithms) or "n/a") + f"   -   dicomnode {node_version()}",
-                fontsize=6.5, color="#444444")
+    """(pdf_bytes, png_bytes) of the report for one study. Page 1 (also the PNG): key numbers with reference ranges,
+    the AHA bullseye, large overlays. Page 2: volume curves, per-slice scar, methods, declined series, suggestions."""
+    first = _page("", header, context, results)
+    sex = str(header.get("PatientSex") or "").upper() or None
+    _key_table(first, key_number_table(results, bsa, sex) or [("No quantitative result", "", "")],
+               (0.04, 0.50, 0.60, 0.41))
+    values, labels, title, unit, vmax, cmap = _bullseye_values(results)
+    bull_ax = first.add_axes((0.655, 0.63, 0.33, 0.28))
+    if values is not None:
+        draw_bullseye(bull_ax, values, title, unit, vmax=vmax, cmap=cmap, labels=labels)
+    else:
+        bull_ax.set_axis_off()
+        bull_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(title, 40)), ha="center", va="center", fontsize=7)
+    panels = _image_panels(results)
+    columns = 3 if len(panels) > 2 else max(len(panels), 1)
+    width = 0.92 / columns - 0.01
+    height = min(width * PAGE_INCHES[0] / PAGE_INCHES[1], 0.20)
+    top = 0.505
+    for n, (image, labelmap, caption, window) in enumerate(panels[:6]):
+        row, column = divmod(n, columns)
+        ax = first.add_axes((0.04 + column * (width + 0.01), top - (row + 1) * (height + 0.022), width, height))
+        _show_overlay(ax, image, labelmap, caption, window)
+    first.text(0.04, 0.012, "Overlay: red LV blood pool, green non-enhanced LV myocardium, yellow scar, purple MVO, "
+                            "blue RV blood pool. All numbers are unverified AI output. Methods: page 2.",
+               fontsize=6.5)
 
-    table_ax = figure.add_subplot(grid[0:3, 0:3])
-    table_ax.set_axis_off()
-    rows = key_number_rows(results, bsa) or [("No quantitative result", "")]
-    table = table_ax.table(cellText=[[q, v] for q, v in rows], colLabels=["Quantity", "Value"], loc="upper left",
-                           colWidths=[0.55, 0.45], cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(6.5)
-    table.scale(1.0, 0.95)
-    table_ax.set_title("Key numbers", fontsize=9, loc="left")
-
-    cine = _find(results, "cine")
-    curve_ax = figure.add_subplot(grid[0, 3:6])
-    curve_ax.xaxis.get_major_locator().set_params(integer=True)
-    curve = (cine.measurements.get("lv_volume_curve_ml") if cine is not None else None)
+    second = _page(" - page 2", header, context, results)
+    cine, lge = _find(results, "cine"), _find(results, "lge")
+    curve_ax = second.add_axes((0.08, 0.70, 0.40, 0.19))
+    curve = cine.measurements.get("lv_volume_curve_ml") if cine is not None else None
     if curve:
-        curve_ax.plot(range(len(curve)), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1)
+        curve_ax.plot(range(len(curve)), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
+        rv_curve = cine.measurements.get("rv_volume_curve_ml")
+        if rv_curve:
+            curve_ax.plot(range(len(rv_curve)), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
+                          label="RV")
         summary = cine.summary if isinstance(cine.summary, dict) else {}
         for key, label in (("ed_phase", "ED"), ("es_phase", "ES")):
             phase = summary.get(key)
             if phase is not None and 0 <= int(phase) < len(curve):
-                curve_ax.annotate(label, (int(phase), curve[int(phase)]), fontsize=6, xytext=(2, 4),
-                                  textcoords="offset points")
-        curve_ax.set_xlabel("phase", fontsize=6)
-        curve_ax.set_ylabel("LV volume (mL)", fontsize=6)
+                curve_ax.annotate(label, (int(phase), curve[int(phase)]), fontsize=7, xytext=(2, 4),
+                                  textcoords="offset points", weight="bold")
+        curve_ax.legend(fontsize=6.5, loc="best")
+        curve_ax.set_xlabel("cardiac phase", fontsize=7)
+        curve_ax.set_ylabel("volume (mL)", fontsize=7)
+        curve_ax.xaxis.get_major_locator().set_params(integer=True)
     else:
-        curve_ax.text(0.5, 0.5, "LV volume curve not available", ha="center", va="center", fontsize=7)
+        curve_ax.text(0.5, 0.5, "volume curve: no cine analysis", ha="center", va="center", fontsize=7)
         curve_ax.set_axis_off()
-    curve_ax.tick_params(labelsize=6)
-    curve_ax.set_title("LV volume over the cardiac cycle", fontsize=8, loc="left")
-
-    lge = _find(results, "lge")
+    curve_ax.tick_params(labelsize=6.5)
+    curve_ax.set_title("Ventricular volume over the cardiac cycle", fontsize=8.5, loc="left")
+    bar_ax = second.add_axes((0.57, 0.70, 0.39, 0.19))
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
-    bar_ax = figure.add_subplot(grid[1:3, 3:6])
     if lge_seg is not None:
         extent = per_slice_scar_percent(lge_seg)
         bar_ax.bar(np.arange(len(extent)), np.nan_to_num(extent), color="#e0b000")
-        bar_ax.set_xlabel("LGE slice (base/apex order of the stack)", fontsize=6)
-        bar_ax.set_ylabel("scar % of myocardium", fontsize=6)
+        bar_ax.set_xlabel("LGE slice (stack order)", fontsize=7)
+        bar_ax.set_ylabel("scar % of myocardium", fontsize=7)
         bar_ax.set_ylim(0, max(10.0, float(np.nanmax(extent)) * 1.15) if np.isfinite(extent).any() else 10.0)
     else:
-        bar_ax.text(0.5, 0.5, "no LGE analysis", ha="center", va="center", fontsize=7)
+        bar_ax.text(0.5, 0.5, "per-slice scar: no LGE analysis", ha="center", va="center", fontsize=7)
         bar_ax.set_axis_off()
-    bar_ax.tick_params(labelsize=6)
-    bar_ax.set_title("Per-slice scar extent", fontsize=8, loc="left")
+    bar_ax.tick_params(labelsize=6.5)
+    bar_ax.set_title("Per-slice scar extent (incl. MVO)", fontsize=8.5, loc="left")
 
-    cine_seg = cine.segmentations[0] if cine is not None and cine.segmentations else None
-    if cine_seg is not None:
-        for position, phase_name in enumerate(cine_seg.phase_names[:2]):
-            k = mid_ventricular_slice(cine_seg, position)
-            ax = figure.add_subplot(grid[3:5, position * 3:(position + 1) * 3])
-            image = cine_seg.volume.pixels[cine_seg.phases[position], k]
-            _show_overlay(ax, image, np.asarray(cine_seg.labelmap)[position, k],
-                          f"cine {phase_name} (phase {cine_seg.phases[position]}), mid-ventricular slice {k}",
-                          crop_box(cine_seg.labelmap))
-    if lge_seg is not None:
-        slices = lge_seg.volume.pixels.shape[1]
-        chosen = np.unique(np.linspace(0, slices - 1, num=min(slices, 18)).round().astype(int))
-        window = crop_box(lge_seg.labelmap)
-        for n, k in enumerate(chosen):
-            ax = figure.add_subplot(grid[5 + n // 6, n % 6])
-            _show_overlay(ax, lge_seg.volume.pixels[lge_seg.phases[0], k], np.asarray(lge_seg.labelmap)[0, k],
-                          f"LGE slice {k}", window)
-
-    legend = ("Overlay: red LV blood pool, green LV myocardium, yellow scar, purple MVO, blue RV blood pool. "
-              "All numbers are unverified AI output.")
     declined_lines = [f"- {d.reason}" + (f" (series {d.series_instance_uid})" if d.series_instance_uid else "")
                       for d in declined] or ["- none"]
     suggestions = _find(results, "suggestions")
     suggestion_lines = []
     if suggestions is not None and isinstance(suggestions.summary, list):
-        for item in suggestions.summary[:3]:
-            text = str(item.get("text", ""))
+        for item in suggestions.summary[:5]:
             suggestion_lines.append(f"- ({_fmt(item.get('score'), digits=2)}, {item.get('report_id', '')}) "
-                                    f"{text[:110]}{'...' if len(text) > 110 else ''}")
-    footer = [legend, "", "Declined / not analysed:", *declined_lines[:6]]
+                                    f"{item.get('text', '')}")
+    lines = ["Methods", *[f"- {line}" for line in _methods_lines(results)], "",
+             "Declined / not analysed", *declined_lines[:8]]
     if suggestion_lines:
-        footer += ["", "Report text suggestions retrieved from prior reports (unverified):", *suggestion_lines]
-    figure.text(0.05, 0.035, "\n".join(footer), fontsize=6.3, va="bottom", wrap=True)
+        lines += ["", "Report text suggestions retrieved from prior reports (unverified; also in their own SR)",
+                  *suggestion_lines]
+    second.text(0.04, 0.64, "\n".join(_wrap(line, 150) for line in lines), fontsize=7.2, va="top")
 
     pdf, png = io.BytesIO(), io.BytesIO()
-    figure.savefig(pdf, format="pdf", metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"})
-    figure.savefig(png, format="png", dpi=PNG_DPI)
+    with PdfPages(pdf, metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"}) as pages:
+        pages.savefig(first)
+        pages.savefig(second)
+    first.savefig(png, format="png", dpi=PNG_DPI)
     return pdf.getvalue(), png.getvalue()
+
+
+def _wrap(line: str, width: int = 175) -> str:
+    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent="  ")) if line else ""
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:

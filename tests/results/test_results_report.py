@@ -68,8 +68,8 @@ def test_key_numbers_and_scar_extent(built):
     _, results, _, _ = built
     rows = dict(key_number_rows(results, (2.0, "mosteller")))
     summary = results[0].summary
-    assert rows["%LGE (DL)"] == f"{summary['lge_percent']:.1f} %"
-    assert rows["%LGE (5-SD)"] == f"{summary['nsd']['lge_percent']:.1f} %"
+    assert rows["%LGE (DL, scar incl. MVO / LV myocardium)"] == f"{summary['lge_percent']:.1f} %"
+    assert rows["%LGE (5-SD threshold)"] == f"{summary['nsd']['lge_percent']:.1f} %"
     assert rows["BSA"] == "2.00 m² (mosteller)"
     cine = results[1].summary
     assert rows["LV SV / EF"] == f"{cine['lv_sv_ml']:.1f} mL / {cine['lv_ef_percent']:.1f} %"
@@ -125,3 +125,29 @@ def test_crop_box_is_a_square_around_every_label():
     assert rows.start <= 36 and rows.stop >= 66 and cols.start <= 6 and cols.stop >= 39
     assert 0 <= rows.start and rows.stop <= 100 and 0 <= cols.start and cols.stop <= 80
     assert crop_box(np.zeros((4, 30, 20), np.uint8)) == (slice(0, 30), slice(0, 20))
+
+
+def test_threshold_methods_that_could_not_run_say_why(built):
+    from dicomnode.results.report import key_number_table, method_value
+
+    assert method_value({"lge_percent": None, "error": "no remote myocardium"}) == \
+        "not applicable: no remote myocardium"
+    assert method_value({"applicable": False, "reason": "magnitude image"}) == "not applicable: magnitude image"
+    assert method_value({"lge_percent": 12.25}) == "12.2 %"
+    assert method_value(7.0) == "7.0 %"
+    _, results, _, _ = built
+    rows = {q: (v, r) for q, v, r in key_number_table(results, (2.0, "mosteller"), "M")}
+    assert rows["LV EF"][1] == "57-77 %"  # mean +/- 2 SD for men (cmr-reference.md)
+    assert rows["LV EDV / EDVi"][1].startswith("106-214 mL")
+
+
+def test_bullseye_follows_the_aha_layout():
+    from dicomnode.results.bullseye import segment_geometry
+
+    assert segment_geometry(1)[2:] == (60.0, 120.0)  # basal anterior at the top
+    assert segment_geometry(2)[2:] == (120.0, 180.0)  # anteroseptal upper left: septum on the left
+    assert segment_geometry(4)[2:] == (240.0, 300.0)  # inferior at the bottom
+    assert segment_geometry(14)[2:] == (135.0, 225.0)  # apical septal on the left
+    assert segment_geometry(17)[:2] == (0.0, 0.25)
+    with pytest.raises(ValueError):
+        segment_geometry(18)
