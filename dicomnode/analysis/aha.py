@@ -117,7 +117,8 @@ class AHAResult:
     def summary(self) -> dict:
         if not self.applicable:
             return {"applicable": False, "reason": self.reason, "model": MODEL_NAME}
-        return {"applicable": True, "model": MODEL_NAME, "basal_end": self.basal_end, "thirds": {k: list(v) for k, v in self.thirds.items()},
+        return {"applicable": True, "model": MODEL_NAME, "basal_end": self.basal_end,
+                "thirds": {k: list(v) for k, v in self.thirds.items()},
                 "rv_insertion": self.rv_insertion, "segments": [s.summary() for s in self.segments]}
 
 
@@ -247,7 +248,8 @@ def aha_segments(
     cap_slices = with_myocardium[last_cavity + 1:]
     thirds = [list(part) for part in np.array_split(np.asarray(ring_slices, dtype=int), 3)]
     names = ("basal", "mid", "apical")
-    from_apex = basal_end == "last"  # slices ascend along +n, so +n points apex -> base: the image is seen from the apex
+    # slices ascend along +n; basal last means +n points apex -> base, so the displayed image is seen from the apex
+    from_apex = basal_end == "last"
 
     centres, insertion = {}, {}
     for k in ring_slices:

@@ -110,7 +110,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("LV ESV / ESVi", f"{_fmt(s.get('lv_esv_ml'), 'mL')} / {_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}",
              _range_text("lv_esv_ml", sex)),
             ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}", ""),
-            ("LV mass (cine, ED) / index", f"{_fmt(s.get('lv_mass_g'), 'g')} / {_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
+            ("LV mass (cine, ED) / index",
+             f"{_fmt(s.get('lv_mass_g'), 'g')} / {_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
              _range_text("lv_mass_index_g_m2", sex)),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
@@ -181,11 +182,12 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
     if lge is not None and isinstance(lge.summary, dict):
         kind = lge.measurements.get("lge_kind") or "LGE"
         lines += [
-            f"LGE: deep-learning segmentation of the {str(kind).upper()} short-axis stack; %LGE = scar incl. MVO / whole "
-            "LV myocardium x 100; LV mass = myocardial volume x 1.05 g/mL.",
-            "n-SD: signal above remote-myocardium mean + n SD; FWHM: above half the maximum enhanced signal (PSIR: above "
-            "the remote mean), both inside the DL myocardium without its endocardial rim. Threshold methods can differ "
-            "from the DL result by 2x or more (they measure signal, the DL model a delineation): report the method.",
+            f"LGE: deep-learning segmentation of the {str(kind).upper()} short-axis stack; %LGE = scar incl. MVO / "
+            "whole LV myocardium x 100; LV mass = myocardial volume x 1.05 g/mL.",
+            "n-SD: signal above remote-myocardium mean + n SD; FWHM: above half the maximum enhanced signal (PSIR: "
+            "above the remote mean), both inside the DL myocardium without its endocardial rim. Threshold methods can "
+            "differ from the DL result by 2x or more (they measure signal, the DL model a delineation): report the "
+            "method.",
         ]
     if cine is not None and isinstance(cine.summary, dict):
         lines.append("Cine: summation of discs over every slice; ED = largest, ES = smallest LV volume; papillary "

@@ -330,5 +330,8 @@ def build_seg(
     what = f"{pipeline_name} segmentation"
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
         what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"
+    source_series = {ref.series_instance_uid for phase_index in result.phases for ref in volume.frames[phase_index]}
+    if len(source_series) > 1 and first.get("SeriesNumber") is not None:
+        what += f", series {first.SeriesNumber}"  # one SEG per source series: say which (viewers list them by text)
     apply_provenance(seg, [algorithm], started_at, what)
     return seg

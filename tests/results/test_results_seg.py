@@ -127,6 +127,8 @@ def test_one_seg_per_phase_and_source_series(study_and_segs, tmp_path):
     for part in parts:
         seg = build_seg(segmentation, list(by_uid.values()), context, 9001, part)
         assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [part.series_instance_uid]
+        source = by_uid[segmentation.volume.frames[0][part.slices[0]].sop_instance_uid]
+        assert seg.SeriesDescription.startswith(f"AI LGE segmentation, series {source.SeriesNumber} ")
         read = hd.seg.segread(write(seg, tmp_path / "part.dcm"))
         assert len(read.SegmentSequence) == len(segment_plan(segmentation))  # same numbering in every part
 

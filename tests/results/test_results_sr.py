@@ -105,7 +105,8 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
     scar = group_named(sr, "LGE scar incl. MVO")
     assert not [i for i in scar.ContentSequence if concept(i) == ("121191", "DCM")]  # a union has no one segment
     regions = [i for i in scar.ContentSequence if i.ValueType == "SCOORD"]
-    enhanced_slices = {k for k in range(segmentation.labelmap.shape[1]) if np.isin(segmentation.labelmap[0, k], [3, 4]).any()}
+    enhanced_slices = {k for k in range(segmentation.labelmap.shape[1])
+                       if np.isin(segmentation.labelmap[0, k], [3, 4]).any()}
     selected = {r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for r in regions}
     assert selected == {segmentation.volume.frames[0][k].sop_instance_uid for k in enhanced_slices}
     values = nums(scar)
