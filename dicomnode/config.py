@@ -80,6 +80,9 @@ class NodeConfig(StrictModel):
     dimse_timeout: float = Field(60, gt=0)
     network_timeout: float = Field(60, gt=0)
     max_associations: int = Field(16, ge=1)
+    non_mr_objects: Literal["keep", "drop"] = Field(
+        "keep", description="instances other than MR images routed with a study (SR, SC, PR, KO, PDF, private "
+                            "classes): keep them in the spool, not analysed, or acknowledge and drop them")
     tls: TLSConfig = Field(default_factory=TLSConfig)
 
     _ae = field_validator("ae_title")(_check_ae_title)

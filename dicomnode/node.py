@@ -200,7 +200,7 @@ class Node:
                      short_hash(instance.study_instance_uid), outcome.generation)
         row = {"series_instance_uid": instance.series_instance_uid, "series_number": instance.series_number,
                "slice_key": instance.slice_key, "cardiac_images": instance.cardiac_images, "frames": instance.frames,
-               "images_in_acquisition": instance.images_in_acquisition}
+               "images_in_acquisition": instance.images_in_acquisition, "modality": instance.modality}
         self.completion.instance_stored(outcome.study_key, new_study=outcome.study_state_before is None, row=row)
 
     # --- analysis --------------------------------------------------------------------------------------------

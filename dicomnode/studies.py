@@ -20,14 +20,18 @@ EXPECTED_COUNT_GRACE_SECONDS = 2.0
 
 
 def expected_counts_met(rows: list) -> bool:
-    """True when every series of the study holds the instances its headers announce.
+    """True when every image series of the study declares how many instances it holds, and holds them.
 
-    Enhanced MR (NumberOfFrames > 1) carries a whole series in one instance. A cine series announces
-    CardiacNumberOfImages per slice position; ImagesInAcquisition, when present, announces the total.
-    A series with no such announcement gives no evidence, and the study waits for the quiet timer.
+    A declaration is ImagesInAcquisition > 1 (the series' total) or a multi-frame instance (NumberOfFrames > 1:
+    Enhanced MR carries a whole series in one instance). CardiacNumberOfImages is no declaration: it counts the
+    phases of one slice, not the slices still to come, so a stack sent as one single-image series per slice would
+    "meet" it after every slice. A series without a declaration gives no evidence and the study waits for the
+    quiet timer. Instances other than MR images (SR, SC, PDF ... routed with the study) are not counted.
     """
     by_series: dict[tuple, list] = defaultdict(list)
     for row in rows:
+        if "modality" in row.keys() and row["modality"] not in (None, "", "MR"):
+            continue
         by_series[(row["series_instance_uid"], row["series_number"])].append(row)
     if not by_series:
         return False
@@ -35,18 +39,16 @@ def expected_counts_met(rows: list) -> bool:
         if any((row["frames"] or 0) > 1 for row in series_rows):
             continue
         announced_total = {row["images_in_acquisition"] for row in series_rows if row["images_in_acquisition"]}
-        if len(announced_total) == 1:
-            if len(series_rows) != announced_total.pop():
-                return False
-            continue
-        phases = {row["cardiac_images"] for row in series_rows if row["cardiac_images"]}
-        if len(phases) != 1:
+        if len(announced_total) != 1:
             return False
+        total = announced_total.pop()
+        if total < 2 or len(series_rows) != total:
+            return False
+        phases = {row["cardiac_images"] for row in series_rows if row["cardiac_images"]}
         per_slice: dict[str | None, int] = defaultdict(int)
         for row in series_rows:
             per_slice[row["slice_key"]] += 1
-        expected = phases.pop()
-        if None in per_slice or any(count != expected for count in per_slice.values()):
+        if len(phases) == 1 and None not in per_slice and any(c != next(iter(phases)) for c in per_slice.values()):
             return False
     return True
 

@@ -7,6 +7,7 @@ import socket
 import threading
 from typing import Callable
 
+from pydicom.uid import UID as pydicom_uid
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -22,7 +23,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (
     EnhancedMRColorImageStorage,
     EnhancedMRImageStorage,
@@ -149,8 +150,11 @@ class StorageSCP:
         allowed = [a for a in node.allowed_calling_aes if a != "*"]
         ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
         ae.add_supported_context(Verification)
-        for sop_class in MR_STORAGE_CLASSES:
-            ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
+        for context in AllStoragePresentationContexts:  # a PACS routes whole studies: SR, SC, PR, KO, PDF ...
+            ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        # ... and private or unknown storage classes too (pynetdicom then accepts every storage-like abstract
+        # syntax with the transfer syntax proposed first); only MR images are analysed (node.non_mr_objects)
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
         return ae
 
     def update_config(self, config: Config) -> None:
@@ -242,6 +246,10 @@ class StorageSCP:
             if dataset_sop_instance is not None and str(dataset_sop_instance) != sop_instance:
                 return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
                                     f"SOP Instance UID in the dataset differs from {sop_instance} requested")
+            if sop_class not in MR_STORAGE_CLASSES and self.config.node.non_mr_objects == "drop":
+                log.info("C-STORE of %s from %s acknowledged and dropped (node.non_mr_objects = drop)",
+                         getattr(pydicom_uid(sop_class), "name", sop_class), calling)
+                return STATUS_SUCCESS
             patient_values.remember(dataset)
             study_uid = check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
             series_uid = check_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID")

@@ -61,3 +61,39 @@ def as_monochrome1(ds: pydicom.Dataset, _index: int) -> None:
     for keyword in ("WindowCenter", "WindowWidth"):
         if keyword in ds:
             del ds[keyword]
+
+
+#: what a PACS routes along with the images of a study (SOP class, modality); the last one is a private class
+NON_MR_CLASSES = (
+    ("1.2.840.10008.5.1.4.1.1.88.33", "SR"),  # Comprehensive SR
+    ("1.2.840.10008.5.1.4.1.1.7", "OT"),  # Secondary Capture
+    ("1.2.840.10008.5.1.4.1.1.11.1", "PR"),  # Grayscale Softcopy Presentation State
+    ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),  # Key Object Selection
+    ("1.2.840.10008.5.1.4.1.1.104.1", "DOC"),  # Encapsulated PDF
+    ("1.3.12.2.1107.5.9.1", "MR"),  # Siemens CSA Non-Image (private storage class)
+)
+
+
+def non_mr_objects(template: pydicom.Dataset, dest: Path) -> list[Path]:
+    """One small instance of each NON_MR_CLASSES class in the template's study (patient/study copied)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, (sop_class, modality) in enumerate(NON_MR_CLASSES, start=900):
+        ds = Dataset()
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+                        "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+                        "SpecificCharacterSet"):
+            if keyword in template:
+                setattr(ds, keyword, template.get(keyword))
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = sop_class, generate_uid(), generate_uid()
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, number, 1
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, ds.SOPInstanceUID
+        path = dest / f"{modality}{number}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

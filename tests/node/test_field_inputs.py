@@ -128,3 +128,25 @@ def test_every_written_object_passes_dciodvfy(processed):
         for relative in studies[name]["outputs"]:
             findings = dciodvfy(out / relative)
             assert not findings.errors, f"{name} {relative}\n{findings}"
+
+
+def test_one_study_failing_never_takes_the_others_down(tmp_path):
+    """The results builder (or anything else) raising for one study is that study's declined entry."""
+    from dicomnode.analysis.run import StudyOutcome
+    from dicomnode.config import Config
+    from dicomnode.process import process_folder
+
+    bad = pydicom.dcmread(lge_variant(tmp_path / "in" / "bad")[0], stop_before_pixels=True).StudyInstanceUID
+    lge_variant(tmp_path / "in" / "good")
+
+    class Analyser:
+        def analyse(self, study, pipelines, started_at=None):
+            if study.study_instance_uid == bad:
+                raise ValueError("'' is not a valid SpecificCharacterSetValues")
+            return StudyOutcome(summary={"study_instance_uid": study.study_instance_uid, "lge": {}, "declined": []})
+
+    summary = process_folder(tmp_path / "in", tmp_path / "out", Config(), analyser=Analyser())
+    by_uid = {s["study_instance_uid"]: s for s in summary["studies"]}
+    assert len(by_uid) == 2 and (tmp_path / "out" / "summary.json").is_file()
+    assert any("SpecificCharacterSetValues" in d["reason"] for d in by_uid[bad]["declined"])
+    assert [s for uid, s in by_uid.items() if uid != bad][0]["lge"] == {}
