@@ -57,11 +57,16 @@ def test_per_slice_series_sent_slowly_reach_the_pacs_as_one_analysis(isolated, t
             node.stop()
 
 
-def test_a_whole_routed_study_with_non_mr_objects_is_accepted_and_its_mr_analysed(isolated, tmp_path):
+@pytest.fixture
+def routed_study(tmp_path):
+    """(MR images, non-MR objects of NON_MR_CLASSES, Study Instance UID) of one study, as a PACS holds it."""
     images = _psir_slices(lge_variant(tmp_path / "in" / "mr"))
     template = pydicom.dcmread(images[0], stop_before_pixels=True)
-    others = non_mr_objects(template, tmp_path / "in" / "other")
-    study_uid = str(template.StudyInstanceUID)
+    return images, non_mr_objects(template, tmp_path / "in" / "other"), str(template.StudyInstanceUID)
+
+
+def test_a_whole_routed_study_with_non_mr_objects_is_accepted_and_its_mr_analysed(isolated, tmp_path, routed_study):
+    images, others, study_uid = routed_study
     node_port = free_port()
     node = NodeProcess(tmp_path / "node", node_port, quiet_seconds=3, pipelines=("lge",), allowed=("*",)).start()
     try:
@@ -93,10 +98,8 @@ def _send_with_pynetdicom(port: int, path) -> int:
         assoc.release()
 
 
-def test_orthanc_routes_a_whole_study_to_the_node(isolated, tmp_path):
-    images = _psir_slices(lge_variant(tmp_path / "in" / "mr"))
-    template = pydicom.dcmread(images[0], stop_before_pixels=True)
-    others = non_mr_objects(template, tmp_path / "in" / "other")
+def test_orthanc_routes_a_whole_study_to_the_node(isolated, tmp_path, routed_study):
+    images, others, _ = routed_study
     node_port = free_port()
     with OrthancServer(tmp_path, aet="ORTHANC", modalities={"DICOMNODE": ("127.0.0.1", node_port)}) as orthanc:
         node = NodeProcess(tmp_path / "node", node_port, quiet_seconds=3600, pipelines=(), allowed=("ORTHANC",))
