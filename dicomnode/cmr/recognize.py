@@ -370,6 +370,11 @@ class CineRule:
         elif e.phases >= 2 and declared >= 5 and len(e.trigger_times) >= 2:
             confidence = 0.55
             evidence.append(f"{e.phases} of {declared} cardiac phases present (CardiacNumberOfImages)")
+        elif e.phases == 2 and declared == 2 and len(e.trigger_times) == 2 and spread >= 150 \
+                and not any(t > 0 for t in e.inversion_times):
+            confidence = 0.5  # a cine reduced to its end-diastolic and end-systolic phases
+            evidence.append(f"only 2 phases per slice, declared (CardiacNumberOfImages=2), TriggerTime "
+                            f"{e.trigger_times[0]:.0f} and {e.trigger_times[1]:.0f} ms: ED and ES phases only")
         else:
             return None
         if declared > 1:
@@ -434,12 +439,14 @@ class StackViewRule:
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         if not e.single_orientation:
             return Recognition("other", 0.9, [f"{len(e.orientations)} orientations ({', '.join(e.planes)}): not one view"])
-        if e.slices < 3:
+        if e.slices < 2:
             return None
         oblique = _oblique_degrees(e.normal)
         long_axis = _long_axis_angle(e.normal)
         evidence = [f"stack of {e.slices} parallel slices", f"normal {oblique:.0f} deg from the nearest body axis",
                     f"normal {long_axis:.0f} deg from the typical LV long axis"]
+        if e.slices == 2:
+            evidence.append("only 2 slices: a short stack, confidence lowered")
         hint = _view_hint(e)
         if oblique < 15:
             evidence.append(f"plane is {e.planes[0]}, not a cardiac view")
@@ -449,7 +456,7 @@ class StackViewRule:
                 evidence.append(f"description hint {hint[1]!r}")
                 return Recognition("sax", 0.45, evidence)
             return Recognition("other", 0.4, evidence)
-        confidence = 0.75 + (0.1 if long_axis < 30 else 0.0) + (0.05 if e.slices >= 6 else 0.0)
+        confidence = (0.75 if e.slices >= 3 else 0.6) + (0.1 if long_axis < 30 else 0.0) + (0.05 if e.slices >= 6 else 0.0)
         crossing = [s for s in context.series if s is not e and s.single_orientation and s.slices <= 3
                     and _angle_between(s.normal, e.normal) > 60
                     and _plane_distance(s, e.centre) < 30]

@@ -173,6 +173,11 @@ def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: R
     notes = list(candidate.notes)
     if len(set(evidence.phase_counts)) > 1:
         notes.append(f"phase counts differ between slices: {sorted(set(evidence.phase_counts))}")
+    if sequence.value == "cine" and evidence.phases == 2:
+        notes.append("cine of only 2 phases (CardiacNumberOfImages=2): analysed as end diastole and end systole; "
+                     "no volume curve")
+    if view.value == "sax" and evidence.slices == 2:
+        notes.append("short-axis stack of only 2 slices: volumes cover those 2 slices only")
     return AnalysisSeries(
         key=candidate.key,
         series_instance_uids=list(dict.fromkeys(candidate.series_instance_uids)),

@@ -85,6 +85,7 @@ class AnalysisSeries:
             "evidence": self.sequence.evidence + self.view.evidence,
             "preferred": self.preferred,
             **({"lge_kind": self.lge_kind} if self.lge_kind else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 

@@ -20,23 +20,40 @@ BUGCASES = Path(__file__).resolve().parents[2].parent / "shared" / "bugcases"
 
 
 @functools.lru_cache(maxsize=1)
-def demo_lge_files() -> tuple[Path, ...]:
-    """The demo LGE study's files, extracted once per test session (sorted by InstanceNumber)."""
-    root = Path(tempfile.mkdtemp(prefix="dicomnode-field-"))
-    folder = [f for f in extract_demo(root) if "lge" in f.parent.name.lower()][0]
+def _demo_folders() -> tuple[Path, ...]:
+    return tuple(extract_demo(Path(tempfile.mkdtemp(prefix="dicomnode-field-"))))
+
+
+def _files(kind: str) -> tuple[Path, ...]:
+    folder = [f for f in _demo_folders() if kind in f.parent.name.lower()][0]
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return tuple(sorted(files, key=lambda p: int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber)))
 
 
+def demo_lge_files() -> tuple[Path, ...]:
+    """The demo LGE study's files (EMIDEC-derived; one series per slice, magnitude then PSIR), extracted once."""
+    return _files("lge")
+
+
+def demo_cine_files() -> tuple[Path, ...]:
+    """The demo Sunnybrook study's files (cine short axis + localizer), extracted once."""
+    return _files("sunnybrook")
+
+
 def lge_variant(dest: Path, change: Callable[[pydicom.Dataset, int], None] | None = None, new_uids: bool = True,
-                name: str = "IM{:04d}.dcm") -> list[Path]:
-    """Write the demo LGE stack under dest with `change` applied; returns the file paths in stack order."""
+                name: str = "IM{:04d}.dcm", indices=None) -> list[Path]:
+    """Write the demo LGE stack under dest with `change` applied; returns the file paths in stack order.
+
+    `indices`: only these files of the stack (0-7 magnitude, 8-15 PSIR, base to apex); default all.
+    """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     study_uid, frame_uid = generate_uid(), generate_uid()
     series_uids: dict[str, str] = {}
     paths = []
     for index, source in enumerate(demo_lge_files()):
+        if indices is not None and index not in indices:
+            continue
         ds = pydicom.dcmread(source)
         if new_uids:
             series_uid = series_uids.setdefault(ds.SeriesInstanceUID, generate_uid())

@@ -49,7 +49,8 @@ def _gaps(ds, index):
 
 
 VARIANTS = {"jis": _jis, "invalid_values": _invalid_values, "long_uid": _long_uid, "letters_uid": _uid_with_letters,
-            "monochrome1": as_monochrome1, "gaps": _gaps}
+            "monochrome1": as_monochrome1, "gaps": _gaps, "two_slices": None}
+INDICES = {"two_slices": (11, 12)}  # two PSIR slices: the shortest short-axis stack
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def processed(tmp_path_factory):
     root = tmp_path_factory.mktemp("field")
     uids = {}
     for name, change in VARIANTS.items():
-        paths = lge_variant(root / "in" / name, change)
+        paths = lge_variant(root / "in" / name, change, indices=INDICES.get(name))
         uids[name] = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
     out = root / "out"
     result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "process", str(root / "in"), "--out", str(out)],
@@ -120,6 +121,13 @@ def test_slices_left_out_of_a_stack_are_reported_and_the_rest_analysed(processed
     assert all(e["sop_instance_uid"] for e in study["excluded_instances"])
     assert not any("NoneType" in d["reason"] or "missing ImageOrientationPatient" in d["reason"]
                    for d in study["declined"])
+
+
+def test_a_two_slice_short_axis_lge_stack_is_analysed(processed):
+    _, _, studies = processed
+    study = studies["two_slices"]
+    assert [(s["view"], s["slices"]) for s in study["series"] if s["sequence"] == "lge"] == [("sax", 2)]
+    assert "lge" in study, study["declined"]
 
 
 def test_every_written_object_passes_dciodvfy(processed):
