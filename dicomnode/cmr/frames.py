@@ -114,6 +114,28 @@ def _functional_group(frame_item, shared_item, keyword: str):
     return found if found is not None else _item(shared_item, keyword)
 
 
+#: where Legacy Converted Enhanced MR keeps classic attributes without a functional group (PS3.3 C.7.6.16.2.x)
+CONVERTED_SHARED = "UnassignedSharedConvertedAttributesSequence"
+CONVERTED_PER_FRAME = "UnassignedPerFrameConvertedAttributesSequence"
+
+
+def header_value(dataset, keyword: str, frame_index: int | None = None):
+    """A classic attribute wherever the instance keeps it: top level; else, in a (Legacy Converted) Enhanced MR
+    instance, the frame's Unassigned Per-Frame Converted Attributes item, then the Unassigned Shared Converted
+    Attributes item; None when absent. `frame_index` 0-based; None looks at the first frame."""
+    value = dataset.get(keyword)
+    if value not in (None, ""):
+        return value
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence") or []
+    index = frame_index or 0
+    frame_item = per_frame[index] if index < len(per_frame) else None
+    for container in (frame_item, _item(dataset, "SharedFunctionalGroupsSequence")):
+        converted = _item(container, CONVERTED_PER_FRAME if container is frame_item else CONVERTED_SHARED)
+        if converted is not None and converted.get(keyword) not in (None, ""):
+            return converted.get(keyword)
+    return None
+
+
 def is_multiframe_enhanced(dataset) -> bool:
     if str(getattr(dataset, "SOPClassUID", "")) in ENHANCED_SOP_CLASSES:
         return True
@@ -146,11 +168,11 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_position = _floats(getattr(ds, "ImagePositionPatient", None), 3)
     top_orientation = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
     top_spacing = _floats(getattr(ds, "PixelSpacing", None), 2)
-    top_trigger = _float(getattr(ds, "TriggerTime", None))
+    top_trigger = _float(header_value(ds, "TriggerTime"))
     if top_trigger is None:
         top_trigger = _float(getattr(ds, "NominalCardiacTriggerDelayTime", None))
-    top_temporal = _int(getattr(ds, "TemporalPositionIdentifier", None))
-    top_inversion = _float(getattr(ds, "InversionTime", None))
+    top_temporal = _int(header_value(ds, "TemporalPositionIdentifier"))
+    top_inversion = _float(header_value(ds, "InversionTime"))
     top_rescale = (_float(getattr(ds, "RescaleSlope", None)) or 1.0, _float(getattr(ds, "RescaleIntercept", None)) or 0.0)
 
     top_image_type = _image_type(getattr(ds, "ImageType", None), getattr(ds, "ComplexImageComponent", None))
@@ -215,6 +237,12 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
         if modifier is not None and getattr(modifier, "InversionTimes", None):
             times = modifier.InversionTimes
             inversion = _float(times if isinstance(times, (int, float)) else times[0])
+        if trigger is None:  # Legacy Converted: the classic per-frame attributes
+            trigger = _float(header_value(ds, "TriggerTime", index))
+        if inversion is None:
+            inversion = _float(header_value(ds, "InversionTime", index))
+        if acq is None:
+            acq = tm_seconds(header_value(ds, "AcquisitionTime", index))
         frames.append(make(
             index, index + 1,
             position if position is not None else top_position,

@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dicomnode.cmr.frames import FrameInfo, orientation_groups, plane_name, slice_groups
+from dicomnode.cmr.frames import FrameInfo, header_value, orientation_groups, plane_name, slice_groups
 from dicomnode.cmr.types import Recognition
 
 log = logging.getLogger("dicomnode.cmr")
@@ -75,7 +75,7 @@ class SeriesEvidence:
 
 
 def _dataset_text(ds, keyword: str) -> str:
-    value = getattr(ds, keyword, "")
+    value = header_value(ds, keyword)
     return "" if value is None else str(value)
 
 
@@ -129,17 +129,17 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         for token in frame.image_type:
             if token and token not in image_types:
                 image_types.append(token)
-    cardiac_images = getattr(ds, "CardiacNumberOfImages", None)
+    cardiac_images = header_value(ds, "CardiacNumberOfImages")
     try:
         cardiac_images = int(cardiac_images) if cardiac_images not in (None, "") else None
     except (TypeError, ValueError):
         cardiac_images = None
-    echo = _float_or_none(getattr(ds, "EchoTime", None))
+    echo = _float_or_none(header_value(ds, "EchoTime"))
     shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
     if echo is None and shared and "MREchoSequence" in shared[0] and shared[0].MREchoSequence:
         echo = _float_or_none(getattr(shared[0].MREchoSequence[0], "EffectiveEchoTime", None))
-    scanning = _upper_tokens(getattr(ds, "ScanningSequence", None))
-    variant = _upper_tokens(getattr(ds, "SequenceVariant", None))
+    scanning = _upper_tokens(header_value(ds, "ScanningSequence"))
+    variant = _upper_tokens(header_value(ds, "SequenceVariant"))
     if not scanning:
         scanning, enhanced_variant = _enhanced_pulse_sequence(ds)
         variant = variant or enhanced_variant

@@ -114,3 +114,22 @@ def non_mr_objects(template: pydicom.Dataset, dest: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def legacy_converted(dest: Path, indices=range(8, 16)) -> Path:
+    """The demo PSIR stack as ONE Legacy Converted Enhanced MR instance (highdicom's converter, as PACS tools make
+    them): the sequence evidence then sits in the Unassigned Shared/Per-Frame Converted Attributes sequences."""
+    import highdicom as hd
+
+    datasets = [pydicom.dcmread(p) for p in lge_variant(dest / "classic", indices=indices)]
+    for ds in datasets:  # one series, as the converter requires
+        ds.SeriesInstanceUID, ds.SeriesNumber = datasets[0].SeriesInstanceUID, datasets[0].SeriesNumber
+    converted = hd.legacy.LegacyConvertedEnhancedMRImage(
+        legacy_datasets=datasets, series_instance_uid=generate_uid(), series_number=int(datasets[0].SeriesNumber),
+        sop_instance_uid=generate_uid(), instance_number=1)
+    path = dest / "LEGACY.dcm"
+    converted.save_as(path, enforce_file_format=True)
+    for classic in (dest / "classic").iterdir():
+        classic.unlink()
+    (dest / "classic").rmdir()
+    return path

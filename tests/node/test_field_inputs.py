@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from tests.data.field_inputs import as_monochrome1, lge_variant
+from tests.data.field_inputs import as_monochrome1, legacy_converted, lge_variant
 from tests.results.validators import dciodvfy
 
 pytestmark = pytest.mark.slow
@@ -60,6 +60,8 @@ def processed(tmp_path_factory):
     for name, change in VARIANTS.items():
         paths = lge_variant(root / "in" / name, change, indices=INDICES.get(name))
         uids[name] = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+    legacy = legacy_converted(root / "in" / "legacy")
+    uids["legacy"] = str(pydicom.dcmread(legacy, stop_before_pixels=True).StudyInstanceUID)
     out = root / "out"
     result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "process", str(root / "in"), "--out", str(out)],
                             capture_output=True, text=True, timeout=900)
@@ -123,6 +125,15 @@ def test_slices_left_out_of_a_stack_are_reported_and_the_rest_analysed(processed
                    for d in study["declined"])
 
 
+def test_legacy_converted_enhanced_mr_is_analysed_like_the_classic_images(processed):
+    _, _, studies = processed
+    study = studies["legacy"]
+    assert [(s["sequence"], s["view"], s["slices"]) for s in study["series"]] == [("lge", "sax", 8)], study["series"]
+    original = studies["invalid_values"]["lge"]
+    for key in ("myocardium_volume_ml", "scar_volume_ml", "lge_percent"):
+        assert study["lge"][key] == pytest.approx(original[key], rel=0.02, abs=0.5), key
+
+
 def test_a_two_slice_short_axis_lge_stack_is_analysed(processed):
     _, _, studies = processed
     study = studies["two_slices"]
@@ -132,7 +143,7 @@ def test_a_two_slice_short_axis_lge_stack_is_analysed(processed):
 
 def test_every_written_object_passes_dciodvfy(processed):
     _, out, studies = processed
-    for name in ("jis", "invalid_values"):
+    for name in ("jis", "invalid_values", "legacy"):
         for relative in studies[name]["outputs"]:
             findings = dciodvfy(out / relative)
             assert not findings.errors, f"{name} {relative}\n{findings}"
