@@ -125,6 +125,10 @@ class _SegmentIndex:
         )]
         outline = self.outline_group(segment.kind.labels, segment.phase_position, f"{name} (outline)", uid,
                                      kwargs.get("finding_type"), kwargs.get("finding_sites"))
+        if outline is None:  # an empty segment (e.g. no MVO): OHIF needs coordinates for every measurement
+            outline = self.outline_group(MYOCARDIUM_LABELS, segment.phase_position,
+                                         f"{name} (none; LV myocardium outlined)", uid,
+                                         kwargs.get("finding_type"), kwargs.get("finding_sites"))
         return groups + ([outline] if outline is not None else [])
 
     def outline_group(self, labels: Sequence[int] | np.ndarray, phase_position: int, name: str, uid: str,

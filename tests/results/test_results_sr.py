@@ -179,6 +179,20 @@ def test_every_measurement_has_image_coordinates_under_its_tracking_uid(reports)
     assert set(with_regions.values()) <= evidence
 
 
+def test_an_empty_segment_still_gets_image_coordinates():
+    study, results, context = make_study()
+    segmentation = results[0].segmentations[0]
+    segmentation.labelmap = np.where(segmentation.labelmap == 4, 3, segmentation.labelmap)  # no MVO at all
+    sources = [i.dataset for i in segmentation.series.instances]
+    segs = {id(segmentation): [(part, build_seg(segmentation, sources, context, 9001 + n, part))
+                               for n, part in enumerate(seg_parts(segmentation))]}
+    sr = build_sr(study.series[0].instances[0].dataset, results[:1], segs, context, 9100)
+    mvo = group_named(sr, "LGE microvascular obstruction")
+    outline = group_named(sr, "LGE microvascular obstruction (none; LV myocardium outlined)")
+    assert tracking_uid(outline) == tracking_uid(mvo)
+    assert any(i.ValueType == "SCOORD" for i in outline.ContentSequence)
+
+
 def test_aha_groups_code_the_segments_of_cid_3717(reports):
     _, results, _, _, sr, _, _ = reports
     block = results[0].summary["aha_segments"]
