@@ -10,6 +10,9 @@ import time
 from io import BytesIO
 from pathlib import Path
 
+import pydicom
+import pydicom.errors
+
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config
@@ -233,38 +236,71 @@ class Node:
         paths = [self.spool.path_of(row["path"]) for row in rows]
         tag = short_hash(study_row["study_instance_uid"])
         try:
-            studies = load_studies(paths)
+            studies = [s for s in load_studies(paths) if s.study_instance_uid or s.series]
             if not studies:
                 raise ValueError("no readable DICOM instance in the study")
-            study = studies[0]
-            headers = [series.instances[0].dataset for series in study.series if series.instances]
-            route = select_route(self.config, study_row["calling_ae"], headers)
-            if route is None:
-                summary = {"study_instance_uid": study.study_instance_uid, "series": study.summary_series(),
-                           "outputs": [], "declined": [{"series_instance_uid": None, "reason": "no routing rule matches"}]}
-                self.db.finish_analysis(analysis_id, study_key, generation, summary, [], [])
-                log.info("study %s: no routing rule matches; stored, not analysed", tag)
-                return
-            supersedes = [
-                {"sop_instance_uid": r["sop_instance_uid"], "series_instance_uid": r["series_instance_uid"],
-                 "study_instance_uid": study.study_instance_uid, "sop_class_uid": r["sop_class_uid"]}
-                for r in self.db.earlier_reports(study_key, COMPREHENSIVE_3D_SR)
-            ]
-            outcome = self.analyser.analyse(study, route.pipelines, started_at=started_at, supersedes=supersedes)
-            self.metrics.analysis_finished(getattr(outcome, "durations", {}) or {})
-            results, outputs = self._write_results(study_key, analysis_id, outcome.datasets)
-            outcome.summary["outputs"] = outputs
-            outbox = self._outbox_items(route, study_row, results)
+            # grouping by AccessionNumber or PatientID+StudyDate can put several studies under one key: each is
+            # analysed on its own, its results go into its own study
+            summaries, results, outbox = [], [], []
+            for study in studies:
+                try:
+                    summary, study_results, study_outbox = self._analyse_one(study, study_key, study_row,
+                                                                             analysis_id, started_at)
+                except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
+                    if len(studies) == 1:
+                        raise
+                    log.exception("study %s: analysis failed", short_hash(study.study_instance_uid))
+                    summary, study_results, study_outbox = {
+                        "study_instance_uid": study.study_instance_uid, "series": study.summary_series(),
+                        "outputs": [], "declined": [{"series_instance_uid": None,
+                                                     "reason": f"analysis failed: {type(exc).__name__}: {exc}"}]}, [], []
+                summaries.append(summary)
+                results += study_results
+                outbox += study_outbox
+            summary = summaries[0] if len(summaries) == 1 else {
+                "study_key": study_key, "studies": summaries,
+                "outputs": [o for s in summaries for o in s.get("outputs", [])]}
         except Exception as exc:
             log.exception("study %s: analysis failed", tag)
             self.db.fail_analysis(analysis_id, study_key, generation, f"analysis failed: {exc}")
             return
-        if self.db.finish_analysis(analysis_id, study_key, generation, outcome.summary, results, outbox):
+        if self.db.finish_analysis(analysis_id, study_key, generation, summary, results, outbox):
             self.analyses_done += 1
             log.info("study %s: %d result object(s), %d send(s) queued", tag, len(results), len(outbox))
             self.dispatcher.wake()
         else:
             log.info("study %s: analysis superseded by newer instances", tag)
+
+    def _analyse_one(self, study, study_key: str, study_row, analysis_id: int, started_at) -> tuple[dict, list, list]:
+        """One study's summary, written result rows and outbox items (no route: stored, not analysed)."""
+        headers = [series.instances[0].dataset for series in study.series if series.instances]
+        route = select_route(self.config, study_row["calling_ae"], headers)
+        if route is None:
+            log.info("study %s: no routing rule matches; stored, not analysed", short_hash(study.study_instance_uid))
+            return ({"study_instance_uid": study.study_instance_uid, "series": study.summary_series(), "outputs": [],
+                     "declined": [{"series_instance_uid": None, "reason": "no routing rule matches"}]}, [], [])
+        outcome = self.analyser.analyse(study, route.pipelines, started_at=started_at,
+                                        supersedes=self._superseded(study_key, study.study_instance_uid))
+        self.metrics.analysis_finished(getattr(outcome, "durations", {}) or {})
+        results, outputs = self._write_results(study_key, analysis_id, outcome.datasets)
+        outcome.summary["outputs"] = outputs
+        return outcome.summary, results, self._outbox_items(route, study_row, results)
+
+    def _superseded(self, study_key: str, study_instance_uid: str) -> list[dict]:
+        """Earlier SRs of this study (under its key) that a re-analysis supersedes."""
+        superseded = []
+        for row in self.db.earlier_reports(study_key, COMPREHENSIVE_3D_SR):
+            try:
+                earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
+                                          specific_tags=["StudyInstanceUID"])
+                if str(earlier.StudyInstanceUID) != study_instance_uid:
+                    continue  # another study grouped under the same key
+            except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
+                pass  # purged or unreadable: still named as superseded
+            superseded.append({"sop_instance_uid": row["sop_instance_uid"],
+                               "series_instance_uid": row["series_instance_uid"],
+                               "study_instance_uid": study_instance_uid, "sop_class_uid": row["sop_class_uid"]})
+        return superseded
 
     def _write_results(self, study_key: str, analysis_id: int, datasets: list) -> tuple[list, list[str]]:
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)

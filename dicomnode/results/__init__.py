@@ -21,7 +21,16 @@ __all__ = ["build_result_objects", "build_seg", "build_sr", "build_suggestions_s
            "build_pdf_document", "build_secondary_capture"]
 
 
-def _study_header(study) -> Dataset:
+def _study_header(study, results: list[PipelineResult] = ()) -> Dataset:
+    """Patient/study attributes for every result object, taken from an image that was analysed (the SR lists this
+    header in its evidence, which must name only analysed images): the first segmented frame's instance; without a
+    segmentation, the first instance of the study."""
+    for result in results:
+        for segmentation in result.segmentations:
+            ref = segmentation.volume.frames[segmentation.phases[0]][0]
+            for instance in segmentation.series.instances:
+                if str(instance.sop_instance_uid) == str(ref.sop_instance_uid):
+                    return derivable_header(instance.dataset)
     for series in study.series:
         if series.instances:
             return derivable_header(study.first_dataset(series))
@@ -43,7 +52,7 @@ def build_result_objects(
     Documents Sequence. Order of the list: SEGs (one per phase and source series), SR (TID 1500),
     the text-only SR of the report-text suggestions, PDF, SC.
     """
-    header = _study_header(study)
+    header = _study_header(study, results)
     if str(header.StudyInstanceUID) != str(study.study_instance_uid):
         raise ValueError("the study's first dataset belongs to another StudyInstanceUID")
     objects: list[Dataset] = []

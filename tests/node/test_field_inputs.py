@@ -169,3 +169,19 @@ def test_one_study_failing_never_takes_the_others_down(tmp_path):
     assert len(by_uid) == 2 and (tmp_path / "out" / "summary.json").is_file()
     assert any("SpecificCharacterSetValues" in d["reason"] for d in by_uid[bad]["declined"])
     assert [s for uid, s in by_uid.items() if uid != bad][0]["lge"] == {}
+
+
+def test_the_sr_evidence_lists_only_the_images_analysed(processed):
+    """Review defect 4: PSIR analysed -> the magnitude images are not evidence of the SR."""
+    _, out, studies = processed
+    study = studies["invalid_values"]
+    psir = {str(ds.SOPInstanceUID) for ds in (pydicom.dcmread(p, stop_before_pixels=True)
+                                              for p in (out.parent / "in" / "invalid_values").iterdir())
+            if "PSIR" in ds.ImageType}
+    outputs = [pydicom.dcmread(out / r) for r in study["outputs"]]
+    created = {str(ds.SOPInstanceUID) for ds in outputs}
+    for sr in (ds for ds in outputs if ds.Modality == "SR" and "CurrentRequestedProcedureEvidenceSequence" in ds):
+        listed = {str(instance.ReferencedSOPInstanceUID)
+                  for study_item in sr.CurrentRequestedProcedureEvidenceSequence
+                  for series in study_item.ReferencedSeriesSequence for instance in series.ReferencedSOPSequence}
+        assert listed and listed <= psir | created, listed - psir - created

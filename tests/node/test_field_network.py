@@ -3,6 +3,7 @@ seconds apart, gives ONE analysis at the PACS; a whole routed study (SR, SC, PR,
 accepted by storescu and by an Orthanc route job, its MR images analysed."""
 from __future__ import annotations
 
+import json
 import time
 
 import pydicom
@@ -113,3 +114,30 @@ def test_orthanc_routes_a_whole_study_to_the_node(isolated, tmp_path, routed_stu
             assert len(stored) == len(others) + len(images)
         finally:
             node.stop()
+
+
+def test_grouping_by_accession_analyses_every_study_under_the_key(isolated, tmp_path):
+    """Review defect 3: two Study Instance UIDs under one AccessionNumber are each analysed, none dropped."""
+    def same_order(ds, _index):
+        ds.AccessionNumber = "ACC-14"
+
+    studies = [_psir_slices(lge_variant(tmp_path / "in" / name, same_order)) for name in ("a", "b")]
+    uids = {str(pydicom.dcmread(s[0], stop_before_pixels=True).StudyInstanceUID) for s in studies}
+    node_port = free_port()
+    node = NodeProcess(tmp_path / "node", node_port, quiet_seconds=3, pipelines=("lge",))
+    node.config_path.write_text(node.config_text.replace("[studies]\n", '[studies]\ngrouping_key = "AccessionNumber"\n'))
+    node.start()
+    try:
+        sent = storescu(node_port, studies[0] + studies[1])
+        assert sent.returncode == 0, sent.stderr
+        rows = node.wait_states(states=("done",), timeout=300)
+        assert len(rows) == 1  # one key
+        summary = json.loads(rows[0]["summary_json"])
+        assert {s["study_instance_uid"] for s in summary["studies"]} == uids
+        assert all("lge" in s and s["outputs"] for s in summary["studies"]), summary
+        results = node.db_rows("SELECT path FROM results")
+        written = {str(pydicom.dcmread(node.storage / r["path"], stop_before_pixels=True).StudyInstanceUID)
+                   for r in results}
+        assert written == uids  # each study's results go into that study
+    finally:
+        node.stop()
