@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from dicomnode.analysis.pipeline import AnalysisContext, PipelineResult
+from dicomnode.results.display_copy import display_copies, shares_its_series
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import build_seg, seg_parts
@@ -16,6 +17,8 @@ SR_SERIES = 9100
 SUGGESTIONS_SR_SERIES = 9101
 PDF_SERIES = 9200
 SC_SERIES = 9201
+#: copies of an analysed stack whose source series also holds other images (results/display_copy.py)
+COPY_SERIES_BASE = 9301
 
 __all__ = ["build_result_objects", "build_seg", "build_sr", "build_suggestions_sr", "render_report",
            "build_pdf_document", "build_secondary_capture"]
@@ -49,7 +52,8 @@ def build_result_objects(
     `study` is duck-typed on CMRStudy: `study_instance_uid`, `series` (with `.instances[i].dataset`) and
     `first_dataset(series)`. `supersedes`: earlier SRs this analysis replaces, as dicts with sop_instance_uid,
     series_instance_uid, study_instance_uid (and optionally sop_class_uid); they go into the SR's Predecessor
-    Documents Sequence. Order of the list: SEGs (one per phase and source series), SR (TID 1500),
+    Documents Sequence. Order of the list: SEGs (one per phase and source series; preceded by the copies
+    of display_copy.py where a source series also holds other images), SR (TID 1500),
     the text-only SR of the report-text suggestions, PDF, SC.
     """
     header = _study_header(study, results)
@@ -57,13 +61,19 @@ def build_result_objects(
         raise ValueError("the study's first dataset belongs to another StudyInstanceUID")
     objects: list[Dataset] = []
     segs: dict[int, list] = {}
-    series_number = SEG_SERIES_BASE
+    series_number, copy_series = SEG_SERIES_BASE, COPY_SERIES_BASE
     for result in results:
         for segmentation in result.segmentations:
             sources = [instance.dataset for instance in segmentation.series.instances]
             segs[id(segmentation)] = []
+            separate = shares_its_series(study, segmentation)
             for part in seg_parts(segmentation):  # one SEG per phase and source series (seg.py says why)
-                seg = build_seg(segmentation, sources, context, series_number, part)
+                target, part_sources = segmentation, sources
+                if separate:  # the source series also holds e.g. a localizer: the SEG references a copy (OHIF)
+                    copies, target = display_copies(segmentation, part, copy_series)
+                    objects += copies
+                    part_sources, copy_series = copies, copy_series + 1
+                seg = build_seg(target, part_sources, context, series_number, part)
                 segs[id(segmentation)].append((part, seg))
                 objects.append(seg)
                 series_number += 1

@@ -102,7 +102,7 @@ class _SegmentIndex:
         return candidates[0][2], candidates[0][1]
 
     def reference(self, segment: PlannedSegment, seg: Dataset) -> hd.sr.ReferencedSegment:
-        series_uid = self.result.volume.frames[segment.phase_index][0].series_instance_uid
+        series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
         return hd.sr.ReferencedSegment(
             sop_class_uid=SEGMENTATION_STORAGE, sop_instance_uid=str(seg.SOPInstanceUID),
             segment_number=segment.number, source_series=hd.sr.SourceSeriesForSegmentation(series_uid),

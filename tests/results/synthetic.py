@@ -70,7 +70,9 @@ def mr_header(base: Dataset, series_uid: str, series_number: int, position, inst
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
     ds.ScanningSequence = "GR"
     ds.SequenceVariant = "SP"
-    ds.ScanOptions = ""
+    ds.ScanOptions = "CG"  # cardiac gating: TriggerTime is then required
+    ds.BodyPartExamined = "HEART"
+    ds.PatientPosition = "HFS"
     ds.MRAcquisitionType = "2D"
     ds.EchoTime = 1.2
     ds.RepetitionTime = 3.0

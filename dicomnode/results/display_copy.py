@@ -1,0 +1,96 @@
+"""Copies of an analysed stack in a series of its own, for a SEG whose source series also holds other images.
+
+OHIF v3 checks a SEG against the first image of the series it references and refuses it ("Segmentations oblique to
+the acquisition plane ... not yet supported") when that image has another orientation - as when a localizer shares
+the cine's Series Instance UID (real Sunnybrook data). The standard allows the SEG to reference any images of the
+same Frame of Reference, so the node writes a copy of the analysed frames of that SEG (one phase, one stack) as a
+new series and lets the SEG reference the copy:
+- same IOD as the source (MR Image), pixel data and geometry unchanged, new SOP Instance and Series UIDs;
+- Image Type DERIVED\\SECONDARY, Derivation Description saying it is an unchanged copy, Source Image Sequence
+  pointing at the original (PS3.3 C.7.6.1.1.4, purpose 121322 DCM);
+- patient/study attributes made valid as for every result object (results.headers.derivable_header).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicomnode.analysis.pipeline import SegmentationResult
+from dicomnode.cmr.types import FrameRef, InstanceHeader
+from dicomnode.results.headers import derivable_header
+from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart
+from dicomnode.uids import new_uid
+
+DERIVATION = "Unchanged copy of the source image in a series of its own, for the display of the AI segmentation"
+
+
+def shares_its_series(study, segmentation: SegmentationResult) -> bool:
+    """True when a source series of the segmentation also holds images the analysis did not use as this stack (e.g.
+    a localizer, or another stack grouped apart from it)."""
+    own = set(segmentation.series.series_instance_uids)
+    used = {i.sop_instance_uid for i in segmentation.series.instances}
+    for other in getattr(study, "series", []):
+        if other is segmentation.series or not own & set(other.series_instance_uids):
+            continue
+        if any(i.sop_instance_uid not in used for i in other.instances):
+            return True
+    return False
+
+
+def _copy(original: Dataset, series_uid: str, series_number: int, description: str) -> Dataset:
+    source_class, source_uid = str(original.SOPClassUID), str(original.SOPInstanceUID)
+    copy = derivable_header(original)  # a shallow copy: read everything needed from the original first
+    copy.SOPInstanceUID = new_uid()
+    copy.SeriesInstanceUID = series_uid
+    copy.SeriesNumber = series_number
+    copy.SeriesDescription = description[:64]
+    image_type = list(original.get("ImageType") or ["DERIVED", "SECONDARY"])
+    copy.ImageType = ["DERIVED", "SECONDARY"] + image_type[2:]
+    copy.DerivationDescription = DERIVATION
+    source = Dataset()
+    source.ReferencedSOPClassUID = source_class
+    source.ReferencedSOPInstanceUID = source_uid
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = (
+        SOURCE_IMAGE_PURPOSE.value, SOURCE_IMAGE_PURPOSE.scheme_designator, SOURCE_IMAGE_PURPOSE.meaning)
+    source.PurposeOfReferenceCodeSequence = [purpose]
+    copy.SourceImageSequence = [source]
+    if hasattr(original, "file_meta"):
+        copy.file_meta = Dataset()
+        copy.file_meta.update(original.file_meta)
+        copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
+    return copy
+
+
+def display_copies(segmentation: SegmentationResult, part: SegPart, series_number: int
+                   ) -> tuple[list[Dataset], SegmentationResult]:
+    """(the copies of the part's frames, the segmentation with those frames pointing at the copies).
+
+    Reads each source file in full (pixel data included); only single-frame sources are copied.
+    """
+    by_uid = {i.sop_instance_uid: i for i in segmentation.series.instances}
+    series_uid = new_uid()
+    names = [segmentation.phase_names[p] for p in part.phase_positions]
+    phase = " ".join(PHASE_ABBREVIATIONS.get(n.strip().lower(), n) for n in names)
+    first = by_uid[segmentation.volume.frames[segmentation.phases[part.phase_positions[0]]][part.slices[0]]
+                   .sop_instance_uid].dataset
+    description = f"{first.get('SeriesDescription') or segmentation.pipeline} {phase} copy for AI SEG"
+    frames = [list(row) for row in segmentation.volume.frames]
+    copies, headers = [], []
+    for position in part.phase_positions:
+        phase_index = segmentation.phases[position]
+        for k in part.slices:
+            ref = frames[phase_index][k]
+            if ref.frame_number is not None:
+                raise ValueError("display copies are made of single-frame sources only")
+            instance = by_uid[ref.sop_instance_uid]
+            copy = _copy(pydicom.dcmread(instance.path), series_uid, series_number, description)
+            copies.append(copy)
+            headers.append(InstanceHeader(instance.path, str(copy.SOPInstanceUID), str(copy.SOPClassUID),
+                                          series_uid, copy))
+            frames[phase_index][k] = FrameRef(str(copy.SOPInstanceUID), str(copy.SOPClassUID), series_uid, None)
+    series = replace(segmentation.series, series_instance_uids=[series_uid], instances=headers)
+    volume = replace(segmentation.volume, frames=frames)
+    return copies, replace(segmentation, series=series, volume=volume)
