@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.lge_metrics import (fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
@@ -132,17 +133,54 @@ def _model_pass(normalised: np.ndarray, resampler: InplaneResampler,
     return _softmax(logits[0].astype(np.float32), axis=0)
 
 
+#: a plausible LV cross-section (blood pool + myocardium) is at least this large; smaller finds are noise
+MIN_LV_AREA_MM2 = 400.0
+#: short-axis stacks are planned with the heart near the centre of the field: an LV found farther out than this
+#: fraction of the field (centroid to image centre) is another structure
+MAX_LV_OFFSET = 0.35
+_LV_LABELS = (1, 2, 3, 4)
+
+
 def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler) -> tuple[float, float] | None:
-    """Source-grid centre of the largest 3-D component of the LV (blood pool + myocardium incl. scar and MVO)."""
-    lv = np.isin(probabilities.argmax(axis=0), (1, 2, 3, 4))
+    """Source-grid centre of the LV (blood pool + myocardium incl. scar and MVO) found in a wide pass: of the 3-D
+    components at least MIN_LV_AREA_MM2 large on some slice and within MAX_LV_OFFSET of the field's centre, the
+    largest after weighting by a Gaussian prior on the distance to the centre. None when there is no such one."""
+    lv = np.isin(probabilities.argmax(axis=0), _LV_LABELS)
     components, count = ndimage.label(lv)
     if count == 0:
         return None
-    sizes = ndimage.sum(lv, components, index=range(1, count + 1))
-    largest = components == (int(np.argmax(sizes)) + 1)
-    _, rows, cols = np.nonzero(largest)
-    row, col = rows.mean(), cols.mean()
-    return (resampler.offset[0] + row * resampler.scale[0], resampler.offset[1] + col * resampler.scale[1])
+    size = np.array(lv.shape[1:], dtype=float)
+    middle = (size - 1) / 2.0
+    pixel_mm2 = resampler.target_spacing[0] * resampler.target_spacing[1]
+    best, best_score = None, 0.0
+    for index, found in enumerate(ndimage.find_objects(components), start=1):
+        member = components[found] == index
+        largest_slice_mm2 = float(member.sum(axis=(1, 2)).max()) * pixel_mm2
+        _, rows, cols = np.nonzero(member)
+        centroid = np.array([rows.mean() + found[1].start, cols.mean() + found[2].start])
+        offset = float(np.max(np.abs(centroid - middle) / size))
+        if largest_slice_mm2 < MIN_LV_AREA_MM2 or offset > MAX_LV_OFFSET:
+            continue
+        score = float(member.sum()) * float(np.exp(-0.5 * (offset / 0.25) ** 2))
+        if score > best_score:
+            best, best_score = centroid, score
+    if best is None:
+        return None
+    return (resampler.offset[0] + best[0] * resampler.scale[0], resampler.offset[1] + best[1] * resampler.scale[1])
+
+
+def keep_largest_structures(labels: np.ndarray) -> np.ndarray:
+    """Post-processing (nnU-Net's "largest connected component"): the LV (labels 1-4 together) and the RV (5) each
+    keep only their largest 3-D connected component (face connectivity across slices); the rest becomes
+    background. labels: (slices, rows, cols) node labels; returns a new array."""
+    labels = np.array(labels, copy=True)
+    for group in (_LV_LABELS, (5,)):
+        mask = np.isin(labels, group)
+        components, count = ndimage.label(mask)
+        if count > 1:
+            sizes = ndimage.sum(mask, components, index=range(1, count + 1))
+            labels[mask & (components != int(np.argmax(sizes)) + 1)] = 0
+    return labels
 
 
 def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model: Callable[[np.ndarray], np.ndarray],
@@ -153,7 +191,8 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     matrix; spacing_rc: (row, col) pixel spacing in mm; run_model: (1, 1, D, H, W) float32 -> logits
     (1, C, D, H, W). Pass 1 runs the model over the whole field of view of the middle slice (every slice when
     that finds no LV) at the model spacing to find the heart; pass 2 over a `crop_size` square centred on it (the image centre when none was found). Probabilities are
-    mapped back to the source grid with linear interpolation, then argmax. Raises ValueError on a malformed stack.
+    mapped back to the source grid with linear interpolation, then argmax; the LV and the RV each keep their largest
+    connected component. Raises ValueError on a malformed stack.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -174,7 +213,7 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     probabilities = _model_pass(normalised, crop, run_model)
     source = crop.inverse_probabilities(np.moveaxis(probabilities, 0, 1))  # (slices, classes, rows, cols)
     source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
-    labels = source.argmax(axis=1).astype(np.uint8)
+    labels = keep_largest_structures(source.argmax(axis=1).astype(np.uint8))
     return SegmentedStack(labels=labels, probabilities=source.astype(np.float32),
                           centre_rc=tuple(float(v) for v in crop.centre_rc), localised=localised)
 
@@ -242,6 +281,8 @@ class LGEPipeline:
             "fwhm": {"lge_percent": fwhm_full.get("lge_percent"),
                      **{k: fwhm_full[k] for k in FWHM_SUMMARY_EXTRAS if k in fwhm_full}},
             "per_slice": per_slice,
+            # AHA 17 segments: scar extent and transmurality per segment, RV insertion points from the RV label
+            "aha_segments": aha_summary_for_volume(labels, volume, scar=True),
             "series_instance_uid": series.series_instance_uid,
         }
         if segmented.localised is False:

@@ -16,7 +16,7 @@ from dicomnode.devtools.make_study import make_study
 from dicomnode.inference import Runtime
 
 SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent",
-                "large_scar_burden", "nsd", "fwhm", "per_slice", "series_instance_uid"}
+                "large_scar_burden", "nsd", "fwhm", "per_slice", "aha_segments", "series_instance_uid"}
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,38 @@ def test_normalise_percentile_maps_percentiles_and_flat_stacks():
     out = normalise_percentile(values, 1, 99)
     assert out[0, 0, 1] == pytest.approx(0.0) and out[0, 0, 99] == pytest.approx(1.0)
     assert not normalise_percentile(np.full((2, 3, 3), 7.0)).any()
+
+
+def test_normalise_zscore_is_invariant_to_linear_rescaling():
+    from dicomnode.analysis.lge import normalise_zscore
+
+    rng = np.random.default_rng(0)
+    stack = rng.gamma(2.0, 100.0, size=(3, 40, 40)).astype(np.float32)
+    twelve_bit = normalise_zscore(stack)
+    eight_bit_like = normalise_zscore(stack * 0.06 + 12.0)
+    np.testing.assert_allclose(twelve_bit, eight_bit_like, atol=1e-4)
+    assert abs(float(twelve_bit.mean())) < 1e-4 and float(twelve_bit.std()) == pytest.approx(1.0, abs=1e-3)
+    assert not normalise_zscore(np.full((2, 3, 3), 7.0)).any()
+
+
+@pytest.mark.parametrize("variant", ["as stored", "rotated, 2 slices", "cropped matrix, flipped"])
+def test_shipped_model_on_real_geometry_any_orientation_field_of_view_and_two_slices(datasets, runtime, variant):
+    """MyoPS (second centre, 12-bit, 0.73 mm): the node's inference finds the myocardium whatever the in-plane
+    orientation, matrix and field of view, and on a stack of only two slices."""
+    from engines.lge.data import load_myops
+
+    case = load_myops(datasets / "myops2020-lge")[1]
+    image, truth, spacing = case.image, case.labels, case.spacing_rc
+    if variant == "rotated, 2 slices":
+        image, truth = np.rot90(image[1:3], 1, axes=(1, 2)), np.rot90(truth[1:3], 1, axes=(1, 2))
+        spacing = spacing[::-1]
+    elif variant == "cropped matrix, flipped":
+        rows, cols = np.nonzero(truth.max(axis=0))
+        centre_r, centre_c = int(rows.mean()), int(cols.mean())
+        window = (slice(None), slice(max(0, centre_r - 150), centre_r + 130), slice(max(0, centre_c - 140), centre_c + 160))
+        image, truth = image[window][:, :, ::-1], truth[window][:, :, ::-1]
+    model = runtime.model("lge_unet")
+    spec = LGEInputSpec.from_card(model.card.data)
+    labels = segment_stack(np.ascontiguousarray(image), spacing, model.run, spec).labels
+    assert dice(np.isin(truth, [2, 3, 4]), np.isin(labels, [2, 3, 4])) > 0.7
+    assert dice(truth == 1, labels == 1) > 0.8
