@@ -82,13 +82,16 @@ class LearnedSequenceRecognizer:
     def recognize(self, evidence: SeriesEvidence, context: StudyContext) -> Recognition | None:
         import pydicom
 
+        from dicomnode.cmr.volume import as_monochrome2
+
         frames = self._sample_frames(evidence)
         if not frames:
             return None
         inputs = []
         for frame in frames:
             try:
-                array = pydicom.dcmread(str(frame.header.path)).pixel_array
+                dataset = pydicom.dcmread(str(frame.header.path))
+                array = as_monochrome2(dataset.pixel_array, dataset)  # what the model saw in training
             except Exception as error:  # unreadable pixels: the rules still answer
                 log.warning("learned recognizer cannot read pixels of %s: %s", frame.header.path, error)
                 return None
