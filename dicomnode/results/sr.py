@@ -147,6 +147,16 @@ class _SegmentIndex:
         )
 
 
+def _method_block(value) -> dict:
+    """A threshold method's summary as a dict: a bare number is its %LGE; {"applicable": false, "reason": ...} or a
+    block with an error has no %LGE (the method is then left out of the SR; the PDF says why)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"lge_percent": float(value)}
+    if not isinstance(value, dict) or value.get("applicable") is False:
+        return {}
+    return value
+
+
 def _segment_volume_ml(index: _SegmentIndex, labels: Sequence[int], phase_position: int = 0) -> float:
     return float(index.mask(labels, phase_position).sum()) * index.result.volume.voxel_volume_ml
 
@@ -170,14 +180,14 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
 
     scar_measurements = _measurement(codes.VOLUME, _number(block, "scar_volume_ml"), codes.UNIT_CM3, **dl)
     scar_measurements += _measurement(codes.LGE_PERCENT, _number(block, "lge_percent"), codes.UNIT_PERCENT, **dl)
-    nsd = block.get("nsd") or {}
+    nsd = _method_block(block.get("nsd"))
     if _number(nsd, "lge_percent") is not None:
         n = nsd.get("n", config.analysis.lge.nsd_n)
         scar_measurements += _measurement(
             codes.LGE_PERCENT, _number(nsd, "lge_percent"), codes.UNIT_PERCENT, method=codes.METHOD_NSD,
             algorithm_id=hd.sr.AlgorithmIdentification(name="dicomnode n-SD threshold", version=node_version(),
                                                        parameters=[f"n={n}"]))
-    fwhm = block.get("fwhm") or {}
+    fwhm = _method_block(block.get("fwhm"))
     if _number(fwhm, "lge_percent") is not None:
         scar_measurements += _measurement(
             codes.LGE_PERCENT, _number(fwhm, "lge_percent"), codes.UNIT_PERCENT, method=codes.METHOD_FWHM,

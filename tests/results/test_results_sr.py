@@ -179,6 +179,15 @@ def test_every_measurement_has_image_coordinates_under_its_tracking_uid(reports)
     assert set(with_regions.values()) <= evidence
 
 
+def test_threshold_methods_as_numbers_or_not_applicable(reports):
+    from dicomnode.results.sr import _method_block
+
+    assert _method_block(12.5) == {"lge_percent": 12.5}
+    assert _method_block({"applicable": False, "reason": "magnitude image"}) == {}
+    assert _method_block({"lge_percent": None, "error": "no remote"}) == {"lge_percent": None, "error": "no remote"}
+    assert _method_block(None) == {}
+
+
 def test_an_empty_segment_still_gets_image_coordinates():
     study, results, context = make_study()
     segmentation = results[0].segmentations[0]
