@@ -175,6 +175,10 @@ class LGEConfig(StrictModel):
     large_burden_comparator: Literal[">=", ">"] = ">="
     nsd_n: Literal[2, 3, 5, 6] = 5
     myocardial_density_g_per_ml: float = Field(1.05, gt=0)
+    threshold_methods: Literal["validated", "always"] = Field(
+        "validated", description="n-SD / FWHM: 'validated' reports a method's %LGE only where the LGE model card "
+                                 "shows it agreeing with expert %LGE (r >= 0.8) on the model's own myocardium, else "
+                                 "'not applicable' with the measured r; 'always' computes it wherever the input allows")
 
 
 class CineConfig(StrictModel):

@@ -21,6 +21,9 @@ MODEL_NAME = "lge_unet"
 #: model output channel c is node label c (dicomnode.labels.Label 0..5: RV blood pool included)
 CLASSES = 6
 #: detail copied into the summary.json blocks of the threshold methods (the full detail is in measurements)
+#: card metrics block holding each threshold method's agreement with expert %LGE on the model's own myocardium
+THRESHOLD_VALIDATION_KEY = "threshold_methods_on_model_myocardium_myops"
+THRESHOLD_MIN_R = 0.8
 NSD_SUMMARY_EXTRAS = ("applicable", "reason", "threshold", "remote_mean", "remote_sd", "remote_voxels")
 FWHM_SUMMARY_EXTRAS = ("applicable", "reason", "threshold", "maximum", "baseline")
 
@@ -239,6 +242,7 @@ class LGEPipeline:
         self.runtime = runtime
         model = runtime.model(MODEL_NAME)  # load once, warm; a missing model makes the pipeline unavailable
         self.spec = LGEInputSpec.from_card(model.card.data)
+        self.card_metrics = model.card.data.get("metrics", {})
 
     def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
         log.info("lge declined: %s", reason)
@@ -310,6 +314,9 @@ class LGEPipeline:
         sound on this input (lge_metrics.threshold_applicability) or refuses it; never a number without basis."""
         reasons = threshold_applicability(image, labels, _bits_stored(series), series.lge_kind)
         n = self.settings.nsd_n
+        if self.settings.threshold_methods == "validated":
+            for name, key in (("nsd", f"nsd{n}"), ("fwhm", "fwhm")):
+                reasons[name] = reasons[name] or self._unvalidated(key)
         methods = {"nsd": lambda: nsd_enhancement(image, labels, n, voxel_volume_ml, spacing_rc),
                    "fwhm": lambda: fwhm_enhancement(image, labels, voxel_volume_ml, spacing_rc)}
         results = {}
@@ -325,6 +332,19 @@ class LGEPipeline:
                 results[name] = {"lge_percent": None, "applicable": False, "reason": str(exc)}
         results["nsd"].setdefault("n", n)
         return results["nsd"], results["fwhm"]
+
+
+    def _unvalidated(self, method: str) -> str | None:
+        """Why a threshold method is not reported with this model (None when the card validates it): its agreement
+        with expert %LGE on the model's own myocardium, from the card's cross-validation metrics."""
+        validation = self.card_metrics.get(THRESHOLD_VALIDATION_KEY, {}).get(method) or {}
+        r = validation.get("r")
+        if r is not None and r >= THRESHOLD_MIN_R:
+            return None
+        measured = f"r = {r:.2f}" if r is not None else "no validation on record"
+        return (f"not validated on the automatic myocardium: agreement with expert %LGE {measured} in the model's "
+                f"cross-validation on real 12-bit scans (needs r >= {THRESHOLD_MIN_R}); "
+                f"analysis.lge.threshold_methods = 'always' computes it for research")
 
 
 def _bits_stored(series) -> int | None:

@@ -128,7 +128,16 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log) -> tuple[dic
     seconds: list[float] = []
     for run in run_dirs:
         for path in sorted(Path(run).glob("fold*/model.pt")):
+            cache = path.with_name("held_out_metrics.json")
+            if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
+                cached = json.loads(cache.read_text())
+                per_case.update(cached["per_case"])
+                seconds.extend(cached["seconds"])
+                log(f"{path}: {len(cached['per_case'])} held-out cases (from {cache.name})")
+                continue
             model, metadata = load_model(path)
+            model_cases: dict[str, dict] = {}
+            model_seconds: list[float] = []
 
             def run_model(x: np.ndarray) -> np.ndarray:
                 with torch.no_grad():
@@ -138,8 +147,12 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log) -> tuple[dic
                 case = cases[name]
                 began = time.perf_counter()
                 predicted = segment_stack(case.image, case.spacing_rc, run_model, spec).labels
-                seconds.append(time.perf_counter() - began)
-                per_case[name] = case_metrics(case, predicted)
+                model_seconds.append(time.perf_counter() - began)
+                model_cases[name] = case_metrics(case, predicted)
+            # per-model results beside the model, reused while the model is unchanged
+            cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds}, default=float))
+            per_case.update(model_cases)
+            seconds.extend(model_seconds)
             log(f"{path}: {len(metadata['held_out'])} held-out cases")
     return per_case, seconds
 
@@ -229,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                               ("dice_per_slice", cv[centre]["dice_per_slice"]), ("lge_percent", cv[centre]["dl"]))},
         **{f"loco_{name}_{centre}_lge_percent": r[centre]["dl"] for name, r in loco.items() for centre in r
            if centre != "all"},
+        # read by the node (dicomnode.analysis.lge): a threshold method is reported only where this r >= 0.8
+        "threshold_methods_on_model_myocardium_myops": cv["myops"]["classical_dl_myocardium"] if "myops" in cv else {},
     }
     json_path = args.report.with_suffix(".json")
     json_path.write_text(json.dumps(evaluation, indent=1, default=float) + "\n")

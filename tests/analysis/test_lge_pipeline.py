@@ -198,3 +198,33 @@ def test_shipped_model_on_real_geometry_any_orientation_field_of_view_and_two_sl
     labels = segment_stack(np.ascontiguousarray(image), spacing, model.run, spec).labels
     assert dice(np.isin(truth, [2, 3, 4]), np.isin(labels, [2, 3, 4])) > 0.7
     assert dice(truth == 1, labels == 1) > 0.8
+
+
+def test_threshold_methods_are_reported_only_where_the_model_card_validates_them(runtime):
+    from dicomnode.analysis.lge import THRESHOLD_VALIDATION_KEY
+
+    pipeline = LGEPipeline(Config(), runtime)
+    pipeline.card_metrics = {THRESHOLD_VALIDATION_KEY: {"nsd5": {"r": 0.91}, "fwhm": {"r": 0.34}}}
+    assert pipeline._unvalidated("nsd5") is None
+    assert "r = 0.34" in pipeline._unvalidated("fwhm") and "not validated" in pipeline._unvalidated("fwhm")
+    assert "no validation on record" in pipeline._unvalidated("nsd2")
+    rng = np.random.default_rng(0)
+    labels = np.zeros((3, 64, 64), np.uint8)
+    rows, cols = np.mgrid[:64, :64]
+    radius = np.hypot(rows - 32, cols - 32)
+    labels[:, radius < 16] = 2
+    labels[:, radius < 10] = 1
+    labels[:, (radius >= 10) & (radius < 16) & (cols > 40)] = 3
+    image = rng.normal(1000, 50, labels.shape) + 2000 * (labels == 3) + 3000 * (labels == 1)
+
+    class Series:
+        lge_kind = "magnitude"
+        instances = []
+
+    nsd, fwhm = pipeline._threshold_methods(image, labels, 0.01, (1.0, 1.0), Series())
+    assert nsd["applicable"] is True and nsd["lge_percent"] > 0
+    assert fwhm["applicable"] is False and fwhm["lge_percent"] is None and "r = 0.34" in fwhm["reason"]
+    research = LGEPipeline(Config.model_validate({"analysis": {"lge": {"threshold_methods": "always"}}}), runtime)
+    research.card_metrics = pipeline.card_metrics
+    _, fwhm_always = research._threshold_methods(image, labels, 0.01, (1.0, 1.0), Series())
+    assert fwhm_always["applicable"] is True and fwhm_always["lge_percent"] > 0
