@@ -39,6 +39,13 @@ def shares_its_series(study, segmentation: SegmentationResult) -> bool:
     return False
 
 
+def drop_unsatisfied_conditionals(dataset: Dataset) -> None:
+    """Remove MR Image attributes a source carries although their condition is not met (PS3.3 C.8.3.1: Inversion
+    Time only with an inversion-recovery Scanning Sequence), so the copy does not repeat the source's error."""
+    if "InversionTime" in dataset and "IR" not in list(dataset.get("ScanningSequence") or []):
+        del dataset.InversionTime
+
+
 def _copy(original: Dataset, series_uid: str, series_number: int, description: str) -> Dataset:
     source_class, source_uid = str(original.SOPClassUID), str(original.SOPInstanceUID)
     copy = derivable_header(original)  # a shallow copy: read everything needed from the original first
@@ -49,6 +56,7 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     image_type = list(original.get("ImageType") or ["DERIVED", "SECONDARY"])
     copy.ImageType = ["DERIVED", "SECONDARY"] + image_type[2:]
     copy.DerivationDescription = DERIVATION
+    drop_unsatisfied_conditionals(copy)
     source = Dataset()
     source.ReferencedSOPClassUID = source_class
     source.ReferencedSOPInstanceUID = source_uid
