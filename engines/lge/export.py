@@ -56,9 +56,10 @@ def parity(model: torch.nn.Module, path: Path, shapes=((1, 1, 5, 128, 128), (2, 
     return worst
 
 
-def ensemble_from_runs(runs: Path, flip_tta: bool) -> tuple[LGEEnsemble, list[dict]]:
-    """The ensemble of every finished fold model (runs/fold*/model.pt) of one cross-validation run."""
-    paths = sorted(Path(runs).glob("fold*/model.pt"))
+def ensemble_from_runs(runs: Path, flip_tta: bool, members: int = 0) -> tuple[LGEEnsemble, list[dict]]:
+    """The ensemble of the finished fold models (runs/fold*/model.pt, the first `members` of them; 0: all) of one
+    cross-validation run."""
+    paths = sorted(Path(runs).glob("fold*/model.pt"))[: members or None]
     if not paths:
         raise SystemExit(f"no fold*/model.pt under {runs}")
     loaded = [load_model(p) for p in paths]
@@ -119,19 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("engines/runs/lge2_cv"))
     parser.add_argument("--out", type=Path, default=Path("engines/models"))
     parser.add_argument("--flip-tta", action="store_true", help="average with a left-right flipped pass")
+    parser.add_argument("--members", type=int, default=0, help="fold models in the ensemble (0: all; chosen by "
+                                                                "bench/lge_latency.py against the latency goal)")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--train-command", default="python -m engines.lge.train --out engines/runs/lge2_cv --folds 5 "
                                                      "--steps 1400")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    model, metadata = ensemble_from_runs(args.runs, args.flip_tta)
+    model, metadata = ensemble_from_runs(args.runs, args.flip_tta, args.members)
     onnx_path = args.out / f"{MODEL_NAME}.onnx"
     export_onnx(model, onnx_path)
     worst = parity(model, onnx_path)
     if worst > args.tolerance:
         raise SystemExit(f"parity check failed: max |onnx - torch| = {worst:.3g} > {args.tolerance}")
-    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save(half, args.out / f"{MODEL_NAME}.pt")
+    # the torch backend's weights: float32, so that it matches the ONNX graph to 1e-4 (the runtime's parity rule)
+    torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")
     metrics = json.loads(EVALUATION_JSON.read_text()).get("shipped_metrics") if EVALUATION_JSON.is_file() else None
     card = model_card(model, metadata, metrics, args.train_command)
     card["parity_max_abs_diff"] = worst
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     card["torch"] = {"module": "engines.lge.model", "factory": "LGEEnsemble",
                      "kwargs": {k: model.config[k] for k in ("members", "filters", "classes", "flip_tta",
                                                              "deep_supervision_heads")},
-                     "weights": f"{MODEL_NAME}.pt", "weights_dtype": "float16 (loaded into float32 parameters)"}
+                     "weights": f"{MODEL_NAME}.pt"}
     card["tensorrt"] = {"profile": {"min": [1, 1, 1, 96, 96], "opt": [1, 1, 12, 128, 128],
                                     "max": [1, 1, 24, LOCALISATION_SIZE, LOCALISATION_SIZE]}}
     (args.out / f"{MODEL_NAME}.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
