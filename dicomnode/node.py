@@ -236,9 +236,11 @@ class Node:
         paths = [self.spool.path_of(row["path"]) for row in rows]
         tag = short_hash(study_row["study_instance_uid"])
         try:
-            studies = [s for s in load_studies(paths) if s.study_instance_uid or s.series]
-            if not studies:
-                raise ValueError("no readable DICOM instance in the study")
+            loaded = load_studies(paths)
+            studies = [s for s in loaded if s.study_instance_uid or s.series]
+            if not studies:  # say why each file was unreadable, not only that none was
+                reasons = "; ".join(sorted({d.reason for s in loaded for d in s.declined}))
+                raise ValueError("no readable DICOM instance in the study" + (f": {reasons[:500]}" if reasons else ""))
             # grouping by AccessionNumber or PatientID+StudyDate can put several studies under one key: each is
             # analysed on its own, its results go into its own study
             summaries, results, outbox = [], [], []

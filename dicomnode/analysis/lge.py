@@ -136,6 +136,8 @@ def _model_pass(normalised: np.ndarray, resampler: InplaneResampler,
     return _softmax(logits[0].astype(np.float32), axis=0)
 
 
+#: pass 2 is repeated once, centred on the LV it found, when that centre is farther than this from the crop's
+RECENTRE_MM = 15.0
 #: a plausible LV cross-section (blood pool + myocardium) is at least this large; smaller finds are noise
 MIN_LV_AREA_MM2 = 400.0
 #: short-axis stacks are planned with the heart near the centre of the field: an LV found farther out than this
@@ -144,10 +146,12 @@ MAX_LV_OFFSET = 0.35
 _LV_LABELS = (1, 2, 3, 4)
 
 
-def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler) -> tuple[float, float] | None:
+def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler,
+                  prior: bool = True) -> tuple[float, float] | None:
     """Source-grid centre of the LV (blood pool + myocardium incl. scar and MVO) found in a wide pass: of the 3-D
     components at least MIN_LV_AREA_MM2 large on some slice and within MAX_LV_OFFSET of the field's centre, the
-    largest after weighting by a Gaussian prior on the distance to the centre. None when there is no such one."""
+    largest after weighting by a Gaussian prior on the distance to the centre (`prior`; without it the largest
+    anywhere). None when there is no such one."""
     lv = np.isin(probabilities.argmax(axis=0), _LV_LABELS)
     components, count = ndimage.label(lv)
     if count == 0:
@@ -162,9 +166,9 @@ def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler) -> tup
         _, rows, cols = np.nonzero(member)
         centroid = np.array([rows.mean() + found[1].start, cols.mean() + found[2].start])
         offset = float(np.max(np.abs(centroid - middle) / size))
-        if largest_slice_mm2 < MIN_LV_AREA_MM2 or offset > MAX_LV_OFFSET:
+        if largest_slice_mm2 < MIN_LV_AREA_MM2 or (prior and offset > MAX_LV_OFFSET):
             continue
-        score = float(member.sum()) * float(np.exp(-0.5 * (offset / 0.25) ** 2))
+        score = float(member.sum()) * (float(np.exp(-0.5 * (offset / 0.25) ** 2)) if prior else 1.0)
         if score > best_score:
             best, best_score = centroid, score
     if best is None:
@@ -214,6 +218,14 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     localised = centre is not None
     crop = InplaneResampler(shape_rc, spacing_rc, target, (spec.crop_size,) * 2, centre_rc=centre)
     probabilities = _model_pass(normalised, crop, run_model)
+    # the network is most accurate with the heart in the middle of its crop: re-centre once on the LV it found
+    refined = _heart_centre(probabilities, crop, prior=False)
+    if refined is not None:
+        shift_mm = np.hypot((refined[0] - crop.centre_rc[0]) * spacing_rc[0], (refined[1] - crop.centre_rc[1]) * spacing_rc[1])
+        if shift_mm > RECENTRE_MM:
+            crop = InplaneResampler(shape_rc, spacing_rc, target, (spec.crop_size,) * 2, centre_rc=refined)
+            probabilities = _model_pass(normalised, crop, run_model)
+            localised = True
     source = crop.inverse_probabilities(np.moveaxis(probabilities, 0, 1))  # (slices, classes, rows, cols)
     source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
     labels = keep_largest_structures(source.argmax(axis=1).astype(np.uint8))

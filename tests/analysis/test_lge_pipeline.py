@@ -228,3 +228,19 @@ def test_threshold_methods_are_reported_only_where_the_model_card_validates_them
     research.card_metrics = pipeline.card_metrics
     _, fwhm_always = research._threshold_methods(image, labels, 0.01, (1.0, 1.0), Series())
     assert fwhm_always["applicable"] is True and fwhm_always["lge_percent"] > 0
+
+
+def test_slice_order_does_not_change_the_numbers(datasets, runtime):
+    """The node sorts slices along the stack normal, so a stack arrives base-first or apex-first depending on the
+    scanner; localisation used to follow the middle slice and moved the crop by 48 mm between the two orders
+    (EMIDEC Case_P002: %LGE 12.2 vs 6.8). The crop is now re-centred on the LV the network found."""
+    from engines.lge.data import load_emidec
+
+    case = next(c for c in load_emidec(datasets / "emidec-lge-png") if c.name == "Case_P002")
+    model = runtime.model("lge_unet")
+    spec = LGEInputSpec.from_card(model.card.data)
+    forward = lge_volumes(segment_stack(case.image, case.spacing_rc, model.run, spec).labels, case.voxel_volume_ml)
+    backward = lge_volumes(segment_stack(case.image[::-1].copy(), case.spacing_rc, model.run, spec).labels,
+                           case.voxel_volume_ml)
+    assert abs(forward.lge_percent - backward.lge_percent) < 2.0
+    assert backward.myocardium_volume_ml == pytest.approx(forward.myocardium_volume_ml, rel=0.05)

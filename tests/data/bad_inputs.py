@@ -213,7 +213,9 @@ def generate(folder: Path) -> list[BadInput]:
     ds = mr_dataset(study, transfer_syntax=MPEG2)
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3 not really mpeg"])
     ds["PixelData"].VR = "OB"
-    add("unsupported_transfer_syntax_mpeg2", ds, "context", study, context=(MR, MPEG2))
+    # a PACS routes whole studies: every storage class and transfer syntax is accepted (node.non_mr_objects), and
+    # what cannot be decoded is declined with the reason after it is safely stored
+    add("unsupported_transfer_syntax_mpeg2", ds, "declined", study, reason=None)
     study = generate_uid()
     ds = mr_dataset(study)
     ds.SOPClassUID = CT
@@ -221,7 +223,7 @@ def generate(folder: Path) -> list[BadInput]:
     study = generate_uid()
     ds = mr_dataset(study)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CT
-    add("ct_sop_class_not_supported", ds, "context", study, context=(CT, ExplicitVRLittleEndian))
+    add("ct_sop_class_not_supported", ds, "declined", study, reason=None)
     study = generate_uid()
     ds = mr_dataset(study)
     ds.SOPInstanceUID = generate_uid()  # differs from the request's (file meta) SOP Instance UID

@@ -90,6 +90,7 @@ def test_bad_input_gets_a_clear_answer(corpus_run, name):
         assert study is not None, "accepted instances must make a study"
         summary = json.loads(study["summary_json"]) if study["summary_json"] else {}
         reasons = [str(item.get("reason") or "") for item in summary.get("declined", [])]
+        reasons += [str(item.get("reason") or "") for item in summary.get("excluded_instances", [])]
         if study["state"] == "failed":
             reasons.append(str(study["reason"] or ""))
         reasons = [r for r in reasons if r.strip()]

@@ -160,7 +160,9 @@ def test_kill9_rounds_lose_nothing_and_deliver_once(tmp_path, datasets):
             done = node.db_rows("SELECT id FROM analyses WHERE state='done'")
             results = node.db_rows("SELECT * FROM results")
             assert {r["analysis_id"] for r in results} == {a["id"] for a in done}
-            stored_results = [i for i in orthanc.study_instances(study_uid) if i["Modality"] != "MR"]
+            source_sops = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in sources.values()}
+            # results: everything the node made (SEG, SR, PDF and, where needed, MR display copies for OHIF)
+            stored_results = [i for i in orthanc.study_instances(study_uid) if i["SOPInstanceUID"] not in source_sops]
             assert sorted(i["SOPInstanceUID"] for i in stored_results) == sorted(sent)
             sr_series = {i["SeriesInstanceUID"] for i in stored_results if i["Modality"] == "SR"}
             assert len(sr_series) == len(done), "one SR per finished analysis generation"
