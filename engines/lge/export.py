@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip-tta", action="store_true", help="average with a left-right flipped pass")
     parser.add_argument("--members", type=int, default=0, help="fold models in the ensemble (0: all; chosen by "
                                                                 "bench/lge_latency.py against the latency goal)")
+    parser.add_argument("--evaluation", type=Path, default=EVALUATION_JSON,
+                        help="EVALUATION.json whose shipped_metrics go on the card (that of the same runs)")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--train-command", default="python -m engines.lge.train --out engines/runs/lge2_cv --folds 5 "
                                                      "--steps 1400")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"parity check failed: max |onnx - torch| = {worst:.3g} > {args.tolerance}")
     # the torch backend's weights: float32, so that it matches the ONNX graph to 1e-4 (the runtime's parity rule)
     torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")
-    metrics = json.loads(EVALUATION_JSON.read_text()).get("shipped_metrics") if EVALUATION_JSON.is_file() else None
+    metrics = json.loads(args.evaluation.read_text()).get("shipped_metrics") if args.evaluation.is_file() else None
     card = model_card(model, metadata, metrics, args.train_command)
     card["parity_max_abs_diff"] = worst
     card["parity_reference"] = "torch float64 forward pass of the same weights, 3 random inputs (export.parity)"

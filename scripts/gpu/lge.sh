@@ -7,7 +7,9 @@
 #   run(command="bash scripts/gpu/lge.sh", carry=[".whl", ".data"], timeout_s=560)
 # after `bash scripts/gpu/prepare.sh` here, which downloads the wheels the GPU image lacks (monai, nibabel,
 # pydicom, pydantic, ...) into .whl/ and packs the shared LGE datasets into .data/ (both git-ignored).
-# STEPS (default 4000) sets the batches per model; the CPU recipe used 1400.
+# STEPS (default 4000) sets the batches per model; the CPU recipe used 1400. MEMBERS (default 3) fold models go
+# into the shipped ensemble (3 meet the 1 s CPU latency goal, bench/lge_latency.py). Checked end to end on the
+# CPU with STEPS=3 (PYTHON=.venv/bin/python OUT=/tmp/x STEPS=3 bash scripts/gpu/lge.sh).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/lge_gpu}"
@@ -42,7 +44,8 @@ echo "training: $(( $(date +%s) - started )) s, status $status"
 [ "$status" = 0 ] || { tail -n 20 "$OUT"/train_*.log; exit 1; }
 "$PYTHON" -m engines.lge.evaluate --cv "$OUT/runs/cv" --loco "$OUT/runs/loco_emidec" "$OUT/runs/loco_myops" \
     --report "$OUT/EVALUATION.md" --threads 8 > "$OUT/evaluate.log" 2>&1
-"$PYTHON" -m engines.lge.export --runs "$OUT/runs/cv" --out "$OUT/models" > "$OUT/export.log" 2>&1
+"$PYTHON" -m engines.lge.export --runs "$OUT/runs/cv" --out "$OUT/models" --members "${MEMBERS:-3}" \
+    --evaluation "$OUT/EVALUATION.json" > "$OUT/export.log" 2>&1
 find "$OUT/runs" -name checkpoint.pt -delete
 echo "total: $(( $(date +%s) - started )) s"
 sed -n '/## Patient-level/,/## Classical/p' "$OUT/EVALUATION.md"
