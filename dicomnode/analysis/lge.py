@@ -112,7 +112,8 @@ class LGEInputSpec:
 class SegmentedStack:
     """labels: (slices, rows, cols) uint8 node labels 0..5 on the source grid; probabilities: the same grid's
     class probabilities (slices, classes, rows, cols) float32; centre_rc: source pixel the crop was centred on;
-    localised: False when the first pass found no heart and the image centre was used."""
+    localised: False when no candidate crop showed a plausible left ventricle (largest LV component under
+    MIN_LV_AREA_MM2 over all slices together)."""
 
     labels: np.ndarray
     probabilities: np.ndarray
@@ -176,6 +177,40 @@ def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler,
     return (resampler.offset[0] + best[0] * resampler.scale[0], resampler.offset[1] + best[1] * resampler.scale[1])
 
 
+def _distance_mm(a_rc, b_rc, spacing_rc) -> float:
+    return float(np.hypot((a_rc[0] - b_rc[0]) * spacing_rc[0], (a_rc[1] - b_rc[1]) * spacing_rc[1]))
+
+
+def _lv_evidence(probabilities: np.ndarray, resampler: InplaneResampler) -> float:
+    """Volume (mm² × slices) of the largest 3-D LV component (labels 1-4) of a crop pass: how much of a left
+    ventricle the network sees there, used to choose between candidate crop centres."""
+    lv = np.isin(probabilities.argmax(axis=0), _LV_LABELS)
+    components, count = ndimage.label(lv)
+    if count == 0:
+        return 0.0
+    largest = float(np.bincount(components.ravel())[1:].max())
+    return largest * resampler.target_spacing[0] * resampler.target_spacing[1]
+
+
+def _crop_pass(normalised: np.ndarray, shape_rc, spacing_rc, spec: LGEInputSpec, centre_rc,
+               run_model: Callable[[np.ndarray], np.ndarray]) -> tuple[InplaneResampler, np.ndarray, float]:
+    """Pass 2 at one candidate centre: the crop resampler, its class probabilities (classes, slices, out, out) and
+    the LV evidence. The crop is re-centred once on the LV it found when that lies more than RECENTRE_MM away (the
+    network is most accurate with the heart in the middle of its crop), and the re-centred pass is kept only when
+    it sees more LV."""
+    crop = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, (spec.crop_size,) * 2, centre_rc=centre_rc)
+    probabilities = _model_pass(normalised, crop, run_model)
+    evidence = _lv_evidence(probabilities, crop)
+    refined = _heart_centre(probabilities, crop, prior=False)
+    if refined is not None and _distance_mm(refined, crop.centre_rc, spacing_rc) > RECENTRE_MM:
+        moved = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, (spec.crop_size,) * 2, centre_rc=refined)
+        moved_probabilities = _model_pass(normalised, moved, run_model)
+        moved_evidence = _lv_evidence(moved_probabilities, moved)
+        if moved_evidence > evidence:
+            return moved, moved_probabilities, moved_evidence
+    return crop, probabilities, evidence
+
+
 def keep_largest_structures(labels: np.ndarray) -> np.ndarray:
     """Post-processing (nnU-Net's "largest connected component"): the LV (labels 1-4 together) and the RV (5) each
     keep only their largest 3-D connected component (face connectivity across slices); the rest becomes
@@ -197,7 +232,9 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     pixels: (slices, rows, cols) stored values (MONOCHROME2 sense) of parallel slices, any field of view and
     matrix; spacing_rc: (row, col) pixel spacing in mm; run_model: (1, 1, D, H, W) float32 -> logits
     (1, C, D, H, W). Pass 1 runs the model over the whole field of view of the middle slice (every slice when
-    that finds no LV) at the model spacing to find the heart; pass 2 over a `crop_size` square centred on it (the image centre when none was found). Probabilities are
+    that finds no LV) at the model spacing to find the heart; pass 2 over a `crop_size` square centred on it and,
+    when that lies more than RECENTRE_MM from the field's centre, also on the field's centre (short-axis stacks are
+    planned on the heart); the candidate whose crop shows the larger left ventricle wins (see `_crop_pass`). Probabilities are
     mapped back to the source grid with linear interpolation, then argmax; the LV and the RV each keep their largest
     connected component. Raises ValueError on a malformed stack.
     """
@@ -215,18 +252,18 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     centre = _heart_centre(_model_pass(normalised[middle:middle + 1], wide, run_model), wide)
     if centre is None and pixels.shape[0] > 1:  # no LV on the middle slice: look at every slice
         centre = _heart_centre(_model_pass(normalised, wide, run_model), wide)
-    localised = centre is not None
-    crop = InplaneResampler(shape_rc, spacing_rc, target, (spec.crop_size,) * 2, centre_rc=centre)
-    probabilities = _model_pass(normalised, crop, run_model)
-    # the network is most accurate with the heart in the middle of its crop: re-centre once on the LV it found
-    refined = _heart_centre(probabilities, crop, prior=False)
-    if refined is not None:
-        shift_mm = np.hypot((refined[0] - crop.centre_rc[0]) * spacing_rc[0], (refined[1] - crop.centre_rc[1]) * spacing_rc[1])
-        if shift_mm > RECENTRE_MM:
-            crop = InplaneResampler(shape_rc, spacing_rc, target, (spec.crop_size,) * 2, centre_rc=refined)
-            probabilities = _model_pass(normalised, crop, run_model)
-            localised = True
-    source = crop.inverse_probabilities(np.moveaxis(probabilities, 0, 1))  # (slices, classes, rows, cols)
+    image_centre = ((shape_rc[0] - 1) / 2.0, (shape_rc[1] - 1) / 2.0)
+    candidates = [centre if centre is not None else image_centre]
+    if centre is not None and _distance_mm(centre, image_centre, spacing_rc) > RECENTRE_MM:
+        candidates.append(image_centre)  # a short-axis stack is planned on the heart: the field's centre competes
+    passes = [_crop_pass(normalised, shape_rc, spacing_rc, spec, candidate, run_model) for candidate in candidates]
+    crop, _, evidence = max(passes, key=lambda found: found[2])
+    # crops that see the same ventricle (as large, centres close) are averaged: the network's output moves with the
+    # crop by a few %LGE points, and averaging damps that (a shift test-time augmentation)
+    same = [found for found in passes if found[2] >= 0.8 * evidence
+            and _distance_mm(found[0].centre_rc, crop.centre_rc, spacing_rc) <= 2 * RECENTRE_MM]
+    localised = evidence >= MIN_LV_AREA_MM2
+    source = np.mean([found[0].inverse_probabilities(np.moveaxis(found[1], 0, 1)) for found in same], axis=0)
     source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
     labels = keep_largest_structures(source.argmax(axis=1).astype(np.uint8))
     return SegmentedStack(labels=labels, probabilities=source.astype(np.float32),
@@ -302,7 +339,7 @@ class LGEPipeline:
             "series_instance_uid": series.series_instance_uid,
         }
         if segmented.localised is False:
-            log.warning("lge: heart not found in the first pass; crop centred on the image")
+            log.warning("lge: no candidate crop showed a plausible left ventricle; results are unreliable")
         segmentation = SegmentationResult(series=series, volume=volume, labelmap=labels[None], phases=[0],
                                           phase_names=["late enhancement"], algorithm=model.algorithm, pipeline="lge")
         measurements = {
