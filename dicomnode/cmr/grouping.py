@@ -10,7 +10,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dicomnode import charsets
-from dicomnode.analysis.pipeline import Declined
+from dicomnode.types import Declined
 from dicomnode.cmr.frames import FrameInfo, _int, frames_of, orientation_groups, slice_groups
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.uids import InvalidUID, check_uid

@@ -407,14 +407,14 @@ def _observation_context(algorithms: Sequence[AlgorithmInfo]) -> hd.sr.Observati
 def build_sr(
     header: Dataset,
     results: Sequence[PipelineResult],
-    segs: dict[int, Dataset],
+    segs: dict[str, list],
     context,
     series_number: int,
     supersedes: Sequence[dict] | None = None,
 ) -> Dataset | None:
     """The TID 1500 Measurement Report of the LGE and cine results; None when there is no LGE or cine result.
 
-    `header`: a source dataset of the study (patient/study attributes); `segs`: id(SegmentationResult) -> its SEG,
+    `header`: a source dataset of the study (patient/study attributes); `segs`: SegmentationResult.key -> its SEG,
     or the list of (SegPart, SEG) written for it (seg.seg_parts).
     """
     config = context.config
@@ -424,7 +424,7 @@ def build_sr(
         if result.name not in ("lge", "cine") or not result.summary:
             continue
         seg_result = result.segmentations[0] if result.segmentations else None
-        index = _SegmentIndex(seg_result, segs[id(seg_result)]) if seg_result is not None and id(seg_result) in segs \
+        index = _SegmentIndex(seg_result, segs[seg_result.key]) if seg_result is not None and seg_result.key in segs \
             else None
         algorithms += list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
         if result.name == "lge":
