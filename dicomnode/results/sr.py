@@ -9,7 +9,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import Comprehensive3DSRStorage
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
@@ -19,9 +19,6 @@ from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, app
 from dicomnode.results.regions import image_regions, representative_slice
 from dicomnode.results.seg import PlannedSegment, segment_plan
 from dicomnode.uids import new_uid
-
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-
 
 def body_surface_area(height_m: float, weight_kg: float, formula: str) -> float:
     """BSA in m² from height (m) and weight (kg).
@@ -104,7 +101,7 @@ class _SegmentIndex:
     def reference(self, segment: PlannedSegment, seg: Dataset) -> hd.sr.ReferencedSegment:
         series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
         return hd.sr.ReferencedSegment(
-            sop_class_uid=SEGMENTATION_STORAGE, sop_instance_uid=str(seg.SOPInstanceUID),
+            sop_class_uid=SegmentationStorage, sop_instance_uid=str(seg.SOPInstanceUID),
             segment_number=segment.number, source_series=hd.sr.SourceSeriesForSegmentation(series_uid),
         )
 
