@@ -12,7 +12,7 @@ Checked:
   2. no upward import per LAYERS (module-level and function-level alike; TYPE_CHECKING imports are annotations);
   3. no function-level import of a dicomnode module (the place such imports used to hide cycles); a lazily
      imported third-party library (torch, tensorrt, onnxruntime ...) is left alone;
-  4. every module imports in a fresh interpreter;
+  4. every module (but __main__) imports in a fresh interpreter;
   5. the running node (dicomnode.node, dicomnode.process, dicomnode.cli) imports neither torch nor `engines`,
      and dicomnode.results.codes imports without matplotlib.
 """
@@ -43,7 +43,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("study path", ("dicomnode.study_path",)),
     ("operations", ("dicomnode.dispatch", "dicomnode.retention", "dicomnode.metrics")),
     ("node", ("dicomnode.node", "dicomnode.process", "dicomnode.summary_view")),
-    ("commands", ("dicomnode.cli", "dicomnode.demo", "dicomnode.inference.cli", "dicomnode.devtools")),
+    ("commands", ("dicomnode.__main__", "dicomnode.cli", "dicomnode.demo", "dicomnode.inference.cli",
+                  "dicomnode.devtools")),
 ]
 
 #: (importer, imported) -> why it is tolerated for now; each entry is a debt with its owner
@@ -205,7 +206,7 @@ sys.exit(1 if failed else 0)
 def runtime_problems() -> list[str]:
     problems = []
     env_python = sys.executable
-    names = sorted(modules())
+    names = sorted(name for name in modules() if not name.endswith("__main__"))  # __main__ runs the CLI
     done = subprocess.run([env_python, "-c", _IMPORT_ALL, *names], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         problems.append((done.stdout + done.stderr).strip())
