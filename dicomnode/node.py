@@ -24,7 +24,8 @@ from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.spool import IncomingInstance, Spool
-from dicomnode.state import ANALYSING, COMPLETE, RESULTS_READY, StateDB, StoreOutcome
+from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, StateDB,
+                             StoreOutcome)
 from dicomnode.studies import CompletionTracker
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.uids import short_hash
@@ -188,7 +189,18 @@ class Node:
     # --- receive -> completion -------------------------------------------------------------------------------
 
     def _instance_stored(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
-        if outcome.study_state_before not in (None, "received"):
+        """After an instance is durable: re-arm the study's completion timers, or, for an instance after the
+        study's results went out (or it failed) with studies.reanalyse_late_instances = false, keep it stored
+        and put the study back where it was."""
+        before = outcome.study_state_before
+        if before in (SENDING, DONE, FAILED) and not self.config.studies.reanalyse_late_instances:
+            self.db.set_study_state(outcome.study_key, before, "instance after completion stored, not analysed "
+                                    "(studies.reanalyse_late_instances = false)", expect=(RECEIVED,),
+                                    generation=outcome.generation)
+            log.info("study %s: instance after completion stored; no re-analysis (reanalyse_late_instances = false)",
+                     short_hash(instance.study_instance_uid))
+            return
+        if before not in (None, RECEIVED):
             log.info("study %s: instance after completion; re-analysis as generation %d",
                      short_hash(instance.study_instance_uid), outcome.generation)
         row = {"series_instance_uid": instance.series_instance_uid, "series_number": instance.series_number,
