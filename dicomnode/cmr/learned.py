@@ -43,7 +43,7 @@ class LearnedSequenceRecognizer:
     name, aspect = "learned-sequence", "sequence"
 
     def __init__(self, model_path: Path, card: dict, frames_per_series: int = 6):
-        import onnxruntime
+        import onnxruntime  # lazy: heavy (~0.5 s), and only a session needs it
 
         try:
             self.classes = tuple(card["output"]["classes"])
