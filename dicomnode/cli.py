@@ -4,13 +4,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 
 from dicomnode import __version__
 from dicomnode.config import Config, ConfigError, config_warnings, load_config
+from dicomnode.demo import run_demo
+from dicomnode.net.scu import AssociationFailed, send_files
+from dicomnode.net.tls import client_context
+from dicomnode.node import Node, status_report
+from dicomnode.observe import configure_logging
+from dicomnode.process import find_files, process_folder
+from dicomnode.state import StateDB
+from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
 
@@ -24,9 +34,6 @@ def _load(path: str | None) -> Config:
 
 
 def cmd_serve(args) -> int:
-    from dicomnode.node import Node
-    from dicomnode.observe import configure_logging
-
     config = _load(args.config)
     configure_logging(config.logging)
     node = Node(config)
@@ -56,9 +63,6 @@ def cmd_serve(args) -> int:
 
 def _notify(message: str) -> None:
     """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd runs us as Type=notify."""
-    import os
-    import socket
-
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
@@ -72,9 +76,6 @@ def _notify(message: str) -> None:
 
 
 def cmd_process(args) -> int:
-    from dicomnode.observe import configure_logging
-    from dicomnode.process import process_folder
-
     config = _load(args.config)
     configure_logging(config.logging)
     summary = process_folder(Path(args.input_dir), Path(args.out), config)
@@ -84,8 +85,6 @@ def cmd_process(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from dicomnode.demo import run_demo
-
     return run_demo(clean=args.clean, workdir=Path(args.workdir) if args.workdir else None)
 
 
@@ -104,9 +103,6 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from dicomnode.node import status_report
-    from dicomnode.state import StateDB
-
     config = _load(args.config)
     db_path = Path(config.node.storage_dir) / "state.sqlite3"
     if not db_path.exists():
@@ -130,8 +126,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    from dicomnode.state import StateDB
-
     config = _load(args.config)
     db = StateDB(Path(config.node.storage_dir) / "state.sqlite3")
     matches = db.find_studies(args.study)
@@ -149,9 +143,6 @@ def cmd_retry(args) -> int:
 
 
 def cmd_send(args) -> int:
-    from dicomnode.net.scu import AssociationFailed, send_files
-    from dicomnode.process import find_files
-
     config = _load(args.config)
     try:
         destination = config.destination(args.to)
@@ -163,8 +154,6 @@ def cmd_send(args) -> int:
         path = Path(item)
         paths.extend(find_files(path) if path.is_dir() else [path])
     try:
-        from dicomnode.net.tls import client_context
-
         results = send_files(paths, destination.ae_title, destination.host, destination.port,
                              calling_ae_title=destination.calling_ae_title or config.node.ae_title,
                              ssl_context=client_context(destination, config.node.tls.minimum_version))
@@ -176,40 +165,6 @@ def cmd_send(args) -> int:
         print(f"FAILED {result.path}: {result.error}", file=sys.stderr)
     print(f"sent {len(results) - len(failed)} of {len(results)} to {destination.name}")
     return EXIT_OK if not failed else EXIT_ERROR
-
-
-def _number(value, digits: int = 1) -> str:
-    """A number for the table; "n/a" for a method that did not apply (None)."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def print_summary_table(summary: dict) -> None:
-    for study in summary.get("studies", []):
-        print(f"\nStudy {study['study_instance_uid']}")
-        for series in study.get("series", []):
-            print(f"  series #{series.get('series_number')!s:<6} {series['sequence']:<10} {series['view']:<6} "
-                  f"{series['slices']:>3} slices x {series['phases']:>2} phases"
-                  f"{'  (preferred)' if series.get('preferred') else ''}")
-        if "lge" in study:
-            lge = study["lge"]
-            print(f"  LGE: scar {lge['scar_volume_ml']:.1f} mL, MVO {lge['mvo_volume_ml']:.1f} mL, myocardium "
-                  f"{lge['myocardium_volume_ml']:.1f} mL ({lge['lv_mass_g']:.0f} g), LGE {lge['lge_percent']:.1f} %"
-                  f" (n-SD {_number(lge['nsd'].get('lge_percent'))} %, FWHM {_number(lge['fwhm'].get('lge_percent'))} %)"
-                  f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}")
-        if "cine" in study:
-            cine = study["cine"]
-            print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"
-                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g (ED phase {cine['ed_phase']},"
-                  f" ES phase {cine['es_phase']})")
-            print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
-                  f" EF {cine['rv_ef_percent']:.0f} %")
-        for suggestion in study.get("suggestions", []) or []:
-            text = suggestion["text"]
-            shown = text[text.index("Impression:"):] if "Impression:" in text else text
-            print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}; unverified): {shown[:120]}")
-        for item in study.get("declined", []):
-            print(f"  declined: {item['reason']}")
-        print(f"  {len(study.get('outputs', []))} result object(s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

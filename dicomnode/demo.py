@@ -3,32 +3,30 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 
 from dicomnode.config import Config, DestinationConfig, LoggingConfig, NodeConfig, StudiesConfig
+from dicomnode.demo_data import extract_demo
+from dicomnode.net.receiver import EmbeddedReceiver
+from dicomnode.net.scu import send_files
 from dicomnode.node import Node, summary_of
 from dicomnode.observe import configure_logging
+from dicomnode.process import find_files
+from dicomnode.summary_view import print_summary_table
 
 DEMO_QUIET_SECONDS = 3.0
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 900.0) -> int:
-    from dicomnode.cli import print_summary_table
-    from dicomnode.demo_data import extract_demo
-    from dicomnode.net.receiver import EmbeddedReceiver
-    from dicomnode.net.scu import send_files
-    from dicomnode.process import find_files
-
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="dicomnode-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     print(f"dicomnode demo — working folder {root}")

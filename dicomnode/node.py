@@ -1,20 +1,21 @@
 """The running node: wires SCP, spool, completion, analysis workers and dispatch; resumes after any crash."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import queue
 import threading
-import time
-from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pydicom.errors
-
 from apscheduler.schedulers.background import BackgroundScheduler
+from pydicom.uid import Comprehensive3DSRStorage
 
+from dicomnode.analysis.run import Analyser
+from dicomnode.cmr.study import load_studies
 from dicomnode.config import Config
 from dicomnode.dispatch import Dispatcher
 from dicomnode.metrics import NodeMetrics
@@ -22,22 +23,14 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
-from dicomnode.routing import select_route
-from dicomnode.spool import IncomingInstance, Spool, write_durably
-from dicomnode.state import ANALYSING, COMPLETE, RESULTS_READY, StateDB, StoreOutcome
+from dicomnode.spool import IncomingInstance, Spool
+from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, StateDB,
+                             StoreOutcome)
 from dicomnode.studies import CompletionTracker
-from dicomnode.uids import check_uid, short_hash
+from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
+from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.node")
-
-COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-
-
-def dataset_bytes(dataset) -> bytes:
-    """Encode a result object as a DICOM Part 10 file."""
-    buffer = BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 class Node:
@@ -84,8 +77,6 @@ class Node:
     @property
     def analyser(self):
         if self._analyser is None:
-            from dicomnode.analysis.run import Analyser
-
             self._analyser = Analyser(self.config)
         return self._analyser
 
@@ -198,7 +189,18 @@ class Node:
     # --- receive -> completion -------------------------------------------------------------------------------
 
     def _instance_stored(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
-        if outcome.study_state_before not in (None, "received"):
+        """After an instance is durable: re-arm the study's completion timers, or, for an instance after the
+        study's results went out (or it failed) with studies.reanalyse_late_instances = false, keep it stored
+        and put the study back where it was."""
+        before = outcome.study_state_before
+        if before in (SENDING, DONE, FAILED) and not self.config.studies.reanalyse_late_instances:
+            self.db.set_study_state(outcome.study_key, before, "instance after completion stored, not analysed "
+                                    "(studies.reanalyse_late_instances = false)", expect=(RECEIVED,),
+                                    generation=outcome.generation)
+            log.info("study %s: instance after completion stored; no re-analysis (reanalyse_late_instances = false)",
+                     short_hash(instance.study_instance_uid))
+            return
+        if before not in (None, RECEIVED):
             log.info("study %s: instance after completion; re-analysis as generation %d",
                      short_hash(instance.study_instance_uid), outcome.generation)
         row = {"series_instance_uid": instance.series_instance_uid, "series_number": instance.series_number,
@@ -225,16 +227,15 @@ class Node:
                 log.exception("analysis of %s crashed", short_hash(study_key))
 
     def analyse_study(self, study_key: str, generation: int) -> None:
-        from dicomnode.cmr.study import load_studies
-
+        """Analyse the study's current generation through the study path; record results + outbox atomically."""
         analysis_id = self.db.start_analysis(study_key, generation)
         if analysis_id is None:
             return  # a newer generation or another worker has it
         started_at = dt.datetime.now().astimezone()
         study_row = self.db.study(study_key)
-        rows = self.db.study_instances(study_key)
-        paths = [self.spool.path_of(row["path"]) for row in rows]
+        paths = [self.spool.path_of(row["path"]) for row in self.db.study_instances(study_key)]
         tag = short_hash(study_row["study_instance_uid"])
+        folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:
             loaded = load_studies(paths)
             studies = [s for s in loaded if s.study_instance_uid or s.series]
@@ -243,55 +244,42 @@ class Node:
                 raise ValueError("no readable DICOM instance in the study" + (f": {reasons[:500]}" if reasons else ""))
             # grouping by AccessionNumber or PatientID+StudyDate can put several studies under one key: each is
             # analysed on its own, its results go into its own study
-            summaries, results, outbox = [], [], []
+            runs = []
             for study in studies:
                 try:
-                    summary, study_results, study_outbox = self._analyse_one(study, study_key, study_row,
-                                                                             analysis_id, started_at)
+                    run = run_study(study, self.config, self.analyser, study_row["calling_ae"], self.storage_dir,
+                                    lambda dataset: folder / f"{dataset.SOPInstanceUID}.dcm", started_at=started_at,
+                                    supersedes=self._superseded(study_key, study.study_instance_uid))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
                     if len(studies) == 1:
                         raise
                     log.exception("study %s: analysis failed", short_hash(study.study_instance_uid))
-                    summary, study_results, study_outbox = {
-                        "study_instance_uid": study.study_instance_uid, "series": study.summary_series(),
-                        "outputs": [], "declined": [{"series_instance_uid": None,
-                                                     "reason": f"analysis failed: {type(exc).__name__}: {exc}"}]}, [], []
-                summaries.append(summary)
-                results += study_results
-                outbox += study_outbox
-            summary = summaries[0] if len(summaries) == 1 else {
-                "study_key": study_key, "studies": summaries,
-                "outputs": [o for s in summaries for o in s.get("outputs", [])]}
+                    run = StudyRun(declined_entry(study, f"analysis failed: {type(exc).__name__}: {exc}"))
+                self.metrics.analysis_finished(run.durations)
+                runs.append(run)
+            summary = runs[0].summary if len(runs) == 1 else {
+                "study_key": study_key, "studies": [r.summary for r in runs],
+                "outputs": [o for r in runs for o in r.summary["outputs"]]}
+            written = [w for r in runs for w in r.written]
+            outbox = [item for r in runs if r.route is not None
+                      for item in outbox_items(self.config, r.route, r.written, study_row["calling_ae"],
+                                               study_row["calling_host"])]
         except Exception as exc:
             log.exception("study %s: analysis failed", tag)
             self.db.fail_analysis(analysis_id, study_key, generation, f"analysis failed: {exc}")
             return
-        if self.db.finish_analysis(analysis_id, study_key, generation, summary, results, outbox):
+        if self.db.finish_analysis(analysis_id, study_key, generation, summary, written,
+                                   [dataclasses.asdict(item) for item in outbox]):
             self.analyses_done += 1
-            log.info("study %s: %d result object(s), %d send(s) queued", tag, len(results), len(outbox))
+            log.info("study %s: %d result object(s), %d send(s) queued", tag, len(written), len(outbox))
             self.dispatcher.wake()
         else:
             log.info("study %s: analysis superseded by newer instances", tag)
 
-    def _analyse_one(self, study, study_key: str, study_row, analysis_id: int, started_at) -> tuple[dict, list, list]:
-        """One study's summary, written result rows and outbox items (no route: stored, not analysed)."""
-        headers = [series.instances[0].dataset for series in study.series if series.instances]
-        route = select_route(self.config, study_row["calling_ae"], headers)
-        if route is None:
-            log.info("study %s: no routing rule matches; stored, not analysed", short_hash(study.study_instance_uid))
-            return ({"study_instance_uid": study.study_instance_uid, "series": study.summary_series(), "outputs": [],
-                     "declined": [{"series_instance_uid": None, "reason": "no routing rule matches"}]}, [], [])
-        outcome = self.analyser.analyse(study, route.pipelines, started_at=started_at,
-                                        supersedes=self._superseded(study_key, study.study_instance_uid))
-        self.metrics.analysis_finished(getattr(outcome, "durations", {}) or {})
-        results, outputs = self._write_results(study_key, analysis_id, outcome.datasets)
-        outcome.summary["outputs"] = outputs
-        return outcome.summary, results, self._outbox_items(route, study_row, results)
-
     def _superseded(self, study_key: str, study_instance_uid: str) -> list[dict]:
         """Earlier SRs of this study (under its key) that a re-analysis supersedes."""
         superseded = []
-        for row in self.db.earlier_reports(study_key, COMPREHENSIVE_3D_SR):
+        for row in self.db.earlier_reports(study_key, Comprehensive3DSRStorage):
             try:
                 earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
                                           specific_tags=["StudyInstanceUID"])
@@ -303,30 +291,6 @@ class Node:
                                "series_instance_uid": row["series_instance_uid"],
                                "study_instance_uid": study_instance_uid, "sop_class_uid": row["sop_class_uid"]})
         return superseded
-
-    def _write_results(self, study_key: str, analysis_id: int, datasets: list) -> tuple[list, list[str]]:
-        folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
-        results, outputs = [], []
-        for dataset in datasets:
-            sop = check_uid(dataset.SOPInstanceUID, "result SOP Instance UID")
-            relative = folder / f"{sop}.dcm"
-            write_durably(self.storage_dir / relative, dataset_bytes(dataset))
-            results.append((sop, str(dataset.SeriesInstanceUID), str(dataset.SOPClassUID), str(relative)))
-            outputs.append(str(relative))
-        return results, outputs
-
-    def _outbox_items(self, route, study_row, results: list) -> list[dict]:
-        targets = []
-        for name in route.destinations:
-            destination = self.config.destination(name)
-            targets.append((destination.name, destination.ae_title, destination.host, destination.port))
-        if route.send_to_sender and study_row["calling_host"] and route.sender_port:
-            targets.append(("sender", study_row["calling_ae"], study_row["calling_host"], route.sender_port))
-        return [
-            {"destination": name, "ae_title": ae, "host": host, "port": port, "sop_instance_uid": sop, "path": path}
-            for name, ae, host, port in targets
-            for sop, _series, _class, path in results
-        ]
 
     # --- status ----------------------------------------------------------------------------------------------
 

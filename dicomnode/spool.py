@@ -28,11 +28,16 @@ def fsync_directory(path: Path) -> None:
 
 
 def write_durably(path: Path, data: bytes | memoryview, mode: int = 0o600) -> None:
-    """Write via a temporary file, fsync it, rename into place, fsync the folder: all or nothing."""
+    """Write via a temporary file, fsync it, rename into place, fsync the folder: all or nothing.
+
+    A folder made for the file is made durable in its parent too (fsync of the parent), so that after a power
+    loss the file is not in a folder that was never recorded. Raises OSError (e.g. ENOSPC) with nothing in place.
+    """
     if not path.parent.is_dir():
         missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
         for folder in reversed(missing):  # intermediate folders owner-only too, not only the last one
             folder.mkdir(mode=0o700, exist_ok=True)
+            fsync_directory(folder.parent)
     temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

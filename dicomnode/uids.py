@@ -4,7 +4,14 @@ from __future__ import annotations
 import hashlib
 import re
 
-from pydicom.uid import generate_uid
+from pydicom.uid import (EnhancedMRColorImageStorage, EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage,
+                         MRImageStorage, generate_uid)
+
+#: the multi-frame MR image storage classes (PS3.4 B.5), one instance holding a whole series
+ENHANCED_MR_STORAGE_CLASSES = frozenset({EnhancedMRImageStorage, EnhancedMRColorImageStorage,
+                                         LegacyConvertedEnhancedMRImageStorage})
+#: every MR image storage class: the objects the node analyses (others are stored and passed by)
+MR_STORAGE_CLASSES = frozenset({MRImageStorage}) | ENHANCED_MR_STORAGE_CLASSES
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_UID_LENGTH = 64

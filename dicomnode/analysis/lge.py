@@ -14,6 +14,7 @@ from dicomnode.analysis.lge_metrics import (fwhm_enhancement, lge_volumes, nsd_e
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import StudyError
+from dicomnode.config import Config
 
 log = logging.getLogger("dicomnode.analysis.lge")
 
@@ -280,8 +281,6 @@ class LGEPipeline:
     name = "lge"
 
     def __init__(self, config, runtime):
-        from dicomnode.config import Config
-
         if not isinstance(config, Config):
             raise TypeError(f"config must be a dicomnode.config.Config, got {type(config).__name__}")
         if runtime is None or not hasattr(runtime, "model"):

@@ -1,4 +1,8 @@
-"""Runs the routed pipelines over one understood study and collects summary.json entries and result objects."""
+"""Runs the routed pipelines over one understood study and collects summary.json entries and result objects.
+
+This module composes analysis/ (the pipelines) with results/ (the objects they become), so it sits above both in
+the layering (scripts/check_layers.py); the pipelines themselves never import results/.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,10 +10,11 @@ import importlib
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
 
-from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult
 from dicomnode.config import Config
+from dicomnode.inference import Runtime
+from dicomnode.results.objects import build_result_objects
+from dicomnode.types import AnalysisContext, Declined, PipelineResult, StudyOutcome
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.analysis")
@@ -20,13 +25,6 @@ PIPELINE_CLASSES = {
     "cine": ("dicomnode.analysis.cine", "CinePipeline"),
     "suggestions": ("dicomnode.analysis.suggestions", "SuggestionsPipeline"),
 }
-
-
-@dataclass
-class StudyOutcome:
-    summary: dict
-    datasets: list = field(default_factory=list)  # pydicom Datasets to store and send
-    durations: dict[str, float] = field(default_factory=dict)
 
 
 def _attach_excluded_instances(result: PipelineResult, study) -> None:
@@ -45,9 +43,7 @@ def _attach_excluded_instances(result: PipelineResult, study) -> None:
 class Analyser:
     """Holds the pipelines (built once, models warm) and analyses studies with them."""
 
-    def __init__(self, config: Config, runtime=None):
-        from dicomnode.inference import Runtime
-
+    def __init__(self, config: Config, runtime: Runtime | None = None):
         self.config = config
         self.runtime = runtime or Runtime(config.inference, storage_dir=config.node.storage_dir)
         self._pipelines: dict[str, object] = {}
@@ -114,12 +110,9 @@ class Analyser:
                      "done" if result.summary is not None else "declined", durations[name])
         datasets = []
         if results:
-            from dicomnode.results import build_result_objects
-
             # declined pipelines go along too: their reasons belong in the SR and the visual report
             datasets = build_result_objects(study, all_results, context, supersedes=supersedes,
                                             secondary_capture=self.config.analysis.secondary_capture)
-        summary["outputs"] = []
         summary["declined"] = declined
         summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))
         return StudyOutcome(summary=summary, datasets=datasets, durations=durations)

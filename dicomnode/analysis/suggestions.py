@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult
+from dicomnode.analysis.report_bank import ReportBank, top_k_cosine
+from dicomnode.analysis.text_encoder import TextEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dicomnode.analysis.report_bank import ReportBank
     from dicomnode.config import Config
     from dicomnode.inference import Runtime
 
@@ -369,9 +370,6 @@ class SuggestionsPipeline:
     name = "suggestions"
 
     def __init__(self, config: "Config", runtime: "Runtime"):
-        from dicomnode.analysis.report_bank import ReportBank
-        from dicomnode.analysis.text_encoder import TextEncoder
-
         self.config = config
         self.settings = config.analysis.suggestions
         models_dir = Path(runtime.models_dir)
@@ -465,8 +463,6 @@ class SuggestionsPipeline:
                 matrix = self.projection(np.stack(vectors)) if vectors else np.zeros((0, self.projection.dim), np.float32)
                 self._study_cache = (version, rows, matrix)
             _, rows, matrix = self._study_cache
-        from dicomnode.analysis.report_bank import top_k_cosine
-
         reports = self.bank.reports
         indices, scores = top_k_cosine(matrix, query, k)
         return [{"report_id": reports[rows[i]].id, "score": round(float(s), 4)} for i, s in zip(indices, scores)]

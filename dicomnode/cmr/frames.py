@@ -6,12 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dicomnode.cmr.types import FrameRef, InstanceHeader
-
-ENHANCED_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
-    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage
-    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
-}
+from dicomnode.uids import ENHANCED_MR_STORAGE_CLASSES
 
 
 @dataclass(eq=False)
@@ -137,7 +132,7 @@ def header_value(dataset, keyword: str, frame_index: int | None = None):
 
 
 def is_multiframe_enhanced(dataset) -> bool:
-    if str(getattr(dataset, "SOPClassUID", "")) in ENHANCED_SOP_CLASSES:
+    if str(getattr(dataset, "SOPClassUID", "")) in ENHANCED_MR_STORAGE_CLASSES:
         return True
     shared = getattr(dataset, "SharedFunctionalGroupsSequence", None)
     return _int(getattr(dataset, "NumberOfFrames", None)) is not None and bool(shared)

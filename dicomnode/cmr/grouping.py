@@ -10,20 +10,12 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dicomnode import charsets
-from dicomnode.analysis.pipeline import Declined
+from dicomnode.types import Declined
 from dicomnode.cmr.frames import FrameInfo, _int, frames_of, orientation_groups, slice_groups
 from dicomnode.cmr.types import InstanceHeader
-from dicomnode.uids import InvalidUID, check_uid
+from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
-
-MR_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
-    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage
-    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
-}
-
 
 def read_header(path) -> InstanceHeader | Declined:
     """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance."""
@@ -151,7 +143,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             continue
         seen.add(header.sop_instance_uid)
         modality = str(getattr(ds, "Modality", "") or "")
-        if modality != "MR" or header.sop_class_uid not in MR_SOP_CLASSES:
+        if modality != "MR" or header.sop_class_uid not in MR_STORAGE_CLASSES:
             sop_name = getattr(pydicom.uid.UID(header.sop_class_uid), "name", header.sop_class_uid)
             declined_counts[(header.series_instance_uid, f"not an MR image (Modality {modality or 'empty'}, {sop_name})")] += 1
             continue

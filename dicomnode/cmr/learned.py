@@ -12,12 +12,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pydicom
 
 from dicomnode.analysis.cine import normalise_slices
 from dicomnode.cmr.frames import FrameInfo
 from dicomnode.cmr.recognize import RecognizerRegistry, SeriesEvidence, StudyContext, default_registry
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import Recognition
+from dicomnode.cmr.volume import as_monochrome2
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -41,7 +43,7 @@ class LearnedSequenceRecognizer:
     name, aspect = "learned-sequence", "sequence"
 
     def __init__(self, model_path: Path, card: dict, frames_per_series: int = 6):
-        import onnxruntime
+        import onnxruntime  # lazy: heavy (~0.5 s), and only a session needs it
 
         try:
             self.classes = tuple(card["output"]["classes"])
@@ -80,10 +82,6 @@ class LearnedSequenceRecognizer:
         return [frames[i] for i in np.linspace(0, len(frames) - 1, self.frames_per_series).round().astype(int)]
 
     def recognize(self, evidence: SeriesEvidence, context: StudyContext) -> Recognition | None:
-        import pydicom
-
-        from dicomnode.cmr.volume import as_monochrome2
-
         frames = self._sample_frames(evidence)
         if not frames:
             return None

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import pydicom
 
-from dicomnode.analysis.pipeline import Declined
+from dicomnode.types import Declined
 from dicomnode.cmr.frames import tm_seconds
 from dicomnode.cmr.grouping import Candidate, group_instances, read_header
 from dicomnode.cmr.recognize import (RecognizerRegistry, SeriesEvidence, StudyContext, build_evidence,

@@ -17,6 +17,7 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEn
 from dicomnode.cmr.frames import plane_normal
 from dicomnode.cmr.types import FrameRef
 from dicomnode.devtools.sources import (SUNNYBROOK_LICENCE, SourceCase, datasets_dir, load_acdc, load_emidec)
+from dicomnode.labels import Label
 
 MR_IMAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 ENHANCED_MR_IMAGE = UID("1.2.840.10008.5.1.4.1.1.4.1")
@@ -473,8 +474,6 @@ def _rasterise(points: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def _copy_sunnybrook(patient: str, out_dir: Path, root: Path, transfer_syntax: str | None,
                      with_localizers: bool) -> GeneratedStudy:
     """Copy the Sunnybrook cine (and localizer) and turn the expert contours into a label map (LV blood pool, myo)."""
-    from dicomnode.labels import Label
-
     cine_dir = root / "sunnybrook-scd" / "dicoms" / patient
     if not cine_dir.is_dir():
         raise ValueError(f"Sunnybrook patient {patient!r} not found at {cine_dir}")

@@ -6,7 +6,18 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from dicomnode.config import Config, ConfigError, load_config
+from dicomnode.inference import probe
+from dicomnode.inference.cuda_memory import set_device
+from dicomnode.inference.runtime import Runtime, RuntimeErrorNoModel
+from dicomnode.inference.shapes import precision_for
+from dicomnode.inference.tensorrt_build import (EngineBuildError, EngineKey, TensorRTUnavailable, TextProgress,
+                                                cached_engines, ensure_engine, require_tensorrt)
+from dicomnode.inference.tensorrt_session import TensorRTSession
+from dicomnode.inference.torch_session import TorchUnavailable, torch_entry
+from dicomnode.inference.worker import worker_for
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,17 +49,10 @@ def _config(path: Path | None) -> Config:
 
 
 def _runtime(config: Config):
-    from dicomnode.inference.runtime import Runtime
-
     return Runtime(config.inference, storage_dir=config.node.storage_dir)
 
 
 def engines_build(args: argparse.Namespace) -> int:
-    from dicomnode.inference.runtime import RuntimeErrorNoModel
-    from dicomnode.inference.shapes import precision_for
-    from dicomnode.inference.tensorrt_build import (EngineBuildError, EngineKey, TensorRTUnavailable, TextProgress,
-                                                    ensure_engine, require_tensorrt)
-
     try:
         config = _config(args.config)
     except ConfigError as exc:
@@ -59,8 +63,6 @@ def engines_build(args: argparse.Namespace) -> int:
     except TensorRTUnavailable as exc:
         print(f"dicomnode engines build: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    from dicomnode.inference.cuda_memory import set_device
-
     set_device(config.inference.device_id)
     runtime = _runtime(config)
     names = args.model or runtime.names()
@@ -91,11 +93,6 @@ def engines_build(args: argparse.Namespace) -> int:
 
 def _smoke_test(path: Path, key, device_id: int, precision: str) -> None:
     """Load the engine and run one zero input at the profile's opt shape, on the device's worker thread."""
-    import numpy as np
-
-    from dicomnode.inference.tensorrt_session import TensorRTSession
-    from dicomnode.inference.worker import worker_for
-
     def check():
         session = TensorRTSession(path, key.profile, device_id, precision)
         try:
@@ -110,10 +107,6 @@ def _smoke_test(path: Path, key, device_id: int, precision: str) -> None:
 
 def describe(config: Config) -> dict:
     """Everything `engines list` shows, as plain data."""
-    from dicomnode.inference import probe
-    from dicomnode.inference.tensorrt_build import cached_engines
-    from dicomnode.inference.torch_session import TorchUnavailable, torch_entry
-
     runtime = _runtime(config)
     backends = probe.available_backends(config.inference.device_id)
     models = []

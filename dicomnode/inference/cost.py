@@ -68,7 +68,7 @@ class ModelCost:
 def _shapes_by_running(model, input_name: str, shape: tuple[int, ...]) -> dict[str, list[int]]:
     """Shape of every tensor the graph computes, from one ONNX Runtime run on zeros with every node output exposed."""
     import onnx
-    import onnxruntime
+    import onnxruntime  # lazy: heavy (~0.5 s), and only a session needs it
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)

@@ -48,7 +48,7 @@ class OnnxRuntimeSession:
 
     def __init__(self, path: Path, config: InferenceConfig, device: str = "cpu",
                  profile: Profile | None = None, cache_dir: Path | None = None, use_tensorrt_ep: bool = True):
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: heavy (~0.5 s), and only a session needs it
 
         options = ort.SessionOptions()
         if config.intra_op_threads:

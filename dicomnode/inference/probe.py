@@ -36,10 +36,10 @@ def _module_exists(name: str) -> bool:
 def cudart():
     """The CUDA runtime bindings of cuda-python (new `cuda.bindings.runtime`, else the older `cuda.cudart`)."""
     try:
-        from cuda.bindings import runtime as module
+        from cuda.bindings import runtime as module  # optional: CUDA Python is absent on CPU-only hosts
     except ImportError:
         try:
-            from cuda import cudart as module
+            from cuda import cudart as module  # optional: the older cuda-python layout
         except ImportError as exc:
             raise ImportError(
                 "cuda-python is not installed; the TensorRT backend needs it for device memory "
@@ -115,7 +115,7 @@ def tensorrt_version() -> str | None:
     if not _module_exists("tensorrt"):
         return None
     try:
-        import tensorrt
+        import tensorrt  # optional: TensorRT is absent on CPU-only hosts
     except Exception:  # the PyPI stub raises when the real wheel is missing
         return None
     return getattr(tensorrt, "__version__", None)
@@ -130,7 +130,7 @@ def cuda_python_installed() -> bool:
 
 
 def onnxruntime_providers() -> list[str]:
-    import onnxruntime
+    import onnxruntime  # lazy: heavy (~0.5 s), and only a session needs it
 
     return list(onnxruntime.get_available_providers())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import threading
@@ -18,12 +19,19 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dicomnode.analysis.pipeline import AlgorithmInfo
 from dicomnode.config import InferenceConfig, NodeConfig
 from dicomnode.inference import probe
 from dicomnode.inference.batching import run_in_chunks
+from dicomnode.inference.cuda_memory import set_device
+from dicomnode.inference.ort_session import OnnxRuntimeSession
 from dicomnode.inference.shapes import Profile, max_batch, onnx_input_spec, precision_for, profile_for
+from dicomnode.inference.tensorrt_build import EngineKey, ensure_engine, require_tensorrt
+from dicomnode.inference.tensorrt_session import EngineLoadError, TensorRTSession
+from dicomnode.inference.torch_session import TorchSession, torch_entry
 from dicomnode.inference.worker import DeviceWorker, worker_for
+from dicomnode.types import AlgorithmInfo
+
+# the backend modules above import their library (onnxruntime, torch, tensorrt) only when a session is made
 
 DEVICE_UID_ROOT = "2.25."
 log = logging.getLogger("dicomnode.inference")
@@ -139,6 +147,15 @@ class LoadedModel:
             close_all()
 
 
+def shipped_models_dir() -> Path:
+    """The ONNX models and cards shipped in the `engines` package's models/ folder, found without importing
+    `engines` (its training code is no part of the running node). Raises RuntimeErrorNoModel if not installed."""
+    spec = importlib.util.find_spec("engines")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeErrorNoModel("the engines package (shipped models) is not installed; set inference.models_dir")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
 class Runtime:
     """Hands out models by name; each is loaded once (on the configured backend) and reused across studies."""
 
@@ -147,9 +164,7 @@ class Runtime:
         if self.config.models_dir is not None:
             self.models_dir = Path(self.config.models_dir)
         else:
-            from engines import models_dir
-
-            self.models_dir = models_dir()
+            self.models_dir = shipped_models_dir()
         if self.config.engine_cache_dir is not None:
             self.engine_cache_dir = Path(self.config.engine_cache_dir)
         else:
@@ -236,25 +251,16 @@ class Runtime:
         raise BackendUnavailable(f"{card.name}: no backend could load it: " + " | ".join(failures))
 
     def _load_onnxruntime(self, card: ModelCard, device: str) -> LoadedModel:
-        from dicomnode.inference.ort_session import OnnxRuntimeSession
-
         profile = card.profile() if device == "cuda" else None
         session = OnnxRuntimeSession(card.path, self.config, device, profile, self.engine_cache_dir)
         return LoadedModel(card, "onnxruntime", session, worker=self._worker(device))
 
     def _load_torch(self, card: ModelCard, device: str) -> LoadedModel:
-        from dicomnode.inference.torch_session import TorchSession, torch_entry
-
         torch_entry(card.data, card.directory)  # refuse a card without a torch entry before importing torch
         session = TorchSession(card.data, card.directory, self.config, device)
         return LoadedModel(card, "torch", session, worker=self._worker(device))
 
     def _load_tensorrt(self, card: ModelCard, device: str) -> LoadedModel:
-        from dicomnode.inference.tensorrt_build import EngineKey, ensure_engine, require_tensorrt
-        from dicomnode.inference.tensorrt_session import EngineLoadError, TensorRTSession
-
-        from dicomnode.inference.cuda_memory import set_device
-
         version, gpu = require_tensorrt(self.config.device_id)
         set_device(self.config.device_id)
         profile = card.profile()
@@ -272,8 +278,6 @@ class Runtime:
         ort_device = "cuda" if "CUDAExecutionProvider" in probe.onnxruntime_providers() else "cpu"
 
         def fallback():
-            from dicomnode.inference.ort_session import OnnxRuntimeSession
-
             return OnnxRuntimeSession(card.path, self.config, ort_device, None, None, use_tensorrt_ep=False)
 
         return LoadedModel(card, "tensorrt", session, worker=self._worker(device),

@@ -57,7 +57,7 @@ class Profile:
 
 def onnx_input_spec(onnx_path: Path) -> InputSpec:
     """Read the first input's name and dims through ONNX Runtime (no `onnx` package needed on the node)."""
-    import onnxruntime
+    import onnxruntime  # lazy: heavy (~0.5 s), and only a session needs it
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL

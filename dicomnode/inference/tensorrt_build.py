@@ -175,7 +175,7 @@ def build_engine(onnx_path: Path, key: EngineKey, cache_dir: Path, progress: Tex
     FP16 is used when requested and the GPU has fast FP16; when the FP16 build fails, FP32 is tried.
     The timing cache is loaded before and saved after the build so later builds on this GPU are faster.
     """
-    import tensorrt as trt
+    import tensorrt as trt  # optional backend, absent on CPU-only hosts
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)

@@ -23,7 +23,7 @@ class TensorRTSession:
     backend = "tensorrt"
 
     def __init__(self, engine_path: Path, profile: Profile, device_id: int = 0, precision: str = "fp16"):
-        import tensorrt as trt
+        import tensorrt as trt  # optional backend, absent on CPU-only hosts
 
         self._trt = trt
         self.profile = profile

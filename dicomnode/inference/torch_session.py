@@ -41,7 +41,7 @@ def build_torch_module(card: dict, card_dir: Path):
     if not weights.is_file():
         raise TorchUnavailable(f"torch weights {weights} are missing")
     try:
-        import torch
+        import torch  # optional backend: the running node never imports torch
     except ImportError as exc:
         raise TorchUnavailable("torch is not installed (pip install 'dicomnode[engines]')") from exc
     factory = getattr(importlib.import_module(module_name), factory_name)
@@ -57,7 +57,7 @@ class TorchSession:
     backend = "torch"
 
     def __init__(self, card: dict, card_dir: Path, config: InferenceConfig, device: str = "cpu"):
-        import torch
+        import torch  # optional backend: the running node never imports torch
 
         self._torch = torch
         if config.intra_op_threads:

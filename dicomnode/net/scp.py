@@ -7,6 +7,7 @@ import socket
 import threading
 from typing import Callable
 
+from pydicom import Dataset
 from pydicom.uid import UID as pydicom_uid
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -24,28 +25,16 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import (
-    EnhancedMRColorImageStorage,
-    EnhancedMRImageStorage,
-    LegacyConvertedEnhancedMRImageStorage,
-    MRImageStorage,
-    Verification,
-)
+from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Config
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
 from dicomnode.state import StoreOutcome
-from dicomnode.uids import InvalidUID, check_uid, short_hash
+from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid, short_hash
 
 log = logging.getLogger("dicomnode.net.scp")
 
-MR_STORAGE_CLASSES = (
-    MRImageStorage,
-    EnhancedMRImageStorage,
-    EnhancedMRColorImageStorage,
-    LegacyConvertedEnhancedMRImageStorage,
-)
 ACCEPTED_TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -70,10 +59,9 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
 STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized" (general status)
 
-# A-ASSOCIATE-RJ (result, source, reason) per PS3.8 9.3.4
+# A-ASSOCIATE-RJ (result, source, reason) per PS3.8 9.3.4: rejected-permanent, service-user, calling AE not
+# recognised (pynetdicom itself rejects unknown called/calling AE titles: AE.require_called_aet/_calling_aet)
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
-REJECT_CALLED_AE = (0x01, 0x01, 0x07)
-REJECT_NO_REASON = (0x01, 0x01, 0x01)
 
 
 def set_tcp_nodelay(event: evt.Event) -> None:
@@ -184,28 +172,28 @@ class StorageSCP:
         return False
 
     def _handle_requested(self, event: evt.Event) -> None:
-        """EVT_REQUESTED: refuse unknown called/calling AEs and peers from addresses they are not bound to."""
+        """EVT_REQUESTED: refuse a known peer calling from an address it is not bound to (node.peers); unknown
+        called/calling AE titles are refused by pynetdicom right after this (AE.require_called_aet/_calling_aet)."""
         assoc = event.assoc
-        primitive = assoc.requestor.primitive
-        calling = primitive.calling_ae_title.strip()
-        called = primitive.called_ae_title.strip()
+        calling = assoc.requestor.primitive.calling_ae_title.strip()
         address = assoc.requestor.address
-        reject = None
-        if called != self.config.node.ae_title:
-            reject, why = REJECT_CALLED_AE, f"called AE {called!r} is not {self.config.node.ae_title!r}"
-        elif "*" not in self.config.node.allowed_calling_aes and calling not in self.config.node.allowed_calling_aes:
-            reject, why = REJECT_CALLING_AE, f"calling AE {calling!r} is not in allowed_calling_aes"
-        elif not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
-            reject, why = REJECT_CALLING_AE, f"calling AE {calling!r} is not allowed from {address}"
-        if reject is None:
-            self.associations_accepted += 1
-        else:
-            self.associations_rejected += 1
-            log.warning("association refused: %s", why)
-            assoc.acse.send_reject(*reject)
+        if not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
+            log.warning("association refused: calling AE %r is not allowed from %s", calling, address)
+            assoc.acse.send_reject(*REJECT_CALLING_AE)
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.is_rejected = True
             assoc.kill()
+
+    def _handle_accepted(self, event: evt.Event) -> None:
+        self.associations_accepted += 1
+
+    def _handle_rejected(self, event: evt.Event) -> None:
+        """EVT_REJECTED, whoever rejected: count it, and say which AE titles were asked for."""
+        self.associations_rejected += 1
+        primitive = event.assoc.requestor.primitive
+        log.warning("association refused: calling AE %r, called AE %r from %s (node %r, allowed_calling_aes %s)",
+                    primitive.calling_ae_title.strip(), primitive.called_ae_title.strip(),
+                    event.assoc.requestor.address, self.config.node.ae_title, self.config.node.allowed_calling_aes)
 
     # --- services --------------------------------------------------------------------------------------------
 
@@ -301,9 +289,7 @@ class StorageSCP:
         return STATUS_SUCCESS
 
     @staticmethod
-    def _status(code: int, comment: str):
-        from pydicom import Dataset
-
+    def _status(code: int, comment: str) -> Dataset:
         status = Dataset()
         status.Status = code
         status.ErrorComment = comment[:64]
@@ -315,6 +301,8 @@ class StorageSCP:
         handlers = [
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
             (evt.EVT_REQUESTED, self._handle_requested),
+            (evt.EVT_ACCEPTED, self._handle_accepted),
+            (evt.EVT_REJECTED, self._handle_rejected),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self._handle_store),
         ]

@@ -9,7 +9,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import Comprehensive3DSRStorage
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
@@ -19,9 +19,6 @@ from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, app
 from dicomnode.results.regions import image_regions, representative_slice
 from dicomnode.results.seg import PlannedSegment, segment_plan
 from dicomnode.uids import new_uid
-
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-
 
 def body_surface_area(height_m: float, weight_kg: float, formula: str) -> float:
     """BSA in m² from height (m) and weight (kg).
@@ -104,7 +101,7 @@ class _SegmentIndex:
     def reference(self, segment: PlannedSegment, seg: Dataset) -> hd.sr.ReferencedSegment:
         series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
         return hd.sr.ReferencedSegment(
-            sop_class_uid=SEGMENTATION_STORAGE, sop_instance_uid=str(seg.SOPInstanceUID),
+            sop_class_uid=SegmentationStorage, sop_instance_uid=str(seg.SOPInstanceUID),
             segment_number=segment.number, source_series=hd.sr.SourceSeriesForSegmentation(series_uid),
         )
 
@@ -407,14 +404,14 @@ def _observation_context(algorithms: Sequence[AlgorithmInfo]) -> hd.sr.Observati
 def build_sr(
     header: Dataset,
     results: Sequence[PipelineResult],
-    segs: dict[int, Dataset],
+    segs: dict[str, list],
     context,
     series_number: int,
     supersedes: Sequence[dict] | None = None,
 ) -> Dataset | None:
     """The TID 1500 Measurement Report of the LGE and cine results; None when there is no LGE or cine result.
 
-    `header`: a source dataset of the study (patient/study attributes); `segs`: id(SegmentationResult) -> its SEG,
+    `header`: a source dataset of the study (patient/study attributes); `segs`: SegmentationResult.key -> its SEG,
     or the list of (SegPart, SEG) written for it (seg.seg_parts).
     """
     config = context.config
@@ -424,7 +421,7 @@ def build_sr(
         if result.name not in ("lge", "cine") or not result.summary:
             continue
         seg_result = result.segmentations[0] if result.segmentations else None
-        index = _SegmentIndex(seg_result, segs[id(seg_result)]) if seg_result is not None and id(seg_result) in segs \
+        index = _SegmentIndex(seg_result, segs[seg_result.key]) if seg_result is not None and seg_result.key in segs \
             else None
         algorithms += list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
         if result.name == "lge":

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from dicomnode.config import Config
 from dicomnode.node import Node
+from dicomnode.study_path import write_results
 from tests.conftest import require_peer
 from tests.hardening.hardening_support import echo_status, store_one, synthetic_mr
 from tests.node.nodeproc import ENV, NodeProcess
@@ -97,7 +99,7 @@ def test_storage_dir_database_spool_and_results_are_owner_only(tmp_path):
         try:
             assert store_one(node.scp.port, synthetic_mr()).Status == 0
             result = synthetic_mr()
-            results, _ = node._write_results("studykey", 1, [result])
+            write_results([result], node.storage_dir, lambda d: Path("results", "k", "1", f"{d.SOPInstanceUID}.dcm"))
         finally:
             node.stop()
     finally:

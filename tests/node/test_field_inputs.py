@@ -159,7 +159,7 @@ def test_one_study_failing_never_takes_the_others_down(tmp_path):
     lge_variant(tmp_path / "in" / "good")
 
     class Analyser:
-        def analyse(self, study, pipelines, started_at=None):
+        def analyse(self, study, pipelines, started_at=None, supersedes=None):
             if study.study_instance_uid == bad:
                 raise ValueError("'' is not a valid SpecificCharacterSetValues")
             return StudyOutcome(summary={"study_instance_uid": study.study_instance_uid, "lge": {}, "declined": []})

@@ -11,7 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr.types import InstanceHeader
-from dicomnode.results import build_result_objects
+from dicomnode.results.objects import build_result_objects
 from synthetic import make_study, write
 from validators import assert_valid
 

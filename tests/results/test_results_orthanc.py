@@ -6,7 +6,7 @@ from pynetdicom import AE
 from pydicom.uid import ExplicitVRLittleEndian
 
 from tests.conftest import require_peer
-from dicomnode.results import build_result_objects
+from dicomnode.results.objects import build_result_objects
 from peers import OrthancServer, free_port, require_private_netns
 from synthetic import make_study
 

@@ -11,7 +11,7 @@ import pytest
 from dicomnode.analysis.pipeline import AnalysisContext, PipelineResult, SegmentationResult
 from dicomnode.cmr.study import load_studies
 from dicomnode.config import Config
-from dicomnode.results import build_result_objects
+from dicomnode.results.objects import build_result_objects
 from dicomnode.results.seg import segment_masks, segment_plan
 from synthetic import algorithm, write
 from validators import dciodvfy

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dicomnode.analysis.pipeline import Declined
-from dicomnode.results import build_result_objects
+from dicomnode.results.objects import build_result_objects
 from dicomnode.results.sr import build_suggestions_sr
 from dicomnode.results.report import build_pdf_document, key_number_rows, per_slice_scar_percent, render_report
 from synthetic import make_study, write

@@ -62,7 +62,7 @@ def reports():
     for result in results[:2]:
         segmentation = result.segmentations[0]
         sources = [i.dataset for i in segmentation.series.instances]
-        segs[id(segmentation)] = [(part, build_seg(segmentation, sources, context, 9001 + n, part))
+        segs[segmentation.key] = [(part, build_seg(segmentation, sources, context, 9001 + n, part))
                                   for n, part in enumerate(seg_parts(segmentation))]
     header = study.series[0].instances[0].dataset
     earlier = {"sop_instance_uid": "1.2.826.0.1.3680043.8.498.1", "series_instance_uid": "1.2.826.0.1.3680043.8.498.2",
@@ -141,7 +141,7 @@ def test_lge_exclusive_groups_reference_their_segments_and_add_up(reports):
     _, results, _, segs, sr, _, _ = reports
     lge_result = results[0]
     summary = lge_result.summary
-    (_, seg), = segs[id(lge_result.segmentations[0])]
+    (_, seg), = segs[lge_result.segmentations[0].key]
     volumes = {}
     for name, label in (("LGE non-enhanced myocardium", "LV myocardium, non-enhanced"),
                         ("LGE scar without MVO", "Scar (LGE) without MVO"),
@@ -193,7 +193,7 @@ def test_an_empty_segment_still_gets_image_coordinates():
     segmentation = results[0].segmentations[0]
     segmentation.labelmap = np.where(segmentation.labelmap == 4, 3, segmentation.labelmap)  # no MVO at all
     sources = [i.dataset for i in segmentation.series.instances]
-    segs = {id(segmentation): [(part, build_seg(segmentation, sources, context, 9001 + n, part))
+    segs = {segmentation.key: [(part, build_seg(segmentation, sources, context, 9001 + n, part))
                                for n, part in enumerate(seg_parts(segmentation))]}
     sr = build_sr(study.series[0].instances[0].dataset, results[:1], segs, context, 9100)
     mvo = group_named(sr, "LGE microvascular obstruction")

@@ -1,0 +1,105 @@
+"""One complete study's path, the same for `serve` (node.py) and `process` (process.py):
+route -> analyse -> write the result objects durably -> summary.json entry with its `outputs`.
+
+The caller decides only where result files go (`name_result`) and what happens next (the node queues the written
+objects for sending; `process` writes summary.json).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Callable, Protocol
+
+from pydicom.dataset import Dataset
+
+from dicomnode.cmr.study import CMRStudy
+from dicomnode.config import Config, RouteConfig
+from dicomnode.routing import select_route
+from dicomnode.spool import write_durably
+from dicomnode.types import Declined, OutboxItem, ResultObject, StudyOutcome
+from dicomnode.uids import check_uid, short_hash
+
+log = logging.getLogger("dicomnode.study_path")
+
+NO_ROUTE = "no routing rule matches"
+
+
+class StudyAnalyser(Protocol):
+    """What the path needs of an analyser (dicomnode.analysis.run.Analyser, or a stand-in in tests)."""
+
+    def analyse(self, study: CMRStudy, pipelines: list[str], started_at: dt.datetime | None = None,
+                supersedes: list[dict] | None = None) -> StudyOutcome: ...
+
+
+@dataclass
+class StudyRun:
+    """One study through the path: its summary.json entry (with `outputs`), the route taken (None: not analysed),
+    the result objects written, and seconds per pipeline."""
+
+    summary: dict
+    route: RouteConfig | None = None
+    written: list[ResultObject] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
+
+
+def dataset_bytes(dataset: Dataset) -> bytes:
+    """A result object encoded as a DICOM Part 10 file (PS3.10 7.1: preamble, DICM, File Meta Information)."""
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def declined_entry(study: CMRStudy, reason: str) -> dict:
+    """The summary.json entry of a study that was not analysed, `reason` saying why (design.md contract)."""
+    return {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series(), "outputs": [],
+            "declined": [d.summary() for d in study.declined] + [Declined(None, reason).summary()]}
+
+
+def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_ae: str | None,
+              write_root: Path, name_result: Callable[[Dataset], Path], *, file_mode: int = 0o600,
+              started_at: dt.datetime | None = None, supersedes: list[dict] | None = None) -> StudyRun:
+    """Route `study`, analyse it with the route's pipelines, write every result object durably to
+    `write_root / name_result(dataset)` and return the summary with `outputs` (paths relative to `write_root`).
+
+    `calling_ae`: the sender's AE title for the routes' calling-AE rules (None: not checked, as in `process`).
+    `supersedes`: earlier SRs this analysis replaces (the SR names them, PS3.3 C.17.2.3 Predecessor Documents).
+    Raises whatever analysis or writing raises; a pipeline's own failure is already a `declined` entry.
+    """
+    headers = [series.instances[0].dataset for series in study.series if series.instances]
+    route = select_route(config, calling_ae, headers)
+    if route is None:
+        log.info("study %s: %s; stored, not analysed", short_hash(study.study_instance_uid or "-"), NO_ROUTE)
+        return StudyRun(summary=declined_entry(study, NO_ROUTE))
+    outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
+                               supersedes=supersedes)
+    written = write_results(outcome.datasets, write_root, name_result, file_mode)
+    outcome.summary["outputs"] = [result.path for result in written]
+    return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations))
+
+
+def write_results(datasets: list[Dataset], write_root: Path, name_result: Callable[[Dataset], Path],
+                  file_mode: int = 0o600) -> list[ResultObject]:
+    """Write each result object durably (spool.write_durably) to `write_root / name_result(dataset)`; the paths
+    in the returned records are relative to `write_root`. Raises InvalidUID for a malformed SOP Instance UID."""
+    written = []
+    for dataset in datasets:
+        check_uid(dataset.SOPInstanceUID, "result SOP Instance UID")
+        relative = name_result(dataset)
+        write_durably(write_root / relative, dataset_bytes(dataset), mode=file_mode)
+        written.append(ResultObject(str(dataset.SOPInstanceUID), str(dataset.SeriesInstanceUID),
+                                    str(dataset.SOPClassUID), str(relative)))
+    return written
+
+
+def outbox_items(config: Config, route: RouteConfig, written: list[ResultObject], calling_ae: str | None,
+                 calling_host: str | None) -> list[OutboxItem]:
+    """Every written object to every destination of the route, plus back to the sender when the route says so
+    (and the sender's address is known). Raises KeyError for a destination name the config lacks."""
+    targets = [(d.name, d.ae_title, d.host, d.port) for d in map(config.destination, route.destinations)]
+    if route.send_to_sender and calling_host and route.sender_port:
+        targets.append(("sender", calling_ae or "", calling_host, route.sender_port))
+    return [OutboxItem(name, ae, host, port, result.sop_instance_uid, result.path)
+            for name, ae, host, port in targets for result in written]

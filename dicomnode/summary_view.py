@@ -1,0 +1,36 @@
+"""The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
+from __future__ import annotations
+
+
+def _number(value, digits: int = 1) -> str:
+    """A number for the table; "n/a" for a method that did not apply (None)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def print_summary_table(summary: dict) -> None:
+    for study in summary.get("studies", []):
+        print(f"\nStudy {study['study_instance_uid']}")
+        for series in study.get("series", []):
+            print(f"  series #{series.get('series_number')!s:<6} {series['sequence']:<10} {series['view']:<6} "
+                  f"{series['slices']:>3} slices x {series['phases']:>2} phases"
+                  f"{'  (preferred)' if series.get('preferred') else ''}")
+        if "lge" in study:
+            lge = study["lge"]
+            print(f"  LGE: scar {lge['scar_volume_ml']:.1f} mL, MVO {lge['mvo_volume_ml']:.1f} mL, myocardium "
+                  f"{lge['myocardium_volume_ml']:.1f} mL ({lge['lv_mass_g']:.0f} g), LGE {lge['lge_percent']:.1f} %"
+                  f" (n-SD {_number(lge['nsd'].get('lge_percent'))} %, FWHM {_number(lge['fwhm'].get('lge_percent'))} %)"
+                  f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}")
+        if "cine" in study:
+            cine = study["cine"]
+            print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"
+                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g (ED phase {cine['ed_phase']},"
+                  f" ES phase {cine['es_phase']})")
+            print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
+                  f" EF {cine['rv_ef_percent']:.0f} %")
+        for suggestion in study.get("suggestions", []) or []:
+            text = suggestion["text"]
+            shown = text[text.index("Impression:"):] if "Impression:" in text else text
+            print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}; unverified): {shown[:120]}")
+        for item in study.get("declined", []):
+            print(f"  declined: {item['reason']}")
+        print(f"  {len(study.get('outputs', []))} result object(s)")

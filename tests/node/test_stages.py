@@ -1,0 +1,317 @@
+"""Each stage on its own, without peers: routing, completion rules (quiet, expected counts, max wait), the study
+path, back-off and dead letters."""
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+import dicomnode.studies
+from dicomnode.config import Config, DispatchConfig, StudiesConfig
+from dicomnode.dispatch import Dispatcher, backoff_seconds
+from dicomnode.node import status_report
+from dicomnode.routing import select_route
+from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, InstanceRow, StateDB
+from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, CompletionTracker, expected_counts_met
+from dicomnode.study_path import NO_ROUTE, outbox_items, run_study
+from dicomnode.types import ResultObject, StudyOutcome
+
+
+# --- routing ---------------------------------------------------------------------------------------------------
+
+def _header(**attributes) -> Dataset:
+    dataset = Dataset()
+    for keyword, value in {"Modality": "MR", **attributes}.items():
+        setattr(dataset, keyword, value)
+    return dataset
+
+
+ROUTES = Config.model_validate({"routes": [
+    {"name": "research", "match": {"calling_ae": "RESEARCH.*"}, "pipelines": ["cine"]},
+    {"name": "siemens-lge", "match": {"modality": "MR", "tags": {"Manufacturer": "SIEMENS"}}, "pipelines": ["lge"]},
+    {"name": "any-mr", "match": {"modality": "MR"}, "pipelines": ["lge", "cine"]},
+]})
+
+
+@pytest.mark.parametrize("calling_ae, headers, expected", [
+    ("RESEARCH1", [_header()], "research"),  # first matching rule wins
+    ("SCANNER1", [_header(Manufacturer="Philips"), _header(Manufacturer="SIEMENS")], "siemens-lge"),  # any instance
+    ("SCANNER1", [_header(Manufacturer="SIEMENS HEALTHINEERS")], "any-mr"),  # regexes match the whole value
+    (None, [_header()], "research"),  # `process`: no calling AE, so a calling-AE rule is not checked (matches)
+    ("SCANNER1", [_header(Modality="CT")], None),
+    ("SCANNER1", [], None),
+])
+def test_routing(calling_ae, headers, expected):
+    route = select_route(ROUTES, calling_ae, headers)
+    assert (route.name if route else None) == expected
+
+
+# --- completion ------------------------------------------------------------------------------------------------
+
+def _row(series: str, n: int, *, total: int | None = None, phases: int | None = None, frames: int | None = None,
+         slice_key: str | None = None, modality: str = "MR") -> dict:
+    return {"series_instance_uid": series, "series_number": 1, "modality": modality, "frames": frames,
+            "images_in_acquisition": total, "cardiac_images": phases, "slice_key": slice_key or f"s{n}"}
+
+
+@pytest.mark.parametrize("rows, met", [
+    ([_row("1.1", i, total=3) for i in range(3)], True),
+    ([_row("1.1", i, total=3) for i in range(2)], False),  # one still to come
+    ([_row("1.1", i, phases=25) for i in range(25)], False),  # CardiacNumberOfImages is no declaration
+    ([_row("1.1", 0, frames=200)], True),  # an Enhanced MR instance holds its whole series
+    ([_row("1.1", i, total=2) for i in range(2)] + [_row("1.2", 0)], False),  # a series without a declaration
+    ([_row("1.1", i, total=2) for i in range(2)] + [_row("9.9", 0, modality="SR")], True),  # non-MR not counted
+    ([_row("1.1", i, total=4, phases=2, slice_key="a" if i < 3 else "b") for i in range(4)], False),  # 3 + 1 phases
+    ([], False),
+])
+def test_expected_counts(rows, met):
+    assert expected_counts_met(rows) is met
+
+
+class FakeScheduler:
+    """Keeps the jobs CompletionTracker arms, by id; a test fires them."""
+
+    def __init__(self):
+        self.jobs: dict[str, tuple] = {}
+
+    def add_job(self, func, trigger, run_date, args, id, **_):
+        self.jobs[id] = (func, run_date.timestamp(), args)
+
+    def remove_job(self, job_id):
+        del self.jobs[job_id]
+
+    def fire(self, job_id):
+        func, _, args = self.jobs.pop(job_id)
+        func(*args)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_800_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def completion(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(dicomnode.studies.time, "time", clock)
+    db = StateDB(tmp_path / "state.sqlite3")
+    completed = []
+    scheduler = FakeScheduler()
+
+    def make(**settings):
+        config = StudiesConfig(quiet_seconds=30, max_wait_seconds=600, **settings)
+        return CompletionTracker(db, config, lambda key, generation: completed.append((key, generation)), scheduler)
+
+    yield make, db, scheduler, clock, completed
+    db.close()
+
+
+def _receive(db: StateDB, tracker: CompletionTracker, clock: Clock, study: str, sop: str, **columns):
+    row = InstanceRow(sop_instance_uid=sop, study_key=study, study_instance_uid=study, series_instance_uid=f"{study}.1",
+                      sop_class_uid="1.2.840.10008.5.1.4.1.1.4", transfer_syntax="1.2.840.10008.1.2.1", modality="MR",
+                      path=f"spool/{sop}.dcm", size=1, calling_ae="SCANNER1", received_at=clock.now, series_number=1,
+                      slice_key=columns.pop("slice_key", sop), **columns)
+    outcome = db.add_instance(row)
+    fields = ("series_instance_uid", "series_number", "slice_key", "cardiac_images", "frames",
+              "images_in_acquisition", "modality")
+    tracker.instance_stored(study, new_study=outcome.study_state_before is None, first_received=clock.now,
+                            row={name: getattr(row, name) for name in fields})
+    return outcome
+
+
+def test_a_study_completes_after_the_quiet_time_and_not_before(completion):
+    make, db, scheduler, clock, completed = completion
+    tracker = make()
+    _receive(db, tracker, clock, "1.2.3", "1.2.3.1")
+    func, due, _ = scheduler.jobs["quiet:1.2.3"]
+    assert due == clock.now + 30
+    clock.now += 10
+    _receive(db, tracker, clock, "1.2.3", "1.2.3.2")  # re-arms the quiet timer
+    clock.now += 25  # the first deadline has passed, the re-armed one not
+    scheduler.jobs["quiet:1.2.3"][0]("1.2.3")
+    assert completed == [] and db.study("1.2.3")["state"] == RECEIVED
+    clock.now += 6
+    scheduler.fire("quiet:1.2.3")
+    assert completed == [("1.2.3", 0)] and db.study("1.2.3")["state"] == COMPLETE
+    assert "maxwait:1.2.3" not in scheduler.jobs  # the max-wait timer goes with completion
+
+
+def test_expected_counts_complete_after_the_grace_not_the_quiet_time(completion):
+    make, db, scheduler, clock, completed = completion
+    tracker = make()
+    for index in range(3):
+        _receive(db, tracker, clock, "1.2.4", f"1.2.4.{index}", images_in_acquisition=3)
+    assert scheduler.jobs["quiet:1.2.4"][1] == clock.now + EXPECTED_COUNT_GRACE_SECONDS
+    clock.now += EXPECTED_COUNT_GRACE_SECONDS
+    scheduler.fire("quiet:1.2.4")
+    assert completed == [("1.2.4", 0)]
+
+
+def test_expected_counts_are_ignored_when_switched_off(completion):
+    make, db, scheduler, clock, completed = completion
+    tracker = make(use_expected_counts=False)
+    for index in range(3):
+        _receive(db, tracker, clock, "1.2.5", f"1.2.5.{index}", images_in_acquisition=3)
+    assert scheduler.jobs["quiet:1.2.5"][1] == clock.now + 30
+
+
+@pytest.mark.parametrize("policy, state, analysed", [("analyse", COMPLETE, True), ("fail", FAILED, False)])
+def test_max_wait_forces_the_study_on_per_policy(completion, policy, state, analysed):
+    make, db, scheduler, clock, completed = completion
+    tracker = make(force_complete_policy=policy)
+    first = clock.now
+    _receive(db, tracker, clock, "1.2.6", "1.2.6.0")
+    assert scheduler.jobs["maxwait:1.2.6"][1] == first + 600
+    for index in range(1, 5):  # a sender that never stops: the quiet time never elapses
+        clock.now += 20
+        _receive(db, tracker, clock, "1.2.6", f"1.2.6.{index}")
+    assert scheduler.jobs["maxwait:1.2.6"][1] == first + 600  # later instances do not push it back
+    clock.now = first + 600
+    scheduler.fire("maxwait:1.2.6")
+    assert db.study("1.2.6")["state"] == state
+    assert completed == ([("1.2.6", 0)] if analysed else [])
+
+
+def test_timers_are_rebuilt_from_the_index_after_a_restart(completion):
+    make, db, scheduler, clock, completed = completion
+    _receive(db, make(), clock, "1.2.7", "1.2.7.0")
+    restarted = FakeScheduler()
+    tracker = CompletionTracker(db, StudiesConfig(quiet_seconds=30, max_wait_seconds=600), lambda *a: None, restarted)
+    assert tracker.rebuild() == 1
+    assert restarted.jobs["quiet:1.2.7"][1] == clock.now + 30
+    assert restarted.jobs["maxwait:1.2.7"][1] == clock.now + 600
+
+
+# --- the study path --------------------------------------------------------------------------------------------
+
+class _Study:
+    """The attributes of a CMRStudy the path reads."""
+
+    study_instance_uid = "1.2.8"
+    declined = []
+
+    def __init__(self, modality="MR"):
+        header = _header(Modality=modality)
+        self.series = [type("Series", (), {"instances": [type("Instance", (), {"dataset": header})()]})()]
+
+    def summary_series(self):
+        return []
+
+
+def _result_object(sop: str) -> Dataset:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, sop
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.Modality = "1.2.8", "1.2.8.9", "OT"
+    return dataset
+
+
+class _Analyser:
+    def __init__(self):
+        self.calls = []
+
+    def analyse(self, study, pipelines, started_at=None, supersedes=None):
+        self.calls.append(pipelines)
+        return StudyOutcome(summary={"study_instance_uid": study.study_instance_uid, "declined": []},
+                            datasets=[_result_object("1.2.8.9.1"), _result_object("1.2.8.9.2")])
+
+
+def test_the_study_path_routes_analyses_writes_and_lists_outputs_once(tmp_path):
+    config = Config.model_validate({
+        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.1", "port": 104}],
+        "routes": [{"name": "mr", "match": {"modality": "MR"}, "pipelines": ["cine"], "destinations": ["pacs"],
+                    "send_to_sender": True, "sender_port": 11112}]})
+    analyser = _Analyser()
+    run = run_study(_Study(), config, analyser, "SCANNER1", tmp_path, lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm")
+    assert analyser.calls == [["cine"]] and run.route.name == "mr"
+    assert run.summary["outputs"] == ["r/1.2.8.9.1.dcm", "r/1.2.8.9.2.dcm"]
+    assert [w.sop_instance_uid for w in run.written] == ["1.2.8.9.1", "1.2.8.9.2"]
+    assert all((tmp_path / w.path).is_file() for w in run.written)
+    items = outbox_items(config, run.route, run.written, "SCANNER1", "10.0.0.9")
+    assert [(i.destination, i.ae_title, i.host, i.port, i.sop_instance_uid) for i in items] == [
+        ("pacs", "PACS", "10.0.0.1", 104, "1.2.8.9.1"), ("pacs", "PACS", "10.0.0.1", 104, "1.2.8.9.2"),
+        ("sender", "SCANNER1", "10.0.0.9", 11112, "1.2.8.9.1"), ("sender", "SCANNER1", "10.0.0.9", 11112, "1.2.8.9.2")]
+    assert outbox_items(config, run.route, run.written, "SCANNER1", None)[-1].destination == "pacs"  # no address
+
+
+def test_the_study_path_declines_a_study_no_route_matches(tmp_path):
+    config = Config.model_validate({"routes": [{"name": "mr", "match": {"modality": "MR"}}]})
+    analyser = _Analyser()
+    run = run_study(_Study(modality="CT"), config, analyser, None, tmp_path, lambda d: Path("x.dcm"))
+    assert analyser.calls == [] and run.route is None and run.written == []
+    assert run.summary["outputs"] == [] and run.summary["declined"][-1]["reason"] == NO_ROUTE
+
+
+# --- back-off and dead letters ---------------------------------------------------------------------------------
+
+def test_backoff_grows_by_the_factor_and_stops_at_the_cap():
+    config = DispatchConfig(initial_backoff_seconds=5, backoff_factor=2, max_backoff_seconds=60)
+    assert [backoff_seconds(n, config) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
+def test_a_send_that_keeps_failing_becomes_a_dead_letter_and_retry_requeues_it(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3")
+    db.add_instance(InstanceRow("1.2.9.1", "1.2.9", "1.2.9", "1.2.9.0", "1.2.840.10008.5.1.4.1.1.4",
+                                "1.2.840.10008.1.2.1", "MR", "spool/x.dcm", 1, "SCANNER1", time.time()))
+    db.set_study_state("1.2.9", COMPLETE)
+    analysis = db.start_analysis("1.2.9", 0)
+    result = tmp_path / "results" / "1.2.9.9.dcm"
+    result.parent.mkdir()
+    _result_object("1.2.9.9").save_as(result, enforce_file_format=True)
+    written = ResultObject("1.2.9.9", "1.2.9.8", "1.2.840.10008.5.1.4.1.1.7", "results/1.2.9.9.dcm")
+    item = {"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": _closed_port(),
+            "sop_instance_uid": written.sop_instance_uid, "path": written.path}
+    assert db.finish_analysis(analysis, "1.2.9", 0, {"outputs": [written.path]}, [written], [item])
+    assert db.study("1.2.9")["state"] == SENDING
+    config = DispatchConfig(max_attempts=2, initial_backoff_seconds=0.05, max_backoff_seconds=0.05)
+    dispatcher = Dispatcher(db, tmp_path, config, "DICOMNODE")
+    before = time.time()
+    assert dispatcher.run_once() == 0
+    (row,) = db.outbox_for("1.2.9")
+    assert row["state"] == "pending" and row["attempts"] == 1 and row["next_attempt_at"] >= before + 0.05
+    assert dispatcher.run_once() == 0  # not due yet: nothing tried
+    assert db.outbox_for("1.2.9")[0]["attempts"] == 1
+    time.sleep(0.06)
+    dispatcher.run_once()
+    (row,) = db.outbox_for("1.2.9")
+    assert row["state"] == "dead" and row["attempts"] == 2 and row["last_error"]
+    assert db.study("1.2.9")["state"] == FAILED
+    (study,) = status_report(db)["studies"]
+    assert study["dead"][0]["destination"] == "pacs" and study["dead"][0]["attempts"] == 2
+    assert db.retry_dead("1.2.9") == 1
+    assert db.study("1.2.9")["state"] == SENDING and db.outbox_for("1.2.9")[0]["state"] == "pending"
+    db.close()
+
+
+def test_a_missing_result_file_is_a_dead_letter_at_once(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3")
+    db.add_instance(InstanceRow("1.3.1", "1.3", "1.3", "1.3.0", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1",
+                                "MR", "spool/x.dcm", 1, "SCANNER1", time.time()))
+    db.set_study_state("1.3", COMPLETE)
+    analysis = db.start_analysis("1.3", 0)
+    written = ResultObject("1.3.9", "1.3.8", "1.2.840.10008.5.1.4.1.1.7", "results/gone.dcm")
+    item = {"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104,
+            "sop_instance_uid": written.sop_instance_uid, "path": written.path}
+    db.finish_analysis(analysis, "1.3", 0, {}, [written], [item])
+    Dispatcher(db, tmp_path, DispatchConfig(max_attempts=8), "DICOMNODE").run_once()
+    (row,) = db.outbox_for("1.3")
+    assert row["state"] == "dead" and row["attempts"] == 1 and "missing" in row["last_error"]
+    assert db.study("1.3")["state"] == FAILED
+    db.close()
