@@ -548,6 +548,10 @@ class StateDB:
             " WHERE r.study_key=:k AND r.sop_class_uid=:cls AND a.state='done' ORDER BY a.id",
             {"k": study_key, "cls": sop_class_uid})
 
+    def analyses_of(self, study_key: str) -> list[RowMapping]:
+        """Every analysis of a study, oldest first (state running/done/failed/superseded/abandoned, worker)."""
+        return self._rows("SELECT * FROM analyses WHERE study_key=:k ORDER BY id", {"k": study_key})
+
     def result_paths(self) -> set[str]:
         """Relative paths of every recorded result object."""
         return {r["path"] for r in self._rows("SELECT path FROM results")}

@@ -9,7 +9,7 @@ import pytest
 from dicomnode.config import Config
 from dicomnode.roles import DatabaseCompletion, nodes_report, parse_roles
 from dicomnode.state import (
-    ANALYSING, COMPLETE, DONE, RECEIVED, SCHEMA_VERSION, SENDING, InstanceRow, StateDB, StateSchemaError, upgrade_schema,
+    ANALYSING, COMPLETE, DONE, RECEIVED, SCHEMA_VERSION, InstanceRow, StateDB, StateSchemaError, upgrade_schema,
 )
 from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
 
