@@ -33,7 +33,7 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -274,7 +274,8 @@ class StateDB:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
         self._for_update = "" if self.is_sqlite else " FOR UPDATE"
         self._skip_locked = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
-        self._closed = threading.Event()
+        # SQLite: this process's writers queue here (in order, no busy-wait); other processes meet SQLite's lock
+        self._write_lock = threading.RLock() if self.is_sqlite else nullcontext()
         if upgrade if upgrade is not None else self.is_sqlite:
             upgrade_schema(self.engine)
         elif check:
@@ -286,12 +287,11 @@ class StateDB:
                     f"{SCHEMA_VERSION}: run `dicomnode state upgrade`")
 
     def close(self) -> None:
-        self._closed.set()
         self.engine.dispose()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             yield connection
 
     def _rows(self, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()) -> list[RowMapping]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from dicomnode.state import StateDB
 from tests.node.nodeproc import ENV, NodeProcess
@@ -62,6 +63,24 @@ class RoleProcess(NodeProcess):
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def state_upgrade(config_path: Path) -> subprocess.CompletedProcess:
+    """`dicomnode state upgrade --config FILE`: the schema is created once, by the command, for every process."""
+    return subprocess.run([sys.executable, "-m", "dicomnode.cli", "state", "upgrade", "--config", str(config_path)],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def start_cluster(workdir: Path, config: Callable[[int], str], receiver_ports: list[int], workers: int,
+                  receiver_roles: str = "receive,complete,dispatch") -> tuple[list[RoleProcess], list[RoleProcess]]:
+    """Start one process per receiver port (`receiver_roles`) and `workers` `analyse` processes;
+    `config(port)` gives each its TOML. Returns (receivers, workers), started, not yet awaited."""
+    receivers = [RoleProcess(workdir, f"receiver{i}", receiver_roles, config(port), port)
+                 for i, port in enumerate(receiver_ports)]
+    analysers = [RoleProcess(workdir, f"worker{i}", "analyse", config(0)) for i in range(workers)]
+    for process in receivers + analysers:
+        process.start()
+    return receivers, analysers
 
 
 def wait_for_heartbeats(db: StateDB, processes: list[RoleProcess], timeout: float = 300.0) -> None:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -18,7 +17,9 @@ from tests.conftest import require_peer
 from tests.node.nodeproc import storescu
 from tests.node.test_node_peers import sunnybrook  # noqa: F401 (fixture: Sunnybrook cine SAX + localizer, 215 files)
 from tests.peers import OrthancServer, free_port, require_private_netns
-from tests.scaleout.cluster import ENV, RoleProcess, cluster_config, wait_for_heartbeats, wait_states
+from tests.scaleout.cluster import (
+    ENV, cluster_config, start_cluster, state_upgrade, wait_for_heartbeats, wait_states,
+)
 from tests.state_backends import pg_server  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
@@ -42,19 +43,14 @@ def test_two_receivers_two_workers_worker_killed_mid_analysis_delivers_once(tmp_
             return cluster_config(storage, url, port, pacs, pipelines=("cine",), quiet_seconds=3, lease_seconds=4,
                                   heartbeat_seconds=1, poll_seconds=0.3)
 
-        # the schema is created by the command, once for every process
-        upgrade = subprocess.run([sys.executable, "-m", "dicomnode.cli", "state", "upgrade", "--config",
-                                  str(_write(tmp_path / "upgrade.toml", config(0)))],
-                                 capture_output=True, text=True, env=ENV, timeout=120)
+        upgrade_config = tmp_path / "upgrade.toml"
+        upgrade_config.write_text(config(0))
+        upgrade = state_upgrade(upgrade_config)
         assert upgrade.returncode == 0 and "-> 2" in upgrade.stdout, upgrade.stdout + upgrade.stderr
-        receivers = [RoleProcess(tmp_path, f"receiver{i}", "receive,complete,dispatch", config(port), port)
-                     for i, port in enumerate(receiver_ports)]
-        workers = [RoleProcess(tmp_path, f"worker{i}", "analyse", config(0)) for i in range(2)]
-        processes = receivers + workers
         db = StateDB(url)
+        receivers, workers = start_cluster(tmp_path, config, receiver_ports, workers=2)
+        processes = receivers + workers
         try:
-            for process in processes:
-                process.start()
             wait_for_heartbeats(db, processes)
 
             # one study, split file by file across both receivers, sent concurrently
@@ -115,9 +111,4 @@ def test_two_receivers_two_workers_worker_killed_mid_analysis_delivers_once(tmp_
             for process in processes:
                 process.stop()
             db.close()
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
 
