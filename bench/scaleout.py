@@ -108,8 +108,8 @@ def run_cluster(workdir: Path, url: str | None, receivers: int, workers: int, st
 
         if url:
             _upgrade(workdir, config(0))
-        receivers, analysers = start_cluster(workdir, config, ports, workers=workers if analyse else 0)
-        processes = receivers + analysers
+        receiving, analysing = start_cluster(workdir, config, ports, workers=workers if analyse else 0)
+        processes = receiving + analysing
         db = None
         try:
             deadline = time.time() + 120

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dicomnode import __version__
 from dicomnode.config import Config, ConfigError, config_warnings, load_config
+from dicomnode.state import StateSchemaError
 
 log = logging.getLogger("dicomnode.cli")
 
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StateSchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
