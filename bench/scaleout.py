@@ -82,15 +82,30 @@ def storescu(port: int, files: list[Path]) -> float:
     return time.perf_counter() - started
 
 
+def concurrently(sends: list[tuple[int, list[Path]]]) -> tuple[list[threading.Thread], list[str]]:
+    """Start one storescu per (port, files) at once; returns the threads and the list their errors go to."""
+    errors: list[str] = []
+
+    def send(port: int, files: list[Path]) -> None:
+        try:
+            storescu(port, files)
+        except Exception as exc:  # noqa: BLE001 - reported with the results
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=send, args=item, daemon=True) for item in sends]
+    for thread in threads:
+        thread.start()
+    return threads, errors
+
+
 def send_all(ports: list[int], studies: list[list[Path]]) -> float:
     """Every study on its own association, concurrently, round-robin over the receivers; wall time (s)."""
     started = time.perf_counter()
-    threads = [threading.Thread(target=storescu, args=(ports[i % len(ports)], files))
-               for i, files in enumerate(studies)]
-    for thread in threads:
-        thread.start()
+    threads, errors = concurrently([(ports[i % len(ports)], files) for i, files in enumerate(studies)])
     for thread in threads:
         thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} send(s) failed: {errors[0]}")
     return time.perf_counter() - started
 
 
@@ -172,10 +187,7 @@ def run_goal(workdir: Path, url: str, studies: list[list[Path]], kill_after_s: f
             wait_for_heartbeats(db, processes)
             started = time.perf_counter()
             # every study at once, each on two associations: even files to one receiver, odd files to the other
-            senders = [threading.Thread(target=storescu, args=(ports[i], files[i::2]))
-                       for files in studies for i in range(2)]
-            for sender in senders:
-                sender.start()
+            senders, errors = concurrently([(ports[i], files[i::2]) for files in studies for i in range(2)])
             claim = None
             while claim is None and time.perf_counter() - started < 1800:
                 claim = next((c for c in db.claims() if c["claimed_by"]), None)
@@ -186,6 +198,8 @@ def run_goal(workdir: Path, url: str, studies: list[list[Path]], kill_after_s: f
             victim.kill9()
             for sender in senders:
                 sender.join()
+            if errors:
+                raise RuntimeError(f"{len(errors)} send(s) failed: {errors[0]}")
             finished = wait_states(db, ("done",), len(studies), timeout=7200, processes=processes)
             wall = time.perf_counter() - started
             per_study = []

@@ -207,10 +207,13 @@ class RoleRunner:
         node.ready = True
 
     def stop(self) -> None:
-        if not self.scale_out:
+        if not self.scale_out:  # the node's own stop lets running analyses finish; a restart frees the rest
             self._stop.set()
             self._join()
-            self._goodbye()
+            try:
+                self.db.forget_node()
+            except Exception:
+                log.exception("could not remove the heartbeat row")
             self.node.stop()
             return
         node = self.node

@@ -14,7 +14,8 @@ from tests.node.nodeproc import ENV, NodeProcess
 
 def cluster_config(storage: Path, state_url: str | None, port: int, destinations: dict[str, tuple[str, int]],
                    pipelines=("cine",), quiet_seconds: float = 3.0, lease_seconds: float = 4.0,
-                   heartbeat_seconds: float = 1.0, poll_seconds: float = 0.3, workers: int = 1) -> str:
+                   heartbeat_seconds: float = 1.0, poll_seconds: float = 0.3, workers: int = 1,
+                   max_associations: int = 64) -> str:
     """The TOML of one process: every process names the same storage folder and state URL."""
     destination_toml = "".join(
         f'[[destinations]]\nname = "{name.lower()}"\nae_title = "{name}"\nhost = "{host}"\nport = {port_}\n'
@@ -22,7 +23,7 @@ def cluster_config(storage: Path, state_url: str | None, port: int, destinations
     state = f'url = "{state_url}"\n' if state_url else ""
     return (
         f'[node]\nae_title = "DICOMNODE"\nhost = "127.0.0.1"\nport = {port}\nstorage_dir = "{storage}"\n'
-        f'allowed_calling_aes = ["SCANNER1"]\nmin_free_space_mb = 10\n'
+        f'allowed_calling_aes = ["SCANNER1"]\nmin_free_space_mb = 10\nmax_associations = {max_associations}\n'
         f'[studies]\nquiet_seconds = {quiet_seconds}\n'
         f'{destination_toml}'
         f'[[routes]]\nname = "all"\npipelines = {json.dumps(list(pipelines))}\n'
