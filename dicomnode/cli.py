@@ -19,7 +19,8 @@ from dicomnode.net.tls import client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.process import find_files, process_folder
-from dicomnode.state import StateDB
+from dicomnode.roles import RoleRunner, parse_roles
+from dicomnode.state import StateSchemaError, open_state
 from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
@@ -36,7 +37,13 @@ def _load(path: str | None) -> Config:
 def cmd_serve(args) -> int:
     config = _load(args.config)
     configure_logging(config.logging)
+    try:
+        roles = parse_roles(args.roles)
+    except ValueError as exc:
+        print(f"--roles: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     node = Node(config)
+    runner = RoleRunner(node, roles)
     stop = threading.Event()
 
     def on_term(signum, frame):
@@ -52,12 +59,12 @@ def cmd_serve(args) -> int:
     signal.signal(signal.SIGINT, on_term)
     if args.config:
         signal.signal(signal.SIGHUP, on_hup)
-    node.start()
+    runner.start()
     _notify("READY=1")
     while not stop.wait(5.0):
         _notify("WATCHDOG=1")
     _notify("STOPPING=1")
-    node.stop()
+    runner.stop()
     return EXIT_OK
 
 
@@ -105,13 +112,18 @@ def cmd_config_check(args) -> int:
 def cmd_status(args) -> int:
     config = _load(args.config)
     db_path = Path(config.node.storage_dir) / "state.sqlite3"
-    if not db_path.exists():
+    if config.state.url is None and not db_path.exists():
         print(f"no node state at {db_path}", file=sys.stderr)
         return EXIT_ERROR
-    report = status_report(StateDB(db_path))
+    report = status_report(open_state(config))
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
+    print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")
+    for node in report["nodes"]:
+        beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " STALE")
+        print(f"{node['node_id'][:32]:<32} {','.join(node['roles']):<34} {beat:>10}  {len(node['analysing'])}")
+    print()
     print(f"{'study key':<44} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} {'dead':>5}  reason")
     for study in report["studies"]:
         print(f"{study['study_key'][:44]:<44} {study['state']:<10} {study['generation']:>3} {study['instances']:>5} "
@@ -127,17 +139,12 @@ def cmd_status(args) -> int:
 
 def cmd_retry(args) -> int:
     config = _load(args.config)
-    db = StateDB(Path(config.node.storage_dir) / "state.sqlite3")
+    db = open_state(config)
     matches = db.find_studies(args.study)
     if len(matches) != 1:
         print(f"{args.study!r} matches {len(matches)} studies; give the study key or Study Instance UID", file=sys.stderr)
         return EXIT_ERROR
-    count = db.retry_dead(matches[0]["study_key"])
-    with db.transaction() as tx:  # the destination may have moved since the sends died (as Node.reload does)
-        for destination in config.destinations:
-            tx.execute("UPDATE outbox SET ae_title=?, host=?, port=? WHERE study_key=? AND destination=? AND state='pending'",
-                       (destination.ae_title, destination.host, destination.port, matches[0]["study_key"],
-                        destination.name))
+    count = db.retry_dead(matches[0]["study_key"])  # the dispatcher resolves each destination by name when sending
     print(f"re-queued {count} dead letter(s) of {matches[0]['study_key']}; a running node sends them within seconds")
     return EXIT_OK
 
@@ -174,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the node until SIGTERM")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
+    p.add_argument("--roles", help="comma-separated subset of receive,complete,analyse,dispatch (default: all)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("process", help="analyse a folder of DICOM files offline; write .dcm + summary.json")
@@ -209,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_send)
 
-    for module, function in (("dicomnode.inference.cli", "add_engines_parser"),
+    for module, function in (("dicomnode.roles", "add_state_parser"), ("dicomnode.inference.cli", "add_engines_parser"),
                              ("dicomnode.devtools.cli", "add_devtools_parser")):
         try:
             module_object = __import__(module, fromlist=[function])
@@ -228,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StateSchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -216,6 +216,33 @@ class ObservabilityConfig(StrictModel):
     metrics_port: int = Field(9112, ge=0, le=65535)
 
 
+class StateConfig(StrictModel):
+    """Where the shared state lives, and how processes sharing it hand work over (design.md: [state])."""
+
+    url: str | None = Field(None, description="SQLAlchemy-style URL: sqlite:///path or postgresql://user@host/db "
+                                              "(libpq: ?host=/socket/dir for a Unix socket); default: "
+                                              "<storage_dir>/state.sqlite3")
+    lease_seconds: float = Field(60, gt=0, description="a claimed study or outbox item is released this long after "
+                                                       "its process's last heartbeat")
+    heartbeat_seconds: float = Field(10, gt=0, description="how often each process renews its heartbeat and leases")
+    poll_seconds: float = Field(1.0, gt=0, description="how often workers, the completion scheduler and the "
+                                                       "dispatcher look for new work when run as separate roles")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:///", "postgresql://", "postgres://",
+                                                       "postgresql+psycopg://")):
+            raise ValueError(f"{value!r}: expected sqlite:///path or postgresql://user@host/db")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> "StateConfig":
+        if self.lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("lease_seconds must be at least twice heartbeat_seconds, or live workers lose their claims")
+        return self
+
+
 class Config(StrictModel):
     node: NodeConfig = Field(default_factory=NodeConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
@@ -231,6 +258,7 @@ class Config(StrictModel):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @model_validator(mode="before")
     @classmethod

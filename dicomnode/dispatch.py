@@ -1,4 +1,9 @@
-"""The outbox: due result objects sent per destination, exponential back-off, dead letters after max attempts."""
+"""The outbox: due result objects sent per destination, exponential back-off, dead letters after max attempts.
+
+Items are claimed before they are sent (StateDB.claim_sends), so several dispatchers sharing one state database
+never send the same item at once; a configured destination is resolved by name when sending (as mercure does),
+so a reload or `dicomnode retry` after the PACS moved needs no rewrite of queued items.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,8 +11,9 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable, Sequence
 
-from dicomnode.config import DispatchConfig
+from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.net.scu import AssociationFailed, send_files
 from dicomnode.state import StateDB
 
@@ -24,8 +30,10 @@ class Dispatcher:
     """A thread that drains the outbox; `wake()` after new items, otherwise it sleeps until the next due time."""
 
     def __init__(self, db: StateDB, storage_dir: Path, config: DispatchConfig, calling_ae_title: str,
-                 ssl_context_for=None):
+                 ssl_context_for=None, destinations: Callable[[], Sequence[DestinationConfig]] | None = None):
+        """`destinations`: the configured destinations now (after any reload); an item names its destination."""
         self.db = db
+        self.destinations = destinations
         self.storage_dir = Path(storage_dir)
         self.config = config
         self.calling_ae_title = calling_ae_title
@@ -35,6 +43,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.failed_attempts = 0
+        self.idle_seconds = 5.0  # longest sleep between rounds (items queued by other processes wake no one)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
@@ -56,20 +65,27 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatch round failed")
             next_due = self.db.next_send_time()
-            wait = 5.0 if next_due is None else min(5.0, max(0.05, next_due - time.time()))
+            wait = self.idle_seconds if next_due is None else min(self.idle_seconds, max(0.05, next_due - time.time()))
             self._wake.wait(wait)
             self._wake.clear()
 
+    def address_of(self, row) -> tuple[str, str, int]:
+        """(AE title, host, port) of an item's destination: the configured one by name, else as queued ("sender")."""
+        for destination in (self.destinations() if self.destinations else ()):
+            if destination.name == row["destination"]:
+                return destination.ae_title, destination.host, destination.port
+        return row["ae_title"], row["host"], row["port"]
+
     def run_once(self) -> int:
-        """Send every due item, one association per destination; returns how many were sent."""
-        due = self.db.due_sends()
+        """Claim and send every due item, one association per destination; returns how many were sent."""
+        due = self.db.claim_sends()
         batches: dict[tuple, list] = defaultdict(list)
         for row in due:
-            batches[(row["destination"], row["ae_title"], row["host"], row["port"])].append(row)
+            batches[(row["destination"], *self.address_of(row))].append(row)
         sent = 0
         for (name, ae_title, host, port), rows in batches.items():
             if self._stop.is_set():
-                break
+                break  # the claims lapse after their lease; another dispatcher (or this one on restart) sends them
             sent += self._send_batch(name, ae_title, host, port, rows)
         return sent
 

@@ -43,7 +43,7 @@ class _NodeCollector:
                                   value=dispatcher.sent + dispatcher.failed_attempts)
         yield CounterMetricFamily("dicomnode_send_failures", "failed C-STORE attempts of result objects",
                                   value=dispatcher.failed_attempts)
-        outbox = {r["state"]: r["n"] for r in node.db.query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")}
+        outbox = node.db.outbox_counts()
         queue = GaugeMetricFamily("dicomnode_queue_depth", "work waiting", labels=["queue"])
         queue.add_metric(["outbox_pending"], outbox.get("pending", 0))
         queue.add_metric(["outbox_dead"], outbox.get("dead", 0))

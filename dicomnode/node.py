@@ -23,9 +23,10 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
+from dicomnode.roles import nodes_report
 from dicomnode.spool import IncomingInstance, Spool
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, StateDB,
-                             StoreOutcome)
+                             StoreOutcome, open_state)
 from dicomnode.studies import CompletionTracker
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.uids import short_hash
@@ -39,12 +40,12 @@ class Node:
         self.storage_dir = Path(config.node.storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.storage_dir.chmod(0o700)  # spool, results and state are patient data: owner only, even if it pre-existed
-        self.db = StateDB(self.storage_dir / "state.sqlite3")
+        self.db = open_state(config)
         self.spool = Spool(self.storage_dir, self.db, config.node.min_free_space_mb)
         self.scheduler = BackgroundScheduler(timezone=dt.datetime.now().astimezone().tzinfo)
         self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler)
         self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title,
-                                     ssl_context_for=self.ssl_context_for)
+                                     ssl_context_for=self.ssl_context_for, destinations=lambda: self.config.destinations)
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
                               ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None)
         self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
@@ -131,7 +132,7 @@ class Node:
         root = self.storage_dir / "results"
         if not root.is_dir():
             return 0
-        recorded = {row["path"] for row in self.db.query("SELECT path FROM results")}
+        recorded = self.db.result_paths()
         removed = 0
         for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.is_file() and str(path.relative_to(self.storage_dir)) not in recorded:
@@ -179,11 +180,7 @@ class Node:
         self.dispatcher.config = config.dispatch
         self.retention.config = config.retention
         self.spool.min_free_space_mb = config.node.min_free_space_mb
-        with self.db.transaction() as db:
-            for destination in config.destinations:
-                db.execute("UPDATE outbox SET ae_title=?, host=?, port=? WHERE destination=? AND state='pending'",
-                           (destination.ae_title, destination.host, destination.port, destination.name))
-        self.dispatcher.wake()
+        self.dispatcher.wake()  # it resolves destinations by name when sending: queued items follow the new config
         log.info("configuration reloaded")
 
     # --- receive -> completion -------------------------------------------------------------------------------
@@ -315,7 +312,7 @@ def status_report(db: StateDB) -> dict:
                       "attempts": o["attempts"], "error": o["last_error"]} for o in outbox if o["state"] == "dead"],
             "last_received": row["last_received"],
         })
-    return {"studies": studies, "by_state": db.counts_by_state()}
+    return {"studies": studies, "by_state": db.counts_by_state(), "nodes": nodes_report(db)}
 
 
 def summary_of(db: StateDB, study_key: str) -> dict | None:

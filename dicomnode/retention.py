@@ -41,18 +41,14 @@ def _inside(root: Path, relative: str) -> Path | None:
 def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeReport | None = None) -> bool:
     """Delete one finished study's files, then its rows, in one transaction; False if it is not finished (anymore).
 
-    The transaction holds the database lock: a late instance of this study waits, then starts a new study.
+    The transaction holds the study's row lock: a late instance of this study waits, then starts a new study.
     A crash after some files are gone leaves the rows, and the next purge finishes the job.
     """
     report = report if report is not None else PurgeReport()
     storage_dir = Path(storage_dir)
-    with db.transaction() as tx:
-        study = tx.execute("SELECT state, study_instance_uid FROM studies WHERE study_key=?", (study_key,)).fetchone()
-        if study is None or study["state"] not in PURGEABLE_STATES:
-            return False
-        paths = [r["path"] for r in tx.execute("SELECT path FROM instances WHERE study_key=?", (study_key,))]
-        paths += [r["path"] for r in tx.execute("SELECT path FROM results WHERE study_key=?", (study_key,))]
-        folders = set()
+    folders: set[Path] = set()
+
+    def delete_files(paths: list[str]) -> None:
         for relative in paths:
             path = _inside(storage_dir, relative)
             if path is None:
@@ -66,8 +62,10 @@ def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeRep
             except FileNotFoundError:
                 pass
             folders.add(path.parent)
-        for table in ("outbox", "results", "analyses", "instances", "studies"):
-            tx.execute(f"DELETE FROM {table} WHERE study_key=?", (study_key,))
+
+    study = db.purge_study_rows(study_key, PURGEABLE_STATES, delete_files)
+    if study is None:
+        return False
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         for candidate in (folder, folder.parent):
             if candidate.resolve() in (storage_dir.resolve(), (storage_dir / "spool").resolve(),
@@ -87,10 +85,8 @@ def purge_expired(db: StateDB, storage_dir: Path, days: float, now: float | None
     now = time.time() if now is None else now
     cutoff = now - days * 86400
     report = PurgeReport()
-    marks = ",".join("?" * len(PURGEABLE_STATES))
-    for row in db.query(f"SELECT study_key FROM studies WHERE state IN ({marks}) AND updated_at < ? ORDER BY updated_at",
-                        (*PURGEABLE_STATES, cutoff)):
-        purge_study(db, storage_dir, row["study_key"], report)
+    for study_key in db.studies_updated_before(PURGEABLE_STATES, cutoff):
+        purge_study(db, storage_dir, study_key, report)
     return report
 
 
@@ -99,11 +95,10 @@ def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_
     report = PurgeReport()
     if free_space_mb() >= floor_mb:
         return report
-    marks = ",".join("?" * len(PURGEABLE_STATES))
-    for row in db.query(f"SELECT study_key FROM studies WHERE state IN ({marks}) ORDER BY updated_at", PURGEABLE_STATES):
+    for study_key in db.studies_updated_before(PURGEABLE_STATES):
         if free_space_mb() >= floor_mb:
             break
-        purge_study(db, storage_dir, row["study_key"], report)
+        purge_study(db, storage_dir, study_key, report)
     if free_space_mb() < floor_mb:
         log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d finished "
                   "stud(ies); unfinished studies are kept", free_space_mb(), floor_mb, len(report.studies))

@@ -1,17 +1,50 @@
-"""The node's durable state in SQLite: instance index, per-study state machine, analyses, results and outbox."""
+"""The node's durable state: instance index, per-study state machine, analyses, results, outbox, leases, heartbeats.
+
+One implementation over two databases, chosen by ``[state] url``:
+
+- SQLite (default, ``<storage_dir>/state.sqlite3``): one machine, WAL mode with ``synchronous=FULL`` so a committed
+  transaction survives power loss; every write transaction is ``BEGIN IMMEDIATE``, which serialises writers across
+  threads *and* processes on that machine (the "atomic claim" below).
+- PostgreSQL (``postgresql://user@host/db``): several machines; row locks (``SELECT … FOR UPDATE``) and
+  ``FOR UPDATE SKIP LOCKED`` claims, so concurrent workers never take the same study or outbox item.
+
+Why SQLAlchemy Core (with psycopg 3 as the PostgreSQL driver) rather than psycopg alone: the same SQL text and the
+same transaction code run on SQLite and PostgreSQL (named bind parameters, expanding ``IN`` lists, ``RETURNING``,
+``ON CONFLICT``), the schema is declared once as :data:`METADATA` and created by ``create_all`` on either engine,
+and connection pooling and the per-dialect quirks (SQLite's deferred BEGIN, psycopg's server-side types) are the
+library's problem. The ORM is not used: the queries are few, hand-written and visible here. Alembic is not used
+either: the schema has a version number in ``meta`` and :func:`upgrade` applies the small additive steps in order.
+
+This module is the only code that knows the schema: the rest of the node calls the methods of :class:`StateDB`.
+
+Exactly once across processes (PostgreSQL, or several processes on one SQLite file):
+
+- a study is analysed by the worker holding its claim (``studies.claimed_by`` + ``lease_until``); a worker renews
+  its leases with every heartbeat; a study whose lease expired (the worker died) is claimable again; results and
+  outbox items are recorded only while the claim is still held by the worker that ran the analysis;
+- outbox items are claimed the same way before they are sent;
+- named leases (table ``leases``) let exactly one process act as the completion scheduler at a time;
+- every process writes a heartbeat row (table ``nodes``) that ``dicomnode status`` lists.
+"""
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
+import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-SCHEMA_VERSION = 1
+from sqlalchemy import (
+    Column, Double, Index, Integer, MetaData, String, Table, Text, bindparam, create_engine, event, inspect, text,
+)
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import OperationalError
+
+SCHEMA_VERSION = 2
 
 # Study state machine. A late instance moves any state after RECEIVED back to RECEIVED with a new generation.
 RECEIVED = "received"
@@ -28,77 +61,120 @@ OUTBOX_PENDING = "pending"
 OUTBOX_SENT = "sent"
 OUTBOX_DEAD = "dead"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid TEXT PRIMARY KEY,
-    study_key TEXT NOT NULL,
-    study_instance_uid TEXT NOT NULL,
-    series_instance_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL,
-    transfer_syntax TEXT,
-    modality TEXT,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    calling_ae TEXT,
-    received_at REAL NOT NULL,
-    series_number INTEGER,
-    slice_key TEXT,
-    cardiac_images INTEGER,
-    frames INTEGER,
-    images_in_acquisition INTEGER
-);
-CREATE INDEX IF NOT EXISTS instances_study ON instances(study_key);
-CREATE TABLE IF NOT EXISTS studies (
-    study_key TEXT PRIMARY KEY,
-    study_instance_uid TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    calling_ae TEXT,
-    calling_host TEXT,
-    first_received REAL NOT NULL,
-    last_received REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    generation INTEGER NOT NULL DEFAULT 0,
-    route TEXT,
-    summary_json TEXT
-);
-CREATE TABLE IF NOT EXISTS analyses (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_key TEXT NOT NULL,
-    generation INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    reason TEXT,
-    summary_json TEXT
-);
-CREATE TABLE IF NOT EXISTS results (
-    sop_instance_uid TEXT PRIMARY KEY,
-    analysis_id INTEGER NOT NULL,
-    study_key TEXT NOT NULL,
-    series_instance_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL,
-    path TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    analysis_id INTEGER NOT NULL,
-    study_key TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    ae_title TEXT NOT NULL,
-    host TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    sop_instance_uid TEXT NOT NULL,
-    path TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT,
-    sent_at REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
-"""
+#: default lease of a claimed study or outbox item; renewed by every heartbeat of the process holding it
+DEFAULT_LEASE_SECONDS = 60.0
+
+METADATA = MetaData()
+Table("meta", METADATA, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+Table(
+    "instances", METADATA,
+    Column("sop_instance_uid", Text, primary_key=True),
+    Column("study_key", Text, nullable=False),
+    Column("study_instance_uid", Text, nullable=False),
+    Column("series_instance_uid", Text, nullable=False),
+    Column("sop_class_uid", Text, nullable=False),
+    Column("transfer_syntax", Text),
+    Column("modality", Text),
+    Column("path", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("calling_ae", Text),
+    Column("received_at", Double, nullable=False),
+    Column("series_number", Integer),
+    Column("slice_key", Text),
+    Column("cardiac_images", Integer),
+    Column("frames", Integer),
+    Column("images_in_acquisition", Integer),
+    Index("instances_study", "study_key"),
+)
+Table(
+    "studies", METADATA,
+    Column("study_key", Text, primary_key=True),
+    Column("study_instance_uid", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text),
+    Column("calling_ae", Text),
+    Column("calling_host", Text),
+    Column("first_received", Double, nullable=False),
+    Column("last_received", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("route", Text),
+    Column("summary_json", Text),
+    Column("claimed_by", Text),  # v2: the process analysing it
+    Column("lease_until", Double),  # v2: the claim is void after this time
+    Index("studies_state", "state"),
+)
+Table(
+    "analyses", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_key", Text, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("reason", Text),
+    Column("summary_json", Text),
+    Column("worker", Text),  # v2
+    sqlite_autoincrement=True,
+)
+Table(
+    "results", METADATA,
+    Column("sop_instance_uid", Text, primary_key=True),
+    Column("analysis_id", Integer, nullable=False),
+    Column("study_key", Text, nullable=False),
+    Column("series_instance_uid", Text, nullable=False),
+    Column("sop_class_uid", Text, nullable=False),
+    Column("path", Text, nullable=False),
+)
+Table(
+    "outbox", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("analysis_id", Integer, nullable=False),
+    Column("study_key", Text, nullable=False),
+    Column("destination", Text, nullable=False),
+    # the address when queued: used only for "sender" (results back to the calling host); a configured destination
+    # is resolved by name when sending, so a reload or a moved PACS needs no rewrite of queued rows
+    Column("ae_title", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("sop_instance_uid", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("last_error", Text),
+    Column("sent_at", Double),
+    Column("claimed_by", Text),  # v2
+    Column("lease_until", Double),  # v2
+    Index("outbox_due", "state", "next_attempt_at"),
+    sqlite_autoincrement=True,
+)
+Table(  # v2: named leases (e.g. "complete": the one process acting as completion scheduler)
+    "leases", METADATA,
+    Column("name", String(64), primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("lease_until", Double, nullable=False),
+)
+Table(  # v2: one row per running process
+    "nodes", METADATA,
+    Column("node_id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("last_seen", Double, nullable=False),
+    Column("detail_json", Text),
+)
+
+#: additive steps from version N-1 to N: (table, column, SQL type) added to a database created by an older version
+_MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
+    2: [("studies", "claimed_by", "TEXT"), ("studies", "lease_until", "DOUBLE PRECISION"),
+        ("analyses", "worker", "TEXT"), ("outbox", "claimed_by", "TEXT"), ("outbox", "lease_until", "DOUBLE PRECISION")],
+}
+
+
+class StateSchemaError(RuntimeError):
+    """The database has no schema, or one of another version: `dicomnode state upgrade` fixes the first."""
 
 
 @dataclass
@@ -129,272 +205,573 @@ class StoreOutcome:
     generation: int
 
 
-class StateDB:
-    """SQLite in WAL mode with synchronous=FULL: a committed transaction survives power loss."""
+def default_process_id() -> str:
+    """host:pid, unique per running process (what claims and heartbeats are recorded under)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        old_umask = os.umask(0o077)
-        try:
-            self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        finally:
-            os.umask(old_umask)
-        if new:
-            os.chmod(self.path, 0o600)
-        self._connection.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            self._connection.execute("PRAGMA foreign_keys=ON")
-            self._connection.executescript(_SCHEMA)
-            self._connection.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+
+def state_url(value: str | os.PathLike) -> str:
+    """A SQLAlchemy URL from a config value: a path means a SQLite file; postgresql:// uses psycopg 3."""
+    value = str(value)
+    if "://" not in value:
+        return f"sqlite:///{Path(value)}"
+    if value.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    return value
+
+
+def describe_url(url: str) -> str:
+    """The URL without a password, for logs and errors."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = url.split(":///", 1)[1]
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # patient data: owner only (the WAL and shm files inherit this mode)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60, "isolation_level": None})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        # writers take the write lock up front (no deadlock on upgrade from reader to writer, across processes)
+        connection.exec_driver_sql("BEGIN " + connection.get_execution_options().get("sqlite_begin", "IMMEDIATE"))
+
+    return engine
+
+
+class StateDB:
+    """The state database. `location`: a SQLite file path or a database URL (see :func:`state_url`).
+
+    `upgrade`: create or migrate the schema on open (default: yes for SQLite, which keeps the single-machine node
+    working without a step; no for PostgreSQL, where `dicomnode state upgrade` does it once for all processes).
+    `check`: refuse a schema of another version (off only for `dicomnode state upgrade` itself).
+    `process_id`: the name claims and heartbeats are recorded under (default host:pid).
+    Raises StateSchemaError when the schema is missing or of another version.
+    """
+
+    def __init__(self, location: str | os.PathLike, *, upgrade: bool | None = None, check: bool = True,
+                 process_id: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
+        self.url = state_url(location)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.path = Path(self.url.split(":///", 1)[1]) if self.is_sqlite else None
+        self.process_id = process_id or default_process_id()
+        self.lease_seconds = lease_seconds
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(self.url)
+        else:
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        self._for_update = "" if self.is_sqlite else " FOR UPDATE"
+        self._skip_locked = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        # SQLite: this process's writers queue here (in order, no busy-wait); other processes meet SQLite's lock
+        self._write_lock = threading.RLock() if self.is_sqlite else nullcontext()
+        if upgrade if upgrade is not None else self.is_sqlite:
+            upgrade_schema(self.engine)
+        elif check:
+            version = schema_version(self.engine)
+            if version != SCHEMA_VERSION:
+                self.engine.dispose()
+                raise StateSchemaError(
+                    f"state database {describe_url(self.url)} has schema version {version or 'none'}, this node needs "
+                    f"{SCHEMA_VERSION}: run `dicomnode state upgrade`")
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._connection
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            self._connection.execute("COMMIT")
+    def _write(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
-    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._connection.execute(sql, params).fetchall()
+    def _rows(self, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()) -> list[RowMapping]:
+        statement = text(sql)
+        if expanding:
+            statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
+        with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+            return list(connection.execute(statement, params or {}).mappings().all())
+
+    @staticmethod
+    def _run(connection: Connection, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()):
+        statement = text(sql)
+        if expanding:
+            statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
+        return connection.execute(statement, params or {})
 
     # --- instances -------------------------------------------------------------------------------------------
 
     def has_instance(self, sop_instance_uid: str) -> bool:
-        return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid=?", (sop_instance_uid,)))
+        return bool(self._rows("SELECT 1 FROM instances WHERE sop_instance_uid=:sop", {"sop": sop_instance_uid}))
 
     def add_instance(self, row: InstanceRow, calling_host: str | None = None) -> StoreOutcome:
-        """Index one durable instance and advance its study; a late instance re-opens a finished study."""
+        """Index one durable instance and advance its study; a late instance re-opens a finished study.
+
+        Safe with several receivers: the instance row and the study row are inserted with ON CONFLICT, and an
+        existing study is locked before its generation is read.
+        """
         now = time.time()
-        with self.transaction() as db:
-            exists = db.execute("SELECT 1 FROM instances WHERE sop_instance_uid=?", (row.sop_instance_uid,)).fetchone()
-            study = db.execute("SELECT state, generation FROM studies WHERE study_key=?", (row.study_key,)).fetchone()
-            if exists:
-                return StoreOutcome(False, row.study_key, study["state"] if study else None, study["generation"] if study else 0)
-            db.execute(
+        with self._write() as db:
+            inserted = self._run(db, (
                 "INSERT INTO instances VALUES (:sop_instance_uid, :study_key, :study_instance_uid, :series_instance_uid,"
                 " :sop_class_uid, :transfer_syntax, :modality, :path, :size, :calling_ae, :received_at, :series_number,"
-                " :slice_key, :cardiac_images, :frames, :images_in_acquisition)",
-                row.__dict__,
-            )
-            if study is None:
-                db.execute(
-                    "INSERT INTO studies(study_key, study_instance_uid, state, calling_ae, calling_host, first_received,"
-                    " last_received, updated_at, generation) VALUES (?,?,?,?,?,?,?,?,0)",
-                    (row.study_key, row.study_instance_uid, RECEIVED, row.calling_ae, calling_host, now, now, now),
-                )
+                " :slice_key, :cardiac_images, :frames, :images_in_acquisition)"
+                " ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING sop_instance_uid"), row.__dict__).first()
+            if inserted is None:
+                study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k",
+                                  {"k": row.study_key}).mappings().first()
+                return StoreOutcome(False, row.study_key, study["state"] if study else None,
+                                    study["generation"] if study else 0)
+            created = self._run(db, (
+                "INSERT INTO studies(study_key, study_instance_uid, state, calling_ae, calling_host, first_received,"
+                " last_received, updated_at, generation) VALUES (:k, :uid, :state, :ae, :host, :now, :now, :now, 0)"
+                " ON CONFLICT (study_key) DO NOTHING RETURNING study_key"),
+                {"k": row.study_key, "uid": row.study_instance_uid, "state": RECEIVED, "ae": row.calling_ae,
+                 "host": calling_host, "now": now}).first()
+            if created is not None:
                 return StoreOutcome(True, row.study_key, None, 0)
-            generation = study["generation"]
-            if study["state"] != RECEIVED:
-                generation += 1
-            db.execute(
-                "UPDATE studies SET state=?, reason=NULL, last_received=?, updated_at=?, generation=? WHERE study_key=?",
-                (RECEIVED, now, now, generation, row.study_key),
-            )
+            study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k" + self._for_update,
+                              {"k": row.study_key}).mappings().one()
+            generation = study["generation"] + (study["state"] != RECEIVED)
+            self._run(db, (
+                "UPDATE studies SET state=:state, reason=NULL, last_received=:now, updated_at=:now, generation=:g,"
+                " claimed_by=NULL, lease_until=NULL WHERE study_key=:k"),
+                {"state": RECEIVED, "now": now, "g": generation, "k": row.study_key})
             return StoreOutcome(True, row.study_key, study["state"], generation)
 
-    def study_instances(self, study_key: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM instances WHERE study_key=? ORDER BY received_at", (study_key,))
+    def study_instances(self, study_key: str) -> list[RowMapping]:
+        return self._rows("SELECT * FROM instances WHERE study_key=:k ORDER BY received_at", {"k": study_key})
+
+    def stored_bytes(self) -> int:
+        """Sum of the sizes of every indexed instance (bytes)."""
+        rows = self._rows("SELECT COALESCE(SUM(size), 0) AS n FROM instances")
+        return int(rows[0]["n"])
 
     # --- studies ---------------------------------------------------------------------------------------------
 
-    def study(self, study_key: str) -> sqlite3.Row | None:
-        rows = self.query("SELECT * FROM studies WHERE study_key=?", (study_key,))
+    def study(self, study_key: str) -> RowMapping | None:
+        rows = self._rows("SELECT * FROM studies WHERE study_key=:k", {"k": study_key})
         return rows[0] if rows else None
 
-    def find_studies(self, text: str) -> list[sqlite3.Row]:
-        """Studies whose key or Study Instance UID equals `text` or starts with it."""
-        return self.query(
-            "SELECT * FROM studies WHERE study_key=? OR study_instance_uid=? OR study_key LIKE ? ORDER BY first_received",
-            (text, text, text.replace("%", "") + "%"),
-        )
+    def find_studies(self, text_: str) -> list[RowMapping]:
+        """Studies whose key or Study Instance UID equals `text_` or whose key starts with it."""
+        return self._rows(
+            "SELECT * FROM studies WHERE study_key=:t OR study_instance_uid=:t OR study_key LIKE :prefix"
+            " ORDER BY first_received", {"t": text_, "prefix": text_.replace("%", "") + "%"})
 
-    def studies(self, states: tuple[str, ...] | None = None) -> list[sqlite3.Row]:
+    def studies(self, states: tuple[str, ...] | None = None) -> list[RowMapping]:
         if states is None:
-            return self.query("SELECT * FROM studies ORDER BY first_received")
-        marks = ",".join("?" * len(states))
-        return self.query(f"SELECT * FROM studies WHERE state IN ({marks}) ORDER BY first_received", states)
+            return self._rows("SELECT * FROM studies ORDER BY first_received")
+        return self._rows("SELECT * FROM studies WHERE state IN :states ORDER BY first_received",
+                          {"states": list(states)}, expanding=["states"])
+
+    def studies_updated_before(self, states: tuple[str, ...], cutoff: float | None = None) -> list[str]:
+        """Keys of studies in `states` oldest change first; only those changed before `cutoff` (epoch s) if given."""
+        sql = "SELECT study_key FROM studies WHERE state IN :states"
+        params: dict = {"states": list(states)}
+        if cutoff is not None:
+            sql += " AND updated_at < :cutoff"
+            params["cutoff"] = cutoff
+        return [r["study_key"] for r in self._rows(sql + " ORDER BY updated_at", params, expanding=["states"])]
+
+    def count_studies(self, states: tuple[str, ...]) -> int:
+        return int(self._rows("SELECT COUNT(*) AS n FROM studies WHERE state IN :states", {"states": list(states)},
+                              expanding=["states"])[0]["n"])
 
     def set_study_state(
         self, study_key: str, state: str, reason: str | None = None, *, expect: tuple[str, ...] | None = None,
         generation: int | None = None, **columns,
     ) -> bool:
-        """Move a study to `state`; with `expect`/`generation`, only from those states / that generation."""
-        assert state in STUDY_STATES
-        sets = ["state=?", "reason=?", "updated_at=?"] + [f"{name}=?" for name in columns]
-        params: list = [state, reason, time.time(), *columns.values()]
-        where = ["study_key=?"]
-        params.append(study_key)
-        if expect:
-            where.append(f"state IN ({','.join('?' * len(expect))})")
-            params.extend(expect)
-        if generation is not None:
-            where.append("generation=?")
-            params.append(generation)
-        with self.transaction() as db:
-            cursor = db.execute(f"UPDATE studies SET {', '.join(sets)} WHERE {' AND '.join(where)}", params)
-            return cursor.rowcount == 1
+        """Move a study to `state`; with `expect`/`generation`, only from those states / that generation.
 
-    # --- analyses --------------------------------------------------------------------------------------------
+        `columns`: other columns of the studies table to set (e.g. updated_at). Leaving ANALYSING drops the claim.
+        """
+        assert state in STUDY_STATES
+        unknown = set(columns) - set(METADATA.tables["studies"].columns.keys())
+        if unknown:
+            raise ValueError(f"set_study_state: unknown column(s) {sorted(unknown)}")
+        values = {"state": state, "reason": reason, "updated_at": time.time()}
+        if state != ANALYSING:
+            values.update(claimed_by=None, lease_until=None)
+        values.update(columns)
+        sets = ", ".join(f"{name}=:set_{name}" for name in values)
+        params = {f"set_{name}": value for name, value in values.items()}
+        params["k"] = study_key
+        where = "study_key=:k"
+        expanding = []
+        if expect:
+            where += " AND state IN :expect"
+            params["expect"] = list(expect)
+            expanding.append("expect")
+        if generation is not None:
+            where += " AND generation=:g"
+            params["g"] = generation
+        with self._write() as db:
+            return self._run(db, f"UPDATE studies SET {sets} WHERE {where}", params, expanding=expanding).rowcount == 1
+
+    def counts_by_state(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM studies GROUP BY state")}
+
+    def purge_study_rows(self, study_key: str, purgeable: tuple[str, ...], delete_files) -> RowMapping | None:
+        """Delete a finished study: `delete_files(paths)` runs inside the transaction, then every row goes.
+
+        Returns the study row, or None (nothing done) when it is not in `purgeable` states (anymore). The study row is
+        locked meanwhile, so a late instance of the study waits, then starts a new study.
+        """
+        with self._write() as db:
+            study = self._run(db, "SELECT * FROM studies WHERE study_key=:k" + self._for_update,
+                              {"k": study_key}).mappings().first()
+            if study is None or study["state"] not in purgeable:
+                return None
+            paths = [r[0] for r in self._run(db, "SELECT path FROM instances WHERE study_key=:k UNION ALL "
+                                                 "SELECT path FROM results WHERE study_key=:k", {"k": study_key})]
+            delete_files(paths)
+            for table in ("outbox", "results", "analyses", "instances", "studies"):
+                self._run(db, f"DELETE FROM {table} WHERE study_key=:k", {"k": study_key})
+            return study
+
+    def study_files(self, study_key: str) -> list[str]:
+        """Relative paths of a study's instances and result objects."""
+        return [r["path"] for r in self._rows("SELECT path FROM instances WHERE study_key=:k UNION ALL "
+                                              "SELECT path FROM results WHERE study_key=:k", {"k": study_key})]
+
+    def row_count(self, study_key: str) -> int:
+        """Rows of a study over every table (0 after a purge)."""
+        return sum(int(self._rows(f"SELECT COUNT(*) AS n FROM {table} WHERE study_key=:k", {"k": study_key})[0]["n"])
+                   for table in ("studies", "instances", "analyses", "results", "outbox"))
+
+    # --- analyses: claims ------------------------------------------------------------------------------------
+
+    def _claim_study(self, db: Connection, study_key: str, generation: int, now: float) -> bool:
+        """The atomic claim: COMPLETE, or ANALYSING by us, unclaimed, or with an expired lease."""
+        return self._run(db, (
+            "UPDATE studies SET state=:analysing, updated_at=:now, claimed_by=:me, lease_until=:until"
+            " WHERE study_key=:k AND generation=:g AND (state=:complete OR (state=:analysing AND"
+            " (claimed_by IS NULL OR claimed_by=:me OR lease_until < :now)))"),
+            {"analysing": ANALYSING, "complete": COMPLETE, "now": now, "me": self.process_id,
+             "until": now + self.lease_seconds, "k": study_key, "g": generation}).rowcount == 1
+
+    def claim_next_study(self) -> tuple[str, int] | None:
+        """Claim the oldest complete study (or one whose worker's lease expired); (study_key, generation) or None.
+
+        PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent workers skip each other's candidates; SQLite: the
+        BEGIN IMMEDIATE transaction makes the select-then-update atomic across processes.
+        """
+        now = time.time()
+        with self._write() as db:
+            candidates = self._run(db, (
+                "SELECT study_key, generation FROM studies WHERE state=:complete OR (state=:analysing AND"
+                " (claimed_by IS NULL OR lease_until < :now)) ORDER BY updated_at LIMIT 4" + self._skip_locked),
+                {"complete": COMPLETE, "analysing": ANALYSING, "now": now}).mappings().all()
+            for row in candidates:
+                if self._claim_study(db, row["study_key"], row["generation"], now):
+                    return row["study_key"], row["generation"]
+        return None
 
     def start_analysis(self, study_key: str, generation: int) -> int | None:
-        """Mark the study analysing and open an analysis row; None if the study moved on meanwhile."""
+        """Claim the study for this process and open an analysis row; None if it moved on or another holds it."""
         now = time.time()
-        with self.transaction() as db:
-            cursor = db.execute(
-                "UPDATE studies SET state=?, updated_at=? WHERE study_key=? AND generation=? AND state IN (?, ?)",
-                (ANALYSING, now, study_key, generation, COMPLETE, ANALYSING),
-            )
-            if cursor.rowcount != 1:
+        with self._write() as db:
+            if not self._claim_study(db, study_key, generation, now):
                 return None
-            db.execute(
-                "UPDATE analyses SET state='abandoned', finished_at=? WHERE study_key=? AND state='running'",
-                (now, study_key),
-            )
-            cursor = db.execute(
-                "INSERT INTO analyses(study_key, generation, state, started_at) VALUES (?,?, 'running', ?)",
-                (study_key, generation, now),
-            )
-            return int(cursor.lastrowid)
+            self._run(db, "UPDATE analyses SET state='abandoned', finished_at=:now WHERE study_key=:k AND state='running'",
+                      {"now": now, "k": study_key})
+            row = self._run(db, (
+                "INSERT INTO analyses(study_key, generation, state, started_at, worker)"
+                " VALUES (:k, :g, 'running', :now, :me) RETURNING id"),
+                {"k": study_key, "g": generation, "now": now, "me": self.process_id}).one()
+            return int(row[0])
+
+    def _still_ours(self, db: Connection, study_key: str, generation: int) -> bool:
+        study = self._run(db, "SELECT generation, state, claimed_by FROM studies WHERE study_key=:k" + self._for_update,
+                          {"k": study_key}).mappings().first()
+        return (study is not None and study["generation"] == generation and study["state"] == ANALYSING
+                and study["claimed_by"] in (None, self.process_id))
 
     def finish_analysis(
         self, analysis_id: int, study_key: str, generation: int, summary: dict,
         results: list[tuple[str, str, str, str]], outbox: list[dict],
     ) -> bool:
-        """Atomically record results + outbox and move the study on; False if a newer generation superseded it.
+        """Atomically record results + outbox and move the study on; False if superseded or the claim was lost.
 
         results: (sop_instance_uid, series_instance_uid, sop_class_uid, relative path)
         outbox: dicts with destination, ae_title, host, port, sop_instance_uid, path
         """
         now = time.time()
         summary_json = json.dumps(summary)
-        with self.transaction() as db:
-            study = db.execute("SELECT generation, state FROM studies WHERE study_key=?", (study_key,)).fetchone()
-            if study is None or study["generation"] != generation or study["state"] != ANALYSING:
-                db.execute(
-                    "UPDATE analyses SET state='superseded', finished_at=? WHERE id=?", (now, analysis_id)
-                )
+        with self._write() as db:
+            if not self._still_ours(db, study_key, generation):
+                self._run(db, "UPDATE analyses SET state='superseded', finished_at=:now WHERE id=:id",
+                          {"now": now, "id": analysis_id})
                 return False
             for sop, series, sop_class, path in results:
-                db.execute("INSERT INTO results VALUES (?,?,?,?,?,?)", (sop, analysis_id, study_key, series, sop_class, path))
+                self._run(db, "INSERT INTO results VALUES (:sop, :aid, :k, :series, :cls, :path)",
+                          {"sop": sop, "aid": analysis_id, "k": study_key, "series": series, "cls": sop_class,
+                           "path": path})
             for item in outbox:
-                db.execute(
+                self._run(db, (
                     "INSERT INTO outbox(analysis_id, study_key, destination, ae_title, host, port, sop_instance_uid,"
-                    " path, state, attempts, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,0,?)",
-                    (analysis_id, study_key, item["destination"], item["ae_title"], item["host"], item["port"],
-                     item["sop_instance_uid"], item["path"], OUTBOX_PENDING, now),
-                )
-            db.execute(
-                "UPDATE analyses SET state='done', finished_at=?, summary_json=? WHERE id=?", (now, summary_json, analysis_id)
-            )
-            db.execute(
-                "UPDATE studies SET state=?, updated_at=?, summary_json=? WHERE study_key=?",
-                (SENDING if outbox else DONE, now, summary_json, study_key),
-            )
+                    " path, state, attempts, next_attempt_at) VALUES (:aid, :k, :destination, :ae_title, :host, :port,"
+                    " :sop_instance_uid, :path, :pending, 0, :now)"),
+                    {"aid": analysis_id, "k": study_key, "pending": OUTBOX_PENDING, "now": now, **item})
+            self._run(db, "UPDATE analyses SET state='done', finished_at=:now, summary_json=:s WHERE id=:id",
+                      {"now": now, "s": summary_json, "id": analysis_id})
+            self._run(db, (
+                "UPDATE studies SET state=:state, updated_at=:now, summary_json=:s, claimed_by=NULL, lease_until=NULL"
+                " WHERE study_key=:k"), {"state": SENDING if outbox else DONE, "now": now, "s": summary_json,
+                                         "k": study_key})
             return True
 
     def fail_analysis(self, analysis_id: int, study_key: str, generation: int, reason: str) -> None:
         now = time.time()
-        with self.transaction() as db:
-            db.execute("UPDATE analyses SET state='failed', finished_at=?, reason=? WHERE id=?", (now, reason, analysis_id))
-            db.execute(
-                "UPDATE studies SET state=?, reason=?, updated_at=? WHERE study_key=? AND generation=? AND state=?",
-                (FAILED, reason, now, study_key, generation, ANALYSING),
-            )
+        with self._write() as db:
+            self._run(db, "UPDATE analyses SET state='failed', finished_at=:now, reason=:r WHERE id=:id",
+                      {"now": now, "r": reason, "id": analysis_id})
+            if self._still_ours(db, study_key, generation):
+                self._run(db, (
+                    "UPDATE studies SET state=:failed, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
+                    " WHERE study_key=:k"), {"failed": FAILED, "r": reason, "now": now, "k": study_key})
 
-    def earlier_reports(self, study_key: str, sop_class_uid: str) -> list[sqlite3.Row]:
+    def earlier_reports(self, study_key: str, sop_class_uid: str) -> list[RowMapping]:
         """Result objects of one SOP class from earlier analyses of the study (what a re-analysis supersedes)."""
-        return self.query(
+        return self._rows(
             "SELECT r.* FROM results r JOIN analyses a ON a.id=r.analysis_id"
-            " WHERE r.study_key=? AND r.sop_class_uid=? AND a.state='done' ORDER BY a.id",
-            (study_key, sop_class_uid),
-        )
+            " WHERE r.study_key=:k AND r.sop_class_uid=:cls AND a.state='done' ORDER BY a.id",
+            {"k": study_key, "cls": sop_class_uid})
+
+    def analyses_of(self, study_key: str) -> list[RowMapping]:
+        """Every analysis of a study, oldest first (state running/done/failed/superseded/abandoned, worker)."""
+        return self._rows("SELECT * FROM analyses WHERE study_key=:k ORDER BY id", {"k": study_key})
+
+    def result_paths(self) -> set[str]:
+        """Relative paths of every recorded result object."""
+        return {r["path"] for r in self._rows("SELECT path FROM results")}
+
+    def result_count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) AS n FROM results")[0]["n"])
+
+    def release_claims(self, all_processes: bool = False) -> int:
+        """Give back what this process (or every process) holds: claimed studies become COMPLETE for another
+        worker, claimed outbox items are free for another dispatcher. Returns how many rows were released."""
+        who = "" if all_processes else " AND claimed_by=:me"
+        params = {"complete": COMPLETE, "analysing": ANALYSING, "now": time.time(), "me": self.process_id}
+        with self._write() as db:
+            studies = self._run(db, "UPDATE studies SET state=:complete, claimed_by=NULL, lease_until=NULL,"
+                                    " updated_at=:now WHERE state=:analysing AND claimed_by IS NOT NULL" + who,
+                                params).rowcount
+            items = self._run(db, "UPDATE outbox SET claimed_by=NULL, lease_until=NULL WHERE claimed_by IS NOT NULL"
+                                  + who, params).rowcount
+            return studies + items
 
     # --- outbox ----------------------------------------------------------------------------------------------
 
-    def due_sends(self, now: float | None = None, limit: int = 500) -> list[sqlite3.Row]:
+    def due_sends(self, now: float | None = None, limit: int = 500) -> list[RowMapping]:
+        """Pending items due now and not claimed by a live dispatcher (read only; see claim_sends)."""
         now = time.time() if now is None else now
-        return self.query(
-            "SELECT * FROM outbox WHERE state=? AND next_attempt_at<=? ORDER BY id LIMIT ?", (OUTBOX_PENDING, now, limit)
-        )
+        return self._rows(
+            "SELECT * FROM outbox WHERE state=:pending AND next_attempt_at<=:now"
+            " AND (claimed_by IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit",
+            {"pending": OUTBOX_PENDING, "now": now, "limit": limit})
+
+    def claim_sends(self, limit: int = 500) -> list[RowMapping]:
+        """Claim the due pending items for this process (SKIP LOCKED on PostgreSQL); sent or failed releases them."""
+        now = time.time()
+        with self._write() as db:
+            ids = [r[0] for r in self._run(db, (
+                "SELECT id FROM outbox WHERE state=:pending AND next_attempt_at<=:now"
+                " AND (claimed_by IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit" + self._skip_locked),
+                {"pending": OUTBOX_PENDING, "now": now, "limit": limit})]
+            if not ids:
+                return []
+            self._run(db, "UPDATE outbox SET claimed_by=:me, lease_until=:until WHERE id IN :ids",
+                      {"me": self.process_id, "until": now + self.lease_seconds, "ids": ids}, expanding=["ids"])
+            return list(self._run(db, "SELECT * FROM outbox WHERE id IN :ids ORDER BY id", {"ids": ids},
+                                  expanding=["ids"]).mappings().all())
 
     def next_send_time(self) -> float | None:
-        rows = self.query("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state=?", (OUTBOX_PENDING,))
+        """The earliest due time of a pending item no live dispatcher holds (epoch s), or None."""
+        now = time.time()
+        rows = self._rows("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state=:pending"
+                          " AND (claimed_by IS NULL OR lease_until < :now)", {"pending": OUTBOX_PENDING, "now": now})
         return rows[0]["t"] if rows and rows[0]["t"] is not None else None
 
     def mark_sent(self, outbox_ids: list[int]) -> None:
-        now = time.time()
-        with self.transaction() as db:
-            for outbox_id in outbox_ids:
-                db.execute("UPDATE outbox SET state=?, sent_at=?, last_error=NULL WHERE id=?", (OUTBOX_SENT, now, outbox_id))
+        if not outbox_ids:
+            return
+        with self._write() as db:
+            self._run(db, (
+                "UPDATE outbox SET state=:sent, sent_at=:now, last_error=NULL, claimed_by=NULL, lease_until=NULL"
+                " WHERE id IN :ids"), {"sent": OUTBOX_SENT, "now": time.time(), "ids": list(outbox_ids)},
+                expanding=["ids"])
             self._settle_studies(db, outbox_ids)
 
     def mark_failed_send(self, outbox_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?, state=? WHERE id=?",
-                (error[:500], next_attempt_at, OUTBOX_DEAD if dead else OUTBOX_PENDING, outbox_id),
-            )
+        with self._write() as db:
+            self._run(db, (
+                "UPDATE outbox SET attempts=attempts+1, last_error=:e, next_attempt_at=:t, state=:state,"
+                " claimed_by=NULL, lease_until=NULL WHERE id=:id"),
+                {"e": error[:500], "t": next_attempt_at, "state": OUTBOX_DEAD if dead else OUTBOX_PENDING,
+                 "id": outbox_id})
             self._settle_studies(db, [outbox_id])
 
-    def _settle_studies(self, db: sqlite3.Connection, outbox_ids: list[int]) -> None:
+    def _settle_studies(self, db: Connection, outbox_ids: list[int]) -> None:
         """A sending study whose outbox has nothing pending becomes done, or failed when any send is dead."""
-        marks = ",".join("?" * len(outbox_ids))
-        keys = {r["study_key"] for r in db.execute(f"SELECT study_key FROM outbox WHERE id IN ({marks})", outbox_ids)}
+        keys = {r[0] for r in self._run(db, "SELECT study_key FROM outbox WHERE id IN :ids", {"ids": list(outbox_ids)},
+                                        expanding=["ids"])}
         now = time.time()
-        for key in keys:
-            counts = {
-                r["state"]: r["n"]
-                for r in db.execute("SELECT state, COUNT(*) AS n FROM outbox WHERE study_key=? GROUP BY state", (key,))
-            }
+        for key in sorted(keys):
+            self._run(db, "SELECT study_key FROM studies WHERE study_key=:k" + self._for_update, {"k": key})
+            counts = {r[0]: r[1] for r in self._run(
+                db, "SELECT state, COUNT(*) FROM outbox WHERE study_key=:k GROUP BY state", {"k": key})}
             if counts.get(OUTBOX_PENDING):
                 continue
             if counts.get(OUTBOX_DEAD):
-                db.execute(
-                    "UPDATE studies SET state=?, reason=?, updated_at=? WHERE study_key=? AND state=?",
-                    (FAILED, f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered (dead letter)", now, key, SENDING),
-                )
+                self._run(db, "UPDATE studies SET state=:failed, reason=:r, updated_at=:now WHERE study_key=:k AND"
+                              " state=:sending",
+                          {"failed": FAILED, "now": now, "k": key, "sending": SENDING,
+                           "r": f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered (dead letter)"})
             else:
-                db.execute("UPDATE studies SET state=?, reason=NULL, updated_at=? WHERE study_key=? AND state=?",
-                           (DONE, now, key, SENDING))
+                self._run(db, "UPDATE studies SET state=:done, reason=NULL, updated_at=:now WHERE study_key=:k AND"
+                              " state=:sending", {"done": DONE, "now": now, "k": key, "sending": SENDING})
 
-    def outbox_for(self, study_key: str | None = None, state: str | None = None) -> list[sqlite3.Row]:
-        sql, params = "SELECT * FROM outbox WHERE 1=1", []
+    def outbox_for(self, study_key: str | None = None, state: str | None = None) -> list[RowMapping]:
+        sql, params = "SELECT * FROM outbox WHERE 1=1", {}
         if study_key:
-            sql += " AND study_key=?"
-            params.append(study_key)
+            sql += " AND study_key=:k"
+            params["k"] = study_key
         if state:
-            sql += " AND state=?"
-            params.append(state)
-        return self.query(sql + " ORDER BY id", tuple(params))
+            sql += " AND state=:state"
+            params["state"] = state
+        return self._rows(sql + " ORDER BY id", params)
+
+    def outbox_counts(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")}
 
     def retry_dead(self, study_key: str) -> int:
         """Re-queue a study's dead letters; returns how many."""
         now = time.time()
-        with self.transaction() as db:
-            cursor = db.execute(
-                "UPDATE outbox SET state=?, attempts=0, next_attempt_at=? WHERE study_key=? AND state=?",
-                (OUTBOX_PENDING, now, study_key, OUTBOX_DEAD),
-            )
-            if cursor.rowcount:
-                db.execute("UPDATE studies SET state=?, reason=NULL, updated_at=? WHERE study_key=? AND state IN (?,?)",
-                           (SENDING, now, study_key, FAILED, DONE))
-            return cursor.rowcount
+        with self._write() as db:
+            count = self._run(db, (
+                "UPDATE outbox SET state=:pending, attempts=0, next_attempt_at=:now, claimed_by=NULL, lease_until=NULL"
+                " WHERE study_key=:k AND state=:dead"),
+                {"pending": OUTBOX_PENDING, "now": now, "k": study_key, "dead": OUTBOX_DEAD}).rowcount
+            if count:
+                self._run(db, "UPDATE studies SET state=:sending, reason=NULL, updated_at=:now WHERE study_key=:k"
+                              " AND state IN (:failed, :done)",
+                          {"sending": SENDING, "now": now, "k": study_key, "failed": FAILED, "done": DONE})
+            return count
 
-    def counts_by_state(self) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in self.query("SELECT state, COUNT(*) AS n FROM studies GROUP BY state")}
+    # --- leases and heartbeats -------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, seconds: float) -> bool:
+        """Take or renew the named lease for this process; False while another live process holds it."""
+        now = time.time()
+        with self._write() as db:
+            self._run(db, "INSERT INTO leases(name, holder, lease_until) VALUES (:n, :me, :until)"
+                          " ON CONFLICT (name) DO NOTHING",
+                      {"n": name, "me": self.process_id, "until": now + seconds})
+            return self._run(db, "UPDATE leases SET holder=:me, lease_until=:until WHERE name=:n AND"
+                                 " (holder=:me OR lease_until < :now)",
+                             {"n": name, "me": self.process_id, "until": now + seconds, "now": now}).rowcount == 1
+
+    def release_lease(self, name: str) -> None:
+        with self._write() as db:
+            self._run(db, "DELETE FROM leases WHERE name=:n AND holder=:me", {"n": name, "me": self.process_id})
+
+    def lease_holder(self, name: str) -> str | None:
+        rows = self._rows("SELECT holder FROM leases WHERE name=:n AND lease_until >= :now",
+                          {"n": name, "now": time.time()})
+        return rows[0]["holder"] if rows else None
+
+    def heartbeat(self, roles: Sequence[str], started_at: float, detail: dict | None = None) -> None:
+        """Record that this process is alive and renew the leases of everything it holds."""
+        now = time.time()
+        host, pid = socket.gethostname(), os.getpid()
+        params = {"id": self.process_id, "host": host, "pid": pid, "roles": ",".join(roles), "started": started_at,
+                  "now": now, "detail": json.dumps(detail or {}), "until": now + self.lease_seconds}
+        with self._write() as db:
+            self._run(db, (
+                "INSERT INTO nodes(node_id, host, pid, roles, started_at, last_seen, detail_json)"
+                " VALUES (:id, :host, :pid, :roles, :started, :now, :detail) ON CONFLICT (node_id) DO UPDATE SET"
+                " roles=excluded.roles, last_seen=excluded.last_seen, detail_json=excluded.detail_json"), params)
+            self._run(db, "UPDATE studies SET lease_until=:until WHERE claimed_by=:id AND state=:analysing",
+                      {**params, "analysing": ANALYSING})
+            self._run(db, "UPDATE outbox SET lease_until=:until WHERE claimed_by=:id AND state=:pending",
+                      {**params, "pending": OUTBOX_PENDING})
+
+    def forget_node(self) -> None:
+        """A clean stop: remove this process's heartbeat row."""
+        with self._write() as db:
+            self._run(db, "DELETE FROM nodes WHERE node_id=:id", {"id": self.process_id})
+
+    def nodes(self) -> list[RowMapping]:
+        """Every process that sent a heartbeat, newest first."""
+        return self._rows("SELECT * FROM nodes ORDER BY last_seen DESC")
+
+    def claims(self) -> list[RowMapping]:
+        """Studies being analysed, with their worker and lease (epoch s)."""
+        return self._rows("SELECT study_key, generation, claimed_by, lease_until FROM studies WHERE state=:a",
+                          {"a": ANALYSING})
+
+
+# --- schema ------------------------------------------------------------------------------------------------------
+
+
+def schema_version(engine: Engine) -> int | None:
+    """The version recorded in `meta`, or None for an empty database."""
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("meta"):
+                return None
+            row = connection.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
+    except OperationalError as exc:
+        raise StateSchemaError(f"cannot open the state database: {exc.orig}") from exc
+    return int(row[0]) if row else None
+
+
+def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
+    """Create a missing schema or migrate an older one to SCHEMA_VERSION; returns (version before, after).
+
+    Idempotent and safe to run while nodes run (additive steps only); refuses a database newer than this code.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # one upgrader at a time
+            connection.execute(text("SELECT pg_advisory_xact_lock(4711018)"))
+        inspector = inspect(connection)
+        before = None
+        if inspector.has_table("meta"):
+            row = connection.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
+            before = int(row[0]) if row else None
+        if before is not None and before > SCHEMA_VERSION:
+            raise StateSchemaError(f"state database has schema version {before}, newer than this node's "
+                                   f"{SCHEMA_VERSION}: upgrade the node")
+        had_tables = inspector.has_table("studies")
+        if had_tables:
+            for version in range((before or 1) + 1, SCHEMA_VERSION + 1):
+                for table, column, sql_type in _MIGRATIONS.get(version, []):
+                    existing = {c["name"] for c in inspector.get_columns(table)}
+                    if column not in existing:
+                        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+        METADATA.create_all(connection, checkfirst=True)
+        for table in METADATA.tables.values():  # indexes added since a table was created
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
+        connection.execute(text("DELETE FROM meta WHERE key='schema_version'"))
+        connection.execute(text("INSERT INTO meta(key, value) VALUES ('schema_version', :v)"),
+                           {"v": str(SCHEMA_VERSION)})
+    return before, SCHEMA_VERSION
+
+
+def open_state(config, *, upgrade: bool | None = None, check: bool = True, process_id: str | None = None) -> StateDB:
+    """The state database a config names: `[state] url`, default the spool's `state.sqlite3`."""
+    url = config.state.url or Path(config.node.storage_dir) / "state.sqlite3"
+    return StateDB(url, upgrade=upgrade, check=check, process_id=process_id, lease_seconds=config.state.lease_seconds)

@@ -95,7 +95,8 @@ def test_outage_dead_letters_reload_retry_and_recovery(tmp_path, datasets):
         assert retry.returncode == 0 and f"re-queued {len(dead)}" in retry.stdout, retry.stdout + retry.stderr
         node.wait_states(states=("done",), timeout=60)
         sent = node.db_rows("SELECT * FROM outbox ORDER BY id")
-        assert all(row["state"] == "sent" and row["port"] == new_port for row in sent)
+        # queued rows keep the old address: the dispatcher resolves "orthanc" by name when sending (to new_port)
+        assert all(row["state"] == "sent" and row["port"] == dead_port for row in sent)
         assert [row["sent_at"] for row in sent] == sorted(row["sent_at"] for row in sent)  # in queue order
         stored = orthanc.wait_for_instances(len(sent), study_uid, timeout=30)
         results = [i for i in stored if i["Modality"] != "MR"]

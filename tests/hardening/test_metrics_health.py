@@ -67,7 +67,7 @@ def test_metrics_count_instances_bytes_associations_states_and_disk(tmp_path):
         code, text = http_get(url)
         assert code == 200
         assert metric_value(text, "dicomnode_instances_received_total") == 3
-        stored_bytes = sum(r["size"] for r in node.db.query("SELECT size FROM instances"))
+        stored_bytes = node.db.stored_bytes()
         assert metric_value(text, "dicomnode_received_bytes_total") == stored_bytes > 3 * 64 * 64 * 2
         assert metric_value(text, "dicomnode_associations_total", 'outcome="accepted"') == 3
         assert metric_value(text, "dicomnode_associations_total", 'outcome="rejected"') == 1

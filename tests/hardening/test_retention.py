@@ -4,12 +4,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from dicomnode.config import Config, RetentionConfig
 from dicomnode.node import Node
 from dicomnode.retention import Retention, emergency_purge, purge_expired, purge_study
 from dicomnode.spool import IncomingInstance, Spool, write_durably
 from dicomnode.state import DONE, FAILED, RECEIVED, SENDING, StateDB
 from tests.hardening.hardening_support import synthetic_mr
+from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
 
 DAY = 86400.0
 
@@ -27,8 +30,10 @@ def incoming(dataset) -> IncomingInstance:
     )
 
 
-def add_study(spool: Spool, state: str, finished_days_ago: float, instances: int = 2, with_results: bool = True) -> str:
-    """A study with spool files, one analysis with a result file and an outbox row, in `state`."""
+def add_study(spool: Spool, state: str, finished_days_ago: float, instances: int = 2, with_results: bool = True,
+              result_path: str | None = None) -> str:
+    """A study with spool files, one analysis with a result file and an outbox row, in `state`
+    (`result_path`: the path recorded for the result instead of the written one)."""
     study_uid = synthetic_mr().StudyInstanceUID
     for index in range(instances):
         spool.store(incoming(synthetic_mr(study_uid=study_uid, instance=index, size=16)))
@@ -38,31 +43,36 @@ def add_study(spool: Spool, state: str, finished_days_ago: float, instances: int
         result_uid = synthetic_mr().SOPInstanceUID
         relative = f"results/{study_uid[-8:]}/{analysis_id}/{result_uid}.dcm"
         write_durably(spool.root / relative, b"result bytes")
+        relative = result_path or relative
         db.finish_analysis(analysis_id, study_uid, 0, {"outputs": [relative]},
                            [(result_uid, "1.2.3", "1.2.840.10008.5.1.4.1.1.88.34", relative)],
                            [{"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104,
                              "sop_instance_uid": result_uid, "path": relative}])
-    db.set_study_state(study_uid, state)
-    with db.transaction() as tx:
-        tx.execute("UPDATE studies SET updated_at=? WHERE study_key=?", (time.time() - finished_days_ago * DAY, study_uid))
+    db.set_study_state(study_uid, state, updated_at=time.time() - finished_days_ago * DAY)
     return study_uid
 
 
 def files_of(db: StateDB, study_key: str) -> list[str]:
-    return [r["path"] for r in db.query("SELECT path FROM instances WHERE study_key=? UNION ALL "
-                                        "SELECT path FROM results WHERE study_key=?", (study_key, study_key))]
+    return db.study_files(study_key)
 
 
 def rows_of(db: StateDB, study_key: str) -> int:
-    return sum(len(db.query(f"SELECT 1 FROM {t} WHERE study_key=?", (study_key,)))
-               for t in ("studies", "instances", "analyses", "results", "outbox"))
+    return db.row_count(study_key)
 
 
-def make_spool(tmp_path: Path) -> Spool:
-    return Spool(tmp_path / "store", StateDB(tmp_path / "store" / "state.sqlite3"))
+@pytest.fixture
+def make_spool(state_location):
+    """Spools on the test's backend: the first on `state_location`, later ones (other folders) on SQLite files."""
+    locations = [state_location]
+
+    def make(tmp_path: Path) -> Spool:
+        location = locations.pop() if locations else tmp_path / "store" / "state.sqlite3"
+        (tmp_path / "store").mkdir(parents=True, exist_ok=True)
+        return Spool(tmp_path / "store", StateDB(location, upgrade=True))
+    return make
 
 
-def test_purge_expired_removes_old_finished_studies_only(tmp_path):
+def test_purge_expired_removes_old_finished_studies_only(tmp_path, make_spool):
     spool = make_spool(tmp_path)
     old_done = add_study(spool, DONE, finished_days_ago=40)
     old_failed = add_study(spool, FAILED, finished_days_ago=31)
@@ -88,26 +98,24 @@ def test_purge_expired_removes_old_finished_studies_only(tmp_path):
     assert purge_expired(spool.db, spool.root, days=30).studies == []
 
 
-def test_purge_study_refuses_an_unfinished_study(tmp_path):
+def test_purge_study_refuses_an_unfinished_study(tmp_path, make_spool):
     spool = make_spool(tmp_path)
     key = add_study(spool, SENDING, finished_days_ago=100)
     assert purge_study(spool.db, spool.root, key) is False
     assert all((spool.root / p).is_file() for p in files_of(spool.db, key))
 
 
-def test_purge_never_deletes_outside_the_storage_folder(tmp_path):
+def test_purge_never_deletes_outside_the_storage_folder(tmp_path, make_spool):
     spool = make_spool(tmp_path)
-    key = add_study(spool, DONE, finished_days_ago=40)
+    key = add_study(spool, DONE, finished_days_ago=40, result_path="../precious.txt")
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
-    with spool.db.transaction() as tx:
-        tx.execute("UPDATE results SET path=? WHERE study_key=?", ("../precious.txt", key))
     purge_study(spool.db, spool.root, key)
     assert outside.read_text() == "keep me"
     assert rows_of(spool.db, key) == 0
 
 
-def test_emergency_purge_frees_space_oldest_first_and_keeps_unfinished(tmp_path):
+def test_emergency_purge_frees_space_oldest_first_and_keeps_unfinished(tmp_path, make_spool):
     spool = make_spool(tmp_path)
     oldest = add_study(spool, DONE, finished_days_ago=3)
     middle = add_study(spool, FAILED, finished_days_ago=2)
@@ -117,7 +125,7 @@ def test_emergency_purge_frees_space_oldest_first_and_keeps_unfinished(tmp_path)
 
     def free_space_mb():
         # each purged study frees 50 MB in this simulated disk
-        remaining = len(spool.db.query("SELECT 1 FROM studies WHERE state IN ('done', 'failed')"))
+        remaining = spool.db.count_studies((DONE, FAILED))
         return free["mb"] + 50.0 * (3 - remaining)
 
     report = emergency_purge(spool.db, spool.root, 500, free_space_mb)
@@ -173,7 +181,7 @@ def test_node_runs_the_scheduled_purge(tmp_path):
         node.stop()
 
 
-def test_retention_run_once_combines_both(tmp_path):
+def test_retention_run_once_combines_both(tmp_path, make_spool):
     spool = make_spool(tmp_path)
     aged = add_study(spool, DONE, finished_days_ago=10)
     young = add_study(spool, DONE, finished_days_ago=1)

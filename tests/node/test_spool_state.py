@@ -6,6 +6,7 @@ import pytest
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
 from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, StateDB
 from dicomnode.uids import InvalidUID, check_uid
+from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
 
 
 def incoming(sop="1.2.3.4.1", study="1.2.3", series="1.2.3.4", payload=b"DICM-bytes"):
@@ -15,8 +16,8 @@ def incoming(sop="1.2.3.4.1", study="1.2.3", series="1.2.3.4", payload=b"DICM-by
 
 
 @pytest.fixture
-def spool(tmp_path):
-    db = StateDB(tmp_path / "state.sqlite3")
+def spool(tmp_path, state_location):
+    db = StateDB(state_location, upgrade=True)
     yield Spool(tmp_path, db)
     db.close()
 
@@ -28,7 +29,8 @@ def test_store_writes_bytes_as_received_and_indexes_them(spool, tmp_path):
     path = tmp_path / row["path"]
     assert path.read_bytes() == b"exact bytes"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "state.sqlite3").stat().st_mode) == 0o600
+    if spool.db.is_sqlite:
+        assert stat.S_IMODE((tmp_path / "state.sqlite3").stat().st_mode) == 0o600
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -59,8 +61,8 @@ def test_uid_rules():
         check_uid("1." * 40 + "1")
 
 
-def test_out_of_space_refuses_and_writes_nothing(tmp_path):
-    db = StateDB(tmp_path / "state.sqlite3")
+def test_out_of_space_refuses_and_writes_nothing(tmp_path, state_location):
+    db = StateDB(state_location, upgrade=True)
     spool = Spool(tmp_path, db, min_free_space_mb=10**12)
     with pytest.raises(OutOfSpace, match="under the floor"):
         spool.store(incoming())
@@ -95,7 +97,7 @@ def test_stale_analysis_is_superseded_not_recorded(spool):
     analysis = db.start_analysis("1.2.3", 0)
     spool.store(incoming(sop="1.2"))  # arrives during the analysis
     assert not db.finish_analysis(analysis, "1.2.3", 0, {}, [("9.1", "9", "1.2", "r/9.1.dcm")], [])
-    assert db.query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 0
+    assert db.result_count() == 0
 
 
 def test_outbox_settles_study_done_or_failed_and_retry_requeues(spool):

@@ -1,0 +1,359 @@
+"""Roles of a node process: receive, complete, analyse, dispatch; together (one machine) or apart (scale-out).
+
+`dicomnode serve --roles receive,complete,analyse,dispatch` (default: all). Two modes:
+
+- **single node** (all roles, SQLite state): exactly today's node, :meth:`Node.start`/:meth:`Node.stop`, plus a
+  heartbeat row so `dicomnode status` lists the process.
+- **scale-out** (a subset of roles, or PostgreSQL state): every hand-over goes through the state database, so any
+  number of processes on any machines can share one state database and one spool folder:
+
+  - ``receive``: the C-STORE SCP; it only indexes instances (any receiver takes any instance of any study);
+  - ``complete``: the one process holding the ``complete`` lease polls the studies still receiving and completes
+    them by the same rules as :mod:`dicomnode.studies` (quiet time after the last instance, whichever receiver
+    stored it; expected counts; max wait); it also runs retention;
+  - ``analyse``: worker threads claim complete studies (:meth:`StateDB.claim_next_study`, SKIP LOCKED on
+    PostgreSQL); a worker that dies stops renewing its lease and its study goes to another worker;
+  - ``dispatch``: the outbox dispatcher, claiming items before sending them.
+
+Every process renews its heartbeat (and with it the leases of what it holds) every ``[state] heartbeat_seconds``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from dicomnode.config import load_config
+from dicomnode.observe import study_context
+from dicomnode.state import (
+    COMPLETE, FAILED, RECEIVED, StateDB, StateSchemaError, describe_url, open_state, upgrade_schema,
+)
+from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met
+from dicomnode.uids import short_hash
+
+log = logging.getLogger("dicomnode.roles")
+
+ROLES = ("receive", "complete", "analyse", "dispatch")
+
+#: the named lease of the one process acting as completion scheduler (and retention)
+COMPLETE_LEASE = "complete"
+
+#: spool temporaries older than this are leftovers of a crashed receiver (others may be writing younger ones)
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+def parse_roles(text: str | None) -> tuple[str, ...]:
+    """"receive,analyse" -> ("receive", "analyse") in canonical order; None/"all" -> every role.
+
+    Raises ValueError naming an unknown role.
+    """
+    if text is None or text.strip() in ("", "all"):
+        return ROLES
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)} (or all)")
+    return tuple(role for role in ROLES if role in names)
+
+
+class DatabaseCompletion:
+    """Completion by polling the state database (stands in for the node's in-memory CompletionTracker).
+
+    Due times come from the database columns every receiver updates: `last_received + quiet_seconds`,
+    `last_received + EXPECTED_COUNT_GRACE_SECONDS` once the expected counts are met, `first_received +
+    max_wait_seconds`. Only the holder of the `complete` lease acts, so one scheduler acts at a time.
+    """
+
+    def __init__(self, db: StateDB, config, lease_seconds: float, on_complete=None, retention=None):
+        self.db = db
+        self.config = config.studies
+        self.retention_config = config.retention
+        self.lease_seconds = lease_seconds
+        self.on_complete = on_complete
+        self.retention = retention
+        self.holding = False
+        self._counts_checked: dict[str, float] = {}  # study key -> last_received whose instances were counted
+        self._last_retention = 0.0
+        self._last_free_space = 0.0
+
+    def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
+                        row: dict | None = None) -> None:
+        """The receiver's hook: nothing to keep in memory, the due times are in the database."""
+
+    def rebuild(self) -> int:
+        return 0
+
+    def forget(self, study_key: str) -> None:
+        self._counts_checked.pop(study_key, None)
+
+    def poll(self, now: float | None = None) -> list[str]:
+        """One round: take/renew the lease; if held, complete (or fail) every study that is due. Returns keys."""
+        self.holding = self.db.acquire_lease(COMPLETE_LEASE, self.lease_seconds)
+        if not self.holding:
+            return []
+        now = time.time() if now is None else now
+        done = []
+        for study in self.db.studies((RECEIVED,)):
+            key = study["study_key"]
+            why = self._due(study, now)
+            if why is None:
+                continue
+            if why == "max wait reached" and self.config.force_complete_policy == "fail":
+                if self.db.set_study_state(key, FAILED, f"not complete after max_wait_seconds="
+                                                        f"{self.config.max_wait_seconds}", expect=(RECEIVED,),
+                                           generation=study["generation"]):
+                    done.append(key)
+                continue
+            if self.db.set_study_state(key, COMPLETE, None, expect=(RECEIVED,), generation=study["generation"]):
+                self.forget(key)
+                log.info("study %s complete (%s), generation %d", short_hash(study["study_instance_uid"]), why,
+                         study["generation"])
+                done.append(key)
+                if self.on_complete:
+                    self.on_complete(key, study["generation"])
+        self._run_retention(now)
+        return done
+
+    def _due(self, study, now: float) -> str | None:
+        if now >= study["first_received"] + self.config.max_wait_seconds:
+            return "max wait reached"
+        if now >= study["last_received"] + self.config.quiet_seconds - 0.05:
+            return "quiet"
+        if (self.config.use_expected_counts and now >= study["last_received"] + EXPECTED_COUNT_GRACE_SECONDS
+                and self._counts_checked.get(study["study_key"]) != study["last_received"]):
+            self._counts_checked[study["study_key"]] = study["last_received"]
+            if expected_counts_met(self.db.study_instances(study["study_key"])):
+                return "expected counts met"
+        return None
+
+    def _run_retention(self, now: float) -> None:
+        if self.retention is None:
+            return
+        if now - self._last_retention >= self.retention_config.purge_interval_minutes * 60:
+            self._last_retention = now
+            self.retention.run_safely()
+        elif now - self._last_free_space >= 60:
+            self._last_free_space = now
+            self.retention.check_free_space_safely()
+
+
+class RoleRunner:
+    """Starts and stops the given roles of a :class:`dicomnode.node.Node` (which wires the parts)."""
+
+    def __init__(self, node, roles: Sequence[str] = ROLES):
+        self.node = node
+        self.roles = tuple(roles)
+        self.config = node.config
+        self.db: StateDB = node.db
+        state = node.config.state
+        self.scale_out = set(self.roles) != set(ROLES) or not self.db.is_sqlite
+        self.heartbeat_seconds = state.heartbeat_seconds
+        self.poll_seconds = state.poll_seconds
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._wake_workers = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._scp_started = False
+        self.completion: DatabaseCompletion | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self, warm_up: bool = True) -> None:
+        if not self.scale_out:
+            self.db.release_claims(all_processes=True)  # the only process: whatever a crashed run held is ours
+            self.node.start(warm_up=warm_up)
+        else:
+            self._start_scale_out(warm_up)
+        self.beat()
+        self._spawn(self._heartbeat_loop, "heartbeat")
+        log.info("roles %s (%s mode), state %s, process %s", ",".join(self.roles),
+                 "scale-out" if self.scale_out else "single-node", describe_url(self.db.url), self.db.process_id)
+
+    def _start_scale_out(self, warm_up: bool) -> None:
+        node = self.node
+        node.completion = DatabaseCompletion(self.db, node.config, self.config.state.lease_seconds,
+                                             on_complete=lambda *_: self._wake_workers.set(),
+                                             retention=node.retention)
+        self.completion = node.completion
+        if "analyse" in self.roles:
+            if warm_up:
+                needed = {name for route in node.config.routes for name in route.pipelines}
+                node.unavailable_pipelines = node.analyser.warm_up(
+                    [n for n in ("lge", "cine", "suggestions") if n in needed])
+                for reason in node.unavailable_pipelines.values():
+                    log.warning("%s", reason)
+            node.scheduler.start()
+            node._schedule_bank_refresh()
+            for index in range(node.config.analysis.workers):
+                self._spawn(self._analysis_worker, f"analysis-{index}")
+        if "complete" in self.roles:
+            self._spawn(self._completion_loop, "completion")
+        if "dispatch" in self.roles:
+            node.dispatcher.idle_seconds = self.poll_seconds
+            node.dispatcher.start()
+        if "receive" in self.roles:
+            removed = self._remove_stale_temporaries()
+            if removed:
+                log.info("removed %d partial file(s) older than %.0f s from a crashed receiver", removed,
+                         STALE_TEMPORARY_SECONDS)
+            node.scp.start()
+            self._scp_started = True
+        if node.config.observability.metrics_enabled:
+            node.metrics.serve(node.config.observability.metrics_host, node.config.observability.metrics_port)
+        node.ready = True
+
+    def stop(self) -> None:
+        if not self.scale_out:  # the node's own stop lets running analyses finish; a restart frees the rest
+            self._stop.set()
+            self._join()
+            try:
+                self.db.forget_node()
+            except Exception:
+                log.exception("could not remove the heartbeat row")
+            self.node.stop()
+            return
+        node = self.node
+        node._stopping.set()
+        node.ready = False
+        if self._scp_started:
+            node.scp.stop()
+        self._stop.set()
+        self._wake_workers.set()
+        if node.scheduler.running:
+            node.scheduler.shutdown(wait=False)
+        self._join()
+        node.dispatcher.stop()
+        node.metrics.stop()
+        self._goodbye()
+        self.db.close()
+        log.info("stopped")
+
+    def _goodbye(self) -> None:
+        try:
+            released = self.db.release_claims()
+            if self.completion is not None and self.completion.holding:
+                self.db.release_lease(COMPLETE_LEASE)
+            self.db.forget_node()
+            if released:
+                log.info("released %d claimed stud(ies)/item(s) for other workers", released)
+        except Exception:
+            log.exception("could not release claims; they lapse after [state] lease_seconds")
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    # --- loops -----------------------------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        node = self.node
+        detail = {"ae_title": node.config.node.ae_title, "analyses_done": node.analyses_done,
+                  "sent": node.dispatcher.sent}
+        if "receive" in self.roles or not self.scale_out:
+            detail.update(port=node.scp.port, received=node.scp.received)
+        if self.completion is not None:
+            detail["completion_lease"] = self.completion.holding
+        self.db.heartbeat(self.roles, self.started_at, detail)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            try:
+                self.beat()
+            except Exception:
+                log.exception("heartbeat failed; retrying in %.0f s", self.heartbeat_seconds)
+
+    def _completion_loop(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.completion.poll()
+            except Exception:
+                log.exception("completion round failed")
+
+    def _analysis_worker(self) -> None:
+        node = self.node
+        while not self._stop.is_set():
+            try:
+                claim = self.db.claim_next_study()
+            except Exception:
+                log.exception("claiming a study failed")
+                claim = None
+            if claim is None:
+                self._wake_workers.wait(self.poll_seconds)
+                self._wake_workers.clear()
+                continue
+            study_key, generation = claim
+            try:
+                study_row = self.db.study(study_key)
+                with study_context(short_hash(study_row["study_instance_uid"]) if study_row else short_hash(study_key)):
+                    log.info("claimed study %s generation %d", short_hash(study_key), generation)
+                    node.analyse_study(study_key, generation)
+            except Exception:
+                log.exception("analysis of %s crashed", short_hash(study_key))
+
+    def _remove_stale_temporaries(self) -> int:
+        removed = 0
+        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+        for temporary in self.node.spool.spool_dir.rglob(".*.tmp"):
+            try:
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def nodes_report(db: StateDB, stale_after_seconds: float = 30.0, now: float | None = None) -> list[dict]:
+    """Every process with a heartbeat row: id, host, pid, roles, heartbeat age (s), studies it is analysing,
+    and `alive` (heartbeat younger than `stale_after_seconds`)."""
+    now = time.time() if now is None else now
+    claims: dict[str, list[str]] = {}
+    for claim in db.claims():
+        if claim["claimed_by"]:
+            claims.setdefault(claim["claimed_by"], []).append(claim["study_key"])
+    return [{"node_id": row["node_id"], "host": row["host"], "pid": row["pid"], "roles": row["roles"].split(","),
+             "started_at": row["started_at"], "last_seen": row["last_seen"],
+             "heartbeat_age_s": round(now - row["last_seen"], 1), "alive": now - row["last_seen"] < stale_after_seconds,
+             "analysing": claims.get(row["node_id"], []), "detail": json.loads(row["detail_json"] or "{}")}
+            for row in db.nodes()]
+
+
+# --- `dicomnode state ...` -----------------------------------------------------------------------------------------
+
+
+def cmd_state_upgrade(args) -> int:
+    config = load_config(args.config)
+    db = open_state(config, upgrade=False, check=False)
+    try:
+        before, after = upgrade_schema(db.engine)
+    except StateSchemaError as exc:
+        print(f"error: {exc}")
+        return 1
+    finally:
+        db.close()
+    print(f"state {describe_url(db.url)}: schema version {before or 'none'} -> {after}")
+    return 0
+
+
+def add_state_parser(sub: argparse._SubParsersAction) -> None:
+    """`dicomnode state upgrade`: create or migrate the state database's schema (run once per version)."""
+    parser = sub.add_parser("state", help="state database tools")
+    state_sub = parser.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    upgrade = state_sub.add_parser("upgrade", help="create or migrate the schema of [state] url (or the SQLite "
+                                                   "default); safe to run again and while nodes run")
+    upgrade.add_argument("--config")
+    upgrade.set_defaults(func=cmd_state_upgrade)
+
+
+def state_location(config) -> str:
+    """What `[state] url` resolves to, for messages."""
+    return config.state.url or str(Path(config.node.storage_dir) / "state.sqlite3")
