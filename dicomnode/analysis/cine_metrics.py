@@ -209,12 +209,24 @@ def myocardial_mass_g(labelmap: np.ndarray, voxel_volume_ml: float, density_g_pe
     return voxels * float(voxel_volume_ml) * density_g_per_ml
 
 
+#: plausible ranges for BSA inputs; outside them the header value is wrong (e.g. PatientSize in cm), not the patient
+HEIGHT_RANGE_M = (0.3, 2.8)
+WEIGHT_RANGE_KG = (1.0, 500.0)
+
+
 def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula = "mosteller") -> float:
-    """BSA in m² from height (m) and weight (kg): Mosteller sqrt(H[cm] W / 3600) or DuBois 0.007184 W^0.425 H[cm]^0.725."""
-    if not (height_m > 0 and weight_kg > 0):
-        raise ValueError(f"height and weight must be positive, got {height_m} m, {weight_kg} kg")
+    """Body surface area in m² from height (m, DICOM PatientSize (0010,1020)) and weight (kg, PatientWeight).
+
+    Mosteller: sqrt(H[cm] x W[kg] / 3600) (Mosteller RD, N Engl J Med 1987;317:1098).
+    DuBois: 0.007184 x W^0.425 x H[cm]^0.725 (DuBois D, DuBois EF, Arch Intern Med 1916;17:863).
+    Raises ValueError for a height or weight outside HEIGHT_RANGE_M / WEIGHT_RANGE_KG (naming a height that looks
+    like centimetres) and for an unknown formula. The one BSA implementation of the node (SR and report use it).
+    """
     if height_m > 3.0:
-        raise ValueError(f"height {height_m} looks like centimetres; PatientSize is in metres")
+        raise ValueError(f"implausible height {height_m} m for BSA: it looks like centimetres; PatientSize is in metres")
+    if not (HEIGHT_RANGE_M[0] < height_m < HEIGHT_RANGE_M[1]) or not (WEIGHT_RANGE_KG[0] < weight_kg < WEIGHT_RANGE_KG[1]):
+        raise ValueError(f"implausible height {height_m} m / weight {weight_kg} kg for BSA (expected "
+                         f"{HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m, {WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg)")
     height_cm = height_m * 100.0
     if formula == "mosteller":
         return math.sqrt(height_cm * weight_kg / 3600.0)
@@ -291,6 +303,16 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]:
+    """BSA when height and weight are known and plausible; else None and, for implausible values, why."""
+    if not (height_m and weight_kg):
+        return None, []
+    try:
+        return body_surface_area_m2(height_m, weight_kg, formula), []
+    except ValueError as error:  # a wrong header value must not cost the whole measurement
+        return None, [f"no indexed values: {error}"]
+
+
 def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times=None, height_m: float | None = None,
                  weight_kg: float | None = None, sex: str | None = None, bsa_formula: BsaFormula = "mosteller",
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML) -> CineMeasurements:
@@ -314,8 +336,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_sv_ml=rv_edv - rv_esv, rv_ef_percent=ejection_fraction_percent(rv_edv, rv_esv),
         timing=timing, basal_excluded=[(int(p), int(z)) for p, z in zip(*np.nonzero(excluded))],
     )
-    if height_m and weight_kg:
-        bsa = body_surface_area_m2(height_m, weight_kg, bsa_formula)
+    bsa, bsa_note = _bsa_or_note(height_m, weight_kg, bsa_formula)
+    if bsa is not None:
         result.bsa_m2, result.bsa_formula = bsa, bsa_formula
         result.indexed = {
             "lv_edvi_ml_m2": lv_edv / bsa, "lv_esvi_ml_m2": lv_esv / bsa, "lv_svi_ml_m2": (lv_edv - lv_esv) / bsa,
@@ -323,5 +345,5 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
             "rv_svi_ml_m2": (rv_edv - rv_esv) / bsa,
         }
     values = {"lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_ef_percent": result.lv_ef_percent, **result.indexed}
-    result.flags = normal_range_flags(values, sex) + list(timing.notes)
+    result.flags = normal_range_flags(values, sex) + list(timing.notes) + bsa_note
     return result

@@ -137,6 +137,10 @@ def test_bsa_formulas_match_hand_computation():
     assert body_surface_area_m2(1.80, 80.0, "dubois") == pytest.approx(0.007184 * 80 ** 0.425 * 180 ** 0.725)
     with pytest.raises(ValueError, match="centimetres"):
         body_surface_area_m2(180.0, 80.0)
+    with pytest.raises(ValueError, match="implausible"):
+        body_surface_area_m2(2.9, 80.0)
+    with pytest.raises(ValueError, match="implausible"):
+        body_surface_area_m2(1.7, 0.5)
     with pytest.raises(ValueError, match="unknown BSA"):
         body_surface_area_m2(1.8, 80.0, "haycock")  # type: ignore[arg-type]
 
@@ -167,6 +171,10 @@ def test_no_bsa_without_height_or_weight():
     maps = synthetic_cine([100, 50], [100, 50])
     result = measure_cine(maps, 1.0, height_m=None, weight_kg=70.0)
     assert result.bsa_m2 is None and result.indexed == {}
+    # an implausible header value: measured anyway, not indexed, and the reason is a flag
+    result = measure_cine(maps, 1.0, height_m=0.2, weight_kg=70.0)
+    assert result.bsa_m2 is None and result.indexed == {} and result.lv_edv_ml == 100.0
+    assert any(flag.startswith("no indexed values: implausible height 0.2 m") for flag in result.flags)
 
 
 def test_flags_by_sex_and_against_both_when_unknown():
