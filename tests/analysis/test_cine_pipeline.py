@@ -239,3 +239,12 @@ def test_real_sunnybrook_cine_with_the_shipped_model(datasets):
     segmentation = result.segmentations[0]
     assert segmentation.labelmap.shape == (2,) + segmentation.volume.pixels.shape[1:]
     assert result.algorithms[0].manufacturer == "dicomnode project"
+
+
+def test_report_methods_state_the_basal_rule_and_the_unused_phases():
+    from dicomnode.results.report import _methods_lines
+
+    cine = type("Result", (), {"name": "cine", "summary": {"timing": {"flagged_phases": [3, 7]}}})()
+    text = " ".join(_methods_lines([cine]))
+    assert ">= 50 % of its outline borders myocardium" in text and "the same rule at every phase" in text
+    assert "phases [3, 7] not used (volume jumps)" in text
