@@ -23,12 +23,8 @@ PARALLEL="${PARALLEL:-5}"
 THREADS="${THREADS:-2}"
 EXPORT_FOLD="${EXPORT_FOLD:-1}"
 mkdir -p "$OUT"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD"
-else
-    export PYTHONPATH="$PWD"
-fi
+# shellcheck source=scripts/gpu/site.sh
+source "$(dirname "$0")/site.sh"
 if [ -z "${DATASETS:-}" ]; then
     if [ -d .data/datasets/acdc-train-png ]; then DATASETS="$PWD/.data/datasets"; else DATASETS="$PWD/../shared/datasets"; fi
 fi
