@@ -442,6 +442,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-subjects", type=int, default=0,
                         help="smoke test: only the first N held-out ACDC patients per model (0: all)")
     parser.add_argument("--no-whole-cines", action="store_true", help="smoke test: skip the whole-cine table")
+    parser.add_argument("--reuse-model-results", action="store_true",
+                        help="take the model's held-out split and whole-cine results from <out>/evaluation.json when "
+                             "it was written for the same ONNX file (sha256) and the same --max-subjects; "
+                             "only the CV part is recomputed")
     args = parser.parse_args(argv)
 
     model = OnnxModel(args.models, threads=args.threads)
@@ -460,8 +464,17 @@ def main(argv: list[str] | None = None) -> None:
         same = [s for s in results["cv"]["subjects"] if s["subject"] in test_acdc]
         if same:
             results["cv_on_shipped_split"] = {"subjects": [s["subject"] for s in same], **summarise_acdc(same)}
-    results["shipped"] = evaluate_acdc(args.datasets, model, test_acdc[:args.max_subjects] if args.max_subjects > 0 else test_acdc)
-    results["whole_cines"] = [] if args.no_whole_cines else evaluate_whole_cines(args.datasets, model)
+    previous_path = args.out / "evaluation.json"
+    previous = json.loads(previous_path.read_text()) if args.reuse_model_results and previous_path.is_file() else {}
+    if (previous.get("model_sha256") == results["model_sha256"] and previous.get("max_subjects") == args.max_subjects
+            and "shipped" in previous and "whole_cines" in previous):
+        print(f"reusing the model's held-out split and whole-cine results of {previous['date']}")
+        results["shipped"], results["whole_cines"] = previous["shipped"], previous["whole_cines"]
+    else:
+        results["shipped"] = evaluate_acdc(args.datasets, model,
+                                           test_acdc[:args.max_subjects] if args.max_subjects > 0 else test_acdc)
+        results["whole_cines"] = [] if args.no_whole_cines else evaluate_whole_cines(args.datasets, model)
+    results["max_subjects"] = args.max_subjects
     results["shortfalls"] = shortfalls(results)
     json_results = {k: v for k, v in results.items() if k != "model"}
     args.out.mkdir(parents=True, exist_ok=True)
