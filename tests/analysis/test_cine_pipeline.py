@@ -248,3 +248,19 @@ def test_report_methods_state_the_basal_rule_and_the_unused_phases():
     text = " ".join(_methods_lines([cine]))
     assert ">= 50 % of its outline borders myocardium" in text and "the same rule at every phase" in text
     assert "phases [3, 7] not used (volume jumps)" in text
+
+
+def test_pipeline_measures_a_two_phase_export_es_first():
+    # an export of only the ES and ED phases (in that order): ED is the larger LV volume, no curve is smoothed
+    shape, spacing = (160, 160), (1.5, 1.5)
+    pixels = np.full((2, 3, *shape), 100.0, np.float32)
+    for phase, radius in enumerate((20.0, 34.0)):
+        pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
+    runtime = FakeRuntime()
+    volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[310.0, 0.0])
+    result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
+    assert not result.declined
+    assert (result.summary["ed_phase"], result.summary["es_phase"]) == (1, 0)
+    assert result.summary["lv_ef_percent"] == pytest.approx((1 - (20 / 34) ** 2) * 100, abs=1.5)
+    assert result.summary["timing"]["trigger_phase"] == 1
+    assert any("2 phases" in note for note in result.summary["timing"]["notes"])
