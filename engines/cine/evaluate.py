@@ -202,23 +202,26 @@ def evaluate_acdc(datasets: Path, model, test_subjects: list[str]) -> dict:
     return {"subjects": subjects, **summarise_acdc(subjects)}
 
 
-def finished_folds(run_dir: Path) -> list[Path]:
-    """fold<k>/checkpoint.pt files of a CV run whose training finished (final checkpoint), in fold order."""
+def fold_status(run_dir: Path) -> tuple[list[Path], list[dict]]:
+    """(fold<k>/checkpoint.pt of the finished folds, [{fold, iterations, steps}] of the unfinished ones)."""
     import torch
 
-    done = []
+    done, unfinished = [], []
     for path in sorted(run_dir.glob("fold*/checkpoint.pt")):
         saved = torch.load(path, map_location="cpu", weights_only=False)
         if saved.get("final"):
             done.append(path)
-    return done
+        else:
+            unfinished.append({"fold": path.parent.name, "iterations": saved["iterations"], "steps": saved.get("steps")})
+    return done, unfinished
 
 
 def evaluate_cv(datasets: Path, run_dir: Path, threads: int, max_subjects: int = 0) -> dict:
     """Every finished fold model on its own held-out ACDC patients (the first `max_subjects` if > 0); pooled."""
     folds, subjects = [], []
     nifti = {folder.name: folder for folder in acdc_nifti_dirs(datasets)}
-    for checkpoint in finished_folds(run_dir):
+    finished, unfinished = fold_status(run_dir)
+    for checkpoint in finished:
         # a fold's results are kept beside its checkpoint, keyed by the checkpoint's content: re-running the report
         # after another fold finished evaluates only the new fold
         key = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] + f"-{max_subjects}"
@@ -241,7 +244,8 @@ def evaluate_cv(datasets: Path, run_dir: Path, threads: int, max_subjects: int =
             cached.write_text(json.dumps({"key": key, "fold": fold, "subjects": fold_subjects}, default=float))
         subjects += fold_subjects
         folds.append(fold)
-    return {"folds": folds, "subjects": subjects, **(summarise_acdc(subjects) if subjects else {"n": 0})}
+    return {"folds": folds, "unfinished_folds": unfinished, "subjects": subjects,
+            **(summarise_acdc(subjects) if subjects else {"n": 0})}
 
 
 def cyclic_distance(a: int, b: int, n: int) -> int:
@@ -365,6 +369,9 @@ def write_report(results: dict, path: Path) -> None:
         for fold in cv["folds"]:
             lines.append(f"| {fold['fold']} | {len(fold['held_out'])} | {fold['iterations']} | "
                          f"{fold['elapsed_s'] / 60:.0f} | {fmt(fold['lvef_mae'], 2)} |")
+        for fold in cv.get("unfinished_folds", []):
+            lines.append(f"| {fold['fold']} | unfinished at report time (resumes from its checkpoint) | {fold['iterations']} of "
+                         f"{fold['steps']} | – | – |")
         lines += [""] + acdc_tables(cv) + [""]
         a = cv["agreement"]
         lines += ["Against the issue's goals and the anchors (cmr-reference.md):", "",
@@ -377,7 +384,7 @@ def write_report(results: dict, path: Path) -> None:
     lines += [f"## Model `{results['model_path']}` on the ACDC patients its card holds out ({shipped['n']})", "",
               f"sha256 `{results['model_sha256'][:16]}…`, trained {card['training']['iterations']} iterations × batch "
               f"{card['training']['batch']} ({card['training']['wall_time_s'] / 60:.0f} min, {card['training']['device']}); "
-              "one subject-level split, no cross-validation.", ""]
+              f"one subject-level split, no cross-validation; evaluated {results['model_results_date']}.", ""]
     lines += acdc_tables(shipped) + [""]
     if cv and cv.get("n") and results.get("cv_on_shipped_split"):
         same = results["cv_on_shipped_split"]
@@ -418,6 +425,20 @@ def shortfalls(results: dict) -> list[str]:
         notes.append("No finished cross-validation folds were given (--cv): the only ACDC figures are the single split.")
     elif len(cv["folds"]) < 5:
         notes.append(f"Only {len(cv['folds'])} of 5 folds finished in the time box: the CV covers {cv['n']} of 100 patients.")
+    same = results.get("cv_on_shipped_split")
+    if same and same.get("n"):
+        cv_mae = same["agreement"]["lv_ef_percent"].get("mae")
+        shipped_subjects = {s["subject"]: s for s in results["shipped"]["subjects"]}
+        pairs = [(shipped_subjects[s]["predicted"]["lv_ef_percent"], shipped_subjects[s]["reference"]["lv_ef_percent"])
+                 for s in same["subjects"] if s in shipped_subjects]
+        shipped_mae = agreement(pairs).get("mae")
+        if cv_mae is not None and shipped_mae is not None:
+            verdict = ("the shipped model is kept" if cv_mae > shipped_mae else
+                       "the CV recipe is at least as good on these patients")
+            notes.append(f"Shipped model vs the CV fold models on the same {same['n']} held-out patients: LVEF MAE "
+                         f"{fmt(shipped_mae, 2)} vs {fmt(cv_mae, 2)} points, LV Dice ED "
+                         f"{fmt(np.mean([shipped_subjects[s]['dice']['ED']['lv_blood_pool'] for s in same['subjects']]), 3)}"
+                         f" vs {fmt(same['dice']['lv_blood_pool_ED']['mean'], 3)}: {verdict}.")
     for r in results["whole_cines"]:
         if r["lvef_error"] is not None and abs(r["lvef_error"]) > GOALS["whole_cine_lvef"]:
             at_ref = r["lv_ef_percent_at_reference_phases"]
@@ -481,10 +502,12 @@ def main(argv: list[str] | None = None) -> None:
             and "shipped" in previous and "whole_cines" in previous):
         print(f"reusing the model's held-out split and whole-cine results of {previous['date']}")
         results["shipped"], results["whole_cines"] = previous["shipped"], previous["whole_cines"]
+        results["model_results_date"] = previous.get("model_results_date", previous["date"])
     else:
         results["shipped"] = evaluate_acdc(args.datasets, model,
                                            test_acdc[:args.max_subjects] if args.max_subjects > 0 else test_acdc)
         results["whole_cines"] = [] if args.no_whole_cines else evaluate_whole_cines(args.datasets, model)
+        results["model_results_date"] = results["date"]
     results["max_subjects"] = args.max_subjects
     results["shortfalls"] = shortfalls(results)
     json_results = {k: v for k, v in results.items() if k != "model"}
