@@ -74,6 +74,12 @@ def myocardial_surround(labelmaps: np.ndarray) -> np.ndarray:
     if labelmaps.ndim != 4:
         raise ValueError(f"labelmaps must be (phases, slices, rows, cols), got shape {labelmaps.shape}")
     blood = labelmaps == int(Label.LV_BLOOD_POOL)
+    rows, cols = np.flatnonzero(blood.any(axis=(0, 1, 3))), np.flatnonzero(blood.any(axis=(0, 1, 2)))
+    if rows.size == 0:
+        return np.ones(labelmaps.shape[:2])
+    # only the box around the blood pool (+ 2 pixels for the outline's neighbours) can matter
+    box = (slice(None), slice(None), slice(max(rows[0] - 2, 0), rows[-1] + 3), slice(max(cols[0] - 2, 0), cols[-1] + 3))
+    labelmaps, blood = labelmaps[box], blood[box]
     myocardium = np.isin(labelmaps, [int(v) for v in MYOCARDIUM_LABELS])
     in_plane = np.zeros((1, 1, 3, 3), bool)
     in_plane[0, 0, 1, 1] = in_plane[0, 0, 0, 1] = in_plane[0, 0, 2, 1] = in_plane[0, 0, 1, 0] = in_plane[0, 0, 1, 2] = True
