@@ -34,7 +34,7 @@ def load_cine(datasets: Path | None):
     if datasets is not None and (datasets / "sunnybrook-scd" / "dicoms" / "SCD0000101").is_dir():
         from engines.cine.data import load_sunnybrook_cine
 
-        pixels, spacing, dz, _ = load_sunnybrook_cine(datasets, "SCD0000101")
+        pixels, spacing, dz, _, _ = load_sunnybrook_cine(datasets, "SCD0000101")
         pixels = np.concatenate([pixels, pixels[: PHASES - pixels.shape[0]]])[:, :SLICES]
         return pixels, spacing, dz, "Sunnybrook SCD0000101 (phases 0-4 repeated to 25)"
     rr, cc = np.mgrid[0:256, 0:256]

@@ -4,8 +4,15 @@ Conventions (stated once, applied everywhere):
 - Summation of discs: a ventricle's volume = its voxel count over the whole stack x voxel volume.
 - Papillary muscles and trabeculations belong to the blood pool (cavity), ACDC convention; LV mass is the
   myocardium label only (papillary muscles excluded from mass, DICOM (122620, DCM, "Papillary Muscle Excluded")).
-- Basal slices: every slice is counted at ED and at ES exactly as segmented; no manual basal exclusion.
-- ED = phase of maximal LV volume, ES = phase of minimal LV volume (first one on ties).
+- Basal slices (LV), one rule at every phase: a slice's LV blood pool counts when at least half of its outline
+  borders LV myocardium (SCMR post-processing recommendation, Schulz-Menger et al., JCMR 2020;22:19, "the basal
+  slice is included if at least 50 % of the blood pool is surrounded by myocardium"); otherwise that slice is
+  atrium or outflow tract at that phase. The RV and the myocardium (mass) count every slice as segmented.
+- Timing (find_cardiac_phases): ED is the R-wave-triggered phase (smallest TriggerTime, DICOM PS3.3 C.7.6.16.2.7;
+  phase 0 when the header has none) cross-checked with the LV volume: the largest volume of the smoothed curve
+  within +-15 % of the cycle around that phase. ES is the smallest volume of the smoothed curve. Per-slice volumes
+  are checked for temporal consistency first; a phase whose volume jumps is flagged and not chosen as ED or ES.
+  With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from scipy import ndimage
 
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
@@ -36,22 +44,156 @@ NORMAL_RANGE_SD = 2.0  # normal range = mean ± 2 SD
 
 
 def volume_curve_ml(labelmaps: np.ndarray, labels, voxel_volume_ml: float) -> np.ndarray:
-    """Volume per phase of the voxels carrying any of `labels`; labelmaps (phases, slices, rows, cols)."""
+    """Volume per phase (mL) of the voxels carrying any of `labels`; labelmaps (phases, slices, rows, cols)."""
+    return slice_volumes_ml(labelmaps, labels, voxel_volume_ml).sum(axis=1)
+
+
+def slice_volumes_ml(labelmaps: np.ndarray, labels, voxel_volume_ml: float) -> np.ndarray:
+    """(phases, slices) volume in mL of the voxels carrying any of `labels`; labelmaps (phases, slices, rows, cols)."""
     if voxel_volume_ml <= 0:
         raise ValueError(f"voxel_volume_ml must be positive, got {voxel_volume_ml}")
     labelmaps = np.asarray(labelmaps)
     if labelmaps.ndim != 4:
         raise ValueError(f"labelmaps must be (phases, slices, rows, cols), got shape {labelmaps.shape}")
     wanted = np.isin(labelmaps, np.atleast_1d(np.asarray(labels)))
-    return wanted.reshape(labelmaps.shape[0], -1).sum(axis=1) * float(voxel_volume_ml)
+    return wanted.reshape(labelmaps.shape[:2] + (-1,)).sum(axis=2) * float(voxel_volume_ml)
 
 
-def find_ed_es(lv_curve_ml) -> tuple[int, int]:
-    """(ED, ES) phase indices: maximal and minimal LV volume."""
-    curve = np.asarray(lv_curve_ml, dtype=np.float64)
-    if curve.ndim != 1 or curve.size == 0:
-        raise ValueError(f"the LV volume curve must be a non-empty 1-D sequence, got shape {curve.shape}")
-    return int(np.argmax(curve)), int(np.argmin(curve))
+#: basal-slice rule: share of the LV blood-pool outline that must border myocardium (SCMR 2020)
+BASAL_SURROUND_FRACTION = 0.5
+BASAL_RULE = ("LV blood pool counted in a slice when >= 50 % of its outline borders LV myocardium (SCMR 2020, "
+              "Schulz-Menger et al.), the same rule at every phase; RV and myocardium: every slice as segmented")
+
+
+def myocardial_surround(labelmaps: np.ndarray) -> np.ndarray:
+    """(phases, slices) share of each slice's LV blood-pool outline that touches LV myocardium (8-neighbourhood).
+
+    1.0 where a slice holds no LV blood pool. Labelmaps (phases, slices, rows, cols) in node labels.
+    """
+    labelmaps = np.asarray(labelmaps)
+    if labelmaps.ndim != 4:
+        raise ValueError(f"labelmaps must be (phases, slices, rows, cols), got shape {labelmaps.shape}")
+    blood = labelmaps == int(Label.LV_BLOOD_POOL)
+    rows, cols = np.flatnonzero(blood.any(axis=(0, 1, 3))), np.flatnonzero(blood.any(axis=(0, 1, 2)))
+    if rows.size == 0:
+        return np.ones(labelmaps.shape[:2])
+    # only the box around the blood pool (+ 2 pixels for the outline's neighbours) can matter
+    box = (slice(None), slice(None), slice(max(rows[0] - 2, 0), rows[-1] + 3), slice(max(cols[0] - 2, 0), cols[-1] + 3))
+    labelmaps, blood = labelmaps[box], blood[box]
+    myocardium = np.isin(labelmaps, [int(v) for v in MYOCARDIUM_LABELS])
+    in_plane = np.zeros((1, 1, 3, 3), bool)
+    in_plane[0, 0, 1, 1] = in_plane[0, 0, 0, 1] = in_plane[0, 0, 2, 1] = in_plane[0, 0, 1, 0] = in_plane[0, 0, 1, 2] = True
+    outline = blood & ~ndimage.binary_erosion(blood, in_plane)
+    near_myocardium = ndimage.binary_dilation(myocardium, np.ones((1, 1, 3, 3), bool))
+    outline_px = outline.sum(axis=(2, 3))
+    touching = (outline & near_myocardium).sum(axis=(2, 3))
+    return np.where(outline_px > 0, touching / np.maximum(outline_px, 1), 1.0)
+
+
+def lv_slice_volumes_ml(labelmaps: np.ndarray, voxel_volume_ml: float) -> tuple[np.ndarray, np.ndarray]:
+    """LV blood-pool (phases, slices) volumes in mL under the basal-slice rule, and the (phases, slices) mask of
+    the slices the rule left out."""
+    volumes = slice_volumes_ml(labelmaps, [int(Label.LV_BLOOD_POOL)], voxel_volume_ml)
+    excluded = (myocardial_surround(labelmaps) < BASAL_SURROUND_FRACTION) & (volumes > 0)
+    return np.where(excluded, 0.0, volumes), excluded
+
+
+#: temporal consistency: a phase is flagged when its LV volume differs from the per-slice running median by more
+#: than max(JUMP_ML, JUMP_FRACTION x the largest volume, what a cosine-shaped cycle loses to that median)
+JUMP_ML = 3.0
+JUMP_FRACTION = 0.05
+#: ED window around the R-wave phase, as a share of the cycle on each side
+ED_WINDOW_FRACTION = 0.15
+#: the curve's largest volume outside that window is reported when it exceeds the window's by this share
+ED_DISAGREEMENT_FRACTION = 0.05
+MIN_PHASES_FOR_CURVE = 5
+
+
+@dataclass
+class CardiacPhases:
+    """ED/ES choice on a cine and the evidence for it (find_cardiac_phases)."""
+
+    ed: int
+    es: int
+    trigger_phase: int
+    curve_ml: list[float]  # LV volume per phase as measured
+    consistent_curve_ml: list[float]  # per-slice temporal median, summed
+    smoothed_curve_ml: list[float]  # periodic [1, 2, 1] / 4 smoothing of the consistent curve
+    flagged_phases: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"ed_phase": self.ed, "es_phase": self.es, "trigger_phase": self.trigger_phase,
+                "flagged_phases": list(self.flagged_phases),
+                "smoothed_lv_curve_ml": [round(v, 2) for v in self.smoothed_curve_ml], "notes": list(self.notes)}
+
+
+def _cyclic_distance(a: int, b: int, n: int) -> int:
+    return min((a - b) % n, (b - a) % n)
+
+
+def trigger_phase(trigger_times, n_phases: int) -> tuple[int, str | None]:
+    """Index of the R-wave phase: the smallest TriggerTime (0018,1060); phase 0 with a note when none is usable."""
+    if trigger_times is not None and len(trigger_times) == n_phases:
+        values = np.array([np.nan if t is None else float(t) for t in trigger_times])
+        if np.isfinite(values).any():
+            return int(np.nanargmin(values)), None
+    return 0, "no usable TriggerTime: phase 0 taken as the R-wave (end-diastolic) phase"
+
+
+def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhases:
+    """ED and ES phases from LV volumes per (phase, slice), in mL.
+
+    1. Temporal consistency: each slice's volume over the cycle is median-filtered over 3 neighbouring phases
+       (periodic); a phase whose summed volume differs from the filtered sum by more than
+       max(JUMP_ML, JUMP_FRACTION x largest volume, the cosine-cycle shaving) is flagged (a segmentation jump)
+       and is not chosen.
+    2. The filtered curve is smoothed periodically with [1, 2, 1] / 4.
+    3. ED: the R-wave phase (smallest TriggerTime) is the DICOM/ECG end-diastole; the largest smoothed volume among
+       the phases within ED_WINDOW_FRACTION of the cycle around it is taken (the cross-check), and a larger volume
+       outside the window is reported.
+    4. ES: the smallest smoothed volume among the unflagged phases.
+    With fewer than MIN_PHASES_FOR_CURVE phases: ED = largest, ES = smallest measured volume.
+    Raises ValueError for an empty or non-2-D input.
+    """
+    volumes = np.asarray(lv_slice_volumes_ml, dtype=np.float64)
+    if volumes.ndim != 2 or volumes.shape[0] == 0 or volumes.shape[1] == 0:
+        raise ValueError(f"LV volumes must be (phases, slices), got shape {volumes.shape}")
+    n = volumes.shape[0]
+    curve = volumes.sum(axis=1)
+    trigger, note = trigger_phase(trigger_times, n)
+    notes = [note] if note else []
+    if n < MIN_PHASES_FOR_CURVE:
+        ed = int(np.argmax(curve))
+        es = int(np.argmin(curve))
+        if n > 1 and ed == es:
+            es = (ed + 1) % n
+        return CardiacPhases(ed, es, trigger, curve.tolist(), curve.tolist(), curve.tolist(), [],
+                             notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
+    consistent = ndimage.median_filter(volumes, size=(3, 1), mode="wrap").sum(axis=1)
+    smoothed = ndimage.convolve1d(consistent, np.array([1.0, 2.0, 1.0]) / 4.0, mode="wrap")
+    # a clean cosine-shaped cycle loses (max - min) / 2 x (1 - cos(2 pi / n)) at its extremes under a 3-phase median
+    shaving = (consistent.max() - consistent.min()) / 2.0 * (1.0 - np.cos(2.0 * np.pi / n))
+    tolerance = max(JUMP_ML, JUMP_FRACTION * float(consistent.max()), float(shaving))
+    flagged = [int(p) for p in np.flatnonzero(np.abs(curve - consistent) > tolerance)]
+    for phase in flagged:
+        notes.append(f"phase {phase}: LV volume {curve[phase]:.1f} mL jumps from its temporal neighbours "
+                     f"({consistent[phase]:.1f} mL per-slice median); not used as ED or ES")
+    usable = [p for p in range(n) if p not in flagged] or list(range(n))
+    half_window = max(1, int(round(ED_WINDOW_FRACTION * n)))
+    window = [p for p in usable if _cyclic_distance(p, trigger, n) <= half_window]
+    if not window:
+        window = [p for p in range(n) if _cyclic_distance(p, trigger, n) <= half_window]
+        notes.append("every phase near the R-wave is flagged; ED chosen among them anyway")
+    ed = max(window, key=lambda p: smoothed[p])
+    largest = max(usable, key=lambda p: smoothed[p])
+    if smoothed[largest] > smoothed[ed] * (1 + ED_DISAGREEMENT_FRACTION):
+        notes.append(f"largest LV volume at phase {largest} ({smoothed[largest]:.1f} mL smoothed) lies outside the "
+                     f"end-diastolic window around the R-wave phase {trigger}; ED kept at phase {ed} "
+                     f"({smoothed[ed]:.1f} mL)")
+    candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
+    es = min(candidates, key=lambda p: smoothed[p])
+    return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
 
 
 def ejection_fraction_percent(edv_ml: float, esv_ml: float) -> float | None:
@@ -73,12 +215,24 @@ def myocardial_mass_g(labelmap: np.ndarray, voxel_volume_ml: float, density_g_pe
     return voxels * float(voxel_volume_ml) * density_g_per_ml
 
 
+#: plausible ranges for BSA inputs; outside them the header value is wrong (e.g. PatientSize in cm), not the patient
+HEIGHT_RANGE_M = (0.3, 2.8)
+WEIGHT_RANGE_KG = (1.0, 500.0)
+
+
 def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula = "mosteller") -> float:
-    """BSA in m² from height (m) and weight (kg): Mosteller sqrt(H[cm] W / 3600) or DuBois 0.007184 W^0.425 H[cm]^0.725."""
-    if not (height_m > 0 and weight_kg > 0):
-        raise ValueError(f"height and weight must be positive, got {height_m} m, {weight_kg} kg")
+    """Body surface area in m² from height (m, DICOM PatientSize (0010,1020)) and weight (kg, PatientWeight).
+
+    Mosteller: sqrt(H[cm] x W[kg] / 3600) (Mosteller RD, N Engl J Med 1987;317:1098).
+    DuBois: 0.007184 x W^0.425 x H[cm]^0.725 (DuBois D, DuBois EF, Arch Intern Med 1916;17:863).
+    Raises ValueError for a height or weight outside HEIGHT_RANGE_M / WEIGHT_RANGE_KG (naming a height that looks
+    like centimetres) and for an unknown formula. The one BSA implementation of the node (SR and report use it).
+    """
     if height_m > 3.0:
-        raise ValueError(f"height {height_m} looks like centimetres; PatientSize is in metres")
+        raise ValueError(f"implausible height {height_m} m for BSA: it looks like centimetres; PatientSize is in metres")
+    if not (HEIGHT_RANGE_M[0] < height_m < HEIGHT_RANGE_M[1]) or not (WEIGHT_RANGE_KG[0] < weight_kg < WEIGHT_RANGE_KG[1]):
+        raise ValueError(f"implausible height {height_m} m / weight {weight_kg} kg for BSA (expected "
+                         f"{HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m, {WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg)")
     height_cm = height_m * 100.0
     if formula == "mosteller":
         return math.sqrt(height_cm * weight_kg / 3600.0)
@@ -138,6 +292,8 @@ class CineMeasurements:
     bsa_formula: str | None = None
     indexed: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    timing: CardiacPhases | None = None
+    basal_excluded: list[tuple[int, int]] = field(default_factory=list)  # (phase, slice) left out by the basal rule
 
     def summary(self) -> dict:
         """The `cine` block of summary.json (design.md contract)."""
@@ -153,16 +309,30 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, height_m: float | None = None,
+def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]:
+    """BSA when height and weight are known and plausible; else None and, for implausible values, why."""
+    if not (height_m and weight_kg):
+        return None, []
+    try:
+        return body_surface_area_m2(height_m, weight_kg, formula), []
+    except ValueError as error:  # a wrong header value must not cost the whole measurement
+        return None, [f"no indexed values: {error}"]
+
+
+def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times=None, height_m: float | None = None,
                  weight_kg: float | None = None, sex: str | None = None, bsa_formula: BsaFormula = "mosteller",
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
-    ED/ES come from the LV curve; RV volumes are read at the same ED and ES phases (one cardiac timing).
+    LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
+    TriggerTime in ms, or None, per phase); RV volumes are read at the same ED and ES phases (one cardiac timing).
+    Timing notes (flagged phases, ED cross-check) are appended to `flags`.
     """
-    lv_curve = volume_curve_ml(labelmaps, [int(Label.LV_BLOOD_POOL)], voxel_volume_ml)
+    lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml)
+    lv_curve = lv_slices.sum(axis=1)
     rv_curve = volume_curve_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
-    ed, es = find_ed_es(lv_curve)
+    timing = find_cardiac_phases(lv_slices, trigger_times)
+    ed, es = timing.ed, timing.es
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
     result = CineMeasurements(
@@ -170,9 +340,10 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, height_m: flo
         lv_edv_ml=lv_edv, lv_esv_ml=lv_esv, lv_sv_ml=lv_edv - lv_esv, lv_ef_percent=ejection_fraction_percent(lv_edv, lv_esv),
         lv_mass_g=myocardial_mass_g(labelmaps[ed], voxel_volume_ml, density_g_per_ml),
         rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_sv_ml=rv_edv - rv_esv, rv_ef_percent=ejection_fraction_percent(rv_edv, rv_esv),
+        timing=timing, basal_excluded=[(int(p), int(z)) for p, z in zip(*np.nonzero(excluded))],
     )
-    if height_m and weight_kg:
-        bsa = body_surface_area_m2(height_m, weight_kg, bsa_formula)
+    bsa, bsa_note = _bsa_or_note(height_m, weight_kg, bsa_formula)
+    if bsa is not None:
         result.bsa_m2, result.bsa_formula = bsa, bsa_formula
         result.indexed = {
             "lv_edvi_ml_m2": lv_edv / bsa, "lv_esvi_ml_m2": lv_esv / bsa, "lv_svi_ml_m2": (lv_edv - lv_esv) / bsa,
@@ -180,5 +351,5 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, height_m: flo
             "rv_svi_ml_m2": (rv_edv - rv_esv) / bsa,
         }
     values = {"lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_ef_percent": result.lv_ef_percent, **result.indexed}
-    result.flags = normal_range_flags(values, sex)
+    result.flags = normal_range_flags(values, sex) + list(timing.notes) + bsa_note
     return result

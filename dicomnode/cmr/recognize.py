@@ -370,11 +370,12 @@ class CineRule:
         elif e.phases >= 2 and declared >= 5 and len(e.trigger_times) >= 2:
             confidence = 0.55
             evidence.append(f"{e.phases} of {declared} cardiac phases present (CardiacNumberOfImages)")
-        elif e.phases == 2 and declared == 2 and len(e.trigger_times) == 2 and spread >= 150 \
+        elif e.phases == 2 and declared < 5 and len(e.trigger_times) == 2 and spread >= 150 \
                 and not any(t > 0 for t in e.inversion_times):
             confidence = 0.5  # a cine reduced to its end-diastolic and end-systolic phases
-            evidence.append(f"only 2 phases per slice, declared (CardiacNumberOfImages=2), TriggerTime "
-                            f"{e.trigger_times[0]:.0f} and {e.trigger_times[1]:.0f} ms: ED and ES phases only")
+            said = f"CardiacNumberOfImages={declared}" if declared else "no CardiacNumberOfImages"
+            evidence.append(f"only 2 phases per slice ({said}), TriggerTime {e.trigger_times[0]:.0f} and "
+                            f"{e.trigger_times[1]:.0f} ms: ED and ES phases only")
         else:
             return None
         if declared > 1:

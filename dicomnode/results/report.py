@@ -190,9 +190,13 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
             "method.",
         ]
     if cine is not None and isinstance(cine.summary, dict):
-        lines.append("Cine: summation of discs over every slice; ED = largest, ES = smallest LV volume; papillary "
-                     "muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP mean +/- 2 SD "
-                     "(2015 SCMR review).")
+        flagged = (cine.summary.get("timing") or {}).get("flagged_phases") or []
+        lines.append("Cine: summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
+                     "myocardium (SCMR 2020), the same rule at every phase; ED = R-wave phase cross-checked with the "
+                     "largest LV volume, ES = smallest volume of the temporally smoothed curve"
+                     + (f"; phases {flagged} not used (volume jumps)" if flagged else "")
+                     + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
+                     "mean +/- 2 SD (2015 SCMR review).")
     if any(isinstance(r.summary, dict) and isinstance(r.summary.get("aha_segments"), dict) for r in results):
         lines.append("AHA 17 segments (Cerqueira 2002): thirds of the slices with LV cavity, septum between the RV "
                      "insertion points; scar extent = % of the segment's myocardium; transmurality = scar share of the "
@@ -333,6 +337,9 @@ def render_report(
             curve_ax.plot(range(len(rv_curve)), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
                           label="RV")
         summary = cine.summary if isinstance(cine.summary, dict) else {}
+        for phase in (summary.get("timing") or {}).get("flagged_phases") or []:
+            if 0 <= int(phase) < len(curve):  # a phase whose volume jumps: shown, never used as ED/ES
+                curve_ax.plot([int(phase)], [curve[int(phase)]], "x", color="black", markersize=5)
         for key, label in (("ed_phase", "ED"), ("es_phase", "ES")):
             phase = summary.get(key)
             if phase is not None and 0 <= int(phase) < len(curve):

@@ -12,6 +12,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis.aha import aha_segments, stack_geometry
+from dicomnode.analysis.cine_metrics import body_surface_area_m2
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
@@ -20,20 +21,6 @@ from dicomnode.results.regions import image_regions, representative_slice
 from dicomnode.results.seg import PlannedSegment, segment_plan
 from dicomnode.uids import new_uid
 
-def body_surface_area(height_m: float, weight_kg: float, formula: str) -> float:
-    """BSA in m² from height (m) and weight (kg).
-
-    Mosteller √(H[cm]·W/3600); DuBois 0.007184·W^0.425·H[cm]^0.725.
-    """
-    if not (0.3 < height_m < 2.8) or not (1 < weight_kg < 500):
-        raise ValueError(f"implausible height {height_m} m / weight {weight_kg} kg for BSA")
-    height_cm = height_m * 100.0
-    if formula == "mosteller":
-        return math.sqrt(height_cm * weight_kg / 3600.0)
-    if formula == "dubois":
-        return 0.007184 * weight_kg**0.425 * height_cm**0.725
-    raise ValueError(f"unknown BSA formula {formula!r} (mosteller | dubois)")
-
 
 def bsa_for(cine: PipelineResult, header: Dataset, default_formula: str) -> tuple[float, str] | None:
     """(BSA m², formula) from the cine result (bsa_m2, bsa_formula) or PatientSize/PatientWeight; None if unknown."""
@@ -41,7 +28,7 @@ def bsa_for(cine: PipelineResult, header: Dataset, default_formula: str) -> tupl
     if cine.measurements.get("bsa_m2"):
         return float(cine.measurements["bsa_m2"]), formula
     try:
-        return body_surface_area(float(header.PatientSize), float(header.PatientWeight), formula), formula
+        return body_surface_area_m2(float(header.PatientSize), float(header.PatientWeight), formula), formula
     except (AttributeError, TypeError, ValueError):
         return None
 

@@ -1,4 +1,5 @@
-"""Labelled cine SAX data for training/evaluation: ACDC PNG + NIfTI and Sunnybrook DICOM + contours, as node labels."""
+"""Labelled cine SAX data for training/evaluation, as node labels: ACDC PNG + NIfTI, Sunnybrook DICOM + contours, and
+the bSSFP (`C0`) volumes of MyoPS 2020 with their LV / myocardium / RV labels."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomnode.analysis.cine import SliceResampler, axis_interpolation
+from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.labels import ACDC_TO_NODE, Label
 
 #: model output channels, in order, as node labels
@@ -31,8 +32,8 @@ class LabelledSlice:
     """One 2-D slice with its allowed-class bitmask (bit c set = output channel c possible at that pixel)."""
 
     subject: str
-    source: str  # "acdc" | "sunnybrook"
-    phase: str  # "ED" | "ES"
+    source: str  # "acdc" | "sunnybrook" | "myops"
+    phase: str  # "ED" | "ES" | "C0" (MyoPS: one bSSFP phase of unstated timing)
     z: int
     image: np.ndarray  # (rows, cols) float32 raw intensities
     allowed: np.ndarray  # (rows, cols) uint8 bitmask
@@ -80,9 +81,7 @@ def polygon_mask(points_xy: np.ndarray, shape_rc: tuple[int, int]) -> np.ndarray
 # ---------------------------------------------------------------- ACDC
 def acdc_subject_split(datasets: Path, seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
     """All 100 ACDC training patients split by subject: ACDC_TEST_PER_GROUP per group held out (patient090 always)."""
-    groups: dict[str, list[str]] = {g: [] for g in ACDC_GROUPS}
-    for number in range(1, 101):
-        groups[ACDC_GROUPS[(number - 1) // 20]].append(f"patient{number:03d}")
+    groups = acdc_groups()
     rng = random.Random(seed)
     test: list[str] = []
     for group, patients in groups.items():
@@ -93,6 +92,28 @@ def acdc_subject_split(datasets: Path, seed: int = SPLIT_SEED) -> tuple[list[str
         test += chosen
     train = [p for g in groups.values() for p in g if p not in test]
     return sorted(train), sorted(test)
+
+
+def acdc_groups() -> dict[str, list[str]]:
+    """ACDC training set: patients 1-20 DCM, 21-40 HCM, 41-60 MINF, 61-80 NOR, 81-100 RV (Bernard et al. 2018)."""
+    groups: dict[str, list[str]] = {g: [] for g in ACDC_GROUPS}
+    for number in range(1, 101):
+        groups[ACDC_GROUPS[(number - 1) // 20]].append(f"patient{number:03d}")
+    return groups
+
+
+def acdc_folds(n_folds: int = 5, seed: int = SPLIT_SEED) -> list[list[str]]:
+    """Subject-level K-fold split of the 100 ACDC patients, stratified by group: fold k holds 20/K of each group."""
+    if n_folds < 2 or 20 % n_folds:
+        raise ValueError(f"n_folds must divide the 20 patients of each ACDC group, got {n_folds}")
+    rng = random.Random(seed)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    for patients in acdc_groups().values():
+        shuffled = list(patients)
+        rng.shuffle(shuffled)
+        for index, patient in enumerate(shuffled):
+            folds[index % n_folds].append(patient)
+    return [sorted(fold) for fold in folds]
 
 
 def load_acdc_png(datasets: Path, patients: set[str] | None = None) -> list[LabelledSlice]:
@@ -221,7 +242,8 @@ def load_sunnybrook(datasets: Path, patients: set[str] | None = None) -> list[La
 def load_sunnybrook_cine(datasets: Path, patient: str):
     """Whole Sunnybrook cine read straight from DICOM: slices sorted along the normal, phases by InstanceNumber.
 
-    Returns (pixels (phases, slices, rows, cols), spacing_rc, slice_spacing, instance_numbers (phases, slices)).
+    Returns (pixels (phases, slices, rows, cols), spacing_rc, slice_spacing, instance_numbers (phases, slices),
+    trigger_times (phases,) in ms: the median TriggerTime of each phase over the slices, None where absent).
     """
     import pydicom
 
@@ -239,9 +261,10 @@ def load_sunnybrook_cine(datasets: Path, patient: str):
     counts = {len(by_position[p]) for p in positions}
     if len(counts) != 1:
         raise ValueError(f"{patient}: slices have different phase counts {sorted(counts)}")
-    stack, instances = [], []
+    stack, instances, triggers = [], [], []
     for position in positions:
         frames = sorted(by_position[position], key=lambda d: int(d.InstanceNumber))
+        triggers.append([float(f.TriggerTime) if "TriggerTime" in f else np.nan for f in frames])
         stack.append([f.pixel_array.astype(np.float32) * float(getattr(f, "RescaleSlope", 1) or 1)
                       + float(getattr(f, "RescaleIntercept", 0) or 0) for f in frames])
         instances.append([int(f.InstanceNumber) for f in frames])
@@ -250,36 +273,67 @@ def load_sunnybrook_cine(datasets: Path, patient: str):
     slice_spacing = float(np.median(np.diff(along))) if len(along) > 1 else 0.0
     first = by_position[positions[0]][0]
     spacing = tuple(float(v) for v in first.PixelSpacing)
-    return pixels, spacing, abs(slice_spacing), np.asarray(instances).T
+    per_phase = np.nanmedian(np.asarray(triggers, dtype=np.float64), axis=0) if np.isfinite(triggers).any() else None
+    trigger_times = None if per_phase is None else [None if np.isnan(t) else float(t) for t in per_phase]
+    return pixels, spacing, abs(slice_spacing), np.asarray(instances).T, trigger_times
 
 
-# ---------------------------------------------------------------- training cache
-def nearest_resample_bits(allowed: np.ndarray, resampler: SliceResampler) -> np.ndarray:
-    """Nearest-neighbour version of resampler.forward for bitmasks; outside the source: every class allowed."""
-    rows, cols = resampler.shape_rc
-    r0, r1, rw, r_in = axis_interpolation(resampler.out_size, rows, resampler.target_spacing / resampler.spacing_rc[0], resampler.centre[0])
-    c0, c1, cw, c_in = axis_interpolation(resampler.out_size, cols, resampler.target_spacing / resampler.spacing_rc[1], resampler.centre[1])
-    ri = np.where(rw < 0.5, r0, r1)
-    ci = np.where(cw < 0.5, c0, c1)
-    out = allowed[ri[:, None], ci[None, :]].copy()
-    out[~(r_in[:, None] & c_in[None, :])] = BIT[Label.BACKGROUND]
+# ---------------------------------------------------------------- MyoPS 2020 bSSFP
+#: MyoPS label value -> node label; edema and scar are myocardium on a cine image
+MYOPS_TO_NODE = {0: Label.BACKGROUND, 500: Label.LV_BLOOD_POOL, 200: Label.LV_MYOCARDIUM, 1220: Label.LV_MYOCARDIUM,
+                 2221: Label.LV_MYOCARDIUM, 600: Label.RV_BLOOD_POOL}
+
+
+def myops_cases(datasets: Path) -> list[str]:
+    return sorted(p.name for p in (datasets / "myops2020-lge").glob("Case*") if (p / f"{p.name}_C0.nii.gz").is_file())
+
+
+def load_myops_c0(datasets: Path, cases: set[str] | None = None) -> list[LabelledSlice]:
+    """Every labelled slice of the MyoPS bSSFP (`C0`) volumes, fully labelled (LV, myocardium incl. scar/edema, RV).
+
+    Raises ValueError on a label value outside the MyoPS convention (README of the data set).
+    """
+    out = []
+    for case in myops_cases(datasets):
+        if cases is not None and case not in cases:
+            continue
+        folder = datasets / "myops2020-lge" / case
+        image, spacing, dz = load_acdc_nifti_volume(folder / f"{case}_C0.nii.gz")
+        labels, _, _ = load_acdc_nifti_volume(folder / f"{case}_gd.nii.gz")
+        labels = np.rint(labels).astype(np.int32)
+        unknown = set(np.unique(labels).tolist()) - set(MYOPS_TO_NODE)
+        if unknown:
+            raise ValueError(f"{case}: label values {sorted(unknown)} are not MyoPS labels {sorted(MYOPS_TO_NODE)}")
+        for z in range(image.shape[0]):
+            allowed = np.zeros(labels[z].shape, np.uint8)
+            for value, node_label in MYOPS_TO_NODE.items():
+                allowed[labels[z] == value] = BIT[int(node_label)]
+            if (labels[z] > 0).any():
+                out.append(LabelledSlice(case, "myops", "C0", z, image[z], allowed, spacing, dz))
     return out
 
 
+# ---------------------------------------------------------------- training cache
 def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int = CANVAS_SIZE):
-    """Resample every slice onto a canvas x canvas grid at the target spacing, centred on the image centre."""
+    """Resample every slice onto a canvas x canvas grid at the target spacing, centred on the image centre.
+
+    Images: linear (dicomnode.cmr.InplaneResampler, the node's geometry); bitmasks: nearest neighbour, and
+    outside the source only background is allowed.
+    """
     images = np.zeros((len(slices), canvas, canvas), np.float32)
     allowed = np.zeros((len(slices), canvas, canvas), np.uint8)
     for index, item in enumerate(slices):
-        resampler = SliceResampler(item.image.shape, item.spacing_rc, target_spacing, canvas)
+        resampler = InplaneResampler(item.image.shape, item.spacing_rc, target_spacing, canvas)
         images[index] = resampler.forward(item.image)
-        allowed[index] = nearest_resample_bits(item.allowed, resampler)
+        allowed[index] = resampler.forward(item.allowed, order=0, fill=BIT[Label.BACKGROUND])
     return images, allowed
 
 
-def training_slices(datasets: Path, train_subjects: set[str]) -> list[LabelledSlice]:
-    """Every labelled slice of the training subjects (ACDC train split + non-held-out Sunnybrook)."""
+def training_slices(datasets: Path, train_subjects: set[str], myops: bool = True) -> list[LabelledSlice]:
+    """Every labelled slice of the training subjects (ACDC subjects given, non-held-out Sunnybrook, MyoPS C0)."""
     slices = load_acdc_png(datasets, train_subjects) + load_acdc_nifti(datasets, train_subjects)
     sunnybrook_train = {p for p in sunnybrook_link(datasets) if p not in SUNNYBROOK_HELD_OUT}
     slices += load_sunnybrook(datasets, sunnybrook_train)
+    if myops and (datasets / "myops2020-lge").is_dir():
+        slices += load_myops_c0(datasets)
     return slices

@@ -60,6 +60,13 @@ def onnx_parity(model: torch.nn.Module, path: Path, crop_size: int, batch: int =
     return float(np.abs(got - expected).max())
 
 
+MYOPS_DATA = {"name": "MyoPS 2020 bSSFP (C0) volumes, 33 patients (myops2020-lge)",
+              "labels": "LV blood pool, LV myocardium (incl. scar and edema), RV blood pool",
+              "licence": "research / non-commercial use only (redistribution terms not verified)",
+              "citation": "Li L. et al., MyoPS: A benchmark of myocardial pathology segmentation combining three-sequence "
+                          "cardiac magnetic resonance images, Medical Image Analysis 2023; Zhuang X. et al."}
+
+
 def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> dict:
     channel_labels = list(checkpoint["channel_labels"])
     return {
@@ -75,7 +82,7 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
             "name": "image", "shape": ["N", 1, checkpoint["crop_size"], checkpoint["crop_size"]], "dtype": "float32",
             "spacing_mm": checkpoint["target_spacing_mm"], "crop_size": checkpoint["crop_size"],
             "crop_centre": "image centre (no heart localisation); crop axis-aligned with the source pixel grid",
-            "resampling": "separable bilinear (dicomnode.analysis.cine.SliceResampler), zero outside the image",
+            "resampling": "linear (dicomnode.cmr.InplaneResampler), zero outside the image",
             "normalisation": "per slice on the crop: clip to [0, 99.5th percentile], then zero mean / unit SD "
                              "(dicomnode.analysis.cine.normalise_slices)",
         },
@@ -95,7 +102,7 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
                 {"name": "Sunnybrook Cardiac Data (sunnybrook-scd-extra: SCD0000401, SCD0000501)",
                  "labels": "LV endocardium ED+ES, epicardium ED (SCD0000501 epicardium dropped: misaligned); partial-label loss",
                  "licence": "CC0 1.0", "citation": SUNNYBROOK_CITATION},
-            ],
+            ] + ([MYOPS_DATA] if any(str(s).startswith("Case") for s in checkpoint["train_subjects"]) else []),
             "train_subjects": checkpoint["train_subjects"], "held_out_subjects": checkpoint["test_subjects"],
             "split_seed": checkpoint["seed"], "iterations": checkpoint["iterations"], "batch": checkpoint["batch"],
             "wall_time_s": round(checkpoint["elapsed_s"], 1), "device": checkpoint["device"],
@@ -103,7 +110,9 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
             "loss": "marginal (partial-label) cross-entropy + soft Dice on fully labelled pixels",
         },
         "licence": "Weights derived from ACDC: CC BY-NC-SA 4.0 (non-commercial research only, share-alike, cite "
-                   "Bernard et al. 2018); Sunnybrook part CC0 1.0.",
+                   "Bernard et al. 2018); Sunnybrook part CC0 1.0"
+                   + ("; MyoPS 2020 part research / non-commercial only." if any(
+                       str(s).startswith("Case") for s in checkpoint["train_subjects"]) else "."),
         "intended_use": "Research and decision support for cine short-axis LV/RV function; not for diagnostic use without "
                         "review of the contours by a qualified reader.",
         "max_batch": 64,

@@ -1,6 +1,15 @@
-"""Train the cine U-Net on every labelled cine set (subject-level split, partial-label loss); time-boxed, CPU or CUDA.
+"""Train the cine U-Net: subject-level K-fold CV on ACDC (+ Sunnybrook partial labels + MyoPS bSSFP), resumable.
 
-python -m engines.cine.train --datasets ../shared/datasets --out engines/runs/cine --minutes 40
+python -m engines.cine.train --datasets ../shared/datasets --out engines/runs/cine_cv --folds 5 --only-folds 0 \
+    --steps 800 --threads 1
+
+Each fold trains on the other folds' ACDC patients, the non-held-out Sunnybrook patients (LV contours only:
+partial-label loss) and all 33 MyoPS 2020 `C0` bSSFP volumes (another centre and vendor); it writes
+<out>/fold<k>/checkpoint.pt every `--save-every` iterations and at the end. A stopped run started again with the
+same arguments continues from its last checkpoint (model, optimiser, sampler state, iteration). The learning-rate
+schedule follows the iteration count, so a resumed run is the same schedule. `--folds 0` trains the single
+held-out split of acdc_subject_split instead. bf16 autocast only on CUDA or on a CPU with native bf16 (AMX or
+AVX512-BF16 in /proc/cpuinfo); fp32 otherwise.
 """
 from __future__ import annotations
 
@@ -14,8 +23,8 @@ import numpy as np
 import torch
 
 from engines.cine.augment import augment_batch
-from engines.cine.data import (CANVAS_SIZE, CHANNEL_LABELS, N_CLASSES, SPLIT_SEED, acdc_subject_split, build_canvas,
-                               sunnybrook_link, training_slices, SUNNYBROOK_HELD_OUT)
+from engines.cine.data import (CANVAS_SIZE, CHANNEL_LABELS, N_CLASSES, SPLIT_SEED, SUNNYBROOK_HELD_OUT, acdc_folds,
+                               acdc_subject_split, build_canvas, training_slices)
 from engines.cine.model import CineUNet
 
 TARGET_SPACING_MM = 1.5
@@ -38,93 +47,157 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
     return cross_entropy + (1.0 - dice[1:]).mean()
 
 
-def load_cache(datasets: Path, cache: Path, train_subjects: set[str]):
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU flags list amx_bf16 or avx512_bf16 (bf16 matmuls in hardware)."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA and on CPUs with native bf16; None (fp32) elsewhere, where emulated bf16 is slower."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def load_cache(datasets: Path, cache_dir: Path):
+    """Canvas of every training-eligible slice (all ACDC, Sunnybrook not held out, MyoPS C0), cached by content key."""
+    acdc = {f"patient{n:03d}" for n in range(1, 101)}
+    key = hashlib.sha256(json.dumps([sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE,
+                                     "myops-c0", "inplane-resampler"]).encode()).hexdigest()[:12]
+    cache = cache_dir / f"canvas_cache_{key}.npz"
     if cache.is_file():
         data = np.load(cache)
-        return data["images"], data["allowed"], data["is_sunnybrook"]
-    slices = training_slices(datasets, train_subjects)
+        return data["images"], data["allowed"], data["subjects"], data["sources"]
+    slices = training_slices(datasets, acdc)
     images, allowed = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE)
-    is_sunnybrook = np.array([s.source == "sunnybrook" for s in slices])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, images=images, allowed=allowed, is_sunnybrook=is_sunnybrook)
-    return images, allowed, is_sunnybrook
+    subjects = np.array([s.subject for s in slices])
+    sources = np.array([s.source for s in slices])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources)
+    partial.replace(cache)
+    return images, allowed, subjects, sources
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def fold_plan(datasets: Path, n_folds: int, seed: int) -> list[tuple[str, list[str]]]:
+    """[(run name, held-out ACDC patients)]: K folds, or the single held-out split when n_folds is 0."""
+    if n_folds == 0:
+        return [("split", acdc_subject_split(datasets, seed)[1])]
+    return [(f"fold{k}", test) for k, test in enumerate(acdc_folds(n_folds, seed))]
+
+
+def train_one(name: str, test_subjects: list[str], data, args, device: torch.device) -> Path:
+    """Train (or resume) one model; returns its checkpoint path."""
+    images, allowed, subjects, sources = data
+    out = args.out / name
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "checkpoint.pt"
+    keep = ~np.isin(subjects, test_subjects)
+    weights_np = np.where(sources[keep] == "sunnybrook", args.sunnybrook_weight, 1.0)
+    images_t = torch.from_numpy(images[keep]).to(device)
+    allowed_t = torch.from_numpy(allowed[keep]).to(device)
+    weights = torch.from_numpy(weights_np)
+    model = CineUNet(1, N_CLASSES, WIDTHS).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(args.seed)
+    iteration, elapsed_before = 0, 0.0
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("final") and saved["iterations"] >= args.steps:
+            print(f"{name}: already trained ({saved['iterations']} iterations)", flush=True)
+            return path
+        model.load_state_dict(saved["state_dict"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        iteration, elapsed_before = int(saved["iterations"]), float(saved["elapsed_s"])
+        print(f"{name}: resuming at iteration {iteration}", flush=True)
+    amp = autocast_dtype(device)
+    print(f"{name}: {int(keep.sum())} training slices ({int((sources[keep] == 'sunnybrook').sum())} Sunnybrook, "
+          f"{int((sources[keep] == 'myops').sum())} MyoPS), {len(test_subjects)} ACDC held out, device {device}, "
+          f"autocast {amp}", flush=True)
+    started = time.time()
+
+    def save(final: bool):
+        checkpoint = {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
+            "widths": WIDTHS, "n_classes": N_CLASSES, "channel_labels": CHANNEL_LABELS,
+            "target_spacing_mm": TARGET_SPACING_MM, "crop_size": CROP_SIZE, "iterations": iteration,
+            "steps": args.steps, "batch": args.batch, "elapsed_s": elapsed_before + time.time() - started,
+            "final": final, "seed": args.seed, "test_subjects": list(test_subjects) + list(SUNNYBROOK_HELD_OUT),
+            "train_subjects": sorted(set(subjects[keep].tolist())), "n_training_slices": int(keep.sum()),
+            "device": str(device), "autocast": str(amp), "threads": args.threads,
+        }
+        partial = path.with_suffix(".partial")
+        torch.save(checkpoint, partial)
+        partial.replace(path)
+
+    model.train()
+    running: list[float] = []
+    last_log = time.time()
+    while iteration < args.steps:
+        warmup = min(1.0, (iteration + 1) / 100)
+        for group in optimiser.param_groups:
+            group["lr"] = args.lr * warmup * (1 - iteration / args.steps) ** 0.9
+        index = torch.multinomial(weights, args.batch, replacement=True, generator=generator).to(device)
+        x, target = augment_batch(images_t[index], allowed_t[index], CROP_SIZE, N_CLASSES, generator)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(x)
+        loss = partial_label_loss(logits.float(), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        running.append(float(loss.detach()))
+        iteration += 1
+        if iteration % 25 == 0:
+            now = time.time()
+            print(f"{name} it {iteration}/{args.steps} {(now - started) / 60:.1f} min, {(now - last_log) / len(running):.2f} "
+                  f"s/it, loss {np.mean(running):.4f} lr {optimiser.param_groups[0]['lr']:.2e}", flush=True)
+            running, last_log = [], now
+        if iteration % args.save_every == 0:
+            save(final=False)
+    save(final=True)
+    total = elapsed_before + time.time() - started
+    (out / "train_summary.json").write_text(json.dumps(
+        {"iterations": iteration, "elapsed_s": round(total, 1), "s_per_iteration": round(total / max(iteration, 1), 3),
+         "batch": args.batch, "slices": int(keep.sum()), "device": str(device), "autocast": str(amp),
+         "threads": args.threads}, indent=1))
+    print(f"{name}: done, {iteration} iterations in {total / 60:.1f} min", flush=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "datasets")
-    parser.add_argument("--out", type=Path, default=Path("engines/runs/cine"))
-    parser.add_argument("--minutes", type=float, default=40.0, help="training wall-time budget")
-    parser.add_argument("--max-iterations", type=int, default=0, help="stop after this many iterations (0: time only)")
+    parser.add_argument("--out", type=Path, default=Path("engines/runs/cine_cv"))
+    parser.add_argument("--folds", type=int, default=5, help="K of the ACDC K-fold CV; 0: the single held-out split")
+    parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="train only these fold indices")
+    parser.add_argument("--steps", type=int, default=1600, help="iterations per model")
+    parser.add_argument("--save-every", type=int, default=50)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=SPLIT_SEED)
     parser.add_argument("--sunnybrook-weight", type=float, default=4.0, help="sampling weight of a Sunnybrook slice")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_acdc, test_acdc = acdc_subject_split(args.datasets, args.seed)
-    sunnybrook_train = sorted(p for p in sunnybrook_link(args.datasets) if p not in SUNNYBROOK_HELD_OUT)
-    args.out.mkdir(parents=True, exist_ok=True)
-    train_subjects = sorted(set(train_acdc) | set(sunnybrook_train))
-    cache_key = hashlib.sha256(json.dumps([train_subjects, TARGET_SPACING_MM, CANVAS_SIZE]).encode()).hexdigest()[:12]
-    images, allowed, is_sunnybrook = load_cache(args.datasets, args.out / f"canvas_cache_{cache_key}.npz", set(train_subjects))
-    print(f"{len(images)} training slices ({is_sunnybrook.sum()} Sunnybrook), device {device}", flush=True)
-    images_t = torch.from_numpy(images).to(device)
-    allowed_t = torch.from_numpy(allowed).to(device)
-    weights = torch.from_numpy(np.where(is_sunnybrook, args.sunnybrook_weight, 1.0))
-
-    model = CineUNet(1, N_CLASSES, WIDTHS).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(args.seed)
-    budget = args.minutes * 60.0
-    started = time.time()
-    iteration, running = 0, []
-
-    def save(final: bool):
-        checkpoint = {
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "widths": WIDTHS, "n_classes": N_CLASSES, "channel_labels": CHANNEL_LABELS,
-            "target_spacing_mm": TARGET_SPACING_MM, "crop_size": CROP_SIZE, "iterations": iteration,
-            "batch": args.batch, "elapsed_s": time.time() - started, "final": final, "seed": args.seed,
-            "train_subjects": train_acdc + sunnybrook_train, "test_subjects": test_acdc + list(SUNNYBROOK_HELD_OUT),
-            "n_training_slices": int(len(images)), "device": str(device),
-        }
-        torch.save(checkpoint, args.out / "checkpoint.pt")
-
-    model.train()
-    while True:
-        elapsed = time.time() - started
-        if elapsed >= budget or (args.max_iterations and iteration >= args.max_iterations):
-            break
-        progress = elapsed / budget
-        if args.max_iterations:
-            progress = max(progress, iteration / args.max_iterations)
-        warmup = min(1.0, (iteration + 1) / 100)
-        for group in optimiser.param_groups:
-            group["lr"] = args.lr * warmup * (1 - progress) ** 0.9
-        index = torch.multinomial(weights, args.batch, replacement=True, generator=generator).to(device)
-        x, target = augment_batch(images_t[index], allowed_t[index], CROP_SIZE, N_CLASSES, generator)
-        loss = partial_label_loss(model(x), target)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        running.append(float(loss.detach()))
-        iteration += 1
-        if iteration % 50 == 0:
-            print(f"it {iteration} t {elapsed/60:.1f} min loss {np.mean(running):.4f} lr {optimiser.param_groups[0]['lr']:.2e}",
-                  flush=True)
-            running = []
-        if iteration % 500 == 0:
-            save(final=False)
-    save(final=True)
-    (args.out / "train_summary.json").write_text(json.dumps(
-        {"iterations": iteration, "elapsed_s": time.time() - started, "batch": args.batch, "slices": int(len(images)),
-         "device": str(device)}, indent=1))
-    print(f"done: {iteration} iterations in {(time.time()-started)/60:.1f} min", flush=True)
+    data = load_cache(args.datasets, args.out)
+    plan = fold_plan(args.datasets, args.folds, args.seed)
+    if args.only_folds is not None:
+        unknown = set(args.only_folds) - set(range(len(plan)))
+        if unknown:
+            parser.error(f"--only-folds {sorted(unknown)} outside 0..{len(plan) - 1}")
+        plan = [plan[k] for k in args.only_folds]
+    return [train_one(name, test, data, args, device) for name, test in plan]
 
 
 if __name__ == "__main__":

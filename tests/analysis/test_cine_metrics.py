@@ -5,20 +5,53 @@ import numpy as np
 import pytest
 
 from dicomnode.analysis.cine_metrics import (PAPILLARY_MUSCLES, body_surface_area_m2, ejection_fraction_percent,
-                                             find_ed_es, measure_cine, myocardial_mass_g, normal_range_flags,
+                                             find_cardiac_phases, lv_slice_volumes_ml, measure_cine,
+                                             myocardial_mass_g, myocardial_surround, normal_range_flags,
                                              volume_curve_ml)
 from dicomnode.labels import Label
 
 
-def synthetic_cine(lv_voxels_per_phase, rv_voxels_per_phase, myo_voxels=50, shape=(3, 20, 20)):
-    """Label maps (phases, slices, rows, cols) with exact voxel counts per label and phase."""
+def heart_slice(rows: int, cols: int, lv_voxels: int, rv_voxels: int, myo_voxels: int) -> np.ndarray:
+    """One slice with exactly `lv_voxels` LV blood pool in a block walled by myocardium (first `myo_voxels` of a
+    2-pixel frame around it, the rest of the frame background), and `rv_voxels` RV blood pool in the last rows."""
+    out = np.zeros((rows, cols), np.uint8)
+    if lv_voxels:
+        width = 10
+        height = -(-lv_voxels // width)
+        block = np.zeros((height, width), np.uint8).reshape(-1)
+        block[:lv_voxels] = Label.LV_BLOOD_POOL
+        frame = np.zeros((height + 4, width + 4), np.uint8)
+        ring = np.ones(frame.shape, bool)
+        ring[2:-2, 2:-2] = False
+        frame.reshape(-1)[np.flatnonzero(ring.reshape(-1))[:myo_voxels]] = Label.LV_MYOCARDIUM
+        frame[2:-2, 2:-2] = block.reshape(height, width)
+        out[1:1 + frame.shape[0], 1:1 + frame.shape[1]] = frame
+    elif myo_voxels:
+        out.reshape(-1)[:myo_voxels] = Label.LV_MYOCARDIUM
+    rv = out[-8:].reshape(-1)
+    rv[:rv_voxels] = Label.RV_BLOOD_POOL
+    return out
+
+
+def synthetic_cine(lv_voxels_per_phase, rv_voxels_per_phase, myo_voxels=50, shape=(3, 40, 40)):
+    """Label maps (phases, slices, rows, cols) with exact voxel counts per label and phase (all in the first slice)."""
     maps = np.zeros((len(lv_voxels_per_phase),) + shape, dtype=np.uint8)
     for phase, (lv, rv) in enumerate(zip(lv_voxels_per_phase, rv_voxels_per_phase)):
-        flat = maps[phase].reshape(-1)
-        flat[:lv] = Label.LV_BLOOD_POOL
-        flat[lv:lv + myo_voxels] = Label.LV_MYOCARDIUM
-        flat[lv + myo_voxels:lv + myo_voxels + rv] = Label.RV_BLOOD_POOL
+        maps[phase, 0] = heart_slice(shape[1], shape[2], lv, rv, myo_voxels)
     return maps
+
+
+def cine_curve(n_phases: int, edv: float, esv: float, es_phase: int, ed_phase: int = 0) -> np.ndarray:
+    """Smooth periodic LV volume curve: EDV at `ed_phase`, ESV at `es_phase` (cosine halves between them)."""
+    curve = np.empty(n_phases)
+    for p in range(n_phases):
+        t = (p - ed_phase) % n_phases
+        systole = (es_phase - ed_phase) % n_phases
+        if t <= systole:
+            curve[p] = esv + (edv - esv) * (1 + np.cos(np.pi * t / systole)) / 2
+        else:
+            curve[p] = esv + (edv - esv) * (1 - np.cos(np.pi * (t - systole) / (n_phases - systole))) / 2
+    return curve
 
 
 def test_volume_curve_counts_voxels_times_voxel_volume():
@@ -34,10 +67,54 @@ def test_volume_curve_refuses_wrong_shape_and_voxel_volume():
         volume_curve_ml(np.zeros((1, 1, 4, 4)), [1], 0.0)
 
 
-def test_ed_is_max_and_es_is_min_of_the_lv_curve():
-    assert find_ed_es([70.0, 120.0, 90.0, 40.0, 60.0]) == (1, 3)
-    with pytest.raises(ValueError):
-        find_ed_es([])
+def test_ed_at_the_r_wave_and_es_at_the_smoothed_minimum_on_a_whole_cine():
+    curve = cine_curve(20, 150.0, 60.0, es_phase=7)
+    slices = np.stack([curve * w for w in (0.2, 0.3, 0.3, 0.2)], axis=1)
+    phases = find_cardiac_phases(slices, trigger_times=[i * 40.0 for i in range(20)])
+    assert (phases.ed, phases.es, phases.trigger_phase) == (0, 7, 0)
+    assert phases.flagged_phases == [] and phases.notes == []
+    # the acquisition starts mid-cycle: TriggerTime tells which phase is the R wave
+    rolled = np.roll(slices, 5, axis=0)
+    phases = find_cardiac_phases(rolled, trigger_times=np.roll(np.arange(20) * 40.0, 5).tolist())
+    assert (phases.ed, phases.es, phases.trigger_phase) == (5, 12, 5)
+
+
+def test_a_phase_whose_volume_jumps_is_flagged_and_not_chosen():
+    curve = cine_curve(20, 150.0, 60.0, es_phase=8)
+    slices = np.stack([curve * w for w in (0.2, 0.3, 0.3, 0.2)], axis=1)
+    slices[6, 0] = 0.0  # a basal slice lost in one phase: a 12 mL dip that would pass for ES
+    phases = find_cardiac_phases(slices)
+    assert phases.flagged_phases == [6]
+    assert phases.es == 8 and phases.ed == 0
+    assert any("phase 6" in note and "jumps" in note for note in phases.notes)
+    assert any("TriggerTime" in note for note in phases.notes)  # none given: phase 0 assumed, and said so
+
+
+def test_ed_cross_check_reports_a_larger_volume_far_from_the_r_wave():
+    curve = cine_curve(20, 150.0, 60.0, es_phase=7, ed_phase=10)  # largest volume mid-cycle: implausible for ED
+    phases = find_cardiac_phases(curve[:, None], trigger_times=list(range(20)))
+    assert phases.ed in (17, 18, 19, 0, 1, 2, 3)
+    assert any("outside the end-diastolic window" in note for note in phases.notes)
+
+
+def test_two_phase_export_takes_larger_as_ed():
+    phases = find_cardiac_phases(np.array([[40.0, 20.0], [90.0, 60.0]]))
+    assert (phases.ed, phases.es) == (1, 0)
+    with pytest.raises(ValueError, match="phases, slices"):
+        find_cardiac_phases(np.zeros((0, 3)))
+
+
+def test_basal_slice_rule_is_the_same_at_every_phase():
+    open_pool = np.zeros((2, 2, 30, 30), np.uint8)
+    for phase in range(2):
+        open_pool[phase, 0] = heart_slice(30, 30, 60, 0, 200)  # walled: counted
+        open_pool[phase, 1, 5:15, 5:15] = Label.LV_BLOOD_POOL  # no myocardium around (atrium): left out
+        open_pool[phase, 1, 4, 5:15] = Label.LV_MYOCARDIUM  # one side of four: 10 of 36 outline pixels
+    surround = myocardial_surround(open_pool)
+    assert np.allclose(surround[:, 0], 1.0) and (surround[:, 1] < 0.5).all()
+    volumes, excluded = lv_slice_volumes_ml(open_pool, 1.0)
+    assert volumes.tolist() == [[60.0, 0.0], [60.0, 0.0]]
+    assert excluded.tolist() == [[False, True], [False, True]]
 
 
 def test_ejection_fraction():
@@ -60,15 +137,19 @@ def test_bsa_formulas_match_hand_computation():
     assert body_surface_area_m2(1.80, 80.0, "dubois") == pytest.approx(0.007184 * 80 ** 0.425 * 180 ** 0.725)
     with pytest.raises(ValueError, match="centimetres"):
         body_surface_area_m2(180.0, 80.0)
+    with pytest.raises(ValueError, match="implausible"):
+        body_surface_area_m2(2.9, 80.0)
+    with pytest.raises(ValueError, match="implausible"):
+        body_surface_area_m2(1.7, 0.5)
     with pytest.raises(ValueError, match="unknown BSA"):
         body_surface_area_m2(1.8, 80.0, "haycock")  # type: ignore[arg-type]
 
 
 def test_measure_cine_end_to_end_known_answers():
-    # voxel 1 mL; LV 150 -> 50 voxels (EF 66.7 %), RV 160 at ED phase 1, 80 at ES phase 3; myo 100 voxels
-    maps = synthetic_cine([120, 150, 100, 50, 90], [130, 160, 120, 80, 110], myo_voxels=100, shape=(4, 30, 30))
+    # voxel 1 mL; LV 150 -> 50 voxels (EF 66.7 %), RV 160 at ED phase 1, 80 at ES phase 2; myo 100 voxels
+    maps = synthetic_cine([120, 150, 50, 90], [130, 160, 80, 110], myo_voxels=100, shape=(4, 30, 30))
     result = measure_cine(maps, 1.0, height_m=1.80, weight_kg=80.0, sex="M")
-    assert (result.ed_phase, result.es_phase) == (1, 3)
+    assert (result.ed_phase, result.es_phase) == (1, 2)
     assert (result.lv_edv_ml, result.lv_esv_ml, result.lv_sv_ml) == (150.0, 50.0, 100.0)
     assert result.lv_ef_percent == pytest.approx(200 / 3)
     assert (result.rv_edv_ml, result.rv_esv_ml, result.rv_sv_ml) == (160.0, 80.0, 80.0)
@@ -80,7 +161,9 @@ def test_measure_cine_end_to_end_known_answers():
     summary = result.summary()
     assert set(summary) == {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml",
                             "rv_esv_ml", "rv_sv_ml", "rv_ef_percent", "ed_phase", "es_phase"}
-    assert result.flags == []  # every value inside the male normal ranges
+    assert result.flags == ["no usable TriggerTime: phase 0 taken as the R-wave (end-diastolic) phase",
+                            "4 phases: ED = largest, ES = smallest LV volume (no curve to smooth)"]
+    assert result.basal_excluded == []
     assert PAPILLARY_MUSCLES == "cavity"
 
 
@@ -88,6 +171,10 @@ def test_no_bsa_without_height_or_weight():
     maps = synthetic_cine([100, 50], [100, 50])
     result = measure_cine(maps, 1.0, height_m=None, weight_kg=70.0)
     assert result.bsa_m2 is None and result.indexed == {}
+    # an implausible header value: measured anyway, not indexed, and the reason is a flag
+    result = measure_cine(maps, 1.0, height_m=0.2, weight_kg=70.0)
+    assert result.bsa_m2 is None and result.indexed == {} and result.lv_edv_ml == 100.0
+    assert any(flag.startswith("no indexed values: implausible height 0.2 m") for flag in result.flags)
 
 
 def test_flags_by_sex_and_against_both_when_unknown():

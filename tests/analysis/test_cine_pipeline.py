@@ -4,9 +4,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, SliceResampler, normalise_slices, segment_cine,
-                                     softmax)
+from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, labels_from_probabilities, normalise_slices,
+                                     segment_cine, softmax)
 from dicomnode.analysis.pipeline import AnalysisContext, AlgorithmInfo
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import StudyError
@@ -28,41 +29,32 @@ def threshold_model(inputs: np.ndarray) -> np.ndarray:
     high = crops.max(axis=(1, 2), keepdims=True)
     middle = (high + np.median(crops, axis=(1, 2), keepdims=True)) / 2
     logits[:, 1] = np.where(high > middle + 1e-3, (crops - middle) * 20.0, -1.0)
+    # a 3-pixel myocardial wall around the bright pool, as a real network gives (the basal-slice rule needs it)
+    pool = logits[:, 1] > 0
+    wall = ndimage.binary_dilation(pool, np.ones((1, 7, 7), bool)) & ~pool
+    logits[:, 2] = np.where(wall, 5.0, -5.0)
     return logits
 
 
-@pytest.mark.parametrize("spacing", [(1.3, 1.3), (0.75, 0.75), (1.8, 1.6)])
-def test_forward_equals_the_shared_inplane_resampler(spacing):
-    image = np.random.default_rng(1).random((2, 150, 170)).astype(np.float32)
-    ours = SliceResampler((150, 170), spacing, 1.5, 128).forward(image)
-    shared = InplaneResampler((150, 170), spacing, 1.5, 128).forward(image)
-    # identical wherever the crop lies inside the image (borders differ only in the zero fill convention)
-    inside = shared != 0
-    inside[:, :2] = inside[:, -2:] = inside[:, :, :2] = inside[:, :, -2:] = False
-    assert inside.sum() > 1000
-    assert np.abs(ours - shared)[inside].max() < 1e-5
-
-
-def test_inverse_labels_is_argmax_of_the_interpolated_probabilities():
+@pytest.mark.parametrize("shape, spacing, centre", [((230, 256), (1.37, 1.37), None), ((150, 170), (1.5, 1.5), None),
+                                                     ((200, 180), (0.8, 0.75), (90.3, 70.6))])
+def test_labels_are_argmax_of_the_shared_resampler_probabilities(shape, spacing, centre):
+    # one implementation of the geometry (cmr.resample); the box-restricted arg-max must equal the full-image one
     rng = np.random.default_rng(2)
-    resampler = SliceResampler((230, 256), (1.37, 1.37), 1.5, 128)
+    resampler = InplaneResampler(shape, spacing, 1.5, 128, centre_rc=centre)
     rr, cc = np.mgrid[0:128, 0:128]
     logits = np.zeros((3, 4, 128, 128), np.float32)
     for channel in (1, 2, 3):
         logits[:, channel] = 3 - ((rr - 50 - 6 * channel) ** 2 + (cc - 60 + 4 * channel) ** 2) / 80 + rng.normal(0, 0.5, (3, 128, 128))
     probabilities = softmax(logits, axis=1)
-    fast = resampler.inverse_labels(probabilities)
-    full = np.asarray(SPEC.channel_labels, np.uint8)[np.argmax(resampler.inverse_scores(probabilities), axis=1)]
-    assert fast.shape == (3, 230, 256)
+    fast = labels_from_probabilities(probabilities, resampler)
+    full = np.asarray(SPEC.channel_labels, np.uint8)[np.argmax(resampler.inverse_probabilities(probabilities), axis=1)]
+    assert fast.shape == (3,) + shape
     assert np.array_equal(fast, full)
-    assert set(np.unique(fast)) <= {0, 1, 2, 5}
-
-
-def test_resampler_refuses_bad_input():
-    with pytest.raises(ValueError, match="spacings"):
-        SliceResampler((100, 100), (0.0, 1.0))
-    with pytest.raises(ValueError, match="expects"):
-        SliceResampler((100, 100), (1.0, 1.0)).forward(np.zeros((90, 100)))
+    assert set(np.unique(fast)) == {0, 1, 2, 5}
+    all_background = np.zeros((2, 4, 128, 128), np.float32)
+    all_background[:, 0] = 1.0
+    assert not labels_from_probabilities(all_background, resampler).any()
 
 
 def test_normalise_slices_zero_mean_unit_sd_per_slice():
@@ -166,11 +158,14 @@ def context(runtime):
 
 def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     shape, spacing = (160, 160), (1.5, 1.5)
-    radii = [30.0, 34.0, 26.0, 20.0, 24.0]  # ED = phase 1, ES = phase 3
-    pixels = np.full((5, 3, *shape), 100.0, np.float32)
+    # 12 phases, pool area a smooth cosine cycle: radius 34 mm at the R wave (ED, phase 0), 20 mm at ES (phase 4)
+    areas = [20.0 ** 2 + (34.0 ** 2 - 20.0 ** 2) * (1 + np.cos(np.pi * (p / 4 if p <= 4 else (12 - p) / 8))) / 2
+             for p in range(12)]
+    radii = np.sqrt(areas)
+    pixels = np.full((12, 3, *shape), 100.0, np.float32)
     for phase, radius in enumerate(radii):
         pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
-    volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[0.0, 40.0, 80.0, 120.0, 160.0])
+    volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[40.0 * p for p in range(12)])
     runtime = FakeRuntime()
     result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
     assert runtime.loaded.calls == 1
@@ -178,7 +173,7 @@ def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     required = {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
                 "rv_ef_percent", "ed_phase", "es_phase"}
     assert required <= set(result.summary)
-    assert (result.summary["ed_phase"], result.summary["es_phase"]) == (1, 3)
+    assert (result.summary["ed_phase"], result.summary["es_phase"]) == (0, 4)
     expected_edv = 3 * np.pi * 34.0 ** 2 * 8.0 / 1000.0
     expected_esv = 3 * np.pi * 20.0 ** 2 * 8.0 / 1000.0
     assert result.summary["lv_edv_ml"] == pytest.approx(expected_edv, rel=0.03)
@@ -187,11 +182,15 @@ def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     assert result.summary["bsa_m2"] == pytest.approx(2.0) and result.summary["bsa_formula"] == "mosteller"
     segmentation = result.segmentations[0]
     assert segmentation.labelmap.shape == (2, 3, *shape)
-    assert segmentation.phases == [1, 3] and segmentation.phase_names == ["end diastole", "end systole"]
+    assert segmentation.phases == [0, 4] and segmentation.phase_names == ["end diastole", "end systole"]
     assert segmentation.pipeline == "cine"
-    assert len(result.measurements["lv_volume_curve_ml"]) == 5
+    assert len(result.measurements["lv_volume_curve_ml"]) == 12
+    assert result.summary["lv_volume_curve_ml"] == result.measurements["lv_volume_curve_ml"]
+    assert len(result.summary["rv_volume_curve_ml"]) == 12
+    assert result.summary["timing"]["flagged_phases"] == [] and result.summary["timing"]["trigger_phase"] == 0
+    assert result.summary["basal_slices_excluded"] == [] and "50 %" in result.summary["basal_slice_rule"]
     assert result.measurements["papillary_muscles"] == "cavity"
-    assert result.measurements["trigger_times"] == [0.0, 40.0, 80.0, 120.0, 160.0]
+    assert result.measurements["trigger_times"] == [40.0 * p for p in range(12)]
     # EDV ~87 mL is below the male range (106-214 mL)
     assert any(flag.startswith("LV EDV below normal range") for flag in result.measurements["flags"])
     assert result.summary["flags"] == result.measurements["flags"]
@@ -240,3 +239,28 @@ def test_real_sunnybrook_cine_with_the_shipped_model(datasets):
     segmentation = result.segmentations[0]
     assert segmentation.labelmap.shape == (2,) + segmentation.volume.pixels.shape[1:]
     assert result.algorithms[0].manufacturer == "dicomnode project"
+
+
+def test_report_methods_state_the_basal_rule_and_the_unused_phases():
+    from dicomnode.results.report import _methods_lines
+
+    cine = type("Result", (), {"name": "cine", "summary": {"timing": {"flagged_phases": [3, 7]}}})()
+    text = " ".join(_methods_lines([cine]))
+    assert ">= 50 % of its outline borders myocardium" in text and "the same rule at every phase" in text
+    assert "phases [3, 7] not used (volume jumps)" in text
+
+
+def test_pipeline_measures_a_two_phase_export_es_first():
+    # an export of only the ES and ED phases (in that order): ED is the larger LV volume, no curve is smoothed
+    shape, spacing = (160, 160), (1.5, 1.5)
+    pixels = np.full((2, 3, *shape), 100.0, np.float32)
+    for phase, radius in enumerate((20.0, 34.0)):
+        pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
+    runtime = FakeRuntime()
+    volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[310.0, 0.0])
+    result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
+    assert not result.declined
+    assert (result.summary["ed_phase"], result.summary["es_phase"]) == (1, 0)
+    assert result.summary["lv_ef_percent"] == pytest.approx((1 - (20 / 34) ** 2) * 100, abs=1.5)
+    assert result.summary["timing"]["trigger_phase"] == 1
+    assert any("2 phases" in note for note in result.summary["timing"]["notes"])

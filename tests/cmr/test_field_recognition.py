@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pydicom
+import pytest
 
 from dicomnode.cmr.grouping import read_header
 from dicomnode.cmr.study import understand_study
@@ -24,7 +25,9 @@ def test_two_parallel_lge_slices_are_a_short_axis_stack():
     assert any("2 slices" in note for note in series.notes)
 
 
-def test_a_cine_of_only_ed_and_es_is_a_short_axis_cine():
+@pytest.mark.parametrize("declared", [2, 25, None])
+def test_a_cine_of_only_ed_and_es_is_a_short_axis_cine(declared):
+    # whatever the export says in CardiacNumberOfImages: 2, the original 25, or nothing
     by_slice = defaultdict(list)
     for path in demo_cine_files():
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -35,10 +38,17 @@ def test_a_cine_of_only_ed_and_es_is_a_short_axis_cine():
         members.sort()
         for trigger, path in (members[0], members[len(members) // 2 - 2]):  # ED and (about) ES
             header = read_header(path)
-            header.dataset.CardiacNumberOfImages = 2
+            if declared is None:
+                if "CardiacNumberOfImages" in header.dataset:
+                    del header.dataset.CardiacNumberOfImages
+            else:
+                header.dataset.CardiacNumberOfImages = declared
             headers.append(header)
     study = understand_study(headers)
     series = study.preferred("cine")
     assert series is not None, [s.summary() for s in study.series]
     assert series.view.value == "sax" and series.phases == 2
     assert any("only 2 phases" in note for note in series.notes)
+    assert series.sequence.value == "cine"
+    expected = "ED and ES phases only" if declared != 25 else "2 of 25 cardiac phases present"
+    assert any(expected in line for line in series.sequence.evidence), series.sequence.evidence

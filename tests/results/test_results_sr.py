@@ -8,7 +8,8 @@ from dicomnode.results import codes
 import numpy as np
 
 from dicomnode.results.seg import build_seg, seg_parts
-from dicomnode.results.sr import body_surface_area, build_sr, build_suggestions_sr
+from dicomnode.analysis.cine_metrics import body_surface_area_m2 as body_surface_area
+from dicomnode.results.sr import build_sr, build_suggestions_sr
 from synthetic import make_study, write
 from validators import assert_valid
 
