@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cv", type=Path, required=True, help="cross-validation run folder (fold*/model.pt)")
     parser.add_argument("--loco", type=Path, nargs="*", default=[], help="leave-one-centre-out run folders")
+    parser.add_argument("--training-note", default="", help="how the runs were trained where their metadata cannot "
+                                                            "say (e.g. a run continued with more steps)")
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent / "EVALUATION.md")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -223,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     began = time.time()
     cv_cases, seconds = predict_runs([args.cv], cases, print)
     cv = by_centre(cv_cases)
-    loco = {}
+    loco, loco_steps = {}, {}
     for run in args.loco:
         meta = json.loads((run / "folds.json").read_text())
         loco_cases, _ = predict_runs([run], cases, print)
         loco[f"train {'+'.join(meta['train_centres'])}"] = by_centre(loco_cases)
+        loco_steps[f"train {'+'.join(meta['train_centres'])}"] = load_model(run / "fold0" / "model.pt")[1].get("steps")
     folds = sorted(p.parent.name for p in args.cv.glob("fold*/model.pt"))
     meta = load_model(next(args.cv.glob("fold*/model.pt")))[1]
     evaluation = {"cv": cv, "loco": loco, "folds_evaluated": folds, "training": meta,
@@ -262,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Training per fold: {meta.get('steps')} batches of {meta.get('batch_size')} patches "
         f"{meta.get('patch_size')}² at {meta.get('model_spacing_mm')} mm, filters {meta.get('filters')}, device "
-        f"{meta.get('device')}, bf16 autocast {meta.get('bf16_autocast')}.",
+        f"{meta.get('device')}, bf16 autocast {meta.get('bf16_autocast')}."
+        + (" Leave-one-centre-out models: " + ", ".join(f"{name} {steps} batches" for name, steps in loco_steps.items())
+           + "." if loco_steps else "") + (f" {args.training_note}" if args.training_note else ""),
         "",
         f"## Patient-level cross-validation ({', '.join(folds)})",
         "",

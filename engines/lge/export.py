@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="EVALUATION.json whose shipped_metrics go on the card (that of the same runs)")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--train-command", default="python -m engines.lge.train --out engines/runs/lge2_cv --folds 5 "
-                                                     "--steps 1400")
+                                                     "--steps 1400, then the same with --steps 3000 (resumed: the "
+                                                     "cosine schedule restarted at 56 % of the peak rate)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     model, metadata = ensemble_from_runs(args.runs, args.flip_tta, args.members)
