@@ -108,7 +108,9 @@ class StudiesConfig(StrictModel):
     force_complete_policy: Literal["analyse", "fail"] = "analyse"
     grouping_key: Literal["StudyInstanceUID", "AccessionNumber", "PatientID+StudyDate"] = "StudyInstanceUID"
     use_expected_counts: bool = True
-    reanalyse_late_instances: bool = True
+    reanalyse_late_instances: bool = Field(
+        True, description="an instance arriving after the results went out (or the study failed) re-opens the study "
+                          "and supersedes its results; false keeps it stored without re-analysis")
 
 
 class DestinationConfig(StrictModel):

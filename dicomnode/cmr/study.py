@@ -174,8 +174,8 @@ def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: R
     if len(set(evidence.phase_counts)) > 1:
         notes.append(f"phase counts differ between slices: {sorted(set(evidence.phase_counts))}")
     if sequence.value == "cine" and evidence.phases == 2:
-        notes.append("cine of only 2 phases (CardiacNumberOfImages=2): analysed as end diastole and end systole; "
-                     "no volume curve")
+        notes.append("cine of only 2 phases (an ED/ES export, whatever CardiacNumberOfImages says): analysed as end "
+                     "diastole and end systole; no volume curve")
     if view.value == "sax" and evidence.slices == 2:
         notes.append("short-axis stack of only 2 slices: volumes cover those 2 slices only")
     return AnalysisSeries(

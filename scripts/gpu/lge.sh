@@ -16,12 +16,7 @@ OUT="${OUT:-/tmp/lge_gpu}"
 STEPS="${STEPS:-4000}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD"
-else
-    export PYTHONPATH="$PWD"
-fi
+source "$(dirname "$0")/site.sh"
 if [ -d .data/datasets ]; then
     export DICOMNODE_SHARED_DATASETS="$PWD/.data/datasets"
 fi
