@@ -3,7 +3,9 @@
 500 real Sunnybrook MR instances (256x256 int16, ~130 KB each, new SOP Instance UIDs) over 1 and over 8
 concurrent associations (storescu processes), TCP_NODELAY on all. Orthanc runs with SyncStorageArea (fsync before
 the C-STORE response: the same promise as the node's); storescp writes without fsync and without an index. The
-ratios are against Orthanc's one-association rate (issue 17: >= 1.0 on one association, >= 1.5 over 8).
+ratios are against Orthanc's one-association rate (issue 17: >= 1.0 on one association, >= 1.5 over 8). A bare
+pynetdicom SCP with the same fsyncs (bench/bare_pynetdicom_scp.py) shows the ceiling of the library the node
+receives with.
 
 Also, with --e2e: end-to-end time from the last instance acknowledged to the last result stored in the
 destination, minus the configured quiet time (real pipelines).
@@ -39,7 +41,7 @@ from tests.peers import OrthancServer, enter_private_netns, free_port  # noqa: E
 SUNNYBROOK = REPO.parent / "shared" / "datasets" / "sunnybrook-scd" / "dicoms"
 ENV = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=str(REPO))
 ASSOCIATIONS = (1, 8)
-RECEIVERS = ("dicomnode", "orthanc", "storescp")
+RECEIVERS = ("dicomnode", "pynetdicom", "orthanc", "storescp")
 
 
 def wait_port(port: int, timeout: float = 60) -> None:
@@ -109,6 +111,22 @@ class StoreSCP:
         stop(self.process)
 
 
+class BarePynetdicom:
+    """bench/bare_pynetdicom_scp.py: the receive library alone, with the same fsyncs (the node's ceiling)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_pynetdicom_scp.py"), str(self.folder),
+                                         str(self.port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(self.port, timeout=60)
+        return self
+
+    def __exit__(self, *exc):
+        stop(self.process)
+
+
 class NodeServe:
     """`python -m dicomnode serve` with a route that analyses nothing (receive only) unless `analyse`."""
 
@@ -151,6 +169,9 @@ def receive_seconds(receiver: str, work: Path, files: list[Path], associations: 
     if receiver == "storescp":
         with StoreSCP(folder) as scp:
             return storescu(scp.port, "STORESCP", files, associations)
+    if receiver == "pynetdicom":
+        with BarePynetdicom(folder) as scp:
+            return storescu(scp.port, "BAREPYNETDICOM", files, associations)
     if receiver == "orthanc":
         with OrthancServer(folder, aet="ORTHANC", extra_config={"SyncStorageArea": True, "StorageCompression": False,
                                                                "DicomThreadsCount": 8}) as orthanc:
@@ -209,10 +230,11 @@ def main() -> None:
                "python": platform.python_version(), "load_average_at_end": os.getloadavg()}
     print(f"\nReceive benchmark: {args.instances} Sunnybrook MR instances ({mean_kb:.0f} KB mean), median of "
           f"{args.repeats}, TCP_NODELAY on all; {machine['cores']} cores, load {machine['load_average_at_end'][0]:.1f}")
-    print(f"{'assoc':>5} {'dicomnode':>10} {'orthanc':>8} {'storescp':>9} {'node/orthanc(1 assoc)':>22} "
+    print(f"{'assoc':>5} {'dicomnode':>10} {'pynetdicom':>11} {'orthanc':>8} {'storescp':>9} {'node/orthanc(1 assoc)':>22} "
           f"{'node/orthanc(same)':>19}   (images/s)")
     for row in rows:
-        print(f"{row['associations']:>5} {row['dicomnode_images_per_s']:>10} {row['orthanc_images_per_s']:>8} "
+        print(f"{row['associations']:>5} {row['dicomnode_images_per_s']:>10} {row['pynetdicom_images_per_s']:>11} "
+              f"{row['orthanc_images_per_s']:>8} "
               f"{row['storescp_images_per_s']:>9} {row['dicomnode_vs_orthanc_1_association']:>22} "
               f"{row['dicomnode_vs_orthanc_same_associations']:>19}")
     print("goals (issue 17): node/orthanc(1 assoc) >= 1.0 on 1 association, >= 1.5 over 8")

@@ -101,13 +101,14 @@ class Spool:
             ("SOP Class UID", instance.sop_class_uid),
         ):
             check_uid(value, what)
-        if self.db.has_instance(instance.sop_instance_uid):
+        relative = self.relative_path(instance)
+        # a stored instance has its file: without one (the usual case) there is nothing to ask the index
+        if (self.root / relative).exists() and self.db.has_instance(instance.sop_instance_uid):
             study = self.db.study(instance.study_key)
             return StoreOutcome(False, instance.study_key, study["state"] if study else None, study["generation"] if study else 0)
         size = len(instance.encoded)
         if not self.has_room_for(size):
             raise OutOfSpace(f"free space {self.free_space_mb():.0f} MB is under the floor of {self.min_free_space_mb} MB")
-        relative = self.relative_path(instance)
         write_durably(self.root / relative, instance.encoded)
         row = InstanceRow(
             sop_instance_uid=instance.sop_instance_uid, study_key=instance.study_key,
@@ -117,7 +118,12 @@ class Spool:
             series_number=instance.series_number, slice_key=instance.slice_key, cardiac_images=instance.cardiac_images,
             frames=instance.frames, images_in_acquisition=instance.images_in_acquisition,
         )
-        return self.db.add_instance(row, calling_host)
+        outcome = self.db.add_instance(row, calling_host)
+        if not outcome.stored:  # the same SOP Instance UID indexed under another study or series: keep that one
+            indexed = self.db.instance_path(instance.sop_instance_uid)
+            if indexed is not None and indexed != relative:
+                (self.root / relative).unlink(missing_ok=True)
+        return outcome
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative

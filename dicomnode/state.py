@@ -28,6 +28,7 @@ Exactly once across processes (PostgreSQL, or several processes on one SQLite fi
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -42,6 +43,7 @@ from sqlalchemy import (
     Column, Double, Index, Integer, MetaData, String, Table, Text, bindparam, create_engine, event, inspect, text,
 )
 from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.exc import OperationalError
 
 SCHEMA_VERSION = 2
@@ -251,6 +253,15 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+@functools.lru_cache(maxsize=512)
+def _statement(sql: str, expanding: tuple[str, ...] = ()) -> TextClause:
+    """The parsed statement for `sql`, made once (parsing bind parameters costs more than a receive's SQL runs)."""
+    statement = text(sql)
+    if expanding:
+        statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
+    return statement
+
+
 class StateDB:
     """The state database. `location`: a SQLite file path or a database URL (see :func:`state_url`).
 
@@ -295,20 +306,19 @@ class StateDB:
             yield connection
 
     def _rows(self, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()) -> list[RowMapping]:
-        statement = text(sql)
-        if expanding:
-            statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
         with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
-            return list(connection.execute(statement, params or {}).mappings().all())
+            return list(connection.execute(_statement(sql, tuple(expanding)), params or {}).mappings().all())
 
     @staticmethod
     def _run(connection: Connection, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()):
-        statement = text(sql)
-        if expanding:
-            statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
-        return connection.execute(statement, params or {})
+        return connection.execute(_statement(sql, tuple(expanding)), params or {})
 
     # --- instances -------------------------------------------------------------------------------------------
+
+    def instance_path(self, sop_instance_uid: str) -> str | None:
+        """The spool-relative path the instance is indexed under, or None when it is not indexed."""
+        rows = self._rows("SELECT path FROM instances WHERE sop_instance_uid=:sop", {"sop": sop_instance_uid})
+        return rows[0]["path"] if rows else None
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self._rows("SELECT 1 FROM instances WHERE sop_instance_uid=:sop", {"sop": sop_instance_uid}))
@@ -331,6 +341,12 @@ class StateDB:
                                   {"k": row.study_key}).mappings().first()
                 return StoreOutcome(False, row.study_key, study["state"] if study else None,
                                     study["generation"] if study else 0)
+            # the usual case, a study still receiving: one statement (its generation and state do not change)
+            receiving = self._run(db, (
+                "UPDATE studies SET last_received=:now, updated_at=:now WHERE study_key=:k AND state=:state"
+                " RETURNING generation"), {"now": now, "k": row.study_key, "state": RECEIVED}).first()
+            if receiving is not None:
+                return StoreOutcome(True, row.study_key, RECEIVED, receiving[0])
             created = self._run(db, (
                 "INSERT INTO studies(study_key, study_instance_uid, state, calling_ae, calling_host, first_received,"
                 " last_received, updated_at, generation) VALUES (:k, :uid, :state, :ae, :host, :now, :now, :now, 0)"

@@ -5,9 +5,10 @@ import ipaddress
 import logging
 import socket
 import threading
+from io import BytesIO
 from typing import Callable
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.uid import UID as pydicom_uid
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -223,7 +224,8 @@ class StorageSCP:
     def _store(self, event: evt.Event, calling: str, address: str):
         request = event.request
         try:
-            dataset = event.dataset
+            encoded = event.encoded_dataset(include_meta=True)  # preamble, File Meta and the bytes as received
+            dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)  # one header parse; pixels stay bytes
             dataset_sop_class = dataset.get("SOPClassUID")
             dataset_sop_instance = dataset.get("SOPInstanceUID")
             sop_instance = check_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
@@ -242,7 +244,7 @@ class StorageSCP:
             study_uid = check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
             series_uid = check_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID")
             instance = IncomingInstance(
-                encoded=event.encoded_dataset(include_meta=True),
+                encoded=encoded,
                 sop_instance_uid=sop_instance,
                 sop_class_uid=sop_class,
                 study_instance_uid=study_uid,

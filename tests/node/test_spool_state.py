@@ -34,10 +34,23 @@ def test_store_writes_bytes_as_received_and_indexes_them(spool, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_duplicate_sop_instance_is_stored_once(spool):
+def test_duplicate_sop_instance_is_stored_once(spool, tmp_path):
     assert spool.store(incoming()).stored
     assert not spool.store(incoming(payload=b"other")).stored
-    assert len(spool.db.study_instances("1.2.3")) == 1
+    rows = spool.db.study_instances("1.2.3")
+    assert len(rows) == 1
+    assert (tmp_path / rows[0]["path"]).read_bytes() == b"DICM-bytes", "the first copy is kept, not overwritten"
+
+
+def test_a_sop_instance_resent_under_another_study_or_series_leaves_no_unindexed_file(spool, tmp_path):
+    assert spool.store(incoming()).stored
+    for other in (incoming(study="1.2.9", payload=b"other study"), incoming(series="1.2.3.9", payload=b"other series")):
+        outcome = spool.store(other)
+        assert not outcome.stored
+    files = sorted(p for p in (tmp_path / "spool").rglob("*") if p.is_file())
+    assert [p.read_bytes() for p in files] == [b"DICM-bytes"]
+    assert spool.db.instance_path("1.2.3.4.1") == str(files[0].relative_to(tmp_path))
+    assert spool.db.instance_path("9.9.9") is None
 
 
 @pytest.mark.parametrize("field, value", [
