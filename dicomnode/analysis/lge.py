@@ -264,7 +264,10 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     same = [found for found in passes if found[2] >= 0.8 * evidence
             and _distance_mm(found[0].centre_rc, crop.centre_rc, spacing_rc) <= 2 * RECENTRE_MM]
     localised = evidence >= MIN_LV_AREA_MM2
-    source = np.mean([found[0].inverse_probabilities(np.moveaxis(found[1], 0, 1)) for found in same], axis=0)
+    source = same[0][0].inverse_probabilities(np.moveaxis(same[0][1], 0, 1))
+    for found in same[1:]:
+        source += found[0].inverse_probabilities(np.moveaxis(found[1], 0, 1))
+    source /= len(same)
     source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
     labels = keep_largest_structures(source.argmax(axis=1).astype(np.uint8))
     return SegmentedStack(labels=labels, probabilities=source.astype(np.float32),

@@ -73,8 +73,20 @@ class InplaneResampler:
         if array.shape[-2:] != self.out_size:
             raise ValueError(f"inverse expects (..., {self.out_size[0]}, {self.out_size[1]}), got {array.shape}")
         matrix = tuple(1.0 / s for s in self.scale)
-        offset = tuple(-o / s for o, s in zip(self.offset, self.scale))
-        return self._apply(array, matrix, offset, self.shape_rc, order, fill)
+        # only source pixels within one model pixel of the model grid can differ from `fill`: interpolate that box
+        box = []
+        for axis in range(2):
+            first = int(np.ceil(self.offset[axis] - self.scale[axis]))
+            last = int(np.floor(self.offset[axis] + self.out_size[axis] * self.scale[axis]))
+            box.append((max(first, 0), min(last + 1, self.shape_rc[axis])))
+        if any(stop <= start for start, stop in box):
+            dtype = array.dtype if order == 0 else np.result_type(array.dtype, np.float32)
+            return np.full(array.shape[:-2] + self.shape_rc, fill, dtype=dtype)
+        offset = tuple((start - o) / s for (start, _), o, s in zip(box, self.offset, self.scale))
+        inside = self._apply(array, matrix, offset, tuple(stop - start for start, stop in box), order, fill)
+        out = np.full(array.shape[:-2] + self.shape_rc, fill, dtype=inside.dtype)
+        out[..., box[0][0]:box[0][1], box[1][0]:box[1][1]] = inside
+        return out
 
     def inverse_labels(self, labels, fill: int = 0) -> np.ndarray:
         """Model-grid label map (..., out_rows, out_cols) -> source grid, nearest neighbour, same dtype."""

@@ -59,3 +59,28 @@ def test_contract_errors():
         resampler.forward(np.zeros((9, 10)))
     with pytest.raises(ValueError, match=r"inverse expects \(\.\.\., 8, 8\)"):
         resampler.inverse_labels(np.zeros((10, 10)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_inverse_equals_interpolating_the_whole_source_grid(seed):
+    """The inverse interpolates only the box the model grid can reach; it must equal the full-grid transform."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        shape = (int(rng.integers(20, 200)), int(rng.integers(20, 200)))
+        spacing = (float(rng.uniform(0.5, 2)), float(rng.uniform(0.5, 2)))
+        out = (int(rng.integers(8, 48)),) * 2
+        centre = (float(rng.uniform(-30, shape[0] + 30)), float(rng.uniform(-30, shape[1] + 30)))
+        resampler = InplaneResampler(shape, spacing, float(rng.uniform(0.5, 2.5)), out, centre_rc=centre)
+        probabilities = rng.random((3,) + out).astype(np.float32)
+        labels = rng.integers(0, 5, out).astype(np.uint8)
+        matrix = tuple(1.0 / s for s in resampler.scale)
+        offset = tuple(-o / s for o, s in zip(resampler.offset, resampler.scale))
+        for data, order, inverse in ((probabilities, 1, resampler.inverse_probabilities),
+                                     (labels, 0, resampler.inverse_labels)):
+            expected = np.stack([ndimage.affine_transform(image.astype(np.float32 if order else image.dtype), matrix,
+                                                          offset=offset, output_shape=shape, order=order,
+                                                          mode="constant", cval=0, prefilter=False)
+                                 for image in data.reshape((-1,) + out)]).reshape(data.shape[:-2] + shape)
+            np.testing.assert_allclose(inverse(data), expected, atol=1e-6)
