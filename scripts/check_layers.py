@@ -48,10 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 #: (importer, imported) -> why it is tolerated for now; each entry is a debt with its owner
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("dicomnode.cmr.learned", "dicomnode.analysis.cine"):
-        "normalise_slices belongs in cmr/ (issue 17, cine part: analysis/cine.py then imports it from cmr)",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 #: (entry module, forbidden top-level packages)
 ENTRY_POINTS = [

@@ -10,6 +10,7 @@ from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES,
                                              measure_cine)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
+from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import StudyError
 from dicomnode.inference.runtime import BackendUnavailable, RuntimeErrorNoModel
@@ -24,7 +25,6 @@ DEFAULT_TARGET_SPACING_MM = 1.5
 DEFAULT_CROP_SIZE = 128
 #: model output channel -> node label (dicomnode.labels.Label)
 DEFAULT_CHANNEL_LABELS = (0, 1, 2, 5)
-CLIP_PERCENTILE = 99.5
 
 
 def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResampler,
@@ -59,17 +59,6 @@ def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResam
     scores[..., outside_channel, :, :] += (scores.sum(axis=-3) == 0)  # outside the model grid: background
     labels[(Ellipsis,) + tuple(box)] = lookup[np.argmax(scores, axis=-3)]
     return labels
-
-
-def normalise_slices(crops: np.ndarray) -> np.ndarray:
-    """Per-slice intensity normalisation of (..., H, W) crops: clip to [0, p99.5], then zero mean / unit SD."""
-    crops = np.asarray(crops, dtype=np.float32)
-    flat = crops.reshape(-1, crops.shape[-2] * crops.shape[-1])
-    high = np.percentile(flat, CLIP_PERCENTILE, axis=1, keepdims=True).astype(np.float32)
-    clipped = np.clip(flat, 0.0, np.maximum(high, 1e-6))
-    mean = clipped.mean(axis=1, keepdims=True)
-    std = clipped.std(axis=1, keepdims=True)
-    return ((clipped - mean) / np.maximum(std, 1e-6)).reshape(crops.shape).astype(np.float32)
 
 
 @dataclass(frozen=True)

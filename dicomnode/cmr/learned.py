@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from dicomnode.analysis.cine import normalise_slices
+from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.frames import FrameInfo
 from dicomnode.cmr.recognize import RecognizerRegistry, SeriesEvidence, StudyContext, default_registry
 from dicomnode.cmr.resample import InplaneResampler

@@ -6,11 +6,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dicomnode.analysis.cine import CLIP_PERCENTILE
+from dicomnode.cmr.intensity import CLIP_PERCENTILE
 
 
 def normalise_batch(crops: torch.Tensor) -> torch.Tensor:
-    """Torch twin of dicomnode.analysis.cine.normalise_slices for (B, 1, H, W)."""
+    """Torch twin of dicomnode.cmr.intensity.normalise_slices for (B, 1, H, W)."""
     flat = crops.flatten(1)
     high = torch.quantile(flat, CLIP_PERCENTILE / 100.0, dim=1, keepdim=True).clamp_min(1e-6)
     clipped = torch.minimum(flat.clamp_min(0.0), high)

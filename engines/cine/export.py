@@ -84,7 +84,7 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
             "crop_centre": "image centre (no heart localisation); crop axis-aligned with the source pixel grid",
             "resampling": "linear (dicomnode.cmr.InplaneResampler), zero outside the image",
             "normalisation": "per slice on the crop: clip to [0, 99.5th percentile], then zero mean / unit SD "
-                             "(dicomnode.analysis.cine.normalise_slices)",
+                             "(dicomnode.cmr.intensity.normalise_slices)",
         },
         "output": {
             "name": "logits", "shape": ["N", len(channel_labels), checkpoint["crop_size"], checkpoint["crop_size"]],

@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 import pydicom
 
-from dicomnode.analysis.cine import normalise_slices
+from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr import InplaneResampler, load_studies
 from dicomnode.cmr.frames import FrameInfo, frames_of, orientation_groups, slice_groups
 from dicomnode.cmr.recognize import CANONICAL_LONG_AXIS

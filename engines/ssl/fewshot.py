@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dicomnode.analysis.cine import normalise_slices
+from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.devtools.sources import datasets_dir
 from dicomnode.labels import Label
 from engines.cine.augment import augment_batch

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         "input": {"name": "image", "shape": ["N", 1, CANVAS_SIZE, CANVAS_SIZE], "dtype": "float32",
                   "spacing_mm": TARGET_SPACING_MM, "canvas_size": CANVAS_SIZE,
                   "resampling": "dicomnode.cmr.InplaneResampler, linear, centred on the image centre, zero outside",
-                  "normalisation": "per frame on the canvas: dicomnode.analysis.cine.normalise_slices"},
+                  "normalisation": "per frame on the canvas: dicomnode.cmr.intensity.normalise_slices"},
         "output": {"name": "probabilities", "shape": ["N", len(SEQUENCE_CLASSES)], "classes": list(SEQUENCE_CLASSES)},
         "architecture": {"type": "CineUNet encoder (engines.cine.model) + linear head on pooled features",
                          "widths": list(state["widths"]), "backbone_frozen": True,

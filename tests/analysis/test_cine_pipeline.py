@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, labels_from_probabilities, normalise_slices,
-                                     segment_cine, softmax)
+from dicomnode.analysis.cine import CineModelSpec, CinePipeline, labels_from_probabilities, segment_cine, softmax
 from dicomnode.analysis.pipeline import AnalysisContext, AlgorithmInfo
+from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
