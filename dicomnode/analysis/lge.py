@@ -146,6 +146,10 @@ MIN_LV_AREA_MM2 = 400.0
 #: fraction of the field (centroid to image centre) is another structure
 MAX_LV_OFFSET = 0.35
 _LV_LABELS = (1, 2, 3, 4)
+#: candidate crops are compared on this many middle slices (0: the whole stack)
+PROBE_SLICES = 1
+#: average the whole-stack probabilities of every crop that saw the same ventricle (else the best crop's only)
+AVERAGE_CROPS = True
 
 
 def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler,
@@ -212,6 +216,14 @@ def _crop_pass(normalised: np.ndarray, shape_rc, spacing_rc, spec: LGEInputSpec,
     return crop, probabilities, evidence
 
 
+def _probe_slices(slices: int) -> slice:
+    """The middle PROBE_SLICES slices of a stack (all of a short one): where candidate crops are compared."""
+    if PROBE_SLICES <= 0 or slices <= PROBE_SLICES:
+        return slice(0, slices)
+    first = (slices - PROBE_SLICES + 1) // 2  # the wide pass's middle slice is among them
+    return slice(first, first + PROBE_SLICES)
+
+
 def keep_largest_structures(labels: np.ndarray) -> np.ndarray:
     """Post-processing (nnU-Net's "largest connected component"): the LV (labels 1-4 together) and the RV (5) each
     keep only their largest 3-D connected component (face connectivity across slices); the rest becomes
@@ -235,9 +247,12 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     (1, C, D, H, W). Pass 1 runs the model over the whole field of view of the middle slice (every slice when
     that finds no LV) at the model spacing to find the heart; pass 2 over a `crop_size` square centred on it and,
     when that lies more than RECENTRE_MM from the field's centre, also on the field's centre (short-axis stacks are
-    planned on the heart); the candidate whose crop shows the larger left ventricle wins (see `_crop_pass`). Probabilities are
-    mapped back to the source grid with linear interpolation, then argmax; the LV and the RV each keep their largest
-    connected component. Raises ValueError on a malformed stack.
+    planned on the heart); the candidate whose crop shows the larger left ventricle on the middle PROBE_SLICES
+    slices wins (see `_crop_pass`). The whole stack is then run at the winning crop and at every crop that saw the
+    same ventricle, and their probabilities are averaged (AVERAGE_CROPS). Comparing candidates on the middle slice
+    only halves the time on 480² stacks (1.7 → 0.8-1.0 s) with the same cross-validated accuracy
+    (engines/lge/EVALUATION.md). Probabilities are mapped back to the source grid with linear interpolation, then
+    argmax; the LV and the RV each keep their largest connected component. Raises ValueError on a malformed stack.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -257,17 +272,23 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     candidates = [centre if centre is not None else image_centre]
     if centre is not None and _distance_mm(centre, image_centre, spacing_rc) > RECENTRE_MM:
         candidates.append(image_centre)  # a short-axis stack is planned on the heart: the field's centre competes
-    passes = [_crop_pass(normalised, shape_rc, spacing_rc, spec, candidate, run_model) for candidate in candidates]
+    # candidates (and their re-centring) are compared on the middle slices only; the whole stack is then run at
+    # the chosen crops
+    probe = normalised[_probe_slices(normalised.shape[0])]
+    passes = [_crop_pass(probe, shape_rc, spacing_rc, spec, candidate, run_model) for candidate in candidates]
     crop, _, evidence = max(passes, key=lambda found: found[2])
     # crops that see the same ventricle (as large, centres close) are averaged: the network's output moves with the
     # crop by a few %LGE points, and averaging damps that (a shift test-time augmentation)
-    same = [found for found in passes if found[2] >= 0.8 * evidence
+    same = [found[0] for found in passes if found[2] >= 0.8 * evidence
             and _distance_mm(found[0].centre_rc, crop.centre_rc, spacing_rc) <= 2 * RECENTRE_MM]
-    localised = evidence >= MIN_LV_AREA_MM2
-    source = same[0][0].inverse_probabilities(np.moveaxis(same[0][1], 0, 1))
-    for found in same[1:]:
-        source += found[0].inverse_probabilities(np.moveaxis(found[1], 0, 1))
-    source /= len(same)
+    same = [crop] + ([resampler for resampler in same if resampler is not crop] if AVERAGE_CROPS else [])
+    whole = [(resampler, _model_pass(normalised, resampler, run_model)) if probe.shape[0] < normalised.shape[0]
+             else next((resampler, found[1]) for found in passes if found[0] is resampler) for resampler in same]
+    localised = _lv_evidence(whole[0][1], whole[0][0]) >= MIN_LV_AREA_MM2
+    source = whole[0][0].inverse_probabilities(np.moveaxis(whole[0][1], 0, 1))
+    for resampler, probabilities in whole[1:]:
+        source += resampler.inverse_probabilities(np.moveaxis(probabilities, 0, 1))
+    source /= len(whole)
     source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
     labels = keep_largest_structures(source.argmax(axis=1).astype(np.uint8))
     return SegmentedStack(labels=labels, probabilities=source.astype(np.float32),
