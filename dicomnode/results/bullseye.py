@@ -9,9 +9,6 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.colors import Normalize
-from matplotlib.patches import Circle, Wedge
 
 #: (inner radius, outer radius) of each ring
 RINGS = {"basal": (0.75, 1.0), "mid": (0.5, 0.75), "apical": (0.25, 0.5), "apex": (0.0, 0.25)}
@@ -36,6 +33,10 @@ def draw_bullseye(ax, values: Mapping[int, float | None], title: str, unit: str,
                   vmax: float = 100.0, cmap: str = "YlOrRd", labels: Mapping[int, str] | None = None) -> None:
     """Draw the bullseye on `ax`: each segment coloured by its value (grey where None) and labelled with its number,
     the value and an optional extra label (e.g. the transmurality class)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Circle, Wedge
+
     colour_map, norm = colormaps[cmap], Normalize(vmin=vmin, vmax=vmax)
     unit_suffix = "%" if unit.startswith("%") else ""
     for number in range(1, 18):

@@ -1,18 +1,17 @@
-"""One-page visual report (matplotlib PDF + PNG) and its DICOM wrappers: Encapsulated PDF and Secondary Capture."""
+"""One-page visual report (matplotlib PDF + PNG) and its DICOM wrappers: Encapsulated PDF and Secondary Capture.
+
+matplotlib is imported where a page is drawn: the CLI (`dicomnode status`, `send`, ...) starts without it.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import textwrap
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import highdicom as hd
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
@@ -23,6 +22,9 @@ from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
 from dicomnode.uids import new_uid
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BANNER = "AI-generated, not verified; not for diagnostic use without review"
 DOCUMENT_TITLE = "AI CMR analysis report (unverified)"
@@ -36,7 +38,11 @@ LABEL_COLOURS = {
     Label.MVO: (0.59, 0.24, 0.86, 0.85),
     Label.RV_BLOOD_POOL: (0.16, 0.43, 0.90, 0.45),
 }
-_OVERLAY_CMAP = ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[Label(v)] for v in range(1, 6)])
+@functools.cache
+def _overlay_cmap():
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[Label(v)] for v in range(1, 6)])
 
 
 def _fmt(value, unit: str = "", digits: int = 1) -> str:
@@ -166,7 +172,7 @@ def _show_overlay(ax, image: np.ndarray, labels: np.ndarray, title: str,
     finite = image[np.isfinite(image)]
     low, high = (np.percentile(finite, [1, 99]) if finite.size else (0, 1))
     ax.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
-    ax.imshow(np.clip(labels, 0, 5), cmap=_OVERLAY_CMAP, vmin=-0.5, vmax=5.5, interpolation="nearest")
+    ax.imshow(np.clip(labels, 0, 5), cmap=_overlay_cmap(), vmin=-0.5, vmax=5.5, interpolation="nearest")
     ax.set_title(title, fontsize=7.5)
     ax.set_axis_off()
 
@@ -254,6 +260,10 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
 
 def _page(title_suffix: str, header: Dataset, context, results: Sequence[PipelineResult]) -> Figure:
     """An A4 page with the red 'not verified' banner and the identification line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     figure = Figure(figsize=PAGE_INCHES)
     FigureCanvasAgg(figure)
     figure.patches.append(Rectangle((0.0, 0.955), 1.0, 0.045, transform=figure.transFigure, color="#b00020",
@@ -302,6 +312,8 @@ def render_report(
 ) -> tuple[bytes, bytes]:
     """(pdf_bytes, png_bytes) of the report for one study. Page 1 (also the PNG): key numbers with reference ranges,
     the AHA bullseye, large overlays. Page 2: volume curves, per-slice scar, methods, declined series, suggestions."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
     first = _page("", header, context, results)
     sex = str(header.get("PatientSex") or "").upper() or None
     _key_table(first, key_number_table(results, bsa, sex) or [("No quantitative result", "", "")],
