@@ -14,13 +14,14 @@ from pathlib import Path
 from dicomnode import __version__
 from dicomnode.config import Config, ConfigError, config_warnings, load_config
 from dicomnode.demo import run_demo
+from dicomnode.net.scp import ListenError
 from dicomnode.net.scu import AssociationFailed, send_files
 from dicomnode.net.tls import client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.process import find_files, process_folder
 from dicomnode.roles import RoleRunner, parse_roles
-from dicomnode.state import StateSchemaError, open_state
+from dicomnode.state import StateSchemaError, StorageDirError, default_state_path, open_state
 from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
@@ -109,13 +110,22 @@ def cmd_config_check(args) -> int:
     return EXIT_OK
 
 
+def _existing_state(config: Config):
+    """The node's state database, or None (said on stderr) when the embedded one was never created: a command that
+    only reads or re-queues must not create an empty state where no node ever ran."""
+    path = default_state_path(config)
+    if config.state.url is None and not path.exists():
+        print(f"no node state at {path} (node.storage_dir of this config): nothing was received there", file=sys.stderr)
+        return None
+    return open_state(config)
+
+
 def cmd_status(args) -> int:
     config = _load(args.config)
-    db_path = Path(config.node.storage_dir) / "state.sqlite3"
-    if config.state.url is None and not db_path.exists():
-        print(f"no node state at {db_path}", file=sys.stderr)
+    db = _existing_state(config)
+    if db is None:
         return EXIT_ERROR
-    report = status_report(open_state(config))
+    report = status_report(db)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
@@ -139,7 +149,9 @@ def cmd_status(args) -> int:
 
 def cmd_retry(args) -> int:
     config = _load(args.config)
-    db = open_state(config)
+    db = _existing_state(config)
+    if db is None:
+        return EXIT_ERROR
     matches = db.find_studies(args.study)
     if len(matches) != 1:
         print(f"{args.study!r} matches {len(matches)} studies; give the study key or Study Instance UID", file=sys.stderr)
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
-    except (FileNotFoundError, StateSchemaError) as exc:
+    except (FileNotFoundError, StateSchemaError, StorageDirError, ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

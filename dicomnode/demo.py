@@ -20,6 +20,13 @@ from dicomnode.summary_view import print_summary_table
 DEMO_QUIET_SECONDS = 3.0
 
 
+#: what a reader of the demo must know about a bundled study (dicomnode/demo_data/README.md)
+DEMO_NOTES = {
+    "emidec_Case_P002_lge": "EMIDEC ships 8-bit PNGs without geometry; this LGE study was made from them with an "
+                            "assumed 1.5 x 1.5 x 10 mm voxel, so its mL and g are nominal (the %LGE is not affected)",
+}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -51,6 +58,8 @@ def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 
             files = find_files(folder)
             name = folder.parent.name if folder.name == "dicom" else folder.name
             print(f"scanner DEMOSCANNER -> DICOMNODE: sending {len(files)} instances of {name}")
+            if name in DEMO_NOTES:
+                print(f"  note: {DEMO_NOTES[name]}")
             began = time.perf_counter()
             results = send_files(files, "DICOMNODE", "127.0.0.1", config.node.port, calling_ae_title="DEMOSCANNER")
             failed = [r for r in results if not r.ok]

@@ -26,7 +26,7 @@ from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import nodes_report
 from dicomnode.spool import IncomingInstance, Spool
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, StateDB,
-                             StoreOutcome, open_state)
+                             StoreOutcome, open_state, prepare_storage_dir)
 from dicomnode.studies import CompletionTracker
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.uids import short_hash
@@ -37,9 +37,7 @@ log = logging.getLogger("dicomnode.node")
 class Node:
     def __init__(self, config: Config, analyser=None):
         self.config = config
-        self.storage_dir = Path(config.node.storage_dir)
-        self.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.storage_dir.chmod(0o700)  # spool, results and state are patient data: owner only, even if it pre-existed
+        self.storage_dir = prepare_storage_dir(config.node.storage_dir)
         self.db = open_state(config)
         self.spool = Spool(self.storage_dir, self.db, config.node.min_free_space_mb)
         self.scheduler = BackgroundScheduler(timezone=dt.datetime.now().astimezone().tzinfo)

@@ -8,6 +8,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -179,6 +180,14 @@ def configure_logging(config: LoggingConfig) -> None:
 
     pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if config.level == "DEBUG" else "none"
     logging.getLogger("apscheduler").setLevel("WARNING")
+    # highdicom logs every copied module at INFO (dozens of lines per object)
+    logging.getLogger("highdicom").setLevel(config.level if config.level == "DEBUG" else "WARNING")
+    # library warnings (e.g. highdicom quoting a PatientName it finds odd) go through this handler, and so through
+    # the patient-data filter, instead of straight to stderr
+    logging.captureWarnings(True)
+    # results copy PatientName as received: a one-component name (e.g. an anonymised ID) is valid DICOM
+    warnings.filterwarnings("ignore", message=r"The string .* is unlikely to represent the intended person name",
+                            category=UserWarning)
     if config.show_patient_data:
         for _ in range(3):  # loud on purpose: this must not stay on unnoticed
             logging.getLogger("dicomnode").warning(

@@ -9,6 +9,7 @@ from pathlib import Path
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
+from dicomnode.observe import patient_values
 from dicomnode.spool import write_durably
 from dicomnode.study_path import StudyAnalyser, declined_entry, run_study
 from dicomnode.uids import check_uid, short_hash
@@ -52,6 +53,9 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
 
 def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: StudyAnalyser) -> dict:
     """The summary.json entry of one study; any failure becomes this study's `declined` entry, never a crash."""
+    for series in study.series:  # its patient identifiers are redacted from the logs, as the receiver does
+        if series.instances:
+            patient_values.remember(series.instances[0].dataset)
     if not study.series and study.declined:  # malformed Study Instance UID, unreadable files: the reasons say why
         return {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series(),
                 "outputs": [], "declined": [d.summary() for d in study.declined]}

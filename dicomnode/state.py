@@ -43,8 +43,8 @@ from sqlalchemy import (
     Column, Double, Index, Integer, MetaData, String, Table, Text, bindparam, create_engine, event, inspect, text,
 )
 from sqlalchemy.engine import Connection, Engine, RowMapping
-from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import TextClause
 
 SCHEMA_VERSION = 2
 
@@ -173,6 +173,33 @@ _MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     2: [("studies", "claimed_by", "TEXT"), ("studies", "lease_until", "DOUBLE PRECISION"),
         ("analyses", "worker", "TEXT"), ("outbox", "claimed_by", "TEXT"), ("outbox", "lease_until", "DOUBLE PRECISION")],
 }
+
+
+class StorageDirError(RuntimeError):
+    """node.storage_dir cannot hold the node's data (not a folder, cannot be made, not writable); says which."""
+
+
+def prepare_storage_dir(path: str | os.PathLike) -> Path:
+    """Create node.storage_dir owner-only (mode 0700, patient data) or check the existing one; returns it.
+
+    Raises StorageDirError naming the key, the path and the reason instead of a bare OSError.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise StorageDirError(f"node.storage_dir {str(folder)!r} is not a folder (a file is there)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)  # spool, results and state are patient data: owner only, even if it pre-existed
+    except OSError as exc:
+        raise StorageDirError(f"node.storage_dir {str(folder)!r} cannot be used: {exc.strerror or exc}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageDirError(f"node.storage_dir {str(folder)!r} is not writable by this user")
+    return folder
+
+
+def default_state_path(config) -> Path:
+    """Where the embedded SQLite state lives when `[state] url` is not set: <node.storage_dir>/state.sqlite3."""
+    return Path(config.node.storage_dir) / "state.sqlite3"
 
 
 class StateSchemaError(RuntimeError):
@@ -789,5 +816,7 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
 
 def open_state(config, *, upgrade: bool | None = None, check: bool = True, process_id: str | None = None) -> StateDB:
     """The state database a config names: `[state] url`, default the spool's `state.sqlite3`."""
-    url = config.state.url or Path(config.node.storage_dir) / "state.sqlite3"
+    if config.state.url is None:
+        prepare_storage_dir(config.node.storage_dir)
+    url = config.state.url or default_state_path(config)
     return StateDB(url, upgrade=upgrade, check=check, process_id=process_id, lease_seconds=config.state.lease_seconds)

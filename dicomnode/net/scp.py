@@ -104,6 +104,10 @@ def slice_key_of(dataset) -> str | None:
         return None
 
 
+class ListenError(RuntimeError):
+    """The configured address cannot be listened on (in use, not this machine's, a privileged port)."""
+
+
 class StorageSCP:
     """Receives MR instances and stores each durably before answering 0x0000."""
 
@@ -308,12 +312,16 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self._handle_store),
         ]
-        self._server = self.ae.start_server(
-            (self.config.node.host, self.config.node.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=self.ssl_context,
-        )
+        try:
+            self._server = self.ae.start_server(
+                (self.config.node.host, self.config.node.port),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=self.ssl_context,
+            )
+        except OSError as exc:
+            raise ListenError(f"node.port {self.config.node.port} on node.host {self.config.node.host!r} cannot be "
+                              f"opened: {exc.strerror or exc}") from exc
 
     @property
     def port(self) -> int:

@@ -9,6 +9,7 @@ library (highdicom) accepts: the source's own when it can, else ISO_IR 192 (UTF-
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -175,6 +176,12 @@ def _decoded_copy(dataset: Dataset) -> Dataset:
     return copy
 
 
+@functools.lru_cache(maxsize=1024)
+def _say_invalid(study_uid: str, keyword: str, vr: str, outcome: str) -> None:
+    """Log an invalid source value once per study (every result object of the study copies the same header)."""
+    log.info("source %s is not valid for VR %s: %s in every result object", keyword, vr, outcome)
+
+
 def derivable_header(dataset: Dataset) -> Dataset:
     """A shallow copy whose patient/study attributes are valid for a result object (see the module docstring).
 
@@ -193,8 +200,8 @@ def derivable_header(dataset: Dataset) -> Dataset:
             continue
         repaired = [repair_value(vr, v, keyword) for v in values or []]
         if any(v is None for v in repaired) or vr not in _TEXT_VRS:
-            log.info("source %s is not valid for VR %s: %s", keyword, vr,
-                     "left empty" if keyword in PATIENT_STUDY_KEYWORDS else "dropped")
+            _say_invalid(str(dataset.get("StudyInstanceUID", "")), keyword, vr,
+                         "left empty" if keyword in PATIENT_STUDY_KEYWORDS else "dropped")
             repaired = []
         repaired = [v for v in repaired if v != ""]
         if not repaired and keyword not in PATIENT_STUDY_KEYWORDS:

@@ -112,13 +112,14 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         rows += [
             ("LV EF", _fmt(s.get("lv_ef_percent"), "%"), _range_text("lv_ef_percent", sex)),
             ("LV EDV / EDVi", f"{_fmt(s.get('lv_edv_ml'), 'mL')} / {_fmt(index(s.get('lv_edv_ml')), 'mL/m²')}",
-             f"{_range_text('lv_edv_ml', sex)}; {_range_text('lv_edvi_ml_m2', sex)}"),
+             f"{_range_text('lv_edv_ml', sex)}; index {_range_text('lv_edvi_ml_m2', sex)}"),
             ("LV ESV / ESVi", f"{_fmt(s.get('lv_esv_ml'), 'mL')} / {_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}",
              _range_text("lv_esv_ml", sex)),
             ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}", ""),
             ("LV mass (cine, ED) / index",
              f"{_fmt(s.get('lv_mass_g'), 'g')} / {_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
-             _range_text("lv_mass_index_g_m2", sex)),
+             "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
+             "index " + _range_text("lv_mass_index_g_m2", sex) + " (no index: height/weight missing)"),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
             ("ED / ES phase", f"{s.get('ed_phase', 'n/a')} / {s.get('es_phase', 'n/a')}", ""),

@@ -1,0 +1,64 @@
+"""An admin's ordinary mistakes get one line naming the key, exit 1, no traceback, and nothing written."""
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomnode.cli import main
+from dicomnode.state import StorageDirError, prepare_storage_dir
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize("command", [["serve"], ["state", "upgrade"], ["status"], ["retry", "1.2.3"]])
+def test_a_file_where_the_storage_folder_should_be_is_named(tmp_path, capsys, command):
+    (tmp_path / "afile").write_text("not a folder")
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "afile"}"\n')
+    code = main([*command, "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 1
+    if command[0] in ("status", "retry"):  # read-only commands: there is no state there, and none is created
+        assert "no node state" in err
+    else:
+        assert "node.storage_dir" in err and "is not a folder" in err and "Traceback" not in err
+
+
+def test_a_storage_folder_that_cannot_be_created_is_named():
+    with pytest.raises(StorageDirError, match=r"node.storage_dir '/proc/dicomnode-test' cannot be used"):
+        prepare_storage_dir("/proc/dicomnode-test")  # nobody, root included, may make a folder in /proc
+
+
+def test_prepare_storage_dir_makes_it_owner_only(tmp_path):
+    folder = prepare_storage_dir(tmp_path / "a" / "store")
+    assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_retry_and_status_without_state_create_nothing(tmp_path, capsys):
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "never"}"\n')
+    assert main(["retry", "1.2.3", "--config", str(config)]) == 1
+    assert main(["status", "--config", str(config)]) == 1
+    assert "no node state" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_port_in_use_is_named_without_a_traceback(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = {port}\n'
+                                   '[logging]\nlevel = "WARNING"\n')
+        run = subprocess.run([sys.executable, "-m", "dicomnode", "serve", "--config", str(config)],
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert f"node.port {port}" in run.stderr and "cannot be opened" in run.stderr
+    assert "Traceback" not in run.stderr
