@@ -133,16 +133,19 @@ def cmd_status(args) -> int:
     for node in report["nodes"]:
         beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " STALE")
         print(f"{node['node_id'][:32]:<32} {','.join(node['roles']):<34} {beat:>10}  {len(node['analysing'])}")
+    if not report["nodes"]:
+        print("(no node process has a heartbeat: none is running with this state)")
     print()
-    print(f"{'study key':<44} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} {'dead':>5}  reason")
+    width = max([len("study key")] + [len(s["study_key"]) for s in report["studies"]])  # whole UIDs: they are looked up
+    print(f"{'study key':<{width}} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} {'dead':>5}  reason")
     for study in report["studies"]:
-        print(f"{study['study_key'][:44]:<44} {study['state']:<10} {study['generation']:>3} {study['instances']:>5} "
+        print(f"{study['study_key']:<{width}} {study['state']:<10} {study['generation']:>3} {study['instances']:>5} "
               f"{study['sent']:>5} {study['pending']:>5} {len(study['dead']):>5}  {study['reason'] or ''}")
     dead = [(s["study_key"], d) for s in report["studies"] for d in s["dead"]]
     if dead:
         print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")
         for key, item in dead:
-            print(f"  {key[:44]} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
+            print(f"  {key} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
                   f"attempt(s): {item['error']}")
     return EXIT_OK
 
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("process", help="analyse a folder of DICOM files offline; write .dcm + summary.json")
     p.add_argument("input_dir")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--config")
+    p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("demo", help="run the node on a bundled study with an embedded PACS; show the results")
@@ -214,19 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("status", help="list studies, their state and failed sends")
-    p.add_argument("--config")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--config", help="TOML config (default: embedded defaults)")
+    p.add_argument("--json", action="store_true", help="the same report as JSON (for monitoring)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("retry", help="re-queue the dead letters of a study")
     p.add_argument("study", help="study key or Study Instance UID")
-    p.add_argument("--config")
+    p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("send", help="C-STORE files (or folders) to a configured destination")
     p.add_argument("files", nargs="+")
     p.add_argument("--to", required=True, help="destination name from the config")
-    p.add_argument("--config")
+    p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_send)
 
     for module, function in (("dicomnode.roles", "add_state_parser"), ("dicomnode.inference.cli", "add_engines_parser"),

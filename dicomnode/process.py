@@ -45,6 +45,8 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     analyser = analyser or Analyser(config)
     files = find_files(input_dir)
     log.info("found %d file(s) under %s", len(files), input_dir)
+    if not files:
+        log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
     studies = load_studies(files)
     summary = {"studies": [_process_study(study, out_dir, config, analyser) for study in studies]}
     write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)

@@ -62,3 +62,21 @@ def test_a_port_in_use_is_named_without_a_traceback(tmp_path):
     assert run.returncode == 1
     assert f"node.port {port}" in run.stderr and "cannot be opened" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_status_prints_whole_study_uids_and_says_when_no_node_runs(tmp_path, capsys):
+    from dicomnode.spool import IncomingInstance, Spool
+    from dicomnode.state import StateDB
+
+    store = tmp_path / "store"
+    study = "1.2.826.0.1.3680043.8.498." + "1" * 38  # 64 characters, as long as a UID may be
+    db = StateDB(prepare_storage_dir(store) / "state.sqlite3")
+    Spool(store, db).store(IncomingInstance(
+        encoded=b"DICM", sop_instance_uid="1.2.3.4.5", sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        study_instance_uid=study, series_instance_uid="1.2.3.4", transfer_syntax="1.2.840.10008.1.2.1",
+        modality="MR", study_key=study, calling_ae="SCANNER1"))
+    db.close()
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{store}"\n')
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert study in out and "no node process has a heartbeat" in out
