@@ -6,6 +6,7 @@ segment 1 (7) centred at the top; apical segments are 90 degrees wide with 13 ce
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping
 
 import numpy as np
@@ -66,6 +67,6 @@ def draw_bullseye(ax, values: Mapping[int, float | None], title: str, unit: str,
     ax.set_ylim(-1.25, 1.25)
     ax.set_aspect("equal")
     ax.set_axis_off()
-    ax.set_title(f"{title} ({unit})", fontsize=8, loc="left")
+    ax.set_title("\n".join(textwrap.wrap(f"{title} ({unit})", 34)), fontsize=8, loc="center")
     if labels:
         ax.text(-1.25, -1.25, "T: maximum transmurality class (%)", fontsize=6, va="bottom")

@@ -281,7 +281,7 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
 
 
 #: characters per line of the key-number table columns
-TABLE_WRAP = (30, 22, 27)
+TABLE_WRAP = (30, 22, 22)
 
 
 def _key_table(figure: Figure, rows: list[tuple[str, str, str]], box: tuple[float, float, float, float]) -> None:
@@ -318,9 +318,9 @@ def render_report(
     first = _page("", header, context, results)
     sex = str(header.get("PatientSex") or "").upper() or None
     _key_table(first, key_number_table(results, bsa, sex) or [("No quantitative result", "", "")],
-               (0.04, 0.50, 0.60, 0.41))
+               (0.04, 0.50, 0.59, 0.41))
     values, labels, title, unit, vmax, cmap = _bullseye_values(results)
-    bull_ax = first.add_axes((0.655, 0.63, 0.33, 0.28))
+    bull_ax = first.add_axes((0.67, 0.63, 0.30, 0.26))  # right of the table; its title stays above the wheel
     if values is not None:
         draw_bullseye(bull_ax, values, title, unit, vmax=vmax, cmap=cmap, labels=labels)
     else:
