@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 
-def _number(value, digits: int = 1) -> str:
-    """A number for the table; "n/a" for a method that did not apply (None)."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _method(block: dict, name: str) -> str:
+    """A threshold method's %LGE, or "not applicable" (its reason stays in summary.json and on the PDF)."""
+    value = (block or {}).get("lge_percent")
+    return f"{name} not applicable" if value is None else f"{name} {value:.1f} %"
 
 
 def print_summary_table(summary: dict) -> None:
@@ -18,7 +19,7 @@ def print_summary_table(summary: dict) -> None:
             lge = study["lge"]
             print(f"  LGE: scar {lge['scar_volume_ml']:.1f} mL, MVO {lge['mvo_volume_ml']:.1f} mL, myocardium "
                   f"{lge['myocardium_volume_ml']:.1f} mL ({lge['lv_mass_g']:.0f} g), LGE {lge['lge_percent']:.1f} %"
-                  f" (n-SD {_number(lge['nsd'].get('lge_percent'))} %, FWHM {_number(lge['fwhm'].get('lge_percent'))} %)"
+                  f" ({_method(lge.get('nsd'), 'n-SD')}, {_method(lge.get('fwhm'), 'FWHM')})"
                   f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}")
         if "cine" in study:
             cine = study["cine"]

@@ -1,0 +1,16 @@
+"""The stdout table of `process` and `demo`: threshold methods read "not applicable", never "n/a %"."""
+from __future__ import annotations
+
+from dicomnode.summary_view import print_summary_table
+
+
+def _study(nsd, fwhm):
+    return {"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "lge": {
+        "scar_volume_ml": 10.0, "mvo_volume_ml": 1.0, "myocardium_volume_ml": 100.0, "lv_mass_g": 105.0,
+        "lge_percent": 10.0, "large_scar_burden": False, "nsd": nsd, "fwhm": fwhm}}]}
+
+
+def test_methods_that_do_not_apply_say_so_and_numbers_keep_their_unit(capsys):
+    print_summary_table(_study({"lge_percent": None, "applicable": False, "reason": "8-bit"}, {"lge_percent": 4.56}))
+    out = capsys.readouterr().out
+    assert "n-SD not applicable" in out and "FWHM 4.6 %" in out and "n/a %" not in out
