@@ -26,6 +26,7 @@ from dicomnode.analysis.lge import LGEInputSpec, segment_stack
 from dicomnode.analysis.lge_metrics import NSD_FACTORS, fwhm_enhancement, large_burden, lge_volumes, nsd_enhancement
 from engines.lge.data import Case, load_cases
 from engines.lge.export import CROP_SIZE, LOCALISATION_SIZE
+from engines.lge.model import LGEEnsemble
 from engines.lge.train import MODEL_SPACING_MM, load_model
 
 #: structure -> node labels it is made of
@@ -121,14 +122,16 @@ def aggregate(cases: dict[str, dict]) -> dict:
     return out
 
 
-def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log) -> tuple[dict[str, dict], list[float]]:
-    """Per-case metrics of every held-out case of the runs' fold models, and seconds per case (torch, CPU)."""
+def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log,
+                 flip_tta: bool = False) -> tuple[dict[str, dict], list[float]]:
+    """Per-case metrics of every held-out case of the runs' fold models, and seconds per case (torch, CPU);
+    `flip_tta` averages each model with its left-right flipped pass (engines.lge.model.LGEEnsemble)."""
     spec = LGEInputSpec(crop_size=CROP_SIZE, pixel_spacing_mm=MODEL_SPACING_MM, localisation_size=LOCALISATION_SIZE)
     per_case: dict[str, dict] = {}
     seconds: list[float] = []
     for run in run_dirs:
         for path in sorted(Path(run).glob("fold*/model.pt")):
-            cache = path.with_name("held_out_metrics.json")
+            cache = path.with_name("held_out_metrics_flip.json" if flip_tta else "held_out_metrics.json")
             if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
                 cached = json.loads(cache.read_text())
                 per_case.update(cached["per_case"])
@@ -136,6 +139,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log) -> tuple[dic
                 log(f"{path}: {len(cached['per_case'])} held-out cases (from {cache.name})")
                 continue
             model, metadata = load_model(path)
+            if flip_tta:
+                model = LGEEnsemble.from_members([model], flip_tta=True)
             model_cases: dict[str, dict] = {}
             model_seconds: list[float] = []
 
@@ -219,21 +224,23 @@ def main(argv: list[str] | None = None) -> int:
                                                             "say (e.g. a run continued with more steps)")
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent / "EVALUATION.md")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="evaluate each model averaged with its left-right flipped pass (test-time augmentation)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = {c.name: c for c in load_cases()}
     began = time.time()
-    cv_cases, seconds = predict_runs([args.cv], cases, print)
+    cv_cases, seconds = predict_runs([args.cv], cases, print, args.flip_tta)
     cv = by_centre(cv_cases)
     loco, loco_steps = {}, {}
     for run in args.loco:
         meta = json.loads((run / "folds.json").read_text())
-        loco_cases, _ = predict_runs([run], cases, print)
+        loco_cases, _ = predict_runs([run], cases, print, args.flip_tta)
         loco[f"train {'+'.join(meta['train_centres'])}"] = by_centre(loco_cases)
         loco_steps[f"train {'+'.join(meta['train_centres'])}"] = load_model(run / "fold0" / "model.pt")[1].get("steps")
     folds = sorted(p.parent.name for p in args.cv.glob("fold*/model.pt"))
     meta = load_model(next(args.cv.glob("fold*/model.pt")))[1]
-    evaluation = {"cv": cv, "loco": loco, "folds_evaluated": folds, "training": meta,
+    evaluation = {"cv": cv, "loco": loco, "folds_evaluated": folds, "training": meta, "flip_tta": args.flip_tta,
                   "torch_seconds_per_case_median": float(np.median(seconds)), "per_case": cv_cases,
                   "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                   "command": "python -m engines.lge.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)}
@@ -267,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta.get('patch_size')}² at {meta.get('model_spacing_mm')} mm, filters {meta.get('filters')}, device "
         f"{meta.get('device')}, bf16 autocast {meta.get('bf16_autocast')}."
         + (" Leave-one-centre-out models: " + ", ".join(f"{name} {steps} batches" for name, steps in loco_steps.items())
-           + "." if loco_steps else "") + (f" {args.training_note}" if args.training_note else ""),
+           + "." if loco_steps else "") + (f" {args.training_note}" if args.training_note else "")
+        + (" Every model is evaluated with test-time augmentation: the mean of its softmax on the slice and on "
+           "the left-right flipped slice." if args.flip_tta else ""),
         "",
         f"## Patient-level cross-validation ({', '.join(folds)})",
         "",

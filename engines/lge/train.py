@@ -81,8 +81,9 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 50) -> float:
 def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: torch.device, log,
               filters=DEFAULT_FILTERS, learning_rate: float = 3e-3, checkpoint_every: int = 100,
               metadata: dict | None = None) -> LGESliceUNet:
-    """Train one model on `cases` for `steps` batches, resuming from folder/checkpoint.pt when present; writes
-    folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode."""
+    """Train one model on `cases` for `steps` batches, resuming from folder/checkpoint.pt when present (else
+    continuing a finished folder/model.pt of fewer steps with a fresh optimiser); writes folder/model.pt
+    (weights + config + metadata) at the end and returns the model in eval mode."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -91,6 +92,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     bf16 = device.type == "cuda" or cpu_has_native_bf16()
     checkpoint_path = folder / "checkpoint.pt"
     step = 0
+    history = dict((metadata or {}).get("history", {}))
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -98,7 +100,23 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        history = state.get("history", history)
         log(f"resumed at step {step}/{steps}")
+    elif (folder / "model.pt").is_file():
+        # a finished run asked for more steps (or one whose checkpoint was not kept): continue from its weights with
+        # a fresh optimiser; the cosine schedule re-enters at the finished step of the longer schedule
+        finished = torch.load(folder / "model.pt", map_location=device, weights_only=True)
+        model.load_state_dict(finished["state_dict"])
+        step = int(finished["metadata"]["steps"])
+        if step >= steps:
+            log(f"model.pt already has {step} >= {steps} steps")
+            return model.eval().cpu().to(memory_format=torch.contiguous_format)
+        history = {**finished["metadata"].get("history", {}),
+                   f"steps 0-{step}": {k: finished["metadata"].get(k) for k in ("device", "bf16_autocast")},
+                   "continued_at_step": step}
+        rng = np.random.default_rng(seed + step)
+        torch.manual_seed(seed + step)
+        log(f"continued from model.pt at step {step}/{steps} (fresh optimiser)")
     sampler = SliceSampler(cases, rng)
     started, losses = time.time(), []
     model.train()
@@ -113,11 +131,12 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         if step % checkpoint_every == 0 or step == steps:
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "history": history},
                        checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
             log(f"step {step}/{steps} loss {np.mean(losses[-checkpoint_every:]):.4f} "
@@ -125,7 +144,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                 f"{' bf16' if bf16 else ''}")
     model = model.eval().cpu().to(memory_format=torch.contiguous_format)
     torch.save({"state_dict": model.state_dict(), "config": model.config,
-                "metadata": {**(metadata or {}), "steps": steps, "seed": seed, "device": str(device),
+                "metadata": {**(metadata or {}), **({"history": history} if history else {}),
+                             "steps": steps, "seed": seed, "device": str(device),
                              "bf16_autocast": bf16, "model_spacing_mm": MODEL_SPACING_MM, "patch_size": PATCH_SIZE,
                              "batch_size": BATCH_SIZE}}, folder / "model.pt")
     return model

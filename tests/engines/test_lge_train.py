@@ -1,0 +1,67 @@
+"""LGE training recipe: a stopped run resumes from its checkpoint, and a finished run asked for more steps
+continues from its weights (the way the shipped fold models were carried from 3000 steps further)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+pytestmark = pytest.mark.torch
+
+FILTERS = (4, 8, 16, 32)
+
+
+def _cases():
+    from engines.lge.data import Case
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for index, centre in enumerate(("emidec", "myops")):
+        labels = np.zeros((2, 64, 64), np.uint8)
+        labels[:, 20:44, 20:44] = 2
+        labels[:, 26:38, 26:38] = 1
+        labels[:, 20:26, 30:40] = 3
+        image = rng.normal(100, 10, labels.shape).astype(np.float32) + 60 * (labels == 1) + 90 * (labels == 3)
+        cases.append(Case(f"case{index}", image, labels, (1.5, 1.5), 10.0, centre))
+    return cases
+
+
+def _train(folder, steps, log):
+    from engines.lge.train import train_run
+
+    return train_run(_cases(), folder, steps, seed=3, device=torch.device("cpu"), log=log, filters=FILTERS,
+                     checkpoint_every=1, metadata={"fold": 0})
+
+
+def _weights(folder):
+    return torch.load(folder / "model.pt", weights_only=True)
+
+
+def test_stopped_run_resumes_and_finished_run_continues(tmp_path):
+    torch.set_num_threads(1)
+    messages: list[str] = []
+    folder = tmp_path / "fold0"
+    _train(folder, 2, messages.append)
+    first = _weights(folder)
+    assert first["metadata"]["steps"] == 2 and "history" not in first["metadata"]
+    # with its checkpoint the run resumes (model, optimiser, RNG) at step 2
+    _train(folder, 3, messages.append)
+    assert any("resumed at step 2/3" in m for m in messages)
+    # without a checkpoint (only model.pt kept, as for the shipped members) it continues from the weights
+    (folder / "checkpoint.pt").unlink()
+    kept = _weights(folder)
+    _train(folder, 5, messages.append)
+    assert any("continued from model.pt at step 3/5" in m for m in messages)
+    continued = _weights(folder)
+    assert continued["metadata"]["steps"] == 5
+    assert continued["metadata"]["history"]["continued_at_step"] == 3
+    name = "net.input_block.conv1.conv.weight"
+    assert not torch.equal(kept["state_dict"][name], continued["state_dict"][name])
+    # a run that already has the steps asked for is not trained again, and its file is left as it was
+    (folder / "checkpoint.pt").unlink()
+    before = (folder / "model.pt").stat().st_mtime_ns
+    _train(folder, 5, messages.append)
+    assert (folder / "model.pt").stat().st_mtime_ns == before
+    assert any("already has 5 >= 5 steps" in m for m in messages)
