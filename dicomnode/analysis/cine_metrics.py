@@ -55,8 +55,9 @@ def slice_volumes_ml(labelmaps: np.ndarray, labels, voxel_volume_ml: float) -> n
     labelmaps = np.asarray(labelmaps)
     if labelmaps.ndim != 4:
         raise ValueError(f"labelmaps must be (phases, slices, rows, cols), got shape {labelmaps.shape}")
-    wanted = np.isin(labelmaps, np.atleast_1d(np.asarray(labels)))
-    return wanted.reshape(labelmaps.shape[:2] + (-1,)).sum(axis=2) * float(voxel_volume_ml)
+    labels = np.atleast_1d(np.asarray(labels))
+    wanted = labelmaps == labels[0] if labels.size == 1 else np.isin(labelmaps, labels)
+    return np.count_nonzero(wanted.reshape(labelmaps.shape[:2] + (-1,)), axis=2) * float(voxel_volume_ml)
 
 
 #: basal-slice rule: share of the LV blood-pool outline that must border myocardium (SCMR 2020)

@@ -13,6 +13,7 @@ from dicomnode.analysis.lge_metrics import (fwhm_enhancement, lge_volumes, nsd_e
                                             threshold_applicability)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.resample import InplaneResampler
+from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
 
@@ -145,7 +146,6 @@ MIN_LV_AREA_MM2 = 400.0
 #: short-axis stacks are planned with the heart near the centre of the field: an LV found farther out than this
 #: fraction of the field (centroid to image centre) is another structure
 MAX_LV_OFFSET = 0.35
-_LV_LABELS = (1, 2, 3, 4)
 #: candidate crops are compared on this many middle slices (0: the whole stack)
 PROBE_SLICES = 1
 #: average the whole-stack probabilities of every crop that saw the same ventricle (else the best crop's only)
@@ -158,7 +158,7 @@ def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler,
     components at least MIN_LV_AREA_MM2 large on some slice and within MAX_LV_OFFSET of the field's centre, the
     largest after weighting by a Gaussian prior on the distance to the centre (`prior`; without it the largest
     anywhere). None when there is no such one."""
-    lv = np.isin(probabilities.argmax(axis=0), _LV_LABELS)
+    lv = np.isin(probabilities.argmax(axis=0), LV_LABELS)
     components, count = ndimage.label(lv)
     if count == 0:
         return None
@@ -189,7 +189,7 @@ def _distance_mm(a_rc, b_rc, spacing_rc) -> float:
 def _lv_evidence(probabilities: np.ndarray, resampler: InplaneResampler) -> float:
     """Volume (mm² × slices) of the largest 3-D LV component (labels 1-4) of a crop pass: how much of a left
     ventricle the network sees there, used to choose between candidate crop centres."""
-    lv = np.isin(probabilities.argmax(axis=0), _LV_LABELS)
+    lv = np.isin(probabilities.argmax(axis=0), LV_LABELS)
     components, count = ndimage.label(lv)
     if count == 0:
         return 0.0
@@ -222,20 +222,6 @@ def _probe_slices(slices: int) -> slice:
         return slice(0, slices)
     first = (slices - PROBE_SLICES + 1) // 2  # the wide pass's middle slice is among them
     return slice(first, first + PROBE_SLICES)
-
-
-def keep_largest_structures(labels: np.ndarray) -> np.ndarray:
-    """Post-processing (nnU-Net's "largest connected component"): the LV (labels 1-4 together) and the RV (5) each
-    keep only their largest 3-D connected component (face connectivity across slices); the rest becomes
-    background. labels: (slices, rows, cols) node labels; returns a new array."""
-    labels = np.array(labels, copy=True)
-    for group in (_LV_LABELS, (5,)):
-        mask = np.isin(labels, group)
-        components, count = ndimage.label(mask)
-        if count > 1:
-            sizes = ndimage.sum(mask, components, index=range(1, count + 1))
-            labels[mask & (components != int(np.argmax(sizes)) + 1)] = 0
-    return labels
 
 
 def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model: Callable[[np.ndarray], np.ndarray],
