@@ -8,7 +8,7 @@ import numpy as np
 
 from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES,
-                                             measure_cine)
+                                             measure_cine, trigger_phase)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.resample import InplaneResampler
@@ -26,6 +26,9 @@ DEFAULT_TARGET_SPACING_MM = 1.5
 DEFAULT_CROP_SIZE = 128
 #: model output channel -> node label (dicomnode.labels.Label)
 DEFAULT_CHANNEL_LABELS = (0, 1, 2, 5)
+#: what a model sees beside the slice it segments: nothing ("none", input (N, 1, crop, crop)), or the same slice at
+#: the cine's first phase ("first_phase": ED by the R-wave trigger, input (N, 2, crop, crop) [slice, first phase])
+CONTEXTS = ("none", "first_phase")
 
 
 def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResampler,
@@ -69,14 +72,26 @@ class CineModelSpec:
     target_spacing: float = DEFAULT_TARGET_SPACING_MM
     crop_size: int = DEFAULT_CROP_SIZE
     channel_labels: tuple[int, ...] = DEFAULT_CHANNEL_LABELS
+    context: str = "none"
+
+    def __post_init__(self):
+        if self.context not in CONTEXTS:
+            raise ValueError(f"cine model input context {self.context!r} is not one of {CONTEXTS}")
+
+    @property
+    def input_channels(self) -> int:
+        return 1 if self.context == "none" else 2
 
     @classmethod
     def from_card(cls, card: dict) -> "CineModelSpec":
+        """Raises ValueError when the card lacks input.spacing_mm / input.crop_size / output.channels or names an
+        unknown input.context (absent: "none")."""
         try:
             spec = card["input"]
             channels = sorted(card["output"]["channels"], key=lambda c: c["channel"])
-            return cls(float(spec["spacing_mm"]), int(spec["crop_size"]), tuple(int(c["node_label"]) for c in channels))
-        except (KeyError, TypeError, ValueError) as error:
+            return cls(float(spec["spacing_mm"]), int(spec["crop_size"]), tuple(int(c["node_label"]) for c in channels),
+                       str(spec.get("context", "none")))
+        except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"cine model card lacks input.spacing_mm / input.crop_size / output.channels: {error}") from error
 
 
@@ -85,27 +100,41 @@ def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
-def preprocess_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], spec: CineModelSpec) -> tuple[np.ndarray, InplaneResampler]:
-    """(phases, slices, rows, cols) -> model input (phases*slices, 1, crop, crop) and the resampler to map back."""
+def preprocess_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], spec: CineModelSpec,
+                    first_phase: int = 0) -> tuple[np.ndarray, InplaneResampler]:
+    """(phases, slices, rows, cols) -> model input (phases*slices, K, crop, crop) and the resampler to map back.
+
+    K = 1, or 2 with context "first_phase": channel 1 is the same slice at phase `first_phase` (the R-wave phase,
+    cine_metrics.trigger_phase), each channel normalised on its own, so at that phase both channels are equal.
+    Raises ValueError for pixels that are not 4-D or a first phase outside them.
+    """
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim != 4:
         raise ValueError(f"cine pixels must be (phases, slices, rows, cols), got shape {pixels.shape}")
+    phases, slices = pixels.shape[:2]
     resampler = InplaneResampler(pixels.shape[-2:], tuple(spacing_rc), spec.target_spacing, spec.crop_size)
     crops = normalise_slices(resampler.forward(pixels.reshape((-1,) + pixels.shape[-2:])))
-    return crops[:, None], resampler
+    if spec.context == "none":
+        return crops[:, None], resampler
+    if not 0 <= first_phase < phases:
+        raise ValueError(f"first phase {first_phase} is outside the cine's {phases} phases")
+    crops = crops.reshape((phases, slices) + crops.shape[-2:])
+    first = np.broadcast_to(crops[first_phase:first_phase + 1], crops.shape)
+    return np.stack([crops, first], axis=2).reshape((phases * slices, 2) + crops.shape[-2:]), resampler
 
 
 def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model, spec: CineModelSpec = CineModelSpec(),
-                 phases_per_chunk: int = 4) -> np.ndarray:
+                 phases_per_chunk: int = 4, first_phase: int = 0) -> np.ndarray:
     """Node label maps (phases, slices, rows, cols) for every phase: one batched model run over phases x slices.
 
-    `run_model` takes float32 (N, 1, crop, crop) and returns logits (N, C, crop, crop). Class scores go back to the
+    `run_model` takes float32 (N, K, crop, crop) (K = spec.input_channels) and returns logits (N, C, crop, crop). Class scores go back to the
     source grid by bilinear interpolation of the softmax (outside the crop: background) and are then arg-maxed; at
     every phase the LV and the RV then keep their largest connected component (dicomnode.cmr.structures; on the ACDC
-    5-fold CV this took RV ESV bias from +10.3 to +7.4 mL and LV mass bias from +10.5 to +9.9 g).
+    5-fold CV this took RV ESV bias from +10.3 to +7.4 mL and LV mass bias from +10.5 to +9.9 g). `first_phase`: the
+    R-wave phase, the context of a "first_phase" model (see preprocess_cine).
     """
     phases, slices = pixels.shape[:2]
-    inputs, resampler = preprocess_cine(pixels, spacing_rc, spec)
+    inputs, resampler = preprocess_cine(pixels, spacing_rc, spec, first_phase)
     logits = np.asarray(run_model(inputs), dtype=np.float32)
     expected = (phases * slices, len(spec.channel_labels), spec.crop_size, spec.crop_size)
     if logits.shape != expected:
@@ -153,7 +182,8 @@ class CinePipeline:
         except (RuntimeErrorNoModel, BackendUnavailable, ValueError) as error:
             return self._declined(series.series_instance_uid, f"cine model unavailable: {error}")
 
-        labelmaps = segment_cine(volume.pixels, volume.pixel_spacing, model.run, spec)
+        first_phase, _ = trigger_phase(volume.trigger_times, phases)
+        labelmaps = segment_cine(volume.pixels, volume.pixel_spacing, model.run, spec, first_phase=first_phase)
         patient = getattr(study, "patient", None)
         cine_config = self.config.analysis.cine
         measured = measure_cine(

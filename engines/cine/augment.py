@@ -10,12 +10,12 @@ from dicomnode.cmr.intensity import CLIP_PERCENTILE
 
 
 def normalise_batch(crops: torch.Tensor) -> torch.Tensor:
-    """Torch twin of dicomnode.cmr.intensity.normalise_slices for (B, 1, H, W)."""
-    flat = crops.flatten(1)
-    high = torch.quantile(flat, CLIP_PERCENTILE / 100.0, dim=1, keepdim=True).clamp_min(1e-6)
+    """Torch twin of dicomnode.cmr.intensity.normalise_slices for (B, K, H, W): every channel on its own."""
+    flat = crops.flatten(2)
+    high = torch.quantile(flat, CLIP_PERCENTILE / 100.0, dim=2, keepdim=True).clamp_min(1e-6)
     clipped = torch.minimum(flat.clamp_min(0.0), high)
-    mean = clipped.mean(dim=1, keepdim=True)
-    std = clipped.std(dim=1, unbiased=False, keepdim=True).clamp_min(1e-6)
+    mean = clipped.mean(dim=2, keepdim=True)
+    std = clipped.std(dim=2, unbiased=False, keepdim=True).clamp_min(1e-6)
     return ((clipped - mean) / std).view_as(crops)
 
 
@@ -50,18 +50,24 @@ def sample_grid(batch: int, crop: int, canvas: int, generator: torch.Generator, 
 
 def augment_batch(images: torch.Tensor, allowed: torch.Tensor, crop: int, n_classes: int, generator: torch.Generator,
                   strong: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Canvas images (B, S, S) raw + bitmasks (B, S, S) -> normalised crops (B, 1, crop, crop), allowed (B, C, crop, crop)."""
+    """Canvas images (B, S, S) or (B, K, S, S) raw + bitmasks (B, S, S) -> normalised crops (B, K, crop, crop) (K = 1
+    for 3-D images), allowed (B, C, crop, crop).
+
+    The K channels of a sample (a slice and its first-phase context) get the same spatial transform, gamma, bias
+    field and noise level, then each channel is normalised on its own, as the node does.
+    """
     batch, canvas = images.shape[0], images.shape[-1]
     device = images.device
     grid = sample_grid(batch, crop, canvas, generator, device, strong)
-    crops = F.grid_sample(images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    stacked = images.unsqueeze(1) if images.dim() == 3 else images
+    crops = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     channels = F.grid_sample(bits_to_channels(allowed, n_classes), grid, mode="nearest", padding_mode="zeros",
                              align_corners=False)
     outside = channels.sum(dim=1, keepdim=True) == 0
     channels[:, :1][outside] = 1.0
     if strong:
         crops = crops.clamp_min(0.0)
-        top = torch.quantile(crops.flatten(1), 0.995, dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+        top = torch.quantile(crops.flatten(2), 0.995, dim=2).clamp_min(1e-6).view(batch, -1, 1, 1)
         unit = (crops / top).clamp(0, 1.5)
         gamma = torch.exp((torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1) * math.log(1.6)).to(device)
         unit = unit.clamp_min(1e-6) ** gamma

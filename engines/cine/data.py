@@ -39,6 +39,25 @@ class LabelledSlice:
     allowed: np.ndarray  # (rows, cols) uint8 bitmask
     spacing_rc: tuple[float, float]
     slice_spacing: float
+    #: the same slice at the cine's first phase (ED, R-wave triggered), same grid; None where no such image exists
+    #: (the slice is then its own context, as at ED)
+    first_phase: np.ndarray | None = None
+
+
+def pair_first_phase(slices: list[LabelledSlice]) -> list[LabelledSlice]:
+    """Give every ES slice the ED image of the same subject and slice position as its first-phase context.
+
+    ACDC's ED frame is its first frame (R-wave trigger) for all 93 PNG patients and all but one NIfTI patient (ED
+    frame 4), so ED stands in for the first phase the node pairs each phase with
+    (dicomnode.analysis.cine.CineModelSpec.context).
+    """
+    ed = {(s.subject, s.source, s.z): s.image for s in slices if s.phase == "ED"}
+    for item in slices:
+        if item.phase == "ES":
+            image = ed.get((item.subject, item.source, item.z))
+            if image is not None and image.shape == item.image.shape:
+                item.first_phase = image
+    return slices
 
 
 def acdc_to_allowed(acdc_labels: np.ndarray) -> np.ndarray:
@@ -132,7 +151,7 @@ def load_acdc_png(datasets: Path, patients: set[str] | None = None) -> list[Labe
                 allowed=acdc_to_allowed(labels),
                 spacing_rc=(float(row["pixel_spacing_row_mm"]), float(row["pixel_spacing_col_mm"])),
                 slice_spacing=float(row["slice_spacing_mm"])))
-    return out
+    return pair_first_phase(out)
 
 
 def read_info_cfg(path: Path) -> dict[str, str]:
@@ -175,7 +194,7 @@ def load_acdc_nifti(datasets: Path, patients: set[str] | None = None) -> list[La
             for z in range(image.shape[0]):
                 out.append(LabelledSlice(folder.name, "acdc", phase, z, image[z], acdc_to_allowed(labels[z].astype(np.uint8)),
                                          spacing, dz))
-    return out
+    return pair_first_phase(out)
 
 
 # ---------------------------------------------------------------- Sunnybrook
@@ -314,19 +333,25 @@ def load_myops_c0(datasets: Path, cases: set[str] | None = None) -> list[Labelle
 
 
 # ---------------------------------------------------------------- training cache
-def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int = CANVAS_SIZE):
+def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int = CANVAS_SIZE,
+                 first_phase: bool = False):
     """Resample every slice onto a canvas x canvas grid at the target spacing, centred on the image centre.
 
     Images: linear (dicomnode.cmr.InplaneResampler, the node's geometry); bitmasks: nearest neighbour, and
-    outside the source only background is allowed.
+    outside the source only background is allowed. Returns (images (N, S, S) float32, allowed (N, S, S) uint8), and
+    with `first_phase` also each slice's first-phase context on the same grid (N, S, S) (the slice itself where
+    it has none).
     """
     images = np.zeros((len(slices), canvas, canvas), np.float32)
     allowed = np.zeros((len(slices), canvas, canvas), np.uint8)
+    context = np.zeros((len(slices), canvas, canvas), np.float32) if first_phase else None
     for index, item in enumerate(slices):
         resampler = InplaneResampler(item.image.shape, item.spacing_rc, target_spacing, canvas)
         images[index] = resampler.forward(item.image)
         allowed[index] = resampler.forward(item.allowed, order=0, fill=BIT[Label.BACKGROUND])
-    return images, allowed
+        if context is not None:
+            context[index] = images[index] if item.first_phase is None else resampler.forward(item.first_phase)
+    return (images, allowed) if context is None else (images, allowed, context)
 
 
 def training_slices(datasets: Path, train_subjects: set[str], myops: bool = True) -> list[LabelledSlice]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from dicomnode.analysis.cine import CineModelSpec, segment_cine
 from dicomnode.analysis.cine_metrics import (ejection_fraction_percent, lv_slice_volumes_ml, measure_cine,
-                                             myocardial_mass_g, volume_curve_ml)
+                                             myocardial_mass_g, trigger_phase, volume_curve_ml)
 from dicomnode.labels import Label
 from engines.cine.data import (SUNNYBROOK_HELD_OUT, acdc_groups, acdc_nifti_dirs, acdc_to_allowed,
                                bitmask_to_labels, load_acdc_nifti_volume, load_sunnybrook_cine, polygon_mask,
@@ -78,12 +78,12 @@ class TorchFoldModel:
 
         torch.set_num_threads(threads)
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        self.model = CineUNet(1, saved["n_classes"], tuple(saved["widths"]))
+        self.model = CineUNet(int(saved.get("in_channels", 1)), saved["n_classes"], tuple(saved["widths"]))
         self.model.load_state_dict(saved["state_dict"])
         self.model.eval()
         self.checkpoint = saved
         self.spec = CineModelSpec(float(saved["target_spacing_mm"]), int(saved["crop_size"]),
-                                  tuple(int(v) for v in saved["channel_labels"]))
+                                  tuple(int(v) for v in saved["channel_labels"]), saved.get("context", "none"))
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         import torch
@@ -304,7 +304,8 @@ def evaluate_whole_cines(datasets: Path, model) -> list[dict]:
             continue
         pixels, spacing, dz, _, trigger_times = load_sunnybrook_cine(datasets, patient)
         started = time.perf_counter()
-        predicted = segment_cine(pixels, spacing, model.run, model.spec)
+        predicted = segment_cine(pixels, spacing, model.run, model.spec,
+                                 first_phase=trigger_phase(trigger_times, len(pixels))[0])
         seconds = time.perf_counter() - started
         row = table[patient]
         reference = {"ed": int(row["ed_phase_index"]), "es": int(row["es_phase_index"]), "edv": float(row["lv_edv_ml"]),

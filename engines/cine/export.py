@@ -27,15 +27,15 @@ SUNNYBROOK_CITATION = ("Radau P, Lu Y, Connelly K, Paul G, Dick AJ, Wright GA. \
 
 def load_model(checkpoint_path: Path) -> tuple[CineUNet, dict]:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    model = CineUNet(1, checkpoint["n_classes"], tuple(checkpoint["widths"]))
+    model = CineUNet(int(checkpoint.get("in_channels", 1)), checkpoint["n_classes"], tuple(checkpoint["widths"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
 
 
-def export_onnx(model: torch.nn.Module, path: Path, crop_size: int, opset: int = OPSET) -> Path:
-    """Write `model` as ONNX with input "image" (N, 1, crop, crop) float32 and output "logits", batch dynamic."""
+def export_onnx(model: torch.nn.Module, path: Path, crop_size: int, opset: int = OPSET, in_channels: int = 1) -> Path:
+    """Write `model` as ONNX with input "image" (N, in_channels, crop, crop) float32 and output "logits", batch dynamic."""
     model = model.eval()
-    example = torch.zeros(2, 1, crop_size, crop_size)
+    example = torch.zeros(2, in_channels, crop_size, crop_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:  # the torch.export-based exporter (default since torch 2.9)
         torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"], opset_version=opset,
@@ -48,11 +48,12 @@ def export_onnx(model: torch.nn.Module, path: Path, crop_size: int, opset: int =
     return path
 
 
-def onnx_parity(model: torch.nn.Module, path: Path, crop_size: int, batch: int = 3, seed: int = 0) -> float:
+def onnx_parity(model: torch.nn.Module, path: Path, crop_size: int, batch: int = 3, seed: int = 0,
+                in_channels: int = 1) -> float:
     """Largest |ONNX Runtime - torch| over the logits of fresh random inputs."""
     import onnxruntime as ort
 
-    inputs = np.random.default_rng(seed).standard_normal((batch, 1, crop_size, crop_size)).astype(np.float32)
+    inputs = np.random.default_rng(seed).standard_normal((batch, in_channels, crop_size, crop_size)).astype(np.float32)
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(inputs)).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -79,7 +80,9 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
         "framework": "PyTorch -> ONNX",
         "onnx_opset": OPSET,
         "input": {
-            "name": "image", "shape": ["N", 1, checkpoint["crop_size"], checkpoint["crop_size"]], "dtype": "float32",
+            "name": "image", "shape": ["N", int(checkpoint.get("in_channels", 1)), checkpoint["crop_size"],
+                                       checkpoint["crop_size"]], "dtype": "float32",
+            "context": checkpoint.get("context", "none"),
             "spacing_mm": checkpoint["target_spacing_mm"], "crop_size": checkpoint["crop_size"],
             "crop_centre": "image centre (no heart localisation); crop axis-aligned with the source pixel grid",
             "resampling": "linear (dicomnode.cmr.InplaneResampler), zero outside the image",
@@ -117,7 +120,7 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
                         "review of the contours by a qualified reader.",
         "max_batch": 64,
         "torch": {"module": "engines.cine.model", "factory": "build_model",
-                  "kwargs": {"in_channels": 1, "n_classes": len(channel_labels), "widths": list(checkpoint["widths"])},
+                  "kwargs": {"in_channels": int(checkpoint.get("in_channels", 1)), "n_classes": len(channel_labels), "widths": list(checkpoint["widths"])},
                   "weights": f"{MODEL_NAME}.pt"},
         "export_parity_max_abs": parity,
         "metrics": metrics or {},
@@ -133,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     model, checkpoint = load_model(args.checkpoint)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")
-    onnx_path = export_onnx(model, args.out / f"{MODEL_NAME}.onnx", checkpoint["crop_size"])
-    parity = onnx_parity(model, onnx_path, checkpoint["crop_size"])
+    in_channels = int(checkpoint.get("in_channels", 1))
+    onnx_path = export_onnx(model, args.out / f"{MODEL_NAME}.onnx", checkpoint["crop_size"], in_channels=in_channels)
+    parity = onnx_parity(model, onnx_path, checkpoint["crop_size"], in_channels=in_channels)
     if parity > 1e-4:
         raise SystemExit(f"ONNX parity {parity:.2e} exceeds 1e-4")
     card_path = args.out / f"{MODEL_NAME}.json"

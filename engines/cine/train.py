@@ -10,6 +10,11 @@ same arguments continues from its last checkpoint (model, optimiser, sampler sta
 schedule follows the iteration count, so a resumed run is the same schedule. `--folds 0` trains the single
 held-out split of acdc_subject_split instead. bf16 autocast only on CUDA or on a CPU with native bf16 (AMX or
 AVX512-BF16 in /proc/cpuinfo); fp32 otherwise.
+
+`--context first_phase` trains the two-channel variant: each slice is given with the same slice at the cine's
+first phase (ED, R-wave triggered) as a second input channel, so that the end-systolic slice is segmented knowing
+where the LV and RV were at ED (dicomnode.analysis.cine.CineModelSpec.context); at ED both channels are the same
+image.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from engines.cine.model import CineUNet
 TARGET_SPACING_MM = 1.5
 CROP_SIZE = 128
 WIDTHS = (12, 24, 48, 96, 192)
+#: input context of the two-channel variant (see dicomnode.analysis.cine.CONTEXTS)
+CONTEXTS = ("none", "first_phase")
 
 
 def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -63,23 +70,34 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
-def load_cache(datasets: Path, cache_dir: Path):
-    """Canvas of every training-eligible slice (all ACDC, Sunnybrook not held out, MyoPS C0), cached by content key."""
+def load_cache(datasets: Path, cache_dir: Path, context: str = "none"):
+    """Canvas of every training-eligible slice (all ACDC, Sunnybrook not held out, MyoPS C0), cached by content key.
+
+    Returns (images, allowed, subjects, sources); images are (N, S, S), or (N, 2, S, S) [slice, first phase] with
+    context "first_phase".
+    """
     acdc = {f"patient{n:03d}" for n in range(1, 101)}
-    key = hashlib.sha256(json.dumps([sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE,
-                                     "myops-c0", "inplane-resampler"]).encode()).hexdigest()[:12]
+    parts = [sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE, "myops-c0", "inplane-resampler"]
+    if context != "none":
+        parts.append(context)
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     cache = cache_dir / f"canvas_cache_{key}.npz"
     if cache.is_file():
         data = np.load(cache)
-        return data["images"], data["allowed"], data["subjects"], data["sources"]
+        images = data["images"] if context == "none" else np.stack([data["images"], data["first_phase"]], axis=1)
+        return images, data["allowed"], data["subjects"], data["sources"]
     slices = training_slices(datasets, acdc)
-    images, allowed = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE)
+    arrays = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE, first_phase=context != "none")
+    images, allowed = arrays[:2]
     subjects = np.array([s.subject for s in slices])
     sources = np.array([s.source for s in slices])
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".partial.npz")
-    np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources)
+    extra = {"first_phase": arrays[2]} if context != "none" else {}
+    np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, **extra)
     partial.replace(cache)
+    if context != "none":
+        images = np.stack([images, arrays[2]], axis=1)
     return images, allowed, subjects, sources
 
 
@@ -101,12 +119,16 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     images_t = torch.from_numpy(images[keep]).to(device)
     allowed_t = torch.from_numpy(allowed[keep]).to(device)
     weights = torch.from_numpy(weights_np)
-    model = CineUNet(1, N_CLASSES, WIDTHS).to(device)
+    in_channels = 1 if args.context == "none" else 2
+    model = CineUNet(in_channels, N_CLASSES, WIDTHS).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
     iteration, elapsed_before = 0, 0.0
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("context", "none") != args.context:
+            raise SystemExit(f"{path} was trained with --context {saved.get('context', 'none')}, not {args.context}: "
+                             f"use another --out")
         if saved.get("final") and saved["iterations"] >= args.steps:
             print(f"{name}: already trained ({saved['iterations']} iterations)", flush=True)
             return path
@@ -126,6 +148,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
             "widths": WIDTHS, "n_classes": N_CLASSES, "channel_labels": CHANNEL_LABELS,
+            "in_channels": in_channels, "context": args.context,
             "target_spacing_mm": TARGET_SPACING_MM, "crop_size": CROP_SIZE, "iterations": iteration,
             "steps": args.steps, "batch": args.batch, "elapsed_s": elapsed_before + time.time() - started,
             "final": final, "seed": args.seed, "test_subjects": list(test_subjects) + list(SUNNYBROOK_HELD_OUT),
@@ -182,6 +205,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=SPLIT_SEED)
+    parser.add_argument("--context", choices=CONTEXTS, default="none",
+                        help="first_phase: a second input channel with the same slice at the first phase (ED)")
     parser.add_argument("--sunnybrook-weight", type=float, default=4.0, help="sampling weight of a Sunnybrook slice")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -190,7 +215,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_cache(args.datasets, args.out)
+    data = load_cache(args.datasets, args.out, args.context)
     plan = fold_plan(args.datasets, args.folds, args.seed)
     if args.only_folds is not None:
         unknown = set(args.only_folds) - set(range(len(plan)))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dicomnode.analysis.cine import CineModelSpec, CinePipeline, labels_from_probabilities, segment_cine, softmax
+from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, labels_from_probabilities, preprocess_cine, segment_cine,
+                                    softmax)
 from dicomnode.analysis.pipeline import AnalysisContext, AlgorithmInfo
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.resample import InplaneResampler
@@ -264,3 +265,47 @@ def test_pipeline_measures_a_two_phase_export_es_first():
     assert result.summary["lv_ef_percent"] == pytest.approx((1 - (20 / 34) ** 2) * 100, abs=1.5)
     assert result.summary["timing"]["trigger_phase"] == 1
     assert any("2 phases" in note for note in result.summary["timing"]["notes"])
+
+
+# ------------------------------------------------------------------ first-phase context (two-channel models)
+def test_first_phase_context_is_the_same_slice_at_the_r_wave_phase():
+    rng = np.random.default_rng(5)
+    pixels = rng.random((3, 2, 90, 100)).astype(np.float32) * 500
+    spec = CineModelSpec(context="first_phase")
+    assert spec.input_channels == 2 and SPEC.input_channels == 1
+    inputs, _ = preprocess_cine(pixels, (1.4, 1.4), spec, first_phase=2)
+    single, _ = preprocess_cine(pixels, (1.4, 1.4), SPEC)
+    assert inputs.shape == (6, 2, 128, 128)
+    grid = inputs.reshape(3, 2, 2, 128, 128)
+    assert np.array_equal(grid[:, :, 0], single.reshape(3, 2, 128, 128))  # channel 0: the slice itself
+    for phase in range(3):
+        assert np.array_equal(grid[phase, :, 1], grid[2, :, 0])  # channel 1: the same slice at the R-wave phase
+    with pytest.raises(ValueError, match="outside the cine's 3 phases"):
+        preprocess_cine(pixels, (1.4, 1.4), spec, first_phase=3)
+
+
+def test_model_card_context_is_read_and_checked():
+    card = FakeModel().card.data
+    assert CineModelSpec.from_card(card).context == "none"
+    with_context = {**card, "input": {**card["input"], "context": "first_phase"}}
+    assert CineModelSpec.from_card(with_context).input_channels == 2
+    with pytest.raises(ValueError, match="'previous_phase' is not one of"):
+        CineModelSpec.from_card({**card, "input": {**card["input"], "context": "previous_phase"}})
+
+
+def test_pipeline_gives_a_context_model_the_r_wave_phase_of_an_es_first_export():
+    # ES stored first, ED (TriggerTime 0) second: the context channel must be the ED slice for both phases
+    shape, spacing = (160, 160), (1.5, 1.5)
+    pixels = np.full((2, 3, *shape), 100.0, np.float32)
+    for phase, radius in enumerate((20.0, 34.0)):
+        pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
+    runtime = FakeRuntime()
+    runtime.loaded.card.data = {**runtime.loaded.card.data,
+                                "input": {**runtime.loaded.card.data["input"], "context": "first_phase"}}
+    seen = []
+    runtime.loaded.run = lambda inputs: seen.append(inputs) or threshold_model(inputs)
+    result = CinePipeline(Config(), runtime).run(FakeStudy(FakeVolume(pixels, spacing, 8.0, trigger_times=[310.0, 0.0])),
+                                                 context(runtime))
+    assert not result.declined and (result.summary["ed_phase"], result.summary["es_phase"]) == (1, 0)
+    inputs = seen[0].reshape(2, 3, 2, 128, 128)
+    assert np.array_equal(inputs[0, :, 1], inputs[1, :, 0]) and np.array_equal(inputs[1, :, 1], inputs[1, :, 0])

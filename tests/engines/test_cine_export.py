@@ -20,21 +20,23 @@ def run_onnx(path, inputs):
     return session.run(None, {session.get_inputs()[0].name: inputs})[0]
 
 
-def test_fresh_export_has_opset_dynamic_batch_and_parity(tmp_path):
+@pytest.mark.parametrize("in_channels", [1, 2])  # 2: slice + first-phase context
+def test_fresh_export_has_opset_dynamic_batch_and_parity(tmp_path, in_channels):
     torch.manual_seed(0)
-    model = CineUNet(1, 4, (4, 8, 16))
+    model = CineUNet(in_channels, 4, (4, 8, 16))
     for module in model.modules():  # non-trivial batch-norm statistics, as after training
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    path = export_onnx(model, tmp_path / "cine.onnx", crop_size=64)
+    path = export_onnx(model, tmp_path / "cine.onnx", crop_size=64, in_channels=in_channels)
     graph = onnx.load(str(path))
     assert OPSET >= 17
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch axis
-    assert onnx_parity(model, path, 64, batch=3, seed=11) <= 1e-4
+    assert graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value == in_channels
+    assert onnx_parity(model, path, 64, batch=3, seed=11, in_channels=in_channels) <= 1e-4
     for batch in (1, 5):
-        inputs = np.random.default_rng(batch).standard_normal((batch, 1, 64, 64)).astype(np.float32)
+        inputs = np.random.default_rng(batch).standard_normal((batch, in_channels, 64, 64)).astype(np.float32)
         with torch.no_grad():
             expected = model.eval()(torch.from_numpy(inputs)).numpy()
         got = run_onnx(path, inputs)
@@ -57,7 +59,7 @@ def test_shipped_model_matches_its_torch_weights_and_card():
     model = build_model(**entry["kwargs"])
     model.load_state_dict(torch.load(models_dir() / entry["weights"], map_location="cpu", weights_only=True))
     model.eval()
-    inputs = np.random.default_rng(2026).standard_normal((4, 1, crop, crop)).astype(np.float32)
+    inputs = np.random.default_rng(2026).standard_normal((4, card["input"]["shape"][1], crop, crop)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
     assert np.abs(run_onnx(onnx_path, inputs) - expected).max() <= 1e-4

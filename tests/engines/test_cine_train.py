@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from engines.cine import train
-from engines.cine.data import BIT, CANVAS_SIZE, acdc_folds
+from engines.cine.augment import augment_batch
+from engines.cine.data import BIT, CANVAS_SIZE, LabelledSlice, acdc_folds, build_canvas, pair_first_phase
 from dicomnode.labels import Label
 
 
@@ -43,9 +44,9 @@ def _data(n=6):
     return images, allowed, subjects, sources
 
 
-def _args(out: Path, steps: int):
+def _args(out: Path, steps: int, context: str = "none"):
     return argparse.Namespace(out=out, steps=steps, save_every=1, batch=2, lr=1e-3, threads=1, seed=1,
-                              sunnybrook_weight=4.0)
+                              sunnybrook_weight=4.0, context=context)
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -65,3 +66,46 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     # a finished run is not trained again
     train.train_one("fold0", ["patient004"], data, _args(tmp_path, 4), torch.device("cpu"))
     assert torch.load(path, weights_only=False)["elapsed_s"] == second["elapsed_s"]
+
+
+def test_es_slices_get_the_ed_image_of_the_same_slice_as_first_phase_context():
+    def item(subject, phase, z, value):
+        return LabelledSlice(subject, "acdc", phase, z, np.full((40, 50), value, np.float32),
+                             np.full((40, 50), BIT[Label.BACKGROUND], np.uint8), (1.5, 1.5), 8.0)
+
+    slices = pair_first_phase([item("p1", "ED", 0, 1), item("p1", "ES", 0, 2), item("p1", "ES", 1, 3),
+                               item("p2", "ED", 0, 4), item("p2", "ES", 0, 5)])
+    assert slices[0].first_phase is None  # ED is its own first phase
+    assert slices[1].first_phase[0, 0] == 1 and slices[4].first_phase[0, 0] == 4
+    assert slices[2].first_phase is None  # no ED image of that slice: it stays its own context
+    images, _, context = build_canvas(slices, 1.5, 64, first_phase=True)
+    assert np.array_equal(context[0], images[0]) and np.array_equal(context[2], images[2])
+    assert np.array_equal(context[1], images[0]) and np.array_equal(context[4], images[3])
+
+
+def test_both_channels_get_the_same_spatial_transform():
+    rng = np.random.default_rng(2)
+    canvas = np.zeros((4, 2, CANVAS_SIZE, CANVAS_SIZE), np.float32)
+    canvas[:, :, 70:120, 60:100] = 300.0
+    canvas += rng.random(canvas.shape).astype(np.float32)
+    canvas[:, 1] *= 3.0  # another intensity scale: each channel is normalised on its own
+    allowed = np.full((4, CANVAS_SIZE, CANVAS_SIZE), BIT[Label.BACKGROUND], np.uint8)
+    x, target = augment_batch(torch.from_numpy(canvas), torch.from_numpy(allowed), 96, 4, torch.Generator().manual_seed(3))
+    assert x.shape == (4, 2, 96, 96) and target.shape == (4, 4, 96, 96)
+    bright = x > 0.5
+    overlap = (bright[:, 0] & bright[:, 1]).sum() / bright[:, 0].sum()
+    assert overlap > 0.97  # the same rotation, scale, flip, shift and deformation for the slice and its context
+    assert torch.allclose(x.mean(dim=(2, 3)), torch.zeros(4, 2), atol=1e-4)
+
+
+def test_a_first_phase_context_run_has_two_input_channels_and_refuses_to_mix(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    images, allowed, subjects, sources = _data()
+    data = (np.stack([images, images[::-1]], axis=1), allowed, subjects, sources)
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 2, "first_phase"), torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert saved["in_channels"] == 2 and saved["context"] == "first_phase"
+    assert saved["state_dict"]["encoders.0.0.weight"].shape[1] == 2
+    with pytest.raises(SystemExit, match="trained with --context first_phase"):
+        train.train_one("fold0", ["patient004"], (images, allowed, subjects, sources), _args(tmp_path, 4),
+                        torch.device("cpu"))
