@@ -82,7 +82,8 @@ class NodeConfig(StrictModel):
     max_associations: int = Field(16, ge=1)
     non_mr_objects: Literal["keep", "drop"] = Field(
         "keep", description="instances other than MR images routed with a study (SR, SC, PR, KO, PDF, private "
-                            "classes): keep them in the spool, not analysed, or acknowledge and drop them")
+                            "classes, the node's own results routed back): keep them in the spool, not analysed and "
+                            "never re-opening a finished study, or acknowledge and drop them")
     tls: TLSConfig = Field(default_factory=TLSConfig)
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -109,8 +110,9 @@ class StudiesConfig(StrictModel):
     grouping_key: Literal["StudyInstanceUID", "AccessionNumber", "PatientID+StudyDate"] = "StudyInstanceUID"
     use_expected_counts: bool = True
     reanalyse_late_instances: bool = Field(
-        True, description="an instance arriving after the results went out (or the study failed) re-opens the study "
-                          "and supersedes its results; false keeps it stored without re-analysis")
+        True, description="an MR image arriving after the results went out (or the study failed) re-opens the study "
+                          "and supersedes its results; false keeps it stored without re-analysis (other objects "
+                          "never re-open a study)")
 
 
 class DestinationConfig(StrictModel):

@@ -188,6 +188,10 @@ class Node:
         study's results went out (or it failed) with studies.reanalyse_late_instances = false, keep it stored
         and put the study back where it was."""
         before = outcome.study_state_before
+        if not outcome.reopened:
+            log.info("study %s: %s instance stored after completion; not an image the analysis reads, so no re-analysis",
+                     short_hash(instance.study_instance_uid), instance.modality or "non-MR")
+            return
         if before in (SENDING, DONE, FAILED) and not self.config.studies.reanalyse_late_instances:
             self.db.set_study_state(outcome.study_key, before, "instance after completion stored, not analysed "
                                     "(studies.reanalyse_late_instances = false)", expect=(RECEIVED,),

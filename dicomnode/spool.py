@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomnode.state import InstanceRow, StateDB, StoreOutcome
-from dicomnode.uids import check_uid, short_hash
+from dicomnode.uids import MR_STORAGE_CLASSES, check_uid, short_hash
 
 log = logging.getLogger("dicomnode.spool")
 
@@ -118,7 +118,8 @@ class Spool:
             series_number=instance.series_number, slice_key=instance.slice_key, cardiac_images=instance.cardiac_images,
             frames=instance.frames, images_in_acquisition=instance.images_in_acquisition,
         )
-        outcome = self.db.add_instance(row, calling_host)
+        # only an image the analysis reads re-opens a study past receiving (cmr.grouping reads MR images only)
+        outcome = self.db.add_instance(row, calling_host, reopens=instance.sop_class_uid in MR_STORAGE_CLASSES)
         if not outcome.stored:  # the same SOP Instance UID indexed under another study or series: keep that one
             indexed = self.db.instance_path(instance.sop_instance_uid)
             if indexed is not None and indexed != relative:

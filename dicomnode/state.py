@@ -232,6 +232,8 @@ class StoreOutcome:
     study_key: str
     study_state_before: str | None  # None: a new study
     generation: int
+    #: False: stored into a study past receiving without re-opening it (an instance no analysis reads)
+    reopened: bool = True
 
 
 def default_process_id() -> str:
@@ -350,8 +352,10 @@ class StateDB:
     def has_instance(self, sop_instance_uid: str) -> bool:
         return bool(self._rows("SELECT 1 FROM instances WHERE sop_instance_uid=:sop", {"sop": sop_instance_uid}))
 
-    def add_instance(self, row: InstanceRow, calling_host: str | None = None) -> StoreOutcome:
-        """Index one durable instance and advance its study; a late instance re-opens a finished study.
+    def add_instance(self, row: InstanceRow, calling_host: str | None = None, *, reopens: bool = True) -> StoreOutcome:
+        """Index one durable instance and advance its study; a late instance re-opens a finished study when
+        `reopens` (an image the analysis reads), otherwise it is indexed and the study stays as it is (e.g. the
+        node's own SEG / SR / PDF routed back by the PACS, or a radiologist's key object: no re-analysis loop).
 
         Safe with several receivers: the instance row and the study row are inserted with ON CONFLICT, and an
         existing study is locked before its generation is read.
@@ -384,6 +388,8 @@ class StateDB:
                 return StoreOutcome(True, row.study_key, None, 0)
             study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": row.study_key}).mappings().one()
+            if not reopens:
+                return StoreOutcome(True, row.study_key, study["state"], study["generation"], reopened=False)
             generation = study["generation"] + (study["state"] != RECEIVED)
             self._run(db, (
                 "UPDATE studies SET state=:state, reason=NULL, last_received=:now, updated_at=:now, generation=:g,"

@@ -1,8 +1,9 @@
-"""studies.reanalyse_late_instances: an instance after the results went out re-opens the study, or (false) is
-only stored."""
+"""studies.reanalyse_late_instances: an MR image after the results went out re-opens the study, or (false) is
+only stored; any other object (the node's own results routed back by the PACS) never re-opens it."""
 from __future__ import annotations
 
 import pytest
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.config import Config
 from dicomnode.node import Node
@@ -38,5 +39,30 @@ def test_an_instance_after_the_results_went_out(tmp_path, reanalyse):
         else:
             assert study["state"] == DONE and "reanalyse_late_instances" in study["reason"]
             assert node.scheduler.get_job(f"quiet:{key}") is None
+    finally:
+        node.stop()
+
+
+def test_the_nodes_own_results_routed_back_do_not_start_a_reanalysis(tmp_path):
+    config = Config.model_validate({"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                                             "allowed_calling_aes": ["*"]}, "studies": {"quiet_seconds": 3600}})
+    node = Node(config, analyser=NoAnalysis())
+    node.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        assert store_one(node.scp.port, first).Status == 0
+        key = str(first.StudyInstanceUID)
+        node.db.set_study_state(key, DONE)
+        node.scheduler.remove_job(f"quiet:{key}")
+        node.completion.forget(key)
+        for sop_class, modality in ((SegmentationStorage, "SEG"), (Comprehensive3DSRStorage, "SR")):
+            echoed = synthetic_mr(study_uid=key, instance=2)
+            echoed.SOPClassUID = echoed.file_meta.MediaStorageSOPClassUID = sop_class
+            echoed.Modality = modality
+            assert store_one(node.scp.port, echoed, calling="ORTHANC").Status == 0
+        study = node.db.study(key)
+        assert len(node.db.study_instances(key)) == 3  # kept (non_mr_objects = keep)
+        assert study["state"] == DONE and study["generation"] == 0
+        assert node.scheduler.get_job(f"quiet:{key}") is None
     finally:
         node.stop()

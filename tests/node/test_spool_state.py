@@ -103,6 +103,27 @@ def test_late_instance_reopens_a_finished_study_with_a_new_generation(spool):
     assert db.study("1.2.3")["state"] == RECEIVED
 
 
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34",
+                                       "1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.88.59"])
+def test_a_late_object_no_analysis_reads_is_kept_without_reopening(spool, sop_class):
+    # SEG, Comprehensive 3D SR, Encapsulated PDF (the node's own results routed back by the PACS), Key Object
+    spool.store(incoming(sop="1.1"))
+    db = spool.db
+    db.set_study_state("1.2.3", COMPLETE, expect=(RECEIVED,))
+    analysis = db.start_analysis("1.2.3", 0)
+    late = incoming(sop="1.2")
+    late.sop_class_uid = sop_class
+    outcome = spool.store(late)  # arrives during the analysis: it must not supersede it
+    assert outcome.stored and not outcome.reopened and outcome.generation == 0
+    assert db.finish_analysis(analysis, "1.2.3", 0, {"x": 1}, [("9.1", "9", "1.2", "r/9.1.dcm")], [])
+    late = incoming(sop="1.3")
+    late.sop_class_uid = sop_class
+    outcome = spool.store(late)  # and after the results went out
+    assert outcome.study_state_before == DONE and not outcome.reopened
+    assert db.study("1.2.3")["state"] == DONE and db.study("1.2.3")["generation"] == 0
+    assert len(db.study_instances("1.2.3")) == 3  # kept in the spool all the same
+
+
 def test_stale_analysis_is_superseded_not_recorded(spool):
     spool.store(incoming(sop="1.1"))
     db = spool.db
