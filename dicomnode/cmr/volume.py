@@ -49,8 +49,9 @@ def check_geometry(series: AnalysisSeries, frames: list[FrameInfo]) -> None:
 
 
 def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
-                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str]]:
-    """Frames as [phase][slice] sorted along the stack normal, their slice distances, and warnings (refusals raise).
+                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]]]:
+    """Frames as [phase][slice] sorted along the stack normal, their slice distances, warnings, and the frames left
+    out of an incomplete phase with the reason (see common_phases); refusals raise StudyError.
 
     `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
     """
@@ -94,10 +95,10 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
             unique[identity] = frame
         per_slice.append(sorted(unique.values(), key=_temporal_sort_key))
     counts = [len(s) for s in per_slice]
+    left_out: list[tuple[FrameInfo, str]] = []
     if len(set(counts)) > 1:
-        tally = ", ".join(f"{n} phase(s) in {c} slice(s)" for n, c in sorted(Counter(counts).items()))
-        raise StudyError(f"series {series.key}: inconsistent phase counts across slices ({tally}); "
-                         "every slice needs the same number of phases")
+        per_slice, left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings)
+        counts = [len(s) for s in per_slice]
     distances = np.array([d for d, _ in slices])
     gaps = np.diff(distances)
     if len(gaps):
@@ -114,7 +115,51 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if counts[0] > 1 and declared > counts[0]:
         warnings.append(f"{counts[0]} of {declared} cardiac phases present (CardiacNumberOfImages {declared})")
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
-    return phases, distances, warnings
+    return phases, distances, warnings, left_out
+
+
+def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str]
+                  ) -> tuple[list[list[FrameInfo]], list[tuple[FrameInfo, str]]]:
+    """Keep the cardiac phases every slice has, when slices hold different numbers of phases (an image lost or
+    undecodable): phases are matched across slices by TriggerTime (0018,1060) to the nearest phase of the slice
+    with the most phases, within half its median phase interval; a phase missing at any slice is left out of all
+    slices (volumes stay whole-heart; the lost phase is named in `warnings`).
+
+    per_slice: [slice][phase] frames in temporal order; distances: each slice's position along the normal (mm).
+    Returns the [slice][phase] frames kept and the frames left out with the reason. Raises StudyError (naming the
+    counts) when frames lack TriggerTime, cannot be matched one-to-one, or fewer than 2 phases (or fewer than half)
+    would remain.
+    """
+    counts = [len(s) for s in per_slice]
+    tally = ", ".join(f"{n} phase(s) in {c} slice(s)" for n, c in sorted(Counter(counts).items()))
+    refusal = f"series {series_key}: inconsistent phase counts across slices ({tally}); "
+    if any(f.trigger_time is None for s in per_slice for f in s):
+        raise StudyError(refusal + "without TriggerTime the phases cannot be matched across slices")
+    reference = [f.trigger_time for f in max(per_slice, key=len)]
+    tolerance = 0.5 * float(np.median(np.diff(reference))) if len(reference) > 1 else 1.0
+    matched: list[dict[int, FrameInfo]] = []
+    for frames in per_slice:
+        by_phase: dict[int, FrameInfo] = {}
+        for frame in frames:
+            nearest = int(np.argmin([abs(frame.trigger_time - t) for t in reference]))
+            if abs(frame.trigger_time - reference[nearest]) > tolerance or nearest in by_phase:
+                raise StudyError(refusal + f"TriggerTime {frame.trigger_time:g} ms of instance "
+                                 f"{frame.ref.sop_instance_uid} matches no phase of the fullest slice one-to-one")
+            by_phase[nearest] = frame
+        matched.append(by_phase)
+    kept = [p for p in range(len(reference)) if all(p in m for m in matched)]
+    if len(kept) < max(2, (len(reference) + 1) // 2):
+        raise StudyError(refusal + f"only {len(kept)} of {len(reference)} phases are present at every slice")
+    left_out = []
+    for p in range(len(reference)):
+        if p in kept:
+            continue
+        missing = [f"{d:.1f}" for d, m in zip(distances, matched) if p not in m]
+        reason = (f"cardiac phase at TriggerTime {reference[p]:g} ms is missing at slice(s) {', '.join(missing)} mm; "
+                  "left out at every slice so that each phase covers the whole stack")
+        warnings.append(reason)
+        left_out += [(m[p], reason) for m in matched if p in m]
+    return [[m[p] for p in kept] for m in matched], left_out
 
 
 def _fallback_slice_spacing(frame: FrameInfo, warnings: list[str]) -> float:
@@ -222,14 +267,16 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
                          f"{len(excluded)} instance(s))")
     try:
-        frames, distances, warnings = arrange_frames(series, require_stack,
-                                                     frozenset(e["sop_instance_uid"] for e in excluded))
+        frames, distances, warnings, left_out = arrange_frames(series, require_stack,
+                                                               frozenset(e["sop_instance_uid"] for e in excluded))
     except StudyError as error:
         if not excluded:
             raise
         raise StudyError(f"{error}; after leaving out {len(excluded)} instance(s): "
                          + "; ".join(f"{e['sop_instance_uid']}: {e['reason']}" for e in excluded)) from error
     warnings = [f"instance {e['sop_instance_uid']} left out: {e['reason']}" for e in excluded] + warnings
+    # single-frame images of a phase left out are listed as gaps too; a multi-frame instance keeps its other frames
+    excluded += [excluded_entry(frame.header, reason) for frame, reason in left_out if frame.ref.frame_number is None]
     first_slice = frames[0][0]
     orientation = np.asarray(first_slice.orientation, float)
     row_dir, col_dir = orientation[:3], orientation[3:]

@@ -99,3 +99,27 @@ def test_understand_study_refuses_several_studies(generated):
     headers = [read_header(generated[(k, "ge", None)].paths[0]) for k in ("lge", "cine")]
     with pytest.raises(StudyError, match="got 2 studies"):
         understand_study(headers)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_cine_missing_one_image_keeps_the_phases_every_slice_has(datasets, tmp_path, damage):
+    # one image of a 10-slice x 20-phase cine lost or cut short: that phase is left out at every slice (and named);
+    # the other 19 phases still cover the whole stack
+    folder = tmp_path / "cine"
+    shutil.copytree(sunnybrook_paths(datasets, "SCD0000301")[0], folder)
+    victim = folder / "45.dcm"
+    if damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[:-1000])
+    else:
+        victim.unlink()
+    (cmr,) = load_studies([folder])
+    series = cmr.preferred("cine")
+    volume = cmr.load_volume(series)
+    assert volume.shape[:2] == (19, 10)
+    lost = [w for w in volume.warnings if "is missing at slice(s)" in w]
+    assert len(lost) == 1 and "left out at every slice" in lost[0]
+    phase_gaps = [e for e in volume.excluded if "is missing at slice(s)" in e["reason"]]
+    assert len(phase_gaps) == 9  # the same phase at the 9 other slices
+    assert len(volume.excluded) == 9 + (damage == "truncated")
+    assert {e["sop_instance_uid"] for e in cmr.excluded_instances} == {e["sop_instance_uid"] for e in volume.excluded}
+    assert len({tuple(f.sop_instance_uid for f in phase) for phase in volume.frames}) == 19
