@@ -19,6 +19,7 @@ from dicomnode.net.scu import AssociationFailed, send_files
 from dicomnode.net.tls import client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
+from dicomnode.preflight import preflight_problems
 from dicomnode.process import find_files, process_folder
 from dicomnode.roles import RoleRunner, parse_roles
 from dicomnode.state import StateSchemaError, StorageDirError, default_state_path, open_state
@@ -37,12 +38,15 @@ def _load(path: str | None) -> Config:
 
 def cmd_serve(args) -> int:
     config = _load(args.config)
-    configure_logging(config.logging)
     try:
         roles = parse_roles(args.roles)
     except ValueError as exc:
         print(f"--roles: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    problems = preflight_problems(config, models="analyse" in roles)
+    if problems:  # refuse before binding anything: a wrong path must not become studies without results
+        raise ConfigError(args.config or "(defaults)", problems)
+    configure_logging(config.logging)
     node = Node(config)
     runner = RoleRunner(node, roles)
     stop = threading.Event()
@@ -102,6 +106,12 @@ def cmd_config_check(args) -> int:
     except ConfigError as exc:
         print(f"{exc.source}: INVALID", file=sys.stderr)
         for path, message in exc.problems:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    problems = preflight_problems(config)
+    if problems:
+        print(f"{args.file}: INVALID on this machine", file=sys.stderr)
+        for path, message in problems:
             print(f"  {path}: {message}", file=sys.stderr)
         return EXIT_ERROR
     for warning in config_warnings(config):

@@ -236,6 +236,12 @@ class StoreOutcome:
     reopened: bool = True
 
 
+def no_results_reason(summary: dict, limit: int = 500) -> str:
+    """The study's reason when its analysis made no result object: the declined reasons of its summary."""
+    reasons = list(dict.fromkeys(str(d.get("reason", "")) for d in summary.get("declined", []) if d.get("reason")))
+    return ("no result objects: " + "; ".join(reasons) if reasons else "no result objects")[:limit]
+
+
 def default_process_id() -> str:
     """host:pid, unique per running process (what claims and heartbeats are recorded under)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -575,9 +581,10 @@ class StateDB:
             self._run(db, "UPDATE analyses SET state='done', finished_at=:now, summary_json=:s WHERE id=:id",
                       {"now": now, "s": summary_json, "id": analysis_id})
             self._run(db, (
-                "UPDATE studies SET state=:state, updated_at=:now, summary_json=:s, claimed_by=NULL, lease_until=NULL"
-                " WHERE study_key=:k"), {"state": SENDING if outbox else DONE, "now": now, "s": summary_json,
-                                         "k": study_key})
+                "UPDATE studies SET state=:state, reason=:r, updated_at=:now, summary_json=:s, claimed_by=NULL,"
+                " lease_until=NULL WHERE study_key=:k"),
+                {"state": SENDING if outbox else DONE, "r": None if results else no_results_reason(summary),
+                 "now": now, "s": summary_json, "k": study_key})
             return True
 
     def fail_analysis(self, analysis_id: int, study_key: str, generation: int, reason: str) -> None:

@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("study analysis", ("dicomnode.analysis.run",)),
     ("study path", ("dicomnode.study_path",)),
     ("operations", ("dicomnode.dispatch", "dicomnode.retention", "dicomnode.metrics", "dicomnode.roles")),
-    ("node", ("dicomnode.node", "dicomnode.process", "dicomnode.summary_view")),
+    ("node", ("dicomnode.node", "dicomnode.process", "dicomnode.summary_view", "dicomnode.preflight")),
     ("commands", ("dicomnode.__main__", "dicomnode.cli", "dicomnode.demo", "dicomnode.inference.cli",
                   "dicomnode.devtools")),
 ]

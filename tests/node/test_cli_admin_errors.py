@@ -80,3 +80,35 @@ def test_status_prints_whole_study_uids_and_says_when_no_node_runs(tmp_path, cap
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert study in out and "no node process has a heartbeat" in out
+
+
+@pytest.mark.parametrize("body, key, message", [
+    ('[inference]\nmodels_dir = "{tmp}/nope"\n', "inference.models_dir", "/nope does not exist"),
+    ('[node.tls]\nenabled = true\ncertificate = "{tmp}/nope.crt"\nprivate_key = "{tmp}/nope.key"\n', "node.tls",
+     "nope.crt does not exist or is not a file"),
+    ('[analysis.suggestions]\nbank_dir = "{tmp}/no-bank"\n', "analysis.suggestions.bank_dir", "no-bank does not exist"),
+])
+def test_paths_the_machine_lacks_fail_config_check_and_serve(tmp_path, capsys, body, key, message):
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n'
+                               + body.format(tmp=tmp_path))
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID on this machine" in err and f"{key}: " in err and message in err
+    assert main(["serve", "--config", str(config)]) == 1  # refused before anything is bound or created
+    err = capsys.readouterr().err
+    assert key in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_models_folder_without_a_routed_pipelines_model_is_named(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\n[inference]\nmodels_dir = "{models}"\n'
+                               '[[routes]]\nname = "cine only"\npipelines = ["cine"]\n')
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "routes (pipeline cine): model 'cine_unet' is not installed" in err and "lge_unet" not in err
+    # a receive-only process loads no model: only its own paths are checked
+    from dicomnode.config import load_config
+    from dicomnode.preflight import preflight_problems
+    assert preflight_problems(load_config(str(config)), models=False) == []

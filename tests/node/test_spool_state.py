@@ -153,3 +153,18 @@ def test_outbox_settles_study_done_or_failed_and_retry_requeues(spool):
     assert db.study("1.2.3")["state"] == SENDING
     db.mark_sent([second["id"]])
     assert db.study("1.2.3")["state"] == DONE
+
+
+def test_an_analysis_without_result_objects_says_why_in_the_study_reason(spool):
+    spool.store(incoming(sop="1.1"))
+    db = spool.db
+    db.set_study_state("1.2.3", COMPLETE)
+    analysis = db.start_analysis("1.2.3", 0)
+    summary = {"declined": [{"series_instance_uid": None, "reason": "pipeline lge is unavailable: model 'lge_unet' "
+                                                                     "is not installed in /nope"},
+                            {"series_instance_uid": None, "reason": "no cine short-axis series in the study"}]}
+    assert db.finish_analysis(analysis, "1.2.3", 0, summary, [], [])
+    study = db.study("1.2.3")
+    assert study["state"] == DONE
+    assert study["reason"] == ("no result objects: pipeline lge is unavailable: model 'lge_unet' is not installed in "
+                               "/nope; no cine short-axis series in the study")

@@ -1,0 +1,55 @@
+"""Pre-flight checks of a valid config against the machine it runs on: the files and models it names exist.
+
+`dicomnode config check` reports these problems beside the schema's, and `dicomnode serve` refuses to start on any
+of them, so that a wrong path is found when the admin changes the config, not as a study that ends with no results.
+Nothing is loaded: model files are looked up, certificates are read by the TLS context builders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dicomnode.analysis.cine import MODEL_NAME as CINE_MODEL
+from dicomnode.analysis.lge import MODEL_NAME as LGE_MODEL
+from dicomnode.analysis.suggestions import TEXT_ENCODER_DIR
+from dicomnode.config import PIPELINES, Config
+from dicomnode.inference.runtime import Runtime
+from dicomnode.net.tls import TLSConfigurationError, client_context, server_context
+
+#: models each pipeline loads from [inference] models_dir (name -> name.onnx + name.json)
+PIPELINE_MODELS = {"lge": (LGE_MODEL,), "cine": (CINE_MODEL,)}
+
+
+def preflight_problems(config: Config, models: bool = True) -> list[tuple[str, str]]:
+    """(config key path, what is wrong) for every file, folder or model the config needs and the machine lacks;
+    `models` False (a process without the analyse role) skips the models and the report bank."""
+    problems: list[tuple[str, str]] = []
+    if config.node.tls.enabled:
+        try:
+            server_context(config.node.tls)
+        except TLSConfigurationError as exc:
+            problems.append(("node.tls", str(exc)))
+    for destination in config.destinations:
+        try:
+            client_context(destination)
+        except TLSConfigurationError as exc:
+            problems.append((f"destinations[{destination.name}]", str(exc)))
+    if not models:
+        return problems
+    runtime = Runtime(config.inference, storage_dir=config.node.storage_dir)
+    if config.inference.models_dir is not None and not Path(config.inference.models_dir).is_dir():
+        problems.append(("inference.models_dir", f"folder {config.inference.models_dir} does not exist"))
+        return problems
+    used = {name for route in config.routes for name in route.pipelines} if config.routes else set(PIPELINES)
+    for pipeline in sorted(used):
+        for model in PIPELINE_MODELS.get(pipeline, ()):
+            if not runtime.available(model):
+                problems.append((f"routes (pipeline {pipeline})", f"model {model!r} is not installed in "
+                                 f"{runtime.models_dir} (needs {model}.onnx and {model}.json)"))
+    suggestions = config.analysis.suggestions
+    if "suggestions" in used and suggestions.enabled:
+        if suggestions.bank_dir is not None and not Path(suggestions.bank_dir).is_dir():
+            problems.append(("analysis.suggestions.bank_dir", f"folder {suggestions.bank_dir} does not exist"))
+        if not (runtime.models_dir / TEXT_ENCODER_DIR / "model.onnx").is_file():
+            problems.append(("routes (pipeline suggestions)", f"text encoder not installed "
+                             f"({runtime.models_dir / TEXT_ENCODER_DIR}/model.onnx missing)"))
+    return problems
