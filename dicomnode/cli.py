@@ -20,7 +20,7 @@ from dicomnode.net.tls import client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.preflight import preflight_problems
-from dicomnode.process import find_files, process_folder
+from dicomnode.process import OutputFolderError, find_files, process_folder
 from dicomnode.roles import RoleRunner, parse_roles
 from dicomnode.state import StateSchemaError, StorageDirError, default_state_path, open_state
 from dicomnode.summary_view import print_summary_table
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
-    except (FileNotFoundError, StateSchemaError, StorageDirError, ListenError) as exc:
+    except (FileNotFoundError, StateSchemaError, StorageDirError, ListenError, OutputFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

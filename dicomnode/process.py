@@ -35,13 +35,54 @@ def find_files(input_dir: Path) -> list[Path]:
     return found
 
 
+class OutputFolderError(Exception):
+    """The --out folder cannot take this run's results; the message says why and what to do."""
+
+
+def clear_previous_run(out_dir: Path) -> int:
+    """Remove the result files a previous run listed in out_dir/summary.json (and its summary), so that the folder
+    holds one run's results only; files the node did not write are left alone. Returns how many were removed.
+    Raises OutputFolderError when summary.json cannot be read or lists a path outside out_dir."""
+    summary_path = out_dir / "summary.json"
+    if not summary_path.is_file():
+        return 0
+    try:
+        previous = json.loads(summary_path.read_text(encoding="utf-8"))
+        listed = [output for study in previous.get("studies", []) for output in study.get("outputs", [])]
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        raise OutputFolderError(f"--out {out_dir} holds a summary.json that is not a previous run's ({error}); "
+                                "choose another folder or remove it") from error
+    root = out_dir.resolve()
+    paths = [(out_dir / str(output)).resolve() for output in listed]
+    outside = [str(p) for p in paths if root not in p.parents]
+    if outside:
+        raise OutputFolderError(f"--out {out_dir}: its summary.json lists files outside it ({outside[0]}); "
+                                "choose another folder or remove it")
+    removed = 0
+    for path in paths:
+        if path.is_file():
+            path.unlink()
+            removed += 1
+        if path.parent != root and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+    summary_path.unlink()
+    return removed
+
+
 def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: StudyAnalyser | None = None) -> dict:
     """Analyse each study found through the study path (as `serve` does, without a network); returns the
-    summary.json content (also written to out_dir/summary.json). Raises FileNotFoundError without `input_dir`."""
+    summary.json content (also written to out_dir/summary.json). A previous run's results in out_dir are replaced
+    (clear_previous_run). Raises FileNotFoundError without `input_dir`, OutputFolderError when out_dir is a file or
+    holds something that is not a previous run's summary.json."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputFolderError(f"--out {out_dir} is a file, not a folder: give a folder for the results")
     out_dir.mkdir(parents=True, exist_ok=True)
+    removed = clear_previous_run(out_dir)
+    if removed:
+        log.info("replaced the previous run's %d result file(s) in %s", removed, out_dir)
     analyser = analyser or Analyser(config)
     files = find_files(input_dir)
     log.info("found %d file(s) under %s", len(files), input_dir)

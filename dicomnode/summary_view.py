@@ -10,7 +10,8 @@ def _method(block: dict, name: str) -> str:
 
 def print_summary_table(summary: dict) -> None:
     for study in summary.get("studies", []):
-        print(f"\nStudy {study['study_instance_uid']}")
+        uid = study["study_instance_uid"]
+        print(f"\nStudy {uid}" if uid else "\nFiles that belong to no readable study")
         for series in study.get("series", []):
             print(f"  series #{series.get('series_number')!s:<6} {series['sequence']:<10} {series['view']:<6} "
                   f"{series['slices']:>3} slices x {series['phases']:>2} phases"

@@ -21,8 +21,9 @@ def read_header(path) -> InstanceHeader | Declined:
     """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError as error:
-        return Declined(None, f"{path}: not a DICOM file ({error})")
+    except InvalidDicomError:  # pydicom's text suggests force=True, which means nothing to an admin
+        return Declined(None, f"{path}: not a DICOM file (no DICOM File Meta Information: no 'DICM' prefix after "
+                              "the 128-byte preamble, PS3.10 7.1)")
     except Exception as error:  # noqa: BLE001 - any unreadable file is declined, never raised
         return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
     charsets.normalise_dataset(ds)  # aliases and mistakes -> defined terms, before any text is decoded

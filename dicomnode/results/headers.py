@@ -198,8 +198,8 @@ def derivable_header(dataset: Dataset) -> Dataset:
         values = _source_texts(dataset, keyword, encodings)
         if values is None and keyword not in PATIENT_STUDY_KEYWORDS:
             continue
-        repaired = [repair_value(vr, v, keyword) for v in values or []]
-        if any(v is None for v in repaired) or vr not in _TEXT_VRS:
+        repaired = [repair_value(vr, v, keyword) for v in values or [] if v != ""]  # empty is valid for any VR
+        if any(v is None for v in repaired) or (repaired and vr not in _TEXT_VRS):
             _say_invalid(str(dataset.get("StudyInstanceUID", "")), keyword, vr,
                          "left empty" if keyword in PATIENT_STUDY_KEYWORDS else "dropped")
             repaired = []
