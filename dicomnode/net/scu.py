@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,25 @@ class SendResult:
 
 class AssociationFailed(ConnectionError):
     """The destination refused or could not be reached; nothing was sent."""
+
+
+def why_not_established(assoc, host: str, port: int, timeout: float = 5.0) -> str:
+    """Why an association was not established, in an admin's terms: the peer's A-ASSOCIATE-RJ reason (PS3.8
+    9.3.4), or the operating system's answer to a plain TCP connection (refused, timed out, no route), or an abort
+    after the connection was accepted."""
+    if assoc.is_rejected:
+        primitive = assoc.acceptor.primitive
+        try:
+            return f"rejected by the peer: {primitive.reason_str} ({primitive.result_str}, {primitive.source_str})"
+        except (AttributeError, KeyError, ValueError):
+            return "rejected by the peer"
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
+            pass
+    except OSError as exc:
+        return f"cannot connect: {exc.strerror or exc}"
+    return ("aborted after the TCP connection was accepted (not a DICOM peer on that port, a TLS mismatch, or the "
+            "peer dropped the association request)")
 
 
 def _successful(status: int | None) -> bool:
@@ -63,8 +83,8 @@ def send_files(
     assoc = ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
                          tls_args=tls_args)
     if not assoc.is_established:
-        reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no connection"
-        raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: {reason}")
+        raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
+                                f"{why_not_established(assoc, host, port, timeout)}")
     results: list[SendResult] = []
     try:
         for path, dataset in headers:

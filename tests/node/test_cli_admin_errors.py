@@ -112,3 +112,24 @@ def test_a_models_folder_without_a_routed_pipelines_model_is_named(tmp_path, cap
     from dicomnode.config import load_config
     from dicomnode.preflight import preflight_problems
     assert preflight_problems(load_config(str(config)), models=False) == []
+
+
+def test_a_destination_that_is_down_or_not_dicom_is_described(tmp_path):
+    from pydicom.uid import ExplicitVRLittleEndian
+    from tests.hardening.hardening_support import synthetic_mr
+    from dicomnode.net.scu import AssociationFailed, send_files
+
+    path = tmp_path / "one.dcm"
+    dataset = synthetic_mr()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.save_as(path, enforce_file_format=True)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: the connection is refused
+        with pytest.raises(AssociationFailed, match=r"PACS@127.0.0.1:\d+ failed: cannot connect: Connection refused"):
+            send_files([path], "PACS", "127.0.0.1", port, timeout=5)
+    with socket.socket() as silent:  # listens, accepts, says nothing DICOM
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(AssociationFailed, match="aborted after the TCP connection was accepted"):
+            send_files([path], "PACS", "127.0.0.1", silent.getsockname()[1], timeout=2)
