@@ -362,7 +362,8 @@ def write_report(results: dict, path: Path) -> None:
         "borders myocardium, SCMR 2020, the same rule for prediction and reference).", "",
         "**Command** (from the repository root):", "```",
         *_train_commands(cv),
-        "python -m engines.cine.evaluate --cv engines/runs/cine_cv          # this report", "```", ""]
+        f"python -m engines.cine.evaluate --cv {results.get('cv_dir', 'engines/runs/cine_cv')}"
+        + (" --training-note '…'" if results.get("training_note") else "") + "          # this report", "```", ""]
     if cv and cv.get("n"):
         budget = cv["folds"][0]
         lines += [
@@ -378,7 +379,8 @@ def write_report(results: dict, path: Path) -> None:
             + ("The folds differ in iterations (table): they were cut to fit a time box. "
                if len({f['iterations'] for f in cv['folds']}) > 1 else "")
             + 
-            f"The model of the next section had {card['training']['iterations']} iterations"
+            + (results["training_note"] + " " if results.get("training_note") else "")
+            + f"The model of the next section had {card['training']['iterations']} iterations"
             + (": the CV models are under-trained by that factor, so these figures measure a budget-limited recipe, "
                "not the architecture's ceiling." if card['training']['iterations'] > max(f['iterations'] for f in cv['folds'])
                else "."), "",
@@ -513,6 +515,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--update-card", action="store_true", help="write the shipped split's metrics into the card")
     parser.add_argument("--max-subjects", type=int, default=0,
                         help="smoke test: only the first N held-out ACDC patients per model (0: all)")
+    parser.add_argument("--training-note", default="", help="how the folds were trained, where the checkpoints alone "
+                                                               "do not say (e.g. continued from a shorter budget)")
     parser.add_argument("--no-whole-cines", action="store_true", help="smoke test: skip the whole-cine table")
     parser.add_argument("--reuse-model-results", action="store_true",
                         help="take the model's held-out split and whole-cine results from <out>/evaluation.json when "
@@ -531,7 +535,9 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()} ({__import__('os').cpu_count()} CPU cores, shared with other training)",
         "model": model.card, "model_path": _shown(args.models / "cine_unet.onnx"), "model_sha256": hashlib.sha256((args.models / "cine_unet.onnx").read_bytes()).hexdigest(),
     }
+    results["training_note"] = args.training_note
     if args.cv is not None:
+        results["cv_dir"] = _shown(args.cv)
         results["cv"] = evaluate_cv(args.datasets, args.cv, args.threads, args.max_subjects)
         same = [s for s in results["cv"]["subjects"] if s["subject"] in test_acdc]
         if same:

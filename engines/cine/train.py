@@ -124,6 +124,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
     iteration, elapsed_before = 0, 0.0
+    history: list[dict] = []
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=False)
         if saved.get("context", "none") != args.context:
@@ -136,7 +137,12 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
         iteration, elapsed_before = int(saved["iterations"]), float(saved["elapsed_s"])
-        print(f"{name}: resuming at iteration {iteration}", flush=True)
+        history = list(saved.get("history", []))
+        if saved.get("final"):  # a finished run carried to a larger budget: the schedule re-enters at this iteration
+            history.append({"iterations": iteration, "steps": int(saved["steps"]), "continued_to": args.steps})
+        print(f"{name}: resuming at iteration {iteration}"
+              + (f" (finished at {iteration} of {saved['steps']}; continued to {args.steps})" if saved.get("final")
+                 else ""), flush=True)
     amp = autocast_dtype(device)
     print(f"{name}: {int(keep.sum())} training slices ({int((sources[keep] == 'sunnybrook').sum())} Sunnybrook, "
           f"{int((sources[keep] == 'myops').sum())} MyoPS), {len(test_subjects)} ACDC held out, device {device}, "
@@ -153,7 +159,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             "steps": args.steps, "batch": args.batch, "elapsed_s": elapsed_before + time.time() - started,
             "final": final, "seed": args.seed, "test_subjects": list(test_subjects) + list(SUNNYBROOK_HELD_OUT),
             "train_subjects": sorted(set(subjects[keep].tolist())), "n_training_slices": int(keep.sum()),
-            "device": str(device), "autocast": str(amp), "threads": args.threads,
+            "device": str(device), "autocast": str(amp), "threads": args.threads, "history": history,
         }
         partial = path.with_suffix(".partial")
         torch.save(checkpoint, partial)

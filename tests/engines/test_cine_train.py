@@ -62,6 +62,7 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 4), torch.device("cpu"))
     second = torch.load(path, weights_only=False)
     assert second["iterations"] == 4 and second["optimiser"]["state"][0]["step"].item() == 4
+    assert first["history"] == [] and second["history"] == [{"iterations": 2, "steps": 2, "continued_to": 4}]
     assert not torch.equal(first["state_dict"]["head.weight"], second["state_dict"]["head.weight"])
     # a finished run is not trained again
     train.train_one("fold0", ["patient004"], data, _args(tmp_path, 4), torch.device("cpu"))
