@@ -378,7 +378,6 @@ def write_report(results: dict, path: Path) -> None:
             "CUDA or a CPU with native bf16). "
             + ("The folds differ in iterations (table): they were cut to fit a time box. "
                if len({f['iterations'] for f in cv['folds']}) > 1 else "")
-            + 
             + (results["training_note"] + " " if results.get("training_note") else "")
             + f"The model of the next section had {card['training']['iterations']} iterations"
             + (": the CV models are under-trained by that factor, so these figures measure a budget-limited recipe, "
