@@ -10,7 +10,7 @@
 #   run(command="bash scripts/gpu/cine.sh", carry=[".whl", ".data"], timeout_s=560)
 # with the cine data sets under .data/datasets (acdc-train-png, acdc-sample, acdc-4d-sample, sunnybrook-scd,
 # sunnybrook-scd-extra, myops2020-lge C0 + gd) or DATASETS pointing at them; wheels as scripts/gpu/prepare.sh.
-# STEPS (default 4000) sets the batches per fold; the CPU recipe used 400 (EVALUATION.md). PARALLEL=1 trains the
+# STEPS (default 4000) sets the batches per fold; the CPU recipe used 3200 (EVALUATION.md). PARALLEL=1 trains the
 # folds one after the other (the CPU check). bf16 autocast on CUDA (engines.cine.train.autocast_dtype).
 # Checked end to end on the CPU with tiny STEPS:
 #   PYTHON=/work/main/.venv/bin/python OUT=/tmp/cine_gpu STEPS=2 PARALLEL=1 THREADS=1 SMOKE=1 bash scripts/gpu/cine.sh
