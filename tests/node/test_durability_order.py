@@ -45,8 +45,8 @@ def recorded(tmp_path, monkeypatch):
         real_replace(source, target, **kwargs)
         events.append(("replace", os.path.realpath(source), os.path.realpath(target)))
 
-    def add_instance(self, row, calling_host=None):
-        outcome = real_add(self, row, calling_host)
+    def add_instance(self, row, calling_host=None, **options):
+        outcome = real_add(self, row, calling_host, **options)
         events.append(("indexed", row.sop_instance_uid, os.path.realpath(self.path.parent / row.path)))
         return outcome
 
