@@ -101,6 +101,12 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         history = state.get("history", history)
+        finished_path = folder / "model.pt"
+        if finished_path.is_file() and step < steps:
+            finished = torch.load(finished_path, map_location="cpu", weights_only=True)["metadata"]
+            if int(finished.get("steps", -1)) == step:  # a finished run carried to a larger budget, optimiser kept
+                history = {**history, f"steps 0-{step}": {k: finished.get(k) for k in ("device", "bf16_autocast")},
+                           "continued_at_step": step, f"optimiser at step {step}": "kept (resumed from checkpoint)"}
         log(f"resumed at step {step}/{steps}")
     elif (folder / "model.pt").is_file():
         # a finished run asked for more steps (or one whose checkpoint was not kept): continue from its weights with

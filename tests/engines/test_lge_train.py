@@ -49,6 +49,8 @@ def test_stopped_run_resumes_and_finished_run_continues(tmp_path):
     # with its checkpoint the run resumes (model, optimiser, RNG) at step 2
     _train(folder, 3, messages.append)
     assert any("resumed at step 2/3" in m for m in messages)
+    history = _weights(folder)["metadata"]["history"]  # the finished 2-step run carried on is recorded
+    assert history["continued_at_step"] == 2 and history["optimiser at step 2"].startswith("kept")
     # without a checkpoint (only model.pt kept, as for the shipped members) it continues from the weights
     (folder / "checkpoint.pt").unlink()
     kept = _weights(folder)
