@@ -8,16 +8,21 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PIPELINES = ("lge", "cine", "suggestions")
 
 
 class StrictModel(BaseModel):
-    """Every config section refuses keys it does not know."""
+    """Every config section refuses keys it does not know and values of the wrong TOML type: `workers = "4"` or
+    `enabled = "yes"` is an error, not silently converted (an integer is still accepted where a number is)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+
+#: a filesystem path: a TOML string (strict mode alone would demand a Path object)
+ConfigPath = Annotated[Path, Strict(False)]
 
 
 def _check_ae_title(value: str) -> str:
@@ -52,9 +57,9 @@ class TLSConfig(StrictModel):
     """DICOM TLS (PS3.15 BCP 195): server certificate, optional client certificates against a CA."""
 
     enabled: bool = False
-    certificate: Path | None = None
-    private_key: Path | None = None
-    ca_certificates: Path | None = None
+    certificate: ConfigPath | None = None
+    private_key: ConfigPath | None = None
+    ca_certificates: ConfigPath | None = None
     require_client_certificate: bool = False
     minimum_version: Literal["1.2", "1.3"] = "1.2"
 
@@ -71,7 +76,7 @@ class NodeConfig(StrictModel):
     ae_title: AETitle = "DICOMNODE"
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=0, le=65535)
-    storage_dir: Path = Path("var/dicomnode")
+    storage_dir: ConfigPath = Path("var/dicomnode")
     allowed_calling_aes: list[str] = Field(default_factory=lambda: ["*"])
     peers: list[PeerConfig] = Field(default_factory=list, description="per-peer policy beyond the allow-list")
     min_free_space_mb: int = Field(500, ge=0, description="refuse new instances (0xA700) under this free space")
@@ -96,8 +101,8 @@ class NodeConfig(StrictModel):
 
 class InferenceConfig(StrictModel):
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
-    models_dir: Path | None = Field(None, description="folder of ONNX models + cards; default: the shipped ones")
-    engine_cache_dir: Path | None = Field(None, description="TensorRT engines; default: <storage_dir>/engines")
+    models_dir: ConfigPath | None = Field(None, description="folder of ONNX models + cards; default: the shipped ones")
+    engine_cache_dir: ConfigPath | None = Field(None, description="TensorRT engines; default: <storage_dir>/engines")
     precision: Literal["fp32", "fp16"] = "fp16"
     intra_op_threads: int = Field(0, ge=0, description="0 = let the runtime decide")
     device_id: int = Field(0, ge=0)
@@ -122,9 +127,9 @@ class DestinationConfig(StrictModel):
     port: int = Field(ge=1, le=65535)
     calling_ae_title: str | None = Field(None, description="default: node.ae_title")
     tls: bool = False
-    tls_ca_certificates: Path | None = None
-    tls_certificate: Path | None = None
-    tls_private_key: Path | None = None
+    tls_ca_certificates: ConfigPath | None = None
+    tls_certificate: ConfigPath | None = None
+    tls_private_key: ConfigPath | None = None
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -192,7 +197,7 @@ class CineConfig(StrictModel):
 
 class SuggestionsConfig(StrictModel):
     enabled: bool = True
-    bank_dir: Path | None = Field(None, description="folder of prior reports; default: the shipped demo bank")
+    bank_dir: ConfigPath | None = Field(None, description="folder of prior reports; default: the shipped demo bank")
     top_k: int = Field(3, ge=1, le=50)
     min_similarity: float = Field(0.2, ge=-1, le=1)
     refresh_minutes: float = Field(10, gt=0)
@@ -211,7 +216,7 @@ class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
     show_patient_data: bool = Field(False, description="debug only: put patient names/IDs in logs")
-    file: Path | None = None
+    file: ConfigPath | None = None
 
 
 class ObservabilityConfig(StrictModel):
@@ -340,6 +345,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 message = "unknown key"
+            elif error["type"] in ("int_type", "float_type", "bool_type") and isinstance(error.get("input"), str):
+                message += f" (got the string {error['input']!r}: write the value without quotes)"
             problems.append((_key_path(error["loc"]), message))
         raise ConfigError(source, problems) from None
 

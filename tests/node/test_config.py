@@ -43,6 +43,11 @@ def test_design_contract_keys_exist():
     ({"routes": [{"name": "r", "pipelines": ["lge", "ct"]}]}, "routes[0].pipelines[1]", "lge"),
     ({"analysis": {"lge": {"nsd_n": 4}}}, "analysis.lge.nsd_n", "2"),
     ({"surprise": 1}, "surprise", "unknown key"),
+    # a quoted number or boolean is a typo in TOML, not a value to convert silently
+    ({"analysis": {"workers": "4"}}, "analysis.workers", "write the value without quotes"),
+    ({"analysis": {"report_pdf": "yes"}}, "analysis.report_pdf", "valid boolean"),
+    ({"node": {"port": "11112"}}, "node.port", "got the string '11112'"),
+    ({"analysis": {"workers": 2.5}}, "analysis.workers", "valid integer"),
 ])
 def test_bad_keys_are_named_by_path(data, path, words):
     with pytest.raises(ConfigError) as caught:
@@ -50,6 +55,13 @@ def test_bad_keys_are_named_by_path(data, path, words):
     problems = dict(caught.value.problems)
     assert path in problems, problems
     assert words in problems[path]
+
+
+def test_toml_types_map_to_config_types():
+    config = parse_config({"node": {"storage_dir": "/srv/dicomnode"}, "studies": {"quiet_seconds": 5},
+                           "analysis": {"lge": {"large_burden_percent": 20}}})
+    assert config.node.storage_dir == Path("/srv/dicomnode")
+    assert config.studies.quiet_seconds == 5.0 and config.analysis.lge.large_burden_percent == 20.0
 
 
 def test_route_to_unknown_destination_is_refused():
