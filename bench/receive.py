@@ -36,7 +36,7 @@ from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.peers import OrthancServer, enter_private_netns, free_port  # noqa: E402 - after the path is set
+from tests.peers import OrthancServer, dcmtk, enter_private_netns, free_port  # noqa: E402 - after the path is set
 
 SUNNYBROOK = REPO.parent / "shared" / "datasets" / "sunnybrook-scd" / "dicoms"
 ENV = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=str(REPO))
@@ -84,7 +84,7 @@ def storescu(port: int, aet: str, files: list[Path], associations: int = 1) -> f
     chunks = [files[i::associations] for i in range(associations)]
     began = time.perf_counter()
     processes = [
-        subprocess.Popen(["storescu", "-aet", "BENCHSCU", "-aec", aet, "127.0.0.1", str(port), *map(str, chunk)],
+        subprocess.Popen([dcmtk("storescu"), "-aet", "BENCHSCU", "-aec", aet, "127.0.0.1", str(port), *map(str, chunk)],
                          env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for chunk in chunks
     ]
@@ -102,7 +102,7 @@ class StoreSCP:
 
     def __enter__(self):
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(self.folder), "+B", str(self.port)],
+        self.process = subprocess.Popen([dcmtk("storescp"), "-aet", "STORESCP", "-od", str(self.folder), "+B", str(self.port)],
                                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         return self

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.receive import ensure_private_netns  # noqa: E402
 from dicomnode.state import StateDB  # noqa: E402
-from tests.peers import OrthancServer, free_port  # noqa: E402
+from tests.peers import OrthancServer, dcmtk, free_port  # noqa: E402
 from tests.pgserver import PostgresServer  # noqa: E402
 from tests.scaleout.cluster import (  # noqa: E402
     cluster_config, start_cluster, state_upgrade, wait_for_heartbeats, wait_states,
@@ -75,7 +75,7 @@ def make_studies(count: int, folder: Path) -> list[list[Path]]:
 def storescu(port: int, files: list[Path]) -> float:
     """Send with one association; returns the wall time (s)."""
     started = time.perf_counter()
-    result = subprocess.run(["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(port),
+    result = subprocess.run([dcmtk("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(port),
                              *map(str, files)], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(f"storescu failed: {result.stderr[-1000:]}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import find_program
+
 REPO = Path(__file__).resolve().parents[1]
 REQUIRE_PEERS = os.environ.get("DICOMNODE_REQUIRE_PEERS") == "1"
 
@@ -44,7 +46,7 @@ def datasets() -> Path:
 def require_peer(name: str) -> str:
     """Path of a real peer program; skip when missing, or fail when DICOMNODE_REQUIRE_PEERS=1."""
     command = PEER_COMMANDS.get(name, name)
-    found = shutil.which(command)
+    found = find_program(command)
     if name == "pixelmed" and found:
         jar = Path("/usr/share/java/pixelmed.jar")
         found = str(jar) if jar.is_file() else None

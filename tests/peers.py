@@ -38,6 +38,39 @@ class PeerError(RuntimeError):
     """A peer could not be started or answered unexpectedly; the message says what and why."""
 
 
+#: DCMTK programs whose names pynetdicom's console scripts (storescu, storescp, echoscu, ...) also take in the venv
+DCMTK_PROGRAMS = ("storescu", "storescp", "echoscu", "findscu", "getscu", "movescu")
+
+
+def _is_python_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(200)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
+
+
+def find_program(command: str) -> str | None:
+    """The first `command` on PATH; for DCMTK's programs the first that is not a Python script, so an activated
+    venv (whose bin/ holds pynetdicom's same-named apps, with other options) still tests against DCMTK."""
+    if command not in DCMTK_PROGRAMS:
+        return shutil.which(command)
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = shutil.which(command, path=folder or ".")
+        if candidate and not _is_python_script(candidate):
+            return candidate
+    return None
+
+
+def dcmtk(program: str) -> str:
+    """Path of DCMTK's `program` (for scripts outside pytest); RuntimeError naming the package when missing."""
+    found = find_program(program)
+    if found is None:
+        raise RuntimeError(f"DCMTK's {program} is not installed (Debian: dcmtk)")
+    return found
+
+
 def _bring_loopback_up() -> None:
     """`ip link set lo up`, or the same through an ioctl when iproute2 is missing."""
     ip = shutil.which("ip")

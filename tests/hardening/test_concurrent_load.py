@@ -72,7 +72,7 @@ def test_eight_concurrent_senders_lose_nothing_and_echo_stays_responsive(tmp_pat
             path = tmp_path / "warm" / f"{ds.SOPInstanceUID}.dcm"
             ds.save_as(path, enforce_file_format=True)
             warm.append(path)
-        assert subprocess.run(["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(port),
+        assert subprocess.run([require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(port),
                                *map(str, warm)], env=ENV, capture_output=True).returncode == 0
 
         studies = [generate_uid() for _ in range(SENDERS)]
@@ -101,7 +101,7 @@ def test_eight_concurrent_senders_lose_nothing_and_echo_stays_responsive(tmp_pat
         began = time.monotonic()
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
-        processes = [subprocess.Popen(["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "+sd", "127.0.0.1",
+        processes = [subprocess.Popen([require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "+sd", "127.0.0.1",
                                        str(port), str(folder)], env=ENV, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
                      for folder in storescu_folders]

@@ -122,7 +122,7 @@ def test_kill9_rounds_lose_nothing_and_deliver_once(tmp_path, datasets):
                     batch = [late]
                 log = tmp_path / f"storescu{round_index:02d}.log"
                 with open(log, "w") as out:
-                    sender = subprocess.Popen(["storescu", "-v", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1",
+                    sender = subprocess.Popen([require_peer("storescu"), "-v", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1",
                                                str(node_port), *map(str, batch)], stdout=out, stderr=subprocess.STDOUT,
                                               env=ENV)
                     time.sleep(delay)
@@ -140,7 +140,7 @@ def test_kill9_rounds_lose_nothing_and_deliver_once(tmp_path, datasets):
 
             # the end: everything sent, everything processed and delivered
             node.start()
-            final = subprocess.run(["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(node_port),
+            final = subprocess.run([require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(node_port),
                                     *map(str, sources.values())], env=ENV, capture_output=True, text=True, timeout=300)
             assert final.returncode == 0, final.stderr
             node.wait_states(states=("done",), timeout=240)

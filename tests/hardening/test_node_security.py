@@ -23,7 +23,7 @@ BIRTH_DATE = "19610423"
 
 
 def echoscu(port: int, calling: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", "DICOMNODE", "127.0.0.1", str(port)],
+    return subprocess.run([require_peer("echoscu"), "-aet", calling, "-aec", "DICOMNODE", "127.0.0.1", str(port)],
                           env=ENV, capture_output=True, text=True, timeout=60)
 
 

@@ -69,24 +69,24 @@ def test_storescu_with_client_certificate_stores_over_tls(pki, tls_node, tmp_pat
     ours, foreign = pki
     files = [save(synthetic_mr(instance=i), tmp_path / f"{i}.dcm") for i in range(3)]
     result = subprocess.run(
-        ["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "+tls", str(ours["client.key"]), str(ours["client.crt"]),
+        [require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "+tls", str(ours["client.key"]), str(ours["client.crt"]),
          "+cf", str(ours["ca.crt"]), "127.0.0.1", str(tls_node.port), *map(str, files)],
         env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr + result.stdout
     stored = {r["sop_instance_uid"] for r in tls_node.db_rows("SELECT sop_instance_uid FROM instances")}
     assert {str(synthetic_mr_uid(f)) for f in files} <= stored
 
-    plain = subprocess.run(["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(tls_node.port),
+    plain = subprocess.run([require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(tls_node.port),
                             str(files[0])], env=ENV, capture_output=True, text=True, timeout=120)
     assert plain.returncode != 0, "a plain TCP association must not reach a TLS-only node"
 
-    anonymous = subprocess.run(["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "+tla", "+cf", str(ours["ca.crt"]),
+    anonymous = subprocess.run([require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "+tla", "+cf", str(ours["ca.crt"]),
                                 "127.0.0.1", str(tls_node.port), str(files[0])],
                                env=ENV, capture_output=True, text=True, timeout=120)
     assert anonymous.returncode != 0, "a client without certificate must be refused (require_client_certificate)"
 
     wrong_ca = subprocess.run(
-        ["storescu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "+tls", str(foreign["client.key"]),
+        [require_peer("storescu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "+tls", str(foreign["client.key"]),
          str(foreign["client.crt"]), "+cf", str(ours["ca.crt"]), "127.0.0.1", str(tls_node.port), str(files[0])],
         env=ENV, capture_output=True, text=True, timeout=120)
     assert wrong_ca.returncode != 0, "a client certificate from another CA must be refused"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from tests.conftest import require_peer
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TCP_NODELAY="1", PYTHONUNBUFFERED="1")
@@ -114,5 +115,5 @@ class NodeProcess:
 
 
 def storescu(port: int, files, calling="SCANNER1", called="DICOMNODE", extra=()) -> subprocess.CompletedProcess:
-    return subprocess.run(["storescu", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
+    return subprocess.run([require_peer("storescu"), "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
                            *map(str, files)], env=ENV, capture_output=True, text=True, timeout=600)

@@ -65,14 +65,14 @@ def test_echo_and_association_policy(isolated, tmp_path):
     port = free_port()
     node = NodeProcess(tmp_path, port, pipelines=()).start()
     try:
-        ok = subprocess.run(["echoscu", "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(port)],
+        ok = subprocess.run([require_peer("echoscu"), "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(port)],
                             env=ENV, capture_output=True, text=True)
         assert ok.returncode == 0, ok.stderr
-        unknown = subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "DICOMNODE", "127.0.0.1", str(port)],
+        unknown = subprocess.run([require_peer("echoscu"), "-aet", "INTRUDER", "-aec", "DICOMNODE", "127.0.0.1", str(port)],
                                  env=ENV, capture_output=True, text=True)
         assert unknown.returncode != 0
         assert "Calling AE Title Not Recognized" in unknown.stderr + unknown.stdout
-        wrong_called = subprocess.run(["echoscu", "-aet", "SCANNER1", "-aec", "SOMEONE", "127.0.0.1", str(port)],
+        wrong_called = subprocess.run([require_peer("echoscu"), "-aet", "SCANNER1", "-aec", "SOMEONE", "127.0.0.1", str(port)],
                                       env=ENV, capture_output=True, text=True)
         assert wrong_called.returncode != 0
         assert "Called AE Title Not Recognized" in wrong_called.stderr + wrong_called.stdout
