@@ -69,12 +69,14 @@ class Dispatcher:
             self._wake.wait(wait)
             self._wake.clear()
 
-    def address_of(self, row) -> tuple[str, str, int]:
-        """(AE title, host, port) of an item's destination: the configured one by name, else as queued ("sender")."""
+    def address_of(self, row) -> tuple[str, str, int, str]:
+        """(called AE title, host, port, calling AE title) of an item's destination: the configured one by name
+        (its `calling_ae_title`, else the node's), else as queued ("sender", called by the node's AE title)."""
         for destination in (self.destinations() if self.destinations else ()):
             if destination.name == row["destination"]:
-                return destination.ae_title, destination.host, destination.port
-        return row["ae_title"], row["host"], row["port"]
+                return (destination.ae_title, destination.host, destination.port,
+                        destination.calling_ae_title or self.calling_ae_title)
+        return row["ae_title"], row["host"], row["port"], self.calling_ae_title
 
     def run_once(self) -> int:
         """Claim and send every due item, one association per destination; returns how many were sent."""
@@ -83,13 +85,13 @@ class Dispatcher:
         for row in due:
             batches[(row["destination"], *self.address_of(row))].append(row)
         sent = 0
-        for (name, ae_title, host, port), rows in batches.items():
+        for (name, ae_title, host, port, calling_ae_title), rows in batches.items():
             if self._stop.is_set():
                 break  # the claims lapse after their lease; another dispatcher (or this one on restart) sends them
-            sent += self._send_batch(name, ae_title, host, port, rows)
+            sent += self._send_batch(name, ae_title, host, port, rows, calling_ae_title)
         return sent
 
-    def _send_batch(self, name: str, ae_title: str, host: str, port: int, rows: list) -> int:
+    def _send_batch(self, name: str, ae_title: str, host: str, port: int, rows: list, calling_ae_title: str) -> int:
         paths = [self.storage_dir / row["path"] for row in rows]
         missing = [row for row, path in zip(rows, paths) if not path.is_file()]
         for row in missing:
@@ -100,7 +102,7 @@ class Dispatcher:
         ssl_context = self.ssl_context_for(name) if self.ssl_context_for else None
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
-                                 calling_ae_title=self.calling_ae_title, ssl_context=ssl_context)
+                                 calling_ae_title=calling_ae_title, ssl_context=ssl_context)
         except AssociationFailed as exc:
             log.warning("destination %s: %s", name, exc)
             for row in rows:

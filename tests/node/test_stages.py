@@ -315,3 +315,44 @@ def test_a_missing_result_file_is_a_dead_letter_at_once(tmp_path):
     assert row["state"] == "dead" and row["attempts"] == 1 and "missing" in row["last_error"]
     assert db.study("1.3")["state"] == FAILED
     db.close()
+
+
+def test_deliveries_call_with_the_destination_calling_ae_title(tmp_path):
+    """A PACS that accepts only the destination's `calling_ae_title` gets the node's results (not only `send`'s)."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage
+
+    from dicomnode.config import DestinationConfig
+
+    received = []
+
+    def on_store(event):
+        received.append(event.assoc.requestor.ae_title)
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.require_calling_aet = ["RESULTS_SCU"]
+    pacs.add_supported_context(SecondaryCaptureImageStorage)
+    port = _closed_port()
+    server = pacs.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        db = StateDB(tmp_path / "state.sqlite3")
+        db.add_instance(InstanceRow("1.4.1", "1.4", "1.4", "1.4.0", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1",
+                                    "MR", "spool/x.dcm", 1, "SCANNER1", time.time()))
+        db.set_study_state("1.4", COMPLETE)
+        analysis = db.start_analysis("1.4", 0)
+        (tmp_path / "results").mkdir()
+        _result_object("1.4.9").save_as(tmp_path / "results" / "1.4.9.dcm", enforce_file_format=True)
+        written = ResultObject("1.4.9", "1.4.8", "1.2.840.10008.5.1.4.1.1.7", "results/1.4.9.dcm")
+        item = {"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port,
+                "sop_instance_uid": written.sop_instance_uid, "path": written.path}
+        db.finish_analysis(analysis, "1.4", 0, {}, [written], [item])
+        destination = DestinationConfig(name="pacs", ae_title="PACS", host="127.0.0.1", port=port,
+                                        calling_ae_title="RESULTS_SCU")
+        dispatcher = Dispatcher(db, tmp_path, DispatchConfig(max_attempts=1), "DICOMNODE",
+                                destinations=lambda: [destination])
+        assert dispatcher.run_once() == 1
+        assert received == ["RESULTS_SCU"] and db.outbox_for("1.4")[0]["state"] == "sent"
+        db.close()
+    finally:
+        server.shutdown()

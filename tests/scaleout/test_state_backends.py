@@ -283,6 +283,9 @@ def test_dispatch_resolves_a_destination_by_name_when_sending(tmp_path):
     destinations = [DestinationConfig(name="pacs", ae_title="NEWPACS", host="10.0.0.2", port=11112)]
     dispatcher = Dispatcher(db, tmp_path, DispatchConfig(), "NODE", destinations=lambda: destinations)
     queued = {"destination": "pacs", "ae_title": "OLDPACS", "host": "10.0.0.1", "port": 104}
-    assert dispatcher.address_of(queued) == ("NEWPACS", "10.0.0.2", 11112)
-    assert dispatcher.address_of({**queued, "destination": "sender"}) == ("OLDPACS", "10.0.0.1", 104)
+    assert dispatcher.address_of(queued) == ("NEWPACS", "10.0.0.2", 11112, "NODE")
+    assert dispatcher.address_of({**queued, "destination": "sender"}) == ("OLDPACS", "10.0.0.1", 104, "NODE")
+    # a destination's own calling AE title is what the node's deliveries use (as `dicomnode send` does)
+    destinations[0] = destinations[0].model_copy(update={"calling_ae_title": "RESULTS_SCU"})
+    assert dispatcher.address_of(queued) == ("NEWPACS", "10.0.0.2", 11112, "RESULTS_SCU")
     db.close()
