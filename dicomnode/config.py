@@ -174,7 +174,8 @@ class DispatchConfig(StrictModel):
 
 
 class RetentionConfig(StrictModel):
-    days: float = Field(30, gt=0, description="purge finished studies and their results after this many days")
+    days: float = Field(30, gt=0, description="purge finished studies and their results after this many days (never "
+                                              "one with undelivered results)")
     purge_interval_minutes: float = Field(60, gt=0)
     emergency_free_space_mb: int = Field(1000, ge=0, description="purge oldest finished studies under this")
 

@@ -1,4 +1,7 @@
-"""Retention: purge finished studies (spool files, results, index rows) after N days, or oldest first when disk runs low."""
+"""Retention: purge finished studies (spool files, results, index rows) after N days, or oldest first when disk runs low.
+
+A study with undelivered results (dead letters) is never purged automatically, whatever its age or the free space:
+its results exist nowhere else. `dicomnode status` lists it; `dicomnode retry` sends it again."""
 from __future__ import annotations
 
 import logging
@@ -85,8 +88,13 @@ def purge_expired(db: StateDB, storage_dir: Path, days: float, now: float | None
     now = time.time() if now is None else now
     cutoff = now - days * 86400
     report = PurgeReport()
-    for study_key in db.studies_updated_before(PURGEABLE_STATES, cutoff):
+    for study_key in db.studies_updated_before(PURGEABLE_STATES, cutoff, undelivered=False):
         purge_study(db, storage_dir, study_key, report)
+    kept = db.studies_updated_before(PURGEABLE_STATES, cutoff, undelivered=True)
+    if kept:
+        log.warning("%d stud(ies) past retention.days kept: their results were never delivered (dead letters; "
+                    "dicomnode status lists them, dicomnode retry sends them again): %s", len(kept),
+                    ", ".join(short_hash(key) for key in kept[:10]) + (" ..." if len(kept) > 10 else ""))
     return report
 
 
@@ -95,13 +103,15 @@ def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_
     report = PurgeReport()
     if free_space_mb() >= floor_mb:
         return report
-    for study_key in db.studies_updated_before(PURGEABLE_STATES):
+    for study_key in db.studies_updated_before(PURGEABLE_STATES, undelivered=False):
         if free_space_mb() >= floor_mb:
             break
         purge_study(db, storage_dir, study_key, report)
     if free_space_mb() < floor_mb:
+        undelivered = len(db.studies_updated_before(PURGEABLE_STATES, undelivered=True))
         log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d finished "
-                  "stud(ies); unfinished studies are kept", free_space_mb(), floor_mb, len(report.studies))
+                  "stud(ies); unfinished studies and %d with undelivered results are kept", free_space_mb(), floor_mb,
+                  len(report.studies), undelivered)
     elif report.studies:
         log.warning("emergency purge: %d finished stud(ies) removed to get over %d MB free", len(report.studies), floor_mb)
     return report

@@ -429,13 +429,19 @@ class StateDB:
         return self._rows("SELECT * FROM studies WHERE state IN :states ORDER BY first_received",
                           {"states": list(states)}, expanding=["states"])
 
-    def studies_updated_before(self, states: tuple[str, ...], cutoff: float | None = None) -> list[str]:
-        """Keys of studies in `states` oldest change first; only those changed before `cutoff` (epoch s) if given."""
+    def studies_updated_before(self, states: tuple[str, ...], cutoff: float | None = None,
+                               undelivered: bool | None = None) -> list[str]:
+        """Keys of studies in `states` oldest change first; only those changed before `cutoff` (epoch s) if given;
+        `undelivered` True / False: only studies with / without dead-letter result objects (None: either)."""
         sql = "SELECT study_key FROM studies WHERE state IN :states"
         params: dict = {"states": list(states)}
         if cutoff is not None:
             sql += " AND updated_at < :cutoff"
             params["cutoff"] = cutoff
+        if undelivered is not None:
+            sql += (" AND " + ("" if undelivered else "NOT ") + "EXISTS (SELECT 1 FROM outbox"
+                    " WHERE outbox.study_key=studies.study_key AND outbox.state=:dead)")
+            params["dead"] = OUTBOX_DEAD
         return [r["study_key"] for r in self._rows(sql + " ORDER BY updated_at", params, expanding=["states"])]
 
     def count_studies(self, states: tuple[str, ...]) -> int:
@@ -476,16 +482,21 @@ class StateDB:
     def counts_by_state(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM studies GROUP BY state")}
 
-    def purge_study_rows(self, study_key: str, purgeable: tuple[str, ...], delete_files) -> RowMapping | None:
+    def purge_study_rows(self, study_key: str, purgeable: tuple[str, ...], delete_files,
+                         keep_undelivered: bool = True) -> RowMapping | None:
         """Delete a finished study: `delete_files(paths)` runs inside the transaction, then every row goes.
 
-        Returns the study row, or None (nothing done) when it is not in `purgeable` states (anymore). The study row is
-        locked meanwhile, so a late instance of the study waits, then starts a new study.
+        Returns the study row, or None (nothing done) when it is not in `purgeable` states (anymore), or, with
+        `keep_undelivered`, when a result object of it is a dead letter (never delivered). The study row is locked
+        meanwhile, so a late instance of the study waits, then starts a new study.
         """
         with self._write() as db:
             study = self._run(db, "SELECT * FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": study_key}).mappings().first()
             if study is None or study["state"] not in purgeable:
+                return None
+            if keep_undelivered and self._run(db, "SELECT 1 FROM outbox WHERE study_key=:k AND state=:dead",
+                                              {"k": study_key, "dead": OUTBOX_DEAD}).first() is not None:
                 return None
             paths = [r[0] for r in self._run(db, "SELECT path FROM instances WHERE study_key=:k UNION ALL "
                                                  "SELECT path FROM results WHERE study_key=:k", {"k": study_key})]

@@ -213,3 +213,38 @@ def test_start_removes_result_files_no_analysis_recorded(tmp_path):
         assert recorded and all((node.storage_dir / p).is_file() for p in recorded)
     finally:
         node.stop()
+
+
+def _make_dead_letter(db: StateDB, study_key: str) -> None:
+    (row,) = db.outbox_for(study_key)
+    db.mark_failed_send(row["id"], "peer refused", time.time(), dead=True)
+    assert db.study(study_key)["state"] == FAILED
+
+
+def test_studies_with_undelivered_results_outlive_retention_and_the_emergency_purge(tmp_path, make_spool, caplog):
+    """Dead letters are results that exist nowhere else: neither age nor a full disk purges them."""
+    spool = make_spool(tmp_path)
+    undelivered = add_study(spool, SENDING, finished_days_ago=0)
+    _make_dead_letter(spool.db, undelivered)
+    spool.db.set_study_state(undelivered, FAILED, updated_at=time.time() - 90 * DAY)
+    analysis_failed = add_study(spool, FAILED, finished_days_ago=90, with_results=False)
+    files = files_of(spool.db, undelivered)
+
+    with caplog.at_level("WARNING", logger="dicomnode.retention"):
+        report = purge_expired(spool.db, spool.root, days=30)
+    assert report.studies == [analysis_failed]
+    assert all((spool.root / p).is_file() for p in files) and rows_of(spool.db, undelivered) > 0
+    assert "never delivered" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="dicomnode.retention"):
+        assert emergency_purge(spool.db, spool.root, 1000, lambda: 10.0).studies == []
+    assert "1 with undelivered results are kept" in caplog.text
+    assert purge_study(spool.db, spool.root, undelivered) is False
+    # once retried and delivered the study is an ordinary finished one again
+    assert spool.db.retry_dead(undelivered) == 1
+    (row,) = spool.db.outbox_for(undelivered)
+    spool.db.mark_sent([row["id"]])
+    assert spool.db.study(undelivered)["state"] == DONE
+    spool.db.set_study_state(undelivered, DONE, updated_at=time.time() - 90 * DAY)
+    assert purge_expired(spool.db, spool.root, days=30).studies == [undelivered]
