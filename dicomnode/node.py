@@ -16,7 +16,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import load_studies
-from dicomnode.config import Config
+from dicomnode.config import Config, needs_restart, reloaded_config
 from dicomnode.dispatch import Dispatcher
 from dicomnode.metrics import NodeMetrics
 from dicomnode.net.scp import StorageSCP
@@ -32,6 +32,9 @@ from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_stu
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.node")
+
+#: how often complete studies that no one queued (a failed analysis retried from the CLI) are picked up
+REQUEUE_SECONDS = 5
 
 
 class Node:
@@ -52,6 +55,8 @@ class Node:
         self.unavailable_pipelines: dict[str, str] = {}
         self._analyser = analyser
         self._analysis_queue: queue.Queue = queue.Queue()
+        self._queued: set[tuple[str, int]] = set()  # what the queue holds, so the requeue job adds nothing twice
+        self._queued_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.analyses_done = 0
@@ -101,14 +106,16 @@ class Node:
         self.scheduler.add_job(self.retention.check_free_space_safely, "interval", seconds=FREE_SPACE_CHECK_SECONDS,
                                id="free-space", coalesce=True, max_instances=1, misfire_grace_time=None)
         resumed = self._resume()
+        self.scheduler.add_job(self._enqueue_complete_studies, "interval", seconds=REQUEUE_SECONDS, id="requeue",
+                               coalesce=True, max_instances=1, misfire_grace_time=None)
         for index in range(self.config.analysis.workers):
             worker = threading.Thread(target=self._analysis_worker, name=f"analysis-{index}", daemon=True)
             worker.start()
             self._workers.append(worker)
+        if self.config.observability.metrics_enabled:  # before the SCP: a busy metrics port refuses the start
+            self.metrics.serve(self.config.observability.metrics_host, self.config.observability.metrics_port)
         self.dispatcher.start()
         self.scp.start()
-        if self.config.observability.metrics_enabled:
-            self.metrics.serve(self.config.observability.metrics_host, self.config.observability.metrics_port)
         self.ready = True
         log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s",
                  self.config.node.ae_title, self.config.node.host, self.scp.port, self.storage_dir,
@@ -170,8 +177,12 @@ class Node:
         self.dispatcher.wake()
         return timers + requeued
 
-    def reload(self, config: Config) -> None:
-        """SIGHUP: routing rules, destinations and association policy change without dropping associations."""
+    def reload(self, config: Config) -> list[str]:
+        """SIGHUP: routing rules, destinations, completion, dispatch, retention and the association policy change
+        without dropping associations (config.RELOADABLE); returns the changed keys that only a restart applies
+        (logged as a warning: the running node keeps their old values)."""
+        pending = needs_restart(self.config, config)
+        config = reloaded_config(self.config, config)
         self.config = config
         self.scp.update_config(config)
         self.completion.config = config.studies
@@ -180,6 +191,10 @@ class Node:
         self.spool.min_free_space_mb = config.node.min_free_space_mb
         self.dispatcher.wake()  # it resolves destinations by name when sending: queued items follow the new config
         log.info("configuration reloaded")
+        if pending:
+            log.warning("these changed settings take effect only after a restart (systemctl restart dicomnode); "
+                        "until then the old values stay in use: %s", ", ".join(pending))
+        return pending
 
     # --- receive -> completion -------------------------------------------------------------------------------
 
@@ -210,13 +225,28 @@ class Node:
     # --- analysis --------------------------------------------------------------------------------------------
 
     def _enqueue_analysis(self, study_key: str, generation: int) -> None:
+        with self._queued_lock:
+            self._queued.add((study_key, generation))
         self._analysis_queue.put((study_key, generation))
+
+    def _enqueue_complete_studies(self) -> None:
+        """Queue complete studies that no one queued: `dicomnode retry` of a failed analysis (another process)."""
+        for study in self.db.studies((COMPLETE,)):
+            item = (study["study_key"], study["generation"])
+            with self._queued_lock:
+                if item in self._queued:
+                    continue
+            log.info("study %s: queued for analysis (%s)", short_hash(study["study_instance_uid"]),
+                     study["reason"] or "complete")
+            self._enqueue_analysis(*item)
 
     def _analysis_worker(self) -> None:
         while True:
             item = self._analysis_queue.get()
             if item is None or self._stopping.is_set():
                 return
+            with self._queued_lock:
+                self._queued.discard(item)
             study_key, generation = item
             try:
                 study_row = self.db.study(study_key)
@@ -253,7 +283,8 @@ class Node:
                     if len(studies) == 1:
                         raise
                     log.exception("study %s: analysis failed", short_hash(study.study_instance_uid))
-                    run = StudyRun(declined_entry(study, f"analysis failed: {type(exc).__name__}: {exc}"))
+                    run = StudyRun(declined_entry(study, f"analysis failed: {type(exc).__name__}: {exc}"),
+                                   errors=[f"analysis failed: {type(exc).__name__}: {exc}"])
                 self.metrics.analysis_finished(run.durations)
                 runs.append(run)
             summary = runs[0].summary if len(runs) == 1 else {
@@ -266,6 +297,13 @@ class Node:
         except Exception as exc:
             log.exception("study %s: analysis failed", tag)
             self.db.fail_analysis(analysis_id, study_key, generation, f"analysis failed: {exc}")
+            return
+        errors = list(dict.fromkeys(e for r in runs for e in r.errors))
+        if errors and not written:
+            # the node's fault (a model that did not load, a pipeline that raised), not the input's: failed, so that
+            # `dicomnode status` shows it and `dicomnode retry` runs the analysis again once it is fixed
+            log.error("study %s: no results, the analysis failed: %s", tag, "; ".join(errors))
+            self.db.fail_analysis(analysis_id, study_key, generation, ("analysis failed: " + "; ".join(errors))[:500])
             return
         if self.db.finish_analysis(analysis_id, study_key, generation, summary, written,
                                    [dataclasses.asdict(item) for item in outbox]):

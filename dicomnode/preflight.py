@@ -6,12 +6,15 @@ Nothing is loaded: model files are looked up, certificates are read by the TLS c
 """
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 from dicomnode.analysis.cine import MODEL_NAME as CINE_MODEL
 from dicomnode.analysis.lge import MODEL_NAME as LGE_MODEL
 from dicomnode.analysis.suggestions import TEXT_ENCODER_DIR
 from dicomnode.config import PIPELINES, Config
+from dicomnode.inference import probe
 from dicomnode.inference.runtime import Runtime
 from dicomnode.net.tls import TLSConfigurationError, client_context, server_context
 
@@ -19,10 +22,32 @@ from dicomnode.net.tls import TLSConfigurationError, client_context, server_cont
 PIPELINE_MODELS = {"lge": (LGE_MODEL,), "cine": (CINE_MODEL,)}
 
 
+def _writable_folder(key: str, folder: Path, what: str = "") -> list[tuple[str, str]]:
+    """A problem when this user could not create files in `folder` (or create it, when it does not exist yet)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [(key, f"{what}{folder}: {existing} is not a folder")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [(key, f"{what}{folder}: this user ({_user()}) cannot write in {existing}")]
+    return []
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
 def preflight_problems(config: Config, models: bool = True) -> list[tuple[str, str]]:
     """(config key path, what is wrong) for every file, folder or model the config needs and the machine lacks;
     `models` False (a process without the analyse role) skips the models and the report bank."""
     problems: list[tuple[str, str]] = []
+    problems += _writable_folder("node.storage_dir", Path(config.node.storage_dir))
+    if config.logging.file is not None:
+        problems += _writable_folder("logging.file", Path(config.logging.file).parent, "the log file's folder ")
     if config.node.tls.enabled:
         try:
             server_context(config.node.tls)
@@ -35,6 +60,13 @@ def preflight_problems(config: Config, models: bool = True) -> list[tuple[str, s
             problems.append((f"destinations[{destination.name}]", str(exc)))
     if not models:
         return problems
+    backend = config.inference.backend
+    if backend != "auto":
+        here = probe.available_backends(config.inference.device_id)
+        if backend not in here:
+            found = ", ".join(f"{name} ({what})" for name, what in here.items())
+            problems.append(("inference.backend", f"{backend!r} cannot run on this machine (available here: {found}; "
+                             f"'auto' picks the best of them)"))
     runtime = Runtime(config.inference, storage_dir=config.node.storage_dir)
     if config.inference.models_dir is not None and not Path(config.inference.models_dir).is_dir():
         problems.append(("inference.models_dir", f"folder {config.inference.models_dir} does not exist"))

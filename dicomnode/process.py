@@ -69,11 +69,14 @@ def clear_previous_run(out_dir: Path) -> int:
     return removed
 
 
-def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: StudyAnalyser | None = None) -> dict:
+def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: StudyAnalyser | None = None,
+                   failures: list[str] | None = None) -> dict:
     """Analyse each study found through the study path (as `serve` does, without a network); returns the
     summary.json content (also written to out_dir/summary.json). A previous run's results in out_dir are replaced
-    (clear_previous_run). Raises FileNotFoundError without `input_dir`, OutputFolderError when out_dir is a file or
-    holds something that is not a previous run's summary.json."""
+    (clear_previous_run). `failures`, when given, receives one line per study the node failed to analyse (a model
+    that did not load, a pipeline or the study path that raised), as opposed to a study cleanly declined. Raises
+    FileNotFoundError without `input_dir`, OutputFolderError when out_dir is a file or holds something that is not a
+    previous run's summary.json."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
@@ -89,24 +92,32 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     if not files:
         log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
     studies = load_studies(files)
-    summary = {"studies": [_process_study(study, out_dir, config, analyser) for study in studies]}
+    failures = failures if failures is not None else []
+    summary = {"studies": [_process_study(study, out_dir, config, analyser, failures) for study in studies]}
     write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
     return summary
 
 
-def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: StudyAnalyser) -> dict:
-    """The summary.json entry of one study; any failure becomes this study's `declined` entry, never a crash."""
+def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: StudyAnalyser,
+                   failures: list[str]) -> dict:
+    """The summary.json entry of one study; any failure becomes this study's `declined` entry (and a line in
+    `failures`), never a crash."""
     for series in study.series:  # its patient identifiers are redacted from the logs, as the receiver does
         if series.instances:
             patient_values.remember(series.instances[0].dataset)
     if not study.series and study.declined:  # malformed Study Instance UID, unreadable files: the reasons say why
         return {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series(),
                 "outputs": [], "declined": [d.summary() for d in study.declined]}
+    tag = short_hash(study.study_instance_uid or "-")
     try:
-        return run_study(study, config, analyser, None, out_dir, _result_name, file_mode=0o644).summary
+        run = run_study(study, config, analyser, None, out_dir, _result_name, file_mode=0o644)
     except Exception as error:  # noqa: BLE001 - one study's failure is its own declined entry
-        log.exception("study %s: processing failed", short_hash(study.study_instance_uid or "-"))
+        log.exception("study %s: processing failed", tag)
+        failures.append(f"study {study.study_instance_uid or '(no UID)'}: processing failed: "
+                        f"{type(error).__name__}: {error}")
         return declined_entry(study, f"processing failed: {type(error).__name__}: {error}")
+    failures.extend(f"study {study.study_instance_uid}: {error}" for error in run.errors)
+    return run.summary
 
 
 def _result_name(dataset) -> Path:

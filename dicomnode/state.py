@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -45,6 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import TextClause
+
+from dicomnode.uids import short_hash
 
 SCHEMA_VERSION = 2
 
@@ -418,10 +421,14 @@ class StateDB:
         return rows[0] if rows else None
 
     def find_studies(self, text_: str) -> list[RowMapping]:
-        """Studies whose key or Study Instance UID equals `text_` or whose key starts with it."""
-        return self._rows(
+        """Studies whose key or Study Instance UID equals `text_` or whose key starts with it, else those whose log
+        id (uids.short_hash of the Study Instance UID: what the logs and `dicomnode status` print) is `text_`."""
+        found = self._rows(
             "SELECT * FROM studies WHERE study_key=:t OR study_instance_uid=:t OR study_key LIKE :prefix"
             " ORDER BY first_received", {"t": text_, "prefix": text_.replace("%", "") + "%"})
+        if found or not re.fullmatch(r"[0-9a-f]{6,64}", text_):
+            return found
+        return [row for row in self.studies() if short_hash(row["study_instance_uid"] or "", 64).startswith(text_)]
 
     def studies(self, states: tuple[str, ...] | None = None) -> list[RowMapping]:
         if states is None:
@@ -736,6 +743,18 @@ class StateDB:
                               " AND state IN (:failed, :done)",
                           {"sending": SENDING, "now": now, "k": study_key, "failed": FAILED, "done": DONE})
             return count
+
+    def reanalyse(self, study_key: str) -> bool:
+        """Send a study whose analysis failed (state failed, no dead letters) back to `complete`, so that the next
+        worker analyses it again; False when the study is in any other state."""
+        now = time.time()
+        with self._write() as db:
+            return self._run(db, (
+                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
+                " WHERE study_key=:k AND state=:failed AND NOT EXISTS (SELECT 1 FROM outbox"
+                " WHERE outbox.study_key=studies.study_key AND outbox.state=:dead)"),
+                {"complete": COMPLETE, "r": "re-analysis requested", "now": now, "k": study_key, "failed": FAILED,
+                 "dead": OUTBOX_DEAD}).rowcount == 1
 
     # --- leases and heartbeats -------------------------------------------------------------------------------
 

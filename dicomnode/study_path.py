@@ -37,12 +37,13 @@ class StudyAnalyser(Protocol):
 @dataclass
 class StudyRun:
     """One study through the path: its summary.json entry (with `outputs`), the route taken (None: not analysed),
-    the result objects written, and seconds per pipeline."""
+    the result objects written, seconds per pipeline, and the node's own failures (StudyOutcome.errors)."""
 
     summary: dict
     route: RouteConfig | None = None
     written: list[ResultObject] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 def dataset_bytes(dataset: Dataset) -> bytes:
@@ -77,7 +78,8 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
                                supersedes=supersedes)
     written = write_results(outcome.datasets, write_root, name_result, file_mode)
     outcome.summary["outputs"] = [result.path for result in written]
-    return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations))
+    return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
+                    errors=list(outcome.errors))
 
 
 def write_results(datasets: list[Dataset], write_root: Path, name_result: Callable[[Dataset], Path],

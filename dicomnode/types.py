@@ -88,11 +88,13 @@ class AnalysisContext:
 @dataclass
 class StudyOutcome:
     """One study analysed: its summary.json entry (without `outputs`, which the study path fills in once the
-    objects are written), the result objects (pydicom Datasets) to store and send, seconds per pipeline."""
+    objects are written), the result objects (pydicom Datasets) to store and send, seconds per pipeline, and the
+    node's own failures (a pipeline that could not load or raised: not the input's fault, so worth re-running)."""
 
     summary: dict
     datasets: list = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 class ResultObject(NamedTuple):

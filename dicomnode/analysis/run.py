@@ -81,6 +81,7 @@ class Analyser:
         results: list[PipelineResult] = []
         all_results: list[PipelineResult] = []
         durations: dict[str, float] = {}
+        errors: list[str] = []
         study_tag = short_hash(study.study_instance_uid or "-")
         if not study.series:
             pipelines = []  # nothing usable: the declined entries say why
@@ -90,6 +91,7 @@ class Analyser:
             pipeline = self.pipeline(name)
             if pipeline is None:
                 declined.append(Declined(None, self._unavailable[name]).summary())
+                errors.append(self._unavailable[name])
                 continue
             began = time.perf_counter()
             try:
@@ -98,6 +100,7 @@ class Analyser:
                 log.error("study %s: pipeline %s failed: %s\n%s", study_tag, name, exc, traceback.format_exc())
                 result = PipelineResult(name=name, summary=None,
                                         declined=[Declined(None, f"{name}: analysis failed: {exc}")])
+                errors.append(f"{name}: analysis failed: {exc}")
             durations[name] = time.perf_counter() - began
             _attach_excluded_instances(result, study)
             declined.extend(d.summary() for d in result.declined)
@@ -115,4 +118,4 @@ class Analyser:
                                             secondary_capture=self.config.analysis.secondary_capture)
         summary["declined"] = declined
         summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))
-        return StudyOutcome(summary=summary, datasets=datasets, durations=durations)
+        return StudyOutcome(summary=summary, datasets=datasets, durations=durations, errors=errors)

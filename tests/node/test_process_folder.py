@@ -52,3 +52,21 @@ def test_process_names_a_file_given_as_out_and_reads_non_dicom_input_plainly(tmp
     shown = capsys.readouterr().out
     assert "Files that belong to no readable study" in shown and "Study None" not in shown
     assert "notes.txt: not a DICOM file (no DICOM File Meta Information" in shown and "force=True" not in shown
+
+
+def test_process_exits_non_zero_when_the_node_could_not_analyse_a_study(tmp_path, capsys):
+    """design.md: exit 0 only when every study was analysed or cleanly declined; a model that is not there is the
+    node's failure, named on stderr (summary.json still lists the study with the reason)."""
+    from tests.hardening.hardening_support import synthetic_mr
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    synthetic_mr().save_as(inputs / "mr.dcm", enforce_file_format=True)
+    (tmp_path / "empty-models").mkdir()
+    config = tmp_path / "node.toml"
+    config.write_text(f'[inference]\nmodels_dir = "{tmp_path / "empty-models"}"\n')
+    assert main(["process", str(inputs), "--out", str(tmp_path / "out"), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "analysis failure(s), not the input's fault" in err and "is unavailable" in err
+    (study,) = json.loads((tmp_path / "out" / "summary.json").read_text())["studies"]
+    assert any("is unavailable" in d["reason"] for d in study["declined"])
