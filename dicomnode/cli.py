@@ -11,6 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
+import pydicom
+import sqlalchemy.exc
+
 from dicomnode import __version__
 from dicomnode.config import Config, ConfigError, config_warnings, load_config
 from dicomnode.demo import run_demo
@@ -90,9 +93,15 @@ def _notify(message: str) -> None:
 def cmd_process(args) -> int:
     config = _load(args.config)
     configure_logging(config.logging)
-    summary = process_folder(Path(args.input_dir), Path(args.out), config)
+    failures: list[str] = []
+    summary = process_folder(Path(args.input_dir), Path(args.out), config, failures=failures)
     print_summary_table(summary)
     print(f"\nsummary: {Path(args.out) / 'summary.json'}")
+    if failures:  # design.md: exit 0 only when every study was analysed or cleanly declined
+        print(f"{len(failures)} analysis failure(s), not the input's fault:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -147,10 +156,12 @@ def cmd_status(args) -> int:
         print("(no node process has a heartbeat: none is running with this state)")
     print()
     width = max([len("study key")] + [len(s["study_key"]) for s in report["studies"]])  # whole UIDs: they are looked up
-    print(f"{'study key':<{width}} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} {'dead':>5}  reason")
+    print(f"{'log id':<12} {'study key':<{width}} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} "
+          f"{'dead':>5}  reason")
     for study in report["studies"]:
-        print(f"{study['study_key']:<{width}} {study['state']:<10} {study['generation']:>3} {study['instances']:>5} "
-              f"{study['sent']:>5} {study['pending']:>5} {len(study['dead']):>5}  {study['reason'] or ''}")
+        print(f"{study['study']:<12} {study['study_key']:<{width}} {study['state']:<10} {study['generation']:>3} "
+              f"{study['instances']:>5} {study['sent']:>5} {study['pending']:>5} {len(study['dead']):>5}  "
+              f"{study['reason'] or ''}")
     dead = [(s["study_key"], d) for s in report["studies"] for d in s["dead"]]
     if dead:
         print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")
@@ -167,10 +178,17 @@ def cmd_retry(args) -> int:
         return EXIT_ERROR
     matches = db.find_studies(args.study)
     if len(matches) != 1:
-        print(f"{args.study!r} matches {len(matches)} studies; give the study key or Study Instance UID", file=sys.stderr)
+        print(f"{args.study!r} matches {len(matches)} studies; give the study key, Study Instance UID or log id "
+              f"(`dicomnode status`)", file=sys.stderr)
         return EXIT_ERROR
-    count = db.retry_dead(matches[0]["study_key"])  # the dispatcher resolves each destination by name when sending
-    print(f"re-queued {count} dead letter(s) of {matches[0]['study_key']}; a running node sends them within seconds")
+    key = matches[0]["study_key"]
+    count = db.retry_dead(key)  # the dispatcher resolves each destination by name when sending
+    if count:
+        print(f"re-queued {count} dead letter(s) of {key}; a running node sends them within seconds")
+    elif db.reanalyse(key):
+        print(f"re-queued the failed analysis of {key}; a running node analyses it again within seconds")
+    else:
+        print(f"nothing to retry for {key}: state {matches[0]['state']}, no dead letters and no failed analysis")
     return EXIT_OK
 
 
@@ -182,9 +200,19 @@ def cmd_send(args) -> int:
         print(exc.args[0], file=sys.stderr)
         return EXIT_USAGE
     paths: list[Path] = []
+    skipped = 0
     for item in args.files:
         path = Path(item)
-        paths.extend(find_files(path) if path.is_dir() else [path])
+        for candidate in (find_files(path) if path.is_dir() else [path]):
+            problem = _not_sendable(candidate)
+            if problem:
+                print(f"skipped {candidate}: {problem}", file=sys.stderr)
+                skipped += 1
+            else:
+                paths.append(candidate)
+    if not paths:
+        print(f"nothing to send: no readable DICOM file in {' '.join(args.files)}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         results = send_files(paths, destination.ae_title, destination.host, destination.port,
                              calling_ae_title=destination.calling_ae_title or config.node.ae_title,
@@ -195,8 +223,26 @@ def cmd_send(args) -> int:
     failed = [r for r in results if not r.ok]
     for result in failed:
         print(f"FAILED {result.path}: {result.error}", file=sys.stderr)
-    print(f"sent {len(results) - len(failed)} of {len(results)} to {destination.name}")
-    return EXIT_OK if not failed else EXIT_ERROR
+    print(f"sent {len(results) - len(failed)} of {len(results)} to {destination.name}"
+          + (f" ({skipped} file(s) skipped)" if skipped else ""))
+    return EXIT_OK if not failed and not skipped else EXIT_ERROR
+
+
+def _not_sendable(path: Path) -> str | None:
+    """Why a file cannot be sent (missing, unreadable, not DICOM Part 10), or None."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except FileNotFoundError:
+        return "no such file"
+    except PermissionError:
+        return "permission denied"
+    except IsADirectoryError:
+        return "is a folder"
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
+        return "not a DICOM file"
+    if "SOPClassUID" not in dataset:
+        return "not a DICOM file"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the same report as JSON (for monitoring)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("retry", help="re-queue the dead letters of a study")
+    p = sub.add_parser("retry", help="re-queue the dead letters of a study, or re-run its failed analysis")
     p.add_argument("study", help="study key or Study Instance UID")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_retry)
@@ -263,6 +309,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except (FileNotFoundError, StateSchemaError, StorageDirError, ListenError, OutputFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PermissionError as exc:
+        print(f"error: permission denied: {exc.filename or exc} (run this as the user the node runs as, e.g. "
+              f"sudo -u dicomnode dicomnode ...)", file=sys.stderr)
+        return EXIT_ERROR
+    except IsADirectoryError as exc:
+        print(f"error: {exc.filename} is a folder where a file was expected", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlalchemy.exc.OperationalError as exc:
+        print(f"error: cannot open the node's state database: {exc.orig} (wrong [state] url or node.storage_dir, "
+              f"or a user without access to it)", file=sys.stderr)
         return EXIT_ERROR
 
 

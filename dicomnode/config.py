@@ -133,6 +133,13 @@ class DestinationConfig(StrictModel):
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
+    @field_validator("calling_ae_title")
+    @classmethod
+    def _calling_ae(cls, value: str | None) -> str | None:
+        if value == "*":
+            raise ValueError("'*' is not an AE title a node can call with")
+        return None if value is None else _check_ae_title(value)
+
 
 class RouteMatch(StrictModel):
     calling_ae: str | None = Field(None, description="regex on the sender's AE title")
@@ -164,6 +171,13 @@ class RouteConfig(StrictModel):
     destinations: list[str] = Field(default_factory=list)
     send_to_sender: bool = False
     sender_port: int | None = Field(None, ge=1, le=65535, description="port of the sender's SCP for send_to_sender")
+
+    @model_validator(mode="after")
+    def _sender_port_given(self) -> "RouteConfig":
+        if self.send_to_sender and self.sender_port is None:
+            raise ValueError("send_to_sender = true needs sender_port (the port of the sender's storage SCP): "
+                             "without it nothing is sent back")
+        return self
 
 
 class DispatchConfig(StrictModel):
@@ -306,6 +320,40 @@ class Config(StrictModel):
         return data
 
 
+#: settings a running node takes over on SIGHUP (dotted prefixes); every other change needs a restart
+RELOADABLE = ("node.allowed_calling_aes", "node.peers", "node.min_free_space_mb", "node.non_mr_objects", "studies",
+              "dispatch", "retention", "routes", "destinations")
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def changed_settings(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose value differs between two configs (lists compared whole), sorted."""
+    before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    return sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+
+
+def reloaded_config(old: Config, new: Config) -> Config:
+    """What a running node uses after SIGHUP: `new`'s values under RELOADABLE, `old`'s everywhere else."""
+    node_keys = [key.split(".", 1)[1] for key in RELOADABLE if key.startswith("node.")]
+    sections = [key for key in RELOADABLE if "." not in key]
+    node = old.node.model_copy(update={key: getattr(new.node, key) for key in node_keys})
+    return old.model_copy(update={"node": node, **{key: getattr(new, key) for key in sections}})
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """The changed keys a SIGHUP reload cannot apply (not under RELOADABLE)."""
+    return [key for key in changed_settings(old, new)
+            if not any(key == prefix or key.startswith(prefix + ".") for prefix in RELOADABLE)]
+
+
 def config_warnings(config: Config) -> list[str]:
     """Valid but probably unintended settings (`dicomnode config check` prints them): unused destinations,
     routes that send nowhere."""
@@ -314,6 +362,10 @@ def config_warnings(config: Config) -> list[str]:
                 for d in config.destinations if d.name not in used]
     warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
                  for r in config.routes if not r.destinations and not r.send_to_sender]
+    if config.node.min_free_space_mb > config.retention.emergency_free_space_mb:
+        warnings.append(f"node.min_free_space_mb ({config.node.min_free_space_mb}) is above "
+                        f"retention.emergency_free_space_mb ({config.retention.emergency_free_space_mb}): between the "
+                        f"two the node refuses every instance (0xA700) and purges nothing to make room")
     return warnings
 
 
@@ -361,6 +413,12 @@ def load_config(path: str | os.PathLike | None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), [("(file)", "not found")]) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), [("(file)", "is a folder, not a TOML file")]) from None
+    except PermissionError:
+        raise ConfigError(str(path), [("(file)", "permission denied: this user cannot read it")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("(syntax)", str(exc))]) from None
     return parse_config(data, str(path)).resolve_paths(Path.cwd())

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from dicomnode.net.scp import ListenError
 from dicomnode.state import STUDY_STATES
 
 log = logging.getLogger("dicomnode.metrics")
@@ -115,7 +116,11 @@ class NodeMetrics:
             def log_message(self, *args):  # scrapes every few seconds would flood the log
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ListenError(f"cannot serve metrics on {host}:{port} (observability.metrics_host/metrics_port): "
+                              f"{exc.strerror or exc}") from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()

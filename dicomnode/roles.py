@@ -195,6 +195,8 @@ class RoleRunner:
         if "dispatch" in self.roles:
             node.dispatcher.idle_seconds = self.poll_seconds
             node.dispatcher.start()
+        if node.config.observability.metrics_enabled:  # before the SCP: a busy metrics port refuses the start
+            node.metrics.serve(node.config.observability.metrics_host, node.config.observability.metrics_port)
         if "receive" in self.roles:
             removed = self._remove_stale_temporaries()
             if removed:
@@ -202,8 +204,6 @@ class RoleRunner:
                          STALE_TEMPORARY_SECONDS)
             node.scp.start()
             self._scp_started = True
-        if node.config.observability.metrics_enabled:
-            node.metrics.serve(node.config.observability.metrics_host, node.config.observability.metrics_port)
         node.ready = True
 
     def stop(self) -> None:

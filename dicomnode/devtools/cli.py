@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from dicomnode.devtools.make_study import TRANSFER_SYNTAXES, VARIANTS, make_study
@@ -39,8 +40,12 @@ def run_make_study(args: argparse.Namespace) -> int:
                if getattr(args, key)}
     if args.source.startswith("sunnybrook:"):
         options["with_localizers"] = not args.no_localizers
-    study = make_study(args.source, args.out, variant=args.variant, transfer_syntax=args.transfer_syntax,
-                       seed=args.seed, datasets=args.datasets, **options)
+    try:
+        study = make_study(args.source, args.out, variant=args.variant, transfer_syntax=args.transfer_syntax,
+                           seed=args.seed, datasets=args.datasets, **options)
+    except (ValueError, KeyError, FileNotFoundError) as exc:  # a source that does not exist or is malformed
+        print(f"devtools make-study: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"out_dir": str(study.out_dir), "files": len(study.paths),
                       "study_instance_uid": study.study_instance_uid, "variant": study.variant,
                       "transfer_syntax": study.transfer_syntax, "ground_truth": str(study.ground_truth_path)}))

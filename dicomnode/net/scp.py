@@ -183,7 +183,11 @@ class StorageSCP:
         calling = assoc.requestor.primitive.calling_ae_title.strip()
         address = assoc.requestor.address
         if not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
-            log.warning("association refused: calling AE %r is not allowed from %s", calling, address)
+            networks = sorted({n for p in self.config.node.peers if p.ae_title == calling for n in p.networks})
+            log.warning("association refused: calling AE %r called from %s, outside its node.peers networks %s (the "
+                        "peer is told 'calling AE title not recognised': DICOM has no reason for a wrong address)",
+                        calling, address, networks)
+            assoc.dicomnode_refused = True  # said above: _handle_rejected does not log it again
             assoc.acse.send_reject(*REJECT_CALLING_AE)
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.is_rejected = True
@@ -195,6 +199,8 @@ class StorageSCP:
     def _handle_rejected(self, event: evt.Event) -> None:
         """EVT_REJECTED, whoever rejected: count it, and say which AE titles were asked for."""
         self.associations_rejected += 1
+        if getattr(event.assoc, "dicomnode_refused", False):
+            return
         primitive = event.assoc.requestor.primitive
         log.warning("association refused: calling AE %r, called AE %r from %s (node %r, allowed_calling_aes %s)",
                     primitive.calling_ae_title.strip(), primitive.called_ae_title.strip(),

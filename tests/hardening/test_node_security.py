@@ -39,7 +39,8 @@ def test_peer_bound_to_another_network_is_refused_and_echo_only_peer_cannot_stor
         refused = echoscu(port, "SCANNER1")  # allowed AE, but only from 10.20/16: we call from 127.0.0.1
         assert refused.returncode != 0
         assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
-        assert "calling AE 'SCANNER1' is not allowed from 127.0.0.1" in node.log()
+        assert "calling AE 'SCANNER1' called from 127.0.0.1, outside its node.peers networks ['10.20.0.0/16']" in node.log()
+        assert "allowed_calling_aes" not in node.log()  # one line saying the real cause, not a second misleading one
 
         assert echoscu(port, "ECHOONLY").returncode == 0
         status = store_one(port, synthetic_mr(), calling="ECHOONLY")

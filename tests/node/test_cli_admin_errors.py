@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dicomnode.cli import main
-from dicomnode.state import StorageDirError, prepare_storage_dir
+from dicomnode.inference.probe import tensorrt_usable
+from dicomnode.state import InstanceRow, StorageDirError, prepare_storage_dir
 
 
 def _config(tmp_path: Path, body: str) -> Path:
@@ -87,6 +88,8 @@ def test_status_prints_whole_study_uids_and_says_when_no_node_runs(tmp_path, cap
     ('[node.tls]\nenabled = true\ncertificate = "{tmp}/nope.crt"\nprivate_key = "{tmp}/nope.key"\n', "node.tls",
      "nope.crt does not exist or is not a file"),
     ('[analysis.suggestions]\nbank_dir = "{tmp}/no-bank"\n', "analysis.suggestions.bank_dir", "no-bank does not exist"),
+    pytest.param('[inference]\nbackend = "tensorrt"\n', "inference.backend", "'tensorrt' cannot run on this machine",
+                 marks=pytest.mark.skipif(tensorrt_usable(), reason="TensorRT runs here")),
 ])
 def test_paths_the_machine_lacks_fail_config_check_and_serve(tmp_path, capsys, body, key, message):
     config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n'
@@ -133,3 +136,58 @@ def test_a_destination_that_is_down_or_not_dicom_is_described(tmp_path):
         silent.listen()
         with pytest.raises(AssociationFailed, match="aborted after the TCP connection was accepted"):
             send_files([path], "PACS", "127.0.0.1", silent.getsockname()[1], timeout=2)
+
+
+def test_send_skips_what_is_not_dicom_and_says_when_nothing_is_left(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not DICOM")
+    config = _config(tmp_path, '[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\nport = 1\n')
+    assert main(["send", "--config", str(config), "--to", "pacs", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "notes.txt: not a DICOM file" in err and "nothing to send" in err
+    assert "Traceback" not in err
+    assert main(["send", "--config", str(config), "--to", "pacs", str(tmp_path / "missing.dcm")]) == 1
+    assert "missing.dcm: no such file" in capsys.readouterr().err
+
+
+def test_status_retry_and_the_logs_name_a_study_the_same_way(tmp_path, capsys):
+    from dicomnode.state import StateDB
+    from dicomnode.uids import short_hash
+
+    store = tmp_path / "store"
+    prepare_storage_dir(store)
+    db = StateDB(store / "state.sqlite3", upgrade=True)
+    study = "1.2.826.0.1.3680043.8.498.77"
+    db.add_instance(InstanceRow("1.2.9.1", study, study, "1.2.9.0", "1.2.840.10008.5.1.4.1.1.4",
+                                "1.2.840.10008.1.2.1", "MR", "spool/x.dcm", 1, "SCANNER1", 0.0))
+    db.close()
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{store}"\n')
+    log_id = short_hash(study)
+    assert main(["status", "--config", str(config)]) == 0
+    assert log_id in capsys.readouterr().out
+    assert main(["retry", log_id, "--config", str(config)]) == 0  # the id the logs print finds the study
+    assert "nothing to retry" in capsys.readouterr().out
+
+
+def test_a_busy_metrics_port_is_named_without_a_traceback(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n'
+                                   f'[observability]\nmetrics_enabled = true\nmetrics_port = {port}\n'
+                                   '[[routes]]\nname = "none"\npipelines = []\n')
+        result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "serve", "--config", str(config)],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_log_folder_or_storage_folder_this_user_cannot_use_fails_config_check(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "afile" / "store"}"\n'
+                               f'[logging]\nfile = "{tmp_path / "afile" / "logs" / "node.log"}"\n')
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "node.storage_dir: " in err and "logging.file: the log file's folder" in err and "is not a folder" in err

@@ -48,6 +48,10 @@ def test_design_contract_keys_exist():
     ({"analysis": {"report_pdf": "yes"}}, "analysis.report_pdf", "valid boolean"),
     ({"node": {"port": "11112"}}, "node.port", "got the string '11112'"),
     ({"analysis": {"workers": 2.5}}, "analysis.workers", "valid integer"),
+    ({"destinations": [{"name": "p", "ae_title": "PACS", "host": "h", "port": 104,
+                        "calling_ae_title": "THIS_IS_A_VERY_LONG_CALLING_AE"}]},
+     "destinations[0].calling_ae_title", "not a valid AE title"),
+    ({"routes": [{"name": "r", "send_to_sender": True}]}, "routes[0]", "needs sender_port"),
 ])
 def test_bad_keys_are_named_by_path(data, path, words):
     with pytest.raises(ConfigError) as caught:
@@ -115,3 +119,35 @@ def test_config_check_warns_about_a_destination_no_route_uses(tmp_path):
     assert result.returncode == 0
     assert "destinations[spare]: used by no route" in result.stderr
     assert "pacs" not in result.stderr
+
+
+def test_a_config_file_that_cannot_be_read_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a TOML file"):
+        load_config(tmp_path)
+    binary = tmp_path / "node.toml"
+    binary.write_bytes(b"\xff\xfe[node]")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary)
+
+
+def test_sighup_applies_only_reloadable_settings_and_names_the_rest():
+    from dicomnode.config import needs_restart, reloaded_config
+
+    old = parse_config({"node": {"port": 11112}, "studies": {"quiet_seconds": 30}})
+    new = parse_config({"node": {"port": 11310, "allowed_calling_aes": ["SCANNER1"]},
+                        "studies": {"quiet_seconds": 5}, "analysis": {"workers": 4},
+                        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "h", "port": 104}]})
+    assert needs_restart(old, new) == ["analysis.workers", "node.port"]
+    applied = reloaded_config(old, new)
+    assert applied.node.port == 11112 and applied.analysis.workers == 1  # kept until a restart
+    assert applied.node.allowed_calling_aes == ["SCANNER1"] and applied.studies.quiet_seconds == 5
+    assert [d.name for d in applied.destinations] == ["pacs"]
+    assert needs_restart(old, old) == []
+
+
+def test_a_free_space_floor_above_the_purge_threshold_is_warned_about():
+    from dicomnode.config import config_warnings
+
+    config = parse_config({"node": {"min_free_space_mb": 5000}, "retention": {"emergency_free_space_mb": 1000}})
+    assert any("refuses every instance" in w for w in config_warnings(config))
+    assert not any("refuses every instance" in w for w in config_warnings(parse_config({})))
