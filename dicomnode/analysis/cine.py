@@ -73,10 +73,18 @@ class CineModelSpec:
     crop_size: int = DEFAULT_CROP_SIZE
     channel_labels: tuple[int, ...] = DEFAULT_CHANNEL_LABELS
     context: str = "none"
+    #: added to each channel's logit before the softmax (card output.channels[].logit_offset; empty: none): a decision
+    #: threshold calibrated on cross-validation (engines.cine.calibrate), e.g. against a boundary drawn systematically
+    #: thicker than the reference convention
+    logit_offsets: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.context not in CONTEXTS:
             raise ValueError(f"cine model input context {self.context!r} is not one of {CONTEXTS}")
+        if self.logit_offsets and len(self.logit_offsets) != len(self.channel_labels):
+            raise ValueError(f"{len(self.logit_offsets)} logit offsets for {len(self.channel_labels)} channels")
+        if not all(np.isfinite(v) and abs(v) <= 10 for v in self.logit_offsets):
+            raise ValueError(f"logit offsets must be finite and within ±10, got {self.logit_offsets}")
 
     @property
     def input_channels(self) -> int:
@@ -89,8 +97,9 @@ class CineModelSpec:
         try:
             spec = card["input"]
             channels = sorted(card["output"]["channels"], key=lambda c: c["channel"])
+            offsets = tuple(float(c.get("logit_offset", 0.0)) for c in channels)
             return cls(float(spec["spacing_mm"]), int(spec["crop_size"]), tuple(int(c["node_label"]) for c in channels),
-                       str(spec.get("context", "none")))
+                       str(spec.get("context", "none")), offsets if any(offsets) else ())
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"cine model card lacks input.spacing_mm / input.crop_size / output.channels: {error}") from error
 
@@ -127,8 +136,8 @@ def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
                  phases_per_chunk: int = 4, first_phase: int = 0) -> np.ndarray:
     """Node label maps (phases, slices, rows, cols) for every phase: one batched model run over phases x slices.
 
-    `run_model` takes float32 (N, K, crop, crop) (K = spec.input_channels) and returns logits (N, C, crop, crop). Class scores go back to the
-    source grid by bilinear interpolation of the softmax (outside the crop: background) and are then arg-maxed; at
+    `run_model` takes float32 (N, K, crop, crop) (K = spec.input_channels) and returns logits (N, C, crop, crop), to
+    which spec.logit_offsets are added. Class scores go back to the source grid by bilinear interpolation of the softmax (outside the crop: background) and are then arg-maxed; at
     every phase the LV and the RV then keep their largest connected component (dicomnode.cmr.structures; on the ACDC
     5-fold CV this took RV ESV bias from +10.3 to +7.4 mL and LV mass bias from +10.5 to +9.9 g). `first_phase`: the
     R-wave phase, the context of a "first_phase" model (see preprocess_cine).
@@ -140,6 +149,8 @@ def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
     if logits.shape != expected:
         raise ValueError(f"model returned logits of shape {logits.shape}, expected {expected}")
     logits = logits.reshape((phases, slices) + logits.shape[1:])
+    if spec.logit_offsets:
+        logits = logits + np.asarray(spec.logit_offsets, dtype=np.float32)[:, None, None]
     labels = np.empty(pixels.shape, dtype=np.uint8)
     for start in range(0, phases, phases_per_chunk):
         chunk = slice(start, start + phases_per_chunk)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import platform
@@ -216,20 +217,33 @@ def fold_status(run_dir: Path) -> tuple[list[Path], list[dict]]:
     return done, unfinished
 
 
-def evaluate_cv(datasets: Path, run_dir: Path, threads: int, max_subjects: int = 0) -> dict:
-    """Every finished fold model on its own held-out ACDC patients (the first `max_subjects` if > 0); pooled."""
+def calibrated_offsets(calibration: dict, fold: str, channel_labels: tuple[int, ...]) -> tuple[float, ...]:
+    """A fold's cross-fitted logit offsets (engines.cine.calibrate) in the model's channel order."""
+    by_label = dict(zip(calibration["channel_labels"], calibration["per_fold"][fold]["offsets"]))
+    return tuple(float(by_label.get(int(label), 0.0)) for label in channel_labels)
+
+
+def evaluate_cv(datasets: Path, run_dir: Path, threads: int, max_subjects: int = 0,
+                calibration: dict | None = None) -> dict:
+    """Every finished fold model on its own held-out ACDC patients (the first `max_subjects` if > 0); pooled.
+    With `calibration` (<run_dir>/calibration.json) each fold uses the logit offsets chosen without its patients."""
     folds, subjects = [], []
     nifti = {folder.name: folder for folder in acdc_nifti_dirs(datasets)}
     finished, unfinished = fold_status(run_dir)
     for checkpoint in finished:
         # a fold's results are kept beside its checkpoint, keyed by the checkpoint's content: re-running the report
         # after another fold finished evaluates only the new fold
-        key = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] + f"-{max_subjects}"
-        cached = checkpoint.parent / "heldout_evaluation.json"
+        offsets = calibration["per_fold"][checkpoint.parent.name]["offsets"] if calibration else []
+        key = (hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] + f"-{max_subjects}"
+               + (f"-{offsets}" if offsets else ""))
+        cached = checkpoint.parent / ("heldout_evaluation_calibrated.json" if calibration else "heldout_evaluation.json")
         if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
             fold, fold_subjects = json.loads(cached.read_text())["fold"], json.loads(cached.read_text())["subjects"]
         else:
             model = TorchFoldModel(checkpoint, threads)
+            if calibration:
+                model.spec = dataclasses.replace(model.spec, logit_offsets=calibrated_offsets(
+                    calibration, checkpoint.parent.name, model.spec.channel_labels))
             held_out = [s for s in model.checkpoint["test_subjects"] if s.startswith("patient")]
             held_out = held_out[:max_subjects] if max_subjects > 0 else held_out
             fold_subjects = [evaluate_acdc_subject(datasets, model, patient, nifti) | {"fold": checkpoint.parent.name}
@@ -238,7 +252,7 @@ def evaluate_cv(datasets: Path, run_dir: Path, threads: int, max_subjects: int =
             fold = {"fold": checkpoint.parent.name, "held_out": held_out, "iterations": saved["iterations"],
                     "batch": saved["batch"], "elapsed_s": round(float(saved["elapsed_s"]), 1),
                     "device": saved["device"], "autocast": saved.get("autocast"), "threads": saved.get("threads"),
-                    "training_slices": saved["n_training_slices"],
+                    "training_slices": saved["n_training_slices"], "logit_offsets": list(model.spec.logit_offsets),
                     "lvef_mae": agreement([(s["predicted"]["lv_ef_percent"], s["reference"]["lv_ef_percent"])
                                            for s in fold_subjects]).get("mae")}
             cached.write_text(json.dumps({"key": key, "fold": fold, "subjects": fold_subjects}, default=float))
@@ -362,7 +376,10 @@ def write_report(results: dict, path: Path) -> None:
         "borders myocardium, SCMR 2020, the same rule for prediction and reference).", "",
         "**Command** (from the repository root):", "```",
         *_train_commands(cv),
+        *([f"python -m engines.cine.calibrate --cv {results.get('cv_dir', 'engines/runs/cine_cv')}"
+           "          # decision thresholds, cross-fitted"] if results.get("calibration") else []),
         f"python -m engines.cine.evaluate --cv {results.get('cv_dir', 'engines/runs/cine_cv')}"
+        + (" --calibrated" if results.get("calibration") else "")
         + (" --training-note '…'" if results.get("training_note") else "") + "          # this report", "```", ""]
     if cv and cv.get("n"):
         budget = cv["folds"][0]
@@ -387,6 +404,20 @@ def write_report(results: dict, path: Path) -> None:
         for fold in cv["folds"]:
             lines.append(f"| {fold['fold']} | {len(fold['held_out'])} | {fold['iterations']} | "
                          f"{fold['elapsed_s'] / 60:.0f} | {fmt(fold['lvef_mae'], 2)} |")
+        calibration = results.get("calibration")
+        if calibration:
+            lines += ["", "**Decision thresholds (logit offsets), cross-fitted:** the network draws the LV myocardium "
+                      "thicker all round than ACDC's readers (on its own training patients as on held-out ones), so "
+                      "constants are added to the background / LV myocardium / RV logits before the softmax "
+                      f"(`engines/cine/calibrate.py`; grid of {len(calibration['grid'])} triples; objective "
+                      f"{calibration['objective']}). Each fold's patients are segmented with the triple chosen on the "
+                      "other four folds' patients, so no patient influences its own thresholds; the shipped model "
+                      f"carries the triple chosen on all of them, {calibration['shipped']} (background, myocardium, "
+                      "RV). Objective over all patients: uncalibrated "
+                      f"{calibration['objective_all_subjects']['uncalibrated']:.3f}, shipped triple "
+                      f"{calibration['objective_all_subjects']['shipped']:.3f}. Per fold: "
+                      + "; ".join(f"{fold} {v['offsets']}" for fold, v in sorted(calibration["per_fold"].items()))
+                      + ".", ""]
         for fold in cv.get("unfinished_folds", []):
             lines.append(f"| {fold['fold']} | unfinished at report time (resumes from its checkpoint) | {fold['iterations']} of "
                          f"{fold['steps']} | – | – |")
@@ -517,6 +548,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training-note", default="", help="how the folds were trained, where the checkpoints alone "
                                                                "do not say (e.g. continued from a shorter budget)")
     parser.add_argument("--no-whole-cines", action="store_true", help="smoke test: skip the whole-cine table")
+    parser.add_argument("--calibrated", action="store_true",
+                        help="CV folds use the cross-fitted logit offsets of <cv>/calibration.json (engines.cine.calibrate)")
     parser.add_argument("--reuse-model-results", action="store_true",
                         help="take the model's held-out split and whole-cine results from <out>/evaluation.json when "
                              "it was written for the same ONNX file (sha256) and the same --max-subjects; "
@@ -537,7 +570,11 @@ def main(argv: list[str] | None = None) -> None:
     results["training_note"] = args.training_note
     if args.cv is not None:
         results["cv_dir"] = _shown(args.cv)
-        results["cv"] = evaluate_cv(args.datasets, args.cv, args.threads, args.max_subjects)
+        calibration = json.loads((args.cv / "calibration.json").read_text()) if args.calibrated else None
+        results["cv"] = evaluate_cv(args.datasets, args.cv, args.threads, args.max_subjects, calibration)
+        if calibration:
+            results["calibration"] = {k: calibration[k] for k in ("objective", "per_fold", "shipped", "grid",
+                                                                   "objective_all_subjects", "channels")}
         same = [s for s in results["cv"]["subjects"] if s["subject"] in test_acdc]
         if same:
             results["cv_on_shipped_split"] = {"subjects": [s["subject"] for s in same], **summarise_acdc(same)}

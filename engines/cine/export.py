@@ -68,8 +68,11 @@ MYOPS_DATA = {"name": "MyoPS 2020 bSSFP (C0) volumes, 33 patients (myops2020-lge
                           "cardiac magnetic resonance images, Medical Image Analysis 2023; Zhuang X. et al."}
 
 
-def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> dict:
+def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
+               calibration: dict | None = None) -> dict:
+    """The model card; `calibration` (engines.cine.calibrate's calibration.json) adds each channel's logit_offset."""
     channel_labels = list(checkpoint["channel_labels"])
+    offsets = dict(zip(calibration["channel_labels"], calibration["shipped"])) if calibration else {}
     return {
         "name": MODEL_NAME,
         "algorithm_name": "dicomnode-cine-unet",
@@ -92,7 +95,12 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None) -> 
         "output": {
             "name": "logits", "shape": ["N", len(channel_labels), checkpoint["crop_size"], checkpoint["crop_size"]],
             "kind": "logits (softmax over channel axis)",
-            "channels": [{"channel": c, "node_label": label, "name": LABEL_NAMES[label]} for c, label in enumerate(channel_labels)],
+            "channels": [{"channel": c, "node_label": label, "name": LABEL_NAMES[label],
+                          **({"logit_offset": float(offsets.get(label, 0.0))} if calibration else {})}
+                         for c, label in enumerate(channel_labels)],
+            **({"logit_offsets": "added to each channel's logit before the softmax: decision thresholds chosen by "
+                                 f"cross-fitting on the CV folds ({calibration['objective']}; "
+                                 "engines/cine/calibrate.py)"} if calibration else {}),
             "papillary_muscles": "cavity (ACDC and Sunnybrook convention)",
         },
         "architecture": {"type": "U-Net 2-D", "widths": list(checkpoint["widths"]), "norm": "BatchNorm (folded at export)",
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", type=Path, default=Path("engines/runs/cine/checkpoint.pt"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="calibration.json of engines.cine.calibrate: its shipped logit offsets go into the card")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, checkpoint = load_model(args.checkpoint)
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"ONNX parity {parity:.2e} exceeds 1e-4")
     card_path = args.out / f"{MODEL_NAME}.json"
     # metrics belong to this exact model: engines.cine.evaluate fills them in after export
-    card_path.write_text(json.dumps(model_card(checkpoint, parity), indent=1) + "\n")
+    calibration = json.loads(args.calibration.read_text()) if args.calibration else None
+    card_path.write_text(json.dumps(model_card(checkpoint, parity, calibration=calibration), indent=1) + "\n")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), parity {parity:.2e}, card {card_path}")
 
 

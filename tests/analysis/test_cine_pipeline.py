@@ -309,3 +309,33 @@ def test_pipeline_gives_a_context_model_the_r_wave_phase_of_an_es_first_export()
     assert not result.declined and (result.summary["ed_phase"], result.summary["es_phase"]) == (1, 0)
     inputs = seen[0].reshape(2, 3, 2, 128, 128)
     assert np.array_equal(inputs[0, :, 1], inputs[1, :, 0]) and np.array_equal(inputs[1, :, 1], inputs[1, :, 0])
+
+
+def test_card_logit_offsets_move_the_decision_threshold():
+    """output.channels[].logit_offset (engines.cine.calibrate) is added before the softmax: a myocardium offset thins
+    the wall the model draws; none leaves the labels as they were; a wrong count or value is refused."""
+    card = FakeModel().card.data
+    assert CineModelSpec.from_card(card).logit_offsets == ()
+    channels = [{**c, "logit_offset": (-3.0 if c["node_label"] == int(Label.LV_MYOCARDIUM) else 0.0)}
+                for c in card["output"]["channels"]]
+    spec = CineModelSpec.from_card({**card, "output": {**card["output"], "channels": channels}})
+    assert spec.logit_offsets[[c["node_label"] for c in channels].index(int(Label.LV_MYOCARDIUM))] == -3.0
+
+    def soft_wall_model(inputs):
+        logits = threshold_model(inputs)
+        logits[:, 2] = np.where(logits[:, 2] > 0, 2.0, -5.0)  # the wall wins over background by 2 logits only
+        return logits
+
+    shape, spacing = (160, 160), (1.5, 1.5)
+    pixels = np.full((1, 1, *shape), 100.0, np.float32)
+    pixels[0, 0, disc(shape, (80, 80), 20.0, spacing)] = 400.0
+    plain = segment_cine(pixels, spacing, soft_wall_model, SPEC)
+    unchanged = segment_cine(pixels, spacing, soft_wall_model, CineModelSpec(logit_offsets=(0.0, 0.0, 0.0, 0.0)))
+    assert np.array_equal(plain, unchanged)
+    thinner = segment_cine(pixels, spacing, soft_wall_model, CineModelSpec(logit_offsets=(0.0, 0.0, -3.0, 0.0)))
+    wall = int(Label.LV_MYOCARDIUM)
+    assert (plain == wall).sum() > 0 and (thinner == wall).sum() == 0
+    with pytest.raises(ValueError, match="3 logit offsets for 4 channels"):
+        CineModelSpec(logit_offsets=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="finite"):
+        CineModelSpec(logit_offsets=(0.0, float("nan"), 0.0, 0.0))
