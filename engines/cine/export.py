@@ -69,10 +69,14 @@ MYOPS_DATA = {"name": "MyoPS 2020 bSSFP (C0) volumes, 33 patients (myops2020-lge
 
 
 def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
-               calibration: dict | None = None) -> dict:
-    """The model card; `calibration` (engines.cine.calibrate's calibration.json) adds each channel's logit_offset."""
+               calibration: dict | None = None, fold: str | None = None) -> dict:
+    """The model card; `calibration` (engines.cine.calibrate's calibration.json) adds each channel's logit_offset:
+    for a CV `fold` model the offsets chosen without that fold's patients (so its held-out evaluation stays clean),
+    else those chosen on all folds."""
     channel_labels = list(checkpoint["channel_labels"])
-    offsets = dict(zip(calibration["channel_labels"], calibration["shipped"])) if calibration else {}
+    chosen = (calibration["per_fold"][fold]["offsets"] if calibration and fold in calibration["per_fold"]
+              else calibration["shipped"] if calibration else [])
+    offsets = dict(zip(calibration["channel_labels"], chosen)) if calibration else {}
     return {
         "name": MODEL_NAME,
         "algorithm_name": "dicomnode-cine-unet",
@@ -100,7 +104,9 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
                          for c, label in enumerate(channel_labels)],
             **({"logit_offsets": "added to each channel's logit before the softmax: decision thresholds chosen by "
                                  f"cross-fitting on the CV folds ({calibration['objective']}; "
-                                 "engines/cine/calibrate.py)"} if calibration else {}),
+                                 "engines/cine/calibrate.py)" + (f", chosen without {fold}'s patients"
+                                 if fold in calibration["per_fold"] else ", chosen on all folds' patients")}
+               if calibration else {}),
             "papillary_muscles": "cavity (ACDC and Sunnybrook convention)",
         },
         "architecture": {"type": "U-Net 2-D", "widths": list(checkpoint["widths"]), "norm": "BatchNorm (folded at export)",
@@ -154,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     card_path = args.out / f"{MODEL_NAME}.json"
     # metrics belong to this exact model: engines.cine.evaluate fills them in after export
     calibration = json.loads(args.calibration.read_text()) if args.calibration else None
-    card_path.write_text(json.dumps(model_card(checkpoint, parity, calibration=calibration), indent=1) + "\n")
+    card_path.write_text(json.dumps(model_card(checkpoint, parity, calibration=calibration,
+                                               fold=args.checkpoint.parent.name), indent=1) + "\n")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), parity {parity:.2e}, card {card_path}")
 
 

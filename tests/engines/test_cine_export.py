@@ -63,3 +63,21 @@ def test_shipped_model_matches_its_torch_weights_and_card():
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
     assert np.abs(run_onnx(onnx_path, inputs) - expected).max() <= 1e-4
+
+
+def test_card_logit_offsets_come_from_the_calibration_without_the_models_own_fold():
+    from dicomnode.analysis.cine import CineModelSpec
+    from engines.cine.export import model_card
+
+    model = CineUNet(1, 4, (4, 8, 16))
+    checkpoint = {"channel_labels": [0, 1, 2, 5], "crop_size": 64, "target_spacing_mm": 1.5, "widths": [4, 8, 16],
+                  "state_dict": model.state_dict(), "train_subjects": ["patient001"], "test_subjects": ["patient002"],
+                  "seed": 1, "iterations": 10, "batch": 2, "elapsed_s": 1.0, "device": "cpu",
+                  "n_training_slices": 10}
+    calibration = {"channel_labels": [0, 2, 5], "objective": "LVEF MAE / 3 + RVEF MAE / 6 + |LV mass bias| / 5 g",
+                   "per_fold": {"fold1": {"offsets": [0.75, -0.25, 0.0]}}, "shipped": [1.0, -0.25, -0.25]}
+    own_fold = CineModelSpec.from_card(model_card(checkpoint, 0.0, calibration=calibration, fold="fold1"))
+    assert own_fold.logit_offsets == (0.75, 0.0, -0.25, 0.0)
+    elsewhere = CineModelSpec.from_card(model_card(checkpoint, 0.0, calibration=calibration, fold="cine"))
+    assert elsewhere.logit_offsets == (1.0, 0.0, -0.25, -0.25)
+    assert CineModelSpec.from_card(model_card(checkpoint, 0.0)).logit_offsets == ()
