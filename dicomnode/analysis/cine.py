@@ -15,6 +15,7 @@ from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.inference.runtime import BackendUnavailable, RuntimeErrorNoModel
+from dicomnode.labels import Label
 
 if TYPE_CHECKING:  # pragma: no cover
     from dicomnode.cmr.study import CMRStudy
@@ -216,8 +217,8 @@ class CinePipeline:
                         # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
                         "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True)})
         segmentation = SegmentationResult(
-            series=series, volume=volume, labelmap=labelmaps[[ed, es]], phases=[ed, es], phase_names=list(PHASE_NAMES),
-            algorithm=model.algorithm, pipeline=self.name)
+            series=series, volume=volume, labelmap=counted_labelmaps(labelmaps, [ed, es], measured.basal_excluded),
+            phases=[ed, es], phase_names=list(PHASE_NAMES), algorithm=model.algorithm, pipeline=self.name)
         measurements = {
             "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
             "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
@@ -233,6 +234,18 @@ class CinePipeline:
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation], measurements=measurements,
                               algorithms=[model.algorithm])
+
+
+def counted_labelmaps(labelmaps: np.ndarray, phases: list[int], basal_excluded: list[tuple[int, int]]) -> np.ndarray:
+    """(len(phases), slices, rows, cols) label maps of `phases` as the volumes counted them: the LV blood pool of a
+    (phase, slice) the basal-slice rule left out is not drawn, so the SEG re-measures to the reported EDV/ESV."""
+    shown = labelmaps[phases].copy()
+    for index, phase in enumerate(phases):
+        for excluded_phase, z in basal_excluded:
+            if excluded_phase == phase:
+                plane = shown[index, z]
+                plane[plane == Label.LV_BLOOD_POOL] = Label.BACKGROUND
+    return shown
 
 
 def _maybe_round(value: float | None, digits: int = 3) -> float | None:

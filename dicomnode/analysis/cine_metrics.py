@@ -63,7 +63,8 @@ def slice_volumes_ml(labelmaps: np.ndarray, labels, voxel_volume_ml: float) -> n
 #: basal-slice rule: share of the LV blood-pool outline that must border myocardium (SCMR 2020)
 BASAL_SURROUND_FRACTION = 0.5
 BASAL_RULE = ("LV blood pool counted in a slice when >= 50 % of its outline borders LV myocardium (SCMR 2020, "
-              "Schulz-Menger et al.), the same rule at every phase; RV and myocardium: every slice as segmented")
+              "Schulz-Menger et al.), the same rule at every phase, and drawn in the SEG only where counted; RV and "
+              "myocardium: every slice as segmented")
 
 
 def myocardial_surround(labelmaps: np.ndarray) -> np.ndarray:

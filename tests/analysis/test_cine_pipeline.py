@@ -339,3 +339,30 @@ def test_card_logit_offsets_move_the_decision_threshold():
         CineModelSpec(logit_offsets=(0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="finite"):
         CineModelSpec(logit_offsets=(0.0, float("nan"), 0.0, 0.0))
+
+
+def test_the_seg_draws_the_lv_blood_pool_only_where_the_volumes_counted_it():
+    """A basal slice whose pool the basal-slice rule leaves out (no myocardium around it) is not drawn either: the
+    SEG re-measures to the reported EDV and ESV."""
+    shape, spacing, slices = (160, 160), (1.5, 1.5), 3
+    radii = [34.0, 30.0, 24.0, 20.0, 26.0, 32.0]
+    pixels = np.full((len(radii), slices, *shape), 100.0, np.float32)
+    for phase, radius in enumerate(radii):
+        pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
+
+    def no_wall_on_slice_0(inputs):
+        logits = threshold_model(inputs)
+        logits[0::slices, 2] = -5.0  # inputs are phase-major: every `slices`-th crop is slice 0
+        return logits
+
+    runtime = FakeRuntime()
+    runtime.loaded.run = no_wall_on_slice_0
+    volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[50.0 * p for p in range(len(radii))])
+    result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
+    assert not result.declined and [z for _, z in result.summary["basal_slices_excluded"]].count(0) == len(radii)
+    segmentation = result.segmentations[0]
+    voxel_ml = spacing[0] * spacing[1] * 8.0 / 1000.0
+    for index, key in enumerate(("lv_edv_ml", "lv_esv_ml")):
+        drawn = (segmentation.labelmap[index] == Label.LV_BLOOD_POOL).sum() * voxel_ml
+        assert drawn == pytest.approx(result.summary[key], abs=0.01)
+        assert not (segmentation.labelmap[index, 0] == Label.LV_BLOOD_POOL).any()
