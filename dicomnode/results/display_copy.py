@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pydicom
+import pydicom.multival
 from pydicom.dataset import Dataset
 
 from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.types import FrameRef, InstanceHeader
-from dicomnode.results.headers import derivable_header
+from dicomnode.results.headers import derivable_header, repair_value
 from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart
 from dicomnode.uids import new_uid
 
@@ -46,9 +47,24 @@ def drop_unsatisfied_conditionals(dataset: Dataset) -> None:
         del dataset.InversionTime
 
 
-def _copy(original: Dataset, series_uid: str, series_number: int, description: str) -> Dataset:
+def repair_dates_and_times(dataset: Dataset) -> None:
+    """Top-level DA/TM/DT values made valid (headers.repair_value) or emptied, e.g. Sunnybrook's "20120000": the
+    copy must not carry a value a validator or PACS refuses (patient/study ones are done by derivable_header)."""
+    for element in list(dataset):
+        if element.VR not in ("DA", "TM", "DT") or element.value in (None, ""):
+            continue
+        values = element.value if isinstance(element.value, (list, pydicom.multival.MultiValue)) else [element.value]
+        repaired = [repair_value(element.VR, str(v), element.keyword) for v in values]
+        element.value = "" if any(v is None for v in repaired) else (repaired[0] if len(repaired) == 1 else repaired)
+
+
+def _copy(original: Dataset, series_uid: str, series_number: int, description: str,
+          frame_of_reference_uid: str | None = None) -> Dataset:
     source_class, source_uid = str(original.SOPClassUID), str(original.SOPInstanceUID)
     copy = derivable_header(original)  # a shallow copy: read everything needed from the original first
+    repair_dates_and_times(copy)
+    if frame_of_reference_uid is not None:
+        copy.FrameOfReferenceUID = frame_of_reference_uid
     copy.SOPInstanceUID = new_uid()
     copy.SeriesInstanceUID = series_uid
     copy.SeriesNumber = series_number
@@ -72,11 +88,19 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     return copy
 
 
-def display_copies(segmentation: SegmentationResult, part: SegPart, series_number: int
-                   ) -> tuple[list[Dataset], SegmentationResult]:
+def shared_frame_of_reference(segmentation: SegmentationResult) -> str | None:
+    """None when the analysed images share one Frame of Reference; else a new UID for all their copies (Sunnybrook
+    gives every image its own, so a SEG could match only one of the images it references)."""
+    found = {str(i.dataset.get("FrameOfReferenceUID", "")) for i in segmentation.series.instances}
+    return None if len(found) == 1 else new_uid()
+
+
+def display_copies(segmentation: SegmentationResult, part: SegPart, series_number: int,
+                   frame_of_reference_uid: str | None = None) -> tuple[list[Dataset], SegmentationResult]:
     """(the copies of the part's frames, the segmentation with those frames pointing at the copies).
 
-    Reads each source file in full (pixel data included); only single-frame sources are copied.
+    Reads each source file in full (pixel data included); only single-frame sources are copied. With
+    `frame_of_reference_uid` (shared_frame_of_reference) every copy gets that Frame of Reference.
     """
     by_uid = {i.sop_instance_uid: i for i in segmentation.series.instances}
     series_uid = new_uid()
@@ -94,7 +118,8 @@ def display_copies(segmentation: SegmentationResult, part: SegPart, series_numbe
             if ref.frame_number is not None:
                 raise ValueError("display copies are made of single-frame sources only")
             instance = by_uid[ref.sop_instance_uid]
-            copy = _copy(pydicom.dcmread(instance.path), series_uid, series_number, description)
+            copy = _copy(pydicom.dcmread(instance.path), series_uid, series_number, description,
+                         frame_of_reference_uid)
             copies.append(copy)
             headers.append(InstanceHeader(instance.path, str(copy.SOPInstanceUID), str(copy.SOPClassUID),
                                           series_uid, copy))

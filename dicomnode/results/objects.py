@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from dicomnode.results.display_copy import display_copies, shares_its_series
+from dicomnode.results.display_copy import display_copies, shared_frame_of_reference, shares_its_series
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import build_seg, seg_parts
@@ -64,10 +64,11 @@ def build_result_objects(
                 raise ValueError(f"two segmentations named {segmentation.key}: one pipeline segmented a series twice")
             segs[segmentation.key] = []
             separate = shares_its_series(study, segmentation)
+            frame_of_reference = shared_frame_of_reference(segmentation) if separate else None
             for part in seg_parts(segmentation):  # one SEG per phase and source series (seg.py says why)
                 target, part_sources = segmentation, sources
                 if separate:  # the source series also holds e.g. a localizer: the SEG references a copy (OHIF)
-                    copies, target = display_copies(segmentation, part, copy_series)
+                    copies, target = display_copies(segmentation, part, copy_series, frame_of_reference)
                     objects += copies
                     part_sources, copy_series = copies, copy_series + 1
                 seg = build_seg(target, part_sources, context, series_number, part)

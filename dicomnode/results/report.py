@@ -93,7 +93,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         comparator = lge.measurements.get("large_burden_comparator", ">=")
         rows += [
             ("%LGE (DL, scar incl. MVO / LV myocardium)", _fmt(s.get("lge_percent"), "%"),
-             f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (Chan 2014)"),
+             f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (HCM risk cut-off, Chan 2014; "
+             f"not validated for infarct scar)"),
             ("Large scar burden", _fmt(s.get("large_scar_burden")), ""),
             ("Scar volume (incl. MVO)", _fmt(s.get("scar_volume_ml"), "mL"), ""),
             ("  of which MVO", _fmt(s.get("mvo_volume_ml"), "mL"), ""),
@@ -122,7 +123,9 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
              "index " + _range_text("lv_mass_index_g_m2", sex) + " (no index: height/weight missing)"),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
-            ("ED / ES phase", f"{s.get('ed_phase', 'n/a')} / {s.get('es_phase', 'n/a')}", ""),
+            ("ED / ES phase", _phases_text(s), ""),
+            *([("Outside the reference range", "; ".join(str(f).split(" (")[0] for f in s["flags"]),
+                "ranges as in the column above")] if s.get("flags") else []),
             ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
     return rows
@@ -243,8 +246,8 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
             k = mid_ventricular_slice(cine_seg, position)
             panels.append((cine_seg.volume.pixels[cine_seg.phases[position], k],
                            np.asarray(cine_seg.labelmap)[position, k],
-                           f"cine {PHASE_SHORT.get(phase_name, phase_name)} (phase {cine_seg.phases[position]}), "
-                           f"slice {k}", window))
+                           f"cine {PHASE_SHORT.get(phase_name, phase_name)} (phase {cine_seg.phases[position] + 1}), "
+                           f"slice {k + 1} of {cine_seg.labelmap.shape[1]}", window))
     lge = _find(results, "lge")
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
     if lge_seg is not None:
@@ -255,8 +258,17 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
         extent = per_slice_scar_percent(lge_seg)
         for k in dict.fromkeys(chosen):
             panels.append((lge_seg.volume.pixels[lge_seg.phases[0], k], labels[k],
-                           f"LGE slice {k} (scar {_fmt(extent[k], '%', 0)})", window))
+                           f"LGE slice {k + 1} of {labels.shape[0]} (scar {_fmt(extent[k], '%', 0)})", window))
     return panels[:6]
+
+
+def _phases_text(cine_summary: dict) -> str:
+    """ED / ES phases counted from 1 as a viewer counts them, out of the cine's phases."""
+    ed, es = cine_summary.get("ed_phase"), cine_summary.get("es_phase")
+    if ed is None or es is None:
+        return "n/a"
+    phases = len(cine_summary.get("lv_volume_curve_ml") or [])
+    return f"{ed + 1} / {es + 1}" + (f" of {phases}" if phases else "") + " (counted from 1)"
 
 
 def _page(title_suffix: str, header: Dataset, context, results: Sequence[PipelineResult]) -> Figure:
@@ -344,22 +356,22 @@ def render_report(
     curve_ax = second.add_axes((0.08, 0.70, 0.40, 0.19))
     curve = cine.measurements.get("lv_volume_curve_ml") if cine is not None else None
     if curve:
-        curve_ax.plot(range(len(curve)), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
+        curve_ax.plot(range(1, len(curve) + 1), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
         rv_curve = cine.measurements.get("rv_volume_curve_ml")
         if rv_curve:
-            curve_ax.plot(range(len(rv_curve)), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
+            curve_ax.plot(range(1, len(rv_curve) + 1), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
                           label="RV")
         summary = cine.summary if isinstance(cine.summary, dict) else {}
         for phase in (summary.get("timing") or {}).get("flagged_phases") or []:
             if 0 <= int(phase) < len(curve):  # a phase whose volume jumps: shown, never used as ED/ES
-                curve_ax.plot([int(phase)], [curve[int(phase)]], "x", color="black", markersize=5)
+                curve_ax.plot([int(phase) + 1], [curve[int(phase)]], "x", color="black", markersize=5)
         for key, label in (("ed_phase", "ED"), ("es_phase", "ES")):
             phase = summary.get(key)
             if phase is not None and 0 <= int(phase) < len(curve):
-                curve_ax.annotate(label, (int(phase), curve[int(phase)]), fontsize=7, xytext=(2, 4),
+                curve_ax.annotate(label, (int(phase) + 1, curve[int(phase)]), fontsize=7, xytext=(2, 4),
                                   textcoords="offset points", weight="bold")
         curve_ax.legend(fontsize=6.5, loc="best")
-        curve_ax.set_xlabel("cardiac phase", fontsize=7)
+        curve_ax.set_xlabel("cardiac phase (counted from 1)", fontsize=7)
         curve_ax.set_ylabel("volume (mL)", fontsize=7)
         curve_ax.xaxis.get_major_locator().set_params(integer=True)
     else:
@@ -371,8 +383,8 @@ def render_report(
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
     if lge_seg is not None:
         extent = per_slice_scar_percent(lge_seg)
-        bar_ax.bar(np.arange(len(extent)), np.nan_to_num(extent), color="#e0b000")
-        bar_ax.set_xlabel("LGE slice (stack order)", fontsize=7)
+        bar_ax.bar(np.arange(1, len(extent) + 1), np.nan_to_num(extent), color="#e0b000")
+        bar_ax.set_xlabel("LGE slice (stack order, counted from 1)", fontsize=7)
         bar_ax.set_ylabel("scar % of myocardium", fontsize=7)
         bar_ax.set_ylim(0, max(10.0, float(np.nanmax(extent)) * 1.15) if np.isfinite(extent).any() else 10.0)
     else:

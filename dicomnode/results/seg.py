@@ -53,16 +53,16 @@ SEGMENT_KINDS = {
         "LV cavity (node label 1)", (220, 40, 40)),
     "lv_myocardium": SegmentKind(
         "lv_myocardium", tuple(MYOCARDIUM_LABELS), "LV myocardium", codes.ANATOMICAL_STRUCTURE, codes.LV_MYOCARDIUM,
-        "Whole LV myocardium (cine: no scar label)", (40, 180, 60)),
+        "Whole LV myocardium", (40, 180, 60)),
     "lv_myocardium_nonenhanced": SegmentKind(
         "lv_myocardium_nonenhanced", (Label.LV_MYOCARDIUM,), "LV myocardium, non-enhanced", codes.ANATOMICAL_STRUCTURE,
-        codes.LV_MYOCARDIUM, "Myocardium without LGE (label 2); whole = this + scar + MVO", (40, 180, 60)),
+        codes.LV_MYOCARDIUM, "Myocardium without LGE (label 2)", (40, 180, 60)),
     "scar": SegmentKind(
         "scar", (Label.SCAR,), "Scar (LGE) without MVO", codes.TISSUE, codes.SCAR_TISSUE,
-        "Enhanced myocardium without MVO (label 3); scar incl. MVO = this + MVO", (250, 210, 0)),
+        "LGE scar without MVO (label 3)", (250, 210, 0)),
     "mvo": SegmentKind(
         "mvo", (Label.MVO,), "MVO", codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.MVO,
-        "Microvascular obstruction (label 4); private code 99DICOMNODE MVO", (150, 60, 220)),
+        "Microvascular obstruction (label 4)", (150, 60, 220)),
     "rv_blood_pool": SegmentKind(
         "rv_blood_pool", (Label.RV_BLOOD_POOL,), "RV blood pool", codes.ANATOMICAL_STRUCTURE, codes.RIGHT_VENTRICLE,
         "RV cavity (node label 5)", (40, 110, 230)),
@@ -77,6 +77,11 @@ PIPELINE_SEGMENTS = {
 OPTIONAL_SEGMENTS = {"lge": ("rv_blood_pool",)}
 
 PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
+
+
+def segment_phase_text(phase_name: str, phase_index: int) -> str:
+    """The phase part of a SegmentDescription, 1-based as a viewer counts phases (the SR's index is 0-based)."""
+    return f"; {PHASE_ABBREVIATIONS.get(phase_name, phase_name)}, phase {phase_index + 1} (1-based)"
 
 
 @dataclass(frozen=True)
@@ -287,8 +292,8 @@ def build_seg(
             tracking_id=f"{segment.label} #{segment.number}"[:64],
             display_color=hd.color.CIELabColor.from_rgb(*segment.kind.rgb),
         )
-        phase_text = f"; {segment.phase_name}, phase index {segment.phase_index}" if len(result.phases) > 1 else ""
-        description.SegmentDescription = (segment.kind.description + phase_text)[:64]
+        phase_text = segment_phase_text(segment.phase_name, segment.phase_index) if len(result.phases) > 1 else ""
+        description.SegmentDescription = segment.kind.description + phase_text  # <= 64 (LO): test_results_seg
         descriptions.append(description)
 
     pipeline_name = "LGE" if result.pipeline == "lge" else "cine"

@@ -253,8 +253,10 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
     block = cine.summary or {}
     groups: list = []
     bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula)
-    papillary = (codes.PAPILLARY_MUSCLE_INCLUDED if cine.measurements.get("papillary_muscles", "cavity") == "cavity"
-                 else codes.PAPILLARY_MUSCLE_EXCLUDED)
+    # papillary muscles counted in the cavity: included in the blood-pool volumes, excluded from the mass
+    in_cavity = cine.measurements.get("papillary_muscles", "cavity") == "cavity"
+    papillary = codes.PAPILLARY_MUSCLE_INCLUDED if in_cavity else codes.PAPILLARY_MUSCLE_EXCLUDED
+    papillary_mass = codes.PAPILLARY_MUSCLE_EXCLUDED if in_cavity else codes.PAPILLARY_MUSCLE_INCLUDED
 
     def indexed(name: Code, value: float | None, unit: Code) -> list:
         if value is None or bsa is None:
@@ -291,7 +293,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             if phase_key == "ed" and mass is not None:
                 volume = mass / config.analysis.cine.myocardial_density_g_per_ml
                 measurements = _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
-                measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary,
+                measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary_mass,
                                              algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(codes.LV_MASS_INDEX, mass, codes.UNIT_G_PER_M2) + phase_number
                 try:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
@@ -71,3 +72,25 @@ def test_copy_passes_dciodvfy_and_pixelmed(tmp_path):
     study, results, context = with_files_and_a_localizer(tmp_path)
     duplicate = next(o for o in build_result_objects(study, results[1:2], context) if o.Modality == "MR")
     assert_valid(write(duplicate, tmp_path / "copy.dcm"), "DicomInstanceValidator")
+
+
+def test_copies_of_images_without_a_common_frame_of_reference_share_one_and_lose_invalid_dates(tmp_path):
+    """Sunnybrook gives every image its own Frame of Reference and dates like 20120000: the copies of one
+    segmentation (ED and ES alike) get one new Frame of Reference, the SEGs carry it, and invalid dates are emptied."""
+    study, results, context = with_files_and_a_localizer(tmp_path)
+    cine = study.series[0]
+    for n, instance in enumerate(cine.instances):
+        dataset = pydicom.dcmread(instance.path)  # the copies are made from the files, the headers read from them
+        dataset.FrameOfReferenceUID = generate_uid()
+        dataset.SeriesDate = dataset.AcquisitionDate = "20120000"
+        dataset.ContentTime = "083000.5"
+        write(dataset, instance.path)
+        cine.instances[n] = replace(instance, dataset=pydicom.dcmread(instance.path, stop_before_pixels=True))
+    objects = build_result_objects(study, results[1:2], context)
+    copies = [o for o in objects if o.Modality == "MR"]
+    segs = [o for o in objects if o.Modality == "SEG"]
+    shared = {c.FrameOfReferenceUID for c in copies}
+    assert len(shared) == 1 and shared != {i.dataset.FrameOfReferenceUID for i in study.series[0].instances}
+    assert {s.FrameOfReferenceUID for s in segs} == shared
+    assert {c.AcquisitionDate for c in copies} == {""} and {c.ContentTime for c in copies} == {"083000.5"}
+    assert {c.get("SeriesDate", "") for c in copies} == {""}

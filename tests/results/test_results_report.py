@@ -73,6 +73,15 @@ def test_key_numbers_and_scar_extent(built):
     assert rows["BSA"] == "2.00 m² (mosteller)"
     cine = results[1].summary
     assert rows["LV SV / EF"] == f"{cine['lv_sv_ml']:.1f} mL / {cine['lv_ef_percent']:.1f} %"
+    # phases counted from 1 as a viewer counts them; values outside the reference range said on the page
+    assert rows["ED / ES phase"].startswith(f"{cine['ed_phase'] + 1} / {cine['es_phase'] + 1}")
+    assert "counted from 1" in rows["ED / ES phase"]
+    assert "Outside the reference range" not in rows or cine.get("flags")
+    import dataclasses
+    flagged = dataclasses.replace(results[1], summary={**cine, "flags": [
+        "LVEF below normal range (30.3 % < 57 %, male)", "LV ESV above normal range (128.9 mL > 76 mL, male)"]})
+    rows = dict(key_number_rows([results[0], flagged], (2.0, "mosteller")))
+    assert rows["Outside the reference range"] == "LVEF below normal range; LV ESV above normal range"
     extent = per_slice_scar_percent(results[0].segmentations[0])
     labels = results[0].segmentations[0].labelmap[0]
     k = 1

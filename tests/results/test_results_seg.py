@@ -238,3 +238,14 @@ def test_fractional_and_per_series_segs_pass_dciodvfy_and_pixelmed(tmp_path):
     seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9002, part)
     assert seg.SegmentationType == "FRACTIONAL"
     assert_valid(write(seg, tmp_path / "fractional.dcm"), "DicomInstanceValidator")
+
+
+def test_segment_descriptions_fit_the_lo_vr_whole():
+    """SegmentDescription is LO (64 characters): every kind with the longest phase text fits without truncation, and
+    the phase is counted from 1 as a viewer counts it."""
+    from dicomnode.results.seg import SEGMENT_KINDS, segment_phase_text
+
+    longest = segment_phase_text("end diastole", 998)
+    assert longest == "; ED, phase 999 (1-based)"
+    for kind in SEGMENT_KINDS.values():
+        assert len(kind.description + longest) <= 64, kind.description

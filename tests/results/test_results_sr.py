@@ -249,6 +249,11 @@ def test_cine_groups_loinc_codes_phases_and_indexing(reports):
     assert rv[("8818-7", "LN")] == pytest.approx(summary["rv_ef_percent"])
     mass = {c: (v, u) for c, v, u, _ in nums(group_named(sr, "LV myocardium ED"))}
     assert mass[("18087-7", "LN")] == (pytest.approx(summary["lv_mass_g"]), "g")
+    # papillary muscles counted in the cavity: in the volumes (included), out of the mass (excluded)
+    mass_item = next(i for c, v, u, i in nums(group_named(sr, "LV myocardium ED")) if c == ("18087-7", "LN"))
+    edv_item = next(i for c, v, u, i in nums(ed) if c == ("8821-1", "LN"))
+    assert modifier(mass_item, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue == "122620"
+    assert modifier(edv_item, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue == "122621"
     # a tracking UID is shared only by a group and its outline group
     named = [(tracking_uid(g), next(i for i in g.ContentSequence if concept(i) == ("112039", "DCM")).TextValue)
              for g in groups(sr)]
