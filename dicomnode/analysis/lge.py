@@ -386,6 +386,10 @@ class LGEPipeline:
                 found = method().summary()
                 results[name] = {"applicable": True,
                                  **{k: (_round(v, 4) if isinstance(v, float) else v) for k, v in found.items()}}
+                caveat = self._unvalidated(f"nsd{n}" if name == "nsd" else "fwhm")
+                if caveat:  # threshold_methods = 'always': the number is computed, its caveat goes with it
+                    results[name]["validated"] = False
+                    results[name]["caveat"] = caveat.split("; analysis.lge")[0]
             except ValueError as exc:
                 results[name] = {"lge_percent": None, "applicable": False, "reason": str(exc)}
         results["nsd"].setdefault("n", n)

@@ -68,6 +68,14 @@ def method_value(block, unit: str = "%") -> str:
     return f"not applicable: {reason}" if reason else "n/a"
 
 
+def _method_reference(block) -> str:
+    """The reference column of a threshold method: its caveat when computed without validation (threshold_methods
+    = 'always'), else that it depends on the method."""
+    if isinstance(block, dict) and block.get("applicable") and block.get("caveat"):
+        return "NOT VALIDATED: " + str(block["caveat"]).removeprefix("not validated on the automatic myocardium: ")
+    return "method-dependent, see methods"
+
+
 def _range_text(key: str, sex: str | None, index: bool = False) -> str:
     """Normal range (mean ± 2 SD, SSFP, cmr-reference.md) for the patient's sex, or both when unknown."""
     sexes = [sex] if sex in ("M", "F") else ["M", "F"]
@@ -100,8 +108,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("  of which MVO", _fmt(s.get("mvo_volume_ml"), "mL"), ""),
             ("LV myocardial volume / mass (LGE)",
              f"{_fmt(s.get('myocardium_volume_ml'), 'mL')} / {_fmt(s.get('lv_mass_g'), 'g')}", ""),
-            (f"%LGE ({n}-SD threshold)", method_value(nsd), "method-dependent, see methods"),
-            ("%LGE (FWHM threshold)", method_value(fwhm), "method-dependent, see methods"),
+            (f"%LGE ({n}-SD threshold)", method_value(nsd), _method_reference(nsd)),
+            ("%LGE (FWHM threshold)", method_value(fwhm), _method_reference(fwhm)),
         ]
     cine = by_name.get("cine")
     if cine is not None and isinstance(cine.summary, dict):

@@ -250,6 +250,12 @@ def test_threshold_methods_are_reported_only_where_the_model_card_validates_them
     research.card_metrics = pipeline.card_metrics
     _, fwhm_always = research._threshold_methods(image, labels, 0.01, (1.0, 1.0), Series())
     assert fwhm_always["applicable"] is True and fwhm_always["lge_percent"] > 0
+    # computed for research, the number keeps its caveat (summary.json) and the report page says it
+    assert fwhm_always["validated"] is False and "r = 0.34" in fwhm_always["caveat"]
+    assert "threshold_methods" not in fwhm_always["caveat"]
+    from dicomnode.results.report import _method_reference
+    assert _method_reference(fwhm_always).startswith("NOT VALIDATED: agreement with expert %LGE r = 0.34")
+    assert _method_reference(nsd) == "method-dependent, see methods"
 
 
 def test_slice_order_does_not_change_the_numbers(datasets, runtime):
