@@ -299,7 +299,9 @@ def aha_segments(
         if scar and number != 17 and np.isfinite(fractions).any():
             values.update(transmurality_max_percent=float(np.nanmax(fractions)),
                           transmurality_mean_percent=float(np.nanmean(fractions)))
-            values["transmurality_class"] = transmurality_class(values["transmurality_max_percent"])
+            # the segment's class from its mean over the rays (the segmental extent of hyperenhancement that predicts
+            # recovery, Kim et al. NEJM 2000), not its single worst ray, which overstates a patchy segment
+            values["transmurality_class"] = transmurality_class(values["transmurality_mean_percent"])
         elif scar and number == 17:
             values["transmurality_class"] = None
         if wall_thickness and number != 17 and np.isfinite(lengths).any():

@@ -69,4 +69,4 @@ def draw_bullseye(ax, values: Mapping[int, float | None], title: str, unit: str,
     ax.set_axis_off()
     ax.set_title("\n".join(textwrap.wrap(f"{title} ({unit})", 34)), fontsize=8, loc="center")
     if labels:
-        ax.text(-1.25, -1.25, "T: maximum transmurality class (%)", fontsize=6, va="bottom")
+        ax.text(-1.25, -1.25, "T: mean transmurality class (%)", fontsize=6, va="bottom")

@@ -218,7 +218,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
     if any(isinstance(r.summary, dict) and isinstance(r.summary.get("aha_segments"), dict) for r in results):
         lines.append("AHA 17 segments (Cerqueira 2002): thirds of the slices with LV cavity, septum between the RV "
                      "insertion points; scar extent = % of the segment's myocardium; transmurality = scar share of the "
-                     "wall along rays from the LV centre (max over the segment, class 0/1-25/26-50/51-75/76-100 %).")
+                     "wall along rays from the LV centre, one per degree; the segment's class 0/1-25/26-50/51-75/76-100 % "
+                     "from its mean over the rays (the SR also gives the maximum).")
     return lines
 
 

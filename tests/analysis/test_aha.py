@@ -140,7 +140,17 @@ def test_summary_block_is_json_ready():
     block = aha_summary(labels, (1.5, 1.5), POSITIONS, "first")
     json.dumps(block)
     assert [s["segment"] for s in block["segments"]] == list(range(1, 18))
-    assert block["segments"][10]["transmurality_class"] == "76-100"
+    # transmural on one of the segment's three slices: a third of its rays, class from the mean
+    assert block["segments"][10]["transmurality_class"] == "26-50"
+
+
+def test_a_patchy_segment_is_classed_by_its_mean_not_its_worst_ray():
+    labels = stack()
+    add_scar(labels, 4, 270.0, 280.0)  # a 10-degree transmural wedge in a 60-degree segment
+    segment = next(s for s in aha_summary(labels, (1.5, 1.5), POSITIONS, "first")["segments"]
+                   if s.get("transmurality_max_percent") and s["transmurality_max_percent"] > 90)
+    assert segment["transmurality_mean_percent"] < 25
+    assert segment["transmurality_class"] == transmurality_class(segment["transmurality_mean_percent"]) != "76-100"
 
 
 def test_helpers():
