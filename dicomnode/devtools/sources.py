@@ -78,6 +78,9 @@ def load_emidec(case: str, root: Path) -> SourceCase:
             break
     else:
         raise ValueError(f"EMIDEC case {case!r} not found under {base}")
+    # EMIDEC numbers its slices from the apex (slice 000 has the smallest LV cavity on all 100 cases): reversed into
+    # the generator's base-to-apex order, so that the synthetic geometry puts the base where the heart has it
+    files = files[::-1]
     images = np.stack([np.array(Image.open(f)) for f in files]).astype(np.float32)
     labels = np.stack([np.array(Image.open(base / labels_dir / f.name)) for f in files])
     magnitude = images[None]

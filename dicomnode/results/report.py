@@ -356,8 +356,9 @@ def render_report(
         row, column = divmod(n, columns)
         ax = first.add_axes((0.04 + column * (width + 0.01), top - (row + 1) * (height + 0.022), width, height))
         _show_overlay(ax, image, labelmap, caption, window)
-    first.text(0.04, 0.012, "Overlay: red LV blood pool, green non-enhanced LV myocardium, yellow scar, purple MVO, "
-                            "blue RV blood pool. All numbers are unverified AI output. Methods: page 2.",
+    legend = ("red LV blood pool, green non-enhanced LV myocardium, yellow scar, purple MVO, blue RV blood pool"
+              if _find(results, "lge") is not None else "red LV blood pool, green LV myocardium, blue RV blood pool")
+    first.text(0.04, 0.012, f"Overlay: {legend}. All numbers are unverified AI output. Methods: page 2.",
                fontsize=6.5)
 
     second = _page(" - page 2", header, context, results)

@@ -23,6 +23,19 @@ def lge_siemens(datasets, tmp_path_factory):
     return make_study("emidec:Case_P043", tmp_path_factory.mktemp("lge") / "study", "siemens", datasets=datasets)
 
 
+def test_an_emidec_study_is_written_base_first_and_the_node_finds_the_base_there(lge_siemens):
+    """EMIDEC numbers slices from the apex; the generator writes base to apex, so the node's geometry (apex towards
+    patient left-anterior-inferior) must find the base where the LV cavity is largest."""
+    from dicomnode.analysis.aha import basal_end_from_geometry
+
+    cavity = (lge_siemens.labelmap[0] == Label.LV_BLOOD_POOL).sum(axis=(1, 2))
+    assert cavity[0] > cavity[-1]
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in lge_siemens.paths]
+    psir = sorted((ds for ds in headers if "PSIR" in ds.ImageType), key=lambda ds: int(ds.InstanceNumber))
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in psir])  # generator order
+    assert basal_end_from_geometry(positions[-1] - positions[0]) == "first"
+
+
 def test_lge_headers_state_assumptions_and_look_like_lge(lge_siemens):
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in lge_siemens.paths]
     psir = [ds for ds in headers if "PSIR" in ds.ImageType]
