@@ -12,7 +12,10 @@ folds' patients is chosen (cross-fitting), and fold k's reported results use it.
 chosen on all folds' patients. Writes <cv>/calibration.json, which engines.cine.evaluate --calibrated and
 engines.cine.export --calibration read.
 
-OBJECTIVE: each error relative to its goal (issue #16): LVEF MAE / 3 + RVEF MAE / 6 + |LV mass bias| / 5 g.
+CHOICE: LVEF is the number a report leads with, so it is never traded: among the triples whose LVEF MAE is no worse
+than without offsets (LVEF_TOLERANCE), the one minimising RVEF MAE / 6 + |LV mass bias| / 5 g (each error relative to
+its goal in issue #16). An earlier unconstrained sum (LVEF MAE / 3 + ...) fixed the mass bias at the price of LVEF
+(CV MAE 3.74 -> 3.90, the shipped fold's 3.89 -> 4.95).
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ from engines.cine.data import acdc_nifti_dirs
 GRID = tuple(itertools.product((0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5), (0.0, -0.25, -0.5), (0.0, -0.25, -0.5)))
 CHANNELS = (int(Label.BACKGROUND), int(Label.LV_MYOCARDIUM), int(Label.RV_BLOOD_POOL))
 GOALS = {"lv_ef_percent": 3.0, "rv_ef_percent": 6.0, "lv_mass_g": 5.0}
+#: LVEF MAE (points) a triple may add over no offsets and still be chosen
+LVEF_TOLERANCE = 0.02
 
 
 def grid_key(offsets: tuple[float, ...]) -> str:
@@ -47,19 +52,28 @@ def offsets_for(channel_labels: tuple[int, ...], triple: tuple[float, float, flo
     return tuple(float(by_label.get(int(label), 0.0)) for label in channel_labels)
 
 
+def _errors(subjects: list[dict], key: str, name: str) -> np.ndarray:
+    return np.array([s["predicted"][key][name] - s["reference"][name] for s in subjects
+                     if s["predicted"][key][name] is not None and s["reference"][name] is not None])
+
+
+def lvef_mae(subjects: list[dict], key: str) -> float:
+    return float(np.abs(_errors(subjects, key, "lv_ef_percent")).mean())
+
+
 def objective(subjects: list[dict], key: str) -> float:
-    """Errors relative to their goals over `subjects` at grid point `key` (lower is better)."""
-    def errors(name):
-        return np.array([s["predicted"][key][name] - s["reference"][name] for s in subjects
-                         if s["predicted"][key][name] is not None and s["reference"][name] is not None])
-    return float(np.abs(errors("lv_ef_percent")).mean() / GOALS["lv_ef_percent"]
-                 + np.abs(errors("rv_ef_percent")).mean() / GOALS["rv_ef_percent"]
-                 + abs(errors("lv_mass_g").mean()) / GOALS["lv_mass_g"])
+    """RVEF MAE and |LV mass bias| relative to their goals over `subjects` at grid point `key` (lower is better)."""
+    return float(np.abs(_errors(subjects, key, "rv_ef_percent")).mean() / GOALS["rv_ef_percent"]
+                 + abs(_errors(subjects, key, "lv_mass_g").mean()) / GOALS["lv_mass_g"])
 
 
 def choose(subjects: list[dict]) -> str:
-    """The grid point minimising OBJECTIVE over `subjects` (ties: the first, i.e. the smallest change)."""
-    return min((grid_key(t) for t in GRID), key=lambda key: objective(subjects, key))
+    """The grid point minimising OBJECTIVE over `subjects` among those whose LVEF MAE is within LVEF_TOLERANCE of
+    no offsets (ties: the first, i.e. the smallest change)."""
+    zero = grid_key((0.0, 0.0, 0.0))
+    allowed = lvef_mae(subjects, zero) + LVEF_TOLERANCE
+    candidates = [grid_key(t) for t in GRID if lvef_mae(subjects, grid_key(t)) <= allowed]
+    return min(candidates, key=lambda key: objective(subjects, key))
 
 
 def sweep_fold(datasets: Path, checkpoint: Path, threads: int) -> list[dict]:
@@ -112,7 +126,9 @@ def calibrate(datasets: Path, run_dir: Path, threads: int) -> dict:
     zero = grid_key((0.0, 0.0, 0.0))
     return {
         "channels": ["background", "lv_myocardium", "rv_blood_pool"], "channel_labels": list(CHANNELS),
-        "grid": [list(t) for t in GRID], "objective": "LVEF MAE / 3 + RVEF MAE / 6 + |LV mass bias| / 5 g",
+        "grid": [list(t) for t in GRID],
+        "objective": (f"RVEF MAE / 6 + |LV mass bias| / 5 g among the triples whose LVEF MAE is within "
+                      f"{LVEF_TOLERANCE} points of no offsets"),
         "per_fold": per_fold, "shipped": [float(v) for v in shipped.split(",")],
         "objective_all_subjects": {"uncalibrated": objective(subjects, zero), "shipped": objective(subjects, shipped)},
         "n_subjects": len(subjects), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

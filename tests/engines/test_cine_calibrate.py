@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from engines.cine.calibrate import GRID, choose, grid_key, objective, offsets_for  # noqa: E402
+from engines.cine.calibrate import GRID, choose, grid_key, lvef_mae, objective, offsets_for  # noqa: E402
 from dicomnode.labels import Label  # noqa: E402
 
 BEST = grid_key((0.5, -0.25, 0.0))
@@ -28,13 +28,17 @@ def test_objective_weighs_each_error_by_its_goal():
     assert objective([s], BEST) == 0.0
     zero = grid_key((0.0, 0.0, 0.0))
     distance = 0.5 + 0.25
-    assert objective([s], zero) == pytest.approx(2 * distance / 3 + 3 * distance / 6 + 10.0 * distance / 5)
+    assert objective([s], zero) == pytest.approx(3 * distance / 6 + 10.0 * distance / 5)
 
 
-def test_the_choice_is_the_grid_point_with_the_smallest_objective():
+def test_the_choice_never_trades_lvef():
     subjects = [subject(f"fold{k}", 10.0) for k in range(5)]
-    assert choose(subjects) == BEST
-    assert choose([subject("fold0", 10.0)][:1]) == BEST
+    assert choose(subjects) == BEST  # better on everything: chosen
+    for s in subjects:  # the same triple now costs LVEF: no longer eligible, whatever it gains elsewhere
+        s["predicted"][BEST]["lv_ef_percent"] = s["reference"]["lv_ef_percent"] + 5.0
+    chosen = choose(subjects)
+    zero = grid_key((0.0, 0.0, 0.0))
+    assert chosen != BEST and lvef_mae(subjects, chosen) <= lvef_mae(subjects, zero) + 0.02
 
 
 def test_offsets_follow_the_model_channel_order():
