@@ -25,8 +25,8 @@ def print_summary_table(summary: dict) -> None:
         if "cine" in study:
             cine = study["cine"]
             print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"
-                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g (ED phase {cine['ed_phase']},"
-                  f" ES phase {cine['es_phase']})")
+                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g (ED phase {cine['ed_phase'] + 1},"
+                  f" ES phase {cine['es_phase'] + 1}{_of_phases(cine)}, counted from 1 as the report)")
             print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
                   f" EF {cine['rv_ef_percent']:.0f} %")
         for suggestion in study.get("suggestions", []) or []:
@@ -36,3 +36,8 @@ def print_summary_table(summary: dict) -> None:
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         print(f"  {len(study.get('outputs', []))} result object(s)")
+
+
+def _of_phases(cine: dict) -> str:
+    phases = len(cine.get("lv_volume_curve_ml") or [])
+    return f" of {phases}" if phases else ""

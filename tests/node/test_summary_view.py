@@ -14,3 +14,11 @@ def test_methods_that_do_not_apply_say_so_and_numbers_keep_their_unit(capsys):
     print_summary_table(_study({"lge_percent": None, "applicable": False, "reason": "8-bit"}, {"lge_percent": 4.56}))
     out = capsys.readouterr().out
     assert "n-SD not applicable" in out and "FWHM 4.6 %" in out and "n/a %" not in out
+
+
+def test_cine_phases_are_counted_from_1_as_on_the_report(capsys):
+    cine = {"lv_edv_ml": 224.0, "lv_esv_ml": 180.0, "lv_sv_ml": 44.0, "lv_ef_percent": 19.6, "lv_mass_g": 145.0,
+            "rv_edv_ml": 97.0, "rv_esv_ml": 43.0, "rv_sv_ml": 54.0, "rv_ef_percent": 55.0, "ed_phase": 18,
+            "es_phase": 6, "lv_volume_curve_ml": [200.0] * 20}
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
+    assert "(ED phase 19, ES phase 7 of 20, counted from 1 as the report)" in capsys.readouterr().out
