@@ -181,6 +181,13 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     if isinstance(block.get("large_scar_burden"), bool):
         qualitative.append(hd.sr.QualitativeEvaluation(
             codes.LARGE_LGE_BURDEN, codes.YES if block["large_scar_burden"] else codes.NO))
+        # the rule behind the Yes/No: the cut-off and its comparator (analysis.lge.large_burden_*)
+        cutoff = lge.measurements.get("large_burden_cutoff_percent", config.analysis.lge.large_burden_percent)
+        comparator = lge.measurements.get("large_burden_comparator", config.analysis.lge.large_burden_comparator)
+        scar_measurements += _measurement(
+            codes.LARGE_LGE_BURDEN_CUTOFF, cutoff, codes.UNIT_PERCENT, algorithm_id=hd.sr.AlgorithmIdentification(
+                name="dicomnode large LGE burden rule", version=node_version(),
+                parameters=[f"large burden if %LGE {comparator} {cutoff:g} %"]))
     scar = index.outline_group(ENHANCED_LABELS, 0, "LGE scar incl. MVO", new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
                                measurements=scar_measurements, qualitative=qualitative, all_slices=True)

@@ -132,6 +132,11 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
     assert parameters == ["n=5"]
     burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
     assert burden.ConceptCodeSequence[0].CodeValue == (codes.YES if summary["large_scar_burden"] else codes.NO).value
+    # the rule behind Yes/No is in the SR too: its cut-off as a number, its comparator as the algorithm parameter
+    (cutoff_item,) = [i for c, v, u, i in values if c == (codes.LARGE_LGE_BURDEN_CUTOFF.value, "99DICOMNODE")]
+    assert float(cutoff_item.MeasuredValueSequence[0].NumericValue) == 15.0
+    assert [c.TextValue for c in cutoff_item.ContentSequence if concept(c) == ("111002", "DCM")] == [
+        "large burden if %LGE >= 15 %"]
     myocardium = nums(group_named(sr, "LGE LV myocardium, whole"))
     assert {c: (v, u) for c, v, u, _ in myocardium} == {
         ("118565006", "SCT"): (pytest.approx(summary["myocardium_volume_ml"]), "cm3"),
