@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -341,6 +342,9 @@ def cmd_state_upgrade(args) -> int:
     finally:
         db.close()
     print(f"state {describe_url(db.url)}: schema version {before or 'none'} -> {after}")
+    if args.config is None and before is None:
+        print("  note: no --config given, so this is the embedded defaults' state under the current folder; pass the "
+              "running node's --config to upgrade its state", file=sys.stderr)
     return 0
 
 

@@ -191,3 +191,13 @@ def test_a_log_folder_or_storage_folder_this_user_cannot_use_fails_config_check(
     assert main(["config", "check", str(config)]) == 1
     err = capsys.readouterr().err
     assert "node.storage_dir: " in err and "logging.file: the log file's folder" in err and "is not a folder" in err
+
+
+def test_state_upgrade_without_config_says_whose_state_it_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["state", "upgrade"]) == 0
+    captured = capsys.readouterr()
+    assert "schema version none" in captured.out and "no --config given" in captured.err
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\n')
+    assert main(["state", "upgrade", "--config", str(config)]) == 0
+    assert "no --config given" not in capsys.readouterr().err
