@@ -114,8 +114,10 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "checkpoint.pt"
-    keep = ~np.isin(subjects, test_subjects)
-    weights_np = np.where(sources[keep] == "sunnybrook", args.sunnybrook_weight, 1.0)
+    sampling_weight = np.select([sources == "sunnybrook", sources == "myops"],
+                                [args.sunnybrook_weight, args.myops_weight], 1.0)
+    keep = ~np.isin(subjects, test_subjects) & (sampling_weight > 0)  # weight 0: not training data at all
+    weights_np = sampling_weight[keep]
     images_t = torch.from_numpy(images[keep]).to(device)
     allowed_t = torch.from_numpy(allowed[keep]).to(device)
     weights = torch.from_numpy(weights_np)
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--context", choices=CONTEXTS, default="none",
                         help="first_phase: a second input channel with the same slice at the first phase (ED)")
     parser.add_argument("--sunnybrook-weight", type=float, default=4.0, help="sampling weight of a Sunnybrook slice")
+    parser.add_argument("--myops-weight", type=float, default=1.0,
+                        help="sampling weight of a MyoPS bSSFP slice (0 with --sunnybrook-weight 0: ACDC only)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")

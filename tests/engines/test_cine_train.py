@@ -44,9 +44,9 @@ def _data(n=6):
     return images, allowed, subjects, sources
 
 
-def _args(out: Path, steps: int, context: str = "none"):
+def _args(out: Path, steps: int, context: str = "none", sunnybrook_weight: float = 4.0, myops_weight: float = 1.0):
     return argparse.Namespace(out=out, steps=steps, save_every=1, batch=2, lr=1e-3, threads=1, seed=1,
-                              sunnybrook_weight=4.0, context=context)
+                              sunnybrook_weight=sunnybrook_weight, myops_weight=myops_weight, context=context)
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -67,6 +67,13 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     # a finished run is not trained again
     train.train_one("fold0", ["patient004"], data, _args(tmp_path, 4), torch.device("cpu"))
     assert torch.load(path, weights_only=False)["elapsed_s"] == second["elapsed_s"]
+
+
+def test_a_source_weighted_zero_is_not_training_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 1, sunnybrook_weight=0, myops_weight=0),
+                           torch.device("cpu"))
+    assert set(torch.load(path, weights_only=False)["train_subjects"]) == {"patient001", "patient002", "patient003"}
 
 
 def test_es_slices_get_the_ed_image_of_the_same_slice_as_first_phase_context():
