@@ -24,6 +24,7 @@ from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.preflight import preflight_problems
 from dicomnode.process import OutputFolderError, find_files, process_folder
+from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import RoleRunner, parse_roles
 from dicomnode.state import StateSchemaError, StorageDirError, default_state_path, open_state
 from dicomnode.summary_view import print_summary_table
@@ -46,13 +47,24 @@ def cmd_serve(args) -> int:
     except ValueError as exc:
         print(f"--roles: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    helper = args.receive_helper
+    if helper:  # one of a node's extra receiving processes (dicomnode.receivers): no metrics port of its own
+        if roles != ("receive",):
+            print("--receive-helper: only with --roles receive", file=sys.stderr)
+            return EXIT_USAGE
+        config = config.model_copy(update={"observability": config.observability.model_copy(
+            update={"metrics_enabled": False})})
     problems = preflight_problems(config, models="analyse" in roles)
     if problems:  # refuse before binding anything: a wrong path must not become studies without results
         raise ConfigError(args.config or "(defaults)", problems)
     configure_logging(config.logging)
     node = Node(config)
     runner = RoleRunner(node, roles)
+    helpers = None
+    if "receive" in roles and not helper and config.node.receive_processes > 1:
+        helpers = ReceiveHelpers(config.node.receive_processes - 1, args.config)
     stop = threading.Event()
+    parent = os.getppid()
 
     def on_term(signum, frame):
         stop.set()
@@ -62,16 +74,25 @@ def cmd_serve(args) -> int:
             node.reload(_load(args.config))
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
+        if helpers is not None:
+            helpers.reload()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     if args.config:
         signal.signal(signal.SIGHUP, on_hup)
     runner.start()
+    if helpers is not None:  # after the serving process holds the port: a busy port stops the start above
+        helpers.start()
     _notify("READY=1")
-    while not stop.wait(5.0):
+    while not stop.wait(1.0 if helper else 5.0):
+        if helper and not parent_alive(parent):
+            log.warning("the serving process %d is gone; this receiving helper stops", parent)
+            break
         _notify("WATCHDOG=1")
     _notify("STOPPING=1")
+    if helpers is not None:
+        helpers.stop()
     runner.stop()
     return EXIT_OK
 
@@ -253,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the node until SIGTERM")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.add_argument("--roles", help="comma-separated subset of receive,complete,analyse,dispatch (default: all)")
+    p.add_argument("--receive-helper", action="store_true", help=argparse.SUPPRESS)  # started by serve itself
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("process", help="analyse a folder of DICOM files offline; write .dcm + summary.json")

@@ -84,7 +84,12 @@ class NodeConfig(StrictModel):
     acse_timeout: float = Field(10, gt=0, description="a connection must finish association set-up within this")
     dimse_timeout: float = Field(60, gt=0)
     network_timeout: float = Field(60, gt=0)
-    max_associations: int = Field(16, ge=1)
+    max_associations: int = Field(16, ge=1, description="per receiving process")
+    receive_processes: int = Field(
+        1, ge=1, le=64, description="processes accepting associations on node.port (SO_REUSEPORT: the kernel "
+                                    "spreads new associations over them), so that concurrent associations use "
+                                    "several cores; above 1 completion goes through the state database, as with "
+                                    "serve --roles")
     non_mr_objects: Literal["keep", "drop"] = Field(
         "keep", description="instances other than MR images routed with a study (SR, SC, PR, KO, PDF, private "
                             "classes, the node's own results routed back): keep them in the spool, not analysed and "

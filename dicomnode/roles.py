@@ -151,7 +151,9 @@ class RoleRunner:
         self.config = node.config
         self.db: StateDB = node.db
         state = node.config.state
-        self.scale_out = set(self.roles) != set(ROLES) or not self.db.is_sqlite
+        # several receiving processes (node.receive_processes) hand over through the database like a scale-out
+        self.scale_out = (set(self.roles) != set(ROLES) or not self.db.is_sqlite
+                          or node.config.node.receive_processes > 1)
         self.heartbeat_seconds = state.heartbeat_seconds
         self.poll_seconds = state.poll_seconds
         self.started_at = time.time()

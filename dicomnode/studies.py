@@ -19,38 +19,75 @@ log = logging.getLogger("dicomnode.studies")
 EXPECTED_COUNT_GRACE_SECONDS = 2.0
 
 
-def expected_counts_met(rows: list) -> bool:
-    """True when every image series of the study declares how many instances it holds, and holds them.
+class ExpectedCounts:
+    """Whether every image series of a study declares how many instances it holds, and holds them.
 
     A declaration is ImagesInAcquisition > 1 (the series' total) or a multi-frame instance (NumberOfFrames > 1:
     Enhanced MR carries a whole series in one instance). CardiacNumberOfImages is no declaration: it counts the
     phases of one slice, not the slices still to come, so a stack sent as one single-image series per slice would
-    "meet" it after every slice. A series without a declaration gives no evidence and the study waits for the
-    quiet timer. Instances other than MR images (SR, SC, PDF ... routed with the study) are not counted.
+    "meet" it after every slice (it is only used to refuse a series whose slices do not all hold that many
+    phases). A series without a declaration gives no evidence and the study waits for the quiet timer. Instances
+    other than MR images (SR, SC, PDF ... routed with the study) are not counted.
+
+    Kept per study while it is received and updated one index row at a time (`add`), so that the check after
+    each instance costs the number of series and slices, not the number of instances received so far.
     """
-    by_series: dict[tuple, list] = defaultdict(list)
-    for row in rows:
+
+    def __init__(self, rows=()):
+        self._series: dict[tuple, _SeriesCounts] = {}
+        for row in rows:
+            self.add(row)
+
+    def add(self, row) -> None:
+        """Count one index row (a mapping with the `instances` columns)."""
         if "modality" in row.keys() and row["modality"] not in (None, "", "MR"):
-            continue
-        by_series[(row["series_instance_uid"], row["series_number"])].append(row)
-    if not by_series:
-        return False
-    for series_rows in by_series.values():
-        if any((row["frames"] or 0) > 1 for row in series_rows):
-            continue
-        announced_total = {row["images_in_acquisition"] for row in series_rows if row["images_in_acquisition"]}
-        if len(announced_total) != 1:
+            return
+        key = (row["series_instance_uid"], row["series_number"])
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _SeriesCounts()
+        series.add(row)
+
+    def met(self) -> bool:
+        return bool(self._series) and all(series.met() for series in self._series.values())
+
+
+class _SeriesCounts:
+    __slots__ = ("instances", "multi_frame", "announced_totals", "phases", "per_slice")
+
+    def __init__(self):
+        self.instances = 0
+        self.multi_frame = False
+        self.announced_totals: set[int] = set()
+        self.phases: set[int] = set()
+        self.per_slice: dict[str | None, int] = defaultdict(int)
+
+    def add(self, row) -> None:
+        self.instances += 1
+        self.multi_frame = self.multi_frame or (row["frames"] or 0) > 1
+        if row["images_in_acquisition"]:
+            self.announced_totals.add(row["images_in_acquisition"])
+        if row["cardiac_images"]:
+            self.phases.add(row["cardiac_images"])
+        self.per_slice[row["slice_key"]] += 1
+
+    def met(self) -> bool:
+        if self.multi_frame:
+            return True
+        if len(self.announced_totals) != 1:
             return False
-        total = announced_total.pop()
-        if total < 2 or len(series_rows) != total:
+        total = next(iter(self.announced_totals))
+        if total < 2 or self.instances != total:
             return False
-        phases = {row["cardiac_images"] for row in series_rows if row["cardiac_images"]}
-        per_slice: dict[str | None, int] = defaultdict(int)
-        for row in series_rows:
-            per_slice[row["slice_key"]] += 1
-        if len(phases) == 1 and None not in per_slice and any(c != next(iter(phases)) for c in per_slice.values()):
-            return False
-    return True
+        if len(self.phases) == 1 and None not in self.per_slice:
+            phases = next(iter(self.phases))
+            return all(count == phases for count in self.per_slice.values())
+        return True
+
+
+def expected_counts_met(rows) -> bool:
+    """`ExpectedCounts` over a study's index rows, in one call."""
+    return ExpectedCounts(rows).met()
 
 
 class CompletionTracker:
@@ -63,7 +100,7 @@ class CompletionTracker:
         self.on_complete = on_complete
         self.scheduler = scheduler
         self._deadlines: dict[str, float] = {}
-        self._rows: dict[str, list[dict]] = {}
+        self._counts: dict[str, ExpectedCounts] = {}
         self._lock = threading.Lock()
 
     def rebuild(self) -> int:
@@ -86,18 +123,18 @@ class CompletionTracker:
             self._schedule_max_wait(study_key, first_received or now)
 
     def _counts_met(self, study_key: str, row: dict | None) -> bool:
-        """expected_counts_met over an in-memory copy of the study's index rows (read once, then appended)."""
+        """The study's `ExpectedCounts`, built from the index once, then updated with each stored row."""
         with self._lock:
-            rows = self._rows.get(study_key)
-            if rows is None or row is None:
-                rows = self._rows[study_key] = [dict(r) for r in self.db.study_instances(study_key)]
-            elif row is not None:
-                rows.append(row)
-            return expected_counts_met(rows)
+            counts = self._counts.get(study_key)
+            if counts is None or row is None:
+                counts = self._counts[study_key] = ExpectedCounts(self.db.study_instances(study_key))
+            else:
+                counts.add(row)
+            return counts.met()
 
     def forget(self, study_key: str) -> None:
         with self._lock:
-            self._rows.pop(study_key, None)
+            self._counts.pop(study_key, None)
             self._deadlines.pop(study_key, None)
 
     def _schedule_quiet(self, study_key: str, deadline: float, force: bool = False) -> None:

@@ -27,8 +27,11 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import Config
+from dicomnode.net.filemeta import file_header
+from dicomnode.net.reactor import EVENT_DRIVEN, EventDrivenServer, SharedPortPollingServer, SharedPortServer
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
 from dicomnode.state import StoreOutcome
@@ -234,12 +237,14 @@ class StorageSCP:
     def _store(self, event: evt.Event, calling: str, address: str):
         request = event.request
         try:
-            encoded = event.encoded_dataset(include_meta=True)  # preamble, File Meta and the bytes as received
+            sop_instance = check_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
+            sop_class = check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID")
+            # the File Format's header, then the dataset's bytes exactly as received
+            encoded = file_header(sop_class, sop_instance, event.context.transfer_syntax) + \
+                event.encoded_dataset(include_meta=False)
             dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)  # one header parse; pixels stay bytes
             dataset_sop_class = dataset.get("SOPClassUID")
             dataset_sop_instance = dataset.get("SOPInstanceUID")
-            sop_instance = check_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
-            sop_class = check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID")
             if dataset_sop_class is not None and str(dataset_sop_class) != sop_class:
                 return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
                                     f"SOP Class UID {dataset_sop_class} in the dataset differs from {sop_class} requested")
@@ -319,15 +324,23 @@ class StorageSCP:
             (evt.EVT_C_STORE, self._handle_store),
         ]
         try:
-            self._server = self.ae.start_server(
+            self._server = self.ae.make_server(
                 (self.config.node.host, self.config.node.port),
-                block=False,
                 evt_handlers=handlers,
                 ssl_context=self.ssl_context,
+                server_class=self._server_class(),
             )
         except OSError as exc:
             raise ListenError(f"node.port {self.config.node.port} on node.host {self.config.node.host!r} cannot be "
                               f"opened: {exc.strerror or exc}") from exc
+        self.ae._servers.append(self._server)  # as AE.start_server does: AssociationServer.shutdown removes it
+        threading.Thread(target=self._server.serve_forever, name="dicomnode-scp-accept", daemon=True).start()
+
+    def _server_class(self) -> type:
+        shared = self.config.node.receive_processes > 1
+        if EVENT_DRIVEN:
+            return SharedPortServer if shared else EventDrivenServer
+        return SharedPortPollingServer if shared else ThreadedAssociationServer
 
     @property
     def port(self) -> int:

@@ -168,3 +168,50 @@ def test_an_analysis_without_result_objects_says_why_in_the_study_reason(spool):
     assert study["state"] == DONE
     assert study["reason"] == ("no result objects: pipeline lge is unavailable: model 'lge_unet' is not installed in "
                                "/nope; no cine short-axis series in the study")
+
+
+def test_sqlite_writers_of_several_processes_take_turns_on_the_write_lock(tmp_path):
+    """Processes sharing one SQLite file (node.receive_processes, several --roles processes) queue on an flock of
+    <state>.writelock, held for exactly the write transaction, owner-only."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    db = StateDB(tmp_path / "state.sqlite3")
+    lock = tmp_path / "state.sqlite3.writelock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')\n")
+
+    def seen_by_another_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True).stdout.strip()
+
+    assert seen_by_another_process() == "free"
+    with db._write():
+        assert seen_by_another_process() == "held"
+    assert seen_by_another_process() == "free"
+    fd = os.open(lock, os.O_RDWR)  # another holder: this process's next write waits for it, then succeeds
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    import threading
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (db.add_instance(_row()), done.set()))
+    writer.start()
+    assert not done.wait(0.5), "wrote while another process held the write lock"
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    assert done.wait(10)
+    writer.join()
+    db.close()
+
+
+def _row():
+    import time
+
+    from dicomnode.state import InstanceRow
+    return InstanceRow(sop_instance_uid="1.2.3.9", study_key="1.2.3", study_instance_uid="1.2.3",
+                       series_instance_uid="1.2.3.4", sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+                       transfer_syntax="1.2.840.10008.1.2.1", modality="MR", path="spool/a/b.dcm", size=1,
+                       calling_ae="SCANNER1", received_at=time.time(), series_number=None, slice_key=None,
+                       cardiac_images=None, frames=None, images_in_acquisition=None)

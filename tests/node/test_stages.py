@@ -16,7 +16,7 @@ from dicomnode.dispatch import Dispatcher, backoff_seconds
 from dicomnode.node import status_report
 from dicomnode.routing import select_route
 from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, InstanceRow, StateDB
-from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, CompletionTracker, expected_counts_met
+from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, CompletionTracker, ExpectedCounts, expected_counts_met
 from dicomnode.study_path import NO_ROUTE, outbox_items, run_study
 from dicomnode.types import ResultObject, StudyOutcome
 
@@ -70,6 +70,10 @@ def _row(series: str, n: int, *, total: int | None = None, phases: int | None = 
 ])
 def test_expected_counts(rows, met):
     assert expected_counts_met(rows) is met
+    counts = ExpectedCounts()  # the tracker's incremental form agrees after every row, not only the last
+    for index, row in enumerate(rows):
+        counts.add(row)
+        assert counts.met() is expected_counts_met(rows[:index + 1])
 
 
 class FakeScheduler:
