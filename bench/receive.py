@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ class NodeServe:
     def __init__(self, folder: Path, quiet: float = 3600, destination_port: int | None = None, analyse: bool = False,
                  processes: int = 1):
         self.folder, self.port, self.metrics_port = folder, free_port(), free_port()
+        self.processes = processes
         destinations = route_destinations = ""
         if destination_port:
             destinations = (f'[[destinations]]\nname = "pacs"\nae_title = "STORESCP"\nhost = "127.0.0.1"\n'
@@ -165,8 +167,17 @@ class NodeServe:
             except OSError:
                 pass
             time.sleep(0.2)
-        time.sleep(2)  # the receiving helpers (processes > 1) finish starting
+        while time.time() < deadline and self.processes_up() < self.processes:  # receiving helpers started
+            time.sleep(0.2)
         return self
+
+    def processes_up(self) -> int:
+        """Processes of this node with a heartbeat row (each writes one once it listens)."""
+        try:
+            with sqlite3.connect(self.folder / "store" / "state.sqlite3", timeout=5) as connection:
+                return connection.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
+        except sqlite3.Error:
+            return 0
 
     def __exit__(self, *exc):
         stop(self.process)

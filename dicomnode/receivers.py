@@ -58,7 +58,9 @@ class ReceiveHelpers:
         self._watcher.start()
 
     def _start(self, index: int) -> None:
-        process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        # systemd's watchdog and readiness are the serving process's (NotifyAccess=main): helpers do not notify
+        environment = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, env=environment)
         self._processes[index] = process
         log.info("receiving helper %d started (pid %d)", index + 1, process.pid)
 

@@ -5,10 +5,9 @@ import ipaddress
 import logging
 import socket
 import threading
-from io import BytesIO
 from typing import Callable
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pydicom.uid import UID as pydicom_uid
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -242,7 +241,7 @@ class StorageSCP:
             # the File Format's header, then the dataset's bytes exactly as received
             encoded = file_header(sop_class, sop_instance, event.context.transfer_syntax) + \
                 event.encoded_dataset(include_meta=False)
-            dataset = dcmread(BytesIO(encoded), stop_before_pixels=True)  # one header parse; pixels stay bytes
+            dataset = event.dataset  # one parse, of the dataset as received (pynetdicom: deflate handled, lazy values)
             dataset_sop_class = dataset.get("SOPClassUID")
             dataset_sop_instance = dataset.get("SOPInstanceUID")
             if dataset_sop_class is not None and str(dataset_sop_class) != sop_class:
