@@ -44,6 +44,14 @@ class Report:
     def text_sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
+    @property
+    def study_instance_uids(self) -> frozenset[str]:
+        """The studies this report was written for (`metadata.study_instance_uid`: one UID or a list): a report
+        of the study being analysed is no prior report and is never suggested for it."""
+        value = self.metadata.get("study_instance_uid")
+        values = value if isinstance(value, list) else [value]
+        return frozenset(str(v).strip() for v in values if isinstance(v, str) and v.strip())
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -193,8 +201,9 @@ class ReportBank:
 
     # -- searching -------------------------------------------------------------------------------------------
     def search(self, vector: np.ndarray, k: int = 3, min_similarity: float = -1.0,
-               duplicate_cosine: float = DUPLICATE_COSINE) -> list[Hit]:
-        """Top-k reports by cosine to a unit vector in the text space, above the floor, near-duplicates merged."""
+               duplicate_cosine: float = DUPLICATE_COSINE, exclude_study: str | None = None) -> list[Hit]:
+        """Top-k reports by cosine to a unit vector in the text space, above the floor, near-duplicates merged;
+        reports written for `exclude_study` (a Study Instance UID, see `Report.study_instance_uids`) left out."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         snapshot = self._snapshot
@@ -217,6 +226,8 @@ class ReportBank:
         for index, score in zip(indices.tolist(), scores.tolist()):
             if score < min_similarity:
                 break
+            if exclude_study and exclude_study in snapshot.reports[index].study_instance_uids:
+                continue
             if kept and float(np.max(snapshot.embeddings[kept] @ snapshot.embeddings[index])) >= duplicate_cosine:
                 continue
             kept.append(index)

@@ -447,8 +447,9 @@ class SuggestionsPipeline:
             return [("joint:lge", vectors[0]), ("joint:cine", vectors[1])]
         return [("joint", self.projection(feature_vector(features)[None, :])[0])]
 
-    def similar_studies(self, query: np.ndarray, k: int) -> list[dict]:
-        """Image -> image: prior studies in the bank whose stored features project close to this study."""
+    def similar_studies(self, query: np.ndarray, k: int, exclude_study: str | None = None) -> list[dict]:
+        """Image -> image: prior studies in the bank whose stored features project close to this study (reports
+        written for `exclude_study`, this study, left out)."""
         if self.projection is None or self.bank is None:
             return []
         with self._study_lock:
@@ -464,8 +465,11 @@ class SuggestionsPipeline:
                 self._study_cache = (version, rows, matrix)
             _, rows, matrix = self._study_cache
         reports = self.bank.reports
-        indices, scores = top_k_cosine(matrix, query, k)
-        return [{"report_id": reports[rows[i]].id, "score": round(float(s), 4)} for i, s in zip(indices, scores)]
+        own = sum(1 for i in rows if exclude_study and exclude_study in reports[i].study_instance_uids)
+        indices, scores = top_k_cosine(matrix, query, k + own)
+        found = [{"report_id": reports[rows[i]].id, "score": round(float(s), 4)} for i, s in zip(indices, scores)
+                 if not (exclude_study and exclude_study in reports[rows[i]].study_instance_uids)]
+        return found[:k]
 
     def run(self, study, context) -> PipelineResult:
         if not self.settings.enabled:
@@ -482,10 +486,13 @@ class SuggestionsPipeline:
             return self._decline(f"the report bank {self.bank.bank_dir} holds no reports")
         queries = self.study_queries(features)
         k = self.settings.top_k
-        hits = _interleave([self.bank.search(vector, k=k, min_similarity=self.settings.min_similarity)
+        this_study = getattr(study, "study_instance_uid", None) or None
+        hits = _interleave([self.bank.search(vector, k=k, min_similarity=self.settings.min_similarity,
+                                             exclude_study=this_study)
                             for _, vector in queries], k, key=lambda hit: hit.report.id)
-        similar = _interleave([self.similar_studies(vector, k) for _, vector in queries], k,
+        similar = _interleave([self.similar_studies(vector, k, exclude_study=this_study) for _, vector in queries], k,
                               key=lambda item: item["report_id"])
+        own_reports = sorted(r.id for r in self.bank.reports if this_study and this_study in r.study_instance_uids)
         suggestions = [{"text": hit.report.text, "score": round(hit.score, 4), "report_id": hit.report.id} for hit in hits]
         measurements = {
             "title": TITLE,
@@ -497,6 +504,8 @@ class SuggestionsPipeline:
             "impressions": {hit.report.id: hit.report.impression for hit in hits if hit.report.impression},
             "features": {k: v for k, v in features.items() if v is not None},
         }
+        if own_reports:  # the bank holds a report of this very study: not a prior, never suggested for it
+            measurements["own_reports_excluded"] = own_reports
         return PipelineResult(name=self.name, summary=suggestions, measurements=measurements, algorithms=self.algorithms())
 
     def _decline(self, reason: str) -> PipelineResult:

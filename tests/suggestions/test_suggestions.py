@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -235,3 +236,45 @@ def test_the_node_side_never_imports_torch(tmp_path):
         "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO, timeout=120)
+
+
+def test_a_report_of_the_study_itself_is_never_suggested_for_it(tmp_path, models_dir):
+    """A bank report whose metadata names this study's Study Instance UID (the demo bank's reports of the demo's own
+    cases, a site bank fed with the current report) is no prior: left out of suggestions and similar studies."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "text_encoder").symlink_to(models_dir / "text_encoder")
+    bank = tmp_path / "site-bank"
+    bank.mkdir()
+    own = "LV ejection fraction 24%, dilated left ventricle. Impression: dilated cardiomyopathy."
+    records = [{"id": "this-study", "text": own, "metadata": {"study_instance_uid": "1.2.3.4"}},
+               {"id": "prior-dcm", "text": "Dilated LV, EF 30 %. Impression: dilated cardiomyopathy.",
+                "metadata": {"study_instance_uid": ["9.8.7", "9.8.7.1"]}},
+               {"id": "prior-mi", "text": "Late gadolinium enhancement in the inferior wall. Impression: old infarct."}]
+    (bank / "reports.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    config = Config()
+    config.node.storage_dir = tmp_path / "storage"
+    config.inference.models_dir = models
+    config.analysis.suggestions.bank_dir = bank
+    config.analysis.suggestions.min_similarity = -1.0
+    site = SuggestionsPipeline(config, Runtime(config.inference))
+    other_study = site.run(SimpleNamespace(study_instance_uid="5.5.5"), context_for(site, DCM_SUMMARY))
+    assert other_study.summary[0]["report_id"] == "this-study"  # the closest text, for any other study
+    assert "own_reports_excluded" not in other_study.measurements
+    this_study = site.run(SimpleNamespace(study_instance_uid="1.2.3.4"), context_for(site, DCM_SUMMARY))
+    assert "this-study" not in {s["report_id"] for s in this_study.summary}
+    assert [s["report_id"] for s in this_study.summary][:1] == ["prior-dcm"]
+    assert this_study.measurements["own_reports_excluded"] == ["this-study"]
+    assert site.bank.search(site.encoder.encode([own])[0], k=3, exclude_study="9.8.7.1")[0].report_id == "this-study"
+    assert "prior-dcm" not in {h.report_id for h in site.bank.search(site.encoder.encode([own])[0], k=3,
+                                                                       exclude_study="9.8.7.1")}
+
+
+def test_the_demo_banks_reports_of_the_demo_studies_name_them():
+    """`dicomnode demo` analyses EMIDEC Case_P002 and Sunnybrook SCD0000301: their bank reports name those studies."""
+    from engines.retrieval.build_demo import DEMO_STUDIES, demo_study_uid
+
+    records = {json.loads(line)["id"]: json.loads(line) for line in
+               (Path(__file__).resolve().parents[2] / "engines/models/report_bank/reports.jsonl").read_text().splitlines()}
+    for report_id, zip_name in DEMO_STUDIES.items():
+        assert records[report_id]["metadata"]["study_instance_uid"] == demo_study_uid(zip_name)
