@@ -116,10 +116,11 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
             "data": [
                 {"name": "ACDC training set (acdc-train-png, acdc-sample, acdc-4d-sample)", "subjects": "80 of 100 (subject split)",
                  "labels": "RV, LV myocardium, LV cavity at ED and ES", "licence": "CC BY-NC-SA 4.0", "citation": ACDC_CITATION},
-                {"name": "Sunnybrook Cardiac Data (sunnybrook-scd-extra: SCD0000401, SCD0000501)",
-                 "labels": "LV endocardium ED+ES, epicardium ED (SCD0000501 epicardium dropped: misaligned); partial-label loss",
-                 "licence": "CC0 1.0", "citation": SUNNYBROOK_CITATION},
-            ] + ([MYOPS_DATA] if any(str(s).startswith("Case") for s in checkpoint["train_subjects"]) else []),
+            ] + ([{"name": "Sunnybrook Cardiac Data (sunnybrook-scd-extra: SCD0000401, SCD0000501)",
+                   "labels": "LV endocardium ED+ES, epicardium ED (SCD0000501 epicardium dropped: misaligned); "
+                             "partial-label loss", "licence": "CC0 1.0", "citation": SUNNYBROOK_CITATION}]
+                 if any(str(s).startswith("SCD") for s in checkpoint["train_subjects"]) else [])
+              + ([MYOPS_DATA] if any(str(s).startswith("Case") for s in checkpoint["train_subjects"]) else []),
             "train_subjects": checkpoint["train_subjects"], "held_out_subjects": checkpoint["test_subjects"],
             "split_seed": checkpoint["seed"], "iterations": checkpoint["iterations"], "batch": checkpoint["batch"],
             "wall_time_s": round(checkpoint["elapsed_s"], 1), "device": checkpoint["device"],
@@ -127,7 +128,9 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
             "loss": "marginal (partial-label) cross-entropy + soft Dice on fully labelled pixels",
         },
         "licence": "Weights derived from ACDC: CC BY-NC-SA 4.0 (non-commercial research only, share-alike, cite "
-                   "Bernard et al. 2018); Sunnybrook part CC0 1.0"
+                   "Bernard et al. 2018)"
+                   + ("; Sunnybrook part CC0 1.0" if any(str(s).startswith("SCD") for s in checkpoint["train_subjects"])
+                      else "")
                    + ("; MyoPS 2020 part research / non-commercial only." if any(
                        str(s).startswith("Case") for s in checkpoint["train_subjects"]) else "."),
         "intended_use": "Research and decision support for cine short-axis LV/RV function; not for diagnostic use without "
