@@ -109,6 +109,8 @@ SUGGESTED_REPORT_TEXT = Code("RTTEXT", PRIVATE_SCHEME, "Suggested report text")
 RETRIEVAL_SCORE = Code("RTSCORE", PRIVATE_SCHEME, "Retrieval similarity score")
 PRIOR_REPORT_ID = Code("RTREPORTID", PRIVATE_SCHEME, "Prior report identifier")
 
+NOT_APPLICABLE = Code("385432009", "SCT", "Not applicable")
+
 # --- UCUM units ------------------------------------------------------------------------------------------------
 UNIT_ML = Code("ml", "UCUM", "milliliter")
 UNIT_CM3 = Code("cm3", "UCUM", "cubic centimeter")

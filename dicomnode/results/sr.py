@@ -164,20 +164,24 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
 
     scar_measurements = _measurement(codes.VOLUME, _number(block, "scar_volume_ml"), codes.UNIT_CM3, **dl)
     scar_measurements += _measurement(codes.LGE_PERCENT, _number(block, "lge_percent"), codes.UNIT_PERCENT, **dl)
-    nsd = _method_block(block.get("nsd"))
-    if _number(nsd, "lge_percent") is not None:
-        n = nsd.get("n", config.analysis.lge.nsd_n)
-        scar_measurements += _measurement(
-            codes.LGE_PERCENT, _number(nsd, "lge_percent"), codes.UNIT_PERCENT, method=codes.METHOD_NSD,
-            algorithm_id=hd.sr.AlgorithmIdentification(name="dicomnode n-SD threshold", version=node_version(),
-                                                       parameters=[f"n={n}"]))
-    fwhm = _method_block(block.get("fwhm"))
-    if _number(fwhm, "lge_percent") is not None:
-        scar_measurements += _measurement(
-            codes.LGE_PERCENT, _number(fwhm, "lge_percent"), codes.UNIT_PERCENT, method=codes.METHOD_FWHM,
-            algorithm_id=hd.sr.AlgorithmIdentification(name="dicomnode FWHM threshold", version=node_version(),
-                                                       parameters=["threshold=50% of max enhanced signal"]))
-    qualitative = []
+    n = _method_block(block.get("nsd")).get("n", config.analysis.lge.nsd_n)
+    not_applicable: list[hd.sr.QualitativeEvaluation] = []
+    for key, method, name, parameter in (
+            ("nsd", codes.METHOD_NSD, "dicomnode n-SD threshold", f"n={n}"),
+            ("fwhm", codes.METHOD_FWHM, "dicomnode FWHM threshold", "threshold=50% of max enhanced signal")):
+        raw = block.get(key)
+        if isinstance(raw, dict) and raw.get("applicable") is False:
+            # said, not left out: "<method>: Not applicable" as a coded evaluation (a NUM without a value, PS3.3
+            # C.18.1, is what the standard offers, but highdicom 0.28 cannot read one back); the reason is in the
+            # PDF and summary.json
+            not_applicable.append(hd.sr.QualitativeEvaluation(method, codes.NOT_APPLICABLE))
+            continue
+        value = _number(_method_block(raw), "lge_percent")
+        if value is not None:
+            scar_measurements += _measurement(
+                codes.LGE_PERCENT, value, codes.UNIT_PERCENT, method=method,
+                algorithm_id=hd.sr.AlgorithmIdentification(name=name, version=node_version(), parameters=[parameter]))
+    qualitative = list(not_applicable)
     if isinstance(block.get("large_scar_burden"), bool):
         qualitative.append(hd.sr.QualitativeEvaluation(
             codes.LARGE_LGE_BURDEN, codes.YES if block["large_scar_burden"] else codes.NO))

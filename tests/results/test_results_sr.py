@@ -321,3 +321,49 @@ def test_highdicom_reads_the_report_back(reports, tmp_path):
     evidence = {item.ReferencedSOPInstanceUID for study in read.CurrentRequestedProcedureEvidenceSequence
                 for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
     assert {seg.SOPInstanceUID for parts in segs.values() for _, seg in parts} <= evidence
+
+
+@pytest.fixture(scope="module")
+def not_applicable_report():
+    """The same study with n-SD not applicable (8-bit input) and FWHM as a number."""
+    study, results, context = make_study()
+    results[0].summary["nsd"] = {"lge_percent": None, "applicable": False, "n": 5,
+                                 "reason": "8-bit image: intensities windowed, no calibrated signal"}
+    segs = {}
+    for result in results[:2]:
+        segmentation = result.segmentations[0]
+        sources = [i.dataset for i in segmentation.series.instances]
+        segs[segmentation.key] = [(part, build_seg(segmentation, sources, context, 9001 + n, part))
+                                  for n, part in enumerate(seg_parts(segmentation))]
+    header = study.series[0].instances[0].dataset
+    return results, build_sr(header, results, segs, context, 9100)
+
+
+def test_a_threshold_method_that_is_not_applicable_is_said_in_the_sr(not_applicable_report):
+    """Not a silently missing row: the scar group says "<method>: Not applicable" (SCT 385432009) as a coded
+    evaluation, and still carries the numbers that exist (DL and FWHM %LGE)."""
+    results, sr = not_applicable_report
+    scar = group_named(sr, "LGE scar incl. MVO")
+    lge_methods = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue
+                   for c, v, u, i in nums(scar) if c == ("LGEPCT", "99DICOMNODE")}
+    assert lge_methods == {"DLSEG", "FWHM"}
+    evaluations = {concept(i): (i.ConceptCodeSequence[0].CodeValue, i.ConceptCodeSequence[0].CodingSchemeDesignator)
+                   for i in scar.ContentSequence if i.ValueType == "CODE"}
+    assert evaluations[("NSD", "99DICOMNODE")] == ("385432009", "SCT")
+    assert ("FWHM", "99DICOMNODE") not in evaluations
+
+
+@pytest.mark.peers
+def test_the_not_applicable_report_passes_dciodvfy_and_pixelmed(not_applicable_report, tmp_path):
+    _, sr = not_applicable_report
+    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+
+
+def test_highdicom_reads_the_not_applicable_report(not_applicable_report, tmp_path):
+    import highdicom as hd
+
+    _, sr = not_applicable_report
+    read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
+    scar = read.content.get_volumetric_roi_measurement_groups()[1]
+    assert [m.name.value for m in scar.get_measurements()].count("LGEPCT") == 2
+    assert {(e.name.value, e.value.value) for e in scar.get_qualitative_evaluations()} >= {("NSD", "385432009")}
