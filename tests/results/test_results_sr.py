@@ -56,15 +56,21 @@ def modifier(item: Dataset, code: tuple[str, str]):
     return None
 
 
-@pytest.fixture(scope="module")
-def reports():
-    study, results, context = make_study()
+def segs_of(results, context) -> dict:
+    """The SEG parts of the LGE and cine results, as build_sr takes them."""
     segs = {}
     for result in results[:2]:
         segmentation = result.segmentations[0]
         sources = [i.dataset for i in segmentation.series.instances]
         segs[segmentation.key] = [(part, build_seg(segmentation, sources, context, 9001 + n, part))
                                   for n, part in enumerate(seg_parts(segmentation))]
+    return segs
+
+
+@pytest.fixture(scope="module")
+def reports():
+    study, results, context = make_study()
+    segs = segs_of(results, context)
     header = study.series[0].instances[0].dataset
     earlier = {"sop_instance_uid": "1.2.826.0.1.3680043.8.498.1", "series_instance_uid": "1.2.826.0.1.3680043.8.498.2",
                "study_instance_uid": study.study_instance_uid}
@@ -329,14 +335,8 @@ def not_applicable_report():
     study, results, context = make_study()
     results[0].summary["nsd"] = {"lge_percent": None, "applicable": False, "n": 5,
                                  "reason": "8-bit image: intensities windowed, no calibrated signal"}
-    segs = {}
-    for result in results[:2]:
-        segmentation = result.segmentations[0]
-        sources = [i.dataset for i in segmentation.series.instances]
-        segs[segmentation.key] = [(part, build_seg(segmentation, sources, context, 9001 + n, part))
-                                  for n, part in enumerate(seg_parts(segmentation))]
     header = study.series[0].instances[0].dataset
-    return results, build_sr(header, results, segs, context, 9100)
+    return results, build_sr(header, results, segs_of(results, context), context, 9100)
 
 
 def test_a_threshold_method_that_is_not_applicable_is_said_in_the_sr(not_applicable_report):
