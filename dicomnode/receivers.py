@@ -27,6 +27,8 @@ log = logging.getLogger("dicomnode.receivers")
 
 MAX_RESTART_DELAY = 30.0
 STOP_TIMEOUT = 40.0
+#: a helper that ran this long before it exited is restarted at once, as after its first failure
+HEALTHY_SECONDS = 60.0
 
 
 def helper_command(config_path: str | os.PathLike | None) -> list[str]:
@@ -40,10 +42,11 @@ def helper_command(config_path: str | os.PathLike | None) -> list[str]:
 class ReceiveHelpers:
     """Starts, watches, signals and stops `count` helper receiving processes."""
 
-    def __init__(self, count: int, config_path: str | os.PathLike | None):
+    def __init__(self, count: int, config_path: str | os.PathLike | None, command: list[str] | None = None):
         self.count = count
-        self.command = helper_command(config_path)
+        self.command = command or helper_command(config_path)
         self._processes: list[subprocess.Popen | None] = [None] * count
+        self._started_at = [0.0] * count
         self._failures = [0] * count
         self._next_start = [0.0] * count
         self._stopping = threading.Event()
@@ -62,6 +65,7 @@ class ReceiveHelpers:
         environment = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, env=environment)
         self._processes[index] = process
+        self._started_at[index] = time.monotonic()
         log.info("receiving helper %d started (pid %d)", index + 1, process.pid)
 
     def pids(self) -> list[int]:
@@ -78,6 +82,8 @@ class ReceiveHelpers:
                         continue
                     now = time.monotonic()
                     if self._next_start[index] == 0.0:
+                        if now - self._started_at[index] >= HEALTHY_SECONDS:
+                            self._failures[index] = 0  # it had been running fine: no back-off from old failures
                         self._failures[index] += 1
                         delay = min(MAX_RESTART_DELAY, 2.0 ** (self._failures[index] - 1))
                         self._next_start[index] = now + delay

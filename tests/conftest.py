@@ -65,3 +65,16 @@ def can_unshare_network() -> bool:
     if result.returncode == 0:
         return True
     return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` seconds pass (its last value)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.hardening.hardening_support import save, synthetic_mr
 from tests.node.nodeproc import NodeProcess, storescu
 from tests.peers import free_port
@@ -24,13 +24,7 @@ def _processes(node: NodeProcess) -> list[dict]:
             for row in node.db_rows("SELECT * FROM nodes ORDER BY started_at")]
 
 def _wait(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return predicate()
+    return wait_until(predicate, timeout, interval=0.2)
 
 def _alive(pid: int) -> bool:
     try:

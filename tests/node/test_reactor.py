@@ -20,7 +20,7 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.spool import Spool
 from dicomnode.state import StateDB
 from tests.hardening.hardening_support import save, synthetic_mr
-from tests.conftest import require_peer
+from tests.conftest import require_peer, wait_until
 
 
 @pytest.fixture
@@ -47,15 +47,6 @@ def _associate(port: int):
     return assoc
 
 
-def _wait(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_acceptors_are_event_driven(scp):
     assert reactor.EVENT_DRIVEN, "pynetdicom is not 3.0.x: the SCP fell back to pynetdicom's polling reactors"
     assoc = _associate(scp.port)
@@ -75,21 +66,21 @@ def test_many_stores_release_and_abort(scp):
     assert statuses == [0x0000] * 40
     assoc.release()
     assert assoc.is_released
-    assert _wait(lambda: not scp._server.active_associations), "the acceptor did not end after A-RELEASE"
+    assert wait_until(lambda: not scp._server.active_associations), "the acceptor did not end after A-RELEASE"
     assert scp.received == 40
     assert all(scp.spool.db.has_instance(str(ds.SOPInstanceUID)) for ds in datasets)
 
     aborted = _associate(scp.port)
     assert aborted.send_c_store(synthetic_mr(size=32)).Status == 0x0000
     aborted.abort()
-    assert _wait(lambda: not scp._server.active_associations), "the acceptor did not end after A-ABORT"
+    assert wait_until(lambda: not scp._server.active_associations), "the acceptor did not end after A-ABORT"
 
 
 def test_idle_association_is_ended_by_the_network_timeout(scp):
     """node.network_timeout (1 s here) still ends a silent association: the reactor's waits are bounded."""
     assoc = _associate(scp.port)
-    assert _wait(lambda: not scp._server.active_associations, timeout=15), "idle association never timed out"
-    assert _wait(lambda: not assoc.is_established, timeout=5)
+    assert wait_until(lambda: not scp._server.active_associations, timeout=15), "idle association never timed out"
+    assert wait_until(lambda: not assoc.is_established, timeout=5)
 
 
 def _idle_loops(scp, monkeypatch) -> int:
@@ -132,5 +123,5 @@ def test_storescu_over_one_association(scp, tmp_path):
     done = subprocess.run([storescu, "-aet", "SCANNER1", "-aec", "DICOMNODE", "127.0.0.1", str(scp.port),
                            *map(str, series)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert _wait(lambda: scp.received == 25)
+    assert wait_until(lambda: scp.received == 25)
     assert threading.active_count() < 50
