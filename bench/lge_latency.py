@@ -1,7 +1,7 @@
 """Latency per LGE stack on the CPU, end to end (normalisation, localisation pass, crop passes, mapping back,
 volumes; n-SD and FWHM with --threshold-methods, which the node skips by default because the card does not validate
 them on the model's myocardium): ONNX Runtime with ensembles of 1..k of the shipped fold models, and torch eager with the full ensemble,
-on an EMIDEC stack (256², assumed 1.5 mm) and a MyoPS stack (~480², 0.73 mm, real geometry), side by side.
+on an EMIDEC stack (256², assumed per-case spacing, 1.4 mm on average) and a MyoPS stack (~480², 0.73 mm, real geometry), side by side.
 
     .venv/bin/python bench/lge_latency.py [--runs 10] [--threads 2]
 
@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from dicomnode.analysis.lge import LGEInputSpec, segment_stack  # noqa: E402
 from dicomnode.analysis.lge_metrics import fwhm_enhancement, lge_volumes, nsd_enhancement  # noqa: E402
+from dicomnode.devtools.sources import EMIDEC_SLICE_SPACING_MM, emidec_pixel_spacing  # noqa: E402
 from dicomnode.inference import Runtime  # noqa: E402
 from engines import models_dir  # noqa: E402
 
@@ -41,8 +42,9 @@ def stacks(datasets: Path) -> dict[str, tuple[np.ndarray, tuple[float, float], f
 
     files = sorted((datasets / "emidec-lge-png" / "train").glob(f"{EMIDEC_CASE}_slice*.png"))
     emidec = np.stack([np.asarray(Image.open(f), dtype=np.float32) for f in files])
+    labels = np.stack([np.asarray(Image.open(datasets / "emidec-lge-png" / "trainannot" / f.name)) for f in files])
     myops = max(load_myops(datasets / "myops2020-lge"), key=lambda c: c.image.shape[0])
-    return {f"EMIDEC {EMIDEC_CASE} {emidec.shape}": (emidec, (1.5, 1.5), 10.0),
+    return {f"EMIDEC {EMIDEC_CASE} {emidec.shape}": (emidec, emidec_pixel_spacing(labels), EMIDEC_SLICE_SPACING_MM),
             f"MyoPS {myops.name} {myops.image.shape}": (myops.image, myops.spacing_rc, myops.slice_spacing_mm)}
 
 

@@ -23,7 +23,8 @@ DEMO_QUIET_SECONDS = 3.0
 #: what a reader of the demo must know about a bundled study (dicomnode/demo_data/README.md)
 DEMO_NOTES = {
     "emidec_Case_P002_lge": "EMIDEC ships 8-bit PNGs without geometry; this LGE study was made from them with an "
-                            "assumed 1.5 x 1.5 x 10 mm voxel, so its mL and g are nominal (the %LGE is not affected)",
+                            "assumed voxel (pixels 2.19 x 0.90 mm, made square-in-mm from the LV outline, 10 mm "
+                            "slices), so its mL and g are nominal (the %LGE is not affected)",
 }
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dicomnode.devtools.sources import EMIDEC_PIXEL_SPACING_MM, EMIDEC_SLICE_SPACING_MM
+from dicomnode.devtools.sources import EMIDEC_SLICE_SPACING_MM, emidec_pixel_spacing
 from dicomnode.labels import EMIDEC_TO_NODE, MYOPS_TO_NODE, Label
 
-#: The PNGs carry no geometry. EMIDEC originals are ~1.25-2 mm in-plane and ~8-13 mm between slices; the
-#: project-wide assumption (dicomnode.devtools.sources, also used for the DICOM studies derived from EMIDEC)
-#: is 1.5 mm and 10 mm: the median largest LV epicardial equivalent diameter, 55 px, is then ~82 mm.
-ASSUMED_PNG_SPACING_MM = (EMIDEC_PIXEL_SPACING_MM, EMIDEC_PIXEL_SPACING_MM)
+#: The PNGs carry no geometry, and their pixels are not square (every slice was resized to 256 x 256). The
+#: project-wide assumption (dicomnode.devtools.sources.emidec_pixel_spacing, also used for the DICOM studies
+#: derived from EMIDEC): per case, row and column spacing that make the LV round, 1.4 mm on (geometric) average,
+#: 10 mm between slices.
 ASSUMED_SLICE_SPACING_MM = EMIDEC_SLICE_SPACING_MM
 
 DATASETS = Path(os.environ.get("DICOMNODE_SHARED_DATASETS")
@@ -62,7 +62,8 @@ class Case:
 
 
 def load_emidec(root: Path = EMIDEC_DIR) -> list[Case]:
-    """All EMIDEC cases of the train/ and val/ folders, sorted by name (labels: 0..4, no RV)."""
+    """All EMIDEC cases of the train/ and val/ folders, sorted by name (labels: 0..4, no RV), each with the
+    assumed non-square pixel spacing that undoes the PNG conversion's resize (`emidec_pixel_spacing`)."""
     root = Path(root)
     slices: dict[str, list[tuple[int, Path, Path]]] = {}
     for image_dir, label_dir in (("train", "trainannot"), ("val", "valannot")):
@@ -86,7 +87,8 @@ def load_emidec(root: Path = EMIDEC_DIR) -> list[Case]:
         raw = np.stack([np.asarray(Image.open(q)) for _, _, q in entries])
         if raw.max() > 4:
             raise ValueError(f"{name}: label value {raw.max()} outside EMIDEC 0..4")
-        cases.append(Case(name=name, image=image, labels=lookup[raw], spacing_rc=ASSUMED_PNG_SPACING_MM,
+        labels = lookup[raw]
+        cases.append(Case(name=name, image=image, labels=labels, spacing_rc=emidec_pixel_spacing(labels),
                           slice_spacing_mm=ASSUMED_SLICE_SPACING_MM, centre="emidec",
                           labelled=ALL_LABELS - {int(Label.RV_BLOOD_POOL)}, real_geometry=False))
     return cases
