@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Produced by `{evaluation['command']}` in {time.time() - began:.0f} s on {evaluation['machine']}.",
         "",
-        "Data: EMIDEC (Dijon; 100 cases, 67 MI / 33 normal, 8-bit PNG, spacing **assumed** 1.5 × 1.5 × 10 mm, so "
-        "its mL are nominal) and MyoPS 2020 (second centre; 33 post-MI patients, 12-bit, real spacing 0.73-0.76 mm "
+        "Data: EMIDEC (Dijon; 100 cases, 67 MI / 33 normal, 8-bit PNG without geometry and with non-square "
+        "pixels (the release resized every slice to 256 × 256): row and column spacing **assumed** per case so that "
+        "the LV is round, 1.4 mm on average, 10 mm slices, so its mL are nominal; Dice is computed on the PNG grid) and MyoPS 2020 (second centre; 33 post-MI patients, 12-bit, real spacing 0.73-0.76 mm "
         "in-plane, 12-23 mm between slices; expert labels drawn with LGE, T2 and bSSFP together, scar = label 2221, "
         "edema counted as myocardium). Patient-level folds stratified by centre (and MI/normal), seeded "
         "(`folds.json` of the run). Dice per slice is EMIDEC's convention (2-D Dice on each slice where the "

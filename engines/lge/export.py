@@ -94,8 +94,10 @@ def model_card(model: LGEEnsemble, metadata: list[dict], metrics: dict | None, t
                    "semantics": "log of the members' mean softmax probability"},
         "opset": OPSET,
         "training": {
-            "data": "EMIDEC challenge training set (100 cases, 8-bit PNG, assumed 1.5 mm spacing; Dijon) and MyoPS 2020 "
-                    "(33 post-MI patients, 12-bit NIfTI with real spacing; second centre)",
+            "data": "EMIDEC challenge training set (100 cases, 8-bit PNG without geometry and with non-square pixels "
+                    "from the release's resize to 256 x 256: per-case row/column spacing assumed so that the LV is "
+                    "round, 1.4 mm on average, 10 mm slices; Dijon) and MyoPS 2020 (33 post-MI patients, 12-bit "
+                    "NIfTI with real spacing; second centre)",
             "steps": first.get("steps"), "batch_size": BATCH_SIZE, "patch_size": PATCH_SIZE,
             "filters": first.get("filters"), "seed": first.get("seed"), "device": first.get("device"),
             "bf16_autocast": first.get("bf16_autocast"),
