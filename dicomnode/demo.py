@@ -22,8 +22,8 @@ DEMO_QUIET_SECONDS = 3.0
 
 #: what a reader of the demo must know about a bundled study (dicomnode/demo_data/README.md)
 DEMO_NOTES = {
-    "emidec_Case_P076_lge": "EMIDEC ships 8-bit PNGs without geometry; this LGE study was made from them with an "
-                            "assumed voxel (pixels 1.33 x 1.48 mm, the aspect that makes the LV round, 10 mm "
+    "emidec_Case_P009_lge": "EMIDEC ships 8-bit PNGs without geometry; this LGE study was made from them with an "
+                            "assumed voxel (pixels 1.21 x 1.62 mm, the aspect that makes the LV round, 10 mm "
                             "slices), so its mL and g are nominal (the %LGE is not affected)",
 }
 

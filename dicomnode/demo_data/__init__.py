@@ -6,7 +6,7 @@ from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent
 #: order matters: the cine study first, then the LGE study
-DEMO_ZIPS = ("sunnybrook_SCD0000301.zip", "emidec_Case_P076_lge.zip")
+DEMO_ZIPS = ("sunnybrook_SCD0000301.zip", "emidec_Case_P009_lge.zip")
 
 
 def demo_studies() -> list[Path]:

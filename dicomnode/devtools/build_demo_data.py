@@ -15,11 +15,11 @@ from dicomnode.devtools.sources import EMIDEC_LICENCE, SUNNYBROOK_LICENCE, datas
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_data"
 SUNNYBROOK_PATIENT = "SCD0000301"
 #: pathological EMIDEC case with infarct and microvascular obstruction (reference_values_pixel_counts.csv:
-#: MI 29.6 % of myocardium incl. MVO, MVO 6.9 %), of typical size (myocardium 122 mL in the assumed geometry,
-#: the median of the 100 cases is 130 mL) and near-square PNG pixels (1.33 x 1.48 mm). Case_P002, used until
-#: the geometry was corrected, has the second-largest myocardium of the 100 (302 mL, 2.19 x 0.90 mm pixels): a
-#: demo showing an LV mass over 300 g invites distrust of everything beside it.
-EMIDEC_CASE = "Case_P076"
+#: MI 28.1 % of myocardium incl. MVO, MVO 3.9 %), of typical size (myocardium 136 mL in the assumed geometry,
+#: the median of the 100 cases is 130 mL), 8 slices (the field-input test variants index a 16-file stack).
+#: Case_P002, used until the geometry was corrected, has the second-largest myocardium of the 100 (302 mL,
+#: 2.19 x 0.90 mm pixels): a demo showing an LV mass over 300 g invites distrust of everything beside it.
+EMIDEC_CASE = "Case_P009"
 
 
 def _zip(folder: Path, target: Path) -> Path:

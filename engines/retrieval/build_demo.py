@@ -22,7 +22,7 @@ def default_datasets_dir() -> Path:
 
 #: bank record id -> the demo study made from that case (dicomnode/demo_data): its report carries the study's
 #: Study Instance UID, so `dicomnode demo` never suggests a case's own report back to it
-DEMO_STUDIES = {"emidec-Case_P076": "emidec_Case_P076_lge.zip", "sunnybrook-SCD0000301": "sunnybrook_SCD0000301.zip"}
+DEMO_STUDIES = {"emidec-Case_P009": "emidec_Case_P009_lge.zip", "sunnybrook-SCD0000301": "sunnybrook_SCD0000301.zip"}
 DEMO_DATA = Path(__file__).resolve().parents[2] / "dicomnode" / "demo_data"
 
 

@@ -12,7 +12,7 @@ from dicomnode.labels import Label
 
 def test_demo_zips_are_small_and_documented():
     paths = demo_studies()
-    assert [p.name for p in paths] == ["sunnybrook_SCD0000301.zip", "emidec_Case_P076_lge.zip"]
+    assert [p.name for p in paths] == ["sunnybrook_SCD0000301.zip", "emidec_Case_P009_lge.zip"]
     assert sum(p.stat().st_size for p in paths) < 15.5e6
     readme = (DEMO_DIR / "README.md").read_text()
     assert "CC0" in readme and "CC BY-NC-SA 4.0" in readme and "Lalande" in readme
@@ -30,6 +30,6 @@ def test_demo_studies_extract_and_are_understood(tmp_path):
     assert cine_study.preferred("cine").slices == 10 and cine_study.preferred("localizer", None) is not None
     (lge_study,) = load_studies([lge_folder])
     preferred = lge_study.preferred("lge")
-    assert preferred.lge_kind == "psir" and preferred.slices == 7
+    assert preferred.lge_kind == "psir" and preferred.slices == 8
     truth = np.load(lge_folder.parent / "ground_truth.npz")
     assert (truth["labelmap"] == Label.MVO).any() and (truth["labelmap"] == Label.SCAR).any()

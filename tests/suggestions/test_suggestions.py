@@ -271,7 +271,7 @@ def test_a_report_of_the_study_itself_is_never_suggested_for_it(tmp_path, models
 
 
 def test_the_demo_banks_reports_of_the_demo_studies_name_them():
-    """`dicomnode demo` analyses EMIDEC Case_P076 and Sunnybrook SCD0000301: their bank reports name those studies."""
+    """`dicomnode demo` analyses EMIDEC Case_P009 and Sunnybrook SCD0000301: their bank reports name those studies."""
     from engines.retrieval.build_demo import DEMO_STUDIES, demo_study_uid
 
     records = {json.loads(line)["id"]: json.loads(line) for line in
