@@ -370,7 +370,8 @@ def write_report(results: dict, path: Path) -> None:
     lines = [
         "# Cine U-Net — evaluation", "",
         f"Evaluated {results['date']} on {results['machine']}. Every segmentation runs through the node's own path "
-        "(`dicomnode.analysis.cine.segment_cine`: 1.5 mm, 128×128 centre crop, per-slice normalisation, class "
+        "(`dicomnode.analysis.cine.segment_cine`: 1.5 mm, a 128×128 crop centred on the image, or on the heart when "
+        "the heart found there comes within 10 mm of that crop's edge (`locate_heart`), per-slice normalisation, class "
         "probabilities mapped back with `dicomnode.cmr.InplaneResampler`); volumes and ED/ES through "
         "`dicomnode.analysis.cine_metrics` (LV basal-slice rule: blood pool counted where ≥ 50 % of its outline "
         "borders myocardium, SCMR 2020, the same rule for prediction and reference).", "",

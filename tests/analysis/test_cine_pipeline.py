@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, labels_from_probabilities, preprocess_cine, segment_cine,
-                                    softmax)
+from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, labels_from_probabilities, locate_heart, preprocess_cine,
+                                    segment_cine, softmax)
 from dicomnode.analysis.pipeline import AnalysisContext, AlgorithmInfo
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.resample import InplaneResampler
@@ -169,7 +169,8 @@ def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[40.0 * p for p in range(12)])
     runtime = FakeRuntime()
     result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
-    assert runtime.loaded.calls == 1
+    # one probe of the middle slices finds the heart at the image centre, then one batched run of every slice
+    assert runtime.loaded.calls == 2
     assert result.name == "cine" and not result.declined
     required = {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
                 "rv_ef_percent", "ed_phase", "es_phase"}
@@ -307,8 +308,11 @@ def test_pipeline_gives_a_context_model_the_r_wave_phase_of_an_es_first_export()
     result = CinePipeline(Config(), runtime).run(FakeStudy(FakeVolume(pixels, spacing, 8.0, trigger_times=[310.0, 0.0])),
                                                  context(runtime))
     assert not result.declined and (result.summary["ed_phase"], result.summary["es_phase"]) == (1, 0)
-    inputs = seen[0].reshape(2, 3, 2, 128, 128)
+    inputs = seen[-1].reshape(2, 3, 2, 128, 128)
     assert np.array_equal(inputs[0, :, 1], inputs[1, :, 0]) and np.array_equal(inputs[1, :, 1], inputs[1, :, 0])
+    probe = seen[0]  # the localisation probe: the middle slices at the R-wave phase, their own context
+    assert probe.shape == (3, 2, 128, 128) and np.array_equal(probe[:, 0], probe[:, 1])
+    assert np.array_equal(probe, inputs[1])
 
 
 def test_card_logit_offsets_move_the_decision_threshold():
@@ -366,3 +370,60 @@ def test_the_seg_draws_the_lv_blood_pool_only_where_the_volumes_counted_it():
         drawn = (segmentation.labelmap[index] == Label.LV_BLOOD_POOL).sum() * voxel_ml
         assert drawn == pytest.approx(result.summary[key], abs=0.01)
         assert not (segmentation.labelmap[index, 0] == Label.LV_BLOOD_POOL).any()
+
+
+# ------------------------------------------------------------------ heart localisation
+@pytest.mark.parametrize("centre_mm, spacing", [((-95.0, 70.0), (1.4, 1.4)), ((60.0, -120.0), (0.9, 0.8)),
+                                                ((0.0, 40.0), (1.5, 1.5)), ((0.0, 0.0), (1.5, 1.5))])
+def test_an_off_centre_heart_is_segmented_whole(centre_mm, spacing):
+    # a 400 mm field with the heart (LV disc r 30 mm, RV disc r 28 mm beside it) planned far from the image centre:
+    # a crop centred on the image (192 mm) cuts it; the located crop holds all of it. A heart well inside the
+    # image-centred crop keeps that crop (the network's training crops were centred on the image)
+    shape = tuple(int(round(400 / s)) for s in spacing)
+    middle = [(n - 1) / 2 + c / s for n, c, s in zip(shape, centre_mm, spacing)]
+    lv_centre, rv_centre = (middle[0], middle[1] - 22 / spacing[1]), (middle[0], middle[1] + 40 / spacing[1])
+    pixels = np.full((2, 4, *shape), 100.0, np.float32)
+    lv = disc(shape, lv_centre, 30.0, spacing)
+    rv = disc(shape, rv_centre, 28.0, spacing) & ~disc(shape, lv_centre, 38.0, spacing)
+    pixels[:, :, lv] = 400.0
+    pixels[:, :, rv] = 200.0
+
+    def two_ventricles(inputs):  # the threshold model, plus grey pixels (a third of the way to the pool) as RV
+        logits = threshold_model(inputs)
+        crops = inputs[:, 0]
+        background = np.median(crops, axis=(1, 2), keepdims=True)
+        grey = (crops > background + (crops.max(axis=(1, 2), keepdims=True) - background) / 6)
+        logits[:, 3] = np.where(grey & (logits[:, 1] <= 0) & (logits[:, 2] <= 0), 10.0, -10.0)
+        return logits
+
+    centre = locate_heart(pixels, spacing, two_ventricles, SPEC)
+    assert centre is not None
+    # the box of the LV with its 3-pixel wall (LV centre - 34.5 mm) and the RV (to LV centre + 62 + 28 mm)
+    expected_col = lv_centre[1] + (90 - 34.5) / 2 / spacing[1]
+    if centre_mm == (0.0, 0.0):  # box from 56.5 mm left to 68 mm right of the image centre: inside the 192 mm crop
+        assert centre == tuple((n - 1) / 2 for n in shape)
+    else:
+        assert abs((centre[0] - middle[0]) * spacing[0]) < 4 and abs((centre[1] - expected_col) * spacing[1]) < 4
+    labels = segment_cine(pixels, spacing, two_ventricles, SPEC)
+    found_lv = labels[0, 0] == Label.LV_BLOOD_POOL
+    found_rv = labels[0, 0] == Label.RV_BLOOD_POOL
+    assert 2 * (found_lv & lv).sum() / (found_lv.sum() + lv.sum()) > 0.95
+    assert 2 * (found_rv & rv).sum() / (found_rv.sum() + rv.sum()) > 0.9
+    if max(abs(c) for c in centre_mm) >= 40:  # the image-centred crop loses part of the heart
+        centred = segment_cine(pixels, spacing, two_ventricles, SPEC, localise=False)
+        assert (centred[0, 0] == Label.RV_BLOOD_POOL).sum() < 0.9 * found_rv.sum()
+
+
+def test_no_heart_in_any_crop_keeps_the_image_centre():
+    pixels = np.full((2, 3, 300, 300), 100.0, np.float32)
+    calls = []
+
+    def nothing(inputs):
+        calls.append(len(inputs))
+        logits = np.zeros((len(inputs), 4, 128, 128), np.float32)
+        logits[:, 0] = 5.0
+        return logits
+
+    assert locate_heart(pixels, (1.5, 1.5), nothing, SPEC) is None
+    assert len(calls) == 25 and set(calls) == {3}  # the centred crop, then tiles 96 mm apart over the 450 mm field
+    assert not segment_cine(pixels, (1.5, 1.5), nothing, SPEC).any()
