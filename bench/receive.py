@@ -4,9 +4,10 @@
 concurrent associations (storescu processes), TCP_NODELAY on all. Orthanc runs with SyncStorageArea (fsync before
 the C-STORE response: the same promise as the node's); storescp writes without fsync and without an index. The
 ratios are against Orthanc's one-association rate (issue 17: >= 1.0 on one association, >= 1.5 over 8). The node
-runs once with one receiving process and once with `[node] receive_processes = 2` (dicomnode-2p). A bare
-pynetdicom SCP with the same fsyncs (bench/bare_pynetdicom_scp.py) shows the ceiling of the library the node
-receives with.
+runs once with one receiving process and once with `[node] receive_processes = 2` (dicomnode-2p). Bare pynetdicom
+SCPs (bench/bare_pynetdicom_scp.py) split the node's time: with the same fsyncs on pynetdicom's polling server
+(pynetdicom) and on the node's event-driven reactors (pynetdicom-event), and acknowledging without writing
+(pynetdicom-ack: the library's own per-instance cost, the floor under any receiver built on it).
 
 Also, with --e2e: end-to-end time from the last instance acknowledged to the last result stored in the
 destination, minus the configured quiet time (real pipelines).
@@ -44,7 +45,9 @@ from tests.peers import OrthancServer, dcmtk, enter_private_netns, free_port  # 
 SUNNYBROOK = REPO.parent / "shared" / "datasets" / "sunnybrook-scd" / "dicoms"
 ENV = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=str(REPO))
 ASSOCIATIONS = (1, 8)
-RECEIVERS = ("dicomnode", "dicomnode-2p", "pynetdicom", "orthanc", "storescp")
+RECEIVERS = ("dicomnode", "dicomnode-2p", "pynetdicom", "pynetdicom-event", "pynetdicom-ack", "orthanc", "storescp")
+#: bench/bare_pynetdicom_scp.py mode of each bare pynetdicom receiver
+BARE_MODES = {"pynetdicom": "durable", "pynetdicom-event": "durable-event", "pynetdicom-ack": "ack"}
 
 
 def wait_port(port: int, timeout: float = 60) -> None:
@@ -115,14 +118,16 @@ class StoreSCP:
 
 
 class BarePynetdicom:
-    """bench/bare_pynetdicom_scp.py: the receive library alone, with the same fsyncs (the node's ceiling)."""
+    """bench/bare_pynetdicom_scp.py: the receive library alone, with the same fsyncs (the node's ceiling), or
+    acknowledging without writing (`mode` "ack": the library's own cost, the floor under the node)."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, mode: str = "durable"):
+        self.folder, self.port, self.mode = folder, free_port(), mode
 
     def __enter__(self):
         self.process = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_pynetdicom_scp.py"), str(self.folder),
-                                         str(self.port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         str(self.port), self.mode], env=ENV, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
         wait_port(self.port, timeout=60)
         return self
 
@@ -196,8 +201,8 @@ def receive_seconds(receiver: str, work: Path, files: list[Path], associations: 
     if receiver == "storescp":
         with StoreSCP(folder) as scp:
             return storescu(scp.port, "STORESCP", files, associations)
-    if receiver == "pynetdicom":
-        with BarePynetdicom(folder) as scp:
+    if receiver in BARE_MODES:
+        with BarePynetdicom(folder, BARE_MODES[receiver]) as scp:
             return storescu(scp.port, "BAREPYNETDICOM", files, associations)
     if receiver == "orthanc":
         with OrthancServer(folder, aet="ORTHANC", extra_config={"SyncStorageArea": True, "StorageCompression": False,
@@ -262,12 +267,14 @@ def main() -> None:
     print(f"\nReceive benchmark: {args.instances} Sunnybrook MR instances ({mean_kb:.0f} KB mean), median of "
           f"{args.repeats}, TCP_NODELAY on all; {machine['cores']} cores, load {machine['load_average_at_end'][0]:.1f}")
     print("images/s; dicomnode-2p: [node] receive_processes = 2; ratios against Orthanc's one-association rate")
-    print(f"{'assoc':>5} {'dicomnode':>10} {'dicomnode-2p':>13} {'pynetdicom':>11} {'orthanc':>8} {'storescp':>9} "
-          f"{'node/orthanc(1)':>16} {'node-2p/orthanc(1)':>19}")
+    header = ["assoc", *RECEIVERS, "node/orthanc(1)", "node-2p/orthanc(1)"]
+    print(" ".join(f"{name:>{max(len(name), 7)}}" for name in header))
     for row in rows:
-        print(f"{row['associations']:>5} {row['dicomnode_images_per_s']:>10} {row['dicomnode-2p_images_per_s']:>13} "
-              f"{row['pynetdicom_images_per_s']:>11} {row['orthanc_images_per_s']:>8} {row['storescp_images_per_s']:>9} "
-              f"{row['dicomnode_vs_orthanc_1_association']:>16} {row['dicomnode_2p_vs_orthanc_1_association']:>19}")
+        cells = [row["associations"], *(row[f"{r}_images_per_s"] for r in RECEIVERS),
+                 row["dicomnode_vs_orthanc_1_association"], row["dicomnode_2p_vs_orthanc_1_association"]]
+        print(" ".join(f"{cell:>{max(len(name), 7)}}" for name, cell in zip(header, cells)))
+    print("pynetdicom: bare SCP writing + fsyncing (polling server); pynetdicom-event: the same on the node's "
+          "event-driven reactors; pynetdicom-ack: acknowledging without writing (the library's own cost)")
     print("goals (issue 17): node/orthanc(1 assoc) >= 1.0 on 1 association, >= 1.5 over 8")
     if e2e:
         print(f"end to end: last result stored {e2e['seconds_after_last_ack']} s after the last instance was acknowledged"
