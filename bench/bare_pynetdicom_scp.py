@@ -7,6 +7,8 @@ Modes (bench/receive.py runs each as one of its receivers):
 - ``ack``: answers 0x0000 without writing anything, on the event-driven reactors: what pynetdicom's PDU, DIMSE and
   state-machine work costs per instance on its own, the floor under any receiver built on it.
 
+Every mode turns pynetdicom's per-message logging handlers off, as the node does below DEBUG.
+
     python bench/bare_pynetdicom_scp.py FOLDER PORT [durable|durable-event|ack]
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import _config as pynetdicom_config
 
 from dicomnode.net.reactor import EventDrivenServer
 from dicomnode.net.scp import set_tcp_nodelay
@@ -29,6 +32,7 @@ def main() -> None:
     if mode not in MODES:
         sys.exit(f"mode {mode!r} is not one of {MODES}")
     folder.mkdir(parents=True, exist_ok=True)
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"  # as the node runs it (dicomnode.observe): no per-message log text
     directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
 
     def store(event):
