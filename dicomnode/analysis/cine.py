@@ -11,6 +11,7 @@ from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, PAPI
                                              measure_cine, trigger_phase)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
+from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import keep_largest_structures
 from dicomnode.cmr.types import StudyError
@@ -283,7 +284,10 @@ class CinePipeline:
             return self._declined(series.series_instance_uid, f"cine model unavailable: {error}")
 
         first_phase, _ = trigger_phase(volume.trigger_times, phases)
-        labelmaps = segment_cine(volume.pixels, volume.pixel_spacing, model.run, spec, first_phase=first_phase)
+        # the network sees the plane in one patient-based orientation, however the scanner stored the grid
+        canonical = canonical_inplane(volume.orientation)
+        labelmaps = canonical.invert(segment_cine(canonical.apply(volume.pixels), canonical.spacing(volume.pixel_spacing),
+                                                  model.run, spec, first_phase=first_phase))
         patient = getattr(study, "patient", None)
         cine_config = self.config.analysis.cine
         measured = measure_cine(

@@ -12,6 +12,7 @@ from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.lge_metrics import (fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
+from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
@@ -337,8 +338,11 @@ class LGEPipeline:
         runtime = context.runtime if context.runtime is not None else self.runtime
         model = runtime.model(MODEL_NAME)
         image = volume.pixels[0]
-        segmented = segment_stack(image, volume.pixel_spacing, model.run, self.spec)
-        labels = segmented.labels
+        # the network sees the plane in one patient-based orientation, however the scanner stored the grid
+        canonical = canonical_inplane(volume.orientation)
+        segmented = segment_stack(canonical.apply(image), canonical.spacing(volume.pixel_spacing), model.run, self.spec)
+        labels = canonical.invert(segmented.labels)
+        crop_centre_rc = canonical.source_point(segmented.centre_rc, image.shape[-2:])
         settings = self.settings
         volumes = lge_volumes(labels, volume.voxel_volume_ml, settings.myocardial_density_g_per_ml,
                               settings.large_burden_percent, settings.large_burden_comparator)
@@ -377,7 +381,7 @@ class LGEPipeline:
             "large_burden_comparator": settings.large_burden_comparator,
             "myocardial_density_g_per_ml": settings.myocardial_density_g_per_ml,
             "voxel_volume_ml": volume.voxel_volume_ml,
-            "crop_centre_rc": list(segmented.centre_rc),
+            "crop_centre_rc": list(crop_centre_rc),
             "heart_localised": segmented.localised,
             "lge_kind": series.lge_kind,
         }
