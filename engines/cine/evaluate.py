@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from dicomnode.analysis.cine import CineModelSpec, segment_cine
+from dicomnode.cmr.orientation import ALL_TRANSFORMS, InplaneTransform, canonical_inplane
 from dicomnode.analysis.cine_metrics import (ejection_fraction_percent, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, trigger_phase, volume_curve_ml)
 from dicomnode.labels import Label
 from engines.cine.data import (SUNNYBROOK_HELD_OUT, acdc_groups, acdc_nifti_dirs, acdc_to_allowed,
                                bitmask_to_labels, load_acdc_nifti_volume, load_sunnybrook_cine, polygon_mask,
-                               read_info_cfg, sunnybrook_contoured)
+                               read_info_cfg, sunnybrook_contoured, sunnybrook_link)
 
 CLASSES = {"lv_blood_pool": int(Label.LV_BLOOD_POOL), "lv_myocardium": int(Label.LV_MYOCARDIUM), "rv_blood_pool": int(Label.RV_BLOOD_POOL)}
 ANCHORS = {
@@ -293,8 +294,26 @@ def whole_cine_row(subject: str, predicted: np.ndarray, voxel_ml: float, trigger
     return row
 
 
+def segment_stored(pixels: np.ndarray, spacing, model, stored: InplaneTransform, first_phase: int = 0) -> np.ndarray:
+    """segment_cine on the grid re-stored by `stored`, labels mapped back onto the given grid (the node does this
+    with the canonical orientation of the series' ImageOrientationPatient, dicomnode.cmr.orientation)."""
+    return stored.invert(segment_cine(stored.apply(pixels), stored.spacing(spacing), model.run, model.spec,
+                                      first_phase=first_phase))
+
+
+def orientation_spread(pixels: np.ndarray, spacing, model, voxel_ml: float, trigger_times, first_phase: int = 0) -> list:
+    """LVEF (%) of the whole cine segmented in each of the eight ways its plane can be stored (dicomnode.cmr.
+    orientation.ALL_TRANSFORMS): how much the network's answer depends on the grid it is handed."""
+    return [round(float(measure_cine(segment_stored(pixels, spacing, model, stored, first_phase), voxel_ml,
+                                     trigger_times=trigger_times).lv_ef_percent), 1) for stored in ALL_TRANSFORMS]
+
+
 def evaluate_whole_cines(datasets: Path, model) -> list[dict]:
-    """Every whole cine of the shared data: ACDC patient090 (12 frames) and Sunnybrook's three 20-phase cines."""
+    """Every whole cine of the shared data: ACDC patient090 (12 frames) and Sunnybrook's three 20-phase cines.
+
+    Sunnybrook's DICOM carries its real ImageOrientationPatient: segmented in its canonical orientation as the node
+    does. ACDC's NIfTI carries none: segmented as stored. Each row also gives the LVEF over all eight storage
+    orientations."""
     rows = []
     folder = datasets / "acdc-4d-sample" / "patient090"
     if folder.is_dir():
@@ -310,24 +329,40 @@ def evaluate_whole_cines(datasets: Path, model) -> list[dict]:
                      "esv": truth_values["lv_esv_ml"], "ef": truth_values["lv_ef_percent"],
                      "source": "ACDC labelled ED/ES frames (Info.cfg)"}
         # NIfTI carries no TriggerTime: frame 1 is the first after the R wave (ACDC acquisition), as the node assumes
-        rows.append(whole_cine_row("ACDC patient090", predicted, voxel_ml, None, reference, seconds))
+        row = whole_cine_row("ACDC patient090", predicted, voxel_ml, None, reference, seconds)
+        row["orientation"] = "as stored (NIfTI: no patient orientation)"
+        row["lvef_over_orientations"] = orientation_spread(pixels, spacing, model, voxel_ml, None)
+        rows.append(row)
     contour_csv = datasets / "sunnybrook-scd" / "reference_values_from_contours.csv"
     table = {r["patient_id"]: r for r in csv.DictReader(open(contour_csv))} if contour_csv.is_file() else {}
     for patient in SUNNYBROOK_HELD_OUT:
         if patient not in table:
             continue
         pixels, spacing, dz, _, trigger_times = load_sunnybrook_cine(datasets, patient)
+        canonical = canonical_inplane(sunnybrook_orientation(datasets, patient))
+        first_phase = trigger_phase(trigger_times, len(pixels))[0]
         started = time.perf_counter()
-        predicted = segment_cine(pixels, spacing, model.run, model.spec,
-                                 first_phase=trigger_phase(trigger_times, len(pixels))[0])
+        predicted = segment_stored(pixels, spacing, model, canonical, first_phase)
         seconds = time.perf_counter() - started
         row = table[patient]
         reference = {"ed": int(row["ed_phase_index"]), "es": int(row["es_phase_index"]), "edv": float(row["lv_edv_ml"]),
                      "esv": float(row["lv_esv_ml"]), "ef": float(row["lv_ef_pct"]),
                      "source": "expert ED/ES contours, contoured slices only (reference_values_from_contours.csv)"}
-        rows.append(whole_cine_row(f"Sunnybrook {patient}", predicted, spacing[0] * spacing[1] * dz / 1000.0,
-                                   trigger_times, reference, seconds))
+        voxel_ml = spacing[0] * spacing[1] * dz / 1000.0
+        result = whole_cine_row(f"Sunnybrook {patient}", predicted, voxel_ml, trigger_times, reference, seconds)
+        result["orientation"] = "canonical" + ("" if canonical.is_identity else f" ({canonical})")
+        result["lvef_over_orientations"] = orientation_spread(pixels, spacing, model, voxel_ml, trigger_times, first_phase)
+        rows.append(result)
     return rows
+
+
+def sunnybrook_orientation(datasets: Path, patient: str) -> np.ndarray:
+    """ImageOrientationPatient (6,) of a Sunnybrook patient's cine (one plane for the whole stack)."""
+    import pydicom
+
+    root, _ = sunnybrook_link(datasets)[patient]
+    first = sorted((root / "dicoms" / patient).glob("*.dcm"))[0]
+    return np.asarray(pydicom.dcmread(str(first), stop_before_pixels=True).ImageOrientationPatient, float)
 
 
 def mean_or_none(values) -> float | None:
@@ -446,14 +481,20 @@ def write_report(results: dict, path: Path) -> None:
         "largest LV volume within ±15 % of the cycle; ES = smallest volume of the temporally consistent, periodically "
         "smoothed curve; flagged phases (volume jumps) are never chosen. Phase distances are cyclic. 'LVEF at ref. "
         "phases' reads the same segmentation at the reference ED/ES phases: it separates the timing error from the "
-        "segmentation error.", "",
+        "segmentation error. Sunnybrook's cines are segmented in the canonical orientation of their "
+        "ImageOrientationPatient, as the node does (dicomnode.cmr.orientation), ACDC's NIfTI as stored; 'LVEF over the "
+        "8 orientations' is the range when the same cine is handed to the network in each of the eight ways its plane "
+        "can be stored.", "",
         "| cine | phases × slices | ED ours (ref) | ES ours (ref) | LVEF ours | LVEF ref | error | LVEF at ref. phases | "
-        "flagged phases | basal slices left out | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        "LVEF over the 8 orientations | flagged phases | basal slices left out | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in whole:
+        spread = r.get("lvef_over_orientations") or []
         lines.append(
             f"| {r['subject']} | {r['phases']} × {r['slices']} | {r['ed_phase']} ({r['reference_ed_phase']}) | "
             f"{r['es_phase']} ({r['reference_es_phase']}) | {fmt(r['lv_ef_percent'])} | {fmt(r['reference_lv_ef_percent'])} | "
-            f"{fmt(r['lvef_error'])} | {fmt(r['lv_ef_percent_at_reference_phases'])} | {r['flagged_phases'] or '–'} | "
+            f"{fmt(r['lvef_error'])} | {fmt(r['lv_ef_percent_at_reference_phases'])} | "
+            f"{f'{min(spread):.1f}–{max(spread):.1f}' if spread else '–'} | {r['flagged_phases'] or '–'} | "
             f"{r['basal_slices_excluded']} | {r['seconds']} |")
     within_phase = all(r["ed_off_by"] <= GOALS["whole_cine_phase"] and r["es_off_by"] <= GOALS["whole_cine_phase"]
                        for r in whole)

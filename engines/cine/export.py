@@ -91,7 +91,11 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
                                        checkpoint["crop_size"]], "dtype": "float32",
             "context": checkpoint.get("context", "none"),
             "spacing_mm": checkpoint["target_spacing_mm"], "crop_size": checkpoint["crop_size"],
-            "crop_centre": "image centre (no heart localisation); crop axis-aligned with the source pixel grid",
+            "crop_centre": ("image centre, or the heart (LV + RV box found on the middle slices at the R-wave phase) "
+                            "when that reaches within 10 mm of the image-centred crop's edge "
+                            "(dicomnode.analysis.cine.locate_heart); the node hands the plane to the network in the "
+                            "canonical orientation of its ImageOrientationPatient (dicomnode.cmr.orientation: columns "
+                            "towards the patient's left, rows towards posterior)"),
             "resampling": "linear (dicomnode.cmr.InplaneResampler), zero outside the image",
             "normalisation": "per slice on the crop: clip to [0, 99.5th percentile], then zero mean / unit SD "
                              "(dicomnode.cmr.intensity.normalise_slices)",
