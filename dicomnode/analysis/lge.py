@@ -103,6 +103,14 @@ class LGEInputSpec:
             return normalise_zscore(stack, self.low_percentile, self.high_percentile)
         return normalise_percentile(stack, self.low_percentile, self.high_percentile)
 
+    def crop_shape(self, shape_rc: tuple[int, int], spacing_rc: tuple[float, float]) -> tuple[int, int]:
+        """(rows, cols) of the pass-2 crop: `crop_size`, or on an axis whose field of view is shorter, that field
+        rounded down to the spatial multiple (the network never saw padding in training: a 170 mm field padded
+        to the 192 mm crop moved %LGE by 7 points and the myocardium by 9 %)."""
+        multiple = self.spatial_multiple
+        return tuple(int(min(self.crop_size, max(multiple, int(n * s / self.pixel_spacing_mm) // multiple * multiple)))
+                     for n, s in zip(shape_rc, spacing_rc))
+
     def field_size(self, shape_rc: tuple[int, int], spacing_rc: tuple[float, float]) -> int:
         """Side of the localisation field: the whole field of view at the model spacing, rounded up to the
         spatial multiple, capped at `localisation_size`."""
@@ -198,18 +206,33 @@ def _lv_evidence(probabilities: np.ndarray, resampler: InplaneResampler) -> floa
     return largest * resampler.target_spacing[0] * resampler.target_spacing[1]
 
 
+def _inside_field(centre_rc, size_rc, shape_rc, spacing_rc, target_spacing: float) -> tuple[float, float]:
+    """The crop centre moved, per axis, just as far as needed for a crop of `size_rc` model pixels to stay inside
+    the field of view (an axis the crop does not fit in keeps its centre)."""
+    moved = []
+    for axis in range(2):
+        half = (size_rc[axis] - 1) / 2.0 * target_spacing / spacing_rc[axis]  # source pixels from centre to edge
+        low, high = half - 0.5, shape_rc[axis] - 0.5 - half
+        moved.append(float(min(max(centre_rc[axis], low), high)) if low <= high else float(centre_rc[axis]))
+    return moved[0], moved[1]
+
+
 def _crop_pass(normalised: np.ndarray, shape_rc, spacing_rc, spec: LGEInputSpec, centre_rc,
                run_model: Callable[[np.ndarray], np.ndarray]) -> tuple[InplaneResampler, np.ndarray, float]:
     """Pass 2 at one candidate centre: the crop resampler, its class probabilities (classes, slices, out, out) and
     the LV evidence. The crop is re-centred once on the LV it found when that lies more than RECENTRE_MM away (the
     network is most accurate with the heart in the middle of its crop), and the re-centred pass is kept only when
     it sees more LV."""
-    crop = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, (spec.crop_size,) * 2, centre_rc=centre_rc)
+    size = spec.crop_shape(shape_rc, spacing_rc)
+    crop = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, size,
+                            centre_rc=_inside_field(centre_rc, size, shape_rc, spacing_rc, spec.pixel_spacing_mm))
     probabilities = _model_pass(normalised, crop, run_model)
     evidence = _lv_evidence(probabilities, crop)
     refined = _heart_centre(probabilities, crop, prior=False)
+    if refined is not None:
+        refined = _inside_field(refined, size, shape_rc, spacing_rc, spec.pixel_spacing_mm)
     if refined is not None and _distance_mm(refined, crop.centre_rc, spacing_rc) > RECENTRE_MM:
-        moved = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, (spec.crop_size,) * 2, centre_rc=refined)
+        moved = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, size, centre_rc=refined)
         moved_probabilities = _model_pass(normalised, moved, run_model)
         moved_evidence = _lv_evidence(moved_probabilities, moved)
         if moved_evidence > evidence:

@@ -319,3 +319,34 @@ def test_the_same_lge_stack_stored_another_way_gives_the_same_result(siemens_stu
                                                     ALL_TRANSFORMS[i].spacing(volume.pixel_spacing), model.run,
                                                     spec).labels) for i in (0, 3)]
     assert not np.array_equal(plain[0], plain[1])
+
+
+def test_a_field_of_view_smaller_than_the_crop_is_not_padded(siemens_study, runtime, monkeypatch):
+    """A stack whose field of view (170 mm, whole LV inside) is smaller than the model's 192 mm crop: the crop
+    shrinks to the field (the network never saw padding in training) and stays inside it. Padded to the full crop,
+    the same stack moved %LGE by 7 points and the myocardium by 9 % in a field review."""
+    from dicomnode.analysis.lge import LGEInputSpec
+
+    _, study = siemens_study
+    volume = study.load_volume(study.preferred("lge", "sax"))
+    image, spacing = volume.pixels[0], volume.pixel_spacing
+    model = runtime.model("lge_unet")
+    spec = LGEInputSpec.from_card(model.card.data)
+    full = segment_stack(image, spacing, model.run, spec)
+    rows, cols = np.nonzero(np.isin(full.labels, [1, 2, 3, 4]).any(axis=0))
+    half = [int(85 / s) for s in spacing]
+    r0, c0 = int(rows.mean()) - half[0], int(cols.mean()) - half[1]
+    window = (slice(None), slice(max(r0, 0), r0 + 2 * half[0]), slice(max(c0, 0), c0 + 2 * half[1]))
+    small = np.ascontiguousarray(image[window])
+    assert max(spec.crop_shape(small.shape[1:], spacing)) < spec.crop_size  # 96 x 112 model pixels
+
+    def measured(labels):
+        result = lge_volumes(labels, volume.voxel_volume_ml)
+        return result.lge_percent, result.myocardium_volume_ml
+
+    reference = measured(full.labels[window])
+    shrunk = measured(segment_stack(small, spacing, model.run, spec).labels)
+    assert abs(shrunk[0] - reference[0]) < 3 and abs(shrunk[1] / reference[1] - 1) < 0.06
+    monkeypatch.setattr(LGEInputSpec, "crop_shape", lambda self, shape_rc, spacing_rc: (self.crop_size,) * 2)
+    padded = measured(segment_stack(small, spacing, model.run, spec).labels)
+    assert abs(padded[0] - reference[0]) > abs(shrunk[0] - reference[0])
