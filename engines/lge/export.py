@@ -87,7 +87,9 @@ def model_card(model: LGEEnsemble, metadata: list[dict], metrics: dict | None, t
             "normalisation": {"method": "zscore", "low_percentile": 0.5, "high_percentile": 99.5,
                               "computed_over": "the whole source stack before resampling"},
             "crop_centre": "pass 1 over the whole field of view (at most 256x256 at the model spacing) finds the LV; "
-                           "pass 2 crops 128x128 (192 mm) around it",
+                           "pass 2 crops 128x128 (192 mm) around it (smaller on an axis whose field of view is "
+                           "shorter, and kept inside the field), on the plane in the canonical orientation of its "
+                           "ImageOrientationPatient (dicomnode.cmr.orientation)",
         },
         "output": {"name": "logits", "layout": "N,6,D,H,W", "class_names": list(CLASS_NAMES),
                    "channel_labels": list(range(len(CLASS_NAMES))),
