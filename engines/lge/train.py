@@ -80,10 +80,12 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 50) -> float:
 
 def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: torch.device, log,
               filters=DEFAULT_FILTERS, learning_rate: float = 3e-3, checkpoint_every: int = 100,
-              metadata: dict | None = None) -> LGESliceUNet:
-    """Train one model on `cases` for `steps` batches, resuming from folder/checkpoint.pt when present (else
-    continuing a finished folder/model.pt of fewer steps with a fresh optimiser); writes folder/model.pt
-    (weights + config + metadata) at the end and returns the model in eval mode."""
+              metadata: dict | None = None, patch_size: int = PATCH_SIZE,
+              batch_size: int = BATCH_SIZE) -> LGESliceUNet:
+    """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
+    from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
+    optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
+    A run continued with another patch or batch size records the earlier sizes in its history."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -105,7 +107,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         if finished_path.is_file() and step < steps:
             finished = torch.load(finished_path, map_location="cpu", weights_only=True)["metadata"]
             if int(finished.get("steps", -1)) == step:  # a finished run carried to a larger budget, optimiser kept
-                history = {**history, f"steps 0-{step}": {k: finished.get(k) for k in ("device", "bf16_autocast")},
+                history = {**history, f"steps 0-{step}": {k: finished.get(k) for k in ("device", "bf16_autocast",
+                                                                                        "patch_size", "batch_size")},
                            "continued_at_step": step, f"optimiser at step {step}": "kept (resumed from checkpoint)"}
         log(f"resumed at step {step}/{steps}")
     elif (folder / "model.pt").is_file():
@@ -118,18 +121,19 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
             log(f"model.pt already has {step} >= {steps} steps")
             return model.eval().cpu().to(memory_format=torch.contiguous_format)
         history = {**finished["metadata"].get("history", {}),
-                   f"steps 0-{step}": {k: finished["metadata"].get(k) for k in ("device", "bf16_autocast")},
+                   f"steps 0-{step}": {k: finished["metadata"].get(k) for k in ("device", "bf16_autocast",
+                                                                                  "patch_size", "batch_size")},
                    "continued_at_step": step}
         rng = np.random.default_rng(seed + step)
         torch.manual_seed(seed + step)
         log(f"continued from model.pt at step {step}/{steps} (fresh optimiser)")
-    sampler = SliceSampler(cases, rng)
+    sampler = SliceSampler(cases, rng, patch_size)
     started, losses = time.time(), []
     model.train()
     while step < steps:
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, steps, learning_rate)
-        images, labels, merges, available = (t.to(device) for t in sampler.batch(BATCH_SIZE))
+        images, labels, merges, available = (t.to(device) for t in sampler.batch(batch_size))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model.forward_slices(images)
         loss = deep_supervision_loss(outputs.float(), labels, merges, available)
@@ -152,8 +156,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     torch.save({"state_dict": model.state_dict(), "config": model.config,
                 "metadata": {**(metadata or {}), **({"history": history} if history else {}),
                              "steps": steps, "seed": seed, "device": str(device),
-                             "bf16_autocast": bf16, "model_spacing_mm": MODEL_SPACING_MM, "patch_size": PATCH_SIZE,
-                             "batch_size": BATCH_SIZE}}, folder / "model.pt")
+                             "bf16_autocast": bf16, "model_spacing_mm": MODEL_SPACING_MM, "patch_size": patch_size,
+                             "batch_size": batch_size}}, folder / "model.pt")
     return model
 
 
@@ -176,13 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)))
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="training patch side, pixels at "
+                        f"{MODEL_SPACING_MM} mm (the node's crop is engines.lge.export.CROP_SIZE)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     args = parser.parse_args(argv)
+    filters = tuple(int(f) for f in args.filters.split(","))
+    stride = 2 ** (len(filters) - 1)  # one pooling between consecutive levels
+    if args.patch_size < 2 * stride or args.patch_size % stride:
+        parser.error(f"--patch-size must be a multiple of {stride} and at least {2 * stride} ({len(filters) - 1} "
+                     f"poolings of the filters {args.filters}), got {args.patch_size}")
+    if args.batch_size < 2:
+        parser.error(f"--batch-size must be at least 2 (one patch per centre), got {args.batch_size}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
-    filters = tuple(int(f) for f in args.filters.split(","))
 
     def log(message: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {message}"
@@ -192,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = load_cases()
     common = {"filters": list(filters), "learning_rate": args.learning_rate}
+    sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size}
     if args.train_centres:
         train_centres = set(args.train_centres.split(","))
         training = [c for c in cases if c.centre in train_centres]
@@ -201,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "folds.json").write_text(json.dumps({"seed": args.seed, "folds": [held_out],
                                                          "train_centres": sorted(train_centres)}, indent=1))
         train_run(training, args.out / "fold0", args.steps, args.seed, device, log, filters, args.learning_rate,
-                  metadata={**common, "held_out": held_out, "train_centres": sorted(train_centres)})
+                  metadata={**common, "held_out": held_out, "train_centres": sorted(train_centres)}, **sizes)
         return 0
     folds = case_folds(cases, args.folds, args.seed)
     (args.out / "folds.json").write_text(json.dumps({"seed": args.seed, "folds": folds}, indent=1))
@@ -211,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         training = [c for c in cases if c.name not in held_out]
         log(f"fold {fold}: {len(training)} training cases, {len(held_out)} held out, device {device}")
         train_run(training, args.out / f"fold{fold}", args.steps, args.seed + fold, device, log, filters,
-                  args.learning_rate, metadata={**common, "fold": fold, "held_out": sorted(held_out)})
+                  args.learning_rate, metadata={**common, "fold": fold, "held_out": sorted(held_out)}, **sizes)
     log("done")
     return 0
 

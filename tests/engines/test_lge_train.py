@@ -67,3 +67,29 @@ def test_stopped_run_resumes_and_finished_run_continues(tmp_path):
     _train(folder, 5, messages.append)
     assert (folder / "model.pt").stat().st_mtime_ns == before
     assert any("already has 5 >= 5 steps" in m for m in messages)
+
+
+def test_continued_with_a_larger_patch_records_the_earlier_sizes(tmp_path):
+    from engines.lge.train import train_run
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "fold0"
+    common = dict(seed=3, device=torch.device("cpu"), log=lambda _: None, filters=FILTERS, checkpoint_every=1,
+                  metadata={"fold": 0})
+    train_run(_cases(), folder, 1, patch_size=32, batch_size=2, **common)
+    train_run(_cases(), folder, 2, patch_size=48, batch_size=3, **common)
+    metadata = _weights(folder)["metadata"]
+    assert (metadata["patch_size"], metadata["batch_size"]) == (48, 3)
+    assert metadata["history"]["steps 0-1"]["patch_size"] == 32
+    assert metadata["history"]["steps 0-1"]["batch_size"] == 2
+
+
+@pytest.mark.parametrize("flag, value, message", [("--patch-size", "40", "multiple of 16"),
+                                                  ("--patch-size", "16", "at least 32"),
+                                                  ("--batch-size", "1", "at least 2")])
+def test_training_refuses_sizes_the_network_cannot_take(tmp_path, capsys, flag, value, message):
+    from engines.lge.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "run"), flag, value])
+    assert message in capsys.readouterr().err
