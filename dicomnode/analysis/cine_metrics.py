@@ -10,8 +10,11 @@ Conventions (stated once, applied everywhere):
   atrium or outflow tract at that phase. The RV and the myocardium (mass) count every slice as segmented.
 - Timing (find_cardiac_phases): ED is the R-wave-triggered phase (smallest TriggerTime, DICOM PS3.3 C.7.6.16.2.7;
   phase 0 when the header has none) cross-checked with the LV volume: the largest volume of the smoothed curve
-  within +-15 % of the cycle around that phase. ES is the smallest volume of the smoothed curve. Per-slice volumes
-  are checked for temporal consistency first; a phase whose volume jumps is flagged and not chosen as ED or ES.
+  within +-15 % of the cycle around that phase. ES is the smallest volume of the smoothed curve. The curve that
+  times the cycle counts one fixed set of slices at every phase (timing_slice_volumes_ml: a slice whose basal-rule
+  decision flips between phases would add or remove a whole slice's volume and move ED/ES); the volumes reported
+  at ED and ES follow the basal rule at those phases. Per-slice volumes are checked for temporal consistency
+  first; a phase whose volume jumps is flagged and not chosen as ED or ES.
   With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume.
 """
 from __future__ import annotations
@@ -100,6 +103,23 @@ def lv_slice_volumes_ml(labelmaps: np.ndarray, voxel_volume_ml: float) -> tuple[
     return np.where(excluded, 0.0, volumes), excluded
 
 
+def timing_slice_volumes_ml(labelmaps: np.ndarray, voxel_volume_ml: float) -> tuple[np.ndarray, np.ndarray]:
+    """LV blood-pool (phases, slices) volumes in mL over one fixed set of slices, for timing the cycle, and the
+    (slices,) mask of that set.
+
+    A slice is in the set when the basal-slice rule (BASAL_SURROUND_FRACTION) counts it in at least half of the
+    phases where it holds LV blood pool; it then counts at every phase, as segmented. Near the base the rule's
+    per-phase decision can flip from one phase to the next as the valve plane moves through the slice (measured:
+    Sunnybrook SCD0000201, a 12-16 mL basal slice left out at phases 8-9 only, which made phase 8 the curve's
+    minimum two phases from the expert's ES), so the curve that chooses ED and ES does not follow it per phase.
+    """
+    volumes = slice_volumes_ml(labelmaps, [int(Label.LV_BLOOD_POOL)], voxel_volume_ml)
+    counted = (myocardial_surround(labelmaps) >= BASAL_SURROUND_FRACTION) & (volumes > 0)
+    present = (volumes > 0).sum(axis=0)
+    in_set = (present > 0) & (2 * counted.sum(axis=0) >= present)
+    return volumes * in_set[None, :], in_set
+
+
 #: temporal consistency: a phase is flagged when its LV volume differs from the per-slice running median by more
 #: than max(JUMP_ML, JUMP_FRACTION x the largest volume, what a cosine-shaped cycle loses to that median)
 JUMP_ML = 3.0
@@ -118,7 +138,7 @@ class CardiacPhases:
     ed: int
     es: int
     trigger_phase: int
-    curve_ml: list[float]  # LV volume per phase as measured
+    curve_ml: list[float]  # LV volume per phase over the slices given (measure_cine: the fixed timing set)
     consistent_curve_ml: list[float]  # per-slice temporal median, summed
     smoothed_curve_ml: list[float]  # periodic [1, 2, 1] / 4 smoothing of the consistent curve
     flagged_phases: list[int] = field(default_factory=list)
@@ -327,13 +347,14 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
-    TriggerTime in ms, or None, per phase); RV volumes are read at the same ED and ES phases (one cardiac timing).
+    TriggerTime in ms, or None, per phase) on the fixed-slice-set curve of timing_slice_volumes_ml; RV volumes are
+    read at the same ED and ES phases (one cardiac timing).
     Timing notes (flagged phases, ED cross-check) are appended to `flags`.
     """
     lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml)
     lv_curve = lv_slices.sum(axis=1)
     rv_curve = volume_curve_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
-    timing = find_cardiac_phases(lv_slices, trigger_times)
+    timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times)
     ed, es = timing.ed, timing.es
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])

@@ -479,7 +479,10 @@ def write_report(results: dict, path: Path) -> None:
         "## Whole cines: every phase segmented, ED/ES chosen by the node (shipped model; all four held out of its training)", "",
         "ED = the R-wave phase (smallest TriggerTime; phase 0 for the NIfTI without one) cross-checked with the "
         "largest LV volume within ±15 % of the cycle; ES = smallest volume of the temporally consistent, periodically "
-        "smoothed curve; flagged phases (volume jumps) are never chosen. Phase distances are cyclic. 'LVEF at ref. "
+        "smoothed curve, both on a curve that counts one fixed set of slices at every phase (a basal slice whose "
+        "basal-rule decision flips between phases would move them: SCD0000201 was ED 17 / ES 8, LVEF +4.4, when the "
+        "curve followed the rule per phase); flagged phases (volume jumps) are never chosen. Phase distances are "
+        "cyclic. 'LVEF at ref. "
         "phases' reads the same segmentation at the reference ED/ES phases: it separates the timing error from the "
         "segmentation error. Sunnybrook's cines are segmented in the canonical orientation of their "
         "ImageOrientationPatient, as the node does (dicomnode.cmr.orientation), ACDC's NIfTI as stored; 'LVEF over the "

@@ -7,7 +7,7 @@ import pytest
 from dicomnode.analysis.cine_metrics import (PAPILLARY_MUSCLES, body_surface_area_m2, ejection_fraction_percent,
                                              find_cardiac_phases, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, myocardial_surround, normal_range_flags,
-                                             volume_curve_ml)
+                                             timing_slice_volumes_ml, volume_curve_ml)
 from dicomnode.labels import Label
 
 
@@ -115,6 +115,42 @@ def test_basal_slice_rule_is_the_same_at_every_phase():
     volumes, excluded = lv_slice_volumes_ml(open_pool, 1.0)
     assert volumes.tolist() == [[60.0, 0.0], [60.0, 0.0]]
     assert excluded.tolist() == [[False, True], [False, True]]
+
+
+def basal_flip_cine(open_phases=(8, 9)) -> np.ndarray:
+    """20 phases, ES at 7: a mid slice following a smooth curve (150 -> 60 voxels) and a 30-voxel basal slice walled
+    by myocardium except at `open_phases`, where the rule reads it as atrium (the valve plane moving through it)."""
+    curve = np.rint(cine_curve(20, 150.0, 60.0, es_phase=7)).astype(int)
+    maps = np.zeros((20, 2, 40, 40), np.uint8)
+    for phase in range(20):
+        maps[phase, 0] = heart_slice(40, 40, int(curve[phase]), 0, 200)
+        maps[phase, 1] = heart_slice(40, 40, 30, 0, 10 if phase in open_phases else 200)
+    return maps
+
+
+def test_the_timing_curve_counts_one_fixed_set_of_slices():
+    maps = basal_flip_cine()
+    per_phase, excluded = lv_slice_volumes_ml(maps, 1.0)
+    assert excluded[:, 1].tolist() == [p in (8, 9) for p in range(20)]
+    # per phase, the basal rule drops the slice at phases 8-9: that dip (≈ 60 + 0) would pass for ES
+    assert int(np.argmin(per_phase.sum(axis=1))) == 8
+    timing, in_set = timing_slice_volumes_ml(maps, 1.0)
+    assert in_set.tolist() == [True, True]  # counted by the rule at 18 of 20 phases
+    assert timing[:, 1].tolist() == [30.0] * 20
+    # a slice the rule leaves out at most phases stays out of the timing curve at every phase
+    mostly_open = basal_flip_cine(open_phases=tuple(range(3, 20)))
+    timing, in_set = timing_slice_volumes_ml(mostly_open, 1.0)
+    assert in_set.tolist() == [True, False] and not timing[:, 1].any()
+    # a slice with no LV blood pool at any phase is not in the set
+    assert timing_slice_volumes_ml(np.zeros((3, 2, 10, 10), np.uint8), 1.0)[1].tolist() == [False, False]
+
+
+def test_measure_cine_times_on_the_fixed_set_and_reports_volumes_by_the_basal_rule():
+    measured = measure_cine(basal_flip_cine(), 1.0, trigger_times=[i * 40.0 for i in range(20)])
+    assert (measured.ed_phase, measured.es_phase) == (0, 7)
+    assert measured.lv_edv_ml == 150.0 + 30.0 and measured.lv_esv_ml == 60.0 + 30.0
+    assert measured.basal_excluded == [(8, 1), (9, 1)]  # still left out of those phases' own volumes
+    assert measured.lv_curve_ml[7] - measured.lv_curve_ml[8] > 20.0
 
 
 def test_ejection_fraction():
