@@ -100,7 +100,8 @@ def model_card(model: LGEEnsemble, metadata: list[dict], metrics: dict | None, t
                     "from the release's resize to 256 x 256: per-case row/column spacing assumed so that the LV is "
                     "round, 1.4 mm on average, 10 mm slices; Dijon) and MyoPS 2020 (33 post-MI patients, 12-bit "
                     "NIfTI with real spacing; second centre)",
-            "steps": first.get("steps"), "batch_size": BATCH_SIZE, "patch_size": PATCH_SIZE,
+            "steps": first.get("steps"), "batch_size": first.get("batch_size", BATCH_SIZE),
+            "patch_size": first.get("patch_size", PATCH_SIZE), "history": first.get("history"),
             "filters": first.get("filters"), "seed": first.get("seed"), "device": first.get("device"),
             "bf16_autocast": first.get("bf16_autocast"),
             "loss": "Dice + cross-entropy with deep supervision, marginalised per centre (EMIDEC: no RV label; "
