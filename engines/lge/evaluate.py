@@ -122,44 +122,83 @@ def aggregate(cases: dict[str, dict]) -> dict:
     return out
 
 
-def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log,
-                 flip_tta: bool = False) -> tuple[dict[str, dict], list[float]]:
-    """Per-case metrics of every held-out case of the runs' fold models, and seconds per case (torch, CPU);
+def _segment_cases(model, names, cases: dict[str, Case], spec: LGEInputSpec) -> tuple[dict[str, dict], list[float]]:
+    """Per-case metrics and seconds of `model` (torch, CPU) on the named cases, through the node's segment_stack."""
+    def run_model(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    metrics: dict[str, dict] = {}
+    seconds: list[float] = []
+    for name in names:
+        case = cases[name]
+        began = time.perf_counter()
+        predicted = segment_stack(case.image, case.spacing_rc, run_model, spec).labels
+        seconds.append(time.perf_counter() - began)
+        metrics[name] = case_metrics(case, predicted)
+    return metrics, seconds
+
+
+def training_sample(metadata: dict, cases: dict[str, Case], per_centre: int, seed: int = 0) -> list[str]:
+    """Up to `per_centre` cases of each centre that the model trained on (not held out), seeded by its fold."""
+    held_out = set(metadata["held_out"])
+    rng = np.random.default_rng(seed + int(metadata.get("fold", 0)))
+    sample: list[str] = []
+    for centre in sorted({c.centre for c in cases.values()}):
+        pool = sorted(n for n, c in cases.items() if c.centre == centre and n not in held_out)
+        if pool and centre in metadata.get("train_centres", [centre]):
+            sample += [str(n) for n in rng.choice(pool, min(per_centre, len(pool)), replace=False)]
+    return sorted(sample)
+
+
+def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bool = False,
+                 fit_per_centre: int = 0) -> tuple[dict[str, dict], list[float], dict[str, dict]]:
+    """Per-case metrics of every held-out case of the runs' fold models, seconds per case (torch, CPU), and with
+    `fit_per_centre` > 0 the metrics of that many of each model's own training cases per centre (keyed
+    "<fold>/<case>": how well the model fits what it saw, beside how it does on what it did not).
     `flip_tta` averages each model with its left-right flipped pass (engines.lge.model.LGEEnsemble)."""
     spec = LGEInputSpec(crop_size=CROP_SIZE, pixel_spacing_mm=MODEL_SPACING_MM, localisation_size=LOCALISATION_SIZE)
     per_case: dict[str, dict] = {}
     seconds: list[float] = []
+    fit: dict[str, dict] = {}
     for run in run_dirs:
         for path in sorted(Path(run).glob("fold*/model.pt")):
-            cache = path.with_name("held_out_metrics_flip.json" if flip_tta else "held_out_metrics.json")
+            suffix = "_flip" if flip_tta else ""
+            cache = path.with_name(f"held_out_metrics{suffix}.json")
+            fit_cache = path.with_name(f"training_fit_metrics{suffix}.json")
+            model = metadata = None
             if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
                 cached = json.loads(cache.read_text())
                 per_case.update(cached["per_case"])
                 seconds.extend(cached["seconds"])
                 log(f"{path}: {len(cached['per_case'])} held-out cases (from {cache.name})")
+            else:
+                model, metadata = load_model(path)
+                if flip_tta:
+                    model = LGEEnsemble.from_members([model], flip_tta=True)
+                model_cases, model_seconds = _segment_cases(model, metadata["held_out"], cases, spec)
+                # per-model results beside the model, reused while the model is unchanged
+                cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds}, default=float))
+                per_case.update(model_cases)
+                seconds.extend(model_seconds)
+                log(f"{path}: {len(metadata['held_out'])} held-out cases")
+            if fit_per_centre <= 0:
                 continue
-            model, metadata = load_model(path)
-            if flip_tta:
-                model = LGEEnsemble.from_members([model], flip_tta=True)
-            model_cases: dict[str, dict] = {}
-            model_seconds: list[float] = []
-
-            def run_model(x: np.ndarray) -> np.ndarray:
-                with torch.no_grad():
-                    return model(torch.from_numpy(x)).numpy()
-
-            for name in metadata["held_out"]:
-                case = cases[name]
-                began = time.perf_counter()
-                predicted = segment_stack(case.image, case.spacing_rc, run_model, spec).labels
-                model_seconds.append(time.perf_counter() - began)
-                model_cases[name] = case_metrics(case, predicted)
-            # per-model results beside the model, reused while the model is unchanged
-            cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds}, default=float))
-            per_case.update(model_cases)
-            seconds.extend(model_seconds)
-            log(f"{path}: {len(metadata['held_out'])} held-out cases")
-    return per_case, seconds
+            if fit_cache.is_file() and fit_cache.stat().st_mtime >= path.stat().st_mtime:
+                cached = json.loads(fit_cache.read_text())
+                if cached.get("per_centre") == fit_per_centre:
+                    fit.update({f"{path.parent.name}/{n}": m for n, m in cached["per_case"].items()})
+                    continue
+            if model is None:
+                model, metadata = load_model(path)
+                if flip_tta:
+                    model = LGEEnsemble.from_members([model], flip_tta=True)
+            sample = training_sample(metadata, cases, fit_per_centre)
+            fitted, _ = _segment_cases(model, sample, cases, spec)
+            fit_cache.write_text(json.dumps({"per_centre": fit_per_centre, "per_case": fitted}, default=float))
+            fit.update({f"{path.parent.name}/{n}": m for n, m in fitted.items()})
+            log(f"{path}: {len(sample)} of its own training cases")
+    return per_case, seconds, fit
 
 
 def by_centre(per_case: dict[str, dict]) -> dict[str, dict]:
@@ -224,23 +263,27 @@ def main(argv: list[str] | None = None) -> int:
                                                             "say (e.g. a run continued with more steps)")
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent / "EVALUATION.md")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--training-fit", type=int, default=6, metavar="N",
+                        help="also segment N of each CV model's own training cases per centre (0: skip): the fit on "
+                             "what a model saw, beside the held-out result, tells underfitting from overfitting")
     parser.add_argument("--flip-tta", action="store_true",
                         help="evaluate each model averaged with its left-right flipped pass (test-time augmentation)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = {c.name: c for c in load_cases()}
     began = time.time()
-    cv_cases, seconds = predict_runs([args.cv], cases, print, args.flip_tta)
+    cv_cases, seconds, fit_cases = predict_runs([args.cv], cases, print, args.flip_tta, args.training_fit)
     cv = by_centre(cv_cases)
+    fit = by_centre(fit_cases) if fit_cases else {}
     loco, loco_steps = {}, {}
     for run in args.loco:
         meta = json.loads((run / "folds.json").read_text())
-        loco_cases, _ = predict_runs([run], cases, print, args.flip_tta)
+        loco_cases, _, _ = predict_runs([run], cases, print, args.flip_tta)
         loco[f"train {'+'.join(meta['train_centres'])}"] = by_centre(loco_cases)
         loco_steps[f"train {'+'.join(meta['train_centres'])}"] = load_model(run / "fold0" / "model.pt")[1].get("steps")
     folds = sorted(p.parent.name for p in args.cv.glob("fold*/model.pt"))
     meta = load_model(next(args.cv.glob("fold*/model.pt")))[1]
-    evaluation = {"cv": cv, "loco": loco, "folds_evaluated": folds, "training": meta, "flip_tta": args.flip_tta,
+    evaluation = {"cv": cv, "training_fit": fit, "loco": loco, "folds_evaluated": folds, "training": meta, "flip_tta": args.flip_tta,
                   "torch_seconds_per_case_median": float(np.median(seconds)), "per_case": cv_cases,
                   "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                   "command": "python -m engines.lge.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)}
@@ -293,6 +336,19 @@ def main(argv: list[str] | None = None) -> int:
         "Anchors: " + "; ".join(f"{k} {v}" for k, v in ANCHORS.items()) + ".",
         "",
     ]
+    if fit:
+        lines += [
+            "## Fit on the models' own training cases",
+            "",
+            f"The same CV fold models on {args.training_fit} of their own training cases per centre each (seeded "
+            f"sample; {fit['all']['cases']} case-model pairs), through the same inference path. Where these are no "
+            "better than the cross-validation above, the models underfit (capacity, budget or the labels' own "
+            "consistency limit them), and more data or regularisation would not help; where they are much better, "
+            "they overfit.",
+            "",
+            *centre_table(fit),
+            "",
+        ]
     for name, results in loco.items():
         lines += [f"## Leave one centre out: {name}", "", *centre_table(results), ""]
     lines += [
