@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
 from dicomnode.analysis.aha import aha_summary_for_volume
-from dicomnode.analysis.lge_metrics import (fwhm_enhancement, lge_volumes, nsd_enhancement,
+from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
@@ -17,6 +18,7 @@ from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
+from dicomnode.labels import Label
 
 log = logging.getLogger("dicomnode.analysis.lge")
 
@@ -117,6 +119,51 @@ class LGEInputSpec:
         extent = max(n * s for n, s in zip(shape_rc, spacing_rc)) / self.pixel_spacing_mm
         multiple = self.spatial_multiple
         return int(min(self.localisation_size, max(multiple, int(np.ceil(extent / multiple)) * multiple)))
+
+
+#: how the stored values relate to the scanner's signal: the scar decision is calibrated per kind (LGEDecision)
+INPUT_KINDS = ("native", "windowed_8bit")
+
+
+def input_kind(image: np.ndarray, bits_stored: int | None) -> str:
+    """"windowed_8bit" for an 8-bit export of the scanner's signal (lge_metrics.eight_bit_reason), else "native"."""
+    return "windowed_8bit" if eight_bit_reason(image, bits_stored) else "native"
+
+
+@dataclass(frozen=True)
+class LGEDecision:
+    """The model card's "decision" block: a log-probability offset added to the scar and MVO classes before the
+    arg-max, per input kind (INPUT_KINDS; 0 where the card names none). Chosen by engines/lge/calibrate.py,
+    cross-fitted on the cross-validation folds; a negative offset calls scar only where the network is surer.
+    Raises ValueError for an unknown kind or a non-finite offset."""
+
+    scar_log_offset: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for kind, value in self.scar_log_offset.items():
+            if kind not in INPUT_KINDS:
+                raise ValueError(f"decision.scar_log_offset: unknown input kind {kind!r}; known: {INPUT_KINDS}")
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"decision.scar_log_offset[{kind!r}] must be a finite number, got {value!r}")
+
+    @classmethod
+    def from_card(cls, card: dict) -> "LGEDecision":
+        return cls(dict(card.get("decision", {}).get("scar_log_offset", {})))
+
+    def offset(self, kind: str) -> float:
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"unknown input kind {kind!r}; known: {INPUT_KINDS}")
+        return float(self.scar_log_offset.get(kind, 0.0))
+
+
+def decide_labels(probabilities: np.ndarray, scar_log_offset: float = 0.0) -> np.ndarray:
+    """Node labels (slices, rows, cols) uint8 from class probabilities (slices, classes, rows, cols): scar and MVO
+    weighted by exp(`scar_log_offset`), arg-max, then the LV and the RV each keep their largest component."""
+    weighted = np.asarray(probabilities)
+    if scar_log_offset:
+        weighted = weighted.copy()
+        weighted[:, [int(Label.SCAR), int(Label.MVO)]] *= math.exp(scar_log_offset)
+    return keep_largest_structures(weighted.argmax(axis=1).astype(np.uint8))
 
 
 @dataclass
@@ -264,7 +311,7 @@ def _rest_of_stack(normalised: np.ndarray, probe_range: slice, probe_probabiliti
 
 
 def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model: Callable[[np.ndarray], np.ndarray],
-                  spec: LGEInputSpec = LGEInputSpec()) -> SegmentedStack:
+                  spec: LGEInputSpec = LGEInputSpec(), scar_log_offset: float = 0.0) -> SegmentedStack:
     """Labels (slices, rows, cols) of one LGE short-axis stack on its own grid.
 
     pixels: (slices, rows, cols) stored values (MONOCHROME2 sense) of parallel slices, any field of view and
@@ -278,7 +325,8 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     (AVERAGE_CROPS). Comparing candidates on the middle slice
     only halves the time on 480² stacks (1.7 → 0.8-1.0 s) with the same cross-validated accuracy
     (engines/lge/EVALUATION.md). Probabilities are mapped back to the source grid with linear interpolation, then
-    argmax; the LV and the RV each keep their largest connected component. Raises ValueError on a malformed stack.
+    `decide_labels` (scar and MVO weighted by exp(scar_log_offset), argmax; the LV and the RV each keep their largest
+    connected component). Raises ValueError on a malformed stack.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -318,7 +366,7 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
         source += resampler.inverse_probabilities(np.moveaxis(probabilities, 0, 1))
     source /= len(whole)
     source[:, 0] += 1.0 - source.sum(axis=1)  # outside the crop: background
-    labels = keep_largest_structures(source.argmax(axis=1).astype(np.uint8))
+    labels = decide_labels(source, scar_log_offset)
     return SegmentedStack(labels=labels, probabilities=source.astype(np.float32),
                           centre_rc=tuple(float(v) for v in crop.centre_rc), localised=localised)
 
@@ -342,6 +390,7 @@ class LGEPipeline:
         self.runtime = runtime
         model = runtime.model(MODEL_NAME)  # load once, warm; a missing model makes the pipeline unavailable
         self.spec = LGEInputSpec.from_card(model.card.data)
+        self.decision = LGEDecision.from_card(model.card.data)
         self.card_metrics = model.card.data.get("metrics", {})
 
     def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
@@ -363,7 +412,10 @@ class LGEPipeline:
         image = volume.pixels[0]
         # the network sees the plane in one patient-based orientation, however the scanner stored the grid
         canonical = canonical_inplane(volume.orientation)
-        segmented = segment_stack(canonical.apply(image), canonical.spacing(volume.pixel_spacing), model.run, self.spec)
+        kind = input_kind(image, _bits_stored(series))
+        scar_log_offset = self.decision.offset(kind)
+        segmented = segment_stack(canonical.apply(image), canonical.spacing(volume.pixel_spacing), model.run, self.spec,
+                                  scar_log_offset)
         labels = canonical.invert(segmented.labels)
         crop_centre_rc = canonical.source_point(segmented.centre_rc, image.shape[-2:])
         settings = self.settings
@@ -407,6 +459,8 @@ class LGEPipeline:
             "crop_centre_rc": list(crop_centre_rc),
             "heart_localised": segmented.localised,
             "lge_kind": series.lge_kind,
+            # the model card's calibrated scar decision for this kind of input (engines/lge/calibrate.py)
+            "scar_decision": {"input_kind": kind, "scar_log_offset": scar_log_offset},
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation],
                               measurements=measurements, algorithms=[model.algorithm])

@@ -330,6 +330,30 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
 SATURATION_LIMIT = 0.02
 
 
+#: a stack of at least this many pixels with <= 256 distinct values went through 8 bits (a 12-bit scan has thousands)
+EIGHT_BIT_MIN_PIXELS = 16384
+
+
+def eight_bit_reason(image: np.ndarray, bits_stored: int | None, values: np.ndarray | None = None) -> str | None:
+    """Why `image` is an 8-bit export of the scanner's signal (BitsStored <= 8, whole numbers within 0-255, or at
+    most 256 distinct values over a stack of EIGHT_BIT_MIN_PIXELS or more: an 8-bit export stored again with a
+    linear rescale), or None for scanner-native values. `values`: the part whose integrality is checked (default the whole image).
+    An 8-bit export maps the scanner's 12-bit range through a window (EMIDEC's PNGs put healthy myocardium at 144
+    and scar at 163 of 255)."""
+    image = np.asarray(image)
+    values = image.ravel() if values is None else np.asarray(values)
+    if bits_stored is not None and bits_stored <= 8:
+        return f"8-bit input (BitsStored {bits_stored}): the export's window compresses the scanner's signal range"
+    if values.size and bool(np.all(np.mod(values, 1) == 0)) and float(image.min()) >= 0 and float(image.max()) <= 255:
+        return "8-bit value range (0-255): the export's window compresses the scanner's signal range"
+    if image.size >= EIGHT_BIT_MIN_PIXELS:
+        levels = np.unique(image).size
+        if levels <= 256:
+            return (f"{levels} distinct values in {image.size} pixels: 8-bit data rescaled, the export's window "
+                    f"compresses the scanner's signal range")
+    return None
+
+
 def threshold_applicability(image: np.ndarray, labels: np.ndarray, bits_stored: int | None,
                             lge_kind: str | None) -> dict[str, str | None]:
     """Why each threshold method ("nsd", "fwhm") cannot be sound on this input, or None where it can.
@@ -345,13 +369,8 @@ def threshold_applicability(image: np.ndarray, labels: np.ndarray, bits_stored: 
     reasons: dict[str, str | None] = {"nsd": None, "fwhm": None}
     heart = np.isin(labels, [int(Label.LV_BLOOD_POOL)] + [int(v) for v in MYOCARDIUM_LABELS])
     values = image[heart] if heart.any() else image.ravel()
-    common = None
-    integral = bool(np.all(np.mod(values, 1) == 0)) if values.size else False
-    if bits_stored is not None and bits_stored <= 8:
-        common = f"8-bit input (BitsStored {bits_stored}): the export's window compresses the scanner's signal range"
-    elif integral and values.size and float(image.min()) >= 0 and float(image.max()) <= 255:
-        common = "8-bit value range (0-255): the export's window compresses the scanner's signal range"
-    elif values.size:
+    common = eight_bit_reason(image, bits_stored, values)
+    if common is None and values.size:
         saturated = float(np.mean(values >= float(image.max())))
         if saturated >= SATURATION_LIMIT:
             common = (f"windowed input: {100 * saturated:.1f} % of the LV is at the maximum stored value, so the "

@@ -199,9 +199,14 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
     lge, cine = _find(results, "lge"), _find(results, "cine")
     if lge is not None and isinstance(lge.summary, dict):
         kind = lge.measurements.get("lge_kind") or "LGE"
+        decision = lge.measurements.get("scar_decision") or {}
+        offset = decision.get("scar_log_offset") or 0.0
         lines += [
             f"LGE: deep-learning segmentation of the {str(kind).upper()} short-axis stack; %LGE = scar incl. MVO / "
-            "whole LV myocardium x 100; LV mass = myocardial volume x 1.05 g/mL.",
+            "whole LV myocardium x 100; LV mass = myocardial volume x 1.05 g/mL."
+            + (f" Scar decision calibrated for {'scanner-native' if decision.get('input_kind') == 'native' else '8-bit'}"
+               f" input: scar probability weighted by e^{offset:+.2f} against the other classes (model card)."
+               if offset else ""),
             "n-SD: signal above remote-myocardium mean + n SD; FWHM: above half the maximum enhanced signal (PSIR: "
             "above the remote mean), both inside the DL myocardium without its endocardial rim. Threshold methods can "
             "differ from the DL result by 2x or more (they measure signal, the DL model a delineation): report the "
@@ -211,7 +216,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
         flagged = (cine.summary.get("timing") or {}).get("flagged_phases") or []
         lines.append("Cine: summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
                      "myocardium (SCMR 2020), the same rule at every phase; ED = R-wave phase cross-checked with the "
-                     "largest LV volume, ES = smallest volume of the temporally smoothed curve"
+                     "largest LV volume, ES = smallest volume of the temporally smoothed curve (both timed on one "
+                     "fixed set of slices)"
                      + (f"; phases {flagged} not used (volume jumps)" if flagged else "")
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
                      "mean +/- 2 SD (2015 SCMR review).")

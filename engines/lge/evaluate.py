@@ -24,6 +24,7 @@ import torch
 
 from dicomnode.analysis.lge import LGEInputSpec, segment_stack
 from dicomnode.analysis.lge_metrics import NSD_FACTORS, fwhm_enhancement, large_burden, lge_volumes, nsd_enhancement
+from engines.lge.calibrate import case_kind
 from engines.lge.data import Case, load_cases
 from engines.lge.export import CROP_SIZE, LOCALISATION_SIZE
 from engines.lge.model import LGEEnsemble
@@ -122,8 +123,10 @@ def aggregate(cases: dict[str, dict]) -> dict:
     return out
 
 
-def _segment_cases(model, names, cases: dict[str, Case], spec: LGEInputSpec) -> tuple[dict[str, dict], list[float]]:
-    """Per-case metrics and seconds of `model` (torch, CPU) on the named cases, through the node's segment_stack."""
+def _segment_cases(model, names, cases: dict[str, Case], spec: LGEInputSpec,
+                   offsets: dict[str, float] | None = None) -> tuple[dict[str, dict], list[float]]:
+    """Per-case metrics and seconds of `model` (torch, CPU) on the named cases, through the node's segment_stack;
+    `offsets`: the scar decision offset per input kind (engines.lge.calibrate), none by default."""
     def run_model(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(x)).numpy()
@@ -133,7 +136,8 @@ def _segment_cases(model, names, cases: dict[str, Case], spec: LGEInputSpec) -> 
     for name in names:
         case = cases[name]
         began = time.perf_counter()
-        predicted = segment_stack(case.image, case.spacing_rc, run_model, spec).labels
+        offset = (offsets or {}).get(case_kind(case), 0.0)
+        predicted = segment_stack(case.image, case.spacing_rc, run_model, spec, offset).labels
         seconds.append(time.perf_counter() - began)
         metrics[name] = case_metrics(case, predicted)
     return metrics, seconds
@@ -152,18 +156,22 @@ def training_sample(metadata: dict, cases: dict[str, Case], per_centre: int, see
 
 
 def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bool = False,
-                 fit_per_centre: int = 0) -> tuple[dict[str, dict], list[float], dict[str, dict]]:
+                 fit_per_centre: int = 0, calibration: dict | None = None
+                 ) -> tuple[dict[str, dict], list[float], dict[str, dict]]:
     """Per-case metrics of every held-out case of the runs' fold models, seconds per case (torch, CPU), and with
     `fit_per_centre` > 0 the metrics of that many of each model's own training cases per centre (keyed
     "<fold>/<case>": how well the model fits what it saw, beside how it does on what it did not).
-    `flip_tta` averages each model with its left-right flipped pass (engines.lge.model.LGEEnsemble)."""
+    `flip_tta` averages each model with its left-right flipped pass (engines.lge.model.LGEEnsemble); `calibration`
+    (lge_calibration.json of engines.lge.calibrate) gives each fold model the scar decision offsets chosen without
+    its own held-out cases."""
     spec = LGEInputSpec(crop_size=CROP_SIZE, pixel_spacing_mm=MODEL_SPACING_MM, localisation_size=LOCALISATION_SIZE)
     per_case: dict[str, dict] = {}
     seconds: list[float] = []
     fit: dict[str, dict] = {}
     for run in run_dirs:
         for path in sorted(Path(run).glob("fold*/model.pt")):
-            suffix = "_flip" if flip_tta else ""
+            suffix = ("_flip" if flip_tta else "") + ("_calibrated" if calibration else "")
+            offsets = calibration["per_fold"][path.parent.name] if calibration else None
             cache = path.with_name(f"held_out_metrics{suffix}.json")
             fit_cache = path.with_name(f"training_fit_metrics{suffix}.json")
             model = metadata = None
@@ -176,7 +184,7 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                 model, metadata = load_model(path)
                 if flip_tta:
                     model = LGEEnsemble.from_members([model], flip_tta=True)
-                model_cases, model_seconds = _segment_cases(model, metadata["held_out"], cases, spec)
+                model_cases, model_seconds = _segment_cases(model, metadata["held_out"], cases, spec, offsets)
                 # per-model results beside the model, reused while the model is unchanged
                 cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds}, default=float))
                 per_case.update(model_cases)
@@ -194,11 +202,30 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                 if flip_tta:
                     model = LGEEnsemble.from_members([model], flip_tta=True)
             sample = training_sample(metadata, cases, fit_per_centre)
-            fitted, _ = _segment_cases(model, sample, cases, spec)
+            fitted, _ = _segment_cases(model, sample, cases, spec, offsets)
             fit_cache.write_text(json.dumps({"per_centre": fit_per_centre, "per_case": fitted}, default=float))
             fit.update({f"{path.parent.name}/{n}": m for n, m in fitted.items()})
             log(f"{path}: {len(sample)} of its own training cases")
     return per_case, seconds, fit
+
+
+def calibration_text(calibration: dict) -> str:
+    """The per-fold offsets and the uncalibrated vs cross-fitted %LGE agreement per kind, in words."""
+    parts = []
+    for kind, result in calibration.get("results", {}).items():
+        chosen = sorted({offsets[kind] for offsets in calibration["per_fold"].values()})
+        before, after = result["uncalibrated"], result["cross_fitted"]
+        parts.append(f"{kind} ({', '.join(result['centres'])}): per-fold offsets {chosen}, %LGE MAE "
+                     f"{before['lge_percent_mae']:.2f} -> {after['lge_percent_mae']:.2f}, bias {before['bias']:+.2f} -> "
+                     f"{after['bias']:+.2f}")
+    return "; ".join(parts)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def by_centre(per_case: dict[str, dict]) -> dict[str, dict]:
@@ -266,13 +293,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-fit", type=int, default=6, metavar="N",
                         help="also segment N of each CV model's own training cases per centre (0: skip): the fit on "
                              "what a model saw, beside the held-out result, tells underfitting from overfitting")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="lge_calibration.json of engines.lge.calibrate: each CV fold model decides scar with the "
+                             "offsets cross-fitted without its held-out cases (leave-one-centre-out models: none)")
     parser.add_argument("--flip-tta", action="store_true",
                         help="evaluate each model averaged with its left-right flipped pass (test-time augmentation)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = {c.name: c for c in load_cases()}
     began = time.time()
-    cv_cases, seconds, fit_cases = predict_runs([args.cv], cases, print, args.flip_tta, args.training_fit)
+    calibration = json.loads(args.calibration.read_text()) if args.calibration else None
+    cv_cases, seconds, fit_cases = predict_runs([args.cv], cases, print, args.flip_tta, args.training_fit, calibration)
     cv = by_centre(cv_cases)
     fit = by_centre(fit_cases) if fit_cases else {}
     loco, loco_steps = {}, {}
@@ -283,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         loco_steps[f"train {'+'.join(meta['train_centres'])}"] = load_model(run / "fold0" / "model.pt")[1].get("steps")
     folds = sorted(p.parent.name for p in args.cv.glob("fold*/model.pt"))
     meta = load_model(next(args.cv.glob("fold*/model.pt")))[1]
-    evaluation = {"cv": cv, "training_fit": fit, "loco": loco, "folds_evaluated": folds, "training": meta, "flip_tta": args.flip_tta,
+    evaluation = {"cv": cv, "training_fit": fit, "calibration": calibration, "loco": loco, "folds_evaluated": folds, "training": meta, "flip_tta": args.flip_tta,
                   "torch_seconds_per_case_median": float(np.median(seconds)), "per_case": cv_cases,
                   "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                   "command": "python -m engines.lge.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)}
@@ -320,7 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         + (" Leave-one-centre-out models: " + ", ".join(f"{name} {steps} batches" for name, steps in loco_steps.items())
            + "." if loco_steps else "") + (f" {args.training_note}" if args.training_note else "")
         + (" Every model is evaluated with test-time augmentation: the mean of its softmax on the slice and on "
-           "the left-right flipped slice." if args.flip_tta else ""),
+           "the left-right flipped slice." if args.flip_tta else "")
+        + (f" Scar decision calibrated per input kind (engines.lge.calibrate, `{_shown(args.calibration)}`): each CV "
+           f"fold model uses the scar + MVO log-probability offsets chosen on the other folds' cases "
+           f"({calibration_text(calibration)}); the shipped model takes {calibration['shipped']}. Leave-one-centre-out "
+           f"models are not calibrated (there is no other fold of their test centre to choose on)."
+           if calibration else ""),
         "",
         f"## Patient-level cross-validation ({', '.join(folds)})",
         "",

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "bench/lge_latency.py against the latency goal)")
     parser.add_argument("--evaluation", type=Path, default=EVALUATION_JSON,
                         help="EVALUATION.json whose shipped_metrics go on the card (that of the same runs)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="lge_calibration.json of engines.lge.calibrate for the same runs: its shipped scar "
+                             "decision offsets go into the card's decision block, which the node applies per input kind")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--train-command", default="python -m engines.lge.train --out engines/runs/lge2_cv --folds 5 "
                                                      "--steps 1400, then the same with --steps 3000 (resumed: the "
@@ -145,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")
     metrics = json.loads(args.evaluation.read_text()).get("shipped_metrics") if args.evaluation.is_file() else None
     card = model_card(model, metadata, metrics, args.train_command)
+    if args.calibration is not None:
+        calibration = json.loads(args.calibration.read_text())
+        card["decision"] = {
+            "scar_log_offset": calibration["shipped"],
+            "rule": "added to log P(scar) and log P(MVO) before the arg-max, per input kind "
+                    "(dicomnode.analysis.lge.input_kind: 'native' scanner values, 'windowed_8bit' 8-bit exports)",
+            "calibration": {k: calibration[k] for k in ("objective", "per_fold", "results", "date")},
+            "command": f"python -m engines.lge.calibrate --cv {args.runs}",
+        }
     card["parity_max_abs_diff"] = worst
     card["parity_reference"] = "torch float64 forward pass of the same weights, 3 random inputs (export.parity)"
     card["torch"] = {"module": "engines.lge.model", "factory": "LGEEnsemble",

@@ -350,3 +350,23 @@ def test_a_field_of_view_smaller_than_the_crop_is_not_padded(siemens_study, runt
     monkeypatch.setattr(LGEInputSpec, "crop_shape", lambda self, shape_rc, spacing_rc: (self.crop_size,) * 2)
     padded = measured(segment_stack(small, spacing, model.run, spec).labels)
     assert abs(padded[0] - reference[0]) > abs(shrunk[0] - reference[0])
+
+
+def test_the_card_scar_decision_for_the_input_kind_is_applied_and_recorded(siemens_study, runtime):
+    from dicomnode.analysis.lge import LGEDecision
+
+    _, study = siemens_study
+    config = Config()
+    pipeline = LGEPipeline(config, runtime)
+    results = {}
+    for name, offsets in (("none", {}), ("other kind", {"native": -3.0}), ("strict", {"windowed_8bit": -3.0})):
+        pipeline.decision = LGEDecision(offsets)
+        results[name] = pipeline.run(study, context(config, runtime))
+    # an EMIDEC-derived study: 8-bit values stored again with a PSIR rescale
+    assert results["none"].measurements["scar_decision"] == {"input_kind": "windowed_8bit", "scar_log_offset": 0.0}
+    assert results["other kind"].summary["scar_volume_ml"] == results["none"].summary["scar_volume_ml"]
+    assert results["strict"].measurements["scar_decision"]["scar_log_offset"] == -3.0
+    assert results["strict"].summary["scar_volume_ml"] < 0.8 * results["none"].summary["scar_volume_ml"]
+    # scar given up becomes healthy myocardium: the myocardium as a whole hardly moves
+    assert results["strict"].summary["myocardium_volume_ml"] == pytest.approx(
+        results["none"].summary["myocardium_volume_ml"], rel=0.1)

@@ -160,3 +160,17 @@ def test_bullseye_follows_the_aha_layout():
     assert segment_geometry(17)[:2] == (0.0, 0.25)
     with pytest.raises(ValueError):
         segment_geometry(18)
+
+
+def test_methods_state_the_calibrated_scar_decision_only_where_one_was_applied():
+    from dicomnode.analysis.pipeline import PipelineResult
+    from dicomnode.results.report import _methods_lines
+
+    def lge(decision):
+        return PipelineResult(name="lge", summary={"method": "dl"},
+                              measurements={"lge_kind": "psir", "scar_decision": decision})
+
+    [calibrated, _] = _methods_lines([lge({"input_kind": "native", "scar_log_offset": -1.25})])
+    assert "Scar decision calibrated for scanner-native input" in calibrated and "e^-1.25" in calibrated
+    [plain, _] = _methods_lines([lge({"input_kind": "windowed_8bit", "scar_log_offset": 0.0})])
+    assert "Scar decision" not in plain and plain.startswith("LGE: deep-learning segmentation of the PSIR")
