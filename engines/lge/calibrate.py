@@ -14,7 +14,9 @@ How, without leaking the test patients into the choice: every fold model segment
 node's segment_stack; probabilities kept); each offset of GRID is applied to the stored probabilities
 (dicomnode.analysis.lge.decide_labels); for fold k and each kind the offset minimising the %LGE MAE over the other
 folds' cases of that kind is chosen (cross-fitting), but only when it beats no offset there by MIN_GAIN points
-(else 0: a gain within the noise of a few dozen patients is not taken). Fold k's reported results use its choice
+(else 0: a gain within the noise of a few dozen patients is not taken). A kind is calibrated at all only where the
+cross-fitted result beats no offset by MIN_GAIN %LGE points without losing large-burden flag accuracy; otherwise its
+offset is 0 in every fold and in the shipped model. Fold k's reported results use its choice
 (engines.lge.evaluate --calibration). The shipped model gets the choice made on all folds' cases. Writes
 <cv>/lge_calibration.json, read by engines.lge.evaluate --calibration and engines.lge.export --calibration.
 """
@@ -87,7 +89,15 @@ def summarise(swept: list[dict], offsets: list[float]) -> dict:
     predicted = errors + truth
     r = float(np.corrcoef(predicted, truth)[0, 1]) if len(swept) > 2 and predicted.std() > 0 else None
     return {"cases": len(swept), "lge_percent_mae": float(np.abs(errors).mean()), "bias": float(errors.mean()),
-            "r": r}
+            "r": r, "flag_accuracy": float(np.mean((predicted >= CUTOFF) == (truth >= CUTOFF)))}
+
+
+def adopted(result: dict) -> bool:
+    """Whether a kind's cross-fitted calibration is an improvement: %LGE MAE down by MIN_GAIN or more and the
+    large-burden flag no less often right than without it."""
+    before, after = result["uncalibrated"], result["cross_fitted"]
+    return (before["lge_percent_mae"] - after["lge_percent_mae"] >= MIN_GAIN
+            and after["flag_accuracy"] >= before["flag_accuracy"])
 
 
 def calibrate(run_dir: Path, cases: dict[str, Case], log=print) -> dict:
@@ -117,9 +127,16 @@ def calibrate(run_dir: Path, cases: dict[str, Case], log=print) -> dict:
             results[kind] = {"uncalibrated": summarise([c for c, _ in pairs], [0.0] * len(pairs)),
                              "cross_fitted": summarise([c for c, _ in pairs], [o for _, o in pairs]),
                              "centres": sorted({c["centre"] for c, _ in pairs})}
+            results[kind]["adopted"] = adopted(results[kind])
+        if not results.get(kind, {}).get("adopted"):  # no offset for this kind, in the folds' reports as shipped
+            shipped[kind] = 0.0
+            for offsets in per_fold.values():
+                offsets[kind] = 0.0
     return {"grid": list(GRID), "min_gain": MIN_GAIN,
             "objective": f"%LGE MAE per input kind (cut-off {CUTOFF:g} %); an offset is taken only when it gains "
-                         f">= {MIN_GAIN} points over none on the cases it is chosen on",
+                         f">= {MIN_GAIN} points over none on the cases it is chosen on, and a kind is calibrated "
+                         f"only when its cross-fitted result gains >= {MIN_GAIN} points without losing "
+                         f"large-burden flag accuracy (otherwise its offsets are 0 in every fold and shipped)",
             "per_fold": per_fold, "shipped": shipped, "results": results,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 

@@ -175,8 +175,9 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
             cache = path.with_name(f"held_out_metrics{suffix}.json")
             fit_cache = path.with_name(f"training_fit_metrics{suffix}.json")
             model = metadata = None
-            if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
-                cached = json.loads(cache.read_text())
+            cached = json.loads(cache.read_text()) if cache.is_file() and \
+                cache.stat().st_mtime >= path.stat().st_mtime else None
+            if cached is not None and cached.get("offsets") == offsets:
                 per_case.update(cached["per_case"])
                 seconds.extend(cached["seconds"])
                 log(f"{path}: {len(cached['per_case'])} held-out cases (from {cache.name})")
@@ -186,7 +187,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                     model = LGEEnsemble.from_members([model], flip_tta=True)
                 model_cases, model_seconds = _segment_cases(model, metadata["held_out"], cases, spec, offsets)
                 # per-model results beside the model, reused while the model is unchanged
-                cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds}, default=float))
+                cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds, "offsets": offsets},
+                                            default=float))
                 per_case.update(model_cases)
                 seconds.extend(model_seconds)
                 log(f"{path}: {len(metadata['held_out'])} held-out cases")
@@ -194,7 +196,7 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                 continue
             if fit_cache.is_file() and fit_cache.stat().st_mtime >= path.stat().st_mtime:
                 cached = json.loads(fit_cache.read_text())
-                if cached.get("per_centre") == fit_per_centre:
+                if cached.get("per_centre") == fit_per_centre and cached.get("offsets") == offsets:
                     fit.update({f"{path.parent.name}/{n}": m for n, m in cached["per_case"].items()})
                     continue
             if model is None:
@@ -203,7 +205,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                     model = LGEEnsemble.from_members([model], flip_tta=True)
             sample = training_sample(metadata, cases, fit_per_centre)
             fitted, _ = _segment_cases(model, sample, cases, spec, offsets)
-            fit_cache.write_text(json.dumps({"per_centre": fit_per_centre, "per_case": fitted}, default=float))
+            fit_cache.write_text(json.dumps({"per_centre": fit_per_centre, "per_case": fitted, "offsets": offsets},
+                                            default=float))
             fit.update({f"{path.parent.name}/{n}": m for n, m in fitted.items()})
             log(f"{path}: {len(sample)} of its own training cases")
     return per_case, seconds, fit
@@ -215,9 +218,12 @@ def calibration_text(calibration: dict) -> str:
     for kind, result in calibration.get("results", {}).items():
         chosen = sorted({offsets[kind] for offsets in calibration["per_fold"].values()})
         before, after = result["uncalibrated"], result["cross_fitted"]
-        parts.append(f"{kind} ({', '.join(result['centres'])}): per-fold offsets {chosen}, %LGE MAE "
-                     f"{before['lge_percent_mae']:.2f} -> {after['lge_percent_mae']:.2f}, bias {before['bias']:+.2f} -> "
-                     f"{after['bias']:+.2f}")
+        parts.append(f"{kind} ({', '.join(result['centres'])}): "
+                     + ("calibrated, per-fold offsets " + str(chosen) if result.get("adopted", True) else
+                        "not calibrated (offset 0), its cross-fitted choice did not improve it")
+                     + f": %LGE MAE {before['lge_percent_mae']:.2f} -> {after['lge_percent_mae']:.2f}, bias "
+                     f"{before['bias']:+.2f} -> {after['bias']:+.2f}, flag accuracy "
+                     f"{before.get('flag_accuracy', float('nan')):.3f} -> {after.get('flag_accuracy', float('nan')):.3f}")
     return "; ".join(parts)
 
 

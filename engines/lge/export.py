@@ -71,7 +71,8 @@ def model_card(model: LGEEnsemble, metadata: list[dict], metrics: dict | None, t
     return {
         "name": MODEL_NAME,
         "algorithm_name": "dicomnode-lge-unet",
-        "version": dt.date.today().strftime("%Y.%m.%d"),
+        # to the minute (UTC): two exports of one day are different models and must not share an AlgorithmVersion
+        "version": dt.datetime.now(dt.timezone.utc).strftime("%Y.%m.%d.%H%M"),
         "manufacturer": "dicomnode project",
         "description": "Ensemble of 2D U-Nets segmenting LV blood pool, healthy myocardium, scar, MVO and RV blood "
                        "pool in LGE short-axis stacks (research / decision support; not for diagnostic use without "
