@@ -87,7 +87,8 @@ def summarise(swept: list[dict], offsets: list[float]) -> dict:
     errors = np.array([case["errors"][GRID.index(offset)] for case, offset in zip(swept, offsets)])
     truth = np.array([case["truth"] for case in swept])
     predicted = errors + truth
-    r = float(np.corrcoef(predicted, truth)[0, 1]) if len(swept) > 2 and predicted.std() > 0 else None
+    r = (float(np.corrcoef(predicted, truth)[0, 1]) if len(swept) > 2 and predicted.std() > 0 and truth.std() > 0
+         else None)
     return {"cases": len(swept), "lge_percent_mae": float(np.abs(errors).mean()), "bias": float(errors.mean()),
             "r": r, "flag_accuracy": float(np.mean((predicted >= CUTOFF) == (truth >= CUTOFF)))}
 
