@@ -1,0 +1,73 @@
+"""Rebuild a cross-validation run folder from the shipped LGE ensemble, so its fold models can be carried on when
+the run folder itself is gone (engines/runs is not committed; the shipped ensemble's members are the first fold
+models of the run named on its card).
+
+    python -m engines.lge.restore --out engines/runs/lge8_cv
+    python -m engines.lge.train --out engines/runs/lge8_cv --only-folds 0 --patch-size 128 --steps 16000 --threads 1
+
+Each member k becomes fold{k}/model.pt with the card's training metadata (steps, history, patch and batch size) and
+the held-out cases of fold k as `engines.lge.data.case_folds` draws them with the card's seed; the training command
+then continues it from those weights with a fresh optimiser (the optimiser state is not shipped). The folds.json of
+the folder is the full split, so folds without a member (the card's ensemble holds fewer members than folds) can be
+trained from scratch into the same folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from engines.lge.data import case_folds, load_cases
+from engines.lge.model import LGEEnsemble
+
+MODEL_NAME = "lge_unet"
+FOLDS = 5
+
+
+def restore(models_dir: Path, out: Path, folds: int = FOLDS) -> list[Path]:
+    """Write out/folds.json and out/fold{k}/model.pt for every member of models_dir/lge_unet.pt; returns the
+    written model paths. Refuses (ValueError) a member whose architecture differs from the card's, and
+    (FileExistsError) a folder whose fold already holds a model or a checkpoint."""
+    card = json.loads((models_dir / f"{MODEL_NAME}.json").read_text())
+    architecture, training, plan = card["architecture"], card["training"], card["input"]
+    ensemble = LGEEnsemble(architecture["members"], tuple(architecture["filters"]), architecture["classes"],
+                           deep_supervision_heads=architecture["deep_supervision_heads"])
+    state = torch.load(models_dir / f"{MODEL_NAME}.pt", map_location="cpu", weights_only=True)
+    ensemble.load_state_dict(state)  # refuses weights that do not match the card
+    seed = int(training["seed"])
+    split = case_folds(load_cases(), folds, seed)
+    written = []
+    for fold, member in enumerate(ensemble.members):
+        folder = out / f"fold{fold}"
+        if (folder / "model.pt").exists() or (folder / "checkpoint.pt").exists():
+            raise FileExistsError(f"{folder} already holds a model or checkpoint; restore into an empty folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        metadata = {"filters": list(architecture["filters"]), "learning_rate": training.get("learning_rate", 3e-3),
+                    "fold": fold, "held_out": sorted(split[fold]),
+                    "history": {**training.get("history", {}), f"restored at step {training['steps']}":
+                                f"{MODEL_NAME} {card['version']} member {fold}; optimiser state not shipped"},
+                    "steps": int(training["steps"]), "seed": seed + fold, "device": training.get("device", "cpu"),
+                    "bf16_autocast": training.get("bf16_autocast"), "model_spacing_mm": plan["pixel_spacing_mm"],
+                    "patch_size": training.get("patch_size"), "batch_size": training.get("batch_size")}
+        torch.save({"state_dict": member.state_dict(), "config": member.config, "metadata": metadata},
+                   folder / "model.pt")
+        written.append(folder / "model.pt")
+    (out / "folds.json").write_text(json.dumps({"seed": seed, "folds": split}, indent=1))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models-dir", type=Path, default=Path("engines/models"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--folds", type=int, default=FOLDS)
+    args = parser.parse_args(argv)
+    for path in restore(args.models_dir, args.out, args.folds):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
