@@ -288,10 +288,25 @@ def classical_table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _loco_source(command: str, path: Path) -> str:
+    """Where carried leave-one-centre-out results came from: the run folders named by the earlier command's --loco."""
+    words = shlex.split(command) if command else []
+    runs = []
+    if "--loco" in words:
+        for word in words[words.index("--loco") + 1:]:
+            if word.startswith("--"):
+                break
+            runs.append(word)
+    return f"{_shown(path)} ({', '.join(runs) or 'run folders not named'})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cv", type=Path, required=True, help="cross-validation run folder (fold*/model.pt)")
     parser.add_argument("--loco", type=Path, nargs="*", default=[], help="leave-one-centre-out run folders")
+    parser.add_argument("--loco-from", type=Path, default=None, metavar="EVALUATION.json",
+                        help="carry the leave-one-centre-out results of an earlier evaluation (its run folders are "
+                             "gone); the report names where they came from")
     parser.add_argument("--training-note", default="", help="how the runs were trained where their metadata cannot "
                                                             "say (e.g. a run continued with more steps)")
     parser.add_argument("--report", type=Path, default=Path(__file__).resolve().parent / "EVALUATION.md")
@@ -318,15 +333,27 @@ def main(argv: list[str] | None = None) -> int:
         loco_cases, _, _ = predict_runs([run], cases, print, args.flip_tta)
         loco[f"train {'+'.join(meta['train_centres'])}"] = by_centre(loco_cases)
         loco_steps[f"train {'+'.join(meta['train_centres'])}"] = load_model(run / "fold0" / "model.pt")[1].get("steps")
+    loco_carried = ""
+    if args.loco_from:
+        earlier = json.loads(args.loco_from.read_text())
+        for name, results in earlier.get("loco", {}).items():
+            if name not in loco:
+                loco[name] = results
+                loco_carried = _loco_source(earlier.get("command", ""), args.loco_from)
     folds = sorted(p.parent.name for p in args.cv.glob("fold*/model.pt"))
+    folds_total = len(json.loads((args.cv / "folds.json").read_text())["folds"])
     meta = load_model(next(args.cv.glob("fold*/model.pt")))[1]
-    evaluation = {"cv": cv, "training_fit": fit, "calibration": calibration, "loco": loco, "folds_evaluated": folds, "training": meta, "flip_tta": args.flip_tta,
+    evaluation = {"cv": cv, "training_fit": fit, "calibration": calibration, "loco": loco,
+                  "loco_carried_from": loco_carried or None, "folds_evaluated": folds, "folds_total": folds_total,
+                  "training": meta, "flip_tta": args.flip_tta,
                   "torch_seconds_per_case_median": float(np.median(seconds)), "per_case": cv_cases,
                   "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                   "command": "python -m engines.lge.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)}
     evaluation["shipped_metrics"] = {
-        "source": f"engines/lge/EVALUATION.json: patient-level {len(folds)}-fold cross-validation over EMIDEC + MyoPS "
-                  f"(each case predicted by a fold model that never saw it)",
+        "source": f"engines/lge/EVALUATION.json: patient-level {folds_total}-fold cross-validation over EMIDEC + MyoPS"
+                  + (f", the held-out cases of {len(folds)} of the {folds_total} folds ({', '.join(folds)})"
+                     if len(folds) < folds_total else "")
+                  + " (each case predicted by a fold model that never saw it)",
         **{f"{centre}_{key}": value for centre in ("emidec", "myops") if centre in cv
            for key, value in (("cases", cv[centre]["cases"]), ("dice_3d", cv[centre]["dice_3d"]),
                               ("dice_per_slice", cv[centre]["dice_per_slice"]), ("lge_percent", cv[centre]["dl"]))},
@@ -364,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
            f"models are not calibrated (there is no other fold of their test centre to choose on)."
            if calibration else ""),
         "",
-        f"## Patient-level cross-validation ({', '.join(folds)})",
+        f"## Patient-level cross-validation ({', '.join(folds)}"
+        + (f": {len(folds)} of the {folds_total} folds of `folds.json`, so {cv['all']['cases']} of the cases)"
+           if len(folds) < folds_total else ")"),
         "",
         *centre_table(cv),
         "",
@@ -392,7 +421,11 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     for name, results in loco.items():
-        lines += [f"## Leave one centre out: {name}", "", *centre_table(results), ""]
+        carried = (f"Carried from the earlier evaluation `{loco_carried}` (its run folders are not on this machine; "
+                   f"these models do not change with the cross-validation models above).") if (
+            loco_carried and name not in loco_steps) else ""
+        lines += [f"## Leave one centre out: {name}", "", *([carried, ""] if carried else []), *centre_table(results),
+                  ""]
     lines += [
         "## Classical threshold methods against the expert %LGE (cross-validation cases)",
         "",

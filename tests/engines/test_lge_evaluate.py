@@ -36,3 +36,37 @@ def test_training_fit_sample_of_a_single_centre_model_is_from_that_centre():
     myops = [n for n, c in cases.items() if c.centre == "myops"]
     sample = training_sample({"held_out": myops, "train_centres": ["emidec"]}, cases, 4)
     assert len(sample) == 4 and all(n.startswith("Case_P") for n in sample)
+
+
+def test_a_partial_cross_validation_says_which_folds_and_carries_earlier_leave_one_centre_out_results(
+        tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from engines.lge import evaluate
+    from engines.lge.train import train_run
+    from tests.engines.test_lge_train import _cases as tiny_cases
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(evaluate, "load_cases", tiny_cases)
+    run = tmp_path / "cv"
+    train_run(tiny_cases(), run / "fold0", 1, seed=3, device=torch.device("cpu"), log=lambda _: None,
+              filters=(4, 8, 16, 32), metadata={"fold": 0, "held_out": ["case0", "case1"]}, patch_size=32,
+              batch_size=2)
+    (run / "folds.json").write_text(json.dumps({"seed": 3, "folds": [["case0", "case1"], [], [], [], []]}))
+    earlier = tmp_path / "EARLIER.json"
+    loco = {"train emidec": {"myops": {"cases": 33, "dl": {"mae": 8.0}}, "all": {"cases": 33, "dl": {"mae": 8.0}}}}
+    earlier.write_text(json.dumps({"loco": loco, "command": "python -m engines.lge.evaluate --cv runs/a --loco "
+                                                            "runs/loco_emidec --threads 2"}))
+    monkeypatch.setattr(evaluate, "centre_table", lambda results: [f"table of {results['all']['cases']} cases"])
+    report = tmp_path / "EVALUATION.md"
+    evaluate.main(["--cv", str(run), "--report", str(report), "--training-fit", "0", "--threads", "1",
+                   "--loco-from", str(earlier)])
+    text = report.read_text()
+    assert "(fold0: 1 of the 5 folds of `folds.json`, so 2 of the cases)" in text
+    assert "## Leave one centre out: train emidec" in text and "runs/loco_emidec" in text
+    assert "table of 33 cases" in text
+    written = json.loads(report.with_suffix(".json").read_text())
+    assert written["loco"] == loco and written["folds_total"] == 5
+    assert "1 of the 5 folds (fold0)" in written["shipped_metrics"]["source"]
