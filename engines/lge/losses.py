@@ -26,10 +26,13 @@ def merge_matrix(labelled: frozenset, classes: int) -> torch.Tensor:
 
 
 def marginal_dice_ce(logits: torch.Tensor, labels: torch.Tensor, merges: torch.Tensor,
-                     available: torch.Tensor) -> torch.Tensor:
+                     available: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
     """Loss of one head. logits (B, C, H, W); labels (B, H, W) int64 node labels; merges (B, C, C) from
     `merge_matrix`; available (B, C) bool, the classes each sample's centre labels. Cross-entropy on the merged
-    probabilities plus soft Dice (batch dice) over the foreground classes, each over the samples that label it."""
+    probabilities plus `dice_weight` x soft Dice (batch dice) over the foreground classes, each over the samples
+    that label it. Soft Dice can bias volumes where boundaries are uncertain, cross-entropy does not (Bertels et
+    al., "Optimization with soft Dice can lead to a volumetric bias", MICCAI BrainLes 2019): a smaller
+    `dice_weight` trades overlap for volume calibration."""
     probabilities = torch.softmax(logits.float(), dim=1)
     merged = torch.einsum("bihw,bij->bjhw", probabilities, merges)
     ce = F.nll_loss(torch.log(merged.clamp(min=1e-7)), labels)
@@ -40,13 +43,14 @@ def marginal_dice_ce(logits: torch.Tensor, labels: torch.Tensor, merges: torch.T
     dice = (2 * intersection + 1e-5) / (denominator + 1e-5)
     foreground = available.any(dim=0).clone()
     foreground[0] = False
-    return ce + (1 - dice[foreground]).mean()
+    return ce + dice_weight * (1 - dice[foreground]).mean()
 
 
 def deep_supervision_loss(outputs: torch.Tensor, labels: torch.Tensor, merges: torch.Tensor,
-                          available: torch.Tensor) -> torch.Tensor:
+                          available: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
     """outputs (B, heads, C, H, W) from DynUNet in training mode (every head at full size)."""
     heads = outputs.shape[1]
     weights = torch.tensor(HEAD_WEIGHTS[:heads])
     weights = weights / weights.sum()
-    return sum(w * marginal_dice_ce(outputs[:, k], labels, merges, available) for k, w in enumerate(weights))
+    return sum(w * marginal_dice_ce(outputs[:, k], labels, merges, available, dice_weight)
+               for k, w in enumerate(weights))

@@ -81,11 +81,12 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 50) -> float:
 def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: torch.device, log,
               filters=DEFAULT_FILTERS, learning_rate: float = 3e-3, checkpoint_every: int = 100,
               metadata: dict | None = None, patch_size: int = PATCH_SIZE,
-              batch_size: int = BATCH_SIZE) -> LGESliceUNet:
+              batch_size: int = BATCH_SIZE, dice_weight: float = 1.0) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
-    A run continued with another patch or batch size records the earlier sizes in its history."""
+    A run continued with another patch or batch size or Dice weight (`engines.lge.losses`) records the earlier ones
+    in its history."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -108,7 +109,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
             finished = torch.load(finished_path, map_location="cpu", weights_only=True)["metadata"]
             if int(finished.get("steps", -1)) == step:  # a finished run carried to a larger budget, optimiser kept
                 history = {**history, f"steps 0-{step}": {k: finished.get(k) for k in ("device", "bf16_autocast",
-                                                                                        "patch_size", "batch_size")},
+                                                                                        "patch_size", "batch_size",
+                                                                                        "dice_weight")},
                            "continued_at_step": step, f"optimiser at step {step}": "kept (resumed from checkpoint)"}
         log(f"resumed at step {step}/{steps}")
     elif (folder / "model.pt").is_file():
@@ -122,7 +124,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
             return model.eval().cpu().to(memory_format=torch.contiguous_format)
         history = {**finished["metadata"].get("history", {}),
                    f"steps 0-{step}": {k: finished["metadata"].get(k) for k in ("device", "bf16_autocast",
-                                                                                  "patch_size", "batch_size")},
+                                                                                  "patch_size", "batch_size",
+                                                                                  "dice_weight")},
                    "continued_at_step": step}
         rng = np.random.default_rng(seed + step)
         torch.manual_seed(seed + step)
@@ -136,7 +139,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         images, labels, merges, available = (t.to(device) for t in sampler.batch(batch_size))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model.forward_slices(images)
-        loss = deep_supervision_loss(outputs.float(), labels, merges, available)
+        loss = deep_supervision_loss(outputs.float(), labels, merges, available, dice_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
@@ -157,7 +160,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                 "metadata": {**(metadata or {}), **({"history": history} if history else {}),
                              "steps": steps, "seed": seed, "device": str(device),
                              "bf16_autocast": bf16, "model_spacing_mm": MODEL_SPACING_MM, "patch_size": patch_size,
-                             "batch_size": batch_size}}, folder / "model.pt")
+                             "batch_size": batch_size, "dice_weight": dice_weight}}, folder / "model.pt")
     return model
 
 
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="training patch side, pixels at "
                         f"{MODEL_SPACING_MM} mm (the node's crop is engines.lge.export.CROP_SIZE)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--dice-weight", type=float, default=1.0,
+                        help="weight of the soft Dice term beside cross-entropy (engines.lge.losses; 0: cross-entropy "
+                             "only)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     args = parser.parse_args(argv)
     filters = tuple(int(f) for f in args.filters.split(","))
@@ -205,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = load_cases()
     common = {"filters": list(filters), "learning_rate": args.learning_rate}
-    sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size}
+    if args.dice_weight < 0:
+        parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
+    sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight}
     if args.train_centres:
         train_centres = set(args.train_centres.split(","))
         training = [c for c in cases if c.centre in train_centres]

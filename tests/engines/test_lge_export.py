@@ -73,6 +73,24 @@ def test_marginal_loss_merges_the_classes_a_centre_does_not_label():
     assert loss_emidec < 0.1 < loss_myops
 
 
+def test_the_dice_weight_scales_only_the_dice_term():
+    from engines.lge.losses import deep_supervision_loss, marginal_dice_ce, merge_matrix
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 8, 8)
+    labels = torch.randint(0, 6, (2, 8, 8))
+    merges = torch.stack([merge_matrix(frozenset(range(6)), 6)] * 2)
+    available = torch.ones(2, 6, dtype=torch.bool)
+    cross_entropy = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.allclose(marginal_dice_ce(logits, labels, merges, available, dice_weight=0.0), cross_entropy,
+                          atol=1e-5)
+    full = marginal_dice_ce(logits, labels, merges, available)
+    half = marginal_dice_ce(logits, labels, merges, available, dice_weight=0.5)
+    assert torch.allclose(half, (full + cross_entropy) / 2, atol=1e-5) and full > half > cross_entropy
+    heads = logits[:, None].expand(2, 3, 6, 8, 8)
+    assert torch.allclose(deep_supervision_loss(heads, labels, merges, available, 0.0), cross_entropy, atol=1e-5)
+
+
 def test_shipped_model_signature_card_and_parity():
     from dicomnode.inference.parity import FP32_MAX_ABS, MIN_ARGMAX_AGREEMENT, compare
     from engines.lge.model import LGEEnsemble

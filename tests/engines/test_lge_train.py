@@ -84,6 +84,23 @@ def test_continued_with_a_larger_patch_records_the_earlier_sizes(tmp_path):
     assert metadata["history"]["steps 0-1"]["batch_size"] == 2
 
 
+def test_the_dice_weight_is_recorded_and_a_change_of_it_kept_in_the_history(tmp_path, capsys):
+    from engines.lge.train import main, train_run
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "fold0"
+    common = dict(seed=3, device=torch.device("cpu"), log=lambda _: None, filters=FILTERS, checkpoint_every=1,
+                  metadata={"fold": 0}, patch_size=32, batch_size=2)
+    train_run(_cases(), folder, 1, **common)
+    assert _weights(folder)["metadata"]["dice_weight"] == 1.0
+    train_run(_cases(), folder, 2, dice_weight=0.0, **common)
+    metadata = _weights(folder)["metadata"]
+    assert metadata["dice_weight"] == 0.0 and metadata["history"]["steps 0-1"]["dice_weight"] == 1.0
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "run"), "--dice-weight", "-1"])
+    assert "--dice-weight must be >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag, value, message", [("--patch-size", "40", "multiple of 16"),
                                                   ("--patch-size", "16", "at least 32"),
                                                   ("--batch-size", "1", "at least 2")])
