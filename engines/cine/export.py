@@ -129,7 +129,11 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
             "split_seed": checkpoint["seed"], "iterations": checkpoint["iterations"], "batch": checkpoint["batch"],
             "wall_time_s": round(checkpoint["elapsed_s"], 1), "device": checkpoint["device"],
             "training_slices": checkpoint["n_training_slices"],
-            "loss": "marginal (partial-label) cross-entropy + soft Dice on fully labelled pixels",
+            "loss": "marginal (partial-label) cross-entropy + "
+                    + ("" if float(checkpoint.get("dice_weight", 1.0)) == 1.0
+                       else f"{float(checkpoint.get('dice_weight', 1.0)):g} x ")
+                    + "soft Dice on fully labelled pixels",
+            "dice_weight": float(checkpoint.get("dice_weight", 1.0)),
         },
         "licence": "Weights derived from ACDC: CC BY-NC-SA 4.0 (non-commercial research only, share-alike, cite "
                    "Bernard et al. 2018)"

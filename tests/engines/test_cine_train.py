@@ -44,9 +44,11 @@ def _data(n=6):
     return images, allowed, subjects, sources
 
 
-def _args(out: Path, steps: int, context: str = "none", sunnybrook_weight: float = 4.0, myops_weight: float = 1.0):
+def _args(out: Path, steps: int, context: str = "none", sunnybrook_weight: float = 4.0, myops_weight: float = 1.0,
+          dice_weight: float = 1.0):
     return argparse.Namespace(out=out, steps=steps, save_every=1, batch=2, lr=1e-3, threads=1, seed=1,
-                              sunnybrook_weight=sunnybrook_weight, myops_weight=myops_weight, context=context)
+                              sunnybrook_weight=sunnybrook_weight, myops_weight=myops_weight, context=context,
+                              dice_weight=dice_weight)
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -67,6 +69,31 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     # a finished run is not trained again
     train.train_one("fold0", ["patient004"], data, _args(tmp_path, 4), torch.device("cpu"))
     assert torch.load(path, weights_only=False)["elapsed_s"] == second["elapsed_s"]
+
+
+def test_the_dice_weight_scales_only_the_dice_term():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8)
+    allowed = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 8, 8)), 4).permute(0, 3, 1, 2).float()
+    allowed[0, :, :2] = 1.0  # partly labelled pixels: no Dice there, only the marginal cross-entropy
+    ce_only = train.partial_label_loss(logits, allowed, dice_weight=0.0)
+    full, half = train.partial_label_loss(logits, allowed), train.partial_label_loss(logits, allowed, dice_weight=0.5)
+    assert float(full) > float(half) > float(ce_only) > 0
+    assert torch.allclose(full - ce_only, 2 * (half - ce_only), atol=1e-6)
+
+
+def test_the_dice_weight_is_recorded_and_a_change_of_it_kept_in_the_history(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    data = _data()
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 1), torch.device("cpu"))
+    assert torch.load(path, weights_only=False)["dice_weight"] == 1.0
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 2, dice_weight=0.25), torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert saved["dice_weight"] == 0.25
+    assert {"iterations": 1, "dice_weight": 1.0, "dice_weight_from_here": 0.25} in saved["history"]
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "run"), "--dice-weight", "-1"])
+    assert "--dice-weight must be >= 0" in capsys.readouterr().err
 
 
 def test_a_source_weighted_zero_is_not_training_data(tmp_path, monkeypatch):
