@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,10 +97,12 @@ def load_cache(datasets: Path, cache_dir: Path, context: str = "none"):
     subjects = np.array([s.subject for s in slices])
     sources = np.array([s.source for s in slices])
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial.npz")
     extra = {"first_phase": arrays[2]} if context != "none" else {}
-    np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, **extra)
-    partial.replace(cache)
+    # Each writer has its own partial file: folds trained side by side in one run folder build the same cache at once.
+    handle, partial_name = tempfile.mkstemp(prefix=cache.stem + ".", suffix=".partial.npz", dir=cache_dir)
+    with os.fdopen(handle, "wb") as partial:
+        np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, **extra)
+    Path(partial_name).replace(cache)
     if context != "none":
         images = np.stack([images, arrays[2]], axis=1)
     return images, allowed, subjects, sources

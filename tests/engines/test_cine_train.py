@@ -144,3 +144,31 @@ def test_a_first_phase_context_run_has_two_input_channels_and_refuses_to_mix(tmp
     with pytest.raises(SystemExit, match="trained with --context first_phase"):
         train.train_one("fold0", ["patient004"], (images, allowed, subjects, sources), _args(tmp_path, 4),
                         torch.device("cpu"))
+
+
+def test_canvas_cache_survives_two_folds_building_it_at_once(tmp_path, monkeypatch):
+    """Folds started side by side in one run folder both build the cache; the second to finish must not fail."""
+    class Slice:
+        def __init__(self, subject):
+            self.subject, self.source = subject, "acdc"
+
+    monkeypatch.setattr(train, "training_slices", lambda datasets, acdc: [Slice("patient001"), Slice("patient002")])
+    monkeypatch.setattr(train, "build_canvas", lambda slices, spacing, size, first_phase=False: (
+        np.full((len(slices), 4, 4), 7, np.float32), np.ones((len(slices), 4, 4, 3), bool)))
+    real_savez, nested = np.savez, []
+
+    def savez_while_another_fold_finishes_first(file, **arrays):
+        real_savez(file, **arrays)
+        if not nested:
+            nested.append(None)
+            nested[0] = train.load_cache(tmp_path / "datasets", tmp_path / "run")
+
+    monkeypatch.setattr(train.np, "savez", savez_while_another_fold_finishes_first)
+    images, allowed, subjects, sources = train.load_cache(tmp_path / "datasets", tmp_path / "run")
+    assert images.shape == (2, 4, 4) and list(subjects) == ["patient001", "patient002"]
+    assert nested and nested[0][0].shape == (2, 4, 4)
+    left = [p.name for p in (tmp_path / "run").iterdir()]
+    assert len(left) == 1 and left[0].startswith("canvas_cache_") and left[0].endswith(".npz")
+    assert "partial" not in left[0]
+    cached = train.load_cache(tmp_path / "datasets", tmp_path / "run")
+    assert np.array_equal(cached[0], images)
