@@ -6,7 +6,8 @@ on an EMIDEC stack (256², assumed per-case spacing, 1.4 mm on average) and a My
     .venv/bin/python bench/lge_latency.py [--runs 10] [--threads 2]
 
 Prints a table and writes bench/results/lge_latency.json. The goal (issue #13) is <= 1 s per stack on 2 cores with
-the ensemble that ships.
+the ensemble that ships. The node finds the heart with the card's localiser (one member) and segments with the
+ensemble: the row "node runtime, heart found by ..." is what the node does.
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def stacks(datasets: Path) -> dict[str, tuple[np.ndarray, tuple[float, float], f
             f"MyoPS {myops.name} {myops.image.shape}": (myops.image, myops.spacing_rc, myops.slice_spacing_mm)}
 
 
-def end_to_end(image, spacing, slice_mm, run_model, spec: LGEInputSpec, threshold_methods: bool = False) -> float:
-    labels = segment_stack(image, spacing, run_model, spec).labels
+def end_to_end(image, spacing, slice_mm, run_model, spec: LGEInputSpec, threshold_methods: bool = False,
+               locate_model=None) -> float:
+    labels = segment_stack(image, spacing, run_model, spec, locate_model=locate_model).labels
     voxel_ml = spacing[0] * spacing[1] * slice_mm / 1000
     volumes = lge_volumes(labels, voxel_ml)
     for call in () if not threshold_methods else (lambda: nsd_enhancement(image, labels, 5, voxel_ml, spacing),
@@ -109,14 +111,20 @@ def main() -> int:
         with torch.no_grad():
             return shipped(torch.from_numpy(x)).numpy()
 
-    runners["node runtime (shipped lge_unet.onnx)"] = Runtime().model("lge_unet").run
+    node = Runtime()
+    localiser = (card.get("localiser") or {}).get("model")
+    runners["node runtime (shipped lge_unet.onnx)"] = node.model("lge_unet").run
+    if localiser:
+        runners[f"node runtime, heart found by {localiser}"] = (node.model("lge_unet").run,
+                                                                  node.model(localiser).run)
     # torch last: its OpenMP threads keep spinning after a call and slowed the ONNX Runtime runs that followed
     runners[f"torch eager, {len(members)} member(s)"] = torch_run
     rows = {}
     for stack_name, (image, spacing, slice_mm) in stacks(args.datasets).items():
         for runner_name, run in runners.items():
+            run, locate = run if isinstance(run, tuple) else (run, None)
             rows[f"{stack_name} | {runner_name}"] = timed(
-                lambda: end_to_end(image, spacing, slice_mm, run, spec, args.threshold_methods), args.runs)
+                lambda: end_to_end(image, spacing, slice_mm, run, spec, args.threshold_methods, locate), args.runs)
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"LGE end to end per stack, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; shipped ensemble: {len(members)} member(s), flip TTA {card['torch']['kwargs']['flip_tta']}")

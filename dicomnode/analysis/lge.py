@@ -204,8 +204,11 @@ MIN_LV_AREA_MM2 = 400.0
 MAX_LV_OFFSET = 0.35
 #: candidate crops are compared on this many middle slices (0: the whole stack)
 PROBE_SLICES = 1
-#: average the whole-stack probabilities of every crop that saw the same ventricle (else the best crop's only)
-AVERAGE_CROPS = True
+#: average the whole-stack probabilities of every crop that saw the same ventricle (else the best crop's only).
+#: Off: on the full 5-fold CV (133 cases, engines/lge/EVALUATION.md) averaging changed %LGE by 0.08 points on
+#: average (MyoPS %LGE MAE 5.96 with, 5.99 without; scar Dice 3D 0.648 / 0.651) and ran the ensemble a second time
+#: over the whole stack on 480² stacks
+AVERAGE_CROPS = False
 
 
 def _heart_centre(probabilities: np.ndarray, resampler: InplaneResampler,
@@ -311,7 +314,8 @@ def _rest_of_stack(normalised: np.ndarray, probe_range: slice, probe_probabiliti
 
 
 def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model: Callable[[np.ndarray], np.ndarray],
-                  spec: LGEInputSpec = LGEInputSpec(), scar_log_offset: float = 0.0) -> SegmentedStack:
+                  spec: LGEInputSpec = LGEInputSpec(), scar_log_offset: float = 0.0,
+                  locate_model: Callable[[np.ndarray], np.ndarray] | None = None) -> SegmentedStack:
     """Labels (slices, rows, cols) of one LGE short-axis stack on its own grid.
 
     pixels: (slices, rows, cols) stored values (MONOCHROME2 sense) of parallel slices, any field of view and
@@ -320,13 +324,16 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     that finds no LV) at the model spacing to find the heart; pass 2 over a `crop_size` square centred on it and,
     when that lies more than RECENTRE_MM from the field's centre, also on the field's centre (short-axis stacks are
     planned on the heart); the candidate whose crop shows the larger left ventricle on the middle PROBE_SLICES
-    slices wins (see `_crop_pass`). The rest of the stack is then run at the winning crop and at every crop that
-    saw the same ventricle (the probe slices' probabilities are reused), and their probabilities are averaged
-    (AVERAGE_CROPS). Comparing candidates on the middle slice
+    slices wins (see `_crop_pass`). The rest of the stack is then run at the winning crop (the probe slices'
+    probabilities are reused), and with AVERAGE_CROPS also at every crop that saw the same ventricle, their
+    probabilities averaged. Comparing candidates on the middle slice
     only halves the time on 480² stacks (1.7 → 0.8-1.0 s) with the same cross-validated accuracy
     (engines/lge/EVALUATION.md). Probabilities are mapped back to the source grid with linear interpolation, then
     `decide_labels` (scar and MVO weighted by exp(scar_log_offset), argmax; the LV and the RV each keep their largest
-    connected component). Raises ValueError on a malformed stack.
+    connected component). locate_model (same signature as run_model), when given, runs pass 1 and the candidate
+    comparison instead of run_model, and run_model then segments every slice at the chosen crop(s): the shipped
+    ensemble finds the heart with one member (as each cross-validation fold model does on its own) and spends all
+    its members on the segmentation that is reported. Raises ValueError on a malformed stack.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -339,9 +346,10 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     field = spec.field_size(shape_rc, spacing_rc)
     wide = InplaneResampler(shape_rc, spacing_rc, target, (field, field))
     middle = pixels.shape[0] // 2
-    centre = _heart_centre(_model_pass(normalised[middle:middle + 1], wide, run_model), wide)
+    locate = locate_model if locate_model is not None else run_model
+    centre = _heart_centre(_model_pass(normalised[middle:middle + 1], wide, locate), wide)
     if centre is None and pixels.shape[0] > 1:  # no LV on the middle slice: look at every slice
-        centre = _heart_centre(_model_pass(normalised, wide, run_model), wide)
+        centre = _heart_centre(_model_pass(normalised, wide, locate), wide)
     image_centre = ((shape_rc[0] - 1) / 2.0, (shape_rc[1] - 1) / 2.0)
     candidates = [centre if centre is not None else image_centre]
     if centre is not None and _distance_mm(centre, image_centre, spacing_rc) > RECENTRE_MM:
@@ -349,7 +357,7 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     # candidates (and their re-centring) are compared on the middle slices only; the whole stack is then run at
     # the chosen crops
     probe = normalised[_probe_slices(normalised.shape[0])]
-    passes = [_crop_pass(probe, shape_rc, spacing_rc, spec, candidate, run_model) for candidate in candidates]
+    passes = [_crop_pass(probe, shape_rc, spacing_rc, spec, candidate, locate) for candidate in candidates]
     crop, _, evidence = max(passes, key=lambda found: found[2])
     # crops that see the same ventricle (as large, centres close) are averaged: the network's output moves with the
     # crop by a few %LGE points, and averaging damps that (a shift test-time augmentation)
@@ -357,9 +365,13 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
             and _distance_mm(found[0].centre_rc, crop.centre_rc, spacing_rc) <= 2 * RECENTRE_MM]
     same = [crop] + ([resampler for resampler in same if resampler is not crop] if AVERAGE_CROPS else [])
     probe_range = _probe_slices(normalised.shape[0])
-    whole = [(resampler, _rest_of_stack(normalised, probe_range, next(found[1] for found in passes
-                                                                       if found[0] is resampler), resampler, run_model))
-             for resampler in same]
+    if locate_model is None:  # the probe slices' probabilities are the segmenting model's: reused
+        whole = [(resampler, _rest_of_stack(normalised, probe_range, next(found[1] for found in passes
+                                                                           if found[0] is resampler), resampler,
+                                            run_model))
+                 for resampler in same]
+    else:
+        whole = [(resampler, _model_pass(normalised, resampler, run_model)) for resampler in same]
     localised = _lv_evidence(whole[0][1], whole[0][0]) >= MIN_LV_AREA_MM2
     source = whole[0][0].inverse_probabilities(np.moveaxis(whole[0][1], 0, 1))
     for resampler, probabilities in whole[1:]:
@@ -392,6 +404,22 @@ class LGEPipeline:
         self.spec = LGEInputSpec.from_card(model.card.data)
         self.decision = LGEDecision.from_card(model.card.data)
         self.card_metrics = model.card.data.get("metrics", {})
+        self.localiser = self._localiser(runtime, model.card.data)
+
+    @staticmethod
+    def _localiser(runtime, card: dict) -> str | None:
+        """The model the card names to find the heart (one ensemble member: `segment_stack`'s locate_model), or
+        None when it names none or it cannot be loaded (then the ensemble finds the heart itself, slower)."""
+        name = (card.get("localiser") or {}).get("model")
+        if not name:
+            return None
+        try:
+            runtime.model(name)
+        except RuntimeError as exc:  # not installed beside the ensemble, or no backend could load it
+            log.warning("lge: the card's localiser %s is unavailable (%s); the ensemble finds the heart itself",
+                        name, exc)
+            return None
+        return name
 
     def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
         log.info("lge declined: %s", reason)
@@ -414,8 +442,9 @@ class LGEPipeline:
         canonical = canonical_inplane(volume.orientation)
         kind = input_kind(image, _bits_stored(series))
         scar_log_offset = self.decision.offset(kind)
+        locate = runtime.model(self.localiser).run if self.localiser else None
         segmented = segment_stack(canonical.apply(image), canonical.spacing(volume.pixel_spacing), model.run, self.spec,
-                                  scar_log_offset)
+                                  scar_log_offset, locate_model=locate)
         labels = canonical.invert(segmented.labels)
         crop_centre_rc = canonical.source_point(segmented.centre_rc, image.shape[-2:])
         settings = self.settings

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import dicomnode.analysis.lge as node_lge
 from dicomnode.analysis.lge import LGEInputSpec, segment_stack
 from dicomnode.analysis.lge_metrics import NSD_FACTORS, fwhm_enhancement, large_burden, lge_volumes, nsd_enhancement
 from engines.lge.calibrate import case_kind
@@ -155,6 +156,14 @@ def training_sample(metadata: dict, cases: dict[str, Case], per_centre: int, see
     return sorted(sample)
 
 
+def segmentation_settings() -> dict:
+    """The node's segment_stack settings that change its output: per-model results cached beside a model are reused
+    only while they are unchanged."""
+    return {"average_crops": node_lge.AVERAGE_CROPS, "probe_slices": node_lge.PROBE_SLICES,
+            "recentre_mm": node_lge.RECENTRE_MM, "min_lv_area_mm2": node_lge.MIN_LV_AREA_MM2,
+            "max_lv_offset": node_lge.MAX_LV_OFFSET}
+
+
 def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bool = False,
                  fit_per_centre: int = 0, calibration: dict | None = None
                  ) -> tuple[dict[str, dict], list[float], dict[str, dict]]:
@@ -177,7 +186,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
             model = metadata = None
             cached = json.loads(cache.read_text()) if cache.is_file() and \
                 cache.stat().st_mtime >= path.stat().st_mtime else None
-            if cached is not None and cached.get("offsets") == offsets:
+            inference = segmentation_settings()
+            if cached is not None and cached.get("offsets") == offsets and cached.get("inference") == inference:
                 per_case.update(cached["per_case"])
                 seconds.extend(cached["seconds"])
                 log(f"{path}: {len(cached['per_case'])} held-out cases (from {cache.name})")
@@ -187,8 +197,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                     model = LGEEnsemble.from_members([model], flip_tta=True)
                 model_cases, model_seconds = _segment_cases(model, metadata["held_out"], cases, spec, offsets)
                 # per-model results beside the model, reused while the model is unchanged
-                cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds, "offsets": offsets},
-                                            default=float))
+                cache.write_text(json.dumps({"per_case": model_cases, "seconds": model_seconds, "offsets": offsets,
+                                             "inference": inference}, default=float))
                 per_case.update(model_cases)
                 seconds.extend(model_seconds)
                 log(f"{path}: {len(metadata['held_out'])} held-out cases")
@@ -196,7 +206,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                 continue
             if fit_cache.is_file() and fit_cache.stat().st_mtime >= path.stat().st_mtime:
                 cached = json.loads(fit_cache.read_text())
-                if cached.get("per_centre") == fit_per_centre and cached.get("offsets") == offsets:
+                if (cached.get("per_centre") == fit_per_centre and cached.get("offsets") == offsets
+                        and cached.get("inference") == inference):
                     fit.update({f"{path.parent.name}/{n}": m for n, m in cached["per_case"].items()})
                     continue
             if model is None:
@@ -205,8 +216,8 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
                     model = LGEEnsemble.from_members([model], flip_tta=True)
             sample = training_sample(metadata, cases, fit_per_centre)
             fitted, _ = _segment_cases(model, sample, cases, spec, offsets)
-            fit_cache.write_text(json.dumps({"per_centre": fit_per_centre, "per_case": fitted, "offsets": offsets},
-                                            default=float))
+            fit_cache.write_text(json.dumps({"per_centre": fit_per_centre, "per_case": fitted, "offsets": offsets,
+                                             "inference": inference}, default=float))
             fit.update({f"{path.parent.name}/{n}": m for n, m in fitted.items()})
             log(f"{path}: {len(sample)} of its own training cases")
     return per_case, seconds, fit
@@ -339,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, results in earlier.get("loco", {}).items():
             if name not in loco:
                 loco[name] = results
-                loco_carried = _loco_source(earlier.get("command", ""), args.loco_from)
+                loco_carried = (earlier.get("loco_carried_from")
+                                or _loco_source(earlier.get("command", ""), args.loco_from))
     folds = sorted(p.parent.name for p in args.cv.glob("fold*/model.pt"))
     folds_total = len(json.loads((args.cv / "folds.json").read_text())["folds"])
     meta = load_model(next(args.cv.glob("fold*/model.pt")))[1]

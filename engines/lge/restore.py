@@ -5,7 +5,8 @@ models of the run named on its card).
     python -m engines.lge.restore --out engines/runs/lge8_cv
     python -m engines.lge.train --out engines/runs/lge8_cv --only-folds 0 --patch-size 128 --steps 16000 --threads 1
 
-Each member k becomes fold{k}/model.pt with the card's training metadata (steps, history, patch and batch size) and
+Each member k becomes fold{k}/model.pt with the card's training metadata (steps, history, patch and batch size; the
+member's own record where the card keeps one per member, as for members trained by different recipes) and
 the held-out cases of fold k as `engines.lge.data.case_folds` draws them with the card's seed; the training command
 then continues it from those weights with a fresh optimiser (the optimiser state is not shipped). The folds.json of
 the folder is the full split, so folds without a member (the card's ensemble holds fewer members than folds) can be
@@ -39,18 +40,29 @@ def restore(models_dir: Path, out: Path, folds: int = FOLDS) -> list[Path]:
     seed = int(training["seed"])
     split = case_folds(load_cases(), folds, seed)
     written = []
+    recorded = training.get("members") or []
     for fold, member in enumerate(ensemble.members):
+        own = recorded[fold] if fold < len(recorded) else {}
+        history = own["history"] if "history" in own else training.get("history", {})
+        steps = int(own.get("steps", training["steps"]))
+        if "held_out_cases" in own and own["held_out_cases"] != len(split[fold]):
+            raise ValueError(f"member {fold} was trained without {own['held_out_cases']} cases, but fold {fold} of "
+                             f"the split drawn with seed {seed} holds {len(split[fold])}: not the card's split")
         folder = out / f"fold{fold}"
         if (folder / "model.pt").exists() or (folder / "checkpoint.pt").exists():
             raise FileExistsError(f"{folder} already holds a model or checkpoint; restore into an empty folder")
         folder.mkdir(parents=True, exist_ok=True)
         metadata = {"filters": list(architecture["filters"]), "learning_rate": training.get("learning_rate", 3e-3),
                     "fold": fold, "held_out": sorted(split[fold]),
-                    "history": {**training.get("history", {}), f"restored at step {training['steps']}":
+                    "history": {**(history if isinstance(history, dict) else {}), f"restored at step {steps}":
                                 f"{MODEL_NAME} {card['version']} member {fold}; optimiser state not shipped"},
-                    "steps": int(training["steps"]), "seed": seed + fold, "device": training.get("device", "cpu"),
-                    "bf16_autocast": training.get("bf16_autocast"), "model_spacing_mm": plan["pixel_spacing_mm"],
-                    "patch_size": training.get("patch_size"), "batch_size": training.get("batch_size")}
+                    "steps": steps, "seed": seed + fold, "device": own.get("device", training.get("device", "cpu")),
+                    "bf16_autocast": own.get("bf16_autocast", training.get("bf16_autocast")),
+                    "model_spacing_mm": plan["pixel_spacing_mm"],
+                    "patch_size": own.get("patch_size", training.get("patch_size")),
+                    "batch_size": own.get("batch_size", training.get("batch_size"))}
+        if "dice_weight" in own:
+            metadata["dice_weight"] = own["dice_weight"]
         torch.save({"state_dict": member.state_dict(), "config": member.config, "metadata": metadata},
                    folder / "model.pt")
         written.append(folder / "model.pt")

@@ -142,15 +142,19 @@ def test_segment_stack_localises_and_maps_back_exactly():
     np.testing.assert_array_equal(segmented.labels, np.broadcast_to(disc, image.shape).astype(np.uint8))
 
 
+def _shrinking_discs(slices: int, rows: int = 300, cols: int = 280) -> tuple[np.ndarray, np.ndarray]:
+    """A stack of bright discs off the field's centre (the field's centre competes as a candidate), smaller towards
+    the apex so that a slice put back in the wrong place shows: (image, discs)."""
+    rr, cc = np.mgrid[:rows, :cols]
+    discs = np.stack([np.hypot(rr - 110, cc - 170) < radius for radius in range(18, 18 - slices, -1)])
+    image = np.zeros((slices, rows, cols), dtype=np.float32)
+    image[discs] = 100.0
+    return image, discs
+
+
 def test_segment_stack_compares_candidate_crops_on_the_middle_slice_and_runs_the_rest_once_per_chosen_crop():
     spec = LGEInputSpec()
-    rows, cols = 300, 280
-    image = np.zeros((7, rows, cols), dtype=np.float32)
-    rr, cc = np.mgrid[:rows, :cols]
-    # off the field's centre (the field's centre competes as a candidate); smaller towards the apex, so a slice
-    # put back in the wrong place shows
-    discs = np.stack([np.hypot(rr - 110, cc - 170) < radius for radius in range(18, 11, -1)])
-    image[discs] = 100.0
+    image, discs = _shrinking_discs(7)
     depths = []
 
     def counting_model(x):
@@ -165,6 +169,34 @@ def test_segment_stack_compares_candidate_crops_on_the_middle_slice_and_runs_the
     assert len(whole) <= 2 and whole == list(range(whole[0], len(depths))), depths
     assert segmented.localised
     np.testing.assert_array_equal(segmented.labels, discs.astype(np.uint8))
+
+
+def test_segment_stack_finds_the_heart_with_the_locating_model_and_segments_with_the_other():
+    """The ensemble locates with one member and spends all members on the reported segmentation: the locating
+    model runs pass 1 and the candidate comparison only, the segmenting model every slice at the chosen crop."""
+    spec = LGEInputSpec()
+    image, discs = _shrinking_discs(5)
+    located, segmented_depths = [], []
+
+    def locating_model(x):
+        located.append(x.shape[2])
+        return _threshold_model(x)
+
+    def segmenting_model(x):
+        segmented_depths.append(x.shape[2])
+        logits = _threshold_model(x)
+        logits[:, 1] = -1.0  # the segmenting model's own answer: no LV anywhere
+        return logits
+
+    result = segment_stack(image, (spec.pixel_spacing_mm, spec.pixel_spacing_mm), segmenting_model, spec,
+                           locate_model=locating_model)
+    assert located and all(depth == 1 for depth in located), located
+    assert segmented_depths and all(depth == 5 for depth in segmented_depths), segmented_depths
+    assert result.centre_rc == pytest.approx((110, 170), abs=0.6)  # found by the locating model
+    assert not result.labels.any()  # the labels are the segmenting model's
+    same = segment_stack(image, (spec.pixel_spacing_mm, spec.pixel_spacing_mm), _threshold_model, spec,
+                         locate_model=_threshold_model)
+    np.testing.assert_array_equal(same.labels, discs.astype(np.uint8))
 
 
 def test_segment_stack_resamples_other_spacings_and_refuses_bad_input():
@@ -372,3 +404,44 @@ def test_the_card_scar_decision_for_the_input_kind_is_applied_and_recorded(sieme
     # scar given up becomes healthy myocardium: the myocardium as a whole hardly moves
     assert results["strict"].summary["myocardium_volume_ml"] == pytest.approx(
         results["none"].summary["myocardium_volume_ml"], rel=0.1)
+
+
+def test_the_pipeline_finds_the_heart_with_the_cards_localiser_and_falls_back_without_it(
+        siemens_study, runtime, tmp_path, monkeypatch, caplog):
+    """The shipped card names a one-member localiser: the node locates with it and segments with the ensemble. A
+    models folder without it still works (the ensemble locates), with a warning naming the missing model."""
+    import shutil
+
+    import dicomnode.analysis.lge as node_lge
+    from dicomnode.config import InferenceConfig
+
+    _, study = siemens_study
+    config = Config()
+    pipeline = LGEPipeline(config, runtime)
+    card = runtime.model("lge_unet").card.data
+    assert pipeline.localiser == card["localiser"]["model"] == "lge_unet_localiser"
+    assert runtime.model("lge_unet_localiser").card.data["torch"]["kwargs"]["members"] == 1
+    calls = []
+    real = node_lge.segment_stack
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("locate_model"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(node_lge, "segment_stack", spy)
+    located = pipeline.run(study, context(config, runtime))
+    assert calls[-1] is not None and calls[-1] == runtime.model("lge_unet_localiser").run
+
+    bare = tmp_path / "models"
+    bare.mkdir()
+    for suffix in (".onnx", ".json", ".pt"):
+        shutil.copy(runtime.models_dir / f"lge_unet{suffix}", bare / f"lge_unet{suffix}")
+    without = Runtime(InferenceConfig(models_dir=bare, backend="onnxruntime"))
+    with caplog.at_level("WARNING", logger="dicomnode.analysis.lge"):
+        fallback = LGEPipeline(config, without)
+    assert fallback.localiser is None and "lge_unet_localiser" in caplog.text
+    unlocated = fallback.run(study, context(config, without))
+    assert calls[-1] is None
+    assert unlocated.summary["lge_percent"] == pytest.approx(located.summary["lge_percent"], abs=1.0)
+    assert unlocated.summary["myocardium_volume_ml"] == pytest.approx(located.summary["myocardium_volume_ml"],
+                                                                      rel=0.02)

@@ -70,3 +70,37 @@ def test_a_partial_cross_validation_says_which_folds_and_carries_earlier_leave_o
     written = json.loads(report.with_suffix(".json").read_text())
     assert written["loco"] == loco and written["folds_total"] == 5
     assert "1 of the 5 folds (fold0)" in written["shipped_metrics"]["source"]
+    again = tmp_path / "AGAIN.md"
+    evaluate.main(["--cv", str(run), "--report", str(again), "--training-fit", "0", "--threads", "1",
+                   "--loco-from", str(report.with_suffix(".json"))])
+    carried_twice = json.loads(again.with_suffix(".json").read_text())
+    assert carried_twice["loco"] == loco
+    assert carried_twice["loco_carried_from"] == written["loco_carried_from"]
+    assert "runs/loco_emidec" in again.read_text()
+
+
+def test_cached_per_model_results_are_not_reused_after_the_node_segments_differently(tmp_path, monkeypatch):
+    """Results cached beside a fold model carry the segment_stack settings they were made with: changing one (here
+    the crop averaging) segments the held-out cases again instead of reporting the old numbers."""
+    import json
+
+    import torch
+
+    import dicomnode.analysis.lge as node_lge
+    from engines.lge.evaluate import predict_runs
+    from engines.lge.train import train_run
+    from tests.engines.test_lge_train import _cases as tiny_cases
+
+    torch.set_num_threads(1)
+    run = tmp_path / "cv"
+    train_run(tiny_cases(), run / "fold0", 1, seed=3, device=torch.device("cpu"), log=lambda _: None,
+              filters=(4, 8, 16, 32), metadata={"fold": 0, "held_out": ["case0"]}, patch_size=32, batch_size=2)
+    (run / "folds.json").write_text(json.dumps({"seed": 3, "folds": [["case0"]]}))
+    messages: list[str] = []
+    cases = {case.name: case for case in tiny_cases()}
+    predict_runs([run], cases, messages.append)
+    predict_runs([run], cases, messages.append)
+    assert "(from held_out_metrics.json)" not in messages[0] and "(from held_out_metrics.json)" in messages[1]
+    monkeypatch.setattr(node_lge, "AVERAGE_CROPS", not node_lge.AVERAGE_CROPS)
+    predict_runs([run], cases, messages.append)
+    assert "(from held_out_metrics.json)" not in messages[2], messages

@@ -99,3 +99,36 @@ def test_restoring_over_a_fold_model_or_with_a_mismatched_card_is_refused(tmp_pa
     with pytest.raises(RuntimeError, match="size mismatch"):
         restore(tmp_path / "other", tmp_path / "run2", folds=2)
 
+
+
+def test_members_trained_by_different_recipes_each_get_their_own_record_back(tmp_path, cases):
+    """An ensemble of a continued fold and a from-scratch fold: the card keeps one training record per member (as
+    engines.lge.export writes it) and restore gives each fold its own steps, history and loss weighting."""
+    from engines.lge.data import case_folds
+    from engines.lge.export import member_training
+    from engines.lge.restore import restore
+
+    _shipped(tmp_path / "models")
+    split = case_folds(cases, 2, 11)
+    records = member_training([
+        {"fold": 0, "steps": 7, "seed": 11, "patch_size": 32, "history": {"restored at step 5": "earlier ensemble"},
+         "held_out": split[0], "learning_rate": 3e-3},
+        {"fold": 1, "steps": 9, "seed": 12, "patch_size": 32, "dice_weight": 1.0, "history": {},
+         "held_out": split[1]}])
+    assert records[0] == {"fold": 0, "steps": 7, "seed": 11, "patch_size": 32,
+                          "history": {"restored at step 5": "earlier ensemble"}, "held_out_cases": len(split[0])}
+    card_path = tmp_path / "models" / "lge_unet.json"
+    card = json.loads(card_path.read_text())
+    card["training"] |= {"history": "per member: see members", "members": records}
+    card_path.write_text(json.dumps(card))
+    written = restore(tmp_path / "models", tmp_path / "run", folds=2)
+    first, second = (torch.load(p, weights_only=True)["metadata"] for p in written)
+    assert first["steps"] == 7 and set(first["history"]) == {"restored at step 5", "restored at step 7"}
+    assert second["steps"] == 9 and set(second["history"]) == {"restored at step 9"}
+    assert second["dice_weight"] == 1.0 and "dice_weight" not in first
+
+    records[1]["held_out_cases"] += 1
+    card["training"]["members"] = records
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="not the card's split"):
+        restore(tmp_path / "models", tmp_path / "run3", folds=2)
