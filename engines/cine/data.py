@@ -307,8 +307,40 @@ def myops_cases(datasets: Path) -> list[str]:
     return sorted(p.name for p in (datasets / "myops2020-lge").glob("Case*") if (p / f"{p.name}_C0.nii.gz").is_file())
 
 
-def load_myops_c0(datasets: Path, cases: set[str] | None = None) -> list[LabelledSlice]:
-    """Every labelled slice of the MyoPS bSSFP (`C0`) volumes, fully labelled (LV, myocardium incl. scar/edema, RV).
+def soften_wall_borders(allowed: np.ndarray, width_px: int) -> np.ndarray:
+    """A fully labelled bitmask whose LV myocardium borders become partial labels: within `width_px` pixels of the
+    border between myocardium and blood pool a pixel may be either, and within `width_px` of the border between
+    myocardium and what lies outside it (background, RV) a pixel may be myocardium or that outside class.
+
+    Why: MyoPS's labels are drawn in the LGE space with T2 and bSSFP read together; on its bSSFP image the cine model
+    draws their blood pool 23 mL larger and their myocardium 32 mL smaller per volume even on cases it trained on
+    (engines/models/cine_unet.md), a wall-thickness convention apart from ACDC's. The band keeps what those labels say
+    about where the heart is without teaching their wall thickness. `width_px` <= 0 returns `allowed` unchanged.
+    """
+    if width_px <= 0:
+        return allowed
+    from scipy import ndimage
+
+    labels = bitmask_to_labels(allowed)
+    myocardium = labels == Label.LV_MYOCARDIUM
+    pool = labels == Label.LV_BLOOD_POOL
+    outside = np.isin(labels, (Label.BACKGROUND, Label.RV_BLOOD_POOL))
+
+    def near(mask: np.ndarray) -> np.ndarray:
+        return ndimage.binary_dilation(mask, iterations=width_px)
+
+    out = allowed.copy()
+    outer = near(outside) & myocardium
+    out[outer] = BIT[Label.LV_MYOCARDIUM] | BIT[Label.BACKGROUND] | BIT[Label.RV_BLOOD_POOL]
+    out[outside & near(myocardium)] |= BIT[Label.LV_MYOCARDIUM]
+    inner = (myocardium & near(pool)) | (pool & near(myocardium))
+    out[inner] |= BIT[Label.LV_MYOCARDIUM] | BIT[Label.LV_BLOOD_POOL]
+    return out
+
+
+def load_myops_c0(datasets: Path, cases: set[str] | None = None, border_px: int = 0) -> list[LabelledSlice]:
+    """Every labelled slice of the MyoPS bSSFP (`C0`) volumes, fully labelled (LV, myocardium incl. scar/edema, RV);
+    with `border_px` > 0 the myocardium's borders are partial labels that wide (`soften_wall_borders`).
 
     Raises ValueError on a label value outside the MyoPS convention (README of the data set).
     """
@@ -328,7 +360,8 @@ def load_myops_c0(datasets: Path, cases: set[str] | None = None) -> list[Labelle
             for value, node_label in MYOPS_TO_NODE.items():
                 allowed[labels[z] == value] = BIT[int(node_label)]
             if (labels[z] > 0).any():
-                out.append(LabelledSlice(case, "myops", "C0", z, image[z], allowed, spacing, dz))
+                out.append(LabelledSlice(case, "myops", "C0", z, image[z], soften_wall_borders(allowed, border_px),
+                                         spacing, dz))
     return out
 
 
@@ -354,11 +387,13 @@ def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int
     return (images, allowed) if context is None else (images, allowed, context)
 
 
-def training_slices(datasets: Path, train_subjects: set[str], myops: bool = True) -> list[LabelledSlice]:
-    """Every labelled slice of the training subjects (ACDC subjects given, non-held-out Sunnybrook, MyoPS C0)."""
+def training_slices(datasets: Path, train_subjects: set[str], myops: bool = True,
+                    myops_border_px: int = 0) -> list[LabelledSlice]:
+    """Every labelled slice of the training subjects (ACDC subjects given, non-held-out Sunnybrook, MyoPS C0, whose
+    myocardium borders are partial labels `myops_border_px` wide when > 0)."""
     slices = load_acdc_png(datasets, train_subjects) + load_acdc_nifti(datasets, train_subjects)
     sunnybrook_train = {p for p in sunnybrook_link(datasets) if p not in SUNNYBROOK_HELD_OUT}
     slices += load_sunnybrook(datasets, sunnybrook_train)
     if myops and (datasets / "myops2020-lge").is_dir():
-        slices += load_myops_c0(datasets)
+        slices += load_myops_c0(datasets, border_px=myops_border_px)
     return slices

@@ -75,7 +75,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
-def load_cache(datasets: Path, cache_dir: Path, context: str = "none"):
+def load_cache(datasets: Path, cache_dir: Path, context: str = "none", myops_border_px: int = 0):
     """Canvas of every training-eligible slice (all ACDC, Sunnybrook not held out, MyoPS C0), cached by content key.
 
     Returns (images, allowed, subjects, sources); images are (N, S, S), or (N, 2, S, S) [slice, first phase] with
@@ -85,13 +85,15 @@ def load_cache(datasets: Path, cache_dir: Path, context: str = "none"):
     parts = [sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE, "myops-c0", "inplane-resampler"]
     if context != "none":
         parts.append(context)
+    if myops_border_px > 0:
+        parts.append(f"myops-border-{myops_border_px}")
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     cache = cache_dir / f"canvas_cache_{key}.npz"
     if cache.is_file():
         data = np.load(cache)
         images = data["images"] if context == "none" else np.stack([data["images"], data["first_phase"]], axis=1)
         return images, data["allowed"], data["subjects"], data["sources"]
-    slices = training_slices(datasets, acdc)
+    slices = training_slices(datasets, acdc, myops_border_px=myops_border_px)
     arrays = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE, first_phase=context != "none")
     images, allowed = arrays[:2]
     subjects = np.array([s.subject for s in slices])
@@ -118,6 +120,7 @@ def fold_plan(datasets: Path, n_folds: int, seed: int) -> list[tuple[str, list[s
 def train_one(name: str, test_subjects: list[str], data, args, device: torch.device) -> Path:
     """Train (or resume) one model; returns its checkpoint path."""
     images, allowed, subjects, sources = data
+    border_px = int(getattr(args, "myops_border_px", 0))
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "checkpoint.pt"
@@ -139,6 +142,9 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         if saved.get("context", "none") != args.context:
             raise SystemExit(f"{path} was trained with --context {saved.get('context', 'none')}, not {args.context}: "
                              f"use another --out")
+        if int(saved.get("myops_border_px", 0)) != border_px:
+            raise SystemExit(f"{path} was trained with --myops-border-px {saved.get('myops_border_px', 0)}, not "
+                             f"{border_px}: use another --out")
         if saved.get("final") and saved["iterations"] >= args.steps:
             print(f"{name}: already trained ({saved['iterations']} iterations)", flush=True)
             return path
@@ -172,7 +178,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             "final": final, "seed": args.seed, "test_subjects": list(test_subjects) + list(SUNNYBROOK_HELD_OUT),
             "train_subjects": sorted(set(subjects[keep].tolist())), "n_training_slices": int(keep.sum()),
             "device": str(device), "autocast": str(amp), "threads": args.threads, "history": history,
-            "dice_weight": args.dice_weight,
+            "dice_weight": args.dice_weight, "myops_border_px": border_px,
         }
         partial = path.with_suffix(".partial")
         torch.save(checkpoint, partial)
@@ -231,6 +237,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         help="sampling weight of a MyoPS bSSFP slice (0 with --sunnybrook-weight 0: ACDC only)")
     parser.add_argument("--dice-weight", type=float, default=1.0,
                         help="loss = cross-entropy + W x soft Dice (0: cross-entropy alone); recorded in the checkpoint")
+    parser.add_argument("--myops-border-px", type=int, default=0,
+                        help="MyoPS bSSFP myocardium borders as partial labels this many pixels wide (0: as labelled;"
+                             " engines.cine.data.soften_wall_borders); recorded in the checkpoint")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
@@ -240,7 +249,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_cache(args.datasets, args.out, args.context)
+    if args.myops_border_px < 0:
+        parser.error(f"--myops-border-px must be >= 0, got {args.myops_border_px}")
+    data = load_cache(args.datasets, args.out, args.context, args.myops_border_px)
     plan = fold_plan(args.datasets, args.folds, args.seed)
     if args.only_folds is not None:
         unknown = set(args.only_folds) - set(range(len(plan)))

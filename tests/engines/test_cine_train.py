@@ -152,7 +152,7 @@ def test_canvas_cache_survives_two_folds_building_it_at_once(tmp_path, monkeypat
         def __init__(self, subject):
             self.subject, self.source = subject, "acdc"
 
-    monkeypatch.setattr(train, "training_slices", lambda datasets, acdc: [Slice("patient001"), Slice("patient002")])
+    monkeypatch.setattr(train, "training_slices", lambda datasets, acdc, **kwargs: [Slice("patient001"), Slice("patient002")])
     monkeypatch.setattr(train, "build_canvas", lambda slices, spacing, size, first_phase=False: (
         np.full((len(slices), 4, 4), 7, np.float32), np.ones((len(slices), 4, 4, 3), bool)))
     real_savez, nested = np.savez, []
@@ -172,3 +172,24 @@ def test_canvas_cache_survives_two_folds_building_it_at_once(tmp_path, monkeypat
     assert "partial" not in left[0]
     cached = train.load_cache(tmp_path / "datasets", tmp_path / "run")
     assert np.array_equal(cached[0], images)
+
+
+def test_myops_wall_borders_become_partial_labels_of_the_two_classes_that_meet_there():
+    from engines.cine.data import BIT, soften_wall_borders
+
+    labels = np.zeros((32, 32), np.uint8)
+    rr, cc = np.mgrid[:32, :32]
+    radius = np.hypot(rr - 16, cc - 16)
+    labels[radius < 12] = Label.LV_MYOCARDIUM
+    labels[radius < 6] = Label.LV_BLOOD_POOL
+    labels[:, :3] = Label.RV_BLOOD_POOL
+    allowed = np.vectorize(lambda v: BIT[int(v)])(labels).astype(np.uint8)
+    assert soften_wall_borders(allowed, 0) is allowed
+    soft = soften_wall_borders(allowed, 2)
+    myo, pool = BIT[Label.LV_MYOCARDIUM], BIT[Label.LV_BLOOD_POOL]
+    assert soft[16, 16] == pool and soft[16, 16 + 9] == myo  # centre of the pool and of the wall: as labelled
+    assert soft[16, 16 + 5] == pool | myo and soft[16, 16 + 6] == pool | myo  # either side of the inner border
+    assert soft[16, 16 + 11] & myo and soft[16, 16 + 11] & BIT[Label.BACKGROUND]  # inside the outer border
+    assert soft[16, 16 + 12] == BIT[Label.BACKGROUND] | myo  # just outside it: its own class or myocardium
+    assert soft[0, 0] == BIT[Label.RV_BLOOD_POOL] and soft[16, 31] == BIT[Label.BACKGROUND]  # far away: unchanged
+    assert (soft & allowed).all() == (allowed > 0).all()  # every pixel keeps its labelled class
