@@ -104,6 +104,7 @@ def load_cache(datasets: Path, cache_dir: Path, context: str = "none", myops_bor
     handle, partial_name = tempfile.mkstemp(prefix=cache.stem + ".", suffix=".partial.npz", dir=cache_dir)
     with os.fdopen(handle, "wb") as partial:
         np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, **extra)
+    os.chmod(partial_name, 0o644)  # mkstemp's 0600 would hide the cache from other users of the run folder
     Path(partial_name).replace(cache)
     if context != "none":
         images = np.stack([images, arrays[2]], axis=1)
