@@ -12,6 +12,8 @@
 # sunnybrook-scd-extra, myops2020-lge C0 + gd) or DATASETS pointing at them; wheels as scripts/gpu/prepare.sh.
 # STEPS (default 4000) sets the batches per fold; the CPU recipe used 3200 (EVALUATION.md). PARALLEL=1 trains the
 # folds one after the other (the CPU check). bf16 autocast on CUDA (engines.cine.train.autocast_dtype).
+# TRAIN_ARGS adds engines.cine.train options to every fold, e.g. the candidate recipe of engines/checkpoints/cine_nomyops:
+#   TRAIN_ARGS="--dice-weight 0 --myops-weight 0" STEPS=3200 bash scripts/gpu/cine.sh
 # Checked end to end on the CPU with tiny STEPS:
 #   PYTHON=/work/main/.venv/bin/python OUT=/tmp/cine_gpu STEPS=2 PARALLEL=1 THREADS=1 SMOKE=1 bash scripts/gpu/cine.sh
 set -euo pipefail
@@ -21,6 +23,7 @@ STEPS="${STEPS:-4000}"
 PYTHON="${PYTHON:-python3}"
 PARALLEL="${PARALLEL:-5}"
 THREADS="${THREADS:-2}"
+TRAIN_ARGS="${TRAIN_ARGS:-}"
 EXPORT_FOLD="${EXPORT_FOLD:-1}"
 mkdir -p "$OUT"
 # shellcheck source=scripts/gpu/site.sh
@@ -41,7 +44,7 @@ echo "canvas cache: $(( $(date +%s) - started )) s"
 pids=()
 for fold in 0 1 2 3 4; do
     "$PYTHON" -m engines.cine.train --datasets "$DATASETS" --out "$RUN" --folds 5 --only-folds "$fold" \
-        --steps "$STEPS" --save-every 500 --threads "$THREADS" > "$LOGS/train_fold$fold.log" 2>&1 &
+        --steps "$STEPS" --save-every 500 --threads "$THREADS" ${TRAIN_ARGS:-} > "$LOGS/train_fold$fold.log" 2>&1 &
     pids+=($!)
     if [ "${#pids[@]}" -ge "$PARALLEL" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done
