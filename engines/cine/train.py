@@ -138,6 +138,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     generator = torch.Generator().manual_seed(args.seed)
     iteration, elapsed_before = 0, 0.0
     history: list[dict] = []
+    resumed_autocast = None
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=False)
         if saved.get("context", "none") != args.context:
@@ -154,6 +155,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         generator.set_state(saved["generator"])
         iteration, elapsed_before = int(saved["iterations"]), float(saved["elapsed_s"])
         history = list(saved.get("history", []))
+        resumed_autocast = saved.get("autocast")
         if saved.get("final"):  # a finished run carried to a larger budget: the schedule re-enters at this iteration
             history.append({"iterations": iteration, "steps": int(saved["steps"]), "continued_to": args.steps})
         if float(saved.get("dice_weight", 1.0)) != args.dice_weight:
@@ -163,6 +165,9 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
               + (f" (finished at {iteration} of {saved['steps']}; continued to {args.steps})" if saved.get("final")
                  else ""), flush=True)
     amp = autocast_dtype(device)
+    if resumed_autocast not in (None, str(amp)):
+        # resumed on another host (bf16 there, fp32 here or back): the record says where the precision changed
+        history.append({"iterations": iteration, "autocast": resumed_autocast, "autocast_from_here": str(amp)})
     print(f"{name}: {int(keep.sum())} training slices ({int((sources[keep] == 'sunnybrook').sum())} Sunnybrook, "
           f"{int((sources[keep] == 'myops').sum())} MyoPS), {len(test_subjects)} ACDC held out, device {device}, "
           f"autocast {amp}", flush=True)

@@ -96,6 +96,20 @@ def test_the_dice_weight_is_recorded_and_a_change_of_it_kept_in_the_history(tmp_
     assert "--dice-weight must be >= 0" in capsys.readouterr().err
 
 
+def test_a_run_resumed_under_another_precision_records_where_it_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    data = _data()
+    monkeypatch.setattr(train, "autocast_dtype", lambda device: None)
+    train.train_one("fold0", ["patient004"], data, _args(tmp_path, 1), torch.device("cpu"))
+    monkeypatch.setattr(train, "autocast_dtype", lambda device: torch.bfloat16)
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 2), torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert saved["autocast"] == "torch.bfloat16"
+    assert {"iterations": 1, "autocast": "None", "autocast_from_here": "torch.bfloat16"} in saved["history"]
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 3), torch.device("cpu"))
+    assert sum("autocast_from_here" in entry for entry in torch.load(path, weights_only=False)["history"]) == 1
+
+
 def test_a_source_weighted_zero_is_not_training_data(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "WIDTHS", (4, 8))
     path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 1, sunnybrook_weight=0, myops_weight=0),
