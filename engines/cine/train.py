@@ -144,6 +144,10 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         if saved.get("context", "none") != args.context:
             raise SystemExit(f"{path} was trained with --context {saved.get('context', 'none')}, not {args.context}: "
                              f"use another --out")
+        weights_now = {"sunnybrook": float(args.sunnybrook_weight), "myops": float(args.myops_weight)}
+        if saved.get("sampling_weights", weights_now) != weights_now:
+            raise SystemExit(f"{path} was trained with source sampling weights {saved['sampling_weights']}, not "
+                             f"{weights_now} (--sunnybrook-weight, --myops-weight): use another --out")
         if int(saved.get("myops_border_px", 0)) != border_px:
             raise SystemExit(f"{path} was trained with --myops-border-px {saved.get('myops_border_px', 0)}, not "
                              f"{border_px}: use another --out")
@@ -185,6 +189,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             "train_subjects": sorted(set(subjects[keep].tolist())), "n_training_slices": int(keep.sum()),
             "device": str(device), "autocast": str(amp), "threads": args.threads, "history": history,
             "dice_weight": args.dice_weight, "myops_border_px": border_px,
+            "sampling_weights": {"sunnybrook": float(args.sunnybrook_weight), "myops": float(args.myops_weight)},
         }
         partial = path.with_suffix(".partial")
         torch.save(checkpoint, partial)

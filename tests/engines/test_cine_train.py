@@ -117,6 +117,16 @@ def test_a_source_weighted_zero_is_not_training_data(tmp_path, monkeypatch):
     assert set(torch.load(path, weights_only=False)["train_subjects"]) == {"patient001", "patient002", "patient003"}
 
 
+def test_the_source_weights_are_recorded_and_a_resume_under_others_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 1, myops_weight=0.3), torch.device("cpu"))
+    assert torch.load(path, weights_only=False)["sampling_weights"] == {"sunnybrook": 4.0, "myops": 0.3}
+    with pytest.raises(SystemExit, match="source sampling weights"):
+        train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2, myops_weight=1.0), torch.device("cpu"))
+    path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2, myops_weight=0.3), torch.device("cpu"))
+    assert torch.load(path, weights_only=False)["iterations"] == 2
+
+
 def test_es_slices_get_the_ed_image_of_the_same_slice_as_first_phase_context():
     def item(subject, phase, z, value):
         return LabelledSlice(subject, "acdc", phase, z, np.full((40, 50), value, np.float32),
