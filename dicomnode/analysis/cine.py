@@ -28,9 +28,14 @@ DEFAULT_TARGET_SPACING_MM = 1.5
 DEFAULT_CROP_SIZE = 128
 #: model output channel -> node label (dicomnode.labels.Label)
 DEFAULT_CHANNEL_LABELS = (0, 1, 2, 5)
-#: what a model sees beside the slice it segments: nothing ("none", input (N, 1, crop, crop)), or the same slice at
-#: the cine's first phase ("first_phase": ED by the R-wave trigger, input (N, 2, crop, crop) [slice, first phase])
-CONTEXTS = ("none", "first_phase")
+#: what a model sees beside the slice it segments: nothing ("none", input (N, 1, crop, crop)), the same slice at
+#: the cine's first phase ("first_phase": ED by the R-wave trigger, input (N, 2, crop, crop) [slice, first phase]),
+#: or its two neighbours in the stack at the same phase ("neighbours", 2.5-D: input (N, 3, crop, crop) [slice,
+#: previous slice, next slice] in the stack's order; at either end of the stack the missing neighbour is the slice
+#: itself; trained with the two neighbours swapped at random, so the stack's direction does not matter)
+CONTEXTS = ("none", "first_phase", "neighbours")
+#: input channels per context
+CONTEXT_CHANNELS = {"none": 1, "first_phase": 2, "neighbours": 3}
 
 
 def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResampler,
@@ -90,7 +95,7 @@ class CineModelSpec:
 
     @property
     def input_channels(self) -> int:
-        return 1 if self.context == "none" else 2
+        return CONTEXT_CHANNELS[self.context]
 
     @classmethod
     def from_card(cls, card: dict) -> "CineModelSpec":
@@ -116,8 +121,10 @@ def preprocess_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], spec: C
     """(phases, slices, rows, cols) -> model input (phases*slices, K, crop, crop) and the resampler to map back.
 
     The crop is centred on source pixel `centre_rc` (row, col; default the image centre, see locate_heart).
-    K = 1, or 2 with context "first_phase": channel 1 is the same slice at phase `first_phase` (the R-wave phase,
-    cine_metrics.trigger_phase), each channel normalised on its own, so at that phase both channels are equal.
+    K = 1; 2 with context "first_phase": channel 1 is the same slice at phase `first_phase` (the R-wave phase,
+    cine_metrics.trigger_phase), so at that phase both channels are equal; 3 with context "neighbours": channels 1
+    and 2 are the previous and the next slice of the stack at the same phase (the slice itself at either end of the
+    stack). Every channel is normalised on its own.
     Raises ValueError for pixels that are not 4-D or a first phase outside them.
     """
     pixels = np.asarray(pixels, dtype=np.float32)
@@ -129,6 +136,11 @@ def preprocess_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], spec: C
     crops = normalise_slices(resampler.forward(pixels.reshape((-1,) + pixels.shape[-2:])))
     if spec.context == "none":
         return crops[:, None], resampler
+    if spec.context == "neighbours":
+        crops = crops.reshape((phases, slices) + crops.shape[-2:])
+        previous = crops[:, [max(z - 1, 0) for z in range(slices)]]
+        following = crops[:, [min(z + 1, slices - 1) for z in range(slices)]]
+        return np.stack([crops, previous, following], axis=2).reshape((phases * slices, 3) + crops.shape[-2:]), resampler
     if not 0 <= first_phase < phases:
         raise ValueError(f"first phase {first_phase} is outside the cine's {phases} phases")
     crops = crops.reshape((phases, slices) + crops.shape[-2:])

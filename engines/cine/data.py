@@ -42,6 +42,15 @@ class LabelledSlice:
     #: the same slice at the cine's first phase (ED, R-wave triggered), same grid; None where no such image exists
     #: (the slice is then its own context, as at ED)
     first_phase: np.ndarray | None = None
+    #: the previous and the next slice of the stack at the same phase, same grid (the slice itself at either end of
+    #: the stack, and where the source has no whole stack); None until a loader sets them
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def stack_neighbours(stack: np.ndarray, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """(previous, next) slice of `stack` (slices, rows, cols) around slice z; the slice itself at either end, as
+    dicomnode.analysis.cine.preprocess_cine gives a "neighbours" model."""
+    return stack[max(z - 1, 0)], stack[min(z + 1, len(stack) - 1)]
 
 
 def pair_first_phase(slices: list[LabelledSlice]) -> list[LabelledSlice]:
@@ -151,6 +160,12 @@ def load_acdc_png(datasets: Path, patients: set[str] | None = None) -> list[Labe
                 allowed=acdc_to_allowed(labels),
                 spacing_rc=(float(row["pixel_spacing_row_mm"]), float(row["pixel_spacing_col_mm"])),
                 slice_spacing=float(row["slice_spacing_mm"])))
+    by_position = {(s.subject, s.phase, s.z): s.image for s in out}
+    for item in out:
+        own = item.image
+        before = by_position.get((item.subject, item.phase, item.z - 1), own)
+        after = by_position.get((item.subject, item.phase, item.z + 1), own)
+        item.neighbours = (before if before.shape == own.shape else own, after if after.shape == own.shape else own)
     return pair_first_phase(out)
 
 
@@ -193,7 +208,7 @@ def load_acdc_nifti(datasets: Path, patients: set[str] | None = None) -> list[La
             labels, _, _ = load_acdc_nifti_volume(folder / f"{folder.name}_frame{frame:02d}_gt.nii.gz")
             for z in range(image.shape[0]):
                 out.append(LabelledSlice(folder.name, "acdc", phase, z, image[z], acdc_to_allowed(labels[z].astype(np.uint8)),
-                                         spacing, dz))
+                                         spacing, dz, neighbours=stack_neighbours(image, z)))
     return pair_first_phase(out)
 
 
@@ -245,6 +260,7 @@ def load_sunnybrook(datasets: Path, patients: set[str] | None = None) -> list[La
         if patients is not None and patient not in patients:
             continue
         contours = sunnybrook_contoured(datasets, patient)
+        stack = sunnybrook_stack_positions(datasets, patient)
         for instance, polygons in sorted(contours.items()):
             dataset, image = read_dicom_image(root / "dicoms" / patient / f"{instance}.dcm")
             endo = polygon_mask(polygons["i"], image.shape)
@@ -253,9 +269,26 @@ def load_sunnybrook(datasets: Path, patients: set[str] | None = None) -> list[La
                 epi = polygon_mask(polygons["o"], image.shape) | endo
             phase = "ED" if "o" in polygons else "ES"
             spacing = tuple(float(v) for v in dataset.PixelSpacing)
+            neighbours = (image, image)
+            if stack is not None and instance in stack[1]:
+                cine, where = stack[0], stack[1][instance]
+                neighbours = stack_neighbours(cine[where[0]], where[1])
             out.append(LabelledSlice(patient, "sunnybrook", phase, instance, image, contours_to_allowed(endo, epi),
-                                     spacing, float(getattr(dataset, "SpacingBetweenSlices", 0) or 0)))
+                                     spacing, float(getattr(dataset, "SpacingBetweenSlices", 0) or 0),
+                                     neighbours=neighbours))
     return out
+
+
+def sunnybrook_stack_positions(datasets: Path, patient: str):
+    """(pixels (phases, slices, rows, cols), InstanceNumber -> (phase, slice)) of a Sunnybrook cine, or None where its
+    series is not one whole stack (load_sunnybrook_cine refuses it): its contoured slices are then their own
+    neighbours."""
+    try:
+        pixels, _, _, instances, _ = load_sunnybrook_cine(datasets, patient)
+    except ValueError:
+        return None
+    where = {int(instances[p, z]): (p, z) for p in range(instances.shape[0]) for z in range(instances.shape[1])}
+    return pixels, where
 
 
 def load_sunnybrook_cine(datasets: Path, patient: str):
@@ -361,29 +394,39 @@ def load_myops_c0(datasets: Path, cases: set[str] | None = None, border_px: int 
                 allowed[labels[z] == value] = BIT[int(node_label)]
             if (labels[z] > 0).any():
                 out.append(LabelledSlice(case, "myops", "C0", z, image[z], soften_wall_borders(allowed, border_px),
-                                         spacing, dz))
+                                         spacing, dz, neighbours=stack_neighbours(image, z)))
     return out
 
 
 # ---------------------------------------------------------------- training cache
 def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int = CANVAS_SIZE,
-                 first_phase: bool = False):
+                 first_phase: bool = False, neighbours: bool = False):
     """Resample every slice onto a canvas x canvas grid at the target spacing, centred on the image centre.
 
     Images: linear (dicomnode.cmr.InplaneResampler, the node's geometry); bitmasks: nearest neighbour, and
     outside the source only background is allowed. Returns (images (N, S, S) float32, allowed (N, S, S) uint8), and
     with `first_phase` also each slice's first-phase context on the same grid (N, S, S) (the slice itself where
-    it has none).
+    it has none), or with `neighbours` each slice's (previous, next) slice on the same grid (N, 2, S, S) (the slice
+    itself where a loader set none).
     """
+    if first_phase and neighbours:
+        raise ValueError("build_canvas gives one context: first_phase or neighbours, not both")
     images = np.zeros((len(slices), canvas, canvas), np.float32)
     allowed = np.zeros((len(slices), canvas, canvas), np.uint8)
     context = np.zeros((len(slices), canvas, canvas), np.float32) if first_phase else None
+    around = np.zeros((len(slices), 2, canvas, canvas), np.float32) if neighbours else None
     for index, item in enumerate(slices):
         resampler = InplaneResampler(item.image.shape, item.spacing_rc, target_spacing, canvas)
         images[index] = resampler.forward(item.image)
         allowed[index] = resampler.forward(item.allowed, order=0, fill=BIT[Label.BACKGROUND])
         if context is not None:
             context[index] = images[index] if item.first_phase is None else resampler.forward(item.first_phase)
+        if around is not None:
+            for side in range(2):
+                around[index, side] = (images[index] if item.neighbours is None
+                                       else resampler.forward(item.neighbours[side]))
+    if around is not None:
+        return images, allowed, around
     return (images, allowed) if context is None else (images, allowed, context)
 
 

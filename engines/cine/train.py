@@ -15,6 +15,11 @@ AVX512-BF16 in /proc/cpuinfo); fp32 otherwise.
 first phase (ED, R-wave triggered) as a second input channel, so that the end-systolic slice is segmented knowing
 where the LV and RV were at ED (dicomnode.analysis.cine.CineModelSpec.context); at ED both channels are the same
 image.
+
+`--context neighbours` trains the 2.5-D variant: each slice is given with the previous and the next slice of its stack
+at the same phase as two more input channels (the slice itself at either end of the stack; a Sunnybrook series that is
+not one whole stack gives the slice itself), swapped at random in training so that the model does not depend on the
+stack's direction (base to apex or back), which the node does not always know.
 """
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ from engines.cine.model import CineUNet
 TARGET_SPACING_MM = 1.5
 CROP_SIZE = 128
 WIDTHS = (12, 24, 48, 96, 192)
-#: input context of the two-channel variant (see dicomnode.analysis.cine.CONTEXTS)
-CONTEXTS = ("none", "first_phase")
+#: input context of the multi-channel variants (see dicomnode.analysis.cine.CONTEXTS)
+CONTEXTS = ("none", "first_phase", "neighbours")
+IN_CHANNELS = {"none": 1, "first_phase": 2, "neighbours": 3}
 
 
 def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
@@ -78,9 +84,11 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 def load_cache(datasets: Path, cache_dir: Path, context: str = "none", myops_border_px: int = 0):
     """Canvas of every training-eligible slice (all ACDC, Sunnybrook not held out, MyoPS C0), cached by content key.
 
-    Returns (images, allowed, subjects, sources); images are (N, S, S), or (N, 2, S, S) [slice, first phase] with
-    context "first_phase".
+    Returns (images, allowed, subjects, sources); images are (N, S, S), (N, 2, S, S) [slice, first phase] with
+    context "first_phase", or (N, 3, S, S) [slice, previous, next slice] with context "neighbours".
     """
+    if context not in CONTEXTS:
+        raise ValueError(f"context {context!r} is not one of {CONTEXTS}")
     acdc = {f"patient{n:03d}" for n in range(1, 101)}
     parts = [sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE, "myops-c0", "inplane-resampler"]
     if context != "none":
@@ -91,24 +99,40 @@ def load_cache(datasets: Path, cache_dir: Path, context: str = "none", myops_bor
     cache = cache_dir / f"canvas_cache_{key}.npz"
     if cache.is_file():
         data = np.load(cache)
-        images = data["images"] if context == "none" else np.stack([data["images"], data["first_phase"]], axis=1)
-        return images, data["allowed"], data["subjects"], data["sources"]
+        return with_context(data["images"], data, context), data["allowed"], data["subjects"], data["sources"]
     slices = training_slices(datasets, acdc, myops_border_px=myops_border_px)
-    arrays = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE, first_phase=context != "none")
+    arrays = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE, first_phase=context == "first_phase",
+                          neighbours=context == "neighbours")
     images, allowed = arrays[:2]
     subjects = np.array([s.subject for s in slices])
     sources = np.array([s.source for s in slices])
     cache_dir.mkdir(parents=True, exist_ok=True)
-    extra = {"first_phase": arrays[2]} if context != "none" else {}
+    extra = {context: arrays[2]} if context != "none" else {}
     # Each writer has its own partial file: folds trained side by side in one run folder build the same cache at once.
     handle, partial_name = tempfile.mkstemp(prefix=cache.stem + ".", suffix=".partial.npz", dir=cache_dir)
     with os.fdopen(handle, "wb") as partial:
         np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, **extra)
     os.chmod(partial_name, 0o644)  # mkstemp's 0600 would hide the cache from other users of the run folder
     Path(partial_name).replace(cache)
-    if context != "none":
-        images = np.stack([images, arrays[2]], axis=1)
-    return images, allowed, subjects, sources
+    return with_context(images, extra, context), allowed, subjects, sources
+
+
+def with_context(images: np.ndarray, stored, context: str) -> np.ndarray:
+    """Canvas images (N, S, S) and the cache's context arrays -> the model's input channels: (N, S, S) for "none",
+    (N, 2, S, S) [slice, first phase], or (N, 3, S, S) [slice, previous, next] for "neighbours"."""
+    if context == "none":
+        return images
+    if context == "first_phase":
+        return np.stack([images, stored["first_phase"]], axis=1)
+    return np.concatenate([images[:, None], stored["neighbours"]], axis=1)
+
+
+def swap_neighbours(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, H, W) [slice, previous, next] -> the same with previous and next swapped in a random half of the batch,
+    so that a "neighbours" model does not learn which way the stack runs."""
+    swap = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    swapped = x[:, [0, 2, 1]]
+    return torch.where(swap.view(-1, 1, 1, 1), swapped, x)
 
 
 def fold_plan(datasets: Path, n_folds: int, seed: int) -> list[tuple[str, list[str]]]:
@@ -132,7 +156,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     images_t = torch.from_numpy(images[keep]).to(device)
     allowed_t = torch.from_numpy(allowed[keep]).to(device)
     weights = torch.from_numpy(weights_np)
-    in_channels = 1 if args.context == "none" else 2
+    in_channels = IN_CHANNELS[args.context]
     model = CineUNet(in_channels, N_CLASSES, WIDTHS).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
@@ -204,6 +228,8 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             group["lr"] = args.lr * warmup * (1 - iteration / args.steps) ** 0.9
         index = torch.multinomial(weights, args.batch, replacement=True, generator=generator).to(device)
         x, target = augment_batch(images_t[index], allowed_t[index], CROP_SIZE, N_CLASSES, generator)
+        if args.context == "neighbours":
+            x = swap_neighbours(x, generator)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)
         loss = partial_label_loss(logits.float(), target, args.dice_weight)
@@ -242,7 +268,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=SPLIT_SEED)
     parser.add_argument("--context", choices=CONTEXTS, default="none",
-                        help="first_phase: a second input channel with the same slice at the first phase (ED)")
+                        help="first_phase: a second input channel with the same slice at the first phase (ED); "
+                             "neighbours: 2.5-D, the previous and next slice of the stack as two more channels")
     parser.add_argument("--sunnybrook-weight", type=float, default=4.0, help="sampling weight of a Sunnybrook slice")
     parser.add_argument("--myops-weight", type=float, default=1.0,
                         help="sampling weight of a MyoPS bSSFP slice (0 with --sunnybrook-weight 0: ACDC only)")

@@ -15,6 +15,9 @@
 # TRAIN_ARGS adds engines.cine.train options to every fold, e.g. the card's next open question, MyoPS kept but
 # down-weighted (dropping it altogether, engines/checkpoints/cine_nomyops, did not ship):
 #   TRAIN_ARGS="--myops-weight 0.3" STEPS=3200 bash scripts/gpu/cine.sh
+# CONTEXT (none | first_phase | neighbours) picks the model's input context and builds its canvas cache once; the
+# 2.5-D variant (neighbouring slices as channels), the card's lever against the basal end-systolic slice:
+#   CONTEXT=neighbours TRAIN_ARGS="--dice-weight 0" STEPS=3200 bash scripts/gpu/cine.sh
 # Checked end to end on the CPU with tiny STEPS:
 #   PYTHON=/work/main/.venv/bin/python OUT=/tmp/cine_gpu STEPS=2 PARALLEL=1 THREADS=1 SMOKE=1 bash scripts/gpu/cine.sh
 set -euo pipefail
@@ -25,6 +28,7 @@ PYTHON="${PYTHON:-python3}"
 PARALLEL="${PARALLEL:-5}"
 THREADS="${THREADS:-2}"
 TRAIN_ARGS="${TRAIN_ARGS:-}"
+CONTEXT="${CONTEXT:-none}"
 EXPORT_FOLD="${EXPORT_FOLD:-1}"
 mkdir -p "$OUT"
 # shellcheck source=scripts/gpu/site.sh
@@ -39,13 +43,13 @@ mkdir -p "$LOGS" "$RUN/models"
 trap 'for f in "$LOGS"/*; do echo "=== $(basename "$f")"; cat "$f"; done > "$OUT/log.txt"' EXIT
 started=$(date +%s)
 # the canvas cache is built once, before the folds start in parallel
-"$PYTHON" -c "import sys; from pathlib import Path; from engines.cine.train import load_cache; load_cache(Path(sys.argv[1]), Path(sys.argv[2]))" \
-    "$DATASETS" "$RUN"
+"$PYTHON" -c "import sys; from pathlib import Path; from engines.cine.train import load_cache; load_cache(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])" \
+    "$DATASETS" "$RUN" "$CONTEXT"
 echo "canvas cache: $(( $(date +%s) - started )) s"
 pids=()
 for fold in 0 1 2 3 4; do
     "$PYTHON" -m engines.cine.train --datasets "$DATASETS" --out "$RUN" --folds 5 --only-folds "$fold" \
-        --steps "$STEPS" --save-every 500 --threads "$THREADS" ${TRAIN_ARGS:-} > "$LOGS/train_fold$fold.log" 2>&1 &
+        --steps "$STEPS" --save-every 500 --threads "$THREADS" --context "$CONTEXT" ${TRAIN_ARGS:-} > "$LOGS/train_fold$fold.log" 2>&1 &
     pids+=($!)
     if [ "${#pids[@]}" -ge "$PARALLEL" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done

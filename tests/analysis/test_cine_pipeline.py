@@ -316,6 +316,40 @@ def test_pipeline_gives_a_context_model_the_r_wave_phase_of_an_es_first_export()
     assert np.array_equal(probe, inputs[1])
 
 
+# ------------------------------------------------------------------ neighbours context (2.5-D models)
+def test_neighbours_context_is_the_previous_and_next_slice_at_the_same_phase():
+    rng = np.random.default_rng(6)
+    pixels = rng.random((2, 4, 90, 100)).astype(np.float32) * 500
+    spec = CineModelSpec(context="neighbours")
+    assert spec.input_channels == 3
+    inputs, _ = preprocess_cine(pixels, (1.4, 1.4), spec)
+    single, _ = preprocess_cine(pixels, (1.4, 1.4), SPEC)
+    assert inputs.shape == (8, 3, 128, 128)
+    grid, own = inputs.reshape(2, 4, 3, 128, 128), single.reshape(2, 4, 128, 128)
+    assert np.array_equal(grid[:, :, 0], own)
+    for z in range(4):
+        assert np.array_equal(grid[:, z, 1], own[:, max(z - 1, 0)])  # previous slice, the slice itself at the start
+        assert np.array_equal(grid[:, z, 2], own[:, min(z + 1, 3)])  # next slice, the slice itself at the end
+    one_slice, _ = preprocess_cine(pixels[:, :1], (1.4, 1.4), spec)
+    assert all(np.array_equal(one_slice[:, k], one_slice[:, 0]) for k in (1, 2))
+
+
+def test_pipeline_runs_a_neighbours_model_with_three_channels():
+    shape, spacing = (160, 160), (1.5, 1.5)
+    pixels = np.full((2, 5, *shape), 100.0, np.float32)
+    for phase, radius in enumerate((34.0, 20.0)):
+        pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
+    runtime = FakeRuntime()
+    runtime.loaded.card.data = {**runtime.loaded.card.data,
+                                "input": {**runtime.loaded.card.data["input"], "context": "neighbours"}}
+    seen = []
+    runtime.loaded.run = lambda inputs: seen.append(inputs) or threshold_model(inputs)
+    result = CinePipeline(Config(), runtime).run(FakeStudy(FakeVolume(pixels, spacing, 8.0)), context(runtime))
+    assert not result.declined and (result.summary["ed_phase"], result.summary["es_phase"]) == (0, 1)
+    assert seen[-1].shape == (10, 3, 128, 128)
+    assert CineModelSpec.from_card(runtime.loaded.card.data).context == "neighbours"
+
+
 def test_card_logit_offsets_move_the_decision_threshold():
     """output.channels[].logit_offset (engines.cine.calibrate) is added before the softmax: a myocardium offset thins
     the wall the model draws; none leaves the labels as they were; a wrong count or value is refused."""

@@ -8,7 +8,8 @@ import torch
 
 from engines.cine import train
 from engines.cine.augment import augment_batch
-from engines.cine.data import BIT, CANVAS_SIZE, LabelledSlice, acdc_folds, build_canvas, pair_first_phase
+from engines.cine.data import (BIT, CANVAS_SIZE, LabelledSlice, acdc_folds, build_canvas, load_acdc_png, load_sunnybrook,
+                               pair_first_phase, stack_neighbours, sunnybrook_stack_positions)
 from dicomnode.labels import Label
 
 
@@ -157,15 +158,16 @@ def test_both_channels_get_the_same_spatial_transform():
     assert torch.allclose(x.mean(dim=(2, 3)), torch.zeros(4, 2), atol=1e-4)
 
 
-def test_a_first_phase_context_run_has_two_input_channels_and_refuses_to_mix(tmp_path, monkeypatch):
+@pytest.mark.parametrize("context,channels", [("first_phase", 2), ("neighbours", 3)])
+def test_a_context_run_has_its_input_channels_and_refuses_to_mix(tmp_path, monkeypatch, context, channels):
     monkeypatch.setattr(train, "WIDTHS", (4, 8))
     images, allowed, subjects, sources = _data()
-    data = (np.stack([images, images[::-1]], axis=1), allowed, subjects, sources)
-    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 2, "first_phase"), torch.device("cpu"))
+    data = (np.stack([images] + [images[::-1]] * (channels - 1), axis=1), allowed, subjects, sources)
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 2, context), torch.device("cpu"))
     saved = torch.load(path, weights_only=False)
-    assert saved["in_channels"] == 2 and saved["context"] == "first_phase"
-    assert saved["state_dict"]["encoders.0.0.weight"].shape[1] == 2
-    with pytest.raises(SystemExit, match="trained with --context first_phase"):
+    assert saved["in_channels"] == channels and saved["context"] == context
+    assert saved["state_dict"]["encoders.0.0.weight"].shape[1] == channels
+    with pytest.raises(SystemExit, match=f"trained with --context {context}"):
         train.train_one("fold0", ["patient004"], (images, allowed, subjects, sources), _args(tmp_path, 4),
                         torch.device("cpu"))
 
@@ -177,7 +179,7 @@ def test_canvas_cache_survives_two_folds_building_it_at_once(tmp_path, monkeypat
             self.subject, self.source = subject, "acdc"
 
     monkeypatch.setattr(train, "training_slices", lambda datasets, acdc, **kwargs: [Slice("patient001"), Slice("patient002")])
-    monkeypatch.setattr(train, "build_canvas", lambda slices, spacing, size, first_phase=False: (
+    monkeypatch.setattr(train, "build_canvas", lambda slices, spacing, size, **context: (
         np.full((len(slices), 4, 4), 7, np.float32), np.ones((len(slices), 4, 4, 3), bool)))
     real_savez, nested = np.savez, []
 
@@ -217,3 +219,62 @@ def test_myops_wall_borders_become_partial_labels_of_the_two_classes_that_meet_t
     assert soft[16, 16 + 12] == BIT[Label.BACKGROUND] | myo  # just outside it: its own class or myocardium
     assert soft[0, 0] == BIT[Label.RV_BLOOD_POOL] and soft[16, 31] == BIT[Label.BACKGROUND]  # far away: unchanged
     assert (soft & allowed).all() == (allowed > 0).all()  # every pixel keeps its labelled class
+
+
+# ------------------------------------------------------------------ 2.5-D: neighbouring slices as channels
+def test_stack_neighbours_repeat_the_slice_at_either_end():
+    stack = np.arange(3)[:, None, None] * np.ones((3, 4, 5), np.float32)
+    assert [(a[0, 0], b[0, 0]) for a, b in (stack_neighbours(stack, z) for z in range(3))] == [(0, 1), (0, 2), (1, 2)]
+    single = stack[:1]
+    assert all(np.array_equal(n, single[0]) for n in stack_neighbours(single, 0))
+
+
+def test_neighbours_canvas_resamples_each_neighbour_like_its_slice():
+    def item(z, value, neighbours):
+        return LabelledSlice("p1", "acdc", "ED", z, np.full((40, 50), value, np.float32),
+                             np.full((40, 50), BIT[Label.BACKGROUND], np.uint8), (1.5, 1.5), 8.0, neighbours=neighbours)
+
+    plane = lambda v: np.full((40, 50), v, np.float32)
+    slices = [item(0, 1.0, (plane(1.0), plane(2.0))), item(1, 2.0, (plane(1.0), plane(3.0))), item(2, 3.0, None)]
+    images, _, around = build_canvas(slices, 1.5, 64, neighbours=True)
+    assert around.shape == (3, 2, 64, 64)
+    assert np.array_equal(around[0, 1], images[1]) and np.array_equal(around[1, 0], images[0])
+    assert np.array_equal(around[2, 0], images[2]) and np.array_equal(around[2, 1], images[2])  # none set: itself
+    with pytest.raises(ValueError, match="one context"):
+        build_canvas(slices, 1.5, 64, first_phase=True, neighbours=True)
+
+
+def test_swap_neighbours_swaps_previous_and_next_in_about_half_the_batch():
+    x = torch.arange(3.0).view(1, 3, 1, 1).expand(400, 3, 2, 2).clone()
+    out = train.swap_neighbours(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 0], x[:, 0])
+    swapped = out[:, 1, 0, 0] == 2
+    assert torch.equal(out[swapped][:, 2], torch.ones_like(out[swapped][:, 2]))
+    assert torch.equal(out[~swapped], x[~swapped])
+    assert 150 < int(swapped.sum()) < 250
+
+
+def test_acdc_slices_carry_their_stack_neighbours(datasets):
+    slices = [s for s in load_acdc_png(datasets, {"patient002"}) if s.phase == "ED"]
+    by_z = {s.z: s for s in slices}
+    assert sorted(by_z) == list(range(len(slices))) and len(slices) > 3
+    middle = by_z[2]
+    assert np.array_equal(middle.neighbours[0], by_z[1].image) and np.array_equal(middle.neighbours[1], by_z[3].image)
+    assert np.array_equal(by_z[0].neighbours[0], by_z[0].image)  # the first slice has no previous one
+    last = by_z[len(slices) - 1]
+    assert np.array_equal(last.neighbours[1], last.image)
+
+
+def test_sunnybrook_contoured_slices_get_their_neighbours_from_the_whole_series(datasets):
+    """The contoured frames are single images; their neighbours come from the same phase of the series' stack."""
+    patient = "SCD0000401"
+    slices = load_sunnybrook(datasets, {patient})
+    pixels, where = sunnybrook_stack_positions(datasets, patient)
+    assert slices and all(s.neighbours is not None for s in slices)
+    inner = [s for s in slices if 0 < where[s.z][1] < pixels.shape[1] - 1]
+    assert inner
+    for item in inner:
+        phase, z = where[item.z]
+        assert np.array_equal(pixels[phase, z], item.image)
+        assert np.array_equal(item.neighbours[0], pixels[phase, z - 1])
+        assert np.array_equal(item.neighbours[1], pixels[phase, z + 1])
