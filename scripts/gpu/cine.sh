@@ -12,9 +12,9 @@
 # sunnybrook-scd-extra, myops2020-lge C0 + gd) or DATASETS pointing at them; wheels as scripts/gpu/prepare.sh.
 # STEPS (default 4000) sets the batches per fold; the CPU recipe used 3200 (EVALUATION.md). PARALLEL=1 trains the
 # folds one after the other (the CPU check). bf16 autocast on CUDA (engines.cine.train.autocast_dtype).
-# TRAIN_ARGS adds engines.cine.train options to every fold, e.g. the card's next open question, MyoPS kept but
-# down-weighted (dropping it altogether, engines/checkpoints/cine_nomyops, did not ship):
-#   TRAIN_ARGS="--myops-weight 0.3" STEPS=3200 bash scripts/gpu/cine.sh
+# TRAIN_ARGS adds engines.cine.train options to every fold, e.g. cross-entropy alone:
+#   TRAIN_ARGS="--dice-weight 0" STEPS=3200 bash scripts/gpu/cine.sh
+# (MyoPS dropped or down-weighted, engines/checkpoints/cine_nomyops and cine_myops03, did not ship.)
 # CONTEXT (none | first_phase | neighbours) picks the model's input context and builds its canvas cache once; the
 # 2.5-D variant (neighbouring slices as channels), the card's lever against the basal end-systolic slice:
 #   CONTEXT=neighbours TRAIN_ARGS="--dice-weight 0" STEPS=3200 bash scripts/gpu/cine.sh
