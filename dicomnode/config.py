@@ -151,6 +151,11 @@ class RouteMatch(StrictModel):
     modality: str | None = Field(None, description="regex on Modality")
     tags: dict[str, str] = Field(default_factory=dict, description="DICOM keyword -> regex")
 
+    @property
+    def matches_every_study(self) -> bool:
+        """True without any rule: such a route takes every study that reaches it."""
+        return self.calling_ae is None and self.modality is None and not self.tags
+
     @model_validator(mode="after")
     def _regexes(self) -> "RouteMatch":
         for where, pattern in [("calling_ae", self.calling_ae), ("modality", self.modality), *self.tags.items()]:
@@ -305,6 +310,17 @@ class Config(StrictModel):
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"destinations: duplicate name(s) {sorted(duplicates)}")
+        route_names = [r.name for r in self.routes]
+        duplicates = {n for n in route_names if route_names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"routes: duplicate name(s) {sorted(duplicates)}: a route's name is how the logs, the "
+                             "state and summary.json say which route a study took")
+        for position, route in enumerate(self.routes[:-1]):
+            if route.match.matches_every_study:
+                raise ValueError(
+                    f"routes[{route.name}] has no [routes.match] rules, so it takes every study and the route(s) "
+                    f"after it {route_names[position + 1:]} are never used (the first matching route wins): "
+                    "give it match rules or move it last")
         for route in self.routes:
             unknown = [d for d in route.destinations if d not in names]
             if unknown:

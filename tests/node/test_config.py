@@ -74,6 +74,25 @@ def test_route_to_unknown_destination_is_refused():
     assert "unknown destination" in str(caught.value)
 
 
+def test_duplicate_route_names_are_refused():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"routes": [{"name": "r", "match": {"modality": "MR"}}, {"name": "r", "pipelines": []}]})
+    assert "routes: duplicate name(s) ['r']" in str(caught.value)
+
+
+def test_a_route_without_match_rules_before_others_is_refused():
+    """The first matching route wins, so routes after a rule-less one could never be chosen."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"routes": [{"name": "store only", "pipelines": []},
+                                 {"name": "cardiac", "match": {"modality": "MR"}}]})
+    assert "routes[store only] has no [routes.match] rules" in str(caught.value)
+    assert "['cardiac'] are never used" in str(caught.value)
+    # last, it is the catch-all it is meant to be
+    config = parse_config({"routes": [{"name": "cardiac", "match": {"modality": "MR"}},
+                                      {"name": "store only", "pipelines": []}]})
+    assert [r.name for r in config.routes] == ["cardiac", "store only"]
+
+
 def test_config_check_cli_names_each_bad_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[node]\nae_titel = "X"\nport = 99999\n[[destinations]]\nname = "a"\n')
