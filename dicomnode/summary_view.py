@@ -29,6 +29,9 @@ def print_summary_table(summary: dict) -> None:
                   f" ES phase {cine['es_phase'] + 1}{_of_phases(cine)}, counted from 1 as the report)")
             print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
                   f" EF {cine['rv_ef_percent']:.0f} %")
+        for name in ("lge", "cine"):
+            for warning in (study.get(name) or {}).get("stack_warnings", []):
+                print(f"  {name.upper() if name == 'lge' else 'Cine'} input: {warning}")
         for suggestion in study.get("suggestions", []) or []:
             text = suggestion["text"]
             shown = text[text.index("Impression:"):] if "Impression:" in text else text

@@ -314,6 +314,7 @@ class CinePipeline:
         summary.update({"bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         "series_instance_uid": series.series_instance_uid,
+                        "stack_warnings": list(volume.warnings),
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
                         "timing": measured.timing.summary(), "basal_slice_rule": BASAL_RULE,

@@ -472,6 +472,8 @@ class LGEPipeline:
             # AHA 17 segments: scar extent and transmurality per segment, RV insertion points from the RV label
             "aha_segments": aha_summary_for_volume(labels, volume, scar=True),
             "series_instance_uid": series.series_instance_uid,
+            # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
+            "stack_warnings": list(volume.warnings),
         }
         if segmented.localised is False:
             log.warning("lge: no candidate crop showed a plausible left ventricle; results are unreliable")

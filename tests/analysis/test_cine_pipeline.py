@@ -103,6 +103,7 @@ class FakeVolume:
     slice_spacing: float = 8.0
     trigger_times: list = field(default_factory=list)
     orientation: np.ndarray = field(default_factory=lambda: np.array([1.0, 0, 0, 0, 1, 0]))
+    warnings: list = field(default_factory=list)
 
     @property
     def voxel_volume_ml(self):

@@ -16,7 +16,8 @@ from dicomnode.devtools.make_study import make_study
 from dicomnode.inference import Runtime
 
 SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent",
-                "large_scar_burden", "nsd", "fwhm", "per_slice", "aha_segments", "series_instance_uid"}
+                "large_scar_burden", "nsd", "fwhm", "per_slice", "aha_segments", "series_instance_uid",
+                "stack_warnings"}
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,22 @@ def test_c10_empty_pixel_data_is_named_and_the_rest_analysed(run):
     [study], _ = run("c10_zero_length_pixeldata")
     assert "lge" in study
     assert [e["reason"] for e in study["excluded_instances"]] == ["Pixel Data is empty"]
+    # the left-out slice and the gap it leaves are in the LGE block, beside the numbers they affect
+    warnings = study["lge"]["stack_warnings"]
+    left_out = study["excluded_instances"][0]["sop_instance_uid"]
+    assert any(left_out in w and "Pixel Data is empty" in w for w in warnings), warnings
+    assert any("gap: missing slice?" in w for w in warnings), warnings
+
+
+def test_stack_warnings_are_printed_beside_the_numbers(capsys):
+    from dicomnode.summary_view import print_summary_table
+
+    print_summary_table({"studies": [{"study_instance_uid": "1.2", "series": [], "outputs": [], "lge": {
+        "scar_volume_ml": 1.0, "mvo_volume_ml": 0.0, "myocardium_volume_ml": 100.0, "lv_mass_g": 105.0,
+        "lge_percent": 1.0, "large_scar_burden": False, "nsd": None, "fwhm": None,
+        "stack_warnings": ["irregular slice spacing: median 10.00 mm, also 20.00 mm (gap: missing slice?)"]}}]})
+    assert "LGE input: irregular slice spacing: median 10.00 mm, also 20.00 mm (gap: missing slice?)" in \
+        capsys.readouterr().out
 
 
 def test_c11_non_mr_objects_declined_mr_analysed(run):
