@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import tempfile
 from pathlib import Path
 
 from dicomnode.analysis.cine import MODEL_NAME as CINE_MODEL
@@ -31,6 +32,10 @@ def _writable_folder(key: str, folder: Path, what: str = "") -> list[tuple[str, 
         return [(key, f"{what}{folder}: {existing} is not a folder")]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [(key, f"{what}{folder}: this user ({_user()}) cannot write in {existing}")]
+    try:  # the permission bits do not tell everything (root, read-only mounts, /proc): create and remove a folder
+        os.rmdir(tempfile.mkdtemp(prefix=".dicomnode-check-", dir=existing))
+    except OSError as error:
+        return [(key, f"{what}{folder}: cannot create anything in {existing} ({error.strerror or error})")]
     return []
 
 

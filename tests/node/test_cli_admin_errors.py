@@ -103,6 +103,17 @@ def test_paths_the_machine_lacks_fail_config_check_and_serve(tmp_path, capsys, b
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_storage_folder_that_cannot_be_created_fails_config_check_as_serve(tmp_path, capsys):
+    """/proc passes the permission bits for root, yet no folder can be made there (nor on a read-only mount)."""
+    config = _config(tmp_path, '[node]\nstorage_dir = "/proc/dicomnode-nope"\nport = 0\n')
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "node.storage_dir: /proc/dicomnode-nope: " in err and "/proc" in err
+    assert main(["serve", "--config", str(config)]) == 1
+    assert "node.storage_dir" in capsys.readouterr().err
+
+
 def test_a_models_folder_without_a_routed_pipelines_model_is_named(tmp_path, capsys):
     models = tmp_path / "models"
     models.mkdir()
