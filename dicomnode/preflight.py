@@ -39,6 +39,10 @@ def _writable_folder(key: str, folder: Path, what: str = "") -> list[tuple[str, 
     return []
 
 
+def _not_a_folder(path: Path) -> str:
+    return f"{path} is a file, not a folder" if path.exists() else f"folder {path} does not exist"
+
+
 def _user() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
@@ -74,7 +78,7 @@ def preflight_problems(config: Config, models: bool = True) -> list[tuple[str, s
                              f"'auto' picks the best of them)"))
     runtime = Runtime(config.inference, storage_dir=config.node.storage_dir)
     if config.inference.models_dir is not None and not Path(config.inference.models_dir).is_dir():
-        problems.append(("inference.models_dir", f"folder {config.inference.models_dir} does not exist"))
+        problems.append(("inference.models_dir", _not_a_folder(Path(config.inference.models_dir))))
         return problems
     used = {name for route in config.routes for name in route.pipelines} if config.routes else set(PIPELINES)
     for pipeline in sorted(used):
@@ -85,7 +89,7 @@ def preflight_problems(config: Config, models: bool = True) -> list[tuple[str, s
     suggestions = config.analysis.suggestions
     if "suggestions" in used and suggestions.enabled:
         if suggestions.bank_dir is not None and not Path(suggestions.bank_dir).is_dir():
-            problems.append(("analysis.suggestions.bank_dir", f"folder {suggestions.bank_dir} does not exist"))
+            problems.append(("analysis.suggestions.bank_dir", _not_a_folder(Path(suggestions.bank_dir))))
         if not (runtime.models_dir / TEXT_ENCODER_DIR / "model.onnx").is_file():
             problems.append(("routes (pipeline suggestions)", f"text encoder not installed "
                              f"({runtime.models_dir / TEXT_ENCODER_DIR}/model.onnx missing)"))
