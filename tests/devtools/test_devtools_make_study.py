@@ -15,7 +15,7 @@ from dicomnode.devtools.cli import add_devtools_parser
 from dicomnode.devtools.make_study import make_study
 from dicomnode.devtools.sources import datasets_dir
 from dicomnode.labels import Label
-from conftest import require_peer
+from tests.conftest import require_peer
 
 
 @pytest.fixture(scope="module")
