@@ -398,6 +398,29 @@ def load_myops_c0(datasets: Path, cases: set[str] | None = None, border_px: int 
     return out
 
 
+def basal_slices(slices: list[LabelledSlice], count: int = 2) -> np.ndarray:
+    """(N,) bool: the `count` slices nearest the base of each ACDC (subject, phase) stack among those whose labels
+    hold LV blood pool or myocardium (ACDC stores its stacks base first: z = 0 is the most basal slice).
+
+    Near the base the valve plane moves through the slice over the cycle, and the reader's decision whether a slice is
+    LV or atrium there carries most of the LVEF error (on the shipped recipe's 5-fold CV the 12 patients whose basal
+    ES slice is segmented with an LV Dice under 0.8 have an LVEF MAE of 8.5 points, the other 88 of 2.8).
+    Other sources (Sunnybrook's partial contours, MyoPS's unstated slice order) are never flagged.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    lv = (BIT[int(Label.LV_BLOOD_POOL)], BIT[int(Label.LV_MYOCARDIUM)])
+    holding: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for index, item in enumerate(slices):
+        if item.source == "acdc" and np.isin(item.allowed, lv).any():
+            holding.setdefault((item.subject, item.phase), []).append((item.z, index))
+    flags = np.zeros(len(slices), bool)
+    for positions in holding.values():
+        for _, index in sorted(positions)[:count]:
+            flags[index] = True
+    return flags
+
+
 # ---------------------------------------------------------------- training cache
 def build_canvas(slices: list[LabelledSlice], target_spacing: float, canvas: int = CANVAS_SIZE,
                  first_phase: bool = False, neighbours: bool = False):

@@ -36,12 +36,14 @@ import torch
 
 from engines.cine.augment import augment_batch
 from engines.cine.data import (CANVAS_SIZE, CHANNEL_LABELS, N_CLASSES, SPLIT_SEED, SUNNYBROOK_HELD_OUT, acdc_folds,
-                               acdc_subject_split, build_canvas, training_slices)
+                               acdc_subject_split, basal_slices, build_canvas, training_slices)
 from engines.cine.model import CineUNet
 
 TARGET_SPACING_MM = 1.5
 CROP_SIZE = 128
 WIDTHS = (12, 24, 48, 96, 192)
+#: slices per ACDC stack that --basal-weight up-weights, counted from the base
+BASAL_SLICES = 2
 #: input context of the multi-channel variants (see dicomnode.analysis.cine.CONTEXTS)
 CONTEXTS = ("none", "first_phase", "neighbours")
 IN_CHANNELS = {"none": 1, "first_phase": 2, "neighbours": 3}
@@ -84,13 +86,15 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 def load_cache(datasets: Path, cache_dir: Path, context: str = "none", myops_border_px: int = 0):
     """Canvas of every training-eligible slice (all ACDC, Sunnybrook not held out, MyoPS C0), cached by content key.
 
-    Returns (images, allowed, subjects, sources); images are (N, S, S), (N, 2, S, S) [slice, first phase] with
-    context "first_phase", or (N, 3, S, S) [slice, previous, next slice] with context "neighbours".
+    Returns (images, allowed, subjects, sources, basal); images are (N, S, S), (N, 2, S, S) [slice, first phase]
+    with context "first_phase", or (N, 3, S, S) [slice, previous, next slice] with context "neighbours"; basal (N,)
+    bool marks ACDC's BASAL_SLICES slices nearest the base of each stack (engines.cine.data.basal_slices).
     """
     if context not in CONTEXTS:
         raise ValueError(f"context {context!r} is not one of {CONTEXTS}")
     acdc = {f"patient{n:03d}" for n in range(1, 101)}
-    parts = [sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE, "myops-c0", "inplane-resampler"]
+    parts = [sorted(acdc), sorted(SUNNYBROOK_HELD_OUT), TARGET_SPACING_MM, CANVAS_SIZE, "myops-c0", "inplane-resampler",
+             f"basal-{BASAL_SLICES}"]
     if context != "none":
         parts.append(context)
     if myops_border_px > 0:
@@ -99,22 +103,30 @@ def load_cache(datasets: Path, cache_dir: Path, context: str = "none", myops_bor
     cache = cache_dir / f"canvas_cache_{key}.npz"
     if cache.is_file():
         data = np.load(cache)
-        return with_context(data["images"], data, context), data["allowed"], data["subjects"], data["sources"]
+        return (with_context(data["images"], data, context), data["allowed"], data["subjects"], data["sources"],
+                data["basal"])
     slices = training_slices(datasets, acdc, myops_border_px=myops_border_px)
     arrays = build_canvas(slices, TARGET_SPACING_MM, CANVAS_SIZE, first_phase=context == "first_phase",
                           neighbours=context == "neighbours")
     images, allowed = arrays[:2]
     subjects = np.array([s.subject for s in slices])
     sources = np.array([s.source for s in slices])
+    basal = basal_slices(slices, BASAL_SLICES)
     cache_dir.mkdir(parents=True, exist_ok=True)
     extra = {context: arrays[2]} if context != "none" else {}
     # Each writer has its own partial file: folds trained side by side in one run folder build the same cache at once.
     handle, partial_name = tempfile.mkstemp(prefix=cache.stem + ".", suffix=".partial.npz", dir=cache_dir)
     with os.fdopen(handle, "wb") as partial:
-        np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, **extra)
+        np.savez(partial, images=images, allowed=allowed, subjects=subjects, sources=sources, basal=basal, **extra)
     os.chmod(partial_name, 0o644)  # mkstemp's 0600 would hide the cache from other users of the run folder
     Path(partial_name).replace(cache)
-    return with_context(images, extra, context), allowed, subjects, sources
+    return with_context(images, extra, context), allowed, subjects, sources, basal
+
+
+def sampling_record(args) -> dict[str, float]:
+    """The sampling weights a checkpoint records and a resumed run must match."""
+    return {"sunnybrook": float(args.sunnybrook_weight), "myops": float(args.myops_weight),
+            "acdc_basal": float(getattr(args, "basal_weight", 1.0))}
 
 
 def with_context(images: np.ndarray, stored, context: str) -> np.ndarray:
@@ -144,13 +156,14 @@ def fold_plan(datasets: Path, n_folds: int, seed: int) -> list[tuple[str, list[s
 
 def train_one(name: str, test_subjects: list[str], data, args, device: torch.device) -> Path:
     """Train (or resume) one model; returns its checkpoint path."""
-    images, allowed, subjects, sources = data
+    images, allowed, subjects, sources, basal = data
     border_px = int(getattr(args, "myops_border_px", 0))
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "checkpoint.pt"
+    basal_weight = float(getattr(args, "basal_weight", 1.0))
     sampling_weight = np.select([sources == "sunnybrook", sources == "myops"],
-                                [args.sunnybrook_weight, args.myops_weight], 1.0)
+                                [args.sunnybrook_weight, args.myops_weight], 1.0) * np.where(basal, basal_weight, 1.0)
     keep = ~np.isin(subjects, test_subjects) & (sampling_weight > 0)  # weight 0: not training data at all
     weights_np = sampling_weight[keep]
     images_t = torch.from_numpy(images[keep]).to(device)
@@ -168,10 +181,11 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         if saved.get("context", "none") != args.context:
             raise SystemExit(f"{path} was trained with --context {saved.get('context', 'none')}, not {args.context}: "
                              f"use another --out")
-        weights_now = {"sunnybrook": float(args.sunnybrook_weight), "myops": float(args.myops_weight)}
-        if saved.get("sampling_weights", weights_now) != weights_now:
-            raise SystemExit(f"{path} was trained with source sampling weights {saved['sampling_weights']}, not "
-                             f"{weights_now} (--sunnybrook-weight, --myops-weight): use another --out")
+        weights_now = sampling_record(args)
+        weights_then = {"acdc_basal": 1.0, **saved.get("sampling_weights", weights_now)}  # older runs: no basal weight
+        if weights_then != weights_now:
+            raise SystemExit(f"{path} was trained with sampling weights {weights_then}, not {weights_now} "
+                             f"(--sunnybrook-weight, --myops-weight, --basal-weight): use another --out")
         if int(saved.get("myops_border_px", 0)) != border_px:
             raise SystemExit(f"{path} was trained with --myops-border-px {saved.get('myops_border_px', 0)}, not "
                              f"{border_px}: use another --out")
@@ -213,7 +227,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             "train_subjects": sorted(set(subjects[keep].tolist())), "n_training_slices": int(keep.sum()),
             "device": str(device), "autocast": str(amp), "threads": args.threads, "history": history,
             "dice_weight": args.dice_weight, "myops_border_px": border_px,
-            "sampling_weights": {"sunnybrook": float(args.sunnybrook_weight), "myops": float(args.myops_weight)},
+            "sampling_weights": sampling_record(args),
         }
         partial = path.with_suffix(".partial")
         torch.save(checkpoint, partial)
@@ -273,6 +287,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--sunnybrook-weight", type=float, default=4.0, help="sampling weight of a Sunnybrook slice")
     parser.add_argument("--myops-weight", type=float, default=1.0,
                         help="sampling weight of a MyoPS bSSFP slice (0 with --sunnybrook-weight 0: ACDC only)")
+    parser.add_argument("--basal-weight", type=float, default=1.0,
+                        help=f"sampling weight multiplier of the {BASAL_SLICES} ACDC slices nearest the base of each "
+                             "stack (engines.cine.data.basal_slices); recorded in the checkpoint")
     parser.add_argument("--dice-weight", type=float, default=1.0,
                         help="loss = cross-entropy + W x soft Dice (0: cross-entropy alone); recorded in the checkpoint")
     parser.add_argument("--myops-border-px", type=int, default=0,
@@ -281,6 +298,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
+    if args.basal_weight <= 0:
+        parser.error(f"--basal-weight must be > 0, got {args.basal_weight}")
     if args.dice_weight < 0:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
 

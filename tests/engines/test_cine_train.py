@@ -42,14 +42,15 @@ def _data(n=6):
     allowed[:, 80:110, 80:110] = BIT[Label.LV_BLOOD_POOL]
     subjects = np.array(["patient001", "patient002", "patient003", "SCD0000401", "Case3002", "patient004"])
     sources = np.array(["acdc", "acdc", "acdc", "sunnybrook", "myops", "acdc"])
-    return images, allowed, subjects, sources
+    basal = np.array([True, False, False, False, False, False])
+    return images, allowed, subjects, sources, basal
 
 
 def _args(out: Path, steps: int, context: str = "none", sunnybrook_weight: float = 4.0, myops_weight: float = 1.0,
-          dice_weight: float = 1.0):
+          dice_weight: float = 1.0, basal_weight: float = 1.0):
     return argparse.Namespace(out=out, steps=steps, save_every=1, batch=2, lr=1e-3, threads=1, seed=1,
                               sunnybrook_weight=sunnybrook_weight, myops_weight=myops_weight, context=context,
-                              dice_weight=dice_weight)
+                              dice_weight=dice_weight, basal_weight=basal_weight)
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -121,8 +122,8 @@ def test_a_source_weighted_zero_is_not_training_data(tmp_path, monkeypatch):
 def test_the_source_weights_are_recorded_and_a_resume_under_others_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "WIDTHS", (4, 8))
     path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 1, myops_weight=0.3), torch.device("cpu"))
-    assert torch.load(path, weights_only=False)["sampling_weights"] == {"sunnybrook": 4.0, "myops": 0.3}
-    with pytest.raises(SystemExit, match="source sampling weights"):
+    assert torch.load(path, weights_only=False)["sampling_weights"] == {"sunnybrook": 4.0, "myops": 0.3, "acdc_basal": 1.0}
+    with pytest.raises(SystemExit, match="sampling weights"):
         train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2, myops_weight=1.0), torch.device("cpu"))
     path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2, myops_weight=0.3), torch.device("cpu"))
     assert torch.load(path, weights_only=False)["iterations"] == 2
@@ -161,14 +162,14 @@ def test_both_channels_get_the_same_spatial_transform():
 @pytest.mark.parametrize("context,channels", [("first_phase", 2), ("neighbours", 3)])
 def test_a_context_run_has_its_input_channels_and_refuses_to_mix(tmp_path, monkeypatch, context, channels):
     monkeypatch.setattr(train, "WIDTHS", (4, 8))
-    images, allowed, subjects, sources = _data()
-    data = (np.stack([images] + [images[::-1]] * (channels - 1), axis=1), allowed, subjects, sources)
+    images, allowed, subjects, sources, basal = _data()
+    data = (np.stack([images] + [images[::-1]] * (channels - 1), axis=1), allowed, subjects, sources, basal)
     path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 2, context), torch.device("cpu"))
     saved = torch.load(path, weights_only=False)
     assert saved["in_channels"] == channels and saved["context"] == context
     assert saved["state_dict"]["encoders.0.0.weight"].shape[1] == channels
     with pytest.raises(SystemExit, match=f"trained with --context {context}"):
-        train.train_one("fold0", ["patient004"], (images, allowed, subjects, sources), _args(tmp_path, 4),
+        train.train_one("fold0", ["patient004"], (images, allowed, subjects, sources, basal), _args(tmp_path, 4),
                         torch.device("cpu"))
 
 
@@ -176,7 +177,8 @@ def test_canvas_cache_survives_two_folds_building_it_at_once(tmp_path, monkeypat
     """Folds started side by side in one run folder both build the cache; the second to finish must not fail."""
     class Slice:
         def __init__(self, subject):
-            self.subject, self.source = subject, "acdc"
+            self.subject, self.source, self.phase, self.z = subject, "acdc", "ED", 0
+            self.allowed = np.zeros((4, 4), np.uint8)
 
     monkeypatch.setattr(train, "training_slices", lambda datasets, acdc, **kwargs: [Slice("patient001"), Slice("patient002")])
     monkeypatch.setattr(train, "build_canvas", lambda slices, spacing, size, **context: (
@@ -190,7 +192,7 @@ def test_canvas_cache_survives_two_folds_building_it_at_once(tmp_path, monkeypat
             nested[0] = train.load_cache(tmp_path / "datasets", tmp_path / "run")
 
     monkeypatch.setattr(train.np, "savez", savez_while_another_fold_finishes_first)
-    images, allowed, subjects, sources = train.load_cache(tmp_path / "datasets", tmp_path / "run")
+    images, allowed, subjects, sources, basal = train.load_cache(tmp_path / "datasets", tmp_path / "run")
     assert images.shape == (2, 4, 4) and list(subjects) == ["patient001", "patient002"]
     assert nested and nested[0][0].shape == (2, 4, 4)
     left = [p.name for p in (tmp_path / "run").iterdir()]
@@ -278,3 +280,49 @@ def test_sunnybrook_contoured_slices_get_their_neighbours_from_the_whole_series(
         assert np.array_equal(pixels[phase, z], item.image)
         assert np.array_equal(item.neighbours[0], pixels[phase, z - 1])
         assert np.array_equal(item.neighbours[1], pixels[phase, z + 1])
+
+
+def test_basal_slices_are_the_two_nearest_the_base_of_each_acdc_stack_that_hold_lv():
+    from engines.cine.data import LabelledSlice, basal_slices
+
+    def item(subject, phase, z, holds_lv, source="acdc"):
+        allowed = np.full((8, 8), BIT[Label.BACKGROUND], np.uint8)
+        if holds_lv:
+            allowed[2:5, 2:5] = BIT[Label.LV_MYOCARDIUM]
+        return LabelledSlice(subject, source, phase, z, np.zeros((8, 8), np.float32), allowed, (1.0, 1.0), 8.0)
+
+    slices = [item("patient001", "ED", 3, True), item("patient001", "ED", 0, False), item("patient001", "ED", 1, True),
+              item("patient001", "ED", 2, True), item("patient001", "ES", 2, True), item("SCD0000401", "ED", 0, True,
+              "sunnybrook"), item("Case3002", "C0", 0, True, "myops")]
+    assert basal_slices(slices).tolist() == [False, False, True, True, True, False, False]
+    assert basal_slices(slices, count=0).sum() == 0
+    with pytest.raises(ValueError, match="count"):
+        basal_slices(slices, count=-1)
+
+
+def test_the_basal_weight_multiplies_the_sampling_weight_and_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    drawn = []
+    real_multinomial = torch.multinomial
+
+    def recording_multinomial(weights, *args, **kwargs):
+        drawn.append(weights.clone())
+        return real_multinomial(weights, *args, **kwargs)
+
+    monkeypatch.setattr(train.torch, "multinomial", recording_multinomial)
+    path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 1, basal_weight=3.0), torch.device("cpu"))
+    # kept: patient001 (basal), 002, 003 (ACDC 1.0), SCD0000401 (Sunnybrook 4.0), Case3002 (MyoPS 1.0)
+    assert drawn[0].tolist() == [3.0, 1.0, 1.0, 4.0, 1.0]
+    assert torch.load(path, weights_only=False)["sampling_weights"]["acdc_basal"] == 3.0
+    with pytest.raises(SystemExit, match="--basal-weight"):
+        train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2), torch.device("cpu"))
+
+
+def test_a_run_recorded_before_the_basal_weight_resumes_at_weight_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    path = train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 1), torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    saved["sampling_weights"] = {"sunnybrook": 4.0, "myops": 1.0}
+    torch.save(saved, path)
+    assert torch.load(train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2), torch.device("cpu")),
+                      weights_only=False)["iterations"] == 2
