@@ -58,6 +58,9 @@ def cmd_serve(args) -> int:
     if problems:  # refuse before binding anything: a wrong path must not become studies without results
         raise ConfigError(args.config or "(defaults)", problems)
     configure_logging(config.logging)
+    if not helper:  # the main process says it once, in the log an admin reads (journal), as `config check` does
+        for warning in config_warnings(config):
+            log.warning("config: %s", warning)
     node = Node(config)
     runner = RoleRunner(node, roles)
     helpers = None

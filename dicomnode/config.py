@@ -377,7 +377,8 @@ def needs_restart(old: Config, new: Config) -> list[str]:
 
 def config_warnings(config: Config) -> list[str]:
     """Valid but probably unintended settings (`dicomnode config check` prints them): unused destinations,
-    routes that send nowhere."""
+    routes that send nowhere, a free-space floor above the purge threshold, a force-complete wait no longer than the
+    quiet period."""
     used = {name for route in config.routes for name in route.destinations}
     warnings = [f"destinations[{d.name}]: used by no route, so no result is ever sent to it"
                 for d in config.destinations if d.name not in used]
@@ -387,6 +388,14 @@ def config_warnings(config: Config) -> list[str]:
         warnings.append(f"node.min_free_space_mb ({config.node.min_free_space_mb}) is above "
                         f"retention.emergency_free_space_mb ({config.retention.emergency_free_space_mb}): between the "
                         f"two the node refuses every instance (0xA700) and purges nothing to make room")
+    studies = config.studies
+    if studies.max_wait_seconds <= studies.quiet_seconds:
+        outcome = ("analysed" if studies.force_complete_policy == "analyse"
+                   else "failed (force_complete_policy = \"fail\")")
+        warnings.append(f"studies.max_wait_seconds ({studies.max_wait_seconds:g}) is not longer than "
+                        f"studies.quiet_seconds ({studies.quiet_seconds:g}): every study is force-completed "
+                        f"{studies.max_wait_seconds:g} s after its first instance and {outcome} before it can fall "
+                        f"quiet, so a study still arriving is cut short")
     return warnings
 
 

@@ -213,3 +213,17 @@ def test_state_upgrade_without_config_says_whose_state_it_made(tmp_path, capsys,
     config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\n')
     assert main(["state", "upgrade", "--config", str(config)]) == 0
     assert "no --config given" not in capsys.readouterr().err
+
+
+def test_serve_logs_the_config_warnings_that_config_check_prints(tmp_path):
+    with socket.socket() as busy:  # serve then stops at the busy metrics port, after logging is set up
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n'
+                                   '[studies]\nquiet_seconds = 60\nmax_wait_seconds = 30\n'
+                                   f'[observability]\nmetrics_enabled = true\nmetrics_port = {port}\n'
+                                   '[[routes]]\nname = "none"\npipelines = []\n')
+        result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "serve", "--config", str(config)],
+                                capture_output=True, text=True, timeout=120)
+    assert "config: studies.max_wait_seconds (30) is not longer than studies.quiet_seconds (60)" in result.stderr

@@ -170,3 +170,13 @@ def test_a_free_space_floor_above_the_purge_threshold_is_warned_about():
     config = parse_config({"node": {"min_free_space_mb": 5000}, "retention": {"emergency_free_space_mb": 1000}})
     assert any("refuses every instance" in w for w in config_warnings(config))
     assert not any("refuses every instance" in w for w in config_warnings(parse_config({})))
+
+
+@pytest.mark.parametrize("policy,outcome", [("analyse", "analysed"), ("fail", "failed")])
+def test_a_force_complete_wait_no_longer_than_the_quiet_period_is_warned_about(policy, outcome):
+    from dicomnode.config import config_warnings
+
+    config = parse_config({"studies": {"quiet_seconds": 60, "max_wait_seconds": 30, "force_complete_policy": policy}})
+    [warning] = [w for w in config_warnings(config) if w.startswith("studies.max_wait_seconds")]
+    assert "(30)" in warning and "(60)" in warning and outcome in warning
+    assert not any(w.startswith("studies.max_wait_seconds") for w in config_warnings(parse_config({})))
