@@ -310,6 +310,7 @@ class CinePipeline:
             return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack")
 
         ed, es = measured.ed_phase, measured.es_phase
+        timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases)}
         summary = measured.summary()
         summary.update({"bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
@@ -317,7 +318,7 @@ class CinePipeline:
                         "stack_warnings": list(volume.warnings),
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
-                        "timing": measured.timing.summary(), "basal_slice_rule": BASAL_RULE,
+                        "timing": timing, "basal_slice_rule": BASAL_RULE,
                         "basal_slices_excluded": [list(pz) for pz in measured.basal_excluded],
                         # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
                         "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True)})
@@ -331,7 +332,7 @@ class CinePipeline:
             "bsa_formula_code": BSA_FORMULA_CODES.get(measured.bsa_formula) if measured.bsa_formula else None,
             "indexed": dict(measured.indexed), "papillary_muscles": PAPILLARY_MUSCLES,
             "papillary_muscles_mass_code": PAPILLARY_MASS_CODE,
-            "basal_slices": BASAL_RULE, "timing": measured.timing.summary(),
+            "basal_slices": BASAL_RULE, "timing": timing,
             "myocardial_density_g_per_ml": cine_config.myocardial_density_g_per_ml,
             "flags": list(measured.flags), "trigger_times": list(volume.trigger_times),
             "ed_phase": ed, "es_phase": es, "voxel_volume_ml": volume.voxel_volume_ml,

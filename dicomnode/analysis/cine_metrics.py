@@ -163,6 +163,39 @@ def trigger_phase(trigger_times, n_phases: int) -> tuple[int, str | None]:
     return 0, "no usable TriggerTime: phase 0 taken as the R-wave (end-diastolic) phase"
 
 
+def temporal_jumps(slice_volumes_ml) -> tuple[np.ndarray, list[int]]:
+    """(phases,) temporally consistent curve and the phases whose summed volume jumps from it, from volumes per
+    (phase, slice) in mL of a cycle with at least MIN_PHASES_FOR_CURVE phases.
+
+    Each slice's volume over the cycle is median-filtered over 3 neighbouring phases (periodic) and summed; a phase
+    is a jump where its sum differs from that by more than max(JUMP_ML, JUMP_FRACTION x the largest consistent
+    volume, what a clean cosine-shaped cycle loses to the median at its extremes).
+    """
+    volumes = np.asarray(slice_volumes_ml, dtype=np.float64)
+    n = volumes.shape[0]
+    consistent = ndimage.median_filter(volumes, size=(3, 1), mode="wrap").sum(axis=1)
+    # a clean cosine-shaped cycle loses (max - min) / 2 x (1 - cos(2 pi / n)) at its extremes under a 3-phase median
+    shaving = (consistent.max() - consistent.min()) / 2.0 * (1.0 - np.cos(2.0 * np.pi / n))
+    tolerance = max(JUMP_ML, JUMP_FRACTION * float(consistent.max()), float(shaving))
+    return consistent, [int(p) for p in np.flatnonzero(np.abs(volumes.sum(axis=1) - consistent) > tolerance)]
+
+
+def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int) -> tuple[list[int], list[str]]:
+    """RV phases whose volume jumps from its temporal neighbours (temporal_jumps), and a note for each that is
+    the ED or ES phase the RV volumes are read at (ED and ES are chosen on the LV curve, so a jump in the RV
+    segmentation there would otherwise go into RV EDV / ESV / EF unsaid). No check under MIN_PHASES_FOR_CURVE
+    phases."""
+    volumes = np.asarray(rv_slice_volumes_ml, dtype=np.float64)
+    if volumes.ndim != 2 or volumes.shape[0] < MIN_PHASES_FOR_CURVE or not volumes.any():
+        return [], []
+    consistent, flagged = temporal_jumps(volumes)
+    curve = volumes.sum(axis=1)
+    notes = [f"RV volume at the {name} phase {phase} ({curve[phase]:.1f} mL) jumps from its temporal neighbours "
+             f"({consistent[phase]:.1f} mL per-slice median): RV {quantity} and RVEF uncertain, review the RV contours"
+             for name, quantity, phase in (("end-diastolic", "EDV", ed), ("end-systolic", "ESV", es)) if phase in flagged]
+    return flagged, notes
+
+
 def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhases:
     """ED and ES phases from LV volumes per (phase, slice), in mL.
 
@@ -192,12 +225,8 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhase
             es = (ed + 1) % n
         return CardiacPhases(ed, es, trigger, curve.tolist(), curve.tolist(), curve.tolist(), [],
                              notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
-    consistent = ndimage.median_filter(volumes, size=(3, 1), mode="wrap").sum(axis=1)
+    consistent, flagged = temporal_jumps(volumes)
     smoothed = ndimage.convolve1d(consistent, np.array([1.0, 2.0, 1.0]) / 4.0, mode="wrap")
-    # a clean cosine-shaped cycle loses (max - min) / 2 x (1 - cos(2 pi / n)) at its extremes under a 3-phase median
-    shaving = (consistent.max() - consistent.min()) / 2.0 * (1.0 - np.cos(2.0 * np.pi / n))
-    tolerance = max(JUMP_ML, JUMP_FRACTION * float(consistent.max()), float(shaving))
-    flagged = [int(p) for p in np.flatnonzero(np.abs(curve - consistent) > tolerance)]
     for phase in flagged:
         notes.append(f"phase {phase}: LV volume {curve[phase]:.1f} mL jumps from its temporal neighbours "
                      f"({consistent[phase]:.1f} mL per-slice median); not used as ED or ES")
@@ -316,6 +345,7 @@ class CineMeasurements:
     flags: list[str] = field(default_factory=list)
     timing: CardiacPhases | None = None
     basal_excluded: list[tuple[int, int]] = field(default_factory=list)  # (phase, slice) left out by the basal rule
+    rv_flagged_phases: list[int] = field(default_factory=list)  # RV volume jumps (rv_timing_notes)
 
     def summary(self) -> dict:
         """The `cine` block of summary.json (design.md contract)."""
@@ -348,14 +378,16 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
     TriggerTime in ms, or None, per phase) on the fixed-slice-set curve of timing_slice_volumes_ml; RV volumes are
-    read at the same ED and ES phases (one cardiac timing).
-    Timing notes (flagged phases, ED cross-check) are appended to `flags`.
+    read at the same ED and ES phases (one cardiac timing), with a note where the RV volume jumps there
+    (rv_timing_notes). Timing notes (flagged phases, ED cross-check, RV jumps at ED/ES) are appended to `flags`.
     """
     lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml)
     lv_curve = lv_slices.sum(axis=1)
-    rv_curve = volume_curve_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
+    rv_slices = slice_volumes_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
+    rv_curve = rv_slices.sum(axis=1)
     timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times)
     ed, es = timing.ed, timing.es
+    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
     result = CineMeasurements(
@@ -364,6 +396,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         lv_mass_g=myocardial_mass_g(labelmaps[ed], voxel_volume_ml, density_g_per_ml),
         rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_sv_ml=rv_edv - rv_esv, rv_ef_percent=ejection_fraction_percent(rv_edv, rv_esv),
         timing=timing, basal_excluded=[(int(p), int(z)) for p, z in zip(*np.nonzero(excluded))],
+        rv_flagged_phases=rv_flagged,
     )
     bsa, bsa_note = _bsa_or_note(height_m, weight_kg, bsa_formula)
     if bsa is not None:
@@ -374,5 +407,5 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
             "rv_svi_ml_m2": (rv_edv - rv_esv) / bsa,
         }
     values = {"lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_ef_percent": result.lv_ef_percent, **result.indexed}
-    result.flags = normal_range_flags(values, sex) + list(timing.notes) + bsa_note
+    result.flags = normal_range_flags(values, sex) + list(timing.notes) + rv_notes + bsa_note
     return result

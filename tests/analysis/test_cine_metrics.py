@@ -7,7 +7,7 @@ import pytest
 from dicomnode.analysis.cine_metrics import (PAPILLARY_MUSCLES, body_surface_area_m2, ejection_fraction_percent,
                                              find_cardiac_phases, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, myocardial_surround, normal_range_flags,
-                                             timing_slice_volumes_ml, volume_curve_ml)
+                                             rv_timing_notes, timing_slice_volumes_ml, volume_curve_ml)
 from dicomnode.labels import Label
 
 
@@ -224,3 +224,27 @@ def test_flags_by_sex_and_against_both_when_unknown():
     assert len(unknown) == 1 and "one sex" in unknown[0] and "above for women" in unknown[0]
     both = normal_range_flags({"lv_edv_ml": 260.0}, "")
     assert both[0].startswith("LV EDV above normal range") and "men" in both[0] and "women" in both[0]
+
+
+def test_an_rv_jump_at_the_phase_the_rv_is_read_at_is_named_and_elsewhere_only_listed():
+    rv = np.stack([cine_curve(16, 160.0, 80.0, es_phase=6) * w for w in (0.5, 0.5)], axis=1)
+    assert rv_timing_notes(rv, 0, 6) == ([], [])
+    rv[6, 0] = 0.0  # half the RV lost at ES: 40 mL, RVEF read as 75 % instead of 50 %
+    rv[11, 1] *= 0.5  # a smaller jump away from ED and ES
+    flagged, notes = rv_timing_notes(rv, 0, 6)
+    assert flagged == [6, 11]
+    assert len(notes) == 1 and "end-systolic phase 6" in notes[0] and "RV ESV and RVEF uncertain" in notes[0]
+    assert rv_timing_notes(rv[:4], 0, 2) == ([], [])  # an ED + ES export has no curve to judge
+    assert rv_timing_notes(np.zeros((16, 2)), 0, 6) == ([], [])  # no RV segmented
+
+
+def test_measure_cine_says_when_the_rv_volume_it_reports_is_a_jump():
+    lv = np.rint(cine_curve(12, 150.0, 60.0, es_phase=5)).astype(int)
+    rv = np.rint(cine_curve(12, 160.0, 80.0, es_phase=5)).astype(int)
+    clean = measure_cine(synthetic_cine(lv, rv, shape=(2, 40, 40)), 1.0, trigger_times=[40.0 * p for p in range(12)])
+    assert clean.rv_flagged_phases == [] and not any("RV" in flag for flag in clean.flags)
+    rv[5] = 20  # the RV all but lost at the LV's ES phase
+    result = measure_cine(synthetic_cine(lv, rv, shape=(2, 40, 40)), 1.0, trigger_times=[40.0 * p for p in range(12)])
+    assert (result.ed_phase, result.es_phase) == (0, 5) and result.rv_esv_ml == 20.0
+    assert result.rv_flagged_phases == [5]
+    assert any(flag.startswith("RV volume at the end-systolic phase 5 (20.0 mL)") for flag in result.flags)
