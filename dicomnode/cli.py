@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pydicom
@@ -18,8 +19,8 @@ from dicomnode import __version__
 from dicomnode.config import Config, ConfigError, config_warnings, load_config
 from dicomnode.demo import run_demo
 from dicomnode.net.scp import ListenError
-from dicomnode.net.scu import AssociationFailed, send_files
-from dicomnode.net.tls import client_context
+from dicomnode.net.scu import AssociationFailed, echo, send_files
+from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.preflight import preflight_problems
@@ -84,6 +85,9 @@ def cmd_serve(args) -> int:
     signal.signal(signal.SIGINT, on_term)
     if args.config:
         signal.signal(signal.SIGHUP, on_hup)
+    else:  # SIGHUP's default action would end the node
+        signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(
+            "SIGHUP: nothing to reload, this node runs on the embedded defaults (no --config)"))
     runner.start()
     if helpers is not None:  # after the serving process holds the port: a busy port stops the start above
         helpers.start()
@@ -135,13 +139,18 @@ def cmd_demo(args) -> int:
 
 def cmd_config_check(args) -> int:
     try:
+        roles = parse_roles(args.roles)
+    except ValueError as exc:
+        print(f"--roles: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         config = load_config(args.file)
     except ConfigError as exc:
         print(f"{exc.source}: INVALID", file=sys.stderr)
         for path, message in exc.problems:
             print(f"  {path}: {message}", file=sys.stderr)
         return EXIT_ERROR
-    problems = preflight_problems(config)
+    problems = preflight_problems(config, models="analyse" in roles)
     if problems:
         print(f"{args.file}: INVALID on this machine", file=sys.stderr)
         for path, message in problems:
@@ -252,6 +261,39 @@ def cmd_send(args) -> int:
     return EXIT_OK if not failed and not skipped else EXIT_ERROR
 
 
+def cmd_echo(args) -> int:
+    """C-ECHO each destination named (default: every configured one); exit 0 only when all answered success."""
+    config = _load(args.config)
+    names = args.to or [d.name for d in config.destinations]
+    if not names:
+        print("no destinations configured: nothing to echo", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        destinations = [config.destination(name) for name in names]
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return EXIT_USAGE
+    failed = 0
+    for destination in destinations:
+        peer = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
+        started = time.monotonic()
+        try:
+            status = echo(destination.ae_title, destination.host, destination.port,
+                          calling_ae_title=destination.calling_ae_title or config.node.ae_title, timeout=args.timeout,
+                          ssl_context=client_context(destination, config.node.tls.minimum_version))
+        except (AssociationFailed, TLSConfigurationError) as exc:
+            print(f"{peer}: FAILED: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if status == 0x0000:
+            print(f"{peer}: C-ECHO OK ({(time.monotonic() - started) * 1000:.0f} ms)")
+        else:
+            print(f"{peer}: FAILED: " + ("no C-ECHO response" if status is None else f"C-ECHO status 0x{status:04X}"),
+                  file=sys.stderr)
+            failed += 1
+    return EXIT_OK if not failed else EXIT_ERROR
+
+
 def _not_sendable(path: Path) -> str | None:
     """Why a file cannot be sent (missing, unreadable, not DICOM Part 10), or None."""
     try:
@@ -295,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file; errors name their key paths")
     check.add_argument("file")
+    check.add_argument("--roles", help="check only what `serve --roles` with these roles needs (default: all; a "
+                                        "machine without the analyse role needs no models or inference backend)")
     check.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("status", help="list studies, their state and failed sends")
@@ -312,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, help="destination name from the config")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("echo", help="C-ECHO configured destinations: is each one reachable and accepting this node?")
+    p.add_argument("--to", action="append", help="destination name from the config (repeatable; default: all)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each peer (default 10)")
+    p.add_argument("--config", help="TOML config (default: embedded defaults)")
+    p.set_defaults(func=cmd_echo)
 
     for module, function in (("dicomnode.roles", "add_state_parser"), ("dicomnode.inference.cli", "add_engines_parser"),
                              ("dicomnode.devtools.cli", "add_devtools_parser")):

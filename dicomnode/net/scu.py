@@ -109,14 +109,19 @@ def send_files(
 
 def echo(ae_title: str, host: str, port: int, calling_ae_title: str = "DICOMNODE", timeout: float = 10.0,
          ssl_context=None) -> int | None:
+    """C-ECHO (Verification SOP Class, PS3.7 9.1.5) over one association: the peer's status (0x0000 success), or
+    None when the association was established but no response came back. Raises AssociationFailed, naming why, when
+    no association could be opened (why_not_established)."""
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
     assoc = ae.associate(host, port, ae_title=ae_title, tls_args=(ssl_context, host) if ssl_context else None)
     if not assoc.is_established:
-        return None
+        raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
+                                f"{why_not_established(assoc, host, port, timeout)}")
     try:
         response = assoc.send_c_echo()
         return int(response.Status) if response and "Status" in response else None
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()

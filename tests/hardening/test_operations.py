@@ -49,6 +49,32 @@ def test_serve_notifies_ready_watchdog_and_stopping(tmp_path):
                 process.wait()
 
 
+def test_sighup_without_a_config_file_is_logged_and_the_node_keeps_running(tmp_path):
+    """The embedded defaults listen on port 11112: in the private network namespace nothing else holds it."""
+    from tests.peers import require_private_netns
+
+    require_private_netns()
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        process = subprocess.Popen([sys.executable, "-m", "dicomnode.cli", "serve", "--roles", "receive"],
+                                   env=dict(ENV, NOTIFY_SOCKET=address), cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _receive_until(sock, "READY=1", time.monotonic() + 120, [])
+            process.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            assert process.poll() is None  # SIGHUP's default action would have ended it
+            assert echo_status(11112) == 0
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 0
+            assert "SIGHUP: nothing to reload" in process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def test_sighup_reload_keeps_an_open_association_working(tmp_path):
     port = free_port()
     node = NodeProcess(tmp_path, port, pipelines=(), quiet_seconds=3600).start()

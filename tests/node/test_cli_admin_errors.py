@@ -123,10 +123,21 @@ def test_a_models_folder_without_a_routed_pipelines_model_is_named(tmp_path, cap
     assert main(["config", "check", str(config)]) == 1
     err = capsys.readouterr().err
     assert "routes (pipeline cine): model 'cine_unet' is not installed" in err and "lge_unet" not in err
-    # a receive-only process loads no model: only its own paths are checked
+    # a receive-only process loads no model: only its own paths are checked, as dicomnode@receive's check does
     from dicomnode.config import load_config
     from dicomnode.preflight import preflight_problems
     assert preflight_problems(load_config(str(config)), models=False) == []
+    assert main(["config", "check", str(config), "--roles", "receive,complete,dispatch"]) == 0
+    assert main(["config", "check", str(config), "--roles", "analyse"]) == 1
+    assert main(["config", "check", str(config), "--roles", "scan"]) == 2
+    assert "unknown role(s) ['scan']" in capsys.readouterr().err
+
+
+def test_the_role_units_check_only_what_their_role_needs():
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "dicomnode@.service").read_text()
+    [check] = [line for line in unit.splitlines() if line.startswith("ExecStartPre=") and "config check" in line]
+    [serve] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert check.endswith("--roles %i") and serve.endswith("--roles %i")
 
 
 def test_a_destination_that_is_down_or_not_dicom_is_described(tmp_path):

@@ -200,3 +200,27 @@ def _receive_crash_and_deliver(node, node_port, orthanc, sunnybrook):
     assert 10 < summary["cine"]["lv_edv_ml"] < 400
     assert studies[0]["study_instance_uid"] == study_uid
     assert node.stop() == 0
+
+
+def test_echo_says_which_destinations_answer_and_why_the_others_do_not(isolated, tmp_path, capsys):
+    """`dicomnode echo`: Orthanc as the PACS answers; a port nobody listens on is named as refused; exit 1 then."""
+    from dicomnode.cli import main
+
+    require_peer("orthanc")
+    down = free_port()
+    with OrthancServer(tmp_path, aet="ORTHANC") as orthanc:
+        config = tmp_path / "node.toml"
+        config.write_text(f'[node]\nstorage_dir = "{tmp_path / "store"}"\n'
+                          f'[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
+                          f'port = {orthanc.dicom_port}\n'
+                          f'[[destinations]]\nname = "archive"\nae_title = "ARCHIVE"\nhost = "127.0.0.1"\nport = {down}\n')
+        assert main(["echo", "--config", str(config), "--to", "pacs"]) == 0
+        out = capsys.readouterr().out
+        assert f"pacs (ORTHANC@127.0.0.1:{orthanc.dicom_port}): C-ECHO OK" in out
+        assert main(["echo", "--config", str(config), "--timeout", "5"]) == 1  # every destination
+        captured = capsys.readouterr()
+        assert "pacs (ORTHANC" in captured.out and "C-ECHO OK" in captured.out
+        assert f"archive (ARCHIVE@127.0.0.1:{down}): FAILED: association with ARCHIVE@127.0.0.1:{down} failed: " \
+               f"cannot connect: Connection refused" in captured.err
+        assert main(["echo", "--config", str(config), "--to", "nowhere"]) == 2
+        assert "nowhere" in capsys.readouterr().err
