@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_process)
 
-    p = sub.add_parser("demo", help="run the node on a bundled study with an embedded PACS; show the results")
+    p = sub.add_parser("demo", help="run the node on the bundled studies (LGE, cine) with an embedded PACS; show the results")
     p.add_argument("--clean", action="store_true", help="remove the temporary folder afterwards")
     p.add_argument("--workdir", help="use this folder instead of a temporary one")
     p.set_defaults(func=cmd_demo)
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("retry", help="re-queue the dead letters of a study, or re-run its failed analysis")
-    p.add_argument("study", help="study key or Study Instance UID")
+    p.add_argument("study", help="study key (or its start), Study Instance UID, or the log id `status` and the logs print")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_retry)
 

@@ -356,7 +356,8 @@ def add_state_parser(sub: argparse._SubParsersAction) -> None:
     state_sub = parser.add_subparsers(dest="state_command", required=True, metavar="ACTION")
     upgrade = state_sub.add_parser("upgrade", help="create or migrate the schema of [state] url (or the SQLite "
                                                    "default); safe to run again and while nodes run")
-    upgrade.add_argument("--config")
+    upgrade.add_argument("--config", help="TOML config whose [state] url (or storage_dir) names the database "
+                                          "(default: embedded defaults)")
     upgrade.set_defaults(func=cmd_state_upgrade)
 
 

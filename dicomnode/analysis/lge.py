@@ -29,8 +29,16 @@ CLASSES = 6
 #: card metrics block holding each threshold method's agreement with expert %LGE on the model's own myocardium
 THRESHOLD_VALIDATION_KEY = "threshold_methods_on_model_myocardium_myops"
 THRESHOLD_MIN_R = 0.8
-NSD_SUMMARY_EXTRAS = ("applicable", "reason", "threshold", "remote_mean", "remote_sd", "remote_voxels")
-FWHM_SUMMARY_EXTRAS = ("applicable", "reason", "threshold", "maximum", "baseline")
+NSD_SUMMARY_EXTRAS = ("applicable", "reason", "validated", "caveat", "threshold", "remote_mean", "remote_sd",
+                      "remote_voxels")
+FWHM_SUMMARY_EXTRAS = ("applicable", "reason", "validated", "caveat", "threshold", "maximum", "baseline")
+
+
+def summary_block(method: dict, extras: tuple[str, ...]) -> dict:
+    """The summary.json block of a threshold method from its full result (measurements): n (n-SD), lge_percent and
+    the `extras` present, e.g. the caveat of a method computed though not validated."""
+    return {**({"n": method["n"]} if "n" in method else {}), "lge_percent": method.get("lge_percent"),
+            **{key: method[key] for key in extras if key in method}}
 
 
 def normalise_percentile(stack: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
@@ -464,10 +472,8 @@ class LGEPipeline:
             "mvo_volume_ml": _round(volumes.mvo_volume_ml, 2),
             "lge_percent": _round(volumes.lge_percent, 2),
             "large_scar_burden": volumes.large_scar_burden,
-            "nsd": {"n": settings.nsd_n, "lge_percent": nsd_full.get("lge_percent"),
-                    **{k: nsd_full[k] for k in NSD_SUMMARY_EXTRAS if k in nsd_full}},
-            "fwhm": {"lge_percent": fwhm_full.get("lge_percent"),
-                     **{k: fwhm_full[k] for k in FWHM_SUMMARY_EXTRAS if k in fwhm_full}},
+            "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
+            "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
             # AHA 17 segments: scar extent and transmurality per segment, RV insertion points from the RV label
             "aha_segments": aha_summary_for_volume(labels, volume, scar=True),

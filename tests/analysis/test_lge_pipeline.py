@@ -289,6 +289,10 @@ def test_threshold_methods_are_reported_only_where_the_model_card_validates_them
     # computed for research, the number keeps its caveat (summary.json) and the report page says it
     assert fwhm_always["validated"] is False and "r = 0.34" in fwhm_always["caveat"]
     assert "threshold_methods" not in fwhm_always["caveat"]
+    from dicomnode.analysis.lge import FWHM_SUMMARY_EXTRAS, NSD_SUMMARY_EXTRAS, summary_block
+    block = summary_block(fwhm_always, FWHM_SUMMARY_EXTRAS)
+    assert block["validated"] is False and block["caveat"] == fwhm_always["caveat"] and block["lge_percent"] > 0
+    assert summary_block(nsd, NSD_SUMMARY_EXTRAS)["n"] == nsd["n"] and "validated" not in nsd
     from dicomnode.results.report import _method_reference
     assert _method_reference(fwhm_always).startswith("NOT VALIDATED: agreement with expert %LGE r = 0.34")
     assert _method_reference(nsd) == "method-dependent, see methods"
@@ -446,3 +450,4 @@ def test_the_pipeline_finds_the_heart_with_the_cards_localiser_and_falls_back_wi
     assert unlocated.summary["lge_percent"] == pytest.approx(located.summary["lge_percent"], abs=1.0)
     assert unlocated.summary["myocardium_volume_ml"] == pytest.approx(located.summary["myocardium_volume_ml"],
                                                                       rel=0.02)
+
