@@ -416,7 +416,10 @@ def write_report(results: dict, path: Path) -> None:
            "          # decision thresholds, cross-fitted"] if results.get("calibration") else []),
         f"python -m engines.cine.evaluate --cv {results.get('cv_dir', 'engines/runs/cine_cv')}"
         + (" --calibrated" if results.get("calibration") else "")
-        + (" --training-note '…'" if results.get("training_note") else "") + "          # this report", "```", ""]
+        + (" --training-note '…'" if results.get("training_note") else "") + "          # this report", "```",
+        *([f"Cross-validation results of {results['cv_date']}, kept (`--reuse-cv`) when the shipped model's results "
+           f"were refreshed on {results['date']}: the change then made does not touch the two-phase ACDC evaluation.",
+           ""] if results.get("cv_date") else [""])]
     if cv and cv.get("n"):
         budget = cv["folds"][0]
         lines += [
@@ -564,9 +567,9 @@ def shortfalls(results: dict) -> list[str]:
             notes.append(
                 f"{r['subject']}: LVEF {fmt(r['lv_ef_percent'])} vs {fmt(r['reference_lv_ef_percent'])} %. Read at the "
                 f"reference phases the same segmentation gives {fmt(at_ref)} %: the segmentation carries "
-                f"{fmt(segmentation_part)} points of the error and the ED/ES choice (each within one phase, "
-                f"ED {r['ed_phase']} vs {r['reference_ed_phase']}, ES {r['es_phase']} vs {r['reference_es_phase']}) "
-                f"{fmt(timing_part)} points, where the volume curve is steep between neighbouring phases.")
+                f"{fmt(segmentation_part)} points of the error and the ED/ES choice (ED {r['ed_phase']} vs "
+                f"{r['reference_ed_phase']}, {r['ed_off_by']} off; ES {r['es_phase']} vs {r['reference_es_phase']}, "
+                f"{r['es_off_by']} off) {fmt(timing_part)} points.")
     notes.append("Sunnybrook references cover the contoured slices only and are loose (±10 %); ACDC images carry no real "
                  "patient orientation (rotation/flip augmentation stands in for it).")
     return notes
@@ -599,7 +602,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="take the model's held-out split and whole-cine results from <out>/evaluation.json when "
                              "it was written for the same ONNX file (sha256) and the same --max-subjects; "
                              "only the CV part is recomputed")
+    parser.add_argument("--reuse-cv", action="store_true",
+                        help="without --cv: keep the cross-validation results (and their training note) of "
+                             "<out>/evaluation.json, for a change that does not touch the two-phase ACDC CV (e.g. the "
+                             "whole-cine timing rule) when the CV run folders are not on this machine")
     args = parser.parse_args(argv)
+    if args.reuse_cv and args.cv is not None:
+        parser.error("--reuse-cv keeps earlier CV results; it cannot be combined with --cv")
 
     model = OnnxModel(args.models, threads=args.threads)
     held_out = model.card["training"]["held_out_subjects"]
@@ -613,6 +622,18 @@ def main(argv: list[str] | None = None) -> None:
         "model": model.card, "model_path": _shown(args.models / "cine_unet.onnx"), "model_sha256": hashlib.sha256((args.models / "cine_unet.onnx").read_bytes()).hexdigest(),
     }
     results["training_note"] = args.training_note
+    if args.reuse_cv:
+        earlier_path = args.out / "evaluation.json"
+        if not earlier_path.is_file():
+            raise SystemExit(f"--reuse-cv: {earlier_path} does not exist")
+        earlier = json.loads(earlier_path.read_text())
+        if "cv" not in earlier:
+            raise SystemExit(f"--reuse-cv: {earlier_path} holds no cross-validation results")
+        for key in ("cv_dir", "cv", "calibration", "cv_on_shipped_split"):
+            if key in earlier:
+                results[key] = earlier[key]
+        results["training_note"] = args.training_note or earlier.get("training_note", "")
+        results["cv_date"] = earlier.get("cv_date", earlier["date"])
     if args.cv is not None:
         results["cv_dir"] = _shown(args.cv)
         calibration = json.loads((args.cv / "calibration.json").read_text()) if args.calibrated else None

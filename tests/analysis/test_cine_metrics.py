@@ -145,6 +145,30 @@ def test_the_timing_curve_counts_one_fixed_set_of_slices():
     assert timing_slice_volumes_ml(np.zeros((3, 2, 10, 10), np.uint8), 1.0)[1].tolist() == [False, False]
 
 
+def test_the_end_slices_of_the_stack_do_not_time_the_cycle():
+    """Five slices: three mid slices with ES at phase 7; the basal slice empties late (the valve plane descending
+    through it, smallest at phase 11) and is large enough to pull the whole-stack minimum away from phase 7."""
+    mid = np.rint(cine_curve(20, 150.0, 60.0, es_phase=7)).astype(int)
+    basal = np.rint(cine_curve(20, 150.0, 10.0, es_phase=11)).astype(int)
+    apical = np.rint(cine_curve(20, 30.0, 20.0, es_phase=7)).astype(int)
+    maps = np.zeros((20, 5, 40, 40), np.uint8)
+    for phase in range(20):
+        for z, voxels in enumerate((basal, mid, mid, mid, apical)):
+            maps[phase, z] = heart_slice(40, 40, int(voxels[phase]), 0, 200)
+    whole_stack = lv_slice_volumes_ml(maps, 1.0)[0].sum(axis=1)
+    assert find_cardiac_phases(whole_stack[:, None], trigger_times=[i * 40.0 for i in range(20)]).es != 7
+    timing, in_set = timing_slice_volumes_ml(maps, 1.0)
+    assert in_set.tolist() == [False, True, True, True, False]
+    assert not timing[:, [0, 4]].any()
+    measured = measure_cine(maps, 1.0, trigger_times=[i * 40.0 for i in range(20)])
+    assert (measured.ed_phase, measured.es_phase) == (0, 7)
+    # the volumes at ED and ES still count every slice the basal rule keeps
+    assert measured.lv_edv_ml == float(basal[0] + 3 * mid[0] + apical[0])
+    assert measured.lv_esv_ml == float(basal[7] + 3 * mid[7] + apical[7])
+    # four slices or fewer: every slice of the set times the cycle
+    assert timing_slice_volumes_ml(maps[:, :4], 1.0)[1].tolist() == [True] * 4
+
+
 def test_measure_cine_times_on_the_fixed_set_and_reports_volumes_by_the_basal_rule():
     measured = measure_cine(basal_flip_cine(), 1.0, trigger_times=[i * 40.0 for i in range(20)])
     assert (measured.ed_phase, measured.es_phase) == (0, 7)
