@@ -63,6 +63,37 @@ class SliceSampler:
                 torch.from_numpy(np.stack(labels)).long(), torch.stack(merges), torch.stack(available))
 
 
+class _SamplerStream(torch.utils.data.IterableDataset):
+    """Endless batches from a `SliceSampler` per loader worker, each worker with its own generator (seeded from the
+    run's seed, the step it starts at and its worker index), so a GPU need not wait for the CPU augmentation."""
+
+    def __init__(self, cases: list[Case], seed: int, patch: int, batch_size: int):
+        super().__init__()
+        self.cases, self.seed, self.patch, self.batch_size = cases, seed, patch, batch_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        sampler = SliceSampler(self.cases, rng, self.patch)
+        while True:
+            yield sampler.batch(self.batch_size)
+
+
+def batch_stream(cases: list[Case], rng: np.random.Generator, seed: int, step: int, patch: int, batch_size: int,
+                 workers: int):
+    """Training batches (images, labels, merges, available): drawn in this process from `rng` when `workers` is 0
+    (exactly reproducible on resume, the checkpoint holds `rng`), else prefetched by `workers` loader processes
+    (a resumed run continues with fresh generators seeded from `seed` and `step`)."""
+    if not workers:
+        sampler = SliceSampler(cases, rng, patch)
+        while True:
+            yield sampler.batch(batch_size)
+    loader = torch.utils.data.DataLoader(_SamplerStream(cases, seed * 1_000_003 + step, patch, batch_size),
+                                         batch_size=None, num_workers=workers, prefetch_factor=4,
+                                         pin_memory=torch.cuda.is_available(), persistent_workers=True)
+    yield from loader
+
+
 def cpu_has_native_bf16() -> bool:
     """True where the CPU advertises AMX or AVX-512 BF16 (measured here: without them bf16 autocast is ~2x slower)."""
     try:
@@ -70,6 +101,9 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+RATE_PROBE_STEPS = 200
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int = 50) -> float:
@@ -81,12 +115,19 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 50) -> float:
 def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: torch.device, log,
               filters=DEFAULT_FILTERS, learning_rate: float = 3e-3, checkpoint_every: int = 100,
               metadata: dict | None = None, patch_size: int = PATCH_SIZE,
-              batch_size: int = BATCH_SIZE, dice_weight: float = 1.0) -> LGESliceUNet:
+              batch_size: int = BATCH_SIZE, dice_weight: float = 1.0,
+              time_limit_s: float = 0.0, loader_workers: int = 0) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
     A run continued with another patch or batch size or Dice weight (`engines.lge.losses`) records the earlier ones
-    in its history."""
+    in its history.
+
+    `time_limit_s` (0: none) bounds the training time of this call: the rate is measured over the `RATE_PROBE_STEPS`
+    batches after the first 50 (which carry CUDA start-up and the learning-rate warm-up) and, when `steps` cannot be
+    reached in time, `steps` is lowered once to what fits, so the cosine schedule still ends at its floor; the budget
+    actually used is recorded in the model's metadata (`time_limited_from`). `loader_workers` > 0 prepares the
+    batches in that many loader processes (`batch_stream`)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -130,13 +171,24 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         rng = np.random.default_rng(seed + step)
         torch.manual_seed(seed + step)
         log(f"continued from model.pt at step {step}/{steps} (fresh optimiser)")
-    sampler = SliceSampler(cases, rng, patch_size)
+    batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers)
     started, losses = time.time(), []
+    probe_from, probe_started, requested_steps = step + 50, None, steps
     model.train()
     while step < steps:
+        if time_limit_s and step == probe_from:
+            probe_started = time.time()
+        elif time_limit_s and probe_started is not None and step == probe_from + RATE_PROBE_STEPS:
+            rate = RATE_PROBE_STEPS / max(1e-6, time.time() - probe_started)
+            affordable = step + int(rate * max(0.0, time_limit_s - (time.time() - started)))
+            probe_started = None
+            if affordable < steps:
+                steps = max(step + 1, affordable)
+                history = {**history, "time_limited_from": requested_steps, "time_limit_s": time_limit_s}
+                log(f"time limit {time_limit_s:.0f} s at {rate:.1f} batches/s: {requested_steps} -> {steps} steps")
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, steps, learning_rate)
-        images, labels, merges, available = (t.to(device) for t in sampler.batch(batch_size))
+        images, labels, merges, available = (t.to(device, non_blocking=True) for t in next(batches))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model.forward_slices(images)
         loss = deep_supervision_loss(outputs.float(), labels, merges, available, dice_weight)
@@ -160,7 +212,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                 "metadata": {**(metadata or {}), **({"history": history} if history else {}),
                              "steps": steps, "seed": seed, "device": str(device),
                              "bf16_autocast": bf16, "model_spacing_mm": MODEL_SPACING_MM, "patch_size": patch_size,
-                             "batch_size": batch_size, "dice_weight": dice_weight}}, folder / "model.pt")
+                             "batch_size": batch_size, "dice_weight": dice_weight,
+                             **({"loader_workers": loader_workers} if loader_workers else {})}}, folder / "model.pt")
     return model
 
 
@@ -190,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of the soft Dice term beside cross-entropy (engines.lge.losses; 0: cross-entropy "
                              "only)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    parser.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                        help="wall-clock budget per model: --steps is lowered once, early, to what fits (0: none)")
+    parser.add_argument("--loader-workers", type=int, default=0,
+                        help="processes preparing batches ahead of the GPU (0: in the training process, exactly "
+                             "reproducible on resume)")
     args = parser.parse_args(argv)
     filters = tuple(int(f) for f in args.filters.split(","))
     stride = 2 ** (len(filters) - 1)  # one pooling between consecutive levels
@@ -213,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     common = {"filters": list(filters), "learning_rate": args.learning_rate}
     if args.dice_weight < 0:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
-    sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight}
+    sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight,
+             "time_limit_s": args.time_limit, "loader_workers": args.loader_workers}
     if args.train_centres:
         train_centres = set(args.train_centres.split(","))
         training = [c for c in cases if c.centre in train_centres]

@@ -9,6 +9,5 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl monai nibabel pydicom pydantic pydantic-core annotated-types typing-inspection
 shared="${DICOMNODE_SHARED_DATASETS:-../shared/datasets}"
-rsync -a "$shared/emidec-lge-png" .data/datasets/
-rsync -a --exclude '*_C0.nii.gz' "$shared/myops2020-lge" .data/datasets/
+tar -C "$shared" --exclude '*_C0.nii.gz' -cf - emidec-lge-png myops2020-lge | tar -C .data/datasets -xf -
 du -sh .whl .data

@@ -110,3 +110,28 @@ def test_training_refuses_sizes_the_network_cannot_take(tmp_path, capsys, flag, 
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "run"), flag, value])
     assert message in capsys.readouterr().err
+
+
+def test_a_time_limit_lowers_the_steps_once_and_records_it(tmp_path, monkeypatch):
+    import engines.lge.train as train
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(train, "RATE_PROBE_STEPS", 2)
+    messages: list[str] = []
+    train.train_run(_cases(), tmp_path / "fold0", 1000, seed=3, device=torch.device("cpu"), log=messages.append,
+                    filters=FILTERS, checkpoint_every=1000, batch_size=2, time_limit_s=1e-3)
+    metadata = _weights(tmp_path / "fold0")["metadata"]
+    # the rate is measured over batches 50-52; nothing more fits in the spent budget, so it ends one batch later
+    assert metadata["steps"] == 53
+    assert metadata["history"] == {"time_limited_from": 1000, "time_limit_s": 1e-3}
+    assert any("1000 -> 53 steps" in m for m in messages)
+
+
+def test_batches_prepared_by_loader_workers_train_and_are_recorded(tmp_path):
+    from engines.lge.train import train_run
+
+    torch.set_num_threads(1)
+    train_run(_cases(), tmp_path / "fold0", 2, seed=3, device=torch.device("cpu"), log=lambda m: None,
+              filters=FILTERS, batch_size=2, loader_workers=1)
+    metadata = _weights(tmp_path / "fold0")["metadata"]
+    assert metadata["steps"] == 2 and metadata["loader_workers"] == 1
