@@ -135,3 +135,33 @@ def test_batches_prepared_by_loader_workers_train_and_are_recorded(tmp_path):
               filters=FILTERS, batch_size=2, loader_workers=1)
     metadata = _weights(tmp_path / "fold0")["metadata"]
     assert metadata["steps"] == 2 and metadata["loader_workers"] == 1
+
+
+def test_zoom_probability_zero_keeps_the_model_spacing_and_is_recorded(tmp_path):
+    from engines.lge.augment import sample_patch
+
+    image = np.zeros((48, 48), np.float32)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[14:34, 14:34] = 2  # 400 pixels at the model spacing
+    rng = np.random.default_rng(0)
+
+    def areas(probability):  # the patch covers the whole slice wherever it is centred, at any zoom
+        return np.array([(sample_patch(image, labels, (1.5, 1.5), 1.5, 192, rng, zoom_probability=probability)[1]
+                          > 0).sum() for _ in range(40)])
+
+    assert np.all(np.abs(areas(0.0) - 400) < 40)  # rotation and nearest-neighbour sampling only
+    zoomed = areas(1.0)
+    assert zoomed.min() < 330 and zoomed.max() > 500  # zoom 0.7-1.4 scales the area 0.5-2x
+
+    from engines.lge.train import train_run
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "fold0"
+    train_run(_cases(), folder, 1, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
+              batch_size=2, zoom_probability=0.2)
+    assert _weights(folder)["metadata"]["zoom_probability"] == 0.2
+    train_run(_cases(), folder, 2, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
+              batch_size=2, zoom_probability=1.0)  # resumed from its checkpoint with another share
+    metadata = _weights(folder)["metadata"]
+    assert "zoom_probability" not in metadata
+    assert metadata["history"]["zoom_probability at step 1"] == {"was": 0.2, "now": 1.0}
