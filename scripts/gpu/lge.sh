@@ -35,6 +35,9 @@ PYTHON="${PYTHON:-python3}"
 TRAIN=(--patch-size "${PATCH:-128}" --batch-size "${BATCH:-16}" --time-limit "${TIME_LIMIT:-300}"
        --loader-workers "${LOADER_WORKERS:-1}")
 if [ -n "${FILTERS:-}" ]; then TRAIN+=(--filters "$FILTERS"); fi
+# TRAIN_ARGS adds engines.lge.train options to every model, e.g. TRAIN_ARGS="--zoom-probability 0.2"
+read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
+TRAIN+=("${EXTRA[@]}")
 mkdir -p "$OUT" "$WORK/logs"
 source "$(dirname "$0")/site.sh"
 if [ -d .data/datasets ]; then
