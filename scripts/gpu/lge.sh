@@ -4,15 +4,16 @@
 # once, early, to what its measured rate fits), with LOADER_WORKERS (default 1) processes each preparing batches
 # ahead of the GPU; then calibrates, evaluates and exports the shipped ensemble. Work happens in $WORK (default
 # /tmp/lge_gpu_work); $OUT receives at most eight files, none over 16 MiB (the device tool's return limits): the
-# fold models as soon as training ends (cv_runs.tar.part-*, no checkpoints; `cat cv_runs.tar.part-* | tar -x`
-# gives runs/cv/ with folds.json, fold*/model.pt, train.log), then EVALUATION.md/.json and logs.tar.gz (train,
+# models as soon as training ends (runs.tar.part-*, no checkpoints, about 55 MB in four parts; `cat
+# runs.tar.part-* | tar -x` gives runs/cv/ and runs/loco_*/ with folds.json, fold*/model.pt, train.log), then EVALUATION.md/.json and logs.tar.gz (train,
 # calibrate, evaluate, export logs, the calibration, the exported cards, nvidia-smi). The exported ONNX (about
 # 8 MB per member) is rebuilt from the fold models with engines.lge.export where it is needed.
 #
 # Run through the device tool from the repository root, e.g.
 #   run(command="bash scripts/gpu/lge.sh", carry=[".whl", ".data"], timeout_s=560)
 # after `bash scripts/gpu/prepare.sh` here, which downloads the wheels the GPU image lacks (monai, nibabel,
-# pydicom, pydantic, ...) into .whl/ and packs the shared LGE datasets into .data/ (both git-ignored).
+# pydicom, pydantic, ...) into .whl/ and packs the shared LGE datasets into .data/ (both git-ignored), and between
+# `bash scripts/gpu/slim.sh out` and `... in` (the checkout with its shipped models is over the 64 MiB sent).
 # STEPS (default 40000) caps the batches per model, TIME_LIMIT usually decides; the CPU recipe used 16000. BATCH
 # (default 16) patches per batch. MEMBERS (default 0: all five) fold
 # models go into the shipped ensemble (five, with the one-member localiser, meet the 1 s CPU latency goal,
@@ -22,6 +23,8 @@
 # models' own training cases"), so a GPU budget should go to a wider network, e.g. FILTERS=32,64,128,256,320,
 # checked against the latency goal before it ships. Checked end to end on the
 # CPU with STEPS=3 (PYTHON=.venv/bin/python OUT=/tmp/x WORK=/tmp/xw STEPS=3 bash scripts/gpu/lge.sh).
+# EVALUATE=0 stops after packing the models (calibration, evaluation and export then run on the CPU here, about
+# 10 minutes on 2 cores), leaving the device time to training.
 # Measured on an H200 (2026-12-04, TIME_LIMIT=240, LOADER_WORKERS=1): 16.5-20.7 batches/s per model, seven side by
 # side (~125/s together, paced by each model's one loader worker, not the GPU); training 281 s wall, the fold
 # models packed right after. On this 2-core CPU the calibration took 140 s and the evaluation 300-580 s, so on the
@@ -68,7 +71,11 @@ echo "training: $(( $(date +%s) - started )) s, status $status"
 grep -h "time limit" "$WORK"/logs/train_*.out || true
 [ "$status" = 0 ] || { tail -n 20 "$WORK"/logs/train_*.out; exit 1; }
 find "$WORK/runs" -name checkpoint.pt -delete
-tar -C "$WORK" -cf - runs/cv | split -b 15m - "$OUT/cv_runs.tar.part-"
+tar -C "$WORK" -cf - runs | split -b 15m - "$OUT/runs.tar.part-"
+if [ "${EVALUATE:-1}" = 0 ]; then
+    echo "EVALUATE=0: calibrate, evaluate and export here with the commands below on runs/cv and runs/loco_*"
+    exit 0
+fi
 "$PYTHON" -m engines.lge.calibrate --cv "$WORK/runs/cv" --threads 8 > "$WORK/logs/calibrate.log" 2>&1
 echo "calibrated: $(( $(date +%s) - started )) s"
 "$PYTHON" -m engines.lge.evaluate --cv "$WORK/runs/cv" --loco "$WORK/runs/loco_emidec" "$WORK/runs/loco_myops" \
