@@ -245,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-folds", default="", help="comma-separated fold indices (default: all)")
     parser.add_argument("--train-centres", default="",
                         help="leave-one-centre-out: train on these centres only (e.g. 'emidec'); the rest is held out")
+    parser.add_argument("--fold-centres", default="",
+                        help="cross-validation folds trained on these centres' training cases only (e.g. 'emidec'; "
+                             "the folds and held-out cases stay those of both centres): does one centre's model fit "
+                             "its own data better than the joint one?")
     parser.add_argument("--steps", type=int, default=1500, help="training batches per model")
     parser.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)))
     parser.add_argument("--learning-rate", type=float, default=3e-3)
@@ -291,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight,
              "time_limit_s": args.time_limit, "loader_workers": args.loader_workers,
              "zoom_probability": args.zoom_probability}
+    if args.train_centres and args.fold_centres:
+        parser.error("--train-centres (leave-one-centre-out) and --fold-centres (folds of some centres) exclude "
+                     "each other")
     if args.train_centres:
         train_centres = set(args.train_centres.split(","))
         training = [c for c in cases if c.centre in train_centres]
@@ -305,12 +312,19 @@ def main(argv: list[str] | None = None) -> int:
     folds = case_folds(cases, args.folds, args.seed)
     (args.out / "folds.json").write_text(json.dumps({"seed": args.seed, "folds": folds}, indent=1))
     selected = [int(f) for f in args.only_folds.split(",") if f] or list(range(args.folds))
+    fold_centres = sorted(set(args.fold_centres.split(","))) if args.fold_centres else []
+    unknown = set(fold_centres) - {c.centre for c in cases}
+    if unknown:
+        parser.error(f"--fold-centres: no cases of {sorted(unknown)} (centres: {sorted({c.centre for c in cases})})")
     for fold in selected:
         held_out = set(folds[fold])
-        training = [c for c in cases if c.name not in held_out]
-        log(f"fold {fold}: {len(training)} training cases, {len(held_out)} held out, device {device}")
+        training = [c for c in cases if c.name not in held_out and (not fold_centres or c.centre in fold_centres)]
+        log(f"fold {fold}: {len(training)} training cases{f' of {fold_centres}' if fold_centres else ''}, "
+            f"{len(held_out)} held out, device {device}")
+        extra = {"train_centres": fold_centres} if fold_centres else {}
         train_run(training, args.out / f"fold{fold}", args.steps, args.seed + fold, device, log, filters,
-                  args.learning_rate, metadata={**common, "fold": fold, "held_out": sorted(held_out)}, **sizes)
+                  args.learning_rate, metadata={**common, "fold": fold, "held_out": sorted(held_out), **extra},
+                  **sizes)
     log("done")
     return 0
 

@@ -165,3 +165,25 @@ def test_zoom_probability_zero_keeps_the_model_spacing_and_is_recorded(tmp_path)
     metadata = _weights(folder)["metadata"]
     assert "zoom_probability" not in metadata
     assert metadata["history"]["zoom_probability at step 1"] == {"was": 0.2, "now": 1.0}
+
+
+def test_folds_trained_on_one_centre_keep_both_centres_held_out_cases(tmp_path, monkeypatch, capsys):
+    import json
+
+    import engines.lge.train as train
+    from engines.lge.data import Case
+
+    cases = _cases() + [Case(f"{c.name}b", c.image, c.labels, c.spacing_rc, c.slice_spacing_mm, c.centre)
+                        for c in _cases()]
+    monkeypatch.setattr(train, "load_cases", lambda: cases)
+    common = ["--out", str(tmp_path), "--folds", "2", "--only-folds", "0", "--steps", "1", "--filters", "4,8,16,32",
+              "--patch-size", "32", "--batch-size", "2", "--threads", "1"]
+    assert train.main(common + ["--fold-centres", "emidec"]) == 0
+    metadata = _weights(tmp_path / "fold0")["metadata"]
+    held_out = json.loads((tmp_path / "folds.json").read_text())["folds"][0]
+    assert metadata["train_centres"] == ["emidec"] and metadata["held_out"] == held_out
+    assert {c.centre for c in cases if c.name in held_out} == {"emidec", "myops"}
+    assert "1 training cases of ['emidec']" in capsys.readouterr().out  # the other emidec case; no myops case
+    with pytest.raises(SystemExit):
+        train.main(common + ["--fold-centres", "emidek"])
+    assert "no cases of ['emidek']" in capsys.readouterr().err
