@@ -70,7 +70,8 @@ class LGEInputSpec:
 
     The stack is normalised on its source grid (`normalise_zscore`), resampled in-plane to `pixel_spacing_mm`,
     first over the whole field of view (at most `localisation_size` pixels) to find the heart, then over a
-    `crop_size` square centred on it. Sizes are multiples of `spatial_multiple`.
+    `crop_size` square centred on it. Sizes are multiples of `spatial_multiple`. A 2.5-D model (`slice_context` 1,
+    card key input.slice_context) is always run with each slice's neighbours in its input.
     """
 
     crop_size: int = 128
@@ -80,6 +81,8 @@ class LGEInputSpec:
     spatial_multiple: int = 16
     localisation_size: int = 256
     normalisation: str = "zscore"
+    #: slices on either side that the model sees with each slice (0: slices are independent; 1: a 2.5-D model)
+    slice_context: int = 0
 
     def __post_init__(self):
         for name in ("crop_size", "localisation_size"):
@@ -93,6 +96,8 @@ class LGEInputSpec:
                              f"{self.high_percentile}")
         if self.normalisation not in ("zscore", "percentile"):
             raise ValueError(f"normalisation must be 'zscore' or 'percentile', got {self.normalisation!r}")
+        if self.slice_context not in (0, 1):
+            raise ValueError(f"slice_context must be 0 or 1, got {self.slice_context}")
 
     @classmethod
     def from_card(cls, card: dict) -> "LGEInputSpec":
@@ -106,6 +111,7 @@ class LGEInputSpec:
             spatial_multiple=int(block.get("spatial_multiple", cls.spatial_multiple)),
             localisation_size=int(block.get("localisation_size", cls.localisation_size)),
             normalisation=str(normalisation.get("method", cls.normalisation)),
+            slice_context=int(block.get("slice_context", cls.slice_context)),
         )
 
     def normalise(self, stack: np.ndarray) -> np.ndarray:
@@ -194,13 +200,21 @@ def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _model_pass(normalised: np.ndarray, resampler: InplaneResampler,
-                run_model: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Class probabilities (classes, slices, out, out) of one resampled field of a normalised stack."""
+                run_model: Callable[[np.ndarray], np.ndarray], keep: slice = slice(None)) -> np.ndarray:
+    """Class probabilities (classes, slices, out, out) of one resampled field of a normalised stack, of the `keep`
+    slices only (the others ran as the context of a 2.5-D model, see `_with_context`)."""
     field = resampler.forward(normalised, fill=float(normalised.min()))
     logits = np.asarray(run_model(np.ascontiguousarray(field[None, None], dtype=np.float32)))
     if logits.ndim != 5 or logits.shape[0] != 1 or logits.shape[2:] != field.shape or logits.shape[1] < 5:
         raise ValueError(f"model returned shape {logits.shape}, expected (1, classes, {', '.join(map(str, field.shape))})")
-    return _softmax(logits[0].astype(np.float32), axis=0)
+    return _softmax(logits[0, :, keep].astype(np.float32), axis=0)
+
+
+def _with_context(wanted: slice, slices: int, context: int) -> tuple[slice, slice]:
+    """The slices to run so that each of `wanted` is seen with its `context` neighbours on either side (as it is in
+    a whole-stack pass), and where the wanted ones lie among them."""
+    start, stop = max(0, wanted.start - context), min(slices, wanted.stop + context)
+    return slice(start, stop), slice(wanted.start - start, wanted.stop - start)
 
 
 #: pass 2 is repeated once, centred on the LV it found, when that centre is farther than this from the crop's
@@ -276,22 +290,23 @@ def _inside_field(centre_rc, size_rc, shape_rc, spacing_rc, target_spacing: floa
 
 
 def _crop_pass(normalised: np.ndarray, shape_rc, spacing_rc, spec: LGEInputSpec, centre_rc,
-               run_model: Callable[[np.ndarray], np.ndarray]) -> tuple[InplaneResampler, np.ndarray, float]:
+               run_model: Callable[[np.ndarray], np.ndarray],
+               keep: slice = slice(None)) -> tuple[InplaneResampler, np.ndarray, float]:
     """Pass 2 at one candidate centre: the crop resampler, its class probabilities (classes, slices, out, out) and
     the LV evidence. The crop is re-centred once on the LV it found when that lies more than RECENTRE_MM away (the
     network is most accurate with the heart in the middle of its crop), and the re-centred pass is kept only when
-    it sees more LV."""
+    it sees more LV. Only the `keep` slices of `normalised` are segmented (the rest are their context)."""
     size = spec.crop_shape(shape_rc, spacing_rc)
     crop = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, size,
                             centre_rc=_inside_field(centre_rc, size, shape_rc, spacing_rc, spec.pixel_spacing_mm))
-    probabilities = _model_pass(normalised, crop, run_model)
+    probabilities = _model_pass(normalised, crop, run_model, keep)
     evidence = _lv_evidence(probabilities, crop)
     refined = _heart_centre(probabilities, crop, prior=False)
     if refined is not None:
         refined = _inside_field(refined, size, shape_rc, spacing_rc, spec.pixel_spacing_mm)
     if refined is not None and _distance_mm(refined, crop.centre_rc, spacing_rc) > RECENTRE_MM:
         moved = InplaneResampler(shape_rc, spacing_rc, spec.pixel_spacing_mm, size, centre_rc=refined)
-        moved_probabilities = _model_pass(normalised, moved, run_model)
+        moved_probabilities = _model_pass(normalised, moved, run_model, keep)
         moved_evidence = _lv_evidence(moved_probabilities, moved)
         if moved_evidence > evidence:
             return moved, moved_probabilities, moved_evidence
@@ -341,7 +356,9 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     connected component). locate_model (same signature as run_model), when given, runs pass 1 and the candidate
     comparison instead of run_model, and run_model then segments every slice at the chosen crop(s): the shipped
     ensemble finds the heart with one member (as each cross-validation fold model does on its own) and spends all
-    its members on the segmentation that is reported. Raises ValueError on a malformed stack.
+    its members on the segmentation that is reported. With `spec.slice_context` (a 2.5-D model) every partial pass
+    includes the neighbours of the slices it segments, and the whole stack is run at the chosen crop, so each
+    slice's result is that of a whole-stack pass. Raises ValueError on a malformed stack.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -355,7 +372,9 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     wide = InplaneResampler(shape_rc, spacing_rc, target, (field, field))
     middle = pixels.shape[0] // 2
     locate = locate_model if locate_model is not None else run_model
-    centre = _heart_centre(_model_pass(normalised[middle:middle + 1], wide, locate), wide)
+    context = spec.slice_context
+    around, keep = _with_context(slice(middle, middle + 1), pixels.shape[0], context)
+    centre = _heart_centre(_model_pass(normalised[around], wide, locate, keep), wide)
     if centre is None and pixels.shape[0] > 1:  # no LV on the middle slice: look at every slice
         centre = _heart_centre(_model_pass(normalised, wide, locate), wide)
     image_centre = ((shape_rc[0] - 1) / 2.0, (shape_rc[1] - 1) / 2.0)
@@ -364,16 +383,17 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
         candidates.append(image_centre)  # a short-axis stack is planned on the heart: the field's centre competes
     # candidates (and their re-centring) are compared on the middle slices only; the whole stack is then run at
     # the chosen crops
-    probe = normalised[_probe_slices(normalised.shape[0])]
-    passes = [_crop_pass(probe, shape_rc, spacing_rc, spec, candidate, locate) for candidate in candidates]
+    probe_range = _probe_slices(normalised.shape[0])
+    around, keep = _with_context(probe_range, normalised.shape[0], context)
+    passes = [_crop_pass(normalised[around], shape_rc, spacing_rc, spec, candidate, locate, keep)
+              for candidate in candidates]
     crop, _, evidence = max(passes, key=lambda found: found[2])
     # crops that see the same ventricle (as large, centres close) are averaged: the network's output moves with the
     # crop by a few %LGE points, and averaging damps that (a shift test-time augmentation)
     same = [found[0] for found in passes if found[2] >= 0.8 * evidence
             and _distance_mm(found[0].centre_rc, crop.centre_rc, spacing_rc) <= 2 * RECENTRE_MM]
     same = [crop] + ([resampler for resampler in same if resampler is not crop] if AVERAGE_CROPS else [])
-    probe_range = _probe_slices(normalised.shape[0])
-    if locate_model is None:  # the probe slices' probabilities are the segmenting model's: reused
+    if locate_model is None and not context:  # the probe slices' probabilities are the segmenting model's: reused
         whole = [(resampler, _rest_of_stack(normalised, probe_range, next(found[1] for found in passes
                                                                            if found[0] is resampler), resampler,
                                             run_model))

@@ -18,14 +18,17 @@ FOREGROUND_FRACTION = 0.67  # nnU-Net: a third of the patches are centred anywhe
 def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float, float], model_spacing_mm: float,
                  patch: int, rng: np.random.Generator, augment: bool = True,
                  zoom_probability: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """One (patch, patch) float32 image and uint8 label patch from a normalised (H, W) slice and its labels.
+    """One (patch, patch) float32 image and uint8 label patch from a normalised (H, W) slice and its labels; a
+    (K, H, W) image (a slice and its context, e.g. the neighbouring slices of a 2.5-D model) gives a (K, patch, patch)
+    patch, every channel under the same spatial transform and intensity augmentation.
 
     The centre is a random labelled pixel (probability FOREGROUND_FRACTION) or any pixel; with `augment` the
     grid is zoomed (0.7-1.4; with probability `zoom_probability`, else kept at the model spacing the node uses),
     rotated (any angle) and flipped. nnU-Net zooms a fifth of its patches (Isensee et al., Nat Methods 2021); at
     1.0 no extra random number is drawn, so runs of the earlier recipe draw the same patches.
     """
-    height, width = image.shape
+    channels = image[None] if image.ndim == 2 else image
+    height, width = channels.shape[1:]
     foreground = np.argwhere(labels > 0)
     if foreground.size and (not augment or rng.random() < FOREGROUND_FRACTION):
         centre = foreground[rng.integers(len(foreground))].astype(float)
@@ -45,12 +48,14 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float,
     rotation = np.array([[cos, -sin], [sin, cos]])
     matrix = rotation @ np.diag(scale * flips)
     offset = centre - matrix @ np.full(2, (patch - 1) / 2.0)
-    out = ndimage.affine_transform(image, matrix, offset=offset, output_shape=(patch, patch), order=1,
-                                   mode="constant", cval=float(image.min()), prefilter=False)
+    out = np.stack([ndimage.affine_transform(channel, matrix, offset=offset, output_shape=(patch, patch), order=1,
+                                             mode="constant", cval=float(channel.min()), prefilter=False)
+                    for channel in channels])
     out_labels = ndimage.affine_transform(labels, matrix, offset=offset, output_shape=(patch, patch), order=0,
                                           mode="constant", cval=0, prefilter=False)
-    if augment:
-        out = intensity_augment(out, rng)
+    if augment:  # channels side by side: one draw of every augmentation for all of them
+        out = np.stack(np.split(intensity_augment(np.concatenate(list(out), axis=1), rng), len(out), axis=1))
+    out = out[0] if image.ndim == 2 else out
     return out.astype(np.float32), out_labels.astype(np.uint8)
 
 

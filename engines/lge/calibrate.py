@@ -59,7 +59,8 @@ def sweep_case(case: Case, probabilities: np.ndarray) -> dict:
 def sweep_fold(model_path: Path, cases: dict[str, Case]) -> dict[str, dict]:
     """sweep_case for every held-out case of one fold model."""
     model, metadata = load_model(model_path)
-    spec = LGEInputSpec(crop_size=CROP_SIZE, pixel_spacing_mm=MODEL_SPACING_MM, localisation_size=LOCALISATION_SIZE)
+    spec = LGEInputSpec(crop_size=CROP_SIZE, pixel_spacing_mm=MODEL_SPACING_MM, localisation_size=LOCALISATION_SIZE,
+                        slice_context=int(model.config.get("context", 0)))
 
     def run_model(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -12,6 +12,7 @@ probabilities mapped back to the source grid).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shlex
@@ -124,6 +125,11 @@ def aggregate(cases: dict[str, dict]) -> dict:
     return out
 
 
+def model_input_spec(model, spec: LGEInputSpec) -> LGEInputSpec:
+    """`spec` with the slice context the model (LGESliceUNet or LGEEnsemble) was trained with."""
+    return dataclasses.replace(spec, slice_context=int(model.config.get("context", 0)))
+
+
 def _segment_cases(model, names, cases: dict[str, Case], spec: LGEInputSpec,
                    offsets: dict[str, float] | None = None) -> tuple[dict[str, dict], list[float]]:
     """Per-case metrics and seconds of `model` (torch, CPU) on the named cases, through the node's segment_stack;
@@ -134,6 +140,7 @@ def _segment_cases(model, names, cases: dict[str, Case], spec: LGEInputSpec,
 
     metrics: dict[str, dict] = {}
     seconds: list[float] = []
+    spec = model_input_spec(model, spec)
     for name in names:
         case = cases[name]
         began = time.perf_counter()

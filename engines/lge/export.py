@@ -99,7 +99,10 @@ def model_card(model: LGEEnsemble, metadata: list[dict], metrics: dict | None, t
             "name": "image", "layout": "N,1,D,H,W", "dtype": "float32",
             "crop_size": CROP_SIZE, "pixel_spacing_mm": MODEL_SPACING_MM, "spatial_multiple": model.spatial_multiple,
             "localisation_size": LOCALISATION_SIZE,
-            "depth": "any (slices are segmented independently)",
+            **({"slice_context": int(model.config["context"]),
+                "depth": "any (each slice is segmented with its previous and next slice as context, built inside "
+                         "the model; the slice itself at either end)"}
+               if model.config.get("context") else {"depth": "any (slices are segmented independently)"}),
             "normalisation": {"method": "zscore", "low_percentile": 0.5, "high_percentile": 99.5,
                               "computed_over": "the whole source stack before resampling"},
             "crop_centre": "pass 1 over the whole field of view (at most 256x256 at the model spacing) finds the LV; "

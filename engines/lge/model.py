@@ -3,7 +3,9 @@ stack, and the ensemble of cross-validation fold models that ships.
 
 Input (N, 1, D, H, W) float32, output logits (N, 6, D, H, W) with H and W divisible by 16: the stack's slices are
 folded into the batch, so depth is free and the ONNX signature stays that of a stack model. With 12-23 mm between
-slices (MyoPS) a 2D network is what nnU-Net itself chooses for such anisotropy.
+slices (MyoPS) a 2D network is what nnU-Net itself chooses for such anisotropy. A 2.5-D variant (`context` = 1)
+sees each slice with its previous and next slice of the stack as two more input channels (the slice itself at
+either end), built inside `forward`, so the stack signature is unchanged.
 """
 from __future__ import annotations
 
@@ -24,16 +26,19 @@ class LGESliceUNet(nn.Module):
     """
 
     def __init__(self, filters: tuple[int, ...] = DEFAULT_FILTERS, classes: int = len(CLASS_NAMES),
-                 deep_supervision_heads: int = 2):
+                 deep_supervision_heads: int = 2, context: int = 0):
         super().__init__()
         filters = tuple(int(f) for f in filters)
-        if len(filters) < 3 or classes < 2 or deep_supervision_heads < 0:
-            raise ValueError(f"need >= 3 levels, >= 2 classes, heads >= 0; got {filters}, {classes}, "
-                             f"{deep_supervision_heads}")
+        if len(filters) < 3 or classes < 2 or deep_supervision_heads < 0 or context not in (0, 1):
+            raise ValueError(f"need >= 3 levels, >= 2 classes, heads >= 0, context 0 or 1; got {filters}, {classes}, "
+                             f"{deep_supervision_heads}, {context}")
         self.config = {"filters": list(filters), "classes": classes, "deep_supervision_heads": deep_supervision_heads}
+        if context:
+            self.config["context"] = context
+        self.context = context
         strides = [[1, 1]] + [[2, 2]] * (len(filters) - 1)
         self.net = DynUNet(
-            spatial_dims=2, in_channels=1, out_channels=classes, kernel_size=[[3, 3]] * len(filters),
+            spatial_dims=2, in_channels=1 + 2 * context, out_channels=classes, kernel_size=[[3, 3]] * len(filters),
             strides=strides, upsample_kernel_size=strides[1:], filters=list(filters), norm_name="instance",
             act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
             deep_supervision=deep_supervision_heads > 0, deep_supr_num=max(1, deep_supervision_heads),
@@ -45,11 +50,15 @@ class LGESliceUNet(nn.Module):
         return 2 ** (len(self.config["filters"]) - 1)
 
     def forward_slices(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) -> logits (N, C, H, W), or (N, 1 + heads, C, H, W) in training with deep supervision."""
+        """(N, 1 + 2 context, H, W) -> logits (N, C, H, W), or (N, 1 + heads, C, H, W) in training with deep
+        supervision; with context the channels are (slice, previous slice, next slice)."""
         return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, d, h, w = x.shape
+        if self.context:
+            x = with_neighbours(x)
+            c = x.shape[1]
         slices = x.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w)
         logits = self.net(slices)
         if logits.dim() == 5:  # training mode with deep supervision: main head
@@ -58,19 +67,29 @@ class LGESliceUNet(nn.Module):
         return logits.reshape(n, d, classes, h, w).permute(0, 2, 1, 3, 4)
 
 
+def with_neighbours(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, D, H, W) stack -> (N, 3, D, H, W): each slice, its previous and its next slice (the slice itself at
+    either end of the stack), as engines.lge.train's 2.5-D sampler gives them."""
+    previous = torch.cat([x[:, :, :1], x[:, :, :-1]], dim=2)
+    following = torch.cat([x[:, :, 1:], x[:, :, -1:]], dim=2)
+    return torch.cat([x, previous, following], dim=1)
+
+
 class LGEEnsemble(nn.Module):
     """The mean of the members' softmax probabilities, returned as log-probabilities ("logits" whose softmax is
     that mean), optionally with a left-right flip as test-time augmentation. (N,1,D,H,W) -> (N,C,D,H,W)."""
 
     def __init__(self, members: int, filters: tuple[int, ...] = DEFAULT_FILTERS, classes: int = len(CLASS_NAMES),
-                 flip_tta: bool = False, deep_supervision_heads: int = 2):
+                 flip_tta: bool = False, deep_supervision_heads: int = 2, context: int = 0):
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
         self.config = {"members": members, "filters": list(filters), "classes": classes, "flip_tta": flip_tta,
                        "deep_supervision_heads": deep_supervision_heads}
+        if context:
+            self.config["context"] = context
         # members keep their (unused in eval) deep-supervision heads so fold checkpoints load strictly
-        self.members = nn.ModuleList(LGESliceUNet(filters, classes, deep_supervision_heads)
+        self.members = nn.ModuleList(LGESliceUNet(filters, classes, deep_supervision_heads, context)
                                      for _ in range(members))
         self.flip_tta = flip_tta
 
@@ -94,7 +113,7 @@ class LGEEnsemble(nn.Module):
     def from_members(cls, members: list[LGESliceUNet], flip_tta: bool = False) -> "LGEEnsemble":
         config = members[0].config
         ensemble = cls(len(members), tuple(config["filters"]), config["classes"], flip_tta,
-                       config["deep_supervision_heads"])
+                       config["deep_supervision_heads"], int(config.get("context", 0)))
         for target, source in zip(ensemble.members, members):
             target.load_state_dict(source.state_dict(), strict=True)
         return ensemble.eval()

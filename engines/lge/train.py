@@ -35,19 +35,24 @@ SEED = 20261130
 
 class SliceSampler:
     """Random training patches, half from each centre present (so the 33 MyoPS patients weigh as much as the
-    100 EMIDEC ones), each slice normalised with its whole stack as the node does."""
+    100 EMIDEC ones), each slice normalised with its whole stack as the node does; with `context` 1 each patch has
+    three channels, the slice, its previous and its next slice (engines.lge.model.with_neighbours)."""
 
     def __init__(self, cases: list[Case], rng: np.random.Generator, patch: int = PATCH_SIZE,
-                 zoom_probability: float = 1.0):
+                 zoom_probability: float = 1.0, context: int = 0):
         self.rng = rng
         self.patch = patch
         self.zoom_probability = zoom_probability
+        self.context = context
         self.by_centre: dict[str, list[tuple[np.ndarray, np.ndarray, Case]]] = {}
         for case in cases:
             normalised = normalise_zscore(case.image)
+            last = case.image.shape[0] - 1
             for index in range(case.image.shape[0]):
                 if case.labels[index].any():
-                    self.by_centre.setdefault(case.centre, []).append((normalised[index], case.labels[index], case))
+                    image = normalised[index] if not context else \
+                        normalised[[index, max(index - 1, 0), min(index + 1, last)]]
+                    self.by_centre.setdefault(case.centre, []).append((image, case.labels[index], case))
         self.centres = sorted(self.by_centre)
         self.classes = len(CLASS_NAMES)
 
@@ -62,7 +67,9 @@ class SliceSampler:
             labels.append(patch_labels)
             merges.append(merge_matrix(case.labelled, self.classes))
             available.append(torch.tensor([c in case.labelled for c in range(self.classes)]))
-        return (torch.from_numpy(np.stack(images))[:, None].contiguous(memory_format=torch.channels_last),
+        images = np.stack(images)
+        images = images[:, None] if images.ndim == 3 else images
+        return (torch.from_numpy(images).contiguous(memory_format=torch.channels_last),
                 torch.from_numpy(np.stack(labels)).long(), torch.stack(merges), torch.stack(available))
 
 
@@ -70,30 +77,31 @@ class _SamplerStream(torch.utils.data.IterableDataset):
     """Endless batches from a `SliceSampler` per loader worker, each worker with its own generator (seeded from the
     run's seed, the step it starts at and its worker index), so a GPU need not wait for the CPU augmentation."""
 
-    def __init__(self, cases: list[Case], seed: int, patch: int, batch_size: int, zoom_probability: float):
+    def __init__(self, cases: list[Case], seed: int, patch: int, batch_size: int, zoom_probability: float,
+                 context: int = 0):
         super().__init__()
         self.cases, self.seed, self.patch, self.batch_size = cases, seed, patch, batch_size
-        self.zoom_probability = zoom_probability
+        self.zoom_probability, self.context = zoom_probability, context
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
-        sampler = SliceSampler(self.cases, rng, self.patch, self.zoom_probability)
+        sampler = SliceSampler(self.cases, rng, self.patch, self.zoom_probability, self.context)
         while True:
             yield sampler.batch(self.batch_size)
 
 
 def batch_stream(cases: list[Case], rng: np.random.Generator, seed: int, step: int, patch: int, batch_size: int,
-                 workers: int, zoom_probability: float = 1.0):
+                 workers: int, zoom_probability: float = 1.0, context: int = 0):
     """Training batches (images, labels, merges, available): drawn in this process from `rng` when `workers` is 0
     (exactly reproducible on resume, the checkpoint holds `rng`), else prefetched by `workers` loader processes
     (a resumed run continues with fresh generators seeded from `seed` and `step`)."""
     if not workers:
-        sampler = SliceSampler(cases, rng, patch, zoom_probability)
+        sampler = SliceSampler(cases, rng, patch, zoom_probability, context)
         while True:
             yield sampler.batch(batch_size)
     loader = torch.utils.data.DataLoader(_SamplerStream(cases, seed * 1_000_003 + step, patch, batch_size,
-                                                                        zoom_probability),
+                                                                        zoom_probability, context),
                                          batch_size=None, num_workers=workers, prefetch_factor=4,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=True)
     yield from loader
@@ -122,7 +130,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
               metadata: dict | None = None, patch_size: int = PATCH_SIZE,
               batch_size: int = BATCH_SIZE, dice_weight: float = 1.0,
               time_limit_s: float = 0.0, loader_workers: int = 0,
-              zoom_probability: float = 1.0) -> LGESliceUNet:
+              zoom_probability: float = 1.0, context: int = 0) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
@@ -133,11 +141,12 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     batches after the first 50 (which carry CUDA start-up and the learning-rate warm-up) and, when `steps` cannot be
     reached in time, `steps` is lowered once to what fits, so the cosine schedule still ends at its floor; the budget
     actually used is recorded in the model's metadata (`time_limited_from`). `loader_workers` > 0 prepares the
-    batches in that many loader processes (`batch_stream`)."""
+    batches in that many loader processes (`batch_stream`). `context` 1 trains the 2.5-D variant (each slice with
+    its neighbours as input channels, engines.lge.model); a checkpoint resumes only with the context it began with."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = LGESliceUNet(filters).to(device).to(memory_format=torch.channels_last)
+    model = LGESliceUNet(filters, context=context).to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=3e-5)
     bf16 = device.type == "cuda" or cpu_has_native_bf16()
     checkpoint_path = folder / "checkpoint.pt"
@@ -145,6 +154,9 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     history = dict((metadata or {}).get("history", {}))
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if int(state.get("context", 0)) != context:
+            raise ValueError(f"{checkpoint_path} was trained with slice context {state.get('context', 0)}, asked "
+                             f"to continue with {context}: the input channels differ")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -165,6 +177,9 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         # a finished run asked for more steps (or one whose checkpoint was not kept): continue from its weights with
         # a fresh optimiser; the cosine schedule re-enters at the finished step of the longer schedule
         finished = torch.load(folder / "model.pt", map_location=device, weights_only=True)
+        if int(finished["config"].get("context", 0)) != context:
+            raise ValueError(f"{folder / 'model.pt'} was trained with slice context "
+                             f"{finished['config'].get('context', 0)}, asked to continue with {context}")
         model.load_state_dict(finished["state_dict"])
         step = int(finished["metadata"]["steps"])
         previous_zoom = finished["metadata"].get("zoom_probability", 1.0)
@@ -182,7 +197,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     if step and zoom_probability != float(previous_zoom):
         history = {**history, f"zoom_probability at step {step}": {"was": float(previous_zoom),
                                                                     "now": zoom_probability}}
-    batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers, zoom_probability)
+    batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers, zoom_probability, context)
     started, losses = time.time(), []
     probe_from, probe_started, requested_steps = step + 50, None, steps
     model.train()
@@ -212,7 +227,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         if step % checkpoint_every == 0 or step == steps:
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "history": history, "zoom_probability": zoom_probability},
+                        "history": history, "zoom_probability": zoom_probability, "context": context},
                        checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
             log(f"step {step}/{steps} loss {np.mean(losses[-checkpoint_every:]):.4f} "
@@ -225,7 +240,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                              "bf16_autocast": bf16, "model_spacing_mm": MODEL_SPACING_MM, "patch_size": patch_size,
                              "batch_size": batch_size, "dice_weight": dice_weight,
                              **({"loader_workers": loader_workers} if loader_workers else {}),
-                             **({"zoom_probability": zoom_probability} if zoom_probability != 1.0 else {})}},
+                             **({"zoom_probability": zoom_probability} if zoom_probability != 1.0 else {}),
+                             **({"context": context} if context else {})}},
                folder / "model.pt")
     return model
 
@@ -233,7 +249,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
 def load_model(path: Path) -> tuple[LGESliceUNet, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     config = checkpoint["config"]
-    model = LGESliceUNet(tuple(config["filters"]), config["classes"], config["deep_supervision_heads"])
+    model = LGESliceUNet(tuple(config["filters"]), config["classes"], config["deep_supervision_heads"],
+                         int(config.get("context", 0)))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint["metadata"]
 
@@ -264,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock budget per model: --steps is lowered once, early, to what fits (0: none)")
     parser.add_argument("--zoom-probability", type=float, default=1.0,
                         help="share of training patches zoomed 0.7-1.4 (1.0: all, the shipped recipe; nnU-Net: 0.2)")
+    parser.add_argument("--context", type=int, choices=(0, 1), default=0,
+                        help="1: 2.5-D input, each slice with its previous and next slice of the stack as two more "
+                             "channels (0: the slice alone, the shipped recipe)")
     parser.add_argument("--loader-workers", type=int, default=0,
                         help="processes preparing batches ahead of the GPU (0: in the training process, exactly "
                              "reproducible on resume)")
@@ -294,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
     sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight,
              "time_limit_s": args.time_limit, "loader_workers": args.loader_workers,
-             "zoom_probability": args.zoom_probability}
+             "zoom_probability": args.zoom_probability, "context": args.context}
     if args.train_centres and args.fold_centres:
         parser.error("--train-centres (leave-one-centre-out) and --fold-centres (folds of some centres) exclude "
                      "each other")

@@ -172,6 +172,42 @@ def test_segment_stack_compares_candidate_crops_on_the_middle_slice_and_runs_the
     np.testing.assert_array_equal(segmented.labels, discs.astype(np.uint8))
 
 
+def _neighbour_model(x):
+    """A 2.5-D stand-in: LV where a slice and both its neighbours (the slice itself at either end) are bright, so
+    each slice's answer depends on the slices around it, as engines.lge.model.with_neighbours gives them."""
+    bright = x[:, 0] > 0.5
+    previous = np.concatenate([bright[:, :1], bright[:, :-1]], axis=1)
+    following = np.concatenate([bright[:, 1:], bright[:, -1:]], axis=1)
+    lv = (bright & previous & following).astype(np.float32)
+    logits = np.zeros((x.shape[0], 5) + x.shape[2:], dtype=np.float32)
+    logits[:, 0] = 1 - lv
+    logits[:, 1] = lv * 2
+    return logits
+
+
+def test_segment_stack_gives_a_2p5d_model_every_slice_with_its_neighbours():
+    """With slice_context 1 every slice comes out as in a whole-stack pass (the probe and the localisation pass
+    carry their neighbours; nothing from a partial pass is reused); without it the middle slice, probed alone,
+    would be its own neighbour and come out larger."""
+    image, discs = _shrinking_discs(7)
+    expected = np.stack([discs[max(k - 1, 0)] & discs[k] & discs[min(k + 1, 6)] for k in range(7)])
+    depths = []
+
+    def counting(x):
+        depths.append(x.shape[2])
+        return _neighbour_model(x)
+
+    spec = LGEInputSpec(slice_context=1)
+    result = segment_stack(image, (spec.pixel_spacing_mm, spec.pixel_spacing_mm), counting, spec)
+    np.testing.assert_array_equal(result.labels, expected.astype(np.uint8))
+    assert depths[0] == 3 and depths[-1] == 7, depths  # the middle slice with its neighbours; the whole stack
+    independent = segment_stack(image, (spec.pixel_spacing_mm, spec.pixel_spacing_mm), _neighbour_model,
+                                LGEInputSpec())
+    assert (independent.labels[3] != expected[3]).any()
+    with pytest.raises(ValueError, match="slice_context"):
+        LGEInputSpec(slice_context=2)
+
+
 def test_segment_stack_finds_the_heart_with_the_locating_model_and_segments_with_the_other():
     """The ensemble locates with one member and spends all members on the reported segmentation: the locating
     model runs pass 1 and the candidate comparison only, the segmenting model every slice at the chosen crop."""

@@ -20,11 +20,11 @@ CARD = models_dir() / "lge_unet.json"
 CLASS_NAMES = ["background", "lv_blood_pool", "healthy_myocardium", "scar", "mvo", "rv_blood_pool"]
 
 
-def _randomised_member(seed: int):
+def _randomised_member(seed: int, context: int = 0):
     from engines.lge.model import LGESliceUNet
 
     torch.manual_seed(seed)
-    model = LGESliceUNet(filters=(8, 16, 32, 64))
+    model = LGESliceUNet(filters=(8, 16, 32, 64), context=context)
     with torch.no_grad():  # norm parameters away from their 1/0 defaults so every weight is exercised
         for name, parameter in model.named_parameters():
             if "weight" in name and parameter.ndim == 1:
@@ -52,6 +52,22 @@ def test_ensemble_export_parity_on_fresh_random_inputs(tmp_path):
     assert torch.allclose(mean.sum(1), torch.ones(1, 3, 64, 64), atol=1e-4)
     flipped = [torch.flip(torch.softmax(m(torch.flip(x, [4])), 1), [4]) for m in ensemble.members]
     assert torch.allclose(mean, torch.stack(members + flipped).mean(0), atol=1e-5)
+
+
+def test_a_2p5d_ensemble_exports_with_its_neighbours_built_in_the_graph(tmp_path):
+    """The stack signature stays (N,1,D,H,W) at any depth; ONNX Runtime builds each slice's neighbours as torch
+    does, including a stack of one slice (its own neighbour) and the flipped view."""
+    from engines.lge.export import export_onnx, model_card, parity
+    from engines.lge.model import LGEEnsemble
+
+    torch.set_num_threads(1)
+    ensemble = LGEEnsemble.from_members([_randomised_member(7, context=1), _randomised_member(8, context=1)],
+                                        flip_tta=True)
+    path = tmp_path / "lge.onnx"
+    export_onnx(ensemble, path, example_size=64)
+    assert parity(ensemble, path, shapes=((1, 1, 5, 64, 64), (1, 1, 1, 64, 64), (2, 1, 2, 96, 96)), seed=4) <= 1e-4
+    card = model_card(ensemble, [{"held_out": []}, {"held_out": []}], None, "test")
+    assert card["input"]["slice_context"] == 1 and card["architecture"]["context"] == 1
 
 
 def test_marginal_loss_merges_the_classes_a_centre_does_not_label():

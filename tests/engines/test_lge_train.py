@@ -167,6 +167,42 @@ def test_zoom_probability_zero_keeps_the_model_spacing_and_is_recorded(tmp_path)
     assert metadata["history"]["zoom_probability at step 1"] == {"was": 0.2, "now": 1.0}
 
 
+def test_a_2p5d_run_sees_each_slice_with_its_neighbours_and_cannot_resume_as_2d(tmp_path):
+    from engines.lge.augment import sample_patch
+    from engines.lge.model import LGESliceUNet, with_neighbours
+    from engines.lge.train import SliceSampler, load_model, train_run
+
+    stack = torch.arange(4.0).reshape(1, 1, 4, 1, 1).expand(1, 1, 4, 2, 2)
+    np.testing.assert_array_equal(with_neighbours(stack)[0, :, :, 0, 0].numpy(),
+                                  [[0, 1, 2, 3], [0, 0, 1, 2], [1, 2, 3, 3]])  # (slice, previous, next)
+    # the channels share one spatial transform and one intensity augmentation draw; channel 0 is the 2-D patch
+    image = np.random.default_rng(1).normal(size=(48, 48)).astype(np.float32)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[10:30, 12:20] = 2
+    alone = sample_patch(image, labels, (1.2, 1.4), 1.5, 32, np.random.default_rng(5))
+    three = sample_patch(np.stack([image, image, -image]), labels, (1.2, 1.4), 1.5, 32, np.random.default_rng(5))
+    np.testing.assert_array_equal(alone[1], three[1])
+    assert three[0].shape == (3, 32, 32) and np.allclose(three[0][1], three[0][0], atol=1e-5)
+    cases = _cases()
+    sampler = SliceSampler(cases, np.random.default_rng(0), 32, context=1)
+    images, *_ = sampler.batch(4)
+    assert images.shape == (4, 3, 32, 32)
+    first = sampler.by_centre["emidec"][0][0]
+    assert first.shape == (3, 64, 64) and np.array_equal(first[2], sampler.by_centre["emidec"][1][0][0])
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "fold0"
+    train_run(_cases(), folder, 1, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
+              batch_size=2, context=1)
+    model, metadata = load_model(folder / "model.pt")
+    assert metadata["context"] == 1 and model.config["context"] == 1
+    assert model(torch.zeros(1, 1, 3, 32, 32)).shape == (1, 6, 3, 32, 32)
+    assert isinstance(model, LGESliceUNet)
+    with pytest.raises(ValueError, match="slice context 1"):
+        train_run(_cases(), folder, 2, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
+                  batch_size=2, context=0)
+
+
 def test_folds_trained_on_one_centre_keep_both_centres_held_out_cases(tmp_path, monkeypatch, capsys):
     import json
 
