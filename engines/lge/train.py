@@ -130,7 +130,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
               metadata: dict | None = None, patch_size: int = PATCH_SIZE,
               batch_size: int = BATCH_SIZE, dice_weight: float = 1.0,
               time_limit_s: float = 0.0, loader_workers: int = 0,
-              zoom_probability: float = 1.0, context: int = 0) -> LGESliceUNet:
+              zoom_probability: float = 1.0, context: int = 0, dice_per_sample: bool = False) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
@@ -217,7 +217,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         images, labels, merges, available = (t.to(device, non_blocking=True) for t in next(batches))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model.forward_slices(images)
-        loss = deep_supervision_loss(outputs.float(), labels, merges, available, dice_weight)
+        loss = deep_supervision_loss(outputs.float(), labels, merges, available, dice_weight, dice_per_sample)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
@@ -241,7 +241,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                              "batch_size": batch_size, "dice_weight": dice_weight,
                              **({"loader_workers": loader_workers} if loader_workers else {}),
                              **({"zoom_probability": zoom_probability} if zoom_probability != 1.0 else {}),
-                             **({"context": context} if context else {})}},
+                             **({"context": context} if context else {}),
+                             **({"dice_per_sample": True} if dice_per_sample else {})}},
                folder / "model.pt")
     return model
 
@@ -281,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock budget per model: --steps is lowered once, early, to what fits (0: none)")
     parser.add_argument("--zoom-probability", type=float, default=1.0,
                         help="share of training patches zoomed 0.7-1.4 (1.0: all, the shipped recipe; nnU-Net: 0.2)")
+    parser.add_argument("--dice-per-sample", action="store_true",
+                        help="soft Dice per patch and class (every patch weighs the same, as EMIDEC's per-slice Dice) "
+                             "instead of over the batch")
     parser.add_argument("--context", type=int, choices=(0, 1), default=0,
                         help="1: 2.5-D input, each slice with its previous and next slice of the stack as two more "
                              "channels (0: the slice alone, the shipped recipe)")
@@ -314,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
     sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight,
              "time_limit_s": args.time_limit, "loader_workers": args.loader_workers,
-             "zoom_probability": args.zoom_probability, "context": args.context}
+             "zoom_probability": args.zoom_probability, "context": args.context,
+             "dice_per_sample": args.dice_per_sample}
     if args.train_centres and args.fold_centres:
         parser.error("--train-centres (leave-one-centre-out) and --fold-centres (folds of some centres) exclude "
                      "each other")

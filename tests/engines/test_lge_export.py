@@ -107,6 +107,29 @@ def test_the_dice_weight_scales_only_the_dice_term():
     assert torch.allclose(deep_supervision_loss(heads, labels, merges, available, 0.0), cross_entropy, atol=1e-5)
 
 
+def test_per_sample_dice_weighs_a_small_structure_as_much_as_a_large_one():
+    """Batch Dice pools pixels, so a patch with a small myocardium barely moves it; per-sample Dice averages the
+    patches, and a class a patch does not hold (scar here) is left to the cross-entropy there."""
+    from engines.lge.losses import marginal_dice_ce, merge_matrix
+
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[0, 2:30, 2:30] = 2  # a large myocardium, predicted right
+    labels[1, 10:12, 10:12] = 2  # a small one, missed
+    logits = torch.full((2, 6, 32, 32), -20.0)
+    logits[:, 0] = 20.0
+    logits[0, 2][labels[0] == 2] = 40.0
+    merges = torch.stack([merge_matrix(frozenset(range(6)), 6)] * 2)
+    available = torch.zeros(2, 6, dtype=torch.bool)
+    available[:, :3] = True
+    cross_entropy = marginal_dice_ce(logits, labels, merges, available, dice_weight=0.0)
+    batch = marginal_dice_ce(logits, labels, merges, available) - cross_entropy
+    sample = marginal_dice_ce(logits, labels, merges, available, per_sample=True) - cross_entropy
+    assert batch < 0.01 and abs(sample - 0.5) < 0.01  # one patch of two is wholly wrong
+    single = marginal_dice_ce(logits[:1], labels[:1], merges[:1], available[:1], per_sample=True)
+    assert torch.allclose(single, marginal_dice_ce(logits[:1], labels[:1], merges[:1], available[:1], dice_weight=0.0),
+                          atol=1e-4)  # its one class is right; the absent LV pool adds no Dice term
+
+
 def test_shipped_model_signature_card_and_parity():
     from dicomnode.inference.parity import FP32_MAX_ABS, MIN_ARGMAX_AGREEMENT, compare
     from engines.lge.model import LGEEnsemble

@@ -203,6 +203,15 @@ def test_a_2p5d_run_sees_each_slice_with_its_neighbours_and_cannot_resume_as_2d(
                   batch_size=2, context=0)
 
 
+def test_per_sample_dice_is_recorded(tmp_path):
+    from engines.lge.train import train_run
+
+    torch.set_num_threads(1)
+    train_run(_cases(), tmp_path / "fold0", 1, seed=3, device=torch.device("cpu"), log=lambda m: None,
+              filters=FILTERS, batch_size=2, dice_per_sample=True)
+    assert _weights(tmp_path / "fold0")["metadata"]["dice_per_sample"] is True
+
+
 def test_folds_trained_on_one_centre_keep_both_centres_held_out_cases(tmp_path, monkeypatch, capsys):
     import json
 
