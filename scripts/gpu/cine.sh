@@ -10,7 +10,8 @@
 #   run(command="bash scripts/gpu/cine.sh", carry=[".whl", ".data"], timeout_s=560)
 # with the cine data sets under .data/datasets (acdc-train-png, acdc-sample, acdc-4d-sample, sunnybrook-scd,
 # sunnybrook-scd-extra, myops2020-lge C0 + gd) or DATASETS pointing at them; wheels as scripts/gpu/prepare.sh.
-# STEPS (default 4000) sets the batches per fold; the CPU recipe used 3200 (EVALUATION.md). PARALLEL=1 trains the
+# STEPS (default 4000) sets the batches per fold; the shipped CPU recipe used 3200 (EVALUATION.md); 9600 is the
+# candidate under way (engines/checkpoints/cine_long9600: fold 4 better on every CV number): STEPS=9600 on a GPU. PARALLEL=1 trains the
 # folds one after the other (the CPU check). bf16 autocast on CUDA (engines.cine.train.autocast_dtype).
 # TRAIN_ARGS adds engines.cine.train options to every fold, e.g. cross-entropy alone:
 #   TRAIN_ARGS="--dice-weight 0" STEPS=3200 bash scripts/gpu/cine.sh
