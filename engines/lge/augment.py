@@ -17,7 +17,8 @@ FOREGROUND_FRACTION = 0.67  # nnU-Net: a third of the patches are centred anywhe
 
 def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float, float], model_spacing_mm: float,
                  patch: int, rng: np.random.Generator, augment: bool = True,
-                 zoom_probability: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                 zoom_probability: float = 1.0,
+                 intensity_probability: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One (patch, patch) float32 image and uint8 label patch from a normalised (H, W) slice and its labels; a
     (K, H, W) image (a slice and its context, e.g. the neighbouring slices of a 2.5-D model) gives a (K, patch, patch)
     patch, every channel under the same spatial transform and intensity augmentation.
@@ -25,7 +26,9 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float,
     The centre is a random labelled pixel (probability FOREGROUND_FRACTION) or any pixel; with `augment` the
     grid is zoomed (0.7-1.4; with probability `zoom_probability`, else kept at the model spacing the node uses),
     rotated (any angle) and flipped. nnU-Net zooms a fifth of its patches (Isensee et al., Nat Methods 2021); at
-    1.0 no extra random number is drawn, so runs of the earlier recipe draw the same patches.
+    1.0 no extra random number is drawn, so runs of the earlier recipe draw the same patches. The intensity
+    augmentation (`intensity_augment`) is applied to a patch with probability `intensity_probability` (1.0: every
+    patch, again without an extra draw).
     """
     channels = image[None] if image.ndim == 2 else image
     height, width = channels.shape[1:]
@@ -53,7 +56,8 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float,
                     for channel in channels])
     out_labels = ndimage.affine_transform(labels, matrix, offset=offset, output_shape=(patch, patch), order=0,
                                           mode="constant", cval=0, prefilter=False)
-    if augment:  # channels side by side: one draw of every augmentation for all of them
+    if augment and (intensity_probability >= 1.0 or rng.random() < intensity_probability):
+        # channels side by side: one draw of every augmentation for all of them
         out = np.stack(np.split(intensity_augment(np.concatenate(list(out), axis=1), rng), len(out), axis=1))
     out = out[0] if image.ndim == 2 else out
     return out.astype(np.float32), out_labels.astype(np.uint8)

@@ -39,10 +39,11 @@ class SliceSampler:
     three channels, the slice, its previous and its next slice (engines.lge.model.with_neighbours)."""
 
     def __init__(self, cases: list[Case], rng: np.random.Generator, patch: int = PATCH_SIZE,
-                 zoom_probability: float = 1.0, context: int = 0):
+                 zoom_probability: float = 1.0, context: int = 0, intensity_probability: float = 1.0):
         self.rng = rng
         self.patch = patch
         self.zoom_probability = zoom_probability
+        self.intensity_probability = intensity_probability
         self.context = context
         self.by_centre: dict[str, list[tuple[np.ndarray, np.ndarray, Case]]] = {}
         for case in cases:
@@ -62,7 +63,8 @@ class SliceSampler:
             pool = self.by_centre[self.centres[item % len(self.centres)]]
             image, label, case = pool[self.rng.integers(len(pool))]
             patch, patch_labels = sample_patch(image, label, case.spacing_rc, MODEL_SPACING_MM, self.patch, self.rng,
-                                               zoom_probability=self.zoom_probability)
+                                               zoom_probability=self.zoom_probability,
+                                               intensity_probability=self.intensity_probability)
             images.append(patch)
             labels.append(patch_labels)
             merges.append(merge_matrix(case.labelled, self.classes))
@@ -78,30 +80,34 @@ class _SamplerStream(torch.utils.data.IterableDataset):
     run's seed, the step it starts at and its worker index), so a GPU need not wait for the CPU augmentation."""
 
     def __init__(self, cases: list[Case], seed: int, patch: int, batch_size: int, zoom_probability: float,
-                 context: int = 0):
+                 context: int = 0, intensity_probability: float = 1.0):
         super().__init__()
         self.cases, self.seed, self.patch, self.batch_size = cases, seed, patch, batch_size
         self.zoom_probability, self.context = zoom_probability, context
+        self.intensity_probability = intensity_probability
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
-        sampler = SliceSampler(self.cases, rng, self.patch, self.zoom_probability, self.context)
+        sampler = SliceSampler(self.cases, rng, self.patch, self.zoom_probability, self.context,
+                               self.intensity_probability)
         while True:
             yield sampler.batch(self.batch_size)
 
 
 def batch_stream(cases: list[Case], rng: np.random.Generator, seed: int, step: int, patch: int, batch_size: int,
-                 workers: int, zoom_probability: float = 1.0, context: int = 0):
+                 workers: int, zoom_probability: float = 1.0, context: int = 0,
+                 intensity_probability: float = 1.0):
     """Training batches (images, labels, merges, available): drawn in this process from `rng` when `workers` is 0
     (exactly reproducible on resume, the checkpoint holds `rng`), else prefetched by `workers` loader processes
     (a resumed run continues with fresh generators seeded from `seed` and `step`)."""
     if not workers:
-        sampler = SliceSampler(cases, rng, patch, zoom_probability, context)
+        sampler = SliceSampler(cases, rng, patch, zoom_probability, context, intensity_probability)
         while True:
             yield sampler.batch(batch_size)
     loader = torch.utils.data.DataLoader(_SamplerStream(cases, seed * 1_000_003 + step, patch, batch_size,
-                                                                        zoom_probability, context),
+                                                                        zoom_probability, context,
+                                                                        intensity_probability),
                                          batch_size=None, num_workers=workers, prefetch_factor=4,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=True)
     yield from loader
@@ -130,7 +136,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
               metadata: dict | None = None, patch_size: int = PATCH_SIZE,
               batch_size: int = BATCH_SIZE, dice_weight: float = 1.0,
               time_limit_s: float = 0.0, loader_workers: int = 0,
-              zoom_probability: float = 1.0, context: int = 0, dice_per_sample: bool = False) -> LGESliceUNet:
+              zoom_probability: float = 1.0, context: int = 0, dice_per_sample: bool = False,
+              intensity_probability: float = 1.0) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
@@ -150,7 +157,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=3e-5)
     bf16 = device.type == "cuda" or cpu_has_native_bf16()
     checkpoint_path = folder / "checkpoint.pt"
-    step, previous_zoom = 0, 1.0
+    step, previous_zoom, previous_intensity = 0, 1.0, 1.0
     history = dict((metadata or {}).get("history", {}))
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -164,6 +171,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         step = state["step"]
         history = state.get("history", history)
         previous_zoom = state.get("zoom_probability", 1.0)
+        previous_intensity = state.get("intensity_probability", 1.0)
         finished_path = folder / "model.pt"
         if finished_path.is_file() and step < steps:
             finished = torch.load(finished_path, map_location="cpu", weights_only=True)["metadata"]
@@ -183,6 +191,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         model.load_state_dict(finished["state_dict"])
         step = int(finished["metadata"]["steps"])
         previous_zoom = finished["metadata"].get("zoom_probability", 1.0)
+        previous_intensity = finished["metadata"].get("intensity_probability", 1.0)
         if step >= steps:
             log(f"model.pt already has {step} >= {steps} steps")
             return model.eval().cpu().to(memory_format=torch.contiguous_format)
@@ -197,7 +206,11 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     if step and zoom_probability != float(previous_zoom):
         history = {**history, f"zoom_probability at step {step}": {"was": float(previous_zoom),
                                                                     "now": zoom_probability}}
-    batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers, zoom_probability, context)
+    if step and intensity_probability != float(previous_intensity):
+        history = {**history, f"intensity_probability at step {step}": {"was": float(previous_intensity),
+                                                                         "now": intensity_probability}}
+    batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers, zoom_probability, context,
+                           intensity_probability)
     started, losses = time.time(), []
     probe_from, probe_started, requested_steps = step + 50, None, steps
     model.train()
@@ -227,7 +240,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         if step % checkpoint_every == 0 or step == steps:
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "history": history, "zoom_probability": zoom_probability, "context": context},
+                        "history": history, "zoom_probability": zoom_probability, "context": context,
+                        "intensity_probability": intensity_probability},
                        checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
             log(f"step {step}/{steps} loss {np.mean(losses[-checkpoint_every:]):.4f} "
@@ -242,7 +256,9 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                              **({"loader_workers": loader_workers} if loader_workers else {}),
                              **({"zoom_probability": zoom_probability} if zoom_probability != 1.0 else {}),
                              **({"context": context} if context else {}),
-                             **({"dice_per_sample": True} if dice_per_sample else {})}},
+                             **({"dice_per_sample": True} if dice_per_sample else {}),
+                             **({"intensity_probability": intensity_probability}
+                                if intensity_probability != 1.0 else {})}},
                folder / "model.pt")
     return model
 
@@ -282,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock budget per model: --steps is lowered once, early, to what fits (0: none)")
     parser.add_argument("--zoom-probability", type=float, default=1.0,
                         help="share of training patches zoomed 0.7-1.4 (1.0: all, the shipped recipe; nnU-Net: 0.2)")
+    parser.add_argument("--intensity-probability", type=float, default=1.0,
+                        help="share of training patches given the intensity augmentation (1.0: all, the shipped "
+                             "recipe; 0: spatial augmentation only)")
     parser.add_argument("--dice-per-sample", action="store_true",
                         help="soft Dice per patch and class (every patch weighs the same, as EMIDEC's per-slice Dice) "
                              "instead of over the batch")
@@ -314,12 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     common = {"filters": list(filters), "learning_rate": args.learning_rate}
     if not 0.0 <= args.zoom_probability <= 1.0:
         parser.error(f"--zoom-probability must be within 0-1, got {args.zoom_probability}")
+    if not 0.0 <= args.intensity_probability <= 1.0:
+        parser.error(f"--intensity-probability must be within 0-1, got {args.intensity_probability}")
     if args.dice_weight < 0:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
     sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight,
              "time_limit_s": args.time_limit, "loader_workers": args.loader_workers,
              "zoom_probability": args.zoom_probability, "context": args.context,
-             "dice_per_sample": args.dice_per_sample}
+             "dice_per_sample": args.dice_per_sample, "intensity_probability": args.intensity_probability}
     if args.train_centres and args.fold_centres:
         parser.error("--train-centres (leave-one-centre-out) and --fold-centres (folds of some centres) exclude "
                      "each other")

@@ -39,6 +39,18 @@ def _weights(folder):
     return torch.load(folder / "model.pt", weights_only=True)
 
 
+def _one_step_then_resumed(folder, first: dict, then: dict) -> tuple[dict, dict]:
+    """Metadata of a one-step run with the options `first`, and after it is resumed to two steps with `then`."""
+    from engines.lge.train import train_run
+
+    torch.set_num_threads(1)
+    common = {"seed": 3, "device": torch.device("cpu"), "log": lambda m: None, "filters": FILTERS, "batch_size": 2}
+    train_run(_cases(), folder, 1, **common, **first)
+    before = _weights(folder)["metadata"]
+    train_run(_cases(), folder, 2, **common, **then)
+    return before, _weights(folder)["metadata"]
+
+
 def test_stopped_run_resumes_and_finished_run_continues(tmp_path):
     torch.set_num_threads(1)
     messages: list[str] = []
@@ -153,18 +165,31 @@ def test_zoom_probability_zero_keeps_the_model_spacing_and_is_recorded(tmp_path)
     zoomed = areas(1.0)
     assert zoomed.min() < 330 and zoomed.max() > 500  # zoom 0.7-1.4 scales the area 0.5-2x
 
-    from engines.lge.train import train_run
-
-    torch.set_num_threads(1)
-    folder = tmp_path / "fold0"
-    train_run(_cases(), folder, 1, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
-              batch_size=2, zoom_probability=0.2)
-    assert _weights(folder)["metadata"]["zoom_probability"] == 0.2
-    train_run(_cases(), folder, 2, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
-              batch_size=2, zoom_probability=1.0)  # resumed from its checkpoint with another share
-    metadata = _weights(folder)["metadata"]
+    first, metadata = _one_step_then_resumed(tmp_path / "fold0", {"zoom_probability": 0.2}, {"zoom_probability": 1.0})
+    assert first["zoom_probability"] == 0.2
     assert "zoom_probability" not in metadata
     assert metadata["history"]["zoom_probability at step 1"] == {"was": 0.2, "now": 1.0}
+
+
+def test_intensity_probability_zero_keeps_the_resampled_intensities_and_is_recorded(tmp_path):
+    from engines.lge.augment import sample_patch
+
+    image = np.full((48, 48), 0.5, np.float32)  # a flat slice stays flat through any rotation, zoom and flip
+    labels = np.zeros((48, 48), np.uint8)
+    labels[14:34, 14:34] = 2
+    rng = np.random.default_rng(0)
+
+    def changed(probability):
+        return sum(not np.allclose(sample_patch(image, labels, (1.5, 1.5), 1.5, 64, rng,
+                                                intensity_probability=probability)[0], 0.5) for _ in range(40))
+
+    assert changed(0.0) == 0
+    assert changed(1.0) >= 5  # brightness, bias field, noise, quantisation each touch some patches
+
+    first, metadata = _one_step_then_resumed(tmp_path / "fold0", {"intensity_probability": 0.0}, {})
+    assert first["intensity_probability"] == 0.0
+    assert "intensity_probability" not in metadata
+    assert metadata["history"]["intensity_probability at step 1"] == {"was": 0.0, "now": 1.0}
 
 
 def test_a_2p5d_run_sees_each_slice_with_its_neighbours_and_cannot_resume_as_2d(tmp_path):
