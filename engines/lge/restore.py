@@ -11,6 +11,11 @@ the held-out cases of fold k as `engines.lge.data.case_folds` draws them with th
 then continues it from those weights with a fresh optimiser (the optimiser state is not shipped). The folds.json of
 the folder is the full split, so folds without a member (the card's ensemble holds fewer members than folds) can be
 trained from scratch into the same folder.
+
+`--members 3 4` restores only those members, into a folder whose other folds were retrained (a folder already holding
+a folds.json must hold the card's split): the next ensemble can replace some members and keep the others.
+
+    python -m engines.lge.restore --out engines/runs/lge8_cv --members 3 4
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ MODEL_NAME = "lge_unet"
 FOLDS = 5
 
 
-def restore(models_dir: Path, out: Path, folds: int = FOLDS) -> list[Path]:
-    """Write out/folds.json and out/fold{k}/model.pt for every member of models_dir/lge_unet.pt; returns the
-    written model paths. Refuses (ValueError) a member whose architecture differs from the card's, and
-    (FileExistsError) a folder whose fold already holds a model or a checkpoint."""
+def restore(models_dir: Path, out: Path, folds: int = FOLDS, members: list[int] | None = None) -> list[Path]:
+    """Write out/folds.json and out/fold{k}/model.pt for every member of models_dir/lge_unet.pt (or only the
+    `members` listed); returns the written model paths. Refuses (ValueError) a member whose architecture differs
+    from the card's, a member index the ensemble does not hold, and an existing out/folds.json that is not the
+    card's split; (FileExistsError) a fold that already holds a model or a checkpoint."""
     card = json.loads((models_dir / f"{MODEL_NAME}.json").read_text())
     architecture, training, plan = card["architecture"], card["training"], card["input"]
     ensemble = LGEEnsemble(architecture["members"], tuple(architecture["filters"]), architecture["classes"],
@@ -39,9 +45,17 @@ def restore(models_dir: Path, out: Path, folds: int = FOLDS) -> list[Path]:
     ensemble.load_state_dict(state)  # refuses weights that do not match the card
     seed = int(training["seed"])
     split = case_folds(load_cases(), folds, seed)
+    chosen = range(len(ensemble.members)) if members is None else sorted(set(members))
+    if missing := [k for k in chosen if not 0 <= k < len(ensemble.members)]:
+        raise ValueError(f"the shipped ensemble holds members 0-{len(ensemble.members) - 1}, not {missing}")
+    existing = out / "folds.json"
+    if existing.is_file() and json.loads(existing.read_text()) != {"seed": seed, "folds": split}:
+        raise ValueError(f"{existing} is not the split the card's seed {seed} draws over {folds} folds: "
+                         f"its folds were trained on other cases than the shipped members")
     written = []
     recorded = training.get("members") or []
-    for fold, member in enumerate(ensemble.members):
+    for fold in chosen:
+        member = ensemble.members[fold]
         own = recorded[fold] if fold < len(recorded) else {}
         history = own["history"] if "history" in own else training.get("history", {})
         steps = int(own.get("steps", training["steps"]))
@@ -75,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("engines/models"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--folds", type=int, default=FOLDS)
+    parser.add_argument("--members", type=int, nargs="+", help="restore only these members (default: all)")
     args = parser.parse_args(argv)
-    for path in restore(args.models_dir, args.out, args.folds):
+    for path in restore(args.models_dir, args.out, args.folds, args.members):
         print(path)
     return 0
 

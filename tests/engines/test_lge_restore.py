@@ -132,3 +132,32 @@ def test_members_trained_by_different_recipes_each_get_their_own_record_back(tmp
     card_path.write_text(json.dumps(card))
     with pytest.raises(ValueError, match="not the card's split"):
         restore(tmp_path / "models", tmp_path / "run3", folds=2)
+
+
+def test_chosen_members_join_a_folder_whose_other_folds_were_retrained(tmp_path, cases):
+    """The next ensemble replaces some members: the others are restored beside the retrained folds, into a folder
+    whose split must be the card's; the retrained folds are left as they are."""
+    from engines.lge.data import case_folds
+    from engines.lge.restore import restore
+
+    nets = _shipped(tmp_path / "models")
+    run = tmp_path / "run"
+    (run / "fold0").mkdir(parents=True)
+    (run / "fold0" / "model.pt").write_bytes(b"retrained fold 0")
+    (run / "folds.json").write_text(json.dumps({"seed": 11, "folds": case_folds(cases, 2, 11)}))
+    [path] = restore(tmp_path / "models", run, folds=2, members=[1])
+    assert path == run / "fold1" / "model.pt"
+    assert (run / "fold0" / "model.pt").read_bytes() == b"retrained fold 0"
+    saved = torch.load(path, weights_only=True)
+    assert saved["metadata"]["fold"] == 1
+    for name, value in nets[1].state_dict().items():
+        assert torch.equal(saved["state_dict"][name], value), name
+
+    with pytest.raises(ValueError, match="members 0-1, not \\[2\\]"):
+        restore(tmp_path / "models", tmp_path / "run2", folds=2, members=[2])
+    other = tmp_path / "run3"
+    other.mkdir()
+    (other / "folds.json").write_text(json.dumps({"seed": 12, "folds": case_folds(cases, 2, 12)}))
+    with pytest.raises(ValueError, match="not the split"):
+        restore(tmp_path / "models", other, folds=2, members=[1])
+    assert not (other / "fold1").exists()
