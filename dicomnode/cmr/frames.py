@@ -288,3 +288,39 @@ def plane_name(orientation: np.ndarray, tolerance_deg: float = 10.0) -> str:
     if normal[axis] < np.cos(np.radians(tolerance_deg)):
         return "oblique"
     return ("sagittal", "coronal", "axial")[axis]
+
+
+def _spread(values: list[float | None]) -> float | None:
+    """max − min of the values; 0 when all are absent; None when only some are present."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return 0.0
+    return None if len(present) < len(values) else max(present) - min(present)
+
+
+def are_repeats(frames: list[FrameInfo], trigger_tolerance_ms: float = 25.0, inversion_tolerance_ms: float = 5.0) -> bool:
+    """True when frames at one slice position are repeats of one image (re-sent, re-reconstructed or re-acquired)
+    rather than distinct cardiac phases or inversion times: the same kind, one TemporalPositionIdentifier, TriggerTime
+    (0018,1060) within `trigger_tolerance_ms` and InversionTime (0018,0082) within `inversion_tolerance_ms` (each
+    absent on all frames or present on all). A single frame is not a repeat."""
+    if len(frames) < 2 or len({f.kind for f in frames}) > 1 or len({f.temporal_index for f in frames}) > 1:
+        return False
+    trigger = _spread([f.trigger_time for f in frames])
+    inversion = _spread([f.inversion_time for f in frames])
+    return (trigger is not None and trigger <= trigger_tolerance_ms
+            and inversion is not None and inversion <= inversion_tolerance_ms)
+
+
+def latest_first(frame: FrameInfo) -> tuple:
+    """Sort key putting the most recent acquisition first (AcquisitionTime, then InstanceNumber, then SOP UID)."""
+    return (-(frame.acquisition_time if frame.acquisition_time is not None else -1.0),
+            -(frame.instance_number if frame.instance_number is not None else -1), frame.ref.sop_instance_uid)
+
+
+def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
+    """Distinct images at each slice position: in a stack of one image per slice, a slice whose frames are repeats
+    (`are_repeats`) counts once, as `volume.keep_latest_repeats` keeps one of them; otherwise the frame counts."""
+    counts = [len(frames) for frames in per_slice]
+    if len(set(counts)) > 1 and min(counts) == 1:
+        return [1 if are_repeats(frames) else len(frames) for frames in per_slice]
+    return counts

@@ -11,7 +11,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode import charsets
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import FrameInfo, _int, frames_of, orientation_groups, slice_groups
+from dicomnode.cmr.frames import FrameInfo, _int, are_repeats, frames_of, orientation_groups, slice_groups
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
 
@@ -187,12 +187,13 @@ def _single_slice(candidate: Candidate) -> bool:
     return len(groups) == 1 and len(slice_groups(groups[0])) == 1
 
 
-def _merge_signature(candidate: Candidate) -> tuple:
+def _merge_signature(candidate: Candidate, frame_count: int | None = None) -> tuple:
     frame = candidate.frames[0]
     ds = candidate.headers[0].dataset
     return (
         str(getattr(ds, "StudyInstanceUID", "")), candidate.kind, frame.rows, frame.cols,
-        tuple(np.round(frame.pixel_spacing, 3)), tuple(np.round(frame.orientation, 3)), len(candidate.frames),
+        tuple(np.round(frame.pixel_spacing, 3)), tuple(np.round(frame.orientation, 3)),
+        len(candidate.frames) if frame_count is None else frame_count,
         str(getattr(ds, "ScanningSequence", "")), str(getattr(ds, "SequenceVariant", "")),
     )
 
@@ -201,12 +202,23 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
     """Merge one-slice series whose planes are parallel, with the same matrix, spacing and sequence, into stacks.
 
     Candidates are taken in SeriesNumber order; a series whose slice position is already in a stack (a repeat)
-    or that is shifted in-plane starts another stack. Only groups of two or more are merged.
+    or that is shifted in-plane starts another stack. Only groups of two or more are merged. A one-slice series
+    holding several repeats of its image (`frames.are_repeats`) joins one-image series like the others; the
+    volume keeps its most recent image (`volume.keep_latest_repeats`).
     """
     singles: dict[tuple, list[Candidate]] = defaultdict(list)
+    repeated: list[Candidate] = []
     result = []
     for candidate in candidates:
-        (singles[_merge_signature(candidate)] if _single_slice(candidate) else result).append(candidate)
+        if not _single_slice(candidate):
+            result.append(candidate)
+        elif are_repeats(candidate.frames) and all(f.ref.frame_number is None for f in candidate.frames):
+            repeated.append(candidate)
+        else:
+            singles[_merge_signature(candidate)].append(candidate)
+    for candidate in repeated:
+        siblings = singles.get(_merge_signature(candidate, frame_count=1))
+        (siblings if siblings else singles[_merge_signature(candidate)]).append(candidate)
     for members in singles.values():
         members.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
         stacks: list[list[Candidate]] = []

@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dicomnode.cmr.frames import FrameInfo, header_value, orientation_groups, plane_name, slice_groups
+from dicomnode.cmr.frames import FrameInfo, header_value, images_per_slice, orientation_groups, plane_name, slice_groups
 from dicomnode.cmr.types import Recognition
 
 log = logging.getLogger("dicomnode.cmr")
@@ -119,8 +119,7 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
     orientations = [group[0].orientation for group in groups]
     phase_counts: list[int] = []
     for group in groups:
-        for _, members in slice_groups(group):
-            phase_counts.append(len(members))
+        phase_counts += images_per_slice([members for _, members in slice_groups(group)])
     trigger_times = sorted({round(f.trigger_time, 1) for f in frames if f.trigger_time is not None})
     acquisition = [f.acquisition_time for f in frames if f.acquisition_time is not None]
     inversions = sorted({round(f.inversion_time, 1) for f in frames if f.inversion_time is not None})

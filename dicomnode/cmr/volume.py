@@ -7,7 +7,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.frames import FrameInfo, frames_of, orientation_groups, plane_name, slice_groups
+from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, images_per_slice, latest_first,
+                                  orientation_groups, plane_name, slice_groups)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 
@@ -85,19 +86,25 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if shift > 0.5:
         warnings.append(f"slice positions are shifted in-plane by up to {shift:.1f} mm; the affine uses the first slice")
     per_slice: list[list[FrameInfo]] = []
+    left_out: list[tuple[FrameInfo, str]] = []
     for distance, members in slices:
         unique: dict[tuple, FrameInfo] = {}
         for frame in sorted(members, key=_temporal_sort_key):
             identity = _temporal_identity(frame)
             if identity in unique:
-                warnings.append(f"duplicate frame at slice {distance:.2f} mm: kept instance {frame.ref.sop_instance_uid}"
-                                f" over {unique[identity].ref.sop_instance_uid}")
+                reason = (f"duplicate frame at slice {distance:.2f} mm: kept instance {frame.ref.sop_instance_uid}"
+                          f" over {unique[identity].ref.sop_instance_uid}")
+                warnings.append(reason)
+                left_out.append((unique[identity], reason))
             unique[identity] = frame
         per_slice.append(sorted(unique.values(), key=_temporal_sort_key))
     counts = [len(s) for s in per_slice]
-    left_out: list[tuple[FrameInfo, str]] = []
+    if images_per_slice(per_slice) != counts:
+        per_slice = keep_latest_repeats(per_slice, [d for d, _ in slices], warnings, left_out)
+        counts = [len(s) for s in per_slice]
     if len(set(counts)) > 1:
-        per_slice, left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings)
+        per_slice, phases_left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings)
+        left_out += phases_left_out
         counts = [len(s) for s in per_slice]
     distances = np.array([d for d, _ in slices])
     gaps = np.diff(distances)
@@ -116,6 +123,29 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         warnings.append(f"{counts[0]} of {declared} cardiac phases present (CardiacNumberOfImages {declared})")
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
     return phases, distances, warnings, left_out
+
+
+def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str],
+                        left_out: list[tuple[FrameInfo, str]]) -> list[list[FrameInfo]]:
+    """In a stack of one image per slice, a slice holding several repeats of its image (`frames.are_repeats`: a
+    slice re-sent with a new SOPInstanceUID, re-reconstructed or re-acquired) keeps its most recent acquisition
+    (AcquisitionTime, then InstanceNumber); the others are appended to `left_out` and named in `warnings`. Slices
+    whose frames are distinct phases or inversion times are returned unchanged.
+
+    per_slice: [slice][frame] frames; distances: each slice's position along the normal (mm).
+    """
+    kept = []
+    for distance, frames in zip(distances, per_slice):
+        if not are_repeats(frames):
+            kept.append(frames)
+            continue
+        latest, *older = sorted(frames, key=latest_first)
+        reason = (f"{len(frames)} images at slice {distance:.2f} mm with the same TriggerTime and InversionTime "
+                  f"(a repeat of one slice): kept the most recent, instance {latest.ref.sop_instance_uid}")
+        warnings.append(reason + f"; left out {', '.join(f.ref.sop_instance_uid for f in older)}")
+        left_out += [(frame, reason) for frame in older]
+        kept.append([latest])
+    return kept
 
 
 def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str]

@@ -1,12 +1,15 @@
-"""Study-level rules: patient facts, repeats beside merged stacks, slice gaps and duplicates, perfusion dynamics."""
+"""Study-level rules: patient facts, repeats beside merged stacks and inside series, slice gaps and duplicates,
+perfusion dynamics."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pydicom
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr import PatientInfo, understand_study
+from dicomnode.cmr.frames import are_repeats, frames_of, images_per_slice
 from dicomnode.cmr.grouping import read_header
 from cmr_helpers import generated  # noqa: F401 (fixture)
 
@@ -43,6 +46,54 @@ def test_repeated_slice_is_kept_apart_from_the_merged_stack(generated):
     assert stack.slices == 5 and stack.lge_kind == "psir" and len(stack.series_instance_uids) == 5
     single = [s for s in study.series if s.series_number == 99]
     assert len(single) == 1 and single[0].slices == 1 and single[0].view.value == "other"
+
+
+def test_repeat_inside_a_one_slice_series_joins_the_stack_and_the_latest_image_counts(generated):
+    """A scanner re-sending one slice of a one-series-per-slice LGE export (new SOPInstanceUID, same series): the
+    stack keeps every slice, the later acquisition is used and the earlier one is named, not the slice dropped."""
+    headers = [read_header(p) for p in generated[("lge", "siemens", None)].paths]
+    psir = sorted((h for h in headers if "psir" in h.path.name), key=lambda h: int(h.dataset.SeriesNumber))
+    later = _clone(psir[2], sop_suffix=".2", InstanceNumber=2, AcquisitionTime="235959.000000")
+    study = understand_study(headers + [later])
+    stack = study.preferred("lge")
+    assert (stack.slices, stack.phases, len(stack.series_instance_uids)) == (5, 1, 5)
+    volume = study.load_volume(stack)
+    assert volume.shape[:2] == (1, 5)
+    used = {ref.sop_instance_uid for ref in volume.frames[0]}
+    assert later.sop_instance_uid in used and psir[2].sop_instance_uid not in used
+    (entry,) = volume.excluded
+    assert entry["sop_instance_uid"] == psir[2].sop_instance_uid and "repeat of one slice" in entry["reason"]
+
+
+def test_reacquired_slice_in_a_multislice_series_keeps_the_stack(generated):
+    """One slice of a one-series LGE stack acquired again: the series is not read as two phases (nor refused)."""
+    headers = [read_header(p) for p in generated[("lge", "ge", None)].paths if "psir" in p.name]
+    headers.sort(key=lambda h: int(h.dataset.InstanceNumber))
+    again = _clone(headers[3], sop_suffix=".again", InstanceNumber=99, AcquisitionTime="235959.000000")
+    study = understand_study(headers + [again])
+    stack = study.preferred("lge")
+    assert (stack.slices, stack.phases) == (5, 1)
+    volume = study.load_volume(stack)
+    assert volume.shape[:2] == (1, 5)
+    assert again.sop_instance_uid in {ref.sop_instance_uid for ref in volume.frames[0]}
+    assert [e["sop_instance_uid"] for e in volume.excluded] == [headers[3].sop_instance_uid]
+
+
+def test_distinct_phases_or_inversion_times_are_not_repeats(generated):
+    header = read_header(generated[("lge", "ge", None)].paths[0])
+    (frame,) = frames_of(header)
+    same = dataclasses.replace(frame, acquisition_time=(frame.acquisition_time or 0) + 30.0, instance_number=7)
+    assert are_repeats([frame, same])
+    assert not are_repeats([frame])
+    assert not are_repeats([frame, dataclasses.replace(frame, trigger_time=(frame.trigger_time or 0) + 40.0)])
+    assert not are_repeats([frame, dataclasses.replace(frame, inversion_time=(frame.inversion_time or 0) + 50.0)])
+    assert not are_repeats([frame, dataclasses.replace(frame, temporal_index=(frame.temporal_index or 0) + 1)])
+    assert not are_repeats([frame, dataclasses.replace(frame, image_type=("ORIGINAL", "PRIMARY", "OTHER"))])
+    # a cine slice keeps its phases; a stack whose every slice holds several images is not touched
+    phases = [dataclasses.replace(frame, trigger_time=40.0 * k) for k in range(3)]
+    assert images_per_slice([phases, [frame]]) == [3, 1]
+    assert images_per_slice([[frame, same], [frame]]) == [1, 1]
+    assert images_per_slice([[frame, same], [frame, same]]) == [2, 2]
 
 
 def test_gap_and_duplicate_are_reported(generated):
