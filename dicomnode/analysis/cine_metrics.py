@@ -17,6 +17,7 @@ Conventions (stated once, applied everywhere):
   at ED and ES follow the basal rule at those phases. Per-slice volumes are checked for temporal consistency
   first; a phase whose volume jumps is flagged and not chosen as ED or ES.
   With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume.
+- Flags and notes name phases counted from 1 (phase_text); the indices in the results stay 0-based.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from dicomnode.analysis.phase_text import phase_name
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
 BsaFormula = Literal["mosteller", "dubois"]
@@ -175,7 +177,7 @@ def trigger_phase(trigger_times, n_phases: int) -> tuple[int, str | None]:
         values = np.array([np.nan if t is None else float(t) for t in trigger_times])
         if np.isfinite(values).any():
             return int(np.nanargmin(values)), None
-    return 0, "no usable TriggerTime: phase 0 taken as the R-wave (end-diastolic) phase"
+    return 0, f"no usable TriggerTime: {phase_name(0)}, the first, taken as the R-wave (end-diastolic) phase"
 
 
 def temporal_jumps(slice_volumes_ml) -> tuple[np.ndarray, list[int]]:
@@ -205,13 +207,14 @@ def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int) -> tuple[list[int], l
         return [], []
     consistent, flagged = temporal_jumps(volumes)
     curve = volumes.sum(axis=1)
-    notes = [f"RV volume at the {name} phase {phase} ({curve[phase]:.1f} mL) jumps from its temporal neighbours "
-             f"({consistent[phase]:.1f} mL per-slice median): RV {quantity} and RVEF uncertain, review the RV contours"
+    notes = [f"RV volume jumps from its temporal neighbours at the {name} {phase_name(phase)}: RV {quantity} and RVEF "
+             f"uncertain, review the RV contours ({curve[phase]:.1f} mL against {consistent[phase]:.1f} mL, the "
+             f"per-slice median)"
              for name, quantity, phase in (("end-diastolic", "EDV", ed), ("end-systolic", "ESV", es)) if phase in flagged]
     return flagged, notes
 
 
-def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhases:
+def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_ml=None) -> CardiacPhases:
     """ED and ES phases from LV volumes per (phase, slice), in mL.
 
     1. Temporal consistency: each slice's volume over the cycle is median-filtered over 3 neighbouring phases
@@ -224,6 +227,9 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhase
        outside the window is reported.
     4. ES: the smallest smoothed volume among the unflagged phases.
     With fewer than MIN_PHASES_FOR_CURVE phases: ED = largest, ES = smallest measured volume.
+    `reported_curve_ml` (phases,): the LV curve the results report (measure_cine: the basal rule over every slice),
+    quoted by the notes on flagged phases beside the volumes of the slices given, which the jump was found on; it
+    does not change the choice.
     Raises ValueError for an empty or non-2-D input.
     """
     volumes = np.asarray(lv_slice_volumes_ml, dtype=np.float64)
@@ -242,9 +248,7 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhase
                              notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
     consistent, flagged = temporal_jumps(volumes)
     smoothed = ndimage.convolve1d(consistent, np.array([1.0, 2.0, 1.0]) / 4.0, mode="wrap")
-    for phase in flagged:
-        notes.append(f"phase {phase}: LV volume {curve[phase]:.1f} mL jumps from its temporal neighbours "
-                     f"({consistent[phase]:.1f} mL per-slice median); not used as ED or ES")
+    notes += [_flagged_note(phase, curve, consistent, reported_curve_ml) for phase in flagged]
     usable = [p for p in range(n) if p not in flagged] or list(range(n))
     half_window = max(1, int(round(ED_WINDOW_FRACTION * n)))
     window = [p for p in usable if _cyclic_distance(p, trigger, n) <= half_window]
@@ -254,12 +258,23 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None) -> CardiacPhase
     ed = max(window, key=lambda p: smoothed[p])
     largest = max(usable, key=lambda p: smoothed[p])
     if smoothed[largest] > smoothed[ed] * (1 + ED_DISAGREEMENT_FRACTION):
-        notes.append(f"largest LV volume at phase {largest} ({smoothed[largest]:.1f} mL smoothed) lies outside the "
-                     f"end-diastolic window around the R-wave phase {trigger}; ED kept at phase {ed} "
-                     f"({smoothed[ed]:.1f} mL)")
+        notes.append(f"largest LV volume at {phase_name(largest)} lies outside the end-diastolic window around the "
+                     f"R-wave {phase_name(trigger)}; ED kept at {phase_name(ed)} (smoothed curve of the timing slices: "
+                     f"{smoothed[largest]:.1f} mL against {smoothed[ed]:.1f} mL)")
     candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
     es = min(candidates, key=lambda p: smoothed[p])
     return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
+
+
+def _flagged_note(phase: int, curve, consistent, reported_curve_ml=None) -> str:
+    """The note on a phase whose LV volume jumps, quoting the reported curve (the one the report plots) where given,
+    and the volumes of the slices the jump was found on."""
+    if reported_curve_ml is None:
+        return (f"{phase_name(phase)}: LV volume {curve[phase]:.1f} mL jumps from its temporal neighbours "
+                f"(per-slice median {consistent[phase]:.1f} mL); not used as ED or ES")
+    return (f"{phase_name(phase)}: LV volume {float(reported_curve_ml[phase]):.1f} mL jumps from its temporal "
+            f"neighbours (found on the slices that time the cycle: {curve[phase]:.1f} mL there against their per-slice "
+            f"median {consistent[phase]:.1f} mL); not used as ED or ES")
 
 
 def ejection_fraction_percent(edv_ml: float, esv_ml: float) -> float | None:
@@ -337,6 +352,15 @@ def normal_range_flags(values: dict[str, float | None], sex: str | None) -> list
     return flags
 
 
+RANGE_VERDICTS = ("below", "above", "outside")
+
+
+def is_range_flag(flag: str) -> bool:
+    """Whether a cine flag is a value outside its normal range (normal_range_flags), not a timing or data note."""
+    return any(str(flag).startswith(f"{spec['name']} {verdict} ") for spec in NORMAL_VALUES.values()
+               for verdict in RANGE_VERDICTS)
+
+
 @dataclass
 class CineMeasurements:
     """Everything measured on one segmented cine."""
@@ -400,7 +424,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     lv_curve = lv_slices.sum(axis=1)
     rv_slices = slice_volumes_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
     rv_curve = rv_slices.sum(axis=1)
-    timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times)
+    timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
+                                 reported_curve_ml=lv_curve)
     ed, es = timing.ed, timing.es
     rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])

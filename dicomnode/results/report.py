@@ -15,12 +15,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
-from dicomnode.analysis.cine_metrics import NORMAL_VALUES, normal_range
+from dicomnode.analysis.cine_metrics import NORMAL_VALUES, is_range_flag, normal_range
+from dicomnode.analysis.phase_text import COUNTED_FROM, phase_name, phase_number, phases_name
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, fit_width, key_table, panel_grid
 from dicomnode.uids import new_uid
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
 BANNER = "AI-generated, not verified; not for diagnostic use without review"
 DOCUMENT_TITLE = "AI CMR analysis report (unverified)"
-PAGE_INCHES = (8.27, 11.69)  # A4 portrait
 PNG_DPI = 110
 #: overlay colours per node label (RGBA); background transparent
 LABEL_COLOURS = {
@@ -87,6 +88,10 @@ def _range_text(key: str, sex: str | None, index: bool = False) -> str:
     return ", ".join(parts) + f" {unit}"
 
 
+#: the key-number rows listing cine flags, cut short on page 1 where space runs out (page 2 gives them in full)
+FLAG_ROWS = ("Outside the reference range", f"Notes (phases {COUNTED_FROM})")
+
+
 def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] | None,
                      sex: str | None = None) -> list[tuple[str, str, str]]:
     """(quantity, value, reference) rows of the key-numbers table: LGE block first, then cine."""
@@ -118,6 +123,9 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         def index(value):
             return None if value is None or bsa is None else float(value) / bsa[0]
 
+        ranges = [f for f in s.get("flags") or [] if is_range_flag(f)]
+        notes = [f for f in s.get("flags") or [] if not is_range_flag(f)]
+
         rows += [
             ("LV EF", _fmt(s.get("lv_ef_percent"), "%"), _range_text("lv_ef_percent", sex)),
             ("LV EDV / EDVi", f"{_fmt(s.get('lv_edv_ml'), 'mL')} / {_fmt(index(s.get('lv_edv_ml')), 'mL/m²')}",
@@ -132,11 +140,18 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
             ("ED / ES phase", _phases_text(s), ""),
-            *([("Outside the reference range", "; ".join(str(f).split(" (")[0] for f in s["flags"]),
-                "ranges as in the column above")] if s.get("flags") else []),
+            *([(FLAG_ROWS[0], "; ".join(_headline(f) for f in ranges), "ranges as in the column above")]
+              if ranges else []),
+            *([(FLAG_ROWS[1], "; ".join(_headline(f) for f in notes),
+                "in full on page 2, beside the volume curve")] if notes else []),
             ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
     return rows
+
+
+def _headline(flag) -> str:
+    """A flag without its parenthesised detail (the detail is in summary.json and on page 2)."""
+    return str(flag).split(" (")[0]
 
 
 def key_number_rows(results: Sequence[PipelineResult], bsa: tuple[float, str] | None) -> list[tuple[str, str]]:
@@ -218,7 +233,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      "myocardium (SCMR 2020), the same rule at every phase; ED = R-wave phase cross-checked with the "
                      "largest LV volume, ES = smallest volume of the temporally smoothed curve (both timed on one "
                      "fixed set of slices)"
-                     + (f"; phases {flagged} not used (volume jumps)" if flagged else "")
+                     + (f"; {phases_name(flagged)} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
+                        "marked x on the volume curve)" if flagged else "")
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
                      "mean +/- 2 SD (2015 SCMR review).")
     if any(isinstance(r.summary, dict) and isinstance(r.summary.get("aha_segments"), dict) for r in results):
@@ -257,11 +273,11 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
     cine_seg = cine.segmentations[0] if cine is not None and cine.segmentations else None
     if cine_seg is not None:
         window = crop_box(cine_seg.labelmap)
-        for position, phase_name in enumerate(cine_seg.phase_names[:2]):
+        for position, name in enumerate(cine_seg.phase_names[:2]):
             k = mid_ventricular_slice(cine_seg, position)
             panels.append((cine_seg.volume.pixels[cine_seg.phases[position], k],
                            np.asarray(cine_seg.labelmap)[position, k],
-                           f"cine {PHASE_SHORT.get(phase_name, phase_name)} (phase {cine_seg.phases[position] + 1}), "
+                           f"cine {PHASE_SHORT.get(name, name)} ({phase_name(cine_seg.phases[position])}), "
                            f"slice {k + 1} of {cine_seg.labelmap.shape[1]}", window))
     lge = _find(results, "lge")
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
@@ -283,11 +299,11 @@ def _phases_text(cine_summary: dict) -> str:
     if ed is None or es is None:
         return "n/a"
     phases = len(cine_summary.get("lv_volume_curve_ml") or [])
-    return f"{ed + 1} / {es + 1}" + (f" of {phases}" if phases else "") + " (counted from 1)"
+    return f"{phase_number(ed)} / {phase_number(es)}" + (f" of {phases}" if phases else "") + f" ({COUNTED_FROM})"
 
 
 def _page(title_suffix: str, header: Dataset, context, results: Sequence[PipelineResult]) -> Figure:
-    """An A4 page with the red 'not verified' banner and the identification line."""
+    """An A4 page with the red 'not verified' banner and the identification lines (shrunk to the page width)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -298,37 +314,135 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
                                     zorder=0))
     figure.text(0.5, 0.977, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
     started: dt.datetime = context.started_at
-    figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   patient {header.get('PatientID') or 'n/a'}   -   "
-                            f"study {header.get('StudyDate') or 'n/a'}   -   analysis {started:%Y-%m-%d %H:%M}",
-                fontsize=8.5, weight="bold")
+    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   patient {header.get('PatientID') or 'n/a'}"
+                                    f"   -   study {header.get('StudyDate') or 'n/a'}   -   analysis "
+                                    f"{started:%Y-%m-%d %H:%M}", fontsize=8.5, weight="bold")
     algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})
-    figure.text(0.04, 0.928, "Algorithms: " + ("; ".join(algorithms) or "n/a") + f"   -   dicomnode {node_version()}",
-                fontsize=6.5, color="#444444")
+    credits = figure.text(0.04, 0.928, "Algorithms: " + ("; ".join(algorithms) or "n/a")
+                          + f"   -   dicomnode {node_version()}", fontsize=6.5, color="#444444")
+    for line in (title, credits):
+        fit_width(line, figure, 0.92)
     return figure
 
 
-#: characters per line of the key-number table columns
-TABLE_WRAP = (30, 22, 22)
+TABLE_LEFT, TABLE_TOP, TABLE_WIDTH = 0.04, 0.905, 0.59
+BULLSEYE_BOX = (0.67, 0.63, 0.30, 0.26)  # right of the table; its title stays above the wheel
+FOOTER_TOP = 0.03
+#: lines a table cell may take on page 1, tried longest first while the images below would be smaller than
+#: MIN_PANEL_HEIGHT (a cut cell points to page 2, which gives every flag in full)
+CELL_LINE_CAPS = (12, 8, 4)
+MIN_PANEL_HEIGHT = 0.14
+PANEL_GAP, CAPTION_HEIGHT = 0.01, 0.022
 
 
-def _key_table(figure: Figure, rows: list[tuple[str, str, str]], box: tuple[float, float, float, float]) -> None:
-    """The key-number table, long cells wrapped onto several lines (a reason why a method is not applicable)."""
-    ax = figure.add_axes(box)
-    ax.set_axis_off()
-    wrapped = [["\n".join(textwrap.wrap(str(cell), width) or [""]) for cell, width in zip(row, TABLE_WRAP)]
-               for row in rows]
-    table = ax.table(cellText=wrapped, colLabels=["Key numbers", "Value", "Reference"], loc="upper left",
-                     colWidths=[0.38, 0.29, 0.33], cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7.4)
-    line_height = 0.034
-    for (row, _), cell in table.get_celld().items():
-        lines = 1 if row == 0 else max(text.count("\n") + 1 for text in wrapped[row - 1])
-        cell.set_height(line_height * (lines + 0.35))
-        cell.set_linewidth(0.3)
-        if row == 0:
-            cell.set_text_props(weight="bold")
-            cell.set_facecolor("#eeeeee")
+def first_page(header: Dataset, results: Sequence[PipelineResult], context,
+               bsa: tuple[float, str] | None = None) -> Figure:
+    """Page 1 (also the PNG): key numbers with reference ranges, the AHA bullseye beside them, and the overlays in
+    the space left below both."""
+    figure = _page("", header, context, results)
+    values, labels, title, unit, vmax, cmap = _bullseye_values(results)
+    bull_ax = figure.add_axes(BULLSEYE_BOX)
+    if values is not None:
+        draw_bullseye(bull_ax, values, title, unit, vmax=vmax, cmap=cmap, labels=labels)
+    else:
+        bull_ax.set_axis_off()
+        bull_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(title, 40)), ha="center", va="center", fontsize=7)
+    sex = str(header.get("PatientSex") or "").upper() or None
+    rows = key_number_table(results, bsa, sex) or [("No quantitative result", "", "")]
+    panels = _image_panels(results)
+    for cap in CELL_LINE_CAPS:
+        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, cap, FLAG_ROWS)
+        top = min(bottom_of(table, figure), bottom_of(bull_ax, figure)) - PANEL_GAP
+        columns, width, height = panel_grid(len(panels), top, FOOTER_TOP, gap=PANEL_GAP, caption=CAPTION_HEIGHT)
+        if not panels or height >= MIN_PANEL_HEIGHT or cap == CELL_LINE_CAPS[-1]:
+            break
+        table.axes.remove()
+    for n, (image, labelmap, caption, window) in enumerate(panels if height > 0 else []):
+        row, column = divmod(n, columns)
+        ax = figure.add_axes((TABLE_LEFT + column * (width + PANEL_GAP),
+                              top - (row + 1) * (height + CAPTION_HEIGHT), width, height))
+        _show_overlay(ax, image, labelmap, caption, window)
+        fit_width(ax.title, figure, width + PANEL_GAP)
+    legend = ("red LV blood pool, green non-enhanced LV myocardium, yellow scar, purple MVO, blue RV blood pool"
+              if _find(results, "lge") is not None else "red LV blood pool, green LV myocardium, blue RV blood pool")
+    footer = figure.text(0.04, 0.012, f"Overlay: {legend}. All numbers are unverified AI output. Methods: page 2.",
+                         fontsize=6.5)
+    fit_width(footer, figure, 0.92)
+    return figure
+
+
+def _volume_curves(ax, cine: PipelineResult | None) -> None:
+    """LV and RV volume over the cycle, phases counted from 1: ED and ES named, flagged phases marked x."""
+    curve = cine.measurements.get("lv_volume_curve_ml") if cine is not None else None
+    if curve:
+        ax.plot(range(1, len(curve) + 1), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
+        rv_curve = cine.measurements.get("rv_volume_curve_ml")
+        if rv_curve:
+            ax.plot(range(1, len(rv_curve) + 1), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
+                    label="RV")
+        summary = cine.summary if isinstance(cine.summary, dict) else {}
+        flagged = [int(p) for p in (summary.get("timing") or {}).get("flagged_phases") or []
+                   if 0 <= int(p) < len(curve)]
+        if flagged:  # shown, never used as ED/ES
+            ax.plot([phase_number(p) for p in flagged], [curve[p] for p in flagged], "x", color="black",
+                    markersize=5, linestyle="none", label="LV volume jumps: phase not used as ED/ES")
+        for key, label in (("ed_phase", "ED"), ("es_phase", "ES")):
+            phase = summary.get(key)
+            if phase is not None and 0 <= int(phase) < len(curve):
+                ax.annotate(label, (phase_number(phase), curve[int(phase)]), fontsize=7, xytext=(2, 4),
+                            textcoords="offset points", weight="bold")
+        ax.legend(fontsize=6.5, loc="best")
+        ax.set_xlabel(f"cardiac phase ({COUNTED_FROM})", fontsize=7)
+        ax.set_ylabel("volume (mL)", fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        ax.text(0.5, 0.5, "volume curve: no cine analysis", ha="center", va="center", fontsize=7)
+        ax.set_axis_off()
+    ax.tick_params(labelsize=6.5)
+    ax.set_title("Ventricular volume over the cardiac cycle", fontsize=8.5, loc="left")
+
+
+def _scar_bars(ax, lge: PipelineResult | None) -> None:
+    lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
+    if lge_seg is not None:
+        extent = per_slice_scar_percent(lge_seg)
+        ax.bar(np.arange(1, len(extent) + 1), np.nan_to_num(extent), color="#e0b000")
+        ax.set_xlabel("LGE slice (stack order, counted from 1)", fontsize=7)
+        ax.set_ylabel("scar % of myocardium", fontsize=7)
+        ax.set_ylim(0, max(10.0, float(np.nanmax(extent)) * 1.15) if np.isfinite(extent).any() else 10.0)
+    else:
+        ax.text(0.5, 0.5, "per-slice scar: no LGE analysis", ha="center", va="center", fontsize=7)
+        ax.set_axis_off()
+    ax.tick_params(labelsize=6.5)
+    ax.set_title("Per-slice scar extent (incl. MVO)", fontsize=8.5, loc="left")
+
+
+def second_page(header: Dataset, results: Sequence[PipelineResult], context,
+                declined: Sequence[Declined] = ()) -> Figure:
+    """Page 2: volume curves, per-slice scar, methods, the cine's flags in full, declined series, suggestions."""
+    second = _page(" - page 2", header, context, results)
+    cine, lge = _find(results, "cine"), _find(results, "lge")
+    _volume_curves(second.add_axes((0.08, 0.70, 0.40, 0.19)), cine)
+    _scar_bars(second.add_axes((0.57, 0.70, 0.39, 0.19)), lge)
+    declined_lines = [f"- {d.reason}" + (f" (series {d.series_instance_uid})" if d.series_instance_uid else "")
+                      for d in declined] or ["- none"]
+    suggestions = _find(results, "suggestions")
+    suggestion_lines = []
+    if suggestions is not None and isinstance(suggestions.summary, list):
+        for item in suggestions.summary[:5]:
+            suggestion_lines.append(f"- ({_fmt(item.get('score'), digits=2)}, {item.get('report_id', '')}) "
+                                    f"{item.get('text', '')}")
+    lines = ["Methods", *[f"- {line}" for line in _methods_lines(results)]]
+    flags = cine.summary.get("flags") if cine is not None and isinstance(cine.summary, dict) else None
+    if flags:
+        lines += ["", f"Cine: outside the reference range and notes, in full (phases {COUNTED_FROM})",
+                  *[f"- {flag}" for flag in flags]]
+    lines += ["", "Declined / not analysed", *declined_lines[:8]]
+    if suggestion_lines:
+        lines += ["", "Report text suggestions retrieved from prior reports (unverified; also in their own SR)",
+                  *suggestion_lines]
+    second.text(0.04, 0.64, "\n".join(_wrap(line, 150) for line in lines), fontsize=7.2, va="top")
+    return second
 
 
 def render_report(
@@ -338,92 +452,11 @@ def render_report(
     bsa: tuple[float, str] | None = None,
     declined: Sequence[Declined] = (),
 ) -> tuple[bytes, bytes]:
-    """(pdf_bytes, png_bytes) of the report for one study. Page 1 (also the PNG): key numbers with reference ranges,
-    the AHA bullseye, large overlays. Page 2: volume curves, per-slice scar, methods, declined series, suggestions."""
+    """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG) and second_page."""
     from matplotlib.backends.backend_pdf import PdfPages
 
-    first = _page("", header, context, results)
-    sex = str(header.get("PatientSex") or "").upper() or None
-    _key_table(first, key_number_table(results, bsa, sex) or [("No quantitative result", "", "")],
-               (0.04, 0.50, 0.59, 0.41))
-    values, labels, title, unit, vmax, cmap = _bullseye_values(results)
-    bull_ax = first.add_axes((0.67, 0.63, 0.30, 0.26))  # right of the table; its title stays above the wheel
-    if values is not None:
-        draw_bullseye(bull_ax, values, title, unit, vmax=vmax, cmap=cmap, labels=labels)
-    else:
-        bull_ax.set_axis_off()
-        bull_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(title, 40)), ha="center", va="center", fontsize=7)
-    panels = _image_panels(results)
-    columns = 3 if len(panels) > 2 else max(len(panels), 1)
-    width = 0.92 / columns - 0.01
-    height = min(width * PAGE_INCHES[0] / PAGE_INCHES[1], 0.20)
-    top = 0.505
-    for n, (image, labelmap, caption, window) in enumerate(panels[:6]):
-        row, column = divmod(n, columns)
-        ax = first.add_axes((0.04 + column * (width + 0.01), top - (row + 1) * (height + 0.022), width, height))
-        _show_overlay(ax, image, labelmap, caption, window)
-    legend = ("red LV blood pool, green non-enhanced LV myocardium, yellow scar, purple MVO, blue RV blood pool"
-              if _find(results, "lge") is not None else "red LV blood pool, green LV myocardium, blue RV blood pool")
-    first.text(0.04, 0.012, f"Overlay: {legend}. All numbers are unverified AI output. Methods: page 2.",
-               fontsize=6.5)
-
-    second = _page(" - page 2", header, context, results)
-    cine, lge = _find(results, "cine"), _find(results, "lge")
-    curve_ax = second.add_axes((0.08, 0.70, 0.40, 0.19))
-    curve = cine.measurements.get("lv_volume_curve_ml") if cine is not None else None
-    if curve:
-        curve_ax.plot(range(1, len(curve) + 1), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
-        rv_curve = cine.measurements.get("rv_volume_curve_ml")
-        if rv_curve:
-            curve_ax.plot(range(1, len(rv_curve) + 1), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
-                          label="RV")
-        summary = cine.summary if isinstance(cine.summary, dict) else {}
-        for phase in (summary.get("timing") or {}).get("flagged_phases") or []:
-            if 0 <= int(phase) < len(curve):  # a phase whose volume jumps: shown, never used as ED/ES
-                curve_ax.plot([int(phase) + 1], [curve[int(phase)]], "x", color="black", markersize=5)
-        for key, label in (("ed_phase", "ED"), ("es_phase", "ES")):
-            phase = summary.get(key)
-            if phase is not None and 0 <= int(phase) < len(curve):
-                curve_ax.annotate(label, (int(phase) + 1, curve[int(phase)]), fontsize=7, xytext=(2, 4),
-                                  textcoords="offset points", weight="bold")
-        curve_ax.legend(fontsize=6.5, loc="best")
-        curve_ax.set_xlabel("cardiac phase (counted from 1)", fontsize=7)
-        curve_ax.set_ylabel("volume (mL)", fontsize=7)
-        curve_ax.xaxis.get_major_locator().set_params(integer=True)
-    else:
-        curve_ax.text(0.5, 0.5, "volume curve: no cine analysis", ha="center", va="center", fontsize=7)
-        curve_ax.set_axis_off()
-    curve_ax.tick_params(labelsize=6.5)
-    curve_ax.set_title("Ventricular volume over the cardiac cycle", fontsize=8.5, loc="left")
-    bar_ax = second.add_axes((0.57, 0.70, 0.39, 0.19))
-    lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
-    if lge_seg is not None:
-        extent = per_slice_scar_percent(lge_seg)
-        bar_ax.bar(np.arange(1, len(extent) + 1), np.nan_to_num(extent), color="#e0b000")
-        bar_ax.set_xlabel("LGE slice (stack order, counted from 1)", fontsize=7)
-        bar_ax.set_ylabel("scar % of myocardium", fontsize=7)
-        bar_ax.set_ylim(0, max(10.0, float(np.nanmax(extent)) * 1.15) if np.isfinite(extent).any() else 10.0)
-    else:
-        bar_ax.text(0.5, 0.5, "per-slice scar: no LGE analysis", ha="center", va="center", fontsize=7)
-        bar_ax.set_axis_off()
-    bar_ax.tick_params(labelsize=6.5)
-    bar_ax.set_title("Per-slice scar extent (incl. MVO)", fontsize=8.5, loc="left")
-
-    declined_lines = [f"- {d.reason}" + (f" (series {d.series_instance_uid})" if d.series_instance_uid else "")
-                      for d in declined] or ["- none"]
-    suggestions = _find(results, "suggestions")
-    suggestion_lines = []
-    if suggestions is not None and isinstance(suggestions.summary, list):
-        for item in suggestions.summary[:5]:
-            suggestion_lines.append(f"- ({_fmt(item.get('score'), digits=2)}, {item.get('report_id', '')}) "
-                                    f"{item.get('text', '')}")
-    lines = ["Methods", *[f"- {line}" for line in _methods_lines(results)], "",
-             "Declined / not analysed", *declined_lines[:8]]
-    if suggestion_lines:
-        lines += ["", "Report text suggestions retrieved from prior reports (unverified; also in their own SR)",
-                  *suggestion_lines]
-    second.text(0.04, 0.64, "\n".join(_wrap(line, 150) for line in lines), fontsize=7.2, va="top")
-
+    first = first_page(header, results, context, bsa)
+    second = second_page(header, results, context, declined)
     pdf, png = io.BytesIO(), io.BytesIO()
     with PdfPages(pdf, metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"}) as pages:
         pages.savefig(first)

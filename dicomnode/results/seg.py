@@ -23,6 +23,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
+from dicomnode.analysis import phase_text
 from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.types import FrameRef
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
@@ -81,7 +82,7 @@ PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
 
 def segment_phase_text(phase_name: str, phase_index: int) -> str:
     """The phase part of a SegmentDescription, 1-based as a viewer counts phases (the SR's index is 0-based)."""
-    return f"; {PHASE_ABBREVIATIONS.get(phase_name, phase_name)}, phase {phase_index + 1} (1-based)"
+    return f"; {PHASE_ABBREVIATIONS.get(phase_name, phase_name)}, {phase_text.phase_name(phase_index)} (1-based)"
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ class _SegmentIndex:
                 if segment.kind.key == key and (phase_index is None or segment.phase_index == phase_index):
                     candidates.append((part, seg, segment))
         if not candidates:
-            raise KeyError(f"no segment {key!r} for phase {phase_index} in the SEG of {self.result.pipeline}")
+            raise KeyError(f"no segment {key!r} for phase index {phase_index} (0-based) in the SEG of "
+                           f"{self.result.pipeline}")
         best = representative_slice(self.mask(candidates[0][2].kind.labels, candidates[0][2].phase_position))
         for part, seg, segment in candidates:
             if part is None or best is None or best in part.slices:

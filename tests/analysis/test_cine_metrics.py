@@ -86,7 +86,7 @@ def test_a_phase_whose_volume_jumps_is_flagged_and_not_chosen():
     phases = find_cardiac_phases(slices)
     assert phases.flagged_phases == [6]
     assert phases.es == 8 and phases.ed == 0
-    assert any("phase 6" in note and "jumps" in note for note in phases.notes)
+    assert any(note.startswith("phase 7: LV volume") and "jumps" in note for note in phases.notes)  # counted from 1
     assert any("TriggerTime" in note for note in phases.notes)  # none given: phase 0 assumed, and said so
 
 
@@ -177,6 +177,38 @@ def test_measure_cine_times_on_the_fixed_set_and_reports_volumes_by_the_basal_ru
     assert measured.lv_curve_ml[7] - measured.lv_curve_ml[8] > 20.0
 
 
+def test_a_flagged_phase_is_named_from_1_with_the_volume_of_the_reported_curve():
+    """The jump is found on the mid-ventricular timing slices, but the note quotes the LV curve the results report
+    (every slice the basal rule keeps), and names the phase as the report does, counted from 1."""
+    mid = np.rint(cine_curve(20, 150.0, 60.0, es_phase=7)).astype(int)
+    basal = np.rint(cine_curve(20, 150.0, 10.0, es_phase=11)).astype(int)
+    maps = np.zeros((20, 5, 40, 40), np.uint8)
+    for phase in range(20):
+        for z, voxels in enumerate((basal, mid, mid, mid, mid // 4)):
+            lost = 60 if (phase, z) == (12, 2) else 0  # one mid slice loses part of its pool at index 12
+            maps[phase, z] = heart_slice(40, 40, int(voxels[phase]) - lost, 0, 200)
+    measured = measure_cine(maps, 1.0, trigger_times=[i * 40.0 for i in range(20)])
+    assert measured.timing.flagged_phases == [12] and (measured.ed_phase, measured.es_phase) == (0, 7)
+    timing_volume = measured.timing.curve_ml[12]
+    [note] = [flag for flag in measured.flags if "jumps" in flag]
+    assert note.startswith(f"phase 13: LV volume {measured.lv_curve_ml[12]:.1f} mL jumps from its temporal neighbours")
+    assert f"slices that time the cycle: {timing_volume:.1f} mL" in note
+    assert abs(measured.lv_curve_ml[12] - timing_volume) > 20  # two curves: the note says which is which
+    assert measured.timing.notes == [note]
+
+
+def test_every_phase_in_a_note_is_counted_from_1():
+    curve = cine_curve(20, 150.0, 60.0, es_phase=7, ed_phase=10)
+    phases = find_cardiac_phases(curve[:, None], trigger_times=list(range(20)))
+    [note] = [n for n in phases.notes if "end-diastolic window" in n]
+    assert f"R-wave phase {phases.trigger_phase + 1};" in note and f"ED kept at phase {phases.ed + 1} " in note
+    rv = np.stack([cine_curve(20, 160.0, 80.0, es_phase=7)] * 2, axis=1)
+    rv[0, 0] += 30.0
+    flagged, notes = rv_timing_notes(rv, 0, 7)
+    assert flagged == [0] and notes[0].startswith("RV volume jumps from its temporal neighbours at the end-diastolic "
+                                                  "phase 1:")
+
+
 def test_ejection_fraction():
     assert ejection_fraction_percent(150.0, 50.0) == pytest.approx(200 / 3)
     assert ejection_fraction_percent(0.0, 0.0) is None
@@ -221,7 +253,7 @@ def test_measure_cine_end_to_end_known_answers():
     summary = result.summary()
     assert set(summary) == {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml",
                             "rv_esv_ml", "rv_sv_ml", "rv_ef_percent", "ed_phase", "es_phase"}
-    assert result.flags == ["no usable TriggerTime: phase 0 taken as the R-wave (end-diastolic) phase",
+    assert result.flags == ["no usable TriggerTime: phase 1, the first, taken as the R-wave (end-diastolic) phase",
                             "4 phases: ED = largest, ES = smallest LV volume (no curve to smooth)"]
     assert result.basal_excluded == []
     assert PAPILLARY_MUSCLES == "cavity"
@@ -257,7 +289,7 @@ def test_an_rv_jump_at_the_phase_the_rv_is_read_at_is_named_and_elsewhere_only_l
     rv[11, 1] *= 0.5  # a smaller jump away from ED and ES
     flagged, notes = rv_timing_notes(rv, 0, 6)
     assert flagged == [6, 11]
-    assert len(notes) == 1 and "end-systolic phase 6" in notes[0] and "RV ESV and RVEF uncertain" in notes[0]
+    assert len(notes) == 1 and "end-systolic phase 7:" in notes[0] and "RV ESV and RVEF uncertain" in notes[0]
     assert rv_timing_notes(rv[:4], 0, 2) == ([], [])  # an ED + ES export has no curve to judge
     assert rv_timing_notes(np.zeros((16, 2)), 0, 6) == ([], [])  # no RV segmented
 
@@ -271,4 +303,5 @@ def test_measure_cine_says_when_the_rv_volume_it_reports_is_a_jump():
     result = measure_cine(synthetic_cine(lv, rv, shape=(2, 40, 40)), 1.0, trigger_times=[40.0 * p for p in range(12)])
     assert (result.ed_phase, result.es_phase) == (0, 5) and result.rv_esv_ml == 20.0
     assert result.rv_flagged_phases == [5]
-    assert any(flag.startswith("RV volume at the end-systolic phase 5 (20.0 mL)") for flag in result.flags)
+    assert any(flag.startswith("RV volume jumps from its temporal neighbours at the end-systolic phase 6:")
+               and "(20.0 mL against" in flag for flag in result.flags)

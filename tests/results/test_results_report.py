@@ -174,3 +174,138 @@ def test_methods_state_the_calibrated_scar_decision_only_where_one_was_applied()
     assert "Scar decision calibrated for scanner-native input" in calibrated and "e^-1.25" in calibrated
     [plain, _] = _methods_lines([lge({"input_kind": "windowed_8bit", "scar_log_offset": 0.0})])
     assert "Scar decision" not in plain and plain.startswith("LGE: deep-learning segmentation of the PSIR")
+
+
+#: cine flags as measure_cine words them: values outside the ranges, then timing notes naming phases from 1
+RANGE_FLAGS = ["LV EDV below normal range (81.4 mL; men 106–214 mL, women 86–178 mL)",
+               "LV mass index outside the normal range for one sex (48.5 g/m²: below for men; within for women; "
+               "men 49–85 g/m², women 41–81 g/m²)"]
+JUMP_NOTES = [f"phase {p + 1}: LV volume {60.0 + p:.1f} mL jumps from its temporal neighbours (found on the slices "
+              f"that time the cycle: 50.0 mL there against their per-slice median 40.0 mL); not used as ED or ES"
+              for p in (1, 10)]
+
+
+def _with_flags(cine, flags, flagged=(1, 10), phases=12):
+    import dataclasses
+
+    curve = [100.0 - 3 * p for p in range(phases)]
+    summary = {**cine.summary, "flags": list(flags), "lv_volume_curve_ml": curve,
+               "timing": {"flagged_phases": list(flagged)}}
+    return dataclasses.replace(cine, summary=summary, measurements={**cine.measurements, "lv_volume_curve_ml": curve})
+
+
+def test_timing_notes_have_their_own_row_counted_from_1_as_the_phases(built):
+    _, results, _, _ = built
+    cine = _with_flags(results[1], RANGE_FLAGS + JUMP_NOTES)
+    rows = dict(key_number_rows([cine], (2.0, "mosteller")))
+    assert rows["Outside the reference range"] == \
+        "LV EDV below normal range; LV mass index outside the normal range for one sex"
+    assert rows["Notes (phases counted from 1)"] == ("phase 2: LV volume 61.0 mL jumps from its temporal neighbours; "
+                                                     "phase 11: LV volume 70.0 mL jumps from its temporal neighbours")
+    assert rows["ED / ES phase"] == "1 / 4 of 12 (counted from 1)"
+
+
+def _extent(artist, figure):
+    renderer = figure.canvas.get_renderer()
+    return artist.get_tightbbox(renderer) if hasattr(artist, "get_tightbbox") else artist.get_window_extent(renderer)
+
+
+def _page_blocks(figure):
+    """(name, box in pixels) of every block drawn on a report page: table, bullseye, images, free text lines."""
+    figure.canvas.draw()
+    blocks = []
+    for ax in figure.axes:
+        if ax.tables:
+            blocks.append(("table", ax.tables[0].get_window_extent(figure.canvas.get_renderer())))
+        elif ax.images:
+            blocks.append((f"image {ax.get_title()}", _extent(ax, figure)))
+        else:
+            blocks.append(("bullseye", _extent(ax, figure)))
+    blocks += [(f"text {text.get_text()[:30]}", _extent(text, figure)) for text in figure.texts]
+    return blocks
+
+
+@pytest.mark.parametrize("case", ["cine only, 6 flags", "LGE and cine, 14 flags", "LGE and cine, no flags"])
+def test_first_page_blocks_never_overlap_and_cells_hold_their_text(built, case):
+    """The key-number table wraps long cells inside their cells and pushes the images down (they shrink, or the
+    flag cells are cut with a pointer to page 2, when space runs out): no block of page 1 overlaps another or leaves
+    the page, for long flag lists too."""
+    from dicomnode.results.report import first_page
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    lge, cine = results[0], results[1]
+    if case == "cine only, 6 flags":
+        shown = [_with_flags(cine, RANGE_FLAGS * 2 + JUMP_NOTES)]
+    elif case == "LGE and cine, 14 flags":
+        shown = [lge, _with_flags(cine, RANGE_FLAGS * 4 + JUMP_NOTES * 3)]
+    else:
+        shown = [lge, cine]
+    figure = first_page(header, shown, context, (2.0, "mosteller"))
+    blocks = _page_blocks(figure)
+    assert sum(name.startswith("image") for name, _ in blocks) == (2 if case.startswith("cine") else 5)
+    page = figure.bbox
+    for name, box in blocks:
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, \
+            f"{name} leaves the page"
+    banner = ("text AI-generated", "text AI CMR analysis report", "text Algorithms")  # stacked above everything
+    for i, (name, box) in enumerate(blocks):
+        for other, other_box in blocks[i + 1:]:
+            if name.startswith(banner) and other.startswith(banner):
+                continue
+            assert not box.overlaps(other_box), f"{name} overlaps {other}"
+    renderer = figure.canvas.get_renderer()
+    [table] = [t for ax in figure.axes for t in ax.tables]
+    for (row, column), cell in table.get_celld().items():
+        text, frame = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
+        assert frame.x0 - 1 <= text.x0 and text.x1 <= frame.x1 + 1 and frame.y0 - 1 <= text.y0 and \
+            text.y1 <= frame.y1 + 1, f"cell {row},{column} {cell.get_text().get_text()!r} runs out of its cell"
+    images = [box for name, box in blocks if name.startswith("image")]
+    assert min(box.height for box in images) >= 0.12 * page.height  # readable overlays
+
+
+def test_a_cut_flag_cell_points_to_page_2_which_gives_every_flag_in_full(built):
+    from dicomnode.results.report import first_page, second_page
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    flags = RANGE_FLAGS * 4 + JUMP_NOTES * 3
+    shown = [results[0], _with_flags(results[1], flags)]
+    first = first_page(header, shown, context, (2.0, "mosteller"))
+    [table] = [t for ax in first.axes for t in ax.tables]
+    cells = [cell.get_text().get_text() for cell in table.get_celld().values()]
+    assert any("in full on page 2" in text for text in cells)
+    second = second_page(header, shown, context)
+    text = " ".join(t.get_text() for t in second.texts).replace("\n", " ").replace("   ", " ").replace("  ", " ")
+    for flag in set(flags):
+        assert flag in text
+
+
+def test_the_volume_curve_explains_its_x_markers(built):
+    """The flagged phases carry an x on the LV curve at their number counted from 1, named in the legend."""
+    from dicomnode.results.report import second_page
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    second = second_page(header, [_with_flags(results[1], JUMP_NOTES)], context)
+    curve_ax = next(ax for ax in second.axes if ax.get_title(loc="left").startswith("Ventricular volume"))
+    legend = [t.get_text() for t in curve_ax.get_legend().get_texts()]
+    assert "LV volume jumps: phase not used as ED/ES" in legend
+    [markers] = [line for line in curve_ax.get_lines() if line.get_marker() == "x"]
+    assert list(markers.get_xdata()) == [2, 11]
+    assert curve_ax.get_xlabel() == "cardiac phase (counted from 1)"
+
+
+def test_page_header_lines_stay_on_the_page(built):
+    import copy
+
+    from dicomnode.results.report import second_page
+
+    study, results, context, _ = built
+    header = copy.deepcopy(study.series[0].instances[0].dataset)
+    header.PatientID = "A-VERY-LONG-PATIENT-IDENTIFIER-0123456789"
+    second = second_page(header, results, context)
+    second.canvas.draw()
+    for text in second.texts:
+        box = text.get_window_extent(second.canvas.get_renderer())
+        assert box.x1 <= second.bbox.x1, text.get_text()[:40]
