@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from dicomnode import __version__
 from dicomnode.config import Config, ConfigError, config_warnings, load_config
 from dicomnode.demo import run_demo
+from dicomnode.net.integrity import file_problem
 from dicomnode.net.scp import ListenError
 from dicomnode.net.scu import AssociationFailed, echo, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
@@ -178,9 +179,19 @@ def cmd_status(args) -> int:
     if db is None:
         return EXIT_ERROR
     report = status_report(db)
-    if args.json:
+    try:
+        _print_status(report, args.json)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (`| head`): Python's own flush at exit must not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _print_status(report: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(report, indent=2))
-        return EXIT_OK
+        return
     print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")
     for node in report["nodes"]:
         beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " STALE")
@@ -201,7 +212,6 @@ def cmd_status(args) -> int:
         for key, item in dead:
             print(f"  {key} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
                   f"attempt(s): {item['error']}")
-    return EXIT_OK
 
 
 def cmd_retry(args) -> int:
@@ -232,12 +242,13 @@ def cmd_send(args) -> int:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return EXIT_USAGE
+    _quiet_library_logs(config, "pynetdicom", "pydicom")
     paths: list[Path] = []
     skipped = 0
     for item in args.files:
         path = Path(item)
         for candidate in (find_files(path) if path.is_dir() else [path]):
-            problem = _not_sendable(candidate)
+            problem = file_problem(candidate)
             if problem:
                 print(f"skipped {candidate}: {problem}", file=sys.stderr)
                 skipped += 1
@@ -250,7 +261,7 @@ def cmd_send(args) -> int:
         results = send_files(paths, destination.ae_title, destination.host, destination.port,
                              calling_ae_title=destination.calling_ae_title or config.node.ae_title,
                              ssl_context=client_context(destination, config.node.tls.minimum_version))
-    except AssociationFailed as exc:
+    except (AssociationFailed, TLSConfigurationError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
     failed = [r for r in results if not r.ok]
@@ -273,6 +284,7 @@ def cmd_echo(args) -> int:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return EXIT_USAGE
+    _quiet_library_logs(config, "pynetdicom")
     failed = 0
     for destination in destinations:
         peer = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
@@ -294,21 +306,11 @@ def cmd_echo(args) -> int:
     return EXIT_OK if not failed else EXIT_ERROR
 
 
-def _not_sendable(path: Path) -> str | None:
-    """Why a file cannot be sent (missing, unreadable, not DICOM Part 10), or None."""
-    try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except FileNotFoundError:
-        return "no such file"
-    except PermissionError:
-        return "permission denied"
-    except IsADirectoryError:
-        return "is a folder"
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
-        return "not a DICOM file"
-    if "SOPClassUID" not in dataset:
-        return "not a DICOM file"
-    return None
+def _quiet_library_logs(config: Config, *names: str) -> None:
+    """The command's own line per peer or file says what went wrong: the libraries' log lines only where the
+    config's [logging] level is DEBUG."""
+    for name in names:
+        logging.getLogger(name).setLevel("DEBUG" if config.logging.level == "DEBUG" else "CRITICAL")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from dicomnode.analysis.run import Analyser
@@ -37,6 +38,18 @@ def find_files(input_dir: Path) -> list[Path]:
 
 class OutputFolderError(Exception):
     """The --out folder cannot take this run's results; the message says why and what to do."""
+
+
+def check_writable(out_dir: Path) -> None:
+    """Create out_dir when missing and prove a file can be written there, before any analysis runs.
+    Raises OutputFolderError naming the folder and the system's reason (read-only, permission, no such parent)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".dicomnode-probe-"):
+            pass
+    except OSError as error:
+        raise OutputFolderError(f"--out {out_dir}: cannot write results there ({error.strerror or error}); "
+                                "choose a folder this user can write") from error
 
 
 def clear_previous_run(out_dir: Path) -> int:
@@ -82,7 +95,7 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(f"--out {out_dir} is a file, not a folder: give a folder for the results")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)
     removed = clear_previous_run(out_dir)
     if removed:
         log.info("replaced the previous run's %d result file(s) in %s", removed, out_dir)
@@ -91,9 +104,11 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     log.info("found %d file(s) under %s", len(files), input_dir)
     if not files:
         log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
-    studies = load_studies(files)
+    unreadable: list[dict] = []
+    studies = load_studies(files, unreadable_files=unreadable)
     failures = failures if failures is not None else []
-    summary = {"studies": [_process_study(study, out_dir, config, analyser, failures) for study in studies]}
+    summary = {"studies": [_process_study(study, out_dir, config, analyser, failures) for study in studies],
+               "unreadable_files": unreadable}
     write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
     return summary
 
@@ -105,7 +120,7 @@ def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: Stu
     for series in study.series:  # its patient identifiers are redacted from the logs, as the receiver does
         if series.instances:
             patient_values.remember(series.instances[0].dataset)
-    if not study.series and study.declined:  # malformed Study Instance UID, unreadable files: the reasons say why
+    if not study.series and study.declined:  # a malformed Study Instance UID, a study not understood: reasons say why
         return {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series(),
                 "outputs": [], "declined": [d.summary() for d in study.declined]}
     tag = short_hash(study.study_instance_uid or "-")

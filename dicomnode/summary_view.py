@@ -1,6 +1,8 @@
 """The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
 from __future__ import annotations
 
+from dicomnode.analysis.phase_text import COUNTED_FROM, phase_name
+
 
 def _method(block: dict, name: str) -> str:
     """A threshold method's %LGE, or "not applicable" (its reason stays in summary.json and on the PDF)."""
@@ -9,6 +11,10 @@ def _method(block: dict, name: str) -> str:
 
 
 def print_summary_table(summary: dict) -> None:
+    if summary.get("unreadable_files"):
+        print("\nFiles that belong to no readable study")
+        for entry in summary["unreadable_files"]:
+            print(f"  {entry['path']}: {entry['reason']}")
     for study in summary.get("studies", []):
         uid = study["study_instance_uid"]
         print(f"\nStudy {uid}" if uid else "\nFiles that belong to no readable study")
@@ -25,8 +31,9 @@ def print_summary_table(summary: dict) -> None:
         if "cine" in study:
             cine = study["cine"]
             print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"
-                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g (ED phase {cine['ed_phase'] + 1},"
-                  f" ES phase {cine['es_phase'] + 1}{_of_phases(cine)}, counted from 1 as the report)")
+                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g"
+                  f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
+                  f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
                   f" EF {cine['rv_ef_percent']:.0f} %")
         for name in ("lge", "cine"):

@@ -15,7 +15,6 @@ from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import keep_largest_structures
 from dicomnode.cmr.types import StudyError
-from dicomnode.inference.runtime import BackendUnavailable, RuntimeErrorNoModel
 from dicomnode.labels import Label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -272,6 +271,8 @@ class CinePipeline:
     def __init__(self, config: "Config", runtime: "Runtime"):
         self.config = config
         self.runtime = runtime
+        model = runtime.model(MODEL_NAME)  # load once, warm; a missing or corrupt model makes the pipeline unavailable
+        self.spec = CineModelSpec.from_card(model.card.data)
 
     def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
         return PipelineResult(name=self.name, summary=None, declined=[Declined(series_uid, reason)])
@@ -289,11 +290,7 @@ class CinePipeline:
             return self._declined(series.series_instance_uid, f"cine short-axis series has {phases} phase; need >= 2 for ED/ES")
         if slices < 2 or not volume.slice_spacing > 0:
             return self._declined(series.series_instance_uid, f"cine short-axis series has {slices} slice(s); need a stack")
-        try:
-            model = self.runtime.model(MODEL_NAME)
-            spec = CineModelSpec.from_card(model.card.data)
-        except (RuntimeErrorNoModel, BackendUnavailable, ValueError) as error:
-            return self._declined(series.series_instance_uid, f"cine model unavailable: {error}")
+        model, spec = self.runtime.model(MODEL_NAME), self.spec
 
         first_phase, _ = trigger_phase(volume.trigger_times, phases)
         # the network sees the plane in one patient-based orientation, however the scanner stored the grid

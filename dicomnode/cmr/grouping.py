@@ -13,6 +13,7 @@ from dicomnode import charsets
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import FrameInfo, _int, are_repeats, frames_of, orientation_groups, slice_groups
 from dicomnode.cmr.types import InstanceHeader
+from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
@@ -136,13 +137,12 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
     excluded: list[dict] = []
     buckets: dict[tuple[str, int | None, str], list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
-    seen: set[str] = set()
-    for header in headers:
+    kept, duplicates = _one_copy_each(headers)
+    for header in duplicates:
+        declined_counts[(header.series_instance_uid, f"duplicate SOPInstanceUID (same instance received twice): "
+                         f"{header.path} left out, {kept[header.sop_instance_uid].path} kept")] += 1
+    for header in kept.values():
         ds = header.dataset
-        if header.sop_instance_uid in seen:
-            declined_counts[(header.series_instance_uid, "duplicate SOPInstanceUID (same instance received twice)")] += 1
-            continue
-        seen.add(header.sop_instance_uid)
         modality = str(getattr(ds, "Modality", "") or "")
         if modality != "MR" or header.sop_class_uid not in MR_STORAGE_CLASSES:
             sop_name = getattr(pydicom.uid.UID(header.sop_class_uid), "name", header.sop_class_uid)
@@ -180,6 +180,23 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
     declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
     return candidates, declined, excluded
+
+
+def _one_copy_each(headers: list[InstanceHeader]) -> tuple[dict[str, InstanceHeader], list[InstanceHeader]]:
+    """One header per SOPInstanceUID (in first-seen order) and the other copies. Of several copies the first whole
+    file is kept (`net.integrity.file_problem`: a truncated copy must not displace the intact one), else the first."""
+    copies: dict[str, list[InstanceHeader]] = defaultdict(list)
+    for header in headers:
+        copies[header.sop_instance_uid].append(header)
+    kept: dict[str, InstanceHeader] = {}
+    duplicates: list[InstanceHeader] = []
+    for sop_instance_uid, group in copies.items():
+        chosen = group[0]
+        if len(group) > 1:
+            chosen = next((h for h in group if file_problem(h.path) is None), group[0])
+        kept[sop_instance_uid] = chosen
+        duplicates += [h for h in group if h is not chosen]
+    return kept, duplicates
 
 
 def _single_slice(candidate: Candidate) -> bool:

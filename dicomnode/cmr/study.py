@@ -226,19 +226,24 @@ def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry
             None, f"the study could not be understood: {type(error).__name__}: {error}")])
 
 
-def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = None) -> list[CMRStudy]:
+def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = None,
+                 unreadable_files: list[dict] | None = None) -> list[CMRStudy]:
     """Read headers of files (folders are searched recursively), split by StudyInstanceUID, understand each study.
 
-    Studies come sorted by StudyInstanceUID. Files that are not readable DICOM cannot be tied to a study: with
-    exactly one study they are added to its `declined`; otherwise they become the `declined` entries of an extra,
-    last CMRStudy with study_instance_uid "" and no series (only when there are such files).
+    Studies come sorted by StudyInstanceUID. Files that are not readable DICOM cannot be tied to a study: given
+    `unreadable_files`, each is appended there as {"path", "reason"} (summary.json's top-level `unreadable_files`);
+    without it, with exactly one study they are added to its `declined`, otherwise they become the `declined`
+    entries of an extra, last CMRStudy with study_instance_uid "" and no series (only when there are such files).
     """
     by_study: dict[str, list[InstanceHeader]] = defaultdict(list)
     unreadable: list[Declined] = []
     for path in _expand(paths):
         result = read_header(path)
         if isinstance(result, Declined):
-            unreadable.append(result)
+            if unreadable_files is None:
+                unreadable.append(result)
+            else:
+                unreadable_files.append({"path": str(path), "reason": result.reason.removeprefix(f"{path}: ")})
             continue
         by_study[str(result.dataset.StudyInstanceUID)].append(result)
     studies = [_malformed_study(uid) or _understood(uid, headers, registry) for uid, headers in sorted(by_study.items())]

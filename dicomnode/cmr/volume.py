@@ -11,6 +11,7 @@ from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, images_per_
                                   orientation_groups, plane_name, slice_groups)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
+from dicomnode.net.integrity import pixel_problem
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -225,15 +226,6 @@ def as_monochrome2(array: np.ndarray, dataset) -> np.ndarray:
         return array
     low, high = stored_range(dataset)
     return (np.int64(low + high) - array.astype(np.int64)).astype(np.float64)
-
-
-def pixel_problem(dataset) -> str | None:
-    """Why an instance's Pixel Data cannot be used before decoding (absent or empty), else None."""
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in dataset:
-            value = dataset[keyword].value
-            return None if value else "Pixel Data is empty"
-    return "no Pixel Data"
 
 
 def decode_instances(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -47,6 +47,17 @@ def why_not_established(assoc, host: str, port: int, timeout: float = 5.0) -> st
             "peer dropped the association request)")
 
 
+def _associate(ae: AE, host: str, port: int, ae_title: str, **kwargs):
+    """ae.associate, with a host name that does not resolve raised as AssociationFailed (pynetdicom resolves it
+    before it tries to connect, and lets socket.gaierror through)."""
+    try:
+        return ae.associate(host, port, ae_title=ae_title, **kwargs)
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: not a valid host name (e.g. an empty label)
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
+                                f"host {host} does not resolve ({reason})") from None
+
+
 def _successful(status: int | None) -> bool:
     # 0x0000 success; 0xB000, 0xB007, 0xB006 warnings: the instance was stored (PS3.4 B.2.3)
     return status is not None and (status == 0x0000 or status in (0xB000, 0xB006, 0xB007))
@@ -61,7 +72,8 @@ def send_files(
     timeout: float = 30.0,
     ssl_context=None,
 ) -> list[SendResult]:
-    """C-STORE every file over one association; raises AssociationFailed when none can be opened."""
+    """C-STORE every file over one association; raises AssociationFailed when none can be opened (the peer
+    refused, cannot be reached, or its host name does not resolve)."""
     headers = []
     for path in paths:
         dataset = dcmread(path, stop_before_pixels=False)
@@ -80,8 +92,8 @@ def send_files(
     if len(ae.requested_contexts) > 128:
         raise ValueError("more than 128 presentation contexts in one batch; split it")
     tls_args = (ssl_context, host) if ssl_context is not None else None
-    assoc = ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
-                         tls_args=tls_args)
+    assoc = _associate(ae, host, port, ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+                       tls_args=tls_args)
     if not assoc.is_established:
         raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
                                 f"{why_not_established(assoc, host, port, timeout)}")
@@ -111,11 +123,11 @@ def echo(ae_title: str, host: str, port: int, calling_ae_title: str = "DICOMNODE
          ssl_context=None) -> int | None:
     """C-ECHO (Verification SOP Class, PS3.7 9.1.5) over one association: the peer's status (0x0000 success), or
     None when the association was established but no response came back. Raises AssociationFailed, naming why, when
-    no association could be opened (why_not_established)."""
+    no association could be opened (why_not_established, or a host name that does not resolve)."""
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=ae_title, tls_args=(ssl_context, host) if ssl_context else None)
+    assoc = _associate(ae, host, port, ae_title, tls_args=(ssl_context, host) if ssl_context else None)
     if not assoc.is_established:
         raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
                                 f"{why_not_established(assoc, host, port, timeout)}")

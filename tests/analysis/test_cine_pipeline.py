@@ -251,7 +251,7 @@ def test_report_methods_state_the_basal_rule_and_the_unused_phases():
     cine = type("Result", (), {"name": "cine", "summary": {"timing": {"flagged_phases": [3, 7]}}})()
     text = " ".join(_methods_lines([cine]))
     assert ">= 50 % of its outline borders myocardium" in text and "the same rule at every phase" in text
-    assert "phases [3, 7] not used (volume jumps)" in text
+    assert "phases 4 and 8 (counted from 1) not used as ED or ES (LV volume jumps" in text
 
 
 def test_pipeline_measures_a_two_phase_export_es_first():

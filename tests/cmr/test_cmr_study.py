@@ -96,6 +96,21 @@ def test_distinct_phases_or_inversion_times_are_not_repeats(generated):
     assert images_per_slice([[frame, same], [frame, same]]) == [2, 2]
 
 
+def test_an_intact_copy_wins_over_a_truncated_copy_of_the_same_instance(generated, tmp_path):
+    """Two files of one SOPInstanceUID, the truncated one first in file order: the whole file is analysed and the
+    declined entry names both files."""
+    paths = [p for p in generated[("lge", "ge", None)].paths if "psir" in p.name]
+    whole = paths[2]
+    cut = tmp_path / "a_cut.dcm"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    headers = [read_header(cut)] + [read_header(p) for p in paths]
+    study = understand_study(headers)
+    volume = study.load_volume(study.preferred("lge"))
+    assert volume.shape[:2] == (1, 5) and volume.excluded == []
+    (entry,) = [d for d in study.declined if "duplicate SOPInstanceUID" in d.reason]
+    assert f"{cut} left out, {whole} kept" in entry.reason
+
+
 def test_gap_and_duplicate_are_reported(generated):
     study = generated[("lge", "ge", None)]
     headers = [read_header(p) for p in study.paths if "psir" in p.name]

@@ -40,7 +40,7 @@ def test_process_exits_zero_and_writes_summary(processed):
     result, out = processed
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"studies"}
+    assert set(summary) == {"studies", "unreadable_files"} and summary["unreadable_files"] == []
     assert len(summary["studies"]) == 2
 
 

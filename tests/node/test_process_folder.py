@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,71 @@ def test_process_exits_non_zero_when_the_node_could_not_analyse_a_study(tmp_path
     assert "analysis failure(s), not the input's fault" in err and "is unavailable" in err
     (study,) = json.loads((tmp_path / "out" / "summary.json").read_text())["studies"]
     assert any("is unavailable" in d["reason"] for d in study["declined"])
+
+
+def test_a_missing_or_corrupt_cine_model_is_the_nodes_failure_not_a_clean_decline(tmp_path, capsys):
+    """Every shipped model but the cine one, then a cine model cut short: each time `process` exits 1 naming the cine
+    pipeline as unavailable (as for the LGE model), so that `serve` marks the study failed and `retry` can re-run it."""
+    from dicomnode.inference.runtime import shipped_models_dir
+    from tests.hardening.hardening_support import synthetic_mr
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    synthetic_mr().save_as(inputs / "mr.dcm", enforce_file_format=True)
+    models = tmp_path / "models"
+    models.mkdir()
+    for item in shipped_models_dir().iterdir():
+        if not item.name.startswith("cine_unet"):
+            (models / item.name).symlink_to(item)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[inference]\nmodels_dir = "{models}"\nbackend = "onnxruntime"\n')
+    assert main(["process", str(inputs), "--out", str(tmp_path / "out"), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "pipeline cine is unavailable" in err and "cine_unet" in err, err
+
+    (models / "cine_unet.json").symlink_to(shipped_models_dir() / "cine_unet.json")
+    (models / "cine_unet.onnx").write_bytes((shipped_models_dir() / "cine_unet.onnx").read_bytes()[:100_000])
+    assert main(["process", str(inputs), "--out", str(tmp_path / "out2"), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "pipeline cine is unavailable" in err, err
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_analysis(tmp_path, capsys):
+    from tests.hardening.hardening_support import synthetic_mr
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    synthetic_mr().save_as(inputs / "mr.dcm", enforce_file_format=True)
+    missing_parent = Path("/proc/no-such-folder/out")
+    assert main(["process", str(inputs), "--out", str(missing_parent)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {missing_parent}: cannot write results there" in err and "Traceback" not in err, err
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if not os.access(read_only, os.W_OK):  # root ignores the mode bits: /proc above stands for it there
+            assert main(["process", str(inputs), "--out", str(read_only)]) == 1
+            assert f"--out {read_only}: cannot write results there" in capsys.readouterr().err
+    finally:
+        read_only.chmod(0o755)
+
+
+@pytest.mark.parametrize("studies", [1, 2])
+def test_unreadable_files_are_listed_once_at_the_top_whatever_the_number_of_studies(tmp_path, capsys, studies):
+    """A file that is not DICOM belongs to no study: summary.json lists it in `unreadable_files`, never in a study's
+    `declined` nor as a study without a Study Instance UID."""
+    from tests.hardening.hardening_support import synthetic_mr
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for number in range(studies):
+        synthetic_mr().save_as(inputs / f"mr{number}.dcm", enforce_file_format=True)
+    (inputs / "notes.txt").write_text("not DICOM")
+    assert main(["process", str(inputs), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["unreadable_files"] == [{"path": str(inputs / "notes.txt"), "reason": summary["unreadable_files"][0]["reason"]}]
+    assert summary["unreadable_files"][0]["reason"].startswith("not a DICOM file")
+    assert len(summary["studies"]) == studies and all(s["study_instance_uid"] for s in summary["studies"])
+    assert not any("notes.txt" in d["reason"] for s in summary["studies"] for d in s["declined"])
+    assert f"{inputs / 'notes.txt'}: not a DICOM file" in capsys.readouterr().out
