@@ -16,7 +16,7 @@ import pydicom
 import sqlalchemy.exc
 
 from dicomnode import __version__
-from dicomnode.config import Config, ConfigError, config_warnings, load_config
+from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
 from dicomnode.demo import run_demo
 from dicomnode.net.integrity import file_problem
 from dicomnode.net.scp import ListenError
@@ -145,17 +145,19 @@ def cmd_config_check(args) -> int:
         print(f"--roles: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(f"{exc.source}: INVALID", file=sys.stderr)
-        for path, message in exc.problems:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return EXIT_ERROR
-    problems = preflight_problems(config, models="analyse" in roles)
+        config, problems, sections = check_config(args.file)
+    except ConfigError as exc:  # not readable, or not TOML: nothing to check against the machine
+        config, problems, sections = None, exc.problems, frozenset()
+    missing = [] if config is None else preflight_problems(config, models="analyse" in roles, sections=sections)
     if problems:
-        print(f"{args.file}: INVALID on this machine", file=sys.stderr)
+        print(f"{args.file}: INVALID", file=sys.stderr)
         for path, message in problems:
             print(f"  {path}: {message}", file=sys.stderr)
+    if missing:  # with schema errors, only for the sections that validated
+        print(f"{args.file}: INVALID on this machine", file=sys.stderr)
+        for path, message in missing:
+            print(f"  {path}: {message}", file=sys.stderr)
+    if problems or missing:
         return EXIT_ERROR
     for warning in config_warnings(config):
         print(f"  warning: {warning}", file=sys.stderr)

@@ -6,9 +6,10 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PIPELINES = ("lge", "cine", "suggestions")
@@ -146,6 +147,11 @@ class DestinationConfig(StrictModel):
         return None if value is None else _check_ae_title(value)
 
 
+def _matches_every_study(match: dict) -> bool:
+    """A [routes.match] table (as written or dumped) without any rule."""
+    return match.get("calling_ae") is None and match.get("modality") is None and not match.get("tags")
+
+
 class RouteMatch(StrictModel):
     calling_ae: str | None = Field(None, description="regex on the sender's AE title")
     modality: str | None = Field(None, description="regex on Modality")
@@ -154,7 +160,7 @@ class RouteMatch(StrictModel):
     @property
     def matches_every_study(self) -> bool:
         """True without any rule: such a route takes every study that reaches it."""
-        return self.calling_ae is None and self.modality is None and not self.tags
+        return _matches_every_study(self.model_dump())
 
     @model_validator(mode="after")
     def _regexes(self) -> "RouteMatch":
@@ -277,6 +283,99 @@ class StateConfig(StrictModel):
         return self
 
 
+def with_default_route(data):
+    """No [[routes]]: one route named "default", every pipeline, every configured destination (design.md)."""
+    if not isinstance(data, dict) or "routes" in data:
+        return data
+    destinations = data.get("destinations")
+    names = [d.get("name") if isinstance(d, dict) else getattr(d, "name", None)
+             for d in (destinations if isinstance(destinations, list) else [])]
+    return {**data, "routes": [{"name": "default", "destinations": [n for n in names if isinstance(n, str)]}]}
+
+
+class CrossReferenceError(ValueError):
+    """Rules between sections that the fields alone cannot check; `problems` lists (key path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+
+
+def _entries(data: dict, key: str) -> list[tuple[int, dict]]:
+    """(position, table) of each [[key]] entry that is a table (anything else is a field error of its own)."""
+    items = data.get(key)
+    if not isinstance(items, list):
+        return []
+    return [(position, item) for position, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _named(entries: list[tuple[int, dict]]) -> list[tuple[int, str]]:
+    return [(position, item["name"]) for position, item in entries if isinstance(item.get("name"), str)]
+
+
+def _duplicate_names(key: str, entries: list[tuple[int, dict]], why: str = "") -> list[tuple[str, str]]:
+    first: dict[str, int] = {}
+    problems = []
+    for position, name in _named(entries):
+        if name in first:
+            problems.append((f"{key}[{position}].name", f"duplicate name {name!r} ({key}[{first[name]}] has it "
+                                                        f"too){why}"))
+        first.setdefault(name, position)
+    return problems
+
+
+def _route_paths(routes: list[tuple[int, dict]]) -> dict[int, str]:
+    """routes[name] where the name says which route it is, else routes[position]."""
+    names = [name for _, name in _named(routes)]
+    paths = {}
+    for position, route in routes:
+        name = route.get("name")
+        unique = isinstance(name, str) and name and names.count(name) == 1
+        paths[position] = f"routes[{name}]" if unique else f"routes[{position}]"
+    return paths
+
+
+def _shadowing_routes(routes: list[tuple[int, dict]]) -> list[tuple[str, str]]:
+    """A route without match rules takes every study: the routes after it would never be used."""
+    paths = _route_paths(routes)
+    problems = []
+    for index, (position, route) in enumerate(routes[:-1]):
+        match = route.get("match", {})
+        if isinstance(match, dict) and _matches_every_study(match):
+            later = [name for _, name in _named(routes[index + 1:])]
+            problems.append((f"{paths[position]}.match", f"no rules, so this route takes every study and the "
+                             f"route(s) after it {later} are never used (the first matching route wins): give it "
+                             "match rules or move it last"))
+    return problems
+
+
+def _unknown_destinations(routes: list[tuple[int, dict]], names: list[str]) -> list[tuple[str, str]]:
+    configured = f"configured: {list(dict.fromkeys(names))}" if names else "no [[destinations]] configured"
+    paths = _route_paths(routes)
+    problems = []
+    for position, route in routes:
+        wanted = route.get("destinations")
+        unknown = [d for d in wanted if isinstance(d, str) and d not in names] if isinstance(wanted, list) else []
+        if unknown:
+            problems.append((f"{paths[position]}.destinations", f"unknown destination(s) {unknown} ({configured})"))
+    return problems
+
+
+def cross_reference_problems(data: dict) -> list[tuple[str, str]]:
+    """(key path, message) for every rule between entries: duplicate destination or route names, a route without
+    match rules before others, a route naming an unknown destination. Works on a config as written (its fields may be
+    invalid: what cannot be read is left to the field errors) and on a validated one dumped to a dict."""
+    if not isinstance(data, dict):
+        return []
+    data = with_default_route(data)
+    destinations, routes = _entries(data, "destinations"), _entries(data, "routes")
+    return (_duplicate_names("destinations", destinations)
+            + _duplicate_names("routes", routes, ": a route's name is how the logs, the state and summary.json say "
+                                                 "which route a study took")
+            + _shadowing_routes(routes)
+            + _unknown_destinations(routes, [name for _, name in _named(destinations)]))
+
+
 class Config(StrictModel):
     node: NodeConfig = Field(default_factory=NodeConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
@@ -297,34 +396,13 @@ class Config(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _default_route(cls, data):
-        """No [[routes]]: one route named "default", every pipeline, every configured destination (design.md)."""
-        if not isinstance(data, dict) or "routes" in data:
-            return data
-        names = [d.get("name") if isinstance(d, dict) else getattr(d, "name", None)
-                 for d in data.get("destinations") or []]
-        return {**data, "routes": [{"name": "default", "destinations": [n for n in names if isinstance(n, str)]}]}
+        return with_default_route(data)
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Config":
-        names = [d.name for d in self.destinations]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise ValueError(f"destinations: duplicate name(s) {sorted(duplicates)}")
-        route_names = [r.name for r in self.routes]
-        duplicates = {n for n in route_names if route_names.count(n) > 1}
-        if duplicates:
-            raise ValueError(f"routes: duplicate name(s) {sorted(duplicates)}: a route's name is how the logs, the "
-                             "state and summary.json say which route a study took")
-        for position, route in enumerate(self.routes[:-1]):
-            if route.match.matches_every_study:
-                raise ValueError(
-                    f"routes[{route.name}] has no [routes.match] rules, so it takes every study and the route(s) "
-                    f"after it {route_names[position + 1:]} are never used (the first matching route wins): "
-                    "give it match rules or move it last")
-        for route in self.routes:
-            unknown = [d for d in route.destinations if d not in names]
-            if unknown:
-                raise ValueError(f"routes[{route.name}].destinations: unknown destination(s) {unknown}")
+        problems = cross_reference_problems(self.model_dump())
+        if problems:
+            raise CrossReferenceError(problems)
         return self
 
     def destination(self, name: str) -> DestinationConfig:
@@ -419,28 +497,33 @@ def _key_path(location: tuple) -> str:
     return path or "(root)"
 
 
+def _message(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
+        return str(error["ctx"]["error"])
+    message = error["msg"]
+    if error["type"] in ("int_type", "float_type", "bool_type") and isinstance(error.get("input"), str):
+        message += f" (got the string {error['input']!r}: write the value without quotes)"
+    return message
+
+
 def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Validate a config as written; a ConfigError lists every field error, then every cross-reference problem
+    (those are checked on the data as written, so field errors elsewhere do not hide them)."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif error["type"] in ("int_type", "float_type", "bool_type") and isinstance(error.get("input"), str):
-                message += f" (got the string {error['input']!r}: write the value without quotes)"
-            problems.append((_key_path(error["loc"]), message))
-        raise ConfigError(source, problems) from None
+        problems = [(_key_path(error["loc"]), _message(error)) for error in exc.errors()
+                    if not isinstance(error.get("ctx", {}).get("error"), CrossReferenceError)]
+        raise ConfigError(source, problems + cross_reference_problems(data)) from None
 
 
-def load_config(path: str | os.PathLike | None) -> Config:
-    """Load a TOML config; None gives the embedded defaults. Relative paths resolve against the working directory."""
-    if path is None:
-        return Config()
+def read_config(path: str | os.PathLike) -> dict:
+    """The TOML file as a dict; a ConfigError when it cannot be read or is not TOML."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), [("(file)", "not found")]) from None
     except IsADirectoryError:
@@ -451,4 +534,47 @@ def load_config(path: str | os.PathLike | None) -> Config:
         raise ConfigError(str(path), [("(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("(syntax)", str(exc))]) from None
-    return parse_config(data, str(path)).resolve_paths(Path.cwd())
+
+
+def load_config(path: str | os.PathLike | None) -> Config:
+    """Load a TOML config; None gives the embedded defaults. Relative paths resolve against the working directory."""
+    if path is None:
+        return Config()
+    return parse_config(read_config(path), str(path)).resolve_paths(Path.cwd())
+
+
+class CheckedConfig(NamedTuple):
+    """`config check`'s view of a config file: `config` holds the sections in `valid_sections` as written and
+    defaults for the others (cross-references unchecked), `problems` every schema problem."""
+
+    config: Config
+    problems: list[tuple[str, str]]
+    valid_sections: frozenset[str]
+
+
+def _sections_that_validate(data: dict) -> dict[str, object]:
+    """Each top-level section of `data` that validates on its own, validated."""
+    sections = {}
+    for name, field in Config.model_fields.items():
+        if name in data:
+            try:
+                sections[name] = TypeAdapter(field.annotation).validate_python(data[name])
+            except ValidationError:
+                continue
+    return sections
+
+
+def check_config(path: str | os.PathLike) -> CheckedConfig:
+    """Validate a config file without stopping at its first invalid section, so that the machine checks can still
+    run on the sections that are valid; a ConfigError only when the file cannot be read or is not TOML. Relative paths
+    resolve against the working directory, as load_config's."""
+    data = read_config(path)
+    try:
+        return CheckedConfig(parse_config(data, str(path)).resolve_paths(Path.cwd()), [],
+                             frozenset(Config.model_fields))
+    except ConfigError as exc:
+        problems = exc.problems
+    data = with_default_route(data)
+    sections = _sections_that_validate(data)
+    valid = frozenset(name for name in Config.model_fields if name in sections or name not in data)
+    return CheckedConfig(Config.model_construct(**sections).resolve_paths(Path.cwd()), problems, valid)

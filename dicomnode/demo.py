@@ -34,6 +34,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _outputs_relative_to(summary: dict, spool: Path, folder: Path) -> dict:
+    """A study's summary with its outputs, which the node records relative to its spool, relative to `folder` (where
+    summary.json is written, as `process` writes them relative to OUT_DIR)."""
+    moved = dict(summary)
+    if "outputs" in summary:
+        moved["outputs"] = [(Path(spool) / output).relative_to(folder).as_posix() for output in summary["outputs"]]
+    if "studies" in summary:  # several studies under one grouping key
+        moved["studies"] = [_outputs_relative_to(study, spool, folder) for study in summary["studies"]]
+    return moved
+
+
 def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 900.0) -> int:
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="dicomnode-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -76,7 +87,7 @@ def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 
                 break
             time.sleep(0.5)
         summaries = [summary_of(node.db, row["study_key"]) for row in node.db.studies()]
-        summary = {"studies": [s for s in summaries if s]}
+        summary = {"studies": [_outputs_relative_to(s, config.node.storage_dir, root) for s in summaries if s]}
         (root / "summary.json").write_text(json.dumps(summary, indent=2))
         print_summary_table(summary)
         print("\nstudy states:")

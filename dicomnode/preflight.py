@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from dicomnode.analysis.cine import MODEL_NAME as CINE_MODEL
@@ -50,47 +51,108 @@ def _user() -> str:
         return f"uid {os.geteuid()}"
 
 
-def preflight_problems(config: Config, models: bool = True) -> list[tuple[str, str]]:
-    """(config key path, what is wrong) for every file, folder or model the config needs and the machine lacks;
-    `models` False (a process without the analyse role) skips the models and the report bank."""
-    problems: list[tuple[str, str]] = []
-    problems += _writable_folder("node.storage_dir", Path(config.node.storage_dir))
-    if config.logging.file is not None:
-        problems += _writable_folder("logging.file", Path(config.logging.file).parent, "the log file's folder ")
-    if config.node.tls.enabled:
-        try:
-            server_context(config.node.tls)
-        except TLSConfigurationError as exc:
-            problems.append(("node.tls", str(exc)))
+Problem = tuple[str, str]
+
+
+def _storage(config: Config) -> list[Problem]:
+    return _writable_folder("node.storage_dir", Path(config.node.storage_dir))
+
+
+def _log_folder(config: Config) -> list[Problem]:
+    if config.logging.file is None:
+        return []
+    return _writable_folder("logging.file", Path(config.logging.file).parent, "the log file's folder ")
+
+
+def _server_tls(config: Config) -> list[Problem]:
+    if not config.node.tls.enabled:
+        return []
+    try:
+        server_context(config.node.tls)
+    except TLSConfigurationError as exc:
+        return [("node.tls", str(exc))]
+    return []
+
+
+def _destination_tls(config: Config) -> list[Problem]:
+    problems = []
     for destination in config.destinations:
         try:
             client_context(destination)
         except TLSConfigurationError as exc:
             problems.append((f"destinations[{destination.name}]", str(exc)))
-    if not models:
-        return problems
+    return problems
+
+
+def _backend(config: Config) -> list[Problem]:
     backend = config.inference.backend
-    if backend != "auto":
-        here = probe.available_backends(config.inference.device_id)
-        if backend not in here:
-            found = ", ".join(f"{name} ({what})" for name, what in here.items())
-            problems.append(("inference.backend", f"{backend!r} cannot run on this machine (available here: {found}; "
-                             f"'auto' picks the best of them)"))
+    if backend == "auto":
+        return []
+    here = probe.available_backends(config.inference.device_id)
+    if backend in here:
+        return []
+    found = ", ".join(f"{name} ({what})" for name, what in here.items())
+    return [("inference.backend", f"{backend!r} cannot run on this machine (available here: {found}; 'auto' picks "
+                                  "the best of them)")]
+
+
+def _models_dir(config: Config) -> list[Problem]:
+    folder = config.inference.models_dir
+    if folder is not None and not Path(folder).is_dir():
+        return [("inference.models_dir", _not_a_folder(Path(folder)))]
+    return []
+
+
+def _routed_pipelines(config: Config) -> set[str]:
+    return {name for route in config.routes for name in route.pipelines} if config.routes else set(PIPELINES)
+
+
+def _pipeline_models(config: Config) -> list[Problem]:
+    if _models_dir(config):  # said once, by _models_dir
+        return []
     runtime = Runtime(config.inference, storage_dir=config.node.storage_dir)
-    if config.inference.models_dir is not None and not Path(config.inference.models_dir).is_dir():
-        problems.append(("inference.models_dir", _not_a_folder(Path(config.inference.models_dir))))
-        return problems
-    used = {name for route in config.routes for name in route.pipelines} if config.routes else set(PIPELINES)
-    for pipeline in sorted(used):
+    problems = []
+    for pipeline in sorted(_routed_pipelines(config)):
         for model in PIPELINE_MODELS.get(pipeline, ()):
             if not runtime.available(model):
                 problems.append((f"routes (pipeline {pipeline})", f"model {model!r} is not installed in "
                                  f"{runtime.models_dir} (needs {model}.onnx and {model}.json)"))
-    suggestions = config.analysis.suggestions
-    if "suggestions" in used and suggestions.enabled:
-        if suggestions.bank_dir is not None and not Path(suggestions.bank_dir).is_dir():
-            problems.append(("analysis.suggestions.bank_dir", _not_a_folder(Path(suggestions.bank_dir))))
+    if "suggestions" in _routed_pipelines(config) and config.analysis.suggestions.enabled:
         if not (runtime.models_dir / TEXT_ENCODER_DIR / "model.onnx").is_file():
             problems.append(("routes (pipeline suggestions)", f"text encoder not installed "
                              f"({runtime.models_dir / TEXT_ENCODER_DIR}/model.onnx missing)"))
+    return problems
+
+
+def _report_bank(config: Config) -> list[Problem]:
+    suggestions = config.analysis.suggestions
+    if "suggestions" not in _routed_pipelines(config) or not suggestions.enabled or suggestions.bank_dir is None:
+        return []
+    return [] if Path(suggestions.bank_dir).is_dir() else [("analysis.suggestions.bank_dir",
+                                                           _not_a_folder(Path(suggestions.bank_dir)))]
+
+
+#: (config sections a check reads, whether only the analyse role needs it, the check)
+CHECKS = (
+    (("node",), False, _storage),
+    (("logging",), False, _log_folder),
+    (("node",), False, _server_tls),
+    (("destinations",), False, _destination_tls),
+    (("inference",), True, _backend),
+    (("inference",), True, _models_dir),
+    (("inference", "routes", "analysis"), True, _pipeline_models),
+    (("routes", "analysis"), True, _report_bank),
+)
+
+
+def preflight_problems(config: Config, models: bool = True,
+                       sections: Collection[str] | None = None) -> list[Problem]:
+    """(config key path, what is wrong) for every file, folder or model the config needs and the machine lacks;
+    `models` False (a process without the analyse role) skips the models and the report bank; `sections`, when
+    given, runs only the checks whose config sections are all in it (the sections of an invalid config that
+    validated)."""
+    problems: list[Problem] = []
+    for needs, analyse_only, check in CHECKS:
+        if (models or not analyse_only) and (sections is None or set(needs) <= set(sections)):
+            problems += check(config)
     return problems

@@ -238,3 +238,32 @@ def test_serve_logs_the_config_warnings_that_config_check_prints(tmp_path):
         result = subprocess.run([sys.executable, "-m", "dicomnode.cli", "serve", "--config", str(config)],
                                 capture_output=True, text=True, timeout=120)
     assert "config: studies.max_wait_seconds (30) is not longer than studies.quiet_seconds (60)" in result.stderr
+
+
+@pytest.mark.parametrize("body, key, message", [
+    ('[inference]\nmodels_dir = "{tmp}/nope"\n', "inference.models_dir", "/nope does not exist"),
+    pytest.param('[inference]\nbackend = "tensorrt"\n', "inference.backend", "'tensorrt' cannot run on this machine",
+                 marks=pytest.mark.skipif(tensorrt_usable(), reason="TensorRT runs here")),
+])
+def test_schema_errors_do_not_hide_what_the_machine_lacks_of_the_valid_sections(tmp_path, capsys, body, key, message):
+    """README: every bad key with its path, then what this machine lacks, in one run."""
+    config = _config(tmp_path, '[node]\nportt = 1\n[[routes]]\nname = "r"\npipelines = ["lge"]\n'
+                               'destinations = ["nowhere"]\n' + body.format(tmp=tmp_path))
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    schema, machine = err.split("INVALID on this machine")
+    assert "node.portt: unknown key" in schema and "routes[r].destinations: unknown destination(s)" in schema
+    assert f"{key}: " in machine and message in machine
+
+
+def test_an_invalid_section_is_not_checked_against_the_machine(tmp_path, capsys):
+    """node.storage_dir of a [node] with an error is not checked (nor its default in its place)."""
+    (tmp_path / "afile").write_text("x")
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "afile"}"\nport = "104"\n'
+                               '[inference]\nbackend = "cuda"\nmodels_dir = "/nope"\n'
+                               f'[logging]\nfile = "{tmp_path / "afile" / "node.log"}"\n')
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "node.port: " in err and "inference.backend: " in err
+    assert "node.storage_dir" not in err and "inference.models_dir" not in err
+    assert "logging.file: the log file's folder" in err  # [logging] itself is valid

@@ -43,6 +43,7 @@ def test_design_contract_keys_exist():
     ({"routes": [{"name": "r", "pipelines": ["lge", "ct"]}]}, "routes[0].pipelines[1]", "lge"),
     ({"analysis": {"lge": {"nsd_n": 4}}}, "analysis.lge.nsd_n", "2"),
     ({"surprise": 1}, "surprise", "unknown key"),
+    ({"destinations": 5}, "destinations", "valid list"),
     # a quoted number or boolean is a typo in TOML, not a value to convert silently
     ({"analysis": {"workers": "4"}}, "analysis.workers", "write the value without quotes"),
     ({"analysis": {"report_pdf": "yes"}}, "analysis.report_pdf", "valid boolean"),
@@ -77,7 +78,8 @@ def test_route_to_unknown_destination_is_refused():
 def test_duplicate_route_names_are_refused():
     with pytest.raises(ConfigError) as caught:
         parse_config({"routes": [{"name": "r", "match": {"modality": "MR"}}, {"name": "r", "pipelines": []}]})
-    assert "routes: duplicate name(s) ['r']" in str(caught.value)
+    assert ("routes[1].name", "duplicate name 'r' (routes[0] has it too): a route's name is how the logs, the state "
+            "and summary.json say which route a study took") in caught.value.problems
 
 
 def test_a_route_without_match_rules_before_others_is_refused():
@@ -85,8 +87,9 @@ def test_a_route_without_match_rules_before_others_is_refused():
     with pytest.raises(ConfigError) as caught:
         parse_config({"routes": [{"name": "store only", "pipelines": []},
                                  {"name": "cardiac", "match": {"modality": "MR"}}]})
-    assert "routes[store only] has no [routes.match] rules" in str(caught.value)
-    assert "['cardiac'] are never used" in str(caught.value)
+    [(path, message)] = caught.value.problems
+    assert path == "routes[store only].match" and message.startswith("no rules, so this route takes every study")
+    assert "['cardiac'] are never used" in message
     # last, it is the catch-all it is meant to be
     config = parse_config({"routes": [{"name": "cardiac", "match": {"modality": "MR"}},
                                       {"name": "store only", "pipelines": []}]})
@@ -180,3 +183,77 @@ def test_a_force_complete_wait_no_longer_than_the_quiet_period_is_warned_about(p
     [warning] = [w for w in config_warnings(config) if w.startswith("studies.max_wait_seconds")]
     assert "(30)" in warning and "(60)" in warning and outcome in warning
     assert not any(w.startswith("studies.max_wait_seconds") for w in config_warnings(parse_config({})))
+
+
+C9 = ('[[destinations]]\nname="pacs"\nae_title="P"\nhost="127.0.0.1"\nport=104\n'
+      '[[routes]]\nname="r"\npipelines=["lge"]\ndestinations=["nowhere"]\n[node]\nportt=1\n')
+
+
+def test_field_and_cross_reference_errors_are_all_listed_with_their_key_paths():
+    """A field error elsewhere, or a first cross-reference error, hides none of the others."""
+    pacs = {"name": "pacs", "ae_title": "P", "host": "127.0.0.1", "port": 104}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"node": {"portt": 1}, "destinations": [pacs, {**pacs, "port": 105}, {**pacs, "port": "x"}],
+                      "routes": [{"name": "r", "match": {"modality": "MR"}, "destinations": ["nowhere"]},
+                                 {"name": "s", "destinations": ["pacs", "gone"]}]})
+    problems = caught.value.problems
+    assert [path for path, _ in problems] == [
+        "node.portt", "destinations[2].port", "destinations[1].name", "destinations[2].name", "routes[r].destinations",
+        "routes[s].destinations"]
+    assert dict(problems)["destinations[1].name"] == "duplicate name 'pacs' (destinations[0] has it too)"
+    assert dict(problems)["routes[r].destinations"] == "unknown destination(s) ['nowhere'] (configured: ['pacs'])"
+    assert dict(problems)["routes[s].destinations"] == "unknown destination(s) ['gone'] (configured: ['pacs'])"
+    assert not any(path == "(root)" or "Value error" in message for path, message in problems)
+
+
+def test_a_validator_error_is_said_in_its_own_words():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"routes": [{"name": "r", "send_to_sender": True}]})
+    [(path, message)] = caught.value.problems
+    assert path == "routes[0]" and message.startswith("send_to_sender = true needs sender_port")
+
+
+def test_the_model_refuses_what_cross_reference_problems_finds():
+    """One set of rules: the validator of a Config built in code raises every problem the raw-data check lists."""
+    from pydantic import ValidationError
+
+    from dicomnode.config import Config, DestinationConfig, RouteConfig, cross_reference_problems
+
+    pacs = DestinationConfig(name="pacs", ae_title="P", host="h", port=104)
+    with pytest.raises(ValidationError) as caught:
+        Config(destinations=[pacs, pacs], routes=[RouteConfig(name="r", destinations=["nowhere"])])
+    assert "destinations[1].name: duplicate name 'pacs'" in str(caught.value)
+    assert "routes[r].destinations: unknown destination(s) ['nowhere']" in str(caught.value)
+    assert cross_reference_problems(parse_config(MINIMAL).model_dump()) == []
+    assert cross_reference_problems({"destinations": [{"name": "pacs"}], "routes": "not a list"}) == []
+
+
+def test_a_cross_reference_in_an_unnamed_or_duplicated_route_is_named_by_position():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"routes": [{"name": "r", "match": {"modality": "MR"}, "destinations": ["x"]},
+                                 {"name": "r", "destinations": ["y"]}, {"destinations": ["z"]}]})
+    paths = [path for path, _ in caught.value.problems]
+    assert "routes[0].destinations" in paths and "routes[1].destinations" in paths
+    assert "routes[2].destinations" in paths and "routes[2].name" in paths
+
+
+def test_config_check_prints_every_bad_key_in_one_run(tmp_path, capsys):
+    from dicomnode.cli import main
+
+    path = tmp_path / "c9.toml"
+    path.write_text(C9)
+    assert main(["config", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "  node.portt: unknown key" in err
+    assert "  routes[r].destinations: unknown destination(s) ['nowhere']" in err
+    assert "(root)" not in err and "Value error" not in err
+
+
+def test_serve_refuses_a_bad_config_naming_every_problem(tmp_path, capsys):
+    from dicomnode.cli import main
+
+    path = tmp_path / "c9.toml"
+    path.write_text(C9)
+    assert main(["serve", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "node.portt: unknown key" in err and "routes[r].destinations: unknown destination(s)" in err

@@ -18,5 +18,7 @@ def test_demo_runs_end_to_end_and_explains_its_output(tmp_path):
     studies = summary["studies"]
     assert len(studies) == 2
     assert any("lge" in s for s in studies) and any("cine" in s for s in studies)
+    outputs = [output for s in studies for output in s["outputs"]]  # design.md: relative to summary.json's folder
+    assert outputs and all((tmp_path / "demo" / output).is_file() for output in outputs), outputs[:3]
     received = [p for p in (tmp_path / "demo" / "pacs").iterdir() if p.suffix == ".dcm"]
     assert received, "the embedded PACS received no result"
