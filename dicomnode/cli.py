@@ -28,7 +28,8 @@ from dicomnode.preflight import preflight_problems
 from dicomnode.process import OutputFolderError, find_files, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import RoleRunner, parse_roles
-from dicomnode.state import StateSchemaError, StorageDirError, default_state_path, open_state
+from dicomnode.state import (STALE_AFTER_HEARTBEATS, StateSchemaError, StorageDirError, default_state_path,
+                             open_state)
 from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
@@ -181,8 +182,11 @@ def cmd_status(args) -> int:
     if db is None:
         return EXIT_ERROR
     report = status_report(db)
+    # a process killed -9 never removes its heartbeat row: listed once as GONE, then removed
+    db.forget_nodes([node["node_id"] for node in report["nodes"] if node["gone"]],
+                    seen_before=time.time() - db.gone_after_seconds)
     try:
-        _print_status(report, args.json)
+        _print_status(report, args.json, db.stale_after_seconds, db.gone_after_seconds)
         sys.stdout.flush()
     except BrokenPipeError:  # the reader left (`| head`): Python's own flush at exit must not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -190,16 +194,22 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
-def _print_status(report: dict, as_json: bool) -> None:
+def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: float) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
         return
     print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")
     for node in report["nodes"]:
-        beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " STALE")
+        beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " GONE" if node["gone"] else " STALE")
         print(f"{node['node_id'][:32]:<32} {','.join(node['roles']):<34} {beat:>10}  {len(node['analysing'])}")
     if not report["nodes"]:
         print("(no node process has a heartbeat: none is running with this state)")
+    if any(not node["alive"] and not node["gone"] for node in report["nodes"]):
+        print(f"(STALE: no heartbeat for {stale_after:g} s or more, {STALE_AFTER_HEARTBEATS} x [state] "
+              "heartbeat_seconds: hung, or killed a moment ago)")
+    if any(node["gone"] for node in report["nodes"]):
+        print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
+              "and it is no longer listed)")
     print()
     width = max([len("study key")] + [len(s["study_key"]) for s in report["studies"]])  # whole UIDs: they are looked up
     print(f"{'log id':<12} {'study key':<{width}} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} "

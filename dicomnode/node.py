@@ -185,8 +185,12 @@ class Node:
         config = reloaded_config(self.config, config)
         self.config = config
         self.scp.update_config(config)
-        self.completion.config = config.studies
+        self.completion.reload(config)
         self.dispatcher.config = config.dispatch
+        if config.retention.purge_interval_minutes != self.retention.config.purge_interval_minutes \
+                and self.scheduler.get_job("retention") is not None:
+            self.scheduler.reschedule_job("retention", trigger="interval",
+                                          minutes=config.retention.purge_interval_minutes)
         self.retention.config = config.retention
         self.spool.min_free_space_mb = config.node.min_free_space_mb
         self.dispatcher.wake()  # it resolves destinations by name when sending: queued items follow the new config

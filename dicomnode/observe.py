@@ -10,9 +10,13 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from contextlib import contextmanager
 
+from pydicom.multival import MultiValue
+
 from dicomnode.config import LoggingConfig
+from dicomnode.uids import check_uid, short_hash
 
 
 class JSONFormatter(logging.Formatter):
@@ -71,67 +75,161 @@ class StudyContextFilter(logging.Filter):
         return True
 
 
+#: how the parts of a whole name are written apart: "Short^Ann", "Short Ann", "Short, Ann", "SHORT_ANN"
+_NAME_GAP = r"[\s^,_]+"
+#: a traceback line that is code, not data: a frame's header (its source line follows, indented)
+_FRAME_LINE = re.compile(r'  File ".*", line \d+')
+
+
+def _name_forms(value: str) -> tuple[list[str], list[str]]:
+    """A PatientName's whole-name regexes (each name group family name first, and given name first) and its single
+    components."""
+    wholes: list[str] = []
+    components: list[str] = []
+    for group in re.split(r"[\\=]", value):
+        parts = [part.strip() for part in group.split("^")]
+        components.extend(part for part in parts if part)
+        family, given, middle = (parts + ["", ""])[:3]
+        for order in ((family, given, middle), (given, middle, family), (family, given), (given, family)):
+            named = [part for part in order if part]
+            if len(named) >= 2:
+                wholes.append(_NAME_GAP.join(map(re.escape, named)))
+    return wholes, components
+
+
+def _study_of(dataset) -> str | None:
+    """The log id (`[study=…]`) of a dataset's study, or None when its Study Instance UID is unusable."""
+    try:
+        return short_hash(check_uid(dataset.get("StudyInstanceUID")))
+    except Exception:  # missing, malformed, or not decodable
+        return None
+
+
+def _compile(sources) -> re.Pattern:
+    alternatives = sorted(sources, key=len, reverse=True)  # at one position the longer value wins
+    return re.compile(r"(?<![0-9A-Za-z])(?:" + "|".join(alternatives) + r")(?![0-9A-Za-z])", re.IGNORECASE)
+
+
 class PatientValues:
-    """The patient names, IDs and birth dates the node has seen lately (bounded), as one regex to redact them."""
+    """The patient names, IDs and birth dates the node has seen lately (bounded), as regexes that redact them.
+
+    Whole values (an ID, a birth date, a name as a whole in its written forms: "Short^Ann", "Short Ann", "Ann Short",
+    "Short, Ann") are redacted wherever they occur. A value that is one word of letters (a name component such as
+    "Short", a one-component name) may equally be a word of the node's own messages ("short-axis", "cine"), so it
+    is redacted only in the log lines of its own study (`[study=…]`), and there only in what a line interpolates.
+    """
 
     MIN_LENGTH = 3  # shorter values (a PatientID "1") would redact half of every message
 
     def __init__(self, capacity: int = 2000):
         self.capacity = capacity
-        self._values: OrderedDict[str, None] = OrderedDict()
+        self._wholes: OrderedDict[str, None] = OrderedDict()  # regex sources
+        self._words: OrderedDict[str, set[str]] = OrderedDict()  # study log id -> its patients' single words
         self._lock = threading.Lock()
         self._pattern: re.Pattern | None = None
+        self._study_patterns: dict[str, re.Pattern] = {}
+        self._last_remembered: tuple | None = None
 
     def remember(self, dataset) -> None:
         """Record the identifying values of a received dataset (PatientName with its components, ID, birth date)."""
-        found = []
+        found = {}
         for keyword in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientAddress"):
             try:
                 value = dataset.get(keyword)
             except Exception:
                 continue
-            if value in (None, ""):
-                continue
-            text = str(value).strip()
-            found.append(text)
-            if keyword == "PatientName":
-                found.extend(part for part in re.split(r"[\\^=]+", text) if part)
-                found.append(" ".join(p for p in re.split(r"[\\^=]+", text) if p))
-        self.add(*found)
+            if value not in (None, ""):
+                found[keyword] = value
+        study = _study_of(dataset)
+        seen = (study, repr(found))
+        if seen == self._last_remembered:  # the next instance of the same study: nothing new
+            return
+        forms: list[str] = []
+        wholes: list[str] = []
+        words: list[str] = []
+        for keyword, value in found.items():
+            for text in (str(item).strip() for item in (value if isinstance(value, MultiValue) else [value])):
+                values = [text]
+                if keyword == "PatientName":
+                    name_forms, values = _name_forms(text)
+                    forms.extend(name_forms)
+                    values.append(text)
+                for item in values:
+                    (words if item.isalpha() else wholes).append(item)
+        self._add_sources(forms)
+        self.add(*wholes)
+        if study is not None:
+            self.add_words(study, *words)
+        self._last_remembered = seen
 
     def add(self, *values: str) -> None:
+        """Values to redact wherever they occur."""
+        self._add_sources(re.escape(value) for value in (str(v).strip() for v in values)
+                          if len(value) >= self.MIN_LENGTH)
+
+    def add_words(self, study: str, *words: str) -> None:
+        """Words of the patient of `study` (its log id) to redact in what that study's log lines interpolate."""
+        words = {word.strip().lower() for word in words if len(word.strip()) >= self.MIN_LENGTH}
         with self._lock:
-            changed = False
-            for value in values:
-                value = str(value).strip()
-                if len(value) < self.MIN_LENGTH:
+            known = self._words.setdefault(study, set())
+            self._words.move_to_end(study)
+            if not words <= known:
+                known |= words
+                self._study_patterns.pop(study, None)
+            while len(self._words) > self.capacity:
+                dropped, _ = self._words.popitem(last=False)
+                self._study_patterns.pop(dropped, None)
+
+    def _add_sources(self, sources) -> None:
+        with self._lock:
+            for source in sources:
+                if source in self._wholes:
+                    self._wholes.move_to_end(source)
                     continue
-                if value in self._values:
-                    self._values.move_to_end(value)
-                    continue
-                self._values[value] = None
-                changed = True
-                while len(self._values) > self.capacity:
-                    self._values.popitem(last=False)
-            if changed:
+                self._wholes[source] = None
                 self._pattern = None
+                while len(self._wholes) > self.capacity:
+                    self._wholes.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
-            self._values.clear()
+            self._wholes.clear()
+            self._words.clear()
             self._pattern = None
+            self._study_patterns.clear()
+            self._last_remembered = None
 
-    def redact(self, text: str) -> str:
+    def has_words(self, study: str | None) -> bool:
+        """Whether `study` (a log id) has patient words to redact."""
         with self._lock:
-            if not self._values:
-                return text
-            if self._pattern is None:
-                alternatives = sorted(self._values, key=len, reverse=True)
-                self._pattern = re.compile(
-                    r"(?<![0-9A-Za-z])(?:" + "|".join(map(re.escape, alternatives)) + r")(?![0-9A-Za-z])", re.IGNORECASE
-                )
-            pattern = self._pattern
-        return pattern.sub("[redacted]", text)
+            return bool(study is not None and self._words.get(study))
+
+    def _patterns(self, study: str | None) -> list[re.Pattern]:
+        with self._lock:
+            if self._pattern is None and self._wholes:
+                self._pattern = _compile(self._wholes)
+            patterns = [self._pattern] if self._wholes else []
+            words = self._words.get(study) if study is not None else None
+            if words:
+                if study not in self._study_patterns:
+                    self._study_patterns[study] = _compile(map(re.escape, words))
+                patterns.append(self._study_patterns[study])
+        return patterns
+
+    def redact(self, text: str, study: str | None = None) -> str:
+        """`text` with every whole value, and the words of `study`'s patient when given, replaced by [redacted]."""
+        for pattern in self._patterns(study):
+            text = pattern.sub("[redacted]", text)
+        return text
+
+    def redact_traceback(self, text: str, study: str | None = None) -> str:
+        """A traceback redacted as `redact` does, except that its code (frame headers and source lines) keeps the
+        words of `study`'s patient: they are the node's own code there."""
+        lines, in_frame = [], False
+        for line in text.split("\n"):
+            in_frame = bool(_FRAME_LINE.match(line)) or (in_frame and line.startswith("    "))
+            lines.append(self.redact(line, None if in_frame else study))
+        return "\n".join(lines)
 
 
 #: filled by the receive path (`remember`), read by `PatientDataFilter`
@@ -139,25 +237,55 @@ patient_values = PatientValues()
 
 
 class PatientDataFilter(logging.Filter):
-    """Replaces any known patient value in a record's message (and traceback) by [redacted]."""
+    """Replaces known patient values in a record (message and traceback) by [redacted], as PatientValues says where.
+
+    The node's own message templates are code, never data: in a record of a `dicomnode` logger a study's patient
+    words are redacted in the arguments only; another library's message is data throughout.
+    """
 
     def __init__(self, values: PatientValues = patient_values):
         super().__init__()
         self.values = values
 
     def filter(self, record: logging.LogRecord) -> bool:
+        study = getattr(record, "study", None) or current_study.get()
         try:
             message = record.getMessage()
         except Exception:
             return True
-        redacted = self.values.redact(message)
+        redacted = self._redacted_message(record, message, study)
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.values.redact(record.exc_text)
+            record.exc_text = self.values.redact_traceback(record.exc_text, study)
+        if record.stack_info:
+            record.stack_info = self.values.redact_traceback(record.stack_info, study)
         return True
+
+    def _redacted_message(self, record: logging.LogRecord, message: str, study: str | None) -> str:
+        own = isinstance(record.msg, str) and (record.name == "dicomnode" or record.name.startswith("dicomnode."))
+        if not own:
+            return self.values.redact(message, study)
+        if not record.args or not self.values.has_words(study):
+            return self.values.redact(message)
+        if isinstance(record.args, Mapping):
+            args: tuple | dict = {key: self._redacted_arg(value, study) for key, value in record.args.items()}
+        else:
+            args = tuple(self._redacted_arg(value, study) for value in record.args)
+        try:
+            return self.values.redact(record.msg % args)
+        except (TypeError, ValueError):  # a redacted number under %d: redact the whole line instead
+            return self.values.redact(message, study)
+
+    def _redacted_arg(self, value, study: str | None):
+        try:
+            text = str(value)
+        except Exception:
+            return value
+        redacted = self.values.redact(text, study)
+        return value if redacted == text else redacted
 
 
 def configure_logging(config: LoggingConfig) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
-from dicomnode.observe import patient_values
+from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import write_durably
 from dicomnode.study_path import StudyAnalyser, declined_entry, run_study
 from dicomnode.uids import check_uid, short_hash
@@ -107,8 +107,11 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     unreadable: list[dict] = []
     studies = load_studies(files, unreadable_files=unreadable)
     failures = failures if failures is not None else []
-    summary = {"studies": [_process_study(study, out_dir, config, analyser, failures) for study in studies],
-               "unreadable_files": unreadable}
+    entries = []
+    for study in studies:
+        with study_context(short_hash(study.study_instance_uid or "-")):  # lines carry the study, as serve's do
+            entries.append(_process_study(study, out_dir, config, analyser, failures))
+    summary = {"studies": entries, "unreadable_files": unreadable}
     write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
     return summary
 

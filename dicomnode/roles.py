@@ -80,6 +80,7 @@ class DatabaseCompletion:
         self._counts_checked: dict[str, float] = {}  # study key -> last_received whose instances were counted
         self._last_retention = 0.0
         self._last_free_space = 0.0
+        self._started = time.time()  # the downtime before it was no quiet: no sender could deliver
 
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
                         row: dict | None = None) -> None:
@@ -87,6 +88,11 @@ class DatabaseCompletion:
 
     def rebuild(self) -> int:
         return 0
+
+    def reload(self, config) -> None:
+        """SIGHUP: the new [studies] and [retention] settings apply from the next round."""
+        self.config = config.studies
+        self.retention_config = config.retention
 
     def forget(self, study_key: str) -> None:
         self._counts_checked.pop(study_key, None)
@@ -120,6 +126,8 @@ class DatabaseCompletion:
         return done
 
     def _due(self, study, now: float) -> str | None:
+        if study["last_received"] < self._started and now < self._started + self.config.quiet_seconds - 0.05:
+            return None  # received before this process started: a whole quiet period from the start first
         if now >= study["first_received"] + self.config.max_wait_seconds:
             return "max wait reached"
         if now >= study["last_received"] + self.config.quiet_seconds - 0.05:
@@ -315,10 +323,12 @@ class RoleRunner:
         return removed
 
 
-def nodes_report(db: StateDB, stale_after_seconds: float = 30.0, now: float | None = None) -> list[dict]:
+def nodes_report(db: StateDB, stale_after_seconds: float | None = None, now: float | None = None) -> list[dict]:
     """Every process with a heartbeat row: id, host, pid, roles, heartbeat age (s), studies it is analysing,
-    and `alive` (heartbeat younger than `stale_after_seconds`)."""
+    `alive` (heartbeat younger than `stale_after_seconds`, default db.stale_after_seconds: 3 heartbeat intervals)
+    and `gone` (heartbeat older than db.gone_after_seconds)."""
     now = time.time() if now is None else now
+    stale_after_seconds = db.stale_after_seconds if stale_after_seconds is None else stale_after_seconds
     claims: dict[str, list[str]] = {}
     for claim in db.claims():
         if claim["claimed_by"]:
@@ -326,6 +336,7 @@ def nodes_report(db: StateDB, stale_after_seconds: float = 30.0, now: float | No
     return [{"node_id": row["node_id"], "host": row["host"], "pid": row["pid"], "roles": row["roles"].split(","),
              "started_at": row["started_at"], "last_seen": row["last_seen"],
              "heartbeat_age_s": round(now - row["last_seen"], 1), "alive": now - row["last_seen"] < stale_after_seconds,
+             "gone": now - row["last_seen"] > db.gone_after_seconds,
              "analysing": claims.get(row["node_id"], []), "detail": json.loads(row["detail_json"] or "{}")}
             for row in db.nodes()]
 

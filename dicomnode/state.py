@@ -69,6 +69,12 @@ OUTBOX_DEAD = "dead"
 
 #: default lease of a claimed study or outbox item; renewed by every heartbeat of the process holding it
 DEFAULT_LEASE_SECONDS = 60.0
+#: default interval of every process's heartbeat (`[state] heartbeat_seconds`)
+DEFAULT_HEARTBEAT_SECONDS = 10.0
+#: a process whose heartbeat is this many intervals old is STALE in `dicomnode status`
+STALE_AFTER_HEARTBEATS = 3
+#: ... and this many (at least its lease) gone: killed, or its machine is down
+GONE_AFTER_HEARTBEATS = 10
 
 METADATA = MetaData()
 Table("meta", METADATA, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
@@ -308,16 +314,19 @@ class StateDB:
     working without a step; no for PostgreSQL, where `dicomnode state upgrade` does it once for all processes).
     `check`: refuse a schema of another version (off only for `dicomnode state upgrade` itself).
     `process_id`: the name claims and heartbeats are recorded under (default host:pid).
+    `heartbeat_seconds`: how often the processes beat (`[state] heartbeat_seconds`), what a stale one is measured by.
     Raises StateSchemaError when the schema is missing or of another version.
     """
 
     def __init__(self, location: str | os.PathLike, *, upgrade: bool | None = None, check: bool = True,
-                 process_id: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
+                 process_id: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS):
         self.url = state_url(location)
         self.is_sqlite = self.url.startswith("sqlite")
         self.path = Path(self.url.split(":///", 1)[1]) if self.is_sqlite else None
         self.process_id = process_id or default_process_id()
         self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
@@ -448,13 +457,24 @@ class StateDB:
 
     def find_studies(self, text_: str) -> list[RowMapping]:
         """Studies whose key or Study Instance UID equals `text_` or whose key starts with it, else those whose log
-        id (uids.short_hash of the Study Instance UID: what the logs and `dicomnode status` print) is `text_`."""
+        id (uids.short_hash of a Study Instance UID: what the logs and `dicomnode status` print) starts with `text_`.
+
+        A key that groups several studies (`studies.grouping_key`) is found by the Study Instance UID of any of them
+        and by any of their log ids, as its instances record them.
+        """
         found = self._rows(
             "SELECT * FROM studies WHERE study_key=:t OR study_instance_uid=:t OR study_key LIKE :prefix"
             " ORDER BY first_received", {"t": text_, "prefix": text_.replace("%", "") + "%"})
-        if found or not re.fullmatch(r"[0-9a-f]{6,64}", text_):
+        if found:
             return found
-        return [row for row in self.studies() if short_hash(row["study_instance_uid"] or "", 64).startswith(text_)]
+        if not re.fullmatch(r"[0-9a-f]{6,64}", text_):
+            return self._rows("SELECT * FROM studies WHERE study_key IN (SELECT study_key FROM instances"
+                              " WHERE study_instance_uid=:t) ORDER BY first_received", {"t": text_})
+        members = self._rows("SELECT DISTINCT study_key, study_instance_uid FROM instances")
+        keys = {m["study_key"] for m in members
+                if m["study_instance_uid"] == text_ or short_hash(m["study_instance_uid"], 64).startswith(text_)}
+        return [row for row in self.studies()
+                if row["study_key"] in keys or short_hash(row["study_instance_uid"] or "", 64).startswith(text_)]
 
     def studies(self, states: tuple[str, ...] | None = None) -> list[RowMapping]:
         if states is None:
@@ -829,6 +849,26 @@ class StateDB:
         """Every process that sent a heartbeat, newest first."""
         return self._rows("SELECT * FROM nodes ORDER BY last_seen DESC")
 
+    @property
+    def stale_after_seconds(self) -> float:
+        """A heartbeat this old (s) is overdue: the process is STALE."""
+        return STALE_AFTER_HEARTBEATS * self.heartbeat_seconds
+
+    @property
+    def gone_after_seconds(self) -> float:
+        """A heartbeat this old (s) is from a process that is gone: whatever it held was freed by its lease."""
+        return max(GONE_AFTER_HEARTBEATS * self.heartbeat_seconds, self.lease_seconds)
+
+    def forget_nodes(self, node_ids: Sequence[str], seen_before: float) -> list[str]:
+        """Remove the heartbeat rows of these processes where their last heartbeat is older than `seen_before`
+        (epoch s; one that beat since keeps its row); returns the ids removed."""
+        if not node_ids:
+            return []
+        with self._write() as db:
+            return [r[0] for r in self._run(db, "DELETE FROM nodes WHERE node_id IN :ids AND last_seen < :before"
+                                                " RETURNING node_id", {"ids": list(node_ids), "before": seen_before},
+                                            expanding=["ids"])]
+
     def claims(self) -> list[RowMapping]:
         """Studies being analysed, with their worker and lease (epoch s)."""
         return self._rows("SELECT study_key, generation, claimed_by, lease_until FROM studies WHERE state=:a",
@@ -888,4 +928,5 @@ def open_state(config, *, upgrade: bool | None = None, check: bool = True, proce
     if config.state.url is None:
         prepare_storage_dir(config.node.storage_dir)
     url = config.state.url or default_state_path(config)
-    return StateDB(url, upgrade=upgrade, check=check, process_id=process_id, lease_seconds=config.state.lease_seconds)
+    return StateDB(url, upgrade=upgrade, check=check, process_id=process_id, lease_seconds=config.state.lease_seconds,
+                   heartbeat_seconds=config.state.heartbeat_seconds)

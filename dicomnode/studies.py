@@ -9,7 +9,7 @@ from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from dicomnode.config import StudiesConfig
+from dicomnode.config import Config, StudiesConfig
 from dicomnode.state import COMPLETE, FAILED, RECEIVED, StateDB
 from dicomnode.uids import short_hash
 
@@ -104,12 +104,21 @@ class CompletionTracker:
         self._lock = threading.Lock()
 
     def rebuild(self) -> int:
-        """After a start: re-arm timers of every study still receiving; returns how many."""
+        """After a start: re-arm timers of every study still receiving; returns how many.
+
+        No sender could deliver while the node was down, so the downtime is not quiet: each study gets a whole
+        quiet period from now (a transfer cut by the stop is not analysed half-received before its sender is back),
+        and no max-wait deadline falls before that."""
         studies = self.db.studies((RECEIVED,))
+        resumed = time.time() + self.config.quiet_seconds
         for study in studies:
-            self._schedule_quiet(study["study_key"], study["last_received"] + self.config.quiet_seconds)
-            self._schedule_max_wait(study["study_key"], study["first_received"])
+            self._schedule_quiet(study["study_key"], max(study["last_received"] + self.config.quiet_seconds, resumed))
+            self._schedule_max_wait(study["study_key"], study["first_received"], not_before=resumed)
         return len(studies)
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: the new [studies] settings apply to the next timers armed."""
+        self.config = config.studies
 
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
                         row: dict | None = None) -> None:
@@ -151,9 +160,10 @@ class CompletionTracker:
             id=f"quiet:{study_key}", replace_existing=True, misfire_grace_time=None,
         )
 
-    def _schedule_max_wait(self, study_key: str, first_received: float) -> None:
+    def _schedule_max_wait(self, study_key: str, first_received: float, not_before: float = 0.0) -> None:
         self.scheduler.add_job(
-            self._max_wait_elapsed, "date", run_date=_datetime(first_received + self.config.max_wait_seconds),
+            self._max_wait_elapsed, "date",
+            run_date=_datetime(max(first_received + self.config.max_wait_seconds, not_before)),
             args=[study_key], id=f"maxwait:{study_key}", replace_existing=True, misfire_grace_time=None,
         )
 

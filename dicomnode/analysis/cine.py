@@ -1,6 +1,7 @@
 """Cine short-axis pipeline: segment every phase of the preferred SAX stack, then measure LV/RV function."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from dicomnode.cmr.study import CMRStudy
     from dicomnode.config import Config
     from dicomnode.inference import Runtime
+
+log = logging.getLogger("dicomnode.analysis.cine")
 
 #: preprocessing defaults; the model card's "input" block overrides them (training wrote it)
 DEFAULT_TARGET_SPACING_MM = 1.5
@@ -275,6 +278,7 @@ class CinePipeline:
         self.spec = CineModelSpec.from_card(model.card.data)
 
     def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
+        log.info("cine declined: %s", reason)
         return PipelineResult(name=self.name, summary=None, declined=[Declined(series_uid, reason)])
 
     def run(self, study: "CMRStudy", context: AnalysisContext) -> PipelineResult:

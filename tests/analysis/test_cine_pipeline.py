@@ -505,3 +505,17 @@ def test_the_same_plane_stored_eight_ways_gives_the_same_labels():
     assert all(np.array_equal(raw[0], other) for other in raw[1:])
     # the stand-in network alone does depend on the stored orientation: the check above can fail
     assert len({a for a in answers if a[0] == "without canonical orientation"}) > 1
+
+
+def test_a_decline_is_logged_with_its_reason_as_lge_does(caplog):
+    """breaktest2 finding 5: the log said only "cine declined in 0.10 s"; the reason was in `dicomnode status` only."""
+    runtime = FakeRuntime()
+    with caplog.at_level("INFO", logger="dicomnode.analysis.cine"):
+        CinePipeline(Config(), runtime).run(FakeStudy(error=StudyError("inconsistent phase counts")), context(runtime))
+        CinePipeline(Config(), runtime).run(FakeStudy(has_cine=False), context(runtime))
+    declines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "dicomnode.analysis.cine"]
+    assert declines == [
+        ("INFO", "cine declined: cine short-axis series is not a usable stack: inconsistent phase counts"),
+        ("INFO", "cine declined: no cine short-axis series in the study")]
+    # the reason is an argument, so the patient-data filter sees it as interpolated text
+    assert all(r.args for r in caplog.records if r.name == "dicomnode.analysis.cine")

@@ -140,3 +140,27 @@ def test_unreadable_files_are_listed_once_at_the_top_whatever_the_number_of_stud
     assert len(summary["studies"]) == studies and all(s["study_instance_uid"] for s in summary["studies"])
     assert not any("notes.txt" in d["reason"] for s in summary["studies"] for d in s["declined"])
     assert f"{inputs / 'notes.txt'}: not a DICOM file" in capsys.readouterr().out
+
+
+def test_process_logs_redact_a_patients_name_words_in_that_patients_study_only(tmp_path):
+    """`process` tags its lines with the study as `serve` does, so a one-word name part (a patient named ...^Cine) is
+    redacted in that study's lines and nowhere else."""
+    import subprocess
+    import sys
+
+    from dicomnode.uids import short_hash
+    from tests.hardening.hardening_support import synthetic_mr
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cine_patient = synthetic_mr(patient_name="Cine^Annabel", patient_id="PX1")
+    other_patient = synthetic_mr(patient_name="Other^Person", patient_id="PX2")
+    for name, dataset in (("a.dcm", cine_patient), ("b.dcm", other_patient)):
+        dataset.save_as(inputs / name, enforce_file_format=True)
+    done = subprocess.run([sys.executable, "-m", "dicomnode.cli", "process", str(inputs), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    named, other = (short_hash(str(d.StudyInstanceUID)) for d in (cine_patient, other_patient))
+    assert f"study {named}: [redacted] declined" in done.stderr, done.stderr[-3000:]
+    assert f"study {other}: cine declined" in done.stderr, done.stderr[-3000:]
+    assert "Annabel" not in done.stderr and "Cine^" not in done.stderr

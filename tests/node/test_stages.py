@@ -193,6 +193,19 @@ def test_timers_are_rebuilt_from_the_index_after_a_restart(completion):
     assert restarted.jobs["maxwait:1.2.7"][1] == clock.now + 600
 
 
+def test_the_downtime_is_not_quiet_a_restarted_node_waits_a_whole_quiet_period(completion):
+    """A transfer cut by a stop: after a restart long after its last instance, the study still gets a whole quiet
+    period (and no max-wait deadline before it), since no sender could deliver while the node was down."""
+    make, db, scheduler, clock, completed = completion
+    _receive(db, make(), clock, "1.2.8", "1.2.8.0")
+    clock.now += 3600
+    restarted = FakeScheduler()
+    tracker = CompletionTracker(db, StudiesConfig(quiet_seconds=30, max_wait_seconds=600), lambda *a: None, restarted)
+    assert tracker.rebuild() == 1
+    assert restarted.jobs["quiet:1.2.8"][1] == clock.now + 30
+    assert restarted.jobs["maxwait:1.2.8"][1] == clock.now + 30
+
+
 # --- the study path --------------------------------------------------------------------------------------------
 
 class _Study:
@@ -284,15 +297,16 @@ def test_a_send_that_keeps_failing_becomes_a_dead_letter_and_retry_requeues_it(t
             "sop_instance_uid": written.sop_instance_uid, "path": written.path}
     assert db.finish_analysis(analysis, "1.2.9", 0, {"outputs": [written.path]}, [written], [item])
     assert db.study("1.2.9")["state"] == SENDING
-    config = DispatchConfig(max_attempts=2, initial_backoff_seconds=0.05, max_backoff_seconds=0.05)
+    # a backoff long enough that a loaded machine's slow failed attempt cannot outlast it before the next round
+    config = DispatchConfig(max_attempts=2, initial_backoff_seconds=2.0, max_backoff_seconds=2.0)
     dispatcher = Dispatcher(db, tmp_path, config, "DICOMNODE")
     before = time.time()
     assert dispatcher.run_once() == 0
     (row,) = db.outbox_for("1.2.9")
-    assert row["state"] == "pending" and row["attempts"] == 1 and row["next_attempt_at"] >= before + 0.05
+    assert row["state"] == "pending" and row["attempts"] == 1 and row["next_attempt_at"] >= before + 2.0
     assert dispatcher.run_once() == 0  # not due yet: nothing tried
     assert db.outbox_for("1.2.9")[0]["attempts"] == 1
-    time.sleep(0.06)
+    time.sleep(max(0.0, row["next_attempt_at"] - time.time()) + 0.01)
     dispatcher.run_once()
     (row,) = db.outbox_for("1.2.9")
     assert row["state"] == "dead" and row["attempts"] == 2 and row["last_error"]
@@ -360,3 +374,24 @@ def test_deliveries_call_with_the_destination_calling_ae_title(tmp_path):
         db.close()
     finally:
         server.shutdown()
+
+
+def test_sighup_applies_a_new_purge_interval(tmp_path):
+    """README: retention reloads on SIGHUP; the purge job's interval is one of its settings."""
+    import datetime as dt
+
+    from dicomnode.config import Config
+    from dicomnode.node import Node
+
+    settings = {"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                         "allowed_calling_aes": ["*"]}, "retention": {"purge_interval_minutes": 60}}
+    node = Node(Config.model_validate(settings))
+    node.start(warm_up=False)
+    try:
+        assert node.scheduler.get_job("retention").trigger.interval == dt.timedelta(minutes=60)
+        settings["retention"]["purge_interval_minutes"] = 0.25
+        assert node.reload(Config.model_validate(settings)) == []
+        assert node.scheduler.get_job("retention").trigger.interval == dt.timedelta(seconds=15)
+        assert node.retention.config.purge_interval_minutes == 0.25
+    finally:
+        node.stop()

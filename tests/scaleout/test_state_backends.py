@@ -238,8 +238,23 @@ def test_one_completion_scheduler_acts_at_a_time(two_workers):
 def test_max_wait_completes_a_study_that_keeps_receiving(two_workers):
     first, _ = two_workers
     config = Config.model_validate({"studies": {"quiet_seconds": 60, "max_wait_seconds": 1}})
+    scheduler = DatabaseCompletion(first, config, 5)
     first.add_instance(instance("1.1"))
-    assert DatabaseCompletion(first, config, 5).poll(now=time.time() + 2) == ["1.2.3"]
+    assert scheduler.poll(now=time.time() + 2) == ["1.2.3"]
+
+
+def test_a_restart_gives_a_study_received_before_it_a_whole_quiet_period(two_workers):
+    """No sender could deliver while the node was down: a transfer cut by the stop is not completed the moment
+    the completion scheduler starts again, but one quiet period later."""
+    first, _ = two_workers
+    config = Config.model_validate({"studies": {"quiet_seconds": 30, "max_wait_seconds": 60,
+                                                "use_expected_counts": False}})
+    first.add_instance(instance("1.1"))
+    long_after = time.time() + 120  # the node was down longer than quiet_seconds and max_wait_seconds
+    restarted = DatabaseCompletion(first, config, 5)
+    restarted._started = long_after
+    assert restarted.poll(now=long_after + 1) == []
+    assert restarted.poll(now=long_after + 31) == ["1.2.3"]
 
 
 def test_late_instance_during_analysis_supersedes_it_across_processes(two_workers):
