@@ -2,7 +2,9 @@
 
 `dicomnode config check` reports these problems beside the schema's, and `dicomnode serve` refuses to start on any
 of them, so that a wrong path is found when the admin changes the config, not as a study that ends with no results.
-Nothing is loaded: model files are looked up, certificates are read by the TLS context builders.
+Certificates are read by the TLS context builders. Each model a routed pipeline needs is opened once on the CPU
+(its card parsed, its ONNX graph read by ONNX Runtime without optimisation, about 0.1 s) so that a truncated or
+replaced file is named here; nothing is compiled for a GPU.
 """
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
+import json
+
 from dicomnode.analysis.cine import MODEL_NAME as CINE_MODEL
+from dicomnode.analysis.cine import CineModelSpec
 from dicomnode.analysis.lge import MODEL_NAME as LGE_MODEL
+from dicomnode.analysis.lge import LGEDecision, LGEInputSpec
 from dicomnode.analysis.suggestions import TEXT_ENCODER_DIR
 from dicomnode.config import PIPELINES, Config
 from dicomnode.inference import probe
 from dicomnode.inference.runtime import Runtime
+from dicomnode.inference.shapes import onnx_input_spec
 from dicomnode.net.tls import TLSConfigurationError, client_context, server_context
 
 #: models each pipeline loads from [inference] models_dir (name -> name.onnx + name.json)
@@ -114,14 +121,52 @@ def _pipeline_models(config: Config) -> list[Problem]:
     problems = []
     for pipeline in sorted(_routed_pipelines(config)):
         for model in PIPELINE_MODELS.get(pipeline, ()):
+            key = f"routes (pipeline {pipeline})"
             if not runtime.available(model):
-                problems.append((f"routes (pipeline {pipeline})", f"model {model!r} is not installed in "
-                                 f"{runtime.models_dir} (needs {model}.onnx and {model}.json)"))
+                problems.append((key, f"model {model!r} is not installed in {runtime.models_dir} (needs {model}.onnx "
+                                      f"and {model}.json)"))
+                continue
+            problems += [(key, problem) for problem in _model_problems(runtime, model, CARD_READERS.get(model))]
     if "suggestions" in _routed_pipelines(config) and config.analysis.suggestions.enabled:
-        if not (runtime.models_dir / TEXT_ENCODER_DIR / "model.onnx").is_file():
-            problems.append(("routes (pipeline suggestions)", f"text encoder not installed "
-                             f"({runtime.models_dir / TEXT_ENCODER_DIR}/model.onnx missing)"))
+        encoder = runtime.models_dir / TEXT_ENCODER_DIR / "model.onnx"
+        if not encoder.is_file():
+            problems.append(("routes (pipeline suggestions)", f"text encoder not installed ({encoder} missing)"))
+        elif (problem := _onnx_problem(encoder)) is not None:
+            problems.append(("routes (pipeline suggestions)", problem))
     return problems
+
+
+#: what each pipeline reads from its model's card, so that a card it could not use is named before a study needs it
+CARD_READERS = {
+    LGE_MODEL: lambda card: (LGEInputSpec.from_card(card), LGEDecision.from_card(card)),
+    CINE_MODEL: CineModelSpec.from_card,
+}
+
+
+def _onnx_problem(path: Path) -> str | None:
+    """Why ONNX Runtime cannot read the graph at `path` (truncated, not ONNX, unsupported), or None."""
+    try:
+        onnx_input_spec(path)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types for a bad file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{path} cannot be read as an ONNX model ({first_line}); reinstall it (see README, Models)"
+    return None
+
+
+def _model_problems(runtime: Runtime, name: str, read_card=None) -> list[str]:
+    """Problems opening model `name` of `runtime`'s models_dir: its card (JSON, and what the pipeline reads from it,
+    `read_card`) and its ONNX graph."""
+    card_path = runtime.models_dir / f"{name}.json"
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict):
+            raise ValueError("not a JSON object")
+        if read_card is not None:
+            read_card(card)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        return [f"model card {card_path} is not usable: {exc}"]
+    problem = _onnx_problem(runtime.models_dir / f"{name}.onnx")
+    return [] if problem is None else [problem]
 
 
 def _report_bank(config: Config) -> list[Problem]:

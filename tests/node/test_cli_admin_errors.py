@@ -133,6 +133,41 @@ def test_a_models_folder_without_a_routed_pipelines_model_is_named(tmp_path, cap
     assert "unknown role(s) ['scan']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("truncate_onnx", "cine_unet.onnx cannot be read as an ONNX model"),
+    ("card_not_json", "model card {models}/cine_unet.json is not usable"),
+    ("card_without_input", "cine model card lacks input.spacing_mm"),
+])
+def test_a_damaged_model_fails_config_check_and_serve_before_any_study(tmp_path, capsys, damage, message):
+    import shutil
+    from dicomnode.inference.runtime import shipped_models_dir
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in (".onnx", ".json"):
+        shutil.copy(shipped_models_dir() / f"cine_unet{suffix}", models / f"cine_unet{suffix}")
+    onnx, card = models / "cine_unet.onnx", models / "cine_unet.json"
+    if damage == "truncate_onnx":  # a copy cut short, as by a full disk
+        onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 3])
+    elif damage == "card_not_json":
+        card.write_text(card.read_text()[:-40])
+    else:
+        card.write_text(card.read_text().replace('"input"', '"inputs"', 1))
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\n[inference]\nmodels_dir = "{models}"\n'
+                               '[[routes]]\nname = "cine only"\npipelines = ["cine"]\n')
+    assert main(["config", "check", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"routes (pipeline cine): " in err and message.format(models=models) in err
+    assert "Traceback" not in err
+    assert main(["config", "check", str(config), "--roles", "receive,complete,dispatch"]) == 0
+    assert main(["serve", "--config", str(config)]) == 1
+    assert message.format(models=models) in capsys.readouterr().err
+
+
+def test_the_shipped_models_pass_the_opening_check(tmp_path, capsys):
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\n')
+    assert main(["config", "check", str(config)]) == 0, capsys.readouterr().err
+
+
 def test_the_role_units_check_only_what_their_role_needs():
     unit = (Path(__file__).resolve().parents[2] / "systemd" / "dicomnode@.service").read_text()
     [check] = [line for line in unit.splitlines() if line.startswith("ExecStartPre=") and "config check" in line]
