@@ -1,7 +1,7 @@
 """The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
 from __future__ import annotations
 
-from dicomnode.analysis.phase_text import COUNTED_FROM, phase_name
+from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name
 
 
 def _method(block: dict, name: str) -> str:
@@ -49,5 +49,8 @@ def print_summary_table(summary: dict) -> None:
 
 
 def _of_phases(cine: dict) -> str:
-    phases = len(cine.get("lv_volume_curve_ml") or [])
-    return f" of {phases}" if phases else ""
+    """" of 20" over a whole cycle; " of the 2 phases sent (the cycle has 30)" where only some were sent."""
+    sent, cycle = cycle_phases(cine)
+    if cycle is not None:
+        return f" of the {sent} phases sent (the cycle has {cycle})"
+    return f" of {sent}" if sent else ""

@@ -1,10 +1,11 @@
 """Cardiac phases in text for readers: counted from 1, as viewers number a cine's phases.
 
 Every text a person reads (flags and notes, the PDF, SEG descriptions, the stdout table) names phases through these
-functions; the indices in summary.json and the SR stay 0-based.
+functions, and the SR writes 1-based phase numbers (PHASENUM); the indices in summary.json stay 0-based.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 COUNTED_FROM = "counted from 1"
@@ -27,3 +28,23 @@ def phases_name(indices: Iterable[int]) -> str:
         return "phase " + "".join(numbers)
     return f"phases {', '.join(numbers[:-1])} and {numbers[-1]}"
 
+
+
+#: how dicomnode/cmr/volume.py words a cine holding fewer phases than its CardiacNumberOfImages declares
+PHASES_PRESENT = re.compile(r"\b(\d+) of (\d+) cardiac phases present\b")
+
+
+def stack_warnings(summary) -> list[str]:
+    """The stack warnings of a pipeline's summary block (`stack_warnings`), [] where there are none."""
+    return [str(w) for w in summary.get("stack_warnings") or []] if isinstance(summary, dict) else []
+
+
+def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:
+    """(phases sent, phases of the whole cardiac cycle or None): the phases of the analysed cine (its LV volume
+    curve), and the CardiacNumberOfImages of its images where the stack warnings say fewer phases were sent."""
+    sent = len(cine_summary.get("lv_volume_curve_ml") or [])
+    for warning in stack_warnings(cine_summary):
+        found = PHASES_PRESENT.search(warning)
+        if found and int(found.group(2)) > int(found.group(1)):
+            return sent or int(found.group(1)), int(found.group(2))
+    return sent, None

@@ -90,11 +90,20 @@ LV_SV_INDEX = Code("LVSVI", PRIVATE_SCHEME, "LV stroke volume index")
 RV_EDV_INDEX = Code("RVEDVI", PRIVATE_SCHEME, "RV end-diastolic volume index")
 RV_ESV_INDEX = Code("RVESVI", PRIVATE_SCHEME, "RV end-systolic volume index")
 LV_MASS_INDEX = Code("LVMI", PRIVATE_SCHEME, "LV mass index")
-PHASE_INDEX = Code("PHASEIDX", PRIVATE_SCHEME, "Cardiac phase index in the cine series (0-based)")
+#: 1-based, as the PDF and the SEG descriptions count phases (summary.json keeps the 0-based index); replaces
+#: PHASEIDX ("Cardiac phase index in the cine series (0-based)"), which is no longer written: a private code keeps
+#: its meaning, so the 1-based number has a code of its own
+PHASE_NUMBER = Code("PHASENUM", PRIVATE_SCHEME, "Cardiac phase number in the cine series (1-based)")
 AHA_SCAR_EXTENT = Code("AHASCAR", PRIVATE_SCHEME, "Scar extent, % of the segment's myocardium")
 TRANSMURALITY_MAX = Code("TMURMAX", PRIVATE_SCHEME, "Scar transmurality, maximum over the segment")
 TRANSMURALITY_MEAN = Code("TMURMEAN", PRIVATE_SCHEME, "Scar transmurality, mean over the segment")
 WALL_THICKNESS = Code("WALLTHK", PRIVATE_SCHEME, "End-diastolic wall thickness, mean over the segment")
+#: volumes of an LGE finding the segmentation did not find (0 cm3), measured on the region searched (the LV
+#: myocardium): a plain Volume (118565006, SCT) there would read as the volume of the myocardium (see sr.py)
+ENHANCED_VOLUME = Code("LGEVOL", PRIVATE_SCHEME, "Volume of late gadolinium enhancement incl. MVO")
+SCAR_VOLUME = Code("SCARVOL", PRIVATE_SCHEME, "Volume of late gadolinium enhancement without MVO")
+MVO_VOLUME = Code("MVOVOL", PRIVATE_SCHEME, "Volume of microvascular obstruction")
+NONENHANCED_VOLUME = Code("NEMYOVOL", PRIVATE_SCHEME, "Volume of non-enhanced LV myocardium")
 
 # private method codes
 METHOD_DEEP_LEARNING = Code("DLSEG", PRIVATE_SCHEME, "Deep-learning segmentation")
@@ -110,6 +119,10 @@ RETRIEVAL_SCORE = Code("RTSCORE", PRIVATE_SCHEME, "Retrieval similarity score")
 PRIOR_REPORT_ID = Code("RTREPORTID", PRIVATE_SCHEME, "Prior report identifier")
 
 NOT_APPLICABLE = Code("385432009", "SCT", "Not applicable")
+#: CID 241 Present-Absent Only: value of a finding the segmentation did not find
+ABSENT = Code("272519000", "SCT", "Absent")
+#: free-text remark on a measurement group (here: the stack warnings of the analysed series)
+COMMENT = Code("121106", "DCM", "Comment")
 
 # --- UCUM units ------------------------------------------------------------------------------------------------
 UNIT_ML = Code("ml", "UCUM", "milliliter")
@@ -125,7 +138,8 @@ UNIT_NONE = Code("1", "UCUM", "no units")
 #: every private code, for the Coding Scheme Identification Sequence and the conformance statement
 PRIVATE_CODES = [
     MVO, LGE_PERCENT, LARGE_LGE_BURDEN, LARGE_LGE_BURDEN_CUTOFF, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
-    LV_MASS_INDEX, PHASE_INDEX, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN, WALL_THICKNESS,
+    LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN, WALL_THICKNESS,
+    ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME,
     METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
 ]

@@ -8,23 +8,33 @@ new series and lets the SEG reference the copy:
 - same IOD as the source (MR Image), pixel data and geometry unchanged, new SOP Instance and Series UIDs;
 - Image Type DERIVED\\SECONDARY, Derivation Description saying it is an unchanged copy, Source Image Sequence
   pointing at the original (PS3.3 C.7.6.1.1.4, purpose 121322 DCM);
+- Instance Number 1..N in stack order within the copy series (C.7.6.1: it identifies the image in its series; the
+  source's numbers, e.g. 19, 39, ... of a 200-image cine, mean nothing there);
+- the General Equipment module stays the scanner's (it acquired the pixel data, and viewers read Manufacturer and
+  model as the scanner's), and the node that made the copy is named in the Contributing Equipment Sequence
+  (C.7.5.1, purpose (109102, DCM, "Processing Equipment"), CID 7005), as the SEG, SR and PDF name it;
 - patient/study attributes made valid as for every result object (results.headers.derivable_header).
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 
 import pydicom
 import pydicom.multival
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 
 from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.types import FrameRef, InstanceHeader
 from dicomnode.results.headers import derivable_header, repair_value
+from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart
 from dicomnode.uids import new_uid
 
 DERIVATION = "Unchanged copy of the source image in a series of its own, for the display of the AI segmentation"
+#: CID 7005 Contributing Equipment Purpose of Reference: equipment that processed composite instances to create new ones
+PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 
 
 def shares_its_series(study, segmentation: SegmentationResult) -> bool:
@@ -58,8 +68,24 @@ def repair_dates_and_times(dataset: Dataset) -> None:
         element.value = "" if any(v is None for v in repaired) else (repaired[0] if len(repaired) == 1 else repaired)
 
 
+def node_equipment_item(made_at: str) -> Dataset:
+    """The Contributing Equipment Sequence item (PS3.3 C.7.5.1) naming the node as the equipment that made the copy;
+    `made_at`: its Contribution DateTime (DT)."""
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = (
+        PROCESSING_EQUIPMENT.value, PROCESSING_EQUIPMENT.scheme_designator, PROCESSING_EQUIPMENT.meaning)
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    item.Manufacturer = NODE_MANUFACTURER
+    item.ManufacturerModelName = NODE_MODEL_NAME
+    item.SoftwareVersions = node_version()
+    item.ContributionDateTime = made_at
+    item.ContributionDescription = DERIVATION
+    return item
+
+
 def _copy(original: Dataset, series_uid: str, series_number: int, description: str,
-          frame_of_reference_uid: str | None = None) -> Dataset:
+          frame_of_reference_uid: str | None = None, instance_number: int = 1, made_at: str = "") -> Dataset:
     source_class, source_uid = str(original.SOPClassUID), str(original.SOPInstanceUID)
     copy = derivable_header(original)  # a shallow copy: read everything needed from the original first
     repair_dates_and_times(copy)
@@ -69,6 +95,9 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     copy.SeriesInstanceUID = series_uid
     copy.SeriesNumber = series_number
     copy.SeriesDescription = description[:64]
+    copy.InstanceNumber = instance_number
+    equipment = list(original.get("ContributingEquipmentSequence") or [])
+    copy.ContributingEquipmentSequence = equipment + [node_equipment_item(made_at)]
     image_type = list(original.get("ImageType") or ["DERIVED", "SECONDARY"])
     copy.ImageType = ["DERIVED", "SECONDARY"] + image_type[2:]
     copy.DerivationDescription = DERIVATION
@@ -96,12 +125,15 @@ def shared_frame_of_reference(segmentation: SegmentationResult) -> str | None:
 
 
 def display_copies(segmentation: SegmentationResult, part: SegPart, series_number: int,
-                   frame_of_reference_uid: str | None = None) -> tuple[list[Dataset], SegmentationResult]:
+                   frame_of_reference_uid: str | None = None, started_at: dt.datetime | None = None,
+                   ) -> tuple[list[Dataset], SegmentationResult]:
     """(the copies of the part's frames, the segmentation with those frames pointing at the copies).
 
-    Reads each source file in full (pixel data included); only single-frame sources are copied. With
-    `frame_of_reference_uid` (shared_frame_of_reference) every copy gets that Frame of Reference.
+    Reads each source file in full (pixel data included); only single-frame sources are copied, numbered 1..N in
+    stack order. With `frame_of_reference_uid` (shared_frame_of_reference) every copy gets that Frame of Reference.
+    `started_at` (the analysis start, as on the SEG; default now) is the node's Contribution DateTime.
     """
+    made_at = (started_at or dt.datetime.now().astimezone()).strftime("%Y%m%d%H%M%S.%f%z")
     by_uid = {i.sop_instance_uid: i for i in segmentation.series.instances}
     series_uid = new_uid()
     names = [segmentation.phase_names[p] for p in part.phase_positions]
@@ -119,7 +151,7 @@ def display_copies(segmentation: SegmentationResult, part: SegPart, series_numbe
                 raise ValueError("display copies are made of single-frame sources only")
             instance = by_uid[ref.sop_instance_uid]
             copy = _copy(pydicom.dcmread(instance.path), series_uid, series_number, description,
-                         frame_of_reference_uid)
+                         frame_of_reference_uid, len(copies) + 1, made_at)
             copies.append(copy)
             headers.append(InstanceHeader(instance.path, str(copy.SOPInstanceUID), str(copy.SOPClassUID),
                                           series_uid, copy))

@@ -68,7 +68,8 @@ def build_result_objects(
             for part in seg_parts(segmentation):  # one SEG per phase and source series (seg.py says why)
                 target, part_sources = segmentation, sources
                 if separate:  # the source series also holds e.g. a localizer: the SEG references a copy (OHIF)
-                    copies, target = display_copies(segmentation, part, copy_series, frame_of_reference)
+                    copies, target = display_copies(segmentation, part, copy_series, frame_of_reference,
+                                                     context.started_at)
                     objects += copies
                     part_sources, copy_series = copies, copy_series + 1
                 seg = build_seg(target, part_sources, context, series_number, part)

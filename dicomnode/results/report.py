@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import re
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
@@ -14,15 +15,17 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
+from pydicom.valuerep import PersonName
 
-from dicomnode.analysis.cine_metrics import NORMAL_VALUES, is_range_flag, normal_range
-from dicomnode.analysis.phase_text import COUNTED_FROM, phase_name, phase_number, phases_name
+from dicomnode.analysis.cine_metrics import MIN_PHASES_FOR_CURVE, NORMAL_VALUES, is_range_flag, normal_range
+from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
+                                          stack_warnings)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
-from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, fit_width, key_table, panel_grid
+from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, fit_lines, fit_width, key_table, panel_grid
 from dicomnode.uids import new_uid
 
 if TYPE_CHECKING:
@@ -90,6 +93,28 @@ def _range_text(key: str, sex: str | None, index: bool = False) -> str:
 
 #: the key-number rows listing cine flags, cut short on page 1 where space runs out (page 2 gives them in full)
 FLAG_ROWS = ("Outside the reference range", f"Notes (phases {COUNTED_FROM})")
+#: the key-number row giving a pipeline's stack warnings (summary `stack_warnings`: what dicomnode/cmr/volume.py
+#: found in the analysed stack's geometry: a gap or missing slice, phases missing, a single slice, instances or
+#: duplicates left out, shifted slices), last in that pipeline's block, in red; cut like the flags on page 1
+STACK_ROWS = {"lge": "LGE input stack: caution", "cine": "Cine input stack: caution"}
+#: what the stack warnings qualify, per pipeline (the reference column of STACK_ROWS)
+STACK_QUALIFIES = {"lge": "LGE volumes, mass and %LGE", "cine": "cine volumes, EF and mass"}
+
+
+def _stack_rows(name: str, summary: dict) -> list[tuple[str, str, str]]:
+    """The STACK_ROWS row of one pipeline: every stack warning, beside the numbers they qualify; [] without any."""
+    warnings = stack_warnings(summary)
+    if not warnings:
+        return []
+    return [(STACK_ROWS[name], "; ".join(warnings),
+             f"the {STACK_QUALIFIES[name]} above come from this stack; in full on page 2")]
+
+
+def partial_cycle(cine_summary: dict) -> bool:
+    """True where ED and ES were not found over a whole cycle: fewer phases sent than the cycle has, or fewer than
+    MIN_PHASES_FOR_CURVE (then ED / ES are the larger / smaller LV volume, dicomnode/analysis/cine_metrics.py)."""
+    sent, cycle = cycle_phases(cine_summary)
+    return cycle is not None or 0 < sent < MIN_PHASES_FOR_CURVE
 
 
 def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] | None,
@@ -115,6 +140,7 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
              f"{_fmt(s.get('myocardium_volume_ml'), 'mL')} / {_fmt(s.get('lv_mass_g'), 'g')}", ""),
             (f"%LGE ({n}-SD threshold)", method_value(nsd), _method_reference(nsd)),
             ("%LGE (FWHM threshold)", method_value(fwhm), _method_reference(fwhm)),
+            *_stack_rows("lge", s),
         ]
     cine = by_name.get("cine")
     if cine is not None and isinstance(cine.summary, dict):
@@ -139,11 +165,12 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
              "index " + _range_text("lv_mass_index_g_m2", sex) + " (no index: height/weight missing)"),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
-            ("ED / ES phase", _phases_text(s), ""),
+            ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or ()), _phases_reference(s)),
             *([(FLAG_ROWS[0], "; ".join(_headline(f) for f in ranges), "ranges as in the column above")]
               if ranges else []),
             *([(FLAG_ROWS[1], "; ".join(_headline(f) for f in notes),
                 "in full on page 2, beside the volume curve")] if notes else []),
+            *_stack_rows("cine", s),
             ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
     return rows
@@ -200,7 +227,7 @@ def _show_overlay(ax, image: np.ndarray, labels: np.ndarray, title: str,
     low, high = (np.percentile(finite, [1, 99]) if finite.size else (0, 1))
     ax.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
     ax.imshow(np.clip(labels, 0, 5), cmap=_overlay_cmap(), vmin=-0.5, vmax=5.5, interpolation="nearest")
-    ax.set_title(title, fontsize=7.5)
+    ax.set_title(title, fontsize=PANEL_TITLE_FONT, pad=PANEL_TITLE_PAD)
     ax.set_axis_off()
 
 
@@ -229,10 +256,15 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
         ]
     if cine is not None and isinstance(cine.summary, dict):
         flagged = (cine.summary.get("timing") or {}).get("flagged_phases") or []
+        sent, cycle = cycle_phases(cine.summary)
+        of_cycle = f" (of the {cycle} phases of the cycle)" if cycle else ""
+        timing = (f"ED / ES = larger / smaller LV volume of the {sent} phases sent{of_cycle}, too few for a volume "
+                  "curve: not detected over the cycle" if 0 < sent < MIN_PHASES_FOR_CURVE else
+                  "ED = R-wave phase cross-checked with the largest LV volume, ES = smallest volume of the temporally "
+                  "smoothed curve (both timed on one fixed set of slices)"
+                  + (f", found among the {sent} phases sent{of_cycle}" if cycle else ""))
         lines.append("Cine: summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
-                     "myocardium (SCMR 2020), the same rule at every phase; ED = R-wave phase cross-checked with the "
-                     "largest LV volume, ES = smallest volume of the temporally smoothed curve (both timed on one "
-                     "fixed set of slices)"
+                     f"myocardium (SCMR 2020), the same rule at every phase; {timing}"
                      + (f"; {phases_name(flagged)} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
                         "marked x on the volume curve)" if flagged else "")
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
@@ -264,23 +296,48 @@ def _bullseye_values(results: Sequence[PipelineResult]):
 
 
 PHASE_SHORT = {"end diastole": "ED", "end systole": "ES"}
+#: the overlay colours (LABEL_COLOURS) each pipeline's images draw, in words: the cine model's myocardium is the
+#: whole myocardium, the LGE model's green is the non-enhanced part beside scar (without MVO) and MVO
+OVERLAY_LEGENDS = {
+    "cine": "red LV blood pool, green LV myocardium (whole), blue RV blood pool",
+    "lge": "red LV blood pool, green non-enhanced LV myocardium, yellow scar (without MVO), purple MVO, "
+           "blue RV blood pool",
+}
+#: both pipelines' images on one page: the green differs, scar and MVO are LGE's only
+OVERLAY_LEGEND_BOTH = ("red LV blood pool, blue RV blood pool, green LV myocardium (cine: whole; LGE: non-enhanced "
+                       "part), yellow scar (without MVO) and purple MVO on the LGE images only")
+
+
+def _shown(results: Sequence[PipelineResult], name: str) -> PipelineResult | None:
+    """The result of pipeline `name` where it has a segmentation to show on page 1 (a declined one has none)."""
+    result = _find(results, name)
+    return result if result is not None and result.segmentations else None
+
+
+def overlay_legend(results: Sequence[PipelineResult]) -> str:
+    """The colours of the overlays page 1 shows, for the pipelines shown only; "none" where none is."""
+    shown = [name for name in ("cine", "lge") if _shown(results, name) is not None]
+    if len(shown) == 2:
+        return OVERLAY_LEGEND_BOTH
+    return OVERLAY_LEGENDS[shown[0]] if shown else "none"
 
 
 def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, np.ndarray, str, tuple]]:
     """(image, labels, title, crop window) of the overlays: cine ED and ES mid-ventricular, LGE basal/mid/apical."""
     panels = []
-    cine = _find(results, "cine")
-    cine_seg = cine.segmentations[0] if cine is not None and cine.segmentations else None
+    cine = _shown(results, "cine")
+    cine_seg = cine.segmentations[0] if cine is not None else None
     if cine_seg is not None:
         window = crop_box(cine_seg.labelmap)
         for position, name in enumerate(cine_seg.phase_names[:2]):
             k = mid_ventricular_slice(cine_seg, position)
+            phase = _phase_label(cine.summary, cine_seg.phases[position])
             panels.append((cine_seg.volume.pixels[cine_seg.phases[position], k],
                            np.asarray(cine_seg.labelmap)[position, k],
-                           f"cine {PHASE_SHORT.get(name, name)} ({phase_name(cine_seg.phases[position])}), "
-                           f"slice {k + 1} of {cine_seg.labelmap.shape[1]}", window))
-    lge = _find(results, "lge")
-    lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
+                           f"cine {PHASE_SHORT.get(name, name)} ({phase}), slice {k + 1} of {cine_seg.labelmap.shape[1]}",
+                           window))
+    lge = _shown(results, "lge")
+    lge_seg = lge.segmentations[0] if lge is not None else None
     if lge_seg is not None:
         labels = np.asarray(lge_seg.labelmap)[0]
         present = np.nonzero(np.isin(labels, MYOCARDIUM_LABELS).any(axis=(1, 2)))[0]
@@ -293,13 +350,109 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
     return panels[:6]
 
 
-def _phases_text(cine_summary: dict) -> str:
-    """ED / ES phases counted from 1 as a viewer counts them, out of the cine's phases."""
+def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = ()) -> str:
+    """ED / ES phases counted from 1 as a viewer counts them, out of the cine's phases; where those are not a
+    whole cycle (partial_cycle), "of the N phases sent" and the frames' TriggerTime (ms) where known."""
     ed, es = cine_summary.get("ed_phase"), cine_summary.get("es_phase")
     if ed is None or es is None:
         return "n/a"
-    phases = len(cine_summary.get("lv_volume_curve_ml") or [])
-    return f"{phase_number(ed)} / {phase_number(es)}" + (f" of {phases}" if phases else "") + f" ({COUNTED_FROM})"
+    sent, _ = cycle_phases(cine_summary)
+    numbers = f"{phase_number(ed)} / {phase_number(es)}"
+    if not partial_cycle(cine_summary):
+        return numbers + (f" of {sent}" if sent else "") + f" ({COUNTED_FROM})"
+    times = [trigger_times[p] if 0 <= int(p) < len(trigger_times) else None for p in (ed, es)]
+    known = all(t is not None for t in times)
+    return (f"{numbers} of the {sent} phases sent ({COUNTED_FROM})"
+            + (f"; TriggerTime {_fmt(times[0], 'ms', 0)} / {_fmt(times[1], 'ms', 0)}" if known else ""))
+
+
+def _phases_reference(cine_summary: dict) -> str:
+    """The reference column of the ED / ES row: how ED and ES were found where the phases are not a whole cycle."""
+    sent, cycle = cycle_phases(cine_summary)
+    if cycle is not None and sent < MIN_PHASES_FOR_CURVE:
+        return (f"only {sent} of the {cycle} phases of the cycle sent: ED / ES = larger / "
+                f"smaller LV volume of these {sent}, not detected over the cycle")
+    if cycle is not None:
+        return (f"only {sent} of the {cycle} phases of the cycle sent: ED / ES found among "
+                f"these {sent}, the true ones may be missing")
+    if 0 < sent < MIN_PHASES_FOR_CURVE:
+        return (f"only {sent} phases sent: ED / ES = larger / smaller LV volume of these {sent}, not detected over "
+                "a cycle")
+    return ""
+
+
+def _phase_label(cine_summary: dict, index: int) -> str:
+    """"phase 3", or "phase 1 of 2 sent" where the phases are not a whole cycle (partial_cycle)."""
+    if isinstance(cine_summary, dict) and partial_cycle(cine_summary):
+        return f"{phase_name(index)} of {cycle_phases(cine_summary)[0]} sent"
+    return phase_name(index)
+
+
+#: the font of the page header: DejaVu Sans (shipped with matplotlib) has Latin, Greek and Cyrillic glyphs
+HEADER_FONT = "DejaVu Sans"
+ABSENT = "not given"  # a header attribute absent or empty
+SEXES = {"M": "male", "F": "female", "O": "other"}  # PatientSex (0010,0040) defined terms
+
+
+@functools.cache
+def _font_glyphs(family: str = HEADER_FONT) -> frozenset[int]:
+    """The code points the font `family` resolves to (matplotlib's font manager) has glyphs for."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(font_manager.findfont(font_manager.FontProperties(family=family))).get_charmap())
+
+
+def _drawable(text: str) -> bool:
+    """True where HEADER_FONT has a glyph for every character of `text` (spaces and controls aside)."""
+    glyphs = _font_glyphs()
+    return all(ord(c) in glyphs for c in text if c.isprintable() and not c.isspace())
+
+
+def person_name(value) -> str:
+    """A DICOM PN (PatientName) as a report shows it: "Family, Given Middle" with prefix before the given names
+    and suffix after them ("Family, Dr Given, Jr"); the alphabetic group, else the first ideographic or phonetic
+    group that HEADER_FONT can draw (a glyph it lacks becomes "?"); ABSENT where the name is empty."""
+    if value is None or str(value).strip(" ^=") == "":
+        return ABSENT
+    name = value if isinstance(value, PersonName) else PersonName(str(value))
+    shown = []
+    for group in name.components:
+        family, given, middle, prefix, suffix = (list(group.split("^")) + [""] * 5)[:5]
+        rest = " ".join(part for part in (prefix, given, middle) if part.strip())
+        text = ", ".join(part for part in (family.strip(), rest.strip(), suffix.strip()) if part)
+        if text:
+            shown.append(text)
+    drawable = [text for text in shown if _drawable(text)]
+    if drawable:
+        return drawable[0]
+    if not shown:
+        return ABSENT
+    glyphs = _font_glyphs()
+    return "".join(c if ord(c) in glyphs or c.isspace() else "?" for c in shown[0])
+
+
+def _date(value) -> str:
+    """A DICOM DA (YYYYMMDD) as YYYY-MM-DD; any other text as it is; ABSENT where empty."""
+    text = str(value or "").strip()
+    if not text:
+        return ABSENT
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else text
+
+
+def identification_line(header: Dataset) -> str:
+    """Who and which study the page reports on, each value labelled: patient name (PN shown readably), Patient
+    ID, birth date, sex, study date and accession number; ABSENT for a value the header lacks."""
+    sex = str(header.get("PatientSex") or "").strip().upper()
+    fields = [
+        ("Patient", person_name(header.get("PatientName"))),
+        ("Patient ID", str(header.get("PatientID") or "").strip() or ABSENT),
+        ("Birth date", _date(header.get("PatientBirthDate"))),
+        ("Sex", SEXES.get(sex, sex) or ABSENT),
+        ("Study date", _date(header.get("StudyDate"))),
+        ("Accession no.", str(header.get("AccessionNumber") or "").strip() or ABSENT),
+    ]
+    return "   ".join(f"{label}: {value}" for label, value in fields)
 
 
 def _page(title_suffix: str, header: Dataset, context, results: Sequence[PipelineResult]) -> Figure:
@@ -314,13 +467,13 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
                                     zorder=0))
     figure.text(0.5, 0.977, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
     started: dt.datetime = context.started_at
-    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   patient {header.get('PatientID') or 'n/a'}"
-                                    f"   -   study {header.get('StudyDate') or 'n/a'}   -   analysis "
-                                    f"{started:%Y-%m-%d %H:%M}", fontsize=8.5, weight="bold")
+    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   analysis {started:%Y-%m-%d %H:%M}",
+                        fontsize=8.5, weight="bold", family=HEADER_FONT)
+    patient = figure.text(0.04, 0.927, identification_line(header), fontsize=8, family=HEADER_FONT)
     algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})
-    credits = figure.text(0.04, 0.928, "Algorithms: " + ("; ".join(algorithms) or "n/a")
-                          + f"   -   dicomnode {node_version()}", fontsize=6.5, color="#444444")
-    for line in (title, credits):
+    credits = figure.text(0.04, 0.915, "Algorithms: " + ("; ".join(algorithms) or "n/a")
+                          + f"   -   dicomnode {node_version()}", fontsize=6.5, color="#444444", family=HEADER_FONT)
+    for line in (title, patient, credits):
         fit_width(line, figure, 0.92)
     return figure
 
@@ -328,11 +481,14 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
 TABLE_LEFT, TABLE_TOP, TABLE_WIDTH = 0.04, 0.905, 0.59
 BULLSEYE_BOX = (0.67, 0.63, 0.30, 0.26)  # right of the table; its title stays above the wheel
 FOOTER_TOP = 0.03
-#: lines a table cell may take on page 1, tried longest first while the images below would be smaller than
-#: MIN_PANEL_HEIGHT (a cut cell points to page 2, which gives every flag in full)
-CELL_LINE_CAPS = (12, 8, 4)
+#: lines the value of a flag or stack-warning row (FLAG_ROWS, STACK_ROWS) may take on page 1, tried longest first
+#: while the images below would be smaller than MIN_PANEL_HEIGHT (a cut cell points to page 2, which gives every
+#: flag and warning in full); a stack warning keeps at least STACK_MIN_LINES (the caveat stays legible)
+CELL_LINE_CAPS = (12, 8, 4, 2)
+STACK_MIN_LINES = 4
 MIN_PANEL_HEIGHT = 0.14
-PANEL_GAP, CAPTION_HEIGHT = 0.01, 0.022
+PANEL_GAP, CAPTION_HEIGHT = 0.01, 0.026  # a caption takes up to 2 lines (fit_lines) at PANEL_TITLE_FONT
+PANEL_TITLE_FONT, PANEL_TITLE_PAD = 7.0, 2.0  # points
 
 
 def first_page(header: Dataset, results: Sequence[PipelineResult], context,
@@ -350,37 +506,45 @@ def first_page(header: Dataset, results: Sequence[PipelineResult], context,
     sex = str(header.get("PatientSex") or "").upper() or None
     rows = key_number_table(results, bsa, sex) or [("No quantitative result", "", "")]
     panels = _image_panels(results)
+    trials = []  # (table, top, grid) per cap, longest first, until the images reach MIN_PANEL_HEIGHT
     for cap in CELL_LINE_CAPS:
-        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, cap, FLAG_ROWS)
+        caps = {**{row: cap for row in FLAG_ROWS}, **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
+        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, STACK_ROWS.values())
         top = min(bottom_of(table, figure), bottom_of(bull_ax, figure)) - PANEL_GAP
-        columns, width, height = panel_grid(len(panels), top, FOOTER_TOP, gap=PANEL_GAP, caption=CAPTION_HEIGHT)
-        if not panels or height >= MIN_PANEL_HEIGHT or cap == CELL_LINE_CAPS[-1]:
+        trials.append((table, top, panel_grid(len(panels), top, FOOTER_TOP, gap=PANEL_GAP, caption=CAPTION_HEIGHT)))
+        if not panels or trials[-1][2][2] >= MIN_PANEL_HEIGHT:
             break
-        table.axes.remove()
+    # the longest cells that give the images MIN_PANEL_HEIGHT, else the largest height cutting can give (five
+    # images side by side are as tall as their width allows: cutting flags further would not enlarge them)
+    enough = min(MIN_PANEL_HEIGHT, max(grid[2] for _, _, grid in trials)) - 1e-6
+    table, top, (columns, width, height) = next(trial for trial in trials if trial[2][2] >= enough)
+    for other, _, _ in trials:
+        if other is not table:
+            other.axes.remove()
     for n, (image, labelmap, caption, window) in enumerate(panels if height > 0 else []):
         row, column = divmod(n, columns)
         ax = figure.add_axes((TABLE_LEFT + column * (width + PANEL_GAP),
                               top - (row + 1) * (height + CAPTION_HEIGHT), width, height))
         _show_overlay(ax, image, labelmap, caption, window)
-        fit_width(ax.title, figure, width + PANEL_GAP)
-    legend = ("red LV blood pool, green non-enhanced LV myocardium, yellow scar, purple MVO, blue RV blood pool"
-              if _find(results, "lge") is not None else "red LV blood pool, green LV myocardium, blue RV blood pool")
-    footer = figure.text(0.04, 0.012, f"Overlay: {legend}. All numbers are unverified AI output. Methods: page 2.",
-                         fontsize=6.5)
+        fit_lines(ax.title, figure, width)
+    footer = figure.text(0.04, 0.006, f"Overlay: {overlay_legend(results)}.\nAll numbers are unverified AI output. "
+                         "Methods: page 2.", fontsize=6.5, va="bottom")
     fit_width(footer, figure, 0.92)
     return figure
 
 
 def _volume_curves(ax, cine: PipelineResult | None) -> None:
-    """LV and RV volume over the cycle, phases counted from 1: ED and ES named, flagged phases marked x."""
+    """LV and RV volume over the cycle, phases counted from 1: ED and ES named, flagged phases marked x; where the
+    phases are not a whole cycle (partial_cycle), title and axis say how many were sent."""
     curve = cine.measurements.get("lv_volume_curve_ml") if cine is not None else None
+    summary = cine.summary if cine is not None and isinstance(cine.summary, dict) else {}
+    sent, cycle = cycle_phases(summary)
     if curve:
         ax.plot(range(1, len(curve) + 1), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
         rv_curve = cine.measurements.get("rv_volume_curve_ml")
         if rv_curve:
             ax.plot(range(1, len(rv_curve) + 1), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
                     label="RV")
-        summary = cine.summary if isinstance(cine.summary, dict) else {}
         flagged = [int(p) for p in (summary.get("timing") or {}).get("flagged_phases") or []
                    if 0 <= int(p) < len(curve)]
         if flagged:  # shown, never used as ED/ES
@@ -392,14 +556,17 @@ def _volume_curves(ax, cine: PipelineResult | None) -> None:
                 ax.annotate(label, (phase_number(phase), curve[int(phase)]), fontsize=7, xytext=(2, 4),
                             textcoords="offset points", weight="bold")
         ax.legend(fontsize=6.5, loc="best")
-        ax.set_xlabel(f"cardiac phase ({COUNTED_FROM})", fontsize=7)
+        ax.set_xlabel(f"cardiac phase ({COUNTED_FROM})" if not partial_cycle(summary) else
+                      f"phase of the {sent} sent ({COUNTED_FROM}" + (f"; the cycle has {cycle})" if cycle else ")"),
+                      fontsize=7)
         ax.set_ylabel("volume (mL)", fontsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
     else:
         ax.text(0.5, 0.5, "volume curve: no cine analysis", ha="center", va="center", fontsize=7)
         ax.set_axis_off()
     ax.tick_params(labelsize=6.5)
-    ax.set_title("Ventricular volume over the cardiac cycle", fontsize=8.5, loc="left")
+    ax.set_title(f"Ventricular volume at the {sent} phases sent" if partial_cycle(summary) else
+                 "Ventricular volume over the cardiac cycle", fontsize=8.5, loc="left")
 
 
 def _scar_bars(ax, lge: PipelineResult | None) -> None:
@@ -437,6 +604,11 @@ def second_page(header: Dataset, results: Sequence[PipelineResult], context,
     if flags:
         lines += ["", f"Cine: outside the reference range and notes, in full (phases {COUNTED_FROM})",
                   *[f"- {flag}" for flag in flags]]
+    warned = [(name, warning) for name in STACK_ROWS for warning in stack_warnings(getattr(_find(results, name),
+                                                                                           "summary", None))]
+    if warned:
+        lines += ["", "Input stacks: what their geometry showed, in full (it qualifies that pipeline's numbers)",
+                  *[f"- {'LGE' if name == 'lge' else 'Cine'}: {warning}" for name, warning in warned]]
     lines += ["", "Declined / not analysed", *declined_lines[:8]]
     if suggestion_lines:
         lines += ["", "Report text suggestions retrieved from prior reports (unverified; also in their own SR)",

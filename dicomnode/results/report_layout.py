@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import TYPE_CHECKING, Container
+from typing import TYPE_CHECKING, Callable, Container, Mapping
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,24 +21,47 @@ TABLE_WRAP = (30, 22, 22)  # characters per line of each column at TABLE_FONT
 TABLE_FONT = 7.4
 TABLE_LINE = 0.0139  # height of one text line at TABLE_FONT
 CLIPPED = "… (in full on page 2)"
+MIN_WRAP = 8  # characters: the narrowest a cell is wrapped to
+CELL_PAD = 0.1  # matplotlib's Cell.PAD: the text's inset, a share of the cell width, on each side
+EMPHASIS_COLOUR = "#b00020"  # the banner's red: a caveat the reader must see
 
 
-def wrap_cell(text: str, width: int, max_lines: int | None = None) -> str:
-    """A cell's text wrapped to `width` characters, cut to `max_lines` lines with a pointer to page 2."""
-    lines = textwrap.wrap(str(text), width) or [""]
-    if max_lines is not None and len(lines) > max_lines:
-        lines = lines[:max(max_lines - 1, 0)] + textwrap.wrap(CLIPPED, width)
-    return "\n".join(lines)
+def wrap_cell(text: str, width: int, max_lines: int | None = None,
+              fits: Callable[[str], bool] | None = None) -> str:
+    """A cell's text wrapped to `width` characters, cut to `max_lines` lines with a pointer to page 2; where `fits`
+    (a line measured against the cell) says a line is too wide (a long word of wide letters, e.g.
+    "(CardiacNumberOfImages"), wrapped again a character narrower until every line fits."""
+    while True:
+        lines = textwrap.wrap(str(text), width) or [""]
+        if max_lines is not None and len(lines) > max_lines:
+            lines = lines[:max(max_lines - 1, 0)] + textwrap.wrap(CLIPPED, width)
+        if fits is None or width <= MIN_WRAP or all(fits(line) for line in lines):
+            return "\n".join(lines)
+        width -= 1
 
 
 def key_table(figure: Figure, rows: list[tuple[str, str, str]], left: float, top: float, width: float,
-              max_cell_lines: int | None = None, clipped_rows: Container[str] = ()) -> Table:
+              row_caps: Mapping[str, int] | None = None, emphasised_rows: Container[str] = ()) -> Table:
     """The key-number table hanging from `top` in an axes of its own, each row as tall as its longest wrapped
-    cell; the cells of the rows named (first column) in `clipped_rows` take at most `max_cell_lines` lines."""
+    cell (wrapped by characters, then measured); the value cell of a row named (first column) in `row_caps` takes
+    at most that many lines (a cut one points to page 2); the cells of the rows named in `emphasised_rows`
+    (caveats on the numbers) are written in EMPHASIS_COLOUR."""
     ax = figure.add_axes((left, 0.0, width, top))
     ax.set_axis_off()
-    wrapped = [[wrap_cell(cell, chars, max_cell_lines if row[0] in clipped_rows else None)
-                for cell, chars in zip(row, TABLE_WRAP)] for row in rows]
+    renderer, probe = figure.canvas.get_renderer(), ax.text(0, 0, "", fontsize=TABLE_FONT)  # measures a line
+
+    def fitter(share: float) -> Callable[[str], bool]:
+        room = figure.bbox.width * width * share * (1 - 2 * CELL_PAD)  # pixels
+
+        def fits(line: str) -> bool:
+            probe.set_text(line)
+            return probe.get_window_extent(renderer).width <= room
+        return fits
+
+    fits = [fitter(share) for share in TABLE_COLUMNS]
+    wrapped = [[wrap_cell(cell, chars, (row_caps or {}).get(row[0]) if column == 1 else None, fit)
+                for column, (cell, chars, fit) in enumerate(zip(row, TABLE_WRAP, fits))] for row in rows]
+    probe.remove()
     table = ax.table(cellText=wrapped, colLabels=list(TABLE_HEADER), loc="upper left", colWidths=list(TABLE_COLUMNS),
                      cellLoc="left")
     table.AXESPAD = 0.0
@@ -51,6 +74,8 @@ def key_table(figure: Figure, rows: list[tuple[str, str, str]], left: float, top
         if row == 0:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("#eeeeee")
+        elif rows[row - 1][0] in emphasised_rows:
+            cell.set_text_props(color=EMPHASIS_COLOUR)
     return table
 
 
@@ -81,3 +106,28 @@ def fit_width(text: Text, figure: Figure, width: float, smallest: float = 5.0) -
     span = text.get_window_extent(renderer).width / figure.bbox.width
     if span > width:
         text.set_fontsize(max(smallest, text.get_fontsize() * width / span))
+
+
+def fit_lines(text: Text, figure: Figure, width: float, smallest: float = 5.0) -> None:
+    """Fit `text` (e.g. an image title) into `width` of the page: kept on one line where it fits, else broken at
+    the space that makes its longer line shortest (after a comma where that fits too), then shrunk (fit_width).
+    Widths are measured with the figure's renderer, so titles side by side never run into each other."""
+    renderer = figure.canvas.get_renderer()
+    original = text.get_text()
+
+    def span(candidate: str) -> float:
+        text.set_text(candidate)
+        return text.get_window_extent(renderer).width / figure.bbox.width
+
+    if "\n" in original or span(original) <= width:
+        text.set_text(original)
+        fit_width(text, figure, width, smallest)
+        return
+    words = original.split(" ")
+    candidates = []
+    for cut in range(1, len(words)):
+        candidate = " ".join(words[:cut]) + "\n" + " ".join(words[cut:])
+        measured = span(candidate)
+        candidates.append((measured > width, not words[cut - 1].endswith(","), measured, candidate))
+    text.set_text(min(candidates)[3] if candidates else original)
+    fit_width(text, figure, width, smallest)

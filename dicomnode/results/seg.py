@@ -4,6 +4,13 @@ series, referencing every source frame exactly.
 The form is chosen for OHIF v3 without leaving the standard (PS3.3 A.51 Segmentation IOD, C.8.20):
 - segments never overlap (LV blood pool, non-enhanced myocardium, scar, MVO, RV blood pool): OHIF draws only the first
   of overlapping segments; unions (whole myocardium, scar incl. MVO) are measured in the SR;
+- a SEG declares only the segments its frames carry (C.8.20.2), numbered 1..n in that SEG: no scar segment without
+  scar, no MVO segment in a per-slice SEG whose slice has none (segment_plan, part_segment_plan);
+- only the functional groups of the Segmentation IOD (A.51: pixel measures, plane position and orientation,
+  derivation image, frame content, segmentation): no Frame Anatomy, which would make the SEG a Standard
+  Extended SOP Class; Laterality (C.7.3.1, Type 2C) is not required of the unpaired heart, and no Body Part Examined
+  is written (pixelmed asks for Laterality anyway, as it leaves out the "paired structure" condition: a known false
+  positive, tests/results/validators.py);
 - one SEG per source series and per cardiac phase: OHIF attaches a SEG to one series, and it matches SEG frames to the
   images of that series, so a stack sent as one series per slice (Siemens) gets one SEG per slice, and a cine stack
   gets an ED and an ES SEG;
@@ -69,13 +76,12 @@ SEGMENT_KINDS = {
         "RV cavity (node label 5)", (40, 110, 230)),
 }
 
-#: segments each pipeline writes, mutually exclusive: only labels that pipeline produces
+#: segments each pipeline may write, mutually exclusive: only labels that pipeline produces; a SEG declares those
+#: with at least one voxel in the phases and slices it covers (segment_plan)
 PIPELINE_SEGMENTS = {
     "cine": ("lv_blood_pool", "lv_myocardium", "rv_blood_pool"),
     "lge": ("lv_blood_pool", "lv_myocardium_nonenhanced", "scar", "mvo", "rv_blood_pool"),
 }
-#: segments written only when the label map contains them (the LGE model outputs the RV only once retrained)
-OPTIONAL_SEGMENTS = {"lge": ("rv_blood_pool",)}
 
 PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
 
@@ -107,22 +113,39 @@ class SegPart:
 
 
 def seg_parts(result: SegmentationResult) -> list[SegPart]:
-    """One part per cardiac phase and per source series of that phase's frames (see the module docstring)."""
+    """One part per cardiac phase and per source series of that phase's frames (see the module docstring); a part
+    with no segmented voxel is left out (its SEG would declare no segment, and PS3.3 C.8.20.2 requires one)."""
     parts = []
     for position, phase_index in enumerate(result.phases):
         by_series: dict[str, list[int]] = {}
         for k, ref in enumerate(result.volume.frames[phase_index]):
             by_series.setdefault(ref.series_instance_uid, []).append(k)
-        parts += [SegPart((position,), tuple(slices), uid) for uid, slices in by_series.items()]
+        parts += [SegPart((position,), tuple(slices), uid) for uid, slices in by_series.items()
+                  if segment_plan(result, (position,), slices)]
     return parts
 
 
-def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | None = None) -> list[PlannedSegment]:
-    """Segments written for a result (or the given phases of it), numbered from 1.
+def _labelmap(result: SegmentationResult) -> np.ndarray:
+    """The result's label map, checked to be (phases, slices, rows, cols) of its volume."""
+    labelmap = np.asarray(result.labelmap)
+    expected = (len(result.phases),) + tuple(result.volume.pixels.shape[1:])
+    if labelmap.shape != expected:
+        raise ValueError(f"labelmap shape {labelmap.shape} does not match (phases, slices, rows, cols) = {expected}")
+    return labelmap
 
-    Cine segments carry their phase in the label ("LV blood pool ED"); when one SEG holds several phases, each phase
-    has its own segments whose frames reference that phase's source frames (highdicom refuses duplicate plane
-    positions in one segment, and the ED and ES frames of a slice share their position).
+
+def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | None = None,
+                 slices: Sequence[int] | None = None) -> list[PlannedSegment]:
+    """Segments of the SEG written for a result, or for the given phases and slices of it (one SEG part, see
+    seg_parts and part_segment_plan), numbered from 1 in that SEG.
+
+    Only segments with at least one voxel in those phases and slices are declared: a segment is the subject of
+    frames (PS3.3 C.8.20.2; empty frames are omitted, so an empty segment would have none) and its Segment Number
+    starts at 1 and increases by 1 (C.8.20.2), so the numbers are those of one SEG - a no-scar study has
+    no scar segment, a per-slice SEG none of the kinds absent from its slice. Cine segments carry their phase in the
+    label ("LV blood pool ED"); when one SEG holds several phases, each phase has its own segments whose frames
+    reference that phase's source frames (highdicom refuses duplicate plane positions in one segment, and the ED
+    and ES frames of a slice share their position).
     """
     if result.pipeline not in PIPELINE_SEGMENTS:
         raise ValueError(f"no SEG segments defined for pipeline {result.pipeline!r} "
@@ -130,28 +153,34 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
     if len(result.phases) != len(result.phase_names) or not result.phases:
         raise ValueError(f"phases {result.phases} and phase_names {result.phase_names} must be non-empty and match")
     positions = range(len(result.phases)) if phase_positions is None else phase_positions
-    labelmap = np.asarray(result.labelmap)
-    keys = [key for key in PIPELINE_SEGMENTS[result.pipeline]
-            if key not in OPTIONAL_SEGMENTS.get(result.pipeline, ())
-            or np.isin(labelmap, SEGMENT_KINDS[key].labels).any()]
+    labelmap = _labelmap(result)
+    covered = slice(None) if slices is None else list(slices)
     planned = []
     for position in positions:
         phase_index, phase_name = result.phases[position], result.phase_names[position]
         suffix = f" {PHASE_ABBREVIATIONS[phase_name.strip().lower()]}" \
             if phase_name.strip().lower() in PHASE_ABBREVIATIONS else ""
-        for key in keys:
+        present = set(np.unique(labelmap[position][covered]).tolist())
+        for key in PIPELINE_SEGMENTS[result.pipeline]:
             kind = SEGMENT_KINDS[key]
+            if present.isdisjoint(kind.labels):
+                continue
             planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name,
                                           kind.label + suffix))
     return planned
 
 
+def part_segment_plan(result: SegmentationResult, part: SegPart | None) -> list[PlannedSegment]:
+    """The segments, with their numbers, of the SEG that build_seg writes for `part` of a result (None: the SEG of
+    the whole result): what a reference to a segment of that SEG (SR TID 1411, 121191) must use."""
+    if part is None:
+        return segment_plan(result)
+    return segment_plan(result, part.phase_positions, part.slices)
+
+
 def segment_masks(result: SegmentationResult, plan: Sequence[PlannedSegment]) -> np.ndarray:
     """(slices, rows, cols, segments) uint8 stacked-segment masks of the result's label map."""
-    labelmap = np.asarray(result.labelmap)
-    expected = (len(result.phases),) + tuple(result.volume.pixels.shape[1:])
-    if labelmap.shape != expected:
-        raise ValueError(f"labelmap shape {labelmap.shape} does not match (phases, slices, rows, cols) = {expected}")
+    labelmap = _labelmap(result)
     masks = np.zeros(labelmap.shape[1:] + (len(plan),), dtype=np.uint8)
     for i, segment in enumerate(plan):
         masks[..., i] = np.isin(labelmap[segment.phase_position], segment.kind.labels)
@@ -214,18 +243,6 @@ def segmentation_type_for(rows: int, columns: int) -> hd.seg.SegmentationTypeVal
     return hd.seg.SegmentationTypeValues.FRACTIONAL
 
 
-def _add_frame_anatomy(seg: Dataset) -> None:
-    """Frame Anatomy (heart, unpaired) in the shared functional groups: states laterality explicitly."""
-    region = Dataset()
-    region.CodeValue = codes.HEART.value
-    region.CodingSchemeDesignator = codes.HEART.scheme_designator
-    region.CodeMeaning = codes.HEART.meaning
-    anatomy = Dataset()
-    anatomy.AnatomicRegionSequence = [region]
-    anatomy.FrameLaterality = "U"
-    seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
-
-
 def build_seg(
     result: SegmentationResult,
     source_datasets: Iterable[Dataset],
@@ -243,7 +260,10 @@ def build_seg(
     if part is None:
         part = SegPart(tuple(range(len(result.phases))), tuple(range(volume.pixels.shape[1])))
     slices = list(part.slices)
-    plan = segment_plan(result, part.phase_positions)
+    plan = part_segment_plan(result, part)
+    if not plan:
+        raise ValueError(f"no segmented voxel in the phases {list(part.phase_positions)} and slices {slices} of the "
+                         f"{result.pipeline} result: a SEG needs at least one segment (PS3.3 C.8.20.2)")
     masks = segment_masks(result, plan)[slices]
     sources = _index_sources(source_datasets)
 
@@ -332,7 +352,6 @@ def build_seg(
         content_time=started_at.time(),
     )
     _point_frames_at_sources(seg, result, plan, slices)
-    _add_frame_anatomy(seg)
     what = f"{pipeline_name} segmentation"
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
         what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from typing import Sequence
 
 import highdicom as hd
@@ -11,14 +12,15 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
+from dicomnode.analysis import phase_text
 from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.cine_metrics import body_surface_area_m2
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
-from dicomnode.results.regions import image_regions, representative_slice
-from dicomnode.results.seg import PlannedSegment, segment_plan
+from dicomnode.results.regions import image_regions
+from dicomnode.results.seg import SEGMENT_KINDS, segment_plan
 from dicomnode.uids import new_uid
 
 
@@ -55,7 +57,21 @@ def _algorithm_id(algorithm: AlgorithmInfo, parameters: Sequence[str] | None = N
 
 class _SegmentIndex:
     """The SEG objects written for one SegmentationResult (one per part, see seg.seg_parts), looked up by segment kind
-    and phase; outlines of its label map for the image regions OHIF draws."""
+    and phase; outlines of its label map for the image regions OHIF draws.
+
+    Which region a group names (PS3.16 TID 1411):
+    - the measured region lies in one SEG: the group references that SEG's segment (row 7, 121191 "Referenced
+      Segment", value multiplicity 1: one segment of one SEG instance) and is followed by an outline group with the
+      same tracking UID (OHIF lists a measurement only where it finds image coordinates);
+    - the region spans several SEG instances (a stack sent as one series per slice gets one SEG per slice series):
+      no one segment is the measured region, and row 7 cannot name several, so the group's region is given by image
+      regions instead (row 5, the outlines on every slice, each SELECTED FROM its own source image and so naming
+      every source series); a reference to one part's segment would attach a stack-wide volume to one slice;
+    - the region is empty (no scar, no MVO): no SEG segment or outline shows it, and a TID 1411 group needs a region,
+      so the group's region is the region searched (the LV myocardium), its finding type is that region's, and the
+      finding is coded as absent (qualitative evaluation <finding> = (272519000, SCT, "Absent"), CID 241); a
+      viewer then draws no scar- or MVO-labelled contour around myocardium that is not enhanced.
+    """
 
     def __init__(self, result: SegmentationResult, segs):
         self.result = result
@@ -68,52 +84,72 @@ class _SegmentIndex:
     def frames(self, phase_position: int = 0):
         return self.result.volume.frames[self.result.phases[phase_position]]
 
-    def find(self, key: str, phase_index: int | None = None) -> tuple[PlannedSegment, Dataset]:
-        """The planned segment of kind `key` (and phase) and the SEG holding it: for a result split over several SEGs,
-        the one covering the slice where the segment is largest."""
-        candidates = []
-        for part, seg in self.segs:
-            plan = segment_plan(self.result, part.phase_positions if part is not None else None)
-            for segment in plan:
-                if segment.kind.key == key and (phase_index is None or segment.phase_index == phase_index):
-                    candidates.append((part, seg, segment))
-        if not candidates:
-            raise KeyError(f"no segment {key!r} for phase index {phase_index} (0-based) in the SEG of "
-                           f"{self.result.pipeline}")
-        best = representative_slice(self.mask(candidates[0][2].kind.labels, candidates[0][2].phase_position))
-        for part, seg, segment in candidates:
-            if part is None or best is None or best in part.slices:
-                return segment, seg
-        return candidates[0][2], candidates[0][1]
+    def position(self, phase_index: int | None) -> int:
+        """The position in result.phases of a phase index of the volume (0 for a single-phase result)."""
+        if phase_index is None:
+            return 0
+        if int(phase_index) not in [int(p) for p in self.result.phases]:
+            raise KeyError(f"phase index {phase_index} (0-based) not segmented by {self.result.pipeline}")
+        return [int(p) for p in self.result.phases].index(int(phase_index))
 
-    def reference(self, segment: PlannedSegment, seg: Dataset) -> hd.sr.ReferencedSegment:
-        series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
-        return hd.sr.ReferencedSegment(
-            sop_class_uid=SegmentationStorage, sop_instance_uid=str(seg.SOPInstanceUID),
-            segment_number=segment.number, source_series=hd.sr.SourceSeriesForSegmentation(series_uid),
-        )
+    def holders(self, mask: np.ndarray, phase_position: int) -> list[tuple[object, Dataset]]:
+        """The SEGs (with their parts) holding some slice of a non-empty mask of that phase."""
+        slices = {int(k) for k in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))}
+        return [(part, seg) for part, seg in self.segs
+                if part is None or (phase_position in part.phase_positions and slices & set(part.slices))]
+
+    def segment_in(self, seg: Dataset, part, key: str, phase_position: int) -> tuple[int, str] | None:
+        """(segment number, tracking UID) of kind `key` and that phase in one SEG, found by its Segment Label; None
+        when that SEG does not declare it."""
+        positions = part.phase_positions if part is not None else None
+        labels = [s.label for s in segment_plan(self.result, positions)
+                  if s.kind.key == key and s.phase_position == phase_position]
+        for item in seg.SegmentSequence:
+            if labels and str(item.SegmentLabel) == labels[0]:
+                return int(item.SegmentNumber), str(item.get("TrackingUID", "")) or new_uid()
+        return None
 
     def groups(self, key: str, phase_index: int | None, name: str, tracking_uid: str | None = None,
-               **kwargs) -> list:
-        """A TID 1411 group on one SEG segment (its tracking UID is the segment's unless another is given), followed
-        by a TID 1411 group with the same tracking UID that outlines the segment on its source images: OHIF merges
-        groups by tracking UID and lists a measurement only where it finds image coordinates (TID 1411 allows a
-        segment reference or image regions in one group, not both)."""
-        segment, seg = self.find(key, phase_index)
-        tracking = {int(s.SegmentNumber): str(s.TrackingUID) for s in seg.SegmentSequence}
-        uid = tracking_uid or tracking[segment.number]
+               absent_measurements=None, **kwargs) -> list:
+        """The TID 1411 group(s) of one segment kind (and phase), the region named as the class docstring says:
+        segment group + outline group, one group outlined on every slice, or the absent-finding group on the LV
+        myocardium (with `absent_measurements` when given: concepts that name the missing finding). Raises KeyError
+        for a phase the result did not segment."""
+        position = self.position(phase_index)
+        kind = SEGMENT_KINDS[key]
+        mask = self.mask(kind.labels, position)
+        finding_type, finding_sites = kwargs.get("finding_type"), kwargs.get("finding_sites")
+        if not mask.any():
+            qualitative = list(kwargs.get("qualitative_evaluations") or [])
+            if finding_type is not None:
+                qualitative.insert(0, hd.sr.QualitativeEvaluation(finding_type, codes.ABSENT))
+            group = self.outline_group(
+                MYOCARDIUM_LABELS, position, f"{name} (none found)", tracking_uid or new_uid(),
+                finding_type=codes.LV_MYOCARDIUM,
+                finding_sites=finding_sites or [hd.sr.FindingSite(codes.LV_MYOCARDIUM)],
+                measurements=absent_measurements if absent_measurements is not None else kwargs.get("measurements"),
+                qualitative=qualitative, all_slices=True)
+            return [group] if group is not None else []
+        holders = self.holders(mask, position)
+        found = self.segment_in(holders[0][1], holders[0][0], key, position) if len(holders) == 1 else None
+        if found is None:  # several SEG instances (or none declaring it): the outlines on every slice are the region
+            group = self.outline_group(
+                mask, position, name, tracking_uid or new_uid(), finding_type=finding_type,
+                finding_sites=finding_sites, measurements=kwargs.get("measurements"),
+                qualitative=kwargs.get("qualitative_evaluations"), all_slices=True)
+            return [group] if group is not None else []
+        (part, seg), (number, segment_uid) = holders[0], found
+        uid = tracking_uid or segment_uid
+        series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
+        reference = hd.sr.ReferencedSegment(
+            sop_class_uid=SegmentationStorage, sop_instance_uid=str(seg.SOPInstanceUID), segment_number=number,
+            source_series=hd.sr.SourceSeriesForSegmentation(series_uid))
         groups = [hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=name[:64]),
-            referenced_segment=self.reference(segment, seg),
-            algorithm_id=_algorithm_id(self.result.algorithm),
-            **kwargs,
-        )]
-        outline = self.outline_group(segment.kind.labels, segment.phase_position, f"{name} (outline)", uid,
-                                     kwargs.get("finding_type"), kwargs.get("finding_sites"))
-        if outline is None:  # an empty segment (e.g. no MVO): OHIF needs coordinates for every measurement
-            outline = self.outline_group(MYOCARDIUM_LABELS, segment.phase_position,
-                                         f"{name} (none; LV myocardium outlined)", uid,
-                                         kwargs.get("finding_type"), kwargs.get("finding_sites"))
+            referenced_segment=reference, algorithm_id=_algorithm_id(self.result.algorithm), **kwargs)]
+        # OHIF merges groups by tracking UID and lists a measurement only where it finds image coordinates (TID 1411
+        # allows a segment reference or image regions in one group, not both)
+        outline = self.outline_group(mask, position, f"{name} (outline)", uid, finding_type, finding_sites)
         return groups + ([outline] if outline is not None else [])
 
     def outline_group(self, labels: Sequence[int] | np.ndarray, phase_position: int, name: str, uid: str,
@@ -147,9 +183,11 @@ def _segment_volume_ml(index: _SegmentIndex, labels: Sequence[int], phase_positi
 
 
 def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list:
-    """LGE groups. Unions are measured on their outlines (TID 1411 image regions on every slice): whole myocardium
-    (volume, mass) and scar incl. MVO (`scar_volume_ml`, %LGE by DL, n-SD and FWHM, burden flag); the exclusive
-    parts reference their SEG segments: non-enhanced myocardium, scar without MVO, MVO (`mvo_volume_ml`)."""
+    """LGE groups (PS3.16 TID 1411). Unions are measured on their outlines (image regions on every slice): whole
+    myocardium (volume, mass) and scar incl. MVO (`scar_volume_ml`, %LGE by DL, n-SD and FWHM, burden flag); the
+    exclusive parts name their SEG segments where one SEG holds them: non-enhanced myocardium, scar without MVO, MVO
+    (`mvo_volume_ml`). A finding with no voxel (no scar, no MVO) keeps its 0 cm3, measured on the LV myocardium with
+    the finding coded as absent (see _SegmentIndex)."""
     block = lge.summary or {}
     if index is None:
         return []
@@ -163,8 +201,8 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         + _measurement(codes.LV_MASS, _number(block, "lv_mass_g"), codes.UNIT_G, **dl), all_slices=True)
     groups += [whole] if whole is not None else []
 
-    scar_measurements = _measurement(codes.VOLUME, _number(block, "scar_volume_ml"), codes.UNIT_CM3, **dl)
-    scar_measurements += _measurement(codes.LGE_PERCENT, _number(block, "lge_percent"), codes.UNIT_PERCENT, **dl)
+    scar_volume = _number(block, "scar_volume_ml")
+    scar_measurements = _measurement(codes.LGE_PERCENT, _number(block, "lge_percent"), codes.UNIT_PERCENT, **dl)
     n = _method_block(block.get("nsd")).get("n", config.analysis.lge.nsd_n)
     not_applicable: list[hd.sr.QualitativeEvaluation] = []
     for key, method, name, parameter in (
@@ -195,28 +233,35 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                 parameters=[f"large burden if %LGE {comparator} {cutoff:g} %"]))
     scar = index.outline_group(ENHANCED_LABELS, 0, "LGE scar incl. MVO", new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
-                               measurements=scar_measurements, qualitative=qualitative, all_slices=True)
-    if scar is None:  # no enhanced voxel to outline: the numbers go on the (empty) scar segment
-        scar = index.groups("scar", None, "LGE scar incl. MVO", finding_type=codes.LATE_CONTRAST_ENHANCEMENT,
-                            finding_sites=lv_site, measurements=scar_measurements,
-                            qualitative_evaluations=qualitative or None)[0]
-    groups.append(scar)
+                               measurements=_measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)
+                               + scar_measurements, qualitative=qualitative, all_slices=True)
+    if scar is None:  # no enhanced voxel: the absent finding, measured on the LV myocardium (see _SegmentIndex)
+        absent = [hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT),
+                  hd.sr.QualitativeEvaluation(codes.MVO, codes.ABSENT)]
+        scar = index.outline_group(
+            MYOCARDIUM_LABELS, 0, "LGE scar incl. MVO (none found)", new_uid(), finding_type=codes.LV_MYOCARDIUM,
+            finding_sites=lv_site,
+            measurements=_measurement(codes.ENHANCED_VOLUME, scar_volume, codes.UNIT_CM3, **dl) + scar_measurements,
+            qualitative=absent + qualitative, all_slices=True)
+    groups += [scar] if scar is not None else []
 
     parts = (("lv_myocardium_nonenhanced", "LGE non-enhanced myocardium", codes.LV_MYOCARDIUM,
-              _segment_volume_ml(index, (Label.LV_MYOCARDIUM,))),
+              _segment_volume_ml(index, (Label.LV_MYOCARDIUM,)), codes.NONENHANCED_VOLUME),
              ("scar", "LGE scar without MVO", codes.LATE_CONTRAST_ENHANCEMENT,
-              _segment_volume_ml(index, (Label.SCAR,))),
-             ("mvo", "LGE microvascular obstruction", codes.MVO, _number(block, "mvo_volume_ml")))
-    for key, name, finding, volume in parts:
+              _segment_volume_ml(index, (Label.SCAR,)), codes.SCAR_VOLUME),
+             ("mvo", "LGE microvascular obstruction", codes.MVO, _number(block, "mvo_volume_ml"), codes.MVO_VOLUME))
+    for key, name, finding, volume, absent_concept in parts:
         groups += index.groups(key, None, name, finding_type=finding, finding_sites=lv_site,
-                               measurements=_measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl))
+                               measurements=_measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl),
+                               absent_measurements=_measurement(absent_concept, volume, codes.UNIT_CM3, **dl))
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
 
 
 def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0) -> list:
-    """One TID 1411 group per AHA segment (finding site: CID 3717 code), region = the segment's myocardium outlined
-    on its slices; LGE: scar extent and transmurality (max, mean); cine at ED: wall thickness."""
+    """One TID 1411 group per AHA segment (finding type LV myocardium, finding site: CID 3717 code), region = the
+    segment's myocardium outlined on its slices; LGE: scar extent and transmurality (max, mean); cine at ED: wall
+    thickness."""
     if not isinstance(block, dict) or not block.get("applicable"):
         return []
     segment_map = _aha_map(block, index, phase_position)
@@ -240,7 +285,9 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
         what = "LGE" if scar else "ED wall thickness"
         group = index.outline_group(
             segment_map == number, phase_position, f"AHA {number} {values.get('name', '')} ({what})", new_uid(),
-            finding_type=codes.LATE_CONTRAST_ENHANCEMENT if scar else codes.LV_MYOCARDIUM,
+            # the region is the segment's myocardium, enhanced or not: its finding type is the myocardium (a
+            # "Late Contrast Enhancement" outline would draw non-enhanced myocardium as scar)
+            finding_type=codes.LV_MYOCARDIUM,
             finding_sites=[hd.sr.FindingSite(codes.AHA_SEGMENTS[number])], measurements=measurements,
             all_slices=True)
         if group is not None:
@@ -270,7 +317,14 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
     papillary = codes.PAPILLARY_MUSCLE_INCLUDED if in_cavity else codes.PAPILLARY_MUSCLE_EXCLUDED
     papillary_mass = codes.PAPILLARY_MUSCLE_EXCLUDED if in_cavity else codes.PAPILLARY_MUSCLE_INCLUDED
 
-    def indexed(name: Code, value: float | None, unit: Code) -> list:
+    # the pipeline's own indexed values (value / unrounded BSA), as summary.json has them: dividing the rounded
+    # numbers by the rounded BSA would differ in the second decimal (measurements: unrounded; summary: 2 decimals)
+    given = cine.measurements.get("indexed") if isinstance(cine.measurements.get("indexed"), dict) \
+        else block.get("indexed") if isinstance(block.get("indexed"), dict) else None
+
+    def indexed(name: Code, key: str, value: float | None, unit: Code) -> list:
+        if given is not None:
+            return _measurement(name, _number(given, key), unit)
         if value is None or bsa is None:
             return []
         return _measurement(name, value / bsa[0], unit)
@@ -284,7 +338,9 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 continue
             phase_label = phase_key.upper()
             phase_eval = [hd.sr.QualitativeEvaluation(codes.CARDIAC_CYCLE_PHASE, phase_codes[phase_key])]
-            phase_number = _measurement(codes.PHASE_INDEX, float(phase_index), codes.UNIT_NONE)
+            # 1-based, as the PDF and the SEG count phases (summary.json keeps the 0-based index)
+            phase_number = _measurement(codes.PHASE_NUMBER, float(phase_text.phase_number(phase_index)),
+                                        codes.UNIT_NONE)
             for ventricle, site in (("lv", codes.LEFT_VENTRICLE), ("rv", codes.RIGHT_VENTRICLE)):
                 concept = {("lv", "ed"): codes.LV_EDV, ("lv", "es"): codes.LV_ESV,
                            ("rv", "ed"): codes.RV_EDV, ("rv", "es"): codes.RV_ESV}[(ventricle, phase_key)]
@@ -294,7 +350,8 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 value = _number(block, f"{ventricle}_{phase_key}v_ml")
                 measurements = _measurement(concept, value, codes.UNIT_ML, method=papillary,
                                             algorithm_id=_algorithm_id(algorithm))
-                measurements += indexed(concept_index, value, codes.UNIT_ML_PER_M2) + phase_number
+                measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
+                                        codes.UNIT_ML_PER_M2) + phase_number
                 try:
                     groups += index.groups(f"{ventricle}_blood_pool", int(phase_index),
                                            f"{ventricle.upper()} blood pool {phase_label}", finding_type=site,
@@ -307,7 +364,8 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 measurements = _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
                 measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary_mass,
                                              algorithm_id=_algorithm_id(algorithm))
-                measurements += indexed(codes.LV_MASS_INDEX, mass, codes.UNIT_G_PER_M2) + phase_number
+                measurements += indexed(codes.LV_MASS_INDEX, "lv_mass_index_g_m2", mass, codes.UNIT_G_PER_M2) \
+                    + phase_number
                 try:
                     groups += index.groups("lv_myocardium", int(phase_index), f"LV myocardium {phase_label}",
                                            finding_type=codes.LV_MYOCARDIUM, measurements=measurements,
@@ -328,7 +386,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
                                      finding_sites=[hd.sr.FindingSite(site)])
         if ventricle == "lv":
-            measurements += indexed(codes.LV_SV_INDEX, sv, codes.UNIT_ML_PER_M2) + bsa_measurement
+            measurements += indexed(codes.LV_SV_INDEX, "lv_svi_ml_m2", sv, codes.UNIT_ML_PER_M2) + bsa_measurement
         if not measurements:
             continue
         name = f"{ventricle.upper()} function (ED and ES)"
@@ -392,14 +450,60 @@ def _predecessors(supersedes: Sequence[dict] | None) -> list[Dataset] | None:
     return items
 
 
-def _observation_context(algorithms: Sequence[AlgorithmInfo]) -> hd.sr.ObservationContext:
-    algorithm = algorithms[0]
-    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+#: namespace of the node's own Device Observer UID (a 2.25 UUID-derived UID per node version)
+NODE_DEVICE_NAMESPACE = uuid.UUID("6f1d7c52-0b8e-4d0c-9a53-2f4b8c1e7d90")
+
+
+def node_device_uid() -> str:
+    """The node's Device Observer UID (TID 1004 row 1): stable for one dicomnode version."""
+    return "2.25." + str(uuid.uuid5(NODE_DEVICE_NAMESPACE, f"{NODE_MODEL_NAME} {node_version()}").int)
+
+
+def _observer(algorithm: AlgorithmInfo | None) -> hd.sr.ObserverContext:
+    """TID 1002 device observer (TID 1004 identifying attributes) of a model, or of the node itself for None."""
+    if algorithm is None:
+        attributes = hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=node_device_uid(), name=NODE_MODEL_NAME, manufacturer_name=NODE_MANUFACTURER,
+            model_name=NODE_MODEL_NAME)
+    else:
+        attributes = hd.sr.DeviceObserverIdentifyingAttributes(
             uid=algorithm.device_uid, name=algorithm.name[:64], manufacturer_name=algorithm.manufacturer[:64],
-            model_name=algorithm.name[:64]),
-    ))
+            model_name=algorithm.name[:64])
+    return hd.sr.ObserverContext(observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
+                                 observer_identifying_attributes=attributes)
+
+
+def _observation_context(algorithms: Sequence[AlgorithmInfo | None]) -> hd.sr.ObservationContext:
+    """TID 1001 at the root: the device observer of the one model that made the observations, or the node itself
+    (None) when several models did (each group then names its own, see _annotate)."""
+    return hd.sr.ObservationContext(observer_device_context=_observer(algorithms[0]))
+
+
+def _stack_comments(result: PipelineResult) -> list[str]:
+    """The stack warnings of a pipeline's input series (summary `stack_warnings`: a gap or missing slice, N of M
+    phases present, a single slice, left-out duplicates, shifted positions), one text each."""
+    warnings = (result.summary or {}).get("stack_warnings") or []
+    what = "LGE" if result.name == "lge" else result.name
+    return [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip()]
+
+
+def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None) -> list:
+    """Add to each group of one pipeline (TID 1411 / 1501 measurement groups, both extensible):
+    - its model as device observer (HAS OBS CONTEXT, TID 1002/1004; PS3.3 C.17.5: a content item's observation
+      context is its parent's unless it has HAS OBS CONTEXT children), where the report holds several pipelines;
+    - the stack warnings as TEXT (121106, DCM, "Comment") items (CONTAINS), in every group that carries a
+      measurement, so that a reader of any number of that stack sees them."""
+    for group in groups:
+        container = group[0]
+        items = list(container.ContentSequence)
+        if observer is not None:
+            at = max((k + 1 for k, item in enumerate(items) if item.RelationshipType == "HAS OBS CONTEXT"), default=0)
+            items[at:at] = list(_observer(observer))
+        if comments and any(item.ValueType == "NUM" for item in items):
+            items += [hd.sr.TextContentItem(name=codes.COMMENT, value=text, relationship_type="CONTAINS")
+                      for text in comments]
+        container.ContentSequence = hd.sr.ContentSequence(items)
+    return groups
 
 
 def build_sr(
@@ -416,7 +520,7 @@ def build_sr(
     or the list of (SegPart, SEG) written for it (seg.seg_parts).
     """
     config = context.config
-    groups: list = []
+    per_pipeline: list[tuple[list, list[str], AlgorithmInfo]] = []
     algorithms: list[AlgorithmInfo] = []
     for result in results:
         if result.name not in ("lge", "cine") or not result.summary:
@@ -424,15 +528,23 @@ def build_sr(
         seg_result = result.segmentations[0] if result.segmentations else None
         index = _SegmentIndex(seg_result, segs[seg_result.key]) if seg_result is not None and seg_result.key in segs \
             else None
-        algorithms += list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
-        if result.name == "lge":
-            groups += lge_groups(result, index, config)
-        else:
-            groups += cine_groups(result, index, header, config)
-    if not groups or not algorithms:
+        contributing = list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
+        algorithms += contributing
+        found = lge_groups(result, index, config) if result.name == "lge" else \
+            cine_groups(result, index, header, config)
+        if found:
+            model = seg_result.algorithm if seg_result is not None else contributing[0]
+            per_pipeline.append((found, _stack_comments(result), model))
+    if not per_pipeline or not algorithms:
         return None
+    # one model: it is the document's device observer (IHE AIR); several: the node is, and each pipeline's groups
+    # name their own model (a single root observer would claim every observation for one model)
+    several = len({model.device_uid for _, _, model in per_pipeline}) > 1
+    groups: list = []
+    for found, comments, model in per_pipeline:
+        groups += _annotate(found, comments, model if several else None)
     report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(algorithms),
+        observation_context=_observation_context([None] if several else [per_pipeline[0][2]]),
         procedure_reported=codes.MRI_UNSPECIFIED_BODY_REGION,  # TID 1500 row 4: a member of CID 100
         imaging_measurements=groups,
         title=codes.IMAGING_MEASUREMENT_REPORT,

@@ -22,3 +22,13 @@ def test_cine_phases_are_counted_from_1_as_on_the_report(capsys):
             "es_phase": 6, "lv_volume_curve_ml": [200.0] * 20}
     print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
     assert "(ED phase 19, ES phase 7 of 20, counted from 1 as the report)" in capsys.readouterr().out
+
+
+def test_a_cine_holding_some_phases_of_its_cycle_is_not_printed_as_a_whole_cycle(capsys):
+    cine = {"lv_edv_ml": 150.0, "lv_esv_ml": 60.0, "lv_sv_ml": 90.0, "lv_ef_percent": 60.0, "lv_mass_g": 120.0,
+            "rv_edv_ml": 150.0, "rv_esv_ml": 70.0, "rv_sv_ml": 80.0, "rv_ef_percent": 53.0, "ed_phase": 0,
+            "es_phase": 1, "lv_volume_curve_ml": [150.0, 60.0],
+            "stack_warnings": ["2 of 30 cardiac phases present (CardiacNumberOfImages 30)"]}
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
+    out = capsys.readouterr().out
+    assert "ES phase 2 of the 2 phases sent (the cycle has 30)" in out and "of 2," not in out

@@ -12,7 +12,9 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr.types import InstanceHeader
+from dicomnode.results.display_copy import DERIVATION, PROCESSING_EQUIPMENT
 from dicomnode.results.objects import build_result_objects
+from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME
 from synthetic import make_study, write
 from validators import assert_valid
 
@@ -60,6 +62,29 @@ def test_seg_of_a_series_shared_with_a_localizer_references_a_copy(tmp_path):
             assert duplicate.ImagePositionPatient == original.ImagePositionPatient
             assert duplicate.FrameOfReferenceUID == original.FrameOfReferenceUID
     assert len({c.SOPInstanceUID for c in copies}) == 6
+
+
+def test_copies_are_numbered_in_stack_order_and_name_the_node(tmp_path):
+    """Instance Number 1..N in stack order in each copy series, not the source's (here 1..3 and 10..12); the scanner
+    stays in General Equipment and the node is named in the Contributing Equipment Sequence (PS3.3 C.7.5.1)."""
+    study, results, context = with_files_and_a_localizer(tmp_path)
+    copies = [o for o in build_result_objects(study, results[1:2], context) if o.Modality == "MR"]
+    by_series: dict[str, list] = {}
+    for duplicate in copies:
+        by_series.setdefault(duplicate.SeriesInstanceUID, []).append(duplicate)
+    assert len(by_series) == 2
+    for series in by_series.values():
+        in_stack_order = sorted(series, key=lambda c: float(c.ImagePositionPatient[2]))
+        assert [int(c.InstanceNumber) for c in in_stack_order] == [1, 2, 3]
+    for duplicate in copies:
+        assert duplicate.Manufacturer == "SIEMENS" and duplicate.ManufacturerModelName == "Avanto"
+        node = duplicate.ContributingEquipmentSequence[-1]
+        purpose = node.PurposeOfReferenceCodeSequence[0]
+        assert (purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning) == (
+            PROCESSING_EQUIPMENT.value, PROCESSING_EQUIPMENT.scheme_designator, PROCESSING_EQUIPMENT.meaning)
+        assert node.Manufacturer == NODE_MANUFACTURER and node.ManufacturerModelName == NODE_MODEL_NAME
+        assert node.SoftwareVersions and node.ContributionDescription == DERIVATION
+        assert node.ContributionDateTime.startswith(context.started_at.strftime("%Y%m%d%H%M%S"))
 
 
 def test_no_copy_when_the_series_holds_only_the_stack(tmp_path):

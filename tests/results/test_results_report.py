@@ -225,7 +225,8 @@ def _page_blocks(figure):
     return blocks
 
 
-@pytest.mark.parametrize("case", ["cine only, 6 flags", "LGE and cine, 14 flags", "LGE and cine, no flags"])
+@pytest.mark.parametrize("case", ["cine only, 6 flags", "LGE and cine, 14 flags", "LGE and cine, no flags",
+                                  "LGE and cine, 14 flags and 10 stack warnings"])
 def test_first_page_blocks_never_overlap_and_cells_hold_their_text(built, case):
     """The key-number table wraps long cells inside their cells and pushes the images down (they shrink, or the
     flag cells are cut with a pointer to page 2, when space runs out): no block of page 1 overlaps another or leaves
@@ -239,6 +240,10 @@ def test_first_page_blocks_never_overlap_and_cells_hold_their_text(built, case):
         shown = [_with_flags(cine, RANGE_FLAGS * 2 + JUMP_NOTES)]
     elif case == "LGE and cine, 14 flags":
         shown = [lge, _with_flags(cine, RANGE_FLAGS * 4 + JUMP_NOTES * 3)]
+    elif case == "LGE and cine, 14 flags and 10 stack warnings":
+        shown = [_with_summary(lge, stack_warnings=[GAP_WARNING] + [LEFT_OUT_WARNING] * 8),
+                 _with_summary(_with_flags(cine, RANGE_FLAGS * 4 + JUMP_NOTES * 3, phases=2),
+                               stack_warnings=[PARTIAL_WARNING], ed_phase=0, es_phase=1)]
     else:
         shown = [lge, cine]
     figure = first_page(header, shown, context, (2.0, "mosteller"))
@@ -309,3 +314,224 @@ def test_page_header_lines_stay_on_the_page(built):
     for text in second.texts:
         box = text.get_window_extent(second.canvas.get_renderer())
         assert box.x1 <= second.bbox.x1, text.get_text()[:40]
+
+
+#: stack warnings as dicomnode/cmr/volume.py words them (summary `stack_warnings`)
+GAP_WARNING = "irregular slice spacing: median 10.00 mm, also 20.00 mm (gap: missing slice?)"
+PARTIAL_WARNING = "2 of 30 cardiac phases present (CardiacNumberOfImages 30)"
+LEFT_OUT_WARNING = ("instance 1.2.826.0.1.3680043.8.498.12345678901234567890123456789012 left out: Pixel Data is "
+                    "empty")
+
+
+def _with_summary(result, **changes):
+    import dataclasses
+
+    return dataclasses.replace(result, summary={**result.summary, **changes})
+
+
+def _page_text(figure) -> str:
+    """Every text drawn on a page (free text, table cells, axes titles and labels), newlines as spaces."""
+    texts = [t.get_text() for t in figure.texts]
+    for ax in figure.axes:
+        texts += [ax.get_title(), ax.get_title(loc="left"), ax.get_xlabel()]
+        texts += [cell.get_text().get_text() for table in ax.tables for cell in table.get_celld().values()]
+    return " ".join(texts).replace("\n", " ")
+
+
+def test_stack_warnings_stand_beside_the_numbers_they_qualify_on_page_1_and_in_full_on_page_2(built):
+    """F1: a gap in the LGE stack (volumes lack a slice) and an instance left out of the cine are said in the
+    key-number table, last in their pipeline's block and in red, and in full on page 2."""
+    from dicomnode.results.report import STACK_ROWS, first_page, key_number_table, second_page
+    from dicomnode.results.report_layout import EMPHASIS_COLOUR
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    lge = _with_summary(results[0], stack_warnings=[GAP_WARNING])
+    cine = _with_summary(results[1], stack_warnings=[LEFT_OUT_WARNING])
+    rows = key_number_table([lge, cine], (2.0, "mosteller"), "M")
+    names = [row[0] for row in rows]
+    lge_row = names.index(STACK_ROWS["lge"])
+    assert names[lge_row - 1] == "%LGE (FWHM threshold)" and names[lge_row + 1] == "LV EF"  # ends the LGE block
+    assert rows[lge_row][1] == GAP_WARNING and "LGE volumes, mass and %LGE" in rows[lge_row][2]
+    assert rows[names.index(STACK_ROWS["cine"])][1] == LEFT_OUT_WARNING and names[-1] == "BSA"
+    figure = first_page(header, [lge, cine], context, (2.0, "mosteller"))
+    [table] = [t for ax in figure.axes for t in ax.tables]
+    cells = {(r, c): cell for (r, c), cell in table.get_celld().items()}
+    gap_cell = cells[(lge_row + 1, 1)]
+    assert gap_cell.get_text().get_text().replace("\n", " ") == GAP_WARNING
+    assert gap_cell.get_text().get_color() == EMPHASIS_COLOUR
+    text = _page_text(second_page(header, [lge, cine], context))
+    assert f"LGE: {GAP_WARNING}" in text and f"Cine: {LEFT_OUT_WARNING}" in text
+
+
+def test_a_long_list_of_stack_warnings_is_cut_on_page_1_with_a_pointer_and_given_in_full_on_page_2(built):
+    from dicomnode.results.report import STACK_ROWS, first_page, second_page
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    warnings = [LEFT_OUT_WARNING.replace("12345", str(10000 + k)) for k in range(8)] + [GAP_WARNING]
+    shown = [_with_summary(results[0], stack_warnings=warnings), _with_flags(results[1], RANGE_FLAGS * 4 + JUMP_NOTES)]
+    first = first_page(header, shown, context, (2.0, "mosteller"))
+    [table] = [t for ax in first.axes for t in ax.tables]
+    [row] = [r for (r, c), cell in table.get_celld().items() if c == 0 and cell.get_text().get_text().replace(
+        "\n", " ") == STACK_ROWS["lge"]]
+    assert "in full on page 2" in table.get_celld()[(row, 1)].get_text().get_text().replace("\n", " ")
+    text = _page_text(second_page(header, shown, context)).replace("   ", " ").replace("  ", " ")
+    for warning in warnings:
+        assert warning in text
+
+
+def test_a_cine_of_2_of_30_phases_says_so_and_how_ed_and_es_were_chosen(built):
+    """F6: "1 / 2 of 2" read as a whole cycle of 2 phases; the page says 2 of the 30 phases were sent and ED / ES
+    are the larger / smaller of the two, still counted from 1."""
+    import dataclasses
+
+    from dicomnode.results.report import first_page, key_number_table, second_page
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    cine = results[1]
+    curve = [120.0, 70.0]
+    cine = dataclasses.replace(
+        cine, summary={**cine.summary, "ed_phase": 0, "es_phase": 1, "lv_volume_curve_ml": curve,
+                       "stack_warnings": [PARTIAL_WARNING]},
+        measurements={**cine.measurements, "lv_volume_curve_ml": curve, "trigger_times": [0.0, 366.0]},
+        segmentations=[dataclasses.replace(cine.segmentations[0], phases=[0, 1])])
+    rows = {q: (v, r) for q, v, r in key_number_table([cine], (2.0, "mosteller"), "M")}
+    value, reference = rows["ED / ES phase"]
+    assert value == "1 / 2 of the 2 phases sent (counted from 1); TriggerTime 0 ms / 366 ms"
+    assert reference.startswith("only 2 of the 30 phases of the cycle sent")
+    assert "larger / smaller LV volume" in reference and "not detected over the cycle" in reference
+    first = _page_text(first_page(header, [cine], context, (2.0, "mosteller")))
+    assert "of 2 (" not in first and "cine ED (phase 1 of 2 sent)" in first and "cine ES (phase 2 of 2 sent)" in first
+    second = _page_text(second_page(header, [cine], context))
+    assert "phase of the 2 sent (counted from 1; the cycle has 30)" in second
+    assert "Ventricular volume at the 2 phases sent" in second and "over the cardiac cycle" not in second
+    assert "ED / ES = larger / smaller LV volume of the 2 phases sent (of the 30 phases of the cycle)" in second
+    assert "ES = smallest volume of the temporally smoothed curve" not in second
+    # a whole cycle keeps the short form
+    whole = {q: v for q, v, _ in key_number_table([_with_flags(results[1], [])], None)}
+    assert whole["ED / ES phase"] == "1 / 4 of 12 (counted from 1)"
+
+
+def test_the_page_header_identifies_patient_and_study_each_labelled(built):
+    """F5: name (PN as "Family, Given", Greek glyphs drawn), Patient ID, birth date, sex, study date, accession."""
+    import copy
+    import warnings
+
+    from dicomnode.results.report import first_page, identification_line
+
+    study, results, context, _ = built
+    header = copy.deepcopy(study.series[0].instances[0].dataset)
+    header.SpecificCharacterSet = "ISO_IR 192"
+    header.PatientName = "Παπαδόπουλος^Γιώργος"
+    header.PatientSex = "F"
+    line = identification_line(header)
+    assert line == ("Patient: Παπαδόπουλος, Γιώργος   Patient ID: SYN001   Birth date: 1960-01-01   Sex: female   "
+                    "Study date: 2026-11-21   Accession no.: ACC1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for a glyph it lacks
+        figure = first_page(header, results, context, (2.0, "mosteller"))
+        figure.canvas.draw()
+    assert line in [t.get_text() for t in figure.texts]
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("Doe^John^Q^Dr^Jr", "Doe, Dr John Q, Jr"),
+    ("Müller^Zoë", "Müller, Zoë"),
+    ("Yamada^Tarou=山田^太郎", "Yamada, Tarou"),  # the alphabetic group: the font has no CJK glyphs
+    ("=山田^太郎", "??, ??"),  # glyphs the font lacks are marked, never drawn as empty boxes
+    ("", "not given"),
+    ("^", "not given"),
+])
+def test_person_names_are_shown_readably(name, shown):
+    from dicomnode.results.report import person_name
+
+    assert person_name(name) == shown
+
+
+def test_an_absent_patient_or_study_attribute_is_said_absent(built):
+    import copy
+
+    from dicomnode.results.report import first_page, second_page
+
+    study, results, context, _ = built
+    header = copy.deepcopy(study.series[0].instances[0].dataset)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber"):
+        delattr(header, keyword)
+    expected = ("Patient: not given   Patient ID: not given   Birth date: not given   Sex: not given   "
+                "Study date: not given   Accession no.: not given")
+    for page in (first_page(header, results, context), second_page(header, results, context)):
+        page.canvas.draw()
+        assert expected in [t.get_text() for t in page.texts]
+    header.PatientName, header.PatientBirthDate, header.PatientSex = "", "1960", "X"
+    text = _page_text(first_page(header, results, context))
+    assert "Patient: not given" in text and "Birth date: 1960" in text and "Sex: X" in text
+
+
+def test_image_titles_sharing_a_row_never_overlap():
+    """F10: five overlays in one row with long titles: each title stays within its own column (wrapped or
+    shrunk, measured with the renderer)."""
+    import dataclasses
+
+    from dicomnode.results.report import first_page
+
+    study, results, context = make_study(slices=10, cine_phases=25)  # titles "cine ED (phase 13), slice 5 of 10"
+    header = study.series[0].instances[0].dataset
+    cine = results[1]
+    cine = dataclasses.replace(_with_flags(cine, RANGE_FLAGS * 4 + JUMP_NOTES * 3, phases=25),  # a long table
+                               segmentations=[dataclasses.replace(cine.segmentations[0], phases=[12, 24])])
+    cine = _with_summary(cine, ed_phase=12, es_phase=24)
+    reason = ("245 distinct values in 458752 pixels: 8-bit data rescaled, the export's window compresses the "
+              "scanner's signal range")  # as on a real 8-bit export: two tall rows
+    lge = _with_summary(results[0], nsd={"n": 5, "lge_percent": None, "applicable": False, "reason": reason},
+                        fwhm={"lge_percent": None, "applicable": False, "reason": reason})
+    figure = first_page(header, [lge, cine], context, (2.0, "mosteller"))
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    images = [ax for ax in figure.axes if ax.images]
+    assert len(images) == 5
+    rows = {}
+    for ax in images:
+        rows.setdefault(round(ax.get_position().y0, 3), []).append(ax)
+    assert max(len(row) for row in rows.values()) == 5  # all in one row, as on a real LGE + cine page
+    for row in rows.values():
+        row.sort(key=lambda ax: ax.get_position().x0)
+        boxes = [ax.title.get_window_extent(renderer) for ax in row]
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, f"{left} runs into {right}"
+        for ax, box in zip(row, boxes):
+            assert box.y0 >= ax.get_window_extent(renderer).y1 - 1  # above its own image
+    for ax in images:
+        title = ax.title.get_window_extent(renderer)
+        for other in figure.axes:
+            if other is not ax and other.tables:
+                assert not title.overlaps(other.tables[0].get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("shown, present, absent", [
+    ("cine", ["red LV blood pool", "green LV myocardium (whole)", "blue RV blood pool"],
+     ["scar", "MVO", "non-enhanced"]),
+    ("lge", ["red LV blood pool", "green non-enhanced LV myocardium", "yellow scar", "purple MVO",
+             "blue RV blood pool"], ["whole"]),
+    ("both", ["red LV blood pool", "cine: whole", "LGE: non-enhanced", "yellow scar", "purple MVO on the LGE images"],
+     []),
+])
+def test_the_overlay_legend_names_only_what_the_shown_images_draw(built, shown, present, absent):
+    """F11: a cine-only study (LGE declined) has no scar, MVO or non-enhanced myocardium in its overlays."""
+    from dicomnode.analysis.pipeline import PipelineResult
+    from dicomnode.results.report import first_page
+
+    study, results, context, _ = built
+    header = study.series[0].instances[0].dataset
+    declined_lge = PipelineResult(name="lge", summary=None, declined=[Declined(None, "no LGE series")])
+    declined_cine = PipelineResult(name="cine", summary=None, declined=[Declined(None, "no cine series")])
+    shown_results = {"cine": [declined_lge, results[1]], "lge": [results[0], declined_cine],
+                     "both": [results[0], results[1]]}[shown]
+    figure = first_page(header, shown_results, context, (2.0, "mosteller"))
+    [footer] = [t.get_text() for t in figure.texts if t.get_text().startswith("Overlay:")]
+    legend = footer.split("\n")[0]
+    for words in present:
+        assert words in legend
+    for words in absent:
+        assert words not in legend

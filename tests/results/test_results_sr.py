@@ -1,6 +1,7 @@
 """TID 1500 SR and the suggestions SR: content (codes, units, references, supersession) and validity."""
 from __future__ import annotations
 
+import highdicom as hd
 import pytest
 from pydicom.dataset import Dataset
 
@@ -9,8 +10,8 @@ import numpy as np
 
 from dicomnode.results.seg import build_seg, seg_parts
 from dicomnode.analysis.cine_metrics import body_surface_area_m2 as body_surface_area
-from dicomnode.results.sr import build_sr, build_suggestions_sr
-from synthetic import make_study, write
+from dicomnode.results.sr import build_sr, build_suggestions_sr, node_device_uid
+from synthetic import make_study, one_series_per_slice, write
 from validators import assert_valid
 
 
@@ -200,18 +201,122 @@ def test_threshold_methods_as_numbers_or_not_applicable(reports):
     assert _method_block(None) == {}
 
 
-def test_an_empty_segment_still_gets_image_coordinates():
+def finding(group: Dataset):
+    item = next((i for i in group.ContentSequence if concept(i) == ("121071", "DCM")), None)
+    return None if item is None else (item.ConceptCodeSequence[0].CodeValue, item.ConceptCodeSequence[0].CodingSchemeDesignator)
+
+
+def name_of(group: Dataset) -> str:
+    return next(i for i in group.ContentSequence if concept(i) == ("112039", "DCM")).TextValue
+
+
+def outlines_of(group: Dataset) -> set[tuple[str, tuple[float, ...]]]:
+    """(source SOP UID, polyline) of every SCOORD of a group."""
+    return {(i.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID, tuple(i.GraphicData))
+            for i in group.ContentSequence if i.ValueType == "SCOORD"}
+
+
+def lge_only_report(mutate=None, per_slice_series=False):
+    """An LGE-only report of the synthetic study, its label map changed by `mutate` (summary numbers recomputed)."""
     study, results, context = make_study()
-    segmentation = results[0].segmentations[0]
-    segmentation.labelmap = np.where(segmentation.labelmap == 4, 3, segmentation.labelmap)  # no MVO at all
-    sources = [i.dataset for i in segmentation.series.instances]
+    lge = results[0]
+    segmentation = lge.segmentations[0]
+    if mutate is not None:
+        segmentation.labelmap = mutate(segmentation.labelmap)
+        voxel = segmentation.volume.voxel_volume_ml
+        lge.summary["scar_volume_ml"] = round(float(np.isin(segmentation.labelmap, [3, 4]).sum() * voxel), 2)
+        lge.summary["mvo_volume_ml"] = round(float((segmentation.labelmap == 4).sum() * voxel), 2)
+        lge.summary["lge_percent"] = round(100 * lge.summary["scar_volume_ml"] / lge.summary["myocardium_volume_ml"], 2)
+        lge.summary["large_scar_burden"] = False
+    by_uid = one_series_per_slice(segmentation) if per_slice_series else {}
+    sources = [by_uid.get(i.sop_instance_uid, i.dataset) for i in segmentation.series.instances]
     segs = {segmentation.key: [(part, build_seg(segmentation, sources, context, 9001 + n, part))
                                for n, part in enumerate(seg_parts(segmentation))]}
-    sr = build_sr(study.series[0].instances[0].dataset, results[:1], segs, context, 9100)
-    mvo = group_named(sr, "LGE microvascular obstruction")
-    outline = group_named(sr, "LGE microvascular obstruction (none; LV myocardium outlined)")
-    assert tracking_uid(outline) == tracking_uid(mvo)
-    assert any(i.ValueType == "SCOORD" for i in outline.ContentSequence)
+    return results, segs, build_sr(study.series[0].instances[0].dataset, results[:1], segs, context, 9100)
+
+
+@pytest.fixture(scope="module")
+def no_scar_report():
+    """No enhanced voxel at all: scar and MVO 0 mL."""
+    return lge_only_report(lambda labels: np.where(np.isin(labels, [3, 4]), 2, labels))
+
+
+def test_a_finding_that_is_not_there_is_coded_absent_not_drawn_as_the_finding(no_scar_report):
+    """F2: with no scar and no MVO, no group draws the LV myocardium as a "Late Contrast Enhancement" or "MVO"
+    finding; the 0 volumes stay, measured on the myocardium under concepts that name the missing finding, and the
+    finding is coded (272519000, SCT, Absent)."""
+    _, _, sr = no_scar_report
+    for group in groups(sr):
+        assert finding(group) not in {("122664", "DCM"), ("MVO", "99DICOMNODE")}, name_of(group)
+    expected = {"LGE scar incl. MVO (none found)": ("LGEVOL", ("122664", "DCM")),
+                "LGE scar without MVO (none found)": ("SCARVOL", ("122664", "DCM")),
+                "LGE microvascular obstruction (none found)": ("MVOVOL", ("MVO", "99DICOMNODE"))}
+    myocardium = outlines_of(group_named(sr, "LGE LV myocardium, whole"))
+    for name, (volume_code, absent) in expected.items():
+        group = group_named(sr, name)
+        assert finding(group) == ("49848007", "SCT")  # the region is the myocardium searched
+        assert {c: (v, u) for c, v, u, _ in nums(group)}[(volume_code, "99DICOMNODE")] == (0.0, "cm3")
+        assert ("118565006", "SCT") not in {c for c, *_ in nums(group)}  # no "Volume 0" of the myocardium
+        evaluations = {concept(i): i.ConceptCodeSequence[0].CodeValue for i in group.ContentSequence
+                       if i.ValueType == "CODE" and i.RelationshipType == "CONTAINS"}
+        assert evaluations[absent] == "272519000"
+        assert not [i for i in group.ContentSequence if concept(i) == ("121191", "DCM")]
+        assert myocardium and outlines_of(group) == myocardium  # the region searched, on every slice
+    scar = group_named(sr, "LGE scar incl. MVO (none found)")
+    assert [v for c, v, u, i in nums(scar) if c == ("LGEPCT", "99DICOMNODE")
+            and modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue == "DLSEG"] == [0.0]
+    # AHA groups outline a segment's whole myocardium: never as a scar finding
+    aha = [g for g in groups(sr) if name_of(g).startswith("AHA ")]
+    assert aha and {finding(g) for g in aha} == {("49848007", "SCT")}
+
+
+def test_no_mvo_alone_is_coded_absent_and_the_scar_keeps_its_segment():
+    results, segs, sr = lge_only_report(lambda labels: np.where(labels == 4, 3, labels))
+    mvo = group_named(sr, "LGE microvascular obstruction (none found)")
+    assert finding(mvo) == ("49848007", "SCT")
+    assert {c: v for c, v, u, _ in nums(mvo)} == {("MVOVOL", "99DICOMNODE"): 0.0}
+    scar = group_named(sr, "LGE scar without MVO")
+    assert finding(scar) == ("122664", "DCM")
+    assert [i for i in scar.ContentSequence if concept(i) == ("121191", "DCM")]
+    assert any(i.ValueType == "SCOORD" for i in group_named(sr, "LGE scar without MVO (outline)").ContentSequence)
+
+
+@pytest.fixture(scope="module")
+def per_slice_report():
+    """The LGE stack sent as one series per slice (Siemens style): one SEG per slice series."""
+    return lge_only_report(per_slice_series=True)
+
+
+def test_a_stack_wide_volume_never_references_a_one_slice_segment(per_slice_report):
+    """F4: TID 1411 row 7 names one segment of one SEG; a region spread over several per-slice SEGs is given by its
+    outlines on every slice instead, and a segment is referenced only where its SEG holds the whole region."""
+    results, segs, sr = per_slice_report
+    segmentation = results[0].segmentations[0]
+    parts = segs[segmentation.key]
+    assert len(parts) == segmentation.labelmap.shape[1] - 1 or len(parts) == segmentation.labelmap.shape[1]
+    by_uid = {seg.SOPInstanceUID: (part, seg) for part, seg in parts}
+    labels_of = {"LGE non-enhanced myocardium": [2], "LGE scar without MVO": [3], "LGE microvascular obstruction": [4]}
+    for name, labels in labels_of.items():
+        mask = np.isin(segmentation.labelmap[0], labels)
+        slices = {int(k) for k in np.flatnonzero(mask.any(axis=(1, 2)))}
+        group = group_named(sr, name)
+        references = [i for i in group.ContentSequence if concept(i) == ("121191", "DCM")]
+        if len(slices) > 1:
+            assert not references, name
+            selected = {i.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                        for i in group.ContentSequence if i.ValueType == "SCOORD"}
+            assert selected == {segmentation.volume.frames[0][k].sop_instance_uid for k in slices}
+            assert {c: v for c, v, u, _ in nums(group)}[("118565006", "SCT")] == pytest.approx(
+                mask.sum() * segmentation.volume.voxel_volume_ml, abs=0.01)
+        else:
+            (reference,) = references
+            part, _ = by_uid[reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID]
+            assert slices <= set(part.slices)
+    for group in groups(sr):  # no referenced segment anywhere covers less than the group's region
+        for item in group.ContentSequence:
+            if concept(item) == ("121191", "DCM"):
+                part, _ = by_uid[item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID]
+                assert len(part.slices) == 1 and name_of(group) == "LGE microvascular obstruction"
 
 
 def test_aha_groups_code_the_segments_of_cid_3717(reports):
@@ -245,7 +350,13 @@ def test_cine_groups_loinc_codes_phases_and_indexing(reports):
     values = {c: (v, u) for c, v, u, _ in nums(ed)}
     assert values[("8821-1", "LN")] == (pytest.approx(summary["lv_edv_ml"]), "ml")
     assert values[("LVEDVI", "99DICOMNODE")] == (pytest.approx(summary["lv_edv_ml"] / bsa, rel=1e-3), "ml/m2")
-    assert values[("PHASEIDX", "99DICOMNODE")][0] == summary["ed_phase"]
+    # 1-based like the PDF and the SEG ("phase 1"), under a concept that says so; summary.json stays 0-based
+    assert values[("PHASENUM", "99DICOMNODE")][0] == summary["ed_phase"] + 1
+    (number_item,) = [i for c, v, u, i in nums(ed) if c == ("PHASENUM", "99DICOMNODE")]
+    assert number_item.ConceptNameCodeSequence[0].CodeMeaning.endswith("(1-based)")
+    assert ("PHASEIDX", "99DICOMNODE") not in values
+    es_number = {c: v for c, v, u, _ in nums(group_named(sr, "LV blood pool ES"))}[("PHASENUM", "99DICOMNODE")]
+    assert es_number == summary["es_phase"] + 1
     phase = next(i for i in ed.ContentSequence if concept(i) == ("246092007", "SCT"))
     assert phase.ConceptCodeSequence[0].CodeValue == codes.END_DIASTOLE.value
     es = {c: v for c, v, u, _ in nums(group_named(sr, "RV blood pool ES"))}
@@ -367,3 +478,120 @@ def test_highdicom_reads_the_not_applicable_report(not_applicable_report, tmp_pa
     scar = read.content.get_volumetric_roi_measurement_groups()[1]
     assert [m.name.value for m in scar.get_measurements()].count("LGEPCT") == 2
     assert {(e.name.value, e.value.value) for e in scar.get_qualitative_evaluations()} >= {("NSD", "385432009")}
+
+
+def comments(group: Dataset) -> list[str]:
+    return [i.TextValue for i in group.ContentSequence if concept(i) == ("121106", "DCM") and i.ValueType == "TEXT"]
+
+
+@pytest.fixture(scope="module")
+def warned_report():
+    """LGE and cine, each with stack warnings in its summary (as volume.warnings puts them there)."""
+    study, results, context = make_study()
+    results[0].summary["stack_warnings"] = [
+        "irregular slice spacing: median 10.00 mm, also 20.00 mm (gap: missing slice?)"]
+    results[1].summary["stack_warnings"] = ["2 of 30 cardiac phases present (CardiacNumberOfImages 30)",
+                                            "single slice: no SpacingBetweenSlices/SliceThickness, slice spacing set to 1 mm"]
+    sr = build_sr(study.series[0].instances[0].dataset, results, segs_of(results, context), context, 9100)
+    return results, sr
+
+
+def test_stack_warnings_are_comments_on_every_measurement_of_that_stack(warned_report):
+    """F1: a reader of any number of a stack sees that stack's warnings (TEXT (121106, DCM, "Comment")), and only
+    that stack's."""
+    results, sr = warned_report
+    lge_text = ["LGE input stack: " + w for w in results[0].summary["stack_warnings"]]
+    cine_text = ["cine input stack: " + w for w in results[1].summary["stack_warnings"]]
+    seen = set()
+    for group in groups(sr):
+        name, has_numbers = name_of(group), bool(nums(group))
+        cine = name.startswith(("LV ", "RV ")) or name.endswith("(ED wall thickness)")
+        if not has_numbers:
+            assert comments(group) == [], name  # outline-only groups
+        else:
+            assert comments(group) == (cine_text if cine else lge_text), name
+            seen.add("cine" if cine else "lge")
+        for item in group.ContentSequence:
+            if concept(item) == ("121106", "DCM"):
+                assert item.RelationshipType == "CONTAINS"
+    assert seen == {"lge", "cine"}
+
+
+def test_a_stack_without_warnings_has_no_comment(reports):
+    *_, sr, _, _ = reports
+    assert not [g for g in groups(sr) if comments(g)]
+
+
+def device_observers(items) -> list[str]:
+    return [i.UID for i in items if concept(i) == ("121012", "DCM") and i.RelationshipType == "HAS OBS CONTEXT"]
+
+
+def test_each_pipeline_names_its_own_device_observer(reports):
+    """F9: with LGE and cine in one report the root observer is the node itself, not one of the models, and every
+    group names the model that made its observations (HAS OBS CONTEXT device observer, TID 1002/1004)."""
+    _, results, _, _, sr, _, _ = reports
+    lge_uid, cine_uid = results[0].algorithms[0].device_uid, results[1].algorithms[0].device_uid
+    assert device_observers(sr.ContentSequence) == [node_device_uid()]
+    names = {i.TextValue for i in sr.ContentSequence if concept(i) == ("121013", "DCM")}
+    assert names == {"dicomnode"}
+    for group in groups(sr):
+        name = name_of(group)
+        cine = name.startswith(("LV ", "RV ")) or name.endswith("(ED wall thickness)")
+        assert device_observers(group.ContentSequence) == [cine_uid if cine else lge_uid], name
+        algorithm = next(i.TextValue for i in group.ContentSequence if concept(i) == ("111001", "DCM"))
+        assert algorithm == ("dicomnode-cine-unet" if cine else "dicomnode-lge-unet")
+    assert node_device_uid() == node_device_uid() and len(node_device_uid()) <= 64
+
+
+def test_one_pipeline_keeps_its_model_as_the_document_observer(no_scar_report):
+    results, _, sr = no_scar_report
+    assert device_observers(sr.ContentSequence) == [results[0].algorithms[0].device_uid]
+    assert not [g for g in groups(sr) if device_observers(g.ContentSequence)]
+
+
+def test_indexed_values_are_the_pipelines_not_recomputed_from_a_rounded_bsa():
+    """F8: the SR's indices equal summary.json's (value / unrounded BSA); the BSA shown is the rounded one."""
+    study, results, context = make_study()
+    cine = results[1]
+    bsa = body_surface_area(1.62, 58, "mosteller")  # 1.61555 m2, rounded 1.616
+    summary = cine.summary
+    summary.update({"lv_edv_ml": 181.43, "lv_esv_ml": 81.07, "rv_edv_ml": 220.47, "rv_esv_ml": 159.39,
+                    "lv_mass_g": 80.34, "lv_sv_ml": 100.36})
+    unrounded = {"lv_edvi_ml_m2": 181.4312 / bsa, "lv_esvi_ml_m2": 81.0712 / bsa, "lv_svi_ml_m2": 100.36 / bsa,
+                 "lv_mass_index_g_m2": 80.3388 / bsa, "rv_edvi_ml_m2": 220.4711 / bsa, "rv_esvi_ml_m2": 159.3866 / bsa}
+    cine.measurements.update({"bsa_m2": round(bsa, 3), "bsa_formula": "mosteller", "indexed": unrounded})
+    summary.update({"bsa_m2": round(bsa, 3), "bsa_formula": "mosteller",
+                    "indexed": {k: round(v, 2) for k, v in unrounded.items()}})
+    sr = build_sr(study.series[0].instances[0].dataset, results, segs_of(results, context), context, 9100)
+    found = {}
+    for name in ("LV blood pool ED", "LV blood pool ES", "RV blood pool ED", "RV blood pool ES", "LV myocardium ED",
+                 "LV function (ED and ES)"):
+        found.update({c[0]: v for c, v, u, _ in nums(group_named(sr, name))})
+    for code, key in (("LVEDVI", "lv_edvi_ml_m2"), ("LVESVI", "lv_esvi_ml_m2"), ("LVSVI", "lv_svi_ml_m2"),
+                      ("LVMI", "lv_mass_index_g_m2"), ("RVEDVI", "rv_edvi_ml_m2"), ("RVESVI", "rv_esvi_ml_m2")):
+        assert found[code] == pytest.approx(unrounded[key], abs=1e-4), code
+        assert round(found[code], 2) == summary["indexed"][key], code
+    assert found["8277-6"] == pytest.approx(1.616)
+    # without the pipeline's indices (an older result) the SR still indexes, by the BSA it has
+    del cine.measurements["indexed"], summary["indexed"]
+    sr = build_sr(study.series[0].instances[0].dataset, results, segs_of(results, context), context, 9100)
+    assert {c[0]: v for c, v, u, _ in nums(group_named(sr, "LV blood pool ED"))}["LVEDVI"] == \
+        pytest.approx(181.43 / 1.616, abs=1e-3)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("variant", ["no_scar_report", "per_slice_report", "warned_report"])
+def test_the_changed_reports_pass_dciodvfy_and_pixelmed(variant, request, tmp_path):
+    """Absent findings, per-slice SEGs, stack comments and per-group device observers: still valid TID 1500 (the
+    comments and observers are pixelmed "Content Item not in template" warnings, not errors)."""
+    sr = request.getfixturevalue(variant)[-1]
+    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+
+
+@pytest.mark.parametrize("variant", ["no_scar_report", "per_slice_report", "warned_report"])
+def test_highdicom_reads_the_changed_reports(variant, request, tmp_path):
+    sr = request.getfixturevalue(variant)[-1]
+    read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
+    found = read.content.get_volumetric_roi_measurement_groups()
+    assert len(found) == len(groups(sr))
+    assert all(g.tracking_identifier for g in found)
