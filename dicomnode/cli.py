@@ -28,8 +28,8 @@ from dicomnode.preflight import preflight_problems
 from dicomnode.process import OutputFolderError, find_files, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import RoleRunner, parse_roles
-from dicomnode.state import (STALE_AFTER_HEARTBEATS, StateSchemaError, StorageDirError, default_state_path,
-                             open_state)
+from dicomnode.state import (ANALYSING, STALE_AFTER_HEARTBEATS, StateSchemaError, StorageDirError,
+                             default_state_path, open_state)
 from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
@@ -166,25 +166,49 @@ def cmd_config_check(args) -> int:
     return EXIT_OK
 
 
-def _existing_state(config: Config):
+def _existing_state(config: Config, read_fallback: bool = False):
     """The node's state database, or None (said on stderr) when the embedded one was never created: a command that
-    only reads or re-queues must not create an empty state where no node ever ran."""
+    only reads or re-queues must not create an empty state where no node ever ran. `read_fallback`: where the state
+    cannot be written (a full or read-only disk), open it read-only and say so, rather than fail."""
     path = default_state_path(config)
     if config.state.url is None and not path.exists():
         print(f"no node state at {path} (node.storage_dir of this config): nothing was received there", file=sys.stderr)
         return None
-    return open_state(config)
+    try:
+        return open_state(config)
+    except (sqlalchemy.exc.OperationalError, StorageDirError, OSError) as exc:
+        problem = _write_problem(exc)
+        if not read_fallback or problem is None:
+            raise
+    print(f"note: the state cannot be written ({problem}): read-only view; processes shown as GONE are not removed",
+          file=sys.stderr)
+    return open_state(config, readonly=True)
+
+
+def _write_problem(exc: BaseException) -> str | None:
+    """What keeps the state from being written when `exc` says the disk is full or read-only, else None."""
+    text = str(getattr(exc, "orig", None) or exc)
+    for needle, problem in (("disk is full", "the disk is full"), ("No space left", "the disk is full"),
+                            ("Read-only file system", "read-only file system"),
+                            ("readonly database", "read-only database file")):
+        if needle.lower() in text.lower():
+            return problem
+    return None
 
 
 def cmd_status(args) -> int:
     config = _load(args.config)
-    db = _existing_state(config)
+    db = _existing_state(config, read_fallback=True)  # a full or read-only disk is when an admin needs status
     if db is None:
         return EXIT_ERROR
     report = status_report(db)
-    # a process killed -9 never removes its heartbeat row: listed once as GONE, then removed
-    db.forget_nodes([node["node_id"] for node in report["nodes"] if node["gone"]],
-                    seen_before=time.time() - db.gone_after_seconds)
+    # a process killed -9 never removes its heartbeat row: listed once as GONE, then removed (where writable)
+    gone = [node["node_id"] for node in report["nodes"] if node["gone"]]
+    if gone and db.writable:
+        try:
+            db.forget_nodes(gone, seen_before=time.time() - db.gone_after_seconds)
+        except sqlalchemy.exc.OperationalError as exc:
+            print(f"note: GONE processes not removed: {exc.orig}", file=sys.stderr)
     try:
         _print_status(report, args.json, db.stale_after_seconds, db.gone_after_seconds)
         sys.stdout.flush()
@@ -224,6 +248,12 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         for key, item in dead:
             print(f"  {key} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
                   f"attempt(s): {item['error']}")
+    retrying = [(s["study_key"], r) for s in report["studies"] for r in s.get("retrying", ())]
+    if retrying:
+        print("\npending sends being retried (back-off; `dicomnode status` again shows the progress):")
+        for key, item in retrying:
+            print(f"  {key} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
+                  f"attempt(s): {item['error']}; next attempt in {item['next_attempt_in_s']:.0f} s")
 
 
 def cmd_retry(args) -> int:
@@ -242,6 +272,16 @@ def cmd_retry(args) -> int:
         print(f"re-queued {count} dead letter(s) of {key}; a running node sends them within seconds")
     elif db.reanalyse(key):
         print(f"re-queued the failed analysis of {key}; a running node analyses it again within seconds")
+    elif matches[0]["state"] == ANALYSING:  # stuck (e.g. its process died, or failed unrecorded on a full disk)?
+        requeued, why = db.requeue_stuck(key)
+        if requeued:
+            print(f"re-queued {key}, stuck in state analysing ({why}); a running node analyses it again within "
+                  f"seconds")
+        elif why.startswith("being analysed"):
+            print(f"not re-queued: {key} is {why}; it is not stuck (its results follow, or it fails and "
+                  f"`dicomnode retry` re-runs it then)")
+        else:  # it moved on meanwhile
+            print(f"nothing to retry for {key}: {why}")
     else:
         print(f"nothing to retry for {key}: state {matches[0]['state']}, no dead letters and no failed analysis")
     return EXIT_OK
@@ -407,8 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.filename} is a folder where a file was expected", file=sys.stderr)
         return EXIT_ERROR
     except sqlalchemy.exc.OperationalError as exc:
-        print(f"error: cannot open the node's state database: {exc.orig} (wrong [state] url or node.storage_dir, "
-              f"or a user without access to it)", file=sys.stderr)
+        problem = _write_problem(exc)
+        if problem is not None:  # the database was found: the disk under it is the problem, not the URL or user
+            print(f"error: the node's state database cannot be written: {exc.orig} ({problem}: free space on, or "
+                  f"remount read-write, the disk of node.storage_dir / the database)", file=sys.stderr)
+        else:
+            print(f"error: cannot open the node's state database: {exc.orig} (wrong [state] url or "
+                  f"node.storage_dir, or a user without access to it)", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -15,7 +15,9 @@ from typing import Callable, Sequence
 
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.net.scu import AssociationFailed, send_files
+from dicomnode.observe import study_context
 from dicomnode.state import StateDB
+from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.dispatch")
 
@@ -64,7 +66,7 @@ class Dispatcher:
                 self.run_once()
             except Exception:
                 log.exception("dispatch round failed")
-            next_due = self.db.next_send_time()
+            next_due = self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
             wait = self.idle_seconds if next_due is None else min(self.idle_seconds, max(0.05, next_due - time.time()))
             self._wake.wait(wait)
             self._wake.clear()
@@ -80,7 +82,8 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """Claim and send every due item, one association per destination; returns how many were sent."""
-        due = self.db.claim_sends()
+        # no back-off is longer than max_backoff_seconds: an item due later was parked by a clock stepped back
+        due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds)
         batches: dict[tuple, list] = defaultdict(list)
         for row in due:
             batches[(row["destination"], *self.address_of(row))].append(row)
@@ -91,37 +94,59 @@ class Dispatcher:
             sent += self._send_batch(name, ae_title, host, port, rows, calling_ae_title)
         return sent
 
+    def study_log_id(self, study_key: str) -> str:
+        """The study's log id (`[study=...]`: the short hash of its Study Instance UID, as the rest of the node)."""
+        try:
+            study = self.db.study(study_key)
+        except Exception:  # noqa: BLE001 - a log id is not worth a failed round
+            study = None
+        return short_hash(study["study_instance_uid"] if study is not None else study_key)
+
     def _send_batch(self, name: str, ae_title: str, host: str, port: int, rows: list, calling_ae_title: str) -> int:
+        """Send one destination's due items on one association; every log line names the study of its items."""
+        ids = {key: self.study_log_id(key) for key in dict.fromkeys(row["study_key"] for row in rows)}
         paths = [self.storage_dir / row["path"] for row in rows]
         missing = [row for row, path in zip(rows, paths) if not path.is_file()]
         for row in missing:
-            self._failed(row, f"result file {row['path']} is missing", dead=True)
+            with study_context(ids[row["study_key"]]):
+                self._failed(row, f"result file {row['path']} is missing", dead=True)
         rows = [row for row, path in zip(rows, paths) if path.is_file()]
         if not rows:
             return 0
         ssl_context = self.ssl_context_for(name) if self.ssl_context_for else None
+        studies = ", ".join(ids[key] for key in dict.fromkeys(row["study_key"] for row in rows))
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
                                  calling_ae_title=calling_ae_title, ssl_context=ssl_context)
         except AssociationFailed as exc:
-            log.warning("destination %s: %s", name, exc)
+            with study_context(studies):
+                log.warning("destination %s: %s (%d result object(s) of study %s)", name, exc, len(rows), studies)
             for row in rows:
-                self._failed(row, str(exc))
+                with study_context(ids[row["study_key"]]):
+                    self._failed(row, str(exc))
             return 0
         except Exception as exc:
-            log.exception("destination %s: send failed", name)
+            with study_context(studies):
+                log.exception("destination %s: send failed (study %s)", name, studies)
             for row in rows:
-                self._failed(row, f"{type(exc).__name__}: {exc}")
+                with study_context(ids[row["study_key"]]):
+                    self._failed(row, f"{type(exc).__name__}: {exc}")
             return 0
         ok_ids = [row["id"] for row, result in zip(rows, results) if result.ok]
         if ok_ids:
             self.db.mark_sent(ok_ids)
         for row, result in zip(rows, results):
             if not result.ok:
-                log.warning("destination %s refused %s: %s", name, row["sop_instance_uid"], result.error)
-                self._failed(row, result.error)
+                with study_context(ids[row["study_key"]]):
+                    log.warning("destination %s refused %s: %s", name, row["sop_instance_uid"], result.error)
+                    self._failed(row, result.error)
         self.sent += len(ok_ids)
-        log.info("destination %s: sent %d of %d", name, len(ok_ids), len(rows))
+        for key, log_id in ids.items():
+            mine = [result.ok for row, result in zip(rows, results) if row["study_key"] == key]
+            if mine:
+                with study_context(log_id):
+                    log.info("destination %s: sent %d of %d result object(s) of study %s", name, sum(mine), len(mine),
+                             log_id)
         return len(ok_ids)
 
     def _failed(self, row, error: str, dead: bool = False) -> None:

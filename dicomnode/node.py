@@ -6,7 +6,9 @@ import datetime as dt
 import json
 import logging
 import queue
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pydicom
@@ -24,7 +26,7 @@ from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import nodes_report
-from dicomnode.spool import IncomingInstance, Spool
+from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, StateDB,
                              StoreOutcome, open_state, prepare_storage_dir)
 from dicomnode.studies import CompletionTracker
@@ -35,6 +37,15 @@ log = logging.getLogger("dicomnode.node")
 
 #: how often complete studies that no one queued (a failed analysis retried from the CLI) are picked up
 REQUEUE_SECONDS = 5
+
+#: a study whose analysis ends without a recorded outcome is released (analysed again) this often, then failed
+MAX_UNRECORDED_RELEASES = 3
+
+#: what a stop waits for, at most: stores in flight (scp.stop), running analyses (all workers together), the
+#: dispatcher's association; systemd's TimeoutStopSec (systemd/*.service) covers their sum with a margin
+SCP_STOP_SECONDS = 30.0
+WORKERS_STOP_SECONDS = 60.0
+DISPATCH_STOP_SECONDS = 30.0
 
 
 class Node:
@@ -48,7 +59,9 @@ class Node:
         self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title,
                                      ssl_context_for=self.ssl_context_for, destinations=lambda: self.config.destinations)
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
-                              ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None)
+                              ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None,
+                              on_refused=self._instance_refused)
+        self.storage_lock = StorageLock(self.storage_dir)
         self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
@@ -60,6 +73,12 @@ class Node:
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.analyses_done = 0
+        #: (study_key, generation) -> why: analyses that failed when the failure itself could not be recorded (a
+        #: full disk): their claim is released by the requeue job once the state database takes writes again
+        self._unreleased: dict[tuple[str, int], str] = {}
+        self._released: dict[tuple[str, int], int] = {}  # how often each was released: a repeat fault fails it
+        self._unreleased_lock = threading.Lock()
+        self._waiting_for_space = False  # analyses postponed under node.min_free_space_mb (logged once)
 
     @property
     def stopping(self) -> bool:
@@ -84,7 +103,13 @@ class Node:
             self._analyser = Analyser(self.config)
         return self._analyser
 
+    def lock_storage(self, exclusive: bool = True) -> None:
+        """Take node.storage_dir's lock before touching anything there (spool.StorageLock): exclusive for the
+        single-node process, shared among scale-out role processes. Raises spool.StorageInUse naming the holder."""
+        self.storage_lock.acquire(exclusive, "dicomnode serve (single node)" if exclusive else "dicomnode serve --roles")
+
     def start(self, warm_up: bool = True) -> None:
+        self.lock_storage(exclusive=True)  # first: a second node on this storage changes nothing before it refuses
         removed = self.spool.remove_temporaries()
         if removed:
             log.info("removed %d unacknowledged partial file(s) from before a crash", removed)
@@ -154,15 +179,15 @@ class Node:
         """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start)."""
         self._stopping.set()
         self.ready = False
-        self.scp.stop()
+        self.scp.stop(SCP_STOP_SECONDS)
         self.scheduler.shutdown(wait=False)
         for _ in self._workers:
             self._analysis_queue.put(None)
-        for worker in self._workers:
-            worker.join(timeout=60)
-        self.dispatcher.stop()
+        join_all(self._workers, WORKERS_STOP_SECONDS)
+        self.dispatcher.stop(DISPATCH_STOP_SECONDS)
         self.metrics.stop()
         self.db.close()
+        self.storage_lock.release()
         log.info("stopped")
 
     def _resume(self) -> int:
@@ -202,11 +227,18 @@ class Node:
 
     # --- receive -> completion -------------------------------------------------------------------------------
 
+    def _instance_refused(self, instance: IncomingInstance) -> None:
+        """After the SCP answered 0xA700 for an instance: its study is incomplete, not quiet (studies.REFUSED_PREFIX)."""
+        self.completion.instance_refused(instance.study_key)
+
     def _instance_stored(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
         """After an instance is durable: re-arm the study's completion timers, or, for an instance after the
         study's results went out (or it failed) with studies.reanalyse_late_instances = false, keep it stored
         and put the study back where it was."""
         before = outcome.study_state_before
+        if before is None:
+            log.info("study %s: new study, first instance from %s", short_hash(instance.study_instance_uid),
+                     instance.calling_ae)
         if not outcome.reopened:
             log.info("study %s: %s instance stored after completion; not an image the analysis reads, so no re-analysis",
                      short_hash(instance.study_instance_uid), instance.modality or "non-MR")
@@ -234,7 +266,11 @@ class Node:
         self._analysis_queue.put((study_key, generation))
 
     def _enqueue_complete_studies(self) -> None:
-        """Queue complete studies that no one queued: `dicomnode retry` of a failed analysis (another process)."""
+        """Queue complete studies that no one queued: `dicomnode retry` of a failed analysis (another process), an
+        analysis postponed for lack of space once there is room again, a claim released after a full disk."""
+        self.release_unrecorded()
+        if self.results_space_problem() is not None:
+            return  # postponed analyses stay complete; logged once by analyse_study
         for study in self.db.studies((COMPLETE,)):
             item = (study["study_key"], study["generation"])
             with self._queued_lock:
@@ -243,6 +279,50 @@ class Node:
             log.info("study %s: queued for analysis (%s)", short_hash(study["study_instance_uid"]),
                      study["reason"] or "complete")
             self._enqueue_analysis(*item)
+
+    def results_space_problem(self) -> str | None:
+        """Why result objects may not be written now (free space under node.min_free_space_mb), or None."""
+        floor = self.config.node.min_free_space_mb
+        if floor <= 0:
+            return None
+        free = self.spool.free_space_mb()
+        if free >= floor:
+            if self._waiting_for_space:
+                self._waiting_for_space = False
+                log.info("free space is above node.min_free_space_mb = %d MB again: postponed analyses are queued",
+                         floor)
+            return None
+        return f"free space {free:.1f} MB is under node.min_free_space_mb = {floor} MB"
+
+    def _release_later(self, study_key: str, generation: int, reason: str) -> None:
+        """An analysis ended without its outcome recorded (the state database refused the write, e.g. a full disk):
+        give the claim back (study `complete` again, analysed anew) now, or from the requeue job once it can."""
+        with self._unreleased_lock:
+            self._unreleased[(study_key, generation)] = reason
+        self.release_unrecorded()
+
+    def release_unrecorded(self) -> None:
+        """Retry giving back the claims of analyses whose outcome could not be recorded (`_release_later`)."""
+        with self._unreleased_lock:
+            pending = dict(self._unreleased)
+        for (study_key, generation), reason in pending.items():
+            times = self._released.get((study_key, generation), 0)
+            # a fault that repeats (not a full disk that clears) fails the study instead of looping every few seconds
+            state, why = ((COMPLETE, f"analysed again: the previous analysis ended unrecorded ({reason})")
+                          if times < MAX_UNRECORDED_RELEASES else
+                          (FAILED, f"analysis failed {times + 1} times without a recorded outcome: {reason}"))
+            try:
+                released = self.db.set_study_state(study_key, state, why[:500], expect=(ANALYSING,),
+                                                   generation=generation)
+            except Exception as exc:  # noqa: BLE001 - still no room: the next requeue round tries again
+                log.warning("study %s: could not release the claim yet (%s); retried every %d s",
+                            short_hash(study_key), exc, REQUEUE_SECONDS)
+                continue
+            with self._unreleased_lock:
+                self._unreleased.pop((study_key, generation), None)
+                self._released[(study_key, generation)] = times + 1
+            if released:
+                log.warning("study %s: claim released after an unrecorded failure: %s", short_hash(study_key), why)
 
     def _analysis_worker(self) -> None:
         while True:
@@ -260,10 +340,61 @@ class Node:
                 log.exception("analysis of %s crashed", short_hash(study_key))
 
     def analyse_study(self, study_key: str, generation: int) -> None:
-        """Analyse the study's current generation through the study path; record results + outbox atomically."""
+        """Analyse the study's current generation through the study path; record results + outbox atomically.
+
+        Under node.min_free_space_mb the analysis is postponed (the study stays `complete`, queued again once there
+        is room); a result object that would not fit fails the analysis (`dicomnode retry`). When even the failure
+        cannot be recorded (a full disk), the claim is released as soon as the state database takes writes."""
+        space = self.results_space_problem()
+        if space is not None:
+            self._postpone(study_key, generation, space)
+            return
         analysis_id = self.db.start_analysis(study_key, generation)
         if analysis_id is None:
             return  # a newer generation or another worker has it
+        try:
+            self._analyse_claimed(study_key, generation, analysis_id)
+        except Exception as exc:  # noqa: BLE001 - whatever happened, the study must not stay claimed
+            log.exception("study %s: analysis ended without a recorded outcome", short_hash(study_key))
+            self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}")
+
+    def note_postponed(self, why: str) -> None:
+        """Say once (until space returns) that analyses wait for free space."""
+        if not self._waiting_for_space:
+            self._waiting_for_space = True
+            log.warning("analyses postponed: %s; they run once space is freed", why)
+
+    def _postpone(self, study_key: str, generation: int, why: str) -> None:
+        """Leave a complete study unclaimed until there is room for its results (the requeue job queues it)."""
+        self.note_postponed(why)
+        self.db.set_study_state(study_key, COMPLETE, f"analysis postponed: {why}", expect=(COMPLETE, ANALYSING),
+                                generation=generation)
+
+    def _result_path(self, folder: Path, dataset) -> Path:
+        """Where a result object goes; refuses (OutOfSpace) under node.min_free_space_mb, as the SCP does."""
+        space = self.results_space_problem()
+        if space is not None:
+            raise OutOfSpace(f"results not written: {space}; run `dicomnode retry` once space is freed")
+        return folder / f"{dataset.SOPInstanceUID}.dcm"
+
+    def _discard_partial(self, folder: Path) -> None:
+        """Result files of an analysis that failed were never recorded: remove them (they hold space)."""
+        try:
+            shutil.rmtree(self.storage_dir / folder)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove the partial results in %s: %s (removed at the next start)", folder, exc)
+
+    def _record_failure(self, analysis_id: int, study_key: str, generation: int, reason: str) -> None:
+        try:
+            self.db.fail_analysis(analysis_id, study_key, generation, reason)
+        except Exception as exc:  # noqa: BLE001 - e.g. "database or disk is full"
+            log.error("study %s: could not record the failed analysis (%s): the claim is released once the state "
+                      "database takes writes again", short_hash(study_key), exc)
+            self._release_later(study_key, generation, reason)
+
+    def _analyse_claimed(self, study_key: str, generation: int, analysis_id: int) -> None:
         started_at = dt.datetime.now().astimezone()
         study_row = self.db.study(study_key)
         paths = [self.spool.path_of(row["path"]) for row in self.db.study_instances(study_key)]
@@ -281,11 +412,11 @@ class Node:
             for study in studies:
                 try:
                     run = run_study(study, self.config, self.analyser, study_row["calling_ae"], self.storage_dir,
-                                    lambda dataset: folder / f"{dataset.SOPInstanceUID}.dcm", started_at=started_at,
+                                    lambda dataset: self._result_path(folder, dataset), started_at=started_at,
                                     supersedes=self._superseded(study_key, study.study_instance_uid))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
-                    if len(studies) == 1:
-                        raise
+                    if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)):
+                        raise  # the node's fault: not one study's, nothing half-sent
                     log.exception("study %s: analysis failed", short_hash(study.study_instance_uid))
                     run = StudyRun(declined_entry(study, f"analysis failed: {type(exc).__name__}: {exc}"),
                                    errors=[f"analysis failed: {type(exc).__name__}: {exc}"])
@@ -299,15 +430,19 @@ class Node:
                       for item in outbox_items(self.config, r.route, r.written, study_row["calling_ae"],
                                                study_row["calling_host"])]
         except Exception as exc:
-            log.exception("study %s: analysis failed", tag)
-            self.db.fail_analysis(analysis_id, study_key, generation, f"analysis failed: {exc}")
+            if isinstance(exc, OutOfSpace):
+                log.error("study %s: analysis failed: %s", tag, exc)
+            else:
+                log.exception("study %s: analysis failed", tag)
+            self._discard_partial(folder)
+            self._record_failure(analysis_id, study_key, generation, f"analysis failed: {exc}"[:500])
             return
         errors = list(dict.fromkeys(e for r in runs for e in r.errors))
         if errors and not written:
             # the node's fault (a model that did not load, a pipeline that raised), not the input's: failed, so that
             # `dicomnode status` shows it and `dicomnode retry` runs the analysis again once it is fixed
             log.error("study %s: no results, the analysis failed: %s", tag, "; ".join(errors))
-            self.db.fail_analysis(analysis_id, study_key, generation, ("analysis failed: " + "; ".join(errors))[:500])
+            self._record_failure(analysis_id, study_key, generation, ("analysis failed: " + "; ".join(errors))[:500])
             return
         if self.db.finish_analysis(analysis_id, study_key, generation, summary, written,
                                    [dataclasses.asdict(item) for item in outbox]):
@@ -339,7 +474,10 @@ class Node:
         return status_report(self.db)
 
 
-def status_report(db: StateDB) -> dict:
+def status_report(db: StateDB, now: float | None = None) -> dict:
+    """Every study with its outbox counts, dead letters and the pending sends that failed at least once (`retrying`:
+    last error and next attempt, so an outage says why and when), plus the counts by state and the processes."""
+    now = time.time() if now is None else now
     studies = []
     for row in db.studies():
         outbox = db.outbox_for(row["study_key"])
@@ -354,6 +492,10 @@ def status_report(db: StateDB) -> dict:
             "pending": sum(1 for o in outbox if o["state"] == "pending"),
             "dead": [{"destination": o["destination"], "sop_instance_uid": o["sop_instance_uid"],
                       "attempts": o["attempts"], "error": o["last_error"]} for o in outbox if o["state"] == "dead"],
+            "retrying": [{"destination": o["destination"], "sop_instance_uid": o["sop_instance_uid"],
+                          "attempts": o["attempts"], "error": o["last_error"], "next_attempt_at": o["next_attempt_at"],
+                          "next_attempt_in_s": round(max(0.0, o["next_attempt_at"] - now), 1)}
+                         for o in outbox if o["state"] == "pending" and o["attempts"]],
             "last_received": row["last_received"],
         })
     return {"studies": studies, "by_state": db.counts_by_state(), "nodes": nodes_report(db)}
@@ -362,3 +504,10 @@ def status_report(db: StateDB) -> dict:
 def summary_of(db: StateDB, study_key: str) -> dict | None:
     row = db.study(study_key)
     return json.loads(row["summary_json"]) if row and row["summary_json"] else None
+
+
+def join_all(threads, timeout: float) -> None:
+    """Join every thread within one overall `timeout` (they stop together; the stop must not take N x timeout)."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -50,6 +50,44 @@ class PlainFormatter(logging.Formatter):
         return line
 
 
+class RepeatedWarningFilter(logging.Filter):
+    """Library warnings (logger `py.warnings`) once per kind and study: pydicom warns about an invalid value (e.g.
+    "Invalid value for VR UI") for every image of a study from a scanner that writes it so, hundreds of lines that
+    bury the node's own. The kind is the message without its quoted values; the study is the record's `[study=...]`
+    (or none: the receive path before the study is known). A repeat is dropped, unless the node logs at DEBUG;
+    the same kind is logged again after `period_seconds`.
+    """
+
+    def __init__(self, period_seconds: float = 3600.0, capacity: int = 2000):
+        super().__init__()
+        self.period_seconds = period_seconds
+        self.capacity = capacity
+        self._seen: OrderedDict[tuple, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        first, newline, rest = message.partition("\n")
+        kind = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first)
+        key = (getattr(record, "study", None) or current_study.get(), kind)
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last < self.period_seconds:
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+            self._seen[key] = now
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+        record.msg = f"{first} (repeats of this warning for this study are not logged for " \
+                     f"{self.period_seconds / 60:.0f} min){newline}{rest}"
+        record.args = None
+        return True
+
+
 #: the hashed study id of the work this thread (or task) is doing: every log record carries it as `study`
 current_study: contextvars.ContextVar[str | None] = contextvars.ContextVar("dicomnode_study", default=None)
 
@@ -313,6 +351,9 @@ def configure_logging(config: LoggingConfig) -> None:
     # library warnings (e.g. highdicom quoting a PatientName it finds odd) go through this handler, and so through
     # the patient-data filter, instead of straight to stderr
     logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.filters[:] = [f for f in warnings_logger.filters if not isinstance(f, RepeatedWarningFilter)]
+    warnings_logger.addFilter(RepeatedWarningFilter())
     # results copy PatientName as received: a one-component name (e.g. an anonymised ID) is valid DICOM
     warnings.filterwarnings("ignore", message=r"The string .* is unlikely to represent the intended person name",
                             category=UserWarning)

@@ -1,18 +1,27 @@
-"""Retention: purge finished studies (spool files, results, index rows) after N days, or oldest first when disk runs low.
+"""Retention: purge done studies (spool files, results, index rows) after N days, or oldest first when disk runs low.
 
-A study with undelivered results (dead letters) is never purged automatically, whatever its age or the free space:
-its results exist nowhere else. `dicomnode status` lists it; `dicomnode retry` sends it again."""
+What is purged, whatever its age or the free space: only a `done` study (its current results delivered, or none to
+deliver), and never one with a result object not delivered (pending or dead, in any state): those exist nowhere
+else. A `failed` study is kept: its instances are the input `dicomnode retry` analyses again, and its results (if
+any) were not all delivered; each purge names how many it kept. `dicomnode status` lists them; once retried and
+delivered a study is `done` and ages out as any other; `purge_failed` removes failed ones on an explicit request.
+
+A purge is three steps (StateDB.begin_purge / files / StateDB.finish_purge): the study is marked `purging` in its
+own transaction before the first file goes, so a crash in the middle never leaves a half-deleted study that says
+`done`; every run (and so every start) first finishes the purges a crash interrupted. The last step keeps a
+tombstone of the study's result objects, which the analysis of a study re-sent after its purge supersedes."""
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import RetentionConfig
-from dicomnode.state import DONE, FAILED, StateDB
+from dicomnode.state import DONE, FAILED, PURGING, StateDB
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.retention")
@@ -20,8 +29,17 @@ log = logging.getLogger("dicomnode.retention")
 #: how often free space is checked for the emergency purge, between the scheduled purges
 FREE_SPACE_CHECK_SECONDS = 60
 
-#: only studies in these states are ever purged; everything unfinished is kept whatever the disk says
-PURGEABLE_STATES = (DONE, FAILED)
+#: only studies in these states are purged automatically; unfinished and failed ones are kept whatever the disk says
+PURGEABLE_STATES = (DONE,)
+
+#: a file written after the start of its study's purge (less this, the lag of the kernel's coarse file clock) is a
+#: re-send of the instance during the purge (the spool writes the same path): it is not deleted. (On a shared mount
+#: the file server's clock sets the time: keep the machines' clocks synchronised.)
+REWRITTEN_SLACK_SECONDS = 0.1
+
+# studies this process is purging now (the scheduled and the free-space job may overlap): not "interrupted"
+_active: set[str] = set()
+_active_lock = threading.Lock()
 
 
 @dataclass
@@ -29,6 +47,7 @@ class PurgeReport:
     studies: list[str] = field(default_factory=list)  # study keys purged
     files: int = 0
     bytes: int = 0
+    kept_failed: list[str] = field(default_factory=list)  # failed study keys kept for `dicomnode retry`
 
 
 def _inside(root: Path, relative: str) -> Path | None:
@@ -41,84 +60,156 @@ def _inside(root: Path, relative: str) -> Path | None:
     return candidate
 
 
-def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeReport | None = None) -> bool:
-    """Delete one finished study's files, then its rows, in one transaction; False if it is not finished (anymore).
-
-    The transaction holds the study's row lock: a late instance of this study waits, then starts a new study.
-    A crash after some files are gone leaves the rows, and the next purge finishes the job.
-    """
-    report = report if report is not None else PurgeReport()
-    storage_dir = Path(storage_dir)
+def _delete_files(storage_dir: Path, paths: list[str], began: float, report: PurgeReport) -> None:
+    """Delete a purging study's files (not an instance the spool wrote again since the purge began), then its
+    emptied folders."""
     folders: set[Path] = set()
-
-    def delete_files(paths: list[str]) -> None:
-        for relative in paths:
-            path = _inside(storage_dir, relative)
-            if path is None:
-                log.error("not deleting %r: outside the storage folder", relative)
+    for relative in paths:
+        path = _inside(storage_dir, relative)
+        if path is None:
+            log.error("not deleting %r: outside the storage folder", relative)
+            continue
+        try:
+            stat = path.stat()
+            if relative.startswith("spool/") and stat.st_mtime >= began - REWRITTEN_SLACK_SECONDS:
+                log.warning("not deleting %s: written since its study's purge began (sent again meanwhile)", relative)
                 continue
-            try:
-                size = path.stat().st_size
-                path.unlink()
-                report.files += 1
-                report.bytes += size
-            except FileNotFoundError:
-                pass
-            folders.add(path.parent)
-
-    study = db.purge_study_rows(study_key, PURGEABLE_STATES, delete_files)
-    if study is None:
-        return False
+            path.unlink()
+            report.files += 1
+            report.bytes += stat.st_size
+        except FileNotFoundError:
+            pass
+        folders.add(path.parent)
+    roots = {storage_dir.resolve(), (storage_dir / "spool").resolve(), (storage_dir / "results").resolve()}
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         for candidate in (folder, folder.parent):
-            if candidate.resolve() in (storage_dir.resolve(), (storage_dir / "spool").resolve(),
-                                       (storage_dir / "results").resolve()):
+            if candidate.resolve() in roots:
                 continue
             try:
                 os.rmdir(candidate)  # only when empty: a late instance's file keeps its folder
             except OSError:
                 pass
-    report.studies.append(study_key)
+
+
+def _purge(db: StateDB, storage_dir: Path, study_key: str, began: float, report: PurgeReport) -> dict | None:
+    """Steps 2 and 3 of a purge whose step 1 is committed: the files, then the rows; the study row, or None."""
+    _delete_files(storage_dir, db.study_files(study_key), began, report)
+    study = db.finish_purge(study_key)
+    if study is not None:
+        report.studies.append(study_key)
+    return study
+
+
+def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeReport | None = None,
+                states: tuple[str, ...] = PURGEABLE_STATES) -> bool:
+    """Purge one study in `states` with nothing undelivered; False if it is not purgeable (anymore).
+
+    Step 1 (`purging`) is committed before any file goes: an instance of the study arriving meanwhile is refused
+    for the moment (the sender sends it again and it starts a new study); a crash leaves a `purging` study that the
+    next run finishes (finish_interrupted_purges).
+    """
+    report = report if report is not None else PurgeReport()
+    storage_dir = Path(storage_dir)
+    with _active_lock:
+        if study_key in _active:
+            return False
+        _active.add(study_key)
+    try:
+        began = time.time()  # not after the mark committed below: a file written since is a re-send, kept
+        study = db.begin_purge(study_key, states)
+        if study is None:
+            return False
+        purged = _purge(db, storage_dir, study_key, began, report)
+    finally:
+        with _active_lock:
+            _active.discard(study_key)
+    if purged is None:
+        return False
     log.info("purged study %s (%s)", short_hash(study["study_instance_uid"]), study["state"])
     return True
 
 
+def finish_interrupted_purges(db: StateDB, storage_dir: Path, report: PurgeReport | None = None) -> PurgeReport:
+    """Finish every purge a crash (or a stop) interrupted: studies left `purging` lose their remaining files and
+    rows. Runs first in every retention run, so at the start of the node too."""
+    report = report if report is not None else PurgeReport()
+    for study in db.studies((PURGING,)):
+        key = study["study_key"]
+        with _active_lock:
+            if key in _active:
+                continue  # this process is purging it right now
+            _active.add(key)
+        try:
+            if _purge(db, Path(storage_dir), key, study["updated_at"], report) is not None:
+                log.warning("finished the purge of study %s, interrupted by a crash or a stop",
+                            short_hash(study["study_instance_uid"]))
+        finally:
+            with _active_lock:
+                _active.discard(key)
+    return report
+
+
+def _kept_failed(db: StateDB, report: PurgeReport, cutoff: float | None = None) -> None:
+    """Name the failed studies (past `cutoff` if given) that retention keeps for `dicomnode retry` (those with
+    undelivered results are named as such)."""
+    kept = db.studies_updated_before((FAILED,), cutoff, undelivered=False)
+    report.kept_failed = kept
+    if kept:
+        log.warning("kept %d failed stud%s for retry (their instances are what `dicomnode retry` analyses again; "
+                    "`dicomnode status` lists them): %s", len(kept), "y" if len(kept) == 1 else "ies",
+                    ", ".join(short_hash(key) for key in kept[:10]) + (" ..." if len(kept) > 10 else ""))
+
+
 def purge_expired(db: StateDB, storage_dir: Path, days: float, now: float | None = None) -> PurgeReport:
-    """Purge every finished study whose last change is older than `days`."""
+    """Purge every done study whose last change is older than `days` and has nothing undelivered."""
     now = time.time() if now is None else now
     cutoff = now - days * 86400
     report = PurgeReport()
     for study_key in db.studies_updated_before(PURGEABLE_STATES, cutoff, undelivered=False):
         purge_study(db, storage_dir, study_key, report)
-    kept = db.studies_updated_before(PURGEABLE_STATES, cutoff, undelivered=True)
+    kept = db.studies_updated_before(PURGEABLE_STATES + (FAILED,), cutoff, undelivered=True)
     if kept:
-        log.warning("%d stud(ies) past retention.days kept: their results were never delivered (dead letters; "
-                    "dicomnode status lists them, dicomnode retry sends them again): %s", len(kept),
+        log.warning("%d stud(ies) past retention.days kept: their results were never delivered (dicomnode status "
+                    "lists them, dicomnode retry sends dead letters again): %s", len(kept),
                     ", ".join(short_hash(key) for key in kept[:10]) + (" ..." if len(kept) > 10 else ""))
+    _kept_failed(db, report, cutoff)
+    return report
+
+
+def purge_failed(db: StateDB, storage_dir: Path, days: float, now: float | None = None) -> PurgeReport:
+    """An explicit request: purge `failed` studies unchanged for `days`, when none of their result objects is
+    undelivered (a failed study with dead letters keeps them until retried). Never called by the scheduled runs."""
+    now = time.time() if now is None else now
+    report = PurgeReport()
+    for study_key in db.studies_updated_before((FAILED,), now - days * 86400, undelivered=False):
+        purge_study(db, storage_dir, study_key, report, states=(FAILED,))
     return report
 
 
 def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_mb: Callable[[], float]) -> PurgeReport:
-    """While free space is under `floor_mb`, purge finished studies oldest first; unfinished ones are never touched."""
+    """While free space is under `floor_mb`, purge done studies oldest first; nothing else is ever touched."""
     report = PurgeReport()
     if free_space_mb() >= floor_mb:
         return report
+    finish_interrupted_purges(db, storage_dir, report)
     for study_key in db.studies_updated_before(PURGEABLE_STATES, undelivered=False):
         if free_space_mb() >= floor_mb:
             break
         purge_study(db, storage_dir, study_key, report)
     if free_space_mb() < floor_mb:
-        undelivered = len(db.studies_updated_before(PURGEABLE_STATES, undelivered=True))
-        log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d finished "
-                  "stud(ies); unfinished studies and %d with undelivered results are kept", free_space_mb(), floor_mb,
-                  len(report.studies), undelivered)
+        undelivered = len(db.studies_updated_before(PURGEABLE_STATES + (FAILED,), undelivered=True))
+        failed = len(db.studies_updated_before((FAILED,), undelivered=False))
+        log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d done "
+                  "stud(ies); unfinished studies, %d with undelivered results and %d failed (kept for retry) are kept",
+                  free_space_mb(), floor_mb, len(report.studies), undelivered, failed)
     elif report.studies:
-        log.warning("emergency purge: %d finished stud(ies) removed to get over %d MB free", len(report.studies), floor_mb)
+        log.warning("emergency purge: %d done stud(ies) removed to get over %d MB free", len(report.studies), floor_mb)
     return report
 
 
 class Retention:
-    """The scheduled job: age-based purge, then the emergency purge; `clock` and `free_space_mb` are replaceable."""
+    """The scheduled job: interrupted purges, age-based purge, then the emergency purge; `clock` and
+    `free_space_mb` are replaceable."""
 
     def __init__(self, db: StateDB, storage_dir: Path, config: RetentionConfig, free_space_mb: Callable[[], float],
                  clock: Callable[[], float] = time.time):
@@ -129,11 +220,14 @@ class Retention:
         self.clock = clock
 
     def run_once(self) -> PurgeReport:
-        report = purge_expired(self.db, self.storage_dir, self.config.days, now=self.clock())
+        report = finish_interrupted_purges(self.db, self.storage_dir)
+        expired = purge_expired(self.db, self.storage_dir, self.config.days, now=self.clock())
         emergency = emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb)
-        report.studies += emergency.studies
-        report.files += emergency.files
-        report.bytes += emergency.bytes
+        report.kept_failed = expired.kept_failed
+        for part in (expired, emergency):
+            report.studies += part.studies
+            report.files += part.files
+            report.bytes += part.bytes
         if report.studies:
             log.info("retention: purged %d stud(ies), %d file(s), %.1f MB", len(report.studies), report.files,
                      report.bytes / 1e6)

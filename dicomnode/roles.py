@@ -33,7 +33,8 @@ from dicomnode.observe import study_context
 from dicomnode.state import (
     COMPLETE, FAILED, RECEIVED, StateDB, StateSchemaError, describe_url, open_state, upgrade_schema,
 )
-from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met
+from dicomnode.studies import (EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met, max_wait_failed_reason,
+                               record_refusal, refused_count, waiting_for_resend)
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.roles")
@@ -86,6 +87,11 @@ class DatabaseCompletion:
                         row: dict | None = None) -> None:
         """The receiver's hook: nothing to keep in memory, the due times are in the database."""
 
+    def instance_refused(self, study_key: str) -> int:
+        """The receiver's hook after a 0xA700 (out of resources): the study is marked incomplete in the database
+        (`studies.waiting_for_resend`), which the process holding the `complete` lease reads."""
+        return record_refusal(self.db, study_key, self.config)
+
     def rebuild(self) -> int:
         return 0
 
@@ -110,11 +116,20 @@ class DatabaseCompletion:
             if why is None:
                 continue
             if why == "max wait reached" and self.config.force_complete_policy == "fail":
-                if self.db.set_study_state(key, FAILED, f"not complete after max_wait_seconds="
-                                                        f"{self.config.max_wait_seconds}", expect=(RECEIVED,),
-                                           generation=study["generation"]):
+                reason = max_wait_failed_reason(self.config, study)
+                if self.db.set_study_state(key, FAILED, reason, expect=(RECEIVED,), generation=study["generation"]):
+                    self.forget(key)
+                    with study_context(short_hash(study["study_instance_uid"])):
+                        log.warning("study %s failed: %s (force_complete_policy = \"fail\")",
+                                    short_hash(study["study_instance_uid"]), reason)
                     done.append(key)
                 continue
+            if why == "max wait reached" and refused_count(study):
+                with study_context(short_hash(study["study_instance_uid"])):
+                    log.warning("study %s: max_wait_seconds=%s reached with %d instance(s) refused for lack of space "
+                                "never sent again; analysed as received (force_complete_policy = \"analyse\")",
+                                short_hash(study["study_instance_uid"]), self.config.max_wait_seconds,
+                                refused_count(study))
             if self.db.set_study_state(key, COMPLETE, None, expect=(RECEIVED,), generation=study["generation"]):
                 self.forget(key)
                 log.info("study %s complete (%s), generation %d", short_hash(study["study_instance_uid"]), why,
@@ -130,6 +145,8 @@ class DatabaseCompletion:
             return None  # received before this process started: a whole quiet period from the start first
         if now >= study["first_received"] + self.config.max_wait_seconds:
             return "max wait reached"
+        if waiting_for_resend(study):
+            return None  # instances refused for lack of space: incomplete until its sender sends again
         if now >= study["last_received"] + self.config.quiet_seconds - 0.05:
             return "quiet"
         if (self.config.use_expected_counts and now >= study["last_received"] + EXPECTED_COUNT_GRACE_SECONDS
@@ -174,6 +191,9 @@ class RoleRunner:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self, warm_up: bool = True) -> None:
+        # before anything touches the storage or the state: a second single-node `serve` on the same config (or a
+        # single-node one beside scale-out role processes) refuses here, naming the holder (spool.StorageLock)
+        self.node.lock_storage(exclusive=not self.scale_out)
         if not self.scale_out:
             self.db.release_claims(all_processes=True)  # the only process: whatever a crashed run held is ours
             self.node.start(warm_up=warm_up)
@@ -241,6 +261,7 @@ class RoleRunner:
         node.metrics.stop()
         self._goodbye()
         self.db.close()
+        node.storage_lock.release()
         log.info("stopped")
 
     def _goodbye(self) -> None:
@@ -260,8 +281,10 @@ class RoleRunner:
         self._threads.append(thread)
 
     def _join(self) -> None:
+        """Every loop within one minute together (systemd's TimeoutStopSec covers it, see node.WORKERS_STOP_SECONDS)."""
+        deadline = time.monotonic() + 60.0
         for thread in self._threads:
-            thread.join(timeout=60)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # --- loops -----------------------------------------------------------------------------------------------
 
@@ -292,6 +315,12 @@ class RoleRunner:
     def _analysis_worker(self) -> None:
         node = self.node
         while not self._stop.is_set():
+            node.release_unrecorded()
+            space = node.results_space_problem()
+            if space is not None:  # no claim while results could not be written: the study stays complete
+                node.note_postponed(space)
+                self._stop.wait(max(self.poll_seconds, 5.0))
+                continue
             try:
                 claim = self.db.claim_next_study()
             except Exception:

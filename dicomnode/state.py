@@ -25,15 +25,26 @@ Exactly once across processes (PostgreSQL, or several processes on one SQLite fi
 - outbox items are claimed the same way before they are sent;
 - named leases (table ``leases``) let exactly one process act as the completion scheduler at a time;
 - every process writes a heartbeat row (table ``nodes``) that ``dicomnode status`` lists.
+
+Nothing undelivered is ever purged, and nothing superseded is ever sent:
+
+- an analysis that finishes retires the earlier analyses' outbox items not yet sent (state ``superseded``): the
+  study's delivery state is that of its current results only, and `dicomnode retry` never re-queues a superseded one;
+- a purge is three steps: the study is marked ``purging`` in its own transaction, its files are deleted, then its
+  rows go (leaving a tombstone of its result objects in ``purged_reports``, which the next analysis of a re-sent
+  study names as superseded). A crash between the steps leaves a study that says ``purging``, which retention
+  finishes; an instance of a purging study is refused for the moment (:class:`StudyPurging`), the sender retries.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import json
 import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -50,7 +61,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from dicomnode.uids import short_hash
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Study state machine. A late instance moves any state after RECEIVED back to RECEIVED with a new generation.
 RECEIVED = "received"
@@ -60,12 +71,28 @@ RESULTS_READY = "results_ready"
 SENDING = "sending"
 DONE = "done"
 FAILED = "failed"
-STUDY_STATES = (RECEIVED, COMPLETE, ANALYSING, RESULTS_READY, SENDING, DONE, FAILED)
+#: v3: retention is deleting the study's files (committed before the first file goes; its rows go last)
+PURGING = "purging"
+STUDY_STATES = (RECEIVED, COMPLETE, ANALYSING, RESULTS_READY, SENDING, DONE, FAILED, PURGING)
 UNFINISHED_STATES = (RECEIVED, COMPLETE, ANALYSING, RESULTS_READY, SENDING)
+#: the reason of a receiving study some of whose instances were refused (0xA700; studies.refused_reason): the next
+#: instance stored clears it
+INCOMPLETE_PREFIX = "incomplete: "
 
 OUTBOX_PENDING = "pending"
 OUTBOX_SENT = "sent"
 OUTBOX_DEAD = "dead"
+#: v3: an item of an analysis that a later analysis of the study superseded before it was sent: never sent
+OUTBOX_SUPERSEDED = "superseded"
+
+#: result objects not delivered (yet): a study holding one is never purged
+OUTBOX_UNDELIVERED = (OUTBOX_PENDING, OUTBOX_DEAD)
+
+#: claim_sends/next_send_time without a cap on how far ahead a pending item may be due (no clock-step guard)
+NO_SEND_DELAY_CAP = float("inf")
+#: the due test of a pending send (both backends): due now, or due further ahead than any back-off (`:max_delay`)
+#: can make it, which only a clock stepped back after the failed attempt does: due now rather than parked
+_SEND_DUE = "(next_attempt_at <= :now OR next_attempt_at > :now + :max_delay)"
 
 #: default lease of a claimed study or outbox item; renewed by every heartbeat of the process holding it
 DEFAULT_LEASE_SECONDS = 60.0
@@ -167,6 +194,16 @@ Table(  # v2: named leases (e.g. "complete": the one process acting as completio
     Column("holder", Text, nullable=False),
     Column("lease_until", Double, nullable=False),
 )
+Table(  # v3: tombstones: the result objects of purged studies, what a re-analysis of a re-sent study supersedes
+    "purged_reports", METADATA,
+    Column("sop_instance_uid", Text, primary_key=True),
+    Column("study_key", Text, nullable=False),
+    Column("series_instance_uid", Text, nullable=False),
+    Column("sop_class_uid", Text, nullable=False),
+    Column("path", Text, nullable=False),  # where the file was (gone)
+    Column("purged_at", Double, nullable=False),
+    Index("purged_reports_study", "study_key"),
+)
 Table(  # v2: one row per running process
     "nodes", METADATA,
     Column("node_id", Text, primary_key=True),
@@ -182,6 +219,7 @@ Table(  # v2: one row per running process
 _MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     2: [("studies", "claimed_by", "TEXT"), ("studies", "lease_until", "DOUBLE PRECISION"),
         ("analyses", "worker", "TEXT"), ("outbox", "claimed_by", "TEXT"), ("outbox", "lease_until", "DOUBLE PRECISION")],
+    3: [],  # table purged_reports (create_all) and the data step _retire_superseded_outbox
 }
 
 
@@ -214,6 +252,15 @@ def default_state_path(config) -> Path:
 
 class StateSchemaError(RuntimeError):
     """The database has no schema, or one of another version: `dicomnode state upgrade` fixes the first."""
+
+
+class StudyPurging(OSError):
+    """An instance of a study that retention is purging right now: not stored; the sender should send it again
+    (the C-STORE SCP answers 0xA700, a transient refusal), and then it starts a new study."""
+
+    def __init__(self, study_key: str):
+        super().__init__(errno.EBUSY, "its study is being purged by retention, send it again in a moment")
+        self.study_key = study_key
 
 
 @dataclass
@@ -298,6 +345,23 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _sqlite_reader(path: Path) -> Engine:
+    """A read-only engine on an existing SQLite state (`dicomnode status` on a full or read-only disk): it writes
+    nothing, not even the WAL index, where the folder cannot take it (then it reads the file as it is on disk)."""
+
+    def connect() -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                         timeout=60, isolation_level=None)
+            connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return connection
+        except sqlite3.OperationalError:  # no -shm/-wal and none can be made (read-only file system)
+            return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                   check_same_thread=False, timeout=60, isolation_level=None)
+
+    return create_engine("sqlite://", creator=connect)
+
+
 @functools.lru_cache(maxsize=512)
 def _statement(sql: str, expanding: tuple[str, ...] = ()) -> TextClause:
     """The parsed statement for `sql`, made once (parsing bind parameters costs more than a receive's SQL runs)."""
@@ -315,19 +379,27 @@ class StateDB:
     `check`: refuse a schema of another version (off only for `dicomnode state upgrade` itself).
     `process_id`: the name claims and heartbeats are recorded under (default host:pid).
     `heartbeat_seconds`: how often the processes beat (`[state] heartbeat_seconds`), what a stale one is measured by.
+    `readonly`: only read (SQLite: the file opened read-only, nothing created, no upgrade): what `dicomnode status`
+    falls back to on a full or read-only disk; a write raises.
     Raises StateSchemaError when the schema is missing or of another version.
     """
 
     def __init__(self, location: str | os.PathLike, *, upgrade: bool | None = None, check: bool = True,
                  process_id: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS):
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS, readonly: bool = False):
         self.url = state_url(location)
         self.is_sqlite = self.url.startswith("sqlite")
         self.path = Path(self.url.split(":///", 1)[1]) if self.is_sqlite else None
         self.process_id = process_id or default_process_id()
+        self.writable = not readonly
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
-        if self.is_sqlite:
+        if self.is_sqlite and readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no node state at {self.path}")
+            self.engine = _sqlite_reader(self.path)
+            upgrade = False
+        elif self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
@@ -339,7 +411,7 @@ class StateDB:
         self._write_lock = threading.RLock() if self.is_sqlite else nullcontext()
         self._write_depth = 0
         self._process_lock_fd: int | None = None
-        if self.is_sqlite:
+        if self.is_sqlite and not readonly:
             self._process_lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if upgrade if upgrade is not None else self.is_sqlite:
             upgrade_schema(self.engine)
@@ -394,7 +466,10 @@ class StateDB:
         return rows[0]["path"] if rows else None
 
     def has_instance(self, sop_instance_uid: str) -> bool:
-        return bool(self._rows("SELECT 1 FROM instances WHERE sop_instance_uid=:sop", {"sop": sop_instance_uid}))
+        """Whether the instance is stored (one of a study being purged is not: its file is about to go)."""
+        return bool(self._rows("SELECT 1 FROM instances i JOIN studies s ON s.study_key=i.study_key"
+                               " WHERE i.sop_instance_uid=:sop AND s.state<>:purging",
+                               {"sop": sop_instance_uid, "purging": PURGING}))
 
     def add_instance(self, row: InstanceRow, calling_host: str | None = None, *, reopens: bool = True) -> StoreOutcome:
         """Index one durable instance and advance its study; a late instance re-opens a finished study when
@@ -402,7 +477,9 @@ class StateDB:
         node's own SEG / SR / PDF routed back by the PACS, or a radiologist's key object: no re-analysis loop).
 
         Safe with several receivers: the instance row and the study row are inserted with ON CONFLICT, and an
-        existing study is locked before its generation is read.
+        existing study is locked before its generation is read. Raises StudyPurging (nothing recorded) for an
+        instance of a study that retention is purging: its files are going; sent again after the purge, it starts
+        a new study.
         """
         now = time.time()
         with self._write() as db:
@@ -414,12 +491,19 @@ class StateDB:
             if inserted is None:
                 study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k",
                                   {"k": row.study_key}).mappings().first()
+                if self._run(db, "SELECT 1 FROM instances i JOIN studies s ON s.study_key=i.study_key"
+                                 " WHERE i.sop_instance_uid=:sop AND s.state=:purging",
+                             {"sop": row.sop_instance_uid, "purging": PURGING}).first() is not None:
+                    raise StudyPurging(row.study_key)
                 return StoreOutcome(False, row.study_key, study["state"] if study else None,
                                     study["generation"] if study else 0)
-            # the usual case, a study still receiving: one statement (its generation and state do not change)
+            # the usual case, a study still receiving: one statement (its generation and state do not change); an
+            # instance stored again ends a refusal's "incomplete: ..." reason (the sender is sending again)
             receiving = self._run(db, (
-                "UPDATE studies SET last_received=:now, updated_at=:now WHERE study_key=:k AND state=:state"
-                " RETURNING generation"), {"now": now, "k": row.study_key, "state": RECEIVED}).first()
+                "UPDATE studies SET last_received=:now, updated_at=:now, reason=CASE WHEN"
+                " substr(reason, 1, :n)=:incomplete THEN NULL ELSE reason END WHERE study_key=:k AND state=:state"
+                " RETURNING generation"), {"now": now, "k": row.study_key, "state": RECEIVED,
+                                           "incomplete": INCOMPLETE_PREFIX, "n": len(INCOMPLETE_PREFIX)}).first()
             if receiving is not None:
                 return StoreOutcome(True, row.study_key, RECEIVED, receiving[0])
             created = self._run(db, (
@@ -432,6 +516,8 @@ class StateDB:
                 return StoreOutcome(True, row.study_key, None, 0)
             study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": row.study_key}).mappings().one()
+            if study["state"] == PURGING:  # raising rolls the instance row back
+                raise StudyPurging(row.study_key)
             if not reopens:
                 return StoreOutcome(True, row.study_key, study["state"], study["generation"], reopened=False)
             generation = study["generation"] + (study["state"] != RECEIVED)
@@ -485,17 +571,20 @@ class StateDB:
     def studies_updated_before(self, states: tuple[str, ...], cutoff: float | None = None,
                                undelivered: bool | None = None) -> list[str]:
         """Keys of studies in `states` oldest change first; only those changed before `cutoff` (epoch s) if given;
-        `undelivered` True / False: only studies with / without dead-letter result objects (None: either)."""
+        `undelivered` True / False: only studies with / without a result object not delivered, pending or dead
+        (None: either); superseded items (never to be sent) do not count."""
         sql = "SELECT study_key FROM studies WHERE state IN :states"
         params: dict = {"states": list(states)}
+        expanding = ["states"]
         if cutoff is not None:
             sql += " AND updated_at < :cutoff"
             params["cutoff"] = cutoff
         if undelivered is not None:
             sql += (" AND " + ("" if undelivered else "NOT ") + "EXISTS (SELECT 1 FROM outbox"
-                    " WHERE outbox.study_key=studies.study_key AND outbox.state=:dead)")
-            params["dead"] = OUTBOX_DEAD
-        return [r["study_key"] for r in self._rows(sql + " ORDER BY updated_at", params, expanding=["states"])]
+                    " WHERE outbox.study_key=studies.study_key AND outbox.state IN :undelivered)")
+            params["undelivered"] = list(OUTBOX_UNDELIVERED)
+            expanding.append("undelivered")
+        return [r["study_key"] for r in self._rows(sql + " ORDER BY updated_at", params, expanding=expanding)]
 
     def count_studies(self, states: tuple[str, ...]) -> int:
         return int(self._rows("SELECT COUNT(*) AS n FROM studies WHERE state IN :states", {"states": list(states)},
@@ -535,28 +624,51 @@ class StateDB:
     def counts_by_state(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM studies GROUP BY state")}
 
-    def purge_study_rows(self, study_key: str, purgeable: tuple[str, ...], delete_files,
-                         keep_undelivered: bool = True) -> RowMapping | None:
-        """Delete a finished study: `delete_files(paths)` runs inside the transaction, then every row goes.
-
-        Returns the study row, or None (nothing done) when it is not in `purgeable` states (anymore), or, with
-        `keep_undelivered`, when a result object of it is a dead letter (never delivered). The study row is locked
-        meanwhile, so a late instance of the study waits, then starts a new study.
-        """
+    def begin_purge(self, study_key: str, purgeable: tuple[str, ...]) -> RowMapping | None:
+        """Step 1 of a purge, committed on its own before any file goes: a study in `purgeable` states with no
+        result object undelivered (pending or dead, whatever its state) becomes PURGING (its `updated_at`: when the
+        purge began); returns the study row as it was before, or None (nothing done) when it is not purgeable."""
+        now = time.time()
         with self._write() as db:
             study = self._run(db, "SELECT * FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": study_key}).mappings().first()
-            if study is None or study["state"] not in purgeable:
+            if study is None or study["state"] not in purgeable or self._undelivered(db, study_key):
                 return None
-            if keep_undelivered and self._run(db, "SELECT 1 FROM outbox WHERE study_key=:k AND state=:dead",
-                                              {"k": study_key, "dead": OUTBOX_DEAD}).first() is not None:
+            self._run(db, "UPDATE studies SET state=:purging, reason=:r, updated_at=:now, claimed_by=NULL,"
+                          " lease_until=NULL WHERE study_key=:k",
+                      {"purging": PURGING, "r": f"retention purge of a {study['state']} study", "now": now,
+                       "k": study_key})
+            return study
+
+    def finish_purge(self, study_key: str) -> RowMapping | None:
+        """Step 3 of a purge, after its files are gone: a PURGING study's rows are deleted, leaving the tombstone
+        of its finished analyses' result objects (`purged_reports`); returns the study row, or None when the study
+        is not PURGING (another process finished it)."""
+        now = time.time()
+        with self._write() as db:
+            study = self._run(db, "SELECT * FROM studies WHERE study_key=:k" + self._for_update,
+                              {"k": study_key}).mappings().first()
+            if study is None or study["state"] != PURGING:
                 return None
-            paths = [r[0] for r in self._run(db, "SELECT path FROM instances WHERE study_key=:k UNION ALL "
-                                                 "SELECT path FROM results WHERE study_key=:k", {"k": study_key})]
-            delete_files(paths)
+            self._run(db, (
+                "INSERT INTO purged_reports(sop_instance_uid, study_key, series_instance_uid, sop_class_uid, path,"
+                " purged_at) SELECT r.sop_instance_uid, r.study_key, r.series_instance_uid, r.sop_class_uid, r.path,"
+                " :now FROM results r JOIN analyses a ON a.id=r.analysis_id WHERE r.study_key=:k AND a.state='done'"
+                " ON CONFLICT (sop_instance_uid) DO NOTHING"), {"k": study_key, "now": now})
             for table in ("outbox", "results", "analyses", "instances", "studies"):
                 self._run(db, f"DELETE FROM {table} WHERE study_key=:k", {"k": study_key})
             return study
+
+    def _undelivered(self, db: Connection, study_key: str) -> int:
+        """How many of the study's result objects are not delivered: pending or dead (superseded ones never go)."""
+        return int(self._run(db, "SELECT COUNT(*) FROM outbox WHERE study_key=:k AND state IN :undelivered",
+                             {"k": study_key, "undelivered": list(OUTBOX_UNDELIVERED)},
+                             expanding=["undelivered"]).scalar_one())
+
+    def purged_reports(self, study_key: str) -> list[RowMapping]:
+        """The tombstones of a study's earlier purges: result objects that were delivered, then purged."""
+        return self._rows("SELECT * FROM purged_reports WHERE study_key=:k ORDER BY purged_at, sop_instance_uid",
+                          {"k": study_key})
 
     def study_files(self, study_key: str) -> list[str]:
         """Relative paths of a study's instances and result objects."""
@@ -564,7 +676,7 @@ class StateDB:
                                               "SELECT path FROM results WHERE study_key=:k", {"k": study_key})]
 
     def row_count(self, study_key: str) -> int:
-        """Rows of a study over every table (0 after a purge)."""
+        """Rows of a study over every table but its tombstones (0 after a purge)."""
         return sum(int(self._rows(f"SELECT COUNT(*) AS n FROM {table} WHERE study_key=:k", {"k": study_key})[0]["n"])
                    for table in ("studies", "instances", "analyses", "results", "outbox"))
 
@@ -642,6 +754,11 @@ class StateDB:
                     " path, state, attempts, next_attempt_at) VALUES (:aid, :k, :destination, :ae_title, :host, :port,"
                     " :sop_instance_uid, :path, :pending, 0, :now)"),
                     {"aid": analysis_id, "k": study_key, "pending": OUTBOX_PENDING, "now": now, **item})
+            # what earlier analyses queued and never delivered is superseded by these results: never sent
+            self._run(db, "UPDATE outbox SET state=:superseded, claimed_by=NULL, lease_until=NULL WHERE study_key=:k"
+                          " AND analysis_id<>:aid AND state IN :undelivered",
+                      {"superseded": OUTBOX_SUPERSEDED, "k": study_key, "aid": analysis_id,
+                       "undelivered": list(OUTBOX_UNDELIVERED)}, expanding=["undelivered"])
             self._run(db, "UPDATE analyses SET state='done', finished_at=:now, summary_json=:s WHERE id=:id",
                       {"now": now, "s": summary_json, "id": analysis_id})
             self._run(db, (
@@ -652,18 +769,30 @@ class StateDB:
             return True
 
     def fail_analysis(self, analysis_id: int, study_key: str, generation: int, reason: str) -> None:
+        """The analysis failed: the study is FAILED (`dicomnode retry` runs it again). Earlier results not yet
+        delivered stay queued (they are still the study's latest results, and retention keeps the study while any
+        is undelivered); the reason says how many."""
         now = time.time()
         with self._write() as db:
             self._run(db, "UPDATE analyses SET state='failed', finished_at=:now, reason=:r WHERE id=:id",
                       {"now": now, "r": reason, "id": analysis_id})
             if self._still_ours(db, study_key, generation):
+                earlier = self._undelivered(db, study_key)
+                if earlier:
+                    reason = (f"{reason[:400]} (the earlier analysis's {earlier} result object(s) not yet delivered"
+                              " are kept)")
                 self._run(db, (
                     "UPDATE studies SET state=:failed, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
                     " WHERE study_key=:k"), {"failed": FAILED, "r": reason, "now": now, "k": study_key})
 
     def earlier_reports(self, study_key: str, sop_class_uid: str) -> list[RowMapping]:
-        """Result objects of one SOP class from earlier analyses of the study (what a re-analysis supersedes)."""
-        return self._rows(
+        """Result objects of one SOP class from earlier analyses of the study (what a re-analysis supersedes),
+        oldest first: the tombstones of the study's earlier purges (their files are gone), then the kept ones."""
+        purged = self._rows(
+            "SELECT sop_instance_uid, study_key, series_instance_uid, sop_class_uid, path FROM purged_reports"
+            " WHERE study_key=:k AND sop_class_uid=:cls ORDER BY purged_at, sop_instance_uid",
+            {"k": study_key, "cls": sop_class_uid})
+        return purged + self._rows(
             "SELECT r.* FROM results r JOIN analyses a ON a.id=r.analysis_id"
             " WHERE r.study_key=:k AND r.sop_class_uid=:cls AND a.state='done' ORDER BY a.id",
             {"k": study_key, "cls": sop_class_uid})
@@ -694,22 +823,26 @@ class StateDB:
 
     # --- outbox ----------------------------------------------------------------------------------------------
 
-    def due_sends(self, now: float | None = None, limit: int = 500) -> list[RowMapping]:
+    def due_sends(self, now: float | None = None, limit: int = 500,
+                  max_delay: float = NO_SEND_DELAY_CAP) -> list[RowMapping]:
         """Pending items due now and not claimed by a live dispatcher (read only; see claim_sends)."""
         now = time.time() if now is None else now
         return self._rows(
-            "SELECT * FROM outbox WHERE state=:pending AND next_attempt_at<=:now"
+            "SELECT * FROM outbox WHERE state=:pending AND " + _SEND_DUE +
             " AND (claimed_by IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit",
-            {"pending": OUTBOX_PENDING, "now": now, "limit": limit})
+            {"pending": OUTBOX_PENDING, "now": now, "limit": limit, "max_delay": max_delay})
 
-    def claim_sends(self, limit: int = 500) -> list[RowMapping]:
-        """Claim the due pending items for this process (SKIP LOCKED on PostgreSQL); sent or failed releases them."""
+    def claim_sends(self, limit: int = 500, max_delay: float = NO_SEND_DELAY_CAP) -> list[RowMapping]:
+        """Claim the due pending items for this process (SKIP LOCKED on PostgreSQL); sent or failed releases them.
+
+        `max_delay` (s, the dispatcher's max_backoff_seconds): no back-off is longer, so an item due further ahead
+        than that was parked by a clock that stepped back (its due time was computed ahead): it is due now."""
         now = time.time()
         with self._write() as db:
             ids = [r[0] for r in self._run(db, (
-                "SELECT id FROM outbox WHERE state=:pending AND next_attempt_at<=:now"
+                "SELECT id FROM outbox WHERE state=:pending AND " + _SEND_DUE +
                 " AND (claimed_by IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit" + self._skip_locked),
-                {"pending": OUTBOX_PENDING, "now": now, "limit": limit})]
+                {"pending": OUTBOX_PENDING, "now": now, "limit": limit, "max_delay": max_delay})]
             if not ids:
                 return []
             self._run(db, "UPDATE outbox SET claimed_by=:me, lease_until=:until WHERE id IN :ids",
@@ -717,11 +850,13 @@ class StateDB:
             return list(self._run(db, "SELECT * FROM outbox WHERE id IN :ids ORDER BY id", {"ids": ids},
                                   expanding=["ids"]).mappings().all())
 
-    def next_send_time(self) -> float | None:
-        """The earliest due time of a pending item no live dispatcher holds (epoch s), or None."""
+    def next_send_time(self, max_delay: float = NO_SEND_DELAY_CAP) -> float | None:
+        """The earliest due time of a pending item no live dispatcher holds (epoch s), or None; an item due further
+        ahead than `max_delay` (s) counts as due now (see claim_sends)."""
         now = time.time()
-        rows = self._rows("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state=:pending"
-                          " AND (claimed_by IS NULL OR lease_until < :now)", {"pending": OUTBOX_PENDING, "now": now})
+        rows = self._rows("SELECT MIN(CASE WHEN " + _SEND_DUE + " THEN :now ELSE next_attempt_at END) AS t FROM outbox"
+                          " WHERE state=:pending AND (claimed_by IS NULL OR lease_until < :now)",
+                          {"pending": OUTBOX_PENDING, "now": now, "max_delay": max_delay})
         return rows[0]["t"] if rows and rows[0]["t"] is not None else None
 
     def mark_sent(self, outbox_ids: list[int]) -> None:
@@ -736,15 +871,18 @@ class StateDB:
 
     def mark_failed_send(self, outbox_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
         with self._write() as db:
+            # an item superseded while it was being sent stays superseded (never retried)
             self._run(db, (
-                "UPDATE outbox SET attempts=attempts+1, last_error=:e, next_attempt_at=:t, state=:state,"
+                "UPDATE outbox SET attempts=attempts+1, last_error=:e, next_attempt_at=:t,"
+                " state=CASE WHEN state=:superseded THEN state ELSE :state END,"
                 " claimed_by=NULL, lease_until=NULL WHERE id=:id"),
                 {"e": error[:500], "t": next_attempt_at, "state": OUTBOX_DEAD if dead else OUTBOX_PENDING,
-                 "id": outbox_id})
+                 "superseded": OUTBOX_SUPERSEDED, "id": outbox_id})
             self._settle_studies(db, [outbox_id])
 
     def _settle_studies(self, db: Connection, outbox_ids: list[int]) -> None:
-        """A sending study whose outbox has nothing pending becomes done, or failed when any send is dead."""
+        """A sending study whose outbox has nothing pending becomes done, or failed when any send is dead; items
+        of superseded analyses (state superseded) do not count."""
         keys = {r[0] for r in self._run(db, "SELECT study_key FROM outbox WHERE id IN :ids", {"ids": list(outbox_ids)},
                                         expanding=["ids"])}
         now = time.time()
@@ -777,9 +915,14 @@ class StateDB:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")}
 
     def retry_dead(self, study_key: str) -> int:
-        """Re-queue a study's dead letters; returns how many."""
+        """Re-queue a study's dead letters (never a superseded item); returns how many. 0 for a failed study whose
+        latest analysis failed: `reanalyse` runs it again, and its results supersede the earlier dead letters."""
         now = time.time()
         with self._write() as db:
+            study = self._run(db, "SELECT state FROM studies WHERE study_key=:k" + self._for_update,
+                              {"k": study_key}).mappings().first()
+            if study is None or (study["state"] == FAILED and self._latest_analysis_failed(db, study_key)):
+                return 0
             count = self._run(db, (
                 "UPDATE outbox SET state=:pending, attempts=0, next_attempt_at=:now, claimed_by=NULL, lease_until=NULL"
                 " WHERE study_key=:k AND state=:dead"),
@@ -791,16 +934,63 @@ class StateDB:
             return count
 
     def reanalyse(self, study_key: str) -> bool:
-        """Send a study whose analysis failed (state failed, no dead letters) back to `complete`, so that the next
-        worker analyses it again; False when the study is in any other state."""
+        """Send a failed study back to `complete`, so that the next worker analyses it again: one whose analysis
+        failed (its latest analysis failed, whatever earlier results are still queued) or that has no dead letters;
+        False when the study is in any other state."""
         now = time.time()
         with self._write() as db:
+            study = self._run(db, "SELECT state FROM studies WHERE study_key=:k" + self._for_update,
+                              {"k": study_key}).mappings().first()
+            if study is None or study["state"] != FAILED:
+                return False
+            if not self._latest_analysis_failed(db, study_key) and self._run(
+                    db, "SELECT 1 FROM outbox WHERE study_key=:k AND state=:dead",
+                    {"k": study_key, "dead": OUTBOX_DEAD}).first() is not None:
+                return False  # dead letters of its current results: retry_dead's case
             return self._run(db, (
                 "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
-                " WHERE study_key=:k AND state=:failed AND NOT EXISTS (SELECT 1 FROM outbox"
-                " WHERE outbox.study_key=studies.study_key AND outbox.state=:dead)"),
-                {"complete": COMPLETE, "r": "re-analysis requested", "now": now, "k": study_key, "failed": FAILED,
-                 "dead": OUTBOX_DEAD}).rowcount == 1
+                " WHERE study_key=:k AND state=:failed"),
+                {"complete": COMPLETE, "r": "re-analysis requested", "now": now, "k": study_key,
+                 "failed": FAILED}).rowcount == 1
+
+    def requeue_stuck(self, study_key: str) -> tuple[bool, str]:
+        """`dicomnode retry` of a study in ANALYSING: send it back to `complete` (the next worker analyses it again)
+        when no live process holds it: its claim's lease expired, or its claiming process has no heartbeat row
+        younger than stale_after_seconds (killed, or hung). Returns (re-queued, why); not re-queued while a live
+        process analyses it, or when the study is not analysing (why says which)."""
+        now = time.time()
+        with self._write() as db:
+            study = self._run(db, "SELECT state, generation, claimed_by, lease_until FROM studies WHERE study_key=:k"
+                              + self._for_update, {"k": study_key}).mappings().first()
+            if study is None or study["state"] != ANALYSING:
+                return False, f"state {study['state'] if study else 'unknown'}, not analysing"
+            holder = study["claimed_by"]
+            beat = None if holder is None else self._run(
+                db, "SELECT last_seen FROM nodes WHERE node_id=:id", {"id": holder}).scalar()
+            if holder is None:
+                why = "no process holds its claim"
+            elif study["lease_until"] is None or study["lease_until"] < now:
+                why = f"the lease of {holder}'s claim expired"
+            elif beat is None:
+                why = f"{holder}, which claimed it, has no heartbeat row (stopped or killed)"
+            elif now - beat >= self.stale_after_seconds:
+                why = f"{holder}, which claimed it, sent no heartbeat for {now - beat:.0f} s"
+            else:
+                return False, (f"being analysed by {holder}, a live process (heartbeat {max(0.0, now - beat):.0f} s "
+                               f"ago)")
+            # the row is locked (FOR UPDATE / the SQLite write lock): no claim changes between the check and this
+            requeued = self._run(db, (
+                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
+                " WHERE study_key=:k AND state=:analysing AND generation=:g"),
+                {"complete": COMPLETE, "r": f"re-analysis requested: stuck analysing ({why})"[:500], "now": now,
+                 "k": study_key, "analysing": ANALYSING, "g": study["generation"]}).rowcount == 1
+            return requeued, why
+
+    def _latest_analysis_failed(self, db: Connection, study_key: str) -> bool:
+        """Whether the study's latest analysis that ended (done or failed) failed: its current results are missing."""
+        row = self._run(db, "SELECT state FROM analyses WHERE study_key=:k AND state IN ('done', 'failed')"
+                            " ORDER BY id DESC LIMIT 1", {"k": study_key}).first()
+        return row is not None and row[0] == "failed"
 
     # --- leases and heartbeats -------------------------------------------------------------------------------
 
@@ -890,10 +1080,29 @@ def schema_version(engine: Engine) -> int | None:
     return int(row[0]) if row else None
 
 
+def _retire_superseded_outbox(connection: Connection) -> None:
+    """v3 data step: undelivered outbox items of analyses that a later finished analysis superseded are retired
+    (what finish_analysis does from v3 on), and a study failed only by such dead letters is settled again from its
+    current results: sending while any is pending, else done."""
+    connection.execute(text(
+        "UPDATE outbox SET state='superseded', claimed_by=NULL, lease_until=NULL WHERE state IN ('pending', 'dead')"
+        " AND analysis_id < (SELECT MAX(a.id) FROM analyses a WHERE a.study_key=outbox.study_key AND a.state='done')"))
+    connection.execute(text(
+        "UPDATE studies SET reason=NULL, state=CASE WHEN EXISTS (SELECT 1 FROM outbox o"
+        " WHERE o.study_key=studies.study_key AND o.state='pending') THEN 'sending' ELSE 'done' END"
+        " WHERE state='failed' AND reason LIKE '%(dead letter)' AND NOT EXISTS (SELECT 1 FROM outbox o"
+        " WHERE o.study_key=studies.study_key AND o.state='dead')"))
+
+
+#: data steps run once, when a database of an older version is upgraded to this one
+_DATA_STEPS = {3: _retire_superseded_outbox}
+
+
 def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
     """Create a missing schema or migrate an older one to SCHEMA_VERSION; returns (version before, after).
 
-    Idempotent and safe to run while nodes run (additive steps only); refuses a database newer than this code.
+    Idempotent and safe to run while nodes run (additive steps, and data steps that only retire outbox items never
+    to be sent); refuses a database newer than this code.
     """
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":  # one upgrader at a time
@@ -913,6 +1122,8 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
                     existing = {c["name"] for c in inspector.get_columns(table)}
                     if column not in existing:
                         connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+                if version in _DATA_STEPS:
+                    _DATA_STEPS[version](connection)
         METADATA.create_all(connection, checkfirst=True)
         for table in METADATA.tables.values():  # indexes added since a table was created
             for index in table.indexes:
@@ -923,10 +1134,12 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
     return before, SCHEMA_VERSION
 
 
-def open_state(config, *, upgrade: bool | None = None, check: bool = True, process_id: str | None = None) -> StateDB:
-    """The state database a config names: `[state] url`, default the spool's `state.sqlite3`."""
-    if config.state.url is None:
+def open_state(config, *, upgrade: bool | None = None, check: bool = True, process_id: str | None = None,
+               readonly: bool = False) -> StateDB:
+    """The state database a config names: `[state] url`, default the spool's `state.sqlite3`; `readonly`: only
+    read it, touching nothing on disk (see StateDB)."""
+    if config.state.url is None and not readonly:
         prepare_storage_dir(config.node.storage_dir)
     url = config.state.url or default_state_path(config)
     return StateDB(url, upgrade=upgrade, check=check, process_id=process_id, lease_seconds=config.state.lease_seconds,
-                   heartbeat_seconds=config.state.heartbeat_seconds)
+                   heartbeat_seconds=config.state.heartbeat_seconds, readonly=readonly)

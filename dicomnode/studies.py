@@ -1,7 +1,9 @@
 """Study completion: quiet timer, expected instance counts, and max-wait force-complete, rebuilt from the index."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections import defaultdict
@@ -10,13 +12,71 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config, StudiesConfig
-from dicomnode.state import COMPLETE, FAILED, RECEIVED, StateDB
+from dicomnode.state import COMPLETE, FAILED, INCOMPLETE_PREFIX, RECEIVED, StateDB
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.studies")
 
 #: after the expected counts are met, wait this long for stragglers before completing
 EXPECTED_COUNT_GRACE_SECONDS = 2.0
+
+#: the reason of a study still receiving whose instances the node refused for lack of space (0xA700)
+REFUSED_PREFIX = INCOMPLETE_PREFIX  # "incomplete: ": state.add_instance clears it when an instance is stored
+_REFUSED_COUNT = re.compile(r"incomplete: (\d+) instance")
+
+
+def refused_reason(count: int) -> str:
+    """The study's reason after `count` of its instances were refused for lack of space (storage floor)."""
+    return (f"{REFUSED_PREFIX}{count} instance(s) refused for lack of space (node.min_free_space_mb); waiting for "
+            f"the sender to send again")
+
+
+def waiting_for_resend(study) -> bool:
+    """Whether a study still receiving had instances refused for lack of space and none stored since.
+
+    The node answered 0xA700 (out of resources), so the sender will send them again once it retries: the study is
+    not quiet, it is incomplete. Told from its row, so that every completion scheduler (this process, or the
+    database-polling one of a scale-out) and a restart agree: a refusal sets the reason (and updated_at) without
+    touching last_received; an instance stored afterwards moves last_received past updated_at.
+    """
+    return (study["state"] == RECEIVED and (study["reason"] or "").startswith(REFUSED_PREFIX)
+            and study["last_received"] < study["updated_at"])
+
+
+def refused_count(study) -> int:
+    """How many instances of the study were refused for lack of space (0 when not `waiting_for_resend`)."""
+    if not waiting_for_resend(study):
+        return 0
+    match = _REFUSED_COUNT.match(study["reason"] or "")
+    return int(match.group(1)) if match else 0
+
+
+def record_refusal(db: StateDB, study_key: str, config: StudiesConfig) -> int:
+    """After the node answered 0xA700 for an instance of `study_key`: mark the study (still receiving) incomplete,
+    counting the refusal; returns the count so far, 0 when the study is not receiving (nothing to hold back).
+
+    The first refusal of a round is logged (the SCP logs each refused instance itself)."""
+    study = db.study(study_key)
+    if study is None or study["state"] != RECEIVED:
+        return 0
+    count = refused_count(study) + 1
+    if not db.set_study_state(study_key, RECEIVED, refused_reason(count), expect=(RECEIVED,),
+                              generation=study["generation"]):
+        return 0
+    if count == 1:
+        log.warning("study %s: incomplete, an instance was refused for lack of space: not completed on the quiet timer "
+                    "until its sender sends again (at max_wait_seconds=%s: force_complete_policy %r)",
+                    short_hash(study["study_instance_uid"]), config.max_wait_seconds, config.force_complete_policy)
+    return count
+
+
+def max_wait_failed_reason(config: StudiesConfig, study) -> str:
+    """The reason of a study failed at max_wait_seconds (force_complete_policy = "fail")."""
+    reason = f"not complete after max_wait_seconds={config.max_wait_seconds}"
+    refused = refused_count(study)
+    if refused:
+        reason += f": {refused} instance(s) refused for lack of space were not sent again"
+    return reason
 
 
 class ExpectedCounts:
@@ -101,6 +161,7 @@ class CompletionTracker:
         self.scheduler = scheduler
         self._deadlines: dict[str, float] = {}
         self._counts: dict[str, ExpectedCounts] = {}
+        self._refused: set[str] = set()  # studies with instances refused for lack of space (waiting_for_resend)
         self._lock = threading.Lock()
 
     def rebuild(self) -> int:
@@ -112,7 +173,12 @@ class CompletionTracker:
         studies = self.db.studies((RECEIVED,))
         resumed = time.time() + self.config.quiet_seconds
         for study in studies:
-            self._schedule_quiet(study["study_key"], max(study["last_received"] + self.config.quiet_seconds, resumed))
+            if waiting_for_resend(study):  # incomplete: only its sender (or max wait) moves it on
+                with self._lock:
+                    self._refused.add(study["study_key"])
+            else:
+                self._schedule_quiet(study["study_key"], max(study["last_received"] + self.config.quiet_seconds,
+                                                             resumed))
             self._schedule_max_wait(study["study_key"], study["first_received"], not_before=resumed)
         return len(studies)
 
@@ -124,6 +190,12 @@ class CompletionTracker:
                         row: dict | None = None) -> None:
         """Re-arm the study's timers after an instance was stored (`row`: its index columns, if at hand)."""
         now = time.time()
+        with self._lock:
+            resent = study_key in self._refused
+            self._refused.discard(study_key)
+        if resent:
+            # the receive path logs within the study's context ([study=...])
+            log.info("instances of the study arrive again after the refusals for lack of space; it completes when quiet")
         deadline = now + self.config.quiet_seconds
         if self.config.use_expected_counts and self._counts_met(study_key, row):
             deadline = min(deadline, now + EXPECTED_COUNT_GRACE_SECONDS)
@@ -141,10 +213,20 @@ class CompletionTracker:
                 counts.add(row)
             return counts.met()
 
+    def instance_refused(self, study_key: str) -> int:
+        """The SCP answered 0xA700 (out of resources) for an instance of the study: its sender will send it again,
+        so the study is incomplete, not quiet (`waiting_for_resend`); returns the refusals counted so far."""
+        count = record_refusal(self.db, study_key, self.config)
+        if count:
+            with self._lock:
+                self._refused.add(study_key)
+        return count
+
     def forget(self, study_key: str) -> None:
         with self._lock:
             self._counts.pop(study_key, None)
             self._deadlines.pop(study_key, None)
+            self._refused.discard(study_key)
 
     def _schedule_quiet(self, study_key: str, deadline: float, force: bool = False) -> None:
         with self._lock:
@@ -173,6 +255,10 @@ class CompletionTracker:
         study = self.db.study(study_key)
         if study is None or study["state"] != RECEIVED:
             return
+        if waiting_for_resend(study):  # re-armed by the next instance stored; max wait still applies
+            log.info("study %s quiet, but %d instance(s) were refused for lack of space: waiting for its sender to "
+                     "send again", short_hash(study["study_instance_uid"]), refused_count(study))
+            return
         now = time.time()
         quiet_deadline = study["last_received"] + self.config.quiet_seconds
         if now >= quiet_deadline - 0.05:
@@ -191,9 +277,17 @@ class CompletionTracker:
         if study is None or study["state"] != RECEIVED:
             return
         if self.config.force_complete_policy == "fail":
-            self.db.set_study_state(study_key, FAILED, f"not complete after max_wait_seconds={self.config.max_wait_seconds}",
-                                    expect=(RECEIVED,))
+            reason = max_wait_failed_reason(self.config, study)
+            if self.db.set_study_state(study_key, FAILED, reason, expect=(RECEIVED,), generation=study["generation"]):
+                self.forget(study_key)
+                log.warning("study %s failed: %s (force_complete_policy = \"fail\")",
+                            short_hash(study["study_instance_uid"]), reason)
             return
+        refused = refused_count(study)
+        if refused:
+            log.warning("study %s: max_wait_seconds=%s reached with %d instance(s) refused for lack of space never sent "
+                        "again; analysed as received (force_complete_policy = \"analyse\")",
+                        short_hash(study["study_instance_uid"]), self.config.max_wait_seconds, refused)
         self.complete(study_key, "max wait reached")
 
     def complete(self, study_key: str, why: str) -> bool:
@@ -213,7 +307,5 @@ class CompletionTracker:
         return True
 
 
-def _datetime(timestamp: float):
-    import datetime as dt
-
+def _datetime(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp).astimezone()

@@ -33,7 +33,7 @@ from dicomnode.net.filemeta import file_header
 from dicomnode.net.reactor import EVENT_DRIVEN, EventDrivenServer, SharedPortPollingServer, SharedPortServer
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
-from dicomnode.state import StoreOutcome
+from dicomnode.state import StoreOutcome, StudyPurging
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid, short_hash
 
 log = logging.getLogger("dicomnode.net.scp")
@@ -57,6 +57,8 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 # C-STORE statuses (PS3.4 Annex B.2.3) the SCP returns
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
+#: the 0xA700 comment for an instance of a study retention is purging (state.StudyPurging): transient
+STUDY_PURGING_COMMENT = "study being purged, send again"
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
@@ -119,10 +121,14 @@ class StorageSCP:
         spool: Spool,
         on_stored: Callable[[StoreOutcome, IncomingInstance], None] | None = None,
         ssl_context=None,
+        on_refused: Callable[[IncomingInstance], None] | None = None,
     ):
+        """`on_stored(outcome, instance)`: after an instance is durable; `on_refused(instance)`: after it was
+        refused with 0xA700 (out of resources: storage floor or a failed write), which its sender retries."""
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
+        self.on_refused = on_refused
         self.ssl_context = ssl_context
         self._server = None
         self._active = 0
@@ -286,23 +292,54 @@ class StorageSCP:
                        study_uid: str):
         try:
             outcome = self.spool.store(instance, calling_host=address)
+        except StudyPurging:  # an OSError: before that branch. Not a refusal for space: no hold on completion
+            log.warning("C-STORE of %s from %s refused for now: study being purged, the sender will send again",
+                        sop_instance, calling)
+            return self._status(STATUS_OUT_OF_RESOURCES, STUDY_PURGING_COMMENT)
         except OutOfSpace as exc:
-            log.error("C-STORE refused (out of resources): %s", exc)
-            return self._status(STATUS_OUT_OF_RESOURCES, str(exc))
+            log.error("C-STORE of %s from %s refused (out of resources): %s", sop_instance, calling, exc)
+            self._refused(instance)
+            return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
         except OSError as exc:
-            log.error("C-STORE failed writing the spool: %s", exc)
+            log.error("C-STORE of %s from %s failed writing the spool: %s", sop_instance, calling, exc)
+            self._refused(instance)
             return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
         self.received += 1
         if outcome.stored:
             self.received_bytes += len(instance.encoded)
         if not outcome.stored:
-            log.info("duplicate SOP instance %s (study %s) stored once", sop_instance, short_hash(study_uid))
+            self._duplicate(instance, calling, study_uid)
         elif self.on_stored is not None:
             try:
                 self.on_stored(outcome, instance)
             except Exception:  # the instance is durable; completion will be rebuilt from the index
                 log.exception("post-store hook failed")
         return STATUS_SUCCESS
+
+    def _refused(self, instance: IncomingInstance) -> None:
+        """After a 0xA700: the study must not look quiet to completion (its sender sends the instance again)."""
+        if self.on_refused is None:
+            return
+        try:
+            self.on_refused(instance)
+        except Exception:  # e.g. the state database on the same full disk: max wait still ends the study
+            log.exception("could not mark the study incomplete after refusing an instance")
+
+    def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str) -> None:
+        """A SOP Instance UID already stored: the first copy is kept; say so louder when the content differs."""
+        try:
+            difference = self.spool.difference_from_stored(instance)
+        except OSError as exc:
+            difference = None
+            log.warning("duplicate SOP instance %s (study %s): cannot compare with the stored copy: %s",
+                        instance.sop_instance_uid, short_hash(study_uid), exc)
+        if difference is None:
+            log.info("duplicate SOP instance %s (study %s) from %s: identical, stored once", instance.sop_instance_uid,
+                     short_hash(study_uid), calling)
+            return
+        log.warning("SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is kept "
+                    "and analysed; a corrected instance needs a new SOP Instance UID", instance.sop_instance_uid,
+                    short_hash(study_uid), calling, difference)
 
     @staticmethod
     def _status(code: int, comment: str) -> Dataset:

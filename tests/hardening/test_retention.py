@@ -1,6 +1,7 @@
-"""Retention: age-based and emergency purges delete finished studies' files then rows; unfinished ones stay."""
+"""Retention: age-based and emergency purges delete done studies' files then rows; unfinished and failed ones stay."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -32,12 +33,14 @@ def incoming(dataset) -> IncomingInstance:
 
 def add_study(spool: Spool, state: str, finished_days_ago: float, instances: int = 2, with_results: bool = True,
               result_path: str | None = None) -> str:
-    """A study with spool files, one analysis with a result file and an outbox row, in `state`
-    (`result_path`: the path recorded for the result instead of the written one)."""
+    """A study with spool files, one analysis with a result file and an outbox row, in `state`; a done study's
+    result was delivered (`result_path`: the path recorded for the result instead of the written one)."""
     study_uid = synthetic_mr().StudyInstanceUID
     for index in range(instances):
         spool.store(incoming(synthetic_mr(study_uid=study_uid, instance=index, size=16)))
     db = spool.db
+    for relative in db.study_files(study_uid):  # received a while ago (a file written as a purge begins is kept)
+        os.utime(spool.root / relative, (time.time() - 3600, time.time() - 3600))
     if with_results:
         analysis_id = db.start_analysis(study_uid, 0) if db.set_study_state(study_uid, "complete") else None
         result_uid = synthetic_mr().SOPInstanceUID
@@ -48,6 +51,8 @@ def add_study(spool: Spool, state: str, finished_days_ago: float, instances: int
                            [(result_uid, "1.2.3", "1.2.840.10008.5.1.4.1.1.88.34", relative)],
                            [{"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 104,
                              "sop_instance_uid": result_uid, "path": relative}])
+        if state == DONE:
+            db.mark_sent([row["id"] for row in db.outbox_for(study_uid)])
     db.set_study_state(study_uid, state, updated_at=time.time() - finished_days_ago * DAY)
     return study_uid
 
@@ -72,28 +77,28 @@ def make_spool(state_location):
     return make
 
 
-def test_purge_expired_removes_old_finished_studies_only(tmp_path, make_spool):
+def test_purge_expired_removes_old_done_studies_only(tmp_path, make_spool):
     spool = make_spool(tmp_path)
     old_done = add_study(spool, DONE, finished_days_ago=40)
     old_failed = add_study(spool, FAILED, finished_days_ago=31)
     recent_done = add_study(spool, DONE, finished_days_ago=5)
     old_sending = add_study(spool, SENDING, finished_days_ago=90)
     old_received = add_study(spool, RECEIVED, finished_days_ago=90, with_results=False)
-    kept_files = {key: files_of(spool.db, key) for key in (recent_done, old_sending, old_received)}
-    purged_files = files_of(spool.db, old_done) + files_of(spool.db, old_failed)
-    assert len(purged_files) == 6 and all((spool.root / p).is_file() for p in purged_files)
+    kept_files = {key: files_of(spool.db, key) for key in (recent_done, old_sending, old_received, old_failed)}
+    purged_files = files_of(spool.db, old_done)
+    assert len(purged_files) == 3 and all((spool.root / p).is_file() for p in purged_files)
 
     report = purge_expired(spool.db, spool.root, days=30)
 
-    assert sorted(report.studies) == sorted([old_done, old_failed])
-    assert report.files == 6
+    assert report.studies == [old_done]  # a failed study is kept for `dicomnode retry`
+    assert report.files == 3
     assert not any((spool.root / p).exists() for p in purged_files)
-    assert rows_of(spool.db, old_done) == rows_of(spool.db, old_failed) == 0
+    assert rows_of(spool.db, old_done) == 0
     for key, paths in kept_files.items():
         assert rows_of(spool.db, key) > 0
         assert all((spool.root / p).is_file() for p in paths), key
     # empty study folders went with the files
-    assert len(list((spool.root / "spool").iterdir())) == 3
+    assert len(list((spool.root / "spool").iterdir())) == 4
     # nothing to do the second time
     assert purge_expired(spool.db, spool.root, days=30).studies == []
 
@@ -129,10 +134,10 @@ def test_emergency_purge_frees_space_oldest_first_and_keeps_unfinished(tmp_path,
         return free["mb"] + 50.0 * (3 - remaining)
 
     report = emergency_purge(spool.db, spool.root, 500, free_space_mb)
-    # still short after every finished study is gone: the unfinished one stays anyway
-    assert report.studies == [oldest, middle, newest]
-    assert [r["study_key"] for r in spool.db.studies()] == [unfinished]
-    assert all((spool.root / p).is_file() for p in files_of(spool.db, unfinished))
+    # still short after every done study is gone: the unfinished and the failed one stay anyway
+    assert report.studies == [oldest, newest]
+    assert [r["study_key"] for r in spool.db.studies()] == [middle, unfinished]
+    assert all((spool.root / p).is_file() for p in files_of(spool.db, unfinished) + files_of(spool.db, middle))
     free["mb"] = 100.0
     spool2 = make_spool(tmp_path / "second")
     first = add_study(spool2, DONE, finished_days_ago=3)
@@ -232,14 +237,15 @@ def test_studies_with_undelivered_results_outlive_retention_and_the_emergency_pu
 
     with caplog.at_level("WARNING", logger="dicomnode.retention"):
         report = purge_expired(spool.db, spool.root, days=30)
-    assert report.studies == [analysis_failed]
+    assert report.studies == []  # the failed analysis is kept for retry too
+    assert spool.db.study(analysis_failed)["state"] == FAILED and "kept 1 failed study for retry" in caplog.text
     assert all((spool.root / p).is_file() for p in files) and rows_of(spool.db, undelivered) > 0
     assert "never delivered" in caplog.text
 
     caplog.clear()
     with caplog.at_level("ERROR", logger="dicomnode.retention"):
         assert emergency_purge(spool.db, spool.root, 1000, lambda: 10.0).studies == []
-    assert "1 with undelivered results are kept" in caplog.text
+    assert "1 with undelivered results and 1 failed (kept for retry) are kept" in caplog.text
     assert purge_study(spool.db, spool.root, undelivered) is False
     # once retried and delivered the study is an ordinary finished one again
     assert spool.db.retry_dead(undelivered) == 1
@@ -248,3 +254,14 @@ def test_studies_with_undelivered_results_outlive_retention_and_the_emergency_pu
     assert spool.db.study(undelivered)["state"] == DONE
     spool.db.set_study_state(undelivered, DONE, updated_at=time.time() - 90 * DAY)
     assert purge_expired(spool.db, spool.root, days=30).studies == [undelivered]
+
+
+def test_an_instance_refused_because_its_study_is_being_purged_leaves_no_file(tmp_path, make_spool):
+    from dicomnode.state import StudyPurging
+    spool = make_spool(tmp_path)
+    study_uid = add_study(spool, DONE, finished_days_ago=40)
+    assert spool.db.begin_purge(study_uid, (DONE,)) is not None  # step 1 of a purge, files not yet deleted
+    late = incoming(synthetic_mr(study_uid=study_uid, instance=7, size=16))
+    with pytest.raises(StudyPurging):
+        spool.store(late)
+    assert not (spool.root / spool.relative_path(late)).exists()  # the sender sends it again after the purge

@@ -12,7 +12,7 @@ import time
 import pydicom
 import pytest
 
-from dicomnode.state import ANALYSING, StateDB
+from dicomnode.state import ANALYSING, SCHEMA_VERSION, StateDB
 from tests.conftest import require_peer
 from tests.node.nodeproc import storescu
 from tests.node.test_node_peers import sunnybrook  # noqa: F401 (fixture: Sunnybrook cine SAX + localizer, 215 files)
@@ -46,7 +46,7 @@ def test_two_receivers_two_workers_worker_killed_mid_analysis_delivers_once(tmp_
         upgrade_config = tmp_path / "upgrade.toml"
         upgrade_config.write_text(config(0))
         upgrade = state_upgrade(upgrade_config)
-        assert upgrade.returncode == 0 and "-> 2" in upgrade.stdout, upgrade.stdout + upgrade.stderr
+        assert upgrade.returncode == 0 and f"-> {SCHEMA_VERSION}" in upgrade.stdout, upgrade.stdout + upgrade.stderr
         db = StateDB(url)
         receivers, workers = start_cluster(tmp_path, config, receiver_ports, workers=2)
         processes = receivers + workers

@@ -1,0 +1,604 @@
+"""Storage safety: a study with instances refused for lack of space is incomplete, not quiet; results respect the
+storage floor; a failure that cannot be recorded does not leave a study `analysing` for ever; one node per storage;
+a re-sent instance with other content is named; the log lines an admin follows a study by."""
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import sqlalchemy.exc
+
+from dicomnode import spool as spool_module
+from dicomnode.cli import _print_status, main
+from dicomnode.config import Config
+from dicomnode.dispatch import Dispatcher
+from dicomnode.node import (DISPATCH_STOP_SECONDS, SCP_STOP_SECONDS, WORKERS_STOP_SECONDS, Node, status_report)
+from dicomnode.observe import RepeatedWarningFilter, StudyContextFilter, configure_logging, study_context
+from dicomnode.receivers import STOP_TIMEOUT
+from dicomnode.roles import DatabaseCompletion, RoleRunner
+from dicomnode.spool import OutOfSpace, Spool, StorageInUse, StorageLock, write_durably
+from dicomnode.state import ANALYSING, COMPLETE, DONE, FAILED, PURGING, RECEIVED, InstanceRow, StateDB
+from dicomnode.studies import REFUSED_PREFIX, record_refusal, waiting_for_resend
+from dicomnode.types import StudyOutcome
+from dicomnode.uids import short_hash
+from tests.hardening.hardening_support import save, store_one, synthetic_mr
+from tests.node.test_status_retry import node_state  # noqa: F401 (fixture: a state and its config file)
+from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
+
+REPO = Path(__file__).resolve().parents[2]
+SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+class NoAnalysis:
+    def warm_up(self, names):
+        return {}
+
+
+class CountingAnalyser(NoAnalysis):
+    """Declines every study cleanly (no result objects), counting the calls."""
+
+    def __init__(self, error: Exception | None = None):
+        self.calls = 0
+        self.error = error
+
+    def analyse(self, study, pipelines, started_at=None, supersedes=None):
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return StudyOutcome(summary={"study_instance_uid": study.study_instance_uid,
+                                     "declined": [{"series_instance_uid": None, "reason": "no LGE stack"}]})
+
+
+def node_config(tmp_path, **studies) -> Config:
+    return Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 3600, **studies}})
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A started node on node_config(tmp_path) that analyses nothing."""
+    node = Node(node_config(tmp_path), analyser=NoAnalysis())
+    node.start(warm_up=False)
+    yield node
+    node.stop()
+
+
+def complete_study(node: Node) -> str:
+    """One MR instance received by the node's SCP, its study made complete by hand (no completion timer runs);
+    returns the study key."""
+    first = synthetic_mr()
+    key = str(first.StudyInstanceUID)
+    assert store_one(node.scp.port, first).Status == 0
+    node.completion.forget(key)
+    node.scheduler.remove_job(f"quiet:{key}")
+    node.db.set_study_state(key, COMPLETE)
+    return key
+
+
+def refused_after_one(node: Node, *instances: int) -> str:
+    """One MR instance stored by the node's SCP, then the disk at the storage floor: the study's instances numbered
+    `instances` are refused (0xA700); returns the study key."""
+    first = synthetic_mr()
+    key = str(first.StudyInstanceUID)
+    assert store_one(node.scp.port, first).Status == 0
+    node.spool.min_free_space_mb = 10**12
+    for instance in instances:
+        assert store_one(node.scp.port, synthetic_mr(study_uid=key, instance=instance)).Status == 0xA700
+    return key
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def row(sop: str, study: str = "1.2.3") -> InstanceRow:
+    return InstanceRow(sop_instance_uid=sop, study_key=study, study_instance_uid=study, series_instance_uid=study + ".1",
+                       sop_class_uid="1.2.840.10008.5.1.4.1.1.4", transfer_syntax="1.2.840.10008.1.2.1",
+                       modality="MR", path=f"spool/{sop}.dcm", size=10, calling_ae="SCANNER1", received_at=time.time())
+
+
+def queued_result(db: StateDB, path: str = "results/r.dcm") -> dict:
+    """Study 1.2.3 received, analysed into one SR at `path`, queued for "pacs" at 127.0.0.1:9 (nobody listens);
+    returns its outbox row."""
+    db.add_instance(row("1.2.3.1"))
+    db.set_study_state("1.2.3", COMPLETE)
+    analysis = db.start_analysis("1.2.3", 0)
+    db.finish_analysis(analysis, "1.2.3", 0, {"outputs": []}, [("9.9.1", "9.9", SR, path)],
+                       [{"destination": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 9,
+                         "sop_instance_uid": "9.9.1", "path": path}])
+    (item,) = db.outbox_for("1.2.3")
+    return item
+
+
+# --- F3: refused for lack of space -> incomplete, not quiet -------------------------------------------------------
+
+
+def test_a_study_with_refused_instances_is_not_completed_on_the_quiet_timer(tmp_path, caplog):
+    node = Node(node_config(tmp_path, quiet_seconds=0.5), analyser=NoAnalysis())
+    completed = []
+    node.completion.on_complete = lambda key, generation: completed.append((key, generation))
+    node.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        key = str(first.StudyInstanceUID)
+        assert store_one(node.scp.port, first).Status == 0
+        node.spool.min_free_space_mb = 10**12  # the disk reaches the floor
+        second = synthetic_mr(study_uid=key, series_uid=str(first.SeriesInstanceUID), instance=2)
+        with caplog.at_level(logging.INFO):
+            status = store_one(node.scp.port, second)
+            assert status.Status == 0xA700
+            time.sleep(1.5)  # three quiet periods: the study must still wait for its sender
+        study = node.db.study(key)
+        assert study["state"] == RECEIVED and completed == []
+        assert study["reason"].startswith("incomplete: 1 instance(s) refused for lack of space")
+        assert waiting_for_resend(study)
+        assert "not completed on the quiet timer" in caplog.text
+
+        node.spool.min_free_space_mb = 0  # space returns; the sender retries
+        assert store_one(node.scp.port, second).Status == 0
+        assert wait_for(lambda: completed == [(key, 0)], 10)
+        assert node.db.study(key)["state"] == COMPLETE
+    finally:
+        node.stop()
+
+
+def test_the_refusal_survives_a_restart(tmp_path):
+    config = node_config(tmp_path, quiet_seconds=0.3)
+    node = Node(config, analyser=NoAnalysis())
+    node.start(warm_up=False)
+    try:
+        key = refused_after_one(node, 2)
+    finally:
+        node.stop()
+    restarted = Node(config, analyser=NoAnalysis())
+    completed = []
+    restarted.completion.on_complete = lambda key, generation: completed.append(key)
+    restarted.start(warm_up=False)
+    try:
+        time.sleep(1.2)
+        assert completed == [] and restarted.db.study(key)["state"] == RECEIVED
+        assert restarted.scheduler.get_job(f"quiet:{key}") is None
+        assert restarted.scheduler.get_job(f"maxwait:{key}") is not None
+    finally:
+        restarted.stop()
+
+
+def test_max_wait_fails_a_refused_study_with_its_reason_in_status_and_log(tmp_path, caplog):
+    node = Node(node_config(tmp_path, quiet_seconds=0.2, max_wait_seconds=60, force_complete_policy="fail"),
+                analyser=NoAnalysis())
+    node.start(warm_up=False)
+    try:
+        key = refused_after_one(node, 2, 3)
+        assert node.db.study(key)["reason"].startswith("incomplete: 2 instance(s)")
+        with caplog.at_level(logging.INFO):
+            node.completion._max_wait_elapsed(key)  # the max-wait job, run now
+        study = node.db.study(key)
+        assert study["state"] == FAILED
+        assert "max_wait_seconds=60" in study["reason"] and "2 instance(s) refused for lack of space" in study["reason"]
+        assert f"study {short_hash(key)} failed: not complete after max_wait_seconds" in caplog.text
+    finally:
+        node.stop()
+
+
+def test_database_completion_holds_a_refused_study_until_instances_arrive_again(state_location, caplog):
+    db = StateDB(state_location, upgrade=True)
+    config = Config.model_validate({"studies": {"quiet_seconds": 5, "max_wait_seconds": 1000,
+                                                "force_complete_policy": "fail"}})
+    try:
+        completion = DatabaseCompletion(db, config, lease_seconds=30)
+        completion._started = 0.0
+        db.add_instance(row("1.2.3.1"))
+        assert completion.instance_refused("1.2.3") == 1
+        assert completion.instance_refused("1.2.3") == 2
+        later = time.time() + 10  # quiet for twice quiet_seconds
+        assert completion.poll(now=later) == []
+        assert db.study("1.2.3")["state"] == RECEIVED
+        db.add_instance(row("1.2.3.2"))  # the sender is back
+        assert not waiting_for_resend(db.study("1.2.3"))
+        assert completion.poll(now=time.time() + 10) == ["1.2.3"]
+        assert db.study("1.2.3")["state"] == COMPLETE
+
+        db.add_instance(row("1.2.4.1", "1.2.4"))
+        completion.instance_refused("1.2.4")
+        with caplog.at_level(logging.WARNING):
+            assert completion.poll(now=time.time() + 2000) == ["1.2.4"]
+        study = db.study("1.2.4")
+        assert study["state"] == FAILED and "1 instance(s) refused for lack of space" in study["reason"]
+        assert "failed: not complete after max_wait_seconds=1000" in caplog.text
+    finally:
+        db.close()
+
+
+def test_an_instance_stored_again_clears_the_incomplete_reason(state_location):
+    db = StateDB(state_location, upgrade=True)
+    try:
+        db.add_instance(row("1.2.3.1"))
+        assert record_refusal(db, "1.2.3", Config.model_validate({}).studies) == 1
+        assert db.study("1.2.3")["reason"].startswith(REFUSED_PREFIX)
+        db.add_instance(row("1.2.3.2"))  # the sender sends again: status no longer says "incomplete ... refused"
+        assert db.study("1.2.3")["reason"] is None
+        (study,) = status_report(db)["studies"]
+        assert study["reason"] is None and study["state"] == RECEIVED
+        db.set_study_state("1.2.3", RECEIVED, "re-analysis requested")  # any other reason stays
+        db.add_instance(row("1.2.3.3"))
+        assert db.study("1.2.3")["reason"] == "re-analysis requested"
+    finally:
+        db.close()
+
+
+# --- F6: an instance of a study being purged ------------------------------------------------------------------------
+
+
+def test_an_instance_of_a_study_being_purged_is_refused_for_now_without_holding_completion(node, caplog):
+    refused = []
+    node.scp.on_refused = refused.append
+    first = synthetic_mr()
+    key = str(first.StudyInstanceUID)
+    assert store_one(node.scp.port, first).Status == 0
+    node.db.set_study_state(key, DONE)
+    assert node.db.begin_purge(key, (DONE,)) is not None  # retention is deleting its files
+    with caplog.at_level(logging.INFO):
+        status = store_one(node.scp.port, synthetic_mr(study_uid=key, instance=2))
+    assert status.Status == 0xA700 and status.ErrorComment == "study being purged, send again"
+    (warning,) = [r for r in caplog.records if "being purged" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "study being purged, the sender will send again" in warning.getMessage()
+    assert "failed writing the spool" not in caplog.text
+    assert refused == []  # not a refusal for space: nothing holds the (new) study's completion
+    assert node.db.study(key)["state"] == PURGING and len(node.db.study_instances(key)) == 1
+
+
+# --- F3: result objects respect node.min_free_space_mb ----------------------------------------------------------
+
+
+def test_analyses_are_postponed_under_the_floor_and_run_when_space_returns(tmp_path):
+    analyser = CountingAnalyser()
+    node = Node(node_config(tmp_path), analyser=analyser)
+    node.start(warm_up=False)
+    try:
+        key = complete_study(node)
+        node.config.node.min_free_space_mb = 10**12
+        node.spool.min_free_space_mb = 10**12
+        node.analyse_study(key, 0)
+        study = node.db.study(key)
+        assert analyser.calls == 0 and study["state"] == COMPLETE
+        assert "analysis postponed: free space" in study["reason"] and "node.min_free_space_mb" in study["reason"]
+        node._enqueue_complete_studies()  # the requeue job queues nothing while under the floor
+        assert node.analysis_queue_depth() == 0
+        node.config.node.min_free_space_mb = 0
+        node._enqueue_complete_studies()
+        assert wait_for(lambda: node.db.study(key)["state"] not in (COMPLETE, ANALYSING))
+        assert analyser.calls == 1
+    finally:
+        node.stop()
+
+
+def test_result_objects_are_not_written_under_the_floor(tmp_path):
+    node = Node(node_config(tmp_path), analyser=NoAnalysis())
+    try:
+        node.config.node.min_free_space_mb = 10**12
+        node.spool.min_free_space_mb = 10**12
+        with pytest.raises(OutOfSpace, match="results not written: free space .* under node.min_free_space_mb"):
+            node._result_path(Path("results/x/1"), synthetic_mr())
+        node.config.node.min_free_space_mb = 0
+        assert node._result_path(Path("results/x/1"), synthetic_mr()).parent == Path("results/x/1")
+    finally:
+        node.db.close()
+
+
+# --- F5: a failure that cannot be recorded ----------------------------------------------------------------------
+
+
+def test_a_failure_that_cannot_be_recorded_releases_the_claim_once_the_database_takes_writes(tmp_path, monkeypatch):
+    analyser = CountingAnalyser(error=OSError(errno.ENOSPC, "No space left on device"))
+    node = Node(node_config(tmp_path), analyser=analyser)
+    node.start(warm_up=False)
+    try:
+        key = complete_study(node)
+        full = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database or disk is full"))
+
+        def disk_full(*args, **kwargs):
+            raise full
+
+        real_set_state = node.db.set_study_state
+        monkeypatch.setattr(node.db, "fail_analysis", disk_full)
+        monkeypatch.setattr(node.db, "set_study_state", disk_full)
+        node.analyse_study(key, 0)  # must not raise
+        assert node.db.study(key)["state"] == ANALYSING  # nothing could be written
+        monkeypatch.setattr(node.db, "set_study_state", real_set_state)  # space returns
+        node.release_unrecorded()
+        study = node.db.study(key)
+        assert study["state"] == COMPLETE and study["claimed_by"] is None
+        assert "previous analysis ended unrecorded" in study["reason"]
+        assert node._unreleased == {}
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def claimed(node_state):
+    """(state, config file, worker, its analysis id): study 1.2.3 claimed by the analysis worker of another process,
+    "worker-a"."""
+    db, config = node_state
+    worker = StateDB(db.url, process_id="worker-a", heartbeat_seconds=20)
+    db.add_instance(row("1.2.3.1"))
+    db.set_study_state("1.2.3", COMPLETE)
+    analysis = worker.start_analysis("1.2.3", 0)
+    assert analysis is not None
+    yield db, config, worker, analysis
+    worker.close()
+
+
+def set_columns(db: StateDB, sql: str, **params) -> None:
+    with db._write() as connection:
+        connection.execute(sqlalchemy.text(sql), params)
+
+
+def test_retry_refuses_a_study_analysed_by_a_live_process(claimed, capsys):
+    db, config, worker, _ = claimed
+    worker.heartbeat(["analyse"], time.time())
+    assert main(["retry", "1.2.3", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "not re-queued: 1.2.3 is being analysed by worker-a, a live process (heartbeat 0 s ago)" in out
+    study = db.study("1.2.3")
+    assert study["state"] == ANALYSING and study["claimed_by"] == "worker-a"
+
+
+@pytest.mark.parametrize("how", ["no heartbeat row", "stale heartbeat", "lease expired"])
+def test_retry_requeues_a_study_stuck_analysing(claimed, capsys, how):
+    db, config, worker, analysis = claimed
+    if how != "no heartbeat row":
+        worker.heartbeat(["analyse"], time.time())
+    if how == "stale heartbeat":  # hung or killed: no beat for 3 intervals (60 s), its lease not yet run out
+        set_columns(db, "UPDATE nodes SET last_seen=:t", t=time.time() - 61)
+    if how == "lease expired":
+        set_columns(db, "UPDATE studies SET lease_until=:t", t=time.time() - 1)
+    assert main(["retry", "1.2.3", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "re-queued 1.2.3, stuck in state analysing" in out and "worker-a" in out
+    study = db.study("1.2.3")
+    assert study["state"] == COMPLETE and study["claimed_by"] is None
+    assert study["reason"].startswith("re-analysis requested: stuck analysing")
+    assert db.claim_next_study() == ("1.2.3", 0)  # the next worker analyses it again
+    assert worker.finish_analysis(analysis, "1.2.3", 0, {}, [], []) is False  # the old holder records nothing
+
+
+def test_write_durably_removes_its_temporary_when_the_write_fails(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(spool_module.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_durably(tmp_path / "results" / "a.dcm", b"x" * 1000)
+    monkeypatch.undo()
+    assert list((tmp_path / "results").iterdir()) == []  # neither the file nor its temporary
+
+
+# --- F9: one node per storage -------------------------------------------------------------------------------------
+
+
+def test_a_second_serve_on_the_same_storage_refuses_before_touching_anything(tmp_path):
+    config = node_config(tmp_path)
+    running = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(running)
+    runner.start(warm_up=False)
+    try:
+        store = Path(config.node.storage_dir)
+        in_flight = store / "spool" / "ab" / ".x.dcm.1.tmp"
+        in_flight.parent.mkdir(parents=True)
+        in_flight.write_bytes(b"a store in flight")
+        unrecorded = store / "results" / "fake" / "99" / "inprogress.dcm"
+        unrecorded.parent.mkdir(parents=True)
+        unrecorded.write_bytes(b"an analysis in progress")
+        second = Node(config, analyser=NoAnalysis())
+        with pytest.raises(StorageInUse, match=r"in use by another node process \(pid \d+ .*single node"):
+            RoleRunner(second).start(warm_up=False)
+        second.db.close()
+        assert in_flight.exists() and unrecorded.exists()
+    finally:
+        runner.stop()
+    assert not StorageLock(Path(config.node.storage_dir)).held
+    again = StorageLock(Path(config.node.storage_dir))
+    again.acquire(exclusive=True)  # released by the stop
+    again.release()
+
+
+def test_scale_out_role_processes_share_the_storage_and_exclude_a_single_node(tmp_path):
+    first, second, single = StorageLock(tmp_path), StorageLock(tmp_path), StorageLock(tmp_path)
+    first.acquire(exclusive=False)
+    second.acquire(exclusive=False)
+    with pytest.raises(StorageInUse, match="scale-out role process"):
+        single.acquire(exclusive=True)
+    first.release()
+    second.release()
+    single.acquire(exclusive=True)
+    with pytest.raises(StorageInUse, match="another node process"):
+        first.acquire(exclusive=False)
+    single.release()
+
+
+# --- F12: same SOP Instance UID, other content --------------------------------------------------------------------
+
+
+def test_an_instance_resent_with_other_content_is_named_in_a_warning(node, caplog):
+    first = synthetic_mr()
+    assert store_one(node.scp.port, first).Status == 0
+    with caplog.at_level(logging.INFO):
+        assert store_one(node.scp.port, first).Status == 0
+    identical = [r for r in caplog.records if "duplicate SOP instance" in r.getMessage()]
+    assert identical and identical[0].levelno == logging.INFO and "identical" in identical[0].getMessage()
+    caplog.clear()
+    corrected = first.copy()
+    corrected.PatientName = "CORRECTED^NAME"
+    with caplog.at_level(logging.INFO):
+        assert store_one(node.scp.port, corrected).Status == 0
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(first.SOPInstanceUID) in warning.getMessage()
+    assert "different content" in warning.getMessage() and "first copy is kept" in warning.getMessage()
+    assert "stored once" not in caplog.text
+    assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
+
+
+# --- F11: the log lines an admin follows a study by ---------------------------------------------------------------
+
+
+def test_a_new_study_is_logged_once_with_its_calling_ae(node, caplog):
+    first = synthetic_mr()
+    with caplog.at_level(logging.INFO):
+        for instance in (1, 2, 3):
+            dataset = synthetic_mr(study_uid=str(first.StudyInstanceUID), instance=instance)
+            assert store_one(node.scp.port, dataset, calling="SCANNER7").Status == 0
+    lines = [r.getMessage() for r in caplog.records if "new study" in r.getMessage()]
+    assert lines == [f"study {short_hash(str(first.StudyInstanceUID))}: new study, first instance from SCANNER7"]
+
+
+def test_dispatch_lines_name_the_study(tmp_path, caplog):
+    config = node_config(tmp_path)
+    db = StateDB(tmp_path / "state.sqlite3", upgrade=True)
+    try:
+        queued_result(db)
+        save(synthetic_mr(), tmp_path / "results" / "r.dcm")  # port 9: nobody listens
+        dispatcher = Dispatcher(db, tmp_path, config.dispatch.model_copy(update={"max_attempts": 1}), "DICOMNODE")
+        caplog.handler.addFilter(StudyContextFilter())
+        with caplog.at_level(logging.INFO, logger="dicomnode.dispatch"):
+            dispatcher.run_once()
+        records = [r for r in caplog.records if r.name == "dicomnode.dispatch"]
+        assert records and all(getattr(r, "study", None) == short_hash("1.2.3") for r in records)
+        assert any("dead letter" in r.getMessage() for r in records)
+        assert any(short_hash("1.2.3") in r.getMessage() for r in records if r.levelno == logging.WARNING)
+    finally:
+        db.close()
+
+
+def test_a_library_warning_repeated_for_every_image_is_logged_once_per_study(caplog):
+    logger = logging.getLogger("py.warnings")
+    repeated = RepeatedWarningFilter()
+    logger.addFilter(repeated)
+    try:
+        with caplog.at_level(logging.WARNING, logger="py.warnings"):
+            for study in ("aaaa", "bbbb"):
+                with study_context(study):
+                    for image in range(50):
+                        logger.warning("x.py:1: UserWarning: Invalid value for VR UI: '1.2.0%d'. Please see ...\n"
+                                       "  warnings.warn(msg)", image)
+        assert len(caplog.records) == 2
+        assert "repeats of this warning for this study are not logged" in caplog.records[0].getMessage()
+    finally:
+        logger.removeFilter(repeated)
+
+
+def test_the_node_routes_library_warnings_through_the_repeat_filter():
+    with warnings.catch_warnings():
+        logging_config = Config.model_validate({}).logging
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            configure_logging(logging_config)
+            assert any(isinstance(f, RepeatedWarningFilter) for f in logging.getLogger("py.warnings").filters)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            logging.captureWarnings(False)
+
+
+# --- F13 ----------------------------------------------------------------------------------------------------------
+
+
+def test_the_refusal_states_the_real_comparison(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3", upgrade=True)
+    try:
+        spool = Spool(tmp_path, db, min_free_space_mb=0)
+        free = spool.free_space_mb()
+        refusal = spool.no_room(int((free + 5) * 1024 * 1024))
+        assert isinstance(refusal, OutOfSpace)
+        assert re.search(r"free space [\d.]+ MB minus the instance \([\d.]+ MB\) would be under the floor of 0 MB",
+                         str(refusal))
+        assert len(refusal.comment) <= 64 and "instance" in refusal.comment
+        assert spool.no_room(1024) is None
+    finally:
+        db.close()
+
+
+def test_systemd_waits_for_the_nodes_worst_case_stop():
+    worst = STOP_TIMEOUT + SCP_STOP_SECONDS + WORKERS_STOP_SECONDS + DISPATCH_STOP_SECONDS
+    for unit in ("dicomnode.service", "dicomnode@.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        (value,) = re.findall(r"^TimeoutStopSec=(\d+)$", text, re.MULTILINE)
+        assert int(value) > worst, unit
+
+
+# --- F10 ----------------------------------------------------------------------------------------------------------
+
+
+def test_status_shows_why_and_when_a_pending_send_is_retried(state_location, capsys):
+    db = StateDB(state_location, upgrade=True)
+    try:
+        item = queued_result(db)
+        db.mark_failed_send(item["id"], "connection refused", time.time() + 30, dead=False)
+        report = status_report(db)
+        (study,) = report["studies"]
+        (retrying,) = study["retrying"]
+        assert retrying["error"] == "connection refused" and 25 < retrying["next_attempt_in_s"] <= 30
+        _print_status(report, False, db.stale_after_seconds, db.gone_after_seconds)  # the text `dicomnode status`
+        out = capsys.readouterr().out
+        (line,) = [line for line in out.splitlines() if "9.9.1" in line]
+        assert re.fullmatch(r"  1\.2\.3 -> pacs: 9\.9\.1 after 1 attempt\(s\): connection refused; next attempt in "
+                            r"(2[5-9]|30) s", line), line
+        assert out.index("pending sends being retried") > out.index("reason")
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def parked(state_location):
+    """A state whose one pending send was parked a day ahead: its failed attempt was made while the clock was a
+    day fast (a bad NTP step), then the clock stepped back."""
+    db = StateDB(state_location, upgrade=True)
+    item = queued_result(db)
+    db.mark_failed_send(item["id"], "connection refused", time.time() + 86400 + 5, dead=False)
+    yield db
+    db.close()
+
+
+def test_a_send_parked_by_a_clock_stepped_back_is_due_within_max_backoff(parked):
+    now = time.time()
+    assert parked.claim_sends() == [] and parked.next_send_time() > now + 86000  # uncapped: parked for a day
+    assert parked.next_send_time(max_delay=10) <= time.time()  # due now: no back-off is that long
+    assert [r["sop_instance_uid"] for r in parked.claim_sends(max_delay=10)] == ["9.9.1"]
+    parked.release_claims()
+    # an ordinary back-off within the cap waits as before
+    (item,) = parked.outbox_for("1.2.3")
+    parked.mark_failed_send(item["id"], "connection refused", time.time() + 8, dead=False)
+    assert parked.claim_sends(max_delay=10) == [] and parked.next_send_time(max_delay=10) > time.time() + 5
+
+
+def test_the_dispatcher_caps_the_wait_at_max_backoff_seconds(parked, tmp_path):
+    save(synthetic_mr(), tmp_path / "results" / "r.dcm")
+    config = Config.model_validate({"dispatch": {"max_attempts": 5, "initial_backoff_seconds": 2,
+                                                 "max_backoff_seconds": 10}}).dispatch
+    dispatcher = Dispatcher(parked, tmp_path, config, "DICOMNODE")
+    asked = []
+    next_send_time = parked.next_send_time
+    parked.next_send_time = lambda **kwargs: asked.append(kwargs) or next_send_time(**kwargs)
+    dispatcher.run_once()  # attempted now (port 9: refused again), not in a day
+    (item,) = parked.outbox_for("1.2.3")
+    assert item["attempts"] == 2 and item["next_attempt_at"] <= time.time() + 10
+    dispatcher.start()
+    try:
+        assert wait_for(lambda: asked, 10)
+    finally:
+        dispatcher.stop()
+    assert asked[0] == {"max_delay": 10}
