@@ -453,10 +453,14 @@ def needs_restart(old: Config, new: Config) -> list[str]:
             if not any(key == prefix or key.startswith(prefix + ".") for prefix in RELOADABLE)]
 
 
+#: a quiet period under this is a warning: senders pause between instances (association set-up, reconstruction)
+MIN_SENSIBLE_QUIET_SECONDS = 2.0
+
+
 def config_warnings(config: Config) -> list[str]:
     """Valid but probably unintended settings (`dicomnode config check` prints them): unused destinations,
-    routes that send nowhere, a free-space floor above the purge threshold, a force-complete wait no longer than the
-    quiet period."""
+    routes that send nowhere, a free-space floor above the purge threshold, a quiet period of (almost) nothing, a
+    force-complete wait no longer than the quiet period."""
     used = {name for route in config.routes for name in route.destinations}
     warnings = [f"destinations[{d.name}]: used by no route, so no result is ever sent to it"
                 for d in config.destinations if d.name not in used]
@@ -467,6 +471,10 @@ def config_warnings(config: Config) -> list[str]:
                         f"retention.emergency_free_space_mb ({config.retention.emergency_free_space_mb}): between the "
                         f"two the node refuses every instance (0xA700) and purges nothing to make room")
     studies = config.studies
+    if studies.quiet_seconds < MIN_SENSIBLE_QUIET_SECONDS:
+        warnings.append(f"studies.quiet_seconds ({studies.quiet_seconds:g}) is under {MIN_SENSIBLE_QUIET_SECONDS:g} s: "
+                        f"any pause of the sender between two instances completes the study, so a study still "
+                        f"arriving is analysed in parts (each later image re-opens it and analyses it again)")
     if studies.max_wait_seconds <= studies.quiet_seconds:
         outcome = ("analysed" if studies.force_complete_policy == "analyse"
                    else "failed (force_complete_policy = \"fail\")")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
@@ -63,6 +64,17 @@ Problem = tuple[str, str]
 
 def _storage(config: Config) -> list[Problem]:
     return _writable_folder("node.storage_dir", Path(config.node.storage_dir))
+
+
+def _listen_address(config: Config) -> list[Problem]:
+    """A `node.host` this machine cannot resolve to an address to listen on (a typo, a name DNS does not know)."""
+    try:
+        socket.getaddrinfo(config.node.host, config.node.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+        return [("node.host", f"{config.node.host!r} does not resolve to an address on this machine ({reason}): "
+                              "use an address of one of its interfaces, or \"0.0.0.0\" for all")]
+    return []
 
 
 def _log_folder(config: Config) -> list[Problem]:
@@ -180,6 +192,7 @@ def _report_bank(config: Config) -> list[Problem]:
 #: (config sections a check reads, whether only the analyse role needs it, the check)
 CHECKS = (
     (("node",), False, _storage),
+    (("node",), False, _listen_address),
     (("logging",), False, _log_folder),
     (("node",), False, _server_tls),
     (("destinations",), False, _destination_tls),

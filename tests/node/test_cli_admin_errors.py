@@ -302,3 +302,13 @@ def test_an_invalid_section_is_not_checked_against_the_machine(tmp_path, capsys)
     assert "node.port: " in err and "inference.backend: " in err
     assert "node.storage_dir" not in err and "inference.models_dir" not in err
     assert "logging.file: the log file's folder" in err  # [logging] itself is valid
+
+
+def test_a_listen_host_that_does_not_resolve_fails_config_check_and_serve(tmp_path, capsys):
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nhost = "node.invalid"\n')
+    assert main(["config", "check", str(config), "--roles", "receive"]) == 1
+    err = capsys.readouterr().err
+    assert "node.host: 'node.invalid' does not resolve" in err and "Traceback" not in err
+    assert main(["serve", "--config", str(config)]) == 1
+    assert "node.host: 'node.invalid' does not resolve" in capsys.readouterr().err
+    assert not (tmp_path / "store" / "state.sqlite3").exists()  # refused before touching the storage

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomnode.config import ConfigError, load_config, parse_config
+from dicomnode.config import ConfigError, config_warnings, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -257,3 +257,10 @@ def test_serve_refuses_a_bad_config_naming_every_problem(tmp_path, capsys):
     assert main(["serve", "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert "node.portt: unknown key" in err and "routes[r].destinations: unknown destination(s)" in err
+
+
+def test_a_quiet_period_of_almost_nothing_is_a_warning():
+    [warning] = [w for w in config_warnings(parse_config({"studies": {"quiet_seconds": 0}}))
+                 if w.startswith("studies.quiet_seconds")]
+    assert "analysed in parts" in warning
+    assert not any(w.startswith("studies.quiet_seconds") for w in config_warnings(parse_config({})))
