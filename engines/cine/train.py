@@ -170,7 +170,8 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     allowed_t = torch.from_numpy(allowed[keep]).to(device)
     weights = torch.from_numpy(weights_np)
     in_channels = IN_CHANNELS[args.context]
-    model = CineUNet(in_channels, N_CLASSES, WIDTHS).to(device)
+    widths = tuple(int(w) for w in (getattr(args, "widths", None) or WIDTHS))
+    model = CineUNet(in_channels, N_CLASSES, widths).to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
     iteration, elapsed_before = 0, 0.0
@@ -186,6 +187,9 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         if weights_then != weights_now:
             raise SystemExit(f"{path} was trained with sampling weights {weights_then}, not {weights_now} "
                              f"(--sunnybrook-weight, --myops-weight, --basal-weight): use another --out")
+        if tuple(saved.get("widths", WIDTHS)) != widths:
+            raise SystemExit(f"{path} was trained with --widths {' '.join(map(str, saved['widths']))}, not "
+                             f"{' '.join(map(str, widths))}: use another --out")
         if int(saved.get("myops_border_px", 0)) != border_px:
             raise SystemExit(f"{path} was trained with --myops-border-px {saved.get('myops_border_px', 0)}, not "
                              f"{border_px}: use another --out")
@@ -219,7 +223,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         checkpoint = {
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
-            "widths": WIDTHS, "n_classes": N_CLASSES, "channel_labels": CHANNEL_LABELS,
+            "widths": widths, "n_classes": N_CLASSES, "channel_labels": CHANNEL_LABELS,
             "in_channels": in_channels, "context": args.context,
             "target_spacing_mm": TARGET_SPACING_MM, "crop_size": CROP_SIZE, "iterations": iteration,
             "steps": args.steps, "batch": args.batch, "elapsed_s": elapsed_before + time.time() - started,
@@ -244,6 +248,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         x, target = augment_batch(images_t[index], allowed_t[index], CROP_SIZE, N_CLASSES, generator)
         if args.context == "neighbours":
             x = swap_neighbours(x, generator)
+        x = x.contiguous(memory_format=torch.channels_last)  # ~1.3x faster convolutions under bf16 on this CPU
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)
         loss = partial_label_loss(logits.float(), target, args.dice_weight)
@@ -295,7 +300,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--myops-border-px", type=int, default=0,
                         help="MyoPS bSSFP myocardium borders as partial labels this many pixels wide (0: as labelled;"
                              " engines.cine.data.soften_wall_borders); recorded in the checkpoint")
+    parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
+                        help=f"U-Net channel widths per level (default {' '.join(map(str, WIDTHS))}; one pooling "
+                             "between levels, so 5 levels need a crop divisible by 16); recorded in the checkpoint")
     args = parser.parse_args(argv)
+    if len(args.widths) < 2 or min(args.widths) < 1 or CROP_SIZE % 2 ** (len(args.widths) - 1):
+        parser.error(f"--widths needs 2 or more positive widths and at most log2({CROP_SIZE}) poolings")
     if args.steps < 1:
         parser.error("--steps must be >= 1")
     if args.basal_weight <= 0:

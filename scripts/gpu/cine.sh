@@ -15,6 +15,8 @@
 # folds one after the other (the CPU check). bf16 autocast on CUDA (engines.cine.train.autocast_dtype).
 # TRAIN_ARGS adds engines.cine.train options to every fold, e.g. cross-entropy alone:
 #   TRAIN_ARGS="--dice-weight 0" STEPS=3200 bash scripts/gpu/cine.sh
+# or a wider network (the shipped one is 12-24-48-96-192):
+#   TRAIN_ARGS="--widths 32 64 128 256 512" STEPS=3200 bash scripts/gpu/cine.sh
 # (MyoPS dropped or down-weighted, engines/checkpoints/cine_nomyops and cine_myops03, did not ship.)
 # CONTEXT (none | first_phase | neighbours) picks the model's input context and builds its canvas cache once; the
 # 2.5-D variant (neighbouring slices as channels), the card's lever against the basal end-systolic slice:

@@ -326,3 +326,20 @@ def test_a_run_recorded_before_the_basal_weight_resumes_at_weight_one(tmp_path, 
     torch.save(saved, path)
     assert torch.load(train.train_one("fold0", ["patient004"], _data(), _args(tmp_path, 2), torch.device("cpu")),
                       weights_only=False)["iterations"] == 2
+
+
+def test_the_widths_are_recorded_and_a_resume_under_others_refused(tmp_path):
+    args = _args(tmp_path, 1)
+    args.widths = [4, 8, 16]
+    path = train.train_one("fold0", ["patient004"], _data(), args, torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert tuple(saved["widths"]) == (4, 8, 16) and saved["state_dict"]["head.weight"].shape[1] == 4
+    args.widths, args.steps = [8, 16, 32], 2
+    with pytest.raises(SystemExit, match="--widths 4 8 16"):
+        train.train_one("fold0", ["patient004"], _data(), args, torch.device("cpu"))
+
+
+def test_the_widths_option_refuses_more_poolings_than_the_crop_allows(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--widths", *["4"] * 9])
+    assert "--widths" in capsys.readouterr().err
