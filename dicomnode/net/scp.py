@@ -204,6 +204,18 @@ class StorageSCP:
     def _handle_accepted(self, event: evt.Event) -> None:
         self.associations_accepted += 1
 
+    def _handle_aborted(self, event: evt.Event) -> None:
+        """EVT_ABORTED (A-ABORT from the peer, or the connection lost: A-P-ABORT): the sender stopped mid-transfer.
+
+        Every instance acknowledged before is durable; the sender has to send the ones it did not get a response
+        for. Said once per association so that an admin can match a scanner's "send failed" to this node.
+        """
+        assoc = event.assoc
+        stored = getattr(assoc, "dicomnode_stored", 0)
+        log.warning("association from calling AE %r at %s aborted (A-ABORT or connection lost) after %d "
+                    "instance(s) acknowledged: those are kept; the sender must send again what it had no response for",
+                    assoc.requestor.ae_title.strip(), assoc.requestor.address, stored)
+
     def _handle_rejected(self, event: evt.Event) -> None:
         """EVT_REJECTED, whoever rejected: count it, and say which AE titles were asked for."""
         self.associations_rejected += 1
@@ -233,7 +245,10 @@ class StorageSCP:
         with self._active_lock:
             self._active += 1
         try:
-            return self._store(event, calling, address)
+            status = self._store(event, calling, address)
+            if status == STATUS_SUCCESS:
+                event.assoc.dicomnode_stored = getattr(event.assoc, "dicomnode_stored", 0) + 1
+            return status
         finally:
             with self._active_lock:
                 self._active -= 1
@@ -356,6 +371,7 @@ class StorageSCP:
             (evt.EVT_REQUESTED, self._handle_requested),
             (evt.EVT_ACCEPTED, self._handle_accepted),
             (evt.EVT_REJECTED, self._handle_rejected),
+            (evt.EVT_ABORTED, self._handle_aborted),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self._handle_store),
         ]

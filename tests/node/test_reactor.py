@@ -5,6 +5,8 @@ what a peer sees (statuses, release, abort, the network timeout) and on the reac
 """
 from __future__ import annotations
 
+import logging
+
 import subprocess
 import threading
 import time
@@ -74,6 +76,20 @@ def test_many_stores_release_and_abort(scp):
     assert aborted.send_c_store(synthetic_mr(size=32)).Status == 0x0000
     aborted.abort()
     assert wait_until(lambda: not scp._server.active_associations), "the acceptor did not end after A-ABORT"
+
+
+def test_an_aborted_association_is_logged_with_what_it_delivered(scp, caplog):
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    assoc = _associate(scp.port)
+    assert [assoc.send_c_store(synthetic_mr(size=32)).Status for _ in range(2)] == [0x0000] * 2
+    assoc.abort()
+    assert wait_until(lambda: not scp._server.active_associations), "the acceptor did not end after A-ABORT"
+    assert wait_until(lambda: "aborted (A-ABORT or connection lost) after 2 instance(s) acknowledged" in caplog.text)
+    released = _associate(scp.port)
+    released.send_c_echo()
+    released.release()
+    assert wait_until(lambda: not scp._server.active_associations)
+    assert caplog.text.count("aborted (A-ABORT") == 1
 
 
 def test_idle_association_is_ended_by_the_network_timeout(scp):
