@@ -81,9 +81,21 @@ AHA_SEGMENTS = {
 }
 
 # private measurement concepts (no standard code exists for these)
+#: %LGE of the deep-learning segmentation (summary.json `lge_percent`); the threshold methods' %LGE have concepts of
+#: their own, so a viewer that shows only concept names and values (OHIF v3) tells the three apart
 LGE_PERCENT = Code("LGEPCT", PRIVATE_SCHEME, "LGE extent, % of LV myocardial volume")
+LGE_PERCENT_NSD = Code("LGEPCTNSD", PRIVATE_SCHEME, "LGE extent by n-SD threshold, % of LV myocardial volume")
+LGE_PERCENT_FWHM = Code("LGEPCTFWHM", PRIVATE_SCHEME, "LGE extent by FWHM threshold, % of LV myocardial volume")
 LARGE_LGE_BURDEN = Code("LGEBURDEN", PRIVATE_SCHEME, "Large LGE burden")
+#: no longer written: the cut-off NUM now names the rule's verdict and caveat in its concept (LGEBURDENYES /
+#: LGEBURDENNO), as a viewer listing only NUM concepts showed "Large LGE burden cut-off: 15.00 %" like a measurement
 LARGE_LGE_BURDEN_CUTOFF = Code("LGEBURDENCUT", PRIVATE_SCHEME, "Large LGE burden cut-off")
+#: NUM, %: the cut-off of the large-burden rule, its concept saying the verdict (the coded LGEBURDEN Yes/No says it
+#: too) and that the rule is an HCM risk rule
+LARGE_LGE_BURDEN_CUTOFF_MET = Code("LGEBURDENYES", PRIVATE_SCHEME,
+                                   "Large LGE burden YES; HCM rule cut-off, not validated in infarct")
+LARGE_LGE_BURDEN_CUTOFF_NOT_MET = Code("LGEBURDENNO", PRIVATE_SCHEME,
+                                       "Large LGE burden no; HCM rule cut-off, not validated in infarct")
 LV_EDV_INDEX = Code("LVEDVI", PRIVATE_SCHEME, "LV end-diastolic volume index")
 LV_ESV_INDEX = Code("LVESVI", PRIVATE_SCHEME, "LV end-systolic volume index")
 LV_SV_INDEX = Code("LVSVI", PRIVATE_SCHEME, "LV stroke volume index")
@@ -137,7 +149,8 @@ UNIT_NONE = Code("1", "UCUM", "no units")
 
 #: every private code, for the Coding Scheme Identification Sequence and the conformance statement
 PRIVATE_CODES = [
-    MVO, LGE_PERCENT, LARGE_LGE_BURDEN, LARGE_LGE_BURDEN_CUTOFF, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
+    MVO, LGE_PERCENT, LGE_PERCENT_NSD, LGE_PERCENT_FWHM, LARGE_LGE_BURDEN, LARGE_LGE_BURDEN_CUTOFF_MET,
+    LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN, WALL_THICKNESS,
     ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME,
     METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,

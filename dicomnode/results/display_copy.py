@@ -1,23 +1,32 @@
-"""Copies of an analysed stack in a series of its own, for a SEG whose source series also holds other images.
+"""Copies of an analysed stack in a series of its own, for a SEG whose labelled images are only part of their series.
 
-OHIF v3 checks a SEG against the first image of the series it references and refuses it ("Segmentations oblique to
-the acquisition plane ... not yet supported") when that image has another orientation - as when a localizer shares
-the cine's Series Instance UID (real Sunnybrook data). The standard allows the SEG to reference any images of the
-same Frame of Reference, so the node writes a copy of the analysed frames of that SEG (one phase, one stack) as a
-new series and lets the SEG reference the copy:
+OHIF v3 (3.13) shows a SEG only on a series it can display as one plain stack of exactly the SEG's images:
+- it checks a SEG against the first image of the series it references and refuses it ("Segmentations oblique to
+  the acquisition plane ... not yet supported") when that image has another orientation - as when a localizer shares
+  the cine's Series Instance UID (real Sunnybrook data);
+- it opens a series holding several images per slice position - every phase of a cine in one series, the usual GE
+  and Philips export (N slices x M phases) - as a 4-D volume shown at time point 1, and the ED or ES labels, which
+  sit on other time points, are never seen (docs/conformance.md 8.1.1).
+The standard allows the SEG to reference any images of the same Frame of Reference, so wherever the images a SEG
+labels are not the whole of their series (needs_display_copies), the node writes a copy of the analysed frames of
+each labelled phase as a new series (one series per phase, all its slices) and lets the SEG reference the copy:
 - same IOD as the source (MR Image), pixel data and geometry unchanged, new SOP Instance and Series UIDs;
 - Image Type DERIVED\\SECONDARY, Derivation Description saying it is an unchanged copy, Source Image Sequence
   pointing at the original (PS3.3 C.7.6.1.1.4, purpose 121322 DCM);
-- Instance Number 1..N in stack order within the copy series (C.7.6.1: it identifies the image in its series; the
-  source's numbers, e.g. 19, 39, ... of a 200-image cine, mean nothing there);
+- Instance Number 1..N in the order of the source images' (Series Number, Instance Number), so a viewer (which
+  orders a stack by Instance Number) opens the copy at the same end as the source; the source's own numbers, e.g.
+  19, 39, ... of a 200-image cine, mean nothing in the copy series (C.7.6.1: it identifies the image in its series);
 - the General Equipment module stays the scanner's (it acquired the pixel data, and viewers read Manufacturer and
   model as the scanner's), and the node that made the copy is named in the Contributing Equipment Sequence
   (C.7.5.1, purpose (109102, DCM, "Processing Equipment"), CID 7005), as the SEG, SR and PDF name it;
-- patient/study attributes made valid as for every result object (results.headers.derivable_header).
+- patient/study attributes made valid as for every result object (results.headers.derivable_header); Series
+  Date/Time are set with the other result series (results.objects.order_for_viewers).
+Only single-frame sources are copied: a multi-frame source keeps its SEG on the original.
 """
 from __future__ import annotations
 
 import datetime as dt
+from copy import deepcopy
 from dataclasses import replace
 
 import pydicom
@@ -29,7 +38,7 @@ from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.types import FrameRef, InstanceHeader
 from dicomnode.results.headers import derivable_header, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
-from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart
+from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, seg_parts
 from dicomnode.uids import new_uid
 
 DERIVATION = "Unchanged copy of the source image in a series of its own, for the display of the AI segmentation"
@@ -46,6 +55,36 @@ def shares_its_series(study, segmentation: SegmentationResult) -> bool:
         if other is segmentation.series or not own & set(other.series_instance_uids):
             continue
         if any(i.sop_instance_uid not in used for i in other.instances):
+            return True
+    return False
+
+
+def _images_by_series(study, segmentation: SegmentationResult) -> dict[str, set[str]]:
+    """Series Instance UID -> the SOP Instance UIDs the study holds in it (every analysis series of the study, the
+    segmentation's own included)."""
+    found: dict[str, set[str]] = {}
+    for series in [segmentation.series, *getattr(study, "series", [])]:
+        for instance in series.instances:
+            found.setdefault(str(instance.series_instance_uid), set()).add(str(instance.sop_instance_uid))
+    return found
+
+
+def needs_display_copies(study, segmentation: SegmentationResult, parts: list[SegPart] | None = None) -> bool:
+    """True when the images some SEG of the segmentation labels (one per part, seg.seg_parts) are only part of
+    their source series: other phases of the stack share it (a whole-cycle cine in one series, which OHIF opens as
+    a 4-D volume), or other images do (a localizer, another stack: shares_its_series). False for a multi-frame
+    source (only single-frame images are copied) and where every SEG's images are the whole of their series (an
+    LGE series holding only its stack, a stack sent as one series per slice)."""
+    frames = segmentation.volume.frames
+    if any(ref.frame_number is not None for row in frames for ref in row):
+        return False
+    if shares_its_series(study, segmentation):
+        return True
+    in_series = _images_by_series(study, segmentation)
+    for part in seg_parts(segmentation) if parts is None else parts:
+        refs = [frames[segmentation.phases[p]][k] for p in part.phase_positions for k in part.slices]
+        labelled = {str(ref.sop_instance_uid) for ref in refs}
+        if any(in_series.get(str(ref.series_instance_uid), set()) - labelled for ref in refs):
             return True
     return False
 
@@ -124,38 +163,65 @@ def shared_frame_of_reference(segmentation: SegmentationResult) -> str | None:
     return None if len(found) == 1 else new_uid()
 
 
-def display_copies(segmentation: SegmentationResult, part: SegPart, series_number: int,
+def _with_pixels(instance: InstanceHeader) -> Dataset:
+    """The source image with its pixel data: its file, or a copy of the dataset in memory where that holds them (the
+    node reads headers without pixel data; _copy changes the dataset it is given)."""
+    dataset = instance.dataset
+    if isinstance(dataset, Dataset) and "PixelData" in dataset:
+        return deepcopy(dataset)
+    return pydicom.dcmread(instance.path)
+
+
+def viewer_order(datasets: list[Dataset]) -> list[int]:
+    """Indices of `datasets` in the order a viewer shows them: by Series Number, then Instance Number (OHIF orders a
+    stack by Instance Number), the given order breaking ties and standing in for a missing number."""
+    def number(dataset: Dataset, keyword: str) -> float:
+        try:
+            return float(dataset.get(keyword))
+        except (TypeError, ValueError):
+            return float("inf")
+
+    return sorted(range(len(datasets)), key=lambda n: (number(datasets[n], "SeriesNumber"),
+                                                      number(datasets[n], "InstanceNumber"), n))
+
+
+def display_copies(segmentation: SegmentationResult, phase_position: int, slices, series_number: int,
                    frame_of_reference_uid: str | None = None, started_at: dt.datetime | None = None,
                    ) -> tuple[list[Dataset], SegmentationResult]:
-    """(the copies of the part's frames, the segmentation with those frames pointing at the copies).
+    """(the copies of one phase's frames at `slices`, the segmentation with those frames pointing at the copies).
 
-    Reads each source file in full (pixel data included); only single-frame sources are copied, numbered 1..N in
-    stack order. With `frame_of_reference_uid` (shared_frame_of_reference) every copy gets that Frame of Reference.
-    `started_at` (the analysis start, as on the SEG; default now) is the node's Contribution DateTime.
+    One copy series per call: the frames of phase `phase_position` (an index into segmentation.phases) at the given
+    slices (volume order). Reads each source file in full (pixel data included; _with_pixels); only single-frame
+    sources are copied. The copies are numbered 1..N in the order of their sources' Series and Instance Numbers
+    (viewer_order). The returned segmentation's series holds its instances so far plus the copies (so a further
+    call, and the SR's image references, find both). With `frame_of_reference_uid` (shared_frame_of_reference)
+    every copy gets that Frame of Reference. `started_at` (the analysis start, as on the SEG; default now) is the
+    node's Contribution DateTime.
     """
     made_at = (started_at or dt.datetime.now().astimezone()).strftime("%Y%m%d%H%M%S.%f%z")
     by_uid = {i.sop_instance_uid: i for i in segmentation.series.instances}
     series_uid = new_uid()
-    names = [segmentation.phase_names[p] for p in part.phase_positions]
-    phase = " ".join(PHASE_ABBREVIATIONS.get(n.strip().lower(), n) for n in names)
-    first = by_uid[segmentation.volume.frames[segmentation.phases[part.phase_positions[0]]][part.slices[0]]
-                   .sop_instance_uid].dataset
-    description = f"{first.get('SeriesDescription') or segmentation.pipeline} {phase} copy for AI SEG"
+    name = segmentation.phase_names[phase_position]
+    phase = PHASE_ABBREVIATIONS.get(name.strip().lower(), name)
+    phase_index = segmentation.phases[phase_position]
     frames = [list(row) for row in segmentation.volume.frames]
-    copies, headers = [], []
-    for position in part.phase_positions:
-        phase_index = segmentation.phases[position]
-        for k in part.slices:
-            ref = frames[phase_index][k]
-            if ref.frame_number is not None:
-                raise ValueError("display copies are made of single-frame sources only")
-            instance = by_uid[ref.sop_instance_uid]
-            copy = _copy(pydicom.dcmread(instance.path), series_uid, series_number, description,
-                         frame_of_reference_uid, len(copies) + 1, made_at)
-            copies.append(copy)
-            headers.append(InstanceHeader(instance.path, str(copy.SOPInstanceUID), str(copy.SOPClassUID),
-                                          series_uid, copy))
-            frames[phase_index][k] = FrameRef(str(copy.SOPInstanceUID), str(copy.SOPClassUID), series_uid, None)
-    series = replace(segmentation.series, series_instance_uids=[series_uid], instances=headers)
+    slices = list(slices)
+    refs = [frames[phase_index][k] for k in slices]
+    if any(ref.frame_number is not None for ref in refs):
+        raise ValueError("display copies are made of single-frame sources only")
+    originals = [_with_pixels(by_uid[ref.sop_instance_uid]) for ref in refs]
+    description = f"{originals[0].get('SeriesDescription') or segmentation.pipeline} {phase} copy for AI SEG"
+    copies: list[Dataset] = [None] * len(slices)  # type: ignore[list-item]
+    headers: list[InstanceHeader] = [None] * len(slices)  # type: ignore[list-item]
+    for number, n in enumerate(viewer_order(originals), start=1):
+        copy = _copy(originals[n], series_uid, series_number, description, frame_of_reference_uid, number, made_at)
+        copies[n] = copy
+        headers[n] = InstanceHeader(by_uid[refs[n].sop_instance_uid].path, str(copy.SOPInstanceUID),
+                                    str(copy.SOPClassUID), series_uid, copy)
+        frames[phase_index][slices[n]] = FrameRef(str(copy.SOPInstanceUID), str(copy.SOPClassUID), series_uid, None)
+    series = replace(segmentation.series,
+                     series_instance_uids=list(segmentation.series.series_instance_uids) + [series_uid],
+                     instances=list(segmentation.series.instances) + headers)
     volume = replace(segmentation.volume, frames=frames)
+    copies.sort(key=lambda copy: int(copy.InstanceNumber))
     return copies, replace(segmentation, series=series, volume=volume)

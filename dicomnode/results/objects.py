@@ -1,9 +1,12 @@
 """All result objects of one study in one call: SEGs, the TID 1500 SR, the suggestions SR, PDF and SC."""
 from __future__ import annotations
 
+import datetime as dt
+
 from pydicom.dataset import Dataset
 
-from dicomnode.results.display_copy import display_copies, shared_frame_of_reference, shares_its_series
+from dicomnode.results.display_copy import (display_copies, needs_display_copies, shared_frame_of_reference,
+                                            viewer_order)
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import build_seg, seg_parts
@@ -16,8 +19,11 @@ SR_SERIES = 9100
 SUGGESTIONS_SR_SERIES = 9101
 PDF_SERIES = 9200
 SC_SERIES = 9201
-#: copies of an analysed stack whose source series also holds other images (results/display_copy.py)
+#: copies of the analysed frames of a phase whose source series also holds other images (results/display_copy.py)
 COPY_SERIES_BASE = 9301
+#: the step between the Series Times of the result series of one analysis (order_for_viewers)
+SERIES_TIME_STEP = dt.timedelta(milliseconds=1)
+
 
 def _study_header(study, results: list[PipelineResult] = ()) -> Dataset:
     """Patient/study attributes for every result object, taken from an image that was analysed (the SR lists this
@@ -35,6 +41,42 @@ def _study_header(study, results: list[PipelineResult] = ()) -> Dataset:
     raise ValueError(f"study {study.study_instance_uid} has no instance to take patient/study attributes from")
 
 
+def _parts_in_viewer_order(segmentation, parts, sources: dict[str, Dataset]) -> list:
+    """The SEG parts of a segmentation, phase by phase (ED before ES), and within a phase in the order a viewer
+    lists their images (source Series Number, then Instance Number): the SEG series are numbered in that order, so
+    the SEG of series 21 comes before the SEG of series 33."""
+    def first_image(part) -> Dataset:
+        refs = [segmentation.volume.frames[segmentation.phases[p]][k] for p in part.phase_positions
+                for k in part.slices]
+        datasets = [sources[str(ref.sop_instance_uid)] for ref in refs]
+        return datasets[viewer_order(datasets)[0]]
+
+    rank = {n: place for place, n in enumerate(viewer_order([first_image(part) for part in parts]))}
+    return [parts[n] for n in sorted(range(len(parts)), key=lambda n: (min(parts[n].phase_positions), rank[n]))]
+
+
+def order_for_viewers(measurement_sr: Dataset | None, segs: list[Dataset], others: list[Dataset],
+                      copies: list[list[Dataset]], started_at: dt.datetime) -> None:
+    """Series Date/Time of every result series of one analysis, distinct and in the order a reader should meet them.
+
+    OHIF v3 lists SEG, SR and DOC series newest first by Series Date and Time, ties broken by Series Instance UID
+    (a random order when all are equal: `seriesInfoSortingCriteria` / `compareSeriesDateTime`). The series get the
+    analysis start plus SERIES_TIME_STEP per place, latest first: the measurement SR, the SEGs in the order given
+    (stack order), then `others` in their order (suggestions SR, PDF, SC), then the display-copy series (images,
+    which OHIF lists by Series Number among the images). The node's own objects (not the copies, whose content is the
+    scanner's) get the same Content Date/Time.
+    """
+    ranked: list[tuple[list[Dataset], bool]] = [([measurement_sr], True)] if measurement_sr is not None else []
+    ranked += [([seg], True) for seg in segs] + [([other], True) for other in others]
+    ranked += [(series, False) for series in copies if series]
+    for place, (datasets, own_content) in enumerate(ranked):
+        at = started_at + SERIES_TIME_STEP * (len(ranked) - 1 - place)
+        for dataset in datasets:
+            dataset.SeriesDate, dataset.SeriesTime = at.strftime("%Y%m%d"), at.strftime("%H%M%S.%f")
+            if own_content:
+                dataset.ContentDate, dataset.ContentTime = dataset.SeriesDate, dataset.SeriesTime
+
+
 def build_result_objects(
     study,
     results: list[PipelineResult],
@@ -47,15 +89,20 @@ def build_result_objects(
     `study` is duck-typed on CMRStudy: `study_instance_uid`, `series` (with `.instances[i].dataset`) and
     `first_dataset(series)`. `supersedes`: earlier SRs this analysis replaces, as dicts with sop_instance_uid,
     series_instance_uid, study_instance_uid (and optionally sop_class_uid); they go into the SR's Predecessor
-    Documents Sequence. Order of the list: SEGs (one per phase and source series; preceded by the copies
-    of display_copy.py where a source series also holds other images), SR (TID 1500),
-    the text-only SR of the report-text suggestions, PDF, SC.
+    Documents Sequence. Order of the list: SEGs (one per phase and source series, in the order a viewer lists their
+    source images; where the images a SEG labels are only part of their source series - other phases, a localizer -
+    the display copies of display_copy.py come first, one series per labelled phase, and the SEGs, one per phase,
+    and the SR's outlines reference the copies), SR (TID 1500), the text-only SR of the report-text suggestions, PDF,
+    SC. Their Series Date/Time put them in that order in a viewer (order_for_viewers).
     """
     header = _study_header(study, results)
     if str(header.StudyInstanceUID) != str(study.study_instance_uid):
         raise ValueError("the study's first dataset belongs to another StudyInstanceUID")
     objects: list[Dataset] = []
     segs: dict[str, list] = {}  # SegmentationResult.key -> [(SegPart, SEG)]
+    shown: dict[str, object] = {}  # SegmentationResult.key -> the segmentation on the images its SEGs reference
+    all_segs: list[Dataset] = []
+    copy_series_list: list[list[Dataset]] = []
     series_number, copy_series = SEG_SERIES_BASE, COPY_SERIES_BASE
     for result in results:
         for segmentation in result.segmentations:
@@ -63,27 +110,39 @@ def build_result_objects(
             if segmentation.key in segs:
                 raise ValueError(f"two segmentations named {segmentation.key}: one pipeline segmented a series twice")
             segs[segmentation.key] = []
-            separate = shares_its_series(study, segmentation)
-            frame_of_reference = shared_frame_of_reference(segmentation) if separate else None
-            for part in seg_parts(segmentation):  # one SEG per phase and source series (seg.py says why)
-                target, part_sources = segmentation, sources
-                if separate:  # the source series also holds e.g. a localizer: the SEG references a copy (OHIF)
-                    copies, target = display_copies(segmentation, part, copy_series, frame_of_reference,
+            parts = seg_parts(segmentation)  # one SEG per phase and source series (seg.py says why)
+            target = segmentation
+            if needs_display_copies(study, segmentation, parts):
+                # the SEGs reference copies holding exactly their images, one series per phase (OHIF, see
+                # display_copy.py)
+                frame_of_reference = shared_frame_of_reference(segmentation)
+                for position in sorted({p for part in parts for p in part.phase_positions}):
+                    slices = sorted({k for part in parts if position in part.phase_positions for k in part.slices})
+                    copies, target = display_copies(target, position, slices, copy_series, frame_of_reference,
                                                      context.started_at)
                     objects += copies
-                    part_sources, copy_series = copies, copy_series + 1
-                seg = build_seg(target, part_sources, context, series_number, part)
+                    sources += copies
+                    copy_series_list.append(copies)
+                    copy_series += 1
+                parts = seg_parts(target)
+            shown[segmentation.key] = target
+            by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+            for part in _parts_in_viewer_order(target, parts, by_uid):
+                seg = build_seg(target, sources, context, series_number, part)
                 segs[segmentation.key].append((part, seg))
                 objects.append(seg)
+                all_segs.append(seg)
                 series_number += 1
-    sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes)
+    sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes, shown=shown)
     if sr is not None:
         objects.append(sr)
+    others: list[Dataset] = []
     suggestions = next((r for r in results if r.name == "suggestions"), None)
     if suggestions is not None:  # a text-only SR of its own, shown as text by viewers (docs/conformance.md)
         suggestions_sr = build_suggestions_sr(header, suggestions, context, SUGGESTIONS_SR_SERIES)
         if suggestions_sr is not None:
             objects.append(suggestions_sr)
+            others.append(suggestions_sr)
     algorithms = [a for r in results for a in r.algorithms]
     algorithms += [s.algorithm for r in results for s in r.segmentations]
     config = context.config
@@ -97,6 +156,9 @@ def build_result_objects(
         if want_pdf:
             objects.append(build_pdf_document(pdf_bytes, header, context, algorithms, PDF_SERIES,
                                               source_instances=list(objects)))
+            others.append(objects[-1])
         if want_sc:
             objects.append(build_secondary_capture(png_bytes, header, context, algorithms, SC_SERIES))
+            others.append(objects[-1])
+    order_for_viewers(sr, all_segs, others, copy_series_list, context.started_at)
     return objects

@@ -45,27 +45,31 @@ def representative_slice(masks: np.ndarray) -> int | None:
     return int(np.argmax(areas)) if areas.any() else None
 
 
-def image_regions(masks: np.ndarray, frames: Sequence[FrameRef], all_slices: bool = True) -> list[hd.sr.ImageRegion]:
+def image_regions(masks: np.ndarray, frames: Sequence[FrameRef], all_slices: bool = True,
+                  first: int | None = None) -> list[hd.sr.ImageRegion]:
     """SCOORD POLYLINE outlines of a (slices, rows, cols) mask on the source frames of its slices.
 
-    The representative slice (largest area) comes first - viewers that draw one region per measurement (OHIF) draw
-    that one - then, with `all_slices`, every other slice in stack order, so the set of outlines describes the
-    whole volumetric region.
+    The slice `first` (default: the representative slice, largest area) comes first - viewers that draw one region
+    per measurement (OHIF) draw that one - then, with `all_slices`, every other slice in stack order, so the set of
+    outlines describes the whole volumetric region. On each slice the longest outline comes first.
     """
     masks = np.asarray(masks, dtype=bool)
     if len(frames) != masks.shape[0]:
         raise ValueError(f"{len(frames)} frames for {masks.shape[0]} mask slices")
-    first = representative_slice(masks)
-    if first is None:
+    first = representative_slice(masks) if first is None else int(first)
+    if first is None or not masks[first].any():
         return []
     order = [first] + ([k for k in range(len(masks)) if k != first] if all_slices else [])
     regions = []
     for k in order:
-        ref = frames[k]
-        source = hd.sr.SourceImageForRegion(
-            referenced_sop_class_uid=ref.sop_class_uid, referenced_sop_instance_uid=ref.sop_instance_uid,
-            referenced_frame_numbers=[ref.frame_number] if ref.frame_number is not None else None)
-        for line in outlines(masks[k]):
-            regions.append(hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                                             graphic_data=np.round(line, 2), source_image=source))
+        regions += slice_regions(masks[k], frames[k])
     return regions
+
+
+def slice_regions(mask: np.ndarray, ref: FrameRef) -> list[hd.sr.ImageRegion]:
+    """The outlines of one slice's 2D mask as SCOORD POLYLINEs SELECTED FROM its source frame, longest first."""
+    source = hd.sr.SourceImageForRegion(
+        referenced_sop_class_uid=ref.sop_class_uid, referenced_sop_instance_uid=ref.sop_instance_uid,
+        referenced_frame_numbers=[ref.frame_number] if ref.frame_number is not None else None)
+    return [hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=np.round(line, 2),
+                              source_image=source) for line in outlines(mask)]

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
+from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import MIN_PHASES_FOR_CURVE, NORMAL_VALUES, is_range_flag, normal_range
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           stack_warnings)
@@ -204,29 +205,46 @@ def mid_ventricular_slice(result: SegmentationResult, phase_position: int = 0) -
     return int(present[len(present) // 2])
 
 
-def crop_box(labelmap: np.ndarray, margin: int = 16) -> tuple[slice, slice]:
-    """A square (rows, cols) window around every labelled pixel of a (..., rows, cols) label map, with a margin."""
+def crop_box(labelmap: np.ndarray, margin: int = 16,
+             spacing: tuple[float, float] = (1.0, 1.0)) -> tuple[slice, slice]:
+    """A (rows, cols) window around every labelled pixel of a (..., rows, cols) label map, with a margin, square in
+    millimetres: `spacing` is (between rows, between columns) in mm (PixelSpacing), and `margin` counts pixels of
+    the finer spacing. With square pixels the window is square in pixels."""
     rows, cols = labelmap.shape[-2:]
     found = np.nonzero(np.asarray(labelmap).reshape(-1, rows, cols).any(axis=0))
     if found[0].size == 0:
         return slice(0, rows), slice(0, cols)
-    r0, r1 = found[0].min() - margin, found[0].max() + 1 + margin
-    c0, c1 = found[1].min() - margin, found[1].max() + 1 + margin
-    side = min(max(r1 - r0, c1 - c0), rows, cols)
+    row_mm, col_mm = (float(v) for v in spacing)
+    margin_mm = margin * min(row_mm, col_mm)
+    margin_rows, margin_cols = int(np.ceil(margin_mm / row_mm - 1e-9)), int(np.ceil(margin_mm / col_mm - 1e-9))
+    r0, r1 = found[0].min() - margin_rows, found[0].max() + 1 + margin_rows
+    c0, c1 = found[1].min() - margin_cols, found[1].max() + 1 + margin_cols
+    side_mm = min(max((r1 - r0) * row_mm, (c1 - c0) * col_mm), rows * row_mm, cols * col_mm)
+    side_rows = min(rows, int(round(side_mm / row_mm)))
+    side_cols = min(cols, int(round(side_mm / col_mm)))
     rc, cc = (r0 + r1) // 2, (c0 + c1) // 2
-    r0 = int(np.clip(rc - side // 2, 0, rows - side))
-    c0 = int(np.clip(cc - side // 2, 0, cols - side))
-    return slice(r0, r0 + side), slice(c0, c0 + side)
+    r0 = int(np.clip(rc - side_rows // 2, 0, rows - side_rows))
+    c0 = int(np.clip(cc - side_cols // 2, 0, cols - side_cols))
+    return slice(r0, r0 + side_rows), slice(c0, c0 + side_cols)
+
+
+def pixel_aspect(spacing: tuple[float, float]) -> float:
+    """The height / width of one pixel on the page: row spacing / column spacing (PixelSpacing is (between rows,
+    between columns)), so the heart has the shape a viewer shows, also where the pixels are not square."""
+    row_mm, col_mm = (float(v) for v in spacing)
+    return row_mm / col_mm if row_mm > 0 and col_mm > 0 else 1.0
 
 
 def _show_overlay(ax, image: np.ndarray, labels: np.ndarray, title: str,
-                  window: tuple[slice, slice] | None = None) -> None:
+                  window: tuple[slice, slice] | None = None, aspect: float = 1.0) -> None:
     if window is not None:
         image, labels = image[window], labels[window]
     finite = image[np.isfinite(image)]
     low, high = (np.percentile(finite, [1, 99]) if finite.size else (0, 1))
-    ax.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
-    ax.imshow(np.clip(labels, 0, 5), cmap=_overlay_cmap(), vmin=-0.5, vmax=5.5, interpolation="nearest")
+    ax.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest",
+              aspect=aspect)
+    ax.imshow(np.clip(labels, 0, 5), cmap=_overlay_cmap(), vmin=-0.5, vmax=5.5, interpolation="nearest",
+              aspect=aspect)
     ax.set_title(title, fontsize=PANEL_TITLE_FONT, pad=PANEL_TITLE_PAD)
     ax.set_axis_off()
 
@@ -322,32 +340,114 @@ def overlay_legend(results: Sequence[PipelineResult]) -> str:
     return OVERLAY_LEGENDS[shown[0]] if shown else "none"
 
 
-def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, np.ndarray, str, tuple]]:
-    """(image, labels, title, crop window) of the overlays: cine ED and ES mid-ventricular, LGE basal/mid/apical."""
+def slice_levels(result: PipelineResult, segmentation: SegmentationResult) -> dict[int, str]:
+    """Slice index -> "basal" | "mid" | "apical" | "apex" of a short-axis stack (the AHA thirds of the summary where
+    the AHA model was applied, else thirds of the slices with LV myocardium, the basal end from the stack's
+    direction in the patient); {} for another view or a stack whose basal end is unknown."""
+    if getattr(getattr(segmentation.series, "view", None), "value", None) != "sax":
+        return {}
+    block = result.summary.get("aha_segments") if isinstance(result.summary, dict) else None
+    if isinstance(block, dict) and block.get("applicable") and isinstance(block.get("thirds"), dict):
+        return {int(k): level for level, slices in block["thirds"].items() for k in slices}
+    volume = segmentation.volume
+    try:
+        _, normal = stack_geometry(volume.orientation, volume.positions)
+        basal_end = basal_end_from_geometry(normal)
+    except (TypeError, ValueError):
+        return {}
+    labels = np.asarray(segmentation.labelmap)[0]
+    present = [k for k in range(labels.shape[0]) if np.isin(labels[k], MYOCARDIUM_LABELS).any()]
+    present = present if basal_end == "first" else present[::-1]
+    return {int(k): level for level, part in zip(("basal", "mid", "apical"), np.array_split(present, 3))
+            for k in part}
+
+
+def slice_identities(segmentation: SegmentationResult, phase_position: int = 0) -> list[dict]:
+    """How a reader finds each slice of one phase in a viewer, in volume order: the source image's Series Number,
+    Instance Number (and frame number of a multi-frame image), and its position along the stack in mm (the image's
+    Slice Location where it has one, as viewers show it, else ImagePositionPatient along the stack normal)."""
+    volume = segmentation.volume
+    headers = {str(i.sop_instance_uid): i.dataset for i in segmentation.series.instances}
+    try:
+        along, _ = stack_geometry(volume.orientation, volume.positions)
+    except (TypeError, ValueError):
+        along = [None] * len(volume.frames[0])
+    found = []
+    for k, ref in enumerate(volume.frames[segmentation.phases[phase_position]]):
+        dataset = headers.get(str(ref.sop_instance_uid))
+        values = {}
+        for keyword in ("SeriesNumber", "InstanceNumber", "SliceLocation"):
+            try:
+                values[keyword] = float(dataset.get(keyword)) if dataset is not None else None
+            except (TypeError, ValueError):
+                values[keyword] = None
+        location = values["SliceLocation"] if values["SliceLocation"] is not None else \
+            (float(along[k]) if along[k] is not None else None)
+        found.append({"series": None if values["SeriesNumber"] is None else int(values["SeriesNumber"]),
+                      "instance": None if values["InstanceNumber"] is None else int(values["InstanceNumber"]),
+                      "frame": ref.frame_number, "location_mm": location})
+    return found
+
+
+def slice_name(identity: dict) -> str:
+    """"S:7 I:3, 26.0 mm": the source series and image (Instance) number as a viewer's overlay shows them (OHIF:
+    "S:7" on the series, "I:3 (3/8)" on the image), then the slice position; parts the source lacks are left out."""
+    numbers = []
+    if identity.get("series") is not None:
+        numbers.append(f"S:{identity['series']}")
+    if identity.get("instance") is not None:
+        numbers.append(f"I:{identity['instance']}" + (f" F:{identity['frame']}" if identity.get("frame") else ""))
+    parts = [" ".join(numbers)] if numbers else []
+    if identity.get("location_mm") is not None:
+        parts.append(f"{identity['location_mm']:.1f} mm")
+    return ", ".join(parts)
+
+
+def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, np.ndarray, str, tuple, float]]:
+    """(image, labels, title, crop window, pixel aspect) of the overlays: cine ED and ES mid-ventricular, LGE basal/
+    mid/apical. Each title names the slice as a viewer shows it (slice_identities: source series and image number,
+    position in mm) and its level of a short-axis stack (slice_levels); the window is square in mm and the aspect
+    that of the pixels."""
     panels = []
     cine = _shown(results, "cine")
     cine_seg = cine.segmentations[0] if cine is not None else None
     if cine_seg is not None:
-        window = crop_box(cine_seg.labelmap)
+        spacing = cine_seg.volume.pixel_spacing
+        window = crop_box(cine_seg.labelmap, spacing=spacing)
+        levels = slice_levels(cine, cine_seg)
         for position, name in enumerate(cine_seg.phase_names[:2]):
             k = mid_ventricular_slice(cine_seg, position)
             phase = _phase_label(cine.summary, cine_seg.phases[position])
+            level = f" {levels[k]}" if k in levels else ""
+            where = slice_name(slice_identities(cine_seg, position)[k])
             panels.append((cine_seg.volume.pixels[cine_seg.phases[position], k],
                            np.asarray(cine_seg.labelmap)[position, k],
-                           f"cine {PHASE_SHORT.get(name, name)} ({phase}), slice {k + 1} of {cine_seg.labelmap.shape[1]}",
-                           window))
+                           f"cine {PHASE_SHORT.get(name, name)} ({phase}){level}: {where}", window,
+                           pixel_aspect(spacing)))
     lge = _shown(results, "lge")
     lge_seg = lge.segmentations[0] if lge is not None else None
     if lge_seg is not None:
         labels = np.asarray(lge_seg.labelmap)[0]
         present = np.nonzero(np.isin(labels, MYOCARDIUM_LABELS).any(axis=(1, 2)))[0]
         chosen = [int(present[int(round(q * (len(present) - 1)))]) for q in (0.15, 0.5, 0.85)] if present.size else []
-        window = crop_box(lge_seg.labelmap)
+        spacing = lge_seg.volume.pixel_spacing
+        window = crop_box(lge_seg.labelmap, spacing=spacing)
         extent = per_slice_scar_percent(lge_seg)
-        for k in dict.fromkeys(chosen):
+        levels = slice_levels(lge, lge_seg)
+        identities = slice_identities(lge_seg)
+        for k in sorted(dict.fromkeys(chosen), key=lambda k: _viewer_rank(identities, k)):
+            level = f" {levels[k]}" if k in levels else ""
             panels.append((lge_seg.volume.pixels[lge_seg.phases[0], k], labels[k],
-                           f"LGE slice {k + 1} of {labels.shape[0]} (scar {_fmt(extent[k], '%', 0)})", window))
+                           f"LGE{level} (scar {_fmt(extent[k], '%', 0)}): {slice_name(identities[k])}", window,
+                           pixel_aspect(spacing)))
     return panels[:6]
+
+
+def _viewer_rank(identities: list[dict], k: int) -> tuple:
+    """The place of slice k in a viewer's order: source Series Number, then Instance Number (then volume order)."""
+    identity = identities[k]
+    return (identity["series"] if identity["series"] is not None else float("inf"),
+            identity["instance"] if identity["instance"] is not None else float("inf"), k)
 
 
 def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = ()) -> str:
@@ -521,14 +621,15 @@ def first_page(header: Dataset, results: Sequence[PipelineResult], context,
     for other, _, _ in trials:
         if other is not table:
             other.axes.remove()
-    for n, (image, labelmap, caption, window) in enumerate(panels if height > 0 else []):
+    for n, (image, labelmap, caption, window, aspect) in enumerate(panels if height > 0 else []):
         row, column = divmod(n, columns)
         ax = figure.add_axes((TABLE_LEFT + column * (width + PANEL_GAP),
                               top - (row + 1) * (height + CAPTION_HEIGHT), width, height))
-        _show_overlay(ax, image, labelmap, caption, window)
+        _show_overlay(ax, image, labelmap, caption, window, aspect)
         fit_lines(ax.title, figure, width)
-    footer = figure.text(0.04, 0.006, f"Overlay: {overlay_legend(results)}.\nAll numbers are unverified AI output. "
-                         "Methods: page 2.", fontsize=6.5, va="bottom")
+    footer = figure.text(0.04, 0.006, f"Overlay: {overlay_legend(results)}.\nImages: S: / I: the source series / "
+                         "image number as a viewer shows them, then the slice position. All numbers are unverified AI "
+                         "output. Methods: page 2.", fontsize=6.5, va="bottom")
     fit_width(footer, figure, 0.92)
     return figure
 
@@ -569,18 +670,48 @@ def _volume_curves(ax, cine: PipelineResult | None) -> None:
                  "Ventricular volume over the cardiac cycle", fontsize=8.5, loc="left")
 
 
+#: abbreviations of the short-axis levels under the per-slice bars
+LEVEL_SHORT = {"basal": "bas", "mid": "mid", "apical": "api", "apex": "apex"}
+
+
+def scar_bar_labels(lge: PipelineResult, segmentation: SegmentationResult) -> tuple[list[int], list[str], str]:
+    """(slice indices in the viewer's order, their tick labels, the axis label) of the per-slice scar bars: each
+    slice named as a viewer numbers it - the source Instance Number where the stack is one series, else
+    "<series>/<image>" - with its position in mm and its short-axis level."""
+    identities = slice_identities(segmentation)
+    levels = slice_levels(lge, segmentation)
+    order = sorted(range(len(identities)), key=lambda k: _viewer_rank(identities, k))
+    series = {identity["series"] for identity in identities}
+    one_series = len(series) == 1 and None not in series
+    labels = []
+    for k in order:
+        identity = identities[k]
+        image = str(identity["instance"]) if one_series else \
+            f"{identity['series'] if identity['series'] is not None else '?'}/{identity['instance'] or '?'}"
+        lines = [image]
+        if identity["location_mm"] is not None:
+            lines.append(f"{identity['location_mm']:.0f}")
+        if k in levels:
+            lines.append(LEVEL_SHORT.get(levels[k], levels[k]))
+        labels.append("\n".join(lines))
+    what = f"image no. in series {next(iter(series))}" if one_series else "series/image no."
+    return order, labels, f"LGE {what}, position (mm)" + (", level" if levels else "")
+
+
 def _scar_bars(ax, lge: PipelineResult | None) -> None:
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
     if lge_seg is not None:
         extent = per_slice_scar_percent(lge_seg)
-        ax.bar(np.arange(1, len(extent) + 1), np.nan_to_num(extent), color="#e0b000")
-        ax.set_xlabel("LGE slice (stack order, counted from 1)", fontsize=7)
+        order, labels, axis_label = scar_bar_labels(lge, lge_seg)
+        ax.bar(np.arange(len(order)), np.nan_to_num(extent[order]), color="#e0b000")
+        ax.set_xticks(np.arange(len(order)), labels, fontsize=5.5 if len(order) > 10 else 6.5)
+        ax.set_xlabel(axis_label, fontsize=7)
         ax.set_ylabel("scar % of myocardium", fontsize=7)
         ax.set_ylim(0, max(10.0, float(np.nanmax(extent)) * 1.15) if np.isfinite(extent).any() else 10.0)
     else:
         ax.text(0.5, 0.5, "per-slice scar: no LGE analysis", ha="center", va="center", fontsize=7)
         ax.set_axis_off()
-    ax.tick_params(labelsize=6.5)
+    ax.tick_params(axis="y", labelsize=6.5)
     ax.set_title("Per-slice scar extent (incl. MVO)", fontsize=8.5, loc="left")
 
 

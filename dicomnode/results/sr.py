@@ -19,7 +19,7 @@ from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, Segmentat
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
-from dicomnode.results.regions import image_regions
+from dicomnode.results.regions import image_regions, outlines, slice_regions
 from dicomnode.results.seg import SEGMENT_KINDS, segment_plan
 from dicomnode.uids import new_uid
 
@@ -71,12 +71,25 @@ class _SegmentIndex:
       so the group's region is the region searched (the LV myocardium), its finding type is that region's, and the
       finding is coded as absent (qualitative evaluation <finding> = (272519000, SCT, "Absent"), CID 241); a
       viewer then draws no scar- or MVO-labelled contour around myocardium that is not enhanced.
+
+    Where the groups are drawn (OHIF v3 draws one outline per tracking UID, the first SCOORD, with the group's
+    numbers beside it): each group's drawn slice is where its region is largest, unless outlines of earlier groups
+    of this result are already drawn there and another slice holds at least SPREAD_MIN_AREA of that area with fewer
+    (pick_slice), so that the labels of groups sharing a region (LV blood pool ED, LV function) do not overlap. The
+    further outlines of that slice (the endocardial contour of the myocardial ring, a second part) get groups of
+    their own (contour_groups), as OHIF would not draw them.
     """
+
+    #: a slice holding at least this share of the region's largest area may be drawn instead of the largest
+    SPREAD_MIN_AREA = 0.5
+    #: at most this many further outlines of the drawn slice get a display group of their own (contour_groups)
+    MAX_CONTOUR_GROUPS = 4
 
     def __init__(self, result: SegmentationResult, segs):
         self.result = result
         self.segs = [(None, segs)] if isinstance(segs, Dataset) else list(segs)
         self.labelmap = np.asarray(result.labelmap)
+        self.drawn: dict[str, int] = {}  # SOP Instance UID -> groups whose first outline is drawn on it
 
     def mask(self, labels: Sequence[int], phase_position: int = 0) -> np.ndarray:
         return np.isin(self.labelmap[phase_position], [int(v) for v in labels])
@@ -123,21 +136,19 @@ class _SegmentIndex:
             qualitative = list(kwargs.get("qualitative_evaluations") or [])
             if finding_type is not None:
                 qualitative.insert(0, hd.sr.QualitativeEvaluation(finding_type, codes.ABSENT))
-            group = self.outline_group(
+            return self.outline_group(
                 MYOCARDIUM_LABELS, position, f"{name} (none found)", tracking_uid or new_uid(),
                 finding_type=codes.LV_MYOCARDIUM,
                 finding_sites=finding_sites or [hd.sr.FindingSite(codes.LV_MYOCARDIUM)],
                 measurements=absent_measurements if absent_measurements is not None else kwargs.get("measurements"),
                 qualitative=qualitative, all_slices=True)
-            return [group] if group is not None else []
         holders = self.holders(mask, position)
         found = self.segment_in(holders[0][1], holders[0][0], key, position) if len(holders) == 1 else None
         if found is None:  # several SEG instances (or none declaring it): the outlines on every slice are the region
-            group = self.outline_group(
+            return self.outline_group(
                 mask, position, name, tracking_uid or new_uid(), finding_type=finding_type,
                 finding_sites=finding_sites, measurements=kwargs.get("measurements"),
                 qualitative=kwargs.get("qualitative_evaluations"), all_slices=True)
-            return [group] if group is not None else []
         (part, seg), (number, segment_uid) = holders[0], found
         uid = tracking_uid or segment_uid
         series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
@@ -149,23 +160,74 @@ class _SegmentIndex:
             referenced_segment=reference, algorithm_id=_algorithm_id(self.result.algorithm), **kwargs)]
         # OHIF merges groups by tracking UID and lists a measurement only where it finds image coordinates (TID 1411
         # allows a segment reference or image regions in one group, not both)
-        outline = self.outline_group(mask, position, f"{name} (outline)", uid, finding_type, finding_sites)
-        return groups + ([outline] if outline is not None else [])
+        return groups + self.outline_group(mask, position, f"{name} (outline)", uid, finding_type, finding_sites)
+
+    def pick_slice(self, mask: np.ndarray, phase_position: int) -> int | None:
+        """The slice whose outline a viewer drawing one region per group shows (the first SCOORD), counted as drawn:
+        the largest area, or the slice with the fewest outlines of earlier groups drawn among those holding at least
+        SPREAD_MIN_AREA of the largest area (ties: the larger area). None for an empty mask."""
+        areas = np.asarray(mask, dtype=bool).reshape(len(mask), -1).sum(axis=1)
+        if not areas.any():
+            return None
+        frames = self.frames(phase_position)
+        candidates = [k for k in range(len(areas)) if areas[k] >= self.SPREAD_MIN_AREA * areas.max()]
+        chosen = min(candidates, key=lambda k: (self.drawn.get(str(frames[k].sop_instance_uid), 0), -int(areas[k]), k))
+        uid = str(frames[chosen].sop_instance_uid)
+        self.drawn[uid] = self.drawn.get(uid, 0) + 1
+        return chosen
 
     def outline_group(self, labels: Sequence[int] | np.ndarray, phase_position: int, name: str, uid: str,
                       finding_type=None, finding_sites=None, measurements=None, qualitative=None,
-                      all_slices: bool = False):
-        """A TID 1411 group whose region is given by image regions (outlines) of a mask; None for an empty mask."""
+                      all_slices: bool = False) -> list:
+        """A TID 1411 group whose region is given by image regions (outlines) of a mask, the drawn slice (pick_slice)
+        first, followed by the display groups of that slice's further outlines (contour_groups); [] for an empty
+        mask."""
         mask = labels if isinstance(labels, np.ndarray) and labels.dtype == bool else self.mask(labels, phase_position)
-        regions = image_regions(mask, self.frames(phase_position), all_slices=all_slices)
-        if not regions:
-            return None
-        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        first = self.pick_slice(mask, phase_position)
+        if first is None:
+            return []
+        frames = self.frames(phase_position)
+        regions = image_regions(mask, frames, all_slices=all_slices, first=first)
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=name[:64]),
             referenced_regions=regions, finding_type=finding_type, finding_sites=finding_sites,
             measurements=measurements or None, qualitative_evaluations=qualitative or None,
             algorithm_id=_algorithm_id(self.result.algorithm),
         )
+        return [group] + self.contour_groups(mask[first], frames[first], name, finding_type, finding_sites)
+
+    def contour_groups(self, mask: np.ndarray, ref, name: str, finding_type=None, finding_sites=None) -> list:
+        """One group per further outline of the drawn slice (after the longest, at most MAX_CONTOUR_GROUPS): OHIF v3
+        draws only the first SCOORD of a tracking UID, so a ring (the myocardium) would show as its epicardial
+        contour alone, a region as if it were filled, and a region in several parts as one part. Each group has a new
+        tracking UID, that one outline as its region and no measurement; its tracking identifier is "<name> (inner
+        contour)" for an outline inside the longest, "<name> (another part)" else (<name> without " (outline)").
+        The outline stays in the region of the group it belongs to."""
+        lines = outlines(mask)
+        if len(lines) < 2:
+            return []
+        regions = slice_regions(mask, ref)
+        name = name.removesuffix(" (outline)")
+        groups = []
+        for line, region in list(zip(lines, regions))[1:1 + self.MAX_CONTOUR_GROUPS]:
+            suffix = " (inner contour)" if _inside(line[0], lines[0]) else " (another part)"
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(),
+                                                             identifier=name[:64 - len(suffix)] + suffix),
+                referenced_regions=[region], finding_type=finding_type, finding_sites=finding_sites,
+                algorithm_id=_algorithm_id(self.result.algorithm)))
+        return groups
+
+
+def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:
+    """True when `point` (x, y) lies inside the closed `polygon` (N, 2) (even-odd rule)."""
+    x, y = float(point[0]), float(point[1])
+    xs, ys = polygon[:, 0], polygon[:, 1]
+    x2, y2 = np.roll(xs, -1), np.roll(ys, -1)
+    crossing = (ys > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = xs + (y - ys) * (x2 - xs) / (y2 - ys)
+    return bool(np.count_nonzero(crossing & (x < at)) % 2)
 
 
 def _method_block(value) -> dict:
@@ -194,20 +256,21 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     algorithm = index.result.algorithm
     dl = dict(method=codes.METHOD_DEEP_LEARNING, algorithm_id=_algorithm_id(algorithm))
     lv_site = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
-    groups = []
-    whole = index.outline_group(
+    groups = index.outline_group(
         MYOCARDIUM_LABELS, 0, "LGE LV myocardium, whole", new_uid(), finding_type=codes.LV_MYOCARDIUM,
         measurements=_measurement(codes.VOLUME, _number(block, "myocardium_volume_ml"), codes.UNIT_CM3, **dl)
         + _measurement(codes.LV_MASS, _number(block, "lv_mass_g"), codes.UNIT_G, **dl), all_slices=True)
-    groups += [whole] if whole is not None else []
 
     scar_volume = _number(block, "scar_volume_ml")
     scar_measurements = _measurement(codes.LGE_PERCENT, _number(block, "lge_percent"), codes.UNIT_PERCENT, **dl)
     n = _method_block(block.get("nsd")).get("n", config.analysis.lge.nsd_n)
     not_applicable: list[hd.sr.QualitativeEvaluation] = []
-    for key, method, name, parameter in (
-            ("nsd", codes.METHOD_NSD, "dicomnode n-SD threshold", f"n={n}"),
-            ("fwhm", codes.METHOD_FWHM, "dicomnode FWHM threshold", "threshold=50% of max enhanced signal")):
+    # each method's %LGE under a concept of its own (a viewer listing concept names and values only, OHIF v3, would
+    # show three identical rows), the method also as the TID 300 method modifier
+    for key, method, concept, name, parameter in (
+            ("nsd", codes.METHOD_NSD, codes.LGE_PERCENT_NSD, "dicomnode n-SD threshold", f"n={n}"),
+            ("fwhm", codes.METHOD_FWHM, codes.LGE_PERCENT_FWHM, "dicomnode FWHM threshold",
+             "threshold=50% of max enhanced signal")):
         raw = block.get(key)
         if isinstance(raw, dict) and raw.get("applicable") is False:
             # said, not left out: "<method>: Not applicable" as a coded evaluation (a NUM without a value, PS3.3
@@ -218,32 +281,38 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         value = _number(_method_block(raw), "lge_percent")
         if value is not None:
             scar_measurements += _measurement(
-                codes.LGE_PERCENT, value, codes.UNIT_PERCENT, method=method,
+                concept, value, codes.UNIT_PERCENT, method=method,
                 algorithm_id=hd.sr.AlgorithmIdentification(name=name, version=node_version(), parameters=[parameter]))
     qualitative = list(not_applicable)
+    verdict = None
     if isinstance(block.get("large_scar_burden"), bool):
-        qualitative.append(hd.sr.QualitativeEvaluation(
-            codes.LARGE_LGE_BURDEN, codes.YES if block["large_scar_burden"] else codes.NO))
-        # the rule behind the Yes/No: the cut-off and its comparator (analysis.lge.large_burden_*)
+        large = block["large_scar_burden"]
+        qualitative.append(hd.sr.QualitativeEvaluation(codes.LARGE_LGE_BURDEN, codes.YES if large else codes.NO))
+        # the rule behind the Yes/No: the cut-off, under a concept that says the verdict and that it is an HCM rule
+        # (a viewer listing only NUM concepts showed "Large LGE burden cut-off: 15.00 %" like a measured value), and
+        # its comparator (analysis.lge.large_burden_*)
         cutoff = lge.measurements.get("large_burden_cutoff_percent", config.analysis.lge.large_burden_percent)
         comparator = lge.measurements.get("large_burden_comparator", config.analysis.lge.large_burden_comparator)
         scar_measurements += _measurement(
-            codes.LARGE_LGE_BURDEN_CUTOFF, cutoff, codes.UNIT_PERCENT, algorithm_id=hd.sr.AlgorithmIdentification(
+            codes.LARGE_LGE_BURDEN_CUTOFF_MET if large else codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET, cutoff,
+            codes.UNIT_PERCENT, algorithm_id=hd.sr.AlgorithmIdentification(
                 name="dicomnode large LGE burden rule", version=node_version(),
-                parameters=[f"large burden if %LGE {comparator} {cutoff:g} %"]))
-    scar = index.outline_group(ENHANCED_LABELS, 0, "LGE scar incl. MVO", new_uid(),
+                parameters=[f"large burden if %LGE {comparator} {cutoff:g} % (HCM risk cut-off, Chan 2014; not "
+                            "validated for infarct scar)"]))
+        verdict = (large, f"{comparator}{cutoff:g} %")
+    scar = index.outline_group(ENHANCED_LABELS, 0, burden_name("LGE scar incl. MVO", verdict), new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
                                measurements=_measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)
                                + scar_measurements, qualitative=qualitative, all_slices=True)
-    if scar is None:  # no enhanced voxel: the absent finding, measured on the LV myocardium (see _SegmentIndex)
+    if not scar:  # no enhanced voxel: the absent finding, measured on the LV myocardium (see _SegmentIndex)
         absent = [hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT),
                   hd.sr.QualitativeEvaluation(codes.MVO, codes.ABSENT)]
         scar = index.outline_group(
-            MYOCARDIUM_LABELS, 0, "LGE scar incl. MVO (none found)", new_uid(), finding_type=codes.LV_MYOCARDIUM,
-            finding_sites=lv_site,
+            MYOCARDIUM_LABELS, 0, burden_name("LGE scar incl. MVO (none found)", verdict), new_uid(),
+            finding_type=codes.LV_MYOCARDIUM, finding_sites=lv_site,
             measurements=_measurement(codes.ENHANCED_VOLUME, scar_volume, codes.UNIT_CM3, **dl) + scar_measurements,
             qualitative=absent + qualitative, all_slices=True)
-    groups += [scar] if scar is not None else []
+    groups += scar
 
     parts = (("lv_myocardium_nonenhanced", "LGE non-enhanced myocardium", codes.LV_MYOCARDIUM,
               _segment_volume_ml(index, (Label.LV_MYOCARDIUM,)), codes.NONENHANCED_VOLUME),
@@ -256,6 +325,20 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                absent_measurements=_measurement(absent_concept, volume, codes.UNIT_CM3, **dl))
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
+
+
+def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
+    """The tracking identifier of the scar group, with the large-burden verdict where there is one: "LGE scar incl.
+    MVO; large burden YES (HCM rule >=15 %)", shortened to fit 64 characters (LO)."""
+    if verdict is None:
+        return name
+    large, rule = verdict
+    answer = "YES" if large else "no"
+    for text in (f"{name}; large burden {answer} (HCM rule {rule})", f"{name}; large burden {answer} ({rule})",
+                 f"{name}; large burden {answer}"):
+        if len(text) <= 64:
+            return text
+    return name[:64]
 
 
 def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0) -> list:
@@ -283,15 +366,13 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
         if not measurements:
             continue
         what = "LGE" if scar else "ED wall thickness"
-        group = index.outline_group(
+        groups += index.outline_group(
             segment_map == number, phase_position, f"AHA {number} {values.get('name', '')} ({what})", new_uid(),
             # the region is the segment's myocardium, enhanced or not: its finding type is the myocardium (a
             # "Late Contrast Enhancement" outline would draw non-enhanced myocardium as scar)
             finding_type=codes.LV_MYOCARDIUM,
             finding_sites=[hd.sr.FindingSite(codes.AHA_SEGMENTS[number])], measurements=measurements,
             all_slices=True)
-        if group is not None:
-            groups.append(group)
     return groups
 
 
@@ -336,7 +417,10 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
         for phase_key, phase_index in (("ed", ed), ("es", es)):
             if phase_index is None:
                 continue
-            phase_label = phase_key.upper()
+            # "ED (phase 3 of 12)": which phase of the series ED is, in the text a viewer shows as the group's name
+            # (the PHASENUM NUM says it too, but OHIF shows it as "3.00 1")
+            phases = len(index.result.volume.frames)
+            phase_label = f"{phase_key.upper()} ({phase_text.phase_name(phase_index)} of {phases})"
             phase_eval = [hd.sr.QualitativeEvaluation(codes.CARDIAC_CYCLE_PHASE, phase_codes[phase_key])]
             # 1-based, as the PDF and the SEG count phases (summary.json keeps the 0-based index)
             phase_number = _measurement(codes.PHASE_NUMBER, float(phase_text.phase_number(phase_index)),
@@ -407,8 +491,10 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
     return groups
 
 
-def _region_sources(content: Dataset, results: Sequence[PipelineResult], known: set[str]) -> list[Dataset]:
-    """Headers of the source images the image regions (SCOORD) select from, for the evidence sequence."""
+def _region_sources(content: Dataset, results: Sequence[PipelineResult], known: set[str],
+                    shown: Sequence[SegmentationResult] = ()) -> list[Dataset]:
+    """Headers of the source images the image regions (SCOORD) select from, for the evidence sequence: analysed
+    images, or the display copies of `shown` segmentations."""
     referenced: set[str] = set()
     stack = [content]
     while stack:
@@ -417,13 +503,25 @@ def _region_sources(content: Dataset, results: Sequence[PipelineResult], known: 
             referenced.add(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
         stack.extend(item.get("ContentSequence", []))
     found: dict[str, Dataset] = {}
-    for result in results:
-        for segmentation in result.segmentations:
-            for instance in segmentation.series.instances:
-                uid = str(instance.sop_instance_uid)
-                if uid in referenced and uid not in known:
-                    found.setdefault(uid, instance.dataset)
+    for segmentation in [s for result in results for s in result.segmentations] + list(shown):
+        for instance in segmentation.series.instances:
+            uid = str(instance.sop_instance_uid)
+            if uid in referenced and uid not in known:
+                found.setdefault(uid, instance.dataset)
     return list(found.values())
+
+
+def separate_containers(dataset: Dataset) -> Dataset:
+    """Every CONTAINER of an SR content tree marked Continuity of Content SEPARATE (highdicom writes CONTINUOUS):
+    its items are separate statements - measurements, comments, suggestions - not one running text, and a viewer
+    that renders CONTINUOUS children inline (OHIF v3) ran them together into one paragraph."""
+    stack = [dataset]
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "CONTAINER":
+            item.ContinuityOfContent = "SEPARATE"
+        stack.extend(item.get("ContentSequence", []))
+    return dataset
 
 
 def _code_item(code: Code) -> Dataset:
@@ -513,12 +611,16 @@ def build_sr(
     context,
     series_number: int,
     supersedes: Sequence[dict] | None = None,
+    shown: dict[str, SegmentationResult] | None = None,
 ) -> Dataset | None:
     """The TID 1500 Measurement Report of the LGE and cine results; None when there is no LGE or cine result.
 
     `header`: a source dataset of the study (patient/study attributes); `segs`: SegmentationResult.key -> its SEG,
-    or the list of (SegPart, SEG) written for it (seg.seg_parts).
+    or the list of (SegPart, SEG) written for it (seg.seg_parts); `shown`: SegmentationResult.key -> the same
+    segmentation on the images its SEGs reference, where those are display copies (results/display_copy.py): the
+    outlines are then drawn on the copies, so SR and SEG sit on one series, and the copies are in the evidence.
     """
+    shown = dict(shown or {})
     config = context.config
     per_pipeline: list[tuple[list, list[str], AlgorithmInfo]] = []
     algorithms: list[AlgorithmInfo] = []
@@ -526,8 +628,8 @@ def build_sr(
         if result.name not in ("lge", "cine") or not result.summary:
             continue
         seg_result = result.segmentations[0] if result.segmentations else None
-        index = _SegmentIndex(seg_result, segs[seg_result.key]) if seg_result is not None and seg_result.key in segs \
-            else None
+        index = _SegmentIndex(shown.get(seg_result.key, seg_result), segs[seg_result.key]) \
+            if seg_result is not None and seg_result.key in segs else None
         contributing = list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
         algorithms += contributing
         found = lge_groups(result, index, config) if result.name == "lge" else \
@@ -554,10 +656,11 @@ def build_sr(
     started_at: dt.datetime = context.started_at
     evidence = [header] + [seg for entry in segs.values()
                            for seg in ([entry] if isinstance(entry, Dataset) else [s for _, s in entry])]
-    evidence += _region_sources(report[0], results, {str(ds.SOPInstanceUID) for ds in evidence})
+    evidence += _region_sources(report[0], results, {str(ds.SOPInstanceUID) for ds in evidence},
+                                list(shown.values()))
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
-        content=report[0],
+        content=separate_containers(report[0]),
         series_instance_uid=new_uid(),
         series_number=series_number,
         sop_instance_uid=new_uid(),
@@ -583,18 +686,28 @@ def build_sr(
     return apply_provenance(sr, algorithms, started_at, series_what)
 
 
+def suggestion_text(suggestion: dict) -> str:
+    """The visible text of one suggestion: said to be unverified text of a prior report, with that report's id and
+    the similarity score, before the sentence itself - a viewer that shows only item values (OHIF v3 renders no
+    children of a TEXT item) shows it whole, and nobody takes another patient's numbers for this study's."""
+    return (f"Unverified suggestion, text of prior report {suggestion['report_id']} (similarity "
+            f"{float(suggestion['score']):.2f}; its numbers are not this study's): {suggestion['text']}")
+
+
 def suggestions_container(suggestions: PipelineResult | None) -> hd.sr.ContainerContentItem | None:
-    """CONTAINER "Report text suggestions from prior reports (unverified)": device observer, one TEXT per suggestion
-    with its retrieval score (NUM) and prior report id (TEXT) as properties; None when there is nothing to suggest."""
+    """CONTAINER "Report text suggestions from prior reports (unverified)", SEPARATE: device observer, one TEXT per
+    suggestion (suggestion_text: the sentence with its prior report id and score said before it) with its retrieval
+    score (NUM) and prior report id (TEXT) as properties; None when there is nothing to suggest."""
     if suggestions is None or not suggestions.algorithms:
         return None
     items = suggestions.summary if isinstance(suggestions.summary, list) else []
     if not items:
         return None
-    container = hd.sr.ContainerContentItem(name=codes.REPORT_TEXT_SUGGESTIONS, relationship_type="CONTAINS")
+    container = hd.sr.ContainerContentItem(name=codes.REPORT_TEXT_SUGGESTIONS, relationship_type="CONTAINS",
+                                           is_content_continuous=False)
     children = list(_observation_context(suggestions.algorithms))
     for suggestion in items:
-        text = hd.sr.TextContentItem(name=codes.SUGGESTED_REPORT_TEXT, value=str(suggestion["text"])[:65535],
+        text = hd.sr.TextContentItem(name=codes.SUGGESTED_REPORT_TEXT, value=suggestion_text(suggestion)[:65535],
                                      relationship_type="CONTAINS")
         text.ContentSequence = hd.sr.ContentSequence([
             hd.sr.NumContentItem(name=codes.RETRIEVAL_SCORE, value=round(float(suggestion["score"]), 4),
@@ -614,11 +727,12 @@ def build_suggestions_sr(
     series_number: int,
 ) -> Dataset | None:
     """A text-only Comprehensive SR of the report-text suggestions, titled as unverified, beside the TID 1500 report:
-    viewers show it as text, while they list a TID 1500 report as measurements only."""
+    viewers show it as text, while they list a TID 1500 report as measurements only. The root is SEPARATE (each
+    suggestion a labelled item of its own; CONTINUOUS ran them into one paragraph in OHIF v3)."""
     container = suggestions_container(suggestions)
     if container is None:
         return None
-    root = hd.sr.ContainerContentItem(name=codes.REPORT_TEXT_SUGGESTIONS)
+    root = hd.sr.ContainerContentItem(name=codes.REPORT_TEXT_SUGGESTIONS, is_content_continuous=False)
     root.ContentSequence = container.ContentSequence
     started_at: dt.datetime = context.started_at
     sr = hd.sr.ComprehensiveSR(

@@ -150,8 +150,12 @@ def make_series(base: Dataset, series_number: int, slices: int, phases: int, des
     affine[:3, 2] = np.array([0, 0, SLICE_GAP])
     affine[:3, 3] = positions[0]
     rng = np.random.default_rng(series_number)
+    pixels = rng.normal(100, 10, (phases, slices) + tuple(shape)).astype(np.float32)
+    for p, row in enumerate(frames):  # the images hold the volume's pixels (display copies copy them)
+        for k, _ in enumerate(row):
+            headers[p * slices + k].dataset.PixelData = np.clip(pixels[p, k], 0, 4095).astype(np.uint16).tobytes()
     volume = Volume(
-        pixels=rng.normal(100, 10, (phases, slices) + tuple(shape)).astype(np.float32),
+        pixels=pixels,
         affine=affine, pixel_spacing=SPACING, slice_spacing=SLICE_GAP, frames=frames,
         trigger_times=[30.0 * p for p in range(phases)], orientation=ORIENTATION.copy(),
         positions=np.asarray(positions, dtype=float),

@@ -1,4 +1,5 @@
-"""A SEG whose source series also holds a localizer references an unchanged copy of the stack (OHIF v3 needs it)."""
+"""A SEG whose labelled images are only part of their source series (a localizer, or the other phases of a whole-cycle
+cine share it) references an unchanged copy of its images in a series of its own (OHIF v3 needs it)."""
 from __future__ import annotations
 
 import copy
@@ -11,11 +12,11 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from dicomnode.cmr.types import InstanceHeader
-from dicomnode.results.display_copy import DERIVATION, PROCESSING_EQUIPMENT
+from dicomnode.cmr.types import FrameRef, InstanceHeader
+from dicomnode.results.display_copy import DERIVATION, PROCESSING_EQUIPMENT, needs_display_copies
 from dicomnode.results.objects import build_result_objects
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME
-from synthetic import make_study, write
+from synthetic import as_enhanced_mr, make_study, one_series_per_slice, write
 from validators import assert_valid
 
 
@@ -64,10 +65,18 @@ def test_seg_of_a_series_shared_with_a_localizer_references_a_copy(tmp_path):
     assert len({c.SOPInstanceUID for c in copies}) == 6
 
 
-def test_copies_are_numbered_in_stack_order_and_name_the_node(tmp_path):
-    """Instance Number 1..N in stack order in each copy series, not the source's (here 1..3 and 10..12); the scanner
-    stays in General Equipment and the node is named in the Contributing Equipment Sequence (PS3.3 C.7.5.1)."""
+def test_copies_are_numbered_in_the_sources_instance_order_and_name_the_node(tmp_path):
+    """Instance Number 1..N in each copy series in the order of the sources' Instance Numbers (a viewer opens the copy
+    at the same end as the source: here the scanner numbered the slices against the stack order), not the source's
+    own numbers; the scanner stays in General Equipment and the node is named in the Contributing Equipment Sequence
+    (PS3.3 C.7.5.1)."""
     study, results, context = with_files_and_a_localizer(tmp_path)
+    cine = study.series[0]
+    frames = results[1].segmentations[0].volume.frames
+    for p, row in enumerate(frames):  # the scanner's numbers run from the last slice of the stack to the first
+        for k, ref in enumerate(row):
+            instance = next(i for i in cine.instances if i.sop_instance_uid == ref.sop_instance_uid)
+            instance.dataset.InstanceNumber = p * len(row) + (len(row) - k)
     copies = [o for o in build_result_objects(study, results[1:2], context) if o.Modality == "MR"]
     by_series: dict[str, list] = {}
     for duplicate in copies:
@@ -75,7 +84,10 @@ def test_copies_are_numbered_in_stack_order_and_name_the_node(tmp_path):
     assert len(by_series) == 2
     for series in by_series.values():
         in_stack_order = sorted(series, key=lambda c: float(c.ImagePositionPatient[2]))
-        assert [int(c.InstanceNumber) for c in in_stack_order] == [1, 2, 3]
+        assert [int(c.InstanceNumber) for c in in_stack_order] == [3, 2, 1]
+        sources = {i.sop_instance_uid: int(i.dataset.InstanceNumber) for i in cine.instances}
+        in_source_order = sorted(series, key=lambda c: sources[c.SourceImageSequence[0].ReferencedSOPInstanceUID])
+        assert [int(c.InstanceNumber) for c in in_source_order] == [1, 2, 3]
     for duplicate in copies:
         assert duplicate.Manufacturer == "SIEMENS" and duplicate.ManufacturerModelName == "Avanto"
         node = duplicate.ContributingEquipmentSequence[-1]
@@ -88,8 +100,87 @@ def test_copies_are_numbered_in_stack_order_and_name_the_node(tmp_path):
 
 
 def test_no_copy_when_the_series_holds_only_the_stack(tmp_path):
+    """The LGE path is unchanged: a single-phase series holding only its stack, or a stack sent as one series per
+    slice, keeps its SEGs on the original images."""
     study, results, context = make_study(slices=3, cine_phases=5)
-    assert not [o for o in build_result_objects(study, results[1:2], context) if o.Modality == "MR"]
+    objects = build_result_objects(study, results[:1], context)
+    assert not [o for o in objects if o.Modality == "MR"]
+    (seg,) = [o for o in objects if o.Modality == "SEG"]
+    assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [study.series[1].series_instance_uid]
+    one_series_per_slice(results[0].segmentations[0])
+    objects = build_result_objects(study, results[:1], context)
+    assert not [o for o in objects if o.Modality == "MR"] and len([o for o in objects if o.Modality == "SEG"]) == 2
+
+
+def _referenced_images(seg) -> set[str]:
+    return {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+
+
+def test_a_cine_holding_every_phase_in_one_series_gets_one_copy_series_per_labelled_phase():
+    """A1: a GE/Philips cine (N slices x M phases in one series) opens in OHIF 3.13 as a 4-D volume at time point 1,
+    where the ED and ES labels are never seen: each SEG references a copy series holding exactly its phase's images,
+    and the SR draws its cine outlines on the same copies (A8), which it lists in its evidence."""
+    study, results, context = make_study(slices=3, cine_phases=5)
+    segmentation = results[1].segmentations[0]
+    assert needs_display_copies(study, segmentation)
+    objects = build_result_objects(study, results[1:2], context)
+    copies = [o for o in objects if o.Modality == "MR"]
+    segs = [o for o in objects if o.Modality == "SEG"]
+    assert len(segs) == 2 and len(copies) == 6 and len({c.SeriesInstanceUID for c in copies}) == 2
+    copy_of = {c.SOPInstanceUID: c.SourceImageSequence[0].ReferencedSOPInstanceUID for c in copies}
+    for seg, phase_index in zip(segs, segmentation.phases):  # ED first, then ES
+        (series,) = seg.ReferencedSeriesSequence
+        mine = {c.SOPInstanceUID for c in copies if c.SeriesInstanceUID == series.SeriesInstanceUID}
+        assert _referenced_images(seg) == mine  # exactly the copy series' images
+        originals = {ref.sop_instance_uid for ref in segmentation.volume.frames[phase_index]}
+        assert {copy_of[uid] for uid in mine} == originals
+        for frame in seg.PerFrameFunctionalGroupsSequence:
+            assert frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID in mine
+    sr = next(o for o in objects if o.Modality == "SR" and o.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34")
+    drawn_on = set()
+    stack = list(sr.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.ValueType == "SCOORD":  # an outline, SELECTED FROM its image
+            drawn_on.add(item.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        stack.extend(item.get("ContentSequence", []))
+    assert drawn_on and drawn_on <= set(copy_of)  # outlines on the copies the SEGs reference, not the 4-D series
+    evidence = {i.ReferencedSOPInstanceUID for study_item in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study_item.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
+    assert drawn_on <= evidence
+
+
+def test_a_cine_sent_as_one_series_per_slice_gets_one_seg_per_phase_on_its_copies():
+    """Every slice series holds all phases of its slice (Siemens style): the copies of a phase gather all its slices
+    in one series, so each phase has one SEG (not one per slice series), numbered in the source series' order."""
+    study, results, context = make_study(slices=3, cine_phases=5)
+    segmentation = results[1].segmentations[0]
+    cine = study.series[0]
+    for k in range(3):
+        uid = f"1.2.826.0.1.3680043.8.498.77{k}"
+        for p, row in enumerate(segmentation.volume.frames):
+            ref = row[k]
+            row[k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, uid)
+            n = next(n for n, i in enumerate(cine.instances) if i.sop_instance_uid == ref.sop_instance_uid)
+            cine.instances[n].dataset.SeriesInstanceUID = uid
+            cine.instances[n].dataset.SeriesNumber = 30 - k
+            cine.instances[n] = replace(cine.instances[n], series_instance_uid=uid)
+    objects = build_result_objects(study, results[1:2], context)
+    copies = [o for o in objects if o.Modality == "MR"]
+    segs = [o for o in objects if o.Modality == "SEG"]
+    assert len(segs) == 2 and len(copies) == 6 and len({c.SeriesInstanceUID for c in copies}) == 2
+    for seg in segs:
+        assert len(seg.ReferencedSeriesSequence) == 1 and len(_referenced_images(seg)) == 3
+    for series_uid in {c.SeriesInstanceUID for c in copies}:
+        mine = sorted((c for c in copies if c.SeriesInstanceUID == series_uid), key=lambda c: int(c.InstanceNumber))
+        # numbered in the order of the source series (28, 29, 30: the last slice first)
+        assert [float(c.ImagePositionPatient[2]) for c in mine] == sorted(
+            (float(c.ImagePositionPatient[2]) for c in mine), reverse=True)
+
+
+def test_a_multi_frame_source_keeps_its_seg_on_the_original():
+    study, results, _ = make_study(slices=3, cine_phases=5)
+    assert not needs_display_copies(study, as_enhanced_mr(results[1].segmentations[0]))
 
 
 @pytest.mark.peers
@@ -118,4 +209,5 @@ def test_copies_of_images_without_a_common_frame_of_reference_share_one_and_lose
     assert len(shared) == 1 and shared != {i.dataset.FrameOfReferenceUID for i in study.series[0].instances}
     assert {s.FrameOfReferenceUID for s in segs} == shared
     assert {c.AcquisitionDate for c in copies} == {""} and {c.ContentTime for c in copies} == {"083000.5"}
-    assert {c.get("SeriesDate", "") for c in copies} == {""}
+    # the copy series were made at the analysis: their Series Date is the analysis date (order_for_viewers)
+    assert {c.SeriesDate for c in copies} == {context.started_at.strftime("%Y%m%d")}

@@ -44,8 +44,11 @@ def real_cine(datasets):
 
 
 def test_real_headers_give_valid_objects_in_the_source_study(real_cine, tmp_path):
+    """Sunnybrook holds every phase of the cine in one series: each SEG (ED, ES) references a display copy of its
+    phase's images (display_copy.py), valid like every other result object."""
     study, segmentation, objects = real_cine
-    assert [o.Modality for o in objects] == ["SEG", "SEG", "SR", "DOC", "OT"]  # SEGs: ED, ES
+    slices = len(segmentation.volume.frames[0])
+    assert [o.Modality for o in objects] == ["MR"] * 2 * slices + ["SEG", "SEG", "SR", "DOC", "OT"]
     source_uids = {i.sop_instance_uid for i in segmentation.series.instances}
     for n, dataset in enumerate(objects):
         assert dataset.StudyInstanceUID == study.study_instance_uid
@@ -63,10 +66,13 @@ def test_real_seg_reads_back_on_ed_and_es_frames(real_cine, tmp_path):
     _, segmentation, objects = real_cine
     plan = segment_plan(segmentation)
     masks = segment_masks(segmentation, plan)
+    segs = [o for o in objects if o.Modality == "SEG"]
+    copy_of = {o.SourceImageSequence[0].ReferencedSOPInstanceUID: o.SOPInstanceUID for o in objects
+               if o.Modality == "MR"}
     for segment in plan:
-        read = hd.seg.segread(write(objects[segment.phase_position], tmp_path / "seg.dcm"))
+        read = hd.seg.segread(write(segs[segment.phase_position], tmp_path / "seg.dcm"))
         number = next(int(s.SegmentNumber) for s in read.SegmentSequence if s.SegmentLabel == segment.label)
-        uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[segment.phase_index]]
+        uids = [copy_of[ref.sop_instance_uid] for ref in segmentation.volume.frames[segment.phase_index]]
         pixels = read.get_pixels_by_source_instance(uids, segment_numbers=[number],
                                                     assert_missing_frames_are_empty=True)
         np.testing.assert_array_equal(pixels[..., 0], masks[..., segment.number - 1])

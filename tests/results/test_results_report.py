@@ -23,22 +23,81 @@ def built():
     return study, results, context, objects
 
 
+def _own(objects):
+    """The node's own result objects, without the display copies of the cine (MR images, display_copy.py)."""
+    return [o for o in objects if o.Modality != "MR"]
+
+
 def test_result_objects_go_to_the_source_study_in_new_series(built):
     study, results, context, objects = built
+    # the cine holds every phase in one series: an ED and an ES copy series (6 slices each) for its SEGs, first;
     # SEGs: LGE, cine ED, cine ES; the TID 1500 SR, the text-only suggestions SR, PDF, SC
-    assert [o.Modality for o in objects] == ["SEG", "SEG", "SEG", "SR", "SR", "DOC", "OT"]
+    assert [o.Modality for o in objects] == ["SEG"] + ["MR"] * 12 + ["SEG", "SEG", "SR", "SR", "DOC", "OT"]
     assert {o.StudyInstanceUID for o in objects} == {study.study_instance_uid}
     source_series = {i.dataset.SeriesInstanceUID for s in study.series for i in s.instances}
     series = [o.SeriesInstanceUID for o in objects]
-    assert len(set(series)) == len(series) and not set(series) & source_series
-    assert len({o.SeriesNumber for o in objects}) == len(objects) and min(o.SeriesNumber for o in objects) >= 9000
-    for o in objects:
+    assert len(set(series)) == len(_own(objects)) + 2 and not set(series) & source_series
+    numbers = {o.SeriesInstanceUID: o.SeriesNumber for o in objects}
+    assert len(set(numbers.values())) == len(numbers) and min(numbers.values()) >= 9000
+    for o in _own(objects):
         assert o.SeriesDescription.startswith("AI ") and "unverified" in o.SeriesDescription
         assert o.ContentDate == context.started_at.strftime("%Y%m%d")
         assert any(i.PurposeOfReferenceCodeSequence[0].CodeValue == "Newcode1" for i in o.ContributingEquipmentSequence)
     again = build_result_objects(study, results, context)
     assert not {o.SOPInstanceUID for o in again} & {o.SOPInstanceUID for o in objects}
-    assert [o.Modality for o in again] == ["SEG", "SEG", "SEG", "SR", "SR", "DOC"]  # no SC unless asked
+    assert [o.Modality for o in _own(again)] == ["SEG", "SEG", "SEG", "SR", "SR", "DOC"]  # no SC unless asked
+
+
+def _listed_by_ohif(objects):
+    """The series of the objects as OHIF 3.13 lists its "low priority" modalities (SEG, SR, DOC, ...): newest Series
+    Date + Time first (seriesInfoSortingCriteria / compareSeriesDateTime)."""
+    series = {o.SeriesInstanceUID: o for o in objects}
+    return sorted(series.values(), key=lambda o: f"{o.SeriesDate} {o.SeriesTime}", reverse=True)
+
+
+def test_a_viewer_lists_the_results_in_the_intended_order(built):
+    """A5: every result series of one analysis has its own Series Date/Time, so a viewer sorting by them (OHIF's
+    default series sort, newest first) lists the measurement SR first, then the SEGs in stack order (LGE, cine ED,
+    cine ES), the suggestions SR, the PDF, the SC, then the display copies; the node's own objects carry the same
+    Content Date/Time."""
+    _, _, context, objects = built
+    own = _own(objects)
+    times = [f"{o.SeriesDate}{o.SeriesTime}" for o in own]
+    assert len(set(times)) == len(own)
+    assert all(len(o.SeriesTime) == len("203015.250000") for o in objects)  # compared as strings by OHIF
+    listed = _listed_by_ohif(objects)
+    measurement_sr = next(o for o in own if o.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34")
+    suggestions = next(o for o in own if o.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33")
+    segs = [o for o in own if o.Modality == "SEG"]
+    intended = [measurement_sr, *segs, suggestions] + [next(o for o in own if o.Modality == m) for m in ("DOC", "OT")]
+    assert [o.SOPInstanceUID for o in listed[:7]] == [o.SOPInstanceUID for o in intended]
+    assert [o.SeriesNumber for o in listed[7:]] == [9301, 9302]  # the copies last, ED before ES
+    assert [s.ContentDescription.split("(")[1] for s in segs] == ["late enhancement), unverified",
+                                                                   "end diastole), unverified",
+                                                                   "end systole), unverified"]
+    for o in own:
+        assert (o.ContentDate, o.ContentTime) == (o.SeriesDate, o.SeriesTime)
+    assert min(times) >= context.started_at.strftime("%Y%m%d%H%M%S.%f")
+
+
+def test_segs_of_a_stack_sent_slice_by_slice_are_numbered_and_listed_in_the_source_series_order():
+    """A5: one SEG per slice series: SEG 9001 is the SEG of the lowest source series number (here the scanner
+    numbered the slice series against the stack order), and a viewer lists them in that order."""
+    from synthetic import one_series_per_slice
+
+    study, results, context = make_study(slices=4)
+    segmentation = results[0].segmentations[0]
+    by_uid = one_series_per_slice(segmentation)
+    for k, ref in enumerate(segmentation.volume.frames[0]):
+        by_uid[ref.sop_instance_uid].SeriesNumber = 40 - k
+    objects = build_result_objects(study, results[:1], context)
+    segs = [o for o in objects if o.Modality == "SEG"]
+    source_numbers = {ds.SOPInstanceUID: int(ds.SeriesNumber) for ds in by_uid.values()}
+    sources = [source_numbers[seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID]
+               for seg in sorted(segs, key=lambda seg: int(seg.SeriesNumber))]
+    assert sources == sorted(sources) and len(sources) >= 2
+    listed = [o for o in _listed_by_ohif(objects) if o.Modality == "SEG"]
+    assert [int(o.SeriesNumber) for o in listed] == sorted(int(o.SeriesNumber) for o in segs)
 
 
 def test_report_options_follow_the_config(built):
@@ -46,7 +105,7 @@ def test_report_options_follow_the_config(built):
     config = context.config.model_copy(deep=True)
     config.analysis.report_pdf = False
     quiet = type(context)(config=config, runtime=None, started_at=context.started_at)
-    assert [o.Modality for o in build_result_objects(study, results, quiet)] == ["SEG", "SEG", "SEG", "SR", "SR"]
+    assert [o.Modality for o in _own(build_result_objects(study, results, quiet))] == ["SEG", "SEG", "SEG", "SR", "SR"]
     only_suggestions = build_result_objects(study, [results[2]], quiet)
     assert [o.SOPClassUID for o in only_suggestions] == ["1.2.840.10008.5.1.4.1.1.88.33"]  # stand-alone SR
 
@@ -92,20 +151,20 @@ def test_key_numbers_and_scar_extent(built):
 
 def test_encapsulated_pdf_holds_the_report(built):
     study, results, context, objects = built
-    document = objects[5]
+    document = next(o for o in objects if o.Modality == "DOC")
     assert document.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"
     length = int(document.EncapsulatedDocumentLength)
     assert bytes(document.EncapsulatedDocument)[:length].startswith(b"%PDF")
     assert document.MIMETypeOfEncapsulatedDocument == "application/pdf"
     assert {i.ReferencedSOPInstanceUID for i in document.SourceInstanceSequence} == \
-        {o.SOPInstanceUID for o in objects[:5]}
+        {o.SOPInstanceUID for o in objects[:objects.index(document)]}
     with pytest.raises(ValueError, match="not a PDF"):
         build_pdf_document(b"PNG", study.series[0].instances[0].dataset, context, results[0].algorithms, 9200)
 
 
 def test_secondary_capture_is_the_png(built):
     *_, objects = built
-    capture = objects[6]
+    capture = next(o for o in objects if o.Modality == "OT")
     assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert capture.PhotometricInterpretation == "RGB" and capture.BurnedInAnnotation == "YES"
     assert capture.pixel_array.shape[2] == 3 and capture.pixel_array.shape[0] > 800
@@ -118,7 +177,7 @@ def test_objects_pass_dciodvfy_and_pixelmed(built, tmp_path, kind):
     if kind == "suggestions-sr":
         dataset = build_suggestions_sr(study.series[0].instances[0].dataset, results[2], context, 9101)
     else:
-        dataset = objects[5] if kind == "pdf" else objects[6]
+        dataset = next(o for o in objects if o.Modality == ("DOC" if kind == "pdf" else "OT"))
     validator = "DicomSRValidator" if dataset.Modality == "SR" else "DicomInstanceValidator"
     assert_valid(write(dataset, tmp_path / f"{kind}.dcm"), validator)
 
@@ -535,3 +594,81 @@ def test_the_overlay_legend_names_only_what_the_shown_images_draw(built, shown, 
         assert words in legend
     for words in absent:
         assert words not in legend
+
+
+def _image_axes(figure):
+    return [ax for ax in figure.axes if ax.images]
+
+
+def test_overlays_keep_the_shape_of_non_square_pixels():
+    """A4: PixelSpacing 2.2 \\ 0.9 mm (EMIDEC-like): each image is drawn with aspect row / column spacing, so the LV is
+    round on the page as in a viewer, and its crop window is square in millimetres, not in pixels."""
+    import dataclasses
+
+    from dicomnode.results.report import crop_box, first_page, pixel_aspect
+
+    study, results, context = make_study()
+    segmentation = results[0].segmentations[0]
+    segmentation.volume = dataclasses.replace(segmentation.volume, pixel_spacing=(2.2, 0.9))
+    figure = first_page(study.series[0].instances[0].dataset, results[:1], context)
+    images = _image_axes(figure)
+    assert images and all(ax.get_aspect() == pytest.approx(2.2 / 0.9) for ax in images)
+    assert pixel_aspect((1.5, 1.5)) == 1.0
+    labels = np.zeros((1, 2, 100, 80), np.uint8)
+    labels[0, 1, 40:50, 10:30] = 1
+    rows, cols = crop_box(labels, margin=4, spacing=(2.0, 1.0))
+    assert abs((rows.stop - rows.start) * 2.0 - (cols.stop - cols.start) * 1.0) <= 2.0  # square in mm
+    assert rows.start <= 40 and rows.stop >= 50 and cols.start <= 10 and cols.stop >= 30
+
+
+def test_images_and_per_slice_bars_name_slices_as_the_viewer_numbers_them():
+    """A3: the PDF names each slice by what a viewer shows - the source series and image (Instance) number and the
+    slice location in mm - and its short-axis level, not "slice k of N" in the node's stack order; the per-slice bars
+    run in the viewer's order. Here the scanner numbered the images from the other end of the stack."""
+    from dicomnode.results.report import first_page, scar_bar_labels, second_page, slice_levels
+
+    study, results, context = make_study(slices=8)
+    lge = results[0]
+    segmentation = lge.segmentations[0]
+    by_uid = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
+    for k, ref in enumerate(segmentation.volume.frames[0]):
+        by_uid[ref.sop_instance_uid].InstanceNumber = 8 - k
+        by_uid[ref.sop_instance_uid].SliceLocation = 100.0 - 8 * k
+    header = study.series[0].instances[0].dataset
+    titles = [" ".join(ax.get_title().split()) for ax in _image_axes(first_page(header, [lge], context))]
+    levels = slice_levels(lge, segmentation)
+    thirds = lge.summary["aha_segments"]["thirds"]
+    assert levels == {k: level for level, slices in thirds.items() for k in slices}
+    extent = per_slice_scar_percent(segmentation)
+    chosen = [5, 3, 1]  # the 15/50/85 % slices of those with myocardium (0..6), in the viewer's order
+    assert titles == [f"LGE {levels[k]} (scar {extent[k]:.0f} %): S:7 I:{8 - k}, {100.0 - 8 * k:.1f} mm"
+                      for k in chosen]
+    assert not [t for t in titles if "of 8" in t]
+    order, labels, axis = scar_bar_labels(lge, segmentation)
+    assert order == list(range(7, -1, -1))  # image 1 first, as the viewer opens the series
+    assert labels[0] == "1\n44" and labels[-1] == f"8\n100\n{'bas' if levels[0] == 'basal' else levels[0][:3]}"
+    assert axis.startswith("LGE image no. in series 7, position (mm)")
+    page = second_page(header, [lge], context)
+    bars = next(ax for ax in page.axes if ax.patches)
+    assert [t.get_text() for t in bars.get_xticklabels()] == labels
+    heights = np.nan_to_num(extent[order])
+    assert [round(p.get_height(), 6) for p in bars.patches] == [round(float(v), 6) for v in heights]
+
+
+def test_cine_images_name_their_series_image_and_level():
+    from dicomnode.results.report import first_page, mid_ventricular_slice, slice_levels
+
+    study, results, context = make_study()
+    cine = results[1]
+    segmentation = cine.segmentations[0]
+    header = study.series[0].instances[0].dataset
+    titles = [" ".join(ax.get_title().split()) for ax in _image_axes(first_page(header, [cine], context))]
+    levels = slice_levels(cine, segmentation)
+    headers = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
+    assert len(titles) == 2
+    for title, position in zip(titles, (0, 1)):
+        k = mid_ventricular_slice(segmentation, position)
+        ref = segmentation.volume.frames[segmentation.phases[position]][k]
+        number = int(headers[ref.sop_instance_uid].InstanceNumber)
+        assert title.endswith(f" {levels[k]}: S:5 I:{number}, "
+                              f"{float(segmentation.volume.positions[k][2]):.1f} mm"), title

@@ -1,6 +1,8 @@
 """TID 1500 SR and the suggestions SR: content (codes, units, references, supersession) and validity."""
 from __future__ import annotations
 
+import re
+
 import highdicom as hd
 import pytest
 from pydicom.dataset import Dataset
@@ -13,6 +15,10 @@ from dicomnode.analysis.cine_metrics import body_surface_area_m2 as body_surface
 from dicomnode.results.sr import build_sr, build_suggestions_sr, node_device_uid
 from synthetic import make_study, one_series_per_slice, write
 from validators import assert_valid
+
+
+#: the concepts of the %LGE of the three methods: DL, n-SD, FWHM
+LGE_PERCENT_CODES = (codes.LGE_PERCENT.value, codes.LGE_PERCENT_NSD.value, codes.LGE_PERCENT_FWHM.value)
 
 
 def walk(items, depth=0):
@@ -32,10 +38,18 @@ def groups(sr: Dataset) -> list[Dataset]:
     return list(measurements.ContentSequence)
 
 
+def base_name(identifier: str) -> str:
+    """A tracking identifier without the text it carries for readers of a viewer: the large-burden verdict of the
+    scar group ("; large burden YES (HCM rule >=15 %)") and the cine phase (" (phase 1 of 5)")."""
+    identifier = re.sub(r"; large burden .*?(?= \(outline\)| \(inner contour\)| \(another part\)|$)", "", identifier)
+    return re.sub(r" \(phase \d+ of \d+\)", "", identifier)
+
+
 def group_named(sr: Dataset, name: str) -> Dataset:
+    """The group whose tracking identifier is `name` (compared without base_name's additions)."""
     for group in groups(sr):
         for item in group.ContentSequence:
-            if concept(item) == ("112039", "DCM") and item.TextValue == name:
+            if concept(item) == ("112039", "DCM") and base_name(item.TextValue) == name:
                 return group
     raise AssertionError(f"no group {name!r}")
 
@@ -126,11 +140,12 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
     assert summary["mvo_volume_ml"] == pytest.approx((segmentation.labelmap == 4).sum()
                                                      * segmentation.volume.voxel_volume_ml, abs=0.01)
     assert all(u == "cm3" for c, _, u, _ in values if c == ("118565006", "SCT"))
-    percent = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue: v
-               for c, v, u, i in values if c == (codes.LGE_PERCENT.value, "99DICOMNODE")}
-    assert percent == {"DLSEG": pytest.approx(summary["lge_percent"]),
-                       "NSD": pytest.approx(summary["nsd"]["lge_percent"]),
-                       "FWHM": pytest.approx(summary["fwhm"]["lge_percent"])}
+    percent = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue: (c[0], v)
+               for c, v, u, i in values if c[0] in LGE_PERCENT_CODES}
+    # each method's %LGE under a concept of its own (OHIF shows concept names only), the method as modifier too
+    assert percent == {"DLSEG": ("LGEPCT", pytest.approx(summary["lge_percent"])),
+                       "NSD": ("LGEPCTNSD", pytest.approx(summary["nsd"]["lge_percent"])),
+                       "FWHM": ("LGEPCTFWHM", pytest.approx(summary["fwhm"]["lge_percent"]))}
     assert summary["lge_percent"] == pytest.approx(100 * summary["scar_volume_ml"] / summary["myocardium_volume_ml"],
                                                    abs=0.05)
     nsd_item = next(i for c, v, u, i in values if modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue
@@ -139,11 +154,14 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
     assert parameters == ["n=5"]
     burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
     assert burden.ConceptCodeSequence[0].CodeValue == (codes.YES if summary["large_scar_burden"] else codes.NO).value
-    # the rule behind Yes/No is in the SR too: its cut-off as a number, its comparator as the algorithm parameter
-    (cutoff_item,) = [i for c, v, u, i in values if c == (codes.LARGE_LGE_BURDEN_CUTOFF.value, "99DICOMNODE")]
+    # the rule behind Yes/No is in the SR too: its cut-off as a number under a concept saying the verdict, its
+    # comparator as the algorithm parameter
+    cutoff_code = codes.LARGE_LGE_BURDEN_CUTOFF_MET if summary["large_scar_burden"] else \
+        codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET
+    (cutoff_item,) = [i for c, v, u, i in values if c == (cutoff_code.value, "99DICOMNODE")]
     assert float(cutoff_item.MeasuredValueSequence[0].NumericValue) == 15.0
     assert [c.TextValue for c in cutoff_item.ContentSequence if concept(c) == ("111002", "DCM")] == [
-        "large burden if %LGE >= 15 %"]
+        "large burden if %LGE >= 15 % (HCM risk cut-off, Chan 2014; not validated for infarct scar)"]
     myocardium = nums(group_named(sr, "LGE LV myocardium, whole"))
     assert {c: (v, u) for c, v, u, _ in myocardium} == {
         ("118565006", "SCT"): (pytest.approx(summary["myocardium_volume_ml"]), "cm3"),
@@ -206,8 +224,17 @@ def finding(group: Dataset):
     return None if item is None else (item.ConceptCodeSequence[0].CodeValue, item.ConceptCodeSequence[0].CodingSchemeDesignator)
 
 
-def name_of(group: Dataset) -> str:
+def identifier_of(group: Dataset) -> str:
     return next(i for i in group.ContentSequence if concept(i) == ("112039", "DCM")).TextValue
+
+
+def name_of(group: Dataset) -> str:
+    return base_name(identifier_of(group))
+
+
+def of_cine(name: str) -> bool:
+    """Whether a group (by base name) belongs to the cine pipeline."""
+    return name.startswith(("LV ", "RV ")) or "(ED wall thickness)" in name
 
 
 def outlines_of(group: Dataset) -> set[tuple[str, tuple[float, ...]]]:
@@ -402,7 +429,7 @@ def test_stand_alone_suggestions_sr_is_titled_and_unverified(reports):
     assert suggestions.VerificationFlag == "UNVERIFIED"
     assert suggestions.ConceptNameCodeSequence[0].CodeMeaning.endswith("(unverified)")
     texts = [i for _, i in walk(suggestions.ContentSequence) if concept(i) == ("RTTEXT", "99DICOMNODE")]
-    assert [t.TextValue for t in texts] == [s["text"] for s in results[2].summary]
+    assert [t.TextValue.split("): ", 1)[1] for t in texts] == [s["text"] for s in results[2].summary]
     first = {concept(c): c for c in texts[0].ContentSequence}
     assert float(first[("RTSCORE", "99DICOMNODE")].MeasuredValueSequence[0].NumericValue) == pytest.approx(0.81)
     assert first[("RTREPORTID", "99DICOMNODE")].TextValue == "prior-0042"
@@ -429,10 +456,11 @@ def test_highdicom_reads_the_report_back(reports, tmp_path):
     _, results, _, segs, sr, _, _ = reports
     read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
     found = read.content.get_volumetric_roi_measurement_groups()
-    assert [g.tracking_identifier for g in found][:3] == [
-        "LGE LV myocardium, whole", "LGE scar incl. MVO", "LGE non-enhanced myocardium"]
-    scar = found[1]
-    values = sorted(m.value for m in scar.get_measurements() if m.name.value == "LGEPCT")
+    assert [base_name(g.tracking_identifier) for g in found][:4] == [
+        "LGE LV myocardium, whole", "LGE LV myocardium, whole (inner contour)", "LGE scar incl. MVO",
+        "LGE non-enhanced myocardium"]
+    scar = found[2]
+    values = sorted(m.value for m in scar.get_measurements() if m.name.value in LGE_PERCENT_CODES)
     summary = results[0].summary
     assert values == sorted([summary["lge_percent"], summary["nsd"]["lge_percent"], summary["fwhm"]["lge_percent"]])
     evidence = {item.ReferencedSOPInstanceUID for study in read.CurrentRequestedProcedureEvidenceSequence
@@ -456,7 +484,7 @@ def test_a_threshold_method_that_is_not_applicable_is_said_in_the_sr(not_applica
     results, sr = not_applicable_report
     scar = group_named(sr, "LGE scar incl. MVO")
     lge_methods = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue
-                   for c, v, u, i in nums(scar) if c == ("LGEPCT", "99DICOMNODE")}
+                   for c, v, u, i in nums(scar) if c[0] in LGE_PERCENT_CODES}
     assert lge_methods == {"DLSEG", "FWHM"}
     evaluations = {concept(i): (i.ConceptCodeSequence[0].CodeValue, i.ConceptCodeSequence[0].CodingSchemeDesignator)
                    for i in scar.ContentSequence if i.ValueType == "CODE"}
@@ -475,8 +503,10 @@ def test_highdicom_reads_the_not_applicable_report(not_applicable_report, tmp_pa
 
     _, sr = not_applicable_report
     read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
-    scar = read.content.get_volumetric_roi_measurement_groups()[1]
-    assert [m.name.value for m in scar.get_measurements()].count("LGEPCT") == 2
+    scar = next(g for g in read.content.get_volumetric_roi_measurement_groups()
+                if base_name(g.tracking_identifier) == "LGE scar incl. MVO")
+    assert sorted(m.name.value for m in scar.get_measurements() if m.name.value in LGE_PERCENT_CODES) == [
+        "LGEPCT", "LGEPCTFWHM"]
     assert {(e.name.value, e.value.value) for e in scar.get_qualitative_evaluations()} >= {("NSD", "385432009")}
 
 
@@ -505,7 +535,7 @@ def test_stack_warnings_are_comments_on_every_measurement_of_that_stack(warned_r
     seen = set()
     for group in groups(sr):
         name, has_numbers = name_of(group), bool(nums(group))
-        cine = name.startswith(("LV ", "RV ")) or name.endswith("(ED wall thickness)")
+        cine = of_cine(name)
         if not has_numbers:
             assert comments(group) == [], name  # outline-only groups
         else:
@@ -536,7 +566,7 @@ def test_each_pipeline_names_its_own_device_observer(reports):
     assert names == {"dicomnode"}
     for group in groups(sr):
         name = name_of(group)
-        cine = name.startswith(("LV ", "RV ")) or name.endswith("(ED wall thickness)")
+        cine = of_cine(name)
         assert device_observers(group.ContentSequence) == [cine_uid if cine else lge_uid], name
         algorithm = next(i.TextValue for i in group.ContentSequence if concept(i) == ("111001", "DCM"))
         assert algorithm == ("dicomnode-cine-unet" if cine else "dicomnode-lge-unet")
@@ -595,3 +625,130 @@ def test_highdicom_reads_the_changed_reports(variant, request, tmp_path):
     found = read.content.get_volumetric_roi_measurement_groups()
     assert len(found) == len(groups(sr))
     assert all(g.tracking_identifier for g in found)
+
+
+def drawn_by_ohif(sr: Dataset) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """Tracking UID -> (image, points) of the one outline OHIF 3.13 draws for it: groups merged by tracking UID, the
+    first SCOORD of the merged content (_getMergedContentSequencesByTrackingUniqueIdentifiers,
+    _processTID1410Measurement)."""
+    merged: dict[str, list] = {}
+    for group in groups(sr):
+        merged.setdefault(tracking_uid(group), []).extend(group.ContentSequence)
+    drawn = {}
+    for uid, items in merged.items():
+        first = next((i for i in items if i.ValueType == "SCOORD"), None)
+        if first is not None:
+            drawn[uid] = (first.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+                          tuple(first.GraphicData))
+    return drawn
+
+
+def test_every_container_is_separate_and_each_suggestion_reads_on_its_own(reports):
+    """A2: OHIF renders the children of a CONTINUOUS container inline as one paragraph, and never the children of a
+    TEXT item: every container is SEPARATE, and each suggestion's own text says it is an unverified suggestion
+    from a prior report, with that report's id and the similarity score; the structured properties stay."""
+    _, results, _, _, sr, suggestions, _ = reports
+    for document in (sr, suggestions):
+        containers = [document] + [i for _, i in walk(document.ContentSequence) if i.ValueType == "CONTAINER"]
+        assert {c.ContinuityOfContent for c in containers} == {"SEPARATE"}
+    assert len([i for _, i in walk(sr.ContentSequence) if i.ValueType == "CONTAINER"]) > 10  # measurement groups
+    texts = [i for _, i in walk(suggestions.ContentSequence) if concept(i) == ("RTTEXT", "99DICOMNODE")]
+    assert [t.TextValue for t in texts] == [
+        "Unverified suggestion, text of prior report prior-0042 (similarity 0.81; its numbers are not this study's): "
+        "Subendocardial LGE in the anterior wall consistent with prior infarction.",
+        "Unverified suggestion, text of prior report prior-0007 (similarity 0.55; its numbers are not this study's): "
+        "Normal LV size and systolic function."]
+    for text, suggestion in zip(texts, results[2].summary):
+        properties = {concept(c): c for c in text.ContentSequence}
+        assert properties[("RTREPORTID", "99DICOMNODE")].TextValue == suggestion["report_id"]
+        assert float(properties[("RTSCORE", "99DICOMNODE")].MeasuredValueSequence[0].NumericValue) == \
+            pytest.approx(suggestion["score"])
+
+
+def test_the_large_burden_rule_says_its_verdict_and_caveat_where_a_viewer_shows_it(reports):
+    """A6: OHIF lists only NUM concept names and values (B3): the cut-off NUM's concept says the verdict and that the
+    rule is an HCM rule not validated in infarct, so 15 % does not read as a measured value; the tracking identifier
+    says the verdict too; the coded Yes/No evaluation stays. The three %LGE rows have distinct concept names."""
+    _, results, _, _, sr, _, _ = reports
+    assert results[0].summary["large_scar_burden"] is True
+    scar = group_named(sr, "LGE scar incl. MVO")
+    assert identifier_of(scar) == "LGE scar incl. MVO; large burden YES (HCM rule >=15 %)"
+    shown = {i.ConceptNameCodeSequence[0].CodeMeaning: v for c, v, u, i in nums(scar)}
+    assert shown["Large LGE burden YES; HCM rule cut-off, not validated in infarct"] == 15.0
+    assert not [m for m in shown if m == "Large LGE burden cut-off"]
+    assert len(shown) == len(nums(scar))  # no two rows a viewer would show alike
+    assert {"LGE extent, % of LV myocardial volume", "LGE extent by n-SD threshold, % of LV myocardial volume",
+            "LGE extent by FWHM threshold, % of LV myocardial volume"} <= set(shown)
+    burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
+    assert burden.ConceptCodeSequence[0].CodeValue == codes.YES.value
+    for code in (codes.LARGE_LGE_BURDEN_CUTOFF_MET, codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET, codes.LGE_PERCENT_NSD,
+                 codes.LGE_PERCENT_FWHM):
+        assert len(code.meaning) <= 64 and code in codes.PRIVATE_CODES
+
+
+def test_a_small_burden_says_no_in_its_cut_off_concept(no_scar_report):
+    _, _, sr = no_scar_report
+    scar = group_named(sr, "LGE scar incl. MVO (none found)")
+    # shortened to fit 64 characters (LO)
+    assert identifier_of(scar) == "LGE scar incl. MVO (none found); large burden no (>=15 %)"
+    assert {c for c, *_ in nums(scar)} >= {(codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET.value, "99DICOMNODE")}
+    burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
+    assert burden.ConceptCodeSequence[0].CodeValue == codes.NO.value
+
+
+def test_cine_groups_name_their_phase_in_the_tracking_identifier(reports):
+    """A7: "ED (phase 1 of 5)" in the text a viewer shows as the group's name; the PHASENUM NUM stays."""
+    _, results, _, _, sr, _, _ = reports
+    summary = results[1].summary
+    phases = len(results[1].segmentations[0].volume.frames)
+    for name, key in (("LV blood pool ED", "ed_phase"), ("RV blood pool ED", "ed_phase"),
+                      ("LV blood pool ES", "es_phase"), ("LV myocardium ED", "ed_phase")):
+        group = group_named(sr, name)
+        assert identifier_of(group) == f"{name} (phase {summary[key] + 1} of {phases})"
+        assert {c: v for c, v, u, _ in nums(group)}[("PHASENUM", "99DICOMNODE")] == summary[key] + 1
+
+
+def test_groups_sharing_a_region_are_drawn_on_different_slices(reports):
+    """A8/B2: OHIF draws one outline per tracking UID with its numbers beside it; LV blood pool ED, LV myocardium ED
+    and LV function (the same ED blood pool) were all drawn on one slice, their labels on top of each other. Each is
+    now drawn on a slice of its own where the stack has slices holding at least half the region's largest area."""
+    *_, sr, _, _ = reports
+    drawn = drawn_by_ohif(sr)
+    images = [drawn[tracking_uid(group_named(sr, name))][0]
+              for name in ("LV blood pool ED", "LV myocardium ED", "LV function (ED and ES)")]
+    assert len(set(images)) == 3
+    lge = [drawn[tracking_uid(group_named(sr, name))][0]
+           for name in ("LGE LV myocardium, whole", "LGE scar incl. MVO", "LGE non-enhanced myocardium")]
+    assert len(set(lge)) == 3
+
+
+def test_the_spread_never_draws_a_group_on_a_slice_with_less_than_half_its_largest_area():
+    from dicomnode.results.sr import _SegmentIndex
+
+    study, results, context = make_study(slices=3)
+    segmentation = results[1].segmentations[0]
+    index = _SegmentIndex(segmentation, segs_of(results, context)[segmentation.key])
+    mask = np.zeros((3, 4, 4), bool)
+    mask[0, :2, :2] = True  # 4 px
+    mask[1] = True  # 16 px: the largest
+    mask[2, :3, :3] = True  # 9 px
+    assert [index.pick_slice(mask, 0) for _ in range(4)] == [1, 2, 1, 2]
+
+
+def test_a_ring_is_drawn_as_a_ring(reports):
+    """B5: OHIF draws only the first SCOORD of a tracking UID: the whole LV myocardium showed as its epicardial
+    contour alone. Every outline of the drawn slice of a group is now the first outline of some tracking UID: the
+    endocardial contour has a group of its own ("(inner contour)", no numbers)."""
+    *_, sr, _, _ = reports
+    drawn = drawn_by_ohif(sr)
+    shown = set(drawn.values())
+    for name in ("LGE LV myocardium, whole", "LV myocardium ED (outline)", "LGE non-enhanced myocardium (outline)"):
+        group = group_named(sr, name)
+        image = drawn[tracking_uid(group)][0]
+        on_that_slice = [(image, tuple(i.GraphicData)) for i in group.ContentSequence if i.ValueType == "SCOORD"
+                         and i.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image]
+        assert len(on_that_slice) == 2 and set(on_that_slice) <= shown, name
+        inner = group_named(sr, name.removesuffix(" (outline)") + " (inner contour)")
+        assert not nums(inner) and tracking_uid(inner) != tracking_uid(group)
+        assert [i.GraphicData for i in inner.ContentSequence if i.ValueType == "SCOORD"] == [
+            list(on_that_slice[1][1])]
