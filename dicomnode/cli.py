@@ -24,7 +24,7 @@ from dicomnode.net.scu import AssociationFailed, echo, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
-from dicomnode.preflight import preflight_problems
+from dicomnode.preflight import preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import RoleRunner, parse_roles
@@ -62,7 +62,7 @@ def cmd_serve(args) -> int:
         raise ConfigError(args.config or "(defaults)", problems)
     configure_logging(config.logging)
     if not helper:  # the main process says it once, in the log an admin reads (journal), as `config check` does
-        for warning in config_warnings(config):
+        for warning in config_warnings(config) + preflight_warnings(config, models="analyse" in roles):
             log.warning("config: %s", warning)
     node = Node(config)
     runner = RoleRunner(node, roles)
@@ -98,7 +98,8 @@ def cmd_serve(args) -> int:
         if helper and not parent_alive(parent):
             log.warning("the serving process %d is gone; this receiving helper stops", parent)
             break
-        _notify("WATCHDOG=1")
+        if not getattr(runner, "dead_threads", list)():  # a dead worker thread: systemd's watchdog restarts us
+            _notify("WATCHDOG=1")
     _notify("STOPPING=1")
     if helpers is not None:
         helpers.stop()
@@ -160,7 +161,7 @@ def cmd_config_check(args) -> int:
             print(f"  {path}: {message}", file=sys.stderr)
     if problems or missing:
         return EXIT_ERROR
-    for warning in config_warnings(config):
+    for warning in config_warnings(config) + preflight_warnings(config, models="analyse" in roles, sections=sections):
         print(f"  warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK ({len(config.destinations)} destination(s), {len(config.routes)} route(s))")
     return EXIT_OK

@@ -453,17 +453,35 @@ def needs_restart(old: Config, new: Config) -> list[str]:
             if not any(key == prefix or key.startswith(prefix + ".") for prefix in RELOADABLE)]
 
 
+def _tls_off_warnings(config: Config) -> list[str]:
+    """TLS certificate/key/CA files that are set where TLS is off: the admin probably believes the link encrypted."""
+    warnings = []
+    tls = config.node.tls
+    files = [key for key in ("certificate", "private_key", "ca_certificates") if getattr(tls, key) is not None]
+    if files and not tls.enabled:
+        warnings.append(f"node.tls: {', '.join(files)} set but enabled = false: the node receives plain DICOM, "
+                        "unencrypted, and these files are not used (set enabled = true, or remove them)")
+    for destination in config.destinations:
+        files = [key for key in ("tls_ca_certificates", "tls_certificate", "tls_private_key")
+                 if getattr(destination, key) is not None]
+        if files and not destination.tls:
+            warnings.append(f"destinations[{destination.name}]: {', '.join(files)} set but tls = false: results go "
+                            "to it unencrypted and these files are not used (set tls = true, or remove them)")
+    return warnings
+
+
 #: a quiet period under this is a warning: senders pause between instances (association set-up, reconstruction)
 MIN_SENSIBLE_QUIET_SECONDS = 2.0
 
 
 def config_warnings(config: Config) -> list[str]:
     """Valid but probably unintended settings (`dicomnode config check` prints them): unused destinations,
-    routes that send nowhere, a free-space floor above the purge threshold, a quiet period of (almost) nothing, a
-    force-complete wait no longer than the quiet period."""
+    routes that send nowhere, TLS files set where TLS is off, a free-space floor above the purge threshold, a quiet
+    period of (almost) nothing, a force-complete wait no longer than the quiet period."""
     used = {name for route in config.routes for name in route.destinations}
     warnings = [f"destinations[{d.name}]: used by no route, so no result is ever sent to it"
                 for d in config.destinations if d.name not in used]
+    warnings += _tls_off_warnings(config)
     warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
                  for r in config.routes if not r.destinations and not r.send_to_sender]
     if config.node.min_free_space_mb > config.retention.emergency_free_space_mb:

@@ -43,6 +43,8 @@ def print_summary_table(summary: dict) -> None:
             text = suggestion["text"]
             shown = text[text.index("Impression:"):] if "Impression:" in text else text
             print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}; unverified): {shown[:120]}")
+        if study.get("suggestions_note"):
+            print(f"  Suggestions: none, {study['suggestions_note']}")
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         print(f"  {len(study.get('outputs', []))} result object(s)")

@@ -72,6 +72,8 @@ class PipelineResult:
     measurements: dict[str, Any] = field(default_factory=dict)  # extra detail for the SR / report
     declined: list[Declined] = field(default_factory=list)
     algorithms: list[AlgorithmInfo] = field(default_factory=list)
+    #: top-level keys beside `name` in the study's summary.json entry (e.g. "suggestions_note"; README)
+    summary_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -44,13 +44,27 @@ class Report:
     def text_sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
+    def _metadata_values(self, key: str) -> frozenset[str]:
+        value = self.metadata.get(key)
+        values = value if isinstance(value, list) else [value]
+        return frozenset(str(v).strip() for v in values if isinstance(v, (str, int)) and str(v).strip())
+
     @property
     def study_instance_uids(self) -> frozenset[str]:
         """The studies this report was written for (`metadata.study_instance_uid`: one UID or a list): a report
         of the study being analysed is no prior report and is never suggested for it."""
-        value = self.metadata.get("study_instance_uid")
-        values = value if isinstance(value, list) else [value]
-        return frozenset(str(v).strip() for v in values if isinstance(v, str) and v.strip())
+        return self._metadata_values("study_instance_uid")
+
+    @property
+    def accession_numbers(self) -> frozenset[str]:
+        """`metadata.accession_number` (one or a list): the exam(s) this report was written for, which a re-sent or
+        re-UID'd study keeps."""
+        return self._metadata_values("accession_number")
+
+    @property
+    def patient_ids(self) -> frozenset[str]:
+        """`metadata.patient_id` (one or a list): whose report this is."""
+        return self._metadata_values("patient_id")
 
 
 @dataclass(frozen=True)
@@ -71,35 +85,90 @@ class RefreshStats:
     removed: int  # reports dropped since the last index
     changed: bool  # whether the searchable index was replaced
     index_dir: Path | None  # where the index was written; None when kept in memory only
+    skipped_files: int = 0  # bank files that could not be read (not UTF-8 text, removed mid-scan)
+    skipped_lines: int = 0  # JSONL lines skipped (not JSON, no id, no text) and empty .txt files
+    duplicates: int = 0  # reports whose id an earlier report already had
 
 
-def parse_bank_file(path: Path, relative: str) -> list[Report]:
-    """Reports in one bank file: a .txt is one report (id = file stem); a .jsonl holds one report per line."""
+def read_bank_file(path: Path, relative: str) -> tuple[list[Report], list[str]]:
+    """Reports in one bank file, and why each line (or an empty .txt) was skipped: a .txt is one report (id = file
+    stem); a .jsonl holds one report per line. Raises OSError / UnicodeDecodeError for a file that cannot be read."""
     if path.suffix == ".txt":
         text = path.read_text(encoding="utf-8-sig").strip()
-        return [Report(id=path.stem, text=text, source=relative)] if text else []
-    reports = []
+        return ([Report(id=path.stem, text=text, source=relative)], []) if text else ([], [f"{relative}: empty"])
+    reports, skipped = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            log.warning("report bank %s line %d skipped: not JSON (%s)", relative, number, exc)
+            skipped.append(f"{relative} line {number} skipped: not JSON ({exc})")
             continue
         if not isinstance(record, dict) or "id" not in record:
-            log.warning("report bank %s line %d skipped: no 'id'", relative, number)
+            skipped.append(f"{relative} line {number} skipped: no 'id'")
             continue
         findings, impression = record.get("findings"), record.get("impression")
         text = record.get("text") or " ".join(
             part for part in (f"Findings: {findings}" if findings else "", f"Impression: {impression}" if impression else "") if part)
-        if not text.strip():
-            log.warning("report bank %s line %d skipped: no text, findings or impression", relative, number)
+        if not isinstance(text, str) or not text.strip():
+            skipped.append(f"{relative} line {number} skipped: no text, findings or impression")
             continue
         metadata = record.get("metadata") or {}
         reports.append(Report(id=str(record["id"]), text=text.strip(), findings=findings, impression=impression,
                               metadata=metadata if isinstance(metadata, dict) else {}, source=relative))
+    return reports, skipped
+
+
+def parse_bank_file(path: Path, relative: str) -> list[Report]:
+    """Reports in one bank file (`read_bank_file`), each skipped line logged as a warning."""
+    reports, skipped = read_bank_file(path, relative)
+    for reason in skipped:
+        log.warning("report bank %s", reason)
     return reports
+
+
+def bank_files(bank_dir: Path) -> list[tuple[str, Path]]:
+    """(path relative to the bank folder, path) of every report file: *.txt and *.jsonl, recursively, hidden
+    files and folders (the index) left out."""
+    found = []
+    for path in sorted(Path(bank_dir).rglob("*")):
+        relative = path.relative_to(bank_dir)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix in (".txt", ".jsonl"):
+            found.append((relative.as_posix(), path))
+    return found
+
+
+class BankScan(NamedTuple):
+    """What a bank folder holds, read without embedding anything (`dicomnode config check`)."""
+
+    files: int
+    reports: int  # usable reports (unique ids)
+    skipped_files: list[str]  # "relative: why"
+    skipped_lines: list[str]  # "relative line N skipped: why"
+    duplicates: int
+
+
+def scan_bank(bank_dir: str | Path) -> BankScan:
+    """Read every report file of a bank folder as the node will, counting what it would use and skip."""
+    bank_dir = Path(bank_dir)
+    files = bank_files(bank_dir)
+    ids: set[str] = set()
+    skipped_files, skipped_lines, duplicates = [], [], 0
+    for relative, path in files:
+        try:
+            reports, skipped = read_bank_file(path, relative)
+        except (OSError, UnicodeDecodeError) as exc:
+            skipped_files.append(f"{relative}: {exc}")
+            continue
+        skipped_lines += skipped
+        for report in reports:
+            duplicates += report.id in ids
+            ids.add(report.id)
+    return BankScan(files=len(files), reports=len(ids), skipped_files=skipped_files, skipped_lines=skipped_lines,
+                    duplicates=duplicates)
 
 
 def top_k_cosine(matrix: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +247,7 @@ class ReportBank:
         self._file_cache: dict[str, tuple[int, int, str, list[Report]]] = {}  # rel -> (mtime_ns, size, sha, reports)
         self._index_dir: Path | None = None
         self._index_dir_chosen = False
+        self.last_refresh: RefreshStats | None = None  # what the last refresh read and skipped
 
     # -- reading ---------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -201,9 +271,11 @@ class ReportBank:
 
     # -- searching -------------------------------------------------------------------------------------------
     def search(self, vector: np.ndarray, k: int = 3, min_similarity: float = -1.0,
-               duplicate_cosine: float = DUPLICATE_COSINE, exclude_study: str | None = None) -> list[Hit]:
+               duplicate_cosine: float = DUPLICATE_COSINE, exclude_study: str | None = None,
+               exclude_ids: frozenset[str] | set[str] = frozenset()) -> list[Hit]:
         """Top-k reports by cosine to a unit vector in the text space, above the floor, near-duplicates merged;
-        reports written for `exclude_study` (a Study Instance UID, see `Report.study_instance_uids`) left out."""
+        reports written for `exclude_study` (a Study Instance UID, see `Report.study_instance_uids`) and the
+        reports whose id is in `exclude_ids` left out."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         snapshot = self._snapshot
@@ -216,7 +288,7 @@ class ReportBank:
         if not np.isfinite(norm) or norm == 0:
             raise ValueError("query vector is zero or not finite")
         vector = vector / norm
-        wanted = k * CANDIDATE_FACTOR
+        wanted = k * CANDIDATE_FACTOR + len(exclude_ids)
         if snapshot.approximate is not None:
             indices, scores = snapshot.approximate.search(vector, wanted)
         else:
@@ -227,6 +299,8 @@ class ReportBank:
             if score < min_similarity:
                 break
             if exclude_study and exclude_study in snapshot.reports[index].study_instance_uids:
+                continue
+            if snapshot.reports[index].id in exclude_ids:
                 continue
             if kept and float(np.max(snapshot.embeddings[kept] @ snapshot.embeddings[index])) >= duplicate_cosine:
                 continue
@@ -254,16 +328,20 @@ class ReportBank:
         reports: list[Report] = []
         seen_ids: set[str] = set()
         new_cache = {}
+        skipped_files = skipped_lines = duplicates = 0
         for relative, path in files:
             try:
                 entry = self._read_file(relative, path)
             except (OSError, UnicodeDecodeError) as exc:  # removed or rewritten mid-scan, or not text
                 log.warning("report bank file %s skipped: %s", relative, exc)
+                skipped_files += 1
                 continue
             new_cache[relative] = entry
+            skipped_lines += entry[4]
             for report in entry[3]:
                 if report.id in seen_ids:
                     log.warning("report bank: duplicate id %r in %s ignored (first one kept)", report.id, relative)
+                    duplicates += 1
                     continue
                 seen_ids.add(report.id)
                 reports.append(report)
@@ -294,29 +372,28 @@ class ReportBank:
             self._snapshot = _Snapshot(reports=tuple(reports), embeddings=embeddings, approximate=approximate,
                                        version=snapshot.version + 1)
             self._persist(new_cache)
-        return RefreshStats(files=len(files), reports=len(reports), embedded=len(missing), removed=removed,
-                            changed=changed, index_dir=self._index_dir)
+        self.last_refresh = RefreshStats(files=len(files), reports=len(reports), embedded=len(missing),
+                                         removed=removed, changed=changed, index_dir=self._index_dir,
+                                         skipped_files=skipped_files, skipped_lines=skipped_lines,
+                                         duplicates=duplicates)
+        return self.last_refresh
 
-    def _read_file(self, relative: str, path: Path) -> tuple[int, int, str, list[Report]]:
-        """(mtime_ns, size, sha256, reports) of one file, re-parsed only when its bytes changed."""
+    def _read_file(self, relative: str, path: Path) -> tuple[int, int, str, list[Report], int]:
+        """(mtime_ns, size, sha256, reports, lines skipped) of one file, re-parsed only when its bytes changed."""
         stat = path.stat()
         cached = self._file_cache.get(relative)
         if cached and cached[0] == stat.st_mtime_ns and cached[1] == stat.st_size:
             return cached
         digest = _sha256_file(path)
         if cached and cached[2] == digest:
-            return (stat.st_mtime_ns, stat.st_size, digest, cached[3])
-        return (stat.st_mtime_ns, stat.st_size, digest, parse_bank_file(path, relative))
+            return (stat.st_mtime_ns, stat.st_size, digest, cached[3], cached[4])
+        reports, skipped = read_bank_file(path, relative)
+        for reason in skipped:
+            log.warning("report bank %s", reason)
+        return (stat.st_mtime_ns, stat.st_size, digest, reports, len(skipped))
 
     def _bank_files(self) -> list[tuple[str, Path]]:
-        found = []
-        for path in sorted(self.bank_dir.rglob("*")):
-            relative = path.relative_to(self.bank_dir)
-            if any(part.startswith(".") for part in relative.parts):
-                continue
-            if path.is_file() and path.suffix in (".txt", ".jsonl"):
-                found.append((relative.as_posix(), path))
-        return found
+        return bank_files(self.bank_dir)
 
     # -- the on-disk index -----------------------------------------------------------------------------------
     def _choose_index_dir(self) -> Path | None:

@@ -107,6 +107,7 @@ class Analyser:
             all_results.append(result)
             if result.summary is not None:
                 summary[name] = result.summary
+                summary.update(result.summary_extra)
                 results.append(result)
                 context.earlier_results.append(result)
             log.info("study %s: %s %s in %.2f s", study_tag, name,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,8 +327,76 @@ class StudyProjection:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# A prior report's numbers are another patient's: blanked before its text is offered
+# ----------------------------------------------------------------------------------------------------------------
+
+#: what the radiologist fills in where a prior report had a number
+BLANK = "___"
+_NUMBER = r"\d+(?:[.,]\d+)?"
+#: units of the measurements a cardiac MR report quotes (longest first: "mL/m2" before "mL", "g/m2" before "g")
+_UNITS = ("mL/m²", "mL/m2", "ml/m²", "ml/m2", "g/m²", "g/m2", "L/min/m²", "L/min/m2", "L/min", "mL", "ml", "cc",
+          "cm²", "cm2", "cm", "mm", "msec", "ms", "kg", "g", "%", "bpm", "beats/min", "m²", "m2",
+          "-year-old", "years", "year", "yrs", "slices", "slice", "segments")
+_MEASUREMENT = re.compile(
+    r"(?<![\w.,/])(?P<number>" + _NUMBER + r"(?:\s*(?:-|–|/|to)\s*" + _NUMBER + r")*)"
+    r"(?P<space>\s?)(?P<unit>" + "|".join(re.escape(unit) for unit in _UNITS) + r")(?![\w/²])")
+_ONE_NUMBER = re.compile(_NUMBER)
+#: "8 of the 8 slices": the count before "of" is the same patient's
+_COUNT_OF = re.compile(r"(?<![\w.,/])" + _NUMBER + r"(?=\s+of\s+(?:the\s+)?" + re.escape(BLANK) + r"\s)")
+
+
+def blank_measurements(text: str) -> tuple[str, int]:
+    """The text with each number that carries a measurement unit (mL, mL/m2, %, g, g/m2, mm, ms, years, slices ...)
+    replaced by BLANK, unit kept ("ejection fraction 30%" -> "ejection fraction ___%"), and how many were replaced.
+
+    A suggestion is another patient's report: its numbers contradict this study's measurements, and a reader who
+    adopts its phrasing must not adopt them. They are not replaced by this study's values: which of the node's
+    measurements a number stands for (LV or RV, indexed or not, the same phase convention) cannot be read from free
+    text reliably, and a wrong number is worse than a blank. Numbers without a unit (AHA segment numbers, "TID 1500")
+    stay."""
+    count = 0
+
+    def blank(match: re.Match) -> str:
+        nonlocal count
+        numbers, blanked = _ONE_NUMBER.subn(BLANK, match.group("number"))  # "226/159 mL" -> "___/___ mL"
+        count += blanked
+        return numbers + match.group("space") + match.group("unit")
+
+    text = _MEASUREMENT.sub(blank, text)
+    text, counted = _COUNT_OF.subn(BLANK, text)
+    return text, count + counted
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The pipeline
 # ----------------------------------------------------------------------------------------------------------------
+
+def study_identity(study) -> tuple[str | None, str | None]:
+    """(PatientID, AccessionNumber) of a study from its first series' header; None where absent."""
+    for series in getattr(study, "series", None) or []:
+        instances = getattr(series, "instances", None) or []
+        dataset = getattr(instances[0], "dataset", None) if instances else None
+        if dataset is None:
+            continue
+        patient = str(dataset.get("PatientID", "") or "").strip()
+        accession = str(dataset.get("AccessionNumber", "") or "").strip()
+        return patient or None, accession or None
+    return None, None
+
+
+def own_report_ids(reports, study_uid: str | None, patient_id: str | None, accession: str | None) -> list[str]:
+    """Ids of the bank's reports of this very study or patient, which are no priors and never suggested: written
+    for its Study Instance UID (`metadata.study_instance_uid`), for its accession number (`metadata.accession_number`:
+    a re-sent or re-UID'd study keeps it) or for its patient (`metadata.patient_id`: the suggestions are other
+    patients' phrasing; an earlier report of the same patient is a comparison, not a suggestion)."""
+    own = []
+    for report in reports:
+        if ((study_uid and study_uid in report.study_instance_uids)
+                or (accession and accession in report.accession_numbers)
+                or (patient_id and patient_id in report.patient_ids)):
+            own.append(report.id)
+    return sorted(own)
+
 
 def descriptors_from_results(earlier_results: list[PipelineResult]) -> tuple[dict, dict]:
     """Label-map descriptors (lge, cine) from the segmentations earlier pipelines produced for this study."""
@@ -447,9 +516,10 @@ class SuggestionsPipeline:
             return [("joint:lge", vectors[0]), ("joint:cine", vectors[1])]
         return [("joint", self.projection(feature_vector(features)[None, :])[0])]
 
-    def similar_studies(self, query: np.ndarray, k: int, exclude_study: str | None = None) -> list[dict]:
+    def similar_studies(self, query: np.ndarray, k: int, exclude_study: str | None = None,
+                        exclude_ids: frozenset[str] | set[str] = frozenset()) -> list[dict]:
         """Image -> image: prior studies in the bank whose stored features project close to this study (reports
-        written for `exclude_study`, this study, left out)."""
+        written for `exclude_study`, this study, and those in `exclude_ids` left out)."""
         if self.projection is None or self.bank is None:
             return []
         with self._study_lock:
@@ -465,10 +535,14 @@ class SuggestionsPipeline:
                 self._study_cache = (version, rows, matrix)
             _, rows, matrix = self._study_cache
         reports = self.bank.reports
-        own = sum(1 for i in rows if exclude_study and exclude_study in reports[i].study_instance_uids)
+
+        def excluded(report) -> bool:
+            return bool(exclude_study and exclude_study in report.study_instance_uids) or report.id in exclude_ids
+
+        own = sum(1 for i in rows if excluded(reports[i]))
         indices, scores = top_k_cosine(matrix, query, k + own)
         found = [{"report_id": reports[rows[i]].id, "score": round(float(s), 4)} for i, s in zip(indices, scores)
-                 if not (exclude_study and exclude_study in reports[rows[i]].study_instance_uids)]
+                 if not excluded(reports[rows[i]])]
         return found[:k]
 
     def run(self, study, context) -> PipelineResult:
@@ -483,17 +557,21 @@ class SuggestionsPipeline:
         if not has_measurements(features):
             return self._decline("no LGE or cine measurements in this study to build a study embedding from")
         if len(self.bank) == 0:
-            return self._decline(f"the report bank {self.bank.bank_dir} holds no reports")
+            return self._decline(f"the report bank {self.bank.bank_dir} holds no reports{self._skipped_words()}")
         queries = self.study_queries(features)
         k = self.settings.top_k
         this_study = getattr(study, "study_instance_uid", None) or None
+        patient_id, accession = study_identity(study)
+        own_reports = own_report_ids(self.bank.reports, this_study, patient_id, accession)
+        exclude = frozenset(own_reports)
         hits = _interleave([self.bank.search(vector, k=k, min_similarity=self.settings.min_similarity,
-                                             exclude_study=this_study)
+                                             exclude_study=this_study, exclude_ids=exclude)
                             for _, vector in queries], k, key=lambda hit: hit.report.id)
-        similar = _interleave([self.similar_studies(vector, k, exclude_study=this_study) for _, vector in queries], k,
-                              key=lambda item: item["report_id"])
-        own_reports = sorted(r.id for r in self.bank.reports if this_study and this_study in r.study_instance_uids)
-        suggestions = [{"text": hit.report.text, "score": round(hit.score, 4), "report_id": hit.report.id} for hit in hits]
+        similar = _interleave([self.similar_studies(vector, k, exclude_study=this_study, exclude_ids=exclude)
+                               for _, vector in queries], k, key=lambda item: item["report_id"])
+        blanked = [blank_measurements(hit.report.text) for hit in hits]  # another patient's numbers: never quoted
+        suggestions = [{"text": text, "score": round(hit.score, 4), "report_id": hit.report.id}
+                       for hit, (text, _) in zip(hits, blanked)]
         measurements = {
             "title": TITLE,
             "suggestions": suggestions,
@@ -501,12 +579,35 @@ class SuggestionsPipeline:
             "bank_size": len(self.bank),
             "min_similarity": self.settings.min_similarity,
             "similar_studies": similar,
-            "impressions": {hit.report.id: hit.report.impression for hit in hits if hit.report.impression},
+            "impressions": {hit.report.id: blank_measurements(hit.report.impression)[0]
+                            for hit in hits if isinstance(hit.report.impression, str) and hit.report.impression},
             "features": {k: v for k, v in features.items() if v is not None},
+            "numbers_blanked": sum(count for _, count in blanked),
         }
-        if own_reports:  # the bank holds a report of this very study: not a prior, never suggested for it
+        if own_reports:  # the bank holds a report of this very study or patient: not a prior, never suggested
             measurements["own_reports_excluded"] = own_reports
-        return PipelineResult(name=self.name, summary=suggestions, measurements=measurements, algorithms=self.algorithms())
+        extra = {}
+        if not suggestions:
+            extra["suggestions_note"] = measurements["note"] = self._empty_note(len(own_reports))
+        return PipelineResult(name=self.name, summary=suggestions, measurements=measurements,
+                              algorithms=self.algorithms(), summary_extra=extra)
+
+    def _skipped_words(self) -> str:
+        """" (N file(s) and M line(s) of it could not be read ...)" when the last refresh skipped any, else ""."""
+        stats = self.bank.last_refresh if self.bank is not None else None
+        if stats is None or not (stats.skipped_files or stats.skipped_lines):
+            return ""
+        return (f" ({stats.skipped_files} file(s) and {stats.skipped_lines} line(s) of it could not be read: see the "
+                "log or `dicomnode config check`)")
+
+    def _empty_note(self, excluded: int) -> str:
+        """Why a study got no suggestion although the bank holds reports (summary.json `suggestions_note`)."""
+        count = len(self.bank)
+        note = (f"no prior report above min_similarity {self.settings.min_similarity:g} among {count} "
+                f"report{'s' if count != 1 else ''} in the bank")
+        if excluded:
+            note += f" ({excluded} report(s) of this study or patient left out)"
+        return note + self._skipped_words()
 
     def _decline(self, reason: str) -> PipelineResult:
         return PipelineResult(name=self.name, summary=None, declined=[Declined(series_instance_uid=None, reason=reason)])

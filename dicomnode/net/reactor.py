@@ -16,8 +16,11 @@ how the two threads wait:
 
 Both waits have a ceiling (`IDLE_WAIT`) so that the timers pynetdicom checks in its loops (ARTIM, network idle
 timeout) fire as before. The loops' bodies are pynetdicom 3.0's: with any other version the SCP falls back to
-pynetdicom's own server (`EVENT_DRIVEN`). The tests run real associations (DCMTK storescu, pynetdicom SCU, TLS)
+pynetdicom's own server loops (`EVENT_DRIVEN`). The tests run real associations (DCMTK storescu, pynetdicom SCU, TLS)
 through them.
+
+Every server class here also moves the TLS handshake off the accepting thread and logs a refused one
+(`TLSHandshakeInThread`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from copy import deepcopy
 from datetime import datetime
 from typing import Any
@@ -40,7 +44,10 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from dicomnode.net.tls import describe_server_handshake_error
+
 LOGGER = logging.getLogger("pynetdicom.dul")  # the messages are pynetdicom's: keep them under its logger
+log = logging.getLogger("dicomnode.net.tls")
 
 EVENT_DRIVEN = pynetdicom.__version__.startswith("3.0.")
 """The loops below are pynetdicom 3.0's; with another version the SCP uses pynetdicom's own server."""
@@ -243,7 +250,98 @@ class EventDrivenRequestHandler(RequestHandler):
         return assoc
 
 
-class EventDrivenServer(ThreadedAssociationServer):
+class HandshakeFailureLog:
+    """One WARNING per refused TLS handshake naming the peer's address and why, at most one per address and reason
+    per `interval` seconds and `budget` lines per `interval` in all: a port scanner, or a modality retrying every
+    second with a certificate the node refuses, does not flood the journal, while a second device behind the same
+    address failing for another reason is still said. The next line of an address and reason says how many were not
+    logged; beyond `max_addresses` recent (address, reason) pairs the oldest are forgotten."""
+
+    def __init__(self, interval: float = 60.0, budget: int = 100, max_addresses: int = 4096, clock=time.monotonic):
+        self.interval = interval
+        self.budget = budget
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # (address, reason) -> (last logged, not logged since)
+        self._window = (float("-inf"), 0)  # (start of the current budget window, lines logged in it)
+        self.refusals = 0
+
+    def refused(self, address: str, reason: str) -> bool:
+        """Count one refused handshake from `address`; True when it was logged."""
+        now = self._clock()
+        with self._lock:
+            self.refusals += 1
+            key = (address, reason)
+            logged_at, unlogged = self._last.get(key, (float("-inf"), 0))
+            start, lines = self._window
+            if now - start >= self.interval:
+                start, lines = now, 0
+            if now - logged_at < self.interval or lines >= self.budget:
+                self._last[key] = (logged_at, unlogged + 1)
+                self._trim()
+                return False
+            self._window = (start, lines + 1)
+            self._last.pop(key, None)  # re-inserted last: the dict's order is the order of the last lines
+            self._last[key] = (now, 0)
+            self._trim()
+        more = f" ({unlogged} more like it from this address since the last such line, not logged)" if unlogged else ""
+        log.warning("TLS handshake from %s failed: %s%s", address, reason, more)
+        return True
+
+    def _trim(self) -> None:
+        while len(self._last) > self.max_addresses:
+            self._last.pop(next(iter(self._last)))
+
+
+#: the receiving process's refused-handshake log, shared by its servers
+HANDSHAKE_FAILURES = HandshakeFailureLog()
+
+
+class TLSHandshakeInThread:
+    """Server mixin: the TLS handshake runs on the new connection's own thread, and a refused one is logged.
+
+    pynetdicom's `AssociationServer.get_request` wraps an accepted socket with the server's SSLContext, so the
+    handshake ran on the one thread that accepts connections (`serve_forever`): a client that connected and sent
+    nothing held every later connection up (the accepted socket has no timeout), and a failed handshake raised an
+    ssl.SSLError that socketserver drops without a word (an OSError from get_request). Here `get_request` only
+    wraps the socket; `process_request_thread` does the handshake within node.acse_timeout and, when it fails,
+    logs the peer's address and OpenSSL's reason (`HandshakeFailureLog`) and closes the connection. Without TLS
+    nothing changes but one isinstance check per connection.
+    """
+
+    handshake_failures: HandshakeFailureLog = HANDSHAKE_FAILURES
+
+    def get_request(self):
+        client_socket, address = self.socket.accept()
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True,
+                                                         do_handshake_on_connect=False)
+        return client_socket, address
+
+    def process_request_thread(self, request, client_address) -> None:
+        if isinstance(request, ssl.SSLSocket) and not self._tls_handshake(request, client_address):
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
+    def _tls_handshake(self, request: ssl.SSLSocket, client_address) -> bool:
+        try:
+            request.settimeout(self.ae.acse_timeout)
+            request.do_handshake()
+            request.settimeout(None)  # as accepted: blocking, pynetdicom's reactor selects on it
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; ValueError: the socket was closed
+            address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+            self.handshake_failures.refused(address, describe_server_handshake_error(exc))
+            return False
+        return True
+
+
+class PollingServer(TLSHandshakeInThread, ThreadedAssociationServer):
+    """pynetdicom's own threaded association server (where `EVENT_DRIVEN` is off), the TLS handshake per thread."""
+
+
+class EventDrivenServer(TLSHandshakeInThread, ThreadedAssociationServer):
     """pynetdicom's threaded association server with event-driven acceptors (`AE.make_server(server_class=…)`)."""
 
     def __init__(self, *args, **kwargs):
@@ -264,5 +362,5 @@ class SharedPortServer(_ReusePort, EventDrivenServer):
     """`EventDrivenServer` on a port shared with the node's other receiving processes."""
 
 
-class SharedPortPollingServer(_ReusePort, ThreadedAssociationServer):
+class SharedPortPollingServer(_ReusePort, PollingServer):
     """pynetdicom's own server on a shared port (where `EVENT_DRIVEN` is off)."""

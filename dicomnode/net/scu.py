@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from dicomnode.net.scp import set_tcp_nodelay
+from dicomnode.net.tls import describe_client_handshake_error
 
 log = logging.getLogger("dicomnode.net.scu")
 
@@ -28,10 +30,11 @@ class AssociationFailed(ConnectionError):
     """The destination refused or could not be reached; nothing was sent."""
 
 
-def why_not_established(assoc, host: str, port: int, timeout: float = 5.0) -> str:
+def why_not_established(assoc, host: str, port: int, timeout: float = 5.0, ssl_context=None) -> str:
     """Why an association was not established, in an admin's terms: the peer's A-ASSOCIATE-RJ reason (PS3.8
-    9.3.4), or the operating system's answer to a plain TCP connection (refused, timed out, no route), or an abort
-    after the connection was accepted."""
+    9.3.4), or the operating system's answer to a plain TCP connection (refused, timed out, no route), or, with
+    `ssl_context`, why the TLS handshake fails (`tls_handshake_problem`), or an abort after the connection was
+    accepted."""
     if assoc.is_rejected:
         primitive = assoc.acceptor.primitive
         try:
@@ -43,8 +46,45 @@ def why_not_established(assoc, host: str, port: int, timeout: float = 5.0) -> st
             pass
     except OSError as exc:
         return f"cannot connect: {exc.strerror or exc}"
+    if ssl_context is not None:
+        problem = tls_handshake_problem(ssl_context, host, port, timeout)
+        if problem is not None:
+            return f"TLS handshake failed: {problem}"
+        return ("aborted after the TLS handshake succeeded (the peer dropped the association request: its DICOM "
+                "side refused it, or it is not a DICOM peer)")
     return ("aborted after the TCP connection was accepted (not a DICOM peer on that port, a TLS mismatch, or the "
             "peer dropped the association request)")
+
+
+#: how long the TLS probe waits, after a handshake that looked fine, for the peer to refuse our certificate
+#: (TLS 1.3: a server checks the client's certificate after the client finished its side of the handshake)
+CLIENT_CERTIFICATE_VERDICT_SECONDS = 2.0
+
+
+def tls_handshake_problem(ssl_context: ssl.SSLContext, host: str, port: int, timeout: float = 5.0) -> str | None:
+    """Why a TLS handshake with host:port fails with `ssl_context`, in OpenSSL's words (pynetdicom logs the
+    ssl.SSLError of a failed association at most, and the association only says "aborted"): one more connection,
+    made only after an association failed. None when the handshake succeeds and the peer does not refuse this
+    node's certificate within CLIENT_CERTIFICATE_VERDICT_SECONDS."""
+    try:
+        raw = socket.create_connection((host, port), timeout=min(timeout, 5.0))
+    except OSError as exc:
+        return f"cannot connect: {exc.strerror or exc}"
+    with raw:
+        try:
+            with ssl_context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.settimeout(min(timeout, CLIENT_CERTIFICATE_VERDICT_SECONDS))
+                try:
+                    data = tls.recv(1)  # a DICOM SCP sends nothing before the A-ASSOCIATE-RQ: only an alert comes
+                except (TimeoutError, BlockingIOError):
+                    return None
+                if not data:
+                    return "the destination closed the connection right after the TLS handshake"
+                return None
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            return describe_client_handshake_error(exc)
+        except OSError as exc:
+            return exc.strerror or str(exc)
 
 
 def _associate(ae: AE, host: str, port: int, ae_title: str, **kwargs):
@@ -96,7 +136,7 @@ def send_files(
                        tls_args=tls_args)
     if not assoc.is_established:
         raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
-                                f"{why_not_established(assoc, host, port, timeout)}")
+                                f"{why_not_established(assoc, host, port, timeout, ssl_context)}")
     results: list[SendResult] = []
     try:
         for path, dataset in headers:
@@ -130,7 +170,7 @@ def echo(ae_title: str, host: str, port: int, calling_ae_title: str = "DICOMNODE
     assoc = _associate(ae, host, port, ae_title, tls_args=(ssl_context, host) if ssl_context else None)
     if not assoc.is_established:
         raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
-                                f"{why_not_established(assoc, host, port, timeout)}")
+                                f"{why_not_established(assoc, host, port, timeout, ssl_context)}")
     try:
         response = assoc.send_c_echo()
         return int(response.Status) if response and "Status" in response else None
