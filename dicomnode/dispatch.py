@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.net.scu import AssociationFailed, send_files
 from dicomnode.observe import study_context
-from dicomnode.state import StateDB
+from dicomnode.state import RoundFailures, StateDB, is_outage, outage_reason
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.dispatch")
@@ -46,10 +46,18 @@ class Dispatcher:
         self.sent = 0
         self.failed_attempts = 0
         self.idle_seconds = 5.0  # longest sleep between rounds (items queued by other processes wake no one)
+        #: outbox ids sent (the PACS acknowledged them) whose `sent` could not be recorded yet (the state database
+        #: was unreachable): recorded before anything is claimed again, so that this process never sends them twice
+        self._unrecorded_sent: list[int] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="dispatch", daemon=True)
         self._thread.start()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the dispatch thread ended while it was not asked to stop (what the heartbeat must not hide)."""
+        return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -60,14 +68,29 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # _loop catches every Exception of a round: only the unthinkable ends up here
+            log.critical("the dispatch thread ended unexpectedly: no result is sent by this process any more",
+                         exc_info=True)
+            raise
+
     def _loop(self) -> None:
+        """Rounds until stopped; no error of a round ends the thread (a state-database outage is said once, by
+        RoundFailures, and the round is tried again after idle_seconds)."""
+        failures = RoundFailures(self.db, log, "dispatch round failed", self.idle_seconds)
         while not self._stop.is_set():
+            wait = self.idle_seconds
             try:
                 self.run_once()
-            except Exception:
-                log.exception("dispatch round failed")
-            next_due = self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
-            wait = self.idle_seconds if next_due is None else min(self.idle_seconds, max(0.05, next_due - time.time()))
+                next_due = self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
+                if next_due is not None:
+                    wait = min(self.idle_seconds, max(0.05, next_due - time.time()))
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any round
+                failures.failed(exc)
+            else:
+                failures.succeeded()
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -82,6 +105,7 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """Claim and send every due item, one association per destination; returns how many were sent."""
+        self._record_unrecorded_sent()  # raises while the state database is still unreachable: nothing claimed
         # no back-off is longer than max_backoff_seconds: an item due later was parked by a clock stepped back
         due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds)
         batches: dict[tuple, list] = defaultdict(list)
@@ -134,7 +158,16 @@ class Dispatcher:
             return 0
         ok_ids = [row["id"] for row, result in zip(rows, results) if result.ok]
         if ok_ids:
-            self.db.mark_sent(ok_ids)
+            try:
+                self.db.mark_sent(ok_ids)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._unrecorded_sent.extend(ok_ids)
+                log.error("destination %s: %d result object(s) of study %s sent, but the state database is "
+                          "unreachable (%s): recorded as sent once it is back, not sent again by this process",
+                          name, len(ok_ids), studies, outage_reason(exc))
+                raise
         for row, result in zip(rows, results):
             if not result.ok:
                 with study_context(ids[row["study_key"]]):
@@ -148,6 +181,16 @@ class Dispatcher:
                     log.info("destination %s: sent %d of %d result object(s) of study %s", name, sum(mine), len(mine),
                              log_id)
         return len(ok_ids)
+
+    def _record_unrecorded_sent(self) -> None:
+        """Record the sends the PACS acknowledged while the state database was unreachable (see _unrecorded_sent)."""
+        if not self._unrecorded_sent:
+            return
+        ids = list(self._unrecorded_sent)
+        self.db.mark_sent(ids)
+        del self._unrecorded_sent[:len(ids)]
+        self.sent += len(ids)
+        log.info("recorded %d result object(s) sent while the state database was unreachable", len(ids))
 
     def _failed(self, row, error: str, dead: bool = False) -> None:
         attempts = row["attempts"] + 1

@@ -26,9 +26,10 @@ from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import nodes_report
-from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock
-from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, StateDB,
-                             StoreOutcome, open_state, prepare_storage_dir)
+from dicomnode.spool import (SPOOL_ID_FILE, IncomingInstance, OutOfSpace, Spool, StorageLock, read_spool_id,
+                             verify_spool_identity)
+from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, RoundFailures,
+                             StateDB, StoreOutcome, is_outage, open_state, outage_reason, prepare_storage_dir)
 from dicomnode.studies import CompletionTracker
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.uids import short_hash
@@ -41,11 +42,34 @@ REQUEUE_SECONDS = 5
 #: a study whose analysis ends without a recorded outcome is released (analysed again) this often, then failed
 MAX_UNRECORDED_RELEASES = 3
 
+#: after a study whose spooled files this process could not find was released for another worker: how long this
+#: process claims nothing (the other workers, which may see the files, take it meanwhile)
+MISSING_FILES_PAUSE_SECONDS = 30.0
+
 #: what a stop waits for, at most: stores in flight (scp.stop), running analyses (all workers together), the
 #: dispatcher's association; systemd's TimeoutStopSec (systemd/*.service) covers their sum with a margin
 SCP_STOP_SECONDS = 30.0
 WORKERS_STOP_SECONDS = 60.0
 DISPATCH_STOP_SECONDS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Release:
+    """A claim to give back (Node._release_later): the study's next state and reason, and whether it counts towards
+    MAX_UNRECORDED_RELEASES."""
+
+    state: str
+    why: str
+    counted: bool = True
+
+
+class SpooledFilesMissing(Exception):
+    """Not one of a claimed study's spooled files is under this process's node.storage_dir."""
+
+    def __init__(self, storage_dir: Path, paths: list[Path]):
+        super().__init__(f"spooled files missing under {storage_dir}: none of the study's {len(paths)} instance "
+                         f"file(s) is there (e.g. {paths[0]}): is storage_dir the shared spool (or an unmounted "
+                         f"share)?")
 
 
 class Node:
@@ -55,7 +79,9 @@ class Node:
         self.db = open_state(config)
         self.spool = Spool(self.storage_dir, self.db, config.node.min_free_space_mb)
         self.scheduler = BackgroundScheduler(timezone=dt.datetime.now().astimezone().tzinfo)
-        self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler)
+        self.db.outage.retry_seconds = config.state.poll_seconds
+        self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler,
+                                            retry_seconds=max(1.0, config.state.poll_seconds))
         self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title,
                                      ssl_context_for=self.ssl_context_for, destinations=lambda: self.config.destinations)
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
@@ -73,12 +99,20 @@ class Node:
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.analyses_done = 0
-        #: (study_key, generation) -> why: analyses that failed when the failure itself could not be recorded (a
-        #: full disk): their claim is released by the requeue job once the state database takes writes again
-        self._unreleased: dict[tuple[str, int], str] = {}
+        #: (study_key, generation) -> the release to make: analyses whose outcome could not be recorded (a full
+        #: disk, an outage) or whose spooled files this process cannot see; their claim is given back by the requeue
+        #: job (scale-out: the analysis workers) once the state database takes writes again
+        self._unreleased: dict[tuple[str, int], _Release] = {}
+        self._release_warned: set[tuple[str, int]] = set()  # said that its release must wait (once each)
         self._released: dict[tuple[str, int], int] = {}  # how often each was released: a repeat fault fails it
         self._unreleased_lock = threading.Lock()
         self._waiting_for_space = False  # analyses postponed under node.min_free_space_mb (logged once)
+        self.spool_id: str | None = None  # the spool's identity, verified at start (spool.verify_spool_identity)
+        self._spool_gone: str | None = None  # why the spool marker is not there now (logged once, and its return)
+        self._claims_paused_until = 0.0  # time.monotonic(): no claims before (after a study's files were missing)
+        self._requeue_failures = RoundFailures(self.db, log, "queueing complete studies failed", REQUEUE_SECONDS)
+        self._retention_failures = RoundFailures(self.db, log, "retention purge failed; it runs again at the next "
+                                                 "interval", config.retention.purge_interval_minutes * 60)
 
     @property
     def stopping(self) -> bool:
@@ -108,8 +142,16 @@ class Node:
         single-node process, shared among scale-out role processes. Raises spool.StorageInUse naming the holder."""
         self.storage_lock.acquire(exclusive, "dicomnode serve (single node)" if exclusive else "dicomnode serve --roles")
 
+    def verify_spool(self) -> str:
+        """After the storage lock, before anything else touches the spool: node.storage_dir must be the spool the
+        state indexes (spool.verify_spool_identity: raises SpoolMismatch naming both); returns the spool id."""
+        if self.spool_id is None:
+            self.spool_id = verify_spool_identity(self.db, self.storage_dir)
+        return self.spool_id
+
     def start(self, warm_up: bool = True) -> None:
         self.lock_storage(exclusive=True)  # first: a second node on this storage changes nothing before it refuses
+        self.verify_spool()
         removed = self.spool.remove_temporaries()
         if removed:
             log.info("removed %d unacknowledged partial file(s) from before a crash", removed)
@@ -125,7 +167,7 @@ class Node:
         self.scheduler.start()
         self._schedule_bank_refresh()
         retention = self.config.retention
-        self.scheduler.add_job(self.retention.run_safely, "interval", minutes=retention.purge_interval_minutes,
+        self.scheduler.add_job(self._retention_round, "interval", minutes=retention.purge_interval_minutes,
                                id="retention", next_run_time=dt.datetime.now().astimezone(), coalesce=True,
                                max_instances=1, misfire_grace_time=None)
         self.scheduler.add_job(self.retention.check_free_space_safely, "interval", seconds=FREE_SPACE_CHECK_SECONDS,
@@ -145,6 +187,15 @@ class Node:
         log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s",
                  self.config.node.ae_title, self.config.node.host, self.scp.port, self.storage_dir,
                  resumed, "y" if resumed == 1 else "ies")
+
+    def _retention_round(self) -> None:
+        """The scheduled purge (Retention.run_safely, but an outage of the state database said once)."""
+        try:
+            self.retention.run_once()
+        except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
+            self._retention_failures.failed(exc)
+        else:
+            self._retention_failures.succeeded()
 
     def _schedule_bank_refresh(self) -> None:
         """The report bank is re-indexed when its folder changes, on a timer, never blocking analysis."""
@@ -267,10 +318,21 @@ class Node:
 
     def _enqueue_complete_studies(self) -> None:
         """Queue complete studies that no one queued: `dicomnode retry` of a failed analysis (another process), an
-        analysis postponed for lack of space once there is room again, a claim released after a full disk."""
+        analysis postponed for lack of space once there is room again, a claim released after a full disk. A job of
+        the scheduler every REQUEUE_SECONDS: a failed round (an outage) is said once and tried again."""
+        try:
+            self._enqueue_complete_studies_once()
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            self._requeue_failures.failed(exc)
+        else:
+            self._requeue_failures.succeeded()
+
+    def _enqueue_complete_studies_once(self) -> None:
         self.release_unrecorded()
         if self.results_space_problem() is not None:
             return  # postponed analyses stay complete; logged once by analyse_study
+        if self.claims_blocked() is not None:
+            return  # the spool is not there now, or this process just missed a study's files: said once
         for study in self.db.studies((COMPLETE,)):
             item = (study["study_key"], study["generation"])
             with self._queued_lock:
@@ -294,35 +356,91 @@ class Node:
             return None
         return f"free space {free:.1f} MB is under node.min_free_space_mb = {floor} MB"
 
-    def _release_later(self, study_key: str, generation: int, reason: str) -> None:
+    def _release_later(self, study_key: str, generation: int, reason: str, *, again: str | None = None,
+                       failed: str | None = None, counted: bool = True) -> None:
         """An analysis ended without its outcome recorded (the state database refused the write, e.g. a full disk):
-        give the claim back (study `complete` again, analysed anew) now, or from the requeue job once it can."""
+        give the claim back (study `complete` again, analysed anew) now, or from the requeue job once it can.
+
+        `again` / `failed`: the study's reason when released / when failed (defaults: an unrecorded outcome). A
+        release is `counted`: the MAX_UNRECORDED_RELEASES + 1st of the same study by this process fails it
+        instead (a fault that repeats must not loop every few seconds); an outage of the state database is not
+        counted (the study did nothing wrong)."""
+        times = self._released.get((study_key, generation), 0)
+        if counted and times >= MAX_UNRECORDED_RELEASES:
+            release = _Release(FAILED, failed or f"analysis failed {times + 1} times without a recorded outcome: "
+                                                  f"{reason}", counted)
+        else:
+            release = _Release(COMPLETE, again or f"analysed again: the previous analysis ended unrecorded ({reason})",
+                               counted)
         with self._unreleased_lock:
-            self._unreleased[(study_key, generation)] = reason
+            self._unreleased[(study_key, generation)] = release
         self.release_unrecorded()
+
+    def release_claim_later(self, study_key: str, generation: int, exc: BaseException) -> None:
+        """A claimed study whose analysis did not start or end (the error `exc`): release its claim, now or once the
+        state database takes writes; counted unless the error is an outage of the state database."""
+        outage = is_outage(exc)
+        self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}"[:300], counted=not outage,
+                            again=f"analysed again: the state database was unreachable ({outage_reason(exc)})"
+                            if outage else None)
 
     def release_unrecorded(self) -> None:
         """Retry giving back the claims of analyses whose outcome could not be recorded (`_release_later`)."""
         with self._unreleased_lock:
             pending = dict(self._unreleased)
-        for (study_key, generation), reason in pending.items():
-            times = self._released.get((study_key, generation), 0)
-            # a fault that repeats (not a full disk that clears) fails the study instead of looping every few seconds
-            state, why = ((COMPLETE, f"analysed again: the previous analysis ended unrecorded ({reason})")
-                          if times < MAX_UNRECORDED_RELEASES else
-                          (FAILED, f"analysis failed {times + 1} times without a recorded outcome: {reason}"))
+        for item, release in pending.items():
+            study_key, generation = item
             try:
-                released = self.db.set_study_state(study_key, state, why[:500], expect=(ANALYSING,),
+                released = self.db.set_study_state(study_key, release.state, release.why[:500], expect=(ANALYSING,),
                                                    generation=generation)
             except Exception as exc:  # noqa: BLE001 - still no room: the next requeue round tries again
-                log.warning("study %s: could not release the claim yet (%s); retried every %d s",
-                            short_hash(study_key), exc, REQUEUE_SECONDS)
+                if is_outage(exc):
+                    self.db.outage.failed(exc, REQUEUE_SECONDS)
+                if item not in self._release_warned:  # once per study, not every round
+                    self._release_warned.add(item)
+                    log.warning("study %s: could not release the claim yet (%s); retried every %d s",
+                                short_hash(study_key), outage_reason(exc) if is_outage(exc) else exc,
+                                REQUEUE_SECONDS)
                 continue
             with self._unreleased_lock:
-                self._unreleased.pop((study_key, generation), None)
-                self._released[(study_key, generation)] = times + 1
+                self._unreleased.pop(item, None)
+                self._release_warned.discard(item)
+                if release.counted:
+                    self._released[item] = self._released.get(item, 0) + 1
             if released:
-                log.warning("study %s: claim released after an unrecorded failure: %s", short_hash(study_key), why)
+                log.warning("study %s: claim released after an unrecorded failure: %s", short_hash(study_key),
+                            release.why)
+
+    def spool_problem(self) -> str | None:
+        """Why the spool is not there now (its marker, SPOOL_ID_FILE, gone or another: a share that came unmounted
+        after the start), or None; said once when it goes and once when it is back."""
+        if self.spool_id is None:
+            return None  # not verified (a Node that was not started): nothing to compare
+        try:
+            marker = read_spool_id(self.storage_dir)
+            problem = None if marker == self.spool_id else (
+                f"node.storage_dir {self.storage_dir} no longer holds this spool's {SPOOL_ID_FILE} "
+                f"({'none there' if marker is None else 'spool ' + marker + ' there'}, {self.spool_id} expected): "
+                f"is the shared spool unmounted?")
+        except OSError as exc:
+            problem = (f"node.storage_dir {self.storage_dir} cannot be read ({exc.strerror or exc}): is the shared "
+                       f"spool unmounted?")
+        if problem is not None and self._spool_gone is None:
+            log.error("%s; no study is claimed for analysis until it is back", problem)
+        elif problem is None and self._spool_gone is not None:
+            log.warning("node.storage_dir %s holds the spool again: analyses resume", self.storage_dir)
+        self._spool_gone = problem
+        return problem
+
+    def claims_blocked(self) -> str | None:
+        """Why this process must not claim a study now: the spool is not there, or it just released a study whose
+        spooled files it could not see (MISSING_FILES_PAUSE_SECONDS, for a worker that sees them); else None."""
+        problem = self.spool_problem()
+        if problem is not None:
+            return problem
+        if time.monotonic() < self._claims_paused_until:
+            return "a study's spooled files were missing here a moment ago"
+        return None
 
     def _analysis_worker(self) -> None:
         while True:
@@ -336,8 +454,11 @@ class Node:
                 study_row = self.db.study(study_key)
                 with study_context(short_hash(study_row["study_instance_uid"]) if study_row else short_hash(study_key)):
                     self.analyse_study(study_key, generation)
-            except Exception:
-                log.exception("analysis of %s crashed", short_hash(study_key))
+            except Exception as exc:  # noqa: BLE001 - the study stays complete (or claimed: released): requeued
+                if is_outage(exc):  # said once for the process; the requeue job queues the study again
+                    self.db.outage.failed(exc, REQUEUE_SECONDS)
+                else:
+                    log.exception("analysis of %s crashed", short_hash(study_key))
 
     def analyse_study(self, study_key: str, generation: int) -> None:
         """Analyse the study's current generation through the study path; record results + outbox atomically.
@@ -349,12 +470,35 @@ class Node:
         if space is not None:
             self._postpone(study_key, generation, space)
             return
+        gone = self.spool_problem()  # logged once by spool_problem; the requeue job queues it once the spool is back
+        if gone is not None:
+            self.db.set_study_state(study_key, COMPLETE, f"analysis postponed: {gone}"[:500],
+                                    expect=(COMPLETE, ANALYSING), generation=generation)
+            return
         analysis_id = self.db.start_analysis(study_key, generation)
         if analysis_id is None:
             return  # a newer generation or another worker has it
         try:
             self._analyse_claimed(study_key, generation, analysis_id)
+        except SpooledFilesMissing as exc:
+            # not the study's fault, maybe not the spool's: this process's storage_dir may not be the shared spool.
+            # The claim goes back (counted: a study whose files no worker finds fails after a few rounds, saying
+            # why) and this process claims nothing for a while, so that a worker that sees the files takes it
+            self._claims_paused_until = time.monotonic() + MISSING_FILES_PAUSE_SECONDS
+            times = self._released.get((study_key, generation), 0)
+            log.error("study %s: %s; %s, and this process claims no study for %.0f s", short_hash(study_key), exc,
+                      "its claim is released for another worker" if times < MAX_UNRECORDED_RELEASES else
+                      f"failed: released {times} times, no worker found the files", MISSING_FILES_PAUSE_SECONDS)
+            self._release_later(study_key, generation, str(exc),
+                                again=f"released for another worker: {exc}",
+                                failed=f"{exc} (released {times} times; no worker found the files)")
         except Exception as exc:  # noqa: BLE001 - whatever happened, the study must not stay claimed
+            if is_outage(exc):
+                self.db.outage.failed(exc, REQUEUE_SECONDS)
+                log.error("study %s: analysis ended without a recorded outcome: state database unreachable (%s); "
+                          "the claim is released once it is back", short_hash(study_key), outage_reason(exc))
+                self.release_claim_later(study_key, generation, exc)
+                return
             log.exception("study %s: analysis ended without a recorded outcome", short_hash(study_key))
             self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}")
 
@@ -398,6 +542,8 @@ class Node:
         started_at = dt.datetime.now().astimezone()
         study_row = self.db.study(study_key)
         paths = [self.spool.path_of(row["path"]) for row in self.db.study_instances(study_key)]
+        if paths and not any(path.exists() for path in paths):  # stops at the first file there: the usual case
+            raise SpooledFilesMissing(self.storage_dir, paths)
         tag = short_hash(study_row["study_instance_uid"])
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:

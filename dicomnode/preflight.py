@@ -21,12 +21,14 @@ from dicomnode.analysis.cine import MODEL_NAME as CINE_MODEL
 from dicomnode.analysis.cine import CineModelSpec
 from dicomnode.analysis.lge import MODEL_NAME as LGE_MODEL
 from dicomnode.analysis.lge import LGEDecision, LGEInputSpec
-from dicomnode.analysis.suggestions import TEXT_ENCODER_DIR
+from dicomnode.analysis.report_bank import scan_bank
+from dicomnode.analysis.suggestions import REPORT_BANK_DIR, TEXT_ENCODER_DIR
 from dicomnode.config import PIPELINES, Config
 from dicomnode.inference import probe
-from dicomnode.inference.runtime import Runtime
+from dicomnode.inference.runtime import Runtime, RuntimeErrorNoModel, shipped_models_dir
 from dicomnode.inference.shapes import onnx_input_spec
-from dicomnode.net.tls import TLSConfigurationError, client_context, server_context
+from dicomnode.net.tls import client_tls_problems, expiry_warnings, server_tls_problems
+from dicomnode.spool import shared_spool_problem
 
 #: models each pipeline loads from [inference] models_dir (name -> name.onnx + name.json)
 PIPELINE_MODELS = {"lge": (LGE_MODEL,), "cine": (CINE_MODEL,)}
@@ -66,6 +68,15 @@ def _storage(config: Config) -> list[Problem]:
     return _writable_folder("node.storage_dir", Path(config.node.storage_dir))
 
 
+def _shared_spool(config: Config) -> list[Problem]:
+    """With a `[state] url`: node.storage_dir must be the spool that state indexes (spool.SPOOL_ID_FILE, recorded
+    in the state by the first `serve`), checked where the state can be reached within a few seconds."""
+    if config.state.url is None:  # the default state lives in storage_dir: it is its spool
+        return []
+    problem = shared_spool_problem(config.state.url, config.node.storage_dir)
+    return [] if problem is None else [("node.storage_dir", problem)]
+
+
 def _listen_address(config: Config) -> list[Problem]:
     """A `node.host` this machine cannot resolve to an address to listen on (a typo, a name DNS does not know)."""
     try:
@@ -84,23 +95,14 @@ def _log_folder(config: Config) -> list[Problem]:
 
 
 def _server_tls(config: Config) -> list[Problem]:
+    """Every node.tls file that cannot be used (certificate and key, CA file), each with its key path."""
     if not config.node.tls.enabled:
         return []
-    try:
-        server_context(config.node.tls)
-    except TLSConfigurationError as exc:
-        return [("node.tls", str(exc))]
-    return []
+    return server_tls_problems(config.node.tls)
 
 
 def _destination_tls(config: Config) -> list[Problem]:
-    problems = []
-    for destination in config.destinations:
-        try:
-            client_context(destination)
-        except TLSConfigurationError as exc:
-            problems.append((f"destinations[{destination.name}]", str(exc)))
-    return problems
+    return [problem for destination in config.destinations for problem in client_tls_problems(destination)]
 
 
 def _backend(config: Config) -> list[Problem]:
@@ -192,6 +194,7 @@ def _report_bank(config: Config) -> list[Problem]:
 #: (config sections a check reads, whether only the analyse role needs it, the check)
 CHECKS = (
     (("node",), False, _storage),
+    (("node", "state"), False, _shared_spool),
     (("node",), False, _listen_address),
     (("logging",), False, _log_folder),
     (("node",), False, _server_tls),
@@ -214,3 +217,74 @@ def preflight_problems(config: Config, models: bool = True,
         if (models or not analyse_only) and (sections is None or set(needs) <= set(sections)):
             problems += check(config)
     return problems
+
+
+# --- warnings: valid, usable, but probably not what the admin wants -----------------------------------------------
+
+def _certificate_warnings(config: Config) -> list[str]:
+    """Certificates of node.tls and of the TLS destinations that have expired or expire within 30 days."""
+    tls = config.node.tls
+    warnings = []
+    if tls.enabled:
+        warnings += expiry_warnings("node.tls.certificate", tls.certificate)
+        warnings += expiry_warnings("node.tls.ca_certificates", tls.ca_certificates)
+    for destination in config.destinations:
+        if destination.tls:
+            key = f"destinations[{destination.name}]"
+            warnings += expiry_warnings(f"{key}.tls_certificate", destination.tls_certificate)
+            warnings += expiry_warnings(f"{key}.tls_ca_certificates", destination.tls_ca_certificates)
+    return warnings
+
+
+def _report_bank_warnings(config: Config) -> list[str]:
+    """A report bank the suggestions pipeline would find empty, or with files or lines it has to skip."""
+    suggestions = config.analysis.suggestions
+    if "suggestions" not in _routed_pipelines(config) or not suggestions.enabled:
+        return []
+    key = "analysis.suggestions.bank_dir"
+    if suggestions.bank_dir is not None:
+        folder = Path(suggestions.bank_dir)
+        if not folder.is_dir():
+            return []  # an error, said by _report_bank
+    else:
+        try:
+            models = Path(config.inference.models_dir) if config.inference.models_dir else shipped_models_dir()
+        except RuntimeErrorNoModel:
+            return []
+        folder = models / REPORT_BANK_DIR
+        key += " (not set: the bank in the models folder)"
+        if not folder.is_dir():
+            return [f"{key}: no report bank at {folder}: every study's suggestions are declined"]
+    scan = scan_bank(folder)
+    skipped = []
+    if scan.skipped_files:
+        skipped.append(f"{len(scan.skipped_files)} file(s) unreadable (first: {scan.skipped_files[0]})")
+    if scan.skipped_lines:
+        skipped.append(f"{len(scan.skipped_lines)} line(s) skipped (first: {scan.skipped_lines[0]})")
+    if scan.duplicates:
+        skipped.append(f"{scan.duplicates} report(s) with an id seen before ignored")
+    said = "; ".join(skipped)
+    if scan.reports == 0:
+        return [f"{key}: {folder} holds no usable report ({scan.files} report file(s)"
+                + (f"; {said}" if said else "") + "): every study's suggestions are declined"]
+    if said:
+        return [f"{key}: {folder}: {said}; {scan.reports} usable report(s)"]
+    return []
+
+
+#: (config sections a warning reads, whether only the analyse role needs it, the check)
+WARNING_CHECKS = (
+    (("node", "destinations"), False, _certificate_warnings),
+    (("inference", "routes", "analysis"), True, _report_bank_warnings),
+)
+
+
+def preflight_warnings(config: Config, models: bool = True, sections: Collection[str] | None = None) -> list[str]:
+    """What `dicomnode config check` prints (and `serve` logs) as warnings beside config_warnings, read from the
+    files the config names: certificates that expired or expire within 30 days, a report bank with no usable report
+    or with files or lines it skips. `models` and `sections` as in preflight_problems."""
+    warnings: list[str] = []
+    for needs, analyse_only, check in WARNING_CHECKS:
+        if (models or not analyse_only) and (sections is None or set(needs) <= set(sections)):
+            warnings += check(config)
+    return warnings

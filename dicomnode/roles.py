@@ -31,7 +31,8 @@ from typing import Sequence
 from dicomnode.config import load_config
 from dicomnode.observe import study_context
 from dicomnode.state import (
-    COMPLETE, FAILED, RECEIVED, StateDB, StateSchemaError, describe_url, open_state, upgrade_schema,
+    COMPLETE, FAILED, RECEIVED, RoundFailures, StateDB, StateSchemaError, describe_url, is_outage, open_state,
+    upgrade_schema,
 )
 from dicomnode.studies import (EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met, max_wait_failed_reason,
                                record_refusal, refused_count, waiting_for_resend)
@@ -81,6 +82,8 @@ class DatabaseCompletion:
         self._counts_checked: dict[str, float] = {}  # study key -> last_received whose instances were counted
         self._last_retention = 0.0
         self._last_free_space = 0.0
+        self._retention_failures = RoundFailures(db, log, "retention purge failed; it runs again at the next interval",
+                                                 config.retention.purge_interval_minutes * 60)
         self._started = time.time()  # the downtime before it was no quiet: no sender could deliver
 
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
@@ -141,8 +144,11 @@ class DatabaseCompletion:
         return done
 
     def _due(self, study, now: float) -> str | None:
-        if study["last_received"] < self._started and now < self._started + self.config.quiet_seconds - 0.05:
-            return None  # received before this process started: a whole quiet period from the start first
+        # the downtime before this process started, and an outage of the state database (no sender could deliver:
+        # the receivers refused with 0xA700), are no quiet: a study received before gets a whole quiet period after
+        not_quiet_before = max(self._started, self.db.outage.last_failure)
+        if study["last_received"] < not_quiet_before and now < not_quiet_before + self.config.quiet_seconds - 0.05:
+            return None
         if now >= study["first_received"] + self.config.max_wait_seconds:
             return "max wait reached"
         if waiting_for_resend(study):
@@ -161,7 +167,12 @@ class DatabaseCompletion:
             return
         if now - self._last_retention >= self.retention_config.purge_interval_minutes * 60:
             self._last_retention = now
-            self.retention.run_safely()
+            try:  # Retention.run_safely, but an outage of the state database said once for the process
+                self.retention.run_once()
+            except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
+                self._retention_failures.failed(exc)
+            else:
+                self._retention_failures.succeeded()
         elif now - self._last_free_space >= 60:
             self._last_free_space = now
             self.retention.check_free_space_safely()
@@ -187,6 +198,7 @@ class RoleRunner:
         self._threads: list[threading.Thread] = []
         self._scp_started = False
         self.completion: DatabaseCompletion | None = None
+        self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -194,6 +206,8 @@ class RoleRunner:
         # before anything touches the storage or the state: a second single-node `serve` on the same config (or a
         # single-node one beside scale-out role processes) refuses here, naming the holder (spool.StorageLock)
         self.node.lock_storage(exclusive=not self.scale_out)
+        # ... and a storage_dir that is not the spool the (shared) state indexes refuses too (spool.SpoolMismatch)
+        self.node.verify_spool()
         if not self.scale_out:
             self.db.release_claims(all_processes=True)  # the only process: whatever a crashed run held is ours
             self.node.start(warm_up=warm_up)
@@ -276,9 +290,34 @@ class RoleRunner:
             log.exception("could not release claims; they lapse after [state] lease_seconds")
 
     def _spawn(self, target, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(target, name), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    @staticmethod
+    def _guarded(target, name: str) -> None:
+        """A worker thread's body: its loop catches every error of a round; should anything still end it, say so
+        (the heartbeat loop notices the thread is gone and stops the heartbeat, see dead_threads)."""
+        try:
+            target()
+        except BaseException:
+            log.critical("thread %s ended by an unexpected error", name, exc_info=True)
+            raise
+
+    def dead_threads(self) -> list[str]:
+        """Names of this process's worker threads (analysis, completion, dispatch, the scheduler; single node: the
+        node's analysis workers too) that ended while the process was not stopping."""
+        if self._stop.is_set() or self.node.stopping:
+            return []
+        threads = [t for t in self._threads if t is not threading.current_thread()]
+        if not self.scale_out:
+            threads += self.node._workers
+        dead = [thread.name for thread in threads if not thread.is_alive()]
+        if self.node.dispatcher.failed:
+            dead.append("dispatch")
+        if (not self.scale_out or "analyse" in self.roles) and not self.node.scheduler.running:
+            dead.append("scheduler")
+        return dead
 
     def _join(self) -> None:
         """Every loop within one minute together (systemd's TimeoutStopSec covers it, see node.WORKERS_STOP_SECONDS)."""
@@ -292,6 +331,8 @@ class RoleRunner:
         node = self.node
         detail = {"ae_title": node.config.node.ae_title, "analyses_done": node.analyses_done,
                   "sent": node.dispatcher.sent}
+        if self.failed_threads:
+            detail["failed_threads"] = self.failed_threads
         if "receive" in self.roles or not self.scale_out:
             detail.update(port=node.scp.port, received=node.scp.received)
         if self.completion is not None:
@@ -299,45 +340,84 @@ class RoleRunner:
         self.db.heartbeat(self.roles, self.started_at, detail)
 
     def _heartbeat_loop(self) -> None:
+        """Beat every heartbeat_seconds while every worker thread of the process lives. When one has ended (it
+        should never: their loops catch every error), the process no longer does all its roles: it says so at
+        CRITICAL, beats once more naming the threads (`status --json`: detail.failed_threads) and stops beating, so
+        that `dicomnode status` shows it STALE, then GONE, and its claims go to other processes."""
+        failures = RoundFailures(self.db, log, "heartbeat failed", self.heartbeat_seconds)
         while not self._stop.wait(self.heartbeat_seconds):
+            dead = self.dead_threads()
+            if dead:
+                self.failed_threads = dead
+                log.critical("thread(s) %s of this process (roles %s) ended unexpectedly: its heartbeat stops, so "
+                             "that `dicomnode status` shows it STALE and what it holds goes to other processes after "
+                             "[state] lease_seconds; restart it (systemctl restart ...)", ", ".join(dead),
+                             ",".join(self.roles))
+                try:
+                    self.beat()
+                except Exception:  # noqa: BLE001 - the heartbeat stops either way
+                    pass
+                return
             try:
                 self.beat()
-            except Exception:
-                log.exception("heartbeat failed; retrying in %.0f s", self.heartbeat_seconds)
+            except Exception as exc:  # noqa: BLE001 - retried at the next beat
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     def _completion_loop(self) -> None:
+        failures = RoundFailures(self.db, log, "completion round failed", self.poll_seconds)
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.completion.poll()
-            except Exception:
-                log.exception("completion round failed")
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any round
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     def _analysis_worker(self) -> None:
-        node = self.node
+        """Claim and analyse studies until stopped; no error of a round ends the thread."""
+        failures = RoundFailures(self.db, log, "analysis worker round failed", self.poll_seconds)
         while not self._stop.is_set():
-            node.release_unrecorded()
-            space = node.results_space_problem()
-            if space is not None:  # no claim while results could not be written: the study stays complete
-                node.note_postponed(space)
-                self._stop.wait(max(self.poll_seconds, 5.0))
-                continue
             try:
-                claim = self.db.claim_next_study()
-            except Exception:
-                log.exception("claiming a study failed")
-                claim = None
-            if claim is None:
-                self._wake_workers.wait(self.poll_seconds)
+                wait = self._analysis_round()
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any round
+                failures.failed(exc)
+                wait = self.poll_seconds
+            else:
+                failures.succeeded()
+            if wait:
+                self._wake_workers.wait(wait)
                 self._wake_workers.clear()
-                continue
-            study_key, generation = claim
-            try:
-                study_row = self.db.study(study_key)
-                with study_context(short_hash(study_row["study_instance_uid"]) if study_row else short_hash(study_key)):
-                    log.info("claimed study %s generation %d", short_hash(study_key), generation)
-                    node.analyse_study(study_key, generation)
-            except Exception:
+
+    def _analysis_round(self) -> float:
+        """One claim and its analysis; returns how long to wait before the next (0: claim again at once)."""
+        node = self.node
+        node.release_unrecorded()
+        space = node.results_space_problem()
+        if space is not None:  # no claim while results could not be written: the study stays complete
+            node.note_postponed(space)
+            return max(self.poll_seconds, 5.0)
+        if node.claims_blocked() is not None:  # the spool is not there (an unmounted share), or missing files
+            return max(self.poll_seconds, 5.0)
+        claim = self.db.claim_next_study()
+        if claim is None:
+            return self.poll_seconds
+        study_key, generation = claim
+        try:
+            study_row = self.db.study(study_key)
+            with study_context(short_hash(study_row["study_instance_uid"]) if study_row else short_hash(study_key)):
+                log.info("claimed study %s generation %d", short_hash(study_key), generation)
+                node.analyse_study(study_key, generation)
+        except Exception as exc:
+            # claimed, and neither analysed nor released (the state database went away between the claim and the
+            # analysis): give the claim back once it can be written, or the study stays claimed by this live process
+            node.release_claim_later(study_key, generation, exc)
+            if not is_outage(exc):
                 log.exception("analysis of %s crashed", short_hash(study_key))
+            else:
+                self.db.outage.failed(exc, self.poll_seconds)
+        return 0.0
 
     def _remove_stale_temporaries(self) -> int:
         removed = 0
@@ -355,19 +435,26 @@ class RoleRunner:
 def nodes_report(db: StateDB, stale_after_seconds: float | None = None, now: float | None = None) -> list[dict]:
     """Every process with a heartbeat row: id, host, pid, roles, heartbeat age (s), studies it is analysing,
     `alive` (heartbeat younger than `stale_after_seconds`, default db.stale_after_seconds: 3 heartbeat intervals)
-    and `gone` (heartbeat older than db.gone_after_seconds)."""
+    and `gone` (heartbeat older than db.gone_after_seconds); `failed_threads`: worker threads that ended
+    unexpectedly (the process stopped its heartbeat; it is not alive)."""
     now = time.time() if now is None else now
     stale_after_seconds = db.stale_after_seconds if stale_after_seconds is None else stale_after_seconds
     claims: dict[str, list[str]] = {}
     for claim in db.claims():
         if claim["claimed_by"]:
             claims.setdefault(claim["claimed_by"], []).append(claim["study_key"])
-    return [{"node_id": row["node_id"], "host": row["host"], "pid": row["pid"], "roles": row["roles"].split(","),
-             "started_at": row["started_at"], "last_seen": row["last_seen"],
-             "heartbeat_age_s": round(now - row["last_seen"], 1), "alive": now - row["last_seen"] < stale_after_seconds,
-             "gone": now - row["last_seen"] > db.gone_after_seconds,
-             "analysing": claims.get(row["node_id"], []), "detail": json.loads(row["detail_json"] or "{}")}
-            for row in db.nodes()]
+    report = []
+    for row in db.nodes():
+        detail = json.loads(row["detail_json"] or "{}")
+        failed = list(detail.get("failed_threads") or [])
+        # a process whose worker thread ended stopped its heartbeat after saying so: not alive from that beat on
+        report.append({"node_id": row["node_id"], "host": row["host"], "pid": row["pid"],
+                       "roles": row["roles"].split(","), "started_at": row["started_at"], "last_seen": row["last_seen"],
+                       "heartbeat_age_s": round(now - row["last_seen"], 1),
+                       "alive": now - row["last_seen"] < stale_after_seconds and not failed,
+                       "gone": now - row["last_seen"] > db.gone_after_seconds, "failed_threads": failed,
+                       "analysing": claims.get(row["node_id"], []), "detail": detail})
+    return report
 
 
 # --- `dicomnode state ...` -----------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from dicomnode.state import InstanceRow, StateDB, StorageDirError, StoreOutcome, StudyPurging
+from dicomnode.state import InstanceRow, StateDB, StorageDirError, StoreOutcome, describe_url
 from dicomnode.uids import MR_STORAGE_CLASSES, check_uid, short_hash
 
 log = logging.getLogger("dicomnode.spool")
@@ -35,6 +36,19 @@ class StorageInUse(StorageDirError):
 
 #: the lock file in node.storage_dir: an exclusive flock by a single-node `serve`, shared by scale-out role processes
 LOCK_FILE = "node.lock"
+
+#: the spool's identity in node.storage_dir: a random id that the state database records too (meta key `spool`), so
+#: that a process whose storage_dir is not the spool of the state it shares (a per-machine local folder, a share
+#: not mounted) refuses to start, instead of claiming studies whose files it cannot see
+SPOOL_ID_FILE = "spool.id"
+
+#: when a state that indexes instances records its spool for the first time (a node upgraded to spool ids), the
+#: folder must hold at least one of its newest instances: the first process to start may be the misconfigured one
+SPOOL_SAMPLE = 20
+
+
+class SpoolMismatch(StorageDirError):
+    """node.storage_dir is not the spool the state database indexes: this process must not serve on it."""
 
 
 def fsync_directory(path: Path) -> None:
@@ -149,6 +163,118 @@ class StorageLock:
             self._fd = None
 
 
+def read_spool_id(storage_dir: str | os.PathLike) -> str | None:
+    """The spool id in `storage_dir` (its SPOOL_ID_FILE), or None when there is none. Raises OSError when the folder
+    cannot be read (a share gone stale)."""
+    try:
+        text = (Path(storage_dir) / SPOOL_ID_FILE).read_text(encoding="ascii", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    words = text.split()
+    return words[0] if words else None
+
+
+def _create_spool_id(storage_dir: Path) -> str:
+    """Write a new spool id into `storage_dir` unless one is there (O_EXCL: processes starting together on one
+    spool agree on the first); returns the id the folder holds."""
+    path = storage_dir / SPOOL_ID_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        existing = read_spool_id(storage_dir)
+        if existing is None:
+            raise SpoolMismatch(f"{path} is empty: remove it, or write the spool id the state records into it")
+        return existing
+    spool_id = uuid.uuid4().hex
+    try:
+        os.write(fd, f"{spool_id}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(storage_dir)
+    return spool_id
+
+
+def _recorded_where(recorded: dict) -> str:
+    return (f"spool {recorded.get('id')}, recorded from {recorded.get('storage_dir')} on {recorded.get('host')} at "
+            f"{recorded.get('recorded_at')}")
+
+
+def _mismatch_message(storage_dir: Path, marker: str | None, recorded: dict, url: str) -> str:
+    here = (f"has no {SPOOL_ID_FILE}" if marker is None else f"holds spool {marker} (its {SPOOL_ID_FILE})")
+    return (f"node.storage_dir {storage_dir} is not the spool the state database {url} indexes: the state belongs to "
+            f"{_recorded_where(recorded)}, and {storage_dir} {here}. Is storage_dir the shared spool (or an unmounted "
+            f"share)? Every process sharing one state must use that one spool folder, mounted at node.storage_dir. "
+            f"If {storage_dir} is that spool (its {SPOOL_ID_FILE} was lost, or the state recorded a wrong folder "
+            f"first), write the state's id into it: echo {recorded.get('id')} > {storage_dir / SPOOL_ID_FILE}")
+
+
+def _sample_problem(db: StateDB, storage_dir: Path, url: str) -> str | None:
+    """Before a state that indexes instances records its spool: None when `storage_dir` holds one of its newest
+    instance files, else why this folder is not its spool."""
+    if db.is_sqlite and db.path is not None and db.path.parent.resolve() == storage_dir.resolve():
+        return None  # the default state lives in the folder: it is that folder's index, whatever is missing
+    count, paths = db.newest_instance_paths(SPOOL_SAMPLE)
+    if not paths or any((storage_dir / path).exists() for path in paths):
+        return None
+    return (f"node.storage_dir {storage_dir} is not the spool the state database {url} indexes: the state indexes "
+            f"{count} instance(s), and none of the newest {len(paths)} is under it (e.g. {storage_dir / paths[0]}). "
+            f"Is storage_dir the shared spool (or an unmounted share)? Every process sharing one state must use that "
+            f"one spool folder, mounted at node.storage_dir")
+
+
+def verify_spool_identity(db: StateDB, storage_dir: str | os.PathLike) -> str:
+    """At `serve`, after the storage lock and before anything else touches the spool: `storage_dir` must be the spool
+    the state indexes. The first process to serve on a state records the spool's id (making one in storage_dir when
+    it has none, once it holds the state's newest instances, if the state has any); every later one compares.
+    Returns the id; raises SpoolMismatch naming both folders and ids, and how to repair a lost marker."""
+    folder = Path(storage_dir)
+    url = describe_url(db.url)
+    marker = read_spool_id(folder)
+    recorded = db.spool_identity()
+    if recorded is None:
+        if marker is None:
+            problem = _sample_problem(db, folder, url)
+            if problem is not None:
+                raise SpoolMismatch(problem)
+            marker = _create_spool_id(folder)
+        recorded = db.record_spool_identity(marker, folder.resolve())
+    if marker != recorded.get("id"):
+        raise SpoolMismatch(_mismatch_message(folder, marker, recorded, url))
+    return marker
+
+
+def spool_identity_problem(db: StateDB, storage_dir: str | os.PathLike) -> str | None:
+    """`config check`'s read-only form of verify_spool_identity: why `storage_dir` is not the state's spool, or None
+    (also when no spool is recorded yet and the folder could be it: the first `serve` records it)."""
+    folder = Path(storage_dir)
+    url = describe_url(db.url)
+    marker = read_spool_id(folder)
+    recorded = db.spool_identity()
+    if recorded is None:
+        return None if marker is not None else _sample_problem(db, folder, url)
+    if marker != recorded.get("id"):
+        return _mismatch_message(folder, marker, recorded, url)
+    return None
+
+
+def shared_spool_problem(state_url: str, storage_dir: str | os.PathLike, timeout: float = 5.0) -> str | None:
+    """spool_identity_problem for a `[state] url` the check has to open (and closes again); None where it cannot be
+    reached or has no schema yet: `serve` says that itself."""
+    try:
+        db = StateDB(state_url, upgrade=False, check=False, readonly=True, connect_timeout=timeout)
+    except Exception:  # noqa: BLE001 - no state there (yet): nothing to compare
+        return None
+    try:
+        return spool_identity_problem(db, storage_dir)
+    except OSError as exc:
+        return f"node.storage_dir {storage_dir} cannot be read: {exc.strerror or exc}"
+    except Exception:  # noqa: BLE001 - unreachable, or no schema: serve says which
+        return None
+    finally:
+        db.close()
+
+
 @dataclass
 class IncomingInstance:
     """What the receive path knows of an instance: its encoded bytes and the identifying attributes."""
@@ -230,8 +356,14 @@ class Spool:
         # only an image the analysis reads re-opens a study past receiving (cmr.grouping reads MR images only)
         try:
             outcome = self.db.add_instance(row, calling_host, reopens=instance.sop_class_uid in MR_STORAGE_CLASSES)
-        except StudyPurging:  # refused (0xA700): the file just written would stay behind, indexed by nothing
-            (self.root / relative).unlink(missing_ok=True)
+        except BaseException:
+            # not indexed (StudyPurging, the state database unreachable ...): the sender gets a failure status and
+            # sends it again, so the file just written goes; kept, it would stay behind indexed by nothing, and
+            # retention (which works from the index) would never remove it
+            try:
+                (self.root / relative).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not remove %s, which was not indexed: %s", relative, exc)
             raise
         if not outcome.stored:  # the same SOP Instance UID indexed under another study or series: keep that one
             indexed = self.db.instance_path(instance.sop_instance_uid)

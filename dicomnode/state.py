@@ -41,6 +41,7 @@ import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import re
 import socket
@@ -56,10 +57,13 @@ from sqlalchemy import (
     Column, Double, Index, Integer, MetaData, String, Table, Text, bindparam, create_engine, event, inspect, text,
 )
 from sqlalchemy.engine import Connection, Engine, RowMapping
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.elements import TextClause
 
 from dicomnode.uids import short_hash
+
+log = logging.getLogger("dicomnode.state")
 
 SCHEMA_VERSION = 3
 
@@ -263,6 +267,143 @@ class StudyPurging(OSError):
         self.study_key = study_key
 
 
+# --- outages of the state database ---------------------------------------------------------------------------------
+
+#: how often a process says again that the state database is still unreachable, or that a loop still fails with the
+#: same error (one line, no traceback); the first time is always said, and so is the end
+REPEAT_REMINDER_SECONDS = 300.0
+
+#: OperationalError texts that are a statement's fault (SQLite reports these as OperationalError too), not an outage
+_STATEMENT_FAULTS = ("no such table", "no such column", "has no column", "syntax error", "already exists")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the state database cannot be reached or used right now: a transient fault that the node
+    rides out by retrying, not a bug to trace. SQLAlchemy's OperationalError (connection refused or lost, the server
+    shutting down or starting, SQLite's 'database is locked', 'disk I/O error', a full disk), InterfaceError, a
+    connection invalidated, a pool timeout, and the drivers' own OperationalError / InterfaceError; not a
+    statement's fault that SQLite files under OperationalError too ('no such table', 'syntax error')."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, (OperationalError, InterfaceError)) and not _statement_fault(exc.orig or exc)
+    if isinstance(exc, (DisconnectionError, PoolTimeoutError)):
+        return True
+    if isinstance(exc, (sqlite3.OperationalError, sqlite3.InterfaceError)):
+        return not _statement_fault(exc)
+    # psycopg's own classes (not imported here: SQLite-only installs need no driver), by name and module
+    return any(cls.__module__.split(".")[0] == "psycopg" and cls.__name__ in ("OperationalError", "InterfaceError")
+               for cls in type(exc).__mro__)
+
+
+def _statement_fault(exc: BaseException) -> bool:
+    text_ = str(exc).lower()
+    return any(fault in text_ for fault in _STATEMENT_FAULTS)
+
+
+def outage_reason(exc: BaseException, limit: int = 200) -> str:
+    """The driver's first line of an outage error (`connection refused`, `the database system is shutting down`,
+    `database is locked` ...), without SQLAlchemy's statement dump."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(cause).__name__)[:limit]
+
+
+class OutageMonitor:
+    """One process's account of state-database outages, so that an outage is said once, not by every loop every
+    poll: `failed(exc)` by whoever met the outage (the first says one ERROR line naming the cause and the retry
+    interval, then one reminder every REPEAT_REMINDER_SECONDS, no traceback), `succeeded()` after any statement
+    that went through (StateDB calls it: the end of the outage is said once, with how long it lasted)."""
+
+    def __init__(self, retry_seconds: float = 1.0, logger: logging.Logger | None = None):
+        self.retry_seconds = retry_seconds
+        self.log = logger or log
+        self.since: float | None = None  # when the current outage was first met (epoch s); None: no outage
+        self.failures = 0
+        self.reason = ""
+        self.last_failure = 0.0  # epoch s of the latest failure met (what the completion rules treat as not quiet)
+        self._told = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException, retry_seconds: float | None = None) -> None:
+        now = time.time()
+        reason = outage_reason(exc)
+        with self._lock:
+            self.failures += 1
+            self.reason = reason
+            self.last_failure = now
+            if self.since is None:
+                self.since, self.failures, self._told = now, 1, now
+                first = True
+            elif now - self._told >= REPEAT_REMINDER_SECONDS:
+                self._told = now
+                first = False
+            else:
+                return
+            since, failures = self.since, self.failures
+        if first:
+            self.log.error("state database unreachable: %s; retrying every %g s (repeats are not logged; a line "
+                           "follows when it is back)", reason, retry_seconds or self.retry_seconds)
+        else:
+            self.log.error("state database still unreachable after %.0f s (%d failed attempts): %s", now - since,
+                           failures, reason)
+
+    def succeeded(self, started: float | None = None) -> None:
+        """A statement went through; `started` (epoch s): when it began. One that began before the latest failure
+        proves nothing (it may have run just before the outage, while another loop already met it)."""
+        if self.since is None:  # the usual case, without taking the lock
+            return
+        with self._lock:
+            if self.since is None or (started is not None and started < self.last_failure):
+                return
+            since, failures = self.since, self.failures
+            self.since, self.failures = None, 0
+        self.log.warning("state database reachable again after %.0f s unreachable (%d failed attempts)",
+                         time.time() - since, failures)
+
+
+class RoundFailures:
+    """What a loop that retries says when one of its rounds fails, so that no fault floods the log: an outage of the
+    state database goes to the process's OutageMonitor (one line for all loops); any other error is logged with its
+    traceback the first time, then only counted, with a one-line reminder every REPEAT_REMINDER_SECONDS while it
+    stays the same error, and one line when a round works again."""
+
+    def __init__(self, db: "StateDB", logger: logging.Logger, what: str, retry_seconds: float):
+        self.db = db
+        self.log = logger
+        self.what = what
+        self.retry_seconds = retry_seconds
+        self._key: tuple[str, str] | None = None
+        self._count = 0
+        self._told = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        if is_outage(exc):
+            self.db.outage.failed(exc, self.retry_seconds)
+            return
+        now = time.time()
+        key = (type(exc).__name__, str(exc))
+        if key != self._key:
+            self._key, self._count, self._told = key, 1, now
+            self.log.error("%s; retrying every %g s", self.what, self.retry_seconds, exc_info=exc)
+            return
+        self._count += 1
+        if now - self._told >= REPEAT_REMINDER_SECONDS:
+            self._told = now
+            self.log.error("%s again (%d times in a row): %s: %s", self.what, self._count, key[0], key[1][:300])
+
+    def succeeded(self) -> None:
+        if self._key is None:
+            return
+        if self._count > 1:
+            self.log.info("%s: works again after %d failed rounds", self.what, self._count)
+        self._key, self._count = None, 0
+
+
 @dataclass
 class InstanceRow:
     sop_instance_uid: str
@@ -386,8 +527,11 @@ class StateDB:
 
     def __init__(self, location: str | os.PathLike, *, upgrade: bool | None = None, check: bool = True,
                  process_id: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS, readonly: bool = False):
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS, readonly: bool = False,
+                 connect_timeout: float | None = None):
         self.url = state_url(location)
+        #: outages met by this process's loops, said once (see OutageMonitor); every statement that works ends one
+        self.outage = OutageMonitor()
         self.is_sqlite = self.url.startswith("sqlite")
         self.path = Path(self.url.split(":///", 1)[1]) if self.is_sqlite else None
         self.process_id = process_id or default_process_id()
@@ -402,7 +546,11 @@ class StateDB:
         elif self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            # connect_timeout: a check that must not hang on an unreachable host (`config check`); libpq's default
+            # waits for the operating system's TCP timeout
+            connect_args = {} if connect_timeout is None else {"connect_timeout": max(1, round(connect_timeout))}
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8,
+                                        connect_args=connect_args)
         self._for_update = "" if self.is_sqlite else " FOR UPDATE"
         self._skip_locked = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
         # SQLite: this process's writers queue on _write_lock, and the processes sharing the file on an flock of
@@ -431,8 +579,10 @@ class StateDB:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        started = time.time()
         with self._write_lock, self._process_lock(), self.engine.begin() as connection:
             yield connection
+        self.outage.succeeded(started)  # committed: an outage this process met is over (said once)
 
     @contextmanager
     def _process_lock(self) -> Iterator[None]:
@@ -451,12 +601,41 @@ class StateDB:
                 fcntl.flock(self._process_lock_fd, fcntl.LOCK_UN)
 
     def _rows(self, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()) -> list[RowMapping]:
+        started = time.time()
         with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
-            return list(connection.execute(_statement(sql, tuple(expanding)), params or {}).mappings().all())
+            rows = list(connection.execute(_statement(sql, tuple(expanding)), params or {}).mappings().all())
+        self.outage.succeeded(started)
+        return rows
 
     @staticmethod
     def _run(connection: Connection, sql: str, params: dict | None = None, *, expanding: Sequence[str] = ()):
         return connection.execute(_statement(sql, tuple(expanding)), params or {})
+
+    # --- the spool this state belongs to ----------------------------------------------------------------------
+
+    def spool_identity(self) -> dict | None:
+        """The spool this state indexes (meta key `spool`): {"id", "storage_dir", "host", "recorded_at"} as the
+        first process that served recorded it (spool.verify_spool_identity), or None (none recorded yet)."""
+        rows = self._rows("SELECT value FROM meta WHERE key='spool'")
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def record_spool_identity(self, spool_id: str, storage_dir: str | os.PathLike) -> dict:
+        """Record `spool_id` as the state's spool unless one is recorded already; returns the recorded one (another
+        process's, when it was first)."""
+        value = json.dumps({"id": spool_id, "storage_dir": str(storage_dir), "host": socket.gethostname(),
+                            "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        with self._write() as db:
+            self._run(db, "INSERT INTO meta(key, value) VALUES ('spool', :v) ON CONFLICT (key) DO NOTHING",
+                      {"v": value})
+            recorded = self._run(db, "SELECT value FROM meta WHERE key='spool'").scalar_one()
+        return json.loads(recorded)
+
+    def newest_instance_paths(self, limit: int) -> tuple[int, list[str]]:
+        """(how many instances are indexed, the spool-relative paths of the newest `limit` of them)."""
+        count = int(self._rows("SELECT COUNT(*) AS n FROM instances")[0]["n"])
+        paths = [r["path"] for r in self._rows("SELECT path FROM instances ORDER BY received_at DESC LIMIT :n",
+                                               {"n": limit})] if count else []
+        return count, paths
 
     # --- instances -------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config, StudiesConfig
-from dicomnode.state import COMPLETE, FAILED, INCOMPLETE_PREFIX, RECEIVED, StateDB
+from dicomnode.state import COMPLETE, FAILED, INCOMPLETE_PREFIX, RECEIVED, RoundFailures, StateDB
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.studies")
@@ -154,11 +154,14 @@ class CompletionTracker:
     """Moves studies from RECEIVED to COMPLETE and hands them to `on_complete(study_key, generation)`."""
 
     def __init__(self, db: StateDB, config: StudiesConfig, on_complete: Callable[[str, int], None],
-                 scheduler: BackgroundScheduler):
+                 scheduler: BackgroundScheduler, retry_seconds: float = 5.0):
+        """`retry_seconds`: a timer whose check failed (the state database unreachable) runs again this much later."""
         self.db = db
         self.config = config
         self.on_complete = on_complete
         self.scheduler = scheduler
+        self.retry_seconds = retry_seconds
+        self._failures = RoundFailures(db, log, "completion check failed", retry_seconds)
         self._deadlines: dict[str, float] = {}
         self._counts: dict[str, ExpectedCounts] = {}
         self._refused: set[str] = set()  # studies with instances refused for lack of space (waiting_for_resend)
@@ -250,8 +253,20 @@ class CompletionTracker:
         )
 
     def _quiet_elapsed(self, study_key: str) -> None:
+        """The quiet timer of a study (a one-shot scheduler job): a check that fails is armed again, so that an
+        outage of the state database never leaves a study receiving for good."""
         with self._lock:
             self._deadlines.pop(study_key, None)
+        try:
+            self._check_quiet(study_key)
+        except Exception as exc:  # noqa: BLE001 - tried again in retry_seconds
+            self._failures.failed(exc)
+            if self.scheduler.running:  # not while the node stops
+                self._schedule_quiet(study_key, time.time() + self.retry_seconds, force=True)
+        else:
+            self._failures.succeeded()
+
+    def _check_quiet(self, study_key: str) -> None:
         study = self.db.study(study_key)
         if study is None or study["state"] != RECEIVED:
             return
@@ -260,7 +275,8 @@ class CompletionTracker:
                      "send again", short_hash(study["study_instance_uid"]), refused_count(study))
             return
         now = time.time()
-        quiet_deadline = study["last_received"] + self.config.quiet_seconds
+        # an outage of the state database is no quiet: the receiver refused (0xA700) what its sender sent meanwhile
+        quiet_deadline = max(study["last_received"], self.db.outage.last_failure) + self.config.quiet_seconds
         if now >= quiet_deadline - 0.05:
             self.complete(study_key, "quiet")
             return
@@ -273,6 +289,20 @@ class CompletionTracker:
         self._schedule_quiet(study_key, quiet_deadline, force=True)
 
     def _max_wait_elapsed(self, study_key: str) -> None:
+        """The max-wait timer (a one-shot job): a check that fails is armed again in retry_seconds."""
+        try:
+            self._check_max_wait(study_key)
+        except Exception as exc:  # noqa: BLE001 - tried again in retry_seconds
+            self._failures.failed(exc)
+            if not self.scheduler.running:  # not while the node stops
+                return
+            self.scheduler.add_job(self._max_wait_elapsed, "date", run_date=_datetime(time.time() + self.retry_seconds),
+                                   args=[study_key], id=f"maxwait:{study_key}", replace_existing=True,
+                                   misfire_grace_time=None)
+        else:
+            self._failures.succeeded()
+
+    def _check_max_wait(self, study_key: str) -> None:
         study = self.db.study(study_key)
         if study is None or study["state"] != RECEIVED:
             return

@@ -26,14 +26,14 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import Config
 from dicomnode.net.filemeta import file_header
-from dicomnode.net.reactor import EVENT_DRIVEN, EventDrivenServer, SharedPortPollingServer, SharedPortServer
+from dicomnode.net.reactor import (EVENT_DRIVEN, EventDrivenServer, PollingServer, SharedPortPollingServer,
+                                    SharedPortServer)
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
-from dicomnode.state import StoreOutcome, StudyPurging
+from dicomnode.state import StoreOutcome, StudyPurging, is_outage, outage_reason
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid, short_hash
 
 log = logging.getLogger("dicomnode.net.scp")
@@ -59,6 +59,9 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 #: the 0xA700 comment for an instance of a study retention is purging (state.StudyPurging): transient
 STUDY_PURGING_COMMENT = "study being purged, send again"
+#: the 0xA700 comment for an instance that could not be indexed because the state database is unreachable (the file
+#: written is removed again): transient, the sender sends it again
+STATE_UNREACHABLE_COMMENT = "state database unreachable, send again"
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
@@ -319,6 +322,16 @@ class StorageSCP:
             log.error("C-STORE of %s from %s failed writing the spool: %s", sop_instance, calling, exc)
             self._refused(instance)
             return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # nothing indexed, the file written is gone again (Spool.store): a deliberate, transient refusal. No hold
+            # on completion (on_refused): the refusal could not be recorded either, and the completion rules count
+            # no quiet time while the state database is unreachable (OutageMonitor.last_failure)
+            self.spool.db.outage.failed(exc)
+            log.error("C-STORE of %s from %s refused (0xA700, the sender should send it again): state database "
+                      "unreachable: %s", sop_instance, calling, outage_reason(exc))
+            return self._status(STATUS_OUT_OF_RESOURCES, STATE_UNREACHABLE_COMMENT)
         self.received += 1
         if outcome.stored:
             self.received_bytes += len(instance.encoded)
@@ -392,7 +405,7 @@ class StorageSCP:
         shared = self.config.node.receive_processes > 1
         if EVENT_DRIVEN:
             return SharedPortServer if shared else EventDrivenServer
-        return SharedPortPollingServer if shared else ThreadedAssociationServer
+        return SharedPortPollingServer if shared else PollingServer
 
     @property
     def port(self) -> int:
