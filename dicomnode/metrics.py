@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -71,11 +72,18 @@ class NodeMetrics:
             self.analysis_seconds.labels(pipeline=pipeline).observe(seconds)
 
     def health(self) -> tuple[bool, str]:
-        """(ready, why): ready when the models are loaded and the spool accepts a write."""
+        """(ready, why): ready when the models are loaded, every worker thread lives, the state database answers
+        and the spool accepts a write."""
         if not self.node.ready:
             return False, "starting: models not loaded yet"
         if self.node.stopping:
             return False, "stopping"
+        dead = self.node.dead_threads()
+        if dead:
+            return False, f"worker thread(s) ended: {', '.join(dead)}; restart the process"
+        outage = self.node.db.outage
+        if outage.active:
+            return False, f"state database unreachable for {time.time() - outage.since:.0f} s: {outage.reason}"
         if self.node.unavailable_pipelines:
             return False, "; ".join(sorted(self.node.unavailable_pipelines.values()))
         probe = self.node.spool.spool_dir / f".healthz.{os.getpid()}.{threading.get_ident()}.tmp"

@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pydicom
 import pydicom.errors
@@ -92,6 +93,8 @@ class Node:
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
         self.unavailable_pipelines: dict[str, str] = {}
+        # names of worker threads that ended while not stopping (roles.RoleRunner.dead_threads); /healthz fails then
+        self.dead_threads: Callable[[], list[str]] = lambda: []
         self._analyser = analyser
         self._analysis_queue: queue.Queue = queue.Queue()
         self._queued: set[tuple[str, int]] = set()  # what the queue holds, so the requeue job adds nothing twice
@@ -111,8 +114,6 @@ class Node:
         self._spool_gone: str | None = None  # why the spool marker is not there now (logged once, and its return)
         self._claims_paused_until = 0.0  # time.monotonic(): no claims before (after a study's files were missing)
         self._requeue_failures = RoundFailures(self.db, log, "queueing complete studies failed", REQUEUE_SECONDS)
-        self._retention_failures = RoundFailures(self.db, log, "retention purge failed; it runs again at the next "
-                                                 "interval", config.retention.purge_interval_minutes * 60)
 
     @property
     def stopping(self) -> bool:
@@ -167,7 +168,7 @@ class Node:
         self.scheduler.start()
         self._schedule_bank_refresh()
         retention = self.config.retention
-        self.scheduler.add_job(self._retention_round, "interval", minutes=retention.purge_interval_minutes,
+        self.scheduler.add_job(self.retention.run_safely, "interval", minutes=retention.purge_interval_minutes,
                                id="retention", next_run_time=dt.datetime.now().astimezone(), coalesce=True,
                                max_instances=1, misfire_grace_time=None)
         self.scheduler.add_job(self.retention.check_free_space_safely, "interval", seconds=FREE_SPACE_CHECK_SECONDS,
@@ -187,15 +188,6 @@ class Node:
         log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s",
                  self.config.node.ae_title, self.config.node.host, self.scp.port, self.storage_dir,
                  resumed, "y" if resumed == 1 else "ies")
-
-    def _retention_round(self) -> None:
-        """The scheduled purge (Retention.run_safely, but an outage of the state database said once)."""
-        try:
-            self.retention.run_once()
-        except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
-            self._retention_failures.failed(exc)
-        else:
-            self._retention_failures.succeeded()
 
     def _schedule_bank_refresh(self) -> None:
         """The report bank is re-indexed when its folder changes, on a timer, never blocking analysis."""

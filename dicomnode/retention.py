@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import RetentionConfig
-from dicomnode.state import DONE, FAILED, PURGING, StateDB
+from dicomnode.state import DONE, FAILED, PURGING, RoundFailures, StateDB
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.retention")
@@ -218,6 +218,12 @@ class Retention:
         self.config = config
         self.free_space_mb = free_space_mb
         self.clock = clock
+        # a failing round is said once with its traceback, then counted (an outage of the state database once for
+        # the whole process): not a traceback every FREE_SPACE_CHECK_SECONDS
+        self._purge_failures = RoundFailures(db, log, "retention purge failed; it runs again at the next interval",
+                                             config.purge_interval_minutes * 60)
+        self._space_failures = RoundFailures(db, log, "emergency purge (free-space check) failed; it runs again at "
+                                             "the next check", FREE_SPACE_CHECK_SECONDS)
 
     def run_once(self) -> PurgeReport:
         report = finish_interrupted_purges(self.db, self.storage_dir)
@@ -234,14 +240,19 @@ class Retention:
         return report
 
     def run_safely(self) -> None:
+        """run_once for a scheduler: an error is logged (see RoundFailures) and the next interval tries again."""
         try:
             self.run_once()
-        except Exception:
-            log.exception("retention purge failed; it runs again at the next interval")
+        except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
+            self._purge_failures.failed(exc)
+        else:
+            self._purge_failures.succeeded()
 
     def check_free_space_safely(self) -> None:
         """The frequent check between scheduled purges: only the emergency purge, only when space is low."""
         try:
             emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb)
-        except Exception:
-            log.exception("emergency purge failed; it runs again at the next check")
+        except Exception as exc:  # noqa: BLE001 - it runs again at the next check
+            self._space_failures.failed(exc)
+        else:
+            self._space_failures.succeeded()

@@ -82,8 +82,6 @@ class DatabaseCompletion:
         self._counts_checked: dict[str, float] = {}  # study key -> last_received whose instances were counted
         self._last_retention = 0.0
         self._last_free_space = 0.0
-        self._retention_failures = RoundFailures(db, log, "retention purge failed; it runs again at the next interval",
-                                                 config.retention.purge_interval_minutes * 60)
         self._started = time.time()  # the downtime before it was no quiet: no sender could deliver
 
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
@@ -167,12 +165,7 @@ class DatabaseCompletion:
             return
         if now - self._last_retention >= self.retention_config.purge_interval_minutes * 60:
             self._last_retention = now
-            try:  # Retention.run_safely, but an outage of the state database said once for the process
-                self.retention.run_once()
-            except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
-                self._retention_failures.failed(exc)
-            else:
-                self._retention_failures.succeeded()
+            self.retention.run_safely()
         elif now - self._last_free_space >= 60:
             self._last_free_space = now
             self.retention.check_free_space_safely()
@@ -199,6 +192,7 @@ class RoleRunner:
         self._scp_started = False
         self.completion: DatabaseCompletion | None = None
         self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
+        node.dead_threads = self.dead_threads  # /healthz reports them too
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """Prometheus metrics and /healthz: scraped over HTTP from an in-process node and from `dicomnode serve`."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from dicomnode.config import Config
 from dicomnode.node import Node
+from dicomnode.roles import RoleRunner
 from tests.hardening.hardening_support import echo_status, http_get, metric_value, store_one, synthetic_mr
 from tests.node.nodeproc import NodeProcess
 from tests.peers import free_port
@@ -50,6 +52,31 @@ def test_healthz_is_503_until_started_and_when_the_spool_is_not_writable(tmp_pat
     finally:
         node.stop()
     assert node.metrics.port is None
+
+
+def test_healthz_is_503_while_a_worker_thread_is_dead_or_the_state_database_is_unreachable(tmp_path):
+    node = make_node(tmp_path)
+    runner = RoleRunner(node)
+    runner.start(warm_up=False)
+    try:
+        url = f"http://127.0.0.1:{node.metrics.port}/healthz"
+        assert http_get(url)[0] == 200
+        live = node.dispatcher._thread
+        ended = threading.Thread(target=lambda: None, name="dispatch")
+        ended.start()
+        ended.join()
+        node.dispatcher._thread = ended  # the dispatch loop ended by an error it did not catch
+        code, body = http_get(url)
+        assert code == 503 and body.startswith("worker thread(s) ended: dispatch"), body
+        node.dispatcher._thread = live
+        assert http_get(url)[0] == 200
+        node.db.outage.failed(OSError("connection refused"))
+        code, body = http_get(url)
+        assert code == 503 and "state database unreachable" in body and "connection refused" in body, body
+        node.db.outage.succeeded()
+        assert http_get(url)[0] == 200
+    finally:
+        runner.stop()
 
 
 def test_metrics_count_instances_bytes_associations_states_and_disk(tmp_path):

@@ -265,3 +265,22 @@ def test_an_instance_refused_because_its_study_is_being_purged_leaves_no_file(tm
     with pytest.raises(StudyPurging):
         spool.store(late)
     assert not (spool.root / spool.relative_path(late)).exists()  # the sender sends it again after the purge
+
+
+def test_a_failing_free_space_check_logs_one_traceback_not_one_a_minute(tmp_path, make_spool, caplog):
+    spool = make_spool(tmp_path)
+
+    def broken_statvfs():
+        raise OSError(5, "Input/output error")
+
+    retention = Retention(spool.db, spool.root, RetentionConfig(days=30, emergency_free_space_mb=50), broken_statvfs)
+    with caplog.at_level("INFO", logger="dicomnode.retention"):
+        for _ in range(5):
+            retention.check_free_space_safely()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info and "free-space check" in errors[0].getMessage(), errors
+    caplog.clear()
+    retention.free_space_mb = lambda: 10_000.0
+    with caplog.at_level("INFO", logger="dicomnode.retention"):
+        retention.check_free_space_safely()
+    assert any("works again after 5 failed rounds" in r.getMessage() for r in caplog.records), caplog.text
