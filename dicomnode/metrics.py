@@ -17,6 +17,10 @@ log = logging.getLogger("dicomnode.metrics")
 
 ANALYSIS_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
+#: /healthz is not ready when an instance of this size (bytes; an MR image is 0.1-1 MB) would not fit above
+#: node.min_free_space_mb: the receiver refuses it (0xA700), so a load balancer should send scanners elsewhere
+HEALTH_INSTANCE_BYTES = 1024 * 1024
+
 
 class _NodeCollector:
     """Reads the node's own counters and its durable state at scrape time (nothing to keep in sync)."""
@@ -72,8 +76,9 @@ class NodeMetrics:
             self.analysis_seconds.labels(pipeline=pipeline).observe(seconds)
 
     def health(self) -> tuple[bool, str]:
-        """(ready, why): ready when the models are loaded, every worker thread lives, the state database answers
-        and the spool accepts a write."""
+        """(ready, why): ready when the models are loaded, every worker thread lives, the state database answers,
+        storage_dir holds the spool (its spool.id), there is room above node.min_free_space_mb for an instance
+        (HEALTH_INSTANCE_BYTES: C-STORE is refused under it) and the spool accepts a write."""
         if not self.node.ready:
             return False, "starting: models not loaded yet"
         if self.node.stopping:
@@ -86,7 +91,19 @@ class NodeMetrics:
             return False, f"state database unreachable for {time.time() - outage.since:.0f} s: {outage.reason}"
         if self.node.unavailable_pipelines:
             return False, "; ".join(sorted(self.node.unavailable_pipelines.values()))
-        probe = self.node.spool.spool_dir / f".healthz.{os.getpid()}.{threading.get_ident()}.tmp"
+        gone = self.node.spool_problem()
+        if gone is not None:
+            return False, f"storage unavailable: {gone}"
+        spool = self.node.spool
+        try:
+            full = spool.no_room(HEALTH_INSTANCE_BYTES)
+        except OSError:
+            full = None  # the probe below says what is wrong with the folder
+        if full is not None:
+            return False, (f"storage full: {spool.free_space_mb():.1f} MB free, under node.min_free_space_mb="
+                           f"{spool.min_free_space_mb} (+{HEALTH_INSTANCE_BYTES // (1024 * 1024)} MB for an instance): "
+                           f"C-STORE is refused")
+        probe = spool.spool_dir / f".healthz.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             with open(probe, "wb") as handle:
                 handle.write(b"ok")

@@ -27,8 +27,7 @@ from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import nodes_report
-from dicomnode.spool import (SPOOL_ID_FILE, IncomingInstance, OutOfSpace, Spool, StorageLock, read_spool_id,
-                             verify_spool_identity)
+from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, RoundFailures,
                              StateDB, StoreOutcome, is_outage, open_state, outage_reason, prepare_storage_dir)
 from dicomnode.studies import CompletionTracker
@@ -84,7 +83,9 @@ class Node:
         self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler,
                                             retry_seconds=max(1.0, config.state.poll_seconds))
         self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title,
-                                     ssl_context_for=self.ssl_context_for, destinations=lambda: self.config.destinations)
+                                     ssl_context_for=self.ssl_context_for,
+                                     destinations=lambda: self.config.destinations,
+                                     storage_problem=self.spool.identity_problem)
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
                               ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None,
                               on_refused=self._instance_refused)
@@ -111,7 +112,6 @@ class Node:
         self._unreleased_lock = threading.Lock()
         self._waiting_for_space = False  # analyses postponed under node.min_free_space_mb (logged once)
         self.spool_id: str | None = None  # the spool's identity, verified at start (spool.verify_spool_identity)
-        self._spool_gone: str | None = None  # why the spool marker is not there now (logged once, and its return)
         self._claims_paused_until = 0.0  # time.monotonic(): no claims before (after a study's files were missing)
         self._requeue_failures = RoundFailures(self.db, log, "queueing complete studies failed", REQUEUE_SECONDS)
 
@@ -148,6 +148,7 @@ class Node:
         state indexes (spool.verify_spool_identity: raises SpoolMismatch naming both); returns the spool id."""
         if self.spool_id is None:
             self.spool_id = verify_spool_identity(self.db, self.storage_dir)
+        self.spool.spool_id = self.spool_id  # from now on nothing is stored, analysed or sent without it
         return self.spool_id
 
     def start(self, warm_up: bool = True) -> None:
@@ -405,24 +406,8 @@ class Node:
 
     def spool_problem(self) -> str | None:
         """Why the spool is not there now (its marker, SPOOL_ID_FILE, gone or another: a share that came unmounted
-        after the start), or None; said once when it goes and once when it is back."""
-        if self.spool_id is None:
-            return None  # not verified (a Node that was not started): nothing to compare
-        try:
-            marker = read_spool_id(self.storage_dir)
-            problem = None if marker == self.spool_id else (
-                f"node.storage_dir {self.storage_dir} no longer holds this spool's {SPOOL_ID_FILE} "
-                f"({'none there' if marker is None else 'spool ' + marker + ' there'}, {self.spool_id} expected): "
-                f"is the shared spool unmounted?")
-        except OSError as exc:
-            problem = (f"node.storage_dir {self.storage_dir} cannot be read ({exc.strerror or exc}): is the shared "
-                       f"spool unmounted?")
-        if problem is not None and self._spool_gone is None:
-            log.error("%s; no study is claimed for analysis until it is back", problem)
-        elif problem is None and self._spool_gone is not None:
-            log.warning("node.storage_dir %s holds the spool again: analyses resume", self.storage_dir)
-        self._spool_gone = problem
-        return problem
+        after the start), or None; said once when it goes and once when it is back (Spool.identity_problem)."""
+        return self.spool.identity_problem()
 
     def claims_blocked(self) -> str | None:
         """Why this process must not claim a study now: the spool is not there, or it just released a study whose

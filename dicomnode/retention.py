@@ -37,6 +37,21 @@ PURGEABLE_STATES = (DONE,)
 #: the file server's clock sets the time: keep the machines' clocks synchronised.)
 REWRITTEN_SLACK_SECONDS = 0.1
 
+#: `keep_going()`, called between the studies of a purge: False stops it there (the caller's `complete` lease was
+#: lost, and another process purges now); None: no caller to ask
+KeepGoing = Callable[[], bool] | None
+
+
+class PurgeStopped(Exception):
+    """keep_going() said stop between two studies (Retention.run_once ends the run there, with nothing half done)."""
+
+
+def _go_on(keep_going: KeepGoing) -> None:
+    """Between two studies of a purge: raise PurgeStopped when keep_going() says stop."""
+    if keep_going is not None and not keep_going():
+        raise PurgeStopped()
+
+
 # studies this process is purging now (the scheduled and the free-space job may overlap): not "interrupted"
 _active: set[str] = set()
 _active_lock = threading.Lock()
@@ -129,11 +144,14 @@ def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeRep
     return True
 
 
-def finish_interrupted_purges(db: StateDB, storage_dir: Path, report: PurgeReport | None = None) -> PurgeReport:
+def finish_interrupted_purges(db: StateDB, storage_dir: Path, report: PurgeReport | None = None,
+                              keep_going: KeepGoing = None) -> PurgeReport:
     """Finish every purge a crash (or a stop) interrupted: studies left `purging` lose their remaining files and
-    rows. Runs first in every retention run, so at the start of the node too."""
+    rows. Runs first in every retention run, so at the start of the node too. `keep_going`: see KeepGoing (raises
+    PurgeStopped)."""
     report = report if report is not None else PurgeReport()
     for study in db.studies((PURGING,)):
+        _go_on(keep_going)
         key = study["study_key"]
         with _active_lock:
             if key in _active:
@@ -160,12 +178,15 @@ def _kept_failed(db: StateDB, report: PurgeReport, cutoff: float | None = None) 
                     ", ".join(short_hash(key) for key in kept[:10]) + (" ..." if len(kept) > 10 else ""))
 
 
-def purge_expired(db: StateDB, storage_dir: Path, days: float, now: float | None = None) -> PurgeReport:
-    """Purge every done study whose last change is older than `days` and has nothing undelivered."""
+def purge_expired(db: StateDB, storage_dir: Path, days: float, now: float | None = None,
+                  keep_going: KeepGoing = None) -> PurgeReport:
+    """Purge every done study whose last change is older than `days` and has nothing undelivered. `keep_going`: see
+    KeepGoing (raises PurgeStopped)."""
     now = time.time() if now is None else now
     cutoff = now - days * 86400
     report = PurgeReport()
     for study_key in db.studies_updated_before(PURGEABLE_STATES, cutoff, undelivered=False):
+        _go_on(keep_going)
         purge_study(db, storage_dir, study_key, report)
     kept = db.studies_updated_before(PURGEABLE_STATES + (FAILED,), cutoff, undelivered=True)
     if kept:
@@ -186,15 +207,18 @@ def purge_failed(db: StateDB, storage_dir: Path, days: float, now: float | None 
     return report
 
 
-def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_mb: Callable[[], float]) -> PurgeReport:
-    """While free space is under `floor_mb`, purge done studies oldest first; nothing else is ever touched."""
+def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_mb: Callable[[], float],
+                    keep_going: KeepGoing = None) -> PurgeReport:
+    """While free space is under `floor_mb`, purge done studies oldest first; nothing else is ever touched.
+    `keep_going`: see KeepGoing (raises PurgeStopped)."""
     report = PurgeReport()
     if free_space_mb() >= floor_mb:
         return report
-    finish_interrupted_purges(db, storage_dir, report)
+    finish_interrupted_purges(db, storage_dir, report, keep_going)
     for study_key in db.studies_updated_before(PURGEABLE_STATES, undelivered=False):
         if free_space_mb() >= floor_mb:
             break
+        _go_on(keep_going)
         purge_study(db, storage_dir, study_key, report)
     if free_space_mb() < floor_mb:
         undelivered = len(db.studies_updated_before(PURGEABLE_STATES + (FAILED,), undelivered=True))
@@ -225,10 +249,21 @@ class Retention:
         self._space_failures = RoundFailures(db, log, "emergency purge (free-space check) failed; it runs again at "
                                              "the next check", FREE_SPACE_CHECK_SECONDS)
 
-    def run_once(self) -> PurgeReport:
-        report = finish_interrupted_purges(self.db, self.storage_dir)
-        expired = purge_expired(self.db, self.storage_dir, self.config.days, now=self.clock())
-        emergency = emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb)
+    def run_once(self, keep_going: KeepGoing = None) -> PurgeReport:
+        """Interrupted purges, the age-based purge, then the emergency purge. `keep_going()` is asked between
+        studies (the scale-out completion process renews its `complete` lease there): False ends the run at once,
+        said once (the studies purged so far stay purged: each one is whole)."""
+        report = PurgeReport()
+        try:
+            finish_interrupted_purges(self.db, self.storage_dir, report, keep_going)
+            expired = purge_expired(self.db, self.storage_dir, self.config.days, now=self.clock(),
+                                    keep_going=keep_going)
+            emergency = emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb,
+                                        self.free_space_mb, keep_going)
+        except PurgeStopped:
+            log.warning("retention run stopped between two studies: this process no longer holds the `complete` "
+                        "lease (the process holding it purges now)")
+            return report
         report.kept_failed = expired.kept_failed
         for part in (expired, emergency):
             report.studies += part.studies
@@ -239,19 +274,23 @@ class Retention:
                      report.bytes / 1e6)
         return report
 
-    def run_safely(self) -> None:
+    def run_safely(self, keep_going: KeepGoing = None) -> None:
         """run_once for a scheduler: an error is logged (see RoundFailures) and the next interval tries again."""
         try:
-            self.run_once()
+            self.run_once(keep_going)
         except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
             self._purge_failures.failed(exc)
         else:
             self._purge_failures.succeeded()
 
-    def check_free_space_safely(self) -> None:
+    def check_free_space_safely(self, keep_going: KeepGoing = None) -> None:
         """The frequent check between scheduled purges: only the emergency purge, only when space is low."""
         try:
-            emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb)
+            emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb,
+                            keep_going)
+        except PurgeStopped:
+            log.warning("emergency purge stopped: this process no longer holds the `complete` lease (the process "
+                        "holding it purges now)")
         except Exception as exc:  # noqa: BLE001 - it runs again at the next check
             self._space_failures.failed(exc)
         else:

@@ -82,6 +82,7 @@ class DatabaseCompletion:
         self._counts_checked: dict[str, float] = {}  # study key -> last_received whose instances were counted
         self._last_retention = 0.0
         self._last_free_space = 0.0
+        self._lease_renewed = 0.0  # time.monotonic() of the last renewal of the `complete` lease
         self._started = time.time()  # the downtime before it was no quiet: no sender could deliver
 
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
@@ -107,6 +108,7 @@ class DatabaseCompletion:
     def poll(self, now: float | None = None) -> list[str]:
         """One round: take/renew the lease; if held, complete (or fail) every study that is due. Returns keys."""
         self.holding = self.db.acquire_lease(COMPLETE_LEASE, self.lease_seconds)
+        self._lease_renewed = time.monotonic()
         if not self.holding:
             return []
         now = time.time() if now is None else now
@@ -165,10 +167,20 @@ class DatabaseCompletion:
             return
         if now - self._last_retention >= self.retention_config.purge_interval_minutes * 60:
             self._last_retention = now
-            self.retention.run_safely()
+            self.retention.run_safely(self._keep_lease)
         elif now - self._last_free_space >= 60:
             self._last_free_space = now
-            self.retention.check_free_space_safely()
+            self.retention.check_free_space_safely(self._keep_lease)
+
+    def _keep_lease(self) -> bool:
+        """Between two studies of a retention purge (a long one outlasts lease_seconds): renew the `complete` lease,
+        at most every third of lease_seconds; False once another process holds it, and the purge stops there, so
+        that the fail-over process never takes a study this one is still purging for an interrupted purge."""
+        if time.monotonic() - self._lease_renewed < self.lease_seconds / 3:
+            return self.holding
+        self.holding = self.db.acquire_lease(COMPLETE_LEASE, self.lease_seconds)
+        self._lease_renewed = time.monotonic()
+        return self.holding
 
 
 class RoleRunner:

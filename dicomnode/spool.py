@@ -1,6 +1,7 @@
 """Durable instance store: bytes fsynced to disk, then indexed, before an instance is acknowledged."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -30,6 +31,18 @@ class OutOfSpace(Exception):
         self.comment = (comment or message)[:64]
 
 
+class StorageUnavailable(Exception):
+    """node.storage_dir does not hold this node's spool now (its SPOOL_ID_FILE is gone or another's: a share that
+    came unmounted); nothing was written or indexed.
+
+    `str()` is the whole explanation (for the log); `comment` is its short form for a DIMSE Error Comment (64 chars).
+    """
+
+    def __init__(self, message: str, comment: str):
+        super().__init__(message)
+        self.comment = f"storage unavailable: {comment}"[:64]
+
+
 class StorageInUse(StorageDirError):
     """Another node process holds node.storage_dir (its `node.lock`); this one must not touch its state."""
 
@@ -41,6 +54,10 @@ LOCK_FILE = "node.lock"
 #: that a process whose storage_dir is not the spool of the state it shares (a per-machine local folder, a share
 #: not mounted) refuses to start, instead of claiming studies whose files it cannot see
 SPOOL_ID_FILE = "spool.id"
+
+#: how long (s) a spool.id found empty is read again before it counts as empty: another process starting at the same
+#: moment may have created it and not written it yet
+SPOOL_ID_WRITE_SECONDS = 2.0
 
 #: when a state that indexes instances records its spool for the first time (a node upgraded to spool ids), the
 #: folder must hold at least one of its newest instances: the first process to start may be the misconfigured one
@@ -59,13 +76,17 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes | memoryview, mode: int = 0o600) -> None:
+def write_durably(path: Path, data: bytes | memoryview, mode: int = 0o600, root: Path | None = None) -> None:
     """Write via a temporary file, fsync it, rename into place, fsync the folder: all or nothing.
 
     A folder made for the file is made durable in its parent too (fsync of the parent), so that after a power
     loss the file is not in a folder that was never recorded. Raises OSError (e.g. ENOSPC) with nothing in place.
+    `root`: folders are made only below it, never `root` itself (the spool: on the bare mount point of an unmounted
+    share it is missing, and this raises FileNotFoundError instead of writing beside the share).
     """
     if not path.parent.is_dir():
+        if root is not None and not root.is_dir():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(root))
         missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
         for folder in reversed(missing):  # intermediate folders owner-only too, not only the last one
             folder.mkdir(mode=0o700, exist_ok=True)
@@ -182,6 +203,10 @@ def _create_spool_id(storage_dir: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         existing = read_spool_id(storage_dir)
+        deadline = time.monotonic() + SPOOL_ID_WRITE_SECONDS
+        while existing is None and time.monotonic() < deadline:  # a process starting beside this one is writing it
+            time.sleep(0.05)
+            existing = read_spool_id(storage_dir)
         if existing is None:
             raise SpoolMismatch(f"{path} is empty: remove it, or write the spool id the state records into it")
         return existing
@@ -230,8 +255,9 @@ def verify_spool_identity(db: StateDB, storage_dir: str | os.PathLike) -> str:
     Returns the id; raises SpoolMismatch naming both folders and ids, and how to repair a lost marker."""
     folder = Path(storage_dir)
     url = describe_url(db.url)
-    marker = read_spool_id(folder)
+    # the record first: the process that records an id wrote its marker before, so a marker read after is there
     recorded = db.spool_identity()
+    marker = read_spool_id(folder)
     if recorded is None:
         if marker is None:
             problem = _sample_problem(db, folder, url)
@@ -304,6 +330,54 @@ class Spool:
         self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = db
         self.min_free_space_mb = min_free_space_mb
+        #: the spool's identity once verified (Node.verify_spool); from then on nothing is stored while
+        #: storage_dir does not hold it (identity_problem). None: not verified, nothing to compare
+        self.spool_id: str | None = None
+        self._gone: str | None = None  # why the spool is not there now (logged when it goes and when it is back)
+        self._gone_lock = threading.Lock()
+
+    def identity_problem(self) -> str | None:
+        """Why node.storage_dir does not hold this spool now (its SPOOL_ID_FILE gone, another spool's, or the folder
+        unreadable: a share that came unmounted), or None; None too before the spool is verified.
+
+        Reads the marker on every call (a small read, microseconds on a local disk). Said once when the spool goes
+        and once when it is back, whichever thread (C-STORE, analysis, dispatch, /healthz) notices."""
+        problem = self._identity()
+        return problem[1] if problem is not None else None
+
+    def _identity(self) -> tuple[str, str] | None:
+        """identity_problem as (short form for a DIMSE Error Comment, whole explanation), or None."""
+        problem = self._marker_problem()
+        with self._gone_lock:
+            gone, self._gone = self._gone, (problem[1] if problem is not None else None)
+        if problem is not None and gone is None:
+            log.error("%s; instances are refused (0xA700), results are not sent, and no study is claimed for analysis "
+                      "until it is back", problem[1])
+        elif problem is None and gone is not None:
+            log.warning("node.storage_dir %s holds the spool again: receiving, analyses and sending resume", self.root)
+        return problem
+
+    def _marker_problem(self) -> tuple[str, str] | None:
+        if self.spool_id is None:
+            return None
+        try:
+            marker = read_spool_id(self.root)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            return (f"storage_dir unreadable: {why}",
+                    f"node.storage_dir {self.root} cannot be read ({why}): is the shared spool unmounted?")
+        if marker == self.spool_id:
+            return None
+        there = "none there" if marker is None else f"spool {marker} there"
+        return (f"{SPOOL_ID_FILE} missing" if marker is None else f"{SPOOL_ID_FILE} of another spool",
+                f"node.storage_dir {self.root} no longer holds this spool's {SPOOL_ID_FILE} ({there}, {self.spool_id} "
+                f"expected): is the shared spool unmounted?")
+
+    def _check_identity(self) -> None:
+        """Raise StorageUnavailable while storage_dir does not hold this spool (identity_problem)."""
+        problem = self._identity()
+        if problem is not None:
+            raise StorageUnavailable(problem[1], problem[0])
 
     def free_space_mb(self) -> float:
         return free_space_mb(self.spool_dir)
@@ -327,7 +401,8 @@ class Spool:
         return f"spool/{short_hash(instance.study_key, 16)}/{short_hash(instance.series_instance_uid, 16)}/{sop}.dcm"
 
     def store(self, instance: IncomingInstance, calling_host: str | None = None) -> StoreOutcome:
-        """Make the instance durable and indexed. Raises OutOfSpace before writing anything."""
+        """Make the instance durable and indexed. Raises OutOfSpace before writing anything, and StorageUnavailable
+        (nothing written, nothing indexed) while storage_dir does not hold this spool (identity_problem)."""
         for what, value in (
             ("SOP Instance UID", instance.sop_instance_uid),
             ("Study Instance UID", instance.study_instance_uid),
@@ -336,6 +411,7 @@ class Spool:
         ):
             check_uid(value, what)
         relative = self.relative_path(instance)
+        self._check_identity()  # before anything is written: a spool folder on a bare mount point is not ours
         # a stored instance has its file: without one (the usual case) there is nothing to ask the index
         if (self.root / relative).exists() and self.db.has_instance(instance.sop_instance_uid):
             study = self.db.study(instance.study_key)
@@ -344,7 +420,19 @@ class Spool:
         refusal = self.no_room(size)
         if refusal is not None:
             raise refusal
-        write_durably(self.root / relative, instance.encoded)
+        write_durably(self.root / relative, instance.encoded, root=self.spool_dir)
+        try:
+            self._check_identity()  # the share may have gone while the file was written: then it is not on the share
+        except StorageUnavailable:
+            self._remove_unindexed(relative)
+            for folder in (self.root / relative).parents:  # the study and series folders made for it, when empty
+                if folder == self.spool_dir or self.spool_dir not in folder.parents:
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
         row = InstanceRow(
             sop_instance_uid=instance.sop_instance_uid, study_key=instance.study_key,
             study_instance_uid=instance.study_instance_uid, series_instance_uid=instance.series_instance_uid,
@@ -360,16 +448,20 @@ class Spool:
             # not indexed (StudyPurging, the state database unreachable ...): the sender gets a failure status and
             # sends it again, so the file just written goes; kept, it would stay behind indexed by nothing, and
             # retention (which works from the index) would never remove it
-            try:
-                (self.root / relative).unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("could not remove %s, which was not indexed: %s", relative, exc)
+            self._remove_unindexed(relative)
             raise
         if not outcome.stored:  # the same SOP Instance UID indexed under another study or series: keep that one
             indexed = self.db.instance_path(instance.sop_instance_uid)
             if indexed is not None and indexed != relative:
                 (self.root / relative).unlink(missing_ok=True)
         return outcome
+
+    def _remove_unindexed(self, relative: str) -> None:
+        """Remove a file just written that is not indexed (its sender gets a failure status and sends it again)."""
+        try:
+            (self.root / relative).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove %s, which was not indexed: %s", relative, exc)
 
     def difference_from_stored(self, instance: IncomingInstance) -> str | None:
         """None when a duplicate SOP instance has exactly the bytes of the stored copy, else how it differs.

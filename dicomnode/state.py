@@ -1048,6 +1048,14 @@ class StateDB:
                 expanding=["ids"])
             self._settle_studies(db, outbox_ids)
 
+    def release_sends(self, outbox_ids: list[int]) -> None:
+        """Give back this process's claims of these outbox items, not attempted: they stay due for any dispatcher."""
+        if not outbox_ids:
+            return
+        with self._write() as db:
+            self._run(db, "UPDATE outbox SET claimed_by=NULL, lease_until=NULL WHERE id IN :ids AND claimed_by=:me",
+                      {"ids": list(outbox_ids), "me": self.process_id}, expanding=["ids"])
+
     def mark_failed_send(self, outbox_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
         with self._write() as db:
             # an item superseded while it was being sent stays superseded (never retried)

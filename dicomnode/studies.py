@@ -1,6 +1,7 @@
 """Study completion: quiet timer, expected instance counts, and max-wait force-complete, rebuilt from the index."""
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import re
@@ -9,6 +10,7 @@ import time
 from collections import defaultdict
 from typing import Callable
 
+import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config, StudiesConfig
@@ -26,9 +28,9 @@ _REFUSED_COUNT = re.compile(r"incomplete: (\d+) instance")
 
 
 def refused_reason(count: int) -> str:
-    """The study's reason after `count` of its instances were refused for lack of space (storage floor)."""
-    return (f"{REFUSED_PREFIX}{count} instance(s) refused for lack of space (node.min_free_space_mb); waiting for "
-            f"the sender to send again")
+    """The study's reason after `count` of its instances were refused as out of resources (0xA700: storage floor, or storage unavailable)."""
+    return (f"{REFUSED_PREFIX}{count} instance(s) refused as out of resources (0xA700: storage under "
+            f"node.min_free_space_mb, or unavailable); waiting for the sender to send again")
 
 
 def waiting_for_resend(study) -> bool:
@@ -75,26 +77,42 @@ def max_wait_failed_reason(config: StudiesConfig, study) -> str:
     reason = f"not complete after max_wait_seconds={config.max_wait_seconds}"
     refused = refused_count(study)
     if refused:
-        reason += f": {refused} instance(s) refused for lack of space were not sent again"
+        reason += f": {refused} instance(s) refused as out of resources (0xA700) were not sent again"
     return reason
 
 
+#: planes whose normals differ by less than this are parallel (slice keys keep direction cosines to 0.1)
+PARALLEL_DEGREES = 10.0
+#: positions closer than this along the normal are one slice position (mm; slice keys keep 0.1 mm)
+SAME_POSITION_MM = 0.5
+
+
 class ExpectedCounts:
-    """Whether every image series of a study declares how many instances it holds, and holds them.
+    """Whether the study's received series declare their own counts, hold them, and say the study is likely whole.
 
-    A declaration is ImagesInAcquisition > 1 (the series' total) or a multi-frame instance (NumberOfFrames > 1:
-    Enhanced MR carries a whole series in one instance). CardiacNumberOfImages is no declaration: it counts the
-    phases of one slice, not the slices still to come, so a stack sent as one single-image series per slice would
-    "meet" it after every slice (it is only used to refuse a series whose slices do not all hold that many
-    phases). A series without a declaration gives no evidence and the study waits for the quiet timer. Instances
-    other than MR images (SR, SC, PDF ... routed with the study) are not counted.
+    A series' declaration is ImagesInAcquisition > 1 (the series' total) or one multi-frame instance (NumberOfFrames
+    > 1: Enhanced MR carries a whole series in one instance). CardiacNumberOfImages is no declaration: it counts the
+    phases of one slice, not the slices still to come (it is only used to refuse a series whose slices do not all
+    hold that many phases). A series without a declaration gives no evidence and the study waits for the quiet timer.
+    Instances other than MR images (SR, SC, PDF ... routed with the study) are not counted.
 
-    Kept per study while it is received and updated one index row at a time (`add`), so that the check after
-    each instance costs the number of series and slices, not the number of instances received so far.
+    A declaration proves its own series whole, not the study: scanners send one acquisition as one series per slice
+    (or per breath-hold slab), each declaring only its own images, the next one seconds later. So the counts say
+    the study is in only when also
+    - the series received last is a stack: its images lie at two or more slice positions in parallel planes (a
+      one-position series may be one slice of such an acquisition; a series of several orientations is a
+      localizer, sent before the rest of the study), and
+    - no earlier series looks like another piece of that acquisition: parallel planes, no slice position in common,
+      the same images per position and the same CardiacNumberOfImages.
+    Planes come from the index's slice keys (net.scp.slice_key_of); a series without them is no stack.
+
+    Kept per study while it is received and updated one index row at a time (`add`, in the order received), so that
+    the check after each instance costs the number of series and slices, not the number of instances received.
     """
 
     def __init__(self, rows=()):
         self._series: dict[tuple, _SeriesCounts] = {}
+        self._last: tuple | None = None
         for row in rows:
             self.add(row)
 
@@ -107,33 +125,49 @@ class ExpectedCounts:
         if series is None:
             series = self._series[key] = _SeriesCounts()
         series.add(row)
+        self._last = key
 
     def met(self) -> bool:
-        return bool(self._series) and all(series.met() for series in self._series.values())
+        if not self._series or not all(series.met() for series in self._series.values()):
+            return False
+        last = self._series[self._last]
+        if not last.is_stack():
+            return False
+        return not any(series.piece_of(last) for key, series in self._series.items() if key != self._last)
 
 
 class _SeriesCounts:
-    __slots__ = ("instances", "multi_frame", "announced_totals", "phases", "per_slice")
+    __slots__ = ("instances", "images", "multi_frame", "announced_totals", "phases", "per_slice", "planes")
 
     def __init__(self):
         self.instances = 0
+        self.images = 0  # frames of multi-frame instances, 1 per single-frame instance
         self.multi_frame = False
         self.announced_totals: set[int] = set()
         self.phases: set[int] = set()
         self.per_slice: dict[str | None, int] = defaultdict(int)
+        self.planes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # slice key -> (position mm, unit normal)
 
     def add(self, row) -> None:
         self.instances += 1
-        self.multi_frame = self.multi_frame or (row["frames"] or 0) > 1
+        frames = row["frames"] or 0
+        self.images += max(frames, 1)
+        self.multi_frame = self.multi_frame or frames > 1
         if row["images_in_acquisition"]:
             self.announced_totals.add(row["images_in_acquisition"])
         if row["cardiac_images"]:
             self.phases.add(row["cardiac_images"])
         self.per_slice[row["slice_key"]] += 1
+        for key in (row["slice_key"] or "").split(";"):
+            if key and key not in self.planes:
+                plane = _plane(key)
+                if plane is not None:
+                    self.planes[key] = plane
 
     def met(self) -> bool:
+        """Whether the series declares its count and holds it (see ExpectedCounts)."""
         if self.multi_frame:
-            return True
+            return self.instances == 1  # several multi-frame instances: how many more come is not declared
         if len(self.announced_totals) != 1:
             return False
         total = next(iter(self.announced_totals))
@@ -143,6 +177,53 @@ class _SeriesCounts:
             phases = next(iter(self.phases))
             return all(count == phases for count in self.per_slice.values())
         return True
+
+    def positions(self, normal: np.ndarray) -> list[float]:
+        """Distinct slice positions along `normal` (mm, ascending), when every plane is parallel to it; [] otherwise."""
+        if not self.planes or not all(_parallel(n, normal) for _, n in self.planes.values()):
+            return []
+        found: list[float] = []
+        for distance in sorted(float(position @ normal) for position, _ in self.planes.values()):
+            if not found or distance - found[-1] >= SAME_POSITION_MM:
+                found.append(distance)
+        return found
+
+    def normal(self) -> np.ndarray | None:
+        return next(iter(self.planes.values()))[1] if self.planes else None
+
+    def is_stack(self) -> bool:
+        """Images at two or more slice positions in parallel planes."""
+        normal = self.normal()
+        return normal is not None and len(self.positions(normal)) >= 2
+
+    def piece_of(self, stack: _SeriesCounts) -> bool:
+        """Whether this series looks like another part of the acquisition `stack` belongs to (see ExpectedCounts)."""
+        normal = stack.normal()
+        mine, theirs = self.positions(normal), stack.positions(normal)
+        if not mine or not theirs or self.phases != stack.phases:
+            return False
+        if any(abs(theirs[min(i, len(theirs) - 1)] - a) < SAME_POSITION_MM
+               or abs(theirs[max(i - 1, 0)] - a) < SAME_POSITION_MM
+               for a, i in ((a, bisect.bisect_left(theirs, a)) for a in mine)):
+            return False
+        return self.images * len(theirs) == stack.images * len(mine)  # the same images per slice position
+
+
+def _plane(key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(position mm, unit normal) of one plane of a slice key, None when the text is no plane."""
+    try:
+        values = np.array([float(v) for v in key.split(",")])
+    except ValueError:
+        return None
+    if values.shape != (9,):
+        return None
+    normal = np.cross(values[3:6], values[6:9])
+    length = np.linalg.norm(normal)
+    return (values[:3], normal / length) if length > 0.5 else None
+
+
+def _parallel(a: np.ndarray, b: np.ndarray) -> bool:
+    return abs(float(a @ b)) >= np.cos(np.radians(PARALLEL_DEGREES))
 
 
 def expected_counts_met(rows) -> bool:

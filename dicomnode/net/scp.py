@@ -32,7 +32,7 @@ from dicomnode.net.filemeta import file_header
 from dicomnode.net.reactor import (EVENT_DRIVEN, EventDrivenServer, PollingServer, SharedPortPollingServer,
                                     SharedPortServer)
 from dicomnode.observe import patient_values, study_context
-from dicomnode.spool import IncomingInstance, OutOfSpace, Spool
+from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageUnavailable
 from dicomnode.state import StoreOutcome, StudyPurging, is_outage, outage_reason
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid, short_hash
 
@@ -100,15 +100,56 @@ def study_key_for(dataset, grouping_key: str) -> str:
     return "pd-" + short_hash(patient + "|" + date, 24)
 
 
+#: at most this many distinct planes of a multi-frame instance go into its slice key (enough to tell one plane, a
+#: stack of parallel planes and a localizer's several orientations apart)
+SLICE_KEY_MAX_PLANES = 32
+
+
 def slice_key_of(dataset) -> str | None:
-    position = dataset.get("ImagePositionPatient")
-    orientation = dataset.get("ImageOrientationPatient")
+    """Where the instance's image planes lie, as the index keeps it (studies.ExpectedCounts reads it).
+
+    One plane is 'x,y,z,rx,ry,rz,cx,cy,cz': ImagePositionPatient (mm) and ImageOrientationPatient (direction
+    cosines), 0.1 precision. A multi-frame instance (Enhanced / Legacy Converted MR) lists the distinct planes of its
+    frames (Plane Position / Plane Orientation functional groups, PS3.3 C.7.6.16.2.3-4), ';'-separated in frame order,
+    at most SLICE_KEY_MAX_PLANES of them. None when the geometry is missing or unreadable.
+    """
+    key = _plane_key(dataset.get("ImagePositionPatient"), dataset.get("ImageOrientationPatient"))
+    if key is not None or "PerFrameFunctionalGroupsSequence" not in dataset:
+        return key
+    try:
+        shared = (dataset.get("SharedFunctionalGroupsSequence") or [None])[0]
+        planes: dict[str, None] = {}
+        for item in dataset.PerFrameFunctionalGroupsSequence:
+            key = _plane_key(_functional_group_value(item, shared, "PlanePositionSequence", "ImagePositionPatient"),
+                             _functional_group_value(item, shared, "PlaneOrientationSequence",
+                                                     "ImageOrientationPatient"))
+            if key is None:
+                return None
+            planes[key] = None
+            if len(planes) >= SLICE_KEY_MAX_PLANES:
+                break
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return ";".join(planes) or None
+
+
+def _functional_group_value(frame_item, shared_item, sequence: str, keyword: str):
+    """`keyword` of a frame's functional group `sequence`, from its per-frame item, else the shared one."""
+    for item in (frame_item, shared_item):
+        group = item.get(sequence) if item is not None else None
+        if group and keyword in group[0]:
+            return group[0].get(keyword)
+    return None
+
+
+def _plane_key(position, orientation) -> str | None:
     if position is None or orientation is None:
         return None
     try:
-        return ",".join(f"{float(v):.1f}" for v in list(position) + list(orientation))
+        values = [float(v) for v in list(position) + list(orientation)]
     except (TypeError, ValueError):
         return None
+    return ",".join(f"{v:.1f}" for v in values) if len(values) == 9 else None
 
 
 class ListenError(RuntimeError):
@@ -316,6 +357,10 @@ class StorageSCP:
             return self._status(STATUS_OUT_OF_RESOURCES, STUDY_PURGING_COMMENT)
         except OutOfSpace as exc:
             log.error("C-STORE of %s from %s refused (out of resources): %s", sop_instance, calling, exc)
+            self._refused(instance)
+            return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
+        except StorageUnavailable as exc:  # the spool's marker is gone (said once by the spool): nothing written
+            log.debug("C-STORE of %s from %s refused (0xA700): %s", sop_instance, calling, exc)
             self._refused(instance)
             return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
         except OSError as exc:

@@ -6,6 +6,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -111,9 +112,14 @@ def send_files(
     calling_ae_title: str = "DICOMNODE",
     timeout: float = 30.0,
     ssl_context=None,
+    on_result: Callable[[int, SendResult], None] | None = None,
 ) -> list[SendResult]:
     """C-STORE every file over one association; raises AssociationFailed when none can be opened (the peer
-    refused, cannot be reached, or its host name does not resolve)."""
+    refused, cannot be reached, or its host name does not resolve).
+
+    `on_result(index, result)`: after each response (or failure) of the file `paths[index]`, before the next is
+    sent, so that the caller can record an acknowledged instance at once (a crash mid-association then resends
+    only what was not recorded)."""
     headers = []
     for path in paths:
         dataset = dcmread(path, stop_before_pixels=False)
@@ -144,11 +150,15 @@ def send_files(
                 response = assoc.send_c_store(dataset)
             except Exception as exc:  # e.g. no accepted context for this SOP class
                 results.append(SendResult(path, False, None, str(exc)))
+                if on_result is not None:
+                    on_result(len(results) - 1, results[-1])
                 continue
             status = int(response.Status) if response and "Status" in response else None
             comment = str(response.get("ErrorComment", "")) if response else "no response (association lost)"
             ok = _successful(status)
             results.append(SendResult(path, ok, status, "" if ok else f"status 0x{status or 0:04X} {comment}".strip()))
+            if on_result is not None:
+                on_result(len(results) - 1, results[-1])
             if not assoc.is_established:
                 break
     finally:

@@ -284,3 +284,57 @@ def test_a_failing_free_space_check_logs_one_traceback_not_one_a_minute(tmp_path
     with caplog.at_level("INFO", logger="dicomnode.retention"):
         retention.check_free_space_safely()
     assert any("works again after 5 failed rounds" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_long_purge_renews_the_complete_lease_and_stops_once_another_process_holds_it(tmp_path, make_spool,
+                                                                                         monkeypatch, caplog):
+    """break34 F5: the scale-out completion process purges inline; a purge that outlasts [state] lease_seconds renews
+    the `complete` lease between studies (the fail-over process must not take the lease and "finish" a purge that is
+    still running), and stops between two studies once the lease went to another process."""
+    import dicomnode.retention as retention_module
+    from dicomnode.roles import COMPLETE_LEASE, DatabaseCompletion
+
+    spool = make_spool(tmp_path)
+    db = spool.db
+    keys = [add_study(spool, DONE, finished_days_ago=40 + index) for index in range(4)]
+    config = Config.model_validate({"retention": {"days": 30, "emergency_free_space_mb": 0}})
+    retention = Retention(db, spool.root, config.retention, lambda: 10**9)
+    completion = DatabaseCompletion(db, config, lease_seconds=1.0, retention=retention)
+    other = StateDB(db.url, process_id="failover:1", lease_seconds=1.0)  # the second `complete` process
+    taken: list[bool] = []
+    real_purge = retention_module.purge_study
+
+    def slow_purge(*args, **kwargs):  # each study takes 0.4 s (NFS): the four outlast the 1 s lease
+        purged = real_purge(*args, **kwargs)
+        time.sleep(0.4)
+        taken.append(other.acquire_lease(COMPLETE_LEASE, 1.0))
+        return purged
+
+    monkeypatch.setattr(retention_module, "purge_study", slow_purge)
+    try:
+        completion.poll()
+        assert taken == [False] * 4 and completion.holding  # renewed between studies: never free for the other
+        assert all(db.study(key) is None for key in keys)
+
+        more = [add_study(spool, DONE, finished_days_ago=40 + index) for index in range(3)]
+        taken.clear()
+
+        def lose_the_lease(*args, **kwargs):  # after the first study the lease lapses and the other takes it
+            purged = real_purge(*args, **kwargs)
+            if not taken:
+                db.release_lease(COMPLETE_LEASE)
+                taken.append(other.acquire_lease(COMPLETE_LEASE, 30.0))
+            time.sleep(0.4)
+            return purged
+
+        monkeypatch.setattr(retention_module, "purge_study", lose_the_lease)
+        completion._last_retention = 0.0
+        with caplog.at_level("INFO", logger="dicomnode.retention"):
+            completion._run_retention(time.time())
+        assert taken == [True] and not completion.holding
+        remaining = [key for key in more if db.study(key) is not None]
+        assert len(remaining) == 2 and all(db.study(key)["state"] == DONE for key in remaining)
+        assert all((spool.root / path).exists() for key in remaining for path in db.study_files(key))
+        assert "no longer holds the `complete` lease" in caplog.text
+    finally:
+        other.close()

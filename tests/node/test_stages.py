@@ -2,23 +2,28 @@
 path, back-off and dead letters."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import socket
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
 import dicomnode.studies
 from dicomnode.config import Config, DispatchConfig, StudiesConfig
 from dicomnode.dispatch import Dispatcher, backoff_seconds
+from dicomnode.net.scp import slice_key_of
 from dicomnode.node import status_report
+from dicomnode.roles import DatabaseCompletion
 from dicomnode.routing import select_route
 from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, InstanceRow, StateDB
 from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, CompletionTracker, ExpectedCounts, expected_counts_met
 from dicomnode.study_path import NO_ROUTE, outbox_items, run_study
 from dicomnode.types import ResultObject, StudyOutcome
+from tests.data.field_inputs import BUGCASES, demo_cine_files
 
 
 # --- routing ---------------------------------------------------------------------------------------------------
@@ -52,21 +57,54 @@ def test_routing(calling_ae, headers, expected):
 
 # --- completion ------------------------------------------------------------------------------------------------
 
+def _plane(z: float, orientation: str = "1.0,0.0,0.0,0.0,1.0,0.0") -> str:
+    """A slice key as net.scp.slice_key_of writes it: an axial plane at z mm (or another orientation)."""
+    return f"0.0,0.0,{z:.1f},{orientation}"
+
+
+SAGITTAL, CORONAL = "0.0,1.0,0.0,0.0,0.0,-1.0", "1.0,0.0,0.0,0.0,0.0,-1.0"
+
+
 def _row(series: str, n: int, *, total: int | None = None, phases: int | None = None, frames: int | None = None,
          slice_key: str | None = None, modality: str = "MR") -> dict:
     return {"series_instance_uid": series, "series_number": 1, "modality": modality, "frames": frames,
-            "images_in_acquisition": total, "cardiac_images": phases, "slice_key": slice_key or f"s{n}"}
+            "images_in_acquisition": total, "cardiac_images": phases, "slice_key": slice_key or _plane(10.0 * n)}
+
+
+def _per_slice(series: str, z: float, images: int, **columns) -> list[dict]:
+    """One slice's series: `images` images at one position (phases, or magnitude + PSIR)."""
+    return [_row(series, 0, slice_key=_plane(z), **columns) for _ in range(images)]
 
 
 @pytest.mark.parametrize("rows, met", [
     ([_row("1.1", i, total=3) for i in range(3)], True),
     ([_row("1.1", i, total=3) for i in range(2)], False),  # one still to come
     ([_row("1.1", i, phases=25) for i in range(25)], False),  # CardiacNumberOfImages is no declaration
-    ([_row("1.1", 0, frames=200)], True),  # an Enhanced MR instance holds its whole series
+    ([_row("1.1", 0, frames=200, slice_key=";".join(_plane(z) for z in range(0, 100, 10)))], True),  # Enhanced MR
     ([_row("1.1", i, total=2) for i in range(2)] + [_row("1.2", 0)], False),  # a series without a declaration
     ([_row("1.1", i, total=2) for i in range(2)] + [_row("9.9", 0, modality="SR")], True),  # non-MR not counted
-    ([_row("1.1", i, total=4, phases=2, slice_key="a" if i < 3 else "b") for i in range(4)], False),  # 3 + 1 phases
+    ([_row("1.1", i, total=4, phases=2, slice_key=_plane(0) if i < 3 else _plane(10)) for i in range(4)], False),
     ([], False),
+    # a declaration proves its series whole, not the study (break34 F1): one slice's series is no stack ...
+    (_per_slice("2.1", 0, 25, total=25, phases=25), False),  # per-slice cine, ImagesInAcquisition = its phases
+    (_per_slice("2.1", 0, 2, total=2), False),  # per-slice PSIR series: magnitude + PSIR of one slice
+    ([_row("2.1", 0, frames=2, slice_key=_plane(0))], False),  # one Enhanced MR instance per slice
+    ([_row("2.1", 0, frames=3, slice_key=";".join((_plane(0), _plane(0, SAGITTAL), _plane(0, CORONAL))))],
+     False),  # an Enhanced MR localizer sent first
+    ([_row("2.1", i, total=3, slice_key=_plane(0, o)) for i, o in enumerate(("1.0,0.0,0.0,0.0,1.0,0.0", SAGITTAL,
+                                                                             CORONAL))], False),  # classic localizer
+    ([{**_row("2.1", i, total=3), "slice_key": None} for i in range(3)], False),  # no geometry: no stack
+    ([_row("2.1", 0, frames=2, slice_key=_plane(0)), _row("2.1", 1, frames=2, slice_key=_plane(10))],
+     False),  # several multi-frame instances in one series declare no series count
+    # ... even after a whole stack received before: the last series received decides
+    ([_row("2.1", i, total=3) for i in range(3)] + _per_slice("2.2", 5, 25, total=25, phases=25), False),
+    # a second slab of one acquisition (parallel, no common position, the same images per position) ...
+    ([_row("2.1", i, total=4, phases=2, slice_key=_plane(10.0 * (i // 2))) for i in range(4)]
+     + [_row("2.2", i, total=4, phases=2, slice_key=_plane(20 + 10.0 * (i // 2))) for i in range(4)], False),
+    # ... but a study of localizer, a long-axis cine and then a whole stack completes early
+    ([_row("2.1", i, total=3, slice_key=_plane(0, o)) for i, o in enumerate(("1.0,0.0,0.0,0.0,1.0,0.0", SAGITTAL,
+                                                                             CORONAL))]
+     + _per_slice("2.2", 0, 25, total=25, phases=25) + [_row("2.3", i, total=8) for i in range(8)], True),
 ])
 def test_expected_counts(rows, met):
     assert expected_counts_met(rows) is met
@@ -118,10 +156,13 @@ def completion(tmp_path, monkeypatch):
 
 
 def _receive(db: StateDB, tracker: CompletionTracker, clock: Clock, study: str, sop: str, **columns):
-    row = InstanceRow(sop_instance_uid=sop, study_key=study, study_instance_uid=study, series_instance_uid=f"{study}.1",
+    """Index one instance and tell the tracker; by default each instance is another slice of series <study>.1."""
+    row = InstanceRow(sop_instance_uid=sop, study_key=study, study_instance_uid=study,
+                      series_instance_uid=columns.pop("series_instance_uid", f"{study}.1"),
                       sop_class_uid="1.2.840.10008.5.1.4.1.1.4", transfer_syntax="1.2.840.10008.1.2.1", modality="MR",
-                      path=f"spool/{sop}.dcm", size=1, calling_ae="SCANNER1", received_at=clock.now, series_number=1,
-                      slice_key=columns.pop("slice_key", sop), **columns)
+                      path=f"spool/{sop}.dcm", size=1, calling_ae="SCANNER1", received_at=clock.now,
+                      series_number=columns.pop("series_number", 1),
+                      slice_key=columns.pop("slice_key", _plane(float(sop.rsplit(".", 1)[-1]))), **columns)
     outcome = db.add_instance(row)
     fields = ("series_instance_uid", "series_number", "slice_key", "cardiac_images", "frames",
               "images_in_acquisition", "modality")
@@ -164,6 +205,131 @@ def test_expected_counts_are_ignored_when_switched_off(completion):
     for index in range(3):
         _receive(db, tracker, clock, "1.2.5", f"1.2.5.{index}", images_in_acquisition=3)
     assert scheduler.jobs["quiet:1.2.5"][1] == clock.now + 30
+
+
+def test_per_slice_series_declaring_their_own_count_wait_the_quiet_time(completion):
+    """break34 F1: a cine sent as one series per slice, each writing ImagesInAcquisition = its 20 phases, after a
+    whole stack: every slice series is whole, the study is not; it completes on the quiet timer only."""
+    make, db, scheduler, clock, completed = completion
+    tracker = make()
+    for index in range(3):
+        _receive(db, tracker, clock, "1.3", f"1.3.{index}", images_in_acquisition=3)  # a whole stack first
+    for position in range(4):
+        clock.now += 8  # the next breath-hold
+        for phase in range(20):
+            _receive(db, tracker, clock, "1.3", f"1.3.{100 + 20 * position + phase}", series_number=10 + position,
+                     series_instance_uid=f"1.3.{10 + position}", slice_key=_plane(10.0 * position),
+                     images_in_acquisition=20, cardiac_images=20)
+        assert scheduler.jobs["quiet:1.3"][1] == clock.now + 30
+        clock.now += EXPECTED_COUNT_GRACE_SECONDS
+        scheduler.jobs["quiet:1.3"][0]("1.3")  # what a shorter timer would have done
+        assert completed == [] and db.study("1.3")["state"] == RECEIVED
+    clock.now += 30
+    scheduler.fire("quiet:1.3")
+    assert completed == [("1.3", 0)]
+
+
+def _index_row(dataset, series_uid: str | None = None, series_number: int | None = None, **columns) -> dict:
+    """The index columns the SCP writes for a dataset (net.scp)."""
+    def number(value):
+        return int(value) if value not in (None, "") else None
+
+    return {"series_instance_uid": series_uid or str(dataset.SeriesInstanceUID),
+            "series_number": series_number if series_number is not None else number(dataset.get("SeriesNumber")),
+            "slice_key": slice_key_of(dataset), "cardiac_images": number(dataset.get("CardiacNumberOfImages")),
+            "frames": number(dataset.get("NumberOfFrames")),
+            "images_in_acquisition": number(dataset.get("ImagesInAcquisition")), "modality": "MR", **columns}
+
+
+@pytest.fixture(scope="module")
+def cine_headers():
+    """The demo Sunnybrook study's headers: a 15-image scout, then the cine (10 slices x 20 phases, one series)."""
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in demo_cine_files()]
+    return sorted(headers, key=lambda ds: (int(ds.SeriesNumber), int(ds.InstanceNumber)))
+
+
+def test_expected_counts_on_a_real_cine_stack_and_its_per_slice_form(cine_headers):
+    """The scout alone is a localizer (no completion); scout + the whole cine series completes early; the same cine
+    sent as one series per slice (ImagesInAcquisition = 20, as Siemens writes for a breath-hold per slice) never
+    does, from the first slice to the last."""
+    counts = ExpectedCounts()
+    scout = [ds for ds in cine_headers if int(ds.SeriesNumber) == 1]
+    cine = [ds for ds in cine_headers if int(ds.SeriesNumber) != 1]
+    for ds in scout:
+        counts.add(_index_row(ds))
+    assert not counts.met()
+    for index, ds in enumerate(cine):
+        counts.add(_index_row(ds))
+        assert counts.met() is (index == len(cine) - 1)
+
+    per_slice = ExpectedCounts([_index_row(ds) for ds in scout])
+    by_slice: dict[str, list] = {}
+    for ds in cine:
+        by_slice.setdefault(slice_key_of(ds), []).append(ds)
+    assert len(by_slice) == 10
+    for number, (key, phases) in enumerate(by_slice.items()):
+        for ds in phases:
+            per_slice.add(_index_row(ds, series_uid=f"9.9.{number}", series_number=100 + number,
+                                     images_in_acquisition=len(phases)))
+        assert not per_slice.met(), f"closed after slice {number + 1} of 10"
+
+
+@pytest.fixture(scope="module")
+def legacy_enhanced():
+    """The Legacy Converted Enhanced MR LGE stack of bugcase c13a (8 frames, 8 parallel planes)."""
+    if not BUGCASES.is_dir():
+        pytest.skip("../shared/bugcases not found")
+    return pydicom.dcmread(BUGCASES / "c13a_legacy_converted_enhanced_mr" / "IM0000.dcm", stop_before_pixels=True)
+
+
+def test_a_multi_frame_instance_closes_the_study_only_when_it_holds_a_stack(legacy_enhanced):
+    """slice_key_of lists a multi-frame instance's planes; one instance per slice (B) and an enhanced localizer
+    (C) do not complete the study, the whole stack in one instance does."""
+    assert len(slice_key_of(legacy_enhanced).split(";")) == int(legacy_enhanced.NumberOfFrames) == 8
+    assert expected_counts_met([_index_row(legacy_enhanced)])
+
+    frames = list(legacy_enhanced.PerFrameFunctionalGroupsSequence)
+    one_slice = copy.deepcopy(legacy_enhanced)  # magnitude + PSIR of one slice, as one instance per slice sends
+    one_slice.PerFrameFunctionalGroupsSequence = [copy.deepcopy(frames[0]), copy.deepcopy(frames[0])]
+    one_slice.NumberOfFrames = 2
+    assert len(slice_key_of(one_slice).split(";")) == 1
+    assert not expected_counts_met([_index_row(one_slice)])
+
+    localizer = copy.deepcopy(one_slice)
+    localizer.PerFrameFunctionalGroupsSequence = [copy.deepcopy(frames[0]) for _ in range(3)]
+    localizer.NumberOfFrames = 3
+    for item, cosines in zip(localizer.PerFrameFunctionalGroupsSequence,
+                             ([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1], [1, 0, 0, 0, 0, -1])):
+        orientation = Dataset()
+        orientation.ImageOrientationPatient = cosines
+        item.PlaneOrientationSequence = [orientation]
+    assert len(slice_key_of(localizer).split(";")) == 3
+    assert not expected_counts_met([_index_row(localizer)])
+
+
+def test_the_database_completion_of_role_processes_applies_the_same_rule(tmp_path):
+    """`serve --roles`: the polling scheduler completes a per-slice series study on the quiet time, a whole stack
+    at the expected-count grace."""
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({"studies": {"quiet_seconds": 30, "max_wait_seconds": 600}})
+    try:
+        completion = DatabaseCompletion(db, config, lease_seconds=30)
+        completion._started = 0.0
+        for study, series_of in (("1.4", lambda i: (f"1.4.{i}", 10 + i)),  # one series per slice
+                                 ("1.5", lambda i: ("1.5.1", 10))):  # one series
+            for index in range(2):
+                series_uid, series_number = series_of(index)
+                for image in range(2):
+                    db.add_instance(InstanceRow(
+                        sop_instance_uid=f"{study}.{index}.{image}", study_key=study, study_instance_uid=study,
+                        series_instance_uid=series_uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+                        transfer_syntax="1.2.840.10008.1.2.1", modality="MR", path=f"spool/{study}.{index}.{image}",
+                        size=1, calling_ae="SCANNER1", received_at=time.time(), series_number=series_number,
+                        slice_key=_plane(10.0 * index), images_in_acquisition=2 if study == "1.4" else 4))
+        assert completion.poll(now=time.time() + EXPECTED_COUNT_GRACE_SECONDS + 1) == ["1.5"]
+        assert completion.poll(now=time.time() + 31) == ["1.4"]
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize("policy, state, analysed", [("analyse", COMPLETE, True), ("fail", FAILED, False)])
@@ -222,7 +388,8 @@ class _Study:
         return []
 
 
-def _result_object(sop: str) -> Dataset:
+def _result_object(sop: str, study_uid: str = "1.2.8") -> Dataset:
+    """A minimal Secondary Capture result object of study `study_uid` (series `study_uid`.9) to send."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
@@ -230,7 +397,7 @@ def _result_object(sop: str) -> Dataset:
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, sop
-    dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.Modality = "1.2.8", "1.2.8.9", "OT"
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.Modality = study_uid, study_uid + ".9", "OT"
     return dataset
 
 
@@ -318,7 +485,9 @@ def test_a_send_that_keeps_failing_becomes_a_dead_letter_and_retry_requeues_it(t
     db.close()
 
 
-def test_a_missing_result_file_is_a_dead_letter_at_once(tmp_path):
+def test_a_missing_result_file_is_a_failed_attempt_not_a_dead_letter_at_once(tmp_path):
+    """break34 F2: a file that a share shows late is tried again with the back-off
+    (tests/node/test_storage_unavailable.py follows it to its dead letter)."""
     db = StateDB(tmp_path / "state.sqlite3")
     db.add_instance(InstanceRow("1.3.1", "1.3", "1.3", "1.3.0", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1",
                                 "MR", "spool/x.dcm", 1, "SCANNER1", time.time()))
@@ -330,8 +499,8 @@ def test_a_missing_result_file_is_a_dead_letter_at_once(tmp_path):
     db.finish_analysis(analysis, "1.3", 0, {}, [written], [item])
     Dispatcher(db, tmp_path, DispatchConfig(max_attempts=8), "DICOMNODE").run_once()
     (row,) = db.outbox_for("1.3")
-    assert row["state"] == "dead" and row["attempts"] == 1 and "missing" in row["last_error"]
-    assert db.study("1.3")["state"] == FAILED
+    assert row["state"] == "pending" and row["attempts"] == 1 and "missing" in row["last_error"]
+    assert db.study("1.3")["state"] == SENDING
     db.close()
 
 

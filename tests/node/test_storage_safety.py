@@ -142,7 +142,7 @@ def test_a_study_with_refused_instances_is_not_completed_on_the_quiet_timer(tmp_
             time.sleep(1.5)  # three quiet periods: the study must still wait for its sender
         study = node.db.study(key)
         assert study["state"] == RECEIVED and completed == []
-        assert study["reason"].startswith("incomplete: 1 instance(s) refused for lack of space")
+        assert study["reason"].startswith("incomplete: 1 instance(s) refused as out of resources")
         assert waiting_for_resend(study)
         assert "not completed on the quiet timer" in caplog.text
 
@@ -186,7 +186,7 @@ def test_max_wait_fails_a_refused_study_with_its_reason_in_status_and_log(tmp_pa
             node.completion._max_wait_elapsed(key)  # the max-wait job, run now
         study = node.db.study(key)
         assert study["state"] == FAILED
-        assert "max_wait_seconds=60" in study["reason"] and "2 instance(s) refused for lack of space" in study["reason"]
+        assert "max_wait_seconds=60" in study["reason"] and "2 instance(s) refused as out of resources" in study["reason"]
         assert f"study {short_hash(key)} failed: not complete after max_wait_seconds" in caplog.text
     finally:
         node.stop()
@@ -215,7 +215,7 @@ def test_database_completion_holds_a_refused_study_until_instances_arrive_again(
         with caplog.at_level(logging.WARNING):
             assert completion.poll(now=time.time() + 2000) == ["1.2.4"]
         study = db.study("1.2.4")
-        assert study["state"] == FAILED and "1 instance(s) refused for lack of space" in study["reason"]
+        assert study["state"] == FAILED and "1 instance(s) refused as out of resources" in study["reason"]
         assert "failed: not complete after max_wait_seconds=1000" in caplog.text
     finally:
         db.close()
