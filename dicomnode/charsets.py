@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import codecs
+import functools
+import logging
 import re
+import warnings
 
-from pydicom.charset import python_encoding
+from pydicom.charset import decode_bytes, python_encoding
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.valuerep import PersonName
+
+from dicomnode.uids import short_hash
+
+log = logging.getLogger("dicomnode.charsets")
 
 #: UTF-8, the repertoire results are re-encoded to when the source value cannot be written as it is
 UTF8_TERM = "ISO_IR 192"
@@ -91,13 +101,88 @@ def normalise_dataset(dataset) -> list[str]:
     """Rewrite the dataset's Specific Character Set to defined terms before any text is decoded; returns them.
 
     Values that name no known repertoire are left as written (pydicom then decodes with its default and warns).
+    Text whose bytes the declared repertoire cannot read is decoded by `repair_undecodable`.
     """
     element = dataset.get("SpecificCharacterSet")
-    if element is None or not dataset.SpecificCharacterSet:
-        return []
-    terms = normalise(dataset.SpecificCharacterSet)
-    if is_known(terms):
+    terms = normalise(dataset.SpecificCharacterSet) if element is not None and dataset.SpecificCharacterSet else []
+    if terms and is_known(terms):
         written = terms[0] if len(terms) == 1 else terms
         if dataset.SpecificCharacterSet != written:
             dataset.SpecificCharacterSet = written
+    repair_undecodable(dataset, terms)
     return terms
+
+
+#: VRs whose bytes are decoded with the Specific Character Set (PS3.5 6.1.2.3)
+CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+#: what text invalid in its declared repertoire is read as, in this order: (Python codec, what the log says);
+#: UTF-8 first (its multi-byte sequences hardly occur by chance in single-byte text), then Windows-1252 (a superset
+#: of ISO 8859-1's printable characters, what PCs write), then ISO 8859-1 (reads any byte)
+FALLBACK_ENCODINGS = (("utf_8", "UTF-8 (ISO_IR 192)"), ("cp1252", "Windows-1252 (Latin-1, ISO_IR 100)"),
+                      ("latin_1", "ISO 8859-1 (Latin-1, ISO_IR 100)"))
+_DEFAULT_TERMS = ("", "ISO_IR 6", "ISO 2022 IR 6")
+
+
+def repair_undecodable(dataset, terms: list[str] | None = None) -> list[tuple[str, str]]:
+    """Decode the top-level text elements whose bytes are not valid in the declared repertoire; returns
+    (keyword, what was assumed) of each.
+
+    A common mistake: a scanner or RIS declares ISO_IR 192 (UTF-8) and writes Latin-1 bytes ("M\xfcller"), or
+    declares nothing (ASCII) and writes high bytes. pydicom would put U+FFFD for each byte it cannot read (a patient
+    name that no longer matches the patient's); here the first of FALLBACK_ENCODINGS (other than the declared one)
+    that reads every byte decodes the value, and a WARNING names the attribute and the assumption once per study.
+    Only elements not yet decoded (raw) are checked; `terms`: the normalised Specific Character Set, if at hand.
+    """
+    if terms is None:
+        value = dataset.get("SpecificCharacterSet")
+        terms = normalise(value) if value else []
+    if not is_known([t for t in terms if t]):
+        return []  # an unknown repertoire: pydicom decodes with its default and warns
+    declared = "ascii" if all(t in _DEFAULT_TERMS for t in terms) else None
+    encodings = [python_encoding[t] for t in terms] if terms else []
+    repaired = []
+    for tag in list(dataset.keys()):
+        raw = dataset.get_item(tag)
+        if not getattr(raw, "is_raw", False) or not isinstance(raw.value, bytes) or raw.value.isascii():
+            continue
+        try:
+            vr = raw.VR or dictionary_VR(tag)
+        except KeyError:  # a private tag in implicit VR: not a text the node copies
+            continue
+        if vr not in CHARSET_VRS or _reads(raw.value, declared, encodings):
+            continue
+        codec, assumed = next((c, name) for c, name in FALLBACK_ENCODINGS if c != declared and _reads(raw.value, c, []))
+        text = raw.value.decode(codec).rstrip(" \x00")
+        values = text.split("\\") if vr not in ("LT", "UT") else [text]  # LT/UT are single-valued; "\\" is text
+        if vr == "PN":
+            values = [PersonName(v) for v in values]
+        dataset[tag] = DataElement(tag, vr, values[0] if len(values) == 1 else values)
+        keyword = keyword_for_tag(tag) or str(tag)
+        _say_fallback(short_hash(str(dataset.get("StudyInstanceUID", "") or "")), keyword,
+                      "/".join(terms) or "default repertoire (ASCII)", assumed)
+        repaired.append((keyword, assumed))
+    return repaired
+
+
+def _reads(raw: bytes, codec: str | None, encodings: list[str]) -> bool:
+    """Whether `codec` (or, when None, pydicom with the declared `encodings`) reads every byte of `raw`."""
+    if codec is not None or len(encodings) == 1:
+        try:
+            raw.decode(codec or encodings[0])
+            return True
+        except (UnicodeError, LookupError):
+            return False
+    with warnings.catch_warnings(record=True) as caught:  # ISO 2022 code extensions: pydicom switches per escape
+        warnings.simplefilter("always")
+        try:
+            text = decode_bytes(raw, encodings, {0x5C, 0x3D, 0x5E})
+        except (UnicodeError, LookupError, ValueError):
+            return False
+    return not caught and "\ufffd" not in text
+
+
+@functools.lru_cache(maxsize=1024)
+def _say_fallback(study: str, keyword: str, declared: str, assumed: str) -> None:
+    """Log once per study and attribute (every instance of the study repeats the same header)."""
+    log.warning("study %s: %s is not valid in its Specific Character Set %s; read as %s (kept so in every result "
+                "object)", study, keyword, declared, assumed)

@@ -13,6 +13,7 @@ from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, PAPI
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.orientation import canonical_inplane
+from dicomnode.cmr.recognize import CANONICAL_LONG_AXIS
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import keep_largest_structures
 from dicomnode.cmr.types import StudyError
@@ -306,7 +307,8 @@ class CinePipeline:
         measured = measure_cine(
             labelmaps, volume.voxel_volume_ml, trigger_times=volume.trigger_times, height_m=getattr(patient, "height_m", None),
             weight_kg=getattr(patient, "weight_kg", None), sex=getattr(patient, "sex", None),
-            bsa_formula=cine_config.bsa_formula, density_g_per_ml=cine_config.myocardial_density_g_per_ml)
+            bsa_formula=cine_config.bsa_formula, density_g_per_ml=cine_config.myocardial_density_g_per_ml,
+            slice_positions_mm=slice_positions_mm(volume), apex_first=apex_first(volume))
         if measured.lv_edv_ml <= 0:
             return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack")
 
@@ -320,6 +322,7 @@ class CinePipeline:
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
                         "timing": timing, "basal_slice_rule": BASAL_RULE,
+                        "coverage": measured.coverage.summary(),
                         "basal_slices_excluded": [list(pz) for pz in measured.basal_excluded],
                         # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
                         "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True)})
@@ -341,6 +344,27 @@ class CinePipeline:
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation], measurements=measurements,
                               algorithms=[model.algorithm])
+
+
+def slice_positions_mm(volume) -> np.ndarray | None:
+    """(slices,) each slice's position (mm) along the stack normal, from ImagePositionPatient and the orientation;
+    None for a volume without positions."""
+    positions = getattr(volume, "positions", None)
+    if positions is None:
+        return None
+    orientation = np.asarray(volume.orientation, dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    return np.asarray(positions, dtype=np.float64) @ (normal / np.linalg.norm(normal))
+
+
+def apex_first(volume) -> bool | None:
+    """Whether the first slice of the volume (slices ascend along the plane normal) is its apical end: the normal
+    points from apex to base when it opposes the typical LV long axis (base -> apex, cmr.recognize); None where the
+    normal is within 30 degrees of perpendicular to that axis (no telling)."""
+    orientation = np.asarray(volume.orientation, dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    cosine = float(normal @ CANONICAL_LONG_AXIS / np.linalg.norm(normal))
+    return None if abs(cosine) < 0.5 else cosine < 0
 
 
 def counted_labelmaps(labelmaps: np.ndarray, phases: list[int], basal_excluded: list[tuple[int, int]]) -> np.ndarray:

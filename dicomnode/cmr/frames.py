@@ -164,8 +164,10 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_orientation = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
     top_spacing = _floats(getattr(ds, "PixelSpacing", None), 2)
     top_trigger = _float(header_value(ds, "TriggerTime"))
-    if top_trigger is None:
-        top_trigger = _float(getattr(ds, "NominalCardiacTriggerDelayTime", None))
+    nominal_delay = _float(getattr(ds, "NominalCardiacTriggerDelayTime", None))
+    if top_trigger is None or (top_trigger == 0 and nominal_delay):
+        # 0 beside a non-zero nominal delay is a placeholder (some exports write 0 on every image), not the R-wave
+        top_trigger = nominal_delay
     top_temporal = _int(header_value(ds, "TemporalPositionIdentifier"))
     top_inversion = _float(header_value(ds, "InversionTime"))
     top_rescale = (_float(getattr(ds, "RescaleSlope", None)) or 1.0, _float(getattr(ds, "RescaleIntercept", None)) or 0.0)
@@ -315,6 +317,23 @@ def latest_first(frame: FrameInfo) -> tuple:
     """Sort key putting the most recent acquisition first (AcquisitionTime, then InstanceNumber, then SOP UID)."""
     return (-(frame.acquisition_time if frame.acquisition_time is not None else -1.0),
             -(frame.instance_number if frame.instance_number is not None else -1), frame.ref.sop_instance_uid)
+
+
+def timing_trigger_times(frames: list[FrameInfo]) -> list[float]:
+    """The distinct TriggerTimes (0018,1060) of a series that carry timing, sorted; [] when they carry none.
+
+    Values are compared to 4 significant digits (no unit is assumed). When several images share a slice position
+    and every frame has one and the same TriggerTime (0 written on every image by some exports, or a constant delay),
+    the value says nothing about when each image was taken: it is treated as absent, as a missing TriggerTime is
+    (phases then go by TemporalPositionIdentifier / InstanceNumber order, AcquisitionTime tells dynamics apart).
+    """
+    values = [f.trigger_time for f in frames if f.trigger_time is not None]
+    distinct = sorted({float(f"{v:.4g}") for v in values})
+    if len(distinct) == 1 and len(values) == len(frames):
+        groups = [members for group in orientation_groups(frames) for _, members in slice_groups(group)]
+        if any(len(members) > 1 for members in groups):
+            return []
+    return distinct
 
 
 def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:

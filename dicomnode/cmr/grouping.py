@@ -1,4 +1,5 @@
-"""Series grouping: split by UID + SeriesNumber + image type, decline unusable instances, merge one-slice series into stacks."""
+"""Series grouping: split by UID, SeriesNumber and image type; leave out unusable images and frames; merge one-slice
+series into stacks and one-phase stacks into cines."""
 from __future__ import annotations
 
 import logging
@@ -122,25 +123,69 @@ def geometry_problems(frame: FrameInfo) -> list[str]:
     return problems
 
 
-def excluded_entry(header: InstanceHeader, reason: str) -> dict:
-    """An `excluded_instances` entry of summary.json: which image was left out of its series and why."""
+def excluded_entry(header: InstanceHeader, reason: str, frame_number: int | None = None) -> dict:
+    """An `excluded_instances` entry of summary.json: which image was left out of its series and why.
+
+    `frame_number` (1-based, PS3.3 C.7.6.16): the one frame of a multi-frame instance left out, its other frames used;
+    the entry then carries it as "frame_number"."""
     ds = header.dataset
-    return {"series_instance_uid": header.series_instance_uid, "sop_instance_uid": header.sop_instance_uid,
-            "series_number": _series_number(ds), "series_description": str(ds.get("SeriesDescription", "") or ""),
-            "instance_number": _int(ds.get("InstanceNumber")), "reason": reason}
+    entry = {"series_instance_uid": header.series_instance_uid, "sop_instance_uid": header.sop_instance_uid,
+             "series_number": _series_number(ds), "series_description": str(ds.get("SeriesDescription", "") or ""),
+             "instance_number": _int(ds.get("InstanceNumber")), "reason": reason}
+    if frame_number is not None:
+        entry["frame_number"] = frame_number
+    return entry
+
+
+#: the functional group macro that holds each geometry attribute in an Enhanced MR frame (PS3.3 C.7.6.16.2.2-3)
+FUNCTIONAL_GROUPS = {"ImagePositionPatient": "Plane Position Sequence (0020,9113)",
+                     "ImageOrientationPatient": "Plane Orientation Sequence (0020,9116)",
+                     "PixelSpacing": "Pixel Measures Sequence (0028,9110)"}
+
+
+def _frame_problems(problems: list[str]) -> str:
+    """Geometry problems of one frame of a multi-frame instance, each naming the functional group it lives in."""
+    named = []
+    for problem in problems:
+        keyword = problem.split(" ", 1)[-1]
+        named.append(f"{problem} ({FUNCTIONAL_GROUPS[keyword]})" if keyword in FUNCTIONAL_GROUPS else problem)
+    return ", ".join(named)
 
 
 def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], list[Declined], list[dict]]:
     """Candidates of one study, the declined instances (one Declined per series and reason) and the MR images left
-    out of their series (malformed UID, unusable geometry) as {"series_instance_uid", "sop_instance_uid", "reason"}.
+    out of their series (malformed UID, unusable geometry, a second image under a SOPInstanceUID already taken) as
+    `excluded_entry` dicts.
+
+    Geometry is judged per frame: a frame of a multi-frame instance without it is left out (named with its frame
+    number) and the instance's other frames are used. Of several copies of one SOPInstanceUID one is used
+    (`_one_copy_each`): identical copies are counted in a note of the series, a damaged copy is declined, and a
+    different image under the same UID is declined and excluded, saying so. One-slice series are merged into
+    stacks (`merge_single_slice_series`), one-phase stacks into cines (`merge_single_phase_stacks`).
     """
     declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
     excluded: list[dict] = []
+    notes: dict[str, list[str]] = defaultdict(list)  # SOPInstanceUID -> notes for the candidate that holds it
+    identical: dict[str, int] = defaultdict(int)  # SOPInstanceUID -> identical copies left out
     buckets: dict[tuple[str, int | None, str], list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
-    kept, duplicates = _one_copy_each(headers)
-    for header in duplicates:
-        declined_counts[(header.series_instance_uid, f"duplicate SOPInstanceUID (same instance received twice): "
-                         f"{header.path} left out, {kept[header.sop_instance_uid].path} kept")] += 1
+    mixed_kinds: set[str] = set()
+    kept, copies = _one_copy_each(headers)
+    for copy in copies:
+        left_out, chosen = copy.header, copy.kept
+        if copy.verdict == "identical":
+            identical[chosen.sop_instance_uid] += 1
+            log.info("SOPInstanceUID %s received twice with the same content: %s left out, %s used",
+                     chosen.sop_instance_uid, left_out.path, chosen.path)
+        elif copy.verdict == "damaged":
+            declined_counts[(left_out.series_instance_uid, f"duplicate SOPInstanceUID (same instance received twice, "
+                             f"this copy {copy.detail}): {left_out.path} left out, {chosen.path} kept")] += 1
+        else:
+            reason = (f"two different images share SOPInstanceUID {chosen.sop_instance_uid} ({copy.detail}): the "
+                      f"second, {left_out.path}, was left out and {chosen.path} used; the sender reuses UIDs")
+            log.warning("%s", reason)
+            declined_counts[(left_out.series_instance_uid, reason)] += 1
+            excluded.append(excluded_entry(left_out, reason))
+            notes[chosen.sop_instance_uid].append(reason)
     for header in kept.values():
         ds = header.dataset
         modality = str(getattr(ds, "Modality", "") or "")
@@ -154,15 +199,24 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             excluded.append(excluded_entry(header, bad_uid))
             continue
         frames = frames_of(header)
-        problems = sorted({problem for frame in frames for problem in geometry_problems(frame)})
-        if problems:
-            reason = f"no geometry: {', '.join(problems)}"
+        judged = [(frame, geometry_problems(frame)) for frame in frames]
+        usable = [frame for frame, problems in judged if not problems]
+        if not usable:
+            reason = f"no geometry: {', '.join(sorted({p for _, problems in judged for p in problems}))}"
             declined_counts[(header.series_instance_uid, reason)] += 1
             excluded.append(excluded_entry(header, reason))
             continue
+        for frame, problems in judged:
+            if problems:
+                reason = (f"frame {frame.ref.frame_number} of {len(frames)} of instance {header.sop_instance_uid}: no "
+                          f"geometry: {_frame_problems(problems)}; left out, the other {len(usable)} frame(s) used")
+                excluded.append(excluded_entry(header, reason, frame_number=frame.ref.frame_number))
+                notes[header.sop_instance_uid].append(reason)
         by_kind: dict[str, list[FrameInfo]] = defaultdict(list)
-        for frame in frames:
+        for frame in usable:
             by_kind[frame.kind].append(frame)
+        if len(by_kind) > 1:
+            mixed_kinds.add(header.sop_instance_uid)
         for kind, kind_frames in by_kind.items():
             buckets[(header.series_instance_uid, _series_number(ds), kind)].append((header, kind_frames))
 
@@ -173,30 +227,154 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             key=f"{uid}#{number if number is not None else '-'}#{kind}",
             series_instance_uids=[uid], series_number=number, kind=kind,
             headers=[h for h, _ in members], frames=[f for _, fs in members for f in fs]))
-        if candidates[-1].frames_included:
+        if any(h.sop_instance_uid in mixed_kinds for h, _ in members):
             candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
                                         "other kinds")
-    candidates = merge_single_slice_series(candidates)
+    candidates = merge_single_phase_stacks(merge_single_slice_series(candidates))
+    for candidate in candidates:
+        held = [h.sop_instance_uid for h in candidate.headers]
+        candidate.notes += list(dict.fromkeys(note for sop in held for note in notes.get(sop, [])))
+        received_twice = sum(identical.get(sop, 0) for sop in held)
+        if received_twice:
+            candidate.notes.append(f"{received_twice} instance(s) received more than once with the same SOPInstanceUID "
+                                   "and the same content: one copy of each used")
+        _count_resent_images_once(candidate)
     candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
     declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
     return candidates, declined, excluded
 
 
-def _one_copy_each(headers: list[InstanceHeader]) -> tuple[dict[str, InstanceHeader], list[InstanceHeader]]:
-    """One header per SOPInstanceUID (in first-seen order) and the other copies. Of several copies the first whole
-    file is kept (`net.integrity.file_problem`: a truncated copy must not displace the intact one), else the first."""
+@dataclass
+class Copy:
+    """A further copy of a SOPInstanceUID, left out for `kept`. verdict: "identical" (same header and pixel data: a
+    re-send), "damaged" (this file is not whole: `net.integrity.file_problem`) or "different" (another image under
+    the same UID); `detail` says what is damaged or what differs."""
+
+    header: InstanceHeader
+    kept: InstanceHeader
+    verdict: str
+    detail: str = ""
+
+
+def _one_copy_each(headers: list[InstanceHeader]) -> tuple[dict[str, InstanceHeader], list[Copy]]:
+    """One header per SOPInstanceUID (in first-seen order) and the other copies, each judged against the one kept.
+    Of several copies the first whole file is kept (`net.integrity.file_problem`: a truncated copy must not
+    displace the intact one), else the first. Files are only read, never removed."""
     copies: dict[str, list[InstanceHeader]] = defaultdict(list)
     for header in headers:
         copies[header.sop_instance_uid].append(header)
     kept: dict[str, InstanceHeader] = {}
-    duplicates: list[InstanceHeader] = []
+    others: list[Copy] = []
     for sop_instance_uid, group in copies.items():
         chosen = group[0]
         if len(group) > 1:
-            chosen = next((h for h in group if file_problem(h.path) is None), group[0])
+            problems = {id(h): file_problem(h.path) for h in group}
+            chosen = next((h for h in group if problems[id(h)] is None), group[0])
+            for header in group:
+                if header is chosen:
+                    continue
+                if problems[id(header)] is not None:
+                    others.append(Copy(header, chosen, "damaged", problems[id(header)]))
+                    continue
+                difference = image_difference(chosen, header)
+                others.append(Copy(header, chosen, "different" if difference else "identical", difference or ""))
         kept[sop_instance_uid] = chosen
-        duplicates += [h for h in group if h is not chosen]
-    return kept, duplicates
+    return kept, others
+
+
+def _frame_facts(frame: FrameInfo) -> dict[str, str]:
+    """What tells one frame from another image, as text: ImagePositionPatient (mm), ImageOrientationPatient,
+    TriggerTime (ms), TemporalPositionIdentifier, InversionTime (ms), AcquisitionTime (HH:MM:SS), image type."""
+    def text(value, unit=""):
+        if value is None:
+            return "absent"
+        if isinstance(value, np.ndarray):
+            return "(" + ", ".join(f"{v:.2f}" for v in value) + ")" + unit
+        return f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    return {"ImagePositionPatient": text(frame.position, " mm"), "ImageOrientationPatient": text(frame.orientation),
+            "TriggerTime": text(frame.trigger_time, " ms"), "TemporalPositionIdentifier": text(frame.temporal_index),
+            "InversionTime": text(frame.inversion_time, " ms"), "AcquisitionTime": _clock(frame.acquisition_time),
+            "ImageType": "\\".join(frame.image_type) or "absent"}
+
+
+def _clock(seconds: float | None) -> str:
+    """Seconds since midnight as HH:MM:SS.fff, "absent" for None."""
+    if seconds is None:
+        return "absent"
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes // 60):02d}:{int(minutes % 60):02d}:{rest:06.3f}"
+
+
+def image_difference(first: InstanceHeader, second: InstanceHeader) -> str | None:
+    """None when two copies of one SOPInstanceUID hold the same image (the same series, InstanceNumber, per-frame
+    position, orientation, timing and image type, and the same Pixel Data), else what differs, e.g.
+    "ImagePositionPatient (1.00, 2.00, 3.00) mm and (1.00, 2.00, 13.00) mm"."""
+    differences = []
+    if first.series_instance_uid != second.series_instance_uid:
+        numbers = [_series_number(h.dataset) for h in (first, second)]
+        by_number = None not in numbers and numbers[0] != numbers[1]
+        differences.append(f"SeriesNumber {numbers[0]} and {numbers[1]}" if by_number
+                           else f"SeriesInstanceUID {first.series_instance_uid} and {second.series_instance_uid}")
+    numbers = [_int(h.dataset.get("InstanceNumber")) for h in (first, second)]
+    if numbers[0] != numbers[1]:
+        differences.append(f"InstanceNumber {numbers[0]} and {numbers[1]}")
+    frames = [frames_of(first), frames_of(second)]
+    if len(frames[0]) != len(frames[1]):
+        differences.append(f"{len(frames[0])} and {len(frames[1])} frames")
+    else:
+        for a, b in zip(*frames):
+            facts = [_frame_facts(a), _frame_facts(b)]
+            where = f" of frame {a.ref.frame_number}" if a.ref.frame_number is not None else ""
+            differences += [f"{keyword}{where} {facts[0][keyword]} and {facts[1][keyword]}" for keyword in facts[0]
+                            if facts[0][keyword] != facts[1][keyword]]
+            if differences:
+                break
+    if not differences:
+        pixels = _pixel_difference(first.path, second.path)
+        if pixels:
+            differences.append(pixels)
+    return "; ".join(differences) or None
+
+
+def _pixel_difference(first_path, second_path) -> str | None:
+    """None when two files hold the same Pixel Data (7FE0,0010), compared encoded when both use one transfer syntax,
+    else decoded; else what differs."""
+    try:
+        first, second = pydicom.dcmread(first_path), pydicom.dcmread(second_path)
+        if first.get("PixelData") == second.get("PixelData"):
+            return None
+        if first.file_meta.get("TransferSyntaxUID") == second.file_meta.get("TransferSyntaxUID"):
+            return "pixel data differ"
+        return None if np.array_equal(first.pixel_array, second.pixel_array) else "pixel data differ"
+    except Exception as error:  # noqa: BLE001 - a copy that cannot be compared is not taken as the same image
+        return f"pixel data cannot be compared ({type(error).__name__}: {error})"
+
+
+def _count_resent_images_once(candidate: Candidate) -> None:
+    """Leave out of `candidate.frames` (what recognition counts phases from) each single-frame image that repeats
+    another's slice position, image type and timing exactly (TriggerTime, TemporalPositionIdentifier,
+    AcquisitionTime, InversionTime): the same image re-sent under a new SOPInstanceUID. Only at slice positions
+    whose images differ in timing (a cine slice); a slice of one repeated image is `frames.are_repeats`' case.
+    The instances stay in the series: volume building chooses which copy it reads. Notes how many were left out."""
+    if not candidate.frames:
+        return
+    dropped: set[int] = set()
+    for group in orientation_groups(candidate.frames):
+        for _, members in slice_groups(group):
+            single = [f for f in members if f.ref.frame_number is None]
+            identities = [(f.kind, f.trigger_time, f.temporal_index, f.acquisition_time, f.inversion_time)
+                          for f in single]
+            if len(set(identities)) < 2:
+                continue
+            seen: set[tuple] = set()
+            for frame, identity in zip(single, identities):
+                if identity in seen:
+                    dropped.add(id(frame))
+                seen.add(identity)
+    if dropped:
+        candidate.frames = [f for f in candidate.frames if id(f) not in dropped]
+        candidate.notes.append(f"{len(dropped)} image(s) repeat the slice position, image type and timing of another "
+                               "image of the series (re-sent under a new SOPInstanceUID): each counted once")
 
 
 def _single_slice(candidate: Candidate) -> bool:
@@ -266,8 +444,102 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
                 headers=[h for c in stack for h in c.headers],
                 frames=[f for c in stack for f in c.frames],
                 notes=[f"merged {len(stack)} single-slice series (SeriesNumber {', '.join(str(n) for n in numbers)}) "
-                       "into one stack: parallel planes, same matrix, spacing and sequence"],
+                       "into one stack: parallel planes, same matrix, spacing and sequence"]
+                + list(dict.fromkeys(note for c in stack for note in c.notes)),
             )
             log.info("%s", merged.notes[0])
+            result.append(merged)
+    return result
+
+
+#: longest time (s) between the acquisitions of one slice's phases: one breath-hold
+BREATH_HOLD_S = 30.0
+
+
+def _one_phase_slices(candidate: Candidate) -> list[FrameInfo] | None:
+    """The frames of a stack of two or more parallel slices holding one image each, all with TriggerTime
+    (0018,1060), sorted along the plane normal; None for any other candidate."""
+    groups = orientation_groups(candidate.frames)
+    if len(groups) != 1:
+        return None
+    slices = slice_groups(groups[0])
+    if len(slices) < 2 or any(len(members) != 1 for _, members in slices):
+        return None
+    frames = [members[0] for _, members in slices]
+    return frames if all(f.trigger_time is not None for f in frames) else None
+
+
+def _same_planes(first: list[FrameInfo], second: list[FrameInfo], tolerance_mm: float = 0.1) -> bool:
+    return all(np.linalg.norm(a.position - b.position) <= tolerance_mm for a, b in zip(first, second))
+
+
+def _phases_of_one_cine(stacks: list[tuple[Candidate, list[FrameInfo]]]) -> bool:
+    """True when one-phase stacks of the same planes are the cardiac phases of one acquisition: at every slice the
+    TriggerTimes (0018,1060) differ by at least 1 ms, InversionTime (0018,0082) is the same (within 5 ms) or absent,
+    and AcquisitionTime (0008,0032) spans at most one breath-hold (`BREATH_HOLD_S`) where present; and there are at
+    least 3 stacks, or 2 sharing a non-empty SeriesDescription or ProtocolName."""
+    if len(stacks) < 2:
+        return False
+    if len(stacks) == 2:
+        texts = [tuple(str(c.headers[0].dataset.get(keyword, "") or "").strip()
+                       for keyword in ("SeriesDescription", "ProtocolName")) for c, _ in stacks]
+        if not any(a and a == b for a, b in zip(*texts)):
+            return False
+    for at_slice in zip(*(frames for _, frames in stacks)):
+        triggers = sorted(f.trigger_time for f in at_slice)
+        if min(np.diff(triggers)) < 1.0:
+            return False
+        inversions = [f.inversion_time for f in at_slice]
+        if any(v is not None for v in inversions) and (None in inversions or max(inversions) - min(inversions) > 5.0):
+            return False
+        times = [f.acquisition_time for f in at_slice]
+        if None not in times and max(times) - min(times) > BREATH_HOLD_S:
+            return False
+    return True
+
+
+def merge_single_phase_stacks(candidates: list[Candidate]) -> list[Candidate]:
+    """Merge stacks of one image per slice that are the cardiac phases of one cine exported one series per phase
+    into one candidate: the same matrix, spacing, orientation, sequence and slice positions (within 0.1 mm), and
+    `_phases_of_one_cine`. The merged candidate notes the SeriesNumbers it came from; others pass unchanged."""
+    groups: dict[tuple, list[tuple[Candidate, list[FrameInfo]]]] = defaultdict(list)
+    result = []
+    for candidate in candidates:
+        frames = _one_phase_slices(candidate)
+        if frames is None:
+            result.append(candidate)
+        else:
+            groups[_merge_signature(candidate)].append((candidate, frames))
+    for members in groups.values():
+        clusters: list[list[tuple[Candidate, list[FrameInfo]]]] = []
+        for member in members:
+            cluster = next((c for c in clusters if _same_planes(c[0][1], member[1])), None)
+            if cluster is None:
+                clusters.append([member])
+            else:
+                cluster.append(member)
+        for cluster in clusters:
+            if not _phases_of_one_cine(cluster):
+                result += [candidate for candidate, _ in cluster]
+                continue
+            cluster.sort(key=lambda m: float(np.median([f.trigger_time for f in m[1]])))
+            stack = [candidate for candidate, _ in cluster]
+            numbers = [c.series_number for c in stack if c.series_number is not None]
+            first = stack[0]
+            triggers = [f.trigger_time for _, frames in cluster for f in frames]
+            note = (f"merged from {len(stack)} single-phase series (SeriesNumber {', '.join(str(n) for n in numbers)}) "
+                    f"into one cine: the same {len(cluster[0][1])} slice positions and orientation, matrix, spacing "
+                    f"and sequence, TriggerTime {min(triggers):g}-{max(triggers):g} ms")
+            span = f"{min(numbers)}-{max(numbers)}" if numbers else "-"
+            merged = Candidate(
+                key=f"{first.series_instance_uids[0]}#{span}#{first.kind}#phases-merged",
+                series_instance_uids=[uid for c in stack for uid in c.series_instance_uids],
+                series_number=min(numbers) if numbers else None,
+                kind=first.kind,
+                headers=[h for c in stack for h in c.headers],
+                frames=[f for c in stack for f in c.frames],
+                notes=[note] + list(dict.fromkeys(n for c in stack for n in c.notes)),
+            )
+            log.info("%s", note)
             result.append(merged)
     return result

@@ -8,7 +8,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dicomnode.cmr.frames import FrameInfo, header_value, images_per_slice, orientation_groups, plane_name, slice_groups
+from dicomnode.cmr.frames import (FrameInfo, header_value, images_per_slice, orientation_groups, plane_name,
+                                  slice_groups, timing_trigger_times)
 from dicomnode.cmr.types import Recognition
 
 log = logging.getLogger("dicomnode.cmr")
@@ -49,8 +50,10 @@ class SeriesEvidence:
     slices: int
     phases: int  # frames per slice position (max)
     phase_counts: list[int]  # per slice
-    trigger_times: list[float]  # distinct, sorted
+    trigger_times: list[float]  # distinct, sorted, ms; [] when absent or all equal (frames.timing_trigger_times)
     acquisition_span_s: float | None
+    slice_acquisition_span_s: float | None = None  # the largest AcquisitionTime span at one slice position
+    timing_notes: list[str] = field(default_factory=list)  # how TriggerTime was read, where it needed care
 
     @property
     def single_orientation(self) -> bool:
@@ -112,6 +115,12 @@ def _enhanced_pulse_sequence(ds) -> tuple[list[str], list[str]]:
     return scanning, variant
 
 
+#: TriggerTimes all below this (an RR interval under 5 ms is impossible) are seconds, not ms
+MAX_RR_IN_SECONDS = 5.0
+#: one breath-hold: a cine slice's phases are acquired within it; perfusion dynamics of one slice span the first pass
+BREATH_HOLD_S = 20.0
+
+
 def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
     """Collect the evidence of one candidate series; frames must all have geometry."""
     ds = frames[0].header.dataset
@@ -120,8 +129,16 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
     phase_counts: list[int] = []
     for group in groups:
         phase_counts += images_per_slice([members for _, members in slice_groups(group)])
-    trigger_times = sorted({round(f.trigger_time, 1) for f in frames if f.trigger_time is not None})
+    trigger_times = timing_trigger_times(frames)
+    timing_notes = []
+    if not trigger_times and any(f.trigger_time is not None for f in frames):
+        timing_notes.append(f"TriggerTime {frames[0].trigger_time:g} on every image carries no timing: taken as absent")
+    elif len(trigger_times) >= 2 and max(trigger_times) < MAX_RR_IN_SECONDS:
+        timing_notes.append(f"TriggerTime spans {min(trigger_times):g}-{max(trigger_times):g}: read as seconds")
+        trigger_times = [t * 1000.0 for t in trigger_times]
     acquisition = [f.acquisition_time for f in frames if f.acquisition_time is not None]
+    slice_spans = [max(t) - min(t) for group in groups for _, members in slice_groups(group)
+                   for t in [[f.acquisition_time for f in members if f.acquisition_time is not None]] if t]
     inversions = sorted({round(f.inversion_time, 1) for f in frames if f.inversion_time is not None})
     image_types: list[str] = []
     for frame in frames:
@@ -161,6 +178,8 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         phase_counts=phase_counts,
         trigger_times=trigger_times,
         acquisition_span_s=(max(acquisition) - min(acquisition)) if acquisition else None,
+        slice_acquisition_span_s=max(slice_spans) if len(acquisition) == len(frames) and slice_spans else None,
+        timing_notes=timing_notes,
     )
 
 
@@ -342,16 +361,25 @@ class PerfusionRule:
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         hint = _has_hint(e.text_hints(), (r"perf", r"first[ _-]?pass"))
         spread = (max(e.trigger_times) - min(e.trigger_times)) if e.trigger_times else 0.0
-        dynamic = e.phases >= 20 and spread < 60 and (e.acquisition_span_s or 0) > 20
+        # each slice's dynamics follow the contrast over many heartbeats; a cine slice is one breath-hold
+        span = e.slice_acquisition_span_s if e.slice_acquisition_span_s is not None else e.acquisition_span_s
+        dynamic = e.phases >= 20 and spread < 60 and (span or 0) > BREATH_HOLD_S
         if dynamic:
             evidence = [f"{e.phases} dynamics per slice at near-constant trigger delay (spread {spread:.0f} ms)",
-                        f"acquisition spans {e.acquisition_span_s:.0f} s"]
+                        f"acquisition spans {span:.0f} s" + (" at one slice position"
+                                                              if e.slice_acquisition_span_s is not None else "")]
             if hint:
                 evidence.append(f"description hint {hint!r}")
             return Recognition("perfusion", 0.9 if hint else 0.75, evidence)
         if hint and e.phases >= 10:
             return Recognition("perfusion", 0.5, [f"description hint {hint!r}", f"{e.phases} images per slice"])
         return None
+
+
+def _ssfp(e: SeriesEvidence) -> bool:
+    """A balanced SSFP readout: ScanningSequence GR with SequenceVariant SS, or an SSFP sequence name."""
+    name = e.sequence_name.lower()
+    return ("GR" in e.scanning_sequence and "SS" in e.sequence_variant) or any(h in name for h in SSFP_NAME_HINTS)
 
 
 class CineRule:
@@ -375,11 +403,18 @@ class CineRule:
             said = f"CardiacNumberOfImages={declared}" if declared else "no CardiacNumberOfImages"
             evidence.append(f"only 2 phases per slice ({said}), TriggerTime {e.trigger_times[0]:.0f} and "
                             f"{e.trigger_times[1]:.0f} ms: ED and ES phases only")
+        elif e.phases >= 5 and not e.trigger_times and e.slice_acquisition_span_s is not None \
+                and e.slice_acquisition_span_s <= BREATH_HOLD_S and not any(t > 0 for t in e.inversion_times) \
+                and (declared >= 5 or _ssfp(e)):
+            confidence = 0.5  # phases in InstanceNumber / TemporalPositionIdentifier order
+            evidence.append(f"{e.phases} images per slice acquired within {e.slice_acquisition_span_s:.0f} s at each "
+                            "slice (one breath-hold, not dynamics), no usable TriggerTime")
         else:
             return None
         if declared > 1:
             evidence.append(f"CardiacNumberOfImages={declared}")
             confidence += 0.05
+        evidence += e.timing_notes
         name = e.sequence_name.lower()
         ssfp_hint = next((h for h in SSFP_NAME_HINTS if h in name), None)
         if ("GR" in e.scanning_sequence and "SS" in e.sequence_variant) or ssfp_hint:

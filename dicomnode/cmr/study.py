@@ -80,8 +80,9 @@ class CMRStudy:
         Instances the volume leaves out are added to `excluded_instances` (once each).
         """
         volume = build_volume(series, require_stack=require_stack)
-        known = {e["sop_instance_uid"] for e in self.excluded_instances}
-        self.excluded_instances.extend(e for e in volume.excluded if e["sop_instance_uid"] not in known)
+        known = {(e["sop_instance_uid"], e.get("frame_number")) for e in self.excluded_instances}
+        self.excluded_instances.extend(e for e in volume.excluded
+                                       if (e["sop_instance_uid"], e.get("frame_number")) not in known)
         return volume
 
     def first_dataset(self, series: AnalysisSeries) -> pydicom.Dataset:

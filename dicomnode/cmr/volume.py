@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, images_per_slice, latest_first,
+from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, header_value, images_per_slice, latest_first,
                                   orientation_groups, plane_name, slice_groups)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
@@ -26,11 +26,22 @@ def _temporal_sort_key(frame: FrameInfo) -> tuple:
     )
 
 
+#: significant digits a TriggerTime is compared to: phases 0.1 % of the value apart stay apart in any unit (s, ms, us)
+TRIGGER_SIGNIFICANT_DIGITS = 4
+
+
 def _temporal_identity(frame: FrameInfo) -> tuple:
+    """What makes two frames at one slice position the same image (a duplicate): TemporalPositionIdentifier,
+    TriggerTime to TRIGGER_SIGNIFICANT_DIGITS (relative, so no unit is assumed: a fixed 0.1 grid merged phases sent
+    in seconds), AcquisitionTime to 10 ms, and InstanceNumber where neither a temporal index nor a non-zero
+    TriggerTime tells the phases apart (a slice's phases often share one AcquisitionTime)."""
+    trigger = frame.trigger_time
+    untimed = frame.temporal_index is None and not trigger
     return (
         frame.temporal_index,
-        None if frame.trigger_time is None else round(frame.trigger_time, 1),
+        None if trigger is None else float(f"{trigger:.{TRIGGER_SIGNIFICANT_DIGITS}g}"),
         None if frame.acquisition_time is None else round(frame.acquisition_time, 2),
+        frame.instance_number if untimed else None,
     )
 
 
@@ -149,45 +160,142 @@ def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float]
     return kept
 
 
+#: cardiac-cycle fields whose per-frame value may sit in the Cardiac Synchronization functional group
+_CARDIAC_SYNC = "CardiacSynchronizationSequence"
+
+
+def _cardiac_value(frame: FrameInfo, keyword: str) -> float | None:
+    """A positive number from the frame's Cardiac Synchronization functional group (Enhanced MR, per-frame then
+    shared) or the classic attribute (header_value); None when absent or not positive."""
+    ds = frame.header.dataset
+    containers = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if frame.ref.frame_number is not None and frame.frame_index < len(per_frame):
+        containers.append(per_frame[frame.frame_index])
+    containers += list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    candidates = [item[_CARDIAC_SYNC].value[0].get(keyword) for item in containers
+                  if _CARDIAC_SYNC in item and item[_CARDIAC_SYNC].value]
+    candidates.append(header_value(ds, keyword, frame.frame_index if frame.ref.frame_number is not None else None))
+    for value in candidates:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(number) and number > 0:
+            return number
+    return None
+
+
+def _header_rr_ms(frame: FrameInfo) -> float | None:
+    """The frame's RR interval in ms from its header: NominalInterval (0018,1062), RRIntervalTimeNominal
+    (0020,9251), else 60000 / HeartRate (0018,1088)."""
+    for keyword in ("NominalInterval", "RRIntervalTimeNominal"):
+        value = _cardiac_value(frame, keyword)
+        if value is not None:
+            return value
+    rate = _cardiac_value(frame, "HeartRate")
+    return 60000.0 / rate if rate is not None else None
+
+
+def _median_step(times: list[float]) -> float | None:
+    steps = np.diff(sorted(times))
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None
+
+
+def cycle_fractions(per_slice: list[list[FrameInfo]]) -> tuple[list[list[float]], str] | None:
+    """Each frame's position in its own slice's cardiac cycle (0..1), and how it was found; None without timing.
+
+    Trigger times differ from slice to slice (each slice is its own breath-hold with its own RR interval), so
+    phases are compared as fractions of each slice's cycle, in this order of preference, each used only when every
+    frame has it: NominalPercentageOfCardiacPhase (0020,9241) / 100; TriggerTime (0018,1060) / the slice's RR
+    interval from the header (_header_rr_ms); TriggerTime / (phases of the fullest slice x the slice's own phase
+    interval), the interval scaled by the whole number of reference intervals it spans where a slice holds every
+    other phase only (no unit is assumed: s, ms and us alike); (TemporalPositionIdentifier - 1) / the phases of the
+    fullest slice.
+    """
+    frames = [f for s in per_slice for f in s]
+    percentages = [_cardiac_value(f, "NominalPercentageOfCardiacPhase") for f in frames]
+    if all(p is not None for p in percentages):
+        values = iter(percentages)
+        return [[next(values) / 100.0 for _ in s] for s in per_slice], "NominalPercentageOfCardiacPhase"
+    longest = max(len(s) for s in per_slice)
+    if all(f.trigger_time is not None for f in frames):
+        rr = [[_header_rr_ms(f) for f in s] for s in per_slice]
+        if all(r is not None for s in rr for r in s):
+            return ([[f.trigger_time / r for f, r in zip(s, rs)] for s, rs in zip(per_slice, rr)],
+                    "TriggerTime / the slice's RR interval (NominalInterval or HeartRate)")
+        steps = [_median_step([f.trigger_time for f in s]) for s in per_slice]
+        reference = np.median([st for s, st in zip(per_slice, steps) if len(s) == longest and st is not None] or [0.0])
+        if reference > 0 and all(st is not None for st in steps):
+            fractions = []
+            for frames_at, step in zip(per_slice, steps):
+                native = step / max(1, round(step / reference))
+                fractions.append([f.trigger_time / (longest * native) for f in frames_at])
+            return fractions, "TriggerTime / the slice's own cycle (phase interval x phases of the fullest slice)"
+    if all(f.temporal_index is not None for f in frames):
+        return [[(f.temporal_index - 1) / longest for f in s] for s in per_slice], "TemporalPositionIdentifier"
+    return None
+
+
 def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str]
                   ) -> tuple[list[list[FrameInfo]], list[tuple[FrameInfo, str]]]:
     """Keep the cardiac phases every slice has, when slices hold different numbers of phases (an image lost or
-    undecodable): phases are matched across slices by TriggerTime (0018,1060) to the nearest phase of the slice
-    with the most phases, within half its median phase interval; a phase missing at any slice is left out of all
-    slices (volumes stay whole-heart; the lost phase is named in `warnings`).
+    undecodable, or slices exported with fewer phases): each frame is matched to the nearest phase of the slice
+    with the most phases by its position in its own slice's cardiac cycle (cycle_fractions: absolute TriggerTimes
+    drift apart because the RR interval differs from one breath-hold to the next), within half a phase; a frame that
+    matches no phase (or a phase another frame of its slice matches more closely) is left out, and a phase missing
+    at any slice is left out of all slices (volumes stay whole-heart). Each is named in `warnings`.
 
     per_slice: [slice][phase] frames in temporal order; distances: each slice's position along the normal (mm).
     Returns the [slice][phase] frames kept and the frames left out with the reason. Raises StudyError (naming the
-    counts) when frames lack TriggerTime, cannot be matched one-to-one, or fewer than 2 phases (or fewer than half)
-    would remain.
+    counts) when the frames carry no timing to match them by, or fewer than 2 phases (or fewer than half) would
+    remain.
     """
     counts = [len(s) for s in per_slice]
     tally = ", ".join(f"{n} phase(s) in {c} slice(s)" for n, c in sorted(Counter(counts).items()))
     refusal = f"series {series_key}: inconsistent phase counts across slices ({tally}); "
-    if any(f.trigger_time is None for s in per_slice for f in s):
-        raise StudyError(refusal + "without TriggerTime the phases cannot be matched across slices")
-    reference = [f.trigger_time for f in max(per_slice, key=len)]
-    tolerance = 0.5 * float(np.median(np.diff(reference))) if len(reference) > 1 else 1.0
+    timing = cycle_fractions(per_slice)
+    if timing is None:
+        raise StudyError(refusal + "without TriggerTime, NominalPercentageOfCardiacPhase or TemporalPositionIdentifier "
+                         "the phases cannot be matched across slices")
+    fractions, method = timing
+    longest = max(counts)
+    fullest = [f for s, f in zip(per_slice, fractions) if len(s) == longest]
+    reference = np.median(np.array(fullest), axis=0)
+    tolerance = 0.5 / longest
     matched: list[dict[int, FrameInfo]] = []
-    for frames in per_slice:
-        by_phase: dict[int, FrameInfo] = {}
-        for frame in frames:
-            nearest = int(np.argmin([abs(frame.trigger_time - t) for t in reference]))
-            if abs(frame.trigger_time - reference[nearest]) > tolerance or nearest in by_phase:
-                raise StudyError(refusal + f"TriggerTime {frame.trigger_time:g} ms of instance "
-                                 f"{frame.ref.sop_instance_uid} matches no phase of the fullest slice one-to-one")
-            by_phase[nearest] = frame
-        matched.append(by_phase)
-    kept = [p for p in range(len(reference)) if all(p in m for m in matched)]
-    if len(kept) < max(2, (len(reference) + 1) // 2):
-        raise StudyError(refusal + f"only {len(kept)} of {len(reference)} phases are present at every slice")
-    left_out = []
-    for p in range(len(reference)):
+    left_out: list[tuple[FrameInfo, str]] = []
+    for distance, frames, values in zip(distances, per_slice, fractions):
+        by_phase: dict[int, tuple[float, FrameInfo]] = {}
+        unmatched: list[FrameInfo] = []
+        for frame, value in zip(frames, values):
+            nearest = int(np.argmin(np.abs(reference - value)))
+            error = abs(reference[nearest] - value)
+            if error > tolerance:
+                unmatched.append(frame)
+            elif nearest in by_phase and by_phase[nearest][0] <= error:
+                unmatched.append(frame)
+            else:
+                if nearest in by_phase:
+                    unmatched.append(by_phase[nearest][1])
+                by_phase[nearest] = (error, frame)
+        for frame in unmatched:
+            reason = (f"instance {frame.ref.sop_instance_uid} at slice {distance:.1f} mm matches no cardiac phase of "
+                      f"the fullest slice ({method}, within half a phase); left out")
+            warnings.append(reason)
+            left_out.append((frame, reason))
+        matched.append({p: frame for p, (_, frame) in by_phase.items()})
+    kept = [p for p in range(longest) if all(p in m for m in matched)]
+    if len(kept) < max(2, (longest + 1) // 2):
+        raise StudyError(refusal + f"only {len(kept)} of {longest} phases are present at every slice (phases matched "
+                         f"by {method})")
+    for p in range(longest):
         if p in kept:
             continue
         missing = [f"{d:.1f}" for d, m in zip(distances, matched) if p not in m]
-        reason = (f"cardiac phase at TriggerTime {reference[p]:g} ms is missing at slice(s) {', '.join(missing)} mm; "
-                  "left out at every slice so that each phase covers the whole stack")
+        reason = (f"cardiac phase {p + 1} of {longest} (at {100 * reference[p]:.0f} % of the cycle) is missing at "
+                  f"slice(s) {', '.join(missing)} mm; left out at every slice so that each phase covers the whole stack")
         warnings.append(reason)
         left_out += [(m[p], reason) for m in matched if p in m]
     return [[m[p] for p in kept] for m in matched], left_out
@@ -228,14 +336,26 @@ def as_monochrome2(array: np.ndarray, dataset) -> np.ndarray:
     return (np.int64(low + high) - array.astype(np.int64)).astype(np.float64)
 
 
+def colour_problem(dataset) -> str | None:
+    """Why an image is no grey-scale MR image (PS3.3 C.7.6.3.1.2: RGB, YBR_*, PALETTE COLOR, SamplesPerPixel > 1:
+    a screen capture or a colour map relabelled as MR), else None; models read MR magnitude values only."""
+    photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
+    samples = int(dataset.get("SamplesPerPixel") or 1)
+    if photometric in ("", "MONOCHROME1", "MONOCHROME2") and samples == 1:
+        return None
+    return (f"colour image (PhotometricInterpretation {photometric or 'not given'}, SamplesPerPixel {samples}): not "
+            f"an MR magnitude image")
+
+
 def decode_instances(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Each file's pixel array as MONOCHROME2 stored values, and {path: reason} for files that cannot be used."""
+    """Each file's pixel array as MONOCHROME2 stored values, and {path: reason} for files that cannot be used
+    (no or empty Pixel Data, a colour image, pixel data that cannot be decoded)."""
     arrays: dict[str, np.ndarray] = {}
     unusable: dict[str, str] = {}
     for path in paths:
         try:
             dataset = pydicom.dcmread(path)
-            problem = pixel_problem(dataset)
+            problem = pixel_problem(dataset) or colour_problem(dataset)
             if problem is None:
                 arrays[path] = as_monochrome2(dataset.pixel_array, dataset)
                 continue

@@ -37,6 +37,8 @@ OPTIONAL_KEYWORDS = ("IssuerOfPatientID", "TypeOfPatientID", "PatientBirthTime",
                      "PatientWeight", "MedicalAlerts", "Allergies", "Occupation", "SmokingStatus",
                      "AdditionalPatientHistory", "PregnancyStatus", "LastMenstrualDate", "PatientSexNeutered",
                      "ReasonForVisit", "AdmissionID", "ServiceEpisodeID", "ServiceEpisodeDescription", "PatientState")
+#: what pydicom puts for each byte it cannot decode; never written into a result
+REPLACEMENT_CHARACTER = "\ufffd"
 _TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"}
 _AGE_UNITS = {"D": "D", "DAY": "D", "DAYS": "D", "W": "W", "WEEK": "W", "WEEKS": "W", "M": "M", "MONTH": "M",
               "MONTHS": "M", "Y": "Y", "YEAR": "Y", "YEARS": "Y", "": "Y"}
@@ -122,7 +124,17 @@ def _source_texts(dataset: Dataset, keyword: str, encodings: list[str]) -> list[
             texts.append(str(item.original_string))
         else:
             texts.append(str(item))
+    if any(REPLACEMENT_CHARACTER in text for text in texts):
+        # decoded with replacement characters before charsets.repair_undecodable could see its bytes
+        _say_replaced(str(dataset.get("StudyInstanceUID", "")), keyword)
+        texts = [text.replace(REPLACEMENT_CHARACTER, "?") for text in texts]
     return texts
+
+
+@functools.lru_cache(maxsize=1024)
+def _say_replaced(study_uid: str, keyword: str) -> None:
+    log.warning("source %s held bytes its Specific Character Set cannot read: each written as '?' in every result "
+                "object", keyword)
 
 
 def output_character_set(source_value, texts: list[str]):
@@ -188,6 +200,7 @@ def derivable_header(dataset: Dataset) -> Dataset:
     Type 2 attributes are added empty when missing or invalid; other invalid ones are removed; the Specific
     Character Set is what `output_character_set` decides, and every copied text is re-encoded in it on writing.
     """
+    charsets.repair_undecodable(dataset)  # text not valid in the declared repertoire, unless read_header did
     copy = _decoded_copy(dataset)
     source_charset = dataset.get("SpecificCharacterSet")
     encodings = [python_encoding.get(t, "latin_1") for t in charsets.normalise(source_charset or "")]

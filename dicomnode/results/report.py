@@ -152,16 +152,22 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
 
         ranges = [f for f in s.get("flags") or [] if is_range_flag(f)]
         notes = [f for f in s.get("flags") or [] if not is_range_flag(f)]
+        # part of the LV outside the stack (summary `coverage`): volumes and mass are lower bounds, EF partial
+        partial = (s.get("coverage") or {}).get("complete") is False
+        at_least = "≥ " if partial else ""
+        ef_note = " (partial stack)" if partial else ""
 
         rows += [
-            ("LV EF", _fmt(s.get("lv_ef_percent"), "%"), _range_text("lv_ef_percent", sex)),
-            ("LV EDV / EDVi", f"{_fmt(s.get('lv_edv_ml'), 'mL')} / {_fmt(index(s.get('lv_edv_ml')), 'mL/m²')}",
+            ("LV EF", _fmt(s.get("lv_ef_percent"), "%") + ef_note, _range_text("lv_ef_percent", sex)),
+            ("LV EDV / EDVi",
+             f"{at_least}{_fmt(s.get('lv_edv_ml'), 'mL')} / {at_least}{_fmt(index(s.get('lv_edv_ml')), 'mL/m²')}",
              f"{_range_text('lv_edv_ml', sex)}; index {_range_text('lv_edvi_ml_m2', sex)}"),
-            ("LV ESV / ESVi", f"{_fmt(s.get('lv_esv_ml'), 'mL')} / {_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}",
+            ("LV ESV / ESVi",
+             f"{at_least}{_fmt(s.get('lv_esv_ml'), 'mL')} / {at_least}{_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}",
              _range_text("lv_esv_ml", sex)),
-            ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}", ""),
+            ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}", ""),
             ("LV mass (cine, ED) / index",
-             f"{_fmt(s.get('lv_mass_g'), 'g')} / {_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
+             f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + " (no index: height/weight missing)"),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),

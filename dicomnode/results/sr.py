@@ -582,7 +582,11 @@ def _stack_comments(result: PipelineResult) -> list[str]:
     phases present, a single slice, left-out duplicates, shifted positions), one text each."""
     warnings = (result.summary or {}).get("stack_warnings") or []
     what = "LGE" if result.name == "lge" else result.name
-    return [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip()]
+    coverage = (result.summary or {}).get("coverage") or {}
+    # a stack that misses part of the LV (cine_metrics.stack_coverage): its volumes are lower bounds
+    incomplete = [f"{what} input stack: incomplete LV coverage: {reason}; {coverage.get('caveat')}"
+                  for reason in coverage.get("reasons") or [] if coverage.get("complete") is False]
+    return incomplete + [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip()]
 
 
 def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None) -> list:

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from dicomnode.analysis.cine_metrics import (PAPILLARY_MUSCLES, body_surface_area_m2, ejection_fraction_percent,
+from dicomnode.analysis.cine_metrics import (COVERAGE_CAVEAT, PAPILLARY_MUSCLES, body_surface_area_m2,
+                                             disc_thickness_mm, ejection_fraction_percent, stack_coverage,
                                              find_cardiac_phases, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, myocardial_surround, normal_range_flags,
                                              rv_timing_notes, timing_slice_volumes_ml, volume_curve_ml)
@@ -305,3 +306,85 @@ def test_measure_cine_says_when_the_rv_volume_it_reports_is_a_jump():
     assert result.rv_flagged_phases == [5]
     assert any(flag.startswith("RV volume jumps from its temporal neighbours at the end-systolic phase 6:")
                and "(20.0 mL against" in flag for flag in result.flags)
+
+
+# ---------------------------------------------------------------- stack coverage and per-slice discs
+def tapered_ventricle(sections_px, phases: int = 6, shape=(40, 40)) -> np.ndarray:
+    """(phases, slices, rows, cols) label maps of an LV whose blood pool covers `sections_px[z]` pixels on slice z
+    (a block walled by myocardium, heart_slice), the same at every phase."""
+    maps = np.zeros((phases, len(sections_px)) + shape, np.uint8)
+    for z, pixels in enumerate(sections_px):
+        maps[:, z] = heart_slice(shape[0], shape[1], pixels, 0, shape[0] * shape[1] if pixels else 0)
+    return maps
+
+
+#: an LV from apex (first slice) to base: whole stack, apical end section ~10 % of the largest
+WHOLE_LV = [20, 120, 200, 240, 250, 250, 240, 220]
+
+
+def test_disc_thickness_follows_the_real_slice_positions():
+    assert disc_thickness_mm([0, 10, 20, 30]).tolist() == [10, 10, 10, 10]
+    assert disc_thickness_mm([0, 10, 30, 40]).tolist() == [10, 15, 15, 10]  # a slice missing: interpolated
+    assert disc_thickness_mm([30, 0, 14, 22]).tolist() == [8, 14, 11, 8]  # any order, uneven steps
+    with pytest.raises(ValueError):
+        disc_thickness_mm([5.0])
+
+
+def test_uneven_spacing_and_gaps_count_each_slice_s_own_disc():
+    # before: every slice got the median step, so a missing slice's volume was silently absent
+    maps = tapered_ventricle([100] * 5)
+    even = measure_cine(maps, 1.0, slice_positions_mm=[0, 10, 20, 30, 40], apex_first=True)
+    gap = measure_cine(maps[:, [0, 1, 3, 4]], 1.0, slice_positions_mm=[0, 10, 30, 40], apex_first=True)
+    assert gap.lv_edv_ml == pytest.approx(even.lv_edv_ml) == pytest.approx(500.0)
+    assert gap.lv_mass_g == pytest.approx(even.lv_mass_g)
+    assert any(f.startswith("gap of 20.0 mm between the slices at 10.0 and 30.0 mm") for f in gap.flags)
+    uneven = measure_cine(maps[:, :3], 1.0, slice_positions_mm=[0, 10, 24], apex_first=True)
+    assert uneven.lv_edv_ml == pytest.approx(100 * (10 + 12 + 14) / 12)
+
+
+def test_a_whole_stack_is_complete_and_a_cut_one_is_flagged_and_caveated():
+    positions = np.arange(len(WHOLE_LV)) * 10.0
+    whole = measure_cine(tapered_ventricle(WHOLE_LV), 1.0, slice_positions_mm=positions, apex_first=True)
+    assert whole.coverage.complete and not any("coverage" in f for f in whole.flags)
+    apex_cut = measure_cine(tapered_ventricle(WHOLE_LV[2:]), 1.0, slice_positions_mm=positions[2:], apex_first=True)
+    assert not apex_cut.coverage.complete
+    assert apex_cut.flags[0].startswith("incomplete LV coverage: the LV still covers 83 % of its largest section on "
+                                        "the apical (first) slice")
+    assert "lower bounds" in apex_cut.flags[0]
+    assert apex_cut.coverage.summary()["caveat"] == COVERAGE_CAVEAT
+    # the base end of a whole stack may be a full ring: only the apical end decides
+    assert measure_cine(tapered_ventricle(WHOLE_LV[:-2]), 1.0, slice_positions_mm=positions[:-2],
+                        apex_first=True).coverage.complete
+    three = measure_cine(tapered_ventricle(WHOLE_LV[3:6]), 1.0, slice_positions_mm=positions[3:6], apex_first=True)
+    assert [r.split(" (")[0].split(" at ED")[0] for r in three.coverage.reasons] == [
+        "the LV still covers 97 % of its largest section on the apical", "the LV spans only 30 mm of stack"]
+    assert three.coverage.summary()["lv_extent_mm"] == 30.0
+    gapped = np.delete(positions, [3, 4]), [z for z in range(len(WHOLE_LV)) if z not in (3, 4)]
+    assert "slices missing" in stack_coverage(tapered_ventricle(WHOLE_LV)[0, gapped[1]], gapped[0], True).reasons[0]
+
+
+def _acdc_ed_labels(datasets, patient):
+    """ED ground truth of an ACDC patient as (slices, rows, cols) node labels, base first, and the slice spacing."""
+    nib = pytest.importorskip("nibabel")
+    folder = datasets / "acdc-sample" / patient
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    path = sorted(folder.glob("*_frame01_gt.nii*"))[0]
+    image = nib.load(str(path))
+    acdc = np.transpose(np.asarray(image.dataobj).astype(np.uint8), (2, 0, 1))
+    node = np.zeros_like(acdc)
+    node[acdc == 3], node[acdc == 2], node[acdc == 1] = Label.LV_BLOOD_POOL, Label.LV_MYOCARDIUM, Label.RV_BLOOD_POOL
+    return node, float(image.header.get_zooms()[2])
+
+
+@pytest.mark.parametrize("patient", ["patient001", "patient021", "patient041", "patient042", "patient061", "patient081"])
+def test_coverage_rule_on_acdc_ground_truth(datasets, patient):
+    # ACDC stacks run base (z0) -> apex; whole stacks must pass, stacks without their 3 apical slices must not
+    labels, spacing = _acdc_ed_labels(datasets, patient)
+    positions = np.arange(len(labels)) * spacing
+    assert stack_coverage(labels, positions, apex_first=False).complete
+    lv = np.isin(labels, [1, 2]).any(axis=(1, 2))
+    apex = np.flatnonzero(lv)[-1]
+    assert not stack_coverage(labels[:apex - 2], positions[:apex - 2], apex_first=False).complete
+    mid = int(np.flatnonzero(lv).mean())
+    assert not stack_coverage(labels[mid - 1:mid + 2], positions[mid - 1:mid + 2], apex_first=False).complete

@@ -198,6 +198,9 @@ def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     # EDV ~87 mL is below the male range (106-214 mL)
     assert any(flag.startswith("LV EDV below normal range") for flag in result.measurements["flags"])
     assert result.summary["flags"] == result.measurements["flags"]
+    # three equal slices of a cylinder: the LV goes on beyond the stack, said beside the numbers
+    assert result.summary["coverage"]["complete"] is False and result.summary["coverage"]["apical_end"] == "first"
+    assert result.summary["flags"][0].startswith("incomplete LV coverage: the LV still covers 100 %")
     assert result.algorithms == [runtime.loaded.algorithm]
 
 

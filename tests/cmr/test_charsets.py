@@ -99,3 +99,47 @@ def test_the_source_dataset_is_not_changed(tmp_path):
     before = list(header.dataset.SpecificCharacterSet)
     derivable_header(header.dataset)
     assert list(header.dataset.SpecificCharacterSet) == before
+
+
+#: (Specific Character Set as declared, Python codec of the bytes actually written, patient name, what is assumed)
+WRONG_BYTES = [
+    ("ISO_IR 192", "latin_1", "Müller^Jürgen", "Windows-1252"),  # UTF-8 declared, Latin-1 written (break34 F3)
+    ("ISO_IR 192", "cp1252", "Núñez–Zoë^Renée", "Windows-1252"),  # with a Windows-1252 en dash (0x96)
+    ("", "latin_1", "Müller^José", "Windows-1252"),  # nothing declared (ASCII), Latin-1 written
+    ("", "utf-8", "Müller^José=試験", "UTF-8"),  # nothing declared, UTF-8 written
+]
+
+
+@pytest.mark.parametrize("charset, codec, name, assumed", WRONG_BYTES, ids=[f"{c[0]!r}-{c[1]}" for c in WRONG_BYTES])
+def test_bytes_invalid_in_the_declared_set_are_read_by_a_stated_fallback(tmp_path, caplog, charset, codec, name,
+                                                                         assumed):
+    """No U+FFFD in any result: the name as written, and one WARNING per study naming the attribute."""
+    path = _file(tmp_path, charset, codec, name)
+    with caplog.at_level("WARNING", logger="dicomnode.charsets"):
+        headers = [read_header(path) for _ in range(3)]  # the instances of one study repeat the header
+    assert [str(h.dataset.PatientName) for h in headers] == [name] * 3
+    back = _written_by_highdicom(derivable_header(headers[0].dataset))
+    assert str(back.PatientName) == name and "\ufffd" not in str(back.PatientName)
+    warned = [r.getMessage() for r in caplog.records if "PatientName" in r.getMessage()]
+    assert len(warned) == 1 and assumed in warned[0], caplog.text
+
+
+def test_a_real_lge_header_declared_utf8_with_latin1_bytes(tmp_path, caplog):
+    """The demo LGE stack's header with ISO_IR 192 declared and the name in Latin-1, through read_header and
+    derivable_header as every SEG/SR/PDF/display copy is; also when the name was decoded before (replacement
+    characters): written with '?', never U+FFFD."""
+    from tests.data.field_inputs import demo_lge_files
+
+    ds = pydicom.dcmread(demo_lge_files()[0])
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.add_new(0x00100010, "PN", "Müller^Jürgen".encode("latin_1"))
+    ds.save_as(tmp_path / "lge.dcm")
+    with caplog.at_level("WARNING"):
+        back = _written_by_highdicom(derivable_header(read_header(tmp_path / "lge.dcm").dataset))
+        assert str(back.PatientName) == "Müller^Jürgen"
+        decoded_before = pydicom.dcmread(tmp_path / "lge.dcm", stop_before_pixels=True)
+        with pytest.warns(UserWarning):
+            assert "\ufffd" in str(decoded_before.PatientName)  # pydicom's replacement characters
+        back = _written_by_highdicom(derivable_header(decoded_before))
+    assert str(back.PatientName) == "M?ller^J?rgen"
+    assert "PatientName" in caplog.text

@@ -1,17 +1,22 @@
 """Study-level rules: patient facts, repeats beside merged stacks and inside series, slice gaps and duplicates,
-perfusion dynamics."""
+perfusion dynamics, multi-frame frames without geometry, SOPInstanceUID collisions, one series per cardiac phase."""
 from __future__ import annotations
 
 import copy
 import dataclasses
 
+import numpy as np
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr import PatientInfo, understand_study
+from dicomnode.cmr.study import load_studies
+from dicomnode.cmr.types import StudyError
 from dicomnode.cmr.frames import are_repeats, frames_of, images_per_slice
 from dicomnode.cmr.grouping import read_header
 from cmr_helpers import generated  # noqa: F401 (fixture)
+from tests.data.field_inputs import lge_variant
 
 
 def _clone(header, *, sop_suffix: str, series_suffix: str | None = None, **attributes):
@@ -135,3 +140,229 @@ def test_perfusion_dynamics(generated):
     (series,) = understand_study(dynamics).series
     assert series.sequence.value == "perfusion", series.sequence.evidence
     assert series.phases == 30 and series.slices == 5
+
+
+def _as_colour(photometric: str):
+    """A change for lge_variant: the image stored as 8-bit colour (what a screen capture relabelled as MR holds)."""
+    def change(ds, _index):
+        grey = ds.pixel_array.astype(np.float64)
+        grey = np.round(255 * (grey - grey.min()) / max(np.ptp(grey), 1)).astype(np.uint8)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        if photometric == "PALETTE COLOR":
+            ds.SamplesPerPixel = 1
+            ds.PixelData = grey.tobytes()
+        else:
+            ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+            ds.PixelData = np.repeat(grey[..., None], 3, axis=-1).tobytes()
+        ds.PhotometricInterpretation = photometric
+        for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+            if keyword in ds:
+                del ds[keyword]
+    return change
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL", "PALETTE COLOR"])
+def test_a_colour_slice_is_left_out_with_its_reason_and_the_stack_kept(tmp_path, photometric):
+    """break34 F5: one colour image in an MR stack (the demo LGE, one series per slice) is excluded on its own,
+    listed in excluded_instances, the other slices analysed; before, the whole stack was declined with an internal
+    shape text."""
+    colour = _as_colour(photometric)
+    lge_variant(tmp_path, lambda ds, index: colour(ds, index) if index == 11 else None)  # a PSIR slice mid-stack
+    (study,) = load_studies([tmp_path])
+    stack = study.preferred("lge")
+    assert stack.slices == 8
+    volume = study.load_volume(stack)
+    assert volume.shape[:2] == (1, 7)
+    (entry,) = volume.excluded
+    assert entry["reason"].startswith(f"colour image (PhotometricInterpretation {photometric}")
+    assert "not an MR magnitude image" in entry["reason"]
+    assert entry in study.excluded_instances
+    assert any("colour image" in warning for warning in volume.warnings)
+
+
+def test_a_stack_of_colour_images_is_declined_with_the_reason(tmp_path):
+    lge_variant(tmp_path, _as_colour("RGB"))
+    (study,) = load_studies([tmp_path])
+    with pytest.raises(StudyError, match=r"no usable pixel data \(colour image \(PhotometricInterpretation RGB"):
+        study.load_volume(study.preferred("lge"))
+
+
+# --- inputs F2/F4, cine F5/F6 (break34): per-frame geometry, SOPInstanceUID collisions, one series per phase,
+# re-sent images. Built from the bundled demo studies (no ../shared needed).
+
+def _demo_cine(dest, change=None) -> list:
+    """The demo cine short-axis series (10 slices x 20 phases) written under dest with change(ds, slice, phase)."""
+    from tests.data.field_inputs import demo_cine_files
+
+    datasets = [pydicom.dcmread(p) for p in demo_cine_files()]
+    datasets = [ds for ds in datasets if str(ds.SeriesNumber) == "5"]
+    positions = sorted({round(float(ds.SliceLocation), 2) for ds in datasets})
+    by_slice: dict = {}
+    for ds in datasets:
+        by_slice.setdefault(round(float(ds.SliceLocation), 2), []).append(ds)
+    dest.mkdir(parents=True, exist_ok=True)
+    study_uid = generate_uid()
+    paths = []
+    for slice_index, position in enumerate(positions):
+        for phase, ds in enumerate(sorted(by_slice[position], key=lambda d: float(d.TriggerTime))):
+            ds.StudyInstanceUID = study_uid
+            if change is not None:
+                change(ds, slice_index, phase)
+            path = dest / f"IM{slice_index:02d}{phase:02d}.dcm"
+            ds.save_as(path, enforce_file_format=False)
+            paths.append(path)
+    return paths
+
+
+def test_a_multiframe_frame_without_plane_position_is_left_out_alone(tmp_path):
+    """Legacy Converted Enhanced MR (8 PSIR frames) with Plane Position Sequence removed from frame 4 only: the other
+    7 frames are analysed, frame 4 is named (instance, frame number, what is missing) in excluded_instances."""
+    from tests.data.field_inputs import legacy_converted
+
+    path = legacy_converted(tmp_path)
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence
+    ds.save_as(path, enforce_file_format=True)
+    study = understand_study([read_header(path)])
+    series = study.preferred("lge")
+    assert series is not None and (series.slices, series.phases) == (7, 1), study.declined
+    assert study.declined == []
+    (entry,) = study.excluded_instances
+    assert entry["sop_instance_uid"] == ds.SOPInstanceUID and entry["frame_number"] == 4
+    assert "frame 4 of 8" in entry["reason"]
+    assert "missing ImagePositionPatient (Plane Position Sequence" in entry["reason"]
+    assert any("frame 4 of 8" in note for note in series.notes)
+    assert not any("other kinds" in note for note in series.notes)
+    volume = study.load_volume(series)
+    assert volume.shape[:2] == (1, 7)
+    assert 4 not in {ref.frame_number for ref in volume.frames[0]}
+    assert any("gap: missing slice" in warning for warning in volume.warnings)
+    assert [e.get("frame_number") for e in study.excluded_instances] == [4]
+
+
+def test_a_multiframe_instance_without_any_frame_geometry_is_still_excluded_whole(tmp_path):
+    from tests.data.field_inputs import legacy_converted
+
+    path = legacy_converted(tmp_path)
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.PlanePositionSequence
+    ds.save_as(path, enforce_file_format=True)
+    study = understand_study([read_header(path)])
+    assert study.series == []
+    (entry,) = study.excluded_instances
+    assert "frame_number" not in entry and entry["reason"] == "no geometry: missing ImagePositionPatient"
+
+
+def _psir_stack(dest, change=None):
+    from tests.data.field_inputs import lge_variant
+
+    return lge_variant(dest, change, indices=range(8, 16))
+
+
+def test_two_different_images_sharing_a_sop_instance_uid_are_named_as_such(tmp_path):
+    """Slice 5 carries slice 4's SOPInstanceUID (another series, position and pixels): not 'received twice' but a UID
+    collision, in declined, excluded_instances and the stack's notes; both files stay on disk."""
+    paths = _psir_stack(tmp_path)
+    second = pydicom.dcmread(paths[5])
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = pydicom.dcmread(paths[4]).SOPInstanceUID
+    second.save_as(paths[5], enforce_file_format=False)
+    study = understand_study([read_header(p) for p in paths])
+    assert not any("received twice" in d.reason for d in study.declined)
+    (declined,) = study.declined
+    assert f"two different images share SOPInstanceUID {second.SOPInstanceUID}" in declined.reason
+    assert "ImagePositionPatient" in declined.reason and "the sender reuses UIDs" in declined.reason
+    assert f"the second, {paths[5]}, was left out" in declined.reason
+    (entry,) = study.excluded_instances
+    assert (entry["sop_instance_uid"], entry["series_instance_uid"]) == (second.SOPInstanceUID,
+                                                                         second.SeriesInstanceUID)
+    assert entry["reason"] in declined.reason
+    stack = study.preferred("lge")
+    assert stack.slices == 7 and any("two different images share" in note for note in stack.notes)
+    assert all(p.exists() for p in paths)
+
+
+def test_same_header_other_pixel_data_under_one_uid_is_a_collision(tmp_path):
+    paths = _psir_stack(tmp_path)
+    other = tmp_path / "other.dcm"
+    ds = pydicom.dcmread(paths[2])
+    ds.PixelData = (ds.pixel_array // 2).astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(other, enforce_file_format=False)
+    study = understand_study([read_header(p) for p in paths] + [read_header(other)])
+    (declined,) = study.declined
+    assert "two different images share SOPInstanceUID" in declined.reason and "pixel data differ" in declined.reason
+
+
+def test_an_identical_copy_is_counted_once_not_declined(tmp_path):
+    paths = _psir_stack(tmp_path)
+    for index in (1, 6):
+        (tmp_path / f"copy{index}.dcm").write_bytes(paths[index].read_bytes())
+    study = understand_study([read_header(p) for p in sorted(tmp_path.glob("*.dcm"))])
+    assert study.declined == [] and study.excluded_instances == []
+    stack = study.preferred("lge")
+    assert stack.slices == 8
+    assert any(note.startswith("2 instance(s) received more than once with the same SOPInstanceUID and the same "
+                               "content") for note in stack.notes)
+
+
+def test_one_series_per_cardiac_phase_is_merged_into_one_cine(tmp_path):
+    """20 one-phase stacks (one series per phase, differing TriggerTime and SeriesNumber): one cine short-axis
+    series of 10 slices x 20 phases, noting the series it was merged from."""
+    series_uids: dict = {}
+
+    def per_phase(ds, _slice, phase):
+        ds.SeriesInstanceUID = series_uids.setdefault(phase, generate_uid())
+        ds.SeriesNumber = 200 + phase
+
+    paths = _demo_cine(tmp_path, per_phase)
+    study = understand_study([read_header(p) for p in paths])
+    cine = study.preferred("cine")
+    assert cine is not None, [s.summary() for s in study.series]
+    assert (cine.view.value, cine.slices, cine.phases) == ("sax", 10, 20)
+    assert len(cine.series_instance_uids) == 20 and cine.series_number == 200
+    assert any(note.startswith("merged from 20 single-phase series (SeriesNumber 200, 201") for note in cine.notes)
+    volume = study.load_volume(cine)
+    assert volume.shape[:2] == (20, 10)
+    assert volume.trigger_times == sorted(volume.trigger_times)
+
+
+def test_one_phase_stacks_minutes_apart_stay_separate_repeats(tmp_path):
+    """Two LGE stacks of the same planes, TriggerTime and acquisitions minutes apart (a repeat, not phases): not a
+    cine."""
+    first = _psir_stack(tmp_path / "a")
+    study_uid = pydicom.dcmread(first[0], stop_before_pixels=True).StudyInstanceUID
+
+    def later(ds, _index):
+        ds.StudyInstanceUID = study_uid
+        ds.TriggerTime = float(ds.get("TriggerTime") or 0) + 100.0
+        ds.AcquisitionTime = "235959"
+        ds.SeriesNumber = int(ds.SeriesNumber) + 100
+
+    second = _psir_stack(tmp_path / "b", later)
+    study = understand_study([read_header(p) for p in first + second])
+    lge = [s for s in study.series if s.sequence.value == "lge"]
+    assert [(s.slices, s.phases) for s in lge] == [(8, 1), (8, 1)]
+    assert not any("single-phase" in note for s in study.series for note in s.notes)
+
+
+def test_resent_cine_images_count_phases_once_and_are_not_declined(tmp_path):
+    """Slice 6 re-sent under new SOPInstanceUIDs and 10 files copied twice: 20 phases (not 40), nothing declined,
+    each kind of duplicate reported once as a count in the series notes."""
+    paths = _demo_cine(tmp_path / "cine")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        if path.name.startswith("IM06"):
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.InstanceNumber = 1000 + int(ds.InstanceNumber)
+            ds.save_as(extra / f"resent_{path.name}", enforce_file_format=False)
+        if path.name.startswith("IM08") and int(path.stem[-2:]) < 10:
+            (extra / f"copy_{path.name}").write_bytes(path.read_bytes())
+    study = understand_study([read_header(p) for p in sorted(tmp_path.rglob("*.dcm"))])
+    assert study.declined == []
+    cine = study.preferred("cine")
+    assert (cine.slices, cine.phases) == (10, 20)
+    assert cine.summary()["phases"] == 20
+    assert any(n.startswith("10 instance(s) received more than once") for n in cine.notes), cine.notes
+    assert any(n.startswith("20 image(s) repeat the slice position") for n in cine.notes), cine.notes
