@@ -363,6 +363,21 @@ def test_a_whole_stack_is_complete_and_a_cut_one_is_flagged_and_caveated():
     assert "slices missing" in stack_coverage(tapered_ventricle(WHOLE_LV)[0, gapped[1]], gapped[0], True).reasons[0]
 
 
+def test_a_large_apical_end_slice_alone_is_a_mislabelled_apex_not_a_cut_one():
+    # patient090's pattern: RV apex labelled LV on the apical slice only, the slice next to it smaller
+    positions = np.arange(len(WHOLE_LV)) * 10.0
+    labels = tapered_ventricle([20, 60] + WHOLE_LV[2:])[0]
+    largest = int(np.isin(labels, [int(Label.LV_BLOOD_POOL), int(Label.LV_MYOCARDIUM)]).reshape(len(labels), -1)
+                  .sum(axis=1).max())
+    apical = labels[0]
+    apical[:] = 0
+    apical.reshape(-1)[: int(0.6 * largest)] = int(Label.LV_BLOOD_POOL)  # 60 % of the largest section
+    coverage = stack_coverage(labels, positions, apex_first=True)
+    assert coverage.end_fractions[0] >= 0.5 and coverage.complete, coverage.reasons
+    cut = stack_coverage(tapered_ventricle(WHOLE_LV)[0, 2:], positions[2:], apex_first=True)
+    assert not cut.complete and "on the slice next to it" in cut.reasons[0]
+
+
 def _acdc_ed_labels(datasets, patient):
     """ED ground truth of an ACDC patient as (slices, rows, cols) node labels, base first, and the slice spacing."""
     nib = pytest.importorskip("nibabel")
