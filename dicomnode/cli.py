@@ -64,7 +64,7 @@ def cmd_serve(args) -> int:
     if not helper:  # the main process says it once, in the log an admin reads (journal), as `config check` does
         for warning in config_warnings(config) + preflight_warnings(config, models="analyse" in roles):
             log.warning("config: %s", warning)
-    node = Node(config)
+    node = Node(config, roles=roles)  # refuses (lock, ports, versions) before changing anything
     runner = RoleRunner(node, roles)
     helpers = None
     if "receive" in roles and not helper and config.node.receive_processes > 1:

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from dicomnode.net.scp import ListenError
+from dicomnode.net.scp import ListenError, listen_problem, probe_listen
 from dicomnode.state import STUDY_STATES
 
 log = logging.getLogger("dicomnode.metrics")
@@ -144,14 +144,22 @@ class NodeMetrics:
         try:
             self._server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise ListenError(f"cannot serve metrics on {host}:{port} (observability.metrics_host/metrics_port): "
-                              f"{exc.strerror or exc}") from None
+            raise ListenError(_cannot_serve(host, port, exc)) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()
         bound = self._server.server_address[1]
         log.info("metrics on http://%s:%d/metrics, readiness on /healthz", host, bound)
         return bound
+
+    @staticmethod
+    def check_port(host: str, port: int) -> None:
+        """Before the process changes anything: raises ListenError (as serve would) where host:port cannot be
+        listened on now (probe_listen)."""
+        try:
+            probe_listen(host, port)
+        except OSError as exc:
+            raise ListenError(_cannot_serve(host, port, exc) + "; nothing was changed") from None
 
     @property
     def port(self) -> int | None:
@@ -162,3 +170,8 @@ class NodeMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _cannot_serve(host: str, port: int, exc: OSError) -> str:
+    return (f"cannot serve metrics on {host}:{port} (observability.metrics_host/metrics_port): "
+            f"{listen_problem(exc)}")

@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pydicom
 import pydicom.errors
@@ -26,10 +26,11 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
-from dicomnode.roles import nodes_report
+from dicomnode.roles import is_scale_out, nodes_report, refuse_other_versions
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, RoundFailures,
-                             StateDB, StoreOutcome, is_outage, open_state, outage_reason, prepare_storage_dir)
+                             StateDB, StoreOutcome, is_outage, open_state, outage_reason, prepare_storage_dir,
+                             upgrade_schema)
 from dicomnode.studies import CompletionTracker
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.uids import short_hash
@@ -73,10 +74,15 @@ class SpooledFilesMissing(Exception):
 
 
 class Node:
-    def __init__(self, config: Config, analyser=None):
+    """`roles`: the roles `dicomnode serve` runs (roles.ROLES); given, the process first makes sure it can run
+    (see _open_state_to_serve) before it opens the state for writing. None (tests, the demo): the state is opened
+    (SQLite: upgraded) at once and the storage lock is taken at start."""
+
+    def __init__(self, config: Config, analyser=None, *, roles: Sequence[str] | None = None):
         self.config = config
         self.storage_dir = prepare_storage_dir(config.node.storage_dir)
-        self.db = open_state(config)
+        self.storage_lock = StorageLock(self.storage_dir)
+        self.db = open_state(config) if roles is None else self._open_state_to_serve(roles)
         self.spool = Spool(self.storage_dir, self.db, config.node.min_free_space_mb)
         self.scheduler = BackgroundScheduler(timezone=dt.datetime.now().astimezone().tzinfo)
         self.db.outage.retry_seconds = config.state.poll_seconds
@@ -89,7 +95,6 @@ class Node:
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
                               ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None,
                               on_refused=self._instance_refused)
-        self.storage_lock = StorageLock(self.storage_dir)
         self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
@@ -137,6 +142,27 @@ class Node:
         if self._analyser is None:
             self._analyser = Analyser(self.config)
         return self._analyser
+
+    def _open_state_to_serve(self, roles: Sequence[str]) -> StateDB:
+        """Nothing in the state or the storage changes before this process knows it can run: it takes the storage
+        lock (spool.StorageInUse), probes the ports it will listen on (ListenError: another process, maybe an older
+        dicomnode that takes no lock, listens there), opens the state without upgrading it and refuses live
+        processes of another version on it (state.MixedVersionsError); only then is the schema upgraded (SQLite) or
+        checked (StateSchemaError). Returns the open state; on a refusal everything taken is released."""
+        self.lock_storage(exclusive=not is_scale_out(self.config, roles))
+        try:
+            check_listen_ports(self.config, roles)
+            db = open_state(self.config, upgrade=False, check=False)
+            try:
+                refuse_other_versions(db)
+                upgrade_schema(db.engine) if db.is_sqlite else db.check_schema()
+            except BaseException:
+                db.close()
+                raise
+        except BaseException:
+            self.storage_lock.release()
+            raise
+        return db
 
     def lock_storage(self, exclusive: bool = True) -> None:
         """Take node.storage_dir's lock before touching anything there (spool.StorageLock): exclusive for the
@@ -595,6 +621,16 @@ class Node:
 
     def status(self) -> dict:
         return status_report(self.db)
+
+
+def check_listen_ports(config: Config, roles: Sequence[str]) -> None:
+    """Raises ListenError where a port this process will listen on cannot be listened on now: node.port with the
+    receive role, the metrics port where enabled (port 0, any free port, is not probed)."""
+    if "receive" in roles:
+        StorageSCP.check_port(config)
+    observability = config.observability
+    if observability.metrics_enabled:
+        NodeMetrics.check_port(observability.metrics_host, observability.metrics_port)
 
 
 def status_report(db: StateDB, now: float | None = None) -> dict:

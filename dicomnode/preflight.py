@@ -29,6 +29,7 @@ from dicomnode.inference.runtime import Runtime, RuntimeErrorNoModel, shipped_mo
 from dicomnode.inference.shapes import onnx_input_spec
 from dicomnode.net.tls import client_tls_problems, expiry_warnings, server_tls_problems
 from dicomnode.spool import shared_spool_problem
+from dicomnode.state import state_schema_problem
 
 #: models each pipeline loads from [inference] models_dir (name -> name.onnx + name.json)
 PIPELINE_MODELS = {"lge": (LGE_MODEL,), "cine": (CINE_MODEL,)}
@@ -75,6 +76,15 @@ def _shared_spool(config: Config) -> list[Problem]:
         return []
     problem = shared_spool_problem(config.state.url, config.node.storage_dir)
     return [] if problem is None else [("node.storage_dir", problem)]
+
+
+def _state_schema(config: Config) -> list[Problem]:
+    """With a `[state] url` (not SQLite): a schema `serve` would refuse (none or older: `dicomnode state upgrade`;
+    newer: written by a newer dicomnode), read without changing it."""
+    if config.state.url is None:
+        return []
+    problem = state_schema_problem(config.state.url)
+    return [] if problem is None else [("state.url", problem)]
 
 
 def _listen_address(config: Config) -> list[Problem]:
@@ -195,6 +205,7 @@ def _report_bank(config: Config) -> list[Problem]:
 CHECKS = (
     (("node",), False, _storage),
     (("node", "state"), False, _shared_spool),
+    (("state",), False, _state_schema),
     (("node",), False, _listen_address),
     (("logging",), False, _log_folder),
     (("node",), False, _server_tls),

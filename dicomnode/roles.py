@@ -22,17 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
+from dicomnode import __version__
 from dicomnode.config import load_config
 from dicomnode.observe import study_context
 from dicomnode.state import (
-    COMPLETE, FAILED, RECEIVED, RoundFailures, StateDB, StateSchemaError, describe_url, is_outage, open_state,
-    upgrade_schema,
+    COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
+    describe_url, is_outage, open_state, schema_version, state_url, upgrade_schema,
 )
 from dicomnode.studies import (EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met, max_wait_failed_reason,
                                record_refusal, refused_count, waiting_for_resend)
@@ -61,6 +64,72 @@ def parse_roles(text: str | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)} (or all)")
     return tuple(role for role in ROLES if role in names)
+
+
+def is_scale_out(config, roles: Sequence[str]) -> bool:
+    """Whether a process with these roles hands over through the state database (RoleRunner.scale_out): a subset
+    of the roles, a state that is not SQLite, or several receiving processes; it shares the storage lock then."""
+    url = config.state.url
+    return (set(roles) != set(ROLES) or (url is not None and not state_url(url).startswith("sqlite"))
+            or config.node.receive_processes > 1)
+
+
+def _pid_gone(host: str, pid: int) -> bool:
+    """True only where `pid` on `host` is certainly not running: host is this machine and no such process exists."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's process
+        return False
+    return False
+
+
+def live_processes(db: StateDB, now: float | None = None) -> list[dict]:
+    """Other processes that may still work on this state: a heartbeat newer than db.gone_after_seconds (what
+    `dicomnode status` shows as alive or STALE, not GONE), leaving out this process and a process of this machine
+    whose pid no longer exists. Each: node_id, host, pid, roles, heartbeat_age_s, version and schema (None for an
+    older dicomnode that records none). Read on any schema version, before an upgrade too."""
+    now = time.time() if now is None else now
+    found = []
+    for row in db.heartbeat_rows():
+        if row["node_id"] == db.process_id or now - row["last_seen"] > db.gone_after_seconds:
+            continue
+        if _pid_gone(row["host"], row["pid"]):
+            continue
+        try:
+            detail = json.loads(row["detail_json"] or "{}")
+        except ValueError:
+            detail = {}
+        found.append({"node_id": row["node_id"], "host": row["host"], "pid": row["pid"], "roles": row["roles"],
+                      "heartbeat_age_s": round(now - row["last_seen"], 1), "version": detail.get("version"),
+                      "schema": detail.get("schema")})
+    return found
+
+
+def describe_process(process: dict) -> str:
+    """"host pid 123 (roles ..., dicomnode 0.1.0 schema 3, heartbeat 4 s ago)", for messages."""
+    version = ("an older dicomnode that records no version" if process["version"] is None
+               else f"dicomnode {process['version']} schema {process['schema']}")
+    return (f"{process['host']} pid {process['pid']} (roles {process['roles']}, {version}, heartbeat "
+            f"{process['heartbeat_age_s']:.0f} s ago)")
+
+
+def refuse_other_versions(db: StateDB) -> None:
+    """Before a starting process changes anything: raises MixedVersionsError naming the live processes (see
+    live_processes) that run another dicomnode version or schema on this state. Versions differ in how a
+    re-analysis supersedes results and how they are sent: a mix sent a study's results twice."""
+    others = [p for p in live_processes(db) if (p["version"], p["schema"]) != (__version__, SCHEMA_VERSION)]
+    if others:
+        raise MixedVersionsError(
+            f"state {describe_url(db.url)} is in use by process(es) of another dicomnode version: "
+            f"{'; '.join(describe_process(p) for p in others)}. This is dicomnode {__version__} (schema "
+            f"{SCHEMA_VERSION}); versions must not run side by side (they supersede and send results differently). "
+            f"Stop those processes first (systemctl stop dicomnode on each machine), then start this version; a "
+            f"process killed without stopping counts as gone {db.gone_after_seconds:.0f} s after its last heartbeat. "
+            f"Nothing was changed")
 
 
 class DatabaseCompletion:
@@ -193,8 +262,7 @@ class RoleRunner:
         self.db: StateDB = node.db
         state = node.config.state
         # several receiving processes (node.receive_processes) hand over through the database like a scale-out
-        self.scale_out = (set(self.roles) != set(ROLES) or not self.db.is_sqlite
-                          or node.config.node.receive_processes > 1)
+        self.scale_out = is_scale_out(node.config, self.roles)
         self.heartbeat_seconds = state.heartbeat_seconds
         self.poll_seconds = state.poll_seconds
         self.started_at = time.time()
@@ -336,7 +404,7 @@ class RoleRunner:
     def beat(self) -> None:
         node = self.node
         detail = {"ae_title": node.config.node.ae_title, "analyses_done": node.analyses_done,
-                  "sent": node.dispatcher.sent}
+                  "sent": node.dispatcher.sent, "version": __version__, "schema": SCHEMA_VERSION}
         if self.failed_threads:
             detail["failed_threads"] = self.failed_threads
         if "receive" in self.roles or not self.scale_out:
@@ -470,6 +538,15 @@ def cmd_state_upgrade(args) -> int:
     config = load_config(args.config)
     db = open_state(config, upgrade=False, check=False)
     try:
+        version = schema_version(db.engine)
+        live = live_processes(db) if version is None or version < SCHEMA_VERSION else []
+        if live:  # they would go on with the old semantics on the new schema
+            print(f"error: state {describe_url(db.url)} has schema version {version or 'none'} and is in use by "
+                  f"{len(live)} live process(es): {'; '.join(describe_process(p) for p in live)}. Stop them first "
+                  f"(systemctl stop dicomnode on each machine), then run `dicomnode state upgrade` again and start "
+                  f"the new version; a process killed without stopping counts as gone "
+                  f"{db.gone_after_seconds:.0f} s after its last heartbeat. Nothing was changed", file=sys.stderr)
+            return 1
         before, after = upgrade_schema(db.engine)
     except StateSchemaError as exc:
         print(f"error: {exc}")
@@ -488,7 +565,8 @@ def add_state_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("state", help="state database tools")
     state_sub = parser.add_subparsers(dest="state_command", required=True, metavar="ACTION")
     upgrade = state_sub.add_parser("upgrade", help="create or migrate the schema of [state] url (or the SQLite "
-                                                   "default); safe to run again and while nodes run")
+                                                   "default); safe to run again; refuses a migration while "
+                                                   "processes run on the state")
     upgrade.add_argument("--config", help="TOML config whose [state] url (or storage_dir) names the database "
                                           "(default: embedded defaults)")
     upgrade.set_defaults(func=cmd_state_upgrade)

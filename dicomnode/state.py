@@ -258,6 +258,22 @@ class StateSchemaError(RuntimeError):
     """The database has no schema, or one of another version: `dicomnode state upgrade` fixes the first."""
 
 
+class MixedVersionsError(StateSchemaError):
+    """Live processes of another dicomnode version work on the state (roles.refuse_other_versions)."""
+
+
+def schema_mismatch(what: str, version: int | None) -> str:
+    """Why `what` (the state database, described) with schema `version` cannot be used by this code, and what to do:
+    an older or missing schema is upgraded by `dicomnode state upgrade`; a newer one was written by a newer
+    dicomnode, which this older code cannot use."""
+    if version is not None and version > SCHEMA_VERSION:
+        return (f"{what} has schema version {version}, newer than this dicomnode's {SCHEMA_VERSION}: it was upgraded "
+                f"by a newer dicomnode, which this older version cannot use; install (run) the newer dicomnode, or "
+                f"restore the state from a backup taken before the upgrade")
+    return (f"{what} has schema version {version or 'none'}, this dicomnode needs {SCHEMA_VERSION}: run `dicomnode "
+            f"state upgrade` (after stopping every process of the older version)")
+
+
 class StudyPurging(OSError):
     """An instance of a study that retention is purging right now: not stored; the sender should send it again
     (the C-STORE SCP answers 0xA700, a transient refusal), and then it starts a new study."""
@@ -564,12 +580,27 @@ class StateDB:
         if upgrade if upgrade is not None else self.is_sqlite:
             upgrade_schema(self.engine)
         elif check:
-            version = schema_version(self.engine)
-            if version != SCHEMA_VERSION:
+            try:
+                self.check_schema()
+            except StateSchemaError:
                 self.engine.dispose()
-                raise StateSchemaError(
-                    f"state database {describe_url(self.url)} has schema version {version or 'none'}, this node needs "
-                    f"{SCHEMA_VERSION}: run `dicomnode state upgrade`")
+                raise
+
+    def check_schema(self) -> None:
+        """Raises StateSchemaError unless the schema is this code's SCHEMA_VERSION, saying what to do (see
+        schema_mismatch)."""
+        version = schema_version(self.engine)
+        if version != SCHEMA_VERSION:
+            raise StateSchemaError(schema_mismatch(f"state database {describe_url(self.url)}", version))
+
+    def heartbeat_rows(self) -> list[RowMapping]:
+        """Every heartbeat row (node_id, host, pid, roles, last_seen, detail_json), read on any schema version
+        (before an upgrade too); none where the database has no `nodes` table yet."""
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("nodes"):
+                return []
+            return list(connection.execute(text(
+                "SELECT node_id, host, pid, roles, last_seen, detail_json FROM nodes")).mappings())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -1288,8 +1319,9 @@ _DATA_STEPS = {3: _retire_superseded_outbox}
 def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
     """Create a missing schema or migrate an older one to SCHEMA_VERSION; returns (version before, after).
 
-    Idempotent and safe to run while nodes run (additive steps, and data steps that only retire outbox items never
-    to be sent); refuses a database newer than this code.
+    Idempotent (additive steps, and data steps that only retire outbox items never to be sent); refuses a database
+    newer than this code. Processes of the older version must be stopped first: they go on with the old semantics on
+    the new schema (`dicomnode state upgrade` refuses while any is live, roles.cmd_state_upgrade).
     """
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":  # one upgrader at a time
@@ -1300,8 +1332,7 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
             row = connection.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
             before = int(row[0]) if row else None
         if before is not None and before > SCHEMA_VERSION:
-            raise StateSchemaError(f"state database has schema version {before}, newer than this node's "
-                                   f"{SCHEMA_VERSION}: upgrade the node")
+            raise StateSchemaError(schema_mismatch("state database", before))
         had_tables = inspector.has_table("studies")
         if had_tables:
             for version in range((before or 1) + 1, SCHEMA_VERSION + 1):
@@ -1319,6 +1350,28 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
         connection.execute(text("INSERT INTO meta(key, value) VALUES ('schema_version', :v)"),
                            {"v": str(SCHEMA_VERSION)})
     return before, SCHEMA_VERSION
+
+
+def state_schema_problem(location: str, timeout: float = 5.0) -> str | None:
+    """What `serve` would refuse about the schema of a `[state] url` that is not SQLite (schema_mismatch: none yet
+    or older, `dicomnode state upgrade`; newer, a newer dicomnode's), read without changing it; None where it
+    matches, for SQLite (migrated on start), and where it cannot be reached within `timeout` s (serve says that)."""
+    url = state_url(location)
+    if url.startswith("sqlite"):
+        return None
+    try:
+        db = StateDB(url, upgrade=False, check=False, connect_timeout=timeout)
+    except Exception:  # noqa: BLE001 - not reachable: serve says why
+        return None
+    try:
+        db.check_schema()
+    except StateSchemaError as exc:
+        return None if isinstance(exc.__cause__, OperationalError) else str(exc)
+    except Exception:  # noqa: BLE001 - unreachable: serve says why
+        return None
+    finally:
+        db.close()
+    return None
 
 
 def open_state(config, *, upgrade: bool | None = None, check: bool = True, process_id: str | None = None,

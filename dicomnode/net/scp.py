@@ -1,6 +1,7 @@
 """The Storage SCP: association policy, C-ECHO, and C-STORE written to the spool exactly as received."""
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
@@ -154,6 +155,34 @@ def _plane_key(position, orientation) -> str | None:
 
 class ListenError(RuntimeError):
     """The configured address cannot be listened on (in use, not this machine's, a privileged port)."""
+
+
+#: said after "Address already in use": who is likely there
+PORT_IN_USE_HINT = ("; another process is listening there (maybe an older dicomnode, which takes no storage lock, "
+                    "still running on this storage or config: stop it first)")
+
+
+def listen_problem(exc: OSError) -> str:
+    """The reason a bind failed, with PORT_IN_USE_HINT where the port is taken."""
+    return (exc.strerror or str(exc)) + (PORT_IN_USE_HINT if exc.errno == errno.EADDRINUSE else "")
+
+
+def _cannot_listen(config: Config, exc: OSError) -> str:
+    return f"node.port {config.node.port} on node.host {config.node.host!r} cannot be opened: {listen_problem(exc)}"
+
+
+def probe_listen(host: str, port: int, reuse_port: bool = False) -> None:
+    """Bind host:port (IPv4, SO_REUSEADDR as the servers do; `reuse_port`: SO_REUSEPORT, a port shared by the
+    node's receiving processes) and close it again; raises OSError where the server could not listen there.
+    Port 0 (any free port) is not probed."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+        probe.listen(1)
 
 
 class StorageSCP:
@@ -441,10 +470,18 @@ class StorageSCP:
                 server_class=self._server_class(),
             )
         except OSError as exc:
-            raise ListenError(f"node.port {self.config.node.port} on node.host {self.config.node.host!r} cannot be "
-                              f"opened: {exc.strerror or exc}") from exc
+            raise ListenError(_cannot_listen(self.config, exc)) from exc
         self.ae._servers.append(self._server)  # as AE.start_server does: AssociationServer.shutdown removes it
         threading.Thread(target=self._server.serve_forever, name="dicomnode-scp-accept", daemon=True).start()
+
+    @staticmethod
+    def check_port(config: Config) -> None:
+        """Before the process changes anything: raises ListenError (as start would) where node.host:node.port
+        cannot be listened on now (probe_listen)."""
+        try:
+            probe_listen(config.node.host, config.node.port, config.node.receive_processes > 1)
+        except OSError as exc:
+            raise ListenError(_cannot_listen(config, exc) + "; nothing was changed") from exc
 
     def _server_class(self) -> type:
         shared = self.config.node.receive_processes > 1

@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     original_init = node_module.Node.__init__
 
-    def init_with_stub(self, config, analyser=None):
-        original_init(self, config, analyser or StubAnalyser(config))
+    def init_with_stub(self, config, analyser=None, **options):
+        original_init(self, config, analyser or StubAnalyser(config), **options)
 
     node_module.Node.__init__ = init_with_stub
     return cli_main(argv)

@@ -312,3 +312,50 @@ def test_a_listen_host_that_does_not_resolve_fails_config_check_and_serve(tmp_pa
     assert main(["serve", "--config", str(config)]) == 1
     assert "node.host: 'node.invalid' does not resolve" in capsys.readouterr().err
     assert not (tmp_path / "store" / "state.sqlite3").exists()  # refused before touching the storage
+
+
+def _state_of_a_running_older_node(store: Path) -> tuple[str, int]:
+    """A SQLite state as an older, lock-less node left it while running: schema 2, a study it is analysing.
+    Returns the study key and the port nothing listens on yet."""
+    from dicomnode.spool import IncomingInstance, Spool
+    from dicomnode.state import COMPLETE, StateDB
+
+    db = StateDB(prepare_storage_dir(store) / "state.sqlite3", process_id="oldhost:1")
+    study = "1.2.826.0.1.3680043.8.498.77"
+    Spool(store, db).store(IncomingInstance(
+        encoded=b"DICM", sop_instance_uid="1.2.3.4.5", sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        study_instance_uid=study, series_instance_uid="1.2.3.4", transfer_syntax="1.2.840.10008.1.2.1",
+        modality="MR", study_key=study, calling_ae="SCANNER1"))
+    db.set_study_state(study, COMPLETE, None)
+    assert db.claim_next_study() == (study, 0)
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE meta SET value='2' WHERE key='schema_version'")
+    db.close()
+    return study
+
+
+@pytest.mark.parametrize("busy", ["dicom", "metrics"])
+def test_serve_beside_a_lockless_node_on_its_port_changes_nothing(tmp_path, busy):
+    """An older node (no storage lock) still runs on the storage and listens: the new `serve` refuses on the port
+    before it upgrades the schema, writes spool.id or takes the study back."""
+    import sqlite3
+
+    store = tmp_path / "store"
+    study = _state_of_a_running_older_node(store)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        ports = (f"port = {port}\n" if busy == "dicom" else "port = 0\n[observability]\nmetrics_enabled = true\n"
+                 f"metrics_port = {port}\n")
+        config = _config(tmp_path, f'[logging]\nlevel = "WARNING"\n[node]\nstorage_dir = "{store}"\n{ports}')
+        run = subprocess.run([sys.executable, "-m", "dicomnode", "serve", "--config", str(config)],
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    named = f"node.port {port}" if busy == "dicom" else f"cannot serve metrics on 127.0.0.1:{port}"
+    assert named in run.stderr and "older dicomnode" in run.stderr and "nothing was changed" in run.stderr
+    with sqlite3.connect(store / "state.sqlite3") as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert connection.execute("SELECT state, claimed_by FROM studies WHERE study_key=?", (study,)).fetchone() \
+            == ("analysing", "oldhost:1")
+    assert not (store / "spool.id").exists()

@@ -304,3 +304,104 @@ def test_dispatch_resolves_a_destination_by_name_when_sending(tmp_path):
     destinations[0] = destinations[0].model_copy(update={"calling_ae_title": "RESULTS_SCU"})
     assert dispatcher.address_of(queued) == ("NEWPACS", "10.0.0.2", 11112, "RESULTS_SCU")
     db.close()
+
+
+# --- upgrades: versions side by side, schema newer than the code, config check ---------------------------------
+
+
+def _set_schema(url, version: int) -> None:
+    db = StateDB(url, upgrade=True)
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE meta SET value='{version}' WHERE key='schema_version'")
+    db.close()
+
+
+def _pg_config(tmp_path, url) -> "Path":
+    path = tmp_path / "node.toml"
+    path.write_text(f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n[state]\nurl = "{url}"\n'
+                    '[logging]\nlevel = "WARNING"\n')
+    return path
+
+
+def test_state_upgrade_refuses_while_processes_of_the_old_version_live(pg_server, tmp_path, capsys):
+    from dicomnode.cli import main
+    from dicomnode.state import schema_version
+
+    url = pg_server.create_database()
+    _set_schema(url, SCHEMA_VERSION - 1)
+    old = StateDB(url, check=False, process_id="otherhost:4242")
+    old.heartbeat(["analyse", "dispatch"], time.time(), {"ae_title": "OLD"})  # an older dicomnode: no version
+    with old.engine.begin() as connection:  # on another machine
+        connection.exec_driver_sql("UPDATE nodes SET host='otherhost', pid=4242")
+    config = _pg_config(tmp_path, url)
+    assert main(["state", "upgrade", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "otherhost pid 4242" in err and "analyse,dispatch" in err and "no version" in err and "Stop them first" in err
+    assert schema_version(old.engine) == SCHEMA_VERSION - 1
+    old.forget_node()  # stopped
+    old.close()
+    assert main(["state", "upgrade", "--config", str(config)]) == 0
+    db = StateDB(url)
+    assert schema_version(db.engine) == SCHEMA_VERSION
+    db.close()
+
+
+def test_a_process_refuses_to_start_beside_live_processes_of_another_version(pg_server, tmp_path):
+    from dicomnode import __version__
+    from dicomnode.config import load_config
+    from dicomnode.node import Node
+    from dicomnode.roles import RoleRunner
+    from dicomnode.state import MixedVersionsError
+
+    url = pg_server.create_database()
+    StateDB(url, upgrade=True).close()
+    config = load_config(str(_pg_config(tmp_path, url)))
+    first = Node(config, roles=("dispatch",))
+    RoleRunner(first, ("dispatch",)).beat()  # records its version in the heartbeat
+    [row] = nodes_report(first.db)
+    assert row["detail"]["version"] == __version__ and row["detail"]["schema"] == SCHEMA_VERSION
+    first.storage_lock.release()
+    second = Node(config, roles=("analyse",))  # the same version beside it: fine
+    second.db.close()
+    second.storage_lock.release()
+    with first.db.engine.begin() as connection:  # now it is an older dicomnode's row (it records no version)
+        connection.exec_driver_sql("UPDATE nodes SET detail_json='{}', host='otherhost', node_id='otherhost:4242'")
+    with pytest.raises(MixedVersionsError, match=r"otherhost pid \d+ \(roles dispatch, an older dicomnode"):
+        Node(config, roles=("analyse",))
+    first.db.close()
+
+
+def test_a_schema_newer_than_the_code_says_to_run_the_newer_version(state_location):
+    from dicomnode.state import upgrade_schema as upgrade
+
+    _set_schema(state_location, SCHEMA_VERSION + 1)
+    for attempt in (lambda: StateDB(state_location), lambda: StateDB(state_location, upgrade=False),
+                    lambda: upgrade(StateDB(state_location, upgrade=False, check=False).engine)):
+        with pytest.raises(StateSchemaError, match="upgraded by a newer dicomnode") as raised:
+            attempt()
+        assert "state upgrade" not in str(raised.value)
+
+
+def test_an_older_schema_still_names_the_upgrade_command(pg_server):
+    url = pg_server.create_database()
+    _set_schema(url, SCHEMA_VERSION - 1)
+    with pytest.raises(StateSchemaError, match=r"schema version 2, this dicomnode needs 3: run `dicomnode state "
+                                               r"upgrade`"):
+        StateDB(url)
+
+
+def test_config_check_reports_a_postgresql_schema_serve_would_refuse(pg_server, tmp_path, capsys):
+    from dicomnode.cli import main
+    from dicomnode.state import schema_version
+
+    url = pg_server.create_database()
+    _set_schema(url, SCHEMA_VERSION - 1)
+    config = _pg_config(tmp_path, url)
+    assert main(["config", "check", str(config), "--roles", "receive"]) == 1
+    err = capsys.readouterr().err
+    assert "state.url" in err and "dicomnode state upgrade" in err
+    db = StateDB(url, upgrade=False, check=False)
+    assert schema_version(db.engine) == SCHEMA_VERSION - 1  # not changed
+    db.close()
+    StateDB(url, upgrade=True).close()
+    assert main(["config", "check", str(config), "--roles", "receive"]) == 0
