@@ -318,6 +318,8 @@ class CinePipeline:
         summary.update({"bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         "series_instance_uid": series.series_instance_uid,
+                        "series_number": getattr(series, "series_number", None),
+                        "series_description": getattr(series, "description", None),
                         "stack_warnings": list(volume.warnings),
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],

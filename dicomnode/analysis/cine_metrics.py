@@ -320,10 +320,13 @@ def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula 
     Mosteller: sqrt(H[cm] x W[kg] / 3600) (Mosteller RD, N Engl J Med 1987;317:1098).
     DuBois: 0.007184 x W^0.425 x H[cm]^0.725 (DuBois D, DuBois EF, Arch Intern Med 1916;17:863).
     Raises ValueError for a height or weight outside HEIGHT_RANGE_M / WEIGHT_RANGE_KG (naming a height that looks
-    like centimetres) and for an unknown formula. The one BSA implementation of the node (SR and report use it).
+    like centimetres and a weight that looks like grams) and for an unknown formula. The one BSA implementation of the node (SR and report use it).
     """
     if height_m > 3.0:
-        raise ValueError(f"implausible height {height_m} m for BSA: it looks like centimetres; PatientSize is in metres")
+        raise ValueError(f"implausible height {height_m:g} m for BSA: it looks like centimetres; PatientSize is in metres")
+    if weight_kg > 1000.0:
+        raise ValueError(f"implausible weight {weight_kg:g} kg for BSA: it looks like grams; PatientWeight is in "
+                         "kilograms")
     if not (HEIGHT_RANGE_M[0] < height_m < HEIGHT_RANGE_M[1]) or not (WEIGHT_RANGE_KG[0] < weight_kg < WEIGHT_RANGE_KG[1]):
         raise ValueError(f"implausible height {height_m} m / weight {weight_kg} kg for BSA (expected "
                          f"{HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m, {WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg)")
@@ -414,6 +417,20 @@ def disc_thickness_mm(slice_positions_mm) -> np.ndarray:
     thickness = np.empty_like(positions)
     thickness[order] = (before + after) / 2.0
     return thickness
+
+
+def disc_voxel_volumes_ml(voxel_volume_ml: float, slice_positions_mm) -> np.ndarray | float:
+    """(slices,) mL per voxel of each slice in the summation of discs: `voxel_volume_ml` (pixel area x the median
+    step) scaled by each slice's disc_thickness_mm / the median step, so a gap (a slice missing) or uneven spacing
+    is not given the median step. Without usable positions (None, fewer than 2, two slices at one position) the
+    scalar `voxel_volume_ml` unchanged."""
+    if slice_positions_mm is None or len(slice_positions_mm) < 2:
+        return voxel_volume_ml
+    try:
+        thickness = disc_thickness_mm(slice_positions_mm)
+    except ValueError:
+        return voxel_volume_ml
+    return voxel_volume_ml * thickness / float(np.median(np.diff(np.sort(np.asarray(slice_positions_mm, float)))))
 
 
 @dataclass
@@ -557,8 +574,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     goes to `coverage`, and where incomplete, into `flags`.
     """
     if slice_positions_mm is not None and len(slice_positions_mm) >= 2:
-        thickness = disc_thickness_mm(slice_positions_mm)
-        voxel_volume_ml = voxel_volume_ml * thickness / float(np.median(np.diff(np.sort(slice_positions_mm))))
+        disc_thickness_mm(slice_positions_mm)  # two slices at one position: ValueError, as documented
+        voxel_volume_ml = disc_voxel_volumes_ml(voxel_volume_ml, slice_positions_mm)
     lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml)
     lv_curve = lv_slices.sum(axis=1)
     rv_slices = slice_volumes_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)

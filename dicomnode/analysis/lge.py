@@ -10,6 +10,8 @@ import numpy as np
 from scipy import ndimage
 
 from dicomnode.analysis.aha import aha_summary_for_volume
+from dicomnode.analysis.cine import slice_positions_mm
+from dicomnode.analysis.cine_metrics import GAP_FACTOR, LARGE_GAP_FACTOR, disc_voxel_volumes_ml
 from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
@@ -415,6 +417,29 @@ def _round(value: float, digits: int = 3) -> float:
     return round(float(value), digits)
 
 
+#: a stack warning where the localiser found no plausible LV: the contours and every number may be off the heart
+NOT_LOCALISED = ("the heart was not found with confidence (no candidate crop showed a plausible left ventricle): "
+                 "the contours and every number of this stack may be wrong; check the segmentation before use")
+
+
+def gap_notes(slice_positions_mm) -> list[str]:
+    """What a gap between slice positions does to the LGE volumes (the geometry's own warning names the gap): one
+    slice missing is interpolated by the summation of discs; more than one leaves the volumes lower bounds."""
+    if slice_positions_mm is None or len(slice_positions_mm) < 3:
+        return []
+    steps = np.diff(np.sort(np.asarray(slice_positions_mm, dtype=np.float64)))
+    median = float(np.median(steps))
+    if median <= 0:
+        return []
+    if np.any(steps > LARGE_GAP_FACTOR * median):
+        return [f"a gap of over {LARGE_GAP_FACTOR:g} x the median step {median:.1f} mm (slices missing): myocardial "
+                "and scar volumes and mass are lower bounds; %LGE covers the slices present"]
+    if np.any(steps > GAP_FACTOR * median):
+        return ["myocardial and scar volumes interpolate across the gap (each neighbouring slice's disc reaches the "
+                "middle of the gap)"]
+    return []
+
+
 class LGEPipeline:
     """Scar quantification on the preferred LGE short-axis stack (PSIR preferred by the study's own ranking)."""
 
@@ -476,12 +501,14 @@ class LGEPipeline:
         labels = canonical.invert(segmented.labels)
         crop_centre_rc = canonical.source_point(segmented.centre_rc, image.shape[-2:])
         settings = self.settings
-        volumes = lge_volumes(labels, volume.voxel_volume_ml, settings.myocardial_density_g_per_ml,
+        # summation of discs, as the cine: a slice missing is interpolated, not left out of the volumes
+        positions = slice_positions_mm(volume)
+        voxel_ml = disc_voxel_volumes_ml(volume.voxel_volume_ml, positions)
+        volumes = lge_volumes(labels, voxel_ml, settings.myocardial_density_g_per_ml,
                               settings.large_burden_percent, settings.large_burden_comparator)
         if volumes.myocardium_volume_ml == 0:
             return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack")
-        nsd_full, fwhm_full = self._threshold_methods(image, labels, volume.voxel_volume_ml, volume.pixel_spacing,
-                                                      series)
+        nsd_full, fwhm_full = self._threshold_methods(image, labels, voxel_ml, volume.pixel_spacing, series)
         per_slice = [{key: (_round(v) if isinstance(v, float) else v) for key, v in s.items()}
                      for s in volumes.per_slice_dicts()]
         summary = {
@@ -498,11 +525,14 @@ class LGEPipeline:
             # AHA 17 segments: scar extent and transmurality per segment, RV insertion points from the RV label
             "aha_segments": aha_summary_for_volume(labels, volume, scar=True),
             "series_instance_uid": series.series_instance_uid,
+            "series_number": getattr(series, "series_number", None),
+            "series_description": getattr(series, "description", None),
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
-            "stack_warnings": list(volume.warnings),
+            "stack_warnings": list(volume.warnings) + gap_notes(positions) + ([NOT_LOCALISED]
+                                                                             if segmented.localised is False else []),
         }
         if segmented.localised is False:
-            log.warning("lge: no candidate crop showed a plausible left ventricle; results are unreliable")
+            log.warning("lge: %s", NOT_LOCALISED)
         segmentation = SegmentationResult(series=series, volume=volume, labelmap=labels[None], phases=[0],
                                           phase_names=["late enhancement"], algorithm=model.algorithm, pipeline="lge")
         measurements = {

@@ -29,6 +29,33 @@ def _check_positive(name: str, value: float) -> float:
     return value
 
 
+def _voxel_volumes(voxel_volume_ml, slices: int) -> np.ndarray:
+    """(slices,) mL per voxel of each slice from one number for all or one per slice (a stack whose slices stand
+    for discs of different thickness, cine_metrics.disc_voxel_volumes_ml); ValueError unless all are positive."""
+    values = np.asarray(voxel_volume_ml, dtype=np.float64)
+    if values.ndim == 0:
+        return np.full(slices, _check_positive("voxel_volume_ml", float(values)))
+    if values.shape != (slices,):
+        raise ValueError(f"voxel_volume_ml must be one number or one per slice ({slices}), got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"voxel_volume_ml must be positive numbers, got {values.tolist()}")
+    return values
+
+
+def _volume_ml(mask: np.ndarray, voxel_ml: np.ndarray) -> float:
+    """mL of a (slices, rows, cols) mask with each slice's voxel volume."""
+    return float(mask.reshape(mask.shape[0], -1).sum(axis=1) @ voxel_ml)
+
+
+def _percent(part: np.ndarray, whole: np.ndarray, voxel_ml: np.ndarray) -> float:
+    """part / whole x 100 by volume (equal to the voxel ratio where every slice has one voxel volume); 0 for an
+    empty whole."""
+    if np.all(voxel_ml == voxel_ml[0]):
+        return percent_of(int(part.sum()), int(whole.sum()))
+    whole_ml = _volume_ml(whole, voxel_ml)
+    return 100.0 * _volume_ml(part, voxel_ml) / whole_ml if whole_ml else 0.0
+
+
 def myocardium_mask(labels: np.ndarray) -> np.ndarray:
     """Whole LV myocardium: healthy + scar + MVO."""
     return np.isin(_check_labels(labels), [int(v) for v in MYOCARDIUM_LABELS])
@@ -86,13 +113,14 @@ def lge_volumes(
 ) -> LGEVolumes:
     """Scar, MVO and myocardial volumes, LV mass, %LGE, burden flag and per-slice values of a label map.
 
-    labels: (slices, rows, cols) node labels (dicomnode.labels); voxel_volume_ml: mL per voxel. Scar volume is
+    labels: (slices, rows, cols) node labels (dicomnode.labels); voxel_volume_ml: mL per voxel, one number or
+    (slices,) one per slice (the summation of discs over a gap, cine_metrics.disc_voxel_volumes_ml). Scar volume is
     the whole enhanced volume including MVO, MVO volume its part; %LGE = scar volume / myocardial volume × 100
     (Fahmy et al., Radiology 2020). Raises ValueError on a non-integer or non-3-D label map or a non-positive
     voxel volume or density.
     """
     labels = _check_labels(labels)
-    voxel_volume_ml = _check_positive("voxel_volume_ml", voxel_volume_ml)
+    voxel_ml = _voxel_volumes(voxel_volume_ml, labels.shape[0])
     density_g_per_ml = _check_positive("density_g_per_ml", density_g_per_ml)
     myocardium = myocardium_mask(labels)
     scar = labels == int(Label.SCAR)
@@ -105,23 +133,23 @@ def lge_volumes(
         per_slice.append(
             SliceValues(
                 slice_index=index,
-                myocardium_volume_ml=myo_count * voxel_volume_ml,
-                scar_volume_ml=(scar_count + mvo_count) * voxel_volume_ml,
-                mvo_volume_ml=mvo_count * voxel_volume_ml,
+                myocardium_volume_ml=myo_count * float(voxel_ml[index]),
+                scar_volume_ml=(scar_count + mvo_count) * float(voxel_ml[index]),
+                mvo_volume_ml=mvo_count * float(voxel_ml[index]),
                 lge_percent=percent_of(scar_count + mvo_count, myo_count) if myo_count else None,
             )
         )
-    myo_voxels = int(myocardium.sum())
-    enhanced_voxels = int(scar.sum() + mvo.sum())
-    lge_percent = percent_of(enhanced_voxels, myo_voxels)
-    myocardium_volume_ml = myo_voxels * voxel_volume_ml
+    enhanced = scar | mvo
+    lge_percent = _percent(enhanced, myocardium, voxel_ml)
+    myocardium_volume_ml = _volume_ml(myocardium, voxel_ml)
     return LGEVolumes(
         myocardium_volume_ml=myocardium_volume_ml,
         lv_mass_g=myocardium_volume_ml * density_g_per_ml,
-        scar_volume_ml=enhanced_voxels * voxel_volume_ml,
-        mvo_volume_ml=int(mvo.sum()) * voxel_volume_ml,
+        scar_volume_ml=_volume_ml(enhanced, voxel_ml),
+        mvo_volume_ml=_volume_ml(mvo, voxel_ml),
         lge_percent=lge_percent,
-        large_scar_burden=large_burden(lge_percent, cutoff_percent, comparator),
+        # decided on %LGE as reported (2 decimals, summary.json and SR), so the flag never contradicts the number
+        large_scar_burden=large_burden(round(lge_percent, 2), cutoff_percent, comparator),
         per_slice=tuple(per_slice),
     )
 
@@ -256,7 +284,7 @@ def nsd_enhancement(image: np.ndarray, labels: np.ndarray, n: int, voxel_volume_
     no remote myocardium)."""
     if n not in NSD_FACTORS:
         raise ValueError(f"n must be one of {NSD_FACTORS}, got {n}")
-    voxel_volume_ml = _check_positive("voxel_volume_ml", voxel_volume_ml)
+    voxel_ml = _voxel_volumes(voxel_volume_ml, np.asarray(labels).shape[0])
     spacing = _spacing(spacing_rc)
     image = np.asarray(image, dtype=np.float64)
     remote = remote_myocardium(image, labels, spacing)
@@ -268,8 +296,8 @@ def nsd_enhancement(image: np.ndarray, labels: np.ndarray, n: int, voxel_volume_
         threshold=threshold,
         enhanced_mask=enhanced,
         enhanced_voxels=count,
-        enhanced_volume_ml=count * voxel_volume_ml,
-        lge_percent=percent_of(count, int(myocardium_mask(labels).sum())),
+        enhanced_volume_ml=_volume_ml(enhanced, voxel_ml),
+        lge_percent=_percent(enhanced, myocardium_mask(labels), voxel_ml),
         details={"n": n, "remote_mean": remote.mean, "remote_sd": remote.sd, "remote_voxels": remote.voxels,
                  "remote_min_distance_mm": remote.min_distance_mm, "min_region_mm2": min_region_mm2},
     )
@@ -284,16 +312,15 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
 
     `baseline` is the signal of nulled myocardium: 0 for magnitude images (the classic method). Raises ValueError
     on mismatched shapes, an empty myocardium, or a baseline at or above the maximum."""
-    voxel_volume_ml = _check_positive("voxel_volume_ml", voxel_volume_ml)
     spacing = _spacing(spacing_rc)
     image = np.asarray(image, dtype=np.float64)
     labels = _check_labels(labels)
+    voxel_ml = _voxel_volumes(voxel_volume_ml, labels.shape[0])
     if image.shape != labels.shape:
         raise ValueError(f"image shape {image.shape} differs from labels shape {labels.shape}")
     usable = thresholding_mask(labels)
     if not usable.any():
         raise ValueError("no myocardium to threshold")
-    myocardium_voxels = int(myocardium_mask(labels).sum())
     seed = usable & enhanced_mask(labels)
     baseline = float(baseline)
     if not seed.any():
@@ -318,8 +345,8 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
         threshold=threshold,
         enhanced_mask=enhanced,
         enhanced_voxels=voxels,
-        enhanced_volume_ml=voxels * voxel_volume_ml,
-        lge_percent=percent_of(voxels, myocardium_voxels),
+        enhanced_volume_ml=_volume_ml(enhanced, voxel_ml),
+        lge_percent=_percent(enhanced, myocardium_mask(labels), voxel_ml),
         details={"maximum": maximum, "baseline": baseline, "maximum_voxel": [int(v) for v in peak],
                  "connectivity": "in-plane 8-connected regions overlapping the labelled enhanced region",
                  "min_region_mm2": min_region_mm2},

@@ -30,6 +30,17 @@ def phases_name(indices: Iterable[int]) -> str:
 
 
 
+def source_series_name(summary) -> str | None:
+    """'series 33 "DE_SAX_PSIR"': the analysed series as a viewer lists it (SeriesNumber (0020,0011), then
+    SeriesDescription (0008,103E)) from a pipeline summary's `series_number` / `series_description`; None without
+    either."""
+    if not isinstance(summary, dict):
+        return None
+    number, description = summary.get("series_number"), str(summary.get("series_description") or "").strip()
+    parts = ([f"series {number}"] if number is not None else []) + ([f'"{description}"'] if description else [])
+    return " ".join(parts) or None
+
+
 #: how dicomnode/cmr/volume.py words a cine holding fewer phases than its CardiacNumberOfImages declares
 PHASES_PRESENT = re.compile(r"\b(\d+) of (\d+) cardiac phases present\b")
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import math
 import re
 import textwrap
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Sequence
 
 import highdicom as hd
@@ -20,7 +22,7 @@ from pydicom.valuerep import PersonName
 from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import MIN_PHASES_FOR_CURVE, NORMAL_VALUES, is_range_flag, normal_range
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
-                                          stack_warnings)
+                                          source_series_name, stack_warnings)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
@@ -56,9 +58,23 @@ def _fmt(value, unit: str = "", digits: int = 1) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     try:
-        return f"{float(value):.{digits}f}{(' ' + unit) if unit else ''}"
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    if math.isfinite(number):  # half up, as a reader rounds (3.25 -> 3.3), not float's half-to-even
+        number = float(Decimal(repr(number)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    return f"{number:.{digits}f}{(' ' + unit) if unit else ''}"
+
+
+def _burden_percent_text(value, cutoff: float, comparator: str) -> str:
+    """%LGE as the key numbers show it: one decimal, or two where one decimal would put the shown number on the
+    other side of the large-burden cut-off than the value decided on (14.96 % is not shown as 15.0 % beside 'no')."""
+    text = _fmt(value, "%")
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return text
+    shown = float(text.split()[0])
+    decided = value >= cutoff if comparator == ">=" else value > cutoff
+    return text if (shown >= cutoff if comparator == ">=" else shown > cutoff) == decided else _fmt(value, "%", 2)
 
 
 def method_value(block, unit: str = "%") -> str:
@@ -131,7 +147,7 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         cutoff = lge.measurements.get("large_burden_cutoff_percent", 15.0)
         comparator = lge.measurements.get("large_burden_comparator", ">=")
         rows += [
-            ("%LGE (DL, scar incl. MVO / LV myocardium)", _fmt(s.get("lge_percent"), "%"),
+            ("%LGE (DL, scar incl. MVO / LV myocardium)", _burden_percent_text(s.get("lge_percent"), cutoff, comparator),
              f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (HCM risk cut-off, Chan 2014; "
              f"not validated for infarct scar)"),
             ("Large scar burden", _fmt(s.get("large_scar_burden")), ""),
@@ -150,6 +166,9 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         def index(value):
             return None if value is None or bsa is None else float(value) / bsa[0]
 
+        refused = [f for f in s.get("flags") or [] if f.startswith("no indexed values: ")]
+        no_index = (refused[0].removeprefix("no indexed values: ").split(" for BSA")[0] + " in the header" if refused
+                    else "height/weight missing")
         ranges = [f for f in s.get("flags") or [] if is_range_flag(f)]
         notes = [f for f in s.get("flags") or [] if not is_range_flag(f)]
         # part of the LV outside the stack (summary `coverage`): volumes and mass are lower bounds, EF partial
@@ -169,7 +188,7 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("LV mass (cine, ED) / index",
              f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
-             "index " + _range_text("lv_mass_index_g_m2", sex) + " (no index: height/weight missing)"),
+             "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
             ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or ()), _phases_reference(s)),
@@ -267,8 +286,10 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
         kind = lge.measurements.get("lge_kind") or "LGE"
         decision = lge.measurements.get("scar_decision") or {}
         offset = decision.get("scar_log_offset") or 0.0
+        source = source_series_name(lge.summary)
         lines += [
-            f"LGE: deep-learning segmentation of the {str(kind).upper()} short-axis stack; %LGE = scar incl. MVO / "
+            f"LGE: deep-learning segmentation of the {str(kind).upper()} short-axis stack"
+            + (f" ({source})" if source else "") + "; %LGE = scar incl. MVO / "
             "whole LV myocardium x 100; LV mass = myocardial volume x 1.05 g/mL."
             + (f" Scar decision calibrated for {'scanner-native' if decision.get('input_kind') == 'native' else '8-bit'}"
                f" input: scar probability weighted by e^{offset:+.2f} against the other classes (model card)."
@@ -287,7 +308,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                   "ED = R-wave phase cross-checked with the largest LV volume, ES = smallest volume of the temporally "
                   "smoothed curve (both timed on one fixed set of slices)"
                   + (f", found among the {sent} phases sent{of_cycle}" if cycle else ""))
-        lines.append("Cine: summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
+        source = source_series_name(cine.summary)
+        lines.append("Cine" + (f" ({source})" if source else "") + ": summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
                      f"myocardium (SCMR 2020), the same rule at every phase; {timing}"
                      + (f"; {phases_name(flagged)} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
                         "marked x on the volume curve)" if flagged else "")

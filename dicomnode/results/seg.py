@@ -36,7 +36,8 @@ from dicomnode.cmr.types import FrameRef
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.headers import derivable_header
-from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.results.provenance import (NODE_MANUFACTURER, NODE_MODEL_NAME, ai_series_description, apply_provenance,
+                                         node_version)
 from dicomnode.uids import new_uid
 
 SOURCE_IMAGE_PURPOSE = Code("121322", "DCM", "Source image for image processing operation")
@@ -355,8 +356,13 @@ def build_seg(
     what = f"{pipeline_name} segmentation"
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
         what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"
-    source_series = {ref.series_instance_uid for phase_index in result.phases for ref in volume.frames[phase_index]}
-    if len(source_series) > 1 and first.get("SeriesNumber") is not None:
-        what += f", series {first.SeriesNumber}"  # one SEG per source series: say which (viewers list them by text)
+    if first.get("SeriesNumber") is not None:  # which series it segments (viewers list series by their text)
+        for named in (f"{what}, series {first.SeriesNumber}", f"{what} S:{first.SeriesNumber}"):
+            try:
+                ai_series_description(named)
+            except ValueError:  # over the 64 characters of LO
+                continue
+            what = named
+            break
     apply_provenance(seg, [algorithm], started_at, what)
     return seg

@@ -586,7 +586,9 @@ def _stack_comments(result: PipelineResult) -> list[str]:
     # a stack that misses part of the LV (cine_metrics.stack_coverage): its volumes are lower bounds
     incomplete = [f"{what} input stack: incomplete LV coverage: {reason}; {coverage.get('caveat')}"
                   for reason in coverage.get("reasons") or [] if coverage.get("complete") is False]
-    return incomplete + [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip()]
+    source = phase_text.source_series_name(result.summary)
+    return ([f"{what} measured on {source}"] if source else []) + incomplete + \
+        [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip()]
 
 
 def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None) -> list:

@@ -268,6 +268,10 @@ def test_no_bsa_without_height_or_weight():
     result = measure_cine(maps, 1.0, height_m=0.2, weight_kg=70.0)
     assert result.bsa_m2 is None and result.indexed == {} and result.lv_edv_ml == 100.0
     assert any(flag.startswith("no indexed values: implausible height 0.2 m") for flag in result.flags)
+    for height, weight, unit in ((175.0, 75.0, "centimetres"), (1.75, 75000.0, "grams"), (175.0, 75000.0, "centimetres")):
+        result = measure_cine(maps, 1.0, height_m=height, weight_kg=weight)
+        assert result.bsa_m2 is None and result.indexed == {}
+        assert any(flag.startswith("no indexed values") and unit in flag for flag in result.flags), result.flags
 
 
 def test_flags_by_sex_and_against_both_when_unknown():

@@ -17,7 +17,7 @@ from dicomnode.inference import Runtime
 
 SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent",
                 "large_scar_burden", "nsd", "fwhm", "per_slice", "aha_segments", "series_instance_uid",
-                "stack_warnings"}
+                "series_number", "series_description", "stack_warnings"}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study,
     assert summary["nsd"]["n"] == config.analysis.lge.nsd_n and "lge_percent" in summary["fwhm"]
     psir = study.preferred("lge", "sax")
     assert psir.lge_kind == "psir" and summary["series_instance_uid"] == psir.series_instance_uid
+    assert (summary["series_number"], summary["series_description"]) == (psir.series_number, psir.description)
     [segmentation] = result.segmentations
     volume = segmentation.volume
     assert segmentation.labelmap.shape == (1,) + volume.pixels.shape[1:]

@@ -32,3 +32,29 @@ def test_incomplete_coverage_marks_lower_bounds_in_the_key_numbers():
 def test_incomplete_coverage_is_a_comment_in_the_sr():
     assert _stack_comments(_cine(False)) == [f"cine input stack: incomplete LV coverage: {REASON}; {COVERAGE_CAVEAT}"]
     assert _stack_comments(_cine(True)) == []
+
+
+def test_key_numbers_say_why_there_is_no_index():
+    """A height in centimetres or a weight in grams: the PDF names the header value, not 'height/weight missing'."""
+    cine = _cine(True)
+    cine.summary["flags"] = ["no indexed values: implausible weight 75000 kg for BSA: it looks like grams; "
+                             "PatientWeight is in kilograms"]
+    refs = {quantity: reference for quantity, _, reference in key_number_table([cine], None, "M")}
+    assert refs["LV mass (cine, ED) / index"].endswith("(no index: implausible weight 75000 kg in the header)")
+    refs = {quantity: reference for quantity, _, reference in key_number_table([_cine(True)], None, "M")}
+    assert refs["LV mass (cine, ED) / index"].endswith("(no index: height/weight missing)")
+
+
+def test_the_numbers_name_the_series_they_come_from():
+    """A reader sees which series was measured (SeriesNumber and SeriesDescription, as the viewer lists it) in the
+    SR beside every number and in the PDF's methods."""
+    from dicomnode.analysis.phase_text import source_series_name
+    from dicomnode.results.report import _methods_lines
+
+    cine = _cine(True)
+    cine.summary.update(series_number=7, series_description="SA_CINE_TF2D")
+    assert source_series_name(cine.summary) == 'series 7 "SA_CINE_TF2D"'
+    assert source_series_name({"series_number": None, "series_description": "x"}) == '"x"'
+    assert source_series_name({}) is None
+    assert _stack_comments(cine) == ['cine measured on series 7 "SA_CINE_TF2D"']
+    assert any(line.startswith('Cine (series 7 "SA_CINE_TF2D"): summation of discs') for line in _methods_lines([cine]))
