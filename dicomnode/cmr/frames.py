@@ -35,6 +35,31 @@ class FrameInfo:
         return self.image_type[2] if len(self.image_type) > 2 and self.image_type[2] else "-"
 
     @property
+    def signed(self) -> bool:
+        """True when the stored values stand for negative numbers: RescaleIntercept (0028,1052) below 0 (Siemens PSIR
+        -4096, Philips real images), or a signed PixelRepresentation (0028,0103 = 1) whose SmallestImagePixelValue
+        (0028,0106), rescaled, is below 0. A phase-sensitive (PSIR / real) reconstruction keeps the sign of the
+        magnetisation; a magnitude image cannot be negative (PS3.3 C.7.6.3 Image Pixel, C.11.1 Modality LUT)."""
+        slope, intercept = self.rescale
+        if intercept < 0:
+            return True
+        ds = self.header.dataset
+        if int(_int(ds.get("PixelRepresentation")) or 0) != 1:
+            return False
+        smallest = _float(ds.get("SmallestImagePixelValue"))
+        return smallest is not None and smallest * slope + intercept < 0
+
+    @property
+    def reconstruction(self) -> tuple:
+        """What tells one reconstruction of an acquisition from another (magnitude and PSIR of one inversion-recovery
+        acquisition share position, TriggerTime, InversionTime and AcquisitionTime): the ImageType / FrameType values
+        from the third on (PS3.3 C.7.6.1.1.2 and C.8.13.3.1.1: the vendor's image description, beyond the third value
+        too: GE 'OTHER\\MAG' / 'OTHER\\PSIR', Siemens 'M' / 'PSIR', Philips 'M_IR\\M' / 'R_IR\\R', and
+        ComplexImageComponent) and the sign of the values (`signed`). ORIGINAL/DERIVED and PRIMARY/SECONDARY (values 1
+        and 2) say how an image was made, not which reconstruction it is, and are left out."""
+        return self.image_type[2:], self.signed
+
+    @property
     def has_geometry(self) -> bool:
         return self.position is not None and self.orientation is not None and self.pixel_spacing is not None
 
@@ -302,10 +327,12 @@ def _spread(values: list[float | None]) -> float | None:
 
 def are_repeats(frames: list[FrameInfo], trigger_tolerance_ms: float = 25.0, inversion_tolerance_ms: float = 5.0) -> bool:
     """True when frames at one slice position are repeats of one image (re-sent, re-reconstructed or re-acquired)
-    rather than distinct cardiac phases or inversion times: the same kind, one TemporalPositionIdentifier, TriggerTime
-    (0018,1060) within `trigger_tolerance_ms` and InversionTime (0018,0082) within `inversion_tolerance_ms` (each
-    absent on all frames or present on all). A single frame is not a repeat."""
-    if len(frames) < 2 or len({f.kind for f in frames}) > 1 or len({f.temporal_index for f in frames}) > 1:
+    rather than distinct cardiac phases, inversion times or reconstructions: the same reconstruction
+    (`FrameInfo.reconstruction`: ImageType values from the third on, sign of the values), one
+    TemporalPositionIdentifier, TriggerTime (0018,1060) within `trigger_tolerance_ms` and InversionTime (0018,0082)
+    within `inversion_tolerance_ms` (each absent on all frames or present on all). A single frame is not a repeat."""
+    if (len(frames) < 2 or len({f.reconstruction for f in frames}) > 1
+            or len({f.temporal_index for f in frames}) > 1):
         return False
     trigger = _spread([f.trigger_time for f in frames])
     inversion = _spread([f.inversion_time for f in frames])

@@ -1,8 +1,10 @@
-"""Series grouping: split by UID, SeriesNumber and image type; leave out unusable images and frames; merge one-slice
-series into stacks and one-phase stacks into cines."""
+"""Series grouping: split by UID, SeriesNumber, image type and reconstruction; leave out unusable images and frames;
+merge one-slice series into stacks (one reconstruction each, later re-acquisitions replacing) and one-phase stacks
+into cines."""
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -12,7 +14,8 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode import charsets
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import FrameInfo, _int, are_repeats, frames_of, orientation_groups, slice_groups
+from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, orientation_groups,
+                                  slice_groups, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
@@ -73,6 +76,12 @@ class Candidate:
     headers: list[InstanceHeader]
     frames: list[FrameInfo]
     notes: list[str] = field(default_factory=list)
+    #: how the stack was assembled where it matters to the numbers (a slice replaced by a later re-acquisition, a
+    #: repeat not used): `CMRStudy.load_volume` adds them to `Volume.warnings` (summary `stack_warnings`, SR, PDF)
+    warnings: list[str] = field(default_factory=list)
+    #: the reconstruction this candidate holds when it was split out of a series holding several
+    #: (`split_reconstructions`, e.g. 'ImageType OTHER\\PSIR, signed values'); None otherwise
+    reconstruction: str | None = None
 
     @property
     def frames_included(self) -> dict[str, list[int]]:
@@ -160,8 +169,10 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     Geometry is judged per frame: a frame of a multi-frame instance without it is left out (named with its frame
     number) and the instance's other frames are used. Of several copies of one SOPInstanceUID one is used
     (`_one_copy_each`): identical copies are counted in a note of the series, a damaged copy is declined, and a
-    different image under the same UID is declined and excluded, saying so. One-slice series are merged into
-    stacks (`merge_single_slice_series`), one-phase stacks into cines (`merge_single_phase_stacks`).
+    different image under the same UID is declined and excluded, saying so. A series holding two reconstructions of
+    the same slices (magnitude and PSIR) is split into one candidate each (`split_reconstructions`). One-slice series
+    are merged into stacks (`merge_single_slice_series`), one-phase stacks into cines (`merge_single_phase_stacks`),
+    and a slice re-acquired later in its own series replaces its position's image (`replace_reacquired_slices`).
     """
     declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
     excluded: list[dict] = []
@@ -221,16 +232,25 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             buckets[(header.series_instance_uid, _series_number(ds), kind)].append((header, kind_frames))
 
     candidates = []
-    for (uid, number, kind), members in buckets.items():
-        members.sort(key=lambda pair: (pair[1][0].instance_number or 0, pair[0].sop_instance_uid))
-        candidates.append(Candidate(
-            key=f"{uid}#{number if number is not None else '-'}#{kind}",
-            series_instance_uids=[uid], series_number=number, kind=kind,
-            headers=[h for h, _ in members], frames=[f for _, fs in members for f in fs]))
-        if any(h.sop_instance_uid in mixed_kinds for h, _ in members):
-            candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
-                                        "other kinds")
-    candidates = merge_single_phase_stacks(merge_single_slice_series(candidates))
+    for (uid, number, kind), bucket in buckets.items():
+        split = split_reconstructions(bucket)
+        for reconstruction, members in split.items():
+            members.sort(key=lambda pair: (pair[1][0].instance_number or 0, pair[0].sop_instance_uid))
+            label = f"#{_reconstruction_key(reconstruction)}" if len(split) > 1 else ""
+            candidates.append(Candidate(
+                key=f"{uid}#{number if number is not None else '-'}#{kind}{label}",
+                series_instance_uids=[uid], series_number=number, kind=kind,
+                headers=[h for h, _ in members], frames=[f for _, fs in members for f in fs]))
+            if len(split) > 1:
+                candidates[-1].reconstruction = reconstruction_label(reconstruction)
+                candidates[-1].notes.append(
+                    f"series {number if number is not None else uid} holds {len(split)} reconstructions at the same "
+                    f"slice positions and timing ({'; '.join(reconstruction_label(r) for r in split)}): split into "
+                    f"one stack each, this one {reconstruction_label(reconstruction)}")
+            if any(h.sop_instance_uid in mixed_kinds for h, _ in members):
+                candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
+                                            "other kinds")
+    candidates = replace_reacquired_slices(merge_single_phase_stacks(merge_single_slice_series(candidates)))
     for candidate in candidates:
         held = [h.sop_instance_uid for h in candidate.headers]
         candidate.notes += list(dict.fromkeys(note for sop in held for note in notes.get(sop, [])))
@@ -242,6 +262,66 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
     declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
     return candidates, declined, excluded
+
+
+def reconstruction_label(reconstruction: tuple) -> str:
+    """A FrameInfo.reconstruction as text: its ImageType values from the third on, and 'signed values' where the
+    values can be negative, e.g. 'OTHER\\PSIR, signed values'."""
+    values, signed = reconstruction
+    text = "ImageType " + ("\\".join(v for v in values if v) or "(no third value)")
+    return text + (", signed values" if signed else "")
+
+
+def _reconstruction_key(reconstruction: tuple) -> str:
+    """A FrameInfo.reconstruction for a candidate key, e.g. 'OTHER/PSIR/signed'."""
+    values, signed = reconstruction
+    return "/".join([v for v in values if v] + (["signed"] if signed else [])) or "-"
+
+
+def _same_timing(first: FrameInfo, second: FrameInfo, trigger_tolerance_ms: float = 25.0,
+                 inversion_tolerance_ms: float = 5.0) -> bool:
+    """True when two frames at one slice position were taken at the same moment of the same acquisition: one
+    TemporalPositionIdentifier (0020,0100), TriggerTime (0018,1060) within `trigger_tolerance_ms` and InversionTime
+    (0018,0082) within `inversion_tolerance_ms` (or absent on both)."""
+    if first.temporal_index != second.temporal_index:
+        return False
+    for a, b, tolerance in ((first.trigger_time, second.trigger_time, trigger_tolerance_ms),
+                            (first.inversion_time, second.inversion_time, inversion_tolerance_ms)):
+        if (a is None) != (b is None) or (a is not None and abs(a - b) > tolerance):
+            return False
+    return True
+
+
+def split_reconstructions(members: list[tuple[InstanceHeader, list[FrameInfo]]]
+                          ) -> dict[tuple | None, list[tuple[InstanceHeader, list[FrameInfo]]]]:
+    """The images of one series bucket by reconstruction (`FrameInfo.reconstruction`) when the series holds two
+    reconstructions of one acquisition: two images of different reconstruction at one slice position with the same
+    timing (`_same_timing`), e.g. GE magnitude and PSIR of every slice in ONE series, ImageType ORIGINAL\\PRIMARY\\
+    OTHER\\MAG and ...\\OTHER\\PSIR (PS3.3 C.7.6.1.1.2). Such images are not two cardiac phases and not duplicates:
+    each reconstruction becomes its own stack and the study-level preference chooses between them. Otherwise (one
+    reconstruction, or ImageType values that differ between positions only) {None: members} unchanged."""
+    frames = [f for _, fs in members for f in fs]
+    if len({f.reconstruction for f in frames}) < 2 or not _co_located_reconstructions(frames):
+        return {None: members}
+    split: dict[tuple | None, list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
+    for header, header_frames in members:
+        by_reconstruction: dict[tuple, list[FrameInfo]] = defaultdict(list)
+        for frame in header_frames:
+            by_reconstruction[frame.reconstruction].append(frame)
+        for reconstruction, taken in by_reconstruction.items():
+            split[reconstruction].append((header, taken))
+    return dict(sorted(split.items(), key=lambda item: (item[0][1], item[0][0])))
+
+
+def _co_located_reconstructions(frames: list[FrameInfo]) -> bool:
+    """True when two frames of different reconstructions share a slice position and their timing (`_same_timing`)."""
+    for group in orientation_groups(frames):
+        for _, members in slice_groups(group):
+            for i, first in enumerate(members):
+                if any(second.reconstruction != first.reconstruction and _same_timing(first, second)
+                       for second in members[i + 1:]):
+                    return True
+    return False
 
 
 @dataclass
@@ -362,7 +442,7 @@ def _count_resent_images_once(candidate: Candidate) -> None:
     for group in orientation_groups(candidate.frames):
         for _, members in slice_groups(group):
             single = [f for f in members if f.ref.frame_number is None]
-            identities = [(f.kind, f.trigger_time, f.temporal_index, f.acquisition_time, f.inversion_time)
+            identities = [(f.reconstruction, f.trigger_time, f.temporal_index, f.acquisition_time, f.inversion_time)
                           for f in single]
             if len(set(identities)) < 2:
                 continue
@@ -382,7 +462,20 @@ def _single_slice(candidate: Candidate) -> bool:
     return len(groups) == 1 and len(slice_groups(groups[0])) == 1
 
 
-def _merge_signature(candidate: Candidate, frame_count: int | None = None) -> tuple:
+def _description(dataset) -> str:
+    """SeriesDescription (0008,103E) as a merge key: lower case, blanks collapsed, each run of digits as '#' (an
+    export numbering its one-slice series, 'LGE SA 3', still merges), so 'MDE PSIR' and 'MDE MAG' stay apart."""
+    text = " ".join(str(dataset.get("SeriesDescription", "") or "").lower().split())
+    return re.sub(r"\d+", "#", text)
+
+
+def _merge_signature(candidate: Candidate, frame_count: int | None = None, description: bool = True) -> tuple:
+    """What one-slice (or one-phase) series must share to be merged into one stack: the study, matrix, pixel spacing,
+    orientation, frame count, ScanningSequence (0018,0020), SequenceVariant (0018,0021), SequenceName (0018,0024),
+    the ImageType values from the third on (beyond the third too: GE 'OTHER\\MAG' / 'OTHER\\PSIR') and, with
+    `description`, the SeriesDescription (`_description`). Two reconstructions of one acquisition exported one
+    series per slice (GE / Philips: PSIR and magnitude, the same ImageType value 3) differ in at least one of these
+    or in the sign of their values (`_split_by_sign`) and are never merged into one mixed stack."""
     frame = candidate.frames[0]
     ds = candidate.headers[0].dataset
     return (
@@ -390,16 +483,139 @@ def _merge_signature(candidate: Candidate, frame_count: int | None = None) -> tu
         tuple(np.round(frame.pixel_spacing, 3)), tuple(np.round(frame.orientation, 3)),
         len(candidate.frames) if frame_count is None else frame_count,
         str(getattr(ds, "ScanningSequence", "")), str(getattr(ds, "SequenceVariant", "")),
+        str(header_value(ds, "SequenceName") or "").strip(),
+        tuple(sorted({f.image_type[2:] for f in candidate.frames})),
+        _description(ds) if description else None,
     )
 
 
-def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm: float = 2.0) -> list[Candidate]:
-    """Merge one-slice series whose planes are parallel, with the same matrix, spacing and sequence, into stacks.
+def _split_by_sign(members: list[Candidate]) -> list[list[Candidate]]:
+    """One-slice series of one merge signature split by the sign of their values (`FrameInfo.signed`: PSIR / real
+    reconstructions are signed, magnitude is not) where two of them image the same slice position: two
+    reconstructions with the same description and ImageType. The sign alone does not split series at distinct
+    positions (an image stored without its RescaleIntercept stays in its stack and is judged by volume building)."""
+    signs = [sum(f.signed for f in c.frames) * 2 > len(c.frames) for c in members]
+    if len(set(signs)) < 2:
+        return [members]
+    shared = any(_along_normal(a.frames[0], b.frames[0]) <= _position_tolerance(a.frames[0])
+                 for i, a in enumerate(members) for b in members[i + 1:])
+    if not shared:
+        return [members]
+    return [[c for c, sign in zip(members, signs) if sign == value] for value in (False, True)]
 
-    Candidates are taken in SeriesNumber order; a series whose slice position is already in a stack (a repeat)
-    or that is shifted in-plane starts another stack. Only groups of two or more are merged. A one-slice series
-    holding several repeats of its image (`frames.are_repeats`) joins one-image series like the others; the
-    volume keeps its most recent image (`volume.keep_latest_repeats`).
+
+#: a one-slice series acquired at least this much later (s) than the stack's image at its position is a
+#: re-acquisition of that slice; two reconstructions of one acquisition share their AcquisitionTime
+REACQUIRED_AFTER_S = 1.0
+
+
+def _position_tolerance(frame: FrameInfo) -> float:
+    """Distance along the normal (mm) within which two one-slice series image the same slice position: a quarter of
+    SliceThickness (0018,0050) (a re-acquired slice re-planned by a millimetre is the same position), at least
+    0.05 mm."""
+    thickness = _float(frame.header.dataset.get("SliceThickness"))
+    return max(0.05, 0.25 * thickness) if thickness and thickness > 0 else 0.05
+
+
+def _along_normal(frame: FrameInfo, other: FrameInfo) -> float:
+    return abs(float(np.dot(other.position - frame.position, frame.normal)))
+
+
+def _acquired(frames: list[FrameInfo], keyword: str) -> float | None:
+    """When images were acquired: their latest AcquisitionTime (0008,0032) (keyword 'AcquisitionTime') or SeriesTime
+    (0008,0031) (keyword 'SeriesTime'), seconds since midnight; None when absent."""
+    if keyword == "AcquisitionTime":
+        times = [f.acquisition_time for f in frames if f.acquisition_time is not None]
+    else:
+        times = [t for t in (tm_seconds(f.header.dataset.get("SeriesTime")) for f in frames) if t is not None]
+    return max(times) if times else None
+
+
+def _later(new: Candidate | list[FrameInfo], old: Candidate | list[FrameInfo]) -> tuple[bool, str]:
+    """Whether `new` was acquired at least REACQUIRED_AFTER_S after `old` (candidates or their frames), by
+    AcquisitionTime where both have one, else by SeriesTime; and the times compared as text."""
+    new = new.frames if isinstance(new, Candidate) else new
+    old = old.frames if isinstance(old, Candidate) else old
+    for keyword in ("AcquisitionTime", "SeriesTime"):
+        times = _acquired(new, keyword), _acquired(old, keyword)
+        if None not in times:
+            text = f"{keyword} {_clock(times[0])} against {_clock(times[1])}"
+            return times[0] - times[1] >= REACQUIRED_AFTER_S, text
+    return False, "no AcquisitionTime or SeriesTime to compare"
+
+
+def _numbers(stack: list[Candidate]) -> str:
+    numbers = [str(c.series_number) for c in stack if c.series_number is not None]
+    return ", ".join(numbers) or "without SeriesNumber"
+
+
+def _replace_reacquired(stacks: list[list[Candidate]], in_plane_tolerance_mm: float
+                        ) -> tuple[list[tuple[list[Candidate], list[str]]], list[Candidate]]:
+    """Slices re-acquired in later one-slice series replace the stack's image at their position.
+
+    A smaller group of one-slice series (one that could not join the stack because its positions were taken) whose
+    every image lies at a slice position of a larger stack and was acquired later (`_later`: a repeat after motion or
+    a missed breath-hold) replaces those images: the later acquisition wins, and the stack's warnings say which
+    series replaced which. The replaced one-slice series are returned on their own, with a note. A smaller group at
+    the stack's positions but not acquired later stays apart and the stack's warnings name it as not used.
+    Returns (stack, warnings) pairs and the replaced series.
+    """
+    order = sorted(range(len(stacks)), key=lambda i: -len(stacks[i]))
+    warnings: dict[int, list[str]] = defaultdict(list)
+    absorbed: set[int] = set()
+    replaced: list[Candidate] = []
+    for i in order:
+        base = stacks[i]
+        if i in absorbed or len(base) < 2:
+            continue
+        for j in order:
+            group = stacks[j]
+            if j == i or j in absorbed or len(group) >= len(base):
+                continue
+            pairs = []
+            for new in group:
+                frame = new.frames[0]
+                old = next((m for m in base if _along_normal(m.frames[0], frame) <= _position_tolerance(m.frames[0])
+                            and _in_plane(m.frames[0], frame) <= in_plane_tolerance_mm), None)
+                pairs.append((new, old))
+            if any(old is None for _, old in pairs):
+                continue
+            verdicts = [_later(new, old) for new, old in pairs]
+            if not all(later for later, _ in verdicts):
+                where = ", ".join(f"{float(np.dot(old.frames[0].position, old.frames[0].normal)):.2f}" for _, old in pairs)
+                warnings[i].append(f"series {_numbers(group)} repeat(s) the slice position(s) at {where} mm of this "
+                                   f"stack but was not acquired later ({'; '.join(text for _, text in verdicts)}): "
+                                   "not used")
+                continue
+            for (new, old), (_, text) in zip(pairs, verdicts):
+                distance = float(np.dot(old.frames[0].position, old.frames[0].normal))
+                base[base.index(old)] = new
+                warnings[i].append(f"slice at {distance:.2f} mm re-acquired: series {_numbers([new])} used in place "
+                                   f"of series {_numbers([old])} ({text}); the later acquisition wins")
+                old.notes.append(f"image at slice {distance:.2f} mm replaced in its stack by the later re-acquisition "
+                                 f"in series {_numbers([new])} ({text}); not used")
+                replaced.append(old)
+            absorbed.add(j)
+    return [(stack, warnings[k]) for k, stack in enumerate(stacks) if k not in absorbed], replaced
+
+
+def _in_plane(first: FrameInfo, frame: FrameInfo) -> float:
+    """In-plane distance (mm) between two parallel slices' ImagePositionPatient."""
+    offset = frame.position - first.position
+    normal = first.normal
+    return float(np.linalg.norm(offset - normal * np.dot(offset, normal)))
+
+
+def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm: float = 2.0) -> list[Candidate]:
+    """Merge one-slice series whose planes are parallel, with the same matrix, spacing, sequence, reconstruction and
+    description (`_merge_signature`, `_split_by_sign`), into stacks.
+
+    Candidates are taken in SeriesNumber order; a series whose slice position is already in a stack (a repeat, within
+    `_position_tolerance`) or that is shifted in-plane starts another stack. Only groups of two or more are merged.
+    A smaller group at the positions of a larger stack and acquired later replaces the stack's images there
+    (`_replace_reacquired`: a slice re-acquired after motion), saying so in the stack's warnings. A one-slice series
+    holding several repeats of its image (`frames.are_repeats`) joins one-image series like the others; the volume
+    keeps its most recent image (`volume.keep_latest_repeats`).
     """
     singles: dict[tuple, list[Candidate]] = defaultdict(list)
     repeated: list[Candidate] = []
@@ -414,23 +630,23 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
     for candidate in repeated:
         siblings = singles.get(_merge_signature(candidate, frame_count=1))
         (siblings if siblings else singles[_merge_signature(candidate)]).append(candidate)
-    for members in singles.values():
+    for members in (part for group in singles.values() for part in _split_by_sign(group)):
         members.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
         stacks: list[list[Candidate]] = []
         for candidate in members:
             frame = candidate.frames[0]
-            normal = frame.normal
             for stack in stacks:
-                first = stack[0].frames[0]
-                offset = frame.position - first.position
-                in_plane = np.linalg.norm(offset - normal * np.dot(offset, normal))
-                taken = any(abs(np.dot(member.frames[0].position - frame.position, normal)) < 0.05 for member in stack)
+                in_plane = _in_plane(stack[0].frames[0], frame)
+                taken = any(_along_normal(member.frames[0], frame) <= _position_tolerance(member.frames[0])
+                            for member in stack)
                 if not taken and in_plane <= in_plane_tolerance_mm:
                     stack.append(candidate)
                     break
             else:
                 stacks.append([candidate])
-        for stack in stacks:
+        assembled, replaced = _replace_reacquired(stacks, in_plane_tolerance_mm)
+        result += replaced
+        for stack, warnings in assembled:
             if len(stack) == 1:
                 result.append(stack[0])
                 continue
@@ -444,11 +660,78 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
                 headers=[h for c in stack for h in c.headers],
                 frames=[f for c in stack for f in c.frames],
                 notes=[f"merged {len(stack)} single-slice series (SeriesNumber {', '.join(str(n) for n in numbers)}) "
-                       "into one stack: parallel planes, same matrix, spacing and sequence"]
-                + list(dict.fromkeys(note for c in stack for note in c.notes)),
+                       "into one stack: parallel planes, same matrix, spacing, sequence, reconstruction and "
+                       "description"]
+                + warnings + list(dict.fromkeys(note for c in stack for note in c.notes)),
+                warnings=list(warnings),
             )
             log.info("%s", merged.notes[0])
+            for warning in warnings:
+                log.warning("stack %s: %s", merged.key, warning)
             result.append(merged)
+    return result
+
+
+def _one_image_per_slice(candidate: Candidate) -> bool:
+    """True for a stack of two or more parallel slice positions holding one image each (an LGE stack)."""
+    groups = orientation_groups(candidate.frames)
+    if len(groups) != 1:
+        return False
+    slices = slice_groups(groups[0])
+    return len(slices) >= 2 and all(len(members) == 1 for _, members in slices)
+
+
+def replace_reacquired_slices(candidates: list[Candidate], in_plane_tolerance_mm: float = 2.0) -> list[Candidate]:
+    """A slice re-acquired later and sent as its own one-image series replaces the image at its position in a stack
+    of one image per slice (one multi-slice series, or one merged from one-slice series) of the same merge signature
+    (`_merge_signature`: sequence, reconstruction, description, matrix, spacing, orientation; and the sign of the
+    values, `FrameInfo.signed`): the later acquisition
+    wins (`_later`, at least REACQUIRED_AFTER_S after the image it replaces; the same AcquisitionTime is a re-send or
+    another reconstruction and replaces nothing). The stack notes and warns which series replaced which image; a
+    replaced single-frame instance becomes a candidate of its own with a note (a replaced frame of a multi-frame
+    instance is left out through `frames_included`)."""
+    stacks = [c for c in candidates if _one_image_per_slice(c)]
+    result = []
+    for single in candidates:
+        if not (_single_slice(single) and len(single.frames) == 1 and single.frames[0].ref.frame_number is None):
+            result.append(single)
+            continue
+        frame = single.frames[0]
+        signature = _merge_signature(single, frame_count=1)
+        target = old = None
+        for stack in stacks:
+            if stack is single or _merge_signature(stack, frame_count=1) != signature:
+                continue
+            old = next((f for f in stack.frames if _along_normal(f, frame) <= _position_tolerance(f)
+                        and _in_plane(f, frame) <= in_plane_tolerance_mm and f.signed == frame.signed), None)
+            if old is not None and _later([frame], [old])[0]:
+                target = stack
+                break
+        if target is None:
+            result.append(single)
+            continue
+        _, text = _later([frame], [old])
+        distance = float(np.dot(old.position, old.normal))
+        target.frames[target.frames.index(old)] = frame
+        target.headers.append(single.headers[0])
+        target.series_instance_uids.append(single.series_instance_uids[0])
+        old_number = _series_number(old.header.dataset)
+        warning = (f"slice at {distance:.2f} mm re-acquired: series {single.series_number} used in place of "
+                   f"series {old_number} instance {old.ref.sop_instance_uid}"
+                   + (f" frame {old.ref.frame_number}" if old.ref.frame_number is not None else "")
+                   + f" ({text}); the later acquisition wins")
+        target.warnings.append(warning)
+        target.notes.append(warning)
+        log.warning("stack %s: %s", target.key, warning)
+        if old.ref.frame_number is None:
+            target.headers.remove(old.header)
+            result.append(Candidate(
+                key=f"{old.header.series_instance_uid}#{old_number if old_number is not None else '-'}#{old.kind}"
+                    f"#replaced-{old.ref.sop_instance_uid}",
+                series_instance_uids=[old.header.series_instance_uid], series_number=old_number, kind=old.kind,
+                headers=[old.header], frames=[old],
+                notes=[f"image at slice {distance:.2f} mm replaced in its stack ({target.key}) by the later "
+                       f"re-acquisition in series {single.series_number} ({text}); not used"]))
     return result
 
 
@@ -509,7 +792,7 @@ def merge_single_phase_stacks(candidates: list[Candidate]) -> list[Candidate]:
         if frames is None:
             result.append(candidate)
         else:
-            groups[_merge_signature(candidate)].append((candidate, frames))
+            groups[_merge_signature(candidate, description=False)].append((candidate, frames))
     for members in groups.values():
         clusters: list[list[tuple[Candidate, list[FrameInfo]]]] = []
         for member in members:

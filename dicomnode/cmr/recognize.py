@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -18,8 +19,30 @@ log = logging.getLogger("dicomnode.cmr")
 CANONICAL_LONG_AXIS = np.array([0.61, -0.51, -0.61]) / np.linalg.norm([0.61, -0.51, -0.61])
 
 SSFP_NAME_HINTS = ("tfi", "trufi", "fiesta", "b-tfe", "btfe", "bssfp", "ssfp", "balanced")
-PSIR_TOKENS = {"PSIR", "PHASE SENSITIVE", "REAL", "R"}
+#: ImageType (0008,0008) values 3+ (vendor defined, PS3.3 C.7.6.1.1.2) and ComplexImageComponent (0008,9208, appended
+#: by frames._image_type) that mark a phase-sensitive reconstruction: Siemens 'PSIR', Philips 'R' / 'R_IR' (real
+#: part of an IR image), 'REAL' / 'PHASE' (ComplexImageComponent), 'P' (phase)
+PSIR_TOKENS = {"PSIR", "PHASE SENSITIVE", "PHASE_SENSITIVE", "REAL", "R", "R_IR", "PHASE", "P"}
+#: ... and a magnitude one: Siemens 'M', GE 'MAG' (value 4), 'MAGNITUDE' (ComplexImageComponent), Philips 'M_IR' /
+#: 'M_FFE' / 'M_SE' (any 'M_' prefix: the magnitude of that acquisition type)
 MAGNITUDE_TOKENS = {"M", "MAG", "MAGNITUDE"}
+#: ImageType values saying the image is inversion-recovery prepared (Philips: 'M_IR' / 'R_IR' value 3, 'IR' value 5)
+IR_IMAGE_TYPE_TOKENS = {"IR", "M_IR", "R_IR", "P_IR", "I_IR"}
+#: an RR interval longer than this (30 beats/min) does not occur: TriggerTimes spanning more at one slice position
+#: are not the phases of one heartbeat (MOLLI / Look-Locker source images are spread over several beats)
+MAX_RR_MS = 2000.0
+
+#: start / end of a word in a normalised description: only a letter continues a word, so underscores, hyphens,
+#: digits, dots and spaces all separate ('LGE_SAX', 'sa_lge_psir', 'DE2', 'late-gd'); a regex \b would not
+#: (the underscore is a word character)
+W, E = r"(?<![a-z])", r"(?![a-z])"
+
+
+def normalise_text(text: str) -> str:
+    """Lower case without accents ('Spätanreicherung' -> 'spatanreicherung', 'réhaussement' -> 'rehaussement',
+    'tardío' -> 'tardio'; NFKD decomposition, combining marks dropped; 'ß' -> 'ss'), for matching descriptions."""
+    decomposed = unicodedata.normalize("NFKD", str(text).replace("ß", "ss").replace("ẞ", "ss"))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
 
 
 def _upper_tokens(value) -> list[str]:
@@ -28,6 +51,23 @@ def _upper_tokens(value) -> list[str]:
     if isinstance(value, str):
         return [part.strip().upper() for part in value.split("\\") if part.strip()]
     return [str(part).strip().upper() for part in value if str(part).strip()]
+
+
+@dataclass
+class SliceVariation:
+    """How one attribute varies among the images of ONE slice position: the most varied position of the series.
+
+    Cine phases and mapping source images differ WITHIN a slice position; a stack of one image per slice may differ
+    between slices (each slice its own breath-hold: TriggerTime follows the heart rate, InversionTime is raised as
+    gadolinium washes out), which says nothing about the sequence."""
+
+    count: int = 0  # distinct values (within the tolerance) at that slice position
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def span(self) -> float:
+        return (self.high - self.low) if self.low is not None and self.high is not None else 0.0
 
 
 @dataclass
@@ -54,6 +94,13 @@ class SeriesEvidence:
     acquisition_span_s: float | None
     slice_acquisition_span_s: float | None = None  # the largest AcquisitionTime span at one slice position
     timing_notes: list[str] = field(default_factory=list)  # how TriggerTime was read, where it needed care
+    #: within one slice position: "inversion" InversionTime (0018,0082), "trigger" TriggerTime (0018,1060, ms),
+    #: "echo" EchoTime (0018,0081), "comment_inversion" / "t2_prep" the TI / T2-preparation time a vendor writes
+    #: only in ImageComments (0020,4000) (Siemens MOCO / T2-mapping source images: 'TI 100', 'T2 prep = 25 ms')
+    within_slice: dict[str, SliceVariation] = field(default_factory=dict)
+
+    def varies(self, name: str) -> SliceVariation:
+        return self.within_slice.get(name) or SliceVariation()
 
     @property
     def single_orientation(self) -> bool:
@@ -74,7 +121,8 @@ class SeriesEvidence:
         return np.mean(centres, axis=0)
 
     def text_hints(self) -> str:
-        return f"{self.description} {self.protocol} {self.sequence_name}".lower()
+        """SeriesDescription (0008,103E), ProtocolName (0018,1030) and SequenceName, lower case, accents removed."""
+        return normalise_text(f"{self.description} | {self.protocol} | {self.sequence_name}")  # no hint spans two
 
 
 def _dataset_text(ds, keyword: str) -> str:
@@ -115,6 +163,59 @@ def _enhanced_pulse_sequence(ds) -> tuple[list[str], list[str]]:
     return scanning, variant
 
 
+#: ImageComments (0020,4000) forms of a mapping source image's inversion time (Siemens MOCO MOLLI: 'TI 100',
+#: 'T1 MOLLI TI=100ms') and T2 preparation time (T2-prepared source images: 'T2 prep. duration = 25 ms', 'T2P = 55')
+COMMENT_TI = re.compile(W + r"ti\s*[:=]?\s*(\d+(?:\.\d+)?)")
+COMMENT_T2_PREP = re.compile(W + r"t2\s*[-_ .]*p(?:rep)?\.?(?:aration)?[^0-9]{0,20}?(\d+(?:\.\d+)?)")
+
+
+def _comment_time(frame: FrameInfo, pattern: re.Pattern) -> float | None:
+    """A time named in the frame's ImageComments (classic) or FrameComments (0020,9158, Enhanced MR Frame Content)."""
+    ds = frame.header.dataset
+    texts = [header_value(ds, "ImageComments", frame.frame_index)]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if frame.ref.frame_number is not None and frame.frame_index < len(per_frame):
+        content = per_frame[frame.frame_index].get("FrameContentSequence")
+        if content:
+            texts.append(content[0].get("FrameComments"))
+    for text in texts:
+        if text:
+            match = pattern.search(normalise_text(text))
+            if match:
+                return _float_or_none(match.group(1))
+    return None
+
+
+def _frame_echo_time(frame: FrameInfo) -> float | None:
+    """EchoTime (0018,0081) of a classic image, or EffectiveEchoTime (0018,9082) of the frame's MR Echo item."""
+    ds = frame.header.dataset
+    if frame.ref.frame_number is not None:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+        items = [per_frame[frame.frame_index]] if frame.frame_index < len(per_frame) else []
+        items += list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+        for item in items:
+            echo = item.get("MREchoSequence")
+            if echo:
+                value = _float_or_none(echo[0].get("EffectiveEchoTime"))
+                if value is not None:
+                    return value
+    return _float_or_none(header_value(ds, "EchoTime", frame.frame_index))
+
+
+def _variation(values: list[float | None], tolerance: float) -> SliceVariation:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return SliceVariation()
+    count = 1 + sum(1 for a, b in zip(present, present[1:]) if b - a > tolerance)
+    return SliceVariation(count, present[0], present[-1])
+
+
+def _most_varied(per_slice: list[list[FrameInfo]], read, tolerance: float) -> SliceVariation:
+    """The variation of `read(frame)` at the slice position where it varies most (most values, then widest span)."""
+    variations = [_variation([read(f) for f in members], tolerance) for members in per_slice]
+    return max(variations, key=lambda v: (v.count, v.span), default=SliceVariation())
+
+
 #: TriggerTimes all below this (an RR interval under 5 ms is impossible) are seconds, not ms
 MAX_RR_IN_SECONDS = 5.0
 #: one breath-hold: a cine slice's phases are acquired within it; perfusion dynamics of one slice span the first pass
@@ -127,15 +228,28 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
     groups = orientation_groups(frames)
     orientations = [group[0].orientation for group in groups]
     phase_counts: list[int] = []
+    per_slice: list[list[FrameInfo]] = []
     for group in groups:
-        phase_counts += images_per_slice([members for _, members in slice_groups(group)])
+        members_by_slice = [members for _, members in slice_groups(group)]
+        phase_counts += images_per_slice(members_by_slice)
+        per_slice += members_by_slice
     trigger_times = timing_trigger_times(frames)
     timing_notes = []
+    trigger_scale = 1.0
     if not trigger_times and any(f.trigger_time is not None for f in frames):
         timing_notes.append(f"TriggerTime {frames[0].trigger_time:g} on every image carries no timing: taken as absent")
     elif len(trigger_times) >= 2 and max(trigger_times) < MAX_RR_IN_SECONDS:
         timing_notes.append(f"TriggerTime spans {min(trigger_times):g}-{max(trigger_times):g}: read as seconds")
         trigger_times = [t * 1000.0 for t in trigger_times]
+        trigger_scale = 1000.0
+    within_slice = {
+        "inversion": _most_varied(per_slice, lambda f: f.inversion_time, 5.0),
+        "trigger": _most_varied(per_slice, lambda f: None if f.trigger_time is None or not trigger_times
+                                else f.trigger_time * trigger_scale, 1.0),
+        "echo": _most_varied(per_slice, _frame_echo_time, 0.1),
+        "comment_inversion": _most_varied(per_slice, lambda f: _comment_time(f, COMMENT_TI), 1.0),
+        "t2_prep": _most_varied(per_slice, lambda f: _comment_time(f, COMMENT_T2_PREP), 1.0),
+    }
     acquisition = [f.acquisition_time for f in frames if f.acquisition_time is not None]
     slice_spans = [max(t) - min(t) for group in groups for _, members in slice_groups(group)
                    for t in [[f.acquisition_time for f in members if f.acquisition_time is not None]] if t]
@@ -180,6 +294,7 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         acquisition_span_s=(max(acquisition) - min(acquisition)) if acquisition else None,
         slice_acquisition_span_s=max(slice_spans) if len(acquisition) == len(frames) and slice_spans else None,
         timing_notes=timing_notes,
+        within_slice=within_slice,
     )
 
 
@@ -252,17 +367,189 @@ def _long_axis_angle(normal: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(abs(np.dot(normal, CANONICAL_LONG_AXIS)), 0, 1))))
 
 
+# ---------------------------------------------------------------- sequence rules
+#: SeriesDescription / ProtocolName forms of LGE (normalised: lower case, no accents; W/E = word edges where '_',
+#: '-', digits and spaces separate): English 'LGE', 'DE' / 'MDE' (GE: myocardial delayed enhancement), 'PSIR',
+#: 'delayed enhancement', 'late Gd', 'viability', 'hyperenhancement'; German 'Spätanreicherung' / 'LE' (late
+#: enhancement); French '(ré)haussement tardif' / 'retardé'; Spanish 'realce tardío'; Italian 'enhancement tardivo';
+#: Dutch 'late aankleuring'
+LGE_HINTS = (W + "lge", W + "mde" + E, W + "de" + E, r"psir", W + "delay", W + r"late(?!ral)", r"viab", W + "hyper",
+             W + "le" + E, r"sp(?:a|ae)t[ _-]?(?:anreicherung|enh|aufnahme|kontrast)", W + r"sp(?:a|ae)t" + E,
+             r"(?<!fruh)(?<!frueh)anreicherung", r"rehauss", W + "retard", W + r"tardi(?:f|ve|o|a|vo|va)" + E,
+             r"aankleuring")
+
+#: parametric maps by what they map, in the order a series is checked (ECV before T1: Siemens names the ECV map
+#: 'MOLLI_..._ECV'; T2* before T2): sequence value reported (summary.json's list has t1map / t2map only), name
+MAP_KINDS = {"ecv": ("t1map", "ECV map (from native and post-contrast T1)"), "t2star": ("t2map", "T2* map"),
+             "t2": ("t2map", "T2 map"), "t1": ("t1map", "T1 map"), "map": (None, "parametric map")}
+#: description forms of each kind: vendor protocol names (Siemens MyoMaps 'MOLLI_5(3)3_SAX_T1', 'SASHA', 'T2_map',
+#: 'MOLLI_..._ECV'; Philips 'T1map', 'MOLLI'; GE 'T1 Map Post', 'SMART1Map'; Canon 'MAPIT', 'T1 mapping')
+MAP_DESCRIPTION_HINTS = (
+    ("ecv", (W + "ecv" + E,)),
+    ("t2star", (r"t2[ _-]?\*", r"t2[ _-]?star", r"r2[ _-]?\*", r"r2[ _-]?star")),
+    ("t2", (r"t2[ _-]?map",)),
+    ("t1", (r"t1[ _-]?map", W + "molli", r"shmolli", r"sasha", r"mapit", r"smart1")),
+    ("map", (W + r"maps?" + E, W + "mapping" + E)),
+)
+#: maps that are no tissue parameter (B0 / B1 / field / phase / flow maps): not mapping in the sense here
+NOT_TISSUE_MAPS = re.compile(r"(?:b0|b1|field|shim|phase|flow|velocity|venc)[ _-]?maps?")
+#: names only source images carry (a T2-prepared series of several images per slice: T2-mapping source images)
+SOURCE_HINTS = (("t2", (r"t2[ _-]?prep",)),)
+
+
 def _has_hint(text: str, patterns: tuple[str, ...]) -> str | None:
+    """The text the first matching pattern found (what the evidence quotes), or None."""
     for pattern in patterns:
-        if re.search(pattern, text):
-            return pattern
+        match = re.search(pattern, text)
+        if match:
+            return match.group(0)
     return None
 
 
-# ---------------------------------------------------------------- sequence rules
+def _map_token_kind(token: str, image_type: tuple[str, ...]) -> str | None:
+    """The parametric-map kind an ImageType value 3+ names (PS3.3 C.7.6.1.1.2 leaves them to the vendor): Siemens
+    'T1 MAP' / 'T2 MAP' / 'ECV' / 'T2* MAP', GE / Canon 'T1MAP' / 'MAP', Philips 'T1' / 'T2' (a calculated image:
+    counted only in a DERIVED image or written twice, as Philips does in values 3 and 4)."""
+    squeezed = re.sub(r"[ _\-]", "", token.upper())
+    if squeezed.startswith("ECV"):
+        return "ecv"
+    if squeezed.startswith(("T2*", "T2STAR", "R2*", "R2STAR")):
+        return "t2star"
+    calculated = bool(image_type) and (image_type[0] == "DERIVED" or image_type.count(token) >= 2)
+    if squeezed.startswith("T2MAP") or (squeezed == "T2" and calculated):
+        return "t2"
+    if squeezed.startswith("T1MAP") or (squeezed == "T1" and calculated) or any(
+            name in squeezed for name in ("MOLLI", "SASHA", "MAPIT")):
+        return "t1"
+    if squeezed in ("MAP", "MAPS", "PARAMETRICMAP", "QMAP") or (
+            squeezed.endswith("MAP") and len(squeezed) <= 8 and not NOT_TISSUE_MAPS.match(token.lower())):
+        return "map"
+    return None
+
+
+def _image_type_map(e: SeriesEvidence) -> tuple[str, str] | None:
+    """(kind, ImageType value) of the most specific map marker in the series' ImageType values 3+."""
+    found: dict[str, str] = {}
+    for image_type in dict.fromkeys(f.image_type for f in e.frames):
+        for token in image_type[2:]:
+            kind = _map_token_kind(token, image_type) if token else None
+            if kind:
+                found.setdefault(kind, token)
+    kind = next((k for k in MAP_KINDS if k in found), None)
+    return (kind, found[kind]) if kind else None
+
+
+def _map_description_hint(e: SeriesEvidence) -> tuple[str, str] | None:
+    text = NOT_TISSUE_MAPS.sub(" ", e.text_hints())
+    for kind, patterns in MAP_DESCRIPTION_HINTS + (SOURCE_HINTS if e.phases >= 2 else ()):
+        hint = _has_hint(text, patterns)
+        if hint:
+            return kind, hint
+    return None
+
+
+def _inversion_prepared(e: SeriesEvidence) -> str | None:
+    """Why the images are inversion-recovery prepared: ScanningSequence (0018,0020) IR, or an ImageType value
+    saying so (Philips 'M_IR' / 'R_IR' / 'IR', where ScanningSequence is only GR); None when nothing says so."""
+    if "IR" in e.scanning_sequence:
+        return "ScanningSequence contains IR"
+    token = next((t for t in e.image_type if t in IR_IMAGE_TYPE_TOKENS), None)
+    return f"ImageType contains {token!r} (inversion recovery)" if token else None
+
+
+def _source_images(e: SeriesEvidence) -> tuple[str, str] | None:
+    """(kind, why) when the images of ONE slice position differ in what a mapping sequence varies: InversionTime
+    (MOLLI / ShMOLLI / Look-Locker T1 source images), the TI or T2-preparation time named in ImageComments (Siemens
+    MOCO / T2-prepared source images), EchoTime (multi-echo T2* / T2 source images), or a TriggerTime span no
+    single heartbeat has beside an inversion (inversion-recovery images spread over several beats)."""
+    inversion = e.varies("inversion")
+    if inversion.count >= 3:
+        return "t1", (f"{inversion.count} InversionTimes ({inversion.low:g}-{inversion.high:g} ms) at one slice "
+                      "position: T1-mapping source images (MOLLI / ShMOLLI / Look-Locker)")
+    comment = e.varies("comment_inversion")
+    if comment.count >= 3:
+        return "t1", (f"ImageComments name {comment.count} inversion times ({comment.low:g}-{comment.high:g} ms) at "
+                      "one slice position: T1-mapping source images")
+    prep = e.varies("t2_prep")
+    if prep.count >= 3:
+        return "t2", (f"ImageComments name {prep.count} T2-preparation times ({prep.low:g}-{prep.high:g} ms) at one "
+                      "slice position: T2-mapping source images")
+    echo = e.varies("echo")
+    if echo.count >= 3:
+        star = "SE" not in e.scanning_sequence and (echo.high or 0) <= 40
+        return ("t2star" if star else "t2"), (
+            f"{echo.count} EchoTimes ({echo.low:g}-{echo.high:g} ms) at one slice position: multi-echo "
+            f"{'T2*' if star else 'T2'}-mapping source images")
+    trigger = e.varies("trigger")
+    prepared = _inversion_prepared(e) or any(t > 0 for t in e.inversion_times) or "MP" in e.sequence_variant
+    if trigger.span > MAX_RR_MS and prepared:
+        return "t1", (f"magnetization-prepared images whose TriggerTime spans {trigger.span:.0f} ms at one slice "
+                      f"position, longer than any RR interval ({MAX_RR_MS:.0f} ms): several heartbeats, "
+                      "T1-mapping timing")
+    return None
+
+
+def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
+    """t1map / t2map when the series is a parametric map (T1 native or post-contrast, T2, T2*, ECV) or the source
+    images of one (MOLLI / ShMOLLI / SASHA / T2-prepared / multi-echo), whatever its IR / TI attributes say; None
+    when nothing says mapping. The LGE, cine and T2-weighted rules step aside for such a series."""
+    marker = _image_type_map(e)
+    hint = _map_description_hint(e)
+    source = _source_images(e)
+    if not (marker or hint or source):
+        return None
+    kinds = [found[0] for found in (marker, hint, source) if found and found[0] != "map"]
+    kind = kinds[0] if kinds else "map"
+    evidence = []
+    if marker:
+        evidence.append(f"ImageType contains {marker[1]!r}")
+        confidence = 0.9
+    elif source:
+        confidence = 0.85
+    else:
+        confidence = 0.75 if hint[0] != "map" else 0.6
+        if "DERIVED" in e.image_type or e.phases >= 2:
+            confidence += 0.05
+    if hint:
+        evidence.append(f"description hint {hint[1]!r}")
+        if marker or source:
+            confidence += 0.05
+    if source:
+        evidence.append(source[1])
+    if "MOCO" in e.image_type:
+        evidence.append("ImageType contains 'MOCO' (motion-corrected)")
+    value, name = MAP_KINDS[kind]
+    if value is None:  # a map that does not say what it maps
+        prepared = _inversion_prepared(e) or any(t > 0 for t in e.inversion_times)
+        spin_echo = "SE" in e.scanning_sequence and "GR" not in e.scanning_sequence
+        value = "t2map" if spin_echo and not prepared else "t1map"
+        name = (f"parametric map, parameter not named: {value[:2].upper()} taken from the "
+                + ("inversion preparation" if prepared else "spin-echo readout" if spin_echo else "commonest CMR map"))
+    raw = source is not None or e.phases >= 2
+    evidence.append(f"{name} source images ({e.phases} per slice position): not a map, nothing is measured on them"
+                    if raw else f"{name}: one image per slice position")
+    if kind == "ecv" or kind == "t2star":
+        evidence.append(f"reported as {value} (the series list has no separate {kind.upper()} entry)")
+    return Recognition(value, min(confidence, 0.97), evidence)
+
+
+def _lge_hint(e: SeriesEvidence) -> str | None:
+    return _has_hint(e.text_hints(), LGE_HINTS)
+
+
+def _lge_contrast(e: SeriesEvidence) -> str | None:
+    """'IR, TI x ms' when the images carry LGE contrast: inversion-recovery prepared with an InversionTime in the
+    myocardial nulling range (120-600 ms) and one inversion time per slice position; else None."""
+    prepared = _inversion_prepared(e)
+    inversion = [t for t in e.inversion_times if t > 0]
+    if prepared and inversion and 120 <= float(np.median(inversion)) <= 600 and e.varies("inversion").count <= 1:
+        return f"{prepared}, InversionTime {np.median(inversion):.0f} ms"
+    return None
+
+
 class LocalizerRule:
     name, aspect = "localizer-rule", "sequence"
-    HINTS = (r"scout", r"locali[sz]", r"\bloc\b", r"survey", r"tri-?pilot", r"3-?plane", r"pilot")
+    HINTS = (r"scout", r"locali[sz]", W + "loc" + E, r"survey", r"tri-?pilot", r"3-?plane", r"pilot")
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         hint = _has_hint(e.text_hints(), self.HINTS)
@@ -277,6 +564,16 @@ class LocalizerRule:
             if hint:
                 evidence.append(f"SeriesDescription/protocol hint {hint!r}")
                 confidence += 0.05
+            else:
+                # long-axis LGE (2/3/4-chamber) or maps sent as one series: what the images are outranks the planes
+                mapping = mapping_recognition(e)
+                lge_hint = _lge_hint(e)
+                other = (f"{mapping.value} evidence ({mapping.evidence[0]})" if mapping
+                         else f"LGE contrast ({_lge_contrast(e)})" if _lge_contrast(e)
+                         else f"LGE description hint {lge_hint!r}" if lge_hint else None)
+                if other:
+                    evidence.append(f"but {other}: images of one sequence in several planes, not a localizer")
+                    confidence = min(confidence, 0.35)
             return Recognition("localizer", min(confidence, 0.99), evidence)
         if hint and e.phases <= 1 and e.slices <= 5:
             return Recognition("localizer", 0.5, [f"SeriesDescription/protocol hint {hint!r}",
@@ -285,72 +582,138 @@ class LocalizerRule:
 
 
 class MappingRule:
+    """Parametric maps and their source images (mapping_recognition)."""
+
     name, aspect = "mapping-rule", "sequence"
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
-        tokens = " ".join(e.image_type)
-        text = e.text_hints()
-        for value, markers, hints in (
-            ("t1map", ("T1 MAP", "T1MAP", "T1_MAP"), (r"molli", r"shmolli", r"t1[ _-]?map", r"sasha")),
-            ("t2map", ("T2 MAP", "T2MAP", "T2_MAP"), (r"t2[ _-]?map",)),
-        ):
-            marker = next((m for m in markers if m in tokens), None)
-            hint = _has_hint(text, hints)
-            if marker:
-                evidence = [f"ImageType contains {marker!r}"] + ([f"description hint {hint!r}"] if hint else [])
-                return Recognition(value, 0.9 if hint else 0.85, evidence)
-            if hint and ("MAP" in e.image_type or "DERIVED" in e.image_type) and e.phases <= 1:
-                return Recognition(value, 0.6, [f"description hint {hint!r}", "derived single-phase images"])
-            if hint:
-                return Recognition(value, 0.4, [f"description hint {hint!r} only"])
+        return mapping_recognition(e)
+
+
+def _reconstruction_markers(e: SeriesEvidence) -> tuple[str | None, str | None]:
+    """(phase-sensitive marker, magnitude marker) among the ImageType values 3+ (and ComplexImageComponent) of the
+    series' frames: PSIR_TOKENS or a Philips 'R_' value; MAGNITUDE_TOKENS or a Philips 'M_' value."""
+    psir = magnitude = None
+    for image_type in dict.fromkeys(f.image_type for f in e.frames):
+        for token in image_type[2:]:
+            if psir is None and (token in PSIR_TOKENS or token.startswith("R_")):
+                psir = token
+            if magnitude is None and (token in MAGNITUDE_TOKENS or token.startswith("M_")):
+                magnitude = token
+    return psir, magnitude
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
         return None
 
 
+def signed_values(e: SeriesEvidence) -> str | None:
+    """Why every image of the series holds signed values (a phase-sensitive reconstruction is signed, a magnitude
+    is not), from the headers only: a negative RescaleIntercept (0028,1052) whose zero lies inside the stored values
+    (SmallestImagePixelValue / LargestImagePixelValue (0028,0106/0107) where written, else the BitsStored range),
+    or signed storage (PixelRepresentation 1) with a negative SmallestImagePixelValue; None otherwise."""
+    reason = None
+    for frame in {(id(f.header), f.rescale): f for f in e.frames}.values():  # one frame per instance and rescale
+        ds = frame.header.dataset
+        slope, intercept = frame.rescale
+        signed_storage = _int_or_none(ds.get("PixelRepresentation")) == 1
+        bits = _int_or_none(ds.get("BitsStored")) or _int_or_none(ds.get("BitsAllocated")) or 16
+        smallest = _float_or_none(ds.get("SmallestImagePixelValue"))
+        largest = _float_or_none(ds.get("LargestImagePixelValue"))
+        low = smallest if smallest is not None else (-(2 ** (bits - 1)) if signed_storage else 0)
+        high = largest if largest is not None else (2 ** (bits - 1) - 1 if signed_storage else 2 ** bits - 1)
+        values = sorted((low * slope + intercept, high * slope + intercept))
+        if intercept < 0 and values[0] < 0 < values[1]:
+            source = "Smallest/LargestImagePixelValue" if smallest is not None else f"BitsStored {bits}"
+            reason = reason or f"RescaleIntercept {intercept:g} with stored values spanning it ({source})"
+        elif signed_storage and smallest is not None and smallest * slope + intercept < 0:
+            reason = reason or f"signed storage with SmallestImagePixelValue {smallest:g}"
+        else:
+            return None
+    return reason
+
+
 def lge_kind(e: SeriesEvidence) -> Recognition:
-    """psir or magnitude for an LGE series, from ImageType tokens (PSIR/REAL markers) and the description."""
-    marker = next((t for t in e.image_type if t in PSIR_TOKENS), None)
-    if marker:
-        return Recognition("psir", 0.9, [f"ImageType contains {marker!r}"])
-    if "psir" in e.text_hints():
-        return Recognition("psir", 0.6, ["description contains 'psir'"])
-    marker = next((t for t in e.image_type if t in MAGNITUDE_TOKENS), None)
-    if marker:
-        return Recognition("magnitude", 0.9, [f"ImageType contains {marker!r}"])
-    return Recognition("magnitude", 0.6, ["no phase-sensitive marker in ImageType"])
+    """psir or magnitude for an LGE series, in this order:
+    1. ImageType (0008,0008) values 3+ / ComplexImageComponent: a phase-sensitive marker (Siemens 'PSIR', Philips
+       'R' / 'R_IR', 'REAL' / 'PHASE' / 'P') or a magnitude one (Siemens 'M', GE 'MAG', Philips 'M_IR', 'MAGNITUDE');
+    2. signed values (signed_values: negative RescaleIntercept with the stored values spanning it);
+    3. SeriesDescription, then ProtocolName: 'mag' says magnitude before 'psir' says phase-sensitive, because
+       Siemens / Philips name the protocol after the PSIR acquisition and both of its reconstructions carry that
+       name ('de_PSIR_SAX_MAG', 'PSIR_TFE'); so the name only decides where the headers say nothing."""
+    psir, magnitude = _reconstruction_markers(e)
+    signed = signed_values(e)
+    if psir:
+        evidence = [f"ImageType contains {psir!r}"]
+        if magnitude:
+            evidence.append(f"and {magnitude!r}: both reconstructions in one series, phase-sensitive taken")
+        if signed:
+            evidence.append(f"signed values: {signed}")
+        return Recognition("psir", 0.9, evidence)
+    if magnitude:
+        evidence = [f"ImageType contains {magnitude!r} (magnitude; outranks the description)"]
+        if signed:
+            evidence.append(f"although the values look signed ({signed})")
+        return Recognition("magnitude", 0.9 if not signed else 0.7, evidence)
+    if signed:
+        return Recognition("psir", 0.75, [f"no reconstruction marker in ImageType; signed values: {signed}"])
+    for label, text in (("SeriesDescription", e.description), ("ProtocolName", e.protocol)):
+        text = normalise_text(text)
+        if re.search(W + r"mag(?:nitude)?" + E, text):
+            return Recognition("magnitude", 0.6, [f"{label} says magnitude ('mag') and ImageType has no marker"])
+        if "psir" in text or re.search(r"phase[ _-]?sens", text):
+            return Recognition("psir", 0.6, [f"{label} contains 'psir' and ImageType has no marker"])
+    return Recognition("magnitude", 0.6, ["no phase-sensitive marker in ImageType, values not signed"])
 
 
 class LGERule:
     name, aspect = "lge-rule", "sequence"
-    HINTS = (r"\blge\b", r"\bde\b", r"delayed", r"late", r"psir", r"viab", r"\bmde\b", r"\bpsir\b")
+    HINTS = LGE_HINTS
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
+        if mapping_recognition(e) is not None:
+            return None  # a map or its source images: never an LGE candidate, whatever its IR / TI say
+        trigger = e.varies("trigger")
+        if trigger.count >= 5 and trigger.span >= 150:
+            return None  # cardiac phases at one slice position: a cine
         inversion = [t for t in e.inversion_times if t > 0]
-        ir = "IR" in e.scanning_sequence
+        prepared = _inversion_prepared(e)
         in_range = bool(inversion) and 120 <= float(np.median(inversion)) <= 600
-        constant_ti = bool(inversion) and (max(inversion) - min(inversion)) <= 60
-        cine_like = len(e.trigger_times) >= 5
-        hint = _has_hint(e.text_hints(), self.HINTS)
-        if cine_like or (inversion and not constant_ti) or any("MAP" in t for t in e.image_type):
-            return None
+        hint = _lge_hint(e)
         evidence = []
         confidence = 0.0
-        if ir:
-            evidence.append("ScanningSequence contains IR")
+        if prepared:
+            evidence.append(prepared)
             confidence += 0.45
         if in_range:
-            evidence.append(f"InversionTime {np.median(inversion):.0f} ms (nulling range 120-600)")
+            if max(inversion) - min(inversion) > 5:
+                evidence.append(f"InversionTime {min(inversion):.0f}-{max(inversion):.0f} ms, one per slice position "
+                                f"(adjusted between breath-holds; median {np.median(inversion):.0f}, nulling range "
+                                "120-600)")
+            else:
+                evidence.append(f"InversionTime {np.median(inversion):.0f} ms (nulling range 120-600)")
             confidence += 0.35
         if "GR" in e.scanning_sequence and confidence > 0:
             evidence.append("gradient echo readout")
             confidence += 0.05
-        if any(t in PSIR_TOKENS for t in e.image_type):
-            evidence.append("phase-sensitive (PSIR) ImageType")
+        psir, _ = _reconstruction_markers(e)
+        if psir:
+            evidence.append(f"phase-sensitive (PSIR) ImageType {psir!r}")
             confidence += 0.1
         if hint:
             evidence.append(f"description hint {hint!r}")
             confidence += 0.1 if confidence > 0 else 0.4
         if confidence < 0.4:
             return None
+        if len(e.trigger_times) >= 2 and trigger.count <= 1:
+            evidence.append(f"TriggerTime {min(e.trigger_times):.0f}-{max(e.trigger_times):.0f} ms differs between "
+                            "slice positions only (heart rate per breath-hold), not within one")
+        if len(e.orientations) >= 2:
+            evidence.append(f"{len(e.orientations)} plane orientations in one series: LGE images of several views "
+                            "(long-axis 2/3/4-chamber slices sent together), not a localizer")
         evidence.append(f"{e.phases} image(s) per slice position")
         return Recognition("lge", min(confidence, 0.98), evidence)
 
@@ -388,6 +751,10 @@ class CineRule:
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         if not e.single_orientation:
             return None
+        if mapping_recognition(e) is not None:
+            return None  # MOLLI / ShMOLLI / SASHA / T2-prepared source images are no cardiac phases
+        if e.varies("trigger").span > MAX_RR_MS:
+            return None  # the images of one slice position span more than any heartbeat: not one cardiac cycle
         spread = (max(e.trigger_times) - min(e.trigger_times)) if e.trigger_times else 0.0
         declared = e.cardiac_number_of_images or 0
         evidence = []
@@ -434,6 +801,8 @@ class T2WeightedRule:
     name, aspect = "t2w-rule", "sequence"
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
+        if mapping_recognition(e) is not None:
+            return None  # a T2 / T2* map is no T2-weighted image
         hint = _has_hint(e.text_hints(), (r"t2w", r"\bt2\b", r"stir", r"tirm", r"haste", r"\btse\b", r"black[ _-]?blood"))
         spin_echo = "SE" in e.scanning_sequence and "GR" not in e.scanning_sequence
         long_te = e.echo_time is not None and e.echo_time >= 40
@@ -448,12 +817,15 @@ class T2WeightedRule:
 
 
 # ---------------------------------------------------------------- view rules
+#: description forms of each view (normalised; W/E word edges: 'LGE_SAX', 'sa_lge', 'SA1' match), with the German
+#: (Kammer, Kurzachse), French (cavités, petit axe), Spanish / Italian (eje / asse corto) and Dutch (korte as) names
 VIEW_HINTS = {
-    "2ch": (r"2[ _-]?ch", r"2[ _-]?cv", r"\bvla\b", r"two[ _-]?chamber"),
-    "3ch": (r"3[ _-]?ch", r"3[ _-]?cv", r"three[ _-]?chamber"),
-    "4ch": (r"4[ _-]?ch", r"4[ _-]?cv", r"\bhla\b", r"four[ _-]?chamber"),
+    "2ch": (r"2[ _-]?ch", r"2[ _-]?cv", W + "vla" + E, r"two[ _-]?chamber", r"2[ _-]?kammer", r"2[ _-]?cav"),
+    "3ch": (r"3[ _-]?ch", r"3[ _-]?cv", r"three[ _-]?chamber", r"3[ _-]?kammer", r"3[ _-]?cav"),
+    "4ch": (r"4[ _-]?ch", r"4[ _-]?cv", W + "hla" + E, r"four[ _-]?chamber", r"4[ _-]?kammer", r"4[ _-]?cav"),
     "lvot": (r"lvot",),
-    "sax": (r"\bsax\b", r"short[ _-]?axis", r"\bsa\b", r"\bsa[ _-]", r"_sa\b"),
+    "sax": (W + "sax" + E, r"short[ _-]?axis", W + "sa" + E, r"kurz[ _-]?achse", r"petit[ _-]?axe",
+            r"(?:eje|asse)[ _-]?corto", r"korte[ _-]?as" + E),
 }
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pydicom
 
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import tm_seconds
-from dicomnode.cmr.grouping import Candidate, group_instances, read_header
+from dicomnode.cmr.frames import orientation_groups, slice_groups, tm_seconds
+from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.recognize import (RecognizerRegistry, SeriesEvidence, StudyContext, build_evidence,
                                      default_registry, lge_kind)
 from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume
@@ -21,14 +22,20 @@ from dicomnode.uids import InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
 
-PREFERENCE_RULE = ("preferred repeat = complete acquisition (same phase count on every slice and at least 80 % of the "
-                   "largest repeat's slices; a localizer needs 3 planes) first, then PSIR over magnitude for LGE, "
-                   "then the latest (SeriesTime/AcquisitionTime, then SeriesNumber)")
+PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phase count on every slice, and slice "
+                   "positions covering the most of the heart: positions x slice spacing within half a slice of the "
+                   "best repeat; a localizer needs 3 planes), then PSIR over magnitude for LGE (then signed over "
+                   "unsigned values), then the latest (SeriesTime/AcquisitionTime, then SeriesNumber); the repeats "
+                   "left aside are named in the preferred stack's warnings")
 
 
 @dataclass
 class PatientInfo:
-    """Patient facts used for indexing (BSA); None when absent or invalid in the header."""
+    """Patient facts used for indexing (BSA); None when absent or not a positive number in the header.
+
+    PatientSize (0010,1020, m) and PatientWeight (0010,1030, kg) are kept as written even when implausible (a height
+    of 175, a weight of 75000): body_surface_area_m2 refuses them with the reason (centimetres, grams), which the
+    measurement reports as a flag instead of silently leaving the indexed values out."""
 
     sex: str | None = None  # "M" | "F" | "O"
     age_years: float | None = None
@@ -43,15 +50,15 @@ class PatientInfo:
         if match:
             age = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[match.group(2)]
 
-        def positive(keyword, upper):
+        def positive(keyword):
             try:
                 value = float(getattr(ds, keyword))
             except (AttributeError, TypeError, ValueError):
                 return None
-            return value if 0 < value < upper else None
+            return value if 0 < value < float("inf") else None
 
         return cls(sex=sex if sex in ("M", "F", "O") else None, age_years=age,
-                   height_m=positive("PatientSize", 3.0), weight_kg=positive("PatientWeight", 500.0))
+                   height_m=positive("PatientSize"), weight_kg=positive("PatientWeight"))
 
 
 @dataclass
@@ -65,6 +72,10 @@ class CMRStudy:
     #: MR images left out of their series ({"series_instance_uid", "sop_instance_uid", "reason"}); volumes add
     #: the instances whose pixel data cannot be used as they are loaded
     excluded_instances: list[dict] = field(default_factory=list)
+    #: series key -> how its stack was assembled and chosen (a slice replaced by a later re-acquisition, the repeats
+    #: and reconstructions left aside and why, positions a sibling stack has and it lacks); load_volume puts them
+    #: first in Volume.warnings, so they reach summary `stack_warnings`, the SR and the PDF beside the numbers
+    stack_warnings: dict[str, list[str]] = field(default_factory=dict)
 
     def preferred(self, sequence: str, view: str | None = "sax") -> AnalysisSeries | None:
         """The preferred series of that sequence (and view; None = any view), or None when there is none."""
@@ -77,9 +88,12 @@ class CMRStudy:
     def load_volume(self, series: AnalysisSeries, require_stack: bool = True) -> Volume:
         """Pixels + geometry of the series (StudyError when it cannot be a volume; single slice refused by default).
 
-        Instances the volume leaves out are added to `excluded_instances` (once each).
+        Instances the volume leaves out are added to `excluded_instances` (once each); the series' `stack_warnings`
+        (how it was assembled and chosen among its repeats) come first in the volume's warnings.
         """
         volume = build_volume(series, require_stack=require_stack)
+        chosen = self.stack_warnings.get(series.key, [])
+        volume.warnings = list(chosen) + [w for w in volume.warnings if w not in chosen]
         known = {(e["sop_instance_uid"], e.get("frame_number")) for e in self.excluded_instances}
         self.excluded_instances.extend(e for e in volume.excluded
                                        if (e["sop_instance_uid"], e.get("frame_number")) not in known)
@@ -105,29 +119,108 @@ def _series_time(candidate_or_series) -> float:
     return min(times) if times else -1.0
 
 
-def _complete(series: AnalysisSeries, evidence: SeriesEvidence, largest: int) -> bool:
-    if series.sequence.value == "localizer":
-        return len(evidence.orientations) >= 3
-    return len(set(evidence.phase_counts)) == 1 and series.slices >= 0.8 * largest
+@dataclass
+class Coverage:
+    """Where a series' slices lie: one representative ImagePositionPatient per slice position of its largest
+    orientation group, the plane normal, and the median slice spacing (mm, from positions; None for one slice)."""
+
+    points: list[np.ndarray]
+    normal: np.ndarray | None
+    spacing: float | None
+
+    @classmethod
+    def of(cls, frames) -> "Coverage":
+        if not frames:
+            return cls([], None, None)
+        group = max(orientation_groups(frames), key=len)
+        slices = slice_groups(group)
+        distances = [d for d, _ in slices]
+        spacing = float(np.median(np.diff(distances))) if len(distances) > 1 else None
+        return cls([members[0].position for _, members in slices], group[0].normal, spacing)
+
+    @property
+    def length_mm(self) -> float:
+        """How much of the heart the stack covers along its normal: slice positions x slice spacing (a missing slice
+        shortens it though the extent stays); 0 for a single slice."""
+        return len(self.points) * self.spacing if self.spacing else 0.0
+
+    def lacks(self, other: "Coverage") -> list[float]:
+        """Positions (mm along this stack's normal) of `other`'s slices that this stack has no slice at: parallel
+        planes only, a slice within a quarter of the spacing (at least 0.5 mm) is the same position."""
+        if self.normal is None or other.normal is None or abs(float(np.dot(self.normal, other.normal))) < 0.999:
+            return []
+        tolerance = max(0.5, 0.25 * (self.spacing or other.spacing or 0.0))
+        mine = [float(np.dot(p, self.normal)) for p in self.points]
+        theirs = [float(np.dot(p, self.normal)) for p in other.points]
+        return [d for d in theirs if not mine or min(abs(d - m) for m in mine) > tolerance]
+
+
+def _positions_text(distances: list[float]) -> str:
+    return ", ".join(f"{d:.2f}" for d in sorted(distances)) + " mm"
+
+
+def _signed(evidence: SeriesEvidence) -> bool:
+    """True when most of the series' images hold signed values (frames.FrameInfo.signed: a phase-sensitive
+    reconstruction)."""
+    return sum(f.signed for f in evidence.frames) * 2 > len(evidence.frames)
+
+
+def _label(series: AnalysisSeries) -> str:
+    """e.g. "series 12 'LGE_SAX' (6 slice(s), psir)"; a stack merged from one-slice series names its SeriesNumber
+    range ("series 100-110 ...")."""
+    numbers = sorted({n for n in (_int_or_none(h.dataset.get("SeriesNumber")) for h in series.instances)
+                      if n is not None})
+    number = (f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else str(numbers[0])) if numbers else "(no number)"
+    kind = f", {series.lge_kind}" if series.lge_kind else ""
+    return f"series {number} '{series.description}' ({series.slices} slice(s){kind})"
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _preference_rank(series: AnalysisSeries) -> tuple:
     return (series.preferred, series.lge_kind == "psir", _series_time(series), series.series_number or 0)
 
 
-def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, SeriesEvidence]) -> None:
+def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, SeriesEvidence],
+                    split: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Mark the preferred series of each sequence and view (PREFERENCE_RULE) and return, per preferred series key,
+    the stack warnings that say which other series of the same sequence and view were left aside and why, and which
+    slice positions another of them has that the preferred one lacks. The other reconstruction of the same slices
+    in its own series (magnitude beside PSIR, as every Siemens LGE sends) is recorded in the notes only; one split out
+    of the same series (`split`: keys of grouping.split_reconstructions' stacks) is a warning. The series left aside
+    get the reason in their notes."""
+    warnings: dict[str, list[str]] = defaultdict(list)
     groups: dict[tuple[str, str], list[AnalysisSeries]] = defaultdict(list)
     for series in series_list:
         groups[(series.sequence.value, series.view.value)].append(series)
     for (sequence, view), members in groups.items():
-        largest = max(s.slices for s in members)
-        ranked = sorted(members, key=lambda s: (_complete(s, evidence[s.key], largest), s.lge_kind == "psir",
-                                                _series_time(s), s.series_number or 0), reverse=True)
+        cover = {s.key: Coverage.of(evidence[s.key].frames) for s in members}
+        widest = max(members, key=lambda s: cover[s.key].length_mm)
+        best, tolerance = cover[widest.key].length_mm, 0.5 * (cover[widest.key].spacing or 0.0)
+
+        def uniform(s: AnalysisSeries) -> bool:
+            return len(set(evidence[s.key].phase_counts)) == 1
+
+        def complete(s: AnalysisSeries) -> bool:
+            if sequence == "localizer":
+                return len(evidence[s.key].orientations) >= 3
+            return uniform(s) and cover[s.key].length_mm >= best - tolerance
+
+        def rank(s: AnalysisSeries) -> tuple:
+            done = complete(s)
+            return (done, uniform(s), 0.0 if done else cover[s.key].length_mm, s.lge_kind == "psir",
+                    _signed(evidence[s.key]), _series_time(s), s.series_number or 0)
+
+        ranked = sorted(members, key=rank, reverse=True)
         chosen = ranked[0]
         chosen.preferred = True
-        complete = _complete(chosen, evidence[chosen.key], largest)
         reasons = [f"{len(members)} series of {sequence}/{view}"]
-        if not complete:
+        if not complete(chosen):
             reasons.append("no complete repeat; took the best incomplete one")
         if sequence == "lge" and chosen.lge_kind == "psir" and any(s.lge_kind == "magnitude" for s in members):
             reasons.append("PSIR preferred over magnitude")
@@ -135,9 +228,68 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
             reasons.append(f"latest complete acquisition (SeriesNumber {chosen.series_number})")
         chosen.preferred_reason = "; ".join(reasons) + f". Rule: {PREFERENCE_RULE}"
         for other in ranked[1:]:
-            other.notes.append(f"repeat of {sequence}/{view}; not preferred (preferred: {chosen.key})")
+            reason, routine = _left_aside_because(other, chosen, sequence, evidence, cover, complete, uniform)
+            names = _label(other), _label(chosen)
+            split_apart = other.key in split and chosen.key in split
+            if names[0] == names[1] or split_apart:
+                # two reconstructions of one series (grouping.split_reconstructions): name them by ImageType
+                names = tuple(f"{name[:-1]}, ImageType {chr(92).join(evidence[s.key].frames[0].image_type)})"
+                              for name, s in zip(names, (other, chosen)))
+            text = f"{sequence.upper()} {names[0]} left aside for this {names[1]}: {reason}"
+            other.notes.append(f"repeat of {sequence}/{view}; not preferred (preferred: {chosen.key}): {reason}")
+            lacking = cover[chosen.key].lacks(cover[other.key])
+            if "other" in (sequence, view):
+                continue  # unrecognised series or single planes of no view are no repeats of a stack
+            if routine and not split_apart and not lacking:
+                chosen.notes.append(text)  # the other reconstruction of the same slices, in its own series: a note
+                continue
+            warnings[chosen.key].append(text)
+            if lacking:
+                warnings[chosen.key].append(f"this stack has no slice at {_positions_text(lacking)}, which "
+                                            f"{_label(other)} has")
+        for warning in warnings[chosen.key]:
+            chosen.notes.append(warning)
+            log.warning("preferred %s/%s series %s: %s", sequence, view, chosen.key, warning)
         if len(members) > 1:
             log.info("preferred %s/%s series %s of %d: %s", sequence, view, chosen.key, len(members), chosen.preferred_reason)
+    return dict(warnings)
+
+
+def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence: str,
+                        evidence: dict[str, SeriesEvidence], cover: dict[str, Coverage], complete, uniform
+                        ) -> tuple[str, bool]:
+    """Why `other` was not preferred over `chosen`, in the order PREFERENCE_RULE applies, and whether that is routine:
+    the other reconstruction (magnitude beside PSIR) of the same slice positions, which the preferred series' notes
+    record, while a repeat, a stack with other positions or a reconstruction split out of one series is a stack
+    warning."""
+    mine, theirs = cover[chosen.key], cover[other.key]
+    lacking = theirs.lacks(mine)
+    missing = f"; it has no slice at {_positions_text(lacking)}" if lacking else ""
+    routine = not lacking
+    by_coverage = (complete(chosen) and not complete(other)) or (
+        not complete(chosen) and (uniform(chosen) != uniform(other) or theirs.length_mm < mine.length_mm))
+    if by_coverage:
+        if sequence == "localizer":
+            return f"{len(evidence[other.key].orientations)} plane orientation(s); a localizer needs 3", False
+        if not uniform(other) and uniform(chosen):
+            return (f"its slices hold different numbers of images {sorted(set(evidence[other.key].phase_counts))}"
+                    + missing, False)
+        return (f"it covers {len(theirs.points)} slice position(s) ({theirs.length_mm:.0f} mm) against "
+                f"{len(mine.points)} ({mine.length_mm:.0f} mm): a stack missing slices is not preferred, however "
+                f"late" + missing, False)
+    if sequence == "lge" and chosen.lge_kind == "psir" and other.lge_kind != "psir":
+        return f"PSIR preferred over its {other.lge_kind or 'magnitude'} reconstruction" + missing, routine
+    if _signed(evidence[chosen.key]) and not _signed(evidence[other.key]) and chosen.lge_kind == other.lge_kind:
+        return ("both recognised as " + (chosen.lge_kind or "the same kind") + "; signed values (a phase-sensitive "
+                "reconstruction, RescaleIntercept < 0) preferred over its unsigned ones" + missing, routine)
+    times = _series_time(other), _series_time(chosen)
+    if 0 <= times[0] < times[1]:
+        return (f"acquired earlier ({_clock(times[0])} against {_clock(times[1])}); the latest is preferred" + missing,
+                False)
+    if (other.series_number or 0) < (chosen.series_number or 0):
+        return (f"the same coverage and time; lower SeriesNumber ({other.series_number} against "
+                f"{chosen.series_number})" + missing, False)
+    return "the same coverage, reconstruction and time; taken in series order" + missing, False
 
 
 def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry | None = None) -> CMRStudy:
@@ -164,9 +316,12 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
             kind = kind_answer.value
             sequence.evidence.append(f"lge_kind {kind}: " + "; ".join(kind_answer.evidence))
         series_list.append(_analysis_series(candidate, evidence, sequence, view, kind))
-    _mark_preferred(series_list, evidences)
+    choice = _mark_preferred(series_list, evidences, frozenset(c.key for c in candidates if c.reconstruction))
+    stack_warnings = {c.key: list(c.warnings) + choice.get(c.key, []) for c in candidates
+                      if c.warnings or choice.get(c.key)}
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
-                    patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded)
+                    patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded,
+                    stack_warnings=stack_warnings)
 
 
 def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: Recognition, view: Recognition,

@@ -103,6 +103,8 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         unique: dict[tuple, FrameInfo] = {}
         for frame in sorted(members, key=_temporal_sort_key):
             identity = _temporal_identity(frame)
+            if identity in unique and unique[identity].reconstruction != frame.reconstruction:
+                raise StudyError(_mixed_reconstructions(series.key, distance, unique[identity], frame))
             if identity in unique:
                 reason = (f"duplicate frame at slice {distance:.2f} mm: kept instance {frame.ref.sop_instance_uid}"
                           f" over {unique[identity].ref.sop_instance_uid}")
@@ -135,6 +137,18 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         warnings.append(f"{counts[0]} of {declared} cardiac phases present (CardiacNumberOfImages {declared})")
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
     return phases, distances, warnings, left_out
+
+
+def _mixed_reconstructions(series_key: str, distance: float, first: FrameInfo, second: FrameInfo) -> str:
+    """Why a series holding two reconstructions at one slice position and time is refused as a volume: they are
+    neither phases nor duplicates, and keeping one by instance order would choose the reconstruction by chance."""
+    def name(frame: FrameInfo) -> str:
+        values, signed = frame.reconstruction
+        return "ImageType " + ("\\".join(v for v in values if v) or "-") + (", signed values" if signed else "")
+    return (f"series {series_key}: two reconstructions at slice {distance:.2f} mm with the same timing ({name(first)}, "
+            f"instance {first.ref.sop_instance_uid}; {name(second)}, instance {second.ref.sop_instance_uid}); a "
+            "volume holds one reconstruction (ImageType values from the third on, PS3.3 C.7.6.1.1.2, and the sign of "
+            "the values): study grouping splits such a series into one stack per reconstruction")
 
 
 def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str],
