@@ -10,6 +10,7 @@ import numpy as np
 from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES,
                                              measure_cine, trigger_phase)
+from dicomnode.analysis.phase_text import other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.orientation import canonical_inplane
@@ -285,7 +286,8 @@ class CinePipeline:
     def run(self, study: "CMRStudy", context: AnalysisContext) -> PipelineResult:
         series = study.preferred("cine", "sax")
         if series is None:
-            return self._declined(None, "no cine short-axis series in the study")
+            return self._declined(None, "no cine short-axis series in the study"
+                                  + other_views_text(study.series, "cine"))
         try:
             volume = study.load_volume(series)
         except StudyError as error:

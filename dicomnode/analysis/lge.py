@@ -14,6 +14,7 @@ from dicomnode.analysis.cine import slice_positions_mm
 from dicomnode.analysis.cine_metrics import GAP_FACTOR, LARGE_GAP_FACTOR, disc_voxel_volumes_ml
 from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
+from dicomnode.analysis.phase_text import other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.resample import InplaneResampler
@@ -481,7 +482,7 @@ class LGEPipeline:
     def run(self, study, context: AnalysisContext) -> PipelineResult:
         series = study.preferred("lge", "sax")
         if series is None:
-            return self._declined(None, "no LGE short-axis stack in the study")
+            return self._declined(None, "no LGE short-axis stack in the study" + other_views_text(study.series, "lge"))
         try:
             volume = study.load_volume(series)
         except StudyError as exc:

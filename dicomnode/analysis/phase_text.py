@@ -41,6 +41,24 @@ def source_series_name(summary) -> str | None:
     return " ".join(parts) or None
 
 
+def other_views_text(series_list, sequence: str) -> str:
+    """'; LGE only in other views: series 12 "LGE_4CH" (4ch), series 13 (2ch)' for the series of `sequence` that are
+    not short axis (each with its SeriesNumber, SeriesDescription and view), so a decline for want of a short-axis
+    stack says what the study does hold; '' when there is none."""
+    found = []
+    for series in series_list:
+        if getattr(series.sequence, "value", series.sequence) != sequence:
+            continue
+        view = getattr(series.view, "value", series.view)
+        if view == "sax":
+            continue
+        name = source_series_name({"series_number": series.series_number,
+                                   "series_description": series.description}) or "a series"
+        found.append(f"{name} ({view})")
+    what = "LGE" if sequence == "lge" else sequence
+    return f"; {what} only in other views: {', '.join(found)}" if found else ""
+
+
 #: how dicomnode/cmr/volume.py words a cine holding fewer phases than its CardiacNumberOfImages declares
 PHASES_PRESENT = re.compile(r"\b(\d+) of (\d+) cardiac phases present\b")
 

@@ -105,3 +105,19 @@ def test_a_heart_not_found_is_said_where_the_numbers_are(emidec_study, monkeypat
         emidec_study, AnalysisContext(config=config, runtime=runtime, started_at=dt.datetime(2026, 12, 5, 12, 0)))
     assert NOT_LOCALISED in result.summary["stack_warnings"]
     assert result.measurements["heart_localised"] is False
+
+
+def test_a_decline_for_want_of_a_short_axis_stack_names_what_the_study_holds():
+    from types import SimpleNamespace
+
+    from dicomnode.analysis.phase_text import other_views_text
+
+    def series(sequence, view, number, description):
+        return SimpleNamespace(sequence=SimpleNamespace(value=sequence), view=SimpleNamespace(value=view),
+                               series_number=number, description=description)
+
+    study = [series("lge", "4ch", 12, "LGE_4CH"), series("lge", "sax", 14, ""), series("cine", "2ch", 3, ""),
+             series("lge", "2ch", 13, "")]
+    assert other_views_text(study, "lge") == '; LGE only in other views: series 12 "LGE_4CH" (4ch), series 13 (2ch)'
+    assert other_views_text(study, "cine") == "; cine only in other views: series 3 (2ch)"
+    assert other_views_text(study, "t1map") == ""
