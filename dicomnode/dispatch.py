@@ -3,6 +3,15 @@
 Items are claimed before they are sent (StateDB.claim_sends), so several dispatchers sharing one state database
 never send the same item at once; a configured destination is resolved by name when sending (as mercure does),
 so a reload or `dicomnode retry` after the PACS moved needs no rewrite of queued items.
+
+Destinations are sent to concurrently (KeyedLanes: at most MAX_PARALLEL_DESTINATIONS associations at once, never
+two to one destination): a destination that accepts the association and then stops answering holds up only its own
+items, for SEND_TIMEOUT_SECONDS per C-STORE, never another destination's or the next study's.
+
+An object the destination accepts no presentation context for (its SOP class, or its transfer syntax) is a permanent
+refusal: it becomes a dead letter at once, with the reason and what to configure (no max_attempts retries: the
+destination's configuration, not time, changes that), while the other objects of the batch are sent;
+`dicomnode retry STUDY` re-queues it once the destination accepts it.
 """
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from dicomnode.config import DestinationConfig, DispatchConfig
+from dicomnode.lanes import KeyedLanes
 from dicomnode.net.scu import AssociationFailed, send_files
 from dicomnode.observe import study_context
 from dicomnode.state import RoundFailures, StateDB, is_outage, outage_reason
@@ -24,6 +34,16 @@ log = logging.getLogger("dicomnode.dispatch")
 #: a result file not there while the spool is (its marker present) is tried again with the normal back-off, and
 #: becomes a dead letter after this many attempts (or max_attempts, if fewer): a file on a share may show up late
 MISSING_FILE_ATTEMPTS = 4
+
+#: how many destinations one dispatcher sends to at the same time (one association, one thread each)
+MAX_PARALLEL_DESTINATIONS = 4
+
+#: how long a destination may take to answer (association request, each C-STORE, network silence) before the send
+#: is given up as "no response within N s" and retried with the back-off
+SEND_TIMEOUT_SECONDS = 30.0
+
+#: appended to the error of a permanent refusal, which `dicomnode status` shows as the dead letter's last error
+PERMANENT_NOTE = "; a permanent refusal, not retried: `dicomnode retry STUDY` once the destination accepts it"
 
 
 def backoff_seconds(attempts: int, config: DispatchConfig) -> float:
@@ -61,6 +81,14 @@ class Dispatcher:
         self._unreleased: list[int] = []
         self.storage_problem = storage_problem
         self.paused: str | None = None  # why dispatch pauses now (the spool is not there), said once
+        self.send_timeout = SEND_TIMEOUT_SECONDS
+        self._counts = threading.Lock()  # sent, failed_attempts and the lists above, written by the lane threads
+        self._batch_sent = 0  # objects sent by _send_batch, all lanes together (run_once's return value)
+        #: outbox ids handed to a lane and not finished: never handed over twice (a claim renewed meanwhile)
+        self._held: set[int] = set()
+        #: claimed items per destination, sent by a bounded set of threads, never two at once to one destination
+        self._lanes: KeyedLanes = KeyedLanes(MAX_PARALLEL_DESTINATIONS, self._send_lane, done=self.wake,
+                                             name="dispatch-send")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dispatch", daemon=True)
@@ -72,10 +100,23 @@ class Dispatcher:
         return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, let the associations in flight end (within `timeout` in all), give back the claims of the
+        items not sent yet."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        left = self._lanes.close()
+        self._lanes.wait_idle(max(0.0, deadline - time.monotonic()))
+        ids = [row["id"] for rows in left.values() for row in rows]
+        self._let_go([row for rows in left.values() for row in rows])
+        if ids:
+            try:
+                self.db.release_sends(ids)
+            except Exception as exc:  # noqa: BLE001 - the claims lapse after their lease instead
+                log.warning("could not give back %d claimed send(s) at stop (%s): they are sent after their lease "
+                            "lapses", len(ids), exc)
 
     def wake(self) -> None:
         self._wake.set()
@@ -95,7 +136,7 @@ class Dispatcher:
         while not self._stop.is_set():
             wait = self.idle_seconds
             try:
-                self.run_once()
+                self.run_once(wait=False)
                 next_due = None if self.paused else self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
                 if next_due is not None:
                     wait = min(self.idle_seconds, max(0.05, next_due - time.time()))
@@ -115,25 +156,62 @@ class Dispatcher:
                         destination.calling_ae_title or self.calling_ae_title)
         return row["ae_title"], row["host"], row["port"], self.calling_ae_title
 
-    def run_once(self) -> int:
-        """Claim and send every due item, one association per destination; returns how many were sent."""
+    def run_once(self, wait: bool = True) -> int:
+        """Claim every due item and hand it to its destination's lane (one association per destination, several
+        destinations at once); with `wait`, wait until every lane is done and return how many were sent, else
+        return 0 at once (the dispatch thread: a slow destination holds up no round).
+
+        An error a lane's batch raised (the state database would not record a send) is raised here: by this call
+        with `wait`, else by the next round."""
+        self._raise_lane_error()
         self._record_unrecorded_sent()  # raises while the state database is still unreachable: nothing claimed
         if self._storage_unavailable():
             return 0
+        with self._counts:
+            before = self._batch_sent
         # no back-off is longer than max_backoff_seconds: an item due later was parked by a clock stepped back
         due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds)
         batches: dict[tuple, list] = defaultdict(list)
+        with self._counts:
+            due = [row for row in due if row["id"] not in self._held]
+            self._held.update(row["id"] for row in due)
         for row in due:
             batches[(row["destination"], *self.address_of(row))].append(row)
-        sent = 0
-        for (name, ae_title, host, port, calling_ae_title), rows in batches.items():
-            if self._stop.is_set():
-                break  # the claims lapse after their lease; another dispatcher (or this one on restart) sends them
-            if self.paused:  # the spool went during this round: the rest waits for it, unattempted
+        for key, rows in batches.items():
+            if self._stop.is_set() or not self._lanes.submit(key, rows):  # queued behind its destination's batch
+                self._let_go(rows)
+                if self._stop.is_set():  # stopped meanwhile: not attempted, for any dispatcher
+                    self.db.release_sends([row["id"] for row in rows])
+        if not wait:
+            return 0
+        self._lanes.wait_idle()
+        self._raise_lane_error()
+        with self._counts:
+            return self._batch_sent - before
+
+    def _raise_lane_error(self) -> None:
+        errors = self._lanes.take_errors()
+        for extra in errors[1:]:
+            log.error("dispatch: another send failed as well: %s: %s", type(extra).__name__, extra)
+        if errors:
+            raise errors[0]
+
+    def _send_lane(self, key: tuple, rows: list) -> None:
+        """One destination's claimed items, on a lane thread (KeyedLanes)."""
+        name, ae_title, host, port, calling_ae_title = key
+        try:
+            if self._stop.is_set() or self.paused:  # stopping, or the spool went: the items wait, unattempted
                 self.db.release_sends([row["id"] for row in rows])
-                continue
-            sent += self._send_batch(name, ae_title, host, port, rows, calling_ae_title)
-        return sent
+                return
+            sent = self._send_batch(name, ae_title, host, port, rows, calling_ae_title)
+            with self._counts:
+                self._batch_sent += sent
+        finally:
+            self._let_go(rows)
+
+    def _let_go(self, rows: list) -> None:
+        with self._counts:
+            self._held.difference_update(row["id"] for row in rows)
 
     def _storage_unavailable(self) -> bool:
         """Whether storage_dir does not hold the spool now (storage_problem): dispatch pauses, said once when it
@@ -174,7 +252,8 @@ class Dispatcher:
         recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent)
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
-                                 calling_ae_title=calling_ae_title, ssl_context=ssl_context, on_result=recorder.add)
+                                 calling_ae_title=calling_ae_title, timeout=self.send_timeout,
+                                 ssl_context=ssl_context, on_result=recorder.add)
         except AssociationFailed as exc:
             with study_context(studies):
                 log.warning("destination %s: %s (%d result object(s) of study %s)", name, exc, len(rows), studies)
@@ -200,8 +279,11 @@ class Dispatcher:
         for row, result in zip(rows, results):
             if not result.ok:
                 with study_context(ids[row["study_key"]]):
-                    log.warning("destination %s refused %s: %s", name, row["sop_instance_uid"], result.error)
-                    self._failed(row, result.error)
+                    log.warning("destination %s: %s not delivered: %s", name, row["sop_instance_uid"], result.error)
+                    if result.permanent:
+                        self._failed(row, result.error + PERMANENT_NOTE, dead=True)
+                    else:
+                        self._failed(row, result.error)
         for key, log_id in ids.items():
             mine = [result.ok for row, result in zip(rows, results) if row["study_key"] == key]
             if mine:
@@ -216,8 +298,9 @@ class Dispatcher:
         recorder.flush()
         if recorder.error is None:
             return
-        self._unrecorded_sent.extend(recorder.unrecorded)
-        self._unreleased.extend(i for i in recorder.outbox_ids if i not in recorder.acknowledged)
+        with self._counts:
+            self._unrecorded_sent.extend(recorder.unrecorded)
+            self._unreleased.extend(i for i in recorder.outbox_ids if i not in recorder.acknowledged)
         exc = recorder.error
         if is_outage(exc):
             log.error("destination %s: %d result object(s) of study %s sent, but the state database is unreachable "
@@ -230,27 +313,33 @@ class Dispatcher:
         raise exc
 
     def _count_sent(self, count: int) -> None:
-        self.sent += count
+        with self._counts:
+            self.sent += count
 
     def _record_unrecorded_sent(self) -> None:
         """Record the sends the PACS acknowledged while the state database was unreachable (see _unrecorded_sent),
         and give back the claims of that association's other items (_unreleased)."""
-        if self._unrecorded_sent:
+        with self._counts:
             ids = list(self._unrecorded_sent)
+        if ids:
             self.db.mark_sent(ids)
-            del self._unrecorded_sent[:len(ids)]
-            self.sent += len(ids)
+            with self._counts:
+                del self._unrecorded_sent[:len(ids)]
+                self.sent += len(ids)
             log.info("recorded %d result object(s) sent while the state database was unreachable", len(ids))
-        if self._unreleased:
+        with self._counts:
             ids = list(self._unreleased)
+        if ids:
             self.db.release_sends(ids)
-            del self._unreleased[:len(ids)]
+            with self._counts:
+                del self._unreleased[:len(ids)]
 
     def _failed(self, row, error: str, dead: bool = False, max_attempts: int | None = None) -> None:
         """One failed attempt: due again after the back-off, or a dead letter after `max_attempts` (at most the
         configured dispatch.max_attempts)."""
         attempts = row["attempts"] + 1
-        self.failed_attempts += 1
+        with self._counts:
+            self.failed_attempts += 1
         limit = self.config.max_attempts if max_attempts is None else min(max_attempts, self.config.max_attempts)
         dead = dead or attempts >= limit
         next_attempt = time.time() + backoff_seconds(attempts, self.config)

@@ -4,14 +4,17 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
+from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import Verification
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from dicomnode.net.scp import set_tcp_nodelay
 from dicomnode.net.tls import describe_client_handshake_error
@@ -23,8 +26,11 @@ log = logging.getLogger("dicomnode.net.scu")
 class SendResult:
     path: Path
     ok: bool
-    status: int | None
+    status: int | None  # the destination's C-STORE status; None when it gave none (timeout, abort, not sent)
     error: str = ""
+    #: the destination will never take it as it is (it accepts no presentation context for its SOP class or
+    #: transfer syntax): sending it again cannot help until the destination's configuration changes
+    permanent: bool = False
 
 
 class AssociationFailed(ConnectionError):
@@ -55,6 +61,91 @@ def why_not_established(assoc, host: str, port: int, timeout: float = 5.0, ssl_c
                 "side refused it, or it is not a DICOM peer)")
     return ("aborted after the TCP connection was accepted (not a DICOM peer on that port, a TLS mismatch, or the "
             "peer dropped the association request)")
+
+
+def sop_class_name(uid: str) -> str:
+    """'Encapsulated PDF Storage (1.2.840.10008.5.1.4.1.1.104.1)', or the bare UID where pydicom knows no name."""
+    name = UID(str(uid)).name
+    return f"{name} ({uid})" if name and name != str(uid) else str(uid)
+
+
+def status_meaning(status: int) -> str:
+    """A C-STORE status in PS3.4 B.2.3 / PS3.7 C terms ('Refused: Out of Resources'), or 'unknown status'."""
+    return STORAGE_SERVICE_CLASS_STATUS.get(status, ("", "unknown status"))[1]
+
+
+def refusal_text(status: int, comment: str = "") -> str:
+    """A failure status the destination returned: 'refused: status 0xA700 (Refused: Out of Resources): comment'."""
+    return f"refused: status 0x{status:04X} ({status_meaning(status)})" + (f": {comment}" if comment else "")
+
+
+def context_refusal(assoc, sop_class: str, transfer_syntax: str | None = None) -> str | None:
+    """Why the negotiated association has no presentation context for `sop_class` (in `transfer_syntax`), as a
+    permanent refusal an admin can act on; None when it has one (or none was proposed)."""
+    accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class]
+    if not accepted:
+        rejected = [cx for cx in assoc.rejected_contexts if cx.abstract_syntax == sop_class]
+        if not rejected:
+            return None
+        if all(cx.result == 0x04 for cx in rejected):
+            offered = ", ".join(dict.fromkeys(UID(t).name for cx in rejected for t in cx.transfer_syntax))
+            return (f"the destination accepts {sop_class_name(sop_class)} in none of the transfer syntaxes offered "
+                    f"({offered}): configure it to accept one of them or stop sending it")
+        return (f"the destination accepts no presentation context for {sop_class_name(sop_class)}: configure it to "
+                f"accept that SOP class or stop sending it")
+    if transfer_syntax is not None and UID(transfer_syntax).is_compressed and not any(
+            transfer_syntax in cx.transfer_syntax for cx in accepted):
+        taken = ", ".join(dict.fromkeys(UID(t).name for cx in accepted for t in cx.transfer_syntax))
+        return (f"the destination accepts {sop_class_name(sop_class)} only as {taken}, not as "
+                f"{UID(transfer_syntax).name} (the node does not transcode): configure it to accept that transfer "
+                f"syntax or stop sending it")
+    return None
+
+
+def _none_accepted(assoc) -> bool:
+    """The destination accepted the association request but none of its presentation contexts (pynetdicom then
+    aborts the association itself): not a network or TLS problem."""
+    return (not assoc.is_established and not assoc.is_rejected and bool(assoc.rejected_contexts)
+            and not assoc.accepted_contexts)
+
+
+class _PeerWatch:
+    """What happened on the connection while a C-STORE waited (pynetdicom returns an empty response for a DIMSE
+    timeout, an A-ABORT from the peer and a dropped connection alike)."""
+
+    def __init__(self):
+        self.abort: A_ABORT_RQ | None = None  # the peer's A-ABORT
+        self.closed_at: float | None = None  # time.monotonic() when the connection closed
+
+    def handlers(self) -> list:
+        return [(evt.EVT_PDU_RECV, self._pdu), (evt.EVT_CONN_CLOSE, self._closed)]
+
+    def _pdu(self, event) -> None:
+        if isinstance(event.pdu, A_ABORT_RQ) and self.abort is None:
+            self.abort = event.pdu
+
+    def _closed(self, event) -> None:
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()
+
+    def no_response(self, started: float, timeout: float) -> tuple[str, str]:
+        """Why the C-STORE sent at `started` (time.monotonic()) got no response, in full and in short (for the
+        instances not sent after it); never a status code."""
+        if self.abort is not None:
+            try:
+                why = f"{self.abort.source_str}: {self.abort.reason_str}"
+            except (AttributeError, KeyError, ValueError):
+                why = "no reason given"
+            return (f"the destination aborted the association (A-ABORT, {why}) instead of answering the C-STORE",
+                    "the destination aborted it")
+        if self.closed_at is not None and self.closed_at - started < timeout * 0.9:
+            return ("the connection was lost before the destination answered the C-STORE (closed by the destination "
+                    "or dropped by the network)", "the connection was lost")
+        if time.monotonic() - started >= timeout * 0.9:
+            return (f"no response within {timeout:g} s: the destination accepted the association but did not answer "
+                    f"the C-STORE (hung?); it may have stored the instance",
+                    f"no response within {timeout:g} s to the previous instance")
+        return "the association ended before the destination answered the C-STORE", ""
 
 
 #: how long the TLS probe waits, after a handshake that looked fine, for the peer to refuse our certificate
@@ -138,34 +229,55 @@ def send_files(
     if len(ae.requested_contexts) > 128:
         raise ValueError("more than 128 presentation contexts in one batch; split it")
     tls_args = (ssl_context, host) if ssl_context is not None else None
-    assoc = _associate(ae, host, port, ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+    watch = _PeerWatch()
+    assoc = _associate(ae, host, port, ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay), *watch.handlers()],
                        tls_args=tls_args)
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
-                                f"{why_not_established(assoc, host, port, timeout, ssl_context)}")
     results: list[SendResult] = []
+
+    def report(result: SendResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(len(results) - 1, result)
+
+    if not assoc.is_established:
+        if not _none_accepted(assoc):
+            raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
+                                    f"{why_not_established(assoc, host, port, timeout, ssl_context)}")
+        for path, dataset in headers:  # a permanent refusal of each object, not a connection problem
+            why = context_refusal(assoc, dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+            report(SendResult(path, False, None, why or "the destination accepted no presentation context",
+                              permanent=True))
+        return results
+    ended = ""  # why the association ended before the rest was sent
     try:
         for path, dataset in headers:
+            refusal = context_refusal(assoc, dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+            if refusal is not None:  # refused for good; the batch's other objects are still sent
+                report(SendResult(path, False, None, refusal, permanent=True))
+                continue
+            started = time.monotonic()
             try:
                 response = assoc.send_c_store(dataset)
-            except Exception as exc:  # e.g. no accepted context for this SOP class
-                results.append(SendResult(path, False, None, str(exc)))
-                if on_result is not None:
-                    on_result(len(results) - 1, results[-1])
+            except Exception as exc:  # e.g. a data set that cannot be encoded
+                report(SendResult(path, False, None, str(exc)))
                 continue
-            status = int(response.Status) if response and "Status" in response else None
-            comment = str(response.get("ErrorComment", "")) if response else "no response (association lost)"
+            if not response or "Status" not in response:  # a timeout, an abort or a lost connection: no status
+                why, ended = watch.no_response(started, timeout)
+                report(SendResult(path, False, None, why))
+                break
+            status = int(response.Status)
             ok = _successful(status)
-            results.append(SendResult(path, ok, status, "" if ok else f"status 0x{status or 0:04X} {comment}".strip()))
-            if on_result is not None:
-                on_result(len(results) - 1, results[-1])
+            comment = str(response.get("ErrorComment", "") or "").strip()
+            report(SendResult(path, ok, status, "" if ok else refusal_text(status, comment)))
             if not assoc.is_established:
+                ended = "the destination ended the association"
                 break
     finally:
         if assoc.is_established:
             assoc.release()
     for path, _ in headers[len(results):]:
-        results.append(SendResult(path, False, None, "association ended before this instance was sent"))
+        results.append(SendResult(path, False, None, "association ended before this instance was sent"
+                                  + (f" ({ended})" if ended else "")))
     return results
 
 
