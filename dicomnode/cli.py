@@ -25,7 +25,7 @@ from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.preflight import preflight_problems, preflight_warnings
-from dicomnode.process import OutputFolderError, find_files, process_folder
+from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import RoleRunner, parse_roles
 from dicomnode.state import (ANALYSING, STALE_AFTER_HEARTBEATS, StateSchemaError, StorageDirError,
@@ -121,13 +121,68 @@ def _notify(message: str) -> None:
             pass
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM during `process`: unwinds it as Ctrl-C does (process_folder removes what it wrote)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict:
+    """SIGINT and SIGTERM raise _Stopped in the main thread (the first one: a second kills at once, and the next run
+    removes what the first left, see process.PARTIAL_MANIFEST); a signal ignored by the caller (nohup, a background
+    job) stays ignored. Returns the handlers to restore."""
+    def stop(signum, _frame):
+        for name in previous:
+            signal.signal(name, signal.SIG_DFL)
+        raise _Stopped(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, stop)
+    return previous
+
+
+def _no_study_message(input_dir: Path, summary: dict) -> str:
+    """Why `process` found nothing to analyse in input_dir (exit 1): how many files, none DICOM; archives named."""
+    unreadable = summary.get("unreadable_files", [])
+    if not unreadable:
+        return f"no DICOM study found in {input_dir}: it holds no file (hidden files and DICOMDIR are not read)"
+    archives = [Path(e["path"]).name for e in unreadable if e["reason"].startswith("an archive")]
+    not_dicom = sum(e["reason"].startswith(("not a DICOM file", "an archive")) for e in unreadable)
+    what = "none DICOM" if not_dicom == len(unreadable) else "none a readable DICOM instance of a study"
+    message = f"no DICOM study found in {input_dir}: {len(unreadable)} file(s), {what}"
+    if archives:
+        shown = ", ".join(archives[:3]) + (" ..." if len(archives) > 3 else "")
+        message += f"; {len(archives)} of them an archive ({shown}): unpack it first, then process the unpacked folder"
+    return message
+
+
 def cmd_process(args) -> int:
     config = _load(args.config)
     configure_logging(config.logging)
     failures: list[str] = []
-    summary = process_folder(Path(args.input_dir), Path(args.out), config, failures=failures)
+    previous = _stop_on_signals()
+    try:
+        summary = process_folder(Path(args.input_dir), Path(args.out), config, failures=failures)
+    except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM (_Stopped): no traceback, the shell's exit status
+        signum = getattr(stopped, "signum", signal.SIGINT)
+        removed = getattr(stopped, "removed_results", 0)
+        print(f"\ninterrupted ({signal.Signals(signum).name}): stopped before every study was analysed; removed the "
+              f"{removed} result file(s) this run had written, no summary.json; run the command again to analyse "
+              f"{args.input_dir}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print_summary_table(summary)
     print(f"\nsummary: {Path(args.out) / 'summary.json'}")
+    if not summary["studies"]:  # nothing analysable: a wrong folder, or an archive not unpacked, is not "all good"
+        print(f"error: {_no_study_message(Path(args.input_dir), summary)}", file=sys.stderr)
+        return EXIT_ERROR
     if failures:  # design.md: exit 0 only when every study was analysed or cleanly declined
         print(f"{len(failures)} analysis failure(s), not the input's fault:", file=sys.stderr)
         for line in failures:
@@ -300,13 +355,18 @@ def cmd_send(args) -> int:
     skipped = 0
     for item in args.files:
         path = Path(item)
-        for candidate in (find_files(path) if path.is_dir() else [path]):
-            problem = file_problem(candidate)
+        not_files: list[dict] = []
+        for candidate in (find_files(path, not_files) if path.is_dir() else [path]):
+            problem = not_a_regular_file(candidate) if candidate.exists() else None  # a FIFO would hang the read
+            problem = problem or file_problem(candidate)
             if problem:
                 print(f"skipped {candidate}: {problem}", file=sys.stderr)
                 skipped += 1
             else:
                 paths.append(candidate)
+        for entry in not_files:
+            print(f"skipped {entry['path']}: {entry['reason']}", file=sys.stderr)
+            skipped += 1
     if not paths:
         print(f"nothing to send: no readable DICOM file in {' '.join(args.files)}", file=sys.stderr)
         return EXIT_ERROR

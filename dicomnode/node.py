@@ -28,9 +28,9 @@ from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import is_scale_out, nodes_report, refuse_other_versions
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
-from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, RECEIVED, RESULTS_READY, SENDING, RoundFailures,
-                             StateDB, StoreOutcome, is_outage, open_state, outage_reason, prepare_storage_dir,
-                             upgrade_schema)
+from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_PENDING, RECEIVED, RESULTS_READY, SENDING,
+                             RoundFailures, StateDB, StoreOutcome, is_outage, open_state, outage_reason,
+                             prepare_storage_dir, upgrade_schema)
 from dicomnode.studies import CompletionTracker
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.uids import short_hash
@@ -212,9 +212,9 @@ class Node:
         self.dispatcher.start()
         self.scp.start()
         self.ready = True
-        log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s",
-                 self.config.node.ae_title, self.config.node.host, self.scp.port, self.storage_dir,
-                 resumed, "y" if resumed == 1 else "ies")
+        log.info("listening as %s on %s:%d (storage %s); resumed %d unfinished stud%s: %d receiving, %d to analyse, "
+                 "%d with %d result send(s) pending", self.config.node.ae_title, self.config.node.host, self.scp.port,
+                 self.storage_dir, sum(resumed[:3]), "y" if sum(resumed[:3]) == 1 else "ies", *resumed)
 
     def _schedule_bank_refresh(self) -> None:
         """The report bank is re-indexed when its folder changes, on a timer, never blocking analysis."""
@@ -260,8 +260,9 @@ class Node:
         self.storage_lock.release()
         log.info("stopped")
 
-    def _resume(self) -> int:
-        """Rebuild what was in flight from the durable state."""
+    def _resume(self) -> tuple[int, int, int, int]:
+        """Rebuild what was in flight from the durable state; returns (studies receiving, re-queued for analysis,
+        sending: with result sends pending, which the dispatcher resumes from the outbox), and pending sends."""
         timers = self.completion.rebuild()
         requeued = 0
         for study in self.db.studies((COMPLETE, ANALYSING, RESULTS_READY)):
@@ -269,8 +270,9 @@ class Node:
                 self.db.set_study_state(study["study_key"], COMPLETE, "resumed after restart")
             self._enqueue_analysis(study["study_key"], study["generation"])
             requeued += 1
+        sending = self.db.count_studies((SENDING,))
         self.dispatcher.wake()
-        return timers + requeued
+        return timers, requeued, sending, self.db.outbox_counts().get(OUTBOX_PENDING, 0)
 
     def reload(self, config: Config) -> list[str]:
         """SIGHUP: routing rules, destinations, completion, dispatch, retention and the association policy change

@@ -1,9 +1,11 @@
 """`dicomnode process`: analyse every study in a folder of DICOM files, no network; write .dcm + summary.json."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -11,15 +13,59 @@ from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
 from dicomnode.observe import patient_values, study_context
-from dicomnode.spool import write_durably
+from dicomnode.spool import fsync_directory, write_durably
 from dicomnode.study_path import StudyAnalyser, declined_entry, run_study
 from dicomnode.uids import check_uid, short_hash
 
 log = logging.getLogger("dicomnode.process")
 
 
-def find_files(input_dir: Path) -> list[Path]:
-    """Every regular file below `input_dir` (recursively, following links once), hidden files and DICOMDIR excluded."""
+#: the list of the result files a run writes, each path added (and made durable) before its file is written; removed
+#: once summary.json is in place. A run that was stopped (Ctrl-C, SIGTERM, kill -9, power loss) leaves it, and the
+#: next run into the folder removes what it lists. Hidden: never read as input where OUT_DIR is INPUT_DIR.
+PARTIAL_MANIFEST = ".dicomnode-process-partial"
+
+#: what an archive's name ends with (lower case), as an admin would name it
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tgz", ".tbz2", ".txz", ".zip", ".tar", ".7z",
+                    ".rar", ".gz", ".bz2", ".xz", ".zst")
+#: (offset, magic bytes, kind) of archives whatever their name
+ARCHIVE_MAGIC = ((0, b"PK\x03\x04", "zip"), (0, b"PK\x05\x06", "zip"), (0, b"7z\xbc\xaf\x27\x1c", "7z"),
+                 (0, b"Rar!\x1a\x07", "rar"), (0, b"\x1f\x8b", "gzip"), (0, b"BZh", "bzip2"),
+                 (0, b"\xfd7zXZ\x00", "xz"), (0, b"\x28\xb5\x2f\xfd", "zstd"), (257, b"ustar", "tar"))
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why `path` is not read as an input file (a FIFO, a socket, a device, a broken or looping link), else None.
+    Only stat()s it: opening a FIFO would wait for a writer for ever."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to a regular file is read
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return "gone while the folder was read"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself)"
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISDIR(mode):
+        return "a folder that could not be searched"
+    else:
+        kind = "not a regular file"
+    return f"{kind}, not a regular file: not read"
+
+
+def find_files(input_dir: Path, skipped: list[dict] | None = None) -> list[Path]:
+    """Every regular file below `input_dir` (recursively, following links once), hidden files and DICOMDIR excluded.
+    Anything else found there (a FIFO, a socket, a device, a broken or looping link) is not returned: given
+    `skipped`, each is appended there as {"path", "reason"} (summary.json's `unreadable_files`)."""
     found = []
     visited: set[str] = set()
     for root, dirs, files in os.walk(input_dir, followlinks=True):
@@ -32,8 +78,40 @@ def find_files(input_dir: Path) -> list[Path]:
         for name in sorted(files):
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
-            found.append(Path(root) / name)
+            path = Path(root) / name
+            problem = not_a_regular_file(path)
+            if problem is None:
+                found.append(path)
+            elif skipped is not None:
+                skipped.append({"path": str(path), "reason": problem})
     return found
+
+
+def archive_kind(path: Path) -> str | None:
+    """"zip", ".tar.gz" ... when `path` is an archive (by its name, or its first bytes), else None."""
+    lower = path.name.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    try:
+        with open(path, "rb") as file:
+            head = file.read(262)
+    except OSError:
+        return None
+    for offset, magic, kind in ARCHIVE_MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _name_archives(unreadable: list[dict]) -> None:
+    """An archive among the files that are not DICOM is named as one, with what to do (unpack it first)."""
+    for entry in unreadable:
+        if entry["reason"].startswith("not a DICOM file"):
+            kind = archive_kind(Path(entry["path"]))
+            if kind is not None:
+                entry["reason"] = (f"an archive ({kind}), not a DICOM file: unpack it first, then give the unpacked "
+                                   "folder as INPUT_DIR")
 
 
 class OutputFolderError(Exception):
@@ -52,34 +130,111 @@ def check_writable(out_dir: Path) -> None:
                                 "choose a folder this user can write") from error
 
 
-def clear_previous_run(out_dir: Path) -> int:
-    """Remove the result files a previous run listed in out_dir/summary.json (and its summary), so that the folder
-    holds one run's results only; files the node did not write are left alone. Returns how many were removed.
-    Raises OutputFolderError when summary.json cannot be read or lists a path outside out_dir."""
-    summary_path = out_dir / "summary.json"
-    if not summary_path.is_file():
-        return 0
+def _listed_in_summary(out_dir: Path, summary_path: Path) -> list[str]:
     try:
         previous = json.loads(summary_path.read_text(encoding="utf-8"))
-        listed = [output for study in previous.get("studies", []) for output in study.get("outputs", [])]
+        return [str(output) for study in previous.get("studies", []) for output in study.get("outputs", [])]
     except (OSError, ValueError, AttributeError, TypeError) as error:
         raise OutputFolderError(f"--out {out_dir} holds a summary.json that is not a previous run's ({error}); "
                                 "choose another folder or remove it") from error
+
+
+def _listed_in_manifest(manifest_path: Path) -> list[str]:
+    text = manifest_path.read_text(encoding="utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _inside(out_dir: Path, listed: list[str], what: str) -> list[Path]:
+    """The files `listed` names, resolved; raises OutputFolderError when one is outside out_dir."""
     root = out_dir.resolve()
-    paths = [(out_dir / str(output)).resolve() for output in listed]
+    paths = [(out_dir / output).resolve() for output in listed]
     outside = [str(p) for p in paths if root not in p.parents]
     if outside:
-        raise OutputFolderError(f"--out {out_dir}: its summary.json lists files outside it ({outside[0]}); "
+        raise OutputFolderError(f"--out {out_dir}: its {what} lists files outside it ({outside[0]}); "
                                 "choose another folder or remove it")
+    return paths
+
+
+def _remove(out_dir: Path, paths: list[Path]) -> int:
+    """Remove `paths` (and what write_durably left of them when killed: its hidden temporary files), then their
+    folders left empty; returns how many result files were removed."""
+    root = out_dir.resolve()
     removed = 0
     for path in paths:
         if path.is_file():
             path.unlink()
             removed += 1
+        if path.parent.is_dir():
+            for temporary in path.parent.glob(f".{path.name}.*.tmp"):
+                temporary.unlink(missing_ok=True)
         if path.parent != root and path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()
-    summary_path.unlink()
     return removed
+
+
+def clear_previous_run(out_dir: Path) -> int:
+    """Remove the result files a previous run listed in out_dir/summary.json (and its summary), and those an
+    interrupted run listed in its PARTIAL_MANIFEST (and the manifest), so that the folder holds one run's results
+    only; files the node did not write are left alone. Returns how many were removed.
+    Raises OutputFolderError when summary.json cannot be read, or either lists a path outside out_dir."""
+    summary_path, manifest_path = out_dir / "summary.json", out_dir / PARTIAL_MANIFEST
+    removed = 0
+    if manifest_path.is_file():
+        partial = _inside(out_dir, _listed_in_manifest(manifest_path), PARTIAL_MANIFEST)
+        interrupted = _remove(out_dir, partial)
+        if interrupted:
+            log.info("removed %d result file(s) of an earlier run that was stopped before it finished (listed in "
+                     "%s)", interrupted, manifest_path)
+        removed += interrupted
+    if summary_path.is_file():
+        removed += _remove(out_dir, _inside(out_dir, _listed_in_summary(out_dir, summary_path), "summary.json"))
+        summary_path.unlink()
+    manifest_path.unlink(missing_ok=True)
+    return removed
+
+
+class _Manifest:
+    """This run's PARTIAL_MANIFEST: each result path is added, durably, before its file is written (name_result)."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.path = out_dir / PARTIAL_MANIFEST
+        self.listed: list[str] = []
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._append("# dicomnode process: result files of a run in progress, or stopped before it finished; "
+                     "the next run into this folder removes them\n")
+        fsync_directory(out_dir)
+
+    def _append(self, line: str) -> None:
+        os.write(self._fd, line.encode("utf-8"))
+        os.fsync(self._fd)
+
+    def name_result(self, dataset) -> Path:
+        relative = _result_name(dataset)
+        self._append(f"{relative}\n")
+        self.listed.append(str(relative))
+        return relative
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def commit(self) -> None:
+        """summary.json is in place: the results are the run's, the manifest goes."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+        fsync_directory(self.out_dir)
+
+    def discard(self) -> int:
+        """The run stops before its summary.json: remove every result file it listed (and a summary.json it may
+        have just written), then the manifest; returns how many files were removed."""
+        self.close()
+        listed = dict.fromkeys(self.listed + (_listed_in_manifest(self.path) if self.path.is_file() else []))
+        removed = _remove(self.out_dir, [(self.out_dir / relative).resolve() for relative in listed])
+        (self.out_dir / "summary.json").unlink(missing_ok=True)  # clear_previous_run removed any earlier one
+        self.path.unlink(missing_ok=True)
+        return removed
 
 
 def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: StudyAnalyser | None = None,
@@ -89,7 +244,12 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     (clear_previous_run). `failures`, when given, receives one line per study the node failed to analyse (a model
     that did not load, a pipeline or the study path that raised), as opposed to a study cleanly declined. Raises
     FileNotFoundError without `input_dir`, OutputFolderError when out_dir is a file or holds something that is not a
-    previous run's summary.json."""
+    previous run's summary.json.
+
+    The output is all or nothing: every result path is listed in out_dir/PARTIAL_MANIFEST before its file is
+    written, and the list goes once summary.json is in place. A run that raises (KeyboardInterrupt for Ctrl-C or,
+    with the CLI's handler, SIGTERM) removes the results it wrote, and says how many in the exception's
+    `removed_results`; one killed outright leaves the list, and the next run into out_dir removes what it names."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
@@ -99,25 +259,36 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     removed = clear_previous_run(out_dir)
     if removed:
         log.info("replaced the previous run's %d result file(s) in %s", removed, out_dir)
-    analyser = analyser or Analyser(config)
-    files = find_files(input_dir)
-    log.info("found %d file(s) under %s", len(files), input_dir)
-    if not files:
-        log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
-    unreadable: list[dict] = []
-    studies = load_studies(files, unreadable_files=unreadable)
-    failures = failures if failures is not None else []
-    entries = []
-    for study in studies:
-        with study_context(short_hash(study.study_instance_uid or "-")):  # lines carry the study, as serve's do
-            entries.append(_process_study(study, out_dir, config, analyser, failures))
-    summary = {"studies": entries, "unreadable_files": unreadable}
-    write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
+    manifest = _Manifest(out_dir)
+    try:
+        analyser = analyser or Analyser(config)
+        unreadable: list[dict] = []
+        files = find_files(input_dir, skipped=unreadable)
+        log.info("found %d file(s) under %s", len(files), input_dir)
+        if not files and not unreadable:
+            log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
+        studies = load_studies(files, unreadable_files=unreadable)
+        _name_archives(unreadable)
+        failures = failures if failures is not None else []
+        entries = []
+        for study in studies:
+            with study_context(short_hash(study.study_instance_uid or "-")):  # lines carry the study, as serve's do
+                mark = len(manifest.listed)
+                entries.append(_process_study(study, out_dir, config, analyser, failures, manifest.name_result))
+            # a study that failed part-way through writing lists none of its results: none may stay unlisted
+            unlisted = set(manifest.listed[mark:]) - set(entries[-1].get("outputs", []))
+            _remove(out_dir, [(out_dir / relative).resolve() for relative in sorted(unlisted)])
+        summary = {"studies": entries, "unreadable_files": unreadable}
+        write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
+    except BaseException as error:  # Ctrl-C, SIGTERM (cli), a full disk ...: nothing of this run stays
+        error.removed_results = manifest.discard()
+        raise
+    manifest.commit()
     return summary
 
 
 def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: StudyAnalyser,
-                   failures: list[str]) -> dict:
+                   failures: list[str], name_result=None) -> dict:
     """The summary.json entry of one study; any failure becomes this study's `declined` entry (and a line in
     `failures`), never a crash."""
     for series in study.series:  # its patient identifiers are redacted from the logs, as the receiver does
@@ -128,7 +299,7 @@ def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: Stu
                 "outputs": [], "declined": [d.summary() for d in study.declined]}
     tag = short_hash(study.study_instance_uid or "-")
     try:
-        run = run_study(study, config, analyser, None, out_dir, _result_name, file_mode=0o644)
+        run = run_study(study, config, analyser, None, out_dir, name_result or _result_name, file_mode=0o644)
     except Exception as error:  # noqa: BLE001 - one study's failure is its own declined entry
         log.exception("study %s: processing failed", tag)
         failures.append(f"study {study.study_instance_uid or '(no UID)'}: processing failed: "

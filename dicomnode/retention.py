@@ -8,8 +8,10 @@ delivered a study is `done` and ages out as any other; `purge_failed` removes fa
 
 A purge is three steps (StateDB.begin_purge / files / StateDB.finish_purge): the study is marked `purging` in its
 own transaction before the first file goes, so a crash in the middle never leaves a half-deleted study that says
-`done`; every run (and so every start) first finishes the purges a crash interrupted. The last step keeps a
-tombstone of the study's result objects, which the analysis of a study re-sent after its purge supersedes."""
+`done`; every run (and so every start) first finishes the purges a crash interrupted. The rows go only once every
+file has: a file kept for now (maybe an instance sent again during the purge) keeps its study `purging`, rows and
+all, until a later run deletes it, so retention never forgets a file on disk. The last step keeps a tombstone of the
+study's result objects, which the analysis of a study re-sent after its purge supersedes."""
 from __future__ import annotations
 
 import logging
@@ -32,10 +34,23 @@ FREE_SPACE_CHECK_SECONDS = 60
 #: only studies in these states are purged automatically; unfinished and failed ones are kept whatever the disk says
 PURGEABLE_STATES = (DONE,)
 
-#: a file written after the start of its study's purge (less this, the lag of the kernel's coarse file clock) is a
-#: re-send of the instance during the purge (the spool writes the same path): it is not deleted. (On a shared mount
-#: the file server's clock sets the time: keep the machines' clocks synchronised.)
+#: a file written after the start of its study's purge (less this, the lag of the kernel's coarse file clock) may be
+#: a re-send of the instance during the purge (the spool writes the same path; its receiver then either indexes it in
+#: a new study once the purge is over, or removes it): it is not deleted yet. (On a shared mount the file server's
+#: clock sets the time: keep the machines' clocks synchronised.)
 REWRITTEN_SLACK_SECONDS = 0.1
+
+#: ... but only while it is this recent: a receiver indexes or removes its file within seconds, so one older than this
+#: was left by a receive that died, and goes. Until then its study stays `purging`, with every row (see _purge)
+RESEND_GRACE_SECONDS = 120.0
+
+#: a modification time further than this past the present was not written by a re-send, nor by anything during the
+#: purge: the clock was stepped back since, or a restore or a file server set it ahead. Such a file is deleted with
+#: its study (kept, it would be patient data that no row names)
+FUTURE_SLACK_SECONDS = 5.0
+
+#: the start of the reason of a study left `purging` by _purge (status shows it)
+WAITING_PREFIX = "retention purge waiting for"
 
 #: `keep_going()`, called between the studies of a purge: False stops it there (the caller's `complete` lease was
 #: lost, and another process purges now); None: no caller to ask
@@ -75,10 +90,18 @@ def _inside(root: Path, relative: str) -> Path | None:
     return candidate
 
 
-def _delete_files(storage_dir: Path, paths: list[str], began: float, report: PurgeReport) -> None:
-    """Delete a purging study's files (not an instance the spool wrote again since the purge began), then its
-    emptied folders."""
+def _clock() -> float:
+    """The time retention compares file times with (replaceable in tests)."""
+    return time.time()
+
+
+def _delete_files(storage_dir: Path, paths: list[str], began: float, report: PurgeReport, tag: str) -> list[str]:
+    """Delete a purging study's files, then its emptied folders; returns the spool files kept because they may be an
+    instance sent again since the purge began (written after `began`, within RESEND_GRACE_SECONDS, not in the
+    future: see the constants). `tag`: the study in the log lines."""
     folders: set[Path] = set()
+    kept: list[str] = []
+    ahead: list[float] = []
     for relative in paths:
         path = _inside(storage_dir, relative)
         if path is None:
@@ -86,15 +109,23 @@ def _delete_files(storage_dir: Path, paths: list[str], began: float, report: Pur
             continue
         try:
             stat = path.stat()
-            if relative.startswith("spool/") and stat.st_mtime >= began - REWRITTEN_SLACK_SECONDS:
-                log.warning("not deleting %s: written since its study's purge began (sent again meanwhile)", relative)
-                continue
+            if relative.startswith("spool/"):
+                now = _clock()
+                if stat.st_mtime > now + FUTURE_SLACK_SECONDS:
+                    ahead.append(stat.st_mtime - now)
+                elif stat.st_mtime >= max(began - REWRITTEN_SLACK_SECONDS, now - RESEND_GRACE_SECONDS):
+                    kept.append(relative)
+                    continue
             path.unlink()
             report.files += 1
             report.bytes += stat.st_size
         except FileNotFoundError:
             pass
         folders.add(path.parent)
+    if ahead:
+        log.warning("study %s: deleted %d file(s) whose modification time is up to %.0f s in the future (the clock "
+                    "was set back since they were written, or a restore or a file server set their times ahead); "
+                    "not an instance sent again", tag, len(ahead), max(ahead))
     roots = {storage_dir.resolve(), (storage_dir / "spool").resolve(), (storage_dir / "results").resolve()}
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         for candidate in (folder, folder.parent):
@@ -104,11 +135,26 @@ def _delete_files(storage_dir: Path, paths: list[str], began: float, report: Pur
                 os.rmdir(candidate)  # only when empty: a late instance's file keeps its folder
             except OSError:
                 pass
+    return kept
 
 
 def _purge(db: StateDB, storage_dir: Path, study_key: str, began: float, report: PurgeReport) -> dict | None:
-    """Steps 2 and 3 of a purge whose step 1 is committed: the files, then the rows; the study row, or None."""
-    _delete_files(storage_dir, db.study_files(study_key), began, report)
+    """Steps 2 and 3 of a purge whose step 1 is committed: the files, then the rows; the study row, or None.
+
+    Rows are deleted only once every file is gone: where a file is kept (written since the purge began, see
+    _delete_files), the study stays `purging` with all its rows, so that a later run (the next free-space check or
+    retention run) deletes what is left instead of forgetting it on disk."""
+    row = db.study(study_key)
+    tag = short_hash(row["study_instance_uid"] if row is not None else study_key)  # the log id status shows
+    kept = _delete_files(storage_dir, db.study_files(study_key), began, report, tag)
+    if kept:
+        db.note_purge(study_key, f"{WAITING_PREFIX} {len(kept)} file(s) written since it began (an instance "
+                                 "sent again meanwhile?)")
+        log.warning("study %s stays `purging`, its rows kept: %d of its file(s) were written after its purge began "
+                    "(first: %s), as an instance sent again meanwhile would be; a later retention run deletes them "
+                    "once they are %.0f s old, unless their receiver removed them", tag, len(kept), kept[0],
+                    RESEND_GRACE_SECONDS)
+        return None
     study = db.finish_purge(study_key)
     if study is not None:
         report.studies.append(study_key)
@@ -130,7 +176,7 @@ def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeRep
             return False
         _active.add(study_key)
     try:
-        began = time.time()  # not after the mark committed below: a file written since is a re-send, kept
+        began = _clock()  # not after the mark committed below: a file written since may be a re-send, kept
         study = db.begin_purge(study_key, states)
         if study is None:
             return False
@@ -159,8 +205,12 @@ def finish_interrupted_purges(db: StateDB, storage_dir: Path, report: PurgeRepor
             _active.add(key)
         try:
             if _purge(db, Path(storage_dir), key, study["updated_at"], report) is not None:
-                log.warning("finished the purge of study %s, interrupted by a crash or a stop",
-                            short_hash(study["study_instance_uid"]))
+                if (study["reason"] or "").startswith(WAITING_PREFIX):
+                    log.info("finished the purge of study %s (it waited for files written since it began)",
+                             short_hash(study["study_instance_uid"]))
+                else:
+                    log.warning("finished the purge of study %s, interrupted by a crash or a stop",
+                                short_hash(study["study_instance_uid"]))
         finally:
             with _active_lock:
                 _active.discard(key)
@@ -284,8 +334,12 @@ class Retention:
             self._purge_failures.succeeded()
 
     def check_free_space_safely(self, keep_going: KeepGoing = None) -> None:
-        """The frequent check between scheduled purges: only the emergency purge, only when space is low."""
+        """The frequent check between scheduled purges: purges left `purging` are finished (one waiting for files
+        written during it, see _purge, need not wait for the next scheduled run), then the emergency purge, only when
+        space is low."""
         try:
+            if self.db.count_studies((PURGING,)):  # one left waiting for files written during it (_purge), or a crash
+                finish_interrupted_purges(self.db, self.storage_dir, keep_going=keep_going)
             emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb,
                             keep_going)
         except PurgeStopped:

@@ -659,6 +659,9 @@ class StateDB:
             self._run(db, "INSERT INTO meta(key, value) VALUES ('spool', :v) ON CONFLICT (key) DO NOTHING",
                       {"v": value})
             recorded = self._run(db, "SELECT value FROM meta WHERE key='spool'").scalar_one()
+        if recorded == value:
+            log.info("recorded spool %s (%s, its spool.id) as the spool the state %s indexes", spool_id, storage_dir,
+                     describe_url(self.url))
         return json.loads(recorded)
 
     def newest_instance_paths(self, limit: int) -> tuple[int, list[str]]:
@@ -868,6 +871,13 @@ class StateDB:
             for table in ("outbox", "results", "analyses", "instances", "studies"):
                 self._run(db, f"DELETE FROM {table} WHERE study_key=:k", {"k": study_key})
             return study
+
+    def note_purge(self, study_key: str, reason: str) -> None:
+        """A PURGING study's purge cannot finish yet (retention keeps files written since it began): its rows stay,
+        `reason` says why (status shows it); its `updated_at`, when the purge began, is kept."""
+        with self._write() as db:
+            self._run(db, "UPDATE studies SET reason=:r WHERE study_key=:k AND state=:purging",
+                      {"r": reason, "k": study_key, "purging": PURGING})
 
     def _undelivered(self, db: Connection, study_key: str) -> int:
         """How many of the study's result objects are not delivered: pending or dead (superseded ones never go)."""
@@ -1349,6 +1359,10 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
         connection.execute(text("DELETE FROM meta WHERE key='schema_version'"))
         connection.execute(text("INSERT INTO meta(key, value) VALUES ('schema_version', :v)"),
                            {"v": str(SCHEMA_VERSION)})
+    if had_tables and (before or 1) < SCHEMA_VERSION:  # said once, in the journal an admin reads after an upgrade
+        log.info("upgraded the state database %s from schema version %s to %d (an older dicomnode refuses it from "
+                 "now on)", engine.url.render_as_string(hide_password=True), before or "1 (none "
+                 "recorded)", SCHEMA_VERSION)
     return before, SCHEMA_VERSION
 
 

@@ -50,10 +50,12 @@ def test_process_names_a_file_given_as_out_and_reads_non_dicom_input_plainly(tmp
     assert main(["process", str(inputs), "--out", str(tmp_path / "afile")]) == 1
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and "Traceback" not in err
-    assert main(["process", str(inputs), "--out", str(tmp_path / "out")]) == 0
-    shown = capsys.readouterr().out
+    assert main(["process", str(inputs), "--out", str(tmp_path / "out")]) == 1  # no study: not "all good"
+    captured = capsys.readouterr()
+    shown = captured.out
     assert "Files that belong to no readable study" in shown and "Study None" not in shown
     assert "notes.txt: not a DICOM file (no DICOM File Meta Information" in shown and "force=True" not in shown
+    assert f"error: no DICOM study found in {inputs}: 1 file(s), none DICOM" in captured.err
 
 
 def test_process_exits_non_zero_when_the_node_could_not_analyse_a_study(tmp_path, capsys):
