@@ -287,7 +287,7 @@ class CinePipeline:
         series = study.preferred("cine", "sax")
         if series is None:
             return self._declined(None, "no cine short-axis series in the study"
-                                  + other_views_text(study.series, "cine"))
+                                  + other_views_text(getattr(study, "series", ()), "cine"))
         try:
             volume = study.load_volume(series)
         except StudyError as error:

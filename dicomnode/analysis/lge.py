@@ -482,7 +482,8 @@ class LGEPipeline:
     def run(self, study, context: AnalysisContext) -> PipelineResult:
         series = study.preferred("lge", "sax")
         if series is None:
-            return self._declined(None, "no LGE short-axis stack in the study" + other_views_text(study.series, "lge"))
+            return self._declined(None, "no LGE short-axis stack in the study"
+                                  + other_views_text(getattr(study, "series", ()), "lge"))
         try:
             volume = study.load_volume(series)
         except StudyError as exc:

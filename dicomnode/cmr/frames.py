@@ -280,6 +280,28 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     return frames
 
 
+def functional_groups(frame: FrameInfo) -> list:
+    """The frame's Per-frame Functional Groups item, then the Shared one (Enhanced MR, PS3.3 C.7.6.16); [] for a
+    classic image."""
+    ds = frame.header.dataset
+    containers = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if frame.ref.frame_number is not None and frame.frame_index < len(per_frame):
+        containers.append(per_frame[frame.frame_index])
+    return containers + list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+
+
+def slice_thickness(frame: FrameInfo) -> float | None:
+    """SliceThickness (0018,0050) of the frame in mm: the frame's Pixel Measures functional group (Enhanced MR,
+    per-frame then shared) or the classic attribute; None when absent or not positive."""
+    ds = frame.header.dataset
+    containers = functional_groups(frame)
+    values = [_float(_item(item, "PixelMeasuresSequence").get("SliceThickness")) for item in containers
+              if _item(item, "PixelMeasuresSequence") is not None]
+    values.append(_float(header_value(ds, "SliceThickness", frame.frame_index if frame.ref.frame_number else None)))
+    return next((v for v in values if v is not None and v > 0), None)
+
+
 def orientation_groups(frames: list[FrameInfo], tolerance_deg: float = 2.0) -> list[list[FrameInfo]]:
     """Frames grouped by parallel image planes (same row and column directions within the tolerance)."""
     groups: list[tuple[np.ndarray, list[FrameInfo]]] = []
@@ -308,6 +330,33 @@ def slice_groups(frames: list[FrameInfo], tolerance_mm: float = 0.05) -> list[tu
     return groups
 
 
+def merge_replanned_slices(slices: list[tuple[float, list[FrameInfo]]], in_plane_tolerance_mm: float = 2.0
+                           ) -> list[tuple[float, list[FrameInfo]]]:
+    """`slice_groups` of a stack of one image per slice position, with a slice re-acquired after re-planning put back
+    at its position: two neighbouring positions closer than a quarter of the slice thickness (and of the median
+    spacing), shifted in-plane by at most `in_plane_tolerance_mm`, whose images were acquired in breath-holds of
+    their own (`reacquired`) are one slice acquired again; they become one group at the latest image's position,
+    the latest image first. Any other stack is returned unchanged."""
+    if len(slices) < 3 or min(len(members) for _, members in slices) != 1:
+        return slices
+    spacing = float(np.median(np.diff([d for d, _ in slices])))
+    result = [slices[0]]
+    for distance, members in slices[1:]:
+        previous_distance, previous = result[-1]
+        frame, normal = members[0], members[0].normal
+        sizes = [v for v in (slice_thickness(frame), spacing) if v and v > 0]
+        tolerance = 0.25 * min(sizes) if sizes else 0.0
+        offset = frame.position - previous[0].position
+        in_plane = float(np.linalg.norm(offset - normal * np.dot(offset, normal)))
+        merged = previous + members
+        if distance - previous_distance <= tolerance and in_plane <= in_plane_tolerance_mm and reacquired(merged):
+            merged.sort(key=latest_first)
+            result[-1] = (float(np.dot(merged[0].position, normal)), merged)
+        else:
+            result.append((distance, members))
+    return result
+
+
 def plane_name(orientation: np.ndarray, tolerance_deg: float = 10.0) -> str:
     """axial / sagittal / coronal when the plane normal lies within the tolerance of a body axis, else oblique."""
     normal = np.abs(plane_normal(orientation))
@@ -325,19 +374,76 @@ def _spread(values: list[float | None]) -> float | None:
     return None if len(present) < len(values) else max(present) - min(present)
 
 
-def are_repeats(frames: list[FrameInfo], trigger_tolerance_ms: float = 25.0, inversion_tolerance_ms: float = 5.0) -> bool:
+#: shortest time (s) between two images of one slice position acquired in separate breath-holds: one slice's LGE
+#: breath-hold (a few heartbeats) plus the breaths before the next; the images a mapping (MOLLI, ShMOLLI, SASHA,
+#: T2-prepared, multi-echo) or cine acquisition takes at one position lie a heartbeat or a few apart in ONE breath-hold
+SEPARATE_BREATH_HOLDS_S = 10.0
+
+
+def are_repeats(frames: list[FrameInfo], trigger_tolerance_ms: float = 25.0, inversion_tolerance_ms: float = 5.0,
+                one_per_slice: bool = False) -> bool:
     """True when frames at one slice position are repeats of one image (re-sent, re-reconstructed or re-acquired)
     rather than distinct cardiac phases, inversion times or reconstructions: the same reconstruction
     (`FrameInfo.reconstruction`: ImageType values from the third on, sign of the values), one
     TemporalPositionIdentifier, TriggerTime (0018,1060) within `trigger_tolerance_ms` and InversionTime (0018,0082)
-    within `inversion_tolerance_ms` (each absent on all frames or present on all). A single frame is not a repeat."""
+    within `inversion_tolerance_ms` (each absent on all frames or present on all). A single frame is not a repeat.
+
+    `one_per_slice`: the frames' stack holds one image at its other positions (an LGE stack); there the slice
+    acquired again in later breath-holds of the same series (`reacquired`: a merged export, the operator having
+    raised the TI or the heart rate having changed) is a repeat too, whatever its InversionTime and TriggerTime."""
     if (len(frames) < 2 or len({f.reconstruction for f in frames}) > 1
             or len({f.temporal_index for f in frames}) > 1):
         return False
+    if same_image_timing(frames, trigger_tolerance_ms, inversion_tolerance_ms):
+        return True
+    return one_per_slice and reacquired(frames)
+
+
+def same_image_timing(frames: list[FrameInfo], trigger_tolerance_ms: float = 25.0,
+                      inversion_tolerance_ms: float = 5.0) -> bool:
+    """True when the frames share TriggerTime and InversionTime within the tolerances (each absent on all or present
+    on all)."""
     trigger = _spread([f.trigger_time for f in frames])
     inversion = _spread([f.inversion_time for f in frames])
     return (trigger is not None and trigger <= trigger_tolerance_ms
             and inversion is not None and inversion <= inversion_tolerance_ms)
+
+
+def reacquired(frames: list[FrameInfo]) -> bool:
+    """True when the frames at one slice position are that slice acquired again, each in a breath-hold of its own:
+    one reconstruction and TemporalPositionIdentifier, an AcquisitionTime (0008,0032) on every frame and each at least
+    SEPARATE_BREATH_HOLDS_S after the one before. InversionTime and TriggerTime may differ. The images of one
+    position that a T1/T2-mapping or cine acquisition takes lie within one breath-hold, a heartbeat or a few apart,
+    and are never this. Only meaningful in a stack of one image per slice (`are_repeats(one_per_slice=True)`)."""
+    if (len(frames) < 2 or len({f.reconstruction for f in frames}) > 1
+            or len({f.temporal_index for f in frames}) > 1):
+        return False
+    times = sorted(f.acquisition_time for f in frames if f.acquisition_time is not None)
+    return len(times) == len(frames) and all(b - a >= SEPARATE_BREATH_HOLDS_S for a, b in zip(times, times[1:]))
+
+
+def hms(seconds: float | None) -> str:
+    """Seconds since midnight as HH:MM:SS, "absent" for None."""
+    if seconds is None:
+        return "absent"
+    whole = int(round(seconds))
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def repeat_reason(distance: float, frames: list[FrameInfo], latest: FrameInfo) -> str:
+    """Why the frames at one slice position count once and `latest` is the one kept (volume.keep_latest_repeats,
+    grouping's count of re-acquired slices): a repeat with the same TriggerTime and InversionTime, or a slice
+    acquired again in later breath-holds of the series (`reacquired`), with its InversionTimes and times."""
+    if same_image_timing(frames):
+        return (f"{len(frames)} images at slice {distance:.2f} mm with the same TriggerTime and InversionTime "
+                f"(a repeat of one slice): kept the most recent, instance {latest.ref.sop_instance_uid}")
+    ordered = sorted(frames, key=lambda f: (f.acquisition_time if f.acquisition_time is not None else -1.0))
+    tis = ", ".join("absent" if f.inversion_time is None else f"{f.inversion_time:g}" for f in ordered)
+    times = ", ".join(hms(f.acquisition_time) for f in ordered)
+    return (f"slice at {distance:.2f} mm acquired {len(frames)} times in this series, each in a breath-hold of its own "
+            f"(InversionTime {tis} ms; AcquisitionTime {times}): a re-acquisition of that slice, not another cardiac "
+            f"phase or mapping source images; kept the latest, instance {latest.ref.sop_instance_uid}"
+            + (f" (InversionTime {latest.inversion_time:g} ms)" if latest.inversion_time is not None else ""))
 
 
 def latest_first(frame: FrameInfo) -> tuple:
@@ -365,8 +471,9 @@ def timing_trigger_times(frames: list[FrameInfo]) -> list[float]:
 
 def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
     """Distinct images at each slice position: in a stack of one image per slice, a slice whose frames are repeats
-    (`are_repeats`) counts once, as `volume.keep_latest_repeats` keeps one of them; otherwise the frame counts."""
+    (`are_repeats(one_per_slice=True)`: re-sent, or re-acquired in later breath-holds at another InversionTime)
+    counts once, as `volume.keep_latest_repeats` keeps one of them; otherwise the frame counts."""
     counts = [len(frames) for frames in per_slice]
     if len(set(counts)) > 1 and min(counts) == 1:
-        return [1 if are_repeats(frames) else len(frames) for frames in per_slice]
+        return [1 if are_repeats(frames, one_per_slice=True) else len(frames) for frames in per_slice]
     return counts

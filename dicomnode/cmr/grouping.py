@@ -3,6 +3,7 @@ merge one-slice series into stacks (one reconstruction each, later re-acquisitio
 into cines."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections import defaultdict
@@ -14,8 +15,9 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode import charsets
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, orientation_groups,
-                                  slice_groups, tm_seconds)
+from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, latest_first,
+                                  merge_replanned_slices, orientation_groups, reacquired, repeat_reason,
+                                  same_image_timing, slice_groups, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
@@ -180,6 +182,9 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     identical: dict[str, int] = defaultdict(int)  # SOPInstanceUID -> identical copies left out
     buckets: dict[tuple[str, int | None, str], list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
     mixed_kinds: set[str] = set()
+    #: SOPInstanceUID kept -> the copies of its image that arrived in another series (a PACS re-route), each
+    #: (SeriesInstanceUID, SeriesNumber, the same SOPInstanceUID): counted once, one note per candidate
+    resent: dict[str, list[tuple[str, int | None, bool]]] = defaultdict(list)
     kept, copies = _one_copy_each(headers)
     for copy in copies:
         left_out, chosen = copy.header, copy.kept
@@ -187,6 +192,12 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             identical[chosen.sop_instance_uid] += 1
             log.info("SOPInstanceUID %s received twice with the same content: %s left out, %s used",
                      chosen.sop_instance_uid, left_out.path, chosen.path)
+        elif copy.verdict == "rerouted":
+            resent[chosen.sop_instance_uid].append(
+                (left_out.series_instance_uid, _series_number(left_out.dataset), True))
+            log.info("SOPInstanceUID %s received again under SeriesInstanceUID %s with the same image (a re-route): "
+                     "%s left out, %s used", chosen.sop_instance_uid, left_out.series_instance_uid, left_out.path,
+                     chosen.path)
         elif copy.verdict == "damaged":
             declined_counts[(left_out.series_instance_uid, f"duplicate SOPInstanceUID (same instance received twice, "
                              f"this copy {copy.detail}): {left_out.path} left out, {chosen.path} kept")] += 1
@@ -250,6 +261,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             if any(h.sop_instance_uid in mixed_kinds for h, _ in members):
                 candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
                                             "other kinds")
+    candidates = fold_resent_series(candidates, resent)
     candidates = replace_reacquired_slices(merge_single_phase_stacks(merge_single_slice_series(candidates)))
     for candidate in candidates:
         held = [h.sop_instance_uid for h in candidate.headers]
@@ -258,7 +270,9 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
         if received_twice:
             candidate.notes.append(f"{received_twice} instance(s) received more than once with the same SOPInstanceUID "
                                    "and the same content: one copy of each used")
+        candidate.notes += _resent_notes([entry for sop in held for entry in resent.get(sop, [])])
         _count_resent_images_once(candidate)
+        _count_reacquired_slices_once(candidate)
     candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
     declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
     return candidates, declined, excluded
@@ -327,8 +341,9 @@ def _co_located_reconstructions(frames: list[FrameInfo]) -> bool:
 @dataclass
 class Copy:
     """A further copy of a SOPInstanceUID, left out for `kept`. verdict: "identical" (same header and pixel data: a
-    re-send), "damaged" (this file is not whole: `net.integrity.file_problem`) or "different" (another image under
-    the same UID); `detail` says what is damaged or what differs."""
+    re-send), "rerouted" (the same image under another SeriesInstanceUID of the same SeriesNumber: a PACS re-route,
+    `_beyond_series`), "damaged" (this file is not whole: `net.integrity.file_problem`) or "different" (another image
+    under the same UID); `detail` says what is damaged or what differs."""
 
     header: InstanceHeader
     kept: InstanceHeader
@@ -341,13 +356,18 @@ def _one_copy_each(headers: list[InstanceHeader]) -> tuple[dict[str, InstanceHea
     Of several copies the first whole file is kept (`net.integrity.file_problem`: a truncated copy must not
     displace the intact one), else the first. Files are only read, never removed."""
     copies: dict[str, list[InstanceHeader]] = defaultdict(list)
+    first_seen: dict[str, int] = {}  # SeriesInstanceUID -> order of first appearance
     for header in headers:
         copies[header.sop_instance_uid].append(header)
+        first_seen.setdefault(header.series_instance_uid, len(first_seen))
     kept: dict[str, InstanceHeader] = {}
     others: list[Copy] = []
     for sop_instance_uid, group in copies.items():
         chosen = group[0]
         if len(group) > 1:
+            # of copies in several series (a re-route), the one of the series seen first, so that a series re-sent
+            # whole stays whole in one series whatever the order its files are read in
+            group = sorted(group, key=lambda h: first_seen[h.series_instance_uid])
             problems = {id(h): file_problem(h.path) for h in group}
             chosen = next((h for h in group if problems[id(h)] is None), group[0])
             for header in group:
@@ -357,9 +377,26 @@ def _one_copy_each(headers: list[InstanceHeader]) -> tuple[dict[str, InstanceHea
                     others.append(Copy(header, chosen, "damaged", problems[id(header)]))
                     continue
                 difference = image_difference(chosen, header)
+                beyond = _beyond_series(chosen, header) if difference else None
+                if difference and beyond is None:
+                    others.append(Copy(header, chosen, "rerouted", difference))
+                    continue
+                if beyond:
+                    difference += "; " + beyond
                 others.append(Copy(header, chosen, "different" if difference else "identical", difference or ""))
         kept[sop_instance_uid] = chosen
     return kept, others
+
+
+def _beyond_series(first: InstanceHeader, second: InstanceHeader) -> str | None:
+    """How two copies of one SOPInstanceUID in two series of one SeriesNumber differ beyond the SeriesInstanceUID
+    (`image_difference` without the series): None for the same header facts and Pixel Data, i.e. a PACS re-route that
+    gave the series a new SeriesInstanceUID and kept the SOP Instance UIDs, not a sender reusing UIDs for other
+    images; "" when they are not such a pair (one series, or two SeriesNumbers)."""
+    if (first.series_instance_uid == second.series_instance_uid
+            or _series_number(first.dataset) != _series_number(second.dataset)):
+        return ""
+    return image_difference(first, second, series=False)
 
 
 def _frame_facts(frame: FrameInfo) -> dict[str, str]:
@@ -385,12 +422,13 @@ def _clock(seconds: float | None) -> str:
     return f"{int(minutes // 60):02d}:{int(minutes % 60):02d}:{rest:06.3f}"
 
 
-def image_difference(first: InstanceHeader, second: InstanceHeader) -> str | None:
+def image_difference(first: InstanceHeader, second: InstanceHeader, series: bool = True) -> str | None:
     """None when two copies of one SOPInstanceUID hold the same image (the same series, InstanceNumber, per-frame
     position, orientation, timing and image type, and the same Pixel Data), else what differs, e.g.
-    "ImagePositionPatient (1.00, 2.00, 3.00) mm and (1.00, 2.00, 13.00) mm"."""
+    "ImagePositionPatient (1.00, 2.00, 3.00) mm and (1.00, 2.00, 13.00) mm". `series=False` leaves the series
+    (SeriesInstanceUID) out of the comparison."""
     differences = []
-    if first.series_instance_uid != second.series_instance_uid:
+    if series and first.series_instance_uid != second.series_instance_uid:
         numbers = [_series_number(h.dataset) for h in (first, second)]
         by_number = None not in numbers and numbers[0] != numbers[1]
         differences.append(f"SeriesNumber {numbers[0]} and {numbers[1]}" if by_number
@@ -455,6 +493,161 @@ def _count_resent_images_once(candidate: Candidate) -> None:
         candidate.frames = [f for f in candidate.frames if id(f) not in dropped]
         candidate.notes.append(f"{len(dropped)} image(s) repeat the slice position, image type and timing of another "
                                "image of the series (re-sent under a new SOPInstanceUID): each counted once")
+
+
+def _count_reacquired_slices_once(candidate: Candidate) -> None:
+    """Leave out of `candidate.frames` (what recognition counts phases and within-slice InversionTimes from) the
+    earlier images of a slice acquired again in later breath-holds of the same series (`frames.reacquired`: a merged
+    export holding the slice at its first TI and again at a raised one, at its position or re-planned a little beside
+    it, `frames.merge_replanned_slices`), in a stack of one image per slice elsewhere: the slice counts once, so the
+    stack stays one image per slice and is neither taken for mapping source images nor refused for inconsistent
+    phase counts. Only single-frame images, which stay in the series: volume building keeps the latest
+    (`volume.keep_latest_repeats`) and warns with the same text (`frames.repeat_reason`). Notes each slice."""
+    dropped: set[int] = set()
+    texts: list[str] = []
+    for group in orientation_groups(candidate.frames):
+        slices = merge_replanned_slices(slice_groups(group))
+        counts = [len(members) for _, members in slices]
+        if len(set(counts)) < 2 or min(counts) != 1:
+            continue
+        for distance, members in slices:
+            if (len(members) < 2 or any(f.ref.frame_number is not None for f in members)
+                    or same_image_timing(members) or not reacquired(members)):
+                continue
+            latest, *older = sorted(members, key=latest_first)
+            dropped.update(id(f) for f in older)
+            texts.append(repeat_reason(distance, members, latest))
+    if dropped:
+        candidate.frames = [f for f in candidate.frames if id(f) not in dropped]
+        candidate.notes += texts
+        for text in texts:
+            log.info("series %s: %s", candidate.key, text)
+
+
+def _content_key(frame: FrameInfo) -> tuple:
+    """What one image of an acquisition is, whatever UIDs it is sent under: position, orientation, pixel spacing,
+    matrix, TriggerTime, TemporalPositionIdentifier, InversionTime, AcquisitionTime, ImageType and sign."""
+    return (tuple(np.round(frame.position, 2)), tuple(np.round(frame.orientation, 4)),
+            tuple(np.round(frame.pixel_spacing, 4)), frame.rows, frame.cols, frame.trigger_time, frame.temporal_index,
+            frame.inversion_time, None if frame.acquisition_time is None else round(frame.acquisition_time, 3),
+            frame.image_type, frame.signed)
+
+
+def _pixel_digest(frame: FrameInfo, cache: dict) -> str | None:
+    """A digest of the frame's decoded pixel values (None when they cannot be read); files are read once."""
+    path = str(frame.header.path)
+    if path not in cache:
+        try:
+            array = np.asarray(pydicom.dcmread(path).pixel_array)
+        except Exception:  # noqa: BLE001 - an image that cannot be compared is never taken for a copy
+            array = None
+        cache[path] = array
+    array = cache[path]
+    if array is None:
+        return None
+    if frame.ref.frame_number is not None and array.ndim >= 3 and array.shape[0] > frame.frame_index:
+        array = array[frame.frame_index]
+    values = np.ascontiguousarray(array, dtype=np.int64)
+    return hashlib.sha1(str(values.shape).encode() + values.tobytes()).hexdigest()
+
+
+def _copies_in(copy: Candidate, base: Candidate, cache: dict) -> dict[int, FrameInfo] | None:
+    """Which of `copy`'s frames repeat one of `base`'s images exactly (`_content_key` and the same pixel values), as
+    {id(frame of copy): frame of base}; None when none does, or when one has the key of a base image but other pixel
+    values (a re-reconstruction or another image, not a re-send)."""
+    index: dict[tuple, list[FrameInfo]] = defaultdict(list)
+    for frame in base.frames:
+        index[_content_key(frame)].append(frame)
+    matched: dict[int, FrameInfo] = {}
+    taken: set[int] = set()
+    for frame in copy.frames:
+        same_key = [f for f in index.get(_content_key(frame), []) if id(f) not in taken]
+        if not same_key:
+            continue
+        digest = _pixel_digest(frame, cache)
+        twin = next((f for f in same_key if digest is not None and _pixel_digest(f, cache) == digest), None)
+        if twin is None:
+            return None
+        matched[id(frame)] = twin
+        taken.add(id(twin))
+    return matched or None
+
+
+def fold_resent_series(candidates: list[Candidate], resent: dict[str, list[tuple[str, int | None, bool]]]
+                       ) -> list[Candidate]:
+    """A series received twice under different SeriesInstanceUIDs (a PACS re-route giving the copy new Series and
+    SOP Instance UIDs) is counted once: of two candidates of one SeriesNumber and kind, the smaller, every image of
+    which repeats one of the larger (`_copies_in`: the same position, timing, ImageType and pixel values), is dropped
+    whole; where it holds images the larger lacks as well, they join the larger (single-frame images of the same
+    SeriesDescription only: a series re-sent in part twice). The larger (the first received when equal) is kept;
+    `resent` gets, per SOPInstanceUID kept, the copy's (SeriesInstanceUID, SeriesNumber, False) for the note
+    (`_resent_notes`). Series of other acquisition times or pixel values are repeats, judged by the study's
+    preference, and pass unchanged."""
+    groups: dict[tuple, list[Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        groups[(candidate.series_number, candidate.kind)].append(candidate)
+    dropped: set[int] = set()
+    cache: dict = {}
+    for members in groups.values():
+        if len({c.series_instance_uids[0] for c in members}) < 2:
+            continue
+        kept: list[Candidate] = []
+        for candidate in sorted(members, key=lambda c: -len(c.frames)):
+            for base in kept:
+                if base.series_instance_uids[0] == candidate.series_instance_uids[0]:
+                    continue
+                matched = _copies_in(candidate, base, cache)
+                if matched is None:
+                    continue
+                extra = [f for f in candidate.frames if id(f) not in matched]
+                if extra and (any(f.ref.frame_number is not None for f in candidate.frames)
+                              or _description(candidate.headers[0].dataset) != _description(base.headers[0].dataset)):
+                    continue
+                by_sop = {f.ref.sop_instance_uid: twin for f in candidate.frames
+                          for twin in [matched.get(id(f))] if twin is not None}
+                for sop, twin in by_sop.items():
+                    resent[twin.ref.sop_instance_uid].append(
+                        (candidate.series_instance_uids[0], candidate.series_number, False))
+                if extra:
+                    held = {f.ref.sop_instance_uid for f in extra}
+                    base.headers += [h for h in candidate.headers if h.sop_instance_uid in held]
+                    base.frames += extra
+                    base.series_instance_uids.append(candidate.series_instance_uids[0])
+                    base.notes.append(f"{len(held)} image(s) only the re-sent copy (SeriesInstanceUID "
+                                      f"{candidate.series_instance_uids[0]}) holds joined this series")
+                log.info("series %s (%s) received again as %s: %d image(s) repeat it exactly, counted once",
+                         base.series_number, base.series_instance_uids[0], candidate.series_instance_uids[0],
+                         len(by_sop))
+                dropped.add(id(candidate))
+                break
+            else:
+                kept.append(candidate)
+    return [c for c in candidates if id(c) not in dropped]
+
+
+def _series_numbers_text(numbers: list[int | None]) -> str:
+    known = sorted({n for n in numbers if n is not None})
+    if not known:
+        return "(no SeriesNumber)"
+    return ", ".join(str(n) for n in known) if len(known) <= 4 else f"{known[0]}-{known[-1]} ({len(known)} series)"
+
+
+def _resent_notes(entries: list[tuple[str, int | None, bool]]) -> list[str]:
+    """The notes of a series whose images were received again in another series (`fold_resent_series`,
+    `_beyond_series`): one per kind of re-send, naming the SeriesNumber(s) and the copies' SeriesInstanceUID(s)."""
+    notes = []
+    for same_sop in (False, True):
+        chosen = [e for e in entries if e[2] == same_sop]
+        if not chosen:
+            continue
+        uids = list(dict.fromkeys(e[0] for e in chosen))
+        where = f"SeriesInstanceUID {uids[0]}" if len(uids) == 1 else f"{len(uids)} other SeriesInstanceUIDs"
+        how = ("a re-send under a new SeriesInstanceUID with the same SOP Instance UIDs" if same_sop
+               else "a re-send under new UIDs")
+        notes.append(f"series {_series_numbers_text([e[1] for e in chosen])} received twice ({how}: {len(chosen)} "
+                     f"image(s) in {where} hold the same pixel data, position and acquisition time as this series' "
+                     f"own): counted once")
+    return notes
 
 
 def _single_slice(candidate: Candidate) -> bool:
@@ -614,8 +807,9 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
     `_position_tolerance`) or that is shifted in-plane starts another stack. Only groups of two or more are merged.
     A smaller group at the positions of a larger stack and acquired later replaces the stack's images there
     (`_replace_reacquired`: a slice re-acquired after motion), saying so in the stack's warnings. A one-slice series
-    holding several repeats of its image (`frames.are_repeats`) joins one-image series like the others; the volume
-    keeps its most recent image (`volume.keep_latest_repeats`).
+    holding several repeats of its image (`frames.are_repeats`, or the slice acquired again in later breath-holds,
+    `frames.reacquired`) joins one-image series like the others; the volume keeps its most recent image
+    (`volume.keep_latest_repeats`).
     """
     singles: dict[tuple, list[Candidate]] = defaultdict(list)
     repeated: list[Candidate] = []
@@ -623,7 +817,8 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
     for candidate in candidates:
         if not _single_slice(candidate):
             result.append(candidate)
-        elif are_repeats(candidate.frames) and all(f.ref.frame_number is None for f in candidate.frames):
+        elif ((are_repeats(candidate.frames) or reacquired(candidate.frames))
+              and all(f.ref.frame_number is None for f in candidate.frames)):
             repeated.append(candidate)
         else:
             singles[_merge_signature(candidate)].append(candidate)

@@ -94,6 +94,7 @@ class SeriesEvidence:
     acquisition_span_s: float | None
     slice_acquisition_span_s: float | None = None  # the largest AcquisitionTime span at one slice position
     timing_notes: list[str] = field(default_factory=list)  # how TriggerTime was read, where it needed care
+    scan_options: list[str] = field(default_factory=list)  # ScanOptions (0018,0022): GE 'IR_GEMS' = inversion recovery
     #: within one slice position: "inversion" InversionTime (0018,0082), "trigger" TriggerTime (0018,1060, ms),
     #: "echo" EchoTime (0018,0081), "comment_inversion" / "t2_prep" the TI / T2-preparation time a vendor writes
     #: only in ImageComments (0020,4000) (Siemens MOCO / T2-mapping source images: 'TI 100', 'T2 prep = 25 ms')
@@ -294,6 +295,7 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         acquisition_span_s=(max(acquisition) - min(acquisition)) if acquisition else None,
         slice_acquisition_span_s=max(slice_spans) if len(acquisition) == len(frames) and slice_spans else None,
         timing_notes=timing_notes,
+        scan_options=_upper_tokens(header_value(ds, "ScanOptions")),
         within_slice=within_slice,
     )
 
@@ -319,8 +321,19 @@ class Recognizer(Protocol):
     def recognize(self, evidence: SeriesEvidence, context: StudyContext) -> Recognition | None: ...
 
 
+#: confidences closer than this are equal (float sums are not exact: 0.35 + 0.05 < 0.4)
+CONFIDENCE_TOLERANCE = 0.005
+
+
+def at_least(confidence: float, threshold: float) -> bool:
+    """confidence >= threshold, within CONFIDENCE_TOLERANCE."""
+    return confidence > threshold - CONFIDENCE_TOLERANCE
+
+
 class RecognizerRegistry:
-    """Recognizers per aspect; the answer with the highest confidence wins, ties to the earlier registered."""
+    """Recognizers per aspect; the answer with the highest confidence wins. Two different answers equally confident
+    (within CONFIDENCE_TOLERANCE) are a tie that the registration order must not settle: the series is 'other',
+    the evidence naming both, so that nothing is analysed on a coin flip."""
 
     def __init__(self) -> None:
         self._recognizers: list[Recognizer] = []
@@ -334,16 +347,25 @@ class RecognizerRegistry:
         return [r for r in self._recognizers if r.aspect == aspect]
 
     def recognize(self, aspect: str, evidence: SeriesEvidence, context: StudyContext) -> Recognition:
-        best: Recognition | None = None
+        answers: list[tuple[str, Recognition]] = []
         for recognizer in self.recognizers(aspect):
             answer = recognizer.recognize(evidence, context)
             if answer is None:
                 continue
             answer.evidence = [f"[{recognizer.name}] {e}" for e in answer.evidence]
-            if best is None or answer.confidence > best.confidence:
-                best = answer
-        if best is None:
+            answers.append((recognizer.name, answer))
+        if not answers:
             best = Recognition("other", 0.0, [f"no {aspect} rule matched ({_describe(evidence)})"])
+        else:
+            top = max(answer.confidence for _, answer in answers)
+            leading = [(name, answer) for name, answer in answers if at_least(answer.confidence, top)]
+            best = max((answer for _, answer in leading), key=lambda a: a.confidence)
+            rivals = [(name, answer) for name, answer in leading if answer.value != best.value]
+            if rivals and best.value != "other":
+                said = "; ".join(f"{answer.value} by {name} at {answer.confidence:.2f} ({answer.evidence[0]})"
+                                 for name, answer in leading)
+                best = Recognition("other", 0.0, [f"ambiguous {aspect}: {said}; the evidence decides neither, so "
+                                                  "none is taken"] + [e for _, a in leading for e in a.evidence[1:]])
         log.info("recognised %s of series %s as %s (confidence %.2f): %s", aspect, evidence.key, best.value,
                  best.confidence, "; ".join(best.evidence))
         return best
@@ -368,31 +390,64 @@ def _long_axis_angle(normal: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- sequence rules
+def _literal(*words: str) -> str:
+    """A pattern for words as normalise_text leaves them (Hangul syllables decompose into jamo under NFKD), with
+    an optional space, '_' or '-' between them ('지연 조영' and '지연조영')."""
+    return r"[ _-]?".join(re.escape(normalise_text(word)) for word in words)
+
+
+#: word edges for Cyrillic text (W / E know only Latin letters)
+W_CYR, E_CYR = r"(?<![а-яё])", r"(?![а-яё])"
+
 #: SeriesDescription / ProtocolName forms of LGE (normalised: lower case, no accents; W/E = word edges where '_',
 #: '-', digits and spaces separate): English 'LGE', 'DE' / 'MDE' (GE: myocardial delayed enhancement), 'PSIR',
 #: 'delayed enhancement', 'late Gd', 'viability', 'hyperenhancement'; German 'Spätanreicherung' / 'LE' (late
 #: enhancement); French '(ré)haussement tardif' / 'retardé'; Spanish 'realce tardío'; Italian 'enhancement tardivo';
-#: Dutch 'late aankleuring'
-LGE_HINTS = (W + "lge", W + "mde" + E, W + "de" + E, r"psir", W + "delay", W + r"late(?!ral)", r"viab", W + "hyper",
+#: Dutch 'late aankleuring'; Japanese 遅延造影 / 遅延増強 / 遅延相 (delayed contrast / enhancement / phase); Chinese
+#: 延迟强化 / 延迟增强 / 钆延迟 (simplified) and 延遲強化 / 延遲增強 (traditional); Korean 지연 조영 / 지연 강화 /
+#: 지연 증강; Russian 'отсроченное контрастирование', 'позднее усиление / контрастирование / накопление', 'ЛГЭ'
+LGE_HINTS = (W + "lge", W + "mde" + E, W + "de" + E, r"psir", r"viab", W + "hyper",
              W + "le" + E, r"sp(?:a|ae)t[ _-]?(?:anreicherung|enh|aufnahme|kontrast)", W + r"sp(?:a|ae)t" + E,
              r"(?<!fruh)(?<!frueh)anreicherung", r"rehauss", W + "retard", W + r"tardi(?:f|ve|o|a|vo|va)" + E,
-             r"aankleuring")
+             r"aankleuring",
+             _literal("遅延", "造影"), _literal("遅延", "増強"), _literal("遅延", "強調"), _literal("延迟", "强化"),
+             _literal("延迟", "增强"), _literal("延遲", "強化"), _literal("延遲", "增強"), _literal("钆", "延迟"),
+             _literal("釓", "延遲"), _literal("지연", "조영"), _literal("지연", "강화"), _literal("지연", "증강"),
+             r"отсроченн\w*[ _-]+(?:контраст|усилен|накоплен|гадолин)",
+             r"поздн\w*[ _-]+(?:контраст|усилен|накоплен|гадолин)", W_CYR + "лгэ" + E_CYR)
+#: words that only say 'late' / 'delayed' (English, Japanese 遅延 / 遅延相, Chinese 延迟 / 延遲, Korean 지연,
+#: Russian 'отсроченн…'): LGE where nothing says the series belongs to another examination
+GENERIC_LGE_HINTS = (W + "delay", W + r"late(?!ral)", _literal("遅延"), _literal("延迟"), _literal("延遲"),
+                     _literal("지연"), W_CYR + r"отсроченн")
+#: ... which it does in angiography ('DELAYED_TOF', time of flight) and in the late / delayed phases of liver,
+#: kidney, abdominal and brain contrast studies ('late arterial', 'delayed portal venous'), in English, Japanese /
+#: Chinese (肝 liver, 動脈 / 动脉 artery, 門脈 / 门脉 portal, 静脈 / 静脉 vein), Korean (동맥 artery) and Russian
+NOT_LGE_CONTEXT = (W + "tof" + E, r"angio", W + "mra" + E, W + "cta" + E, r"arteri", W + "art" + E, r"portal",
+                   r"venous", r"hepat", r"liver", r"abdom", r"pancrea", W + "renal", r"kidney", r"urogra",
+                   r"nephro", W + "mrcp" + E, r"equilibrium", r"brain", _literal("肝"), _literal("動脈"),
+                   _literal("动脉"), _literal("門脈"), _literal("门脉"), _literal("静脈"), _literal("静脉"),
+                   _literal("동맥"), r"печен", r"артери", r"портал", r"венозн", r"брюшн")
 
 #: parametric maps by what they map, in the order a series is checked (ECV before T1: Siemens names the ECV map
 #: 'MOLLI_..._ECV'; T2* before T2): sequence value reported (summary.json's list has t1map / t2map only), name
 MAP_KINDS = {"ecv": ("t1map", "ECV map (from native and post-contrast T1)"), "t2star": ("t2map", "T2* map"),
              "t2": ("t2map", "T2 map"), "t1": ("t1map", "T1 map"), "map": (None, "parametric map")}
 #: description forms of each kind: vendor protocol names (Siemens MyoMaps 'MOLLI_5(3)3_SAX_T1', 'SASHA', 'T2_map',
-#: 'MOLLI_..._ECV'; Philips 'T1map', 'MOLLI'; GE 'T1 Map Post', 'SMART1Map'; Canon 'MAPIT', 'T1 mapping')
+#: 'MOLLI_..._ECV'; Philips 'T1map', 'MOLLI'; GE 'T1 Map Post', 'SMART1Map'; Canon 'MAPIT', 'T1 mapping',
+#: 'T1 relaxation'). The map word may be part of a compound ('myomaps', 'T1maps', 'mapT1'): 'maps?' at the end
+#: of a word, 'map' at the start of one
 MAP_DESCRIPTION_HINTS = (
-    ("ecv", (W + "ecv" + E,)),
+    ("ecv", (W + "ecv" + E, r"extra[ _-]?[cz]ellul")),
     ("t2star", (r"t2[ _-]?\*", r"t2[ _-]?star", r"r2[ _-]?\*", r"r2[ _-]?star")),
-    ("t2", (r"t2[ _-]?map",)),
-    ("t1", (r"t1[ _-]?map", W + "molli", r"shmolli", r"sasha", r"mapit", r"smart1")),
-    ("map", (W + r"maps?" + E, W + "mapping" + E)),
+    ("t2", (r"t2[ _-]?maps?", r"t2[ _-]?relax")),
+    ("t1", (r"t1[ _-]?maps?", W + "molli", r"shmolli", r"sasha", r"mapit", r"smart1", r"t1[ _-]?relax")),
+    ("map", (r"maps?" + E, W + r"map", W + "relax")),
 )
-#: maps that are no tissue parameter (B0 / B1 / field / phase / flow maps): not mapping in the sense here
-NOT_TISSUE_MAPS = re.compile(r"(?:b0|b1|field|shim|phase|flow|velocity|venc)[ _-]?maps?")
+#: what a map word leaves unnamed, named elsewhere in the description ('T2_TRUFI_MAP', 'MyoMaps_T1_post')
+MAP_PARAMETERS = (("t2star", (r"t2[ _-]?\*", r"t2[ _-]?star")), ("t2", (W + "t2" + E,)), ("t1", (W + "t1" + E,)))
+#: maps that are no tissue parameter (B0 / B1 / field / phase / flow maps, an angiographic road map, a bitmap):
+#: not mapping in the sense here
+NOT_TISSUE_MAPS = re.compile(r"(?:b0|b1|field|shim|phase|flow|velocity|venc|road|bit|heat)[ _-]?maps?")
 #: names only source images carry (a T2-prepared series of several images per slice: T2-mapping source images)
 SOURCE_HINTS = (("t2", (r"t2[ _-]?prep",)),)
 
@@ -443,18 +498,43 @@ def _map_description_hint(e: SeriesEvidence) -> tuple[str, str] | None:
     text = NOT_TISSUE_MAPS.sub(" ", e.text_hints())
     for kind, patterns in MAP_DESCRIPTION_HINTS + (SOURCE_HINTS if e.phases >= 2 else ()):
         hint = _has_hint(text, patterns)
+        if hint and kind == "map":  # the parameter may be named apart from the map word: 'T2_TRUFI_MAP'
+            named = {parameter: found for parameter, forms in MAP_PARAMETERS
+                     for found in [_has_hint(text, forms)] if found}
+            if "t2star" in named:
+                named.pop("t2", None)  # 'T2*' also reads as 'T2'
+            if len(named) == 1:  # one parameter named; 'T1_T2_maps' names none in particular
+                ((parameter, found),) = named.items()
+                return parameter, f"{found} ... {hint}"
         if hint:
             return kind, hint
     return None
 
 
+#: ScanOptions (0018,0022) / SequenceVariant (0018,0021) values of an inversion-recovery preparation (GE writes
+#: 'IR_GEMS' in ScanOptions and ScanningSequence GR only; 'IRP' / 'IRP_GEMS': IR-prepared)
+IR_OPTION_TOKENS = {"IR", "IRP", "IR_GEMS", "IRP_GEMS"}
+
+
 def _inversion_prepared(e: SeriesEvidence) -> str | None:
-    """Why the images are inversion-recovery prepared: ScanningSequence (0018,0020) IR, or an ImageType value
-    saying so (Philips 'M_IR' / 'R_IR' / 'IR', where ScanningSequence is only GR); None when nothing says so."""
+    r"""Why the images are inversion-recovery prepared: ScanningSequence (0018,0020) IR, an ImageType value saying
+    so (Philips 'M_IR' / 'R_IR' / 'IR', where ScanningSequence is only GR), ScanOptions / SequenceVariant 'IR_GEMS' /
+    'IRP' (GE), or SequenceVariant MP (magnetization prepared) with an InversionTime written (Philips TFE: GR \ MP
+    and the TI: a preparation that has an inversion time is an inversion); None when nothing says so."""
     if "IR" in e.scanning_sequence:
         return "ScanningSequence contains IR"
     token = next((t for t in e.image_type if t in IR_IMAGE_TYPE_TOKENS), None)
-    return f"ImageType contains {token!r} (inversion recovery)" if token else None
+    if token:
+        return f"ImageType contains {token!r} (inversion recovery)"
+    option = next((t for t in e.scan_options + e.sequence_variant if t in IR_OPTION_TOKENS), None)
+    if option:
+        where = "ScanOptions" if option in e.scan_options else "SequenceVariant"
+        return f"{where} contains {option!r} (inversion recovery)"
+    inversion = [t for t in e.inversion_times if t > 0]
+    if "MP" in e.sequence_variant and inversion:
+        return (f"SequenceVariant MP (magnetization prepared) with InversionTime {np.median(inversion):.0f} ms: an "
+                "inversion preparation")
+    return None
 
 
 def _source_images(e: SeriesEvidence) -> tuple[str, str] | None:
@@ -489,6 +569,86 @@ def _source_images(e: SeriesEvidence) -> tuple[str, str] | None:
     return None
 
 
+def _image_type_values(e: SeriesEvidence, index: int) -> set[str]:
+    return {f.image_type[index] for f in e.frames if len(f.image_type) > index and f.image_type[index]}
+
+
+#: points a series needs, and needs over what speaks for an acquisition, to be a calculated map (calculated_map)
+CALCULATED_MAP_POINTS = 30
+#: InversionTimes an LGE is read at (1.5 T: 250-350 ms, 3 T: 300-450 ms, early after the contrast 200-250 ms);
+#: the rest of the nulling range (120-600 ms) is less typical and so says less
+TYPICAL_LGE_TI = (200.0, 450.0)
+
+
+def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
+    """(kind, evidence) when a series of one image per slice position, without a map name or ImageType map value,
+    is a calculated parametric map (a re-export from a post-processing workstation, a MOCO / MyoMaps series) rather
+    than an inversion-prepared acquisition: what a calculation leaves in the header, weighed in integer points
+    against what an LGE acquisition carries; None where the acquisition weighs as much, or where nothing relates
+    the series to an inversion (no preparation, no InversionTime, no MOCO).
+
+    For a calculation: ImageType value 2 SECONDARY (40: made after the acquisition), value 1 DERIVED (10: Siemens
+    writes it on LGE magnitude and PSIR images too), 'MOCO' (45), InversionTime 0 in an IR-prepared series (40: the
+    map keeps the preparation, not a TI) or no InversionTime in a derived IR-prepared one (25), a Philips 'T1' / 'T2'
+    image-type value (45), 't1' / 't2' as a word of the description (10). For an acquisition: ImageType ORIGINAL
+    (20), a PSIR value (40), an LGE name (50), an InversionTime typical of LGE (20; 5 elsewhere in 120-600 ms).
+    So a named or phase-sensitive LGE stays LGE however derived, and a MOCO or DERIVED\\SECONDARY series without
+    either is a map whatever TI it copied from its source images."""
+    if e.phases > 1:
+        return None
+    prepared = _inversion_prepared(e)  # MP alone may be a saturation or T2 preparation: not counted
+    inversion = [t for t in e.inversion_times if t > 0]
+    values = [token for f in e.frames for token in f.image_type[2:]]
+    moco = "MOCO" in values
+    if not (prepared or inversion or moco):
+        return None
+    first, second = _image_type_values(e, 0), _image_type_values(e, 1)
+    derived = bool(first & {"DERIVED"}) or "SECONDARY" in second
+    calculation: list[tuple[int, str]] = []
+    acquisition: list[tuple[int, str]] = []
+    if "SECONDARY" in second:
+        calculation.append((40, "ImageType value 2 SECONDARY (made after the acquisition)"))
+    if "DERIVED" in first:
+        calculation.append((10, "ImageType value 1 DERIVED"))
+    elif "ORIGINAL" in first:
+        acquisition.append((20, "ImageType value 1 ORIGINAL (an acquired image)"))
+    if moco:
+        calculation.append((45, "ImageType 'MOCO' (motion-corrected: Siemens MyoMaps maps and their source series)"))
+    if prepared and not inversion and 0.0 in e.inversion_times:
+        calculation.append((40, "InversionTime 0 in an inversion-prepared series (a calculated image keeps the "
+                                "preparation, not an inversion time)"))
+    elif prepared and not inversion and derived:
+        calculation.append((25, "no InversionTime in a derived inversion-prepared series"))
+    token = next((t for t in values if t in ("T1", "T2")), None)
+    if token:
+        calculation.append((45, f"ImageType value {token!r} (a calculated {token} image, as Philips writes it)"))
+    psir, _ = _reconstruction_markers(e)
+    lge_hint = _lge_hint(e)
+    if psir:
+        acquisition.append((40, f"phase-sensitive ImageType {psir!r}"))
+    if lge_hint:
+        acquisition.append((50, f"LGE description hint {lge_hint!r}"))
+    else:
+        parameter = _has_hint(NOT_TISSUE_MAPS.sub(" ", e.text_hints()), (W + r"t[12]" + E,))
+        if parameter:
+            calculation.append((10, f"description names {parameter.upper()!r}"))
+    if inversion:
+        median = float(np.median(inversion))
+        if TYPICAL_LGE_TI[0] <= median <= TYPICAL_LGE_TI[1]:
+            acquisition.append((20, f"InversionTime {median:.0f} ms, typical of LGE"))
+        elif 120 <= median <= 600:
+            acquisition.append((5, f"InversionTime {median:.0f} ms"))
+    map_points = sum(points for points, _ in calculation)
+    lge_points = sum(points for points, _ in acquisition)
+    if map_points < CALCULATED_MAP_POINTS or map_points <= lge_points:
+        return None
+    kind = {"T1": "t1", "T2": "t2"}.get(token or "", "map")
+    evidence = [f"a calculated map, not an acquisition: {'; '.join(why for _, why in calculation)} ({map_points} "
+                "points)" + (f" against {'; '.join(why for _, why in acquisition)} ({lge_points})" if acquisition
+                            else ", nothing for an acquisition") + "; one image per slice position"]
+    return kind, evidence
+
+
 def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
     """t1map / t2map when the series is a parametric map (T1 native or post-contrast, T2, T2*, ECV) or the source
     images of one (MOLLI / ShMOLLI / SASHA / T2-prepared / multi-echo), whatever its IR / TI attributes say; None
@@ -496,9 +656,10 @@ def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
     marker = _image_type_map(e)
     hint = _map_description_hint(e)
     source = _source_images(e)
-    if not (marker or hint or source):
+    calculated = None if (marker or hint or source) else calculated_map(e)
+    if not (marker or hint or source or calculated):
         return None
-    kinds = [found[0] for found in (marker, hint, source) if found and found[0] != "map"]
+    kinds = [found[0] for found in (marker, hint, source, calculated) if found and found[0] != "map"]
     kind = kinds[0] if kinds else "map"
     evidence = []
     if marker:
@@ -506,6 +667,9 @@ def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
         confidence = 0.9
     elif source:
         confidence = 0.85
+    elif calculated:
+        confidence = 0.7
+        evidence += calculated[1]
     else:
         confidence = 0.75 if hint[0] != "map" else 0.6
         if "DERIVED" in e.image_type or e.phases >= 2:
@@ -534,7 +698,13 @@ def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
 
 
 def _lge_hint(e: SeriesEvidence) -> str | None:
-    return _has_hint(e.text_hints(), LGE_HINTS)
+    """The LGE name in the description; a word that says only 'late' / 'delayed' counts where nothing names another
+    examination ('DELAYED_TOF', 'late arterial' are no LGE)."""
+    text = e.text_hints()
+    hint = _has_hint(text, LGE_HINTS)
+    if hint is None and not _has_hint(text, NOT_LGE_CONTEXT):
+        hint = _has_hint(text, GENERIC_LGE_HINTS)
+    return hint
 
 
 def _lge_contrast(e: SeriesEvidence) -> str | None:
@@ -669,7 +839,127 @@ def lge_kind(e: SeriesEvidence) -> Recognition:
     return Recognition("magnitude", 0.6, ["no phase-sensitive marker in ImageType, values not signed"])
 
 
+#: ScanningSequence-free signs of a spin-echo readout in SequenceName: Siemens '*tse2d1_17' (turbo spin echo),
+#: '*tir2d1_15' (turbo inversion recovery: TIRM / STIR), '*h2d1' (HASTE), '*se2d'; GE 'fse' / 'ssfse' / 'frfse'
+SPIN_ECHO_SEQUENCE_NAME = re.compile(r"^\*?(?:tse|tir|h2d|haste|se[23]d|fse|ssfse|frfse)")
+#: names of T2-weighted stacks: T2w, STIR / TIRM (short-TI inversion recovery), HASTE / TSE, black / dark blood,
+#: double (or triple) inversion recovery ('DIR', 'BB'), oedema; 'T2' as a word ('BB_T2_TSE_SAX', '_T2_')
+T2W_HINTS = (r"t2w", W + "t2" + E, r"stir", r"tirm", r"haste", W + "tse" + E, r"black[ _-]?blood",
+             r"dark[ _-]?blood", W + "bb" + E, W + "dir" + E, r"(?:double|triple)[ _-]?(?:ir|inversion)",
+             r"o?edema")
+#: points for a T2-weighted stack (t2_weighting)
+T2W_POINTS = 50
+
+
+def t2_weighting(e: SeriesEvidence) -> tuple[int, list[str]]:
+    """(points, evidence) for T2 weighting, integers: a spin-echo readout (30; ScanningSequence SE without GR, or a
+    TSE / TIR / HASTE SequenceName), EchoTime >= 40 ms (40; an LGE gradient echo reads out at 1-5 ms), an
+    inversion before a spin-echo or long-TE readout at 100-250 ms (20: fat nulling, STIR / TIRM) or 450-700 ms (10:
+    blood nulling, double inversion black blood), a T2-weighted name (20). An inversion time inside the LGE nulling
+    range thus counts for LGE only with a gradient-echo readout."""
+    points, evidence = 0, []
+    name = e.sequence_name.strip().lower()
+    spin_echo = "GR" not in e.scanning_sequence and (
+        "SE" in e.scanning_sequence or bool(SPIN_ECHO_SEQUENCE_NAME.match(name)))
+    if spin_echo:
+        points += 30
+        evidence.append("spin-echo readout (" + ("ScanningSequence " + "\\".join(e.scanning_sequence)
+                                                 if "SE" in e.scanning_sequence else f"SequenceName {name!r}") + ")")
+    long_te = e.echo_time is not None and e.echo_time >= 40
+    if long_te:
+        points += 40
+        evidence.append(f"EchoTime {e.echo_time:.0f} ms (T2 weighting; an LGE gradient echo reads out at a few ms)")
+    inversion = [t for t in e.inversion_times if t > 0]
+    if inversion and (spin_echo or long_te):
+        median = float(np.median(inversion))
+        if 100 <= median <= 250:
+            points += 20
+            evidence.append(f"InversionTime {median:.0f} ms before a spin-echo readout: fat nulling (STIR / TIRM), "
+                            "not myocardial nulling")
+        elif 450 <= median <= 700:
+            points += 10
+            evidence.append(f"InversionTime {median:.0f} ms before a spin-echo readout: blood nulling (double "
+                            "inversion, black blood)")
+    hint = _has_hint(e.text_hints(), T2W_HINTS)
+    if hint:
+        points += 20
+        evidence.append(f"description hint {hint!r}")
+    return points, evidence
+
+
+#: TI scouts (Look-Locker images at increasing delays after one inversion, read to choose the LGE TI): Siemens
+#: 'TI_Scout', 'PSIR scout', Philips 'LL_TI_scout', 'Look-Locker', 'TI finder' / 'TI select'
+TI_SCOUT_HINTS = (W + r"ti[ _-]?(?:scout|finder|find|select|determination)", r"look[ _-]?locker", W + "ll" + E,
+                  r"psir[ _-]?scout", r"inversion[ _-]?(?:scout|finder)", r"t1[ _-]?scout")
+#: points for a TI scout (ti_scout)
+TI_SCOUT_POINTS = 60
+
+
+def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
+    """(points, evidence) that a series of several images per slice position is a TI scout / Look-Locker series
+    rather than a cine: a TI-scout name (40; 'scout' alone 20), an inversion preparation (40: IR, an IR ImageType
+    or ScanOptions value, MP with a TI; SequenceVariant MP alone 20, 10 beside SS), an InversionTime written on
+    every phase (20: a cine has none), many TriggerTimes at one slice position after it (20: the Look-Locker
+    readouts). Nothing without a name or the varying TriggerTimes (a perfusion series is also prepared)."""
+    trigger = e.varies("trigger")
+    text = e.text_hints()
+    name = _has_hint(text, TI_SCOUT_HINTS)
+    scout = name or _has_hint(text, (r"scout",))
+    if e.phases < 2 or not (scout or trigger.count >= 5):
+        return 0, []
+    points, evidence = 0, []
+    if name:
+        points += 40
+        evidence.append(f"TI-scout name {name!r}")
+    elif scout:
+        points += 20
+        evidence.append(f"description hint {scout!r}")
+    prepared = _inversion_prepared(e)
+    if prepared:
+        points += 40
+        evidence.append(prepared)
+    elif "MP" in e.sequence_variant:
+        points += 10 if "SS" in e.sequence_variant else 20
+        evidence.append("SequenceVariant MP (magnetization prepared)")
+    inversion = [t for t in e.inversion_times if t > 0]
+    if inversion:
+        points += 20
+        evidence.append(f"InversionTime {min(inversion):g}" + (f"-{max(inversion):g}" if len(inversion) > 1 else "")
+                        + " ms written on a series of several images per slice position (a cine has none)")
+    if trigger.count >= 5:
+        points += 20
+        evidence.append(f"{trigger.count} TriggerTimes ({trigger.low:.0f}-{trigger.high:.0f} ms) at one slice "
+                        "position: readouts at increasing delays")
+    return points, evidence
+
+
+class TIScoutRule:
+    """A TI scout / Look-Locker series (ti_scout): 'other', never a cine, even where its TI is not written per
+    image (with the TI per image it is T1-mapping-like source images: mapping_recognition)."""
+
+    name, aspect = "ti-scout-rule", "sequence"
+
+    def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
+        if mapping_recognition(e) is not None:
+            return None
+        points, evidence = ti_scout(e)
+        if points < TI_SCOUT_POINTS:
+            return None
+        evidence.append(f"a TI scout ({points} points): images after an inversion at increasing delays, not "
+                        "cardiac phases; nothing is measured on it")
+        return Recognition("other", min(points, 95) / 100, evidence)
+
+
+#: points (integers: no float sums at the threshold) an LGE candidate needs
+LGE_POINTS = 40
+
+
 class LGERule:
+    """LGE: a gradient-echo (or SSFP) readout after an inversion with its TI in the myocardial nulling range, one
+    image per slice position; in integer points: the inversion preparation 45, the TI 35, the gradient echo 5, a
+    PSIR reconstruction 10, an LGE name 10 (40 alone), less the T2 weighting (t2_weighting: a spin-echo readout, a
+    long TE, STIR / double-inversion TIs) and 20 for a SECONDARY image."""
+
     name, aspect = "lge-rule", "sequence"
     HINTS = LGE_HINTS
 
@@ -679,15 +969,17 @@ class LGERule:
         trigger = e.varies("trigger")
         if trigger.count >= 5 and trigger.span >= 150:
             return None  # cardiac phases at one slice position: a cine
+        if ti_scout(e)[0] >= TI_SCOUT_POINTS:
+            return None
         inversion = [t for t in e.inversion_times if t > 0]
         prepared = _inversion_prepared(e)
         in_range = bool(inversion) and 120 <= float(np.median(inversion)) <= 600
         hint = _lge_hint(e)
         evidence = []
-        confidence = 0.0
+        points = 0
         if prepared:
             evidence.append(prepared)
-            confidence += 0.45
+            points += 45
         if in_range:
             if max(inversion) - min(inversion) > 5:
                 evidence.append(f"InversionTime {min(inversion):.0f}-{max(inversion):.0f} ms, one per slice position "
@@ -695,18 +987,26 @@ class LGERule:
                                 "120-600)")
             else:
                 evidence.append(f"InversionTime {np.median(inversion):.0f} ms (nulling range 120-600)")
-            confidence += 0.35
-        if "GR" in e.scanning_sequence and confidence > 0:
-            evidence.append("gradient echo readout")
-            confidence += 0.05
+            points += 35
+        if "GR" in e.scanning_sequence and points > 0:
+            short_te = e.echo_time is not None and e.echo_time <= 5
+            evidence.append("gradient echo readout" + (f", EchoTime {e.echo_time:g} ms" if short_te else ""))
+            points += 5
         psir, _ = _reconstruction_markers(e)
         if psir:
             evidence.append(f"phase-sensitive (PSIR) ImageType {psir!r}")
-            confidence += 0.1
+            points += 10
         if hint:
             evidence.append(f"description hint {hint!r}")
-            confidence += 0.1 if confidence > 0 else 0.4
-        if confidence < 0.4:
+            points += 10 if points > 0 else 40
+        t2_points, t2_evidence = t2_weighting(e)
+        if t2_points and points > 0:
+            evidence.append(f"against LGE, T2 weighting ({t2_points} points): " + "; ".join(t2_evidence))
+            points -= t2_points
+        if "SECONDARY" in _image_type_values(e, 1) and points > 0:
+            evidence.append("against: ImageType value 2 SECONDARY (a derived copy, not the acquisition)")
+            points -= 20
+        if points < LGE_POINTS:
             return None
         if len(e.trigger_times) >= 2 and trigger.count <= 1:
             evidence.append(f"TriggerTime {min(e.trigger_times):.0f}-{max(e.trigger_times):.0f} ms differs between "
@@ -715,7 +1015,7 @@ class LGERule:
             evidence.append(f"{len(e.orientations)} plane orientations in one series: LGE images of several views "
                             "(long-axis 2/3/4-chamber slices sent together), not a localizer")
         evidence.append(f"{e.phases} image(s) per slice position")
-        return Recognition("lge", min(confidence, 0.98), evidence)
+        return Recognition("lge", min(points, 98) / 100, evidence)
 
 
 class PerfusionRule:
@@ -753,6 +1053,8 @@ class CineRule:
             return None
         if mapping_recognition(e) is not None:
             return None  # MOLLI / ShMOLLI / SASHA / T2-prepared source images are no cardiac phases
+        if ti_scout(e)[0] >= TI_SCOUT_POINTS:
+            return None  # images after an inversion at increasing delays (TIScoutRule), not cardiac phases
         if e.varies("trigger").span > MAX_RR_MS:
             return None  # the images of one slice position span more than any heartbeat: not one cardiac cycle
         spread = (max(e.trigger_times) - min(e.trigger_times)) if e.trigger_times else 0.0
@@ -798,22 +1100,17 @@ class CineRule:
 
 
 class T2WeightedRule:
+    """T2-weighted stacks (t2_weighting: spin-echo readout, long TE, STIR / double-inversion TIs, T2w names)."""
+
     name, aspect = "t2w-rule", "sequence"
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
-        if mapping_recognition(e) is not None:
+        if mapping_recognition(e) is not None or e.phases > 1:
             return None  # a T2 / T2* map is no T2-weighted image
-        hint = _has_hint(e.text_hints(), (r"t2w", r"\bt2\b", r"stir", r"tirm", r"haste", r"\btse\b", r"black[ _-]?blood"))
-        spin_echo = "SE" in e.scanning_sequence and "GR" not in e.scanning_sequence
-        long_te = e.echo_time is not None and e.echo_time >= 40
-        if spin_echo and long_te and e.phases <= 1:
-            evidence = ["spin echo readout", f"EchoTime {e.echo_time:.0f} ms (T2 weighting)"]
-            if hint:
-                evidence.append(f"description hint {hint!r}")
-            return Recognition("t2w", 0.8 if hint else 0.7, evidence)
-        if hint and long_te and e.phases <= 1:
-            return Recognition("t2w", 0.5, [f"description hint {hint!r}", f"EchoTime {e.echo_time:.0f} ms"])
-        return None
+        points, evidence = t2_weighting(e)
+        if points < T2W_POINTS:
+            return None
+        return Recognition("t2w", min(points, 95) / 100, evidence)
 
 
 # ---------------------------------------------------------------- view rules
@@ -937,6 +1234,6 @@ def default_registry() -> RecognizerRegistry:
     """The rule recognizers shipped with the node; register a learned recognizer on top to outvote them."""
     registry = RecognizerRegistry()
     for recognizer in (LocalizerRule(), MappingRule(), LGERule(), PerfusionRule(), CineRule(), T2WeightedRule(),
-                       StackViewRule(), LongAxisViewRule()):
+                       TIScoutRule(), StackViewRule(), LongAxisViewRule()):
         registry.register(recognizer)
     return registry

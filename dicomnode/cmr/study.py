@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import orientation_groups, slice_groups, tm_seconds
+from dicomnode.cmr.frames import _float, orientation_groups, slice_groups, slice_thickness, tm_seconds
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.recognize import (RecognizerRegistry, SeriesEvidence, StudyContext, build_evidence,
                                      default_registry, lge_kind)
@@ -22,11 +22,17 @@ from dicomnode.uids import InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
 
-PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phase count on every slice, and slice "
-                   "positions covering the most of the heart: positions x slice spacing within half a slice of the "
-                   "best repeat; a localizer needs 3 planes), then PSIR over magnitude for LGE (then signed over "
-                   "unsigned values), then the latest (SeriesTime/AcquisitionTime, then SeriesNumber); the repeats "
-                   "left aside are named in the preferred stack's warnings")
+PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phase count on every slice, and the most "
+                   "of the heart sampled, within half a slice spacing of the best repeat: one slice thickness plus, "
+                   "between neighbouring slices, their spacing up to max(1.5 x SliceThickness, SliceThickness + 4 "
+                   "mm), so that a missing slice or a gap wider than that counts less; of repeats sampling about as "
+                   "much, one with such wide gaps is not complete beside one with more slice positions over the "
+                   "extent they share (4 slices 20 mm apart lose to 6 contiguous 12 mm slices over the same heart); "
+                   "a localizer needs 3 planes), then PSIR over "
+                   "magnitude for LGE (then signed over unsigned values), then the latest (SeriesTime/"
+                   "AcquisitionTime, then SeriesNumber); the repeats left aside are named in the preferred stack's "
+                   "warnings. A series received twice (the same images, pixel data and times under new UIDs: a "
+                   "re-route) is counted once, never a repeat")
 
 
 @dataclass
@@ -119,14 +125,29 @@ def _series_time(candidate_or_series) -> float:
     return min(times) if times else -1.0
 
 
+#: header positions are written to a few decimals: gaps and positions compared within this (mm)
+POSITION_SLACK_MM = 0.5
+
+
+def normal_spacing_mm(thickness: float) -> float:
+    """The largest slice spacing (mm) whose gap still counts as sampled heart: 1.5 x the slice thickness, or the
+    thickness + 4 mm where that is more (6-8 mm slices with 2-4 mm gaps, as SCMR protocols prescribe)."""
+    return max(1.5 * thickness, thickness + 4.0)
+
+
 @dataclass
 class Coverage:
     """Where a series' slices lie: one representative ImagePositionPatient per slice position of its largest
-    orientation group, the plane normal, and the median slice spacing (mm, from positions; None for one slice)."""
+    orientation group, the plane normal, the median slice spacing (mm, from positions; None for one slice), each
+    position along the normal, and the slice thickness (median SliceThickness, else SpacingBetweenSlices; None when
+    the headers give neither, `reference` then stands in: the preference sets it from the series it compares)."""
 
     points: list[np.ndarray]
     normal: np.ndarray | None
     spacing: float | None
+    distances: list[float] = field(default_factory=list)
+    thickness: float | None = None
+    reference: float | None = None
 
     @classmethod
     def of(cls, frames) -> "Coverage":
@@ -136,20 +157,75 @@ class Coverage:
         slices = slice_groups(group)
         distances = [d for d, _ in slices]
         spacing = float(np.median(np.diff(distances))) if len(distances) > 1 else None
-        return cls([members[0].position for _, members in slices], group[0].normal, spacing)
+        thicknesses = [t for t in (slice_thickness(members[0]) for _, members in slices) if t is not None]
+        if not thicknesses:
+            thicknesses = [t for t in (_float(members[0].header.dataset.get("SpacingBetweenSlices"))
+                                       for _, members in slices) if t is not None and t > 0]
+        return cls([members[0].position for _, members in slices], group[0].normal, spacing, distances,
+                   float(np.median(thicknesses)) if thicknesses else None)
+
+    @property
+    def slab_mm(self) -> float | None:
+        """The thickness one slice samples: SliceThickness, else the `reference`, else the slice spacing."""
+        return self.thickness or self.reference or self.spacing
+
+    @property
+    def limit_mm(self) -> float | None:
+        """The widest spacing between neighbouring slices that counts whole (`normal_spacing_mm`)."""
+        return normal_spacing_mm(self.slab_mm) if self.slab_mm else None
 
     @property
     def length_mm(self) -> float:
-        """How much of the heart the stack covers along its normal: slice positions x slice spacing (a missing slice
-        shortens it though the extent stays); 0 for a single slice."""
-        return len(self.points) * self.spacing if self.spacing else 0.0
+        """How much of the heart the stack samples along its normal: one slice thickness (half at each end) plus,
+        between neighbouring slices, their spacing up to `limit_mm` (a wider gap, a missing slice or sparse
+        sampling, counts only that much); 0 for a single slice."""
+        if len(self.distances) < 2 or not self.slab_mm:
+            return 0.0
+        gaps = np.diff(sorted(self.distances))
+        return self.slab_mm + float(np.minimum(gaps, self.limit_mm).sum())
+
+    @property
+    def wide_gaps(self) -> list[float]:
+        """Spacings between neighbouring slices wider than `limit_mm` (beyond the slack of header rounding)."""
+        if len(self.distances) < 2 or not self.slab_mm:
+            return []
+        return [float(g) for g in np.diff(sorted(self.distances)) if g > self.limit_mm + POSITION_SLACK_MM]
+
+    def positions_within(self, low: float, high: float) -> int:
+        return sum(low - POSITION_SLACK_MM <= d <= high + POSITION_SLACK_MM for d in self.distances)
+
+    def sparser_than(self, other: "Coverage") -> tuple[int, int, float] | None:
+        """(my positions, theirs, the extent in mm) when this stack, with gaps wider than `limit_mm`, has fewer slice
+        positions than `other` over the extent both cover (parallel planes only); else None."""
+        if (not self.wide_gaps or self.normal is None or other.normal is None
+                or abs(float(np.dot(self.normal, other.normal))) < 0.999 or len(other.distances) < 2):
+            return None
+        sign = 1.0 if float(np.dot(self.normal, other.normal)) > 0 else -1.0
+        theirs = Coverage(other.points, other.normal, other.spacing, sorted(sign * d for d in other.distances))
+        low = max(min(self.distances), min(theirs.distances))
+        high = min(max(self.distances), max(theirs.distances))
+        if high <= low:
+            return None
+        counts = self.positions_within(low, high), theirs.positions_within(low, high)
+        return (counts[0], counts[1], high - low) if counts[0] < counts[1] else None
+
+    def sparse_text(self) -> str:
+        """'; its neighbouring slices lie up to 20 mm apart ...' when a gap is wider than `limit_mm`, else ''."""
+        wide = self.wide_gaps
+        if not wide:
+            return ""
+        return (f"; {len(wide)} of its gaps between neighbouring slices ({max(wide):.0f} mm at most) exceed the "
+                f"{self.limit_mm:.0f} mm that {self.slab_mm:g} mm slices leave (each counts {self.limit_mm:.0f} mm)")
 
     def lacks(self, other: "Coverage") -> list[float]:
         """Positions (mm along this stack's normal) of `other`'s slices that this stack has no slice at: parallel
-        planes only, a slice within a quarter of the spacing (at least 0.5 mm) is the same position."""
+        planes only; a position within half a slice of one of this stack's slices (half of the smaller of its slice
+        thickness and spacing, plus POSITION_SLACK_MM) is sampled by it."""
         if self.normal is None or other.normal is None or abs(float(np.dot(self.normal, other.normal))) < 0.999:
             return []
-        tolerance = max(0.5, 0.25 * (self.spacing or other.spacing or 0.0))
+        sizes = [v for v in (self.thickness or self.reference, self.spacing) if v] or [
+            v for v in (other.thickness or other.reference, other.spacing) if v]
+        tolerance = POSITION_SLACK_MM + (0.5 * min(sizes) if sizes else 0.0)
         mine = [float(np.dot(p, self.normal)) for p in self.points]
         theirs = [float(np.dot(p, self.normal)) for p in other.points]
         return [d for d in theirs if not mine or min(abs(d - m) for m in mine) > tolerance]
@@ -200,16 +276,31 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
         groups[(series.sequence.value, series.view.value)].append(series)
     for (sequence, view), members in groups.items():
         cover = {s.key: Coverage.of(evidence[s.key].frames) for s in members}
+        known = [c.thickness for c in cover.values() if c.thickness] or [c.spacing for c in cover.values() if c.spacing]
+        for coverage in cover.values():
+            coverage.reference = min(known) if known else None  # a series without SliceThickness: the finest known
         widest = max(members, key=lambda s: cover[s.key].length_mm)
         best, tolerance = cover[widest.key].length_mm, 0.5 * (cover[widest.key].spacing or 0.0)
 
         def uniform(s: AnalysisSeries) -> bool:
             return len(set(evidence[s.key].phase_counts)) == 1
 
+        def near(s: AnalysisSeries) -> bool:
+            return uniform(s) and cover[s.key].length_mm >= best - tolerance
+
+        def sparser(s: AnalysisSeries) -> tuple[AnalysisSeries, tuple[int, int, float]] | None:
+            """The repeat sampling about as much as `s` with more slice positions over the extent both cover, where
+            `s` has gaps wider than a normal spacing."""
+            for o in members:
+                found = o is not s and near(o) and cover[s.key].sparser_than(cover[o.key])
+                if found:
+                    return o, found
+            return None
+
         def complete(s: AnalysisSeries) -> bool:
             if sequence == "localizer":
                 return len(evidence[s.key].orientations) >= 3
-            return uniform(s) and cover[s.key].length_mm >= best - tolerance
+            return near(s) and sparser(s) is None
 
         def rank(s: AnalysisSeries) -> tuple:
             done = complete(s)
@@ -224,17 +315,23 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
             reasons.append("no complete repeat; took the best incomplete one")
         if sequence == "lge" and chosen.lge_kind == "psir" and any(s.lge_kind == "magnitude" for s in members):
             reasons.append("PSIR preferred over magnitude")
-        if len(members) > 1:
-            reasons.append(f"latest complete acquisition (SeriesNumber {chosen.series_number})")
+        if len(members) > 1 and complete(chosen):
+            alone = not any(complete(s) for s in members if s is not chosen)
+            reasons.append(f"{'the only' if alone else 'latest'} complete acquisition (SeriesNumber "
+                           f"{chosen.series_number})")
         chosen.preferred_reason = "; ".join(reasons) + f". Rule: {PREFERENCE_RULE}"
         for other in ranked[1:]:
-            reason, routine = _left_aside_because(other, chosen, sequence, evidence, cover, complete, uniform)
+            reason, routine = _left_aside_because(other, chosen, sequence, evidence, cover, complete, uniform,
+                                                  sparser if near(other) else (lambda s: None))
             names = _label(other), _label(chosen)
             split_apart = other.key in split and chosen.key in split
             if names[0] == names[1] or split_apart:
-                # two reconstructions of one series (grouping.split_reconstructions): name them by ImageType
-                names = tuple(f"{name[:-1]}, ImageType {chr(92).join(evidence[s.key].frames[0].image_type)})"
-                              for name, s in zip(names, (other, chosen)))
+                # two reconstructions of one series (grouping.split_reconstructions): name them by ImageType; two
+                # copies of one SeriesNumber of the same ImageType: by SeriesInstanceUID
+                types = [chr(92).join(evidence[s.key].frames[0].image_type) for s in (other, chosen)]
+                names = tuple(f"{name[:-1]}, ImageType {kind})" if split_apart or types[0] != types[1]
+                              else f"{name[:-1]}, SeriesInstanceUID {s.series_instance_uid})"
+                              for name, kind, s in zip(names, types, (other, chosen)))
             text = f"{sequence.upper()} {names[0]} left aside for this {names[1]}: {reason}"
             other.notes.append(f"repeat of {sequence}/{view}; not preferred (preferred: {chosen.key}): {reason}")
             lacking = cover[chosen.key].lacks(cover[other.key])
@@ -256,12 +353,13 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
 
 
 def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence: str,
-                        evidence: dict[str, SeriesEvidence], cover: dict[str, Coverage], complete, uniform
-                        ) -> tuple[str, bool]:
+                        evidence: dict[str, SeriesEvidence], cover: dict[str, Coverage], complete, uniform,
+                        sparser=lambda s: None) -> tuple[str, bool]:
     """Why `other` was not preferred over `chosen`, in the order PREFERENCE_RULE applies, and whether that is routine:
     the other reconstruction (magnitude beside PSIR) of the same slice positions, which the preferred series' notes
     record, while a repeat, a stack with other positions or a reconstruction split out of one series is a stack
-    warning."""
+    warning. `sparser(other)`: the repeat sampling about as much as `other` with more slice positions over the
+    extent both cover, where `other` has gaps wider than a normal spacing (None where coverage alone decides)."""
     mine, theirs = cover[chosen.key], cover[other.key]
     lacking = theirs.lacks(mine)
     missing = f"; it has no slice at {_positions_text(lacking)}" if lacking else ""
@@ -274,9 +372,16 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
         if not uniform(other) and uniform(chosen):
             return (f"its slices hold different numbers of images {sorted(set(evidence[other.key].phase_counts))}"
                     + missing, False)
-        return (f"it covers {len(theirs.points)} slice position(s) ({theirs.length_mm:.0f} mm) against "
-                f"{len(mine.points)} ({mine.length_mm:.0f} mm): a stack missing slices is not preferred, however "
-                f"late" + missing, False)
+        denser = sparser(other)
+        if denser is not None and uniform(other):
+            rival, (few, many, extent) = denser
+            against = "this series" if rival is chosen else _label(rival)
+            return (f"it samples the heart more sparsely: {few} slice position(s) against {many} of {against} over "
+                    f"the {extent:.0f} mm both cover{theirs.sparse_text()}; a sparser stack is not preferred, however "
+                    f"late" + missing, False)
+        return (f"it covers {len(theirs.points)} slice position(s) ({theirs.length_mm:.0f} mm of the heart sampled) "
+                f"against {len(mine.points)} ({mine.length_mm:.0f} mm){theirs.sparse_text()}: a stack missing slices "
+                f"or sampling the heart more sparsely is not preferred, however late" + missing, False)
     if sequence == "lge" and chosen.lge_kind == "psir" and other.lge_kind != "psir":
         return f"PSIR preferred over its {other.lge_kind or 'magnitude'} reconstruction" + missing, routine
     if _signed(evidence[chosen.key]) and not _signed(evidence[other.key]) and chosen.lge_kind == other.lge_kind:
@@ -289,7 +394,18 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
     if (other.series_number or 0) < (chosen.series_number or 0):
         return (f"the same coverage and time; lower SeriesNumber ({other.series_number} against "
                 f"{chosen.series_number})" + missing, False)
+    if other.series_number == chosen.series_number and not lacking and _acquisition_times(
+            evidence[other.key]) == _acquisition_times(evidence[chosen.key]):
+        return ("a second copy of the same acquisition (the same SeriesNumber, slice positions and AcquisitionTimes "
+                "under another SeriesInstanceUID) whose pixel data or image headers differ from this copy's (a lossy "
+                "re-encoding or another reconstruction), so it is not counted as a re-send: one copy analysed, taken "
+                "in series order",
+                False)
     return "the same coverage, reconstruction and time; taken in series order" + missing, False
+
+
+def _acquisition_times(evidence: SeriesEvidence) -> list[float]:
+    return sorted(round(f.acquisition_time, 2) for f in evidence.frames if f.acquisition_time is not None)
 
 
 def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry | None = None) -> CMRStudy:

@@ -7,8 +7,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, header_value, images_per_slice, latest_first,
-                                  orientation_groups, plane_name, slice_groups)
+from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, functional_groups, header_value,
+                                  images_per_slice, latest_first, merge_replanned_slices, orientation_groups,
+                                  plane_name, repeat_reason, slice_groups)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -87,7 +88,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if len(spacings) > 1:
         raise StudyError(f"series {series.key}: inconsistent PixelSpacing {dict(spacings)}")
     warnings: list[str] = []
-    slices = slice_groups(frames)
+    slices = merge_replanned_slices(slice_groups(frames))
     if require_stack and len(slices) < 2:
         raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
                          "of parallel slices is required")
@@ -153,21 +154,21 @@ def _mixed_reconstructions(series_key: str, distance: float, first: FrameInfo, s
 
 def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str],
                         left_out: list[tuple[FrameInfo, str]]) -> list[list[FrameInfo]]:
-    """In a stack of one image per slice, a slice holding several repeats of its image (`frames.are_repeats`: a
-    slice re-sent with a new SOPInstanceUID, re-reconstructed or re-acquired) keeps its most recent acquisition
-    (AcquisitionTime, then InstanceNumber); the others are appended to `left_out` and named in `warnings`. Slices
-    whose frames are distinct phases or inversion times are returned unchanged.
+    """In a stack of one image per slice, a slice holding several repeats of its image (`frames.are_repeats` with
+    `one_per_slice`: a slice re-sent with a new SOPInstanceUID, re-reconstructed, or re-acquired in later
+    breath-holds of the series, at another InversionTime too) keeps its most recent acquisition (AcquisitionTime, then
+    InstanceNumber); the others are appended to `left_out` and named in `warnings` (`frames.repeat_reason`). Slices
+    whose frames are distinct phases or inversion times of one breath-hold are returned unchanged.
 
     per_slice: [slice][frame] frames; distances: each slice's position along the normal (mm).
     """
     kept = []
     for distance, frames in zip(distances, per_slice):
-        if not are_repeats(frames):
+        if not are_repeats(frames, one_per_slice=True):
             kept.append(frames)
             continue
         latest, *older = sorted(frames, key=latest_first)
-        reason = (f"{len(frames)} images at slice {distance:.2f} mm with the same TriggerTime and InversionTime "
-                  f"(a repeat of one slice): kept the most recent, instance {latest.ref.sop_instance_uid}")
+        reason = repeat_reason(distance, frames, latest)
         warnings.append(reason + f"; left out {', '.join(f.ref.sop_instance_uid for f in older)}")
         left_out += [(frame, reason) for frame in older]
         kept.append([latest])
@@ -182,11 +183,7 @@ def _cardiac_value(frame: FrameInfo, keyword: str) -> float | None:
     """A positive number from the frame's Cardiac Synchronization functional group (Enhanced MR, per-frame then
     shared) or the classic attribute (header_value); None when absent or not positive."""
     ds = frame.header.dataset
-    containers = []
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    if frame.ref.frame_number is not None and frame.frame_index < len(per_frame):
-        containers.append(per_frame[frame.frame_index])
-    containers += list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    containers = functional_groups(frame)
     candidates = [item[_CARDIAC_SYNC].value[0].get(keyword) for item in containers
                   if _CARDIAC_SYNC in item and item[_CARDIAC_SYNC].value]
     candidates.append(header_value(ds, keyword, frame.frame_index if frame.ref.frame_number is not None else None))

@@ -33,8 +33,9 @@ class _Study:
         self.study_uid, self.frame_uid = generate_uid(), generate_uid()
 
     def series(self, number: int, headers: dict | None = None, role: str = "magnitude", slices=range(8),
-               per_image=None, images_per_slice: int = 1) -> str:
-        """One series; per_image(slice, image) gives headers for one image (None deletes the attribute)."""
+               per_image=None, images_per_slice: int = 1, after=None) -> str:
+        """One series; per_image(slice, image) gives headers for one image (None deletes the attribute);
+        after(ds) changes what setattr cannot (private tags)."""
         uid = generate_uid()
         base = 0 if role == "magnitude" else 8
         instance = itertools.count(1)
@@ -51,6 +52,8 @@ class _Study:
                             delattr(ds, keyword)
                     else:
                         setattr(ds, keyword, value)
+                if after:
+                    after(ds)
             lge_variant(self.root / f"S{number}_{image}", change, indices=[base + k for k in slices])
         return uid
 

@@ -35,6 +35,10 @@ class Peer:
         self.mode, self.status = mode, status
         self.received: list[str] = []
         self.release = threading.Event()
+        # an in-process node SCP (an earlier test) sets pynetdicom's process-wide UNRESTRICTED_STORAGE_SERVICE, with
+        # which this peer would accept any storage class: a PACS that refuses PDF must refuse it
+        from pynetdicom import _config
+        _config.UNRESTRICTED_STORAGE_SERVICE = False
         ae = AE(ae_title="PACS")
         ae.maximum_associations = 10
         for sop_class in (MRImageStorage, EncapsulatedPDFStorage) if pdf else (MRImageStorage,):
