@@ -76,6 +76,7 @@ class AnalysisSeries:
         return {
             "series_instance_uid": self.series_instance_uid,
             "series_number": self.series_number,
+            "series_description": self.description,
             "sequence": self.sequence.value,
             "view": self.view.value,
             "slices": self.slices,

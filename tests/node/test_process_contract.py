@@ -52,6 +52,7 @@ def test_summary_follows_the_contract(processed):
         assert study["study_instance_uid"].replace(".", "").isdigit()
         for series in study["series"]:
             assert SERIES_KEYS <= set(series)
+            assert isinstance(series["series_description"], str)  # as the viewer lists it, beside the number
             assert series["sequence"] in SEQUENCES and series["view"] in VIEWS
         for item in study["declined"]:
             assert set(item) >= {"series_instance_uid", "reason"} and item["reason"]
