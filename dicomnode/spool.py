@@ -12,7 +12,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 
 from dicomnode.state import InstanceRow, StateDB, StorageDirError, StoreOutcome, describe_url
 from dicomnode.uids import MR_STORAGE_CLASSES, check_uid, short_hash
@@ -463,8 +469,10 @@ class Spool:
         except OSError as exc:
             log.warning("could not remove %s, which was not indexed: %s", relative, exc)
 
-    def difference_from_stored(self, instance: IncomingInstance) -> str | None:
-        """None when a duplicate SOP instance has exactly the bytes of the stored copy, else how it differs.
+    def difference_from_stored(self, instance: IncomingInstance) -> Resend | None:
+        """None when a duplicate SOP instance has exactly the bytes of the stored copy, else how it differs: in its
+        encoding only (`Resend.same_content`: a PACS re-routing the instance in another transfer syntax) or in its
+        content (content_difference).
 
         Raises OSError when the stored copy cannot be read."""
         relative = self.db.instance_path(instance.sop_instance_uid) or self.relative_path(instance)
@@ -483,12 +491,14 @@ class Spool:
                     offset += len(chunk)
                 else:
                     return None
-        difference = f"{len(received)} bytes, the stored copy {size} bytes"
+            stored.seek(0)
+            stored_bytes = stored.read()
+        encoding = f"{len(received)} bytes, the stored copy {size} bytes"
         stored_syntax = _transfer_syntax(head)
         if stored_syntax and stored_syntax != instance.transfer_syntax:
-            difference += (f"; sent in transfer syntax {instance.transfer_syntax}, stored in {stored_syntax}: "
-                           f"possibly the same image re-encoded")
-        return difference
+            encoding += f"; sent in transfer syntax {instance.transfer_syntax}, stored in {stored_syntax}"
+        content = content_difference(bytes(received), stored_bytes)
+        return Resend(content is None, encoding if content is None else f"{content}; {encoding}")
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
@@ -500,6 +510,75 @@ class Spool:
             temporary.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+@dataclass(frozen=True)
+class Resend:
+    """How a SOP instance sent again differs from the stored copy (Spool.difference_from_stored)."""
+
+    same_content: bool  # every attribute and every pixel value the same: only the encoding differs
+    detail: str  # what differs (content_difference) and the two encodings (sizes, transfer syntaxes)
+
+
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data (7FE0,0010 / 0008 / 0009): compared as pixel values
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+def content_difference(first: bytes, second: bytes) -> str | None:
+    """None when two DICOM files (preamble, File Meta Information, dataset) hold the same instance: every data
+    element but the File Meta Information (group 0002) and group lengths (gggg,0000) has the same value, each compared
+    in one encoding (Implicit VR Little Endian), whatever transfer syntax, VR (explicit or UN), byte order or padding
+    it came in; and the pixel data hold the same values (the same bytes, else the same decoded array: a lossless
+    re-compression is the same image, a lossy one is not). Else what differs: the attributes by keyword (or tag),
+    at most five named, and / or the pixel data; said too where a file or its pixel data cannot be read."""
+    try:
+        datasets = [pydicom.dcmread(BytesIO(data), force=True) for data in (first, second)]
+        tags = sorted({tag for ds in datasets for tag in ds.keys()
+                       if tag.group != 0x0002 and tag.element != 0 and tag not in PIXEL_TAGS})
+        differing = [tag for tag in tags
+                     if _implicit_encoding(datasets[0], tag) != _implicit_encoding(datasets[1], tag)]
+    except Exception as exc:  # a copy pydicom cannot decode: nothing says the two are the same
+        return f"the two copies could not be compared: {type(exc).__name__}: {exc}"
+    found = []
+    if differing:
+        names = [pydicom.datadict.keyword_for_tag(tag) or str(tag) for tag in differing]
+        found.append(f"{len(names)} attribute(s) differ: {', '.join(names[:5])}" + (", ..." if len(names) > 5 else ""))
+    pixels = _pixel_difference(*datasets)
+    if pixels:
+        found.append(pixels)
+    elif found:
+        found.append("the pixel values are the same")
+    return "; ".join(found) or None
+
+
+def _implicit_encoding(dataset, tag) -> bytes | None:
+    """The element's bytes in Implicit VR Little Endian (how a value reads independent of its VR), or None where the
+    dataset lacks it."""
+    if tag not in dataset:
+        return None
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_data_element(buffer, dataset[tag], dataset.original_character_set)
+    return buffer.getvalue()
+
+
+def _pixel_difference(first, second) -> str | None:
+    """None when the two datasets hold the same pixel values (the same pixel elements with the same bytes, else the
+    same decoded arrays), else how they differ."""
+    present = [[tag for tag in PIXEL_TAGS if tag in ds] for ds in (first, second)]
+    if present[0] != present[1]:
+        return "the pixel data differ (one copy has none, or another kind)"
+    if not present[0] or all(first[tag].value == second[tag].value for tag in present[0]):
+        return None
+    try:
+        arrays = [ds.pixel_array for ds in (first, second)]
+    except Exception as exc:  # no decoder for a compressed transfer syntax, or a truncated element
+        return f"the pixel data differ in bytes and could not be decoded to compare values: {exc}"
+    if arrays[0].shape != arrays[1].shape or not np.array_equal(arrays[0], arrays[1]):
+        changed = (int(np.count_nonzero(arrays[0] != arrays[1])) if arrays[0].shape == arrays[1].shape else None)
+        return "the pixel values differ" + (f" ({changed} of {arrays[0].size})" if changed is not None else
+                                           f" (shape {arrays[0].shape} vs {arrays[1].shape})")
+    return None
 
 
 def _mb(value: float) -> str:

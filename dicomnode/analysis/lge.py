@@ -14,7 +14,7 @@ from dicomnode.analysis.cine import slice_positions_mm
 from dicomnode.analysis.cine_metrics import GAP_FACTOR, LARGE_GAP_FACTOR, disc_voxel_volumes_ml
 from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
-from dicomnode.analysis.phase_text import other_views_text
+from dicomnode.analysis.phase_text import not_lge_text, other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.resample import InplaneResampler
@@ -441,6 +441,35 @@ def gap_notes(slice_positions_mm) -> list[str]:
     return []
 
 
+#: voxels of each of LV myocardium and LV blood pool that contrast_notes needs before it compares them
+CONTRAST_MIN_VOXELS = 20
+#: the least (blood - healthy myocardium) median difference, as a fraction of the stack's 1st-99th percentile range,
+#: of an LGE: a nulled myocardium against bright blood is ~0.3 (MyoPS / EMIDEC, magnitude and PSIR); a T1 map's
+#: segmentation, wherever the model put the ring, shows ~0.01
+MIN_BLOOD_MYOCARDIUM_CONTRAST = 0.1
+
+
+def contrast_notes(image: np.ndarray, labels: np.ndarray) -> list[str]:
+    """The stack warning for an LGE whose segmented healthy LV myocardium is not clearly darker than its LV blood
+    pool (medians; the difference under MIN_BLOOD_MYOCARDIUM_CONTRAST of the stack's range): LGE nulls the remote
+    myocardium and leaves the blood bright, magnitude and PSIR alike, while a post-contrast T1 map in ms has
+    myocardium above blood (~450 against ~300 ms) and a ring found on it shows no such contrast; [] otherwise, or
+    where either region is too small to say."""
+    myocardium = image[labels == Label.LV_MYOCARDIUM]
+    blood = image[labels == Label.LV_BLOOD_POOL]
+    if myocardium.size < CONTRAST_MIN_VOXELS or blood.size < CONTRAST_MIN_VOXELS:
+        return []
+    myo, pool = float(np.median(myocardium)), float(np.median(blood))
+    low, high = (float(v) for v in np.percentile(image, [1, 99]))
+    contrast = (pool - myo) / (high - low) if high > low else 0.0
+    if contrast >= MIN_BLOOD_MYOCARDIUM_CONTRAST:
+        return []
+    return [f"the healthy LV myocardium is not clearly darker than the LV blood pool (median {myo:.0f} against "
+            f"{pool:.0f}, {100 * contrast:.0f} % of the image range; an LGE shows ~30 %): not the contrast of an LGE "
+            "(nulled myocardium, bright blood) but that of a T1 map or of an inversion time far from the myocardial "
+            "null; the scar figures are unreliable: check the series"]
+
+
 class LGEPipeline:
     """Scar quantification on the preferred LGE short-axis stack (PSIR preferred by the study's own ranking)."""
 
@@ -483,7 +512,8 @@ class LGEPipeline:
         series = study.preferred("lge", "sax")
         if series is None:
             return self._declined(None, "no LGE short-axis stack in the study"
-                                  + other_views_text(getattr(study, "series", ()), "lge"))
+                                  + other_views_text(getattr(study, "series", ()), "lge")
+                                  + not_lge_text(getattr(study, "series", ())))
         try:
             volume = study.load_volume(series)
         except StudyError as exc:
@@ -531,7 +561,8 @@ class LGEPipeline:
             "series_description": getattr(series, "description", None),
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
             "stack_warnings": list(volume.warnings) + gap_notes(positions) + ([NOT_LOCALISED]
-                                                                             if segmented.localised is False else []),
+                                                                             if segmented.localised is False else [])
+            + contrast_notes(image, labels),
         }
         if segmented.localised is False:
             log.warning("lge: %s", NOT_LOCALISED)

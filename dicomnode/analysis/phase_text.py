@@ -59,6 +59,67 @@ def other_views_text(series_list, sequence: str) -> str:
     return f"; {what} only in other views: {', '.join(found)}" if found else ""
 
 
+def _series_numbers(series) -> str | None:
+    """'2001-2003' for a stack merged from one-slice series, '2001' for one series, None without a SeriesNumber."""
+    numbers = set()
+    for header in getattr(series, "instances", None) or ():
+        try:
+            numbers.add(int(header.dataset.get("SeriesNumber")))
+        except (TypeError, ValueError, AttributeError):
+            continue
+    if len(numbers) > 1:
+        return f"{min(numbers)}-{max(numbers)}"
+    number = next(iter(numbers), getattr(series, "series_number", None))
+    return None if number is None else str(number)
+
+
+def series_name(series) -> str:
+    """'series 2001-2003 "MOLLI_SAX_T1 MAP"' for an analysis series, as a viewer lists it; 'a series' without a
+    SeriesNumber or SeriesDescription."""
+    return source_series_name({"series_number": _series_numbers(series),
+                               "series_description": getattr(series, "description", None)}) or "a series"
+
+
+#: what the node does not measure on a mapping series, per sequence value (summary.json `declined`)
+NOT_MEASURED = {"t1map": ("T1", "no native or post-contrast T1 values, no ECV"),
+                "t2map": ("T2", "no T2 / T2* values")}
+
+
+def maps_not_measured(series_list) -> list[tuple[str | None, str]]:
+    """(SeriesInstanceUID, reason) for each T1 / T2 mapping series of the study: recognised, never measured by this
+    version, so that a mapping study's `declined` tells 'not supported' from 'not found'."""
+    found = []
+    for series in series_list:
+        sequence = getattr(series.sequence, "value", series.sequence)
+        if sequence not in NOT_MEASURED:
+            continue
+        parameter, missing = NOT_MEASURED[sequence]
+        view = getattr(series.view, "value", series.view)
+        what = (f"{parameter}-mapping source images ({series.phases} per slice position)"
+                if (getattr(series, "phases", 1) or 1) >= 2 else f"{parameter} map")
+        found.append((getattr(series, "series_instance_uid", None),
+                      f"{series_name(series)} ({sequence}, {view}): {what} recognised but not measured: this version "
+                      f"measures LGE and cine only ({missing})"))
+    return found
+
+
+def not_lge_text(series_list) -> str:
+    """'; not taken as LGE: series 5001 "SAX post 15min" (InversionTime 100 ms, outside ...)' for the series the LGE
+    rule declined although inversion-recovery prepared or LGE-named (recognize.not_lge: sequence 'other' whose
+    evidence begins with the LGE rule's 'not LGE'), so a decline for want of an LGE stack names them; '' when none."""
+    found = []
+    for series in series_list:
+        if getattr(series.sequence, "value", series.sequence) != "other":
+            continue
+        evidence = list(getattr(series.sequence, "evidence", None) or [])
+        if not evidence or "] not LGE:" not in evidence[0]:
+            continue
+        against = [e.split("against LGE: ", 1)[1] for e in evidence if "against LGE: " in e]
+        found.append(series_name(series) + (f" ({'; '.join(against)})" if against else ""))
+    return f"; not taken as LGE (inversion recovery, but the evidence is against it): {', '.join(found)}" if found \
+        else ""
+
+
 #: how dicomnode/cmr/volume.py words a cine holding fewer phases than its CardiacNumberOfImages declares
 PHASES_PRESENT = re.compile(r"\b(\d+) of (\d+) cardiac phases present\b")
 

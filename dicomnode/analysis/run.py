@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 
+from dicomnode.analysis.phase_text import maps_not_measured
 from dicomnode.config import Config
 from dicomnode.inference import Runtime
 from dicomnode.results.objects import build_result_objects
@@ -114,9 +115,16 @@ class Analyser:
                      "done" if result.summary is not None else "declined", durations[name])
         datasets = []
         if results:
-            # declined pipelines go along too: their reasons belong in the SR and the visual report
+            # declined pipelines go along too: their reasons belong in the SR and the visual report; an object that
+            # could not be built is declined (the node's fault, so an error too) and the others are still sent
+            not_built: list[Declined] = []
             datasets = build_result_objects(study, all_results, context, supersedes=supersedes,
-                                            secondary_capture=self.config.analysis.secondary_capture)
+                                            secondary_capture=self.config.analysis.secondary_capture,
+                                            failures=not_built)
+            declined.extend(d.summary() for d in not_built)
+            errors.extend(d.reason for d in not_built)
+        # T1 / T2 maps are recognised, never measured: said per series, so 'not supported' reads apart from 'not found'
+        declined.extend(Declined(uid, reason).summary() for uid, reason in maps_not_measured(study.series))
         summary["declined"] = declined
         summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))
         return StudyOutcome(summary=summary, datasets=datasets, durations=durations, errors=errors)

@@ -28,6 +28,9 @@ class FrameInfo:
     rescale: tuple[float, float]  # slope, intercept
     frame_index: int  # 0-based index into the instance's pixel array
     image_type: tuple[str, ...] = ()  # ImageType (or per-frame FrameType) values + ComplexImageComponent, upper case
+    #: where `inversion_time` was read when InversionTime (0018,0082) is absent: a vendor's private element
+    #: (PRIVATE_INVERSION_TIME); None when it came from the standard attribute or there is none
+    inversion_source: str | None = None
 
     @property
     def kind(self) -> str:
@@ -139,6 +142,55 @@ CONVERTED_SHARED = "UnassignedSharedConvertedAttributesSequence"
 CONVERTED_PER_FRAME = "UnassignedPerFrameConvertedAttributesSequence"
 
 
+#: private elements in which a vendor writes an image's inversion time (ms), read only where InversionTime (0018,0082)
+#: is absent or empty: (group, private creator, element offset in the creator's block, vendor, the element's name in
+#: pydicom's private dictionary (pydicom.datadict.get_private_entry; DCMTK's private.dic lists the Philips ones too)).
+#: The element is looked up in the block its creator reserves in that instance (PS3.5 7.8.1: (gggg,00xx) names the
+#: creator of (gggg,xx00-xxFF)), never at a fixed element number. GE has none: neither dictionary lists an
+#: inversion time under 'GEMS_ACQU_01' (or another GE creator), and GE's MR conformance statements say InversionTime
+#: (0018,0082) is always sent (empty where the sequence has none).
+PRIVATE_INVERSION_TIME = (
+    (0x2001, "Philips Imaging DD 001", 0x84, "Philips", "Inversion Time"),
+    (0x0019, "PHILIPS MR/PART", 0x6B, "Philips", "Inversion Delay"),  # older Philips (Gyroscan) headers
+    (0x0021, "SIEMENS CT VA0  ORMR", 0x82, "Siemens", "Inversion Time"),  # Magnetom VA-era (SPI) headers
+)
+
+
+def private_value(dataset, group: int, creator: str, offset: int):
+    """(tag, value) of element `offset` in the block that `creator` reserves in `group` of the dataset (PS3.5 7.8.1),
+    the creator compared without case or padding (Philips writes 'Philips Imaging DD 001' and 'PHILIPS IMAGING DD
+    001'); None when the creator is not there or the element is absent or empty."""
+    wanted = creator.strip().upper()
+    for element in dataset[(group, 0x0010):(group, 0x0100)]:
+        name = element.value.decode("latin-1") if isinstance(element.value, bytes) else str(element.value or "")
+        if name.strip().upper() != wanted:
+            continue
+        tag = (group, (element.tag.element << 8) | offset)
+        found = dataset.get(tag)
+        if found is not None and found.value not in (None, "", b""):
+            return tag, found.value
+    return None
+
+
+def private_inversion_time(dataset) -> tuple[float | None, str | None]:
+    """(inversion time in ms, where it was read) from the first of PRIVATE_INVERSION_TIME the instance carries (an
+    element still undecoded, VR UN, is read as its text); (None, None) where none does. Only meant for an instance
+    without InversionTime (0018,0082)."""
+    for group, creator, offset, vendor, name in PRIVATE_INVERSION_TIME:
+        found = private_value(dataset, group, creator, offset)
+        if found is None:
+            continue
+        tag, value = found
+        if isinstance(value, bytes):
+            value = value.decode("latin-1").strip("\x00 ").split("\\")[0]
+        elif not isinstance(value, (str, int, float)):
+            value = value[0] if len(value) else None  # a multi-valued DS: the first
+        inversion = _float(value)
+        if inversion is not None:
+            return inversion, f"{vendor} private ({tag[0]:04X},{tag[1]:04X}) {name!r} (creator {creator!r})"
+    return None, None
+
+
 def header_value(dataset, keyword: str, frame_index: int | None = None):
     """A classic attribute wherever the instance keeps it: top level; else, in a (Legacy Converted) Enhanced MR
     instance, the frame's Unassigned Per-Frame Converted Attributes item, then the Unassigned Shared Converted
@@ -195,12 +247,15 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
         top_trigger = nominal_delay
     top_temporal = _int(header_value(ds, "TemporalPositionIdentifier"))
     top_inversion = _float(header_value(ds, "InversionTime"))
+    top_inversion_source = None
+    if top_inversion is None:
+        top_inversion, top_inversion_source = private_inversion_time(ds)
     top_rescale = (_float(getattr(ds, "RescaleSlope", None)) or 1.0, _float(getattr(ds, "RescaleIntercept", None)) or 0.0)
 
     top_image_type = _image_type(getattr(ds, "ImageType", None), getattr(ds, "ComplexImageComponent", None))
 
     def make(frame_index, frame_number, position, orientation, spacing, trigger, temporal, acq, inversion, rescale,
-             image_type=top_image_type):
+             image_type=top_image_type, inversion_source=top_inversion_source):
         return FrameInfo(
             header=header,
             ref=FrameRef(header.sop_instance_uid, header.sop_class_uid, header.series_instance_uid, frame_number),
@@ -217,6 +272,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             rescale=rescale,
             frame_index=frame_index,
             image_type=image_type,
+            inversion_source=inversion_source,
         )
 
     if not is_multiframe_enhanced(ds):
@@ -276,6 +332,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             inversion if inversion is not None else top_inversion,
             rescale,
             image_type,
+            None if inversion is not None else top_inversion_source,
         ))
     return frames
 

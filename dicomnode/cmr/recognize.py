@@ -99,6 +99,18 @@ class SeriesEvidence:
     #: "echo" EchoTime (0018,0081), "comment_inversion" / "t2_prep" the TI / T2-preparation time a vendor writes
     #: only in ImageComments (0020,4000) (Siemens MOCO / T2-mapping source images: 'TI 100', 'T2 prep = 25 ms')
     within_slice: dict[str, SliceVariation] = field(default_factory=dict)
+    #: the vendor private elements inversion_times were read from where InversionTime (0018,0082) is absent
+    #: (frames.PRIVATE_INVERSION_TIME); [] when every TI is the standard attribute's
+    inversion_sources: list[str] = field(default_factory=list)
+
+    @property
+    def inversion_note(self) -> str:
+        """What evidence naming an InversionTime adds when it was read from a private element: '' for (0018,0082)."""
+        if not self.inversion_sources:
+            return ""
+        return (f"; read from {' and '.join(self.inversion_sources)}, InversionTime (0018,0082) being absent"
+                + ("" if all(f.inversion_source for f in self.frames if f.inversion_time is not None)
+                   else " on some images"))
 
     def varies(self, name: str) -> SliceVariation:
         return self.within_slice.get(name) or SliceVariation()
@@ -297,6 +309,7 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         timing_notes=timing_notes,
         scan_options=_upper_tokens(header_value(ds, "ScanOptions")),
         within_slice=within_slice,
+        inversion_sources=sorted({f.inversion_source for f in frames if f.inversion_source}),
     )
 
 
@@ -533,7 +546,7 @@ def _inversion_prepared(e: SeriesEvidence) -> str | None:
     inversion = [t for t in e.inversion_times if t > 0]
     if "MP" in e.sequence_variant and inversion:
         return (f"SequenceVariant MP (magnetization prepared) with InversionTime {np.median(inversion):.0f} ms: an "
-                "inversion preparation")
+                "inversion preparation" + e.inversion_note)
     return None
 
 
@@ -545,7 +558,7 @@ def _source_images(e: SeriesEvidence) -> tuple[str, str] | None:
     inversion = e.varies("inversion")
     if inversion.count >= 3:
         return "t1", (f"{inversion.count} InversionTimes ({inversion.low:g}-{inversion.high:g} ms) at one slice "
-                      "position: T1-mapping source images (MOLLI / ShMOLLI / Look-Locker)")
+                      "position: T1-mapping source images (MOLLI / ShMOLLI / Look-Locker)" + e.inversion_note)
     comment = e.varies("comment_inversion")
     if comment.count >= 3:
         return "t1", (f"ImageComments name {comment.count} inversion times ({comment.low:g}-{comment.high:g} ms) at "
@@ -578,6 +591,46 @@ CALCULATED_MAP_POINTS = 30
 #: InversionTimes an LGE is read at (1.5 T: 250-350 ms, 3 T: 300-450 ms, early after the contrast 200-250 ms);
 #: the rest of the nulling range (120-600 ms) is less typical and so says less
 TYPICAL_LGE_TI = (200.0, 450.0)
+#: the myocardial nulling range of LGE (LGERule, _lge_contrast): an InversionTime outside it is no LGE's
+LGE_TI_RANGE = (120.0, 600.0)
+#: units of pixel values in ms (RescaleType (0028,1054), a Real World Value Mapping's MeasurementUnitsCodeSequence
+#: (UCUM 'ms')): a T1 / T2 map stores its relaxation times, never an image's signal
+MS_UNITS = {"MS", "MSEC", "MILLISECOND", "MILLISECONDS"}
+
+
+def value_units_ms(e: SeriesEvidence) -> str | None:
+    """Where the series says its pixel values are in ms: RescaleType (0028,1054) top level or in an Enhanced MR
+    Pixel Value Transformation item, or a Real World Value Mapping item's MeasurementUnitsCodeSequence (UCUM 'ms',
+    Philips / GE / Siemens maps); None otherwise."""
+    ds = e.frames[0].header.dataset
+    items = [ds]
+    for container in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(container) or []
+        if groups:
+            items.append(groups[0])
+            for name in ("PixelValueTransformationSequence", "RealWorldValueMappingSequence"):
+                items += list(groups[0].get(name) or [])
+    items += list(ds.get("RealWorldValueMappingSequence") or [])
+    for item in items:
+        rescale = str(item.get("RescaleType") or "").strip().upper()
+        if rescale in MS_UNITS:
+            return f"RescaleType {rescale!r}"
+        for unit in item.get("MeasurementUnitsCodeSequence") or []:
+            code, meaning = str(unit.get("CodeValue") or "").strip(), str(unit.get("CodeMeaning") or "").strip()
+            if code.upper() in MS_UNITS or meaning.upper() in MS_UNITS:
+                return f"Real World Value Mapping units {code or meaning!r}"
+    return None
+
+
+def _below_nulling_ti(e: SeriesEvidence) -> float | None:
+    """The median InversionTime where it lies below the LGE nulling range in an inversion-prepared gradient-echo
+    series (not a STIR: t2_weighting says nothing): the first TI of T1-mapping source images (MOLLI / ShMOLLI begin
+    at 80-150 ms), which a map made from them keeps in its header; None otherwise."""
+    inversion = [t for t in e.inversion_times if t > 0]
+    if not inversion or not _inversion_prepared(e) or t2_weighting(e)[0]:
+        return None
+    median = float(np.median(inversion))
+    return median if median < LGE_TI_RANGE[0] else None
 
 
 def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
@@ -592,6 +645,8 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     map keeps the preparation, not a TI) or no InversionTime in a derived IR-prepared one (25), a Philips 'T1' / 'T2'
     image-type value (45), 't1' / 't2' as a word of the description (10). For an acquisition: ImageType ORIGINAL
     (20), a PSIR value (40), an LGE name (50), an InversionTime typical of LGE (20; 5 elsewhere in 120-600 ms).
+    Also for a calculation: pixel values in ms (45: value_units_ms), an InversionTime below the nulling range in an
+    inversion-prepared gradient echo (20: _below_nulling_ti, the first TI of the source images a map keeps).
     So a named or phase-sensitive LGE stays LGE however derived, and a MOCO or DERIVED\\SECONDARY series without
     either is a map whatever TI it copied from its source images."""
     if e.phases > 1:
@@ -600,7 +655,8 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     inversion = [t for t in e.inversion_times if t > 0]
     values = [token for f in e.frames for token in f.image_type[2:]]
     moco = "MOCO" in values
-    if not (prepared or inversion or moco):
+    units = value_units_ms(e)
+    if not (prepared or inversion or moco or units):
         return None
     first, second = _image_type_values(e, 0), _image_type_values(e, 1)
     derived = bool(first & {"DERIVED"}) or "SECONDARY" in second
@@ -622,8 +678,16 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     token = next((t for t in values if t in ("T1", "T2")), None)
     if token:
         calculation.append((45, f"ImageType value {token!r} (a calculated {token} image, as Philips writes it)"))
+    if units:
+        calculation.append((45, f"pixel values in ms ({units}): relaxation times, not an image's signal"))
+    below = _below_nulling_ti(e)
+    if below is not None:
+        calculation.append((20, f"InversionTime {below:.0f} ms, below the LGE nulling range ({LGE_TI_RANGE[0]:.0f}-"
+                                f"{LGE_TI_RANGE[1]:.0f} ms): the first inversion time of T1-mapping source images, "
+                                "which a map made from them keeps"))
     psir, _ = _reconstruction_markers(e)
     lge_hint = _lge_hint(e)
+    parameter = None
     if psir:
         acquisition.append((40, f"phase-sensitive ImageType {psir!r}"))
     if lge_hint:
@@ -635,14 +699,14 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     if inversion:
         median = float(np.median(inversion))
         if TYPICAL_LGE_TI[0] <= median <= TYPICAL_LGE_TI[1]:
-            acquisition.append((20, f"InversionTime {median:.0f} ms, typical of LGE"))
+            acquisition.append((20, f"InversionTime {median:.0f} ms, typical of LGE{e.inversion_note}"))
         elif 120 <= median <= 600:
-            acquisition.append((5, f"InversionTime {median:.0f} ms"))
+            acquisition.append((5, f"InversionTime {median:.0f} ms{e.inversion_note}"))
     map_points = sum(points for points, _ in calculation)
     lge_points = sum(points for points, _ in acquisition)
     if map_points < CALCULATED_MAP_POINTS or map_points <= lge_points:
         return None
-    kind = {"T1": "t1", "T2": "t2"}.get(token or "", "map")
+    kind = {"T1": "t1", "T2": "t2"}.get(token or "") or (parameter.lower() if parameter else "map")
     evidence = [f"a calculated map, not an acquisition: {'; '.join(why for _, why in calculation)} ({map_points} "
                 "points)" + (f" against {'; '.join(why for _, why in acquisition)} ({lge_points})" if acquisition
                             else ", nothing for an acquisition") + "; one image per slice position"]
@@ -697,6 +761,21 @@ def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
     return Recognition(value, min(confidence, 0.97), evidence)
 
 
+def mapping_kind(e: SeriesEvidence) -> str | None:
+    """What a mapping series maps ('ecv', 't2star', 't2', 't1' or 'map' unnamed), with '-source' for the source
+    images of a map (several images per slice position): t1map / t2map series of different kinds are different
+    measurements, never repeats of one another; None when nothing says mapping."""
+    marker = _image_type_map(e)
+    hint = _map_description_hint(e)
+    source = _source_images(e)
+    calculated = None if (marker or hint or source) else calculated_map(e)
+    kinds = [found[0] for found in (marker, hint, source, calculated) if found]
+    if not kinds:
+        return None
+    kind = next((k for k in kinds if k != "map"), "map")
+    return kind + ("-source" if source is not None or e.phases >= 2 else "")
+
+
 def _lge_hint(e: SeriesEvidence) -> str | None:
     """The LGE name in the description; a word that says only 'late' / 'delayed' counts where nothing names another
     examination ('DELAYED_TOF', 'late arterial' are no LGE)."""
@@ -713,7 +792,7 @@ def _lge_contrast(e: SeriesEvidence) -> str | None:
     prepared = _inversion_prepared(e)
     inversion = [t for t in e.inversion_times if t > 0]
     if prepared and inversion and 120 <= float(np.median(inversion)) <= 600 and e.varies("inversion").count <= 1:
-        return f"{prepared}, InversionTime {np.median(inversion):.0f} ms"
+        return f"{prepared}, InversionTime {np.median(inversion):.0f} ms{e.inversion_note}"
     return None
 
 
@@ -875,11 +954,11 @@ def t2_weighting(e: SeriesEvidence) -> tuple[int, list[str]]:
         if 100 <= median <= 250:
             points += 20
             evidence.append(f"InversionTime {median:.0f} ms before a spin-echo readout: fat nulling (STIR / TIRM), "
-                            "not myocardial nulling")
+                            "not myocardial nulling" + e.inversion_note)
         elif 450 <= median <= 700:
             points += 10
             evidence.append(f"InversionTime {median:.0f} ms before a spin-echo readout: blood nulling (double "
-                            "inversion, black blood)")
+                            "inversion, black blood)" + e.inversion_note)
     hint = _has_hint(e.text_hints(), T2W_HINTS)
     if hint:
         points += 20
@@ -925,7 +1004,8 @@ def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
     if inversion:
         points += 20
         evidence.append(f"InversionTime {min(inversion):g}" + (f"-{max(inversion):g}" if len(inversion) > 1 else "")
-                        + " ms written on a series of several images per slice position (a cine has none)")
+                        + " ms written on a series of several images per slice position (a cine has none)"
+                        + e.inversion_note)
     if trigger.count >= 5:
         points += 20
         evidence.append(f"{trigger.count} TriggerTimes ({trigger.low:.0f}-{trigger.high:.0f} ms) at one slice "
@@ -984,9 +1064,10 @@ class LGERule:
             if max(inversion) - min(inversion) > 5:
                 evidence.append(f"InversionTime {min(inversion):.0f}-{max(inversion):.0f} ms, one per slice position "
                                 f"(adjusted between breath-holds; median {np.median(inversion):.0f}, nulling range "
-                                "120-600)")
+                                "120-600)" + e.inversion_note)
             else:
-                evidence.append(f"InversionTime {np.median(inversion):.0f} ms (nulling range 120-600)")
+                evidence.append(f"InversionTime {np.median(inversion):.0f} ms (nulling range 120-600)"
+                                + e.inversion_note)
             points += 35
         if "GR" in e.scanning_sequence and points > 0:
             short_te = e.echo_time is not None and e.echo_time <= 5
@@ -1006,7 +1087,13 @@ class LGERule:
         if "SECONDARY" in _image_type_values(e, 1) and points > 0:
             evidence.append("against: ImageType value 2 SECONDARY (a derived copy, not the acquisition)")
             points -= 20
+        against, against_evidence = evidence_against_lge(e, hint)
+        if against and points > 0:
+            evidence += against_evidence
+            points -= against
         if points < LGE_POINTS:
+            if against and (prepared or hint):
+                return not_lge(e, evidence, points, against)
             return None
         if len(e.trigger_times) >= 2 and trigger.count <= 1:
             evidence.append(f"TriggerTime {min(e.trigger_times):.0f}-{max(e.trigger_times):.0f} ms differs between "
@@ -1016,6 +1103,77 @@ class LGERule:
                             "(long-axis 2/3/4-chamber slices sent together), not a localizer")
         evidence.append(f"{e.phases} image(s) per slice position")
         return Recognition("lge", min(points, 98) / 100, evidence)
+
+
+#: a contrast phase named beside 'T1' ('SAX_T1_post', 'T1 native', 'pre_T1'): the name of a T1 map of that phase.
+#: 'post' alone says nothing against LGE (every LGE is post-contrast: 'SAX post 15min' may be one)
+CONTRAST_PHASE_WORDS = (W + "post", W + "pre" + E, W + r"nati(?:ve|v|f)" + E, W + "nat" + E)
+
+
+def evidence_against_lge(e: SeriesEvidence, hint: str | None = None) -> tuple[int, list[str]]:
+    """(points, evidence) against LGE for an inversion-recovery series of one image per slice position, integers:
+    an InversionTime outside the myocardial nulling range (30: 120-600 ms; LGE is read at 200-450 ms, a map copying
+    its MOLLI source header keeps the first TI, ~100 ms), and, where no LGE name is written, 'T1' as a word of the
+    description (10; 20 beside a contrast phase word: 'SAX_T1_post', 'T1 native')."""
+    points, evidence = 0, []
+    inversion = [t for t in e.inversion_times if t > 0]
+    if inversion:
+        median = float(np.median(inversion))
+        if not LGE_TI_RANGE[0] <= median <= LGE_TI_RANGE[1]:
+            points += 30
+            evidence.append(f"against LGE: InversionTime {median:.0f} ms, outside the myocardial nulling range "
+                            f"({LGE_TI_RANGE[0]:.0f}-{LGE_TI_RANGE[1]:.0f} ms; an LGE is read at 200-450 ms)"
+                            + (": the first inversion time of T1-mapping source images, which a map made from them "
+                               "keeps" if median < LGE_TI_RANGE[0] else ""))
+    if not hint:
+        text = NOT_TISSUE_MAPS.sub(" ", e.text_hints())
+        t1 = _has_hint(text, (W + "t1" + E,))
+        if t1:
+            phase = _has_hint(text, CONTRAST_PHASE_WORDS)
+            points += 20 if phase else 10
+            evidence.append(f"against LGE: the description names {t1.upper()!r}"
+                            + (f" beside {phase!r} (a native / post-contrast T1 map's name)" if phase else "")
+                            + " and no LGE")
+    return points, evidence
+
+
+def not_lge(e: SeriesEvidence, evidence: list[str], points: int, against: int) -> Recognition:
+    """'other' for an inversion-recovery (or LGE-named) series that the evidence against LGE leaves under LGE_POINTS:
+    said, so that the LGE decline can name it, and confident enough (at least LGE_POINTS) that a learned
+    recognizer's weaker LGE answer does not take it for LGE either."""
+    said = (f"not LGE: {points + against} points for LGE less {against} against leave {points}, under the "
+            f"{LGE_POINTS} an LGE needs; an inversion-recovery series that is no LGE (a T1 map keeping its source "
+            "images' header?): nothing is measured on it")
+    return Recognition("other", min(max(against, LGE_POINTS), 90) / 100, [said] + evidence)
+
+
+def weak_lge_evidence(e: SeriesEvidence) -> str | None:
+    """The stack warning for an LGE series recognised on one kind of evidence alone (an inversion preparation, an
+    InversionTime in the nulling range, a PSIR reconstruction, an LGE name; or none, where a learned recognizer
+    decided): two of them make an LGE, one may be a map or another inversion-recovery series; None otherwise."""
+    inversion = [t for t in e.inversion_times if t > 0]
+    psir, _ = _reconstruction_markers(e)
+    hint = _lge_hint(e)
+    kinds = {"inversion preparation": _inversion_prepared(e),
+             "InversionTime in the nulling range": (f"InversionTime {np.median(inversion):.0f} ms" if inversion and
+                                                    LGE_TI_RANGE[0] <= np.median(inversion) <= LGE_TI_RANGE[1]
+                                                    else None),
+             "phase-sensitive (PSIR) reconstruction": f"ImageType {psir!r}" if psir else None,
+             "LGE name": f"description {hint!r}" if hint else None}
+    found = [why for why in kinds.values() if why]
+    against, against_evidence = evidence_against_lge(e, hint)
+    if len(found) >= 2 and not against:
+        return None
+    missing = [name for name, why in kinds.items() if not why]
+    if len(found) >= 2:
+        said = f"recognised as LGE on {', '.join(found)}, although " + "; ".join(
+            text.removeprefix("against LGE: ") for text in against_evidence)
+    else:
+        said = (f"recognised as LGE on {found[0] if found else 'no header evidence'} alone (no {', no '.join(missing)})"
+                + ("; and " + "; ".join(text.removeprefix("against LGE: ") for text in against_evidence)
+                   if against else ""))
+    return (f"weak LGE evidence: {said}; a T1 map or another inversion-recovery series keeping its source header "
+            "reads the same: check that this series is an LGE")
 
 
 class PerfusionRule:

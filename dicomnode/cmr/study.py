@@ -14,8 +14,8 @@ import pydicom
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import _float, orientation_groups, slice_groups, slice_thickness, tm_seconds
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
-from dicomnode.cmr.recognize import (RecognizerRegistry, SeriesEvidence, StudyContext, build_evidence,
-                                     default_registry, lge_kind)
+from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
+                                     build_evidence, default_registry, lge_kind, mapping_kind, weak_lge_evidence)
 from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume
 from dicomnode.cmr.volume import build_volume
 from dicomnode.uids import InvalidUID, check_uid
@@ -262,6 +262,68 @@ def _preference_rank(series: AnalysisSeries) -> tuple:
     return (series.preferred, series.lge_kind == "psir", _series_time(series), series.series_number or 0)
 
 
+#: description forms of a post-contrast acquisition ('SAX_T1_post', 'MOLLI_..._POST_T1 MAP', 'T1 map 15 min', Siemens
+#: MyoMaps' post-contrast MOLLI scheme 4(1)3(1)2) and of a native one ('T1 native', 'pre_T1', 'precontrast', the
+#: native scheme 5(3)3)
+POST_CONTRAST_WORDS = (W + "post(?!er)", r"\d+[ _-]?min" + E, r"4\(1\)3\(1\)2", r"\+[ _-]?(?:c|gd)" + E,
+                       W + "gd" + E, r"(?:after|with)[ _-]?(?:contrast|gd|gado)", W + "ce" + E)
+NATIVE_WORDS = (W + "pre" + E, r"pre[ _-]?(?:contrast|gd|kontrast|km)", W + r"nati(?:ve|v|f)" + E, W + "nat" + E,
+                r"non[ _-]?contrast", r"(?:without|no)[ _-]?(?:contrast|gd)", r"5\(3\)3")
+
+
+def contrast_phase(series: AnalysisSeries, evidence: SeriesEvidence, lge_start: float | None) -> tuple[str, str]:
+    """("post" | "native" | "", why) for a map: a native and a post-contrast map of the same slices are two
+    measurements (ECV needs both), never repeats. In this order: the description (a native word before a post one:
+    'SAX_T1_post', 'MOLLI_5(3)3_SAX_T1 MAP'); ContrastBolusStartTime (0018,1042) against the AcquisitionTime;
+    ContrastBolusAgent (0018,0010) written; acquired after the study's LGE (which is itself post-contrast); else
+    "" (nothing says: counted with the native ones, as a post-contrast map is usually named)."""
+    text = evidence.text_hints()
+    for phase, words in (("native", NATIVE_WORDS), ("post", POST_CONTRAST_WORDS)):
+        found = re.search("|".join(f"(?:{w})" for w in words), text)
+        if found:
+            return phase, f"description {found.group(0)!r}"
+    acquired = _acquisition_times(evidence)
+    for header in series.instances:
+        ds = header.dataset
+        bolus_start = tm_seconds(ds.get("ContrastBolusStartTime"))
+        if bolus_start is not None and acquired:
+            if acquired[0] >= bolus_start:
+                return "post", f"acquired after the ContrastBolusStartTime {_clock(bolus_start)}"
+            return "native", f"acquired before the ContrastBolusStartTime {_clock(bolus_start)}"
+        agent = str(ds.get("ContrastBolusAgent") or "").strip()
+        if agent:
+            return "post", f"ContrastBolusAgent {agent!r}"
+    if lge_start is not None and acquired and acquired[0] > lge_start:
+        return "post", f"acquired after the LGE ({_clock(acquired[0])} against {_clock(lge_start)})"
+    return "", ""
+
+
+MAP_NAMES = {"t1": "T1 map", "t2": "T2 map", "t2star": "T2* map", "ecv": "ECV map", "map": "map"}
+
+
+def _measurements(series_list: list[AnalysisSeries], evidence: dict[str, SeriesEvidence]) -> dict[str, str]:
+    """Per map series key, what it measures beyond its sequence ('t1', 't1 post-contrast', 't2star', 't1-source',
+    'ecv'): maps of different measurements are never repeats of one another (a note on the series says which it is);
+    '' for other sequences."""
+    lge = [t for s in series_list if s.sequence.value == "lge" for t in _acquisition_times(evidence[s.key])]
+    lge_start = min(lge) if lge else None
+    found: dict[str, str] = {}
+    for series in series_list:
+        if series.sequence.value not in ("t1map", "t2map"):
+            found[series.key] = ""
+            continue
+        kind = mapping_kind(evidence[series.key]) or ""
+        phase, why = contrast_phase(series, evidence[series.key], lge_start)
+        found[series.key] = kind + (" post-contrast" if phase == "post" else "")
+        if phase:
+            base = kind.removesuffix("-source")
+            name = MAP_NAMES.get(base, "map") + (" source images" if kind.endswith("-source") else "")
+            series.notes.append(f"{'post-contrast' if phase == 'post' else 'native (pre-contrast)'} {name} ({why}): "
+                                "a measurement of its own, kept beside any "
+                                + ("native" if phase == "post" else "post-contrast") + " one (ECV needs both)")
+    return found
+
+
 def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, SeriesEvidence],
                     split: frozenset[str] = frozenset()) -> dict[str, list[str]]:
     """Mark the preferred series of each sequence and view (PREFERENCE_RULE) and return, per preferred series key,
@@ -271,10 +333,12 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
     of the same series (`split`: keys of grouping.split_reconstructions' stacks) is a warning. The series left aside
     get the reason in their notes."""
     warnings: dict[str, list[str]] = defaultdict(list)
-    groups: dict[tuple[str, str], list[AnalysisSeries]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[AnalysisSeries]] = defaultdict(list)
+    measurement = _measurements(series_list, evidence)
     for series in series_list:
-        groups[(series.sequence.value, series.view.value)].append(series)
-    for (sequence, view), members in groups.items():
+        groups[(series.sequence.value, series.view.value, measurement[series.key])].append(series)
+    for (sequence, view, measured), members in groups.items():
+        what = f"{sequence}/{view}" + (f" ({measured})" if measured else "")
         cover = {s.key: Coverage.of(evidence[s.key].frames) for s in members}
         known = [c.thickness for c in cover.values() if c.thickness] or [c.spacing for c in cover.values() if c.spacing]
         for coverage in cover.values():
@@ -310,7 +374,7 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
         ranked = sorted(members, key=rank, reverse=True)
         chosen = ranked[0]
         chosen.preferred = True
-        reasons = [f"{len(members)} series of {sequence}/{view}"]
+        reasons = [f"{len(members)} series of {what}"]
         if not complete(chosen):
             reasons.append("no complete repeat; took the best incomplete one")
         if sequence == "lge" and chosen.lge_kind == "psir" and any(s.lge_kind == "magnitude" for s in members):
@@ -333,7 +397,7 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
                               else f"{name[:-1]}, SeriesInstanceUID {s.series_instance_uid})"
                               for name, kind, s in zip(names, types, (other, chosen)))
             text = f"{sequence.upper()} {names[0]} left aside for this {names[1]}: {reason}"
-            other.notes.append(f"repeat of {sequence}/{view}; not preferred (preferred: {chosen.key}): {reason}")
+            other.notes.append(f"repeat of {what}; not preferred (preferred: {chosen.key}): {reason}")
             lacking = cover[chosen.key].lacks(cover[other.key])
             if "other" in (sequence, view):
                 continue  # unrecognised series or single planes of no view are no repeats of a stack
@@ -433,6 +497,10 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
             sequence.evidence.append(f"lge_kind {kind}: " + "; ".join(kind_answer.evidence))
         series_list.append(_analysis_series(candidate, evidence, sequence, view, kind))
     choice = _mark_preferred(series_list, evidences, frozenset(c.key for c in candidates if c.reconstruction))
+    for series in series_list:  # an LGE recognised on one kind of evidence says so beside its numbers
+        weak = weak_lge_evidence(evidences[series.key]) if series.sequence.value == "lge" else None
+        if weak:
+            choice.setdefault(series.key, []).insert(0, weak)
     stack_warnings = {c.key: list(c.warnings) + choice.get(c.key, []) for c in candidates
                       if c.warnings or choice.get(c.key)}
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,

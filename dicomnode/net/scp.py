@@ -428,20 +428,27 @@ class StorageSCP:
             log.exception("could not mark the study incomplete after refusing an instance")
 
     def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str) -> None:
-        """A SOP Instance UID already stored: the first copy is kept; say so louder when the content differs."""
+        """A SOP Instance UID already stored: the first copy is kept. An identical copy (the same bytes, or the same
+        attributes and pixel values in another encoding: a PACS re-routing the study) is said quietly; different
+        content louder, naming what differs."""
         try:
             difference = self.spool.difference_from_stored(instance)
         except OSError as exc:
-            difference = None
             log.warning("duplicate SOP instance %s (study %s): cannot compare with the stored copy: %s",
                         instance.sop_instance_uid, short_hash(study_uid), exc)
+            return
         if difference is None:
             log.info("duplicate SOP instance %s (study %s) from %s: identical, stored once", instance.sop_instance_uid,
                      short_hash(study_uid), calling)
             return
+        if difference.same_content:
+            log.info("duplicate SOP instance %s (study %s) from %s: identical content (every attribute and pixel value "
+                     "the same) in another encoding (%s), stored once", instance.sop_instance_uid,
+                     short_hash(study_uid), calling, difference.detail)
+            return
         log.warning("SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is kept "
                     "and analysed; a corrected instance needs a new SOP Instance UID", instance.sop_instance_uid,
-                    short_hash(study_uid), calling, difference)
+                    short_hash(study_uid), calling, difference.detail)
 
     @staticmethod
     def _status(code: int, comment: str) -> Dataset:

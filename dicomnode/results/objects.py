@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from pydicom.dataset import Dataset
 
@@ -11,7 +12,9 @@ from dicomnode.results.headers import derivable_header
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
-from dicomnode.types import AnalysisContext, PipelineResult
+from dicomnode.types import AnalysisContext, Declined, PipelineResult
+
+log = logging.getLogger("dicomnode.results")
 
 #: series numbers of the result series (high, so they sort after the acquisitions)
 SEG_SERIES_BASE = 9001
@@ -83,6 +86,7 @@ def build_result_objects(
     context: AnalysisContext,
     supersedes: list[dict] | None = None,
     secondary_capture: bool = False,
+    failures: list[Declined] | None = None,
 ) -> list[Dataset]:
     """Every result object for one study, in the source study, new series and new UIDs on every call.
 
@@ -94,7 +98,18 @@ def build_result_objects(
     the display copies of display_copy.py come first, one series per labelled phase, and the SEGs, one per phase,
     and the SR's outlines reference the copies), SR (TID 1500), the text-only SR of the report-text suggestions, PDF,
     SC. Their Series Date/Time put them in that order in a viewer (order_for_viewers).
+
+    One object that cannot be built does not take the others with it: the SEGs (and display copies) of a
+    segmentation are left out together (the SR then names no SEG of it), the SR, the suggestions SR, the PDF or the
+    SC alone; each such failure is appended to `failures` as a Declined naming the source series (None for a
+    study-level object) and the reason, and logged. A study header that cannot be found still raises.
     """
+    failures = failures if failures is not None else []
+
+    def failed(series_instance_uid: str | None, what: str, error: Exception) -> None:
+        log.exception("%s could not be built", what)
+        failures.append(Declined(series_instance_uid, f"{what} not written: {type(error).__name__}: {error}"))
+
     header = _study_header(study, results)
     if str(header.StudyInstanceUID) != str(study.study_instance_uid):
         raise ValueError("the study's first dataset belongs to another StudyInstanceUID")
@@ -106,40 +121,38 @@ def build_result_objects(
     series_number, copy_series = SEG_SERIES_BASE, COPY_SERIES_BASE
     for result in results:
         for segmentation in result.segmentations:
-            sources = [instance.dataset for instance in segmentation.series.instances]
             if segmentation.key in segs:
                 raise ValueError(f"two segmentations named {segmentation.key}: one pipeline segmented a series twice")
-            segs[segmentation.key] = []
-            parts = seg_parts(segmentation)  # one SEG per phase and source series (seg.py says why)
-            target = segmentation
-            if needs_display_copies(study, segmentation, parts):
-                # the SEGs reference copies holding exactly their images, one series per phase (OHIF, see
-                # display_copy.py)
-                frame_of_reference = shared_frame_of_reference(segmentation)
-                for position in sorted({p for part in parts for p in part.phase_positions}):
-                    slices = sorted({k for part in parts if position in part.phase_positions for k in part.slices})
-                    copies, target = display_copies(target, position, slices, copy_series, frame_of_reference,
-                                                     context.started_at)
-                    objects += copies
-                    sources += copies
-                    copy_series_list.append(copies)
-                    copy_series += 1
-                parts = seg_parts(target)
+            try:
+                copies_made, target, built = _segs_of(study, segmentation, context, series_number, copy_series)
+            except Exception as error:  # noqa: BLE001 - the other pipelines' results are still sent
+                series = segmentation.series
+                failed(series.series_instance_uids[0] if series.series_instance_uids else None,
+                       f"{segmentation.pipeline} SEG of series {series.series_number} '{series.description}'", error)
+                continue
+            objects += [copy for copies in copies_made for copy in copies]
+            copy_series_list += copies_made
+            copy_series += len(copies_made)
             shown[segmentation.key] = target
-            by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
-            for part in _parts_in_viewer_order(target, parts, by_uid):
-                seg = build_seg(target, sources, context, series_number, part)
-                segs[segmentation.key].append((part, seg))
-                objects.append(seg)
-                all_segs.append(seg)
-                series_number += 1
-    sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes, shown=shown)
+            segs[segmentation.key] = built
+            objects += [seg for _, seg in built]
+            all_segs += [seg for _, seg in built]
+            series_number += len(built)
+    sr = None
+    try:
+        sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes, shown=shown)
+    except Exception as error:  # noqa: BLE001
+        failed(None, "measurement SR (TID 1500)", error)
     if sr is not None:
         objects.append(sr)
     others: list[Dataset] = []
     suggestions = next((r for r in results if r.name == "suggestions"), None)
     if suggestions is not None:  # a text-only SR of its own, shown as text by viewers (docs/conformance.md)
-        suggestions_sr = build_suggestions_sr(header, suggestions, context, SUGGESTIONS_SR_SERIES)
+        suggestions_sr = None
+        try:
+            suggestions_sr = build_suggestions_sr(header, suggestions, context, SUGGESTIONS_SR_SERIES)
+        except Exception as error:  # noqa: BLE001
+            failed(None, "report text suggestions SR", error)
         if suggestions_sr is not None:
             objects.append(suggestions_sr)
             others.append(suggestions_sr)
@@ -151,14 +164,49 @@ def build_result_objects(
     if algorithms and (want_pdf or want_sc):
         cine = next((r for r in results if r.name == "cine" and r.summary), None)
         bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula) if cine is not None else None
-        declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined]
-        pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined)
+        declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined] + failures
+        try:
+            pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined)
+        except Exception as error:  # noqa: BLE001
+            failed(None, "visual report (PDF / SC)", error)
+            want_pdf = want_sc = False
         if want_pdf:
-            objects.append(build_pdf_document(pdf_bytes, header, context, algorithms, PDF_SERIES,
-                                              source_instances=list(objects)))
-            others.append(objects[-1])
+            try:
+                objects.append(build_pdf_document(pdf_bytes, header, context, algorithms, PDF_SERIES,
+                                                  source_instances=list(objects)))
+                others.append(objects[-1])
+            except Exception as error:  # noqa: BLE001
+                failed(None, "visual report PDF", error)
         if want_sc:
-            objects.append(build_secondary_capture(png_bytes, header, context, algorithms, SC_SERIES))
-            others.append(objects[-1])
+            try:
+                objects.append(build_secondary_capture(png_bytes, header, context, algorithms, SC_SERIES))
+                others.append(objects[-1])
+            except Exception as error:  # noqa: BLE001
+                failed(None, "visual report secondary capture", error)
     order_for_viewers(sr, all_segs, others, copy_series_list, context.started_at)
     return objects
+
+
+def _segs_of(study, segmentation, context: AnalysisContext, series_number: int, copy_series: int):
+    """(display-copy series made, the segmentation on the images its SEGs reference, [(SegPart, SEG)]) of one
+    segmentation: SEG series from `series_number` on, copy series from `copy_series` on (build_result_objects).
+    All or nothing: an error in any of its SEGs or copies raises, and none of them is sent."""
+    sources = [instance.dataset for instance in segmentation.series.instances]
+    parts = seg_parts(segmentation)  # one SEG per phase and source series (seg.py says why)
+    target = segmentation
+    copies_made: list[list[Dataset]] = []
+    if needs_display_copies(study, segmentation, parts):
+        # the SEGs reference copies holding exactly their images, one series per phase (OHIF, see display_copy.py)
+        frame_of_reference = shared_frame_of_reference(segmentation)
+        for position in sorted({p for part in parts for p in part.phase_positions}):
+            slices = sorted({k for part in parts if position in part.phase_positions for k in part.slices})
+            copies, target = display_copies(target, position, slices, copy_series + len(copies_made),
+                                            frame_of_reference, context.started_at)
+            sources += copies
+            copies_made.append(copies)
+        parts = seg_parts(target)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    built = []
+    for part in _parts_in_viewer_order(target, parts, by_uid):
+        built.append((part, build_seg(target, sources, context, series_number + len(built), part)))
+    return copies_made, target, built

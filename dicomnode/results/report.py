@@ -11,6 +11,7 @@ import math
 import re
 import textwrap
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import highdicom as hd
@@ -314,7 +315,10 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      + (f"; {phases_name(flagged)} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
                         "marked x on the volume curve)" if flagged else "")
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
-                     "mean +/- 2 SD (2015 SCMR review).")
+                     "mean +/- 2 SD (2015 SCMR review)."
+                     + (" ED and ES segmented again by a wider network, which gives EDV, ESV, EF and mass (other "
+                        "phases and the choice of ED/ES: the all-phase network)."
+                        if cine.summary.get("ed_es_refinement") else ""))
     if any(isinstance(r.summary, dict) and isinstance(r.summary.get("aha_segments"), dict) for r in results):
         lines.append("AHA 17 segments (Cerqueira 2002): thirds of the slices with LV cavity, septum between the RV "
                      "insertion points; scar extent = % of the segment's myocardium; transmurality = scar share of the "
@@ -518,29 +522,106 @@ def _phase_label(cine_summary: dict, index: int) -> str:
 
 #: the font of the page header: DejaVu Sans (shipped with matplotlib) has Latin, Greek and Cyrillic glyphs
 HEADER_FONT = "DejaVu Sans"
+#: fonts with Chinese, Japanese (kana and kanji) and Korean (Hangul) glyphs, the first installed of them taken as the
+#: pages' fallback for a character HEADER_FONT lacks (matplotlib's per-glyph font fallback, text stays text in the
+#: PDF): (family, the file where its Debian package installs it). fonts-wqy-microhei (5 MB, installed by .ci/run)
+#: covers all three; fonts-noto-cjk (90 MB) too. Where none is installed, such a character is drawn as '?' in
+#: HEADER_FONT and the page says so (mark_undrawable), never as an empty box
+CJK_FONTS = (("WenQuanYi Micro Hei", "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+             ("Noto Sans CJK JP", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"))
+#: said in the banner of a page on which mark_undrawable replaced a character
+UNDRAWABLE_NOTE = ("'?' stands for characters no font on this system has (Chinese, Japanese, Korean: install the "
+                   "Debian package fonts-wqy-microhei)")
 ABSENT = "not given"  # a header attribute absent or empty
 SEXES = {"M": "male", "F": "female", "O": "other"}  # PatientSex (0010,0040) defined terms
 
 
 @functools.cache
-def _font_glyphs(family: str = HEADER_FONT) -> frozenset[int]:
-    """The code points the font `family` resolves to (matplotlib's font manager) has glyphs for."""
-    from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
+def report_fonts() -> tuple[str, ...]:
+    """The font families the pages draw text in, in fallback order: HEADER_FONT, then the first of CJK_FONTS
+    installed (registered with matplotlib's font manager from its file where matplotlib's font cache was built
+    before the font was installed). A CJK font without a bold face gets its regular face listed as bold too (CJK
+    characters of a bold text are drawn regular; matplotlib would log a warning for every bold text otherwise).
 
-    return frozenset(FT2Font(font_manager.findfont(font_manager.FontProperties(family=family))).get_charmap())
+    With no CJK font, matplotlib's "Glyph ... missing from font(s)" warnings are ignored in this process: the page
+    is laid out with them, then mark_undrawable draws each such character as '?' and says so on the page."""
+    import dataclasses
+    import warnings
+
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    families: tuple[str, ...] = (HEADER_FONT,)
+    for family, path in CJK_FONTS:
+        if not any(entry.name == family for entry in manager.ttflist) and Path(path).is_file():
+            manager.addfont(path)
+        entries = [entry for entry in manager.ttflist if entry.name == family]
+        if entries:
+            if not any(font_manager.weight_dict.get(entry.weight, entry.weight) == 700 for entry in entries):
+                manager.ttflist.append(dataclasses.replace(entries[0], weight=700))
+                manager._findfont_cached.cache_clear()  # as FontManager.addfont does after adding an entry
+            families = (HEADER_FONT, family)
+            break
+    else:
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+    return families
+
+
+def _use_report_fonts() -> None:
+    """Before a page makes any text: matplotlib's rcParams["font.family"] = report_fonts (each text falls back from
+    HEADER_FONT to the CJK font glyph by glyph; Latin, Greek and Cyrillic are drawn in HEADER_FONT as before). Set
+    for the process, the same value by every page: rcParams are process-wide, and an rc_context per page would
+    race between analysis threads."""
+    import matplotlib
+
+    families = list(report_fonts())
+    if matplotlib.rcParams["font.family"] != families:
+        matplotlib.rcParams["font.family"] = families
+
+
+@functools.cache
+def _font_glyphs() -> frozenset[int]:
+    """The code points that one of report_fonts has glyphs for."""
+    from matplotlib import font_manager
+
+    glyphs: set[int] = set()
+    for family in report_fonts():
+        path = font_manager.findfont(font_manager.FontProperties(family=family))
+        glyphs.update(font_manager.get_font(path).get_charmap())
+    return frozenset(glyphs)
 
 
 def _drawable(text: str) -> bool:
-    """True where HEADER_FONT has a glyph for every character of `text` (spaces and controls aside)."""
+    """True where report_fonts have a glyph for every character of `text` (spaces and controls aside)."""
     glyphs = _font_glyphs()
     return all(ord(c) in glyphs for c in text if c.isprintable() and not c.isspace())
+
+
+def mark_undrawable(figure: Figure) -> None:
+    """Every character of the page's texts that no report font has (no CJK font installed: CJK_FONTS) becomes '?',
+    and the banner says what '?' stands for (UNDRAWABLE_NOTE): the text stays readable as far as the fonts go,
+    rather than drawn as empty boxes."""
+    from matplotlib.text import Text
+
+    glyphs = _font_glyphs()
+    replaced = False
+    for text in figure.findobj(Text):
+        value = text.get_text()
+        shown = "".join(c if ord(c) in glyphs or c.isspace() or not c.isprintable() else "?" for c in value)
+        if shown != value:
+            text.set_text(shown)
+            replaced = True
+    if replaced:
+        note = figure.text(0.5, 0.9585, UNDRAWABLE_NOTE, ha="center", va="bottom", color="white", fontsize=6,
+                           family=HEADER_FONT)
+        fit_width(note, figure, 0.92)
 
 
 def person_name(value) -> str:
     """A DICOM PN (PatientName) as a report shows it: "Family, Given Middle" with prefix before the given names
     and suffix after them ("Family, Dr Given, Jr"); the alphabetic group, else the first ideographic or phonetic
-    group that HEADER_FONT can draw (a glyph it lacks becomes "?"); ABSENT where the name is empty."""
+    group that the report's fonts (report_fonts: a CJK font where one is installed) can draw, else the first group
+    (drawn with '?' for what no font has: mark_undrawable); ABSENT where the name is empty."""
     if value is None or str(value).strip(" ^=") == "":
         return ABSENT
     name = value if isinstance(value, PersonName) else PersonName(str(value))
@@ -554,10 +635,7 @@ def person_name(value) -> str:
     drawable = [text for text in shown if _drawable(text)]
     if drawable:
         return drawable[0]
-    if not shown:
-        return ABSENT
-    glyphs = _font_glyphs()
-    return "".join(c if ord(c) in glyphs or c.isspace() else "?" for c in shown[0])
+    return shown[0] if shown else ABSENT
 
 
 def _date(value) -> str:
@@ -596,11 +674,12 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
     figure.text(0.5, 0.977, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
     started: dt.datetime = context.started_at
     title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   analysis {started:%Y-%m-%d %H:%M}",
-                        fontsize=8.5, weight="bold", family=HEADER_FONT)
-    patient = figure.text(0.04, 0.927, identification_line(header), fontsize=8, family=HEADER_FONT)
+                        fontsize=8.5, weight="bold", family=list(report_fonts()))
+    patient = figure.text(0.04, 0.927, identification_line(header), fontsize=8, family=list(report_fonts()))
     algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})
     credits = figure.text(0.04, 0.915, "Algorithms: " + ("; ".join(algorithms) or "n/a")
-                          + f"   -   dicomnode {node_version()}", fontsize=6.5, color="#444444", family=HEADER_FONT)
+                          + f"   -   dicomnode {node_version()}", fontsize=6.5, color="#444444",
+                          family=list(report_fonts()))
     for line in (title, patient, credits):
         fit_width(line, figure, 0.92)
     return figure
@@ -622,7 +701,15 @@ PANEL_TITLE_FONT, PANEL_TITLE_PAD = 7.0, 2.0  # points
 def first_page(header: Dataset, results: Sequence[PipelineResult], context,
                bsa: tuple[float, str] | None = None) -> Figure:
     """Page 1 (also the PNG): key numbers with reference ranges, the AHA bullseye beside them, and the overlays in
-    the space left below both."""
+    the space left below both; drawn in report_fonts (CJK names as text), a character none has as '?'."""
+    _use_report_fonts()
+    figure = _first_page(header, results, context, bsa)
+    mark_undrawable(figure)
+    return figure
+
+
+def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
+                bsa: tuple[float, str] | None = None) -> Figure:
     figure = _page("", header, context, results)
     values, labels, title, unit, vmax, cmap = _bullseye_values(results)
     bull_ax = figure.add_axes(BULLSEYE_BOX)
@@ -745,7 +832,16 @@ def _scar_bars(ax, lge: PipelineResult | None) -> None:
 
 def second_page(header: Dataset, results: Sequence[PipelineResult], context,
                 declined: Sequence[Declined] = ()) -> Figure:
-    """Page 2: volume curves, per-slice scar, methods, the cine's flags in full, declined series, suggestions."""
+    """Page 2: volume curves, per-slice scar, methods, the cine's flags in full, declined series, suggestions; drawn
+    in report_fonts (CJK series names as text), a character none has as '?'."""
+    _use_report_fonts()
+    figure = _second_page(header, results, context, declined)
+    mark_undrawable(figure)
+    return figure
+
+
+def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
+                 declined: Sequence[Declined] = ()) -> Figure:
     second = _page(" - page 2", header, context, results)
     cine, lge = _find(results, "cine"), _find(results, "lge")
     _volume_curves(second.add_axes((0.08, 0.70, 0.40, 0.19)), cine)

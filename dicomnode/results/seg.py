@@ -236,6 +236,56 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
         derivation.SourceImageSequence = [_source_item(ref)]
 
 
+def _group_item(container: Dataset | None, keyword: str) -> Dataset | None:
+    sequence = container.get(keyword) if container is not None else None
+    return sequence[0] if sequence else None
+
+
+def source_slice_thickness(source: Dataset, frame_number: int | None) -> float | None:
+    """Slice Thickness of a source image in mm: the classic attribute, else (Enhanced MR) the Pixel Measures
+    functional group of the referenced frame, per-frame or shared (PS3.3 C.7.6.16.2.1: either holds it); None when
+    absent."""
+    if source.get("SliceThickness") not in (None, ""):
+        return float(source.SliceThickness)
+    per_frame = source.get("PerFrameFunctionalGroupsSequence") or []
+    frame_item = per_frame[frame_number - 1] if frame_number and frame_number <= len(per_frame) else None
+    for container in (frame_item, _group_item(source, "SharedFunctionalGroupsSequence")):
+        measures = _group_item(container, "PixelMeasuresSequence")
+        if measures is not None and measures.get("SliceThickness") not in (None, ""):
+            return float(measures.SliceThickness)
+    return None
+
+
+def with_shared_geometry(source: Dataset, pixel_measures: hd.PixelMeasuresSequence,
+                         plane_orientation: hd.PlaneOrientationSequence) -> Dataset:
+    """A shallow copy of a multi-frame source header whose Shared Functional Groups item holds Pixel Measures and
+    Plane Orientation, for highdicom to read.
+
+    PS3.3 C.7.6.16 lets an Enhanced MR image keep either functional group per frame (Philips does), but highdicom
+    (0.28) reads a multi-frame source's Pixel Measures and Plane Orientation from its Shared Functional Groups
+    only, even when the SEG's own are given ("Source images must have a shared orientation", AttributeError
+    PixelMeasuresSequence). The copy's shared item gets those of the analysed stack, which the SEG declares: every
+    frame of the stack has them (the volume is built from frames with one orientation and pixel spacing). Only
+    highdicom sees the copy; the source itself is not changed.
+    """
+    shared = _group_item(source, "SharedFunctionalGroupsSequence")
+    item = Dataset()
+    if shared is not None:
+        item.update(shared)  # the source's own groups stay as they are
+    if "PixelMeasuresSequence" not in item:
+        item.PixelMeasuresSequence = pixel_measures
+    if "PlaneOrientationSequence" not in item:
+        item.PlaneOrientationSequence = plane_orientation
+    copy = Dataset()
+    copy.update(source)  # shares the source's data elements: replace the element, never set its value
+    if hasattr(source, "file_meta"):
+        copy.file_meta = source.file_meta
+    if "SharedFunctionalGroupsSequence" in copy:
+        del copy.SharedFunctionalGroupsSequence
+    copy.SharedFunctionalGroupsSequence = [item]
+    return copy
+
+
 def segmentation_type_for(rows: int, columns: int) -> hd.seg.SegmentationTypeValues:
     """BINARY when every bit-packed frame starts on a byte boundary (Rows x Columns a multiple of 8), else FRACTIONAL
     (see the module docstring: OHIF rejects the padded odd-length data of unaligned BINARY frames)."""
@@ -284,15 +334,15 @@ def build_seg(
     further = [derivable_header(sources[uid]) for uid in ordered_uids if uid not in primary_uids]
 
     orientation = [float(v) for v in np.asarray(volume.orientation, dtype=float)]
-    thickness = first.get("SliceThickness")
-    if thickness is None and "SharedFunctionalGroupsSequence" in first:
-        measures = first.SharedFunctionalGroupsSequence[0].get("PixelMeasuresSequence")
-        thickness = measures[0].get("SliceThickness") if measures else None
+    thickness = source_slice_thickness(first, refs[0].frame_number)
     pixel_measures = hd.PixelMeasuresSequence(
         pixel_spacing=[float(volume.pixel_spacing[0]), float(volume.pixel_spacing[1])],
         slice_thickness=float(thickness) if thickness else float(volume.slice_spacing),
         spacing_between_slices=float(volume.slice_spacing) if len(slices) > 1 else None,
     )
+    plane_orientation = hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation)
+    if len(primary) == 1 and "PerFrameFunctionalGroupsSequence" in primary[0]:
+        primary = [with_shared_geometry(primary[0], pixel_measures, plane_orientation)]
     plane_positions = [
         hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position])
         for position in np.asarray(volume.positions, dtype=float)[slices]
@@ -343,7 +393,7 @@ def build_seg(
         content_description=f"AI {pipeline_name} segmentation ({', '.join(phase_names)}), unverified"[:64],
         content_creator_name=None,
         pixel_measures=pixel_measures,
-        plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation),
+        plane_orientation=plane_orientation,
         plane_positions=plane_positions,
         omit_empty_frames=True,
         coding_schemes=codes.coding_schemes(),

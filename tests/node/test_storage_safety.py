@@ -3,6 +3,7 @@ storage floor; a failure that cannot be recorded does not leave a study `analysi
 a re-sent instance with other content is named; the log lines an admin follows a study by."""
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
+from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
 from dicomnode import spool as spool_module
 from dicomnode.cli import _print_status, main
@@ -451,6 +453,38 @@ def test_an_instance_resent_with_other_content_is_named_in_a_warning(node, caplo
     assert "stored once" not in caplog.text
     assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
 
+
+
+def test_an_instance_rerouted_in_another_encoding_is_identical_and_other_pixel_values_are_different_content(node,
+                                                                                                          caplog):
+    """A PACS re-routing the study sends the same instance in another transfer syntax (here Implicit VR, and RLE
+    Lossless): the same attributes and pixel values, other bytes. That is said as identical, at INFO; a changed pixel
+    is different content, a WARNING that says the pixel values differ and no attribute does."""
+    first = synthetic_mr()
+    assert store_one(node.scp.port, first).Status == 0
+    implicit = copy.deepcopy(first)
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    rle = copy.deepcopy(first)
+    rle.compress(RLELossless, generate_instance_uid=False)
+    for resent in (implicit, rle):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert store_one(node.scp.port, resent).Status == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        (line,) = [r.getMessage() for r in caplog.records if "duplicate SOP instance" in r.getMessage()]
+        assert "identical content" in line and "stored once" in line
+        assert f"sent in transfer syntax {resent.file_meta.TransferSyntaxUID}" in line
+    changed = copy.deepcopy(first)
+    pixels = changed.pixel_array.copy()
+    pixels[0, 0] += 1
+    changed.PixelData = pixels.astype("<u2").tobytes()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert store_one(node.scp.port, changed).Status == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "different content (the pixel values differ (1 of 4096)" in warning and "attribute" not in warning
+    assert "stored once" not in caplog.text
+    assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
 
 # --- F11: the log lines an admin follows a study by ---------------------------------------------------------------
 

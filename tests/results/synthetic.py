@@ -1,6 +1,7 @@
 """Synthetic CMR source headers, volumes and pipeline results for the result-object tests (no real data needed)."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,14 +241,22 @@ def read(path: Path) -> Dataset:
     return pydicom.dcmread(path)
 
 
-def as_enhanced_mr(segmentation: SegmentationResult) -> SegmentationResult:
-    """The same result on one Enhanced MR multi-frame instance (frames ordered phase-major) instead of single frames."""
+#: where an Enhanced MR instance keeps Pixel Measures and Plane Orientation (PS3.3 C.7.6.16 allows either group in the
+#: Shared or in every frame's Per-frame Functional Groups): Siemens XA shares both, Philips writes both per frame
+ENHANCED_LAYOUTS = ("shared", "perframe", "orientation_perframe")
+
+
+def as_enhanced_mr(segmentation: SegmentationResult, layout: str = "shared") -> SegmentationResult:
+    """The same result on one Enhanced MR multi-frame instance (frames ordered phase-major) instead of single frames;
+    `layout` (ENHANCED_LAYOUTS): "shared", "perframe" (both groups per frame), "orientation_perframe" (Pixel
+    Measures shared, Plane Orientation per frame)."""
     from pydicom.uid import EnhancedMRImageStorage
 
     volume, series = segmentation.volume, segmentation.series
     first = series.instances[0].dataset
     ds = Dataset()
-    ds.update({k: first[k] for k in first.keys() if k not in (0x00200032, 0x00200037, 0x00280030, 0x00180050)})
+    ds.update({k: copy.deepcopy(first[k]) for k in first.keys()  # not shared: the source stays as it is
+               if k not in (0x00200032, 0x00200037, 0x00280030, 0x00180050)})
     ds.SOPClassUID = EnhancedMRImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.NumberOfFrames = len(volume.frames) * len(volume.frames[0])
@@ -257,8 +266,10 @@ def as_enhanced_mr(segmentation: SegmentationResult) -> SegmentationResult:
     measures = Dataset()
     measures.PixelSpacing = list(SPACING)
     measures.SliceThickness = 8.0
-    shared.PlaneOrientationSequence = [orientation]
-    shared.PixelMeasuresSequence = [measures]
+    if layout == "shared":
+        shared.PlaneOrientationSequence = [orientation]
+    if layout in ("shared", "orientation_perframe"):
+        shared.PixelMeasuresSequence = [measures]
     ds.SharedFunctionalGroupsSequence = [shared]
     per_frame, frames = [], []
     for p, row in enumerate(volume.frames):
@@ -267,6 +278,10 @@ def as_enhanced_mr(segmentation: SegmentationResult) -> SegmentationResult:
             item, position = Dataset(), Dataset()
             position.ImagePositionPatient = [float(v) for v in volume.positions[k]]
             item.PlanePositionSequence = [position]
+            if layout != "shared":
+                item.PlaneOrientationSequence = [copy.deepcopy(orientation)]
+            if layout == "perframe":
+                item.PixelMeasuresSequence = [copy.deepcopy(measures)]
             per_frame.append(item)
             refs.append(FrameRef(ds.SOPInstanceUID, ds.SOPClassUID, ds.SeriesInstanceUID, len(per_frame)))
         frames.append(refs)

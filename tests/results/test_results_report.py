@@ -498,8 +498,8 @@ def test_the_page_header_identifies_patient_and_study_each_labelled(built):
 @pytest.mark.parametrize("name, shown", [
     ("Doe^John^Q^Dr^Jr", "Doe, Dr John Q, Jr"),
     ("Müller^Zoë", "Müller, Zoë"),
-    ("Yamada^Tarou=山田^太郎", "Yamada, Tarou"),  # the alphabetic group: the font has no CJK glyphs
-    ("=山田^太郎", "??, ??"),  # glyphs the font lacks are marked, never drawn as empty boxes
+    ("Yamada^Tarou=山田^太郎", "Yamada, Tarou"),  # the alphabetic group first
+    ("=山田^太郎", "山田, 太郎"),  # drawn in the CJK font, else as '?' with a note (mark_undrawable)
     ("", "not given"),
     ("^", "not given"),
 ])
@@ -508,6 +508,86 @@ def test_person_names_are_shown_readably(name, shown):
 
     assert person_name(name) == shown
 
+
+
+CJK_PATIENT = "=山田^太郎"  # ideographic group only (PN, ISO_IR 192)
+CJK_SERIES = {"lge": "지연 조영 증강 단축", "cine": "电影 短轴"}  # Korean LGE, Chinese cine SeriesDescription
+
+
+def _cjk_header(study):
+    import copy
+
+    header = copy.deepcopy(study.series[0].instances[0].dataset)
+    header.SpecificCharacterSet = "ISO_IR 192"
+    header.PatientName = CJK_PATIENT
+    return header
+
+
+def _cjk_series(results):
+    return [_with_summary(r, series_number=7, series_description=CJK_SERIES[r.name])
+            if r.name in CJK_SERIES and isinstance(r.summary, dict) else r for r in results]
+
+
+def test_cjk_patient_and_series_names_are_real_text_in_the_pdf(built, tmp_path):
+    """The Japanese patient name and the Korean / Chinese series names are drawn in the CJK font (report_fonts) and
+    come back out of the PDF as the same text (poppler's pdftotext), no glyph missing."""
+    import shutil
+    import subprocess
+    import warnings
+
+    from dicomnode.results.report import report_fonts
+    from tests.conftest import REQUIRE_PEERS
+
+    missing = [what for what, absent in (("a CJK font (Debian: fonts-wqy-microhei)", len(report_fonts()) < 2),
+                                         ("pdftotext (Debian: poppler-utils)", shutil.which("pdftotext") is None))
+               if absent]
+    if missing:
+        message = "not installed: " + ", ".join(missing)
+        if REQUIRE_PEERS:
+            pytest.fail(message + " but DICOMNODE_REQUIRE_PEERS=1 (.ci/run installs them)")
+        pytest.skip(message)
+    study, results, context, _ = built
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for a glyph it lacks
+        pdf, _ = render_report(_cjk_header(study), _cjk_series(results), context, (2.0, "mosteller"))
+    (tmp_path / "report.pdf").write_bytes(pdf)
+    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(tmp_path / "report.pdf"), "-"], capture_output=True,
+                          check=True).stdout.decode("utf-8")
+    flat = "".join(text.split())
+    for name in ("山田,太郎", *CJK_SERIES.values()):
+        assert "".join(name.split()) in flat, (name, text[:2000])
+
+
+def test_without_a_cjk_font_cjk_names_are_drawn_as_question_marks_with_a_note(built, monkeypatch):
+    """No CJK font installed: each character no font has is '?' (never an empty box, never a crash) and the banner
+    says what '?' stands for."""
+    import warnings
+
+    import matplotlib
+
+    from dicomnode.results import report
+
+    study, results, context, _ = built
+    monkeypatch.setattr(report, "report_fonts", lambda: (report.HEADER_FONT,))
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", [report.HEADER_FONT])
+    report._font_glyphs.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            # laid out with the missing glyphs (report_fonts ignores matplotlib's warning where no CJK font is there)
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+            pages = [report.first_page(_cjk_header(study), _cjk_series(results), context, (2.0, "mosteller")),
+                     report.second_page(_cjk_header(study), _cjk_series(results), context)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # ... and drawn without any: '?' stands in for each
+            for page in pages:
+                page.canvas.draw()
+    finally:
+        report._font_glyphs.cache_clear()
+    for page in pages:
+        texts = [t.get_text() for t in page.texts]
+        assert report.UNDRAWABLE_NOTE in texts
+        assert any(t.startswith("Patient: ??, ??   Patient ID:") for t in texts)
+    assert '"?? ?? ?? ??"' in _page_text(pages[1]) and '"?? ??"' in _page_text(pages[1])  # the series names
 
 def test_an_absent_patient_or_study_attribute_is_said_absent(built):
     import copy

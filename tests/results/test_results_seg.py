@@ -12,7 +12,7 @@ from dicomnode.labels import Label
 from dicomnode.results import codes
 from dicomnode.results.seg import (build_seg, part_segment_plan, seg_parts, segment_masks, segment_plan,
                                    segmentation_type_for)
-from synthetic import make_study, one_series_per_slice, write
+from synthetic import ENHANCED_LAYOUTS, as_enhanced_mr, make_study, one_series_per_slice, write
 from validators import assert_valid, dciodvfy, known_false_positive, pixelmed, pn_error_is_a_known_false_positive
 
 IHE_PURPOSE = (codes.PROCESSING_ALGORITHM.value, codes.PROCESSING_ALGORITHM.scheme_designator)
@@ -206,8 +206,6 @@ def test_seg_passes_dciodvfy_and_pixelmed(study_and_segs, tmp_path, pipeline):
 
 
 def test_cine_on_one_enhanced_mr_instance_references_frames(study_and_segs, tmp_path):
-    from synthetic import as_enhanced_mr
-
     _, results, context, _ = study_and_segs
     segmentation = as_enhanced_mr(results[1].segmentations[0])
     seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9002)
@@ -220,6 +218,53 @@ def test_cine_on_one_enhanced_mr_instance_references_frames(study_and_segs, tmp_
         pixels = read.get_pixels_by_source_frame(source_uid, frame_numbers, segment_numbers=[segment.number],
                                                  assert_missing_frames_are_empty=True)
         np.testing.assert_array_equal(pixels[..., 0], masks[..., segment.number - 1])
+
+
+@pytest.mark.parametrize("layout", ENHANCED_LAYOUTS)
+@pytest.mark.parametrize("pipeline", ["lge", "cine"])
+def test_enhanced_mr_with_per_frame_geometry_gets_its_seg_on_the_right_frames(study_and_segs, tmp_path, pipeline,
+                                                                                layout):
+    """Pixel Measures and Plane Orientation may sit in the Per-frame Functional Groups (PS3.3 C.7.6.16; Philips):
+    the SEG is built as for the shared layout, every frame referencing its own source frame (phase and slice), with
+    the stack's geometry, and the source header is left as it was."""
+    _, results, context, _ = study_and_segs
+    segmentation = as_enhanced_mr(results[0 if pipeline == "lge" else 1].segmentations[0], layout)
+    source = segmentation.series.instances[0].dataset
+    shared_before = sorted(source.SharedFunctionalGroupsSequence[0].keys())
+    seg = build_seg(segmentation, [source], context, 9002)
+    assert sorted(source.SharedFunctionalGroupsSequence[0].keys()) == shared_before
+    read = hd.seg.segread(write(seg, tmp_path / f"{pipeline}_{layout}.dcm"))
+    shared = read.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == \
+        [float(v) for v in segmentation.volume.orientation]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == list(segmentation.volume.pixel_spacing)
+    assert float(shared.PixelMeasuresSequence[0].SliceThickness) == 8.0  # the source's, per frame or shared
+    plan = segment_plan(segmentation)
+    by_number = {segment.number: segment for segment in plan}
+    for frame in read.PerFrameFunctionalGroupsSequence:
+        segment = by_number[int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)]
+        (item,) = frame.DerivationImageSequence[0].SourceImageSequence
+        frame_number = int(item.ReferencedFrameNumber)
+        assert item.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert frame_number in [ref.frame_number for ref in segmentation.volume.frames[segment.phase_index]]
+        assert [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient] == \
+            [float(v) for v in source.PerFrameFunctionalGroupsSequence[frame_number - 1]
+             .PlanePositionSequence[0].ImagePositionPatient]
+    masks = segment_masks(segmentation, plan)
+    for segment in plan:
+        frame_numbers = [ref.frame_number for ref in segmentation.volume.frames[segment.phase_index]]
+        pixels = read.get_pixels_by_source_frame(source.SOPInstanceUID, frame_numbers,
+                                                 segment_numbers=[segment.number],
+                                                 assert_missing_frames_are_empty=True)
+        np.testing.assert_array_equal(pixels[..., 0], masks[..., segment.number - 1])
+
+
+@pytest.mark.peers
+def test_seg_of_a_per_frame_enhanced_mr_passes_dciodvfy_and_pixelmed(study_and_segs, tmp_path):
+    _, results, context, _ = study_and_segs
+    segmentation = as_enhanced_mr(results[1].segmentations[0], "perframe")
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9002)
+    assert_valid(write(seg, tmp_path / "perframe.dcm"), "DicomInstanceValidator")
 
 
 def test_slices_merged_from_single_slice_series_reference_every_series(tmp_path):

@@ -1,0 +1,106 @@
+"""All result objects of one study: one object that cannot be built is declined by name, the others are still
+written; an Enhanced MR stack with per-frame geometry (Philips) beside a classic one gets every result."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from dicomnode.analysis.run import Analyser
+from dicomnode.config import Config
+from dicomnode.results import objects as result_objects
+from dicomnode.results.objects import build_result_objects
+from dicomnode.types import Declined
+from synthetic import as_enhanced_mr, make_study
+
+
+def _failing_for(pipeline: str, real_build_seg):
+    def build_seg(segmentation, *args, **kwargs):
+        if segmentation.pipeline == pipeline:
+            raise RuntimeError("the SEG writer refused it")
+        return real_build_seg(segmentation, *args, **kwargs)
+    return build_seg
+
+
+def _referenced_series(seg) -> set[str]:
+    return {str(item.SeriesInstanceUID) for item in seg.ReferencedSeriesSequence}
+
+
+def test_a_seg_that_cannot_be_built_leaves_the_other_results_and_is_declined(monkeypatch):
+    study, results, context = make_study(slices=3, cine_phases=5)
+    monkeypatch.setattr(result_objects, "build_seg", _failing_for("cine", result_objects.build_seg))
+    failures: list[Declined] = []
+    objects = build_result_objects(study, results, context, failures=failures)
+    lge_series, cine_series = results[0].segmentations[0].series, results[1].segmentations[0].series
+    segs = [o for o in objects if o.Modality == "SEG"]
+    assert len(segs) == 1 and _referenced_series(segs[0]) == {lge_series.series_instance_uids[0]}
+    assert not [o for o in objects if o.Modality == "MR"]  # no display copy of the cine without its SEG
+    assert len([o for o in objects if o.Modality == "SR"]) == 2  # measurements and suggestions
+    assert [o for o in objects if o.Modality == "DOC"]  # the PDF
+    assert failures == [Declined(cine_series.series_instance_uids[0],
+                                 "cine SEG of series 5 'cine SAX' not written: RuntimeError: the SEG writer "
+                                 "refused it")]
+
+
+def test_a_measurement_sr_that_cannot_be_built_leaves_the_segs_and_the_report(monkeypatch):
+    study, results, context = make_study(slices=3, cine_phases=5)
+
+    def build_sr(*args, **kwargs):
+        raise ValueError("no")
+
+    monkeypatch.setattr(result_objects, "build_sr", build_sr)
+    failures: list[Declined] = []
+    objects = build_result_objects(study, results, context, failures=failures)
+    assert len([o for o in objects if o.Modality == "SEG"]) == 3  # LGE, cine ED and ES
+    assert [o.Modality for o in objects if o.Modality in ("SR", "DOC")] == ["SR", "DOC"]  # suggestions SR, PDF
+    assert failures == [Declined(None, "measurement SR (TID 1500) not written: ValueError: no")]
+
+
+class _Given:
+    """A pipeline that returns a result made beforehand."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def run(self, study, context):
+        return self.result
+
+
+def test_the_analyser_sends_the_other_results_and_names_the_failure(monkeypatch):
+    study, results, context = make_study(slices=3, cine_phases=5)
+    study.declined, study.excluded_instances, study.summary_series = [], [], lambda: []
+    monkeypatch.setattr(result_objects, "build_seg", _failing_for("lge", result_objects.build_seg))
+    analyser = Analyser(Config())
+    for result in results[:2]:
+        analyser._pipelines[result.name] = _Given(result)
+    outcome = analyser.analyse(study, ["lge", "cine"], started_at=context.started_at)
+    lge_uid = results[0].segmentations[0].series.series_instance_uids[0]
+    segs = [o for o in outcome.datasets if o.Modality == "SEG"]
+    assert len(segs) == 2 and all(lge_uid not in _referenced_series(seg) for seg in segs)  # cine ED and ES
+    assert [o for o in outcome.datasets if o.Modality == "SR"] and outcome.summary["lge"]
+    reason = "lge SEG of series 7 'PSIR LGE SAX' not written: RuntimeError: the SEG writer refused it"
+    assert {"series_instance_uid": lge_uid, "reason": reason} in outcome.summary["declined"]
+    assert outcome.errors == [reason]  # the node's fault: `process` exits 1, the rest is sent
+
+
+@pytest.mark.parametrize("layout", ["perframe", "orientation_perframe"])
+def test_a_per_frame_enhanced_cine_beside_a_classic_lge_gets_every_result(layout):
+    study, results, context = make_study(slices=3, cine_phases=5)
+    cine = results[1]
+    enhanced = as_enhanced_mr(cine.segmentations[0], layout)
+    results[1] = replace(cine, segmentations=[enhanced])
+    study.series[0] = enhanced.series
+    failures: list[Declined] = []
+    objects = build_result_objects(study, results, context, failures=failures)
+    assert failures == []
+    source = enhanced.series.instances[0].dataset
+    segs = [o for o in objects if o.Modality == "SEG"]
+    cine_segs = [s for s in segs if _referenced_series(s) == {str(source.SeriesInstanceUID)}]
+    assert len(segs) == 3 and len(cine_segs) == 2  # LGE; cine ED and ES on the multi-frame original
+    assert not [o for o in objects if o.Modality == "MR"]  # a multi-frame source is not copied (display_copy.py)
+    for seg, phase_index in zip(cine_segs, enhanced.phases):
+        frames = {ref.frame_number for ref in enhanced.volume.frames[phase_index]}
+        referenced = {int(item.ReferencedFrameNumber) for frame in seg.PerFrameFunctionalGroupsSequence
+                      for item in frame.DerivationImageSequence[0].SourceImageSequence}
+        assert referenced and referenced <= frames
+    assert [o.Modality for o in objects if o.Modality in ("SR", "DOC")] == ["SR", "SR", "DOC"]
