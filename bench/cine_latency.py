@@ -1,4 +1,5 @@
-"""Latency of one whole cine (12 slices x 25 phases) on the CPU: ONNX Runtime vs torch, model alone and end to end.
+"""Latency of one whole cine (12 slices x 25 phases) on the CPU: ONNX Runtime vs torch, model alone and end to end,
+the shipped cine_unet alone and, where cine_unet_refine is installed, with it re-segmenting ED and ES (as the node).
 
     .venv/bin/python bench/cine_latency.py [--runs 5] [--threads 1 2]
 
@@ -45,24 +46,21 @@ def load_cine(datasets: Path | None):
     return pixels, (1.37, 1.37), 10.0, "synthetic discs (shared datasets not found)"
 
 
-def worker(backend: str, threads: int, runs: int, datasets: str | None, queue) -> None:
-    from dicomnode.analysis.cine import CineModelSpec, segment_cine
-    from dicomnode.analysis.cine_metrics import measure_cine
+def load_runner(name: str, backend: str, threads: int):
+    """(card, run_model) of an installed model, fed in chunks of the card's max_batch as the node's LoadedModel does."""
     from engines import models_dir
 
-    card = json.loads((models_dir() / "cine_unet.json").read_text())
-    spec = CineModelSpec.from_card(card)
-    pixels, spacing, dz, source = load_cine(Path(datasets) if datasets else None)
+    card = json.loads((models_dir() / f"{name}.json").read_text())
     if backend == "onnxruntime":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(models_dir() / "cine_unet.onnx"), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
+        session = ort.InferenceSession(str(models_dir() / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
 
-        def run_model(inputs):
-            return session.run(None, {name: inputs})[0]
+        def run_whole(inputs):
+            return session.run(None, {input_name: inputs})[0]
     else:
         import torch
 
@@ -73,24 +71,41 @@ def worker(backend: str, threads: int, runs: int, datasets: str | None, queue) -
         model.load_state_dict(torch.load(models_dir() / card["torch"]["weights"], map_location="cpu", weights_only=True))
         model.eval()
 
-        def run_model(inputs):
+        def run_whole(inputs):
             with torch.inference_mode():
                 return model(torch.from_numpy(inputs)).numpy()
 
-    chunk = int(card.get("max_batch", 64))  # the node's LoadedModel feeds the model at most this many slices at once
-    run_whole = run_model
+    chunk = int(card.get("max_batch", 64))
 
-    def run_model(inputs):  # noqa: F811 - same chunking as dicomnode.inference.LoadedModel
+    def run_model(inputs):
         return np.concatenate([run_whole(inputs[i:i + chunk]) for i in range(0, len(inputs), chunk)])
 
+    return card, run_model
+
+
+def worker(backend: str, threads: int, runs: int, datasets: str | None, refine: bool, queue) -> None:
+    from dicomnode.analysis.cine import REFINE_MODEL_NAME, CineModelSpec, segment_and_measure
+    from dicomnode.analysis.cine_metrics import measure_cine
+
+    card, run_model = load_runner("cine_unet", backend, threads)
+    spec = CineModelSpec.from_card(card)
+    refining = None
+    if refine:
+        refine_card, refine_run = load_runner(REFINE_MODEL_NAME, backend, threads)
+        refining = (refine_run, CineModelSpec.from_card(refine_card))
+    pixels, spacing, dz, source = load_cine(Path(datasets) if datasets else None)
+    voxel_ml = spacing[0] * spacing[1] * dz / 1000.0
     inputs = np.random.default_rng(0).standard_normal((PHASES * SLICES, 1, spec.crop_size, spec.crop_size)).astype(np.float32)
 
     def model_only():
         run_model(inputs)
+        if refining:
+            refining[0](inputs[:2 * SLICES])
 
     def end_to_end():
-        labels = segment_cine(pixels, spacing, run_model, spec)
-        return measure_cine(labels, spacing[0] * spacing[1] * dz / 1000.0)
+        return segment_and_measure(pixels, spacing, run_model, spec,
+                                   lambda maps, timing=None: measure_cine(maps, voxel_ml, timing=timing),
+                                   refine=refining)[1]
 
     def timed(function):
         function()
@@ -101,8 +116,9 @@ def worker(backend: str, threads: int, runs: int, datasets: str | None, queue) -
             seconds.append(time.perf_counter() - began)
         return {"median_s": statistics.median(seconds), "min_s": min(seconds), "runs": seconds}
 
-    result = {"backend": backend, "threads": threads, "source": source, "model_only": timed(model_only),
-              "end_to_end": timed(end_to_end)}
+    result = {"backend": backend, "threads": threads, "source": source,
+              "models": "cine_unet" + (f" + {REFINE_MODEL_NAME} at ED/ES" if refine else ""),
+              "model_only": timed(model_only), "end_to_end": timed(end_to_end)}
     measured = end_to_end()
     result["lv_ef_percent"] = measured.lv_ef_percent
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -119,24 +135,29 @@ def main() -> None:
         raise SystemExit("--runs must be >= 5 (median of at least five runs)")
     context = multiprocessing.get_context("spawn")
     results = []
+    from engines import models_dir
+    refines = [False] + ([True] if (models_dir() / "cine_unet_refine.onnx").is_file() else [])
     for threads in sorted(set(args.threads)):
         for backend in ("onnxruntime", "torch"):
-            queue = context.Queue()
-            process = context.Process(target=worker, args=(backend, threads, args.runs, str(args.datasets), queue))
-            process.start()
-            results.append(queue.get())
-            process.join()
+            for refine in refines:
+                queue = context.Queue()
+                process = context.Process(target=worker, args=(backend, threads, args.runs, str(args.datasets), refine,
+                                                               queue))
+                process.start()
+                results.append(queue.get())
+                process.join()
     print(f"cine {PHASES} phases x {SLICES} slices = {PHASES * SLICES} slices; {results[0]['source']}")
     print(f"machine: {platform.machine()} {platform.processor()} {os.cpu_count()} CPUs (shared; load avg {os.getloadavg()[0]:.1f})")
-    header = f"{'backend':<12} {'threads':>7} {'model only s':>13} {'end to end s':>13} {'peak RSS MiB':>13} {'goal 3 s':>9}"
+    header = (f"{'backend':<12} {'threads':>7} {'models':<40} {'model only s':>13} {'end to end s':>13} {'LVEF %':>7} "
+              f"{'peak RSS MiB':>13} {'goal 3 s':>9}")
     print(header)
     print("-" * len(header))
     for r in results:
         e2e = r["end_to_end"]["median_s"]
-        print(f"{r['backend']:<12} {r['threads']:>7} {r['model_only']['median_s']:>13.2f} {e2e:>13.2f} "
-              f"{r['peak_rss_mib']:>13.0f} {'met' if e2e <= 3.0 else 'missed':>9}")
+        print(f"{r['backend']:<12} {r['threads']:>7} {r['models']:<40} {r['model_only']['median_s']:>13.2f} {e2e:>13.2f} "
+              f"{r['lv_ef_percent']:>7.1f} {r['peak_rss_mib']:>13.0f} {'met' if e2e <= 3.0 else 'missed':>9}")
     for threads in sorted(set(args.threads)):
-        pair = {r["backend"]: r for r in results if r["threads"] == threads}
+        pair = {r["backend"]: r for r in results if r["threads"] == threads and r["models"] == "cine_unet"}
         ratio = pair["torch"]["end_to_end"]["median_s"] / pair["onnxruntime"]["end_to_end"]["median_s"]
         print(f"threads {threads}: torch / ONNX Runtime end to end = {ratio:.2f}x")
     out = REPO / "bench" / "results" / "cine_latency.json"

@@ -215,6 +215,8 @@ class LGEConfig(StrictModel):
     large_burden_comparator: Literal[">=", ">"] = ">="
     nsd_n: Literal[2, 3, 5, 6] = 5
     myocardial_density_g_per_ml: float = Field(1.05, gt=0)
+    refine_ed_es: bool = Field(True, description="measure ED and ES with the wider cine_unet_refine model where it is "
+                               "installed (every other phase with cine_unet)")
     threshold_methods: Literal["validated", "always"] = Field(
         "validated", description="n-SD / FWHM: 'validated' reports a method's %LGE only where the LGE model card "
                                  "shows it agreeing with expert %LGE (r >= 0.8) on the model's own myocardium, else "
@@ -224,6 +226,8 @@ class LGEConfig(StrictModel):
 class CineConfig(StrictModel):
     bsa_formula: Literal["mosteller", "dubois"] = "mosteller"
     myocardial_density_g_per_ml: float = Field(1.05, gt=0)
+    refine_ed_es: bool = Field(True, description="measure ED and ES with the wider cine_unet_refine model where it is "
+                               "installed (every other phase with cine_unet)")
 
 
 class SuggestionsConfig(StrictModel):

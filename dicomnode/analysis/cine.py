@@ -1,6 +1,7 @@
 """Cine short-axis pipeline: segment every phase of the preferred SAX stack, then measure LV/RV function."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from dicomnode.cmr.types import StudyError
 from dicomnode.labels import Label
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dicomnode.analysis.cine_metrics import CineMeasurements
     from dicomnode.cmr.study import CMRStudy
     from dicomnode.config import Config
     from dicomnode.inference import Runtime
@@ -237,9 +239,11 @@ def locate_heart(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
 
 
 def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model, spec: CineModelSpec = CineModelSpec(),
-                 phases_per_chunk: int = 4, first_phase: int = 0, localise: bool = True) -> np.ndarray:
+                 phases_per_chunk: int = 4, first_phase: int = 0, localise: bool = True,
+                 centre_rc: tuple[float, float] | None = None) -> np.ndarray:
     """Node label maps (phases, slices, rows, cols) for every phase: one batched model run over phases x slices,
-    with the crop centred on the heart (locate_heart; `localise=False`: on the image centre).
+    with the crop centred on `centre_rc` (source row, col) when given, else on the heart (locate_heart;
+    `localise=False`: on the image centre).
 
     `run_model` takes float32 (N, K, crop, crop) (K = spec.input_channels) and returns logits (N, C, crop, crop), to
     which spec.logit_offsets are added. Class scores go back to the source grid by bilinear interpolation of the softmax (outside the crop: background) and are then arg-maxed; at
@@ -248,7 +252,9 @@ def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
     R-wave phase, the context of a "first_phase" model (see preprocess_cine).
     """
     phases, slices = pixels.shape[:2]
-    centre = locate_heart(pixels, spacing_rc, run_model, spec, first_phase) if localise else None
+    centre = centre_rc
+    if centre is None and localise:
+        centre = locate_heart(pixels, spacing_rc, run_model, spec, first_phase)
     inputs, resampler = preprocess_cine(pixels, spacing_rc, spec, first_phase, centre)
     logits = np.asarray(run_model(inputs), dtype=np.float32)
     expected = (phases * slices, len(spec.channel_labels), spec.crop_size, spec.crop_size)
@@ -264,7 +270,42 @@ def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
     return keep_largest_structures(labels)
 
 
+def segment_and_measure(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model, spec: CineModelSpec, measure,
+                        first_phase: int = 0, refine=None) -> tuple[np.ndarray, "CineMeasurements", dict | None]:
+    """Segment every phase of a cine stack, measure it, and optionally re-segment ED and ES with a second model.
+
+    pixels: (phases, slices, rows, cols) as the network sees the plane (canonical orientation). `measure(labelmaps,
+    timing=None)` returns CineMeasurements (cine_metrics.measure_cine with the stack's geometry bound; a given
+    timing keeps its ED/ES). The heart is located once (locate_heart) and every model's crop is centred there.
+    refine: (run_model, CineModelSpec) of a model run only at the ED and ES phases the first found, context "none"
+    or "neighbours": its label maps replace those two phases, and the measurements are taken again at the same ED/ES
+    (the choice of phases and every other phase of the volume curves stay the first model's).
+    Returns the label maps (canonical orientation, the refined ED/ES in place), the measurements, and None or
+    {"phases": [ed, es], "all_phase_values": the first model's measurements} when refined. A refinement that finds
+    no LV blood pool at ED is not used (logged).
+    """
+    centre = locate_heart(pixels, spacing_rc, run_model, spec, first_phase)
+    labelmaps = segment_cine(pixels, spacing_rc, run_model, spec, first_phase=first_phase, localise=False,
+                             centre_rc=centre)
+    measured = measure(labelmaps)
+    if refine is None or measured.lv_edv_ml <= 0:
+        return labelmaps, measured, None
+    refine_run, refine_spec = refine
+    chosen = [measured.ed_phase, measured.es_phase]
+    refined_maps = labelmaps.copy()
+    refined_maps[chosen] = segment_cine(pixels[chosen], spacing_rc, refine_run, refine_spec, localise=False,
+                                        centre_rc=centre)
+    refined = measure(refined_maps, timing=measured.timing)
+    if refined.lv_edv_ml <= 0:
+        log.warning("the refining cine model found no LV blood pool at ED; the all-phase model's values are kept")
+        return labelmaps, measured, None
+    return refined_maps, refined, {"phases": chosen, "all_phase_values": _rounded(measured.summary())}
+
+
 MODEL_NAME = "cine_unet"
+#: a wider network run only at the ED and ES phases the all-phase model found (CinePipeline): EDV, ESV, SV, EF and
+#: mass come from it; optional (the pipeline runs without it, analysis.cine.refine_ed_es turns it off)
+REFINE_MODEL_NAME = "cine_unet_refine"
 PHASE_NAMES = ["end diastole", "end systole"]
 
 
@@ -278,6 +319,14 @@ class CinePipeline:
         self.runtime = runtime
         model = runtime.model(MODEL_NAME)  # load once, warm; a missing or corrupt model makes the pipeline unavailable
         self.spec = CineModelSpec.from_card(model.card.data)
+        self.refine_spec: CineModelSpec | None = None
+        if config.analysis.cine.refine_ed_es and runtime.available(REFINE_MODEL_NAME):
+            # installed but unloadable or of the wrong kind: the pipeline is unavailable rather than silently coarser
+            refine = runtime.model(REFINE_MODEL_NAME)
+            self.refine_spec = CineModelSpec.from_card(refine.card.data)
+            if self.refine_spec.context == "first_phase":
+                raise ValueError(f"{REFINE_MODEL_NAME}: a refining model sees the ED and ES phases only, so it cannot "
+                                 "take the 'first_phase' input context")
 
     def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
         log.info("cine declined: %s", reason)
@@ -302,17 +351,26 @@ class CinePipeline:
         first_phase, _ = trigger_phase(volume.trigger_times, phases)
         # the network sees the plane in one patient-based orientation, however the scanner stored the grid
         canonical = canonical_inplane(volume.orientation)
-        labelmaps = canonical.invert(segment_cine(canonical.apply(volume.pixels), canonical.spacing(volume.pixel_spacing),
-                                                  model.run, spec, first_phase=first_phase))
+        pixels, spacing = canonical.apply(volume.pixels), canonical.spacing(volume.pixel_spacing)
         patient = getattr(study, "patient", None)
         cine_config = self.config.analysis.cine
-        measured = measure_cine(
-            labelmaps, volume.voxel_volume_ml, trigger_times=volume.trigger_times, height_m=getattr(patient, "height_m", None),
-            weight_kg=getattr(patient, "weight_kg", None), sex=getattr(patient, "sex", None),
-            bsa_formula=cine_config.bsa_formula, density_g_per_ml=cine_config.myocardial_density_g_per_ml,
-            slice_positions_mm=slice_positions_mm(volume), apex_first=apex_first(volume))
+        measure = functools.partial(
+            measure_cine, voxel_volume_ml=volume.voxel_volume_ml, trigger_times=volume.trigger_times,
+            height_m=getattr(patient, "height_m", None), weight_kg=getattr(patient, "weight_kg", None),
+            sex=getattr(patient, "sex", None), bsa_formula=cine_config.bsa_formula,
+            density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
+            apex_first=apex_first(volume))
+        refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
+        labelmaps, measured, refinement = segment_and_measure(
+            pixels, spacing, model.run, spec, lambda maps, timing=None: measure(canonical.invert(maps), timing=timing),
+            first_phase, refine=None if refine is None else (refine.run, self.refine_spec))
+        labelmaps = canonical.invert(labelmaps)
         if measured.lv_edv_ml <= 0:
             return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack")
+        algorithms = [model.algorithm]
+        if refinement is not None:
+            refinement = {"model": refine.algorithm.name, "version": refine.algorithm.version, **refinement}
+            algorithms.append(refine.algorithm)
 
         ed, es = measured.ed_phase, measured.es_phase
         timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases)}
@@ -329,10 +387,13 @@ class CinePipeline:
                         "coverage": measured.coverage.summary(),
                         "basal_slices_excluded": [list(pz) for pz in measured.basal_excluded],
                         # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
-                        "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True)})
+                        "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True),
+                        # the ED/ES label maps (hence EDV/ESV/SV/EF/mass and the SEG) are the refining model's; every
+                        # other phase of the curves, and the choice of ED/ES, the all-phase model's (None: not refined)
+                        "ed_es_refinement": refinement})
         segmentation = SegmentationResult(
             series=series, volume=volume, labelmap=counted_labelmaps(labelmaps, [ed, es], measured.basal_excluded),
-            phases=[ed, es], phase_names=list(PHASE_NAMES), algorithm=model.algorithm, pipeline=self.name)
+            phases=[ed, es], phase_names=list(PHASE_NAMES), algorithm=algorithms[-1], pipeline=self.name)
         measurements = {
             "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
             "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
@@ -347,7 +408,7 @@ class CinePipeline:
             "values": {k: v for k, v in measured.summary().items()},
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation], measurements=measurements,
-                              algorithms=[model.algorithm])
+                              algorithms=algorithms)
 
 
 def slice_positions_mm(volume) -> np.ndarray | None:
@@ -381,6 +442,10 @@ def counted_labelmaps(labelmaps: np.ndarray, phases: list[int], basal_excluded: 
                 plane = shown[index, z]
                 plane[plane == Label.LV_BLOOD_POOL] = Label.BACKGROUND
     return shown
+
+
+def _rounded(values: dict) -> dict:
+    return {key: _maybe_round(value, 2) if isinstance(value, (int, float)) else value for key, value in values.items()}
 
 
 def _maybe_round(value: float | None, digits: int = 3) -> float | None:

@@ -561,7 +561,7 @@ def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]
 def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times=None, height_m: float | None = None,
                  weight_kg: float | None = None, sex: str | None = None, bsa_formula: BsaFormula = "mosteller",
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML, slice_positions_mm=None,
-                 apex_first: bool | None = None) -> CineMeasurements:
+                 apex_first: bool | None = None, timing: CardiacPhases | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -572,7 +572,12 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     (voxel_volume_ml x disc_thickness_mm / the median step: a gap or uneven spacing is not given the median). The
     stack's coverage of the LV at ED (stack_coverage; apex_first: the first slice is the apical end, None: unknown)
     goes to `coverage`, and where incomplete, into `flags`.
+    timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
+    ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
+    Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
     """
+    if timing is not None and not (0 <= timing.ed < len(labelmaps) and 0 <= timing.es < len(labelmaps)):
+        raise ValueError(f"ED/ES phases {timing.ed}/{timing.es} are outside the {len(labelmaps)} phases given")
     if slice_positions_mm is not None and len(slice_positions_mm) >= 2:
         disc_thickness_mm(slice_positions_mm)  # two slices at one position: ValueError, as documented
         voxel_volume_ml = disc_voxel_volumes_ml(voxel_volume_ml, slice_positions_mm)
@@ -580,8 +585,9 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     lv_curve = lv_slices.sum(axis=1)
     rv_slices = slice_volumes_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
     rv_curve = rv_slices.sum(axis=1)
-    timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
-                                 reported_curve_ml=lv_curve)
+    if timing is None:
+        timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
+                                     reported_curve_ml=lv_curve)
     ed, es = timing.ed, timing.es
     rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])

@@ -9,7 +9,10 @@ python -m engines.cine.evaluate --datasets ../shared/datasets --cv engines/runs/
 - Whole cines: every phase of every whole cine in the shared data (Sunnybrook SCD0000101/201/301 against their
   ED/ES contours, ACDC patient090 against its labelled frames) through dicomnode.analysis.cine_metrics.measure_cine
   (basal-slice rule, ED/ES choice, phase flags): chosen ED/ES beside the reference phases, LVEF error.
-All segmentation runs through the node's own path (dicomnode.analysis.cine.segment_cine).
+All segmentation runs through the node's own path (dicomnode.analysis.cine.segment_and_measure): with a refining
+model installed (`cine_unet_refine`, --refine), the shipped model segments every phase and chooses ED/ES, and the
+refining model segments those two phases, as the node does; the held-out ACDC split (ED and ES frames only) is then
+measured by the refining model.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomnode.analysis.cine import CineModelSpec, segment_cine
+from dicomnode.analysis.cine import CineModelSpec, segment_and_measure
 from dicomnode.cmr.orientation import ALL_TRANSFORMS, InplaneTransform, canonical_inplane
 from dicomnode.analysis.cine_metrics import (ejection_fraction_percent, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, trigger_phase, volume_curve_ml)
@@ -64,6 +67,9 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(models_dir / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.spec = CineModelSpec.from_card(self.card)
+
+        #: (run, spec) of a model that re-segments the ED and ES phases this one finds (segment_and_measure), or None
+        self.refine = None
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         outputs = [self.session.run(None, {self.input: inputs[i:i + 64]})[0] for i in range(0, len(inputs), 64)]
@@ -167,11 +173,27 @@ def agreement(pairs: list[tuple[float, float]]) -> dict:
             "mae": float(np.abs(errors).mean()), "r": r}
 
 
+IDENTITY = InplaneTransform(False, False, False)
+
+
+def segment_node_way(pixels: np.ndarray, spacing, model, voxel_ml: float, trigger_times=None, first_phase: int = 0,
+                     stored: InplaneTransform = IDENTITY):
+    """(label maps (phases, slices, rows, cols) on the given grid, CineMeasurements) as the node's cine pipeline makes
+    them (dicomnode.analysis.cine.segment_and_measure; the refining model of `model.refine` when set), the plane
+    handed to the network re-stored by `stored` (the node: the canonical orientation of ImageOrientationPatient)."""
+    def measure(maps, timing=None):
+        return measure_cine(stored.invert(maps), voxel_ml, trigger_times=trigger_times, timing=timing)
+
+    maps, measured, _ = segment_and_measure(stored.apply(pixels), stored.spacing(spacing), model.run, model.spec, measure,
+                                            first_phase, refine=getattr(model, "refine", None))
+    return stored.invert(maps), measured
+
+
 def evaluate_acdc_subject(datasets: Path, model, patient: str, nifti: dict[str, Path]) -> dict:
     """ED and ES frames of one ACDC patient: Dice per class, function values predicted and reference."""
     pixels, truth, spacing, dz = acdc_nifti_subject(nifti[patient]) if patient in nifti else acdc_png_subject(datasets, patient)
-    predicted = segment_cine(pixels, spacing, model.run, model.spec)
     voxel_ml = spacing[0] * spacing[1] * dz / 1000.0
+    predicted, _ = segment_node_way(pixels, spacing, model, voxel_ml)
     entry = {"subject": patient, "slices": int(pixels.shape[1]), "spacing_mm": [*spacing, dz],
              "lv_overlap_by_level": lv_overlap_by_level(predicted, truth),
              "dice": {phase: {name: dice(predicted[i], truth[i], label) for name, label in CLASSES.items()}
@@ -267,9 +289,11 @@ def cyclic_distance(a: int, b: int, n: int) -> int:
     return min((a - b) % n, (b - a) % n)
 
 
-def whole_cine_row(subject: str, predicted: np.ndarray, voxel_ml: float, trigger_times, reference: dict,
+def whole_cine_row(subject: str, predicted: np.ndarray, measured, voxel_ml: float, reference: dict,
                    seconds: float) -> dict:
-    measured = measure_cine(predicted, voxel_ml, trigger_times=trigger_times)
+    """One whole cine: label maps of every phase and their CineMeasurements (segment_node_way) against the reference;
+    `at the reference phases`: the same label maps read at the reader's ED/ES (with a refining model, phases it did
+    not segment are the all-phase model's)."""
     n = predicted.shape[0]
     row = {"subject": subject, "phases": n, "slices": int(predicted.shape[1]), "seconds": round(seconds, 1),
            "ed_phase": measured.ed_phase, "es_phase": measured.es_phase,
@@ -294,18 +318,11 @@ def whole_cine_row(subject: str, predicted: np.ndarray, voxel_ml: float, trigger
     return row
 
 
-def segment_stored(pixels: np.ndarray, spacing, model, stored: InplaneTransform, first_phase: int = 0) -> np.ndarray:
-    """segment_cine on the grid re-stored by `stored`, labels mapped back onto the given grid (the node does this
-    with the canonical orientation of the series' ImageOrientationPatient, dicomnode.cmr.orientation)."""
-    return stored.invert(segment_cine(stored.apply(pixels), stored.spacing(spacing), model.run, model.spec,
-                                      first_phase=first_phase))
-
-
 def orientation_spread(pixels: np.ndarray, spacing, model, voxel_ml: float, trigger_times, first_phase: int = 0) -> list:
     """LVEF (%) of the whole cine segmented in each of the eight ways its plane can be stored (dicomnode.cmr.
     orientation.ALL_TRANSFORMS): how much the network's answer depends on the grid it is handed."""
-    return [round(float(measure_cine(segment_stored(pixels, spacing, model, stored, first_phase), voxel_ml,
-                                     trigger_times=trigger_times).lv_ef_percent), 1) for stored in ALL_TRANSFORMS]
+    return [round(float(segment_node_way(pixels, spacing, model, voxel_ml, trigger_times, first_phase, stored)[1]
+                        .lv_ef_percent), 1) for stored in ALL_TRANSFORMS]
 
 
 def evaluate_whole_cines(datasets: Path, model) -> list[dict]:
@@ -319,17 +336,17 @@ def evaluate_whole_cines(datasets: Path, model) -> list[dict]:
     if folder.is_dir():
         info = read_info_cfg(folder / "Info.cfg")
         pixels, spacing, dz = load_acdc_nifti_volume(folder / "patient090_4d.nii.gz")
-        started = time.perf_counter()
-        predicted = segment_cine(pixels, spacing, model.run, model.spec)
-        seconds = time.perf_counter() - started
         voxel_ml = spacing[0] * spacing[1] * dz / 1000.0
+        started = time.perf_counter()
+        predicted, measured = segment_node_way(pixels, spacing, model, voxel_ml)
+        seconds = time.perf_counter() - started
         _, truth, _, _ = acdc_nifti_subject(folder)
         truth_values = function_values(truth, voxel_ml)
         reference = {"ed": int(info["ED"]) - 1, "es": int(info["ES"]) - 1, "edv": truth_values["lv_edv_ml"],
                      "esv": truth_values["lv_esv_ml"], "ef": truth_values["lv_ef_percent"],
                      "source": "ACDC labelled ED/ES frames (Info.cfg)"}
         # NIfTI carries no TriggerTime: frame 1 is the first after the R wave (ACDC acquisition), as the node assumes
-        row = whole_cine_row("ACDC patient090", predicted, voxel_ml, None, reference, seconds)
+        row = whole_cine_row("ACDC patient090", predicted, measured, voxel_ml, reference, seconds)
         row["orientation"] = "as stored (NIfTI: no patient orientation)"
         row["lvef_over_orientations"] = orientation_spread(pixels, spacing, model, voxel_ml, None)
         rows.append(row)
@@ -341,15 +358,15 @@ def evaluate_whole_cines(datasets: Path, model) -> list[dict]:
         pixels, spacing, dz, _, trigger_times = load_sunnybrook_cine(datasets, patient)
         canonical = canonical_inplane(sunnybrook_orientation(datasets, patient))
         first_phase = trigger_phase(trigger_times, len(pixels))[0]
+        voxel_ml = spacing[0] * spacing[1] * dz / 1000.0
         started = time.perf_counter()
-        predicted = segment_stored(pixels, spacing, model, canonical, first_phase)
+        predicted, measured = segment_node_way(pixels, spacing, model, voxel_ml, trigger_times, first_phase, canonical)
         seconds = time.perf_counter() - started
         row = table[patient]
         reference = {"ed": int(row["ed_phase_index"]), "es": int(row["es_phase_index"]), "edv": float(row["lv_edv_ml"]),
                      "esv": float(row["lv_esv_ml"]), "ef": float(row["lv_ef_pct"]),
                      "source": "expert ED/ES contours, contoured slices only (reference_values_from_contours.csv)"}
-        voxel_ml = spacing[0] * spacing[1] * dz / 1000.0
-        result = whole_cine_row(f"Sunnybrook {patient}", predicted, voxel_ml, trigger_times, reference, seconds)
+        result = whole_cine_row(f"Sunnybrook {patient}", predicted, measured, voxel_ml, reference, seconds)
         result["orientation"] = "canonical" + ("" if canonical.is_identity else f" ({canonical})")
         result["lvef_over_orientations"] = orientation_spread(pixels, spacing, model, voxel_ml, trigger_times, first_phase)
         rows.append(result)
@@ -473,6 +490,13 @@ def write_report(results: dict, path: Path) -> None:
               f"sha256 `{results['model_sha256'][:16]}…`, trained {card['training']['iterations']} iterations × batch "
               f"{card['training']['batch']} ({card['training']['wall_time_s'] / 60:.0f} min, {card['training']['device']}); "
               f"one subject-level split, no cross-validation; evaluated {results['model_results_date']}.", ""]
+    if results.get("refine_model"):
+        refine = results["refine_model"]
+        lines += [f"With the refining model `{results['refine_model_path']}` installed, as here, the node measures ED "
+                  "and ES with it (`segment_and_measure`): these ED and ES frames, and the ED/ES label maps of the whole "
+                  f"cines below, are its segmentation (widths {refine['architecture'].get('widths')}, trained "
+                  f"{refine['training']['iterations']} iterations on the same split); the shipped model chooses the "
+                  "phases and segments every other phase.", ""]
     lines += acdc_tables(shipped) + [""]
     if cv and cv.get("n") and results.get("cv_on_shipped_split"):
         same = results["cv_on_shipped_split"]
@@ -596,6 +620,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training-note", default="", help="how the folds were trained, where the checkpoints alone "
                                                                "do not say (e.g. continued from a shorter budget)")
     parser.add_argument("--no-whole-cines", action="store_true", help="smoke test: skip the whole-cine table")
+    parser.add_argument("--refine", default="cine_unet_refine",
+                        help="model in --models that re-segments the ED/ES phases the shipped model finds, as the "
+                             "node does when it is installed ('' or missing: the shipped model alone)")
     parser.add_argument("--calibrated", action="store_true",
                         help="CV folds use the cross-fitted logit offsets of <cv>/calibration.json (engines.cine.calibrate)")
     parser.add_argument("--reuse-model-results", action="store_true",
@@ -621,6 +648,17 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()} ({__import__('os').cpu_count()} CPU cores, shared with other training)",
         "model": model.card, "model_path": _shown(args.models / "cine_unet.onnx"), "model_sha256": hashlib.sha256((args.models / "cine_unet.onnx").read_bytes()).hexdigest(),
     }
+    if args.refine and (args.models / f"{args.refine}.onnx").is_file():
+        refine = OnnxModel(args.models, args.refine, threads=args.threads)
+        refine_trained_on = set(refine.card["training"]["train_subjects"])
+        if refine_trained_on & (set(test_acdc) | set(SUNNYBROOK_HELD_OUT) | {"patient090"}):
+            raise SystemExit(f"{args.refine}'s card lists evaluation subjects among its training subjects: refusing")
+        model.refine = (refine.run, refine.spec)
+        results["refine_model"] = refine.card
+        results["refine_model_path"] = _shown(args.models / f"{args.refine}.onnx")
+        # the results below depend on both networks: reuse (--reuse-model-results) needs both unchanged
+        results["model_sha256"] = hashlib.sha256((args.models / "cine_unet.onnx").read_bytes()
+                                                 + (args.models / f"{args.refine}.onnx").read_bytes()).hexdigest()
     results["training_note"] = args.training_note
     if args.reuse_cv:
         earlier_path = args.out / "evaluation.json"
@@ -658,13 +696,14 @@ def main(argv: list[str] | None = None) -> None:
         results["model_results_date"] = results["date"]
     results["max_subjects"] = args.max_subjects
     results["shortfalls"] = shortfalls(results)
-    json_results = {k: v for k, v in results.items() if k != "model"}
+    json_results = {k: v for k, v in results.items() if k not in ("model", "refine_model")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(json_results, indent=1, default=float) + "\n")
     write_report(results, args.out / "EVALUATION.md")
     print(f"wrote {args.out / 'EVALUATION.md'} and {args.out / 'evaluation.json'}")
     if args.update_card:
-        card_path = args.models / "cine_unet.json"
+        # with a refining model, the held-out split and the whole cines' ED/ES values are its: they go into its card
+        card_path = args.models / (f"{args.refine}.json" if results.get("refine_model") else "cine_unet.json")
         card = json.loads(card_path.read_text())
         shipped = results["shipped"]
         card["metrics"] = {

@@ -1,6 +1,8 @@
 """Export a trained cine U-Net checkpoint to ONNX (opset 17, dynamic batch), check parity, write the model card.
 
 python -m engines.cine.export --checkpoint engines/runs/cine/checkpoint.pt --out engines/models
+python -m engines.cine.export --checkpoint engines/runs/cine_w32_ship/split/checkpoint.pt --name cine_unet_refine
+    (the wider model the node runs at the ED and ES phases only, dicomnode.analysis.cine.segment_and_measure)
 """
 from __future__ import annotations
 
@@ -68,8 +70,11 @@ MYOPS_DATA = {"name": "MyoPS 2020 bSSFP (C0) volumes, 33 patients (myops2020-lge
                           "cardiac magnetic resonance images, Medical Image Analysis 2023; Zhuang X. et al."}
 
 
+REFINE_NAME = "cine_unet_refine"
+
+
 def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
-               calibration: dict | None = None, fold: str | None = None) -> dict:
+               calibration: dict | None = None, fold: str | None = None, name: str = MODEL_NAME) -> dict:
     """The model card; `calibration` (engines.cine.calibrate's calibration.json) adds each channel's logit_offset:
     for a CV `fold` model the offsets chosen without that fold's patients (so its held-out evaluation stays clean),
     else those chosen on all folds."""
@@ -77,13 +82,17 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
     chosen = (calibration["per_fold"][fold]["offsets"] if calibration and fold in calibration["per_fold"]
               else calibration["shipped"] if calibration else [])
     offsets = dict(zip(calibration["channel_labels"], chosen)) if calibration else {}
+    refine = name == REFINE_NAME
     return {
-        "name": MODEL_NAME,
-        "algorithm_name": "dicomnode-cine-unet",
+        "name": name,
+        "algorithm_name": "dicomnode-cine-unet" + ("-refine" if refine else ""),
         "version": dt.date.today().strftime("%Y.%m.%d"),
         "manufacturer": "dicomnode project",
         "description": "2-D U-Net segmentation of short-axis cine SSFP slices into LV blood pool, LV myocardium and RV "
-                       "blood pool; research / decision support, not for diagnostic use without expert review.",
+                       "blood pool; research / decision support, not for diagnostic use without expert review."
+                       + (" The node runs it only at the ED and ES phases that cine_unet chooses over the whole cine "
+                          "(dicomnode.analysis.cine.segment_and_measure): EDV, ESV, SV, EF, mass and the SEG are its "
+                          "segmentation." if refine else ""),
         "framework": "PyTorch -> ONNX",
         "onnx_opset": OPSET,
         "input": {
@@ -146,7 +155,7 @@ def model_card(checkpoint: dict, parity: float, metrics: dict | None = None,
         "max_batch": 64,
         "torch": {"module": "engines.cine.model", "factory": "build_model",
                   "kwargs": {"in_channels": int(checkpoint.get("in_channels", 1)), "n_classes": len(channel_labels), "widths": list(checkpoint["widths"])},
-                  "weights": f"{MODEL_NAME}.pt"},
+                  "weights": f"{name}.pt"},
         "export_parity_max_abs": parity,
         "metrics": metrics or {},
     }
@@ -158,21 +167,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="calibration.json of engines.cine.calibrate: its shipped logit offsets go into the card")
+    parser.add_argument("--name", default=MODEL_NAME, choices=(MODEL_NAME, REFINE_NAME),
+                        help=f"{MODEL_NAME}: the all-phase model; {REFINE_NAME}: the model run at ED and ES only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, checkpoint = load_model(args.checkpoint)
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out / f"{MODEL_NAME}.pt")
+    torch.save(model.state_dict(), args.out / f"{args.name}.pt")
     in_channels = int(checkpoint.get("in_channels", 1))
-    onnx_path = export_onnx(model, args.out / f"{MODEL_NAME}.onnx", checkpoint["crop_size"], in_channels=in_channels)
+    onnx_path = export_onnx(model, args.out / f"{args.name}.onnx", checkpoint["crop_size"], in_channels=in_channels)
     parity = onnx_parity(model, onnx_path, checkpoint["crop_size"], in_channels=in_channels)
     if parity > 1e-4:
         raise SystemExit(f"ONNX parity {parity:.2e} exceeds 1e-4")
-    card_path = args.out / f"{MODEL_NAME}.json"
+    card_path = args.out / f"{args.name}.json"
     # metrics belong to this exact model: engines.cine.evaluate fills them in after export
     calibration = json.loads(args.calibration.read_text()) if args.calibration else None
     card_path.write_text(json.dumps(model_card(checkpoint, parity, calibration=calibration,
-                                               fold=args.checkpoint.parent.name), indent=1) + "\n")
+                                               fold=args.checkpoint.parent.name, name=args.name), indent=1) + "\n")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), parity {parity:.2e}, card {card_path}")
 
 

@@ -154,6 +154,9 @@ class FakeRuntime:
         assert name == "cine_unet"
         return self.loaded
 
+    def available(self, name):
+        return name == "cine_unet"
+
 
 def context(runtime):
     return AnalysisContext(config=Config(), runtime=runtime, started_at=dt.datetime(2026, 11, 21))
@@ -522,3 +525,81 @@ def test_a_decline_is_logged_with_its_reason_as_lge_does(caplog):
         ("INFO", "cine declined: no cine short-axis series in the study")]
     # the reason is an argument, so the patient-data filter sees it as interpolated text
     assert all(r.args for r in caplog.records if r.name == "dicomnode.analysis.cine")
+
+
+# ------------------------------------------------------------------ a wider model refining ED and ES
+def wider_pool_model(inputs: np.ndarray) -> np.ndarray:
+    """The threshold stand-in drawing the blood pool 2 model pixels (3 mm) wider: a model that differs."""
+    logits = threshold_model(inputs)
+    pool = ndimage.binary_dilation(logits[:, 1] > 0, np.ones((1, 5, 5), bool))
+    logits[:, 1] = np.where(pool, 10.0, -10.0)
+    wall = ndimage.binary_dilation(pool, np.ones((1, 7, 7), bool)) & ~pool
+    logits[:, 2] = np.where(wall, 5.0, -5.0)
+    return logits
+
+
+class RefiningRuntime(FakeRuntime):
+    def __init__(self, context="none"):
+        super().__init__()
+        self.refine = FakeModel()
+        self.refine.algorithm = AlgorithmInfo("fake-cine-wide", "2", "dicomnode project", "2.25.2")
+        self.refine.card.data = {**self.refine.card.data, "input": {"spacing_mm": 1.5, "crop_size": 128, "context": context}}
+        self.refine.inputs = []
+        self.refine.run = lambda inputs: self.refine.inputs.append(inputs.shape) or wider_pool_model(inputs)
+
+    def model(self, name):
+        return self.refine if name == "cine_unet_refine" else super().model(name)
+
+    def available(self, name):
+        return name in ("cine_unet", "cine_unet_refine")
+
+
+def cycling_cine():
+    shape, spacing = (160, 160), (1.5, 1.5)
+    areas = [20.0 ** 2 + (34.0 ** 2 - 20.0 ** 2) * (1 + np.cos(np.pi * (p / 4 if p <= 4 else (12 - p) / 8))) / 2
+             for p in range(12)]
+    pixels = np.full((12, 3, *shape), 100.0, np.float32)
+    for phase, radius in enumerate(np.sqrt(areas)):
+        pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
+    return FakeVolume(pixels, spacing, 8.0, trigger_times=[40.0 * p for p in range(12)])
+
+
+def test_a_refining_model_measures_ed_and_es_only():
+    volume = cycling_cine()
+    plain = CinePipeline(Config(), FakeRuntime()).run(FakeStudy(volume), context(FakeRuntime()))
+    runtime = RefiningRuntime()
+    result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
+    # the all-phase model chose ED/ES; the wide one saw only those two phases' 3 slices each, centred on the same heart
+    assert runtime.refine.inputs == [(6, 1, 128, 128)]
+    assert (result.summary["ed_phase"], result.summary["es_phase"]) == (0, 4)
+    refinement = result.summary["ed_es_refinement"]
+    assert refinement["model"] == "fake-cine-wide" and refinement["phases"] == [0, 4]
+    assert refinement["all_phase_values"]["lv_edv_ml"] == pytest.approx(plain.summary["lv_edv_ml"], abs=0.01)
+    # a pool 3 mm wider in radius: EDV and ESV grow; the curve carries the refined values at ED and ES only
+    assert result.summary["lv_edv_ml"] > plain.summary["lv_edv_ml"] + 5
+    assert result.summary["lv_esv_ml"] > plain.summary["lv_esv_ml"] + 3
+    curve, plain_curve = result.summary["lv_volume_curve_ml"], plain.summary["lv_volume_curve_ml"]
+    assert curve[0] == pytest.approx(result.summary["lv_edv_ml"], abs=0.01)
+    assert curve[4] == pytest.approx(result.summary["lv_esv_ml"], abs=0.01)
+    assert [curve[p] for p in range(12) if p not in (0, 4)] == [plain_curve[p] for p in range(12) if p not in (0, 4)]
+    # the SEG shows what was measured, made by the refining model; both models are credited
+    segmentation = result.segmentations[0]
+    assert segmentation.algorithm.name == "fake-cine-wide"
+    assert [a.name for a in result.algorithms] == ["fake-cine", "fake-cine-wide"]
+    pool_ml = (segmentation.labelmap[0] == Label.LV_BLOOD_POOL).sum() * volume.voxel_volume_ml
+    assert pool_ml == pytest.approx(result.summary["lv_edv_ml"], rel=0.01)
+    assert plain.summary["ed_es_refinement"] is None
+    # the report's methods say which network measured ED and ES, only where one did
+    from dicomnode.results.report import _methods_lines
+    assert "segmented again by a wider network" in " ".join(_methods_lines([result]))
+    assert "wider network" not in " ".join(_methods_lines([plain]))
+
+
+def test_refinement_can_be_turned_off_and_refuses_a_first_phase_model():
+    volume = cycling_cine()
+    config = Config.model_validate({"analysis": {"cine": {"refine_ed_es": False}}})
+    runtime = RefiningRuntime()
+    result = CinePipeline(config, runtime).run(FakeStudy(volume), context(runtime))
+    assert runtime.refine.inputs == [] and result.summary["ed_es_refinement"] is None
+    with pytest.raises(ValueError, match="first_phase"):
+        CinePipeline(Config(), RefiningRuntime(context="first_phase"))

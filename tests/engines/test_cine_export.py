@@ -81,3 +81,8 @@ def test_card_logit_offsets_come_from_the_calibration_without_the_models_own_fol
     elsewhere = CineModelSpec.from_card(model_card(checkpoint, 0.0, calibration=calibration, fold="cine"))
     assert elsewhere.logit_offsets == (1.0, 0.0, -0.25, -0.25)
     assert CineModelSpec.from_card(model_card(checkpoint, 0.0)).logit_offsets == ()
+    # the wider model the node runs at ED and ES only: its own name, algorithm and weights file, the same contract
+    refine = model_card(checkpoint, 0.0, name="cine_unet_refine")
+    assert refine["name"] == "cine_unet_refine" and refine["algorithm_name"] == "dicomnode-cine-unet-refine"
+    assert refine["torch"]["weights"] == "cine_unet_refine.pt" and "ED and ES phases" in refine["description"]
+    assert CineModelSpec.from_card(refine) == CineModelSpec.from_card(model_card(checkpoint, 0.0))
