@@ -90,7 +90,8 @@ def maps_not_measured(series_list) -> list[tuple[str | None, str]]:
     version, so that a mapping study's `declined` tells 'not supported' from 'not found'."""
     found = []
     for series in series_list:
-        sequence = getattr(series.sequence, "value", series.sequence)
+        sequence = getattr(series, "sequence", None)
+        sequence = getattr(sequence, "value", sequence)
         if sequence not in NOT_MEASURED:
             continue
         parameter, missing = NOT_MEASURED[sequence]

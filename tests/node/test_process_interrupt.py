@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 #: process kills itself with SIGKILL ("kill")
 PROGRAM = """
 import os, signal, sys, time
+# as from a terminal: a suite started in the background of a non-interactive shell hands its children SIGINT
+# ignored, and `process` rightly keeps a signal its caller ignores
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import dicomnode.process as process
 from dicomnode.types import StudyOutcome
 from tests.hardening.hardening_support import synthetic_mr
