@@ -85,6 +85,19 @@ NOT_MEASURED = {"t1map": ("T1", "no native or post-contrast T1 values, no ECV"),
                 "t2map": ("T2", "no T2 / T2* values")}
 
 
+#: what the recognition names beside t1map / t2map (recognize.MAP_KINDS: the evidence begins with the map's name),
+#: so that an ECV map is not declined as a 'T1 map' nor a T2* map as a 'T2 map' (rebreak-maps finding 6)
+MAPPED_PARAMETERS = (("ECV map", ("ECV", "no ECV values")), ("T2* map", ("T2*", "no T2* values")))
+
+
+def _mapped_parameter(series) -> tuple[str, str] | None:
+    evidence = list(getattr(getattr(series, "sequence", None), "evidence", None) or [])
+    for name, found in MAPPED_PARAMETERS:
+        if any(str(text).split("] ", 1)[-1].startswith(name) for text in evidence):
+            return found
+    return None
+
+
 def maps_not_measured(series_list) -> list[tuple[str | None, str]]:
     """(SeriesInstanceUID, reason) for each T1 / T2 mapping series of the study: recognised, never measured by this
     version, so that a mapping study's `declined` tells 'not supported' from 'not found'."""
@@ -95,6 +108,7 @@ def maps_not_measured(series_list) -> list[tuple[str | None, str]]:
         if sequence not in NOT_MEASURED:
             continue
         parameter, missing = NOT_MEASURED[sequence]
+        parameter, missing = _mapped_parameter(series) or (parameter, missing)
         view = getattr(series.view, "value", series.view)
         what = (f"{parameter}-mapping source images ({series.phases} per slice position)"
                 if (getattr(series, "phases", 1) or 1) >= 2 else f"{parameter} map")

@@ -38,11 +38,38 @@ MAX_RR_MS = 2000.0
 W, E = r"(?<![a-z])", r"(?![a-z])"
 
 
+#: Cyrillic (and Greek) letters drawn like Latin ones, as a Russian keyboard types 'Т1' for 'T1' (casefolded forms)
+LATIN_LOOKALIKES = str.maketrans({"а": "a", "в": "b", "е": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+                                  "с": "c", "т": "t", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s",
+                                  "τ": "t", "ο": "o", "α": "a", "ε": "e", "κ": "k", "ρ": "p", "ν": "v"})
+#: whole words spelt in look-alikes only that are read as the Latin word ('МАР' -> 'map'); Russian words made of
+#: look-alike letters ('карта', 'тема') are left as they are
+LOOKALIKE_WORDS = {"map", "maps", "moco", "ave", "ecv", "t1map", "t2map"}
+_LOOKALIKE_RUN = re.compile(r"[авекмнорстухіјѕτοαεκρν]+")
+
+
+def _latin_lookalikes(text: str) -> str:
+    """Cyrillic / Greek look-alike letters written as Latin where they touch a Latin letter or a digit ('Т1' with a
+    Cyrillic Т -> 't1', 'Tрufi' -> 'tpufi') or spell a LOOKALIKE_WORDS word alone ('МАР'); a Russian word
+    ('карта') is left as it is."""
+    def fold(match: re.Match) -> str:
+        before = text[match.start() - 1] if match.start() else ""
+        after = text[match.end()] if match.end() < len(text) else ""
+        touches = any(c.isdigit() or ("a" <= c <= "z") for c in (before, after))
+        latin = match.group(0).translate(LATIN_LOOKALIKES)
+        word = not (before.isalpha() or after.isalpha()) and latin in LOOKALIKE_WORDS
+        return latin if touches or word else match.group(0)
+    return _LOOKALIKE_RUN.sub(fold, text)
+
+
 def normalise_text(text: str) -> str:
-    """Lower case without accents ('Spätanreicherung' -> 'spatanreicherung', 'réhaussement' -> 'rehaussement',
-    'tardío' -> 'tardio'; NFKD decomposition, combining marks dropped; 'ß' -> 'ss'), for matching descriptions."""
+    """Case-folded without accents ('Spätanreicherung' -> 'spatanreicherung', 'réhaussement' -> 'rehaussement',
+    'tardío' -> 'tardio'; NFKD decomposition, which also folds full-width and other compatibility forms ('Ｔ１' ->
+    't1'), combining marks dropped; 'ß' -> 'ss'), and Cyrillic / Greek look-alikes beside Latin letters or digits
+    written as Latin ('Т1' typed on a Russian keyboard -> 't1'), for matching descriptions."""
     decomposed = unicodedata.normalize("NFKD", str(text).replace("ß", "ss").replace("ẞ", "ss"))
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return _latin_lookalikes(folded)
 
 
 def _upper_tokens(value) -> list[str]:
@@ -441,6 +468,30 @@ NOT_LGE_CONTEXT = (W + "tof" + E, r"angio", W + "mra" + E, W + "cta" + E, r"arte
                    _literal("动脉"), _literal("門脈"), _literal("门脉"), _literal("静脈"), _literal("静脉"),
                    _literal("동맥"), r"печен", r"артери", r"портал", r"венозн", r"брюшн")
 
+#: the map word in other languages (normalised): German 'Karte' / 'Kartierung' ('T1-Karte'), French 'carte' /
+#: 'cartographie', Dutch 'kaart'; Spanish / Portuguese / Italian 'mapa' / 'mapeo' / 'mappa' are read by 'map';
+#: Japanese マップ / マッピング, Korean 맵 / 매핑, Chinese 映射 and, beside T1 / T2 ('T1图'), 图 / 圖 / 定量 (a word
+#: too general alone); Russian 'карта' / 'карты' / 'картирование' (a Cyrillic 'Т1' reads as 't1': normalise_text)
+FOREIGN_MAP_WORDS = (W + r"karte" + E, W + r"kartierung", W + r"carte" + E, W + r"cartograph", W + r"kaart" + E,
+                     _literal("マップ"), _literal("マッピング"), _literal("맵"), _literal("매핑"), _literal("映射"),
+                     r"t[12][ _-]?(?:" + "|".join(_literal(w) for w in ("图", "圖", "定量")) + ")",
+                     "(?:" + "|".join(_literal(w) for w in ("图", "圖")) + r")[ _-]?t[12]" + E,
+                     W_CYR + r"карт(?:а|ы|у|ой|ирован\w*)" + E_CYR)
+#: a native (pre-contrast) phase, in the languages of the LGE names: with 'T1' in an inversion-prepared series it
+#: names a native T1 map (LGE is post-contrast by definition: no native LGE exists). English 'pre' / 'native' /
+#: 'precontrast' / 'non-contrast'; German 'nativ' / 'vor KM'; French 'natif' / 'sans contraste'; Spanish / Italian
+#: 'nativo' / 'sin contraste' / 'senza'; Japanese 造影前 / 単純; Chinese 平扫 / 平掃 / 增强前 / 造影前; Korean 조영 전;
+#: Russian 'нативн…' / 'без контраст…' / 'до контраст…'
+NATIVE_PHASE_WORDS = (W + "pre" + E, r"pre[ _-]?(?:contrast|gd|kontrast|km|gado)", W + r"nati(?:ve|v|f|vo|va)" + E,
+                      W + "nat" + E, r"non[ _-]?contrast",
+                      r"(?:without|no|sans|sin|senza|ohne)[ _-]?(?:contrast|kontrast|km|gd)",
+                      W + r"vor[ _-]?(?:km|kontrast)", _literal("造影", "前"), _literal("単純"), _literal("平扫"),
+                      _literal("平掃"), _literal("增强", "前"), _literal("조영", "전"), W_CYR + r"нативн",
+                      r"(?:без|до)[ _-]+контраст")
+#: a motion-corrected ('MOCO') series named T1 / T2 (Siemens MyoMaps 'SAX T1 MOCO' maps and their source series)
+MOCO_WORD = W + r"moco" + E
+
+
 #: parametric maps by what they map, in the order a series is checked (ECV before T1: Siemens names the ECV map
 #: 'MOLLI_..._ECV'; T2* before T2): sequence value reported (summary.json's list has t1map / t2map only), name
 MAP_KINDS = {"ecv": ("t1map", "ECV map (from native and post-contrast T1)"), "t2star": ("t2map", "T2* map"),
@@ -454,7 +505,7 @@ MAP_DESCRIPTION_HINTS = (
     ("t2star", (r"t2[ _-]?\*", r"t2[ _-]?star", r"r2[ _-]?\*", r"r2[ _-]?star")),
     ("t2", (r"t2[ _-]?maps?", r"t2[ _-]?relax")),
     ("t1", (r"t1[ _-]?maps?", W + "molli", r"shmolli", r"sasha", r"mapit", r"smart1", r"t1[ _-]?relax")),
-    ("map", (r"maps?" + E, W + r"map", W + "relax")),
+    ("map", (r"maps?" + E, W + r"map", W + "relax") + FOREIGN_MAP_WORDS),
 )
 #: what a map word leaves unnamed, named elsewhere in the description ('T2_TRUFI_MAP', 'MyoMaps_T1_post')
 MAP_PARAMETERS = (("t2star", (r"t2[ _-]?\*", r"t2[ _-]?star")), ("t2", (W + "t2" + E,)), ("t1", (W + "t1" + E,)))
@@ -507,6 +558,26 @@ def _image_type_map(e: SeriesEvidence) -> tuple[str, str] | None:
     return (kind, found[kind]) if kind else None
 
 
+def _named_t1_map(e: SeriesEvidence, text: str) -> tuple[str, str] | None:
+    """('t1', why) for a one-image-per-slice series named 'T1' beside a native-phase word ('SAX_T1_native', 'T1
+    pre', 'T1マップ 造影前', 'T1 нативная') or beside 'MOCO' ('SAX T1 MOCO'), with no LGE / PSIR name and no PSIR
+    reconstruction, where the series is inversion-prepared or derived or in ms: a native T1 map (there is no native
+    LGE) or a MyoMaps motion-corrected map; None otherwise."""
+    t1 = _has_hint(text, (W + "t1" + E,))
+    if not t1 or e.phases > 1 or _has_hint(text, LGE_HINTS) or _reconstruction_markers(e)[0]:
+        return None
+    if not (_inversion_prepared(e) or any(t > 0 for t in e.inversion_times) or "DERIVED" in e.image_type
+            or value_units_ms(e)):
+        return None
+    native = _has_hint(text, NATIVE_PHASE_WORDS)
+    if native:
+        return "t1", f"{t1} ... {native} (a native T1: LGE is post-contrast by definition)"
+    moco = _has_hint(text, (MOCO_WORD,))
+    if moco and "AVE" not in e.image_type:  # a MOCO average is a free-breathing LGE (calculated_map)
+        return "t1", f"{t1} ... {moco} (a motion-corrected T1 series: MyoMaps)"
+    return None
+
+
 def _map_description_hint(e: SeriesEvidence) -> tuple[str, str] | None:
     text = NOT_TISSUE_MAPS.sub(" ", e.text_hints())
     for kind, patterns in MAP_DESCRIPTION_HINTS + (SOURCE_HINTS if e.phases >= 2 else ()):
@@ -521,7 +592,7 @@ def _map_description_hint(e: SeriesEvidence) -> tuple[str, str] | None:
                 return parameter, f"{found} ... {hint}"
         if hint:
             return kind, hint
-    return None
+    return _named_t1_map(e, text)
 
 
 #: ScanOptions (0018,0022) / SequenceVariant (0018,0021) values of an inversion-recovery preparation (GE writes
@@ -641,7 +712,8 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     the series to an inversion (no preparation, no InversionTime, no MOCO).
 
     For a calculation: ImageType value 2 SECONDARY (40: made after the acquisition), value 1 DERIVED (10: Siemens
-    writes it on LGE magnitude and PSIR images too), 'MOCO' (45), InversionTime 0 in an IR-prepared series (40: the
+    writes it on LGE magnitude and PSIR images too), 'MOCO' (45; none for 'MOCO' with 'AVE' and a TI in 120-600
+    ms: a free-breathing averaged LGE), InversionTime 0 in an IR-prepared series (40: the
     map keeps the preparation, not a TI) or no InversionTime in a derived IR-prepared one (25), a Philips 'T1' / 'T2'
     image-type value (45), 't1' / 't2' as a word of the description (10). For an acquisition: ImageType ORIGINAL
     (20), a PSIR value (40), an LGE name (50), an InversionTime typical of LGE (20; 5 elsewhere in 120-600 ms).
@@ -668,7 +740,12 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
         calculation.append((10, "ImageType value 1 DERIVED"))
     elif "ORIGINAL" in first:
         acquisition.append((20, "ImageType value 1 ORIGINAL (an acquired image)"))
-    if moco:
+    in_range = bool(inversion) and LGE_TI_RANGE[0] <= float(np.median(inversion)) <= LGE_TI_RANGE[1]
+    if moco and "AVE" in values and in_range:
+        # Siemens free-breathing single-shot LGE: motion-corrected ('MOCO') and averaged ('AVE') images of one TI
+        acquisition.append((0, "ImageType 'MOCO' with 'AVE' and an InversionTime in the nulling range: a "
+                               "motion-corrected average of single-shot LGE images, not a map"))
+    elif moco:
         calculation.append((45, "ImageType 'MOCO' (motion-corrected: Siemens MyoMaps maps and their source series)"))
     if prepared and not inversion and 0.0 in e.inversion_times:
         calculation.append((40, "InversionTime 0 in an inversion-prepared series (a calculated image keeps the "
@@ -1150,7 +1227,9 @@ def not_lge(e: SeriesEvidence, evidence: list[str], points: int, against: int) -
 def weak_lge_evidence(e: SeriesEvidence) -> str | None:
     """The stack warning for an LGE series recognised on one kind of evidence alone (an inversion preparation, an
     InversionTime in the nulling range, a PSIR reconstruction, an LGE name; or none, where a learned recognizer
-    decided): two of them make an LGE, one may be a map or another inversion-recovery series; None otherwise."""
+    decided): two of them make an LGE, one may be a map or another inversion-recovery series; two with evidence
+    against LGE (evidence_against_lge) are weak too, except an inversion preparation with an InversionTime in the
+    nulling range, which a 'T1' in the name does not weaken; None otherwise."""
     inversion = [t for t in e.inversion_times if t > 0]
     psir, _ = _reconstruction_markers(e)
     hint = _lge_hint(e)
@@ -1163,6 +1242,10 @@ def weak_lge_evidence(e: SeriesEvidence) -> str | None:
     found = [why for why in kinds.values() if why]
     against, against_evidence = evidence_against_lge(e, hint)
     if len(found) >= 2 and not against:
+        return None
+    if kinds["inversion preparation"] and kinds["InversionTime in the nulling range"]:
+        # an IR preparation and an LGE inversion time are two kinds of evidence; 'T1' in the name ('SAX_T1_IR',
+        # 'T1_SAX_post_10min') is what an LGE's IR-prepared T1-weighted images are often called (rebreak-maps 5)
         return None
     missing = [name for name, why in kinds.items() if not why]
     if len(found) >= 2:

@@ -15,7 +15,8 @@ from dicomnode.types import Declined
 from dicomnode.cmr.frames import _float, orientation_groups, slice_groups, slice_thickness, tm_seconds
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
-                                     build_evidence, default_registry, lge_kind, mapping_kind, weak_lge_evidence)
+                                     NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
+                                     weak_lge_evidence)
 from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume
 from dicomnode.cmr.volume import build_volume
 from dicomnode.uids import InvalidUID, check_uid
@@ -28,7 +29,9 @@ PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phas
                    "mm), so that a missing slice or a gap wider than that counts less; of repeats sampling about as "
                    "much, one with such wide gaps is not complete beside one with more slice positions over the "
                    "extent they share (4 slices 20 mm apart lose to 6 contiguous 12 mm slices over the same heart); "
-                   "a localizer needs 3 planes), then PSIR over "
+                   "a localizer needs 3 planes), then for LGE the strength of the recognition (an LGE recognised "
+                   "on weak evidence, which a T1 map keeping its source header also gives, after one recognised at "
+                   "a lower confidence band, after a strong one: confidence >= 0.8), then PSIR over "
                    "magnitude for LGE (then signed over unsigned values), then the latest (SeriesTime/"
                    "AcquisitionTime, then SeriesNumber); the repeats left aside are named in the preferred stack's "
                    "warnings. A series received twice (the same images, pixel data and times under new UIDs: a "
@@ -258,6 +261,20 @@ def _int_or_none(value) -> int | None:
         return None
 
 
+#: the recognition confidence from which an LGE is strongly recognised (an IR preparation, an LGE inversion time and a
+#: gradient echo give 0.85; a map keeping its source images' IR header and named 'T1 ... post' 0.65)
+STRONG_LGE_CONFIDENCE = 0.8
+
+
+def _lge_strength(series: AnalysisSeries, evidence: SeriesEvidence) -> int:
+    """2 for an LGE recognised at STRONG_LGE_CONFIDENCE or more without weak evidence (weak_lge_evidence), 1 for one
+    recognised lower, 0 for one on weak evidence: weighed before the reconstruction and the time of the repeats, so
+    that a series read as a map as much as an LGE never displaces a real LGE (rebreak-maps finding 2)."""
+    if weak_lge_evidence(evidence):
+        return 0
+    return 2 if series.sequence.confidence >= STRONG_LGE_CONFIDENCE else 1
+
+
 def _preference_rank(series: AnalysisSeries) -> tuple:
     return (series.preferred, series.lge_kind == "psir", _series_time(series), series.series_number or 0)
 
@@ -267,8 +284,7 @@ def _preference_rank(series: AnalysisSeries) -> tuple:
 #: native scheme 5(3)3)
 POST_CONTRAST_WORDS = (W + "post(?!er)", r"\d+[ _-]?min" + E, r"4\(1\)3\(1\)2", r"\+[ _-]?(?:c|gd)" + E,
                        W + "gd" + E, r"(?:after|with)[ _-]?(?:contrast|gd|gado)", W + "ce" + E)
-NATIVE_WORDS = (W + "pre" + E, r"pre[ _-]?(?:contrast|gd|kontrast|km)", W + r"nati(?:ve|v|f)" + E, W + "nat" + E,
-                r"non[ _-]?contrast", r"(?:without|no)[ _-]?(?:contrast|gd)", r"5\(3\)3")
+NATIVE_WORDS = NATIVE_PHASE_WORDS + (r"5\(3\)3",)  # English, German, French, Spanish, Japanese, Chinese, ...
 
 
 def contrast_phase(series: AnalysisSeries, evidence: SeriesEvidence, lge_start: float | None) -> tuple[str, str]:
@@ -368,7 +384,8 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
 
         def rank(s: AnalysisSeries) -> tuple:
             done = complete(s)
-            return (done, uniform(s), 0.0 if done else cover[s.key].length_mm, s.lge_kind == "psir",
+            return (done, uniform(s), 0.0 if done else cover[s.key].length_mm,
+                    _lge_strength(s, evidence[s.key]) if sequence == "lge" else 0, s.lge_kind == "psir",
                     _signed(evidence[s.key]), _series_time(s), s.series_number or 0)
 
         ranked = sorted(members, key=rank, reverse=True)
@@ -377,6 +394,9 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
         reasons = [f"{len(members)} series of {what}"]
         if not complete(chosen):
             reasons.append("no complete repeat; took the best incomplete one")
+        if sequence == "lge" and any(_lge_strength(s, evidence[s.key]) < _lge_strength(chosen, evidence[chosen.key])
+                                     for s in members if s is not chosen):
+            reasons.append("recognised as LGE more strongly than a repeat with weaker LGE evidence")
         if sequence == "lge" and chosen.lge_kind == "psir" and any(s.lge_kind == "magnitude" for s in members):
             reasons.append("PSIR preferred over magnitude")
         if len(members) > 1 and complete(chosen):
@@ -446,6 +466,14 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
         return (f"it covers {len(theirs.points)} slice position(s) ({theirs.length_mm:.0f} mm of the heart sampled) "
                 f"against {len(mine.points)} ({mine.length_mm:.0f} mm){theirs.sparse_text()}: a stack missing slices "
                 f"or sampling the heart more sparsely is not preferred, however late" + missing, False)
+    if sequence == "lge":
+        strength = _lge_strength(other, evidence[other.key]), _lge_strength(chosen, evidence[chosen.key])
+        if strength[0] < strength[1]:
+            why = ("recognised as LGE on weak evidence only" if strength[0] == 0 else
+                   f"recognised as LGE at confidence {other.sequence.confidence:.2f} only")
+            return (f"{why} (this series: {chosen.sequence.confidence:.2f}): it may be no LGE at all (a T1 map keeping "
+                    "its source images' inversion-recovery header reads the same), so a strongly recognised LGE is "
+                    "preferred, whatever the times" + missing, False)
     if sequence == "lge" and chosen.lge_kind == "psir" and other.lge_kind != "psir":
         return f"PSIR preferred over its {other.lge_kind or 'magnitude'} reconstruction" + missing, routine
     if _signed(evidence[chosen.key]) and not _signed(evidence[other.key]) and chosen.lge_kind == other.lge_kind:

@@ -22,11 +22,35 @@ def test_a_post_contrast_t1_map_in_ms_is_warned():
     assert "not clearly darker than the LV blood pool" in warning and "450 against 300" in warning
 
 
-def test_a_ring_without_blood_myocardium_contrast_is_warned():
-    image, labels = _stack(295.0, 300.0)
-    image[:, :5, :5] = 1600.0  # a map's range: the segmented ring and pool differ by under 1 % of it
+def test_a_ring_as_bright_as_the_blood_is_warned():
+    image, labels = _stack(305.0, 300.0)
+    image[:, :5, :5] = 1600.0
     (warning,) = contrast_notes(image, labels)
-    assert "295 against 300" in warning
+    assert "305 against 300" in warning
+
+
+def test_the_node_ring_on_a_post_contrast_map_is_warned_and_the_brightest_real_lge_is_not():
+    """The node's own segmentation of the rebreak-maps post-contrast maps: 296 against 300 (0.987); the highest
+    ratio of real LGE with expert labels: EMIDEC Case_N014, 0.967."""
+    (warning,) = contrast_notes(*_stack(296.0, 300.0))
+    assert "0.99 x the blood" in warning
+    assert contrast_notes(*_stack(96.7, 100.0)) == []
+
+
+def test_real_lge_with_bright_fat_is_not_warned():
+    """rebreak-maps finding 3: MyoPS Case3035 (blood 147, myocardium 63) beside fat that dominates the image range,
+    and an EMIDEC-like stack whose myocardium is 0.95 x its blood, were flagged by the range-normalised measure."""
+    image, labels = _stack(63.0, 147.0)
+    image[:, :5, :] = 1200.0  # subcutaneous / epicardial fat
+    assert contrast_notes(image, labels) == []
+    image, labels = _stack(95.0, 100.0)
+    image[:, :8, :] = 255.0
+    assert contrast_notes(image, labels) == []
+
+
+def test_psir_with_blood_not_positive():
+    assert contrast_notes(*_stack(-300.0, -100.0)) == []
+    assert contrast_notes(*_stack(0.0, -50.0))  # myocardium above a non-positive blood: warned
 
 
 def test_lge_contrast_magnitude_and_psir_are_not_warned():
