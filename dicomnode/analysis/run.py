@@ -118,10 +118,11 @@ class Analyser:
             # declined pipelines go along too: their reasons belong in the SR and the visual report; an object that
             # could not be built is declined (the node's fault, so an error too) and the others are still sent
             not_built: list[Declined] = []
+            refused: list[Declined] = []  # a SEG the input cannot be expressed in: said, not an error
             datasets = build_result_objects(study, all_results, context, supersedes=supersedes,
                                             secondary_capture=self.config.analysis.secondary_capture,
-                                            failures=not_built)
-            declined.extend(d.summary() for d in not_built)
+                                            failures=not_built, declines=refused)
+            declined.extend(d.summary() for d in refused + not_built)
             errors.extend(d.reason for d in not_built)
         # T1 / T2 maps are recognised, never measured: said per series, so 'not supported' reads apart from 'not found'
         declined.extend(Declined(uid, reason).summary() for uid, reason in maps_not_measured(study.series))

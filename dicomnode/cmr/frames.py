@@ -493,13 +493,13 @@ def repeat_reason(distance: float, frames: list[FrameInfo], latest: FrameInfo) -
     acquired again in later breath-holds of the series (`reacquired`), with its InversionTimes and times."""
     if same_image_timing(frames):
         return (f"{len(frames)} images at slice {distance:.2f} mm with the same TriggerTime and InversionTime "
-                f"(a repeat of one slice): kept the most recent, instance {latest.ref.sop_instance_uid}")
+                f"(a repeat of one slice): kept the most recent, {frame_name(latest)}")
     ordered = sorted(frames, key=lambda f: (f.acquisition_time if f.acquisition_time is not None else -1.0))
     tis = ", ".join("absent" if f.inversion_time is None else f"{f.inversion_time:g}" for f in ordered)
     times = ", ".join(hms(f.acquisition_time) for f in ordered)
     return (f"slice at {distance:.2f} mm acquired {len(frames)} times in this series, each in a breath-hold of its own "
             f"(InversionTime {tis} ms; AcquisitionTime {times}): a re-acquisition of that slice, not another cardiac "
-            f"phase or mapping source images; kept the latest, instance {latest.ref.sop_instance_uid}"
+            f"phase or mapping source images; kept the latest, {frame_name(latest)}"
             + (f" (InversionTime {latest.inversion_time:g} ms)" if latest.inversion_time is not None else ""))
 
 
@@ -524,6 +524,31 @@ def timing_trigger_times(frames: list[FrameInfo]) -> list[float]:
         if any(len(members) > 1 for members in groups):
             return []
     return distinct
+
+
+def repeated_passes(per_slice: list[list[FrameInfo]]) -> bool:
+    """True when the whole stack was acquired more than once in the series: every slice holds the same number (2 or
+    more) of frames, and at every slice those are repeats of one image (`are_repeats(one_per_slice=True)`: one
+    reconstruction and temporal index, the same timing or separate breath-holds) with distinct AcquisitionTimes. Such
+    passes are not cardiac phases: `volume.keep_latest_repeats` keeps the latest at each slice."""
+    counts = {len(frames) for frames in per_slice}
+    if len(counts) != 1 or counts.pop() < 2:
+        return False
+    for frames in per_slice:
+        times = [f.acquisition_time for f in frames]
+        if any(t is None for t in times) or len({round(t, 2) for t in times}) < len(frames):
+            return False
+        if not are_repeats(frames, one_per_slice=True):
+            return False
+    return True
+
+
+def frame_name(frame: FrameInfo) -> str:
+    """'instance <uid>' for a single-frame image, 'frame <n> of instance <uid>' for a frame of a multi-frame one (two
+    frames of one instance are then told apart)."""
+    if frame.ref.frame_number is not None:
+        return f"frame {frame.ref.frame_number} of instance {frame.ref.sop_instance_uid}"
+    return f"instance {frame.ref.sop_instance_uid}"
 
 
 def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:

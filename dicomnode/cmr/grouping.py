@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from dicomnode import charsets
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, latest_first,
-                                  merge_replanned_slices, orientation_groups, reacquired, repeat_reason,
+                                  merge_replanned_slices, orientation_groups, plane_name, reacquired, repeat_reason,
                                   same_image_timing, slice_groups, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
@@ -179,6 +179,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
     excluded: list[dict] = []
     notes: dict[str, list[str]] = defaultdict(list)  # SOPInstanceUID -> notes for the candidate that holds it
+    frame_warnings: dict[str, list[str]] = defaultdict(list)  # SOPInstanceUID -> its frames left out (stack warnings)
     identical: dict[str, int] = defaultdict(int)  # SOPInstanceUID -> identical copies left out
     buckets: dict[tuple[str, int | None, str], list[tuple[InstanceHeader, list[FrameInfo]]]] = defaultdict(list)
     mixed_kinds: set[str] = set()
@@ -234,6 +235,12 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
                           f"geometry: {_frame_problems(problems)}; left out, the other {len(usable)} frame(s) used")
                 excluded.append(excluded_entry(header, reason, frame_number=frame.ref.frame_number))
                 notes[header.sop_instance_uid].append(reason)
+                # beside the numbers too: an end slice left out escapes the gap and coverage checks
+                frame_warnings[header.sop_instance_uid].append(
+                    f"frame {frame.ref.frame_number} of {len(frames)} of instance {header.sop_instance_uid} left out "
+                    f"(no geometry: {_frame_problems(problems)}); the stack is measured without it: where it held "
+                    "a slice the volumes (and mass) are lower bounds, where it held a cardiac phase that phase is "
+                    "not measured")
         by_kind: dict[str, list[FrameInfo]] = defaultdict(list)
         for frame in usable:
             by_kind[frame.kind].append(frame)
@@ -243,15 +250,21 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             buckets[(header.series_instance_uid, _series_number(ds), kind)].append((header, kind_frames))
 
     candidates = []
-    for (uid, number, kind), bucket in buckets.items():
+    stacked = []  # a series holding stacks of several orientations: one bucket per stack (split_stacks)
+    for (uid, number, kind), whole in buckets.items():
+        stacks, stack_note = split_stacks(whole, number if number is not None else uid)
+        stacked += [((uid, number, kind), label, stack_note, bucket) for label, bucket in stacks.items()]
+    for (uid, number, kind), stack_label, stack_note, bucket in stacked:
         split = split_reconstructions(bucket)
         for reconstruction, members in split.items():
             members.sort(key=lambda pair: (pair[1][0].instance_number or 0, pair[0].sop_instance_uid))
             label = f"#{_reconstruction_key(reconstruction)}" if len(split) > 1 else ""
             candidates.append(Candidate(
-                key=f"{uid}#{number if number is not None else '-'}#{kind}{label}",
+                key=f"{uid}#{number if number is not None else '-'}#{kind}{label}{stack_label}",
                 series_instance_uids=[uid], series_number=number, kind=kind,
                 headers=[h for h, _ in members], frames=[f for _, fs in members for f in fs]))
+            if stack_note:
+                candidates[-1].notes.append(stack_note + f"; this one {stack_label.lstrip('#')}")
             if len(split) > 1:
                 candidates[-1].reconstruction = reconstruction_label(reconstruction)
                 candidates[-1].notes.append(
@@ -266,6 +279,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     for candidate in candidates:
         held = [h.sop_instance_uid for h in candidate.headers]
         candidate.notes += list(dict.fromkeys(note for sop in held for note in notes.get(sop, [])))
+        candidate.warnings += [w for sop in held for w in frame_warnings.get(sop, []) if w not in candidate.warnings]
         received_twice = sum(identical.get(sop, 0) for sop in held)
         if received_twice:
             candidate.notes.append(f"{received_twice} instance(s) received more than once with the same SOPInstanceUID "
@@ -304,6 +318,48 @@ def _same_timing(first: FrameInfo, second: FrameInfo, trigger_tolerance_ms: floa
         if (a is None) != (b is None) or (a is not None and abs(a - b) > tolerance):
             return False
     return True
+
+
+#: an orientation group with at least this many slice positions is a stack of its own (a tri-plane localizer holds
+#: fewer per plane and stays one series)
+STACK_MIN_POSITIONS = 4
+#: series names of a localizer (recognize.LocalizerRule's hints): never split by orientation
+_LOCALIZER_NAME = re.compile(r"scout|locali[sz]|survey|tri-?pilot|3-?plane|pilot|(?<![a-z])loc(?![a-z])", re.I)
+
+
+def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: object
+                 ) -> tuple[dict[str, list[tuple[InstanceHeader, list[FrameInfo]]]], str | None]:
+    """One series holding stacks of different orientations (a Philips multi-stack scan: a short-axis stack and a
+    long-axis stack, told apart by StackID (0020,9056) in an Enhanced MR object, by orientation only in the classic
+    form) split into one bucket per orientation, so that each stack is recognised on its own (the SAX stack analysed,
+    the others named) instead of the whole series taken for a localizer. Only where some orientation holds a stack of
+    STACK_MIN_POSITIONS slice positions or more; otherwise ({"": bucket}, None). Stacks of one orientation (two
+    overlapping slabs, StackID 1 and 2) stay together: they are one volume. Returns label ("#stack1" ...,
+    largest first) -> bucket, and the note saying so."""
+    frames = [f for _, fs in bucket for f in fs]
+    if any(f.orientation is None or f.position is None for f in frames):
+        return {"": bucket}, None
+    ds = bucket[0][0].dataset
+    named = f"{getattr(ds, 'SeriesDescription', '') or ''} {getattr(ds, 'ProtocolName', '') or ''}"
+    if _LOCALIZER_NAME.search(named):  # a multi-plane localizer is one series of several planes by design
+        return {"": bucket}, None
+    groups = orientation_groups(frames)
+    if len(groups) < 2:
+        return {"": bucket}, None
+    positions = [len(slice_groups(g)) for g in groups]
+    if max(positions) < STACK_MIN_POSITIONS:
+        return {"": bucket}, None
+    order = sorted(range(len(groups)), key=lambda k: (-positions[k], -len(groups[k])))
+    member_of = {id(f): rank for rank, k in enumerate(order) for f in groups[k]}
+    result: dict[str, list[tuple[InstanceHeader, list[FrameInfo]]]] = {}
+    for rank in range(len(order)):
+        label = f"#stack{rank + 1}"
+        result[label] = [(h, [f for f in fs if member_of[id(f)] == rank]) for h, fs in bucket]
+        result[label] = [(h, fs) for h, fs in result[label] if fs]
+    described = "; ".join(f"stack{rank + 1}: {plane_name(groups[k][0].orientation)}, {positions[k]} slice position(s),"
+                          f" {len(groups[k])} image(s)" for rank, k in enumerate(order))
+    return result, (f"series {series} holds {len(groups)} stacks of different orientations ({described}): split into "
+                    "one stack each")
 
 
 def split_reconstructions(members: list[tuple[InstanceHeader, list[FrameInfo]]]

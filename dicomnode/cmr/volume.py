@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.frames import (FrameInfo, are_repeats, frames_of, functional_groups, header_value,
+from dicomnode.cmr.frames import (FrameInfo, are_repeats, frame_name, frames_of, functional_groups, header_value,
                                   images_per_slice, latest_first, merge_replanned_slices, orientation_groups,
-                                  plane_name, repeat_reason, slice_groups)
+                                  plane_name, repeat_reason, repeated_passes, slice_groups)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -44,6 +44,75 @@ def _temporal_identity(frame: FrameInfo) -> tuple:
         None if frame.acquisition_time is None else round(frame.acquisition_time, 2),
         frame.instance_number if untimed else None,
     )
+
+
+def _trigger_step(frames: list[FrameInfo]) -> float | None:
+    """The typical TriggerTime step between the phases of one slice: the earliest trigger of each temporal index, in
+    index order, median positive difference (None when fewer than two timed indices)."""
+    earliest: dict[int, float] = {}
+    for frame in frames:
+        if frame.temporal_index is not None and frame.trigger_time is not None:
+            earliest[frame.temporal_index] = min(earliest.get(frame.temporal_index, frame.trigger_time),
+                                                 frame.trigger_time)
+    steps = np.diff([earliest[k] for k in sorted(earliest)])
+    steps = np.abs(steps[steps != 0])
+    return float(np.median(steps)) if steps.size else None
+
+
+def reconcile_temporal_indices(series_key: str, frames: list[FrameInfo], warnings: list[str]) -> None:
+    """A temporal index that restarts from one instance to the next (TemporalPositionIndex of Enhanced MR is defined
+    within its multi-frame instance, PS3.3 C.7.6.17; a classic export in batches restarts TemporalPositionIdentifier)
+    is not a cardiac order across instances: ordering by it interleaves the instances' phases (A1, B1, A2, B2 ...).
+    Where one slice position holds the same index on frames of different instances whose TriggerTimes differ by more
+    than half a phase (a repeat of the same phase keeps its trigger time), the index is dropped for the whole series
+    (in place) and phases go by TriggerTime, which every frame must carry and which must rise with the index within
+    each instance; otherwise the stack is refused (StudyError) naming why."""
+    by_position: dict[tuple, list[FrameInfo]] = defaultdict(list)
+    for frame in frames:
+        if frame.position is not None:
+            by_position[tuple(np.round(frame.position, 1))].append(frame)
+    restarted = None
+    for members in by_position.values():
+        step = _trigger_step(members)
+        by_index: dict[int, list[FrameInfo]] = defaultdict(list)
+        for frame in members:
+            if frame.temporal_index is not None:
+                by_index[frame.temporal_index].append(frame)
+        for index, same in by_index.items():
+            if len({f.ref.sop_instance_uid for f in same}) < 2:
+                continue
+            triggers = [f.trigger_time for f in same]
+            if any(t is None for t in triggers):
+                restarted = restarted or (index, same, None)
+                continue
+            if step and max(triggers) - min(triggers) > 0.5 * step:
+                restarted = restarted or (index, same, max(triggers) - min(triggers))
+        if restarted:
+            break
+    if restarted is None:
+        return
+    index, same, spread = restarted
+    instances = sorted({f.ref.sop_instance_uid for f in same})
+    what = (f"temporal index {index} (TemporalPositionIndex / TemporalPositionIdentifier) is used by "
+            f"{len(instances)} instances at one slice ({', '.join(instances[:3])})")
+    if spread is None or any(f.trigger_time is None for f in frames):
+        raise StudyError(f"series {series_key}: {what}, and not every frame carries a TriggerTime / "
+                         "NominalCardiacTriggerDelayTime to order the phases across instances; phase order is "
+                         "ambiguous, stack refused")
+    per_instance: dict[tuple, list[FrameInfo]] = defaultdict(list)
+    for frame in frames:
+        per_instance[(frame.ref.sop_instance_uid, tuple(np.round(frame.position, 1)))].append(frame)
+    for (uid, _), members in per_instance.items():
+        ordered = sorted((f for f in members if f.temporal_index is not None), key=lambda f: f.temporal_index)
+        triggers = [f.trigger_time for f in ordered]
+        if any(b < a for a, b in zip(triggers, triggers[1:])):
+            raise StudyError(f"series {series_key}: {what} {spread:.0f} ms apart, and within instance {uid} the "
+                             "trigger times do not rise with the temporal index; phase order is ambiguous, stack "
+                             "refused")
+    for frame in frames:
+        frame.temporal_index = None
+    warnings.append(f"{what} at trigger times {spread:.0f} ms apart: the index restarts in each instance, so the "
+                    "cardiac phases are ordered by trigger time across instances")
 
 
 def check_geometry(series: AnalysisSeries, frames: list[FrameInfo]) -> None:
@@ -88,6 +157,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if len(spacings) > 1:
         raise StudyError(f"series {series.key}: inconsistent PixelSpacing {dict(spacings)}")
     warnings: list[str] = []
+    reconcile_temporal_indices(series.key, frames, warnings)
     slices = merge_replanned_slices(slice_groups(frames))
     if require_stack and len(slices) < 2:
         raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
@@ -114,7 +184,12 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
             unique[identity] = frame
         per_slice.append(sorted(unique.values(), key=_temporal_sort_key))
     counts = [len(s) for s in per_slice]
-    if images_per_slice(per_slice) != counts:
+    passes = repeated_passes(per_slice)
+    if passes:
+        warnings.append(f"the whole stack was acquired {counts[0]} times in this series (the same slice positions and "
+                        "timing, later AcquisitionTimes): a repeat of the stack, not cardiac phases; the latest pass "
+                        "is measured")
+    if passes or images_per_slice(per_slice) != counts:
         per_slice = keep_latest_repeats(per_slice, [d for d, _ in slices], warnings, left_out)
         counts = [len(s) for s in per_slice]
     if len(set(counts)) > 1:
@@ -169,7 +244,7 @@ def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float]
             continue
         latest, *older = sorted(frames, key=latest_first)
         reason = repeat_reason(distance, frames, latest)
-        warnings.append(reason + f"; left out {', '.join(f.ref.sop_instance_uid for f in older)}")
+        warnings.append(reason + f"; left out {', '.join(frame_name(f) for f in older)}")
         left_out += [(frame, reason) for frame in older]
         kept.append([latest])
     return kept

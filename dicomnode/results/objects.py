@@ -10,7 +10,7 @@ from dicomnode.results.display_copy import (display_copies, needs_display_copies
                                             viewer_order)
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
-from dicomnode.results.seg import build_seg, seg_parts
+from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
 from dicomnode.types import AnalysisContext, Declined, PipelineResult
 
@@ -87,6 +87,7 @@ def build_result_objects(
     supersedes: list[dict] | None = None,
     secondary_capture: bool = False,
     failures: list[Declined] | None = None,
+    declines: list[Declined] | None = None,
 ) -> list[Dataset]:
     """Every result object for one study, in the source study, new series and new UIDs on every call.
 
@@ -102,13 +103,19 @@ def build_result_objects(
     One object that cannot be built does not take the others with it: the SEGs (and display copies) of a
     segmentation are left out together (the SR then names no SEG of it), the SR, the suggestions SR, the PDF or the
     SC alone; each such failure is appended to `failures` as a Declined naming the source series (None for a
-    study-level object) and the reason, and logged. A study header that cannot be found still raises.
+    study-level object) and the reason, and logged. A SEG the input cannot be expressed in (seg.SegNotExpressible:
+    the source images mix forms, a frame has no functional groups) is no failure: it goes into `declines` with the
+    reason in words. A pipeline whose SEG is not written keeps its measurements in the SR (outlines on the analysed
+    images, a comment saying that the SEG was not written). A study header that cannot be found still raises.
     """
     failures = failures if failures is not None else []
+    declined_segs = declines if declines is not None else []
 
     def failed(series_instance_uid: str | None, what: str, error: Exception) -> None:
         log.exception("%s could not be built", what)
         failures.append(Declined(series_instance_uid, f"{what} not written: {type(error).__name__}: {error}"))
+
+    seg_missing: dict[str, str] = {}  # SegmentationResult.key -> why its SEG was not written (the SR says so)
 
     header = _study_header(study, results)
     if str(header.StudyInstanceUID) != str(study.study_instance_uid):
@@ -127,8 +134,16 @@ def build_result_objects(
                 copies_made, target, built = _segs_of(study, segmentation, context, series_number, copy_series)
             except Exception as error:  # noqa: BLE001 - the other pipelines' results are still sent
                 series = segmentation.series
-                failed(series.series_instance_uids[0] if series.series_instance_uids else None,
-                       f"{segmentation.pipeline} SEG of series {series.series_number} '{series.description}'", error)
+                what = f"{segmentation.pipeline} SEG of series {series.series_number} '{series.description}'"
+                if isinstance(error, SegNotExpressible):  # a refusal in words, not an analysis failure
+                    log.warning("%s not written: %s", what, error)
+                    declined_segs.append(Declined(
+                        series.series_instance_uids[0] if series.series_instance_uids else None,
+                        f"{what} not written: {error}"))
+                else:
+                    failed(series.series_instance_uids[0] if series.series_instance_uids else None, what, error)
+                seg_missing[segmentation.key] = str(error) if isinstance(error, SegNotExpressible) else \
+                    f"{type(error).__name__}: {error}"
                 continue
             objects += [copy for copies in copies_made for copy in copies]
             copy_series_list += copies_made
@@ -140,7 +155,8 @@ def build_result_objects(
             series_number += len(built)
     sr = None
     try:
-        sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes, shown=shown)
+        sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes, shown=shown,
+                      seg_missing=seg_missing)
     except Exception as error:  # noqa: BLE001
         failed(None, "measurement SR (TID 1500)", error)
     if sr is not None:
@@ -164,7 +180,8 @@ def build_result_objects(
     if algorithms and (want_pdf or want_sc):
         cine = next((r for r in results if r.name == "cine" and r.summary), None)
         bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula) if cine is not None else None
-        declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined] + failures
+        declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined] + failures \
+            + declined_segs
         try:
             pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined)
         except Exception as error:  # noqa: BLE001

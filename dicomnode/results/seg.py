@@ -38,7 +38,7 @@ from dicomnode.results import codes
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.provenance import (NODE_MANUFACTURER, NODE_MODEL_NAME, ai_series_description, apply_provenance,
                                          node_version)
-from dicomnode.uids import new_uid
+from dicomnode.uids import ENHANCED_MR_STORAGE_CLASSES, new_uid
 
 SOURCE_IMAGE_PURPOSE = Code("121322", "DCM", "Source image for image processing operation")
 
@@ -188,6 +188,31 @@ def segment_masks(result: SegmentationResult, plan: Sequence[PlannedSegment]) ->
     return masks
 
 
+class SegNotExpressible(ValueError):
+    """The analysed frames cannot be written as a SEG referencing its sources (the reason names the input); the
+    analysis itself stands and its measurements still go into the SR."""
+
+
+def _is_multiframe(ds: Dataset) -> bool:
+    return int(ds.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds
+
+
+def frames_without_geometry(source: Dataset) -> list[int]:
+    """1-based numbers of the frames of a multi-frame source that have no Per-Frame Functional Groups item, or whose
+    item and the Shared one hold no Plane Position (0020,9113) (PS3.3 C.7.6.16: NumberOfFrames items, one per frame).
+    highdicom reads the position of every source frame, so such a source cannot be referenced by a SEG as it is."""
+    if int(source.get("NumberOfFrames", 1) or 1) <= 1 and str(source.get("SOPClassUID", "")) \
+            not in ENHANCED_MR_STORAGE_CLASSES:
+        return []  # a single-frame image (some carry a stray functional groups sequence: not read for it)
+    per_frame = list(source.get("PerFrameFunctionalGroupsSequence") or [])
+    count = int(source.get("NumberOfFrames", len(per_frame)) or len(per_frame))
+    shared = _group_item(source, "SharedFunctionalGroupsSequence")
+    if shared is not None and "PlanePositionSequence" in shared:
+        return list(range(len(per_frame) + 1, count + 1))
+    return [k + 1 for k in range(count)
+            if k >= len(per_frame) or _group_item(per_frame[k], "PlanePositionSequence") is None]
+
+
 def _index_sources(source_datasets: Iterable[Dataset]) -> dict[str, Dataset]:
     return {str(ds.SOPInstanceUID): ds for ds in source_datasets}
 
@@ -324,12 +349,22 @@ def build_seg(
         raise ValueError(f"{len(missing)} source instance(s) of the result are not among source_datasets: "
                          f"{missing[:3]}")
     ordered_uids = list(dict.fromkeys(r.sop_instance_uid for r in refs))
+    for uid in ordered_uids:
+        lacking = frames_without_geometry(sources[uid])
+        if lacking:
+            raise SegNotExpressible(
+                f"source instance {uid} has {len(lacking)} frame(s) without their per-frame functional groups or "
+                f"plane position (frame {', '.join(str(k) for k in lacking[:5])} of "
+                f"{sources[uid].get('NumberOfFrames', '?')}); the analysis left them out, but a SEG referencing "
+                "this instance needs the position of every frame")
     first = sources[refs[0].sop_instance_uid]
     primary_series = str(first.SeriesInstanceUID)
+    # highdicom takes either single-frame images of one series or exactly one multi-frame image as its sources; the
+    # other images of a series mixing both forms are further sources (each SEG frame names its own source anyway)
     primary = [derivable_header(sources[uid]) for uid in ordered_uids
-               if str(sources[uid].SeriesInstanceUID) == primary_series]
-    if int(first.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in first:
-        primary = [derivable_header(first)]  # highdicom takes exactly one multi-frame source image
+               if str(sources[uid].SeriesInstanceUID) == primary_series and not _is_multiframe(sources[uid])]
+    if _is_multiframe(first):
+        primary = [derivable_header(first)]
     primary_uids = {str(ds.SOPInstanceUID) for ds in primary}
     further = [derivable_header(sources[uid]) for uid in ordered_uids if uid not in primary_uids]
 

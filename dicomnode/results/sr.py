@@ -618,6 +618,7 @@ def build_sr(
     series_number: int,
     supersedes: Sequence[dict] | None = None,
     shown: dict[str, SegmentationResult] | None = None,
+    seg_missing: dict[str, str] | None = None,
 ) -> Dataset | None:
     """The TID 1500 Measurement Report of the LGE and cine results; None when there is no LGE or cine result.
 
@@ -625,7 +626,11 @@ def build_sr(
     or the list of (SegPart, SEG) written for it (seg.seg_parts); `shown`: SegmentationResult.key -> the same
     segmentation on the images its SEGs reference, where those are display copies (results/display_copy.py): the
     outlines are then drawn on the copies, so SR and SEG sit on one series, and the copies are in the evidence.
+    `seg_missing`: SegmentationResult.key -> why its SEG was not written; its pipeline's measurements stay in the
+    report, their regions given as outlines on the analysed source images (TID 1411 allows image regions in place of
+    a segment reference), each group saying in a comment that the SEG was not written.
     """
+    seg_missing = dict(seg_missing or {})
     shown = dict(shown or {})
     config = context.config
     per_pipeline: list[tuple[list, list[str], AlgorithmInfo]] = []
@@ -634,15 +639,24 @@ def build_sr(
         if result.name not in ("lge", "cine") or not result.summary:
             continue
         seg_result = result.segmentations[0] if result.segmentations else None
-        index = _SegmentIndex(shown.get(seg_result.key, seg_result), segs[seg_result.key]) \
-            if seg_result is not None and seg_result.key in segs else None
+        index = None
+        missing_note = []
+        if seg_result is not None and seg_result.key in segs:
+            index = _SegmentIndex(shown.get(seg_result.key, seg_result), segs[seg_result.key])
+        elif seg_result is not None:
+            # no SEG: the regions are outlines on the analysed images themselves, so the numbers still reach the SR
+            index = _SegmentIndex(seg_result, [])
+            what = "LGE" if result.name == "lge" else result.name
+            reason = seg_missing.get(seg_result.key, "it could not be built")
+            missing_note = [f"{what} segmentation (SEG) not written: {reason}; the regions of these measurements "
+                            "are outlines on the analysed images"]
         contributing = list(result.algorithms) or ([seg_result.algorithm] if seg_result else [])
         algorithms += contributing
         found = lge_groups(result, index, config) if result.name == "lge" else \
             cine_groups(result, index, header, config)
         if found:
             model = seg_result.algorithm if seg_result is not None else contributing[0]
-            per_pipeline.append((found, _stack_comments(result), model))
+            per_pipeline.append((found, missing_note + _stack_comments(result), model))
     if not per_pipeline or not algorithms:
         return None
     # one model: it is the document's device observer (IHE AIR); several: the node is, and each pipeline's groups
