@@ -12,7 +12,7 @@ from dicomnode.results import objects as result_objects
 from dicomnode.results.objects import build_result_objects
 from dicomnode.results.seg import SegNotExpressible, build_seg, frames_without_geometry, seg_parts
 from dicomnode.types import Declined
-from synthetic import as_enhanced_mr, make_study
+from synthetic import GivenPipeline, as_enhanced_mr, make_study
 
 
 def _failing_for(pipeline: str, real_build_seg):
@@ -110,14 +110,6 @@ def test_classic_images_followed_by_an_enhanced_instance_in_one_series_get_their
         assert referenced <= used and referenced
 
 
-class _Given:
-    def __init__(self, result):
-        self.result = result
-
-    def run(self, study, context):
-        return self.result
-
-
 def test_a_seg_declined_in_words_is_no_analysis_failure(monkeypatch):
     from dicomnode.analysis.run import Analyser
     from dicomnode.config import Config
@@ -131,7 +123,7 @@ def test_a_seg_declined_in_words_is_no_analysis_failure(monkeypatch):
     monkeypatch.setattr(result_objects, "build_seg", build)
     analyser = Analyser(Config())
     for result in results[:2]:
-        analyser._pipelines[result.name] = _Given(result)
+        analyser._pipelines[result.name] = GivenPipeline(result)
     outcome = analyser.analyse(study, ["lge", "cine"], started_at=context.started_at)
     assert outcome.errors == []  # `process` exits 0: the input's form, said in words
     reasons = [d["reason"] for d in outcome.summary["declined"]]

@@ -11,7 +11,7 @@ from dicomnode.config import Config
 from dicomnode.results import objects as result_objects
 from dicomnode.results.objects import build_result_objects
 from dicomnode.types import Declined
-from synthetic import as_enhanced_mr, make_study
+from synthetic import GivenPipeline, as_enhanced_mr, make_study
 
 
 def _failing_for(pipeline: str, real_build_seg):
@@ -56,23 +56,13 @@ def test_a_measurement_sr_that_cannot_be_built_leaves_the_segs_and_the_report(mo
     assert failures == [Declined(None, "measurement SR (TID 1500) not written: ValueError: no")]
 
 
-class _Given:
-    """A pipeline that returns a result made beforehand."""
-
-    def __init__(self, result):
-        self.result = result
-
-    def run(self, study, context):
-        return self.result
-
-
 def test_the_analyser_sends_the_other_results_and_names_the_failure(monkeypatch):
     study, results, context = make_study(slices=3, cine_phases=5)
     study.declined, study.excluded_instances, study.summary_series = [], [], lambda: []
     monkeypatch.setattr(result_objects, "build_seg", _failing_for("lge", result_objects.build_seg))
     analyser = Analyser(Config())
     for result in results[:2]:
-        analyser._pipelines[result.name] = _Given(result)
+        analyser._pipelines[result.name] = GivenPipeline(result)
     outcome = analyser.analyse(study, ["lge", "cine"], started_at=context.started_at)
     lge_uid = results[0].segmentations[0].series.series_instance_uids[0]
     segs = [o for o in outcome.datasets if o.Modality == "SEG"]
