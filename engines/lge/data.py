@@ -127,6 +127,39 @@ def load_myops(root: Path = MYOPS_DIR) -> list[Case]:
     return cases
 
 
+#: node labels a cine (bSSFP) image shows: no scar or MVO, which the loss counts as myocardium there
+CINE_LABELLED = frozenset({int(Label.BACKGROUND), int(Label.LV_BLOOD_POOL), int(Label.LV_MYOCARDIUM),
+                           int(Label.RV_BLOOD_POOL)})
+
+
+def load_acdc_cine(datasets: Path = DATASETS) -> list[Case]:
+    """Auxiliary shape data: the 100 ACDC patients' ED and ES short-axis stacks (bSSFP cine, 1.5/3 T, Dijon;
+    Bernard et al., IEEE TMI 2018), one `Case` per patient and phase with expert LV, myocardium and RV in real
+    spacing, `centre` "acdc_cine" and `labelled` `CINE_LABELLED` (the loss counts scar and MVO as myocardium on
+    them). Never held out or evaluated: no LGE patient is an ACDC patient.
+
+    Raises ValueError where a stack's slices differ in size or nothing is found."""
+    from engines.cine.data import bitmask_to_labels, load_acdc_png
+
+    stacks: dict[tuple[str, str], list] = {}
+    for item in load_acdc_png(Path(datasets)):
+        stacks.setdefault((item.subject, item.phase), []).append(item)
+    cases = []
+    for (subject, phase), items in sorted(stacks.items()):
+        items.sort(key=lambda item: item.z)
+        if len({item.image.shape for item in items}) != 1:
+            raise ValueError(f"ACDC {subject} {phase}: slices of different sizes")
+        labels = np.stack([bitmask_to_labels(item.allowed) for item in items])
+        if (labels == 255).any():
+            raise ValueError(f"ACDC {subject} {phase}: a pixel with more than one label")
+        cases.append(Case(name=f"{subject}_{phase}", image=np.stack([item.image for item in items]),
+                          labels=labels, spacing_rc=items[0].spacing_rc, slice_spacing_mm=items[0].slice_spacing,
+                          centre="acdc_cine", labelled=CINE_LABELLED, real_geometry=True))
+    if not cases:
+        raise ValueError(f"no ACDC slices under {datasets}")
+    return cases
+
+
 def load_cases(centres: tuple[str, ...] = ("emidec", "myops"), emidec_root: Path = EMIDEC_DIR,
                myops_root: Path = MYOPS_DIR) -> list[Case]:
     """The cases of the named centres (any of "emidec", "myops"), EMIDEC first."""

@@ -13,15 +13,30 @@ from dicomnode.labels import Label
 HEAD_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
 
 
+#: where a class a source does not label is counted: an unlabelled RV is background (EMIDEC), an unlabelled MVO is
+#: scar (MyoPS), an unlabelled scar is myocardium (a cine image, where infarct is not visible); followed until a
+#: labelled class is reached (a cine source's MVO -> scar -> myocardium)
+FOLDS = {int(Label.RV_BLOOD_POOL): int(Label.BACKGROUND), int(Label.MVO): int(Label.SCAR),
+         int(Label.SCAR): int(Label.LV_MYOCARDIUM)}
+
+
 def merge_matrix(labelled: frozenset, classes: int) -> torch.Tensor:
-    """(classes, classes) matrix M with merged_j = sum_i M[i, j] p_i for a centre labelling `labelled`:
-    an unlabelled RV folds into background, an unlabelled MVO folds into scar; others stay."""
+    """(classes, classes) matrix M with merged_j = sum_i M[i, j] p_i for a source labelling `labelled`: each
+    unlabelled class folds into the first labelled class along `FOLDS`; others stay.
+
+    Raises ValueError when an unlabelled class has no labelled class to fold into."""
     matrix = torch.eye(classes)
-    folds = {int(Label.RV_BLOOD_POOL): int(Label.BACKGROUND), int(Label.MVO): int(Label.SCAR)}
-    for source, target in folds.items():
-        if source < classes and source not in labelled:
-            matrix[source, source] = 0.0
-            matrix[source, target] = 1.0
+    for source in range(classes):
+        if source in labelled:
+            continue
+        target = source
+        while target not in labelled:
+            if target not in FOLDS:
+                raise ValueError(f"class {source} is not labelled and cannot be folded into a labelled class "
+                                 f"(labelled: {sorted(labelled)})")
+            target = FOLDS[target]
+        matrix[source, source] = 0.0
+        matrix[source, target] = 1.0
     return matrix
 
 

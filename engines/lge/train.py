@@ -22,7 +22,7 @@ import torch
 
 from dicomnode.analysis.lge import normalise_zscore
 from engines.lge.augment import sample_patch
-from engines.lge.data import Case, case_folds, load_cases
+from engines.lge.data import Case, case_folds, load_acdc_cine, load_cases
 from engines.lge.losses import deep_supervision_loss, merge_matrix
 from engines.lge.model import CLASS_NAMES, DEFAULT_FILTERS, LGESliceUNet
 
@@ -39,7 +39,8 @@ class SliceSampler:
     three channels, the slice, its previous and its next slice (engines.lge.model.with_neighbours)."""
 
     def __init__(self, cases: list[Case], rng: np.random.Generator, patch: int = PATCH_SIZE,
-                 zoom_probability: float = 1.0, context: int = 0, intensity_probability: float = 1.0):
+                 zoom_probability: float = 1.0, context: int = 0, intensity_probability: float = 1.0,
+                 auxiliary: list[Case] = (), auxiliary_share: float = 0.0):
         self.rng = rng
         self.patch = patch
         self.zoom_probability = zoom_probability
@@ -47,20 +48,27 @@ class SliceSampler:
         self.context = context
         self.by_centre: dict[str, list[tuple[np.ndarray, np.ndarray, Case]]] = {}
         for case in cases:
-            normalised = normalise_zscore(case.image)
-            last = case.image.shape[0] - 1
-            for index in range(case.image.shape[0]):
-                if case.labels[index].any():
-                    image = normalised[index] if not context else \
-                        normalised[[index, max(index - 1, 0), min(index + 1, last)]]
-                    self.by_centre.setdefault(case.centre, []).append((image, case.labels[index], case))
+            self.by_centre.setdefault(case.centre, []).extend(self._labelled_slices(case))
         self.centres = sorted(self.by_centre)
         self.classes = len(CLASS_NAMES)
+        self.auxiliary = [item for case in auxiliary for item in self._labelled_slices(case)]
+        self.auxiliary_share = auxiliary_share if self.auxiliary else 0.0
+
+    def _labelled_slices(self, case: Case) -> list[tuple[np.ndarray, np.ndarray, Case]]:
+        """(image, labels, case) of each labelled slice, normalised with its whole stack as the node does."""
+        normalised = normalise_zscore(case.image)
+        last = case.image.shape[0] - 1
+        return [(normalised[index] if not self.context else
+                 normalised[[index, max(index - 1, 0), min(index + 1, last)]], case.labels[index], case)
+                for index in range(case.image.shape[0]) if case.labels[index].any()]
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last round(`auxiliary_share` x size) patches of a batch come from the auxiliary (cine) cases, the
+        others alternate between the LGE centres."""
         images, labels, merges, available = [], [], [], []
+        lge = size - int(round(self.auxiliary_share * size))
         for item in range(size):
-            pool = self.by_centre[self.centres[item % len(self.centres)]]
+            pool = self.by_centre[self.centres[item % len(self.centres)]] if item < lge else self.auxiliary
             image, label, case = pool[self.rng.integers(len(pool))]
             patch, patch_labels = sample_patch(image, label, case.spacing_rc, MODEL_SPACING_MM, self.patch, self.rng,
                                                zoom_probability=self.zoom_probability,
@@ -80,34 +88,38 @@ class _SamplerStream(torch.utils.data.IterableDataset):
     run's seed, the step it starts at and its worker index), so a GPU need not wait for the CPU augmentation."""
 
     def __init__(self, cases: list[Case], seed: int, patch: int, batch_size: int, zoom_probability: float,
-                 context: int = 0, intensity_probability: float = 1.0):
+                 context: int = 0, intensity_probability: float = 1.0, auxiliary: list[Case] = (),
+                 auxiliary_share: float = 0.0):
         super().__init__()
         self.cases, self.seed, self.patch, self.batch_size = cases, seed, patch, batch_size
         self.zoom_probability, self.context = zoom_probability, context
         self.intensity_probability = intensity_probability
+        self.auxiliary, self.auxiliary_share = auxiliary, auxiliary_share
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         sampler = SliceSampler(self.cases, rng, self.patch, self.zoom_probability, self.context,
-                               self.intensity_probability)
+                               self.intensity_probability, self.auxiliary, self.auxiliary_share)
         while True:
             yield sampler.batch(self.batch_size)
 
 
 def batch_stream(cases: list[Case], rng: np.random.Generator, seed: int, step: int, patch: int, batch_size: int,
                  workers: int, zoom_probability: float = 1.0, context: int = 0,
-                 intensity_probability: float = 1.0):
+                 intensity_probability: float = 1.0, auxiliary: list[Case] = (), auxiliary_share: float = 0.0):
     """Training batches (images, labels, merges, available): drawn in this process from `rng` when `workers` is 0
     (exactly reproducible on resume, the checkpoint holds `rng`), else prefetched by `workers` loader processes
     (a resumed run continues with fresh generators seeded from `seed` and `step`)."""
     if not workers:
-        sampler = SliceSampler(cases, rng, patch, zoom_probability, context, intensity_probability)
+        sampler = SliceSampler(cases, rng, patch, zoom_probability, context, intensity_probability, auxiliary,
+                               auxiliary_share)
         while True:
             yield sampler.batch(batch_size)
     loader = torch.utils.data.DataLoader(_SamplerStream(cases, seed * 1_000_003 + step, patch, batch_size,
                                                                         zoom_probability, context,
-                                                                        intensity_probability),
+                                                                        intensity_probability, auxiliary,
+                                                                        auxiliary_share),
                                          batch_size=None, num_workers=workers, prefetch_factor=4,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=True)
     yield from loader
@@ -137,7 +149,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
               batch_size: int = BATCH_SIZE, dice_weight: float = 1.0,
               time_limit_s: float = 0.0, loader_workers: int = 0,
               zoom_probability: float = 1.0, context: int = 0, dice_per_sample: bool = False,
-              intensity_probability: float = 1.0) -> LGESliceUNet:
+              intensity_probability: float = 1.0, auxiliary: list[Case] = (),
+              auxiliary_share: float = 0.0) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
@@ -149,7 +162,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     reached in time, `steps` is lowered once to what fits, so the cosine schedule still ends at its floor; the budget
     actually used is recorded in the model's metadata (`time_limited_from`). `loader_workers` > 0 prepares the
     batches in that many loader processes (`batch_stream`). `context` 1 trains the 2.5-D variant (each slice with
-    its neighbours as input channels, engines.lge.model); a checkpoint resumes only with the context it began with."""
+    its neighbours as input channels, engines.lge.model); a checkpoint resumes only with the context it began with.
+    `auxiliary` cases (cine stacks, `engines.lge.data.load_acdc_cine`) fill `auxiliary_share` of every batch."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -210,7 +224,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         history = {**history, f"intensity_probability at step {step}": {"was": float(previous_intensity),
                                                                          "now": intensity_probability}}
     batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers, zoom_probability, context,
-                           intensity_probability)
+                           intensity_probability, auxiliary, auxiliary_share)
     started, losses = time.time(), []
     probe_from, probe_started, requested_steps = step + 50, None, steps
     model.train()
@@ -258,7 +272,9 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                              **({"context": context} if context else {}),
                              **({"dice_per_sample": True} if dice_per_sample else {}),
                              **({"intensity_probability": intensity_probability}
-                                if intensity_probability != 1.0 else {})}},
+                                if intensity_probability != 1.0 else {}),
+                             **({"auxiliary_cine_share": auxiliary_share, "auxiliary_cine_stacks": len(auxiliary)}
+                                if auxiliary and auxiliary_share else {})}},
                folder / "model.pt")
     return model
 
@@ -307,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", type=int, choices=(0, 1), default=0,
                         help="1: 2.5-D input, each slice with its previous and next slice of the stack as two more "
                              "channels (0: the slice alone, the shipped recipe)")
+    parser.add_argument("--aux-cine-share", type=float, default=0.0,
+                        help="share of every batch drawn from the 100 ACDC patients' ED/ES cine stacks (LV, "
+                             "myocardium, RV; scar counted as myocardium), extra shape data never held out (0: none, "
+                             "the shipped recipe)")
     parser.add_argument("--loader-workers", type=int, default=0,
                         help="processes preparing batches ahead of the GPU (0: in the training process, exactly "
                              "reproducible on resume)")
@@ -337,10 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--intensity-probability must be within 0-1, got {args.intensity_probability}")
     if args.dice_weight < 0:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
+    if not 0.0 <= args.aux_cine_share < 1.0:
+        parser.error(f"--aux-cine-share must be within 0-1 (exclusive of 1), got {args.aux_cine_share}")
+    auxiliary = load_acdc_cine() if args.aux_cine_share else []
+    if auxiliary:
+        log(f"auxiliary cine: {len(auxiliary)} ACDC ED/ES stacks, {args.aux_cine_share:.2f} of every batch")
     sizes = {"patch_size": args.patch_size, "batch_size": args.batch_size, "dice_weight": args.dice_weight,
              "time_limit_s": args.time_limit, "loader_workers": args.loader_workers,
              "zoom_probability": args.zoom_probability, "context": args.context,
-             "dice_per_sample": args.dice_per_sample, "intensity_probability": args.intensity_probability}
+             "dice_per_sample": args.dice_per_sample, "intensity_probability": args.intensity_probability,
+             "auxiliary": auxiliary, "auxiliary_share": args.aux_cine_share}
     if args.train_centres and args.fold_centres:
         parser.error("--train-centres (leave-one-centre-out) and --fold-centres (folds of some centres) exclude "
                      "each other")

@@ -257,3 +257,45 @@ def test_folds_trained_on_one_centre_keep_both_centres_held_out_cases(tmp_path, 
     with pytest.raises(SystemExit):
         train.main(common + ["--fold-centres", "emidek"])
     assert "no cases of ['emidek']" in capsys.readouterr().err
+
+
+def test_cine_stacks_fill_their_share_of_each_batch_and_never_teach_scar(tmp_path):
+    """Auxiliary cine cases (`--aux-cine-share`): the last patches of every batch, scored with scar and MVO counted
+    as myocardium (a cine image does not show infarct), never held out; the share is recorded."""
+    from dicomnode.labels import Label
+    from engines.lge.data import CINE_LABELLED, Case
+    from engines.lge.losses import merge_matrix
+    from engines.lge.train import SliceSampler, train_run
+
+    cine = [Case(f"cine{c.name}", c.image, c.labels, c.spacing_rc, c.slice_spacing_mm, "acdc_cine",
+                 labelled=CINE_LABELLED) for c in _cases()]
+    sampler = SliceSampler(_cases(), np.random.default_rng(0), 32, auxiliary=cine, auxiliary_share=0.25)
+    _, _, merges, available = sampler.batch(8)
+    scar, mvo, myocardium = int(Label.SCAR), int(Label.MVO), int(Label.LV_MYOCARDIUM)
+    assert not available[-2:, scar].any() and available[:6, scar].all()
+    assert merges[-1, scar, myocardium] == 1 and merges[-1, mvo, myocardium] == 1 and merges[-1, scar, scar] == 0
+    assert torch.equal(merges[0], merge_matrix(_cases()[0].labelled, 6))
+    torch.set_num_threads(1)
+    train_run(_cases(), tmp_path / "fold0", 1, seed=3, device=torch.device("cpu"), log=lambda m: None,
+              filters=FILTERS, batch_size=4, auxiliary=cine, auxiliary_share=0.25)
+    metadata = _weights(tmp_path / "fold0")["metadata"]
+    assert metadata["auxiliary_cine_share"] == 0.25 and metadata["auxiliary_cine_stacks"] == 2
+
+
+def test_a_class_that_cannot_be_folded_into_a_labelled_one_is_refused():
+    from engines.lge.losses import merge_matrix
+
+    with pytest.raises(ValueError, match="class 2 is not labelled"):
+        merge_matrix(frozenset({0, 1}), 6)
+
+
+def test_acdc_cine_stacks_load_as_auxiliary_cases_in_real_spacing(datasets):
+    from engines.lge.data import CINE_LABELLED, load_acdc_cine
+
+    cases = load_acdc_cine(datasets)
+    assert len(cases) >= 180 and {c.centre for c in cases} == {"acdc_cine"}
+    assert {c.name.rsplit("_", 1)[1] for c in cases} == {"ED", "ES"}
+    for case in cases[:: 20]:
+        assert case.labelled == CINE_LABELLED and case.image.shape == case.labels.shape
+        assert set(np.unique(case.labels)) <= CINE_LABELLED and (case.labels == 2).any()
+        assert 0.5 < min(case.spacing_rc) <= max(case.spacing_rc) < 3 and case.slice_spacing_mm >= 5
