@@ -158,6 +158,42 @@ ED_DISAGREEMENT_FRACTION = 0.05
 MIN_PHASES_FOR_CURVE = 5
 
 
+#: Longest interval between cine phases (ms) the LV function is measured without a caveat: SCMR standardized protocols
+#: (Kramer CM et al., J Cardiovasc Magn Reson 2020;22:17, LV structure and function: "temporal resolution <= 45 ms
+#: between phases"). Sunnybrook SCD (20 phases, 37-40 ms) stays under it; ACDC patient090's whole cine (12 frames,
+#: no timing in the NIfTI; the node's DICOM of it assumes RR 1000 ms, 83 ms per phase, and 12 frames are >= 60 ms per
+#: phase at any heart rate under 83 bpm) is over it, deliberately: its ES may fall between two frames.
+MAX_PHASE_INTERVAL_MS = 45.0
+
+
+def phase_interval_ms(trigger_times) -> float | None:
+    """Interval (ms) between consecutive phases, from one TriggerTime (0018,1060) per phase (None entries and
+    repeats ignored), or None with fewer than two distinct times: the smaller of the median interval (a phase left
+    out widens one interval only) and the mean interval (span / intervals: an uneven sampling is averaged), so the
+    interval is never overstated. The unit is inferred from the cycle, as no RR lasts 5 s: trigger times all under 5
+    are seconds, a time over 5000 is microseconds, otherwise milliseconds. Reconstructed (interpolated) phases count
+    as phases: the acquired temporal resolution is not in the header."""
+    if trigger_times is None:
+        return None
+    times = np.unique([float(t) for t in trigger_times if t is not None and np.isfinite(float(t))])
+    if times.size < 2:
+        return None
+    scale = 1000.0 if times.max() < 5.0 else (0.001 if times.max() > 5000.0 else 1.0)
+    steps = np.diff(times)
+    return float(min(np.median(steps), steps.mean())) * scale
+
+
+def temporal_resolution_note(trigger_times, n_phases: int) -> str | None:
+    """A caveat when the cine's phases lie more than MAX_PHASE_INTERVAL_MS apart (phase_interval_ms): true
+    end-systole may fall between two phases, so ESV may be over- and EF under-estimated. None for a fine enough cine,
+    without trigger times, or under MIN_PHASES_FOR_CURVE phases (an ED + ES export, ED/ES chosen at acquisition)."""
+    interval = phase_interval_ms(trigger_times)
+    if n_phases < MIN_PHASES_FOR_CURVE or interval is None or interval <= MAX_PHASE_INTERVAL_MS:
+        return None
+    return (f"coarse temporal resolution: {n_phases} phases, {interval:.0f} ms per phase (SCMR recommends <= "
+            f"{MAX_PHASE_INTERVAL_MS:.0f} ms): end-systole may be missed, so ESV may be over- and EF under-estimated")
+
+
 @dataclass
 class CardiacPhases:
     """ED/ES choice on a cine and the evidence for it (find_cardiac_phases)."""
@@ -572,6 +608,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     (voxel_volume_ml x disc_thickness_mm / the median step: a gap or uneven spacing is not given the median). The
     stack's coverage of the LV at ED (stack_coverage; apex_first: the first slice is the apical end, None: unknown)
     goes to `coverage`, and where incomplete, into `flags`.
+    A cine whose phases lie more than MAX_PHASE_INTERVAL_MS apart is flagged (temporal_resolution_note).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
@@ -610,5 +647,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         }
     values = {"lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_ef_percent": result.lv_ef_percent, **result.indexed}
     result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first)
-    result.flags = result.coverage.flags() + normal_range_flags(values, sex) + list(timing.notes) + rv_notes + bsa_note
+    coarse = temporal_resolution_note(trigger_times, len(labelmaps))
+    result.flags = (result.coverage.flags() + normal_range_flags(values, sex) + ([coarse] if coarse else [])
+                    + list(timing.notes) + rv_notes + bsa_note)
     return result

@@ -1,6 +1,7 @@
 """Per-frame geometry, timing and rescale read from headers, for classic single-frame and Enhanced MR multi-frame."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,9 @@ class FrameInfo:
     #: where `inversion_time` was read when InversionTime (0018,0082) is absent: a vendor's private element
     #: (PRIVATE_INVERSION_TIME); None when it came from the standard attribute or there is none
     inversion_source: str | None = None
+    #: StackID (0020,9056): the Frame Content functional group of an Enhanced MR frame, else the classic attribute;
+    #: None when absent (PS3.3 C.7.6.16.2.2: frames of one stack share it, a re-planned stack gets another)
+    stack_id: str | None = None
 
     @property
     def kind(self) -> str:
@@ -105,6 +109,12 @@ def _int(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _text(value) -> str | None:
+    """A stripped string value; None when absent or empty."""
+    text = str(value).strip() if value is not None else ""
+    return text or None
 
 
 def tm_seconds(value) -> float | None:
@@ -253,9 +263,10 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_rescale = (_float(getattr(ds, "RescaleSlope", None)) or 1.0, _float(getattr(ds, "RescaleIntercept", None)) or 0.0)
 
     top_image_type = _image_type(getattr(ds, "ImageType", None), getattr(ds, "ComplexImageComponent", None))
+    top_stack = _text(header_value(ds, "StackID"))
 
     def make(frame_index, frame_number, position, orientation, spacing, trigger, temporal, acq, inversion, rescale,
-             image_type=top_image_type, inversion_source=top_inversion_source):
+             image_type=top_image_type, inversion_source=top_inversion_source, stack_id=top_stack):
         return FrameInfo(
             header=header,
             ref=FrameRef(header.sop_instance_uid, header.sop_class_uid, header.series_instance_uid, frame_number),
@@ -273,6 +284,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             frame_index=frame_index,
             image_type=image_type,
             inversion_source=inversion_source,
+            stack_id=stack_id,
         )
 
     if not is_multiframe_enhanced(ds):
@@ -333,6 +345,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             rescale,
             image_type,
             None if inversion is not None else top_inversion_source,
+            (_text(getattr(content, "StackID", None)) if content else None) or top_stack,
         ))
     return frames
 
@@ -554,8 +567,144 @@ def frame_name(frame: FrameInfo) -> str:
 def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
     """Distinct images at each slice position: in a stack of one image per slice, a slice whose frames are repeats
     (`are_repeats(one_per_slice=True)`: re-sent, or re-acquired in later breath-holds at another InversionTime)
-    counts once, as `volume.keep_latest_repeats` keeps one of them; otherwise the frame counts."""
+    counts once, as `volume.keep_latest_repeats` keeps one of them; in a stack of several images (cardiac phases)
+    per breath-hold, a slice acquired in several passes counts the pass `volume.keep_latest_passes` keeps
+    (`kept_pass`); otherwise the frame counts."""
     counts = [len(frames) for frames in per_slice]
     if len(set(counts)) > 1 and min(counts) == 1:
         return [1 if are_repeats(frames, one_per_slice=True) else len(frames) for frames in per_slice]
-    return counts
+    expected = typical_pass_size(per_slice)
+    if expected < 2:
+        return counts
+    return [len(kept_pass(slice_passes(frames), expected)) for frames in per_slice]
+
+
+def pass_time(frame: FrameInfo) -> float | None:
+    """When the frame was acquired, in seconds since midnight: AcquisitionTime (0008,0032) or the Enhanced MR
+    FrameAcquisitionDateTime (0018,9074) (`FrameInfo.acquisition_time`), else ContentTime (0008,0033); None when the
+    header has neither."""
+    if frame.acquisition_time is not None:
+        return frame.acquisition_time
+    index = frame.frame_index if frame.ref.frame_number is not None else None
+    return tm_seconds(header_value(frame.header.dataset, "ContentTime", index))
+
+
+def _latest_key(frame: FrameInfo) -> tuple:
+    """Sort key, earliest first: `pass_time` (absent first), then InstanceNumber (0020,0013)."""
+    time = pass_time(frame)
+    return (time if time is not None else -1.0, frame.instance_number if frame.instance_number is not None else -1)
+
+
+def slice_passes(frames: list[FrameInfo]) -> list[list[FrameInfo]]:
+    """The frames at one slice position split into passes (breath-holds), earliest first: in `pass_time` order, a new
+    pass starts where the time steps by SEPARATE_BREATH_HOLDS_S or more (the phases of one cine slice lie within one
+    breath-hold). One pass, the frames as given, when a frame has no time: passes are then not told apart.
+
+    Each pass keeps the frames in their given order."""
+    if len(frames) < 2 or any(pass_time(f) is None for f in frames):
+        return [list(frames)]
+    ordered = sorted(frames, key=_latest_key)
+    starts = [0] + [k for k in range(1, len(ordered))
+                    if pass_time(ordered[k]) - pass_time(ordered[k - 1]) >= SEPARATE_BREATH_HOLDS_S]
+    if len(starts) == 1:
+        return [list(frames)]
+    bounds = starts + [len(ordered)]
+    pass_of = {id(f): k for k in range(len(starts)) for f in ordered[bounds[k]:bounds[k + 1]]}
+    return [[f for f in frames if pass_of[id(f)] == k] for k in range(len(starts))]
+
+
+def typical_pass_size(per_slice: list[list[FrameInfo]]) -> int:
+    """The most common number of frames in one pass (`slice_passes`) over the slice positions of a stack, the larger
+    on a tie: the cardiac phases (or images) one breath-hold acquires at a slice. 0 for an empty stack."""
+    sizes = Counter(len(p) for frames in per_slice for p in slice_passes(frames))
+    return max(sizes, key=lambda n: (sizes[n], n)) if sizes else 0
+
+
+def kept_pass(passes: list[list[FrameInfo]], expected: int) -> list[FrameInfo]:
+    """Of the passes of one slice (`slice_passes`, earliest first) the latest complete one (`expected` frames or
+    more); where none is complete, the fullest, the latest of equals."""
+    best = max(range(len(passes)), key=lambda k: (min(len(passes[k]), expected), k))
+    return passes[best]
+
+
+def passes_reason(distance: float, passes: list[list[FrameInfo]], kept: list[FrameInfo]) -> str:
+    """Why the earlier passes of a slice acquired several times in its series are left out (`volume.
+    keep_latest_passes`), naming the slice, each pass (images, AcquisitionTime) and the one kept."""
+    described = ", ".join(f"{len(p)} image(s) at {hms(pass_time(max(p, key=_latest_key)))}" for p in passes)
+    latest = "the latest pass" if kept is passes[-1] else "the latest complete pass (the later one is incomplete)"
+    return (f"slice at {distance:.2f} mm acquired {len(passes)} times in this series ({described}): a re-acquisition "
+            f"of that slice in a breath-hold of its own, not further cardiac phases; measured {latest} "
+            f"({len(kept)} image(s)), the {'earlier' if kept is passes[-1] else 'other'} pass(es) left out")
+
+
+def acquired_last(frames: list[FrameInfo]) -> tuple:
+    """When the last of the frames was acquired, as a sort key: the latest `pass_time` (absent: -1), then the
+    highest InstanceNumber (0020,0013)."""
+    return max(_latest_key(f) for f in frames)
+
+
+def same_range(first: list[float], second: list[float]) -> bool:
+    """True when two stacks' slice positions along the normal (mm) cover the same range, a repeat of one stack: their
+    ranges overlap by more than half the shorter range (at one position, when both are single slices). Two
+    complementary slabs (base and apex) overlap by a slice or two at most and are not."""
+    overlap = min(max(first), max(second)) - max(min(first), min(second))
+    shorter = min(max(first) - min(first), max(second) - min(second))
+    return overlap >= 0 if shorter == 0 else overlap > 0.5 * shorter
+
+
+def stacks_of(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
+    """The frames by StackID (0020,9056) (`FrameInfo.stack_id`), in first-seen order; {} unless every frame has one."""
+    stacks: dict[str, list[FrameInfo]] = {}
+    for frame in frames:
+        if frame.stack_id is None:
+            return {}
+        stacks.setdefault(frame.stack_id, []).append(frame)
+    return stacks
+
+
+def superseded_stacks(frames: list[FrameInfo]) -> list[tuple[str, str]]:
+    """(StackID, later StackID) for each stack of one orientation that a stack acquired later (`acquired_last`)
+    covers again over the same range along the normal (`same_range`: the stack re-planned and acquired again in the
+    series); [] without StackID on every frame, with one stack only, or with complementary stacks (slabs over
+    different ranges, one volume). Stacks that are not told apart in time are paired too (the caller decides)."""
+    stacks = stacks_of(frames)
+    if len(stacks) < 2 or any(f.position is None or f.orientation is None for f in frames):
+        return []
+    normal = frames[0].normal
+    ranges = {sid: [float(np.dot(f.position, normal)) for f in members] for sid, members in stacks.items()}
+    kept: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    for sid in sorted(stacks, key=lambda sid: acquired_last(stacks[sid]), reverse=True):
+        later = next((k for k in kept if same_range(ranges[k], ranges[sid])), None)
+        if later is None:
+            kept.append(sid)
+        else:
+            pairs.append((sid, later))
+    return pairs
+
+
+def interleaved_passes(distances: list[float], times: list[float | None], tolerance: float = 0.1
+                       ) -> tuple[list[int], list[int]] | None:
+    """The slice indices of two passes of one stack interleaved along the normal (the stack acquired again later
+    after re-planning, shifted by less than a third of its spacing, without StackID), earlier pass first; None when
+    the slices are not that. Two passes are recognised only when every condition holds: an even number of 6 or more
+    slices; steps alternating between two sizes, each regular within `tolerance`, the smaller at most half the
+    larger (a stack shifted by half its spacing to fill the gaps has even steps and stays one stack); every slice
+    timed; and the alternate slices acquired in two separate time blocks (every slice of one pass before every slice
+    of the other).
+
+    distances: each slice's position along the normal (mm), ascending; times: each slice's acquisition time (s)."""
+    if len(distances) < 6 or len(distances) % 2 or any(t is None for t in times):
+        return None
+    steps = np.diff(distances)
+    sizes = [float(np.median(steps[0::2])), float(np.median(steps[1::2]))]
+    if min(sizes) <= 0 or min(sizes) > 0.5 * max(sizes):
+        return None
+    if any(abs(step - sizes[k % 2]) > tolerance * sizes[k % 2] for k, step in enumerate(steps)):
+        return None
+    even, odd = list(range(0, len(distances), 2)), list(range(1, len(distances), 2))
+    if max(times[k] for k in even) < min(times[k] for k in odd):
+        return even, odd
+    if max(times[k] for k in odd) < min(times[k] for k in even):
+        return odd, even
+    return None

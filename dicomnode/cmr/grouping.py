@@ -17,7 +17,7 @@ from dicomnode import charsets
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, latest_first,
                                   merge_replanned_slices, orientation_groups, plane_name, reacquired, repeat_reason,
-                                  same_image_timing, slice_groups, tm_seconds)
+                                  same_image_timing, slice_groups, superseded_stacks, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
@@ -287,6 +287,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
         candidate.notes += _resent_notes([entry for sop in held for entry in resent.get(sop, [])])
         _count_resent_images_once(candidate)
         _count_reacquired_slices_once(candidate)
+        _count_repeated_stacks_once(candidate)
     candidates.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
     declined = [Declined(uid, f"{count} instance(s): {reason}") for (uid, reason), count in declined_counts.items()]
     return candidates, declined, excluded
@@ -578,6 +579,23 @@ def _count_reacquired_slices_once(candidate: Candidate) -> None:
         candidate.notes += texts
         for text in texts:
             log.info("series %s: %s", candidate.key, text)
+
+
+def _count_repeated_stacks_once(candidate: Candidate) -> None:
+    """Leave out of `candidate.frames` (what recognition counts slice positions from) the single-frame images of a
+    stack that a later stack of the series covers again over the same range (`frames.superseded_stacks`: StackID
+    (0020,9056) 1 and 2, the stack re-planned and acquired again), so that the series is not counted as one stack of
+    twice the slices; they stay in the series and volume building measures the later stack
+    (`volume.latest_stacks`) and warns. Notes each stack left out of the count."""
+    if len(orientation_groups(candidate.frames)) != 1:
+        return
+    pairs = superseded_stacks(candidate.frames)
+    dropped = {sid for sid, _ in pairs}
+    if not dropped:
+        return
+    candidate.frames = [f for f in candidate.frames if f.ref.frame_number is not None or f.stack_id not in dropped]
+    candidate.notes += [f"StackID {sid} is covered again by the later StackID {later} (a repeat of the stack): "
+                        "counted once" for sid, later in pairs]
 
 
 def _content_key(frame: FrameInfo) -> tuple:

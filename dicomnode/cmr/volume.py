@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.frames import (FrameInfo, are_repeats, frame_name, frames_of, functional_groups, header_value,
-                                  images_per_slice, latest_first, merge_replanned_slices, orientation_groups,
-                                  plane_name, repeat_reason, repeated_passes, slice_groups)
+from dicomnode.cmr.frames import (SEPARATE_BREATH_HOLDS_S, FrameInfo, acquired_last, are_repeats, frame_name,
+                                  frames_of, functional_groups, header_value, hms, images_per_slice,
+                                  interleaved_passes, kept_pass, latest_first, merge_replanned_slices,
+                                  orientation_groups, pass_time, passes_reason, plane_name, repeat_reason,
+                                  repeated_passes, slice_groups, slice_passes, stacks_of, superseded_stacks,
+                                  typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -157,8 +161,10 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if len(spacings) > 1:
         raise StudyError(f"series {series.key}: inconsistent PixelSpacing {dict(spacings)}")
     warnings: list[str] = []
+    left_out: list[tuple[FrameInfo, str]] = []
     reconcile_temporal_indices(series.key, frames, warnings)
-    slices = merge_replanned_slices(slice_groups(frames))
+    frames = latest_stacks(series.key, frames, warnings, left_out)
+    slices = latest_interleaved_pass(merge_replanned_slices(slice_groups(frames)), warnings, left_out)
     if require_stack and len(slices) < 2:
         raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
                          "of parallel slices is required")
@@ -169,7 +175,6 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if shift > 0.5:
         warnings.append(f"slice positions are shifted in-plane by up to {shift:.1f} mm; the affine uses the first slice")
     per_slice: list[list[FrameInfo]] = []
-    left_out: list[tuple[FrameInfo, str]] = []
     for distance, members in slices:
         unique: dict[tuple, FrameInfo] = {}
         for frame in sorted(members, key=_temporal_sort_key):
@@ -183,6 +188,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
                 left_out.append((unique[identity], reason))
             unique[identity] = frame
         per_slice.append(sorted(unique.values(), key=_temporal_sort_key))
+    per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], warnings, left_out)
     counts = [len(s) for s in per_slice]
     passes = repeated_passes(per_slice)
     if passes:
@@ -204,15 +210,27 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         if irregular:
             warnings.append(f"irregular slice spacing: median {median:.2f} mm, also {', '.join(irregular)} mm"
                             + (" (gap: missing slice?)" if any(g > 1.5 * median for g in gaps) else ""))
-    declared = getattr(frames[0].header.dataset, "CardiacNumberOfImages", None)
-    try:
-        declared = int(declared)
-    except (TypeError, ValueError):
-        declared = 0
-    if counts[0] > 1 and declared > counts[0]:
-        warnings.append(f"{counts[0]} of {declared} cardiac phases present (CardiacNumberOfImages {declared})")
+    note = phases_present_note(counts[0], [f for s in per_slice for f in s])
+    if note:
+        warnings.append(note)
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
     return phases, distances, warnings, left_out
+
+
+def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
+    """'N of M cardiac phases present' when fewer phases are kept than the frames declare (CardiacNumberOfImages
+    (0018,1090), the largest over all frames: slices of a prospective cine may declare different counts, named as a
+    range); None when all declared phases are kept, a single phase, or nothing is declared."""
+    declared = set()
+    for frame in frames:
+        try:
+            declared.add(int(getattr(frame.header.dataset, "CardiacNumberOfImages", None)))
+        except (TypeError, ValueError):
+            continue
+    if kept < 2 or not declared or max(declared) <= kept:
+        return None
+    values = f"{min(declared)} to {max(declared)} by slice" if len(declared) > 1 else f"{max(declared)}"
+    return f"{kept} of {max(declared)} cardiac phases present (CardiacNumberOfImages {values})"
 
 
 def _mixed_reconstructions(series_key: str, distance: float, first: FrameInfo, second: FrameInfo) -> str:
@@ -248,6 +266,112 @@ def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float]
         left_out += [(frame, reason) for frame in older]
         kept.append([latest])
     return kept
+
+
+def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float],
+                       warnings: list[str], left_out: list[tuple[FrameInfo, str]]) -> list[list[FrameInfo]]:
+    """In a stack of several images per breath-hold (cine phases), a slice acquired again in a later breath-hold of
+    the same series (its phases appended to the series: `frames.slice_passes`, passes told apart by AcquisitionTime
+    (0008,0032) / ContentTime (0008,0033) at least SEPARATE_BREATH_HOLDS_S apart) keeps its latest complete pass
+    (`frames.kept_pass`: as many images as one pass holds at most slices, `frames.typical_pass_size`); the other
+    passes are appended to `left_out` and named in `warnings` (`frames.passes_reason`). A whole stack acquired again
+    is the same at every slice. Stacks of one image per breath-hold (LGE) are returned unchanged
+    (`keep_latest_repeats` serves them).
+
+    per_slice: [slice][frame] frames in temporal order; distances: each slice's position along the normal (mm).
+    Returns [slice][frame], each slice's frames in their given order. Raises StudyError (`_untimed_passes`) for a
+    slice holding a whole multiple of the phases of the other slices with no time to tell its passes apart.
+    """
+    expected = typical_pass_size(per_slice)
+    if expected < 2:
+        return per_slice
+    kept = []
+    for distance, frames in zip(distances, per_slice):
+        passes = slice_passes(frames)
+        if len(passes) < 2:
+            _untimed_passes(series_key, distance, frames, per_slice, expected)
+            kept.append(frames)
+            continue
+        chosen = kept_pass(passes, expected)
+        reason = passes_reason(distance, passes, chosen)
+        warnings.append(reason)
+        left_out += [(frame, reason) for p in passes if p is not chosen for frame in p]
+        kept.append(chosen)
+    return kept
+
+
+def _untimed_passes(series_key: str, distance: float, frames: list[FrameInfo], per_slice: list[list[FrameInfo]],
+                    expected: int) -> None:
+    """Raise StudyError when one slice holds 2, 3 ... times the `expected` phases that most slices of the stack hold
+    and some of its frames carry no AcquisitionTime / ContentTime (`frames.pass_time`), so that its passes cannot be
+    told apart (`frames.slice_passes`): the slice was acquired that many times in the series, and which pass is the
+    latest (or which frames belong together) is unknown. A timed slice in one breath-hold holding more phases is no
+    repeat and is left to `common_phases`."""
+    times, remainder = divmod(len(frames), expected)
+    usual = sum(len(s) == expected for s in per_slice)
+    if times < 2 or remainder or 2 * usual <= len(per_slice) or all(pass_time(f) is not None for f in frames):
+        return
+    raise StudyError(f"series {series_key}: the slice at {distance:.2f} mm holds {len(frames)} images, {times} times "
+                     f"the {expected} phases of the other slices: that slice was acquired {times} times in the series "
+                     f"({times} passes of {expected} phases), and no AcquisitionTime / ContentTime "
+                     f"{SEPARATE_BREATH_HOLDS_S:g} s or more apart tells the passes apart; stack refused")
+
+
+def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
+                  left_out: list[tuple[FrameInfo, str]]) -> list[FrameInfo]:
+    """The frames of a series holding several stacks (StackID (0020,9056) on every frame) with each stack that a later
+    one covers again over the same range (`frames.superseded_stacks`: the stack re-planned and acquired again) left
+    out, named in `warnings` and appended to `left_out`: the latest stack (`frames.acquired_last`: AcquisitionTime /
+    ContentTime, then InstanceNumber) is measured. Complementary stacks (slabs over different ranges, e.g. base and
+    apex) stay together as one volume. Frames without StackID, or of one stack, are returned unchanged. Raises
+    StudyError when two stacks over the same range cannot be told apart in time."""
+    pairs = superseded_stacks(frames)
+    if not pairs:
+        return frames
+    stacks = stacks_of(frames)
+    normal = frames[0].normal
+
+    def described(sid: str) -> str:
+        distances = [float(np.dot(f.position, normal)) for f in stacks[sid]]
+        return (f"StackID {sid} ({len(stacks[sid])} images, {min(distances):.1f} to {max(distances):.1f} mm, acquired "
+                f"by {hms(acquired_last(stacks[sid])[0])})")
+
+    for sid, later in pairs:
+        if acquired_last(stacks[later]) == acquired_last(stacks[sid]):
+            raise StudyError(f"series {series_key}: StackID {sid} and StackID {later} cover the same slice range and "
+                             "neither AcquisitionTime / ContentTime nor InstanceNumber tells which was acquired later; "
+                             "two stacks of the same heart, stack refused")
+        reason = (f"{described(sid)} is covered again by the later {described(later)}: a repeat of the stack, not "
+                  f"further slices; the later stack is measured, StackID {sid} left out")
+        warnings.append(reason)
+        left_out += [(frame, reason) for frame in stacks[sid]]
+    dropped = {sid for sid, _ in pairs}
+    return [frame for frame in frames if frame.stack_id not in dropped]
+
+
+def latest_interleaved_pass(slices: list[tuple[float, list[FrameInfo]]], warnings: list[str],
+                            left_out: list[tuple[FrameInfo, str]]) -> list[tuple[float, list[FrameInfo]]]:
+    """`slice_groups` of a stack without StackID that is two passes of the stack interleaved along the normal (the
+    whole stack re-planned, shifted by a few mm, and acquired again later in the series: steps alternating e.g.
+    2 / 8 mm, each pass in a time block of its own, `frames.interleaved_passes`) with the earlier pass left out
+    (named in `warnings`, appended to `left_out`): the later pass is measured, never a stack with "missing" slices.
+    Any other stack is returned unchanged. Slice times: the median `frames.pass_time` of each slice's frames."""
+    times = []
+    for _, members in slices:
+        values = [pass_time(f) for f in members]
+        times.append(None if any(v is None for v in values) else float(np.median(values)))
+    found = interleaved_passes([d for d, _ in slices], times)
+    if found is None:
+        return slices
+    earlier, later = found
+    steps = sorted({round(abs(slices[1][0] - slices[0][0]), 1), round(abs(slices[2][0] - slices[1][0]), 1)})
+    reason = (f"the stack was acquired twice in this series, re-planned {steps[0]:g} mm along the normal (slice "
+              f"steps alternating {steps[0]:g} / {steps[1]:g} mm, {len(earlier)} slices acquired by "
+              f"{hms(max(times[k] for k in earlier))}, {len(later)} from {hms(min(times[k] for k in later))}): two "
+              "passes, not missing slices; the later pass is measured, the earlier left out")
+    warnings.append(reason)
+    left_out += [(frame, reason) for k in earlier for frame in slices[k][1]]
+    return [slices[k] for k in later]
 
 
 #: cardiac-cycle fields whose per-frame value may sit in the Cardiac Synchronization functional group
@@ -289,98 +413,206 @@ def _median_step(times: list[float]) -> float | None:
     return float(np.median(steps)) if steps.size else None
 
 
-def cycle_fractions(per_slice: list[list[FrameInfo]]) -> tuple[list[list[float]], str] | None:
-    """Each frame's position in its own slice's cardiac cycle (0..1), and how it was found; None without timing.
+@dataclass(frozen=True)
+class PhaseAxis:
+    """One way to place frames of different slices on a common cardiac timing axis.
 
-    Trigger times differ from slice to slice (each slice is its own breath-hold with its own RR interval), so
-    phases are compared as fractions of each slice's cycle, in this order of preference, each used only when every
-    frame has it: NominalPercentageOfCardiacPhase (0020,9241) / 100; TriggerTime (0018,1060) / the slice's RR
-    interval from the header (_header_rr_ms); TriggerTime / (phases of the fullest slice x the slice's own phase
-    interval), the interval scaled by the whole number of reference intervals it spans where a slice holds every
-    other phase only (no unit is assumed: s, ms and us alike); (TemporalPositionIdentifier - 1) / the phases of the
-    fullest slice.
+    values: [slice][frame] each frame's position; reference: (phases,) each cardiac phase's position on the same
+    axis; tolerance: how far (same unit) a frame may lie from its phase (half a phase); method: how the axis was
+    found, for messages; labels: (phases,) where each phase lies, for messages; note: a warning that goes with
+    using this axis (a header RR passed over for it), or None.
+    """
+    values: list[list[float]]
+    reference: np.ndarray
+    tolerance: float
+    method: str
+    labels: list[str]
+    note: str | None = None
+
+
+#: a TriggerTime grid shared by all slices: every frame lies within this fraction of a phase interval of its phase's
+#: trigger time on the other slices (prospective triggering with a fixed frame interval repeats the same delays)
+GRID_TOLERANCE = 0.1
+#: a header RR is each slice's own only when it equals the slice's cycle from its TriggerTimes (phase interval x
+#: phases) to within this fraction of a phase interval; further off, late phases drift by a phase across slices
+HEADER_RR_TOLERANCE = 0.25
+
+
+def _fraction_axis(fractions: list[list[float]], method: str, note: str | None = None) -> PhaseAxis:
+    """A PhaseAxis of fractions of the cycle (0..1): the phases are the median fractions of the fullest slices."""
+    longest = max(len(s) for s in fractions)
+    reference = np.median(np.array([f for f in fractions if len(f) == longest]), axis=0)
+    return PhaseAxis(fractions, reference, 0.5 / longest, method, [f"at {100 * r:.0f} % of the cycle" for r in reference],
+                     note)
+
+
+def _reference_step(per_slice: list[list[FrameInfo]]) -> float | None:
+    """The phase interval of the fullest slices (median TriggerTime step, any unit); None without one."""
+    longest = max(len(s) for s in per_slice)
+    steps = [_median_step([f.trigger_time for f in s]) for s in per_slice if len(s) == longest]
+    steps = [s for s in steps if s is not None]
+    return float(np.median(steps)) if steps else None
+
+
+def trigger_grid(per_slice: list[list[FrameInfo]]) -> PhaseAxis | None:
+    """Phases by absolute TriggerTime when every slice's trigger times lie on one shared grid (each group of trigger
+    times within GRID_TOLERANCE of a phase interval, groups more than half an interval apart): prospective
+    triggering with a fixed frame interval (the phase count then varies with each slice's RR, but frames with the
+    same TriggerTime are the same phase), or slices acquired at one RR. None otherwise (retrospective cines whose
+    trigger times stretch with each slice's RR) or without TriggerTime on every frame."""
+    step = _reference_step(per_slice)
+    if not step:
+        return None
+    times = np.sort([f.trigger_time for s in per_slice for f in s])
+    groups = np.split(times, np.nonzero(np.diff(times) > 0.5 * step)[0] + 1)
+    if any(g[-1] - g[0] > GRID_TOLERANCE * step for g in groups):
+        return None
+    reference = np.array([float(np.median(g)) for g in groups])
+    return PhaseAxis([[f.trigger_time for f in s] for s in per_slice], reference, 0.5 * step,
+                     "the same TriggerTime at every slice (a fixed trigger delay per phase)",
+                     [f"at TriggerTime {r:.4g}" for r in reference])
+
+
+def own_cycles(per_slice: list[list[FrameInfo]]) -> list[float] | None:
+    """Each slice's cardiac cycle from its own TriggerTimes: phases of the fullest slice x the slice's phase interval
+    (median step), the interval scaled by the whole number of reference intervals it spans where a slice holds every
+    other phase only (no unit is assumed: s, ms and us alike). None where a slice has no step."""
+    longest = max(len(s) for s in per_slice)
+    reference = _reference_step(per_slice)
+    steps = [_median_step([f.trigger_time for f in s]) for s in per_slice]
+    if not reference or any(st is None for st in steps):
+        return None
+    return [longest * st / max(1, round(st / reference)) for st in steps]
+
+
+def header_rr_problem(per_slice: list[list[FrameInfo]], distances: list[float], cycles: list[float] | None
+                      ) -> str | None:
+    """Why the header RR (_header_rr_ms) is not each slice's own RR, or None when it is: a trigger time at or past
+    it, or (cycles: own_cycles) a slice whose own cycle differs from it by more than HEADER_RR_TOLERANCE of a phase
+    interval (a study-level or pre-scan NominalInterval / HeartRate beside per-breath-hold RRs)."""
+    longest = max(len(s) for s in per_slice)
+    for index, (frames, distance) in enumerate(zip(per_slice, distances)):
+        rr = [_header_rr_ms(f) for f in frames]
+        last = max(f.trigger_time for f in frames)
+        if last >= min(rr):
+            return f"at slice {distance:.1f} mm TriggerTime {last:g} reaches the header RR {min(rr):g} ms"
+        if cycles and any(abs(cycles[index] - r) > HEADER_RR_TOLERANCE * cycles[index] / longest for r in rr):
+            return (f"at slice {distance:.1f} mm the header RR {max(rr, key=lambda r: abs(cycles[index] - r)):g} ms "
+                    f"differs from the slice's own cycle {cycles[index]:.0f} (its TriggerTime step x {longest} phases)")
+    return None
+
+
+def phase_axes(per_slice: list[list[FrameInfo]], distances: list[float]) -> list[PhaseAxis]:
+    """The timing axes to match phases across slices by, in order of preference, each offered only when every
+    frame has what it needs; the axes after a header RR left out (header_rr_problem) carry a note naming why:
+    1. trigger_grid: the same TriggerTime at every slice is the same phase (prospective, fixed frame interval);
+    2. NominalPercentageOfCardiacPhase (0020,9241) / 100;
+    3. TriggerTime (0018,1060) / the slice's RR from the header (_header_rr_ms), only where that RR is the slice's
+       own (header_rr_problem);
+    4. TriggerTime / the slice's own cycle (own_cycles): trigger times differ from slice to slice as each slice is
+       its own breath-hold with its own RR;
+    5. (TemporalPositionIdentifier - 1) / the phases of the fullest slice.
     """
     frames = [f for s in per_slice for f in s]
-    percentages = [_cardiac_value(f, "NominalPercentageOfCardiacPhase") for f in frames]
-    if all(p is not None for p in percentages):
-        values = iter(percentages)
-        return [[next(values) / 100.0 for _ in s] for s in per_slice], "NominalPercentageOfCardiacPhase"
-    longest = max(len(s) for s in per_slice)
-    if all(f.trigger_time is not None for f in frames):
-        rr = [[_header_rr_ms(f) for f in s] for s in per_slice]
-        if all(r is not None for s in rr for r in s):
-            return ([[f.trigger_time / r for f, r in zip(s, rs)] for s, rs in zip(per_slice, rr)],
-                    "TriggerTime / the slice's RR interval (NominalInterval or HeartRate)")
-        steps = [_median_step([f.trigger_time for f in s]) for s in per_slice]
-        reference = np.median([st for s, st in zip(per_slice, steps) if len(s) == longest and st is not None] or [0.0])
-        if reference > 0 and all(st is not None for st in steps):
-            fractions = []
-            for frames_at, step in zip(per_slice, steps):
-                native = step / max(1, round(step / reference))
-                fractions.append([f.trigger_time / (longest * native) for f in frames_at])
-            return fractions, "TriggerTime / the slice's own cycle (phase interval x phases of the fullest slice)"
+    axes: list[PhaseAxis] = []
+    note = None
+    timed = all(f.trigger_time is not None for f in frames)
+    grid = trigger_grid(per_slice) if timed else None
+    if grid is not None:
+        axes.append(grid)
+    percentages = [[_cardiac_value(f, "NominalPercentageOfCardiacPhase") for f in s] for s in per_slice]
+    if all(p is not None for s in percentages for p in s):
+        axes.append(_fraction_axis([[p / 100.0 for p in s] for s in percentages], "NominalPercentageOfCardiacPhase"))
+    if timed:
+        cycles = own_cycles(per_slice)
+        if all(_header_rr_ms(f) is not None for f in frames):
+            problem = header_rr_problem(per_slice, distances, cycles)
+            if problem is None:
+                axes.append(_fraction_axis([[f.trigger_time / _header_rr_ms(f) for f in s] for s in per_slice],
+                                           "TriggerTime / the slice's RR interval (NominalInterval or HeartRate)"))
+            else:
+                note = f"header RR interval (NominalInterval / HeartRate) not used to match cardiac phases: {problem}"
+        if cycles is not None:
+            axes.append(_fraction_axis([[f.trigger_time / c for f in s] for s, c in zip(per_slice, cycles)],
+                                       "TriggerTime / the slice's own cycle (phase interval x phases of the fullest "
+                                       "slice)", note))
     if all(f.temporal_index is not None for f in frames):
-        return [[(f.temporal_index - 1) / longest for f in s] for s in per_slice], "TemporalPositionIdentifier"
-    return None
+        longest = max(len(s) for s in per_slice)
+        axes.append(_fraction_axis([[(f.temporal_index - 1) / longest for f in s] for s in per_slice],
+                                   "TemporalPositionIdentifier", note))
+    return axes
+
+
+def match_phases(axis: PhaseAxis, per_slice: list[list[FrameInfo]], distances: list[float]
+                 ) -> tuple[list[dict[int, FrameInfo]], str | None]:
+    """Each slice's frames matched to the nearest phase of `axis`, and what makes the match inconsistent (None when
+    consistent): a frame further than the tolerance (half a phase) from every phase, or a slice whose frames, in their
+    own temporal order, do not fall on strictly increasing phases (two frames of one slice on one phase, or the
+    slice's frame order reversed). Returns [slice] {phase index: frame}."""
+    matched: list[dict[int, FrameInfo]] = []
+    for distance, frames, values in zip(distances, per_slice, axis.values):
+        errors = np.abs(axis.reference[None, :] - np.asarray(values, dtype=float)[:, None])
+        nearest = errors.argmin(axis=1)
+        far = [(f, e) for f, e in zip(frames, errors.min(axis=1)) if e > axis.tolerance]
+        if far:
+            frame, error = far[0]
+            return matched, (f"instance {frame.ref.sop_instance_uid} at slice {distance:.1f} mm is "
+                             f"{error / (2 * axis.tolerance):.1f} phase interval(s) from every phase"
+                             + (f" ({len(far)} such frames at that slice)" if len(far) > 1 else ""))
+        clash = next((k for k in range(1, len(frames)) if nearest[k] <= nearest[k - 1]), None)
+        if clash is not None:
+            return matched, (f"at slice {distance:.1f} mm instances {frames[clash - 1].ref.sop_instance_uid} and "
+                             f"{frames[clash].ref.sop_instance_uid} (consecutive frames) fall on phases "
+                             f"{nearest[clash - 1] + 1} and {nearest[clash] + 1}: not one phase each in the slice's order")
+        matched.append({int(p): f for p, f in zip(nearest, frames)})
+    return matched, None
 
 
 def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str]
                   ) -> tuple[list[list[FrameInfo]], list[tuple[FrameInfo, str]]]:
     """Keep the cardiac phases every slice has, when slices hold different numbers of phases (an image lost or
-    undecodable, or slices exported with fewer phases): each frame is matched to the nearest phase of the slice
-    with the most phases by its position in its own slice's cardiac cycle (cycle_fractions: absolute TriggerTimes
-    drift apart because the RR interval differs from one breath-hold to the next), within half a phase; a frame that
-    matches no phase (or a phase another frame of its slice matches more closely) is left out, and a phase missing
-    at any slice is left out of all slices (volumes stay whole-heart). Each is named in `warnings`.
+    undecodable, slices exported with fewer phases, or prospective triggering whose phase count follows each
+    slice's RR): the frames are matched to the phases of the first timing axis of phase_axes on which the match is
+    consistent (match_phases: every frame within half a phase of one phase, one phase per frame, in each slice's own
+    frame order), and a phase missing at any slice is left out of all slices (volumes stay whole-heart), each named
+    in `warnings`; a header RR that is not the slices' own is named there too.
 
     per_slice: [slice][phase] frames in temporal order; distances: each slice's position along the normal (mm).
     Returns the [slice][phase] frames kept and the frames left out with the reason. Raises StudyError (naming the
-    counts) when the frames carry no timing to match them by, or fewer than 2 phases (or fewer than half) would
-    remain.
+    counts) when the frames carry no timing to match them by, when no timing axis matches them consistently (naming
+    what is wrong on each: phases from different cardiac phases are never put together), or when fewer than 2
+    phases (or fewer than half) would remain.
     """
     counts = [len(s) for s in per_slice]
     tally = ", ".join(f"{n} phase(s) in {c} slice(s)" for n, c in sorted(Counter(counts).items()))
     refusal = f"series {series_key}: inconsistent phase counts across slices ({tally}); "
-    timing = cycle_fractions(per_slice)
-    if timing is None:
+    axes = phase_axes(per_slice, distances)
+    if not axes:
         raise StudyError(refusal + "without TriggerTime, NominalPercentageOfCardiacPhase or TemporalPositionIdentifier "
                          "the phases cannot be matched across slices")
-    fractions, method = timing
-    longest = max(counts)
-    fullest = [f for s, f in zip(per_slice, fractions) if len(s) == longest]
-    reference = np.median(np.array(fullest), axis=0)
-    tolerance = 0.5 / longest
-    matched: list[dict[int, FrameInfo]] = []
+    problems = []
+    for axis in axes:
+        matched, problem = match_phases(axis, per_slice, distances)
+        if problem is None:
+            break
+        problems.append(f"by {axis.method}: {problem}")
+    else:
+        notes = sorted({a.note for a in axes if a.note})
+        raise StudyError(refusal + "the phases cannot be matched one-to-one across slices in each slice's own order ("
+                         + "; ".join(problems + notes) + "); phases from different cardiac phases are not put together")
+    if axis.note:
+        warnings.append(axis.note)
+    phases = len(axis.reference)
+    kept = [p for p in range(phases) if all(p in m for m in matched)]
+    if len(kept) < max(2, (phases + 1) // 2):
+        raise StudyError(refusal + f"only {len(kept)} of {phases} phases are present at every slice (phases matched "
+                         f"by {axis.method})")
     left_out: list[tuple[FrameInfo, str]] = []
-    for distance, frames, values in zip(distances, per_slice, fractions):
-        by_phase: dict[int, tuple[float, FrameInfo]] = {}
-        unmatched: list[FrameInfo] = []
-        for frame, value in zip(frames, values):
-            nearest = int(np.argmin(np.abs(reference - value)))
-            error = abs(reference[nearest] - value)
-            if error > tolerance:
-                unmatched.append(frame)
-            elif nearest in by_phase and by_phase[nearest][0] <= error:
-                unmatched.append(frame)
-            else:
-                if nearest in by_phase:
-                    unmatched.append(by_phase[nearest][1])
-                by_phase[nearest] = (error, frame)
-        for frame in unmatched:
-            reason = (f"instance {frame.ref.sop_instance_uid} at slice {distance:.1f} mm matches no cardiac phase of "
-                      f"the fullest slice ({method}, within half a phase); left out")
-            warnings.append(reason)
-            left_out.append((frame, reason))
-        matched.append({p: frame for p, (_, frame) in by_phase.items()})
-    kept = [p for p in range(longest) if all(p in m for m in matched)]
-    if len(kept) < max(2, (longest + 1) // 2):
-        raise StudyError(refusal + f"only {len(kept)} of {longest} phases are present at every slice (phases matched "
-                         f"by {method})")
-    for p in range(longest):
+    for p in range(phases):
         if p in kept:
             continue
         missing = [f"{d:.1f}" for d, m in zip(distances, matched) if p not in m]
-        reason = (f"cardiac phase {p + 1} of {longest} (at {100 * reference[p]:.0f} % of the cycle) is missing at "
+        reason = (f"cardiac phase {p + 1} of {phases} ({axis.labels[p]}; matched by {axis.method}) is missing at "
                   f"slice(s) {', '.join(missing)} mm; left out at every slice so that each phase covers the whole stack")
         warnings.append(reason)
         left_out += [(m[p], reason) for m in matched if p in m]

@@ -8,7 +8,8 @@ from dicomnode.analysis.cine_metrics import (COVERAGE_CAVEAT, PAPILLARY_MUSCLES,
                                              disc_thickness_mm, ejection_fraction_percent, stack_coverage,
                                              find_cardiac_phases, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, myocardial_surround, normal_range_flags,
-                                             rv_timing_notes, timing_slice_volumes_ml, volume_curve_ml)
+                                             phase_interval_ms, rv_timing_notes, temporal_resolution_note,
+                                             timing_slice_volumes_ml, volume_curve_ml)
 from dicomnode.labels import Label
 
 
@@ -407,3 +408,30 @@ def test_coverage_rule_on_acdc_ground_truth(datasets, patient):
     assert not stack_coverage(labels[:apex - 2], positions[:apex - 2], apex_first=False).complete
     mid = int(np.flatnonzero(lv).mean())
     assert not stack_coverage(labels[mid - 1:mid + 2], positions[mid - 1:mid + 2], apex_first=False).complete
+
+
+# ---------------------------------------------------------------- temporal resolution (break37 D5)
+def test_measure_cine_flags_coarse_temporal_resolution_naming_ms_per_phase():
+    # 8 phases over a ~760 ms cycle, 95 ms apart: over the SCMR <= 45 ms, ES may fall between two phases
+    lv = np.rint(cine_curve(8, 150.0, 60.0, es_phase=3)).astype(int)
+    rv = np.rint(cine_curve(8, 160.0, 80.0, es_phase=3)).astype(int)
+    coarse = measure_cine(synthetic_cine(lv, rv, shape=(2, 40, 40)), 1.0, trigger_times=[19.0 + 95.0 * p for p in range(8)])
+    notes = [f for f in coarse.flags if f.startswith("coarse temporal resolution")]
+    assert len(notes) == 1 and "8 phases, 95 ms per phase" in notes[0] and "<= 45 ms" in notes[0]
+    assert "ESV may be over- and EF under-estimated" in notes[0]
+
+
+@pytest.mark.parametrize("times", [[19.0 + 38.0 * p for p in range(20)],  # Sunnybrook SCD: 20 phases, 37-40 ms
+                                   [0.019 + 0.038 * p for p in range(20)],  # the same in seconds
+                                   [19000.0 + 38000.0 * p for p in range(20)],  # and in microseconds
+                                   None])
+def test_temporal_resolution_note_silent_for_fine_or_untimed_cines(times):
+    assert temporal_resolution_note(times, 20) is None
+
+
+def test_temporal_resolution_note_reads_units_and_skips_ed_es_exports():
+    assert phase_interval_ms([0.019 + 0.095 * p for p in range(8)]) == pytest.approx(95.0)
+    assert phase_interval_ms([19.0, 57.0, 133.0, 171.0, 209.0]) == pytest.approx(38.0)  # one phase left out
+    assert phase_interval_ms([0.0, 114.0, 190.0, 304.0, 380.0]) == pytest.approx(95.0)  # every 2.5th of 38 ms phases
+    assert "12 phases, 83 ms per phase" in temporal_resolution_note([p * 1000.0 / 12 for p in range(12)], 12)
+    assert temporal_resolution_note([0.0, 300.0], 2) is None  # ED + ES only: chosen at acquisition, no curve

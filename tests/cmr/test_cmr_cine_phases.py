@@ -13,7 +13,7 @@ from dicomnode.cmr import understand_study
 from dicomnode.cmr.frames import FrameInfo
 from dicomnode.cmr.grouping import read_header
 from dicomnode.cmr.types import FrameRef, InstanceHeader, StudyError
-from dicomnode.cmr.volume import _temporal_identity, common_phases
+from dicomnode.cmr.volume import _temporal_identity, common_phases, phases_present_note
 from cmr_helpers import quiet_invalid_uid_warnings, sunnybrook_paths  # noqa: F401 (fixture)
 
 _HEADERS: dict[str, list] = {}
@@ -162,3 +162,67 @@ def test_temporal_identity_does_not_merge_phases_sent_in_seconds_or_without_timi
     assert len(untimed) == 3
     resent = _frame(56.962, 7), _frame(56.962, 7)
     assert _temporal_identity(resent[0]) == _temporal_identity(resent[1])
+
+
+# ---------------------------------------------------------------- header RR not the slice's own, prospective (break37)
+def _set(per_slice, **values):
+    """Every frame's header given these attribute values (None: attribute removed); returns per_slice."""
+    for frames in per_slice:
+        for frame in frames:
+            for keyword, value in values.items():
+                if value is not None:
+                    setattr(frame.header.dataset, keyword, value)
+                elif keyword in frame.header.dataset:
+                    delattr(frame.header.dataset, keyword)
+    return per_slice
+
+
+def _phase_numbers(kept):
+    """[phase] the set of (instance number % 100) put in each kept phase: one each for a coherent assembly."""
+    return [{s[p].instance_number % 100 for s in kept} for p in range(len(kept[0]))]
+
+
+@pytest.mark.parametrize("header", [{"NominalInterval": 750, "HeartRate": 80},  # study-level pre-scan value
+                                    {"NominalInterval": None, "HeartRate": 60}])  # heart rate only, and wrong
+def test_header_rr_that_is_not_each_slice_s_own_does_not_mix_phases(header):
+    # real RRs 800 / 731 / 760 ms, one image lost (last phase of the 731 slice): TriggerTime / 750 reached 1.04 on the
+    # 800 slice and put frames of up to 3 cardiac phases into one phase (break37 D1)
+    per_slice = _set([_slice(800, 20), _slice(731, 20, range(19), start=100), _slice(760, 20, start=200)], **header)
+    warnings: list[str] = []
+    kept, left_out = common_phases("s", per_slice, [0.0, 10.0, 20.0], warnings)
+    assert [len(s) for s in kept] == [19, 19, 19]
+    assert _phase_numbers(kept) == [{p} for p in range(19)]
+    assert warnings[0].startswith("header RR interval (NominalInterval / HeartRate) not used to match cardiac phases")
+    assert warnings[1].startswith("cardiac phase 20 of 20") and len(left_out) == 2
+
+
+def test_prospective_fixed_frame_interval_matches_the_same_trigger_time():
+    # prospective gating, 37.5 ms per frame: 20 / 19 / 18 phases by each slice's RR (800 / 760 / 731 ms, in the header
+    # and right), the same TriggerTimes on every slice; matching by TriggerTime / RR kept 14 mixed phases (break37 D2)
+    per_slice = [[_frame(37.5 * (p + 0.5), start + p, rr) for p in range(n)]
+                 for rr, n, start in ((800, 20, 0), (760, 19, 100), (731, 18, 200))]
+    warnings: list[str] = []
+    kept, _ = common_phases("s", per_slice, [0.0, 10.0, 20.0], warnings)
+    assert _phase_numbers(kept) == [{p} for p in range(18)]
+    assert [w.split(" (")[0] for w in warnings] == ["cardiac phase 19 of 20", "cardiac phase 20 of 20"]
+    assert "matched by the same TriggerTime at every slice" in warnings[0]
+
+
+def test_phases_that_cannot_be_matched_in_each_slice_s_order_are_refused():
+    # one frame of the 19-phase slice lies 0.95 phase late, next to the following phase: the old match kept one of
+    # the two and dropped the other as "matches no cardiac phase"; no timing matches them one phase each
+    odd = _slice(800, 20, range(19), start=100)
+    odd[5].trigger_time += 0.95 * 40.0
+    with pytest.raises(StudyError, match=r"inconsistent phase counts across slices \(19 phase\(s\) in 1 slice\(s\), 20 "
+                                         r"phase\(s\) in 1 slice\(s\)\); the phases cannot be matched one-to-one .*"
+                                         r"fall on phases 7 and 7.*not put together"):
+        common_phases("s", [_slice(800, 20), odd], [0.0, 10.0], [])
+
+
+def test_phases_present_names_every_slice_s_declared_phase_count():
+    frames = [_frame(40.0 * p, p) for p in range(4)]
+    for frame, declared in zip(frames, (19, 20, 18, 20)):
+        frame.header.dataset.CardiacNumberOfImages = declared
+    assert phases_present_note(18, frames) == "18 of 20 cardiac phases present (CardiacNumberOfImages 18 to 20 by slice)"
+    assert phases_present_note(20, frames) is None and phases_present_note(18, frames[:1]) == (
+        "18 of 19 cardiac phases present (CardiacNumberOfImages 19)")
