@@ -17,6 +17,7 @@ from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, 
 from dicomnode.analysis.phase_text import not_lge_text, other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
+from dicomnode.cmr.recognize import dark_blood_name
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
@@ -484,6 +485,67 @@ def contrast_notes(image: np.ndarray, labels: np.ndarray) -> list[str]:
             "time far from the myocardial null; the scar figures are unreliable: check the series"]
 
 
+#: the percentile of the LV wall (healthy myocardium, scar and MVO of the segmentation) taken as its bright end
+WALL_BRIGHT_PERCENTILE = 95
+#: blood_position below which an LGE is read as dark-blood (blood suppressed: the pool as dark as the nulled
+#: myocardium, the scar alone bright). Real bright-blood LGE (engines/lge/data.py load_cases, 133 cases), with the
+#: expert labels: EMIDEC 100, min 0.18 (Case_P073; next 0.33), median 0.77; MyoPS 33, min 0.33, median 0.67; with
+#: the node's own segmentation (segment_stack, the shipped model; in-sample, it was trained on them): EMIDEC min 0.22
+#: (Case_P073; next 0.31), median 0.81; MyoPS min 0.35, median 0.69. Dark-blood LGE, simulated as break37
+#: build2.dark_blood (LV pool set to 1.1 x the slice's healthy-myocardium median, smoothed edge; no real dark-blood
+#: data were available): the break37 dark_blood stack (MyoPS Case3004) on the node's run 0.011 (the myocardium /
+#: blood check read 0.952, under its 0.975 cut-off; %LGE 10.7 -> 24.9 %); the 33 MyoPS cases so darkened, on the
+#: node's segmentation: median 0.08, 27 of 33 under 0.15 (the 6 others 0.21-0.40, inside the real range: not
+#: separable by this feature; their %LGE rose by 10-33 points), on their expert labels median 0.02, 32 of 33 under
+#: 0.15. At 0.15: 0 of 133 false alarms on real LGE (expert labels and the node's segmentation alike). A
+#: dark-blood name in the header (recognize.dark_blood_name) is the other evidence
+MIN_BLOOD_POSITION = 0.15
+
+
+def blood_position(image: np.ndarray, labels: np.ndarray) -> float | None:
+    """Where the LV blood-pool median lies between the healthy LV myocardium median (0) and the bright end of the
+    LV wall (1: WALL_BRIGHT_PERCENTILE of myocardium, scar and MVO together), from `image` (any shape, intensity
+    units of the source) and `labels` (same shape, dicomnode.labels.Label). A bright-blood LGE puts the blood near
+    the scar (about 0.4-1.5), a dark-blood one near the nulled myocardium (about 0). None where the myocardium or
+    blood has fewer than CONTRAST_MIN_VOXELS voxels or the wall has no bright end (percentile <= median)."""
+    myocardium = image[labels == Label.LV_MYOCARDIUM]
+    blood = image[labels == Label.LV_BLOOD_POOL]
+    if myocardium.size < CONTRAST_MIN_VOXELS or blood.size < CONTRAST_MIN_VOXELS:
+        return None
+    wall = image[np.isin(labels, (Label.LV_MYOCARDIUM, Label.SCAR, Label.MVO))]
+    myo, bright = float(np.median(myocardium)), float(np.percentile(wall, WALL_BRIGHT_PERCENTILE))
+    if bright <= myo:
+        return None
+    return (float(np.median(blood)) - myo) / (bright - myo)
+
+
+#: the start of the dark-blood stack warning (summary, SR and PDF carry it as a stack warning)
+DARK_BLOOD_NOTE = "dark-blood LGE"
+
+
+def dark_blood_notes(image: np.ndarray, labels: np.ndarray, *names: str) -> list[str]:
+    """The stack warning for a dark-blood (blood-suppressed) LGE, [] otherwise: a dark-blood name in `names`
+    (SeriesDescription, ProtocolName: recognize.dark_blood_name) or the blood pool near the healthy myocardium
+    (blood_position under MIN_BLOOD_POSITION; `image`, `labels` as there). The model was trained on bright-blood
+    LGE only: on a dark pool it draws the myocardium thin and calls the blood-wall border scar (break37: %LGE
+    10.7 -> 24.9 %; 33 simulated MyoPS cases: +11 points median). The series is warned, not declined: the pixel
+    evidence rests on simulated dark-blood data and a name alone may be a site's habit, so %LGE is kept with this
+    warning for a reader to check, and the caller withholds the large-burden flag (None) that it would inflate."""
+    name = dark_blood_name(*names)
+    position = blood_position(image, labels)
+    log.info("lge: LV blood at %s of the way from healthy myocardium to the bright wall",
+             "n/a" if position is None else f"{position:.3f}")
+    evidence = ([f"the name says so ({name!r})"] if name else []) + (
+        [f"the LV blood pool is barely brighter than the healthy myocardium ({position:.2f} of the way to the bright "
+         f"wall; real bright-blood LGE reads 0.22-3.0 on the node's segmentation of 133 cases)"]
+        if position is not None and position < MIN_BLOOD_POSITION else [])
+    if not evidence:
+        return []
+    return [f"{DARK_BLOOD_NOTE}: {'; '.join(evidence)}. The model was trained on bright-blood LGE only: the "
+            "myocardium may be drawn thin and its border with the blood read as scar, so %LGE may be overestimated "
+            "(doubled in a simulated case); the large-scar-burden flag is withheld: check the series"]
+
+
 class LGEPipeline:
     """Scar quantification on the preferred LGE short-axis stack (PSIR preferred by the study's own ranking)."""
 
@@ -555,6 +617,8 @@ class LGEPipeline:
         if volumes.myocardium_volume_ml == 0:
             return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack")
         nsd_full, fwhm_full = self._threshold_methods(image, labels, voxel_ml, volume.pixel_spacing, series)
+        dark_blood = dark_blood_notes(image, labels, getattr(series, "description", None) or "",
+                                      _protocol_name(series))
         per_slice = [{key: (_round(v) if isinstance(v, float) else v) for key, v in s.items()}
                      for s in volumes.per_slice_dicts()]
         summary = {
@@ -564,7 +628,8 @@ class LGEPipeline:
             "scar_volume_ml": _round(volumes.scar_volume_ml, 2),
             "mvo_volume_ml": _round(volumes.mvo_volume_ml, 2),
             "lge_percent": _round(volumes.lge_percent, 2),
-            "large_scar_burden": volumes.large_scar_burden,
+            # withheld (None) on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes)
+            "large_scar_burden": None if dark_blood else volumes.large_scar_burden,
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
@@ -576,7 +641,7 @@ class LGEPipeline:
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
             "stack_warnings": list(volume.warnings) + gap_notes(positions) + ([NOT_LOCALISED]
                                                                              if segmented.localised is False else [])
-            + contrast_notes(image, labels),
+            + contrast_notes(image, labels) + dark_blood,
         }
         if segmented.localised is False:
             log.warning("lge: %s", NOT_LOCALISED)
@@ -640,6 +705,14 @@ class LGEPipeline:
         return (f"not validated on the automatic myocardium: agreement with expert %LGE {measured} in the model's "
                 f"cross-validation on real 12-bit scans (needs r >= {THRESHOLD_MIN_R}); "
                 f"analysis.lge.threshold_methods = 'always' computes it for research")
+
+
+def _protocol_name(series) -> str:
+    """ProtocolName of the series' first instance ('' when absent or unreadable)."""
+    try:
+        return str(getattr(series.instances[0].dataset, "ProtocolName", "") or "")
+    except (AttributeError, IndexError):
+        return ""
 
 
 def _bits_stored(series) -> int | None:

@@ -790,14 +790,24 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     return kind, evidence
 
 
+def _mapping_evidence(e: SeriesEvidence) -> tuple:
+    """(ImageType map marker, description hint, source-image pattern, calculated-map evidence) of a series, each a
+    (kind, why) or None. All None for a series named a TI scout (named_ti_scout) whose only sign of mapping is
+    its images' varying InversionTime / timing: a TI scout, read to choose the LGE TI (TIScoutRule)."""
+    marker = _image_type_map(e)
+    hint = _map_description_hint(e)
+    source = _source_images(e)
+    if source and not (marker or hint) and named_ti_scout(e):
+        return None, None, None, None
+    calculated = None if (marker or hint or source) else calculated_map(e)
+    return marker, hint, source, calculated
+
+
 def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
     """t1map / t2map when the series is a parametric map (T1 native or post-contrast, T2, T2*, ECV) or the source
     images of one (MOLLI / ShMOLLI / SASHA / T2-prepared / multi-echo), whatever its IR / TI attributes say; None
     when nothing says mapping. The LGE, cine and T2-weighted rules step aside for such a series."""
-    marker = _image_type_map(e)
-    hint = _map_description_hint(e)
-    source = _source_images(e)
-    calculated = None if (marker or hint or source) else calculated_map(e)
+    marker, hint, source, calculated = _mapping_evidence(e)
     if not (marker or hint or source or calculated):
         return None
     kinds = [found[0] for found in (marker, hint, source, calculated) if found and found[0] != "map"]
@@ -842,10 +852,7 @@ def mapping_kind(e: SeriesEvidence) -> str | None:
     """What a mapping series maps ('ecv', 't2star', 't2', 't1' or 'map' unnamed), with '-source' for the source
     images of a map (several images per slice position): t1map / t2map series of different kinds are different
     measurements, never repeats of one another; None when nothing says mapping."""
-    marker = _image_type_map(e)
-    hint = _map_description_hint(e)
-    source = _source_images(e)
-    calculated = None if (marker or hint or source) else calculated_map(e)
+    marker, hint, source, calculated = _mapping_evidence(e)
     kinds = [found[0] for found in (marker, hint, source, calculated) if found]
     if not kinds:
         return None
@@ -1003,6 +1010,21 @@ SPIN_ECHO_SEQUENCE_NAME = re.compile(r"^\*?(?:tse|tir|h2d|haste|se[23]d|fse|ssfs
 T2W_HINTS = (r"t2w", W + "t2" + E, r"stir", r"tirm", r"haste", W + "tse" + E, r"black[ _-]?blood",
              r"dark[ _-]?blood", W + "bb" + E, W + "dir" + E, r"(?:double|triple)[ _-]?(?:ir|inversion)",
              r"o?edema")
+#: names of a blood-suppressed ("dark-blood") LGE: 'dark blood' / 'black blood', 'DB' / 'BB' as a word ('DB_PSIR',
+#: 'PSIR_BB'), FIDDLE (flow-independent dark-blood delayed enhancement), 'blood suppressed', a T2 preparation
+#: ('T2prep PSIR'); German 'dunkles Blut' / 'schwarzes Blut', French 'sang noir', Spanish / Italian 'sangre negra' /
+#: 'sangue nero', Japanese ブラックブラッド
+DARK_BLOOD_LGE_HINTS = (r"dark[ _-]?blood", r"black[ _-]?blood", W + "db" + E, W + "bb" + E, r"fiddle",
+                        r"blood[ _-]?supp?ress", r"t2[ _-]?prep", r"(?:dunkl|schwarz)\w*[ _-]?blut",
+                        r"sang[ _-]?noir", r"sangre[ _-]?negra", r"sangue[ _-]?nero", _literal("ブラックブラッド"))
+
+
+def dark_blood_name(*texts: str) -> str | None:
+    """The dark-blood LGE name (DARK_BLOOD_LGE_HINTS) in any of the texts (SeriesDescription, ProtocolName...;
+    normalised here), or None."""
+    return _has_hint(normalise_text(" | ".join(t or "" for t in texts)), DARK_BLOOD_LGE_HINTS)
+
+
 #: points for a T2-weighted stack (t2_weighting)
 T2W_POINTS = 50
 
@@ -1044,11 +1066,22 @@ def t2_weighting(e: SeriesEvidence) -> tuple[int, list[str]]:
 
 
 #: TI scouts (Look-Locker images at increasing delays after one inversion, read to choose the LGE TI): Siemens
-#: 'TI_Scout', 'PSIR scout', Philips 'LL_TI_scout', 'Look-Locker', 'TI finder' / 'TI select'
-TI_SCOUT_HINTS = (W + r"ti[ _-]?(?:scout|finder|find|select|determination)", r"look[ _-]?locker", W + "ll" + E,
-                  r"psir[ _-]?scout", r"inversion[ _-]?(?:scout|finder)", r"t1[ _-]?scout")
+#: 'TI_Scout' / 'TI-Scout' / 'TIscout', 'PSIR scout', Philips 'LL_TI_scout', 'Look-Locker', 'TI finder' / 'TI
+#: select', 'inversion scout' / 'inversion time scout'; German 'TI-Suche' / 'TI-Bestimmung', French / Spanish
+#: 'TI repérage' / 'TI búsqueda', Italian 'ricerca TI', Japanese 'TIスカウト', Russian 'ТИ скаут' / 'TI скаут'
+TI_SCOUT_HINTS = (W + r"ti[ _-]?(?:scout|finder|find|select|determination|suche|bestimmung|reperage|busqueda)",
+                  r"look[ _-]?locker", W + "ll" + E, r"psir[ _-]?scout",
+                  r"inversion[ _-]?(?:time[ _-]?)?(?:scout|finder)", r"t1[ _-]?scout", r"ricerca[ _-]?ti" + E,
+                  W + r"ti[ _-]?" + _literal("スカウト"), "(?:" + W + "ti|" + W_CYR + "ти)[ _-]?" + _literal("скаут"))
 #: points for a TI scout (ti_scout)
 TI_SCOUT_POINTS = 60
+
+
+def named_ti_scout(e: SeriesEvidence) -> str | None:
+    """The TI-scout name (TI_SCOUT_HINTS) in the series' description / protocol, or None. A series so named whose
+    images differ in InversionTime at one slice position is a TI scout, not T1-mapping source images, unless a
+    mapping name ('MOLLI', 'T1 map') or a map ImageType value says otherwise (mapping_recognition)."""
+    return _has_hint(e.text_hints(), TI_SCOUT_HINTS)
 
 
 def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
@@ -1058,9 +1091,8 @@ def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
     every phase (20: a cine has none), many TriggerTimes at one slice position after it (20: the Look-Locker
     readouts). Nothing without a name or the varying TriggerTimes (a perfusion series is also prepared)."""
     trigger = e.varies("trigger")
-    text = e.text_hints()
-    name = _has_hint(text, TI_SCOUT_HINTS)
-    scout = name or _has_hint(text, (r"scout",))
+    name = named_ti_scout(e)
+    scout = name or _has_hint(e.text_hints(), (r"scout",))
     if e.phases < 2 or not (scout or trigger.count >= 5):
         return 0, []
     points, evidence = 0, []
@@ -1091,8 +1123,9 @@ def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
 
 
 class TIScoutRule:
-    """A TI scout / Look-Locker series (ti_scout): 'other', never a cine, even where its TI is not written per
-    image (with the TI per image it is T1-mapping-like source images: mapping_recognition)."""
+    """A TI scout / Look-Locker series (ti_scout): 'other', never a cine, whether or not its TI is written per
+    image. With the TI per image and no TI-scout name (named_ti_scout), or with a mapping name ('MOLLI') or a map
+    ImageType value, it is T1-mapping source images instead (mapping_recognition)."""
 
     name, aspect = "ti-scout-rule", "sequence"
 

@@ -135,6 +135,53 @@ def check_geometry(series: AnalysisSeries, frames: list[FrameInfo]) -> None:
                              f"{', '.join(missing)}; a volume needs the geometry of every frame")
 
 
+def pixel_grid(frame: FrameInfo) -> tuple[int, int, float, float]:
+    """(Rows, Columns, spacing between rows, spacing between columns) of a frame's pixel grid, the PixelSpacing in
+    mm rounded to 4 decimals (as the former equality check did)."""
+    return (frame.rows, frame.cols, *(round(float(v), 4) for v in frame.pixel_spacing))
+
+
+def _position_text(frame: FrameInfo) -> tuple[float, float, float]:
+    """A frame's ImagePositionPatient in mm to 0.1 mm (how a left-out or refused slice is named)."""
+    return tuple(round(float(v), 1) for v in frame.position)
+
+
+def grid_text(grid: tuple[int, int, float, float]) -> str:
+    """'256 x 256 at 1.25 x 1.25 mm' for a pixel_grid."""
+    return f"{grid[0]} x {grid[1]} at {grid[2]:g} x {grid[3]:g} mm"
+
+
+def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
+                  ) -> tuple[list[FrameInfo], list[tuple[FrameInfo, str]]]:
+    """(frames on the series' majority pixel grid, [(frame, reason)] for those on another grid) where the frames'
+    matrix (Rows x Columns) or PixelSpacing differ: a slice re-acquired with another FOV or matrix is left out (its
+    gap is then warned and interpolated like a missing slice), one warning per other grid appended to `warnings`.
+    The majority is over half the frames. Raises StudyError naming each slice position's grid where no grid holds
+    that majority."""
+    grids = Counter(pixel_grid(f) for f in frames)
+    if len(grids) == 1:
+        return frames, []
+    grid, count = grids.most_common(1)[0]
+    if 2 * count <= len(frames):
+        at = {}
+        for f in frames:
+            at.setdefault(_position_text(f), set()).add(grid_text(pixel_grid(f)))
+        raise StudyError(f"series {series_key}: inconsistent pixel grid (matrix / PixelSpacing) and no grid holds "
+                         "over half the images: " + "; ".join(f"slice at ImagePositionPatient {list(p)}: "
+                                                             f"{', '.join(sorted(g))}" for p, g in at.items()))
+    kept = [f for f in frames if pixel_grid(f) == grid]
+    left_out = []
+    for other in (g for g in grids if g != grid):
+        odd = [f for f in frames if pixel_grid(f) == other]
+        reason = (f"pixel grid {grid_text(other)}, not the stack's {grid_text(grid)} ({count} of {len(frames)} "
+                  "images): a slice re-acquired with another matrix / FOV, left out")
+        positions = sorted({_position_text(f) for f in odd})
+        warnings.append(f"{len(odd)} image(s) at ImagePositionPatient {', '.join(str(list(p)) for p in positions)} "
+                        f"({', '.join(frame_name(f) for f in odd[:3])}{', ...' if len(odd) > 3 else ''}): {reason}")
+        left_out += [(f, reason) for f in odd]
+    return kept, left_out
+
+
 def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
                    ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]]]:
     """Frames as [phase][slice] sorted along the stack normal, their slice distances, warnings, and the frames left
@@ -154,14 +201,9 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         planes = ", ".join(f"{plane_name(g[0].orientation)} ({len(g)} frames)" for g in groups)
         raise StudyError(f"series {series.key}: mixed orientations, {len(groups)} different ImageOrientationPatient "
                          f"values ({planes}); a volume needs one orientation")
-    matrices = Counter((f.rows, f.cols) for f in frames)
-    if len(matrices) > 1:
-        raise StudyError(f"series {series.key}: inconsistent matrix (rows x cols) {dict(matrices)}")
-    spacings = Counter(tuple(round(v, 4) for v in f.pixel_spacing) for f in frames)
-    if len(spacings) > 1:
-        raise StudyError(f"series {series.key}: inconsistent PixelSpacing {dict(spacings)}")
     warnings: list[str] = []
-    left_out: list[tuple[FrameInfo, str]] = []
+    frames, off_grid = majority_grid(series.key, frames, warnings)
+    left_out: list[tuple[FrameInfo, str]] = list(off_grid)
     reconcile_temporal_indices(series.key, frames, warnings)
     frames = latest_stacks(series.key, frames, warnings, left_out)
     slices = latest_interleaved_pass(merge_replanned_slices(slice_groups(frames)), warnings, left_out)
