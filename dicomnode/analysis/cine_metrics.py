@@ -164,6 +164,13 @@ MIN_PHASES_FOR_CURVE = 5
 #: no timing in the NIfTI; the node's DICOM of it assumes RR 1000 ms, 83 ms per phase, and 12 frames are >= 60 ms per
 #: phase at any heart rate under 83 bpm) is over it, deliberately: its ES may fall between two frames.
 MAX_PHASE_INTERVAL_MS = 45.0
+#: an untimed cine (no TriggerTime) spans one cycle; at a heart rate of 80/min or slower (RR >= 750 ms, most CMR
+#: patients at rest) fewer than this many phases are more than MAX_PHASE_INTERVAL_MS apart (750 / 16 = 47 ms)
+UNTIMED_MIN_PHASES = 17
+#: the RR interval (ms) that bound rests on, named in the caveat
+UNTIMED_ASSUMED_RR_MS = 750.0
+#: fewer phases than this are an ED + ES export (ED/ES chosen at acquisition), not a cine sampled too coarsely
+MIN_PHASES_FOR_TEMPORAL_CHECK = 3
 
 
 def phase_interval_ms(trigger_times) -> float | None:
@@ -185,13 +192,23 @@ def phase_interval_ms(trigger_times) -> float | None:
 
 def temporal_resolution_note(trigger_times, n_phases: int) -> str | None:
     """A caveat when the cine's phases lie more than MAX_PHASE_INTERVAL_MS apart (phase_interval_ms): true
-    end-systole may fall between two phases, so ESV may be over- and EF under-estimated. None for a fine enough cine,
-    without trigger times, or under MIN_PHASES_FOR_CURVE phases (an ED + ES export, ED/ES chosen at acquisition)."""
-    interval = phase_interval_ms(trigger_times)
-    if n_phases < MIN_PHASES_FOR_CURVE or interval is None or interval <= MAX_PHASE_INTERVAL_MS:
+    end-systole may fall between two phases, so ESV may be over- and EF under-estimated. Without trigger times the
+    n_phases over one cycle are judged at UNTIMED_ASSUMED_RR_MS (under UNTIMED_MIN_PHASES: coarse at 80/min or
+    slower). None for a fine enough cine and under MIN_PHASES_FOR_TEMPORAL_CHECK phases (an ED + ES export)."""
+    if n_phases < MIN_PHASES_FOR_TEMPORAL_CHECK:
         return None
-    return (f"coarse temporal resolution: {n_phases} phases, {interval:.0f} ms per phase (SCMR recommends <= "
-            f"{MAX_PHASE_INTERVAL_MS:.0f} ms): end-systole may be missed, so ESV may be over- and EF under-estimated")
+    interval = phase_interval_ms(trigger_times)
+    if interval is None:
+        if n_phases >= UNTIMED_MIN_PHASES:
+            return None
+        measured = (f"{n_phases} phases without TriggerTime, {UNTIMED_ASSUMED_RR_MS / n_phases:.0f} ms per phase at a "
+                    f"heart rate of {60000 / UNTIMED_ASSUMED_RR_MS:.0f}/min, more at slower rates")
+    elif interval <= MAX_PHASE_INTERVAL_MS:
+        return None
+    else:
+        measured = f"{n_phases} phases, {interval:.0f} ms per phase"
+    return (f"coarse temporal resolution: {measured} (SCMR recommends <= {MAX_PHASE_INTERVAL_MS:.0f} ms): "
+            "end-systole may be missed, so ESV may be over- and EF under-estimated")
 
 
 @dataclass

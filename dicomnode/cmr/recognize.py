@@ -258,6 +258,8 @@ def _most_varied(per_slice: list[list[FrameInfo]], read, tolerance: float) -> Sl
 
 #: TriggerTimes all below this (an RR interval under 5 ms is impossible) are seconds, not ms
 MAX_RR_IN_SECONDS = 5.0
+#: TriggerTimes reaching this (100 s: no trigger delay in ms does, T1-mapping sources span ~10 s) are microseconds
+MIN_TRIGGER_IN_MICROSECONDS = 100_000.0
 #: one breath-hold: a cine slice's phases are acquired within it; perfusion dynamics of one slice span the first pass
 BREATH_HOLD_S = 20.0
 
@@ -282,6 +284,11 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         timing_notes.append(f"TriggerTime spans {min(trigger_times):g}-{max(trigger_times):g}: read as seconds")
         trigger_times = [t * 1000.0 for t in trigger_times]
         trigger_scale = 1000.0
+    elif len(trigger_times) >= 2 and max(trigger_times) >= MIN_TRIGGER_IN_MICROSECONDS:
+        timing_notes.append(f"TriggerTime spans {min(trigger_times):g}-{max(trigger_times):g}: read as microseconds "
+                            "(DICOM gives TriggerTime (0018,1060) in ms)")
+        trigger_times = [t / 1000.0 for t in trigger_times]
+        trigger_scale = 0.001
     within_slice = {
         "inversion": _most_varied(per_slice, lambda f: f.inversion_time, 5.0),
         "trigger": _most_varied(per_slice, lambda f: None if f.trigger_time is None or not trigger_times

@@ -255,8 +255,9 @@ def test_measure_cine_end_to_end_known_answers():
     summary = result.summary()
     assert set(summary) == {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml",
                             "rv_esv_ml", "rv_sv_ml", "rv_ef_percent", "ed_phase", "es_phase"}
-    assert result.flags == ["no usable TriggerTime: phase 1, the first, taken as the R-wave (end-diastolic) phase",
-                            "4 phases: ED = largest, ES = smallest LV volume (no curve to smooth)"]
+    assert result.flags[0].startswith("coarse temporal resolution: 4 phases without TriggerTime, 188 ms per phase")
+    assert result.flags[1:] == ["no usable TriggerTime: phase 1, the first, taken as the R-wave (end-diastolic) phase",
+                                "4 phases: ED = largest, ES = smallest LV volume (no curve to smooth)"]
     assert result.basal_excluded == []
     assert PAPILLARY_MUSCLES == "cavity"
 
@@ -424,7 +425,8 @@ def test_measure_cine_flags_coarse_temporal_resolution_naming_ms_per_phase():
 @pytest.mark.parametrize("times", [[19.0 + 38.0 * p for p in range(20)],  # Sunnybrook SCD: 20 phases, 37-40 ms
                                    [0.019 + 0.038 * p for p in range(20)],  # the same in seconds
                                    [19000.0 + 38000.0 * p for p in range(20)],  # and in microseconds
-                                   None])
+                                   None,  # untimed, 20 phases: <= 45 ms at 67/min or faster, 38 ms at 80/min
+                                   [None] * 20])
 def test_temporal_resolution_note_silent_for_fine_or_untimed_cines(times):
     assert temporal_resolution_note(times, 20) is None
 
@@ -435,3 +437,14 @@ def test_temporal_resolution_note_reads_units_and_skips_ed_es_exports():
     assert phase_interval_ms([0.0, 114.0, 190.0, 304.0, 380.0]) == pytest.approx(95.0)  # every 2.5th of 38 ms phases
     assert "12 phases, 83 ms per phase" in temporal_resolution_note([p * 1000.0 / 12 for p in range(12)], 12)
     assert temporal_resolution_note([0.0, 300.0], 2) is None  # ED + ES only: chosen at acquisition, no curve
+    assert "4 phases, 200 ms per phase" in temporal_resolution_note([0.0, 200.0, 400.0, 600.0], 4)
+
+
+@pytest.mark.parametrize("times", [None, [None] * 12])
+def test_an_untimed_cine_of_few_phases_is_coarse_at_any_usual_heart_rate(times):
+    """12 frames over one cycle without TriggerTime (ACDC-like NIfTI exports, TemporalPositionIdentifier only): 62 ms
+    per phase at 80/min, more at slower rates (break37b)."""
+    note = temporal_resolution_note(times, 12)
+    assert note.startswith("coarse temporal resolution: 12 phases without TriggerTime, 62 ms per phase at a heart "
+                           "rate of 80/min")
+    assert temporal_resolution_note(times, 17) is None

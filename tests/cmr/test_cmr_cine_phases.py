@@ -85,6 +85,19 @@ def test_trigger_time_in_seconds_keeps_every_phase(scd101):
     assert any("read as seconds" in e for e in series.sequence.evidence)
 
 
+def test_trigger_time_in_microseconds_with_an_image_lost_is_still_a_cine(scd101):
+    # break37b: TriggerTime written in us (not DICOM's ms) made the series 'other' with no word why
+    where = _slice_and_phase(scd101)
+    kept = [h for h in scd101 if where[id(h)] != (4, 19)]
+    for header in kept:
+        header.dataset.TriggerTime = round(float(header.dataset.TriggerTime) * 1000.0, 1)
+        header.dataset.NominalCardiacTriggerDelayTime = header.dataset.TriggerTime
+    series, volume = _cine_volume(kept)
+    assert series.sequence.value == "cine", series.sequence.evidence
+    assert any("read as microseconds" in e for e in series.sequence.evidence)
+    assert volume.pixels.shape[:2] == (19, 12)
+
+
 def test_trigger_time_zero_on_every_image_is_no_timing_not_perfusion(scd101):
     # TriggerTime 0 everywhere and no other timing: the 20-phase SSFP stack was classed perfusion and skipped
     for header in scd101:
