@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from dicomnode.cmr.frames import GEOMETRY_NOTES
+
 COUNTED_FROM = "counted from 1"
 
 
@@ -44,8 +46,10 @@ def source_series_name(summary) -> str | None:
 def other_views_text(series_list, sequence: str) -> str:
     """'; LGE only in other views: series 12 "LGE_4CH" (4ch), series 13 (2ch)' for the series of `sequence` that are
     not short axis (each with its SeriesNumber, SeriesDescription and view), so a decline for want of a short-axis
-    stack says what the study does hold; '' when there is none."""
-    found = []
+    stack says what the study does hold; a series whose slices make no stack (`geometry_notes`: not parallel, one
+    position shared by distinct slices) is named apart with the reason ('; LGE without a stack of usable geometry:
+    series 1001 "tfl_LGE_SAX" (slices not parallel: up to 6.0 deg apart ...)'); '' when there is none."""
+    found, broken = [], []
     for series in series_list:
         if getattr(series.sequence, "value", series.sequence) != sequence:
             continue
@@ -54,9 +58,22 @@ def other_views_text(series_list, sequence: str) -> str:
             continue
         name = source_series_name({"series_number": series.series_number,
                                    "series_description": series.description}) or "a series"
-        found.append(f"{name} ({view})")
+        notes = geometry_notes(series)
+        if notes:
+            broken.append(f"{name} ({'; '.join(notes)})")
+        else:
+            found.append(f"{name} ({view})")
     what = "LGE" if sequence == "lge" else sequence
-    return f"; {what} only in other views: {', '.join(found)}" if found else ""
+    return ((f"; {what} only in other views: {', '.join(found)}" if found else "")
+            + (f"; {what} without a stack of usable geometry: {', '.join(broken)}" if broken else ""))
+
+
+def geometry_notes(series) -> list[str]:
+    """The notes of the series' view recognition (without their '[rule] ' prefix) that say its slices make no stack
+    (`cmr.frames.GEOMETRY_NOTES`: not parallel, one position shared by distinct slices), so a decline names them."""
+    evidence = getattr(getattr(series, "view", None), "evidence", None) or []
+    notes = [re.sub(r"^\[[^\]]*\]\s*", "", note) for note in evidence if isinstance(note, str)]
+    return [note for note in notes if note.startswith(GEOMETRY_NOTES)]
 
 
 def _series_numbers(series) -> str | None:

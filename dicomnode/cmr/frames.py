@@ -372,25 +372,195 @@ def slice_thickness(frame: FrameInfo) -> float | None:
     return next((v for v in values if v is not None and v > 0), None)
 
 
-def orientation_groups(frames: list[FrameInfo], tolerance_deg: float = 2.0) -> list[list[FrameInfo]]:
-    """Frames grouped by parallel image planes (same row and column directions within the tolerance)."""
-    groups: list[tuple[np.ndarray, list[FrameInfo]]] = []
-    limit = np.cos(np.radians(tolerance_deg))
+def _within(first: np.ndarray, second: np.ndarray, limit: float) -> bool:
+    """True when the row directions and the column directions of two ImageOrientationPatient (6,) lie within the
+    angle whose cosine is `limit`."""
+    return bool(np.dot(first[:3], second[:3]) >= limit and np.dot(first[3:], second[3:]) >= limit)
+
+
+def orientation_angle_deg(first: np.ndarray, second: np.ndarray) -> float:
+    """The larger of the angles (degrees) between the row directions and between the column directions of two
+    ImageOrientationPatient (6,) values (PS3.3 C.7.6.2.1.1)."""
+    cosines = [np.dot(first[:3], second[:3]) / (np.linalg.norm(first[:3]) * np.linalg.norm(second[:3])),
+               np.dot(first[3:], second[3:]) / (np.linalg.norm(first[3:]) * np.linalg.norm(second[3:]))]
+    return float(np.degrees(np.arccos(np.clip(min(cosines), -1.0, 1.0))))
+
+
+#: direction-cosine difference (about 0.006 degrees) below which two ImageOrientationPatient values are one plane
+#: written with different rounding (scanners compute IOP per slice; 0.589666 against 0.589667)
+ORIENTATION_NOISE = 1e-4
+
+
+def same_plane_orientation(first: np.ndarray, second: np.ndarray) -> bool:
+    """True when two ImageOrientationPatient (6,) values differ by no more than ORIENTATION_NOISE in every
+    component."""
+    return bool(np.max(np.abs(np.asarray(first, float) - np.asarray(second, float))) <= ORIENTATION_NOISE)
+
+
+def mean_orientation(orientations: list[np.ndarray]) -> np.ndarray:
+    """(6,) the mean plane of near-parallel ImageOrientationPatient values: the mean row and column directions,
+    made orthonormal again symmetrically (each turned by half their deviation from 90 degrees). The first value
+    itself, unchanged to the last bit, when all are within rounding noise of it (`same_plane_orientation`: the usual
+    stack), so that parallel slices keep their header's geometry."""
+    first = np.asarray(orientations[0], float)
+    if all(same_plane_orientation(o, first) for o in orientations[1:]):
+        return first
+    row = np.mean([np.asarray(o[:3], float) for o in orientations], axis=0)
+    col = np.mean([np.asarray(o[3:], float) for o in orientations], axis=0)
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    bisector_sum, bisector_diff = row + col, row - col
+    bisector_sum /= np.linalg.norm(bisector_sum)
+    bisector_diff /= np.linalg.norm(bisector_diff)
+    return np.concatenate([(bisector_sum + bisector_diff) / np.sqrt(2.0), (bisector_sum - bisector_diff) / np.sqrt(2.0)])
+
+
+def stack_normal(frames: list[FrameInfo]) -> np.ndarray:
+    """(3,) unit normal of the mean plane of the frames' orientations (`mean_orientation`)."""
+    return plane_normal(mean_orientation([frame.orientation for frame in frames]))
+
+
+def half_extent(frame: FrameInfo, orientation: np.ndarray | None = None) -> np.ndarray:
+    """(3,) mm from the centre of the first transmitted pixel (ImagePositionPatient) to the centre of the image:
+    row direction x column spacing x (Columns - 1) / 2 + column direction x row spacing x (Rows - 1) / 2 (PS3.3
+    C.7.6.2.1.1), with the frame's own directions or those of `orientation` (6,); zeros when Rows, Columns,
+    PixelSpacing or the orientation is absent."""
+    orientation = frame.orientation if orientation is None else orientation
+    if orientation is None or frame.pixel_spacing is None or not frame.rows or not frame.cols:
+        return np.zeros(3)
+    orientation = np.asarray(orientation, float)
+    spacing_rows, spacing_cols = frame.pixel_spacing
+    return (orientation[:3] * spacing_cols * (frame.cols - 1) / 2.0
+            + orientation[3:] * spacing_rows * (frame.rows - 1) / 2.0)
+
+
+def slice_centre(frame: FrameInfo) -> np.ndarray:
+    """(3,) patient coordinates (mm, LPS) of the centre of the frame's image: ImagePositionPatient + `half_extent`.
+    A slice tilted about its centre keeps its centre, while its corner moves along the normal by the tilt times the
+    distance from the centre (2.2 mm per 0.5 degree at 250 mm)."""
+    return np.asarray(frame.position, float) + half_extent(frame)
+
+
+def slice_distance(frame: FrameInfo, normal: np.ndarray) -> float:
+    """Position (mm) of the frame along the unit `normal` (3,), measured at the centre of its image (`slice_centre`);
+    a frame whose own normal is `normal` up to rounding noise (ORIENTATION_NOISE) is measured at its
+    ImagePositionPatient, the same point of its plane, so that parallel slices keep their header's distances to the
+    last bit."""
+    if np.max(np.abs(frame.normal - np.asarray(normal, float))) <= ORIENTATION_NOISE:
+        return float(np.dot(frame.position, normal))
+    return float(np.dot(slice_centre(frame), normal))
+
+
+def stack_plane(frames: list[FrameInfo]) -> tuple[np.ndarray, np.ndarray]:
+    """(orientation (6,), positions (len(frames), 3)) of a stack of near-parallel slices expressed in their mean
+    plane (`mean_orientation`): each frame's ImagePositionPatient moved so that an image of the mean orientation
+    and the frame's size has the frame's centre. Slices of one orientation get their header values back exactly.
+    A volume, its affine and a SEG then share one orientation while each slice stays centred where it was
+    acquired (PS3.3 C.7.6.2 Image Plane: IPP, IOP). A slice whose orientation is the mean's up to rounding noise
+    (`same_plane_orientation`) keeps its ImagePositionPatient."""
+    orientation = mean_orientation([frame.orientation for frame in frames])
+    positions = []
     for frame in frames:
-        for reference, members in groups:
-            if (np.dot(reference[:3], frame.orientation[:3]) >= limit
-                    and np.dot(reference[3:], frame.orientation[3:]) >= limit):
-                members.append(frame)
-                break
-        else:
-            groups.append((frame.orientation, [frame]))
-    return [members for _, members in groups]
+        position = np.asarray(frame.position, float)
+        if not same_plane_orientation(frame.orientation, orientation):
+            position = position + half_extent(frame) - half_extent(frame, orientation)
+        positions.append(position)
+    return orientation, np.asarray(positions, float).reshape(-1, 3)
+
+
+def _linked_components(orientations: list[np.ndarray], limit: float) -> list[list[int]]:
+    """Indices of `orientations` grouped by single linkage: two share a group when a chain of values, each pair
+    within the angle whose cosine is `limit` (`_within`), joins them."""
+    groups: list[list[int]] = []
+    for index, orientation in enumerate(orientations):
+        linked = [g for g in groups if any(_within(orientations[k], orientation, limit) for k in g)]
+        merged = [index] + [k for g in linked for k in g]
+        groups = [g for g in groups if g not in linked] + [sorted(merged)]
+    return sorted(groups)
+
+
+def orientation_groups(frames: list[FrameInfo], tolerance_deg: float = 2.0) -> list[list[FrameInfo]]:
+    """Frames grouped by parallel image planes: row and column directions (ImageOrientationPatient, PS3.3 C.7.6.2)
+    within `tolerance_deg` (degrees). Distinct orientations are linked in chains of neighbours within the tolerance,
+    so slices jittering by +-1 degree about one plane stay one group (comparing with the first slice only would split
+    them at 2 degrees apart); a chain whose members do not all lie within the tolerance of its mean plane
+    (`mean_orientation`: a slowly turning series) is split again, each value joining the first group whose first
+    value is within the tolerance. Groups keep the frames' order and come in the order of their first frame."""
+    limit = np.cos(np.radians(tolerance_deg))
+    distinct: list[np.ndarray] = []
+    index_of: list[int] = []
+    known: dict[tuple, int] = {}  # orientations equal to 4 decimals share one entry (rounding noise)
+    for frame in frames:
+        orientation = np.asarray(frame.orientation, float)
+        key = tuple(np.round(orientation, 4))
+        if key not in known:
+            known[key] = len(distinct)
+            distinct.append(orientation)
+        index_of.append(known[key])
+    label = [0] * len(distinct)
+    next_label = 0
+    for component in _linked_components(distinct, limit):
+        mean = mean_orientation([distinct[k] for k in component])
+        if all(_within(mean, distinct[k], limit) for k in component):
+            for k in component:
+                label[k] = next_label
+            next_label += 1
+            continue
+        references: list[int] = []
+        for k in component:
+            match = next((r for r in references if _within(distinct[r], distinct[k], limit)), None)
+            if match is None:
+                references.append(k)
+                label[k] = next_label
+                next_label += 1
+            else:
+                label[k] = label[match]
+    groups: dict[int, list[FrameInfo]] = {}
+    for frame, k in zip(frames, index_of):
+        groups.setdefault(label[k], []).append(frame)
+    return list(groups.values())
+
+
+def plane_spread_deg(orientations: list[np.ndarray]) -> float:
+    """The largest `orientation_angle_deg` between any two of the ImageOrientationPatient values (degrees); 0 for
+    fewer than two."""
+    return max((orientation_angle_deg(a, b) for k, a in enumerate(orientations) for b in orientations[k + 1:]),
+               default=0.0)
+
+
+#: the start of a recognition note saying why a series is no stack (`cmr.recognize.StackViewRule`); the decline text
+#: (`analysis.phase_text.other_views_text`) repeats such notes
+NOT_PARALLEL = "slices not parallel"
+BROKEN_GEOMETRY = "broken geometry header"
+GEOMETRY_NOTES = (NOT_PARALLEL, BROKEN_GEOMETRY)
+
+
+def not_parallel_note(orientations: list[np.ndarray], tolerance_deg: float = 2.0) -> str:
+    """'slices not parallel: up to 6.0 deg apart (...)' for the distinct orientations (6,) of one series."""
+    return (f"{NOT_PARALLEL}: up to {plane_spread_deg(orientations):.1f} deg apart ({len(orientations)} "
+            f"orientations; planes within {tolerance_deg:g} deg of their mean make one stack)")
+
+
+def slice_location_conflict(frames: list[FrameInfo], tolerance_mm: float = 0.5) -> str | None:
+    """A note when several images at one slice position (one ImagePositionPatient) are the same kind of image (one
+    reconstruction, the same TriggerTime and InversionTime: `same_image_timing`) but carry SliceLocation (0020,1041)
+    values more than `tolerance_mm` apart: distinct slices written with one position by an anonymiser or converter,
+    which no stack can be built from (PS3.3 C.7.6.2); None otherwise (SliceLocation absent on any frame included)."""
+    locations = [_float(header_value(f.header.dataset, "SliceLocation")) for f in frames]
+    if (len(frames) < 2 or any(v is None for v in locations) or len({f.reconstruction for f in frames}) > 1
+            or not same_image_timing(frames) or max(locations) - min(locations) <= tolerance_mm):
+        return None
+    return (f"{BROKEN_GEOMETRY}: {len(frames)} images of the same timing share one ImagePositionPatient while "
+            f"SliceLocation differs ({min(locations):g} to {max(locations):g} mm); no stack built")
 
 
 def slice_groups(frames: list[FrameInfo], tolerance_mm: float = 0.05) -> list[tuple[float, list[FrameInfo]]]:
-    """Frames of one orientation grouped by position along the plane normal, ascending."""
-    normal = frames[0].normal
-    distances = sorted(((float(np.dot(frame.position, normal)), frame) for frame in frames), key=lambda pair: pair[0])
+    """Frames of one orientation grouped by position along the stack normal, ascending: (position in mm, frames).
+
+    The position is the centre of each image (`slice_centre`) on the normal of the frames' mean plane
+    (`stack_normal`), not the corner (ImagePositionPatient) on the first frame's normal, so slices tilted a little
+    about their centres keep their true spacing (PS3.3 C.7.6.2.1.1)."""
+    normal = stack_normal(frames)
+    distances = sorted(((slice_distance(frame, normal), frame) for frame in frames), key=lambda pair: pair[0])
     groups: list[tuple[float, list[FrameInfo]]] = []
     for distance, frame in distances:
         if groups and distance - groups[-1][0] <= tolerance_mm:
@@ -410,18 +580,19 @@ def merge_replanned_slices(slices: list[tuple[float, list[FrameInfo]]], in_plane
     if len(slices) < 3 or min(len(members) for _, members in slices) != 1:
         return slices
     spacing = float(np.median(np.diff([d for d, _ in slices])))
+    normal = stack_normal([members[0] for _, members in slices])
     result = [slices[0]]
     for distance, members in slices[1:]:
         previous_distance, previous = result[-1]
-        frame, normal = members[0], members[0].normal
+        frame = members[0]
         sizes = [v for v in (slice_thickness(frame), spacing) if v and v > 0]
         tolerance = 0.25 * min(sizes) if sizes else 0.0
-        offset = frame.position - previous[0].position
+        offset = slice_centre(frame) - slice_centre(previous[0])
         in_plane = float(np.linalg.norm(offset - normal * np.dot(offset, normal)))
         merged = previous + members
         if distance - previous_distance <= tolerance and in_plane <= in_plane_tolerance_mm and reacquired(merged):
             merged.sort(key=latest_first)
-            result[-1] = (float(np.dot(merged[0].position, normal)), merged)
+            result[-1] = (slice_distance(merged[0], normal), merged)
         else:
             result.append((distance, members))
     return result

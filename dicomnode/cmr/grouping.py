@@ -17,7 +17,8 @@ from dicomnode import charsets
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, latest_first,
                                   merge_replanned_slices, orientation_groups, plane_name, reacquired, repeat_reason,
-                                  same_image_timing, slice_groups, superseded_stacks, tm_seconds)
+                                  same_image_timing, slice_centre, slice_distance, slice_groups,
+                                  superseded_stacks, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
@@ -785,7 +786,8 @@ def _position_tolerance(frame: FrameInfo) -> float:
 
 
 def _along_normal(frame: FrameInfo, other: FrameInfo) -> float:
-    return abs(float(np.dot(other.position - frame.position, frame.normal)))
+    """Distance (mm) between two slices' centres (`frames.slice_centre`) along the first one's normal."""
+    return abs(float(np.dot(slice_centre(other) - slice_centre(frame), frame.normal)))
 
 
 def _acquired(frames: list[FrameInfo], keyword: str) -> float | None:
@@ -849,13 +851,13 @@ def _replace_reacquired(stacks: list[list[Candidate]], in_plane_tolerance_mm: fl
                 continue
             verdicts = [_later(new, old) for new, old in pairs]
             if not all(later for later, _ in verdicts):
-                where = ", ".join(f"{float(np.dot(old.frames[0].position, old.frames[0].normal)):.2f}" for _, old in pairs)
+                where = ", ".join(f"{slice_distance(old.frames[0], old.frames[0].normal):.2f}" for _, old in pairs)
                 warnings[i].append(f"series {_numbers(group)} repeat(s) the slice position(s) at {where} mm of this "
                                    f"stack but was not acquired later ({'; '.join(text for _, text in verdicts)}): "
                                    "not used")
                 continue
             for (new, old), (_, text) in zip(pairs, verdicts):
-                distance = float(np.dot(old.frames[0].position, old.frames[0].normal))
+                distance = slice_distance(old.frames[0], old.frames[0].normal)
                 base[base.index(old)] = new
                 warnings[i].append(f"slice at {distance:.2f} mm re-acquired: series {_numbers([new])} used in place "
                                    f"of series {_numbers([old])} ({text}); the later acquisition wins")
@@ -867,8 +869,8 @@ def _replace_reacquired(stacks: list[list[Candidate]], in_plane_tolerance_mm: fl
 
 
 def _in_plane(first: FrameInfo, frame: FrameInfo) -> float:
-    """In-plane distance (mm) between two parallel slices' ImagePositionPatient."""
-    offset = frame.position - first.position
+    """In-plane distance (mm) between two parallel slices' centres (`frames.slice_centre`)."""
+    offset = slice_centre(frame) - slice_centre(first)
     normal = first.normal
     return float(np.linalg.norm(offset - normal * np.dot(offset, normal)))
 
@@ -980,7 +982,7 @@ def replace_reacquired_slices(candidates: list[Candidate], in_plane_tolerance_mm
             result.append(single)
             continue
         _, text = _later([frame], [old])
-        distance = float(np.dot(old.position, old.normal))
+        distance = slice_distance(old, old.normal)
         target.frames[target.frames.index(old)] = frame
         target.headers.append(single.headers[0])
         target.series_instance_uids.append(single.series_instance_uids[0])

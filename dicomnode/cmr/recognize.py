@@ -9,7 +9,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dicomnode.cmr.frames import (FrameInfo, header_value, images_per_slice, orientation_groups, plane_name,
+from dicomnode.cmr.frames import (NOT_PARALLEL, FrameInfo, header_value, images_per_slice, not_parallel_note,
+                                  orientation_groups, plane_name, plane_spread_deg, slice_location_conflict,
                                   slice_groups, timing_trigger_times)
 from dicomnode.cmr.types import Recognition
 
@@ -129,6 +130,8 @@ class SeriesEvidence:
     #: the vendor private elements inversion_times were read from where InversionTime (0018,0082) is absent
     #: (frames.PRIVATE_INVERSION_TIME); [] when every TI is the standard attribute's
     inversion_sources: list[str] = field(default_factory=list)
+    #: why the frames make no stack whatever their pixels (`frames.not_parallel_note`, `frames.slice_location_conflict`)
+    geometry_notes: list[str] = field(default_factory=list)
 
     @property
     def inversion_note(self) -> str:
@@ -344,7 +347,25 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         scan_options=_upper_tokens(header_value(ds, "ScanOptions")),
         within_slice=within_slice,
         inversion_sources=sorted({f.inversion_source for f in frames if f.inversion_source}),
+        geometry_notes=_geometry_notes(frames, groups, per_slice),
     )
+
+
+def _geometry_notes(frames: list[FrameInfo], groups: list[list[FrameInfo]], per_slice: list[list[FrameInfo]]
+                    ) -> list[str]:
+    """Broken geometry of a series: near-parallel planes the orientation grouping still splits (the largest angle
+    apart under NEAR_PARALLEL_DEG: meant as one stack) and slice positions shared by distinct slices."""
+    notes = []
+    if len(groups) > 1:
+        distinct = list({tuple(f.orientation): np.asarray(f.orientation, float) for f in frames}.values())
+        if plane_spread_deg(distinct) < NEAR_PARALLEL_DEG:
+            notes.append(not_parallel_note(distinct))
+    notes += [note for members in per_slice for note in [slice_location_conflict(members)] if note][:1]
+    return notes
+
+
+#: planes of one series less than this far apart (degrees) were meant as one stack: their split is named
+NEAR_PARALLEL_DEG = 15.0
 
 
 @dataclass
@@ -1216,8 +1237,11 @@ class LGERule:
             evidence.append(f"TriggerTime {min(e.trigger_times):.0f}-{max(e.trigger_times):.0f} ms differs between "
                             "slice positions only (heart rate per breath-hold), not within one")
         if len(e.orientations) >= 2:
-            evidence.append(f"{len(e.orientations)} plane orientations in one series: LGE images of several views "
-                            "(long-axis 2/3/4-chamber slices sent together), not a localizer")
+            evidence.append(f"{len(e.orientations)} plane orientations in one series: "
+                            + ("one view whose slices are not parallel (see the view)"
+                               if any(n.startswith(NOT_PARALLEL) for n in e.geometry_notes) else
+                               "LGE images of several views (long-axis 2/3/4-chamber slices sent together)")
+                            + ", not a localizer")
         evidence.append(f"{e.phases} image(s) per slice position")
         return Recognition("lge", min(points, 98) / 100, evidence)
 
@@ -1423,7 +1447,10 @@ class StackViewRule:
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         if not e.single_orientation:
-            return Recognition("other", 0.9, [f"{len(e.orientations)} orientations ({', '.join(e.planes)}): not one view"])
+            return Recognition("other", 0.9, [f"{len(e.orientations)} orientations ({', '.join(e.planes)}): not one view"]
+                               + e.geometry_notes)
+        if e.geometry_notes:
+            return Recognition("other", 0.9, e.geometry_notes)
         if e.slices < 2:
             return None
         oblique = _oblique_degrees(e.normal)

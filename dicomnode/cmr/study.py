@@ -12,7 +12,8 @@ import numpy as np
 import pydicom
 
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import _float, orientation_groups, slice_groups, slice_thickness, tm_seconds
+from dicomnode.cmr.frames import (_float, orientation_groups, slice_centre, slice_groups, slice_thickness, stack_normal,
+                                  tm_seconds)
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
                                      NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
@@ -145,7 +146,7 @@ class Coverage:
     position along the normal, and the slice thickness (median SliceThickness, else SpacingBetweenSlices; None when
     the headers give neither, `reference` then stands in: the preference sets it from the series it compares)."""
 
-    points: list[np.ndarray]
+    points: list[np.ndarray]  # (3,) centre of each slice's image (frames.slice_centre), mm
     normal: np.ndarray | None
     spacing: float | None
     distances: list[float] = field(default_factory=list)
@@ -164,7 +165,7 @@ class Coverage:
         if not thicknesses:
             thicknesses = [t for t in (_float(members[0].header.dataset.get("SpacingBetweenSlices"))
                                        for _, members in slices) if t is not None and t > 0]
-        return cls([members[0].position for _, members in slices], group[0].normal, spacing, distances,
+        return cls([slice_centre(members[0]) for _, members in slices], stack_normal(group), spacing, distances,
                    float(np.median(thicknesses)) if thicknesses else None)
 
     @property

@@ -11,9 +11,9 @@ import pydicom
 from dicomnode.cmr.frames import (SEPARATE_BREATH_HOLDS_S, FrameInfo, acquired_last, are_repeats, frame_name,
                                   frames_of, functional_groups, header_value, hms, images_per_slice,
                                   interleaved_passes, kept_pass, latest_first, merge_replanned_slices,
-                                  orientation_groups, pass_time, passes_reason, plane_name, repeat_reason,
-                                  repeated_passes, slice_groups, slice_passes, stacks_of, superseded_stacks,
-                                  typical_pass_size)
+                                  orientation_groups, pass_time, passes_reason, plane_name, plane_normal,
+                                  repeat_reason, repeated_passes, slice_centre, slice_groups, slice_passes,
+                                  stack_normal, stack_plane, stacks_of, superseded_stacks, typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -210,10 +210,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if require_stack and len(slices) < 2:
         raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
                          "of parallel slices is required")
-    normal = frames[0].normal
-    reference = slices[0][1][0].position
-    shift = max(float(np.linalg.norm((m[0].position - reference) - normal * np.dot(m[0].position - reference, normal)))
-                for _, m in slices)
+    shift = in_plane_shift_mm([m[0] for _, m in slices])
     if shift > 0.5:
         warnings.append(f"slice positions are shifted in-plane by up to {shift:.1f} mm; the affine uses the first slice")
     per_slice: list[list[FrameInfo]] = []
@@ -273,6 +270,15 @@ def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
         return None
     values = f"{min(declared)} to {max(declared)} by slice" if len(declared) > 1 else f"{max(declared)}"
     return f"{kept} of {max(declared)} cardiac phases present (CardiacNumberOfImages {values})"
+
+
+def in_plane_shift_mm(slice_frames: list[FrameInfo]) -> float:
+    """The largest in-plane distance (mm) between the centre of the first slice and the centre of another
+    (`frames.slice_centre`), measured in the slices' mean plane (`frames.stack_normal`); slice_frames: one frame per
+    slice position."""
+    normal = stack_normal(slice_frames)
+    offsets = np.array([slice_centre(f) for f in slice_frames]) - slice_centre(slice_frames[0])
+    return float(np.max(np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)))
 
 
 def _mixed_reconstructions(series_key: str, distance: float, first: FrameInfo, second: FrameInfo) -> str:
@@ -780,16 +786,16 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     # single-frame images of a phase left out are listed as gaps too; a multi-frame instance keeps its other frames
     excluded += [excluded_entry(frame.header, reason) for frame, reason in left_out if frame.ref.frame_number is None]
     first_slice = frames[0][0]
-    orientation = np.asarray(first_slice.orientation, float)
+    orientation, positions = stack_plane(frames[0])
     row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = first_slice.normal
+    normal = plane_normal(orientation)
     spacing_rows, spacing_cols = first_slice.pixel_spacing
     slice_spacing = float(np.median(np.diff(distances))) if len(distances) > 1 else _fallback_slice_spacing(first_slice, warnings)
     affine = np.eye(4)
     affine[:3, 0] = row_dir * spacing_cols
     affine[:3, 1] = col_dir * spacing_rows
     affine[:3, 2] = normal * slice_spacing
-    affine[:3, 3] = first_slice.position
+    affine[:3, 3] = positions[0]
     trigger_times = []
     for row in frames:
         values = [f.trigger_time for f in row if f.trigger_time is not None]
@@ -805,7 +811,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         frames=[[f.ref for f in row] for row in frames],
         trigger_times=trigger_times,
         orientation=orientation,
-        positions=np.array([f.position for f in frames[0]], float),
+        positions=positions,
         warnings=warnings,
         excluded=excluded,
     )

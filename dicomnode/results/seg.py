@@ -27,11 +27,14 @@ from typing import Iterable, Sequence
 
 import highdicom as hd
 import numpy as np
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DSfloat
 from pydicom.sr.coding import Code
 
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.pipeline import SegmentationResult
+from dicomnode.cmr.frames import ORIENTATION_NOISE
 from dicomnode.cmr.types import FrameRef
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
@@ -217,7 +220,9 @@ def _index_sources(source_datasets: Iterable[Dataset]) -> dict[str, Dataset]:
     return {str(ds.SOPInstanceUID): ds for ds in source_datasets}
 
 
-def _source_item(ref: FrameRef) -> Dataset:
+def _source_item(ref: FrameRef, preserved: bool = True) -> Dataset:
+    """A Source Image Sequence item naming `ref`; SpatialLocationsPreserved (0028,135A) YES, or NO for a source
+    whose plane the SEG frame does not share (a slice tilted against the stack's mean plane, `stack_plane`)."""
     item = Dataset()
     item.ReferencedSOPClassUID = ref.sop_class_uid
     item.ReferencedSOPInstanceUID = ref.sop_instance_uid
@@ -228,15 +233,17 @@ def _source_item(ref: FrameRef) -> Dataset:
     purpose.CodingSchemeDesignator = SOURCE_IMAGE_PURPOSE.scheme_designator
     purpose.CodeMeaning = SOURCE_IMAGE_PURPOSE.meaning
     item.PurposeOfReferenceCodeSequence = [purpose]
-    item.SpatialLocationsPreserved = "YES"
+    item.SpatialLocationsPreserved = "YES" if preserved else "NO"
     return item
 
 
 def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Sequence[PlannedSegment],
-                             slices: Sequence[int]) -> None:
+                             slices: Sequence[int], relocated: frozenset[str] = frozenset()) -> None:
     """Make every frame's Derivation Image Sequence reference exactly its own source frame (phase and slice).
 
     highdicom matches frames to sources by position, which cannot tell the ED from the ES frame of one slice.
+    `relocated`: SOP Instance UIDs of classic sources whose own plane the SEG frame does not share
+    (SpatialLocationsPreserved NO).
     """
     by_number = {segment.number: segment for segment in plan}
     positions = np.asarray(result.volume.positions, dtype=float)[list(slices)]
@@ -258,7 +265,7 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
                 "113076", "DCM", "Segmentation image derivation")
             derivation.DerivationCodeSequence = [code]
             frame.DerivationImageSequence = [derivation]
-        derivation.SourceImageSequence = [_source_item(ref)]
+        derivation.SourceImageSequence = [_source_item(ref, ref.sop_instance_uid not in relocated)]
 
 
 def _group_item(container: Dataset | None, keyword: str) -> Dataset | None:
@@ -281,6 +288,15 @@ def source_slice_thickness(source: Dataset, frame_number: int | None) -> float |
     return None
 
 
+def _shallow_copy(source: Dataset) -> Dataset:
+    """A copy sharing the source's data elements (and file meta): replace an element in it, never set its value."""
+    copy = Dataset()
+    copy.update(source)
+    if hasattr(source, "file_meta"):
+        copy.file_meta = source.file_meta
+    return copy
+
+
 def with_shared_geometry(source: Dataset, pixel_measures: hd.PixelMeasuresSequence,
                          plane_orientation: hd.PlaneOrientationSequence) -> Dataset:
     """A shallow copy of a multi-frame source header whose Shared Functional Groups item holds Pixel Measures and
@@ -301,14 +317,40 @@ def with_shared_geometry(source: Dataset, pixel_measures: hd.PixelMeasuresSequen
         item.PixelMeasuresSequence = pixel_measures
     if "PlaneOrientationSequence" not in item:
         item.PlaneOrientationSequence = plane_orientation
-    copy = Dataset()
-    copy.update(source)  # shares the source's data elements: replace the element, never set its value
-    if hasattr(source, "file_meta"):
-        copy.file_meta = source.file_meta
+    copy = _shallow_copy(source)
     if "SharedFunctionalGroupsSequence" in copy:
         del copy.SharedFunctionalGroupsSequence
     copy.SharedFunctionalGroupsSequence = [item]
     return copy
+
+
+def with_orientation(source: Dataset, orientation: Sequence[float]) -> Dataset:
+    """A shallow copy of a classic (single-frame) source header whose ImageOrientationPatient (0020,0037) is
+    `orientation` (6,), for highdicom to read: highdicom (0.28) requires the source images of a SEG to carry
+    exactly equal orientations ("Source images must have a shared orientation"), where slices of one stack may differ
+    in the last digit or by a fraction of a degree (the node groups planes within `cmr.frames.orientation_groups`'s
+    tolerance, and the SEG declares the stack's mean plane, `cmr.frames.stack_plane`). Only highdicom sees the
+    copy; the source is not changed."""
+    copy = _shallow_copy(source)
+    copy["ImageOrientationPatient"] = DataElement(0x00200037, "DS", [DSfloat(v, auto_format=True) for v in orientation])
+    return copy
+
+
+def relocated_sources(sources: Sequence[Dataset], orientation: Sequence[float], positions: np.ndarray,
+                      tolerance: float = ORIENTATION_NOISE) -> frozenset[str]:
+    """SOP Instance UIDs of classic sources whose ImageOrientationPatient differs from the SEG's `orientation` (6,)
+    by more than `tolerance` (direction cosines), or whose ImagePositionPatient lies more than 0.01 mm from every
+    SEG plane position in `positions` (n, 3) mm (PS3.3 C.7.6.2): their pixels are not at the SEG's locations."""
+    moved = set()
+    for ds in sources:
+        own_orientation = np.asarray([float(v) for v in ds.get("ImageOrientationPatient") or ()], float)
+        own_position = np.asarray([float(v) for v in ds.get("ImagePositionPatient") or ()], float)
+        if own_orientation.shape != (6,) or own_position.shape != (3,):
+            continue
+        if (np.max(np.abs(own_orientation - np.asarray(orientation, float))) > tolerance
+                or np.min(np.linalg.norm(np.asarray(positions, float) - own_position, axis=1)) > 1e-2):
+            moved.add(str(ds.SOPInstanceUID))
+    return frozenset(moved)
 
 
 def segmentation_type_for(rows: int, columns: int) -> hd.seg.SegmentationTypeValues:
@@ -376,11 +418,16 @@ def build_seg(
         spacing_between_slices=float(volume.slice_spacing) if len(slices) > 1 else None,
     )
     plane_orientation = hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation)
+    positions = np.asarray(volume.positions, dtype=float)[slices]
+    relocated = relocated_sources([sources[uid] for uid in ordered_uids if not _is_multiframe(sources[uid])],
+                                  orientation, positions)
     if len(primary) == 1 and "PerFrameFunctionalGroupsSequence" in primary[0]:
         primary = [with_shared_geometry(primary[0], pixel_measures, plane_orientation)]
+    elif len({tuple(float(v) for v in ds.get("ImageOrientationPatient") or ()) for ds in primary}) > 1:
+        primary = [with_orientation(ds, orientation) for ds in primary]
     plane_positions = [
         hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position])
-        for position in np.asarray(volume.positions, dtype=float)[slices]
+        for position in positions
     ]
     algorithm = result.algorithm
     descriptions = []
@@ -437,7 +484,7 @@ def build_seg(
         content_date=started_at.date(),
         content_time=started_at.time(),
     )
-    _point_frames_at_sources(seg, result, plan, slices)
+    _point_frames_at_sources(seg, result, plan, slices, relocated)
     what = f"{pipeline_name} segmentation"
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
         what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"

@@ -446,3 +446,82 @@ def test_seg_with_a_non_ascii_patient_name_passes_dciodvfy_and_pixelmed(study_an
     seg = build_seg(segmentation, _named([i.dataset for i in segmentation.series.instances], charset, name),
                     context, 9001)
     assert_valid(write(seg, tmp_path / "named.dcm"), "DicomInstanceValidator")
+
+
+def _tilted_lge(slices: int = 4, degrees: float = 1.0):
+    """The synthetic LGE with each source slice turned about its own centre by +-degrees (alternately about the row
+    and the column direction, break37 `tilt`), its volume geometry rebuilt as the node builds it (`stack_plane`)."""
+    from scipy.spatial.transform import Rotation
+
+    from dicomnode.cmr.frames import frames_of, stack_plane
+
+    _, results, context = make_study(slices=slices, cine_phases=2)
+    segmentation = results[0].segmentations[0]
+    headers = segmentation.series.instances
+    for k, instance in enumerate(headers):
+        ds = instance.dataset
+        row, col = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+        half = row * ds.PixelSpacing[1] * (ds.Columns - 1) / 2 + col * ds.PixelSpacing[0] * (ds.Rows - 1) / 2
+        centre = np.asarray(ds.ImagePositionPatient, float) + half
+        turn = Rotation.from_rotvec(np.radians(degrees * (1 if k % 3 else -1)) * (row if k % 2 else col))
+        row, col = turn.apply(row), turn.apply(col)
+        ds.ImageOrientationPatient = [round(float(v), 6) for v in np.concatenate([row, col])]
+        half = row * ds.PixelSpacing[1] * (ds.Columns - 1) / 2 + col * ds.PixelSpacing[0] * (ds.Rows - 1) / 2
+        ds.ImagePositionPatient = [round(float(v), 4) for v in centre - half]
+    frames = [f for instance in headers for f in frames_of(instance)]
+    segmentation.volume.orientation, segmentation.volume.positions = stack_plane(frames)
+    return segmentation, context
+
+
+def test_classic_sources_whose_orientations_differ_in_the_sixth_decimal_get_their_seg(tmp_path):
+    """highdicom compares the source orientations exactly ('Source images must have a shared orientation'); the
+    node takes planes within its tolerance as one stack, so the SEG is written (break37 finding 1)."""
+    _, results, context = make_study(slices=4, cine_phases=2)
+    segmentation = results[0].segmentations[0]
+    for k, instance in enumerate(segmentation.series.instances):
+        if k % 2:
+            orientation = [float(v) for v in instance.dataset.ImageOrientationPatient]
+            orientation[1] += 1e-6
+            orientation[3] -= 1e-6
+            instance.dataset.ImageOrientationPatient = orientation
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+    read = hd.seg.segread(write(seg, tmp_path / "noise.dcm"))
+    plan = segment_plan(segmentation)
+    uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[0]]
+    pixels = read.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(pixels, segment_masks(segmentation, plan))
+    assert {s.SpatialLocationsPreserved for f in read.PerFrameFunctionalGroupsSequence
+            for s in f.DerivationImageSequence[0].SourceImageSequence} == {"YES"}
+
+
+def test_tilted_classic_slices_get_a_seg_in_the_mean_plane_centred_on_each_slice(tmp_path):
+    segmentation, context = _tilted_lge()
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+    read = hd.seg.segread(write(seg, tmp_path / "tilted.dcm"))
+    orientation = [float(v) for v in read.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+                   .ImageOrientationPatient]
+    np.testing.assert_allclose(orientation, segmentation.volume.orientation, atol=1e-6)
+    by_uid = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
+    for frame in read.PerFrameFunctionalGroupsSequence:
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        ds = by_uid[source.ReferencedSOPInstanceUID]
+        own = np.asarray(ds.ImageOrientationPatient, float)
+        half_own = own[:3] * 1.5 * (ds.Columns - 1) / 2 + own[3:] * 1.5 * (ds.Rows - 1) / 2
+        mean = np.asarray(orientation)
+        half_mean = mean[:3] * 1.5 * (ds.Columns - 1) / 2 + mean[3:] * 1.5 * (ds.Rows - 1) / 2
+        # the SEG frame is centred where its source slice is centred
+        np.testing.assert_allclose(np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float) + half_mean,
+                                   np.asarray(ds.ImagePositionPatient, float) + half_own, atol=1e-3)
+        tilted = not np.allclose(own, mean, atol=1e-4)
+        assert source.SpatialLocationsPreserved == ("NO" if tilted else "YES")
+    uids = [ref.sop_instance_uid for ref in segmentation.volume.frames[0]]
+    pixels = read.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True,
+                                                ignore_spatial_locations=True)
+    np.testing.assert_array_equal(pixels, segment_masks(segmentation, segment_plan(segmentation)))
+
+
+@pytest.mark.peers
+def test_seg_of_tilted_classic_slices_passes_dciodvfy_and_pixelmed(tmp_path):
+    segmentation, context = _tilted_lge()
+    seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001)
+    assert_valid(write(seg, tmp_path / "tilted.dcm"), "DicomInstanceValidator")
