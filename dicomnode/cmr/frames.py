@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+import datetime
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,15 @@ class FrameInfo:
     #: StackID (0020,9056): the Frame Content functional group of an Enhanced MR frame, else the classic attribute;
     #: None when absent (PS3.3 C.7.6.16.2.2: frames of one stack share it, a re-planned stack gets another)
     stack_id: str | None = None
+    #: when the frame was acquired on a clock that runs across midnight (`clock_seconds`: days x 86400 + seconds since
+    #: midnight) when the date is known (AcquisitionDateTime (0008,002A), AcquisitionDate (0008,0022) with
+    #: AcquisitionTime, Enhanced MR FrameAcquisitionDateTime (0018,9074)), else `acquisition_time`; None when untimed
+    acquired_at: float | None = None
+
+    def __post_init__(self):
+        # undated (seconds since midnight, < one day): always the acquisition_time, also after dataclasses.replace
+        if self.acquired_at is None or self.acquired_at < 86400.0:
+            object.__setattr__(self, "acquired_at", self.acquisition_time)
 
     @property
     def kind(self) -> str:
@@ -133,6 +143,22 @@ def tm_seconds(value) -> float | None:
         return hours * 3600 + minutes * 60 + seconds + (float("0." + fraction) if fraction.isdigit() else 0.0)
     except ValueError:
         return None
+
+
+def clock_seconds(time_value, date_value=None) -> float | None:
+    """When something happened, in seconds on a clock that runs across midnight: a DICOM DT (YYYYMMDDHHMMSS.frac) or a
+    TM (HHMMSS.frac) with a DA (YYYYMMDD) -> days since 0001-01-01 x 86400 + seconds since midnight, so that 00:08 on
+    the next day is later than 23:58; a TM without a valid date -> seconds since midnight (`tm_seconds`); None when the
+    time is absent or invalid. Compare only values of one kind (all dated or all undated)."""
+    seconds = tm_seconds(time_value)
+    if seconds is None:
+        return None
+    text = str(time_value or "").strip()
+    date = text[:8] if len(text.split(".")[0]) >= 12 and text[:8].isdigit() else str(date_value or "").strip()[:8]
+    try:
+        return datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal() * 86400.0 + seconds
+    except ValueError:
+        return seconds
 
 
 def _item(container, keyword: str):
@@ -247,6 +273,9 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     rows, cols = _int(getattr(ds, "Rows", None)), _int(getattr(ds, "Columns", None))
     instance_number = _int(getattr(ds, "InstanceNumber", None))
     acquisition_time = tm_seconds(getattr(ds, "AcquisitionTime", None))
+    acquisition_date = getattr(ds, "AcquisitionDate", None)
+    acquired_at = (clock_seconds(getattr(ds, "AcquisitionDateTime", None))
+                   or clock_seconds(getattr(ds, "AcquisitionTime", None), acquisition_date))
     top_position = _floats(getattr(ds, "ImagePositionPatient", None), 3)
     top_orientation = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
     top_spacing = _floats(getattr(ds, "PixelSpacing", None), 2)
@@ -266,7 +295,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_stack = _text(header_value(ds, "StackID"))
 
     def make(frame_index, frame_number, position, orientation, spacing, trigger, temporal, acq, inversion, rescale,
-             image_type=top_image_type, inversion_source=top_inversion_source, stack_id=top_stack):
+             image_type=top_image_type, inversion_source=top_inversion_source, stack_id=top_stack, at=acquired_at):
         return FrameInfo(
             header=header,
             ref=FrameRef(header.sop_instance_uid, header.sop_class_uid, header.series_instance_uid, frame_number),
@@ -285,6 +314,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             image_type=image_type,
             inversion_source=inversion_source,
             stack_id=stack_id,
+            acquired_at=at if acq is not None else None,
         )
 
     if not is_multiframe_enhanced(ds):
@@ -314,7 +344,8 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             if trigger is None:
                 trigger = _float(getattr(cardiac, "ActualCardiacTriggerDelayTime", None))
         temporal = _int(getattr(content, "TemporalPositionIndex", None)) if content else None
-        acq = tm_seconds(getattr(content, "FrameAcquisitionDateTime", None)) if content else None
+        frame_datetime = getattr(content, "FrameAcquisitionDateTime", None) if content else None
+        acq, at = tm_seconds(frame_datetime), clock_seconds(frame_datetime)
         frame_type = _functional_group(item, shared, "MRImageFrameTypeSequence")
         image_type = top_image_type
         if frame_type is not None and getattr(frame_type, "FrameType", None):
@@ -333,6 +364,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             inversion = _float(header_value(ds, "InversionTime", index))
         if acq is None:
             acq = tm_seconds(header_value(ds, "AcquisitionTime", index))
+            at = clock_seconds(header_value(ds, "AcquisitionTime", index), acquisition_date)
         frames.append(make(
             index, index + 1,
             position if position is not None else top_position,
@@ -346,6 +378,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             image_type,
             None if inversion is not None else top_inversion_source,
             (_text(getattr(content, "StackID", None)) if content else None) or top_stack,
+            at if acq is not None else acquired_at,
         ))
     return frames
 
@@ -619,6 +652,10 @@ def _spread(values: list[float | None]) -> float | None:
 #: breath-hold (a few heartbeats) plus the breaths before the next; the images a mapping (MOLLI, ShMOLLI, SASHA,
 #: T2-prepared, multi-echo) or cine acquisition takes at one position lie a heartbeat or a few apart in ONE breath-hold
 SEPARATE_BREATH_HOLDS_S = 10.0
+#: TriggerTimes all below this (an RR interval under 5 ms is impossible) are seconds, not ms
+MAX_RR_IN_SECONDS = 5.0
+#: TriggerTimes reaching this (100 s: no trigger delay in ms does, T1-mapping sources span ~10 s) are microseconds
+MIN_TRIGGER_IN_MICROSECONDS = 100_000.0
 
 
 def are_repeats(frames: list[FrameInfo], trigger_tolerance_ms: float = 25.0, inversion_tolerance_ms: float = 5.0,
@@ -659,15 +696,16 @@ def reacquired(frames: list[FrameInfo]) -> bool:
     if (len(frames) < 2 or len({f.reconstruction for f in frames}) > 1
             or len({f.temporal_index for f in frames}) > 1):
         return False
-    times = sorted(f.acquisition_time for f in frames if f.acquisition_time is not None)
+    times = sorted(f.acquired_at for f in frames if f.acquired_at is not None)
     return len(times) == len(frames) and all(b - a >= SEPARATE_BREATH_HOLDS_S for a, b in zip(times, times[1:]))
 
 
 def hms(seconds: float | None) -> str:
-    """Seconds since midnight as HH:MM:SS, "absent" for None."""
+    """Seconds since midnight, or on the dated clock of `clock_seconds`, as HH:MM:SS (the time of day); "absent" for
+    None."""
     if seconds is None:
         return "absent"
-    whole = int(round(seconds))
+    whole = int(round(seconds)) % 86400
     return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
@@ -678,7 +716,7 @@ def repeat_reason(distance: float, frames: list[FrameInfo], latest: FrameInfo) -
     if same_image_timing(frames):
         return (f"{len(frames)} images at slice {distance:.2f} mm with the same TriggerTime and InversionTime "
                 f"(a repeat of one slice): kept the most recent, {frame_name(latest)}")
-    ordered = sorted(frames, key=lambda f: (f.acquisition_time if f.acquisition_time is not None else -1.0))
+    ordered = sorted(frames, key=lambda f: (f.acquired_at if f.acquired_at is not None else -1.0))
     tis = ", ".join("absent" if f.inversion_time is None else f"{f.inversion_time:g}" for f in ordered)
     times = ", ".join(hms(f.acquisition_time) for f in ordered)
     return (f"slice at {distance:.2f} mm acquired {len(frames)} times in this series, each in a breath-hold of its own "
@@ -688,8 +726,9 @@ def repeat_reason(distance: float, frames: list[FrameInfo], latest: FrameInfo) -
 
 
 def latest_first(frame: FrameInfo) -> tuple:
-    """Sort key putting the most recent acquisition first (AcquisitionTime, then InstanceNumber, then SOP UID)."""
-    return (-(frame.acquisition_time if frame.acquisition_time is not None else -1.0),
+    """Sort key putting the most recent acquisition first (`FrameInfo.acquired_at`: AcquisitionDate + AcquisitionTime,
+    so a repeat after midnight counts as later; then InstanceNumber, then SOP UID)."""
+    return (-(frame.acquired_at if frame.acquired_at is not None else -1.0),
             -(frame.instance_number if frame.instance_number is not None else -1), frame.ref.sop_instance_uid)
 
 
@@ -751,13 +790,15 @@ def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
 
 
 def pass_time(frame: FrameInfo) -> float | None:
-    """When the frame was acquired, in seconds since midnight: AcquisitionTime (0008,0032) or the Enhanced MR
-    FrameAcquisitionDateTime (0018,9074) (`FrameInfo.acquisition_time`), else ContentTime (0008,0033); None when the
-    header has neither."""
-    if frame.acquisition_time is not None:
-        return frame.acquisition_time
+    """When the frame was acquired, in seconds on the clock of `clock_seconds` (running across midnight where the date
+    is known): `FrameInfo.acquired_at` (AcquisitionDateTime (0008,002A), AcquisitionDate (0008,0022) + AcquisitionTime
+    (0008,0032), Enhanced MR FrameAcquisitionDateTime (0018,9074)), else ContentDate (0008,0023) + ContentTime
+    (0008,0033), a weaker stand-in (when the image was made); None when the header has neither time."""
+    if frame.acquired_at is not None:
+        return frame.acquired_at
     index = frame.frame_index if frame.ref.frame_number is not None else None
-    return tm_seconds(header_value(frame.header.dataset, "ContentTime", index))
+    ds = frame.header.dataset
+    return clock_seconds(header_value(ds, "ContentTime", index), header_value(ds, "ContentDate", index))
 
 
 def _latest_key(frame: FrameInfo) -> tuple:
@@ -769,19 +810,41 @@ def _latest_key(frame: FrameInfo) -> tuple:
 def slice_passes(frames: list[FrameInfo]) -> list[list[FrameInfo]]:
     """The frames at one slice position split into passes (breath-holds), earliest first: in `pass_time` order, a new
     pass starts where the time steps by SEPARATE_BREATH_HOLDS_S or more (the phases of one cine slice lie within one
-    breath-hold). One pass, the frames as given, when a frame has no time: passes are then not told apart.
+    breath-hold) AND the new pass repeats the cardiac phases of the pass before (`_repeats_cycle`: their TriggerTime
+    (0018,1060) ranges, else TemporalPositionIdentifier ranges, overlap). A time gap between disjoint phases (a
+    reconstruction queue stalled between phases 10 and 11, seen in ContentTime) is one pass. One pass, the frames as
+    given, when a frame has no time: passes are then not told apart.
 
     Each pass keeps the frames in their given order."""
     if len(frames) < 2 or any(pass_time(f) is None for f in frames):
         return [list(frames)]
     ordered = sorted(frames, key=_latest_key)
-    starts = [0] + [k for k in range(1, len(ordered))
-                    if pass_time(ordered[k]) - pass_time(ordered[k - 1]) >= SEPARATE_BREATH_HOLDS_S]
-    if len(starts) == 1:
+    groups = [[ordered[0]]]
+    for previous, frame in zip(ordered, ordered[1:]):
+        if pass_time(frame) - pass_time(previous) >= SEPARATE_BREATH_HOLDS_S:
+            groups.append([])
+        groups[-1].append(frame)
+    passes = [groups[0]]
+    for group in groups[1:]:
+        if _repeats_cycle(passes[-1], group):
+            passes.append(group)
+        else:
+            passes[-1] = passes[-1] + group
+    if len(passes) == 1:
         return [list(frames)]
-    bounds = starts + [len(ordered)]
-    pass_of = {id(f): k for k in range(len(starts)) for f in ordered[bounds[k]:bounds[k + 1]]}
-    return [[f for f in frames if pass_of[id(f)] == k] for k in range(len(starts))]
+    pass_of = {id(f): k for k, members in enumerate(passes) for f in members}
+    return [[f for f in frames if pass_of[id(f)] == k] for k in range(len(passes))]
+
+
+def _repeats_cycle(earlier: list[FrameInfo], later: list[FrameInfo]) -> bool:
+    """True when `later` re-covers cardiac phases of `earlier` (two passes of one slice): their TriggerTime (0018,1060)
+    ranges overlap, else (TriggerTime not on every frame) their TemporalPositionIdentifier ranges; True when neither
+    is on every frame (the time gap alone, `slice_passes`, then tells the passes apart)."""
+    for values in ([f.trigger_time for f in earlier + later], [f.temporal_index for f in earlier + later]):
+        if all(v is not None for v in values):
+            first, second = values[:len(earlier)], values[len(earlier):]
+            return min(second) <= max(first) and min(first) <= max(second)
+    return True
 
 
 def typical_pass_size(per_slice: list[list[FrameInfo]]) -> int:
@@ -814,13 +877,34 @@ def acquired_last(frames: list[FrameInfo]) -> tuple:
     return max(_latest_key(f) for f in frames)
 
 
-def same_range(first: list[float], second: list[float]) -> bool:
-    """True when two stacks' slice positions along the normal (mm) cover the same range, a repeat of one stack: their
-    ranges overlap by more than half the shorter range (at one position, when both are single slices). Two
-    complementary slabs (base and apex) overlap by a slice or two at most and are not."""
-    overlap = min(max(first), max(second)) - max(min(first), min(second))
-    shorter = min(max(first) - min(first), max(second) - min(second))
-    return overlap >= 0 if shorter == 0 else overlap > 0.5 * shorter
+def _slice_step(positions: list[float]) -> float:
+    """The median step (mm) between a stack's distinct slice positions; 0 for a single position."""
+    distinct = np.unique(np.round(positions, 2))
+    return float(np.median(np.diff(distinct))) if len(distinct) > 1 else 0.0
+
+
+def same_range(later: list[float], earlier: list[float]) -> bool:
+    """True when a later stack's slice positions along the normal (mm) cover (nearly) the whole range of an earlier
+    stack, a repeat of that stack: the earlier range less their overlap is at most one slice step of the earlier stack
+    (a re-planned stack one slice shorter still repeats it) and the overlap is more than half the earlier range (at
+    one position, when the earlier stack is a single slice). A later stack over part of the earlier range
+    (`partial_repeat`) or a complementary slab (base and apex, overlapping by a slice or two) is not."""
+    overlap = min(max(later), max(earlier)) - max(min(later), min(earlier))
+    extent = max(earlier) - min(earlier)
+    if extent == 0:
+        return overlap >= 0
+    return overlap > 0.5 * extent and extent - overlap <= _slice_step(earlier) + 0.05
+
+
+def partial_repeat(later: list[float], earlier: list[float], tolerance_mm: float = 0.05) -> bool:
+    """True when a later stack lies inside an earlier stack's range (mm along the normal) without covering it
+    (`same_range` False), at slice positions the earlier stack does not have (re-planned): some slices of the earlier
+    stack acquired again a few mm off. Its slices cannot replace the earlier ones one for one, and measuring both would
+    count those levels twice. A later stack at the earlier stack's own positions is not this: its slices merge with
+    the earlier ones and `slice_passes` keeps the latest pass of each."""
+    if same_range(later, earlier) or min(later) < min(earlier) - tolerance_mm or max(later) > max(earlier) + tolerance_mm:
+        return False
+    return any(min(abs(d - e) for e in earlier) > tolerance_mm for d in later)
 
 
 def stacks_of(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
@@ -833,24 +917,33 @@ def stacks_of(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
     return stacks
 
 
-def superseded_stacks(frames: list[FrameInfo]) -> list[tuple[str, str]]:
-    """(StackID, later StackID) for each stack of one orientation that a stack acquired later (`acquired_last`)
-    covers again over the same range along the normal (`same_range`: the stack re-planned and acquired again in the
-    series); [] without StackID on every frame, with one stack only, or with complementary stacks (slabs over
-    different ranges, one volume). Stacks that are not told apart in time are paired too (the caller decides)."""
+def superseded_stacks(frames: list[FrameInfo]) -> list[tuple[str, str, bool]]:
+    """(StackID left out, StackID kept, whole) for each stack of one orientation that is left out because of another:
+    whole=True where a stack acquired later (`acquired_last`) covers (nearly) its whole range along the normal
+    (`same_range`: the stack re-planned and acquired again in the series); whole=False where it is a later stack lying
+    inside the kept stack's range at other positions (`partial_repeat`: some slices re-acquired off the earlier
+    positions; the full stack is measured). [] without StackID on every frame, with one stack only, or with
+    complementary stacks (slabs over different ranges, one volume), or a later stack at the earlier positions (its
+    slices replace the earlier ones slice by slice, `slice_passes`). Stacks that are not told apart in time are paired
+    too (the caller decides)."""
     stacks = stacks_of(frames)
     if len(stacks) < 2 or any(f.position is None or f.orientation is None for f in frames):
         return []
     normal = frames[0].normal
     ranges = {sid: [float(np.dot(f.position, normal)) for f in members] for sid, members in stacks.items()}
     kept: list[str] = []
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, bool]] = []
     for sid in sorted(stacks, key=lambda sid: acquired_last(stacks[sid]), reverse=True):
         later = next((k for k in kept if same_range(ranges[k], ranges[sid])), None)
-        if later is None:
-            kept.append(sid)
-        else:
-            pairs.append((sid, later))
+        if later is not None:
+            pairs.append((sid, later, True))
+            continue
+        kept.append(sid)
+    for sid in list(kept):
+        earlier = next((k for k in kept if k != sid and acquired_last(stacks[k]) < acquired_last(stacks[sid])
+                        and partial_repeat(ranges[sid], ranges[k])), None)
+        if earlier is not None:
+            pairs.append((sid, earlier, False))
     return pairs
 
 

@@ -585,18 +585,21 @@ def _count_reacquired_slices_once(candidate: Candidate) -> None:
 def _count_repeated_stacks_once(candidate: Candidate) -> None:
     """Leave out of `candidate.frames` (what recognition counts slice positions from) the single-frame images of a
     stack that a later stack of the series covers again over the same range (`frames.superseded_stacks`: StackID
-    (0020,9056) 1 and 2, the stack re-planned and acquired again), so that the series is not counted as one stack of
+    (0020,9056) 1 and 2, the stack re-planned and acquired again), or of a later stack re-acquiring part of the range
+    at other positions (`frames.partial_repeat`), so that the series is not counted as one stack of
     twice the slices; they stay in the series and volume building measures the later stack
     (`volume.latest_stacks`) and warns. Notes each stack left out of the count."""
     if len(orientation_groups(candidate.frames)) != 1:
         return
     pairs = superseded_stacks(candidate.frames)
-    dropped = {sid for sid, _ in pairs}
+    dropped = {sid for sid, _, _ in pairs}
     if not dropped:
         return
     candidate.frames = [f for f in candidate.frames if f.ref.frame_number is not None or f.stack_id not in dropped]
-    candidate.notes += [f"StackID {sid} is covered again by the later StackID {later} (a repeat of the stack): "
-                        "counted once" for sid, later in pairs]
+    candidate.notes += [f"StackID {sid} is covered again by the later StackID {other} (a repeat of the stack): "
+                        "counted once" if whole else
+                        f"StackID {sid} re-acquires part of StackID {other} at other positions: not counted"
+                        for sid, other, whole in pairs]
 
 
 def _content_key(frame: FrameInfo) -> tuple:

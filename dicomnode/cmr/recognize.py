@@ -9,9 +9,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dicomnode.cmr.frames import (NOT_PARALLEL, FrameInfo, header_value, images_per_slice, not_parallel_note,
-                                  orientation_groups, plane_name, plane_spread_deg, slice_location_conflict,
-                                  slice_groups, timing_trigger_times)
+from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, NOT_PARALLEL, FrameInfo,
+                                  header_value, images_per_slice, not_parallel_note, orientation_groups, plane_name,
+                                  plane_spread_deg, slice_location_conflict, slice_groups, timing_trigger_times)
 from dicomnode.cmr.types import Recognition
 
 log = logging.getLogger("dicomnode.cmr")
@@ -259,10 +259,6 @@ def _most_varied(per_slice: list[list[FrameInfo]], read, tolerance: float) -> Sl
     return max(variations, key=lambda v: (v.count, v.span), default=SliceVariation())
 
 
-#: TriggerTimes all below this (an RR interval under 5 ms is impossible) are seconds, not ms
-MAX_RR_IN_SECONDS = 5.0
-#: TriggerTimes reaching this (100 s: no trigger delay in ms does, T1-mapping sources span ~10 s) are microseconds
-MIN_TRIGGER_IN_MICROSECONDS = 100_000.0
 #: one breath-hold: a cine slice's phases are acquired within it; perfusion dynamics of one slice span the first pass
 BREATH_HOLD_S = 20.0
 

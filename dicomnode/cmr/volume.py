@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.frames import (SEPARATE_BREATH_HOLDS_S, FrameInfo, acquired_last, are_repeats, frame_name,
-                                  frames_of, functional_groups, header_value, hms, images_per_slice,
-                                  interleaved_passes, kept_pass, latest_first, merge_replanned_slices,
-                                  orientation_groups, pass_time, passes_reason, plane_name, plane_normal,
-                                  repeat_reason, repeated_passes, slice_centre, slice_groups, slice_passes,
-                                  stack_normal, stack_plane, stacks_of, superseded_stacks, typical_pass_size)
+from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, SEPARATE_BREATH_HOLDS_S, FrameInfo,
+                                  acquired_last, are_repeats, frame_name, frames_of, functional_groups, header_value,
+                                  hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
+                                  merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
+                                  plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
+                                  slice_passes, stack_normal, stack_plane, stacks_of, superseded_stacks,
+                                  typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -353,24 +354,43 @@ def _untimed_passes(series_key: str, distance: float, frames: list[FrameInfo], p
     """Raise StudyError when one slice holds 2, 3 ... times the `expected` phases that most slices of the stack hold
     and some of its frames carry no AcquisitionTime / ContentTime (`frames.pass_time`), so that its passes cannot be
     told apart (`frames.slice_passes`): the slice was acquired that many times in the series, and which pass is the
-    latest (or which frames belong together) is unknown. A timed slice in one breath-hold holding more phases is no
-    repeat and is left to `common_phases`."""
+    latest (or which frames belong together) is unknown. The same holds when all its frames share ONE time (scanners
+    writing the series start time) and its TriggerTimes (0018,1060) span no more of the cycle than the other slices'
+    (the passes repeat the same phases). A timed slice in one breath-hold holding more phases is no repeat and is left
+    to `common_phases`."""
     times, remainder = divmod(len(frames), expected)
     usual = sum(len(s) == expected for s in per_slice)
-    if times < 2 or remainder or 2 * usual <= len(per_slice) or all(pass_time(f) is not None for f in frames):
+    if times < 2 or remainder or 2 * usual <= len(per_slice):
+        return
+    stamps = {pass_time(f) for f in frames}
+    if None not in stamps and not (len(stamps) == 1 and _within_usual_cycle(frames, per_slice, expected)):
         return
     raise StudyError(f"series {series_key}: the slice at {distance:.2f} mm holds {len(frames)} images, {times} times "
                      f"the {expected} phases of the other slices: that slice was acquired {times} times in the series "
-                     f"({times} passes of {expected} phases), and no AcquisitionTime / ContentTime "
-                     f"{SEPARATE_BREATH_HOLDS_S:g} s or more apart tells the passes apart; stack refused")
+                     f"and the passes cannot be told apart (no AcquisitionTime / ContentTime "
+                     f"{SEPARATE_BREATH_HOLDS_S:g} s or more apart tells which pass is which); re-send that slice's "
+                     "latest pass only, or re-acquire it; stack refused")
+
+
+def _within_usual_cycle(frames: list[FrameInfo], per_slice: list[list[FrameInfo]], expected: int) -> bool:
+    """True when the frames' TriggerTimes (0018,1060, any unit) reach no further than 1.25 x the median last
+    TriggerTime of the slices holding `expected` phases: several passes over one cycle, not one longer cine. False
+    without TriggerTime on every frame."""
+    lasts = [max(f.trigger_time for f in s) for s in per_slice
+             if len(s) == expected and all(f.trigger_time is not None for f in s)]
+    if not lasts or any(f.trigger_time is None for f in frames):
+        return False
+    return max(f.trigger_time for f in frames) <= 1.25 * float(np.median(lasts))
 
 
 def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
                   left_out: list[tuple[FrameInfo, str]]) -> list[FrameInfo]:
     """The frames of a series holding several stacks (StackID (0020,9056) on every frame) with each stack that a later
     one covers again over the same range (`frames.superseded_stacks`: the stack re-planned and acquired again) left
-    out, named in `warnings` and appended to `left_out`: the latest stack (`frames.acquired_last`: AcquisitionTime /
-    ContentTime, then InstanceNumber) is measured. Complementary stacks (slabs over different ranges, e.g. base and
+    out, named in `warnings` and appended to `left_out`: the latest stack (`frames.acquired_last`: AcquisitionDate +
+    AcquisitionTime / ContentDate + ContentTime, then InstanceNumber) is measured. A later stack re-acquiring part of
+    the range at other positions is left out and the full stack measured (`frames.partial_repeat`); one at the same
+    positions stays, and `keep_latest_passes` keeps its later pass at each slice it repeats. Complementary stacks (slabs over different ranges, e.g. base and
     apex) stay together as one volume. Frames without StackID, or of one stack, are returned unchanged. Raises
     StudyError when two stacks over the same range cannot be told apart in time."""
     pairs = superseded_stacks(frames)
@@ -384,16 +404,22 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
         return (f"StackID {sid} ({len(stacks[sid])} images, {min(distances):.1f} to {max(distances):.1f} mm, acquired "
                 f"by {hms(acquired_last(stacks[sid])[0])})")
 
-    for sid, later in pairs:
-        if acquired_last(stacks[later]) == acquired_last(stacks[sid]):
-            raise StudyError(f"series {series_key}: StackID {sid} and StackID {later} cover the same slice range and "
+    for sid, other, whole in pairs:
+        if not whole:
+            reason = (f"{described(sid)} re-acquires part of {described(other)} at other slice positions: its slices "
+                      f"do not replace StackID {other}'s one for one, and measuring both would count those levels "
+                      f"twice; the full StackID {other} is measured, StackID {sid} left out. If the repeated slices "
+                      "were needed (motion, mis-triggering), re-acquire the whole stack")
+        elif acquired_last(stacks[other]) == acquired_last(stacks[sid]):
+            raise StudyError(f"series {series_key}: StackID {sid} and StackID {other} cover the same slice range and "
                              "neither AcquisitionTime / ContentTime nor InstanceNumber tells which was acquired later; "
                              "two stacks of the same heart, stack refused")
-        reason = (f"{described(sid)} is covered again by the later {described(later)}: a repeat of the stack, not "
-                  f"further slices; the later stack is measured, StackID {sid} left out")
+        else:
+            reason = (f"{described(sid)} is covered again by the later {described(other)}: a repeat of the stack, "
+                      f"not further slices; the later stack is measured, StackID {sid} left out")
         warnings.append(reason)
         left_out += [(frame, reason) for frame in stacks[sid]]
-    dropped = {sid for sid, _ in pairs}
+    dropped = {sid for sid, _, _ in pairs}
     return [frame for frame in frames if frame.stack_id not in dropped]
 
 
@@ -479,8 +505,9 @@ class PhaseAxis:
 
 
 #: a TriggerTime grid shared by all slices: every frame lies within this fraction of a phase interval of its phase's
-#: trigger time on the other slices (prospective triggering with a fixed frame interval repeats the same delays)
-GRID_TOLERANCE = 0.1
+#: median trigger time over the slices (prospective triggering with a fixed frame interval repeats the same delays;
+#: each image's measured delay may jitter by a few ms, about 8 % of a 37.5 ms interval at +-3 ms)
+GRID_TOLERANCE = 0.25
 #: a header RR is each slice's own only when it equals the slice's cycle from its TriggerTimes (phase interval x
 #: phases) to within this fraction of a phase interval; further off, late phases drift by a phase across slices
 HEADER_RR_TOLERANCE = 0.25
@@ -503,8 +530,8 @@ def _reference_step(per_slice: list[list[FrameInfo]]) -> float | None:
 
 
 def trigger_grid(per_slice: list[list[FrameInfo]]) -> PhaseAxis | None:
-    """Phases by absolute TriggerTime when every slice's trigger times lie on one shared grid (each group of trigger
-    times within GRID_TOLERANCE of a phase interval, groups more than half an interval apart): prospective
+    """Phases by absolute TriggerTime when every slice's trigger times lie on one shared grid (each trigger time
+    within GRID_TOLERANCE of a phase interval of its group's median, groups more than half an interval apart): prospective
     triggering with a fixed frame interval (the phase count then varies with each slice's RR, but frames with the
     same TriggerTime are the same phase), or slices acquired at one RR. None otherwise (retrospective cines whose
     trigger times stretch with each slice's RR) or without TriggerTime on every frame."""
@@ -513,7 +540,7 @@ def trigger_grid(per_slice: list[list[FrameInfo]]) -> PhaseAxis | None:
         return None
     times = np.sort([f.trigger_time for s in per_slice for f in s])
     groups = np.split(times, np.nonzero(np.diff(times) > 0.5 * step)[0] + 1)
-    if any(g[-1] - g[0] > GRID_TOLERANCE * step for g in groups):
+    if any(np.max(np.abs(g - np.median(g))) > GRID_TOLERANCE * step for g in groups):
         return None
     reference = np.array([float(np.median(g)) for g in groups])
     return PhaseAxis([[f.trigger_time for f in s] for s in per_slice], reference, 0.5 * step,
@@ -523,30 +550,53 @@ def trigger_grid(per_slice: list[list[FrameInfo]]) -> PhaseAxis | None:
 
 def own_cycles(per_slice: list[list[FrameInfo]]) -> list[float] | None:
     """Each slice's cardiac cycle from its own TriggerTimes: phases of the fullest slice x the slice's phase interval
-    (median step), the interval scaled by the whole number of reference intervals it spans where a slice holds every
-    other phase only (no unit is assumed: s, ms and us alike). None where a slice has no step."""
+    (median step), the interval scaled by the whole number m of reference intervals it spans only where the slice
+    holds every m-th phase (its frame count x m is the fullest count to within m frames; a slice at a slower heart
+    rate holding the full count keeps its own step). Same unit as TriggerTime (0018,1060): s, ms and us alike. None
+    where a slice has no step."""
     longest = max(len(s) for s in per_slice)
     reference = _reference_step(per_slice)
     steps = [_median_step([f.trigger_time for f in s]) for s in per_slice]
     if not reference or any(st is None for st in steps):
         return None
-    return [longest * st / max(1, round(st / reference)) for st in steps]
+
+    def spanned(step: float, count: int) -> int:
+        multiple = max(1, round(step / reference))
+        return multiple if abs(count * multiple - longest) <= multiple else 1
+
+    return [longest * st / spanned(st, len(s)) for st, s in zip(steps, per_slice)]
+
+
+def trigger_ms_factor(per_slice: list[list[FrameInfo]]) -> float:
+    """The factor that turns these frames' TriggerTimes into ms: 1000 where all lie under MAX_RR_IN_SECONDS
+    (seconds), 0.001 where one reaches MIN_TRIGGER_IN_MICROSECONDS (microseconds), else 1 (DICOM's ms, TriggerTime
+    (0018,1060)), as recognition reads them. The header RR (_header_rr_ms) is always ms."""
+    times = [f.trigger_time for s in per_slice for f in s if f.trigger_time is not None]
+    if times and max(times) < MAX_RR_IN_SECONDS:
+        return 1000.0
+    if times and max(times) >= MIN_TRIGGER_IN_MICROSECONDS:
+        return 0.001
+    return 1.0
 
 
 def header_rr_problem(per_slice: list[list[FrameInfo]], distances: list[float], cycles: list[float] | None
                       ) -> str | None:
     """Why the header RR (_header_rr_ms) is not each slice's own RR, or None when it is: a trigger time at or past
-    it, or (cycles: own_cycles) a slice whose own cycle differs from it by more than HEADER_RR_TOLERANCE of a phase
-    interval (a study-level or pre-scan NominalInterval / HeartRate beside per-breath-hold RRs)."""
+    it, or (cycles: own_cycles, in the TriggerTime's unit) a slice whose own cycle differs from it by more than
+    HEADER_RR_TOLERANCE of a phase interval (a study-level or pre-scan NominalInterval / HeartRate beside
+    per-breath-hold RRs, or prospective triggering whose frames stop short of the RR). Times compared and named in
+    ms (trigger_ms_factor)."""
     longest = max(len(s) for s in per_slice)
+    to_ms = trigger_ms_factor(per_slice)
     for index, (frames, distance) in enumerate(zip(per_slice, distances)):
         rr = [_header_rr_ms(f) for f in frames]
-        last = max(f.trigger_time for f in frames)
+        last = max(f.trigger_time for f in frames) * to_ms
         if last >= min(rr):
-            return f"at slice {distance:.1f} mm TriggerTime {last:g} reaches the header RR {min(rr):g} ms"
-        if cycles and any(abs(cycles[index] - r) > HEADER_RR_TOLERANCE * cycles[index] / longest for r in rr):
-            return (f"at slice {distance:.1f} mm the header RR {max(rr, key=lambda r: abs(cycles[index] - r)):g} ms "
-                    f"differs from the slice's own cycle {cycles[index]:.0f} (its TriggerTime step x {longest} phases)")
+            return f"at slice {distance:.1f} mm the last TriggerTime, {last:.0f} ms, reaches the header RR {min(rr):.0f} ms"
+        cycle = cycles[index] * to_ms if cycles else None
+        if cycle and any(abs(cycle - r) > HEADER_RR_TOLERANCE * cycle / longest for r in rr):
+            return (f"at slice {distance:.1f} mm the header RR, {max(rr, key=lambda r: abs(cycle - r)):.0f} ms, is not "
+                    f"the {cycle:.0f} ms that slice's {longest} phases span at its TriggerTime step")
     return None
 
 
@@ -575,11 +625,14 @@ def phase_axes(per_slice: list[list[FrameInfo]], distances: list[float]) -> list
         cycles = own_cycles(per_slice)
         if all(_header_rr_ms(f) is not None for f in frames):
             problem = header_rr_problem(per_slice, distances, cycles)
+            to_ms = trigger_ms_factor(per_slice)
             if problem is None:
-                axes.append(_fraction_axis([[f.trigger_time / _header_rr_ms(f) for f in s] for s in per_slice],
+                axes.append(_fraction_axis([[f.trigger_time * to_ms / _header_rr_ms(f) for f in s] for s in per_slice],
                                            "TriggerTime / the slice's RR interval (NominalInterval or HeartRate)"))
             else:
-                note = f"header RR interval (NominalInterval / HeartRate) not used to match cardiac phases: {problem}"
+                note = (f"header RR interval (NominalInterval / HeartRate) not used to match cardiac phases, each "
+                        f"slice's own TriggerTimes are (a header RR written once for the study, an irregular rhythm "
+                        f"or prospective triggering do this; not an error in itself): {problem}")
         if cycles is not None:
             axes.append(_fraction_axis([[f.trigger_time / c for f in s] for s, c in zip(per_slice, cycles)],
                                        "TriggerTime / the slice's own cycle (phase interval x phases of the fullest "
@@ -646,8 +699,12 @@ def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: 
         problems.append(f"by {axis.method}: {problem}")
     else:
         notes = sorted({a.note for a in axes if a.note})
-        raise StudyError(refusal + "the phases cannot be matched one-to-one across slices in each slice's own order ("
-                         + "; ".join(problems + notes) + "); phases from different cardiac phases are not put together")
+        raise StudyError(refusal + "the slices' cardiac phases cannot be lined up with each other, so no volume "
+                         "over the whole stack can be built (images lost in transfer, a slice acquired at a very "
+                         "different heart rate or acquired twice do this: re-send the series, or check it on the "
+                         "scanner). Detail: the phases cannot be matched one-to-one across slices in each slice's own "
+                         "order (" + "; ".join(problems + notes) + "); phases from different cardiac phases are not "
+                         "put together")
     if axis.note:
         warnings.append(axis.note)
     phases = len(axis.reference)

@@ -5,13 +5,15 @@ later stack, while complementary slabs stay one volume. Real headers: Sunnybrook
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicomnode.cmr.frames import FrameInfo, interleaved_passes, same_range, slice_passes, typical_pass_size
+from dicomnode.cmr.frames import (FrameInfo, clock_seconds, interleaved_passes, latest_first, partial_repeat, same_range,
+                                  slice_passes, tm_seconds, typical_pass_size)
 from dicomnode.cmr.types import FrameRef, InstanceHeader, StudyError
 from dicomnode.cmr.volume import keep_latest_passes
 from cmr_helpers import quiet_invalid_uid_warnings  # noqa: F401 (fixture)
@@ -170,3 +172,40 @@ def test_keep_latest_passes_refuses_an_untimed_double_slice_but_not_one_breath_h
         keep_latest_passes("s", stack(None), [0.0, 10.0, 20.0, 30.0], [], [])
     one_per_slice = [[_frame(1, 10.0)], [_frame(2, 20.0), _frame(3, 80.0)]]  # LGE: keep_latest_repeats serves it
     assert keep_latest_passes("s", one_per_slice, [0.0, 10.0], [], []) == one_per_slice
+
+
+def test_partial_later_stack_does_not_supersede_the_full_stack():
+    """Break37b #1: 4 slices re-acquired (StackID 2) inside a 12-slice StackID 1 do not replace it; a later stack
+    over (nearly) the whole range still does; a re-planned partial stack is the one left out."""
+    full = [-148.9 + 10.0 * k for k in range(12)]
+    part = [-106.9 + 10.0 * k for k in range(4)]
+    assert not same_range(part, full)
+    assert same_range([d + 2.0 for d in full], full) and same_range(full[1:], full)
+    assert partial_repeat(part, full) and not partial_repeat(full[4:8], full)  # same positions merge per slice
+
+
+def test_phase_halves_split_by_a_time_gap_are_one_pass():
+    """Break37b #2: a reconstruction stall between phases 10 and 11 (disjoint TriggerTimes) is one pass."""
+    first = [_frame(k, 100.0, 37.0 * k) for k in range(10)]
+    second = [_frame(10 + k, 115.0, 37.0 * (10 + k)) for k in range(10)]
+    assert slice_passes(first + second) == [first + second]
+
+
+def test_clock_runs_across_midnight():
+    """Break37b #3: 00:08 on the next day is later than 23:58 (AcquisitionDate + AcquisitionTime, or a DT)."""
+    assert clock_seconds("000800", "20120102") > clock_seconds("235800", "20120101")
+    assert clock_seconds("20120102000800.5") > clock_seconds("20120101235800")
+    assert clock_seconds("235800") == tm_seconds("235800") and clock_seconds(None, "20120101") is None
+    before = dataclasses.replace(_frame(1, 86280.0), acquired_at=clock_seconds("235800", "20120101"))
+    after = dataclasses.replace(_frame(2, 480.0), acquired_at=clock_seconds("000800", "20120102"))
+    assert sorted([before, after], key=latest_first)[0] is after
+    assert slice_passes([after, before]) == [[before], [after]]
+
+
+def test_slice_acquired_twice_under_one_time_is_named():
+    """Break37b #6: 2 x 20 phases under ONE shared AcquisitionTime at one slice: refused naming that slice."""
+    per_slice = [[_frame(100 * z + k, 500.0, 37.5 * k) for k in range(20)] for z in range(5)]
+    per_slice[2] = ([_frame(200 + k, 500.0, 37.5 * k) for k in range(20)]
+                    + [_frame(300 + k, 500.0, 35.0 * k) for k in range(20)])
+    with pytest.raises(StudyError, match=r"slice at 20\.00 mm holds 40 images.* acquired 2 times .* cannot be told apart"):
+        keep_latest_passes("s", per_slice, [10.0 * z for z in range(5)], [], [])

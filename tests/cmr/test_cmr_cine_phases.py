@@ -98,6 +98,39 @@ def test_trigger_time_in_microseconds_with_an_image_lost_is_still_a_cine(scd101)
     assert volume.pixels.shape[:2] == (19, 12)
 
 
+def test_trigger_time_in_seconds_is_compared_with_the_header_rr_in_ms(scd101):
+    # break37b: with an image lost, TriggerTime in s against a correct NominalInterval in ms set the RR aside as
+    # "differs from the slice's own cycle 1"; the units are now reconciled and the header RR is used
+    where = _slice_and_phase(scd101)
+    kept = [h for h in scd101 if where[id(h)] != (4, 19)]
+    for header in kept:
+        header.dataset.TriggerTime = round(float(header.dataset.TriggerTime) / 1000.0, 6)
+        header.dataset.NominalCardiacTriggerDelayTime = header.dataset.TriggerTime
+    _, volume = _cine_volume(kept)
+    assert volume.pixels.shape[:2] == (19, 12)
+    assert not [w for w in volume.warnings if "header RR" in w]
+    assert any("matched by TriggerTime / the slice's RR interval" in w for w in volume.warnings)
+
+
+def test_a_cine_whose_phases_cannot_be_lined_up_is_refused_in_plain_words_first(scd101):
+    from dicomnode.cmr.types import StudyError
+
+    where = _slice_and_phase(scd101)
+    kept = [h for h in scd101 if where[id(h)] != (4, 19)]
+    for header in kept:
+        if where[id(header)][0] == 4:  # one slice's frames in reverse time order: no axis can match them
+            header.dataset.TriggerTime = 800.0 - float(header.dataset.TriggerTime)
+        for keyword in ("NominalCardiacTriggerDelayTime", "TemporalPositionIdentifier",
+                        "NominalPercentageOfCardiacPhase"):
+            if keyword in header.dataset:
+                delattr(header.dataset, keyword)
+    with pytest.raises(StudyError) as refused:
+        _cine_volume(kept)
+    message = str(refused.value)
+    assert "cannot be lined up" in message and "re-send the series" in message
+    assert message.index("re-send") < message.index("Detail:")
+
+
 def test_trigger_time_zero_on_every_image_is_no_timing_not_perfusion(scd101):
     # TriggerTime 0 everywhere and no other timing: the 20-phase SSFP stack was classed perfusion and skipped
     for header in scd101:
@@ -227,7 +260,8 @@ def test_phases_that_cannot_be_matched_in_each_slice_s_order_are_refused():
     odd = _slice(800, 20, range(19), start=100)
     odd[5].trigger_time += 0.95 * 40.0
     with pytest.raises(StudyError, match=r"inconsistent phase counts across slices \(19 phase\(s\) in 1 slice\(s\), 20 "
-                                         r"phase\(s\) in 1 slice\(s\)\); the phases cannot be matched one-to-one .*"
+                                         r"phase\(s\) in 1 slice\(s\)\); the slices' cardiac phases cannot be lined up .*"
+                                             r"the phases cannot be matched one-to-one .*"
                                          r"fall on phases 7 and 7.*not put together"):
         common_phases("s", [_slice(800, 20), odd], [0.0, 10.0], [])
 
@@ -239,3 +273,24 @@ def test_phases_present_names_every_slice_s_declared_phase_count():
     assert phases_present_note(18, frames) == "18 of 20 cardiac phases present (CardiacNumberOfImages 18 to 20 by slice)"
     assert phases_present_note(20, frames) is None and phases_present_note(18, frames[:1]) == (
         "18 of 19 cardiac phases present (CardiacNumberOfImages 19)")
+
+
+def test_own_cycle_of_a_slow_slice_with_the_full_phase_count_is_not_halved():
+    """Break37b #4: a slice at 1.6x the RR holding all 20 phases keeps its own step (cycle 1200, not 600)."""
+    from dicomnode.cmr.volume import own_cycles
+    from test_cine_repeats import _frame
+    normal = [[_frame(k, None, 37.5 * k) for k in range(20)] for _ in range(3)]
+    slow = [_frame(k, None, 60.0 * k) for k in range(20)]
+    half = [_frame(k, None, 75.0 * k) for k in range(10)]
+    cycles = own_cycles(normal + [slow, half])
+    assert cycles[3] == pytest.approx(1200.0) and cycles[4] == pytest.approx(750.0)
+
+
+def test_trigger_grid_accepts_per_image_jitter():
+    """Break37b #5: +-3 ms per-image TriggerTime jitter on a 37.5 ms prospective grid is still one grid."""
+    from dicomnode.cmr.volume import trigger_grid
+    from test_cine_repeats import _frame
+    jitter = [3.0, -3.0, 0.0, 2.5]
+    per_slice = [[_frame(k, None, 37.5 * k + jitter[(k + z) % 4]) for k in range(18 + z % 3)] for z in range(6)]
+    axis = trigger_grid(per_slice)
+    assert axis is not None and len(axis.reference) == 20
