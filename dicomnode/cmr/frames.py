@@ -500,26 +500,21 @@ def stack_plane(frames: list[FrameInfo]) -> tuple[np.ndarray, np.ndarray]:
     return orientation, np.asarray(positions, float).reshape(-1, 3)
 
 
-def _linked_components(orientations: list[np.ndarray], limit: float) -> list[list[int]]:
-    """Indices of `orientations` grouped by single linkage: two share a group when a chain of values, each pair
-    within the angle whose cosine is `limit` (`_within`), joins them."""
-    groups: list[list[int]] = []
-    for index, orientation in enumerate(orientations):
-        linked = [g for g in groups if any(_within(orientations[k], orientation, limit) for k in g)]
-        merged = [index] + [k for g in linked for k in g]
-        groups = [g for g in groups if g not in linked] + [sorted(merged)]
-    return sorted(groups)
-
-
 def orientation_groups(frames: list[FrameInfo], tolerance_deg: float = 2.0) -> list[list[FrameInfo]]:
-    """Frames grouped by parallel image planes: row and column directions (ImageOrientationPatient, PS3.3 C.7.6.2)
-    within `tolerance_deg` (degrees). Distinct orientations are linked in chains of neighbours within the tolerance,
-    so slices jittering by +-1 degree about one plane stay one group (comparing with the first slice only would split
-    them at 2 degrees apart); a chain whose members do not all lie within the tolerance of its mean plane
-    (`mean_orientation`: a slowly turning series) is split again, each value joining the first group whose first
-    value is within the tolerance. Groups keep the frames' order and come in the order of their first frame."""
+    """Frames grouped by parallel image planes (ImageOrientationPatient, PS3.3 C.7.6.2): planes within
+    `tolerance_deg` (degrees) of their group's mean plane make one stack.
+
+    The rule: the row direction and the column direction of every member lie within `tolerance_deg` of those of the
+    group's mean plane (`mean_orientation` of its frames' orientations, each frame counted once: the plane the stack
+    is analysed and segmented in, `stack_plane`). Distinct orientations (equal to 4 decimals: rounding noise) are
+    taken in the order of their first frame; each joins the first group that, with it, still keeps every member
+    within the tolerance of the new mean, else starts a group. So slices jittering +-1 degree, and two breath-hold
+    clusters at +1.2 and -1.2 degrees, make one stack, while a slowly turning series (1.5 degrees a slice) is split
+    where its members would leave the tolerance. Groups keep the frames' order and come in the order of their first
+    frame."""
     limit = np.cos(np.radians(tolerance_deg))
     distinct: list[np.ndarray] = []
+    counts: list[int] = []
     index_of: list[int] = []
     known: dict[tuple, int] = {}  # orientations equal to 4 decimals share one entry (rounding noise)
     for frame in frames:
@@ -528,25 +523,22 @@ def orientation_groups(frames: list[FrameInfo], tolerance_deg: float = 2.0) -> l
         if key not in known:
             known[key] = len(distinct)
             distinct.append(orientation)
+            counts.append(0)
+        counts[known[key]] += 1
         index_of.append(known[key])
+    members: list[list[int]] = []
     label = [0] * len(distinct)
-    next_label = 0
-    for component in _linked_components(distinct, limit):
-        mean = mean_orientation([distinct[k] for k in component])
-        if all(_within(mean, distinct[k], limit) for k in component):
-            for k in component:
-                label[k] = next_label
-            next_label += 1
-            continue
-        references: list[int] = []
-        for k in component:
-            match = next((r for r in references if _within(distinct[r], distinct[k], limit)), None)
-            if match is None:
-                references.append(k)
-                label[k] = next_label
-                next_label += 1
-            else:
-                label[k] = label[match]
+    for k in range(len(distinct)):
+        for number, group in enumerate(members):
+            candidate = group + [k]
+            mean = mean_orientation([distinct[m] for m in candidate for _ in range(counts[m])])
+            if all(_within(mean, distinct[m], limit) for m in candidate):
+                group.append(k)
+                label[k] = number
+                break
+        else:
+            label[k] = len(members)
+            members.append([k])
     groups: dict[int, list[FrameInfo]] = {}
     for frame, k in zip(frames, index_of):
         groups.setdefault(label[k], []).append(frame)
@@ -568,9 +560,14 @@ GEOMETRY_NOTES = (NOT_PARALLEL, BROKEN_GEOMETRY)
 
 
 def not_parallel_note(orientations: list[np.ndarray], tolerance_deg: float = 2.0) -> str:
-    """'slices not parallel: up to 6.0 deg apart (...)' for the distinct orientations (6,) of one series."""
+    """'slices not parallel: up to 6.0 deg apart (...)' for the distinct orientations (6,) of one series, stating
+    the rule `orientation_groups` applies with `tolerance_deg` (degrees) and how far (degrees) the planes lie from
+    their mean plane (`mean_orientation` of the distinct values)."""
+    mean = mean_orientation(orientations)
+    off = max(orientation_angle_deg(mean, o) for o in orientations)
     return (f"{NOT_PARALLEL}: up to {plane_spread_deg(orientations):.1f} deg apart ({len(orientations)} "
-            f"orientations; planes within {tolerance_deg:g} deg of their mean make one stack)")
+            f"orientations, up to {off:.1f} deg from their mean plane; planes within {tolerance_deg:g} deg of "
+            "their group's mean plane make one stack)")
 
 
 def slice_location_conflict(frames: list[FrameInfo], tolerance_mm: float = 0.5) -> str | None:

@@ -22,26 +22,45 @@ each labelled phase as a new series (one series per phase, all its slices) and l
 - patient/study attributes made valid as for every result object (results.headers.derivable_header); Series
   Date/Time are set with the other result series (results.objects.order_for_viewers).
 Only single-frame sources are copied: a multi-frame source keeps its SEG on the original.
+
+A stack whose slices are tilted against each other (a fraction of a degree to the 2 degrees `cmr.frames.
+orientation_groups` accepts; their ImageOrientationPatient differ by more than the rounding noise `cmr.frames.
+ORIENTATION_NOISE`) is analysed in its mean plane (`cmr.frames.stack_plane`), and its SEG declares that plane. OHIF
+(3.13, cornerstone adapters `checkOrientation`) compares the SEG's orientation with its source image's at 1e-3 per
+component and refuses any other as "orthogonal to the acquisition plane" (stuck on "Loading SEG..."), so such a
+stack also gets copies (`tilted_sources`), each placed in the mean plane: ImageOrientationPatient exactly the SEG's
+and ImagePositionPatient its SEG frame's (centred where the slice was acquired), the pixels unchanged - as the
+analysis read them - and the Source Image Sequence item saying SpatialLocationsPreserved NO (PS3.3 C.7.6.1.1.4,
+C.8.20 Segmentation); the SEG then references copies of exactly its own geometry (SpatialLocationsPreserved YES).
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import replace
 
+import numpy as np
+
 import pydicom
 import pydicom.multival
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DSfloat
 from pydicom.sr.coding import Code
 
 from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.types import FrameRef, InstanceHeader
 from dicomnode.results.headers import derivable_header, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
-from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, seg_parts
+from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, relocated_sources, seg_parts
 from dicomnode.uids import new_uid
 
 DERIVATION = "Unchanged copy of the source image in a series of its own, for the display of the AI segmentation"
+#: the Derivation Description of a copy placed in the stack's mean plane (a tilted stack, module docstring)
+PLACED_DERIVATION = ("Copy of the source image in a series of its own, for the display of the AI segmentation, "
+                     "pixels unchanged, placed in the mean plane of its tilted stack (Image Orientation and Position "
+                     "of the segmentation, centred where the slice was acquired)")
 #: CID 7005 Contributing Equipment Purpose of Reference: equipment that processed composite instances to create new ones
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 
@@ -69,16 +88,32 @@ def _images_by_series(study, segmentation: SegmentationResult) -> dict[str, set[
     return found
 
 
+def tilted_sources(segmentation: SegmentationResult) -> frozenset[str]:
+    """SOP Instance UIDs of the analysed single-frame sources whose ImageOrientationPatient (0020,0037) differs from
+    the volume's (mean-plane) orientation by more than rounding noise (`cmr.frames.ORIENTATION_NOISE`, 1e-4 per
+    direction cosine), or whose ImagePositionPatient lies more than 0.01 mm from every volume position (mm):
+    `seg.relocated_sources`. Empty for a stack of one orientation up to rounding, which keeps its SEG on the
+    originals (OHIF's own tolerance is 1e-3). Sources whose header the segmentation's series lacks are skipped."""
+    by_uid = {str(i.sop_instance_uid): i.dataset for i in segmentation.series.instances}
+    volume = segmentation.volume
+    uids = dict.fromkeys(str(ref.sop_instance_uid) for row in volume.frames for ref in row
+                         if ref is not None and ref.frame_number is None)
+    return relocated_sources([by_uid[uid] for uid in uids if uid in by_uid],
+                             [float(v) for v in np.asarray(volume.orientation, float)],
+                             np.asarray(volume.positions, float))
+
+
 def needs_display_copies(study, segmentation: SegmentationResult, parts: list[SegPart] | None = None) -> bool:
     """True when the images some SEG of the segmentation labels (one per part, seg.seg_parts) are only part of
     their source series: other phases of the stack share it (a whole-cycle cine in one series, which OHIF opens as
     a 4-D volume), or other images do (a localizer, another stack: shares_its_series). False for a multi-frame
     source (only single-frame images are copied) and where every SEG's images are the whole of their series (an
-    LGE series holding only its stack, a stack sent as one series per slice)."""
+    LGE series holding only its stack, a stack sent as one series per slice), unless the stack is tilted
+    (`tilted_sources`: its copies are placed in the SEG's mean plane, see the module docstring)."""
     frames = segmentation.volume.frames
     if any(ref.frame_number is not None for row in frames for ref in row):
         return False
-    if shares_its_series(study, segmentation):
+    if shares_its_series(study, segmentation) or tilted_sources(segmentation):
         return True
     in_series = _images_by_series(study, segmentation)
     for part in seg_parts(segmentation) if parts is None else parts:
@@ -124,7 +159,11 @@ def node_equipment_item(made_at: str) -> Dataset:
 
 
 def _copy(original: Dataset, series_uid: str, series_number: int, description: str,
-          frame_of_reference_uid: str | None = None, instance_number: int = 1, made_at: str = "") -> Dataset:
+          frame_of_reference_uid: str | None = None, instance_number: int = 1, made_at: str = "",
+          placed: tuple[Sequence[float], Sequence[float]] | None = None) -> Dataset:
+    """The copy of `original` (module docstring); `placed`: (ImageOrientationPatient (6,), ImagePositionPatient (3,)
+    mm) to declare instead of the original's - a slice of a tilted stack placed in its mean plane, pixels
+    unchanged, Derivation Description PLACED_DERIVATION and SpatialLocationsPreserved NO on its source."""
     source_class, source_uid = str(original.SOPClassUID), str(original.SOPInstanceUID)
     copy = derivable_header(original)  # a shallow copy: read everything needed from the original first
     repair_dates_and_times(copy)
@@ -139,7 +178,13 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     copy.ContributingEquipmentSequence = equipment + [node_equipment_item(made_at)]
     image_type = list(original.get("ImageType") or ["DERIVED", "SECONDARY"])
     copy.ImageType = ["DERIVED", "SECONDARY"] + image_type[2:]
-    copy.DerivationDescription = DERIVATION
+    copy.DerivationDescription = DERIVATION if placed is None else PLACED_DERIVATION
+    if placed is not None:
+        orientation, position = placed
+        copy["ImageOrientationPatient"] = DataElement(0x00200037, "DS",
+                                                      [DSfloat(float(v), auto_format=True) for v in orientation])
+        copy["ImagePositionPatient"] = DataElement(0x00200032, "DS",
+                                                   [DSfloat(float(v), auto_format=True) for v in position])
     drop_unsatisfied_conditionals(copy)
     source = Dataset()
     source.ReferencedSOPClassUID = source_class
@@ -148,6 +193,7 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = (
         SOURCE_IMAGE_PURPOSE.value, SOURCE_IMAGE_PURPOSE.scheme_designator, SOURCE_IMAGE_PURPOSE.meaning)
     source.PurposeOfReferenceCodeSequence = [purpose]
+    source.SpatialLocationsPreserved = "YES" if placed is None else "NO"
     copy.SourceImageSequence = [source]
     if hasattr(original, "file_meta"):
         copy.file_meta = Dataset()
@@ -196,7 +242,10 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     (viewer_order). The returned segmentation's series holds its instances so far plus the copies (so a further
     call, and the SR's image references, find both). With `frame_of_reference_uid` (shared_frame_of_reference)
     every copy gets that Frame of Reference. `started_at` (the analysis start, as on the SEG; default now) is the
-    node's Contribution DateTime.
+    node's Contribution DateTime. When any of the stack's sources is tilted against the volume's mean plane
+    (`tilted_sources`), every copy is placed in that plane: ImageOrientationPatient the volume's orientation
+    (exactly the SEG's) and ImagePositionPatient the volume's position of its slice (mm), pixels unchanged.
+    Raises ValueError for a multi-frame source.
     """
     made_at = (started_at or dt.datetime.now().astimezone()).strftime("%Y%m%d%H%M%S.%f%z")
     by_uid = {i.sop_instance_uid: i for i in segmentation.series.instances}
@@ -213,8 +262,13 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     description = f"{originals[0].get('SeriesDescription') or segmentation.pipeline} {phase} copy for AI SEG"
     copies: list[Dataset] = [None] * len(slices)  # type: ignore[list-item]
     headers: list[InstanceHeader] = [None] * len(slices)  # type: ignore[list-item]
+    tilted = bool(tilted_sources(segmentation))
+    orientation = [float(v) for v in np.asarray(segmentation.volume.orientation, float)]
+    positions = np.asarray(segmentation.volume.positions, float)
     for number, n in enumerate(viewer_order(originals), start=1):
-        copy = _copy(originals[n], series_uid, series_number, description, frame_of_reference_uid, number, made_at)
+        placed = (orientation, positions[slices[n]]) if tilted else None
+        copy = _copy(originals[n], series_uid, series_number, description, frame_of_reference_uid, number, made_at,
+                     placed)
         copies[n] = copy
         headers[n] = InstanceHeader(by_uid[refs[n].sop_instance_uid].path, str(copy.SOPInstanceUID),
                                     str(copy.SOPClassUID), series_uid, copy)

@@ -124,3 +124,29 @@ def test_phases_of_one_position_are_not_broken_geometry():
     frames = [frame for p in range(5) for frame in frames_of(header(np.zeros(3), slice_location=4.0,
                                                                     trigger=40.0 * p))]
     assert not build_evidence("k", frames).geometry_notes
+
+
+def _two_clusters(first_deg: float, second_deg: float, slices: int = 6):
+    """Frames of a stack whose first half is turned by first_deg and second half by second_deg about COL (two
+    breath-hold groups, break37b `clusters_pm1.2deg`)."""
+    frames = []
+    for k in range(slices):
+        rotation = Rotation.from_rotvec(np.radians(first_deg if k < slices // 2 else second_deg) * COL)
+        frames += frames_of(header(NORMAL * STEP * k, rotation.apply(ROW), rotation.apply(COL)))
+    return frames
+
+
+@pytest.mark.parametrize("first_deg, second_deg", [(1.2, -1.2), (0.0, 2.5)])
+def test_planes_within_the_tolerance_of_their_mean_are_one_stack(first_deg, second_deg):
+    """The stated rule (break37b finding 5): planes within 2 degrees of their group's mean make one stack, even
+    when two of them are more than 2 degrees apart (+-1.2 degrees: 2.4 apart, 1.2 from the mean)."""
+    assert len(orientation_groups(_two_clusters(first_deg, second_deg))) == 1
+
+
+def test_planes_farther_than_the_tolerance_from_their_mean_are_split_and_the_note_says_why():
+    frames = _two_clusters(0.0, 5.0)
+    assert len(orientation_groups(frames)) == 2
+    recognition = StackViewRule().recognize(build_evidence("k", frames), None)
+    (note,) = [n for n in recognition.evidence if n.startswith("slices not parallel")]
+    assert "up to 5.0 deg apart" in note and "up to 2.5 deg from their mean plane" in note
+    assert "planes within 2 deg of their group's mean plane make one stack" in note

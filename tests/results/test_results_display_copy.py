@@ -7,16 +7,19 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr.types import FrameRef, InstanceHeader
-from dicomnode.results.display_copy import DERIVATION, PROCESSING_EQUIPMENT, needs_display_copies
+from dicomnode.results.display_copy import (DERIVATION, PLACED_DERIVATION, PROCESSING_EQUIPMENT, needs_display_copies,
+                                            tilted_sources)
 from dicomnode.results.objects import build_result_objects
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME
-from synthetic import as_enhanced_mr, make_study, one_series_per_slice, write
+from dicomnode.results.seg import segment_masks, segment_plan
+from synthetic import as_enhanced_mr, make_study, one_series_per_slice, tilt_slices, write
 from validators import assert_valid
 
 
@@ -211,3 +214,72 @@ def test_copies_of_images_without_a_common_frame_of_reference_share_one_and_lose
     assert {c.AcquisitionDate for c in copies} == {""} and {c.ContentTime for c in copies} == {"083000.5"}
     # the copy series were made at the analysis: their Series Date is the analysis date (order_for_viewers)
     assert {c.SeriesDate for c in copies} == {context.started_at.strftime("%Y%m%d")}
+
+
+def _tilted_objects(degrees: float = 1.0):
+    """(segmentation, copies, SEGs) of the synthetic LGE whose 4 slices are tilted by +-degrees (tilt_slices)."""
+    study, results, context = make_study(slices=4, cine_phases=2)
+    segmentation = tilt_slices(results[0].segmentations[0], degrees)
+    objects = build_result_objects(study, results[:1], context)
+    return (segmentation, [o for o in objects if o.Modality == "MR"], [o for o in objects if o.Modality == "SEG"])
+
+
+def test_a_tilted_stack_gets_its_seg_on_copies_placed_in_the_mean_plane(tmp_path):
+    """OHIF refuses a SEG whose orientation differs from its source image's by more than 1e-3 per component
+    ("orthogonal to the acquisition plane", break37b finding 1): a stack tilted +-1 degree gets DERIVED copies whose
+    ImageOrientationPatient is exactly the SEG's and whose positions are the SEG frames', pixels unchanged."""
+    segmentation, copies, segs = _tilted_objects()
+    assert tilted_sources(segmentation)
+    (seg,) = segs
+    assert len(copies) == 4
+    orientation = [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+                   .ImageOrientationPatient]
+    np.testing.assert_allclose(orientation, segmentation.volume.orientation, atol=1e-12)
+    by_uid = {str(c.SOPInstanceUID): c for c in copies}
+    originals = {i.sop_instance_uid: i.dataset for i in segmentation.series.instances}
+    assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [copies[0].SeriesInstanceUID]
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        duplicate = by_uid[source.ReferencedSOPInstanceUID]
+        assert source.SpatialLocationsPreserved == "YES"
+        assert [float(v) for v in duplicate.ImageOrientationPatient] == orientation  # OHIF: equal, not 1 deg off
+        np.testing.assert_allclose([float(v) for v in duplicate.ImagePositionPatient],
+                                   [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient], atol=1e-6)
+    for duplicate in copies:
+        assert list(duplicate.ImageType[:2]) == ["DERIVED", "SECONDARY"]
+        assert duplicate.DerivationDescription == PLACED_DERIVATION
+        reference = duplicate.SourceImageSequence[0]
+        assert reference.SpatialLocationsPreserved == "NO"
+        assert duplicate.PixelData == originals[reference.ReferencedSOPInstanceUID].PixelData
+    read = hd.seg.segread(write(seg, tmp_path / "tilted.dcm"))
+    uids = [ref.sop_instance_uid for ref in read_frames(segmentation, copies)]
+    pixels = read.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(pixels, segment_masks(segmentation, segment_plan(segmentation)))
+
+
+def read_frames(segmentation, copies):
+    """The copies' FrameRefs in the volume's slice order (each copy names its original)."""
+    by_original = {str(c.SourceImageSequence[0].ReferencedSOPInstanceUID): c for c in copies}
+    return [FrameRef(str(by_original[ref.sop_instance_uid].SOPInstanceUID), str(copies[0].SOPClassUID),
+                     str(copies[0].SeriesInstanceUID), None) for ref in segmentation.volume.frames[0]]
+
+
+def test_orientation_rounding_noise_keeps_the_seg_on_the_originals():
+    """Orientations differing by rounding (1e-5 per component, under ORIENTATION_NOISE 1e-4) take the direct route:
+    no copies, the SEG on the original images (OHIF displays them: its tolerance is 1e-3)."""
+    study, results, context = make_study(slices=4, cine_phases=2)
+    segmentation = results[0].segmentations[0]
+    for k, instance in enumerate(segmentation.series.instances):
+        orientation = [float(v) for v in instance.dataset.ImageOrientationPatient]
+        orientation[1] += 1e-5 * (k % 2)
+        instance.dataset.ImageOrientationPatient = orientation
+    assert not tilted_sources(segmentation)
+    objects = build_result_objects(study, results[:1], context)
+    assert not [o for o in objects if o.Modality == "MR"]
+
+
+@pytest.mark.peers
+def test_placed_copy_and_its_seg_pass_dciodvfy_and_pixelmed(tmp_path):
+    _, copies, segs = _tilted_objects()
+    assert_valid(write(copies[0], tmp_path / "placed.dcm"), "DicomInstanceValidator")
+    assert_valid(write(segs[0], tmp_path / "seg.dcm"), "DicomInstanceValidator")

@@ -12,7 +12,7 @@ from dicomnode.labels import Label
 from dicomnode.results import codes
 from dicomnode.results.seg import (build_seg, part_segment_plan, seg_parts, segment_masks, segment_plan,
                                    segmentation_type_for)
-from synthetic import ENHANCED_LAYOUTS, as_enhanced_mr, make_study, one_series_per_slice, write
+from synthetic import ENHANCED_LAYOUTS, as_enhanced_mr, make_study, one_series_per_slice, tilt_slices, write
 from validators import assert_valid, dciodvfy, known_false_positive, pixelmed, pn_error_is_a_known_false_positive
 
 IHE_PURPOSE = (codes.PROCESSING_ALGORITHM.value, codes.PROCESSING_ALGORITHM.scheme_designator)
@@ -449,28 +449,9 @@ def test_seg_with_a_non_ascii_patient_name_passes_dciodvfy_and_pixelmed(study_an
 
 
 def _tilted_lge(slices: int = 4, degrees: float = 1.0):
-    """The synthetic LGE with each source slice turned about its own centre by +-degrees (alternately about the row
-    and the column direction, break37 `tilt`), its volume geometry rebuilt as the node builds it (`stack_plane`)."""
-    from scipy.spatial.transform import Rotation
-
-    from dicomnode.cmr.frames import frames_of, stack_plane
-
+    """The synthetic LGE segmentation with its source slices tilted (synthetic.tilt_slices), and the context."""
     _, results, context = make_study(slices=slices, cine_phases=2)
-    segmentation = results[0].segmentations[0]
-    headers = segmentation.series.instances
-    for k, instance in enumerate(headers):
-        ds = instance.dataset
-        row, col = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
-        half = row * ds.PixelSpacing[1] * (ds.Columns - 1) / 2 + col * ds.PixelSpacing[0] * (ds.Rows - 1) / 2
-        centre = np.asarray(ds.ImagePositionPatient, float) + half
-        turn = Rotation.from_rotvec(np.radians(degrees * (1 if k % 3 else -1)) * (row if k % 2 else col))
-        row, col = turn.apply(row), turn.apply(col)
-        ds.ImageOrientationPatient = [round(float(v), 6) for v in np.concatenate([row, col])]
-        half = row * ds.PixelSpacing[1] * (ds.Columns - 1) / 2 + col * ds.PixelSpacing[0] * (ds.Rows - 1) / 2
-        ds.ImagePositionPatient = [round(float(v), 4) for v in centre - half]
-    frames = [f for instance in headers for f in frames_of(instance)]
-    segmentation.volume.orientation, segmentation.volume.positions = stack_plane(frames)
-    return segmentation, context
+    return tilt_slices(results[0].segmentations[0], degrees), context
 
 
 def test_classic_sources_whose_orientations_differ_in_the_sixth_decimal_get_their_seg(tmp_path):
