@@ -452,12 +452,14 @@ COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass are lower bounds and EF is not the 
                    "outside the stack")
 
 
-def disc_thickness_mm(slice_positions_mm) -> np.ndarray:
+def disc_thickness_mm(slice_positions_mm, nominal_step_mm: float | None = None) -> np.ndarray:
     """(slices,) thickness (mm) of the disc each slice stands for in the summation of discs: from the middle of the
-    step to the previous slice to the middle of the step to the next (an end slice: its one step), from the slice
-    positions along the stack normal (any order, any spacing). Equal to the spacing in an even stack; across a gap
-    (a slice missing) each neighbour's disc reaches the middle of the gap, so the missing volume is interpolated
-    rather than left out. Fewer than 2 positions: ValueError."""
+    step to the previous slice to the middle of the step to the next, from the slice positions along the stack normal
+    (any order, any spacing). An end slice reaches outwards half the stack's nominal step (`nominal_step_mm`, mm:
+    Volume.nominal_step_mm, over all acquired positions) where given, else half its one step, so a slice left out
+    next to an end does not widen the end disc. Equal to the spacing in an even stack; across a gap (a slice missing)
+    each neighbour's disc reaches the middle of the gap, so the missing volume is interpolated rather than left out.
+    Fewer than 2 positions, or two at one position: ValueError."""
     positions = np.asarray(slice_positions_mm, dtype=np.float64)
     if positions.ndim != 1 or positions.size < 2:
         raise ValueError(f"need the positions of at least 2 slices, got {positions.shape}")
@@ -465,22 +467,24 @@ def disc_thickness_mm(slice_positions_mm) -> np.ndarray:
     steps = np.diff(positions[order])
     if not np.all(steps > 0):
         raise ValueError("two slices share one position")
-    before = np.concatenate([[steps[0]], steps])
-    after = np.concatenate([steps, [steps[-1]]])
+    outer = (steps[0], steps[-1]) if not nominal_step_mm or nominal_step_mm <= 0 else (nominal_step_mm,) * 2
+    before = np.concatenate([[outer[0]], steps])
+    after = np.concatenate([steps, [outer[1]]])
     thickness = np.empty_like(positions)
     thickness[order] = (before + after) / 2.0
     return thickness
 
 
-def disc_voxel_volumes_ml(voxel_volume_ml: float, slice_positions_mm) -> np.ndarray | float:
+def disc_voxel_volumes_ml(voxel_volume_ml: float, slice_positions_mm, nominal_step_mm: float | None = None
+                          ) -> np.ndarray | float:
     """(slices,) mL per voxel of each slice in the summation of discs: `voxel_volume_ml` (pixel area x the median
-    step) scaled by each slice's disc_thickness_mm / the median step, so a gap (a slice missing) or uneven spacing
-    is not given the median step. Without usable positions (None, fewer than 2, two slices at one position) the
-    scalar `voxel_volume_ml` unchanged."""
+    step of the positions given) scaled by each slice's disc_thickness_mm (with `nominal_step_mm`, mm, for the end
+    discs) / that median step, so a gap (a slice missing) or uneven spacing is not given the median step. Without
+    usable positions (None, fewer than 2, two slices at one position) the scalar `voxel_volume_ml` unchanged."""
     if slice_positions_mm is None or len(slice_positions_mm) < 2:
         return voxel_volume_ml
     try:
-        thickness = disc_thickness_mm(slice_positions_mm)
+        thickness = disc_thickness_mm(slice_positions_mm, nominal_step_mm)
     except ValueError:
         return voxel_volume_ml
     return voxel_volume_ml * thickness / float(np.median(np.diff(np.sort(np.asarray(slice_positions_mm, float)))))
@@ -614,7 +618,8 @@ def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]
 def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times=None, height_m: float | None = None,
                  weight_kg: float | None = None, sex: str | None = None, bsa_formula: BsaFormula = "mosteller",
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML, slice_positions_mm=None,
-                 apex_first: bool | None = None, timing: CardiacPhases | None = None) -> CineMeasurements:
+                 apex_first: bool | None = None, timing: CardiacPhases | None = None,
+                 nominal_step_mm: float | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -624,7 +629,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     slice_positions_mm: (slices,) positions along the stack normal; each slice then counts with its own disc
     (voxel_volume_ml x disc_thickness_mm / the median step: a gap or uneven spacing is not given the median). The
     stack's coverage of the LV at ED (stack_coverage; apex_first: the first slice is the apical end, None: unknown)
-    goes to `coverage`, and where incomplete, into `flags`.
+    goes to `coverage`, and where incomplete, into `flags`. nominal_step_mm: the stack's step over all acquired
+    positions (mm, Volume.nominal_step_mm), so slices left out do not widen the end discs (disc_thickness_mm).
     A cine whose phases lie more than MAX_PHASE_INTERVAL_MS apart is flagged (temporal_resolution_note).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
@@ -634,7 +640,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         raise ValueError(f"ED/ES phases {timing.ed}/{timing.es} are outside the {len(labelmaps)} phases given")
     if slice_positions_mm is not None and len(slice_positions_mm) >= 2:
         disc_thickness_mm(slice_positions_mm)  # two slices at one position: ValueError, as documented
-        voxel_volume_ml = disc_voxel_volumes_ml(voxel_volume_ml, slice_positions_mm)
+        voxel_volume_ml = disc_voxel_volumes_ml(voxel_volume_ml, slice_positions_mm, nominal_step_mm)
     lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml)
     lv_curve = lv_slices.sum(axis=1)
     rv_slices = slice_volumes_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)

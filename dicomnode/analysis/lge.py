@@ -424,17 +424,21 @@ NOT_LOCALISED = ("the heart was not found with confidence (no candidate crop sho
                  "the contours and every number of this stack may be wrong; check the segmentation before use")
 
 
-def gap_notes(slice_positions_mm) -> list[str]:
-    """What a gap between slice positions does to the LGE volumes (the geometry's own warning names the gap): one
-    slice missing is interpolated by the summation of discs; more than one leaves the volumes lower bounds."""
-    if slice_positions_mm is None or len(slice_positions_mm) < 3:
+def gap_notes(slice_positions_mm, nominal_step_mm: float | None = None) -> list[str]:
+    """What a gap between slice positions (mm along the normal) does to the LGE volumes (the geometry's own warning
+    names the gap): one slice missing is interpolated by the summation of discs; more than one leaves the volumes
+    lower bounds. A gap is measured against `nominal_step_mm` (mm, Volume.nominal_step_mm: the median over all
+    acquired positions, slices left out included) where given, else the median step of the positions given (which
+    two left-out slices can double)."""
+    if slice_positions_mm is None or len(slice_positions_mm) < 2:
         return []
     steps = np.diff(np.sort(np.asarray(slice_positions_mm, dtype=np.float64)))
-    median = float(np.median(steps))
-    if median <= 0:
+    median = float(nominal_step_mm) if nominal_step_mm else float(np.median(steps))
+    if median <= 0 or (len(steps) < 2 and not nominal_step_mm):
         return []
     if np.any(steps > LARGE_GAP_FACTOR * median):
-        return [f"a gap of over {LARGE_GAP_FACTOR:g} x the median step {median:.1f} mm (slices missing): myocardial "
+        step = "nominal step" if nominal_step_mm else "median step"
+        return [f"a gap of over {LARGE_GAP_FACTOR:g} x the {step} {median:.1f} mm (slices missing): myocardial "
                 "and scar volumes and mass are lower bounds; %LGE covers the slices present"]
     if np.any(steps > GAP_FACTOR * median):
         return ["myocardial and scar volumes interpolate across the gap (each neighbouring slice's disc reaches the "
@@ -519,31 +523,88 @@ def blood_position(image: np.ndarray, labels: np.ndarray) -> float | None:
     return (float(np.median(blood)) - myo) / (bright - myo)
 
 
-#: the start of the dark-blood stack warning (summary, SR and PDF carry it as a stack warning)
+#: blood / healthy-myocardium median ratio (blood_myocardium_ratio) at or under which the pixels can say dark blood:
+#: dark blood means blood about as dark as the nulled myocardium, and blood_position alone, which divides by the
+#: wall's bright end, read 0.107 for a bright-blood LGE with the blood 2.04 x the myocardium and a scar x 3
+#: (break37b grey_blood2). Measured on the node's segmentation (segment_stack, shipped model; lgemisc_work
+#: dl_feats.py): the 33 MyoPS cases darkened as break37 build2.dark_blood, ratio median 1.25, 1.00-1.90, and the
+#: 27 of them under MIN_BLOOD_POSITION 1.00-1.59 but for Case3039 (1.90); the 133 real bright-blood LGE 1.03-5.80
+#: (median 1.13: EMIDEC's windowing puts blood near myocardium, so the ratio alone cannot separate; with the
+#: position as well, 0 of 133 false alarms as before). With the expert labels (2026-12-06): EMIDEC 100, ratio
+#: 1.03-1.25 (median 1.10), MyoPS 33, 1.56-5.73 (median 2.81), 0 of 133 fired; the 33 darkened MyoPS 0.71-1.34,
+#: 32 of 33 fired (as with the position alone). 1.75 keeps 26 of the 27 node-segmented dark-blood stacks and
+#: clears grey_blood2 (2.04) and grey_blood_bright_scar (2.24); the break37 dark_blood stack reads 1.05
+MAX_DARK_BLOOD_RATIO = 1.75
+#: blood_position under which the pixels support a weak dark-blood name token (recognize.WEAK_DARK_BLOOD_LGE_HINTS):
+#: twice MIN_BLOOD_POSITION; the darkened MyoPS cases read 0.00-0.40 (5 of 33 between 0.15 and 0.30), real
+#: bright-blood LGE 0.22 (EMIDEC Case_P073), then 0.31 and up, median 0.69-0.81
+WEAK_NAME_MAX_POSITION = 0.30
+#: blood_position from which the pixels clearly look bright-blood, whatever the name says: above every darkened
+#: MyoPS case (max 0.40); the break37b name_* variants (Case3004's own pixels) read 0.64
+CLEAR_BRIGHT_POSITION = 0.5
+
+
+def blood_myocardium_ratio(image: np.ndarray, labels: np.ndarray) -> float | None:
+    """The LV blood-pool median over the healthy LV myocardium median (`image` any shape, intensity units of the
+    source; `labels` same shape, dicomnode.labels.Label): about 1 on a dark-blood LGE, 1.03-5.8 on real bright-blood
+    LGE. None where either region has fewer than CONTRAST_MIN_VOXELS voxels or the myocardium median is not positive
+    (a signed PSIR: the ratio says nothing there)."""
+    myocardium = image[labels == Label.LV_MYOCARDIUM]
+    blood = image[labels == Label.LV_BLOOD_POOL]
+    if myocardium.size < CONTRAST_MIN_VOXELS or blood.size < CONTRAST_MIN_VOXELS:
+        return None
+    myo = float(np.median(myocardium))
+    return float(np.median(blood)) / myo if myo > 0 else None
+
+
+#: the start of the dark-blood stack warning (summary, SR and PDF carry it as a stack warning); the caller withholds
+#: the large-scar-burden flag where a stack warning starts with it
 DARK_BLOOD_NOTE = "dark-blood LGE"
+#: the start of the note where the name says dark blood but the pixels look bright-blood (the flag is kept)
+NAME_NOT_PIXELS_NOTE = "dark-blood name, bright-blood pixels"
 
 
 def dark_blood_notes(image: np.ndarray, labels: np.ndarray, *names: str) -> list[str]:
-    """The stack warning for a dark-blood (blood-suppressed) LGE, [] otherwise: a dark-blood name in `names`
-    (SeriesDescription, ProtocolName: recognize.dark_blood_name) or the blood pool near the healthy myocardium
-    (blood_position under MIN_BLOOD_POSITION; `image`, `labels` as there). The model was trained on bright-blood
-    LGE only: on a dark pool it draws the myocardium thin and calls the blood-wall border scar (break37: %LGE
-    10.7 -> 24.9 %; 33 simulated MyoPS cases: +11 points median). The series is warned, not declined: the pixel
-    evidence rests on simulated dark-blood data and a name alone may be a site's habit, so %LGE is kept with this
-    warning for a reader to check, and the caller withholds the large-burden flag (None) that it would inflate."""
-    name = dark_blood_name(*names)
-    position = blood_position(image, labels)
-    log.info("lge: LV blood at %s of the way from healthy myocardium to the bright wall",
-             "n/a" if position is None else f"{position:.3f}")
-    evidence = ([f"the name says so ({name!r})"] if name else []) + (
-        [f"the LV blood pool is barely brighter than the healthy myocardium ({position:.2f} of the way to the bright "
-         f"wall; real bright-blood LGE reads 0.22-3.0 on the node's segmentation of 133 cases)"]
-        if position is not None and position < MIN_BLOOD_POSITION else [])
-    if not evidence:
-        return []
-    return [f"{DARK_BLOOD_NOTE}: {'; '.join(evidence)}. The model was trained on bright-blood LGE only: the "
-            "myocardium may be drawn thin and its border with the blood read as scar, so %LGE may be overestimated "
-            "(doubled in a simulated case); the large-scar-burden flag is withheld: check the series"]
+    """The stack warning for a dark-blood (blood-suppressed) LGE (starting DARK_BLOOD_NOTE), or the note that the name
+    says dark blood while the pixels look bright-blood (NAME_NOT_PIXELS_NOTE), or []. Evidence, from `names`
+    (SeriesDescription, ProtocolName) and `image` / `labels` (as blood_position):
+    - pixels: blood_position under MIN_BLOOD_POSITION with the blood at most MAX_DARK_BLOOD_RATIO x the healthy
+      myocardium (blood_myocardium_ratio; None, a signed PSIR, does not veto);
+    - an unambiguous name (recognize.dark_blood_name), unless the pixels clearly look bright-blood (blood_position at
+      or over CLEAR_BRIGHT_POSITION);
+    - a weak name token ('DB', 'BB', 'T2prep': dark_blood_name(weak=True)) only with pixel support (blood_position
+      under WEAK_NAME_MAX_POSITION, the ratio as above).
+    The model was trained on bright-blood LGE only: on a dark pool it draws the myocardium thin and calls the
+    blood-wall border scar (break37: %LGE 10.7 -> 24.9 %; 33 simulated MyoPS cases: +11 points median). The series
+    is warned, not declined: the pixel evidence rests on simulated dark-blood data and a name alone may be a site's
+    habit, so %LGE is kept with this warning for a reader to check, and the caller withholds the large-burden flag
+    (None) that it would inflate. A name not borne out by the pixels is named in a note and the flag is kept."""
+    strong, weak = dark_blood_name(*names), dark_blood_name(*names, weak=True)
+    position, ratio = blood_position(image, labels), blood_myocardium_ratio(image, labels)
+    log.info("lge: LV blood at %s of the way from healthy myocardium to the bright wall, %s x the myocardium",
+             "n/a" if position is None else f"{position:.3f}", "n/a" if ratio is None else f"{ratio:.2f}")
+    near_myocardium = ratio is None or ratio <= MAX_DARK_BLOOD_RATIO
+    pixels = (f"{position:.2f} of the way to the bright wall" if position is not None else "") + (
+        f", blood {ratio:.2f} x the healthy myocardium" if ratio is not None else "")
+    evidence = []
+    if strong and not (position is not None and position >= CLEAR_BRIGHT_POSITION):
+        evidence.append(f"the name says so ({strong!r})")
+    if weak and not strong and position is not None and position < WEAK_NAME_MAX_POSITION and near_myocardium:
+        evidence.append(f"the name token {weak!r} with the pixels' support ({pixels}; under "
+                        f"{WEAK_NAME_MAX_POSITION:g})")
+    if position is not None and position < MIN_BLOOD_POSITION and near_myocardium:
+        evidence.append(f"the LV blood pool is barely brighter than the healthy myocardium ({pixels}; real "
+                        "bright-blood LGE reads 0.22-3.0 of the way on the node's segmentation of 133 cases, and "
+                        f"dark blood means blood at most {MAX_DARK_BLOOD_RATIO:g} x the myocardium)")
+    if evidence:
+        return [f"{DARK_BLOOD_NOTE}: {'; '.join(evidence)}. The model was trained on bright-blood LGE only: the "
+                "myocardium may be drawn thin and its border with the blood read as scar, so %LGE may be "
+                "overestimated (doubled in a simulated case); the large-scar-burden flag is withheld: check the series"]
+    if strong or weak:
+        return [f"{NAME_NOT_PIXELS_NOTE}: the name suggests dark blood ({strong or weak!r}) but the LV blood pool "
+                f"looks bright-blood ({pixels or 'no usable regions'}); read as a bright-blood LGE and the "
+                "large-scar-burden flag is kept: check the series if it was blood-suppressed"]
+    return []
 
 
 class LGEPipeline:
@@ -611,7 +672,8 @@ class LGEPipeline:
         settings = self.settings
         # summation of discs, as the cine: a slice missing is interpolated, not left out of the volumes
         positions = slice_positions_mm(volume)
-        voxel_ml = disc_voxel_volumes_ml(volume.voxel_volume_ml, positions)
+        step = getattr(volume, "nominal_step_mm", None)
+        voxel_ml = disc_voxel_volumes_ml(volume.voxel_volume_ml, positions, step)
         volumes = lge_volumes(labels, voxel_ml, settings.myocardial_density_g_per_ml,
                               settings.large_burden_percent, settings.large_burden_comparator)
         if volumes.myocardium_volume_ml == 0:
@@ -629,7 +691,8 @@ class LGEPipeline:
             "mvo_volume_ml": _round(volumes.mvo_volume_ml, 2),
             "lge_percent": _round(volumes.lge_percent, 2),
             # withheld (None) on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes)
-            "large_scar_burden": None if dark_blood else volumes.large_scar_burden,
+            "large_scar_burden": (None if any(n.startswith(DARK_BLOOD_NOTE) for n in dark_blood)
+                                  else volumes.large_scar_burden),
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
@@ -639,7 +702,7 @@ class LGEPipeline:
             "series_number": getattr(series, "series_number", None),
             "series_description": getattr(series, "description", None),
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
-            "stack_warnings": list(volume.warnings) + gap_notes(positions) + ([NOT_LOCALISED]
+            "stack_warnings": list(volume.warnings) + gap_notes(positions, step) + ([NOT_LOCALISED]
                                                                              if segmented.localised is False else [])
             + contrast_notes(image, labels) + dark_blood,
         }

@@ -816,12 +816,14 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
 
 def _mapping_evidence(e: SeriesEvidence) -> tuple:
     """(ImageType map marker, description hint, source-image pattern, calculated-map evidence) of a series, each a
-    (kind, why) or None. All None for a series named a TI scout (named_ti_scout) whose only sign of mapping is
-    its images' varying InversionTime / timing: a TI scout, read to choose the LGE TI (TIScoutRule)."""
+    (kind, why) or None. All None for a series named a TI scout (named_ti_scout; a Look-Locker name is not one)
+    whose only sign of mapping is its images' varying InversionTime / timing after one inversion (one_inversion): a
+    TI scout, read to choose the LGE TI (TIScoutRule). Several inversions (TI beyond one RR, constant TriggerTime)
+    stay T1-mapping source images whatever the name."""
     marker = _image_type_map(e)
     hint = _map_description_hint(e)
     source = _source_images(e)
-    if source and not (marker or hint) and named_ti_scout(e):
+    if source and not (marker or hint) and named_ti_scout(e) and one_inversion(e):
         return None, None, None, None
     calculated = None if (marker or hint or source) else calculated_map(e)
     return marker, hint, source, calculated
@@ -1034,19 +1036,25 @@ SPIN_ECHO_SEQUENCE_NAME = re.compile(r"^\*?(?:tse|tir|h2d|haste|se[23]d|fse|ssfs
 T2W_HINTS = (r"t2w", W + "t2" + E, r"stir", r"tirm", r"haste", W + "tse" + E, r"black[ _-]?blood",
              r"dark[ _-]?blood", W + "bb" + E, W + "dir" + E, r"(?:double|triple)[ _-]?(?:ir|inversion)",
              r"o?edema")
-#: names of a blood-suppressed ("dark-blood") LGE: 'dark blood' / 'black blood', 'DB' / 'BB' as a word ('DB_PSIR',
-#: 'PSIR_BB'), FIDDLE (flow-independent dark-blood delayed enhancement), 'blood suppressed', a T2 preparation
-#: ('T2prep PSIR'); German 'dunkles Blut' / 'schwarzes Blut', French 'sang noir', Spanish / Italian 'sangre negra' /
-#: 'sangue nero', Japanese ブラックブラッド
-DARK_BLOOD_LGE_HINTS = (r"dark[ _-]?blood", r"black[ _-]?blood", W + "db" + E, W + "bb" + E, r"fiddle",
-                        r"blood[ _-]?supp?ress", r"t2[ _-]?prep", r"(?:dunkl|schwarz)\w*[ _-]?blut",
-                        r"sang[ _-]?noir", r"sangre[ _-]?negra", r"sangue[ _-]?nero", _literal("ブラックブラッド"))
+#: names of a blood-suppressed ("dark-blood") LGE that say so unambiguously: 'dark blood' / 'black blood', FIDDLE
+#: (flow-independent dark-blood delayed enhancement), 'blood suppressed'; German 'dunkles Blut' / 'schwarzes Blut',
+#: French 'sang noir', Spanish / Italian 'sangre negra' / 'sangue nero', Japanese ブラックブラッド
+DARK_BLOOD_LGE_HINTS = (r"dark[ _-]?blood", r"black[ _-]?blood", r"fiddle", r"blood[ _-]?supp?ress",
+                        r"(?:dunkl|schwarz)\w*[ _-]?blut", r"sang[ _-]?noir", r"sangre[ _-]?negra", r"sangue[ _-]?nero",
+                        _literal("ブラックブラッド"))
+#: name tokens that may mean dark blood but are also site codes or other preparations: 'DB' / 'BB' as a word
+#: ('DB_PSIR', 'PSIR_BB'; W / E make digits and '_' word edges), a T2 preparation ('T2prep PSIR'). They count only
+#: with pixel support (analysis.lge.dark_blood_notes; break37b: 'LGE_PSIR_DB_2', 'LGE SAX BB', ProtocolName 'DB
+#: cardiac LGE' on a clearly bright-blood LGE withheld its flag)
+WEAK_DARK_BLOOD_LGE_HINTS = (W + "db" + E, W + "bb" + E, r"t2[ _-]?prep")
 
 
-def dark_blood_name(*texts: str) -> str | None:
-    """The dark-blood LGE name (DARK_BLOOD_LGE_HINTS) in any of the texts (SeriesDescription, ProtocolName...;
-    normalised here), or None."""
-    return _has_hint(normalise_text(" | ".join(t or "" for t in texts)), DARK_BLOOD_LGE_HINTS)
+def dark_blood_name(*texts: str, weak: bool = False) -> str | None:
+    """The dark-blood LGE name in any of the texts (SeriesDescription, ProtocolName...; normalised here), or None:
+    an unambiguous one (DARK_BLOOD_LGE_HINTS), or with `weak` a token that needs pixel support
+    (WEAK_DARK_BLOOD_LGE_HINTS) only."""
+    return _has_hint(normalise_text(" | ".join(t or "" for t in texts)),
+                     WEAK_DARK_BLOOD_LGE_HINTS if weak else DARK_BLOOD_LGE_HINTS)
 
 
 #: points for a T2-weighted stack (t2_weighting)
@@ -1094,18 +1102,32 @@ def t2_weighting(e: SeriesEvidence) -> tuple[int, list[str]]:
 #: select', 'inversion scout' / 'inversion time scout'; German 'TI-Suche' / 'TI-Bestimmung', French / Spanish
 #: 'TI repérage' / 'TI búsqueda', Italian 'ricerca TI', Japanese 'TIスカウト', Russian 'ТИ скаут' / 'TI скаут'
 TI_SCOUT_HINTS = (W + r"ti[ _-]?(?:scout|finder|find|select|determination|suche|bestimmung|reperage|busqueda)",
-                  r"look[ _-]?locker", W + "ll" + E, r"psir[ _-]?scout",
+                  r"psir[ _-]?scout",
                   r"inversion[ _-]?(?:time[ _-]?)?(?:scout|finder)", r"t1[ _-]?scout", r"ricerca[ _-]?ti" + E,
                   W + r"ti[ _-]?" + _literal("スカウト"), "(?:" + W + "ti|" + W_CYR + "ти)[ _-]?" + _literal("скаут"))
+#: Look-Locker names ('Look-Locker', 'LL'): the readout of a TI scout and of MOLLI (modified Look-Locker) T1 mapping
+#: alike, so they count for a TI scout against a cine (ti_scout) but never make T1-mapping source images a TI scout
+#: (break37b: 'modified Look-Locker SAX', 'LL_T1_SAX' MOLLI source images were read as TI scouts)
+LOOK_LOCKER_HINTS = (r"look[ _-]?locker", W + "ll" + E)
 #: points for a TI scout (ti_scout)
 TI_SCOUT_POINTS = 60
 
 
 def named_ti_scout(e: SeriesEvidence) -> str | None:
-    """The TI-scout name (TI_SCOUT_HINTS) in the series' description / protocol, or None. A series so named whose
-    images differ in InversionTime at one slice position is a TI scout, not T1-mapping source images, unless a
-    mapping name ('MOLLI', 'T1 map') or a map ImageType value says otherwise (mapping_recognition)."""
+    """The TI-scout name (TI_SCOUT_HINTS; not a Look-Locker name, LOOK_LOCKER_HINTS) in the series' description /
+    protocol, or None. A series so named whose images differ in InversionTime at one slice position after one
+    inversion (one_inversion) is a TI scout, not T1-mapping source images, unless a mapping name ('MOLLI',
+    'T1 map') or a map ImageType value says otherwise (mapping_recognition)."""
     return _has_hint(e.text_hints(), TI_SCOUT_HINTS)
+
+
+def one_inversion(e: SeriesEvidence) -> bool:
+    """True where the series' InversionTimes (ms) at one slice position fit readouts after ONE inversion, as a TI
+    scout's do: no TI beyond one RR-ish range (MAX_RR_MS) and not one constant TriggerTime over those images (a
+    scout reads at increasing delays in one beat; an absent TriggerTime says nothing). MOLLI / ShMOLLI source images
+    span several inversions over several beats (TI 100-5100 ms) at one fixed TriggerTime: False."""
+    inversion = e.varies("inversion")
+    return not ((inversion.high or 0) > MAX_RR_MS or e.varies("trigger").count == 1)
 
 
 def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
@@ -1115,7 +1137,7 @@ def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
     every phase (20: a cine has none), many TriggerTimes at one slice position after it (20: the Look-Locker
     readouts). Nothing without a name or the varying TriggerTimes (a perfusion series is also prepared)."""
     trigger = e.varies("trigger")
-    name = named_ti_scout(e)
+    name = named_ti_scout(e) or _has_hint(e.text_hints(), LOOK_LOCKER_HINTS)
     scout = name or _has_hint(e.text_hints(), (r"scout",))
     if e.phases < 2 or not (scout or trigger.count >= 5):
         return 0, []

@@ -110,6 +110,9 @@ class Volume:
     warnings: list[str] = field(default_factory=list)
     # instances of the series left out, each {"series_instance_uid", "sop_instance_uid", "reason"}
     excluded: list[dict] = field(default_factory=list)
+    # mm: the median step over all acquired slice positions, slices left out (other grid, unusable pixels) included
+    # (cmr.volume.nominal_step_mm); None where unknown (one slice, or a Volume built elsewhere)
+    nominal_step_mm: float | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

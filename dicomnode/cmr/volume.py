@@ -13,7 +13,7 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
                                   merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
-                                  slice_passes, stack_normal, stack_plane, stacks_of, superseded_stacks,
+                                  slice_distance, slice_passes, stack_normal, stack_plane, stacks_of, superseded_stacks,
                                   typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
@@ -152,11 +152,31 @@ def grid_text(grid: tuple[int, int, float, float]) -> str:
     return f"{grid[0]} x {grid[1]} at {grid[2]:g} x {grid[3]:g} mm"
 
 
+def _later_repeat_note(odd: FrameInfo, kept: list[FrameInfo], normal: np.ndarray, tolerance_mm: float) -> str:
+    """For an image left out for its pixel grid: ' ...' naming the OLDER on-grid image kept at its slice position
+    (along `normal`, within `tolerance_mm`) where the left-out one was acquired later (`latest_first`: AcquisitionDate
+    + AcquisitionTime, then InstanceNumber), else ''. No resampling is done, so the later re-acquisition cannot
+    replace the older image: the note says so."""
+    at = slice_distance(odd, normal)
+    same = [f for f in kept if abs(slice_distance(f, normal) - at) <= tolerance_mm]
+    if not same:
+        return ""
+    latest = min(same + [odd], key=latest_first)
+    if latest is not odd:
+        return ""
+    older = min(same, key=latest_first)
+    return (f"; it is the LATER acquisition of the slice at {at:.2f} mm: the kept image there, {frame_name(older)}, "
+            "is the OLDER acquisition (the one on the stack's grid; a volume needs one pixel grid and images are not "
+            "resampled)")
+
+
 def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
                   ) -> tuple[list[FrameInfo], list[tuple[FrameInfo, str]]]:
     """(frames on the series' majority pixel grid, [(frame, reason)] for those on another grid) where the frames'
     matrix (Rows x Columns) or PixelSpacing differ: a slice re-acquired with another FOV or matrix is left out (its
-    gap is then warned and interpolated like a missing slice), one warning per other grid appended to `warnings`.
+    gap is then warned and interpolated like a missing slice, the nominal step coming from all acquired positions:
+    `nominal_step_mm`), one warning per other grid appended to `warnings`. Where the left-out image is a later
+    re-acquisition of a slice kept on the majority grid, the warning says that the kept image is the older one.
     The majority is over half the frames. Raises StudyError naming each slice position's grid where no grid holds
     that majority."""
     grids = Counter(pixel_grid(f) for f in frames)
@@ -171,22 +191,69 @@ def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
                          "over half the images: " + "; ".join(f"slice at ImagePositionPatient {list(p)}: "
                                                              f"{', '.join(sorted(g))}" for p, g in at.items()))
     kept = [f for f in frames if pixel_grid(f) == grid]
+    normal = stack_normal(frames)
     left_out = []
     for other in (g for g in grids if g != grid):
         odd = [f for f in frames if pixel_grid(f) == other]
         reason = (f"pixel grid {grid_text(other)}, not the stack's {grid_text(grid)} ({count} of {len(frames)} "
                   "images): a slice re-acquired with another matrix / FOV, left out")
         positions = sorted({_position_text(f) for f in odd})
+        later = [_later_repeat_note(f, kept, normal, SAME_POSITION_MM) for f in odd]
         warnings.append(f"{len(odd)} image(s) at ImagePositionPatient {', '.join(str(list(p)) for p in positions)} "
-                        f"({', '.join(frame_name(f) for f in odd[:3])}{', ...' if len(odd) > 3 else ''}): {reason}")
-        left_out += [(f, reason) for f in odd]
+                        f"({', '.join(frame_name(f) for f in odd[:3])}{', ...' if len(odd) > 3 else ''}): {reason}"
+                        + "".join(dict.fromkeys(later)))
+        left_out += [(f, reason + note) for f, note in zip(odd, later)]
     return kept, left_out
 
 
+#: two slice positions along the normal closer than this (mm) are one acquired position (a slice left out and a kept
+#: slice at the same place, a re-acquisition on another grid)
+SAME_POSITION_MM = 1.0
+
+
+def nominal_step_mm(kept: list[float], left_out: list[float]) -> float | None:
+    """The stack's nominal slice step (mm): the median step between all acquired slice positions along the normal,
+    the kept slices' (`kept`) and those of slices left out for their pixel grid or unusable pixel data (`left_out`,
+    same normal), positions within SAME_POSITION_MM counted once. A slice left out therefore never changes the step
+    that gaps and end discs are measured with (break37b: slices 2 and 5 of 6 left out made the kept median 24 mm
+    for a 12 mm stack). None with fewer than 2 positions."""
+    merged: list[float] = []
+    for position in sorted([*kept, *left_out]):
+        if not merged or position - merged[-1] > SAME_POSITION_MM:
+            merged.append(position)
+    return float(np.median(np.diff(merged))) if len(merged) > 1 else None
+
+
+def _left_out_positions(series: AnalysisSeries, exclude: frozenset[str], off_grid: list[tuple[FrameInfo, str]],
+                        normal: np.ndarray) -> list[float]:
+    """Positions (mm along `normal`) of the slices left out for their pixel grid (`off_grid`) or their unusable pixel
+    data (instances in `exclude` whose header still has the geometry)."""
+    frames = [f for f, _ in off_grid] + [f for h in series.instances if h.sop_instance_uid in exclude
+                                         for f in frames_of(h) if f.position is not None and f.orientation is not None]
+    return [slice_distance(f, normal) for f in frames]
+
+
+def end_slice_note(distances: np.ndarray, left_out: list[float], step: float | None) -> str | None:
+    """The warning where a slice left out (`left_out`, mm along the normal) lies beyond the kept stack's ends
+    (`distances`, mm, ascending) by more than SAME_POSITION_MM: the stack lost an apical or basal end slice, so the
+    volumes and mass are lower bounds (as the cine coverage check says of a cut-off apex or base); None otherwise."""
+    if not len(distances) or step is None:
+        return None
+    beyond = sorted({round(d, 2) for d in left_out
+                     if d < distances[0] - SAME_POSITION_MM or d > distances[-1] + SAME_POSITION_MM})
+    if not beyond:
+        return None
+    return (f"end slice left out: the slice(s) at {', '.join(f'{d:.2f}' for d in beyond)} mm lay beyond the kept "
+            f"stack ({distances[0]:.2f} to {distances[-1]:.2f} mm, step {step:.2f} mm), at its apical or basal end: "
+            "part of the LV may lie outside the stack, so myocardial (and scar) volumes and mass are lower bounds")
+
+
 def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
-                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]]]:
-    """Frames as [phase][slice] sorted along the stack normal, their slice distances, warnings, and the frames left
-    out of an incomplete phase with the reason (see common_phases); refusals raise StudyError.
+                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]], float | None]:
+    """Frames as [phase][slice] sorted along the stack normal, their slice distances (mm), warnings, the frames left
+    out with the reason (see common_phases), and the nominal slice step (mm, `nominal_step_mm`: over all acquired
+    positions, the slices left out for their grid or pixel data included; None for one slice); refusals raise
+    StudyError.
 
     `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
     """
@@ -244,17 +311,23 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         counts = [len(s) for s in per_slice]
     distances = np.array([d for d, _ in slices])
     gaps = np.diff(distances)
+    others = _left_out_positions(series, exclude, off_grid, stack_normal([m[0] for _, m in slices]))
+    step = nominal_step_mm(list(distances), others)
     if len(gaps):
-        median = float(np.median(gaps))
-        irregular = [f"{g:.2f}" for g in gaps if abs(g - median) > 0.1 * median]
+        irregular = [f"{g:.2f}" for g in gaps if abs(g - step) > 0.1 * step]
         if irregular:
-            warnings.append(f"irregular slice spacing: median {median:.2f} mm, also {', '.join(irregular)} mm"
-                            + (" (gap: missing slice?)" if any(g > 1.5 * median for g in gaps) else ""))
+            warnings.append(f"irregular slice spacing: median {step:.2f} mm, also {', '.join(irregular)} mm"
+                            + (" (gap: missing slice?)" if any(g > 1.5 * step for g in gaps) else "")
+                            + (" (median over all acquired positions, the slices left out included)" if others
+                               else ""))
+    end_note = end_slice_note(distances, others, step)
+    if end_note:
+        warnings.append(end_note)
     note = phases_present_note(counts[0], [f for s in per_slice for f in s])
     if note:
         warnings.append(note)
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
-    return phases, distances, warnings, left_out
+    return phases, distances, warnings, left_out, step
 
 
 def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
@@ -832,7 +905,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
                          f"{len(excluded)} instance(s))")
     try:
-        frames, distances, warnings, left_out = arrange_frames(series, require_stack,
+        frames, distances, warnings, left_out, step = arrange_frames(series, require_stack,
                                                                frozenset(e["sop_instance_uid"] for e in excluded))
     except StudyError as error:
         if not excluded:
@@ -871,4 +944,5 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         positions=positions,
         warnings=warnings,
         excluded=excluded,
+        nominal_step_mm=step,
     )

@@ -448,3 +448,19 @@ def test_an_untimed_cine_of_few_phases_is_coarse_at_any_usual_heart_rate(times):
     assert note.startswith("coarse temporal resolution: 12 phases without TriggerTime, 62 ms per phase at a heart "
                            "rate of 80/min")
     assert temporal_resolution_note(times, 17) is None
+
+
+def test_slices_left_out_do_not_widen_the_cine_end_discs():
+    """break37b: with slices 2 and 5 of 6 left out (another grid), the kept steps are 24 mm; the nominal 12 mm step
+    over all acquired positions keeps the end discs 12 mm thick (LGE and cine alike)."""
+    lv = np.rint(cine_curve(20, 150.0, 60.0, es_phase=7)).astype(int)
+    rv = np.rint(cine_curve(20, 160.0, 80.0, es_phase=7)).astype(int)
+    maps = synthetic_cine(lv, rv, shape=(4, 40, 40))
+    positions = [0.0, 24.0, 36.0, 60.0]  # kept slices of 0, 12, 24, 36, 48, 60 mm
+    voxel = 0.024  # pixel area x the kept median step (24 mm)
+    wide = measure_cine(maps, voxel, slice_positions_mm=positions)
+    nominal = measure_cine(maps, voxel, slice_positions_mm=positions, nominal_step_mm=12.0)
+    assert nominal.lv_mass_g < wide.lv_mass_g
+    thickness = disc_thickness_mm(positions, 12.0)
+    assert list(thickness) == [18.0, 18.0, 18.0, 18.0]
+    assert list(disc_thickness_mm(positions)) == [24.0, 18.0, 18.0, 24.0]

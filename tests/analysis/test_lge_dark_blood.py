@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dicomnode.analysis.lge import DARK_BLOOD_NOTE, MIN_BLOOD_POSITION, blood_position, dark_blood_notes
+from dicomnode.analysis.lge import (DARK_BLOOD_NOTE, MAX_DARK_BLOOD_RATIO, MIN_BLOOD_POSITION, NAME_NOT_PIXELS_NOTE,
+                                   blood_myocardium_ratio, blood_position, dark_blood_notes)
 from dicomnode.cmr.recognize import dark_blood_name
 from dicomnode.labels import Label
 
@@ -45,10 +46,31 @@ def test_no_bright_wall_or_too_small_regions_say_nothing():
     assert blood_position(image, labels) is None
 
 
-def test_a_dark_blood_name_is_warned_whatever_the_pixels():
-    (warning,) = dark_blood_notes(*_stack(80.0, 600.0, 650.0), "DB_PSIR_SAX", "")
-    assert "'db'" in warning
-    for name in ("dark blood LGE", "BlackBlood_PSIR", "FIDDLE", "T2prep_PSIR", "LGE_BB", "LGE schwarzes Blut"):
+def test_a_strong_dark_blood_name_is_warned_unless_the_pixels_clearly_say_bright_blood():
+    (warning,) = dark_blood_notes(*_stack(120.0, 150.0, 300.0), "dark blood PSIR", "")  # position 0.17: unclear
+    assert warning.startswith(DARK_BLOOD_NOTE) and "'dark blood'" in warning
+    (note,) = dark_blood_notes(*_stack(80.0, 600.0, 650.0), "BlackBlood_PSIR", "")  # position 0.91
+    assert note.startswith(NAME_NOT_PIXELS_NOTE) and "flag is kept" in note
+    for name in ("dark blood LGE", "BlackBlood_PSIR", "FIDDLE", "LGE schwarzes Blut", "blood suppressed PSIR"):
         assert dark_blood_name(name), name
-    for name in ("tfl_LGE_SAX", "PSIR_SAX", "de_sax", "LGE_dbl_check"):
+    for name in ("tfl_LGE_SAX", "PSIR_SAX", "de_sax", "LGE_dbl_check", "LGE_PSIR_DB_2", "LGE SAX BB"):
         assert dark_blood_name(name) is None, name
+
+
+def test_a_weak_name_token_needs_pixel_support():
+    # break37b finding 4: 'DB' / 'BB' / 'T2prep' alone called Case3004 (blood_position 0.64) dark-blood
+    for name, protocol in (("LGE_PSIR_DB_2", ""), ("LGE SAX BB", ""), ("tfl_LGE_SAX", "DB cardiac LGE"),
+                           ("PSIR T2prep LGE", "")):
+        assert dark_blood_name(name, protocol, weak=True), name
+        (note,) = dark_blood_notes(*_stack(80.0, 600.0, 650.0), name, protocol)
+        assert note.startswith(NAME_NOT_PIXELS_NOTE), note
+    (warning,) = dark_blood_notes(*_stack(120.0, 170.0, 400.0), "LGE_PSIR_DB_2", "")  # position 0.18, ratio 1.42
+    assert warning.startswith(DARK_BLOOD_NOTE) and "'db' with the pixels' support" in warning
+
+
+def test_blood_twice_the_myocardium_beside_a_bright_scar_is_not_dark_blood():
+    # break37b finding 3 (grey_blood2): myocardium 134, blood 273 (2.04 x), scar x 3: blood_position 0.107
+    image, labels = _stack(134.0, 273.0, 1430.0)
+    assert blood_position(image, labels) < MIN_BLOOD_POSITION
+    assert blood_myocardium_ratio(image, labels) > MAX_DARK_BLOOD_RATIO
+    assert dark_blood_notes(image, labels, "tfl_LGE_SAX", "") == []

@@ -63,6 +63,10 @@ def test_gap_notes_say_what_the_volumes_are():
     assert "interpolate across the gap" in gap_notes([0, 10, 30, 40])[0]
     assert "lower bounds" in gap_notes([0, 10, 50, 60])[0]
     assert gap_notes(None) == []
+    # break37b finding 2: two slices left out doubled the kept median; the nominal step over all acquired positions
+    assert gap_notes([0, 24, 36, 60]) == []
+    assert "interpolate across the gap" in gap_notes([0, 24, 36, 60], 12.0)[0]
+    assert np.allclose(disc_voxel_volumes_ml(1.0, [0, 24, 36, 60], 12.0) * 24.0, [18, 18, 18, 18])
 
 
 def test_the_burden_flag_follows_the_reported_percent():
