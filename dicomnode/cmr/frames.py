@@ -40,6 +40,10 @@ class FrameInfo:
     #: midnight) when the date is known (AcquisitionDateTime (0008,002A), AcquisitionDate (0008,0022) with
     #: AcquisitionTime, Enhanced MR FrameAcquisitionDateTime (0018,9074)), else `acquisition_time`; None when untimed
     acquired_at: float | None = None
+    #: True when `acquisition_time` / `acquired_at` are not the frame's own but its multi-frame instance's
+    #: (AcquisitionDateTime (0008,002A), else AcquisitionDate (0008,0022) + AcquisitionTime (0008,0032) at the top
+    #: level) standing in for a missing FrameAcquisitionDateTime (0018,9074): a weaker time (`pass_source`)
+    instance_time: bool = False
 
     def __post_init__(self):
         # undated (seconds since midnight, < one day): always the acquisition_time, also after dataclasses.replace
@@ -272,7 +276,10 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     ds = header.dataset
     rows, cols = _int(getattr(ds, "Rows", None)), _int(getattr(ds, "Columns", None))
     instance_number = _int(getattr(ds, "InstanceNumber", None))
-    acquisition_time = tm_seconds(getattr(ds, "AcquisitionTime", None))
+    # an Enhanced MR instance carries AcquisitionDateTime (0008,002A) at the top level, not AcquisitionTime
+    acquisition_time = (tm_seconds(getattr(ds, "AcquisitionTime", None))
+                        if tm_seconds(getattr(ds, "AcquisitionTime", None)) is not None
+                        else tm_seconds(getattr(ds, "AcquisitionDateTime", None)))
     acquisition_date = getattr(ds, "AcquisitionDate", None)
     acquired_at = (clock_seconds(getattr(ds, "AcquisitionDateTime", None))
                    or clock_seconds(getattr(ds, "AcquisitionTime", None), acquisition_date))
@@ -295,7 +302,8 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_stack = _text(header_value(ds, "StackID"))
 
     def make(frame_index, frame_number, position, orientation, spacing, trigger, temporal, acq, inversion, rescale,
-             image_type=top_image_type, inversion_source=top_inversion_source, stack_id=top_stack, at=acquired_at):
+             image_type=top_image_type, inversion_source=top_inversion_source, stack_id=top_stack, at=acquired_at,
+             instance_time=False):
         return FrameInfo(
             header=header,
             ref=FrameRef(header.sop_instance_uid, header.sop_class_uid, header.series_instance_uid, frame_number),
@@ -315,6 +323,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             inversion_source=inversion_source,
             stack_id=stack_id,
             acquired_at=at if acq is not None else None,
+            instance_time=instance_time and acq is not None,
         )
 
     if not is_multiframe_enhanced(ds):
@@ -362,6 +371,8 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             trigger = _float(header_value(ds, "TriggerTime", index))
         if inversion is None:
             inversion = _float(header_value(ds, "InversionTime", index))
+        converted = _item(item, CONVERTED_PER_FRAME)
+        own_time = acq is not None or (converted is not None and converted.get("AcquisitionTime") not in (None, ""))
         if acq is None:
             acq = tm_seconds(header_value(ds, "AcquisitionTime", index))
             at = clock_seconds(header_value(ds, "AcquisitionTime", index), acquisition_date)
@@ -379,6 +390,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             None if inversion is not None else top_inversion_source,
             (_text(getattr(content, "StackID", None)) if content else None) or top_stack,
             at if acq is not None else acquired_at,
+            not own_time,
         ))
     return frames
 
@@ -771,6 +783,20 @@ def frame_name(frame: FrameInfo) -> str:
     return f"instance {frame.ref.sop_instance_uid}"
 
 
+def temporal_index_name(frames: list[FrameInfo]) -> str:
+    """The attribute `FrameInfo.temporal_index` was read from for these frames: 'TemporalPositionIndex (0020,9128)'
+    for frames of Enhanced MR instances (Frame Content functional group), 'TemporalPositionIdentifier (0020,0100)'
+    for classic images (and Legacy Converted frames without a Frame Content index), both joined with '/' when the
+    frames mix them."""
+    names = []
+    for frame in frames:
+        content = next((_item(group, "FrameContentSequence") for group in functional_groups(frame)
+                        if _item(group, "FrameContentSequence") is not None), None)
+        enhanced = content is not None and _int(content.get("TemporalPositionIndex")) is not None
+        names.append("TemporalPositionIndex (0020,9128)" if enhanced else "TemporalPositionIdentifier (0020,0100)")
+    return " / ".join(dict.fromkeys(names)) or "TemporalPositionIdentifier (0020,0100)"
+
+
 def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
     """Distinct images at each slice position: in a stack of one image per slice, a slice whose frames are repeats
     (`are_repeats(one_per_slice=True)`: re-sent, or re-acquired in later breath-holds at another InversionTime)
@@ -786,11 +812,24 @@ def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
     return [len(kept_pass(slice_passes(frames), expected)) for frames in per_slice]
 
 
+#: the sources `pass_time` reads, best first: the frame's own acquisition time, its multi-frame instance's acquisition
+#: time standing in for it (`FrameInfo.instance_time`), ContentDate/ContentTime (when the image was made)
+PASS_SOURCES = ("frame acquisition", "instance acquisition", "content")
+
+
+def pass_source(frame: FrameInfo) -> str | None:
+    """Which of PASS_SOURCES `pass_time` reads for the frame; None when it has no time."""
+    if frame.acquired_at is not None:
+        return PASS_SOURCES[1] if frame.instance_time else PASS_SOURCES[0]
+    return PASS_SOURCES[2] if pass_time(frame) is not None else None
+
+
 def pass_time(frame: FrameInfo) -> float | None:
     """When the frame was acquired, in seconds on the clock of `clock_seconds` (running across midnight where the date
     is known): `FrameInfo.acquired_at` (AcquisitionDateTime (0008,002A), AcquisitionDate (0008,0022) + AcquisitionTime
-    (0008,0032), Enhanced MR FrameAcquisitionDateTime (0018,9074)), else ContentDate (0008,0023) + ContentTime
-    (0008,0033), a weaker stand-in (when the image was made); None when the header has neither time."""
+    (0008,0032), Enhanced MR FrameAcquisitionDateTime (0018,9074), for a frame without one its instance's
+    AcquisitionDateTime), else ContentDate (0008,0023) + ContentTime (0008,0033), a weaker stand-in (when the image was
+    made); None when the header has neither time. `pass_source` says which."""
     if frame.acquired_at is not None:
         return frame.acquired_at
     index = frame.frame_index if frame.ref.frame_number is not None else None
@@ -812,9 +851,25 @@ def slice_passes(frames: list[FrameInfo]) -> list[list[FrameInfo]]:
     reconstruction queue stalled between phases 10 and 11, seen in ContentTime) is one pass. One pass, the frames as
     given, when a frame has no time: passes are then not told apart.
 
+    Passes compare like with like: where the frames of the slice are timed by different sources (`pass_source`: some
+    by their own acquisition time, others by their instance's acquisition time or ContentTime standing in for a
+    missing FrameAcquisitionDateTime / AcquisitionTime), only the frames of the best source present are split into
+    passes, and each other frame joins a pass (`_join_pass`) instead of being split off by a time of another kind.
+
     Each pass keeps the frames in their given order."""
     if len(frames) < 2 or any(pass_time(f) is None for f in frames):
         return [list(frames)]
+    sources = {pass_source(f) for f in frames}
+    if len(sources) > 1:
+        best = min(sources, key=PASS_SOURCES.index)
+        passes = slice_passes([f for f in frames if pass_source(f) == best])
+        if len(passes) == 1:
+            return [list(frames)]
+        for frame in frames:
+            if pass_source(frame) != best:
+                _join_pass(passes, frame).append(frame)
+        pass_of = {id(f): k for k, members in enumerate(passes) for f in members}
+        return [[f for f in frames if pass_of[id(f)] == k] for k in range(len(passes))]
     ordered = sorted(frames, key=_latest_key)
     groups = [[ordered[0]]]
     for previous, frame in zip(ordered, ordered[1:]):
@@ -831,6 +886,22 @@ def slice_passes(frames: list[FrameInfo]) -> list[list[FrameInfo]]:
         return [list(frames)]
     pass_of = {id(f): k for k, members in enumerate(passes) for f in members}
     return [[f for f in frames if pass_of[id(f)] == k] for k in range(len(passes))]
+
+
+def _join_pass(passes: list[list[FrameInfo]], frame: FrameInfo) -> list[FrameInfo]:
+    """The pass (of `slice_passes`) a frame timed by a weaker source joins: preferably one holding frames of its own
+    instance and StackID (0020,9056), then one that has no frame at its cardiac phase (TemporalPositionIndex /
+    TemporalPositionIdentifier, else TriggerTime (0018,1060)), then the latest."""
+    def phase(f: FrameInfo):
+        return f.temporal_index if f.temporal_index is not None else f.trigger_time
+
+    def score(k: int) -> tuple:
+        members = passes[k]
+        same = any(f.ref.sop_instance_uid == frame.ref.sop_instance_uid and f.stack_id == frame.stack_id
+                   for f in members)
+        free = phase(frame) is None or all(phase(f) != phase(frame) for f in members)
+        return same, free, k
+    return passes[max(range(len(passes)), key=score)]
 
 
 def _repeats_cycle(earlier: list[FrameInfo], later: list[FrameInfo]) -> bool:

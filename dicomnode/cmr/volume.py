@@ -14,7 +14,8 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
                                   slice_distance, slice_passes, stack_normal, stack_plane, stacks_of, superseded_stacks,
-                                  typical_pass_size)
+                                  temporal_index_name, tm_seconds, typical_pass_size, ORIENTATION_NOISE,
+                                  orientation_angle_deg)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -282,6 +283,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if shift > 0.5:
         warnings.append(f"slice positions are shifted in-plane by up to {shift:.1f} mm; the affine uses the first slice")
     per_slice: list[list[FrameInfo]] = []
+    duplicates: list[tuple[FrameInfo, FrameInfo, float]] = []
     for distance, members in slices:
         unique: dict[tuple, FrameInfo] = {}
         for frame in sorted(members, key=_temporal_sort_key):
@@ -289,12 +291,12 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
             if identity in unique and unique[identity].reconstruction != frame.reconstruction:
                 raise StudyError(_mixed_reconstructions(series.key, distance, unique[identity], frame))
             if identity in unique:
-                reason = (f"duplicate frame at slice {distance:.2f} mm: kept instance {frame.ref.sop_instance_uid}"
-                          f" over {unique[identity].ref.sop_instance_uid}")
-                warnings.append(reason)
-                left_out.append((unique[identity], reason))
+                duplicates.append((unique[identity], frame, distance))
             unique[identity] = frame
         per_slice.append(sorted(unique.values(), key=_temporal_sort_key))
+    for reason, dropped in duplicate_reasons(duplicates):
+        warnings.append(reason)
+        left_out += [(frame, reason) for frame in dropped]
     per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], warnings, left_out)
     counts = [len(s) for s in per_slice]
     passes = repeated_passes(per_slice)
@@ -713,8 +715,68 @@ def phase_axes(per_slice: list[list[FrameInfo]], distances: list[float]) -> list
     if all(f.temporal_index is not None for f in frames):
         longest = max(len(s) for s in per_slice)
         axes.append(_fraction_axis([[(f.temporal_index - 1) / longest for f in s] for s in per_slice],
-                                   "TemporalPositionIdentifier", note))
+                                   temporal_index_name(frames), note))
     return axes
+
+
+def tilted_frames_note(frames: list[list[FrameInfo]], orientation: np.ndarray) -> str | None:
+    """The warning where frames of a multi-frame (Enhanced MR) source have their own ImageOrientationPatient (per-frame
+    Plane Orientation Sequence (0020,9116)) differing from the stack's mean plane `orientation` (6,) by more than
+    rounding noise (ORIENTATION_NOISE per direction cosine): the SEG is written in the mean plane and references
+    them with SpatialLocationsPreserved (0028,135A) NO (single-frame sources get display copies in the mean plane
+    instead); None when no such frame is analysed."""
+    tilted = [f for row in frames for f in row if f.ref.frame_number is not None and f.orientation is not None
+              and np.max(np.abs(np.asarray(f.orientation, float) - np.asarray(orientation, float))) > ORIENTATION_NOISE]
+    if not tilted:
+        return None
+    angle = max(orientation_angle_deg(f.orientation, orientation) for f in tilted)
+    instances = sorted({f.ref.sop_instance_uid for f in tilted})
+    return (f"{len(tilted)} frame(s) of multi-frame instance(s) {', '.join(instances)} (frames "
+            f"{', '.join(str(n) for n in sorted({f.ref.frame_number for f in tilted}))}) lie in planes tilted up to "
+            f"{angle:.2f} degrees from the stack's mean plane: the SEG is written in the mean plane and references "
+            "them with SpatialLocationsPreserved NO; it may not display in viewers that need the SEG in the source "
+            "plane (OHIF compares orientations at 1e-3)")
+
+
+def whole_instances_left_out(left_out: list[tuple[FrameInfo, str]]) -> list[dict]:
+    """`excluded_instances` entries for the multi-frame instances every frame of which (NumberOfFrames (0028,0008))
+    is in `left_out` (frame, reason), with the reason(s) given for their frames; a multi-frame instance with some
+    frames used is not listed (its frames left out are named in the warnings)."""
+    by_instance: dict[str, list[tuple[FrameInfo, str]]] = {}
+    for frame, reason in left_out:
+        if frame.ref.frame_number is not None:
+            by_instance.setdefault(frame.ref.sop_instance_uid, []).append((frame, reason))
+    entries = []
+    for items in by_instance.values():
+        header = items[0][0].header
+        count = int(header.dataset.get("NumberOfFrames", 0) or 0)
+        if count and len({frame.ref.frame_number for frame, _ in items}) >= count:
+            entries.append(excluded_entry(header, f"all {count} frames left out: "
+                                          + "; ".join(dict.fromkeys(reason for _, reason in items))))
+    return entries
+
+
+def duplicate_reasons(duplicates: list[tuple[FrameInfo, FrameInfo, float]]) -> list[tuple[str, list[FrameInfo]]]:
+    """One (reason, frames left out) per instance whose frames duplicate another instance's (`duplicates`: (frame left
+    out, frame kept, slice position in mm along the normal)), in first-seen order: a single-frame image is named with
+    its slice; a multi-frame instance (a re-sent Enhanced MR instance under a new SOP Instance UID) is named once, with
+    how many of its frames, at how many slices, were left out, its ContentTime (0008,0033) and the instance kept."""
+    grouped: dict[tuple[str, str], list[tuple[FrameInfo, FrameInfo, float]]] = {}
+    for dropped, kept, distance in duplicates:
+        grouped.setdefault((dropped.ref.sop_instance_uid, kept.ref.sop_instance_uid), []).append((dropped, kept, distance))
+    reasons = []
+    for (dropped_uid, kept_uid), items in grouped.items():
+        frames = [dropped for dropped, _, _ in items]
+        if frames[0].ref.frame_number is None:
+            reason = f"duplicate frame at slice {items[0][2]:.2f} mm: kept instance {kept_uid} over {dropped_uid}"
+        else:
+            content = hms(tm_seconds(frames[0].header.dataset.get("ContentTime")))
+            kept_content = hms(tm_seconds(items[0][1].header.dataset.get("ContentTime")))
+            reason = (f"instance {dropped_uid} (ContentTime {content}): {len(frames)} frame(s) at "
+                      f"{len({round(d, 2) for _, _, d in items})} slice(s) duplicate those of instance {kept_uid} "
+                      f"(ContentTime {kept_content}), a re-send; kept instance {kept_uid}")
+        reasons.append((reason, frames))
+    return reasons
 
 
 def match_phases(axis: PhaseAxis, per_slice: list[list[FrameInfo]], distances: list[float]
@@ -730,13 +792,13 @@ def match_phases(axis: PhaseAxis, per_slice: list[list[FrameInfo]], distances: l
         far = [(f, e) for f, e in zip(frames, errors.min(axis=1)) if e > axis.tolerance]
         if far:
             frame, error = far[0]
-            return matched, (f"instance {frame.ref.sop_instance_uid} at slice {distance:.1f} mm is "
+            return matched, (f"{frame_name(frame)} at slice {distance:.1f} mm is "
                              f"{error / (2 * axis.tolerance):.1f} phase interval(s) from every phase"
                              + (f" ({len(far)} such frames at that slice)" if len(far) > 1 else ""))
         clash = next((k for k in range(1, len(frames)) if nearest[k] <= nearest[k - 1]), None)
         if clash is not None:
-            return matched, (f"at slice {distance:.1f} mm instances {frames[clash - 1].ref.sop_instance_uid} and "
-                             f"{frames[clash].ref.sop_instance_uid} (consecutive frames) fall on phases "
+            return matched, (f"at slice {distance:.1f} mm {frame_name(frames[clash - 1])} and "
+                             f"{frame_name(frames[clash])} (consecutive frames) fall on phases "
                              f"{nearest[clash - 1] + 1} and {nearest[clash] + 1}: not one phase each in the slice's order")
         matched.append({int(p): f for p, f in zip(nearest, frames)})
     return matched, None
@@ -915,8 +977,12 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     warnings = [f"instance {e['sop_instance_uid']} left out: {e['reason']}" for e in excluded] + warnings
     # single-frame images of a phase left out are listed as gaps too; a multi-frame instance keeps its other frames
     excluded += [excluded_entry(frame.header, reason) for frame, reason in left_out if frame.ref.frame_number is None]
+    excluded += whole_instances_left_out(left_out)
     first_slice = frames[0][0]
     orientation, positions = stack_plane(frames[0])
+    tilted = tilted_frames_note(frames, orientation)
+    if tilted:
+        warnings.append(tilted)
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = plane_normal(orientation)
     spacing_rows, spacing_cols = first_slice.pixel_spacing

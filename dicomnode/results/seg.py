@@ -242,8 +242,8 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
     """Make every frame's Derivation Image Sequence reference exactly its own source frame (phase and slice).
 
     highdicom matches frames to sources by position, which cannot tell the ED from the ES frame of one slice.
-    `relocated`: SOP Instance UIDs of classic sources whose own plane the SEG frame does not share
-    (SpatialLocationsPreserved NO).
+    `relocated`: the sources whose own plane the SEG frame does not share (SpatialLocationsPreserved NO): SOP
+    Instance UIDs of classic images, (SOP Instance UID, frame number) of multi-frame frames (`relocated_sources`).
     """
     by_number = {segment.number: segment for segment in plan}
     positions = np.asarray(result.volume.positions, dtype=float)[list(slices)]
@@ -265,7 +265,8 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
                 "113076", "DCM", "Segmentation image derivation")
             derivation.DerivationCodeSequence = [code]
             frame.DerivationImageSequence = [derivation]
-        derivation.SourceImageSequence = [_source_item(ref, ref.sop_instance_uid not in relocated)]
+        moved = ref.sop_instance_uid in relocated or (ref.sop_instance_uid, ref.frame_number) in relocated
+        derivation.SourceImageSequence = [_source_item(ref, not moved)]
 
 
 def _group_item(container: Dataset | None, keyword: str) -> Dataset | None:
@@ -336,20 +337,42 @@ def with_orientation(source: Dataset, orientation: Sequence[float]) -> Dataset:
     return copy
 
 
+def _source_planes(ds: Dataset):
+    """(key, ImageOrientationPatient (6,), ImagePositionPatient (3,) mm) of each image of a source: key its SOP
+    Instance UID for a classic image; (SOP Instance UID, frame number) for each frame of a multi-frame one, read from
+    its Plane Orientation / Plane Position functional groups (per-frame, else shared; PS3.3 C.7.6.16.2.3-4). Images
+    without both are skipped."""
+    uid = str(ds.SOPInstanceUID)
+    if not _is_multiframe(ds):
+        yield uid, ds.get("ImageOrientationPatient") or (), ds.get("ImagePositionPatient") or ()
+        return
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    for index, item in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or []):
+        groups = [g for g in (item, shared) if g is not None]
+        orientation = next((g.PlaneOrientationSequence[0].get("ImageOrientationPatient") for g in groups
+                            if g.get("PlaneOrientationSequence")), ())
+        position = next((g.PlanePositionSequence[0].get("ImagePositionPatient") for g in groups
+                         if g.get("PlanePositionSequence")), ())
+        yield (uid, index + 1), orientation or (), position or ()
+
+
 def relocated_sources(sources: Sequence[Dataset], orientation: Sequence[float], positions: np.ndarray,
-                      tolerance: float = ORIENTATION_NOISE) -> frozenset[str]:
-    """SOP Instance UIDs of classic sources whose ImageOrientationPatient differs from the SEG's `orientation` (6,)
-    by more than `tolerance` (direction cosines), or whose ImagePositionPatient lies more than 0.01 mm from every
-    SEG plane position in `positions` (n, 3) mm (PS3.3 C.7.6.2): their pixels are not at the SEG's locations."""
+                      tolerance: float = ORIENTATION_NOISE) -> frozenset:
+    """The source images whose ImageOrientationPatient differs from the SEG's `orientation` (6,) by more than
+    `tolerance` (direction cosines), or whose ImagePositionPatient lies more than 0.01 mm from every SEG plane
+    position in `positions` (n, 3) mm (PS3.3 C.7.6.2): their pixels are not at the SEG's locations. A classic image
+    is named by its SOP Instance UID, a frame of a multi-frame source (Enhanced MR, per-frame Plane Orientation /
+    Position) by (SOP Instance UID, frame number) (`_source_planes`)."""
     moved = set()
     for ds in sources:
-        own_orientation = np.asarray([float(v) for v in ds.get("ImageOrientationPatient") or ()], float)
-        own_position = np.asarray([float(v) for v in ds.get("ImagePositionPatient") or ()], float)
-        if own_orientation.shape != (6,) or own_position.shape != (3,):
-            continue
-        if (np.max(np.abs(own_orientation - np.asarray(orientation, float))) > tolerance
-                or np.min(np.linalg.norm(np.asarray(positions, float) - own_position, axis=1)) > 1e-2):
-            moved.add(str(ds.SOPInstanceUID))
+        for key, own_orientation, own_position in _source_planes(ds):
+            own_orientation = np.asarray([float(v) for v in own_orientation], float)
+            own_position = np.asarray([float(v) for v in own_position], float)
+            if own_orientation.shape != (6,) or own_position.shape != (3,):
+                continue
+            if (np.max(np.abs(own_orientation - np.asarray(orientation, float))) > tolerance
+                    or np.min(np.linalg.norm(np.asarray(positions, float) - own_position, axis=1)) > 1e-2):
+                moved.add(key)
     return frozenset(moved)
 
 
@@ -419,8 +442,7 @@ def build_seg(
     )
     plane_orientation = hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, orientation)
     positions = np.asarray(volume.positions, dtype=float)[slices]
-    relocated = relocated_sources([sources[uid] for uid in ordered_uids if not _is_multiframe(sources[uid])],
-                                  orientation, positions)
+    relocated = relocated_sources([sources[uid] for uid in ordered_uids], orientation, positions)
     if len(primary) == 1 and "PerFrameFunctionalGroupsSequence" in primary[0]:
         primary = [with_shared_geometry(primary[0], pixel_measures, plane_orientation)]
     elif len({tuple(float(v) for v in ds.get("ImageOrientationPatient") or ()) for ds in primary}) > 1:
