@@ -5,13 +5,16 @@ import hashlib
 import re
 
 from pydicom.uid import (EnhancedMRColorImageStorage, EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage,
-                         MRImageStorage, generate_uid)
+                         MRImageStorage, ParametricMapStorage, generate_uid)
 
 #: the multi-frame MR image storage classes (PS3.4 B.5), one instance holding a whole series
 ENHANCED_MR_STORAGE_CLASSES = frozenset({EnhancedMRImageStorage, EnhancedMRColorImageStorage,
                                          LegacyConvertedEnhancedMRImageStorage})
 #: every MR image storage class: the objects the node analyses (others are stored and passed by)
 MR_STORAGE_CLASSES = frozenset({MRImageStorage}) | ENHANCED_MR_STORAGE_CLASSES
+#: Parametric Map Storage (1.2.840.10008.5.1.4.1.1.30, PS3.4 B.5; the Parametric Map IOD, PS3.3 A.75): a calculated
+#: map (T1 / T2 / ECV in real-world units), never an image the node measures; declined by name, never as LGE
+PARAMETRIC_MAP_STORAGE = ParametricMapStorage
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_UID_LENGTH = 64

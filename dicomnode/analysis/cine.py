@@ -359,7 +359,8 @@ class CinePipeline:
             height_m=getattr(patient, "height_m", None), weight_kg=getattr(patient, "weight_kg", None),
             sex=getattr(patient, "sex", None), bsa_formula=cine_config.bsa_formula,
             density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
-            apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None))
+            apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
+            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
         labelmaps, measured, refinement = segment_and_measure(
             pixels, spacing, model.run, spec, lambda maps, timing=None: measure(canonical.invert(maps), timing=timing),

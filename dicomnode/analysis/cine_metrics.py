@@ -514,7 +514,8 @@ class StackCoverage:
         return [f"incomplete LV coverage: {reason}; {COVERAGE_CAVEAT}" for reason in self.reasons] + list(self.notes)
 
 
-def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first: bool | None = None) -> StackCoverage:
+def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first: bool | None = None,
+                   ends_left_out_mm=None) -> StackCoverage:
     """Does the stack hold the whole LV? From the ED label map (slices, rows, cols) in stack order, node labels.
 
     - Apex cut off: a whole stack ends at the apex with a small LV section (or none), so where the LV (blood pool +
@@ -525,6 +526,8 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
     - Too short: an LV extent (the discs holding LV, disc_thickness_mm) under MIN_LV_EXTENT_MM.
     - A gap of more than LARGE_GAP_FACTOR x the median step (slices missing); a smaller gap (> GAP_FACTOR, one slice
       missing) is interpolated by the disc thicknesses and noted.
+    - An acquired end slice beyond the stack that the volume does not use (`ends_left_out_mm`, mm along the normal,
+      Volume.ends_left_out_mm: on another pixel grid, unusable, or the end of an earlier pass on another geometry).
     slice_positions_mm: (slices,) positions along the stack normal; without them only the end-slice rule applies.
     """
     labelmap_ed = np.asarray(labelmap_ed)
@@ -535,6 +538,9 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
         return StackCoverage(True, (0.0, 0.0), apex_first)
     ends = (areas[0] / largest, areas[-1] / largest)
     reasons, notes = [], []
+    if ends_left_out_mm:
+        reasons.append(f"acquired end slice(s) at {', '.join(f'{float(d):.2f}' for d in ends_left_out_mm)} mm lie "
+                       "beyond the measured stack and are not used (see the stack warnings): the LV may reach into them")
     first_is_apical = (ends[0] <= ends[1]) if apex_first is None else apex_first
     apical = ends[0 if first_is_apical else 1]
     inward = areas[1 if first_is_apical else -2] / largest
@@ -619,7 +625,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  weight_kg: float | None = None, sex: str | None = None, bsa_formula: BsaFormula = "mosteller",
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML, slice_positions_mm=None,
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
-                 nominal_step_mm: float | None = None) -> CineMeasurements:
+                 nominal_step_mm: float | None = None, ends_left_out_mm=None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -631,6 +637,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     stack's coverage of the LV at ED (stack_coverage; apex_first: the first slice is the apical end, None: unknown)
     goes to `coverage`, and where incomplete, into `flags`. nominal_step_mm: the stack's step over all acquired
     positions (mm, Volume.nominal_step_mm), so slices left out do not widen the end discs (disc_thickness_mm).
+    ends_left_out_mm: acquired end slices beyond the stack that it does not use (Volume.ends_left_out_mm): the
+    coverage is then not complete (stack_coverage).
     A cine whose phases lie more than MAX_PHASE_INTERVAL_MS apart is flagged (temporal_resolution_note).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
@@ -669,7 +677,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
             "rv_svi_ml_m2": (rv_edv - rv_esv) / bsa,
         }
     values = {"lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_ef_percent": result.lv_ef_percent, **result.indexed}
-    result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first)
+    result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm)
     coarse = temporal_resolution_note(trigger_times, len(labelmaps))
     result.flags = (result.coverage.flags() + normal_range_flags(values, sex) + ([coarse] if coarse else [])
                     + list(timing.notes) + rv_notes + bsa_note)

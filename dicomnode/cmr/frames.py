@@ -951,17 +951,24 @@ def _slice_step(positions: list[float]) -> float:
     return float(np.median(np.diff(distinct))) if len(distinct) > 1 else 0.0
 
 
+#: how much of an earlier stack's range (in its slice steps) a later stack may leave uncovered and still repeat it:
+#: one slice shorter, and re-planned by up to half a slice as well (9 slices half a step off 10 leave 1.5 steps)
+REPEAT_UNCOVERED_STEPS = 1.5
+
+
 def same_range(later: list[float], earlier: list[float]) -> bool:
     """True when a later stack's slice positions along the normal (mm) cover (nearly) the whole range of an earlier
-    stack, a repeat of that stack: the earlier range less their overlap is at most one slice step of the earlier stack
-    (a re-planned stack one slice shorter still repeats it) and the overlap is more than half the earlier range (at
-    one position, when the earlier stack is a single slice). A later stack over part of the earlier range
-    (`partial_repeat`) or a complementary slab (base and apex, overlapping by a slice or two) is not."""
+    stack, a repeat of that stack: the earlier range less their overlap is at most REPEAT_UNCOVERED_STEPS slice steps
+    of the earlier stack (a re-planned stack one slice shorter still repeats it, also when shifted by half a slice:
+    taken for a complementary slab it was mixed with the earlier stack into one volume of half steps) and the overlap
+    is more than half the earlier range (at one position, when the earlier stack is a single slice). A later stack over
+    part of the earlier range (`partial_repeat`) or a complementary slab (base and apex, overlapping by a slice or two)
+    is not. What the earlier stack alone covers is not thrown away silently: `earlier_only` / `grid_mismatch`."""
     overlap = min(max(later), max(earlier)) - max(min(later), min(earlier))
     extent = max(earlier) - min(earlier)
     if extent == 0:
         return overlap >= 0
-    return overlap > 0.5 * extent and extent - overlap <= _slice_step(earlier) + 0.05
+    return overlap > 0.5 * extent and extent - overlap <= REPEAT_UNCOVERED_STEPS * _slice_step(earlier) + 0.05
 
 
 def partial_repeat(later: list[float], earlier: list[float], tolerance_mm: float = 0.05) -> bool:
@@ -1013,6 +1020,91 @@ def superseded_stacks(frames: list[FrameInfo]) -> list[tuple[str, str, bool]]:
         if earlier is not None:
             pairs.append((sid, earlier, False))
     return pairs
+
+
+#: two slice positions along the normal closer than this (mm) are one position of one slice grid (the repeat of a stack
+#: from the same planning writes the same positions, up to rounding)
+SAME_GRID_MM = 1.0
+#: the largest angle (degrees, `orientation_angle_deg`) between the planes of two passes of a stack whose slices are
+#: put together in one volume (the same planning repeats ImageOrientationPatient up to rounding)
+SAME_PLAN_DEG = 0.5
+#: the largest in-plane distance (mm) between the centres of a slice of one pass and the nearest slice of the other
+#: for the two to be put together (a moved field of view is another plan)
+SAME_PLAN_IN_PLANE_MM = 2.0
+
+
+def stack_positions(frames: list[FrameInfo], normal: np.ndarray) -> list[float]:
+    """The distinct slice positions (mm along `normal`, `slice_distance`) of the frames, ascending, positions within
+    SAME_GRID_MM counted once."""
+    merged: list[float] = []
+    for position in sorted(slice_distance(f, normal) for f in frames):
+        if not merged or position - merged[-1] > SAME_GRID_MM:
+            merged.append(position)
+    return merged
+
+
+def earlier_only(earlier: list[FrameInfo], covered: list[float], normal: np.ndarray) -> list[FrameInfo]:
+    """The frames of an earlier pass at slice positions (mm along `normal`) further than SAME_GRID_MM from every
+    position in `covered` (those of the stacks measured): what only the earlier pass acquired."""
+    return [f for f in earlier if all(abs(slice_distance(f, normal) - c) > SAME_GRID_MM for c in covered)]
+
+
+def grid_mismatch(earlier: list[FrameInfo], later: list[FrameInfo], normal: np.ndarray) -> str | None:
+    """Why the slices of an earlier pass of a stack cannot complete a later pass of it in one volume, or None where
+    they can: both on one slice grid (every earlier position within SAME_GRID_MM of the later stack's positions
+    continued by its step), in one orientation (SAME_PLAN_DEG), with one pixel grid (Rows, Columns, PixelSpacing) and
+    the same in-plane placement (SAME_PLAN_IN_PLANE_MM): the technologist repeated the same planning. A pass shifted
+    along the normal (half a slice, say), tilted or with another field of view is another geometry, and slices of two
+    geometries are not mixed in one volume."""
+    positions = stack_positions(later, normal)
+    step = float(np.median(np.diff(positions))) if len(positions) > 1 else 0.0
+    if step <= 0:
+        return "a single slice position (no slice grid to continue)"
+    offsets = [abs(r - round(r)) * step for r in ((slice_distance(f, normal) - positions[0]) / step for f in earlier)]
+    if max(offsets) > SAME_GRID_MM:
+        return (f"another slice grid (the earlier positions lie up to {max(offsets):.2f} mm off the later stack's "
+                f"{step:.2f} mm grid)")
+    angle = orientation_angle_deg(mean_orientation([f.orientation for f in earlier]),
+                                  mean_orientation([f.orientation for f in later]))
+    if angle > SAME_PLAN_DEG:
+        return f"another orientation ({angle:.2f} degrees from the later stack's plane)"
+    grids = {(f.rows, f.cols, *(round(float(v), 4) for v in f.pixel_spacing)) for f in later}
+    if any((f.rows, f.cols, *(round(float(v), 4) for v in f.pixel_spacing)) not in grids for f in earlier):
+        return "another pixel grid (Rows, Columns or PixelSpacing)"
+    centres = [(slice_distance(g, normal), slice_centre(g)) for g in later]
+    shift = 0.0
+    for frame in earlier:
+        at = slice_distance(frame, normal)
+        nearest = min(centres, key=lambda c: abs(c[0] - at))[1]
+        offset = slice_centre(frame) - nearest
+        shift = max(shift, float(np.linalg.norm(offset - np.dot(offset, normal) * normal)))
+    if shift > SAME_PLAN_IN_PLANE_MM:
+        return f"another in-plane placement (slice centres {shift:.1f} mm apart in the plane)"
+    return None
+
+
+def stack_fills(frames: list[FrameInfo], pairs: list[tuple[str, str, bool]]) -> dict[str, list[FrameInfo]]:
+    """{StackID left out: its frames that still go into the volume} for the stacks `superseded_stacks` left out as
+    covered again by a later stack (whole=True): per slice position the latest acquisition wins, so a position that
+    only the earlier stack holds (`earlier_only`: the later pass one slice shorter, missing the apical or basal end)
+    is filled from it where the two share one slice grid and plan (`grid_mismatch` None); where several earlier
+    stacks hold it, the latest. Positions measured by a stack that is kept (complementary slabs included) are never
+    filled. {} where nothing is filled."""
+    stacks = stacks_of(frames)
+    dropped = {sid for sid, _, _ in pairs}
+    if not dropped:
+        return {}
+    normal = stack_normal(frames)
+    covered = stack_positions([f for f in frames if f.stack_id not in dropped], normal)
+    fills: dict[str, list[FrameInfo]] = {}
+    for sid, kept, whole in sorted(pairs, key=lambda p: acquired_last(stacks[p[0]]), reverse=True):
+        if not whole or grid_mismatch(stacks[sid], stacks[kept], normal) is not None:
+            continue
+        fill = earlier_only(stacks[sid], covered, normal)
+        if fill:
+            fills[sid] = fill
+            covered = sorted(covered + stack_positions(fill, normal))
+    return fills
 
 
 def interleaved_passes(distances: list[float], times: list[float | None], tolerance: float = 0.1

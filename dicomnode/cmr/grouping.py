@@ -18,10 +18,10 @@ from dicomnode.types import Declined
 from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, latest_first,
                                   merge_replanned_slices, orientation_groups, plane_name, reacquired, repeat_reason,
                                   same_image_timing, slice_centre, slice_distance, slice_groups,
-                                  superseded_stacks, tm_seconds)
+                                  stack_fills, superseded_stacks, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
-from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
+from dicomnode.uids import MR_STORAGE_CLASSES, PARAMETRIC_MAP_STORAGE, InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -43,6 +43,10 @@ def read_header(path) -> InstanceHeader | Declined:
                           series_instance_uid=str(ds.SeriesInstanceUID), dataset=ds)
 
 
+#: the decline of a Parametric Map Storage instance (1.2.840.10008.5.1.4.1.1.30): a calculated map, recognised and
+#: not measured by this version (no T1 / T2 / ECV values are reported), never taken for an LGE
+PARAMETRIC_MAP_DECLINE = ("a calculated parametric map (Parametric Map Storage, a T1 / T2 / ECV map): recognised but "
+                          "not measured by this version; never analysed as LGE or cine")
 #: UIDs a result object copies or references: a malformed one would make every result invalid (PS3.5 9.1)
 REFERENCED_UIDS = (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
                    ("SOPClassUID", "SOP Class UID"), ("FrameOfReferenceUID", "Frame of Reference UID"))
@@ -213,6 +217,11 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     for header in kept.values():
         ds = header.dataset
         modality = str(getattr(ds, "Modality", "") or "")
+        if header.sop_class_uid == PARAMETRIC_MAP_STORAGE:
+            # a calculated T1 / T2 / ECV map (Parametric Map IOD, PS3.3 A.75) whatever its name: said as a map, so
+            # that nobody reads the decline as a stray object, and never a candidate for LGE or cine
+            declined_counts[(header.series_instance_uid, PARAMETRIC_MAP_DECLINE)] += 1
+            continue
         if modality != "MR" or header.sop_class_uid not in MR_STORAGE_CLASSES:
             sop_name = getattr(pydicom.uid.UID(header.sop_class_uid), "name", header.sop_class_uid)
             declined_counts[(header.series_instance_uid, f"not an MR image (Modality {modality or 'empty'}, {sop_name})")] += 1
@@ -588,16 +597,22 @@ def _count_repeated_stacks_once(candidate: Candidate) -> None:
     (0020,9056) 1 and 2, the stack re-planned and acquired again), or of a later stack re-acquiring part of the range
     at other positions (`frames.partial_repeat`), so that the series is not counted as one stack of
     twice the slices; they stay in the series and volume building measures the later stack
-    (`volume.latest_stacks`) and warns. Notes each stack left out of the count."""
+    (`volume.latest_stacks`) and warns. The slices of a superseded stack that the volume still takes, where the later
+    stack on the same slice grid does not cover their position (`frames.stack_fills`: one slice shorter), stay
+    counted. Notes each stack left out of the count."""
     if len(orientation_groups(candidate.frames)) != 1:
         return
     pairs = superseded_stacks(candidate.frames)
     dropped = {sid for sid, _, _ in pairs}
     if not dropped:
         return
-    candidate.frames = [f for f in candidate.frames if f.ref.frame_number is not None or f.stack_id not in dropped]
+    fills = stack_fills(candidate.frames, pairs)
+    filled = {id(f) for members in fills.values() for f in members}
+    candidate.frames = [f for f in candidate.frames if f.ref.frame_number is not None or f.stack_id not in dropped
+                        or id(f) in filled]
     candidate.notes += [f"StackID {sid} is covered again by the later StackID {other} (a repeat of the stack): "
-                        "counted once" if whole else
+                        "counted once" + (", but for the slice position(s) only it covers" if sid in fills else "")
+                        if whole else
                         f"StackID {sid} re-acquires part of StackID {other} at other positions: not counted"
                         for sid, other, whole in pairs]
 

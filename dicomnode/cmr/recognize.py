@@ -13,6 +13,7 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   header_value, images_per_slice, not_parallel_note, orientation_groups, plane_name,
                                   plane_spread_deg, slice_location_conflict, slice_groups, timing_trigger_times)
 from dicomnode.cmr.types import Recognition
+from dicomnode.uids import PARAMETRIC_MAP_STORAGE
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -558,7 +559,9 @@ def _map_token_kind(token: str, image_type: tuple[str, ...]) -> str | None:
         return "ecv"
     if squeezed.startswith(("T2*", "T2STAR", "R2*", "R2STAR")):
         return "t2star"
-    calculated = bool(image_type) and (image_type[0] == "DERIVED" or image_type.count(token) >= 2)
+    # Siemens MyoMaps writes 'MOCO' beside 'T1' / 'T2' on its motion-corrected maps (DERIVED\\PRIMARY\\MOCO\\T1 ...)
+    calculated = bool(image_type) and (image_type[0] == "DERIVED" or image_type.count(token) >= 2
+                                       or "MOCO" in image_type)
     if squeezed.startswith("T2MAP") or (squeezed == "T2" and calculated):
         return "t2"
     if squeezed.startswith("T1MAP") or (squeezed == "T1" and calculated) or any(
@@ -717,6 +720,126 @@ def value_units_ms(e: SeriesEvidence) -> str | None:
     return None
 
 
+#: RescaleType (0028,1054) values naming a relaxation parameter or ECV: PS3.3 C.11.1.1.2 defines OD / HU / US /
+#: MGML / Z_EFF / ED / EDW / HU_MOD / PCT and leaves other values to the writer; a map exported by a post-processing
+#: workstation (or a Philips / GE inline map) may name what its values are: 'T1', 'T2', 'T2*', 'ECV'
+RESCALE_MAP_TYPES = {"T1": "t1", "T2": "t2", "T2*": "t2star", "T2STAR": "t2star", "ECV": "ecv"}
+#: Real World Value Mapping (0040,9096) LUTLabel (0040,9210) / LUTExplanation (0028,3003) forms of what a map's values
+#: are (PS3.3 C.7.6.16.2.11: the label names the quantity, e.g. 'T1', 'T1 map', 'T2_MAP', 'ECV')
+RWVM_LABEL_KINDS = (("ecv", re.compile(W + r"ecv" + E)), ("t2star", re.compile(r"t2[ _-]?(?:\*|star)")),
+                    ("t2", re.compile(W + r"t2" + E)), ("t1", re.compile(W + r"t1" + E)))
+#: ImageComments (0020,4000) / FrameComments (0020,9158) forms that name a calculated map of one kind (what the
+#: description hints name, MAP_DESCRIPTION_HINTS, less the bare 'map' word, which free text uses for many things and
+#: which counts only beside the one parameter it maps, MAP_PARAMETERS: 'T1-Karte', 'carte T2'):
+#: a map whose description a site has renamed may still say its kind in the comments ('T1 Map', 'MOLLI T1 map',
+#: 'ECV map'), which a workstation export keeps (forms assumed from the description hints, not from a vendor manual)
+COMMENT_MAP_HINTS = tuple((kind, patterns) for kind, patterns in MAP_DESCRIPTION_HINTS if kind != "map")
+
+
+def _rwvm_items(ds) -> list:
+    """The Real World Value Mapping items (0040,9096) of a data set: top level (Parametric Map, some MR Image
+    exports) and in the first Enhanced MR frame's functional groups (shared, then per-frame)."""
+    items = list(ds.get("RealWorldValueMappingSequence") or [])
+    for container in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(container) or []
+        if groups:
+            items += list(groups[0].get("RealWorldValueMappingSequence") or [])
+    return items
+
+
+def value_parameter(e: SeriesEvidence) -> tuple[str, str] | None:
+    """(kind, why) where the header names the parameter the pixel values are: RescaleType (0028,1054) 'T1' / 'T2' /
+    'T2*' / 'ECV' (RESCALE_MAP_TYPES), or a Real World Value Mapping item's LUTLabel / LUTExplanation naming one
+    (RWVM_LABEL_KINDS); None otherwise."""
+    ds = e.frames[0].header.dataset
+    rescale = str(header_value(ds, "RescaleType") or "").strip().upper()
+    if rescale in RESCALE_MAP_TYPES:
+        return RESCALE_MAP_TYPES[rescale], f"RescaleType {rescale!r} (the pixel values are {rescale} values)"
+    for item in _rwvm_items(ds):
+        for keyword in ("LUTLabel", "LUTExplanation"):
+            text = normalise_text(str(item.get(keyword) or ""))
+            kind = next((k for k, pattern in RWVM_LABEL_KINDS if pattern.search(text)), None)
+            if kind:
+                return kind, f"Real World Value Mapping {keyword} {str(item.get(keyword)).strip()!r}"
+    return None
+
+
+def _comment_map_hint(e: SeriesEvidence) -> tuple[str, str] | None:
+    """(kind, the comment's words) where ImageComments (0020,4000) or an Enhanced MR frame's FrameComments name a
+    map (COMMENT_MAP_HINTS) on a series with no LGE name and no phase-sensitive ImageType (free text is the weakest
+    header evidence: it does not outvote an LGE's own name or reconstruction); the first and last frames are read
+    (a series' comments are the same on every image, or name each source image's TI); None otherwise."""
+    if _lge_hint(e) or _reconstruction_markers(e)[0]:
+        return None
+    texts = []
+    for frame in e.frames[:1] + e.frames[-1:]:
+        ds = frame.header.dataset
+        texts.append(header_value(ds, "ImageComments", frame.frame_index))
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+        if frame.frame_index < len(per_frame) and per_frame[frame.frame_index].get("FrameContentSequence"):
+            texts.append(per_frame[frame.frame_index].FrameContentSequence[0].get("FrameComments"))
+    for text in dict.fromkeys(str(t) for t in texts if t):
+        folded = NOT_TISSUE_MAPS.sub(" ", normalise_text(text))
+        for kind, patterns in COMMENT_MAP_HINTS:
+            hint = _has_hint(folded, patterns)
+            if hint:
+                return kind, f"ImageComments {text.strip()!r}: a map named ({hint!r})"
+        # the bare map word ('map', 'T1-Karte', 'carte T2') only beside one parameter that it maps
+        word = _has_hint(folded, dict(MAP_DESCRIPTION_HINTS)["map"])
+        named = [(parameter, found) for parameter, forms in MAP_PARAMETERS for found in [_has_hint(folded, forms)]
+                 if found]
+        if word and len({p for p, _ in named} - ({"t2"} if any(p == "t2star" for p, _ in named) else set())) == 1:
+            parameter, found = named[0]
+            return parameter, f"ImageComments {text.strip()!r}: a map named ({found!r} ... {word!r})"
+    return None
+
+
+def _named_parameter(e: SeriesEvidence) -> str | None:
+    """The one parameter the description names as a word ('SAX_T2' -> 't2', 'T2*' -> 't2star'; MAP_PARAMETERS), for a
+    map whose header says its values are in ms but not of what; None where none or several are named."""
+    text = NOT_TISSUE_MAPS.sub(" ", e.text_hints())
+    named = {parameter for parameter, forms in MAP_PARAMETERS if _has_hint(text, forms)}
+    if "t2star" in named:
+        named.discard("t2")  # 'T2*' also reads as 'T2'
+    return named.pop() if len(named) == 1 else None
+
+
+def declared_map(e: SeriesEvidence) -> tuple[str, str, float] | None:
+    """(kind, why, confidence) where the header itself declares the series a calculated parametric map, whatever its
+    name says (an unnamed 'SAX_3' or empty description): in order of strength,
+
+    1. the SOP class is Parametric Map Storage (1.2.840.10008.5.1.4.1.1.30, PS3.3 A.75): a map by definition (0.95);
+    2. ImageType (0008,0008) values 3+ naming a map (_image_type_map: Siemens 'T1 MAP' / 'T2 MAP' / 'ECV', 'MOCO'
+       with 'T1'; Philips 'T1' / 'T2' twice or in a DERIVED image, 'T1MAP'; GE / Canon 'T1MAP' / 'MAP'; PS3.3
+       C.7.6.1.1.2 leaves values 3+ to the vendor) (0.9);
+    3. the pixel values are relaxation times: Real World Value Mapping (0040,9096) MeasurementUnitsCodeSequence ms
+       (UCUM 'ms', PS3.16 CID 7181 / PS3.3 C.7.6.16.2.11) or RescaleType (0028,1054) 'MS' (value_units_ms), or a
+       RescaleType / Real World Value Mapping label naming T1 / T2 / T2* / ECV (value_parameter). No LGE, magnitude
+       or PSIR, has pixel values in ms (0.9);
+    4. ImageComments (0020,4000) naming a map ('T1 map', 'MOLLI', 'ECV map': _comment_map_hint), on a series with no
+       LGE name and no PSIR reconstruction (0.75, as strong as a map name in the description).
+
+    None where the header declares none of these (a map keeping its source images' header may still be read as one
+    by calculated_map, and an LGE analysis of the rest is checked on its pixels: analysis.lge.contrast_notes)."""
+    if any(f.header.sop_class_uid == PARAMETRIC_MAP_STORAGE for f in e.frames):
+        found = value_parameter(e) or (None, "")
+        return (found[0] or "map", "SOP class Parametric Map Storage (1.2.840.10008.5.1.4.1.1.30): a calculated "
+                "map by definition" + (f"; {found[1]}" if found[0] else ""), 0.95)
+    marker = _image_type_map(e)
+    if marker:
+        return marker[0], f"ImageType contains {marker[1]!r}", 0.9
+    units, parameter = value_units_ms(e), value_parameter(e)
+    if units or parameter:
+        said = "; ".join(why for why in (f"pixel values in ms ({units})" if units else None,
+                                         parameter[1] if parameter else None) if why)
+        kind = parameter[0] if parameter else _named_parameter(e) or "map"
+        return kind, f"{said}: a calculated map's values (relaxation times), never an LGE's signal", 0.9
+    comment = _comment_map_hint(e)
+    if comment:
+        return comment[0], comment[1], 0.75
+    return None
+
+
 def _below_nulling_ti(e: SeriesEvidence) -> float | None:
     """The median InversionTime where it lies below the LGE nulling range in an inversion-prepared gradient-echo
     series (not a STIR: t2_weighting says nothing): the first TI of T1-mapping source images (MOLLI / ShMOLLI begin
@@ -729,8 +852,8 @@ def _below_nulling_ti(e: SeriesEvidence) -> float | None:
 
 
 def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
-    """(kind, evidence) when a series of one image per slice position, without a map name or ImageType map value,
-    is a calculated parametric map (a re-export from a post-processing workstation, a MOCO / MyoMaps series) rather
+    """(kind, evidence) when a series of one image per slice position, without a map name or a header declaring a
+    map (declared_map: SOP class, ImageType map value, values in ms, ImageComments), is a calculated parametric map (a re-export from a post-processing workstation, a MOCO / MyoMaps series) rather
     than an inversion-prepared acquisition: what a calculation leaves in the header, weighed in integer points
     against what an LGE acquisition carries; None where the acquisition weighs as much, or where nothing relates
     the series to an inversion (no preparation, no InversionTime, no MOCO).
@@ -815,12 +938,12 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
 
 
 def _mapping_evidence(e: SeriesEvidence) -> tuple:
-    """(ImageType map marker, description hint, source-image pattern, calculated-map evidence) of a series, each a
-    (kind, why) or None. All None for a series named a TI scout (named_ti_scout; a Look-Locker name is not one)
+    """(header declaration of a map (declared_map: (kind, why, confidence)), description hint, source-image pattern,
+    calculated-map evidence) of a series, each a (kind, why) or None. All None for a series named a TI scout (named_ti_scout; a Look-Locker name is not one)
     whose only sign of mapping is its images' varying InversionTime / timing after one inversion (one_inversion): a
     TI scout, read to choose the LGE TI (TIScoutRule). Several inversions (TI beyond one RR, constant TriggerTime)
     stay T1-mapping source images whatever the name."""
-    marker = _image_type_map(e)
+    marker = declared_map(e)
     hint = _map_description_hint(e)
     source = _source_images(e)
     if source and not (marker or hint) and named_ti_scout(e) and one_inversion(e):
@@ -840,8 +963,8 @@ def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
     kind = kinds[0] if kinds else "map"
     evidence = []
     if marker:
-        evidence.append(f"ImageType contains {marker[1]!r}")
-        confidence = 0.9
+        evidence.append(marker[1])
+        confidence = max(marker[2], 0.85 if source else 0.0)  # comments naming MOLLI on its source images
     elif source:
         confidence = 0.85
     elif calculated:

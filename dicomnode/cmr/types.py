@@ -113,6 +113,10 @@ class Volume:
     # mm: the median step over all acquired slice positions, slices left out (other grid, unusable pixels) included
     # (cmr.volume.nominal_step_mm); None where unknown (one slice, or a Volume built elsewhere)
     nominal_step_mm: float | None = None
+    # mm along the normal: acquired slices beyond the measured stack's ends that it does not use (an end slice on
+    # another pixel grid or with unusable pixels, the end of an earlier pass on another geometry: cmr.volume
+    # end_slice_note, latest_stacks); volumes and mass are then lower bounds and a cine's coverage is not complete
+    ends_left_out_mm: list[float] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -13,9 +13,9 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
                                   merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
-                                  slice_distance, slice_passes, stack_normal, stack_plane, stacks_of, superseded_stacks,
-                                  temporal_index_name, tm_seconds, typical_pass_size, ORIENTATION_NOISE,
-                                  orientation_angle_deg)
+                                  slice_distance, slice_passes, stack_fills, stack_normal, stack_plane, stack_positions,
+                                  stacks_of, superseded_stacks, grid_mismatch,
+                                  temporal_index_name, tm_seconds, typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -234,14 +234,20 @@ def _left_out_positions(series: AnalysisSeries, exclude: frozenset[str], off_gri
     return [slice_distance(f, normal) for f in frames]
 
 
+def end_slices_beyond(distances: np.ndarray, left_out: list[float], step: float | None) -> list[float]:
+    """The positions (mm, rounded to 0.01, ascending) of `left_out` lying beyond the kept stack's ends (`distances`,
+    ascending) by more than SAME_POSITION_MM; [] without a step or kept slices."""
+    if not len(distances) or step is None:
+        return []
+    return sorted({round(d, 2) for d in left_out
+                   if d < distances[0] - SAME_POSITION_MM or d > distances[-1] + SAME_POSITION_MM})
+
+
 def end_slice_note(distances: np.ndarray, left_out: list[float], step: float | None) -> str | None:
     """The warning where a slice left out (`left_out`, mm along the normal) lies beyond the kept stack's ends
     (`distances`, mm, ascending) by more than SAME_POSITION_MM: the stack lost an apical or basal end slice, so the
     volumes and mass are lower bounds (as the cine coverage check says of a cut-off apex or base); None otherwise."""
-    if not len(distances) or step is None:
-        return None
-    beyond = sorted({round(d, 2) for d in left_out
-                     if d < distances[0] - SAME_POSITION_MM or d > distances[-1] + SAME_POSITION_MM})
+    beyond = end_slices_beyond(distances, left_out, step)
     if not beyond:
         return None
     return (f"end slice left out: the slice(s) at {', '.join(f'{d:.2f}' for d in beyond)} mm lay beyond the kept "
@@ -250,11 +256,13 @@ def end_slice_note(distances: np.ndarray, left_out: list[float], step: float | N
 
 
 def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
-                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]], float | None]:
+                   ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]], float | None,
+                              list[float]]:
     """Frames as [phase][slice] sorted along the stack normal, their slice distances (mm), warnings, the frames left
-    out with the reason (see common_phases), and the nominal slice step (mm, `nominal_step_mm`: over all acquired
-    positions, the slices left out for their grid or pixel data included; None for one slice); refusals raise
-    StudyError.
+    out with the reason (see common_phases), the nominal slice step (mm, `nominal_step_mm`: over all acquired
+    positions, the slices left out for their grid or pixel data included; None for one slice) and the positions (mm)
+    of acquired slices beyond the stack's ends left unused (`end_slices_beyond`, `latest_stacks` rule (b)); refusals
+    raise StudyError.
 
     `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
     """
@@ -274,7 +282,8 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     frames, off_grid = majority_grid(series.key, frames, warnings)
     left_out: list[tuple[FrameInfo, str]] = list(off_grid)
     reconcile_temporal_indices(series.key, frames, warnings)
-    frames = latest_stacks(series.key, frames, warnings, left_out)
+    ends: list[float] = []
+    frames = latest_stacks(series.key, frames, warnings, left_out, ends)
     slices = latest_interleaved_pass(merge_replanned_slices(slice_groups(frames)), warnings, left_out)
     if require_stack and len(slices) < 2:
         raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
@@ -325,11 +334,12 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     end_note = end_slice_note(distances, others, step)
     if end_note:
         warnings.append(end_note)
+    ends = sorted(set(ends) | set(end_slices_beyond(distances, others, step)))
     note = phases_present_note(counts[0], [f for s in per_slice for f in s])
     if note:
         warnings.append(note)
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
-    return phases, distances, warnings, left_out, step
+    return phases, distances, warnings, left_out, step, ends
 
 
 def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
@@ -459,23 +469,39 @@ def _within_usual_cycle(frames: list[FrameInfo], per_slice: list[list[FrameInfo]
 
 
 def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
-                  left_out: list[tuple[FrameInfo, str]]) -> list[FrameInfo]:
+                  left_out: list[tuple[FrameInfo, str]], ends_left_out: list[float] | None = None) -> list[FrameInfo]:
     """The frames of a series holding several stacks (StackID (0020,9056) on every frame) with each stack that a later
     one covers again over the same range (`frames.superseded_stacks`: the stack re-planned and acquired again) left
     out, named in `warnings` and appended to `left_out`: the latest stack (`frames.acquired_last`: AcquisitionDate +
     AcquisitionTime / ContentDate + ContentTime, then InstanceNumber) is measured. A later stack re-acquiring part of
     the range at other positions is left out and the full stack measured (`frames.partial_repeat`); one at the same
-    positions stays, and `keep_latest_passes` keeps its later pass at each slice it repeats. Complementary stacks (slabs over different ranges, e.g. base and
-    apex) stay together as one volume. Frames without StackID, or of one stack, are returned unchanged. Raises
-    StudyError when two stacks over the same range cannot be told apart in time."""
+    positions stays, and `keep_latest_passes` keeps its later pass at each slice it repeats. Complementary stacks
+    (slabs over different ranges, e.g. base and apex) stay together as one volume. Frames without StackID, or of one
+    stack, are returned unchanged. Raises StudyError when two stacks over the same range cannot be told apart in time.
+
+    Nothing acquired is thrown away silently where the later stack is SHORTER than the one it repeats (a technologist
+    re-acquiring the stack and cutting one slice, missing the apical or basal end):
+    (a) on the same slice grid and plan (`frames.grid_mismatch` None: the same positions, orientation, pixel grid and
+        in-plane placement) the latest acquisition wins per position, and a position only the earlier stack holds is
+        filled from it (`frames.stack_fills`), named with its position (mm) and the earlier stack's acquisition time:
+        scanners and reading software combine such passes too, and dropping the slice would shrink the volumes while
+        the coverage still read as complete. Its other slices stay left out, as does any end slice a longer later
+        stack covers again (nothing is lost then).
+    (b) on another geometry (a pass shifted along the normal, e.g. by half a slice; tilted; another field of view) the
+        passes are not mixed, as slices of two geometries do not make one volume: the later stack alone is measured,
+        and an end slice of the earlier stack lying beyond the later one by more than half its step (further than
+        its end disc reaches) is named as not used, the volumes and mass as lower bounds, and its position (mm) is
+        appended to `ends_left_out` (Volume.ends_left_out_mm: a cine's coverage is then not complete)."""
     pairs = superseded_stacks(frames)
     if not pairs:
         return frames
     stacks = stacks_of(frames)
-    normal = frames[0].normal
+    normal = stack_normal(frames)
+    fills = stack_fills(frames, pairs)
+    filled = {id(f) for members in fills.values() for f in members}
 
     def described(sid: str) -> str:
-        distances = [float(np.dot(f.position, normal)) for f in stacks[sid]]
+        distances = [slice_distance(f, normal) for f in stacks[sid]]
         return (f"StackID {sid} ({len(stacks[sid])} images, {min(distances):.1f} to {max(distances):.1f} mm, acquired "
                 f"by {hms(acquired_last(stacks[sid])[0])})")
 
@@ -490,12 +516,77 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
                              "neither AcquisitionTime / ContentTime nor InstanceNumber tells which was acquired later; "
                              "two stacks of the same heart, stack refused")
         else:
+            kept_positions = stack_positions(fills.get(sid, []), normal)
             reason = (f"{described(sid)} is covered again by the later {described(other)}: a repeat of the stack, "
-                      f"not further slices; the later stack is measured, StackID {sid} left out")
+                      f"not further slices; the later stack is measured, StackID {sid} left out"
+                      + (f" but for its slice(s) at {_mm(kept_positions)} mm, which only "
+                         "it covers" if kept_positions else ""))
+            if sid in fills:
+                warnings.append(_earlier_fill_note(sid, other, fills[sid], stacks[other], normal))
+            else:
+                lost, positions = _earlier_ends_not_used(sid, other, stacks, [f for f in frames if f.stack_id not in
+                                                                              {s for s, _, _ in pairs}], normal)
+                if lost:
+                    reason += "; " + lost
+                    if ends_left_out is not None:
+                        ends_left_out += positions
         warnings.append(reason)
-        left_out += [(frame, reason) for frame in stacks[sid]]
+        left_out += [(frame, reason) for frame in stacks[sid] if id(frame) not in filled]
     dropped = {sid for sid, _, _ in pairs}
-    return [frame for frame in frames if frame.stack_id not in dropped]
+    return [frame for frame in frames if frame.stack_id not in dropped or id(frame) in filled]
+
+
+def _mm(distances: list[float]) -> str:
+    """'80.00, 90.00' for positions in mm (no '-0.00')."""
+    return ", ".join(f"{round(d, 2) + 0.0:.2f}" for d in distances)
+
+
+def _inversion_text(frames: list[FrameInfo]) -> str:
+    values = sorted({round(f.inversion_time, 1) for f in frames if f.inversion_time is not None})
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def _earlier_fill_note(sid: str, other: str, fill: list[FrameInfo], later: list[FrameInfo], normal: np.ndarray) -> str:
+    """The warning for the slice(s) of an earlier stack measured where the later repeat of the stack, on the same slice
+    grid and plan, does not cover them (`latest_stacks` rule (a)): their positions (mm), the earlier acquisition time,
+    and the InversionTime where it differs from the later stack's (an LGE re-acquired at another TI)."""
+    positions = stack_positions(fill, normal)
+    times = sorted({hms(pass_time(f)) for f in fill})
+    later_positions = stack_positions(later, normal)
+    note = (f"slice(s) at {_mm(positions)} mm taken from the earlier StackID {sid} "
+            f"(acquired {', '.join(times)}): only the earlier pass covers {'it' if len(positions) == 1 else 'them'}; "
+            f"the later StackID {other} ({len(later_positions)} slices, {_mm(later_positions[:1])} to "
+            f"{_mm(later_positions[-1:])} mm, acquired by {hms(acquired_last(later)[0])}) re-acquired the stack on the "
+            "same slice grid and orientation without that position. Per position the latest acquisition is measured, "
+            "so the stack keeps every acquired slice instead of silently losing an end slice")
+    earlier_ti, later_ti = _inversion_text(fill), _inversion_text(later)
+    if earlier_ti and later_ti and earlier_ti != later_ti:
+        note += f" (InversionTime {earlier_ti} ms there, {later_ti} ms in the later pass)"
+    return note
+
+
+def _earlier_ends_not_used(sid: str, other: str, stacks: dict[str, list[FrameInfo]], kept: list[FrameInfo],
+                           normal: np.ndarray) -> tuple[str | None, list[float]]:
+    """`latest_stacks` rule (b): where an earlier stack covered again by a later one on another geometry
+    (`frames.grid_mismatch`) reaches beyond every kept slice by more than half the later stack's step plus
+    SAME_POSITION_MM (beyond the end disc of the measured stack), the text naming those end slices as not used and the
+    volumes as lower bounds, and their positions (mm); (None, []) otherwise."""
+    problem = grid_mismatch(stacks[sid], stacks[other], normal)
+    positions = stack_positions(kept, normal)
+    if problem is None or len(positions) < 2:
+        return None, []
+    reach = 0.5 * float(np.median(np.diff(positions))) + SAME_POSITION_MM
+    beyond = [f for f in stacks[sid] if slice_distance(f, normal) < positions[0] - reach
+              or slice_distance(f, normal) > positions[-1] + reach]
+    if not beyond:
+        return None, []
+    ends = stack_positions(beyond, normal)
+    times = sorted({hms(pass_time(f)) for f in beyond})
+    return (f"end slice(s) of the earlier StackID {sid} at {_mm(ends)} mm (acquired "
+            f"{', '.join(times)}) not used: the later StackID {other} re-acquired the stack on {problem} and does not "
+            f"reach them (measured stack {_mm(positions[:1])} to {_mm(positions[-1:])} mm), and slices of two geometries "
+            "are not mixed in one volume; part of the LV may lie outside the measured stack, so myocardial (and scar) "
+            "volumes and mass are lower bounds"), [round(d, 2) + 0.0 for d in ends]
 
 
 def latest_interleaved_pass(slices: list[tuple[float, list[FrameInfo]]], warnings: list[str],
@@ -717,25 +808,6 @@ def phase_axes(per_slice: list[list[FrameInfo]], distances: list[float]) -> list
         axes.append(_fraction_axis([[(f.temporal_index - 1) / longest for f in s] for s in per_slice],
                                    temporal_index_name(frames), note))
     return axes
-
-
-def tilted_frames_note(frames: list[list[FrameInfo]], orientation: np.ndarray) -> str | None:
-    """The warning where frames of a multi-frame (Enhanced MR) source have their own ImageOrientationPatient (per-frame
-    Plane Orientation Sequence (0020,9116)) differing from the stack's mean plane `orientation` (6,) by more than
-    rounding noise (ORIENTATION_NOISE per direction cosine): the SEG is written in the mean plane and references
-    them with SpatialLocationsPreserved (0028,135A) NO (single-frame sources get display copies in the mean plane
-    instead); None when no such frame is analysed."""
-    tilted = [f for row in frames for f in row if f.ref.frame_number is not None and f.orientation is not None
-              and np.max(np.abs(np.asarray(f.orientation, float) - np.asarray(orientation, float))) > ORIENTATION_NOISE]
-    if not tilted:
-        return None
-    angle = max(orientation_angle_deg(f.orientation, orientation) for f in tilted)
-    instances = sorted({f.ref.sop_instance_uid for f in tilted})
-    return (f"{len(tilted)} frame(s) of multi-frame instance(s) {', '.join(instances)} (frames "
-            f"{', '.join(str(n) for n in sorted({f.ref.frame_number for f in tilted}))}) lie in planes tilted up to "
-            f"{angle:.2f} degrees from the stack's mean plane: the SEG is written in the mean plane and references "
-            "them with SpatialLocationsPreserved NO; it may not display in viewers that need the SEG in the source "
-            "plane (OHIF compares orientations at 1e-3)")
 
 
 def whole_instances_left_out(left_out: list[tuple[FrameInfo, str]]) -> list[dict]:
@@ -967,7 +1039,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
                          f"{len(excluded)} instance(s))")
     try:
-        frames, distances, warnings, left_out, step = arrange_frames(series, require_stack,
+        frames, distances, warnings, left_out, step, ends = arrange_frames(series, require_stack,
                                                                frozenset(e["sop_instance_uid"] for e in excluded))
     except StudyError as error:
         if not excluded:
@@ -980,9 +1052,6 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     excluded += whole_instances_left_out(left_out)
     first_slice = frames[0][0]
     orientation, positions = stack_plane(frames[0])
-    tilted = tilted_frames_note(frames, orientation)
-    if tilted:
-        warnings.append(tilted)
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = plane_normal(orientation)
     spacing_rows, spacing_cols = first_slice.pixel_spacing
@@ -1011,4 +1080,5 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         warnings=warnings,
         excluded=excluded,
         nominal_step_mm=step,
+        ends_left_out_mm=ends,
     )

@@ -21,7 +21,7 @@ each labelled phase as a new series (one series per phase, all its slices) and l
   (C.7.5.1, purpose (109102, DCM, "Processing Equipment"), CID 7005), as the SEG, SR and PDF name it;
 - patient/study attributes made valid as for every result object (results.headers.derivable_header); Series
   Date/Time are set with the other result series (results.objects.order_for_viewers).
-Only single-frame sources are copied: a multi-frame source keeps its SEG on the original.
+A multi-frame source is not copied for these reasons: it keeps its SEG on the original unless it is tilted (below).
 
 A stack whose slices are tilted against each other (a fraction of a degree to the 2 degrees `cmr.frames.
 orientation_groups` accepts; their ImageOrientationPatient differ by more than the rounding noise `cmr.frames.
@@ -32,6 +32,15 @@ stack also gets copies (`tilted_sources`), each placed in the mean plane: ImageO
 and ImagePositionPatient its SEG frame's (centred where the slice was acquired), the pixels unchanged - as the
 analysis read them - and the Source Image Sequence item saying SpatialLocationsPreserved NO (PS3.3 C.7.6.1.1.4,
 C.8.20 Segmentation); the SEG then references copies of exactly its own geometry (SpatialLocationsPreserved YES).
+
+A tilted multi-frame (Enhanced MR) stack - frames whose per-frame Plane Orientation differs from the mean plane by
+more than that noise - gets copies by the same rules, one classic single-frame MR Image per analysed frame
+(`results.single_frame.single_frame_image`): the form of the single-frame path's copies and the one every viewer
+opens as one plain stack (OHIF matches a SEG frame to a classic image by its SOP Instance UID alone, and lists its
+SR outlines on it), where one Enhanced MR copy would leave the SEG and the SR on frame references again. Each copy
+holds exactly its frame's pixel data (placed, not resampled), names the source instance and frame in its Source
+Image Sequence (Referenced Frame Number, SpatialLocationsPreserved NO) and says in its Derivation Description that
+it is a frame of a multi-frame image (FRAME_PLACED_DERIVATION).
 """
 from __future__ import annotations
 
@@ -54,6 +63,7 @@ from dicomnode.cmr.types import FrameRef, InstanceHeader
 from dicomnode.results.headers import derivable_header, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, relocated_sources, seg_parts
+from dicomnode.results.single_frame import single_frame_image
 from dicomnode.uids import new_uid
 
 DERIVATION = "Unchanged copy of the source image in a series of its own, for the display of the AI segmentation"
@@ -61,6 +71,11 @@ DERIVATION = "Unchanged copy of the source image in a series of its own, for the
 PLACED_DERIVATION = ("Copy of the source image in a series of its own, for the display of the AI segmentation, "
                      "pixels unchanged, placed in the mean plane of its tilted stack (Image Orientation and Position "
                      "of the segmentation, centred where the slice was acquired)")
+#: the Derivation Description of a copy of one frame of a multi-frame source, placed in its stack's mean plane
+FRAME_PLACED_DERIVATION = ("Copy of one frame of the multi-frame source image as a single-frame image in a series of "
+                           "its own, for the display of the AI segmentation, pixels unchanged, placed in the mean "
+                           "plane of its tilted stack (Image Orientation and Position of the segmentation, centred "
+                           "where the slice was acquired)")
 #: CID 7005 Contributing Equipment Purpose of Reference: equipment that processed composite instances to create new ones
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 
@@ -88,32 +103,44 @@ def _images_by_series(study, segmentation: SegmentationResult) -> dict[str, set[
     return found
 
 
-def tilted_sources(segmentation: SegmentationResult) -> frozenset[str]:
-    """SOP Instance UIDs of the analysed single-frame sources whose ImageOrientationPatient (0020,0037) differs from
-    the volume's (mean-plane) orientation by more than rounding noise (`cmr.frames.ORIENTATION_NOISE`, 1e-4 per
-    direction cosine), or whose ImagePositionPatient lies more than 0.01 mm from every volume position (mm):
-    `seg.relocated_sources`. Empty for a stack of one orientation up to rounding, which keeps its SEG on the
+def _frame_key(ref: FrameRef) -> str | tuple[str, int]:
+    """How `seg.relocated_sources` names the image of `ref`: its SOP Instance UID, or (SOP Instance UID, frame
+    number) for a frame of a multi-frame source."""
+    uid = str(ref.sop_instance_uid)
+    return uid if ref.frame_number is None else (uid, int(ref.frame_number))
+
+
+def tilted_sources(segmentation: SegmentationResult) -> frozenset:
+    """The analysed source images whose ImageOrientationPatient (0020,0037) differs from the volume's (mean-plane)
+    orientation by more than rounding noise (`cmr.frames.ORIENTATION_NOISE`, 1e-4 per direction cosine), or whose
+    ImagePositionPatient lies more than 0.01 mm from every volume position (mm): `seg.relocated_sources`. A
+    single-frame image is named by its SOP Instance UID, a frame of a multi-frame (Enhanced MR) source, read from its
+    per-frame Plane Orientation / Position, by (SOP Instance UID, frame number); frames of that instance the analysis
+    did not use are not named. Empty for a stack of one orientation up to rounding, which keeps its SEG on the
     originals (OHIF's own tolerance is 1e-3). Sources whose header the segmentation's series lacks are skipped."""
     by_uid = {str(i.sop_instance_uid): i.dataset for i in segmentation.series.instances}
     volume = segmentation.volume
-    uids = dict.fromkeys(str(ref.sop_instance_uid) for row in volume.frames for ref in row
-                         if ref is not None and ref.frame_number is None)
+    analysed = {_frame_key(ref) for row in volume.frames for ref in row if ref is not None}
+    uids = dict.fromkeys(str(ref.sop_instance_uid) for row in volume.frames for ref in row if ref is not None)
     return relocated_sources([by_uid[uid] for uid in uids if uid in by_uid],
                              [float(v) for v in np.asarray(volume.orientation, float)],
-                             np.asarray(volume.positions, float))
+                             np.asarray(volume.positions, float)) & analysed
 
 
 def needs_display_copies(study, segmentation: SegmentationResult, parts: list[SegPart] | None = None) -> bool:
     """True when the images some SEG of the segmentation labels (one per part, seg.seg_parts) are only part of
     their source series: other phases of the stack share it (a whole-cycle cine in one series, which OHIF opens as
     a 4-D volume), or other images do (a localizer, another stack: shares_its_series). False for a multi-frame
-    source (only single-frame images are copied) and where every SEG's images are the whole of their series (an
-    LGE series holding only its stack, a stack sent as one series per slice), unless the stack is tilted
-    (`tilted_sources`: its copies are placed in the SEG's mean plane, see the module docstring)."""
+    source that is not tilted (such images are copied only to place them in the mean plane) and where every SEG's
+    images are the whole of their series (an LGE series holding only its stack, a stack sent as one series per
+    slice), unless the stack is tilted (`tilted_sources`: its copies are placed in the SEG's mean plane, see the
+    module docstring), single-frame and multi-frame sources alike."""
     frames = segmentation.volume.frames
+    if tilted_sources(segmentation):
+        return True
     if any(ref.frame_number is not None for row in frames for ref in row):
         return False
-    if shares_its_series(study, segmentation) or tilted_sources(segmentation):
+    if shares_its_series(study, segmentation):
         return True
     in_series = _images_by_series(study, segmentation)
     for part in seg_parts(segmentation) if parts is None else parts:
@@ -160,11 +187,16 @@ def node_equipment_item(made_at: str) -> Dataset:
 
 def _copy(original: Dataset, series_uid: str, series_number: int, description: str,
           frame_of_reference_uid: str | None = None, instance_number: int = 1, made_at: str = "",
-          placed: tuple[Sequence[float], Sequence[float]] | None = None) -> Dataset:
+          placed: tuple[Sequence[float], Sequence[float]] | None = None, frame_number: int | None = None) -> Dataset:
     """The copy of `original` (module docstring); `placed`: (ImageOrientationPatient (6,), ImagePositionPatient (3,)
     mm) to declare instead of the original's - a slice of a tilted stack placed in its mean plane, pixels
-    unchanged, Derivation Description PLACED_DERIVATION and SpatialLocationsPreserved NO on its source."""
+    unchanged, Derivation Description PLACED_DERIVATION and SpatialLocationsPreserved NO on its source.
+    `frame_number`: copy that frame (1-based) of a multi-frame `original` as a single-frame MR Image
+    (single_frame_image), its Source Image Sequence item naming the frame (Referenced Frame Number) and its
+    Derivation Description FRAME_PLACED_DERIVATION (only a tilted multi-frame stack is copied)."""
     source_class, source_uid = str(original.SOPClassUID), str(original.SOPInstanceUID)
+    if frame_number is not None:
+        original = single_frame_image(original, frame_number)
     copy = derivable_header(original)  # a shallow copy: read everything needed from the original first
     repair_dates_and_times(copy)
     if frame_of_reference_uid is not None:
@@ -178,7 +210,8 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     copy.ContributingEquipmentSequence = equipment + [node_equipment_item(made_at)]
     image_type = list(original.get("ImageType") or ["DERIVED", "SECONDARY"])
     copy.ImageType = ["DERIVED", "SECONDARY"] + image_type[2:]
-    copy.DerivationDescription = DERIVATION if placed is None else PLACED_DERIVATION
+    copy.DerivationDescription = DERIVATION if placed is None else \
+        (PLACED_DERIVATION if frame_number is None else FRAME_PLACED_DERIVATION)
     if placed is not None:
         orientation, position = placed
         copy["ImageOrientationPatient"] = DataElement(0x00200037, "DS",
@@ -189,6 +222,8 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     source = Dataset()
     source.ReferencedSOPClassUID = source_class
     source.ReferencedSOPInstanceUID = source_uid
+    if frame_number is not None:
+        source.ReferencedFrameNumber = frame_number
     purpose = Dataset()
     purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = (
         SOURCE_IMAGE_PURPOSE.value, SOURCE_IMAGE_PURPOSE.scheme_designator, SOURCE_IMAGE_PURPOSE.meaning)
@@ -218,9 +253,12 @@ def _with_pixels(instance: InstanceHeader) -> Dataset:
     return pydicom.dcmread(instance.path)
 
 
-def viewer_order(datasets: list[Dataset]) -> list[int]:
+def viewer_order(datasets: list[Dataset], frame_numbers: Sequence[int | None] | None = None) -> list[int]:
     """Indices of `datasets` in the order a viewer shows them: by Series Number, then Instance Number (OHIF orders a
-    stack by Instance Number), the given order breaking ties and standing in for a missing number."""
+    stack by Instance Number), then (frames of one multi-frame instance) `frame_numbers`, the given order breaking
+    ties and standing in for a missing number."""
+    frame_numbers = list(frame_numbers) if frame_numbers is not None else [None] * len(datasets)
+
     def number(dataset: Dataset, keyword: str) -> float:
         try:
             return float(dataset.get(keyword))
@@ -228,7 +266,8 @@ def viewer_order(datasets: list[Dataset]) -> list[int]:
             return float("inf")
 
     return sorted(range(len(datasets)), key=lambda n: (number(datasets[n], "SeriesNumber"),
-                                                      number(datasets[n], "InstanceNumber"), n))
+                                                      number(datasets[n], "InstanceNumber"),
+                                                      frame_numbers[n] or 0, n))
 
 
 def display_copies(segmentation: SegmentationResult, phase_position: int, slices, series_number: int,
@@ -237,15 +276,16 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     """(the copies of one phase's frames at `slices`, the segmentation with those frames pointing at the copies).
 
     One copy series per call: the frames of phase `phase_position` (an index into segmentation.phases) at the given
-    slices (volume order). Reads each source file in full (pixel data included; _with_pixels); only single-frame
-    sources are copied. The copies are numbered 1..N in the order of their sources' Series and Instance Numbers
-    (viewer_order). The returned segmentation's series holds its instances so far plus the copies (so a further
-    call, and the SR's image references, find both). With `frame_of_reference_uid` (shared_frame_of_reference)
+    slices (volume order). Reads each source file in full (pixel data included; _with_pixels), once per instance.
+    A frame of a multi-frame source is copied as a single-frame MR Image (single_frame_image). The copies are
+    numbered 1..N in the order of their sources' Series and Instance Numbers (and frame numbers: viewer_order). The
+    returned segmentation's series holds its instances so far plus the copies (so a further call, and the SR's image
+    references, find both). With `frame_of_reference_uid` (shared_frame_of_reference)
     every copy gets that Frame of Reference. `started_at` (the analysis start, as on the SEG; default now) is the
     node's Contribution DateTime. When any of the stack's sources is tilted against the volume's mean plane
     (`tilted_sources`), every copy is placed in that plane: ImageOrientationPatient the volume's orientation
     (exactly the SEG's) and ImagePositionPatient the volume's position of its slice (mm), pixels unchanged.
-    Raises ValueError for a multi-frame source.
+    Raises ValueError for a multi-frame source that is not tilted (such frames are copied only to be placed).
     """
     made_at = (started_at or dt.datetime.now().astimezone()).strftime("%Y%m%d%H%M%S.%f%z")
     by_uid = {i.sop_instance_uid: i for i in segmentation.series.instances}
@@ -256,19 +296,23 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     frames = [list(row) for row in segmentation.volume.frames]
     slices = list(slices)
     refs = [frames[phase_index][k] for k in slices]
-    if any(ref.frame_number is not None for ref in refs):
-        raise ValueError("display copies are made of single-frame sources only")
-    originals = [_with_pixels(by_uid[ref.sop_instance_uid]) for ref in refs]
+    tilted = bool(tilted_sources(segmentation))
+    if any(ref.frame_number is not None for ref in refs) and not tilted:
+        raise ValueError("display copies of a multi-frame source are made only where its stack is tilted")
+    read: dict[str, Dataset] = {}  # a multi-frame source is read once for all its frames (_copy leaves it as it is)
+    for ref in refs:
+        if ref.sop_instance_uid not in read:
+            read[ref.sop_instance_uid] = _with_pixels(by_uid[ref.sop_instance_uid])
+    originals = [read[ref.sop_instance_uid] for ref in refs]
     description = f"{originals[0].get('SeriesDescription') or segmentation.pipeline} {phase} copy for AI SEG"
     copies: list[Dataset] = [None] * len(slices)  # type: ignore[list-item]
     headers: list[InstanceHeader] = [None] * len(slices)  # type: ignore[list-item]
-    tilted = bool(tilted_sources(segmentation))
     orientation = [float(v) for v in np.asarray(segmentation.volume.orientation, float)]
     positions = np.asarray(segmentation.volume.positions, float)
-    for number, n in enumerate(viewer_order(originals), start=1):
+    for number, n in enumerate(viewer_order(originals, [ref.frame_number for ref in refs]), start=1):
         placed = (orientation, positions[slices[n]]) if tilted else None
         copy = _copy(originals[n], series_uid, series_number, description, frame_of_reference_uid, number, made_at,
-                     placed)
+                     placed, refs[n].frame_number)
         copies[n] = copy
         headers[n] = InstanceHeader(by_uid[refs[n].sop_instance_uid].path, str(copy.SOPInstanceUID),
                                     str(copy.SOPClassUID), series_uid, copy)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dicomnode.analysis.lge import contrast_notes
+from dicomnode.analysis.lge import NOT_LGE_CONTRAST_NOTE, contrast_notes
 from dicomnode.labels import Label
 
 
@@ -62,3 +62,38 @@ def test_too_few_voxels_say_nothing():
     image, labels = _stack(450.0, 300.0)
     labels[labels == Label.LV_BLOOD_POOL] = Label.BACKGROUND
     assert contrast_notes(image, labels) == []
+
+
+def test_the_warning_says_first_that_the_series_may_be_a_map():
+    (warning,) = contrast_notes(*_stack(450.0, 300.0))
+    assert warning.startswith(NOT_LGE_CONTRAST_NOTE + ": ") and "T1 map" in NOT_LGE_CONTRAST_NOTE
+
+
+def test_the_contrast_warning_is_the_first_stack_warning_of_the_lge_block(datasets, tmp_path, monkeypatch):
+    """Whatever else the stack showed (here a gap warning of the volume), the summary, SR and PDF begin with it."""
+    import datetime as dt
+
+    from dicomnode.analysis import lge
+    from dicomnode.analysis.pipeline import AnalysisContext
+    from dicomnode.cmr.study import load_studies
+    from dicomnode.config import Config
+    from dicomnode.devtools.make_study import make_study
+    from dicomnode.inference import Runtime
+
+    generated = make_study("emidec:Case_P043", tmp_path / "p043", "siemens", None, datasets=datasets)
+    [study] = load_studies([generated.out_dir / "dicom"])
+    load_volume = study.load_volume
+
+    def with_a_geometry_warning(series):
+        volume = load_volume(series)
+        volume.warnings.append("a geometry warning of the stack")
+        return volume
+
+    monkeypatch.setattr(study, "load_volume", with_a_geometry_warning)
+    monkeypatch.setattr(lge, "contrast_notes", lambda image, labels: [f"{NOT_LGE_CONTRAST_NOTE}: stub"])
+    config, runtime = Config(), Runtime()
+    result = lge.LGEPipeline(config, runtime).run(study, AnalysisContext(config=config, runtime=runtime,
+                                                                         started_at=dt.datetime(2026, 11, 21)))
+    warnings = result.summary["stack_warnings"]
+    assert warnings[0] == f"{NOT_LGE_CONTRAST_NOTE}: stub"
+    assert "a geometry warning of the stack" in warnings[1:]
