@@ -133,6 +133,9 @@ class SeriesEvidence:
     inversion_sources: list[str] = field(default_factory=list)
     #: why the frames make no stack whatever their pixels (`frames.not_parallel_note`, `frames.slice_location_conflict`)
     geometry_notes: list[str] = field(default_factory=list)
+    #: why the ProtocolName is the exam's rather than this series' (mark_exam_protocols: the same ProtocolName on
+    #: another series of the study that is a cine or an LGE by its header or description); '' when not known so
+    exam_protocol: str = ""
 
     @property
     def inversion_note(self) -> str:
@@ -167,6 +170,12 @@ class SeriesEvidence:
     def text_hints(self) -> str:
         """SeriesDescription (0008,103E), ProtocolName (0018,1030) and SequenceName, lower case, accents removed."""
         return normalise_text(f"{self.description} | {self.protocol} | {self.sequence_name}")  # no hint spans two
+
+    def series_hints(self) -> str:
+        """SeriesDescription (0008,103E) and SequenceName only, normalised: what names THIS series. ProtocolName
+        (0018,1030) is left out: GE and others write the exam protocol ('CARDIAC T1 MAPPING', 'CMR LGE + T1 map +
+        ECV') into every series of the exam, so it is exam-level evidence (protocol_map_hint)."""
+        return normalise_text(f"{self.description} | {self.sequence_name}")
 
 
 def _dataset_text(ds, keyword: str) -> str:
@@ -606,7 +615,12 @@ def _named_t1_map(e: SeriesEvidence, text: str) -> tuple[str, str] | None:
 
 
 def _map_description_hint(e: SeriesEvidence) -> tuple[str, str] | None:
-    text = NOT_TISSUE_MAPS.sub(" ", e.text_hints())
+    """(kind, the words) where the SeriesDescription / SequenceName name a map (or map source images); else where
+    only the ProtocolName does and nothing outvotes it (protocol_map_hint); None otherwise."""
+    return _map_hint_in(e, NOT_TISSUE_MAPS.sub(" ", e.series_hints())) or protocol_map_hint(e)
+
+
+def _map_hint_in(e: SeriesEvidence, text: str) -> tuple[str, str] | None:
     for kind, patterns in MAP_DESCRIPTION_HINTS + (SOURCE_HINTS if e.phases >= 2 else ()):
         hint = _has_hint(text, patterns)
         if hint and kind == "map":  # the parameter may be named apart from the map word: 'T2_TRUFI_MAP'
@@ -620,6 +634,108 @@ def _map_description_hint(e: SeriesEvidence) -> tuple[str, str] | None:
         if hint:
             return kind, hint
     return _named_t1_map(e, text)
+
+
+#: names of other techniques (LGE, cine, perfusion) that make a ProtocolName naming a map as well an exam protocol
+#: ('CMR LGE + T1 map + ECV'), or a SeriesDescription that names its series' technique outvote a map in the protocol
+CINE_NAME_HINTS = (r"cine", r"ssfp", r"fiesta", r"trufi")
+EXAM_TECHNIQUE_HINTS = LGE_HINTS + CINE_NAME_HINTS + (r"perf", r"first[ _-]?pass")
+
+
+def acquisition_kind(e: SeriesEvidence) -> tuple[str, str] | None:
+    """('cine' | 'lge', why) where the acquisition header alone reads as one: a cine, 5 or more images per slice
+    position whose TriggerTimes spread 150 ms or more over ONE cardiac cycle with no InversionTime, EchoTime or
+    preparation time varying at a position (no mapping source images); an LGE, inversion-recovery prepared with one
+    InversionTime in the myocardial nulling range and one image per slice position (_lge_contrast). What a name
+    (the protocol, free-text comments) only mentions never outvotes this; None where the header says neither."""
+    spread = (max(e.trigger_times) - min(e.trigger_times)) if e.trigger_times else 0.0
+    if (e.phases >= 5 and len(e.trigger_times) >= 5 and spread >= 150 and e.varies("trigger").span <= MAX_RR_MS
+            and _source_images(e) is None and e.varies("inversion").count <= 1):
+        return "cine", (f"{e.phases} images per slice position with TriggerTime spread over {spread:.0f} ms of one "
+                        "cardiac cycle")
+    contrast = _lge_contrast(e)
+    if contrast and e.phases == 1:
+        return "lge", f"{contrast}, one image per slice position"
+    return None
+
+
+def protocol_not_taken(e: SeriesEvidence) -> str | None:
+    """Why a map named only in the ProtocolName (0018,1030) is not this series' kind, or None. The ProtocolName is
+    weak, exam-level evidence: GE (and others) write the exam protocol into every series ('CARDIAC T1 MAPPING' on
+    the cine and the LGE of the exam), so it never outvotes the series' own SeriesDescription nor its acquisition
+    header, and it does not count where the study shows it is the exam's (mark_exam_protocols) or where it names
+    several techniques."""
+    protocol = normalise_text(e.protocol)
+    if e.exam_protocol:
+        return e.exam_protocol
+    technique = _has_hint(protocol, EXAM_TECHNIQUE_HINTS)
+    if technique:
+        return f"the ProtocolName also names {technique!r}: an exam protocol naming several techniques"
+    named = _has_hint(e.series_hints(), EXAM_TECHNIQUE_HINTS)
+    if named:
+        return f"the SeriesDescription names {named!r}"
+    kind = acquisition_kind(e)
+    if kind:
+        return f"the acquisition header reads as {'a cine' if kind[0] == 'cine' else 'an LGE'} ({kind[1]})"
+    return None
+
+
+def protocol_map_hint(e: SeriesEvidence) -> tuple[str, str] | None:
+    """(kind, why) where only the ProtocolName names a map and nothing outvotes it (protocol_not_taken): weak
+    evidence, taken for a series that says nothing else (an unnamed derived series, an unnamed series without an
+    LGE's or a cine's header); None otherwise."""
+    if not e.protocol:
+        return None
+    found = _map_hint_in(e, NOT_TISSUE_MAPS.sub(" ", normalise_text(e.protocol)))
+    if found is None or protocol_not_taken(e):
+        return None
+    return found[0], f"{found[1]} (ProtocolName only: exam-level, weak)"
+
+
+def set_aside_map_names(e: SeriesEvidence) -> list[str]:
+    """The evidence lines for map names the series carries that did not decide it: a map in the ProtocolName set
+    aside (protocol_not_taken), ImageComments naming a map set aside (comment_not_taken)."""
+    comment = comment_not_taken(e)
+    return [note for note in (protocol_map_note(e), f"not a map: {comment}" if comment else None) if note]
+
+
+def protocol_map_note(e: SeriesEvidence) -> str | None:
+    """The evidence line for a map named in the ProtocolName that protocol_not_taken set aside, or None."""
+    if not e.protocol or _map_hint_in(e, NOT_TISSUE_MAPS.sub(" ", e.series_hints())):
+        return None
+    found = _map_hint_in(e, NOT_TISSUE_MAPS.sub(" ", normalise_text(e.protocol)))
+    why = protocol_not_taken(e) if found else None
+    if not why:
+        return None
+    return f"ProtocolName {e.protocol.strip()!r} names a map ({found[1]!r}), not taken: {why}"
+
+
+def mark_exam_protocols(series: list[SeriesEvidence]) -> None:
+    """Set `exam_protocol` on every series whose ProtocolName another series of the study shares where that other
+    series is a cine or an LGE by its acquisition header (acquisition_kind) or by its SeriesDescription: the same
+    protocol on series of different kinds is the exam's, not a series' name (GE writes the exam protocol into every
+    series). A MOLLI source series and its map sharing 'MOLLI_5(3)3_SAX' are neither, so theirs stays theirs."""
+    by_protocol: dict[str, list[SeriesEvidence]] = {}
+    for e in series:
+        protocol = normalise_text(e.protocol).strip()
+        if protocol:
+            by_protocol.setdefault(protocol, []).append(e)
+    for members in by_protocol.values():
+        if len(members) < 2:
+            continue
+        kinds = {}
+        for e in members:
+            kind = acquisition_kind(e)
+            named = _has_hint(e.series_hints(), EXAM_TECHNIQUE_HINTS)
+            if kind:
+                kinds[e.key] = f"{'a cine' if kind[0] == 'cine' else 'an LGE'} by its header"
+            elif named:
+                kinds[e.key] = f"named {named!r}"
+        for e in members:
+            other = next(((o, kinds[o.key]) for o in members if o is not e and o.key in kinds), None)
+            if other:
+                e.exam_protocol = (f"series {other[0].key} ({other[1]}) has the same ProtocolName: the exam's "
+                                   "protocol, not this series' name")
 
 
 #: ScanOptions (0018,0022) / SequenceVariant (0018,0021) values of an inversion-recovery preparation (GE writes
@@ -764,13 +880,19 @@ def value_parameter(e: SeriesEvidence) -> tuple[str, str] | None:
     return None
 
 
-def _comment_map_hint(e: SeriesEvidence) -> tuple[str, str] | None:
-    """(kind, the comment's words) where ImageComments (0020,4000) or an Enhanced MR frame's FrameComments name a
-    map (COMMENT_MAP_HINTS) on a series with no LGE name and no phase-sensitive ImageType (free text is the weakest
-    header evidence: it does not outvote an LGE's own name or reconstruction); the first and last frames are read
-    (a series' comments are the same on every image, or name each source image's TI); None otherwise."""
-    if _lge_hint(e) or _reconstruction_markers(e)[0]:
-        return None
+#: words that make a comment naming a map a MENTION of another series rather than a declaration of this one ('10 min
+#: after MOLLI', 'T1 map not done (AF)', 'compare with T2 map', 'see T1 map', 'before ECV'); checked after the
+#: native-phase words ('T1 map without contrast', 'no Gd') are taken out, which name a native map
+COMMENT_MENTION = re.compile(W + r"(?:after|before|prior|since|following|previous|compare\w*|comparison|vs|versus|"
+                             r"see|not|no|n/a|pending|planned|failed|skipped|abandoned|cancel\w*|done|then|next|"
+                             r"repeat\w*|instead)" + E)
+
+
+def _comment_map_words(e: SeriesEvidence) -> tuple[str, str, str] | None:
+    """(kind, the comment's words, the mention word or '') where ImageComments (0020,4000) or an Enhanced MR frame's
+    FrameComments name a map (COMMENT_MAP_HINTS); the first and last frames are read (a series' comments are the
+    same on every image, or name each source image's TI); None otherwise. A mention word (COMMENT_MENTION) says the
+    comment only refers to a map ('10 min after MOLLI')."""
     texts = []
     for frame in e.frames[:1] + e.frames[-1:]:
         ds = frame.header.dataset
@@ -780,18 +902,57 @@ def _comment_map_hint(e: SeriesEvidence) -> tuple[str, str] | None:
             texts.append(per_frame[frame.frame_index].FrameContentSequence[0].get("FrameComments"))
     for text in dict.fromkeys(str(t) for t in texts if t):
         folded = NOT_TISSUE_MAPS.sub(" ", normalise_text(text))
+        mention = COMMENT_MENTION.search(re.sub("|".join(f"(?:{w})" for w in NATIVE_PHASE_WORDS), " ", folded))
+        said = mention.group(0) if mention else ""
         for kind, patterns in COMMENT_MAP_HINTS:
             hint = _has_hint(folded, patterns)
             if hint:
-                return kind, f"ImageComments {text.strip()!r}: a map named ({hint!r})"
+                return kind, f"ImageComments {text.strip()!r}: a map named ({hint!r})", said
         # the bare map word ('map', 'T1-Karte', 'carte T2') only beside one parameter that it maps
         word = _has_hint(folded, dict(MAP_DESCRIPTION_HINTS)["map"])
         named = [(parameter, found) for parameter, forms in MAP_PARAMETERS for found in [_has_hint(folded, forms)]
                  if found]
         if word and len({p for p, _ in named} - ({"t2"} if any(p == "t2star" for p, _ in named) else set())) == 1:
             parameter, found = named[0]
-            return parameter, f"ImageComments {text.strip()!r}: a map named ({found!r} ... {word!r})"
+            return parameter, f"ImageComments {text.strip()!r}: a map named ({found!r} ... {word!r})", said
     return None
+
+
+def comment_not_taken(e: SeriesEvidence) -> str | None:
+    """Why ImageComments naming a map do not make the series a map, or None where they do or name none.
+
+    Free text is the weakest evidence a header carries: a technologist writes notes about the exam into it ('10 min
+    after MOLLI', 'T1 map not done (AF)', 'compare with T2 map'), so a comment routes a series to mapping only where
+    it declares a map (no mention word: COMMENT_MENTION) AND nothing else speaks: no LGE name (SeriesDescription or
+    ProtocolName), no phase-sensitive ImageType, and an acquisition header that reads neither as an LGE (IR with
+    one InversionTime in the nulling range, one image per position) nor as a cine (acquisition_kind). A renamed
+    map that keeps its source's LGE-like header and says 'T1 map' only in its comments is thus read as an LGE with a
+    weak-evidence warning naming the comment (weak_lge_evidence), never silently dropped either way."""
+    found = _comment_map_words(e)
+    if found is None:
+        return None
+    if found[2]:
+        return f"{found[1]}, but {found[2]!r} makes it a mention of another series, not a declaration"
+    hint = _lge_hint(e)
+    if hint:
+        return f"{found[1]}, but the series is named {hint!r}"
+    psir = _reconstruction_markers(e)[0]
+    if psir:
+        return f"{found[1]}, but ImageType {psir!r} is a phase-sensitive reconstruction"
+    kind = acquisition_kind(e)
+    if kind:
+        return (f"{found[1]}, but free text does not outvote the acquisition header, which reads as "
+                f"{'a cine' if kind[0] == 'cine' else 'an LGE'} ({kind[1]})")
+    return None
+
+
+def _comment_map_hint(e: SeriesEvidence) -> tuple[str, str] | None:
+    """(kind, the comment's words) where ImageComments / FrameComments declare a map and nothing outvotes them
+    (comment_not_taken); None otherwise."""
+    found = _comment_map_words(e)
+    if found is None or comment_not_taken(e):
+        return None
+    return found[0], found[1]
 
 
 def _named_parameter(e: SeriesEvidence) -> str | None:
@@ -816,8 +977,9 @@ def declared_map(e: SeriesEvidence) -> tuple[str, str, float] | None:
        (UCUM 'ms', PS3.16 CID 7181 / PS3.3 C.7.6.16.2.11) or RescaleType (0028,1054) 'MS' (value_units_ms), or a
        RescaleType / Real World Value Mapping label naming T1 / T2 / T2* / ECV (value_parameter). No LGE, magnitude
        or PSIR, has pixel values in ms (0.9);
-    4. ImageComments (0020,4000) naming a map ('T1 map', 'MOLLI', 'ECV map': _comment_map_hint), on a series with no
-       LGE name and no PSIR reconstruction (0.75, as strong as a map name in the description).
+    4. ImageComments (0020,4000) declaring a map ('T1 map', 'MOLLI', 'ECV map': _comment_map_hint), on a series
+       with no LGE name, no PSIR reconstruction and no LGE or cine acquisition header, the comment no mention of
+       another series ('after MOLLI', 'T1 map not done': comment_not_taken) (0.75).
 
     None where the header declares none of these (a map keeping its source images' header may still be read as one
     by calculated_map, and an LGE analysis of the rest is checked on its pixels: analysis.lge.contrast_notes)."""
@@ -974,6 +1136,8 @@ def mapping_recognition(e: SeriesEvidence) -> Recognition | None:
         confidence = 0.75 if hint[0] != "map" else 0.6
         if "DERIVED" in e.image_type or e.phases >= 2:
             confidence += 0.05
+        if hint[1].endswith("(ProtocolName only: exam-level, weak)"):
+            confidence -= 0.15  # the exam's protocol may name the map; nothing of the series says otherwise
     if hint:
         evidence.append(f"description hint {hint[1]!r}")
         if marker or source:
@@ -1384,6 +1548,7 @@ class LGERule:
                                "LGE images of several views (long-axis 2/3/4-chamber slices sent together)")
                             + ", not a localizer")
         evidence.append(f"{e.phases} image(s) per slice position")
+        evidence += set_aside_map_names(e)
         return Recognition("lge", min(points, 98) / 100, evidence)
 
 
@@ -1445,6 +1610,13 @@ def weak_lge_evidence(e: SeriesEvidence) -> str | None:
              "phase-sensitive (PSIR) reconstruction": f"ImageType {psir!r}" if psir else None,
              "LGE name": f"description {hint!r}" if hint else None}
     found = [why for why in kinds.values() if why]
+    comment = _comment_map_words(e)
+    if comment and not comment[2] and not hint and not psir:
+        # a comment declaring a map ('T1 Map') on an LGE-like header: the header decides (comment_not_taken), but a
+        # renamed map keeping its source's header reads the same, so the reader is told to check
+        return (f"weak LGE evidence: {comment[1]}, while the acquisition header reads as an LGE "
+                f"({', '.join(found)}): free text does not outvote the header, but a renamed T1 map keeping its "
+                "source images' header reads the same: check that this series is an LGE")
     against, against_evidence = evidence_against_lge(e, hint)
     if len(found) >= 2 and not against:
         return None
@@ -1462,6 +1634,24 @@ def weak_lge_evidence(e: SeriesEvidence) -> str | None:
                    if against else ""))
     return (f"weak LGE evidence: {said}; a T1 map or another inversion-recovery series keeping its source header "
             "reads the same: check that this series is an LGE")
+
+
+def lge_identity(e: SeriesEvidence) -> str | None:
+    """What says an LGE series is an LGE beyond its inversion-recovery header, which a T1 map keeping its source
+    images' header also carries: an LGE name in its own SeriesDescription / SequenceName (not the ProtocolName,
+    which may be the exam's), a phase-sensitive reconstruction (ImageType or signed values: no map is one); None
+    otherwise. The study prefers such an LGE over a later repeat without it (study._lge_strength)."""
+    text = e.series_hints()
+    hint = _has_hint(text, LGE_HINTS)
+    if hint is None and not _has_hint(text, NOT_LGE_CONTEXT):
+        hint = _has_hint(text, GENERIC_LGE_HINTS)
+    if hint:
+        return f"named {hint!r} in its SeriesDescription"
+    psir = _reconstruction_markers(e)[0]
+    if psir:
+        return f"phase-sensitive ImageType {psir!r}"
+    signed = signed_values(e)
+    return f"signed (phase-sensitive) values: {signed}" if signed else None
 
 
 class PerfusionRule:
@@ -1542,6 +1732,7 @@ class CineRule:
         if _has_hint(e.text_hints(), (r"cine", r"sax", r"ssfp", r"fiesta", r"trufi")):
             evidence.append("description hint")
             confidence += 0.05
+        evidence += set_aside_map_names(e)
         return Recognition("cine", min(confidence, 0.97), evidence)
 
 

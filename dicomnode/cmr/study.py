@@ -17,7 +17,7 @@ from dicomnode.cmr.frames import (_float, orientation_groups, slice_centre, slic
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
                                      NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
-                                     weak_lge_evidence)
+                                     lge_identity, mark_exam_protocols, weak_lge_evidence)
 from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume
 from dicomnode.cmr.volume import build_volume
 from dicomnode.uids import InvalidUID, check_uid
@@ -32,7 +32,8 @@ PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phas
                    "extent they share (4 slices 20 mm apart lose to 6 contiguous 12 mm slices over the same heart); "
                    "a localizer needs 3 planes), then for LGE the strength of the recognition (an LGE recognised "
                    "on weak evidence, which a T1 map keeping its source header also gives, after one recognised at "
-                   "a lower confidence band, after a strong one: confidence >= 0.8), then PSIR over "
+                   "a lower confidence band, after a strong one: confidence >= 0.8, after a strong one also named an "
+                   "LGE in its SeriesDescription or phase-sensitive), then PSIR over "
                    "magnitude for LGE (then signed over unsigned values), then the latest (SeriesTime/"
                    "AcquisitionTime, then SeriesNumber); the repeats left aside are named in the preferred stack's "
                    "warnings. A series received twice (the same images, pixel data and times under new UIDs: a "
@@ -268,12 +269,18 @@ STRONG_LGE_CONFIDENCE = 0.8
 
 
 def _lge_strength(series: AnalysisSeries, evidence: SeriesEvidence) -> int:
-    """2 for an LGE recognised at STRONG_LGE_CONFIDENCE or more without weak evidence (weak_lge_evidence), 1 for one
-    recognised lower, 0 for one on weak evidence: weighed before the reconstruction and the time of the repeats, so
-    that a series read as a map as much as an LGE never displaces a real LGE (rebreak-maps finding 2)."""
+    """3 for an LGE recognised at STRONG_LGE_CONFIDENCE or more without weak evidence (weak_lge_evidence) that is
+    also named an LGE in its SeriesDescription or phase-sensitive (lge_identity), 2 for one strong on its
+    inversion-recovery header alone, 1 for one recognised lower, 0 for one on weak evidence: weighed before the
+    reconstruction and the time of the repeats, so that a series read as a map as much as an LGE never displaces a
+    real LGE (rebreak-maps finding 2), and an unnamed later series whose IR header a T1 map keeping its source
+    header also carries never displaces a named or phase-sensitive LGE of the same slices (break1 finding 2: an
+    unnamed native T1 map 20 min after 'LGE_SAX' was measured as the LGE, 0.4 % scar)."""
     if weak_lge_evidence(evidence):
         return 0
-    return 2 if series.sequence.confidence >= STRONG_LGE_CONFIDENCE else 1
+    if series.sequence.confidence < STRONG_LGE_CONFIDENCE:
+        return 1
+    return 3 if lge_identity(evidence) else 2
 
 
 def _preference_rank(series: AnalysisSeries) -> tuple:
@@ -471,8 +478,12 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
         strength = _lge_strength(other, evidence[other.key]), _lge_strength(chosen, evidence[chosen.key])
         if strength[0] < strength[1]:
             why = ("recognised as LGE on weak evidence only" if strength[0] == 0 else
-                   f"recognised as LGE at confidence {other.sequence.confidence:.2f} only")
-            return (f"{why} (this series: {chosen.sequence.confidence:.2f}): it may be no LGE at all (a T1 map keeping "
+                   f"recognised as LGE at confidence {other.sequence.confidence:.2f} only" if strength[0] == 1 else
+                   "recognised as LGE on its inversion-recovery header only (no LGE name in its SeriesDescription, "
+                   "no phase-sensitive reconstruction)")
+            identity = lge_identity(evidence[chosen.key]) if strength[1] == 3 else None
+            return (f"{why} (this series: {chosen.sequence.confidence:.2f}" + (f", {identity}" if identity else "")
+                    + "): it may be no LGE at all (a T1 map keeping "
                     "its source images' inversion-recovery header reads the same), so a strongly recognised LGE is "
                     "preferred, whatever the times" + missing, False)
     if sequence == "lge" and chosen.lge_kind == "psir" and other.lge_kind != "psir":
@@ -511,6 +522,7 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
         raise StudyError(f"understand_study got {len(study_uids)} studies; use load_studies to split them")
     candidates, declined, excluded = group_instances(headers)
     evidences = {c.key: build_evidence(c.key, c.frames) for c in candidates}
+    mark_exam_protocols(list(evidences.values()))  # a ProtocolName on series of different kinds is the exam's
     context = StudyContext(series=list(evidences.values()))
     for candidate in candidates:
         context.sequences[candidate.key] = registry.recognize("sequence", evidences[candidate.key], context)

@@ -90,8 +90,22 @@ def test_an_unnamed_map_with_rescale_type_t1_or_ms_is_t1_mapping(tmp_path, resca
 
 @pytest.mark.parametrize("comment", ["T1 Map", "MOLLI T1 map post", "ShMOLLI", "T1-Karte"])
 def test_an_unnamed_map_named_in_its_image_comments_is_t1_mapping(tmp_path, comment):
-    cmr, series = _one(tmp_path, {**UNNAMED, "ImageComments": comment})
+    """Where nothing else speaks (the map keeps the inversion preparation but no InversionTime in the nulling range:
+    the header is no LGE's), comments declaring a map route it to T1 mapping."""
+    cmr, series = _one(tmp_path, {**UNNAMED, "InversionTime": None, "ImageComments": comment})
     _assert_t1_map(cmr, series, "ImageComments", confidence=0.75)
+
+
+@pytest.mark.parametrize("comment", ["T1 Map", "MOLLI T1 map post"])
+def test_comments_declaring_a_map_do_not_outvote_an_lge_header_but_are_said(tmp_path, comment):
+    """break1 finding 1: free text never outvotes the acquisition header (IR, TI 300 ms, one image per position);
+    a comment that declares a map is said as weak LGE evidence, so that a renamed map keeping its source header is
+    checked, never silently measured nor silently dropped."""
+    cmr, series = _one(tmp_path, {**UNNAMED, "ImageComments": comment})
+    assert series.sequence.value == "lge", series.sequence.evidence
+    assert any("not a map" in e and "does not outvote the acquisition header" in e for e in series.sequence.evidence)
+    warnings = cmr.stack_warnings[series.key]
+    assert warnings[0].startswith("weak LGE evidence: ImageComments") and "check that this series is an LGE" in warnings[0]
 
 
 def test_image_comments_do_not_outvote_an_lge_name_or_a_psir_reconstruction(tmp_path):
