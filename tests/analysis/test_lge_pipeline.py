@@ -133,7 +133,9 @@ def _threshold_model(x: np.ndarray) -> np.ndarray:
 def test_segment_stack_localises_and_maps_back_exactly():
     spec = LGEInputSpec()
     rows, cols = 300, 280
-    image = np.zeros((3, rows, cols), dtype=np.float32)
+    # air noise, as a magnitude image has (a constant background would be the matrix's padding, left out of the
+    # normalisation's statistics)
+    image = np.random.default_rng(0).uniform(0.0, 2.0, (3, rows, cols)).astype(np.float32)
     rr, cc = np.mgrid[:rows, :cols]
     disc = np.hypot(rr - 110, cc - 170) < 15  # off the image centre (149.5, 139.5)
     image[:, disc] = 100.0
@@ -238,7 +240,7 @@ def test_segment_stack_finds_the_heart_with_the_locating_model_and_segments_with
 
 
 def test_segment_stack_resamples_other_spacings_and_refuses_bad_input():
-    image = np.zeros((2, 200, 200), dtype=np.float32)
+    image = np.random.default_rng(0).uniform(0.0, 2.0, (2, 200, 200)).astype(np.float32)  # air noise
     rr, cc = np.mgrid[:200, :200]
     disc = np.hypot(rr - 100, cc - 100) < 30
     image[:, disc] = 50.0
@@ -271,6 +273,35 @@ def test_normalise_zscore_is_invariant_to_linear_rescaling():
     assert abs(float(twelve_bit.mean())) < 1e-4 and float(twelve_bit.std()) == pytest.approx(1.0, abs=1e-3)
     assert not normalise_zscore(np.full((2, 3, 3), 7.0)).any()
 
+
+
+@pytest.mark.parametrize("fill", [0.0, "minimum", 5000.0])
+def test_normalise_zscore_ignores_padding_of_the_matrix(fill):
+    """A stack zero-filled (or filled with any constant) to a larger matrix normalises its image exactly as the
+    unpadded stack: the padding does not enter the statistics (it moved a real case's %LGE by 1.5 points)."""
+    from dicomnode.analysis.lge import normalise_zscore, padding_bounds
+
+    rng = np.random.default_rng(1)
+    stack = rng.gamma(2.0, 100.0, size=(3, 40, 50)).astype(np.float32)
+    value = float(stack.min()) if fill == "minimum" else fill
+    padded = np.pad(stack, ((0, 0), (30, 7), (0, 61)), constant_values=value)
+    assert padding_bounds(padded) == (30, 70, 0, 50)
+    np.testing.assert_allclose(normalise_zscore(padded)[:, 30:70, :50], normalise_zscore(stack), atol=1e-5)
+    # a stack without padding is untouched by the rule (one constant row inside is not padding)
+    stack[:, 20] = 7.0
+    assert padding_bounds(stack) == (0, 40, 0, 50)
+
+
+def test_small_field_of_view_is_said():
+    from dicomnode.analysis.lge import MIN_TRAINED_FIELD_MM, small_field_notes
+
+    stack = np.random.default_rng(2).gamma(2.0, 100.0, size=(2, 200, 256)).astype(np.float32)
+    assert small_field_notes(stack, (1.4, 1.4)) == []  # 280 x 358 mm
+    notes = small_field_notes(stack, (0.73, 0.73))  # 146 x 187 mm
+    assert len(notes) == 1 and "146 x 187 mm" in notes[0] and f"{MIN_TRAINED_FIELD_MM:.0f} mm" in notes[0]
+    # padding does not make a small field large
+    padded = np.pad(stack, ((0, 0), (200, 200), (200, 200)))
+    assert small_field_notes(padded, (0.73, 0.73)) == notes
 
 @pytest.mark.parametrize("variant", ["as stored", "rotated, 2 slices", "cropped matrix, flipped"])
 def test_shipped_model_on_real_geometry_any_orientation_field_of_view_and_two_slices(datasets, runtime, variant):
