@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ import pydicom
 import sqlalchemy.exc
 
 from dicomnode import __version__
+from dicomnode import strict_json
 from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
 from dicomnode.demo import run_demo
 from dicomnode.net.integrity import file_problem
@@ -276,7 +276,7 @@ def cmd_status(args) -> int:
 
 def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: float) -> None:
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(strict_json.dumps(report, "status", indent=2))
         return
     print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")
     for node in report["nodes"]:

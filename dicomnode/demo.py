@@ -1,13 +1,13 @@
 """`dicomnode demo`: the node on a temporary spool, an embedded PACS, the bundled studies sent, results shown."""
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
 
+from dicomnode import strict_json
 from dicomnode.config import Config, DestinationConfig, LoggingConfig, NodeConfig, StudiesConfig
 from dicomnode.demo_data import extract_demo
 from dicomnode.net.receiver import EmbeddedReceiver
@@ -88,7 +88,7 @@ def run_demo(clean: bool = False, workdir: Path | None = None, timeout: float = 
             time.sleep(0.5)
         summaries = [summary_of(node.db, row["study_key"]) for row in node.db.studies()]
         summary = {"studies": [_outputs_relative_to(s, config.node.storage_dir, root) for s in summaries if s]}
-        (root / "summary.json").write_text(json.dumps(summary, indent=2))
+        (root / "summary.json").write_text(strict_json.dumps(summary, "summary.json", indent=2))
         print_summary_table(summary)
         print("\nstudy states:")
         for row in node.db.studies():

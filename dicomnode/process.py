@@ -9,6 +9,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from dicomnode import strict_json
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
@@ -279,7 +280,8 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
             unlisted = set(manifest.listed[mark:]) - set(entries[-1].get("outputs", []))
             _remove(out_dir, [(out_dir / relative).resolve() for relative in sorted(unlisted)])
         summary = {"studies": entries, "unreadable_files": unreadable}
-        write_durably(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"), mode=0o644)
+        write_durably(out_dir / "summary.json", strict_json.dumps(summary, "summary.json", indent=2).encode("utf-8"),
+                      mode=0o644)
     except BaseException as error:  # Ctrl-C, SIGTERM (cli), a full disk ...: nothing of this run stays
         error.removed_results = manifest.discard()
         raise

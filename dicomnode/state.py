@@ -61,6 +61,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.elements import TextClause
 
+from dicomnode import strict_json
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.state")
@@ -958,7 +959,7 @@ class StateDB:
         outbox: dicts with destination, ae_title, host, port, sop_instance_uid, path
         """
         now = time.time()
-        summary_json = json.dumps(summary)
+        summary_json = strict_json.dumps(summary, "the analysis summary")
         with self._write() as db:
             if not self._still_ours(db, study_key, generation):
                 self._run(db, "UPDATE analyses SET state='superseded', finished_at=:now WHERE id=:id",

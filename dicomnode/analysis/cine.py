@@ -387,6 +387,13 @@ class CinePipeline:
                         "timing": timing, "basal_slice_rule": BASAL_RULE,
                         "coverage": measured.coverage.summary(),
                         "basal_slices_excluded": [list(pz) for pz in measured.basal_excluded],
+                        # per slice index (volume order, ascending along the stack normal): position and the ED / ES
+                        # source images (slice_images), so slice indices here and in aha_segments name an image
+                        "slices": [{"slice_index": k, "position_mm": at_ed["position_mm"],
+                                    "ed": {key: at_ed[key] for key in IMAGE_KEYS},
+                                    "es": {key: at_es[key] for key in IMAGE_KEYS}}
+                                   for k, (at_ed, at_es) in enumerate(zip(slice_images(volume, ed, series),
+                                                                          slice_images(volume, es, series)))],
                         # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
                         "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True),
                         # the ED/ES label maps (hence EDV/ESV/SV/EF/mass and the SEG) are the refining model's; every
@@ -421,6 +428,41 @@ def slice_positions_mm(volume) -> np.ndarray | None:
     orientation = np.asarray(volume.orientation, dtype=np.float64)
     normal = np.cross(orientation[:3], orientation[3:])
     return np.asarray(positions, dtype=np.float64) @ (normal / np.linalg.norm(normal))
+
+
+#: what slice_images says of a slice's image besides its position
+IMAGE_KEYS = ("sop_instance_uid", "frame_number", "instance_number")
+
+
+def slice_images(volume, phase: int = 0, series=None) -> list[dict]:
+    """Per slice of the volume, in its order (slices ascend along the stack normal, as the SEG's frames and every
+    summary.json slice index do): the image that slice was measured on at `phase` (an index into volume.frames) -
+    `position_mm` along the stack normal (slice_positions_mm, 2 decimals), the source's `sop_instance_uid`, its
+    `frame_number` (1-based, a frame of a multi-frame instance; None for a single-frame image) and
+    `instance_number` (InstanceNumber of that instance in `series`, None where unknown). A tilted stack's display
+    copies name the same source image and frame in their Source Image Sequence."""
+    positions = slice_positions_mm(volume)
+    frames = list(getattr(volume, "frames", None) or [])
+    row = list(frames[phase]) if 0 <= phase < len(frames) else []
+    numbers = {}
+    for instance in getattr(series, "instances", None) or []:
+        value = getattr(getattr(instance, "dataset", None), "InstanceNumber", None)
+        try:
+            numbers[str(instance.sop_instance_uid)] = int(value)
+        except (TypeError, ValueError):
+            pass
+    pixels = getattr(volume, "pixels", None)
+    count = len(positions) if positions is not None else len(row) if row else \
+        (int(np.shape(pixels)[-3]) if pixels is not None and np.ndim(pixels) >= 3 else 0)
+    found = []
+    for k in range(count):
+        ref = row[k] if k < len(row) else None
+        uid = str(ref.sop_instance_uid) if ref is not None else None
+        frame = getattr(ref, "frame_number", None)
+        found.append({"position_mm": None if positions is None else round(float(positions[k]), 2),
+                      "sop_instance_uid": uid, "frame_number": None if frame is None else int(frame),
+                      "instance_number": numbers.get(uid) if uid is not None else None})
+    return found
 
 
 def apex_first(volume) -> bool | None:

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from dicomnode.analysis.aha import aha_summary_for_volume
-from dicomnode.analysis.cine import slice_positions_mm
+from dicomnode.analysis.cine import slice_images, slice_positions_mm
 from dicomnode.analysis.cine_metrics import GAP_FACTOR, LARGE_GAP_FACTOR, disc_voxel_volumes_ml
 from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
@@ -756,6 +756,8 @@ class LGEPipeline:
                                       _protocol_name(series))
         per_slice = [{key: (_round(v) if isinstance(v, float) else v) for key, v in s.items()}
                      for s in volumes.per_slice_dicts()]
+        # each slice's image: position along the stack normal, source SOP Instance UID / frame (cine.slice_images)
+        per_slice = [{**values, **image} for values, image in zip(per_slice, slice_images(volume, 0, series))]
         summary = {
             "method": "dl",
             "myocardium_volume_ml": _round(volumes.myocardium_volume_ml, 2),
@@ -818,7 +820,11 @@ class LGEPipeline:
                 results[name] = {"lge_percent": None, "applicable": False, "reason": reasons[name]}
                 continue
             try:
-                found = method().summary()
+                measured = method()
+                if measured.not_applicable:  # nothing to measure (FWHM without an enhanced region): not a 0 %
+                    results[name] = {"lge_percent": None, "applicable": False, "reason": measured.not_applicable}
+                    continue
+                found = measured.summary()
                 results[name] = {"applicable": True,
                                  **{k: (_round(v, 4) if isinstance(v, float) else v) for k, v in found.items()}}
                 caveat = self._unvalidated(f"nsd{n}" if name == "nsd" else "fwhm")

@@ -1,6 +1,7 @@
 """LGE scar quantification as pure functions: volumes, mass, %LGE, burden flag, n-SD and FWHM thresholds."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -269,9 +270,14 @@ class ThresholdResult:
     enhanced_volume_ml: float
     lge_percent: float  # enhanced / whole myocardium × 100
     details: dict
+    #: why the method had nothing to measure (FWHM with no enhanced region to take a maximum from), None where it
+    #: measured: a report gives such a method as "not applicable" with this reason, not its 0 %
+    not_applicable: str | None = None
 
     def summary(self) -> dict:
-        return {"lge_percent": self.lge_percent, "threshold": self.threshold,
+        """The values for summary.json; a threshold that was not determined (NaN) is None (JSON null)."""
+        threshold = self.threshold if self.threshold is not None and math.isfinite(self.threshold) else None
+        return {"lge_percent": self.lge_percent, "threshold": threshold,
                 "enhanced_volume_ml": self.enhanced_volume_ml,
                 "enhanced_voxels": self.enhanced_voxels, **self.details}
 
@@ -303,12 +309,18 @@ def nsd_enhancement(image: np.ndarray, labels: np.ndarray, n: int, voxel_volume_
     )
 
 
+#: why FWHM measures nothing on a stack whose labels hold no scar or MVO
+NO_ENHANCED_REGION = "no enhanced region to take a maximum from"
+
+
 def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float, spacing_rc=(1.0, 1.0),
                      baseline: float = 0.0, min_region_mm2: float = MIN_REGION_MM2) -> ThresholdResult:
     """Full width at half maximum (Amado et al., JACC 2004): the maximum signal of the enhanced region (the
     scar/MVO labels, without rims) sets threshold = baseline + (maximum - baseline) / 2; the enhanced myocardium is
     every in-plane 8-connected above-threshold region of the rim-free myocardium that overlaps the labelled
-    enhanced region (regions under `min_region_mm2` dropped). With no labelled enhanced region the result is 0 %.
+    enhanced region (regions under `min_region_mm2` dropped). With no labelled enhanced region there is no maximum:
+    the result is 0 % enhanced with an undetermined (NaN) threshold and `not_applicable` = NO_ENHANCED_REGION (an
+    evaluation may count the 0 %; a report says "not applicable" with that reason).
 
     `baseline` is the signal of nulled myocardium: 0 for magnitude images (the classic method). Raises ValueError
     on mismatched shapes, an empty myocardium, or a baseline at or above the maximum."""
@@ -328,7 +340,8 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
         return ThresholdResult(method="fwhm", threshold=float("nan"), enhanced_mask=empty, enhanced_voxels=0,
                                enhanced_volume_ml=0.0, lge_percent=0.0,
                                details={"maximum": None, "baseline": baseline, "maximum_voxel": None,
-                                        "note": "no enhanced region to take the maximum from"})
+                                        "note": NO_ENHANCED_REGION},
+                               not_applicable=NO_ENHANCED_REGION)
     masked = np.where(seed, image, -np.inf)
     peak = np.unravel_index(int(np.argmax(masked)), image.shape)
     maximum = float(image[peak])

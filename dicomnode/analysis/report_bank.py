@@ -14,6 +14,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from dicomnode import strict_json
+
 log = logging.getLogger(__name__)
 
 INDEX_DIRNAME = ".dicomnode-index"
@@ -457,7 +459,7 @@ class ReportBank:
             "files": {rel: {"size": e[1], "sha256": e[2]} for rel, e in file_cache.items()},
             "text_sha256": [r.text_sha256 for r in snapshot.reports],
         }
-        manifest_bytes = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        manifest_bytes = (strict_json.dumps(manifest, "report bank manifest", indent=1, sort_keys=True) + "\n").encode()
         ids_bytes = (json.dumps([r.id for r in snapshot.reports]) + "\n").encode()
         try:
             if (index_dir / "manifest.json").is_file() and (index_dir / "manifest.json").read_bytes() == manifest_bytes:

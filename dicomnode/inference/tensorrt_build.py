@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from dicomnode import strict_json
 from dicomnode.inference import probe
 from dicomnode.inference.shapes import Profile
 
@@ -236,7 +237,8 @@ def build_engine(onnx_path: Path, key: EngineKey, cache_dir: Path, progress: Tex
         "build_seconds": round(time.monotonic() - started, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "onnx": str(onnx_path),
     }
-    _atomic_write(engine_path.with_name(engine_path.name + ".json"), json.dumps(meta, indent=2).encode())
+    _atomic_write(engine_path.with_name(engine_path.name + ".json"),
+                  strict_json.dumps(meta, "engine metadata", indent=2).encode())
     meta["path"] = str(engine_path)
     return meta
 

@@ -10,7 +10,9 @@ OHIF v3 (3.13) shows a SEG only on a series it can display as one plain stack of
 The standard allows the SEG to reference any images of the same Frame of Reference, so wherever the images a SEG
 labels are not the whole of their series (needs_display_copies), the node writes a copy of the analysed frames of
 each labelled phase as a new series (one series per phase, all its slices) and lets the SEG reference the copy:
-- same IOD as the source (MR Image), pixel data and geometry unchanged, new SOP Instance and Series UIDs;
+- same IOD as the source (MR Image), pixel data and geometry unchanged, new SOP Instance and Series UIDs; Rescale
+  Slope / Intercept / Type kept although the MR Image IOD has no Modality LUT (dciodvfy warns): a PSIR's stored
+  values are offset and its sign is lost without them (single_frame.GROUP_ATTRIBUTES);
 - Image Type DERIVED\\SECONDARY, Derivation Description saying it is an unchanged copy, Source Image Sequence
   pointing at the original (PS3.3 C.7.6.1.1.4, purpose 121322 DCM);
 - Instance Number 1..N in the order of the source images' (Series Number, Instance Number), so a viewer (which
@@ -63,7 +65,7 @@ from dicomnode.cmr.types import FrameRef, InstanceHeader
 from dicomnode.results.headers import derivable_header, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, relocated_sources, seg_parts
-from dicomnode.results.single_frame import single_frame_image
+from dicomnode.results.single_frame import as_list, single_frame_image
 from dicomnode.uids import new_uid
 
 DERIVATION = "Unchanged copy of the source image in a series of its own, for the display of the AI segmentation"
@@ -152,10 +154,15 @@ def needs_display_copies(study, segmentation: SegmentationResult, parts: list[Se
 
 
 def drop_unsatisfied_conditionals(dataset: Dataset) -> None:
-    """Remove MR Image attributes a source carries although their condition is not met (PS3.3 C.8.3.1: Inversion
-    Time only with an inversion-recovery Scanning Sequence), so the copy does not repeat the source's error."""
-    if "InversionTime" in dataset and "IR" not in list(dataset.get("ScanningSequence") or []):
+    """Make the MR Image conditionals (PS3.3 C.8.3.1) agree with their condition, so the copy does not repeat the
+    source's error: Inversion Time (Type 2C) only with an inversion-recovery Scanning Sequence, and there always
+    (empty where the source gives no time). A Scanning Sequence of one term is read as that term (as_list), not as
+    its characters."""
+    inversion_recovery = "IR" in [str(v).strip().upper() for v in as_list(dataset.get("ScanningSequence"))]
+    if "InversionTime" in dataset and not inversion_recovery:
         del dataset.InversionTime
+    elif inversion_recovery and "InversionTime" not in dataset:
+        dataset.InversionTime = None
 
 
 def repair_dates_and_times(dataset: Dataset) -> None:

@@ -12,9 +12,11 @@ carried by the classic ones where there is one:
 - Pixel Measures -> Pixel Spacing, Slice Thickness, Spacing Between Slices; Plane Position / Orientation -> Image
   Position / Orientation (Patient); Frame Content -> Acquisition Date/Time/DateTime, Acquisition Number, Temporal
   Position Identifier, Image Comments; Cardiac Synchronization -> Trigger Time, Nominal Interval; Pixel Value
-  Transformation -> Rescale Slope / Intercept / Type; Frame VOI LUT -> Window Center / Width; Frame Anatomy -> Image
+  Transformation -> Rescale Slope / Intercept / Type (kept although the MR Image IOD has no Modality LUT: a PSIR's
+  sign lives in them, GROUP_ATTRIBUTES); Frame VOI LUT -> Window Center / Width (both or neither); Frame Anatomy -> Image
   Laterality, Anatomic Region Sequence; MR Image Frame Type -> Image Type; MR Timing -> Repetition Time, Flip Angle, Echo Train Length; MR Echo -> Echo Time (the effective
-  one); MR Modifier -> Inversion Time (the first Inversion Times value); MR FOV/Geometry, MR Averages, MR Imaging
+  one); MR Modifier -> Inversion Time (the first Inversion Times value, the frame's own item first, then the
+  shared one; present and empty where the frame is inversion recovery and no time is given, Type 2C); MR FOV/Geometry, MR Averages, MR Imaging
   Modifier, receive and transmit coil -> their classic attributes; the Unassigned Shared / Per-frame Converted
   Attributes of a Legacy Converted instance (which are classic attributes) as they are;
 - Scanning Sequence and Sequence Variant (Type 1) from the MR Pulse Sequence and MR Modifier attributes (C.8.13.4,
@@ -80,6 +82,10 @@ GROUP_ATTRIBUTES = (
     ("FrameContentSequence", "FrameComments", "ImageComments"),
     ("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", "TriggerTime"),
     ("CardiacSynchronizationSequence", "RRIntervalTimeNominal", "NominalInterval"),
+    # Rescale Slope / Intercept / Type are not attributes of the MR Image IOD (dciodvfy warns "not expected to be
+    # present in standard MR IOD"), but kept: a PSIR frame's stored values are offset (e.g. intercept -2048, -4096),
+    # and without the rescale a viewer (and the node, re-reading the copy) would take the stored values for the
+    # signal and lose the sign that makes it phase-sensitive; every vendor's classic PSIR carries them the same way
     ("PixelValueTransformationSequence", "RescaleIntercept", "RescaleIntercept"),
     ("PixelValueTransformationSequence", "RescaleSlope", "RescaleSlope"),
     ("PixelValueTransformationSequence", "RescaleType", "RescaleType"),
@@ -214,10 +220,10 @@ def single_frame_image(source: Dataset, frame_number: int) -> Dataset:
     direction = _text(group_value(groups, "MRFOVGeometrySequence", "InPlanePhaseEncodingDirection"))
     if direction:
         image.InPlanePhaseEncodingDirection = {"COLUMN": "COL", "MIXED": "OTHER"}.get(direction, direction)
-    inversion = group_value(groups, "MRModifierSequence", "InversionTimes")
-    if inversion is not None and "InversionTime" not in image:
-        values = inversion.value if isinstance(inversion.value, (list, MultiValue)) else [inversion.value]
-        if len(values):
+    inversion = group_value(groups, "MRModifierSequence", "InversionTimes")  # the frame's own item first
+    if inversion is not None and not str(image.get("InversionTime", "") or "").strip():
+        values = [v for v in as_list(inversion.value) if str(v).strip() != ""]
+        if values:
             image.InversionTime = _as("InversionTime", values[0]).value
     acquired = group_value(groups, "FrameContentSequence", "FrameAcquisitionDateTime")
     if acquired is not None and str(acquired.value).strip():
@@ -257,6 +263,12 @@ def single_frame_image(source: Dataset, frame_number: int) -> Dataset:
             image[keyword] = _as(keyword, None)
     if "RepetitionTime" not in image:
         image.RepetitionTime = None
+    if "IR" in as_list(image.get("ScanningSequence")) and "InversionTime" not in image:
+        image.InversionTime = None  # Type 2C for an inversion-recovery image (C.8.3.1): present, empty when unknown
+    if ("WindowCenter" in image) != ("WindowWidth" in image):  # C.11.2 VOI LUT: Window Width 1C with the Center
+        for keyword in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation"):
+            if keyword in image:
+                delattr(image, keyword)
     image.SOPClassUID = MRImageStorage
     image["PixelData"] = frame_pixel_data(source, frame_number)
     if hasattr(source, "file_meta"):
@@ -264,6 +276,16 @@ def single_frame_image(source: Dataset, frame_number: int) -> Dataset:
         image.file_meta.update(source.file_meta)
         image.file_meta.MediaStorageSOPClassUID = MRImageStorage
     return image
+
+
+def as_list(value) -> list:
+    """The values of a (possibly multi-valued) attribute as a list: a single value as a list of one, not of its
+    characters (a Scanning Sequence of one term reads as the string "IR"), None or "" as an empty list."""
+    if isinstance(value, DataElement):
+        value = value.value
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
 
 
 def _as(keyword: str, value) -> DataElement:

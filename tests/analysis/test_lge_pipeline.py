@@ -63,6 +63,12 @@ def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study,
     assert summary["lge_percent"] == pytest.approx(expected.lge_percent, abs=0.01)
     assert summary["lv_mass_g"] == pytest.approx(expected.myocardium_volume_ml * 1.05, abs=0.02)
     assert len(summary["per_slice"]) == volume.pixels.shape[1]
+    # each slice names its image, in volume order (ascending along the stack normal, the SEG's frame order)
+    for k, (entry, ref) in enumerate(zip(summary["per_slice"], volume.frames[0])):
+        assert entry["slice_index"] == k and entry["sop_instance_uid"] == ref.sop_instance_uid
+        assert entry["frame_number"] == ref.frame_number and isinstance(entry["position_mm"], float)
+    positions = [entry["position_mm"] for entry in summary["per_slice"]]
+    assert positions == sorted(positions)
     # agreement with the expert labels (ground truth slice order is generator order: match by SOP instance)
     truth_by_frame = generated.mask_by_frame()
     truth = np.stack([truth_by_frame[(f.sop_instance_uid, f.frame_number)] for f in volume.frames[0]])

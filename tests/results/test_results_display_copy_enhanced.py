@@ -279,3 +279,86 @@ def test_a_frame_of_a_legacy_converted_source_gets_its_classic_attributes_back(t
 def test_a_frame_of_a_legacy_converted_source_passes_dciodvfy(tmp_path):
     path, _ = _legacy_converted_frame(tmp_path)
     assert_valid(path, "DicomInstanceValidator")
+
+
+def _vendor_variant(inversion_recovery: bool):
+    """(segmentation, source, objects) of the tilted Enhanced MR LGE written as a Philips-style export does: no
+    Echo Pulse Sequence at the top level (so the copies' Scanning Sequence is the one term IR, or RM), the Inversion
+    Times in each frame's own MR Modifier item (300 + frame index ms) over a shared one, and each frame's VOI LUT
+    window (break1 finding 6). `inversion_recovery` False: a non-IR source (no inversion, no Inversion Times)."""
+    study, results, context, source = enhanced_lge()
+    del source.EchoPulseSequence
+    shared = source.SharedFunctionalGroupsSequence[0]
+    modifier = shared.MRModifierSequence[0]
+    if inversion_recovery:
+        modifier.InversionTimes = [250.0]
+    else:
+        modifier.InversionRecovery = "NO"
+        del modifier.InversionTimes
+    for k, frame in enumerate(source.PerFrameFunctionalGroupsSequence):
+        if inversion_recovery:
+            own = copy.deepcopy(modifier)
+            own.InversionTimes = [300.0 + k]
+            frame.MRModifierSequence = DicomSequence([own])
+        frame.FrameVOILUTSequence = DicomSequence([_item(WindowCenter=400 + k, WindowWidth=1200)])
+    objects = build_result_objects(study, results, context)
+    return results[0].segmentations[0], source, objects
+
+
+@pytest.mark.parametrize("inversion_recovery", [True, False])
+def test_copies_carry_the_frame_inversion_time_and_window(inversion_recovery):
+    _, _, objects = _vendor_variant(inversion_recovery)
+    copies = [o for o in objects if o.Modality == "MR"]
+    assert len(copies) == 4
+    for duplicate in copies:
+        number = int(duplicate.SourceImageSequence[0].ReferencedFrameNumber)
+        if inversion_recovery:  # the frame's own Inversion Times, not the shared item's, and never dropped
+            assert duplicate.ScanningSequence == "IR" and float(duplicate.InversionTime) == 300.0 + number - 1
+        else:
+            assert duplicate.ScanningSequence == "RM" and "InversionTime" not in duplicate
+        assert float(duplicate.WindowCenter) == 400 + number - 1 and float(duplicate.WindowWidth) == 1200
+        # Rescale kept on purpose (a PSIR's sign lives in it), Type 2 attributes present
+        assert float(duplicate.RescaleSlope) == 2.0 and float(duplicate.EchoTrainLength) == 1
+        for keyword in ("MRAcquisitionType", "EchoTime", "RepetitionTime", "SliceThickness", "ScanOptions"):
+            assert keyword in duplicate, keyword
+
+
+def test_a_frame_that_says_ir_without_a_time_gets_an_empty_inversion_time():
+    _, _, _, source = enhanced_lge()
+    del source.SharedFunctionalGroupsSequence[0].MRModifierSequence[0].InversionTimes
+    image = single_frame_image(source, 1)
+    assert "IR" in list(image.ScanningSequence) and "InversionTime" in image and image.InversionTime in (None, "")
+
+
+def test_a_one_term_scanning_sequence_keeps_its_inversion_time():
+    """A classic copy whose Scanning Sequence is the single term IR keeps its Inversion Time (it was read as the
+    characters I, R and dropped); a non-IR one loses a stray one; an IR one without a time gets it empty."""
+    from dicomnode.results.display_copy import drop_unsatisfied_conditionals
+    one = Dataset()
+    one.ScanningSequence, one.InversionTime = "IR", 300
+    drop_unsatisfied_conditionals(one)
+    assert float(one.InversionTime) == 300
+    stray = Dataset()
+    stray.ScanningSequence, stray.InversionTime = "GR", 300
+    drop_unsatisfied_conditionals(stray)
+    assert "InversionTime" not in stray
+    missing = Dataset()
+    missing.ScanningSequence = ["GR", "IR"]
+    drop_unsatisfied_conditionals(missing)
+    assert "InversionTime" in missing and missing.InversionTime in (None, "")
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("inversion_recovery", [True, False])
+def test_copies_of_ir_and_non_ir_vendor_sources_pass_dciodvfy(tmp_path, inversion_recovery):
+    """No dciodvfy error on the copies, with or without -new (the Type 2C Inversion Time of break1 finding 6); the
+    Rescale warnings are the only accepted ones about the Modality LUT (kept for PSIR, single_frame.GROUP_ATTRIBUTES)."""
+    from tests.conftest import require_peer
+    import subprocess
+    _, _, objects = _vendor_variant(inversion_recovery)
+    for n, duplicate in enumerate(o for o in objects if o.Modality == "MR"):
+        path = write(duplicate, tmp_path / f"copy{n}.dcm")
+        assert_valid(path, "DicomInstanceValidator")
+        run = subprocess.run([require_peer("dciodvfy"), "-new", str(path)], capture_output=True, text=True, timeout=120)
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, errors
