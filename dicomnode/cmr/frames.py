@@ -995,7 +995,9 @@ def stacks_of(frames: list[FrameInfo]) -> dict[str, list[FrameInfo]]:
 def superseded_stacks(frames: list[FrameInfo]) -> list[tuple[str, str, bool]]:
     """(StackID left out, StackID kept, whole) for each stack of one orientation that is left out because of another:
     whole=True where a stack acquired later (`acquired_last`) covers (nearly) its whole range along the normal
-    (`same_range`: the stack re-planned and acquired again in the series); whole=False where it is a later stack lying
+    (`same_range`: the stack re-planned and acquired again in the series), a kept stack preferred, else a later stack
+    that is itself covered again (passes 1, 2, 3 each shorter: pass 1 repeats in pass 2 though pass 3 alone leaves
+    two of its slices uncovered); whole=False where it is a later stack lying
     inside the kept stack's range at other positions (`partial_repeat`: some slices re-acquired off the earlier
     positions; the full stack is measured). [] without StackID on every frame, with one stack only, or with
     complementary stacks (slabs over different ranges, one volume), or a later stack at the earlier positions (its
@@ -1008,8 +1010,13 @@ def superseded_stacks(frames: list[FrameInfo]) -> list[tuple[str, str, bool]]:
     ranges = {sid: [float(np.dot(f.position, normal)) for f in members] for sid, members in stacks.items()}
     kept: list[str] = []
     pairs: list[tuple[str, str, bool]] = []
+    seen: list[str] = []
     for sid in sorted(stacks, key=lambda sid: acquired_last(stacks[sid]), reverse=True):
-        later = next((k for k in kept if same_range(ranges[k], ranges[sid])), None)
+        # a kept later stack first; else a later stack itself covered again (three passes: the middle pass repeats
+        # the first, however short the latest is), so that a position it covers never falls back to the oldest pass
+        later = next((k for k in kept + [k for k in seen if k not in kept] if same_range(ranges[k], ranges[sid])),
+                     None)
+        seen.append(sid)
         if later is not None:
             pairs.append((sid, later, True))
             continue
@@ -1083,12 +1090,39 @@ def grid_mismatch(earlier: list[FrameInfo], later: list[FrameInfo], normal: np.n
     return None
 
 
+def images_per_position(frames: list[FrameInfo], normal: np.ndarray) -> int:
+    """The most common number of frames at one slice position (`stack_positions`) of a pass of a stack, the larger on
+    a tie: 1 for an LGE, the cardiac phases for a cine. 0 for no frames."""
+    positions = stack_positions(frames, normal)
+    counts = Counter(min(range(len(positions)), key=lambda k: abs(positions[k] - slice_distance(f, normal)))
+                     for f in frames)
+    sizes = Counter(counts.values())
+    return max(sizes, key=lambda n: (sizes[n], n)) if sizes else 0
+
+
+def fill_mismatch(earlier: list[FrameInfo], later: list[FrameInfo], normal: np.ndarray) -> str | None:
+    """Why the slices of an earlier pass of a stack cannot complete a later pass of it in one volume, worded to follow
+    'the later pass re-acquired the stack ...', or None where they can: another geometry (`grid_mismatch`, 'on
+    another slice grid ...'), or another number of images per slice position (`images_per_position`: a cine re-
+    acquired with 10 phases where the earlier pass has 20; one slice of other phases would be matched to the others'
+    phases or refused as a slice acquired twice)."""
+    problem = grid_mismatch(earlier, later, normal)
+    if problem is not None:
+        return "on " + problem
+    n_earlier, n_later = images_per_position(earlier, normal), images_per_position(later, normal)
+    if n_earlier != n_later:
+        return (f"with {n_later} images per slice position where the earlier pass has {n_earlier} (other cardiac "
+                "phases or images)")
+    return None
+
+
 def stack_fills(frames: list[FrameInfo], pairs: list[tuple[str, str, bool]]) -> dict[str, list[FrameInfo]]:
     """{StackID left out: its frames that still go into the volume} for the stacks `superseded_stacks` left out as
     covered again by a later stack (whole=True): per slice position the latest acquisition wins, so a position that
     only the earlier stack holds (`earlier_only`: the later pass one slice shorter, missing the apical or basal end)
-    is filled from it where the two share one slice grid and plan (`grid_mismatch` None); where several earlier
-    stacks hold it, the latest. Positions measured by a stack that is kept (complementary slabs included) are never
+    is filled from it where the two share one slice grid and plan and hold as many images per position
+    (`fill_mismatch` None: not one slice of 20 cine phases among slices of 10); where several earlier stacks hold it,
+    the latest (three passes: a position the middle pass covers never comes from the first). Positions measured by a stack that is kept (complementary slabs included) are never
     filled. {} where nothing is filled."""
     stacks = stacks_of(frames)
     dropped = {sid for sid, _, _ in pairs}
@@ -1098,7 +1132,7 @@ def stack_fills(frames: list[FrameInfo], pairs: list[tuple[str, str, bool]]) -> 
     covered = stack_positions([f for f in frames if f.stack_id not in dropped], normal)
     fills: dict[str, list[FrameInfo]] = {}
     for sid, kept, whole in sorted(pairs, key=lambda p: acquired_last(stacks[p[0]]), reverse=True):
-        if not whole or grid_mismatch(stacks[sid], stacks[kept], normal) is not None:
+        if not whole or fill_mismatch(stacks[sid], stacks[kept], normal) is not None:
             continue
         fill = earlier_only(stacks[sid], covered, normal)
         if fill:

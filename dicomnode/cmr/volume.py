@@ -13,8 +13,8 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
                                   merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
-                                  slice_distance, slice_passes, stack_fills, stack_normal, stack_plane, stack_positions,
-                                  stacks_of, superseded_stacks, grid_mismatch,
+                                  same_range, slice_distance, slice_passes, stack_fills, stack_normal, stack_plane, stack_positions,
+                                  stacks_of, superseded_stacks, fill_mismatch, SEPARATE_BREATH_HOLDS_S as _HOLD_S,
                                   temporal_index_name, tm_seconds, typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
@@ -153,22 +153,69 @@ def grid_text(grid: tuple[int, int, float, float]) -> str:
     return f"{grid[0]} x {grid[1]} at {grid[2]:g} x {grid[3]:g} mm"
 
 
-def _later_repeat_note(odd: FrameInfo, kept: list[FrameInfo], normal: np.ndarray, tolerance_mm: float) -> str:
-    """For an image left out for its pixel grid: ' ...' naming the OLDER on-grid image kept at its slice position
-    (along `normal`, within `tolerance_mm`) where the left-out one was acquired later (`latest_first`: AcquisitionDate
-    + AcquisitionTime, then InstanceNumber), else ''. No resampling is done, so the later re-acquisition cannot
-    replace the older image: the note says so."""
+def _later_repeat_at(odd: FrameInfo, kept: list[FrameInfo], normal: np.ndarray, tolerance_mm: float
+                     ) -> tuple[float, FrameInfo] | None:
+    """For an image left out for its pixel grid: (its slice position along `normal`, the OLDER on-grid image kept
+    there within `tolerance_mm`) where the left-out one was acquired later (`latest_first`: AcquisitionDate +
+    AcquisitionTime, then InstanceNumber), else None."""
     at = slice_distance(odd, normal)
     same = [f for f in kept if abs(slice_distance(f, normal) - at) <= tolerance_mm]
-    if not same:
+    if not same or min(same + [odd], key=latest_first) is not odd:
+        return None
+    return at, min(same, key=latest_first)
+
+
+def _later_repeat_note(found: list[tuple[float, FrameInfo]]) -> str:
+    """'; ...' saying ONCE that the images left out for their grid are the LATER acquisitions of the slices at the
+    positions of `found` ([(mm, older kept image)], `_later_repeat_at`) and that the images kept there are the older
+    ones (no resampling is done, so a later re-acquisition on another grid cannot replace them); '' for none."""
+    if not found:
         return ""
-    latest = min(same + [odd], key=latest_first)
-    if latest is not odd:
-        return ""
-    older = min(same, key=latest_first)
-    return (f"; it is the LATER acquisition of the slice at {at:.2f} mm: the kept image there, {frame_name(older)}, "
-            "is the OLDER acquisition (the one on the stack's grid; a volume needs one pixel grid and images are not "
-            "resampled)")
+    found = sorted(found, key=lambda item: item[0])
+    kept = [frame_name(f) for _, f in found]
+    return (f"; {'it is the LATER acquisition' if len(found) == 1 else 'they are the LATER acquisitions'} of the "
+            f"slice(s) at {_mm(sorted({round(at, 2) for at, _ in found}))} mm: the image(s) kept there "
+            f"({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''}) are the OLDER acquisition(s), on the stack's "
+            "grid (a volume needs one pixel grid and images are not resampled)")
+
+
+def later_pass_grid(frames: list[FrameInfo]) -> tuple[int, int, float, float] | None:
+    """The pixel grid of a later pass of the whole stack re-planned with another field of view / matrix / pixel
+    spacing (frames without StackID, told apart by time: `latest_stacks` serves StackID passes), or None: exactly two
+    grids, the images on one acquired (`frames.pass_time`) after every image on the other, at two or more slice
+    positions covering (nearly) the other's whole range (`frames.same_range`: a repeat of the stack, one slice or so
+    shorter). One slice re-acquired on another grid is no pass (`majority_grid` keeps the stack's grid)."""
+    grids = sorted({pixel_grid(f) for f in frames})
+    if len(grids) != 2 or any(pass_time(f) is None for f in frames):
+        return None
+    normal = stack_normal(frames)
+    for grid, other in (grids, grids[::-1]):
+        mine = [f for f in frames if pixel_grid(f) == grid]
+        theirs = [f for f in frames if pixel_grid(f) == other]
+        positions = stack_positions(mine, normal)
+        if (len(positions) >= 2 and min(pass_time(f) for f in mine) > max(pass_time(f) for f in theirs)
+                and same_range(positions, stack_positions(theirs, normal))):
+            return grid
+    return None
+
+
+def later_pass_on_another_grid(frames: list[FrameInfo], grid: tuple[int, int, float, float], warnings: list[str]
+                               ) -> tuple[list[FrameInfo], list[tuple[FrameInfo, str]]]:
+    """`majority_grid` for a stack re-acquired later in its series on another pixel grid (`later_pass_grid`): the
+    rule of StackID passes on another geometry (`latest_stacks` rule (b)), whatever the slice counts: the later pass
+    is measured, the earlier pass left out, said once (an end slice only the earlier pass acquired is then named by
+    `end_slice_note`, the volumes lower bounds)."""
+    kept = [f for f in frames if pixel_grid(f) == grid]
+    earlier = [f for f in frames if pixel_grid(f) != grid]
+    normal = stack_normal(frames)
+    reason = (f"the stack was acquired again later in this series on another pixel grid ({grid_text(grid)}, "
+              f"{len(stack_positions(kept, normal))} slice(s) from {hms(min(pass_time(f) for f in kept))}; the earlier "
+              f"pass {grid_text(pixel_grid(earlier[0]))}, {len(stack_positions(earlier, normal))} slice(s) by "
+              f"{hms(max(pass_time(f) for f in earlier))}): a repeat of the stack re-planned with another field of "
+              "view / matrix, and slices of two pixel grids are not mixed in one volume; the later pass is measured, "
+              "the earlier left out")
+    warnings.append(reason)
+    return kept, [(f, reason) for f in earlier]
 
 
 def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
@@ -183,6 +230,9 @@ def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
     grids = Counter(pixel_grid(f) for f in frames)
     if len(grids) == 1:
         return frames, []
+    later = later_pass_grid(frames)
+    if later is not None:
+        return later_pass_on_another_grid(frames, later, warnings)
     grid, count = grids.most_common(1)[0]
     if 2 * count <= len(frames):
         at = {}
@@ -199,11 +249,11 @@ def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
         reason = (f"pixel grid {grid_text(other)}, not the stack's {grid_text(grid)} ({count} of {len(frames)} "
                   "images): a slice re-acquired with another matrix / FOV, left out")
         positions = sorted({_position_text(f) for f in odd})
-        later = [_later_repeat_note(f, kept, normal, SAME_POSITION_MM) for f in odd]
+        later = [_later_repeat_at(f, kept, normal, SAME_POSITION_MM) for f in odd]
         warnings.append(f"{len(odd)} image(s) at ImagePositionPatient {', '.join(str(list(p)) for p in positions)} "
                         f"({', '.join(frame_name(f) for f in odd[:3])}{', ...' if len(odd) > 3 else ''}): {reason}"
-                        + "".join(dict.fromkeys(later)))
-        left_out += [(f, reason + note) for f, note in zip(odd, later)]
+                        + _later_repeat_note([item for item in later if item is not None]))
+        left_out += [(f, reason + _later_repeat_note([item] if item else [])) for f, item in zip(odd, later)]
     return kept, left_out
 
 
@@ -279,11 +329,16 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         raise StudyError(f"series {series.key}: mixed orientations, {len(groups)} different ImageOrientationPatient "
                          f"values ({planes}); a volume needs one orientation")
     warnings: list[str] = []
-    frames, off_grid = majority_grid(series.key, frames, warnings)
-    left_out: list[tuple[FrameInfo, str]] = list(off_grid)
-    reconcile_temporal_indices(series.key, frames, warnings)
+    acquired = frames
+    # passes of the stack (StackID) first, then the pixel grid: a later pass re-planned with another field of view or
+    # pixel spacing is a pass like one shifted through-plane (`latest_stacks`), never outvoted by a majority-grid count
+    left_out: list[tuple[FrameInfo, str]] = []
     ends: list[float] = []
-    frames = latest_stacks(series.key, frames, warnings, left_out, ends)
+    fill_notes: list[str] = []
+    frames = latest_stacks(series.key, frames, warnings, left_out, ends, fill_notes)
+    frames, off_grid = majority_grid(series.key, frames, warnings)
+    left_out += off_grid
+    reconcile_temporal_indices(series.key, frames, warnings)
     slices = latest_interleaved_pass(merge_replanned_slices(slice_groups(frames)), warnings, left_out)
     if require_stack and len(slices) < 2:
         raise StudyError(f"series {series.key}: single slice ({len(frames)} frame(s) at one position) where a stack "
@@ -306,16 +361,25 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     for reason, dropped in duplicate_reasons(duplicates):
         warnings.append(reason)
         left_out += [(frame, reason) for frame in dropped]
-    per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], warnings, left_out)
+    repeat_lines: list[str] = []
+    per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], repeat_lines, left_out)
     counts = [len(s) for s in per_slice]
     passes = repeated_passes(per_slice)
     if passes:
-        warnings.append(f"the whole stack was acquired {counts[0]} times in this series (the same slice positions and "
-                        "timing, later AcquisitionTimes): a repeat of the stack, not cardiac phases; the latest pass "
-                        "is measured")
+        repeat_lines.append(f"the whole stack was acquired {counts[0]} times in this series (the same slice positions "
+                            "and timing, later AcquisitionTimes): a repeat of the stack, not cardiac phases; the latest "
+                            "pass is measured")
     if passes or images_per_slice(per_slice) != counts:
-        per_slice = keep_latest_repeats(per_slice, [d for d, _ in slices], warnings, left_out)
+        per_slice = keep_latest_repeats(per_slice, [d for d, _ in slices], repeat_lines, left_out)
         counts = [len(s) for s in per_slice]
+    summary = pass_summary(acquired, per_slice)
+    if summary is None:
+        warnings += fill_notes + repeat_lines
+    else:
+        # one plain-words summary of which position came from which pass instead of a line per slice; a slice that
+        # kept an earlier pass because the later one is incomplete keeps its own line
+        warnings.append(summary)
+        warnings += [line for line in repeat_lines if "the later one is incomplete" in line]
     if len(set(counts)) > 1:
         per_slice, phases_left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings)
         left_out += phases_left_out
@@ -469,7 +533,8 @@ def _within_usual_cycle(frames: list[FrameInfo], per_slice: list[list[FrameInfo]
 
 
 def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
-                  left_out: list[tuple[FrameInfo, str]], ends_left_out: list[float] | None = None) -> list[FrameInfo]:
+                  left_out: list[tuple[FrameInfo, str]], ends_left_out: list[float] | None = None,
+                  fill_notes: list[str] | None = None) -> list[FrameInfo]:
     """The frames of a series holding several stacks (StackID (0020,9056) on every frame) with each stack that a later
     one covers again over the same range (`frames.superseded_stacks`: the stack re-planned and acquired again) left
     out, named in `warnings` and appended to `left_out`: the latest stack (`frames.acquired_last`: AcquisitionDate +
@@ -481,17 +546,21 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
 
     Nothing acquired is thrown away silently where the later stack is SHORTER than the one it repeats (a technologist
     re-acquiring the stack and cutting one slice, missing the apical or basal end):
-    (a) on the same slice grid and plan (`frames.grid_mismatch` None: the same positions, orientation, pixel grid and
-        in-plane placement) the latest acquisition wins per position, and a position only the earlier stack holds is
+    (a) on the same slice grid and plan, as many images per position (`frames.fill_mismatch` None: the same positions,
+        orientation, pixel grid and in-plane placement, and as many cine phases) the latest acquisition wins per
+        position (of three passes, the latest that covers it), and a position only the earlier stack holds is
         filled from it (`frames.stack_fills`), named with its position (mm) and the earlier stack's acquisition time:
         scanners and reading software combine such passes too, and dropping the slice would shrink the volumes while
         the coverage still read as complete. Its other slices stay left out, as does any end slice a longer later
         stack covers again (nothing is lost then).
-    (b) on another geometry (a pass shifted along the normal, e.g. by half a slice; tilted; another field of view) the
-        passes are not mixed, as slices of two geometries do not make one volume: the later stack alone is measured,
+    (b) on another geometry (a pass shifted along the normal, e.g. by half a slice; tilted; another field of view or
+        pixel spacing) or with other cine phases (10 where the earlier pass has 20) the passes are not mixed, as
+        slices of two geometries (or of other phases) do not make one volume: the later stack alone is measured,
         and an end slice of the earlier stack lying beyond the later one by more than half its step (further than
         its end disc reaches) is named as not used, the volumes and mass as lower bounds, and its position (mm) is
-        appended to `ends_left_out` (Volume.ends_left_out_mm: a cine's coverage is then not complete)."""
+        appended to `ends_left_out` (Volume.ends_left_out_mm: a cine's coverage is then not complete).
+    `fill_notes`: where given, the two lines of rule (a) go there instead of `warnings` (`arrange_frames` says once,
+    in `pass_summary`, which position came from which pass, and uses them only where that says nothing)."""
     pairs = superseded_stacks(frames)
     if not pairs:
         return frames
@@ -522,7 +591,13 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
                       + (f" but for its slice(s) at {_mm(kept_positions)} mm, which only "
                          "it covers" if kept_positions else ""))
             if sid in fills:
-                warnings.append(_earlier_fill_note(sid, other, fills[sid], stacks[other], normal))
+                note = _earlier_fill_note(sid, other, fills[sid], stacks[other], normal)
+                if fill_notes is not None:
+                    # said once for all passes by `pass_summary`; these two lines stand in where it says nothing
+                    fill_notes += [note, reason]
+                    left_out += [(frame, reason) for frame in stacks[sid] if id(frame) not in filled]
+                    continue
+                warnings.append(note)
             else:
                 lost, positions = _earlier_ends_not_used(sid, other, stacks, [f for f in frames if f.stack_id not in
                                                                               {s for s, _, _ in pairs}], normal)
@@ -534,6 +609,89 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
         left_out += [(frame, reason) for frame in stacks[sid] if id(frame) not in filled]
     dropped = {sid for sid, _, _ in pairs}
     return [frame for frame in frames if frame.stack_id not in dropped or id(frame) in filled]
+
+
+def _position_index(frames: list[FrameInfo], normal: np.ndarray) -> dict[int, int]:
+    """{id(frame): the index of its slice position} over `frames.stack_positions` (the nearest)."""
+    positions = np.array(stack_positions(frames, normal))
+    return {id(f): int(np.argmin(np.abs(positions - slice_distance(f, normal)))) for f in frames}
+
+
+def acquisition_passes(frames: list[FrameInfo]) -> tuple[dict[int, str], list[str]] | None:
+    """({id(frame): its pass}, the passes earliest first) for the frames of one stack acquired in passes in its
+    series: by StackID (0020,9056) where every frame has one ('StackID 2'), else by time ('pass 2'): each slice
+    position's acquisitions (its frames in `frames.pass_time` order, a new one SEPARATE_BREATH_HOLDS_S or more after
+    the one before) taken in time order, a new pass starting where a position comes again that the current pass has
+    already acquired (one pass acquires each position once). None where a frame has neither StackID nor a time."""
+    stacks = stacks_of(frames)
+    if stacks:
+        order = sorted(stacks, key=lambda sid: acquired_last(stacks[sid]))
+        return {id(f): f"StackID {sid}" for sid in order for f in stacks[sid]}, [f"StackID {sid}" for sid in order]
+    if any(pass_time(f) is None for f in frames):
+        return None
+    normal = stack_normal(frames)
+    index = _position_index(frames, normal)
+    units: list[tuple[float, int, list[FrameInfo]]] = []
+    for k in sorted(set(index.values())):
+        for frame in sorted((f for f in frames if index[id(f)] == k), key=pass_time):
+            if not units or units[-1][1] != k or pass_time(frame) - pass_time(units[-1][2][-1]) >= _HOLD_S:
+                units.append((pass_time(frame), k, []))
+            units[-1][2].append(frame)
+    number, current, labels = 1, set(), {}
+    for _, k, members in sorted(units, key=lambda u: (u[0], u[1])):
+        if k in current:
+            number, current = number + 1, set()
+        current.add(k)
+        labels.update((id(f), f"pass {number}") for f in members)
+    return labels, [f"pass {n}" for n in range(1, number + 1)]
+
+
+def pass_summary(acquired: list[FrameInfo], per_slice: list[list[FrameInfo]]) -> str | None:
+    """The one warning saying which slice positions of the measured stack (`per_slice`, [slice][frame], ascending
+    along the normal) came from which pass of a stack acquired in several passes in its series (`acquired`: every
+    frame of the series, `acquisition_passes`), where the measured slices mix passes (per position the latest
+    acquisition that covers it: a later pass shorter than an earlier one, three passes) and two or more positions
+    were acquired more than once (a pass of the stack, not one slice re-acquired, whose own line stays); None
+    otherwise. StackID passes and passes told apart by time alone are said alike."""
+    found = acquisition_passes(acquired)
+    if found is None:
+        return None
+    labels, order = found
+    measured = [Counter(labels.get(id(f)) for f in frames).most_common(1)[0][0] for frames in per_slice]
+    if None in measured or len(set(measured)) < 2:
+        return None
+    normal = stack_normal(acquired)
+    index = _position_index(acquired, normal)
+    at: dict[int, set[str]] = defaultdict(set)
+    for frame in acquired:
+        at[index[id(frame)]].add(labels[id(frame)])
+    if sum(len(v) > 1 for v in at.values()) < 2:
+        return None
+    members = {name: [f for f in acquired if labels[id(f)] == name] for name in order}
+
+    def described(name: str) -> str:
+        times = sorted(t for t in (pass_time(f) for f in members[name]) if t is not None)
+        when = ("" if not times else f", acquired {hms(times[0])}" if hms(times[0]) == hms(times[-1])
+                else f", acquired {hms(times[0])} to {hms(times[-1])}")
+        return f"{name}: {len(stack_positions(members[name], normal))} slice(s){when}"
+
+    distances = [float(np.median([slice_distance(f, normal) for f in frames])) for frames in per_slice]
+    used = [name for name in order if name in measured]
+    latest = used[-1]
+    parts = [f"{measured.count(latest)} slice(s) ({_mm([d for d, m in zip(distances, measured) if m == latest])} mm) "
+             f"from the latest, {latest}"]
+    for name in reversed(used[:-1]):
+        mine = [(d, frames) for d, m, frames in zip(distances, measured, per_slice) if m == name]
+        times = sorted({hms(pass_time(f)) for _, frames in mine for f in frames if pass_time(f) is not None})
+        parts.append(f"the slice(s) at {_mm([d for d, _ in mine])} mm from the earlier {name}"
+                     + (f" (acquired {', '.join(times[:1] + times[-1:] if len(times) > 2 else times)})" if times
+                        else ""))
+    return (f"the stack was acquired in {len(order)} passes in this series ({'; '.join(described(n) for n in order)}): "
+            "repeats of the stack at the same slice positions, not further slices; per slice position the latest "
+            f"acquisition is measured: {', '.join(parts[:-1]) + ' and ' + parts[-1] if len(parts) > 1 else parts[0]}, "
+            "where only the earlier pass(es) cover those positions; the other images of the earlier passes are left "
+            "out. A position a later pass did not re-acquire keeps the earlier acquisition (check its quality: the "
+            "stack was re-acquired for a reason)")
 
 
 def _mm(distances: list[float]) -> str:
@@ -567,11 +725,11 @@ def _earlier_fill_note(sid: str, other: str, fill: list[FrameInfo], later: list[
 
 def _earlier_ends_not_used(sid: str, other: str, stacks: dict[str, list[FrameInfo]], kept: list[FrameInfo],
                            normal: np.ndarray) -> tuple[str | None, list[float]]:
-    """`latest_stacks` rule (b): where an earlier stack covered again by a later one on another geometry
-    (`frames.grid_mismatch`) reaches beyond every kept slice by more than half the later stack's step plus
+    """`latest_stacks` rule (b): where an earlier stack covered again by a later one on another geometry or with other
+    phases (`frames.fill_mismatch`) reaches beyond every kept slice by more than half the later stack's step plus
     SAME_POSITION_MM (beyond the end disc of the measured stack), the text naming those end slices as not used and the
     volumes as lower bounds, and their positions (mm); (None, []) otherwise."""
-    problem = grid_mismatch(stacks[sid], stacks[other], normal)
+    problem = fill_mismatch(stacks[sid], stacks[other], normal)
     positions = stack_positions(kept, normal)
     if problem is None or len(positions) < 2:
         return None, []
@@ -583,9 +741,9 @@ def _earlier_ends_not_used(sid: str, other: str, stacks: dict[str, list[FrameInf
     ends = stack_positions(beyond, normal)
     times = sorted({hms(pass_time(f)) for f in beyond})
     return (f"end slice(s) of the earlier StackID {sid} at {_mm(ends)} mm (acquired "
-            f"{', '.join(times)}) not used: the later StackID {other} re-acquired the stack on {problem} and does not "
-            f"reach them (measured stack {_mm(positions[:1])} to {_mm(positions[-1:])} mm), and slices of two geometries "
-            "are not mixed in one volume; part of the LV may lie outside the measured stack, so myocardial (and scar) "
+            f"{', '.join(times)}) not used: the later StackID {other} re-acquired the stack {problem} and does not "
+            f"reach them (measured stack {_mm(positions[:1])} to {_mm(positions[-1:])} mm), and slices of "
+            f"{'two geometries' if problem.startswith('on ') else 'other phases'} are not mixed in one volume; part of the LV may lie outside the measured stack, so myocardial (and scar) "
             "volumes and mass are lower bounds"), [round(d, 2) + 0.0 for d in ends]
 
 
