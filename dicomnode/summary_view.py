@@ -24,10 +24,17 @@ def print_summary_table(summary: dict) -> None:
                   f"{'  (preferred)' if series.get('preferred') else ''}")
         if "lge" in study:
             lge = study["lge"]
-            print(f"  LGE: scar {lge['scar_volume_ml']:.1f} mL, MVO {lge['mvo_volume_ml']:.1f} mL, myocardium "
-                  f"{lge['myocardium_volume_ml']:.1f} mL ({lge['lv_mass_g']:.0f} g), LGE {lge['lge_percent']:.1f} %"
-                  f" ({_method(lge.get('nsd'), 'n-SD')}, {_method(lge.get('fwhm'), 'FWHM')})"
-                  f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}")
+            if lge.get("determined") is False:  # numbers withheld: the reason, no number
+                print(f"  LGE: {lge.get('reason') or 'not determined'}")
+            else:
+                # part of the LV outside the stack (lge.coverage): volumes and mass are lower bounds
+                at_least = "≥ " if (lge.get("coverage") or {}).get("complete") is False else ""
+                print(f"  LGE: scar {at_least}{lge['scar_volume_ml']:.1f} mL, MVO {at_least}{lge['mvo_volume_ml']:.1f} mL, "
+                      f"myocardium {at_least}{lge['myocardium_volume_ml']:.1f} mL ({at_least}{lge['lv_mass_g']:.0f} g), "
+                      f"LGE {lge['lge_percent']:.1f} %{' (slices present only)' if at_least else ''}"
+                      f" ({_method(lge.get('nsd'), 'n-SD')}, {_method(lge.get('fwhm'), 'FWHM')})"
+                      f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}"
+                      f"{'  (large-burden flag withheld)' if lge.get('large_scar_burden_reason') else ''}")
         if "cine" in study:
             cine = study["cine"]
             print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"

@@ -9,9 +9,11 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from dicomnode.analysis.aha import MODEL_NAME as AHA_MODEL_NAME
 from dicomnode.analysis.aha import aha_summary_for_volume
-from dicomnode.analysis.cine import slice_images, slice_positions_mm
-from dicomnode.analysis.cine_metrics import GAP_FACTOR, LARGE_GAP_FACTOR, disc_voxel_volumes_ml
+from dicomnode.analysis.cine import apex_first, slice_images, slice_positions_mm
+from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
+                                             stack_coverage)
 from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
                                             threshold_applicability)
 from dicomnode.analysis.phase_text import not_lge_text, other_views_text
@@ -22,7 +24,7 @@ from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
-from dicomnode.labels import Label
+from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
 log = logging.getLogger("dicomnode.analysis.lge")
 
@@ -476,6 +478,69 @@ NOT_LOCALISED = ("the heart was not found with confidence (no candidate crop sho
                  "the contours and every number of this stack may be wrong; check the segmentation before use")
 
 
+#: the largest LV myocardial section (mm², healthy + scar + MVO on one slice) under which the segmented myocardium
+#: is not a left ventricle: real LGE with expert labels (engines/lge/data.py load_cases, 133 cases) reach at least
+#: 1439 mm² on their largest section (EMIDEC Case_P036, in-plane spacing assumed; MyoPS, real geometry: 1892 mm²,
+#: Case3018; medians 2289 / 2415 mm²), and a small adult LV with a thinned wall (end-diastolic cavity 38 mm across,
+#: the lower normal limit, wall 5 mm) is a ring of about 680 mm². 500 mm² is a third of the smallest real one and
+#: under that ring; a localisation that failed (break2 finding 2: MyoPS Case3004 cropped to 117 mm) segments
+#: 0.1-1.9 mL over six 12-mm slices, at most ~160 mm² on any slice
+MIN_MYOCARDIUM_SECTION_MM2 = 500.0
+#: the start of the summary's `reason` (and of the PDF's values) where the LGE numbers of a stack are withheld
+NOT_DETERMINED = "not determined"
+#: the stack warning where the numbers are withheld: the SEG is still written, for review only
+UNRELIABLE_SEG_NOTE = ("the LGE numbers of this stack are withheld (not determined); its segmentation (SEG) is written "
+                       "for review only and is unreliable")
+#: what a stack that misses part of the LV does to the LGE numbers (lge.coverage.caveat, the SR comment, the PDF)
+LGE_COVERAGE_CAVEAT = ("LV myocardial volume, mass and scar volume are lower bounds, and %LGE and the large-burden flag "
+                       "cover only the slices present: part of the LV lies outside the stack")
+
+
+def not_determined_reason(localised: bool | None, labels: np.ndarray, spacing_rc) -> str | None:
+    """Why the LGE numbers of a segmented stack are not determined (to be withheld), or None where they are: the
+    localiser found no plausible LV (`localised` False: every number may be off the heart), or the segmented LV
+    myocardium is implausibly small for a left ventricle (its largest section on one slice under
+    MIN_MYOCARDIUM_SECTION_MM2). `labels`: (slices, rows, cols) node labels; `spacing_rc`: in-plane spacing, mm.
+    The text starts with NOT_DETERMINED."""
+    if localised is False:
+        return (f"{NOT_DETERMINED}: the heart was not found with confidence (no candidate crop showed a plausible left "
+                "ventricle), so the myocardium and scar segmented are not a measurement")
+    myocardium = np.isin(np.asarray(labels), [int(v) for v in MYOCARDIUM_LABELS])
+    area_mm2 = float(myocardium.reshape(myocardium.shape[0], -1).sum(axis=1).max(initial=0)) \
+        * float(spacing_rc[0]) * float(spacing_rc[1])
+    if area_mm2 < MIN_MYOCARDIUM_SECTION_MM2:
+        return (f"{NOT_DETERMINED}: the segmented LV myocardium is implausibly small for a left ventricle (largest "
+                f"section {area_mm2:.0f} mm² on one slice; a real LV wall is at least ~{MIN_MYOCARDIUM_SECTION_MM2:.0f} "
+                "mm², 1439 mm² or more in 133 expert-labelled LGE), so the heart was probably not found")
+    return None
+
+
+def lge_coverage(labels: np.ndarray, slice_positions, first_is_apical: bool | None,
+                 ends_left_out_mm=None) -> dict:
+    """Whether the LGE stack holds the whole LV: the cine's check (cine_metrics.stack_coverage: the apical end slice
+    and its neighbour still hold >= half the largest LV section, an LV extent under MIN_LV_EXTENT_MM, a gap of
+    slices missing, an acquired end left out) on the LGE label map (slices, rows, cols), as its summary block with
+    the LGE's own caveat (LGE_COVERAGE_CAVEAT) and `lv_shorter_than_whole` added: True where the LV found spans
+    under MIN_LV_EXTENT_MM of stack, shorter than any whole adult LV (the stack clearly covers less than the LV:
+    the large-burden flag and the AHA thirds are withheld)."""
+    found = stack_coverage(labels, slice_positions, first_is_apical, ends_left_out_mm)
+    block = found.summary()
+    block["caveat"] = None if found.complete else LGE_COVERAGE_CAVEAT
+    block["reasons"] = [reason.replace(" at ED", "") for reason in block["reasons"]]  # one phase: no ED to name
+    block["lv_shorter_than_whole"] = bool(found.lv_extent_mm is not None and found.lv_extent_mm < MIN_LV_EXTENT_MM)
+    return block
+
+
+def short_stack_reason(coverage: dict) -> str | None:
+    """Why the large-burden flag and the AHA thirds are withheld on a stack that clearly covers less than the LV
+    (lge_coverage `lv_shorter_than_whole`), or None."""
+    if not coverage or not coverage.get("lv_shorter_than_whole"):
+        return None
+    return (f"the LV found spans only {coverage.get('lv_extent_mm'):.0f} mm of stack, under the "
+            f"{MIN_LV_EXTENT_MM:.0f} mm of the shortest whole LV: the stack covers clearly less than the LV, so "
+            "%LGE is that of the slices present, not of the LV")
+
+
 def gap_notes(slice_positions_mm, nominal_step_mm: float | None = None) -> list[str]:
     """What a gap between slice positions (mm along the normal) does to the LGE volumes (the geometry's own warning
     names the gap): one slice missing is interpolated by the summation of discs; more than one leaves the volumes
@@ -751,35 +816,59 @@ class LGEPipeline:
                               settings.large_burden_percent, settings.large_burden_comparator)
         if volumes.myocardium_volume_ml == 0:
             return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack")
-        nsd_full, fwhm_full = self._threshold_methods(image, labels, voxel_ml, volume.pixel_spacing, series)
+        withheld = not_determined_reason(segmented.localised, labels, volume.pixel_spacing)
+        if withheld:  # no number from a segmentation that is not of the heart (break2 finding 2)
+            nsd_full = {"lge_percent": None, "applicable": False, "reason": withheld, "n": settings.nsd_n}
+            fwhm_full = {"lge_percent": None, "applicable": False, "reason": withheld}
+            coverage = None
+        else:
+            nsd_full, fwhm_full = self._threshold_methods(image, labels, voxel_ml, volume.pixel_spacing, series)
+            coverage = lge_coverage(labels, positions, _apex_first(volume), getattr(volume, "ends_left_out_mm", None))
+        short = short_stack_reason(coverage)
         dark_blood = dark_blood_notes(image, labels, getattr(series, "description", None) or "",
                                       _protocol_name(series))
         per_slice = [{key: (_round(v) if isinstance(v, float) else v) for key, v in s.items()}
                      for s in volumes.per_slice_dicts()]
+        if withheld:
+            per_slice = [{key: (v if key == "slice_index" else None) for key, v in s.items()} for s in per_slice]
         # each slice's image: position along the stack normal, source SOP Instance UID / frame (cine.slice_images)
         per_slice = [{**values, **image} for values, image in zip(per_slice, slice_images(volume, 0, series))]
+        # the large-burden flag is withheld (None) where the numbers are, on a stack that covers clearly less than
+        # the LV (short_stack_reason) and on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes)
+        burden_reason = withheld or (f"withheld: {short}" if short else None) or next(
+            (f"withheld: {n.split('. ')[0]}" for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None)
+
+        def number(value: float):
+            return None if withheld else _round(value, 2)
+
         summary = {
             "method": "dl",
-            "myocardium_volume_ml": _round(volumes.myocardium_volume_ml, 2),
-            "lv_mass_g": _round(volumes.lv_mass_g, 2),
-            "scar_volume_ml": _round(volumes.scar_volume_ml, 2),
-            "mvo_volume_ml": _round(volumes.mvo_volume_ml, 2),
-            "lge_percent": _round(volumes.lge_percent, 2),
-            # withheld (None) on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes)
-            "large_scar_burden": (None if any(n.startswith(DARK_BLOOD_NOTE) for n in dark_blood)
-                                  else volumes.large_scar_burden),
+            # False where the numbers are withheld (`reason`: why): the heart was not found, or the myocardium
+            # segmented is implausibly small for an LV; the numbers below are then null
+            "determined": not withheld,
+            "reason": withheld,
+            "myocardium_volume_ml": number(volumes.myocardium_volume_ml),
+            "lv_mass_g": number(volumes.lv_mass_g),
+            "scar_volume_ml": number(volumes.scar_volume_ml),
+            "mvo_volume_ml": number(volumes.mvo_volume_ml),
+            "lge_percent": number(volumes.lge_percent),
+            "large_scar_burden": None if burden_reason else volumes.large_scar_burden,
+            "large_scar_burden_reason": burden_reason,
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
+            # whether the stack holds the whole LV (the cine's stack_coverage): volumes lower bounds where not
+            "coverage": coverage,
             # AHA 17 segments: scar extent and transmurality per segment, RV insertion points from the RV label
-            "aha_segments": aha_summary_for_volume(labels, volume, scar=True),
+            "aha_segments": self._aha(labels, volume, withheld, short, coverage),
             "series_instance_uid": series.series_instance_uid,
             "series_number": getattr(series, "series_number", None),
             "series_description": getattr(series, "description", None),
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
             # the contrast check first: it questions what the series is, the rest only what its geometry showed
             "stack_warnings": contrast_notes(image, labels) + list(volume.warnings) + gap_notes(positions, step)
-            + ([NOT_LOCALISED] if segmented.localised is False else []) + dark_blood
+            + ([NOT_LOCALISED] if segmented.localised is False else [])
+            + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else []) + dark_blood
             + small_field_notes(image, volume.pixel_spacing),
         }
         if segmented.localised is False:
@@ -796,12 +885,28 @@ class LGEPipeline:
             "voxel_volume_ml": volume.voxel_volume_ml,
             "crop_centre_rc": list(crop_centre_rc),
             "heart_localised": segmented.localised,
+            "determined": not withheld,
             "lge_kind": series.lge_kind,
             # the model card's calibrated scar decision for this kind of input (engines/lge/calibrate.py)
             "scar_decision": {"input_kind": kind, "scar_log_offset": scar_log_offset},
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation],
                               measurements=measurements, algorithms=[model.algorithm])
+
+    @staticmethod
+    def _aha(labels: np.ndarray, volume, withheld: str | None, short: str | None, coverage: dict | None) -> dict:
+        """The `aha_segments` block: not assigned where the numbers are withheld or the stack covers clearly less
+        than the LV (its thirds would call mid-ventricular slices basal and apical); with a `caveat` where the
+        stack misses part of the LV otherwise (the thirds divide the slices present)."""
+        if withheld or short:
+            return {"applicable": False, "model": AHA_MODEL_NAME,
+                    "reason": f"{withheld or short}; the basal, mid and apical thirds need a stack from base to "
+                              "apex"}
+        block = aha_summary_for_volume(labels, volume, scar=True)
+        if block.get("applicable") and coverage and coverage.get("complete") is False:
+            block["caveat"] = ("the stack does not hold the whole LV (lge.coverage): the basal, mid and apical "
+                               "thirds divide the slices present, and segments beyond the stack are missing")
+        return block
 
     def _threshold_methods(self, image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float,
                            spacing_rc: tuple[float, float], series) -> tuple[dict, dict]:
@@ -848,6 +953,14 @@ class LGEPipeline:
         return (f"not validated on the automatic myocardium: agreement with expert %LGE {measured} in the model's "
                 f"cross-validation on real 12-bit scans (needs r >= {THRESHOLD_MIN_R}); "
                 f"analysis.lge.threshold_methods = 'always' computes it for research")
+
+
+def _apex_first(volume) -> bool | None:
+    """Whether the volume's first slice is its apical end (cine.apex_first), None without a usable orientation."""
+    try:
+        return apex_first(volume)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _protocol_name(series) -> str:

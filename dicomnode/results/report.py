@@ -128,6 +128,21 @@ def _stack_rows(name: str, summary: dict) -> list[tuple[str, str, str]]:
              f"the {STACK_QUALIFIES[name]} above come from this stack; in full on page 2")]
 
 
+#: the value of an LGE number withheld (summary `determined` false, `reason`)
+NOT_DETERMINED_TEXT = "not determined"
+
+
+def _burden_text(lge_summary: dict) -> str:
+    """The large-burden flag as the key numbers show it: yes / no, or "withheld: <why>" where the summary withholds
+    it (`large_scar_burden_reason`: a stack clearly shorter than the LV, a dark-blood LGE), the why cut at its first
+    colon or comma (in full in the caution row and on page 2)."""
+    value = lge_summary.get("large_scar_burden")
+    reason = lge_summary.get("large_scar_burden_reason")
+    if isinstance(value, bool) or not reason:
+        return _fmt(value)
+    return "withheld: " + str(reason).removeprefix("withheld: ").split(":")[0].split(",")[0]
+
+
 def partial_cycle(cine_summary: dict) -> bool:
     """True where ED and ES were not found over a whole cycle: fewer phases sent than the cycle has, or fewer than
     MIN_PHASES_FOR_CURVE (then ED / ES are the larger / smaller LV volume, dicomnode/analysis/cine_metrics.py)."""
@@ -147,19 +162,40 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         n = nsd.get("n", "n") if isinstance(nsd, dict) else "n"
         cutoff = lge.measurements.get("large_burden_cutoff_percent", 15.0)
         comparator = lge.measurements.get("large_burden_comparator", ">=")
-        rows += [
-            ("%LGE (DL, scar incl. MVO / LV myocardium)", _burden_percent_text(s.get("lge_percent"), cutoff, comparator),
-             f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (HCM risk cut-off, Chan 2014; "
-             f"not validated for infarct scar)"),
-            ("Large scar burden", _fmt(s.get("large_scar_burden")), ""),
-            ("Scar volume (incl. MVO)", _fmt(s.get("scar_volume_ml"), "mL"), ""),
-            ("  of which MVO", _fmt(s.get("mvo_volume_ml"), "mL"), ""),
-            ("LV myocardial volume / mass (LGE)",
-             f"{_fmt(s.get('myocardium_volume_ml'), 'mL')} / {_fmt(s.get('lv_mass_g'), 'g')}", ""),
-            (f"%LGE ({n}-SD threshold)", method_value(nsd), _method_reference(nsd)),
-            ("%LGE (FWHM threshold)", method_value(fwhm), _method_reference(fwhm)),
-            *_stack_rows("lge", s),
-        ]
+        burden_rule = (f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (HCM risk cut-off, "
+                       "Chan 2014; not validated for infarct scar)")
+        if s.get("determined") is False:
+            # numbers withheld (lge.reason: the heart not found, or an implausibly small myocardium): none shown
+            reason = str(s.get("reason") or NOT_DETERMINED_TEXT)
+            reason = reason if reason.startswith(NOT_DETERMINED_TEXT) else f"{NOT_DETERMINED_TEXT}: {reason}"
+            rows += [
+                ("%LGE (DL, scar incl. MVO / LV myocardium)", reason, burden_rule),
+                ("Large scar burden", NOT_DETERMINED_TEXT, ""),
+                ("Scar volume (incl. MVO)", NOT_DETERMINED_TEXT, ""),
+                ("LV myocardial volume / mass (LGE)", NOT_DETERMINED_TEXT,
+                 "the LGE segmentation (SEG) is unreliable: review only"),
+                *_stack_rows("lge", s),
+            ]
+        else:
+            # part of the LV outside the stack (summary `coverage`): volumes, mass and scar are lower bounds, %LGE
+            # and the flag cover the slices present
+            partial = (s.get("coverage") or {}).get("complete") is False
+            at_least = "≥ " if partial else ""
+            rows += [
+                ("%LGE (DL, scar incl. MVO / LV myocardium)",
+                 _burden_percent_text(s.get("lge_percent"), cutoff, comparator)
+                 + (" (partial stack: slices present only)" if partial and s.get("lge_percent") is not None else ""),
+                 burden_rule),
+                ("Large scar burden", _burden_text(s), ""),
+                ("Scar volume (incl. MVO)", at_least + _fmt(s.get("scar_volume_ml"), "mL"), ""),
+                ("  of which MVO", at_least + _fmt(s.get("mvo_volume_ml"), "mL"), ""),
+                ("LV myocardial volume / mass (LGE)",
+                 f"{at_least}{_fmt(s.get('myocardium_volume_ml'), 'mL')} / {at_least}{_fmt(s.get('lv_mass_g'), 'g')}",
+                 "lower bounds: part of the LV lies outside the stack" if partial else ""),
+                (f"%LGE ({n}-SD threshold)", method_value(nsd), _method_reference(nsd)),
+                ("%LGE (FWHM threshold)", method_value(fwhm), _method_reference(fwhm)),
+                *_stack_rows("lge", s),
+            ]
     cine = by_name.get("cine")
     if cine is not None and isinstance(cine.summary, dict):
         s = cine.summary
@@ -324,6 +360,10 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      "insertion points; scar extent = % of the segment's myocardium; transmurality = scar share of the "
                      "wall along rays from the LV centre, one per degree; the segment's class 0/1-25/26-50/51-75/76-100 % "
                      "from its mean over the rays (the SR also gives the maximum).")
+        for result in results:  # thirds of a stack that misses part of the LV (lge.aha_segments.caveat)
+            block = result.summary.get("aha_segments") if isinstance(result.summary, dict) else None
+            if isinstance(block, dict) and block.get("applicable") and block.get("caveat"):
+                lines.append(f"AHA segments ({'LGE' if result.name == 'lge' else result.name}): {block['caveat']}.")
     return lines
 
 
@@ -467,10 +507,13 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
         extent = per_slice_scar_percent(lge_seg)
         levels = slice_levels(lge, lge_seg)
         identities = slice_identities(lge_seg)
+        withheld = isinstance(lge.summary, dict) and lge.summary.get("determined") is False
         for k in sorted(dict.fromkeys(chosen), key=lambda k: _viewer_rank(identities, k)):
             level = f" {levels[k]}" if k in levels else ""
+            what = "segmentation unreliable, numbers not determined" if withheld else \
+                f"scar {_fmt(extent[k], '%', 0)}"
             panels.append((lge_seg.volume.pixels[lge_seg.phases[0], k], labels[k],
-                           f"LGE{level} (scar {_fmt(extent[k], '%', 0)}): {slice_name(identities[k])}", window,
+                           f"LGE{level} ({what}): {slice_name(identities[k])}", window,
                            pixel_aspect(spacing)))
     return panels[:6]
 
@@ -815,7 +858,11 @@ def scar_bar_labels(lge: PipelineResult, segmentation: SegmentationResult) -> tu
 
 def _scar_bars(ax, lge: PipelineResult | None) -> None:
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
-    if lge_seg is not None:
+    if lge_seg is not None and isinstance(lge.summary, dict) and lge.summary.get("determined") is False:
+        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f"per-slice scar: {lge.summary.get('reason') or NOT_DETERMINED_TEXT}",
+                                                 70)), ha="center", va="center", fontsize=6.5)
+        ax.set_axis_off()
+    elif lge_seg is not None:
         extent = per_slice_scar_percent(lge_seg)
         order, labels, axis_label = scar_bar_labels(lge, lge_seg)
         ax.bar(np.arange(len(order)), np.nan_to_num(extent[order]), color="#e0b000")

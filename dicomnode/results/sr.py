@@ -253,6 +253,12 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     block = lge.summary or {}
     if index is None:
         return []
+    if block.get("determined") is False:
+        # numbers withheld (summary `reason`: the heart not found, or an implausibly small myocardium): no NUM and
+        # no coded finding (a "Large LGE burden: No" from a failed localisation is a false negative); the region
+        # segmented, for review, with the reason as a comment (build_sr, _not_determined_comments)
+        return index.outline_group(MYOCARDIUM_LABELS, 0, "LGE LV myocardium (unreliable; numbers not determined)",
+                                   new_uid(), finding_type=codes.LV_MYOCARDIUM, all_slices=True)
     algorithm = index.result.algorithm
     dl = dict(method=codes.METHOD_DEEP_LEARNING, algorithm_id=_algorithm_id(algorithm))
     lv_site = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
@@ -587,23 +593,31 @@ def _stack_comments(result: PipelineResult) -> list[str]:
     incomplete = [f"{what} input stack: incomplete LV coverage: {reason}; {coverage.get('caveat')}"
                   for reason in coverage.get("reasons") or [] if coverage.get("complete") is False]
     source = phase_text.source_series_name(result.summary)
-    return ([f"{what} measured on {source}"] if source else []) + incomplete + \
-        [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip()]
+    summary = result.summary or {}
+    reason = summary.get("reason") if summary.get("determined") is False else None
+    # LGE numbers withheld (not determined) or its large-burden flag withheld: said first, where no number says it
+    withheld = [f"{what} numbers not given (no volume, mass, %LGE or burden finding): {reason}; the segmentation is "
+                "unreliable"] if reason else []
+    burden = summary.get("large_scar_burden_reason") if not reason else None
+    withheld += [f"{what} large scar burden not given: {burden}"] if burden else []
+    return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + \
+        [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip() and warning != reason]
 
 
-def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None) -> list:
+def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None, always: bool = False) -> list:
     """Add to each group of one pipeline (TID 1411 / 1501 measurement groups, both extensible):
     - its model as device observer (HAS OBS CONTEXT, TID 1002/1004; PS3.3 C.17.5: a content item's observation
       context is its parent's unless it has HAS OBS CONTEXT children), where the report holds several pipelines;
     - the stack warnings as TEXT (121106, DCM, "Comment") items (CONTAINS), in every group that carries a
-      measurement, so that a reader of any number of that stack sees them."""
-    for group in groups:
+      measurement, so that a reader of any number of that stack sees them; with `always`, also in the first group
+      where it carries none (the LGE numbers withheld: the comment says why)."""
+    for position, group in enumerate(groups):
         container = group[0]
         items = list(container.ContentSequence)
         if observer is not None:
             at = max((k + 1 for k, item in enumerate(items) if item.RelationshipType == "HAS OBS CONTEXT"), default=0)
             items[at:at] = list(_observer(observer))
-        if comments and any(item.ValueType == "NUM" for item in items):
+        if comments and (any(item.ValueType == "NUM" for item in items) or (always and position == 0)):
             items += [hd.sr.TextContentItem(name=codes.COMMENT, value=text, relationship_type="CONTAINS")
                       for text in comments]
         container.ContentSequence = hd.sr.ContentSequence(items)
@@ -633,7 +647,7 @@ def build_sr(
     seg_missing = dict(seg_missing or {})
     shown = dict(shown or {})
     config = context.config
-    per_pipeline: list[tuple[list, list[str], AlgorithmInfo]] = []
+    per_pipeline: list[tuple[list, list[str], AlgorithmInfo, bool]] = []
     algorithms: list[AlgorithmInfo] = []
     for result in results:
         if result.name not in ("lge", "cine") or not result.summary:
@@ -656,15 +670,16 @@ def build_sr(
             cine_groups(result, index, header, config)
         if found:
             model = seg_result.algorithm if seg_result is not None else contributing[0]
-            per_pipeline.append((found, missing_note + _stack_comments(result), model))
+            withheld = result.name == "lge" and (result.summary or {}).get("determined") is False
+            per_pipeline.append((found, missing_note + _stack_comments(result), model, withheld))
     if not per_pipeline or not algorithms:
         return None
     # one model: it is the document's device observer (IHE AIR); several: the node is, and each pipeline's groups
     # name their own model (a single root observer would claim every observation for one model)
-    several = len({model.device_uid for _, _, model in per_pipeline}) > 1
+    several = len({model.device_uid for _, _, model, _ in per_pipeline}) > 1
     groups: list = []
-    for found, comments, model in per_pipeline:
-        groups += _annotate(found, comments, model if several else None)
+    for found, comments, model, withheld in per_pipeline:
+        groups += _annotate(found, comments, model if several else None, always=withheld)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context([None] if several else [per_pipeline[0][2]]),
         procedure_reported=codes.MRI_UNSPECIFIED_BODY_REGION,  # TID 1500 row 4: a member of CID 100

@@ -32,3 +32,22 @@ def test_a_cine_holding_some_phases_of_its_cycle_is_not_printed_as_a_whole_cycle
     print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
     out = capsys.readouterr().out
     assert "ES phase 2 of the 2 phases sent (the cycle has 30)" in out and "of 2," not in out
+
+
+def test_withheld_lge_numbers_print_the_reason_and_partial_ones_lower_bounds(capsys):
+    """break2 findings 2 and 3: a stack whose heart was not found prints no number (before: a TypeError on None);
+    a stack missing part of the LV prints its volumes as lower bounds and says the flag was withheld."""
+    withheld = _study(None, None)
+    withheld["studies"][0]["lge"].update(
+        {key: None for key in ("scar_volume_ml", "mvo_volume_ml", "myocardium_volume_ml", "lv_mass_g", "lge_percent",
+                               "large_scar_burden")}, determined=False, reason="not determined: the heart was not found")
+    print_summary_table(withheld)
+    out = capsys.readouterr().out
+    assert "LGE: not determined: the heart was not found" in out and "0.0" not in out
+    partial = _study(None, None)
+    partial["studies"][0]["lge"].update(coverage={"complete": False}, large_scar_burden=None,
+                                        large_scar_burden_reason="withheld: the LV found spans only 24 mm")
+    print_summary_table(partial)
+    out = capsys.readouterr().out
+    assert "scar ≥ 10.0 mL" in out and "(≥ 105 g)" in out and "(slices present only)" in out
+    assert "large-burden flag withheld" in out

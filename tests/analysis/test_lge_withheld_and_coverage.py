@@ -1,0 +1,174 @@
+"""LGE numbers withheld where the heart was not found or the myocardium is implausibly small (break2 finding 2), and
+the LGE's LV coverage (the cine's stack_coverage; break2 finding 3): lower bounds on a partial stack, the burden flag
+and the AHA thirds withheld on a stack clearly shorter than the LV."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis import lge as lge_module
+from dicomnode.analysis.cine_metrics import MIN_LV_EXTENT_MM
+from dicomnode.analysis.lge import (LGE_COVERAGE_CAVEAT, MIN_MYOCARDIUM_SECTION_MM2, NOT_LOCALISED,
+                                    UNRELIABLE_SEG_NOTE, LGEPipeline, SegmentedStack, lge_coverage,
+                                    not_determined_reason, short_stack_reason)
+from dicomnode.analysis.pipeline import AnalysisContext
+from dicomnode.config import Config
+from dicomnode.labels import Label
+
+
+def rings(shape, spacing_rc, blood_radii_mm, wall_mm=8.0, scar_slices=(), rv=True) -> np.ndarray:
+    """(slices, rows, cols) node labels: per slice an LV blood disc of the given radius (mm; 0: no LV) in a ring of
+    myocardium `wall_mm` thick, an RV blood pool beside it, and scar in the ring's upper half on `scar_slices`."""
+    slices, rows, cols = shape
+    rr, cc = np.mgrid[:rows, :cols]
+    dy, dx = (rr - rows / 2) * spacing_rc[0], (cc - cols / 2) * spacing_rc[1]
+    distance = np.hypot(dy, dx)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for k, radius in enumerate(blood_radii_mm):
+        if radius <= 0:
+            continue
+        plane = labels[k]
+        ring = (distance >= radius) & (distance < radius + wall_mm)
+        plane[ring] = Label.LV_MYOCARDIUM
+        plane[distance < radius] = Label.LV_BLOOD_POOL
+        if k in scar_slices:
+            plane[ring & (dy < 0)] = Label.SCAR
+        if rv:
+            rv_distance = np.hypot(dy, dx + radius + wall_mm + 14.0)
+            plane[(rv_distance < radius + 2) & (plane == 0) & (dx < 0)] = Label.RV_BLOOD_POOL
+    return labels
+
+
+# ---- pure rules ------------------------------------------------------------------------------------------------
+
+def test_not_determined_when_not_localised_or_the_myocardium_is_too_small_for_an_lv():
+    spacing = (1.0, 1.0)
+    heart = rings((3, 120, 120), spacing, [20, 20, 15])
+    assert not_determined_reason(True, heart, spacing) is None
+    assert not_determined_reason(None, heart, spacing) is None
+    assert not_determined_reason(False, heart, spacing).startswith("not determined: the heart was not found")
+    tiny = rings((3, 120, 120), spacing, [3, 3, 3], wall_mm=3.0)  # ~85 mm² per slice, as a failed localisation
+    reason = not_determined_reason(True, tiny, spacing)
+    assert reason.startswith("not determined: the segmented LV myocardium is implausibly small")
+    assert f"{MIN_MYOCARDIUM_SECTION_MM2:.0f}" in reason
+    assert not_determined_reason(True, np.zeros((2, 8, 8), np.uint8), spacing) is not None
+
+
+def test_lge_coverage_reuses_the_cine_rule_with_the_lge_caveat():
+    spacing = (1.0, 1.0)
+    # a whole stack: the LV tapers to a small apical section on the first slice (apex first)
+    whole = lge_coverage(rings((6, 120, 120), spacing, [4, 12, 18, 22, 24, 24]), np.arange(6) * 10.0, True)
+    assert whole["complete"] is True and whole["caveat"] is None and whole["lv_shorter_than_whole"] is False
+    assert short_stack_reason(whole) is None
+    # two contiguous mid slices 12 mm apart (break2 Case3004 'two'): too short, clearly less than the LV
+    two = lge_coverage(rings((2, 120, 120), spacing, [22, 24]), np.array([0.0, 12.0]), True)
+    assert two["complete"] is False and two["caveat"] == LGE_COVERAGE_CAVEAT
+    assert two["lv_extent_mm"] == 24.0 and two["lv_shorter_than_whole"] is True
+    assert f"{MIN_LV_EXTENT_MM:.0f} mm" in short_stack_reason(two)
+    # a MyoPS-like stack (3 slices 23 mm apart, LV on every slice, the smaller end 64 % of the largest): the apex may
+    # be cut off (lower bounds) but it spans 69 mm, so it is not 'clearly less than the LV'
+    myops = lge_coverage(rings((3, 120, 120), spacing, [16, 19, 22]), np.array([0.0, 23.0, 46.0]), None)
+    assert myops["complete"] is False and any("apex cut off" in r for r in myops["reasons"])
+    assert myops["lv_extent_mm"] == 69.0 and myops["lv_shorter_than_whole"] is False
+    assert short_stack_reason(myops) is None
+
+
+# ---- through the pipeline, the segmentation replaced ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def study(datasets, tmp_path_factory):
+    from dicomnode.cmr.study import load_studies
+    from dicomnode.devtools.make_study import make_study
+
+    generated = make_study("emidec:Case_P043", tmp_path_factory.mktemp("lgecov") / "p043", "siemens", None,
+                           datasets=datasets)
+    [found] = load_studies([generated.out_dir / "dicom"])
+    return found  # 5 slices 10 mm apart, the first apical
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from dicomnode.inference import Runtime
+
+    runtime = Runtime()
+    return LGEPipeline(Config(), runtime), runtime
+
+
+def run_with(pipeline, study, monkeypatch, radii, localised=True, scar_slices=(), wall_mm=8.0):
+    """Run the pipeline with segment_stack replaced by rings of the given blood radii (mm) per slice."""
+    lge, runtime = pipeline
+
+    def fake_segment(image, spacing_rc, run_model, spec, scar_log_offset=0.0, locate_model=None):
+        labels = rings(image.shape, spacing_rc, radii, wall_mm=wall_mm, scar_slices=scar_slices)
+        return SegmentedStack(labels=labels, probabilities=np.zeros((1,), np.float32),
+                              centre_rc=(image.shape[1] / 2, image.shape[2] / 2), localised=localised)
+
+    monkeypatch.setattr(lge_module, "segment_stack", fake_segment)
+    context = AnalysisContext(config=lge.config, runtime=runtime, started_at=dt.datetime(2026, 12, 6, 12, 0))
+    return lge.run(study, context)
+
+
+NUMBERS = ("myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent", "large_scar_burden")
+
+
+@pytest.mark.parametrize("localised, wall_mm, why", [(False, 8.0, "the heart was not found"),
+                                                      (True, 2.0, "implausibly small")])
+def test_numbers_are_withheld_when_the_heart_is_not_found_or_the_myocardium_is_implausible(
+        pipeline, study, monkeypatch, localised, wall_mm, why):
+    radii = [3, 3, 3, 3, 3] if not localised or wall_mm < 5 else [4, 12, 18, 22, 24]
+    result = run_with(pipeline, study, monkeypatch, radii, localised=localised, scar_slices=(2,), wall_mm=wall_mm)
+    summary = result.summary
+    assert not result.declined and result.segmentations  # the SEG is still written, said to be unreliable
+    assert summary["determined"] is False and summary["reason"].startswith("not determined: ")
+    assert why in summary["reason"]
+    assert all(summary[key] is None for key in NUMBERS)  # never a coded 'No' or a 0.0 % from a failed localisation
+    assert summary["large_scar_burden_reason"] == summary["reason"]
+    assert summary["nsd"]["lge_percent"] is None and summary["fwhm"]["lge_percent"] is None
+    assert summary["aha_segments"]["applicable"] is False and \
+        summary["aha_segments"]["reason"].startswith(summary["reason"])
+    # every measured value withheld; which image each slice is (slice_index, position, source image) stays
+    identity = {"slice_index", "position_mm", "sop_instance_uid", "frame_number", "instance_number"}
+    assert all(set(v for k, v in s.items() if k not in identity) == {None} for s in summary["per_slice"])
+    assert all(s["sop_instance_uid"] for s in summary["per_slice"])
+    assert summary["coverage"] is None
+    assert summary["reason"] in summary["stack_warnings"] and UNRELIABLE_SEG_NOTE in summary["stack_warnings"]
+    assert (NOT_LOCALISED in summary["stack_warnings"]) is (not localised)
+    assert result.measurements["determined"] is False
+
+
+def test_a_whole_stack_keeps_its_numbers_and_flag(pipeline, study, monkeypatch):
+    result = run_with(pipeline, study, monkeypatch, [4, 12, 18, 22, 24], scar_slices=(1, 2, 3))
+    summary = result.summary
+    assert summary["determined"] is True and summary["reason"] is None
+    assert summary["coverage"]["complete"] is True and summary["coverage"]["lv_shorter_than_whole"] is False
+    assert isinstance(summary["large_scar_burden"], bool) and summary["large_scar_burden_reason"] is None
+    assert summary["aha_segments"]["applicable"] is True and "caveat" not in summary["aha_segments"]
+    assert summary["lge_percent"] > 0 and summary["myocardium_volume_ml"] > 0
+
+
+def test_a_stack_clearly_shorter_than_the_lv_withholds_the_flag_and_the_thirds(pipeline, study, monkeypatch):
+    """Two mid slices with LV (20 mm of the 5 x 10 mm stack): before, the thirds called one slice basal and the
+    other mid, and the flag was raised on the scar of the mid slices as if it were the LV's."""
+    result = run_with(pipeline, study, monkeypatch, [0, 0, 22, 24, 0], scar_slices=(2, 3))
+    summary = result.summary
+    assert summary["determined"] is True and summary["lge_percent"] > 15  # the slices present, kept with a caveat
+    coverage = summary["coverage"]
+    assert coverage["complete"] is False and coverage["lv_extent_mm"] == 20.0
+    assert coverage["lv_shorter_than_whole"] is True and coverage["caveat"] == LGE_COVERAGE_CAVEAT
+    assert summary["large_scar_burden"] is None
+    assert summary["large_scar_burden_reason"].startswith("withheld: the LV found spans only 20 mm")
+    assert summary["aha_segments"]["applicable"] is False and "20 mm" in summary["aha_segments"]["reason"]
+
+
+def test_an_apex_cut_off_keeps_the_flag_with_lower_bounds(pipeline, study, monkeypatch):
+    """LV on every slice, the apical end still large (as MyoPS stacks): partial (lower bounds) but 50 mm long, so
+    the flag and the thirds stay, the thirds with a caveat."""
+    result = run_with(pipeline, study, monkeypatch, [20, 21, 22, 23, 24], scar_slices=(2,))
+    summary = result.summary
+    assert summary["coverage"]["complete"] is False and summary["coverage"]["lv_shorter_than_whole"] is False
+    assert any("apex cut off" in r for r in summary["coverage"]["reasons"])
+    assert isinstance(summary["large_scar_burden"], bool)
+    assert summary["aha_segments"]["applicable"] is True and "thirds divide the slices present" in \
+        summary["aha_segments"]["caveat"]

@@ -1,0 +1,131 @@
+"""How the SR and the PDF present LGE numbers that are withheld (summary `determined` false: the heart not found,
+an implausibly small myocardium) or partial (summary `coverage` incomplete: lower bounds; the large-burden flag
+withheld on a stack clearly shorter than the LV). break2 findings 2 and 3."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from dicomnode.analysis.lge import LGE_COVERAGE_CAVEAT
+from dicomnode.results.report import key_number_table, render_report
+from dicomnode.results.sr import _stack_comments, build_sr
+from synthetic import make_study, write
+from test_results_sr import concept, groups, segs_of
+
+REASON = ("not determined: the heart was not found with confidence (no candidate crop showed a plausible left "
+          "ventricle), so the myocardium and scar segmented are not a measurement")
+SHORT = ("withheld: the LV found spans only 24 mm of stack, under the 40 mm of the shortest whole LV: the stack covers "
+         "clearly less than the LV, so %LGE is that of the slices present, not of the LV")
+CUT = "the LV spans only 24 mm of stack (2 slice(s)) at ED; a whole LV is at least 40 mm long"
+NUMBERS = ("myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent", "large_scar_burden")
+
+
+def withhold(summary: dict) -> dict:
+    """An LGE summary as the pipeline writes it where the numbers are not determined."""
+    summary.update({key: None for key in NUMBERS}, determined=False, reason=REASON, large_scar_burden_reason=REASON,
+                   coverage=None, nsd={"n": 5, "lge_percent": None, "applicable": False, "reason": REASON},
+                   fwhm={"lge_percent": None, "applicable": False, "reason": REASON},
+                   aha_segments={"applicable": False, "reason": REASON})
+    summary["stack_warnings"] = [REASON]
+    return summary
+
+
+def partial(summary: dict, short: bool) -> dict:
+    summary.update(determined=True, reason=None, coverage={
+        "complete": False, "reasons": [CUT], "notes": [], "caveat": LGE_COVERAGE_CAVEAT,
+        "end_slice_lv_fraction": [0.9, 1.0], "apical_end": "first", "lv_extent_mm": 24.0,
+        "lv_shorter_than_whole": short})
+    summary.update(large_scar_burden=None, large_scar_burden_reason=SHORT) if short else \
+        summary.update(large_scar_burden=False, large_scar_burden_reason=None)
+    return summary
+
+
+def lge_rows(results) -> dict:
+    rows = key_number_table(results[:1], (2.0, "mosteller"), "M")
+    return {quantity: value for quantity, value, _ in rows}
+
+
+def test_pdf_key_numbers_say_not_determined_with_the_reason_and_no_number():
+    _, results, _ = make_study()
+    withhold(results[0].summary)
+    rows = lge_rows(results)
+    assert rows["%LGE (DL, scar incl. MVO / LV myocardium)"] == REASON
+    assert rows["Large scar burden"] == "not determined"  # never 'no'
+    assert rows["Scar volume (incl. MVO)"] == rows["LV myocardial volume / mass (LGE)"] == "not determined"
+    assert not any(value in ("no", "yes") or value.startswith("0.0") for value in rows.values())
+
+
+def test_pdf_key_numbers_mark_lower_bounds_and_a_withheld_flag_on_a_partial_stack():
+    _, results, _ = make_study()
+    whole = lge_rows(results)
+    assert not any("≥" in value or "partial" in value for value in whole.values())
+    partial(results[0].summary, short=True)
+    rows = lge_rows(results)
+    assert rows["Scar volume (incl. MVO)"].startswith("≥ ") and rows["  of which MVO"].startswith("≥ ")
+    assert rows["LV myocardial volume / mass (LGE)"].startswith("≥ ") and "/ ≥ " in rows[
+        "LV myocardial volume / mass (LGE)"]
+    assert rows["%LGE (DL, scar incl. MVO / LV myocardium)"].endswith("(partial stack: slices present only)")
+    assert rows["Large scar burden"] == "withheld: the LV found spans only 24 mm of stack"
+    partial(results[0].summary, short=False)
+    assert lge_rows(results)["Large scar burden"] in ("yes", "no")
+
+
+def test_sr_comments_say_partial_coverage_and_the_withheld_flag():
+    _, results, _ = make_study()
+    comments = _stack_comments(results[0])
+    assert not any("coverage" in c or "not given" in c for c in comments)
+    partial(results[0].summary, short=True)
+    comments = _stack_comments(results[0])
+    assert f"LGE input stack: incomplete LV coverage: {CUT}; {LGE_COVERAGE_CAVEAT}" in comments
+    assert f"LGE large scar burden not given: {SHORT}" in comments
+
+
+@pytest.fixture(scope="module")
+def withheld_sr():
+    study, results, context = make_study()
+    withhold(results[0].summary)
+    sr = build_sr(study.series[0].instances[0].dataset, results[:1], segs_of(results, context), context, 9100)
+    return results, sr
+
+
+def test_sr_carries_no_number_and_no_coded_burden_but_a_text_note(withheld_sr):
+    _, sr = withheld_sr
+    found = groups(sr)
+    assert found
+    items = [item for group in found for item in group.ContentSequence]
+    assert not [i for i in items if i.ValueType == "NUM"]
+    assert not [i for i in items if i.ValueType == "CODE" and "burden" in i.ConceptNameCodeSequence[0].CodeMeaning.lower()]
+    texts = [i.TextValue for i in items if i.ValueType == "TEXT" and concept(i) == ("121106", "DCM")]
+    assert any(t.startswith("LGE numbers not given") and REASON in t for t in texts)
+    assert texts.count(f"LGE input stack: {REASON}") == 0  # said once, not twice
+
+
+def test_the_withheld_sr_reads_back_with_highdicom(withheld_sr, tmp_path):
+    import highdicom as hd
+
+    _, sr = withheld_sr
+    read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
+    for group in read.content.get_volumetric_roi_measurement_groups():
+        assert not group.get_measurements() and not group.get_qualitative_evaluations()
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext not installed")
+def test_the_pdf_says_not_determined(tmp_path):
+    study, results, context = make_study()
+    withhold(results[0].summary)
+    pdf, _ = render_report(study.series[0].instances[0].dataset, results, context, bsa=(2.0, "mosteller"))
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    text = " ".join(subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True,
+                                   text=True).stdout.split())
+    assert "not determined: the heart was not found" in text and "segmentation unreliable" in text
+    assert "Large scar burden no" not in text
+
+
+def test_the_methods_say_the_thirds_of_a_partial_stack_divide_the_slices_present():
+    from dicomnode.results.report import _methods_lines
+
+    _, results, _ = make_study()
+    results[0].summary["aha_segments"] = {"applicable": True, "caveat": "the thirds divide the slices present"}
+    assert "AHA segments (LGE): the thirds divide the slices present." in _methods_lines(results[:1])
