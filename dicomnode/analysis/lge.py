@@ -864,6 +864,9 @@ class LGEPipeline:
             "series_instance_uid": series.series_instance_uid,
             "series_number": getattr(series, "series_number", None),
             "series_description": getattr(series, "description", None),
+            # other LGE series of the same slices not measured, and why (CMRStudy.left_aside: e.g. the magnitude
+            # images beside the PSIR measured)
+            "series_left_aside": list((getattr(study, "left_aside", None) or {}).get(series.key, [])),
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
             # the contrast check first: it questions what the series is, the rest only what its geometry showed
             "stack_warnings": contrast_notes(image, labels) + list(volume.warnings) + gap_notes(positions, step)

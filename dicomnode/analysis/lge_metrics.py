@@ -370,14 +370,16 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
 SATURATION_LIMIT = 0.02
 
 
-#: a stack of at least this many pixels with <= 256 distinct values went through 8 bits (a 12-bit scan has thousands)
+#: a stack of at least this many pixels with <= 256 distinct values is quantised: an 8-bit export or a narrow window
+#: (a 12-bit scan has thousands)
 EIGHT_BIT_MIN_PIXELS = 16384
 
 
 def eight_bit_reason(image: np.ndarray, bits_stored: int | None, values: np.ndarray | None = None) -> str | None:
     """Why `image` is an 8-bit export of the scanner's signal (BitsStored <= 8, whole numbers within 0-255, or at
     most 256 distinct values over a stack of EIGHT_BIT_MIN_PIXELS or more: an 8-bit export stored again with a
-    linear rescale), or None for scanner-native values. `values`: the part whose integrality is checked (default the whole image).
+    linear rescale, or a narrow window burnt into wider data), or None for scanner-native values. `values`: the part
+    whose integrality is checked (default the whole image).
     An 8-bit export maps the scanner's 12-bit range through a window (EMIDEC's PNGs put healthy myocardium at 144
     and scar at 163 of 255)."""
     image = np.asarray(image)
@@ -389,8 +391,8 @@ def eight_bit_reason(image: np.ndarray, bits_stored: int | None, values: np.ndar
     if image.size >= EIGHT_BIT_MIN_PIXELS:
         levels = np.unique(image).size
         if levels <= 256:
-            return (f"{levels} distinct values in {image.size} pixels: 8-bit data rescaled, the export's window "
-                    f"compresses the scanner's signal range")
+            return (f"only {levels} distinct values in {image.size} pixels: quantised input (an 8-bit export or a "
+                    f"narrow window), the export's window compresses the scanner's signal range")
     return None
 
 
@@ -409,12 +411,16 @@ def threshold_applicability(image: np.ndarray, labels: np.ndarray, bits_stored: 
     reasons: dict[str, str | None] = {"nsd": None, "fwhm": None}
     heart = np.isin(labels, [int(Label.LV_BLOOD_POOL)] + [int(v) for v in MYOCARDIUM_LABELS])
     values = image[heart] if heart.any() else image.ravel()
-    common = eight_bit_reason(image, bits_stored, values)
-    if common is None and values.size:
+    # saturation first: it is the fault that makes the thresholds unsound whenever present (a narrow window burnt
+    # into 12-bit data also leaves few distinct values, but naming those would blame an 8-bit export it is not)
+    common = None
+    if values.size:
         saturated = float(np.mean(values >= float(image.max())))
         if saturated >= SATURATION_LIMIT:
-            common = (f"windowed input: {100 * saturated:.1f} % of the LV is at the maximum stored value, so the "
-                      f"brightest signal is clipped")
+            common = (f"windowed input: {100 * saturated:.1f} % of the LV (blood pool and myocardium) is at the "
+                      f"maximum stored value, so the brightest signal is clipped")
+    if common is None:
+        common = eight_bit_reason(image, bits_stored, values)
     if common:
         reasons = {"nsd": common, "fwhm": common}
     if reasons["fwhm"] is None and lge_kind == "psir":

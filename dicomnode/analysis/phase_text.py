@@ -48,8 +48,9 @@ def other_views_text(series_list, sequence: str) -> str:
     not short axis (each with its SeriesNumber, SeriesDescription and view), so a decline for want of a short-axis
     stack says what the study does hold; a series whose slices make no stack (`geometry_notes`: not parallel, one
     position shared by distinct slices) is named apart with the reason ('; LGE without a stack of usable geometry:
-    series 1001 "tfl_LGE_SAX" (slices not parallel: up to 6.0 deg apart ...)'); '' when there is none."""
-    found, broken = [], []
+    series 1001 "tfl_LGE_SAX" (slices not parallel: up to 6.0 deg apart ...)'), and one slice of no recognised view
+    apart ('; LGE of only 1 slice (a stack needs at least 2): series 12 "DE_SAX"'); '' when there is none."""
+    found, broken, single = [], [], []
     for series in series_list:
         if getattr(series.sequence, "value", series.sequence) != sequence:
             continue
@@ -61,11 +62,14 @@ def other_views_text(series_list, sequence: str) -> str:
         notes = geometry_notes(series)
         if notes:
             broken.append(f"{name} ({'; '.join(notes)})")
+        elif view == "other" and getattr(series, "slices", None) == 1:
+            single.append(name)  # one slice of no recognised view: no long-axis series to look for (break2 #9)
         else:
             found.append(f"{name} ({view})")
     what = "LGE" if sequence == "lge" else sequence
     return ((f"; {what} only in other views: {', '.join(found)}" if found else "")
-            + (f"; {what} without a stack of usable geometry: {', '.join(broken)}" if broken else ""))
+            + (f"; {what} without a stack of usable geometry: {', '.join(broken)}" if broken else "")
+            + (f"; {what} of only 1 slice (a stack needs at least 2): {', '.join(single)}" if single else ""))
 
 
 def geometry_notes(series) -> list[str]:

@@ -47,6 +47,31 @@ def read_header(path) -> InstanceHeader | Declined:
 #: not measured by this version (no T1 / T2 / ECV values are reported), never taken for an LGE
 PARAMETRIC_MAP_DECLINE = ("a calculated parametric map (Parametric Map Storage, a T1 / T2 / ECV map): recognised but "
                           "not measured by this version; never analysed as LGE or cine")
+#: the Manufacturer the node writes in the Contributing Equipment Sequence (C.7.5.1) of every object it makes: its
+#: display copies (results.display_copy) and its SEG / SR / PDF (results.provenance); results.provenance.
+#: NODE_MANUFACTURER, repeated here because cmr sits below results (tests/cmr/test_cmr_refusals.py ties the two)
+NODE_MANUFACTURER = "dicomnode project"
+
+
+def own_output(header: InstanceHeader, series_of: dict[str, int | None]) -> str | None:
+    """Why an instance is this node's own result sent back to it (a PACS routing every new series to the node), or
+    None: its Contributing Equipment Sequence names the node (NODE_MANUFACTURER). A display copy (an MR image whose
+    Source Image Sequence names its original) is said with its source series (`series_of`: SOPInstanceUID ->
+    SeriesNumber of the instances received); a SEG / SR / PDF by its SOP class. Never analysed: a display copy
+    holds an analysed series' pixels again and would be a second candidate of its sequence."""
+    ds = header.dataset
+    if not any(str(item.get("Manufacturer") or "").strip() == NODE_MANUFACTURER
+               for item in ds.get("ContributingEquipmentSequence") or []):
+        return None
+    if header.sop_class_uid in MR_STORAGE_CLASSES:
+        sources = [str(item.get("ReferencedSOPInstanceUID") or "") for item in ds.get("SourceImageSequence") or []]
+        numbers = sorted({series_of[uid] for uid in sources if uid in series_of and series_of[uid] is not None})
+        of = f"of series {', '.join(str(n) for n in numbers)}" if numbers else "of a series not received with them"
+        return f"this node's own display copies {of} (its result of an earlier run, sent back): never analysed"
+    sop_name = getattr(pydicom.uid.UID(header.sop_class_uid), "name", header.sop_class_uid)
+    return f"this node's own result ({sop_name}, from an earlier run, sent back): not an input, never analysed"
+
+
 #: UIDs a result object copies or references: a malformed one would make every result invalid (PS3.5 9.1)
 REFERENCED_UIDS = (("SOPInstanceUID", "SOP Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
                    ("SOPClassUID", "SOP Class UID"), ("FrameOfReferenceUID", "Frame of Reference UID"))
@@ -214,9 +239,14 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             declined_counts[(left_out.series_instance_uid, reason)] += 1
             excluded.append(excluded_entry(left_out, reason))
             notes[chosen.sop_instance_uid].append(reason)
+    series_of = {h.sop_instance_uid: _series_number(h.dataset) for h in kept.values()}
     for header in kept.values():
         ds = header.dataset
         modality = str(getattr(ds, "Modality", "") or "")
+        own = own_output(header, series_of)
+        if own:
+            declined_counts[(header.series_instance_uid, own)] += 1
+            continue
         if header.sop_class_uid == PARAMETRIC_MAP_STORAGE:
             # a calculated T1 / T2 / ECV map (Parametric Map IOD, PS3.3 A.75) whatever its name: said as a map, so
             # that nobody reads the decline as a stray object, and never a candidate for LGE or cine

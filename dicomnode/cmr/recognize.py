@@ -849,6 +849,13 @@ RWVM_LABEL_KINDS = (("ecv", re.compile(W + r"ecv" + E)), ("t2star", re.compile(r
 #: which counts only beside the one parameter it maps, MAP_PARAMETERS: 'T1-Karte', 'carte T2'):
 #: a map whose description a site has renamed may still say its kind in the comments ('T1 Map', 'MOLLI T1 map',
 #: 'ECV map'), which a workstation export keeps (forms assumed from the description hints, not from a vendor manual)
+#: a weighting named in a Real World Value Mapping label ('T1-weighted signal', 'T2w', 'T1 weighting'): the contrast of
+#: an image's signal, not a parameter its values are (break1 finding 7): taken out before RWVM_LABEL_KINDS is read
+RWVM_WEIGHTED = re.compile(r"(?:t1|t2[ _-]?(?:\*|star)?|pd|proton[ _-]?density)[ _-]?(?:weight\w*|w" + E + ")")
+#: Real World Value Mapping units (MeasurementUnitsCodeSequence CodeValue, UCUM) of a unitless value: '1' (UCUM's
+#: unity) or an annotation ('{signal}', '{arbitrary}'), an image's signal where the label names T1 / T2 / T2*, whose
+#: values are times (an ECV, a fraction, may be unitless: its label still counts)
+UNITLESS_UNITS = re.compile(r"^(?:1|\{[^}]*\}|no units|arbitrary|a\.?u\.?)$", re.I)
 COMMENT_MAP_HINTS = tuple((kind, patterns) for kind, patterns in MAP_DESCRIPTION_HINTS if kind != "map")
 
 
@@ -866,16 +873,20 @@ def _rwvm_items(ds) -> list:
 def value_parameter(e: SeriesEvidence) -> tuple[str, str] | None:
     """(kind, why) where the header names the parameter the pixel values are: RescaleType (0028,1054) 'T1' / 'T2' /
     'T2*' / 'ECV' (RESCALE_MAP_TYPES), or a Real World Value Mapping item's LUTLabel / LUTExplanation naming one
-    (RWVM_LABEL_KINDS); None otherwise."""
+    (RWVM_LABEL_KINDS) as a quantity: not a weighting ('T1-weighted signal': RWVM_WEIGHTED), and for T1 / T2 / T2*
+    not in unitless units ('1': UNITLESS_UNITS, an image's signal, where relaxation times are in ms); None otherwise."""
     ds = e.frames[0].header.dataset
     rescale = str(header_value(ds, "RescaleType") or "").strip().upper()
     if rescale in RESCALE_MAP_TYPES:
         return RESCALE_MAP_TYPES[rescale], f"RescaleType {rescale!r} (the pixel values are {rescale} values)"
     for item in _rwvm_items(ds):
+        units = [str(u.get(k) or "").strip() for u in item.get("MeasurementUnitsCodeSequence") or []
+                 for k in ("CodeValue", "CodeMeaning")]
+        unitless = any(UNITLESS_UNITS.match(u) for u in units if u)
         for keyword in ("LUTLabel", "LUTExplanation"):
-            text = normalise_text(str(item.get(keyword) or ""))
+            text = RWVM_WEIGHTED.sub(" ", normalise_text(str(item.get(keyword) or "")))
             kind = next((k for k, pattern in RWVM_LABEL_KINDS if pattern.search(text)), None)
-            if kind:
+            if kind and not (unitless and kind != "ecv"):
                 return kind, f"Real World Value Mapping {keyword} {str(item.get(keyword)).strip()!r}"
     return None
 

@@ -87,6 +87,10 @@ class CMRStudy:
     #: and reconstructions left aside and why, positions a sibling stack has and it lacks); load_volume puts them
     #: first in Volume.warnings, so they reach summary `stack_warnings`, the SR and the PDF beside the numbers
     stack_warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: series key -> one line per other reconstruction of the same slices left aside for it, routinely (no caution
+    #: on the numbers, so not a stack warning): "series 11 'DE_SAX' (magnitude of the same slices) not measured: PSIR
+    #: preferred", for the LGE block's declined / methods to say which series was not measured (break2 finding 6)
+    left_aside: dict[str, list[str]] = field(default_factory=dict)
 
     def preferred(self, sequence: str, view: str | None = "sax") -> AnalysisSeries | None:
         """The preferred series of that sequence (and view; None = any view), or None when there is none."""
@@ -256,6 +260,11 @@ def _label(series: AnalysisSeries) -> str:
     return f"series {number} '{series.description}' ({series.slices} slice(s){kind})"
 
 
+def _short_label(series: AnalysisSeries) -> str:
+    """e.g. "series 11 'DE_SAX'" (the SeriesNumber range of a stack merged from one-slice series)."""
+    return _label(series).rsplit(" (", 1)[0]
+
+
 def _int_or_none(value) -> int | None:
     try:
         return int(value)
@@ -349,11 +358,14 @@ def _measurements(series_list: list[AnalysisSeries], evidence: dict[str, SeriesE
 
 
 def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, SeriesEvidence],
-                    split: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+                    split: frozenset[str] = frozenset(), left_aside: dict[str, list[str]] | None = None
+                    ) -> dict[str, list[str]]:
     """Mark the preferred series of each sequence and view (PREFERENCE_RULE) and return, per preferred series key,
     the stack warnings that say which other series of the same sequence and view were left aside and why, and which
     slice positions another of them has that the preferred one lacks. The other reconstruction of the same slices
-    in its own series (magnitude beside PSIR, as every Siemens LGE sends) is recorded in the notes only; one split out
+    in its own series (magnitude beside PSIR, as every Siemens LGE sends) is recorded in the notes, and in one line of
+    `left_aside` (CMRStudy.left_aside: "series 11 'DE_SAX' (magnitude of the same slices) not measured: PSIR
+    preferred"), no caution on the numbers; one split out
     of the same series (`split`: keys of grouping.split_reconstructions' stacks) is a warning. The series left aside
     get the reason in their notes."""
     warnings: dict[str, list[str]] = defaultdict(list)
@@ -431,6 +443,12 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
                 continue  # unrecognised series or single planes of no view are no repeats of a stack
             if routine and not split_apart and not lacking:
                 chosen.notes.append(text)  # the other reconstruction of the same slices, in its own series: a note
+                if left_aside is not None and sequence == "lge" and chosen.lge_kind == "psir" \
+                        and other.lge_kind != "psir":
+                    # ... and one line for the LGE block, so that nobody wonders which of the two was measured
+                    left_aside.setdefault(chosen.key, []).append(
+                        f"{_short_label(other)} ({other.lge_kind or 'magnitude'} of the same slices) not measured: "
+                        "PSIR preferred")
                 continue
             warnings[chosen.key].append(text)
             if lacking:
@@ -537,7 +555,9 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
             kind = kind_answer.value
             sequence.evidence.append(f"lge_kind {kind}: " + "; ".join(kind_answer.evidence))
         series_list.append(_analysis_series(candidate, evidence, sequence, view, kind))
-    choice = _mark_preferred(series_list, evidences, frozenset(c.key for c in candidates if c.reconstruction))
+    left_aside: dict[str, list[str]] = {}
+    choice = _mark_preferred(series_list, evidences, frozenset(c.key for c in candidates if c.reconstruction),
+                             left_aside)
     for series in series_list:  # an LGE recognised on one kind of evidence says so beside its numbers
         weak = weak_lge_evidence(evidences[series.key]) if series.sequence.value == "lge" else None
         if weak:
@@ -546,7 +566,7 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
                       if c.warnings or choice.get(c.key)}
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
                     patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded,
-                    stack_warnings=stack_warnings)
+                    stack_warnings=stack_warnings, left_aside=left_aside)
 
 
 def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: Recognition, view: Recognition,

@@ -16,7 +16,9 @@ each labelled phase as a new series (one series per phase, all its slices) and l
 - Image Type DERIVED\\SECONDARY, Derivation Description saying it is an unchanged copy, Source Image Sequence
   pointing at the original (PS3.3 C.7.6.1.1.4, purpose 121322 DCM);
 - Instance Number 1..N in the order of the source images' (Series Number, Instance Number), so a viewer (which
-  orders a stack by Instance Number) opens the copy at the same end as the source; the source's own numbers, e.g.
+  orders a stack by Instance Number) opens the copy at the same end as the source; the frames of one multi-frame
+  source in spatial order along the stack normal (the volume's, the SEG's order), not in frame order, which an
+  Enhanced MR may store shuffled; the source's own numbers, e.g.
   19, 39, ... of a 200-image cine, mean nothing in the copy series (C.7.6.1: it identifies the image in its series);
 - the General Equipment module stays the scanner's (it acquired the pixel data, and viewers read Manufacturer and
   model as the scanner's), and the node that made the copy is named in the Contributing Equipment Sequence
@@ -260,11 +262,15 @@ def _with_pixels(instance: InstanceHeader) -> Dataset:
     return pydicom.dcmread(instance.path)
 
 
-def viewer_order(datasets: list[Dataset], frame_numbers: Sequence[int | None] | None = None) -> list[int]:
+def viewer_order(datasets: list[Dataset], frame_numbers: Sequence[int | None] | None = None,
+                 spatial_order: Sequence[float] | None = None) -> list[int]:
     """Indices of `datasets` in the order a viewer shows them: by Series Number, then Instance Number (OHIF orders a
-    stack by Instance Number), then (frames of one multi-frame instance) `frame_numbers`, the given order breaking
-    ties and standing in for a missing number."""
+    stack by Instance Number), then (frames of one multi-frame instance) `spatial_order` where given (each frame's
+    place along the stack normal, e.g. its slice index in the volume: an Enhanced MR may store its frames in any
+    order, and copies numbered in frame order would show the stack shuffled), then `frame_numbers`, the given order
+    breaking ties and standing in for a missing number."""
     frame_numbers = list(frame_numbers) if frame_numbers is not None else [None] * len(datasets)
+    spatial = list(spatial_order) if spatial_order is not None else [0.0] * len(datasets)
 
     def number(dataset: Dataset, keyword: str) -> float:
         try:
@@ -274,6 +280,7 @@ def viewer_order(datasets: list[Dataset], frame_numbers: Sequence[int | None] | 
 
     return sorted(range(len(datasets)), key=lambda n: (number(datasets[n], "SeriesNumber"),
                                                       number(datasets[n], "InstanceNumber"),
+                                                      spatial[n] if frame_numbers[n] is not None else 0.0,
                                                       frame_numbers[n] or 0, n))
 
 
@@ -285,7 +292,8 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     One copy series per call: the frames of phase `phase_position` (an index into segmentation.phases) at the given
     slices (volume order). Reads each source file in full (pixel data included; _with_pixels), once per instance.
     A frame of a multi-frame source is copied as a single-frame MR Image (single_frame_image). The copies are
-    numbered 1..N in the order of their sources' Series and Instance Numbers (and frame numbers: viewer_order). The
+    numbered 1..N in the order of their sources' Series and Instance Numbers, frames of one multi-frame source in
+    volume (spatial, the SEG's) order whatever their frame numbers (viewer_order). The
     returned segmentation's series holds its instances so far plus the copies (so a further call, and the SR's image
     references, find both). With `frame_of_reference_uid` (shared_frame_of_reference)
     every copy gets that Frame of Reference. `started_at` (the analysis start, as on the SEG; default now) is the
@@ -316,7 +324,7 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     headers: list[InstanceHeader] = [None] * len(slices)  # type: ignore[list-item]
     orientation = [float(v) for v in np.asarray(segmentation.volume.orientation, float)]
     positions = np.asarray(segmentation.volume.positions, float)
-    for number, n in enumerate(viewer_order(originals, [ref.frame_number for ref in refs]), start=1):
+    for number, n in enumerate(viewer_order(originals, [ref.frame_number for ref in refs], slices), start=1):
         placed = (orientation, positions[slices[n]]) if tilted else None
         copy = _copy(originals[n], series_uid, series_number, description, frame_of_reference_uid, number, made_at,
                      placed, refs[n].frame_number)

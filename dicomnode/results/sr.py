@@ -43,11 +43,23 @@ def _number(block: dict, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+#: decimals of a NUM by its unit, as summary.json keeps the same kind of quantity (volumes, masses, percentages,
+#: indexed values, thicknesses: 2; body surface area: 3)
+UNIT_DECIMALS = {codes.UNIT_M2.value: 3}
+DEFAULT_DECIMALS = 2
+
+
+def _decimals(unit: Code) -> int:
+    return UNIT_DECIMALS.get(unit.value, DEFAULT_DECIMALS)
+
+
 def _measurement(name: Code, value: float | None, unit: Code, **kwargs) -> list[hd.sr.Measurement]:
-    """A TID 300 measurement, or nothing when the value is absent."""
+    """A TID 300 measurement, or nothing when the value is absent; rounded as summary.json rounds the same kind of
+    quantity (_decimals), derived values (non-enhanced myocardium, scar without MVO, volume from mass) included, so
+    that one report shows one precision."""
     if value is None:
         return []
-    return [hd.sr.Measurement(name=name, value=round(float(value), 4), unit=unit, **kwargs)]
+    return [hd.sr.Measurement(name=name, value=round(float(value), _decimals(unit)), unit=unit, **kwargs)]
 
 
 def _algorithm_id(algorithm: AlgorithmInfo, parameters: Sequence[str] | None = None) -> hd.sr.AlgorithmIdentification:

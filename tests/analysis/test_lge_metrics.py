@@ -214,3 +214,34 @@ def test_threshold_methods_are_declared_not_applicable_where_unsound(transform, 
             assert reasons[method] is None
         else:
             assert expected in reasons[method]
+
+
+def _six_slice_phantom():
+    """Two phantoms stacked: 6 x 64 x 64 pixels, enough for the distinct-values test (EIGHT_BIT_MIN_PIXELS)."""
+    first, labels_a, _ = enhanced_phantom(seed=0)
+    second, labels_b, _ = enhanced_phantom(seed=1)
+    return np.concatenate([first, second]), np.concatenate([labels_a, labels_b])
+
+
+def test_a_saturating_narrow_window_on_12_bit_data_is_named_as_saturation():
+    """Finding (break2 #7): a 12-bit export with a narrow window burnt in (190 levels spread over 0-4095, blood pool
+    and scar at 4095) was declared "8-bit data rescaled"; the fault is the saturation, and it is named."""
+    image, labels = _six_slice_phantom()
+    windowed = np.round(np.clip((image - 60.0) / 190.0, 0.0, 1.0) * 189.0) * 4095.0 / 189.0
+    windowed = np.round(windowed)
+    assert np.unique(windowed).size <= 190 and windowed.size >= 16384
+    reasons = threshold_applicability(windowed, labels, 12, "magnitude")
+    for method in ("nsd", "fwhm"):
+        assert "windowed input" in reasons[method] and "maximum stored value" in reasons[method]
+        assert "8-bit" not in reasons[method]
+
+
+def test_few_distinct_values_without_saturation_is_named_as_quantised():
+    """The same narrow-window quantisation without clipping the LV: the reason names what its test found (few
+    distinct values), not an 8-bit export."""
+    image, labels = _six_slice_phantom()
+    quantised = np.round(np.clip(image, 0.0, 600.0) / 600.0 * 199.0) * 4000.0 / 199.0 + 7.0
+    assert np.unique(quantised).size <= 200
+    reasons = threshold_applicability(quantised, labels, 12, "magnitude")
+    assert "distinct values" in reasons["nsd"] and "quantised" in reasons["nsd"]
+    assert "8-bit data rescaled" not in reasons["nsd"]

@@ -9,7 +9,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr import StudyError, load_studies, understand_study
-from dicomnode.cmr.grouping import read_header
+from dicomnode.cmr.grouping import NODE_MANUFACTURER, read_header
 from cmr_helpers import generated, quiet_invalid_uid_warnings, sunnybrook_paths  # noqa: F401 (fixtures)
 
 
@@ -123,3 +123,62 @@ def test_a_cine_missing_one_image_keeps_the_phases_every_slice_has(datasets, tmp
     assert len(volume.excluded) == 9 + (damage == "truncated")
     assert {e["sop_instance_uid"] for e in cmr.excluded_instances} == {e["sop_instance_uid"] for e in volume.excluded}
     assert len({tuple(f.sop_instance_uid for f in phase) for phase in volume.frames}) == 19
+
+
+def test_the_nodes_own_results_sent_back_are_declined_never_analysed(generated, tmp_path):
+    """break1 finding 8: a PACS routing the node's results back (display copies, SEG, SR, PDF) - the display copies
+    were a second LGE candidate; now each is declined as the node's own output, the copies naming their source."""
+    from pydicom.dataset import Dataset
+
+    from dicomnode.results.display_copy import node_equipment_item
+    from dicomnode.results.provenance import NODE_MANUFACTURER as RESULTS_NODE_MANUFACTURER
+
+    assert NODE_MANUFACTURER == RESULTS_NODE_MANUFACTURER
+    study = generated[("lge", "ge", None)]
+    folder = tmp_path / "reimport"
+    shutil.copytree(study.out_dir / "dicom", folder)
+    psir = [p for p in study.paths if "psir" in p.name]
+    copies_uid, seg_uid = generate_uid(), generate_uid()
+    for index, path in enumerate(psir):
+        copy_ds = pydicom.dcmread(path)
+        source = Dataset()
+        source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID = copy_ds.SOPClassUID, copy_ds.SOPInstanceUID
+        copy_ds.SourceImageSequence = [source]
+        copy_ds.ContributingEquipmentSequence = [node_equipment_item("20240101120000")]
+        copy_ds.ImageType = ["DERIVED", "SECONDARY", "P"]
+        copy_ds.SOPInstanceUID = copy_ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        copy_ds.SeriesInstanceUID, copy_ds.SeriesNumber = copies_uid, 9301
+        copy_ds.save_as(folder / f"copy{index}.dcm")
+    seg = pydicom.dcmread(psir[0])
+    seg.Modality = "SEG"
+    seg.SOPClassUID = seg.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    seg.SOPInstanceUID = seg.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    seg.SeriesInstanceUID = seg_uid
+    item = Dataset()
+    item.Manufacturer = NODE_MANUFACTURER
+    seg.ContributingEquipmentSequence = [item]
+    seg.save_as(folder / "seg.dcm")
+
+    (cmr,) = load_studies([folder])
+    reasons = {d.series_instance_uid: d.reason for d in cmr.declined}
+    number = pydicom.dcmread(psir[0]).SeriesNumber
+    assert reasons[copies_uid] == (f"{len(psir)} instance(s): this node's own display copies of series {number} (its "
+                                   "result of an earlier run, sent back): never analysed")
+    assert reasons[seg_uid].startswith("1 instance(s): this node's own result (Segmentation Storage")
+    assert copies_uid not in {uid for s in cmr.series for uid in s.series_instance_uids}
+    assert sorted(s.lge_kind for s in cmr.series) == ["magnitude", "psir"]
+
+
+def test_a_one_slice_lge_is_declined_as_one_slice_not_as_another_view(generated):
+    """break2 finding 9: a one-slice short-axis LGE was declined as 'LGE only in other views: ... (other)', which
+    sends the reader looking for a long-axis series."""
+    from dicomnode.analysis.phase_text import other_views_text
+
+    study = generated[("lge", "ge", None)]
+    cmr = understand_study([read_header(p) for p in study.paths if "psir" in p.name][:1])
+    (series,) = cmr.series
+    assert (series.sequence.value, series.view.value, series.slices) == ("lge", "other", 1)
+    number = series.series_number
+    text = other_views_text(cmr.series, "lge")
+    assert text == f'; LGE of only 1 slice (a stack needs at least 2): series {number} "{series.description}"', text
+    assert "other views" not in text

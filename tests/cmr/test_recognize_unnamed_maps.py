@@ -32,7 +32,7 @@ def _one(tmp_path, headers, after=None):
     return cmr, series
 
 
-def _rwvm(units: str | None = "ms", label: str | None = None):
+def _rwvm(units: str | None = "ms", label: str | None = None, explanation: str | None = None):
     def after(ds):
         item = Dataset()
         if units:
@@ -42,6 +42,8 @@ def _rwvm(units: str | None = "ms", label: str | None = None):
             item.MeasurementUnitsCodeSequence = [code]
         if label:
             item.LUTLabel = label
+        if explanation:
+            item.LUTExplanation = explanation
         item.RealWorldValueFirstValueMapped, item.RealWorldValueLastValueMapped = 0, 4095
         item.RealWorldValueIntercept, item.RealWorldValueSlope = 0.0, 1.0
         ds.RealWorldValueMappingSequence = [item]
@@ -149,6 +151,12 @@ LGE_STAYS = {  # an LGE of each reconstruction, unnamed or named, that no map ru
     "comment-ti": ({**UNNAMED, "ImageComments": "TI 300"}, "magnitude", None),
     # a Real World Value Mapping in arbitrary units (Philips writes one on every image) is no map
     "rwvm-no-units": (UNNAMED, "magnitude", _rwvm("1")),
+    # break1 finding 7: a label naming the image's contrast ('T1-weighted') or a parameter in unitless units ('1')
+    # is signal, not a map's values
+    "rwvm-t1-weighted-unitless": (UNNAMED, "magnitude", _rwvm("1", "SI", "T1-weighted signal")),
+    "rwvm-t1-weighted-no-units": (UNNAMED, "magnitude", _rwvm(None, "T1W")),
+    "rwvm-t1-weighting-explained": (UNNAMED, "magnitude", _rwvm(None, None, "T1 weighted image")),
+    "rwvm-t1-label-unitless": (UNNAMED, "magnitude", _rwvm("1", "T1")),
 }
 
 
@@ -162,3 +170,14 @@ def test_a_real_lge_stays_lge(tmp_path, name):
     assert series.sequence.value == "lge", series.sequence.evidence
     assert declared_map(build_evidence("k", [f for h in series.instances for f in frames_of(h)])) is None
     assert cmr.preferred("lge") is series
+
+
+@pytest.mark.parametrize("units, label, kind", [(None, "T1 map", "t1"), ("ms", "T1-weighted signal", "map"),
+                                                ("1", "ECV", "ecv"), ("%", "ECV", "ecv"), (None, "T2*", "t2star")])
+def test_a_real_world_value_mapping_label_still_names_a_map_as_a_quantity(tmp_path, units, label, kind):
+    """A label naming a parameter as a quantity still declares a map: 'T1 map'; an ECV, a fraction, also unitless;
+    a weighted label in ms is a map by its units (the label then names no kind)."""
+    _, series = _one(tmp_path, {**UNNAMED, "ScanningSequence": "GR", "SequenceVariant": ["SK", "SP"],
+                                "InversionTime": None}, after=_rwvm(units, label))
+    found = declared_map(build_evidence("k", [f for h in series.instances for f in frames_of(h)]))
+    assert found is not None and found[0] == kind, found

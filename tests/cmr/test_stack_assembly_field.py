@@ -117,6 +117,11 @@ def test_per_slice_reconstructions_with_one_image_type_value3_are_not_merged_int
     # stack warning: the stack analysed is whole and of one reconstruction
     assert any("left aside" in n and "101-110" in n for n in chosen.notes), chosen.notes
     assert not any("left aside" in w for w in volume.warnings), volume.warnings
+    # ... and one line for the LGE block, no caution on the numbers, so that nobody wonders which was measured
+    # (break2 finding 6)
+    description = "MDE MAG" if cue == "description" else "MDE SAX"
+    assert study.left_aside == {chosen.key: [
+        f"series 101-110 '{description}' (magnitude of the same slices) not measured: PSIR preferred"]}
 
 
 def test_a_missing_image_of_one_reconstruction_does_not_pull_in_the_other(tmp_path):

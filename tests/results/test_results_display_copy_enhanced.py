@@ -185,6 +185,46 @@ def test_a_tilted_enhanced_stack_gets_single_frame_copies_placed_in_the_mean_pla
     np.testing.assert_array_equal(pixels, segment_masks(segmentation, segment_plan(segmentation)))
 
 
+def test_copies_of_frames_stored_out_of_spatial_order_are_numbered_in_spatial_order():
+    """Finding (break1 #8): an Enhanced MR whose frames are stored out of spatial order (frames 1..4 = slices 3, 1,
+    4, 2) got copies numbered in frame order, so a viewer ordering by Instance Number showed the stack shuffled. The
+    copies are numbered along the stack normal, in the volume's (the SEG's) slice order."""
+    study, results, context, source = enhanced_lge(1.0)
+    segmentation = results[0].segmentations[0]
+    order = [2, 0, 3, 1]  # stored frame j holds slice order[j]
+    size = int(source.Rows) * int(source.Columns) * 2
+    per_frame = list(source.PerFrameFunctionalGroupsSequence)
+    pixels = bytes(source.PixelData)
+    source.PerFrameFunctionalGroupsSequence = DicomSequence([per_frame[k] for k in order])
+    source.PixelData = b"".join(pixels[k * size:(k + 1) * size] for k in order)
+    frame_of_slice = {k: j + 1 for j, k in enumerate(order)}
+    frames = [replace(ref, frame_number=frame_of_slice[k]) for k, ref in enumerate(segmentation.volume.frames[0])]
+    segmentation = replace(segmentation, volume=replace(segmentation.volume, frames=[frames]))
+    results = [replace(results[0], segmentations=[segmentation])]
+    objects = build_result_objects(study, results, context)
+    copies = sorted((o for o in objects if o.Modality == "MR"), key=lambda c: int(c.InstanceNumber))
+    assert [int(c.InstanceNumber) for c in copies] == [1, 2, 3, 4]
+    # the copy numbered k is slice k of the volume: its frame, its pixels, its position
+    assert [int(c.SourceImageSequence[0].ReferencedFrameNumber) for c in copies] == [frame_of_slice[k]
+                                                                                       for k in range(4)]
+    for k, duplicate in enumerate(copies):
+        assert duplicate.PixelData == pixels[k * size:(k + 1) * size]
+    normal = np.cross(*np.reshape(np.asarray(segmentation.volume.orientation, float), (2, 3)))
+    along = [float(np.dot(normal, [float(v) for v in c.ImagePositionPatient])) for c in copies]
+    np.testing.assert_allclose(along, np.asarray(segmentation.volume.positions, float) @ normal, atol=1e-6)
+    assert np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)
+    (seg,) = [o for o in objects if o.Modality == "SEG"]
+    referenced = [f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                  for f in seg.PerFrameFunctionalGroupsSequence]
+    number_of = {str(c.SOPInstanceUID): int(c.InstanceNumber) for c in copies}
+    by_segment: dict[int, list[int]] = {}
+    for frame, uid in zip(seg.PerFrameFunctionalGroupsSequence, referenced):
+        segment = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        by_segment.setdefault(segment, []).append(number_of[uid])
+    for numbers in by_segment.values():  # each segment's frames (spatial order) run through the copies in one order
+        assert numbers == sorted(numbers) or numbers == sorted(numbers, reverse=True), by_segment
+
+
 def test_the_sr_draws_the_tilted_enhanced_outlines_on_the_copies():
     _, _, objects = _objects()
     copies = {str(c.SOPInstanceUID) for c in objects if c.Modality == "MR"}
