@@ -527,7 +527,10 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
     - A gap of more than LARGE_GAP_FACTOR x the median step (slices missing); a smaller gap (> GAP_FACTOR, one slice
       missing) is interpolated by the disc thicknesses and noted.
     - An acquired end slice beyond the stack that the volume does not use (`ends_left_out_mm`, mm along the normal,
-      Volume.ends_left_out_mm: on another pixel grid, unusable, or the end of an earlier pass on another geometry).
+      Volume.ends_left_out_mm: on another pixel grid, unusable, or the end of an earlier pass on another geometry),
+      where the measured end slice on its side still holds LV myocardium or blood pool (the LV may reach into it);
+      beyond an end slice without LV (an atrial slice dropped) it is a note only. Without slice positions the side
+      is unknown and it always counts.
     slice_positions_mm: (slices,) positions along the stack normal; without them only the end-slice rule applies.
     """
     labelmap_ed = np.asarray(labelmap_ed)
@@ -539,8 +542,15 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
     ends = (areas[0] / largest, areas[-1] / largest)
     reasons, notes = [], []
     if ends_left_out_mm:
-        reasons.append(f"acquired end slice(s) at {', '.join(f'{float(d):.2f}' for d in ends_left_out_mm)} mm lie "
-                       "beyond the measured stack and are not used (see the stack warnings): the LV may reach into them")
+        reach, clear = _ends_left_out_reach(ends_left_out_mm, areas, slice_positions_mm)
+        if reach:
+            reasons.append(f"acquired end slice(s) at {', '.join(f'{float(d):.2f}' for d in reach)} mm lie "
+                           "beyond the measured stack and are not used (see the stack warnings), and the measured end "
+                           "slice on that side still holds LV: the LV may reach into them")
+        if clear:
+            notes.append(f"acquired end slice(s) at {', '.join(f'{float(d):.2f}' for d in clear)} mm beyond the "
+                         "measured stack are not used (see the stack warnings); the measured end slice on that side "
+                         "holds no LV myocardium or blood pool, so the LV does not reach them")
     first_is_apical = (ends[0] <= ends[1]) if apex_first is None else apex_first
     apical = ends[0 if first_is_apical else 1]
     inward = areas[1 if first_is_apical else -2] / largest
@@ -569,6 +579,22 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
                 notes.append(f"gap of {where} (median step {median:.1f} mm, a slice missing?): volumes interpolate "
                              "across it (each neighbouring slice's disc reaches the middle of the gap)")
     return StackCoverage(not reasons, ends, apex_first, extent, reasons, notes)
+
+
+def _ends_left_out_reach(ends_left_out_mm, areas: np.ndarray, slice_positions_mm) -> tuple[list[float], list[float]]:
+    """`stack_coverage`: the acquired end slices left unused split into (those the LV may reach: the measured end slice
+    on their side holds LV, or the side is unknown, [those beyond an end slice without LV]). The side of each: below
+    the lowest or above the highest measured position along the normal; one between them (not an end) counts."""
+    ends = [float(d) for d in ends_left_out_mm]
+    if slice_positions_mm is None or len(slice_positions_mm) != len(areas) or not len(areas):
+        return ends, []
+    positions = np.asarray(slice_positions_mm, dtype=np.float64)
+    low, high = int(np.argmin(positions)), int(np.argmax(positions))
+    reach, clear = [], []
+    for d in ends:
+        side = low if d < positions[low] else high if d > positions[high] else None
+        (clear if side is not None and areas[side] == 0 else reach).append(d)
+    return reach, clear
 
 
 @dataclass

@@ -89,8 +89,8 @@ def normalise_zscore(stack: np.ndarray, low: float = 0.5, high: float = 99.5) ->
     Without the padding the padded and unpadded stacks give the same input and the same result, and the
     cross-validation is unchanged (fold 0, 27 held-out patients: EMIDEC myocardium Dice 0.821 / 0.820 per slice,
     %LGE MAE 4.29 / 4.36; MyoPS 0.851 / 0.851, 7.74 / 7.76, 2026-12-06): 47 of the 100 EMIDEC and 19 of the 33
-    MyoPS training stacks carry such borders, so training sees the same statistics (engines.lge.train normalises
-    with this function)."""
+    MyoPS training stacks carry such borders; the shipped weights were trained with the padding included, and the
+    fold-0 check above shows that costs nothing; engines.lge.train normalises with this function from now on."""
     values = np.asarray(stack, dtype=np.float32)
     r0, r1, c0, c1 = padding_bounds(values)
     inner = values[:, r0:r1, c0:c1]
@@ -481,11 +481,11 @@ NOT_LOCALISED = ("the heart was not found with confidence (no candidate crop sho
 #: the largest LV myocardial section (mm², healthy + scar + MVO on one slice) under which the segmented myocardium
 #: is not a left ventricle: real LGE with expert labels (engines/lge/data.py load_cases, 133 cases) reach at least
 #: 1439 mm² on their largest section (EMIDEC Case_P036, in-plane spacing assumed; MyoPS, real geometry: 1892 mm²,
-#: Case3018; medians 2289 / 2415 mm²), and a small adult LV with a thinned wall (end-diastolic cavity 38 mm across,
-#: the lower normal limit, wall 5 mm) is a ring of about 680 mm². 500 mm² is a third of the smallest real one and
-#: under that ring; a localisation that failed (break2 finding 2: MyoPS Case3004 cropped to 117 mm) segments
-#: 0.1-1.9 mL over six 12-mm slices, at most ~160 mm² on any slice
-MIN_MYOCARDIUM_SECTION_MM2 = 500.0
+#: Case3018; medians 2289 / 2415 mm²); a small adult LV with a thinned wall (end-diastolic cavity 38 mm across, wall
+#: 5 mm) is a ring of about 680 mm² and a child's LV (cavity 30 mm, wall 4 mm) about 430 mm². 300 mm² stays under
+#: both; a localisation that failed (break2 finding 2: MyoPS Case3004 cropped to 117 mm) segments 0.1-1.9 mL over
+#: six 12-mm slices, at most ~160 mm² on any slice
+MIN_MYOCARDIUM_SECTION_MM2 = 300.0
 #: the start of the summary's `reason` (and of the PDF's values) where the LGE numbers of a stack are withheld
 NOT_DETERMINED = "not determined"
 #: the stack warning where the numbers are withheld: the SEG is still written, for review only
@@ -509,9 +509,9 @@ def not_determined_reason(localised: bool | None, labels: np.ndarray, spacing_rc
     area_mm2 = float(myocardium.reshape(myocardium.shape[0], -1).sum(axis=1).max(initial=0)) \
         * float(spacing_rc[0]) * float(spacing_rc[1])
     if area_mm2 < MIN_MYOCARDIUM_SECTION_MM2:
-        return (f"{NOT_DETERMINED}: the segmented LV myocardium is implausibly small for a left ventricle (largest "
-                f"section {area_mm2:.0f} mm² on one slice; a real LV wall is at least ~{MIN_MYOCARDIUM_SECTION_MM2:.0f} "
-                "mm², 1439 mm² or more in 133 expert-labelled LGE), so the heart was probably not found")
+        return (f"{NOT_DETERMINED}: the LV myocardium segmented is at most {area_mm2:.0f} mm² on any slice, smaller "
+                f"than the {MIN_MYOCARDIUM_SECTION_MM2:.0f} mm² of a child's LV section (adult LGE: 1439 mm² or more "
+                "in 133 expert-labelled studies), so it is not a measurement of this heart")
     return None
 
 
@@ -832,7 +832,7 @@ class LGEPipeline:
         if withheld:
             per_slice = [{key: (v if key == "slice_index" else None) for key, v in s.items()} for s in per_slice]
         # each slice's image: position along the stack normal, source SOP Instance UID / frame (cine.slice_images)
-        per_slice = [{**values, **image} for values, image in zip(per_slice, slice_images(volume, 0, series))]
+        per_slice = [{**values, **source} for values, source in zip(per_slice, slice_images(volume, 0, series))]
         # the large-burden flag is withheld (None) where the numbers are, on a stack that covers clearly less than
         # the LV (short_stack_reason) and on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes)
         burden_reason = withheld or (f"withheld: {short}" if short else None) or next(
@@ -933,8 +933,10 @@ class LGEPipeline:
                     results[name] = {"lge_percent": None, "applicable": False, "reason": measured.not_applicable}
                     continue
                 found = measured.summary()
+                # %LGE and volumes to 2 decimals as the DL numbers (and the SR's NUMs); thresholds keep 4
                 results[name] = {"applicable": True,
-                                 **{k: (_round(v, 4) if isinstance(v, float) else v) for k, v in found.items()}}
+                                 **{k: (_round(v, 2 if k == "lge_percent" or k.endswith("_ml") else 4)
+                                        if isinstance(v, float) else v) for k, v in found.items()}}
                 caveat = self._unvalidated(f"nsd{n}" if name == "nsd" else "fwhm")
                 if caveat:  # threshold_methods = 'always': the number is computed, its caveat goes with it
                     results[name]["validated"] = False

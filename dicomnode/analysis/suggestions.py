@@ -399,10 +399,13 @@ def own_report_ids(reports, study_uid: str | None, patient_id: str | None, acces
 
 
 def descriptors_from_results(earlier_results: list[PipelineResult]) -> tuple[dict, dict]:
-    """Label-map descriptors (lge, cine) from the segmentations earlier pipelines produced for this study."""
+    """Label-map descriptors (lge, cine) from the segmentations earlier pipelines produced for this study; a
+    result whose numbers were withheld (summary `determined` False) contributes none."""
     lge_extra: dict = {}
     cine_extra: dict = {}
     for result in earlier_results:
+        if isinstance(result.summary, dict) and result.summary.get("determined") is False:
+            continue  # a segmentation the node itself calls no measurement (heart not found) describes nothing
         for segmentation in result.segmentations:
             labelmap = np.asarray(segmentation.labelmap)
             if segmentation.pipeline == "lge" and not lge_extra and labelmap.ndim == 4:

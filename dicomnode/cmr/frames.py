@@ -1116,14 +1116,35 @@ def fill_mismatch(earlier: list[FrameInfo], later: list[FrameInfo], normal: np.n
     return None
 
 
+def measured_stack(pairs: list[tuple[str, str, bool]], sid: str) -> str | None:
+    """The StackID actually measured in place of a stack `superseded_stacks` left out as covered again (whole=True):
+    its pair partner, or where that partner is itself covered again (three passes: the middle pass repeats the first
+    and is repeated by the latest), the first stack down that chain that is not left out. None where the chain ends
+    in a stack left out otherwise (`partial_repeat`) or loops."""
+    later = {left: kept for left, kept, whole in pairs if whole}
+    dropped = {left for left, _, _ in pairs}
+    seen = {sid}
+    current = later.get(sid)
+    while current is not None and current in later:
+        if current in seen:
+            return None
+        seen.add(current)
+        current = later[current]
+    return None if current is None or current in dropped else current
+
+
 def stack_fills(frames: list[FrameInfo], pairs: list[tuple[str, str, bool]]) -> dict[str, list[FrameInfo]]:
     """{StackID left out: its frames that still go into the volume} for the stacks `superseded_stacks` left out as
     covered again by a later stack (whole=True): per slice position the latest acquisition wins, so a position that
     only the earlier stack holds (`earlier_only`: the later pass one slice shorter, missing the apical or basal end)
     is filled from it where the two share one slice grid and plan and hold as many images per position
     (`fill_mismatch` None: not one slice of 20 cine phases among slices of 10); where several earlier stacks hold it,
-    the latest (three passes: a position the middle pass covers never comes from the first). Positions measured by a stack that is kept (complementary slabs included) are never
-    filled. {} where nothing is filled."""
+    the latest (three passes: a position the middle pass covers never comes from the first). Positions measured by a
+    stack that is kept (complementary slabs included) are never filled. The check is made against the frames actually
+    measured, never against a pair partner that is itself left out: the stack measured in its place
+    (`measured_stack`) plus the fills already taken for it, so that every fill lies on the measured stack's slice grid
+    and plan (three passes whose latest is re-planned half a slice off: the oldest pass, on the middle pass's grid,
+    fills nothing). {} where nothing is filled."""
     stacks = stacks_of(frames)
     dropped = {sid for sid, _, _ in pairs}
     if not dropped:
@@ -1131,12 +1152,17 @@ def stack_fills(frames: list[FrameInfo], pairs: list[tuple[str, str, bool]]) -> 
     normal = stack_normal(frames)
     covered = stack_positions([f for f in frames if f.stack_id not in dropped], normal)
     fills: dict[str, list[FrameInfo]] = {}
-    for sid, kept, whole in sorted(pairs, key=lambda p: acquired_last(stacks[p[0]]), reverse=True):
-        if not whole or fill_mismatch(stacks[sid], stacks[kept], normal) is not None:
+    taken: dict[str, list[FrameInfo]] = {}
+    for sid, _, whole in sorted(pairs, key=lambda p: acquired_last(stacks[p[0]]), reverse=True):
+        measured = measured_stack(pairs, sid) if whole else None
+        if measured is None:
+            continue
+        if fill_mismatch(stacks[sid], stacks[measured] + taken.get(measured, []), normal) is not None:
             continue
         fill = earlier_only(stacks[sid], covered, normal)
         if fill:
             fills[sid] = fill
+            taken[measured] = taken.get(measured, []) + fill
             covered = sorted(covered + stack_positions(fill, normal))
     return fills
 

@@ -13,7 +13,8 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
                                   merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
-                                  same_range, slice_distance, slice_passes, stack_fills, stack_normal, stack_plane, stack_positions,
+                                  same_range, slice_distance, slice_passes, stack_fills, stack_normal, stack_plane,
+                                  stack_positions, measured_stack,
                                   stacks_of, superseded_stacks, fill_mismatch, SEPARATE_BREATH_HOLDS_S as _HOLD_S,
                                   temporal_index_name, tm_seconds, typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
@@ -362,7 +363,9 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         warnings.append(reason)
         left_out += [(frame, reason) for frame in dropped]
     repeat_lines: list[str] = []
-    per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], repeat_lines, left_out)
+    incomplete_lines: list[str] = []
+    per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], repeat_lines, left_out,
+                                   incomplete_lines)
     counts = [len(s) for s in per_slice]
     passes = repeated_passes(per_slice)
     if passes:
@@ -379,7 +382,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         # one plain-words summary of which position came from which pass instead of a line per slice; a slice that
         # kept an earlier pass because the later one is incomplete keeps its own line
         warnings.append(summary)
-        warnings += [line for line in repeat_lines if "the later one is incomplete" in line]
+        warnings += incomplete_lines
     if len(set(counts)) > 1:
         per_slice, phases_left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings)
         left_out += phases_left_out
@@ -467,7 +470,8 @@ def keep_latest_repeats(per_slice: list[list[FrameInfo]], distances: list[float]
 
 
 def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float],
-                       warnings: list[str], left_out: list[tuple[FrameInfo, str]]) -> list[list[FrameInfo]]:
+                       warnings: list[str], left_out: list[tuple[FrameInfo, str]],
+                       incomplete: list[str] | None = None) -> list[list[FrameInfo]]:
     """In a stack of several images per breath-hold (cine phases), a slice acquired again in a later breath-hold of
     the same series (its phases appended to the series: `frames.slice_passes`, passes told apart by AcquisitionTime
     (0008,0032) / ContentTime (0008,0033) at least SEPARATE_BREATH_HOLDS_S apart) keeps its latest complete pass
@@ -477,6 +481,8 @@ def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distan
     (`keep_latest_repeats` serves them).
 
     per_slice: [slice][frame] frames in temporal order; distances: each slice's position along the normal (mm).
+    incomplete: where given, the lines of slices that kept an earlier pass because the latest one is incomplete are
+    appended there too (they stay in `warnings`).
     Returns [slice][frame], each slice's frames in their given order. Raises StudyError (`_untimed_passes`) for a
     slice holding a whole multiple of the phases of the other slices with no time to tell its passes apart.
     """
@@ -493,6 +499,8 @@ def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distan
         chosen = kept_pass(passes, expected)
         reason = passes_reason(distance, passes, chosen)
         warnings.append(reason)
+        if incomplete is not None and chosen is not passes[-1]:
+            incomplete.append(reason)
         left_out += [(frame, reason) for p in passes if p is not chosen for frame in p]
         kept.append(chosen)
     return kept
@@ -585,13 +593,20 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
                              "neither AcquisitionTime / ContentTime nor InstanceNumber tells which was acquired later; "
                              "two stacks of the same heart, stack refused")
         else:
+            # the stack measured in its place: the pair partner, or where that is itself covered again (three
+            # passes) the latest stack down the chain; fills and lost end slices are judged against it
+            measured = measured_stack(pairs, sid) or other
             kept_positions = stack_positions(fills.get(sid, []), normal)
             reason = (f"{described(sid)} is covered again by the later {described(other)}: a repeat of the stack, "
-                      f"not further slices; the later stack is measured, StackID {sid} left out"
+                      f"not further slices; "
+                      + ("the later stack is measured" if measured == other else
+                         f"StackID {other} is itself covered again by the later StackID {measured}, which is "
+                         "measured")
+                      + f", StackID {sid} left out"
                       + (f" but for its slice(s) at {_mm(kept_positions)} mm, which only "
                          "it covers" if kept_positions else ""))
             if sid in fills:
-                note = _earlier_fill_note(sid, other, fills[sid], stacks[other], normal)
+                note = _earlier_fill_note(sid, measured, fills[sid], stacks[measured], normal)
                 if fill_notes is not None:
                     # said once for all passes by `pass_summary`; these two lines stand in where it says nothing
                     fill_notes += [note, reason]
@@ -599,7 +614,7 @@ def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
                     continue
                 warnings.append(note)
             else:
-                lost, positions = _earlier_ends_not_used(sid, other, stacks, [f for f in frames if f.stack_id not in
+                lost, positions = _earlier_ends_not_used(sid, measured, stacks, [f for f in frames if f.stack_id not in
                                                                               {s for s, _, _ in pairs}], normal)
                 if lost:
                     reason += "; " + lost
@@ -651,8 +666,10 @@ def pass_summary(acquired: list[FrameInfo], per_slice: list[list[FrameInfo]]) ->
     along the normal) came from which pass of a stack acquired in several passes in its series (`acquired`: every
     frame of the series, `acquisition_passes`), where the measured slices mix passes (per position the latest
     acquisition that covers it: a later pass shorter than an earlier one, three passes) and two or more positions
-    were acquired more than once (a pass of the stack, not one slice re-acquired, whose own line stays); None
-    otherwise. StackID passes and passes told apart by time alone are said alike."""
+    were acquired more than once, each pass covering more than half of the stack's positions (a pass of the stack,
+    not a few slices re-acquired, whose own lines stay); None otherwise. Where the passes carry different
+    InversionTimes (an LGE re-acquired at another TI), each pass's InversionTime is named. StackID passes and
+    passes told apart by time alone are said alike."""
     found = acquisition_passes(acquired)
     if found is None:
         return None
@@ -668,12 +685,19 @@ def pass_summary(acquired: list[FrameInfo], per_slice: list[list[FrameInfo]]) ->
     if sum(len(v) > 1 for v in at.values()) < 2:
         return None
     members = {name: [f for f in acquired if labels[id(f)] == name] for name in order}
+    # a repeat of the stack: every pass spoken of covers most of the stack's positions; a few slices re-acquired
+    # keep their own lines (which name each acquisition)
+    if any(2 * len({index[id(f)] for f in members[name]}) <= len(at) for name in order):
+        return None
+    inversion = {name: _inversion_text(members[name]) for name in order}
+    name_ti = len({v for v in inversion.values() if v}) > 1
 
     def described(name: str) -> str:
         times = sorted(t for t in (pass_time(f) for f in members[name]) if t is not None)
         when = ("" if not times else f", acquired {hms(times[0])}" if hms(times[0]) == hms(times[-1])
                 else f", acquired {hms(times[0])} to {hms(times[-1])}")
-        return f"{name}: {len(stack_positions(members[name], normal))} slice(s){when}"
+        ti = f", InversionTime {inversion[name]} ms" if name_ti and inversion[name] else ""
+        return f"{name}: {len(stack_positions(members[name], normal))} slice(s){when}{ti}"
 
     distances = [float(np.median([slice_distance(f, normal) for f in frames])) for frames in per_slice]
     used = [name for name in order if name in measured]
@@ -691,7 +715,9 @@ def pass_summary(acquired: list[FrameInfo], per_slice: list[list[FrameInfo]]) ->
             f"acquisition is measured: {', '.join(parts[:-1]) + ' and ' + parts[-1] if len(parts) > 1 else parts[0]}, "
             "where only the earlier pass(es) cover those positions; the other images of the earlier passes are left "
             "out. A position a later pass did not re-acquire keeps the earlier acquisition (check its quality: the "
-            "stack was re-acquired for a reason)")
+            "stack was re-acquired for a reason)"
+            + ("; the passes measured differ in InversionTime, so the measured slices mix inversion times (check "
+               "the myocardial nulling of each)" if len({inversion[n] for n in used if inversion[n]}) > 1 else ""))
 
 
 def _mm(distances: list[float]) -> str:

@@ -415,10 +415,16 @@ def overlay_legend(results: Sequence[PipelineResult]) -> str:
 def slice_levels(result: PipelineResult, segmentation: SegmentationResult) -> dict[int, str]:
     """Slice index -> "basal" | "mid" | "apical" | "apex" of a short-axis stack (the AHA thirds of the summary where
     the AHA model was applied, else thirds of the slices with LV myocardium, the basal end from the stack's
-    direction in the patient); {} for another view or a stack whose basal end is unknown."""
+    direction in the patient); {} for another view or a stack whose basal end is unknown, and where the analysis
+    withheld the thirds (numbers not determined, or an LV spanning clearly less than a whole one:
+    `coverage.lv_shorter_than_whole`), so that the PDF never names levels the summary refused to name."""
     if getattr(getattr(segmentation.series, "view", None), "value", None) != "sax":
         return {}
-    block = result.summary.get("aha_segments") if isinstance(result.summary, dict) else None
+    summary = result.summary if isinstance(result.summary, dict) else {}
+    block = summary.get("aha_segments")
+    coverage = summary.get("coverage") if isinstance(summary.get("coverage"), dict) else {}
+    if summary.get("determined") is False or coverage.get("lv_shorter_than_whole"):
+        return {}
     if isinstance(block, dict) and block.get("applicable") and isinstance(block.get("thirds"), dict):
         return {int(k): level for level, slices in block["thirds"].items() for k in slices}
     volume = segmentation.volume

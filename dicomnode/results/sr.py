@@ -268,7 +268,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     if block.get("determined") is False:
         # numbers withheld (summary `reason`: the heart not found, or an implausibly small myocardium): no NUM and
         # no coded finding (a "Large LGE burden: No" from a failed localisation is a false negative); the region
-        # segmented, for review, with the reason as a comment (build_sr, _not_determined_comments)
+        # segmented, for review, with the reason as a comment (the LGE comments of build_sr)
         return index.outline_group(MYOCARDIUM_LABELS, 0, "LGE LV myocardium (unreliable; numbers not determined)",
                                    new_uid(), finding_type=codes.LV_MYOCARDIUM, all_slices=True)
     algorithm = index.result.algorithm

@@ -51,8 +51,11 @@ def test_not_determined_when_not_localised_or_the_myocardium_is_too_small_for_an
     assert not_determined_reason(False, heart, spacing).startswith("not determined: the heart was not found")
     tiny = rings((3, 120, 120), spacing, [3, 3, 3], wall_mm=3.0)  # ~85 mm² per slice, as a failed localisation
     reason = not_determined_reason(True, tiny, spacing)
-    assert reason.startswith("not determined: the segmented LV myocardium is implausibly small")
+    assert reason.startswith("not determined: the LV myocardium segmented is at most")
     assert f"{MIN_MYOCARDIUM_SECTION_MM2:.0f}" in reason
+    # a child's LV (cavity 30 mm, wall 4 mm: ~430 mm²) is a measurement, not a failed localisation
+    child = rings((3, 120, 120), spacing, [15, 15, 12], wall_mm=4.0)
+    assert not_determined_reason(True, child, spacing) is None
     assert not_determined_reason(True, np.zeros((2, 8, 8), np.uint8), spacing) is not None
 
 
@@ -114,7 +117,7 @@ NUMBERS = ("myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml
 
 
 @pytest.mark.parametrize("localised, wall_mm, why", [(False, 8.0, "the heart was not found"),
-                                                      (True, 2.0, "implausibly small")])
+                                                      (True, 2.0, "not a measurement of this heart")])
 def test_numbers_are_withheld_when_the_heart_is_not_found_or_the_myocardium_is_implausible(
         pipeline, study, monkeypatch, localised, wall_mm, why):
     radii = [3, 3, 3, 3, 3] if not localised or wall_mm < 5 else [4, 12, 18, 22, 24]

@@ -124,6 +124,25 @@ def test_cine_coverage_is_not_complete_where_an_acquired_end_slice_is_not_used()
     assert not coverage.complete and "40.00 mm" in coverage.reasons[0] and coverage.summary()["caveat"]
 
 
+def test_cine_coverage_stays_complete_where_the_unused_end_slice_lies_beyond_an_end_without_lv():
+    """An atrial slice dropped between passes: the measured basal end slice holds no LV, so the unused slice beyond
+    it is a note only; beyond an end slice that still holds LV it makes coverage incomplete."""
+    labels = np.zeros((5, 8, 8), np.int64)
+    labels[:4, 2:6, 2:6] = int(Label.LV_BLOOD_POOL)
+    labels[0] = 0
+    labels[0, 3:5, 3:5] = int(Label.LV_BLOOD_POOL)
+    positions = [0.0, 10.0, 20.0, 30.0, 40.0]  # apex first; the last slice (atrium) holds no LV
+    coverage = stack_coverage(labels, positions, apex_first=True, ends_left_out_mm=[50.0])
+    assert coverage.complete and not coverage.reasons
+    assert any("50.00 mm" in n and "no LV" in n for n in coverage.notes)
+    labels[4, 3:5, 3:5] = int(Label.LV_MYOCARDIUM)
+    coverage = stack_coverage(labels, positions, apex_first=True, ends_left_out_mm=[50.0])
+    assert not coverage.complete and "50.00 mm" in coverage.reasons[0]
+    # the side is unknown without positions: it counts
+    labels[4] = 0
+    assert not stack_coverage(labels, None, apex_first=True, ends_left_out_mm=[50.0]).complete
+
+
 def test_latest_stacks_fills_per_position_on_one_grid_only():
     """The pure rule on frames: a one-shorter later stack on the same grid fills its missing end from the earlier
     one; the grid rule keeps same_range's notion of a repeat."""

@@ -19,15 +19,17 @@ from test_cmr_cine_phases import _cine_volume, _slice_and_phase, scd101  # noqa:
 TIMES = ("090000", "090500", "090900")
 
 
-def _passes(tmp_path, passes: list[list[int]], stack_ids: bool = True, spacing: dict[int, float] | None = None):
+def _passes(tmp_path, passes: list[list[float]], stack_ids: bool = True, spacing: dict[int, float] | None = None,
+            inversion: dict[int, float] | None = None):
     """One LGE series acquired in len(passes) passes (pass n at TIMES[n], its slices at the positions given in slice
-    steps; StackID n + 1 where `stack_ids`; PixelSpacing `spacing[n]` mm for pass n where given). Returns (study,
-    {sop uid: (pass number from 1, position mm)})."""
+    steps, half steps too; StackID n + 1 where `stack_ids`; PixelSpacing `spacing[n]` mm and InversionTime
+    `inversion[n]` ms for pass n where given). Returns (study, {sop uid: (pass number from 1, position mm)})."""
     scan = Scan(tmp_path)
     made = {}
     for n, positions in enumerate(passes):
         for k in positions:
-            scan.image(10, 0, time=TIMES[n], instance=100 * (n + 1) + k, shift_mm=SPACING_MM * k)
+            scan.image(10, 0, time=TIMES[n], instance=100 * (n + 1) + int(k), shift_mm=SPACING_MM * k,
+                       inversion=(inversion or {}).get(n, 300.0))
             made[scan.paths[-1]] = (n + 1, SPACING_MM * k)
     headers = [read_header(p) for p in scan.paths]
     where = {}
@@ -175,3 +177,75 @@ def test_cine_three_passes_take_the_latest_per_position(scd101, stack_ids):
     summary = _summary(volume)
     assert "3 passes" in summary
     assert not [w for w in volume.warnings if "acquired 2 times" in w or "acquired 3 times" in w]
+
+
+# --- review finding 1: three passes, the latest re-planned half a slice off ------------------------------------------
+def test_three_passes_latest_on_another_grid_never_mixes_two_geometries(tmp_path):
+    """A (oldest): 0..110 mm; B, same plan: 0..100 mm; C (latest): 5..95 mm, half a slice off. B repeats A and C
+    repeats B, but C does not repeat A: A's slices must not fill C (they lie on B's grid, not on C's), so C alone is
+    measured, A's end slice at 110 mm named as not used, the volumes lower bounds."""
+    study, where = _passes(tmp_path, [list(range(12)), list(range(11)), [k + 0.5 for k in range(10)]])
+    _, volume = _volume(study)
+    assert volume.pixels.shape[:2] == (1, 10)
+    assert set(_sources(volume, where).values()) == {3}
+    assert sorted(_sources(volume, where)) == [5.0 + 10.0 * k for k in range(10)]
+    assert volume.ends_left_out_mm == [110.0]
+    assert [w for w in volume.warnings if "110.00 mm" in w and "not used" in w and "lower bounds" in w]
+    assert not [w for w in volume.warnings if "only the earlier" in w or "per slice position" in w]
+
+
+def test_three_passes_oldest_on_the_latest_grid_still_fills_its_end(tmp_path):
+    """A and C on one plan, B (middle) half a slice off: A's end slice only it covers is checked against C (measured),
+    not against B, and fills C's end."""
+    study, where = _passes(tmp_path, [list(range(6)), [k + 0.5 for k in range(5)], list(range(1, 5))])
+    _, volume = _volume(study)
+    sources = _sources(volume, where)
+    assert set(sources.values()) <= {1, 3} and sources[10.0] == 3 and sources[40.0] == 3
+    assert all(d % 10.0 == 0 for d in sources)
+
+
+def test_cine_three_passes_latest_on_another_grid_is_measured_alone(scd101):
+    """The cine variant: StackID 1 (12 slices), StackID 2 (same plan, 11 slices), StackID 3 (half a slice off, 10
+    slices): only StackID 3 is measured, never slices of StackID 1 among them."""
+    where = _slice_and_phase(scd101)
+    last = max(s for s, _ in where.values())
+    locations = sorted({float(h.dataset.SliceLocation) for h in scd101})
+    step = locations[1] - locations[0]
+    second = _restack(scd101, 0.0, stack_ids=True)
+    second = [h for h in second if _slice_and_phase(second)[id(h)][0] != last]
+    third = _restack(second, 0.5 * step, stack_ids=True)
+    third = [h for h in third if _slice_and_phase(third)[id(h)][0] != last - 1]
+    for headers, sid in ((scd101, "1"), (second, "2"), (third, "3")):
+        for header in headers:
+            header.dataset.StackID = sid
+    _, volume = _cine_volume(scd101 + second + third)
+    assert volume.pixels.shape[:2] == (20, 10)
+    assert _used(volume) == {h.sop_instance_uid for h in third}
+    # StackID 1's last slice (and StackID 2's, a little over half a step beyond StackID 3's end) named as not used
+    assert volume.ends_left_out_mm and [w for w in volume.warnings if "StackID 1" in w and "not used" in w]
+
+
+# --- review finding 6: the pass summary names InversionTimes, and needs passes of the stack ---------------------------
+@pytest.mark.parametrize("stack_ids", [True, False], ids=["StackID", "time_only"])
+def test_pass_summary_names_each_pass_inversion_time(tmp_path, stack_ids):
+    study, where = _passes(tmp_path, [list(range(6)), list(range(4))], stack_ids, inversion={0: 250.0, 1: 300.0})
+    _, volume = _volume(study)
+    assert _sources(volume, where) == {0.0: 2, 10.0: 2, 20.0: 2, 30.0: 2, 40.0: 1, 50.0: 1}
+    summary = _summary(volume)
+    assert "InversionTime 250 ms" in summary and "InversionTime 300 ms" in summary
+    assert "mix inversion times" in summary
+
+
+def test_pass_summary_without_differing_inversion_times_names_none(tmp_path):
+    study, _ = _passes(tmp_path, [list(range(6)), list(range(4))])
+    _, volume = _volume(study)
+    assert "InversionTime" not in _summary(volume)
+
+
+def test_two_slices_reacquired_keep_their_own_lines_not_a_stack_repeat(tmp_path):
+    study, where = _passes(tmp_path, [list(range(6)), [2, 3]], stack_ids=False, inversion={1: 250.0})
+    _, volume = _volume(study)
+    assert _sources(volume, where)[20.0] == 2 and _sources(volume, where)[30.0] == 2
+    assert not [w for w in volume.warnings if "per slice position" in w or "repeat of the stack" in w]
+    lines = [w for w in volume.warnings if "20.00 mm" in w or "30.00 mm" in w]
+    assert len(lines) >= 2 and all("250" in w for w in lines)

@@ -1,6 +1,7 @@
 """Visual report (PDF + PNG), Encapsulated PDF and Secondary Capture, and build_result_objects as a whole."""
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -733,6 +734,12 @@ def test_images_and_per_slice_bars_name_slices_as_the_viewer_numbers_them():
     assert [t.get_text() for t in bars.get_xticklabels()] == labels
     heights = np.nan_to_num(extent[order])
     assert [round(p.get_height(), 6) for p in bars.patches] == [round(float(v), 6) for v in heights]
+    # where the analysis withheld the thirds (a stack spanning clearly less than the LV, or numbers not
+    # determined) the PDF names no level either
+    for withheld in ({"coverage": {"lv_shorter_than_whole": True}}, {"determined": False}):
+        short = dataclasses.replace(lge, summary={**lge.summary, **withheld,
+                                                  "aha_segments": {"applicable": False, "reason": "withheld"}})
+        assert slice_levels(short, segmentation) == {}
 
 
 def test_cine_images_name_their_series_image_and_level():

@@ -171,6 +171,10 @@ def test_pipeline_uses_label_maps_of_earlier_results(pipeline):
     earlier = [PipelineResult(name="lge", summary={}, segmentations=[segmentation])]
     lge_extra, cine_extra = descriptors_from_results(earlier)
     assert lge_extra["scar_anterior_fraction"] > 0.9 and cine_extra == {}
+    # a segmentation whose numbers the LGE pipeline withheld (heart not found) describes nothing
+    withheld = [PipelineResult(name="lge", summary={"determined": False, "reason": "not determined: ..."},
+                               segmentations=[segmentation])]
+    assert descriptors_from_results(withheld) == ({}, {})
     result = pipeline.run(None, context_for(pipeline, INFARCT_SUMMARY, earlier))
     assert result.measurements["features"]["scar_anterior_fraction"] > 0.9
     assert group_of(result.summary[0]["report_id"], pipeline.bank) == "MI"
