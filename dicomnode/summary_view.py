@@ -1,7 +1,7 @@
 """The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
 from __future__ import annotations
 
-from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name
+from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
 
 
 def _method(block: dict, name: str) -> str:
@@ -44,7 +44,7 @@ def print_summary_table(summary: dict) -> None:
             print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
                   f" EF {cine['rv_ef_percent']:.0f} %")
         for name in ("lge", "cine"):
-            for warning in (study.get(name) or {}).get("stack_warnings", []):
+            for warning in stack_warnings(study.get(name)):
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} input: {warning}")
         for suggestion in study.get("suggestions", []) or []:
             text = suggestion["text"]
@@ -52,6 +52,8 @@ def print_summary_table(summary: dict) -> None:
             print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}; unverified): {shown[:120]}")
         if study.get("suggestions_note"):
             print(f"  Suggestions: none, {study['suggestions_note']}")
+        for text in (study.get("lge") or {}).get("series_left_aside") or []:
+            print(f"  LGE left aside: {text}")
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         print(f"  {len(study.get('outputs', []))} result object(s)")

@@ -870,8 +870,9 @@ class LGEPipeline:
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
             # the contrast check first: it questions what the series is, the rest only what its geometry showed
             "stack_warnings": contrast_notes(image, labels) + list(volume.warnings) + gap_notes(positions, step)
-            + ([NOT_LOCALISED] if segmented.localised is False else [])
-            + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else []) + dark_blood
+            # withheld (always so where the heart was not found): the reason alone, NOT_LOCALISED would repeat it
+            + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else
+               [NOT_LOCALISED] if segmented.localised is False else []) + dark_blood
             + small_field_notes(image, volume.pixel_spacing),
         }
         if segmented.localised is False:

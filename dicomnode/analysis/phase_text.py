@@ -161,8 +161,13 @@ PHASES_PRESENT = re.compile(r"\b(\d+) of (\d+) cardiac phases present\b")
 
 
 def stack_warnings(summary) -> list[str]:
-    """The stack warnings of a pipeline's summary block (`stack_warnings`), [] where there are none."""
-    return [str(w) for w in summary.get("stack_warnings") or []] if isinstance(summary, dict) else []
+    """The stack warnings of a pipeline's summary block (`stack_warnings`), [] where there are none, without the
+    summary's `reason` where its numbers are withheld (`determined` false): a reader is shown that reason where the
+    numbers would be, once."""
+    if not isinstance(summary, dict):
+        return []
+    reason = summary.get("reason") if summary.get("determined") is False else None
+    return [str(w) for w in summary.get("stack_warnings") or [] if str(w).strip() and w != reason]
 
 
 def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:

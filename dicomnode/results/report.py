@@ -130,6 +130,8 @@ def _stack_rows(name: str, summary: dict) -> list[tuple[str, str, str]]:
 
 #: the value of an LGE number withheld (summary `determined` false, `reason`)
 NOT_DETERMINED_TEXT = "not determined"
+#: where a withheld LGE would be shown again on page 1 (bullseye, per-slice plot): the reason is in the key numbers
+SEE_KEY_NUMBERS = f"{NOT_DETERMINED_TEXT} (why: see the key numbers)"
 
 
 def _burden_text(lge_summary: dict) -> str:
@@ -377,7 +379,9 @@ def _bullseye_values(results: Sequence[PipelineResult]):
             else None
         if isinstance(block, dict):
             if not block.get("applicable"):
-                return None, None, f"AHA segments not assigned: {block.get('reason', 'unknown reason')}", "", 0, ""
+                withheld = name == "lge" and result.summary.get("determined") is False  # the key numbers say why
+                why = f"LGE numbers {SEE_KEY_NUMBERS}" if withheld else block.get("reason", "unknown reason")
+                return None, None, f"AHA segments not assigned: {why}", "", 0, ""
             values = {int(v["segment"]): v.get(key) for v in block.get("segments", [])}
             labels = {int(v["segment"]): v.get("transmurality_class") for v in block.get("segments", [])} \
                 if name == "lge" else None
@@ -865,8 +869,7 @@ def scar_bar_labels(lge: PipelineResult, segmentation: SegmentationResult) -> tu
 def _scar_bars(ax, lge: PipelineResult | None) -> None:
     lge_seg = lge.segmentations[0] if lge is not None and lge.segmentations else None
     if lge_seg is not None and isinstance(lge.summary, dict) and lge.summary.get("determined") is False:
-        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f"per-slice scar: {lge.summary.get('reason') or NOT_DETERMINED_TEXT}",
-                                                 70)), ha="center", va="center", fontsize=6.5)
+        ax.text(0.5, 0.5, f"per-slice scar: {SEE_KEY_NUMBERS}", ha="center", va="center", fontsize=6.5)
         ax.set_axis_off()
     elif lge_seg is not None:
         extent = per_slice_scar_percent(lge_seg)
@@ -917,7 +920,10 @@ def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
     if warned:
         lines += ["", "Input stacks: what their geometry showed, in full (it qualifies that pipeline's numbers)",
                   *[f"- {'LGE' if name == 'lge' else 'Cine'}: {warning}" for name, warning in warned]]
-    lines += ["", "Declined / not analysed", *declined_lines[:8]]
+    # other LGE series of the same slices not measured (summary `series_left_aside`: the magnitude beside the PSIR)
+    aside = [f"- LGE: {text}" for text in ((lge.summary or {}).get("series_left_aside") or [])] \
+        if lge is not None and isinstance(lge.summary, dict) else []
+    lines += ["", "Declined / not analysed", *aside, *declined_lines[:8]]
     if suggestion_lines:
         lines += ["", "Report text suggestions retrieved from prior reports (unverified; also in their own SR)",
                   *suggestion_lines]

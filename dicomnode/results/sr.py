@@ -15,6 +15,7 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.cine_metrics import body_surface_area_m2
+from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
@@ -613,7 +614,8 @@ def _stack_comments(result: PipelineResult) -> list[str]:
     burden = summary.get("large_scar_burden_reason") if not reason else None
     withheld += [f"{what} large scar burden not given: {burden}"] if burden else []
     return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + \
-        [f"{what} input stack: {warning}" for warning in warnings if str(warning).strip() and warning != reason]
+        [f"{what} input stack: {warning}" for warning in warnings
+         if str(warning).strip() and warning != reason and not (reason and warning == UNRELIABLE_SEG_NOTE)]
 
 
 def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None, always: bool = False) -> list:

@@ -40,10 +40,12 @@ def test_withheld_lge_numbers_print_the_reason_and_partial_ones_lower_bounds(cap
     withheld = _study(None, None)
     withheld["studies"][0]["lge"].update(
         {key: None for key in ("scar_volume_ml", "mvo_volume_ml", "myocardium_volume_ml", "lv_mass_g", "lge_percent",
-                               "large_scar_burden")}, determined=False, reason="not determined: the heart was not found")
+                               "large_scar_burden")}, determined=False, reason="not determined: the heart was not found",
+        stack_warnings=["not determined: the heart was not found", "the SEG is for review only"])
     print_summary_table(withheld)
     out = capsys.readouterr().out
     assert "LGE: not determined: the heart was not found" in out and "0.0" not in out
+    assert out.count("the heart was not found") == 1 and "LGE input: the SEG is for review only" in out
     partial = _study(None, None)
     partial["studies"][0]["lge"].update(coverage={"complete": False}, large_scar_burden=None,
                                         large_scar_burden_reason="withheld: the LV found spans only 24 mm")
@@ -51,3 +53,10 @@ def test_withheld_lge_numbers_print_the_reason_and_partial_ones_lower_bounds(cap
     out = capsys.readouterr().out
     assert "scar ≥ 10.0 mL" in out and "(≥ 105 g)" in out and "(slices present only)" in out
     assert "large-burden flag withheld" in out
+
+
+def test_lge_series_left_aside_are_printed(capsys):
+    study = _study(None, None)
+    study["studies"][0]["lge"]["series_left_aside"] = ["series 11 'DE_SAX' (magnitude of the same slices) not measured"]
+    print_summary_table(study)
+    assert "LGE left aside: series 11 'DE_SAX' (magnitude of the same slices) not measured" in capsys.readouterr().out

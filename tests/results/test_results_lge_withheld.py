@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from dicomnode.analysis.lge import LGE_COVERAGE_CAVEAT
+from dicomnode.analysis.lge import LGE_COVERAGE_CAVEAT, UNRELIABLE_SEG_NOTE
 from dicomnode.results.report import key_number_table, render_report
 from dicomnode.results.sr import _stack_comments, build_sr
 from synthetic import make_study, write
@@ -28,7 +28,7 @@ def withhold(summary: dict) -> dict:
                    coverage=None, nsd={"n": 5, "lge_percent": None, "applicable": False, "reason": REASON},
                    fwhm={"lge_percent": None, "applicable": False, "reason": REASON},
                    aha_segments={"applicable": False, "reason": REASON})
-    summary["stack_warnings"] = [REASON]
+    summary["stack_warnings"] = [REASON, UNRELIABLE_SEG_NOTE]
     return summary
 
 
@@ -100,6 +100,7 @@ def test_sr_carries_no_number_and_no_coded_burden_but_a_text_note(withheld_sr):
     texts = [i.TextValue for i in items if i.ValueType == "TEXT" and concept(i) == ("121106", "DCM")]
     assert any(t.startswith("LGE numbers not given") and REASON in t for t in texts)
     assert texts.count(f"LGE input stack: {REASON}") == 0  # said once, not twice
+    assert f"LGE input stack: {UNRELIABLE_SEG_NOTE}" not in texts  # 'the segmentation is unreliable' said already
 
 
 def test_the_withheld_sr_reads_back_with_highdicom(withheld_sr, tmp_path):
@@ -120,6 +121,8 @@ def test_the_pdf_says_not_determined(tmp_path):
     text = " ".join(subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True,
                                    text=True).stdout.split())
     assert "not determined: the heart was not found" in text and "segmentation unreliable" in text
+    assert text.count("the heart was not found") == 1  # in the key numbers; the bullseye, plot and stack rows refer to it
+    assert "AHA segments not assigned: LGE numbers not determined (why: see the key numbers)" in text
     assert "Large scar burden no" not in text
 
 
@@ -129,3 +132,14 @@ def test_the_methods_say_the_thirds_of_a_partial_stack_divide_the_slices_present
     _, results, _ = make_study()
     results[0].summary["aha_segments"] = {"applicable": True, "caveat": "the thirds divide the slices present"}
     assert "AHA segments (LGE): the thirds divide the slices present." in _methods_lines(results[:1])
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext not installed")
+def test_the_pdf_names_lge_series_left_aside(tmp_path):
+    study, results, context = make_study()
+    results[0].summary["series_left_aside"] = ["series 11 'DE_SAX' (magnitude of the same slices) not measured"]
+    pdf, _ = render_report(study.series[0].instances[0].dataset, results, context, bsa=(2.0, "mosteller"))
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    text = " ".join(subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True,
+                                   text=True).stdout.split())
+    assert "Declined / not analysed - LGE: series 11 'DE_SAX' (magnitude of the same slices) not measured" in text
