@@ -939,6 +939,27 @@ def passes_reason(distance: float, passes: list[list[FrameInfo]], kept: list[Fra
             f"({len(kept)} image(s)), the {'earlier' if kept is passes[-1] else 'other'} pass(es) left out")
 
 
+def passes_group_reason(distances: list[float], passes: list[list[list[FrameInfo]]], kept: list[int]) -> str:
+    """One line for several slices re-acquired alike (`volume.keep_latest_passes`): the same number of passes, of the
+    same sizes, the same pass kept at each (`kept`: its index per slice). Names the positions (mm), each pass's
+    images per slice and AcquisitionTimes (first to last over the slices), and the pass kept, where a line per slice
+    (`passes_reason`) would say the same a dozen times."""
+    count = len(passes[0])
+
+    def when(k: int) -> str:
+        times = sorted(pass_time(max(p[k], key=_latest_key)) for p in passes
+                       if pass_time(max(p[k], key=_latest_key)) is not None)
+        return "" if not times else f" at {hms(times[0])}" if hms(times[0]) == hms(times[-1]) \
+            else f" at {hms(times[0])} to {hms(times[-1])}"
+    described = ", ".join(f"{len(passes[0][k])} image(s) per slice{when(k)}" for k in range(count))
+    latest = kept[0] == count - 1
+    what = "the latest pass" if latest else "the latest complete pass (the later one is incomplete)"
+    return (f"{len(distances)} slices (at {', '.join(f'{d:.2f}' for d in distances)} mm) each acquired {count} times "
+            f"in this series ({described}): re-acquisitions of those slices in breath-holds of their own, not further "
+            f"cardiac phases; measured {what} at each ({len(passes[0][kept[0]])} image(s)), the "
+            f"{'earlier' if latest else 'other'} pass(es) left out")
+
+
 def acquired_last(frames: list[FrameInfo]) -> tuple:
     """When the last of the frames was acquired, as a sort key: the latest `pass_time` (absent: -1), then the
     highest InstanceNumber (0020,0013)."""

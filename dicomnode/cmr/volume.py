@@ -11,7 +11,8 @@ import pydicom
 from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, SEPARATE_BREATH_HOLDS_S, FrameInfo,
                                   acquired_last, are_repeats, frame_name, frames_of, functional_groups, header_value,
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
-                                  merge_replanned_slices, orientation_groups, pass_time, passes_reason, plane_name,
+                                  merge_replanned_slices, orientation_groups, pass_time, passes_group_reason,
+                                  passes_reason, plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
                                   same_range, slice_distance, slice_passes, stack_fills, stack_normal, stack_plane,
                                   stack_positions, measured_stack,
@@ -490,6 +491,7 @@ def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distan
     if expected < 2:
         return per_slice
     kept = []
+    alike: dict[tuple, list[tuple[float, list[list[FrameInfo]], int]]] = defaultdict(list)
     for distance, frames in zip(distances, per_slice):
         passes = slice_passes(frames)
         if len(passes) < 2:
@@ -497,12 +499,18 @@ def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distan
             kept.append(frames)
             continue
         chosen = kept_pass(passes, expected)
+        index = next(k for k, p in enumerate(passes) if p is chosen)
         reason = passes_reason(distance, passes, chosen)
-        warnings.append(reason)
-        if incomplete is not None and chosen is not passes[-1]:
-            incomplete.append(reason)
+        alike[(tuple(len(p) for p in passes), index)].append((distance, passes, index))
         left_out += [(frame, reason) for p in passes if p is not chosen for frame in p]
         kept.append(chosen)
+    # slices re-acquired alike (a whole stack acquired again, one slice shorter, with fewer phases) in one line
+    for (_, index), group in alike.items():
+        lines = [passes_group_reason([d for d, _, _ in group], [p for _, p, _ in group], [k for _, _, k in group])] \
+            if len(group) > 1 else [passes_reason(d, p, p[k]) for d, p, k in group]
+        warnings += lines
+        if incomplete is not None and index != len(group[0][1]) - 1:
+            incomplete += lines
     return kept
 
 

@@ -209,3 +209,16 @@ def test_slice_acquired_twice_under_one_time_is_named():
                     + [_frame(300 + k, 500.0, 35.0 * k) for k in range(20)])
     with pytest.raises(StudyError, match=r"slice at 20\.00 mm holds 40 images.* acquired 2 times .* cannot be told apart"):
         keep_latest_passes("s", per_slice, [10.0 * z for z in range(5)], [], [])
+
+
+def test_slices_reacquired_alike_are_said_in_one_line(scd101):
+    """The stack acquired again without StackID, one slice shorter and with every other phase only: the complete
+    earlier pass is measured at each slice, and the 11 re-acquired slices are said in one line, not eleven."""
+    where = _slice_and_phase(scd101)
+    again = [_again(h, 600.0, 1000) for h in scd101 if where[id(h)][0] != 0 and where[id(h)][1] % 2 == 0]
+    series, volume = _cine_volume(scd101 + again)
+    assert volume.pixels.shape[:2] == (20, 12)
+    assert not {h.sop_instance_uid for h in again} & _used(volume)
+    (line,) = [w for w in volume.warnings if "times in this series" in w]
+    assert line.startswith("11 slices (at ") and "each acquired 2 times in this series (20 image(s) per slice" in line
+    assert "10 image(s) per slice" in line and "the latest complete pass (the later one is incomplete)" in line
