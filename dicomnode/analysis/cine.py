@@ -303,6 +303,24 @@ def segment_and_measure(pixels: np.ndarray, spacing_rc: tuple[float, float], run
 
 
 MODEL_NAME = "cine_unet"
+#: the model card's `metrics` blocks (engines/cine/evaluate.py --update-card) with the RVEF agreement on ACDC:
+#: cross-validation over all patients, and the shipped model on its held-out patients
+CARD_RV_VALIDATION = {"cv": "acdc_cv_rv_ef_percent", "held_out": "acdc_rv_ef_percent"}
+
+
+def rv_validation_from_card(card: dict | None) -> dict:
+    """{"cv": ..., "held_out": ...} the RVEF agreement blocks ({"n", "mae", "mean_error", "sd_error", ...}) of a cine
+    model card's `metrics` (CARD_RV_VALIDATION), each None where the card has none; read at run time so that the
+    report's RV accuracy flag (cine_metrics.rv_accuracy_note) says what the card of the model in use says."""
+    metrics = (card or {}).get("metrics") if isinstance(card, dict) else None
+    metrics = metrics if isinstance(metrics, dict) else {}
+    found = {}
+    for what, key in CARD_RV_VALIDATION.items():
+        block = metrics.get(key)
+        found[what] = block if isinstance(block, dict) and isinstance(block.get("mae"), (int, float)) else None
+    return found
+
+
 #: a wider network run only at the ED and ES phases the all-phase model found (CinePipeline): EDV, ESV, SV, EF and
 #: mass come from it; optional (the pipeline runs without it, analysis.cine.refine_ed_es turns it off)
 REFINE_MODEL_NAME = "cine_unet_refine"
@@ -319,11 +337,14 @@ class CinePipeline:
         self.runtime = runtime
         model = runtime.model(MODEL_NAME)  # load once, warm; a missing or corrupt model makes the pipeline unavailable
         self.spec = CineModelSpec.from_card(model.card.data)
+        self.rv_validation = rv_validation_from_card(model.card.data)
         self.refine_spec: CineModelSpec | None = None
+        self.refine_rv_validation: dict | None = None
         if config.analysis.cine.refine_ed_es and runtime.available(REFINE_MODEL_NAME):
             # installed but unloadable or of the wrong kind: the pipeline is unavailable rather than silently coarser
             refine = runtime.model(REFINE_MODEL_NAME)
             self.refine_spec = CineModelSpec.from_card(refine.card.data)
+            self.refine_rv_validation = rv_validation_from_card(refine.card.data)
             if self.refine_spec.context == "first_phase":
                 raise ValueError(f"{REFINE_MODEL_NAME}: a refining model sees the ED and ES phases only, so it cannot "
                                  "take the 'first_phase' input context")
@@ -362,8 +383,13 @@ class CinePipeline:
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
             ends_left_out_mm=getattr(volume, "ends_left_out_mm", None))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
+        # the RV accuracy flag quotes the card of the model whose label maps give the ED / ES volumes: the all-phase
+        # model's, or the refining model's where a given timing marks the refined measurement (segment_and_measure)
         labelmaps, measured, refinement = segment_and_measure(
-            pixels, spacing, model.run, spec, lambda maps, timing=None: measure(canonical.invert(maps), timing=timing),
+            pixels, spacing, model.run, spec,
+            lambda maps, timing=None: measure(canonical.invert(maps), timing=timing, rv_validation=(
+                self.rv_validation if timing is None or self.refine_rv_validation is None
+                else self.refine_rv_validation)),
             first_phase, refine=None if refine is None else (refine.run, self.refine_spec))
         labelmaps = canonical.invert(labelmaps)
         if measured.lv_edv_ml <= 0:

@@ -38,13 +38,31 @@ PAPILLARY_MUSCLES = "cavity"
 PAPILLARY_MASS_CODE = ("122620", "DCM", "Papillary Muscle Excluded")
 BSA_FORMULA_CODES = {"mosteller": ("122244", "DCM", "BSA = Mosteller"), "dubois": ("122241", "DCM", "BSA = DuBois")}
 
-#: normal SSFP values, mean and SD, men / women (cmr-reference.md: 2015 SCMR review, tabulated secondarily)
+#: RV reference sources (cmr-reference.md has no RV values). Adult SSFP short-axis studies, RV volumes by summation of
+#: discs with trabeculations and papillary muscles in the cavity, as the node (and ACDC) counts them; Hudsmith 2005 is
+#: one of the adult SSFP studies Kawel-Boehm et al. tabulate (J Cardiovasc Magn Reson 2020;22:87, SCMR reference ranges)
+RV_SOURCE_HUDSMITH = ("Hudsmith LE et al., J Cardiovasc Magn Reson 2005;7:775-782 (SSFP, 63 men / 45 women, 21-68 y): "
+                      "RV EDV 190 ± 33 / 148 ± 35 mL, RV ESV 78 ± 20 / 56 ± 18 mL")
+RV_SOURCE_ALFAKIH = ("Alfakih K et al., J Magn Reson Imaging 2003;17:323-329 (SSFP, 30 men / 30 women, 20-65 y): "
+                     "RV EDV/BSA 86.2 ± 14.1 / 75.2 ± 13.8 mL/m²")
+RV_SOURCE_GULATI = ("Gulati A et al., Circulation 2013;128:1623-1633: RV systolic dysfunction = CMR RVEF <= 45 % "
+                    "(independent predictor of death or transplantation in dilated cardiomyopathy)")
+
+#: normal SSFP values, mean and SD, men / women (LV: cmr-reference.md, 2015 SCMR review, tabulated secondarily; RV:
+#: the RV_SOURCE_* above). An entry with "limits" gives its (low, high) bounds per sex instead of mean ± 2 SD (RVEF:
+#: a lower limit only, high = inf).
 NORMAL_VALUES = {
     "lv_edv_ml": {"M": (160.0, 27.0), "F": (132.0, 23.0), "name": "LV EDV", "unit": "mL"},
     "lv_edvi_ml_m2": {"M": (81.0, 12.0), "F": (76.0, 10.0), "name": "LV EDVi", "unit": "mL/m²"},
     "lv_esv_ml": {"M": (54.0, 14.0), "F": (44.0, 11.0), "name": "LV ESV", "unit": "mL"},
     "lv_ef_percent": {"M": (67.0, 5.0), "F": (67.0, 5.0), "name": "LVEF", "unit": "%"},
     "lv_mass_index_g_m2": {"M": (67.0, 9.0), "F": (61.0, 10.0), "name": "LV mass index", "unit": "g/m²"},
+    "rv_edv_ml": {"M": (190.0, 33.0), "F": (148.0, 35.0), "name": "RV EDV", "unit": "mL", "source": RV_SOURCE_HUDSMITH},
+    "rv_edvi_ml_m2": {"M": (86.2, 14.1), "F": (75.2, 13.8), "name": "RV EDVi", "unit": "mL/m²",
+                      "source": RV_SOURCE_ALFAKIH},
+    "rv_esv_ml": {"M": (78.0, 20.0), "F": (56.0, 18.0), "name": "RV ESV", "unit": "mL", "source": RV_SOURCE_HUDSMITH},
+    "rv_ef_percent": {"limits": {"M": (45.0, math.inf), "F": (45.0, math.inf)}, "name": "RVEF", "unit": "%",
+                      "source": RV_SOURCE_GULATI},
 }
 NORMAL_RANGE_SD = 2.0  # normal range = mean ± 2 SD
 
@@ -392,12 +410,25 @@ def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula 
 
 
 def normal_range(key: str, sex: Sex) -> tuple[float, float]:
-    mean, sd = NORMAL_VALUES[key][sex]
+    """(low, high) of NORMAL_VALUES[key] for one sex: its "limits" where given (high may be inf), else mean ± 2 SD."""
+    spec = NORMAL_VALUES[key]
+    if "limits" in spec:
+        return spec["limits"][sex]
+    mean, sd = spec[sex]
     return mean - NORMAL_RANGE_SD * sd, mean + NORMAL_RANGE_SD * sd
 
 
+def range_text(key: str, sex: Sex) -> str:
+    """One sex's normal range of NORMAL_VALUES[key] in words, with the unit: "106–214 mL", or "> 45 %" for a lower
+    limit only (the limit itself is abnormal, normal_range_flags)."""
+    low, high = normal_range(key, sex)
+    unit = NORMAL_VALUES[key]["unit"]
+    return f"> {low:g} {unit}" if math.isinf(high) else f"{low:g}–{high:g} {unit}"
+
+
 def normal_range_flags(values: dict[str, float | None], sex: str | None) -> list[str]:
-    """Flags for values outside the normal range: by sex when known ("M"/"F"), else against both ranges."""
+    """Flags for values outside the normal range: by sex when known ("M"/"F"), else against both ranges. `values` by
+    NORMAL_VALUES key (LV and RV; a key absent or None is not judged, e.g. the indexed ones without a BSA)."""
     flags = []
     sexes: tuple[Sex, ...] = (sex,) if sex in ("M", "F") else ("M", "F")  # type: ignore[assignment]
     for key, spec in NORMAL_VALUES.items():
@@ -407,9 +438,10 @@ def normal_range_flags(values: dict[str, float | None], sex: str | None) -> list
         outcomes = {}
         for each in sexes:
             low, high = normal_range(key, each)
-            outcomes[each] = "below" if value < low else "above" if value > high else "within"
-        ranges = ", ".join(f"{'men' if s == 'M' else 'women'} {normal_range(key, s)[0]:g}–{normal_range(key, s)[1]:g} {spec['unit']}"
-                           for s in sexes)
+            # a lower limit only (high = inf, RVEF) is a cut-off whose value is itself abnormal (Gulati 2013: <= 45 %)
+            below = value <= low if math.isinf(high) else value < low
+            outcomes[each] = "below" if below else "above" if value > high else "within"
+        ranges = ", ".join(f"{'men' if s == 'M' else 'women'} {range_text(key, s)}" for s in sexes)
         verdicts = set(outcomes.values())
         if verdicts == {"within"}:
             continue
@@ -428,6 +460,68 @@ def is_range_flag(flag: str) -> bool:
     """Whether a cine flag is a value outside its normal range (normal_range_flags), not a timing or data note."""
     return any(str(flag).startswith(f"{spec['name']} {verdict} ") for spec in NORMAL_VALUES.values()
                for verdict in RANGE_VERDICTS)
+
+
+#: LV / RV stroke-volume consistency (stroke_volume_mismatch_note). Without significant valve regurgitation or an
+#: intracardiac shunt both ventricles eject the same volume per beat, so commercial CMR software and readers compare LV
+#: SV with RV SV as an internal check of the contours (Le TT et al., J Cardiovasc Magn Reson 2016, PMC4830061: in 180
+#: healthy adults LV and RV SV did not differ, P = 0.91, used to validate the measurements). A difference is flagged where
+#: it exceeds both SV_MISMATCH_ML and SV_MISMATCH_FRACTION of the larger SV: two readings of one ventricle's SV differ by
+#: about 10 mL (SD; Le 2016: indexed SV 0.1 ± 5.7 mL/m² LV, 0.7 ± 6.2 mL/m² RV against the clinical reports, 10-11 mL at a
+#: BSA of 1.8 m²), so 20 mL is about 2 SD, and the share keeps a 20 mL difference in a large heart (SV 130 vs 110 mL) from
+#: being called a disagreement. Measured on the
+#: 100 ACDC patients of the cine model's cross-validation (engines/cine/evaluation.json): it fires on 41 of the model's
+#: measurements and on 38 of the experts' own (ACDC is a disease cohort: dilated hearts, infarcts, abnormal RVs, where
+#: regurgitation is common), and on 19 of the 37 patients whose model RVEF is more than 10 points off. A prompt to look
+#: at the contours, not a diagnosis.
+SV_MISMATCH_ML = 20.0
+SV_MISMATCH_FRACTION = 0.20
+SV_MISMATCH_START = "LV and RV stroke volumes disagree"
+
+
+def stroke_volume_mismatch_note(lv_sv_ml: float | None, rv_sv_ml: float | None,
+                                lv_coverage_complete: bool = True) -> str | None:
+    """A flag where LV SV and RV SV differ by more than SV_MISMATCH_ML and SV_MISMATCH_FRACTION of the larger (see
+    there), naming both; None where they agree or either is missing (no RV segmented: RV SV None or both volumes 0).
+    With the LV coverage incomplete the LV SV is a lower bound, which the flag says."""
+    if lv_sv_ml is None or rv_sv_ml is None or not (math.isfinite(lv_sv_ml) and math.isfinite(rv_sv_ml)):
+        return None
+    difference = abs(float(lv_sv_ml) - float(rv_sv_ml))
+    larger = max(abs(float(lv_sv_ml)), abs(float(rv_sv_ml)))
+    if larger <= 0 or difference <= SV_MISMATCH_ML or difference <= SV_MISMATCH_FRACTION * larger:
+        return None
+    return (f"{SV_MISMATCH_START}: LV SV {lv_sv_ml:.1f} mL, RV SV {rv_sv_ml:.1f} mL, {difference:.1f} mL apart "
+            f"({100 * difference / larger:.0f} % of the larger; flagged above {SV_MISMATCH_ML:g} mL and "
+            f"{100 * SV_MISMATCH_FRACTION:g} %; without significant valve regurgitation or a shunt they are equal). "
+            "Check the RV (and LV) contours at ED and ES; if the segmentation is right, consider valve regurgitation or "
+            "a shunt"
+            + ("; the LV coverage is incomplete, so LV SV is a lower bound" if not lv_coverage_complete else ""))
+
+
+RV_ACCURACY_START = "RV volumes and RVEF are less reliable than the LV's"
+
+
+def rv_accuracy_note(validation: dict | None) -> str:
+    """The validated RVEF error of the model that segmented the RV, for a flag beside every RV number. `validation`
+    (dicomnode.analysis.cine.rv_validation_from_card, read from the model card's `metrics` at run time, so the text
+    follows the card): {"cv": {"n", "mae", "mean_error", "sd_error"} or None (cross-validation over ACDC),
+    "held_out": the same or None (the shipped model on its held-out ACDC patients)}; None or neither: says that
+    the card has no RV validation."""
+    cv = (validation or {}).get("cv")
+    held_out = (validation or {}).get("held_out")
+    parts = []
+    for block, what in ((cv, "in cross-validation over {n} ACDC patients"),
+                        (held_out, "on its {n} held-out ACDC patients")):
+        if isinstance(block, dict) and block.get("mae") is not None:
+            text = f"{float(block['mae']):.1f} points MAE " + what.format(n=block.get("n", "?"))
+            if block.get("mean_error") is not None and block.get("sd_error") is not None:
+                text += f" (bias {float(block['mean_error']):+.1f} ± {float(block['sd_error']):.1f} points)"
+            parts.append(text)
+    if not parts:
+        return (f"{RV_ACCURACY_START}: the model card gives no validated RV accuracy; review the RV contours before "
+                "using RV EDV, ESV, SV or RVEF")
+    return (f"{RV_ACCURACY_START}: this model's RVEF error is " + ", ".join(parts)
+            + "; review the RV contours at ED and ES before using RV EDV, ESV, SV or RVEF")
 
 
 #: coverage (stack_coverage): the LV section on the apical end slice at ED, as a share of the largest, from which
@@ -651,7 +745,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  weight_kg: float | None = None, sex: str | None = None, bsa_formula: BsaFormula = "mosteller",
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML, slice_positions_mm=None,
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
-                 nominal_step_mm: float | None = None, ends_left_out_mm=None) -> CineMeasurements:
+                 nominal_step_mm: float | None = None, ends_left_out_mm=None,
+                 rv_validation: dict | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -666,6 +761,10 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     ends_left_out_mm: acquired end slices beyond the stack that it does not use (Volume.ends_left_out_mm): the
     coverage is then not complete (stack_coverage).
     A cine whose phases lie more than MAX_PHASE_INTERVAL_MS apart is flagged (temporal_resolution_note).
+    RV EDV, ESV, EDVi and RVEF are judged against their reference ranges like the LV's (NORMAL_VALUES); LV and RV stroke
+    volumes that disagree are flagged (stroke_volume_mismatch_note); and where an RV was segmented, a flag gives the
+    model's validated RVEF error (rv_accuracy_note; rv_validation: what the model card says, CinePipeline passes it
+    always; None: no such flag, for a caller that measures label maps of no particular model).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
@@ -702,9 +801,17 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
             "lv_mass_index_g_m2": result.lv_mass_g / bsa, "rv_edvi_ml_m2": rv_edv / bsa, "rv_esvi_ml_m2": rv_esv / bsa,
             "rv_svi_ml_m2": (rv_edv - rv_esv) / bsa,
         }
+    rv_found = rv_edv > 0
     values = {"lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_ef_percent": result.lv_ef_percent, **result.indexed}
+    if rv_found:
+        values.update({"rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_ef_percent": result.rv_ef_percent})
+    else:  # no RV segmented: its zeros are not a finding
+        values = {key: value for key, value in values.items() if not key.startswith("rv_")}
     result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm)
     coarse = temporal_resolution_note(trigger_times, len(labelmaps))
-    result.flags = (result.coverage.flags() + normal_range_flags(values, sex) + ([coarse] if coarse else [])
-                    + list(timing.notes) + rv_notes + bsa_note)
+    mismatch = stroke_volume_mismatch_note(result.lv_sv_ml, result.rv_sv_ml, result.coverage.complete) \
+        if rv_found and lv_edv > 0 else None
+    rv_accuracy = [rv_accuracy_note(rv_validation)] if rv_found and rv_validation is not None else []
+    result.flags = (result.coverage.flags() + normal_range_flags(values, sex) + ([mismatch] if mismatch else [])
+                    + rv_accuracy + ([coarse] if coarse else []) + list(timing.notes) + rv_notes + bsa_note)
     return result

@@ -711,12 +711,23 @@ def main(argv: list[str] | None = None) -> None:
             "acdc_dice": {k: round(v["mean"], 4) for k, v in shipped["dice"].items()},
             **{f"acdc_{key}": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in shipped["agreement"][key].items()}
                for key in ("lv_ef_percent", "lv_mass_g", "rv_ef_percent")},
+            # RVEF agreement over the whole cross-validation: the node quotes it beside every RV number
+            # (dicomnode.analysis.cine.rv_validation_from_card); the all-phase model's card only, as the
+            # cross-validation folds are all-phase models
+            **({"acdc_cv_rv_ef_percent": card_agreement(results["cv"]["agreement"]["rv_ef_percent"])}
+               if not results.get("refine_model") and (results.get("cv") or {}).get("agreement", {}).get("rv_ef_percent")
+               else {}),
             "whole_cines": [{k: r[k] for k in ("subject", "ed_phase", "es_phase", "reference_ed_phase",
                                                 "reference_es_phase", "lv_ef_percent", "reference_lv_ef_percent")}
                             for r in results["whole_cines"]],
         }
         card_path.write_text(json.dumps(card, indent=1) + "\n")
         print(f"metrics written into {card_path}")
+
+
+def card_agreement(block: dict) -> dict:
+    """An agreement block ({"n", "mean_error", "sd_error", "mae", "r"}) as the card stores it: floats to 3 decimals."""
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in block.items()}
 
 
 if __name__ == "__main__":

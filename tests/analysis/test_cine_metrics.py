@@ -464,3 +464,80 @@ def test_slices_left_out_do_not_widen_the_cine_end_discs():
     thickness = disc_thickness_mm(positions, 12.0)
     assert list(thickness) == [18.0, 18.0, 18.0, 18.0]
     assert list(disc_thickness_mm(positions)) == [24.0, 18.0, 18.0, 24.0]
+
+
+# ---------------------------------------------------------------- RV reference ranges, LV/RV stroke volumes, RV accuracy
+def test_rv_values_are_judged_against_their_reference_ranges_and_shown_as_range_flags():
+    from dicomnode.analysis.cine_metrics import is_range_flag
+
+    # ACDC patient001 as the node measured it (sex unknown): RVEF 35.1 % against the >45 % lower limit for both sexes
+    [rvef] = normal_range_flags({"rv_ef_percent": 35.1}, None)
+    assert rvef == "RVEF below normal range (35.1 %; men > 45 %, women > 45 %)"
+    assert is_range_flag(rvef)  # so the PDF lists it under "Outside the reference range", beside the LV's
+    assert normal_range_flags({"rv_ef_percent": 45.0}, "M")[0].startswith("RVEF below")  # Gulati: <= 45 % abnormal
+    assert normal_range_flags({"rv_ef_percent": 46.0}, "F") == []
+    # RV ESV 130 mL: above both Hudsmith ranges (men 38-118, women 20-92); 100 mL above the women's only
+    assert normal_range_flags({"rv_esv_ml": 130.0}, None)[0].startswith("RV ESV above normal range (130.0 mL; men 38–118")
+    assert normal_range_flags({"rv_esv_ml": 100.0}, "M") == []
+    assert "above for women" in normal_range_flags({"rv_esv_ml": 100.0}, None)[0]
+    # indexed EDV by sex (Alfakih SSFP: men 58-114.4, women 47.6-102.8 mL/m²)
+    assert normal_range_flags({"rv_edvi_ml_m2": 110.0}, "M") == []
+    assert normal_range_flags({"rv_edvi_ml_m2": 110.0}, "F")[0].startswith("RV EDVi above normal range")
+
+
+def test_stroke_volume_mismatch_is_flagged_above_20_ml_and_20_percent_of_the_larger():
+    from dicomnode.analysis.cine_metrics import stroke_volume_mismatch_note
+
+    assert stroke_volume_mismatch_note(100.0, 80.0) is None  # 20 mL: not more than the threshold
+    assert stroke_volume_mismatch_note(150.0, 129.0) is None  # 21 mL but 14 % of the larger
+    note = stroke_volume_mismatch_note(77.7, 48.7)  # ACDC patient001 as measured
+    assert note.startswith("LV and RV stroke volumes disagree: LV SV 77.7 mL, RV SV 48.7 mL, 29.0 mL apart (37 %")
+    assert "Check the RV (and LV) contours at ED and ES" in note and "valve regurgitation or a shunt" in note
+    assert "lower bound" not in note
+    assert "LV SV is a lower bound" in stroke_volume_mismatch_note(36.3, 61.0, lv_coverage_complete=False)
+    assert stroke_volume_mismatch_note(None, 50.0) is None
+
+
+def test_measure_cine_flags_rv_ranges_the_stroke_volume_mismatch_and_the_rv_accuracy():
+    # LV 150 -> 50 mL (SV 100), RV 160 -> 130 mL (SV 30, RVEF 18.8 %): an RV ESV too large, as on ACDC patient001
+    maps = synthetic_cine([120, 150, 50, 90], [150, 160, 130, 140], myo_voxels=100, shape=(4, 30, 30))
+    validation = {"cv": {"n": 100, "mae": 9.323, "mean_error": -4.989, "sd_error": 11.247}, "held_out": None}
+    result = measure_cine(maps, 1.0, height_m=1.80, weight_kg=80.0, sex="M", rv_validation=validation)
+    assert (result.rv_edv_ml, result.rv_esv_ml, result.rv_sv_ml) == (160.0, 130.0, 30.0)
+    assert any(f.startswith("RVEF below normal range (18.8 %; men > 45 %)") for f in result.flags), result.flags
+    assert any(f.startswith("RV ESV above normal range (130.0 mL; men 38–118 mL)") for f in result.flags)
+    [mismatch] = [f for f in result.flags if f.startswith("LV and RV stroke volumes disagree")]
+    assert "LV SV 100.0 mL, RV SV 30.0 mL" in mismatch
+    [accuracy] = [f for f in result.flags if f.startswith("RV volumes and RVEF are less reliable")]
+    assert "9.3 points MAE in cross-validation over 100 ACDC patients (bias -5.0 ± 11.2 points)" in accuracy
+    # without a model's validation (label maps of no particular model) no accuracy flag; no RV segmented: no RV flags
+    assert not any(f.startswith("RV volumes and RVEF") for f in measure_cine(maps, 1.0, sex="M").flags)
+    no_rv = measure_cine(synthetic_cine([120, 150, 50, 90], [0, 0, 0, 0], myo_voxels=100, shape=(4, 30, 30)), 1.0,
+                         sex="M", rv_validation=validation)
+    assert not any(f.startswith(("RV", "LV and RV")) for f in no_rv.flags), no_rv.flags
+
+
+def test_the_rv_accuracy_flag_quotes_the_shipped_card_which_matches_the_evaluation():
+    import json
+    from pathlib import Path
+
+    from dicomnode.analysis.cine import rv_validation_from_card
+    from dicomnode.analysis.cine_metrics import rv_accuracy_note
+
+    root = Path(__file__).resolve().parents[2]
+    card = json.loads((root / "engines/models/cine_unet.json").read_text())
+    evaluation = json.loads((root / "engines/cine/evaluation.json").read_text())
+    validation = rv_validation_from_card(card)
+    # the card's numbers are the evaluation's (engines/cine/evaluate.py --update-card writes both)
+    for what, source in (("cv", evaluation["cv"]["agreement"]["rv_ef_percent"]),
+                         ("held_out", evaluation["shipped"]["agreement"]["rv_ef_percent"])):
+        assert validation[what]["n"] == source["n"]
+        for key in ("mae", "mean_error", "sd_error"):
+            assert validation[what][key] == pytest.approx(source[key], abs=5e-4), (what, key)
+    note = rv_accuracy_note(validation)
+    cv, held_out = validation["cv"], validation["held_out"]
+    assert f"{cv['mae']:.1f} points MAE in cross-validation over {cv['n']} ACDC patients" in note
+    assert f"{held_out['mae']:.1f} points MAE on its {held_out['n']} held-out ACDC patients" in note
+    # a card without RV metrics: said, not left out
+    assert "gives no validated RV accuracy" in rv_accuracy_note(rv_validation_from_card({"metrics": {}}))
+    assert rv_validation_from_card(None) == {"cv": None, "held_out": None}

@@ -603,3 +603,37 @@ def test_refinement_can_be_turned_off_and_refuses_a_first_phase_model():
     assert runtime.refine.inputs == [] and result.summary["ed_es_refinement"] is None
     with pytest.raises(ValueError, match="first_phase"):
         CinePipeline(Config(), RefiningRuntime(context="first_phase"))
+
+
+def rv_box_model(inputs: np.ndarray) -> np.ndarray:
+    """The threshold model plus a fixed RV blood pool (a 20 x 20 pixel box of the crop, away from the LV) at every
+    phase: an RV that does not contract, so RV SV 0 against an LV SV of about 57 mL."""
+    logits = threshold_model(inputs)
+    logits[:, 3, 12:32, 12:32] = 10.0
+    return logits
+
+
+def test_the_pipeline_flags_rv_numbers_the_stroke_volume_mismatch_and_quotes_the_card_of_the_model_used():
+    card_metrics = {"acdc_cv_rv_ef_percent": {"n": 100, "mae": 9.323, "mean_error": -4.989, "sd_error": 11.247},
+                    "acdc_rv_ef_percent": {"n": 20, "mae": 10.221, "mean_error": -2.098, "sd_error": 13.608}}
+    runtime = FakeRuntime()
+    runtime.loaded.run = rv_box_model
+    runtime.loaded.card.data = {**runtime.loaded.card.data, "metrics": card_metrics}
+    result = CinePipeline(Config(), runtime).run(FakeStudy(cycling_cine()), context(runtime))
+    flags = result.summary["flags"]
+    assert flags == result.measurements["flags"]
+    assert result.summary["rv_sv_ml"] == pytest.approx(0.0, abs=0.5) and result.summary["lv_sv_ml"] > 40
+    assert any(f.startswith("RVEF below normal range") for f in flags), flags
+    [mismatch] = [f for f in flags if f.startswith("LV and RV stroke volumes disagree")]
+    assert f"LV SV {result.summary['lv_sv_ml']:.1f} mL" in mismatch and "regurgitation or a shunt" in mismatch
+    [accuracy] = [f for f in flags if f.startswith("RV volumes and RVEF are less reliable")]
+    assert "9.3 points MAE in cross-validation over 100" in accuracy and "10.2 points MAE on its 20 held-out" in accuracy
+    # a refining model gives the ED / ES volumes: its card is quoted (here it has no RV validation, and says so)
+    refining = RefiningRuntime()
+    refining.loaded.run = rv_box_model
+    refining.loaded.card.data = {**refining.loaded.card.data, "metrics": card_metrics}
+    refining.refine.run = rv_box_model
+    refined = CinePipeline(Config(), refining).run(FakeStudy(cycling_cine()), context(refining))
+    assert refined.summary["ed_es_refinement"] is not None
+    [accuracy] = [f for f in refined.summary["flags"] if f.startswith("RV volumes and RVEF")]
+    assert "the model card gives no validated RV accuracy" in accuracy
