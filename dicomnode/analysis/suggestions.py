@@ -368,6 +368,131 @@ def blank_measurements(text: str) -> tuple[str, int]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# A suggestion must not contradict what the node measured (break4 finding 1)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: %LGE under which a measured LGE without MVO counts as "no significant LGE". Rationale: on EMIDEC studies that the
+#: experts label normal (0 % infarct) the node's DL segmentation measures 0.6-1.2 % LGE (break4: Case_N037 0.6 %,
+#: N040 1.2 %, N042 0.8 %), its %LGE agrees with the experts' on EMIDEC to bias -0.3 +/- 6.0 points (README,
+#: "What was measured"), %LGE differs up to 2x between methods (shared/cmr-reference.md), and the smallest infarct in
+#: the EMIDEC ground truth (the shipped bank's 67 infarct reports) is 4.0 % of the myocardium: a measurement under 2 %
+#: with no MVO lies within the method's false-positive level on normal hearts, not an infarct a report may be built
+#: on. MVO lies only inside an infarct (and is counted in %LGE), so any MVO measured makes the LGE significant.
+NO_SIGNIFICANT_LGE_PERCENT = 2.0
+
+
+@dataclass(frozen=True)
+class LgeFindings:
+    """The clinically decisive LGE points of a study or of a prior report's stored `study_features`; None = not
+    known (not measured, withheld, or the coverage does not allow the absence to be stated)."""
+
+    significant_lge: bool | None  # infarct/scar present: %LGE >= NO_SIGNIFICANT_LGE_PERCENT or any MVO
+    mvo: bool | None  # microvascular obstruction present
+    large_burden: bool | None  # the large-scar-burden flag
+
+    def as_dict(self) -> dict:
+        return {"significant_lge": self.significant_lge, "mvo": self.mvo, "large_scar_burden": self.large_burden}
+
+
+def _significant(lge_percent: float | None, mvo: bool | None) -> bool | None:
+    """Infarct/scar present: any MVO, or %LGE at or above the floor; absent: under the floor with no MVO (or 0 %,
+    MVO being counted in %LGE); else unknown."""
+    if mvo or (lge_percent is not None and lge_percent >= NO_SIGNIFICANT_LGE_PERCENT):
+        return True
+    if lge_percent is not None and (mvo is False or lge_percent == 0):
+        return False
+    return None
+
+
+def node_lge_findings(lge: dict | None) -> LgeFindings | None:
+    """The node's own LGE findings from the study's summary `lge` block; None where it determined no LGE numbers
+    (no block, `determined` false, %LGE null): suggestions are then not checked against LGE findings.
+
+    Presence (significant LGE, MVO, large burden yes) holds whenever the numbers are determined: what was seen on the
+    slices present is there. Absence ("no significant LGE", "no MVO") is stated only where the node also states its
+    large-burden flag: where it withholds the flag (a stack covering clearly less than the LV, a dark-blood LGE) the
+    LV outside the slices measured may hold what these did not, so the absence stays unknown.
+    """
+    if not isinstance(lge, dict) or lge.get("determined") is False:
+        return None
+    percent = _number(lge.get("lge_percent"))
+    if percent is None:
+        return None
+    mvo_ml = _number(lge.get("mvo_volume_ml"))
+    measured_mvo = mvo_ml if mvo_ml is not None else _number(lge.get("mvo_percent"))
+    flag = lge.get("large_scar_burden")
+    absence_stated = flag is not None  # the node states its flag: the stack covers the LV well enough
+    mvo = None if measured_mvo is None else (True if measured_mvo > 0 else False if absence_stated else None)
+    significant = _significant(percent, mvo)
+    if significant is False and not absence_stated:
+        significant = None
+    return LgeFindings(significant_lge=significant, mvo=mvo, large_burden=None if flag is None else bool(flag))
+
+
+def stored_lge_findings(features: dict | None) -> LgeFindings:
+    """What a prior report's stored `metadata.study_features` say on the same points (study_features' own names:
+    lge_percent, mvo_percent, large_scar_burden); all None where absent."""
+    features = features if isinstance(features, dict) else {}
+    percent, mvo_percent = _number(features.get("lge_percent")), _number(features.get("mvo_percent"))
+    mvo = None if mvo_percent is None else mvo_percent > 0
+    flag = _number(features.get("large_scar_burden"))
+    return LgeFindings(significant_lge=_significant(percent, mvo), mvo=mvo,
+                       large_burden=None if flag is None else flag >= 0.5)
+
+
+def contradicted_points(node: LgeFindings, stored: LgeFindings) -> tuple[str, ...]:
+    """The decisive points on which a prior report's findings contradict the node's (both known and different)."""
+    points = []
+    for name, mine, theirs in (("LGE", node.significant_lge, stored.significant_lge), ("MVO", node.mvo, stored.mvo),
+                               ("large burden", node.large_burden, stored.large_burden)):
+        if mine is not None and theirs is not None and mine != theirs:
+            points.append(name)
+    return tuple(points)
+
+
+def describe_findings(findings: LgeFindings) -> str:
+    """"no significant LGE (under 2 %, no MVO)", "LGE present, MVO present, large burden no" ... for a note."""
+    if findings.significant_lge is False:
+        return f"no significant LGE (under {NO_SIGNIFICANT_LGE_PERCENT:g} %, no MVO)"
+    words = []
+    if findings.significant_lge:
+        words.append("LGE present")
+    if findings.mvo is not None:
+        words.append("MVO " + ("present" if findings.mvo else "none"))
+    if findings.large_burden is not None:
+        words.append("large burden " + ("yes" if findings.large_burden else "no"))
+    return ", ".join(words) or "LGE findings not determined"
+
+
+#: what lge_descriptors gives a label map without scar: the lesion descriptors of a study without significant LGE
+NO_LESION_DESCRIPTORS = {"scar_slice_fraction": 0.0, "scar_anterior_fraction": None, "scar_septal_fraction": None,
+                         "scar_inferior_fraction": None, "scar_lateral_fraction": None, "transmural_extent": None,
+                         "scar_to_remote_signal": None}
+
+
+def query_features(features: dict, findings: LgeFindings | None) -> dict:
+    """The features a study is embedded with: as measured, except that where the node finds no significant LGE the
+    lesion descriptors of its sub-threshold specks (where they lie, how deep, how bright) are those of a scar-free
+    map: the specks are no finding, and their descriptors would place the query among infarct reports (break4:
+    EMIDEC normals at 0.6-1.2 % LGE ranked every normal report under min_similarity). %LGE itself stays."""
+    if findings is None or findings.significant_lge is not False or features.get("scar_slice_fraction") is None:
+        return features
+    return {**features, **NO_LESION_DESCRIPTORS}
+
+
+def inconsistent_reports(stored: list[tuple[str, LgeFindings]], node: LgeFindings | None) -> dict[str, tuple[str, ...]]:
+    """report id -> the points its stored findings contradict, for the reports (id, stored findings) that do."""
+    if node is None or (node.significant_lge is None and node.mvo is None and node.large_burden is None):
+        return {}
+    found = {}
+    for report_id, findings in stored:
+        points = contradicted_points(node, findings)
+        if points:
+            found[report_id] = points
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The pipeline
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -450,6 +575,7 @@ class SuggestionsPipeline:
         self.bank: ReportBank | None = None
         self.projection: StudyProjection | None = None
         self._study_cache: tuple[int, list[int], np.ndarray] | None = None
+        self._findings_cache: tuple[int, list[tuple[str, LgeFindings]]] | None = None
         self._study_lock = threading.Lock()
         self._indexed = threading.Event()
         if self.settings.bank_dir is not None and not Path(self.settings.bank_dir).is_dir():
@@ -548,6 +674,22 @@ class SuggestionsPipeline:
                  if not excluded(reports[rows[i]])]
         return found[:k]
 
+    def stored_findings(self) -> list[tuple[str, LgeFindings]]:
+        """(report id, stored LGE findings) of the bank's reports whose `metadata.study_features` state any, read
+        once per bank version."""
+        if self.bank is None:
+            return []
+        with self._study_lock:
+            version = self.bank.version
+            if self._findings_cache is None or self._findings_cache[0] != version:
+                found = []
+                for report in self.bank.reports:
+                    findings = stored_lge_findings(report.metadata.get("study_features"))
+                    if findings != LgeFindings(None, None, None):
+                        found.append((report.id, findings))
+                self._findings_cache = (version, found)
+            return self._findings_cache[1]
+
     def run(self, study, context) -> PipelineResult:
         if not self.settings.enabled:
             return self._decline("report suggestions are disabled (analysis.suggestions.enabled = false)")
@@ -561,12 +703,17 @@ class SuggestionsPipeline:
             return self._decline("no LGE or cine measurements in this study to build a study embedding from")
         if len(self.bank) == 0:
             return self._decline(f"the report bank {self.bank.bank_dir} holds no reports{self._skipped_words()}")
-        queries = self.study_queries(features)
+        lge_findings = node_lge_findings((context.study_summary_so_far or {}).get("lge"))
+        queries = self.study_queries(query_features(features, lge_findings))
         k = self.settings.top_k
         this_study = getattr(study, "study_instance_uid", None) or None
         patient_id, accession = study_identity(study)
         own_reports = own_report_ids(self.bank.reports, this_study, patient_id, accession)
-        exclude = frozenset(own_reports)
+        # a prior report whose stored findings contradict the node's own on a decisive point (LGE present or not,
+        # MVO, large burden) is no suggestion for this study: left out before the top k are taken
+        contradicting = {report_id: points for report_id, points in
+                         inconsistent_reports(self.stored_findings(), lge_findings).items() if report_id not in own_reports}
+        exclude = frozenset(own_reports) | frozenset(contradicting)
         hits = _interleave([self.bank.search(vector, k=k, min_similarity=self.settings.min_similarity,
                                              exclude_study=this_study, exclude_ids=exclude)
                             for _, vector in queries], k, key=lambda hit: hit.report.id)
@@ -589,9 +736,18 @@ class SuggestionsPipeline:
         }
         if own_reports:  # the bank holds a report of this very study or patient: not a prior, never suggested
             measurements["own_reports_excluded"] = own_reports
+        if lge_findings is not None:
+            measurements["lge_findings"] = lge_findings.as_dict()
+            if query_features(features, lge_findings) is not features:
+                measurements["query_lesion_descriptors"] = "dropped: no significant LGE"
+        if contradicting:  # how many reports contradicted the node's LGE findings, by point
+            measurements["contradicting_reports_excluded"] = {
+                point: sum(point in points for points in contradicting.values())
+                for point in ("LGE", "MVO", "large burden") if any(point in points for points in contradicting.values())}
         extra = {}
         if not suggestions:
-            extra["suggestions_note"] = measurements["note"] = self._empty_note(len(own_reports))
+            extra["suggestions_note"] = measurements["note"] = self._empty_note(
+                len(own_reports), len(contradicting), lge_findings)
         return PipelineResult(name=self.name, summary=suggestions, measurements=measurements,
                               algorithms=self.algorithms(), summary_extra=extra)
 
@@ -603,13 +759,20 @@ class SuggestionsPipeline:
         return (f" ({stats.skipped_files} file(s) and {stats.skipped_lines} line(s) of it could not be read: see the "
                 "log or `dicomnode config check`)")
 
-    def _empty_note(self, excluded: int) -> str:
+    def _empty_note(self, excluded: int, contradicting: int = 0, findings: LgeFindings | None = None) -> str:
         """Why a study got no suggestion although the bank holds reports (summary.json `suggestions_note`)."""
         count = len(self.bank)
-        note = (f"no prior report above min_similarity {self.settings.min_similarity:g} among {count} "
+        consistent = (f" consistent with this study's LGE findings ({describe_findings(findings)})"
+                      if contradicting and findings is not None else "")
+        note = (f"no prior report{consistent} above min_similarity {self.settings.min_similarity:g} among {count} "
                 f"report{'s' if count != 1 else ''} in the bank")
+        left_out = []
         if excluded:
-            note += f" ({excluded} report(s) of this study or patient left out)"
+            left_out.append(f"{excluded} report(s) of this study or patient")
+        if contradicting:
+            left_out.append(f"{contradicting} report(s) whose stored findings contradict them")
+        if left_out:
+            note += f" ({' and '.join(left_out)} left out)"
         return note + self._skipped_words()
 
     def _decline(self, reason: str) -> PipelineResult:

@@ -1,5 +1,6 @@
 """Suggestions that are safe to adopt: another patient's numbers blanked, a study's (or patient's) own report never
-suggested for it, an empty list that says why, and a bank that config check warns about."""
+suggested for it, no prior report whose findings contradict the node's own LGE findings, an empty list that says why,
+and a bank that config check warns about."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,13 +10,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import numpy as np
 from pydicom import Dataset
 
 from dicomnode.analysis import run as analysis_run
-from dicomnode.analysis.pipeline import AnalysisContext, PipelineResult
+from dicomnode.analysis import suggestions as suggestions_module
+from dicomnode.analysis.pipeline import AlgorithmInfo, AnalysisContext, PipelineResult, SegmentationResult
 from dicomnode.analysis.report_bank import scan_bank
 from dicomnode.analysis.run import Analyser
-from dicomnode.analysis.suggestions import BLANK, SuggestionsPipeline, blank_measurements, own_report_ids
+from dicomnode.analysis.suggestions import (BLANK, LgeFindings, SuggestionsPipeline, blank_measurements,
+                                            contradicted_points, node_lge_findings, own_report_ids,
+                                            stored_lge_findings)
 from dicomnode.cli import main
 from dicomnode.config import Config
 from dicomnode.inference.runtime import Runtime
@@ -27,9 +32,9 @@ DCM_SUMMARY = {"cine": {"lv_edv_ml": 290, "lv_esv_ml": 220, "lv_ef_percent": 19.
 QUOTED_NUMBER = re.compile(r"\d+(?:[.,]\d+)?\s?(?:mL|ml|%|g\b|g/m2|mm|ms\b)")
 
 
-def context_for(config, summary):
+def context_for(config, summary, earlier=None):
     return AnalysisContext(config=config, runtime=None, started_at=dt.datetime(2026, 12, 5),
-                           study_summary_so_far=summary, earlier_results=[])
+                           study_summary_so_far=summary, earlier_results=earlier or [])
 
 
 def site_pipeline(tmp_path: Path, models_dir: Path, records: list[dict] | None = None, files: dict | None = None,
@@ -114,6 +119,165 @@ def test_a_report_of_the_same_patient_or_accession_is_never_suggested(tmp_path, 
     assert resent.measurements["own_reports_excluded"] == ["same-accession", "same-patient"]
     assert all(item["report_id"] == "other" for item in resent.measurements["similar_studies"])
     assert own_report_ids(pipeline.bank.reports, None, None, None) == []  # no identity: nothing left out
+
+
+# --- break4 finding 1: no suggestion contradicts the node's own LGE findings --------------------------------------
+
+#: EMIDEC Case_N037, which the experts label normal, as the node measured it (break4): 0.6 % LGE, no MVO
+NORMAL_LGE = {"lge": {"determined": True, "lge_percent": 0.6, "myocardium_volume_ml": 208.84, "scar_volume_ml": 1.25,
+                      "mvo_volume_ml": 0.0, "large_scar_burden": False, "large_scar_burden_reason": None}}
+#: infarcts as the node measured them: EMIDEC Case_P043 (MVO, large burden), MyoPS Case3002 (a little MVO, under the
+#: 15 % cut-off: offered "MVO present" beside "No microvascular obstruction" and normal reports), and MVO under the cut-off
+INFARCT_MVO_LARGE = {"lge": {"determined": True, "lge_percent": 24.55, "myocardium_volume_ml": 88.94,
+                             "mvo_volume_ml": 3.19, "large_scar_burden": True, "large_scar_burden_reason": None}}
+INFARCT_LITTLE_MVO = {"lge": {"determined": True, "lge_percent": 14.25, "myocardium_volume_ml": 166.92,
+                              "mvo_volume_ml": 0.29, "large_scar_burden": False, "large_scar_burden_reason": None}}
+INFARCT_MVO_SMALL = {"lge": {"determined": True, "lge_percent": 12.0, "myocardium_volume_ml": 150.0,
+                             "mvo_volume_ml": 3.0, "large_scar_burden": False, "large_scar_burden_reason": None}}
+
+
+def speckled_lge(rows: int = 64) -> list[PipelineResult]:
+    """An LGE segmentation with a few false-positive scar pixels, lateral and inferior, on 3 of 6 slices: what the
+    node segments on a normal heart (the specks give the study sector and transmurality descriptors of a scar)."""
+    r, c = np.mgrid[:rows, :rows]
+    distance = np.hypot(r - 32, c - 32)
+    plane = np.zeros((rows, rows), dtype=np.uint8)
+    plane[distance < 10] = 1
+    plane[(distance >= 10) & (distance < 16)] = 2
+    specked = plane.copy()
+    specked[(plane == 2) & (c > 44) & (np.abs(r - 32) < 2)] = 3  # lateral
+    specked[(plane == 2) & (r > 44) & (np.abs(c - 32) < 2)] = 3  # inferior
+    labels = np.stack([plane, specked, specked, specked, plane, plane])[None]
+
+    class Volume:
+        pixels = np.where(labels == 3, 250.0, 80.0).astype(np.float32)
+        pixel_spacing = (1.5, 1.5)
+
+    segmentation = SegmentationResult(series=None, volume=Volume(), labelmap=labels, phases=[0],
+                                      phase_names=["late enhancement"], algorithm=AlgorithmInfo("x", "1", "m", "2.25.1"),
+                                      pipeline="lge")
+    return [PipelineResult(name="lge", summary={"determined": True}, segmentations=[segmentation])]
+
+
+@pytest.fixture(scope="module")
+def shipped_pipeline(tmp_path_factory):
+    config = Config()
+    config.node.storage_dir = tmp_path_factory.mktemp("storage")
+    pipeline = SuggestionsPipeline(config, Runtime(config.inference))
+    assert pipeline.wait_until_indexed(120)
+    return pipeline
+
+
+def stored(pipeline, report_id: str) -> dict:
+    return next(r.metadata["study_features"] for r in pipeline.bank.reports if r.id == report_id)
+
+
+def test_a_normal_lge_study_is_offered_normal_reports_not_infarct_text(shipped_pipeline):
+    """break4: EMIDEC N037/N040/N042 (expert normal, node 0.6-1.2 % LGE, no MVO) were offered nine infarct
+    impressions ("Large scar burden", "MVO present") and none of the bank's 33 normal reports."""
+    pipeline = shipped_pipeline
+    result = pipeline.run(None, context_for(pipeline.config, NORMAL_LGE, speckled_lge()))
+    assert result.measurements["features"]["scar_lateral_fraction"] > 0  # the specks reach the study's descriptors
+    assert result.measurements["lge_findings"] == {"significant_lge": False, "mvo": False, "large_scar_burden": False}
+    assert len(result.summary) == pipeline.settings.top_k
+    offered = [s["report_id"] for s in result.summary] + [s["report_id"] for s in result.measurements["similar_studies"]]
+    for report_id in offered:
+        features = stored(pipeline, report_id)
+        assert features["lge_percent"] < 2 and features["mvo_percent"] == 0 and not features["large_scar_burden"], report_id
+    for suggestion in result.summary:
+        assert not re.search(r"(?i)infarction of|ischaemic scar|scar burden|MVO present|transmural enhancement",
+                             suggestion["text"]), suggestion["text"]
+    assert result.measurements["contradicting_reports_excluded"]["LGE"] == 67  # every infarct report of the bank
+
+
+@pytest.mark.parametrize("summary", [INFARCT_MVO_LARGE, INFARCT_LITTLE_MVO, INFARCT_MVO_SMALL],
+                         ids=["mvo-large", "little-mvo-under-cutoff", "mvo-under-cutoff"])
+def test_infarct_suggestions_agree_with_the_measured_mvo_and_burden(shipped_pipeline, summary):
+    """break4: on MyoPS Case3002 suggestion 1 said "MVO present", suggestion 3 "No microvascular obstruction"."""
+    pipeline = shipped_pipeline
+    result = pipeline.run(None, context_for(pipeline.config, summary))
+    lge = summary["lge"]
+    assert result.summary
+    for item in result.summary + result.measurements["similar_studies"]:
+        features = stored(pipeline, item["report_id"])
+        assert features["lge_percent"] >= 2, item
+        assert (features["mvo_percent"] > 0) == (lge["mvo_volume_ml"] > 0), item
+        assert bool(features["large_scar_burden"]) == lge["large_scar_burden"], item
+
+
+def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were(shipped_pipeline, monkeypatch):
+    pipeline = shipped_pipeline
+    undetermined = {"lge": {**NORMAL_LGE["lge"], "determined": False, "lge_percent": None, "mvo_volume_ml": None,
+                            "large_scar_burden": None, "reason": "not determined: heart not found"}}
+    # the flag withheld (a stack covering clearly less than the LV): no scar on the slices present says nothing of
+    # the rest, so neither "no significant LGE" nor "no MVO" is held against a report
+    short = {"lge": {**NORMAL_LGE["lge"], "large_scar_burden": None, "large_scar_burden_reason": "withheld: short"}}
+    for summary in (undetermined, short):
+        checked = pipeline.run(None, context_for(pipeline.config, summary, speckled_lge()))
+        assert "contradicting_reports_excluded" not in checked.measurements
+        monkeypatch.setattr(suggestions_module, "node_lge_findings", lambda lge: None)
+        unchecked = pipeline.run(None, context_for(pipeline.config, summary, speckled_lge()))
+        monkeypatch.undo()
+        assert checked.summary == unchecked.summary
+        assert checked.measurements["similar_studies"] == unchecked.measurements["similar_studies"]
+    assert "lge_findings" not in pipeline.run(None, context_for(pipeline.config, undetermined)).measurements
+    assert pipeline.run(None, context_for(pipeline.config, short)).measurements["lge_findings"] == {
+        "significant_lge": None, "mvo": None, "large_scar_burden": None}
+
+
+@pytest.mark.parametrize("lge, expected", [
+    (NORMAL_LGE["lge"], LgeFindings(False, False, False)),
+    ({**NORMAL_LGE["lge"], "lge_percent": 1.99}, LgeFindings(False, False, False)),
+    ({**NORMAL_LGE["lge"], "lge_percent": 2.0}, LgeFindings(True, False, False)),
+    ({**NORMAL_LGE["lge"], "mvo_volume_ml": 0.05}, LgeFindings(True, True, False)),  # MVO is an infarct's
+    (INFARCT_MVO_LARGE["lge"], LgeFindings(True, True, True)),
+    ({**INFARCT_MVO_LARGE["lge"], "large_scar_burden": None}, LgeFindings(True, True, None)),  # withheld: present stays
+    ({**NORMAL_LGE["lge"], "large_scar_burden": None}, LgeFindings(None, None, None)),  # withheld: absence unknown
+    ({"lge_percent": 0.0, "mvo_percent": 0.0, "large_scar_burden": False}, LgeFindings(False, False, False)),
+    ({**NORMAL_LGE["lge"], "determined": False}, None),
+    ({**NORMAL_LGE["lge"], "lge_percent": None}, None),
+    (None, None),
+])
+def test_the_nodes_lge_findings(lge, expected):
+    assert node_lge_findings(lge) == expected
+
+
+def test_a_reports_stored_findings_and_what_contradicts_them():
+    assert stored_lge_findings(None) == LgeFindings(None, None, None)  # a plain-text report states nothing
+    assert stored_lge_findings({"lv_edv_ml": 150.0}) == LgeFindings(None, None, None)
+    normal = stored_lge_findings({"lge_percent": 0.0, "mvo_percent": 0.0, "large_scar_burden": 0.0})
+    infarct = stored_lge_findings({"lge_percent": 10.0, "mvo_percent": 0.9, "large_scar_burden": 0.0})
+    assert normal == LgeFindings(False, False, False) and infarct == LgeFindings(True, True, False)
+    assert stored_lge_findings({"lge_percent": 1.0}) == LgeFindings(None, None, None)  # MVO unknown under the floor
+    assert contradicted_points(LgeFindings(False, False, False), infarct) == ("LGE", "MVO")
+    assert contradicted_points(LgeFindings(True, False, True), infarct) == ("MVO", "large burden")
+    assert contradicted_points(LgeFindings(True, True, None), normal) == ("LGE", "MVO")
+    assert contradicted_points(LgeFindings(None, None, None), infarct) == ()
+
+
+def test_when_only_contradicting_reports_are_near_the_note_says_so(tmp_path, models_dir):
+    def record(report_id, text, lge, mvo):
+        return {"id": report_id, "text": text, "metadata": {"study_features": {
+            "lge_percent": lge, "mvo_percent": mvo, "large_scar_burden": float(lge >= 15), "has_lge": 1.0}}}
+
+    records = [record("mi-1", "Inferior transmural infarction with microvascular obstruction.", 20.0, 2.0),
+               record("mi-2", "Lateral subendocardial infarction, MVO present.", 8.0, 0.5)]
+    pipeline = site_pipeline(tmp_path, models_dir, records)
+    result = pipeline.run(study_with("P-2", "ACC2"), context_for(pipeline.config, NORMAL_LGE))
+    assert result.summary == [] and result.measurements["similar_studies"] == []
+    note = result.summary_extra["suggestions_note"]
+    assert note == ("no prior report consistent with this study's LGE findings (no significant LGE (under 2 %, no MVO)) "
+                    "above min_similarity -1 among 2 reports in the bank (2 report(s) whose stored findings contradict "
+                    "them left out)")
+    assert result.measurements["contradicting_reports_excluded"] == {"LGE": 2, "MVO": 2, "large burden": 1}
+    # an infarct study with MVO and a large burden gets the report that says so, not the one under the cut-off
+    infarct = pipeline.run(None, context_for(pipeline.config, INFARCT_MVO_LARGE))
+    assert [s["report_id"] for s in infarct.summary] == ["mi-1"]
+    assert infarct.measurements["contradicting_reports_excluded"] == {"large burden": 1}
+    # a report that states no findings (plain text, no metadata.study_features) is not held back: nothing to compare
+    (tmp_path / "plain").mkdir()
+    plain = site_pipeline(tmp_path / "plain", models_dir, files={"r1.txt": b"Old inferior infarction."})
+    assert [s["report_id"] for s in plain.run(None, context_for(plain.config, NORMAL_LGE)).summary] == ["r1"]
 
 
 # --- finding 11: an empty list says why; the bank is checked ------------------------------------------------------
