@@ -2,12 +2,44 @@
 from __future__ import annotations
 
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
+from dicomnode.rounding import number_text
+
+
+def _number(value, digits: int = 1) -> str:
+    """A summary value rounded as the PDF rounds it (dicomnode.rounding: 223.05 -> 223.1 on every output)."""
+    return number_text(value, digits)
 
 
 def _method(block: dict, name: str) -> str:
     """A threshold method's %LGE, or "not applicable" (its reason stays in summary.json and on the PDF)."""
     value = (block or {}).get("lge_percent")
-    return f"{name} not applicable" if value is None else f"{name} {value:.1f} %"
+    return f"{name} not applicable" if value is None else f"{name} {_number(value)} %"
+
+
+def _methods(lge: dict) -> str:
+    """Both threshold methods, in one short "(threshold methods not applicable)" where neither gives a number."""
+    nsd, fwhm = lge.get("nsd") or {}, lge.get("fwhm") or {}
+    if nsd.get("lge_percent") is None and fwhm.get("lge_percent") is None:
+        return "(threshold methods not applicable)"
+    return f"({_method(nsd, 'n-SD')}, {_method(fwhm, 'FWHM')})"
+
+
+def _bound(value, unit: str, partial: bool) -> str:
+    """A volume or mass, "≥ " before it on a stack missing part of the LV, but for 0 (a lower bound of 0 says
+    nothing: "0.0 mL", as on the PDF)."""
+    return f"{'≥ ' if partial and value != 0 else ''}{_number(value)} {unit}"
+
+
+def _burden(lge: dict, partial: bool) -> str:
+    """The large-burden flag: "  LARGE SCAR BURDEN" where set; on a stack the node calls partial (coverage.complete
+    false) qualified as %LGE is, "(slices present only)", and said also where not set; "(large-burden flag
+    withheld)" where the summary withholds it."""
+    if lge.get("large_scar_burden_reason"):
+        return "  (large-burden flag withheld)"
+    flag = lge.get("large_scar_burden")
+    if partial and isinstance(flag, bool):
+        return f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (slices present only)"
+    return "  LARGE SCAR BURDEN" if flag else ""
 
 
 def print_summary_table(summary: dict) -> None:
@@ -27,29 +59,31 @@ def print_summary_table(summary: dict) -> None:
             if lge.get("determined") is False:  # numbers withheld: the reason, no number
                 print(f"  LGE: {lge.get('reason') or 'not determined'}")
             else:
-                # part of the LV outside the stack (lge.coverage): volumes and mass are lower bounds
-                at_least = "≥ " if (lge.get("coverage") or {}).get("complete") is False else ""
-                print(f"  LGE: scar {at_least}{lge['scar_volume_ml']:.1f} mL, MVO {at_least}{lge['mvo_volume_ml']:.1f} mL, "
-                      f"myocardium {at_least}{lge['myocardium_volume_ml']:.1f} mL ({at_least}{lge['lv_mass_g']:.0f} g), "
-                      f"LGE {lge['lge_percent']:.1f} %{' (slices present only)' if at_least else ''}"
-                      f" ({_method(lge.get('nsd'), 'n-SD')}, {_method(lge.get('fwhm'), 'FWHM')})"
-                      f"{'  LARGE SCAR BURDEN' if lge['large_scar_burden'] else ''}"
-                      f"{'  (large-burden flag withheld)' if lge.get('large_scar_burden_reason') else ''}")
+                # part of the LV outside the stack (lge.coverage): volumes and mass are lower bounds, %LGE and the
+                # large-burden flag of the slices present
+                partial = (lge.get("coverage") or {}).get("complete") is False
+                print(f"  LGE: scar {_bound(lge['scar_volume_ml'], 'mL', partial)}, "
+                      f"MVO {_bound(lge['mvo_volume_ml'], 'mL', partial)}, "
+                      f"myocardium {_bound(lge['myocardium_volume_ml'], 'mL', partial)} "
+                      f"({_bound(lge['lv_mass_g'], 'g', partial)}), "
+                      f"LGE {_number(lge['lge_percent'])} %{' (slices present only)' if partial else ''}"
+                      f" {_methods(lge)}{_burden(lge, partial)}")
         if "cine" in study:
             cine = study["cine"]
-            print(f"  Cine LV: EDV {cine['lv_edv_ml']:.0f} mL, ESV {cine['lv_esv_ml']:.0f} mL, SV {cine['lv_sv_ml']:.0f} mL,"
-                  f" EF {cine['lv_ef_percent']:.0f} %, mass {cine['lv_mass_g']:.0f} g"
+            print(f"  Cine LV: EDV {_number(cine['lv_edv_ml'])} mL, ESV {_number(cine['lv_esv_ml'])} mL,"
+                  f" SV {_number(cine['lv_sv_ml'])} mL, EF {_number(cine['lv_ef_percent'])} %,"
+                  f" mass {_number(cine['lv_mass_g'])} g"
                   f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
-            print(f"  Cine RV: EDV {cine['rv_edv_ml']:.0f} mL, ESV {cine['rv_esv_ml']:.0f} mL, SV {cine['rv_sv_ml']:.0f} mL,"
-                  f" EF {cine['rv_ef_percent']:.0f} %")
+            print(f"  Cine RV: EDV {_number(cine['rv_edv_ml'])} mL, ESV {_number(cine['rv_esv_ml'])} mL,"
+                  f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %")
         for name in ("lge", "cine"):
             for warning in stack_warnings(study.get(name)):
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} input: {warning}")
         for suggestion in study.get("suggestions", []) or []:
             text = suggestion["text"]
             shown = text[text.index("Impression:"):] if "Impression:" in text else text
-            print(f"  Suggestion ({suggestion['score']:.2f}, {suggestion['report_id']}; unverified): {shown[:120]}")
+            print(f"  Suggestion ({_number(suggestion['score'], 2)}, {suggestion['report_id']}; unverified): {shown[:120]}")
         if study.get("suggestions_note"):
             print(f"  Suggestions: none, {study['suggestions_note']}")
         for text in (study.get("lge") or {}).get("series_left_aside") or []:

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from dicomnode.rounding import number_text
 from dicomnode.analysis.phase_text import phase_name
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
@@ -445,11 +446,13 @@ def normal_range_flags(values: dict[str, float | None], sex: str | None) -> list
         verdicts = set(outcomes.values())
         if verdicts == {"within"}:
             continue
+        shown = number_text(round(value, 2), 1)  # the summary's 2-decimal value, rounded as every output rounds it
         if len(verdicts) == 1:
-            flags.append(f"{spec['name']} {verdicts.pop()} normal range ({value:.1f} {spec['unit']}; {ranges})")
+            flags.append(f"{spec['name']} {verdicts.pop()} normal range ({shown} {spec['unit']}; {ranges})")
         else:
             parts = "; ".join(f"{outcomes[s]} for {'men' if s == 'M' else 'women'}" for s in sexes)
-            flags.append(f"{spec['name']} outside the normal range for one sex ({value:.1f} {spec['unit']}: {parts}; {ranges})")
+            flags.append(f"{spec['name']} outside the normal range for one sex ({shown} {spec['unit']}: {parts}; "
+                         f"{ranges})")
     return flags
 
 

@@ -854,6 +854,11 @@ class LGEPipeline:
             "lge_percent": number(volumes.lge_percent),
             "large_scar_burden": None if burden_reason else volumes.large_scar_burden,
             "large_scar_burden_reason": burden_reason,
+            # the model's known %LGE error against expert readers on input like this (card cross-validation), and
+            # whether %LGE lies within it of the large-burden cut-off
+            "lge_percent_validation": None if withheld else lge_percent_validation(
+                self.card_metrics, kind, volumes.lge_percent, None if burden_reason else volumes.large_scar_burden,
+                settings.large_burden_percent),
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
@@ -959,6 +964,33 @@ class LGEPipeline:
         return (f"not validated on the automatic myocardium: agreement with expert %LGE {measured} in the model's "
                 f"cross-validation on real 12-bit scans (needs r >= {THRESHOLD_MIN_R}); "
                 f"analysis.lge.threshold_methods = 'always' computes it for research")
+
+
+#: the model card's cross-validated %LGE agreement (metrics block) that describes each input kind (INPUT_KINDS): a
+#: scanner's own 12-bit data as MyoPS 2020's, an 8-bit windowed export as EMIDEC's
+VALIDATION_BY_KIND = {"native": ("myops_lge_percent", "MyoPS 2020: a second centre's 12-bit LGE in real geometry"),
+                      "windowed_8bit": ("emidec_lge_percent", "EMIDEC: 8-bit windowed LGE exports")}
+
+
+def lge_percent_validation(card_metrics: dict, kind: str, lge_percent: float | None, large: bool | None,
+                           cutoff_percent: float) -> dict | None:
+    """How far the model's %LGE is known to lie from expert readers' on input like this one, from the model card's
+    patient-level cross-validation (engines/lge/EVALUATION.md; `card_metrics`: the card's "metrics" block): the
+    summary's `lge_percent_validation` block {"data", "patients", "mae", "bias", "sd", "flag_accuracy", "source",
+    "near_cutoff"}, %LGE points; None where the card records no agreement for this input kind. `near_cutoff` is true
+    where a large-burden flag was given (`large` not None) and %LGE lies within the mean absolute error of the
+    cut-off: the flag could go either way within the model's typical error (the flag accuracy reported beside it)."""
+    key, data = VALIDATION_BY_KIND.get(kind, (None, None))
+    agreement = card_metrics.get(key) if key else None
+    if not isinstance(agreement, dict) or agreement.get("mae") is None:
+        return None
+    mae = float(agreement["mae"])
+    near = None if large is None or lge_percent is None else bool(abs(float(lge_percent) - cutoff_percent) <= mae)
+    return {"data": data, "patients": agreement.get("n"), "mae": _round(mae, 2),
+            "bias": None if agreement.get("bias") is None else _round(agreement["bias"], 2),
+            "sd": None if agreement.get("sd") is None else _round(agreement["sd"], 2),
+            "flag_accuracy": None if agreement.get("flag_accuracy") is None else _round(agreement["flag_accuracy"], 3),
+            "source": str(card_metrics.get("source") or "the model card's cross-validation"), "near_cutoff": near}
 
 
 def _apex_first(volume) -> bool | None:

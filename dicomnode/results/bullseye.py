@@ -11,6 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
+from dicomnode.rounding import number_text
+
 #: (inner radius, outer radius) of each ring
 RINGS = {"basal": (0.75, 1.0), "mid": (0.5, 0.75), "apical": (0.25, 0.5), "apex": (0.0, 0.25)}
 
@@ -33,7 +35,8 @@ def segment_geometry(number: int) -> tuple[float, float, float, float]:
 def draw_bullseye(ax, values: Mapping[int, float | None], title: str, unit: str, vmin: float = 0.0,
                   vmax: float = 100.0, cmap: str = "YlOrRd", labels: Mapping[int, str] | None = None) -> None:
     """Draw the bullseye on `ax`: each segment coloured by its value (grey where None) and labelled with its number,
-    the value and an optional extra label (e.g. the transmurality class)."""
+    the value (rounded as every output: dicomnode.rounding; a value above 0 that rounds to 0 reads "<1", never 0
+    beside a non-zero class) and an optional extra label (e.g. the transmurality class)."""
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
     from matplotlib.patches import Circle, Wedge
@@ -53,7 +56,7 @@ def draw_bullseye(ax, values: Mapping[int, float | None], title: str, unit: str,
             middle = np.radians((start + end) / 2.0)
             radius = (inner + outer) / 2.0
             x, y = radius * np.cos(middle), radius * np.sin(middle)
-        text = f"{number}\n" + ("n/a" if value is None else f"{value:.0f}{unit_suffix}")
+        text = f"{number}\n" + ("n/a" if value is None else f"{number_text(value, 0, below=True)}{unit_suffix}")
         if labels and labels.get(number) and labels[number] != "0":
             text += f"\nT {labels[number]}"
         dark = value is not None and norm(value) > 0.6

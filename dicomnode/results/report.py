@@ -7,10 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-import math
 import re
 import textwrap
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -28,8 +26,9 @@ from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult,
 from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
+from dicomnode.rounding import number_text
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
-from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, fit_lines, fit_width, key_table, panel_grid
+from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, captioned_grid, fit_width, key_table, text_span
 from dicomnode.uids import new_uid
 
 if TYPE_CHECKING:
@@ -53,18 +52,27 @@ def _overlay_cmap():
     return ListedColormap([(0, 0, 0, 0)] + [LABEL_COLOURS[Label(v)] for v in range(1, 6)])
 
 
-def _fmt(value, unit: str = "", digits: int = 1) -> str:
+def _fmt(value, unit: str = "", digits: int = 1, below: bool = False) -> str:
+    """A summary value as the pages show it: dicomnode.rounding.number_text (below=True: "<1 %", never a present
+    extent as 0), "n/a" where there is none, "yes" / "no" for a flag."""
     if value is None or isinstance(value, (dict, list)):
         return "n/a"
     if isinstance(value, bool):
         return "yes" if value else "no"
     try:
-        number = float(value)
+        float(value)
     except (TypeError, ValueError):
         return str(value)
-    if math.isfinite(number):  # half up, as a reader rounds (3.25 -> 3.3), not float's half-to-even
-        number = float(Decimal(repr(number)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
-    return f"{number:.{digits}f}{(' ' + unit) if unit else ''}"
+    # half up on the decimal value, as a reader rounds (3.25 -> 3.3), the one rounding of every output
+    return f"{number_text(value, digits, below)}{(' ' + unit) if unit else ''}"
+
+
+def lower_bound_text(value, unit: str, partial: bool) -> str:
+    """A volume or mass as the pages show it, "≥ " before it where the stack misses part of the LV (`partial`),
+    except a value of 0: a lower bound of zero says nothing, "0.0 mL" is what was found."""
+    shown = _fmt(value, unit)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"≥ {shown}" if partial and is_number and value != 0 else shown
 
 
 def _burden_percent_text(value, cutoff: float, comparator: str) -> str:
@@ -88,6 +96,70 @@ def method_value(block, unit: str = "%") -> str:
         return _fmt(block.get("lge_percent"), unit)
     reason = block.get("reason") or block.get("error")
     return f"not applicable: {reason}" if reason else "n/a"
+
+
+#: short, plain reasons for a threshold method not reported, matched on the start of summary nsd/fwhm `reason`
+#: (dicomnode/analysis/lge.py, lge_metrics.py): page 1 and the console give these, page 2 the reason in full
+SHORT_METHOD_REASONS = (
+    ("not validated", "not validated"),
+    ("only ", "quantised (8-bit) input"),
+    ("8-bit", "8-bit input"),
+    ("windowed input", "clipped (windowed) input"),
+    ("PSIR input", "PSIR input"),
+    ("no enhanced region", "no enhanced region"),
+    ("not determined", "not determined"),
+)
+#: where a method's reason is none of SHORT_METHOD_REASONS and not plain words (numbers, settings)
+METHOD_REASON_FALLBACK = "not applicable to this input"
+#: the key-number row of both threshold methods where neither gives a number
+THRESHOLD_ROW = "Threshold methods ({n}-SD, FWHM)"
+
+
+def method_reported(block) -> bool:
+    """Whether a threshold method's summary block (or a bare number) gives a %LGE to report."""
+    if isinstance(block, (int, float)) and not isinstance(block, bool):
+        return True
+    return isinstance(block, dict) and block.get("lge_percent") is not None and block.get("applicable", True) is not False
+
+
+def method_reason(block) -> str:
+    """The full reason a threshold method gives no number (summary `reason`, or the `error` of one that failed)."""
+    return str((block.get("reason") or block.get("error") or "") if isinstance(block, dict) else "") or "no reason given"
+
+
+def short_method_reason(block) -> str:
+    """A threshold method's reason in a few plain words (SHORT_METHOD_REASONS): no pixel statistics, no setting."""
+    reason = method_reason(block)
+    for start, short in SHORT_METHOD_REASONS:
+        if reason.startswith(start):
+            return short
+    first = re.split(r"[:;(]", reason, maxsplit=1)[0].strip()
+    plain = first and len(first) <= 60 and not re.search(r"[0-9=_]|\w\.\w", first)
+    return first if plain else METHOD_REASON_FALLBACK
+
+
+def threshold_method_rows(nsd, fwhm) -> list[tuple[str, str, str]]:
+    """The key-number rows of the threshold methods: where neither gives a number one row, "not reported - <short
+    reason> (details: page 2)"; else a row each, a number or that short "not reported"."""
+    n = nsd.get("n", "n") if isinstance(nsd, dict) else "n"
+    if not method_reported(nsd) and not method_reported(fwhm):
+        reasons = [short_method_reason(nsd), short_method_reason(fwhm)]
+        why = reasons[0] if reasons[0] == reasons[1] else f"{n}-SD: {reasons[0]}; FWHM: {reasons[1]}"
+        return [(THRESHOLD_ROW.format(n=n), f"not reported - {why} (details: page 2)", "")]
+    return [(label, method_value(block) if method_reported(block) else
+             f"not reported - {short_method_reason(block)} (details: page 2)",
+             _method_reference(block) if method_reported(block) else "")
+            for label, block in ((f"%LGE ({n}-SD threshold)", nsd), ("%LGE (FWHM threshold)", fwhm))]
+
+
+def threshold_method_lines(nsd, fwhm) -> list[str]:
+    """Page 2 (Methods): the full reason of each threshold method not reported on page 1, once where both agree."""
+    n = nsd.get("n", "n") if isinstance(nsd, dict) else "n"
+    missing = [(name, method_reason(block)) for name, block in ((f"{n}-SD", nsd), ("FWHM", fwhm))
+               if not method_reported(block)]
+    if len(missing) == 2 and missing[0][1] == missing[1][1]:
+        return [f"Threshold methods {n}-SD and FWHM not reported: {missing[0][1]}."]
+    return [f"Threshold method {name} not reported: {reason}." for name, reason in missing]
 
 
 def _method_reference(block) -> str:
@@ -134,14 +206,20 @@ NOT_DETERMINED_TEXT = "not determined"
 SEE_KEY_NUMBERS = f"{NOT_DETERMINED_TEXT} (why: see the key numbers)"
 
 
+#: beside %LGE and the large-burden flag of a stack the node calls partial (summary lge.coverage.complete false)
+PARTIAL_QUALIFIER = "slices present only"
+
+
 def _burden_text(lge_summary: dict) -> str:
-    """The large-burden flag as the key numbers show it: yes / no, or "withheld: <why>" where the summary withholds
-    it (`large_scar_burden_reason`: a stack clearly shorter than the LV, a dark-blood LGE), the why cut at its first
-    colon or comma (in full in the caution row and on page 2)."""
+    """The large-burden flag as the key numbers show it: yes / no, qualified "(slices present only)" on a stack the
+    summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present), or
+    "withheld: <why>" where the summary withholds it (`large_scar_burden_reason`: a stack clearly shorter than the
+    LV, a dark-blood LGE), the why cut at its first colon or comma (in full in the caution row and on page 2)."""
     value = lge_summary.get("large_scar_burden")
     reason = lge_summary.get("large_scar_burden_reason")
     if isinstance(value, bool) or not reason:
-        return _fmt(value)
+        partial = (lge_summary.get("coverage") or {}).get("complete") is False
+        return _fmt(value) + (f" ({PARTIAL_QUALIFIER})" if partial and isinstance(value, bool) else "")
     return "withheld: " + str(reason).removeprefix("withheld: ").split(":")[0].split(",")[0]
 
 
@@ -161,7 +239,6 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
     if lge is not None and isinstance(lge.summary, dict):
         s = lge.summary
         nsd, fwhm = s.get("nsd") or {}, s.get("fwhm") or {}
-        n = nsd.get("n", "n") if isinstance(nsd, dict) else "n"
         cutoff = lge.measurements.get("large_burden_cutoff_percent", 15.0)
         comparator = lge.measurements.get("large_burden_comparator", ">=")
         burden_rule = (f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (HCM risk cut-off, "
@@ -182,20 +259,22 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             # part of the LV outside the stack (summary `coverage`): volumes, mass and scar are lower bounds, %LGE
             # and the flag cover the slices present
             partial = (s.get("coverage") or {}).get("complete") is False
-            at_least = "≥ " if partial else ""
+
+            def bound(key: str, unit: str) -> str:  # a lower bound of 0 says nothing: "0.0 mL", never "≥ 0.0 mL"
+                return lower_bound_text(s.get(key), unit, partial)
+
             rows += [
                 ("%LGE (DL, scar incl. MVO / LV myocardium)",
                  _burden_percent_text(s.get("lge_percent"), cutoff, comparator)
-                 + (" (partial stack: slices present only)" if partial and s.get("lge_percent") is not None else ""),
+                 + (f" (partial stack: {PARTIAL_QUALIFIER})" if partial and s.get("lge_percent") is not None else ""),
                  burden_rule),
                 ("Large scar burden", _burden_text(s), ""),
-                ("Scar volume (incl. MVO)", at_least + _fmt(s.get("scar_volume_ml"), "mL"), ""),
-                ("  of which MVO", at_least + _fmt(s.get("mvo_volume_ml"), "mL"), ""),
+                ("Scar volume (incl. MVO)", bound("scar_volume_ml", "mL"), ""),
+                ("  of which MVO", bound("mvo_volume_ml", "mL"), ""),
                 ("LV myocardial volume / mass (LGE)",
-                 f"{at_least}{_fmt(s.get('myocardium_volume_ml'), 'mL')} / {at_least}{_fmt(s.get('lv_mass_g'), 'g')}",
+                 f"{bound('myocardium_volume_ml', 'mL')} / {bound('lv_mass_g', 'g')}",
                  "lower bounds: part of the LV lies outside the stack" if partial else ""),
-                (f"%LGE ({n}-SD threshold)", method_value(nsd), _method_reference(nsd)),
-                ("%LGE (FWHM threshold)", method_value(fwhm), _method_reference(fwhm)),
+                *threshold_method_rows(nsd, fwhm),
                 *_stack_rows("lge", s),
             ]
     cine = by_name.get("cine")
@@ -239,6 +318,26 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
     return rows
+
+
+def display_flag(flag, cine_summary: dict) -> str:
+    """A cine flag as the pages print it: a value outside its range (is_range_flag: "LV ESV above normal range
+    (223.0 mL; ...)", its number formatted from the unrounded value where the flag was made) gives the summary's
+    stored value of that quantity rounded as every other output rounds it (dicomnode.rounding: 223.05 -> 223.1, as
+    the key numbers) where the flag's number is that value otherwise rounded (within 0.05); any other flag as it
+    is. (The flag text itself is made in dicomnode/analysis/cine_metrics.py normal_range_flags.)"""
+    text = str(flag)
+    if not is_range_flag(text) or not isinstance(cine_summary, dict):
+        return text
+    for key, spec in NORMAL_VALUES.items():
+        if text.startswith(f"{spec['name']} "):
+            value = cine_summary[key] if key in cine_summary else (cine_summary.get("indexed") or {}).get(key)
+            found = re.search(r"\((-?\d+(?:\.\d+)?) ", text)
+            # the same quantity, only rounded otherwise (within half a unit of the last decimal): rounded again
+            if found and isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                    abs(float(found.group(1)) - float(value)) <= 0.05 + 1e-9:
+                return f"{text[:found.start(1)]}{number_text(value, 1)}{text[found.end(1):]}"
+    return text
 
 
 def _headline(flag) -> str:
@@ -338,6 +437,9 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
             "differ from the DL result by 2x or more (they measure signal, the DL model a delineation): report the "
             "method.",
         ]
+        nsd, fwhm = lge.summary.get("nsd"), lge.summary.get("fwhm")
+        if lge.summary.get("determined") is not False and (isinstance(nsd, dict) or isinstance(fwhm, dict)):
+            lines += threshold_method_lines(nsd or {}, fwhm or {})  # withheld numbers: the key numbers say why
     if cine is not None and isinstance(cine.summary, dict):
         flagged = (cine.summary.get("timing") or {}).get("flagged_phases") or []
         sent, cycle = cycle_phases(cine.summary)
@@ -521,7 +623,7 @@ def _image_panels(results: Sequence[PipelineResult]) -> list[tuple[np.ndarray, n
         for k in sorted(dict.fromkeys(chosen), key=lambda k: _viewer_rank(identities, k)):
             level = f" {levels[k]}" if k in levels else ""
             what = "segmentation unreliable, numbers not determined" if withheld else \
-                f"scar {_fmt(extent[k], '%', 0)}"
+                f"scar {_fmt(extent[k], '%', 0, below=True)}"
             panels.append((lge_seg.volume.pixels[lge_seg.phases[0], k], labels[k],
                            f"LGE{level} ({what}): {slice_name(identities[k])}", window,
                            pixel_aspect(spacing)))
@@ -747,7 +849,11 @@ FOOTER_TOP = 0.03
 CELL_LINE_CAPS = (12, 8, 4, 2)
 STACK_MIN_LINES = 4
 MIN_PANEL_HEIGHT = 0.14
-PANEL_GAP, CAPTION_HEIGHT = 0.01, 0.026  # a caption takes up to 2 lines (fit_lines) at PANEL_TITLE_FONT
+PANEL_GAP = 0.01
+#: a caption line at PANEL_TITLE_FONT (7 pt x 1.2 line spacing of an 11.69 in page), and the room between caption
+#: and image: 2 lines take 0.026; a caption wraps between words within its image's width, as many lines as it needs
+#: (report_layout.captioned_grid)
+CAPTION_LINE, CAPTION_PAD = 0.0102, 0.0056
 PANEL_TITLE_FONT, PANEL_TITLE_PAD = 7.0, 2.0  # points
 
 
@@ -774,27 +880,33 @@ def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
     sex = str(header.get("PatientSex") or "").upper() or None
     rows = key_number_table(results, bsa, sex) or [("No quantitative result", "", "")]
     panels = _image_panels(results)
-    trials = []  # (table, top, grid) per cap, longest first, until the images reach MIN_PANEL_HEIGHT
+    # (table, top, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions) per cap,
+    # longest first, until the images reach MIN_PANEL_HEIGHT
+    trials = []
+    span, measured = text_span(figure, PANEL_TITLE_FONT)
     for cap in CELL_LINE_CAPS:
         caps = {**{row: cap for row in FLAG_ROWS}, **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
         table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, STACK_ROWS.values())
         top = min(bottom_of(table, figure), bottom_of(bull_ax, figure)) - PANEL_GAP
-        trials.append((table, top, panel_grid(len(panels), top, FOOTER_TOP, gap=PANEL_GAP, caption=CAPTION_HEIGHT)))
+        trials.append((table, top, captioned_grid([panel[2] for panel in panels], top, FOOTER_TOP, span, CAPTION_LINE,
+                                                  CAPTION_PAD, gap=PANEL_GAP)))
         if not panels or trials[-1][2][2] >= MIN_PANEL_HEIGHT:
             break
     # the longest cells that give the images MIN_PANEL_HEIGHT, else the largest height cutting can give (five
     # images side by side are as tall as their width allows: cutting flags further would not enlarge them)
     enough = min(MIN_PANEL_HEIGHT, max(grid[2] for _, _, grid in trials)) - 1e-6
-    table, top, (columns, width, height) = next(trial for trial in trials if trial[2][2] >= enough)
+    measured()
+    table, top, (columns, width, height, caption_height, captions) = next(trial for trial in trials
+                                                                         if trial[2][2] >= enough)
     for other, _, _ in trials:
         if other is not table:
             other.axes.remove()
-    for n, (image, labelmap, caption, window, aspect) in enumerate(panels if height > 0 else []):
+    for n, ((image, labelmap, _, window, aspect), caption) in enumerate(zip(panels, captions) if height > 0 else []):
         row, column = divmod(n, columns)
         ax = figure.add_axes((TABLE_LEFT + column * (width + PANEL_GAP),
-                              top - (row + 1) * (height + CAPTION_HEIGHT), width, height))
+                              top - (row + 1) * (height + caption_height), width, height))
         _show_overlay(ax, image, labelmap, caption, window, aspect)
-        fit_lines(ax.title, figure, width)
+        fit_width(ax.title, figure, width)  # only where one word alone is wider than its image
     footer = figure.text(0.04, 0.006, f"Overlay: {overlay_legend(results)}.\nImages: S: / I: the source series / "
                          "image number as a viewer shows them, then the slice position. All numbers are unverified AI "
                          "output. Methods: page 2.", fontsize=6.5, va="bottom")
@@ -914,7 +1026,7 @@ def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
     flags = cine.summary.get("flags") if cine is not None and isinstance(cine.summary, dict) else None
     if flags:
         lines += ["", f"Cine: outside the reference range and notes, in full (phases {COUNTED_FROM})",
-                  *[f"- {flag}" for flag in flags]]
+                  *[f"- {display_flag(flag, cine.summary)}" for flag in flags]]
     warned = [(name, warning) for name in STACK_ROWS for warning in stack_warnings(getattr(_find(results, name),
                                                                                            "summary", None))]
     if warned:
@@ -952,7 +1064,7 @@ def render_report(
 
 
 def _wrap(line: str, width: int = 175) -> str:
-    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent="  ")) if line else ""
+    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent="  ", break_long_words=False)) if line else ""
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:

@@ -30,11 +30,13 @@ def wrap_cell(text: str, width: int, max_lines: int | None = None,
               fits: Callable[[str], bool] | None = None) -> str:
     """A cell's text wrapped to `width` characters, cut to `max_lines` lines with a pointer to page 2; where `fits`
     (a line measured against the cell) says a line is too wide (a long word of wide letters, e.g.
-    "(CardiacNumberOfImages"), wrapped again a character narrower until every line fits."""
+    "(CardiacNumberOfImages"), wrapped again a character narrower until every line fits. Lines break between
+    words only ("an / alysis" reads as two words), unless one word alone is wider than the cell."""
+    whole_words = fits is None or all(fits(word) for word in str(text).split())
     while True:
-        lines = textwrap.wrap(str(text), width) or [""]
+        lines = textwrap.wrap(str(text), width, break_long_words=not whole_words) or [""]
         if max_lines is not None and len(lines) > max_lines:
-            lines = lines[:max(max_lines - 1, 0)] + textwrap.wrap(CLIPPED, width)
+            lines = lines[:max(max_lines - 1, 0)] + textwrap.wrap(CLIPPED, width, break_long_words=not whole_words)
         if fits is None or width <= MIN_WRAP or all(fits(line) for line in lines):
             return "\n".join(lines)
         width -= 1
@@ -87,12 +89,13 @@ def bottom_of(artist, figure: Figure) -> float:
 
 
 def panel_grid(count: int, top: float, bottom: float, width: float = 0.92, gap: float = 0.01, caption: float = 0.022,
-               max_height: float = 0.20) -> tuple[int, float, float]:
+               max_height: float = 0.20, columns: int | None = None) -> tuple[int, float, float]:
     """(columns, panel width, panel height) of the largest square image panels, each with a caption above it,
-    that `count` images fill between `top` and `bottom` across `width`; height 0 when none fits."""
+    that `count` images fill between `top` and `bottom` across `width` (in `columns` columns where given); height
+    0 when none fits."""
     aspect = PAGE_INCHES[0] / PAGE_INCHES[1]  # a square in figure fractions is `aspect` times as tall as it is wide
-    best = (max(count, 1), 0.0, 0.0)
-    for columns in range(1, count + 1):
+    best = (max(count, 1) if columns is None else columns, 0.0, 0.0)
+    for columns in (range(1, count + 1) if columns is None else (columns,)):
         rows = math.ceil(count / columns)
         height = min((width / columns - gap) * aspect, max_height, (top - bottom) / rows - caption)
         if height > best[2] - 1e-9:  # a tie goes to more columns: fewer rows
@@ -131,3 +134,60 @@ def fit_lines(text: Text, figure: Figure, width: float, smallest: float = 5.0) -
         candidates.append((measured > width, not words[cut - 1].endswith(","), measured, candidate))
     text.set_text(min(candidates)[3] if candidates else original)
     fit_width(text, figure, width, smallest)
+
+
+def wrap_words(text: str, width: float, span: Callable[[str], float]) -> list[str]:
+    """`text` broken between words (never inside one) into the fewest lines, each at most `width` as `span`
+    measures a line (a page fraction); a word wider than `width` alone stands on a line of its own."""
+    lines: list[str] = []
+    for word in str(text).split():
+        if lines and span(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def text_span(figure: Figure, fontsize: float) -> tuple[Callable[[str], float], Callable[[], None]]:
+    """(span, done): span(line) is the width (page fraction) `line` takes at `fontsize`, measured with the figure's
+    renderer by a probe text that done() removes."""
+    renderer, probe = figure.canvas.get_renderer(), figure.text(0, 0, "", fontsize=fontsize)
+
+    def span(line: str) -> float:
+        probe.set_text(line)
+        return probe.get_window_extent(renderer).width / figure.bbox.width
+    return span, probe.remove
+
+
+def caption_height(lines: int, line: float, pad: float) -> float:
+    """The height (page fraction) of a caption of `lines` lines of height `line` each, `pad` between it and its
+    image."""
+    return lines * line + pad
+
+
+def captioned_grid(captions: list[str], top: float, bottom: float, span: Callable[[str], float], line: float,
+                   pad: float, gap: float = 0.01, least_lines: int = 2, width: float = 0.92
+                   ) -> tuple[int, float, float, float, list[str]]:
+    """(columns, panel width, panel height, caption height, captions wrapped) of the largest square image panels
+    (as panel_grid) whose captions, each wrapped between words within its own panel's width (wrap_words), fit the
+    caption height above each row: for each number of columns the caption takes as many lines as its panel's width
+    needs (a smaller panel, a narrower caption, more lines), so that captions side by side never run into each
+    other or off the page; a tie goes to more columns."""
+    best: tuple[int, float, float, float, list[str]] = (max(len(captions), 1), 0.0, 0.0,
+                                                         caption_height(least_lines, line, pad), list(captions))
+    for columns in range(1, len(captions) + 1):
+        lines = least_lines
+        while True:
+            height_of_caption = caption_height(lines, line, pad)
+            _, panel_width, panel_height = panel_grid(len(captions), top, bottom, width, gap, height_of_caption,
+                                                      columns=columns)
+            if panel_height <= 0:
+                break
+            wrapped = [wrap_words(caption, panel_width, span) for caption in captions]
+            needed = max(len(each) for each in wrapped)
+            if needed <= lines:
+                if panel_height > best[2] - 1e-9:
+                    best = (columns, panel_width, panel_height, height_of_caption, ["\n".join(w) for w in wrapped])
+                break
+            lines = needed
+    return best

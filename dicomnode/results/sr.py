@@ -14,7 +14,7 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.aha import aha_segments, stack_geometry
-from dicomnode.analysis.cine_metrics import body_surface_area_m2
+from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, body_surface_area_m2, is_range_flag
 from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
@@ -613,7 +613,11 @@ def _stack_comments(result: PipelineResult) -> list[str]:
                 "unreliable"] if reason else []
     burden = summary.get("large_scar_burden_reason") if not reason else None
     withheld += [f"{what} large scar burden not given: {burden}"] if burden else []
-    return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + \
+    # the cine's checks a reader of any number must see: values outside the reference range, LV and RV stroke
+    # volumes that disagree, the RV's validated error (the other flags, e.g. phase notes, stay in the PDF)
+    checks = [f"{what}: {flag}" for flag in summary.get("flags") or [] if result.name == "cine" and isinstance(flag, str)
+              and (is_range_flag(flag) or flag.startswith((SV_MISMATCH_START, RV_ACCURACY_START)))]
+    return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + checks + \
         [f"{what} input stack: {warning}" for warning in warnings
          if str(warning).strip() and warning != reason and not (reason and warning == UNRELIABLE_SEG_NOTE)]
 

@@ -541,3 +541,10 @@ def test_the_rv_accuracy_flag_quotes_the_shipped_card_which_matches_the_evaluati
     # a card without RV metrics: said, not left out
     assert "gives no validated RV accuracy" in rv_accuracy_note(rv_validation_from_card({"metrics": {}}))
     assert rv_validation_from_card(None) == {"cv": None, "held_out": None}
+
+
+def test_range_flags_round_the_stored_value_as_every_output_does():
+    """223.05 mL (summary.json, 2 decimals) reads 223.1 in the flag as on the PDF's key numbers (break4 finding 4)."""
+    from dicomnode.analysis.cine_metrics import normal_range_flags
+    (flag,) = normal_range_flags({"lv_esv_ml": 223.0500001}, "M")
+    assert "(223.1 mL;" in flag

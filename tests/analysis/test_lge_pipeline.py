@@ -21,7 +21,9 @@ SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml",
                 # added (break2 findings 2, 3): numbers withheld with their reason, the burden flag's reason, coverage
                 "determined", "reason", "large_scar_burden_reason", "coverage",
                 # other LGE series of the same slices left aside, and why
-                "series_left_aside"}
+                "series_left_aside",
+                # the model's cross-validated %LGE error on input like this, and whether %LGE lies within it of 15 %
+                "lge_percent_validation"}
 
 
 @pytest.fixture(scope="module")

@@ -175,3 +175,26 @@ def test_an_apex_cut_off_keeps_the_flag_with_lower_bounds(pipeline, study, monke
     assert isinstance(summary["large_scar_burden"], bool)
     assert summary["aha_segments"]["applicable"] is True and "thirds divide the slices present" in \
         summary["aha_segments"]["caveat"]
+
+
+def test_the_lge_percent_validation_names_the_card_agreement_for_the_input_kind():
+    from dicomnode.analysis.lge import lge_percent_validation
+    metrics = {"source": "engines/lge/EVALUATION.json: 5-fold CV",
+               "myops_lge_percent": {"mae": 5.797, "bias": 0.811, "sd": 7.398, "flag_accuracy": 0.909, "n": 33},
+               "emidec_lge_percent": {"mae": 4.095, "bias": -0.257, "sd": 6.025, "flag_accuracy": 0.88, "n": 100}}
+    native = lge_percent_validation(metrics, "native", 14.25, False, 15.0)
+    assert native["mae"] == 5.8 and native["patients"] == 33 and "MyoPS" in native["data"]
+    assert native["near_cutoff"] is True and native["source"].startswith("engines/lge/EVALUATION.json")
+    windowed = lge_percent_validation(metrics, "windowed_8bit", 22.5, True, 15.0)
+    assert windowed["mae"] == 4.09 and "EMIDEC" in windowed["data"] and windowed["near_cutoff"] is False
+    assert lge_percent_validation(metrics, "native", 14.25, None, 15.0)["near_cutoff"] is None  # flag withheld
+    assert lge_percent_validation({}, "native", 14.25, False, 15.0) is None
+
+
+def test_the_shipped_card_carries_the_agreement_the_summary_quotes():
+    import json
+    from pathlib import Path
+    from dicomnode.analysis.lge import VALIDATION_BY_KIND
+    card = json.loads((Path(__file__).resolve().parents[2] / "engines/models/lge_unet.json").read_text())
+    for key, _ in VALIDATION_BY_KIND.values():
+        assert card["metrics"][key]["mae"] > 0 and card["metrics"][key]["n"] > 0

@@ -51,7 +51,7 @@ def test_withheld_lge_numbers_print_the_reason_and_partial_ones_lower_bounds(cap
                                         large_scar_burden_reason="withheld: the LV found spans only 24 mm")
     print_summary_table(partial)
     out = capsys.readouterr().out
-    assert "scar ≥ 10.0 mL" in out and "(≥ 105 g)" in out and "(slices present only)" in out
+    assert "scar ≥ 10.0 mL" in out and "(≥ 105.0 g)" in out and "(slices present only)" in out
     assert "large-burden flag withheld" in out
 
 
@@ -60,3 +60,44 @@ def test_lge_series_left_aside_are_printed(capsys):
     study["studies"][0]["lge"]["series_left_aside"] = ["series 11 'DE_SAX' (magnitude of the same slices) not measured"]
     print_summary_table(study)
     assert "LGE left aside: series 11 'DE_SAX' (magnitude of the same slices) not measured" in capsys.readouterr().out
+
+
+def test_values_are_rounded_half_up_as_on_the_pdf(capsys):
+    """break4 finding 4: 223.05 printed 223 (console) / 223.1 (PDF page 1) / 223.0 (page 2); 1.25 and 14.25 as 1.2
+    and 14.2. The console rounds the stored value half up to the PDF's one decimal (dicomnode.rounding)."""
+    study = _study({"lge_percent": 2.35}, {"lge_percent": None, "applicable": False, "reason": "PSIR input: ..."})
+    study["studies"][0]["lge"].update(scar_volume_ml=1.25, mvo_volume_ml=0.05, lge_percent=14.25, lv_mass_g=137.65)
+    study["studies"][0]["cine"] = {
+        "lv_edv_ml": 300.75, "lv_esv_ml": 223.05, "lv_sv_ml": 77.7, "lv_ef_percent": 25.85, "lv_mass_g": 160.45,
+        "rv_edv_ml": 138.85, "rv_esv_ml": 90.15, "rv_sv_ml": 48.7, "rv_ef_percent": 35.05, "ed_phase": 0,
+        "es_phase": 1, "lv_volume_curve_ml": [300.75, 223.05]}
+    print_summary_table(study)
+    out = capsys.readouterr().out
+    assert "scar 1.3 mL, MVO 0.1 mL" in out and "(137.7 g)" in out and "LGE 14.3 %" in out
+    assert "(n-SD 2.4 %, FWHM not applicable)" in out
+    assert "EDV 300.8 mL, ESV 223.1 mL, SV 77.7 mL, EF 25.9 %, mass 160.5 g" in out
+    assert "RV: EDV 138.9 mL, ESV 90.2 mL, SV 48.7 mL, EF 35.1 %" in out
+
+
+def test_threshold_methods_that_both_do_not_apply_are_said_once(capsys):
+    """break4 finding 10: "(n-SD not applicable, FWHM not applicable)" on every LGE line reads as one short note."""
+    reason = {"lge_percent": None, "applicable": False, "reason": "only 212 distinct values in 458752 pixels: ..."}
+    print_summary_table(_study(reason, dict(reason)))
+    out = capsys.readouterr().out
+    assert "(threshold methods not applicable)" in out and "n-SD" not in out and "FWHM" not in out
+    assert "distinct values" not in out
+
+
+def test_a_partial_stack_qualifies_the_large_burden_flag_and_a_zero_bound_is_no_bound(capsys):
+    """break4 findings 2 and 10: on a stack the node calls partial the flag covers the slices present, as %LGE
+    does, said also for 'no'; a lower bound of 0 mL ("MVO ≥ 0.0 mL") says nothing: "0.0 mL"."""
+    for flag, shown in ((False, "large scar burden: no (slices present only)"),
+                        (True, "LARGE SCAR BURDEN (slices present only)")):
+        study = _study(None, None)
+        study["studies"][0]["lge"].update(coverage={"complete": False}, mvo_volume_ml=0.0, large_scar_burden=flag)
+        print_summary_table(study)
+        out = capsys.readouterr().out
+        assert shown in out and "MVO 0.0 mL" in out and "≥ 0.0" not in out and "scar ≥ 10.0 mL" in out
+    print_summary_table(_study(None, None))  # a whole stack: the flag as before, nothing where it is not set
+    out = capsys.readouterr().out
+    assert "slices present only" not in out and "large scar burden" not in out.lower()

@@ -634,7 +634,9 @@ def test_image_titles_sharing_a_row_never_overlap():
     rows = {}
     for ax in images:
         rows.setdefault(round(ax.get_position().y0, 3), []).append(ax)
-    assert max(len(row) for row in rows.values()) == 5  # all in one row, as on a real LGE + cine page
+    # four or five side by side (the one threshold-methods row of break4 finding 10 leaves room for a second row
+    # of larger images here; five in one row: test_captions_of_five_images_in_one_row_wrap_within_their_image)
+    assert max(len(row) for row in rows.values()) >= 4
     for row in rows.values():
         row.sort(key=lambda ax: ax.get_position().x0)
         boxes = [ax.title.get_window_extent(renderer) for ax in row]
