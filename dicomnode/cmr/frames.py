@@ -573,13 +573,176 @@ GEOMETRY_NOTES = (NOT_PARALLEL, BROKEN_GEOMETRY)
 
 def not_parallel_note(orientations: list[np.ndarray], tolerance_deg: float = 2.0) -> str:
     """'slices not parallel: up to 6.0 deg apart (...)' for the distinct orientations (6,) of one series, stating
-    the rule `orientation_groups` applies with `tolerance_deg` (degrees) and how far (degrees) the planes lie from
-    their mean plane (`mean_orientation` of the distinct values)."""
+    the rule `orientation_groups` applies with `tolerance_deg` (degrees), how far (degrees) the planes lie from
+    their mean plane (`mean_orientation` of the distinct values) and that no dominant plane lets the tilted slices be
+    left out (`tilted_slices`)."""
     mean = mean_orientation(orientations)
     off = max(orientation_angle_deg(mean, o) for o in orientations)
     return (f"{NOT_PARALLEL}: up to {plane_spread_deg(orientations):.1f} deg apart ({len(orientations)} "
             f"orientations, up to {off:.1f} deg from their mean plane; planes within {tolerance_deg:g} deg of "
-            "their group's mean plane make one stack)")
+            "their group's mean plane make one stack, and no one plane holds all but at most one slice position in "
+            f"{TILTED_SLICES_ONE_IN} so that the tilted slices could be left out)")
+
+
+#: the angle (degrees) within which planes make one stack: each within it of their group's mean plane
+#: (`orientation_groups`)
+PARALLEL_TOLERANCE_DEG = 2.0
+#: planes of one series less than this far apart (degrees) were meant as one stack (one view): their split is named
+#: (`not_parallel_note`), and a slice tilted out of the stack by less is one of its slices (`tilted_slices`)
+NEAR_PARALLEL_DEG = 15.0
+#: at most one slice position in this many may be tilted out of a stack's dominant plane and left out
+#: (`tilted_slices`): 1 of 4 to 7, 2 of 8 to 11 ...; more and the stack is declined as not parallel
+TILTED_SLICES_ONE_IN = 4
+
+
+@dataclass(eq=False)
+class TiltedSlices:
+    """The slices of one view (planes less than NEAR_PARALLEL_DEG from its dominant plane) that `tilted_slices`
+    leaves out of the stack: `kept` (the frames of the dominant orientation, one stack by the `orientation_groups`
+    rule), `tilted` (the frames of the other slice positions of that view, left out), `orientation` (6,) the mean
+    plane of the kept frames (`mean_orientation`) and the slice positions of the view (`positions`, kept and tilted)
+    and of the tilted frames (`tilted_positions`)."""
+
+    kept: list[FrameInfo]
+    tilted: list[FrameInfo]
+    orientation: np.ndarray
+    positions: int
+    tilted_positions: int
+
+    def angle_deg(self, frame: FrameInfo) -> float:
+        """How far (degrees, `orientation_angle_deg`) the frame's plane lies from the kept stack's mean plane."""
+        return orientation_angle_deg(self.orientation, frame.orientation)
+
+
+def _slice_key(frame: FrameInfo) -> tuple:
+    """One acquired slice: its orientation to 4 decimals (rounding noise) and ImagePositionPatient to 0.1 mm (the
+    phases of one cine slice share both)."""
+    return tuple(np.round(np.asarray(frame.orientation, float), 4)), tuple(np.round(np.asarray(frame.position, float), 1))
+
+
+def _dominant_plane(frames: list[FrameInfo], tolerance_deg: float
+                    ) -> tuple[list[FrameInfo], list[FrameInfo], list[FrameInfo], np.ndarray, bool]:
+    """(kept, near, others, mean plane (6,) of kept, ambiguous) for `tilted_slices`: kept are the frames of the
+    largest set of orientations within `tolerance_deg` of their mean plane (each frame counted once, as
+    `orientation_groups` counts; largest by slice positions, then frames), found from each distinct orientation in
+    turn: the orientations within the tolerance of it, then of their mean plane, until the set holds still; near are
+    the other frames less than NEAR_PARALLEL_DEG from the kept mean plane, others the rest (other views); ambiguous
+    is True when another set, with other members, is as large."""
+    limit = np.cos(np.radians(tolerance_deg))
+    keys: dict[tuple, int] = {}
+    distinct: list[np.ndarray] = []
+    counts: list[int] = []
+    slices: list[set] = []
+    index_of: list[int] = []
+    for frame in frames:
+        key, position = _slice_key(frame)
+        if key not in keys:
+            keys[key] = len(distinct)
+            distinct.append(np.asarray(frame.orientation, float))
+            counts.append(0)
+            slices.append(set())
+        k = keys[key]
+        counts[k] += 1
+        slices[k].add(position)
+        index_of.append(k)
+
+    def mean_of(members: frozenset) -> np.ndarray:
+        return mean_orientation([distinct[m] for m in sorted(members) for _ in range(counts[m])])
+
+    found: dict[frozenset, tuple[int, int]] = {}
+    for seed in range(len(distinct)):
+        members = frozenset(m for m in range(len(distinct)) if _within(distinct[seed], distinct[m], limit))
+        for _ in range(10):
+            mean = mean_of(members)
+            settled = frozenset(m for m in range(len(distinct)) if _within(mean, distinct[m], limit))
+            if settled == members or not settled:
+                break
+            members = settled
+        mean = mean_of(members)
+        if members and all(_within(mean, distinct[m], limit) for m in members):
+            found[members] = (sum(len(slices[m]) for m in members), sum(counts[m] for m in members))
+    best = max(found, key=lambda m: (found[m], -min(m)))
+    ambiguous = sum(1 for size in found.values() if size == found[best]) > 1
+    mean = mean_of(best)
+    kept, near, others = [], [], []
+    for frame, k in zip(frames, index_of):
+        if k in best:
+            kept.append(frame)
+        elif orientation_angle_deg(mean, distinct[k]) < NEAR_PARALLEL_DEG:
+            near.append(frame)
+        else:
+            others.append(frame)
+    return kept, near, others, mean, ambiguous
+
+
+def tilted_slices(frames: list[FrameInfo], tolerance_deg: float = PARALLEL_TOLERANCE_DEG) -> TiltedSlices | None:
+    """The slices of a stack tilted out of its plane that are left out so that the rest is measured, or None.
+
+    The rule (one for LGE and cine, classic and Enhanced MR): of the frames' planes, the dominant orientation is the
+    largest set of orientations within `tolerance_deg` of their own mean plane (the `orientation_groups` rule of one
+    stack; largest by slice positions, a slice being one orientation and ImagePositionPatient, all its cine phases
+    included). The other frames less than NEAR_PARALLEL_DEG from that mean plane were meant as slices of the same
+    stack (one view; farther planes are other views, which `parallel_stacks` keeps as stacks of their own). They are
+    left out, the dominant frames measured, where
+    - they are a minority of at most one slice position in TILTED_SLICES_ONE_IN of the view's positions (1 of 4 to
+      7, 2 of 8 to 11: never a majority, never a stack half one plane, half another), and
+    - the dominant set is unique (no other set of orientations, with other members, holds as many positions and
+      frames: two equal clusters have no dominant plane).
+    None otherwise (one orientation group, nothing tilted, too many tilted or no dominant plane): the series is
+    then grouped by `orientation_groups` as ever and a near-parallel split is declined as not parallel
+    (`not_parallel_note`). Only the largest view is looked at; `parallel_stacks` serves each view."""
+    if len(frames) < 2 or len(orientation_groups(frames, tolerance_deg)) < 2:
+        return None
+    kept, near, _, mean, ambiguous = _dominant_plane(frames, tolerance_deg)
+    if not near or ambiguous:
+        return None
+    tilted_positions = len({_slice_key(f) for f in near})
+    positions = tilted_positions + len({_slice_key(f) for f in kept})
+    if tilted_positions * TILTED_SLICES_ONE_IN > positions:
+        return None
+    return TiltedSlices(kept, near, mean, positions, tilted_positions)
+
+
+def parallel_stacks(frames: list[FrameInfo], tolerance_deg: float = PARALLEL_TOLERANCE_DEG
+                    ) -> list[tuple[list[FrameInfo], list[FrameInfo]]]:
+    """The stacks of a series as [(frames of the stack, frames tilted out of it and left out)]: `orientation_groups`
+    where each view (planes less than NEAR_PARALLEL_DEG from its dominant plane, the largest view first) holding
+    a few slices tilted out of its dominant plane (`tilted_slices`) is one stack of its dominant frames, the tilted
+    frames beside it. The other frames are grouped by `orientation_groups`, and with no tilted slice anywhere the
+    result is `orientation_groups` itself, each with no tilted frame. Stacks come in the order of their first
+    frame."""
+    groups = orientation_groups(frames, tolerance_deg)
+    if len(groups) < 2:
+        return [(group, []) for group in groups]
+    stacks: list[tuple[list[FrameInfo], list[FrameInfo]]] = []
+    rest: set[int] = set()
+    remaining = list(frames)
+    while remaining:
+        kept, near, others, _, _ = _dominant_plane(remaining, tolerance_deg)
+        found = tilted_slices(kept + near, tolerance_deg)
+        if found is not None:
+            stacks.append((found.kept, found.tilted))
+        else:
+            rest.update(id(f) for f in kept + near)
+        remaining = others
+    if not stacks:
+        return [(group, []) for group in groups]
+    if rest:
+        stacks += [(group, []) for group in orientation_groups([f for f in frames if id(f) in rest], tolerance_deg)]
+    order = {id(f): k for k, f in enumerate(frames)}
+    for stack in stacks:
+        stack[0].sort(key=lambda f: order[id(f)])
+        stack[1].sort(key=lambda f: order[id(f)])
+    return sorted(stacks, key=lambda stack: min(order[id(f)] for f in stack[0] + stack[1]))
+
+
+def tilted_slice_text(frame: FrameInfo) -> str:
+    """How a slice left out for its tilt is named: its frame / instance (`frame_name`), InstanceNumber of a
+    single-frame image and ImagePositionPatient to 0.1 mm."""
+    number = f", InstanceNumber {frame.instance_number}" if frame.ref.frame_number is None and \
+        frame.instance_number is not None else ""
+    position = [round(float(v), 1) for v in frame.position]
+    return f"{frame_name(frame)}{number} at ImagePositionPatient {position}"
 
 
 def slice_location_conflict(frames: list[FrameInfo], tolerance_mm: float = 0.5) -> str | None:

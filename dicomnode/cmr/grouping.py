@@ -15,10 +15,11 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode import charsets
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import (FrameInfo, _float, _int, are_repeats, frames_of, header_value, latest_first,
-                                  merge_replanned_slices, orientation_groups, plane_name, reacquired, repeat_reason,
+from dicomnode.cmr.frames import (NEAR_PARALLEL_DEG, FrameInfo, _float, _int, are_repeats, frames_of, header_value,
+                                  latest_first, mean_orientation, merge_replanned_slices, orientation_angle_deg,
+                                  orientation_groups, parallel_stacks, plane_name, reacquired, repeat_reason,
                                   same_image_timing, slice_centre, slice_distance, slice_groups,
-                                  stack_fills, superseded_stacks, tm_seconds)
+                                  stack_fills, superseded_stacks, tilted_slices, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, PARAMETRIC_MAP_STORAGE, InvalidUID, check_uid
@@ -375,8 +376,12 @@ def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: o
     form) split into one bucket per orientation, so that each stack is recognised on its own (the SAX stack analysed,
     the others named) instead of the whole series taken for a localizer. Only where some orientation holds a stack of
     STACK_MIN_POSITIONS slice positions or more; otherwise ({"": bucket}, None). Stacks of one orientation (two
-    overlapping slabs, StackID 1 and 2) stay together: they are one volume. Returns label ("#stack1" ...,
-    largest first) -> bucket, and the note saying so."""
+    overlapping slabs, StackID 1 and 2) stay together: they are one volume, and so do the few slices tilted out of
+    a stack's dominant plane (`frames.parallel_stacks`, `frames.tilted_slices`): they stay with their stack, which
+    volume building measures without them, naming them. Planes less than NEAR_PARALLEL_DEG apart are one view and
+    never split apart (`_views`): too many slices tilted, or no dominant plane, and the series is declined as not
+    parallel (`frames.not_parallel_note`) rather than measured on part of its slices unnamed. Returns label
+    ("#stack1" ..., largest first) -> bucket, and the note saying so."""
     frames = [f for _, fs in bucket for f in fs]
     if any(f.orientation is None or f.position is None for f in frames):
         return {"": bucket}, None
@@ -384,7 +389,7 @@ def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: o
     named = f"{getattr(ds, 'SeriesDescription', '') or ''} {getattr(ds, 'ProtocolName', '') or ''}"
     if _LOCALIZER_NAME.search(named):  # a multi-plane localizer is one series of several planes by design
         return {"": bucket}, None
-    groups = orientation_groups(frames)
+    groups = _views([kept + tilted for kept, tilted in parallel_stacks(frames)])
     if len(groups) < 2:
         return {"": bucket}, None
     positions = [len(slice_groups(g)) for g in groups]
@@ -401,6 +406,25 @@ def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: o
                           f" {len(groups[k])} image(s)" for rank, k in enumerate(order))
     return result, (f"series {series} holds {len(groups)} stacks of different orientations ({described}): split into "
                     "one stack each")
+
+
+def _views(groups: list[list[FrameInfo]]) -> list[list[FrameInfo]]:
+    """Orientation groups joined into views: each group, the largest (most frames) first, joins the first view whose
+    largest group's mean plane lies less than NEAR_PARALLEL_DEG from its own (`frames.orientation_angle_deg` of the
+    `frames.mean_orientation`s: planes meant as one stack), else starts a view. Views keep the frames' order within
+    each group and come in the order of their first group."""
+    if len(groups) < 2:
+        return groups
+    planes = [mean_orientation([f.orientation for f in group]) for group in groups]
+    views: list[list[int]] = []
+    for k in sorted(range(len(groups)), key=lambda k: (-len(groups[k]), k)):
+        for view in views:
+            if orientation_angle_deg(planes[view[0]], planes[k]) < NEAR_PARALLEL_DEG:
+                view.append(k)
+                break
+        else:
+            views.append([k])
+    return [[f for k in sorted(view) for f in groups[k]] for view in sorted(views, key=min)]
 
 
 def split_reconstructions(members: list[tuple[InstanceHeader, list[FrameInfo]]]
@@ -630,7 +654,7 @@ def _count_repeated_stacks_once(candidate: Candidate) -> None:
     (`volume.latest_stacks`) and warns. The slices of a superseded stack that the volume still takes, where the later
     stack on the same slice grid does not cover their position (`frames.stack_fills`: one slice shorter), stay
     counted. Notes each stack left out of the count."""
-    if len(orientation_groups(candidate.frames)) != 1:
+    if len(parallel_stacks(candidate.frames)) != 1:
         return
     pairs = superseded_stacks(candidate.frames)
     dropped = {sid for sid, _, _ in pairs}
@@ -988,7 +1012,55 @@ def merge_single_slice_series(candidates: list[Candidate], in_plane_tolerance_mm
             for warning in warnings:
                 log.warning("stack %s: %s", merged.key, warning)
             result.append(merged)
-    return result
+    return _join_tilted_slices(result, in_plane_tolerance_mm)
+
+
+def _join_tilted_slices(candidates: list[Candidate], in_plane_tolerance_mm: float) -> list[Candidate]:
+    """One-slice series left apart from a stack merged from one-slice series (`merge_single_slice_series`) only for
+    their orientation join that stack where they are the slices tilted out of the stack's plane
+    (`frames.tilted_slices`, taken together: the stack's own frames the dominant plane, these slices the at most one
+    position in four tilted out of it), with the stack's merge signature but for the orientation and in-plane within
+    `in_plane_tolerance_mm` of its first slice: volume building then leaves them out with the stack's warnings naming
+    them, and their positions count as acquired (a gap, or an end slice making the volumes lower bounds), as for a
+    stack sent as one series. Where they are too many (or no dominant plane) nothing joins and they stay apart as
+    before. Notes each slice joined."""
+    merged = [c for c in candidates if c.key.endswith("#merged")]
+    if not merged:
+        return candidates
+
+    def signature(candidate: Candidate) -> tuple:
+        values = list(_merge_signature(candidate, frame_count=1))
+        values[5] = None  # the orientation
+        return tuple(values)
+
+    stacks = {id(stack) for stack in merged}
+    offered: dict[int, list[Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        if id(candidate) in stacks or not _single_slice(candidate):
+            continue
+        for stack in merged:
+            if (signature(stack) == signature(candidate)
+                    and _in_plane(stack.frames[0], candidate.frames[0]) <= in_plane_tolerance_mm
+                    and len(orientation_groups(stack.frames + candidate.frames)) > 1):
+                offered[id(stack)].append(candidate)
+                break
+    joined: set[int] = set()
+    for stack in merged:
+        singles = offered.get(id(stack), [])
+        tilted = [f for c in singles for f in c.frames]
+        found = tilted_slices(stack.frames + tilted) if singles else None
+        if (found is None or {id(f) for f in found.tilted} != {id(f) for f in tilted}
+                or len(found.kept) != len(stack.frames)):
+            continue
+        for candidate in singles:
+            stack.headers += candidate.headers
+            stack.frames += candidate.frames
+            stack.series_instance_uids += candidate.series_instance_uids
+            stack.notes.append(f"series {candidate.series_number} (one slice, its plane tilted "
+                               f"{found.angle_deg(candidate.frames[0]):.1f} deg out of the stack's) joined the stack: "
+                               "volume building leaves that slice out, naming it")
+            joined.add(id(candidate))
+    return [c for c in candidates if id(c) not in joined]
 
 
 def _one_image_per_slice(candidate: Candidate) -> bool:

@@ -9,9 +9,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, NOT_PARALLEL, FrameInfo,
-                                  header_value, images_per_slice, not_parallel_note, orientation_groups, plane_name,
-                                  plane_spread_deg, slice_location_conflict, slice_groups, timing_trigger_times)
+from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, NEAR_PARALLEL_DEG, NOT_PARALLEL,
+                                  FrameInfo, header_value, images_per_slice, not_parallel_note, orientation_angle_deg,
+                                  mean_orientation, parallel_stacks, plane_name, plane_spread_deg,
+                                  slice_location_conflict, slice_groups, tilted_slice_text, timing_trigger_times)
 from dicomnode.cmr.types import Recognition
 from dicomnode.uids import PARAMETRIC_MAP_STORAGE
 
@@ -133,6 +134,9 @@ class SeriesEvidence:
     inversion_sources: list[str] = field(default_factory=list)
     #: why the frames make no stack whatever their pixels (`frames.not_parallel_note`, `frames.slice_location_conflict`)
     geometry_notes: list[str] = field(default_factory=list)
+    #: the slices tilted out of the stack's dominant plane, left out of its slice count and of the volume
+    #: (`frames.tilted_slices`), one note each; no reason to decline
+    tilted_notes: list[str] = field(default_factory=list)
     #: why the ProtocolName is the exam's rather than this series' (mark_exam_protocols: the same ProtocolName on
     #: another series of the study that is a cine or an LGE by its header or description); '' when not known so
     exam_protocol: str = ""
@@ -276,7 +280,10 @@ BREATH_HOLD_S = 20.0
 def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
     """Collect the evidence of one candidate series; frames must all have geometry."""
     ds = frames[0].header.dataset
-    groups = orientation_groups(frames)
+    # a few slices tilted out of a stack's dominant plane are left out of it (frames.tilted_slices): the stack is
+    # recognised, counted and measured without them
+    stacks = parallel_stacks(frames)
+    groups = [kept for kept, _ in stacks]
     orientations = [group[0].orientation for group in groups]
     phase_counts: list[int] = []
     per_slice: list[list[FrameInfo]] = []
@@ -353,8 +360,29 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         scan_options=_upper_tokens(header_value(ds, "ScanOptions")),
         within_slice=within_slice,
         inversion_sources=sorted({f.inversion_source for f in frames if f.inversion_source}),
-        geometry_notes=_geometry_notes(frames, groups, per_slice),
+        geometry_notes=_geometry_notes([f for group in groups for f in group], groups, per_slice),
+        tilted_notes=_tilted_notes(stacks),
     )
+
+
+def _tilted_notes(stacks: list[tuple[list[FrameInfo], list[FrameInfo]]]) -> list[str]:
+    """One note per slice position tilted out of its stack (`frames.parallel_stacks`): which images, where, and how
+    far (degrees) its plane lies from the stack's mean plane; [] when nothing is tilted."""
+    notes = []
+    for kept, tilted in stacks:
+        if not tilted:
+            continue
+        mean = mean_orientation([f.orientation for f in kept])
+        positions: dict[tuple, list[FrameInfo]] = {}
+        for frame in tilted:
+            positions.setdefault((tuple(np.round(frame.orientation, 4)), tuple(np.round(frame.position, 1))),
+                                 []).append(frame)
+        for members in positions.values():
+            notes.append(f"tilted slice: {tilted_slice_text(members[0])}"
+                         + (f" ({len(members)} images)" if len(members) > 1 else "")
+                         + f" tilted {orientation_angle_deg(mean, members[0].orientation):.1f} deg out of the plane "
+                         "of the other slices: left out, the stack measured without it")
+    return notes
 
 
 def _geometry_notes(frames: list[FrameInfo], groups: list[list[FrameInfo]], per_slice: list[list[FrameInfo]]
@@ -368,10 +396,6 @@ def _geometry_notes(frames: list[FrameInfo], groups: list[list[FrameInfo]], per_
             notes.append(not_parallel_note(distinct))
     notes += [note for members in per_slice for note in [slice_location_conflict(members)] if note][:1]
     return notes
-
-
-#: planes of one series less than this far apart (degrees) were meant as one stack: their split is named
-NEAR_PARALLEL_DEG = 15.0
 
 
 @dataclass
@@ -1799,7 +1823,7 @@ class StackViewRule:
         oblique = _oblique_degrees(e.normal)
         long_axis = _long_axis_angle(e.normal)
         evidence = [f"stack of {e.slices} parallel slices", f"normal {oblique:.0f} deg from the nearest body axis",
-                    f"normal {long_axis:.0f} deg from the typical LV long axis"]
+                    f"normal {long_axis:.0f} deg from the typical LV long axis"] + e.tilted_notes
         if e.slices == 2:
             evidence.append("only 2 slices: a short stack, confidence lowered")
         hint = _view_hint(e)

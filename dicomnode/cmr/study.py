@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import (_float, orientation_groups, slice_centre, slice_groups, slice_thickness, stack_normal,
+from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
                                   tm_seconds)
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
@@ -162,7 +162,7 @@ class Coverage:
     def of(cls, frames) -> "Coverage":
         if not frames:
             return cls([], None, None)
-        group = max(orientation_groups(frames), key=len)
+        group = max((kept for kept, _ in parallel_stacks(frames)), key=len)  # a tilted slice left out
         slices = slice_groups(group)
         distances = [d for d, _ in slices]
         spacing = float(np.median(np.diff(distances))) if len(distances) > 1 else None

@@ -11,13 +11,15 @@ import pydicom
 from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, SEPARATE_BREATH_HOLDS_S, FrameInfo,
                                   acquired_last, are_repeats, frame_name, frames_of, functional_groups, header_value,
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
-                                  merge_replanned_slices, orientation_groups, pass_time, passes_group_reason,
-                                  passes_reason, plane_name,
+                                  merge_replanned_slices, PARALLEL_TOLERANCE_DEG, TILTED_SLICES_ONE_IN, TiltedSlices,
+                                  orientation_groups, parallel_stacks, pass_time, passes_group_reason, passes_reason,
+                                  plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
                                   same_range, slice_distance, slice_passes, stack_fills, stack_normal, stack_plane,
                                   stack_positions, measured_stack,
                                   stacks_of, superseded_stacks, fill_mismatch, SEPARATE_BREATH_HOLDS_S as _HOLD_S,
-                                  temporal_index_name, tm_seconds, typical_pass_size)
+                                  temporal_index_name, tilted_slice_text, tilted_slices, tm_seconds,
+                                  typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
@@ -264,6 +266,60 @@ def majority_grid(series_key: str, frames: list[FrameInfo], warnings: list[str]
 SAME_POSITION_MM = 1.0
 
 
+def leave_out_tilted(series_key: str, frames: list[FrameInfo], warnings: list[str]
+                     ) -> tuple[list[FrameInfo], list[tuple[FrameInfo, str]]]:
+    """(frames of the stack's dominant plane, [(frame, reason)] for the slices tilted out of it) where a few slices
+    of the series are tilted out of the plane the others share (`frames.tilted_slices`: at most one slice position in
+    TILTED_SLICES_ONE_IN, the rest within PARALLEL_TOLERANCE_DEG of their mean plane, the tilted ones less than
+    NEAR_PARALLEL_DEG from it): the stack is measured without them, as without a slice re-acquired on another pixel
+    grid (`majority_grid`), one warning per tilted slice position naming its images, ImagePositionPatient, its angle
+    to the stack's mean plane, where it lies along the stack (mm) and, where a slice of the stack's plane is kept at
+    its position, whether the tilted image is the later acquisition. Their positions count as acquired (`nominal_step_mm`, `end_slice_note`): a tilted middle
+    slice is a gap, a tilted end slice makes the volumes lower bounds. Raises StudyError, as ever, for frames of
+    several orientations with no such dominant plane (declined as not parallel)."""
+    groups = orientation_groups(frames)
+    if len(groups) < 2:
+        return frames, []
+    found = tilted_slices(frames)
+    if found is None or len(parallel_stacks(frames)) != 1:
+        planes = ", ".join(f"{plane_name(g[0].orientation)} ({len(g)} frames)" for g in groups)
+        raise StudyError(f"series {series_key}: mixed orientations, {len(groups)} different ImageOrientationPatient "
+                         f"values ({planes}); a volume needs one orientation")
+    return found.kept, _tilted_reasons(found, warnings)
+
+
+def _tilted_reasons(found: TiltedSlices, warnings: list[str]) -> list[tuple[FrameInfo, str]]:
+    """[(frame, reason)] for the tilted frames of `found`, one warning per tilted slice position appended."""
+    normal = np.cross(found.orientation[:3], found.orientation[3:])
+    kept_at = sorted(slice_distance(f, normal) for f in found.kept)
+    by_slice: dict[tuple, list[FrameInfo]] = {}
+    for frame in found.tilted:
+        by_slice.setdefault((tuple(np.round(frame.orientation, 4)), tuple(np.round(frame.position, 1))),
+                            []).append(frame)
+    left_out = []
+    for members in by_slice.values():
+        first = members[0]
+        at = slice_distance(first, normal)
+        same = [f for f in found.kept if abs(slice_distance(f, normal) - at) <= SAME_POSITION_MM]
+        beyond = at < kept_at[0] - SAME_POSITION_MM or at > kept_at[-1] + SAME_POSITION_MM
+        where = "beyond an end of the stack" if beyond else "inside the stack"
+        later = ""
+        if same:
+            later = (f"; a slice of the stack's plane is kept at that position ({frame_name(same[0])})"
+                     + (", the tilted image being the LATER acquisition: the older, untilted one is measured"
+                        if min(same + [first], key=latest_first) is first else ""))
+        reason = (f"tilted {found.angle_deg(first):.1f} deg out of the plane of the stack's other slices (their mean "
+                  f"plane; planes within {PARALLEL_TOLERANCE_DEG:g} deg of it make one stack, and at most one slice "
+                  f"position in {TILTED_SLICES_ONE_IN} tilted out of it is left out): left out, the stack measured on "
+                  f"the other {found.positions - found.tilted_positions} of {found.positions} slice positions")
+        warnings.append(f"tilted slice left out: {tilted_slice_text(first)}"
+                        + (f" ({len(members)} images: {', '.join(frame_name(f) for f in members[:2])}"
+                           f"{', ...' if len(members) > 2 else ''})" if len(members) > 1 else "")
+                        + f", {at:.2f} mm along the stack normal ({where}), {reason}{later}")
+        left_out += [(frame, f"{reason}{later}") for frame in members]
+    return left_out
+
+
 def nominal_step_mm(kept: list[float], left_out: list[float]) -> float | None:
     """The stack's nominal slice step (mm): the median step between all acquired slice positions along the normal,
     the kept slices' (`kept`) and those of slices left out for their pixel grid or unusable pixel data (`left_out`,
@@ -279,8 +335,8 @@ def nominal_step_mm(kept: list[float], left_out: list[float]) -> float | None:
 
 def _left_out_positions(series: AnalysisSeries, exclude: frozenset[str], off_grid: list[tuple[FrameInfo, str]],
                         normal: np.ndarray) -> list[float]:
-    """Positions (mm along `normal`) of the slices left out for their pixel grid (`off_grid`) or their unusable pixel
-    data (instances in `exclude` whose header still has the geometry)."""
+    """Positions (mm along `normal`) of the slices left out for their pixel grid or their tilt (`off_grid`) or their
+    unusable pixel data (instances in `exclude` whose header still has the geometry)."""
     frames = [f for f, _ in off_grid] + [f for h in series.instances if h.sop_instance_uid in exclude
                                          for f in frames_of(h) if f.position is not None and f.orientation is not None]
     return [slice_distance(f, normal) for f in frames]
@@ -325,16 +381,13 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if not frames:
         raise StudyError(f"series {series.key} has no frames")
     check_geometry(series, frames)
-    groups = orientation_groups(frames)
-    if len(groups) > 1:
-        planes = ", ".join(f"{plane_name(g[0].orientation)} ({len(g)} frames)" for g in groups)
-        raise StudyError(f"series {series.key}: mixed orientations, {len(groups)} different ImageOrientationPatient "
-                         f"values ({planes}); a volume needs one orientation")
     warnings: list[str] = []
+    # a few slices tilted out of the plane of the others are left out (or the series refused as not one orientation)
+    frames, tilted = leave_out_tilted(series.key, frames, warnings)
     acquired = frames
     # passes of the stack (StackID) first, then the pixel grid: a later pass re-planned with another field of view or
     # pixel spacing is a pass like one shifted through-plane (`latest_stacks`), never outvoted by a majority-grid count
-    left_out: list[tuple[FrameInfo, str]] = []
+    left_out: list[tuple[FrameInfo, str]] = list(tilted)
     ends: list[float] = []
     fill_notes: list[str] = []
     frames = latest_stacks(series.key, frames, warnings, left_out, ends, fill_notes)
@@ -390,7 +443,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         counts = [len(s) for s in per_slice]
     distances = np.array([d for d, _ in slices])
     gaps = np.diff(distances)
-    others = _left_out_positions(series, exclude, off_grid, stack_normal([m[0] for _, m in slices]))
+    others = _left_out_positions(series, exclude, off_grid + tilted, stack_normal([m[0] for _, m in slices]))
     step = nominal_step_mm(list(distances), others)
     if len(gaps):
         irregular = [f"{g:.2f}" for g in gaps if abs(g - step) > 0.1 * step]

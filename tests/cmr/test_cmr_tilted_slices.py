@@ -1,7 +1,8 @@
 """Slices of one stack whose planes differ a little (float noise in ImageOrientationPatient, each slice tilted about
 its own centre by a fraction of a degree), and one position shared by distinct slices: positions are measured at the
 slice centres on the stack's mean normal, +-1 degree of jitter stays one stack, and a refused stack says why
-(break37 findings 1, 2 and 5)."""
+(break37 findings 1, 2 and 5); a few slices tilted out of a dominant plane (at most one position in four) are left
+out of the stack and named, not the whole stack refused (break1, s08 e8; `frames.tilted_slices`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,8 @@ from pydicom.uid import MRImageStorage, generate_uid
 from scipy.spatial.transform import Rotation
 
 from dicomnode.analysis.phase_text import other_views_text
-from dicomnode.cmr.frames import (frames_of, mean_orientation, orientation_groups, slice_centre, slice_groups,
-                                  stack_plane)
+from dicomnode.cmr.frames import (frames_of, mean_orientation, orientation_groups, parallel_stacks, slice_centre,
+                                  slice_groups, stack_plane, tilted_slices)
 from dicomnode.cmr.recognize import StackViewRule, build_evidence
 from dicomnode.cmr.types import InstanceHeader, Recognition
 from dicomnode.cmr.volume import in_plane_shift_mm
@@ -150,3 +151,78 @@ def test_planes_farther_than_the_tolerance_from_their_mean_are_split_and_the_not
     (note,) = [n for n in recognition.evidence if n.startswith("slices not parallel")]
     assert "up to 5.0 deg apart" in note and "up to 2.5 deg from their mean plane" in note
     assert "planes within 2 deg of their group's mean plane make one stack" in note
+
+
+# --- one slice tilted out of the stack (break1 s08 e8): left out, the rest measured (frames.tilted_slices) ----------
+
+def _stack(degrees: list[float], axis=COL) -> list:
+    """Frames of a stack, slice k turned by degrees[k] about `axis` (its own centre), STEP mm apart on NORMAL."""
+    frames = []
+    for k, angle in enumerate(degrees):
+        rotation = Rotation.from_rotvec(np.radians(angle) * axis)
+        frames += frames_of(header(NORMAL * STEP * k, rotation.apply(ROW), rotation.apply(COL)))
+    return frames
+
+
+def test_one_frame_tilted_three_degrees_in_a_jittered_stack_is_left_out():
+    """break1 e8: +-0.8 degrees of jitter is one stack; one slice at 3 degrees is left out, the rest one stack."""
+    frames = _stack([3.0, -0.8, 0.8, -0.8, 0.8])
+    assert len(orientation_groups(frames)) > 1
+    found = tilted_slices(frames)
+    assert found is not None and found.tilted == frames[:1] and found.kept == frames[1:]
+    assert (found.positions, found.tilted_positions) == (5, 1)
+    assert found.angle_deg(frames[0]) == pytest.approx(3.0, abs=0.05)
+    assert parallel_stacks(frames) == [(frames[1:], frames[:1])]
+    evidence = build_evidence("k", frames)
+    assert evidence.single_orientation and evidence.slices == 4 and not evidence.geometry_notes
+    (note,) = evidence.tilted_notes
+    assert note.startswith(f"tilted slice: instance {frames[0].ref.sop_instance_uid}") and "3.0 deg" in note
+
+
+@pytest.mark.parametrize("degrees, tilted", [
+    ([0, 0, 0, 4.0], 1),  # 1 of 4
+    ([0, 0, 0, 0, 0, 0, 0, 3.0], 1),
+    ([0, 3.0, 0, 0, 0, 0, 0, -3.0], 2),  # 2 of 8
+])
+def test_at_most_one_slice_position_in_four_is_left_out(degrees, tilted):
+    found = tilted_slices(_stack(degrees))
+    assert found is not None and found.tilted_positions == tilted
+
+
+@pytest.mark.parametrize("degrees", [
+    [0, 0, 4.0],  # 1 of 3
+    [0, 3.0, 0, 0, 0, -3.0],  # 2 of 6
+    [0, 0, 0, 5.0, 5.0, 5.0],  # half and half: no dominant plane
+    [0, 2.5, 5.0, 0, 2.5, 5.0],  # three equal clusters: no dominant plane
+])
+def test_too_many_tilted_slices_or_no_dominant_plane_is_not_parallel(degrees):
+    frames = _stack(degrees)
+    assert tilted_slices(frames) is None
+    assert [tilted for _, tilted in parallel_stacks(frames)] == [[]] * len(orientation_groups(frames))
+    recognition = StackViewRule().recognize(build_evidence("k", frames), None)
+    assert recognition.value == "other"
+    assert any(n.startswith("slices not parallel") and "at most one slice position in 4" in n
+               for n in recognition.evidence)
+
+
+def test_a_cine_slice_counts_once_whatever_its_phases():
+    """A tilted cine slice of 10 phases is one slice position of 5, not 10 images against 40."""
+    frames = []
+    for k, angle in enumerate([0, 0, 3.0, 0, 0]):
+        rotation = Rotation.from_rotvec(np.radians(angle) * COL)
+        frames += [f for p in range(10) for f in frames_of(header(NORMAL * STEP * k, rotation.apply(ROW),
+                                                                  rotation.apply(COL), trigger=40.0 * p))]
+    found = tilted_slices(frames)
+    assert found is not None and (found.positions, found.tilted_positions) == (5, 1) and len(found.tilted) == 10
+    evidence = build_evidence("k", frames)
+    assert (evidence.slices, evidence.phases) == (4, 10) and "(10 images)" in evidence.tilted_notes[0]
+
+
+def test_another_view_in_the_series_stays_a_stack_of_its_own():
+    """break1 e7: a perpendicular (4-chamber-like) frame in a SAX series is another view, not a tilted slice; with a
+    3-degree slice in the SAX stack too, that slice is left out of the SAX stack and the other view kept apart."""
+    sax = _stack([0, 0, 3.0, 0, 0])
+    lax = frames_of(header(NORMAL * STEP * 2, NORMAL, COL))
+    stacks = parallel_stacks(sax + lax)
+    assert stacks == [(sax[:2] + sax[3:], sax[2:3]), (lax, [])]
+    assert tilted_slices(_stack([0, 0, 0, 0]) + lax) is None  # nothing tilted in the SAX view
