@@ -30,6 +30,13 @@ def _bound(value, unit: str, partial: bool) -> str:
     return f"{'≥ ' if partial and value != 0 else ''}{_number(value)} {unit}"
 
 
+def _typical_error(lge: dict) -> str:
+    """" (±5.8 typical error)": the model's cross-validated %LGE error on input like this (lge_percent_validation)."""
+    block = lge.get("lge_percent_validation")
+    return f" (±{_number(block['mae'])} typical error)" if isinstance(block, dict) and block.get("mae") is not None \
+        else ""
+
+
 def _burden(lge: dict, partial: bool) -> str:
     """The large-burden flag: "  LARGE SCAR BURDEN" where set; on a stack the node calls partial (coverage.complete
     false) qualified as %LGE is, "(slices present only)", and said also where not set; "(large-burden flag
@@ -37,6 +44,9 @@ def _burden(lge: dict, partial: bool) -> str:
     if lge.get("large_scar_burden_reason"):
         return "  (large-burden flag withheld)"
     flag = lge.get("large_scar_burden")
+    if (lge.get("lge_percent_validation") or {}).get("near_cutoff") and isinstance(flag, bool):
+        return (f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (%LGE within the typical error of the "
+                f"cut-off{'; slices present only' if partial else ''})")
     if partial and isinstance(flag, bool):
         return f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (slices present only)"
     return "  LARGE SCAR BURDEN" if flag else ""
@@ -66,7 +76,8 @@ def print_summary_table(summary: dict) -> None:
                       f"MVO {_bound(lge['mvo_volume_ml'], 'mL', partial)}, "
                       f"myocardium {_bound(lge['myocardium_volume_ml'], 'mL', partial)} "
                       f"({_bound(lge['lv_mass_g'], 'g', partial)}), "
-                      f"LGE {_number(lge['lge_percent'])} %{' (slices present only)' if partial else ''}"
+                      f"LGE {_number(lge['lge_percent'])} %{_typical_error(lge)}"
+                      f"{' (slices present only)' if partial else ''}"
                       f" {_methods(lge)}{_burden(lge, partial)}")
         if "cine" in study:
             cine = study["cine"]

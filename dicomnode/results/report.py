@@ -208,19 +208,36 @@ SEE_KEY_NUMBERS = f"{NOT_DETERMINED_TEXT} (why: see the key numbers)"
 
 #: beside %LGE and the large-burden flag of a stack the node calls partial (summary lge.coverage.complete false)
 PARTIAL_QUALIFIER = "slices present only"
+#: beside a large-burden flag whose %LGE lies within the model's typical error of the cut-off (lge_percent_validation)
+NEAR_CUTOFF_QUALIFIER = "%LGE within the typical error of the cut-off"
 
 
 def _burden_text(lge_summary: dict) -> str:
     """The large-burden flag as the key numbers show it: yes / no, qualified "(slices present only)" on a stack the
-    summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present), or
+    summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present) and
+    "(%LGE within the typical error of the cut-off)" where lge_percent_validation says so, or
     "withheld: <why>" where the summary withholds it (`large_scar_burden_reason`: a stack clearly shorter than the
     LV, a dark-blood LGE), the why cut at its first colon or comma (in full in the caution row and on page 2)."""
     value = lge_summary.get("large_scar_burden")
     reason = lge_summary.get("large_scar_burden_reason")
     if isinstance(value, bool) or not reason:
         partial = (lge_summary.get("coverage") or {}).get("complete") is False
-        return _fmt(value) + (f" ({PARTIAL_QUALIFIER})" if partial and isinstance(value, bool) else "")
+        near = (lge_summary.get("lge_percent_validation") or {}).get("near_cutoff")
+        qualifiers = [q for q, on in ((PARTIAL_QUALIFIER, partial), (NEAR_CUTOFF_QUALIFIER, near)) if on] \
+            if isinstance(value, bool) else []
+        return _fmt(value) + (f" ({'; '.join(qualifiers)})" if qualifiers else "")
     return "withheld: " + str(reason).removeprefix("withheld: ").split(":")[0].split(",")[0]
+
+
+def validation_text(lge_summary: dict) -> str:
+    """The model's known %LGE error on input like this (summary `lge_percent_validation`, the model card's
+    cross-validation): "typical error vs expert readers ±5.8 points (MyoPS 2020 ..., 33 patients)"; "" without one."""
+    block = lge_summary.get("lge_percent_validation")
+    if not isinstance(block, dict) or block.get("mae") is None:
+        return ""
+    data = str(block.get("data") or "").split(":")[0]
+    patients = f", {block['patients']} patients" if block.get("patients") else ""
+    return f"typical error vs expert readers ±{number_text(block['mae'], 1)} points ({data}{patients}, cross-validated)"
 
 
 def partial_cycle(cine_summary: dict) -> bool:
@@ -267,7 +284,7 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
                 ("%LGE (DL, scar incl. MVO / LV myocardium)",
                  _burden_percent_text(s.get("lge_percent"), cutoff, comparator)
                  + (f" (partial stack: {PARTIAL_QUALIFIER})" if partial and s.get("lge_percent") is not None else ""),
-                 burden_rule),
+                 "; ".join(t for t in (burden_rule, validation_text(s)) if t)),
                 ("Large scar burden", _burden_text(s), ""),
                 ("Scar volume (incl. MVO)", bound("scar_volume_ml", "mL"), ""),
                 ("  of which MVO", bound("mvo_volume_ml", "mL"), ""),

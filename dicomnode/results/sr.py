@@ -615,7 +615,13 @@ def _stack_comments(result: PipelineResult) -> list[str]:
     withheld += [f"{what} large scar burden not given: {burden}"] if burden else []
     # the cine's checks a reader of any number must see: values outside the reference range, LV and RV stroke
     # volumes that disagree, the RV's validated error (the other flags, e.g. phase notes, stay in the PDF)
-    checks = [f"{what}: {flag}" for flag in summary.get("flags") or [] if result.name == "cine" and isinstance(flag, str)
+    validation = summary.get("lge_percent_validation") if result.name == "lge" and not reason else None
+    checks = [f"{what} %LGE typical error vs expert readers: MAE {validation['mae']:g} points (bias "
+              f"{validation.get('bias')}, SD {validation.get('sd')}) on {validation.get('data')}, "
+              f"{validation.get('patients')} patients, cross-validated"
+              + ("; %LGE lies within it of the large-burden cut-off" if validation.get("near_cutoff") else "")] \
+        if isinstance(validation, dict) and validation.get("mae") is not None else []
+    checks += [f"{what}: {flag}" for flag in summary.get("flags") or [] if result.name == "cine" and isinstance(flag, str)
               and (is_range_flag(flag) or flag.startswith((SV_MISMATCH_START, RV_ACCURACY_START)))]
     return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + checks + \
         [f"{what} input stack: {warning}" for warning in warnings

@@ -101,3 +101,13 @@ def test_a_partial_stack_qualifies_the_large_burden_flag_and_a_zero_bound_is_no_
     print_summary_table(_study(None, None))  # a whole stack: the flag as before, nothing where it is not set
     out = capsys.readouterr().out
     assert "slices present only" not in out and "large scar burden" not in out.lower()
+
+
+def test_lge_prints_its_typical_error_and_a_flag_near_the_cutoff(capsys):
+    study = _study(None, None)
+    study["studies"][0]["lge"].update(lge_percent=14.25, lge_percent_validation={
+        "mae": 5.8, "data": "MyoPS 2020", "patients": 33, "near_cutoff": True})
+    print_summary_table(study)
+    out = capsys.readouterr().out
+    assert "LGE 14.3 % (±5.8 typical error)" in out
+    assert "large scar burden: no (%LGE within the typical error of the cut-off)" in out

@@ -144,3 +144,22 @@ def test_the_pdf_names_lge_series_left_aside(tmp_path):
     text = " ".join(subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True,
                                    text=True).stdout.split())
     assert "Declined / not analysed - LGE: series 11 'DE_SAX' (magnitude of the same slices) not measured" in text
+
+
+VALIDATION = {"data": "MyoPS 2020: a second centre's 12-bit LGE in real geometry", "patients": 33, "mae": 5.8,
+              "bias": 0.81, "sd": 7.4, "flag_accuracy": 0.909, "source": "engines/lge/EVALUATION.json",
+              "near_cutoff": True}
+
+
+def test_pdf_and_sr_give_the_typical_lge_error_and_say_when_the_flag_is_near_the_cutoff():
+    _, results, _ = make_study()
+    results[0].summary.update(lge_percent=14.25, large_scar_burden=False, lge_percent_validation=dict(VALIDATION))
+    rows = key_number_table(results[:1], (2.0, "mosteller"), "M")
+    reference = {quantity: ref for quantity, _, ref in rows}["%LGE (DL, scar incl. MVO / LV myocardium)"]
+    assert "typical error vs expert readers ±5.8 points (MyoPS 2020, 33 patients, cross-validated)" in reference
+    assert lge_rows(results)["Large scar burden"] == "no (%LGE within the typical error of the cut-off)"
+    comments = _stack_comments(results[0])
+    assert any(c.startswith("LGE %LGE typical error vs expert readers: MAE 5.8 points") and "within it of the "
+               "large-burden cut-off" in c for c in comments)
+    results[0].summary["lge_percent_validation"]["near_cutoff"] = False
+    assert lge_rows(results)["Large scar burden"] == "no"
