@@ -8,7 +8,7 @@ Every place that prints a summary value goes through number_text.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 
 def display_round(value: float, digits: int = 1) -> Decimal | None:
@@ -17,7 +17,10 @@ def display_round(value: float, digits: int = 1) -> Decimal | None:
     number = float(value)
     if not math.isfinite(number):
         return None
-    rounded = Decimal(repr(number)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    exact = Decimal(repr(number))
+    # enough precision for any float's integer digits (the default 28 raises InvalidOperation from 1e27 up)
+    rounded = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP,
+                             context=Context(prec=max(28, exact.adjusted() + digits + 2)))
     return abs(rounded) if rounded == 0 else rounded
 
 

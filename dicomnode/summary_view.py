@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
-from dicomnode.rounding import number_text
+from dicomnode.rounding import display_round, number_text
 
 
 def _number(value, digits: int = 1) -> str:
@@ -27,13 +27,14 @@ def _methods(lge: dict) -> str:
 def _bound(value, unit: str, partial: bool) -> str:
     """A volume or mass, "≥ " before it on a stack missing part of the LV, but for 0 (a lower bound of 0 says
     nothing: "0.0 mL", as on the PDF)."""
-    return f"{'≥ ' if partial and value != 0 else ''}{_number(value)} {unit}"
+    zero = value is None or display_round(value, 1) in (None, 0)  # a lower bound that reads 0.0 says nothing
+    return f"{'≥ ' if partial and not zero else ''}{_number(value)} {unit}"
 
 
 def _typical_error(lge: dict) -> str:
-    """" (±5.8 typical error)": the model's cross-validated %LGE error on input like this (lge_percent_validation)."""
+    """" (mean abs. error 5.8)": the model's cross-validated %LGE error on input like this (lge_percent_validation)."""
     block = lge.get("lge_percent_validation")
-    return f" (±{_number(block['mae'])} typical error)" if isinstance(block, dict) and block.get("mae") is not None \
+    return f" (mean abs. error {_number(block['mae'])})" if isinstance(block, dict) and block.get("mae") is not None \
         else ""
 
 
@@ -45,8 +46,8 @@ def _burden(lge: dict, partial: bool) -> str:
         return "  (large-burden flag withheld)"
     flag = lge.get("large_scar_burden")
     if (lge.get("lge_percent_validation") or {}).get("near_cutoff") and isinstance(flag, bool):
-        return (f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (%LGE within the typical error of the "
-                f"cut-off{'; slices present only' if partial else ''})")
+        return (f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (%LGE within the mean absolute error of "
+                f"the cut-off{'; slices present only' if partial else ''})")
     if partial and isinstance(flag, bool):
         return f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (slices present only)"
     return "  LARGE SCAR BURDEN" if flag else ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import math
 import re
 import textwrap
 from pathlib import Path
@@ -19,14 +20,15 @@ from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
-from dicomnode.analysis.cine_metrics import MIN_PHASES_FOR_CURVE, NORMAL_VALUES, is_range_flag, normal_range
+from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
+                                           is_range_flag, normal_range)
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
-from dicomnode.rounding import number_text
+from dicomnode.rounding import display_round, number_text
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
 from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, captioned_grid, fit_width, key_table, text_span
 from dicomnode.uids import new_uid
@@ -72,7 +74,7 @@ def lower_bound_text(value, unit: str, partial: bool) -> str:
     except a value of 0: a lower bound of zero says nothing, "0.0 mL" is what was found."""
     shown = _fmt(value, unit)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return f"≥ {shown}" if partial and is_number and value != 0 else shown
+    return f"≥ {shown}" if partial and is_number and display_round(value, 1) != 0 else shown
 
 
 def _burden_percent_text(value, cutoff: float, comparator: str) -> str:
@@ -177,7 +179,10 @@ def _range_text(key: str, sex: str | None, index: bool = False) -> str:
     parts = []
     for each in sexes:
         low, high = normal_range(key, each)
-        parts.append(f"{'' if len(sexes) == 1 else ('men ' if each == 'M' else 'women ')}{low:g}-{high:g}")
+        span = f"> {low:g}" if math.isinf(high) else f"{low:g}-{high:g}"
+        parts.append(f"{'' if len(sexes) == 1 else ('men ' if each == 'M' else 'women ')}{span}")
+    if len(set(parts)) == 1 and len(sexes) > 1:  # the same for both sexes (RVEF's cut-off)
+        parts = [parts[0].removeprefix("men ")]
     return ", ".join(parts) + f" {unit}"
 
 
@@ -208,14 +213,14 @@ SEE_KEY_NUMBERS = f"{NOT_DETERMINED_TEXT} (why: see the key numbers)"
 
 #: beside %LGE and the large-burden flag of a stack the node calls partial (summary lge.coverage.complete false)
 PARTIAL_QUALIFIER = "slices present only"
-#: beside a large-burden flag whose %LGE lies within the model's typical error of the cut-off (lge_percent_validation)
-NEAR_CUTOFF_QUALIFIER = "%LGE within the typical error of the cut-off"
+#: beside a large-burden flag whose %LGE lies within the model's mean absolute error of the cut-off
+NEAR_CUTOFF_QUALIFIER = "%LGE within the mean absolute error of the cut-off"
 
 
 def _burden_text(lge_summary: dict) -> str:
     """The large-burden flag as the key numbers show it: yes / no, qualified "(slices present only)" on a stack the
     summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present) and
-    "(%LGE within the typical error of the cut-off)" where lge_percent_validation says so, or
+    "(%LGE within the mean absolute error of the cut-off)" where lge_percent_validation says so, or
     "withheld: <why>" where the summary withholds it (`large_scar_burden_reason`: a stack clearly shorter than the
     LV, a dark-blood LGE), the why cut at its first colon or comma (in full in the caution row and on page 2)."""
     value = lge_summary.get("large_scar_burden")
@@ -231,13 +236,16 @@ def _burden_text(lge_summary: dict) -> str:
 
 def validation_text(lge_summary: dict) -> str:
     """The model's known %LGE error on input like this (summary `lge_percent_validation`, the model card's
-    cross-validation): "typical error vs expert readers ±5.8 points (MyoPS 2020 ..., 33 patients)"; "" without one."""
+    cross-validation): "mean absolute error vs expert readers 5.8 points (SD 7.4; MyoPS 2020, 33 patients,
+    cross-validated)"; "" without one. A mean, not a bound: a third of the errors are larger."""
     block = lge_summary.get("lge_percent_validation")
     if not isinstance(block, dict) or block.get("mae") is None:
         return ""
     data = str(block.get("data") or "").split(":")[0]
     patients = f", {block['patients']} patients" if block.get("patients") else ""
-    return f"typical error vs expert readers ±{number_text(block['mae'], 1)} points ({data}{patients}, cross-validated)"
+    sd = f"SD {number_text(block['sd'], 1)}; " if block.get("sd") is not None else ""
+    return (f"mean absolute error vs expert readers {number_text(block['mae'], 1)} points ({sd}{data}{patients}, "
+            "cross-validated)")
 
 
 def partial_cycle(cine_summary: dict) -> bool:
@@ -324,8 +332,11 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
              f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
-            ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}", ""),
-            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}", ""),
+            ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}"
+             + (f"; EDVi {_fmt(index(s.get('rv_edv_ml')), 'mL/m²')}" if bsa is not None else ""),
+             f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
+            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}",
+             f"EF {_range_text('rv_ef_percent', sex)}"),
             ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or ()), _phases_reference(s)),
             *([(FLAG_ROWS[0], "; ".join(_headline(f) for f in ranges), "ranges as in the column above")]
               if ranges else []),
@@ -472,7 +483,9 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      + (f"; {phases_name(flagged)} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
                         "marked x on the volume curve)" if flagged else "")
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
-                     "mean +/- 2 SD (2015 SCMR review)."
+                     "mean +/- 2 SD (LV: 2015 SCMR review; RV EDVi: Alfakih 2003), RVEF against the RV systolic "
+                     "dysfunction cut-off <= 45 % (Gulati 2013); LV and RV stroke volumes flagged where they differ by "
+                     f"over {SV_MISMATCH_ML:g} mL and {100 * SV_MISMATCH_FRACTION:g} %."
                      + (" ED and ES segmented again by a wider network, which gives EDV, ESV, EF and mass (other "
                         "phases and the choice of ED/ES: the all-phase network)."
                         if cine.summary.get("ed_es_refinement") else ""))

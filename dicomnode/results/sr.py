@@ -616,7 +616,7 @@ def _stack_comments(result: PipelineResult) -> list[str]:
     # the cine's checks a reader of any number must see: values outside the reference range, LV and RV stroke
     # volumes that disagree, the RV's validated error (the other flags, e.g. phase notes, stay in the PDF)
     validation = summary.get("lge_percent_validation") if result.name == "lge" and not reason else None
-    checks = [f"{what} %LGE typical error vs expert readers: MAE {validation['mae']:g} points (bias "
+    checks = [f"{what} %LGE error vs expert readers: mean absolute error {validation['mae']:g} points (bias "
               f"{validation.get('bias')}, SD {validation.get('sd')}) on {validation.get('data')}, "
               f"{validation.get('patients')} patients, cross-validated"
               + ("; %LGE lies within it of the large-burden cut-off" if validation.get("near_cutoff") else "")] \

@@ -472,29 +472,31 @@ def test_rv_values_are_judged_against_their_reference_ranges_and_shown_as_range_
 
     # ACDC patient001 as the node measured it (sex unknown): RVEF 35.1 % against the >45 % lower limit for both sexes
     [rvef] = normal_range_flags({"rv_ef_percent": 35.1}, None)
-    assert rvef == "RVEF below normal range (35.1 %; men > 45 %, women > 45 %)"
+    assert rvef == "RVEF below the RV systolic dysfunction cut-off (35.1 %; dysfunction at ≤ 45 %, Gulati 2013)"
     assert is_range_flag(rvef)  # so the PDF lists it under "Outside the reference range", beside the LV's
     assert normal_range_flags({"rv_ef_percent": 45.0}, "M")[0].startswith("RVEF below")  # Gulati: <= 45 % abnormal
     assert normal_range_flags({"rv_ef_percent": 46.0}, "F") == []
-    # RV ESV 130 mL: above both Hudsmith ranges (men 38-118, women 20-92); 100 mL above the women's only
-    assert normal_range_flags({"rv_esv_ml": 130.0}, None)[0].startswith("RV ESV above normal range (130.0 mL; men 38–118")
-    assert normal_range_flags({"rv_esv_ml": 100.0}, "M") == []
-    assert "above for women" in normal_range_flags({"rv_esv_ml": 100.0}, None)[0]
+    # unindexed RV volumes are not judged (review F12: two sources gave one patient different verdicts)
+    assert normal_range_flags({"rv_esv_ml": 130.0, "rv_edv_ml": 300.0}, None) == []
     # indexed EDV by sex (Alfakih SSFP: men 58-114.4, women 47.6-102.8 mL/m²)
     assert normal_range_flags({"rv_edvi_ml_m2": 110.0}, "M") == []
     assert normal_range_flags({"rv_edvi_ml_m2": 110.0}, "F")[0].startswith("RV EDVi above normal range")
+    # sex unknown: only outside both sexes' ranges (review F5: either-sex judging flagged half of ACDC's normals)
+    assert normal_range_flags({"rv_edvi_ml_m2": 110.0}, None) == []
+    assert normal_range_flags({"rv_edvi_ml_m2": 120.0}, None)[0].startswith("RV EDVi above normal range")
 
 
-def test_stroke_volume_mismatch_is_flagged_above_20_ml_and_20_percent_of_the_larger():
+def test_stroke_volume_mismatch_is_flagged_above_30_ml_and_30_percent_of_the_larger():
     from dicomnode.analysis.cine_metrics import stroke_volume_mismatch_note
 
-    assert stroke_volume_mismatch_note(100.0, 80.0) is None  # 20 mL: not more than the threshold
-    assert stroke_volume_mismatch_note(150.0, 129.0) is None  # 21 mL but 14 % of the larger
-    note = stroke_volume_mismatch_note(77.7, 48.7)  # ACDC patient001 as measured
-    assert note.startswith("LV and RV stroke volumes disagree: LV SV 77.7 mL, RV SV 48.7 mL, 29.0 mL apart (37 %")
+    assert stroke_volume_mismatch_note(100.0, 70.0) is None  # 30 mL: not more than the threshold
+    assert stroke_volume_mismatch_note(77.7, 48.7) is None  # ACDC patient001 as measured: 29 mL (37 %)
+    assert stroke_volume_mismatch_note(150.0, 115.0) is None  # 35 mL but 23 % of the larger
+    note = stroke_volume_mismatch_note(80.25, 40.15)  # 2-decimal summary values, rounded as every output
+    assert note.startswith("LV and RV stroke volumes disagree: LV SV 80.3 mL, RV SV 40.2 mL, 40.1 mL apart (50 %")
     assert "Check the RV (and LV) contours at ED and ES" in note and "valve regurgitation or a shunt" in note
     assert "lower bound" not in note
-    assert "LV SV is a lower bound" in stroke_volume_mismatch_note(36.3, 61.0, lv_coverage_complete=False)
+    assert "LV SV is a lower bound" in stroke_volume_mismatch_note(26.3, 61.0, lv_coverage_complete=False)
     assert stroke_volume_mismatch_note(None, 50.0) is None
 
 
@@ -504,8 +506,7 @@ def test_measure_cine_flags_rv_ranges_the_stroke_volume_mismatch_and_the_rv_accu
     validation = {"cv": {"n": 100, "mae": 9.323, "mean_error": -4.989, "sd_error": 11.247}, "held_out": None}
     result = measure_cine(maps, 1.0, height_m=1.80, weight_kg=80.0, sex="M", rv_validation=validation)
     assert (result.rv_edv_ml, result.rv_esv_ml, result.rv_sv_ml) == (160.0, 130.0, 30.0)
-    assert any(f.startswith("RVEF below normal range (18.8 %; men > 45 %)") for f in result.flags), result.flags
-    assert any(f.startswith("RV ESV above normal range (130.0 mL; men 38–118 mL)") for f in result.flags)
+    assert any(f.startswith("RVEF below the RV systolic dysfunction cut-off (18.8 %") for f in result.flags), result.flags
     [mismatch] = [f for f in result.flags if f.startswith("LV and RV stroke volumes disagree")]
     assert "LV SV 100.0 mL, RV SV 30.0 mL" in mismatch
     [accuracy] = [f for f in result.flags if f.startswith("RV volumes and RVEF are less reliable")]

@@ -109,5 +109,5 @@ def test_lge_prints_its_typical_error_and_a_flag_near_the_cutoff(capsys):
         "mae": 5.8, "data": "MyoPS 2020", "patients": 33, "near_cutoff": True})
     print_summary_table(study)
     out = capsys.readouterr().out
-    assert "LGE 14.3 % (±5.8 typical error)" in out
-    assert "large scar burden: no (%LGE within the typical error of the cut-off)" in out
+    assert "LGE 14.3 % (mean abs. error 5.8)" in out
+    assert "large scar burden: no (%LGE within the mean absolute error of the cut-off)" in out

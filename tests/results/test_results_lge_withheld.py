@@ -156,10 +156,10 @@ def test_pdf_and_sr_give_the_typical_lge_error_and_say_when_the_flag_is_near_the
     results[0].summary.update(lge_percent=14.25, large_scar_burden=False, lge_percent_validation=dict(VALIDATION))
     rows = key_number_table(results[:1], (2.0, "mosteller"), "M")
     reference = {quantity: ref for quantity, _, ref in rows}["%LGE (DL, scar incl. MVO / LV myocardium)"]
-    assert "typical error vs expert readers ±5.8 points (MyoPS 2020, 33 patients, cross-validated)" in reference
-    assert lge_rows(results)["Large scar burden"] == "no (%LGE within the typical error of the cut-off)"
+    assert "mean absolute error vs expert readers 5.8 points (SD 7.4; MyoPS 2020, 33 patients, cross-validated)" in reference
+    assert lge_rows(results)["Large scar burden"] == "no (%LGE within the mean absolute error of the cut-off)"
     comments = _stack_comments(results[0])
-    assert any(c.startswith("LGE %LGE typical error vs expert readers: MAE 5.8 points") and "within it of the "
+    assert any(c.startswith("LGE %LGE error vs expert readers: mean absolute error 5.8 points") and "within it of the "
                "large-burden cut-off" in c for c in comments)
     results[0].summary["lge_percent_validation"]["near_cutoff"] = False
     assert lge_rows(results)["Large scar burden"] == "no"

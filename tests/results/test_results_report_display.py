@@ -197,3 +197,13 @@ def test_the_lge_caption_of_a_slice_with_a_trace_of_scar_does_not_read_0_percent
 
     assert _fmt(0.4, "%", 0, below=True) == "<1 %" and _fmt(0.0, "%", 0, below=True) == "0 %"
     assert _fmt(9.5, "%", 0, below=True) == "10 %" and _fmt(float("nan"), "%", 0, below=True) == "nan %"
+
+
+def test_rounding_survives_huge_values_and_a_lower_bound_that_reads_zero_has_no_sign():
+    """review F10/F11: number_text(1e27) raised decimal.InvalidOperation; 0.004 mL on a partial stack read '≥ 0.0 mL'."""
+    from dicomnode.results.report import lower_bound_text
+    from dicomnode.rounding import number_text
+    from dicomnode.summary_view import _bound
+    assert number_text(1e27) == "1000000000000000000000000000.0"
+    assert lower_bound_text(0.004, "mL", True) == "0.0 mL" and _bound(0.004, "mL", True) == "0.0 mL"
+    assert lower_bound_text(0.06, "mL", True) == "≥ 0.1 mL" and _bound(0.06, "mL", True) == "≥ 0.1 mL"

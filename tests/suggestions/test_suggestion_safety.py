@@ -178,12 +178,12 @@ def test_a_normal_lge_study_is_offered_normal_reports_not_infarct_text(shipped_p
     pipeline = shipped_pipeline
     result = pipeline.run(None, context_for(pipeline.config, NORMAL_LGE, speckled_lge()))
     assert result.measurements["features"]["scar_lateral_fraction"] > 0  # the specks reach the study's descriptors
-    assert result.measurements["lge_findings"] == {"significant_lge": False, "mvo": False, "large_scar_burden": False}
+    assert result.measurements["lge_findings"] == {"significant_lge": False, "mvo": None, "large_scar_burden": False}
     assert len(result.summary) == pipeline.settings.top_k
     offered = [s["report_id"] for s in result.summary] + [s["report_id"] for s in result.measurements["similar_studies"]]
     for report_id in offered:
         features = stored(pipeline, report_id)
-        assert features["lge_percent"] < 2 and features["mvo_percent"] == 0 and not features["large_scar_burden"], report_id
+        assert features["lge_percent"] < 2 and not features["large_scar_burden"], report_id
     for suggestion in result.summary:
         assert not re.search(r"(?i)infarction of|ischaemic scar|scar burden|MVO present|transmural enhancement",
                              suggestion["text"]), suggestion["text"]
@@ -192,8 +192,9 @@ def test_a_normal_lge_study_is_offered_normal_reports_not_infarct_text(shipped_p
 
 @pytest.mark.parametrize("summary", [INFARCT_MVO_LARGE, INFARCT_LITTLE_MVO, INFARCT_MVO_SMALL],
                          ids=["mvo-large", "little-mvo-under-cutoff", "mvo-under-cutoff"])
-def test_infarct_suggestions_agree_with_the_measured_mvo_and_burden(shipped_pipeline, summary):
-    """break4: on MyoPS Case3002 suggestion 1 said "MVO present", suggestion 3 "No microvascular obstruction"."""
+def test_infarct_suggestions_agree_with_the_measured_lge_and_burden(shipped_pipeline, summary):
+    """break4: an infarct study was offered a normal report beside infarct ones. The node's MVO is not held against
+    reports (review: its MVO specks would exclude the expert-consistent report in 63 of 133 CV cases)."""
     pipeline = shipped_pipeline
     result = pipeline.run(None, context_for(pipeline.config, summary))
     lge = summary["lge"]
@@ -201,8 +202,16 @@ def test_infarct_suggestions_agree_with_the_measured_mvo_and_burden(shipped_pipe
     for item in result.summary + result.measurements["similar_studies"]:
         features = stored(pipeline, item["report_id"])
         assert features["lge_percent"] >= 2, item
-        assert (features["mvo_percent"] > 0) == (lge["mvo_volume_ml"] > 0), item
         assert bool(features["large_scar_burden"]) == lge["large_scar_burden"], item
+
+
+def test_a_flag_near_the_cutoff_holds_no_report_back_on_burden(shipped_pipeline):
+    """review F2: MyoPS Case3002 read 14.25 % ('no') against the expert's 19.8 %: within the model's typical error of
+    15 %, the flag could go either way, so reports saying 'large burden' stay eligible."""
+    near = {"lge": {**INFARCT_LITTLE_MVO["lge"], "lge_percent_validation": {"mae": 5.8, "near_cutoff": True}}}
+    assert node_lge_findings(near["lge"]) == LgeFindings(True, None, None)
+    result = shipped_pipeline.run(None, context_for(shipped_pipeline.config, near))
+    assert "large burden" not in result.measurements.get("contradicting_reports_excluded", {})
 
 
 def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were(shipped_pipeline, monkeypatch):
@@ -226,14 +235,14 @@ def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were
 
 
 @pytest.mark.parametrize("lge, expected", [
-    (NORMAL_LGE["lge"], LgeFindings(False, False, False)),
-    ({**NORMAL_LGE["lge"], "lge_percent": 1.99}, LgeFindings(False, False, False)),
-    ({**NORMAL_LGE["lge"], "lge_percent": 2.0}, LgeFindings(True, False, False)),
-    ({**NORMAL_LGE["lge"], "mvo_volume_ml": 0.05}, LgeFindings(True, True, False)),  # MVO is an infarct's
-    (INFARCT_MVO_LARGE["lge"], LgeFindings(True, True, True)),
-    ({**INFARCT_MVO_LARGE["lge"], "large_scar_burden": None}, LgeFindings(True, True, None)),  # withheld: present stays
+    (NORMAL_LGE["lge"], LgeFindings(False, None, False)),
+    ({**NORMAL_LGE["lge"], "lge_percent": 1.99}, LgeFindings(False, None, False)),
+    ({**NORMAL_LGE["lge"], "lge_percent": 2.0}, LgeFindings(True, None, False)),
+    ({**NORMAL_LGE["lge"], "mvo_volume_ml": 0.05}, LgeFindings(False, None, False)),  # the node's MVO speck: no point
+    (INFARCT_MVO_LARGE["lge"], LgeFindings(True, None, True)),
+    ({**INFARCT_MVO_LARGE["lge"], "large_scar_burden": None}, LgeFindings(True, None, None)),  # withheld: present stays
     ({**NORMAL_LGE["lge"], "large_scar_burden": None}, LgeFindings(None, None, None)),  # withheld: absence unknown
-    ({"lge_percent": 0.0, "mvo_percent": 0.0, "large_scar_burden": False}, LgeFindings(False, False, False)),
+    ({"lge_percent": 0.0, "mvo_percent": 0.0, "large_scar_burden": False}, LgeFindings(False, None, False)),
     ({**NORMAL_LGE["lge"], "determined": False}, None),
     ({**NORMAL_LGE["lge"], "lge_percent": None}, None),
     (None, None),
@@ -266,10 +275,10 @@ def test_when_only_contradicting_reports_are_near_the_note_says_so(tmp_path, mod
     result = pipeline.run(study_with("P-2", "ACC2"), context_for(pipeline.config, NORMAL_LGE))
     assert result.summary == [] and result.measurements["similar_studies"] == []
     note = result.summary_extra["suggestions_note"]
-    assert note == ("no prior report consistent with this study's LGE findings (no significant LGE (under 2 %, no MVO)) "
+    assert note == ("no prior report consistent with this study's LGE findings (no significant LGE (under 2 %)) "
                     "above min_similarity -1 among 2 reports in the bank (2 report(s) whose stored findings contradict "
                     "them left out)")
-    assert result.measurements["contradicting_reports_excluded"] == {"LGE": 2, "MVO": 2, "large burden": 1}
+    assert result.measurements["contradicting_reports_excluded"] == {"LGE": 2, "large burden": 1}
     # an infarct study with MVO and a large burden gets the report that says so, not the one under the cut-off
     infarct = pipeline.run(None, context_for(pipeline.config, INFARCT_MVO_LARGE))
     assert [s["report_id"] for s in infarct.summary] == ["mi-1"]
