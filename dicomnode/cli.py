@@ -20,14 +20,14 @@ from dicomnode.config import Config, ConfigError, check_config, config_warnings,
 from dicomnode.demo import run_demo
 from dicomnode.net.integrity import file_problem
 from dicomnode.net.scp import ListenError
-from dicomnode.net.scu import AssociationFailed, echo, send_files
+from dicomnode.net.scu import AssociationFailed, describe_object, echo, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.preflight import preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
-from dicomnode.roles import RoleRunner, parse_roles
+from dicomnode.roles import RoleRunner, parse_roles, receiving_report, refused_studies
 from dicomnode.state import (ANALYSING, STALE_AFTER_HEARTBEATS, StateSchemaError, StorageDirError,
                              default_state_path, open_state)
 from dicomnode.summary_view import print_summary_table
@@ -258,6 +258,11 @@ def cmd_status(args) -> int:
     if db is None:
         return EXIT_ERROR
     report = status_report(db)
+    storage = Path(config.node.storage_dir)
+    report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
+                                           config.node.min_free_space_mb, report["nodes"])
+    report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
+    _name_objects(db, storage, report)
     # a process killed -9 never removes its heartbeat row: listed once as GONE, then removed (where writable)
     gone = [node["node_id"] for node in report["nodes"] if node["gone"]]
     if gone and db.writable:
@@ -274,10 +279,57 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def _name_objects(db, storage: Path, report: dict) -> None:
+    """Each dead letter's and retried send's `object`: its kind and series ('SEG (Segmentation) series 9001',
+    describe_object; '' where its file cannot be read), so that an admin sees which SOP class a destination refuses."""
+    for study in report["studies"]:
+        items = list(study["dead"]) + list(study.get("retrying", ()))
+        if not items:
+            continue
+        paths = {(o["destination"], o["sop_instance_uid"]): o["path"] for o in db.outbox_for(study["study_key"])}
+        for item in items:
+            path = paths.get((item["destination"], item["sop_instance_uid"]))
+            item["object"] = describe_object(storage / path) if path else ""
+
+
+def _print_receiving(report: dict) -> None:
+    """The node-level line on refused receiving (first, where it applies) and the studies refused recently."""
+    receiving, refused = report.get("receiving") or {}, report.get("refused_recently") or []
+    free = receiving.get("free_mb")
+    space = (f"storage {free:.1f} MB free, node.min_free_space_mb = {receiving.get('min_free_space_mb')}"
+             if free is not None else "storage free space unknown (node.storage_dir not readable here)")
+    if receiving.get("refusing"):
+        line = f"RECEIVING REFUSED (C-STORE answered 0xA700 Out of Resources): {space}"
+        if receiving.get("last_refused_at"):
+            line += (f"; last refusal {receiving['last_refused_s_ago']:.0f} s ago: "
+                     f"{receiving.get('last_refusal') or 'lack of space'}")
+        print(line)
+        print("  free space on node.storage_dir (or lower node.min_free_space_mb), then have the senders of the studies "
+              "below send them again")
+        print()
+    if refused:
+        print("studies refused for lack of space recently (have their senders send them again once there is room; one "
+              "with 0 stored is not among the studies below):")
+        for item in refused:
+            print(f"  {item['study_instance_uid']} (log id {item['study']}) from {item['calling_ae']}: "
+                  f"{item['refused']} instance(s) refused, {item['stored']} stored, last refused "
+                  f"{_clock(item['last_refused_at'])}")
+        print()
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def _named(item: dict) -> str:
+    return f"{item['object']} {item['sop_instance_uid']}" if item.get("object") else item["sop_instance_uid"]
+
+
 def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: float) -> None:
     if as_json:
         print(strict_json.dumps(report, "status", indent=2))
         return
+    _print_receiving(report)
     print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")
     for node in report["nodes"]:
         beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " GONE" if node["gone"] else " STALE")
@@ -302,13 +354,13 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
     if dead:
         print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")
         for key, item in dead:
-            print(f"  {key} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
+            print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']} "
                   f"attempt(s): {item['error']}")
     retrying = [(s["study_key"], r) for s in report["studies"] for r in s.get("retrying", ())]
     if retrying:
         print("\npending sends being retried (back-off; `dicomnode status` again shows the progress):")
         for key, item in retrying:
-            print(f"  {key} -> {item['destination']}: {item['sop_instance_uid']} after {item['attempts']} "
+            print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']} "
                   f"attempt(s): {item['error']}; next attempt in {item['next_attempt_in_s']:.0f} s")
 
 
@@ -323,6 +375,17 @@ def cmd_retry(args) -> int:
               f"(`dicomnode status`)", file=sys.stderr)
         return EXIT_ERROR
     key = matches[0]["study_key"]
+    if args.resend:
+        return _resend(db, Path(config.node.storage_dir), key, matches[0]["state"])
+    if args.reanalyse:
+        if db.reanalyse_finished(key):
+            print(f"re-queued {key} for a new analysis; a running node analyses it again within seconds and sends the "
+                  f"new results (they supersede the earlier ones not sent yet)")
+            return EXIT_OK
+        print(f"not re-analysed: {key} is in state {matches[0]['state']}; only a done or failed study is re-analysed "
+              f"(a receiving study is analysed once complete, one being analysed or sent is in progress)",
+              file=sys.stderr)
+        return EXIT_ERROR
     count = db.retry_dead(key)  # the dispatcher resolves each destination by name when sending
     if count:
         print(f"re-queued {count} dead letter(s) of {key}; a running node sends them within seconds")
@@ -340,6 +403,30 @@ def cmd_retry(args) -> int:
             print(f"nothing to retry for {key}: {why}")
     else:
         print(f"nothing to retry for {key}: state {matches[0]['state']}, no dead letters and no failed analysis")
+    return EXIT_OK
+
+
+def _resend(db, storage: Path, key: str, state: str) -> int:
+    """`retry --resend`: the result objects of the study's latest analysis queued again to their destinations."""
+    if state not in ("done", "failed"):
+        print(f"not re-sent: {key} is in state {state}; only a done (or failed) study's results are re-sent (its "
+              f"results are still being made or sent)", file=sys.stderr)
+        return EXIT_ERROR
+    items = [row for row in db.outbox_for(key) if row["state"] in ("sent", "dead")]
+    missing = sorted({row["path"] for row in items if not (storage / row["path"]).is_file()})
+    if missing:
+        print(f"not re-sent: {len(missing)} result file(s) of {key} are gone (purged?): {', '.join(missing[:3])}"
+              f"{' …' if len(missing) > 3 else ''}; `dicomnode retry {key} --reanalyse` makes new ones",
+              file=sys.stderr)
+        return EXIT_ERROR
+    count = db.resend(key)
+    if not count:
+        print(f"not re-sent: {key} has no result objects to send (its latest analysis failed or queued none); "
+              f"`dicomnode retry {key} --reanalyse` analyses it again", file=sys.stderr)
+        return EXIT_ERROR
+    destinations = sorted({row["destination"] for row in items})
+    print(f"re-queued {count} result object(s) of {key} to {', '.join(destinations)}; a running node sends them "
+          f"within seconds")
     return EXIT_OK
 
 
@@ -461,8 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the same report as JSON (for monitoring)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("retry", help="re-queue the dead letters of a study, or re-run its failed analysis")
+    p = sub.add_parser("retry", help="re-queue the dead letters of a study, or re-run its failed analysis; with "
+                                     "--resend or --reanalyse, send or analyse a finished study again")
     p.add_argument("study", help="study key (or its start), Study Instance UID, or the log id `status` and the logs print")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resend", action="store_true",
+                       help="queue the stored result objects of a done (or failed) study's latest analysis again to "
+                            "the destinations they went to (e.g. the PACS lost them); refused while the study is "
+                            "still being analysed or sent, or when its result files are gone")
+    again.add_argument("--reanalyse", action="store_true",
+                       help="analyse a done (or failed) study again from its stored images and send the new results "
+                            "(new SOP Instance UIDs; the new SR supersedes the earlier one); refused in any other state")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_retry)
 

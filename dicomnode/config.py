@@ -251,7 +251,12 @@ class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = False
     show_patient_data: bool = Field(False, description="debug only: put patient names/IDs in logs")
-    file: ConfigPath | None = None
+    file: ConfigPath | None = Field(None, description="also write every line to this file (reopened after logrotate "
+                                                      "moves it: config/dicomnode.logrotate)")
+    stderr: bool = Field(True, description="write to stderr (under systemd: the journal); false with `file` writes "
+                                           "the file only")
+    library_debug: bool = Field(False, description="debug only: the libraries' own log lines (pynetdicom PDUs, its "
+                                                   "connection errors at ERROR, highdicom) at their own levels")
 
 
 class ObservabilityConfig(StrictModel):

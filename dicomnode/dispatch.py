@@ -8,10 +8,14 @@ Destinations are sent to concurrently (KeyedLanes: at most MAX_PARALLEL_DESTINAT
 two to one destination): a destination that accepts the association and then stops answering holds up only its own
 items, for SEND_TIMEOUT_SECONDS per C-STORE, never another destination's or the next study's.
 
-An object the destination accepts no presentation context for (its SOP class, or its transfer syntax) is a permanent
-refusal: it becomes a dead letter at once, with the reason and what to configure (no max_attempts retries: the
-destination's configuration, not time, changes that), while the other objects of the batch are sent;
-`dicomnode retry STUDY` re-queues it once the destination accepts it.
+Permanent refusals become dead letters at once, with the destination's reason (no max_attempts retries: the
+destination's configuration, not time, changes them), while the other objects of the batch are sent; `dicomnode retry
+STUDY` re-queues them once the destination accepts them. Permanent are: no presentation context accepted for the
+object (its SOP class, or its transfer syntax); a C-STORE status 0xA9xx (Data Set Does Not Match SOP Class), 0xCxxx
+(Cannot Understand), 0x0122 (SOP Class Not Supported) or 0x0124 (Not Authorized) (PS3.4 Annex B); an association
+rejected "rejected-permanent" (A-ASSOCIATE-RJ, PS3.8), for every object of the batch. Transient, retried with the
+back-off up to max_attempts: 0xA7xx (Out of Resources) and any other failure status, an association
+"rejected-transient", a refused or lost connection, a timeout.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from typing import Callable, Sequence
 
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.lanes import KeyedLanes
-from dicomnode.net.scu import AssociationFailed, send_files
+from dicomnode.net.scu import AssociationFailed, describe_object, send_files
 from dicomnode.observe import study_context
 from dicomnode.state import RoundFailures, StateDB, is_outage, outage_reason
 from dicomnode.uids import short_hash
@@ -256,10 +260,14 @@ class Dispatcher:
                                  ssl_context=ssl_context, on_result=recorder.add)
         except AssociationFailed as exc:
             with study_context(studies):
-                log.warning("destination %s: %s (%d result object(s) of study %s)", name, exc, len(rows), studies)
+                log.warning("destination %s: %s (%d result object(s) of study %s)%s", name, exc, len(rows), studies,
+                            ": rejected permanently, not retried" if exc.permanent else "")
             for row in rows:
                 with study_context(ids[row["study_key"]]):
-                    self._failed(row, str(exc))
+                    if exc.permanent:
+                        self._failed(row, str(exc) + PERMANENT_NOTE, dead=True)
+                    else:
+                        self._failed(row, str(exc))
             return 0
         except Exception as exc:
             with study_context(studies):
@@ -279,7 +287,7 @@ class Dispatcher:
         for row, result in zip(rows, results):
             if not result.ok:
                 with study_context(ids[row["study_key"]]):
-                    log.warning("destination %s: %s not delivered: %s", name, row["sop_instance_uid"], result.error)
+                    log.warning("destination %s: %s not delivered: %s", name, self.object_name(row), result.error)
                     if result.permanent:
                         self._failed(row, result.error + PERMANENT_NOTE, dead=True)
                     else:
@@ -345,8 +353,14 @@ class Dispatcher:
         next_attempt = time.time() + backoff_seconds(attempts, self.config)
         self.db.mark_failed_send(row["id"], error, next_attempt, dead)
         if dead:
-            log.error("dead letter: %s to %s after %d attempt(s): %s", row["sop_instance_uid"], row["destination"],
+            log.error("dead letter: %s to %s after %d attempt(s): %s", self.object_name(row), row["destination"],
                       attempts, error)
+
+    def object_name(self, row) -> str:
+        """An outbox item as an admin reads it: 'SEG (Segmentation) series 9001 2.25.…' (describe_object), or the
+        bare SOP Instance UID where its file cannot be read."""
+        kind = describe_object(self.storage_dir / row["path"])
+        return f"{kind} {row['sop_instance_uid']}" if kind else row["sop_instance_uid"]
 
 
 class _SentRecorder:

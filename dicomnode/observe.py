@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.handlers
 import re
 import sys
 import threading
@@ -12,6 +13,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 from pydicom.multival import MultiValue
 
@@ -326,28 +328,90 @@ class PatientDataFilter(logging.Filter):
         return value if redacted == text else redacted
 
 
+#: libraries whose own failure lines repeat what the node logs in its own words (dispatch: "association with ...
+#: failed", receive: "association ... aborted"): at ERROR they would fire ERROR alerting on every transient retry
+QUIETED_LIBRARIES = ("pynetdicom",)
+_OWN_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+class LibraryFailureFilter(logging.Filter):
+    """On a handler: downgrades a network library's routine WARNING/ERROR lines (connection refused, association
+    rejected or aborted, network timeout: the node logs each in its own line) to DEBUG, emitted only where the root
+    logger is at DEBUG. Kept at their level: an exception raised by the node's own code inside a library callback
+    (its traceback passes through dicomnode), and the library's lines announcing one ("Exception in handler bound to
+    ..."), which are node bugs rather than network weather.
+    """
+
+    KEEP = re.compile(r"^exception |(handler|callback) (returned|yielded)|returned by .*(handler|callback)|"
+                      r"invalid (dataset|status|type) (returned|received|from)", re.IGNORECASE)
+
+    def __init__(self, libraries: tuple[str, ...] = QUIETED_LIBRARIES):
+        super().__init__()
+        self.libraries = libraries
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] not in self.libraries:
+            return True
+        if not getattr(record, "library_downgraded", False):  # a record goes through every handler: decide once
+            if record.levelno < logging.WARNING or record.levelno >= logging.CRITICAL or self._node_bug(record):
+                return True
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            record.library_downgraded = True
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+    def _node_bug(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[2] is not None:
+            tb = record.exc_info[2]
+            while tb is not None:
+                if tb.tb_frame.f_code.co_filename.startswith(_OWN_PACKAGE_DIR):
+                    return True
+                tb = tb.tb_next
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        return bool(self.KEEP.search(message))
+
+
+def _handlers(config: LoggingConfig) -> list[logging.Handler]:
+    """stderr always (under systemd: the journal) unless [logging] stderr = false, plus [logging] file if set.
+    The file is a WatchedFileHandler: once logrotate (or anyone) moves or deletes it, the next line reopens the
+    path, so no copytruncate and no signal is needed (config/dicomnode.logrotate)."""
+    handlers: list[logging.Handler] = []
+    if config.stderr or not config.file:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if config.file:
+        handlers.append(logging.handlers.WatchedFileHandler(config.file, encoding="utf-8"))
+    for handler in handlers:
+        if not config.library_debug:
+            handler.addFilter(LibraryFailureFilter())
+        handler.addFilter(StudyContextFilter())
+        if not config.show_patient_data:
+            handler.addFilter(PatientDataFilter())
+        handler.setFormatter(JSONFormatter() if config.json_format else PlainFormatter())
+    return handlers
+
+
 def configure_logging(config: LoggingConfig) -> None:
-    handler: logging.Handler
-    handler = logging.FileHandler(config.file) if config.file else logging.StreamHandler(sys.stderr)
-    handler.addFilter(StudyContextFilter())
-    if not config.show_patient_data:
-        handler.addFilter(PatientDataFilter())
-    if config.json_format:
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(PlainFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:  # a second call (tests, demo) must not leave the file it replaces open
+        if isinstance(old, logging.FileHandler):
+            old.close()
+    root.handlers[:] = _handlers(config)
     root.setLevel(config.level)
-    # pynetdicom logs every PDU at INFO; keep it at WARNING unless debugging
-    logging.getLogger("pynetdicom").setLevel("DEBUG" if config.level == "DEBUG" else "ERROR")
+    # pynetdicom logs every PDU at INFO and each routine network failure at ERROR (2-3 lines per failed association,
+    # before the node's own WARNING): its failures become DEBUG lines; [logging] library_debug = true restores the
+    # library's own lines at their own levels, PDU summaries included
+    for name in QUIETED_LIBRARIES:
+        logging.getLogger(name).setLevel("DEBUG" if config.library_debug else "WARNING")
     # pynetdicom's standard event handlers format every DIMSE message for its logs even when nobody reads them
     from pynetdicom import _config as pynetdicom_config
 
-    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if config.level == "DEBUG" else "none"
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if config.library_debug else "none"
     logging.getLogger("apscheduler").setLevel("WARNING")
     # highdicom logs every copied module at INFO (dozens of lines per object)
-    logging.getLogger("highdicom").setLevel(config.level if config.level == "DEBUG" else "WARNING")
+    logging.getLogger("highdicom").setLevel("DEBUG" if config.library_debug else "WARNING")
     # library warnings (e.g. highdicom quoting a PatientName it finds odd) go through this handler, and so through
     # the patient-data filter, instead of straight to stderr
     logging.captureWarnings(True)

@@ -37,6 +37,7 @@ from dicomnode.state import (
     COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
     describe_url, is_outage, open_state, schema_version, state_url, upgrade_schema,
 )
+from dicomnode.spool import free_space_mb
 from dicomnode.studies import (EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met, max_wait_failed_reason,
                                record_refusal, refused_count, waiting_for_resend)
 from dicomnode.uids import short_hash
@@ -408,7 +409,9 @@ class RoleRunner:
         if self.failed_threads:
             detail["failed_threads"] = self.failed_threads
         if "receive" in self.roles or not self.scale_out:
-            detail.update(port=node.scp.port, received=node.scp.received)
+            detail.update(port=node.scp.port, received=node.scp.received, last_stored_at=node.scp.last_stored_at,
+                          last_refused_at=node.scp.refusals.last_refused_at,
+                          last_refusal=node.scp.refusals.last_reason, refused=node.scp.refusals.recent())
         if self.completion is not None:
             detail["completion_lease"] = self.completion.holding
         self.db.heartbeat(self.roles, self.started_at, detail)
@@ -529,6 +532,60 @@ def nodes_report(db: StateDB, stale_after_seconds: float | None = None, now: flo
                        "gone": now - row["last_seen"] > db.gone_after_seconds, "failed_threads": failed,
                        "analysing": claims.get(row["node_id"], []), "detail": detail})
     return report
+
+
+#: `dicomnode status` says receiving is refused where an instance of this size (MB) would not fit above
+#: node.min_free_space_mb: the rule /healthz applies (metrics.HEALTH_INSTANCE_BYTES)
+STATUS_INSTANCE_MB = 1.0
+
+
+def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, nodes: list[dict],
+                     now: float | None = None) -> dict:
+    """Whether C-STORE is refused for lack of space now, for `dicomnode status`: `refusing` when the free space of
+    `storage_dir` (measured here) less a 1 MB instance (STATUS_INSTANCE_MB, as /healthz) is under
+    node.min_free_space_mb, or a live receiving process's latest C-STORE
+    was refused for lack of space (0xA700, none stored since; an instance's size counts too); with the free space,
+    the floor and the last refusal's reason and time (nodes: nodes_report, whose heartbeats publish them)."""
+    now = time.time() if now is None else now
+    try:
+        free = round(free_space_mb(Path(storage_dir)), 1)
+    except OSError:
+        free = None
+    last_refused_at, last_refusal = None, ""
+    refusing_process = False
+    for node in nodes:
+        detail = node.get("detail") or {}
+        refused_at = detail.get("last_refused_at")
+        if not refused_at:
+            continue
+        if last_refused_at is None or refused_at > last_refused_at:
+            last_refused_at, last_refusal = refused_at, detail.get("last_refusal") or ""
+        if node["alive"] and refused_at > (detail.get("last_stored_at") or 0):
+            refusing_process = True
+    under_floor = free is not None and free - STATUS_INSTANCE_MB < min_free_space_mb
+    return {"refusing": under_floor or refusing_process, "free_mb": free, "min_free_space_mb": min_free_space_mb,
+            "last_refused_at": last_refused_at, "last_refusal": last_refusal,
+            "last_refused_s_ago": None if last_refused_at is None else round(now - last_refused_at, 1)}
+
+
+def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
+    """The studies receiving processes refused instances of for lack of space recently (their heartbeats), newest
+    first, one per study and calling AE, with `stored`: how many of its instances the state holds (0: the study is
+    not listed among the studies at all); what the admin asks its sender to send again once there is room."""
+    instances = {study["study"]: study["instances"] for study in studies}
+    merged: dict[tuple[str, str], dict] = {}
+    for node in nodes:
+        for item in (node.get("detail") or {}).get("refused") or ():
+            key = (item["study_instance_uid"], item["calling_ae"])
+            if key in merged:
+                merged[key]["refused"] += item["refused"]
+                merged[key]["first_refused_at"] = min(merged[key]["first_refused_at"], item["first_refused_at"])
+                merged[key]["last_refused_at"] = max(merged[key]["last_refused_at"], item["last_refused_at"])
+            else:
+                merged[key] = dict(item)
+    for item in merged.values():
+        item["stored"] = instances.get(item["study"], 0)
+    return sorted(merged.values(), key=lambda item: item["last_refused_at"], reverse=True)
 
 
 # --- `dicomnode state ...` -----------------------------------------------------------------------------------------

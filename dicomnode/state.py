@@ -1162,6 +1162,43 @@ class StateDB:
                           {"sending": SENDING, "now": now, "k": study_key, "failed": FAILED, "done": DONE})
             return count
 
+    def resend(self, study_key: str) -> int:
+        """`dicomnode retry STUDY --resend`: queue the result objects of a finished study's latest analysis again, to
+        the destinations they were queued for (resolved by name when sent), as new pending sends; the study goes
+        back to `sending`. Returns how many; 0 when the study is not done (or failed only by dead letters of that
+        analysis) or its latest analysis queued nothing."""
+        now = time.time()
+        with self._write() as db:
+            study = self._run(db, "SELECT state FROM studies WHERE study_key=:k" + self._for_update,
+                              {"k": study_key}).mappings().first()
+            if study is None or study["state"] not in (DONE, FAILED) or self._latest_analysis_failed(db, study_key):
+                return 0
+            latest = self._run(db, "SELECT MAX(id) FROM analyses WHERE study_key=:k AND state='done'",
+                               {"k": study_key}).scalar()
+            if latest is None:
+                return 0
+            count = self._run(db, (
+                "UPDATE outbox SET state=:pending, attempts=0, next_attempt_at=:now, last_error=NULL, sent_at=NULL,"
+                " claimed_by=NULL, lease_until=NULL WHERE study_key=:k AND analysis_id=:a AND state IN (:sent, :dead)"),
+                {"pending": OUTBOX_PENDING, "now": now, "k": study_key, "a": latest, "sent": OUTBOX_SENT,
+                 "dead": OUTBOX_DEAD}).rowcount
+            if count:
+                self._run(db, "UPDATE studies SET state=:sending, reason=NULL, updated_at=:now WHERE study_key=:k",
+                          {"sending": SENDING, "now": now, "k": study_key})
+            return count
+
+    def reanalyse_finished(self, study_key: str) -> bool:
+        """`dicomnode retry STUDY --reanalyse`: send a finished study (done, or failed) back to `complete`, so that the
+        next worker analyses it again; its results supersede the earlier ones not sent yet. False in any other
+        state (receiving, being analysed or sent: nothing to force)."""
+        now = time.time()
+        with self._write() as db:
+            return self._run(db, (
+                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
+                " WHERE study_key=:k AND state IN (:done, :failed)"),
+                {"complete": COMPLETE, "r": "re-analysis requested", "now": now, "k": study_key, "done": DONE,
+                 "failed": FAILED}).rowcount == 1
+
     def reanalyse(self, study_key: str) -> bool:
         """Send a failed study back to `complete`, so that the next worker analyses it again: one whose analysis
         failed (its latest analysis failed, whatever earlier results are still queued) or that has no dead letters;

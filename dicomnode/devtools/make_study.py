@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless,
                          JPEGLSLossless, RLELossless, generate_uid)
 
 from dicomnode.cmr.frames import plane_normal
 from dicomnode.cmr.types import FrameRef
-from dicomnode.devtools.sources import (SUNNYBROOK_LICENCE, SourceCase, datasets_dir, load_acdc, load_emidec)
+from dicomnode.devtools.sources import (SUNNYBROOK_LICENCE, SourceCase, datasets_dir, load_acdc, load_emidec,
+                                        load_myops)
 from dicomnode.labels import Label
 
 MR_IMAGE = UID("1.2.840.10008.5.1.4.1.1.4")
@@ -402,14 +404,19 @@ def _licence(out_dir: Path, text: str, source: str) -> Path:
     return path
 
 
-def make_study(source: str, out_dir: Path, variant: str = "ge", transfer_syntax: str | None = None, seed: int = 0,
-               datasets: str | Path | None = None, **options) -> GeneratedStudy:
+def make_study(source: str, out_dir: Path, variant: str = "ge", transfer_syntax: str | None = None,
+               seed: int | None = None, datasets: str | Path | None = None, **options) -> GeneratedStudy:
     """Write one DICOM study with ground truth into out_dir (dicom/, ground_truth.npz, LICENSE.txt).
 
-    source: "emidec:Case_P043", "acdc:patient001", "acdc4d:patient090" or "sunnybrook:SCD0000101".
+    source: "emidec:Case_P043", "myops:Case3002", "acdc:patient001", "acdc4d:patient090" or
+    "sunnybrook:SCD0000101".
     variant: "ge" (one series per stack), "siemens" (one series per slice; LGE as PSIR + magnitude series pairs),
-    "philips-enhanced" (Enhanced MR Image Storage, per-frame functional groups). Sunnybrook is copied as is
-    (variant "original"; option with_localizers=True adds its 3-plane localizer).
+    "philips-enhanced" (Enhanced MR Image Storage, per-frame functional groups). MyoPS LGE is magnitude only (the
+    real images; no PSIR exists), so its study has one LGE series (per slice with "siemens"). Sunnybrook is copied
+    as is (variant "original"; option with_localizers=True adds its 3-plane localizer).
+    seed: generated UIDs are a function of (source, variant, transfer syntax, seed); None is the same as 0. A
+    Sunnybrook copy keeps its original UIDs where seed is None; with a seed, its study, series, SOP instance and
+    frame of reference UIDs are replaced consistently (references between its files included).
     transfer_syntax: None/"explicit", "jpeg-ls", "j2k", "rle", "deflate" (all lossless).
     options: no_description (empty SeriesDescription), odd_dates (StudyDate 20120000), shared_series_uid (all
     series share one SeriesInstanceUID, told apart only by SeriesNumber), mixed_frames (philips-enhanced LGE: PSIR
@@ -426,18 +433,23 @@ def make_study(source: str, out_dir: Path, variant: str = "ge", transfer_syntax:
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}")
     if kind == "sunnybrook":
-        return _copy_sunnybrook(name, out_dir, root, transfer_syntax, bool(options.get("with_localizers", True)))
+        return _copy_sunnybrook(name, out_dir, root, transfer_syntax, bool(options.get("with_localizers", True)),
+                                seed)
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} not one of {VARIANTS}")
     if kind == "emidec":
         case = load_emidec(name, root)
+    elif kind == "myops":
+        case = load_myops(name, root)
     elif kind in ("acdc", "acdc4d"):
         case = load_acdc(name, root, four_d=kind == "acdc4d")
     else:
-        raise ValueError(f"unknown source kind {kind!r} (emidec, acdc, acdc4d, sunnybrook)")
+        raise ValueError(f"unknown source kind {kind!r} (emidec, myops, acdc, acdc4d, sunnybrook)")
+    roles = [role for role in ("magnitude", "psir") if role in case.images] if case.kind == "lge" else ["cine"]
+    if options.get("mixed_frames") and len(roles) < 2:
+        raise ValueError(f"mixed_frames needs PSIR and magnitude images; {source} has {roles[0]} only")
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(case, out_dir, variant, transfer_syntax, seed, options)
-    roles = ["magnitude", "psir"] if case.kind == "lge" else ["cine"]
+    writer = _Writer(case, out_dir, variant, transfer_syntax, seed or 0, options)
     refs: dict[str, list[list[FrameRef]]] = {}
     slices = case.labelmap.shape[1]
     for offset, role in enumerate(roles):
@@ -450,7 +462,7 @@ def make_study(source: str, out_dir: Path, variant: str = "ge", transfer_syntax:
             refs.update(writer.write_enhanced([role], 1001 + 100 * offset if case.kind == "lge" else 501))
     if variant == "philips-enhanced" and options.get("mixed_frames"):
         refs.update(writer.write_enhanced(roles, 1001))
-    primary = "psir" if case.kind == "lge" else "cine"
+    primary = ("psir" if "psir" in roles else "magnitude") if case.kind == "lge" else "cine"
     study = GeneratedStudy(
         source=source, variant=variant, transfer_syntax=transfer_syntax, out_dir=out_dir, paths=writer.paths,
         study_instance_uid=writer.study_uid, primary_role=primary, labelmap=case.labelmap, labelled=case.labelled,
@@ -471,9 +483,34 @@ def _rasterise(points: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return inside.reshape(rows, cols)
 
 
+#: UIDs the DICOM standard defines (SOP classes, transfer syntaxes, coding schemes): never replaced
+_STANDARD_UID_ROOT = "1.2.840.10008."
+
+
+def _replace_uids(ds: Dataset, salt: tuple) -> None:
+    """Every instance-identifying UI value (study, series, SOP instance, frame of reference, and every reference to
+    one in sequences) replaced by a new UID derived from (salt, original): the same original gets the same new UID in
+    every file, so references between the files stay consistent. Standard UIDs (1.2.840.10008.*) are kept."""
+    def new(value) -> str:
+        value = str(value)
+        return value if not value or value.startswith(_STANDARD_UID_ROOT) else _uid("re-uid", *salt, value)
+
+    def visit(dataset, element):
+        if element.VR == "UI" and element.value:
+            if isinstance(element.value, (list, MultiValue)):
+                element.value = [new(v) for v in element.value]
+            else:
+                element.value = new(element.value)
+
+    ds.walk(visit)
+    if "MediaStorageSOPInstanceUID" in ds.file_meta:
+        ds.file_meta.MediaStorageSOPInstanceUID = new(ds.file_meta.MediaStorageSOPInstanceUID)
+
+
 def _copy_sunnybrook(patient: str, out_dir: Path, root: Path, transfer_syntax: str | None,
-                     with_localizers: bool) -> GeneratedStudy:
-    """Copy the Sunnybrook cine (and localizer) and turn the expert contours into a label map (LV blood pool, myo)."""
+                     with_localizers: bool, seed: int | None = None) -> GeneratedStudy:
+    """Copy the Sunnybrook cine (and localizer) and turn the expert contours into a label map (LV blood pool, myo).
+    With a seed, the copies get new study, series, SOP instance and frame of reference UIDs (consistently)."""
     cine_dir = root / "sunnybrook-scd" / "dicoms" / patient
     if not cine_dir.is_dir():
         raise ValueError(f"Sunnybrook patient {patient!r} not found at {cine_dir}")
@@ -486,14 +523,19 @@ def _copy_sunnybrook(patient: str, out_dir: Path, root: Path, transfer_syntax: s
         sources += [("localizer", p) for p in sorted(localizer_dir.glob("*.dcm"))]
     paths, cine_headers = [], []
     ts = TRANSFER_SYNTAXES[transfer_syntax]
+    salt = (f"sunnybrook:{patient}", transfer_syntax, seed)
     for role, path in sources:
         target = dicom_dir / f"{role}_{path.name}"
-        if ts == ExplicitVRLittleEndian:
+        if ts == ExplicitVRLittleEndian and seed is None:
             shutil.copyfile(path, target)
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         else:
             ds = pydicom.dcmread(path)
-            if ts == DeflatedExplicitVRLittleEndian:
+            if seed is not None:
+                _replace_uids(ds, salt)
+            if ts == ExplicitVRLittleEndian:
+                pass  # re-UID only: the original encoding is kept
+            elif ts == DeflatedExplicitVRLittleEndian:
                 ds.file_meta.TransferSyntaxUID = ts
             else:
                 ds.compress(ts, generate_instance_uid=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomnode.labels import ACDC_TO_NODE, EMIDEC_TO_NODE
+from dicomnode.labels import ACDC_TO_NODE, EMIDEC_TO_NODE, MYOPS_TO_NODE
 
 EMIDEC_LICENCE = (
     "Derived from the EMIDEC database (University Hospital of Dijon), licensed CC BY-NC-SA 4.0 "
@@ -20,6 +20,12 @@ ACDC_LICENCE = (
     "Mandatory citation: O. Bernard, A. Lalande, C. Zotti, F. Cervenansky, et al., \"Deep Learning Techniques for "
     "Automatic MRI Cardiac Multi-structures Segmentation and Diagnosis: Is the Problem Solved?\", IEEE TMI "
     "37(11):2514-2525, 2018, doi:10.1109/TMI.2018.2837502.")
+MYOPS_LICENCE = (
+    "Derived from the MyoPS 2020 challenge data (Myocardial Pathology Segmentation combining multi-sequence CMR, "
+    "MICCAI 2020), as redistributed in github.com/Tengjia-Kang/MyoPS; released for research use with citation, "
+    "redistribution terms not verified: research / non-commercial use only, do not redistribute, keep out of any "
+    "repository. Cite: X. Zhuang et al.; L. Li et al., \"MyoPS: A benchmark of myocardial pathology segmentation "
+    "combining three-sequence cardiac magnetic resonance images\", Medical Image Analysis 2023.")
 SUNNYBROOK_LICENCE = (
     "Sunnybrook Cardiac Data, Public Domain (CC0 1.0 Universal). Requested citation: Radau P, Lu Y, Connelly K, "
     "Paul G, Dick AJ, Wright GA. \"Evaluation Framework for Algorithms Segmenting Short Axis Cardiac MRI.\" The MIDAS "
@@ -188,4 +194,45 @@ def load_acdc(patient: str, root: Path, four_d: bool) -> SourceCase:
         height_m=float(info["Height"]) / 100 if "Height" in info else None,
         weight_kg=float(info["Weight"]) if "Weight" in info else None,
         phase_names={phase_frames.index(ed): "end diastole", phase_frames.index(es): "end systole"},
+    )
+
+
+def load_myops(case: str, root: Path) -> SourceCase:
+    """A MyoPS 2020 case: the real 12-bit LGE (magnitude inversion recovery; no phase-sensitive image exists, so no
+    PSIR series is made) with its real spacing, and the expert labels as node labels (edema 1220 is myocardium,
+    scar 2221 is scar with any MVO inside it: MVO is not labelled separately, so ground truth has no MVO label)."""
+    import nibabel
+
+    folder = root / "myops2020-lge" / case
+    image_path, labels_path = folder / f"{case}_LGE.nii.gz", folder / f"{case}_gd.nii.gz"
+    if not image_path.is_file() or not labels_path.is_file():
+        raise ValueError(f"MyoPS case {case!r} not found at {folder} (expected {image_path.name} and {labels_path.name})")
+    lge = nibabel.load(image_path)
+    raw_image = np.asarray(lge.dataobj)
+    raw_labels = np.asarray(nibabel.load(labels_path).dataobj)
+    if raw_image.shape != raw_labels.shape:
+        raise ValueError(f"MyoPS {case}: LGE {raw_image.shape} and labels {raw_labels.shape} differ")
+    unknown = set(np.unique(raw_labels).tolist()) - set(MYOPS_TO_NODE)
+    if unknown:
+        raise ValueError(f"MyoPS {case}: label values {sorted(unknown)} outside the MyoPS convention")
+    if raw_image.min() < 0:
+        raise ValueError(f"MyoPS {case}: expected non-negative LGE intensities")
+    labels = np.zeros(raw_labels.shape, np.uint8)
+    for source, node in MYOPS_TO_NODE.items():
+        labels[raw_labels == source] = int(node)
+    # MyoPS stores its slices apex first (the LV cavity grows with the slice index on all 33 cases): reversed into
+    # the generator's base-to-apex order, as for EMIDEC
+    image = _nifti_to_rows_cols(raw_image.astype(np.float32))[:, ::-1]
+    labelmap = _nifti_to_rows_cols(labels)[:, ::-1]
+    zooms = lge.header.get_zooms()
+    return SourceCase(
+        name=f"myops:{case}", kind="lge", images={"magnitude": np.ascontiguousarray(image)},
+        labelmap=np.ascontiguousarray(labelmap), labelled=np.ones(labelmap.shape[:2], bool),
+        pixel_spacing=(float(zooms[1]), float(zooms[0])), slice_spacing=float(zooms[2]),
+        trigger_times=[400.0], cardiac_number_of_images=1, licence=MYOPS_LICENCE,
+        derivation=(f"MyoPS 2020 {case} LGE NIfTI (12-bit scanner intensities, magnitude only: no PSIR series); "
+                    f"spacing from the NIfTI header ({zooms[1]:.4g} x {zooms[0]:.4g} mm, slices {zooms[2]:.4g} mm); "
+                    "slices reversed to base-to-apex; synthetic SAX orientation; labels: edema counted as myocardium, "
+                    "MVO inside scar"),
+        phase_names={0: "late enhancement"},
     )

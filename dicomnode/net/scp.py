@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from typing import Callable
 
 from pydicom import Dataset
@@ -185,6 +186,43 @@ def probe_listen(host: str, port: int, reuse_port: bool = False) -> None:
         probe.listen(1)
 
 
+#: how many studies RecentRefusals remembers (the most recently refused), and for how long (seconds)
+RECENT_REFUSALS_KEPT = 50
+RECENT_REFUSALS_SECONDS = 24 * 3600.0
+
+
+class RecentRefusals:
+    """The studies whose instances this receiver refused for lack of space (0xA700: under node.min_free_space_mb,
+    storage unavailable, a failed write), per Study Instance UID and calling AE: what the admin has to ask senders to
+    send again. Kept in memory (the newest RECENT_REFUSALS_KEPT, for RECENT_REFUSALS_SECONDS) and published in the
+    process's heartbeat (`dicomnode status`): a study none of whose instances was stored has no row in the state."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], dict] = {}
+        self.last_refused_at: float | None = None
+        self.last_reason = ""
+
+    def add(self, study_instance_uid: str, calling_ae: str, reason: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._lock:
+            item = self._items.pop((study_instance_uid, calling_ae), None) or {
+                "study_instance_uid": study_instance_uid, "study": short_hash(study_instance_uid),
+                "calling_ae": calling_ae, "refused": 0, "first_refused_at": now}
+            item.update(refused=item["refused"] + 1, last_refused_at=now, reason=reason)
+            self._items[(study_instance_uid, calling_ae)] = item  # newest last
+            while len(self._items) > RECENT_REFUSALS_KEPT:
+                self._items.pop(next(iter(self._items)))
+            self.last_refused_at, self.last_reason = now, reason
+
+    def recent(self, now: float | None = None) -> list[dict]:
+        """The refused studies, newest first (within RECENT_REFUSALS_SECONDS)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return [dict(item) for item in reversed(self._items.values())
+                    if now - item["last_refused_at"] <= RECENT_REFUSALS_SECONDS]
+
+
 class StorageSCP:
     """Receives MR instances and stores each durably before answering 0x0000."""
 
@@ -210,6 +248,9 @@ class StorageSCP:
         self.received_bytes = 0
         self.associations_accepted = 0
         self.associations_rejected = 0
+        #: refusals for lack of space (0xA700), for `dicomnode status` (the heartbeat publishes them)
+        self.refusals = RecentRefusals()
+        self.last_stored_at: float | None = None  # when an instance was last stored (a refusal after it: refusing now)
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -386,15 +427,15 @@ class StorageSCP:
             return self._status(STATUS_OUT_OF_RESOURCES, STUDY_PURGING_COMMENT)
         except OutOfSpace as exc:
             log.error("C-STORE of %s from %s refused (out of resources): %s", sop_instance, calling, exc)
-            self._refused(instance)
+            self._refused(instance, str(exc))
             return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
         except StorageUnavailable as exc:  # the spool's marker is gone (said once by the spool): nothing written
             log.debug("C-STORE of %s from %s refused (0xA700): %s", sop_instance, calling, exc)
-            self._refused(instance)
+            self._refused(instance, str(exc))
             return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
         except OSError as exc:
             log.error("C-STORE of %s from %s failed writing the spool: %s", sop_instance, calling, exc)
-            self._refused(instance)
+            self._refused(instance, f"cannot write spool: {exc.strerror or exc}")
             return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
         except Exception as exc:
             if not is_outage(exc):
@@ -407,6 +448,7 @@ class StorageSCP:
                       "unreachable: %s", sop_instance, calling, outage_reason(exc))
             return self._status(STATUS_OUT_OF_RESOURCES, STATE_UNREACHABLE_COMMENT)
         self.received += 1
+        self.last_stored_at = time.time()
         if outcome.stored:
             self.received_bytes += len(instance.encoded)
         if not outcome.stored:
@@ -418,8 +460,10 @@ class StorageSCP:
                 log.exception("post-store hook failed")
         return STATUS_SUCCESS
 
-    def _refused(self, instance: IncomingInstance) -> None:
-        """After a 0xA700: the study must not look quiet to completion (its sender sends the instance again)."""
+    def _refused(self, instance: IncomingInstance, reason: str = "") -> None:
+        """After a 0xA700: the study must not look quiet to completion (its sender sends the instance again), and
+        `dicomnode status` lists it (RecentRefusals), even when none of its instances was stored."""
+        self.refusals.add(instance.study_instance_uid, instance.calling_ae, reason)
         if self.on_refused is None:
             return
         try:

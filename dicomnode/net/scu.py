@@ -29,12 +29,44 @@ class SendResult:
     status: int | None  # the destination's C-STORE status; None when it gave none (timeout, abort, not sent)
     error: str = ""
     #: the destination will never take it as it is (it accepts no presentation context for its SOP class or
-    #: transfer syntax): sending it again cannot help until the destination's configuration changes
+    #: transfer syntax, or answered a permanent failure status: permanent_status): sending it again cannot help
+    #: until the destination's configuration (or the object) changes
     permanent: bool = False
 
 
 class AssociationFailed(ConnectionError):
-    """The destination refused or could not be reached; nothing was sent."""
+    """The destination refused or could not be reached; nothing was sent.
+
+    `permanent`: the destination rejected the association as "rejected-permanent" (A-ASSOCIATE-RJ result 1, PS3.8
+    7.1.1.7): it will refuse it again until its configuration changes, so sending again later cannot help (a
+    "rejected-transient" answer, a refused connection or a timeout are worth retrying)."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+#: A-ASSOCIATE-RJ result "rejected-permanent" (PS3.8 7.1.1.7; 2 is "rejected-transient")
+REJECTED_PERMANENT = 0x01
+
+
+def rejected_permanently(assoc) -> bool:
+    """Whether the peer rejected the association request as rejected-permanent (not transient, not unreachable)."""
+    if not assoc.is_rejected:
+        return False
+    try:
+        return int(assoc.acceptor.primitive.result) == REJECTED_PERMANENT
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def permanent_status(status: int | None) -> bool:
+    """Whether a C-STORE failure status says the destination will never take the object as it is (PS3.4 Annex B
+    B.2.3, PS3.7 Annex C): 0xA9xx "Data Set Does Not Match SOP Class", 0xCxxx "Cannot Understand", 0x0122 "SOP Class
+    Not Supported", 0x0124 "Not Authorized". 0xA7xx "Out of Resources" and every other failure are transient."""
+    if status is None:
+        return False
+    return (status & 0xFF00) == 0xA900 or (status & 0xF000) == 0xC000 or status in (0x0122, 0x0124)
 
 
 def why_not_established(assoc, host: str, port: int, timeout: float = 5.0, ssl_context=None) -> str:
@@ -67,6 +99,29 @@ def sop_class_name(uid: str) -> str:
     """'Encapsulated PDF Storage (1.2.840.10008.5.1.4.1.1.104.1)', or the bare UID where pydicom knows no name."""
     name = UID(str(uid)).name
     return f"{name} ({uid})" if name and name != str(uid) else str(uid)
+
+
+#: how an object's Modality is named to an admin where the modality alone is unclear (DOC: an encapsulated PDF)
+_KIND_BY_MODALITY = {"DOC": "PDF"}
+
+
+def describe_object(path: Path) -> str:
+    """What a result object is, for an admin reading a dead letter or a pending send: its kind (Modality, and the
+    SOP class in short) and series number, e.g. 'SEG (Segmentation) series 9001', 'PDF (Encapsulated PDF) series
+    9200'; '' where the file cannot be read (purged, or not DICOM)."""
+    try:
+        header = dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesNumber", "SOPClassUID"])
+    except Exception:  # noqa: BLE001 - a description is not worth an error: the SOP Instance UID still names it
+        return ""
+    modality = str(header.get("Modality", "") or "").strip()
+    sop_class = str(header.get("SOPClassUID", "") or "")
+    name = UID(sop_class).name if sop_class else ""
+    short = name.replace(" Storage", "").replace(" Image", "").strip() if name and name != sop_class else ""
+    kind = _KIND_BY_MODALITY.get(modality, modality) or short or "object"
+    if short and short != kind:
+        kind += f" ({short})"
+    number = header.get("SeriesNumber", None)
+    return f"{kind} series {number}" if number not in (None, "") else kind
 
 
 def status_meaning(status: int) -> str:
@@ -242,7 +297,8 @@ def send_files(
     if not assoc.is_established:
         if not _none_accepted(assoc):
             raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
-                                    f"{why_not_established(assoc, host, port, timeout, ssl_context)}")
+                                    f"{why_not_established(assoc, host, port, timeout, ssl_context)}",
+                                    permanent=rejected_permanently(assoc))
         for path, dataset in headers:  # a permanent refusal of each object, not a connection problem
             why = context_refusal(assoc, dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
             report(SendResult(path, False, None, why or "the destination accepted no presentation context",
@@ -268,7 +324,8 @@ def send_files(
             status = int(response.Status)
             ok = _successful(status)
             comment = str(response.get("ErrorComment", "") or "").strip()
-            report(SendResult(path, ok, status, "" if ok else refusal_text(status, comment)))
+            report(SendResult(path, ok, status, "" if ok else refusal_text(status, comment),
+                              permanent=not ok and permanent_status(status)))
             if not assoc.is_established:
                 ended = "the destination ended the association"
                 break

@@ -158,3 +158,137 @@ def test_sunnybrook_reencoded_keeps_pixels(datasets, tmp_path):
         source = next(p for p in (datasets / "sunnybrook-scd" / "dicoms" / "SCD0000301").glob("*.dcm")
                       if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID == instance)
         assert np.array_equal(volume.pixels[7, 4], pydicom.dcmread(source).pixel_array.astype(np.float32))
+
+
+# --- MyoPS 2020 (break4 finding 12) and --seed for Sunnybrook (break3 L7) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def myops_3002(datasets, tmp_path_factory):
+    if not (datasets / "myops2020-lge" / "Case3002").is_dir():
+        pytest.skip("myops2020-lge/Case3002 not in the shared datasets")
+    return make_study("myops:Case3002", tmp_path_factory.mktemp("myops") / "study", "ge", datasets=datasets)
+
+
+def test_a_myops_study_is_the_real_12_bit_lge_in_real_geometry(myops_3002, datasets):
+    import nibabel
+
+    headers = [pydicom.dcmread(p) for p in myops_3002.paths]
+    assert len(headers) == 3 and len({ds.SeriesInstanceUID for ds in headers}) == 1
+    for ds in headers:  # magnitude only: MyoPS has no phase-sensitive image, and none is invented
+        assert "M" in ds.ImageType and "PSIR" not in ds.ImageType
+        assert [float(v) for v in ds.PixelSpacing] == pytest.approx([0.7421875, 0.7421875])
+        assert float(ds.SpacingBetweenSlices) == pytest.approx(23.0, abs=1e-3)
+        assert "MyoPS 2020 Case3002" in ds.ImageComments and "magnitude only" in ds.DerivationDescription
+    assert myops_3002.primary_role == "magnitude" and myops_3002.secondary == {}
+    # the stored pixels are the NIfTI's scanner intensities (12-bit range), slices base first
+    source = np.asarray(nibabel.load(datasets / "myops2020-lge" / "Case3002" / "Case3002_LGE.nii.gz").dataobj)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in headers}
+    first = by_uid[myops_3002.frames[0][0].sop_instance_uid]
+    assert np.array_equal(first.pixel_array, source[:, :, -1].T) and first.pixel_array.max() > 255
+    licence = (myops_3002.out_dir / "LICENSE.txt").read_text()
+    assert "MyoPS 2020" in licence and "research / non-commercial use only" in licence
+
+
+def test_myops_ground_truth_is_the_expert_labels_as_node_labels(myops_3002, datasets):
+    from dicomnode.analysis.aha import basal_end_from_geometry
+
+    truth = np.load(myops_3002.ground_truth_path)
+    labels = truth["labelmap"]
+    assert labels.shape == (1, 3, 511, 511) and truth["labelled"].all() and str(truth["primary_role"]) == "magnitude"
+    assert set(np.unique(labels)) == {Label.BACKGROUND, Label.LV_BLOOD_POOL, Label.LV_MYOCARDIUM, Label.SCAR,
+                                      Label.RV_BLOOD_POOL}  # edema is myocardium; MVO is not labelled apart
+    scar_percent = 100 * (labels == Label.SCAR).sum() / np.isin(labels, (Label.LV_MYOCARDIUM, Label.SCAR)).sum()
+    reference = {row.split(",")[0]: row.split(",") for row in
+                 (datasets / "myops2020-lge" / "reference_values.csv").read_text().splitlines()}
+    assert scar_percent == pytest.approx(float(reference["Case3002"][10]), abs=0.05)  # 19.8 %
+    cavity = (labels[0] == Label.LV_BLOOD_POOL).sum(axis=(1, 2))
+    assert cavity[0] > cavity[-1]  # MyoPS stores the apex first: written base first
+    positions = np.array([[float(v) for v in pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient]
+                          for p in sorted(myops_3002.paths)])
+    assert basal_end_from_geometry(positions[-1] - positions[0]) == "first"
+    # the node reads it as one LGE stack of the ground truth's frames (its own order is along the plane normal)
+    (cmr,) = load_studies([myops_3002.out_dir / "dicom"])
+    volume = cmr.load_volume(cmr.preferred("lge"))
+    assert {r.sop_instance_uid for row in volume.frames for r in row} == \
+        {r.sop_instance_uid for row in myops_3002.frames for r in row}
+
+
+def test_myops_variants_and_refusals(datasets, tmp_path):
+    if not (datasets / "myops2020-lge" / "Case3004").is_dir():
+        pytest.skip("myops2020-lge/Case3004 not in the shared datasets")
+    siemens = make_study("myops:Case3004", tmp_path / "siemens", "siemens", datasets=datasets)
+    assert len(siemens.paths) == 6
+    assert len({pydicom.dcmread(p, stop_before_pixels=True).SeriesNumber for p in siemens.paths}) == 6
+    enhanced = make_study("myops:Case3004", tmp_path / "enh", "philips-enhanced", "rle", datasets=datasets)
+    ds = pydicom.dcmread(enhanced.paths[0])
+    assert len(enhanced.paths) == 1 and int(ds.NumberOfFrames) == 6 and ds.ComplexImageComponent == "MAGNITUDE"
+    with pytest.raises(ValueError, match="mixed_frames needs PSIR and magnitude"):
+        make_study("myops:Case3004", tmp_path / "mixed", "philips-enhanced", datasets=datasets, mixed_frames=True)
+    with pytest.raises(ValueError, match="MyoPS case 'Case9999' not found"):
+        make_study("myops:Case9999", tmp_path / "none", datasets=datasets)
+
+
+def test_cli_make_study_myops(datasets, tmp_path, capsys):
+    if not (datasets / "myops2020-lge" / "Case3007").is_dir():
+        pytest.skip("myops2020-lge/Case3007 not in the shared datasets")
+    parser = argparse.ArgumentParser(prog="dicomnode")
+    add_devtools_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["devtools", "make-study", "myops:Case3007", "--out", str(tmp_path / "cli"),
+                              "--datasets", str(datasets)])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 3
+
+
+def _uids(paths) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+
+    def visit(dataset, element):
+        if element.VR == "UI" and element.value and not str(element.value).startswith("1.2.840.10008."):
+            found.setdefault(element.keyword, set()).add(str(element.value))
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+        for path in paths:
+            pydicom.dcmread(path, stop_before_pixels=True).walk(visit)
+    return found
+
+
+def test_a_seed_gives_a_sunnybrook_copy_new_uids_consistently(datasets, tmp_path):
+    original = make_study("sunnybrook:SCD0000301", tmp_path / "orig", datasets=datasets, with_localizers=True)
+    seeded = make_study("sunnybrook:SCD0000301", tmp_path / "seed7", datasets=datasets, with_localizers=True, seed=7)
+    before, after = _uids(original.paths), _uids(seeded.paths)
+    assert seeded.study_instance_uid != original.study_instance_uid
+    assert after["StudyInstanceUID"] == {seeded.study_instance_uid}
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+        assert len(after[keyword]) == len(before[keyword]) and not after[keyword] & before[keyword], keyword
+    # nothing of the original's left anywhere (references included), and the new UIDs are valid
+    assert not set().union(*after.values()) & set().union(*before.values())
+    assert all(pydicom.uid.UID(uid).is_valid for uid in set().union(*after.values()))
+    for path in seeded.paths:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    # the ground truth names the new instances, and the pixels are the original's
+    truth = np.load(seeded.ground_truth_path)
+    assert set(truth["sop_instance_uids"].ravel()) <= after["SOPInstanceUID"]
+    assert np.array_equal(seeded.labelmap, original.labelmap)
+    assert np.array_equal(pydicom.dcmread(seeded.paths[0]).pixel_array, pydicom.dcmread(original.paths[0]).pixel_array)
+    # the same seed gives the same study again; another seed another
+    again = make_study("sunnybrook:SCD0000301", tmp_path / "again", datasets=datasets, with_localizers=False, seed=7)
+    other = make_study("sunnybrook:SCD0000301", tmp_path / "seed8", datasets=datasets, with_localizers=False, seed=8)
+    assert again.study_instance_uid == seeded.study_instance_uid != other.study_instance_uid
+
+
+def test_cli_seed_default_and_help(datasets, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="dicomnode")
+    add_devtools_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["devtools", "make-study", "emidec:Case_P043", "--out", str(tmp_path / "x")])
+    assert args.seed is None
+    make = parser.parse_args(["devtools", "make-study", "x:y", "--out", "o", "--seed", "3"])
+    assert make.seed == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["devtools", "make-study", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "myops:Case3002" in text and "sunnybrook: its original UIDs" in text
+    # seeds 0 and None give an EMIDEC study the same UIDs (a seed of 0 was the default before)
+    assert make_study("emidec:Case_P043", tmp_path / "a", datasets=datasets).study_instance_uid == \
+        make_study("emidec:Case_P043", tmp_path / "b", datasets=datasets, seed=0).study_instance_uid

@@ -1,0 +1,157 @@
+"""What a PACS administrator needs from `dicomnode status` and `dicomnode retry` (break3 M1, L5): a node refusing
+C-STORE for lack of space says so at the top of status (text and JSON) with the free space and the floor, and lists
+the studies it refused recently (even one none of whose instances was stored, so it has no study row), with the
+calling AE and the count; a finished study's results can be sent again (`retry --resend`) or the study analysed
+again (`retry --reanalyse`), refused clearly where that is not possible."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from dicomnode.cli import main
+from dicomnode.config import DispatchConfig
+from dicomnode.dispatch import Dispatcher
+from dicomnode.node import Node
+from dicomnode.roles import RoleRunner
+from dicomnode.state import COMPLETE, DONE, RECEIVED, SENDING
+from tests.hardening.hardening_support import store_one, synthetic_mr
+from tests.hardening import test_send_diagnostics as diagnostics
+from tests.hardening.test_send_diagnostics import mr_file, queue_results
+from tests.node.test_storage_safety import NoAnalysis, node_config
+
+peers, store = diagnostics.peers, diagnostics.store  # fixtures: peers on loopback, a state in tmp_path
+
+
+def write_config(tmp_path, storage, min_free_space_mb: int = 0):
+    path = tmp_path / "node.toml"
+    path.write_text(f'[node]\nstorage_dir = "{storage}"\nmin_free_space_mb = {min_free_space_mb}\n')
+    return str(path)
+
+
+@pytest.fixture
+def runner(tmp_path):
+    """A single-node process (all roles, heartbeat) on node_config(tmp_path) that analyses nothing."""
+    runner = RoleRunner(Node(node_config(tmp_path), analyser=NoAnalysis()))
+    runner.start(warm_up=False)
+    yield runner
+    runner.stop()
+
+
+def test_status_says_receiving_is_refused_and_lists_a_study_none_of_whose_instances_was_stored(tmp_path, runner,
+                                                                                                capsys):
+    node = runner.node
+    stored = synthetic_mr()  # a study with one instance stored, then refusals
+    assert store_one(node.scp.port, stored).Status == 0
+    node.spool.min_free_space_mb = 10**12  # the disk reaches the floor
+    refused = synthetic_mr()  # a study every instance of which is refused: no study row
+    for instance in (1, 2, 3):
+        status = store_one(node.scp.port, synthetic_mr(study_uid=str(refused.StudyInstanceUID), instance=instance),
+                           calling="MODALITY7")
+        assert status.Status == 0xA700
+    assert store_one(node.scp.port, synthetic_mr(study_uid=str(stored.StudyInstanceUID), instance=2)).Status == 0xA700
+    runner.beat()
+    config = write_config(tmp_path, tmp_path / "store")  # the floor this config names is not reached: the process's
+    capsys.readouterr()                                    # own last C-STORE being a refusal says it
+    assert main(["status", "--config", config]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("RECEIVING REFUSED (C-STORE answered 0xA700 Out of Resources): storage ") and \
+        "MB free, node.min_free_space_mb = 0; last refusal" in first, out
+    assert (f"  {refused.StudyInstanceUID} (log id " in out and
+            "from MODALITY7: 3 instance(s) refused, 0 stored, last refused " in out), out
+    assert f"  {stored.StudyInstanceUID} (log id " in out and "from SCANNER1: 1 instance(s) refused, 1 stored" in out
+    assert main(["status", "--json", "--config", config]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["receiving"]["refusing"] is True and report["receiving"]["min_free_space_mb"] == 0
+    assert report["receiving"]["free_mb"] > 0 and "under the floor" in report["receiving"]["last_refusal"]
+    newest = report["refused_recently"][0]
+    assert newest["study_instance_uid"] == str(stored.StudyInstanceUID) and newest["stored"] == 1
+    item = report["refused_recently"][1]
+    assert (item["study_instance_uid"], item["calling_ae"], item["refused"], item["stored"]) == \
+        (str(refused.StudyInstanceUID), "MODALITY7", 3, 0)
+    assert item["last_refused_at"] <= time.time() and item["first_refused_at"] <= item["last_refused_at"]
+
+    node.spool.min_free_space_mb = 0  # space returns, a sender sends again: no longer refusing, the list stays
+    assert store_one(node.scp.port, synthetic_mr(study_uid=str(refused.StudyInstanceUID), instance=1),
+                     calling="MODALITY7").Status == 0
+    runner.beat()
+    assert main(["status", "--json", "--config", config]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["receiving"]["refusing"] is False and len(report["refused_recently"]) == 2
+    # a config whose floor is above the free space: refusing, whatever the processes say
+    assert main(["status", "--config", write_config(tmp_path, tmp_path / "store", 10**9)]) == 0
+    assert capsys.readouterr().out.startswith("RECEIVING REFUSED")
+
+
+def test_status_says_nothing_about_refusals_when_there_were_none(tmp_path, runner, capsys):
+    assert store_one(runner.node.scp.port, synthetic_mr()).Status == 0
+    runner.beat()
+    config = write_config(tmp_path, tmp_path / "store")
+    assert main(["status", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "RECEIVING REFUSED" not in out and "refused for lack of space" not in out
+    assert main(["status", "--json", "--config", config]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["receiving"]["refusing"] is False and report["refused_recently"] == []
+
+
+# --- retry --resend / --reanalyse ---------------------------------------------------------------------------------
+
+def test_retry_resend_queues_a_done_studys_results_again_and_they_are_sent(tmp_path, peers, store, capsys):
+    root, db = store
+    peer = peers()
+    queue_results(db, root, "1.6", [("pacs", peer.port, mr_file(root / "results", "a")),
+                                    ("pacs", peer.port, mr_file(root / "results", "b"))])
+    dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=3, initial_backoff_seconds=60), "DICOMNODE")
+    assert dispatcher.run_once() == 2 and db.study("1.6")["state"] == DONE and len(peer.received) == 2
+    config = write_config(tmp_path, root)
+    capsys.readouterr()
+    assert main(["retry", "1.6", "--config", config]) == 0  # without --resend: nothing to retry, as before
+    assert "nothing to retry for 1.6: state done" in capsys.readouterr().out
+    assert main(["retry", "1.6", "--resend", "--config", config]) == 0
+    assert "re-queued 2 result object(s) of 1.6 to pacs; a running node sends them" in capsys.readouterr().out
+    assert db.study("1.6")["state"] == SENDING
+    assert [(row["state"], row["attempts"]) for row in db.outbox_for("1.6")] == [("pending", 0), ("pending", 0)]
+    assert main(["retry", "1.6", "--resend", "--config", config]) == 1  # being sent: refused, saying why
+    assert "not re-sent: 1.6 is in state sending" in capsys.readouterr().err
+    assert dispatcher.run_once() == 2
+    assert db.study("1.6")["state"] == DONE and len(peer.received) == 4
+
+
+def test_retry_resend_refuses_when_the_result_files_are_gone(tmp_path, peers, store, capsys):
+    root, db = store
+    peer = peers()
+    path = mr_file(root / "results", "gone")
+    queue_results(db, root, "1.7", [("pacs", peer.port, path)])
+    assert Dispatcher(db, root, DispatchConfig(), "DICOMNODE").run_once() == 1
+    path.unlink()
+    assert main(["retry", "1.7", "--resend", "--config", write_config(tmp_path, root)]) == 1
+    err = capsys.readouterr().err
+    assert "not re-sent: 1 result file(s) of 1.7 are gone (purged?): results/gone.dcm" in err and "--reanalyse" in err
+    assert db.study("1.7")["state"] == DONE
+
+
+def test_retry_reanalyse_sends_a_done_study_back_to_complete_and_refuses_a_receiving_one(tmp_path, peers, store,
+                                                                                         capsys):
+    root, db = store
+    peer = peers()
+    queue_results(db, root, "1.8", [("pacs", peer.port, mr_file(root / "results", "r"))])
+    assert Dispatcher(db, root, DispatchConfig(), "DICOMNODE").run_once() == 1
+    config = write_config(tmp_path, root)
+    capsys.readouterr()
+    assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 0
+    assert "re-queued 1.8 for a new analysis" in capsys.readouterr().out
+    study = db.study("1.8")
+    assert study["state"] == COMPLETE and study["reason"] == "re-analysis requested"
+    db.set_study_state("1.8", RECEIVED)  # a late instance arrived: it is analysed once complete
+    assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 1
+    assert "not re-analysed: 1.8 is in state received" in capsys.readouterr().err
+
+
+def test_retry_help_documents_resend_and_reanalyse(capsys):
+    with pytest.raises(SystemExit):
+        main(["retry", "--help"])
+    out = capsys.readouterr().out
+    assert "--resend" in out and "--reanalyse" in out and "done (or failed) study" in out
