@@ -31,8 +31,9 @@ from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, ve
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_PENDING, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_outage, open_state, outage_reason,
                              prepare_storage_dir, upgrade_schema)
-from dicomnode.studies import CompletionTracker
+from dicomnode.studies import CompletionTracker, interrupted_note
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
+from dicomnode.types import Declined
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.node")
@@ -94,7 +95,8 @@ class Node:
                                      storage_problem=self.spool.identity_problem)
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
                               ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None,
-                              on_refused=self._instance_refused)
+                              on_refused=self._instance_refused, on_duplicate=self._instance_resent,
+                              on_aborted=self._transfer_aborted)
         self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
@@ -302,6 +304,16 @@ class Node:
     def _instance_refused(self, instance: IncomingInstance) -> None:
         """After the SCP answered 0xA700 for an instance: its study is incomplete, not quiet (studies.REFUSED_PREFIX)."""
         self.completion.instance_refused(instance.study_key)
+
+    def _instance_resent(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
+        """An instance already held was sent again: a study waiting for the re-send of an interrupted transfer is
+        being re-sent (studies.CompletionTracker.instance_resent)."""
+        if outcome.study_state_before == RECEIVED:
+            self.completion.instance_resent(outcome.study_key)
+
+    def _transfer_aborted(self, study_key: str) -> None:
+        """An association that sent instances of the study ended by A-ABORT or a lost connection, not a release."""
+        self.completion.transfer_interrupted(study_key)
 
     def _instance_stored(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
         """After an instance is durable: re-arm the study's completion timers, or, for an instance after the
@@ -559,8 +571,11 @@ class Node:
                 raise ValueError("no readable DICOM instance in the study" + (f": {reasons[:500]}" if reasons else ""))
             # grouping by AccessionNumber or PatientID+StudyDate can put several studies under one key: each is
             # analysed on its own, its results go into its own study
+            note = interrupted_note(study_row["reason"])  # a cut transfer not sent again: said beside the numbers
             runs = []
             for study in studies:
+                if note is not None:
+                    study.declined.append(Declined(None, note))
                 try:
                     run = run_study(study, self.config, self.analyser, study_row["calling_ae"], self.storage_dir,
                                     lambda dataset: self._result_path(folder, dataset), started_at=started_at,
@@ -587,6 +602,12 @@ class Node:
                 log.exception("study %s: analysis failed", tag)
             self._discard_partial(folder)
             self._record_failure(analysis_id, study_key, generation, f"analysis failed: {exc}"[:500])
+            return
+        refused = [r.refused for r in runs if r.refused]
+        if refused and not written:
+            # the input's fault, said with a WARNING by the study path: failed (kept whatever retention says, nothing
+            # sent); `dicomnode retry` analyses it again once the sender or PACS corrected the study and re-sent it
+            self._record_failure(analysis_id, study_key, generation, "; ".join(refused)[:500])
             return
         errors = list(dict.fromkeys(e for r in runs for e in r.errors))
         if errors and not written:

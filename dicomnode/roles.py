@@ -38,8 +38,9 @@ from dicomnode.state import (
     describe_url, is_outage, open_state, schema_version, state_url, upgrade_schema,
 )
 from dicomnode.spool import free_space_mb
-from dicomnode.studies import (EXPECTED_COUNT_GRACE_SECONDS, expected_counts_met, max_wait_failed_reason,
-                               record_refusal, refused_count, waiting_for_resend)
+from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, completion_note, end_interruption,
+                               expected_counts_met, max_wait_failed_reason, record_interruption, record_refusal,
+                               refused_count, waiting_for_resend)
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.roles")
@@ -164,6 +165,15 @@ class DatabaseCompletion:
         (`studies.waiting_for_resend`), which the process holding the `complete` lease reads."""
         return record_refusal(self.db, study_key, self.config)
 
+    def transfer_interrupted(self, study_key: str, cause: str = ASSOCIATION_ABORTED) -> bool:
+        """The receiver's hook after an association sending the study was aborted: marked in the database
+        (`studies.record_interruption`), so that no process completes it on the quiet timer."""
+        return record_interruption(self.db, study_key, cause, self.config) is not None
+
+    def instance_resent(self, study_key: str) -> None:
+        """The receiver's hook after a duplicate: a study waiting after an interrupted transfer is being re-sent."""
+        end_interruption(self.db, study_key, time.time())
+
     def rebuild(self) -> int:
         return 0
 
@@ -203,7 +213,8 @@ class DatabaseCompletion:
                                 "never sent again; analysed as received (force_complete_policy = \"analyse\")",
                                 short_hash(study["study_instance_uid"]), self.config.max_wait_seconds,
                                 refused_count(study))
-            if self.db.set_study_state(key, COMPLETE, None, expect=(RECEIVED,), generation=study["generation"]):
+            if self.db.set_study_state(key, COMPLETE, completion_note(study, why), expect=(RECEIVED,),
+                                       generation=study["generation"]):
                 self.forget(key)
                 log.info("study %s complete (%s), generation %d", short_hash(study["study_instance_uid"]), why,
                          study["generation"])

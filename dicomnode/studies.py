@@ -72,13 +72,92 @@ def record_refusal(db: StateDB, study_key: str, config: StudiesConfig) -> int:
     return count
 
 
+#: the cause of an interrupted transfer (interrupted_reason): the node stopped (crash or stop) while the study was
+#: receiving, or the association that sent it ended by A-ABORT (or a lost connection) instead of a release
+NODE_STOPPED = "the node stopped"
+ASSOCIATION_ABORTED = "the association was aborted"
+_INTERRUPTED = "transfer interrupted ("
+
+
+def interrupted_reason(count: int, cause: str, config: StudiesConfig) -> str:
+    """The reason of a study still receiving whose transfer was cut (`cause`: NODE_STOPPED, ASSOCIATION_ABORTED)
+    with `count` instances received: not completed on the quiet timer (`waiting_for_resend`), but at max wait or
+    when its sender sends again (state.add_instance clears it; a re-sent duplicate: CompletionTracker.instance_resent)."""
+    return (f"{REFUSED_PREFIX}{_INTERRUPTED}{count} instance(s) received when {cause}); the study may be incomplete: "
+            f"waiting the full max wait (studies.max_wait_seconds={config.max_wait_seconds:g}) for a re-send")
+
+
+def interrupted_note(reason: str | None) -> str | None:
+    """The interrupted-transfer note of a study's reason ("transfer interrupted (...) ..."), or None; the study path
+    adds it to the study's declined reasons, so that the summary, the SR and the report say it may be incomplete."""
+    text = (reason or "").removeprefix(REFUSED_PREFIX)
+    return text if text.startswith(_INTERRUPTED) else None
+
+
+def interrupted(study) -> bool:
+    """Whether a study still receiving waits for the re-send of an interrupted transfer (see interrupted_reason)."""
+    return waiting_for_resend(study) and interrupted_note(study["reason"]) is not None
+
+
+def record_interruption(db: StateDB, study_key: str, cause: str, config: StudiesConfig) -> int | None:
+    """Mark a study still receiving as interrupted (interrupted_reason, `cause`); returns the instances it holds,
+    None when it was not marked (no longer receiving, waiting for instances refused for lack of space, or whole by
+    its headers' expected counts: `ExpectedCounts`, with studies.use_expected_counts)."""
+    study = db.study(study_key)
+    if study is None or study["state"] != RECEIVED or refused_count(study):
+        return None
+    instances = db.study_instances(study_key)
+    count = len(instances)
+    if config.use_expected_counts and expected_counts_met(instances):
+        # the headers' own counts (ExpectedCounts) say every series is whole: nothing was cut, and a sender that
+        # ends its associations by A-ABORT (or a restart right after a whole transfer) must not wait max wait
+        return None
+    if not db.set_study_state(study_key, RECEIVED, interrupted_reason(count, cause, config), expect=(RECEIVED,),
+                              generation=study["generation"], updated_at=_after(study["last_received"])):
+        return None
+    log.warning("study %s: transfer interrupted (%d instance(s) received when %s): not completed on the quiet timer; "
+                "waiting for a re-send until max wait (studies.max_wait_seconds=%g)",
+                short_hash(study["study_instance_uid"]), count, cause, config.max_wait_seconds)
+    return count
+
+
+def end_interruption(db: StateDB, study_key: str, now: float) -> bool:
+    """An instance the study already held was sent again (a duplicate): its sender is re-sending, so a study
+    waiting after an interrupted transfer loses the note and counts as received `now` (back on the quiet timer)."""
+    study = db.study(study_key)
+    if study is None or not interrupted(study):
+        return False
+    if not db.set_study_state(study_key, RECEIVED, None, expect=(RECEIVED,), generation=study["generation"],
+                              last_received=now):
+        return False
+    log.info("instances of the study arrive again after its interrupted transfer; it completes when quiet")
+    return True
+
+
+def completion_note(study, why: str) -> str | None:
+    """The reason a study takes into `complete`: the interrupted-transfer note, when it was never sent again
+    (the study path adds it to the study's declined reasons); None otherwise."""
+    if not interrupted(study):
+        return None
+    return _after_max_wait(study["reason"]) if why == "max wait reached" else interrupted_note(study["reason"])
+
+
 def max_wait_failed_reason(config: StudiesConfig, study) -> str:
     """The reason of a study failed at max_wait_seconds (force_complete_policy = "fail")."""
     reason = f"not complete after max_wait_seconds={config.max_wait_seconds}"
     refused = refused_count(study)
     if refused:
         reason += f": {refused} instance(s) refused as out of resources (0xA700) were not sent again"
+    elif interrupted(study):
+        reason += f": {_after_max_wait(study['reason'])}"
     return reason
+
+
+def _after_max_wait(reason: str) -> str:
+    """The interrupted-transfer note once max wait came without a re-send."""
+    note = interrupted_note(reason) or ""
+    return note.split("; the study may be incomplete")[0] + "; the study may be incomplete: nothing was sent again " \
+                                                              "within max wait"
 
 
 #: planes whose normals differ by less than this are parallel (slice keys keep direction cosines to 0.1)
@@ -246,24 +325,34 @@ class CompletionTracker:
         self._deadlines: dict[str, float] = {}
         self._counts: dict[str, ExpectedCounts] = {}
         self._refused: set[str] = set()  # studies with instances refused for lack of space (waiting_for_resend)
+        self._interrupted: set[str] = set()  # studies whose transfer was cut, waiting for a re-send (interrupted)
         self._lock = threading.Lock()
 
     def rebuild(self) -> int:
         """After a start: re-arm timers of every study still receiving; returns how many.
 
-        No sender could deliver while the node was down, so the downtime is not quiet: each study gets a whole
-        quiet period from now (a transfer cut by the stop is not analysed half-received before its sender is back),
-        and no max-wait deadline falls before that."""
+        A study receiving when the node stopped (a crash, kill -9 or a stop) may have had its transfer cut, and no
+        sender could deliver while the node was down: it is marked (interrupted_reason: "transfer interrupted (N
+        instance(s) received when the node stopped) ...", shown by status) and waits for its sender, whose next
+        instance (new or a duplicate) puts it back on the quiet timer, or the full max_wait_seconds from now; never
+        the quiet timer alone (break3 L4: a cut cine was analysed as if whole). A study waiting for instances refused
+        for lack of space keeps waiting for them, its max wait not before a quiet period from now."""
         studies = self.db.studies((RECEIVED,))
-        resumed = time.time() + self.config.quiet_seconds
+        now = time.time()
+        resumed = now + self.config.quiet_seconds
         for study in studies:
-            if waiting_for_resend(study):  # incomplete: only its sender (or max wait) moves it on
+            if refused_count(study):  # incomplete: only its sender (or max wait) moves it on
                 with self._lock:
                     self._refused.add(study["study_key"])
-            else:
-                self._schedule_quiet(study["study_key"], max(study["last_received"] + self.config.quiet_seconds,
-                                                             resumed))
-            self._schedule_max_wait(study["study_key"], study["first_received"], not_before=resumed)
+                self._schedule_max_wait(study["study_key"], study["first_received"], not_before=resumed)
+                continue
+            # receiving when the node stopped (a crash, a stop, or an association aborted before): the transfer
+            # may have been cut, so the study waits for its sender (any instance, even a duplicate, ends the wait)
+            # or the full max wait from now, never the quiet timer alone
+            if record_interruption(self.db, study["study_key"], NODE_STOPPED, self.config) is not None:
+                with self._lock:
+                    self._interrupted.add(study["study_key"])
+            self._schedule_max_wait(study["study_key"], now, not_before=resumed)
         return len(studies)
 
     def reload(self, config: Config) -> None:
@@ -277,9 +366,13 @@ class CompletionTracker:
         with self._lock:
             resent = study_key in self._refused
             self._refused.discard(study_key)
+            again = study_key in self._interrupted
+            self._interrupted.discard(study_key)
         if resent:
             # the receive path logs within the study's context ([study=...])
             log.info("instances of the study arrive again after the refusals for lack of space; it completes when quiet")
+        if again:  # state.add_instance cleared the note
+            log.info("instances of the study arrive again after its interrupted transfer; it completes when quiet")
         deadline = now + self.config.quiet_seconds
         if self.config.use_expected_counts and self._counts_met(study_key, row):
             deadline = min(deadline, now + EXPECTED_COUNT_GRACE_SECONDS)
@@ -306,11 +399,33 @@ class CompletionTracker:
                 self._refused.add(study_key)
         return count
 
+    def instance_resent(self, study_key: str) -> None:
+        """An instance the node already held was sent again (a duplicate): a study waiting for the re-send of an
+        interrupted transfer is being re-sent, so it waits no longer than its quiet time (end_interruption)."""
+        with self._lock:
+            if study_key not in self._interrupted:
+                return
+            self._interrupted.discard(study_key)
+        now = time.time()
+        if end_interruption(self.db, study_key, now):
+            self._schedule_quiet(study_key, now + self.config.quiet_seconds, force=True)
+
+    def transfer_interrupted(self, study_key: str, cause: str = ASSOCIATION_ABORTED) -> bool:
+        """The association that sent instances of the study ended by A-ABORT (or a lost connection), not a release:
+        a study still receiving is marked (record_interruption) and waits for a re-send or its max wait (counted
+        from its first instance) instead of the quiet timer. Returns whether it was marked."""
+        if record_interruption(self.db, study_key, cause, self.config) is None:
+            return False
+        with self._lock:
+            self._interrupted.add(study_key)
+        return True
+
     def forget(self, study_key: str) -> None:
         with self._lock:
             self._counts.pop(study_key, None)
             self._deadlines.pop(study_key, None)
             self._refused.discard(study_key)
+            self._interrupted.discard(study_key)
 
     def _schedule_quiet(self, study_key: str, deadline: float, force: bool = False) -> None:
         with self._lock:
@@ -350,6 +465,10 @@ class CompletionTracker:
     def _check_quiet(self, study_key: str) -> None:
         study = self.db.study(study_key)
         if study is None or study["state"] != RECEIVED:
+            return
+        if interrupted(study):  # re-armed by the next instance received; max wait still applies
+            log.info("study %s quiet, but its transfer was interrupted: waiting for its sender to send again (or max "
+                     "wait)", short_hash(study["study_instance_uid"]))
             return
         if waiting_for_resend(study):  # re-armed by the next instance stored; max wait still applies
             log.info("study %s quiet, but %d instance(s) were refused for lack of space: waiting for its sender to "
@@ -399,13 +518,20 @@ class CompletionTracker:
             log.warning("study %s: max_wait_seconds=%s reached with %d instance(s) refused for lack of space never sent "
                         "again; analysed as received (force_complete_policy = \"analyse\")",
                         short_hash(study["study_instance_uid"]), self.config.max_wait_seconds, refused)
+        elif interrupted(study):
+            log.warning("study %s: max_wait_seconds=%s reached and nothing was sent again after its interrupted "
+                        "transfer; analysed as received, the summary says it may be incomplete "
+                        "(force_complete_policy = \"analyse\")",
+                        short_hash(study["study_instance_uid"]), self.config.max_wait_seconds)
         self.complete(study_key, "max wait reached")
 
     def complete(self, study_key: str, why: str) -> bool:
         study = self.db.study(study_key)
         if study is None:
             return False
-        if not self.db.set_study_state(study_key, COMPLETE, None, expect=(RECEIVED,), generation=study["generation"]):
+        # an interrupted transfer's note stays with the complete study: the study path adds it to its declined reasons
+        note = completion_note(study, why)
+        if not self.db.set_study_state(study_key, COMPLETE, note, expect=(RECEIVED,), generation=study["generation"]):
             return False
         for job_id in (f"quiet:{study_key}", f"maxwait:{study_key}"):
             try:
@@ -416,6 +542,11 @@ class CompletionTracker:
         log.info("study %s complete (%s), generation %d", short_hash(study["study_instance_uid"]), why, study["generation"])
         self.on_complete(study_key, study["generation"])
         return True
+
+
+def _after(last_received: float) -> float:
+    """An updated_at that `waiting_for_resend` reads as after the study's last instance, even within one clock tick."""
+    return max(time.time(), last_received + 0.001)
 
 
 def _datetime(timestamp: float) -> dt.datetime:

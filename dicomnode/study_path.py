@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.cmr.study import CMRStudy
 from dicomnode.config import Config, RouteConfig
+from dicomnode.observe import patient_values
 from dicomnode.routing import select_route
 from dicomnode.spool import write_durably
 from dicomnode.types import Declined, OutboxItem, ResultObject, StudyOutcome
@@ -44,6 +45,9 @@ class StudyRun:
     written: list[ResultObject] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: why the study was refused before any analysis for the input's sake (its instances carry several patients'
+    #: identities): `serve` fails the study with it, `process` lists it in the study's `declined`
+    refused: str | None = None
 
 
 def dataset_bytes(dataset: Dataset) -> bytes:
@@ -68,7 +72,17 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
     `calling_ae`: the sender's AE title for the routes' calling-AE rules (None: not checked, as in `process`).
     `supersedes`: earlier SRs this analysis replaces (the SR names them, PS3.3 C.17.2.3 Predecessor Documents).
     Raises whatever analysis or writing raises; a pipeline's own failure is already a `declined` entry.
+
+    A study whose instances carry more than one patient's identity (CMRStudy.identity_conflict, cmr.identity) is
+    not routed nor analysed: its entry declines it naming the patients, and StudyRun.refused says why.
     """
+    conflict = getattr(study, "identity_conflict", None)  # a stand-in study (tests) may lack it
+    if conflict is not None:
+        reason = conflict.reason
+        for patient in conflict.patients:  # every identity named is redacted from the log, as received ones are
+            patient_values.remember(_identity_dataset(patient, study.study_instance_uid))
+        log.warning("study %s not analysed: %s", short_hash(study.study_instance_uid or "-"), reason)
+        return StudyRun(summary=declined_entry(study, reason), refused=reason)
     headers = [series.instances[0].dataset for series in study.series if series.instances]
     route = select_route(config, calling_ae, headers)
     if route is None:
@@ -80,6 +94,12 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
     outcome.summary["outputs"] = [result.path for result in written]
     return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
                     errors=list(outcome.errors))
+
+
+def _identity_dataset(patient, study_instance_uid: str) -> dict:
+    """One patient's identity as observe.patient_values.remember reads a header (by keyword, with .get)."""
+    return {"StudyInstanceUID": study_instance_uid, "PatientID": patient.patient_id, "PatientName": patient.name,
+            "PatientBirthDate": patient.birth_date}
 
 
 def write_results(datasets: list[Dataset], write_root: Path, name_result: Callable[[Dataset], Path],

@@ -15,6 +15,7 @@ from dicomnode.types import Declined
 from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
                                   tm_seconds)
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
+from dicomnode.cmr.identity import IdentityConflict, identity_conflict
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
                                      NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
                                      lge_identity, mark_exam_protocols, weak_lge_evidence)
@@ -91,6 +92,8 @@ class CMRStudy:
     #: on the numbers, so not a stack warning): "series 11 'DE_SAX' (magnitude of the same slices) not measured: PSIR
     #: preferred", for the LGE block's declined / methods to say which series was not measured (break2 finding 6)
     left_aside: dict[str, list[str]] = field(default_factory=dict)
+    #: the patients of the study's instances when they are more than one (cmr.identity): the study is not analysed
+    identity_conflict: IdentityConflict | None = None
 
     def preferred(self, sequence: str, view: str | None = "sax") -> AnalysisSeries | None:
         """The preferred series of that sequence (and view; None = any view), or None when there is none."""
@@ -566,7 +569,8 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
                       if c.warnings or choice.get(c.key)}
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
                     patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded,
-                    stack_warnings=stack_warnings, left_aside=left_aside)
+                    stack_warnings=stack_warnings, left_aside=left_aside,
+                    identity_conflict=identity_conflict(h.dataset for h in headers))
 
 
 def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: Recognition, view: Recognition,

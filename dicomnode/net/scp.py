@@ -27,6 +27,8 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom._handlers import standard_dimse_recv_handler
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Config
@@ -163,6 +165,47 @@ PORT_IN_USE_HINT = ("; another process is listening there (maybe an older dicomn
                     "still running on this storage or config: stop it first)")
 
 
+def malformed_store_request(command) -> str | None:
+    """What is wrong with a C-STORE-RQ's command set (PS3.7 9.3.1.1) that pynetdicom would drop it for, or None."""
+    missing = []
+    for keyword, tag in (("AffectedSOPInstanceUID", "(0000,1000)"), ("AffectedSOPClassUID", "(0000,0002)")):
+        value = command.get(keyword)
+        if value is None or not str(value).strip().strip("\x00"):
+            missing.append(f"{'no' if value is None else 'an empty'} {_spaced(keyword)} {tag}")
+    if command.get("Priority") is None:
+        missing.append("no Priority (0000,0700)")
+    if command.get("CommandDataSetType") == 0x0101:
+        missing.append("no data set (Command Data Set Type 0x0101)")
+    if not missing:
+        return None
+    return "C-STORE request with " + ", ".join(missing)
+
+
+def _answer_malformed_first(assoc) -> None:
+    """pynetdicom's own EVT_DIMSE_RECV logging handler (bound with [logging] level = "DEBUG") raises on a C-STORE
+    request without an Affected SOP Instance UID, which stops the handlers bound after it: it goes last, so that
+    StorageSCP._handle_dimse_recv answers the request."""
+    try:
+        assoc.unbind(evt.EVT_DIMSE_RECV, standard_dimse_recv_handler)
+        if _config.LOG_HANDLER_LEVEL == "standard":
+            assoc.bind(evt.EVT_DIMSE_RECV, standard_dimse_recv_handler)
+    except Exception:  # noqa: BLE001 - only the library's logging of the request depends on it
+        pass
+
+
+def _idle_timeout(assoc) -> bool:
+    """Whether the association's network idle timer expired (the node aborts it then, node.network_timeout)."""
+    try:
+        return bool(assoc.dul.idle_timer_expired())
+    except Exception:  # noqa: BLE001 - no DUL any more: not known, so not an idle timeout
+        return False
+
+
+def _spaced(keyword: str) -> str:
+    return {"AffectedSOPInstanceUID": "Affected SOP Instance UID",
+            "AffectedSOPClassUID": "Affected SOP Class UID"}[keyword]
+
+
 def listen_problem(exc: OSError) -> str:
     """The reason a bind failed, with PORT_IN_USE_HINT where the port is taken."""
     return (exc.strerror or str(exc)) + (PORT_IN_USE_HINT if exc.errno == errno.EADDRINUSE else "")
@@ -233,13 +276,20 @@ class StorageSCP:
         on_stored: Callable[[StoreOutcome, IncomingInstance], None] | None = None,
         ssl_context=None,
         on_refused: Callable[[IncomingInstance], None] | None = None,
+        on_duplicate: Callable[[StoreOutcome, IncomingInstance], None] | None = None,
+        on_aborted: Callable[[str], None] | None = None,
     ):
         """`on_stored(outcome, instance)`: after an instance is durable; `on_refused(instance)`: after it was
-        refused with 0xA700 (out of resources: storage floor or a failed write), which its sender retries."""
+        refused with 0xA700 (out of resources: storage floor or a failed write), which its sender retries;
+        `on_duplicate(outcome, instance)`: after an instance already held was sent again (acknowledged, stored
+        once); `on_aborted(study_key)`: for each study an association sent instances of, when it ended by A-ABORT
+        or a lost connection instead of a release (its transfer may have been cut)."""
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
         self.on_refused = on_refused
+        self.on_duplicate = on_duplicate
+        self.on_aborted = on_aborted
         self.ssl_context = ssl_context
         self._server = None
         self._active = 0
@@ -302,6 +352,7 @@ class StorageSCP:
         """EVT_REQUESTED: refuse a known peer calling from an address it is not bound to (node.peers); unknown
         called/calling AE titles are refused by pynetdicom right after this (AE.require_called_aet/_calling_aet)."""
         assoc = event.assoc
+        _answer_malformed_first(assoc)
         calling = assoc.requestor.primitive.calling_ae_title.strip()
         address = assoc.requestor.address
         if not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
@@ -329,6 +380,17 @@ class StorageSCP:
         log.warning("association from calling AE %r at %s aborted (A-ABORT or connection lost) after %d "
                     "instance(s) acknowledged: those are kept; the sender must send again what it had no response for",
                     assoc.requestor.ae_title.strip(), assoc.requestor.address, stored)
+        if self.on_aborted is None:
+            return
+        if _idle_timeout(assoc) and getattr(assoc.dimse, "message", None) is None:
+            # the node ended a silent association (node.network_timeout) between two messages: every instance it
+            # was sent had its answer, so no transfer was cut (a sender keeping its association open while idle)
+            return
+        for study_key in getattr(assoc, "dicomnode_studies", ()):
+            try:
+                self.on_aborted(study_key)
+            except Exception:  # noqa: BLE001 - the study still completes (quiet timer or max wait)
+                log.exception("could not mark study %s as interrupted after the abort", short_hash(study_key))
 
     def _handle_rejected(self, event: evt.Event) -> None:
         """EVT_REJECTED, whoever rejected: count it, and say which AE titles were asked for."""
@@ -341,6 +403,41 @@ class StorageSCP:
                     event.assoc.requestor.address, self.config.node.ae_title, self.config.node.allowed_calling_aes)
 
     # --- services --------------------------------------------------------------------------------------------
+
+    def _handle_dimse_recv(self, event: evt.Event) -> None:
+        """EVT_DIMSE_RECV (every DIMSE message, once whole): a C-STORE request pynetdicom would drop unanswered
+        (a required command element missing or empty: it logs "Received unexpected C-STORE service message" and
+        the sender waits for its DIMSE timeout) is answered at once with 0xC000 and an ErrorComment, and logged."""
+        command = event.message.command_set
+        if command.get("CommandField") != 0x0001:  # only C-STORE-RQ
+            return
+        problem = malformed_store_request(command)
+        if problem is None:
+            return
+        assoc = event.assoc
+        calling, address = assoc.requestor.ae_title.strip(), assoc.requestor.address
+        message_id = command.get("MessageID")
+        if message_id is None:
+            log.warning("C-STORE request from calling AE %r at %s not answered: %s, and no Message ID to answer it "
+                        "under", calling, address, problem)
+            return
+        log.warning("C-STORE refused from calling AE %r at %s: %s (answered 0x%04X)", calling, address, problem,
+                    STATUS_CANNOT_UNDERSTAND)
+        response = C_STORE()
+        response.MessageIDBeingRespondedTo = int(message_id)
+        for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
+            try:
+                value = str(command.get(keyword) or "").strip()
+                if value:
+                    setattr(response, keyword, value)
+            except (TypeError, ValueError):  # malformed: the response goes without it
+                pass
+        response.Status = STATUS_CANNOT_UNDERSTAND
+        response.ErrorComment = problem[:64]
+        try:
+            assoc.dimse.send_msg(response, event.message.context_id)
+        except Exception as exc:  # noqa: BLE001 - the association may be going down: said, never raised
+            log.warning("could not answer the malformed C-STORE request from %r: %s", calling, exc)
 
     def _handle_echo(self, event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title.strip()
@@ -414,6 +511,10 @@ class StorageSCP:
         except Exception as exc:  # a dataset pydicom cannot decode
             log.warning("C-STORE refused from %s: cannot decode dataset: %s", calling, exc)
             return self._status(STATUS_CANNOT_UNDERSTAND, f"cannot decode dataset: {exc}")
+        studies = getattr(event.assoc, "dicomnode_studies", None)
+        if studies is None:
+            studies = event.assoc.dicomnode_studies = {}
+        studies[instance.study_key] = None  # the studies this association sends (an abort marks them interrupted)
         with study_context(short_hash(study_uid)):
             return self._store_durably(instance, calling, address, sop_instance, study_uid)
 
@@ -453,6 +554,11 @@ class StorageSCP:
             self.received_bytes += len(instance.encoded)
         if not outcome.stored:
             self._duplicate(instance, calling, study_uid)
+            if self.on_duplicate is not None:
+                try:
+                    self.on_duplicate(outcome, instance)
+                except Exception:  # noqa: BLE001 - acknowledged and held: completion still ends at max wait
+                    log.exception("post-duplicate hook failed")
         elif self.on_stored is not None:
             try:
                 self.on_stored(outcome, instance)
@@ -512,6 +618,7 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._handle_aborted),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_DIMSE_RECV, self._handle_dimse_recv),
         ]
         try:
             self._server = self.ae.make_server(

@@ -350,26 +350,93 @@ def test_max_wait_forces_the_study_on_per_policy(completion, policy, state, anal
 
 
 def test_timers_are_rebuilt_from_the_index_after_a_restart(completion):
+    """A study receiving when the node stopped may have had its transfer cut: after the restart it carries the note
+    and waits the full max wait from the restart (no quiet timer), whatever the downtime was."""
     make, db, scheduler, clock, completed = completion
     _receive(db, make(), clock, "1.2.7", "1.2.7.0")
-    restarted = FakeScheduler()
-    tracker = CompletionTracker(db, StudiesConfig(quiet_seconds=30, max_wait_seconds=600), lambda *a: None, restarted)
-    assert tracker.rebuild() == 1
-    assert restarted.jobs["quiet:1.2.7"][1] == clock.now + 30
-    assert restarted.jobs["maxwait:1.2.7"][1] == clock.now + 600
-
-
-def test_the_downtime_is_not_quiet_a_restarted_node_waits_a_whole_quiet_period(completion):
-    """A transfer cut by a stop: after a restart long after its last instance, the study still gets a whole quiet
-    period (and no max-wait deadline before it), since no sender could deliver while the node was down."""
-    make, db, scheduler, clock, completed = completion
-    _receive(db, make(), clock, "1.2.8", "1.2.8.0")
+    _receive(db, make(), clock, "1.2.7", "1.2.7.1")
     clock.now += 3600
     restarted = FakeScheduler()
     tracker = CompletionTracker(db, StudiesConfig(quiet_seconds=30, max_wait_seconds=600), lambda *a: None, restarted)
     assert tracker.rebuild() == 1
+    assert "quiet:1.2.7" not in restarted.jobs
+    assert restarted.jobs["maxwait:1.2.7"][1] == clock.now + 600
+    study = db.study("1.2.7")
+    assert study["state"] == RECEIVED
+    assert study["reason"] == ("incomplete: transfer interrupted (2 instance(s) received when the node stopped); the "
+                               "study may be incomplete: waiting the full max wait (studies.max_wait_seconds=600) "
+                               "for a re-send")
+    assert status_report(db)["studies"][0]["reason"] == study["reason"]
+
+
+def _restarted(db, clock, completed, study="1.2.8", **settings):
+    """A study of one instance, then a restart of the node: (tracker, scheduler) of the restarted node."""
+    _receive(db, CompletionTracker(db, StudiesConfig(quiet_seconds=30, max_wait_seconds=600), lambda *a: None,
+                                   FakeScheduler()), clock, study, f"{study}.0")
+    clock.now += 60
+    restarted = FakeScheduler()
+    config = StudiesConfig(quiet_seconds=30, max_wait_seconds=600, **settings)
+    tracker = CompletionTracker(db, config, lambda key, generation: completed.append((key, generation)), restarted)
+    assert tracker.rebuild() == 1
+    return tracker, restarted
+
+
+def test_an_interrupted_study_completes_when_quiet_once_its_sender_sends_again(completion):
+    make, db, scheduler, clock, completed = completion
+    tracker, restarted = _restarted(db, clock, completed)
+    _receive(db, tracker, clock, "1.2.8", "1.2.8.1")  # the scanner re-sends: a new instance clears the note
+    assert db.study("1.2.8")["reason"] is None
     assert restarted.jobs["quiet:1.2.8"][1] == clock.now + 30
-    assert restarted.jobs["maxwait:1.2.8"][1] == clock.now + 30
+    clock.now += 30
+    restarted.fire("quiet:1.2.8")
+    assert completed == [("1.2.8", 0)] and db.study("1.2.8")["state"] == COMPLETE
+
+
+def test_a_resent_duplicate_ends_the_wait_of_an_interrupted_study(completion):
+    """Everything had arrived before the stop: the sender re-sends what the node already holds (duplicates)."""
+    make, db, scheduler, clock, completed = completion
+    tracker, restarted = _restarted(db, clock, completed)
+    tracker.instance_resent("1.2.8")
+    assert db.study("1.2.8")["reason"] is None
+    assert restarted.jobs["quiet:1.2.8"][1] == clock.now + 30
+    clock.now += 30
+    restarted.fire("quiet:1.2.8")
+    assert completed == [("1.2.8", 0)]
+
+
+@pytest.mark.parametrize("policy", ["analyse", "fail"])
+def test_an_interrupted_study_not_sent_again_carries_the_note_past_max_wait(completion, policy):
+    make, db, scheduler, clock, completed = completion
+    tracker, restarted = _restarted(db, clock, completed, force_complete_policy=policy)
+    clock.now += 600
+    restarted.fire("maxwait:1.2.8")
+    study = db.study("1.2.8")
+    note = ("transfer interrupted (1 instance(s) received when the node stopped); the study may be incomplete: "
+            "nothing was sent again within max wait")
+    if policy == "analyse":
+        assert study["state"] == COMPLETE and study["reason"] == note and completed == [("1.2.8", 0)]
+        assert dicomnode.studies.interrupted_note(study["reason"]) == note  # the study path adds it to `declined`
+    else:
+        assert study["state"] == FAILED and study["reason"] == "not complete after max_wait_seconds=600.0: " + note
+
+
+def test_an_aborted_association_holds_its_study_off_the_quiet_timer(completion):
+    make, db, scheduler, clock, completed = completion
+    tracker = make()
+    _receive(db, tracker, clock, "1.2.9", "1.2.9.0")
+    _receive(db, tracker, clock, "1.2.9", "1.2.9.1")
+    assert tracker.transfer_interrupted("1.2.9")
+    assert db.study("1.2.9")["reason"].startswith(
+        "incomplete: transfer interrupted (2 instance(s) received when the association was aborted); the study may "
+        "be incomplete")
+    clock.now += 30
+    scheduler.fire("quiet:1.2.9")
+    assert completed == [] and db.study("1.2.9")["state"] == RECEIVED
+    _receive(db, tracker, clock, "1.2.9", "1.2.9.2")  # the re-send
+    clock.now += 30
+    scheduler.fire("quiet:1.2.9")
+    assert completed == [("1.2.9", 0)]
+    assert not tracker.transfer_interrupted("1.2.9")  # complete: an abort afterwards changes nothing
 
 
 # --- the study path --------------------------------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""Patient identity consistency of one study: whether its instances carry the identities of more than one patient.
+
+A study whose images belong to two patients (a PACS merge gone wrong, a scanner worklist mix-up, a re-send under the
+wrong patient) must never be measured as one heart: the results would go out under one patient's identity, built
+partly from another's images. `identity_conflict` is the one check, a pure function of the instances' headers;
+`cmr.study.understand_study` runs it over every instance of the study (MR images and any other object filed with
+them) and the study path (`study_path.run_study`, the same for `serve` and `process`) declines the study when it
+finds a conflict.
+
+The rule (PatientID, PatientName, PatientBirthDate; absent or empty values never conflict):
+- two instances are of different patients when their Patient IDs differ (compared trimmed, internal white space
+  collapsed, case-insensitive);
+- where the IDs do not tell them apart (equal, or missing on one side), when their Patient Names are clearly
+  different, or their birth dates differ (both a full YYYYMMDD date; a partial or malformed date says nothing).
+- Names are compared as the words of their family, given and middle components, accents and case folded,
+  punctuation, padding and '^' placement ignored; one name's words all found in the other's is the same name
+  ("SMITH^JOHN" = "Smith^John^A" = "Smith John"). Each component group ('=': alphabetic, ideographic, phonetic)
+  is a rendering of the same name: two names are the same when any rendering of one matches any of the other.
+  A value decoded in the wrong character set (UTF-8 read as Latin-1, "MÃ¼ller") is compared in its repaired form
+  too, a German transliteration ("Mueller") matches the accented name, and a name holding undecodable characters
+  ('?' or U+FFFD) is not compared at all.
+Instances are grouped into patients greedily, the most frequent identity first: an instance joins the first group
+it conflicts with no member of; more than one group is a conflict.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+#: the reason's length budget (the study's reason column keeps 500 characters)
+MAX_REASON = 480
+
+_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "å": "aa",
+                                  "œ": "oe"})
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    try:
+        return str(value).replace("\x00", " ").strip()
+    except Exception:  # noqa: BLE001 - an undecodable value says nothing
+        return ""
+
+
+def normalised_id(value) -> str | None:
+    """PatientID for comparison: trimmed, white space collapsed, case-folded; None when empty."""
+    text = " ".join(_text(value).split()).casefold()
+    return text or None
+
+
+def normalised_birth_date(value) -> str | None:
+    """PatientBirthDate as YYYYMMDD when it is a full date (DA, or with separators); None otherwise."""
+    digits = re.sub(r"[^0-9]", "", _text(value))
+    return digits if len(digits) == 8 else None
+
+
+def _repairs(text: str) -> list[str]:
+    """The text, and what it reads as when it was UTF-8 decoded in a single-byte set (mojibake)."""
+    found = [text]
+    for codec in ("latin-1", "cp1252"):
+        try:
+            repaired = text.encode(codec).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+        if repaired not in found:
+            found.append(repaired)
+    return found
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def _word_sets(group: str) -> list[frozenset[str]]:
+    """The words of one component group's family, given and middle names, in each comparable spelling."""
+    components = group.split("^")[:3]  # prefix and suffix (Dr, Jr) are no part of the identity
+    spelt = " ".join(components)
+    sets = []
+    for text in _repairs(spelt):
+        folded = text.casefold()
+        for form in (_strip_accents(folded), _strip_accents(folded.translate(_TRANSLITERATION))):
+            words = frozenset(_WORD.findall(form))
+            if words and words not in sets:
+                sets.append(words)
+    return sets
+
+
+def name_renderings(value) -> list[frozenset[str]] | None:
+    """Every comparable word set of a PatientName (all its component groups); None when the name is empty or
+    holds undecodable characters (it then conflicts with nothing)."""
+    return _renderings(_text(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _renderings(text: str) -> list[frozenset[str]] | None:
+    if not text or "?" in text or "\ufffd" in text:
+        return None
+    renderings: list[frozenset[str]] = []
+    for group in text.split("="):
+        for words in _word_sets(group):
+            if words not in renderings:
+                renderings.append(words)
+    return renderings or None
+
+
+def same_name(a, b) -> bool:
+    """Whether two PatientName values may name the same person (see the module's rule); True when either is
+    empty or not comparable."""
+    first, second = name_renderings(a), name_renderings(b)
+    if first is None or second is None:
+        return True
+    return any(x <= y or y <= x for x in first for y in second)
+
+
+@dataclass(frozen=True)
+class _Identity:
+    patient_id: str  # as written (trimmed)
+    name: str
+    birth_date: str
+
+    @property
+    def key_id(self) -> str | None:
+        return normalised_id(self.patient_id)
+
+    @property
+    def key_date(self) -> str | None:
+        return normalised_birth_date(self.birth_date)
+
+
+def _conflicts(a: _Identity, b: _Identity) -> bool:
+    if a.key_id and b.key_id and a.key_id != b.key_id:
+        return True
+    if a.key_date and b.key_date and a.key_date != b.key_date:
+        return True
+    return not same_name(a.name, b.name)
+
+
+@dataclass
+class PatientGroup:
+    """One patient found in the study: the identity most of its instances carry, and how many instances it has."""
+
+    patient_id: str
+    name: str
+    birth_date: str
+    instances: int = 0
+    series: set[str] = field(default_factory=set)  # SeriesNumber (or Series Instance UID) of its instances
+    members: list[_Identity] = field(default_factory=list)
+
+    def describe(self) -> str:
+        parts = [f"PatientID {self.patient_id!r}" if self.patient_id else "no PatientID"]
+        if self.name:
+            parts.append(f"PatientName {self.name!r}")
+        if self.birth_date:
+            parts.append(f"PatientBirthDate {self.birth_date}")
+        return f"{', '.join(parts)} ({self.instances} instance{'' if self.instances == 1 else 's'})"
+
+
+@dataclass
+class IdentityConflict:
+    """The patients a study's instances belong to (most instances first) and the series holding more than one."""
+
+    patients: list[PatientGroup]
+    mixed_series: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The study's decline reason: the identities, the instances each has, and what to do."""
+        head = f"instances of {len(self.patients)} patients under one Study Instance UID: "
+        tail = ("; not analysed, so that no result is filed under one patient from another's images: correct the "
+                "study at the sender or PACS, then send it again")
+        mixed = (f"; series {', '.join(self.mixed_series[:4])}{' ...' if len(self.mixed_series) > 4 else ''} "
+                 "hold instances of more than one") if self.mixed_series else ""
+        body = "; ".join(p.describe() for p in self.patients)
+        room = MAX_REASON - len(head) - len(tail) - len(mixed)
+        if len(body) > room:
+            body = body[:max(room - 3, 0)] + "..."
+        return head + body + mixed + tail
+
+
+def _series_label(dataset) -> str:
+    return _text(dataset.get("SeriesNumber")) or _text(dataset.get("SeriesInstanceUID")) or "?"
+
+
+def identity_conflict(datasets: Iterable) -> IdentityConflict | None:
+    """The patients of one study's instances (pydicom datasets, headers are enough) when there are more than one,
+    else None (see the module's rule). Pure: reads only PatientID, PatientName, PatientBirthDate, SeriesNumber."""
+    counts: Counter[_Identity] = Counter()
+    series_of: dict[_Identity, Counter[str]] = {}
+    for dataset in datasets:
+        identity = _Identity(_text(dataset.get("PatientID")), _text(dataset.get("PatientName")),
+                             _text(dataset.get("PatientBirthDate")))
+        counts[identity] += 1
+        series_of.setdefault(identity, Counter())[_series_label(dataset)] += 1
+    if len(counts) < 2:
+        return None
+    groups: list[PatientGroup] = []
+    for identity, count in sorted(counts.items(), key=lambda item: (-item[1], repr(item[0]))):
+        for group in groups:
+            if not any(_conflicts(identity, member) for member in group.members):
+                break
+        else:
+            group = PatientGroup(identity.patient_id, identity.name, identity.birth_date)
+            groups.append(group)
+        group.members.append(identity)
+        group.instances += count
+        group.series.update(series_of[identity])
+        # the group is shown with the most frequent non-empty value of each field
+        group.patient_id = group.patient_id or identity.patient_id
+        group.name = group.name or identity.name
+        group.birth_date = group.birth_date or identity.birth_date
+    if len(groups) < 2:
+        return None
+    seen: Counter[str] = Counter(label for group in groups for label in group.series)
+    mixed = sorted((label for label, n in seen.items() if n > 1), key=lambda s: (not s.isdigit(), s.zfill(12)))
+    return IdentityConflict(patients=groups, mixed_series=mixed)

@@ -1,0 +1,87 @@
+"""cmr.identity: when a study's instances carry more than one patient's identity (break3 H1), and when they do not
+(formatting, empty values, character-set renderings of one name)."""
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomnode.cmr.identity import identity_conflict, same_name
+
+
+def _ds(patient_id="F58CB8F31F5B", name="Case^P043", birth="19610423", series=11, charset=None) -> Dataset:
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    for keyword, value in (("PatientID", patient_id), ("PatientName", name), ("PatientBirthDate", birth)):
+        if value is not None:
+            setattr(ds, keyword, value)
+    ds.SeriesNumber = series
+    return ds
+
+
+def test_two_patient_ids_in_one_series_are_named_with_their_counts():
+    """The tester's study: InstanceNumber 1,3,5 of another patient interleaved with 2,4 of the study's own."""
+    datasets = [_ds("OTHER-PATIENT-999", "Other^Patient", None) if i % 2 else _ds() for i in range(1, 6)]
+    datasets.append(_ds(series=9))
+    conflict = identity_conflict(datasets)
+    assert conflict is not None and len(conflict.patients) == 2
+    reason = conflict.reason
+    assert reason.startswith("instances of 2 patients under one Study Instance UID: ")
+    assert "PatientID 'OTHER-PATIENT-999', PatientName 'Other^Patient' (3 instances)" in reason
+    assert "PatientID 'F58CB8F31F5B', PatientName 'Case^P043', PatientBirthDate 19610423 (3 instances)" in reason
+    assert "series 11 hold instances of more than one" in reason
+    assert "not analysed" in reason and len(reason) <= 500
+
+
+@pytest.mark.parametrize("other, why", [
+    (dict(birth="19700101"), "same ID, another full birth date"),
+    (dict(name="Smith^Jane"), "same ID, another name"),
+    (dict(patient_id="", name="Smith^Jane"), "no ID on one side: the name decides"),
+])
+def test_ids_that_agree_still_conflict_on_a_clearly_different_name_or_birth_date(other, why):
+    conflict = identity_conflict([_ds(name="Smith^John")] * 3 + [_ds(**{"name": "Smith^John", **other})])
+    assert conflict is not None, why
+    assert [p.instances for p in conflict.patients] == [3, 1]
+
+
+@pytest.mark.parametrize("variant, why", [
+    (dict(patient_id=" f58cb8f31f5b "), "ID in another case, padded"),
+    (dict(name="CASE^P043^^^"), "name in capitals with empty trailing components"),
+    (dict(name=" case ^ p043"), "name with spaces around its components"),
+    (dict(name="Case P043"), "family and given name written without '^'"),
+    (dict(name="Case^P043^A"), "a middle initial added"),
+    (dict(name="", birth=""), "name and birth date empty"),
+    (dict(name=None, birth=None, patient_id=None), "no identity at all"),
+    (dict(birth="1961"), "a partial birth date says nothing"),
+    (dict(birth="19610423 "), "a padded birth date"),
+])
+def test_formatting_and_empty_values_are_no_second_patient(variant, why):
+    assert identity_conflict([_ds()] * 4 + [_ds(**variant)]) is None, why
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Yamada^Tarou=山田^太郎=やまだ^たろう", "YAMADA^TAROU"),  # alphabetic group alone
+    ("Yamada^Tarou=山田^太郎=やまだ^たろう", "=山田^太郎"),  # ideographic group alone
+    ("Müller^Hans", "MÃ¼ller^Hans"),  # UTF-8 read as Latin-1
+    ("Müller^Hans", "Mueller^Hans"),  # German transliteration
+    ("Müller^Hans", "MULLER^HANS"),  # accents dropped by an old system
+    ("Müller^Hans", "M?ller^Hans"),  # not decodable: not compared
+    ("Ōta^Jirō", "Ota^Jiro"),
+])
+def test_character_set_renderings_of_one_name_are_the_same_name(a, b):
+    assert same_name(a, b)
+    assert identity_conflict([_ds(name=a), _ds(name=b)]) is None
+
+
+def test_a_name_stored_in_another_character_set_is_the_same_patient():
+    latin = _ds(name="Müller^Hans", charset="ISO_IR 100")
+    utf8 = _ds(name="Müller^Hans", charset="ISO_IR 192")
+    assert identity_conflict([latin, utf8, latin]) is None
+
+
+def test_one_patient_is_no_conflict_and_a_third_patient_is_named():
+    assert identity_conflict([_ds()] * 5) is None
+    assert identity_conflict([]) is None
+    conflict = identity_conflict([_ds()] * 3 + [_ds("B", "B^B", None)] * 2 + [_ds("C", "C^C", None)])
+    assert [p.patient_id for p in conflict.patients] == ["F58CB8F31F5B", "B", "C"]
+    assert conflict.reason.startswith("instances of 3 patients")
