@@ -1,6 +1,7 @@
 """The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
 from __future__ import annotations
 
+from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
 from dicomnode.rounding import display_round, number_text
 
@@ -89,6 +90,11 @@ def print_summary_table(summary: dict) -> None:
                   f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {_number(cine['rv_edv_ml'])} mL, ESV {_number(cine['rv_esv_ml'])} mL,"
                   f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %")
+            # what the PDF lists as outside the reference range, the LV/RV stroke-volume check, the RV's accuracy
+            for flag in cine.get("flags") or []:
+                if isinstance(flag, str) and (is_range_flag(flag) or flag.startswith((SV_MISMATCH_START,
+                                                                                         RV_ACCURACY_START))):
+                    print(f"  Cine check: {flag}")
         for name in ("lge", "cine"):
             for warning in stack_warnings(study.get(name)):
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} input: {warning}")

@@ -8,10 +8,13 @@ them) and the study path (`study_path.run_study`, the same for `serve` and `proc
 finds a conflict.
 
 The rule (PatientID, PatientName, PatientBirthDate; absent or empty values never conflict):
-- two instances are of different patients when their Patient IDs differ (compared trimmed, internal white space
-  collapsed, case-insensitive);
-- where the IDs do not tell them apart (equal, or missing on one side), when their Patient Names are clearly
-  different, or their birth dates differ (both a full YYYYMMDD date; a partial or malformed date says nothing).
+- where both instances carry a Patient ID, the ID alone decides: different IDs are different patients (compared
+  trimmed, internal white space collapsed, case-insensitive, a numeric ID without leading zeros), the same ID is the
+  same patient whatever the names and birth dates say (a fresh tester: one patient's name written SØRENSEN and
+  SORENSEN, SMITH^J and SMITH^JOHN, in kanji only and in romaji, or a placeholder birth date on some instances, was
+  declined as two patients, and a declined study cannot be recovered by a re-send of the same instances);
+- where one of them has no Patient ID, when their Patient Names are clearly different, or their birth dates differ
+  (both a full YYYYMMDD date; a partial or malformed date says nothing).
 - Names are compared as the words of their family, given and middle components, accents and case folded,
   punctuation, padding and '^' placement ignored; one name's words all found in the other's is the same name
   ("SMITH^JOHN" = "Smith^John^A" = "Smith John"). Each component group ('=': alphabetic, ideographic, phonetic)
@@ -49,8 +52,11 @@ def _text(value) -> str:
 
 
 def normalised_id(value) -> str | None:
-    """PatientID for comparison: trimmed, white space collapsed, case-folded; None when empty."""
+    """PatientID for comparison: trimmed, white space collapsed, case-folded, a numeric ID without its leading zeros
+    (a system that pads or strips them: "0012345" = "12345"); None when empty."""
     text = " ".join(_text(value).split()).casefold()
+    if text.isdigit():
+        text = text.lstrip("0") or "0"
     return text or None
 
 
@@ -134,8 +140,8 @@ class _Identity:
 
 
 def _conflicts(a: _Identity, b: _Identity) -> bool:
-    if a.key_id and b.key_id and a.key_id != b.key_id:
-        return True
+    if a.key_id and b.key_id:  # the Patient ID decides where both carry one; names and dates then say nothing
+        return a.key_id != b.key_id
     if a.key_date and b.key_date and a.key_date != b.key_date:
         return True
     return not same_name(a.name, b.name)

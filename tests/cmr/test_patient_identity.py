@@ -34,14 +34,28 @@ def test_two_patient_ids_in_one_series_are_named_with_their_counts():
 
 
 @pytest.mark.parametrize("other, why", [
-    (dict(birth="19700101"), "same ID, another full birth date"),
-    (dict(name="Smith^Jane"), "same ID, another name"),
     (dict(patient_id="", name="Smith^Jane"), "no ID on one side: the name decides"),
+    (dict(patient_id="", birth="19700101"), "no ID on one side: a full birth date decides"),
 ])
-def test_ids_that_agree_still_conflict_on_a_clearly_different_name_or_birth_date(other, why):
+def test_without_an_id_on_one_side_a_clearly_different_name_or_birth_date_conflicts(other, why):
     conflict = identity_conflict([_ds(name="Smith^John")] * 3 + [_ds(**{"name": "Smith^John", **other})])
     assert conflict is not None, why
     assert [p.instances for p in conflict.patients] == [3, 1]
+
+
+@pytest.mark.parametrize("other, why", [
+    (dict(birth="19000101"), "same ID, a placeholder birth date"),
+    (dict(name="SORENSEN^ANNE"), "same ID, SØRENSEN written without the letter Ø"),
+    (dict(name="SMITH^J"), "same ID, the given name as an initial"),
+    (dict(name="=山田^太郎"), "same ID, the name in ideographs only"),
+    (dict(name="Smith^Jane"), "same ID, another name (a correction between two series)"),
+    (dict(patient_id="00" + "12345"), "a numeric ID with leading zeros"),
+])
+def test_the_same_patient_id_is_one_patient_whatever_the_names_say(other, why):
+    """break5: a real patient whose instances spell the name differently (or pad the ID) was declined as two
+    patients; the ID decides where both instances carry one."""
+    base = dict(patient_id="12345", name="SØRENSEN^ANNE", birth="19610423")
+    assert identity_conflict([_ds(**base)] * 3 + [_ds(**{**base, **other})]) is None, why
 
 
 @pytest.mark.parametrize("variant, why", [

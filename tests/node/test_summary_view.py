@@ -111,3 +111,16 @@ def test_lge_prints_its_typical_error_and_a_flag_near_the_cutoff(capsys):
     out = capsys.readouterr().out
     assert "LGE 14.3 % (mean abs. error 5.8)" in out
     assert "large scar burden: no (%LGE within the mean absolute error of the cut-off)" in out
+
+
+def test_the_cine_checks_are_printed(capsys):
+    """break5: the process printout showed no cine flag although the PDF and SR carry them."""
+    cine = {"lv_edv_ml": 150.0, "lv_esv_ml": 70.0, "lv_sv_ml": 80.0, "lv_ef_percent": 53.0, "lv_mass_g": 120.0,
+            "rv_edv_ml": 150.0, "rv_esv_ml": 110.0, "rv_sv_ml": 40.0, "rv_ef_percent": 26.7, "ed_phase": 0,
+            "es_phase": 8, "lv_volume_curve_ml": [150.0] * 20,
+            "flags": ["RVEF below the RV systolic dysfunction cut-off (26.7 %; dysfunction at ≤ 45 %, Gulati 2013)",
+                      "LV and RV stroke volumes disagree: LV SV 80.0 mL, RV SV 40.0 mL", "phase 3: a timing note"]}
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
+    out = capsys.readouterr().out
+    assert "Cine check: RVEF below the RV systolic dysfunction cut-off" in out
+    assert "Cine check: LV and RV stroke volumes disagree" in out and "timing note" not in out
