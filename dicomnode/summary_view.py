@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
+from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
 from dicomnode.rounding import display_round, number_text
 
@@ -43,6 +44,9 @@ def _burden(lge: dict, partial: bool) -> str:
     """The large-burden flag: "  LARGE SCAR BURDEN" where set; on a stack the node calls partial (coverage.complete
     false) qualified as %LGE is, "(slices present only)", and said also where not set; "(large-burden flag
     withheld)" where the summary withholds it."""
+    if str(lge.get("large_scar_burden_reason") or "").startswith(INDETERMINATE):
+        return (f"  large scar burden: {INDETERMINATE} (%LGE within the mean absolute error of the cut-off"
+                f"{'; slices present only' if partial else ''})")
     if lge.get("large_scar_burden_reason"):
         return "  (large-burden flag withheld)"
     flag = lge.get("large_scar_burden")

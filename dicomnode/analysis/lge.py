@@ -14,8 +14,8 @@ from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.cine import apex_first, slice_images, slice_positions_mm
 from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
-from dicomnode.analysis.lge_metrics import (eight_bit_reason, fwhm_enhancement, lge_volumes, nsd_enhancement,
-                                            threshold_applicability)
+from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
+                                            nsd_enhancement, threshold_applicability)
 from dicomnode.analysis.phase_text import not_lge_text, other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
@@ -25,6 +25,7 @@ from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
+from dicomnode.rounding import number_text
 
 log = logging.getLogger("dicomnode.analysis.lge")
 
@@ -841,6 +842,12 @@ class LGEPipeline:
         def number(value: float):
             return None if withheld else _round(value, 2)
 
+        validation = None if withheld else lge_percent_validation(
+            self.card_metrics, kind, volumes.lge_percent, None if burden_reason else volumes.large_scar_burden,
+            settings.large_burden_percent)
+        burden_reason = burden_reason or indeterminate_burden_reason(validation, volumes.lge_percent,
+                                                                     settings.large_burden_percent)
+
         summary = {
             "method": "dl",
             # False where the numbers are withheld (`reason`: why): the heart was not found, or the myocardium
@@ -856,9 +863,7 @@ class LGEPipeline:
             "large_scar_burden_reason": burden_reason,
             # the model's known %LGE error against expert readers on input like this (card cross-validation), and
             # whether %LGE lies within it of the large-burden cut-off
-            "lge_percent_validation": None if withheld else lge_percent_validation(
-                self.card_metrics, kind, volumes.lge_percent, None if burden_reason else volumes.large_scar_burden,
-                settings.large_burden_percent),
+            "lge_percent_validation": validation,
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
@@ -991,6 +996,19 @@ def lge_percent_validation(card_metrics: dict, kind: str, lge_percent: float | N
             "sd": None if agreement.get("sd") is None else _round(agreement["sd"], 2),
             "flag_accuracy": None if agreement.get("flag_accuracy") is None else _round(agreement["flag_accuracy"], 3),
             "source": str(card_metrics.get("source") or "the model card's cross-validation"), "near_cutoff": near}
+
+
+def indeterminate_burden_reason(validation: dict | None, lge_percent: float | None,
+                                cutoff_percent: float) -> str | None:
+    """Why the large-burden flag is indeterminate, or None: where `validation` (`lge_percent_validation`) says
+    %LGE lies within the model's mean absolute error of the cut-off (`near_cutoff`), a Yes or No would go either way
+    within the model's typical error, so neither is stated (summary `large_scar_burden` null with this reason; the SR
+    codes the flag Undetermined, SCT 373068000). A tester's two near-cut-off MyoPS calls were both wrong: Case3002
+    14.3 % "No" against the expert's 19.8 %, Case3005 20.0 % "Yes" against 8.8 %."""
+    if not isinstance(validation, dict) or validation.get("near_cutoff") is not True or lge_percent is None:
+        return None
+    return (f"{INDETERMINATE}: %LGE {number_text(lge_percent)} % lies within the model's mean absolute error "
+            f"({validation['mae']:g} points) of the {cutoff_percent:g} % cut-off")
 
 
 def _apex_first(volume) -> bool | None:

@@ -13,6 +13,10 @@ from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 Comparator = Literal[">=", ">"]
 NSD_FACTORS = (2, 3, 5, 6)
 
+#: the start of summary `large_scar_burden_reason` where the flag is not given because %LGE lies within the model's
+#: known error of the cut-off (`analysis.lge.indeterminate_burden_reason`); other reasons start "withheld: "
+INDETERMINATE = "indeterminate"
+
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)

@@ -40,6 +40,8 @@ END_DIASTOLE = Code("416190007", "SCT", "End diastole")
 END_SYSTOLE = Code("416430001", "SCT", "End systole")
 YES = Code("373066001", "SCT", "Yes")
 NO = Code("373067005", "SCT", "No")
+#: a yes/no finding the node cannot state (the large-burden flag within the model's known error of its cut-off)
+UNDETERMINED = Code("373068000", "SCT", "Undetermined")
 PAPILLARY_MUSCLE_EXCLUDED = Code("122620", "DCM", "Papillary Muscle Excluded")
 PAPILLARY_MUSCLE_INCLUDED = Code("122621", "DCM", "Papillary Muscle Included")
 

@@ -22,6 +22,7 @@ from pydicom.valuerep import PersonName
 from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
                                            is_range_flag, normal_range)
+from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
@@ -221,6 +222,8 @@ def _burden_text(lge_summary: dict) -> str:
     """The large-burden flag as the key numbers show it: yes / no, qualified "(slices present only)" on a stack the
     summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present) and
     "(%LGE within the mean absolute error of the cut-off)" where lge_percent_validation says so, or
+    "indeterminate (%LGE within the mean absolute error of the cut-off)" where the summary says so
+    (`analysis.lge.indeterminate_burden_reason`), or
     "withheld: <why>" where the summary withholds it (`large_scar_burden_reason`: a stack clearly shorter than the
     LV, a dark-blood LGE), the why cut at its first colon or comma (in full in the caution row and on page 2)."""
     value = lge_summary.get("large_scar_burden")
@@ -231,6 +234,8 @@ def _burden_text(lge_summary: dict) -> str:
         qualifiers = [q for q, on in ((PARTIAL_QUALIFIER, partial), (NEAR_CUTOFF_QUALIFIER, near)) if on] \
             if isinstance(value, bool) else []
         return _fmt(value) + (f" ({'; '.join(qualifiers)})" if qualifiers else "")
+    if str(reason).startswith(INDETERMINATE):
+        return f"{INDETERMINATE} ({NEAR_CUTOFF_QUALIFIER})"
     return "withheld: " + str(reason).removeprefix("withheld: ").split(":")[0].split(",")[0]
 
 

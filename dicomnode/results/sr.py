@@ -13,6 +13,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis import phase_text
+from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, body_surface_area_m2, is_range_flag
 from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE
@@ -319,6 +320,10 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                 parameters=[f"large burden if %LGE {comparator} {cutoff:g} % (HCM risk cut-off, Chan 2014; not "
                             "validated for infarct scar)"]))
         verdict = (large, f"{comparator}{cutoff:g} %")
+    elif str(block.get("large_scar_burden_reason") or "").startswith(INDETERMINATE):
+        # neither Yes nor No where %LGE lies within the model's known error of the cut-off: a system reading the
+        # coded answer without the comment must not take a coin toss for a finding
+        qualitative.append(hd.sr.QualitativeEvaluation(codes.LARGE_LGE_BURDEN, codes.UNDETERMINED))
     scar = index.outline_group(ENHANCED_LABELS, 0, burden_name("LGE scar incl. MVO", verdict), new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
                                measurements=_measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)

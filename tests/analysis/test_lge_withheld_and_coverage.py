@@ -191,6 +191,23 @@ def test_the_lge_percent_validation_names_the_card_agreement_for_the_input_kind(
     assert lge_percent_validation({}, "native", 14.25, False, 15.0) is None
 
 
+def test_a_flag_within_the_model_error_of_the_cutoff_is_indeterminate():
+    """break40b F8: a Yes/No within the model's mean absolute error of the cut-off is not stated."""
+    from dicomnode.analysis.lge import indeterminate_burden_reason, lge_percent_validation
+    metrics = {"myops_lge_percent": {"mae": 5.797, "bias": 0.811, "sd": 7.398, "n": 33}}
+    for lge_percent, large, shown in ((14.25, False, "14.3"), (20.0, True, "20.0"), (9.3, False, "9.3")):
+        reason = indeterminate_burden_reason(lge_percent_validation(metrics, "native", lge_percent, large, 15.0),
+                                             lge_percent, 15.0)
+        assert reason == (f"indeterminate: %LGE {shown} % lies within the model's mean absolute error "
+                          "(5.8 points) of the 15 % cut-off")
+    for lge_percent, large in ((22.5, True), (3.0, False)):  # clear of the cut-off: the flag stands
+        assert indeterminate_burden_reason(lge_percent_validation(metrics, "native", lge_percent, large, 15.0),
+                                           lge_percent, 15.0) is None
+    assert indeterminate_burden_reason(None, 14.25, 15.0) is None  # no validated error for this input kind
+    withheld = lge_percent_validation(metrics, "native", 14.25, None, 15.0)  # a flag withheld for another reason
+    assert indeterminate_burden_reason(withheld, 14.25, 15.0) is None
+
+
 def test_the_shipped_card_carries_the_agreement_the_summary_quotes():
     import json
     from pathlib import Path

@@ -105,12 +105,14 @@ def test_a_partial_stack_qualifies_the_large_burden_flag_and_a_zero_bound_is_no_
 
 def test_lge_prints_its_typical_error_and_a_flag_near_the_cutoff(capsys):
     study = _study(None, None)
-    study["studies"][0]["lge"].update(lge_percent=14.25, lge_percent_validation={
-        "mae": 5.8, "data": "MyoPS 2020", "patients": 33, "near_cutoff": True})
+    study["studies"][0]["lge"].update(lge_percent=14.25, large_scar_burden=None, large_scar_burden_reason=(
+        "indeterminate: %LGE 14.3 % lies within the model's mean absolute error (5.8 points) of the 15 % cut-off"),
+        lge_percent_validation={"mae": 5.8, "data": "MyoPS 2020", "patients": 33, "near_cutoff": True})
     print_summary_table(study)
     out = capsys.readouterr().out
     assert "LGE 14.3 % (mean abs. error 5.8)" in out
-    assert "large scar burden: no (%LGE within the mean absolute error of the cut-off)" in out
+    assert "large scar burden: indeterminate (%LGE within the mean absolute error of the cut-off)" in out
+    assert "withheld" not in out and "LARGE SCAR BURDEN" not in out
 
 
 def test_the_cine_checks_are_printed(capsys):

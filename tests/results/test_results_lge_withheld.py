@@ -9,9 +9,11 @@ import subprocess
 import pytest
 
 from dicomnode.analysis.lge import LGE_COVERAGE_CAVEAT, UNRELIABLE_SEG_NOTE
+from dicomnode.results import codes
 from dicomnode.results.report import key_number_table, render_report
 from dicomnode.results.sr import _stack_comments, build_sr
 from synthetic import make_study, write
+from validators import assert_valid
 from test_results_sr import concept, groups, segs_of
 
 REASON = ("not determined: the heart was not found with confidence (no candidate crop showed a plausible left "
@@ -151,15 +153,34 @@ VALIDATION = {"data": "MyoPS 2020: a second centre's 12-bit LGE in real geometry
               "near_cutoff": True}
 
 
-def test_pdf_and_sr_give_the_typical_lge_error_and_say_when_the_flag_is_near_the_cutoff():
-    _, results, _ = make_study()
-    results[0].summary.update(lge_percent=14.25, large_scar_burden=False, lge_percent_validation=dict(VALIDATION))
+INDETERMINATE_REASON = ("indeterminate: %LGE 14.3 % lies within the model's mean absolute error (5.8 points) of the "
+                        "15 % cut-off")
+
+
+def test_pdf_and_sr_give_the_typical_lge_error_and_call_a_flag_near_the_cutoff_indeterminate(tmp_path):
+    """break40b F8: near the cut-off the tester's two MyoPS calls were both wrong (14.3 % "No" vs the expert's
+    19.8 %, 20.0 % "Yes" vs 8.8 %), and the SR coded them as a plain Yes/No a downstream system reads without the
+    comment: the flag is now indeterminate everywhere, coded Undetermined (SCT 373068000)."""
+    study, results, context = make_study()
+    results[0].summary.update(lge_percent=14.25, large_scar_burden=None, large_scar_burden_reason=INDETERMINATE_REASON,
+                              lge_percent_validation=dict(VALIDATION))
     rows = key_number_table(results[:1], (2.0, "mosteller"), "M")
     reference = {quantity: ref for quantity, _, ref in rows}["%LGE (DL, scar incl. MVO / LV myocardium)"]
     assert "mean absolute error vs expert readers 5.8 points (SD 7.4; MyoPS 2020, 33 patients, cross-validated)" in reference
-    assert lge_rows(results)["Large scar burden"] == "no (%LGE within the mean absolute error of the cut-off)"
+    assert lge_rows(results)["Large scar burden"] == "indeterminate (%LGE within the mean absolute error of the cut-off)"
     comments = _stack_comments(results[0])
     assert any(c.startswith("LGE %LGE error vs expert readers: mean absolute error 5.8 points") and "within it of the "
                "large-burden cut-off" in c for c in comments)
+    assert f"LGE large scar burden not given: {INDETERMINATE_REASON}" in comments
+    sr = build_sr(study.series[0].instances[0].dataset, results[:1], segs_of(results, context), context, 9100)
+    coded = [i for group in groups(sr) for i in group.ContentSequence if i.ValueType == "CODE"
+             and concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE")]
+    assert [i.ConceptCodeSequence[0].CodeValue for i in coded] == [codes.UNDETERMINED.value] == ["373068000"]
+    assert not [i for group in groups(sr) for i in group.ContentSequence if i.ValueType == "NUM" and concept(i)[0] in
+                (codes.LARGE_LGE_BURDEN_CUTOFF_MET.value, codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET.value)]
+    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    # a summary of an earlier version (a flag with near_cutoff beside it) still reads qualified
+    results[0].summary.update(large_scar_burden=False, large_scar_burden_reason=None)
+    assert lge_rows(results)["Large scar burden"] == "no (%LGE within the mean absolute error of the cut-off)"
     results[0].summary["lge_percent_validation"]["near_cutoff"] = False
     assert lge_rows(results)["Large scar burden"] == "no"
