@@ -30,8 +30,9 @@ class FrameInfo:
     rescale: tuple[float, float]  # slope, intercept
     frame_index: int  # 0-based index into the instance's pixel array
     image_type: tuple[str, ...] = ()  # ImageType (or per-frame FrameType) values + ComplexImageComponent, upper case
-    #: where `inversion_time` was read when InversionTime (0018,0082) is absent: a vendor's private element
-    #: (PRIVATE_INVERSION_TIME); None when it came from the standard attribute or there is none
+    #: where `inversion_time` was read when InversionTime (0018,0082) is absent: InversionTimes (0018,9079)
+    #: (standard_inversion_times) or a vendor's private element (PRIVATE_INVERSION_TIME); None when it came from
+    #: InversionTime or there is none
     inversion_source: str | None = None
     #: StackID (0020,9056): the Frame Content functional group of an Enhanced MR frame, else the classic attribute;
     #: None when absent (PS3.3 C.7.6.16.2.2: frames of one stack share it, a re-planned stack gets another)
@@ -212,6 +213,25 @@ def private_value(dataset, group: int, creator: str, offset: int):
     return None
 
 
+#: the longest inversion time read from InversionTimes (0018,9079): a Philips classic export was seen writing
+#: '0\\1.797e308' there (dcm2niix issue 385), which is no inversion time
+MAX_INVERSION_TIMES_MS = 10000.0
+
+
+def standard_inversion_times(dataset) -> tuple[float | None, str | None]:
+    """(the first InversionTimes (0018,9079) value in ms, where it was read) for an instance without InversionTime
+    (0018,0082): the standard attribute of the MR Timing and Related Parameters / MR Modifier macros, which some
+    classic exports write instead (dcm2niix reads it as the same fall-back, issue 380); only a value above 0 and below
+    MAX_INVERSION_TIMES_MS counts; (None, None) otherwise."""
+    value = header_value(dataset, "InversionTimes")
+    if value is None:
+        return None, None
+    first = _float(value if isinstance(value, (int, float, str)) else (value[0] if len(value) else None))
+    if first is None or not 0.0 < first < MAX_INVERSION_TIMES_MS:
+        return None, None
+    return first, "InversionTimes (0018,9079)"
+
+
 def private_inversion_time(dataset) -> tuple[float | None, str | None]:
     """(inversion time in ms, where it was read) from the first of PRIVATE_INVERSION_TIME the instance carries (an
     element still undecoded, VR UN, is read as its text); (None, None) where none does. Only meant for an instance
@@ -294,6 +314,8 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_temporal = _int(header_value(ds, "TemporalPositionIdentifier"))
     top_inversion = _float(header_value(ds, "InversionTime"))
     top_inversion_source = None
+    if top_inversion is None:
+        top_inversion, top_inversion_source = standard_inversion_times(ds)
     if top_inversion is None:
         top_inversion, top_inversion_source = private_inversion_time(ds)
     top_rescale = (_float(getattr(ds, "RescaleSlope", None)) or 1.0, _float(getattr(ds, "RescaleIntercept", None)) or 0.0)

@@ -129,8 +129,8 @@ class SeriesEvidence:
     #: "echo" EchoTime (0018,0081), "comment_inversion" / "t2_prep" the TI / T2-preparation time a vendor writes
     #: only in ImageComments (0020,4000) (Siemens MOCO / T2-mapping source images: 'TI 100', 'T2 prep = 25 ms')
     within_slice: dict[str, SliceVariation] = field(default_factory=dict)
-    #: the vendor private elements inversion_times were read from where InversionTime (0018,0082) is absent
-    #: (frames.PRIVATE_INVERSION_TIME); [] when every TI is the standard attribute's
+    #: the elements inversion_times were read from where InversionTime (0018,0082) is absent: InversionTimes
+    #: (0018,9079) or a vendor's private element (frames.PRIVATE_INVERSION_TIME); [] when every TI is (0018,0082)'s
     inversion_sources: list[str] = field(default_factory=list)
     #: why the frames make no stack whatever their pixels (`frames.not_parallel_note`, `frames.slice_location_conflict`)
     geometry_notes: list[str] = field(default_factory=list)
@@ -585,16 +585,17 @@ def _has_hint(text: str, patterns: tuple[str, ...]) -> str | None:
 
 def _map_token_kind(token: str, image_type: tuple[str, ...]) -> str | None:
     """The parametric-map kind an ImageType value 3+ names (PS3.3 C.7.6.1.1.2 leaves them to the vendor): Siemens
-    'T1 MAP' / 'T2 MAP' / 'ECV' / 'T2* MAP', GE / Canon 'T1MAP' / 'MAP', Philips 'T1' / 'T2' (a calculated image:
-    counted only in a DERIVED image or written twice, as Philips does in values 3 and 4)."""
+    'T1 MAP' / 'T2 MAP' / 'ECV' / 'T2* MAP' (MyoMaps: DERIVED\\PRIMARY\\T1 MAP\\MOCO\\T1\\DIS2D), Philips
+    'T1 MAP' (ORIGINAL\\PRIMARY\\T1 MAP\\T1\\UNSPECIFIED) or 'T1' written twice, GE / Canon 'T1MAP' / 'MAP'.
+    A bare 'T1' / 'T2' written once declares nothing: it may name a calculated image or only the weighting of an
+    acquired one, and neither 'DERIVED' (Siemens writes it on LGE magnitude and PSIR images) nor 'MOCO' (cines and
+    LGE are motion-corrected too) makes it a map (bare_parameter_token; calculated_map weighs it)."""
     squeezed = re.sub(r"[ _\-]", "", token.upper())
     if squeezed.startswith("ECV"):
         return "ecv"
     if squeezed.startswith(("T2*", "T2STAR", "R2*", "R2STAR")):
         return "t2star"
-    # Siemens MyoMaps writes 'MOCO' beside 'T1' / 'T2' on its motion-corrected maps (DERIVED\\PRIMARY\\MOCO\\T1 ...)
-    calculated = bool(image_type) and (image_type[0] == "DERIVED" or image_type.count(token) >= 2
-                                       or "MOCO" in image_type)
+    calculated = image_type.count(token) >= 2
     if squeezed.startswith("T2MAP") or (squeezed == "T2" and calculated):
         return "t2"
     if squeezed.startswith("T1MAP") or (squeezed == "T1" and calculated) or any(
@@ -633,7 +634,7 @@ def _named_t1_map(e: SeriesEvidence, text: str) -> tuple[str, str] | None:
     if native:
         return "t1", f"{t1} ... {native} (a native T1: LGE is post-contrast by definition)"
     moco = _has_hint(text, (MOCO_WORD,))
-    if moco and "AVE" not in e.image_type:  # a MOCO average is a free-breathing LGE (calculated_map)
+    if moco and "AVE" not in e.image_type:  # Siemens names its free-breathing MOCO-averaged LGE so too
         return "t1", f"{t1} ... {moco} (a motion-corrected T1 series: MyoMaps)"
     return None
 
@@ -1005,8 +1006,8 @@ def declared_map(e: SeriesEvidence) -> tuple[str, str, float] | None:
     name says (an unnamed 'SAX_3' or empty description): in order of strength,
 
     1. the SOP class is Parametric Map Storage (1.2.840.10008.5.1.4.1.1.30, PS3.3 A.75): a map by definition (0.95);
-    2. ImageType (0008,0008) values 3+ naming a map (_image_type_map: Siemens 'T1 MAP' / 'T2 MAP' / 'ECV', 'MOCO'
-       with 'T1'; Philips 'T1' / 'T2' twice or in a DERIVED image, 'T1MAP'; GE / Canon 'T1MAP' / 'MAP'; PS3.3
+    2. ImageType (0008,0008) values 3+ naming a map (_image_type_map: Siemens 'T1 MAP' / 'T2 MAP' / 'ECV';
+       Philips 'T1 MAP' or 'T1' / 'T2' twice, 'T1MAP'; GE / Canon 'T1MAP' / 'MAP'; not a bare 'T1' once; PS3.3
        C.7.6.1.1.2 leaves values 3+ to the vendor) (0.9);
     3. the pixel values are relaxation times: Real World Value Mapping (0040,9096) MeasurementUnitsCodeSequence ms
        (UCUM 'ms', PS3.16 CID 7181 / PS3.3 C.7.6.16.2.11) or RescaleType (0028,1054) 'MS' (value_units_ms), or a
@@ -1048,57 +1049,64 @@ def _below_nulling_ti(e: SeriesEvidence) -> float | None:
     return median if median < LGE_TI_RANGE[0] else None
 
 
+def bare_parameter_token(e: SeriesEvidence) -> str | None:
+    """A bare 'T1' / 'T2' among the series' ImageType values 3+ that declares no map (_map_token_kind: written once,
+    no 'MAP' beside it): a calculated image as some exports write it, or only the weighting of an acquired image,
+    so evidence to weigh (calculated_map) and to say beside an LGE (weak_lge_evidence), never a declaration."""
+    for image_type in dict.fromkeys(f.image_type for f in e.frames):
+        for token in image_type[2:]:
+            if token in ("T1", "T2") and _map_token_kind(token, image_type) is None:
+                return token
+    return None
+
+
 def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     """(kind, evidence) when a series of one image per slice position, without a map name or a header declaring a
-    map (declared_map: SOP class, ImageType map value, values in ms, ImageComments), is a calculated parametric map (a re-export from a post-processing workstation, a MOCO / MyoMaps series) rather
-    than an inversion-prepared acquisition: what a calculation leaves in the header, weighed in integer points
-    against what an LGE acquisition carries; None where the acquisition weighs as much, or where nothing relates
-    the series to an inversion (no preparation, no InversionTime, no MOCO).
+    map (declared_map: SOP class, ImageType map value, values in ms, ImageComments), is a calculated parametric map
+    (a re-export from a post-processing workstation) rather than an inversion-prepared acquisition: what a
+    calculation leaves in the header, weighed in integer points against what an LGE acquisition carries; None where
+    the acquisition weighs as much, where nothing relates the series to an inversion (no preparation, no
+    InversionTime, no values in ms), or where nothing but processing marks speaks for a map.
 
-    For a calculation: ImageType value 2 SECONDARY (40: made after the acquisition), value 1 DERIVED (10: Siemens
-    writes it on LGE magnitude and PSIR images too), 'MOCO' (45; none for 'MOCO' with 'AVE' and a TI in 120-600
-    ms: a free-breathing averaged LGE), InversionTime 0 in an IR-prepared series (40: the
-    map keeps the preparation, not a TI) or no InversionTime in a derived IR-prepared one (25), a Philips 'T1' / 'T2'
-    image-type value (45), 't1' / 't2' as a word of the description (10). For an acquisition: ImageType ORIGINAL
-    (20), a PSIR value (40), an LGE name (50), an InversionTime typical of LGE (20; 5 elsewhere in 120-600 ms).
-    Also for a calculation: pixel values in ms (45: value_units_ms), an InversionTime below the nulling range in an
-    inversion-prepared gradient echo (20: _below_nulling_ti, the first TI of the source images a map keeps).
-    So a named or phase-sensitive LGE stays LGE however derived, and a MOCO or DERIVED\\SECONDARY series without
-    either is a map whatever TI it copied from its source images."""
+    Evidence of a map (one of these is needed): InversionTime 0 in an IR-prepared series (40: the map keeps the
+    preparation, not a TI), pixel values in ms (45: value_units_ms), a bare 'T1' / 'T2' ImageType value (30:
+    bare_parameter_token, a calculated image or only a weighting), an InversionTime below the nulling range in an
+    inversion-prepared gradient echo (20: _below_nulling_ti, the first TI of the source images a map keeps), 't1' /
+    't2' as a word of the description (10). Processing marks, which say the images were processed but not into
+    what, add to that evidence and never stand for it: ImageType value 2 SECONDARY (40: a workstation re-saves an
+    LGE so too), value 1 DERIVED (10: Siemens writes it on LGE magnitude and PSIR images), no InversionTime in a
+    derived IR-prepared series (25: GE may leave InversionTime empty, a workstation may drop it). 'MOCO' counts for
+    neither (motion correction is done to maps, their source images, LGE and cines alike). For an acquisition:
+    ImageType ORIGINAL (20), a PSIR value (40), an LGE name (50), an InversionTime typical of LGE (200-450 ms) in an
+    inversion-prepared series (45; 20 without the preparation, 5 elsewhere in 120-600 ms).
+    So a named or phase-sensitive LGE stays LGE however derived, an unnamed DERIVED\\SECONDARY or MOCO series is
+    judged on its inversion time and preparation, and a map that copied TI 0 or its first source TI stays a map."""
     if e.phases > 1:
         return None
     prepared = _inversion_prepared(e)  # MP alone may be a saturation or T2 preparation: not counted
     inversion = [t for t in e.inversion_times if t > 0]
-    values = [token for f in e.frames for token in f.image_type[2:]]
-    moco = "MOCO" in values
     units = value_units_ms(e)
-    if not (prepared or inversion or moco or units):
+    if not (prepared or inversion or units):
         return None
     first, second = _image_type_values(e, 0), _image_type_values(e, 1)
     derived = bool(first & {"DERIVED"}) or "SECONDARY" in second
     calculation: list[tuple[int, str]] = []
+    processing: list[tuple[int, str]] = []
     acquisition: list[tuple[int, str]] = []
     if "SECONDARY" in second:
-        calculation.append((40, "ImageType value 2 SECONDARY (made after the acquisition)"))
+        processing.append((40, "ImageType value 2 SECONDARY (made after the acquisition)"))
     if "DERIVED" in first:
-        calculation.append((10, "ImageType value 1 DERIVED"))
+        processing.append((10, "ImageType value 1 DERIVED"))
     elif "ORIGINAL" in first:
         acquisition.append((20, "ImageType value 1 ORIGINAL (an acquired image)"))
-    in_range = bool(inversion) and LGE_TI_RANGE[0] <= float(np.median(inversion)) <= LGE_TI_RANGE[1]
-    if moco and "AVE" in values and in_range:
-        # Siemens free-breathing single-shot LGE: motion-corrected ('MOCO') and averaged ('AVE') images of one TI
-        acquisition.append((0, "ImageType 'MOCO' with 'AVE' and an InversionTime in the nulling range: a "
-                               "motion-corrected average of single-shot LGE images, not a map"))
-    elif moco:
-        calculation.append((45, "ImageType 'MOCO' (motion-corrected: Siemens MyoMaps maps and their source series)"))
     if prepared and not inversion and 0.0 in e.inversion_times:
         calculation.append((40, "InversionTime 0 in an inversion-prepared series (a calculated image keeps the "
                                 "preparation, not an inversion time)"))
     elif prepared and not inversion and derived:
-        calculation.append((25, "no InversionTime in a derived inversion-prepared series"))
-    token = next((t for t in values if t in ("T1", "T2")), None)
+        processing.append((25, "no InversionTime in a derived inversion-prepared series"))
+    token = bare_parameter_token(e)
     if token:
-        calculation.append((45, f"ImageType value {token!r} (a calculated {token} image, as Philips writes it)"))
+        calculation.append((30, f"ImageType value {token!r} (a calculated {token} image, or only the weighting)"))
     if units:
         calculation.append((45, f"pixel values in ms ({units}): relaxation times, not an image's signal"))
     below = _below_nulling_ti(e)
@@ -1120,9 +1128,13 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     if inversion:
         median = float(np.median(inversion))
         if TYPICAL_LGE_TI[0] <= median <= TYPICAL_LGE_TI[1]:
-            acquisition.append((20, f"InversionTime {median:.0f} ms, typical of LGE{e.inversion_note}"))
-        elif 120 <= median <= 600:
+            acquisition.append((45 if prepared else 20, f"InversionTime {median:.0f} ms, typical of LGE"
+                                + (" after an inversion preparation" if prepared else "") + e.inversion_note))
+        elif LGE_TI_RANGE[0] <= median <= LGE_TI_RANGE[1]:
             acquisition.append((5, f"InversionTime {median:.0f} ms{e.inversion_note}"))
+    if not calculation:
+        return None  # processing marks alone: the series is judged as any other (an LGE re-saved by a workstation)
+    calculation += processing
     map_points = sum(points for points, _ in calculation)
     lge_points = sum(points for points, _ in acquisition)
     if map_points < CALCULATED_MAP_POINTS or map_points <= lge_points:
@@ -1516,7 +1528,8 @@ class LGERule:
     """LGE: a gradient-echo (or SSFP) readout after an inversion with its TI in the myocardial nulling range, one
     image per slice position; in integer points: the inversion preparation 45, the TI 35, the gradient echo 5, a
     PSIR reconstruction 10, an LGE name 10 (40 alone), less the T2 weighting (t2_weighting: a spin-echo readout, a
-    long TE, STIR / double-inversion TIs) and 20 for a SECONDARY image."""
+    long TE, STIR / double-inversion TIs) and the evidence against LGE (evidence_against_lge). A SECONDARY image (a
+    workstation copy) is judged on the rest of its header."""
 
     name, aspect = "lge-rule", "sequence"
     HINTS = LGE_HINTS
@@ -1563,8 +1576,8 @@ class LGERule:
             evidence.append(f"against LGE, T2 weighting ({t2_points} points): " + "; ".join(t2_evidence))
             points -= t2_points
         if "SECONDARY" in _image_type_values(e, 1) and points > 0:
-            evidence.append("against: ImageType value 2 SECONDARY (a derived copy, not the acquisition)")
-            points -= 20
+            # a workstation re-saves an LGE and a map alike so: map evidence is weighed by calculated_map
+            evidence.append("ImageType value 2 SECONDARY (a derived copy): neither for nor against LGE")
         against, against_evidence = evidence_against_lge(e, hint)
         if against and points > 0:
             evidence += against_evidence
@@ -1634,7 +1647,9 @@ def weak_lge_evidence(e: SeriesEvidence) -> str | None:
     InversionTime in the nulling range, a PSIR reconstruction, an LGE name; or none, where a learned recognizer
     decided): two of them make an LGE, one may be a map or another inversion-recovery series; two with evidence
     against LGE (evidence_against_lge) are weak too, except an inversion preparation with an InversionTime in the
-    nulling range, which a 'T1' in the name does not weaken; None otherwise."""
+    nulling range, which a 'T1' in the name does not weaken; an unnamed, non-PSIR LGE with a bare 'T1' / 'T2'
+    ImageType value (bare_parameter_token) or ImageComments declaring a map is weak whatever its header; None
+    otherwise."""
     inversion = [t for t in e.inversion_times if t > 0]
     psir, _ = _reconstruction_markers(e)
     hint = _lge_hint(e)
@@ -1652,6 +1667,14 @@ def weak_lge_evidence(e: SeriesEvidence) -> str | None:
         return (f"weak LGE evidence: {comment[1]}, while the acquisition header reads as an LGE "
                 f"({', '.join(found)}): free text does not outvote the header, but a renamed T1 map keeping its "
                 "source images' header reads the same: check that this series is an LGE")
+    token = bare_parameter_token(e)
+    if token and not hint and not psir:
+        # a bare 'T1' in ImageType: a calculated T1 image as some exports write it, or only the weighting; the
+        # acquisition header outweighs it (calculated_map), but a map keeping its source's header reads the same
+        return (f"weak LGE evidence: ImageType value {token!r} may mark a calculated {token} image, while the "
+                f"acquisition header reads as an LGE ({', '.join(found) or 'no header evidence'}): the header "
+                f"outweighs a bare {token!r}, but a {token} map keeping its source images' header reads the same: "
+                "check that this series is an LGE")
     against, against_evidence = evidence_against_lge(e, hint)
     if len(found) >= 2 and not against:
         return None

@@ -29,11 +29,12 @@ UNNAMED_MAPS = [  # (SeriesDescription, ImageType, InversionTime, extra headers)
     # Siemens MyoMaps re-export: motion-corrected, TI 0, no map word (rebreak a01 / a00 #54, #55)
     ("SAX_post", ["DERIVED", "PRIMARY", "MOCO"], "0", {}),
     ("", ["DERIVED", "PRIMARY", "M", "ND", "MOCO"], "0", {}),
-    # a derived IR series of one image per position whose TI was not kept
-    ("SAX_post", ["DERIVED", "PRIMARY", "OTHER"], None, {}),
-    # Canon-like workstation maps: DERIVED\SECONDARY\OTHER (rebreak a04), named or not
+    # Canon-like workstation maps: DERIVED\SECONDARY\OTHER (rebreak a04) named as one, or keeping the first TI
+    ("SA post", ["DERIVED", "SECONDARY", "OTHER"], "100", {"Manufacturer": "CANON_MEC"}),
+    # a workstation re-export keeping TI 0, and a derived IR series keeping no TI but named T1
+    ("", ["DERIVED", "SECONDARY", "OTHER"], "0", {}),
+    ("SAX_post_T1", ["DERIVED", "PRIMARY", "OTHER"], None, {}),
     ("SA T1 relaxation post", ["DERIVED", "SECONDARY", "OTHER"], "150", {"Manufacturer": "CANON_MEC"}),
-    ("SA post", ["DERIVED", "SECONDARY", "OTHER"], "300", {"Manufacturer": "CANON_MEC"}),
     # the map word inside a compound, and the ECV map spelt out
     ("myomaps", ["DERIVED", "PRIMARY", "OTHER"], "150", {}),
     ("MyoMaps_T1_post", ["DERIVED", "PRIMARY", "M", "ND"], "150", {}),
@@ -44,11 +45,6 @@ UNNAMED_MAPS = [  # (SeriesDescription, ImageType, InversionTime, extra headers)
     # Philips calculated T1 written once, read as a GR + MP series with a TI
     ("SA_post_T1", ["ORIGINAL", "PRIMARY", "T1"], "150", {"ScanningSequence": "GR", "SequenceVariant": "MP",
                                                           "Manufacturer": "Philips"}),
-    ("SA_post", ["ORIGINAL", "PRIMARY", "T1"], "280", {"ScanningSequence": "GR", "SequenceVariant": "MP",
-                                                       "Manufacturer": "Philips"}),
-    # MOCO beside a TI typical of LGE, and on an ORIGINAL image
-    ("SAX", ["DERIVED", "PRIMARY", "M", "ND", "MOCO"], "300", {}),
-    ("SAX", ["ORIGINAL", "PRIMARY", "M", "MOCO"], "300", {}),
 ]
 
 
@@ -68,6 +64,35 @@ def test_a_map_without_a_usable_name_after_a_shorter_lge_is_mapping_not_the_anal
     assert series[54].lge_kind is None
     assert [s.series_number for s in cmr.series if s.sequence.value == "lge"] == [30]
     assert cmr.preferred("lge", "sax").series_number == 30
+
+
+HEADER_SAYS_LGE = [  # (SeriesDescription, ImageType, InversionTime, extra headers, weak): no map evidence but
+    # processing marks (DERIVED / SECONDARY / MOCO / no TI kept) or a bare 'T1': judged on the rest of the header,
+    # which reads as an LGE; these were maps before. `weak`: said as weak LGE evidence beside the numbers
+    ("SA post", ["DERIVED", "SECONDARY", "OTHER"], "300", {"Manufacturer": "CANON_MEC"}, False),
+    ("SAX", ["DERIVED", "PRIMARY", "M", "ND", "MOCO"], "300", {}, False),
+    ("SAX", ["ORIGINAL", "PRIMARY", "M", "MOCO"], "300", {}, False),
+    ("SA_post", ["ORIGINAL", "PRIMARY", "T1"], "280", {"ScanningSequence": "GR", "SequenceVariant": "MP",
+                                                       "Manufacturer": "Philips"}, True),
+    ("SAX_post", ["DERIVED", "PRIMARY", "OTHER"], None, {}, True),  # IR kept, TI not: one kind of LGE evidence
+]
+
+
+@pytest.mark.parametrize("description,image_type,ti,extra,weak", HEADER_SAYS_LGE,
+                         ids=[f"{m[0] or 'empty'}-{'-'.join(m[1][1:])}-TI{m[2]}" for m in HEADER_SAYS_LGE])
+def test_processing_marks_alone_are_no_map_and_never_displace_a_named_lge(tmp_path, description, image_type, ti,
+                                                                         extra, weak):
+    study = _Study(tmp_path)
+    study.series(30, LGE_FIRST, slices=[2, 3, 4])
+    study.series(54, {**GR_IR, "SeriesDescription": description, "ProtocolName": description,
+                      "ImageType": image_type, "InversionTime": ti, "SeriesTime": "094000",
+                      "AcquisitionTime": "094000", **extra}, slices=[2, 3, 4])
+    cmr = study.load()
+    series = _by_number(cmr)
+    assert series[54].sequence.value == "lge", series[54].sequence.evidence
+    assert cmr.preferred("lge", "sax").series_number == 30  # same slices: the named LGE is the stronger, not the later
+    warnings = [w for w in cmr.stack_warnings.get(series[54].key, []) if w.startswith("weak LGE evidence")]
+    assert bool(warnings) == weak, warnings
 
 
 def test_an_unnamed_moco_map_says_why_it_is_a_calculated_map(tmp_path):

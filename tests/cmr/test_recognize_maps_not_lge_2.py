@@ -113,9 +113,14 @@ def test_a_moco_averaged_ir_series_with_an_lge_ti_is_lge(tmp_path, description):
     assert series.sequence.value == "lge", series.sequence.evidence
 
 
-def test_moco_without_ave_is_still_a_map(tmp_path):
+def test_moco_without_ave_is_judged_on_its_inversion_time(tmp_path):
+    """MOCO says the images were motion-corrected, which maps, their source images, LGE and cines all are: with an
+    LGE's IR header and TI 300 ms it is an LGE (it was a map on 'MOCO' alone), with TI 0 a map."""
     _, series = _one(tmp_path, {**GR_IR, "SeriesDescription": "SAX_MOCO", "InversionTime": "300",
                                 "ImageType": ["DERIVED", "PRIMARY", "M", "ND", "MOCO"]})
+    assert series.sequence.value == "lge", series.sequence.evidence
+    _, series = _one(tmp_path / "ti0", {**GR_IR, "SeriesDescription": "SAX_MOCO", "InversionTime": "0",
+                                        "ImageType": ["DERIVED", "PRIMARY", "M", "ND", "MOCO"]})
     assert series.sequence.value == "t1map", series.sequence.evidence
 
 

@@ -87,3 +87,30 @@ def test_an_undecoded_private_ti_and_an_unknown_ge_element_are_read_as_they_shou
     ge = pydicom.Dataset()
     ge.private_block(0x0019, "GEMS_ACQU_01", create=True).add_new(0x89, "DS", "300")
     assert private_inversion_time(ge) == (None, None)  # no dictionary names a GE inversion time
+
+
+def _inversion_times(value):
+    def after(ds):
+        ds.InversionTimes = value
+    return after
+
+
+def test_a_ti_only_in_the_standard_inversion_times_is_read_and_named(tmp_path):
+    """InversionTimes (0018,9079), the standard attribute some classic exports write instead of (0018,0082), is read
+    before any private element (dcm2niix issue 380 reads it as the same fall-back)."""
+    study = _Study(tmp_path)
+    study.series(1201, PHILIPS_TFE, after=_inversion_times([280.0]))
+    (series,) = study.load().series
+    assert (series.sequence.value, series.lge_kind) == ("lge", "magnitude"), series.sequence.evidence
+    said = " ".join(series.sequence.evidence)
+    assert "InversionTime 280 ms" in said and "read from InversionTimes (0018,9079)" in said
+
+
+def test_an_implausible_inversion_times_value_is_no_inversion_time(tmp_path):
+    """'0\\1.797e308' as a Philips classic export wrote it (dcm2niix issue 385): no TI, so no inversion evidence."""
+    study = _Study(tmp_path)
+    study.series(1201, PHILIPS_TFE, after=_inversion_times([0.0, 1.7976931348623157e308]))
+    (series,) = study.load().series
+    frames = [f for header in series.instances for f in frames_of(header)]
+    assert all(f.inversion_time is None for f in frames)
+    assert series.sequence.value != "lge" and not any("InversionTime" in e for e in series.sequence.evidence)

@@ -61,14 +61,30 @@ def _assert_t1_map(cmr, series, reason: str, confidence: float = 0.9):
 
 @pytest.mark.parametrize("description", ["SAX_3", ""])
 @pytest.mark.parametrize("image_type", [["DERIVED", "PRIMARY", "T1 MAP", "ND"],  # Siemens MyoMaps
-                                        ["DERIVED", "PRIMARY", "MOCO", "T1"],  # Siemens MOCO + T1
-                                        ["ORIGINAL", "PRIMARY", "MOCO", "T1"],
+                                        ["DERIVED", "PRIMARY", "T1 MAP", "MOCO", "T1", "DIS2D"],  # Siemens MOCO map
+                                        ["ORIGINAL", "PRIMARY", "T1 MAP", "T1", "UNSPECIFIED"],  # Philips
                                         ["DERIVED", "PRIMARY", "T1MAP"],  # GE / Philips
                                         ["DERIVED", "PRIMARY", "T1", "T1"]])  # Philips calculated T1
 def test_an_unnamed_map_with_a_map_image_type_is_t1_mapping(tmp_path, description, image_type):
     cmr, series = _one(tmp_path, {**UNNAMED, "SeriesDescription": description, "ProtocolName": description,
                                   "ImageType": image_type})
     _assert_t1_map(cmr, series, "ImageType contains")
+
+
+@pytest.mark.parametrize("description", ["SAX_3", ""])
+@pytest.mark.parametrize("image_type", [["DERIVED", "PRIMARY", "MOCO", "T1"], ["ORIGINAL", "PRIMARY", "MOCO", "T1"],
+                                        ["DERIVED", "PRIMARY", "T1", "MOCO"]])
+def test_a_bare_t1_with_moco_does_not_outvote_an_lge_header_but_is_said(tmp_path, description, image_type):
+    """A bare 'T1' ImageType value declares no map (Siemens writes 'T1 MAP' on its MOCO maps): beside MOCO (which LGE
+    and cines carry too) and an LGE's IR header with TI 300 ms it is weighed and outweighed, and said as weak LGE
+    evidence so that the reader checks; it was a declared map (confidence 0.9) before."""
+    cmr, series = _one(tmp_path, {**UNNAMED, "SeriesDescription": description, "ProtocolName": description,
+                                  "ImageType": image_type})
+    assert series.sequence.value == "lge", series.sequence.evidence
+    evidence = build_evidence("k", [f for h in series.instances for f in frames_of(h)])
+    assert declared_map(evidence) is None and mapping_recognition(evidence) is None
+    (warning,) = [w for w in cmr.stack_warnings[series.key] if w.startswith("weak LGE evidence")]
+    assert "ImageType value 'T1'" in warning and "check that this series is an LGE" in warning
 
 
 def test_an_unnamed_map_in_ms_by_its_real_world_value_mapping_is_t1_mapping(tmp_path):
