@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dicomnode.analysis.aha import aha_summary_for_volume
-from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES,
-                                             measure_cine, trigger_phase)
+from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, PAPILLARY_MASS_CODE,
+                                             PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine, trigger_phase)
 from dicomnode.analysis.phase_text import other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
@@ -321,6 +321,30 @@ def rv_validation_from_card(card: dict | None) -> dict:
     return found
 
 
+#: the quantities whose agreement with expert readers gives the known error of a cine flag (cine_metrics.known_errors)
+FLAG_ERROR_QUANTITIES = tuple(dict.fromkeys([*ERROR_QUANTITY.values(), SV_DIFFERENCE]))
+
+
+def function_validation_from_card(card: dict | None) -> dict:
+    """{quantity: {"n", "mae", "mean_error", "sd_error", "card_metric", "data", "source"}} for each of
+    FLAG_ERROR_QUANTITIES (mL, g, EF points; prediction - expert) the model card's `metrics` give: the ACDC
+    cross-validation block "acdc_cv_<quantity>" (engines/cine/evaluate.py --update-card) where present, else the
+    held-out split's "acdc_<quantity>"; a quantity with neither is left out (its flags are judged without a known
+    error). Read at run time, so the flags quote the card of the model in use (cine_metrics.range_judgements)."""
+    metrics = (card or {}).get("metrics") if isinstance(card, dict) else None
+    metrics = metrics if isinstance(metrics, dict) else {}
+    source = str(metrics.get("evaluation") or "the model card's metrics")
+    found = {}
+    for quantity in FLAG_ERROR_QUANTITIES:
+        for key, data in ((f"acdc_cv_{quantity}", "ACDC cross-validation"), (f"acdc_{quantity}", "ACDC held-out")):
+            block = metrics.get(key)
+            if isinstance(block, dict) and isinstance(block.get("mae"), (int, float)):
+                found[quantity] = {**{k: block.get(k) for k in ("n", "mae", "mean_error", "sd_error")},
+                                   "card_metric": key, "data": data, "source": source}
+                break
+    return found
+
+
 #: a wider network run only at the ED and ES phases the all-phase model found (CinePipeline): EDV, ESV, SV, EF and
 #: mass come from it; optional (the pipeline runs without it, analysis.cine.refine_ed_es turns it off)
 REFINE_MODEL_NAME = "cine_unet_refine"
@@ -338,13 +362,16 @@ class CinePipeline:
         model = runtime.model(MODEL_NAME)  # load once, warm; a missing or corrupt model makes the pipeline unavailable
         self.spec = CineModelSpec.from_card(model.card.data)
         self.rv_validation = rv_validation_from_card(model.card.data)
+        self.function_validation = function_validation_from_card(model.card.data)
         self.refine_spec: CineModelSpec | None = None
         self.refine_rv_validation: dict | None = None
+        self.refine_function_validation: dict | None = None
         if config.analysis.cine.refine_ed_es and runtime.available(REFINE_MODEL_NAME):
             # installed but unloadable or of the wrong kind: the pipeline is unavailable rather than silently coarser
             refine = runtime.model(REFINE_MODEL_NAME)
             self.refine_spec = CineModelSpec.from_card(refine.card.data)
             self.refine_rv_validation = rv_validation_from_card(refine.card.data)
+            self.refine_function_validation = function_validation_from_card(refine.card.data)
             if self.refine_spec.context == "first_phase":
                 raise ValueError(f"{REFINE_MODEL_NAME}: a refining model sees the ED and ES phases only, so it cannot "
                                  "take the 'first_phase' input context")
@@ -383,14 +410,18 @@ class CinePipeline:
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
             ends_left_out_mm=getattr(volume, "ends_left_out_mm", None))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
-        # the RV accuracy flag quotes the card of the model whose label maps give the ED / ES volumes: the all-phase
-        # model's, or the refining model's where a given timing marks the refined measurement (segment_and_measure)
+        # the RV accuracy flag and the flags' known errors quote the card of the model whose label maps give the ED /
+        # ES volumes: the all-phase model's, or the refining model's where a given timing marks the refined
+        # measurement (segment_and_measure)
+        def measure_maps(maps, timing=None):
+            refined = timing is not None and self.refine_rv_validation is not None
+            return measure(canonical.invert(maps), timing=timing,
+                           rv_validation=self.refine_rv_validation if refined else self.rv_validation,
+                           function_validation=self.refine_function_validation if refined else self.function_validation)
+
         labelmaps, measured, refinement = segment_and_measure(
-            pixels, spacing, model.run, spec,
-            lambda maps, timing=None: measure(canonical.invert(maps), timing=timing, rv_validation=(
-                self.rv_validation if timing is None or self.refine_rv_validation is None
-                else self.refine_rv_validation)),
-            first_phase, refine=None if refine is None else (refine.run, self.refine_spec))
+            pixels, spacing, model.run, spec, measure_maps, first_phase,
+            refine=None if refine is None else (refine.run, self.refine_spec))
         labelmaps = canonical.invert(labelmaps)
         if measured.lv_edv_ml <= 0:
             return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack")
@@ -404,6 +435,9 @@ class CinePipeline:
         summary = measured.summary()
         summary.update({"bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
+                        # the model's known error (card cross-validation) of each judged value, and whether its flag
+                        # lies within it of the limit ("confirm by reading"), as lge.lge_percent_validation
+                        "flag_validation": measured.flag_validation,
                         "series_instance_uid": series.series_instance_uid,
                         "series_number": getattr(series, "series_number", None),
                         "series_description": getattr(series, "description", None),

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from dicomnode.rounding import display_round, number_text
+from dicomnode.analysis.model_error import beyond_known_error
 from dicomnode.analysis.phase_text import phase_name
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
@@ -39,7 +40,10 @@ PAPILLARY_MUSCLES = "cavity"
 PAPILLARY_MASS_CODE = ("122620", "DCM", "Papillary Muscle Excluded")
 BSA_FORMULA_CODES = {"mosteller": ("122244", "DCM", "BSA = Mosteller"), "dubois": ("122241", "DCM", "BSA = DuBois")}
 
-#: RV reference sources (cmr-reference.md has no RV values). Adult SSFP short-axis studies, RV volumes by summation of
+#: RV reference sources: shared/cmr-reference.md gives no RV reference value (its only RV figure is the CineMA RVEF MAE
+#: anchor), so these were checked against the sources' abstracts (2026-12-06: Alfakih, PubMed 12594722, SSFP RV EDV/BSA
+#: men 86.2 ± 14.1, women 75.2 ± 13.8 mL/m²; Gulati, PubMed 23965488, RVSD defined by RVEF <= 45 %), and agree; the LV
+#: values below are cmr-reference.md's. Adult SSFP short-axis studies, RV volumes by summation of
 #: discs with trabeculations and papillary muscles in the cavity, as the node (and ACDC) counts them. Only the indexed
 #: RV EDV and RVEF are judged: two sources for the absolute and indexed volumes gave one patient different verdicts,
 #: and an unindexed RV volume range says little across body sizes.
@@ -426,47 +430,129 @@ def range_text(key: str, sex: Sex) -> str:
     return f"> {low:g} {unit}" if math.isinf(high) else f"{low:g}–{high:g} {unit}"
 
 
-def normal_range_flags(values: dict[str, float | None], sex: str | None) -> list[str]:
+#: the card quantity whose cross-validated agreement with expert readers gives each judged quantity's known error
+#: (known_errors; read by dicomnode.analysis.cine.function_validation_from_card): an indexed value (per m² BSA) has
+#: the error of its unindexed volume or mass divided by the patient's BSA, as BSA comes from the header, not the model
+ERROR_QUANTITY = {"lv_edv_ml": "lv_edv_ml", "lv_edvi_ml_m2": "lv_edv_ml", "lv_esv_ml": "lv_esv_ml",
+                  "lv_ef_percent": "lv_ef_percent", "lv_mass_index_g_m2": "lv_mass_g", "rv_edvi_ml_m2": "rv_edv_ml",
+                  "rv_ef_percent": "rv_ef_percent"}
+#: the quantity the stroke-volume check compares (LV SV - RV SV, mL), and the key of its known error
+SV_DIFFERENCE = "lv_rv_sv_difference_ml"
+#: how a flag within the model's known error of its limit reads, after the quantity and the limit
+NEAR_TEXT = "within the model's known error: confirm by reading"
+
+
+def known_errors(validation: dict | None, bsa_m2: float | None = None) -> dict[str, dict]:
+    """Each judged quantity's known error, in its own unit, from the model card's agreement with expert readers:
+    `validation` {card quantity (ERROR_QUANTITY's values, SV_DIFFERENCE): {"n", "mae", "mean_error", "sd_error",
+    "card_metric", "data", "source"}} (dicomnode.analysis.cine.function_validation_from_card; None: no model, no errors).
+    Returns {NORMAL_VALUES key or SV_DIFFERENCE: {"data", "patients", "card_metric", "source", "unit", "mae", "bias",
+    "sd"}, and
+    "per_bsa_m2" for an indexed one: the card's mL or g error divided by `bsa_m2`}; a quantity without a card block
+    (or an indexed one without a BSA) is left out: its flag is judged without it."""
+    errors = {}
+    wanted = {**ERROR_QUANTITY, SV_DIFFERENCE: SV_DIFFERENCE}
+    for key, quantity in wanted.items():
+        block = (validation or {}).get(quantity)
+        if not isinstance(block, dict) or not isinstance(block.get("mae"), (int, float)):
+            continue
+        indexed = key != quantity
+        if indexed and not (bsa_m2 and bsa_m2 > 0):
+            continue
+        scale = 1.0 / bsa_m2 if indexed else 1.0
+        errors[key] = {"data": block.get("data"), "patients": block.get("n"), "card_metric": block.get("card_metric"),
+                       "source": block.get("source"),
+                       "unit": NORMAL_VALUES[key]["unit"] if key in NORMAL_VALUES else "mL",
+                       "mae": float(block["mae"]) * scale, "bias": float(block.get("mean_error") or 0.0) * scale,
+                       "sd": None if block.get("sd_error") is None else float(block["sd_error"]) * scale,
+                       **({"per_bsa_m2": bsa_m2} if indexed else {})}
+    return errors
+
+
+def error_text(error: dict, name: str) -> str:
+    """The model's known error of one quantity in words, for a flag: "this model's RVEF vs expert readers: bias -5.0,
+    mean abs. error 9.3 points (ACDC cross-validation, 100 patients)"."""
+    unit = "points" if error["unit"] == "%" else error["unit"]
+    per_bsa = f" at BSA {error['per_bsa_m2']:.2f} m²" if error.get("per_bsa_m2") else ""
+    data = ", ".join(str(part) for part in (error.get("data"), f"{error['patients']} patients"
+                                            if error.get("patients") else None) if part)
+    return (f"this model's {name} vs expert readers: bias {error['bias']:+.1f}, mean abs. error {error['mae']:.1f} "
+            f"{unit}{per_bsa}" + (f" ({data})" if data else ""))
+
+
+def normal_range_flags(values: dict[str, float | None], sex: str | None,
+                       errors: dict[str, dict] | None = None) -> list[str]:
     """Flags for values outside the normal range: by sex when known ("M"/"F"), else against both ranges. `values` by
-    NORMAL_VALUES key (LV and RV; a key absent or None is not judged, e.g. the indexed ones without a BSA)."""
-    flags = []
+    NORMAL_VALUES key (LV and RV; a key absent or None is not judged, e.g. the indexed ones without a BSA).
+    `errors`: the model's known error per key (known_errors); a flag whose value lies within it of a limit it crosses
+    (model_error.beyond_known_error) says so instead of asserting (range_judgements)."""
+    return [text for _, text, _ in range_judgements(values, sex, errors)]
+
+
+def range_judgements(values: dict[str, float | None], sex: str | None,
+                     errors: dict[str, dict] | None = None) -> list[tuple[str, str, bool | None]]:
+    """(NORMAL_VALUES key, flag text, near) for each value outside its normal range (normal_range_flags). `near` is
+    None without a known error for the key, True where the flag is within the model's known error, False where the
+    value lies beyond every limit it is flagged against by more than that error after the model's bias
+    (model_error.beyond_known_error: the source and the reasoning): only then is the flag asserted ("RVEF below the
+    RV systolic dysfunction cut-off (...)"); otherwise it reads "RVEF near the RV systolic dysfunction cut-off, within
+    the model's known error: confirm by reading (value; limit; the model's bias and MAE)"."""
+    judgements = []
     sexes: tuple[Sex, ...] = (sex,) if sex in ("M", "F") else ("M", "F")  # type: ignore[assignment]
     for key, spec in NORMAL_VALUES.items():
         value = values.get(key)
         if value is None or not math.isfinite(value):
             continue
-        outcomes = {}
+        outcomes, crossed = {}, []
         for each in sexes:
             low, high = normal_range(key, each)
             # a lower limit only (high = inf, RVEF) is a cut-off whose value is itself abnormal (Gulati 2013: <= 45 %)
             below = value <= low if math.isinf(high) else value < low
             outcomes[each] = "below" if below else "above" if value > high else "within"
+            if outcomes[each] != "within":
+                crossed.append((low, "below") if below else (high, "above"))
         ranges = ", ".join(f"{'men' if s == 'M' else 'women'} {range_text(key, s)}" for s in sexes)
         verdicts = set(outcomes.values())
         if verdicts == {"within"} or (len(verdicts) > 1 and spec.get("sex_unknown") == "both"):
             continue
+        error = (errors or {}).get(key)
+        near = None if error is None else not all(
+            beyond_known_error(value, limit, side, error["mae"], error["bias"]) for limit, side in crossed)
         shown = number_text(round(value, 2), 1)  # the summary's 2-decimal value, rounded as every output rounds it
+        known = f"; {error_text(error, spec['name'])}" if near else ""
         if spec.get("cut_off"):
             what, source = spec["cut_off"]
             low = normal_range(key, sexes[0])[0]
-            flags.append(f"{spec['name']} {verdicts.pop()} {what} ({shown} {spec['unit']}; dysfunction at ≤ {low:g} "
-                         f"{spec['unit']}, {source})")
+            verdict = f"near {what}, {NEAR_TEXT}" if near else f"{verdicts.pop()} {what}"
+            text = (f"{spec['name']} {verdict} ({shown} {spec['unit']}; dysfunction at ≤ {low:g} {spec['unit']}, "
+                    f"{source}{known})")
+        elif near:
+            limit = "lower" if crossed[0][1] == "below" else "upper"
+            text = f"{spec['name']} near the {limit} limit of normal, {NEAR_TEXT} ({shown} {spec['unit']}; {ranges}{known})"
         elif len(verdicts) == 1:
-            flags.append(f"{spec['name']} {verdicts.pop()} normal range ({shown} {spec['unit']}; {ranges})")
+            text = f"{spec['name']} {verdicts.pop()} normal range ({shown} {spec['unit']}; {ranges})"
         else:
             parts = "; ".join(f"{outcomes[s]} for {'men' if s == 'M' else 'women'}" for s in sexes)
-            flags.append(f"{spec['name']} outside the normal range for one sex ({shown} {spec['unit']}: {parts}; "
-                         f"{ranges})")
-    return flags
+            text = (f"{spec['name']} outside the normal range for one sex ({shown} {spec['unit']}: {parts}; "
+                    f"{ranges})")
+        judgements.append((key, text, near))
+    return judgements
 
 
-RANGE_VERDICTS = ("below", "above", "outside")
+RANGE_VERDICTS = ("below", "above", "outside", "near")
 
 
 def is_range_flag(flag: str) -> bool:
-    """Whether a cine flag is a value outside its normal range (normal_range_flags), not a timing or data note."""
+    """Whether a cine flag is a value outside its normal range (normal_range_flags), not a timing or data note; also
+    one within the model's known error of the limit it crosses (is_near_flag)."""
     return any(str(flag).startswith(f"{spec['name']} {verdict} ") for spec in NORMAL_VALUES.values()
                for verdict in RANGE_VERDICTS)
+
+
+def is_near_flag(flag: str) -> bool:
+    """Whether a cine range flag is worded as within the model's known error of its limit (range_judgements): a
+    prompt to confirm by reading, not an assertion of abnormality."""
+    return any(str(flag).startswith(f"{spec['name']} near ") for spec in NORMAL_VALUES.values())
 
 
 #: LV / RV stroke-volume consistency (stroke_volume_mismatch_note). Without significant valve regurgitation or an
@@ -484,24 +570,44 @@ SV_MISMATCH_START = "LV and RV stroke volumes disagree"
 
 
 def stroke_volume_mismatch_note(lv_sv_ml: float | None, rv_sv_ml: float | None,
-                                lv_coverage_complete: bool = True) -> str | None:
+                                lv_coverage_complete: bool = True, error: dict | None = None) -> str | None:
     """A flag where LV SV and RV SV differ by more than SV_MISMATCH_ML and SV_MISMATCH_FRACTION of the larger (see
     there), naming both; None where they agree or either is missing (no RV segmented: RV SV None or both volumes 0).
-    With the LV coverage incomplete the LV SV is a lower bound, which the flag says."""
+    With the LV coverage incomplete the LV SV is a lower bound, which the flag says. `error`: the model's known error
+    of LV SV - RV SV (known_errors()[SV_DIFFERENCE]); see stroke_volume_mismatch."""
+    return stroke_volume_mismatch(lv_sv_ml, rv_sv_ml, lv_coverage_complete, error)[0]
+
+
+def stroke_volume_mismatch(lv_sv_ml: float | None, rv_sv_ml: float | None, lv_coverage_complete: bool = True,
+                           error: dict | None = None) -> tuple[str | None, bool | None]:
+    """(stroke_volume_mismatch_note's flag, near): `near` is None without a flag or without `error`, True where the
+    difference, less the model's mean error of LV SV - RV SV, exceeds SV_MISMATCH_ML by no more than that error's
+    MAE (model_error.beyond_known_error; the fraction criterion stays on the values measured): the flag then reads
+    "LV and RV stroke volumes disagree only within the model's known error of the mismatch threshold: confirm by
+    reading (...)" and quotes the error."""
     if lv_sv_ml is None or rv_sv_ml is None or not (math.isfinite(lv_sv_ml) and math.isfinite(rv_sv_ml)):
-        return None
+        return None, None
     difference = abs(float(lv_sv_ml) - float(rv_sv_ml))
     larger = max(abs(float(lv_sv_ml)), abs(float(rv_sv_ml)))
     if larger <= 0 or difference <= SV_MISMATCH_ML or difference <= SV_MISMATCH_FRACTION * larger:
-        return None
+        return None, None
+    near = None if error is None else not beyond_known_error(
+        abs(float(lv_sv_ml) - float(rv_sv_ml) - error["bias"]), SV_MISMATCH_ML, "above", error["mae"])
     lv_shown, rv_shown = number_text(round(lv_sv_ml, 2), 1), number_text(round(rv_sv_ml, 2), 1)
     difference = abs(float(display_round(round(lv_sv_ml, 2), 1)) - float(display_round(round(rv_sv_ml, 2), 1)))
-    return (f"{SV_MISMATCH_START}: LV SV {lv_shown} mL, RV SV {rv_shown} mL, {difference:.1f} mL apart "
-            f"({100 * difference / larger:.0f} % of the larger; flagged above {SV_MISMATCH_ML:g} mL and "
-            f"{100 * SV_MISMATCH_FRACTION:g} %; without significant valve regurgitation or a shunt they are equal). "
-            "Check the RV (and LV) contours at ED and ES; if the segmentation is right, consider valve regurgitation or "
-            "a shunt"
-            + ("; the LV coverage is incomplete, so LV SV is a lower bound" if not lv_coverage_complete else ""))
+    opening = (f"{SV_MISMATCH_START} only within the model's known error of the mismatch threshold: confirm by "
+               f"reading (" if near else f"{SV_MISMATCH_START}: ")
+    detail = (f"LV SV {lv_shown} mL, RV SV {rv_shown} mL, {difference:.1f} mL apart "
+              f"({100 * difference / larger:.0f} % of the larger; flagged above {SV_MISMATCH_ML:g} mL and "
+              f"{100 * SV_MISMATCH_FRACTION:g} %; without significant valve regurgitation or a shunt they are equal)")
+    if near:
+        return (opening + detail.replace(" (", "; ", 1).removesuffix(")") + "; "
+                + error_text(error, "LV SV - RV SV") + ")"
+                + ("; the LV coverage is incomplete, so LV SV is a lower bound" if not lv_coverage_complete else ""),
+                True)
+    return (opening + detail + ". Check the RV (and LV) contours at ED and ES; if the segmentation is right, consider "
+            "valve regurgitation or a shunt"
+            + ("; the LV coverage is incomplete, so LV SV is a lower bound" if not lv_coverage_complete else ""), near)
 
 
 RV_ACCURACY_START = "RV volumes and RVEF are less reliable than the LV's"
@@ -722,6 +828,8 @@ class CineMeasurements:
     basal_excluded: list[tuple[int, int]] = field(default_factory=list)  # (phase, slice) left out by the basal rule
     rv_flagged_phases: list[int] = field(default_factory=list)  # RV volume jumps (rv_timing_notes)
     coverage: StackCoverage | None = None  # whether the stack holds the whole LV (stack_coverage)
+    #: the model's known error of each judged quantity and whether its flag lies within it (flag_validation_block)
+    flag_validation: dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """The `cine` block of summary.json (design.md contract)."""
@@ -735,6 +843,18 @@ class CineMeasurements:
 
 def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
+
+
+def flag_validation_block(error: dict, near: bool | None) -> dict:
+    """One entry of the summary's `cine.flag_validation`, as lge.lge_percent_validation: the model's known error of
+    the quantity against expert readers (known_errors: "data", "patients", "card_metric" and "source" of the numbers,
+    "unit", "mae", "bias" (prediction - expert), "sd", in the quantity's unit; "per_bsa_m2" for an indexed one) and
+    "near_cutoff": null where no flag was given, true where the flag lies within the error of its limit (worded
+    "confirm by reading"), false where it is asserted."""
+    return {**{key: error.get(key) for key in ("data", "patients", "card_metric", "source", "unit")},
+            **{key: _round(error[key]) for key in ("mae", "bias", "sd")},
+            **({"per_bsa_m2": _round(error["per_bsa_m2"], 3)} if error.get("per_bsa_m2") else {}),
+            "near_cutoff": near}
 
 
 def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]:
@@ -752,7 +872,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML, slice_positions_mm=None,
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
                  nominal_step_mm: float | None = None, ends_left_out_mm=None,
-                 rv_validation: dict | None = None) -> CineMeasurements:
+                 rv_validation: dict | None = None, function_validation: dict | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -771,6 +891,11 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     volumes that disagree are flagged (stroke_volume_mismatch_note); and where an RV was segmented, a flag gives the
     model's validated RVEF error (rv_accuracy_note; rv_validation: what the model card says, CinePipeline passes it
     always; None: no such flag, for a caller that measures label maps of no particular model).
+    function_validation: the model card's agreement with expert readers per quantity
+    (dicomnode.analysis.cine.function_validation_from_card; None: no model, flags as without one): a range flag or
+    the stroke-volume flag whose value lies within the model's known error of its limit, after the model's bias, is
+    worded so ("... within the model's known error: confirm by reading", range_judgements / stroke_volume_mismatch)
+    rather than asserted, and `flag_validation` gives the numbers used (flag_validation_block).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
@@ -815,9 +940,18 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         values = {key: value for key, value in values.items() if not key.startswith("rv_")}
     result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm)
     coarse = temporal_resolution_note(trigger_times, len(labelmaps))
-    mismatch = stroke_volume_mismatch_note(result.lv_sv_ml, result.rv_sv_ml, result.coverage.complete) \
-        if rv_found and lv_edv > 0 else None
+    errors = known_errors(function_validation, bsa)
+    judgements = range_judgements(values, sex, errors)
+    mismatch, mismatch_near = stroke_volume_mismatch(result.lv_sv_ml, result.rv_sv_ml, result.coverage.complete,
+                                                     errors.get(SV_DIFFERENCE)) if rv_found and lv_edv > 0 else (None, None)
+    near = {key: flag_near for key, _, flag_near in judgements}  # None: judged without a known error
+    if mismatch:
+        near[SV_DIFFERENCE] = mismatch_near
+    judged = [key for key in values if key in errors]
+    if rv_found and lv_edv > 0 and SV_DIFFERENCE in errors:
+        judged.append(SV_DIFFERENCE)
+    result.flag_validation = {key: flag_validation_block(errors[key], near.get(key)) for key in judged}
     rv_accuracy = [rv_accuracy_note(rv_validation)] if rv_found and rv_validation is not None else []
-    result.flags = (result.coverage.flags() + normal_range_flags(values, sex) + ([mismatch] if mismatch else [])
+    result.flags = (result.coverage.flags() + [text for _, text, _ in judgements] + ([mismatch] if mismatch else [])
                     + rv_accuracy + ([coarse] if coarse else []) + list(timing.notes) + rv_notes + bsa_note)
     return result

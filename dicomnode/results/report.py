@@ -21,7 +21,7 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
-                                           is_range_flag, normal_range)
+                                           is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings)
@@ -188,7 +188,11 @@ def _range_text(key: str, sex: str | None, index: bool = False) -> str:
 
 
 #: the key-number rows listing cine flags, cut short on page 1 where space runs out (page 2 gives them in full)
-FLAG_ROWS = ("Outside the reference range", f"Notes (phases {COUNTED_FROM})")
+#: the third lists range flags within the model's known error of their limit (cine_metrics.is_near_flag): not asserted
+FLAG_ROWS = ("Outside the reference range", f"Notes (phases {COUNTED_FROM})",
+             "Within the model's error of a limit")
+#: the reference column of FLAG_ROWS[2]
+NEAR_REFERENCE = "confirm by reading; the model's error (card cross-validation) in full on page 2"
 #: the key-number row giving a pipeline's stack warnings (summary `stack_warnings`: what dicomnode/cmr/volume.py
 #: found in the analysed stack's geometry: a gap or missing slice, phases missing, a single slice, instances or
 #: duplicates left out, shifted slices), last in that pipeline's block, in red; cut like the flags on page 1
@@ -317,7 +321,9 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         refused = [f for f in s.get("flags") or [] if f.startswith("no indexed values: ")]
         no_index = (refused[0].removeprefix("no indexed values: ").split(" for BSA")[0] + " in the header" if refused
                     else "height/weight missing")
-        ranges = [f for f in s.get("flags") or [] if is_range_flag(f)]
+        # a range flag within the model's known error of its limit is not listed as outside the range, but apart
+        near = [f for f in s.get("flags") or [] if is_near_flag(f)]
+        ranges = [f for f in s.get("flags") or [] if is_range_flag(f) and not is_near_flag(f)]
         notes = [f for f in s.get("flags") or [] if not is_range_flag(f)]
         # part of the LV outside the stack (summary `coverage`): volumes and mass are lower bounds, EF partial
         partial = (s.get("coverage") or {}).get("complete") is False
@@ -345,6 +351,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or ()), _phases_reference(s)),
             *([(FLAG_ROWS[0], "; ".join(_headline(f) for f in ranges), "ranges as in the column above")]
               if ranges else []),
+            *([(FLAG_ROWS[2], "; ".join(_headline(f).split(", within the model's known error")[0] for f in near),
+                NEAR_REFERENCE)] if near else []),
             *([(FLAG_ROWS[1], "; ".join(_headline(f) for f in notes),
                 "in full on page 2, beside the volume curve")] if notes else []),
             *_stack_rows("cine", s),
@@ -490,7 +498,9 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
                      "mean +/- 2 SD (LV: 2015 SCMR review; RV EDVi: Alfakih 2003), RVEF against the RV systolic "
                      "dysfunction cut-off <= 45 % (Gulati 2013); LV and RV stroke volumes flagged where they differ by "
-                     f"over {SV_MISMATCH_ML:g} mL and {100 * SV_MISMATCH_FRACTION:g} %."
+                     f"over {SV_MISMATCH_ML:g} mL and {100 * SV_MISMATCH_FRACTION:g} %. A value beyond a limit by no "
+                     "more than the model's mean absolute error against expert readers, once its mean error (bias) is "
+                     "taken off (card cross-validation), is called within the model's error: confirm by reading."
                      + (" ED and ES segmented again by a wider network, which gives EDV, ESV, EF and mass (other "
                         "phases and the choice of ED/ES: the all-phase network)."
                         if cine.summary.get("ed_es_refinement") else ""))

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomnode.analysis.cine import CineModelSpec, segment_and_measure
+from dicomnode.analysis.cine import FLAG_ERROR_QUANTITIES, CineModelSpec, segment_and_measure
 from dicomnode.cmr.orientation import ALL_TRANSFORMS, InplaneTransform, canonical_inplane
-from dicomnode.analysis.cine_metrics import (ejection_fraction_percent, lv_slice_volumes_ml, measure_cine,
-                                             myocardial_mass_g, trigger_phase, volume_curve_ml)
+from dicomnode.analysis.cine_metrics import (SV_DIFFERENCE, ejection_fraction_percent, lv_slice_volumes_ml,
+                                             measure_cine, myocardial_mass_g, trigger_phase, volume_curve_ml)
 from dicomnode.labels import Label
 from engines.cine.data import (SUNNYBROOK_HELD_OUT, acdc_groups, acdc_nifti_dirs, acdc_to_allowed,
                                bitmask_to_labels, load_acdc_nifti_volume, load_sunnybrook_cine, polygon_mask,
@@ -711,18 +711,35 @@ def main(argv: list[str] | None = None) -> None:
             "acdc_dice": {k: round(v["mean"], 4) for k, v in shipped["dice"].items()},
             **{f"acdc_{key}": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in shipped["agreement"][key].items()}
                for key in ("lv_ef_percent", "lv_mass_g", "rv_ef_percent")},
-            # RVEF agreement over the whole cross-validation: the node quotes it beside every RV number
-            # (dicomnode.analysis.cine.rv_validation_from_card); the all-phase model's card only, as the
-            # cross-validation folds are all-phase models
-            **({"acdc_cv_rv_ef_percent": card_agreement(results["cv"]["agreement"]["rv_ef_percent"])}
-               if not results.get("refine_model") and (results.get("cv") or {}).get("agreement", {}).get("rv_ef_percent")
-               else {}),
+            # agreement over the whole cross-validation: the node quotes the RVEF's beside every RV number
+            # (dicomnode.analysis.cine.rv_validation_from_card) and each flagged quantity's as the known error of its
+            # flag (function_validation_from_card); the all-phase model's card only, as the cross-validation folds
+            # are all-phase models
+            **(cv_card_metrics(results["cv"]) if not results.get("refine_model") and (results.get("cv") or {}).get(
+                "agreement") else {}),
             "whole_cines": [{k: r[k] for k in ("subject", "ed_phase", "es_phase", "reference_ed_phase",
                                                 "reference_es_phase", "lv_ef_percent", "reference_lv_ef_percent")}
                             for r in results["whole_cines"]],
         }
         card_path.write_text(json.dumps(card, indent=1) + "\n")
         print(f"metrics written into {card_path}")
+
+
+def sv_difference_agreement(subjects: list[dict]) -> dict:
+    """Agreement (`agreement`) of LV SV - RV SV (mL), the quantity the node's stroke-volume check compares
+    (dicomnode.analysis.cine_metrics.stroke_volume_mismatch), from each subject's predicted and reference values."""
+    def difference(values: dict) -> float | None:
+        lv, rv = values.get("lv_sv_ml"), values.get("rv_sv_ml")
+        return None if lv is None or rv is None else float(lv) - float(rv)
+    return agreement([(difference(s["predicted"]), difference(s["reference"])) for s in subjects])
+
+
+def cv_card_metrics(cv: dict) -> dict:
+    """The card's "acdc_cv_<quantity>" agreement blocks of a cross-validation (`evaluate_cv`'s result) for every
+    quantity whose error the node quotes beside a flag (dicomnode.analysis.cine.FLAG_ERROR_QUANTITIES)."""
+    agreements = {**cv["agreement"], SV_DIFFERENCE: sv_difference_agreement(cv["subjects"])}
+    return {f"acdc_cv_{quantity}": card_agreement(agreements[quantity]) for quantity in FLAG_ERROR_QUANTITIES
+            if (agreements.get(quantity) or {}).get("n")}
 
 
 def card_agreement(block: dict) -> dict:
