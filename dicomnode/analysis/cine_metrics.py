@@ -489,9 +489,30 @@ def normal_range_flags(values: dict[str, float | None], sex: str | None,
     return [text for _, text, _ in range_judgements(values, sex, errors)]
 
 
+#: the judged quantities that are lower bounds where the stack misses part of the ventricles (stack_coverage's
+#: COVERAGE_CAVEAT): a value below the lower limit of normal then proves nothing ("≥ 81 mL" may be a normal EDV), a
+#: value above the upper limit still does
+LOWER_BOUND_KEYS = frozenset({"lv_edv_ml", "lv_edvi_ml_m2", "lv_esv_ml", "lv_mass_index_g_m2", "rv_edvi_ml_m2"})
+
+
+def lower_bound_note(values: dict[str, float | None], sex: str | None, lower_bounds=LOWER_BOUND_KEYS) -> str | None:
+    """The flag saying which values below their lower limit of normal were not judged because they are lower bounds
+    (range_judgements with `lower_bounds`): "lower limits of normal not applied to lower bounds (incomplete LV
+    coverage): LV EDV 81.4 mL, LV EDVi 49.1 mL/m²"; None where there is none."""
+    sexes: tuple[Sex, ...] = (sex,) if sex in ("M", "F") else ("M", "F")  # type: ignore[assignment]
+    below = [f"{NORMAL_VALUES[key]['name']} {number_text(round(value, 2), 1)} {NORMAL_VALUES[key]['unit']}"
+             for key, value in values.items() if key in lower_bounds and key in NORMAL_VALUES and value is not None
+             and math.isfinite(value) and any(value < normal_range(key, each)[0] for each in sexes)]
+    return ("lower limits of normal not applied to lower bounds (incomplete LV coverage): " + ", ".join(below)) \
+        if below else None
+
+
 def range_judgements(values: dict[str, float | None], sex: str | None,
-                     errors: dict[str, dict] | None = None) -> list[tuple[str, str, bool | None]]:
-    """(NORMAL_VALUES key, flag text, near) for each value outside its normal range (normal_range_flags). `near` is
+                     errors: dict[str, dict] | None = None,
+                     lower_bounds: frozenset[str] = frozenset()) -> list[tuple[str, str, bool | None]]:
+    """(NORMAL_VALUES key, flag text, near) for each value outside its normal range (normal_range_flags). A key in
+    `lower_bounds` (LOWER_BOUND_KEYS on a stack with incomplete coverage) is judged against its upper limit only: a
+    lower bound below the lower limit is no finding (lower_bound_note says so; break40b F3). `near` is
     None without a known error for the key, True where the flag is within the model's known error, False where the
     value lies beyond every limit it is flagged against by more than that error after the model's bias
     (model_error.beyond_known_error: the source and the reasoning): only then is the flag asserted ("RVEF below the
@@ -508,7 +529,11 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
             low, high = normal_range(key, each)
             # a lower limit only (high = inf, RVEF) is a cut-off whose value is itself abnormal (Gulati 2013: <= 45 %)
             below = value <= low if math.isinf(high) else value < low
-            outcomes[each] = "below" if below else "above" if value > high else "within"
+            if below and key in lower_bounds:
+                below = False
+                outcomes[each] = "above" if value > high else "within"
+            else:
+                outcomes[each] = "below" if below else "above" if value > high else "within"
             if outcomes[each] != "within":
                 crossed.append((low, "below") if below else (high, "above"))
         ranges = ", ".join(f"{'men' if s == 'M' else 'women'} {range_text(key, s)}" for s in sexes)
@@ -941,7 +966,9 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm)
     coarse = temporal_resolution_note(trigger_times, len(labelmaps))
     errors = known_errors(function_validation, bsa)
-    judgements = range_judgements(values, sex, errors)
+    lower_bounds = frozenset() if result.coverage.complete else LOWER_BOUND_KEYS
+    judgements = range_judgements(values, sex, errors, lower_bounds)
+    unjudged = lower_bound_note(values, sex, lower_bounds)
     mismatch, mismatch_near = stroke_volume_mismatch(result.lv_sv_ml, result.rv_sv_ml, result.coverage.complete,
                                                      errors.get(SV_DIFFERENCE)) if rv_found and lv_edv > 0 else (None, None)
     near = {key: flag_near for key, _, flag_near in judgements}  # None: judged without a known error
@@ -952,6 +979,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         judged.append(SV_DIFFERENCE)
     result.flag_validation = {key: flag_validation_block(errors[key], near.get(key)) for key in judged}
     rv_accuracy = [rv_accuracy_note(rv_validation)] if rv_found and rv_validation is not None else []
-    result.flags = (result.coverage.flags() + [text for _, text, _ in judgements] + ([mismatch] if mismatch else [])
+    result.flags = (result.coverage.flags() + [text for _, text, _ in judgements] + ([unjudged] if unjudged else [])
+                    + ([mismatch] if mismatch else [])
                     + rv_accuracy + ([coarse] if coarse else []) + list(timing.notes) + rv_notes + bsa_note)
     return result

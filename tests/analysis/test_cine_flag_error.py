@@ -183,3 +183,23 @@ def test_acdc_normals_no_longer_get_an_asserted_rv_dysfunction_within_the_model_
         value = s["predicted"]["rv_ef_percent"]
         if s["subject"] in near:
             assert value - error["bias"] >= 45.0 - error["mae"]
+
+
+def test_lower_bounds_are_not_judged_against_the_lower_limit_of_normal():
+    """break40b F3: ACDC patient090's apex is cut off, so its LV EDV, EDVi and mass index are lower bounds, yet they
+    were flagged "below normal range"; a lower bound above the upper limit still is a finding."""
+    from dicomnode.analysis.cine_metrics import LOWER_BOUND_KEYS, lower_bound_note, range_judgements
+    values = {"lv_edv_ml": 81.4, "lv_edvi_ml_m2": 49.1, "lv_mass_index_g_m2": 48.5, "lv_esv_ml": 20.0,
+              "lv_ef_percent": 80.4}
+    whole = {key for key, *_ in range_judgements(values, "M")}
+    assert {"lv_edv_ml", "lv_edvi_ml_m2", "lv_mass_index_g_m2"} <= whole
+    partial = {key: text for key, text, _ in range_judgements(values, "M", None, LOWER_BOUND_KEYS)}
+    assert set(partial) == {"lv_ef_percent"}  # EF is no lower bound: judged as before
+    assert lower_bound_note(values, "M") == ("lower limits of normal not applied to lower bounds (incomplete LV "
+                                             "coverage): LV EDV 81.4 mL, LV EDVi 49.1 mL/m², "
+                                             "LV mass index 48.5 g/m², LV ESV 20.0 mL")
+    large = {"lv_edv_ml": 290.0, "lv_edvi_ml_m2": 150.0}
+    flagged = {key: text for key, text, _ in range_judgements(large, "M", None, LOWER_BOUND_KEYS)}
+    assert flagged["lv_edv_ml"].startswith("LV EDV above normal range") and lower_bound_note(large, "M") is None
+    # unknown sex: below for one sex and within for the other is no finding on a lower bound either
+    assert not range_judgements({"lv_edv_ml": 100.0}, None, None, LOWER_BOUND_KEYS)

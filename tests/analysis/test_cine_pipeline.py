@@ -200,8 +200,11 @@ def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     assert result.summary["basal_slices_excluded"] == [] and "50 %" in result.summary["basal_slice_rule"]
     assert result.measurements["papillary_muscles"] == "cavity"
     assert result.measurements["trigger_times"] == [40.0 * p for p in range(12)]
-    # EDV ~87 mL is below the male range (106-214 mL)
-    assert any(flag.startswith("LV EDV below normal range") for flag in result.measurements["flags"])
+    # EDV ~87 mL is below the male range (106-214 mL), but a lower bound (the LV goes on beyond the stack): not
+    # judged against the lower limit, and said so (break40b F3)
+    assert not any(flag.startswith("LV EDV below normal range") for flag in result.measurements["flags"])
+    assert any(flag.startswith("lower limits of normal not applied to lower bounds (incomplete LV coverage): LV EDV")
+               for flag in result.measurements["flags"])
     assert result.summary["flags"] == result.measurements["flags"]
     # three equal slices of a cylinder: the LV goes on beyond the stack, said beside the numbers
     assert result.summary["coverage"]["complete"] is False and result.summary["coverage"]["apical_end"] == "first"
