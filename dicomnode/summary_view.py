@@ -33,6 +33,15 @@ def _bound(value, unit: str, partial: bool) -> str:
     return f"{'≥ ' if partial and not zero else ''}{_number(value)} {unit}"
 
 
+def coverage_reasons(block) -> list[str]:
+    """Why a cine or LGE summary block's stack does not hold the whole LV (its `coverage.reasons` where
+    `coverage.complete` is false: an apex or base cut off, a gap, too short), [] otherwise."""
+    coverage = (block or {}).get("coverage") if isinstance(block, dict) else None
+    if not isinstance(coverage, dict) or coverage.get("complete") is not False:
+        return []
+    return [str(reason) for reason in coverage.get("reasons") or []]
+
+
 def _typical_error(lge: dict) -> str:
     """" (mean abs. error 5.8)": the model's cross-validated %LGE error on input like this (lge_percent_validation)."""
     block = lge.get("lge_percent_validation")
@@ -87,9 +96,13 @@ def print_summary_table(summary: dict) -> None:
                       f" {_methods(lge)}{_burden(lge, partial)}")
         if "cine" in study:
             cine = study["cine"]
-            print(f"  Cine LV: EDV {_number(cine['lv_edv_ml'])} mL, ESV {_number(cine['lv_esv_ml'])} mL,"
-                  f" SV {_number(cine['lv_sv_ml'])} mL, EF {_number(cine['lv_ef_percent'])} %,"
-                  f" mass {_number(cine['lv_mass_g'])} g"
+            # part of the LV outside the stack (cine.coverage): LV volumes and mass lower bounds, EF partial, as the PDF
+            partial = (cine.get("coverage") or {}).get("complete") is False
+            print(f"  Cine LV: EDV {_bound(cine['lv_edv_ml'], 'mL', partial)},"
+                  f" ESV {_bound(cine['lv_esv_ml'], 'mL', partial)},"
+                  f" SV {_bound(cine['lv_sv_ml'], 'mL', partial)}, EF {_number(cine['lv_ef_percent'])} %"
+                  f"{' (partial stack)' if partial else ''},"
+                  f" mass {_bound(cine['lv_mass_g'], 'g', partial)}"
                   f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {_number(cine['rv_edv_ml'])} mL, ESV {_number(cine['rv_esv_ml'])} mL,"
@@ -100,6 +113,8 @@ def print_summary_table(summary: dict) -> None:
                                                                                          RV_ACCURACY_START))):
                     print(f"  Cine check: {flag}")
         for name in ("lge", "cine"):
+            for reason in coverage_reasons(study.get(name)):
+                print(f"  {name.upper() if name == 'lge' else 'Cine'} incomplete LV coverage: {reason}")
             for warning in stack_warnings(study.get(name)):
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} input: {warning}")
         for suggestion in study.get("suggestions", []) or []:

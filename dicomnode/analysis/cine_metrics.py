@@ -679,6 +679,21 @@ MIN_LV_EXTENT_MM = 40.0
 GAP_FACTOR = 1.5
 #: ... and this many times the median leaves more than one slice missing: too much to interpolate
 LARGE_GAP_FACTOR = 2.5
+#: base cut off (basal_end_widening): the LV section (blood pool + myocardium) on the basal end slice of the stack is
+#: at least BASE_WIDENING_RATIO times the section on the slice next to it, which holds at least
+#: BASE_NEIGHBOUR_FRACTION of the largest section. Measured on expert labels through stack_coverage (2026-12-06; the
+#: basal end the base (ACDC z0) or the larger end (EMIDEC, MyoPS); stacks of >= 4 slices): whole stacks fire ACDC ED
+#: 3 / 100, EMIDEC 3 / 100, MyoPS 0 / 15; with the 1 / 2 / 3 most basal slices removed ACDC ED 5 / 17 / 28 %, EMIDEC
+#: 16 / 23 / 30 %, MyoPS 4 / 12 and 1 / 3 stacks (ACDC at ES: whole 1 %, cut 3 / 9 / 17 %). The node's own labels
+#: (`dicomnode process` on make-study ACDC patient001/021/041/042/061/081 and 4D 090): whole 0 / 7, 1 / 2 / 3 basal
+#: slices removed 0 / 7, 2 / 7, 0 / 7 (041 and 090 without 3 flagged as too short); LGE (EMIDEC P043, N037, MyoPS
+#: 3002) whole 0 / 3, cut 0 / 4 (basal end ratio up to 1.22 on whole MyoPS 3002: the neighbour rule holds it). No
+#: threshold on these masks (end and next sections near the largest, ES section on the basal end slice, ring
+#: closure) detects half the bases cut by one slice without firing on >= 20 % of whole stacks: most whole ACDC /
+#: EMIDEC stacks start on a complete ring near the largest section (their first slice the basal slice of SCMR 2020,
+#: none beyond it), so a base missing by a slice mostly cannot be told from them.
+BASE_WIDENING_RATIO = 1.10
+BASE_NEIGHBOUR_FRACTION = 0.85
 COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass are lower bounds and EF is not the whole-ventricle EF: part of the LV lies "
                    "outside the stack")
 
@@ -732,9 +747,11 @@ class StackCoverage:
     lv_extent_mm: float | None = None  # sum of the discs holding LV at ED (None without slice positions)
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    basal_end_ratio: float | None = None  # LV section on the basal end slice / on the next (basal_end_widening)
 
     def summary(self) -> dict:
         return {"complete": self.complete, "reasons": list(self.reasons), "notes": list(self.notes),
+                "basal_end_lv_ratio": None if self.basal_end_ratio is None else round(float(self.basal_end_ratio), 3),
                 "caveat": None if self.complete else COVERAGE_CAVEAT,
                 "end_slice_lv_fraction": [round(float(v), 3) for v in self.end_fractions],
                 "apical_end": None if self.apex_first is None else ("first" if self.apex_first else "last"),
@@ -752,8 +769,10 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
     - Apex cut off: a whole stack ends at the apex with a small LV section (or none), so where the LV (blood pool +
       myocardium) covers >= APEX_END_FRACTION of its largest section on the apical end slice (`apex_first`: the
       first slice is apical, from the geometry; None: unknown, then the smaller of the two ends is taken), the LV
-      goes on beyond the stack. The basal end cannot tell: whole stacks often start on a full basal ring (ACDC) or
-      in the atrium (Sunnybrook), so a base cut off with the apex in the stack is not detected.
+      goes on beyond the stack.
+    - Base cut off (basal_end_widening): the LV section still widens by >= BASE_WIDENING_RATIO onto the basal end
+      slice. Only that: whole stacks often start on a full basal ring near the largest section (ACDC, EMIDEC) or in
+      the atrium (Sunnybrook), so a base missing by one slice is mostly not detected (rates at BASE_WIDENING_RATIO).
     - Too short: an LV extent (the discs holding LV, disc_thickness_mm) under MIN_LV_EXTENT_MM.
     - A gap of more than LARGE_GAP_FACTOR x the median step (slices missing); a smaller gap (> GAP_FACTOR, one slice
       missing) is interpolated by the disc thicknesses and noted.
@@ -791,6 +810,14 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
         reasons.append(f"the LV still covers {100 * apical:.0f} % of its largest section on {which} at ED and "
                        f"{100 * inward:.0f} % on the slice next to it (a whole stack ends at the apex with under "
                        f"{100 * APEX_END_FRACTION:.0f} %): apex cut off")
+    widening = basal_end_widening(areas, first_is_apical)
+    if widening is not None:
+        which = ("the larger end" if apex_first is None else
+                 f"the basal ({'last' if apex_first else 'first'}) slice of the stack")
+        reasons.append(f"the LV section still widens onto {which} at ED ({100 * widening:.0f} % of the section on the "
+                       f"slice next to it, which holds >= {100 * BASE_NEIGHBOUR_FRACTION:.0f} % of the largest; a "
+                       f"stack that reaches the base stops widening there): base cut off, the most basal LV slices "
+                       "were not acquired")
     extent = None
     if slice_positions_mm is not None and len(slice_positions_mm) == len(areas) and len(areas) >= 2:
         positions = np.asarray(slice_positions_mm, dtype=np.float64)
@@ -809,7 +836,43 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
             elif step > GAP_FACTOR * median:
                 notes.append(f"gap of {where} (median step {median:.1f} mm, a slice missing?): volumes interpolate "
                              "across it (each neighbouring slice's disc reaches the middle of the gap)")
-    return StackCoverage(not reasons, ends, apex_first, extent, reasons, notes)
+    return StackCoverage(not reasons, ends, apex_first, extent, reasons, notes,
+                         _basal_end_ratio(areas, first_is_apical))
+
+
+def basal_end_widening(lv_sections, first_is_apical: bool) -> float | None:
+    """Whether the stack cuts off the LV base: the ratio of the LV section on the basal end slice to that on the slice
+    next to it where the rule fires, else None.
+
+    `lv_sections`: (slices,) LV section (blood pool + myocardium; pixels or mm², any unit) per slice in stack order;
+    `first_is_apical`: the first slice is the apical end, so the last is the basal one. The rule: the basal end
+    slice holds at least BASE_WIDENING_RATIO x the section of the slice next to it, and that slice at least
+    BASE_NEIGHBOUR_FRACTION of the largest section: the LV is near its widest and still widening where the stack
+    ends. Going from apex to base the LV section grows up to the basal ring and stops at the mitral annulus, where
+    the ring opens into the outflow tract and atrium (the basal slice of the SCMR post-processing recommendations,
+    Schulz-Menger et al., JCMR 2020;22:19: blood pool at least half surrounded by myocardium); a stack that still
+    widens onto its last basal slice has not reached it (SCMR acquisition, Kramer et al., JCMR 2020;22:17: the
+    short-axis stack runs from the mitral valve plane through the apex). Measured rates at BASE_WIDENING_RATIO: the
+    rule seldom fires on whole stacks and detects only a minority of bases cut by 1-3 slices. Fewer than 3 slices,
+    or no LV on the two basal slices: None."""
+    sections = np.asarray(lv_sections, dtype=np.float64)
+    ratio = _basal_end_ratio(sections, first_is_apical)
+    if ratio is None:
+        return None
+    neighbour = sections[-2] if first_is_apical else sections[1]
+    if ratio >= BASE_WIDENING_RATIO and neighbour >= BASE_NEIGHBOUR_FRACTION * sections.max():
+        return ratio
+    return None
+
+
+def _basal_end_ratio(sections: np.ndarray, first_is_apical: bool) -> float | None:
+    """LV section on the basal end slice / on the slice next to it (None: under 3 slices or no LV on either)."""
+    if sections.ndim != 1 or sections.size < 3:
+        return None
+    end, neighbour = (sections[-1], sections[-2]) if first_is_apical else (sections[0], sections[1])
+    if end <= 0 or neighbour <= 0:
+        return None
+    return float(end / neighbour)
 
 
 def _ends_left_out_reach(ends_left_out_mm, areas: np.ndarray, slice_positions_mm) -> tuple[list[float], list[float]]:
