@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dicomnode.analysis.aha import aha_summary_for_volume
-from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, PAPILLARY_MASS_CODE,
-                                             PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine, trigger_phase)
-from dicomnode.analysis.phase_text import other_views_text
+from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
+                                             PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
+                                             trigger_phase)
+from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms
+from dicomnode.analysis.phase_text import COUNTED_FROM, declared_cycle_phases, other_views_text, phase_number
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.orientation import canonical_inplane
@@ -425,6 +427,9 @@ class CinePipeline:
         labelmaps = canonical.invert(labelmaps)
         if measured.lv_edv_ml <= 0:
             return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack")
+        not_ed_es = phases_not_ed_es(measured, volume, series)
+        if not_ed_es is not None:
+            return self._declined(series.series_instance_uid, not_ed_es)
         algorithms = [model.algorithm]
         if refinement is not None:
             refinement = {"model": refine.algorithm.name, "version": refine.algorithm.version, **refinement}
@@ -433,7 +438,9 @@ class CinePipeline:
         ed, es = measured.ed_phase, measured.es_phase
         timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases)}
         summary = measured.summary()
-        summary.update({"bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
+        summary.update({"ed_phase_number": phase_number(ed), "es_phase_number": phase_number(es),
+                        "phase_numbering": PHASE_NUMBERING,
+                        "bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         # the model's known error (card cross-validation) of each judged value, and whether its flag
                         # lies within it of the limit ("confirm by reading"), as lge.lge_percent_validation
@@ -477,6 +484,32 @@ class CinePipeline:
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation], measurements=measurements,
                               algorithms=algorithms)
+
+
+#: summary.json `cine.phase_numbering`: which base each phase key of the cine block counts from (design.md keeps
+#: `ed_phase` / `es_phase` as indices; the PDF, SR, SEG and console name phases as viewers do)
+PHASE_NUMBERING = ("ed_phase, es_phase and every phase index in this block (timing, basal_slices_excluded, the volume "
+                   "curves' positions) count from 0; ed_phase_number, es_phase_number and the phases named in flags "
+                   f"and notes are {COUNTED_FROM}, as the PDF, SR and console")
+
+
+def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str | None:
+    """Why the ED and ES phases chosen on a cine that is not a whole cycle (fewer than MIN_PHASES_FOR_CURVE phases,
+    or fewer than its CardiacNumberOfImages declares) cannot be end diastole and end systole (ed_es_check), as a
+    decline reason; None for a whole cycle (its volume curve times ED and ES) or where nothing speaks against them.
+    The RR interval comes from the series' image headers (rr_interval_ms)."""
+    phases = len(measured.lv_curve_ml)
+    declared = declared_cycle_phases(getattr(volume, "warnings", None))
+    if phases >= MIN_PHASES_FOR_CURVE and declared is None:
+        return None
+    datasets = [getattr(instance, "dataset", None) for instance in getattr(series, "instances", None) or ()]
+    rr_ms, _ = rr_interval_ms(datasets)
+    trigger_times = getattr(volume, "trigger_times", None)
+    objections = ed_es_objections(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms)
+    if not objections:
+        return None
+    return not_ed_es_reason(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms, declared,
+                            objections)
 
 
 def slice_positions_mm(volume) -> np.ndarray | None:

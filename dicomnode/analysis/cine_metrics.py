@@ -8,15 +8,17 @@ Conventions (stated once, applied everywhere):
   borders LV myocardium (SCMR post-processing recommendation, Schulz-Menger et al., JCMR 2020;22:19, "the basal
   slice is included if at least 50 % of the blood pool is surrounded by myocardium"); otherwise that slice is
   atrium or outflow tract at that phase. The RV and the myocardium (mass) count every slice as segmented.
-- Timing (find_cardiac_phases): ED is the R-wave-triggered phase (smallest TriggerTime, DICOM PS3.3 C.7.6.16.2.7;
-  phase 0 when the header has none) cross-checked with the LV volume: the largest volume of the smoothed curve
-  within +-15 % of the cycle around that phase. ES is the smallest volume of the smoothed curve. The curve that
+- Timing (find_cardiac_phases): ED is the largest LV volume of the smoothed timing curve within +-15 % of the cycle
+  around the R-wave-triggered phase (smallest TriggerTime, DICOM PS3.3 C.7.6.16.2.7; phase 0 when the header has
+  none): that phase or a neighbour, not necessarily the R-wave phase itself. ES is the smallest volume of the smoothed
+  curve. The curve that
   times the cycle counts one fixed set of slices at every phase (timing_slice_volumes_ml: a slice whose basal-rule
   decision flips between phases would add or remove a whole slice's volume and move ED/ES; with 5 or more slices its
   most basal and most apical slices are left out, as their volume moves with the valve plane and apex); the volumes reported
   at ED and ES follow the basal rule at those phases. Per-slice volumes are checked for temporal consistency
   first; a phase whose volume jumps is flagged and not chosen as ED or ES.
-  With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume.
+  With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume;
+  whether those can be ED and ES (timing, volume difference) is checked by dicomnode/analysis/ed_es_check.py.
 - Flags and notes name phases counted from 1 (phase_text); the indices in the results stay 0-based.
 """
 from __future__ import annotations
@@ -178,6 +180,11 @@ ED_WINDOW_FRACTION = 0.15
 #: the curve's largest volume outside that window is reported when it exceeds the window's by this share
 ED_DISAGREEMENT_FRACTION = 0.05
 MIN_PHASES_FOR_CURVE = 5
+#: how find_cardiac_phases chooses ED and ES, in the words of the report's Methods (a whole cycle)
+TIMING_METHOD = (f"ED = largest LV volume within +/-{100 * ED_WINDOW_FRACTION:.0f} % of the cycle around the R-wave phase "
+                 "(smallest TriggerTime; that phase or a neighbour), ES = smallest volume, both on the curve that times "
+                 "the cycle: one fixed set of mid-ventricular slices, per-slice median over 3 phases, smoothed over "
+                 "neighbouring phases (summary.json cine.timing.smoothed_lv_curve_ml), not the all-slice curve plotted")
 
 
 #: Longest interval between cine phases (ms) the LV function is measured without a caveat: SCMR standardized protocols
@@ -307,9 +314,10 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
        max(JUMP_ML, JUMP_FRACTION x largest volume, the cosine-cycle shaving) is flagged (a segmentation jump)
        and is not chosen.
     2. The filtered curve is smoothed periodically with [1, 2, 1] / 4.
-    3. ED: the R-wave phase (smallest TriggerTime) is the DICOM/ECG end-diastole; the largest smoothed volume among
-       the phases within ED_WINDOW_FRACTION of the cycle around it is taken (the cross-check), and a larger volume
-       outside the window is reported.
+    3. ED: the largest smoothed volume among the unflagged phases within ED_WINDOW_FRACTION of the cycle around the
+       R-wave phase (smallest TriggerTime, the DICOM/ECG end-diastole): the R-wave phase itself or a neighbour, e.g.
+       the late-diastolic phase just before the next R wave; a larger volume outside the window is reported, and so
+       is a window phase that holds more volume than ED on the reported curve (`reported_curve_ml`).
     4. ES: the smallest smoothed volume among the unflagged phases.
     With fewer than MIN_PHASES_FOR_CURVE phases: ED = largest, ES = smallest measured volume.
     `reported_curve_ml` (phases,): the LV curve the results report (measure_cine: the basal rule over every slice),
@@ -346,9 +354,29 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
         notes.append(f"largest LV volume at {phase_name(largest)} lies outside the end-diastolic window around the "
                      f"R-wave {phase_name(trigger)}; ED kept at {phase_name(ed)} (smoothed curve of the timing slices: "
                      f"{smoothed[largest]:.1f} mL against {smoothed[ed]:.1f} mL)")
+    if reported_curve_ml is not None:
+        notes += _reported_curve_note(ed, trigger, window, smoothed, reported_curve_ml)
     candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
     es = min(candidates, key=lambda p: smoothed[p])
     return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
+
+
+def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve_ml) -> list[str]:
+    """The note where the LV curve the results report (every slice, basal rule per phase) holds more volume at another
+    phase of the ED window than at the ED chosen on the timing curve (find_cardiac_phases step 3), so that a reader
+    of the plotted curve sees why its largest point near the R wave is not ED; [] where it does not."""
+    reported = np.asarray(reported_curve_ml, dtype=np.float64)
+    others = [p for p in window if p != ed]
+    if not others:
+        return []
+    larger = max(others, key=lambda p: reported[p])
+    if reported[larger] <= reported[ed]:
+        return []
+    r_wave = "the R-wave phase" if ed == trigger else f"the R-wave phase is {phase_name(trigger)}"
+    return [f"ED at {phase_name(ed)} ({r_wave}): the largest LV volume near the R wave on the curve that times the "
+            f"cycle (mid-ventricular slices, smoothed; {smoothed[ed]:.1f} mL against {smoothed[larger]:.1f} mL at "
+            f"{phase_name(larger)}), while the all-slice LV curve reported is larger at {phase_name(larger)} "
+            f"({reported[larger]:.1f} against {reported[ed]:.1f} mL): EDV is read at {phase_name(ed)}"]
 
 
 def _flagged_note(phase: int, curve, consistent, reported_curve_ml=None) -> str:

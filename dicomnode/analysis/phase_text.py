@@ -1,7 +1,8 @@
 """Cardiac phases in text for readers: counted from 1, as viewers number a cine's phases.
 
 Every text a person reads (flags and notes, the PDF, SEG descriptions, the stdout table) names phases through these
-functions, and the SR writes 1-based phase numbers (PHASENUM); the indices in summary.json stay 0-based.
+functions, and the SR writes 1-based phase numbers (PHASENUM); the indices in summary.json stay 0-based (design.md's
+`ed_phase` / `es_phase`), with `ed_phase_number` / `es_phase_number` beside them (analysis.cine.PHASE_NUMBERING).
 """
 from __future__ import annotations
 
@@ -168,6 +169,16 @@ def stack_warnings(summary) -> list[str]:
         return []
     reason = summary.get("reason") if summary.get("determined") is False else None
     return [str(w) for w in summary.get("stack_warnings") or [] if str(w).strip() and w != reason]
+
+
+def declared_cycle_phases(warnings) -> int | None:
+    """The phases of the whole cardiac cycle (CardiacNumberOfImages) where a stack's warnings say fewer were sent
+    ("N of M cardiac phases present", dicomnode/cmr/volume.py); None where they do not."""
+    for warning in warnings or ():
+        found = PHASES_PRESENT.search(str(warning))
+        if found and int(found.group(2)) > int(found.group(1)):
+            return int(found.group(2))
+    return None
 
 
 def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:

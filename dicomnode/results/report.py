@@ -21,7 +21,7 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
-                                           is_near_flag, is_range_flag, normal_range)
+                                           TIMING_METHOD, is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings)
@@ -487,8 +487,7 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
         of_cycle = f" (of the {cycle} phases of the cycle)" if cycle else ""
         timing = (f"ED / ES = larger / smaller LV volume of the {sent} phases sent{of_cycle}, too few for a volume "
                   "curve: not detected over the cycle" if 0 < sent < MIN_PHASES_FOR_CURVE else
-                  "ED = R-wave phase cross-checked with the largest LV volume, ES = smallest volume of the temporally "
-                  "smoothed curve (both timed on one fixed set of slices)"
+                  TIMING_METHOD
                   + (f", found among the {sent} phases sent{of_cycle}" if cycle else ""))
         source = source_series_name(cine.summary)
         lines.append("Cine" + (f" ({source})" if source else "") + ": summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
