@@ -361,16 +361,22 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
 
 
+#: the least difference (mL) between the reported LV curve at another phase of the ED window and at ED for which
+#: _reported_curve_note explains it: below it the plotted points are alike to the eye (Sunnybrook SCD0000301: 0.5 mL)
+REPORTED_CURVE_NOTE_ML = 1.0
+
+
 def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve_ml) -> list[str]:
     """The note where the LV curve the results report (every slice, basal rule per phase) holds more volume at another
     phase of the ED window than at the ED chosen on the timing curve (find_cardiac_phases step 3), so that a reader
-    of the plotted curve sees why its largest point near the R wave is not ED; [] where it does not."""
+    of the plotted curve sees why its largest point near the R wave is not ED; [] where it does not, or by less than
+    REPORTED_CURVE_NOTE_ML."""
     reported = np.asarray(reported_curve_ml, dtype=np.float64)
     others = [p for p in window if p != ed]
     if not others:
         return []
     larger = max(others, key=lambda p: reported[p])
-    if reported[larger] <= reported[ed]:
+    if reported[larger] - reported[ed] < REPORTED_CURVE_NOTE_ML:
         return []
     r_wave = "the R-wave phase" if ed == trigger else f"the R-wave phase is {phase_name(trigger)}"
     return [f"ED at {phase_name(ed)} ({r_wave}): the largest LV volume near the R wave on the curve that times the "
