@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
 from dicomnode.analysis.lge_metrics import INDETERMINATE
+from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
 from dicomnode.rounding import display_round, number_text
 
@@ -49,6 +50,13 @@ def _typical_error(lge: dict) -> str:
         else ""
 
 
+def _mvo_caveat(lge: dict) -> str:
+    """" (not validated: presence right in 69-78 % of cases)" beside the MVO volume, from lge.mvo_validation (as the
+    PDF and SR say it, shorter); "" where the model card validates the MVO."""
+    text = mvo_validation_text(lge.get("mvo_validation"), short=True)
+    return f" ({text})" if text else ""
+
+
 def _burden(lge: dict, partial: bool) -> str:
     """The large-burden flag: "  LARGE SCAR BURDEN" where set; on a stack the node calls partial (coverage.complete
     false) qualified as %LGE is, "(slices present only)", and said also where not set; "(large-burden flag
@@ -88,7 +96,7 @@ def print_summary_table(summary: dict) -> None:
                 # large-burden flag of the slices present
                 partial = (lge.get("coverage") or {}).get("complete") is False
                 print(f"  LGE: scar {_bound(lge['scar_volume_ml'], 'mL', partial)}, "
-                      f"MVO {_bound(lge['mvo_volume_ml'], 'mL', partial)}, "
+                      f"MVO {_bound(lge['mvo_volume_ml'], 'mL', partial)}{_mvo_caveat(lge)}, "
                       f"myocardium {_bound(lge['myocardium_volume_ml'], 'mL', partial)} "
                       f"({_bound(lge['lv_mass_g'], 'g', partial)}), "
                       f"LGE {_number(lge['lge_percent'])} %{_typical_error(lge)}"

@@ -43,6 +43,9 @@ class SegmentationResult:
     phase_names: list[str]  # e.g. ["end diastole", "end systole"] or ["late enhancement"]
     algorithm: AlgorithmInfo
     pipeline: str  # "lge" | "cine"
+    #: node labels whose segmentation the model card does not validate (LGE: MVO, summary lge.mvo_validation): the
+    #: SEG names their segments "not validated"
+    unvalidated_labels: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:

@@ -848,6 +848,7 @@ class LGEPipeline:
             settings.large_burden_percent)
         burden_reason = burden_reason or indeterminate_burden_reason(validation, volumes.lge_percent,
                                                                      settings.large_burden_percent)
+        mvo_block = None if withheld else mvo_validation(self.card_metrics, kind)
 
         summary = {
             "method": "dl",
@@ -865,6 +866,9 @@ class LGEPipeline:
             # the model's known %LGE error against expert readers on input like this (card cross-validation), and
             # whether %LGE lies within it of the large-burden cut-off
             "lge_percent_validation": validation,
+            # the model's known MVO agreement with expert readers (card cross-validation): whether MVO is validated,
+            # whether 'MVO present / absent' may be stated, and the sentence every output shows beside the MVO volume
+            "mvo_validation": mvo_block,
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,
@@ -889,7 +893,9 @@ class LGEPipeline:
         if segmented.localised is False:
             log.warning("lge: %s", NOT_LOCALISED)
         segmentation = SegmentationResult(series=series, volume=volume, labelmap=labels[None], phases=[0],
-                                          phase_names=["late enhancement"], algorithm=model.algorithm, pipeline="lge")
+                                          phase_names=["late enhancement"], algorithm=model.algorithm, pipeline="lge",
+                                          unvalidated_labels=() if (mvo_block or {}).get("validated") else
+                                          (int(Label.MVO),))
         measurements = {
             "per_slice": per_slice,
             "nsd": nsd_full,
@@ -1012,6 +1018,97 @@ def indeterminate_burden_reason(validation: dict | None, lge_percent: float | No
         return None
     return (f"{INDETERMINATE}: %LGE {number_text(lge_percent)} % lies within the model's mean absolute error "
             f"({validation['mae']:g} points) of the {cutoff_percent:g} % cut-off")
+
+
+#: the model card's cross-validated MVO agreement (metrics block, engines.lge.evaluate.mvo_agreement), the cases it
+#: comes from and the input kind (INPUT_KINDS) those are: only EMIDEC's experts label MVO apart from scar
+MVO_VALIDATION = ("emidec_mvo", "EMIDEC: 8-bit windowed LGE exports", "windowed_8bit")
+#: what a model's MVO must reach on input like this one before the node states 'MVO present / absent' as a finding:
+#: per-slice Dice against the experts (the project's MVO goal, engines/lge/evaluate.py GOALS) and 'MVO present' from
+#: the MVO volume right in this share of cases (the share the large-burden flag is held to, the same GOALS)
+MVO_MIN_DICE_PER_SLICE = 0.5
+MVO_MIN_PRESENCE_ACCURACY = 0.95
+#: the centres whose experts label no MVO of its own: where the card's MVO figures cannot come from
+MVO_UNLABELLED_CENTRES = "MyoPS 2020 (the second centre) labels no MVO apart from scar"
+
+
+def mvo_validation(card_metrics: dict, kind: str) -> dict:
+    """How far the model's MVO is known to agree with expert readers, from the model card's patient-level
+    cross-validation (`card_metrics`: the card's "metrics" block; its MVO_VALIDATION entry, written by
+    engines.lge.evaluate.mvo_agreement): the summary's `mvo_validation` block.
+
+    Keys: `validated` (the card's figures are of input like this one, kind `kind`, and reach MVO_MIN_DICE_PER_SLICE
+    and MVO_MIN_PRESENCE_ACCURACY), `presence_stated` (whether a report may state 'MVO present / absent': only where
+    validated), `data` (the cases the figures come from; None without any), `same_kind` (those cases are input like
+    this one), `patients`, `dice_per_slice`, `volume_mae_ml`, `presence_accuracy` ('MVO present' = MVO volume above 0
+    against any expert MVO, as the node reads it; fraction 0-1), `presence_accuracy_range` ([lowest, highest] over
+    the volume floors the card scores, `floors_ml` [first, last]: whether dropping small specks would help),
+    `without_mvo` / `without_mvo_with_mvo` (hearts without expert MVO, and those the model gives some MVO),
+    `unlabelled` (where MVO is not validated at all), `source`, and `note`: the sentence a reader is shown
+    (mvo_validation_text). Never None: a card without MVO figures gives `validated` false and says so."""
+    key, data, figures_kind = MVO_VALIDATION
+    figures = card_metrics.get(key)
+    same_kind = kind == figures_kind
+    figures = figures if isinstance(figures, dict) and figures.get("n") else {}
+    presence = [p for p in figures.get("presence") or [] if isinstance(p, dict) and p.get("accuracy") is not None]
+    at_zero = next((float(p["accuracy"]) for p in presence if float(p.get("floor_ml", -1)) == 0.0), None)
+    accuracies = [float(p["accuracy"]) for p in presence]
+    dice = figures.get("dice_per_slice")
+    validated = bool(same_kind and dice is not None and dice >= MVO_MIN_DICE_PER_SLICE and at_zero is not None
+                     and at_zero >= MVO_MIN_PRESENCE_ACCURACY)
+    block = {
+        "validated": validated, "presence_stated": validated, "data": data if figures else None,
+        "same_kind": bool(figures) and same_kind, "patients": figures.get("n"),
+        "dice_per_slice": None if dice is None else _round(dice, 2),
+        "volume_mae_ml": None if figures.get("volume_mae_ml") is None else _round(figures["volume_mae_ml"], 2),
+        "presence_accuracy": None if at_zero is None else _round(at_zero, 2),
+        "presence_accuracy_range": [_round(min(accuracies), 2), _round(max(accuracies), 2)] if accuracies else None,
+        "floors_ml": [float(presence[0]["floor_ml"]), float(presence[-1]["floor_ml"])] if presence else None,
+        "without_mvo": figures.get("without_mvo"), "without_mvo_with_mvo": figures.get("without_mvo_with_predicted"),
+        "unlabelled": MVO_UNLABELLED_CENTRES,
+        "source": str(card_metrics.get("source") or "the model card's cross-validation"),
+    }
+    block["note"] = mvo_validation_text(block)
+    return block
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * float(fraction):.0f}"
+
+
+def mvo_validation_text(block: dict | None, short: bool = False) -> str:
+    """What a reader of the MVO volume is told (summary `mvo_validation`, from mvo_validation): "" where the block
+    says the MVO is validated. Full: "not validated: 'MVO present' from this volume agreed with the expert in 69 % of
+    EMIDEC cases (69-78 % with any volume floor 0-1.5 mL); 29 of 60 hearts without MVO were given MVO; per-slice
+    Dice 0.38; MyoPS 2020 (the second centre) labels no MVO apart from scar", with "those are 8-bit windowed LGE
+    exports, not input like this one" where the figures are of another input kind; `short`: "not validated:
+    presence right in 69-78 % of cases" (the console)."""
+    if isinstance(block, dict) and block.get("validated") is True:
+        return ""
+    block = block if isinstance(block, dict) else {}
+    accuracy, spread = block.get("presence_accuracy"), block.get("presence_accuracy_range")
+    if accuracy is None:
+        return "not validated: no cross-validated MVO figures on record"
+    low, high = spread if spread else (accuracy, accuracy)
+    if short:
+        return (f"not validated: presence right in {_percent(low)}-{_percent(high)} % of cases" if high != low
+                else f"not validated: presence right in {_percent(low)} % of cases")
+    data = str(block.get("data") or "").split(":")[0] or "validation"
+    floors = block.get("floors_ml") or []
+    spread_text = (f" ({_percent(low)}-{_percent(high)} % with any volume floor {floors[0]:g}-{floors[-1]:g} mL)"
+                   if spread and high != low and len(floors) == 2 else "")
+    parts = [f"not validated: 'MVO present' from this volume agreed with the expert in {_percent(accuracy)} % of "
+             f"{data} cases{spread_text}"]
+    if not block.get("same_kind"):
+        parts.append(f"those are {str(block.get('data')).split(': ')[-1]}, not input like this one")
+    if block.get("without_mvo"):
+        parts.append(f"{block.get('without_mvo_with_mvo')} of {block['without_mvo']} hearts without MVO were given "
+                     "MVO")
+    if block.get("dice_per_slice") is not None:
+        parts.append(f"per-slice Dice {float(block['dice_per_slice']):.2f}")
+    if block.get("unlabelled"):
+        parts.append(str(block["unlabelled"]))
+    return "; ".join(parts)
 
 
 def _apex_first(volume) -> bool | None:

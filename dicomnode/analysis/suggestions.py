@@ -378,7 +378,7 @@ def blank_measurements(text: str) -> tuple[str, int]:
 #: the EMIDEC ground truth (the shipped bank's 67 infarct reports) is 4.0 % of the myocardium: a measurement under 2 %
 #: with no MVO lies within the method's false-positive level on normal hearts, not an infarct a report may be built
 #: on. In a prior report's stored findings MVO lies only inside an infarct (and is counted in %LGE), so any MVO
-#: stored makes its LGE significant; the node's own MVO is not used (node_lge_findings).
+#: stored makes its LGE significant; the node's own MVO is not used for it (node_lge_findings).
 NO_SIGNIFICANT_LGE_PERCENT = 2.0
 
 
@@ -414,10 +414,10 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     only where the node also states its large-burden flag: where it withholds the flag (a stack covering clearly less
     than the LV, a dark-blood LGE) the LV outside the slices measured may hold what these did not, so the absence
     stays unknown. The large-burden flag is unknown where %LGE lies within the model's typical error of the cut-off.
-    MVO is never a point the node holds reports to (`mvo` None): its MVO is its least reliable output (cross-validated
-    per-slice Dice 0.38; on EMIDEC's 100 cases 'MVO present' from the node's MVO volume is right in 70-79 % of cases
-    for any floor from 0 to 1.5 mL: 28 of 60 hearts without MVO show specks, 2026-12-06), so it would hold the node's
-    errors against correct reports.
+    MVO is a point the node holds reports to only where its summary may state 'MVO present / absent'
+    (`mvo_validation.presence_stated`, from the model card's cross-validation: dicomnode.analysis.lge.mvo_validation);
+    else (`mvo` None) it would hold the node's errors against correct reports: its MVO is its least reliable output
+    (the figures are in `mvo_validation`).
     """
     if not isinstance(lge, dict) or lge.get("determined") is False:
         return None
@@ -430,7 +430,9 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     # a flag whose %LGE lies within the model's typical error of the cut-off could go either way
     # (lge_percent_validation.near_cutoff): no report is held against it
     near = (lge.get("lge_percent_validation") or {}).get("near_cutoff") is True
-    return LgeFindings(significant_lge=significant, mvo=None,
+    mvo_ml = _number(lge.get("mvo_volume_ml"))
+    stated = (lge.get("mvo_validation") or {}).get("presence_stated") is True
+    return LgeFindings(significant_lge=significant, mvo=mvo_ml > 0 if stated and mvo_ml is not None else None,
                        large_burden=None if flag is None or near else bool(flag))
 
 

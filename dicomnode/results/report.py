@@ -23,6 +23,7 @@ from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
                                            TIMING_METHOD, is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
+from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
@@ -257,6 +258,16 @@ def validation_text(lge_summary: dict) -> str:
             "cross-validated)")
 
 
+#: beside the MVO volume where the model card does not validate the MVO: one line of the reference column (a longer
+#: text wraps and shrinks the overlays); how often it was wrong is said in full on page 2 (_methods_lines)
+MVO_NOT_VALIDATED_REFERENCE = "not validated (page 2)"
+
+
+def _mvo_reference(lge_summary: dict) -> str:
+    """MVO_NOT_VALIDATED_REFERENCE where summary `mvo_validation` says the MVO is not validated, "" where it is."""
+    return MVO_NOT_VALIDATED_REFERENCE if mvo_validation_text(lge_summary.get("mvo_validation")) else ""
+
+
 def partial_cycle(cine_summary: dict) -> bool:
     """True where ED and ES were not found over a whole cycle: fewer phases sent than the cycle has, or fewer than
     MIN_PHASES_FOR_CURVE (then ED / ES are the larger / smaller LV volume, dicomnode/analysis/cine_metrics.py)."""
@@ -304,7 +315,7 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
                  "; ".join(t for t in (burden_rule, validation_text(s)) if t)),
                 ("Large scar burden", _burden_text(s), ""),
                 ("Scar volume (incl. MVO)", bound("scar_volume_ml", "mL"), ""),
-                ("  of which MVO", bound("mvo_volume_ml", "mL"), ""),
+                ("  of which MVO", bound("mvo_volume_ml", "mL"), _mvo_reference(s)),
                 ("LV myocardial volume / mass (LGE)",
                  f"{bound('myocardium_volume_ml', 'mL')} / {bound('lv_mass_g', 'g')}",
                  "lower bounds: part of the LV lies outside the stack" if partial else ""),
@@ -478,6 +489,10 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
             "differ from the DL result by 2x or more (they measure signal, the DL model a delineation): report the "
             "method.",
         ]
+        mvo = mvo_validation_text(lge.summary.get("mvo_validation"))
+        if lge.summary.get("mvo_volume_ml") is not None and mvo:  # an MVO volume given (not withheld): qualified
+            lines.append(f"MVO (purple): {mvo}. The MVO volume is given as segmented; whether MVO is present or "
+                         "absent is not stated.")
         nsd, fwhm = lge.summary.get("nsd"), lge.summary.get("fwhm")
         if lge.summary.get("determined") is not False and (isinstance(nsd, dict) or isinstance(fwhm, dict)):
             lines += threshold_method_lines(nsd or {}, fwhm or {})  # withheld numbers: the key numbers say why
@@ -555,11 +570,14 @@ def _shown(results: Sequence[PipelineResult], name: str) -> PipelineResult | Non
 
 
 def overlay_legend(results: Sequence[PipelineResult]) -> str:
-    """The colours of the overlays page 1 shows, for the pipelines shown only; "none" where none is."""
+    """The colours of the overlays page 1 shows, for the pipelines shown only; "none" where none is. The purple MVO
+    is "purple MVO (not validated)" where the LGE segmentation's MVO is (SegmentationResult.unvalidated_labels)."""
     shown = [name for name in ("cine", "lge") if _shown(results, name) is not None]
-    if len(shown) == 2:
-        return OVERLAY_LEGEND_BOTH
-    return OVERLAY_LEGENDS[shown[0]] if shown else "none"
+    legend = OVERLAY_LEGEND_BOTH if len(shown) == 2 else OVERLAY_LEGENDS[shown[0]] if shown else "none"
+    lge = _shown(results, "lge")
+    if lge is not None and int(Label.MVO) in {int(v) for s in lge.segmentations for v in s.unvalidated_labels}:
+        legend = legend.replace("purple MVO", "purple MVO (not validated)")
+    return legend
 
 
 def slice_levels(result: PipelineResult, segmentation: SegmentationResult) -> dict[int, str]:

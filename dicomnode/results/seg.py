@@ -88,6 +88,10 @@ PIPELINE_SEGMENTS = {
 }
 
 PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
+#: after the Segment Label and the Segment Description of a segment whose labels the model card does not validate
+#: (LGE MVO: summary lge.mvo_validation), so that a viewer listing segments shows it beside the region
+UNVALIDATED_LABEL = " (not validated)"
+UNVALIDATED_DESCRIPTION = ", not validated"
 
 
 def segment_phase_text(phase_name: str, phase_index: int) -> str:
@@ -105,6 +109,7 @@ class PlannedSegment:
     phase_index: int  # index into the volume's phase axis
     phase_name: str
     label: str
+    validated: bool = True  # False: the model card does not validate it (SegmentationResult.unvalidated_labels)
 
 
 @dataclass(frozen=True)
@@ -165,12 +170,14 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
         suffix = f" {PHASE_ABBREVIATIONS[phase_name.strip().lower()]}" \
             if phase_name.strip().lower() in PHASE_ABBREVIATIONS else ""
         present = set(np.unique(labelmap[position][covered]).tolist())
+        unvalidated = {int(v) for v in getattr(result, "unvalidated_labels", ()) or ()}
         for key in PIPELINE_SEGMENTS[result.pipeline]:
             kind = SEGMENT_KINDS[key]
             if present.isdisjoint(kind.labels):
                 continue
+            validated = not {int(v) for v in kind.labels} <= unvalidated
             planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name,
-                                          kind.label + suffix))
+                                          kind.label + ("" if validated else UNVALIDATED_LABEL) + suffix, validated))
     return planned
 
 
@@ -469,7 +476,8 @@ def build_seg(
             display_color=hd.color.CIELabColor.from_rgb(*segment.kind.rgb),
         )
         phase_text = segment_phase_text(segment.phase_name, segment.phase_index) if len(result.phases) > 1 else ""
-        description.SegmentDescription = segment.kind.description + phase_text  # <= 64 (LO): test_results_seg
+        qualifier = "" if segment.validated else UNVALIDATED_DESCRIPTION
+        description.SegmentDescription = segment.kind.description + qualifier + phase_text  # <= 64 (LO)
         descriptions.append(description)
 
     pipeline_name = "LGE" if result.pipeline == "lge" else "cine"

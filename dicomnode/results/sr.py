@@ -16,7 +16,7 @@ from dicomnode.analysis import phase_text
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, body_surface_area_m2, is_range_flag
-from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE
+from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE, mvo_validation_text
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
@@ -137,10 +137,11 @@ class _SegmentIndex:
         return None
 
     def groups(self, key: str, phase_index: int | None, name: str, tracking_uid: str | None = None,
-               absent_measurements=None, **kwargs) -> list:
+               absent_measurements=None, code_absent: bool = True, **kwargs) -> list:
         """The TID 1411 group(s) of one segment kind (and phase), the region named as the class docstring says:
         segment group + outline group, one group outlined on every slice, or the absent-finding group on the LV
-        myocardium (with `absent_measurements` when given: concepts that name the missing finding). Raises KeyError
+        myocardium (with `absent_measurements` when given: concepts that name the missing finding; the finding coded
+        absent unless `code_absent` is false: a finding whose absence the node may not state). Raises KeyError
         for a phase the result did not segment."""
         position = self.position(phase_index)
         kind = SEGMENT_KINDS[key]
@@ -148,7 +149,7 @@ class _SegmentIndex:
         finding_type, finding_sites = kwargs.get("finding_type"), kwargs.get("finding_sites")
         if not mask.any():
             qualitative = list(kwargs.get("qualitative_evaluations") or [])
-            if finding_type is not None:
+            if finding_type is not None and code_absent:
                 qualitative.insert(0, hd.sr.QualitativeEvaluation(finding_type, codes.ABSENT))
             return self.outline_group(
                 MYOCARDIUM_LABELS, position, f"{name} (none found)", tracking_uid or new_uid(),
@@ -258,6 +259,22 @@ def _segment_volume_ml(index: _SegmentIndex, labels: Sequence[int], phase_positi
     return float(index.mask(labels, phase_position).sum()) * index.result.volume.voxel_volume_ml
 
 
+#: after the MVO group's tracking identifier where the model card does not validate the MVO (summary mvo_validation)
+MVO_NOT_VALIDATED = " (not validated)"
+
+
+def mvo_comments(result: PipelineResult) -> list[str]:
+    """The comment beside every LGE number, as the %LGE error's (_stack_comments), where the model card does not
+    validate the MVO (summary `mvo_validation`): "LGE MVO not validated: 'MVO present' from this volume agreed with
+    the expert in 69 % of EMIDEC cases ..." (mvo_validation_text); [] where it does, for the cine, and where no MVO
+    volume is given (the numbers withheld)."""
+    summary = result.summary or {}
+    if result.name != "lge" or summary.get("determined") is False or summary.get("mvo_volume_ml") is None:
+        return []
+    text = mvo_validation_text(summary.get("mvo_validation"))
+    return [f"LGE MVO {text}"] if text else []
+
+
 def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list:
     """LGE groups (PS3.16 TID 1411). Unions are measured on their outlines (image regions on every slice): whole
     myocardium (volume, mass) and scar incl. MVO (`scar_volume_ml`, %LGE by DL, n-SD and FWHM, burden flag); the
@@ -275,6 +292,9 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                    new_uid(), finding_type=codes.LV_MYOCARDIUM, all_slices=True)
     algorithm = index.result.algorithm
     dl = dict(method=codes.METHOD_DEEP_LEARNING, algorithm_id=_algorithm_id(algorithm))
+    # 'MVO present / absent' is coded only where the model card validates the MVO (summary mvo_validation); else
+    # the MVO volume stays, its group named "not validated" and its reason a comment (_stack_comments)
+    mvo_stated = (block.get("mvo_validation") or {}).get("presence_stated") is True
     lv_site = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
     groups = index.outline_group(
         MYOCARDIUM_LABELS, 0, "LGE LV myocardium, whole", new_uid(), finding_type=codes.LV_MYOCARDIUM,
@@ -329,8 +349,8 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                measurements=_measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)
                                + scar_measurements, qualitative=qualitative, all_slices=True)
     if not scar:  # no enhanced voxel: the absent finding, measured on the LV myocardium (see _SegmentIndex)
-        absent = [hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT),
-                  hd.sr.QualitativeEvaluation(codes.MVO, codes.ABSENT)]
+        absent = [hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT)] + \
+            ([hd.sr.QualitativeEvaluation(codes.MVO, codes.ABSENT)] if mvo_stated else [])
         scar = index.outline_group(
             MYOCARDIUM_LABELS, 0, burden_name("LGE scar incl. MVO (none found)", verdict), new_uid(),
             finding_type=codes.LV_MYOCARDIUM, finding_sites=lv_site,
@@ -342,11 +362,13 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
               _segment_volume_ml(index, (Label.LV_MYOCARDIUM,)), codes.NONENHANCED_VOLUME),
              ("scar", "LGE scar without MVO", codes.LATE_CONTRAST_ENHANCEMENT,
               _segment_volume_ml(index, (Label.SCAR,)), codes.SCAR_VOLUME),
-             ("mvo", "LGE microvascular obstruction", codes.MVO, _number(block, "mvo_volume_ml"), codes.MVO_VOLUME))
+             ("mvo", "LGE microvascular obstruction" + ("" if mvo_stated else MVO_NOT_VALIDATED), codes.MVO,
+              _number(block, "mvo_volume_ml"), codes.MVO_VOLUME))
     for key, name, finding, volume, absent_concept in parts:
         groups += index.groups(key, None, name, finding_type=finding, finding_sites=lv_site,
                                measurements=_measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl),
-                               absent_measurements=_measurement(absent_concept, volume, codes.UNIT_CM3, **dl))
+                               absent_measurements=_measurement(absent_concept, volume, codes.UNIT_CM3, **dl),
+                               code_absent=key != "mvo" or mvo_stated)
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
 
@@ -700,7 +722,8 @@ def build_sr(
         if found:
             model = seg_result.algorithm if seg_result is not None else contributing[0]
             withheld = result.name == "lge" and (result.summary or {}).get("determined") is False
-            per_pipeline.append((found, missing_note + _stack_comments(result), model, withheld))
+            per_pipeline.append((found, missing_note + _stack_comments(result) + mvo_comments(result), model,
+                                 withheld))
     if not per_pipeline or not algorithms:
         return None
     # one model: it is the document's device observer (IHE AIR); several: the node is, and each pipeline's groups

@@ -125,6 +125,47 @@ def aggregate(cases: dict[str, dict]) -> dict:
     return out
 
 
+#: MVO volume floors (mL) over which 'MVO present' (predicted MVO volume above the floor) is scored against the
+#: expert's (any expert MVO): the node reads presence at 0; the others show whether dropping specks would help
+MVO_FLOORS_ML = (0.0, 0.1, 0.25, 0.5, 1.0, 1.5)
+
+
+def mvo_agreement(cases: dict[str, dict], floors_ml=MVO_FLOORS_ML) -> dict:
+    """How the model's MVO agrees with the experts' over per-case metrics (case_metrics) of one centre that labels
+    MVO: {"n", "dice_per_slice" (EMIDEC's convention, over cases with expert MVO), "volume_mae_ml",
+    "volume_bias_ml", "with_mvo" / "without_mvo" (expert), "without_mvo_with_predicted" (hearts without expert MVO
+    where the model segments any), "presence": [{"floor_ml", "accuracy", "sensitivity", "specificity"}, ...]}: per
+    floor, 'MVO present' = predicted MVO volume above the floor, against any expert MVO. Fractions 0-1, None where
+    nothing was scored."""
+    if not cases:
+        return {"n": 0}
+    truth = np.array([c["truth"]["mvo_ml"] for c in cases.values()], dtype=float) > 0
+    predicted = np.array([c["predicted"]["mvo_ml"] for c in cases.values()], dtype=float)
+    diffs = predicted - np.array([c["truth"]["mvo_ml"] for c in cases.values()], dtype=float)
+
+    def share(hits: np.ndarray, of: np.ndarray) -> float | None:
+        return float(hits[of].mean()) if of.any() else None
+
+    presence = [{"floor_ml": float(floor), "accuracy": float(((predicted > floor) == truth).mean()),
+                 "sensitivity": share(predicted > floor, truth), "specificity": share(predicted <= floor, ~truth)}
+                for floor in floors_ml]
+    return {"n": len(cases), "dice_per_slice": _mean(c["dice_per_slice"].get("mvo") for c in cases.values()),
+            "volume_mae_ml": float(np.abs(diffs).mean()), "volume_bias_ml": float(diffs.mean()),
+            "with_mvo": int(truth.sum()), "without_mvo": int((~truth).sum()),
+            "without_mvo_with_predicted": int((predicted[~truth] > 0).sum()), "presence": presence}
+
+
+def mvo_presence_text(centre: str, block: dict) -> str:
+    """One EVALUATION.md line on how often 'MVO present' from the MVO volume is right (mvo_agreement's block)."""
+    floors = "; ".join(f"> {p['floor_ml']:g} mL: {p['accuracy']:.2f} (sensitivity {_f(p['sensitivity'], 2)}, "
+                       f"specificity {_f(p['specificity'], 2)})" for p in block.get("presence") or [])
+    return (f"MVO presence ({centre}, {block.get('n')} cases, {block.get('with_mvo')} with expert MVO): 'MVO present' "
+            f"= predicted MVO volume above a floor, right in {floors}; {block.get('without_mvo_with_predicted')} of "
+            f"{block.get('without_mvo')} hearts without expert MVO are given some; MVO volume MAE "
+            f"{_f(block.get('volume_mae_ml'), 2)} mL (bias {_f(block.get('volume_bias_ml'), 2)}). The node states no "
+            "MVO presence below the goals (dicomnode.analysis.lge.mvo_validation).")
+
+
 def model_input_spec(model, spec: LGEInputSpec) -> LGEInputSpec:
     """`spec` with the slice context the model (LGESliceUNet or LGEEnsemble) was trained with."""
     return dataclasses.replace(spec, slice_context=int(model.config.get("context", 0)))
@@ -378,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                               ("dice_per_slice", cv[centre]["dice_per_slice"]), ("lge_percent", cv[centre]["dl"]))},
         **{f"loco_{name}_{centre}_lge_percent": r[centre]["dl"] for name, r in loco.items() for centre in r
            if centre != "all"},
+        # read by the node (dicomnode.analysis.lge.mvo_validation): MVO agreement where the experts label MVO
+        **{f"{centre}_mvo": mvo_agreement({n: c for n, c in cv_cases.items() if c["centre"] == centre})
+           for centre in ("emidec", "myops") if centre in cv and "mvo" in LABELLED[centre]},
         # read by the node (dicomnode.analysis.lge): a threshold method is reported only where this r >= 0.8
         "threshold_methods_on_model_myocardium_myops": cv["myops"]["classical_dl_myocardium"] if "myops" in cv else {},
     }
@@ -425,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Anchors: " + "; ".join(f"{k} {v}" for k, v in ANCHORS.items()) + ".",
         "",
+        *[line for key, block in evaluation["shipped_metrics"].items() if key.endswith("_mvo")
+          for line in (mvo_presence_text(key.removesuffix("_mvo"), block), "")],
     ]
     if fit:
         lines += [

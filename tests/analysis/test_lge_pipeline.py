@@ -23,7 +23,9 @@ SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml",
                 # other LGE series of the same slices left aside, and why
                 "series_left_aside",
                 # the model's cross-validated %LGE error on input like this, and whether %LGE lies within it of 15 %
-                "lge_percent_validation"}
+                "lge_percent_validation",
+                # the model's cross-validated MVO agreement: whether MVO is validated and its presence stated
+                "mvo_validation"}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,9 @@ def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study,
     summary = result.summary
     assert set(summary) == SUMMARY_KEYS and summary["method"] == "dl"
     assert summary["nsd"]["n"] == config.analysis.lge.nsd_n and "lge_percent" in summary["fwhm"]
+    # the shipped card's MVO is not validated: said in the summary, and its SEG segment marked (results/seg.py)
+    assert summary["mvo_validation"]["validated"] is False and summary["mvo_validation"]["note"]
+    assert result.segmentations[0].unvalidated_labels == (4,)
     psir = study.preferred("lge", "sax")
     assert psir.lge_kind == "psir" and summary["series_instance_uid"] == psir.series_instance_uid
     assert (summary["series_number"], summary["series_description"]) == (psir.series_number, psir.description)

@@ -216,3 +216,60 @@ def test_the_shipped_card_carries_the_agreement_the_summary_quotes():
     card = json.loads((Path(__file__).resolve().parents[2] / "engines/models/lge_unet.json").read_text())
     for key, _ in VALIDATION_BY_KIND.values():
         assert card["metrics"][key]["mae"] > 0 and card["metrics"][key]["n"] > 0
+
+
+#: a card's MVO figures (engines.lge.evaluate.mvo_agreement) as the shipped card's: under the goals
+MVO_FIGURES = {"n": 100, "dice_per_slice": 0.377, "volume_mae_ml": 1.319, "volume_bias_ml": 0.19, "with_mvo": 40,
+               "without_mvo": 60, "without_mvo_with_predicted": 29,
+               "presence": [{"floor_ml": 0.0, "accuracy": 0.69, "sensitivity": 0.95, "specificity": 0.52},
+                            {"floor_ml": 1.0, "accuracy": 0.78, "sensitivity": 0.75, "specificity": 0.8},
+                            {"floor_ml": 1.5, "accuracy": 0.76, "sensitivity": 0.63, "specificity": 0.85}]}
+
+
+def test_mvo_below_the_goals_is_not_validated_and_its_presence_is_not_stated():
+    from dicomnode.analysis.lge import mvo_validation, mvo_validation_text
+    metrics = {"source": "engines/lge/EVALUATION.json: 5-fold CV", "emidec_mvo": MVO_FIGURES}
+    block = mvo_validation(metrics, "windowed_8bit")
+    assert block["validated"] is False and block["presence_stated"] is False and block["same_kind"] is True
+    assert block["patients"] == 100 and block["dice_per_slice"] == 0.38 and block["presence_accuracy"] == 0.69
+    assert block["presence_accuracy_range"] == [0.69, 0.78] and block["floors_ml"] == [0.0, 1.5]
+    assert block["without_mvo"] == 60 and block["without_mvo_with_mvo"] == 29 and "MyoPS" in block["unlabelled"]
+    assert block["note"] == mvo_validation_text(block) == (
+        "not validated: 'MVO present' from this volume agreed with the expert in 69 % of EMIDEC cases (69-78 % with "
+        "any volume floor 0-1.5 mL); 29 of 60 hearts without MVO were given MVO; per-slice Dice 0.38; MyoPS 2020 "
+        "(the second centre) labels no MVO apart from scar")
+    assert mvo_validation_text(block, short=True) == "not validated: presence right in 69-78 % of cases"
+    # a scanner's own data: the only MVO figures are of 8-bit EMIDEC exports, which the text says
+    native = mvo_validation(metrics, "native")
+    assert native["validated"] is False and native["same_kind"] is False
+    assert "those are 8-bit windowed LGE exports, not input like this one" in native["note"]
+
+
+def test_mvo_is_validated_only_on_input_like_the_figures_where_they_reach_both_goals():
+    from dicomnode.analysis.lge import (MVO_MIN_DICE_PER_SLICE, MVO_MIN_PRESENCE_ACCURACY, mvo_validation,
+                                        mvo_validation_text)
+    good = {**MVO_FIGURES, "dice_per_slice": MVO_MIN_DICE_PER_SLICE,
+            "presence": [{"floor_ml": 0.0, "accuracy": MVO_MIN_PRESENCE_ACCURACY}]}
+    block = mvo_validation({"emidec_mvo": good}, "windowed_8bit")
+    assert block["validated"] is True and block["presence_stated"] is True and mvo_validation_text(block) == ""
+    assert mvo_validation({"emidec_mvo": good}, "native")["validated"] is False
+    for worse in ({"dice_per_slice": MVO_MIN_DICE_PER_SLICE - 0.01},
+                  {"presence": [{"floor_ml": 0.0, "accuracy": MVO_MIN_PRESENCE_ACCURACY - 0.01},
+                                {"floor_ml": 1.0, "accuracy": 0.99}]}):  # a floor that would help is not read
+        assert mvo_validation({"emidec_mvo": {**good, **worse}}, "windowed_8bit")["validated"] is False
+    # no MVO figures on the card: never validated, and said
+    bare = mvo_validation({}, "windowed_8bit")
+    assert bare["validated"] is False and bare["patients"] is None
+    assert bare["note"] == "not validated: no cross-validated MVO figures on record"
+
+
+def test_the_shipped_card_carries_the_mvo_agreement_the_summary_quotes():
+    import json
+    from pathlib import Path
+    from dicomnode.analysis.lge import MVO_VALIDATION, mvo_validation
+    card = json.loads((Path(__file__).resolve().parents[2] / "engines/models/lge_unet.json").read_text())
+    figures = card["metrics"][MVO_VALIDATION[0]]
+    assert figures["n"] > 0 and figures["presence"][0]["floor_ml"] == 0.0
+    block = mvo_validation(card["metrics"], MVO_VALIDATION[2])
+    assert block["presence_accuracy"] == round(figures["presence"][0]["accuracy"], 2)
+    assert block["dice_per_slice"] == round(figures["dice_per_slice"], 2)

@@ -104,3 +104,36 @@ def test_cached_per_model_results_are_not_reused_after_the_node_segments_differe
     monkeypatch.setattr(node_lge, "AVERAGE_CROPS", not node_lge.AVERAGE_CROPS)
     predict_runs([run], cases, messages.append)
     assert "(from held_out_metrics.json)" not in messages[2], messages
+
+
+def _mvo_case(truth_ml: float, predicted_ml: float, dice: float | None) -> dict:
+    return {"centre": "emidec", "dice_per_slice": {"mvo": dice},
+            "truth": {"mvo_ml": truth_ml}, "predicted": {"mvo_ml": predicted_ml}}
+
+
+def test_mvo_agreement_scores_presence_per_floor_and_counts_specks_on_hearts_without_mvo():
+    from engines.lge.evaluate import mvo_agreement
+
+    cases = {"a": _mvo_case(2.0, 1.5, 0.5), "b": _mvo_case(1.0, 0.2, 0.3), "c": _mvo_case(0.0, 0.3, None),
+             "d": _mvo_case(0.0, 0.0, None)}
+    block = mvo_agreement(cases, floors_ml=(0.0, 0.25, 1.0))
+    assert block["n"] == 4 and block["with_mvo"] == 2 and block["without_mvo"] == 2
+    assert block["without_mvo_with_predicted"] == 1 and block["dice_per_slice"] == pytest.approx(0.4)
+    assert block["volume_mae_ml"] == pytest.approx((0.5 + 0.8 + 0.3) / 4)
+    assert block["volume_bias_ml"] == pytest.approx((-0.5 - 0.8 + 0.3) / 4)
+    assert [(p["floor_ml"], p["accuracy"], p["sensitivity"], p["specificity"]) for p in block["presence"]] == [
+        (0.0, 0.75, 1.0, 0.5), (0.25, 0.5, 0.5, 0.5), (1.0, 0.75, 0.5, 1.0)]
+    assert mvo_agreement({}) == {"n": 0}
+
+
+def test_the_shipped_card_carries_the_mvo_agreement_of_its_cross_validation():
+    import json
+    from pathlib import Path
+
+    from engines.lge.evaluate import mvo_agreement
+
+    root = Path(__file__).resolve().parents[2]
+    evaluation = json.loads((root / "engines/lge/EVALUATION.json").read_text())
+    card = json.loads((root / "engines/models/lge_unet.json").read_text())
+    expected = mvo_agreement({n: c for n, c in evaluation["per_case"].items() if c["centre"] == "emidec"})
+    assert card["metrics"]["emidec_mvo"] == evaluation["shipped_metrics"]["emidec_mvo"] == expected

@@ -656,8 +656,8 @@ def test_image_titles_sharing_a_row_never_overlap():
      ["scar", "MVO", "non-enhanced"]),
     ("lge", ["red LV blood pool", "green non-enhanced LV myocardium", "yellow scar", "purple MVO",
              "blue RV blood pool"], ["whole"]),
-    ("both", ["red LV blood pool", "cine: whole", "LGE: non-enhanced", "yellow scar", "purple MVO on the LGE images"],
-     []),
+    ("both", ["red LV blood pool", "cine: whole", "LGE: non-enhanced", "yellow scar",
+              "purple MVO (not validated) on the LGE images"], []),
 ])
 def test_the_overlay_legend_names_only_what_the_shown_images_draw(built, shown, present, absent):
     """F11: a cine-only study (LGE declined) has no scar, MVO or non-enhanced myocardium in its overlays."""

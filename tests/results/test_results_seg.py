@@ -69,12 +69,12 @@ def test_segments_are_coded_and_mutually_exclusive(study_and_segs):
     _, _, _, segs = study_and_segs
     lge_result, lge = segs["lge"]
     described = {s.SegmentLabel: s for s in lge.SegmentSequence}
-    assert list(described) == ["LV blood pool", "LV myocardium, non-enhanced", "Scar (LGE) without MVO", "MVO",
-                               "RV blood pool"]
+    assert list(described) == ["LV blood pool", "LV myocardium, non-enhanced", "Scar (LGE) without MVO",
+                               "MVO (not validated)", "RV blood pool"]
     myocardium = described["LV myocardium, non-enhanced"]
     assert myocardium.SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.LV_MYOCARDIUM.value
     assert myocardium.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.ANATOMICAL_STRUCTURE.value
-    mvo = described["MVO"]
+    mvo = described["MVO (not validated)"]
     assert mvo.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "99DICOMNODE"
     assert mvo.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE.value
     assert described["Scar (LGE) without MVO"].SegmentedPropertyTypeCodeSequence[0].CodeValue == \
@@ -341,8 +341,8 @@ def test_seg_declares_only_the_segments_its_frames_carry(study_and_segs, tmp_pat
         labels[part.slices] = [s.SegmentLabel for s in seg.SegmentSequence]
     # slice 0 has no scar, slice 1 scar and MVO, slice 2 neither, slice 3 nothing (no SEG)
     assert labels == {(0,): ["LV blood pool", "LV myocardium, non-enhanced", "RV blood pool"],
-                      (1,): ["LV blood pool", "LV myocardium, non-enhanced", "Scar (LGE) without MVO", "MVO",
-                             "RV blood pool"],
+                      (1,): ["LV blood pool", "LV myocardium, non-enhanced", "Scar (LGE) without MVO",
+                             "MVO (not validated)", "RV blood pool"],
                       (2,): ["LV blood pool", "LV myocardium, non-enhanced", "RV blood pool"]}
     assert part_segment_plan(segmentation, None) == segment_plan(segmentation)
     empty = type(segmentation)(**{**segmentation.__dict__, "labelmap": np.zeros_like(segmentation.labelmap)})

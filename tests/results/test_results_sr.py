@@ -176,7 +176,7 @@ def test_lge_exclusive_groups_reference_their_segments_and_add_up(reports):
     volumes = {}
     for name, label in (("LGE non-enhanced myocardium", "LV myocardium, non-enhanced"),
                         ("LGE scar without MVO", "Scar (LGE) without MVO"),
-                        ("LGE microvascular obstruction", "MVO")):
+                        ("LGE microvascular obstruction (not validated)", "MVO (not validated)")):
         group = group_named(sr, name)
         reference = next(i for i in group.ContentSequence if concept(i) == ("121191", "DCM"))
         assert reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
@@ -184,8 +184,8 @@ def test_lge_exclusive_groups_reference_their_segments_and_add_up(reports):
         assert seg.SegmentSequence[number - 1].SegmentLabel == label
         assert tracking_uid(group) == seg.SegmentSequence[number - 1].TrackingUID
         volumes[name] = nums(group)[0][1]
-    assert volumes["LGE microvascular obstruction"] == pytest.approx(summary["mvo_volume_ml"])
-    assert volumes["LGE scar without MVO"] + volumes["LGE microvascular obstruction"] == \
+    assert volumes["LGE microvascular obstruction (not validated)"] == pytest.approx(summary["mvo_volume_ml"])
+    assert volumes["LGE scar without MVO"] + volumes["LGE microvascular obstruction (not validated)"] == \
         pytest.approx(summary["scar_volume_ml"], abs=0.02)
     assert sum(volumes.values()) == pytest.approx(summary["myocardium_volume_ml"], abs=0.03)
 
@@ -258,11 +258,15 @@ def outlines_of(group: Dataset) -> set[tuple[str, tuple[float, ...]]]:
             for i in group.ContentSequence if i.ValueType == "SCOORD"}
 
 
-def lge_only_report(mutate=None, per_slice_series=False):
-    """An LGE-only report of the synthetic study, its label map changed by `mutate` (summary numbers recomputed)."""
+def lge_only_report(mutate=None, per_slice_series=False, mvo_validated=False):
+    """An LGE-only report of the synthetic study, its label map changed by `mutate` (summary numbers recomputed);
+    with `mvo_validated`, as from a model card that validates its MVO (summary mvo_validation)."""
     study, results, context = make_study()
     lge = results[0]
     segmentation = lge.segmentations[0]
+    if mvo_validated:
+        lge.summary["mvo_validation"].update(validated=True, presence_stated=True)
+        segmentation.unvalidated_labels = ()
     if mutate is not None:
         segmentation.labelmap = mutate(segmentation.labelmap)
         voxel = segmentation.volume.voxel_volume_ml
@@ -292,7 +296,8 @@ def test_a_finding_that_is_not_there_is_coded_absent_not_drawn_as_the_finding(no
         assert finding(group) not in {("122664", "DCM"), ("MVO", "99DICOMNODE")}, name_of(group)
     expected = {"LGE scar incl. MVO (none found)": ("LGEVOL", ("122664", "DCM")),
                 "LGE scar without MVO (none found)": ("SCARVOL", ("122664", "DCM")),
-                "LGE microvascular obstruction (none found)": ("MVOVOL", ("MVO", "99DICOMNODE"))}
+                # MVO not validated (summary mvo_validation): its absence is no finding either, its 0 cm3 stays
+                "LGE microvascular obstruction (not validated) (none found)": ("MVOVOL", None)}
     myocardium = outlines_of(group_named(sr, "LGE LV myocardium, whole"))
     for name, (volume_code, absent) in expected.items():
         group = group_named(sr, name)
@@ -301,7 +306,9 @@ def test_a_finding_that_is_not_there_is_coded_absent_not_drawn_as_the_finding(no
         assert ("118565006", "SCT") not in {c for c, *_ in nums(group)}  # no "Volume 0" of the myocardium
         evaluations = {concept(i): i.ConceptCodeSequence[0].CodeValue for i in group.ContentSequence
                        if i.ValueType == "CODE" and i.RelationshipType == "CONTAINS"}
-        assert evaluations[absent] == "272519000"
+        if absent:
+            assert evaluations[absent] == "272519000"
+        assert ("MVO", "99DICOMNODE") not in evaluations  # the MVO not validated: neither present nor absent
         assert not [i for i in group.ContentSequence if concept(i) == ("121191", "DCM")]
         assert myocardium and outlines_of(group) == myocardium  # the region searched, on every slice
     scar = group_named(sr, "LGE scar incl. MVO (none found)")
@@ -312,11 +319,18 @@ def test_a_finding_that_is_not_there_is_coded_absent_not_drawn_as_the_finding(no
     assert aha and {finding(g) for g in aha} == {("49848007", "SCT")}
 
 
-def test_no_mvo_alone_is_coded_absent_and_the_scar_keeps_its_segment():
-    results, segs, sr = lge_only_report(lambda labels: np.where(labels == 4, 3, labels))
-    mvo = group_named(sr, "LGE microvascular obstruction (none found)")
+@pytest.mark.parametrize("validated", [False, True])
+def test_no_mvo_alone_is_coded_absent_only_where_validated_and_the_scar_keeps_its_segment(validated):
+    """'MVO: Absent' is a finding the SR states only where the model card validates the MVO (summary
+    mvo_validation.presence_stated); else the 0 cm3 stays under a group named "not validated", with no coded
+    absence."""
+    results, segs, sr = lge_only_report(lambda labels: np.where(labels == 4, 3, labels), mvo_validated=validated)
+    mvo = group_named(sr, "LGE microvascular obstruction" + ("" if validated else " (not validated)") + " (none found)")
     assert finding(mvo) == ("49848007", "SCT")
     assert {c: v for c, v, u, _ in nums(mvo)} == {("MVOVOL", "99DICOMNODE"): 0.0}
+    evaluations = {concept(i): i.ConceptCodeSequence[0].CodeValue for i in mvo.ContentSequence
+                   if i.ValueType == "CODE" and i.RelationshipType == "CONTAINS"}
+    assert evaluations.get(("MVO", "99DICOMNODE")) == ("272519000" if validated else None)
     scar = group_named(sr, "LGE scar without MVO")
     assert finding(scar) == ("122664", "DCM")
     assert [i for i in scar.ContentSequence if concept(i) == ("121191", "DCM")]
@@ -337,7 +351,8 @@ def test_a_stack_wide_volume_never_references_a_one_slice_segment(per_slice_repo
     parts = segs[segmentation.key]
     assert len(parts) == segmentation.labelmap.shape[1] - 1 or len(parts) == segmentation.labelmap.shape[1]
     by_uid = {seg.SOPInstanceUID: (part, seg) for part, seg in parts}
-    labels_of = {"LGE non-enhanced myocardium": [2], "LGE scar without MVO": [3], "LGE microvascular obstruction": [4]}
+    labels_of = {"LGE non-enhanced myocardium": [2], "LGE scar without MVO": [3],
+                 "LGE microvascular obstruction (not validated)": [4]}
     for name, labels in labels_of.items():
         mask = np.isin(segmentation.labelmap[0], labels)
         slices = {int(k) for k in np.flatnonzero(mask.any(axis=(1, 2)))}
@@ -358,7 +373,7 @@ def test_a_stack_wide_volume_never_references_a_one_slice_segment(per_slice_repo
         for item in group.ContentSequence:
             if concept(item) == ("121191", "DCM"):
                 part, _ = by_uid[item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID]
-                assert len(part.slices) == 1 and name_of(group) == "LGE microvascular obstruction"
+                assert len(part.slices) == 1 and name_of(group) == "LGE microvascular obstruction (not validated)"
 
 
 def test_aha_groups_code_the_segments_of_cid_3717(reports):
@@ -545,7 +560,9 @@ def test_stack_warnings_are_comments_on_every_measurement_of_that_stack(warned_r
     """F1: a reader of any number of a stack sees that stack's warnings (TEXT (121106, DCM, "Comment")), and only
     that stack's."""
     results, sr = warned_report
-    lge_text = ["LGE input stack: " + w for w in results[0].summary["stack_warnings"]]
+    # and the MVO's caveat (not validated, summary mvo_validation) beside every LGE number
+    lge_text = ["LGE input stack: " + w for w in results[0].summary["stack_warnings"]] + \
+        [f"LGE MVO {results[0].summary['mvo_validation']['note']}"]
     cine_text = ["cine input stack: " + w for w in results[1].summary["stack_warnings"]]
     seen = set()
     for group in groups(sr):
@@ -563,8 +580,10 @@ def test_stack_warnings_are_comments_on_every_measurement_of_that_stack(warned_r
 
 
 def test_a_stack_without_warnings_has_no_comment(reports):
+    """No stack warning, no comment: but the MVO's caveat where the card does not validate it (mvo_validation)."""
     *_, sr, _, _ = reports
-    assert not [g for g in groups(sr) if comments(g)]
+    assert {c for g in groups(sr) for c in comments(g)} == \
+        {f"LGE MVO {reports[1][0].summary['mvo_validation']['note']}"}
 
 
 def device_observers(items) -> list[str]:

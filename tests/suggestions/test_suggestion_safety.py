@@ -239,6 +239,14 @@ def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were
     ({**NORMAL_LGE["lge"], "lge_percent": 1.99}, LgeFindings(False, None, False)),
     ({**NORMAL_LGE["lge"], "lge_percent": 2.0}, LgeFindings(True, None, False)),
     ({**NORMAL_LGE["lge"], "mvo_volume_ml": 0.05}, LgeFindings(False, None, False)),  # the node's MVO speck: no point
+    # MVO a point only where the summary may state its presence (mvo_validation.presence_stated)
+    ({**INFARCT_MVO_LARGE["lge"], "mvo_volume_ml": 1.5, "mvo_validation": {"validated": False,
+                                                                           "presence_stated": False}},
+     LgeFindings(True, None, True)),
+    ({**INFARCT_MVO_LARGE["lge"], "mvo_volume_ml": 1.5, "mvo_validation": {"validated": True, "presence_stated": True}},
+     LgeFindings(True, True, True)),
+    ({**INFARCT_MVO_LARGE["lge"], "mvo_volume_ml": 0.0, "mvo_validation": {"validated": True, "presence_stated": True}},
+     LgeFindings(True, False, True)),
     (INFARCT_MVO_LARGE["lge"], LgeFindings(True, None, True)),
     ({**INFARCT_MVO_LARGE["lge"], "large_scar_burden": None}, LgeFindings(True, None, None)),  # withheld: present stays
     ({**NORMAL_LGE["lge"], "large_scar_burden": None}, LgeFindings(None, None, None)),  # withheld: absence unknown
