@@ -5,14 +5,17 @@ import errno
 import json
 import logging
 import os
+import shutil
 import stat
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from dicomnode import strict_json
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
+from dicomnode.net.filemeta import NotBareDataset, read_bare_dataset
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import fsync_directory, write_durably
 from dicomnode.study_path import StudyAnalyser, declined_entry, run_study
@@ -86,6 +89,37 @@ def find_files(input_dir: Path, skipped: list[dict] | None = None) -> list[Path]
             elif skipped is not None:
                 skipped.append({"path": str(path), "reason": problem})
     return found
+
+
+def part10_copies(files: list[Path], staging: Path) -> list[Path]:
+    """`files` with each data set stored without File Meta Information (no preamble / 'DICM', PS3.10 7.1: older
+    PACS exports, `dcmconv -F`) replaced by a Part 10 copy in `staging` (`net.filemeta.read_bare_dataset`: the
+    transfer syntax inferred, Implicit VR Little Endian the usual one), named in one log line; a file that is no
+    such data set stays as it is, for load_studies to decline with the reason (not a DICOM file)."""
+    result, inferred = [], Counter()
+    for index, path in enumerate(files):
+        try:
+            with open(path, "rb") as file:
+                part10 = file.read(132)[128:] == b"DICM"
+        except OSError:
+            part10 = True  # load_studies says why it cannot be read
+        if part10:
+            result.append(path)
+            continue
+        try:
+            dataset = read_bare_dataset(path)
+        except (NotBareDataset, OSError):
+            result.append(path)
+            continue
+        copy = staging / f"{index:06d}_{path.name}"
+        dataset.save_as(copy, enforce_file_format=True)
+        inferred[dataset.file_meta.TransferSyntaxUID.name] += 1
+        result.append(copy)
+    if inferred:
+        log.warning("%d file(s) hold a data set without DICOM File Meta Information (no 'DICM' prefix after the "
+                    "128-byte preamble, PS3.10 7.1): read with the transfer syntax inferred (%s)",
+                    sum(inferred.values()), ", ".join(f"{name}: {n}" for name, n in sorted(inferred.items())))
+    return result
 
 
 def archive_kind(path: Path) -> str | None:
@@ -261,6 +295,7 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     if removed:
         log.info("replaced the previous run's %d result file(s) in %s", removed, out_dir)
     manifest = _Manifest(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix="dicomnode-part10-"))
     try:
         analyser = analyser or Analyser(config)
         unreadable: list[dict] = []
@@ -268,6 +303,7 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
         log.info("found %d file(s) under %s", len(files), input_dir)
         if not files and not unreadable:
             log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
+        files = part10_copies(files, staging)
         studies = load_studies(files, unreadable_files=unreadable)
         _name_archives(unreadable)
         failures = failures if failures is not None else []
@@ -285,6 +321,8 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     except BaseException as error:  # Ctrl-C, SIGTERM (cli), a full disk ...: nothing of this run stays
         error.removed_results = manifest.discard()
         raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     manifest.commit()
     return summary
 

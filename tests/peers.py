@@ -333,3 +333,43 @@ class OrthancServer:
             if time.monotonic() > deadline:
                 raise PeerError(f"Orthanc holds {len(found)} instance(s), expected {count} within {timeout} s")
             time.sleep(0.1)
+
+
+class StoreSCP:
+    """DCMTK's storescp with its defaults as the PACS: it accepts every storage SOP class, but only in the
+    uncompressed little endian transfer syntaxes (as many PACS and VNA configurations do), and stores each instance
+    into `folder`. Enter the private network namespace first (storescp binds 0.0.0.0). Use as a context manager."""
+
+    def __init__(self, folder: Path, aet: str = "PACS"):
+        self.folder, self.aet = folder, aet
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "StoreSCP":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen([dcmtk("storescp"), "-aet", self.aet, "-od", str(self.folder), str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            answered = subprocess.run([dcmtk("echoscu"), "-aec", self.aet, "127.0.0.1", str(self.port)],
+                                      capture_output=True).returncode == 0
+            if answered:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise PeerError(f"storescp on port {self.port} did not answer C-ECHO within 10 s")
+
+    def stored(self) -> list[Path]:
+        """The files storescp wrote, in name order."""
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __enter__(self) -> "StoreSCP":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

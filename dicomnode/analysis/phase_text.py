@@ -10,6 +10,7 @@ import re
 from typing import Iterable
 
 from dicomnode.cmr.frames import GEOMETRY_NOTES
+from dicomnode.cmr.recognize import UNTIMED_CINE
 
 COUNTED_FROM = "counted from 1"
 
@@ -70,7 +71,26 @@ def other_views_text(series_list, sequence: str) -> str:
     what = "LGE" if sequence == "lge" else sequence
     return ((f"; {what} only in other views: {', '.join(found)}" if found else "")
             + (f"; {what} without a stack of usable geometry: {', '.join(broken)}" if broken else "")
-            + (f"; {what} of only 1 slice (a stack needs at least 2): {', '.join(single)}" if single else ""))
+            + (f"; {what} of only 1 slice (a stack needs at least 2): {', '.join(single)}" if single else "")
+            + (untimed_cine_text(series_list) if sequence == "cine" else ""))
+
+
+def untimed_cine_text(series_list) -> str:
+    """'; series 5 "CINE_SSFP_SAX" looks like a cine but has no cardiac timing (ImageType CINE, ...): 2 images per
+    slice and no TriggerTime ...' for each series not taken for a cine for want of TriggerTime
+    (`cmr.recognize.UNTIMED_CINE` in its sequence evidence), so the decline says what the site must fix; '' when
+    there is none."""
+    found = []
+    for series in series_list:
+        evidence = getattr(getattr(series, "sequence", None), "evidence", None) or []
+        for note in evidence:
+            note = re.sub(r"^\[[^\]]*\]\s*", "", str(note))
+            if note.startswith(UNTIMED_CINE):
+                name = source_series_name({"series_number": series.series_number,
+                                           "series_description": series.description}) or "a series"
+                found.append(f"{name} {note}")
+                break
+    return "".join(f"; {text}" for text in found)
 
 
 def geometry_notes(series) -> list[str]:

@@ -1773,7 +1773,7 @@ class CineRule:
             evidence.append(f"{e.phases} images per slice acquired within {e.slice_acquisition_span_s:.0f} s at each "
                             "slice (one breath-hold, not dynamics), no usable TriggerTime")
         else:
-            return None
+            return _untimed_cine(e)
         if declared > 1:
             evidence.append(f"CardiacNumberOfImages={declared}")
             confidence += 0.05
@@ -1792,6 +1792,34 @@ class CineRule:
             confidence += 0.05
         evidence += set_aside_map_names(e)
         return Recognition("cine", min(confidence, 0.97), evidence)
+
+
+#: the start of the evidence of a series that looks like a cine but cannot be one for want of timing
+#: (`_untimed_cine`): the cine decline names it (analysis.phase_text.untimed_cine_text)
+UNTIMED_CINE = "looks like a cine but has no cardiac timing"
+
+
+def _untimed_cine(e: SeriesEvidence) -> Recognition | None:
+    """'other' (confidence 0.05, below any rule's answer) with the reason, for a series that says it is a cine
+    (ImageType CINE, CardiacNumberOfImages >= 5 or a cine description) of 2-4 images per slice without distinct
+    TriggerTime / NominalCardiacTriggerDelayTime: ED and ES cannot be told apart in it; None for any other series."""
+    if not 2 <= e.phases < 5 or e.trigger_times or any(t > 0 for t in e.inversion_times):
+        return None
+    said = []
+    if any("CINE" == token.upper() for token in e.image_type):
+        said.append("ImageType CINE")
+    if (e.cardiac_number_of_images or 0) >= 5:
+        said.append(f"CardiacNumberOfImages={e.cardiac_number_of_images}")
+    hint = _has_hint(e.text_hints(), (r"cine", r"ssfp", r"fiesta", r"trufi", r"bffe"))
+    if hint:
+        said.append(f"description hint {hint!r}")
+    if not said:
+        return None
+    return Recognition("other", 0.05, [
+        f"{UNTIMED_CINE} ({', '.join(said)}): {e.phases} images per slice and no TriggerTime (0018,1060) or "
+        "NominalCardiacTriggerDelayTime (0020,9153) that tell them apart, so which is end-diastole and which "
+        "end-systole cannot be known; the node needs TriggerTime on each image (an ED/ES export with its trigger "
+        "times, or the whole cine: 5 or more phases per slice are ordered without them)"])
 
 
 class T2WeightedRule:

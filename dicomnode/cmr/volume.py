@@ -21,6 +21,7 @@ from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
                                   temporal_index_name, tilted_slice_text, tilted_slices, tm_seconds,
                                   typical_pass_size)
 from dicomnode.cmr.grouping import excluded_entry
+from dicomnode.cmr.source_encoding import high_bit_pixels, high_bits_note, lossy_compression, lossy_note
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
 
@@ -1222,9 +1223,13 @@ def colour_problem(dataset) -> str | None:
             f"an MR magnitude image")
 
 
-def decode_instances(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def decode_instances(paths: list[str], encoding: dict[str, tuple] | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Each file's pixel array as MONOCHROME2 stored values, and {path: reason} for files that cannot be used
-    (no or empty Pixel Data, a colour image, pixel data that cannot be decoded)."""
+    (no or empty Pixel Data, a colour image, pixel data that cannot be decoded).
+
+    `encoding`, where given, receives {path: (SOPInstanceUID, Lossy or None, pixels using bits above HighBit,
+    BitsStored)} of each file decoded (`source_encoding`), for `encoding_warnings`."""
     arrays: dict[str, np.ndarray] = {}
     unusable: dict[str, str] = {}
     for path in paths:
@@ -1232,12 +1237,25 @@ def decode_instances(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[str,
             dataset = pydicom.dcmread(path)
             problem = pixel_problem(dataset) or colour_problem(dataset)
             if problem is None:
+                if encoding is not None:
+                    encoding[path] = (str(dataset.get("SOPInstanceUID", "")), lossy_compression(dataset),
+                                      high_bit_pixels(dataset), int(dataset.get("BitsStored") or 0))
                 arrays[path] = as_monochrome2(dataset.pixel_array, dataset)
                 continue
         except Exception as error:  # noqa: BLE001 - decoding problems exclude this instance, with the reason
             problem = f"cannot decode pixel data: {type(error).__name__}: {error}"
         unusable[path] = problem
     return arrays, unusable
+
+
+def encoding_warnings(encoding: dict[str, tuple], paths: list[str]) -> list[str]:
+    """The stack warnings on how the files at `paths` (those measured) were encoded (`decode_instances`'
+    `encoding`): lossy compression, stored values above BitsStored."""
+    used = [encoding[p] for p in paths if p in encoding]
+    lossy = lossy_note([found for _, found, _, _ in used if found is not None], len(used))
+    high = {uid: count for uid, _, count, _ in used if count}
+    overflow = high_bits_note(high, sorted({bits for _, _, count, bits in used if count}))
+    return [note for note in (lossy, overflow) if note]
 
 
 def read_pixels(frames_by_phase: list[list[FrameInfo]], arrays: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -1278,7 +1296,8 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     (with the reason); the rest is used when it still forms a stack, else StudyError names the instances.
     """
     paths = list(dict.fromkeys(str(h.path) for h in series.instances))
-    arrays, unusable = decode_instances(paths)
+    encoding: dict[str, tuple] = {}
+    arrays, unusable = decode_instances(paths, encoding)
     excluded = [excluded_entry(h, unusable[str(h.path)]) for h in series.instances if str(h.path) in unusable]
     if excluded and len(excluded) == len(series.instances):
         raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
@@ -1311,6 +1330,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         values = [f.trigger_time for f in row if f.trigger_time is not None]
         trigger_times.append(float(np.median(values)) if values else None)
     pixels = read_pixels(frames, arrays)
+    warnings += encoding_warnings(encoding, list(dict.fromkeys(str(f.header.path) for row in frames for f in row)))
     for warning in warnings:
         log.warning("series %s: %s", series.key, warning)
     return Volume(

@@ -134,9 +134,23 @@ def refusal_text(status: int, comment: str = "") -> str:
     return f"refused: status 0x{status:04X} ({status_meaning(status)})" + (f": {comment}" if comment else "")
 
 
+def carries(accepted_syntax: str, transfer_syntax: str) -> bool:
+    """Whether a presentation context accepted with `accepted_syntax` can carry an object encoded in
+    `transfer_syntax`, as pynetdicom decides when it sends: the same syntax, or two uncompressed syntaxes of the same
+    byte order (it converts Implicit <-> Explicit VR and Deflated <-> inflated Little Endian; nothing converts to or
+    from Big Endian or a compressed syntax)."""
+    accepted, syntax = UID(accepted_syntax), UID(transfer_syntax)
+    if accepted == syntax:
+        return True
+    return not (accepted.is_compressed or syntax.is_compressed) and accepted.is_little_endian == syntax.is_little_endian
+
+
 def context_refusal(assoc, sop_class: str, transfer_syntax: str | None = None) -> str | None:
     """Why the negotiated association has no presentation context for `sop_class` (in `transfer_syntax`), as a
-    permanent refusal an admin can act on; None when it has one (or none was proposed)."""
+    permanent refusal an admin can act on, naming the SOP class, the transfer syntax and what to configure; None when
+    it has one (or none was proposed). An object whose transfer syntax no accepted context carries (`carries`: a
+    compressed or Big Endian object the destination takes only uncompressed little endian) is refused here, before
+    pynetdicom would fail to send it."""
     accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class]
     if not accepted:
         rejected = [cx for cx in assoc.rejected_contexts if cx.abstract_syntax == sop_class]
@@ -148,12 +162,13 @@ def context_refusal(assoc, sop_class: str, transfer_syntax: str | None = None) -
                     f"({offered}): configure it to accept one of them or stop sending it")
         return (f"the destination accepts no presentation context for {sop_class_name(sop_class)}: configure it to "
                 f"accept that SOP class or stop sending it")
-    if transfer_syntax is not None and UID(transfer_syntax).is_compressed and not any(
-            transfer_syntax in cx.transfer_syntax for cx in accepted):
+    if transfer_syntax and not any(carries(cx.transfer_syntax[0], transfer_syntax) for cx in accepted):
         taken = ", ".join(dict.fromkeys(UID(t).name for cx in accepted for t in cx.transfer_syntax))
-        return (f"the destination accepts {sop_class_name(sop_class)} only as {taken}, not as "
-                f"{UID(transfer_syntax).name} (the node does not transcode): configure it to accept that transfer "
-                f"syntax or stop sending it")
+        syntax = UID(transfer_syntax)
+        return (f"the destination accepts {sop_class_name(sop_class)} only as {taken}, not as {syntax.name} "
+                f"({syntax}) in which this object is stored (the node does not transcode when it sends; the objects "
+                f"it creates are Explicit VR Little Endian): configure it to accept {syntax.name} or stop sending "
+                f"it")
     return None
 
 

@@ -10,7 +10,7 @@ OHIF v3 (3.13) shows a SEG only on a series it can display as one plain stack of
 The standard allows the SEG to reference any images of the same Frame of Reference, so wherever the images a SEG
 labels are not the whole of their series (needs_display_copies), the node writes a copy of the analysed frames of
 each labelled phase as a new series (one series per phase, all its slices) and lets the SEG reference the copy:
-- same IOD as the source (MR Image), pixel data and geometry unchanged, new SOP Instance and Series UIDs; Rescale
+- same IOD as the source (MR Image), pixel values and geometry unchanged, new SOP Instance and Series UIDs; Rescale
   Slope / Intercept / Type kept although the MR Image IOD has no Modality LUT (dciodvfy warns): a PSIR's stored
   values are offset and its sign is lost without them (single_frame.GROUP_ATTRIBUTES);
 - Image Type DERIVED\\SECONDARY, Derivation Description saying it is an unchanged copy, Source Image Sequence
@@ -24,7 +24,11 @@ each labelled phase as a new series (one series per phase, all its slices) and l
   model as the scanner's), and the node that made the copy is named in the Contributing Equipment Sequence
   (C.7.5.1, purpose (109102, DCM, "Processing Equipment"), CID 7005), as the SEG, SR and PDF name it;
 - patient/study attributes made valid as for every result object (results.headers.derivable_header); Series
-  Date/Time are set with the other result series (results.objects.order_for_viewers).
+  Date/Time are set with the other result series (results.objects.order_for_viewers);
+- written in Explicit VR Little Endian with native pixel data whatever transfer syntax the source came in (JPEG,
+  JPEG-LS, JPEG 2000, RLE, Deflated, Big Endian: net.transcode.explicit_little_endian decodes or byte-swaps it), so
+  a PACS that accepts only the uncompressed little endian syntaxes (DCMTK's storescp by default) takes every copy;
+  the pixel values are the decoded source's, a lossy source's copy stays flagged Lossy Image Compression 01.
 A multi-frame source is not copied for these reasons: it keeps its SEG on the original unless it is tilted (below).
 
 A stack whose slices are tilted against each other (a fraction of a degree to the 2 degrees `cmr.frames.
@@ -42,7 +46,7 @@ more than that noise - gets copies by the same rules, one classic single-frame M
 (`results.single_frame.single_frame_image`): the form of the single-frame path's copies and the one every viewer
 opens as one plain stack (OHIF matches a SEG frame to a classic image by its SOP Instance UID alone, and lists its
 SR outlines on it), where one Enhanced MR copy would leave the SEG and the SR on frame references again. Each copy
-holds exactly its frame's pixel data (placed, not resampled), names the source instance and frame in its Source
+holds exactly its frame's pixel values (placed, not resampled), names the source instance and frame in its Source
 Image Sequence (Referenced Frame Number, SpatialLocationsPreserved NO) and says in its Derivation Description that
 it is a frame of a multi-frame image (FRAME_PLACED_DERIVATION).
 """
@@ -58,12 +62,14 @@ import numpy as np
 import pydicom
 import pydicom.multival
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.valuerep import DSfloat
 from pydicom.sr.coding import Code
 
 from dicomnode.analysis.pipeline import SegmentationResult
+from dicomnode.cmr.source_encoding import lossy_compression
 from dicomnode.cmr.types import FrameRef, InstanceHeader
+from dicomnode.net.transcode import explicit_little_endian, transfer_syntax_of
 from dicomnode.results.headers import derivable_header, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, relocated_sources, seg_parts
@@ -228,6 +234,8 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
         copy["ImagePositionPatient"] = DataElement(0x00200032, "DS",
                                                    [DSfloat(float(v), auto_format=True) for v in position])
     drop_unsatisfied_conditionals(copy)
+    if lossy_compression(original) is not None:  # PS3.3 C.7.6.1.1.5: kept whatever syntax the copy is written in
+        copy.LossyImageCompression = "01"
     source = Dataset()
     source.ReferencedSOPClassUID = source_class
     source.ReferencedSOPInstanceUID = source_uid
@@ -239,11 +247,11 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     source.PurposeOfReferenceCodeSequence = [purpose]
     source.SpatialLocationsPreserved = "YES" if placed is None else "NO"
     copy.SourceImageSequence = [source]
-    if hasattr(original, "file_meta"):
-        copy.file_meta = Dataset()
-        copy.file_meta.update(original.file_meta)
-        copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
-    return copy
+    copy.file_meta = FileMetaDataset()
+    copy.file_meta.MediaStorageSOPClassUID = copy.SOPClassUID
+    copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
+    copy.file_meta.TransferSyntaxUID = transfer_syntax_of(original)
+    return explicit_little_endian(copy)  # deliverable to every PACS, whatever syntax the scanner sent (module doc)
 
 
 def shared_frame_of_reference(segmentation: SegmentationResult) -> str | None:

@@ -35,6 +35,7 @@ from pydicom.sr.coding import Code
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.frames import ORIENTATION_NOISE
+from dicomnode.cmr.source_encoding import lossy_compression
 from dicomnode.cmr.types import FrameRef
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
@@ -515,6 +516,8 @@ def build_seg(
         content_time=started_at.time(),
     )
     _point_frames_at_sources(seg, result, plan, slices, relocated)
+    if any(lossy_compression(sources[uid]) for uid in ordered_uids):
+        seg.LossyImageCompression = "01"  # PS3.3 C.7.6.1.1.5, also where only the transfer syntax says lossy
     what = f"{pipeline_name} segmentation"
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
         what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"

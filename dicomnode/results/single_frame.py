@@ -201,8 +201,8 @@ def frame_pixel_data(source: Dataset, frame_number: int) -> DataElement:
 def single_frame_image(source: Dataset, frame_number: int) -> Dataset:
     """Frame `frame_number` (1-based) of an Enhanced MR / Legacy Converted Enhanced MR `source` (with its pixel data)
     as a classic MR Image dataset (module docstring). SOP Class MR Image Storage; SOP Instance UID, Series and the
-    rest as the source's: the caller (display_copy._copy) makes it a derived image of its own. The source is not
-    changed."""
+    rest as the source's, Pixel Data in the source's transfer syntax: the caller (display_copy._copy) makes it a
+    derived image of its own, written in Explicit VR Little Endian. The source is not changed."""
     groups = frame_groups(source, frame_number)
     image = Dataset()
     for element in source:
