@@ -3,21 +3,26 @@
 A summary value is stored with 2 decimals (summary.json); a reader rounds that decimal value half up (223.05 ->
 223.1, 1.25 -> 1.3, 14.25 -> 14.3). Python's float formatting rounds the binary value half to even (223.05 is
 stored as 223.0499999... and formats as 223.0), so two outputs formatting the same value differently disagree.
-Every place that prints a summary value goes through number_text.
+Every place that prints a summary value goes through number_text; a value is stored (summary.json, SR) by
+stored_value, so that rounding the stored number gives the digits of the measured value (one rounding).
 """
 from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Context, Decimal
 
+#: the most decimals a stored value keeps (stored_value); digits beyond them are float noise (display_round)
+MAX_STORED_DIGITS = 6
+
 
 def display_round(value: float, digits: int = 1) -> Decimal | None:
     """`value` rounded half up (away from zero) on its shortest decimal form (repr of the float: 223.05, not the
-    binary 223.04999...) to `digits` decimals; None where not a finite number. Zero is never negative."""
+    binary 223.04999...; beyond MAX_STORED_DIGITS decimals a float is taken as noise) to `digits` decimals; None where not a finite number. Zero is never negative."""
     number = float(value)
     if not math.isfinite(number):
         return None
-    exact = Decimal(repr(number))
+    # float noise below MAX_STORED_DIGITS decimals is no digit (223.04999999999998 from a sum is 223.05)
+    exact = Decimal(repr(round(number, max(MAX_STORED_DIGITS, digits))))
     # enough precision for any float's integer digits (the default 28 raises InvalidOperation from 1e27 up)
     rounded = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP,
                              context=Context(prec=max(28, exact.adjusted() + digits + 2)))
@@ -39,3 +44,22 @@ def number_text(value, digits: int = 1, below: bool = False) -> str:
     if below and rounded == 0 and float(value) > 0:
         return "<" + f"{Decimal(1).scaleb(-digits):.{digits}f}"
     return f"{rounded:.{digits}f}"
+
+
+def stored_value(value: float | None, digits: int = 2, shown: int = 1) -> float | None:
+    """A measured value as summary.json and the SR keep it: rounded to `digits` decimals, or to as many more (up to
+    MAX_STORED_DIGITS) as it takes for display_round(stored, shown) to equal display_round(value, shown), so that a
+    reader rounding the stored number gets what every output shows, rounded once from the measured value: 90.146
+    is kept as 90.146 (90.15 would read 90.2, the measured value 90.1), 90.144 as 90.14. None stays None."""
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return number
+    number = round(number, MAX_STORED_DIGITS)
+    wanted = display_round(number, shown)
+    for places in range(digits, max(digits, MAX_STORED_DIGITS) + 1):
+        stored = round(number, places)
+        if display_round(stored, shown) == wanted:
+            return stored
+    return number

@@ -1,7 +1,7 @@
 """The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
 from __future__ import annotations
 
-from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
+from dicomnode.analysis.cine_metrics import NO_INDEX_START, RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
@@ -104,22 +104,27 @@ def print_summary_table(summary: dict) -> None:
                       f" {_methods(lge)}{_burden(lge, partial)}")
         if "cine" in study:
             cine = study["cine"]
-            # part of the LV outside the stack (cine.coverage): LV volumes and mass lower bounds, EF partial, as the PDF
+            # part of the LV outside the stack (cine.coverage): LV volumes and mass lower bounds, EF of the slices
+            # present, as on the PDF
             partial = (cine.get("coverage") or {}).get("complete") is False
             print(f"  Cine LV: EDV {_bound(cine['lv_edv_ml'], 'mL', partial)},"
                   f" ESV {_bound(cine['lv_esv_ml'], 'mL', partial)},"
-                  f" SV {_bound(cine['lv_sv_ml'], 'mL', partial)}, EF {_number(cine['lv_ef_percent'])} %"
+                  f" SV {_number(cine['lv_sv_ml'])} mL, EF {_number(cine['lv_ef_percent'])} %"
                   f"{' (partial stack)' if partial else ''},"
                   f" mass {_bound(cine['lv_mass_g'], 'g', partial)}"
                   f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {_number(cine['rv_edv_ml'])} mL, ESV {_number(cine['rv_esv_ml'])} mL,"
                   f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %")
-            # what the PDF lists as outside the reference range, the LV/RV stroke-volume check, the RV's accuracy
+            print(f"  Cine indexed: {_indexed(cine, partial)}")
+            # every flag the PDF lists (one source: cine.flags): a check where a value is outside its range, the
+            # LV/RV stroke volumes disagree or the RV's accuracy is stated, a note else (coverage, timing, phases);
+            # the reason for no indexed values is on the line above
             for flag in cine.get("flags") or []:
-                if isinstance(flag, str) and (is_range_flag(flag) or flag.startswith((SV_MISMATCH_START,
-                                                                                         RV_ACCURACY_START))):
-                    print(f"  Cine check: {flag}")
+                if not isinstance(flag, str) or flag.startswith(NO_INDEX_START):
+                    continue
+                check = is_range_flag(flag) or flag.startswith((SV_MISMATCH_START, RV_ACCURACY_START))
+                print(f"  Cine {'check' if check else 'note'}: {flag}")
         for name in ("lge", "cine"):
             for reason in coverage_reasons(study.get(name)):
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} incomplete LV coverage: {reason}")
@@ -136,6 +141,26 @@ def print_summary_table(summary: dict) -> None:
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         print(f"  {len(study.get('outputs', []))} result object(s)")
+
+
+def _indexed(cine: dict, partial: bool) -> str:
+    """The BSA and the indexed values, as the PDF gives them ("BSA 1.66 m² (mosteller): LV EDVi ≥ 49.1 mL/m², ...");
+    without a BSA, why not (the "no indexed values: ..." flag), or that none is given."""
+    indexed = cine.get("indexed") or {}
+    if cine.get("bsa_m2") is None or not indexed:
+        why = next((f.removeprefix(NO_INDEX_START) for f in cine.get("flags") or []
+                    if isinstance(f, str) and f.startswith(NO_INDEX_START)), None)
+        return f"not given: {why}" if why else "not given"
+    values = [f"{name} {_bound(indexed[key], unit, partial and bound)}" for key, name, unit, bound in INDEXED_SHOWN
+              if indexed.get(key) is not None]
+    return f"BSA {_number(cine['bsa_m2'], 2)} m² ({cine.get('bsa_formula') or 'formula not given'}): " \
+        + ", ".join(values)
+
+
+#: (summary `indexed` key, name, unit, a lower bound on a partial stack) of the indexed values printed, as on the PDF
+INDEXED_SHOWN = (("lv_edvi_ml_m2", "LV EDVi", "mL/m²", True), ("lv_esvi_ml_m2", "LV ESVi", "mL/m²", True),
+                 ("lv_svi_ml_m2", "LV SVi", "mL/m²", False), ("lv_mass_index_g_m2", "LV mass index", "g/m²", True),
+                 ("rv_edvi_ml_m2", "RV EDVi", "mL/m²", False))
 
 
 def _of_phases(cine: dict) -> str:

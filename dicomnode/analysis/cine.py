@@ -22,6 +22,7 @@ from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.structures import keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.labels import Label
+from dicomnode.rounding import stored_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from dicomnode.analysis.cine_metrics import CineMeasurements
@@ -440,8 +441,8 @@ class CinePipeline:
         summary = measured.summary()
         summary.update({"ed_phase_number": phase_number(ed), "es_phase_number": phase_number(es),
                         "phase_numbering": PHASE_NUMBERING,
-                        "bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
-                        "indexed": {k: round(v, 2) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
+                        "bsa_m2": stored_value(measured.bsa_m2, 3, 2), "bsa_formula": measured.bsa_formula,
+                        "indexed": {k: stored_value(v) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         # the model's known error (card cross-validation) of each judged value, and whether its flag
                         # lies within it of the limit ("confirm by reading"), as lge.lge_percent_validation
                         "flag_validation": measured.flag_validation,
@@ -472,7 +473,7 @@ class CinePipeline:
         measurements = {
             "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
             "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
-            "bsa_m2": _maybe_round(measured.bsa_m2), "bsa_formula": measured.bsa_formula,
+            "bsa_m2": stored_value(measured.bsa_m2, 3, 2), "bsa_formula": measured.bsa_formula,
             "bsa_formula_code": BSA_FORMULA_CODES.get(measured.bsa_formula) if measured.bsa_formula else None,
             "indexed": dict(measured.indexed), "papillary_muscles": PAPILLARY_MUSCLES,
             "papillary_muscles_mass_code": PAPILLARY_MASS_CODE,

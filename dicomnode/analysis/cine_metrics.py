@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from dicomnode.rounding import display_round, number_text
+from dicomnode.rounding import display_round, number_text, stored_value
 from dicomnode.analysis.model_error import beyond_known_error
 from dicomnode.analysis.phase_text import phase_name
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
@@ -436,9 +436,16 @@ def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula 
     if weight_kg > 1000.0:
         raise ValueError(f"implausible weight {weight_kg:g} kg for BSA: it looks like grams; PatientWeight is in "
                          "kilograms")
-    if not (HEIGHT_RANGE_M[0] < height_m < HEIGHT_RANGE_M[1]) or not (WEIGHT_RANGE_KG[0] < weight_kg < WEIGHT_RANGE_KG[1]):
-        raise ValueError(f"implausible height {height_m} m / weight {weight_kg} kg for BSA (expected "
-                         f"{HEIGHT_RANGE_M[0]}-{HEIGHT_RANGE_M[1]} m, {WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg)")
+    implausible = []  # (what, the header value and its plausible range): a weight of 0 is named, not "missing"
+    if not HEIGHT_RANGE_M[0] < height_m < HEIGHT_RANGE_M[1]:
+        implausible.append((f"height {height_m:g} m", f"PatientSize {height_m:g} m is outside "
+                            f"{HEIGHT_RANGE_M[0]:g}-{HEIGHT_RANGE_M[1]:g} m"))
+    if not WEIGHT_RANGE_KG[0] < weight_kg < WEIGHT_RANGE_KG[1]:
+        implausible.append((f"weight {weight_kg:g} kg", f"PatientWeight {weight_kg:g} kg is outside "
+                            f"{WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg"))
+    if implausible:
+        raise ValueError(f"implausible {' / '.join(w for w, _ in implausible)} for BSA: "
+                         f"{'; '.join(why for _, why in implausible)}")
     height_cm = height_m * 100.0
     if formula == "mosteller":
         return math.sqrt(height_cm * weight_kg / 3600.0)
@@ -577,7 +584,7 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
         error = (errors or {}).get(key)
         near = None if error is None else not all(
             beyond_known_error(value, limit, side, error["mae"], error["bias"]) for limit, side in crossed)
-        shown = number_text(round(value, 2), 1)  # the summary's 2-decimal value, rounded as every output rounds it
+        shown = number_text(value, 1)  # rounded once, as every output shows the stored value (rounding.stored_value)
         known = f"; {error_text(error, spec['name'])}" if near else ""
         if spec.get("cut_off"):
             what, source = spec["cut_off"]
@@ -652,8 +659,8 @@ def stroke_volume_mismatch(lv_sv_ml: float | None, rv_sv_ml: float | None, lv_co
         return None, None
     near = None if error is None else not beyond_known_error(
         abs(float(lv_sv_ml) - float(rv_sv_ml) - error["bias"]), SV_MISMATCH_ML, "above", error["mae"])
-    lv_shown, rv_shown = number_text(round(lv_sv_ml, 2), 1), number_text(round(rv_sv_ml, 2), 1)
-    difference = abs(float(display_round(round(lv_sv_ml, 2), 1)) - float(display_round(round(rv_sv_ml, 2), 1)))
+    lv_shown, rv_shown = number_text(lv_sv_ml, 1), number_text(rv_sv_ml, 1)
+    difference = abs(float(display_round(lv_sv_ml, 1)) - float(display_round(rv_sv_ml, 1)))
     opening = (f"{SV_MISMATCH_START} only within the model's known error of the mismatch threshold: confirm by "
                f"reading (" if near else f"{SV_MISMATCH_START}: ")
     detail = (f"LV SV {lv_shown} mL, RV SV {rv_shown} mL, {difference:.1f} mL apart "
@@ -728,6 +735,8 @@ LARGE_GAP_FACTOR = 2.5
 #: none beyond it), so a base missing by a slice mostly cannot be told from them.
 BASE_WIDENING_RATIO = 1.10
 BASE_NEIGHBOUR_FRACTION = 0.85
+#: how a coverage flag begins (StackCoverage.flags), its reason and COVERAGE_CAVEAT following
+COVERAGE_FLAG_START = "incomplete LV coverage: "
 COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass are lower bounds and EF is not the whole-ventricle EF: part of the LV lies "
                    "outside the stack")
 
@@ -793,7 +802,7 @@ class StackCoverage:
 
     def flags(self) -> list[str]:
         """The measure_cine flags: each reason with the caveat, then the notes."""
-        return [f"incomplete LV coverage: {reason}; {COVERAGE_CAVEAT}" for reason in self.reasons] + list(self.notes)
+        return [f"{COVERAGE_FLAG_START}{reason}; {COVERAGE_CAVEAT}" for reason in self.reasons] + list(self.notes)
 
 
 def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first: bool | None = None,
@@ -964,7 +973,11 @@ class CineMeasurements:
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(float(value), digits)
+    return stored_value(value, digits)
+
+
+#: how the flag saying why there are no indexed values begins (_bsa_or_note)
+NO_INDEX_START = "no indexed values: "
 
 
 def flag_validation_block(error: dict, near: bool | None) -> dict:
@@ -980,13 +993,16 @@ def flag_validation_block(error: dict, near: bool | None) -> dict:
 
 
 def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]:
-    """BSA when height and weight are known and plausible; else None and, for implausible values, why."""
-    if not (height_m and weight_kg):
-        return None, []
+    """BSA when height and weight are known and plausible; else None and why ("no indexed values: ..."): which of
+    PatientSize / PatientWeight is absent, or which value is implausible (body_surface_area_m2)."""
+    absent = [keyword for keyword, value in (("PatientSize", height_m), ("PatientWeight", weight_kg)) if value is None]
+    if absent:
+        return None, [f"{NO_INDEX_START}{' and '.join(absent)} absent from the header (BSA needs PatientSize and "
+                      "PatientWeight)"]
     try:
         return body_surface_area_m2(height_m, weight_kg, formula), []
     except ValueError as error:  # a wrong header value must not cost the whole measurement
-        return None, [f"no indexed values: {error}"]
+        return None, [f"{NO_INDEX_START}{error}"]
 
 
 def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times=None, height_m: float | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -43,10 +44,10 @@ PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phas
 
 @dataclass
 class PatientInfo:
-    """Patient facts used for indexing (BSA); None when absent or not a positive number in the header.
+    """Patient facts used for indexing (BSA); None when absent or not a number in the header.
 
     PatientSize (0010,1020, m) and PatientWeight (0010,1030, kg) are kept as written even when implausible (a height
-    of 175, a weight of 75000): body_surface_area_m2 refuses them with the reason (centimetres, grams), which the
+    of 175, a weight of 75000 or of 0): body_surface_area_m2 refuses them with the reason (centimetres, grams), which the
     measurement reports as a flag instead of silently leaving the indexed values out."""
 
     sex: str | None = None  # "M" | "F" | "O"
@@ -62,15 +63,15 @@ class PatientInfo:
         if match:
             age = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[match.group(2)]
 
-        def positive(keyword):
+        def number(keyword):  # 0 or a negative value kept: body_surface_area_m2 says it is not plausible
             try:
                 value = float(getattr(ds, keyword))
             except (AttributeError, TypeError, ValueError):
                 return None
-            return value if 0 < value < float("inf") else None
+            return value if math.isfinite(value) else None
 
         return cls(sex=sex if sex in ("M", "F", "O") else None, age_years=age,
-                   height_m=positive("PatientSize"), weight_kg=positive("PatientWeight"))
+                   height_m=number("PatientSize"), weight_kg=number("PatientWeight"))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pydicom.config import RAISE
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM, PersonName, format_number_as_ds, validate_value
 
 from dicomnode import charsets
@@ -233,3 +234,80 @@ def derivable_header(dataset: Dataset) -> Dataset:
     else:
         copy.SpecificCharacterSet = target
     return copy
+
+
+def _text_elements(dataset: Dataset):
+    """Every element of a text VR whose value the Specific Character Set encodes (charsets.CHARSET_VRS), in the
+    dataset and its sequence items; raw elements are decoded (with the dataset's current character set) on the way."""
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value or []:
+                yield from _text_elements(item)
+        elif element.VR in charsets.CHARSET_VRS and element.value not in (None, ""):
+            yield element
+
+
+def _element_texts(element: DataElement) -> list[str]:
+    value = element.value
+    return [str(v) for v in (value if isinstance(value, (list, tuple, MultiValue)) else [value])]
+
+
+def encodable(text: str, terms: list[str]) -> bool:
+    """Whether `text` can be written in the repertoire of the Specific Character Set `terms` (normalised defined
+    terms; [] or [''] the default repertoire, ASCII) without a replacement character: as a whole in one repertoire,
+    or, with ISO 2022 code extensions (several terms), each character in one of them (pydicom switches per run)."""
+    if text.isascii():
+        return True
+    codecs_ = [python_encoding.get(term or "ISO_IR 6", "ascii") for term in (terms or [""])]
+    for codec in codecs_:
+        try:
+            text.encode(codec)
+            return True
+        except (UnicodeError, LookupError):
+            continue
+    if len(codecs_) < 2:
+        return False
+    for character in set(text):
+        if not any(_encodes(character, codec) for codec in codecs_):
+            return False
+    return True
+
+
+def _encodes(character: str, codec: str) -> bool:
+    try:
+        character.encode(codec)
+        return True
+    except (UnicodeError, LookupError):
+        return False
+
+
+def fit_character_set(dataset: Dataset) -> Dataset:
+    """Make the Specific Character Set of a result object able to write every text it holds, so that no character is
+    written as "?" (pydicom's replacement, with only a warning): where some text of the object (an SR comment with
+    "≤" or "–", a description, a copied name) is not encodable in the declared repertoire (encodable), the object is
+    re-encoded in ISO_IR 192 (UTF-8), every text decoded first with the old repertoire; else it is left as it is.
+    Returns the same dataset (changed in place)."""
+    declared = dataset.get("SpecificCharacterSet")
+    terms = charsets.normalise(declared or "")
+    elements = list(_text_elements(dataset))  # decodes raw values with the repertoire they were written in
+    if all(encodable(text, terms) for element in elements for text in _element_texts(element)):
+        return dataset
+    for element in elements:  # person names re-made from their text: no bytes of the old repertoire written back
+        if element.VR == "PN":
+            names = [PersonName(text) for text in _element_texts(element)]
+            element.value = names[0] if len(names) == 1 else names
+    dataset.SpecificCharacterSet = charsets.UTF8_TERM
+    _inherit_character_set(dataset)
+    log.info("result object %s re-encoded as ISO_IR 192 (UTF-8): its text is not encodable in %s",
+             dataset.get("SOPInstanceUID", ""), "/".join(terms) or "the default repertoire (ASCII)")
+    return dataset
+
+
+def _inherit_character_set(dataset: Dataset) -> None:
+    """Sequence items that declared a repertoire of their own (their text already decoded) take the object's."""
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value or []:
+                if "SpecificCharacterSet" in item:
+                    del item.SpecificCharacterSet
+                _inherit_character_set(item)

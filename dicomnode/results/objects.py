@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.results.display_copy import (display_copies, needs_display_copies, shared_frame_of_reference,
                                             viewer_order)
-from dicomnode.results.headers import derivable_header
+from dicomnode.results.headers import derivable_header, fit_character_set
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
@@ -98,7 +98,8 @@ def build_result_objects(
     source images; where the images a SEG labels are only part of their source series - other phases, a localizer -
     the display copies of display_copy.py come first, one series per labelled phase, and the SEGs, one per phase,
     and the SR's outlines reference the copies), SR (TID 1500), the text-only SR of the report-text suggestions, PDF,
-    SC. Their Series Date/Time put them in that order in a viewer (order_for_viewers).
+    SC. Their Series Date/Time put them in that order in a viewer (order_for_viewers). Each object's Specific
+    Character Set can write all of its text (headers.fit_character_set: ISO_IR 192 where the source's cannot).
 
     One object that cannot be built does not take the others with it: the SEGs (and display copies) of a
     segmentation are left out together (the SR then names no SEG of it), the SR, the suggestions SR, the PDF or the
@@ -201,6 +202,8 @@ def build_result_objects(
             except Exception as error:  # noqa: BLE001
                 failed(None, "visual report secondary capture", error)
     order_for_viewers(sr, all_segs, others, copy_series_list, context.started_at)
+    for dataset in objects:  # the node's text (comments, descriptions) never written as "?" (F7)
+        fit_character_set(dataset)
     return objects
 
 

@@ -326,12 +326,21 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
     if cine is not None and isinstance(cine.summary, dict):
         s = cine.summary
 
-        def index(value):
+        # the pipeline's indexed values (measured value / unrounded BSA), the ones summary.json, the SR and the flags
+        # give; only a result without them is indexed here, by the BSA shown
+        given = cine.measurements.get("indexed") if isinstance(cine.measurements.get("indexed"), dict) \
+            else s.get("indexed") if isinstance(s.get("indexed"), dict) else None
+
+        def index(key: str):  # "lv_edvi_ml_m2": the indexed value of "lv_edv_ml"
+            if given is not None:
+                return given.get(key)
+            value = s.get({"lv_mass_index_g_m2": "lv_mass_g"}.get(key, key.replace("i_ml_m2", "_ml")))
             return None if value is None or bsa is None else float(value) / bsa[0]
 
         refused = [f for f in s.get("flags") or [] if f.startswith("no indexed values: ")]
-        no_index = (refused[0].removeprefix("no indexed values: ").split(" for BSA")[0] + " in the header" if refused
-                    else "height/weight missing")
+        why = refused[0].removeprefix("no indexed values: ") if refused else "height/weight missing"
+        # "implausible weight 0 kg in the header", "PatientWeight absent from the header" (in full on page 2)
+        no_index = why.split(" for BSA")[0] + " in the header" if " for BSA" in why else why.split(" (")[0]
         # a range flag within the model's known error of its limit is not listed as outside the range, but apart
         near = [f for f in s.get("flags") or [] if is_near_flag(f)]
         ranges = [f for f in s.get("flags") or [] if is_range_flag(f) and not is_near_flag(f)]
@@ -344,18 +353,18 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         rows += [
             ("LV EF", _fmt(s.get("lv_ef_percent"), "%") + ef_note, _range_text("lv_ef_percent", sex)),
             ("LV EDV / EDVi",
-             f"{at_least}{_fmt(s.get('lv_edv_ml'), 'mL')} / {at_least}{_fmt(index(s.get('lv_edv_ml')), 'mL/m²')}",
+             f"{at_least}{_fmt(s.get('lv_edv_ml'), 'mL')} / {at_least}{_fmt(index('lv_edvi_ml_m2'), 'mL/m²')}",
              f"{_range_text('lv_edv_ml', sex)}; index {_range_text('lv_edvi_ml_m2', sex)}"),
             ("LV ESV / ESVi",
-             f"{at_least}{_fmt(s.get('lv_esv_ml'), 'mL')} / {at_least}{_fmt(index(s.get('lv_esv_ml')), 'mL/m²')}",
+             f"{at_least}{_fmt(s.get('lv_esv_ml'), 'mL')} / {at_least}{_fmt(index('lv_esvi_ml_m2'), 'mL/m²')}",
              _range_text("lv_esv_ml", sex)),
             ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}", ""),
             ("LV mass (cine, ED) / index",
-             f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index(s.get('lv_mass_g')), 'g/m²')}",
+             f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index('lv_mass_index_g_m2'), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
             ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}"
-             + (f"; EDVi {_fmt(index(s.get('rv_edv_ml')), 'mL/m²')}" if bsa is not None else ""),
+             + (f"; EDVi {_fmt(index('rv_edvi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}",
              f"EF {_range_text('rv_ef_percent', sex)}"),

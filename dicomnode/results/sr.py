@@ -15,14 +15,16 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.aha import aha_segments, stack_geometry
-from dicomnode.analysis.cine_metrics import RV_ACCURACY_START, SV_MISMATCH_START, body_surface_area_m2, is_range_flag
+from dicomnode.analysis.cine_metrics import COVERAGE_FLAG_START, NORMAL_VALUES, body_surface_area_m2, is_range_flag
 from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE, mvo_validation_text
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
+from dicomnode.results.headers import fit_character_set
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
 from dicomnode.results.regions import image_regions, outlines, slice_regions
 from dicomnode.results.seg import SEGMENT_KINDS, segment_plan
+from dicomnode.rounding import stored_value
 from dicomnode.uids import new_uid
 
 
@@ -57,11 +59,12 @@ def _decimals(unit: Code) -> int:
 
 def _measurement(name: Code, value: float | None, unit: Code, **kwargs) -> list[hd.sr.Measurement]:
     """A TID 300 measurement, or nothing when the value is absent; rounded as summary.json rounds the same kind of
-    quantity (_decimals), derived values (non-enhanced myocardium, scar without MVO, volume from mass) included, so
-    that one report shows one precision."""
+    quantity (_decimals; rounding.stored_value: more decimals where those would read otherwise than the value, as
+    summary.json), derived values (non-enhanced myocardium, scar without MVO, volume from mass) included."""
     if value is None:
         return []
-    return [hd.sr.Measurement(name=name, value=round(float(value), _decimals(unit)), unit=unit, **kwargs)]
+    digits = _decimals(unit)
+    return [hd.sr.Measurement(name=name, value=stored_value(value, digits, digits - 1), unit=unit, **kwargs)]
 
 
 def _algorithm_id(algorithm: AlgorithmInfo, parameters: Sequence[str] | None = None) -> hd.sr.AlgorithmIdentification:
@@ -640,8 +643,8 @@ def _stack_comments(result: PipelineResult) -> list[str]:
                 "unreliable"] if reason else []
     burden = summary.get("large_scar_burden_reason") if not reason else None
     withheld += [f"{what} large scar burden not given: {burden}"] if burden else []
-    # the cine's checks a reader of any number must see: values outside the reference range, LV and RV stroke
-    # volumes that disagree, the RV's validated error (the other flags, e.g. phase notes, stay in the PDF)
+    # the cine's flags, as the PDF and the console give them (values outside the reference range, LV and RV stroke
+    # volumes that disagree, the RV's validated error, timing and BSA notes), but the coverage said just above
     validation = summary.get("lge_percent_validation") if result.name == "lge" and not reason else None
     checks = [f"{what} %LGE error vs expert readers: mean absolute error {validation['mae']:g} points (bias "
               f"{validation.get('bias')}, SD {validation.get('sd')}) on {validation.get('data')}, "
@@ -649,30 +652,81 @@ def _stack_comments(result: PipelineResult) -> list[str]:
               + ("; %LGE lies within it of the large-burden cut-off" if validation.get("near_cutoff") else "")] \
         if isinstance(validation, dict) and validation.get("mae") is not None else []
     checks += [f"{what}: {flag}" for flag in summary.get("flags") or [] if result.name == "cine" and isinstance(flag, str)
-              and (is_range_flag(flag) or flag.startswith((SV_MISMATCH_START, RV_ACCURACY_START)))]
+              and not (incomplete and flag.startswith(COVERAGE_FLAG_START))]
     return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + checks + \
         [f"{what} input stack: {warning}" for warning in warnings
          if str(warning).strip() and warning != reason and not (reason and warning == UNRELIABLE_SEG_NOTE)]
 
 
-def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None, always: bool = False) -> list:
-    """Add to each group of one pipeline (TID 1411 / 1501 measurement groups, both extensible):
-    - its model as device observer (HAS OBS CONTEXT, TID 1002/1004; PS3.3 C.17.5: a content item's observation
-      context is its parent's unless it has HAS OBS CONTEXT children), where the report holds several pipelines;
-    - the stack warnings as TEXT (121106, DCM, "Comment") items (CONTAINS), in every group that carries a
-      measurement, so that a reader of any number of that stack sees them; with `always`, also in the first group
-      where it carries none (the LGE numbers withheld: the comment says why)."""
+#: the NUM concept a cine range flag (cine_metrics.normal_range_flags, by its NORMAL_VALUES key) is about
+RANGE_FLAG_CONCEPTS = {"lv_edv_ml": codes.LV_EDV, "lv_edvi_ml_m2": codes.LV_EDV_INDEX, "lv_esv_ml": codes.LV_ESV,
+                       "lv_ef_percent": codes.LV_EF_MR, "lv_mass_index_g_m2": codes.LV_MASS_INDEX,
+                       "rv_edv_ml": codes.RV_EDV, "rv_esv_ml": codes.RV_ESV, "rv_edvi_ml_m2": codes.RV_EDV_INDEX,
+                       "rv_ef_percent": codes.RV_EF_MR}
+#: TID 1500 row 12: the report-level "Qualitative Evaluations" container (TEXT / CODE), for what applies to a whole
+#: pipeline's numbers rather than one measurement group
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+
+
+def _flag_concept(comment: str, what: str) -> Code | None:
+    """The NUM concept of the quantity a "<what>: <range flag>" comment judges (RANGE_FLAG_CONCEPTS); None for any
+    other comment."""
+    flag = comment.removeprefix(f"{what}: ")
+    if flag == comment or not is_range_flag(flag):
+        return None
+    names = sorted(((spec["name"], key) for key, spec in NORMAL_VALUES.items()), key=lambda n: -len(n[0]))
+    key = next((key for name, key in names if flag.startswith(f"{name} ")), None)
+    return RANGE_FLAG_CONCEPTS.get(key)
+
+
+def _holds(group, concept_code: Code) -> bool:
+    return any(item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == concept_code.value
+               and item.ConceptNameCodeSequence[0].CodingSchemeDesignator == concept_code.scheme_designator
+               for item in group[0].ContentSequence)
+
+
+def _annotate(groups: list, comments: Sequence[str], observer: AlgorithmInfo | None, what: str,
+              always: bool = False) -> tuple[list, list[str]]:
+    """Add to the groups of one pipeline (TID 1411 / 1501 measurement groups, both extensible) its model as device
+    observer (HAS OBS CONTEXT, TID 1002/1004; PS3.3 C.17.5: a content item's observation context is its parent's
+    unless it has HAS OBS CONTEXT children), where the report holds several pipelines, and place its comments (TEXT
+    (121106, DCM, "Comment"), CONTAINS), each once, at the level it applies to:
+    - a value outside its reference range (_flag_concept) in the first group holding that value's NUM;
+    - with `always` (the LGE numbers withheld: no NUM, the comments say why), all in the first group;
+    - the rest (stack, coverage and accuracy notes, which qualify every number of the pipeline) returned, for the
+      report-level Qualitative Evaluations container (build_sr).
+    Returns (groups, the comments left for the report level)."""
+    placed: dict[int, list[str]] = {}
+    report_level: list[str] = []
+    for text in comments:
+        concept_code = None if always else _flag_concept(text, what)
+        at = 0 if always else next((k for k, group in enumerate(groups) if concept_code is not None
+                                    and _holds(group, concept_code)), None)
+        if at is None or not groups:
+            report_level.append(text)
+        else:
+            placed.setdefault(at, []).append(text)
     for position, group in enumerate(groups):
         container = group[0]
         items = list(container.ContentSequence)
         if observer is not None:
             at = max((k + 1 for k, item in enumerate(items) if item.RelationshipType == "HAS OBS CONTEXT"), default=0)
             items[at:at] = list(_observer(observer))
-        if comments and (any(item.ValueType == "NUM" for item in items) or (always and position == 0)):
-            items += [hd.sr.TextContentItem(name=codes.COMMENT, value=text, relationship_type="CONTAINS")
-                      for text in comments]
+        items += [hd.sr.TextContentItem(name=codes.COMMENT, value=text, relationship_type="CONTAINS")
+                  for text in placed.get(position, [])]
         container.ContentSequence = hd.sr.ContentSequence(items)
-    return groups
+    return groups, report_level
+
+
+def _report_comments(texts: Sequence[str]) -> hd.sr.ContainerContentItem | None:
+    """TID 1500 row 12 "Qualitative Evaluations" (CONTAINS, under the root) holding one TEXT Comment per text."""
+    if not texts:
+        return None
+    container = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS",
+                                           is_content_continuous=False)
+    container.ContentSequence = hd.sr.ContentSequence(
+        [hd.sr.TextContentItem(name=codes.COMMENT, value=text, relationship_type="CONTAINS") for text in texts])
+    return container
 
 
 def build_sr(
@@ -699,6 +753,7 @@ def build_sr(
     shown = dict(shown or {})
     config = context.config
     per_pipeline: list[tuple[list, list[str], AlgorithmInfo, bool]] = []
+    names: list[str] = []  # each pipeline's name as its comments begin ("LGE", "cine")
     algorithms: list[AlgorithmInfo] = []
     for result in results:
         if result.name not in ("lge", "cine") or not result.summary:
@@ -724,20 +779,27 @@ def build_sr(
             withheld = result.name == "lge" and (result.summary or {}).get("determined") is False
             per_pipeline.append((found, missing_note + _stack_comments(result) + mvo_comments(result), model,
                                  withheld))
+            names.append("LGE" if result.name == "lge" else result.name)
     if not per_pipeline or not algorithms:
         return None
     # one model: it is the document's device observer (IHE AIR); several: the node is, and each pipeline's groups
     # name their own model (a single root observer would claim every observation for one model)
     several = len({model.device_uid for _, _, model, _ in per_pipeline}) > 1
     groups: list = []
-    for found, comments, model, withheld in per_pipeline:
-        groups += _annotate(found, comments, model if several else None, always=withheld)
+    report_level: list[str] = []
+    for (found, comments, model, withheld), what in zip(per_pipeline, names):
+        annotated, left = _annotate(found, comments, model if several else None, what, always=withheld)
+        groups += annotated
+        report_level += left
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context([None] if several else [per_pipeline[0][2]]),
         procedure_reported=codes.MRI_UNSPECIFIED_BODY_REGION,  # TID 1500 row 4: a member of CID 100
         imaging_measurements=groups,
         title=codes.IMAGING_MEASUREMENT_REPORT,
     )
+    comments = _report_comments(list(dict.fromkeys(report_level)))  # each said once
+    if comments is not None:  # TID 1500 row 12, after the Imaging Measurements (row 8)
+        report[0].ContentSequence.append(comments)
     # the report-text suggestions are not measurements: they go into their own text-only SR (build_suggestions_sr),
     # which viewers show as text (OHIF lists a TID 1500 report as measurements only); see docs/conformance.md
     started_at: dt.datetime = context.started_at
@@ -770,7 +832,7 @@ def build_sr(
     sr.ProcedureCodeSequence = list(header.get("ProcedureCodeSequence") or []) or [_code_item(codes.MR_OF_HEART)]
     series_what = " + ".join(r.name.upper() if r.name == "lge" else r.name for r in results
                              if r.name in ("lge", "cine") and r.summary) + " measurements"
-    return apply_provenance(sr, algorithms, started_at, series_what)
+    return fit_character_set(apply_provenance(sr, algorithms, started_at, series_what))
 
 
 def suggestion_text(suggestion: dict) -> str:
@@ -841,4 +903,4 @@ def build_suggestions_sr(
         content_date=started_at.date(),
         content_time=started_at.time(),
     )
-    return apply_provenance(sr, suggestions.algorithms, started_at, "report text suggestions")
+    return fit_character_set(apply_provenance(sr, suggestions.algorithms, started_at, "report text suggestions"))

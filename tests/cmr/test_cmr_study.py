@@ -38,7 +38,8 @@ def test_patient_info_from_header():
     ds.PatientSex, ds.PatientAge, ds.PatientSize, ds.PatientWeight = "F", "045Y", "1.68", "70"
     assert PatientInfo.from_dataset(ds) == PatientInfo("F", 45.0, 1.68, 70.0)
     ds.PatientSex, ds.PatientAge, ds.PatientSize, ds.PatientWeight = "", "018M", "1.68", "0"
-    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 1.68, None)
+    # a weight of 0 is kept (break40b F11): the BSA says it is not plausible, instead of "height/weight missing"
+    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 1.68, 0.0)
     # implausible values are kept: the BSA refuses them with the reason (a flag), rather than dropping them unseen
     ds.PatientSize, ds.PatientWeight = "175", "75000"
     assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 175.0, 75000.0)

@@ -125,4 +125,45 @@ def test_the_cine_checks_are_printed(capsys):
     print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
     out = capsys.readouterr().out
     assert "Cine check: RVEF below the RV systolic dysfunction cut-off" in out
-    assert "Cine check: LV and RV stroke volumes disagree" in out and "timing note" not in out
+    assert "Cine check: LV and RV stroke volumes disagree" in out
+    assert "Cine note: phase 3: a timing note" in out  # break40b F2: every flag the PDF lists, notes too
+
+
+def _cine(**changes) -> dict:
+    cine = {"lv_edv_ml": 81.44, "lv_esv_ml": 45.15, "lv_sv_ml": 36.29, "lv_ef_percent": 44.56, "lv_mass_g": 80.4,
+            "rv_edv_ml": 220.5, "rv_esv_ml": 159.4, "rv_sv_ml": 61.1, "rv_ef_percent": 27.7, "ed_phase": 2,
+            "es_phase": 9, "lv_volume_curve_ml": [80.0] * 12, "flags": []}
+    cine.update(changes)
+    return cine
+
+
+def _printed(cine: dict, capsys) -> str:
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": cine}]})
+    return capsys.readouterr().out
+
+
+def test_an_incomplete_cine_stack_prints_lower_bounds_and_its_caveat(capsys):
+    """break40b F2: the console printed "EDV 81.4 mL ... EF 44.6 %" with no lower-bound mark and without the coverage
+    caveat, the temporal-resolution note or the height-in-centimetres note, which the PDF and SR carry."""
+    coverage = ("incomplete LV coverage: apex cut off; LV EDV, ESV, SV and mass are lower bounds and EF is not the "
+                "whole-ventricle EF: part of the LV lies outside the stack")
+    coarse = "coarse temporal resolution: 12 phases, 83 ms per phase (SCMR recommends <= 45 ms)"
+    out = _printed(_cine(coverage={"complete": False}, flags=[coverage, coarse], bsa_m2=1.66, bsa_formula="mosteller",
+                         indexed={"lv_edvi_ml_m2": 49.06, "lv_esvi_ml_m2": 27.2, "lv_svi_ml_m2": 21.86,
+                                  "lv_mass_index_g_m2": 48.43, "rv_edvi_ml_m2": 132.83}), capsys)
+    assert "Cine LV: EDV ≥ 81.4 mL, ESV ≥ 45.2 mL, SV 36.3 mL, EF 44.6 % (partial stack), mass ≥ 80.4 g" in out
+    assert f"Cine note: {coverage}" in out and f"Cine note: {coarse}" in out
+    assert ("Cine indexed: BSA 1.66 m² (mosteller): LV EDVi ≥ 49.1 mL/m², LV ESVi ≥ 27.2 mL/m², LV SVi 21.9 mL/m², "
+            "LV mass index ≥ 48.4 g/m², RV EDVi 132.8 mL/m²") in out
+    whole = _printed(_cine(coverage={"complete": True}), capsys)
+    assert "≥" not in whole and "partial stack" not in whole
+
+
+def test_the_console_says_why_there_are_no_indexed_values(capsys):
+    """break40b F2 and F11: a height in centimetres, a weight of 0 or an absent height or weight is said on the
+    console (the "no indexed values" flag), once, on the line of the indexed values."""
+    for why in ("implausible height 187 m for BSA: it looks like centimetres; PatientSize is in metres",
+                "implausible weight 0 kg for BSA: PatientWeight 0 kg is outside 1-500 kg",
+                "PatientSize absent from the header (BSA needs PatientSize and PatientWeight)"):
+        out = _printed(_cine(flags=[f"no indexed values: {why}"], bsa_m2=None), capsys)
+        assert f"Cine indexed: not given: {why}" in out and out.count(why) == 1

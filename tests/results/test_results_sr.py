@@ -544,46 +544,77 @@ def comments(group: Dataset) -> list[str]:
     return [i.TextValue for i in group.ContentSequence if concept(i) == ("121106", "DCM") and i.ValueType == "TEXT"]
 
 
+#: a cine range flag with the non-Latin-1 characters the flags use ("–" in ranges, "≤" in cut-offs)
+RANGE_FLAG = "LV EDV above normal range (300.8 mL; men 106–214 mL, women 86–178 mL)"
+CUTOFF_FLAG = "RVEF below the RV systolic dysfunction cut-off (35.1 %; dysfunction at ≤ 45 %, Gulati 2013)"
+TIMING_FLAG = "coarse temporal resolution: 12 phases, 83 ms per phase (SCMR recommends <= 45 ms)"
+
+
 @pytest.fixture(scope="module")
 def warned_report():
-    """LGE and cine, each with stack warnings in its summary (as volume.warnings puts them there)."""
+    """LGE and cine, each with stack warnings in its summary (as volume.warnings puts them there), the cine with
+    flags (two values outside their range, a timing note), on a Latin-1 (ISO_IR 100) source."""
     study, results, context = make_study()
     results[0].summary["stack_warnings"] = [
         "irregular slice spacing: median 10.00 mm, also 20.00 mm (gap: missing slice?)"]
     results[1].summary["stack_warnings"] = ["2 of 30 cardiac phases present (CardiacNumberOfImages 30)",
                                             "single slice: no SpacingBetweenSlices/SliceThickness, slice spacing set to 1 mm"]
-    sr = build_sr(study.series[0].instances[0].dataset, results, segs_of(results, context), context, 9100)
+    results[1].summary["flags"] = [RANGE_FLAG, CUTOFF_FLAG, TIMING_FLAG]
+    header = study.series[0].instances[0].dataset
+    header.SpecificCharacterSet, header.PatientName = "ISO_IR 100", "Müller^Zoë"
+    sr = build_sr(header, results, segs_of(results, context), context, 9100)
     return results, sr
 
 
-def test_stack_warnings_are_comments_on_every_measurement_of_that_stack(warned_report):
-    """F1: a reader of any number of a stack sees that stack's warnings (TEXT (121106, DCM, "Comment")), and only
-    that stack's."""
+def report_comments(sr: Dataset) -> list[str]:
+    """The TEXT comments of the report-level Qualitative Evaluations container (TID 1500 row 12)."""
+    found = [i for i in sr.ContentSequence if concept(i) == ("C0034375", "UMLS")]
+    assert len(found) <= 1 and all(i.RelationshipType == "CONTAINS" for i in found)
+    return [i.TextValue for c in found for i in c.ContentSequence if concept(i) == ("121106", "DCM")]
+
+
+def test_each_comment_is_said_once_at_the_level_it_applies_to(warned_report):
+    """break40b F14: every cine flag and caveat was a comment in every measurement group (207 comments in one SR).
+    A stack's warnings qualify all of its numbers: said once, in the report-level Qualitative Evaluations; a value
+    outside its range is said in the group holding that value's number, once."""
     results, sr = warned_report
     # and the MVO's caveat (not validated, summary mvo_validation) beside every LGE number
     lge_text = ["LGE input stack: " + w for w in results[0].summary["stack_warnings"]] + \
         [f"LGE MVO {results[0].summary['mvo_validation']['note']}"]
     cine_text = ["cine input stack: " + w for w in results[1].summary["stack_warnings"]]
-    seen = set()
+    at_report = report_comments(sr)
+    assert set(lge_text + cine_text + [f"cine: {TIMING_FLAG}"]) <= set(at_report)
+    in_groups = {name_of(group): comments(group) for group in groups(sr) if comments(group)}
+    every = at_report + [text for texts in in_groups.values() for text in texts]
+    assert len(every) == len(set(every)), "a comment said twice"
+    assert in_groups == {"LV blood pool ED": [f"cine: {RANGE_FLAG}"],
+                         "RV function (ED and ES)": [f"cine: {CUTOFF_FLAG}"]}, in_groups
     for group in groups(sr):
-        name, has_numbers = name_of(group), bool(nums(group))
-        cine = of_cine(name)
-        if not has_numbers:
-            assert comments(group) == [], name  # outline-only groups
-        else:
-            assert comments(group) == (cine_text if cine else lge_text), name
-            seen.add("cine" if cine else "lge")
         for item in group.ContentSequence:
             if concept(item) == ("121106", "DCM"):
                 assert item.RelationshipType == "CONTAINS"
-    assert seen == {"lge", "cine"}
+
+
+def test_sr_text_is_written_in_a_character_set_that_holds_it(warned_report, tmp_path):
+    """break40b F7: on a Latin-1 source the SR was written in ISO_IR 100, and "–" and "≤" of the flags became "?"
+    ("dysfunction at ? 45 %", "men 106?214 mL"). The SR is re-encoded in UTF-8 and reads back with every character,
+    the patient's name included."""
+    import pydicom
+
+    _, sr = warned_report
+    read = pydicom.dcmread(write(sr, tmp_path / "sr.dcm"))
+    assert read.SpecificCharacterSet == "ISO_IR 192" and str(read.PatientName) == "Müller^Zoë"
+    texts = [str(item.TextValue) for _, item in walk(read.ContentSequence) if item.ValueType == "TEXT"]
+    assert f"cine: {RANGE_FLAG}" in texts and f"cine: {CUTOFF_FLAG}" in texts
+    assert not [t for t in texts if "?" in t and "missing slice?" not in t]
 
 
 def test_a_stack_without_warnings_has_no_comment(reports):
-    """No stack warning, no comment: but the MVO's caveat where the card does not validate it (mvo_validation)."""
+    """No stack warning, no comment in a group: but the MVO's caveat where the card does not validate it
+    (mvo_validation), said once at the report level as every note that qualifies a whole pipeline."""
     *_, sr, _, _ = reports
-    assert {c for g in groups(sr) for c in comments(g)} == \
-        {f"LGE MVO {reports[1][0].summary['mvo_validation']['note']}"}
+    assert not {c for g in groups(sr) for c in comments(g)}
+    assert f"LGE MVO {reports[1][0].summary['mvo_validation']['note']}" in report_comments(sr)
 
 
 def device_observers(items) -> list[str]:
