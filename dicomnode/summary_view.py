@@ -5,6 +5,8 @@ from dicomnode.analysis.cine_metrics import NO_INDEX_START, RV_ACCURACY_START, S
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
+from dicomnode.analysis.reference_age import REFERENCE_CHECK_STARTS
+from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.rounding import display_round, number_text
 
 
@@ -116,6 +118,9 @@ def print_summary_table(summary: dict) -> None:
                   f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {_number(cine['rv_edv_ml'])} mL, ESV {_number(cine['rv_esv_ml'])} mL,"
                   f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %")
+            wall = wall_thickness_text(cine.get("max_wall_thickness"), cine.get("slices"))
+            if wall:
+                print(f"  Cine LV maximal ED wall thickness: {wall}")
             print(f"  Cine indexed: {_indexed(cine, partial)}")
             # every flag the PDF lists (one source: cine.flags): a check where a value is outside its range, the
             # LV/RV stroke volumes disagree or the RV's accuracy is stated, a note else (coverage, timing, phases);
@@ -123,7 +128,7 @@ def print_summary_table(summary: dict) -> None:
             for flag in cine.get("flags") or []:
                 if not isinstance(flag, str) or flag.startswith(NO_INDEX_START):
                     continue
-                check = is_range_flag(flag) or flag.startswith((SV_MISMATCH_START, RV_ACCURACY_START))
+                check = is_range_flag(flag) or flag.startswith((SV_MISMATCH_START, RV_ACCURACY_START, *REFERENCE_CHECK_STARTS))
                 print(f"  Cine {'check' if check else 'note'}: {flag}")
         for name in ("lge", "cine"):
             for reason in coverage_reasons(study.get(name)):

@@ -14,6 +14,9 @@ from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERRO
                                              trigger_phase)
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms
 from dicomnode.analysis.phase_text import COUNTED_FROM, declared_cycle_phases, other_views_text, phase_number
+from dicomnode.analysis.reference_age import age_adjusted_flags, reference_ranges_summary
+from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_from_card, max_wall_thickness_for_volume,
+                                               wall_thickness_flag)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.orientation import canonical_inplane
@@ -467,6 +470,14 @@ class CinePipeline:
                         # the ED/ES label maps (hence EDV/ESV/SV/EF/mass and the SEG) are the refining model's; every
                         # other phase of the curves, and the choice of ED/ES, the all-phase model's (None: not refined)
                         "ed_es_refinement": refinement})
+        # maximal ED wall thickness with its HCM flag (wall_thickness.py); adult range flags withheld for a patient under
+        # 18 (reference_age.py)
+        wall = max_wall_thickness_for_volume(labelmaps[ed], volume).summary()
+        wall_flag = wall_thickness_flag(wall, summary["slices"], lv_mass_bias_from_card(model.card.data),
+                                        MODEL_VALIDATION)
+        age = getattr(patient, "age", None)
+        flags = age_adjusted_flags(list(measured.flags) + ([wall_flag] if wall_flag else []), age)
+        summary.update({"flags": flags, "max_wall_thickness": wall, "reference_ranges": reference_ranges_summary(age)})
         segmentation = SegmentationResult(
             series=series, volume=volume, labelmap=counted_labelmaps(labelmaps, [ed, es], measured.basal_excluded),
             phases=[ed, es], phase_names=list(PHASE_NAMES), algorithm=algorithms[-1], pipeline=self.name)
@@ -479,7 +490,7 @@ class CinePipeline:
             "papillary_muscles_mass_code": PAPILLARY_MASS_CODE,
             "basal_slices": BASAL_RULE, "timing": timing,
             "myocardial_density_g_per_ml": cine_config.myocardial_density_g_per_ml,
-            "flags": list(measured.flags), "trigger_times": list(volume.trigger_times),
+            "flags": list(flags), "trigger_times": list(volume.trigger_times),
             "ed_phase": ed, "es_phase": es, "voxel_volume_ml": volume.voxel_volume_ml,
             "values": {k: v for k, v in measured.summary().items()},
         }

@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 
 from dicomnode.types import Declined
+from dicomnode.cmr.age import PatientAge, patient_age
 from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
                                   tm_seconds)
 from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
@@ -54,14 +55,12 @@ class PatientInfo:
     age_years: float | None = None
     height_m: float | None = None
     weight_kg: float | None = None
+    age: PatientAge | None = None  # cmr.age: from PatientAge, else PatientBirthDate and the study's date
 
     @classmethod
     def from_dataset(cls, ds) -> "PatientInfo":
         sex = str(getattr(ds, "PatientSex", "") or "").strip().upper() or None
-        age = None
-        match = re.fullmatch(r"(\d{1,3})([DWMY])", str(getattr(ds, "PatientAge", "") or "").strip().upper())
-        if match:
-            age = int(match.group(1)) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[match.group(2)]
+        age = patient_age(ds)
 
         def number(keyword):  # 0 or a negative value kept: body_surface_area_m2 says it is not plausible
             try:
@@ -70,7 +69,7 @@ class PatientInfo:
                 return None
             return value if math.isfinite(value) else None
 
-        return cls(sex=sex if sex in ("M", "F", "O") else None, age_years=age,
+        return cls(sex=sex if sex in ("M", "F", "O") else None, age_years=None if age is None else age.years, age=age,
                    height_m=number("PatientSize"), weight_kg=number("PatientWeight"))
 
 

@@ -112,6 +112,10 @@ AHA_SCAR_EXTENT = Code("AHASCAR", PRIVATE_SCHEME, "Scar extent, % of the segment
 TRANSMURALITY_MAX = Code("TMURMAX", PRIVATE_SCHEME, "Scar transmurality, maximum over the segment")
 TRANSMURALITY_MEAN = Code("TMURMEAN", PRIVATE_SCHEME, "Scar transmurality, mean over the segment")
 WALL_THICKNESS = Code("WALLTHK", PRIVATE_SCHEME, "End-diastolic wall thickness, mean over the segment")
+#: the maximal ED LV wall thickness (analysis/wall_thickness.py): DCM "Wall Thickness" (PS3.16 CID 12300 Cardiac
+#: Measurements family; pydicom's concept dictionary) with the TID 300 derivation (121401, DCM) "Maximum" (CID 3488)
+WALL_THICKNESS_STANDARD = Code("122445", "DCM", "Wall Thickness")
+MAXIMUM = Code("56851009", "SCT", "Maximum")
 #: volumes of an LGE finding the segmentation did not find (0 cm3), measured on the region searched (the LV
 #: myocardium): a plain Volume (118565006, SCT) there would read as the volume of the myocardium (see sr.py)
 ENHANCED_VOLUME = Code("LGEVOL", PRIVATE_SCHEME, "Volume of late gadolinium enhancement incl. MVO")

@@ -27,6 +27,10 @@ from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
+from dicomnode.analysis.reference_age import ADULT_RANGES_NOT_APPLIED, REFERENCE_CHECK_STARTS
+from dicomnode.analysis.wall_thickness import HCM_THRESHOLD_MM
+from dicomnode.analysis.wall_thickness import METHOD as WALL_THICKNESS_METHOD
+from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
@@ -188,6 +192,11 @@ def _range_text(key: str, sex: str | None, index: bool = False) -> str:
     return ", ".join(parts) + f" {unit}"
 
 
+#: the key-number row of the maximal ED wall thickness, and the cine rows whose reference column gives an adult range
+#: (replaced by the reason for a patient under 18: reference_age.py)
+WALL_THICKNESS_ROW = "LV max. ED wall thickness"
+ADULT_RANGE_ROWS = ("LV EF", "LV EDV / EDVi", "LV ESV / ESVi", "LV mass (cine, ED) / index", "RV EDV / ESV",
+                    "RV SV / EF", WALL_THICKNESS_ROW)
 #: the key-number rows listing cine flags, cut short on page 1 where space runs out (page 2 gives them in full)
 #: the third lists range flags within the model's known error of their limit (cine_metrics.is_near_flag): not asserted
 FLAG_ROWS = ("Outside the reference range", f"Notes (phases {COUNTED_FROM})",
@@ -343,8 +352,9 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         no_index = why.split(" for BSA")[0] + " in the header" if " for BSA" in why else why.split(" (")[0]
         # a range flag within the model's known error of its limit is not listed as outside the range, but apart
         near = [f for f in s.get("flags") or [] if is_near_flag(f)]
-        ranges = [f for f in s.get("flags") or [] if is_range_flag(f) and not is_near_flag(f)]
-        notes = [f for f in s.get("flags") or [] if not is_range_flag(f)]
+        ranges = [f for f in s.get("flags") or [] if (is_range_flag(f) and not is_near_flag(f))
+                  or str(f).startswith(REFERENCE_CHECK_STARTS)]
+        notes = [f for f in s.get("flags") or [] if f not in ranges and f not in near]
         # part of the LV outside the stack (summary `coverage`): volumes and mass are lower bounds, EF partial
         partial = (s.get("coverage") or {}).get("complete") is False
         at_least = "≥ " if partial else ""
@@ -368,6 +378,10 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}",
              f"EF {_range_text('rv_ef_percent', sex)}"),
+            # a result without the block (no slice measurable, or an older summary) has no row: page 1 is full
+            *([(WALL_THICKNESS_ROW, wall_thickness_text(s.get("max_wall_thickness"), s.get("slices"), short=True),
+                f"HCM if ≥ {HCM_THRESHOLD_MM:g} mm (adults)")]
+              if wall_thickness_text(s.get("max_wall_thickness")) else []),
             ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or ()), _phases_reference(s)),
             *([(FLAG_ROWS[0], "; ".join(_headline(f) for f in ranges), "ranges as in the column above")]
               if ranges else []),
@@ -378,6 +392,10 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             *_stack_rows("cine", s),
             ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
+        age = (s.get("reference_ranges") or {}).get("patient_age")
+        if (s.get("reference_ranges") or {}).get("adult_ranges_applied") is False:  # under 18: no adult range shown
+            rows = [(q, v, f"{ADULT_RANGES_NOT_APPLIED}: patient {age}" if q in ADULT_RANGE_ROWS else r)
+                    for q, v, r in rows]
     return rows
 
 
@@ -524,6 +542,7 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      f"over {SV_MISMATCH_ML:g} mL and {100 * SV_MISMATCH_FRACTION:g} %. A value beyond a limit by no "
                      "more than the model's mean absolute error against expert readers, once its mean error (bias) is "
                      "taken off (card cross-validation), is called within the model's error: confirm by reading."
+                     f" Maximal ED wall thickness: {WALL_THICKNESS_METHOD}."
                      + (" ED and ES segmented again by a wider network, which gives EDV, ESV, EF and mass (other "
                         "phases and the choice of ED/ES: the all-phase network)."
                         if cine.summary.get("ed_es_refinement") else ""))

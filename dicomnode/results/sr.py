@@ -18,6 +18,7 @@ from dicomnode.analysis.aha import aha_segments, stack_geometry
 from dicomnode.analysis.cine_metrics import COVERAGE_FLAG_START, NORMAL_VALUES, body_surface_area_m2, is_range_flag
 from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE, mvo_validation_text
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
+from dicomnode.analysis.wall_thickness import WALL_THICKNESS_START
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.headers import fit_character_set
@@ -536,8 +537,33 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=name),
                 finding_type=site, finding_sites=[hd.sr.FindingSite(site)], measurements=measurements))
     if index is not None and ed is not None:
+        groups += max_wall_thickness_groups(block, index)
         groups += aha_groups(block.get("aha_segments"), index, scar=False, phase_position=0)
     return groups
+
+
+def max_wall_thickness_groups(block: dict, index: _SegmentIndex) -> list:
+    """The TID 1411 group of the maximal ED wall thickness (summary `max_wall_thickness`): (122445, DCM, "Wall
+    Thickness") derived as Maximum, finding site the LV myocardium and its AHA segment (CID 3717), region the ED
+    myocardium outlined on the slice of the maximum; [] without a value."""
+    wall = block.get("max_wall_thickness")
+    value = _number(wall, "max_mm") if isinstance(wall, dict) else None
+    k = wall.get("slice_index") if isinstance(wall, dict) else None
+    if value is None or not isinstance(k, int):
+        return []
+    mask = index.mask(MYOCARDIUM_LABELS, 0)
+    if not 0 <= k < len(mask):
+        return []
+    on_slice = np.zeros_like(mask, dtype=bool)
+    on_slice[k] = mask[k]
+    sites = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
+    if wall.get("segment") in codes.AHA_SEGMENTS:
+        sites.append(hd.sr.FindingSite(codes.AHA_SEGMENTS[wall["segment"]]))
+    measurements = _measurement(codes.WALL_THICKNESS_STANDARD, value, codes.UNIT_MM, derivation=codes.MAXIMUM,
+                                finding_sites=sites, algorithm_id=_algorithm_id(index.result.algorithm))
+    # where it lies: the finding sites and the region (a longer name is cut at 64 characters with the outline suffix)
+    return index.outline_group(on_slice, 0, "LV maximal ED wall thickness", new_uid(), finding_type=codes.LV_MYOCARDIUM,
+                               finding_sites=[hd.sr.FindingSite(codes.LV_MYOCARDIUM)], measurements=measurements)
 
 
 def _region_sources(content: Dataset, results: Sequence[PipelineResult], known: set[str],
@@ -669,9 +695,11 @@ QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 
 
 def _flag_concept(comment: str, what: str) -> Code | None:
-    """The NUM concept of the quantity a "<what>: <range flag>" comment judges (RANGE_FLAG_CONCEPTS); None for any
-    other comment."""
+    """The NUM concept of the quantity a "<what>: <range flag>" comment judges (RANGE_FLAG_CONCEPTS; the maximal wall
+    thickness flag: its Wall Thickness NUM); None for any other comment."""
     flag = comment.removeprefix(f"{what}: ")
+    if flag != comment and flag.startswith(WALL_THICKNESS_START):  # the HCM criterion, beside the maximum it judges
+        return codes.WALL_THICKNESS_STANDARD
     if flag == comment or not is_range_flag(flag):
         return None
     names = sorted(((spec["name"], key) for key, spec in NORMAL_VALUES.items()), key=lambda n: -len(n[0]))

@@ -11,6 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.cmr import PatientInfo, understand_study
+from dicomnode.cmr.age import PatientAge
 from dicomnode.cmr.study import load_studies
 from dicomnode.cmr.types import StudyError
 from dicomnode.cmr.frames import are_repeats, frames_of, images_per_slice
@@ -36,13 +37,20 @@ def _clone(header, *, sop_suffix: str, series_suffix: str | None = None, **attri
 def test_patient_info_from_header():
     ds = pydicom.Dataset()
     ds.PatientSex, ds.PatientAge, ds.PatientSize, ds.PatientWeight = "F", "045Y", "1.68", "70"
-    assert PatientInfo.from_dataset(ds) == PatientInfo("F", 45.0, 1.68, 70.0)
+    assert PatientInfo.from_dataset(ds) == PatientInfo("F", 45.0, 1.68, 70.0, PatientAge(45.0, "45 years", "PatientAge"))
     ds.PatientSex, ds.PatientAge, ds.PatientSize, ds.PatientWeight = "", "018M", "1.68", "0"
     # a weight of 0 is kept (break40b F11): the BSA says it is not plausible, instead of "height/weight missing"
-    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 1.68, 0.0)
+    months18 = PatientAge(1.5, "18 months", "PatientAge")
+    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 1.68, 0.0, months18)
     # implausible values are kept: the BSA refuses them with the reason (a flag), rather than dropping them unseen
     ds.PatientSize, ds.PatientWeight = "175", "75000"
-    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 175.0, 75000.0)
+    assert PatientInfo.from_dataset(ds) == PatientInfo(None, 1.5, 175.0, 75000.0, months18)
+    # no PatientAge: the birth date and the study date say it
+    del ds.PatientAge
+    ds.PatientBirthDate, ds.StudyDate = "20200615", "20260614"
+    info = PatientInfo.from_dataset(ds)
+    assert (info.age.text, info.age.source) == ("5 years", "PatientBirthDate and StudyDate")
+    assert 5.99 < info.age_years < 6.0
     assert PatientInfo.from_dataset(pydicom.Dataset()) == PatientInfo()
 
 

@@ -1,0 +1,225 @@
+"""Maximal end-diastolic LV wall thickness on a short-axis label map, and the HCM wall-thickness flag.
+
+Method (closest-point, "nearest neighbour" thickness): in each short-axis slice the endocardial border is every pixel
+edge between LV blood pool and LV myocardium, the epicardial border every pixel edge between LV myocardium and
+anything that is neither (RV blood pool, background), both as edge midpoints in millimetres (row and column spacing
+apart, so anisotropic pixels are measured as they are). The wall thickness at an endocardial point is its distance to
+the nearest epicardial point: the thickness perpendicular to the wall, as the SCMR post-processing recommendation asks
+for short-axis wall thickness at end-diastole (Schulz-Menger J et al., J Cardiovasc Magn Reson 2020;22:19), and the
+measure of the UK Biobank wall-thickness pipeline (Bai W et al., Nat Med 2020;26:1654-1662, endocardial to nearest
+epicardial point). A band of n pixels measures n x the spacing across it exactly.
+
+Artefacts a single point would pick up, and what is done about them:
+- RV insertion points: the LV myocardium label widens outward where the RV wall joins it; a closest-point distance
+  from the endocardium runs perpendicular to the wall and does not follow that wedge.
+- A trabecula touching the wall, and the pixel staircase, make single points thick: each point's thickness is the
+  median over the endocardial points within LOCAL_MEDIAN_RADIUS_MM of it (about 1 cm of endocardium), so a bump a
+  few millimetres across does not set the maximum, while hypertrophy of HCM (centimetres) does; a crest narrower
+  than about 1 cm reads up to about 1 mm low.
+- Basal slices: the node's basal-slice rule (cine_metrics.BASAL_RULE) decides: a slice whose LV blood pool is less
+  than half surrounded by myocardium at ED (LV outflow tract, atrium) is not measured; the apical cap (myocardium
+  without cavity) has no endocardium and is not measured.
+What it cannot correct: a papillary muscle (5 mm or more across) or RV trabeculation / septal band that the
+segmentation labelled as LV myocardium, and through-plane obliquity near the apex (all make the wall thicker); a
+thickening with steep sides that bulges outward reads as the distance to its sides (the closest point).
+
+HCM criterion: maximal LV wall thickness >= 15 mm in any segment, in an adult, not explained by loading conditions
+(HCM_SOURCE). Pure functions: numpy in, numbers out; labels are node labels (dicomnode.labels).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from dicomnode.analysis.aha import SEGMENT_NAMES, aha_segments, basal_end_from_geometry, stack_geometry
+from dicomnode.analysis.cine_metrics import BASAL_SURROUND_FRACTION, myocardial_surround
+from dicomnode.labels import MYOCARDIUM_LABELS, Label
+from dicomnode.rounding import number_text
+
+METHOD = ("closest-point distance from each endocardial to the nearest epicardial border point in each short-axis "
+          "slice at ED (perpendicular to the wall; Schulz-Menger 2020, Bai 2020), median over about 1 cm of "
+          "endocardium; slices the basal rule leaves out and the apical cap not measured")
+#: radius (mm) of the endocardial neighbourhood whose median thickness a point gets (see the module docstring)
+LOCAL_MEDIAN_RADIUS_MM = 5.0
+#: HCM wall-thickness criterion (mm), adults
+HCM_THRESHOLD_MM = 15.0
+HCM_SOURCE = ("ESC 2014 HCM guideline (Elliott PM et al., Eur Heart J 2014;35:2733-2779) and AHA/ACC 2020 HCM "
+              "guideline (Ommen SR et al., Circulation 2020;142:e558-e631): maximal LV wall thickness >= 15 mm in any "
+              "segment in an adult, not explained by loading conditions")
+#: start of the flag text (wall_thickness_flag), for the outputs that list the cine's checks
+WALL_THICKNESS_START = "maximal LV wall thickness"
+#: the shipped cine model (engines/models/cine_unet) against the ACDC experts' myocardium, maximal ED wall thickness by
+#: this module on ACDC's 20 HCM and 20 normal patients (engines/cine/wall_thickness_eval.py, wall_thickness.json,
+#: 2026-12-06): 32 of the 40 are in the model's training set, 8 held out (MAE 0.76 mm, bias -0.19 mm on those)
+MODEL_VALIDATION = {"n": 40, "bias_mm": 0.05, "sd_mm": 1.1, "mae_mm": 0.9,
+                    "data": "ACDC 20 HCM + 20 normal, expert myocardium", "same_side_of_cutoff": 40}
+#: model card metrics giving the LV mass agreement with expert readers, cross-validated first
+CARD_LV_MASS = ("acdc_cv_lv_mass_g", "acdc_lv_mass_g")
+
+
+@dataclass(frozen=True)
+class MaxWallThickness:
+    """The maximal ED wall thickness of one stack; `max_mm` None (with `reason`) where no slice could be measured."""
+
+    max_mm: float | None
+    slice_index: int | None = None  # volume order (ascending along the stack normal), as summary.json's slices
+    segment: int | None = None  # AHA segment of the myocardium at the maximum (None: AHA segments not assigned)
+    per_slice_max_mm: dict[int, float] = field(default_factory=dict)
+    basal_slices_excluded: tuple[int, ...] = ()
+    reason: str | None = None
+
+    def summary(self) -> dict:
+        """The summary.json `cine.max_wall_thickness` block."""
+        return {"max_mm": None if self.max_mm is None else round(float(self.max_mm), 2),
+                "slice_index": self.slice_index, "segment": self.segment,
+                "segment_name": SEGMENT_NAMES.get(self.segment) if self.segment else None,
+                "per_slice_max_mm": {str(k): round(float(v), 2) for k, v in sorted(self.per_slice_max_mm.items())},
+                "basal_slices_excluded": list(self.basal_slices_excluded), "method": METHOD,
+                "threshold_mm": HCM_THRESHOLD_MM, "threshold_source": HCM_SOURCE, "reason": self.reason}
+
+
+def _edge_midpoints(inner: np.ndarray, outer: np.ndarray, spacing_rc) -> tuple[np.ndarray, np.ndarray]:
+    """(midpoints (n, 2) in mm of the 4-neighbour pixel edges with an `inner` pixel on one side and an `outer` pixel
+    on the other, (n, 2) row/column index of the inner pixel of each)."""
+    points, owners = [], []
+    rows, cols = inner.shape
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        shifted = np.zeros_like(outer)  # shifted[r, c] = outer[r + dr, c + dc], False beyond the image
+        shifted[max(-dr, 0):rows - max(dr, 0), max(-dc, 0):cols - max(dc, 0)] = \
+            outer[max(dr, 0):rows - max(-dr, 0), max(dc, 0):cols - max(-dc, 0)]
+        r, c = np.nonzero(inner & shifted)
+        points.append(np.stack([(r + dr / 2.0) * spacing_rc[0], (c + dc / 2.0) * spacing_rc[1]], axis=1))
+        owners.append(np.stack([r, c], axis=1))
+    return np.concatenate(points), np.concatenate(owners)
+
+
+def slice_wall_thickness_mm(labels2d: np.ndarray, pixel_spacing_rc: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Wall thickness (mm) at each endocardial border point of one short-axis slice (node labels), after the local
+    median (LOCAL_MEDIAN_RADIUS_MM), and the (n, 2) row/column of the myocardium pixel at each point; empty arrays
+    where the slice has no LV blood pool bordering myocardium. The image edge counts as outside the heart."""
+    labels2d = np.asarray(labels2d)
+    spacing = tuple(float(v) for v in pixel_spacing_rc)
+    if labels2d.ndim != 2 or len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise ValueError(f"need a 2-D label map and two positive pixel spacings, got {labels2d.shape}, {pixel_spacing_rc}")
+    myocardium = np.isin(labels2d, [int(v) for v in MYOCARDIUM_LABELS])
+    cavity = labels2d == int(Label.LV_BLOOD_POOL)
+    padded = np.pad(myocardium, 1)
+    endo, owners = _edge_midpoints(padded, np.pad(cavity, 1), spacing)
+    epi, _ = _edge_midpoints(padded, ~np.pad(myocardium | cavity, 1), spacing)
+    if not len(endo) or not len(epi):
+        return np.zeros(0), np.zeros((0, 2), dtype=int)
+    raw, _ = cKDTree(epi).query(endo)
+    neighbours = cKDTree(endo).query_ball_point(endo, LOCAL_MEDIAN_RADIUS_MM)
+    local = np.array([np.median(raw[near]) for near in neighbours])
+    return local, owners - 1
+
+
+def max_wall_thickness(labels: np.ndarray, pixel_spacing_rc: Sequence[float],
+                       segment_map: np.ndarray | None = None) -> MaxWallThickness:
+    """The maximal wall thickness (mm) of an end-diastolic short-axis label map (slices, rows, cols), node labels,
+    with its slice and (given the AHA `segment_map` of the same shape, aha.AHAResult.segment_map) its AHA segment.
+
+    Slices the basal-slice rule leaves out (LV blood pool < BASAL_SURROUND_FRACTION surrounded by myocardium, as
+    cine_metrics.lv_slice_volumes_ml) are not measured. Raises ValueError for a label map that is not 3-D integer
+    or a bad spacing; a map without any measurable slice gives max_mm None with the reason."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer (slices, rows, cols) array, got {labels.dtype} {labels.shape}")
+    if segment_map is not None and np.shape(segment_map) != labels.shape:
+        raise ValueError(f"segment_map shape {np.shape(segment_map)} differs from the labels' {labels.shape}")
+    surround = myocardial_surround(labels[None])[0]
+    has_pool = (labels == int(Label.LV_BLOOD_POOL)).any(axis=(1, 2))
+    excluded = tuple(int(k) for k in np.flatnonzero(has_pool & (surround < BASAL_SURROUND_FRACTION)))
+    best: tuple[float, int, tuple[int, int]] | None = None
+    per_slice = {}
+    for k in range(labels.shape[0]):
+        if k in excluded:
+            continue
+        thickness, owners = slice_wall_thickness_mm(labels[k], pixel_spacing_rc)
+        if not thickness.size:
+            continue
+        at = int(np.argmax(thickness))
+        per_slice[k] = float(thickness[at])
+        if best is None or thickness[at] > best[0]:
+            best = (float(thickness[at]), k, (int(owners[at, 0]), int(owners[at, 1])))
+    if best is None:
+        return MaxWallThickness(None, per_slice_max_mm=per_slice, basal_slices_excluded=excluded,
+                                reason="no slice with LV blood pool inside LV myocardium at ED")
+    value, k, (r, c) = best
+    segment = int(segment_map[k, r, c]) if segment_map is not None else 0
+    return MaxWallThickness(value, k, segment or None, per_slice, excluded)
+
+
+def max_wall_thickness_for_volume(labels_ed: np.ndarray, volume) -> MaxWallThickness:
+    """`max_wall_thickness` on a dicomnode Volume's grid, the AHA segment from its geometry (aha.aha_segments, the
+    basal end from the usual LV long axis); without geometry or RV insertion points the segment is None."""
+    labels_ed = np.asarray(labels_ed)
+    segment_map = None
+    try:
+        positions, normal = stack_geometry(volume.orientation, volume.positions)
+        found = aha_segments(labels_ed, volume.pixel_spacing, positions, basal_end_from_geometry(normal), scar=False)
+        segment_map = found.segment_map if found.applicable else None
+    except (AttributeError, TypeError, ValueError):
+        pass  # no geometry, or a stack the AHA model cannot orient: the thickness stands without its segment
+    return max_wall_thickness(labels_ed, volume.pixel_spacing, segment_map)
+
+
+def lv_mass_bias_from_card(card: dict | None) -> float | None:
+    """The LV mass bias (g, model minus expert readers) a cine model card states (CARD_LV_MASS), or None."""
+    metrics = (card or {}).get("metrics") if isinstance(card, dict) else None
+    for key in CARD_LV_MASS:
+        block = metrics.get(key) if isinstance(metrics, dict) else None
+        if isinstance(block, dict) and isinstance(block.get("mean_error"), (int, float)):
+            return float(block["mean_error"])
+    return None
+
+
+def where_text(block: dict, slices: Sequence[dict] | None = None, short: bool = False) -> str:
+    """Where the maximum lies, in a reader's words: "AHA segment 3 basal inferoseptal, slice 4 of 10, instance 45":
+    slices counted from 1 in stack order (ascending along the stack normal), the ED image's InstanceNumber as a
+    viewer shows it; `slices`: summary.json's cine `slices` entries (slice_index, ed.instance_number). `short`: "AHA 3,
+    slice 4 of 10" (the PDF's key-number cell)."""
+    parts = []
+    if block.get("segment"):
+        parts.append(f"AHA {block['segment']}" if short else
+                     f"AHA segment {block['segment']} {block.get('segment_name') or ''}".strip())
+    k = block.get("slice_index")
+    if isinstance(k, int):
+        entry = next((e for e in slices or () if isinstance(e, dict) and e.get("slice_index") == k), None)
+        instance = ((entry or {}).get("ed") or {}).get("instance_number")
+        parts.append(f"slice {k + 1}" + (f" of {len(slices)}" if slices else "")
+                     + (f", instance {instance}" if instance is not None and not short else ""))
+    return ", ".join(parts)
+
+
+def wall_thickness_text(block: dict | None, slices: Sequence[dict] | None = None, short: bool = False) -> str | None:
+    """"21.3 mm (AHA segment 3 basal inferoseptal, slice 4 of 10, instance 45)": the value and where (where_text,
+    `short` as there); None without a value."""
+    value = block.get("max_mm") if isinstance(block, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    where = where_text(block, slices, short)
+    return f"{number_text(value, 1)} mm" + (f" ({where})" if where else "")
+
+
+def wall_thickness_flag(block: dict | None, slices: Sequence[dict] | None = None,
+                        mass_bias_g: float | None = None, validation: dict | None = None) -> str | None:
+    """The flag for a `MaxWallThickness.summary()` block at or above HCM_THRESHOLD_MM: the value, where (where_text),
+    the criterion and its source, the measurement's validated error (`validation`, as MODEL_VALIDATION; None: not
+    said) and that the automatic myocardium is drawn thick (mass_bias_g: the model card's LV mass bias vs expert
+    readers, g), so that a value near the cut-off is measured on the images. None below the cut-off or without a
+    value. An adult criterion: reference_age withholds it under 18."""
+    value = block.get("max_mm") if isinstance(block, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < HCM_THRESHOLD_MM:
+        return None
+    error = (f"; error vs expert readers {validation['mae_mm']:g} mm MAE (bias {validation['bias_mm']:+g} mm) on "
+             f"{validation['data']}" if isinstance(validation, dict) and validation.get("mae_mm") is not None else "")
+    bias = (f"; the model's myocardium is over-segmented (LV mass bias {mass_bias_g:+.1f} g)"
+            if mass_bias_g is not None and mass_bias_g > 0 else "")
+    return (f"{WALL_THICKNESS_START} {number_text(value, 1)} mm at ED ({where_text(block, slices)}) >= "
+            f"{HCM_THRESHOLD_MM:g} mm: meets the HCM wall-thickness criterion in adults without another cause of "
+            f"hypertrophy (ESC 2014, AHA/ACC 2020){error}{bias}; near {HCM_THRESHOLD_MM:g} mm, measure on the images")

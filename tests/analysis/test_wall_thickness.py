@@ -1,0 +1,140 @@
+"""Maximal ED wall thickness (dicomnode/analysis/wall_thickness.py): rings of known thickness in anisotropic pixels,
+focal hypertrophy, the artefacts it must not report, the basal rule, the AHA segment, and the HCM flag."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis.aha import aha_segments
+from dicomnode.analysis.wall_thickness import (HCM_THRESHOLD_MM, MODEL_VALIDATION, WALL_THICKNESS_START,
+                                               lv_mass_bias_from_card, max_wall_thickness, slice_wall_thickness_mm,
+                                               wall_thickness_flag, wall_thickness_text)
+from dicomnode.labels import Label
+
+
+def ring(spacing_rc, inner_mm, thickness_mm, field_mm=140.0, centre_mm=(70.0, 70.0), rv=False):
+    """A short-axis slice (node labels) of an LV cavity of radius inner_mm with a wall thickness_mm thick, drawn on a
+    grid of the given (row, column) spacing: pixel centres inside the circles take the label."""
+    rows, cols = int(field_mm / spacing_rc[0]), int(field_mm / spacing_rc[1])
+    r, c = np.meshgrid(np.arange(rows) * spacing_rc[0], np.arange(cols) * spacing_rc[1], indexing="ij")
+    distance = np.hypot(r - centre_mm[0], c - centre_mm[1])
+    labels = np.zeros((rows, cols), np.int16)
+    labels[distance < inner_mm + thickness_mm] = Label.LV_MYOCARDIUM
+    labels[distance < inner_mm] = Label.LV_BLOOD_POOL
+    if rv:  # an RV crescent left of the LV, touching its wall
+        rv_distance = np.hypot(r - centre_mm[0], c - (centre_mm[1] - inner_mm - thickness_mm - 12.0))
+        labels[(rv_distance < 25.0) & (labels == 0)] = Label.RV_BLOOD_POOL
+    return labels, (r, c, distance)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (1.4, 0.7), (0.8, 1.9), (1.5625, 1.5625)])
+@pytest.mark.parametrize("thickness", [6.0, 10.0, 15.0, 20.0])
+def test_a_ring_measures_its_thickness_in_millimetres_whatever_the_pixel_shape(spacing, thickness):
+    labels, _ = ring(spacing, 22.0, thickness)
+    measured, owners = slice_wall_thickness_mm(labels, spacing)
+    assert measured.size and owners.shape == (measured.size, 2)
+    # a pixelated circle: within half of the coarser pixel side of the drawn thickness, everywhere on the ring
+    tolerance = 0.5 * max(spacing) + 0.05
+    assert measured.max() == pytest.approx(thickness, abs=tolerance)
+    assert measured.min() == pytest.approx(thickness, abs=tolerance + 0.3)
+    assert np.all(labels[owners[:, 0], owners[:, 1]] == Label.LV_MYOCARDIUM)
+
+
+def test_a_straight_band_of_n_pixels_is_n_pixel_spacings_thick():
+    labels = np.zeros((40, 40), np.int16)
+    labels[5:35, 5:15] = Label.LV_BLOOD_POOL
+    labels[5:35, 15:22] = Label.LV_MYOCARDIUM  # 7 columns of 0.9 mm
+    labels[5:35, 22:25] = Label.RV_BLOOD_POOL
+    measured, _ = slice_wall_thickness_mm(labels, (2.0, 0.9))
+    assert np.median(measured) == pytest.approx(7 * 0.9)
+
+
+def test_focal_hypertrophy_sets_the_maximum_and_its_place():
+    """Septal hypertrophy as HCM shows it: the wall thickens into the cavity over a crest about 1.2 cm wide, tapering
+    over about 3 cm on each side, the epicardium round; 19 mm at its crest."""
+    spacing = (1.3, 1.3)
+    labels, (r, c, distance) = ring(spacing, 30.0, 9.0)
+    angle = np.degrees(np.arctan2(r - 70.0, c - 70.0))
+    crest = np.clip(1.3 - np.abs(angle - 90.0) / 60.0, 0.0, 1.0)  # 1 within +-18 degrees of 90, 0 beyond +-78
+    inner = 30.0 - 10.0 * crest  # the endocardium moves in by up to 10 mm: 9 + 10 = 19 mm of wall
+    labels[(distance < 39.0) & (distance >= inner)] = Label.LV_MYOCARDIUM
+    stack = np.stack([ring(spacing, 30.0, 9.0)[0], labels, ring(spacing, 30.0, 9.0)[0]])
+    found = max_wall_thickness(stack, spacing)
+    assert found.max_mm == pytest.approx(19.0, abs=0.7)
+    assert found.slice_index == 1 and found.segment is None  # no segment map given
+    assert found.per_slice_max_mm[0] == pytest.approx(9.0, abs=0.7) and found.per_slice_max_mm[1] == found.max_mm
+
+
+def test_a_trabecula_on_the_wall_and_the_rv_insertion_do_not_make_the_maximum():
+    spacing = (1.25, 1.25)
+    labels, (r, c, distance) = ring(spacing, 24.0, 8.0, rv=True)
+    # a trabecula 4 mm across labelled myocardium, on the inner wall
+    trabecula = np.hypot(r - 70.0, c - (70.0 + 24.0 - 1.0)) < 2.0
+    labels[trabecula & (labels == Label.LV_BLOOD_POOL)] = Label.LV_MYOCARDIUM
+    # a wedge of myocardium running out along the RV at the insertion point
+    wedge = (np.abs(r - (70.0 - 30.0)) < 2.0) & (c > 30.0) & (c < 60.0) & (labels == 0)
+    labels[wedge] = Label.LV_MYOCARDIUM
+    measured, _ = slice_wall_thickness_mm(labels, spacing)
+    assert measured.max() < 8.0 + 1.0  # the wall, not wall + trabecula, nor along the wedge
+
+
+def test_basal_slices_the_basal_rule_leaves_out_and_the_apical_cap_are_not_measured():
+    spacing = (1.5, 1.5)
+    normal, _ = ring(spacing, 22.0, 8.0)
+    thick, _ = ring(spacing, 22.0, 18.0)
+    outflow = thick.copy()  # LV blood pool open to the outflow tract: less than half of it borders myocardium
+    outflow[: outflow.shape[0] // 2 + 5][outflow[: outflow.shape[0] // 2 + 5] == Label.LV_MYOCARDIUM] = 0
+    cap = np.where(thick > 0, Label.LV_MYOCARDIUM, 0).astype(np.int16)  # apex: myocardium without cavity
+    found = max_wall_thickness(np.stack([outflow, normal, normal, cap]), spacing)
+    assert found.basal_slices_excluded == (0,)
+    assert set(found.per_slice_max_mm) == {1, 2}
+    assert found.max_mm == pytest.approx(8.0, abs=0.8)
+    empty = max_wall_thickness(np.zeros((2, 10, 10), np.int16), spacing)
+    assert empty.max_mm is None and "no slice" in empty.reason and empty.summary()["max_mm"] is None
+
+
+def test_the_segment_of_the_maximum_comes_from_the_aha_map():
+    spacing = (1.4, 1.4)
+    slices = []
+    for _ in range(6):
+        labels, (r, c, distance) = ring(spacing, 30.0, 9.0, rv=True)
+        # the septum (towards the RV, 180 degrees) thickened into the cavity to 19 mm
+        angle = np.degrees(np.arctan2(r - 70.0, c - 70.0)) % 360.0
+        crest = np.clip(1.3 - np.abs(angle - 180.0) / 60.0, 0.0, 1.0)
+        labels[(distance < 39.0) & (distance >= 30.0 - 10.0 * crest)] = Label.LV_MYOCARDIUM
+        slices.append(labels)
+    labels = np.stack(slices)
+    aha = aha_segments(labels, spacing, np.arange(6) * 8.0, "first", scar=False)
+    assert aha.applicable
+    found = max_wall_thickness(labels, spacing, aha.segment_map)
+    assert found.max_mm > HCM_THRESHOLD_MM
+    assert found.segment in (2, 3, 8, 9, 14)  # septal, as drawn
+    block = found.summary()
+    assert block["segment_name"] and block["threshold_mm"] == HCM_THRESHOLD_MM and "ESC 2014" in block["threshold_source"]
+    with pytest.raises(ValueError, match="segment_map shape"):
+        max_wall_thickness(labels, spacing, aha.segment_map[:3])
+    with pytest.raises(ValueError, match="integer"):
+        max_wall_thickness(labels.astype(float), spacing)
+    with pytest.raises(ValueError, match="spacing"):
+        slice_wall_thickness_mm(labels[0], (1.0, 0.0))
+
+
+def test_the_flag_is_raised_at_15_mm_with_the_criterion_where_and_the_known_error():
+    block = {"max_mm": 15.0, "slice_index": 3, "segment": 9, "segment_name": "mid inferoseptal"}
+    slices = [{"slice_index": k, "ed": {"instance_number": 10 + k}} for k in range(8)]
+    flag = wall_thickness_flag(block, slices, mass_bias_g=10.7, validation=MODEL_VALIDATION)
+    assert flag.startswith(f"{WALL_THICKNESS_START} 15.0 mm at ED (AHA segment 9 mid inferoseptal, slice 4 of 8, "
+                           "instance 13) >= 15 mm")
+    assert "ESC 2014, AHA/ACC 2020" in flag and "LV mass bias +10.7 g" in flag and "0.9 mm MAE" in flag
+    assert wall_thickness_flag({**block, "max_mm": 14.99}) is None
+    assert wall_thickness_flag({"max_mm": None}) is None and wall_thickness_flag(None) is None
+    assert "LV mass bias" not in wall_thickness_flag(block)  # no card value: no bias claimed
+    assert wall_thickness_text(block, slices) == "15.0 mm (AHA segment 9 mid inferoseptal, slice 4 of 8, instance 13)"
+    assert wall_thickness_text({"max_mm": None}) is None
+
+
+def test_the_lv_mass_bias_is_read_from_the_model_card():
+    assert lv_mass_bias_from_card({"metrics": {"acdc_lv_mass_g": {"mean_error": 8.394}}}) == pytest.approx(8.394)
+    assert lv_mass_bias_from_card({"metrics": {"acdc_cv_lv_mass_g": {"mean_error": 10.7},
+                                               "acdc_lv_mass_g": {"mean_error": 8.4}}}) == pytest.approx(10.7)
+    assert lv_mass_bias_from_card({}) is None and lv_mass_bias_from_card(None) is None
