@@ -507,12 +507,15 @@ PHASE_NUMBERING = ("ed_phase, es_phase and every phase index in this block (timi
 
 def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str | None:
     """Why the ED and ES phases chosen on a cine that is not a whole cycle (fewer than MIN_PHASES_FOR_CURVE phases,
-    or fewer than its CardiacNumberOfImages declares) cannot be end diastole and end systole (ed_es_check), as a
+    or under half the phases its CardiacNumberOfImages declares: a reviewer's 24 of 25 phases without RR in the header
+    were declined) cannot be end diastole and end systole (ed_es_check), as a
     decline reason; None for a whole cycle (its volume curve times ED and ES) or where nothing speaks against them.
     The RR interval comes from the series' image headers (rr_interval_ms)."""
     phases = len(measured.lv_curve_ml)
     declared = declared_cycle_phases(getattr(volume, "warnings", None))
-    if phases >= MIN_PHASES_FOR_CURVE and declared is None:
+    # a cine missing a few of its declared phases is timed by its volume curve (find_cardiac_phases); the check
+    # (its +-15 % window counted in ms of an RR that may be unknown) is for exports that keep less than half a cycle
+    if phases >= MIN_PHASES_FOR_CURVE and (declared is None or 2 * phases >= declared):
         return None
     datasets = [getattr(instance, "dataset", None) for instance in getattr(series, "instances", None) or ()]
     rr_ms, _ = rr_interval_ms(datasets)

@@ -147,6 +147,19 @@ def test_pipeline_checks_a_partial_cycle_of_five_or_more_phases_too():
     assert result.declined and "mid-cycle, not end diastole" in result.declined[0].reason
 
 
+def test_a_cine_missing_a_few_of_its_phases_is_timed_by_its_curve_not_declined():
+    """A reviewer: 24 of 25 phases with ED (the atrial kick) at the last phase sent, 920 ms of a 1000 ms RR or with
+    no RR in the header, was declined as 'mid-cycle, not end diastole', while the same images without the phase-count
+    warning were measured."""
+    runtime = FakeRuntime()
+    radii = [30.0 - 8.0 * np.sin(np.pi * p / 18) if p <= 18 else 30.0 + 0.4 * (p - 18) for p in range(24)]
+    for rr in (1000, None):
+        volume = _two_phase_cine(radii, [40.0 * p for p in range(24)],
+                                 ["24 of 25 cardiac phases present (CardiacNumberOfImages 25)"])
+        result = CinePipeline(Config(), runtime).run(TimedStudy(volume, rr), context(runtime))
+        assert not result.declined and result.summary["lv_ef_percent"] > 0
+
+
 # ------------------------------------------------------------------ F4: the ED rule and its words; F12: numbering
 def test_a_reported_curve_larger_near_the_r_wave_than_at_ed_is_explained():
     # timing curve (mid-ventricular slices): flat from the R wave to phase 3, its smoothed maximum at phase 2 (the
