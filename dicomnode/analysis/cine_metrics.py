@@ -557,7 +557,7 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
     None without a known error for the key, True where the flag is within the model's known error, False where the
     value lies beyond every limit it is flagged against by more than that error after the model's bias
     (model_error.beyond_known_error: the source and the reasoning): only then is the flag asserted ("RVEF below the
-    RV systolic dysfunction cut-off (...)"); otherwise it reads "RVEF near the RV systolic dysfunction cut-off, within
+    RV systolic dysfunction cut-off (...)"); otherwise it reads "RVEF below the RV systolic dysfunction cut-off, within
     the model's known error: confirm by reading (value; limit; the model's bias and MAE)"."""
     judgements = []
     sexes: tuple[Sex, ...] = (sex,) if sex in ("M", "F") else ("M", "F")  # type: ignore[assignment]
@@ -589,12 +589,13 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
         if spec.get("cut_off"):
             what, source = spec["cut_off"]
             low = normal_range(key, sexes[0])[0]
-            verdict = f"near {what}, {NEAR_TEXT}" if near else f"{verdicts.pop()} {what}"
+            verdict = f"{verdicts.pop()} {what}" + (f", {NEAR_TEXT}" if near else "")
             text = (f"{spec['name']} {verdict} ({shown} {spec['unit']}; dysfunction at ≤ {low:g} {spec['unit']}, "
                     f"{source}{known})")
         elif near:
-            limit = "lower" if crossed[0][1] == "below" else "upper"
-            text = f"{spec['name']} near the {limit} limit of normal, {NEAR_TEXT} ({shown} {spec['unit']}; {ranges}{known})"
+            side, limit = ("below", "lower") if crossed[0][1] == "below" else ("above", "upper")
+            text = (f"{spec['name']} {side} the {limit} limit of normal, {NEAR_TEXT} ({shown} {spec['unit']}; "
+                    f"{ranges}{known})")
         elif len(verdicts) == 1:
             text = f"{spec['name']} {verdicts.pop()} normal range ({shown} {spec['unit']}; {ranges})"
         else:
@@ -605,7 +606,7 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
     return judgements
 
 
-RANGE_VERDICTS = ("below", "above", "outside", "near")
+RANGE_VERDICTS = ("below", "above", "outside", "near")  # "near": flags of summaries written before 2026-12-06
 
 
 def is_range_flag(flag: str) -> bool:
@@ -618,7 +619,7 @@ def is_range_flag(flag: str) -> bool:
 def is_near_flag(flag: str) -> bool:
     """Whether a cine range flag is worded as within the model's known error of its limit (range_judgements): a
     prompt to confirm by reading, not an assertion of abnormality."""
-    return any(str(flag).startswith(f"{spec['name']} near ") for spec in NORMAL_VALUES.values())
+    return is_range_flag(flag) and f", {NEAR_TEXT} " in str(flag)
 
 
 #: LV / RV stroke-volume consistency (stroke_volume_mismatch_note). Without significant valve regurgitation or an

@@ -1080,7 +1080,9 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
     ImageType ORIGINAL (20), a PSIR value (40), an LGE name (50), an InversionTime typical of LGE (200-450 ms) in an
     inversion-prepared series (45; 20 without the preparation, 5 elsewhere in 120-600 ms).
     So a named or phase-sensitive LGE stays LGE however derived, an unnamed DERIVED\\SECONDARY or MOCO series is
-    judged on its inversion time and preparation, and a map that copied TI 0 or its first source TI stays a map."""
+    judged on its inversion time and preparation, and a map that copied TI 0 or its first source TI stays a map:
+    processing marks alone weigh for a map only in a SECONDARY copy whose TI lies outside TYPICAL_LGE_TI (a
+    re-exported post-contrast MOLLI map keeps a first TI of 100-180 ms)."""
     if e.phases > 1:
         return None
     prepared = _inversion_prepared(e)  # MP alone may be a saturation or T2 preparation: not counted
@@ -1132,8 +1134,11 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
                                 + (" after an inversion preparation" if prepared else "") + e.inversion_note))
         elif LGE_TI_RANGE[0] <= median <= LGE_TI_RANGE[1]:
             acquisition.append((5, f"InversionTime {median:.0f} ms{e.inversion_note}"))
-    if not calculation:
-        return None  # processing marks alone: the series is judged as any other (an LGE re-saved by a workstation)
+    atypical_ti = bool(inversion) and not TYPICAL_LGE_TI[0] <= float(np.median(inversion)) <= TYPICAL_LGE_TI[1]
+    if not calculation and not (atypical_ti and "SECONDARY" in second):
+        # processing marks alone: the series is judged as any other (an LGE re-saved by a workstation); but a
+        # workstation copy whose TI is no LGE's (a map keeping its first source TI, 120-199 ms) stays weighed as a map
+        return None
     calculation += processing
     map_points = sum(points for points, _ in calculation)
     lge_points = sum(points for points, _ in acquisition)

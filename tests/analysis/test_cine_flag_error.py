@@ -77,10 +77,10 @@ def test_a_clearly_low_rvef_still_flags_plainly_and_one_within_the_error_asks_fo
     assert plain == "RVEF below the RV systolic dysfunction cut-off (25.0 %; dysfunction at ≤ 45 %, Gulati 2013)"
     assert is_range_flag(plain) and not is_near_flag(plain)
     [near] = normal_range_flags({"rv_ef_percent": 42.0}, None, errors)
-    assert near.startswith("RVEF near the RV systolic dysfunction cut-off, within the model's known error: confirm "
+    assert near.startswith("RVEF below the RV systolic dysfunction cut-off, within the model's known error: confirm "
                            "by reading (42.0 %; dysfunction at ≤ 45 %, Gulati 2013; this model's RVEF vs expert "
                            "readers: bias -5.0, mean abs. error 9.3 points (ACDC cross-validation, 100 patients))")
-    assert "below" not in near and is_range_flag(near) and is_near_flag(near)
+    assert is_range_flag(near) and is_near_flag(near)
     # without a known error (label maps of no particular model) the flag is as before; normal values stay silent
     assert normal_range_flags({"rv_ef_percent": 42.0}, None)[0].startswith("RVEF below the RV systolic")
     assert normal_range_flags({"rv_ef_percent": 46.0}, None, errors) == []
@@ -95,7 +95,7 @@ def test_indexed_values_take_the_card_error_over_the_patient_bsa():
     # LV mass index, men 49-85 g/m²; the model reads mass 10.7 g (5.4 g/m²) high, MAE 5.9 g/m²
     [(key, text, near)] = range_judgements({"lv_mass_index_g_m2": 93.0}, "M", errors)
     assert (key, near) == ("lv_mass_index_g_m2", True)
-    assert text.startswith("LV mass index near the upper limit of normal, within the model's known error: confirm by "
+    assert text.startswith("LV mass index above the upper limit of normal, within the model's known error: confirm by "
                            "reading (93.0 g/m²; men 49–85 g/m²; this model's LV mass index vs expert readers: bias "
                            "+5.4, mean abs. error 5.9 g/m² at BSA 2.00 m²")
     assert range_judgements({"lv_mass_index_g_m2": 97.0}, "M", errors)[0][2] is False
@@ -119,9 +119,9 @@ def test_measure_cine_words_the_flags_and_reports_the_numbers_used():
     # LV 150 -> 50 mL, RV 160 -> 90 mL: RVEF 43.8 %, within the model's error of the 45 % cut-off
     maps = synthetic_cine([120, 150, 50, 90], [150, 160, 90, 140], myo_voxels=100, shape=(4, 30, 30))
     result = measure_cine(maps, 1.0, height_m=1.80, weight_kg=80.0, sex="M", function_validation=VALIDATION)
-    assert any(f.startswith("RVEF near the RV systolic dysfunction cut-off, within the model's known error")
+    assert any(f.startswith("RVEF below the RV systolic dysfunction cut-off, within the model's known error")
                for f in result.flags), result.flags
-    assert not any(f.startswith("RVEF below") for f in result.flags)
+    assert not any(f.startswith("RVEF below the RV systolic dysfunction cut-off (") for f in result.flags)
     block = result.flag_validation
     assert block["rv_ef_percent"] == {"data": "ACDC cross-validation", "patients": 100,
                                       "card_metric": "acdc_cv_rv_ef_percent", "source": "engines/cine/EVALUATION.md",

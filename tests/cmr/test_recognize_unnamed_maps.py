@@ -197,3 +197,13 @@ def test_a_real_world_value_mapping_label_still_names_a_map_as_a_quantity(tmp_pa
                                 "InversionTime": None}, after=_rwvm(units, label))
     found = declared_map(build_evidence("k", [f for h in series.instances for f in frames_of(h)]))
     assert found is not None and found[0] == kind, found
+
+
+@pytest.mark.parametrize("inversion_time, sequence", [("150", "t1map"), ("180", "t1map"), ("300", "lge")])
+def test_an_unnamed_workstation_copy_is_judged_by_its_inversion_time(tmp_path, inversion_time, sequence):
+    """A reviewer: an unnamed DERIVED\\SECONDARY inversion-prepared copy keeping a TI of 150-180 ms (a post-contrast
+    MOLLI map re-exported with its first source TI) became an LGE with no warning once processing marks alone no
+    longer made a map; a TI typical of LGE (200-450 ms) is still an LGE re-saved by a workstation."""
+    cmr, series = _one(tmp_path, {**GR_IR, "SeriesDescription": "", "ProtocolName": "",
+                                  "InversionTime": inversion_time, "ImageType": ["DERIVED", "SECONDARY", "OTHER"]})
+    assert series.sequence.value == sequence, series.sequence.evidence
