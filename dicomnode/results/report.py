@@ -248,8 +248,9 @@ def _burden_text(lge_summary: dict) -> str:
         qualifiers = [q for q, on in ((PARTIAL_QUALIFIER, partial), (NEAR_CUTOFF_QUALIFIER, near)) if on] \
             if isinstance(value, bool) else []
         return _fmt(value) + (f" ({'; '.join(qualifiers)})" if qualifiers else "")
-    if str(reason).startswith(INDETERMINATE):
-        return f"{INDETERMINATE} ({NEAR_CUTOFF_QUALIFIER})"
+    if str(reason).startswith(INDETERMINATE):  # qualified as the console qualifies it (summary_view._burden)
+        partial = (lge_summary.get("coverage") or {}).get("complete") is False
+        return f"{INDETERMINATE} ({NEAR_CUTOFF_QUALIFIER}{'; ' + PARTIAL_QUALIFIER if partial else ''})"
     return "withheld: " + str(reason).removeprefix("withheld: ").split(":")[0].split(",")[0]
 
 

@@ -168,6 +168,10 @@ def test_pdf_and_sr_give_the_typical_lge_error_and_call_a_flag_near_the_cutoff_i
     reference = {quantity: ref for quantity, _, ref in rows}["%LGE (DL, scar incl. MVO / LV myocardium)"]
     assert "mean absolute error vs expert readers 5.8 points (SD 7.4; MyoPS 2020, 33 patients, cross-validated)" in reference
     assert lge_rows(results)["Large scar burden"] == "indeterminate (%LGE within the mean absolute error of the cut-off)"
+    results[0].summary["coverage"] = {**(results[0].summary.get("coverage") or {}), "complete": False}
+    assert lge_rows(results)["Large scar burden"] == ("indeterminate (%LGE within the mean absolute error of the "
+                                                      "cut-off; slices present only)")  # as the console says it
+    results[0].summary["coverage"]["complete"] = True
     comments = _stack_comments(results[0])
     assert any(c.startswith("LGE %LGE error vs expert readers: mean absolute error 5.8 points") and "within it of the "
                "large-burden cut-off" in c for c in comments)
