@@ -13,7 +13,7 @@ from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERRO
                                              PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
                                              trigger_phase)
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms
-from dicomnode.analysis.phase_text import COUNTED_FROM, declared_cycle_phases, other_views_text, phase_number
+from dicomnode.analysis.phase_text import COUNTED_FROM, other_views_text, phase_number
 from dicomnode.analysis.reference_age import age_adjusted_flags, reference_ranges_summary
 from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_from_card, max_wall_thickness_for_volume,
                                                wall_thickness_flag)
@@ -512,7 +512,8 @@ def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str |
     decline reason; None for a whole cycle (its volume curve times ED and ES) or where nothing speaks against them.
     The RR interval comes from the series' image headers (rr_interval_ms)."""
     phases = len(measured.lv_curve_ml)
-    declared = declared_cycle_phases(getattr(volume, "warnings", None))
+    declared = getattr(volume, "declared_phases", None)
+    declared = declared if isinstance(declared, int) and declared > phases else None
     # a cine missing a few of its declared phases is timed by its volume curve (find_cardiac_phases); the check
     # (its +-15 % window counted in ms of an RR that may be unknown) is for exports that keep less than half a cycle
     if phases >= MIN_PHASES_FOR_CURVE and (declared is None or 2 * phases >= declared):

@@ -205,8 +205,10 @@ def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:
     """(phases sent, phases of the whole cardiac cycle or None): the phases of the analysed cine (its LV volume
     curve), and the CardiacNumberOfImages of its images where the stack warnings say fewer phases were sent."""
     sent = len(cine_summary.get("lv_volume_curve_ml") or [])
-    for warning in stack_warnings(cine_summary):
-        found = PHASES_PRESENT.search(warning)
-        if found and int(found.group(2)) > int(found.group(1)):
-            return sent or int(found.group(1)), int(found.group(2))
-    return sent, None
+    warnings = stack_warnings(cine_summary)
+    declared = declared_cycle_phases(warnings)
+    if declared is None:
+        return sent, None
+    if not sent:
+        sent = next(int(found.group(1)) for found in map(PHASES_PRESENT.search, warnings) if found)
+    return sent, declared

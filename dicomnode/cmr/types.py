@@ -117,6 +117,9 @@ class Volume:
     # another pixel grid or with unusable pixels, the end of an earlier pass on another geometry: cmr.volume
     # end_slice_note, latest_stacks); volumes and mass are then lower bounds and a cine's coverage is not complete
     ends_left_out_mm: list[float] = field(default_factory=list)
+    # the cardiac phases of the whole cycle as the images declare them (CardiacNumberOfImages (0018,1090), the
+    # largest over the measured frames); None where no image declares it or the Volume was built elsewhere
+    declared_phases: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

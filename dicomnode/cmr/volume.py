@@ -464,16 +464,23 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     return phases, distances, warnings, left_out, step, ends
 
 
-def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
-    """'N of M cardiac phases present' when fewer phases are kept than the frames declare (CardiacNumberOfImages
-    (0018,1090), the largest over all frames: slices of a prospective cine may declare different counts, named as a
-    range); None when all declared phases are kept, a single phase, or nothing is declared."""
+def declared_phase_counts(frames) -> set[int]:
+    """The CardiacNumberOfImages (0018,1090) values the frames declare (slices of a prospective cine may declare
+    different counts); empty where none does."""
     declared = set()
     for frame in frames:
         try:
             declared.add(int(getattr(frame.header.dataset, "CardiacNumberOfImages", None)))
         except (TypeError, ValueError):
             continue
+    return {count for count in declared if count > 0}
+
+
+def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
+    """'N of M cardiac phases present' when fewer phases are kept than the frames declare (CardiacNumberOfImages
+    (0018,1090), the largest over all frames: slices of a prospective cine may declare different counts, named as a
+    range); None when all declared phases are kept, a single phase, or nothing is declared."""
+    declared = declared_phase_counts(frames)
     if kept < 2 or not declared or max(declared) <= kept:
         return None
     values = f"{min(declared)} to {max(declared)} by slice" if len(declared) > 1 else f"{max(declared)}"
@@ -1346,4 +1353,5 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         excluded=excluded,
         nominal_step_mm=step,
         ends_left_out_mm=ends,
+        declared_phases=max(declared_phase_counts(f for row in frames for f in row), default=None),
     )

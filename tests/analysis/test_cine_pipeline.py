@@ -106,6 +106,7 @@ class FakeVolume:
     trigger_times: list = field(default_factory=list)
     orientation: np.ndarray = field(default_factory=lambda: np.array([1.0, 0, 0, 0, 1, 0]))
     warnings: list = field(default_factory=list)
+    declared_phases: int | None = None
 
     @property
     def voxel_volume_ml(self):

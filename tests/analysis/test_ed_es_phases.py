@@ -113,11 +113,29 @@ class TimedStudy(FakeStudy):
 
 
 def _two_phase_cine(radii, trigger_times, warnings=()):
+    """A FakeVolume of concentric discs; its CardiacNumberOfImages (declared_phases) as a warning 'N of M cardiac
+    phases present' among `warnings` says, as cmr.volume.build_volume sets both."""
     shape, spacing = (160, 160), (1.5, 1.5)
     pixels = np.full((len(radii), 3, *shape), 100.0, np.float32)
     for phase, radius in enumerate(radii):
         pixels[phase, :, disc(shape, (79.5, 79.5), radius, spacing)] = 400.0
-    return FakeVolume(pixels, spacing, 8.0, trigger_times=list(trigger_times), warnings=list(warnings))
+    return FakeVolume(pixels, spacing, 8.0, trigger_times=list(trigger_times), warnings=list(warnings),
+                      declared_phases=declared_cycle_phases(warnings))
+
+
+def test_the_partial_cycle_check_reads_the_declared_phases_not_the_warning_text():
+    """A reviewer: whether a cine was measured hung on the wording of a stack warning; the decision reads
+    Volume.declared_phases (CardiacNumberOfImages), whatever the warnings say."""
+    runtime = FakeRuntime()
+    mid = _two_phase_cine((33.0, 34.0), (133.0, 475.0))
+    mid.declared_phases = 20
+    result = CinePipeline(Config(), runtime).run(TimedStudy(mid, 750), context(runtime))
+    assert result.summary is None and "the 2 phases sent of the 20 of the cycle" in result.declined[0].reason
+    partial = _two_phase_cine([24.0, 22.0, 20.0, 23.0, 27.0, 31.0], [240.0 + 40.0 * p for p in range(6)],
+                              ["6 of 20 cardiac phases present (CardiacNumberOfImages 20)"])
+    partial.declared_phases = None
+    result = CinePipeline(Config(), runtime).run(TimedStudy(partial, 800), context(runtime))
+    assert not result.declined, "6 phases with no declared cycle are a cine timed by its curve"
 
 
 def test_pipeline_declines_two_mid_cycle_phases_and_measures_an_ed_es_export():

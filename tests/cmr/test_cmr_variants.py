@@ -73,6 +73,7 @@ def _check_same_volume_and_round_trip(study, kind, reference):
     assert volume.trigger_times == pytest.approx(reference.trigger_times)
     if kind == "cine":  # ACDC ED/ES case: 2 of the 17 cine phases of patient041 are present
         assert volume.warnings == ["2 of 17 cardiac phases present (CardiacNumberOfImages 17)"]
+        assert volume.declared_phases == 17
     else:
         assert volume.warnings == []
 
