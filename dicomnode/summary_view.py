@@ -106,7 +106,7 @@ def print_summary_table(summary: dict) -> None:
                       f" {_methods(lge)}{_burden(lge, partial)}")
         if "cine" in study:
             cine = study["cine"]
-            # part of the LV outside the stack (cine.coverage): LV volumes and mass lower bounds, EF of the slices
+            # part of the LV outside the stack (cine.coverage): LV and RV volumes and mass lower bounds, EF of the slices
             # present, as on the PDF
             partial = (cine.get("coverage") or {}).get("complete") is False
             print(f"  Cine LV: EDV {_bound(cine['lv_edv_ml'], 'mL', partial)},"
@@ -116,7 +116,7 @@ def print_summary_table(summary: dict) -> None:
                   f" mass {_bound(cine['lv_mass_g'], 'g', partial)}"
                   f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
-            print(f"  Cine RV: EDV {_number(cine['rv_edv_ml'])} mL, ESV {_number(cine['rv_esv_ml'])} mL,"
+            print(f"  Cine RV: EDV {_bound(cine['rv_edv_ml'], 'mL', partial)}, ESV {_bound(cine['rv_esv_ml'], 'mL', partial)},"
                   f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %")
             wall = wall_thickness_text(cine.get("max_wall_thickness"), cine.get("slices"))
             if wall:
@@ -165,7 +165,7 @@ def _indexed(cine: dict, partial: bool) -> str:
 #: (summary `indexed` key, name, unit, a lower bound on a partial stack) of the indexed values printed, as on the PDF
 INDEXED_SHOWN = (("lv_edvi_ml_m2", "LV EDVi", "mL/m²", True), ("lv_esvi_ml_m2", "LV ESVi", "mL/m²", True),
                  ("lv_svi_ml_m2", "LV SVi", "mL/m²", False), ("lv_mass_index_g_m2", "LV mass index", "g/m²", True),
-                 ("rv_edvi_ml_m2", "RV EDVi", "mL/m²", False))
+                 ("rv_edvi_ml_m2", "RV EDVi", "mL/m²", True))
 
 
 def _of_phases(cine: dict) -> str:

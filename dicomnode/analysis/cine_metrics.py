@@ -537,13 +537,14 @@ LOWER_BOUND_KEYS = frozenset({"lv_edv_ml", "lv_edvi_ml_m2", "lv_esv_ml", "lv_mas
 
 
 def lower_bound_note(values: dict[str, float | None], sex: str | None, lower_bounds=LOWER_BOUND_KEYS) -> str | None:
-    """The flag saying which values below their lower limit of normal were not judged because they are lower bounds
-    (range_judgements with `lower_bounds`): "lower limits of normal not applied to lower bounds (incomplete LV
+    """The flag saying which values below their lower limit of normal were not judged because they are lower bounds:
+    those range_judgements flags as a whole-stack value but not with `lower_bounds` (a value no limit would have
+    flagged, e.g. an RV EDVi within the women's range where the sex is unknown, is not listed): "lower limits of normal not applied to lower bounds (incomplete LV
     coverage): LV EDV 81.4 mL, LV EDVi 49.1 mL/m²"; None where there is none."""
-    sexes: tuple[Sex, ...] = (sex,) if sex in ("M", "F") else ("M", "F")  # type: ignore[assignment]
     below = [f"{NORMAL_VALUES[key]['name']} {number_text(round(value, 2), 1)} {NORMAL_VALUES[key]['unit']}"
              for key, value in values.items() if key in lower_bounds and key in NORMAL_VALUES and value is not None
-             and math.isfinite(value) and any(value < normal_range(key, each)[0] for each in sexes)]
+             and math.isfinite(value) and range_judgements({key: value}, sex)
+             and not range_judgements({key: value}, sex, lower_bounds=frozenset({key}))]
     return ("lower limits of normal not applied to lower bounds (incomplete LV coverage): " + ", ".join(below)) \
         if below else None
 
@@ -738,8 +739,8 @@ BASE_WIDENING_RATIO = 1.10
 BASE_NEIGHBOUR_FRACTION = 0.85
 #: how a coverage flag begins (StackCoverage.flags), its reason and COVERAGE_CAVEAT following
 COVERAGE_FLAG_START = "incomplete LV coverage: "
-COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass are lower bounds and EF is not the whole-ventricle EF: part of the LV lies "
-                   "outside the stack")
+COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass and the RV volumes are lower bounds and the EFs are not whole-ventricle "
+                   "EFs: part of the LV lies outside the stack, and the RV with it")
 
 
 def disc_thickness_mm(slice_positions_mm, nominal_step_mm: float | None = None) -> np.ndarray:

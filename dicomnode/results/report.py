@@ -356,7 +356,7 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         ranges = [f for f in s.get("flags") or [] if (is_range_flag(f) and not is_near_flag(f))
                   or str(f).startswith(REFERENCE_CHECK_STARTS)]
         notes = [f for f in s.get("flags") or [] if f not in ranges and f not in near]
-        # part of the LV outside the stack (summary `coverage`): volumes and mass are lower bounds, EF partial
+        # part of the LV outside the stack (summary `coverage`): LV and RV volumes and mass are lower bounds, EF partial
         partial = (s.get("coverage") or {}).get("complete") is False
         at_least = "≥ " if partial else ""
         ef_note = " (partial stack)" if partial else ""
@@ -374,8 +374,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
              f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index('lv_mass_index_g_m2'), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
-            ("RV EDV / ESV", f"{_fmt(s.get('rv_edv_ml'), 'mL')} / {_fmt(s.get('rv_esv_ml'), 'mL')}"
-             + (f"; EDVi {_fmt(index('rv_edvi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
+            ("RV EDV / ESV", f"{at_least}{_fmt(s.get('rv_edv_ml'), 'mL')} / {at_least}{_fmt(s.get('rv_esv_ml'), 'mL')}"
+             + (f"; EDVi {at_least}{_fmt(index('rv_edvi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}",
              f"EF {_range_text('rv_ef_percent', sex)}"),

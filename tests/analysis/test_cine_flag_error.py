@@ -204,3 +204,9 @@ def test_lower_bounds_are_not_judged_against_the_lower_limit_of_normal():
     assert flagged["lv_edv_ml"].startswith("LV EDV above normal range") and lower_bound_note(large, "M") is None
     # unknown sex: below for one sex and within for the other is no finding on a lower bound either
     assert not range_judgements({"lv_edv_ml": 100.0}, None, None, LOWER_BOUND_KEYS)
+    # the note names only what a whole stack's value would have been flagged for (review F4): an RV EDVi of 50 mL/m²
+    # is within the women's range, and RV EDVi is judged against both ranges' union where the sex is unknown
+    assert not range_judgements({"rv_edvi_ml_m2": 50.0}, None)
+    assert lower_bound_note({"rv_edvi_ml_m2": 50.0}, None) is None
+    assert lower_bound_note({"rv_edvi_ml_m2": 50.0}, "M") == ("lower limits of normal not applied to lower bounds "
+                                                              "(incomplete LV coverage): RV EDVi 50.0 mL/m²")

@@ -1,6 +1,7 @@
 """The stdout table of `process` and `demo`: threshold methods read "not applicable", never "n/a %"."""
 from __future__ import annotations
 
+from dicomnode.analysis.cine_metrics import COVERAGE_CAVEAT
 from dicomnode.summary_view import print_summary_table
 
 
@@ -145,8 +146,7 @@ def _printed(cine: dict, capsys) -> str:
 def test_an_incomplete_cine_stack_prints_lower_bounds_and_its_caveat(capsys):
     """break40b F2: the console printed "EDV 81.4 mL ... EF 44.6 %" with no lower-bound mark and without the coverage
     caveat, the temporal-resolution note or the height-in-centimetres note, which the PDF and SR carry."""
-    coverage = ("incomplete LV coverage: apex cut off; LV EDV, ESV, SV and mass are lower bounds and EF is not the "
-                "whole-ventricle EF: part of the LV lies outside the stack")
+    coverage = f"incomplete LV coverage: apex cut off; {COVERAGE_CAVEAT}"
     coarse = "coarse temporal resolution: 12 phases, 83 ms per phase (SCMR recommends <= 45 ms)"
     out = _printed(_cine(coverage={"complete": False}, flags=[coverage, coarse], bsa_m2=1.66, bsa_formula="mosteller",
                          indexed={"lv_edvi_ml_m2": 49.06, "lv_esvi_ml_m2": 27.2, "lv_svi_ml_m2": 21.86,
@@ -154,7 +154,9 @@ def test_an_incomplete_cine_stack_prints_lower_bounds_and_its_caveat(capsys):
     assert "Cine LV: EDV ≥ 81.4 mL, ESV ≥ 45.2 mL, SV 36.3 mL, EF 44.6 % (partial stack), mass ≥ 80.4 g" in out
     assert f"Cine note: {coverage}" in out and f"Cine note: {coarse}" in out
     assert ("Cine indexed: BSA 1.66 m² (mosteller): LV EDVi ≥ 49.1 mL/m², LV ESVi ≥ 27.2 mL/m², LV SVi 21.9 mL/m², "
-            "LV mass index ≥ 48.4 g/m², RV EDVi 132.8 mL/m²") in out
+            "LV mass index ≥ 48.4 g/m², RV EDVi ≥ 132.8 mL/m²") in out
+    # the RV lies outside the stack with the LV: its volumes are lower bounds too (review F4)
+    assert "Cine RV: EDV ≥ " in out and ", ESV ≥ " in out
     whole = _printed(_cine(coverage={"complete": True}), capsys)
     assert "≥" not in whole and "partial stack" not in whole
 

@@ -25,6 +25,8 @@ def test_incomplete_coverage_marks_lower_bounds_in_the_key_numbers():
     rows = {quantity: value for quantity, value, _ in key_number_table([_cine(False)], (2.0, "mosteller"), "M")}
     assert rows["LV EDV / EDVi"].startswith("≥ 168") and "/ ≥ 84" in rows["LV EDV / EDVi"]
     assert rows["LV mass (cine, ED) / index"].startswith("≥ 125") and rows["LV EF"].endswith("(partial stack)")
+    # the RV's volumes too: the part of the heart outside the stack holds RV as well (review F4)
+    assert rows["RV EDV / ESV"] == "≥ 70.0 mL / ≥ 30.0 mL; EDVi ≥ 35.0 mL/m²"
     whole = {quantity: value for quantity, value, _ in key_number_table([_cine(True)], (2.0, "mosteller"), "M")}
     assert not any("≥" in value or "partial" in value for value in whole.values())
 
