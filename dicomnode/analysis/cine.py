@@ -12,7 +12,7 @@ from dicomnode.analysis.aha import aha_summary_for_volume
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
                                              PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
                                              trigger_phase)
-from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms
+from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import COUNTED_FROM, other_views_text, phase_number
 from dicomnode.analysis.reference_age import age_adjusted_flags, reference_ranges_summary
 from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_from_card, max_wall_thickness_for_volume,
@@ -476,7 +476,8 @@ class CinePipeline:
         wall_flag = wall_thickness_flag(wall, summary["slices"], lv_mass_bias_from_card(model.card.data),
                                         MODEL_VALIDATION)
         age = getattr(patient, "age", None)
-        flags = age_adjusted_flags(list(measured.flags) + ([wall_flag] if wall_flag else []), age)
+        flags = age_adjusted_flags(list(measured.flags) + partial_cycle_notes(measured, volume, series)
+                                   + ([wall_flag] if wall_flag else []), age)
         summary.update({"flags": flags, "max_wall_thickness": wall, "reference_ranges": reference_ranges_summary(age)})
         segmentation = SegmentationResult(
             series=series, volume=volume, labelmap=counted_labelmaps(labelmaps, [ed, es], measured.basal_excluded),
@@ -511,6 +512,32 @@ def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str |
     were declined) cannot be end diastole and end systole (ed_es_check), as a
     decline reason; None for a whole cycle (its volume curve times ED and ES) or where nothing speaks against them.
     The RR interval comes from the series' image headers (rr_interval_ms)."""
+    checked = _partial_cycle(measured, volume, series)
+    if checked is None:
+        return None
+    rr_ms, declared = checked
+    trigger_times = getattr(volume, "trigger_times", None)
+    objections = ed_es_objections(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms)
+    if not objections:
+        return None
+    return not_ed_es_reason(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms, declared,
+                            objections)
+
+
+def partial_cycle_notes(measured: "CineMeasurements", volume, series=None) -> list[str]:
+    """The notes on a cine that is not a whole cycle (as phases_not_ed_es) whose phases are timed as ED and ES but
+    hold nearly equal LV volumes (ed_es_check.small_ejection_note); [] otherwise."""
+    checked = _partial_cycle(measured, volume, series)
+    if checked is None:
+        return []
+    note = small_ejection_note(measured.ed_phase, measured.es_phase, measured.lv_curve_ml,
+                               getattr(volume, "trigger_times", None), checked[0])
+    return [note] if note else []
+
+
+def _partial_cycle(measured: "CineMeasurements", volume, series) -> tuple[float | None, int | None] | None:
+    """(RR interval ms or None, the declared phases of the cycle where more than were sent, else None) for a cine
+    whose ED and ES are checked by ed_es_check; None for a cine timed by its volume curve."""
     phases = len(measured.lv_curve_ml)
     declared = getattr(volume, "declared_phases", None)
     declared = declared if isinstance(declared, int) and declared > phases else None
@@ -519,13 +546,7 @@ def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str |
     if phases >= MIN_PHASES_FOR_CURVE and (declared is None or 2 * phases >= declared):
         return None
     datasets = [getattr(instance, "dataset", None) for instance in getattr(series, "instances", None) or ()]
-    rr_ms, _ = rr_interval_ms(datasets)
-    trigger_times = getattr(volume, "trigger_times", None)
-    objections = ed_es_objections(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms)
-    if not objections:
-        return None
-    return not_ed_es_reason(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms, declared,
-                            objections)
+    return rr_interval_ms(datasets)[0], declared
 
 
 def slice_positions_mm(volume) -> np.ndarray | None:

@@ -13,11 +13,12 @@ recommendations, Schulz-Menger et al., JCMR 2020;22:19):
 - without the RR interval (no NominalInterval (0018,1062), HeartRate (0018,1088) or Enhanced MR RRIntervalTimeNominal
   (0020,9251)), ED must lie within ED_WINDOW_FRACTION x UNTIMED_ASSUMED_RR_MS of the trigger and ES at least that much
   later (a late-diastolic ED cannot be placed without the RR interval);
-- the two volumes must differ by more than the segmentation noise the node's phase-to-phase consistency check allows
-  (max(JUMP_ML, JUMP_FRACTION x the larger volume)): two phases of nearly equal volume are not ED and ES however they
-  are timed.
-
-Phases without TriggerTime (or all with one value) are judged by the last rule alone. A pair that fails is not measured (CinePipeline
+- where the phases' timing cannot show it (no TriggerTime, or all with one value), the two volumes must differ by more
+  than the segmentation noise the node's phase-to-phase consistency check allows (max(JUMP_ML, JUMP_FRACTION x the
+  larger volume)): two untimed phases of nearly equal volume are not shown to be ED and ES. Where the timing shows
+  them to be ED and ES, nearly equal volumes are a very low EF or a segmentation fault, which the node cannot tell
+  apart: the pair is measured with a note (small_ejection_note), not refused with "no ejection".
+ A pair that fails is not measured (CinePipeline
 declines the function measurement with the objections as its reason): an EF from two phases that are not ED and ES
 is no EF.
 """
@@ -143,16 +144,47 @@ def ed_es_objections(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_tim
                     else f"only {_ms(es_offset - ed_offset)} after the larger volume's")
             objections.append(f"the smaller LV volume ({phase_name(es)}, TriggerTime {_ms(float(t_es))}) lies {when}: "
                               f"not end systole, which follows end diastole by the ejection (at least {_ms(window)})")
+    timed = t_ed is not None and t_es is not None and not objections
     tolerance = max(JUMP_ML, JUMP_FRACTION * edv)
     if edv < esv:
         objections.append(f"over all slices the phase taken as ED holds less LV volume than the one taken as ES "
                           f"({edv:.1f} against {esv:.1f} mL)")
-    elif edv - esv <= tolerance:
-        share = 100.0 * (edv - esv) / edv if edv > 0 else 0.0
-        objections.append(f"the two LV volumes differ by {edv - esv:.1f} mL ({share:.1f} % of {edv:.1f} mL), within "
-                          f"the segmentation noise the node allows between phases (max({JUMP_ML:g} mL, "
-                          f"{100 * JUMP_FRACTION:g} %)): no ejection between them")
+    elif edv - esv <= tolerance and not timed:
+        objections.append(f"the two LV volumes differ by {_difference(edv, esv)}, within the segmentation noise the "
+                          f"node allows between phases ({_noise()}), and no TriggerTime shows them to be ED and ES")
     return objections
+
+
+def _difference(edv: float, esv: float) -> str:
+    share = 100.0 * (edv - esv) / edv if edv > 0 else 0.0
+    return f"{edv - esv:.1f} mL ({share:.1f} % of {edv:.1f} mL)"
+
+
+def _noise() -> str:
+    return f"max({JUMP_ML:g} mL, {100 * JUMP_FRACTION:g} %)"
+
+
+def small_ejection_note(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_times: Sequence[float | None] | None,
+                        rr_ms: float | None = None) -> str | None:
+    """The note for phases timed as ED and ES (ed_es_objections finds nothing against them, TriggerTimes known) whose
+    LV volumes differ by no more than the segmentation noise between phases: a very low LVEF or a segmentation
+    fault, which two phases cannot tell apart, so the measurement stands with this note for the reader; None
+    otherwise. Arguments as ed_es_objections."""
+    n = len(lv_curve_ml)
+    times = trigger_times_ms(trigger_times, n)
+    if times[ed] is None or times[es] is None or ed_es_objections(ed, es, lv_curve_ml, trigger_times, rr_ms):
+        return None
+    edv, esv = float(lv_curve_ml[ed]), float(lv_curve_ml[es])
+    if edv < esv or edv - esv > max(JUMP_ML, JUMP_FRACTION * edv):
+        return None
+    return (f"{SMALL_EJECTION_START}the LV volumes at ED ({phase_name(ed)}, TriggerTime {_ms(float(times[ed]))}) and "
+            f"ES ({phase_name(es)}, TriggerTime {_ms(float(times[es]))}) differ by {_difference(edv, esv)}, within the "
+            f"segmentation noise between phases ({_noise()}): a very low LVEF or a segmentation fault; confirm by "
+            f"reading (phases {COUNTED_FROM})")
+
+
+#: how small_ejection_note begins
+SMALL_EJECTION_START = "little ejection between the phases sent: "
 
 
 def not_ed_es_reason(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_times: Sequence[float | None] | None,

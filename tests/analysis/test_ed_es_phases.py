@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.analysis.cine import CinePipeline
 from dicomnode.analysis.cine_metrics import TIMING_METHOD, find_cardiac_phases
-from dicomnode.analysis.ed_es_check import ed_es_objections, rr_interval_ms
+from dicomnode.analysis.ed_es_check import SMALL_EJECTION_START, ed_es_objections, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import declared_cycle_phases
 from dicomnode.config import Config
 
@@ -60,15 +60,38 @@ def test_es_at_the_r_wave_or_before_ed_is_refused():
     assert "TriggerTime 475 ms" in in_seconds[0] and "mid-cycle" in in_seconds[0]
 
 
-def test_nearly_equal_volumes_are_not_ed_and_es_however_they_are_timed():
-    assert len(ed_es_objections(0, 1, [100.0, 96.0], [0.0, 350.0], 900.0)) == 1  # 4 mL < 5 % of 100 mL
+def test_nearly_equal_untimed_volumes_are_not_shown_to_be_ed_and_es():
+    assert len(ed_es_objections(0, 1, [100.0, 96.0], None)) == 1                # 4 mL < 5 % of 100 mL
+    assert len(ed_es_objections(0, 1, [100.0, 96.0], [0.0, 0.0], 900.0)) == 1   # one TriggerTime on both: untimed
     assert len(ed_es_objections(0, 1, [40.0, 37.5], None)) == 1                  # 2.5 mL < 3 mL
+    assert small_ejection_note(0, 1, [100.0, 96.0], None) is None
     assert ed_es_objections(0, 1, [100.0, 90.0], None) == []                     # an EF of 10 % is measured
     reversed_volumes = ed_es_objections(0, 1, [90.0, 95.0], None)
     assert reversed_volumes == ["over all slices the phase taken as ED holds less LV volume than the one taken as ES "
                                 "(90.0 against 95.0 mL)"]
     with pytest.raises(ValueError, match="not two distinct phases"):
         ed_es_objections(1, 1, [90.0, 95.0], None)
+
+
+def test_a_timed_ed_es_pair_with_a_very_low_ef_is_measured_with_a_note():
+    """Review F11: an ED + ES export of a failing ventricle (LVEF <= 5 %), timed at the R wave and in systole, was
+    declined with "no ejection between them", a clinical statement two phases cannot support."""
+    assert ed_es_objections(0, 1, [220.0, 210.0], [0.0, 350.0], None) == []
+    assert ed_es_objections(0, 1, [100.0, 96.0], [0.0, 350.0], 900.0) == []
+    note = small_ejection_note(0, 1, [220.0, 210.0], [0.0, 350.0], None)
+    assert note.startswith(SMALL_EJECTION_START) and "differ by 10.0 mL (4.5 % of 220.0 mL)" in note
+    assert "TriggerTime 0 ms" in note and "TriggerTime 350 ms" in note and "confirm by reading" in note
+    # a clear ejection, or a pair the timing speaks against, gets no such note
+    assert small_ejection_note(0, 1, [150.0, 70.0], [0.0, 350.0], 900.0) is None
+    assert small_ejection_note(1, 0, [160.8, 166.5], [133.0, 475.0], 750.0) is None
+
+
+def test_pipeline_measures_a_timed_very_low_ef_export_with_its_note():
+    runtime = FakeRuntime()
+    export = _two_phase_cine((34.0, 33.4), (0.0, 350.0), ["2 of 20 cardiac phases present (CardiacNumberOfImages 20)"])
+    result = CinePipeline(Config(), runtime).run(TimedStudy(export, 800), context(runtime))
+    assert not result.declined and result.summary["lv_ef_percent"] < 5.0
+    assert any(flag.startswith(SMALL_EJECTION_START) for flag in result.summary["flags"])
 
 
 def _header(**values):
