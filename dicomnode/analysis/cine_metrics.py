@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from dicomnode.rounding import display_round, number_text, stored_value
-from dicomnode.analysis.model_error import beyond_known_error
+from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import phase_name
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
@@ -510,6 +510,11 @@ def known_errors(validation: dict | None, bsa_m2: float | None = None) -> dict[s
     return errors
 
 
+def _systematic(error: dict) -> float:
+    """The known error's bias that the flag rule subtracts (model_error.systematic_bias)."""
+    return systematic_bias(error.get("bias"), error.get("sd"), error.get("patients"))
+
+
 def error_text(error: dict, name: str) -> str:
     """The model's known error of one quantity in words, for a flag: "this model's RVEF vs expert readers: bias -5.0,
     mean abs. error 9.3 points (ACDC cross-validation, 100 patients)"."""
@@ -556,7 +561,7 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
     `lower_bounds` (LOWER_BOUND_KEYS on a stack with incomplete coverage) is judged against its upper limit only: a
     lower bound below the lower limit is no finding (lower_bound_note says so; break40b F3). `near` is
     None without a known error for the key, True where the flag is within the model's known error, False where the
-    value lies beyond every limit it is flagged against by more than that error after the model's bias
+    value lies beyond every limit it is flagged against by more than that error after the model's systematic bias
     (model_error.beyond_known_error: the source and the reasoning): only then is the flag asserted ("RVEF below the
     RV systolic dysfunction cut-off (...)"); otherwise it reads "RVEF below the RV systolic dysfunction cut-off, within
     the model's known error: confirm by reading (value; limit; the model's bias and MAE)"."""
@@ -584,7 +589,7 @@ def range_judgements(values: dict[str, float | None], sex: str | None,
             continue
         error = (errors or {}).get(key)
         near = None if error is None else not all(
-            beyond_known_error(value, limit, side, error["mae"], error["bias"]) for limit, side in crossed)
+            beyond_known_error(value, limit, side, error["mae"], _systematic(error)) for limit, side in crossed)
         shown = number_text(value, 1)  # rounded once, as every output shows the stored value (rounding.stored_value)
         known = f"; {error_text(error, spec['name'])}" if near else ""
         if spec.get("cut_off"):
@@ -660,7 +665,7 @@ def stroke_volume_mismatch(lv_sv_ml: float | None, rv_sv_ml: float | None, lv_co
     if larger <= 0 or difference <= SV_MISMATCH_ML or difference <= SV_MISMATCH_FRACTION * larger:
         return None, None
     near = None if error is None else not beyond_known_error(
-        abs(float(lv_sv_ml) - float(rv_sv_ml) - error["bias"]), SV_MISMATCH_ML, "above", error["mae"])
+        abs(float(lv_sv_ml) - float(rv_sv_ml) - _systematic(error)), SV_MISMATCH_ML, "above", error["mae"])
     lv_shown, rv_shown = number_text(lv_sv_ml, 1), number_text(rv_sv_ml, 1)
     difference = abs(float(display_round(lv_sv_ml, 1)) - float(display_round(rv_sv_ml, 1)))
     opening = (f"{SV_MISMATCH_START} only within the model's known error of the mismatch threshold: confirm by "

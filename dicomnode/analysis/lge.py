@@ -16,7 +16,7 @@ from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_L
                                              stack_coverage)
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
                                             nsd_enhancement, threshold_applicability)
-from dicomnode.analysis.model_error import beyond_known_error
+from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import not_lge_text, other_views_text
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
@@ -992,14 +992,16 @@ def lge_percent_validation(card_metrics: dict, kind: str, lge_percent: float | N
     "near_cutoff"}, %LGE points; None where the card records no agreement for this input kind. `near_cutoff` is true
     where a large-burden flag was given (`large` not None) and %LGE lies within the mean absolute error of the
     cut-off: the flag could go either way within the model's typical error (the flag accuracy reported beside it;
-    model_error.beyond_known_error without the bias, as the cine flags use it)."""
+    model_error.beyond_known_error with the bias where it is systematic, model_error.systematic_bias, as the cine
+    flags use it: the cards' %LGE biases are chance, so the window is |%LGE - cut-off| <= MAE)."""
     key, data = VALIDATION_BY_KIND.get(kind, (None, None))
     agreement = card_metrics.get(key) if key else None
     if not isinstance(agreement, dict) or agreement.get("mae") is None:
         return None
     mae = float(agreement["mae"])
     near = None if large is None or lge_percent is None else not beyond_known_error(
-        float(lge_percent), cutoff_percent, "above" if large else "below", mae)
+        float(lge_percent), cutoff_percent, "above" if large else "below", mae,
+        systematic_bias(agreement.get("bias"), agreement.get("sd"), agreement.get("n")))
     return {"data": data, "patients": agreement.get("n"), "mae": _round(mae, 2),
             "bias": None if agreement.get("bias") is None else _round(agreement["bias"], 2),
             "sd": None if agreement.get("sd") is None else _round(agreement["sd"], 2),

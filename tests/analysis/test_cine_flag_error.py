@@ -210,3 +210,25 @@ def test_lower_bounds_are_not_judged_against_the_lower_limit_of_normal():
     assert lower_bound_note({"rv_edvi_ml_m2": 50.0}, None) is None
     assert lower_bound_note({"rv_edvi_ml_m2": 50.0}, "M") == ("lower limits of normal not applied to lower bounds "
                                                               "(incomplete LV coverage): RV EDVi 50.0 mL/m²")
+
+
+def test_only_a_systematic_bias_moves_the_flag_rule():
+    """Review F7: the cine flags subtracted the card's bias and the LGE flag did not; one rule now: the bias is
+    subtracted where its 95 % confidence interval excludes 0 (model_error.systematic_bias), for both."""
+    from dicomnode.analysis.model_error import systematic_bias
+    assert systematic_bias(-4.99, 11.25, 100) == -4.99   # cine RVEF: 4.4 standard errors from 0
+    assert systematic_bias(-1.46, 7.76, 100) == 0.0      # cine LV ESV: 1.9 standard errors, chance
+    assert systematic_bias(0.81, 7.40, 33) == 0.0        # %LGE on MyoPS: chance
+    assert systematic_bias(2.0, None, None) == 2.0 and systematic_bias(None, 1.0, 10) == 0.0
+    # the LGE flag follows a systematic %LGE bias as the cine flags do: a model reading %LGE 3 points high over 100
+    # patients (SD 4) makes 19.5 % expected at 16.5 %, within its MAE of 4 of the 15 % cut-off
+    systematic = {"myops_lge_percent": {"n": 100, "mae": 4.0, "bias": 3.0, "sd": 4.0}}
+    assert lge_percent_validation(systematic, "native", 19.5, True, 15.0)["near_cutoff"] is True
+    chance = {"myops_lge_percent": {"n": 4, "mae": 4.0, "bias": 3.0, "sd": 4.0}}  # the same bias over 4 patients
+    assert lge_percent_validation(chance, "native", 19.5, True, 15.0)["near_cutoff"] is False
+    # a cine flag whose card bias is chance is judged as with no bias
+    errors = {"lv_esv_ml": {"mae": 5.6, "bias": -1.46, "sd": 7.76, "patients": 100, "unit": "mL", "data": "x"}}
+    judged = {key: near for key, _, near in range_judgements({"lv_esv_ml": 88.0}, "M", errors)}
+    assert judged == {"lv_esv_ml": False}  # 88 > 82 + 5.6 as measured; with the -1.46 bias it would be 89.46 too
+    judged = {key: near for key, _, near in range_judgements({"lv_esv_ml": 87.0}, "M", errors)}
+    assert judged == {"lv_esv_ml": True}   # 87 - 82 = 5.0 <= 5.6; with the bias 6.46 > 5.6 would have asserted it
