@@ -351,6 +351,18 @@ def function_validation_from_card(card: dict | None) -> dict:
     return found
 
 
+def validation_with_fallback(primary: dict, fallback: dict, fallback_model: str) -> dict:
+    """`primary` (function_validation_from_card of the model whose label maps give the values: the refining model)
+    with each quantity it lacks taken from `fallback` (the all-phase model's, named `fallback_model`), its
+    `card_metric` then reading "<fallback_model> card: <metric>", so no flag loses its known error because a refining
+    model's card holds fewer agreement blocks (a refine card has no cross-validation: review F10)."""
+    merged = dict(primary)
+    for quantity, block in (fallback or {}).items():
+        if quantity not in merged:
+            merged[quantity] = {**block, "card_metric": f"{fallback_model} card: {block.get('card_metric')}"}
+    return merged
+
+
 #: a wider network run only at the ED and ES phases the all-phase model found (CinePipeline): EDV, ESV, SV, EF and
 #: mass come from it; optional (the pipeline runs without it, analysis.cine.refine_ed_es turns it off)
 REFINE_MODEL_NAME = "cine_unet_refine"
@@ -377,7 +389,8 @@ class CinePipeline:
             refine = runtime.model(REFINE_MODEL_NAME)
             self.refine_spec = CineModelSpec.from_card(refine.card.data)
             self.refine_rv_validation = rv_validation_from_card(refine.card.data)
-            self.refine_function_validation = function_validation_from_card(refine.card.data)
+            self.refine_function_validation = validation_with_fallback(
+                function_validation_from_card(refine.card.data), self.function_validation, MODEL_NAME)
             if self.refine_spec.context == "first_phase":
                 raise ValueError(f"{REFINE_MODEL_NAME}: a refining model sees the ED and ES phases only, so it cannot "
                                  "take the 'first_phase' input context")

@@ -601,6 +601,24 @@ def test_a_refining_model_measures_ed_and_es_only():
     assert "wider network" not in " ".join(_methods_lines([plain]))
 
 
+def test_a_refining_model_without_cross_validation_keeps_every_flag_s_known_error():
+    """Review F10: a refining model's card holds only held-out agreement (no acdc_cv_* blocks), so with it installed
+    the EDV / ESV / EDVi flags lost their known error and were asserted again; each quantity its card lacks now
+    keeps the all-phase model's block, named as such."""
+    all_phase = {"acdc_cv_lv_edv_ml": {"n": 100, "mae": 6.1, "mean_error": -4.67, "sd_error": 7.36},
+                 "acdc_cv_lv_ef_percent": {"n": 100, "mae": 3.48, "mean_error": -1.04, "sd_error": 5.26}}
+    refine_only = {"acdc_lv_ef_percent": {"n": 20, "mae": 3.04, "mean_error": -0.5, "sd_error": 4.0}}
+    runtime = RefiningRuntime()
+    runtime.loaded.card.data = {**runtime.loaded.card.data, "metrics": all_phase}
+    runtime.refine.card.data = {**runtime.refine.card.data, "metrics": refine_only}
+    result = CinePipeline(Config(), runtime).run(FakeStudy(cycling_cine()), context(runtime))
+    assert result.summary["ed_es_refinement"] is not None
+    validation = result.summary["flag_validation"]
+    assert validation["lv_ef_percent"]["card_metric"] == "acdc_lv_ef_percent"  # the refining model's own
+    assert validation["lv_edv_ml"]["card_metric"] == "cine_unet card: acdc_cv_lv_edv_ml"
+    assert validation["lv_edv_ml"]["mae"] == pytest.approx(6.1)
+
+
 def test_refinement_can_be_turned_off_and_refuses_a_first_phase_model():
     volume = cycling_cine()
     config = Config.model_validate({"analysis": {"cine": {"refine_ed_es": False}}})
