@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 from dicomnode.results.display_copy import (display_copies, needs_display_copies, shared_frame_of_reference,
                                             viewer_order)
 from dicomnode.results.headers import derivable_header, fit_character_set
+from dicomnode.results.provenance import node_algorithm
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
@@ -78,6 +79,12 @@ def order_for_viewers(measurement_sr: Dataset | None, segs: list[Dataset], other
             dataset.SeriesDate, dataset.SeriesTime = at.strftime("%Y%m%d"), at.strftime("%H%M%S.%f")
             if own_content:
                 dataset.ContentDate, dataset.ContentTime = dataset.SeriesDate, dataset.SeriesTime
+
+
+def not_measured(results) -> list[Declined]:
+    """The pipelines' declines that name a series (a recognised series the analysis declined, with the reason), as
+    opposed to a study without such a series ("no LGE short-axis stack in the study")."""
+    return [d for r in results for d in r.declined if d.series_instance_uid]
 
 
 def build_result_objects(
@@ -178,6 +185,10 @@ def build_result_objects(
     config = context.config
     want_pdf = config.analysis.report_pdf
     want_sc = secondary_capture or config.analysis.secondary_capture
+    if not algorithms and not_measured(results):
+        # every recognised series declined (a cine that is not ED and ES, an unusable stack): the report says what
+        # was not measured and why, so the reader waiting for results in the viewer learns it there
+        algorithms = [node_algorithm()]
     if algorithms and (want_pdf or want_sc):
         cine = next((r for r in results if r.name == "cine" and r.summary), None)
         bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula) if cine is not None else None

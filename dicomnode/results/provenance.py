@@ -24,6 +24,20 @@ def node_version() -> str:
         return "0.1.0"
 
 
+def node_algorithm() -> AlgorithmInfo:
+    """The node's own software as the contributing algorithm (IHE AIR) of a report that no model contributed to: a
+    study whose recognised series were all declined gets a report saying why (results.objects); its Device UID is
+    derived from the node version, so it changes with every release."""
+    import hashlib
+    import uuid
+
+    version = node_version()
+    digest = hashlib.sha256(f"{NODE_MODEL_NAME} {version}".encode()).hexdigest()
+    return AlgorithmInfo(name=NODE_MODEL_NAME, version=version, manufacturer=NODE_MANUFACTURER,
+                         device_uid="2.25." + str(uuid.UUID(digest[:32]).int),
+                         description="series recognition and the checks that declined the analysis")
+
+
 def ai_series_description(what: str) -> str:
     """SeriesDescription that says the series is AI-generated and unverified (LO: at most 64 characters)."""
     if not what.strip():

@@ -211,6 +211,17 @@ STACK_ROWS = {"lge": "LGE input stack: caution", "cine": "Cine input stack: caut
 STACK_QUALIFIES = {"lge": "LGE volumes, mass and %LGE", "cine": "cine volumes, EF and mass"}
 
 
+#: the key-number row of a report without numbers: what was not measured and why (results.objects.not_measured)
+NOT_MEASURED_ROW = "Not measured"
+
+
+def not_measured_rows(results: Sequence[PipelineResult]) -> list[tuple[str, str, str]]:
+    """The NOT_MEASURED_ROW of page 1, one row per declined analysis of a recognised series (its reason), where no
+    analysis gave a number; [] where none was declined for a series."""
+    return [(NOT_MEASURED_ROW, str(d.reason), "series and reason in full: page 2")
+            for r in results for d in r.declined if d.series_instance_uid]
+
+
 def _stack_rows(name: str, summary: dict) -> list[tuple[str, str, str]]:
     """The STACK_ROWS row of one pipeline: every stack warning, beside the numbers they qualify; [] without any."""
     warnings = stack_warnings(summary)
@@ -969,15 +980,16 @@ def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
         bull_ax.set_axis_off()
         bull_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(title, 40)), ha="center", va="center", fontsize=7)
     sex = str(header.get("PatientSex") or "").upper() or None
-    rows = key_number_table(results, bsa, sex) or [("No quantitative result", "", "")]
+    rows = key_number_table(results, bsa, sex) or not_measured_rows(results) or [("No quantitative result", "", "")]
     panels = _image_panels(results)
     # (table, top, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions) per cap,
     # longest first, until the images reach MIN_PANEL_HEIGHT
     trials = []
     span, measured = text_span(figure, PANEL_TITLE_FONT)
     for cap in CELL_LINE_CAPS:
-        caps = {**{row: cap for row in FLAG_ROWS}, **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
-        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, STACK_ROWS.values())
+        caps = {**{row: cap for row in (*FLAG_ROWS, NOT_MEASURED_ROW)},
+                **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
+        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, (*STACK_ROWS.values(), NOT_MEASURED_ROW))
         top = min(bottom_of(table, figure), bottom_of(bull_ax, figure)) - PANEL_GAP
         trials.append((table, top, captioned_grid([panel[2] for panel in panels], top, FOOTER_TOP, span, CAPTION_LINE,
                                                   CAPTION_PAD, gap=PANEL_GAP)))

@@ -94,3 +94,30 @@ def test_a_per_frame_enhanced_cine_beside_a_classic_lge_gets_every_result(layout
                       for item in frame.DerivationImageSequence[0].SourceImageSequence}
         assert referenced and referenced <= frames
     assert [o.Modality for o in objects if o.Modality in ("SR", "DOC")] == ["SR", "SR", "DOC"]
+
+
+def test_a_study_whose_recognised_series_were_all_declined_gets_a_report_saying_why():
+    """A cine of two mid-cycle phases, declined, and no LGE: nothing was sent, so the reader waiting in the viewer
+    never learnt why there were no results. The PDF now says what was not measured (page 1) under the node's own
+    software as contributing algorithm; a study with no recognised series still gets nothing."""
+    import shutil
+    import subprocess
+
+    from dicomnode.analysis.pipeline import PipelineResult
+    from dicomnode.results.report import NOT_MEASURED_ROW, not_measured_rows
+    study, results, context = make_study(slices=3, cine_phases=5)
+    cine_uid = results[1].segmentations[0].series.series_instance_uids[0]
+    reason = ("cine LV/RV function not measured: the 2 phases sent of the 20 of the cycle at TriggerTime 133 ms, "
+              "475 ms are not shown to be end diastole and end systole")
+    no_lge = PipelineResult(name="lge", summary=None, declined=[Declined(None, "no LGE short-axis stack in the study")])
+    declined = [PipelineResult(name="cine", summary=None, declined=[Declined(cine_uid, reason)]), no_lge]
+    (document,) = build_result_objects(study, declined, context)
+    assert document.Modality == "DOC" and document.StudyInstanceUID == study.study_instance_uid
+    # the IHE AIR processing-algorithm item is the node's own software (other items describe the source equipment)
+    assert [e.ManufacturerModelName for e in document.ContributingEquipmentSequence][-1] == "dicomnode"
+    assert not_measured_rows(declined) == [(NOT_MEASURED_ROW, reason, "series and reason in full: page 2")]
+    if shutil.which("pdftotext"):
+        page_1 = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-", "-"], input=document.EncapsulatedDocument,
+                                capture_output=True, check=True).stdout.decode()
+        assert "Not measured" in page_1 and "not shown to be end diastole" in " ".join(page_1.split())
+    assert build_result_objects(study, [no_lge], context) == []
