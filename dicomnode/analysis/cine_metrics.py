@@ -185,6 +185,13 @@ TIMING_METHOD = (f"ED = largest LV volume within +/-{100 * ED_WINDOW_FRACTION:.0
                  "(smallest TriggerTime; that phase or a neighbour), ES = smallest volume, both on the curve that times "
                  "the cycle: one fixed set of mid-ventricular slices, per-slice median over 3 phases, smoothed over "
                  "neighbouring phases (summary.json cine.timing.smoothed_lv_curve_ml), not the all-slice curve plotted")
+#: how find_cardiac_phases begins its note where no TriggerTime times the phases (ED is then the largest volume)
+UNTRIGGERED_START = "no usable TriggerTime: ED is the phase of the largest LV volume"
+#: TIMING_METHOD where no TriggerTime gives the R-wave phase
+TIMING_METHOD_UNTRIGGERED = ("ED = largest LV volume of the cycle (no TriggerTime gives the R-wave phase), ES = smallest "
+                             "volume, both on the curve that times the cycle: one fixed set of mid-ventricular slices, "
+                             "per-slice median over 3 phases, smoothed over neighbouring phases (summary.json "
+                             "cine.timing.smoothed_lv_curve_ml), not the all-slice curve plotted")
 
 
 #: Longest interval between cine phases (ms) the LV function is measured without a caveat: SCMR standardized protocols
@@ -314,7 +321,8 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
        max(JUMP_ML, JUMP_FRACTION x largest volume, the cosine-cycle shaving) is flagged (a segmentation jump)
        and is not chosen.
     2. The filtered curve is smoothed periodically with [1, 2, 1] / 4.
-    3. ED: the largest smoothed volume among the unflagged phases within ED_WINDOW_FRACTION of the cycle around the
+    3. ED: without a usable TriggerTime, the largest smoothed volume among the unflagged phases (the first phase
+       sent need not be the R-wave phase); else the largest among those within ED_WINDOW_FRACTION of the cycle around the
        R-wave phase (smallest TriggerTime, the DICOM/ECG end-diastole): the R-wave phase itself or a neighbour, e.g.
        the late-diastolic phase just before the next R wave; a larger volume outside the window is reported, and so
        is a window phase that holds more volume than ED on the reported curve (`reported_curve_ml`).
@@ -337,6 +345,7 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
         es = int(np.argmin(curve))
         if n > 1 and ed == es:
             es = (ed + 1) % n
+        notes = [_untriggered_note(ed)] if note else []
         return CardiacPhases(ed, es, trigger, curve.tolist(), curve.tolist(), curve.tolist(), [],
                              notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
     consistent, flagged = temporal_jumps(volumes)
@@ -344,6 +353,15 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     notes += [_flagged_note(phase, curve, consistent, reported_curve_ml) for phase in flagged]
     usable = [p for p in range(n) if p not in flagged] or list(range(n))
     half_window = max(1, int(round(ED_WINDOW_FRACTION * n)))
+    if note:
+        # no TriggerTime: the first phase is a guess at the R wave (an export may start anywhere in the cycle), so
+        # ED is the phase of the largest LV volume (shared/cmr-reference.md), not the largest near the guess
+        ed = max(usable, key=lambda p: smoothed[p])
+        notes[notes.index(note)] = _untriggered_note(ed)
+        candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
+        es = min(candidates, key=lambda p: smoothed[p])
+        return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
+                             notes)
     window = [p for p in usable if _cyclic_distance(p, trigger, n) <= half_window]
     if not window:
         window = [p for p in range(n) if _cyclic_distance(p, trigger, n) <= half_window]
@@ -359,6 +377,10 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
     es = min(candidates, key=lambda p: smoothed[p])
     return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
+
+
+def _untriggered_note(ed: int) -> str:
+    return f"{UNTRIGGERED_START}, {phase_name(ed)} (the R-wave phase cannot be told from the images)"
 
 
 #: the least difference (mL) between the reported LV curve at another phase of the ED window and at ED for which

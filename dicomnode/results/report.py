@@ -21,7 +21,8 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
-                                           TIMING_METHOD, is_near_flag, is_range_flag, normal_range)
+                                           TIMING_METHOD, TIMING_METHOD_UNTRIGGERED, UNTRIGGERED_START,
+                                           is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
@@ -541,7 +542,9 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
         of_cycle = f" (of the {cycle} phases of the cycle)" if cycle else ""
         timing = (f"ED / ES = larger / smaller LV volume of the {sent} phases sent{of_cycle}, too few for a volume "
                   "curve: not detected over the cycle" if 0 < sent < MIN_PHASES_FOR_CURVE else
-                  TIMING_METHOD
+                  (TIMING_METHOD_UNTRIGGERED if any(str(n).startswith(UNTRIGGERED_START) for n in
+                                                    (cine.summary.get("timing") or {}).get("notes") or [])
+                   else TIMING_METHOD)
                   + (f", found among the {sent} phases sent{of_cycle}" if cycle else ""))
         source = source_series_name(cine.summary)
         lines.append("Cine" + (f" ({source})" if source else "") + ": summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
@@ -552,8 +555,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                      "mean +/- 2 SD (LV: 2015 SCMR review; RV EDVi: Alfakih 2003), RVEF against the RV systolic "
                      "dysfunction cut-off <= 45 % (Gulati 2013); LV and RV stroke volumes flagged where they differ by "
                      f"over {SV_MISMATCH_ML:g} mL and {100 * SV_MISMATCH_FRACTION:g} %. A value beyond a limit by no "
-                     "more than the model's mean absolute error against expert readers, once its mean error (bias) is "
-                     "taken off (card cross-validation), is called within the model's error: confirm by reading."
+                     "more than the model's mean absolute error against expert readers, once its systematic mean error "
+                     "(bias) is taken off (card cross-validation), is called within the model's error: confirm by reading."
                      f" Maximal ED wall thickness: {WALL_THICKNESS_METHOD}."
                      + (" ED and ES segmented again by a wider network, which gives EDV, ESV, EF and mass (other "
                         "phases and the choice of ED/ES: the all-phase network)."

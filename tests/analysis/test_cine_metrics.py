@@ -92,6 +92,20 @@ def test_a_phase_whose_volume_jumps_is_flagged_and_not_chosen():
     assert any("TriggerTime" in note for note in phases.notes)  # none given: phase 0 assumed, and said so
 
 
+def test_without_trigger_time_ed_is_the_largest_volume_wherever_the_cine_starts():
+    """A tester's export without TriggerTime whose first image is mid-diastole (InstanceNumber renumbered from phase
+    9): the first phase was taken as the R wave and ED chosen near it, early diastole, LVEF 9.2 % for 23.7 %."""
+    curve = cine_curve(20, 150.0, 60.0, es_phase=7)
+    slices = np.stack([curve * w for w in (0.2, 0.3, 0.3, 0.2)], axis=1)
+    for start in (0, 5, 9, 14):
+        phases = find_cardiac_phases(np.roll(slices, -start, axis=0))
+        assert (phases.ed, phases.es) == ((0 - start) % 20, (7 - start) % 20), start
+        assert any(n.startswith("no usable TriggerTime: ED is the phase of the largest LV volume") for n in phases.notes)
+    # with TriggerTime the R-wave window still decides, as before
+    timed = find_cardiac_phases(np.roll(slices, -9, axis=0), trigger_times=[40.0 * p for p in range(20)])
+    assert timed.ed != 11
+
+
 def test_ed_cross_check_reports_a_larger_volume_far_from_the_r_wave():
     curve = cine_curve(20, 150.0, 60.0, es_phase=7, ed_phase=10)  # largest volume mid-cycle: implausible for ED
     phases = find_cardiac_phases(curve[:, None], trigger_times=list(range(20)))
@@ -256,7 +270,8 @@ def test_measure_cine_end_to_end_known_answers():
     assert set(summary) == {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml",
                             "rv_esv_ml", "rv_sv_ml", "rv_ef_percent", "ed_phase", "es_phase"}
     assert result.flags[0].startswith("coarse temporal resolution: 4 phases without TriggerTime, 188 ms per phase")
-    assert result.flags[1:] == ["no usable TriggerTime: phase 1, the first, taken as the R-wave (end-diastolic) phase",
+    assert result.flags[1:] == ["no usable TriggerTime: ED is the phase of the largest LV volume, phase 2 (the R-wave "
+                                "phase cannot be told from the images)",
                                 "4 phases: ED = largest, ES = smallest LV volume (no curve to smooth)"]
     assert result.basal_excluded == []
     assert PAPILLARY_MUSCLES == "cavity"
