@@ -395,9 +395,12 @@ class CinePipeline:
                 raise ValueError(f"{REFINE_MODEL_NAME}: a refining model sees the ED and ES phases only, so it cannot "
                                  "take the 'first_phase' input context")
 
-    def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
+    def _declined(self, series_uid: str | None, reason: str, algorithms=()) -> PipelineResult:
+        """A declined cine; `algorithms`: the models whose segmentation the decline rests on (credited on the report
+        that says what was not measured)."""
         log.info("cine declined: %s", reason)
-        return PipelineResult(name=self.name, summary=None, declined=[Declined(series_uid, reason)])
+        return PipelineResult(name=self.name, summary=None, declined=[Declined(series_uid, reason)],
+                              algorithms=list(algorithms))
 
     def run(self, study: "CMRStudy", context: AnalysisContext) -> PipelineResult:
         series = study.preferred("cine", "sax")
@@ -443,10 +446,11 @@ class CinePipeline:
             refine=None if refine is None else (refine.run, self.refine_spec))
         labelmaps = canonical.invert(labelmaps)
         if measured.lv_edv_ml <= 0:
-            return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack")
+            return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack",
+                                  [model.algorithm])
         not_ed_es = phases_not_ed_es(measured, volume, series)
         if not_ed_es is not None:
-            return self._declined(series.series_instance_uid, not_ed_es)
+            return self._declined(series.series_instance_uid, not_ed_es, [model.algorithm])
         algorithms = [model.algorithm]
         if refinement is not None:
             refinement = {"model": refine.algorithm.name, "version": refine.algorithm.version, **refinement}

@@ -781,9 +781,12 @@ class LGEPipeline:
             return None
         return name
 
-    def _declined(self, series_uid: str | None, reason: str) -> PipelineResult:
+    def _declined(self, series_uid: str | None, reason: str, algorithms=()) -> PipelineResult:
+        """A declined LGE; `algorithms`: the models whose segmentation the decline rests on (credited on the report
+        that says what was not measured)."""
         log.info("lge declined: %s", reason)
-        return PipelineResult(name=self.name, summary=None, declined=[Declined(series_uid, reason)])
+        return PipelineResult(name=self.name, summary=None, declined=[Declined(series_uid, reason)],
+                              algorithms=list(algorithms))
 
     def run(self, study, context: AnalysisContext) -> PipelineResult:
         series = study.preferred("lge", "sax")
@@ -817,7 +820,8 @@ class LGEPipeline:
         volumes = lge_volumes(labels, voxel_ml, settings.myocardial_density_g_per_ml,
                               settings.large_burden_percent, settings.large_burden_comparator)
         if volumes.myocardium_volume_ml == 0:
-            return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack")
+            return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack",
+                                  [model.algorithm])
         withheld = not_determined_reason(segmented.localised, labels, volume.pixel_spacing)
         if withheld:  # no number from a segmentation that is not of the heart (break2 finding 2)
             nsd_full = {"lge_percent": None, "applicable": False, "reason": withheld, "n": settings.nsd_n}

@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 from dicomnode.results.display_copy import (display_copies, needs_display_copies, shared_frame_of_reference,
                                             viewer_order)
 from dicomnode.results.headers import derivable_header, fit_character_set
+from dicomnode.analysis.phase_text import series_name
 from dicomnode.results.provenance import node_algorithm
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
@@ -79,6 +80,18 @@ def order_for_viewers(measurement_sr: Dataset | None, segs: list[Dataset], other
             dataset.SeriesDate, dataset.SeriesTime = at.strftime("%Y%m%d"), at.strftime("%H%M%S.%f")
             if own_content:
                 dataset.ContentDate, dataset.ContentTime = dataset.SeriesDate, dataset.SeriesTime
+
+
+def series_names(study) -> dict[str, str]:
+    """{SeriesInstanceUID: 'series 5 "cine SAX"'} of every analysis series of the study (phase_text.series_name), so
+    the report names a declined series as a viewer lists it; {} where the study has none."""
+    names = {}
+    for series in getattr(study, "series", None) or ():
+        uids = getattr(series, "series_instance_uids", None) or [getattr(series, "series_instance_uid", None)]
+        for uid in uids:
+            if uid:
+                names[str(uid)] = series_name(series)
+    return names
 
 
 def not_measured(results) -> list[Declined]:
@@ -195,7 +208,8 @@ def build_result_objects(
         declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined] + failures \
             + declined_segs
         try:
-            pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined)
+            pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined,
+                                                 series_names=series_names(study))
         except Exception as error:  # noqa: BLE001
             failed(None, "visual report (PDF / SC)", error)
             want_pdf = want_sc = False

@@ -11,7 +11,7 @@ import math
 import re
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -212,15 +212,27 @@ STACK_ROWS = {"lge": "LGE input stack: caution", "cine": "Cine input stack: caut
 STACK_QUALIFIES = {"lge": "LGE volumes, mass and %LGE", "cine": "cine volumes, EF and mass"}
 
 
-#: the key-number row of a report without numbers: what was not measured and why (results.objects.not_measured)
-NOT_MEASURED_ROW = "Not measured"
+#: how the key-number rows of a report without numbers end: "Cine: not measured", with the reason beside it
+NOT_MEASURED_SUFFIX = ": not measured"
 
 
-def not_measured_rows(results: Sequence[PipelineResult]) -> list[tuple[str, str, str]]:
-    """The NOT_MEASURED_ROW of page 1, one row per declined analysis of a recognised series (its reason), where no
-    analysis gave a number; [] where none was declined for a series."""
-    return [(NOT_MEASURED_ROW, str(d.reason), "series and reason in full: page 2")
-            for r in results for d in r.declined if d.series_instance_uid]
+def not_measured_rows(results: Sequence[PipelineResult],
+                      series_names: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """Page 1's rows of a report without numbers, one per declined analysis of a recognised series ("Cine: not
+    measured", the reason, the series as a viewer lists it: `series_names` {SeriesInstanceUID: 'series 5 "cine
+    SAX"'}, phase_text.series_name); [] where none was declined for a series."""
+    rows = []
+    for r in results:
+        for d in r.declined:
+            if d.series_instance_uid:
+                label = ("LGE" if r.name == "lge" else r.name.capitalize()) + NOT_MEASURED_SUFFIX
+                rows.append((label, str(d.reason), declined_series_text(d.series_instance_uid, series_names)))
+    return rows
+
+
+def declined_series_text(series_instance_uid: str, series_names: Mapping[str, str] | None = None) -> str:
+    """'series 5 "cine SAX"' where `series_names` knows the series, else 'series <SeriesInstanceUID>'."""
+    return (series_names or {}).get(series_instance_uid) or f"series {series_instance_uid}"
 
 
 def _stack_rows(name: str, summary: dict) -> list[tuple[str, str, str]]:
@@ -963,17 +975,17 @@ PANEL_TITLE_FONT, PANEL_TITLE_PAD = 7.0, 2.0  # points
 
 
 def first_page(header: Dataset, results: Sequence[PipelineResult], context,
-               bsa: tuple[float, str] | None = None) -> Figure:
+               bsa: tuple[float, str] | None = None, series_names: Mapping[str, str] | None = None) -> Figure:
     """Page 1 (also the PNG): key numbers with reference ranges, the AHA bullseye beside them, and the overlays in
     the space left below both; drawn in report_fonts (CJK names as text), a character none has as '?'."""
     _use_report_fonts()
-    figure = _first_page(header, results, context, bsa)
+    figure = _first_page(header, results, context, bsa, series_names)
     mark_undrawable(figure)
     return figure
 
 
 def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
-                bsa: tuple[float, str] | None = None) -> Figure:
+                bsa: tuple[float, str] | None = None, series_names: Mapping[str, str] | None = None) -> Figure:
     figure = _page("", header, context, results)
     values, labels, title, unit, vmax, cmap = _bullseye_values(results)
     bull_ax = figure.add_axes(BULLSEYE_BOX)
@@ -983,16 +995,18 @@ def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
         bull_ax.set_axis_off()
         bull_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(title, 40)), ha="center", va="center", fontsize=7)
     sex = str(header.get("PatientSex") or "").upper() or None
-    rows = key_number_table(results, bsa, sex) or not_measured_rows(results) or [("No quantitative result", "", "")]
+    rows = key_number_table(results, bsa, sex) or not_measured_rows(results, series_names) \
+        or [("No quantitative result", "", "")]
     panels = _image_panels(results)
     # (table, top, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions) per cap,
     # longest first, until the images reach MIN_PANEL_HEIGHT
     trials = []
     span, measured = text_span(figure, PANEL_TITLE_FONT)
     for cap in CELL_LINE_CAPS:
-        caps = {**{row: cap for row in (*FLAG_ROWS, NOT_MEASURED_ROW)},
+        not_measured = [row[0] for row in rows if row[0].endswith(NOT_MEASURED_SUFFIX)]
+        caps = {**{row: cap for row in (*FLAG_ROWS, *not_measured)},
                 **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
-        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, (*STACK_ROWS.values(), NOT_MEASURED_ROW))
+        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, (*STACK_ROWS.values(), *not_measured))
         top = min(bottom_of(table, figure), bottom_of(bull_ax, figure)) - PANEL_GAP
         trials.append((table, top, captioned_grid([panel[2] for panel in panels], top, FOOTER_TOP, span, CAPTION_LINE,
                                                   CAPTION_PAD, gap=PANEL_GAP)))
@@ -1105,23 +1119,23 @@ def _scar_bars(ax, lge: PipelineResult | None) -> None:
 
 
 def second_page(header: Dataset, results: Sequence[PipelineResult], context,
-                declined: Sequence[Declined] = ()) -> Figure:
+                declined: Sequence[Declined] = (), series_names: Mapping[str, str] | None = None) -> Figure:
     """Page 2: volume curves, per-slice scar, methods, the cine's flags in full, declined series, suggestions; drawn
     in report_fonts (CJK series names as text), a character none has as '?'."""
     _use_report_fonts()
-    figure = _second_page(header, results, context, declined)
+    figure = _second_page(header, results, context, declined, series_names)
     mark_undrawable(figure)
     return figure
 
 
 def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
-                 declined: Sequence[Declined] = ()) -> Figure:
+                 declined: Sequence[Declined] = (), series_names: Mapping[str, str] | None = None) -> Figure:
     second = _page(" - page 2", header, context, results)
     cine, lge = _find(results, "cine"), _find(results, "lge")
     _volume_curves(second.add_axes((0.08, 0.70, 0.40, 0.19)), cine)
     _scar_bars(second.add_axes((0.57, 0.70, 0.39, 0.19)), lge)
-    declined_lines = [f"- {d.reason}" + (f" (series {d.series_instance_uid})" if d.series_instance_uid else "")
-                      for d in declined] or ["- none"]
+    declined_lines = [f"- {d.reason}" + (f" ({declined_series_text(d.series_instance_uid, series_names)})"
+                                         if d.series_instance_uid else "") for d in declined] or ["- none"]
     suggestions = _find(results, "suggestions")
     suggestion_lines = []
     if suggestions is not None and isinstance(suggestions.summary, list):
@@ -1155,12 +1169,14 @@ def render_report(
     context,
     bsa: tuple[float, str] | None = None,
     declined: Sequence[Declined] = (),
+    series_names: Mapping[str, str] | None = None,
 ) -> tuple[bytes, bytes]:
-    """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG) and second_page."""
+    """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG) and second_page.
+    `series_names` {SeriesInstanceUID: 'series 5 "cine SAX"'}: how declined series are named (else by UID)."""
     from matplotlib.backends.backend_pdf import PdfPages
 
-    first = first_page(header, results, context, bsa)
-    second = second_page(header, results, context, declined)
+    first = first_page(header, results, context, bsa, series_names)
+    second = second_page(header, results, context, declined, series_names)
     pdf, png = io.BytesIO(), io.BytesIO()
     with PdfPages(pdf, metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"}) as pages:
         pages.savefig(first)

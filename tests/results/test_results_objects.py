@@ -98,26 +98,56 @@ def test_a_per_frame_enhanced_cine_beside_a_classic_lge_gets_every_result(layout
 
 def test_a_study_whose_recognised_series_were_all_declined_gets_a_report_saying_why():
     """A cine of two mid-cycle phases, declined, and no LGE: nothing was sent, so the reader waiting in the viewer
-    never learnt why there were no results. The PDF now says what was not measured (page 1) under the node's own
-    software as contributing algorithm; a study with no recognised series still gets nothing."""
+    never learnt why there were no results. The node's analysis now sends a PDF whose page 1 says what was not
+    measured and on which series, crediting the model whose segmentation the decline rests on (else the node's
+    own software); a study with no recognised series, a pipeline failure or a re-analysis still gets nothing."""
     import shutil
     import subprocess
 
     from dicomnode.analysis.pipeline import PipelineResult
-    from dicomnode.results.report import NOT_MEASURED_ROW, not_measured_rows
+    from dicomnode.results.report import not_measured_rows
     study, results, context = make_study(slices=3, cine_phases=5)
-    cine_uid = results[1].segmentations[0].series.series_instance_uids[0]
+    study.declined, study.excluded_instances, study.summary_series = [], [], lambda: []
+    cine_series = results[1].segmentations[0].series
+    cine_uid = cine_series.series_instance_uids[0]
+    model = results[1].algorithms[0]
     reason = ("cine LV/RV function not measured: the 2 phases sent of the 20 of the cycle at TriggerTime 133 ms, "
               "475 ms are not shown to be end diastole and end systole")
+    cine = PipelineResult(name="cine", summary=None, declined=[Declined(cine_uid, reason)], algorithms=[model])
     no_lge = PipelineResult(name="lge", summary=None, declined=[Declined(None, "no LGE short-axis stack in the study")])
-    declined = [PipelineResult(name="cine", summary=None, declined=[Declined(cine_uid, reason)]), no_lge]
-    (document,) = build_result_objects(study, declined, context)
+
+    def analysed(*given, supersedes=None):
+        analyser = Analyser(Config())
+        for result in given:
+            analyser._pipelines[result.name] = GivenPipeline(result)
+        return analyser.analyse(study, [r.name for r in given], started_at=context.started_at, supersedes=supersedes)
+
+    outcome = analysed(no_lge, cine)
+    (document,) = outcome.datasets
     assert document.Modality == "DOC" and document.StudyInstanceUID == study.study_instance_uid
-    # the IHE AIR processing-algorithm item is the node's own software (other items describe the source equipment)
-    assert [e.ManufacturerModelName for e in document.ContributingEquipmentSequence][-1] == "dicomnode"
-    assert not_measured_rows(declined) == [(NOT_MEASURED_ROW, reason, "series and reason in full: page 2")]
+    assert [e.ManufacturerModelName for e in document.ContributingEquipmentSequence][-1] == model.name
+    assert not outcome.errors and {"series_instance_uid": cine_uid, "reason": reason} in outcome.summary["declined"]
+    (row,) = not_measured_rows([no_lge, cine], {cine_uid: 'series 5 "cine SAX"'})
+    assert row == ("Cine: not measured", reason, 'series 5 "cine SAX"')
     if shutil.which("pdftotext"):
         page_1 = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-", "-"], input=document.EncapsulatedDocument,
                                 capture_output=True, check=True).stdout.decode()
-        assert "Not measured" in page_1 and "not shown to be end diastole" in " ".join(page_1.split())
-    assert build_result_objects(study, [no_lge], context) == []
+        assert "Cine: not measured" in page_1 and "not shown to be end diastole" in " ".join(page_1.split())
+    # without a model behind the decline the node's own software is credited
+    untried = PipelineResult(name="cine", summary=None, declined=[Declined(cine_uid, "cine short-axis series is not "
+                                                                                       "a usable stack: …")])
+    (document,) = build_result_objects(study, [untried], context)
+    assert [e.ManufacturerModelName for e in document.ContributingEquipmentSequence][-1] == "dicomnode"
+    # nothing without a recognised series, when a pipeline failed, or where earlier results would stand beside it
+    assert analysed(no_lge).datasets == []
+    failing = PipelineResult(name="lge", summary=None, declined=[Declined(None, "lge: analysis failed: boom")])
+
+    class Failing(GivenPipeline):
+        def run(self, study, context):
+            raise RuntimeError("boom")
+
+    analyser = Analyser(Config())
+    analyser._pipelines["lge"], analyser._pipelines["cine"] = Failing(failing), GivenPipeline(cine)
+    assert analyser.analyse(study, ["lge", "cine"], started_at=context.started_at).datasets == []
+    earlier = [{"sop_instance_uid": "1.2.3", "series_instance_uid": "1.2.4", "study_instance_uid": "1.2.5"}]
+    assert analysed(no_lge, cine, supersedes=earlier).datasets == []
