@@ -117,7 +117,8 @@ def print_summary_table(summary: dict) -> None:
                   f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {_bound(cine['rv_edv_ml'], 'mL', partial)}, ESV {_bound(cine['rv_esv_ml'], 'mL', partial)},"
-                  f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %")
+                  f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %"
+                  f"{' (partial stack)' if partial else ''}")
             wall = wall_thickness_text(cine.get("max_wall_thickness"), cine.get("slices"))
             if wall:
                 print(f"  Cine LV maximal ED wall thickness: {wall}")

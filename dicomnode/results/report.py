@@ -382,26 +382,28 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         notes = [f for f in s.get("flags") or [] if f not in ranges and f not in near]
         # part of the LV outside the stack (summary `coverage`): LV and RV volumes and mass are lower bounds, EF partial
         partial = (s.get("coverage") or {}).get("complete") is False
-        at_least = "≥ " if partial else ""
         ef_note = " (partial stack)" if partial else ""
+
+        def bound(value, unit: str) -> str:  # "≥ " on a partial stack, never before a 0 or n/a
+            return lower_bound_text(value, unit, partial)
 
         rows += [
             ("LV EF", _fmt(s.get("lv_ef_percent"), "%") + ef_note, _range_text("lv_ef_percent", sex)),
             ("LV EDV / EDVi",
-             f"{at_least}{_fmt(s.get('lv_edv_ml'), 'mL')} / {at_least}{_fmt(index('lv_edvi_ml_m2'), 'mL/m²')}",
+             f"{bound(s.get('lv_edv_ml'), 'mL')} / {bound(index('lv_edvi_ml_m2'), 'mL/m²')}",
              f"{_range_text('lv_edv_ml', sex)}; index {_range_text('lv_edvi_ml_m2', sex)}"),
             ("LV ESV / ESVi",
-             f"{at_least}{_fmt(s.get('lv_esv_ml'), 'mL')} / {at_least}{_fmt(index('lv_esvi_ml_m2'), 'mL/m²')}",
+             f"{bound(s.get('lv_esv_ml'), 'mL')} / {bound(index('lv_esvi_ml_m2'), 'mL/m²')}",
              _range_text("lv_esv_ml", sex)),
             ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}", ""),
             ("LV mass (cine, ED) / index",
-             f"{at_least}{_fmt(s.get('lv_mass_g'), 'g')} / {at_least}{_fmt(index('lv_mass_index_g_m2'), 'g/m²')}",
+             f"{bound(s.get('lv_mass_g'), 'g')} / {bound(index('lv_mass_index_g_m2'), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
-            ("RV EDV / ESV", f"{at_least}{_fmt(s.get('rv_edv_ml'), 'mL')} / {at_least}{_fmt(s.get('rv_esv_ml'), 'mL')}"
-             + (f"; EDVi {at_least}{_fmt(index('rv_edvi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
+            ("RV EDV / ESV", f"{bound(s.get('rv_edv_ml'), 'mL')} / {bound(s.get('rv_esv_ml'), 'mL')}"
+             + (f"; EDVi {bound(index('rv_edvi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
-            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}",
+            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}{ef_note}",
              f"EF {_range_text('rv_ef_percent', sex)}"),
             # a result without the block (no slice measurable, or an older summary) has no row: page 1 is full
             *([(WALL_THICKNESS_ROW, wall_thickness_text(s.get("max_wall_thickness"), s.get("slices"), short=True),
