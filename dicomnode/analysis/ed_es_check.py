@@ -13,11 +13,12 @@ recommendations, Schulz-Menger et al., JCMR 2020;22:19):
 - without the RR interval (no NominalInterval (0018,1062), HeartRate (0018,1088) or Enhanced MR RRIntervalTimeNominal
   (0020,9251)), ED must lie within ED_WINDOW_FRACTION x UNTIMED_ASSUMED_RR_MS of the trigger and ES at least that much
   later (a late-diastolic ED cannot be placed without the RR interval);
-- where the phases' timing cannot show it (no TriggerTime, or all with one value), the two volumes must differ by more
-  than the segmentation noise the node's phase-to-phase consistency check allows (max(JUMP_ML, JUMP_FRACTION x the
-  larger volume)): two untimed phases of nearly equal volume are not shown to be ED and ES. Where the timing shows
-  them to be ED and ES, nearly equal volumes are a very low EF or a segmentation fault, which the node cannot tell
-  apart: the pair is measured with a note (small_ejection_note), not refused with "no ejection".
+- the two volumes must differ by more than the segmentation noise the node's phase-to-phase consistency check allows
+  (max(JUMP_ML, JUMP_FRACTION x the larger volume)), unless the timing shows the smaller to be end systole: ED at
+  the R wave and ES within the systolic part of a known RR interval (latest_end_systole_ms). Such a pair of nearly
+  equal volumes is a very low EF, a segmentation fault or a phase that is not end systole, which two phases cannot
+  tell apart: it is measured with a note (small_ejection_note). Two volumes within IDENTICAL_ML / IDENTICAL_FRACTION
+  are the same volume and never ED and ES.
  A pair that fails is not measured (CinePipeline
 declines the function measurement with the objections as its reason): an EF from two phases that are not ED and ES
 is no EF.
@@ -144,15 +145,34 @@ def ed_es_objections(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_tim
                     else f"only {_ms(es_offset - ed_offset)} after the larger volume's")
             objections.append(f"the smaller LV volume ({phase_name(es)}, TriggerTime {_ms(float(t_es))}) lies {when}: "
                               f"not end systole, which follows end diastole by the ejection (at least {_ms(window)})")
-    timed = t_ed is not None and t_es is not None and not objections
+    in_systole = (t_ed is not None and t_es is not None and rr_ms is not None and not objections
+                  and float(t_es) % rr_ms <= latest_end_systole_ms(rr_ms))
     tolerance = max(JUMP_ML, JUMP_FRACTION * edv)
     if edv < esv:
         objections.append(f"over all slices the phase taken as ED holds less LV volume than the one taken as ES "
                           f"({edv:.1f} against {esv:.1f} mL)")
-    elif edv - esv <= tolerance and not timed:
+    elif edv - esv <= max(IDENTICAL_ML, IDENTICAL_FRACTION * edv):
+        objections.append(f"the two LV volumes differ by {_difference(edv, esv)}: the same volume within "
+                          f"{IDENTICAL_ML:g} mL or {100 * IDENTICAL_FRACTION:g} %, so not ED and ES (or the same "
+                          "images twice)")
+    elif edv - esv <= tolerance and not in_systole:
         objections.append(f"the two LV volumes differ by {_difference(edv, esv)}, within the segmentation noise the "
-                          f"node allows between phases ({_noise()}), and no TriggerTime shows them to be ED and ES")
+                          f"node allows between phases ({_noise()}), and their timing does not show the smaller to be "
+                          "end systole (TriggerTime within the systolic part of a known RR interval)")
     return objections
+
+
+#: a generous end of systole, ms at an RR of 1 s, scaled by the square root of the RR interval (Bazett: a QTc of
+#: 500 ms; Bazett HC, Heart 1920;7:353-370): 500 ms at 60/min, 316 ms at 150/min
+LATEST_END_SYSTOLE_QTC_MS = 500.0
+#: two phases whose LV volumes differ by less than this are the same volume, whatever their timing
+IDENTICAL_ML, IDENTICAL_FRACTION = 1.0, 0.01
+
+
+def latest_end_systole_ms(rr_ms: float) -> float:
+    """The latest TriggerTime (ms after the R wave) taken as end systole for an RR interval of `rr_ms` ms: the QT
+    interval of a QTc of LATEST_END_SYSTOLE_QTC_MS (Bazett), the end of ventricular ejection at the latest."""
+    return LATEST_END_SYSTOLE_QTC_MS * float(np.sqrt(rr_ms / 1000.0))
 
 
 def _difference(edv: float, esv: float) -> str:
@@ -179,8 +199,8 @@ def small_ejection_note(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_
         return None
     return (f"{SMALL_EJECTION_START}the LV volumes at ED ({phase_name(ed)}, TriggerTime {_ms(float(times[ed]))}) and "
             f"ES ({phase_name(es)}, TriggerTime {_ms(float(times[es]))}) differ by {_difference(edv, esv)}, within the "
-            f"segmentation noise between phases ({_noise()}): a very low LVEF or a segmentation fault; confirm by "
-            f"reading (phases {COUNTED_FROM})")
+            f"segmentation noise between phases ({_noise()}): a very low LVEF, a segmentation fault or a second phase "
+            f"that is not end systole; confirm by reading (phases {COUNTED_FROM})")
 
 
 #: how small_ejection_note begins

@@ -76,11 +76,22 @@ def test_nearly_equal_untimed_volumes_are_not_shown_to_be_ed_and_es():
 def test_a_timed_ed_es_pair_with_a_very_low_ef_is_measured_with_a_note():
     """Review F11: an ED + ES export of a failing ventricle (LVEF <= 5 %), timed at the R wave and in systole, was
     declined with "no ejection between them", a clinical statement two phases cannot support."""
-    assert ed_es_objections(0, 1, [220.0, 210.0], [0.0, 350.0], None) == []
+    assert ed_es_objections(0, 1, [220.0, 210.0], [0.0, 350.0], 800.0) == []
     assert ed_es_objections(0, 1, [100.0, 96.0], [0.0, 350.0], 900.0) == []
-    note = small_ejection_note(0, 1, [220.0, 210.0], [0.0, 350.0], None)
+    note = small_ejection_note(0, 1, [220.0, 210.0], [0.0, 350.0], 800.0)
     assert note.startswith(SMALL_EJECTION_START) and "differ by 10.0 mL (4.5 % of 220.0 mL)" in note
     assert "TriggerTime 0 ms" in note and "TriggerTime 350 ms" in note and "confirm by reading" in note
+    assert "not end systole" in note
+    # a reviewer: only a smaller phase in the systolic part of a known RR is shown to be ES; diastasis (800 of
+    # 1000 ms), or any time without the RR interval, keeps the volume rule; the same volume twice is never ED and ES
+    assert len(ed_es_objections(0, 1, [250.0, 240.0], [0.0, 800.0], 1000.0)) == 1
+    assert len(ed_es_objections(0, 1, [220.0, 210.0], [0.0, 350.0], None)) == 1
+    assert small_ejection_note(0, 1, [220.0, 210.0], [0.0, 350.0], None) is None
+    same = ed_es_objections(0, 1, [220.0, 219.0], [0.0, 350.0], 800.0)
+    assert len(same) == 1 and "the same volume within 1 mL or 1 %" in same[0]
+    # the systolic window widens in share of the cycle as the heart rate rises (Bazett)
+    from dicomnode.analysis.ed_es_check import latest_end_systole_ms
+    assert latest_end_systole_ms(1000.0) == 500.0 and round(latest_end_systole_ms(400.0)) == 316
     # a clear ejection, or a pair the timing speaks against, gets no such note
     assert small_ejection_note(0, 1, [150.0, 70.0], [0.0, 350.0], 900.0) is None
     assert small_ejection_note(1, 0, [160.8, 166.5], [133.0, 475.0], 750.0) is None
