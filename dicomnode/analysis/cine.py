@@ -354,12 +354,15 @@ def function_validation_from_card(card: dict | None) -> dict:
 def validation_with_fallback(primary: dict, fallback: dict, fallback_model: str) -> dict:
     """`primary` (function_validation_from_card of the model whose label maps give the values: the refining model)
     with each quantity it lacks taken from `fallback` (the all-phase model's, named `fallback_model`), its
-    `card_metric` then reading "<fallback_model> card: <metric>", so no flag loses its known error because a refining
-    model's card holds fewer agreement blocks (a refine card has no cross-validation: review F10)."""
+    `card_metric` then reading "<fallback_model> card: <metric>" and its bias dropped (the other model's systematic
+    error says nothing of this one's), so no flag loses its known error because a refining model's card holds fewer
+    agreement blocks (a refine card has no cross-validation: review F10)."""
     merged = dict(primary)
     for quantity, block in (fallback or {}).items():
         if quantity not in merged:
-            merged[quantity] = {**block, "card_metric": f"{fallback_model} card: {block.get('card_metric')}"}
+            # the other model's typical error size stands in; its bias is that model's, unknown for this one
+            merged[quantity] = {**block, "mean_error": None,
+                                "card_metric": f"{fallback_model} card: {block.get('card_metric')}"}
     return merged
 
 

@@ -52,6 +52,7 @@ def systematic_bias(bias: float | None, sd: float | None, n: int | None) -> floa
     triggers: it never raises a flag on a value inside its limit."""
     if bias is None or not math.isfinite(float(bias)):
         return 0.0
-    if sd is None or not n or not math.isfinite(float(sd)) or int(n) < 2:
+    if sd is None or n is None or not math.isfinite(float(sd)) or float(sd) < 0 or not math.isfinite(float(n)) \
+            or int(n) < 2:
         return float(bias)
     return float(bias) if abs(float(bias)) > BIAS_Z * float(sd) / math.sqrt(int(n)) else 0.0

@@ -9,7 +9,7 @@ PatientAge or birth date, cmr.age) keeps the adult ranges, as before.
 """
 from __future__ import annotations
 
-from dicomnode.analysis.cine_metrics import is_range_flag
+from dicomnode.analysis.cine_metrics import LOWER_BOUND_NOTE_START, is_range_flag
 from dicomnode.analysis.wall_thickness import WALL_THICKNESS_START
 from dicomnode.cmr.age import PatientAge
 
@@ -36,12 +36,13 @@ def adult_ranges_note(age: PatientAge | None) -> str | None:
 
 def age_adjusted_flags(flags, age: PatientAge | None) -> list[str]:
     """The cine flags for this patient: as they are where the adult ranges apply; else the note first and every
-    flag judging a value against an adult range (cine_metrics.is_range_flag, the wall-thickness flag) left out."""
+    flag judging a value against an adult range (cine_metrics.is_range_flag, the wall-thickness flag, the note on
+    lower limits not applied to lower bounds) left out."""
     note = adult_ranges_note(age)
     if note is None:
         return list(flags)
     return [note] + [flag for flag in flags
-                     if not (is_range_flag(flag) or str(flag).startswith(WALL_THICKNESS_START))]
+                     if not (is_range_flag(flag) or str(flag).startswith((WALL_THICKNESS_START, LOWER_BOUND_NOTE_START)))]
 
 
 def reference_ranges_summary(age: PatientAge | None) -> dict:

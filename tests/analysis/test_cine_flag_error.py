@@ -232,3 +232,32 @@ def test_only_a_systematic_bias_moves_the_flag_rule():
     assert judged == {"lv_esv_ml": False}  # 88 > 82 + 5.6 as measured; with the -1.46 bias it would be 89.46 too
     judged = {key: near for key, _, near in range_judgements({"lv_esv_ml": 87.0}, "M", errors)}
     assert judged == {"lv_esv_ml": True}   # 87 - 82 = 5.0 <= 5.6; with the bias 6.46 > 5.6 would have asserted it
+
+
+def test_error_text_says_whose_error_and_which_bias_was_applied():
+    """Review: a bias the rule does not subtract was shown as if it were, and a refining model's flag quoted the
+    all-phase model's error as 'this model's'."""
+    from dicomnode.analysis.cine_metrics import error_text
+    from dicomnode.analysis.model_error import systematic_bias
+    chance = {"unit": "mL", "mae": 5.6, "bias": -1.46, "sd": 7.76, "patients": 100, "data": "ACDC cross-validation"}
+    assert "bias -1.5 (chance: not applied), mean abs. error 5.6 mL" in error_text(chance, "LV ESV")
+    systematic = {**chance, "bias": -4.67, "sd": 7.36}
+    assert "bias -4.7, mean abs. error" in error_text(systematic, "LV EDV")
+    borrowed = {**chance, "bias": 0.0, "card_metric": "cine_unet card: acdc_cv_lv_esv_ml"}
+    text = error_text(borrowed, "LV ESV")
+    assert text.startswith("the cine_unet model's LV ESV vs expert readers: mean abs. error 5.6 mL") and "bias" not in text
+    # malformed card values never fail the pipeline: NaN or missing counts, negative SD
+    assert systematic_bias(-4.0, 7.0, float("nan")) == -4.0 and systematic_bias(-4.0, -1.0, 100) == -4.0
+
+
+def test_a_child_gets_no_note_on_adult_lower_limits():
+    """Review: under 18 every adult range flag is withheld, but the note 'lower limits of normal not applied to lower
+    bounds' still named adult below-normal findings."""
+    from dicomnode.analysis.cine_metrics import LOWER_BOUND_NOTE_START, lower_bound_note
+    from dicomnode.analysis.reference_age import age_adjusted_flags
+    from dicomnode.cmr.age import PatientAge
+    note = lower_bound_note({"lv_edv_ml": 70.0}, "M")
+    assert note.startswith(LOWER_BOUND_NOTE_START)
+    child = PatientAge(years=9.0, text="009Y", source="PatientAge")
+    flags = age_adjusted_flags([note, "coarse temporal resolution: …"], child)
+    assert note not in flags and "coarse temporal resolution: …" in flags

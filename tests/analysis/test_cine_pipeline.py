@@ -617,6 +617,7 @@ def test_a_refining_model_without_cross_validation_keeps_every_flag_s_known_erro
     assert validation["lv_ef_percent"]["card_metric"] == "acdc_lv_ef_percent"  # the refining model's own
     assert validation["lv_edv_ml"]["card_metric"] == "cine_unet card: acdc_cv_lv_edv_ml"
     assert validation["lv_edv_ml"]["mae"] == pytest.approx(6.1)
+    assert validation["lv_edv_ml"]["bias"] == 0.0  # the other model's bias is not this one's
 
 
 def test_refinement_can_be_turned_off_and_refuses_a_first_phase_model():
