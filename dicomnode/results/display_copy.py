@@ -9,7 +9,8 @@ OHIF v3 (3.13) shows a SEG only on a series it can display as one plain stack of
   sit on other time points, are never seen (docs/conformance.md 8.1.1).
 The standard allows the SEG to reference any images of the same Frame of Reference, so wherever the images a SEG
 labels are not the whole of their series (needs_display_copies), the node writes a copy of the analysed frames of
-each labelled phase as a new series (one series per phase, all its slices) and lets the SEG reference the copy:
+each labelled phase as a new series (one series per phase, all its slices, also those where its SEG has no frame)
+and lets the SEG reference the copy:
 - same IOD as the source (MR Image), pixel values and geometry unchanged, new SOP Instance and Series UIDs; Rescale
   Slope / Intercept / Type kept although the MR Image IOD has no Modality LUT (dciodvfy warns): a PSIR's stored
   values are offset and its sign is lost without them (single_frame.GROUP_ATTRIBUTES);
@@ -292,13 +293,16 @@ def viewer_order(datasets: list[Dataset], frame_numbers: Sequence[int | None] | 
                                                       frame_numbers[n] or 0, n))
 
 
-def display_copies(segmentation: SegmentationResult, phase_position: int, slices, series_number: int,
+def display_copies(segmentation: SegmentationResult, phase_position: int, series_number: int,
                    frame_of_reference_uid: str | None = None, started_at: dt.datetime | None = None,
                    ) -> tuple[list[Dataset], SegmentationResult]:
-    """(the copies of one phase's frames at `slices`, the segmentation with those frames pointing at the copies).
+    """(the copies of one phase's frames, the segmentation with those frames pointing at the copies).
 
-    One copy series per call: the frames of phase `phase_position` (an index into segmentation.phases) at the given
-    slices (volume order). Reads each source file in full (pixel data included; _with_pixels), once per instance.
+    One copy series per call: the frames of phase `phase_position` (an index into segmentation.phases) at every
+    slice of the stack, whether or not the SEG labels anything there (its empty frames are omitted, PS3.3
+    C.8.20.2): the copies of all phases then hold the same slice positions under the same Instance Numbers, so a
+    reader scrolling the ED and ES copies side by side sees one level in both, the end slices where the model found
+    no blood pool included. Reads each source file in full (pixel data included; _with_pixels), once per instance.
     A frame of a multi-frame source is copied as a single-frame MR Image (single_frame_image). The copies are
     numbered 1..N in the order of their sources' Series and Instance Numbers, frames of one multi-frame source in
     volume (spatial, the SEG's) order whatever their frame numbers (viewer_order). The
@@ -317,7 +321,7 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, slices
     phase = PHASE_ABBREVIATIONS.get(name.strip().lower(), name)
     phase_index = segmentation.phases[phase_position]
     frames = [list(row) for row in segmentation.volume.frames]
-    slices = list(slices)
+    slices = list(range(len(frames[phase_index])))
     refs = [frames[phase_index][k] for k in slices]
     tilted = bool(tilted_sources(segmentation))
     if any(ref.frame_number is not None for ref in refs) and not tilted:

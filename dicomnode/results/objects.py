@@ -241,12 +241,12 @@ def _segs_of(study, segmentation, context: AnalysisContext, series_number: int, 
     target = segmentation
     copies_made: list[list[Dataset]] = []
     if needs_display_copies(study, segmentation, parts):
-        # the SEGs reference copies holding exactly their images, one series per phase (OHIF, see display_copy.py)
+        # one copy series per labelled phase, holding its whole stack; each SEG then references exactly the images
+        # of its phase's copy series (OHIF, see display_copy.py)
         frame_of_reference = shared_frame_of_reference(segmentation)
         for position in sorted({p for part in parts for p in part.phase_positions}):
-            slices = sorted({k for part in parts if position in part.phase_positions for k in part.slices})
-            copies, target = display_copies(target, position, slices, copy_series + len(copies_made),
-                                            frame_of_reference, context.started_at)
+            copies, target = display_copies(target, position, copy_series + len(copies_made), frame_of_reference,
+                                            context.started_at)
             sources += copies
             copies_made.append(copies)
         parts = seg_parts(target)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +311,24 @@ def one_series_per_slice(segmentation: SegmentationResult, prefix: str = "1.2.82
         by_uid[ref.sop_instance_uid].SeriesInstanceUID = series_uid
         segmentation.volume.frames[0][k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, series_uid)
     return by_uid
+
+
+def cine_one_series_per_slice(segmentation: SegmentationResult, series_numbers,
+                              prefix: str = "1.2.826.0.1.3680043.8.498.77") -> None:
+    """Move every slice of a multi-phase result, all its phases, into a series of its own (Siemens style: one
+    series per slice position); slice k gets Series Number series_numbers[k]. Changes the headers, the analysis
+    series (one Series Instance UID per slice, as the node's merged stack has) and the volume's frames in place."""
+    series = segmentation.series
+    index = {instance.sop_instance_uid: n for n, instance in enumerate(series.instances)}
+    uids = [f"{prefix}{k}" for k in range(len(segmentation.volume.frames[0]))]
+    for row in segmentation.volume.frames:
+        for k, ref in enumerate(row):
+            row[k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, uids[k], ref.frame_number)
+            n = index[ref.sop_instance_uid]
+            series.instances[n].dataset.SeriesInstanceUID = uids[k]
+            series.instances[n].dataset.SeriesNumber = series_numbers[k]
+            series.instances[n] = replace(series.instances[n], series_instance_uid=uids[k])
+    series.series_instance_uids = uids
 
 
 class GivenPipeline:

@@ -19,7 +19,8 @@ from dicomnode.results.display_copy import (DERIVATION, PLACED_DERIVATION, PROCE
 from dicomnode.results.objects import build_result_objects
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME
 from dicomnode.results.seg import segment_masks, segment_plan
-from synthetic import as_enhanced_mr, make_study, one_series_per_slice, tilt_slices, write
+from synthetic import (as_enhanced_mr, cine_one_series_per_slice, make_study, one_series_per_slice,
+                       tilt_slices, write)
 from validators import assert_valid
 
 
@@ -157,17 +158,7 @@ def test_a_cine_sent_as_one_series_per_slice_gets_one_seg_per_phase_on_its_copie
     """Every slice series holds all phases of its slice (Siemens style): the copies of a phase gather all its slices
     in one series, so each phase has one SEG (not one per slice series), numbered in the source series' order."""
     study, results, context = make_study(slices=3, cine_phases=5)
-    segmentation = results[1].segmentations[0]
-    cine = study.series[0]
-    for k in range(3):
-        uid = f"1.2.826.0.1.3680043.8.498.77{k}"
-        for p, row in enumerate(segmentation.volume.frames):
-            ref = row[k]
-            row[k] = FrameRef(ref.sop_instance_uid, ref.sop_class_uid, uid)
-            n = next(n for n, i in enumerate(cine.instances) if i.sop_instance_uid == ref.sop_instance_uid)
-            cine.instances[n].dataset.SeriesInstanceUID = uid
-            cine.instances[n].dataset.SeriesNumber = 30 - k
-            cine.instances[n] = replace(cine.instances[n], series_instance_uid=uid)
+    cine_one_series_per_slice(results[1].segmentations[0], [30 - k for k in range(3)])
     objects = build_result_objects(study, results[1:2], context)
     copies = [o for o in objects if o.Modality == "MR"]
     segs = [o for o in objects if o.Modality == "SEG"]

@@ -246,7 +246,7 @@ def test_an_untilted_enhanced_stack_keeps_its_seg_on_the_frames():
     segmentation = results[0].segmentations[0]
     assert not tilted_sources(segmentation) and not needs_display_copies(study, segmentation)
     with pytest.raises(ValueError, match="only where its stack is tilted"):
-        display_copies(segmentation, 0, [0, 1], 9301)
+        display_copies(segmentation, 0, 9301)
     objects = build_result_objects(study, results, context)
     assert not [o for o in objects if o.Modality == "MR"]
     (seg,) = [o for o in objects if o.Modality == "SEG"]
