@@ -166,7 +166,8 @@ def _indexed(cine: dict, partial: bool) -> str:
 #: (summary `indexed` key, name, unit, a lower bound on a partial stack) of the indexed values printed, as on the PDF
 INDEXED_SHOWN = (("lv_edvi_ml_m2", "LV EDVi", "mL/m²", True), ("lv_esvi_ml_m2", "LV ESVi", "mL/m²", True),
                  ("lv_svi_ml_m2", "LV SVi", "mL/m²", False), ("lv_mass_index_g_m2", "LV mass index", "g/m²", True),
-                 ("rv_edvi_ml_m2", "RV EDVi", "mL/m²", True))
+                 ("rv_edvi_ml_m2", "RV EDVi", "mL/m²", True), ("rv_esvi_ml_m2", "RV ESVi", "mL/m²", True),
+                 ("rv_svi_ml_m2", "RV SVi", "mL/m²", False))
 
 
 def _of_phases(cine: dict) -> str:

@@ -37,7 +37,8 @@ from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.rounding import display_round, number_text
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
-from dicomnode.results.report_layout import PAGE_INCHES, bottom_of, captioned_grid, fit_width, key_table, text_span
+from dicomnode.results.report_layout import (PAGE_INCHES, TABLE_FONT, bottom_of, captioned_grid, fit_width,
+                                             key_table, text_span)
 from dicomnode.uids import new_uid
 
 if TYPE_CHECKING:
@@ -395,15 +396,18 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             ("LV ESV / ESVi",
              f"{bound(s.get('lv_esv_ml'), 'mL')} / {bound(index('lv_esvi_ml_m2'), 'mL/m²')}",
              _range_text("lv_esv_ml", sex)),
-            ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}", ""),
+            ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}"
+             + (f"; SVi {_fmt(index('lv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else ""), ""),
             ("LV mass (cine, ED) / index",
              f"{bound(s.get('lv_mass_g'), 'g')} / {bound(index('lv_mass_index_g_m2'), 'g/m²')}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
             ("RV EDV / ESV", f"{bound(s.get('rv_edv_ml'), 'mL')} / {bound(s.get('rv_esv_ml'), 'mL')}"
-             + (f"; EDVi {bound(index('rv_edvi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
+             + (f"; EDVi {bound(index('rv_edvi_ml_m2'), 'mL/m²')} / ESVi {bound(index('rv_esvi_ml_m2'), 'mL/m²')}"
+                if bsa is not None else ""),
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
-            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}{ef_note}",
+            ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}{ef_note}"
+             + (f"; SVi {_fmt(index('rv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
              f"EF {_range_text('rv_ef_percent', sex)}"),
             # a result without the block (no slice measurable, or an older summary) has no row: page 1 is full
             *([(WALL_THICKNESS_ROW, wall_thickness_text(s.get("max_wall_thickness"), s.get("slices"), short=True),
@@ -893,23 +897,26 @@ def mark_undrawable(figure: Figure) -> None:
 
 def person_name(value) -> str:
     """A DICOM PN (PatientName) as a report shows it: "Family, Given Middle" with prefix before the given names
-    and suffix after them ("Family, Dr Given, Jr"); the alphabetic group, else the first ideographic or phonetic
-    group that the report's fonts (report_fonts: a CJK font where one is installed) can draw, else the first group
-    (drawn with '?' for what no font has: mark_undrawable); ABSENT where the name is empty."""
+    and suffix after them ("Family, Dr Given, Jr"), of the alphabetic group, else of the first ideographic or
+    phonetic group that the report's fonts (report_fonts: a CJK font where one is installed) can draw; the other
+    groups present that the fonts can draw follow in parentheses, their parts in the name's order ("Yamada, Tarou
+    (山田 太郎, やまだ たろう)" for "Yamada^Tarou=山田^太郎=やまだ^たろう"). Where no group can be drawn, the first
+    group alone (drawn with '?' for what no font has: mark_undrawable); ABSENT where the name is empty."""
     if value is None or str(value).strip(" ^=") == "":
         return ABSENT
     name = value if isinstance(value, PersonName) else PersonName(str(value))
-    shown = []
+    shown = []  # ("Family, Given", "Family Given") of each group present
     for group in name.components:
         family, given, middle, prefix, suffix = (list(group.split("^")) + [""] * 5)[:5]
         rest = " ".join(part for part in (prefix, given, middle) if part.strip())
-        text = ", ".join(part for part in (family.strip(), rest.strip(), suffix.strip()) if part)
-        if text:
-            shown.append(text)
-    drawable = [text for text in shown if _drawable(text)]
-    if drawable:
-        return drawable[0]
-    return shown[0] if shown else ABSENT
+        parts = [part for part in (family.strip(), rest.strip(), suffix.strip()) if part]
+        if parts:
+            shown.append((", ".join(parts), " ".join(parts)))
+    drawable = list(dict.fromkeys(group for group in shown if _drawable(group[0])))
+    if not drawable:
+        return shown[0][0] if shown else ABSENT
+    others = list(dict.fromkeys(spaced for _, spaced in drawable[1:] if spaced != drawable[0][1]))
+    return drawable[0][0] + (f" ({', '.join(others)})" if others else "")
 
 
 def _date(value) -> str:
@@ -968,6 +975,16 @@ FOOTER_TOP = 0.03
 CELL_LINE_CAPS = (12, 8, 4, 2)
 STACK_MIN_LINES = 4
 MIN_PANEL_HEIGHT = 0.14
+#: (table font in points, flag-row cap) tried in turn while the images stay below MIN_PANEL_HEIGHT or the table
+#: runs into the footer: first the caps at TABLE_FONT, then the shortest cap in smaller fonts
+TABLE_TRIALS = (*((TABLE_FONT, cap) for cap in CELL_LINE_CAPS), (6.6, CELL_LINE_CAPS[-1]), (6.0, CELL_LINE_CAPS[-1]))
+#: the smallest image height (page fraction, about 1.2 in) drawn on page 1: where every trial leaves less, the
+#: overlays are drawn on a page of their own, OVERLAYS_PAGE, and page 1's footer says so (MOVED_OVERLAYS)
+MIN_READABLE_PANEL = 0.10
+OVERLAYS_PAGE = 3
+MOVED_OVERLAYS = "Overlays on page {page} (no room beside the key numbers here)"
+#: the label of the axes of an overlay image (has_overlays)
+OVERLAY_AXES = "overlay"
 PANEL_GAP = 0.01
 #: a caption line at PANEL_TITLE_FONT (7 pt x 1.2 line spacing of an 11.69 in page), and the room between caption
 #: and image: 2 lines take 0.026; a caption wraps between words within its image's width, as many lines as it needs
@@ -1000,39 +1017,83 @@ def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
     rows = key_number_table(results, bsa, sex) or not_measured_rows(results, series_names) \
         or [("No quantitative result", "", "")]
     panels = _image_panels(results)
-    # (table, top, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions) per cap,
-    # longest first, until the images reach MIN_PANEL_HEIGHT
+    # (table, its bottom, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions)
+    # per TABLE_TRIALS, longest cells and largest font first, until the images reach MIN_PANEL_HEIGHT and the table
+    # stays above the footer
     trials = []
     span, measured = text_span(figure, PANEL_TITLE_FONT)
-    for cap in CELL_LINE_CAPS:
-        not_measured = [row[0] for row in rows if row[0].endswith(NOT_MEASURED_SUFFIX)]
+    not_measured = [row[0] for row in rows if row[0].endswith(NOT_MEASURED_SUFFIX)]
+    for font, cap in TABLE_TRIALS:
         caps = {**{row: cap for row in (*FLAG_ROWS, *not_measured)},
                 **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
-        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, (*STACK_ROWS.values(), *not_measured))
-        top = min(bottom_of(table, figure), bottom_of(bull_ax, figure)) - PANEL_GAP
-        trials.append((table, top, captioned_grid([panel[2] for panel in panels], top, FOOTER_TOP, span, CAPTION_LINE,
-                                                  CAPTION_PAD, gap=PANEL_GAP)))
-        if not panels or trials[-1][2][2] >= MIN_PANEL_HEIGHT:
+        table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, (*STACK_ROWS.values(), *not_measured),
+                          font=font)
+        bottom = bottom_of(table, figure)
+        top = min(bottom, bottom_of(bull_ax, figure)) - PANEL_GAP
+        trials.append((table, bottom, top, captioned_grid([panel[2] for panel in panels], top, FOOTER_TOP, span,
+                                                          CAPTION_LINE, CAPTION_PAD, gap=PANEL_GAP)))
+        if bottom >= FOOTER_TOP and (not panels or trials[-1][3][2] >= MIN_PANEL_HEIGHT):
             break
-    # the longest cells that give the images MIN_PANEL_HEIGHT, else the largest height cutting can give (five
-    # images side by side are as tall as their width allows: cutting flags further would not enlarge them)
-    enough = min(MIN_PANEL_HEIGHT, max(grid[2] for _, _, grid in trials)) - 1e-6
     measured()
-    table, top, (columns, width, height, caption_height, captions) = next(trial for trial in trials
-                                                                         if trial[2][2] >= enough)
-    for other, _, _ in trials:
+    largest = max(grid[2] for *_, grid in trials)
+    if panels and largest >= MIN_READABLE_PANEL:
+        # the longest cells that give the images MIN_PANEL_HEIGHT, else the largest height cutting and shrinking
+        # give (five images side by side are as tall as their width allows: cutting further would not enlarge them)
+        enough = min(MIN_PANEL_HEIGHT, largest) - 1e-6
+        table, _, top, grid = next(trial for trial in trials if trial[3][2] >= enough)
+    else:  # no image, or none readable here: the longest cells whose table ends above the footer
+        table, _, top, grid = next((trial for trial in trials if trial[1] >= FOOTER_TOP), trials[-1])
+        grid = None
+    for other, *_ in trials:
         if other is not table:
             other.axes.remove()
-    for n, ((image, labelmap, _, window, aspect), caption) in enumerate(zip(panels, captions) if height > 0 else []):
+    if grid is not None:
+        _draw_panels(figure, panels, top, grid)
+    _overlay_footer(figure, results, moved=bool(panels) and grid is None)
+    return figure
+
+
+def _draw_panels(figure: Figure, panels: list, top: float, grid: tuple) -> None:
+    """The overlay images under `top` (page fraction) in `grid` (captioned_grid's columns, panel width and height,
+    caption height, wrapped captions), each axes labelled OVERLAY_AXES."""
+    columns, width, height, caption_height, captions = grid
+    for n, ((image, labelmap, _, window, aspect), caption) in enumerate(zip(panels, captions)):
         row, column = divmod(n, columns)
         ax = figure.add_axes((TABLE_LEFT + column * (width + PANEL_GAP),
-                              top - (row + 1) * (height + caption_height), width, height))
+                              top - (row + 1) * (height + caption_height), width, height), label=OVERLAY_AXES)
         _show_overlay(ax, image, labelmap, caption, window, aspect)
         fit_width(ax.title, figure, width)  # only where one word alone is wider than its image
-    footer = figure.text(0.04, 0.006, f"Overlay: {overlay_legend(results)}.\nImages: S: / I: the source series / "
+
+
+def _overlay_footer(figure: Figure, results: Sequence[PipelineResult], moved: bool = False) -> None:
+    """The footer: the colours of the overlays (overlay_legend) and how their captions name a slice; `moved`: the
+    overlays are on page OVERLAYS_PAGE, not on this page (MOVED_OVERLAYS says so)."""
+    where = MOVED_OVERLAYS.format(page=OVERLAYS_PAGE) if moved else "Overlay"
+    footer = figure.text(0.04, 0.006, f"{where}: {overlay_legend(results)}.\nImages: S: / I: the source series / "
                          "image number as a viewer shows them, then the slice position. All numbers are unverified AI "
                          "output. Methods: page 2.", fontsize=6.5, va="bottom")
     fit_width(footer, figure, 0.92)
+
+
+def has_overlays(figure: Figure) -> bool:
+    """True where `figure` (a report page) draws overlay images (axes labelled OVERLAY_AXES)."""
+    return any(ax.get_label() == OVERLAY_AXES for ax in figure.axes)
+
+
+def overlay_page(header: Dataset, results: Sequence[PipelineResult], context) -> Figure:
+    """Page OVERLAYS_PAGE, made only where page 1's key numbers leave the overlays less than MIN_READABLE_PANEL:
+    the overlays of page 1 (_image_panels) as large as the page allows, with their legend."""
+    _use_report_fonts()
+    figure = _page(f" - page {OVERLAYS_PAGE}: overlays", header, context, results)
+    panels = _image_panels(results)
+    span, measured = text_span(figure, PANEL_TITLE_FONT)
+    top = TABLE_TOP - PANEL_GAP
+    grid = captioned_grid([panel[2] for panel in panels], top, FOOTER_TOP, span, CAPTION_LINE, CAPTION_PAD,
+                          gap=PANEL_GAP)
+    measured()
+    _draw_panels(figure, panels, top, grid)
+    _overlay_footer(figure, results)
+    mark_undrawable(figure)
     return figure
 
 
@@ -1173,16 +1234,19 @@ def render_report(
     declined: Sequence[Declined] = (),
     series_names: Mapping[str, str] | None = None,
 ) -> tuple[bytes, bytes]:
-    """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG) and second_page.
+    """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG), second_page, and overlay_page
+    where page 1 left the overlays no room.
     `series_names` {SeriesInstanceUID: 'series 5 "cine SAX"'}: how declined series are named (else by UID)."""
     from matplotlib.backends.backend_pdf import PdfPages
 
     first = first_page(header, results, context, bsa, series_names)
-    second = second_page(header, results, context, declined, series_names)
+    pages = [first, second_page(header, results, context, declined, series_names)]
+    if _image_panels(results) and not has_overlays(first):  # no room on page 1: its footer points here
+        pages.append(overlay_page(header, results, context))
     pdf, png = io.BytesIO(), io.BytesIO()
-    with PdfPages(pdf, metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"}) as pages:
-        pages.savefig(first)
-        pages.savefig(second)
+    with PdfPages(pdf, metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"}) as document:
+        for page in pages:
+            document.savefig(page)
     first.savefig(png, format="png", dpi=PNG_DPI)
     return pdf.getvalue(), png.getvalue()
 

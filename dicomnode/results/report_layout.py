@@ -43,14 +43,17 @@ def wrap_cell(text: str, width: int, max_lines: int | None = None,
 
 
 def key_table(figure: Figure, rows: list[tuple[str, str, str]], left: float, top: float, width: float,
-              row_caps: Mapping[str, int] | None = None, emphasised_rows: Container[str] = ()) -> Table:
+              row_caps: Mapping[str, int] | None = None, emphasised_rows: Container[str] = (),
+              font: float = TABLE_FONT) -> Table:
     """The key-number table hanging from `top` in an axes of its own, each row as tall as its longest wrapped
     cell (wrapped by characters, then measured); the value cell of a row named (first column) in `row_caps` takes
     at most that many lines (a cut one points to page 2); the cells of the rows named in `emphasised_rows`
-    (caveats on the numbers) are written in EMPHASIS_COLOUR."""
+    (caveats on the numbers) are written in EMPHASIS_COLOUR. `font` (points, TABLE_FONT or smaller): a smaller
+    font puts more characters on a line (TABLE_WRAP scaled) and makes each line lower (TABLE_LINE scaled)."""
     ax = figure.add_axes((left, 0.0, width, top))
     ax.set_axis_off()
-    renderer, probe = figure.canvas.get_renderer(), ax.text(0, 0, "", fontsize=TABLE_FONT)  # measures a line
+    renderer, probe = figure.canvas.get_renderer(), ax.text(0, 0, "", fontsize=font)  # measures a line
+    widths = [max(MIN_WRAP, int(each * TABLE_FONT / font)) for each in TABLE_WRAP]
 
     def fitter(share: float) -> Callable[[str], bool]:
         room = figure.bbox.width * width * share * (1 - 2 * CELL_PAD)  # pixels
@@ -62,16 +65,16 @@ def key_table(figure: Figure, rows: list[tuple[str, str, str]], left: float, top
 
     fits = [fitter(share) for share in TABLE_COLUMNS]
     wrapped = [[wrap_cell(cell, chars, (row_caps or {}).get(row[0]) if column == 1 else None, fit)
-                for column, (cell, chars, fit) in enumerate(zip(row, TABLE_WRAP, fits))] for row in rows]
+                for column, (cell, chars, fit) in enumerate(zip(row, widths, fits))] for row in rows]
     probe.remove()
     table = ax.table(cellText=wrapped, colLabels=list(TABLE_HEADER), loc="upper left", colWidths=list(TABLE_COLUMNS),
                      cellLoc="left")
     table.AXESPAD = 0.0
     table.auto_set_font_size(False)
-    table.set_fontsize(TABLE_FONT)
+    table.set_fontsize(font)
     for (row, _), cell in table.get_celld().items():
         lines = 1 if row == 0 else max(text.count("\n") + 1 for text in wrapped[row - 1])
-        cell.set_height(TABLE_LINE * (lines + 0.35) / top)
+        cell.set_height(TABLE_LINE * font / TABLE_FONT * (lines + 0.35) / top)
         cell.set_linewidth(0.3)
         if row == 0:
             cell.set_text_props(weight="bold")

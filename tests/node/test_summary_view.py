@@ -150,11 +150,12 @@ def test_an_incomplete_cine_stack_prints_lower_bounds_and_its_caveat(capsys):
     coarse = "coarse temporal resolution: 12 phases, 83 ms per phase (SCMR recommends <= 45 ms)"
     out = _printed(_cine(coverage={"complete": False}, flags=[coverage, coarse], bsa_m2=1.66, bsa_formula="mosteller",
                          indexed={"lv_edvi_ml_m2": 49.06, "lv_esvi_ml_m2": 27.2, "lv_svi_ml_m2": 21.86,
-                                  "lv_mass_index_g_m2": 48.43, "rv_edvi_ml_m2": 132.83}), capsys)
+                                  "lv_mass_index_g_m2": 48.43, "rv_edvi_ml_m2": 132.83, "rv_esvi_ml_m2": 96.02,
+                                  "rv_svi_ml_m2": 36.81}), capsys)
     assert "Cine LV: EDV ≥ 81.4 mL, ESV ≥ 45.2 mL, SV 36.3 mL, EF 44.6 % (partial stack), mass ≥ 80.4 g" in out
     assert f"Cine note: {coverage}" in out and f"Cine note: {coarse}" in out
     assert ("Cine indexed: BSA 1.66 m² (mosteller): LV EDVi ≥ 49.1 mL/m², LV ESVi ≥ 27.2 mL/m², LV SVi 21.9 mL/m², "
-            "LV mass index ≥ 48.4 g/m², RV EDVi ≥ 132.8 mL/m²") in out
+            "LV mass index ≥ 48.4 g/m², RV EDVi ≥ 132.8 mL/m², RV ESVi ≥ 96.0 mL/m², RV SVi 36.8 mL/m²") in out
     # the RV lies outside the stack with the LV: its volumes are lower bounds too (review F4)
     rv = next(line for line in out.splitlines() if "Cine RV:" in line)
     assert rv.startswith("  Cine RV: EDV ≥ ") and ", ESV ≥ " in rv and rv.endswith("% (partial stack)")

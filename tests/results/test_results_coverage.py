@@ -26,13 +26,14 @@ def test_incomplete_coverage_marks_lower_bounds_in_the_key_numbers():
     assert rows["LV EDV / EDVi"].startswith("≥ 168") and "/ ≥ 84" in rows["LV EDV / EDVi"]
     assert rows["LV mass (cine, ED) / index"].startswith("≥ 125") and rows["LV EF"].endswith("(partial stack)")
     # the RV's volumes too: the part of the heart outside the stack holds RV as well (review F4)
-    assert rows["RV EDV / ESV"] == "≥ 70.0 mL / ≥ 30.0 mL; EDVi ≥ 35.0 mL/m²"
-    assert rows["RV SV / EF"].endswith("(partial stack)")
+    assert rows["RV EDV / ESV"] == "≥ 70.0 mL / ≥ 30.0 mL; EDVi ≥ 35.0 mL/m² / ESVi ≥ 15.0 mL/m²"
+    # the stroke volume is a difference, not a lower bound (break41b F7: RV ESVi and SVi as summary.json gives them)
+    assert rows["RV SV / EF"] == "40.0 mL / 57.1 % (partial stack); SVi 20.0 mL/m²"
     # a lower bound of 0 says nothing: an RV the model did not find reads 0.0, as on the console
     missing_rv = _cine(False)
     missing_rv.summary.update({"rv_edv_ml": 0.0, "rv_esv_ml": 0.0, "rv_sv_ml": 0.0, "rv_ef_percent": None})
     rows = {quantity: value for quantity, value, _ in key_number_table([missing_rv], (2.0, "mosteller"), "M")}
-    assert rows["RV EDV / ESV"] == "0.0 mL / 0.0 mL; EDVi 0.0 mL/m²"
+    assert rows["RV EDV / ESV"] == "0.0 mL / 0.0 mL; EDVi 0.0 mL/m² / ESVi 0.0 mL/m²"
     whole = {quantity: value for quantity, value, _ in key_number_table([_cine(True)], (2.0, "mosteller"), "M")}
     assert not any("≥" in value or "partial" in value for value in whole.values())
 
