@@ -18,13 +18,14 @@ from dicomnode import __version__
 from dicomnode import strict_json
 from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
 from dicomnode.demo import run_demo
+from dicomnode.dispatch import check_destinations, echo_problem, transient_dead_letter
 from dicomnode.net.integrity import file_problem
 from dicomnode.net.scp import ListenError
-from dicomnode.net.scu import AssociationFailed, describe_object, echo, send_files
+from dicomnode.net.scu import AssociationFailed, describe_object, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
-from dicomnode.preflight import preflight_problems, preflight_warnings
+from dicomnode.preflight import listen_port_warnings, preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import RoleRunner, parse_roles, receiving_report, refused_studies
@@ -75,11 +76,20 @@ def cmd_serve(args) -> int:
     def on_term(signum, frame):
         stop.set()
 
+    def echo_destinations() -> None:
+        """A WARNING per destination that does not answer a C-ECHO (in the background: serving goes on)."""
+        if "dispatch" in roles and not helper and node.config.destinations:
+            threading.Thread(target=check_destinations, name="echo-destinations", daemon=True,
+                             args=(node.config.destinations, node.config.node.ae_title,
+                                   node.config.node.tls.minimum_version)).start()
+
     def on_hup(signum, frame):
         try:
             node.reload(_load(args.config))
         except ConfigError as exc:
             log.error("reload refused, keeping the running config:\n%s", exc)
+        else:
+            echo_destinations()
         if helpers is not None:
             helpers.reload()
 
@@ -91,6 +101,7 @@ def cmd_serve(args) -> int:
         signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(
             "SIGHUP: nothing to reload, this node runs on the embedded defaults (no --config)"))
     runner.start()
+    echo_destinations()
     if helpers is not None:  # after the serving process holds the port: a busy port stops the start above
         helpers.start()
     _notify("READY=1")
@@ -216,7 +227,10 @@ def cmd_config_check(args) -> int:
             print(f"  {path}: {message}", file=sys.stderr)
     if problems or missing:
         return EXIT_ERROR
-    for warning in config_warnings(config) + preflight_warnings(config, models="analyse" in roles, sections=sections):
+    warnings = config_warnings(config) + preflight_warnings(config, models="analyse" in roles, sections=sections)
+    if "receive" in roles and "node" in sections:
+        warnings += listen_port_warnings(config)
+    for warning in warnings:
         print(f"  warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK ({len(config.destinations)} destination(s), {len(config.routes)} route(s))")
     return EXIT_OK
@@ -292,6 +306,22 @@ def _name_objects(db, storage: Path, report: dict) -> None:
             item["object"] = describe_object(storage / path) if path else ""
 
 
+def refusal_remedy(last_refusal: str) -> str:
+    """What an admin does about a refusal (0xA700), told from its reason (the SCP's text: 'cannot write spool:
+    <strerror>', 'storage unavailable: ...', 'state database unreachable: ...', or a free-space message)."""
+    text = last_refusal.lower()
+    if text.startswith("cannot write spool") and ("read-only" in text or "permission" in text):
+        return ("make node.storage_dir writable again (check its mount: read-only, remounted or unmounted; and the "
+                "permissions of the user the node runs as)")
+    if text.startswith("storage unavailable"):
+        return "mount node.storage_dir again (the share holding the spool is not there)"
+    if text.startswith("state database unreachable"):
+        return "bring the state database back ([state] url); the node records these refusals when it is back"
+    if text.startswith("cannot write spool") and "no space" not in text and "quota" not in text:
+        return "fix the write error on node.storage_dir named above (the disk, its mount or permissions)"
+    return "free space on node.storage_dir (or lower node.min_free_space_mb)"
+
+
 def _print_receiving(report: dict) -> None:
     """The node-level line on refused receiving (first, where it applies) and the studies refused recently."""
     receiving, refused = report.get("receiving") or {}, report.get("refused_recently") or []
@@ -304,12 +334,12 @@ def _print_receiving(report: dict) -> None:
             line += (f"; last refusal {receiving['last_refused_s_ago']:.0f} s ago: "
                      f"{receiving.get('last_refusal') or 'lack of space'}")
         print(line)
-        print("  free space on node.storage_dir (or lower node.min_free_space_mb), then have the senders of the studies "
-              "below send them again")
+        print(f"  {refusal_remedy(receiving.get('last_refusal') or '')}, then have the senders of the studies below "
+              f"send them again")
         print()
     if refused:
-        print("studies refused for lack of space recently (have their senders send them again once there is room; one "
-              "with 0 stored is not among the studies below):")
+        print("studies refused recently (0xA700; have their senders send them again once the cause is gone; one with "
+              "0 stored is not among the studies below):")
         for item in refused:
             print(f"  {item['study_instance_uid']} (log id {item['study']}) from {item['calling_ae']}: "
                   f"{item['refused']} instance(s) refused, {item['stored']} stored, last refused "
@@ -365,10 +395,22 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
 
 
 def cmd_retry(args) -> int:
+    if args.all == (args.study is not None):
+        print("give either a STUDY or --all", file=sys.stderr)
+        return EXIT_USAGE
+    if args.all and (args.resend or args.reanalyse):
+        print("--all re-queues dead letters only; --resend and --reanalyse take one STUDY", file=sys.stderr)
+        return EXIT_USAGE
+    if args.destination and not args.all:
+        print("--destination goes with --all (a STUDY's dead letters are re-queued to every destination)",
+              file=sys.stderr)
+        return EXIT_USAGE
     config = _load(args.config)
     db = _existing_state(config)
     if db is None:
         return EXIT_ERROR
+    if args.all:
+        return _retry_all(db, config, args.destination)
     matches = db.find_studies(args.study)
     if len(matches) != 1:
         print(f"{args.study!r} matches {len(matches)} studies; give the study key, Study Instance UID or log id "
@@ -403,6 +445,44 @@ def cmd_retry(args) -> int:
             print(f"nothing to retry for {key}: {why}")
     else:
         print(f"nothing to retry for {key}: state {matches[0]['state']}, no dead letters and no failed analysis")
+    return EXIT_OK
+
+
+def _retry_all(db, config: Config, destination: str | None) -> int:
+    """`retry --all [--destination NAME]`: re-queue every dead letter whose last error was transient (a refused or
+    lost connection, a timeout, 0xA7xx: dispatch.transient_dead_letter), e.g. after a PACS outage longer than the
+    back-off; a permanent refusal is listed, not re-queued (`dicomnode retry STUDY` once the destination takes it)."""
+    dead = db.outbox_for(state="dead")
+    names = {d.name for d in config.destinations} | {row["destination"] for row in dead}
+    if destination is not None and destination not in names:
+        configured = ", ".join(sorted(d.name for d in config.destinations)) or "none"
+        print(f"unknown destination {destination!r} (configured: {configured}), and no dead letter names it",
+              file=sys.stderr)
+        return EXIT_USAGE
+    chosen = [row for row in dead if destination is None or row["destination"] == destination]
+    transient: dict[str, list[int]] = {}
+    permanent = []
+    for row in chosen:
+        if transient_dead_letter(row["last_error"]):
+            transient.setdefault(row["study_key"], []).append(row["id"])
+        else:
+            permanent.append(row)
+    requeued = studies = 0
+    for key, ids in transient.items():
+        count = db.retry_dead(key, ids)
+        requeued += count
+        studies += bool(count)
+    where = f" to {destination}" if destination else ""
+    if requeued:
+        print(f"re-queued {requeued} dead letter(s){where} of {studies} stud(ies); a running node sends them within "
+              f"seconds (`dicomnode status` shows the progress)")
+    else:
+        print(f"no dead letter{where} to re-queue after a transient failure")
+    if permanent:
+        print(f"not re-queued, {len(permanent)} permanent refusal(s) (fix the destination's configuration, then "
+              f"`dicomnode retry STUDY`):")
+        for row in permanent:
+            print(f"  {row['study_key']} -> {row['destination']}: {row['sop_instance_uid']}: {row['last_error']}")
     return EXIT_OK
 
 
@@ -489,19 +569,11 @@ def cmd_echo(args) -> int:
     for destination in destinations:
         peer = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
         started = time.monotonic()
-        try:
-            status = echo(destination.ae_title, destination.host, destination.port,
-                          calling_ae_title=destination.calling_ae_title or config.node.ae_title, timeout=args.timeout,
-                          ssl_context=client_context(destination, config.node.tls.minimum_version))
-        except (AssociationFailed, TLSConfigurationError) as exc:
-            print(f"{peer}: FAILED: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        if status == 0x0000:
+        problem = echo_problem(destination, config.node.ae_title, config.node.tls.minimum_version, args.timeout)
+        if problem is None:
             print(f"{peer}: C-ECHO OK ({(time.monotonic() - started) * 1000:.0f} ms)")
         else:
-            print(f"{peer}: FAILED: " + ("no C-ECHO response" if status is None else f"C-ECHO status 0x{status:04X}"),
-                  file=sys.stderr)
+            print(f"{peer}: FAILED: {problem}", file=sys.stderr)
             failed += 1
     return EXIT_OK if not failed else EXIT_ERROR
 
@@ -548,9 +620,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the same report as JSON (for monitoring)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("retry", help="re-queue the dead letters of a study, or re-run its failed analysis; with "
-                                     "--resend or --reanalyse, send or analyse a finished study again")
-    p.add_argument("study", help="study key (or its start), Study Instance UID, or the log id `status` and the logs print")
+    p = sub.add_parser("retry", help="re-queue the dead letters of a study (or, with --all, of every study after a "
+                                     "destination's outage), or re-run its failed analysis; with --resend or "
+                                     "--reanalyse, send or analyse a finished study again")
+    p.add_argument("study", nargs="?",
+                   help="study key (or its start), Study Instance UID, or the log id `status` and the logs print")
+    p.add_argument("--all", action="store_true",
+                   help="re-queue the dead letters of every study whose last error was transient (connection refused "
+                        "or lost, timeout, 0xA7xx): after a destination's outage outlasted the back-off; permanent "
+                        "refusals (e.g. no presentation context) are listed, not re-queued")
+    p.add_argument("--destination", metavar="NAME", help="with --all: only the dead letters to this destination")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resend", action="store_true",
                        help="queue the stored result objects of a done (or failed) study's latest analysis again to "

@@ -136,6 +136,9 @@ class DestinationConfig(StrictModel):
     tls_ca_certificates: ConfigPath | None = None
     tls_certificate: ConfigPath | None = None
     tls_private_key: ConfigPath | None = None
+    send_timeout_seconds: float = Field(30.0, gt=0, le=3600, description=(
+        "seconds the destination may take to answer (the association request, each C-STORE, network silence) "
+        "before the send is given up and retried; raise it for a slow or remote PACS and large objects"))
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -201,6 +204,11 @@ class DispatchConfig(StrictModel):
     initial_backoff_seconds: float = Field(5, gt=0)
     max_backoff_seconds: float = Field(900, gt=0)
     backoff_factor: float = Field(2.0, ge=1)
+    resume_dead_letters: bool = Field(False, description=(
+        "every resume_check_seconds, C-ECHO each destination holding dead letters whose last error was transient "
+        "(connection refused, timeout, 0xA7xx) and re-queue them once it answers (what `dicomnode retry --all "
+        "--destination NAME` does by hand)"))
+    resume_check_seconds: float = Field(300, gt=0, description="how often resume_dead_letters C-ECHOes (seconds)")
 
 
 class RetentionConfig(StrictModel):

@@ -6,7 +6,9 @@ so a reload or `dicomnode retry` after the PACS moved needs no rewrite of queued
 
 Destinations are sent to concurrently (KeyedLanes: at most MAX_PARALLEL_DESTINATIONS associations at once, never
 two to one destination): a destination that accepts the association and then stops answering holds up only its own
-items, for SEND_TIMEOUT_SECONDS per C-STORE, never another destination's or the next study's.
+items, for its `send_timeout_seconds` per C-STORE, never another destination's or the next study's. Only the item in
+flight is charged an attempt when an association ends early: the items behind it, never transmitted, go back to the
+queue unchanged and are sent on the next association.
 
 Permanent refusals become dead letters at once, with the destination's reason (no max_attempts retries: the
 destination's configuration, not time, changes them), while the other objects of the batch are sent; `dicomnode retry
@@ -28,7 +30,8 @@ from typing import Callable, Sequence
 
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.lanes import KeyedLanes
-from dicomnode.net.scu import AssociationFailed, describe_object, send_files
+from dicomnode.net.scu import AssociationFailed, describe_object, echo, send_files
+from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.observe import study_context
 from dicomnode.state import RoundFailures, StateDB, is_outage, outage_reason
 from dicomnode.uids import short_hash
@@ -43,11 +46,67 @@ MISSING_FILE_ATTEMPTS = 4
 MAX_PARALLEL_DESTINATIONS = 4
 
 #: how long a destination may take to answer (association request, each C-STORE, network silence) before the send
-#: is given up as "no response within N s" and retried with the back-off
+#: is given up as "no response within N s" and retried with the back-off: a configured destination's
+#: send_timeout_seconds (default this), this for an item whose destination is not configured
 SEND_TIMEOUT_SECONDS = 30.0
 
 #: appended to the error of a permanent refusal, which `dicomnode status` shows as the dead letter's last error
 PERMANENT_NOTE = "; a permanent refusal, not retried: `dicomnode retry STUDY` once the destination accepts it"
+
+
+#: the start of the error of a result file that was missing when it was to be sent (Dispatcher._send_batch)
+MISSING_FILE_ERROR = "result file "
+
+
+def transient_dead_letter(error: str | None) -> bool:
+    """Whether a dead letter's last error was transient (a refused or lost connection, a timeout, 0xA7xx Out of
+    Resources or another failure status retried with the back-off): sending it again may now work. Not a permanent
+    refusal (PERMANENT_NOTE: no presentation context, 0xA9xx, 0xCxxx ...) nor a missing result file."""
+    text = error or ""
+    return PERMANENT_NOTE not in text and not (text.startswith(MISSING_FILE_ERROR) and text.endswith(" is missing"))
+
+
+#: how long the C-ECHO of a destination may take when serve starts or reloads (check_destinations), in seconds
+ECHO_CHECK_TIMEOUT_SECONDS = 10.0
+
+
+def echo_problem(destination: DestinationConfig, node_ae_title: str, tls_minimum_version: str = "1.2",
+                 timeout: float = ECHO_CHECK_TIMEOUT_SECONDS, ssl_context_for=None) -> str | None:
+    """Why `destination` does not answer a C-ECHO with success (its host does not resolve, nothing listens, the
+    association is rejected, a TLS setting is wrong, no response or a failure status), or None when it does.
+    `ssl_context_for(name)`: the TLS context to use (Node.ssl_context_for), else made from the destination."""
+    try:
+        ssl_context = (ssl_context_for(destination.name) if ssl_context_for is not None
+                       else client_context(destination, tls_minimum_version))
+        status = echo(destination.ae_title, destination.host, destination.port,
+                      calling_ae_title=destination.calling_ae_title or node_ae_title, timeout=timeout,
+                      ssl_context=ssl_context)
+    except (AssociationFailed, TLSConfigurationError) as exc:
+        return str(exc)
+    if status == 0x0000:
+        return None
+    return "no C-ECHO response" if status is None else f"C-ECHO status 0x{status:04X}"
+
+
+def check_destinations(destinations: Sequence[DestinationConfig], node_ae_title: str,
+                       tls_minimum_version: str = "1.2",
+                       timeout: float = ECHO_CHECK_TIMEOUT_SECONDS) -> dict[str, str | None]:
+    """C-ECHO each destination once (serve's start, a reload): a WARNING naming each one that does not answer,
+    so that a wrong host or port shows before the first study's retries. Returns name -> echo_problem."""
+    found = {}
+    for destination in destinations:
+        try:
+            problem = echo_problem(destination, node_ae_title, tls_minimum_version, timeout)
+        except Exception as exc:  # noqa: BLE001 - a check: it must not end serve
+            problem = f"{type(exc).__name__}: {exc}"
+        found[destination.name] = problem
+        peer = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
+        if problem is None:
+            log.info("destination %s answers C-ECHO", peer)
+        else:
+            log.warning("destination %s does not answer C-ECHO: %s; results for it are queued and retried "
+                        "(`dicomnode echo` checks it again)", peer, problem)
+    return found
 
 
 def backoff_seconds(attempts: int, config: DispatchConfig) -> float:
@@ -93,6 +152,8 @@ class Dispatcher:
         #: claimed items per destination, sent by a bounded set of threads, never two at once to one destination
         self._lanes: KeyedLanes = KeyedLanes(MAX_PARALLEL_DESTINATIONS, self._send_lane, done=self.wake,
                                              name="dispatch-send")
+        self._resume_checked = time.monotonic()  # the last resume_dead_letters round (none at start: just begun)
+        self._resuming: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dispatch", daemon=True)
@@ -141,6 +202,7 @@ class Dispatcher:
             wait = self.idle_seconds
             try:
                 self.run_once(wait=False)
+                self.resume_dead_letters_when_due()
                 next_due = None if self.paused else self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
                 if next_due is not None:
                     wait = min(self.idle_seconds, max(0.05, next_due - time.time()))
@@ -159,6 +221,14 @@ class Dispatcher:
                 return (destination.ae_title, destination.host, destination.port,
                         destination.calling_ae_title or self.calling_ae_title)
         return row["ae_title"], row["host"], row["port"], self.calling_ae_title
+
+    def timeout_of(self, name: str) -> float:
+        """Seconds the destination `name` may take to answer (its send_timeout_seconds; send_timeout when it is
+        not configured)."""
+        for destination in (self.destinations() if self.destinations else ()):
+            if destination.name == name:
+                return destination.send_timeout_seconds
+        return self.send_timeout
 
     def run_once(self, wait: bool = True) -> int:
         """Claim every due item and hand it to its destination's lane (one association per destination, several
@@ -192,6 +262,57 @@ class Dispatcher:
         self._raise_lane_error()
         with self._counts:
             return self._batch_sent - before
+
+    def resume_dead_letters_when_due(self) -> None:
+        """With dispatch.resume_dead_letters, every resume_check_seconds: resume_dead_letters, on a thread of its
+        own (one at a time)."""
+        if not self.config.resume_dead_letters or self.paused:
+            return
+        if time.monotonic() - self._resume_checked < self.config.resume_check_seconds:
+            return
+        if self._resuming is not None and self._resuming.is_alive():
+            return
+        self._resume_checked = time.monotonic()
+        # its own thread: a C-ECHO that waits for a silent destination holds up no send
+        self._resuming = threading.Thread(target=self._resume_safely, name="dispatch-resume", daemon=True)
+        self._resuming.start()
+
+    def _resume_safely(self) -> None:
+        try:
+            self.resume_dead_letters()
+        except Exception as exc:  # noqa: BLE001 - tried again after resume_check_seconds
+            if is_outage(exc):
+                self.db.outage.failed(exc)
+            else:
+                log.exception("resuming dead letters failed; tried again in %g s", self.config.resume_check_seconds)
+
+    def resume_dead_letters(self) -> int:
+        """C-ECHO each configured destination holding dead letters whose last error was transient
+        (transient_dead_letter) and re-queue them once it answers (StateDB.retry_dead); a destination that does not
+        answer keeps them, said at DEBUG (its dead letters were said at ERROR). Returns how many were re-queued."""
+        dead = [row for row in self.db.outbox_for(state="dead") if transient_dead_letter(row["last_error"])]
+        configured = {d.name: d for d in (self.destinations() if self.destinations else ())}
+        requeued = 0
+        for name in sorted({row["destination"] for row in dead} & set(configured)):
+            destination = configured[name]
+            problem = echo_problem(destination, self.calling_ae_title,
+                                   timeout=min(self.timeout_of(name), ECHO_CHECK_TIMEOUT_SECONDS),
+                                   ssl_context_for=self.ssl_context_for or (lambda _: None))
+            if problem is not None:
+                log.debug("destination %s still does not answer C-ECHO (%s): its dead letters wait", name, problem)
+                continue
+            by_study: dict[str, list[int]] = defaultdict(list)
+            for row in dead:
+                if row["destination"] == name:
+                    by_study[row["study_key"]].append(row["id"])
+            count = sum(self.db.retry_dead(key, ids) for key, ids in by_study.items())
+            requeued += count
+            if count:
+                log.warning("destination %s answers C-ECHO again: re-queued %d dead letter(s) of %d stud(ies) "
+                            "(dispatch.resume_dead_letters)", name, count, len(by_study))
+        if requeued:
+            self.wake()
+        return requeued
 
     def _raise_lane_error(self) -> None:
         errors = self._lanes.take_errors()
@@ -246,7 +367,7 @@ class Dispatcher:
             return 0
         for row in missing:
             with study_context(ids[row["study_key"]]):
-                self._failed(row, f"result file {self.storage_dir / row['path']} is missing",
+                self._failed(row, f"{MISSING_FILE_ERROR}{self.storage_dir / row['path']} is missing",
                              max_attempts=MISSING_FILE_ATTEMPTS)
         rows = [row for row, path in zip(rows, paths) if path.is_file()]
         if not rows:
@@ -256,7 +377,7 @@ class Dispatcher:
         recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent)
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
-                                 calling_ae_title=calling_ae_title, timeout=self.send_timeout,
+                                 calling_ae_title=calling_ae_title, timeout=self.timeout_of(name),
                                  ssl_context=ssl_context, on_result=recorder.add)
         except AssociationFailed as exc:
             with study_context(studies):
@@ -284,8 +405,15 @@ class Dispatcher:
                 recorder.unrecorded.append(row["id"])
         ok_ids = [row["id"] for row, result in zip(rows, results) if result.ok]
         self._record_sent(recorder, name, studies)
+        untouched = [(row, result) for row, result in zip(rows, results) if not result.ok and not result.transmitted]
+        if untouched:
+            # the destination never saw them: no attempt charged, due again at once, on a new association
+            self.db.release_sends([row["id"] for row, _ in untouched])
+            with study_context(studies):
+                log.info("destination %s: %d result object(s) not transmitted (%s): back in the queue, no attempt "
+                         "charged", name, len(untouched), untouched[0][1].error)
         for row, result in zip(rows, results):
-            if not result.ok:
+            if not result.ok and result.transmitted:
                 with study_context(ids[row["study_key"]]):
                     log.warning("destination %s: %s not delivered: %s", name, self.object_name(row), result.error)
                     if result.permanent:

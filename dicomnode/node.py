@@ -31,7 +31,7 @@ from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, ve
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_PENDING, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_outage, open_state, outage_reason,
                              prepare_storage_dir, upgrade_schema)
-from dicomnode.studies import CompletionTracker, interrupted_note
+from dicomnode.studies import CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.types import Declined
 from dicomnode.uids import short_hash
@@ -89,6 +89,9 @@ class Node:
         self.db.outage.retry_seconds = config.state.poll_seconds
         self.completion = CompletionTracker(self.db, config.studies, self._enqueue_analysis, self.scheduler,
                                             retry_seconds=max(1.0, config.state.poll_seconds))
+        #: refusals made while the state database was unreachable, held for completion (studies.PendingRefusals)
+        self.pending_refusals = PendingRefusals(self.storage_dir)
+        self.completion.pending_refusals = self.pending_refusals
         self.dispatcher = Dispatcher(self.db, self.storage_dir, config.dispatch, config.node.ae_title,
                                      ssl_context_for=self.ssl_context_for,
                                      destinations=lambda: self.config.destinations,
@@ -96,7 +99,7 @@ class Node:
         self.scp = StorageSCP(config, self.spool, on_stored=self._instance_stored,
                               ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None,
                               on_refused=self._instance_refused, on_duplicate=self._instance_resent,
-                              on_aborted=self._transfer_aborted)
+                              on_aborted=self._transfer_aborted, on_refused_unrecorded=self._refusal_unrecorded)
         self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
@@ -302,8 +305,21 @@ class Node:
     # --- receive -> completion -------------------------------------------------------------------------------
 
     def _instance_refused(self, instance: IncomingInstance) -> None:
-        """After the SCP answered 0xA700 for an instance: its study is incomplete, not quiet (studies.REFUSED_PREFIX)."""
-        self.completion.instance_refused(instance.study_key)
+        """After the SCP answered 0xA700 for an instance: its study is incomplete, not quiet (studies.REFUSED_PREFIX);
+        a refusal the state cannot record now (an outage: the state database on the full disk) is kept pending."""
+        try:
+            self.completion.instance_refused(instance.study_key)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.db.outage.failed(exc)
+            self._refusal_unrecorded(instance)
+
+    def _refusal_unrecorded(self, instance: IncomingInstance) -> None:
+        """After the SCP answered 0xA700 for an instance while the state database is unreachable: the refusal is
+        kept (memory and spool) and written to the state before any completion (studies.PendingRefusals)."""
+        self.pending_refusals.add(instance.study_key, instance.study_instance_uid, instance.sop_instance_uid,
+                                  instance.calling_ae)
 
     def _instance_resent(self, outcome: StoreOutcome, instance: IncomingInstance) -> None:
         """An instance already held was sent again: a study waiting for the re-send of an interrupted transfer is

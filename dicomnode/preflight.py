@@ -27,6 +27,7 @@ from dicomnode.config import PIPELINES, Config
 from dicomnode.inference import probe
 from dicomnode.inference.runtime import Runtime, RuntimeErrorNoModel, shipped_models_dir
 from dicomnode.inference.shapes import onnx_input_spec
+from dicomnode.net.scp import probe_listen
 from dicomnode.net.tls import client_tls_problems, expiry_warnings, server_tls_problems
 from dicomnode.spool import shared_spool_problem
 from dicomnode.state import state_schema_problem
@@ -283,9 +284,37 @@ def _report_bank_warnings(config: Config) -> list[str]:
     return []
 
 
+def _destination_host_warnings(config: Config) -> list[str]:
+    """Destinations whose host name does not resolve here (a typo, a name DNS does not know): every result for
+    them would be retried and end a dead letter. A warning, not an error: DNS may know it by the time results go."""
+    warnings = []
+    for destination in config.destinations:
+        try:
+            socket.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+            warnings.append(f"destinations[{destination.name}].host: {destination.host!r} does not resolve ({reason}): "
+                            f"results for {destination.name} cannot be sent until it does (`dicomnode echo --to "
+                            f"{destination.name}` checks it)")
+    return warnings
+
+
+def listen_port_warnings(config: Config) -> list[str]:
+    """`dicomnode config check`: node.port already in use on node.host (another process listens there: a running
+    node?); `serve` would not start while it is. Not for serve itself, which binds the port and says so."""
+    try:
+        probe_listen(config.node.host, config.node.port)
+    except OSError as exc:
+        return [f"node.port: {config.node.port} on {config.node.host} cannot be opened now "
+                f"({exc.strerror or exc}): another process listens there (a running node?); `serve` with this "
+                f"config does not start while it does"]
+    return []
+
+
 #: (config sections a warning reads, whether only the analyse role needs it, the check)
 WARNING_CHECKS = (
     (("node", "destinations"), False, _certificate_warnings),
+    (("destinations",), False, _destination_host_warnings),
     (("inference", "routes", "analysis"), True, _report_bank_warnings),
 )
 

@@ -38,9 +38,9 @@ from dicomnode.state import (
     describe_url, is_outage, open_state, schema_version, state_url, upgrade_schema,
 )
 from dicomnode.spool import free_space_mb
-from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, completion_note, end_interruption,
-                               expected_counts_met, max_wait_failed_reason, record_interruption, record_refusal,
-                               refused_count, waiting_for_resend)
+from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, PendingRefusals, completion_note,
+                               end_interruption, expected_counts_met, max_wait_failed_reason, record_interruption,
+                               record_refusal, refused_count, waiting_for_resend)
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.roles")
@@ -142,8 +142,10 @@ class DatabaseCompletion:
     max_wait_seconds`. Only the holder of the `complete` lease acts, so one scheduler acts at a time.
     """
 
-    def __init__(self, db: StateDB, config, lease_seconds: float, on_complete=None, retention=None):
+    def __init__(self, db: StateDB, config, lease_seconds: float, on_complete=None, retention=None,
+                 pending_refusals: PendingRefusals | None = None):
         self.db = db
+        self.pending_refusals = pending_refusals
         self.config = config.studies
         self.retention_config = config.retention
         self.lease_seconds = lease_seconds
@@ -159,6 +161,14 @@ class DatabaseCompletion:
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
                         row: dict | None = None) -> None:
         """The receiver's hook: nothing to keep in memory, the due times are in the database."""
+
+    def flush_refusals(self) -> list[str]:
+        """Write the pending refusals (studies.PendingRefusals: this process's, and the files of any process
+        sharing the spool) to the state; returns the studies now held as incomplete. Raises the state database's
+        errors."""
+        if self.pending_refusals is None:
+            return []
+        return self.pending_refusals.flush(self.db, self.config)
 
     def instance_refused(self, study_key: str) -> int:
         """The receiver's hook after a 0xA700 (out of resources): the study is marked incomplete in the database
@@ -193,6 +203,7 @@ class DatabaseCompletion:
             return []
         now = time.time() if now is None else now
         done = []
+        self.flush_refusals()  # a refusal made during an outage holds its study before anything is completed
         for study in self.db.studies((RECEIVED,)):
             key = study["study_key"]
             why = self._due(study, now)
@@ -308,7 +319,7 @@ class RoleRunner:
         node = self.node
         node.completion = DatabaseCompletion(self.db, node.config, self.config.state.lease_seconds,
                                              on_complete=lambda *_: self._wake_workers.set(),
-                                             retention=node.retention)
+                                             retention=node.retention, pending_refusals=node.pending_refusals)
         self.completion = node.completion
         if "analyse" in self.roles:
             if warm_up:
@@ -426,6 +437,8 @@ class RoleRunner:
         if self.completion is not None:
             detail["completion_lease"] = self.completion.holding
         self.db.heartbeat(self.roles, self.started_at, detail)
+        if "receive" in self.roles:  # this process's refusals made during an outage, even where none completes
+            node.completion.flush_refusals()
 
     def _heartbeat_loop(self) -> None:
         """Beat every heartbeat_seconds while every worker thread of the process lives. When one has ended (it

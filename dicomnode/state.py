@@ -1143,19 +1143,25 @@ class StateDB:
     def outbox_counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")}
 
-    def retry_dead(self, study_key: str) -> int:
-        """Re-queue a study's dead letters (never a superseded item); returns how many. 0 for a failed study whose
-        latest analysis failed: `reanalyse` runs it again, and its results supersede the earlier dead letters."""
+    def retry_dead(self, study_key: str, outbox_ids: list[int] | None = None) -> int:
+        """Re-queue a study's dead letters (never a superseded item), only those of `outbox_ids` when given; returns
+        how many. 0 for a failed study whose latest analysis failed: `reanalyse` runs it again, and its results
+        supersede the earlier dead letters."""
+        if outbox_ids is not None and not outbox_ids:
+            return 0
         now = time.time()
         with self._write() as db:
             study = self._run(db, "SELECT state FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": study_key}).mappings().first()
             if study is None or (study["state"] == FAILED and self._latest_analysis_failed(db, study_key)):
                 return 0
+            only = "" if outbox_ids is None else " AND id IN :ids"
             count = self._run(db, (
                 "UPDATE outbox SET state=:pending, attempts=0, next_attempt_at=:now, claimed_by=NULL, lease_until=NULL"
-                " WHERE study_key=:k AND state=:dead"),
-                {"pending": OUTBOX_PENDING, "now": now, "k": study_key, "dead": OUTBOX_DEAD}).rowcount
+                " WHERE study_key=:k AND state=:dead" + only),
+                {"pending": OUTBOX_PENDING, "now": now, "k": study_key, "dead": OUTBOX_DEAD,
+                 **({} if outbox_ids is None else {"ids": list(outbox_ids)})},
+                expanding=[] if outbox_ids is None else ["ids"]).rowcount
             if count:
                 self._run(db, "UPDATE studies SET state=:sending, reason=NULL, updated_at=:now WHERE study_key=:k"
                               " AND state IN (:failed, :done)",

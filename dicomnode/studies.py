@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 import logging
+import os
 import re
 import threading
 import time
+import uuid
 from collections import defaultdict
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config, StudiesConfig
+from dicomnode.spool import write_durably
 from dicomnode.state import COMPLETE, FAILED, INCOMPLETE_PREFIX, RECEIVED, RoundFailures, StateDB
 from dicomnode.uids import short_hash
 
@@ -27,10 +32,16 @@ REFUSED_PREFIX = INCOMPLETE_PREFIX  # "incomplete: ": state.add_instance clears 
 _REFUSED_COUNT = re.compile(r"incomplete: (\d+) instance")
 
 
-def refused_reason(count: int) -> str:
-    """The study's reason after `count` of its instances were refused as out of resources (0xA700: storage floor, or storage unavailable)."""
-    return (f"{REFUSED_PREFIX}{count} instance(s) refused as out of resources (0xA700: storage under "
-            f"node.min_free_space_mb, or unavailable); waiting for the sender to send again")
+#: the causes of a refusal (0xA700) that refused_reason names
+STORAGE_REFUSAL = "storage under node.min_free_space_mb, or unavailable"
+STATE_UNREACHABLE_REFUSAL = "the state database unreachable"
+
+
+def refused_reason(count: int, cause: str = STORAGE_REFUSAL) -> str:
+    """The study's reason after `count` of its instances were refused as out of resources (0xA700) for `cause`
+    (STORAGE_REFUSAL: storage floor or storage unavailable; STATE_UNREACHABLE_REFUSAL)."""
+    return (f"{REFUSED_PREFIX}{count} instance(s) refused as out of resources (0xA700: {cause}); waiting for the "
+            f"sender to send again")
 
 
 def waiting_for_resend(study) -> bool:
@@ -53,23 +64,129 @@ def refused_count(study) -> int:
     return int(match.group(1)) if match else 0
 
 
-def record_refusal(db: StateDB, study_key: str, config: StudiesConfig) -> int:
-    """After the node answered 0xA700 for an instance of `study_key`: mark the study (still receiving) incomplete,
-    counting the refusal; returns the count so far, 0 when the study is not receiving (nothing to hold back).
+def record_refusal(db: StateDB, study_key: str, config: StudiesConfig, count: int = 1,
+                   cause: str = STORAGE_REFUSAL) -> int:
+    """After the node answered 0xA700 for `count` instance(s) of `study_key`: mark the study (still receiving)
+    incomplete, counting the refusals; returns the count so far, 0 when the study is not receiving (nothing to hold
+    back). Raises the state database's errors (an outage: PendingRefusals keeps the refusal meanwhile).
 
     The first refusal of a round is logged (the SCP logs each refused instance itself)."""
     study = db.study(study_key)
     if study is None or study["state"] != RECEIVED:
         return 0
-    count = refused_count(study) + 1
-    if not db.set_study_state(study_key, RECEIVED, refused_reason(count), expect=(RECEIVED,),
+    before = refused_count(study)
+    total = before + count
+    if not db.set_study_state(study_key, RECEIVED, refused_reason(total, cause), expect=(RECEIVED,),
                               generation=study["generation"]):
         return 0
-    if count == 1:
-        log.warning("study %s: incomplete, an instance was refused for lack of space: not completed on the quiet timer "
+    if before == 0:
+        log.warning("study %s: incomplete, %d instance(s) refused (0xA700: %s): not completed on the quiet timer "
                     "until its sender sends again (at max_wait_seconds=%s: force_complete_policy %r)",
-                    short_hash(study["study_instance_uid"]), config.max_wait_seconds, config.force_complete_policy)
-    return count
+                    short_hash(study["study_instance_uid"]), count, cause, config.max_wait_seconds,
+                    config.force_complete_policy)
+    return total
+
+
+#: the folder under node.storage_dir of the refusals the state database could not record (PendingRefusals)
+PENDING_REFUSALS_DIR = "refusals"
+
+
+class PendingRefusals:
+    """Refusals (0xA700) that the state could not record when they were made (the state database unreachable):
+    kept in memory and as one small JSON file each under <storage_dir>/refusals/, so that a restart keeps them and
+    every process sharing the spool sees them; `flush` writes them to the state (record_refusal) once it is
+    reachable again. Completion flushes before it completes anything (CompletionTracker, DatabaseCompletion), so
+    that a study whose instances were refused during an outage is held as `incomplete`, never completed as whole.
+
+    A refusal made before the study's latest stored instance is dropped, not recorded: its sender sends again."""
+
+    def __init__(self, storage_dir: str | os.PathLike):
+        self.folder = Path(storage_dir) / PENDING_REFUSALS_DIR
+        self._memory: dict[str, dict] = {}  # file name -> refusal, until written to the state
+        self._recorded: set[str] = set()  # written to the state, but its file could not be removed
+        self._lock = threading.Lock()
+
+    def add(self, study_key: str, study_instance_uid: str, sop_instance_uid: str, calling_ae: str,
+            now: float | None = None) -> None:
+        """Remember one refused instance (times: epoch seconds). A file that cannot be written (the disk full or
+        read-only too) leaves the refusal in memory only, said in a WARNING."""
+        refusal = {"study_key": study_key, "study_instance_uid": study_instance_uid,
+                   "sop_instance_uid": sop_instance_uid, "calling_ae": calling_ae,
+                   "refused_at": time.time() if now is None else now}
+        name = f"{uuid.uuid4().hex}.json"
+        with self._lock:
+            self._memory[name] = refusal
+        try:
+            write_durably(self.folder / name, json.dumps(refusal).encode(), root=self.folder.parent)
+        except OSError as exc:
+            log.warning("study %s: a refusal made while the state database is unreachable is kept in memory only "
+                        "(cannot write %s: %s); a restart before the database is back forgets it",
+                        short_hash(study_instance_uid), self.folder, exc.strerror or exc)
+
+    def pending(self) -> dict[str, dict]:
+        """The refusals not yet written to the state: this process's and the files of any process sharing the
+        spool, by file name. A file that cannot be read as a refusal is named in a WARNING and left alone."""
+        with self._lock:
+            found = dict(self._memory)
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return found
+        except OSError as exc:
+            log.warning("cannot list the pending refusals in %s: %s", self.folder, exc.strerror or exc)
+            return found
+        for entry in entries:
+            if (entry.name in found or entry.name in self._recorded or entry.name.startswith(".")
+                    or not entry.name.endswith(".json")):
+                continue
+            try:
+                refusal = json.loads(Path(entry.path).read_text())
+                str(refusal["study_key"]), float(refusal["refused_at"])
+            except FileNotFoundError:  # flushed by another process meanwhile
+                continue
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("pending refusal %s is unreadable and left alone: %s", entry.path, exc)
+                continue
+            found[entry.name] = refusal
+        return found
+
+    def flush(self, db: StateDB, config: StudiesConfig) -> list[str]:
+        """Write the pending refusals to the state, per study (record_refusal, cause STATE_UNREACHABLE_REFUSAL);
+        returns the keys of the studies now held as incomplete. Raises the state database's errors (an outage:
+        the refusals stay pending for the next flush)."""
+        pending = self.pending()
+        if not pending:
+            return []
+        by_study: dict[str, dict[str, dict]] = defaultdict(dict)
+        for name, refusal in pending.items():
+            by_study[str(refusal["study_key"])][name] = refusal
+        held = []
+        for study_key, refusals in by_study.items():
+            study = db.study(study_key)
+            count = 0
+            if study is not None and study["state"] == RECEIVED:
+                count = sum(1 for r in refusals.values() if float(r["refused_at"]) > study["last_received"])
+            if count and record_refusal(db, study_key, config, count, STATE_UNREACHABLE_REFUSAL):
+                held.append(study_key)
+            elif study is not None:
+                log.info("study %s: %d refusal(s) made while the state database was unreachable need no hold (the "
+                         "study is %s%s)", short_hash(study["study_instance_uid"]), len(refusals), study["state"],
+                         ", instances stored since" if study["state"] == RECEIVED else "")
+            self._forget(refusals)
+        return held
+
+    def _forget(self, refusals: dict[str, dict]) -> None:
+        with self._lock:
+            for name in refusals:
+                self._memory.pop(name, None)
+        for name in refusals:
+            try:
+                (self.folder / name).unlink(missing_ok=True)
+            except OSError as exc:  # a read-only spool: recorded already, never recorded twice by this process
+                with self._lock:
+                    self._recorded.add(name)
+                log.warning("cannot remove the recorded pending refusal %s: %s", self.folder / name,
+                            exc.strerror or exc)
 
 
 #: the cause of an interrupted transfer (interrupted_reason): the node stopped (crash or stop) while the study was
@@ -327,6 +444,18 @@ class CompletionTracker:
         self._refused: set[str] = set()  # studies with instances refused for lack of space (waiting_for_resend)
         self._interrupted: set[str] = set()  # studies whose transfer was cut, waiting for a re-send (interrupted)
         self._lock = threading.Lock()
+        #: refusals made while the state database was unreachable, written to the state before any completion
+        self.pending_refusals: PendingRefusals | None = None
+
+    def flush_refusals(self) -> list[str]:
+        """Write the pending refusals (PendingRefusals) to the state; returns the studies now held as incomplete.
+        Raises the state database's errors."""
+        if self.pending_refusals is None:
+            return []
+        held = self.pending_refusals.flush(self.db, self.config)
+        with self._lock:
+            self._refused.update(held)
+        return held
 
     def rebuild(self) -> int:
         """After a start: re-arm timers of every study still receiving; returns how many.
@@ -336,7 +465,9 @@ class CompletionTracker:
         instance(s) received when the node stopped) ...", shown by status) and waits for its sender, whose next
         instance (new or a duplicate) puts it back on the quiet timer, or the full max_wait_seconds from now; never
         the quiet timer alone (break3 L4: a cut cine was analysed as if whole). A study waiting for instances refused
-        for lack of space keeps waiting for them, its max wait not before a quiet period from now."""
+        for lack of space keeps waiting for them, its max wait not before a quiet period from now; so does one whose
+        instances were refused while the state database was unreachable (PendingRefusals, written first)."""
+        self.flush_refusals()
         studies = self.db.studies((RECEIVED,))
         now = time.time()
         resumed = now + self.config.quiet_seconds
@@ -463,6 +594,7 @@ class CompletionTracker:
             self._failures.succeeded()
 
     def _check_quiet(self, study_key: str) -> None:
+        self.flush_refusals()  # a refusal made during an outage holds the study like any other
         study = self.db.study(study_key)
         if study is None or study["state"] != RECEIVED:
             return
@@ -471,7 +603,7 @@ class CompletionTracker:
                      "wait)", short_hash(study["study_instance_uid"]))
             return
         if waiting_for_resend(study):  # re-armed by the next instance stored; max wait still applies
-            log.info("study %s quiet, but %d instance(s) were refused for lack of space: waiting for its sender to "
+            log.info("study %s quiet, but %d instance(s) were refused (0xA700): waiting for its sender to "
                      "send again", short_hash(study["study_instance_uid"]), refused_count(study))
             return
         now = time.time()
@@ -515,7 +647,7 @@ class CompletionTracker:
             return
         refused = refused_count(study)
         if refused:
-            log.warning("study %s: max_wait_seconds=%s reached with %d instance(s) refused for lack of space never sent "
+            log.warning("study %s: max_wait_seconds=%s reached with %d instance(s) refused (0xA700) never sent "
                         "again; analysed as received (force_complete_policy = \"analyse\")",
                         short_hash(study["study_instance_uid"]), self.config.max_wait_seconds, refused)
         elif interrupted(study):

@@ -278,18 +278,21 @@ class StorageSCP:
         on_refused: Callable[[IncomingInstance], None] | None = None,
         on_duplicate: Callable[[StoreOutcome, IncomingInstance], None] | None = None,
         on_aborted: Callable[[str], None] | None = None,
+        on_refused_unrecorded: Callable[[IncomingInstance], None] | None = None,
     ):
         """`on_stored(outcome, instance)`: after an instance is durable; `on_refused(instance)`: after it was
         refused with 0xA700 (out of resources: storage floor or a failed write), which its sender retries;
         `on_duplicate(outcome, instance)`: after an instance already held was sent again (acknowledged, stored
         once); `on_aborted(study_key)`: for each study an association sent instances of, when it ended by A-ABORT
-        or a lost connection instead of a release (its transfer may have been cut)."""
+        or a lost connection instead of a release (its transfer may have been cut); `on_refused_unrecorded(instance)`:
+        after it was refused with 0xA700 because the state database is unreachable (nothing could record it)."""
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
         self.on_refused = on_refused
         self.on_duplicate = on_duplicate
         self.on_aborted = on_aborted
+        self.on_refused_unrecorded = on_refused_unrecorded
         self.ssl_context = ssl_context
         self._server = None
         self._active = 0
@@ -541,12 +544,20 @@ class StorageSCP:
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            # nothing indexed, the file written is gone again (Spool.store): a deliberate, transient refusal. No hold
-            # on completion (on_refused): the refusal could not be recorded either, and the completion rules count
-            # no quiet time while the state database is unreachable (OutageMonitor.last_failure)
+            # nothing indexed, the file written is gone again (Spool.store): a deliberate, transient refusal. The
+            # state cannot record it now: on_refused_unrecorded keeps it until the state database is back, and
+            # completion holds the study then as for any refusal (studies.PendingRefusals); the completion rules
+            # count no quiet time during the outage either (OutageMonitor.last_failure)
             self.spool.db.outage.failed(exc)
             log.error("C-STORE of %s from %s refused (0xA700, the sender should send it again): state database "
                       "unreachable: %s", sop_instance, calling, outage_reason(exc))
+            reason = f"state database unreachable: {outage_reason(exc)}"
+            self.refusals.add(instance.study_instance_uid, instance.calling_ae, reason)
+            if self.on_refused_unrecorded is not None:
+                try:
+                    self.on_refused_unrecorded(instance)
+                except Exception:  # noqa: BLE001 - refused either way; max wait still ends the study
+                    log.exception("could not keep the refusal of %s for the state database's return", sop_instance)
             return self._status(STATUS_OUT_OF_RESOURCES, STATE_UNREACHABLE_COMMENT)
         self.received += 1
         self.last_stored_at = time.time()

@@ -32,6 +32,9 @@ class SendResult:
     #: transfer syntax, or answered a permanent failure status: permanent_status): sending it again cannot help
     #: until the destination's configuration (or the object) changes
     permanent: bool = False
+    #: False: never put on the wire (the association ended before its turn): the destination did not refuse it,
+    #: so it is no failed attempt of its own
+    transmitted: bool = True
 
 
 class AssociationFailed(ConnectionError):
@@ -349,7 +352,7 @@ def send_files(
             assoc.release()
     for path, _ in headers[len(results):]:
         results.append(SendResult(path, False, None, "association ended before this instance was sent"
-                                  + (f" ({ended})" if ended else "")))
+                                  + (f" ({ended})" if ended else ""), transmitted=False))
     return results
 
 

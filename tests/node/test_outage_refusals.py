@@ -1,0 +1,184 @@
+"""Instances refused (0xA700) while the state database is unreachable hold their study like a refusal for space
+(break41c finding 1): kept in memory and under <storage_dir>/refusals/, written to the state when it is back,
+before completion may complete the study; a restart keeps them; `status` names them with a remedy that follows the
+cause (finding 5: a read-only spool is not 'lack of space')."""
+from __future__ import annotations
+
+import logging
+import time
+
+from dicomnode.cli import _print_receiving
+from dicomnode.config import Config
+from dicomnode.net.scp import STATE_UNREACHABLE_COMMENT
+from dicomnode.node import Node
+from dicomnode.roles import DatabaseCompletion, RoleRunner
+from dicomnode.state import COMPLETE, RECEIVED, StateDB
+from dicomnode.studies import PENDING_REFUSALS_DIR, PendingRefusals, waiting_for_resend
+from tests.hardening.hardening_support import store_one, synthetic_mr
+from tests.node.test_state_outage import Switch
+from tests.node.test_storage_safety import NoAnalysis, node_config, row, wait_for
+from tests.scaleout.test_state_outage_pg import postgres  # noqa: F401 (fixture: a PostgreSQL to stop and start)
+
+
+def pending_files(storage) -> list:
+    folder = storage / PENDING_REFUSALS_DIR
+    return [p for p in folder.iterdir() if p.suffix == ".json"] if folder.is_dir() else []
+
+
+def test_an_instance_refused_during_an_outage_holds_its_study_once_the_database_is_back(tmp_path, monkeypatch,
+                                                                                       caplog):
+    node = Node(node_config(tmp_path, quiet_seconds=0.5), analyser=NoAnalysis())
+    completed = []
+    node.completion.on_complete = lambda key, generation: completed.append((key, generation))
+    node.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        key = str(first.StudyInstanceUID)
+        assert store_one(node.scp.port, first).Status == 0
+        switch = Switch(monkeypatch, node.db, "add_instance", "study", "studies", "set_study_state")
+        second = synthetic_mr(study_uid=key, series_uid=str(first.SeriesInstanceUID), instance=2)
+        with caplog.at_level(logging.INFO):
+            assert store_one(node.scp.port, second).Status == 0xA700
+            assert len(pending_files(tmp_path / "store")) == 1  # on disk too: a restart keeps it
+            (refused,) = node.scp.refusals.recent()  # status: refused_recently
+            assert refused["study_instance_uid"] == key and "state database unreachable" in refused["reason"]
+            time.sleep(1.0)
+            switch.down = False  # the database is back
+            time.sleep(2.5)  # several quiet periods after the outage: the study must wait for its sender
+        study = node.db.study(key)
+        assert completed == [] and study["state"] == RECEIVED and waiting_for_resend(study)
+        assert study["reason"].startswith("incomplete: 1 instance(s) refused as out of resources (0xA700: the state "
+                                          "database unreachable)")
+        assert pending_files(tmp_path / "store") == []
+        assert "not completed on the quiet timer until its sender sends again" in caplog.text
+
+        assert store_one(node.scp.port, second).Status == 0  # the sender sends it again
+        assert wait_for(lambda: completed == [(key, 0)], 10)
+        assert node.db.study(key)["state"] == COMPLETE
+    finally:
+        node.stop()
+
+
+def test_a_refusal_kept_on_disk_holds_the_study_after_a_restart(tmp_path):
+    node = Node(node_config(tmp_path), analyser=NoAnalysis())  # quiet for an hour: still receiving at its stop
+    node.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        key = str(first.StudyInstanceUID)
+        assert store_one(node.scp.port, first).Status == 0
+    finally:
+        node.stop()
+    # refused while the database was down, and the node stopped before it was back
+    PendingRefusals(tmp_path / "store").add(key, key, "1.2.3.4.5", "SCANNER1")
+    restarted = Node(node_config(tmp_path, quiet_seconds=0.3), analyser=NoAnalysis())
+    completed = []
+    restarted.completion.on_complete = lambda key, generation: completed.append(key)
+    restarted.start(warm_up=False)
+    try:
+        time.sleep(1.2)
+        study = restarted.db.study(key)
+        assert completed == [] and study["state"] == RECEIVED
+        assert "(0xA700: the state database unreachable)" in study["reason"]  # not "transfer interrupted"
+        assert pending_files(tmp_path / "store") == []
+    finally:
+        restarted.stop()
+
+
+def test_database_completion_writes_the_refusals_of_any_receiver_before_it_completes(tmp_path):
+    """Scale-out: the process holding the `complete` lease reads the refusals every receiver sharing the spool kept
+    on disk; a refusal older than the study's latest instance needs no hold (its sender sent again)."""
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({"studies": {"quiet_seconds": 5, "max_wait_seconds": 1000}})
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        db.add_instance(row("1.2.4.1", "1.2.4"))
+        received = db.study("1.2.3")["last_received"]
+        (tmp_path / "store").mkdir()
+        receiver_b = PendingRefusals(tmp_path / "store")  # another process, the same spool
+        receiver_b.add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1", now=received + 1)
+        receiver_b.add("1.2.4", "1.2.4", "1.2.4.2", "SCANNER1", now=db.study("1.2.4")["last_received"] - 1)
+        completion = DatabaseCompletion(db, config, 30, pending_refusals=PendingRefusals(tmp_path / "store"))
+        completion._started = 0.0
+        done = completion.poll(now=received + 10)
+        assert done == ["1.2.4"]
+        held = db.study("1.2.3")
+        assert held["state"] == RECEIVED and waiting_for_resend(held)
+        assert held["reason"].startswith("incomplete: 1 instance(s) refused")
+        assert pending_files(tmp_path / "store") == []
+        assert completion.poll(now=received + 20) == []  # recorded once: the count stays 1
+        assert db.study("1.2.3")["reason"].startswith("incomplete: 1 instance(s) refused")
+    finally:
+        db.close()
+
+
+def test_the_refusals_wait_while_the_database_is_still_down(tmp_path, monkeypatch):
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({}).studies
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        (tmp_path / "store").mkdir()
+        pending = PendingRefusals(tmp_path / "store")
+        pending.add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1")
+        switch = Switch(monkeypatch, db, "study")
+        try:
+            pending.flush(db, config)
+        except Exception as exc:  # noqa: BLE001 - the outage, raised to the caller's loop
+            assert "connection refused" in str(exc)
+        else:
+            raise AssertionError("flush went through during the outage")
+        assert len(pending_files(tmp_path / "store")) == 1 and len(pending.pending()) == 1
+        switch.down = False
+        assert pending.flush(db, config) == ["1.2.3"]
+        assert pending.pending() == {}
+    finally:
+        db.close()
+
+
+def receiving(last_refusal: str) -> dict:
+    return {"receiving": {"refusing": True, "free_mb": 39.3, "min_free_space_mb": 5, "last_refused_at": time.time(),
+                          "last_refused_s_ago": 3.0, "last_refusal": last_refusal},
+            "refused_recently": []}
+
+
+def test_status_gives_the_remedy_of_the_refusal_s_cause(capsys):
+    _print_receiving(receiving("cannot write spool: Read-only file system"))
+    out = capsys.readouterr().out
+    assert "make node.storage_dir writable again" in out and "free space" not in out
+    _print_receiving(receiving("state database unreachable: connection refused"))
+    out = capsys.readouterr().out
+    assert "bring the state database back" in out and "free space" not in out
+    _print_receiving(receiving("free space 3.0 MB minus the instance (1.0 MB) would be under the floor of 5 MB"))
+    assert "free space on node.storage_dir (or lower node.min_free_space_mb)" in capsys.readouterr().out
+
+
+def test_a_postgresql_outage_refusal_holds_the_study_of_a_scale_out_process(tmp_path, postgres, caplog):
+    """The tester's db_outage_partial.sh: part of a study stored, PostgreSQL stopped, the rest refused, PostgreSQL
+    back: the study is held as incomplete, not completed on the quiet timer; complete once the rest is sent."""
+    url = postgres.create_database()
+    StateDB(url, upgrade=True).close()
+    config = Config.model_validate({
+        "node": {"port": 0, "host": "127.0.0.1", "storage_dir": str(tmp_path / "store"), "allowed_calling_aes": ["*"],
+                 "min_free_space_mb": 0},
+        "studies": {"quiet_seconds": 1},
+        "state": {"url": url, "heartbeat_seconds": 0.2, "lease_seconds": 2, "poll_seconds": 0.1}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive", "complete"))
+    runner.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        key = str(first.StudyInstanceUID)
+        assert store_one(node.scp.port, first).Status == 0
+        with caplog.at_level(logging.INFO):
+            postgres.halt()
+            second = synthetic_mr(study_uid=key, series_uid=str(first.SeriesInstanceUID), instance=2)
+            status = store_one(node.scp.port, second)
+            assert status.Status == 0xA700 and status.ErrorComment == STATE_UNREACHABLE_COMMENT
+            postgres.resume()
+            assert wait_for(lambda: [r for r in caplog.records if "reachable again" in r.getMessage()], 60)
+            time.sleep(3.5)  # three quiet periods after the outage
+        study = node.db.study(key)
+        assert study["state"] == RECEIVED and "(0xA700: the state database unreachable)" in study["reason"]
+        assert store_one(node.scp.port, second).Status == 0
+        assert wait_for(lambda: node.db.study(key)["state"] != RECEIVED, 20)
+    finally:
+        runner.stop()
