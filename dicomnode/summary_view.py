@@ -4,7 +4,7 @@ from __future__ import annotations
 from dicomnode.analysis.cine_metrics import NO_INDEX_START, RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
-from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings
+from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings, summary_phase_numbers
 from dicomnode.analysis.reference_age import REFERENCE_CHECK_STARTS
 from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.rounding import display_round, number_text
@@ -114,7 +114,8 @@ def print_summary_table(summary: dict) -> None:
                   f" SV {_number(cine['lv_sv_ml'])} mL, EF {_number(cine['lv_ef_percent'])} %"
                   f"{' (partial stack)' if partial else ''},"
                   f" mass {_bound(cine['lv_mass_g'], 'g', partial)}"
-                  f" (ED {phase_name(cine['ed_phase'])}, ES {phase_name(cine['es_phase'])}{_of_phases(cine)},"
+                  f" (ED {phase_name(cine['ed_phase'], summary_phase_numbers(cine))},"
+                  f" ES {phase_name(cine['es_phase'], summary_phase_numbers(cine))}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
             print(f"  Cine RV: EDV {_bound(cine['rv_edv_ml'], 'mL', partial)}, ESV {_bound(cine['rv_esv_ml'], 'mL', partial)},"
                   f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %"

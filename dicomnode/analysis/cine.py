@@ -433,7 +433,7 @@ class CinePipeline:
             sex=getattr(patient, "sex", None), bsa_formula=cine_config.bsa_formula,
             density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
-            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None))
+            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=acquisition_numbers(volume))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
         # the RV accuracy flag and the flags' known errors quote the card of the model whose label maps give the ED /
         # ES volumes: the all-phase model's, or the refining model's where a given timing marks the refined
@@ -462,8 +462,13 @@ class CinePipeline:
         ed, es = measured.ed_phase, measured.es_phase
         timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases)}
         summary = measured.summary()
-        summary.update({"ed_phase_number": phase_number(ed), "es_phase_number": phase_number(es),
+        numbers = acquisition_numbers(volume)
+        summary.update({"ed_phase_number": phase_number(ed, numbers), "es_phase_number": phase_number(es, numbers),
                         "phase_numbering": PHASE_NUMBERING,
+                        # the acquisition phase number of each position of the volume curves, and the phases acquired
+                        # (a phase left out at every slice for an image missing at one leaves a gap in phase_numbers)
+                        "phase_numbers": list(numbers),
+                        "phases_acquired": max([getattr(volume, "acquired_phases", None) or 0, *numbers]),
                         "bsa_m2": stored_value(measured.bsa_m2, 3, 2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: stored_value(v) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         # the model's known error (card cross-validation) of each judged value, and whether its flag
@@ -522,8 +527,19 @@ class CinePipeline:
 #: summary.json `cine.phase_numbering`: which base each phase key of the cine block counts from (design.md keeps
 #: `ed_phase` / `es_phase` as indices; the PDF, SR, SEG and console name phases as viewers do)
 PHASE_NUMBERING = ("ed_phase, es_phase and every phase index in this block (timing, basal_slices_excluded, the volume "
-                   "curves' positions) count from 0; ed_phase_number, es_phase_number and the phases named in flags "
-                   f"and notes are {COUNTED_FROM}, as the PDF, SR and console")
+                   "curves' positions) count from 0 over the phases measured; phase_numbers gives the acquisition "
+                   "phase number of each position (a phase left out at every slice for an image missing at one leaves "
+                   "a gap); ed_phase_number, es_phase_number and the phases named in flags and notes are these "
+                   f"acquisition numbers, {COUNTED_FROM}, as the PDF, SR, console and a viewer")
+
+
+def acquisition_numbers(volume) -> list[int]:
+    """The acquisition phase number (1-based) of each phase of `volume` (cmr.types.Volume.acquisition_phase_numbers;
+    1..phases for a volume without them)."""
+    numbers = getattr(volume, "acquisition_phase_numbers", None)
+    if callable(numbers):
+        return list(numbers())
+    return list(range(1, int(np.shape(volume.pixels)[0]) + 1))
 
 
 def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str | None:
@@ -537,7 +553,8 @@ def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str |
         return None
     rr_ms, declared = checked
     trigger_times = getattr(volume, "trigger_times", None)
-    objections = ed_es_objections(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms)
+    objections = ed_es_objections(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms,
+                                  acquisition_numbers(volume))
     if not objections:
         return None
     return not_ed_es_reason(measured.ed_phase, measured.es_phase, measured.lv_curve_ml, trigger_times, rr_ms, declared,
@@ -551,7 +568,7 @@ def partial_cycle_notes(measured: "CineMeasurements", volume, series=None) -> li
     if checked is None:
         return []
     note = small_ejection_note(measured.ed_phase, measured.es_phase, measured.lv_curve_ml,
-                               getattr(volume, "trigger_times", None), checked[0])
+                               getattr(volume, "trigger_times", None), checked[0], acquisition_numbers(volume))
     return [note] if note else []
 
 

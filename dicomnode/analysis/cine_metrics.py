@@ -270,13 +270,14 @@ def _cyclic_distance(a: int, b: int, n: int) -> int:
     return min((a - b) % n, (b - a) % n)
 
 
-def trigger_phase(trigger_times, n_phases: int) -> tuple[int, str | None]:
-    """Index of the R-wave phase: the smallest TriggerTime (0018,1060); phase 0 with a note when none is usable."""
+def trigger_phase(trigger_times, n_phases: int, phase_numbers=None) -> tuple[int, str | None]:
+    """Index of the R-wave phase: the smallest TriggerTime (0018,1060); phase 0 with a note when none is usable
+    (phase_numbers: the acquisition phase number of each index, for the note, phase_text.phase_name)."""
     if trigger_times is not None and len(trigger_times) == n_phases:
         values = np.array([np.nan if t is None else float(t) for t in trigger_times])
         if np.isfinite(values).any():
             return int(np.nanargmin(values)), None
-    return 0, f"no usable TriggerTime: {phase_name(0)}, the first, taken as the R-wave (end-diastolic) phase"
+    return 0, f"no usable TriggerTime: {phase_name(0, phase_numbers)}, the first, taken as the R-wave (end-diastolic) phase"
 
 
 def temporal_jumps(slice_volumes_ml) -> tuple[np.ndarray, list[int]]:
@@ -296,24 +297,25 @@ def temporal_jumps(slice_volumes_ml) -> tuple[np.ndarray, list[int]]:
     return consistent, [int(p) for p in np.flatnonzero(np.abs(volumes.sum(axis=1) - consistent) > tolerance)]
 
 
-def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int) -> tuple[list[int], list[str]]:
+def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None) -> tuple[list[int], list[str]]:
     """RV phases whose volume jumps from its temporal neighbours (temporal_jumps), and a note for each that is
     the ED or ES phase the RV volumes are read at (ED and ES are chosen on the LV curve, so a jump in the RV
     segmentation there would otherwise go into RV EDV / ESV / EF unsaid). No check under MIN_PHASES_FOR_CURVE
-    phases."""
+    phases. phase_numbers: the acquisition phase number of each index, for the notes (phase_text.phase_name)."""
     volumes = np.asarray(rv_slice_volumes_ml, dtype=np.float64)
     if volumes.ndim != 2 or volumes.shape[0] < MIN_PHASES_FOR_CURVE or not volumes.any():
         return [], []
     consistent, flagged = temporal_jumps(volumes)
     curve = volumes.sum(axis=1)
-    notes = [f"RV volume jumps from its temporal neighbours at the {name} {phase_name(phase)}: RV {quantity} and RVEF "
+    notes = [f"RV volume jumps from its temporal neighbours at the {name} {phase_name(phase, phase_numbers)}: RV {quantity} and RVEF "
              f"uncertain, review the RV contours ({curve[phase]:.1f} mL against {consistent[phase]:.1f} mL, the "
              f"per-slice median)"
              for name, quantity, phase in (("end-diastolic", "EDV", ed), ("end-systolic", "ESV", es)) if phase in flagged]
     return flagged, notes
 
 
-def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_ml=None) -> CardiacPhases:
+def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_ml=None,
+                        phase_numbers=None) -> CardiacPhases:
     """ED and ES phases from LV volumes per (phase, slice), in mL.
 
     1. Temporal consistency: each slice's volume over the cycle is median-filtered over 3 neighbouring phases
@@ -330,7 +332,8 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     With fewer than MIN_PHASES_FOR_CURVE phases: ED = largest, ES = smallest measured volume.
     `reported_curve_ml` (phases,): the LV curve the results report (measure_cine: the basal rule over every slice),
     quoted by the notes on flagged phases beside the volumes of the slices given, which the jump was found on; it
-    does not change the choice.
+    does not change the choice. `phase_numbers` (phases,): the acquisition phase number of each index
+    (cmr.types.Volume.acquisition_phase_numbers), so the notes name phases as a viewer does; None: index + 1.
     Raises ValueError for an empty or non-2-D input.
     """
     volumes = np.asarray(lv_slice_volumes_ml, dtype=np.float64)
@@ -338,26 +341,27 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
         raise ValueError(f"LV volumes must be (phases, slices), got shape {volumes.shape}")
     n = volumes.shape[0]
     curve = volumes.sum(axis=1)
-    trigger, note = trigger_phase(trigger_times, n)
+    numbers = phase_numbers
+    trigger, note = trigger_phase(trigger_times, n, numbers)
     notes = [note] if note else []
     if n < MIN_PHASES_FOR_CURVE:
         ed = int(np.argmax(curve))
         es = int(np.argmin(curve))
         if n > 1 and ed == es:
             es = (ed + 1) % n
-        notes = [_untriggered_note(ed)] if note else []
+        notes = [_untriggered_note(ed, numbers)] if note else []
         return CardiacPhases(ed, es, trigger, curve.tolist(), curve.tolist(), curve.tolist(), [],
                              notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
     consistent, flagged = temporal_jumps(volumes)
     smoothed = ndimage.convolve1d(consistent, np.array([1.0, 2.0, 1.0]) / 4.0, mode="wrap")
-    notes += [_flagged_note(phase, curve, consistent, reported_curve_ml) for phase in flagged]
+    notes += [_flagged_note(phase, curve, consistent, reported_curve_ml, numbers) for phase in flagged]
     usable = [p for p in range(n) if p not in flagged] or list(range(n))
     half_window = max(1, int(round(ED_WINDOW_FRACTION * n)))
     if note:
         # no TriggerTime: the first phase is a guess at the R wave (an export may start anywhere in the cycle), so
         # ED is the phase of the largest LV volume (shared/cmr-reference.md), not the largest near the guess
         ed = max(usable, key=lambda p: smoothed[p])
-        notes[notes.index(note)] = _untriggered_note(ed)
+        notes[notes.index(note)] = _untriggered_note(ed, numbers)
         candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
         es = min(candidates, key=lambda p: smoothed[p])
         return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
@@ -369,18 +373,18 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     ed = max(window, key=lambda p: smoothed[p])
     largest = max(usable, key=lambda p: smoothed[p])
     if smoothed[largest] > smoothed[ed] * (1 + ED_DISAGREEMENT_FRACTION):
-        notes.append(f"largest LV volume at {phase_name(largest)} lies outside the end-diastolic window around the "
-                     f"R-wave {phase_name(trigger)}; ED kept at {phase_name(ed)} (smoothed curve of the timing slices: "
+        notes.append(f"largest LV volume at {phase_name(largest, numbers)} lies outside the end-diastolic window "
+                     f"around the R-wave {phase_name(trigger, numbers)}; ED kept at {phase_name(ed, numbers)} (smoothed curve of the timing slices: "
                      f"{smoothed[largest]:.1f} mL against {smoothed[ed]:.1f} mL)")
     if reported_curve_ml is not None:
-        notes += _reported_curve_note(ed, trigger, window, smoothed, reported_curve_ml)
+        notes += _reported_curve_note(ed, trigger, window, smoothed, reported_curve_ml, numbers)
     candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
     es = min(candidates, key=lambda p: smoothed[p])
     return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
 
 
-def _untriggered_note(ed: int) -> str:
-    return f"{UNTRIGGERED_START}, {phase_name(ed)} (the R-wave phase cannot be told from the images)"
+def _untriggered_note(ed: int, numbers=None) -> str:
+    return f"{UNTRIGGERED_START}, {phase_name(ed, numbers)} (the R-wave phase cannot be told from the images)"
 
 
 #: the least difference (mL) between the reported LV curve at another phase of the ED window and at ED for which
@@ -388,7 +392,7 @@ def _untriggered_note(ed: int) -> str:
 REPORTED_CURVE_NOTE_ML = 1.0
 
 
-def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve_ml) -> list[str]:
+def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve_ml, numbers=None) -> list[str]:
     """The note where the LV curve the results report (every slice, basal rule per phase) holds more volume at another
     phase of the ED window than at the ED chosen on the timing curve (find_cardiac_phases step 3), so that a reader
     of the plotted curve sees why its largest point near the R wave is not ED; [] where it does not, or by less than
@@ -400,20 +404,21 @@ def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve
     larger = max(others, key=lambda p: reported[p])
     if reported[larger] - reported[ed] < REPORTED_CURVE_NOTE_ML:
         return []
-    r_wave = "the R-wave phase" if ed == trigger else f"the R-wave phase is {phase_name(trigger)}"
-    return [f"ED at {phase_name(ed)} ({r_wave}): the largest LV volume near the R wave on the curve that times the "
-            f"cycle (mid-ventricular slices, smoothed; {smoothed[ed]:.1f} mL against {smoothed[larger]:.1f} mL at "
-            f"{phase_name(larger)}), while the all-slice LV curve reported is larger at {phase_name(larger)} "
-            f"({reported[larger]:.1f} against {reported[ed]:.1f} mL): EDV is read at {phase_name(ed)}"]
+    r_wave = "the R-wave phase" if ed == trigger else f"the R-wave phase is {phase_name(trigger, numbers)}"
+    return [f"ED at {phase_name(ed, numbers)} ({r_wave}): the largest LV volume near the R wave on the curve that "
+            f"times the cycle (mid-ventricular slices, smoothed; {smoothed[ed]:.1f} mL against "
+            f"{smoothed[larger]:.1f} mL at {phase_name(larger, numbers)}), while the all-slice LV curve reported is "
+            f"larger at {phase_name(larger, numbers)} ({reported[larger]:.1f} against {reported[ed]:.1f} mL): EDV is "
+            f"read at {phase_name(ed, numbers)}"]
 
 
-def _flagged_note(phase: int, curve, consistent, reported_curve_ml=None) -> str:
+def _flagged_note(phase: int, curve, consistent, reported_curve_ml=None, numbers=None) -> str:
     """The note on a phase whose LV volume jumps, quoting the reported curve (the one the report plots) where given,
     and the volumes of the slices the jump was found on."""
     if reported_curve_ml is None:
-        return (f"{phase_name(phase)}: LV volume {curve[phase]:.1f} mL jumps from its temporal neighbours "
+        return (f"{phase_name(phase, numbers)}: LV volume {curve[phase]:.1f} mL jumps from its temporal neighbours "
                 f"(per-slice median {consistent[phase]:.1f} mL); not used as ED or ES")
-    return (f"{phase_name(phase)}: LV volume {float(reported_curve_ml[phase]):.1f} mL jumps from its temporal "
+    return (f"{phase_name(phase, numbers)}: LV volume {float(reported_curve_ml[phase]):.1f} mL jumps from its temporal "
             f"neighbours (found on the slices that time the cycle: {curve[phase]:.1f} mL there against their per-slice "
             f"median {consistent[phase]:.1f} mL); not used as ED or ES")
 
@@ -1049,7 +1054,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML, slice_positions_mm=None,
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
                  nominal_step_mm: float | None = None, ends_left_out_mm=None,
-                 rv_validation: dict | None = None, function_validation: dict | None = None) -> CineMeasurements:
+                 rv_validation: dict | None = None, function_validation: dict | None = None,
+                 phase_numbers=None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -1075,6 +1081,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     rather than asserted, and `flag_validation` gives the numbers used (flag_validation_block).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
+    phase_numbers: the acquisition phase number of each phase given (cmr.types.Volume.acquisition_phase_numbers: a
+    phase left out at every slice leaves a gap), so the notes in `flags` name phases as a viewer does; None: index + 1.
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
     """
     if timing is not None and not (0 <= timing.ed < len(labelmaps) and 0 <= timing.es < len(labelmaps)):
@@ -1088,9 +1096,9 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     rv_curve = rv_slices.sum(axis=1)
     if timing is None:
         timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
-                                     reported_curve_ml=lv_curve)
+                                     reported_curve_ml=lv_curve, phase_numbers=phase_numbers)
     ed, es = timing.ed, timing.es
-    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es)
+    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
     result = CineMeasurements(

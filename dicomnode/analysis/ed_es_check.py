@@ -106,12 +106,13 @@ def _ms(value: float) -> str:
 
 
 def ed_es_objections(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_times: Sequence[float | None] | None,
-                     rr_ms: float | None = None) -> list[str]:
+                     rr_ms: float | None = None, phase_numbers: Sequence[int] | None = None) -> list[str]:
     """Why phases `ed` (the larger LV volume) and `es` (the smaller) of a cine that is not a whole cycle cannot be
     end diastole and end systole (module rule); [] where nothing speaks against them.
 
     lv_curve_ml: LV volume (mL) per phase; trigger_times: TriggerTime (ms after the R wave) per phase, None where
-    unknown; rr_ms: the RR interval (rr_interval_ms) or None. Phases are named counted from 1.
+    unknown; rr_ms: the RR interval (rr_interval_ms) or None. Phases are named counted from 1, as the acquisition
+    numbers them where `phase_numbers` (the acquisition phase number of each index) is given (phase_text.phase_name).
     Raises ValueError for phases outside the curve or ED equal to ES."""
     n = len(lv_curve_ml)
     if not (0 <= ed < n and 0 <= es < n) or ed == es:
@@ -132,18 +133,18 @@ def ed_es_objections(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_tim
             where = (f"{_ms(float(t_ed))} after the R wave" if rr_ms is None else
                      f"{_ms(float(t_ed) % rr_ms)} after the R wave and {_ms(rr_ms - float(t_ed) % rr_ms)} before the "
                      f"next (RR {_ms(rr_ms)})")
-            objections.append(f"the larger LV volume ({phase_name(ed)}, TriggerTime {_ms(float(t_ed))}) lies {where}: "
+            objections.append(f"the larger LV volume ({phase_name(ed, phase_numbers)}, TriggerTime {_ms(float(t_ed))}) lies {where}: "
                               + ("mid-cycle, not end diastole" if rr_ms is not None else "not shown to be end diastole")
                               + f" ({within})")
         if rr_ms is not None:
             if not window <= float(t_es) % rr_ms <= rr_ms - window:
-                objections.append(f"the smaller LV volume ({phase_name(es)}, TriggerTime {_ms(float(t_es))}) lies "
+                objections.append(f"the smaller LV volume ({phase_name(es, phase_numbers)}, TriggerTime {_ms(float(t_es))}) lies "
                                   f"within {_ms(window)} of the R wave: not end systole, which follows end diastole "
                                   "by the ejection")
         elif es_offset - ed_offset < window:
             when = ("before the larger volume's" if es_offset < ed_offset
                     else f"only {_ms(es_offset - ed_offset)} after the larger volume's")
-            objections.append(f"the smaller LV volume ({phase_name(es)}, TriggerTime {_ms(float(t_es))}) lies {when}: "
+            objections.append(f"the smaller LV volume ({phase_name(es, phase_numbers)}, TriggerTime {_ms(float(t_es))}) lies {when}: "
                               f"not end systole, which follows end diastole by the ejection (at least {_ms(window)})")
     in_systole = (t_ed is not None and t_es is not None and rr_ms is not None and not objections
                   and float(t_es) % rr_ms <= latest_end_systole_ms(rr_ms))
@@ -185,22 +186,24 @@ def _noise() -> str:
 
 
 def small_ejection_note(ed: int, es: int, lv_curve_ml: Sequence[float], trigger_times: Sequence[float | None] | None,
-                        rr_ms: float | None = None) -> str | None:
+                        rr_ms: float | None = None, phase_numbers: Sequence[int] | None = None) -> str | None:
     """The note for phases timed as ED and ES (ed_es_objections finds nothing against them, TriggerTimes known) whose
     LV volumes differ by no more than the segmentation noise between phases: a very low LVEF or a segmentation
     fault, which two phases cannot tell apart, so the measurement stands with this note for the reader; None
     otherwise. Arguments as ed_es_objections."""
     n = len(lv_curve_ml)
     times = trigger_times_ms(trigger_times, n)
-    if times[ed] is None or times[es] is None or ed_es_objections(ed, es, lv_curve_ml, trigger_times, rr_ms):
+    if times[ed] is None or times[es] is None or ed_es_objections(ed, es, lv_curve_ml, trigger_times, rr_ms,
+                                                                  phase_numbers):
         return None
     edv, esv = float(lv_curve_ml[ed]), float(lv_curve_ml[es])
     if edv < esv or edv - esv > max(JUMP_ML, JUMP_FRACTION * edv):
         return None
-    return (f"{SMALL_EJECTION_START}the LV volumes at ED ({phase_name(ed)}, TriggerTime {_ms(float(times[ed]))}) and "
-            f"ES ({phase_name(es)}, TriggerTime {_ms(float(times[es]))}) differ by {_difference(edv, esv)}, within the "
-            f"segmentation noise between phases ({_noise()}): a very low LVEF, a segmentation fault or a second phase "
-            f"that is not end systole; confirm by reading (phases {COUNTED_FROM})")
+    return (f"{SMALL_EJECTION_START}the LV volumes at ED ({phase_name(ed, phase_numbers)}, TriggerTime "
+            f"{_ms(float(times[ed]))}) and ES ({phase_name(es, phase_numbers)}, TriggerTime {_ms(float(times[es]))}) "
+            f"differ by {_difference(edv, esv)}, within the segmentation noise between phases ({_noise()}): a very low "
+            f"LVEF, a segmentation fault or a second phase that is not end systole; confirm by reading (phases "
+            f"{COUNTED_FROM})")
 
 
 #: how small_ejection_note begins

@@ -2,12 +2,16 @@
 
 Every text a person reads (flags and notes, the PDF, SEG descriptions, the stdout table) names phases through these
 functions, and the SR writes 1-based phase numbers (PHASENUM); the indices in summary.json stay 0-based (design.md's
-`ed_phase` / `es_phase`), with `ed_phase_number` / `es_phase_number` beside them (analysis.cine.PHASE_NUMBERING).
+`ed_phase` / `es_phase`: positions in the volume curves), with `ed_phase_number` / `es_phase_number` beside them
+(analysis.cine.PHASE_NUMBERING). A number is the acquisition's phase, as a viewer shows it: where a phase was left out
+at every slice (an image missing at one, cmr.volume.common_phases) the phases after it keep their numbers, so each
+function takes the acquisition phase number of each index (`numbers`: cmr.types.Volume.acquisition_phase_numbers,
+summary.json `cine.phase_numbers`); without it index i is phase i + 1.
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from dicomnode.cmr.frames import GEOMETRY_NOTES
 from dicomnode.cmr.recognize import UNTIMED_CINE
@@ -15,22 +19,32 @@ from dicomnode.cmr.recognize import UNTIMED_CINE
 COUNTED_FROM = "counted from 1"
 
 
-def phase_number(index: int) -> int:
-    """The number a reader sees for a 0-based phase index."""
+def phase_number(index: int, numbers: Sequence[int] | None = None) -> int:
+    """The number a reader sees for a 0-based phase index: `numbers[index]` (the acquisition phase number of each
+    index) where given, else index + 1. Raises IndexError for an index outside `numbers`."""
+    if numbers:
+        return int(numbers[int(index)])
     return int(index) + 1
 
 
-def phase_name(index: int) -> str:
-    """"phase 3" for index 2."""
-    return f"phase {phase_number(index)}"
+def phase_name(index: int, numbers: Sequence[int] | None = None) -> str:
+    """"phase 3" for index 2 (phase_number)."""
+    return f"phase {phase_number(index, numbers)}"
 
 
-def phases_name(indices: Iterable[int]) -> str:
-    """"phase 2", "phases 2 and 11", "phases 2, 5 and 11" for 0-based indices (in the order given)."""
-    numbers = [str(phase_number(i)) for i in indices]
-    if len(numbers) < 2:
-        return "phase " + "".join(numbers)
-    return f"phases {', '.join(numbers[:-1])} and {numbers[-1]}"
+def phases_name(indices: Iterable[int], numbers: Sequence[int] | None = None) -> str:
+    """"phase 2", "phases 2 and 11", "phases 2, 5 and 11" for 0-based indices (in the order given; phase_number)."""
+    named = [str(phase_number(i, numbers)) for i in indices]
+    if len(named) < 2:
+        return "phase " + "".join(named)
+    return f"phases {', '.join(named[:-1])} and {named[-1]}"
+
+
+def summary_phase_numbers(cine_summary) -> list[int] | None:
+    """The acquisition phase number of each position of a cine summary's volume curves (`phase_numbers`), None where
+    the summary has none (then position i is phase i + 1)."""
+    numbers = cine_summary.get("phase_numbers") if isinstance(cine_summary, dict) else None
+    return [int(n) for n in numbers] if isinstance(numbers, list) and numbers else None
 
 
 
@@ -202,9 +216,13 @@ def declared_cycle_phases(warnings) -> int | None:
 
 
 def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:
-    """(phases sent, phases of the whole cardiac cycle or None): the phases of the analysed cine (its LV volume
-    curve), and the CardiacNumberOfImages of its images where the stack warnings say fewer phases were sent."""
-    sent = len(cine_summary.get("lv_volume_curve_ml") or [])
+    """(phases sent, phases of the whole cardiac cycle or None): the phases acquired of the analysed cine
+    (`phases_acquired`: a phase left out at every slice for an image missing at one was still sent, and is named in
+    the stack warnings; else its LV volume curve's), and the CardiacNumberOfImages of its images where the stack
+    warnings say fewer phases were sent."""
+    acquired = cine_summary.get("phases_acquired")
+    sent = int(acquired) if isinstance(acquired, int) and acquired > 0 else len(cine_summary.get("lv_volume_curve_ml")
+                                                                                or [])
     warnings = stack_warnings(cine_summary)
     declared = declared_cycle_phases(warnings)
     if declared is None:

@@ -316,7 +316,8 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
                 candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
                                             "other kinds")
     candidates = fold_resent_series(candidates, resent)
-    candidates = replace_reacquired_slices(merge_single_phase_stacks(merge_single_slice_series(candidates)))
+    candidates = replace_reacquired_cine_slices(
+        replace_reacquired_slices(merge_single_phase_stacks(merge_single_slice_series(candidates))))
     for candidate in candidates:
         held = [h.sop_instance_uid for h in candidate.headers]
         candidate.notes += list(dict.fromkeys(note for sop in held for note in notes.get(sop, [])))
@@ -1123,6 +1124,100 @@ def replace_reacquired_slices(candidates: list[Candidate], in_plane_tolerance_mm
                 headers=[old.header], frames=[old],
                 notes=[f"image at slice {distance:.2f} mm replaced in its stack ({target.key}) by the later "
                        f"re-acquisition in series {single.series_number} ({text}); not used"]))
+    return result
+
+
+def _cine_slices(candidate: Candidate) -> list[tuple[float, list[FrameInfo]]] | None:
+    """The slice positions of a cine stack (two or more parallel positions, each holding the same number, at least 2,
+    of single-frame images): (position in mm, frames) ascending (`frames.slice_groups`); None for any other candidate
+    (one slice, several orientations, one image per slice, multi-frame instances, uneven image counts)."""
+    groups = orientation_groups(candidate.frames)
+    if len(groups) != 1 or any(f.ref.frame_number is not None for f in candidate.frames):
+        return None
+    slices = slice_groups(groups[0])
+    counts = {len(members) for _, members in slices}
+    return slices if len(slices) >= 2 and len(counts) == 1 and min(counts) >= 2 else None
+
+
+def _series_text(number: int | None, description: str) -> str:
+    """'series 301 "cine sax repeat"' as a viewer lists a series (SeriesNumber, SeriesDescription)."""
+    return " ".join((["series " + str(number)] if number is not None else ["a series without SeriesNumber"])
+                    + ([f'"{description}"'] if description.strip() else []))
+
+
+def replace_reacquired_cine_slices(candidates: list[Candidate], in_plane_tolerance_mm: float = 2.0
+                                   ) -> list[Candidate]:
+    """A cine slice acquired again later and sent as its own one-slice series (a technologist repeating a slice whose
+    first acquisition was bad) replaces that slice's images in a cine stack (`_cine_slices`: one multi-slice series,
+    or one merged from one-slice series) imaging the same position (within `_position_tolerance` along the normal and
+    `in_plane_tolerance_mm` in-plane) with the same matrix, pixel spacing, orientation, sequence and reconstruction
+    (`_merge_signature` without SeriesDescription and frame count: a repeat is often named apart, 'cine sax repeat').
+
+    The later acquisition wins (`_later`: at least REACQUIRED_AFTER_S after the images it replaces) where it holds as
+    many images (cardiac phases) as the stack's slices; the stack's warnings (Volume.warnings, summary
+    `stack_warnings`) name both series and the position, and the images replaced become a candidate of their own
+    with a note. A one-slice series at a stack's position that is not acquired later, or that holds another number of
+    phases, replaces nothing: the stack's warnings say which series was measured at that position and that the other
+    was not used, and that series gets the same note. Single-frame images only (a multi-frame cine is left as it is)."""
+    stacks = [(c, slices) for c in candidates for slices in [_cine_slices(c)] if slices is not None]
+    result = []
+    for single in candidates:
+        if not (_single_slice(single) and len(single.frames) >= 2
+                and all(f.ref.frame_number is None for f in single.frames)) or any(single is c for c, _ in stacks):
+            result.append(single)
+            continue
+        frame = single.frames[0]
+        signature = _merge_signature(single, frame_count=1, description=False)
+        found = None
+        for stack, slices in stacks:
+            if _merge_signature(stack, frame_count=1, description=False) != signature:
+                continue
+            at = next(((d, members) for d, members in slices
+                       if _along_normal(members[0], frame) <= _position_tolerance(members[0])
+                       and _in_plane(members[0], frame) <= in_plane_tolerance_mm), None)
+            if at is not None:
+                found = (stack, slices, at)
+                break
+        if found is None:
+            result.append(single)
+            continue
+        stack, slices, (_, old) = found
+        distance = slice_distance(old[0], old[0].normal)
+        old_number = _series_number(old[0].header.dataset)
+        new_name = _series_text(single.series_number, single.description)
+        old_name = _series_text(old_number, str(old[0].header.dataset.get("SeriesDescription", "") or ""))
+        later, text = _later(single.frames, old)
+        if not later or len(single.frames) != len(old):
+            why = (f"it holds {len(single.frames)} images against {len(old)} (cardiac phases) at each slice of the "
+                   "stack" if later else f"it was not acquired later ({text})")
+            warning = (f"slice at {distance:.2f} mm acquired again in {new_name}: not used, as {why}; {old_name} is "
+                       "measured at that position")
+            stack.warnings.append(warning)
+            stack.notes.append(warning)
+            single.notes.append(warning)
+            log.warning("stack %s: %s", stack.key, warning)
+            result.append(single)
+            continue
+        replaced = {id(f) for f in old}
+        stack.frames = [f for f in stack.frames if id(f) not in replaced] + list(single.frames)
+        old_headers = list(dict.fromkeys(id(f.header) for f in old))
+        kept_headers = [h for h in stack.headers if id(h) not in old_headers]
+        stack.headers = kept_headers + list(single.headers)
+        stack.series_instance_uids.append(single.series_instance_uids[0])
+        slices[:] = _cine_slices(stack) or slices
+        warning = (f"slice at {distance:.2f} mm re-acquired: {new_name} ({len(single.frames)} images) used in place "
+                   f"of the {len(old)} images of {old_name} at that position ({text}); the later acquisition wins")
+        stack.warnings.append(warning)
+        stack.notes.append(warning)
+        log.warning("stack %s: %s", stack.key, warning)
+        old_uid = old[0].header.series_instance_uid
+        result.append(Candidate(
+            key=f"{old_uid}#{old_number if old_number is not None else '-'}#{old[0].kind}#replaced-{distance:.2f}",
+            series_instance_uids=[old_uid], series_number=old_number, kind=old[0].kind,
+            headers=[h for i, h in enumerate(f.header for f in old)
+                     if all(h is not f.header for f in old[:i])], frames=list(old),
+            notes=[f"images at slice {distance:.2f} mm replaced in their stack ({stack.key}) by the later "
+                   f"re-acquisition in {new_name} ({text}); not used"]))
     return result
 
 

@@ -120,10 +120,23 @@ class Volume:
     # the cardiac phases of the whole cycle as the images declare them (CardiacNumberOfImages (0018,1090), the
     # largest over the measured frames); None where no image declares it or the Volume was built elsewhere
     declared_phases: int | None = None
+    # the acquisition phase number (1-based, the series' temporal order over all phases acquired, as a viewer numbers
+    # them) of each phase of `pixels`: a phase left out at every slice for an image missing at one (cmr.volume
+    # common_phases) leaves a gap, e.g. [.., 7, 9, ..]; None: 1..phases (a Volume built elsewhere)
+    phase_numbers: list[int] | None = None
+    # the phases acquired, those left out at every slice included; None: the phases of `pixels`
+    acquired_phases: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return tuple(self.pixels.shape)  # type: ignore[return-value]
+
+    def acquisition_phase_numbers(self) -> list[int]:
+        """The 1-based acquisition phase number of each phase of `pixels` (`phase_numbers`, else 1..phases)."""
+        phases = int(self.pixels.shape[0])
+        numbers = self.phase_numbers
+        return [int(n) for n in numbers] if numbers is not None and len(numbers) == phases \
+            else list(range(1, phases + 1))
 
     @property
     def voxel_volume_ml(self) -> float:

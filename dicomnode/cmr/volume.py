@@ -366,12 +366,14 @@ def end_slice_note(distances: np.ndarray, left_out: list[float], step: float | N
 
 def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
                    ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]], float | None,
-                              list[float]]:
+                              list[float], list[int], int]:
     """Frames as [phase][slice] sorted along the stack normal, their slice distances (mm), warnings, the frames left
     out with the reason (see common_phases), the nominal slice step (mm, `nominal_step_mm`: over all acquired
-    positions, the slices left out for their grid or pixel data included; None for one slice) and the positions (mm)
-    of acquired slices beyond the stack's ends left unused (`end_slices_beyond`, `latest_stacks` rule (b)); refusals
-    raise StudyError.
+    positions, the slices left out for their grid or pixel data included; None for one slice), the positions (mm)
+    of acquired slices beyond the stack's ends left unused (`end_slices_beyond`, `latest_stacks` rule (b)), the
+    acquisition phase number (1-based, in the series' temporal order over all phases acquired) of each phase kept,
+    and the number of phases acquired (a phase left out at every slice for an image missing at one still counts:
+    common_phases); refusals raise StudyError.
 
     `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
     """
@@ -438,10 +440,14 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         # kept an earlier pass because the later one is incomplete keeps its own line
         warnings.append(summary)
         warnings += incomplete_lines
+    phase_numbers, acquired = list(range(1, counts[0] + 1)), counts[0]
     if len(set(counts)) > 1:
-        per_slice, phases_left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings)
+        acquisition: dict = {}
+        per_slice, phases_left_out = common_phases(series.key, per_slice, [d for d, _ in slices], warnings,
+                                                   acquisition)
         left_out += phases_left_out
         counts = [len(s) for s in per_slice]
+        phase_numbers, acquired = acquisition["phase_numbers"], acquisition["acquired"]
     distances = np.array([d for d, _ in slices])
     gaps = np.diff(distances)
     others = _left_out_positions(series, exclude, off_grid + tilted, stack_normal([m[0] for _, m in slices]))
@@ -457,11 +463,11 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if end_note:
         warnings.append(end_note)
     ends = sorted(set(ends) | set(end_slices_beyond(distances, others, step)))
-    note = phases_present_note(counts[0], [f for s in per_slice for f in s])
+    note = phases_present_note(acquired, [f for s in per_slice for f in s])
     if note:
         warnings.append(note)
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
-    return phases, distances, warnings, left_out, step, ends
+    return phases, distances, warnings, left_out, step, ends, phase_numbers, acquired
 
 
 def declared_phase_counts(frames) -> set[int]:
@@ -477,9 +483,11 @@ def declared_phase_counts(frames) -> set[int]:
 
 
 def phases_present_note(kept: int, frames: list[FrameInfo]) -> str | None:
-    """'N of M cardiac phases present' when fewer phases are kept than the frames declare (CardiacNumberOfImages
-    (0018,1090), the largest over all frames: slices of a prospective cine may declare different counts, named as a
-    range); None when all declared phases are kept, a single phase, or nothing is declared."""
+    """'N of M cardiac phases present' when fewer phases were acquired (`kept`: the phases of the acquisition, a phase
+    left out at every slice for an image missing at one included, as common_phases names it apart) than the frames
+    declare (CardiacNumberOfImages (0018,1090), the largest over all frames: slices of a prospective cine may declare
+    different counts, named as a range); None when all declared phases are there, a single phase, or nothing is
+    declared."""
     declared = declared_phase_counts(frames)
     if kept < 2 or not declared or max(declared) <= kept:
         return None
@@ -1129,8 +1137,8 @@ def match_phases(axis: PhaseAxis, per_slice: list[list[FrameInfo]], distances: l
     return matched, None
 
 
-def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str]
-                  ) -> tuple[list[list[FrameInfo]], list[tuple[FrameInfo, str]]]:
+def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float], warnings: list[str],
+                  acquisition: dict | None = None) -> tuple[list[list[FrameInfo]], list[tuple[FrameInfo, str]]]:
     """Keep the cardiac phases every slice has, when slices hold different numbers of phases (an image lost or
     undecodable, slices exported with fewer phases, or prospective triggering whose phase count follows each
     slice's RR): the frames are matched to the phases of the first timing axis of phase_axes on which the match is
@@ -1139,7 +1147,9 @@ def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: 
     in `warnings`; a header RR that is not the slices' own is named there too.
 
     per_slice: [slice][phase] frames in temporal order; distances: each slice's position along the normal (mm).
-    Returns the [slice][phase] frames kept and the frames left out with the reason. Raises StudyError (naming the
+    `acquisition`: where given, receives "phase_numbers" (the acquisition phase number, 1-based on the matched timing
+    axis, of each phase kept: a reader's "phase 9" stays phase 9 when phase 8 is left out) and "acquired" (the phases
+    of that axis, those left out included). Returns the [slice][phase] frames kept and the frames left out with the reason. Raises StudyError (naming the
     counts) when the frames carry no timing to match them by, when no timing axis matches them consistently (naming
     what is wrong on each: phases from different cardiac phases are never put together), or when fewer than 2
     phases (or fewer than half) would remain.
@@ -1181,6 +1191,8 @@ def common_phases(series_key: str, per_slice: list[list[FrameInfo]], distances: 
                   f"slice(s) {', '.join(missing)} mm; left out at every slice so that each phase covers the whole stack")
         warnings.append(reason)
         left_out += [(m[p], reason) for m in matched if p in m]
+    if acquisition is not None:
+        acquisition.update({"phase_numbers": [p + 1 for p in kept], "acquired": phases})
     return [[m[p] for p in kept] for m in matched], left_out
 
 
@@ -1310,8 +1322,8 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
                          f"{len(excluded)} instance(s))")
     try:
-        frames, distances, warnings, left_out, step, ends = arrange_frames(series, require_stack,
-                                                               frozenset(e["sop_instance_uid"] for e in excluded))
+        frames, distances, warnings, left_out, step, ends, phase_numbers, acquired = arrange_frames(
+            series, require_stack, frozenset(e["sop_instance_uid"] for e in excluded))
     except StudyError as error:
         if not excluded:
             raise
@@ -1354,4 +1366,6 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         nominal_step_mm=step,
         ends_left_out_mm=ends,
         declared_phases=max(declared_phase_counts(f for row in frames for f in row), default=None),
+        phase_numbers=phase_numbers,
+        acquired_phases=acquired,
     )

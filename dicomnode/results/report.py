@@ -26,7 +26,7 @@ from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
-                                          source_series_name, stack_warnings)
+                                          source_series_name, stack_warnings, summary_phase_numbers)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.analysis.reference_age import ADULT_RANGES_NOT_APPLIED, REFERENCE_CHECK_STARTS
 from dicomnode.analysis.wall_thickness import HCM_THRESHOLD_MM
@@ -567,7 +567,7 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
         source = source_series_name(cine.summary)
         lines.append("Cine" + (f" ({source})" if source else "") + ": summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
                      f"myocardium (SCMR 2020), the same rule at every phase; {timing}"
-                     + (f"; {phases_name(flagged)} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
+                     + (f"; {phases_name(flagged, summary_phase_numbers(cine.summary))} ({COUNTED_FROM}) not used as ED or ES (LV volume jumps, "
                         "marked x on the volume curve)" if flagged else "")
                      + "; papillary muscles counted in the cavity; LV mass at ED x 1.05 g/mL. Reference ranges: SSFP "
                      "mean +/- 2 SD (LV: 2015 SCMR review; RV EDVi: Alfakih 2003), RVEF against the RV systolic "
@@ -767,7 +767,8 @@ def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = ())
     if ed is None or es is None:
         return "n/a"
     sent, _ = cycle_phases(cine_summary)
-    numbers = f"{phase_number(ed)} / {phase_number(es)}"
+    acquired = summary_phase_numbers(cine_summary)
+    numbers = f"{phase_number(ed, acquired)} / {phase_number(es, acquired)}"
     if not partial_cycle(cine_summary):
         return numbers + (f" of {sent}" if sent else "") + f" ({COUNTED_FROM})"
     times = [trigger_times[p] if 0 <= int(p) < len(trigger_times) else None for p in (ed, es)]
@@ -794,8 +795,8 @@ def _phases_reference(cine_summary: dict) -> str:
 def _phase_label(cine_summary: dict, index: int) -> str:
     """"phase 3", or "phase 1 of 2 sent" where the phases are not a whole cycle (partial_cycle)."""
     if isinstance(cine_summary, dict) and partial_cycle(cine_summary):
-        return f"{phase_name(index)} of {cycle_phases(cine_summary)[0]} sent"
-    return phase_name(index)
+        return f"{phase_name(index, summary_phase_numbers(cine_summary))} of {cycle_phases(cine_summary)[0]} sent"
+    return phase_name(index, summary_phase_numbers(cine_summary) if isinstance(cine_summary, dict) else None)
 
 
 #: the font of the page header: DejaVu Sans (shipped with matplotlib) has Latin, Greek and Cyrillic glyphs
@@ -1104,20 +1105,24 @@ def _volume_curves(ax, cine: PipelineResult | None) -> None:
     summary = cine.summary if cine is not None and isinstance(cine.summary, dict) else {}
     sent, cycle = cycle_phases(summary)
     if curve:
-        ax.plot(range(1, len(curve) + 1), curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
+        # x: each point's acquisition phase number (a phase left out at every slice is a gap on the axis)
+        numbers = summary_phase_numbers(summary)
+        numbers = numbers if numbers and len(numbers) == len(curve) else None
+        x = numbers or list(range(1, len(curve) + 1))
+        ax.plot(x, curve, "-o", color="#dc2828", markersize=2.5, linewidth=1, label="LV")
         rv_curve = cine.measurements.get("rv_volume_curve_ml")
         if rv_curve:
-            ax.plot(range(1, len(rv_curve) + 1), rv_curve, "-o", color="#2866dc", markersize=2.5, linewidth=1,
-                    label="RV")
+            ax.plot(x if len(rv_curve) == len(x) else range(1, len(rv_curve) + 1), rv_curve, "-o", color="#2866dc",
+                    markersize=2.5, linewidth=1, label="RV")
         flagged = [int(p) for p in (summary.get("timing") or {}).get("flagged_phases") or []
                    if 0 <= int(p) < len(curve)]
         if flagged:  # shown, never used as ED/ES
-            ax.plot([phase_number(p) for p in flagged], [curve[p] for p in flagged], "x", color="black",
+            ax.plot([phase_number(p, numbers) for p in flagged], [curve[p] for p in flagged], "x", color="black",
                     markersize=5, linestyle="none", label="LV volume jumps: phase not used as ED/ES")
         for key, label in (("ed_phase", "ED"), ("es_phase", "ES")):
             phase = summary.get(key)
             if phase is not None and 0 <= int(phase) < len(curve):
-                ax.annotate(label, (phase_number(phase), curve[int(phase)]), fontsize=7, xytext=(2, 4),
+                ax.annotate(label, (phase_number(phase, numbers), curve[int(phase)]), fontsize=7, xytext=(2, 4),
                             textcoords="offset points", weight="bold")
         ax.legend(fontsize=6.5, loc="best")
         ax.set_xlabel(f"cardiac phase ({COUNTED_FROM})" if not partial_cycle(summary) else

@@ -95,9 +95,17 @@ UNVALIDATED_LABEL = " (not validated)"
 UNVALIDATED_DESCRIPTION = ", not validated"
 
 
-def segment_phase_text(phase_name: str, phase_index: int) -> str:
-    """The phase part of a SegmentDescription, 1-based as a viewer counts phases (the SR's index is 0-based)."""
-    return f"; {PHASE_ABBREVIATIONS.get(phase_name, phase_name)}, {phase_text.phase_name(phase_index)} (1-based)"
+def _phase_numbers(volume) -> list[int] | None:
+    """The acquisition phase number of each phase of a Volume; None for a volume without them."""
+    numbers = getattr(volume, "acquisition_phase_numbers", None)
+    return list(numbers()) if callable(numbers) else None
+
+
+def segment_phase_text(phase_name: str, phase_index: int, numbers=None) -> str:
+    """The phase part of a SegmentDescription, 1-based as a viewer counts phases (the SR's index is 0-based);
+    `numbers`: the acquisition phase number of each volume phase (cmr.types.Volume.acquisition_phase_numbers)."""
+    return (f"; {PHASE_ABBREVIATIONS.get(phase_name, phase_name)}, {phase_text.phase_name(phase_index, numbers)} "
+            "(1-based)")
 
 
 @dataclass(frozen=True)
@@ -476,7 +484,8 @@ def build_seg(
             tracking_id=f"{segment.label} #{segment.number}"[:64],
             display_color=hd.color.CIELabColor.from_rgb(*segment.kind.rgb),
         )
-        phase_text = segment_phase_text(segment.phase_name, segment.phase_index) if len(result.phases) > 1 else ""
+        phase_text = segment_phase_text(segment.phase_name, segment.phase_index, _phase_numbers(result.volume)) \
+            if len(result.phases) > 1 else ""
         qualifier = "" if segment.validated else UNVALIDATED_DESCRIPTION
         description.SegmentDescription = segment.kind.description + qualifier + phase_text  # <= 64 (LO)
         descriptions.append(description)

@@ -469,11 +469,13 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 continue
             # "ED (phase 3 of 12)": which phase of the series ED is, in the text a viewer shows as the group's name
             # (the PHASENUM NUM says it too, but OHIF shows it as "3.00 1")
-            phases = len(index.result.volume.frames)
-            phase_label = f"{phase_key.upper()} ({phase_text.phase_name(phase_index)} of {phases})"
+            volume = index.result.volume
+            numbers = phase_text.summary_phase_numbers(block)
+            phases = max(getattr(volume, "acquired_phases", None) or 0, len(volume.frames))
+            phase_label = f"{phase_key.upper()} ({phase_text.phase_name(phase_index, numbers)} of {phases})"
             phase_eval = [hd.sr.QualitativeEvaluation(codes.CARDIAC_CYCLE_PHASE, phase_codes[phase_key])]
             # 1-based, as the PDF and the SEG count phases (summary.json keeps the 0-based index)
-            phase_number = _measurement(codes.PHASE_NUMBER, float(phase_text.phase_number(phase_index)),
+            phase_number = _measurement(codes.PHASE_NUMBER, float(phase_text.phase_number(phase_index, numbers)),
                                         codes.UNIT_NONE)
             for ventricle, site in (("lv", codes.LEFT_VENTRICLE), ("rv", codes.RIGHT_VENTRICLE)):
                 concept = {("lv", "ed"): codes.LV_EDV, ("lv", "es"): codes.LV_ESV,

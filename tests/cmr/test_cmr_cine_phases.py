@@ -22,6 +22,11 @@ _HEADERS: dict[str, list] = {}
 @pytest.fixture()
 def scd101(datasets):
     """Headers of the SCD0000101 cine (series 300), read once; each test gets its own copies to change."""
+    return scd101_headers(datasets)
+
+
+def scd101_headers(datasets):
+    """Copies of the SCD0000101 cine's headers (series 300), read once (the `scd101` fixture)."""
     if "scd101" not in _HEADERS:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Invalid value for VR UI")
