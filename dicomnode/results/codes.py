@@ -103,6 +103,7 @@ LV_ESV_INDEX = Code("LVESVI", PRIVATE_SCHEME, "LV end-systolic volume index")
 LV_SV_INDEX = Code("LVSVI", PRIVATE_SCHEME, "LV stroke volume index")
 RV_EDV_INDEX = Code("RVEDVI", PRIVATE_SCHEME, "RV end-diastolic volume index")
 RV_ESV_INDEX = Code("RVESVI", PRIVATE_SCHEME, "RV end-systolic volume index")
+RV_SV_INDEX = Code("RVSVI", PRIVATE_SCHEME, "RV stroke volume index")
 LV_MASS_INDEX = Code("LVMI", PRIVATE_SCHEME, "LV mass index")
 #: 1-based, as the PDF and the SEG descriptions count phases (summary.json keeps the 0-based index); replaces
 #: PHASEIDX ("Cardiac phase index in the cine series (0-based)"), which is no longer written: a private code keeps
@@ -147,6 +148,12 @@ UNIT_ML = Code("ml", "UCUM", "milliliter")
 UNIT_CM3 = Code("cm3", "UCUM", "cubic centimeter")
 UNIT_G = Code("g", "UCUM", "gram")
 UNIT_PERCENT = Code("%", "UCUM", "percent")
+#: NUM, mm: the LV length the stack holds (summary `coverage.lv_extent_mm`) of a stack missing part of the LV, first in
+#: each group whose volumes or mass are lower bounds / whose EF and SV cover the slices present: its concept says so
+#: where a viewer lists only NUM concepts (OHIF), while the measured quantities keep their standard concepts
+LOWER_BOUNDS_LV_EXTENT = Code("LVPARTLB", PRIVATE_SCHEME,
+                              "Lower bounds, LV partly outside the stack: LV length in stack")
+PARTIAL_STACK_LV_EXTENT = Code("LVPARTFN", PRIVATE_SCHEME, "Partial stack, LV partly outside it: LV length in stack")
 UNIT_ML_PER_M2 = Code("ml/m2", "UCUM", "milliliter per square meter")
 UNIT_G_PER_M2 = Code("g/m2", "UCUM", "gram per square meter")
 UNIT_M2 = Code("m2", "UCUM", "square meter")
@@ -157,8 +164,9 @@ UNIT_NONE = Code("1", "UCUM", "no units")
 PRIVATE_CODES = [
     MVO, LGE_PERCENT, LGE_PERCENT_NSD, LGE_PERCENT_FWHM, LARGE_LGE_BURDEN, LARGE_LGE_BURDEN_CUTOFF_MET,
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
-    LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN, WALL_THICKNESS,
-    ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME,
+    RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
+    WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,
+    PARTIAL_STACK_LV_EXTENT,
     METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
 ]

@@ -285,22 +285,65 @@ def fit_character_set(dataset: Dataset) -> Dataset:
     """Make the Specific Character Set of a result object able to write every text it holds, so that no character is
     written as "?" (pydicom's replacement, with only a warning): where some text of the object (an SR comment with
     "≤" or "–", a description, a copied name) is not encodable in the declared repertoire (encodable), the object is
-    re-encoded in ISO_IR 192 (UTF-8), every text decoded first with the old repertoire; else it is left as it is.
-    Returns the same dataset (changed in place)."""
+    re-encoded in ISO_IR 192 (UTF-8), every text decoded first with the old repertoire, and its elements replaced by
+    ones of its own (own_elements), so that an element another result object holds keeps its value; else it is left
+    as it is. Returns the same dataset (changed in place)."""
     declared = dataset.get("SpecificCharacterSet")
     terms = charsets.normalise(declared or "")
     elements = list(_text_elements(dataset))  # decodes raw values with the repertoire they were written in
     if all(encodable(text, terms) for element in elements for text in _element_texts(element)):
         return dataset
-    for element in elements:  # person names re-made from their text: no bytes of the old repertoire written back
-        if element.VR == "PN":
-            names = [PersonName(text) for text in _element_texts(element)]
-            element.value = names[0] if len(names) == 1 else names
+    own_elements(dataset)  # the object's own elements, person names re-made from their text
     dataset.SpecificCharacterSet = charsets.UTF8_TERM
     _inherit_character_set(dataset)
     log.info("result object %s re-encoded as ISO_IR 192 (UTF-8): its text is not encodable in %s",
              dataset.get("SOPInstanceUID", ""), "/".join(terms) or "the default repertoire (ASCII)")
     return dataset
+
+
+def own_elements(dataset: Dataset) -> Dataset:
+    """Replace every element of `dataset`, in its sequence items too, by a new one holding the same value, so that it
+    shares no element, multiple value or item with another object (highdicom copies the patient/study elements of
+    its source header as they are: every object built from one header holds the same DataElements). Person names
+    are re-made from their text: a PersonName keeps the bytes it was first written with and writes them again under
+    any later Specific Character Set (pydicom 3.0), so one shared between an ISO_IR 100 and an ISO_IR 192 object
+    writes one object's bytes under the other's declaration (PS3.5 6.1.2.5). Bytes values, being immutable, stay
+    shared. Elements pydicom cannot convert are kept as they are. Returns the same dataset."""
+    for tag in list(dataset.keys()):
+        try:
+            element = dataset[tag]
+        except Exception:  # noqa: BLE001 - an unconvertible raw value: nothing to change in it
+            continue
+        value = element.value
+        if element.VR == "SQ":
+            value = [own_elements(_item_copy(item)) for item in value or []]
+        elif element.VR == "PN" and value not in (None, ""):
+            names = [PersonName(text) for text in _element_texts(element)]
+            value = names[0] if len(names) == 1 else names
+        elif isinstance(value, (list, tuple, MultiValue)):
+            value = list(value)
+        dataset[tag] = DataElement(tag, element.VR, value, is_undefined_length=element.is_undefined_length)
+    return dataset
+
+
+def _item_copy(item: Dataset) -> Dataset:
+    """A new Dataset holding the item's elements (own_elements then replaces each by a new one), text decoded with the
+    character set of the item where it is (its own or its parent's); a value pydicom cannot convert stays raw."""
+    copy = Dataset()
+    for tag in item.keys():
+        try:
+            copy[tag] = item[tag]
+        except Exception:  # noqa: BLE001
+            copy[tag] = item.get_item(tag)
+    return copy
+
+
+def own_header(header: Dataset) -> Dataset:
+    """A copy of a result object's source header (derivable_header) that shares no element with it or with another
+    copy: each object built from it may re-encode or change its own elements (fit_character_set)."""
+    copy = own_elements(_item_copy(header))
+    copy.file_meta = getattr(header, "file_meta", Dataset())
+    return copy
 
 
 def _inherit_character_set(dataset: Dataset) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
 from typing import Sequence
 
@@ -21,7 +22,7 @@ from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, Segmentat
 from dicomnode.analysis.wall_thickness import WALL_THICKNESS_START
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
-from dicomnode.results.headers import fit_character_set
+from dicomnode.results.headers import fit_character_set, own_header
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
 from dicomnode.results.regions import image_regions, outlines, slice_regions
 from dicomnode.results.seg import SEGMENT_KINDS, segment_plan
@@ -107,7 +108,9 @@ class _SegmentIndex:
         self.result = result
         self.segs = [(None, segs)] if isinstance(segs, Dataset) else list(segs)
         self.labelmap = np.asarray(result.labelmap)
-        self.drawn: dict[str, int] = {}  # SOP Instance UID -> groups whose first outline is drawn on it
+        # (SOP Instance UID, frame number: None for a single-frame image) -> groups whose first outline is drawn on
+        # it: the frames of a multi-frame instance are slices of their own
+        self.drawn: dict[tuple[str, int | None], int] = {}
 
     def mask(self, labels: Sequence[int], phase_position: int = 0) -> np.ndarray:
         return np.isin(self.labelmap[phase_position], [int(v) for v in labels])
@@ -141,12 +144,13 @@ class _SegmentIndex:
         return None
 
     def groups(self, key: str, phase_index: int | None, name: str, tracking_uid: str | None = None,
-               absent_measurements=None, code_absent: bool = True, **kwargs) -> list:
+               absent_measurements=None, code_absent: bool = True, qualifier: str = "", **kwargs) -> list:
         """The TID 1411 group(s) of one segment kind (and phase), the region named as the class docstring says:
         segment group + outline group, one group outlined on every slice, or the absent-finding group on the LV
         myocardium (with `absent_measurements` when given: concepts that name the missing finding; the finding coded
         absent unless `code_absent` is false: a finding whose absence the node may not state). Raises KeyError
-        for a phase the result did not segment."""
+        for a phase the result did not segment. `qualifier`: said after the name of the group holding the
+        measurements (tracking_text), e.g. " (lower bound: apex cut off)"."""
         position = self.position(phase_index)
         kind = SEGMENT_KINDS[key]
         mask = self.mask(kind.labels, position)
@@ -156,7 +160,7 @@ class _SegmentIndex:
             if finding_type is not None and code_absent:
                 qualitative.insert(0, hd.sr.QualitativeEvaluation(finding_type, codes.ABSENT))
             return self.outline_group(
-                MYOCARDIUM_LABELS, position, f"{name} (none found)", tracking_uid or new_uid(),
+                MYOCARDIUM_LABELS, position, f"{name} (none found)", tracking_uid or new_uid(), suffix=qualifier,
                 finding_type=codes.LV_MYOCARDIUM,
                 finding_sites=finding_sites or [hd.sr.FindingSite(codes.LV_MYOCARDIUM)],
                 measurements=absent_measurements if absent_measurements is not None else kwargs.get("measurements"),
@@ -165,7 +169,7 @@ class _SegmentIndex:
         found = self.segment_in(holders[0][1], holders[0][0], key, position) if len(holders) == 1 else None
         if found is None:  # several SEG instances (or none declaring it): the outlines on every slice are the region
             return self.outline_group(
-                mask, position, name, tracking_uid or new_uid(), finding_type=finding_type,
+                mask, position, name, tracking_uid or new_uid(), finding_type=finding_type, suffix=qualifier,
                 finding_sites=finding_sites, measurements=kwargs.get("measurements"),
                 qualitative=kwargs.get("qualitative_evaluations"), all_slices=True)
         (part, seg), (number, segment_uid) = holders[0], found
@@ -175,11 +179,12 @@ class _SegmentIndex:
             sop_class_uid=SegmentationStorage, sop_instance_uid=str(seg.SOPInstanceUID), segment_number=number,
             source_series=hd.sr.SourceSeriesForSegmentation(series_uid))
         groups = [hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=name[:64]),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=tracking_text(name, qualifier)),
             referenced_segment=reference, algorithm_id=_algorithm_id(self.result.algorithm), **kwargs)]
         # OHIF merges groups by tracking UID and lists a measurement only where it finds image coordinates (TID 1411
         # allows a segment reference or image regions in one group, not both)
-        return groups + self.outline_group(mask, position, f"{name} (outline)", uid, finding_type, finding_sites)
+        return groups + self.outline_group(mask, position, name, uid, finding_type, finding_sites,
+                                           suffix=" (outline)")
 
     def pick_slice(self, mask: np.ndarray, phase_position: int) -> int | None:
         """The slice whose outline a viewer drawing one region per group shows (the first SCOORD), counted as drawn:
@@ -190,17 +195,17 @@ class _SegmentIndex:
             return None
         frames = self.frames(phase_position)
         candidates = [k for k in range(len(areas)) if areas[k] >= self.SPREAD_MIN_AREA * areas.max()]
-        chosen = min(candidates, key=lambda k: (self.drawn.get(str(frames[k].sop_instance_uid), 0), -int(areas[k]), k))
-        uid = str(frames[chosen].sop_instance_uid)
-        self.drawn[uid] = self.drawn.get(uid, 0) + 1
+        chosen = min(candidates, key=lambda k: (self.drawn.get(_image_of(frames[k]), 0), -int(areas[k]), k))
+        self.drawn[_image_of(frames[chosen])] = self.drawn.get(_image_of(frames[chosen]), 0) + 1
         return chosen
 
     def outline_group(self, labels: Sequence[int] | np.ndarray, phase_position: int, name: str, uid: str,
                       finding_type=None, finding_sites=None, measurements=None, qualitative=None,
-                      all_slices: bool = False) -> list:
+                      all_slices: bool = False, suffix: str = "") -> list:
         """A TID 1411 group whose region is given by image regions (outlines) of a mask, the drawn slice (pick_slice)
         first, followed by the display groups of that slice's further outlines (contour_groups); [] for an empty
-        mask."""
+        mask. Its tracking identifier is `name` with `suffix` (" (outline)", a lower-bound qualifier) said whole
+        (tracking_text); the display groups' are `name` with their own suffix."""
         mask = labels if isinstance(labels, np.ndarray) and labels.dtype == bool else self.mask(labels, phase_position)
         first = self.pick_slice(mask, phase_position)
         if first is None:
@@ -208,7 +213,7 @@ class _SegmentIndex:
         frames = self.frames(phase_position)
         regions = image_regions(mask, frames, all_slices=all_slices, first=first)
         group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=name[:64]),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=tracking_text(name, suffix)),
             referenced_regions=regions, finding_type=finding_type, finding_sites=finding_sites,
             measurements=measurements or None, qualitative_evaluations=qualitative or None,
             algorithm_id=_algorithm_id(self.result.algorithm),
@@ -220,22 +225,56 @@ class _SegmentIndex:
         draws only the first SCOORD of a tracking UID, so a ring (the myocardium) would show as its epicardial
         contour alone, a region as if it were filled, and a region in several parts as one part. Each group has a new
         tracking UID, that one outline as its region and no measurement; its tracking identifier is "<name> (inner
-        contour)" for an outline inside the longest, "<name> (another part)" else (<name> without " (outline)").
-        The outline stays in the region of the group it belongs to."""
+        contour)" for an outline inside the longest, "<name> (another part)" else (tracking_text). The outline stays
+        in the region of the group it belongs to."""
         lines = outlines(mask)
         if len(lines) < 2:
             return []
         regions = slice_regions(mask, ref)
-        name = name.removesuffix(" (outline)")
         groups = []
         for line, region in list(zip(lines, regions))[1:1 + self.MAX_CONTOUR_GROUPS]:
             suffix = " (inner contour)" if _inside(line[0], lines[0]) else " (another part)"
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(),
-                                                             identifier=name[:64 - len(suffix)] + suffix),
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=tracking_text(name, suffix)),
                 referenced_regions=[region], finding_type=finding_type, finding_sites=finding_sites,
                 algorithm_id=_algorithm_id(self.result.algorithm)))
         return groups
+
+
+def _image_of(ref) -> tuple[str, int | None]:
+    """The image a viewer shows a frame reference as: (SOP Instance UID, frame number; None for a single frame)."""
+    number = getattr(ref, "frame_number", None)
+    return str(ref.sop_instance_uid), None if number is None else int(number)
+
+
+#: the length of a Tracking Identifier (TEXT (112039, DCM) of TID 4108, written as LO in highdicom: PS3.5 6.2)
+TRACKING_IDENTIFIER_LENGTH = 64
+
+
+def tracking_text(name: str, suffix: str = "") -> str:
+    """A tracking identifier: `name`, then `suffix` whole, in TRACKING_IDENTIFIER_LENGTH characters. A name too long
+    is shortened at word boundaries, never inside a word or number: a closing parenthetical holding a number loses
+    its leading words first ("(HCM rule >=15 %)" -> "(>=15 %)"), any other goes whole ("(not validated)" never
+    becomes "(validated)"); then a last "; " clause goes whole (a verdict is said with its answer or not at all),
+    then the last words."""
+    limit = TRACKING_IDENTIFIER_LENGTH - len(suffix)
+    text = name
+    while len(text) > max(limit, 0):
+        closing = re.search(r"\s*\(([^()]*)\)$", text)
+        if closing is not None:
+            words = closing.group(1).split()
+            if len(words) > 1 and not re.search(r"\d", words[0]) and re.search(r"\d", " ".join(words[1:])):
+                text = f"{text[:closing.start()]} ({' '.join(words[1:])})".lstrip()
+            else:
+                text = text[:closing.start()]
+        elif "; " in text:
+            text = text.rsplit("; ", 1)[0]
+        elif " " in text:
+            text = text.rsplit(" ", 1)[0]
+        else:
+            text = text[:max(limit, 0)]
+        text = text.rstrip(" ;,:")
+    return (text + suffix)[:TRACKING_IDENTIFIER_LENGTH]
 
 
 def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:
@@ -300,9 +339,19 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     # the MVO volume stays, its group named "not validated" and its reason a comment (_stack_comments)
     mvo_stated = (block.get("mvo_validation") or {}).get("presence_stated") is True
     lv_site = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
+    bound = coverage_qualifier(block)  # volumes, mass and scar of a stack missing part of the LV: lower bounds
+
+    def bound_if(value: float | None) -> str:  # a lower bound of 0 says nothing: "0 cm3" is what was found
+        return bound if value else ""
+
+    def bound_num(value: float | None) -> list:
+        return coverage_measurement(block) if value else []
+
     groups = index.outline_group(
         MYOCARDIUM_LABELS, 0, "LGE LV myocardium, whole", new_uid(), finding_type=codes.LV_MYOCARDIUM,
-        measurements=_measurement(codes.VOLUME, _number(block, "myocardium_volume_ml"), codes.UNIT_CM3, **dl)
+        suffix=bound_if(_number(block, "myocardium_volume_ml")),
+        measurements=bound_num(_number(block, "myocardium_volume_ml"))
+        + _measurement(codes.VOLUME, _number(block, "myocardium_volume_ml"), codes.UNIT_CM3, **dl)
         + _measurement(codes.LV_MASS, _number(block, "lv_mass_g"), codes.UNIT_G, **dl), all_slices=True)
 
     scar_volume = _number(block, "scar_volume_ml")
@@ -337,7 +386,9 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         # its comparator (analysis.lge.large_burden_*)
         cutoff = lge.measurements.get("large_burden_cutoff_percent", config.analysis.lge.large_burden_percent)
         comparator = lge.measurements.get("large_burden_comparator", config.analysis.lge.large_burden_comparator)
-        scar_measurements += _measurement(
+        # after %LGE by DL, before the other methods' where the lower-bound NUM comes first: OHIF shows five NUMs
+        at = int(_number(block, "lge_percent") is not None) if bound_num(scar_volume) else len(scar_measurements)
+        scar_measurements[at:at] = _measurement(
             codes.LARGE_LGE_BURDEN_CUTOFF_MET if large else codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET, cutoff,
             codes.UNIT_PERCENT, algorithm_id=hd.sr.AlgorithmIdentification(
                 name="dicomnode large LGE burden rule", version=node_version(),
@@ -350,7 +401,9 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         qualitative.append(hd.sr.QualitativeEvaluation(codes.LARGE_LGE_BURDEN, codes.UNDETERMINED))
     scar = index.outline_group(ENHANCED_LABELS, 0, burden_name("LGE scar incl. MVO", verdict), new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
-                               measurements=_measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)
+                               suffix=bound_if(scar_volume),
+                               measurements=bound_num(scar_volume)
+                               + _measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)
                                + scar_measurements, qualitative=qualitative, all_slices=True)
     if not scar:  # no enhanced voxel: the absent finding, measured on the LV myocardium (see _SegmentIndex)
         absent = [hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT)] + \
@@ -370,11 +423,42 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
               _number(block, "mvo_volume_ml"), codes.MVO_VOLUME))
     for key, name, finding, volume, absent_concept in parts:
         groups += index.groups(key, None, name, finding_type=finding, finding_sites=lv_site,
-                               measurements=_measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl),
+                               measurements=bound_num(volume) + _measurement(codes.VOLUME, volume, codes.UNIT_CM3,
+                                                                             **dl),
                                absent_measurements=_measurement(absent_concept, volume, codes.UNIT_CM3, **dl),
-                               code_absent=key != "mvo" or mvo_stated)
+                               code_absent=key != "mvo" or mvo_stated, qualifier=bound_if(volume))
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
+
+
+#: what a coverage reason (cine_metrics.stack_coverage) says in a tracking identifier when its own last words are long
+COVERAGE_SHORT = "LV partly outside"
+
+
+def coverage_qualifier(summary: dict | None, what: str = "lower bound") -> str:
+    """" (lower bound: apex cut off)" for a group whose numbers a stack missing part of the LV makes lower bounds
+    (summary `coverage.complete` false; `what` "partial stack" for EF and SV, which are neither), "" on a whole
+    stack: for viewers that show a group's tracking identifier (OHIF v3 shows its NUMs only: coverage_measurement).
+    Each reason is said by its last words ("apex cut off", "slices missing"), or as COVERAGE_SHORT."""
+    coverage = (summary or {}).get("coverage") or {}
+    if not isinstance(coverage, dict) or coverage.get("complete") is not False:
+        return ""
+    said = []
+    for reason in coverage.get("reasons") or []:
+        last = str(reason).rsplit(": ", 1)[-1].split(",")[0].strip()
+        said.append(last if ": " in str(reason) and len(last) <= len(COVERAGE_SHORT) else COVERAGE_SHORT)
+    said = list(dict.fromkeys(said)) or [COVERAGE_SHORT]
+    return f" ({what}: {said[0] if len(said) == 1 else COVERAGE_SHORT})"
+
+
+def coverage_measurement(summary: dict | None, concept: Code = codes.LOWER_BOUNDS_LV_EXTENT) -> list:
+    """The NUM that says, where a viewer lists only NUM concepts (OHIF v3), that the group's numbers come from a
+    stack missing part of the LV (coverage_qualifier): `concept` (LOWER_BOUNDS_LV_EXTENT, or PARTIAL_STACK_LV_EXTENT
+    for EF and SV) with the LV length the stack holds (summary `coverage.lv_extent_mm`), to be put first in the
+    group (OHIF shows five NUMs of a group); [] on a whole stack or without the length."""
+    if not coverage_qualifier(summary):
+        return []
+    return _measurement(concept, _number(summary["coverage"], "lv_extent_mm"), codes.UNIT_MM)
 
 
 def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
@@ -388,7 +472,7 @@ def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
                  f"{name}; large burden {answer}"):
         if len(text) <= 64:
             return text
-    return name[:64]
+    return tracking_text(f"{name}; large burden {answer}")
 
 
 def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0) -> list:
@@ -460,6 +544,8 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             return []
         return _measurement(name, value / bsa[0], unit)
 
+    # volumes and mass of a stack missing part of the LV are lower bounds, EF and SV partial (coverage_qualifier)
+    bound, partial = coverage_qualifier(block), coverage_qualifier(block, "partial stack")
     ed, es = block.get("ed_phase"), block.get("es_phase")
     phase_codes = {"ed": codes.END_DIASTOLE, "es": codes.END_SYSTOLE}
     if index is not None:
@@ -484,20 +570,22 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                  ("rv", "ed"): codes.RV_EDV_INDEX, ("rv", "es"): codes.RV_ESV_INDEX}[
                     (ventricle, phase_key)]
                 value = _number(block, f"{ventricle}_{phase_key}v_ml")
-                measurements = _measurement(concept, value, codes.UNIT_ML, method=papillary,
-                                            algorithm_id=_algorithm_id(algorithm))
+                measurements = (coverage_measurement(block) if value else []) + _measurement(
+                    concept, value, codes.UNIT_ML, method=papillary, algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
                                         codes.UNIT_ML_PER_M2) + phase_number
                 try:
                     groups += index.groups(f"{ventricle}_blood_pool", int(phase_index),
                                            f"{ventricle.upper()} blood pool {phase_label}", finding_type=site,
-                                           measurements=measurements, qualitative_evaluations=phase_eval)
+                                           measurements=measurements, qualitative_evaluations=phase_eval,
+                                           qualifier=bound if value else "")
                 except KeyError:
                     continue
             mass = _number(block, "lv_mass_g")
             if phase_key == "ed" and mass is not None:
                 volume = mass / config.analysis.cine.myocardial_density_g_per_ml
-                measurements = _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
+                measurements = (coverage_measurement(block) if mass else []) \
+                    + _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
                 measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary_mass,
                                              algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(codes.LV_MASS_INDEX, "lv_mass_index_g_m2", mass, codes.UNIT_G_PER_M2) \
@@ -505,7 +593,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 try:
                     groups += index.groups("lv_myocardium", int(phase_index), f"LV myocardium {phase_label}",
                                            finding_type=codes.LV_MYOCARDIUM, measurements=measurements,
-                                           qualitative_evaluations=phase_eval)
+                                           qualitative_evaluations=phase_eval, qualifier=bound if mass else "")
                 except KeyError:
                     pass
 
@@ -519,16 +607,21 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                      ("rv", codes.RIGHT_VENTRICLE, codes.RV_EF_MR)):
         sv = _number(block, f"{ventricle}_sv_ml")
         measurements = _measurement(ef_code, _number(block, f"{ventricle}_ef_percent"), codes.UNIT_PERCENT)
+        measurements = (coverage_measurement(block, codes.PARTIAL_STACK_LV_EXTENT) if measurements else []) \
+            + measurements
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
                                      finding_sites=[hd.sr.FindingSite(site)])
+        sv_index = codes.LV_SV_INDEX if ventricle == "lv" else codes.RV_SV_INDEX
+        measurements += indexed(sv_index, f"{ventricle}_svi_ml_m2", sv, codes.UNIT_ML_PER_M2)
         if ventricle == "lv":
-            measurements += indexed(codes.LV_SV_INDEX, "lv_svi_ml_m2", sv, codes.UNIT_ML_PER_M2) + bsa_measurement
+            measurements += bsa_measurement
         if not measurements:
             continue
         name = f"{ventricle.upper()} function (ED and ES)"
         try:
             found = index.groups(f"{ventricle}_blood_pool", int(ed), name, tracking_uid=new_uid(), finding_type=site,
-                                 finding_sites=[hd.sr.FindingSite(site)], measurements=measurements) \
+                                 finding_sites=[hd.sr.FindingSite(site)], measurements=measurements,
+                                 qualifier=partial) \
                 if index is not None and ed is not None else None
         except KeyError:
             found = None
@@ -536,7 +629,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             groups += found
         else:
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=name),
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=tracking_text(name, partial)),
                 finding_type=site, finding_sites=[hd.sr.FindingSite(site)], measurements=measurements))
     if index is not None and ed is not None:
         groups += max_wall_thickness_groups(block, index)
@@ -833,6 +926,7 @@ def build_sr(
     # the report-text suggestions are not measurements: they go into their own text-only SR (build_suggestions_sr),
     # which viewers show as text (OHIF lists a TID 1500 report as measurements only); see docs/conformance.md
     started_at: dt.datetime = context.started_at
+    header = own_header(header)  # highdicom copies its elements into the SR as they are: the SR's own, not shared
     evidence = [header] + [seg for entry in segs.values()
                            for seg in ([entry] if isinstance(entry, Dataset) else [s for _, s in entry])]
     evidence += _region_sources(report[0], results, {str(ds.SOPInstanceUID) for ds in evidence},
@@ -915,7 +1009,7 @@ def build_suggestions_sr(
     root.ContentSequence = container.ContentSequence
     started_at: dt.datetime = context.started_at
     sr = hd.sr.ComprehensiveSR(
-        evidence=[header],
+        evidence=[own_header(header)],  # its own patient/study elements (build_sr)
         content=root,
         series_instance_uid=new_uid(),
         series_number=series_number,
