@@ -179,10 +179,13 @@ def lv_mass_bias_from_card(card: dict | None) -> float | None:
 
 
 def where_text(block: dict, slices: Sequence[dict] | None = None, short: bool = False) -> str:
-    """Where the maximum lies, in a reader's words: "AHA segment 3 basal inferoseptal, slice 4 of 10, instance 45":
-    slices counted from 1 in stack order (ascending along the stack normal), the ED image's InstanceNumber as a
-    viewer shows it; `slices`: summary.json's cine `slices` entries (slice_index, ed.instance_number). `short`: "AHA 3,
-    slice 4 of 10" (the PDF's key-number cell)."""
+    """Where the maximum lies, in a reader's words: "AHA segment 3 basal inferoseptal, image S:300 I:45 (slice 4 of
+    10)": the ED source image as a viewer's overlay names it (SeriesNumber, InstanceNumber, as the PDF's image
+    captions; "instance 45" where the series number is unknown), then the slice counted from 1 in stack order
+    (ascending along the stack normal); `slices`: summary.json's cine `slices` entries (slice_index,
+    ed.series_number, ed.instance_number). `short`: "AHA 3, S:300 I:45" (the PDF's key-number cell; "AHA 3, slice 4
+    of 10" without the image's numbers). A tester could not find "slice 9 of 12, instance 80" in OHIF, whose copy
+    series count the slices the other way."""
     parts = []
     if block.get("segment"):
         parts.append(f"AHA {block['segment']}" if short else
@@ -190,14 +193,19 @@ def where_text(block: dict, slices: Sequence[dict] | None = None, short: bool = 
     k = block.get("slice_index")
     if isinstance(k, int):
         entry = next((e for e in slices or () if isinstance(e, dict) and e.get("slice_index") == k), None)
-        instance = ((entry or {}).get("ed") or {}).get("instance_number")
-        parts.append(f"slice {k + 1}" + (f" of {len(slices)}" if slices else "")
-                     + (f", instance {instance}" if instance is not None and not short else ""))
+        image = (entry or {}).get("ed") or {}
+        instance, series = image.get("instance_number"), image.get("series_number")
+        counted = f"slice {k + 1}" + (f" of {len(slices)}" if slices else "")
+        if instance is not None and series is not None:
+            named = f"S:{series} I:{instance}"
+            parts.append(named if short else f"image {named} ({counted})")
+        else:
+            parts.append(counted + (f", instance {instance}" if instance is not None and not short else ""))
     return ", ".join(parts)
 
 
 def wall_thickness_text(block: dict | None, slices: Sequence[dict] | None = None, short: bool = False) -> str | None:
-    """"21.3 mm (AHA segment 3 basal inferoseptal, slice 4 of 10, instance 45)": the value and where (where_text,
+    """"21.3 mm (AHA segment 3 basal inferoseptal, image S:300 I:45 (slice 4 of 10))": the value and where (where_text,
     `short` as there); None without a value."""
     value = block.get("max_mm") if isinstance(block, dict) else None
     if not isinstance(value, (int, float)) or isinstance(value, bool):

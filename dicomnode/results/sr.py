@@ -254,13 +254,21 @@ TRACKING_IDENTIFIER_LENGTH = 64
 def tracking_text(name: str, suffix: str = "") -> str:
     """A tracking identifier: `name`, then `suffix` whole, in TRACKING_IDENTIFIER_LENGTH characters. A name too long
     is shortened at word boundaries, never inside a word or number: a closing parenthetical holding a number loses
-    its leading words first ("(HCM rule >=15 %)" -> "(>=15 %)"), any other goes whole ("(not validated)" never
-    becomes "(validated)"); then a last "; " clause goes whole (a verdict is said with its answer or not at all),
-    then the last words."""
+    its leading words first ("(HCM rule >=15 %)" -> "(>=15 %)"), a caveat ("(not validated)", CAVEAT) is kept whole
+    and the words before it shortened instead (a reviewer found "(lower bound: …)" pushing "(not validated)" out of
+    the MVO group), any other goes whole; then a last "; " clause goes whole (a verdict is said with its answer or
+    not at all), then the last words; TRACKING_ABBREVIATIONS first where the name is too long."""
     limit = TRACKING_IDENTIFIER_LENGTH - len(suffix)
-    text = name
-    while len(text) > max(limit, 0):
+    text, kept = name, ""
+    if len(text) > limit:
+        for long, short in TRACKING_ABBREVIATIONS:
+            text = text.replace(long, short)
+    while len(text) + len(kept) > max(limit, 0):
         closing = re.search(r"\s*\(([^()]*)\)$", text)
+        if closing is not None and CAVEAT.search(closing.group(1)) and text[:closing.start()].strip():
+            kept = text[closing.start():] + kept  # a caveat is never shortened away: the words before it are
+            text = text[:closing.start()]
+            continue
         if closing is not None:
             words = closing.group(1).split()
             if len(words) > 1 and not re.search(r"\d", words[0]) and re.search(r"\d", " ".join(words[1:])):
@@ -274,7 +282,13 @@ def tracking_text(name: str, suffix: str = "") -> str:
         else:
             text = text[:max(limit, 0)]
         text = text.rstrip(" ;,:")
-    return (text + suffix)[:TRACKING_IDENTIFIER_LENGTH]
+    return (text + kept + suffix)[:TRACKING_IDENTIFIER_LENGTH]
+
+
+#: a parenthetical that qualifies a finding ("(not validated)", "(not measured)"): tracking_text keeps it whole
+CAVEAT = re.compile(r"\bnot\b")
+#: the field's short forms tracking_text uses before shortening a name further
+TRACKING_ABBREVIATIONS = (("microvascular obstruction", "MVO"), ("myocardium", "myoc."))
 
 
 def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:

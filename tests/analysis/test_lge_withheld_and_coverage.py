@@ -132,7 +132,7 @@ def test_numbers_are_withheld_when_the_heart_is_not_found_or_the_myocardium_is_i
     assert summary["aha_segments"]["applicable"] is False and \
         summary["aha_segments"]["reason"].startswith(summary["reason"])
     # every measured value withheld; which image each slice is (slice_index, position, source image) stays
-    identity = {"slice_index", "position_mm", "sop_instance_uid", "frame_number", "instance_number"}
+    identity = {"slice_index", "position_mm", "sop_instance_uid", "frame_number", "instance_number", "series_number"}
     assert all(set(v for k, v in s.items() if k not in identity) == {None} for s in summary["per_slice"])
     assert all(s["sop_instance_uid"] for s in summary["per_slice"])
     assert summary["coverage"] is None

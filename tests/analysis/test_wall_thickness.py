@@ -131,6 +131,11 @@ def test_the_flag_is_raised_at_15_mm_with_the_criterion_where_and_the_known_erro
     assert "LV mass bias" not in wall_thickness_flag(block)  # no card value: no bias claimed
     assert wall_thickness_text(block, slices) == "15.0 mm (AHA segment 9 mid inferoseptal, slice 4 of 8, instance 13)"
     assert wall_thickness_text({"max_mm": None}) is None
+    # with the series number the image is named as a viewer's overlay and the PDF captions name it (break41b F6)
+    named = [{"slice_index": k, "ed": {"instance_number": 10 + k, "series_number": 300}} for k in range(8)]
+    assert wall_thickness_text(block, named) == ("15.0 mm (AHA segment 9 mid inferoseptal, image S:300 I:13 (slice 4 "
+                                                 "of 8))")
+    assert wall_thickness_text(block, named, short=True) == "15.0 mm (AHA 9, S:300 I:13)"
 
 
 def test_the_lv_mass_bias_is_read_from_the_model_card():
