@@ -218,8 +218,9 @@ def declared_cycle_phases(warnings) -> int | None:
 def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:
     """(phases sent, phases of the whole cardiac cycle or None): the phases acquired of the analysed cine
     (`phases_acquired`: a phase left out at every slice for an image missing at one was still sent, and is named in
-    the stack warnings; else its LV volume curve's), and the CardiacNumberOfImages of its images where the stack
-    warnings say fewer phases were sent."""
+    the stack warnings; else its LV volume curve's; where the stack warnings say "N of M cardiac phases present", N:
+    `phases_acquired` is then the cycle's M when the phases kept were numbered on it), and the CardiacNumberOfImages
+    of its images where the stack warnings say fewer phases were sent."""
     acquired = cine_summary.get("phases_acquired")
     sent = int(acquired) if isinstance(acquired, int) and acquired > 0 else len(cine_summary.get("lv_volume_curve_ml")
                                                                                 or [])
@@ -227,6 +228,7 @@ def cycle_phases(cine_summary: dict) -> tuple[int, int | None]:
     declared = declared_cycle_phases(warnings)
     if declared is None:
         return sent, None
-    if not sent:
-        sent = next(int(found.group(1)) for found in map(PHASES_PRESENT.search, warnings) if found)
-    return sent, declared
+    # the warning's N is the phases sent: `phases_acquired` is the cycle itself where the phases kept were numbered
+    # on the declared grid (cmr.volume.acquisition_grid_numbers)
+    present = next((int(found.group(1)) for found in map(PHASES_PRESENT.search, warnings) if found), None)
+    return (present if present is not None else sent), declared

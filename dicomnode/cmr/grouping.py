@@ -1128,15 +1128,15 @@ def replace_reacquired_slices(candidates: list[Candidate], in_plane_tolerance_mm
 
 
 def _cine_slices(candidate: Candidate) -> list[tuple[float, list[FrameInfo]]] | None:
-    """The slice positions of a cine stack (two or more parallel positions, each holding the same number, at least 2,
-    of single-frame images): (position in mm, frames) ascending (`frames.slice_groups`); None for any other candidate
-    (one slice, several orientations, one image per slice, multi-frame instances, uneven image counts)."""
+    """The slice positions of a cine stack (two or more parallel positions, each holding at least 2 single-frame
+    images; the counts may differ, as where an image is missing at one slice): (position in mm, frames) ascending
+    (`frames.slice_groups`); None for any other candidate (one slice, several orientations, one image per slice,
+    multi-frame instances)."""
     groups = orientation_groups(candidate.frames)
     if len(groups) != 1 or any(f.ref.frame_number is not None for f in candidate.frames):
         return None
     slices = slice_groups(groups[0])
-    counts = {len(members) for _, members in slices}
-    return slices if len(slices) >= 2 and len(counts) == 1 and min(counts) >= 2 else None
+    return slices if len(slices) >= 2 and min(len(members) for _, members in slices) >= 2 else None
 
 
 def _series_text(number: int | None, description: str) -> str:
@@ -1154,7 +1154,8 @@ def replace_reacquired_cine_slices(candidates: list[Candidate], in_plane_toleran
     (`_merge_signature` without SeriesDescription and frame count: a repeat is often named apart, 'cine sax repeat').
 
     The later acquisition wins (`_later`: at least REACQUIRED_AFTER_S after the images it replaces) where it holds as
-    many images (cardiac phases) as the stack's slices; the stack's warnings (Volume.warnings, summary
+    many images (cardiac phases) as the stack holds at that position or at its fullest slice (a stack with an image
+    missing at one slice still takes a repeat of another slice, or a whole repeat of the short one); the stack's warnings (Volume.warnings, summary
     `stack_warnings`) name both series and the position, and the images replaced become a candidate of their own
     with a note. A one-slice series at a stack's position that is not acquired later, or that holds another number of
     phases, replaces nothing: the stack's warnings say which series was measured at that position and that the other
@@ -1187,9 +1188,12 @@ def replace_reacquired_cine_slices(candidates: list[Candidate], in_plane_toleran
         new_name = _series_text(single.series_number, single.description)
         old_name = _series_text(old_number, str(old[0].header.dataset.get("SeriesDescription", "") or ""))
         later, text = _later(single.frames, old)
-        if not later or len(single.frames) != len(old):
-            why = (f"it holds {len(single.frames)} images against {len(old)} (cardiac phases) at each slice of the "
-                   "stack" if later else f"it was not acquired later ({text})")
+        fullest = max(len(members) for _, members in slices)
+        if not later or len(single.frames) not in (len(old), fullest):
+            where = ("at each slice of the stack" if fullest == len(old)
+                     else f"at that slice of the stack and {fullest} at its fullest slice")
+            why = (f"it holds {len(single.frames)} images against {len(old)} (cardiac phases) {where}" if later
+                   else f"it was not acquired later ({text})")
             warning = (f"slice at {distance:.2f} mm acquired again in {new_name}: not used, as {why}; {old_name} is "
                        "measured at that position")
             stack.warnings.append(warning)

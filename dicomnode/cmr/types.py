@@ -122,9 +122,12 @@ class Volume:
     declared_phases: int | None = None
     # the acquisition phase number (1-based, the series' temporal order over all phases acquired, as a viewer numbers
     # them) of each phase of `pixels`: a phase left out at every slice for an image missing at one (cmr.volume
-    # common_phases) leaves a gap, e.g. [.., 7, 9, ..]; None: 1..phases (a Volume built elsewhere)
+    # common_phases) leaves a gap, e.g. [.., 7, 9, ..], and so do phases an export dropped at every slice where the
+    # images declare more (CardiacNumberOfImages) and their timing or temporal index places them on that cycle
+    # (cmr.volume.acquisition_grid_numbers: [1, 9] for an ED + ES export); None: 1..phases (a Volume built elsewhere)
     phase_numbers: list[int] | None = None
-    # the phases acquired, those left out at every slice included; None: the phases of `pixels`
+    # the phases of the cycle `phase_numbers` count over: the phases acquired, those left out at every slice included,
+    # or the declared CardiacNumberOfImages where the phases kept were placed on it; None: the phases of `pixels`
     acquired_phases: int | None = None
 
     @property

@@ -373,7 +373,9 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     of acquired slices beyond the stack's ends left unused (`end_slices_beyond`, `latest_stacks` rule (b)), the
     acquisition phase number (1-based, in the series' temporal order over all phases acquired) of each phase kept,
     and the number of phases acquired (a phase left out at every slice for an image missing at one still counts:
-    common_phases); refusals raise StudyError.
+    common_phases); where the images declare more phases (CardiacNumberOfImages) and acquisition_grid_numbers places
+    the phases kept on that cycle, their numbers there and the declared count (the "N of M cardiac phases present"
+    warning keeps the phases sent); refusals raise StudyError.
 
     `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
     """
@@ -448,6 +450,20 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         left_out += phases_left_out
         counts = [len(s) for s in per_slice]
         phase_numbers, acquired = acquisition["phase_numbers"], acquisition["acquired"]
+    # the phases sent (a phase left out at every slice for an image missing at one included) name the "N of M present"
+    # note; where the images declare more, the kept phases are numbered on the declared grid where their timing or
+    # temporal index tells (an export that dropped phase 8 at every slice keeps phase 9 as 9), else positionally
+    sent = acquired
+    declared = max(declared_phase_counts(f for s in per_slice for f in s), default=None)
+    if declared is not None and declared > acquired:
+        placed = acquisition_grid_numbers(per_slice, declared)
+        if placed is not None:
+            phase_numbers, acquired = placed[0], declared
+            missing = [n for n in range(1, max(placed[0]) + 1) if n not in placed[0]]
+            if missing:
+                warnings.append(f"cardiac phase(s) {', '.join(map(str, missing))} of {declared} (CardiacNumberOfImages) "
+                                f"not among those kept: the phases kept keep their acquisition numbers, placed by "
+                                f"{placed[1]}")
     distances = np.array([d for d, _ in slices])
     gaps = np.diff(distances)
     others = _left_out_positions(series, exclude, off_grid + tilted, stack_normal([m[0] for _, m in slices]))
@@ -463,7 +479,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if end_note:
         warnings.append(end_note)
     ends = sorted(set(ends) | set(end_slices_beyond(distances, others, step)))
-    note = phases_present_note(acquired, [f for s in per_slice for f in s])
+    note = phases_present_note(sent, [f for s in per_slice for f in s])
     if note:
         warnings.append(note)
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
@@ -1069,6 +1085,72 @@ def phase_axes(per_slice: list[list[FrameInfo]], distances: list[float]) -> list
         axes.append(_fraction_axis([[(f.temporal_index - 1) / longest for f in s] for s in per_slice],
                                    temporal_index_name(frames), note))
     return axes
+
+
+#: a kept phase lies on the acquisition grid when its TriggerTime is within this fraction of a phase interval of a
+#: whole number of intervals from the first kept phase (prospective delays jitter by a few ms, about 0.1 interval)
+ACQUISITION_GRID_TOLERANCE = 0.3
+
+
+def _grid_numbers(times: list[float], step: float, declared: int) -> list[int] | None:
+    """1-based phase numbers of one slice's kept phases (`times`: TriggerTime in temporal order) on a grid of
+    `declared` phases `step` apart (same unit): each time lies a whole number (>= 1) of steps after the one before,
+    within ACQUISITION_GRID_TOLERANCE of a step, the first phase's number is how many whole steps its time lies after
+    the R wave (a first trigger delay under 1 - tolerance of a step, as acquisitions start right after the R wave) and
+    the last number is at most `declared`; None where the times do not lie on that grid."""
+    first = int(np.floor(times[0] / step + ACQUISITION_GRID_TOLERANCE))
+    numbers = [first + 1]
+    for earlier, later in zip(times, times[1:]):
+        steps = (later - earlier) / step
+        if round(steps) < 1 or abs(steps - round(steps)) > ACQUISITION_GRID_TOLERANCE:
+            return None
+        numbers.append(numbers[-1] + int(round(steps)))
+    return numbers if first >= 0 and numbers[-1] <= declared else None
+
+
+def acquisition_grid_numbers(per_slice: list[list[FrameInfo]], declared: int | None
+                             ) -> tuple[list[int], str] | None:
+    """The acquisition phase number (1-based) of each kept phase where the images declare more phases than were kept
+    (CardiacNumberOfImages (0018,1090) `declared` > phases of `per_slice`: an export that dropped a phase at every
+    slice, an ED + ES export), and how it was found; None where nothing tells (the numbering then stays positional).
+
+    per_slice: [slice][phase] the kept frames, matched across slices. In order of preference:
+    1. TemporalPositionIdentifier (0020,0100) / TemporalPositionIndex (0020,9128), where every frame has one, each
+       phase the same at every slice, rising, within 1..declared and not merely 1..kept (a renumbered export);
+    2. TriggerTime (0018,1060) on a grid of `declared` phases: the phase interval is the median TriggerTime step of
+       the phases kept where fewer phases are missing than half the steps between them (so the median is one step),
+       else the slice's RR (NominalInterval (0018,1062) / RRIntervalTimeNominal / 60000 / HeartRate (0018,1088), ms)
+       / declared; every slice must give each phase the same number (_grid_numbers).
+    """
+    kept = min(len(s) for s in per_slice) if per_slice else 0
+    if not declared or kept < 1 or declared <= kept or any(len(s) != kept for s in per_slice):
+        return None
+    frames = [f for s in per_slice for f in s]
+    if all(f.temporal_index is not None for f in frames):
+        indices = {tuple(f.temporal_index for f in s) for s in per_slice}
+        if len(indices) == 1:
+            numbers = list(next(iter(indices)))
+            if (all(b > a for a, b in zip(numbers, numbers[1:])) and numbers[0] >= 1 and numbers[-1] <= declared
+                    and numbers != list(range(1, kept + 1))):
+                return numbers, temporal_index_name(frames)
+    if not all(f.trigger_time is not None for f in frames):
+        return None
+    to_ms = trigger_ms_factor(per_slice)
+    steps = [_median_step([f.trigger_time for f in s]) for s in per_slice] if kept > 1 else []
+    candidates = []
+    if kept > 1 and declared - kept < (kept - 1) / 2 and all(st is not None for st in steps):
+        candidates.append(([float(st) for st in steps],
+                           "TriggerTime on the phase interval of the phases present (median TriggerTime step) x "
+                           "CardiacNumberOfImages"))
+    rr = [[_header_rr_ms(f) for f in s] for s in per_slice]
+    if all(r is not None for s in rr for r in s):
+        candidates.append(([float(np.median(s)) / to_ms / declared for s in rr],
+                           "TriggerTime on the RR interval (NominalInterval / HeartRate) / CardiacNumberOfImages"))
+    for slice_steps, method in candidates:
+        found = [_grid_numbers([f.trigger_time for f in s], st, declared) for s, st in zip(per_slice, slice_steps)]
+        if all(n is not None for n in found) and len({tuple(n) for n in found}) == 1:
+            return found[0], method
+    return None
 
 
 def whole_instances_left_out(left_out: list[tuple[FrameInfo, str]]) -> list[dict]:

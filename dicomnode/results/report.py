@@ -793,9 +793,14 @@ def _phases_reference(cine_summary: dict) -> str:
 
 
 def _phase_label(cine_summary: dict, index: int) -> str:
-    """"phase 3", or "phase 1 of 2 sent" where the phases are not a whole cycle (partial_cycle)."""
+    """"phase 3", or where the phases are not a whole cycle (partial_cycle) "phase 9 of 20; 2 sent" where the
+    phases are numbered on the acquired cycle (summary `phases_acquired` is the cycle's count), else "phase 1 of 2
+    sent" (numbered as sent: nothing placed them on the cycle)."""
     if isinstance(cine_summary, dict) and partial_cycle(cine_summary):
-        return f"{phase_name(index, summary_phase_numbers(cine_summary))} of {cycle_phases(cine_summary)[0]} sent"
+        sent, cycle = cycle_phases(cine_summary)
+        name = phase_name(index, summary_phase_numbers(cine_summary))
+        on_cycle = cycle is not None and cine_summary.get("phases_acquired") == cycle
+        return f"{name} of {cycle}; {sent} sent" if on_cycle else f"{name} of {sent} sent"
     return phase_name(index, summary_phase_numbers(cine_summary) if isinstance(cine_summary, dict) else None)
 
 

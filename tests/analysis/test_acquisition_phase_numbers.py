@@ -44,6 +44,11 @@ def test_phases_sent_count_a_phase_left_out_at_every_slice():
     # fewer phases sent than the cycle declares still reads as a part of the cycle
     assert cycle_phases({"lv_volume_curve_ml": [150.0, 60.0], "phases_acquired": 2,
                          "stack_warnings": ["2 of 30 cardiac phases present (CardiacNumberOfImages 30)"]}) == (2, 30)
+    # phases kept numbered on the declared cycle (phases_acquired 20): the phases sent come from the stack warning
+    assert cycle_phases({"lv_volume_curve_ml": curve, "phases_acquired": 20,
+                         "stack_warnings": ["19 of 20 cardiac phases present (CardiacNumberOfImages 20)"]}) == (19, 20)
+    assert cycle_phases({"lv_volume_curve_ml": [150.0, 60.0], "phases_acquired": 20, "phase_numbers": [1, 9],
+                         "stack_warnings": ["2 of 20 cardiac phases present (CardiacNumberOfImages 20)"]}) == (2, 20)
 
 
 def test_timing_notes_name_acquisition_phases():

@@ -469,6 +469,10 @@ def test_a_cine_of_2_of_30_phases_says_so_and_how_ed_and_es_were_chosen(built):
     assert "larger / smaller LV volume" in reference and "not detected over the cycle" in reference
     first = _page_text(first_page(header, [cine], context, (2.0, "mosteller")))
     assert "of 2 (" not in first and "cine ED (phase 1 of 2 sent)" in first and "cine ES (phase 2 of 2 sent)" in first
+    # placed on the cycle (acquisition numbers 1 and 9 of 30): named so, with how many were sent
+    placed = dataclasses.replace(cine, summary={**cine.summary, "phase_numbers": [1, 9], "phases_acquired": 30})
+    first = _page_text(first_page(header, [placed], context, (2.0, "mosteller")))
+    assert "cine ED (phase 1 of 30; 2 sent)" in first and "cine ES (phase 9 of 30; 2 sent)" in first
     second = _page_text(second_page(header, [cine], context))
     assert "phase of the 2 sent (counted from 1; the cycle has 30)" in second
     assert "Ventricular volume at the 2 phases sent" in second and "over the cardiac cycle" not in second
