@@ -451,7 +451,7 @@ def cmd_retry(args) -> int:
 def _retry_all(db, config: Config, destination: str | None) -> int:
     """`retry --all [--destination NAME]`: re-queue every dead letter whose last error was transient (a refused or
     lost connection, a timeout, 0xA7xx: dispatch.transient_dead_letter), e.g. after a PACS outage longer than the
-    back-off; a permanent refusal is listed, not re-queued (`dicomnode retry STUDY` once the destination takes it)."""
+    back-off; any other (a permanent refusal, a result file missing or unreadable) is listed, not re-queued."""
     dead = db.outbox_for(state="dead")
     names = {d.name for d in config.destinations} | {row["destination"] for row in dead}
     if destination is not None and destination not in names:
@@ -479,8 +479,9 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
     else:
         print(f"no dead letter{where} to re-queue after a transient failure")
     if permanent:
-        print(f"not re-queued, {len(permanent)} permanent refusal(s) (fix the destination's configuration, then "
-              f"`dicomnode retry STUDY`):")
+        print(f"not re-queued, {len(permanent)} dead letter(s) that sending again cannot help: a permanent refusal "
+              f"(fix the destination's configuration, then `dicomnode retry STUDY`), a result file missing or "
+              f"unreadable (`dicomnode retry STUDY --reanalyse`) or another local error:")
         for row in permanent:
             print(f"  {row['study_key']} -> {row['destination']}: {row['sop_instance_uid']}: {row['last_error']}")
     return EXIT_OK

@@ -18,10 +18,15 @@ object (its SOP class, or its transfer syntax); a C-STORE status 0xA9xx (Data Se
 rejected "rejected-permanent" (A-ASSOCIATE-RJ, PS3.8), for every object of the batch. Transient, retried with the
 back-off up to max_attempts: 0xA7xx (Out of Resources) and any other failure status, an association
 "rejected-transient", a refused or lost connection, a timeout.
+
+A result file that cannot be read fails alone (the batch's other objects are sent): content that is no DICOM object
+to send (cut short, not DICOM) is a dead letter at once, a read that fails (an OSError) is retried like a missing
+file; neither is re-queued by `retry --all` (`dicomnode retry STUDY --reanalyse` makes new result files).
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import defaultdict
@@ -54,16 +59,33 @@ SEND_TIMEOUT_SECONDS = 30.0
 PERMANENT_NOTE = "; a permanent refusal, not retried: `dicomnode retry STUDY` once the destination accepts it"
 
 
-#: the start of the error of a result file that was missing when it was to be sent (Dispatcher._send_batch)
+#: the start of the error of a result file that was missing, or could not be read, when it was to be sent
+#: (Dispatcher._send_batch): "result file PATH is missing", "result file PATH cannot be read: WHY"
 MISSING_FILE_ERROR = "result file "
+
+#: appended to the error of a result file that cannot be read
+UNREADABLE_NOTE = "; `dicomnode retry STUDY --reanalyse` makes new result files"
+
+#: the start of the error of a connection that failed while the association ran (ConnectionError, TimeoutError)
+CONNECTION_ERROR = "connection failed: "
+
+#: the errors a later attempt may not meet (transient_dead_letter), as send_files, AssociationFailed and
+#: Dispatcher._send_batch word them: an association not opened (connection refused or timed out, no route, a host
+#: that does not resolve, rejected-transient, aborted, a TLS handshake), a failure status (a permanent one carries
+#: PERMANENT_NOTE), an A-ABORT, a lost connection or no response within the send timeout
+_TRANSIENT_ERROR = re.compile(
+    r"association with \S+ failed: |refused\b[^;]*\b0x[0-9A-Fa-f]{4}\b|the destination aborted the association|"
+    r"the connection was lost|no response within |(the )?association ended before|" + re.escape(CONNECTION_ERROR))
 
 
 def transient_dead_letter(error: str | None) -> bool:
-    """Whether a dead letter's last error was transient (a refused or lost connection, a timeout, 0xA7xx Out of
-    Resources or another failure status retried with the back-off): sending it again may now work. Not a permanent
-    refusal (PERMANENT_NOTE: no presentation context, 0xA9xx, 0xCxxx ...) nor a missing result file."""
+    """Whether a dead letter's last error was transient (a refused or lost connection, a timeout, an association
+    rejected-transient or aborted, 0xA7xx Out of Resources or another failure status retried with the back-off):
+    sending it again may now work. Told by what the error says (_TRANSIENT_ERROR), so that a permanent refusal
+    (PERMANENT_NOTE: no presentation context, 0xA9xx, 0xCxxx ...), a result file missing or unreadable, and any
+    other local error (a data set that cannot be encoded ...) are not re-queued to fail again."""
     text = error or ""
-    return PERMANENT_NOTE not in text and not (text.startswith(MISSING_FILE_ERROR) and text.endswith(" is missing"))
+    return PERMANENT_NOTE not in text and _TRANSIENT_ERROR.match(text) is not None
 
 
 #: how long the C-ECHO of a destination may take when serve starts or reloads (check_destinations), in seconds
@@ -394,10 +416,13 @@ class Dispatcher:
             with study_context(studies):
                 log.exception("destination %s: send failed (study %s)", name, studies)
             self._record_sent(recorder, name, studies)  # what was acknowledged before it failed is sent
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                error = CONNECTION_ERROR + error
             for row in rows:
                 if row["id"] not in recorder.acknowledged:
                     with study_context(ids[row["study_key"]]):
-                        self._failed(row, f"{type(exc).__name__}: {exc}")
+                        self._failed(row, error)
             return 0
         for row, result in zip(rows, results):
             if result.ok and row["id"] not in recorder.acknowledged:  # a send_files that reported no result
@@ -405,7 +430,15 @@ class Dispatcher:
                 recorder.unrecorded.append(row["id"])
         ok_ids = [row["id"] for row, result in zip(rows, results) if result.ok]
         self._record_sent(recorder, name, studies)
-        untouched = [(row, result) for row, result in zip(rows, results) if not result.ok and not result.transmitted]
+        for row, result in zip(rows, results):
+            if result.unreadable:  # the file's fault, not the destination's: it fails alone
+                with study_context(ids[row["study_key"]]):
+                    error = f"{MISSING_FILE_ERROR}{self.storage_dir / row['path']} {result.error}{UNREADABLE_NOTE}"
+                    if not result.permanent:  # a dead letter is said by _failed
+                        log.warning("destination %s: %s not sent: %s", name, row["sop_instance_uid"], error)
+                    self._failed(row, error, dead=result.permanent, max_attempts=MISSING_FILE_ATTEMPTS)
+        untouched = [(row, result) for row, result in zip(rows, results)
+                     if not result.ok and not result.transmitted and not result.unreadable]
         if untouched:
             # the destination never saw them: no attempt charged, due again at once, on a new association
             self.db.release_sends([row["id"] for row, _ in untouched])

@@ -8,6 +8,7 @@ replaced file is named here; nothing is compiled for a GPU.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import socket
@@ -300,14 +301,18 @@ def _destination_host_warnings(config: Config) -> list[str]:
 
 
 def listen_port_warnings(config: Config) -> list[str]:
-    """`dicomnode config check`: node.port already in use on node.host (another process listens there: a running
-    node?); `serve` would not start while it is. Not for serve itself, which binds the port and says so."""
+    """`dicomnode config check`: node.port cannot be opened on node.host now (in use: another process listens
+    there, a running node?; or the operating system's reason: node.host not an address of this machine, a port
+    under 1024 without the privilege ...); `serve` would not start. Not for serve itself, which binds the port and
+    says so."""
     try:
         probe_listen(config.node.host, config.node.port)
     except OSError as exc:
-        return [f"node.port: {config.node.port} on {config.node.host} cannot be opened now "
-                f"({exc.strerror or exc}): another process listens there (a running node?); `serve` with this "
-                f"config does not start while it does"]
+        where = f"node.port: {config.node.port} on {config.node.host} cannot be opened now ({exc.strerror or exc})"
+        if exc.errno == errno.EADDRINUSE:
+            return [f"{where}: another process listens there (a running node?); `serve` with this config does not "
+                    f"start while it does"]
+        return [f"{where}: `serve` with this config does not start on this machine"]
     return []
 
 

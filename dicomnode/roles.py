@@ -39,7 +39,7 @@ from dicomnode.state import (
 )
 from dicomnode.spool import free_space_mb
 from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, PendingRefusals, completion_note,
-                               end_interruption, expected_counts_met, max_wait_failed_reason, record_interruption,
+                               end_wait_for_resend, expected_counts_met, max_wait_failed_reason, record_interruption,
                                record_refusal, refused_count, waiting_for_resend)
 from dicomnode.uids import short_hash
 
@@ -181,8 +181,9 @@ class DatabaseCompletion:
         return record_interruption(self.db, study_key, cause, self.config) is not None
 
     def instance_resent(self, study_key: str) -> None:
-        """The receiver's hook after a duplicate: a study waiting after an interrupted transfer is being re-sent."""
-        end_interruption(self.db, study_key, time.time())
+        """The receiver's hook after a duplicate: a study waiting for a re-send (an interrupted transfer, refused
+        instances) is being re-sent (studies.end_wait_for_resend)."""
+        end_wait_for_resend(self.db, study_key, time.time())
 
     def rebuild(self) -> int:
         return 0

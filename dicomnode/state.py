@@ -685,6 +685,17 @@ class StateDB:
                                " WHERE i.sop_instance_uid=:sop AND s.state<>:purging",
                                {"sop": sop_instance_uid, "purging": PURGING}))
 
+    def held_instances(self, sop_instance_uids: Sequence[str]) -> set[str]:
+        """Which of these SOP Instance UIDs are stored (has_instance for many: one query per 500)."""
+        uids = list(sop_instance_uids)
+        held: set[str] = set()
+        for start in range(0, len(uids), 500):  # under every backend's limit of bound parameters
+            rows = self._rows("SELECT i.sop_instance_uid FROM instances i JOIN studies s ON s.study_key=i.study_key"
+                              " WHERE i.sop_instance_uid IN :sops AND s.state<>:purging",
+                              {"sops": uids[start:start + 500], "purging": PURGING}, expanding=("sops",))
+            held.update(row["sop_instance_uid"] for row in rows)
+        return held
+
     def add_instance(self, row: InstanceRow, calling_host: str | None = None, *, reopens: bool = True) -> StoreOutcome:
         """Index one durable instance and advance its study; a late instance re-opens a finished study when
         `reopens` (an image the analysis reads), otherwise it is indexed and the study stays as it is (e.g. the

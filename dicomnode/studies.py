@@ -98,12 +98,15 @@ class PendingRefusals:
     reachable again. Completion flushes before it completes anything (CompletionTracker, DatabaseCompletion), so
     that a study whose instances were refused during an outage is held as `incomplete`, never completed as whole.
 
-    A refusal made before the study's latest stored instance is dropped, not recorded: its sender sends again."""
+    A refusal is dropped, not recorded, when its instance is stored (the sender re-sent an instance the node already
+    held: the outage hid the duplicate, and an instance held is not missing) or when it was made before the study's
+    latest stored instance (its sender sends again)."""
 
     def __init__(self, storage_dir: str | os.PathLike):
         self.folder = Path(storage_dir) / PENDING_REFUSALS_DIR
         self._memory: dict[str, dict] = {}  # file name -> refusal, until written to the state
         self._recorded: set[str] = set()  # written to the state, but its file could not be removed
+        self._written: set[str] = set()  # in memory and on disk: a file gone was recorded by a process sharing it
         self._lock = threading.Lock()
 
     def add(self, study_key: str, study_instance_uid: str, sop_instance_uid: str, calling_ae: str,
@@ -122,19 +125,37 @@ class PendingRefusals:
             log.warning("study %s: a refusal made while the state database is unreachable is kept in memory only "
                         "(cannot write %s: %s); a restart before the database is back forgets it",
                         short_hash(study_instance_uid), self.folder, exc.strerror or exc)
+            return
+        with self._lock:
+            flushed = name not in self._memory  # by this process, while the file was written
+            if not flushed:
+                self._written.add(name)
+        if flushed:
+            self._forget({name: refusal})
 
     def pending(self) -> dict[str, dict]:
         """The refusals not yet written to the state: this process's and the files of any process sharing the
-        spool, by file name. A file that cannot be read as a refusal is named in a WARNING and left alone."""
+        spool, by file name. A file that cannot be read as a refusal is named in a WARNING and left alone; one of
+        this process's whose file is gone was recorded by another process sharing the spool, and is forgotten."""
         with self._lock:
             found = dict(self._memory)
+            written = set(self._written)
         try:
             entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
+        except FileNotFoundError:  # the folder itself gone (storage_dir unavailable?): this process's stay pending
             return found
         except OSError as exc:
             log.warning("cannot list the pending refusals in %s: %s", self.folder, exc.strerror or exc)
             return found
+        on_disk = {entry.name for entry in entries}
+        gone = {name for name in written if name not in on_disk}
+        if gone:
+            with self._lock:
+                for name in gone:
+                    self._memory.pop(name, None)
+                    self._written.discard(name)
+            for name in gone:
+                found.pop(name, None)
         for entry in entries:
             if (entry.name in found or entry.name in self._recorded or entry.name.startswith(".")
                     or not entry.name.endswith(".json")):
@@ -160,18 +181,25 @@ class PendingRefusals:
         by_study: dict[str, dict[str, dict]] = defaultdict(dict)
         for name, refusal in pending.items():
             by_study[str(refusal["study_key"])][name] = refusal
+        stored = db.held_instances(sorted({str(r["sop_instance_uid"]) for r in pending.values()
+                                           if r.get("sop_instance_uid")}))
         held = []
         for study_key, refusals in by_study.items():
             study = db.study(study_key)
+            missing = [r for r in refusals.values() if str(r.get("sop_instance_uid")) not in stored]
             count = 0
             if study is not None and study["state"] == RECEIVED:
-                count = sum(1 for r in refusals.values() if float(r["refused_at"]) > study["last_received"])
+                count = sum(1 for r in missing if float(r["refused_at"]) > study["last_received"])
             if count and record_refusal(db, study_key, config, count, STATE_UNREACHABLE_REFUSAL):
                 held.append(study_key)
             elif study is not None:
+                why = [f"{len(refusals) - len(missing)} of the refused instance(s) held already"] \
+                    if len(missing) < len(refusals) else []
+                if missing and study["state"] == RECEIVED:
+                    why.append("instances stored since")
                 log.info("study %s: %d refusal(s) made while the state database was unreachable need no hold (the "
-                         "study is %s%s)", short_hash(study["study_instance_uid"]), len(refusals), study["state"],
-                         ", instances stored since" if study["state"] == RECEIVED else "")
+                         "study is %s)", short_hash(study["study_instance_uid"]), len(refusals),
+                         ", ".join([study["state"], *why]))
             self._forget(refusals)
         return held
 
@@ -179,6 +207,7 @@ class PendingRefusals:
         with self._lock:
             for name in refusals:
                 self._memory.pop(name, None)
+                self._written.discard(name)
         for name in refusals:
             try:
                 (self.folder / name).unlink(missing_ok=True)
@@ -199,7 +228,7 @@ _INTERRUPTED = "transfer interrupted ("
 def interrupted_reason(count: int, cause: str, config: StudiesConfig) -> str:
     """The reason of a study still receiving whose transfer was cut (`cause`: NODE_STOPPED, ASSOCIATION_ABORTED)
     with `count` instances received: not completed on the quiet timer (`waiting_for_resend`), but at max wait or
-    when its sender sends again (state.add_instance clears it; a re-sent duplicate: CompletionTracker.instance_resent)."""
+    when its sender sends again (state.add_instance clears it; a re-sent duplicate: end_wait_for_resend)."""
     return (f"{REFUSED_PREFIX}{_INTERRUPTED}{count} instance(s) received when {cause}); the study may be incomplete: "
             f"waiting the full max wait (studies.max_wait_seconds={config.max_wait_seconds:g}) for a re-send")
 
@@ -238,16 +267,19 @@ def record_interruption(db: StateDB, study_key: str, cause: str, config: Studies
     return count
 
 
-def end_interruption(db: StateDB, study_key: str, now: float) -> bool:
-    """An instance the study already held was sent again (a duplicate): its sender is re-sending, so a study
-    waiting after an interrupted transfer loses the note and counts as received `now` (back on the quiet timer)."""
+def end_wait_for_resend(db: StateDB, study_key: str, now: float) -> bool:
+    """An instance the study already held was sent again (a duplicate): its sender is sending again, so a study
+    waiting for a re-send (`waiting_for_resend`: an interrupted transfer, or instances refused with 0xA700) loses
+    its reason and counts as received `now` (back on the quiet timer). Returns whether it was waiting; an instance
+    refused again is counted again (record_refusal). Raises the state database's errors."""
     study = db.study(study_key)
-    if study is None or not interrupted(study):
+    if study is None or not waiting_for_resend(study):
         return False
     if not db.set_study_state(study_key, RECEIVED, None, expect=(RECEIVED,), generation=study["generation"],
                               last_received=now):
         return False
-    log.info("instances of the study arrive again after its interrupted transfer; it completes when quiet")
+    log.info("instances of the study arrive again after %s; it completes when quiet",
+             "its interrupted transfer" if interrupted(study) else "the refusals (0xA700)")
     return True
 
 
@@ -531,15 +563,16 @@ class CompletionTracker:
         return count
 
     def instance_resent(self, study_key: str) -> None:
-        """An instance the node already held was sent again (a duplicate): a study waiting for the re-send of an
-        interrupted transfer is being re-sent, so it waits no longer than its quiet time (end_interruption)."""
-        with self._lock:
-            if study_key not in self._interrupted:
-                return
-            self._interrupted.discard(study_key)
+        """An instance the node already held was sent again (a duplicate): a study waiting for a re-send (its
+        transfer interrupted, or instances refused, by this process or any sharing the state) is being re-sent, so
+        it waits no longer than its quiet time (end_wait_for_resend). Raises the state database's errors."""
         now = time.time()
-        if end_interruption(self.db, study_key, now):
-            self._schedule_quiet(study_key, now + self.config.quiet_seconds, force=True)
+        if not end_wait_for_resend(self.db, study_key, now):
+            return
+        with self._lock:
+            self._interrupted.discard(study_key)
+            self._refused.discard(study_key)
+        self._schedule_quiet(study_key, now + self.config.quiet_seconds, force=True)
 
     def transfer_interrupted(self, study_key: str, cause: str = ASSOCIATION_ABORTED) -> bool:
         """The association that sent instances of the study ended by A-ABORT (or a lost connection), not a release:

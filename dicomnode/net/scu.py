@@ -35,6 +35,9 @@ class SendResult:
     #: False: never put on the wire (the association ended before its turn): the destination did not refuse it,
     #: so it is no failed attempt of its own
     transmitted: bool = True
+    #: the file could not be read as a DICOM object to send (read_for_sending): never put on the wire, the
+    #: destination not asked; `permanent` when its content is at fault, not the reading (an OSError)
+    unreadable: bool = False
 
 
 class AssociationFailed(ConnectionError):
@@ -263,6 +266,32 @@ def _associate(ae: AE, host: str, port: int, ae_title: str, **kwargs):
                                 f"host {host} does not resolve ({reason})") from None
 
 
+def read_for_sending(path: Path):
+    """The data set of `path` with what a C-STORE needs (SOP Class and Instance UIDs, a transfer syntax in its
+    file meta). Raises OSError when the file cannot be read, ValueError (naming what) when its content is no
+    such object (not DICOM, cut short, those elements missing)."""
+    try:
+        dataset = dcmread(path, stop_before_pixels=False)
+    except OSError:
+        raise
+    except Exception as exc:  # InvalidDicomError, or whatever a file cut short makes pydicom raise
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    missing = [name for name, present in (
+        ("SOPClassUID", "SOPClassUID" in dataset), ("SOPInstanceUID", "SOPInstanceUID" in dataset),
+        ("TransferSyntaxUID", "TransferSyntaxUID" in getattr(dataset, "file_meta", {})))
+        if not present]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} (not DICOM, or cut short)")
+    return dataset
+
+
+def unreadable_result(path: Path, exc: Exception) -> SendResult:
+    """The failed SendResult of a file read_for_sending could not read: 'cannot be read: ...', nothing sent."""
+    why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    return SendResult(path, False, None, f"cannot be read: {why}", permanent=not isinstance(exc, OSError),
+                      transmitted=False, unreadable=True)
+
+
 def _successful(status: int | None) -> bool:
     # 0x0000 success; 0xB000, 0xB007, 0xB006 warnings: the instance was stored (PS3.4 B.2.3)
     return status is not None and (status == 0x0000 or status in (0xB000, 0xB006, 0xB007))
@@ -279,21 +308,41 @@ def send_files(
     on_result: Callable[[int, SendResult], None] | None = None,
 ) -> list[SendResult]:
     """C-STORE every file over one association; raises AssociationFailed when none can be opened (the peer
-    refused, cannot be reached, or its host name does not resolve).
+    refused, cannot be reached, or its host name does not resolve). A file that cannot be read (read_for_sending)
+    fails alone (SendResult.unreadable) while the others are sent; with none readable no association is opened.
 
     `on_result(index, result)`: after each response (or failure) of the file `paths[index]`, before the next is
     sent, so that the caller can record an acknowledged instance at once (a crash mid-association then resends
     only what was not recorded)."""
-    headers = []
+    headers: list[tuple[Path, object]] = []  # (path, data set, or the exception that kept it from being read)
     for path in paths:
-        dataset = dcmread(path, stop_before_pixels=False)
-        headers.append((path, dataset))
+        try:
+            headers.append((path, read_for_sending(path)))
+        except (OSError, ValueError) as exc:
+            headers.append((path, exc))
+    readable = [(path, dataset) for path, dataset in headers if not isinstance(dataset, Exception)]
+    results: list[SendResult] = []
+
+    def report(result: SendResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(len(results) - 1, result)
+
+    def report_unreadable() -> None:
+        """The unreadable files up to the next readable one, in their place among `paths`."""
+        while len(results) < len(headers) and isinstance(headers[len(results)][1], Exception):
+            path, exc = headers[len(results)]
+            report(unreadable_result(path, exc))
+
+    if not readable:
+        report_unreadable()
+        return results
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout
     contexts = set()
-    for _, dataset in headers:
+    for _, dataset in readable:
         transfer_syntax = dataset.file_meta.TransferSyntaxUID
         contexts.add((dataset.SOPClassUID, transfer_syntax))
     for sop_class, transfer_syntax in sorted(contexts):
@@ -305,26 +354,22 @@ def send_files(
     watch = _PeerWatch()
     assoc = _associate(ae, host, port, ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay), *watch.handlers()],
                        tls_args=tls_args)
-    results: list[SendResult] = []
-
-    def report(result: SendResult) -> None:
-        results.append(result)
-        if on_result is not None:
-            on_result(len(results) - 1, result)
-
     if not assoc.is_established:
         if not _none_accepted(assoc):
             raise AssociationFailed(f"association with {ae_title}@{host}:{port} failed: "
                                     f"{why_not_established(assoc, host, port, timeout, ssl_context)}",
                                     permanent=rejected_permanently(assoc))
-        for path, dataset in headers:  # a permanent refusal of each object, not a connection problem
+        for path, dataset in readable:  # a permanent refusal of each object, not a connection problem
+            report_unreadable()
             why = context_refusal(assoc, dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
             report(SendResult(path, False, None, why or "the destination accepted no presentation context",
                               permanent=True))
+        report_unreadable()
         return results
     ended = ""  # why the association ended before the rest was sent
     try:
-        for path, dataset in headers:
+        for path, dataset in readable:
+            report_unreadable()
             refusal = context_refusal(assoc, dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
             if refusal is not None:  # refused for good; the batch's other objects are still sent
                 report(SendResult(path, False, None, refusal, permanent=True))
@@ -347,11 +392,13 @@ def send_files(
             if not assoc.is_established:
                 ended = "the destination ended the association"
                 break
+        report_unreadable()
     finally:
         if assoc.is_established:
             assoc.release()
-    for path, _ in headers[len(results):]:
-        results.append(SendResult(path, False, None, "association ended before this instance was sent"
+    for path, dataset in headers[len(results):]:
+        results.append(unreadable_result(path, dataset) if isinstance(dataset, Exception) else
+                       SendResult(path, False, None, "association ended before this instance was sent"
                                   + (f" ({ended})" if ended else ""), transmitted=False))
     return results
 

@@ -9,8 +9,9 @@ import socket
 import time
 
 from dicomnode.cli import main
-from dicomnode.config import DestinationConfig
+from dicomnode.config import Config, DestinationConfig
 from dicomnode.dispatch import check_destinations
+from dicomnode.preflight import listen_port_warnings
 from tests.node.nodeproc import NodeProcess
 from tests.node.test_send_echo_cli import UNRESOLVABLE, _config, pacs  # noqa: F401 (pacs: fixture)
 from tests.peers import free_port
@@ -36,6 +37,7 @@ def test_config_check_warns_about_a_listen_port_in_use(tmp_path, capsys):
         assert main(["config", "check", str(config), "--roles", "receive,complete,dispatch"]) == 0
         captured = capsys.readouterr()
         assert f"warning: node.port: {port} on 127.0.0.1 cannot be opened now" in captured.err
+        assert "another process listens there" in captured.err
         assert main(["config", "check", str(config), "--roles", "dispatch"]) == 0  # no receiving: no port
         assert "node.port" not in capsys.readouterr().err
     assert main(["config", "check", str(config), "--roles", "receive,complete,dispatch"]) == 0
@@ -74,3 +76,11 @@ def test_serve_and_a_reload_warn_about_a_destination_that_does_not_answer(tmp_pa
         assert expected in node.log() and "configuration reloaded" in node.log()
     finally:
         node.stop()
+
+
+def test_a_port_that_cannot_be_opened_for_another_reason_is_not_blamed_on_another_process():
+    """node.host not an address of this machine (a config checked on a workstation): the OS's reason alone
+    (review41b F8). 192.0.2.1 is TEST-NET-1 (RFC 5737), never a local address."""
+    config = Config.model_validate({"node": {"host": "192.0.2.1", "port": free_port()}})
+    (warning,) = listen_port_warnings(config)
+    assert "(Cannot assign requested address)" in warning and "another process" not in warning

@@ -1,10 +1,12 @@
 """A slow destination (break41c finding 2): the per-C-STORE limit is the destination's send_timeout_seconds, and
 when one object times out only that object is charged an attempt: the objects queued behind it in the same
-association, never transmitted, go back to the queue and are sent on the next association."""
+association, never transmitted, go back to the queue and are sent on the next association. A result file that
+cannot be read fails alone, the batch's other objects are sent (review41b F2)."""
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -13,7 +15,8 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import MRImageStorage
 
 from dicomnode.config import Config, DestinationConfig, DispatchConfig
-from dicomnode.dispatch import Dispatcher
+from dicomnode.dispatch import Dispatcher, transient_dead_letter
+from dicomnode.net import scu
 from tests.hardening.test_send_diagnostics import mr_file, queue_results, store  # noqa: F401 (store: fixture)
 from tests.peers import free_port
 
@@ -97,3 +100,82 @@ def test_a_longer_send_timeout_lets_a_slow_object_through(store, slow_peer):
     assert dispatcher.run_once() == 1
     (row,) = db.outbox_for("1.9")
     assert row["state"] == "sent" and row["attempts"] == 0
+
+
+# --- a result file that cannot be read fails alone (review41b F2) ----------------------------------------------
+
+
+@pytest.fixture
+def peer():
+    peer = SlowPeer(delay=0)
+    yield peer
+    peer.close()
+
+
+def cut_short(path):
+    path.write_bytes(path.read_bytes()[:200])  # a crash while it was written, disk trouble
+    return path
+
+
+def test_an_unreadable_result_file_fails_alone_and_the_batch_is_sent(store, peer):
+    """Study 1.1's good object and study 1.2's cut-short one in one association: the good one is sent, the cut
+    one is a dead letter at once naming the file, which `retry --all` does not re-queue."""
+    root, db = store
+    good = mr_file(root / "results", "good")
+    bad = cut_short(mr_file(root / "results", "bad"))
+    later = mr_file(root / "results", "later")
+    queue_results(db, root, "1.1", [("pacs", peer.port, good)])
+    queue_results(db, root, "1.2", [("pacs", peer.port, bad)])
+    queue_results(db, root, "1.3", [("pacs", peer.port, later)])
+    dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=5, initial_backoff_seconds=60), "DICOMNODE",
+                            destinations=lambda: [destination(peer.port, 5.0)])
+    assert dispatcher.run_once() == 2
+    assert len(peer.received) == 2
+    assert [row["state"] for study in ("1.1", "1.3") for row in db.outbox_for(study)] == ["sent", "sent"]
+    (dead,) = db.outbox_for("1.2")
+    assert dead["state"] == "dead" and dead["attempts"] == 1
+    assert dead["last_error"].startswith(f"result file {bad} cannot be read: ")
+    assert "--reanalyse" in dead["last_error"] and not transient_dead_letter(dead["last_error"])
+
+
+def test_a_result_file_whose_read_fails_is_retried_alone(store, peer, monkeypatch):
+    """An OSError (the storage, not the content) is retried with the back-off, as a missing file is."""
+    root, db = store
+    good = mr_file(root / "results", "good")
+    bad = mr_file(root / "results", "bad")
+    queue_results(db, root, "1.4", [("pacs", peer.port, bad), ("pacs", peer.port, good)])
+    read = scu.dcmread
+
+    def dcmread(path, *args, **kwargs):
+        if Path(path) == bad:
+            raise OSError(5, "Input/output error")
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(scu, "dcmread", dcmread)
+    dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=5, initial_backoff_seconds=60), "DICOMNODE",
+                            destinations=lambda: [destination(peer.port, 5.0)])
+    assert dispatcher.run_once() == 1
+    rows = {row["path"]: row for row in db.outbox_for("1.4")}
+    assert rows["results/good.dcm"]["state"] == "sent"
+    failed = rows["results/bad.dcm"]
+    assert failed["state"] == "pending" and failed["attempts"] == 1
+    assert failed["last_error"].startswith(f"result file {bad} cannot be read: Input/output error")
+
+
+def test_send_files_reports_unreadable_files_in_their_place(tmp_path, peer):
+    paths = [cut_short(mr_file(tmp_path, "a")), mr_file(tmp_path, "b"), tmp_path / "c.dcm", mr_file(tmp_path, "d")]
+    paths[2].write_text("not DICOM")
+    seen = []
+    results = scu.send_files(paths, "PACS", "127.0.0.1", peer.port, on_result=lambda i, r: seen.append((i, r.path)))
+    assert [(r.path, r.ok, r.unreadable) for r in results] == [
+        (paths[0], False, True), (paths[1], True, False), (paths[2], False, True), (paths[3], True, False)]
+    assert seen == [(i, path) for i, path in enumerate(paths)]
+    assert all(r.permanent and not r.transmitted and r.error.startswith("cannot be read: ")
+               for r in results if r.unreadable)
+    assert len(peer.received) == 2
+
+
+def test_send_files_opens_no_association_when_no_file_can_be_read(tmp_path):
+    bad = cut_short(mr_file(tmp_path, "a"))
+    (result,) = scu.send_files([bad], "PACS", "127.0.0.1", free_port())  # nobody listens: not AssociationFailed
+    assert result.unreadable and not result.ok

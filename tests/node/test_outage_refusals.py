@@ -7,14 +7,18 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
+
 from dicomnode.cli import _print_receiving
 from dicomnode.config import Config
 from dicomnode.net.scp import STATE_UNREACHABLE_COMMENT
 from dicomnode.node import Node
 from dicomnode.roles import DatabaseCompletion, RoleRunner
 from dicomnode.state import COMPLETE, RECEIVED, StateDB
-from dicomnode.studies import PENDING_REFUSALS_DIR, PendingRefusals, waiting_for_resend
+import dicomnode.studies
+from dicomnode.studies import PENDING_REFUSALS_DIR, CompletionTracker, PendingRefusals, record_refusal, waiting_for_resend
 from tests.hardening.hardening_support import store_one, synthetic_mr
+from tests.node.test_stages import FakeScheduler
 from tests.node.test_state_outage import Switch
 from tests.node.test_storage_safety import NoAnalysis, node_config, row, wait_for
 from tests.scaleout.test_state_outage_pg import postgres  # noqa: F401 (fixture: a PostgreSQL to stop and start)
@@ -130,6 +134,141 @@ def test_the_refusals_wait_while_the_database_is_still_down(tmp_path, monkeypatc
         switch.down = False
         assert pending.flush(db, config) == ["1.2.3"]
         assert pending.pending() == {}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("resent", [True, False])
+def test_the_refusal_of_an_instance_held_already_never_holds_its_study(tmp_path, monkeypatch, resent):
+    """During the outage the SCP cannot tell a duplicate: the sender's re-send of an instance the node holds is
+    refused and kept. Once the database is back the study (whole all along) completes on the quiet timer, whether
+    the sender sends that instance again (a duplicate now) or not."""
+    node = Node(node_config(tmp_path, quiet_seconds=0.5), analyser=NoAnalysis())
+    completed = []
+    node.completion.on_complete = lambda key, generation: completed.append((key, generation))
+    node.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        key, series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+        instances = [first] + [synthetic_mr(study_uid=key, series_uid=series, instance=n) for n in (2, 3)]
+        assert [store_one(node.scp.port, ds).Status for ds in instances] == [0, 0, 0]
+        switch = Switch(monkeypatch, node.db, "add_instance", "has_instance", "study", "studies", "set_study_state")
+        assert store_one(node.scp.port, instances[2]).Status == 0xA700  # sent again: refused, kept
+        assert len(pending_files(tmp_path / "store")) == 1
+        time.sleep(0.2)
+        switch.down = False
+        if resent:
+            assert store_one(node.scp.port, instances[2]).Status == 0  # a duplicate now
+        assert wait_for(lambda: completed == [(key, 0)], 10)
+        study = node.db.study(key)
+        assert study["state"] == COMPLETE and study["reason"] is None
+        assert pending_files(tmp_path / "store") == []
+    finally:
+        node.stop()
+
+
+def test_a_flush_drops_refusals_of_stored_instances_whatever_the_clocks_say(tmp_path):
+    """A refusal recorded on a host whose clock is ahead (PostgreSQL shared by several hosts) of an instance stored
+    since on another host: the instance is held, so nothing is missing; a refusal of an instance not held still
+    holds."""
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({}).studies
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        db.add_instance(row("1.2.4.1", "1.2.4"))
+        (tmp_path / "store").mkdir()
+        pending = PendingRefusals(tmp_path / "store")
+        ahead = time.time() + 60
+        pending.add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1", now=ahead)
+        pending.add("1.2.4", "1.2.4", "1.2.4.2", "SCANNER1", now=ahead)
+        db.add_instance(row("1.2.3.2", "1.2.3"))  # re-sent and stored by another host
+        assert pending.flush(db, config) == ["1.2.4"]
+        assert db.study("1.2.3")["reason"] is None and not waiting_for_resend(db.study("1.2.3"))
+        assert db.study("1.2.4")["reason"].startswith("incomplete: 1 instance(s) refused")
+    finally:
+        db.close()
+
+
+def test_a_duplicate_ends_the_hold_of_refused_instances_for_database_completion(tmp_path):
+    """A study held by a refusal whose sender sends again what the node holds (a whole-study retry): the sender is
+    sending again, so the study completes on the quiet timer; a refusal made again holds it again."""
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({"studies": {"quiet_seconds": 5, "max_wait_seconds": 1000}})
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        assert record_refusal(db, "1.2.3", config.studies) == 1
+        completion = DatabaseCompletion(db, config, 30)
+        completion._started = 0.0
+        assert completion.poll(now=time.time() + 10) == []  # held
+        assert db.add_instance(row("1.2.3.1", "1.2.3")).stored is False  # the sender sends it again
+        completion.instance_resent("1.2.3")
+        study = db.study("1.2.3")
+        assert study["reason"] is None and not waiting_for_resend(study)
+        assert record_refusal(db, "1.2.3", config.studies) == 1  # refused again: counted from one
+        completion.instance_resent("1.2.3")
+        assert completion.poll(now=time.time() + 10) == ["1.2.3"]
+    finally:
+        db.close()
+
+
+def test_a_duplicate_ends_the_hold_of_refused_instances_for_the_completion_tracker(tmp_path, monkeypatch):
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({"studies": {"quiet_seconds": 5, "max_wait_seconds": 1000}}).studies
+    scheduler = FakeScheduler()
+    completed = []
+    tracker = CompletionTracker(db, config, lambda key, generation: completed.append(key), scheduler)
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        tracker.instance_stored("1.2.3", new_study=True)
+        assert tracker.instance_refused("1.2.3") == 1
+        later = time.time() + 10
+        monkeypatch.setattr(dicomnode.studies.time, "time", lambda: later)
+        scheduler.fire("quiet:1.2.3")
+        assert completed == [] and waiting_for_resend(db.study("1.2.3"))  # held: re-armed by the sender only
+        tracker.instance_resent("1.2.3")  # a duplicate of the study
+        assert scheduler.jobs["quiet:1.2.3"][1] == pytest.approx(later + 5)
+        monkeypatch.setattr(dicomnode.studies.time, "time", lambda: later + 5)
+        scheduler.fire("quiet:1.2.3")
+        assert completed == ["1.2.3"]
+    finally:
+        db.close()
+
+
+def test_a_refusal_recorded_by_another_process_sharing_the_spool_is_counted_once(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({}).studies
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        (tmp_path / "store").mkdir()
+        receiver = PendingRefusals(tmp_path / "store")  # refused the instance
+        holder = PendingRefusals(tmp_path / "store")  # holds the `complete` lease: flushes first
+        receiver.add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1", now=time.time() + 1)
+        assert holder.flush(db, config) == ["1.2.3"]
+        assert receiver.pending() == {}
+        assert receiver.flush(db, config) == []
+        assert db.study("1.2.3")["reason"].startswith("incomplete: 1 instance(s) refused")
+    finally:
+        db.close()
+
+
+def test_a_refusal_kept_in_memory_only_stays_pending_until_written(tmp_path, monkeypatch):
+    """Its file could not be written (the spool read-only too): no file gone means no other process recorded it."""
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({}).studies
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        (tmp_path / "store" / PENDING_REFUSALS_DIR).mkdir(parents=True)
+        receiver = PendingRefusals(tmp_path / "store")
+
+        def read_only(*args, **kwargs):
+            raise OSError(30, "Read-only file system")
+
+        monkeypatch.setattr(dicomnode.studies, "write_durably", read_only)
+        receiver.add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1", now=time.time() + 1)
+        assert PendingRefusals(tmp_path / "store").flush(db, config) == []  # another process: nothing on disk
+        assert len(receiver.pending()) == 1
+        assert receiver.flush(db, config) == ["1.2.3"]
+        assert receiver.pending() == {}
     finally:
         db.close()
 

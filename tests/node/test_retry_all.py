@@ -9,6 +9,7 @@ import time
 from dicomnode.cli import main
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.dispatch import PERMANENT_NOTE, Dispatcher, transient_dead_letter
+from dicomnode.net.scu import refusal_text
 from dicomnode.state import COMPLETE, FAILED, SENDING, InstanceRow, StateDB
 from tests.hardening.hardening_support import save, synthetic_mr
 from tests.hardening.test_send_diagnostics import store  # noqa: F401 (fixture: a storage folder and its state)
@@ -52,6 +53,36 @@ def test_transient_dead_letters_are_told_from_permanent_refusals():
     assert not transient_dead_letter("result file /srv/store/results/x.dcm is missing")
 
 
+def test_only_errors_that_say_they_are_transient_are_transient():
+    """A local error is not re-queued by `retry --all` or resume_dead_letters to fail again (review41b F7)."""
+    assert transient_dead_letter(refusal_text(0xA700, "disk full")) and transient_dead_letter(refusal_text(0xA710))
+    assert transient_dead_letter("association with PACS1@10.0.0.9:104 failed: rejected by the peer: "
+                                 "local-limit-exceeded (rejected-transient, service-provider (presentation))")
+    assert transient_dead_letter("the destination aborted the association (A-ABORT, DUL service-user: reason not "
+                                 "specified) instead of answering the C-STORE")
+    assert transient_dead_letter("the connection was lost before the destination answered the C-STORE (closed by "
+                                 "the destination or dropped by the network)")
+    assert transient_dead_letter("connection failed: ConnectionResetError: [Errno 104] Connection reset by peer")
+    assert not transient_dead_letter("AttributeError: 'FileMetaDataset' object has no attribute 'TransferSyntaxUID'")
+    assert not transient_dead_letter("ValueError: more than 128 presentation contexts in one batch; split it")
+    assert not transient_dead_letter("With tag (0028,0010) got exception: required argument is not an integer")
+    assert not transient_dead_letter("result file /srv/store/results/x.dcm cannot be read: no TransferSyntaxUID "
+                                     "(not DICOM, or cut short); `dicomnode retry STUDY --reanalyse` makes new "
+                                     "result files")
+    assert not transient_dead_letter("") and not transient_dead_letter(None)
+    assert not transient_dead_letter(refusal_text(0xA900) + PERMANENT_NOTE)
+
+
+def test_retry_all_leaves_local_errors_dead(node_state, capsys):
+    db, config = node_state
+    local = "AttributeError: 'FileMetaDataset' object has no attribute 'TransferSyntaxUID'"
+    dead_letters(db, "1.1", [("pacs", local), ("pacs", REFUSED)])
+    assert main(["retry", "--all", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "re-queued 1 dead letter(s)" in out and "not re-queued, 1 dead letter(s)" in out and local in out
+    assert states(db, "1.1") == {"1.1.9.0": "dead", "1.1.9.1": "pending"}
+
+
 def test_retry_all_requeues_the_transient_dead_letters_of_every_study(node_state, capsys):
     db, config = node_state
     dead_letters(db, "1.1", [("pacs", REFUSED), ("pacs", NO_CONTEXT + PERMANENT_NOTE), ("archive", REFUSED)])
@@ -61,7 +92,7 @@ def test_retry_all_requeues_the_transient_dead_letters_of_every_study(node_state
     assert main(["retry", "--all", "--destination", "pacs", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "re-queued 2 dead letter(s) to pacs of 2 stud(ies)" in out
-    assert "not re-queued, 1 permanent refusal(s)" in out and "no presentation context for Segmentation" in out
+    assert "not re-queued, 1 dead letter(s) that sending again cannot help" in out and "no presentation context for Segmentation" in out
     assert states(db, "1.1") == {"1.1.9.0": "pending", "1.1.9.1": "dead", "1.1.9.2": "dead"}
     assert states(db, "1.2") == {"1.2.9.0": "pending"}
     assert db.study("1.1")["state"] == db.study("1.2")["state"] == SENDING
