@@ -101,18 +101,23 @@ class _Volume:
 
 def test_slice_images_name_position_uid_frame_and_instance_number_in_volume_order():
     class Header:
-        def __init__(self, number):
-            self.InstanceNumber = number
+        def __init__(self, number, series=None):
+            self.InstanceNumber, self.SeriesNumber = number, series
 
     refs = [FrameRef("1.2.3", "1.2.840.10008.5.1.4.1.1.4", "1.2", None),
             FrameRef("1.2.4", "1.2.840.10008.5.1.4.1.1.4.1", "1.2", 3), FrameRef("1.2.5", "x", "1.2", None)]
     volume = _Volume(frames=[refs], positions=np.array([[0, 0, -20.0], [0, 0, -12.0], [0, 0, -4.004]]))
-    series = _Series([_Instance("1.2.3", Header(7)), _Instance("1.2.4", Header(1)), _Instance("1.2.5", Header(None))])
+    series = _Series([_Instance("1.2.3", Header(7, 300)), _Instance("1.2.4", Header(1, "301")),
+                      _Instance("1.2.5", Header(None))])
     found = slice_images(volume, 0, series)
+    # SeriesNumber beside InstanceNumber: the image as a viewer names it ("S:300 I:7")
     assert found == [
-        {"position_mm": -20.0, "sop_instance_uid": "1.2.3", "frame_number": None, "instance_number": 7},
-        {"position_mm": -12.0, "sop_instance_uid": "1.2.4", "frame_number": 3, "instance_number": 1},
-        {"position_mm": -4.0, "sop_instance_uid": "1.2.5", "frame_number": None, "instance_number": None}]
+        {"position_mm": -20.0, "sop_instance_uid": "1.2.3", "frame_number": None, "instance_number": 7,
+         "series_number": 300},
+        {"position_mm": -12.0, "sop_instance_uid": "1.2.4", "frame_number": 3, "instance_number": 1,
+         "series_number": 301},
+        {"position_mm": -4.0, "sop_instance_uid": "1.2.5", "frame_number": None, "instance_number": None,
+         "series_number": None}]
     # the normal is row x column: another orientation gives the positions along it
     flipped = _Volume(frames=[refs], positions=volume.positions, orientation=np.array([0, 1.0, 0, 1, 0, 0]))
     assert [s["position_mm"] for s in slice_images(flipped)] == [20.0, 12.0, 4.0]
