@@ -89,6 +89,10 @@ def record_refusal(db: StateDB, study_key: str, config: StudiesConfig, count: in
 
 #: the folder under node.storage_dir of the refusals the state database could not record (PendingRefusals)
 PENDING_REFUSALS_DIR = "refusals"
+#: the name prefix of a pending refusal's file while one process writes it to the state (PendingRefusals.flush)
+CLAIMED_PREFIX = ".claimed-"
+#: a claim older than this (seconds) was left by a process that stopped mid-flush: the refusal is pending again
+CLAIM_STALE_SECONDS = 300.0
 
 
 class PendingRefusals:
@@ -100,13 +104,18 @@ class PendingRefusals:
 
     A refusal is dropped, not recorded, when its instance is stored (the sender re-sent an instance the node already
     held: the outage hid the duplicate, and an instance held is not missing) or when it was made before the study's
-    latest stored instance (its sender sends again)."""
+    latest stored instance (its sender sends again).
+
+    Processes sharing the spool flush at the same moment without counting a refusal twice: each claims a refusal's
+    file by renaming it (an atomic rename(2): one process wins) before it writes the refusal to the state; a claim
+    left by a process that stopped mid-flush is pending again after CLAIM_STALE_SECONDS."""
 
     def __init__(self, storage_dir: str | os.PathLike):
         self.folder = Path(storage_dir) / PENDING_REFUSALS_DIR
         self._memory: dict[str, dict] = {}  # file name -> refusal, until written to the state
         self._recorded: set[str] = set()  # written to the state, but its file could not be removed
         self._written: set[str] = set()  # in memory and on disk: a file gone was recorded by a process sharing it
+        self._claimed: set[str] = set()  # claim file names this process holds during a flush
         self._lock = threading.Lock()
 
     def add(self, study_key: str, study_instance_uid: str, sop_instance_uid: str, calling_ae: str,
@@ -148,7 +157,12 @@ class PendingRefusals:
             log.warning("cannot list the pending refusals in %s: %s", self.folder, exc.strerror or exc)
             return found
         on_disk = {entry.name for entry in entries}
-        gone = {name for name in written if name not in on_disk}
+        with self._lock:
+            claimed = set(self._claimed)
+        for entry in entries:
+            if entry.name.startswith(CLAIMED_PREFIX) and entry.name not in claimed:
+                self._release_if_stale(entry, on_disk)
+        gone = {name for name in written if name not in on_disk and CLAIMED_PREFIX + name not in on_disk}
         if gone:
             with self._lock:
                 for name in gone:
@@ -156,28 +170,35 @@ class PendingRefusals:
                     self._written.discard(name)
             for name in gone:
                 found.pop(name, None)
-        for entry in entries:
-            if (entry.name in found or entry.name in self._recorded or entry.name.startswith(".")
-                    or not entry.name.endswith(".json")):
+        for name in sorted(on_disk):
+            if name in found or name in self._recorded or name.startswith(".") or not name.endswith(".json"):
                 continue
+            path = self.folder / name
             try:
-                refusal = json.loads(Path(entry.path).read_text())
+                refusal = json.loads(path.read_text())
                 str(refusal["study_key"]), float(refusal["refused_at"])
             except FileNotFoundError:  # flushed by another process meanwhile
                 continue
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("pending refusal %s is unreadable and left alone: %s", entry.path, exc)
+                log.warning("pending refusal %s is unreadable and left alone: %s", path, exc)
                 continue
-            found[entry.name] = refusal
+            found[name] = refusal
         return found
 
     def flush(self, db: StateDB, config: StudiesConfig) -> list[str]:
         """Write the pending refusals to the state, per study (record_refusal, cause STATE_UNREACHABLE_REFUSAL);
         returns the keys of the studies now held as incomplete. Raises the state database's errors (an outage:
         the refusals stay pending for the next flush)."""
-        pending = self.pending()
+        pending = self._claim(self.pending())
         if not pending:
             return []
+        try:
+            return self._record(db, config, pending)
+        except BaseException:
+            self._release(pending)
+            raise
+
+    def _record(self, db: StateDB, config: StudiesConfig, pending: dict[str, dict]) -> list[str]:
         by_study: dict[str, dict[str, dict]] = defaultdict(dict)
         for name, refusal in pending.items():
             by_study[str(refusal["study_key"])][name] = refusal
@@ -203,14 +224,70 @@ class PendingRefusals:
             self._forget(refusals)
         return held
 
+    def _claim(self, pending: dict[str, dict]) -> dict[str, dict]:
+        """The pending refusals this process may write to the state: those whose file it renamed to its claim, and
+        its own kept in memory only. A file another process renamed first is that process's to record (this one
+        forgets it); a rename refused otherwise (a read-only spool) leaves the refusal this process's, as before
+        processes shared spools."""
+        claimed = {}
+        for name, refusal in pending.items():
+            claim = self.folder / (CLAIMED_PREFIX + name)
+            try:
+                os.rename(self.folder / name, claim)
+                os.utime(claim)  # the claim's age, for CLAIM_STALE_SECONDS
+            except FileNotFoundError:
+                with self._lock:
+                    own = name in self._memory and name not in self._written
+                    if not own:
+                        self._memory.pop(name, None)
+                        self._written.discard(name)
+                if not own:
+                    continue
+            except OSError:
+                pass
+            else:
+                with self._lock:
+                    self._claimed.add(claim.name)
+            claimed[name] = refusal
+        return claimed
+
+    def _release(self, refusals: dict[str, dict]) -> None:
+        """Give back the claims of refusals a flush could not write (the state database unreachable again)."""
+        for name in refusals:
+            claim = CLAIMED_PREFIX + name
+            with self._lock:
+                if claim not in self._claimed:
+                    continue
+                self._claimed.discard(claim)
+            try:
+                os.rename(self.folder / claim, self.folder / name)
+            except OSError as exc:
+                log.warning("cannot give back the claim of pending refusal %s: %s (pending again after %g s)",
+                            self.folder / name, exc.strerror or exc, CLAIM_STALE_SECONDS)
+
+    def _release_if_stale(self, entry: os.DirEntry, on_disk: set[str]) -> None:
+        try:
+            age = time.time() - entry.stat().st_mtime
+            if age < CLAIM_STALE_SECONDS:
+                return
+            name = entry.name.removeprefix(CLAIMED_PREFIX)
+            os.rename(entry.path, self.folder / name)
+        except OSError:  # claimed, released or recorded by another process meanwhile
+            return
+        on_disk.add(name)
+        log.warning("pending refusal %s was claimed %.0f s ago by a process that did not record it (stopped "
+                    "mid-flush?): pending again", self.folder / name, age)
+
     def _forget(self, refusals: dict[str, dict]) -> None:
         with self._lock:
             for name in refusals:
                 self._memory.pop(name, None)
                 self._written.discard(name)
+                self._claimed.discard(CLAIMED_PREFIX + name)
         for name in refusals:
             try:
                 (self.folder / name).unlink(missing_ok=True)
+                (self.folder / (CLAIMED_PREFIX + name)).unlink(missing_ok=True)
             except OSError as exc:  # a read-only spool: recorded already, never recorded twice by this process
                 with self._lock:
                     self._recorded.add(name)

@@ -5,6 +5,7 @@ cause (finding 5: a read-only spool is not 'lack of space')."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pytest
@@ -321,3 +322,59 @@ def test_a_postgresql_outage_refusal_holds_the_study_of_a_scale_out_process(tmp_
         assert wait_for(lambda: node.db.study(key)["state"] != RECEIVED, 20)
     finally:
         runner.stop()
+
+
+def test_two_processes_flushing_at_once_count_a_refusal_once(tmp_path):
+    """Two processes sharing the spool flush the same refusal file at the same moment (the reviewer of stop 57):
+    the one that renames it to its claim first records it; the other skips it, so the study's count stays 1."""
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({}).studies
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        (tmp_path / "store").mkdir()
+        PendingRefusals(tmp_path / "store").add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1", now=time.time() + 1)
+        first, second = PendingRefusals(tmp_path / "store"), PendingRefusals(tmp_path / "store")
+        seen_by_first = first.pending()
+        assert len(seen_by_first) == 1 and len(second.pending()) == 1  # both read it before either records
+        claimed = first._claim(seen_by_first)
+        assert list(claimed) == list(seen_by_first)
+        assert [p.name for p in (tmp_path / "store" / PENDING_REFUSALS_DIR).iterdir()] == \
+            [dicomnode.studies.CLAIMED_PREFIX + next(iter(claimed))]
+        assert second.flush(db, config) == []  # claimed by the first: not this process's to count
+        assert first._record(db, config, claimed) == ["1.2.3"]
+        assert db.study("1.2.3")["reason"].startswith("incomplete: 1 instance(s) refused")
+        assert pending_files(tmp_path / "store") == []
+        assert first.flush(db, config) == [] and second.flush(db, config) == []
+        assert db.study("1.2.3")["reason"].startswith("incomplete: 1 instance(s) refused")
+    finally:
+        db.close()
+
+
+def test_a_failed_flush_gives_its_claims_back_and_a_stale_claim_is_pending_again(tmp_path, monkeypatch):
+    db = StateDB(tmp_path / "state.sqlite3")
+    config = Config.model_validate({}).studies
+    folder = tmp_path / "store" / PENDING_REFUSALS_DIR
+    try:
+        db.add_instance(row("1.2.3.1", "1.2.3"))
+        (tmp_path / "store").mkdir()
+        pending = PendingRefusals(tmp_path / "store")
+        pending.add("1.2.3", "1.2.3", "1.2.3.2", "SCANNER1", now=time.time() + 1)
+        (name,) = [p.name for p in folder.iterdir()]
+        switch = Switch(monkeypatch, db, "study")
+        with pytest.raises(Exception, match="connection refused"):
+            pending.flush(db, config)
+        assert [p.name for p in folder.iterdir()] == [name]  # the claim given back: any process may record it
+        switch.down = False
+
+        stopped = PendingRefusals(tmp_path / "store")  # a process that claimed it and stopped before recording
+        stopped._claim(stopped.pending())
+        other = PendingRefusals(tmp_path / "store")
+        assert other.pending() == {}  # a fresh claim is another process's
+        claim = folder / (dicomnode.studies.CLAIMED_PREFIX + name)
+        old = time.time() - dicomnode.studies.CLAIM_STALE_SECONDS - 5
+        os.utime(claim, (old, old))
+        assert list(other.pending()) == [name]  # stale: pending again
+        assert other.flush(db, config) == ["1.2.3"]
+        assert list(folder.iterdir()) == []
+    finally:
+        db.close()
