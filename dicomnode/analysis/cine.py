@@ -433,7 +433,8 @@ class CinePipeline:
             sex=getattr(patient, "sex", None), bsa_formula=cine_config.bsa_formula,
             density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
-            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=acquisition_numbers(volume))
+            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=acquisition_numbers(volume),
+            cycle_phases=getattr(volume, "acquired_phases", None))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
         # the RV accuracy flag and the flags' known errors quote the card of the model whose label maps give the ED /
         # ES volumes: the all-phase model's, or the refining model's where a given timing marks the refined

@@ -256,7 +256,7 @@ class CardiacPhases:
     trigger_phase: int
     curve_ml: list[float]  # LV volume per phase over the slices given (measure_cine: the fixed timing set)
     consistent_curve_ml: list[float]  # per-slice temporal median, summed
-    smoothed_curve_ml: list[float]  # periodic [1, 2, 1] / 4 smoothing of the consistent curve
+    smoothed_curve_ml: list[float]  # [1, 2, 1] / 4 smoothing of the consistent curve over the cycle (CycleNeighbours)
     flagged_phases: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -264,10 +264,6 @@ class CardiacPhases:
         return {"ed_phase": self.ed, "es_phase": self.es, "trigger_phase": self.trigger_phase,
                 "flagged_phases": list(self.flagged_phases),
                 "smoothed_lv_curve_ml": [round(v, 2) for v in self.smoothed_curve_ml], "notes": list(self.notes)}
-
-
-def _cyclic_distance(a: int, b: int, n: int) -> int:
-    return min((a - b) % n, (b - a) % n)
 
 
 def trigger_phase(trigger_times, n_phases: int, phase_numbers=None) -> tuple[int, str | None]:
@@ -280,32 +276,93 @@ def trigger_phase(trigger_times, n_phases: int, phase_numbers=None) -> tuple[int
     return 0, f"no usable TriggerTime: {phase_name(0, phase_numbers)}, the first, taken as the R-wave (end-diastolic) phase"
 
 
-def temporal_jumps(slice_volumes_ml) -> tuple[np.ndarray, list[int]]:
+@dataclass(frozen=True)
+class CycleNeighbours:
+    """Where the phases given lie on the cardiac cycle: `position` (phases,) 0-based place of each on a cycle of
+    `cycle` phases, `previous` / `following` (phases,) the index of the phase one step before / after it on the
+    cycle, -1 where that phase was not given (left out at every slice, or not acquired: the last phase given
+    neighbours the first only where they are the cycle's last and first)."""
+
+    position: np.ndarray
+    cycle: int
+    previous: np.ndarray
+    following: np.ndarray
+
+    @classmethod
+    def of(cls, n_phases: int, phase_numbers=None, cycle_phases: int | None = None) -> "CycleNeighbours":
+        """From the acquisition phase number (1-based) of each phase (cmr.types.Volume.acquisition_phase_numbers:
+        a gap where a phase was left out) and the cycle's phases (Volume.acquired_phases); rising numbers are
+        required, else (and for None) the phases are 1..n_phases of a whole cycle."""
+        numbers = None if phase_numbers is None else [int(v) for v in phase_numbers]
+        if (numbers is None or len(numbers) != n_phases or numbers[0] < 1
+                or any(b <= a for a, b in zip(numbers, numbers[1:]))):
+            numbers = list(range(1, n_phases + 1))
+        position = np.asarray(numbers, dtype=np.int64) - 1
+        cycle = max(int(cycle_phases or 0), int(position[-1]) + 1 if n_phases else 0)
+        index = {int(p): i for i, p in enumerate(position)}
+        previous = np.array([index.get(int((p - 1) % cycle), -1) for p in position], dtype=np.int64)
+        following = np.array([index.get(int((p + 1) % cycle), -1) for p in position], dtype=np.int64)
+        if n_phases < 3:  # with two phases each would be both neighbours of the other
+            previous[:] = following[:] = -1
+        return cls(position, cycle, previous, following)
+
+    def distance(self, a: int, b: int) -> int:
+        """Steps between phases a and b (indices) on the cycle, either way round."""
+        d = int(self.position[a] - self.position[b]) % self.cycle
+        return min(d, self.cycle - d)
+
+    def _stack(self, values: np.ndarray) -> np.ndarray:
+        """(3, phases, ...) the values at the previous phase, the phase, the following phase; NaN where none."""
+        def at(index: np.ndarray) -> np.ndarray:
+            taken = values[np.maximum(index, 0)].astype(np.float64)
+            taken[index < 0] = np.nan
+            return taken
+        return np.stack([at(self.previous), values.astype(np.float64), at(self.following)])
+
+    def median3(self, values) -> np.ndarray:
+        """Median over each phase and its neighbours on the cycle (those given), along axis 0 of `values`."""
+        return np.nanmedian(self._stack(np.asarray(values, dtype=np.float64)), axis=0)
+
+    def smooth121(self, values) -> np.ndarray:
+        """[1, 2, 1] / 4 over each phase and its neighbours on the cycle, the weights of a neighbour not given left
+        out (the sum renormalised)."""
+        stacked = self._stack(np.asarray(values, dtype=np.float64))
+        weights = np.array([1.0, 2.0, 1.0]).reshape((3,) + (1,) * (stacked.ndim - 1))
+        weights = np.where(np.isnan(stacked), 0.0, weights)
+        return np.nansum(stacked * weights, axis=0) / weights.sum(axis=0)
+
+
+def temporal_jumps(slice_volumes_ml, phase_numbers=None, cycle_phases: int | None = None
+                   ) -> tuple[np.ndarray, list[int]]:
     """(phases,) temporally consistent curve and the phases whose summed volume jumps from it, from volumes per
     (phase, slice) in mL of a cycle with at least MIN_PHASES_FOR_CURVE phases.
 
-    Each slice's volume over the cycle is median-filtered over 3 neighbouring phases (periodic) and summed; a phase
-    is a jump where its sum differs from that by more than max(JUMP_ML, JUMP_FRACTION x the largest consistent
-    volume, what a clean cosine-shaped cycle loses to the median at its extremes).
+    Each slice's volume over the cycle is median-filtered over 3 neighbouring phases of the cycle and summed; a
+    phase is a jump where its sum differs from that by more than max(JUMP_ML, JUMP_FRACTION x the largest consistent
+    volume, what a clean cosine-shaped cycle loses to the median at its extremes). phase_numbers / cycle_phases:
+    where the phases lie on the cycle (CycleNeighbours.of): a phase left out is no one's neighbour, and the last
+    phase neighbours the first only where the cycle is whole; None: 1..phases of a whole cycle.
     """
     volumes = np.asarray(slice_volumes_ml, dtype=np.float64)
-    n = volumes.shape[0]
-    consistent = ndimage.median_filter(volumes, size=(3, 1), mode="wrap").sum(axis=1)
+    cycle = CycleNeighbours.of(volumes.shape[0], phase_numbers, cycle_phases)
+    consistent = cycle.median3(volumes).sum(axis=1)
     # a clean cosine-shaped cycle loses (max - min) / 2 x (1 - cos(2 pi / n)) at its extremes under a 3-phase median
-    shaving = (consistent.max() - consistent.min()) / 2.0 * (1.0 - np.cos(2.0 * np.pi / n))
+    shaving = (consistent.max() - consistent.min()) / 2.0 * (1.0 - np.cos(2.0 * np.pi / cycle.cycle))
     tolerance = max(JUMP_ML, JUMP_FRACTION * float(consistent.max()), float(shaving))
     return consistent, [int(p) for p in np.flatnonzero(np.abs(volumes.sum(axis=1) - consistent) > tolerance)]
 
 
-def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None) -> tuple[list[int], list[str]]:
+def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None,
+                    cycle_phases: int | None = None) -> tuple[list[int], list[str]]:
     """RV phases whose volume jumps from its temporal neighbours (temporal_jumps), and a note for each that is
     the ED or ES phase the RV volumes are read at (ED and ES are chosen on the LV curve, so a jump in the RV
     segmentation there would otherwise go into RV EDV / ESV / EF unsaid). No check under MIN_PHASES_FOR_CURVE
-    phases. phase_numbers: the acquisition phase number of each index, for the notes (phase_text.phase_name)."""
+    phases. phase_numbers: the acquisition phase number of each index, for the notes (phase_text.phase_name) and,
+    with cycle_phases, the phases' places on the cycle (temporal_jumps)."""
     volumes = np.asarray(rv_slice_volumes_ml, dtype=np.float64)
     if volumes.ndim != 2 or volumes.shape[0] < MIN_PHASES_FOR_CURVE or not volumes.any():
         return [], []
-    consistent, flagged = temporal_jumps(volumes)
+    consistent, flagged = temporal_jumps(volumes, phase_numbers, cycle_phases)
     curve = volumes.sum(axis=1)
     notes = [f"RV volume jumps from its temporal neighbours at the {name} {phase_name(phase, phase_numbers)}: RV {quantity} and RVEF "
              f"uncertain, review the RV contours ({curve[phase]:.1f} mL against {consistent[phase]:.1f} mL, the "
@@ -315,14 +372,14 @@ def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None) -
 
 
 def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_ml=None,
-                        phase_numbers=None) -> CardiacPhases:
+                        phase_numbers=None, cycle_phases: int | None = None) -> CardiacPhases:
     """ED and ES phases from LV volumes per (phase, slice), in mL.
 
     1. Temporal consistency: each slice's volume over the cycle is median-filtered over 3 neighbouring phases
-       (periodic); a phase whose summed volume differs from the filtered sum by more than
+       of the cycle; a phase whose summed volume differs from the filtered sum by more than
        max(JUMP_ML, JUMP_FRACTION x largest volume, the cosine-cycle shaving) is flagged (a segmentation jump)
        and is not chosen.
-    2. The filtered curve is smoothed periodically with [1, 2, 1] / 4.
+    2. The filtered curve is smoothed over the cycle with [1, 2, 1] / 4.
     3. ED: without a usable TriggerTime, the largest smoothed volume among the unflagged phases (the first phase
        sent need not be the R-wave phase); else the largest among those within ED_WINDOW_FRACTION of the cycle around the
        R-wave phase (smallest TriggerTime, the DICOM/ECG end-diastole): the R-wave phase itself or a neighbour, e.g.
@@ -334,6 +391,9 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     quoted by the notes on flagged phases beside the volumes of the slices given, which the jump was found on; it
     does not change the choice. `phase_numbers` (phases,): the acquisition phase number of each index
     (cmr.types.Volume.acquisition_phase_numbers), so the notes name phases as a viewer does; None: index + 1.
+    With `cycle_phases` (Volume.acquired_phases) they also place the phases on the cycle (CycleNeighbours): the
+    median, the smoothing and the ED window count steps of the cycle, so a phase left out is no one's neighbour and
+    the last phase neighbours the first only where the cycle is whole.
     Raises ValueError for an empty or non-2-D input.
     """
     volumes = np.asarray(lv_slice_volumes_ml, dtype=np.float64)
@@ -352,11 +412,12 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
         notes = [_untriggered_note(ed, numbers)] if note else []
         return CardiacPhases(ed, es, trigger, curve.tolist(), curve.tolist(), curve.tolist(), [],
                              notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
-    consistent, flagged = temporal_jumps(volumes)
-    smoothed = ndimage.convolve1d(consistent, np.array([1.0, 2.0, 1.0]) / 4.0, mode="wrap")
+    consistent, flagged = temporal_jumps(volumes, numbers, cycle_phases)
+    cycle = CycleNeighbours.of(n, numbers, cycle_phases)
+    smoothed = cycle.smooth121(consistent)
     notes += [_flagged_note(phase, curve, consistent, reported_curve_ml, numbers) for phase in flagged]
     usable = [p for p in range(n) if p not in flagged] or list(range(n))
-    half_window = max(1, int(round(ED_WINDOW_FRACTION * n)))
+    half_window = max(1, int(round(ED_WINDOW_FRACTION * cycle.cycle)))
     if note:
         # no TriggerTime: the first phase is a guess at the R wave (an export may start anywhere in the cycle), so
         # ED is the phase of the largest LV volume (shared/cmr-reference.md), not the largest near the guess
@@ -366,9 +427,9 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
         es = min(candidates, key=lambda p: smoothed[p])
         return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
                              notes)
-    window = [p for p in usable if _cyclic_distance(p, trigger, n) <= half_window]
+    window = [p for p in usable if cycle.distance(p, trigger) <= half_window]
     if not window:
-        window = [p for p in range(n) if _cyclic_distance(p, trigger, n) <= half_window]
+        window = [p for p in range(n) if cycle.distance(p, trigger) <= half_window]
         notes.append("every phase near the R-wave is flagged; ED chosen among them anyway")
     ed = max(window, key=lambda p: smoothed[p])
     largest = max(usable, key=lambda p: smoothed[p])
@@ -1055,7 +1116,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
                  nominal_step_mm: float | None = None, ends_left_out_mm=None,
                  rv_validation: dict | None = None, function_validation: dict | None = None,
-                 phase_numbers=None) -> CineMeasurements:
+                 phase_numbers=None, cycle_phases: int | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -1083,6 +1144,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
     phase_numbers: the acquisition phase number of each phase given (cmr.types.Volume.acquisition_phase_numbers: a
     phase left out at every slice leaves a gap), so the notes in `flags` name phases as a viewer does; None: index + 1.
+    cycle_phases: the phases of the cycle those numbers count over (Volume.acquired_phases): with phase_numbers,
+    where the phases lie on the cycle for the timing (find_cardiac_phases, rv_timing_notes).
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
     """
     if timing is not None and not (0 <= timing.ed < len(labelmaps) and 0 <= timing.es < len(labelmaps)):
@@ -1096,9 +1159,10 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     rv_curve = rv_slices.sum(axis=1)
     if timing is None:
         timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
-                                     reported_curve_ml=lv_curve, phase_numbers=phase_numbers)
+                                     reported_curve_ml=lv_curve, phase_numbers=phase_numbers,
+                                     cycle_phases=cycle_phases)
     ed, es = timing.ed, timing.es
-    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers)
+    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers, cycle_phases)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
     result = CineMeasurements(

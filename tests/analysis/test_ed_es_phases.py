@@ -292,3 +292,38 @@ def test_sunnybrook_two_phases_of_the_cycle_end_to_end(datasets, tmp_path, keep,
     reason = result.declined[0].reason
     assert "the 2 phases sent of the 20 of the cycle" in reason and "mid-cycle, not end diastole" in reason
     assert "EDV, ESV, SV, EF and mass are not reported" in reason
+
+
+def _steep_systole_cycle(dropped: int) -> tuple[np.ndarray, list[int]]:
+    """A 20-phase cycle: a steep fall to end-systole at phase 8 and a slow refill; the phase `dropped` (1-based) is
+    left out. Returns LV volumes (phases, 3 slices) in mL and the acquisition number of each phase kept."""
+    t = np.arange(20, dtype=float)
+    volume = np.where(t <= 7, 150 - 85 * np.clip(t, 0, 7) / 7, 65 + 70 * (np.clip(t - 7, 0, None) / 13) ** 1.5)
+    numbers = [k + 1 for k in range(20) if k + 1 != dropped]
+    kept = volume[[k - 1 for k in numbers]]
+    return np.stack([kept / 3] * 3, axis=1), numbers
+
+
+def test_a_phase_left_out_is_no_neighbour_in_the_timing_smoothing():
+    """Phase 7 of 20 left out (an image missing at one slice): phases 6 and 8 are two steps apart, so the smoothing
+    must not pull end-systole (phase 8, 65 mL) towards phase 6 (77 mL) as if it were its neighbour; it did, and ES
+    went to phase 9 (66.5 mL)."""
+    volumes, numbers = _steep_systole_cycle(dropped=7)
+    trigger_times = [(n - 1) * 40.0 for n in numbers]
+    timing = find_cardiac_phases(volumes, trigger_times, phase_numbers=numbers, cycle_phases=20)
+    assert numbers[timing.es] == 8
+    plain = find_cardiac_phases(volumes, trigger_times)  # positional: 1..19 of a whole cycle, as before
+    assert numbers[plain.es] == 9
+
+
+def test_cycle_neighbours_follow_the_acquisition_numbers():
+    from dicomnode.analysis.cine_metrics import CycleNeighbours
+    whole = CycleNeighbours.of(5, [1, 2, 4, 5, 6], cycle_phases=6)
+    assert whole.previous.tolist() == [4, 0, -1, 2, 3] and whole.following.tolist() == [1, -1, 3, 4, 0]
+    assert whole.distance(0, 4) == 1 and whole.distance(1, 2) == 2
+    # phases 7 and 8 of the cycle not acquired (a prospectively triggered cine): the last is not the first's neighbour
+    partial = CycleNeighbours.of(5, [1, 2, 4, 5, 6], cycle_phases=8)
+    assert partial.previous[0] == -1 and partial.following[4] == -1
+    assert partial.smooth121([4.0, 8.0, 1.0, 1.0, 1.0])[0] == pytest.approx((2 * 4 + 8) / 3)
+    assert CycleNeighbours.of(4).median3([1.0, 5.0, 2.0, 9.0]).tolist() == [5.0, 2.0, 5.0, 2.0]  # whole: wraps
+    assert CycleNeighbours.of(3, [3, 2, 1]).position.tolist() == [0, 1, 2]  # not rising: positional
