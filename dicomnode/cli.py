@@ -28,9 +28,9 @@ from dicomnode.observe import configure_logging
 from dicomnode.preflight import listen_port_warnings, preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
-from dicomnode.roles import RoleRunner, parse_roles, receiving_report, refused_studies
-from dicomnode.state import (ANALYSING, STALE_AFTER_HEARTBEATS, StateSchemaError, StorageDirError,
-                             default_state_path, open_state)
+from dicomnode.roles import RoleRunner, clock_skew_text, parse_roles, receiving_report, refused_studies
+from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, StateSchemaError,
+                             StorageDirError, default_state_path, open_state)
 from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
@@ -369,6 +369,10 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
     if any(not node["alive"] and not node["gone"] for node in report["nodes"]):
         print(f"(STALE: no heartbeat for {stale_after:g} s or more, {STALE_AFTER_HEARTBEATS} x [state] "
               "heartbeat_seconds: hung, or killed a moment ago)")
+    for node in report["nodes"]:
+        offset = (node.get("detail") or {}).get("clock_offset_s")
+        if node["alive"] and isinstance(offset, (int, float)) and abs(offset) > CLOCK_SKEW_WARN_SECONDS:
+            print(f"(WARNING: {node['node_id']}: {clock_skew_text(offset)})")
     if any(node["gone"] for node in report["nodes"]):
         print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
               "and it is no longer listed)")

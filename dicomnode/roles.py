@@ -34,7 +34,7 @@ from dicomnode import __version__
 from dicomnode.config import load_config
 from dicomnode.observe import study_context
 from dicomnode.state import (
-    COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
+    CLOCK_SKEW_WARN_SECONDS, COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
     describe_url, is_outage, open_state, schema_version, state_url, upgrade_schema,
 )
 from dicomnode.spool import free_space_mb
@@ -87,6 +87,39 @@ def _pid_gone(host: str, pid: int) -> bool:
     except OSError:  # e.g. another user's process
         return False
     return False
+
+
+def clock_skew_text(offset_s: float) -> str:
+    """What a clock `offset_s` seconds off the state database server's (StateDB.clock_offset: + ahead) means."""
+    return (f"clock {abs(offset_s):.1f} s {'ahead of' if offset_s > 0 else 'behind'} the state database server's "
+            f"(more than {CLOCK_SKEW_WARN_SECONDS:g} s): the processes sharing the state compare times each machine "
+            "wrote (a study's quiet timer, [state] lease_seconds, heartbeats), so a study may complete early or late "
+            "and a live process's claim may look expired; synchronise the machines' clocks (NTP: chrony or "
+            "systemd-timesyncd)")
+
+
+class ClockWatch:
+    """This machine's clock against the state database server's, measured at every heartbeat where several machines
+    share the state (PostgreSQL): a WARNING when it drifts beyond CLOCK_SKEW_WARN_SECONDS (clock_skew_text), an INFO
+    when it is back; the offset goes into the heartbeat (`status --json`: detail.clock_offset_s)."""
+
+    def __init__(self, db: StateDB):
+        self.db = db
+        self.skewed = False
+
+    def measure(self) -> float | None:
+        """The offset (s, + ahead), None without a server clock (SQLite). Raises the database's errors."""
+        offset = self.db.clock_offset()
+        if offset is None:
+            return None
+        skewed = abs(offset) > CLOCK_SKEW_WARN_SECONDS
+        if skewed and not self.skewed:
+            log.warning("this machine's %s", clock_skew_text(offset))
+        elif self.skewed and not skewed:
+            log.info("this machine's clock is back within %g s of the state database server's (%+.1f s)",
+                     CLOCK_SKEW_WARN_SECONDS, offset)
+        self.skewed = skewed
+        return offset
 
 
 def live_processes(db: StateDB, now: float | None = None) -> list[dict]:
@@ -296,6 +329,7 @@ class RoleRunner:
         self._scp_started = False
         self.completion: DatabaseCompletion | None = None
         self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
+        self.clock = ClockWatch(self.db)
         node.dead_threads = self.dead_threads  # /healthz reports them too
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -431,6 +465,9 @@ class RoleRunner:
                   "sent": node.dispatcher.sent, "version": __version__, "schema": SCHEMA_VERSION}
         if self.failed_threads:
             detail["failed_threads"] = self.failed_threads
+        offset = self.clock.measure()
+        if offset is not None:
+            detail["clock_offset_s"] = round(offset, 2)
         if "receive" in self.roles or not self.scale_out:
             detail.update(port=node.scp.port, received=node.scp.received, last_stored_at=node.scp.last_stored_at,
                           last_refused_at=node.scp.refusals.last_refused_at,

@@ -103,6 +103,9 @@ _SEND_DUE = "(next_attempt_at <= :now OR next_attempt_at > :now + :max_delay)"
 DEFAULT_LEASE_SECONDS = 60.0
 #: default interval of every process's heartbeat (`[state] heartbeat_seconds`)
 DEFAULT_HEARTBEAT_SECONDS = 10.0
+#: a process whose clock differs from the PostgreSQL server's by more than this (s) is warned about (roles.ClockWatch,
+#: `dicomnode status`): leases, heartbeats and the studies' quiet timers compare times written by different machines
+CLOCK_SKEW_WARN_SECONDS = 2.0
 #: a process whose heartbeat is this many intervals old is STALE in `dicomnode status`
 STALE_AFTER_HEARTBEATS = 3
 #: ... and this many (at least its lease) gone: killed, or its machine is down
@@ -1312,6 +1315,18 @@ class StateDB:
                       {**params, "analysing": ANALYSING})
             self._run(db, "UPDATE outbox SET lease_until=:until WHERE claimed_by=:id AND state=:pending",
                       {**params, "pending": OUTBOX_PENDING})
+
+    def clock_offset(self) -> float | None:
+        """This machine's clock minus the state database server's (s), measured now (the round trip halved), where
+        the state is shared by several machines (PostgreSQL); None for SQLite (one machine, one clock). Raises the
+        database's errors."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        with self.engine.connect() as connection:
+            before = time.time()
+            server = float(connection.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+            after = time.time()
+        return (before + after) / 2.0 - server
 
     def forget_node(self) -> None:
         """A clean stop: remove this process's heartbeat row."""

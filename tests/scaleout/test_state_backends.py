@@ -405,3 +405,33 @@ def test_config_check_reports_a_postgresql_schema_serve_would_refuse(pg_server, 
     db.close()
     StateDB(url, upgrade=True).close()
     assert main(["config", "check", str(config), "--roles", "receive"]) == 0
+
+
+def test_a_machine_whose_clock_is_off_the_servers_is_warned_about(two_workers, monkeypatch, caplog, capsys):
+    """Several machines on one PostgreSQL compare times each wrote (quiet timers, leases, heartbeats): a clock off
+    the server's by more than CLOCK_SKEW_WARN_SECONDS is logged once and shown by `status`; SQLite (one machine)
+    has no server clock to compare with."""
+    import logging
+
+    from dicomnode import roles
+    from dicomnode.cli import _print_status
+    from dicomnode.node import status_report
+    first, _ = two_workers
+    watch = roles.ClockWatch(first)
+    if first.engine.dialect.name != "postgresql":
+        assert first.clock_offset() is None and watch.measure() is None
+        return
+    assert abs(first.clock_offset()) < 1.0  # one machine: the server's clock is this one's
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 45.0)  # this machine 45 s ahead
+    with caplog.at_level(logging.INFO, logger="dicomnode.roles"):
+        assert watch.measure() == pytest.approx(45.0, abs=1.0)
+        watch.measure()
+        monkeypatch.setattr(time, "time", real)
+        assert abs(watch.measure()) < 1.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "ahead of the state database server's" in m]) == 1
+    assert [m for m in messages if "clock is back within 2 s" in m]
+    first.heartbeat(["analyse"], real(), {"clock_offset_s": -30.0})
+    _print_status(status_report(first), False, 30, 100)
+    assert "host-a:1: clock 30.0 s behind the state database server's" in capsys.readouterr().out
