@@ -154,13 +154,26 @@ def _mapped_parameter(series) -> tuple[str, str] | None:
     return None
 
 
+#: what the node does not measure on a first-pass perfusion series (recognize.PerfusionRule)
+PERFUSION_NOT_MEASURED = "no perfusion assessment: no perfusion defect reading, upslope or myocardial blood flow"
+
+
 def maps_not_measured(series_list) -> list[tuple[str | None, str]]:
-    """(SeriesInstanceUID, reason) for each T1 / T2 mapping series of the study: recognised, never measured by this
-    version, so that a mapping study's `declined` tells 'not supported' from 'not found'."""
+    """(SeriesInstanceUID, reason) for each T1 / T2 mapping series and each first-pass perfusion series of the study:
+    recognised, never measured by this version, so that such a study's `declined` tells 'not supported' from 'not
+    found'."""
     found = []
     for series in series_list:
         sequence = getattr(series, "sequence", None)
         sequence = getattr(sequence, "value", sequence)
+        if sequence == "perfusion":
+            view = getattr(series.view, "value", series.view)
+            slices, phases = getattr(series, "slices", None), getattr(series, "phases", None)
+            shape = (f" ({slices} slice position(s) x {phases} dynamics)" if slices and phases else "")
+            found.append((getattr(series, "series_instance_uid", None),
+                          f"{series_name(series)} (perfusion, {view}): first-pass perfusion series{shape} recognised "
+                          f"but not measured: this version measures LGE and cine only ({PERFUSION_NOT_MEASURED})"))
+            continue
         if sequence not in NOT_MEASURED:
             continue
         parameter, missing = NOT_MEASURED[sequence]

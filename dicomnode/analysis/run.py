@@ -127,7 +127,8 @@ class Analyser:
                                             failures=not_built, declines=refused)
             declined.extend(d.summary() for d in refused + not_built)
             errors.extend(d.reason for d in not_built)
-        # T1 / T2 maps are recognised, never measured: said per series, so 'not supported' reads apart from 'not found'
+        # T1 / T2 maps and perfusion are recognised, never measured: said per series, so 'not supported' reads apart
+        # from 'not found'
         declined.extend(Declined(uid, reason).summary() for uid, reason in maps_not_measured(study.series))
         summary["declined"] = declined
         summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))

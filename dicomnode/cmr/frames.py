@@ -994,7 +994,9 @@ def images_per_slice(per_slice: list[list[FrameInfo]]) -> list[int]:
     expected = typical_pass_size(per_slice)
     if expected < 2:
         return counts
-    return [len(kept_pass(slice_passes(frames), expected)) for frames in per_slice]
+    # a slice of more phases in one pass (finer temporal sampling) is measured on the others' `expected` phases
+    return [expected if one_pass_of_more_phases(frames, per_slice, expected)
+            else len(kept_pass(slice_passes(frames), expected)) for frames in per_slice]
 
 
 #: the sources `pass_time` reads, best first: the frame's own acquisition time, its multi-frame instance's acquisition
@@ -1398,3 +1400,169 @@ def interleaved_passes(distances: list[float], times: list[float | None], tolera
     if max(times[k] for k in odd) < min(times[k] for k in even):
         return odd, even
     return None
+
+
+#: images of one stack acquired on different days and this far apart (s) or more come from different examinations (a
+#: prior exam's images merged into the series by a PACS, a re-used SeriesInstanceUID): one CMR examination, its
+#: pauses included, lasts well under this, so one running past midnight stays one (the clock is dated:
+#: `clock_seconds`)
+SEPARATE_EXAMINATIONS_S = 4 * 3600.0
+
+
+#: more Frames of Reference than this in one stack are no patient coordinate systems but UIDs made per image or per
+#: slice (an anonymiser, a re-send tool): not used to split the stack (`one_examination`)
+MAX_FRAMES_OF_REFERENCE = 3
+
+
+def frame_of_reference(frame: FrameInfo) -> str | None:
+    """The frame's FrameOfReferenceUID (0020,0052), None when absent or empty."""
+    return str(frame.header.dataset.get("FrameOfReferenceUID", "") or "").strip() or None
+
+
+def _dated(frame: FrameInfo) -> float | None:
+    """`FrameInfo.acquired_at` where it is dated (AcquisitionDate / AcquisitionDateTime known), else None."""
+    at = frame.acquired_at
+    return at if at is not None and at >= 86400.0 else None
+
+
+def _day(seconds: float) -> str:
+    return datetime.date.fromordinal(int(seconds // 86400)).isoformat()
+
+
+def _days(frames: list[FrameInfo]) -> str:
+    """'2023-01-31' or '2023-01-31 to 2023-02-01': the AcquisitionDates of dated frames; '' without one."""
+    days = sorted({_day(t) for t in map(_dated, frames) if t is not None})
+    return "" if not days else days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+@dataclass
+class Examinations:
+    """The frames of one stack that belong together (`kept`: one examination, one Frame of Reference) and those that
+    do not, grouped, each with why (`left_out`: [(frames, reason)]); `one_examination` finds them."""
+
+    kept: list[FrameInfo]
+    left_out: list[tuple[list[FrameInfo], str]]
+
+    def warning(self, frames: list[FrameInfo], reason: str) -> str:
+        """The stack warning of one left-out group: how many images, at which slice positions, which instances."""
+        positions = {tuple(np.round(f.position, 1)) for f in frames if f.position is not None}
+        series = sorted({str(f.header.dataset.get("SeriesNumber", "") or "") for f in frames} - {""})
+        return (f"{len(frames)} image(s) at {len(positions)} slice position(s)"
+                + (f" of series {', '.join(series)}" if series else "")
+                + f" ({', '.join(frame_name(f) for f in frames[:2])}{', ...' if len(frames) > 2 else ''}) left out: "
+                + f"{reason}; the stack is measured on the other {len(self.kept)} image(s)")
+
+
+def one_examination(frames: list[FrameInfo]) -> Examinations | None:
+    """Which frames of one stack come from one examination and one Frame of Reference, where they do not all:
+
+    1. acquisitions on different days and SEPARATE_EXAMINATIONS_S or more apart on the dated clock (AcquisitionDate
+       + AcquisitionTime, AcquisitionDateTime: `FrameInfo.acquired_at`; an examination running past midnight stays
+       one) are different examinations (a prior exam's images merged into the series, a re-used
+       SeriesInstanceUID): the latest examination is kept;
+    2. of the rest, frames of different FrameOfReferenceUID (0020,0052) hold positions in different patient
+       coordinate systems (PS3.3 C.7.4.1: a series has one Frame of Reference; a new one follows a patient moved or
+       re-landmarked), which cannot be measured as one stack: the Frame of Reference holding the most slice positions
+       is kept (the latest acquisition on a tie). Only where a few (up to MAX_FRAMES_OF_REFERENCE) Frames of
+       Reference each hold a stack of their own (2 or more slice positions): a UID new on every image or every slice
+       (an anonymiser's, one-slice series of a vendor writing one per series) says nothing of the geometry and is
+       not used.
+
+    Frames without a dated time or a FrameOfReferenceUID stay with the kept ones (nothing says they differ). Returns
+    None when every frame belongs together, else the `Examinations` (the left-out groups with the reason, naming the
+    UIDs and dates)."""
+    dated = sorted({t for t in map(_dated, frames) if t is not None})
+    starts = dated[:1] + [b for a, b in zip(dated, dated[1:])
+                          if b - a >= SEPARATE_EXAMINATIONS_S and _day(a) != _day(b)]
+
+    def session(frame: FrameInfo) -> int | None:
+        at = _dated(frame)
+        return None if at is None else sum(start <= at for start in starts) - 1
+
+    latest = len(starts) - 1
+    same_session = [f for f in frames if session(f) in (None, latest)]
+    by_reference: dict[str, list[FrameInfo]] = {}
+    for frame in same_session:
+        uid = frame_of_reference(frame)
+        if uid is not None:
+            by_reference.setdefault(uid, []).append(frame)
+
+    def positions(members: list[FrameInfo]) -> int:
+        return len({tuple(np.round(f.position, 1)) for f in members if f.position is not None})
+
+    kept_reference = None
+    if 1 < len(by_reference) <= MAX_FRAMES_OF_REFERENCE and all(positions(m) >= 2 for m in by_reference.values()):
+        kept_reference = max(by_reference, key=lambda uid: (
+            positions(by_reference[uid]), max((f.acquired_at or -1.0) for f in by_reference[uid]),
+            len(by_reference[uid])))
+    groups: dict[tuple, list[FrameInfo]] = {}
+    for frame in frames:
+        other_session = session(frame) not in (None, latest)
+        uid = frame_of_reference(frame)
+        other_reference = kept_reference is not None and uid is not None and uid != kept_reference
+        if other_session or other_reference:
+            groups.setdefault((session(frame) if other_session else None, uid if other_reference else None),
+                              []).append(frame)
+    if not groups:
+        return None
+    left = {id(f) for members in groups.values() for f in members}
+    kept = [f for f in frames if id(f) not in left]
+    kept_days = _days(kept)
+    kept_uids = {frame_of_reference(f) for f in kept} - {None}
+    left_out = []
+    for (other_session, other_uid), members in groups.items():
+        parts = []
+        if other_session is not None:
+            their_uids = {frame_of_reference(f) for f in members} - {None}
+            other_frame = (len(kept_uids) == 1 and len(their_uids) == 1 and their_uids != kept_uids)
+            parts.append(f"acquired on {_days(members)} (AcquisitionDate / AcquisitionTime), "
+                         f"another day, {SEPARATE_EXAMINATIONS_S / 3600:g} h or more apart from the stack's images kept"
+                         + (f" (acquired on {kept_days})" if kept_days else "") + ": another examination"
+                         + (f", in another Frame of Reference (FrameOfReferenceUID {next(iter(their_uids))}, not "
+                            f"{next(iter(kept_uids))})" if other_frame else ""))
+        if other_uid is not None:
+            parts.append(f"FrameOfReferenceUID {other_uid}, not the {kept_reference} of the images kept: positions "
+                         "in another patient coordinate system (PS3.3 C.7.4.1: the patient moved or another "
+                         "examination)")
+        left_out.append((members, "; ".join(parts) + "; images of two examinations or frames of reference are not "
+                         "one stack (a prior exam merged into the series, a re-used series?), the "
+                         + ("latest examination" if other_session is not None else
+                            "frame of reference holding the most slice positions") + " is measured"))
+    return Examinations(kept, left_out)
+
+
+#: one pass of more phases (`one_pass_of_more_phases`): every TriggerTime step within this fraction of the median step
+EVEN_STEP_TOLERANCE = 0.25
+
+
+def one_pass_of_more_phases(frames: list[FrameInfo], per_slice: list[list[FrameInfo]], expected: int) -> bool:
+    """True when one slice's frames are ONE pass over the cardiac cycle at a finer temporal sampling than the
+    `expected` phases of the other slices (a slice acquired with another temporal resolution, e.g. 24 phases beside
+    12), not the slice acquired several times: a whole multiple (2 or more) of `expected` frames whose TriggerTimes
+    (0018,1060) are all distinct and evenly stepped (every step within EVEN_STEP_TOLERANCE of their median step: two
+    passes over one cycle repeat or interleave their trigger times unevenly), whose TemporalPositionIdentifiers, where
+    present, are all distinct, and that span no more of the cycle than the other slices (`within_usual_cycle`).
+    False without TriggerTime on every frame."""
+    times, remainder = divmod(len(frames), expected)
+    triggers = [f.trigger_time for f in frames]
+    if times < 2 or remainder or None in triggers:
+        return False
+    indices = [f.temporal_index for f in frames]
+    if None not in indices and len(set(indices)) < len(indices):
+        return False
+    steps = np.diff(sorted(triggers))
+    step = float(np.median(steps))
+    if step <= 0 or np.any(np.abs(steps - step) > EVEN_STEP_TOLERANCE * step):
+        return False
+    return within_usual_cycle(frames, per_slice, expected)
+
+
+def within_usual_cycle(frames: list[FrameInfo], per_slice: list[list[FrameInfo]], expected: int) -> bool:
+    """True when the frames' TriggerTimes (0018,1060, any unit) reach no further than 1.25 x the median last
+    TriggerTime of the slices holding `expected` phases: several passes over one cycle, not one longer cine. False
+    without TriggerTime on every frame."""
+    lasts = [max(f.trigger_time for f in s) for s in per_slice
+             if len(s) == expected and all(f.trigger_time is not None for f in s)]
+    if not lasts or any(f.trigger_time is None for f in frames):
+        return False
+    return max(f.trigger_time for f in frames) <= 1.25 * float(np.median(lasts))

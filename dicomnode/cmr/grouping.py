@@ -16,7 +16,8 @@ from pydicom.errors import InvalidDicomError
 from dicomnode import charsets
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import (NEAR_PARALLEL_DEG, FrameInfo, _float, _int, are_repeats, frames_of, header_value,
-                                  latest_first, mean_orientation, merge_replanned_slices, orientation_angle_deg,
+                                  latest_first, mean_orientation, merge_replanned_slices, one_examination,
+                                  orientation_angle_deg,
                                   orientation_groups, parallel_stacks, plane_name, reacquired, repeat_reason,
                                   same_image_timing, slice_centre, slice_distance, slice_groups,
                                   stack_fills, superseded_stacks, tilted_slices, tm_seconds)
@@ -327,6 +328,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             candidate.notes.append(f"{received_twice} instance(s) received more than once with the same SOPInstanceUID "
                                    "and the same content: one copy of each used")
         candidate.notes += _resent_notes([entry for sop in held for entry in resent.get(sop, [])])
+        _count_one_examination(candidate)
         _count_resent_images_once(candidate)
         _count_reacquired_slices_once(candidate)
         _count_repeated_stacks_once(candidate)
@@ -588,6 +590,25 @@ def _pixel_difference(first_path, second_path) -> str | None:
         return None if np.array_equal(first.pixel_array, second.pixel_array) else "pixel data differ"
     except Exception as error:  # noqa: BLE001 - a copy that cannot be compared is not taken as the same image
         return f"pixel data cannot be compared ({type(error).__name__}: {error})"
+
+
+def _count_one_examination(candidate: Candidate) -> None:
+    """Leave out of `candidate.frames` (what recognition counts slices and phases from) the images of another
+    examination or Frame of Reference than the stack's (`frames.one_examination`: a prior exam's images merged into
+    the series), whole instances only, so that two exams are not counted as one stack of twice the slices. They stay
+    in the series: volume building leaves them out with a stack warning (`volume.arrange_frames`) and lists them in
+    `excluded_instances`. Notes each group with the same text."""
+    examinations = one_examination(candidate.frames)
+    if examinations is None:
+        return
+    kept_instances = {f.ref.sop_instance_uid for f in examinations.kept}
+    dropped = {id(f) for members, _ in examinations.left_out for f in members
+               if f.ref.sop_instance_uid not in kept_instances}
+    candidate.frames = [f for f in candidate.frames if id(f) not in dropped]
+    for members, reason in examinations.left_out:
+        text = examinations.warning(members, reason)
+        candidate.notes.append(text)
+        log.info("series %s: %s", candidate.key, text)
 
 
 def _count_resent_images_once(candidate: Candidate) -> None:

@@ -1718,16 +1718,26 @@ def lge_identity(e: SeriesEvidence) -> str | None:
 
 
 class PerfusionRule:
+    """First-pass perfusion: 20 or more dynamics per slice position at a TriggerTime (0018,1060) that stays within
+    60 ms at each slice (the slices' own saturation delays may differ), acquired over more than a breath-hold; or a
+    'perf' / 'first pass' name with 10 or more images per slice. Recognised, never measured (declined as such:
+    analysis.phase_text.maps_not_measured)."""
+
     name, aspect = "perfusion-rule", "sequence"
 
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         hint = _has_hint(e.text_hints(), (r"perf", r"first[ _-]?pass"))
-        spread = (max(e.trigger_times) - min(e.trigger_times)) if e.trigger_times else 0.0
+        # within one slice position: a multi-slice perfusion gives each slice its own saturation delay, one per
+        # heartbeat, so TriggerTime differs between slices and stays put at each
+        trigger = e.within_slice.get("trigger")
+        spread = (trigger.span if trigger is not None and trigger.count
+                  else (max(e.trigger_times) - min(e.trigger_times)) if e.trigger_times else 0.0)
         # each slice's dynamics follow the contrast over many heartbeats; a cine slice is one breath-hold
         span = e.slice_acquisition_span_s if e.slice_acquisition_span_s is not None else e.acquisition_span_s
         dynamic = e.phases >= 20 and spread < 60 and (span or 0) > BREATH_HOLD_S
         if dynamic:
-            evidence = [f"{e.phases} dynamics per slice at near-constant trigger delay (spread {spread:.0f} ms)",
+            evidence = [f"{e.phases} dynamics per slice at a near-constant trigger delay at each slice (spread "
+                        f"{spread:.0f} ms)",
                         f"acquisition spans {span:.0f} s" + (" at one slice position"
                                                               if e.slice_acquisition_span_s is not None else "")]
             if hint:

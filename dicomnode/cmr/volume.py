@@ -11,7 +11,8 @@ import pydicom
 from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, SEPARATE_BREATH_HOLDS_S, FrameInfo,
                                   acquired_last, are_repeats, frame_name, frames_of, functional_groups, header_value,
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
-                                  merge_replanned_slices, PARALLEL_TOLERANCE_DEG, TILTED_SLICES_ONE_IN, TiltedSlices,
+                                  merge_replanned_slices, one_examination, one_pass_of_more_phases,
+                                  PARALLEL_TOLERANCE_DEG, within_usual_cycle, TILTED_SLICES_ONE_IN, TiltedSlices,
                                   orientation_groups, parallel_stacks, pass_time, passes_group_reason, passes_reason,
                                   plane_name,
                                   plane_normal, repeat_reason, repeated_passes, slice_centre, slice_groups,
@@ -366,7 +367,7 @@ def end_slice_note(distances: np.ndarray, left_out: list[float], step: float | N
 
 def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: frozenset[str] = frozenset()
                    ) -> tuple[list[list[FrameInfo]], np.ndarray, list[str], list[tuple[FrameInfo, str]], float | None,
-                              list[float], list[int], int]:
+                              list[float], list[int], int, int | None]:
     """Frames as [phase][slice] sorted along the stack normal, their slice distances (mm), warnings, the frames left
     out with the reason (see common_phases), the nominal slice step (mm, `nominal_step_mm`: over all acquired
     positions, the slices left out for their grid or pixel data included; None for one slice), the positions (mm)
@@ -375,7 +376,9 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     and the number of phases acquired (a phase left out at every slice for an image missing at one still counts:
     common_phases); where the images declare more phases (CardiacNumberOfImages) and acquisition_grid_numbers places
     the phases kept on that cycle, their numbers there and the declared count (the "N of M cardiac phases present"
-    warning keeps the phases sent); refusals raise StudyError.
+    warning keeps the phases sent), and the phases of the cycle the images declare (CardiacNumberOfImages, the
+    largest; a slice acquired with more phases than the others, `finer_sampled_slices`, not counted), None where none
+    does; refusals raise StudyError.
 
     `exclude`: SOP Instance UIDs left out (instances whose pixel data cannot be used).
     """
@@ -387,12 +390,21 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
         raise StudyError(f"series {series.key} has no frames")
     check_geometry(series, frames)
     warnings: list[str] = []
+    # images of another examination or Frame of Reference (a prior exam merged into the series) first: their
+    # positions are not in this stack's coordinate system, so no later step may read them as slices of it
+    foreign: list[tuple[FrameInfo, str]] = []
+    examinations = one_examination(frames)
+    if examinations is not None:
+        frames = examinations.kept
+        for members, reason in examinations.left_out:
+            warnings.append(examinations.warning(members, reason))
+            foreign += [(frame, reason) for frame in members]
     # a few slices tilted out of the plane of the others are left out (or the series refused as not one orientation)
     frames, tilted = leave_out_tilted(series.key, frames, warnings)
     acquired = frames
     # passes of the stack (StackID) first, then the pixel grid: a later pass re-planned with another field of view or
     # pixel spacing is a pass like one shifted through-plane (`latest_stacks`), never outvoted by a majority-grid count
-    left_out: list[tuple[FrameInfo, str]] = list(tilted)
+    left_out: list[tuple[FrameInfo, str]] = foreign + list(tilted)
     ends: list[float] = []
     fill_notes: list[str] = []
     frames = latest_stacks(series.key, frames, warnings, left_out, ends, fill_notes)
@@ -425,6 +437,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     incomplete_lines: list[str] = []
     per_slice = keep_latest_passes(series.key, per_slice, [d for d, _ in slices], repeat_lines, left_out,
                                    incomplete_lines)
+    per_slice, resampled = finer_sampled_slices(series.key, per_slice, [d for d, _ in slices], warnings, left_out)
     counts = [len(s) for s in per_slice]
     passes = repeated_passes(per_slice)
     if passes:
@@ -454,7 +467,7 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     # note; where the images declare more, the kept phases are numbered on the declared grid where their timing or
     # temporal index tells (an export that dropped phase 8 at every slice keeps phase 9 as 9), else positionally
     sent = acquired
-    declared = max(declared_phase_counts(f for s in per_slice for f in s), default=None)
+    declared = max(declared_phase_counts(f for s in per_slice for f in s if id(f) not in resampled), default=None)
     if declared is not None and declared > acquired:
         placed = acquisition_grid_numbers(per_slice, declared)
         if placed is not None:
@@ -479,11 +492,11 @@ def arrange_frames(series: AnalysisSeries, require_stack: bool = True, exclude: 
     if end_note:
         warnings.append(end_note)
     ends = sorted(set(ends) | set(end_slices_beyond(distances, others, step)))
-    note = phases_present_note(sent, [f for s in per_slice for f in s])
+    note = phases_present_note(sent, [f for s in per_slice for f in s if id(f) not in resampled])
     if note:
         warnings.append(note)
     phases = [[per_slice[s][p] for s in range(len(per_slice))] for p in range(counts[0])]
-    return phases, distances, warnings, left_out, step, ends, phase_numbers, acquired
+    return phases, distances, warnings, left_out, step, ends, phase_numbers, acquired, declared
 
 
 def declared_phase_counts(frames) -> set[int]:
@@ -570,7 +583,8 @@ def keep_latest_passes(series_key: str, per_slice: list[list[FrameInfo]], distan
     incomplete: where given, the lines of slices that kept an earlier pass because the latest one is incomplete are
     appended there too (they stay in `warnings`).
     Returns [slice][frame], each slice's frames in their given order. Raises StudyError (`_untimed_passes`) for a
-    slice holding a whole multiple of the phases of the other slices with no time to tell its passes apart.
+    slice holding a whole multiple of the phases of the other slices with no time to tell its passes apart, unless
+    those are one pass at a finer temporal sampling (`frames.one_pass_of_more_phases`: `finer_sampled_slices`).
     """
     expected = typical_pass_size(per_slice)
     if expected < 2:
@@ -606,14 +620,18 @@ def _untimed_passes(series_key: str, distance: float, frames: list[FrameInfo], p
     told apart (`frames.slice_passes`): the slice was acquired that many times in the series, and which pass is the
     latest (or which frames belong together) is unknown. The same holds when all its frames share ONE time (scanners
     writing the series start time) and its TriggerTimes (0018,1060) span no more of the cycle than the other slices'
-    (the passes repeat the same phases). A timed slice in one breath-hold holding more phases is no repeat and is left
-    to `common_phases`."""
+    (the passes repeat the same phases). A slice whose frames are one pass of finer temporal sampling
+    (`frames.one_pass_of_more_phases`: distinct, evenly stepped TriggerTimes over the same cycle, distinct temporal
+    indices) is no repeat and is left to `finer_sampled_slices`, as a timed slice in one breath-hold holding more
+    phases is left to `common_phases`."""
     times, remainder = divmod(len(frames), expected)
     usual = sum(len(s) == expected for s in per_slice)
     if times < 2 or remainder or 2 * usual <= len(per_slice):
         return
+    if one_pass_of_more_phases(frames, per_slice, expected):
+        return  # finer temporal sampling in one pass, not a repeat: `finer_sampled_slices` serves it
     stamps = {pass_time(f) for f in frames}
-    if None not in stamps and not (len(stamps) == 1 and _within_usual_cycle(frames, per_slice, expected)):
+    if None not in stamps and not (len(stamps) == 1 and within_usual_cycle(frames, per_slice, expected)):
         return
     raise StudyError(f"series {series_key}: the slice at {distance:.2f} mm holds {len(frames)} images, {times} times "
                      f"the {expected} phases of the other slices: that slice was acquired {times} times in the series "
@@ -622,15 +640,76 @@ def _untimed_passes(series_key: str, distance: float, frames: list[FrameInfo], p
                      "latest pass only, or re-acquire it; stack refused")
 
 
-def _within_usual_cycle(frames: list[FrameInfo], per_slice: list[list[FrameInfo]], expected: int) -> bool:
-    """True when the frames' TriggerTimes (0018,1060, any unit) reach no further than 1.25 x the median last
-    TriggerTime of the slices holding `expected` phases: several passes over one cycle, not one longer cine. False
-    without TriggerTime on every frame."""
-    lasts = [max(f.trigger_time for f in s) for s in per_slice
-             if len(s) == expected and all(f.trigger_time is not None for f in s)]
-    if not lasts or any(f.trigger_time is None for f in frames):
-        return False
-    return max(f.trigger_time for f in frames) <= 1.25 * float(np.median(lasts))
+def _trigger_span(frames: list[FrameInfo]) -> str:
+    """'TriggerTime 0-958 in 41.7 steps' (the TriggerTime's own unit, ms in DICOM) of one slice's frames."""
+    triggers = sorted(f.trigger_time for f in frames)
+    return (f"TriggerTime {triggers[0]:.4g}-{triggers[-1]:.4g} ms in {float(np.median(np.diff(triggers))):.3g} ms "
+            "steps")
+
+
+#: a phase kept from a slice of finer temporal sampling lies within this fraction of a phase interval of the other
+#: slices' phase (as a fraction of each slice's cycle): the same moment of the cycle, trigger jitter allowed
+FINER_PHASE_TOLERANCE = 0.15
+
+
+def finer_sampled_slices(series_key: str, per_slice: list[list[FrameInfo]], distances: list[float],
+                         warnings: list[str], left_out: list[tuple[FrameInfo, str]]) -> tuple[list[list[FrameInfo]],
+                                                                                            set[int]]:
+    """A slice acquired in one pass with k times the phases of the other slices (`one_pass_of_more_phases`: finer
+    temporal sampling, e.g. 24 phases beside 12) keeps the `expected` (`frames.typical_pass_size`) phases that lie
+    at the other slices' points of the cycle: every k-th frame in TriggerTime order, from the offset whose frames each
+    lie within FINER_PHASE_TOLERANCE of a phase interval of the matching phase of the other slices (TriggerTime as a
+    fraction of each slice's own cycle: its phases x its median TriggerTime step, so a slice at another RR still
+    matches). The frames in between are appended to `left_out` and the slice named once in `warnings`. No pixel is
+    interpolated: the kept images are acquired images.
+
+    per_slice: [slice][frame] in temporal order; distances: each slice's position along the normal (mm). Returns the
+    new [slice][frame] and the ids of the slices' frames kept so (their CardiacNumberOfImages is not the stack's).
+    Raises StudyError naming the slice, its phases and the others' where its phases do not fall on the other slices'
+    points of the cycle (another temporal resolution that cannot be lined up without resampling)."""
+    expected = typical_pass_size(per_slice)
+    resampled: set[int] = set()
+    if expected < 2:
+        return per_slice, resampled
+    usual = [s for s in per_slice if len(s) == expected and all(f.trigger_time is not None for f in s)
+             and (_median_step([f.trigger_time for f in s]) or 0) > 0]
+    kept_slices = []
+    for distance, frames in zip(distances, per_slice):
+        if len(frames) == expected or not usual or not one_pass_of_more_phases(frames, per_slice, expected):
+            kept_slices.append(frames)
+            continue
+        factor = len(frames) // expected
+
+        def fractions(members: list[FrameInfo]) -> np.ndarray:
+            triggers = np.sort([f.trigger_time for f in members])
+            return triggers / (len(members) * float(np.median(np.diff(triggers))))
+
+        reference = np.median(np.array([fractions(s) for s in usual]), axis=0)
+        ordered = sorted(frames, key=lambda f: f.trigger_time)
+        own = fractions(ordered)
+        offset = min(range(factor), key=lambda o: float(np.max(np.abs(own[o::factor] - reference))))
+        error = float(np.max(np.abs(own[offset::factor] - reference)))
+        usual_steps = f"{float(np.median([np.median(np.diff(sorted(f.trigger_time for f in s))) for s in usual])):.3g}"
+        said = (f"the slice at {distance:.2f} mm holds {len(frames)} cardiac phases in one pass "
+                f"({_trigger_span(frames)}"
+                + (f", {temporal_index_name(frames)} all distinct"
+                   if all(f.temporal_index is not None for f in frames) else "") + f"), {factor} times the {expected} phases of the other slices (in {usual_steps} ms "
+                "steps): that slice was acquired once, with a finer temporal resolution, not acquired "
+                f"{factor} times")
+        if error > FINER_PHASE_TOLERANCE / expected:
+            raise StudyError(f"series {series_key}: {said}; its phases do not fall on the other slices' points of "
+                             "the cardiac cycle, so they cannot be lined up with them without resampling in time; "
+                             f"re-acquire that slice with the stack's {expected} phases; stack refused")
+        chosen = ordered[offset::factor]
+        taken = {id(f) for f in chosen}
+        reason = (f"{said}; the {expected} of its phases at the other slices' points of the cycle (one in "
+                  f"{factor}, from TriggerTime {chosen[0].trigger_time:.4g} ms) are "
+                  f"measured, the {len(frames) - expected} in between left out")
+        warnings.append(reason)
+        left_out += [(f, reason) for f in frames if id(f) not in taken]
+        resampled |= taken
+        kept_slices.append([f for f in frames if id(f) in taken])
+    return kept_slices, resampled
 
 
 def latest_stacks(series_key: str, frames: list[FrameInfo], warnings: list[str],
@@ -1404,7 +1483,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
                          f"{len(excluded)} instance(s))")
     try:
-        frames, distances, warnings, left_out, step, ends, phase_numbers, acquired = arrange_frames(
+        frames, distances, warnings, left_out, step, ends, phase_numbers, acquired, declared = arrange_frames(
             series, require_stack, frozenset(e["sop_instance_uid"] for e in excluded))
     except StudyError as error:
         if not excluded:
@@ -1447,7 +1526,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         excluded=excluded,
         nominal_step_mm=step,
         ends_left_out_mm=ends,
-        declared_phases=max(declared_phase_counts(f for row in frames for f in row), default=None),
+        declared_phases=declared,
         phase_numbers=phase_numbers,
         acquired_phases=acquired,
     )

@@ -256,9 +256,12 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
 
 
 def shared_frame_of_reference(segmentation: SegmentationResult) -> str | None:
-    """None when the analysed images share one Frame of Reference; else a new UID for all their copies (Sunnybrook
+    """None when the analysed images (those the volume uses: images of another examination or Frame of Reference left
+    out of the stack do not count) share one Frame of Reference; else a new UID for all their copies (Sunnybrook
     gives every image its own, so a SEG could match only one of the images it references)."""
-    found = {str(i.dataset.get("FrameOfReferenceUID", "")) for i in segmentation.series.instances}
+    used = {ref.sop_instance_uid for phase in getattr(segmentation.volume, "frames", None) or () for ref in phase}
+    found = {str(i.dataset.get("FrameOfReferenceUID", "")) for i in segmentation.series.instances
+             if not used or i.sop_instance_uid in used}
     return None if len(found) == 1 else new_uid()
 
 
