@@ -4,8 +4,15 @@ Cerqueira MD et al., "Standardized myocardial segmentation and nomenclature for 
 Circulation 2002;105:539-542: basal, mid and apical thirds of the LV; 6 x 60 degree sectors at base and mid, 4 x 90
 degree sectors at the apex, 17 = apical cap. The anterior and inferior RV insertion points bound the septum: the
 anterior one at the 1|2 (7|8) boundary, the inferior one at the 3|4 (9|10) boundary; the apical septal segment 14 is
-centred on the septum. Numbering counter-clockwise as seen from the apex: 1 anterior, 2 anteroseptal, 3 inferoseptal,
-4 inferior, 5 inferolateral, 6 anterolateral (7-12 the same at mid), 13 anterior, 14 septal, 15 inferior, 16 lateral.
+centred on the septum. Numbering counter-clockwise as seen from the apex (in a normally placed heart): 1 anterior,
+2 anteroseptal, 3 inferoseptal, 4 inferior, 5 inferolateral, 6 anterolateral (7-12 the same at mid), 13 anterior,
+14 septal, 15 inferior, 16 lateral.
+
+Anterior and inferior are anatomical directions: given ImageOrientationPatient, the anterior RV insertion point is
+the end of the RV contact arc lying further towards the patient's anterior (-y of DICOM LPS), and the segments run
+from it across the septum, whatever the handedness of the stored image or the heart's position. In a mirrored heart
+(situs inversus, mirror-image dextrocardia) they then run clockwise seen from the apex, and the result carries
+MIRRORED_CAVEAT: the RV lies to the patient's left of the LV.
 
 Pure functions: numpy in, numbers out. Node labels (dicomnode.labels): 1 LV blood pool, 2 healthy myocardium,
 3 scar, 4 MVO, 5 RV blood pool. Slices must be ordered along n = row direction x column direction (the dicomnode
@@ -36,6 +43,26 @@ TERRITORIES = {"LAD": (1, 2, 7, 8, 13, 14, 17), "RCA": (3, 4, 9, 10, 15), "LCx":
 TRANSMURALITY_CLASSES = ((0.0, "0"), (25.0, "1-25"), (50.0, "26-50"), (75.0, "51-75"), (100.0, "76-100"))
 #: base -> apex direction of a typical heart in patient LPS coordinates (apex points left, anterior, inferior)
 APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
+#: the same for a mirrored heart (situs inversus / mirror-image dextrocardia: apex right, anterior, inferior) and for
+#: a heart whose side is unknown (anterior and inferior only: true of levo-, meso- and dextrocardia)
+APEX_DIRECTIONS_LPS = {"left": APEX_DIRECTION_LPS, "right": np.array([-1.0, -1.0, -1.0]) / np.sqrt(3.0),
+                       None: np.array([0.0, -1.0, -1.0]) / np.sqrt(2.0)}
+#: patient anterior in DICOM LPS (PS3.3 C.7.6.2.1.1: +y points posterior)
+PATIENT_ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
+#: the anterior RV insertion point must lie at least this much further anterior than the inferior one (difference
+#: of the -y components of their unit directions from the LV centre; about 1 in a short-axis plane, 0 where the
+#: plane holds no anterior-posterior direction) for the geometry to tell them apart
+MIN_ANTERIOR_SEPARATION = 0.2
+#: the RV centre must lie at least this far (mm, along the patient's left-right axis) from the LV centre for its
+#: side to count (a normal heart: RV some 30-50 mm to the patient's right)
+MIN_RV_SIDE_OFFSET_MM = 5.0
+#: `caveat` of a result where the RV lies to the patient's left of the LV
+MIRRORED_CAVEAT = ("RV to the left of the LV: dextrocardia / situs inversus? AHA segments named from the patient "
+                   "geometry: confirm")
+#: `caveat` where the segments run clockwise seen from the apex the geometry gives, with the RV to the right
+UNUSUAL_TURN_CAVEAT = ("the AHA segments run clockwise seen from the apex although the RV lies to the right of the "
+                       "LV: the basal end of the stack (basal / apical thirds) or the heart's anatomy is unusual: "
+                       "confirm")
 
 RAY_STEP_PX = 0.25
 RAYS_PER_DEGREE = 1.0
@@ -53,20 +80,28 @@ def transmurality_class(percent: float | None) -> str | None:
     return "76-100"
 
 
-def basal_end_from_geometry(stack_normal_lps: Sequence[float]) -> BasalEnd:
+def basal_end_from_geometry(stack_normal_lps: Sequence[float], apex_side: str | None = "left") -> BasalEnd:
     """Which end of a slice order ascending along `stack_normal_lps` is basal, from the typical LV long axis.
 
-    The LV apex points left, anterior and inferior (LPS +x, -y, -z): if the normal points towards the apex, slice
-    positions increase towards the apex and the first slice is basal. Raises when the normal is nearly orthogonal
-    to that axis (not a short-axis stack one can orient this way).
+    The LV apex points anterior and inferior (LPS -y, -z) and, `apex_side` "left" (levocardia), to the patient's
+    left (+x); "right": to the patient's right (-x, a mirrored heart: situs inversus / dextrocardia); None: the side
+    is unknown and only the anterior-inferior direction is used. If the normal points towards the apex, slice
+    positions increase towards the apex and the first slice is basal. Raises ValueError when the normal is nearly
+    orthogonal to that axis (not a short-axis stack one can orient this way).
     """
     normal = np.asarray(stack_normal_lps, dtype=float)
     if normal.shape != (3,) or not np.isfinite(normal).all() or np.linalg.norm(normal) == 0:
         raise ValueError(f"stack normal must be a finite non-zero 3-vector, got {stack_normal_lps}")
-    cosine = float(normal @ APEX_DIRECTION_LPS / np.linalg.norm(normal))
+    if apex_side not in APEX_DIRECTIONS_LPS:
+        raise ValueError(f"apex_side must be 'left', 'right' or None, got {apex_side!r}")
+    cosine = float(normal @ APEX_DIRECTIONS_LPS[apex_side] / np.linalg.norm(normal))
     if abs(cosine) < 0.2:
-        raise ValueError(f"stack normal {normal.tolist()} is nearly orthogonal to the usual LV long axis "
-                         f"(cosine {cosine:.2f}); say explicitly which end is basal")
+        axis = {"left": "the usual LV long axis (apex left, anterior, inferior)",
+                "right": "the long axis of a mirrored heart (apex right, anterior, inferior: the RV lies to the left "
+                         "of the LV, dextrocardia / situs inversus?)",
+                None: "an LV long axis pointing anterior and inferior"}[apex_side]
+        raise ValueError(f"stack normal {np.round(normal, 3).tolist()} is nearly orthogonal to {axis} (cosine "
+                         f"{cosine:.2f}), so the geometry cannot tell the basal end of the stack")
     return "first" if cosine > 0 else "last"
 
 
@@ -113,13 +148,17 @@ class AHAResult:
     thirds: dict = field(default_factory=dict)  # "basal" | "mid" | "apical" | "apex" -> slice indices
     rv_insertion: dict = field(default_factory=dict)
     basal_end: str | None = None
+    caveat: str | None = None  # e.g. MIRRORED_CAVEAT: the segments stand, a reader confirms them
 
     def summary(self) -> dict:
         if not self.applicable:
             return {"applicable": False, "reason": self.reason, "model": MODEL_NAME}
-        return {"applicable": True, "model": MODEL_NAME, "basal_end": self.basal_end,
-                "thirds": {k: list(v) for k, v in self.thirds.items()},
-                "rv_insertion": self.rv_insertion, "segments": [s.summary() for s in self.segments]}
+        out = {"applicable": True, "model": MODEL_NAME, "basal_end": self.basal_end,
+               "thirds": {k: list(v) for k, v in self.thirds.items()},
+               "rv_insertion": self.rv_insertion, "segments": [s.summary() for s in self.segments]}
+        if self.caveat:
+            out["caveat"] = self.caveat
+        return out
 
 
 def _check(labels: np.ndarray, pixel_spacing_rc, slice_positions_mm, basal_end) -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -147,9 +186,10 @@ def _angles(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], fro
     return angle % 360.0
 
 
-def _insertion_points(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex: bool) -> tuple[float, float] | None:
-    """(anterior, inferior) RV insertion angles: the ends of the arc of RV blood pool touching the myocardium (RV
-    pixels 4-adjacent to LV myocardium, angles from the LV centre)."""
+def _rv_arc_ends(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex: bool) -> tuple[float, float] | None:
+    """The RV insertion angles: the ends of the arc of RV blood pool touching the myocardium (RV pixels 4-adjacent
+    to LV myocardium, angles from the LV centre), as (start, end) with the arc running counter-clockwise from start
+    to end (in a normally placed heart seen from the apex: anterior, inferior)."""
     if not rv.any():
         return None
     touching = ndimage.binary_dilation(myocardium, structure=ndimage.generate_binary_structure(2, 1)) & rv
@@ -161,9 +201,52 @@ def _insertion_points(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex:
     widest = int(np.argmax(gaps))
     if gaps[widest] < 30.0:
         return None  # RV all around the LV: no septal arc
-    anterior = angles[(widest + 1) % len(angles)]  # the arc runs counter-clockwise from anterior to inferior
-    inferior = angles[widest]
-    return float(anterior), float(inferior)
+    return float(angles[(widest + 1) % len(angles)]), float(angles[widest])
+
+
+def _inplane_axes(orientation: Sequence[float], spacing: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """LPS displacement (mm) of one step down a column (row index + 1) and one step along a row (column index + 1)
+    from ImageOrientationPatient (row direction, column direction; PS3.3 C.7.6.2.1.1) and PixelSpacing."""
+    values = np.asarray(orientation, dtype=float).reshape(-1)
+    if values.shape != (6,) or not np.isfinite(values).all() or np.linalg.norm(values[:3]) == 0 \
+            or np.linalg.norm(values[3:]) == 0:
+        raise ValueError(f"ImageOrientationPatient must be six finite numbers, got {orientation}")
+    return spacing[0] * values[3:] / np.linalg.norm(values[3:]), spacing[1] * values[:3] / np.linalg.norm(values[:3])
+
+
+def _direction_lps(angle_deg: float, from_apex: bool, axes) -> np.ndarray:
+    """Unit LPS direction of an in-plane angle of `_angles` (from the LV centre)."""
+    theta = np.radians(angle_deg)
+    dy = -np.sin(theta) if from_apex else np.sin(theta)
+    vector = dy * axes[0] + np.cos(theta) * axes[1]
+    return vector / np.linalg.norm(vector)
+
+
+def rv_side_offset_mm(labels: np.ndarray, pixel_spacing_rc: Sequence[float], orientation: Sequence[float]
+                      ) -> float | None:
+    """How far the RV blood pool's centre lies towards the patient's left of the LV blood pool's centre: the mean
+    over the slices holding both of the LPS x component (mm; + = patient's left) of the centre-to-centre vector, from
+    ImageOrientationPatient and PixelSpacing. Normal anatomy: negative (RV to the right); a mirrored heart (situs
+    inversus / mirror-image dextrocardia): positive. None where no slice holds both. Raises ValueError on a bad
+    orientation."""
+    labels = np.asarray(labels)
+    spacing = tuple(float(v) for v in pixel_spacing_rc)
+    axes = _inplane_axes(orientation, spacing)
+    offsets = []
+    for k in range(labels.shape[0]):
+        pool, rv = labels[k] == int(Label.LV_BLOOD_POOL), labels[k] == int(Label.RV_BLOOD_POOL)
+        if pool.any() and rv.any():
+            d_row, d_col = np.argwhere(rv).mean(axis=0) - np.argwhere(pool).mean(axis=0)
+            offsets.append(float((d_row * axes[0] + d_col * axes[1])[0]))
+    return float(np.mean(offsets)) if offsets else None
+
+
+def rv_side(offset_mm: float | None) -> str | None:
+    """"left" / "right" (the patient's) of an `rv_side_offset_mm`, None where unknown or within
+    MIN_RV_SIDE_OFFSET_MM of the LV centre."""
+    if offset_mm is None or abs(offset_mm) < MIN_RV_SIDE_OFFSET_MM:
+        return None
+    return "left" if offset_mm > 0 else "right"
 
 
 def _circular_mean(degrees: Sequence[float]) -> float:
@@ -171,14 +254,17 @@ def _circular_mean(degrees: Sequence[float]) -> float:
     return float(np.degrees(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
 
 
-def _sector_of(angle: np.ndarray, anterior: float, inferior: float, apical: bool) -> np.ndarray:
-    """Sector index (0-based within the ring: 6 at base/mid, 4 at the apex) of each angle."""
+def _sector_of(angle: np.ndarray, anterior: float, inferior: float, apical: bool, direction: int = 1) -> np.ndarray:
+    """Sector index (0-based within the ring: 6 at base/mid, 4 at the apex) of each angle; the segments run from
+    the anterior RV insertion point across the septum: counter-clockwise (`direction` 1) or clockwise (-1)."""
+    angle = (direction * np.asarray(angle, dtype=float)) % 360.0
+    anterior, inferior = (direction * anterior) % 360.0, (direction * inferior) % 360.0
     septal = (inferior - anterior) % 360.0
     if apical:
         centre = (anterior + septal / 2.0) % 360.0
         relative = (angle - (centre - 135.0)) % 360.0  # 0 at the anterior start of segment 13
         return np.minimum((relative // 90.0).astype(int), 3)
-    relative = (angle - anterior) % 360.0  # 0 at the anterior RV insertion point, CCW
+    relative = (angle - anterior) % 360.0  # 0 at the anterior RV insertion point, towards the septum
     free = 360.0 - septal
     sector = np.where(relative < septal, 1 + (relative >= septal / 2.0),
                       3 + np.minimum(((relative - septal) // (free / 4.0)).astype(int), 3))
@@ -216,6 +302,7 @@ def aha_segments(
     *,
     scar: bool = True,
     wall_thickness: bool = False,
+    orientation: Sequence[float] | None = None,
 ) -> AHAResult:
     """The AHA 17 segments of a short-axis label map (slices, rows, cols) with per-segment values.
 
@@ -226,8 +313,16 @@ def aha_segments(
     (meaningful on an end-diastolic label map). Segment 17 (apical cap: myocardium slices beyond the cavity) has
     scar extent only. Without an RV blood pool (label 5) in any slice the insertion points are unknown: the result
     is not applicable and says why.
+
+    `orientation`: the stack's ImageOrientationPatient. With it the anterior RV insertion point is the one further
+    towards patient anterior (LPS -y) and the segments run from it across the septum, whichever way that turns on
+    screen; where the two insertion points are not MIN_ANTERIOR_SEPARATION apart in that direction the result is not
+    applicable and says why; a RV lying to the patient's left of the LV gives MIRRORED_CAVEAT. Without it (a label
+    map with no patient geometry) the anterior one is assumed where a normally placed heart has it (the arc runs
+    counter-clockwise seen from the apex from anterior to inferior).
     """
     labels, spacing, _ = _check(labels, pixel_spacing_rc, slice_positions_mm, basal_end)
+    axes = None if orientation is None else _inplane_axes(orientation, spacing)
     myocardium = np.isin(labels, [int(v) for v in MYOCARDIUM_LABELS])
     enhanced = np.isin(labels, [int(v) for v in ENHANCED_LABELS])
     pool = labels == int(Label.LV_BLOOD_POOL)
@@ -251,16 +346,34 @@ def aha_segments(
     # slices ascend along +n; basal last means +n points apex -> base, so the displayed image is seen from the apex
     from_apex = basal_end == "last"
 
-    centres, insertion = {}, {}
+    centres, arcs = {}, {}
     for k in ring_slices:
         source = pool[k] if pool[k].any() else myocardium[k]
         centres[k] = tuple(np.argwhere(source).mean(axis=0))
-        found = _insertion_points(myocardium[k], rv[k], centres[k], from_apex)
+        found = _rv_arc_ends(myocardium[k], rv[k], centres[k], from_apex)
         if found is not None:
-            insertion[k] = found
-    if not insertion:
+            arcs[k] = found
+    if not arcs:
         return AHAResult(False, "the RV blood pool touches the LV myocardium in no slice (or surrounds it): the RV "
                                 "insertion points are unknown, so AHA segments are not assigned")
+    # which end of the RV arc is anterior: from the patient geometry where known, else a normal heart's handedness
+    direction, caveats, side = 1, [], None
+    if axes is not None:
+        separation = float(np.mean([
+            (_direction_lps(end, from_apex, axes) - _direction_lps(start, from_apex, axes)) @ PATIENT_ANTERIOR_LPS
+            for start, end in arcs.values()]))
+        side = rv_side(rv_side_offset_mm(labels, spacing, orientation))
+        if abs(separation) < MIN_ANTERIOR_SEPARATION:
+            return AHAResult(False, "which RV insertion point is anterior cannot be told from the patient geometry "
+                                    f"(ImageOrientationPatient): they lie about equally far anterior (separation "
+                                    f"{abs(separation):.2f}, under {MIN_ANTERIOR_SEPARATION}); an unusual plane or "
+                                    "heart position (dextrocardia / situs inversus?): AHA segments not assigned")
+        direction = -1 if separation > 0 else 1  # the arc's end lies further anterior: it runs clockwise from it
+        if side == "left":
+            caveats.append(MIRRORED_CAVEAT)
+        elif side == "right" and direction == -1:
+            caveats.append(UNUSUAL_TURN_CAVEAT)
+    insertion = {k: (ends if direction == 1 else ends[::-1]) for k, ends in arcs.items()}  # (anterior, inferior)
     default = (_circular_mean([a for a, _ in insertion.values()]), _circular_mean([b for _, b in insertion.values()]))
 
     segment_map = np.zeros(labels.shape, dtype=np.int8)
@@ -271,13 +384,13 @@ def aha_segments(
         for k in slices:
             anterior, inferior = insertion.get(k, default)
             rows, cols = np.nonzero(myocardium[k])
-            sector = _sector_of(_angles(rows, cols, centres[k], from_apex), anterior, inferior, apical)
+            sector = _sector_of(_angles(rows, cols, centres[k], from_apex), anterior, inferior, apical, direction)
             segment_map[k, rows, cols] = first_segment + sector
             if scar or wall_thickness:
                 ray_angles = np.arange(0.0, 360.0, 1.0 / RAYS_PER_DEGREE) + 0.5 / RAYS_PER_DEGREE
                 length, fraction = _ray_profiles(myocardium[k], enhanced[k], centres[k], spacing, ray_angles,
                                                  from_apex)
-                ray_sector = _sector_of(ray_angles, anterior, inferior, apical)
+                ray_sector = _sector_of(ray_angles, anterior, inferior, apical, direction)
                 for s in np.unique(ray_sector):
                     chosen = ray_sector == s
                     rays[first_segment + int(s)].append((length[chosen], fraction[chosen]))
@@ -312,8 +425,20 @@ def aha_segments(
     rv_info = {"slices_with_insertion_points": sorted(int(k) for k in insertion),
                "slices_using_mean_insertion_points": sorted(int(k) for k in ring_slices if k not in insertion),
                "anterior_deg": round(default[0], 1), "inferior_deg": round(default[1], 1),
-               "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction"}
-    return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info, basal_end)
+               "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction",
+               "anterior_from": "patient geometry (ImageOrientationPatient: anterior = -y of LPS)" if axes is not None
+               else "a normally placed heart's handedness (no patient geometry given)",
+               "segments_run": ("counter-clockwise" if direction == 1 else "clockwise") + " seen from the apex",
+               "rv_side": side}
+    return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info, basal_end,
+                     "; ".join(caveats) or None)
+
+
+def geometry_warnings(block: dict | None) -> list[str]:
+    """The stack warnings (every output lists them) that an `aha_segments` block's geometry caveats give: "AHA
+    segments: " + MIRRORED_CAVEAT / UNUSUAL_TURN_CAVEAT where present."""
+    caveat = str((block or {}).get("caveat") or "")
+    return [f"AHA segments: {text}" for text in (MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT) if text in caveat]
 
 
 def aha_summary(
@@ -324,12 +449,13 @@ def aha_summary(
     *,
     scar: bool = True,
     wall_thickness: bool = False,
+    orientation: Sequence[float] | None = None,
 ) -> dict:
     """The summary.json block of `aha_segments` (`lge.aha_segments` / `cine.aha_segments`); never raises on a label
     map that merely lacks what the model needs: {"applicable": false, "reason": ...} instead."""
     try:
         return aha_segments(labels, pixel_spacing_rc, slice_positions_mm, basal_end, scar=scar,
-                            wall_thickness=wall_thickness).summary()
+                            wall_thickness=wall_thickness, orientation=orientation).summary()
     except ValueError as error:
         return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
 
@@ -342,16 +468,35 @@ def stack_geometry(orientation: Sequence[float], positions_lps: np.ndarray) -> t
     return np.asarray(positions_lps, dtype=float).reshape(-1, 3) @ normal, normal
 
 
-def aha_summary_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wall_thickness: bool = False) -> dict:
-    """`aha_summary` on a dicomnode Volume's geometry: positions along its normal, and the basal end from the
-    usual direction of the LV long axis in patient coordinates (basal_end_from_geometry)."""
+def basal_end_for_volume(labels: np.ndarray, volume) -> BasalEnd:
+    """The basal end of a dicomnode Volume's stack from its geometry (basal_end_from_geometry), the apex taken to
+    point away from the RV's side: to the patient's left where the RV lies to the right of the LV (normal anatomy),
+    to the right where it lies to the left (a mirrored heart), anterior-inferior only where the side is unknown.
+    Raises ValueError (or TypeError) where the geometry is missing or cannot tell."""
     orientation, positions_lps = getattr(volume, "orientation", None), getattr(volume, "positions", None)
     if orientation is None or positions_lps is None:
-        return {"applicable": False, "reason": "AHA segments not computed: the stack has no patient geometry",
-                "model": MODEL_NAME}
-    positions, normal = stack_geometry(orientation, positions_lps)
+        raise ValueError("the stack has no patient geometry")
+    _, normal = stack_geometry(orientation, positions_lps)
+    side = rv_side(rv_side_offset_mm(labels, volume.pixel_spacing, orientation))
+    return basal_end_from_geometry(normal, {"left": "right", "right": "left", None: "left"}[side])
+
+
+def aha_segments_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wall_thickness: bool = False
+                            ) -> AHAResult:
+    """`aha_segments` on a dicomnode Volume's geometry: positions along its normal, the basal end from
+    basal_end_for_volume and the anterior RV insertion point from ImageOrientationPatient. Raises ValueError (or
+    TypeError) where the geometry is missing or cannot tell the basal end."""
+    orientation = getattr(volume, "orientation", None)
+    basal_end = basal_end_for_volume(labels, volume)
+    positions, _ = stack_geometry(orientation, volume.positions)
+    return aha_segments(labels, volume.pixel_spacing, positions, basal_end, scar=scar, wall_thickness=wall_thickness,
+                        orientation=orientation)
+
+
+def aha_summary_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wall_thickness: bool = False) -> dict:
+    """The summary.json block of `aha_segments_for_volume`; {"applicable": false, "reason": ...} where the stack's
+    geometry is missing or cannot orient the segments."""
     try:
-        basal_end = basal_end_from_geometry(normal)
-    except ValueError as error:
+        return aha_segments_for_volume(labels, volume, scar=scar, wall_thickness=wall_thickness).summary()
+    except (TypeError, ValueError) as error:
         return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
-    return aha_summary(labels, volume.pixel_spacing, positions, basal_end, scar=scar, wall_thickness=wall_thickness)

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dicomnode.analysis.aha import aha_summary_for_volume
+from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
                                              PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
                                              trigger_phase)
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import COUNTED_FROM, other_views_text, phase_number
-from dicomnode.analysis.reference_age import age_adjusted_flags, reference_ranges_summary
+from dicomnode.analysis.plausibility import implausible_size_notes
+from dicomnode.analysis.reference_age import (age_adjusted_flags, lv_extent_rule_withheld, patient_child_size,
+                                              reference_ranges_summary)
 from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_from_card, max_wall_thickness_for_volume,
                                                wall_thickness_flag)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
@@ -427,6 +429,8 @@ class CinePipeline:
         pixels, spacing = canonical.apply(volume.pixels), canonical.spacing(volume.pixel_spacing)
         patient = getattr(study, "patient", None)
         cine_config = self.config.analysis.cine
+        # a child (known age under 18, or unknown age and a child's body size): no adult ranges or adult LV length
+        age, child_size = getattr(patient, "age", None), patient_child_size(patient, cine_config.bsa_formula)
         measure = functools.partial(
             measure_cine, voxel_volume_ml=volume.voxel_volume_ml, trigger_times=volume.trigger_times,
             height_m=getattr(patient, "height_m", None), weight_kg=getattr(patient, "weight_kg", None),
@@ -434,7 +438,8 @@ class CinePipeline:
             density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
             ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=acquisition_numbers(volume),
-            cycle_phases=getattr(volume, "acquired_phases", None))
+            cycle_phases=getattr(volume, "acquired_phases", None),
+            extent_rule_withheld=lv_extent_rule_withheld(age, child_size))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
         # the RV accuracy flag and the flags' known errors quote the card of the model whose label maps give the ED /
         # ES volumes: the all-phase model's, or the refining model's where a given timing marks the refined
@@ -496,15 +501,17 @@ class CinePipeline:
                         # the ED/ES label maps (hence EDV/ESV/SV/EF/mass and the SEG) are the refining model's; every
                         # other phase of the curves, and the choice of ED/ES, the all-phase model's (None: not refined)
                         "ed_es_refinement": refinement})
+        summary["stack_warnings"] += geometry_warnings(summary["aha_segments"])  # a mirrored heart (aha.py)
         # maximal ED wall thickness with its HCM flag (wall_thickness.py); adult range flags withheld for a patient under
         # 18 (reference_age.py)
         wall = max_wall_thickness_for_volume(labelmaps[ed], volume).summary()
         wall_flag = wall_thickness_flag(wall, summary["slices"], lv_mass_bias_from_card(model.card.data),
                                         MODEL_VALIDATION)
-        age = getattr(patient, "age", None)
         flags = age_adjusted_flags(list(measured.flags) + partial_cycle_notes(measured, volume, series)
-                                   + ([wall_flag] if wall_flag else []), age)
-        summary.update({"flags": flags, "max_wall_thickness": wall, "reference_ranges": reference_ranges_summary(age)})
+                                   + ([wall_flag] if wall_flag else [])
+                                   + implausible_size_notes(measured.lv_edv_ml, measured.rv_edv_ml), age, child_size)
+        summary.update({"flags": flags, "max_wall_thickness": wall,
+                        "reference_ranges": reference_ranges_summary(age, child_size)})
         segmentation = SegmentationResult(
             series=series, volume=volume, labelmap=counted_labelmaps(labelmaps, [ed, es], measured.basal_excluded),
             phases=[ed, es], phase_names=list(PHASE_NAMES), algorithm=algorithms[-1], pipeline=self.name)

@@ -911,7 +911,7 @@ class StackCoverage:
 
 
 def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first: bool | None = None,
-                   ends_left_out_mm=None) -> StackCoverage:
+                   ends_left_out_mm=None, extent_rule_withheld: str | None = None) -> StackCoverage:
     """Does the stack hold the whole LV? From the ED label map (slices, rows, cols) in stack order, node labels.
 
     - Apex cut off: a whole stack ends at the apex with a small LV section (or none), so where the LV (blood pool +
@@ -921,7 +921,9 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
     - Base cut off (basal_end_widening): the LV section still widens by >= BASE_WIDENING_RATIO onto the basal end
       slice. Only that: whole stacks often start on a full basal ring near the largest section (ACDC, EMIDEC) or in
       the atrium (Sunnybrook), so a base missing by one slice is mostly not detected (rates at BASE_WIDENING_RATIO).
-    - Too short: an LV extent (the discs holding LV, disc_thickness_mm) under MIN_LV_EXTENT_MM.
+    - Too short: an LV extent (the discs holding LV, disc_thickness_mm) under MIN_LV_EXTENT_MM, an adult length:
+      `extent_rule_withheld` (why, e.g. reference_age.lv_extent_rule_withheld: a child) leaves it out, with a note
+      where it would have applied.
     - A gap of more than LARGE_GAP_FACTOR x the median step (slices missing); a smaller gap (> GAP_FACTOR, one slice
       missing) is interpolated by the disc thicknesses and noted.
     - An acquired end slice beyond the stack that the volume does not use (`ends_left_out_mm`, mm along the normal,
@@ -971,7 +973,11 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
         positions = np.asarray(slice_positions_mm, dtype=np.float64)
         thickness = disc_thickness_mm(positions)
         extent = float(thickness[areas > 0].sum())
-        if extent < MIN_LV_EXTENT_MM:
+        if extent < MIN_LV_EXTENT_MM and extent_rule_withheld:
+            notes.append(f"the LV spans {extent:.0f} mm of stack ({int((areas > 0).sum())} slice(s)); the adult rule "
+                         f"'a whole LV is at least {MIN_LV_EXTENT_MM:.0f} mm long' is not applied: "
+                         f"{extent_rule_withheld}")
+        elif extent < MIN_LV_EXTENT_MM:
             reasons.append(f"the LV spans only {extent:.0f} mm of stack ({int((areas > 0).sum())} slice(s)) at ED; a "
                            f"whole LV is at least {MIN_LV_EXTENT_MM:.0f} mm long")
         ordered = np.sort(positions)
@@ -1116,7 +1122,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
                  nominal_step_mm: float | None = None, ends_left_out_mm=None,
                  rv_validation: dict | None = None, function_validation: dict | None = None,
-                 phase_numbers=None, cycle_phases: int | None = None) -> CineMeasurements:
+                 phase_numbers=None, cycle_phases: int | None = None,
+                 extent_rule_withheld: str | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -1129,7 +1136,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     goes to `coverage`, and where incomplete, into `flags`. nominal_step_mm: the stack's step over all acquired
     positions (mm, Volume.nominal_step_mm), so slices left out do not widen the end discs (disc_thickness_mm).
     ends_left_out_mm: acquired end slices beyond the stack that it does not use (Volume.ends_left_out_mm): the
-    coverage is then not complete (stack_coverage).
+    coverage is then not complete (stack_coverage). extent_rule_withheld: why the adult LV length rule of
+    stack_coverage is not applied (a child: reference_age.lv_extent_rule_withheld); None: it applies.
     A cine whose phases lie more than MAX_PHASE_INTERVAL_MS apart is flagged (temporal_resolution_note).
     RV EDV, ESV, EDVi and RVEF are judged against their reference ranges like the LV's (NORMAL_VALUES); LV and RV stroke
     volumes that disagree are flagged (stroke_volume_mismatch_note); and where an RV was segmented, a flag gives the
@@ -1187,7 +1195,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         values.update({"rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_ef_percent": result.rv_ef_percent})
     else:  # no RV segmented: its zeros are not a finding
         values = {key: value for key, value in values.items() if not key.startswith("rv_")}
-    result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm)
+    result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm,
+                                     extent_rule_withheld)
     coarse = temporal_resolution_note(trigger_times, len(labelmaps))
     errors = known_errors(function_validation, bsa)
     lower_bounds = frozenset() if result.coverage.complete else LOWER_BOUND_KEYS

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from dicomnode.analysis.aha import MODEL_NAME as AHA_MODEL_NAME
-from dicomnode.analysis.aha import aha_summary_for_volume
+from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
 from dicomnode.analysis.cine import apex_first, slice_images, slice_positions_mm
 from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
@@ -18,6 +18,7 @@ from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwh
                                             nsd_enhancement, threshold_applicability)
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import not_lge_text, other_views_text
+from dicomnode.analysis.reference_age import lv_extent_rule_withheld, patient_child_size
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.recognize import dark_blood_name
@@ -518,19 +519,35 @@ def not_determined_reason(localised: bool | None, labels: np.ndarray, spacing_rc
 
 
 def lge_coverage(labels: np.ndarray, slice_positions, first_is_apical: bool | None,
-                 ends_left_out_mm=None) -> dict:
+                 ends_left_out_mm=None, extent_rule_withheld: str | None = None) -> dict:
     """Whether the LGE stack holds the whole LV: the cine's check (cine_metrics.stack_coverage: the apical end slice
     and its neighbour still hold >= half the largest LV section, an LV extent under MIN_LV_EXTENT_MM, a gap of
     slices missing, an acquired end left out) on the LGE label map (slices, rows, cols), as its summary block with
     the LGE's own caveat (LGE_COVERAGE_CAVEAT) and `lv_shorter_than_whole` added: True where the LV found spans
     under MIN_LV_EXTENT_MM of stack, shorter than any whole adult LV (the stack clearly covers less than the LV:
-    the large-burden flag and the AHA thirds are withheld)."""
-    found = stack_coverage(labels, slice_positions, first_is_apical, ends_left_out_mm)
+    the large-burden flag and the AHA thirds are withheld). `extent_rule_withheld`: why that adult length is not
+    required of this patient (a child, reference_age.lv_extent_rule_withheld): neither rule then applies, and the
+    block's `notes` say so where it would have."""
+    found = stack_coverage(labels, slice_positions, first_is_apical, ends_left_out_mm, extent_rule_withheld)
     block = found.summary()
     block["caveat"] = None if found.complete else LGE_COVERAGE_CAVEAT
     block["reasons"] = [reason.replace(" at ED", "") for reason in block["reasons"]]  # one phase: no ED to name
-    block["lv_shorter_than_whole"] = bool(found.lv_extent_mm is not None and found.lv_extent_mm < MIN_LV_EXTENT_MM)
+    block["lv_shorter_than_whole"] = bool(not extent_rule_withheld and found.lv_extent_mm is not None
+                                          and found.lv_extent_mm < MIN_LV_EXTENT_MM)
     return block
+
+
+#: how child_lge_note begins
+CHILD_LGE_NOTE_START = "a child's heart"
+
+
+def child_lge_note(reason: str) -> str:
+    """The LGE stack warning for a child (`reason`: reference_age.lv_extent_rule_withheld): the adult LV length rule
+    not applied, and the model's training and validation on adults only (engines/lge/EVALUATION.md)."""
+    return (f"{CHILD_LGE_NOTE_START}: {reason}; the adult coverage rule 'a whole LV is at least "
+            f"{MIN_LV_EXTENT_MM:.0f} mm long' is not applied, and the LGE model was trained and validated on adult "
+            "post-infarction studies only (EMIDEC, MyoPS 2020): its myocardium, scar and %LGE are not validated at a "
+            "child's heart size")
 
 
 def short_stack_reason(coverage: dict) -> str | None:
@@ -823,13 +840,18 @@ class LGEPipeline:
             return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack",
                                   [model.algorithm])
         withheld = not_determined_reason(segmented.localised, labels, volume.pixel_spacing)
+        # a child (reference_age): the adult LV length rule of the coverage check is not applied, and a warning says
+        # that the model knows adult hearts only
+        patient = getattr(study, "patient", None)
+        child = lv_extent_rule_withheld(getattr(patient, "age", None), patient_child_size(patient))
         if withheld:  # no number from a segmentation that is not of the heart (break2 finding 2)
             nsd_full = {"lge_percent": None, "applicable": False, "reason": withheld, "n": settings.nsd_n}
             fwhm_full = {"lge_percent": None, "applicable": False, "reason": withheld}
             coverage = None
         else:
             nsd_full, fwhm_full = self._threshold_methods(image, labels, voxel_ml, volume.pixel_spacing, series)
-            coverage = lge_coverage(labels, positions, _apex_first(volume), getattr(volume, "ends_left_out_mm", None))
+            coverage = lge_coverage(labels, positions, _apex_first(volume), getattr(volume, "ends_left_out_mm", None),
+                                    child)
         short = short_stack_reason(coverage)
         dark_blood = dark_blood_notes(image, labels, getattr(series, "description", None) or "",
                                       _protocol_name(series))
@@ -853,6 +875,7 @@ class LGEPipeline:
         burden_reason = burden_reason or indeterminate_burden_reason(validation, volumes.lge_percent,
                                                                      settings.large_burden_percent)
         mvo_block = None if withheld else mvo_validation(self.card_metrics, kind)
+        aha = self._aha(labels, volume, withheld, short, coverage)
 
         summary = {
             "method": "dl",
@@ -879,7 +902,7 @@ class LGEPipeline:
             # whether the stack holds the whole LV (the cine's stack_coverage): volumes lower bounds where not
             "coverage": coverage,
             # AHA 17 segments: scar extent and transmurality per segment, RV insertion points from the RV label
-            "aha_segments": self._aha(labels, volume, withheld, short, coverage),
+            "aha_segments": aha,
             "series_instance_uid": series.series_instance_uid,
             "series_number": getattr(series, "series_number", None),
             "series_description": getattr(series, "description", None),
@@ -892,7 +915,8 @@ class LGEPipeline:
             # withheld (always so where the heart was not found): the reason alone, NOT_LOCALISED would repeat it
             + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else
                [NOT_LOCALISED] if segmented.localised is False else []) + dark_blood
-            + small_field_notes(image, volume.pixel_spacing),
+            + small_field_notes(image, volume.pixel_spacing) + geometry_warnings(aha)
+            + ([child_lge_note(child)] if child else []),
         }
         if segmented.localised is False:
             log.warning("lge: %s", NOT_LOCALISED)
@@ -929,8 +953,9 @@ class LGEPipeline:
                               "apex"}
         block = aha_summary_for_volume(labels, volume, scar=True)
         if block.get("applicable") and coverage and coverage.get("complete") is False:
-            block["caveat"] = ("the stack does not hold the whole LV (lge.coverage): the basal, mid and apical "
-                               "thirds divide the slices present, and segments beyond the stack are missing")
+            block["caveat"] = "; ".join(filter(None, (
+                block.get("caveat"), "the stack does not hold the whole LV (lge.coverage): the basal, mid and apical "
+                                     "thirds divide the slices present, and segments beyond the stack are missing")))
         return block
 
     def _threshold_methods(self, image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float,

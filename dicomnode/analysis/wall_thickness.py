@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-from dicomnode.analysis.aha import SEGMENT_NAMES, aha_segments, basal_end_from_geometry, stack_geometry
+from dicomnode.analysis.aha import SEGMENT_NAMES, aha_segments_for_volume
 from dicomnode.analysis.cine_metrics import BASAL_SURROUND_FRACTION, myocardial_surround
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 from dicomnode.rounding import number_text
@@ -155,13 +155,12 @@ def max_wall_thickness(labels: np.ndarray, pixel_spacing_rc: Sequence[float],
 
 
 def max_wall_thickness_for_volume(labels_ed: np.ndarray, volume) -> MaxWallThickness:
-    """`max_wall_thickness` on a dicomnode Volume's grid, the AHA segment from its geometry (aha.aha_segments, the
-    basal end from the usual LV long axis); without geometry or RV insertion points the segment is None."""
+    """`max_wall_thickness` on a dicomnode Volume's grid, the AHA segment from its geometry
+    (aha.aha_segments_for_volume); without geometry or RV insertion points the segment is None."""
     labels_ed = np.asarray(labels_ed)
     segment_map = None
     try:
-        positions, normal = stack_geometry(volume.orientation, volume.positions)
-        found = aha_segments(labels_ed, volume.pixel_spacing, positions, basal_end_from_geometry(normal), scar=False)
+        found = aha_segments_for_volume(labels_ed, volume, scar=False)
         segment_map = found.segment_map if found.applicable else None
     except (AttributeError, TypeError, ValueError):
         pass  # no geometry, or a stack the AHA model cannot orient: the thickness stands without its segment

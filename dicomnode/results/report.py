@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
-from dicomnode.analysis.aha import basal_end_from_geometry, stack_geometry
+from dicomnode.analysis.aha import basal_end_for_volume, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
                                            TIMING_METHOD, TIMING_METHOD_UNTRIGGERED, UNTRIGGERED_START,
                                            is_near_flag, is_range_flag, normal_range)
@@ -423,8 +423,10 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             *_stack_rows("cine", s),
             ("BSA", f"{_fmt(bsa[0], 'm²', 2)} ({bsa[1]})" if bsa else "n/a", ""),
         ]
-        age = (s.get("reference_ranges") or {}).get("patient_age")
-        if (s.get("reference_ranges") or {}).get("adult_ranges_applied") is False:  # under 18: no adult range shown
+        reference = s.get("reference_ranges") or {}
+        age = reference.get("patient_age") or (f"of unknown age, a child's body size ({reference['child_body_size']})"
+                                               if reference.get("child_body_size") else "under 18")
+        if reference.get("adult_ranges_applied") is False:  # a child: no adult range shown
             rows = [(q, v, f"{ADULT_RANGES_NOT_APPLIED}: patient {age}" if q in ADULT_RANGE_ROWS else r)
                     for q, v, r in rows]
     return rows
@@ -656,13 +658,11 @@ def slice_levels(result: PipelineResult, segmentation: SegmentationResult) -> di
         return {}
     if isinstance(block, dict) and block.get("applicable") and isinstance(block.get("thirds"), dict):
         return {int(k): level for level, slices in block["thirds"].items() for k in slices}
-    volume = segmentation.volume
+    labels = np.asarray(segmentation.labelmap)[0]
     try:
-        _, normal = stack_geometry(volume.orientation, volume.positions)
-        basal_end = basal_end_from_geometry(normal)
+        basal_end = basal_end_for_volume(labels, segmentation.volume)
     except (TypeError, ValueError):
         return {}
-    labels = np.asarray(segmentation.labelmap)[0]
     present = [k for k in range(labels.shape[0]) if np.isin(labels[k], MYOCARDIUM_LABELS).any()]
     present = present if basal_end == "first" else present[::-1]
     return {int(k): level for level, part in zip(("basal", "mid", "apical"), np.array_split(present, 3))

@@ -532,7 +532,7 @@ def _aha_map(block: dict, index: _SegmentIndex, phase_position: int) -> np.ndarr
     volume = index.result.volume
     positions, _ = stack_geometry(volume.orientation, volume.positions)
     found = aha_segments(index.labelmap[phase_position], volume.pixel_spacing, positions, basal_end,
-                         scar=False, wall_thickness=False)
+                         scar=False, wall_thickness=False, orientation=volume.orientation)
     return found.segment_map if found.applicable else None
 
 

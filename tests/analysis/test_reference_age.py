@@ -75,4 +75,5 @@ def test_a_child_keeps_the_notes_but_no_flag_judged_against_an_adult_range():
     assert summary["adult_ranges_applied"] is False and summary["patient_age"] == "6 months"
     assert summary["note"].startswith(ADULT_RANGES_NOT_APPLIED)
     assert reference_ranges_summary(None) == {"adult_ranges_applied": True, "patient_age": None,
-                                              "patient_age_years": None, "patient_age_source": None, "note": None}
+                                              "patient_age_years": None, "patient_age_source": None,
+                                              "child_body_size": None, "note": None}
