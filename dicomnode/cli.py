@@ -18,7 +18,7 @@ from dicomnode import __version__
 from dicomnode import strict_json
 from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
 from dicomnode.demo import run_demo
-from dicomnode.dispatch import check_destinations, echo_problem, transient_dead_letter
+from dicomnode.dispatch import SENDER, check_destinations, echo_problem, transient_dead_letter
 from dicomnode.net.integrity import file_problem
 from dicomnode.net.scp import ListenError
 from dicomnode.net.scu import AssociationFailed, describe_object, send_files
@@ -28,7 +28,8 @@ from dicomnode.observe import configure_logging
 from dicomnode.preflight import listen_port_warnings, preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
-from dicomnode.roles import RoleRunner, clock_skew_text, parse_roles, receiving_report, refused_studies
+from dicomnode.roles import (RoleRunner, clock_skew_text, parse_roles, pid_running, receiving_report,
+                             refused_studies)
 from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, StateSchemaError,
                              StorageDirError, default_state_path, open_state)
 from dicomnode.summary_view import print_summary_table
@@ -239,19 +240,21 @@ def cmd_config_check(args) -> int:
 def _existing_state(config: Config, read_fallback: bool = False):
     """The node's state database, or None (said on stderr) when the embedded one was never created: a command that
     only reads or re-queues must not create an empty state where no node ever ran. `read_fallback`: where the state
-    cannot be written (a full or read-only disk), open it read-only and say so, rather than fail."""
+    cannot be written (a full or read-only disk), open it read-only and say so, rather than fail. The schema is never
+    migrated here (a running older node may use it): one of another version raises StateSchemaError, which says that
+    `serve` or `dicomnode state upgrade` migrates it."""
     path = default_state_path(config)
     if config.state.url is None and not path.exists():
         print(f"no node state at {path} (node.storage_dir of this config): nothing was received there", file=sys.stderr)
         return None
     try:
-        return open_state(config)
+        return open_state(config, upgrade=False)
     except (sqlalchemy.exc.OperationalError, StorageDirError, OSError) as exc:
         problem = _write_problem(exc)
         if not read_fallback or problem is None:
             raise
-    print(f"note: the state cannot be written ({problem}): read-only view; processes shown as GONE are not removed",
-          file=sys.stderr)
+    print(f"note: the state cannot be written ({problem}): read-only view; no process can write its heartbeat either "
+          f"(see the processes' list), and none is removed from it", file=sys.stderr)
     return open_state(config, readonly=True)
 
 
@@ -276,10 +279,14 @@ def cmd_status(args) -> int:
     report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
                                            config.node.min_free_space_mb, report["nodes"])
     report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
+    report["heartbeats_blocked"] = _heartbeats_blocked(db)
+    if report["heartbeats_blocked"]:
+        for node in report["nodes"]:
+            node["pid_running"] = pid_running(node["host"], node["pid"])
     _name_objects(db, storage, report)
     # a process killed -9 never removes its heartbeat row: listed once as GONE, then removed (where writable)
     gone = [node["node_id"] for node in report["nodes"] if node["gone"]]
-    if gone and db.writable:
+    if gone and db.writable and not report["heartbeats_blocked"]:
         try:
             db.forget_nodes(gone, seen_before=time.time() - db.gone_after_seconds)
         except sqlalchemy.exc.OperationalError as exc:
@@ -291,6 +298,26 @@ def cmd_status(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     return EXIT_OK
+
+
+#: a SQLite state whose file system has less than this free (MB) takes no heartbeat: SQLite needs new pages for it
+HEARTBEAT_ROOM_MB = 1.0
+
+
+def _heartbeats_blocked(db) -> str | None:
+    """Why no process can write its heartbeat into this state now (its SQLite file's disk full or read-only), or
+    None: then an old heartbeat means a hung or stopped process, else it says nothing about the process."""
+    if not db.is_sqlite:
+        return None if db.writable else "the state cannot be written"
+    try:
+        stat = os.statvfs(db.path.parent)
+    except OSError:
+        return None if db.writable else "the state cannot be written"
+    if stat.f_flag & os.ST_RDONLY:
+        return "the state's file system is read-only"
+    if stat.f_bavail * stat.f_frsize / (1024 * 1024) < HEARTBEAT_ROOM_MB:
+        return "the disk holding the state is full"
+    return None if db.writable else "the state cannot be written"
 
 
 def _name_objects(db, storage: Path, report: dict) -> None:
@@ -328,14 +355,26 @@ def _print_receiving(report: dict) -> None:
     free = receiving.get("free_mb")
     space = (f"storage {free:.1f} MB free, node.min_free_space_mb = {receiving.get('min_free_space_mb')}"
              if free is not None else "storage free space unknown (node.storage_dir not readable here)")
+    last = ""
+    if receiving.get("last_refused_at"):
+        last = (f"last refusal {receiving['last_refused_s_ago']:.0f} s ago: "
+                f"{receiving.get('last_refusal') or 'lack of space'}")
+    if refused:
+        senders = "then have the senders of the studies listed below send them again"
+    elif report.get("heartbeats_blocked"):
+        senders = ("then have the senders send the refused studies again (they cannot be listed here: the node "
+                   "cannot record them while its heartbeat cannot be written; its log names each refused C-STORE)")
+    else:
+        senders = "then have the senders send the refused studies again (the node's log names each refused C-STORE)"
     if receiving.get("refusing"):
-        line = f"RECEIVING REFUSED (C-STORE answered 0xA700 Out of Resources): {space}"
-        if receiving.get("last_refused_at"):
-            line += (f"; last refusal {receiving['last_refused_s_ago']:.0f} s ago: "
-                     f"{receiving.get('last_refusal') or 'lack of space'}")
-        print(line)
-        print(f"  {refusal_remedy(receiving.get('last_refusal') or '')}, then have the senders of the studies below "
-              f"send them again")
+        print(f"RECEIVING REFUSED (C-STORE answered 0xA700 Out of Resources): {space}" + (f"; {last}" if last else ""))
+        print(f"  {refusal_remedy(receiving.get('last_refusal') or '')}, {senders}")
+        print()
+    elif receiving.get("space_back"):
+        when = (f" (the last refusal, {receiving['last_refused_s_ago']:.0f} s ago, was for lack of space: "
+                f"{receiving.get('last_refusal')})" if receiving.get("last_refused_at") else "")
+        print(f"receiving again: {space}: there is room again{when}")
+        print(f"  nothing to free; {senders.removeprefix('then ')}")
         print()
     if refused:
         print("studies refused recently (0xA700; have their senders send them again once the cause is gone; one with "
@@ -360,20 +399,31 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         print(strict_json.dumps(report, "status", indent=2))
         return
     _print_receiving(report)
+    blocked = report.get("heartbeats_blocked")
     print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")
     for node in report["nodes"]:
-        beat = f"{node['heartbeat_age_s']:.0f} s ago" + ("" if node["alive"] else " GONE" if node["gone"] else " STALE")
+        beat = f"{node['heartbeat_age_s']:.0f} s ago"
+        if not node["alive"]:
+            beat += " NOT WRITTEN" if blocked else " GONE" if node["gone"] else " STALE"
         print(f"{node['node_id'][:32]:<32} {','.join(node['roles']):<34} {beat:>10}  {len(node['analysing'])}")
     if not report["nodes"]:
         print("(no node process has a heartbeat: none is running with this state)")
-    if any(not node["alive"] and not node["gone"] for node in report["nodes"]):
+    if blocked and any(not node["alive"] for node in report["nodes"]):
+        silent = [node for node in report["nodes"] if not node["alive"]]
+        running = ", ".join(f"pid {node['pid']}" for node in silent if node.get("pid_running"))
+        ended = ", ".join(f"pid {node['pid']}" for node in silent if node.get("pid_running") is False)
+        print(f"(NOT WRITTEN: {blocked}, so no process can record its heartbeat: an old heartbeat here does not mean "
+              "hung or killed" + (f"; on this machine {running} still running" if running else "")
+              + (f"; {ended} no longer running" if ended else "")
+              + "; a process of another machine: ask there (systemctl status dicomnode))")
+    if not blocked and any(not node["alive"] and not node["gone"] for node in report["nodes"]):
         print(f"(STALE: no heartbeat for {stale_after:g} s or more, {STALE_AFTER_HEARTBEATS} x [state] "
               "heartbeat_seconds: hung, or killed a moment ago)")
     for node in report["nodes"]:
         offset = (node.get("detail") or {}).get("clock_offset_s")
         if node["alive"] and isinstance(offset, (int, float)) and abs(offset) > CLOCK_SKEW_WARN_SECONDS:
             print(f"(WARNING: {node['node_id']}: {clock_skew_text(offset)})")
-    if any(node["gone"] for node in report["nodes"]):
+    if not blocked and any(node["gone"] for node in report["nodes"]):
         print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
               "and it is no longer listed)")
     print()
@@ -416,13 +466,20 @@ def cmd_retry(args) -> int:
     if args.all:
         return _retry_all(db, config, args.destination)
     matches = db.find_studies(args.study)
+    purged = db.purged_studies(args.study) if not matches else []
+    if len(purged) == 1:  # only its tombstone is left (state.finish_purge)
+        print(f"study {purged[0]['study_key']} was purged by retention on {_clock(purged[0]['purged_at'])}: its "
+              f"images and results are gone, nothing can be re-sent or re-analysed; have the scanner or PACS send it "
+              f"again to analyse it", file=sys.stderr)
+        return EXIT_ERROR
     if len(matches) != 1:
         print(f"{args.study!r} matches {len(matches)} studies; give the study key, Study Instance UID or log id "
               f"(`dicomnode status`)", file=sys.stderr)
         return EXIT_ERROR
     key = matches[0]["study_key"]
     if args.resend:
-        return _resend(db, Path(config.node.storage_dir), key, matches[0]["state"])
+        return _resend(db, Path(config.node.storage_dir), key, matches[0]["state"],
+                       {d.name for d in config.destinations} | {SENDER})
     if args.reanalyse:
         if db.reanalyse_finished(key):
             print(f"re-queued {key} for a new analysis; a running node analyses it again within seconds and sends the "
@@ -432,7 +489,17 @@ def cmd_retry(args) -> int:
               f"(a receiving study is analysed once complete, one being analysed or sent is in progress)",
               file=sys.stderr)
         return EXIT_ERROR
-    count = db.retry_dead(key)  # the dispatcher resolves each destination by name when sending
+    names = {d.name for d in config.destinations} | {SENDER}
+    dead = db.outbox_for(key, state="dead")
+    unconfigured = sorted({row["destination"] for row in dead if row["destination"] not in names})
+    if unconfigured:  # the dispatcher would make them dead letters again at once
+        print(f"not re-queued: the dead letter(s) of {key} to {', '.join(unconfigured)}, not in the config (add it "
+              f"back to [[destinations]] and reload the node, then retry)", file=sys.stderr)
+    # the dispatcher resolves each destination by name when sending
+    count = db.retry_dead(key, [row["id"] for row in dead if row["destination"] in names]) if unconfigured \
+        else db.retry_dead(key)
+    if unconfigured and not count:
+        return EXIT_ERROR
     if count:
         print(f"re-queued {count} dead letter(s) of {key}; a running node sends them within seconds")
     elif db.reanalyse(key):
@@ -444,7 +511,8 @@ def cmd_retry(args) -> int:
                   f"seconds")
         elif why.startswith("being analysed"):
             print(f"not re-queued: {key} is {why}; it is not stuck (its results follow, or it fails and "
-                  f"`dicomnode retry` re-runs it then)")
+                  f"`dicomnode retry` re-runs it then)", file=sys.stderr)
+            return EXIT_ERROR
         else:  # it moved on meanwhile
             print(f"nothing to retry for {key}: {why}")
     else:
@@ -457,16 +525,21 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
     lost connection, a timeout, 0xA7xx: dispatch.transient_dead_letter), e.g. after a PACS outage longer than the
     back-off; any other (a permanent refusal, a result file missing or unreadable) is listed, not re-queued."""
     dead = db.outbox_for(state="dead")
-    names = {d.name for d in config.destinations} | {row["destination"] for row in dead}
+    names = {d.name for d in config.destinations} | {SENDER}
     if destination is not None and destination not in names:
         configured = ", ".join(sorted(d.name for d in config.destinations)) or "none"
-        print(f"unknown destination {destination!r} (configured: {configured}), and no dead letter names it",
-              file=sys.stderr)
+        waiting = sum(row["destination"] == destination for row in dead)
+        print(f"unknown destination {destination!r}: not in the config (configured: {configured}); "
+              + (f"its {waiting} dead letter(s) stay: add it back to [[destinations]] (and reload the node), then "
+                 f"retry" if waiting else "and no dead letter names it"), file=sys.stderr)
         return EXIT_USAGE
     chosen = [row for row in dead if destination is None or row["destination"] == destination]
     transient: dict[str, list[int]] = {}
     permanent = []
+    unconfigured = [row for row in chosen if row["destination"] not in names]
     for row in chosen:
+        if row["destination"] not in names:  # sent nowhere: the dispatcher would make them dead letters again
+            continue
         if transient_dead_letter(row["last_error"]):
             transient.setdefault(row["study_key"], []).append(row["id"])
         else:
@@ -482,6 +555,10 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
               f"seconds (`dicomnode status` shows the progress)")
     else:
         print(f"no dead letter{where} to re-queue after a transient failure")
+    if unconfigured:
+        print(f"not re-queued, {len(unconfigured)} dead letter(s) to destination(s) not in the config: "
+              f"{', '.join(sorted({row['destination'] for row in unconfigured}))} (add it back to [[destinations]] and "
+              f"reload the node, then `dicomnode retry --all --destination NAME`)")
     if permanent:
         print(f"not re-queued, {len(permanent)} dead letter(s) that sending again cannot help: a permanent refusal "
               f"(fix the destination's configuration, then `dicomnode retry STUDY`), a result file missing or "
@@ -491,8 +568,9 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
     return EXIT_OK
 
 
-def _resend(db, storage: Path, key: str, state: str) -> int:
-    """`retry --resend`: the result objects of the study's latest analysis queued again to their destinations."""
+def _resend(db, storage: Path, key: str, state: str, configured: set[str]) -> int:
+    """`retry --resend`: the result objects of the study's latest analysis queued again to their destinations
+    (`configured`: the destination names of the config, and "sender")."""
     if state not in ("done", "failed"):
         print(f"not re-sent: {key} is in state {state}; only a done (or failed) study's results are re-sent (its "
               f"results are still being made or sent)", file=sys.stderr)
@@ -512,6 +590,10 @@ def _resend(db, storage: Path, key: str, state: str) -> int:
     destinations = sorted({row["destination"] for row in items})
     print(f"re-queued {count} result object(s) of {key} to {', '.join(destinations)}; a running node sends them "
           f"within seconds")
+    unconfigured = [name for name in destinations if name not in configured]
+    if unconfigured:
+        print(f"note: {', '.join(unconfigured)} not in the config: what is queued for it becomes a dead letter "
+              f"(\"removed from the config\"), not sent", file=sys.stderr)
     return EXIT_OK
 
 

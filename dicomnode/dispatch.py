@@ -19,6 +19,11 @@ rejected "rejected-permanent" (A-ASSOCIATE-RJ, PS3.8), for every object of the b
 back-off up to max_attempts: 0xA7xx (Out of Resources) and any other failure status, an association
 "rejected-transient", a refused or lost connection, a timeout.
 
+An item whose destination is no longer configured (a reload or restart removed or renamed it) is never sent to the
+address it was queued with: it becomes a dead letter at once, "destination NAME removed from the config", said at
+ERROR once per destination and round; `dicomnode retry` re-queues it once the destination is configured again. Only
+results back to the calling host (destination "sender") go to the address they were queued with.
+
 A result file that cannot be read fails alone (the batch's other objects are sent): content that is no DICOM object
 to send (cut short, not DICOM) is a dead letter at once, a read that fails (an OSError) is retried like a missing
 file; neither is re-queued by `retry --all` (`dicomnode retry STUDY --reanalyse` makes new result files).
@@ -66,6 +71,20 @@ MISSING_FILE_ERROR = "result file "
 #: appended to the error of a result file that cannot be read
 UNREADABLE_NOTE = "; `dicomnode retry STUDY --reanalyse` makes new result files"
 
+#: the destination name of results sent back to the calling host (a route's send_to_sender): sent to the address
+#: queued with it, never looked up in the config
+SENDER = "sender"
+
+#: the error of a dead letter whose destination is not in the config (removed_destination_error)
+REMOVED_DESTINATION = " removed from the config"
+
+
+def removed_destination_error(name: str) -> str:
+    """The dead letter's error for an item whose destination `name` is no longer configured."""
+    return (f"destination {name}{REMOVED_DESTINATION}: not sent (add it back to [[destinations]] and reload, then "
+            f"`dicomnode retry --all --destination {name}`)")
+
+
 #: the start of the error of a connection that failed while the association ran (ConnectionError, TimeoutError)
 CONNECTION_ERROR = "connection failed: "
 
@@ -75,7 +94,8 @@ CONNECTION_ERROR = "connection failed: "
 #: PERMANENT_NOTE), an A-ABORT, a lost connection or no response within the send timeout
 _TRANSIENT_ERROR = re.compile(
     r"association with \S+ failed: |refused\b[^;]*\b0x[0-9A-Fa-f]{4}\b|the destination aborted the association|"
-    r"the connection was lost|no response within |(the )?association ended before|" + re.escape(CONNECTION_ERROR))
+    r"the connection was lost|no response within |(the )?association ended before|" + re.escape(CONNECTION_ERROR)
+    + "|^destination \\S+" + re.escape(REMOVED_DESTINATION) + ":")
 
 
 def transient_dead_letter(error: str | None) -> bool:
@@ -143,7 +163,8 @@ class Dispatcher:
     def __init__(self, db: StateDB, storage_dir: Path, config: DispatchConfig, calling_ae_title: str,
                  ssl_context_for=None, destinations: Callable[[], Sequence[DestinationConfig]] | None = None,
                  storage_problem: Callable[[], str | None] | None = None):
-        """`destinations`: the configured destinations now (after any reload); an item names its destination.
+        """`destinations`: the configured destinations now (after any reload); an item names its destination, and one
+        not among them is a dead letter (retire_removed_destinations); None (tests): every item sent as queued.
         `storage_problem`: why storage_dir does not hold the spool now (Spool.identity_problem), or None; while it
         says why, dispatch pauses (nothing claimed, nothing attempted)."""
         self.db = db
@@ -174,6 +195,9 @@ class Dispatcher:
         #: claimed items per destination, sent by a bounded set of threads, never two at once to one destination
         self._lanes: KeyedLanes = KeyedLanes(MAX_PARALLEL_DESTINATIONS, self._send_lane, done=self.wake,
                                              name="dispatch-send")
+        #: pending items of destinations not in the config are made dead letters at the next round (at start, and
+        #: after each reload: destinations_changed), whether due or not
+        self._check_removed = True
         self._resume_checked = time.monotonic()  # the last resume_dead_letters round (none at start: just begun)
         self._resuming: threading.Thread | None = None
 
@@ -223,6 +247,9 @@ class Dispatcher:
         while not self._stop.is_set():
             wait = self.idle_seconds
             try:
+                if self._check_removed:
+                    self.retire_removed_destinations()
+                    self._check_removed = False
                 self.run_once(wait=False)
                 self.resume_dead_letters_when_due()
                 next_due = None if self.paused else self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
@@ -235,14 +262,51 @@ class Dispatcher:
             self._wake.wait(wait)
             self._wake.clear()
 
-    def address_of(self, row) -> tuple[str, str, int, str]:
+    def address_of(self, row) -> tuple[str, str, int, str] | None:
         """(called AE title, host, port, calling AE title) of an item's destination: the configured one by name
-        (its `calling_ae_title`, else the node's), else as queued ("sender", called by the node's AE title)."""
+        (its `calling_ae_title`, else the node's); for "sender" (results back to the calling host) as queued, called
+        by the node's AE title; None for a name no longer configured (never its old address)."""
         for destination in (self.destinations() if self.destinations else ()):
             if destination.name == row["destination"]:
                 return (destination.ae_title, destination.host, destination.port,
                         destination.calling_ae_title or self.calling_ae_title)
-        return row["ae_title"], row["host"], row["port"], self.calling_ae_title
+        if row["destination"] == SENDER or self.destinations is None:  # None: no config told, every item as queued
+            return row["ae_title"], row["host"], row["port"], self.calling_ae_title
+        return None
+
+    def destinations_changed(self) -> None:
+        """After a reload: pending items of a destination removed from the config become dead letters at the next
+        round (retire_removed_destinations), not only when they come due."""
+        self._check_removed = True
+        self.wake()
+
+    def retire_removed_destinations(self, rows: list | None = None) -> int:
+        """Make dead letters of pending items (`rows`, default every pending item no live dispatcher holds) whose
+        destination is not configured, with removed_destination_error; one ERROR per destination names the count and
+        the address they are not sent to. Returns how many."""
+        if self.destinations is None:  # no config told: nothing is known to be removed
+            return 0
+        configured = {d.name for d in self.destinations()} | {SENDER}
+        if rows is None:
+            now = time.time()
+            with self._counts:
+                held = set(self._held)  # in a lane now: what its association does not send is failed there
+            rows = [row for row in self.db.outbox_for(state="pending") if row["destination"] not in configured
+                    and row["id"] not in held
+                    and (row["claimed_by"] in (None, self.db.process_id) or (row["lease_until"] or 0) < now)]
+        removed: dict[str, list] = defaultdict(list)
+        for row in rows:
+            if row["destination"] not in configured:
+                removed[row["destination"]].append(row)
+        for name, items in sorted(removed.items()):
+            first = items[0]
+            log.error("destination %s is not in the config (removed or renamed): %d pending result object(s) of %d "
+                      "stud(ies) are not sent to its former address %s@%s:%s; they are dead letters now: add it back "
+                      "and reload, then `dicomnode retry --all --destination %s`", name, len(items),
+                      len({row["study_key"] for row in items}), first["ae_title"], first["host"], first["port"], name)
+            for row in items:
+                self.db.mark_failed_send(row["id"], removed_destination_error(name), time.time(), dead=True)
+        return sum(len(items) for items in removed.values())
 
     def timeout_of(self, name: str) -> float:
         """Seconds the destination `name` may take to answer (its send_timeout_seconds; send_timeout when it is
@@ -271,8 +335,16 @@ class Dispatcher:
         with self._counts:
             due = [row for row in due if row["id"] not in self._held]
             self._held.update(row["id"] for row in due)
+        unknown = [row for row in due if self.address_of(row) is None]
+        if unknown:  # removed from the config: never sent to the address they were queued with
+            try:
+                self.retire_removed_destinations(unknown)
+            finally:
+                self._let_go(unknown)
         for row in due:
-            batches[(row["destination"], *self.address_of(row))].append(row)
+            address = self.address_of(row)
+            if address is not None:
+                batches[(row["destination"], *address)].append(row)
         for key, rows in batches.items():
             if self._stop.is_set() or not self._lanes.submit(key, rows):  # queued behind its destination's batch
                 self._let_go(rows)
@@ -349,6 +421,9 @@ class Dispatcher:
         try:
             if self._stop.is_set() or self.paused:  # stopping, or the spool went: the items wait, unattempted
                 self.db.release_sends([row["id"] for row in rows])
+                return
+            if self.address_of(rows[0]) is None:  # removed by a reload while the items waited for their lane
+                self.retire_removed_destinations(rows)
                 return
             sent = self._send_batch(name, ae_title, host, port, rows, calling_ae_title)
             with self._counts:

@@ -26,7 +26,8 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
-from dicomnode.roles import is_scale_out, nodes_report, refuse_other_versions
+from dicomnode.roles import (copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
+                             refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_PENDING, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_outage, open_state, outage_reason,
@@ -63,6 +64,7 @@ class _Release:
     state: str
     why: str
     counted: bool = True
+    analysis_id: int | None = None  # the analysis that ran under the claim (None: it failed before one began)
 
 
 class SpooledFilesMissing(Exception):
@@ -152,7 +154,8 @@ class Node:
         """Nothing in the state or the storage changes before this process knows it can run: it takes the storage
         lock (spool.StorageInUse), probes the ports it will listen on (ListenError: another process, maybe an older
         dicomnode that takes no lock, listens there), opens the state without upgrading it and refuses live
-        processes of another version on it (state.MixedVersionsError); only then is the schema upgraded (SQLite) or
+        processes of another version on it (state.MixedVersionsError) and, where SQLite needs a migration, any other
+        process that has the file open (roles.refuse_migration_in_use); only then is the schema upgraded (SQLite) or
         checked (StateSchemaError). Returns the open state; on a refusal everything taken is released."""
         self.lock_storage(exclusive=not is_scale_out(self.config, roles))
         try:
@@ -160,7 +163,14 @@ class Node:
             db = open_state(self.config, upgrade=False, check=False)
             try:
                 refuse_other_versions(db)
-                upgrade_schema(db.engine) if db.is_sqlite else db.check_schema()
+                copied = None if is_scale_out(self.config, roles) else copied_state_warning(db)
+                if copied:
+                    log.warning("%s", copied)
+                if db.is_sqlite:
+                    refuse_migration_in_use(db)
+                    upgrade_schema(db.engine)
+                else:
+                    db.check_schema()
             except BaseException:
                 db.close()
                 raise
@@ -285,6 +295,7 @@ class Node:
         (logged as a warning: the running node keeps their old values)."""
         pending = needs_restart(self.config, config)
         config = reloaded_config(self.config, config)
+        removed = [d for d in self.config.destinations if d.name not in {n.name for n in config.destinations}]
         self.config = config
         self.scp.update_config(config)
         self.completion.reload(config)
@@ -295,12 +306,34 @@ class Node:
                                           minutes=config.retention.purge_interval_minutes)
         self.retention.config = config.retention
         self.spool.min_free_space_mb = config.node.min_free_space_mb
-        self.dispatcher.wake()  # it resolves destinations by name when sending: queued items follow the new config
+        self.dispatcher.destinations_changed()  # resolved by name when sending: queued items follow the new config
         log.info("configuration reloaded")
+        self._warn_removed_destinations(removed)
         if pending:
             log.warning("these changed settings take effect only after a restart (systemctl restart dicomnode); "
                         "until then the old values stay in use: %s", ", ".join(pending))
         return pending
+
+    def _warn_removed_destinations(self, removed: list) -> None:
+        """A WARNING per destination a reload removed (or renamed) that still has result objects queued for it:
+        they are not sent to its former address (dispatch makes the pending ones dead letters)."""
+        if not removed:
+            return
+        try:
+            undelivered = self.db.outbox_for(state="pending") + self.db.outbox_for(state="dead")
+        except Exception as exc:  # noqa: BLE001 - the dispatcher still retires them; only the count is missing
+            log.warning("reload: destination(s) %s removed from the config; their queued sends could not be counted "
+                        "(%s): none is sent to a removed destination", ", ".join(d.name for d in removed), exc)
+            return
+        for destination in removed:
+            pending = sum(row["destination"] == destination.name and row["state"] == "pending" for row in undelivered)
+            dead = sum(row["destination"] == destination.name and row["state"] == "dead" for row in undelivered)
+            if pending or dead:
+                log.warning("reload: destination %s (%s@%s:%d) removed from the config: its %d pending send(s) are not "
+                            "sent there any more and become dead letters (\"destination %s removed from the config\"), "
+                            "%d earlier dead letter(s) stay; to send them, add it back and reload, then `dicomnode "
+                            "retry --all --destination %s`", destination.name, destination.ae_title, destination.host,
+                            destination.port, pending, destination.name, dead, destination.name)
 
     # --- receive -> completion -------------------------------------------------------------------------------
 
@@ -406,32 +439,35 @@ class Node:
         return f"free space {free:.1f} MB is under node.min_free_space_mb = {floor} MB"
 
     def _release_later(self, study_key: str, generation: int, reason: str, *, again: str | None = None,
-                       failed: str | None = None, counted: bool = True) -> None:
+                       failed: str | None = None, counted: bool = True, analysis_id: int | None = None) -> None:
         """An analysis ended without its outcome recorded (the state database refused the write, e.g. a full disk):
         give the claim back (study `complete` again, analysed anew) now, or from the requeue job once it can.
 
         `again` / `failed`: the study's reason when released / when failed (defaults: an unrecorded outcome). A
         release is `counted`: the MAX_UNRECORDED_RELEASES + 1st of the same study by this process fails it
         instead (a fault that repeats must not loop every few seconds); an outage of the state database is not
-        counted (the study did nothing wrong)."""
+        counted (the study did nothing wrong). Only this claim is given back (StateDB.release_claim, `analysis_id`:
+        the analysis that ran under it): one that lapsed meanwhile and another worker holds stays theirs."""
         times = self._released.get((study_key, generation), 0)
         if counted and times >= MAX_UNRECORDED_RELEASES:
             release = _Release(FAILED, failed or f"analysis failed {times + 1} times without a recorded outcome: "
-                                                  f"{reason}", counted)
+                                                  f"{reason}", counted, analysis_id)
         else:
             release = _Release(COMPLETE, again or f"analysed again: the previous analysis ended unrecorded ({reason})",
-                               counted)
+                               counted, analysis_id)
         with self._unreleased_lock:
             self._unreleased[(study_key, generation)] = release
         self.release_unrecorded()
 
-    def release_claim_later(self, study_key: str, generation: int, exc: BaseException) -> None:
-        """A claimed study whose analysis did not start or end (the error `exc`): release its claim, now or once the
-        state database takes writes; counted unless the error is an outage of the state database."""
+    def release_claim_later(self, study_key: str, generation: int, exc: BaseException,
+                            analysis_id: int | None = None) -> None:
+        """A claimed study whose analysis did not start or end (the error `exc`; `analysis_id`: the analysis that
+        ran, if one began): release its claim, now or once the state database takes writes; counted unless the
+        error is an outage of the state database."""
         outage = is_outage(exc)
         self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}"[:300], counted=not outage,
                             again=f"analysed again: the state database was unreachable ({outage_reason(exc)})"
-                            if outage else None)
+                            if outage else None, analysis_id=analysis_id)
 
     def release_unrecorded(self) -> None:
         """Retry giving back the claims of analyses whose outcome could not be recorded (`_release_later`)."""
@@ -440,8 +476,9 @@ class Node:
         for item, release in pending.items():
             study_key, generation = item
             try:
-                released = self.db.set_study_state(study_key, release.state, release.why[:500], expect=(ANALYSING,),
-                                                   generation=generation)
+                released = self.db.release_claim(study_key, generation, release.state, release.why[:500],
+                                                 release.analysis_id)
+                lost = None if released else self.claim_lost_reason(study_key, generation)
             except Exception as exc:  # noqa: BLE001 - still no room: the next requeue round tries again
                 if is_outage(exc):
                     self.db.outage.failed(exc, REQUEUE_SECONDS)
@@ -459,6 +496,27 @@ class Node:
             if released:
                 log.warning("study %s: claim released after an unrecorded failure: %s", short_hash(study_key),
                             release.why)
+            elif lost is not None:
+                log.warning("study %s: %s; the analysis that ended unrecorded here is dropped and that worker's claim "
+                            "left alone", short_hash(study_key), lost)
+
+    def claim_lost_reason(self, study_key: str, generation: int) -> str | None:
+        """Why this process no longer holds its claim of the study's `generation` (what a worker whose claim is gone
+        says instead of recording anything), or None where nothing says it lost it (the study moved on: done,
+        failed, purged). Raises the state database's errors."""
+        study = self.db.study(study_key)
+        if study is None:
+            return None
+        if study["generation"] != generation:
+            return "analysis superseded by newer instances"
+        holder = study["claimed_by"]
+        if study["state"] == ANALYSING and holder not in (None, self.db.process_id):
+            during = (" during a state database outage" if self.db.outage.last_failure
+                      and time.time() - self.db.outage.last_failure < 3 * self.config.state.lease_seconds else "")
+            return f"claim lost: the lease expired{during} and another worker (process {holder}) took the study"
+        if study["state"] == ANALYSING and holder == self.db.process_id:
+            return "claim lost: the lease expired and another analysis of this process took the study"
+        return None
 
     def spool_problem(self) -> str | None:
         """Why the spool is not there now (its marker, SPOOL_ID_FILE, gone or another: a share that came unmounted
@@ -524,16 +582,18 @@ class Node:
                       f"failed: released {times} times, no worker found the files", MISSING_FILES_PAUSE_SECONDS)
             self._release_later(study_key, generation, str(exc),
                                 again=f"released for another worker: {exc}",
-                                failed=f"{exc} (released {times} times; no worker found the files)")
+                                failed=f"{exc} (released {times} times; no worker found the files)",
+                                analysis_id=analysis_id)
         except Exception as exc:  # noqa: BLE001 - whatever happened, the study must not stay claimed
-            if is_outage(exc):
+            if is_outage(exc):  # the one ERROR line is the outage monitor's
                 self.db.outage.failed(exc, REQUEUE_SECONDS)
-                log.error("study %s: analysis ended without a recorded outcome: state database unreachable (%s); "
-                          "the claim is released once it is back", short_hash(study_key), outage_reason(exc))
-                self.release_claim_later(study_key, generation, exc)
+                log.warning("study %s: analysis ended without a recorded outcome: state database unreachable (%s); "
+                            "the claim is released once it is back (unless another worker took it meanwhile)",
+                            short_hash(study_key), outage_reason(exc))
+                self.release_claim_later(study_key, generation, exc, analysis_id)
                 return
             log.exception("study %s: analysis ended without a recorded outcome", short_hash(study_key))
-            self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}")
+            self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}", analysis_id=analysis_id)
 
     def note_postponed(self, why: str) -> None:
         """Say once (until space returns) that analyses wait for free space."""
@@ -567,9 +627,12 @@ class Node:
         try:
             self.db.fail_analysis(analysis_id, study_key, generation, reason)
         except Exception as exc:  # noqa: BLE001 - e.g. "database or disk is full"
-            log.error("study %s: could not record the failed analysis (%s): the claim is released once the state "
-                      "database takes writes again", short_hash(study_key), exc)
-            self._release_later(study_key, generation, reason)
+            if is_outage(exc):  # said once by the outage monitor
+                self.db.outage.failed(exc, REQUEUE_SECONDS)
+            log.log(logging.WARNING if is_outage(exc) else logging.ERROR,
+                    "study %s: could not record the failed analysis (%s): the claim is released once the state "
+                    "database takes writes again", short_hash(study_key), outage_reason(exc) if is_outage(exc) else exc)
+            self._release_later(study_key, generation, reason, analysis_id=analysis_id)
 
     def _analyse_claimed(self, study_key: str, generation: int, analysis_id: int) -> None:
         started_at = dt.datetime.now().astimezone()
@@ -597,7 +660,7 @@ class Node:
                                     lambda dataset: self._result_path(folder, dataset), started_at=started_at,
                                     supersedes=self._superseded(study_key, study.study_instance_uid))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
-                    if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)):
+                    if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)) or is_outage(exc):
                         raise  # the node's fault: not one study's, nothing half-sent
                     log.exception("study %s: analysis failed", short_hash(study.study_instance_uid))
                     run = StudyRun(declined_entry(study, f"analysis failed: {type(exc).__name__}: {exc}"),
@@ -612,11 +675,13 @@ class Node:
                       for item in outbox_items(self.config, r.route, r.written, study_row["calling_ae"],
                                                study_row["calling_host"])]
         except Exception as exc:
+            self._discard_partial(folder)
+            if is_outage(exc):  # the state database went away, not the study's fault: analyse_study releases it
+                raise
             if isinstance(exc, OutOfSpace):
                 log.error("study %s: analysis failed: %s", tag, exc)
             else:
                 log.exception("study %s: analysis failed", tag)
-            self._discard_partial(folder)
             self._record_failure(analysis_id, study_key, generation, f"analysis failed: {exc}"[:500])
             return
         refused = [r.refused for r in runs if r.refused]
@@ -638,7 +703,9 @@ class Node:
             log.info("study %s: %d result object(s), %d send(s) queued", tag, len(written), len(outbox))
             self.dispatcher.wake()
         else:
-            log.info("study %s: analysis superseded by newer instances", tag)
+            lost = self.claim_lost_reason(study_key, generation) or "the study moved on during the analysis"
+            log.log(logging.WARNING if lost.startswith("claim lost") else logging.INFO,
+                    "study %s: %s; nothing of this analysis is recorded or sent", tag, lost)
 
     def _superseded(self, study_key: str, study_instance_uid: str) -> list[dict]:
         """Earlier SRs of this study (under its key) that a re-analysis supersedes."""

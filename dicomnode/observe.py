@@ -5,6 +5,7 @@ import contextvars
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import threading
@@ -374,15 +375,92 @@ class LibraryFailureFilter(logging.Filter):
         return bool(self.KEEP.search(message))
 
 
+#: permissions of a log file the node creates: owner read-write, its group read (an admin group, logrotate's
+#: `create 0640`); never other users, whatever the umask (outside systemd's UMask=0077)
+LOG_FILE_MODE = 0o640
+
+
+class LogFileHandler(logging.handlers.WatchedFileHandler):
+    """[logging] file: a WatchedFileHandler (logrotate moves or deletes the file, the next line reopens the path)
+    that a file it cannot write (a full disk, a quota, an I/O error) does not make spray a Python traceback onto
+    stderr for every line: the first line it loses is said once on stderr with the cause, the lines are dropped
+    (stderr, the journal under systemd, still has them), and the first line written again is preceded in the file
+    by one saying how many were lost. The file is created with LOG_FILE_MODE (also when reopened after logrotate
+    moved it); an existing file this process owns loses any permission for other users (the log names studies and
+    peers, not patients, but it lives beside the owner-only spool)."""
+
+    def __init__(self, filename: str, encoding: str | None = "utf-8"):
+        super().__init__(filename, encoding=encoding)
+        self.lost = 0  # lines not written since the file last took one
+        self._failed: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = None
+        try:
+            self.reopenIfNeeded()  # its flush of the old file may fail too
+        except OSError as exc:
+            self._drop(exc)
+            return
+        reopened = self.stream is None
+        logging.FileHandler.emit(self, record)  # calls handleError where the line cannot be written
+        if self._failed is not None:
+            return
+        if reopened and self.stream is not None:
+            self._statstream()
+        if self.lost:
+            lost, self.lost = self.lost, 0
+            note = logging.LogRecord("dicomnode.observe", logging.WARNING, __file__, 0,
+                                     "%d log line(s) before the next could not be written to this file and are "
+                                     "missing here (stderr or the journal has them)", (lost,), None)
+            try:
+                self.stream.write(self.format(note) + self.terminator)
+                self.flush()
+            except OSError:
+                pass
+            sys.stderr.write(f"dicomnode: the log file {self.baseFilename} is written again ({lost} line(s) lost)\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)  # a formatting bug: Python's own report
+            return
+        self._drop(error)
+
+    def _drop(self, error: BaseException) -> None:
+        self._failed = error
+        self.lost += 1
+        if self.lost == 1:
+            sys.stderr.write(f"dicomnode: cannot write the log file {self.baseFilename}: {error}; its lines are "
+                             f"dropped until it can be written again (said once here; a line in the file will "
+                             f"count them)\n")
+        stream, self.stream = self.stream, None  # what is buffered is dropped with it: the next line opens afresh
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_FILE_MODE)
+        try:
+            mode = os.fstat(fd).st_mode
+            if mode & 0o007 and os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, mode & 0o770)
+        except OSError:
+            pass  # not ours to change: it stays as its owner made it
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def _handlers(config: LoggingConfig) -> list[logging.Handler]:
     """stderr always (under systemd: the journal) unless [logging] stderr = false, plus [logging] file if set.
-    The file is a WatchedFileHandler: once logrotate (or anyone) moves or deletes it, the next line reopens the
-    path, so no copytruncate and no signal is needed (config/dicomnode.logrotate)."""
+    The file is a WatchedFileHandler (LogFileHandler: mode 0640): once logrotate (or anyone) moves or deletes it,
+    the next line reopens the path, so no copytruncate and no signal is needed (config/dicomnode.logrotate); a file
+    it cannot write loses lines quietly."""
     handlers: list[logging.Handler] = []
     if config.stderr or not config.file:
         handlers.append(logging.StreamHandler(sys.stderr))
     if config.file:
-        handlers.append(logging.handlers.WatchedFileHandler(config.file, encoding="utf-8"))
+        handlers.append(LogFileHandler(config.file, encoding="utf-8"))
     for handler in handlers:
         if not config.library_debug:
             handler.addFilter(LibraryFailureFilter())

@@ -11,7 +11,14 @@ own transaction before the first file goes, so a crash in the middle never leave
 `done`; every run (and so every start) first finishes the purges a crash interrupted. The rows go only once every
 file has: a file kept for now (maybe an instance sent again during the purge) keeps its study `purging`, rows and
 all, until a later run deletes it, so retention never forgets a file on disk. The last step keeps a tombstone of the
-study's result objects, which the analysis of a study re-sent after its purge supersedes."""
+study's result objects, which the analysis of a study re-sent after its purge supersedes.
+
+Step 1 needs a write to the state database, which on a disk filled to the last block (by another writer: a log, a
+backup job) fails like any write, so no purge could ever free that disk. The node therefore keeps a space reserve,
+`<node.storage_dir>/space.reserve` (RESERVE_MB, real blocks), while the emergency purge is on: when a purge's state
+write fails for lack of space, the reserve is deleted and the purge tried again, its bookkeeping (and so its crash
+safety) unchanged; the reserve is made again once there is room for it above retention.emergency_free_space_mb. A
+purge that cannot go on even so says why at ERROR, and what to do (SpaceReserve, Retention)."""
 from __future__ import annotations
 
 import logging
@@ -23,7 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import RetentionConfig
-from dicomnode.state import DONE, FAILED, PURGING, RoundFailures, StateDB
+from dicomnode.state import (DONE, FAILED, PURGING, REPEAT_REMINDER_SECONDS, RoundFailures, StateDB, describe_url,
+                             is_disk_full)
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.retention")
@@ -55,6 +63,87 @@ WAITING_PREFIX = "retention purge waiting for"
 #: `keep_going()`, called between the studies of a purge: False stops it there (the caller's `complete` lease was
 #: lost, and another process purges now); None: no caller to ask
 KeepGoing = Callable[[], bool] | None
+
+
+#: the space reserve kept in node.storage_dir for the emergency purge's state writes on a full disk (MB): a purge
+#: marks a study `purging` (a few pages of the state database) before its first file goes, and its files then free
+#: far more than its later writes need
+RESERVE_MB = 8
+
+#: the reserve's file name in node.storage_dir
+RESERVE_NAME = "space.reserve"
+
+
+class SpaceReserve:
+    """A file of `size_mb` MB of real blocks (random bytes: no file system stores them sparse or compressed) kept
+    in node.storage_dir, deleted to give a purge's state writes room on a full disk (`release`) and made again once
+    there is room for it (`ensure`). Several processes sharing the storage make it at most once (a temporary file
+    linked into place)."""
+
+    def __init__(self, storage_dir: str | os.PathLike, size_mb: float = RESERVE_MB):
+        self.path = Path(storage_dir) / RESERVE_NAME
+        self.size_mb = size_mb
+        self.released_at: float | None = None  # when this process last deleted it (epoch s); None: not since made
+
+    @property
+    def present(self) -> bool:
+        return self.path.is_file()
+
+    def ensure(self, free_mb: float, floor_mb: float) -> bool:
+        """Make the reserve where it is missing and `free_mb` (MB free now) leaves room for it above `floor_mb`
+        (retention.emergency_free_space_mb); with the emergency purge off (`floor_mb` 0) the reserve is removed
+        instead. Returns whether the reserve is there. A disk that fills while it is written leaves no part of it."""
+        if floor_mb <= 0 or self.size_mb <= 0:
+            if self.present:
+                self.path.unlink(missing_ok=True)
+                log.info("space reserve %s removed: retention.emergency_free_space_mb is 0 (no emergency purge)",
+                         self.path)
+            return False
+        if self.present:
+            return True
+        if free_mb - self.size_mb < floor_mb:
+            return False
+        temporary = self.path.with_name(f".{RESERVE_NAME}.{os.getpid()}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                chunk = os.urandom(1024 * 1024)
+                for _ in range(int(round(self.size_mb))):
+                    os.write(descriptor, chunk)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.link(temporary, self.path)
+        except FileExistsError:
+            pass  # another process sharing the storage made it meanwhile
+        except OSError as exc:
+            log.warning("could not make the space reserve %s (%d MB) for the emergency purge: %s", self.path,
+                        self.size_mb, exc.strerror or exc)
+            return False
+        finally:
+            temporary.unlink(missing_ok=True)
+        if self.released_at is not None:
+            log.info("space reserve %s (%d MB) made again: %.0f MB were free", self.path, self.size_mb, free_mb)
+            self.released_at = None
+        return True
+
+    def release(self) -> bool:
+        """Delete the reserve; False where there was none to delete (never made: the disk was already short when
+        the node started, or released already and not made again yet)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("could not delete the space reserve %s: %s", self.path, exc.strerror or exc)
+            return False
+        self.released_at = time.time()
+        return True
+
+
+class PurgeBlocked(Exception):
+    """A purge cannot record its steps: the state database's disk is full and the space reserve is spent (or on
+    another disk). Its text says the cause and the remedy."""
 
 
 class PurgeStopped(Exception):
@@ -257,59 +346,167 @@ def purge_failed(db: StateDB, storage_dir: Path, days: float, now: float | None 
     return report
 
 
+#: storage folders whose emergency purge left free space under its floor: when that was last said (epoch s), so
+#: that a disk with nothing left to purge is said once and then every REPEAT_REMINDER_SECONDS, not every check
+_short_told: dict[str, float] = {}
+
+
 def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_mb: Callable[[], float],
-                    keep_going: KeepGoing = None) -> PurgeReport:
-    """While free space is under `floor_mb`, purge done studies oldest first; nothing else is ever touched.
-    `keep_going`: see KeepGoing (raises PurgeStopped)."""
+                    keep_going: KeepGoing = None, reserve_mb: float = 0.0) -> PurgeReport:
+    """While free space is under `floor_mb` (+ `reserve_mb`: room to make the space reserve again, see
+    SpaceReserve), purge done studies oldest first; nothing else is ever touched. Still under `floor_mb` afterwards
+    is an ERROR, said once and then every REPEAT_REMINDER_SECONDS. `keep_going`: see KeepGoing (raises
+    PurgeStopped)."""
     report = PurgeReport()
-    if free_space_mb() >= floor_mb:
+    target = floor_mb + reserve_mb
+    key = str(storage_dir)
+    if free_space_mb() >= target:
+        if _short_told.pop(key, None) is not None and floor_mb > 0:
+            log.warning("free space %.0f MB is over retention.emergency_free_space_mb=%d again", free_space_mb(),
+                        floor_mb)
         return report
     finish_interrupted_purges(db, storage_dir, report, keep_going)
     for study_key in db.studies_updated_before(PURGEABLE_STATES, undelivered=False):
-        if free_space_mb() >= floor_mb:
+        if free_space_mb() >= target:
             break
         _go_on(keep_going)
         purge_study(db, storage_dir, study_key, report)
-    if free_space_mb() < floor_mb:
-        undelivered = len(db.studies_updated_before(PURGEABLE_STATES + (FAILED,), undelivered=True))
-        failed = len(db.studies_updated_before((FAILED,), undelivered=False))
-        log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d done "
-                  "stud(ies); unfinished studies, %d with undelivered results and %d failed (kept for retry) are kept",
-                  free_space_mb(), floor_mb, len(report.studies), undelivered, failed)
+    free = free_space_mb()
+    if free < floor_mb:
+        now = time.time()
+        if now - _short_told.get(key, 0.0) >= REPEAT_REMINDER_SECONDS:
+            _short_told[key] = now
+            undelivered = len(db.studies_updated_before(PURGEABLE_STATES + (FAILED,), undelivered=True))
+            failed = len(db.studies_updated_before((FAILED,), undelivered=False))
+            log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d done "
+                      "stud(ies); unfinished studies, %d with undelivered results and %d failed (kept for retry) are "
+                      "kept (said again every %.0f s while it lasts)", free, floor_mb, len(report.studies),
+                      undelivered, failed, REPEAT_REMINDER_SECONDS)
     elif report.studies:
-        log.warning("emergency purge: %d done stud(ies) removed to get over %d MB free", len(report.studies), floor_mb)
+        _short_told.pop(key, None)
+        log.warning("emergency purge: %d done stud(ies) removed to get over %d MB free%s", len(report.studies),
+                    target, f" (retention.emergency_free_space_mb={floor_mb} and {reserve_mb:g} MB to make the space "
+                            f"reserve again)" if reserve_mb else "")
     return report
 
 
 class Retention:
     """The scheduled job: interrupted purges, age-based purge, then the emergency purge; `clock` and
-    `free_space_mb` are replaceable."""
+    `free_space_mb` are replaceable. `reserve`: the space reserve for a full disk (default: RESERVE_MB in
+    `storage_dir`, see SpaceReserve); while it is missing the emergency purge frees its size on top of
+    retention.emergency_free_space_mb, so that it can be made again."""
 
     def __init__(self, db: StateDB, storage_dir: Path, config: RetentionConfig, free_space_mb: Callable[[], float],
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, reserve: SpaceReserve | None = None):
         self.db = db
         self.storage_dir = Path(storage_dir)
         self.config = config
         self.free_space_mb = free_space_mb
         self.clock = clock
+        self.reserve = reserve if reserve is not None else SpaceReserve(self.storage_dir)
         # a failing round is said once with its traceback, then counted (an outage of the state database once for
         # the whole process): not a traceback every FREE_SPACE_CHECK_SECONDS
         self._purge_failures = RoundFailures(db, log, "retention purge failed; it runs again at the next interval",
                                              config.purge_interval_minutes * 60)
         self._space_failures = RoundFailures(db, log, "emergency purge (free-space check) failed; it runs again at "
                                              "the next check", FREE_SPACE_CHECK_SECONDS)
+        # a purge that cannot record its steps on a full disk (PurgeBlocked says why and what to do): once, then a
+        # reminder every REPEAT_REMINDER_SECONDS, whichever of the two jobs meets it
+        self._blocked = RoundFailures(db, log, "retention", FREE_SPACE_CHECK_SECONDS, traceback=False)
+
+    def _reserve_missing_mb(self) -> float:
+        """What the emergency purge frees on top of retention.emergency_free_space_mb: the space reserve's size
+        while it is missing (nothing while the emergency purge is off)."""
+        if self.config.emergency_free_space_mb > 0 and not self.reserve.present:
+            return self.reserve.size_mb
+        return 0.0
+
+    def _keep_reserve(self) -> None:
+        self.reserve.ensure(self.free_space_mb(), self.config.emergency_free_space_mb)
+
+    def _reserve_helps(self) -> str | None:
+        """None where deleting the reserve gives the state database room (a SQLite file on the reserve's file
+        system), else why it cannot."""
+        if not self.db.is_sqlite:
+            return (f"the state database is {describe_url(self.db.url)}, not on node.storage_dir's file system, so "
+                    f"the node's space reserve cannot help: free space on the database server's disk")
+        try:
+            same = os.stat(self.db.path.parent).st_dev == os.stat(self.storage_dir).st_dev
+        except OSError:
+            same = True
+        if not same:
+            return (f"the state database {self.db.path} is on another file system than node.storage_dir, so the "
+                    f"node's space reserve cannot help: free space on the file system of {self.db.path.parent}")
+        return None
+
+    def _blocked_text(self, exc: BaseException, why: str) -> str:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        return (f"the emergency purge (and the age purge) cannot run: the state database cannot be written "
+                f"({cause}), and a purge records each study as `purging` there before it deletes any of its files "
+                f"(so that a crash never leaves a half-deleted study that says done); {why}. Free space on the file "
+                f"system of {self.storage_dir} by hand (move or delete files that are not the node's: another "
+                f"program's data, an old log); the purge then runs by itself within {FREE_SPACE_CHECK_SECONDS} s")
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        """Whether `exc` comes from a full disk: said so (is_disk_full), or SQLite's 'disk I/O error' (what it says
+        where its shared-memory file cannot grow) while node.storage_dir has no space left (under 1 MB)."""
+        if is_disk_full(exc):
+            return True
+        if "disk i/o error" not in str(getattr(exc, "orig", None) or exc).lower():
+            return False
+        try:
+            return self.free_space_mb() < 1.0
+        except OSError:
+            return False
+
+    def _with_room(self, what: str, step: Callable[[], object]):
+        """Run `step`; where it fails because the state database's disk is full, delete the space reserve and run it
+        once more. Raises PurgeBlocked (saying why and what to do) where that cannot help."""
+        try:
+            return step()
+        except Exception as exc:  # noqa: BLE001 - only a full disk is handled here
+            if not self._disk_full(exc):
+                raise
+            full = exc
+        why = self._reserve_helps()
+        if why is not None:
+            raise PurgeBlocked(self._blocked_text(full, why)) from full
+        if not self.reserve.release():
+            state = ("it was deleted for an earlier purge and there has not been room to make it again since"
+                     if self.reserve.released_at is not None else
+                     f"there was never room for it ({self.reserve.size_mb} MB above "
+                     f"retention.emergency_free_space_mb)")
+            why = f"no space reserve is left to delete ({self.reserve.path}: {state})"
+            raise PurgeBlocked(self._blocked_text(full, why)) from full
+        log.warning("%s: the state database could not record it (the disk is full): deleted the space reserve %s "
+                    "(%d MB) to let it go on; the reserve is made again once there is room for it", what,
+                    self.reserve.path, self.reserve.size_mb)
+        try:
+            return step()
+        except Exception as exc:  # noqa: BLE001 - only a full disk is handled here
+            if not self._disk_full(exc):
+                raise
+            why = (f"the space reserve ({self.reserve.size_mb} MB) was deleted for it and was not enough (another "
+                   f"writer filled that space at once?)")
+            raise PurgeBlocked(self._blocked_text(exc, why)) from exc
 
     def run_once(self, keep_going: KeepGoing = None) -> PurgeReport:
         """Interrupted purges, the age-based purge, then the emergency purge. `keep_going()` is asked between
         studies (the scale-out completion process renews its `complete` lease there): False ends the run at once,
-        said once (the studies purged so far stay purged: each one is whole)."""
+        said once (the studies purged so far stay purged: each one is whole). Raises PurgeBlocked where the disk
+        is full and the space reserve cannot help (see _with_room)."""
         report = PurgeReport()
-        try:
+
+        def steps() -> tuple[PurgeReport, PurgeReport]:
             finish_interrupted_purges(self.db, self.storage_dir, report, keep_going)
             expired = purge_expired(self.db, self.storage_dir, self.config.days, now=self.clock(),
                                     keep_going=keep_going)
             emergency = emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb,
-                                        self.free_space_mb, keep_going)
+                                        self.free_space_mb, keep_going, self._reserve_missing_mb())
+            return expired, emergency
+
+        try:
+            expired, emergency = self._with_room("retention purge", steps)
         except PurgeStopped:
             log.warning("retention run stopped between two studies: this process no longer holds the `complete` "
                         "lease (the process holding it purges now)")
@@ -325,27 +522,40 @@ class Retention:
         return report
 
     def run_safely(self, keep_going: KeepGoing = None) -> None:
-        """run_once for a scheduler: an error is logged (see RoundFailures) and the next interval tries again."""
+        """run_once for a scheduler: an error is logged (see RoundFailures) and the next interval tries again; then
+        the space reserve is made where it is missing and there is room."""
         try:
             self.run_once(keep_going)
+            self._keep_reserve()
+        except PurgeBlocked as exc:
+            self._blocked.failed(exc)
         except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
             self._purge_failures.failed(exc)
         else:
             self._purge_failures.succeeded()
+            self._blocked.succeeded()
 
     def check_free_space_safely(self, keep_going: KeepGoing = None) -> None:
         """The frequent check between scheduled purges: purges left `purging` are finished (one waiting for files
         written during it, see _purge, need not wait for the next scheduled run), then the emergency purge, only when
-        space is low."""
-        try:
+        space is low; then the space reserve is made where it is missing and there is room."""
+
+        def steps() -> None:
             if self.db.count_studies((PURGING,)):  # one left waiting for files written during it (_purge), or a crash
                 finish_interrupted_purges(self.db, self.storage_dir, keep_going=keep_going)
             emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb,
-                            keep_going)
+                            keep_going, self._reserve_missing_mb())
+
+        try:
+            self._with_room("emergency purge", steps)
+            self._keep_reserve()
         except PurgeStopped:
             log.warning("emergency purge stopped: this process no longer holds the `complete` lease (the process "
                         "holding it purges now)")
+        except PurgeBlocked as exc:
+            self._blocked.failed(exc)
         except Exception as exc:  # noqa: BLE001 - it runs again at the next check
             self._space_failures.failed(exc)
         else:
             self._space_failures.succeeded()
+            self._blocked.succeeded()

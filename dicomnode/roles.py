@@ -35,12 +35,13 @@ from dicomnode.config import load_config
 from dicomnode.observe import study_context
 from dicomnode.state import (
     CLOCK_SKEW_WARN_SECONDS, COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
-    describe_url, is_outage, open_state, schema_version, state_url, upgrade_schema,
+    OLDER_VERSIONS_AFTER_UPGRADE, describe_url, is_outage, open_state, outage_reason, schema_version,
+    sqlite_open_elsewhere, state_url, upgrade_schema,
 )
 from dicomnode.spool import free_space_mb
 from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, PendingRefusals, completion_note,
-                               end_wait_for_resend, expected_counts_met, max_wait_failed_reason, record_interruption,
-                               record_refusal, refused_count, waiting_for_resend)
+                               end_wait_for_resend, expected_counts_met, interrupted, max_wait_failed_reason,
+                               record_interruption, record_refusal, refused_count, waiting_for_resend)
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.roles")
@@ -167,12 +168,61 @@ def refuse_other_versions(db: StateDB) -> None:
             f"Nothing was changed")
 
 
+def copied_state_warning(db: StateDB) -> str | None:
+    """For the single-node `serve`, which holds node.storage_dir's exclusive lock: a live process of this machine
+    that the state names cannot be serving this folder (it would hold the lock), so the folder is most likely a copy
+    of the one that process serves (a backup restored or a folder copied beside the original). Says what follows
+    (both send the pending results), or None."""
+    here = [p for p in live_processes(db) if p["host"] == socket.gethostname()]
+    if not here:
+        return None
+    return (f"the state names {'; '.join(describe_process(p) for p in here)}, alive on this machine but not holding "
+            f"this storage's lock: node.storage_dir is probably a copy of the folder that process serves (a backup "
+            f"restored beside the original?). Both send the results pending in it to the same destinations, and a "
+            f"destination may receive them twice: stop one of them (README: Backup and restore)")
+
+
+def migration_blockers(db: StateDB) -> list[str]:
+    """Who else uses a state whose schema a migration would change (empty where none does, or where the schema needs
+    no migration): the live processes with a heartbeat (live_processes), and for SQLite any other process that has
+    the file open (sqlite_open_elsewhere: a dicomnode of schema 1 writes no heartbeat). They would go on with the
+    old semantics on the new schema."""
+    version = schema_version(db.engine)
+    if version is not None and version >= SCHEMA_VERSION:
+        return []
+    blockers = [describe_process(p) for p in live_processes(db)]
+    if db.is_sqlite and sqlite_open_elsewhere(db.path):
+        blockers.append(f"another process has {db.path} open (an older dicomnode records no heartbeat; `fuser "
+                        f"{db.path}` names it)")
+    return blockers
+
+
+def refuse_migration_in_use(db: StateDB) -> None:
+    """Before `serve` migrates a SQLite state: raises MixedVersionsError naming the processes that use it
+    (migration_blockers); nothing is changed then."""
+    blockers = migration_blockers(db)
+    if blockers:
+        raise MixedVersionsError(
+            f"state {describe_url(db.url)} has schema version {schema_version(db.engine) or 'none'}, which this "
+            f"dicomnode {__version__} would migrate to {SCHEMA_VERSION}, and it is in use: {'; '.join(blockers)}. "
+            f"Stop those processes first (systemctl stop dicomnode), then start this version; "
+            f"`dicomnode state upgrade --force` migrates it anyway. Nothing was changed")
+
+
 class DatabaseCompletion:
     """Completion by polling the state database (stands in for the node's in-memory CompletionTracker).
 
     Due times come from the database columns every receiver updates: `last_received + quiet_seconds`,
     `last_received + EXPECTED_COUNT_GRACE_SECONDS` once the expected counts are met, `first_received +
     max_wait_seconds`. Only the holder of the `complete` lease acts, so one scheduler acts at a time.
+
+    A transfer that was cut is not taken for a quiet one here either: every receiving process publishes the studies
+    its open associations are sending (its heartbeat's detail.receiving, updated before an association's first
+    instance of a study is stored and when an association ends). A study a receiver lists is not completed on the
+    quiet timer until that receiver has beaten since the study's quiet period ended (it was alive when the study
+    went quiet); a receiver that died instead (its pid gone on this machine, or no heartbeat for
+    db.stale_after_seconds) leaves the studies it listed marked interrupted (studies.record_interruption, the cause
+    naming it), waiting for a re-send or max wait, as a single node marks what its own crash cut.
     """
 
     def __init__(self, db: StateDB, config, lease_seconds: float, on_complete=None, retention=None,
@@ -190,6 +240,8 @@ class DatabaseCompletion:
         self._last_free_space = 0.0
         self._lease_renewed = 0.0  # time.monotonic() of the last renewal of the `complete` lease
         self._started = time.time()  # the downtime before it was no quiet: no sender could deliver
+        self._cut_marked: set[tuple[str, str]] = set()  # (receiver, study key) marked interrupted by this process
+        self._held_told: set[str] = set()  # studies said to wait for their receiver's heartbeat
 
     def instance_stored(self, study_key: str, new_study: bool, first_received: float | None = None,
                         row: dict | None = None) -> None:
@@ -221,6 +273,71 @@ class DatabaseCompletion:
     def rebuild(self) -> int:
         return 0
 
+    def mark_cut(self, study_keys, cause: str) -> list[str]:
+        """Mark these studies interrupted (`cause`: what cut their transfer) unless they already are, no longer
+        receive, or are whole by their expected counts (studies.record_interruption); returns those marked. Raises
+        the state database's errors."""
+        marked = []
+        for key in study_keys:
+            study = self.db.study(key)
+            if study is None or interrupted(study):
+                continue
+            if record_interruption(self.db, key, cause, self.config) is not None:
+                marked.append(key)
+        return marked
+
+    def _receivers(self, now: float) -> dict[str, list[tuple[dict, str | None]]]:
+        """study key -> (heartbeat row, why it is lost or None) of each other receiving process whose latest
+        heartbeat lists an open association sending the study (detail.receiving)."""
+        found: dict[str, list[tuple[dict, str | None]]] = {}
+        for row in self.db.nodes():
+            if row["node_id"] == self.db.process_id:
+                continue
+            try:
+                keys = json.loads(row["detail_json"] or "{}").get("receiving") or ()
+            except (ValueError, AttributeError):
+                continue
+            if not keys:
+                continue
+            age = now - row["last_seen"]
+            lost = None
+            if _pid_gone(row["host"], row["pid"]):
+                lost = f"the receiving process {row['host']} pid {row['pid']} died"
+            elif age >= self.db.stale_after_seconds:
+                lost = (f"the receiving process {row['host']} pid {row['pid']} stopped answering: no heartbeat for "
+                        f"{age:.0f} s")
+            for key in keys:
+                found.setdefault(key, []).append((dict(row), lost))
+        return found
+
+    def _waits_for_receiver(self, study, receivers: list[tuple[dict, str | None]], why: str | None) -> bool:
+        """Whether the study is not completed now (`why`: what made it due) because of the receiving processes that
+        list it: a dead one cut its transfer (marked interrupted now), or, due for being quiet, a live one has not
+        beaten since the study went quiet."""
+        key = study["study_key"]
+        for row, lost in receivers:
+            # a receiver stores until it dies: at most a stale limit after its last heartbeat (later instances came
+            # through another receiver, e.g. the sender's re-send)
+            if lost is None or (row["node_id"], key) in self._cut_marked or interrupted(study) \
+                    or study["last_received"] > row["last_seen"] + self.db.stale_after_seconds:
+                continue
+            self._cut_marked.add((row["node_id"], key))
+            if record_interruption(self.db, key, lost, self.config) is not None:
+                return True
+        if why != "quiet":
+            return False
+        quiet_at = study["last_received"] + self.config.quiet_seconds - 0.05
+        late = [row for row, lost in receivers if lost is None and row["last_seen"] < quiet_at]
+        if late and not interrupted(study):
+            if key not in self._held_told:
+                self._held_told.add(key)
+                log.info("study %s quiet, but receiving process %s pid %s has an association sending it and has not "
+                         "sent a heartbeat since: not completed until it does (a receiver that died leaves it marked "
+                         "interrupted after %.0f s)", short_hash(study["study_instance_uid"]), late[0]["host"],
+                         late[0]["pid"], self.db.stale_after_seconds)
+            return True
+        return False
+
     def reload(self, config) -> None:
         """SIGHUP: the new [studies] and [retention] settings apply from the next round."""
         self.config = config.studies
@@ -228,6 +345,7 @@ class DatabaseCompletion:
 
     def forget(self, study_key: str) -> None:
         self._counts_checked.pop(study_key, None)
+        self._held_told.discard(study_key)
 
     def poll(self, now: float | None = None) -> list[str]:
         """One round: take/renew the lease; if held, complete (or fail) every study that is due. Returns keys."""
@@ -238,9 +356,12 @@ class DatabaseCompletion:
         now = time.time() if now is None else now
         done = []
         self.flush_refusals()  # a refusal made during an outage holds its study before anything is completed
+        receivers = self._receivers(now)
         for study in self.db.studies((RECEIVED,)):
             key = study["study_key"]
             why = self._due(study, now)
+            if key in receivers and why != "max wait reached" and self._waits_for_receiver(study, receivers[key], why):
+                continue
             if why is None:
                 continue
             if why == "max wait reached" and self.config.force_complete_policy == "fail":
@@ -327,9 +448,13 @@ class RoleRunner:
         self._wake_workers = threading.Event()
         self._threads: list[threading.Thread] = []
         self._scp_started = False
+        self._keep_heartbeat_row = False  # a stop that could not mark the transfers it cut leaves them listed
         self.completion: DatabaseCompletion | None = None
         self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
         self.clock = ClockWatch(self.db)
+        self._beat_lock = threading.Lock()
+        # the latest heartbeat's detail (publish_receiving writes it again between beats, with the open studies)
+        self._detail: dict = {"ae_title": node.config.node.ae_title, "version": __version__, "schema": SCHEMA_VERSION}
         node.dead_threads = self.dead_threads  # /healthz reports them too
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -379,6 +504,7 @@ class RoleRunner:
             if removed:
                 log.info("removed %d partial file(s) older than %.0f s from a crashed receiver", removed,
                          STALE_TEMPORARY_SECONDS)
+            node.scp.on_receiving = self.publish_receiving
             node.scp.start()
             self._scp_started = True
         node.ready = True
@@ -397,7 +523,7 @@ class RoleRunner:
         node._stopping.set()
         node.ready = False
         if self._scp_started:
-            node.scp.stop()
+            self._mark_cut(node.scp.stop())
         self._stop.set()
         self._wake_workers.set()
         if node.scheduler.running:
@@ -410,12 +536,27 @@ class RoleRunner:
         node.storage_lock.release()
         log.info("stopped")
 
+    def _mark_cut(self, study_keys: list[str]) -> None:
+        """A receiver stopping with associations open: the studies they were sending are marked interrupted before
+        it goes (its heartbeat row goes too, so no other process could tell)."""
+        if not study_keys:
+            return
+        cause = f"the receiving process {socket.gethostname()} pid {os.getpid()} stopped"
+        try:
+            self.node.completion.mark_cut(study_keys, cause)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat row stays: the complete role marks them (stale)
+            self._keep_heartbeat_row = True
+            log.warning("could not mark the %d stud(ies) this stop cut as interrupted (%s); the process completing "
+                        "studies marks them once this process's heartbeat is stale", len(study_keys),
+                        outage_reason(exc) if is_outage(exc) else exc)
+
     def _goodbye(self) -> None:
         try:
             released = self.db.release_claims()
             if self.completion is not None and self.completion.holding:
                 self.db.release_lease(COMPLETE_LEASE)
-            self.db.forget_node()
+            if not self._keep_heartbeat_row:
+                self.db.forget_node()
             if released:
                 log.info("released %d claimed stud(ies)/item(s) for other workers", released)
         except Exception:
@@ -470,13 +611,33 @@ class RoleRunner:
             detail["clock_offset_s"] = round(offset, 2)
         if "receive" in self.roles or not self.scale_out:
             detail.update(port=node.scp.port, received=node.scp.received, last_stored_at=node.scp.last_stored_at,
+                          min_free_space_mb=node.spool.min_free_space_mb,
                           last_refused_at=node.scp.refusals.last_refused_at,
                           last_refusal=node.scp.refusals.last_reason, refused=node.scp.refusals.recent())
         if self.completion is not None:
             detail["completion_lease"] = self.completion.holding
-        self.db.heartbeat(self.roles, self.started_at, detail)
+        with self._beat_lock:
+            self._detail = detail
+            self._heartbeat()
         if "receive" in self.roles:  # this process's refusals made during an outage, even where none completes
             node.completion.flush_refusals()
+
+    def _heartbeat(self) -> None:
+        """Write the heartbeat (under _beat_lock) with the studies of the open associations (scale-out receivers:
+        detail.receiving, what DatabaseCompletion marks interrupted should this process die)."""
+        detail = dict(self._detail)
+        if self.scale_out and "receive" in self.roles:
+            detail["receiving"] = self.node.scp.open_studies()
+        self.db.heartbeat(self.roles, self.started_at, detail)
+
+    def publish_receiving(self) -> None:
+        """The SCP's hook (StorageSCP.on_receiving): the studies of the open associations changed; written now,
+        before the instance that changed them is stored; nothing once the process is stopping (its stop marks
+        what it cut, then removes its heartbeat row). Raises the state database's errors."""
+        if self.node.stopping:
+            return
+        with self._beat_lock:
+            self._heartbeat()
 
     def _heartbeat_loop(self) -> None:
         """Beat every heartbeat_seconds while every worker thread of the process lives. When one has ended (it
@@ -601,20 +762,29 @@ def nodes_report(db: StateDB, stale_after_seconds: float | None = None, now: flo
 STATUS_INSTANCE_MB = 1.0
 
 
+def space_refusal(reason: str) -> bool:
+    """Whether a refusal's reason (the SCP's text, heartbeat detail `last_refusal`) is a lack of space: the
+    free-space floor, or a write that found the disk full or a quota used up."""
+    text_ = reason.lower()
+    return any(needle in text_ for needle in ("under the floor", "no space left", "quota", "disk is full"))
+
+
 def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, nodes: list[dict],
                      now: float | None = None) -> dict:
     """Whether C-STORE is refused for lack of space now, for `dicomnode status`: `refusing` when the free space of
     `storage_dir` (measured here) less a 1 MB instance (STATUS_INSTANCE_MB, as /healthz) is under
-    node.min_free_space_mb, or a live receiving process's latest C-STORE
-    was refused for lack of space (0xA700, none stored since; an instance's size counts too); with the free space,
-    the floor and the last refusal's reason and time (nodes: nodes_report, whose heartbeats publish them)."""
+    node.min_free_space_mb, or a live receiving process's latest C-STORE was refused (0xA700, none stored since)
+    for a cause still there: a refusal for lack of space (space_refusal) is over once such an instance fits above
+    that process's own floor (its heartbeat's `min_free_space_mb`; this config's where it publishes none), and the
+    report then says `space_back` instead; with the free space, the floor and the last refusal's reason and time
+    (nodes: nodes_report, whose heartbeats publish them)."""
     now = time.time() if now is None else now
     try:
         free = round(free_space_mb(Path(storage_dir)), 1)
     except OSError:
         free = None
     last_refused_at, last_refusal = None, ""
-    refusing_process = False
+    refusing_process = space_back = False
     for node in nodes:
         detail = node.get("detail") or {}
         refused_at = detail.get("last_refused_at")
@@ -623,11 +793,24 @@ def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, n
         if last_refused_at is None or refused_at > last_refused_at:
             last_refused_at, last_refusal = refused_at, detail.get("last_refusal") or ""
         if node["alive"] and refused_at > (detail.get("last_stored_at") or 0):
-            refusing_process = True
+            floor = detail.get("min_free_space_mb", min_free_space_mb)
+            if (space_refusal(detail.get("last_refusal") or "") and free is not None
+                    and free - STATUS_INSTANCE_MB >= floor):
+                space_back = True  # the cause is gone: the process's next C-STORE is stored
+            else:
+                refusing_process = True
     under_floor = free is not None and free - STATUS_INSTANCE_MB < min_free_space_mb
-    return {"refusing": under_floor or refusing_process, "free_mb": free, "min_free_space_mb": min_free_space_mb,
-            "last_refused_at": last_refused_at, "last_refusal": last_refusal,
+    refusing = under_floor or refusing_process
+    return {"refusing": refusing, "space_back": space_back and not refusing, "free_mb": free,
+            "min_free_space_mb": min_free_space_mb, "last_refused_at": last_refused_at, "last_refusal": last_refusal,
             "last_refused_s_ago": None if last_refused_at is None else round(now - last_refused_at, 1)}
+
+
+def pid_running(host: str, pid: int) -> bool | None:
+    """Whether process `pid` runs, where `host` is this machine (None: another machine's, not known here)."""
+    if host != socket.gethostname():
+        return None
+    return not _pid_gone(host, pid)
 
 
 def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
@@ -658,14 +841,17 @@ def cmd_state_upgrade(args) -> int:
     db = open_state(config, upgrade=False, check=False)
     try:
         version = schema_version(db.engine)
-        live = live_processes(db) if version is None or version < SCHEMA_VERSION else []
-        if live:  # they would go on with the old semantics on the new schema
-            print(f"error: state {describe_url(db.url)} has schema version {version or 'none'} and is in use by "
-                  f"{len(live)} live process(es): {'; '.join(describe_process(p) for p in live)}. Stop them first "
-                  f"(systemctl stop dicomnode on each machine), then run `dicomnode state upgrade` again and start "
-                  f"the new version; a process killed without stopping counts as gone "
-                  f"{db.gone_after_seconds:.0f} s after its last heartbeat. Nothing was changed", file=sys.stderr)
+        blockers = migration_blockers(db)
+        if blockers and not args.force:  # they would go on with the old semantics on the new schema
+            print(f"error: state {describe_url(db.url)} has schema version {version or 'none'} and is in use: "
+                  f"{'; '.join(blockers)}. Stop them first (systemctl stop dicomnode on each machine), then run "
+                  f"`dicomnode state upgrade` again and start the new version; a process killed without stopping "
+                  f"counts as gone {db.gone_after_seconds:.0f} s after its last heartbeat (`--force` migrates "
+                  f"anyway). Nothing was changed", file=sys.stderr)
             return 1
+        if blockers:
+            print(f"warning: --force: migrating although the state is in use: {'; '.join(blockers)}",
+                  file=sys.stderr)
         before, after = upgrade_schema(db.engine)
     except StateSchemaError as exc:
         print(f"error: {exc}")
@@ -673,6 +859,8 @@ def cmd_state_upgrade(args) -> int:
     finally:
         db.close()
     print(f"state {describe_url(db.url)}: schema version {before or 'none'} -> {after}")
+    if before is not None and before < after:
+        print(f"  {OLDER_VERSIONS_AFTER_UPGRADE}")
     if args.config is None and before is None:
         print("  note: no --config given, so this is the embedded defaults' state under the current folder; pass the "
               "running node's --config to upgrade its state", file=sys.stderr)
@@ -688,6 +876,8 @@ def add_state_parser(sub: argparse._SubParsersAction) -> None:
                                                    "processes run on the state")
     upgrade.add_argument("--config", help="TOML config whose [state] url (or storage_dir) names the database "
                                           "(default: embedded defaults)")
+    upgrade.add_argument("--force", action="store_true",
+                         help="migrate even while processes use the state (they go on with their old semantics)")
     upgrade.set_defaults(func=cmd_state_upgrade)
 
 

@@ -46,6 +46,7 @@ import os
 import re
 import socket
 import sqlite3
+import struct
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -275,7 +276,47 @@ def schema_mismatch(what: str, version: int | None) -> str:
                 f"by a newer dicomnode, which this older version cannot use; install (run) the newer dicomnode, or "
                 f"restore the state from a backup taken before the upgrade")
     return (f"{what} has schema version {version or 'none'}, this dicomnode needs {SCHEMA_VERSION}: run `dicomnode "
-            f"state upgrade` (after stopping every process of the older version)")
+            f"state upgrade` after stopping every process of the older version (an embedded SQLite state is also "
+            f"migrated when `dicomnode serve` of this version starts); nothing was changed")
+
+
+#: what an older dicomnode does with a state migrated to this schema, said where a migration is logged or asked for:
+#: releases with schema 2 or later check the version and refuse to start; the first releases (schema 1, no
+#: heartbeat, no storage lock) check nothing and would run on it with their old semantics
+OLDER_VERSIONS_AFTER_UPGRADE = (
+    "a dicomnode of schema 2 or later refuses to start on it; a release of schema 1 (before 1 December 2026, without "
+    "`dicomnode state upgrade`) does not check and would run on it with its old semantics, so never start one on it "
+    "again: to go back, restore the state from a backup taken before the upgrade")
+
+
+def sqlite_open_elsewhere(path: str | os.PathLike) -> bool:
+    """Whether another process has the SQLite database at `path` open now (any version or tool: a dicomnode of
+    schema 1 records no heartbeat and takes no storage lock). In WAL mode every open connection holds a shared
+    POSIX lock on the "dead man switch" byte of `<path>-shm` (SQLite's os_unix.c, UNIX_SHM_DMS, offset 128);
+    F_GETLK reports another process's lock there and takes none. This process's own locks are not reported.
+
+    The probe's descriptor stays open for the life of the process: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, including SQLite's own."""
+    shm = Path(f"{path}-shm")
+    if not shm.exists():  # the last connection to close removes it (or the database is not in WAL mode)
+        return False
+    key = str(shm.resolve())
+    fd = _SHM_PROBES.get(key)
+    if fd is None:
+        try:
+            fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        _SHM_PROBES[key] = fd
+    probe = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 128, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
+    except OSError:
+        return False
+    return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+
+
+_SHM_PROBES: dict[str, int] = {}
 
 
 class StudyPurging(OSError):
@@ -292,6 +333,12 @@ class StudyPurging(OSError):
 #: how often a process says again that the state database is still unreachable, or that a loop still fails with the
 #: same error (one line, no traceback); the first time is always said, and so is the end
 REPEAT_REMINDER_SECONDS = 300.0
+
+#: an outage that comes back within this long (s) of its end is the same outage, intermittent (OutageMonitor)
+FLAPPING_SECONDS = 300.0
+
+#: an intermittent outage is said to be over once statements have worked for this long (s) without a failure
+RECOVERY_HOLD_SECONDS = 60.0
 
 #: OperationalError texts that are a statement's fault (SQLite reports these as OperationalError too), not an outage
 _STATEMENT_FAULTS = ("no such table", "no such column", "has no column", "syntax error", "already exists")
@@ -316,6 +363,27 @@ def is_outage(exc: BaseException) -> bool:
                for cls in type(exc).__mro__)
 
 
+#: what a full disk (or an exhausted quota) says: SQLite, the OS, PostgreSQL
+_DISK_FULL_TEXTS = ("database or disk is full", "no space left on device", "disk quota exceeded",
+                    "could not extend file")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps: SQLAlchemy's `orig`, a chained cause) says the disk holding the data is
+    full: OSError ENOSPC or EDQUOT, SQLite's SQLITE_FULL ('database or disk is full'), PostgreSQL's 'could not
+    extend file'."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(needle in str(current).lower() for needle in _DISK_FULL_TEXTS):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
 def _statement_fault(exc: BaseException) -> bool:
     text_ = str(exc).lower()
     return any(fault in text_ for fault in _STATEMENT_FAULTS)
@@ -333,7 +401,12 @@ class OutageMonitor:
     """One process's account of state-database outages, so that an outage is said once, not by every loop every
     poll: `failed(exc)` by whoever met the outage (the first says one ERROR line naming the cause and the retry
     interval, then one reminder every REPEAT_REMINDER_SECONDS, no traceback), `succeeded()` after any statement
-    that went through (StateDB calls it: the end of the outage is said once, with how long it lasted)."""
+    that went through (StateDB calls it: the end of the outage is said once, with how long it lasted).
+
+    An outage that comes back within FLAPPING_SECONDS of its end (a full disk: a write that fits in pages the
+    database holds works, the next that needs a new one fails) is one intermittent outage: said once more at ERROR,
+    then quiet (reminders aside) until statements have worked for RECOVERY_HOLD_SECONDS without a failure; only then
+    is its end said. `active` is whether the latest statement failed (what /healthz reports)."""
 
     def __init__(self, retry_seconds: float = 1.0, logger: logging.Logger | None = None):
         self.retry_seconds = retry_seconds
@@ -343,11 +416,14 @@ class OutageMonitor:
         self.reason = ""
         self.last_failure = 0.0  # epoch s of the latest failure met (what the completion rules treat as not quiet)
         self._told = 0.0
+        self._ended = 0.0  # epoch s when the latest outage was said to be over
+        self._intermittent = False  # the current outage came back soon after its end: its end waits for a calm
+        self._working_since: float | None = None  # intermittent: the first statement that worked since the failure
         self._lock = threading.Lock()
 
     @property
     def active(self) -> bool:
-        return self.since is not None
+        return self.since is not None and self._working_since is None
 
     def failed(self, exc: BaseException, retry_seconds: float | None = None) -> None:
         now = time.time()
@@ -356,34 +432,53 @@ class OutageMonitor:
             self.failures += 1
             self.reason = reason
             self.last_failure = now
+            self._working_since = None
             if self.since is None:
+                self._intermittent = self._ended > 0 and now - self._ended < FLAPPING_SECONDS
                 self.since, self.failures, self._told = now, 1, now
-                first = True
+                told = "again" if self._intermittent else "first"
             elif now - self._told >= REPEAT_REMINDER_SECONDS:
                 self._told = now
-                first = False
+                told = "reminder"
             else:
                 return
             since, failures = self.since, self.failures
-        if first:
+        if told == "first":
             self.log.error("state database unreachable: %s; retrying every %g s (repeats are not logged; a line "
                            "follows when it is back)", reason, retry_seconds or self.retry_seconds)
+        elif told == "again":
+            self.log.error("state database unreachable again %.0f s after it was back: %s; it comes and goes (a "
+                           "full disk fails only the writes that need new space), so its end is said once it has "
+                           "worked for %.0f s without a failure (reminders every %.0f s)", now - self._ended, reason,
+                           RECOVERY_HOLD_SECONDS, REPEAT_REMINDER_SECONDS)
         else:
-            self.log.error("state database still unreachable after %.0f s (%d failed attempts): %s", now - since,
-                           failures, reason)
+            self.log.error("state database still unreachable after %.0f s (%d failed attempts%s): %s", now - since,
+                           failures, ", working in between" if self._intermittent else "", reason)
 
     def succeeded(self, started: float | None = None) -> None:
         """A statement went through; `started` (epoch s): when it began. One that began before the latest failure
         proves nothing (it may have run just before the outage, while another loop already met it)."""
         if self.since is None:  # the usual case, without taking the lock
             return
+        now = time.time()
         with self._lock:
             if self.since is None or (started is not None and started < self.last_failure):
                 return
-            since, failures = self.since, self.failures
-            self.since, self.failures = None, 0
-        self.log.warning("state database reachable again after %.0f s unreachable (%d failed attempts)",
-                         time.time() - since, failures)
+            if self._intermittent:
+                if self._working_since is None:
+                    self._working_since = now
+                if now - self._working_since < RECOVERY_HOLD_SECONDS:
+                    return
+            since, failures, intermittent = self.since, self.failures, self._intermittent
+            self.since, self.failures, self._ended = None, 0, now
+            self._intermittent, self._working_since = False, None
+        if intermittent:
+            self.log.warning("state database reachable again, and it has worked for %.0f s without a failure, after "
+                             "%.0f s of failing at times (%d failed attempts)", RECOVERY_HOLD_SECONDS, now - since,
+                             failures)
+        else:
+            self.log.warning("state database reachable again after %.0f s unreachable (%d failed attempts)",
+                             now - since, failures)
 
 
 class RoundFailures:
@@ -392,11 +487,13 @@ class RoundFailures:
     traceback the first time, then only counted, with a one-line reminder every REPEAT_REMINDER_SECONDS while it
     stays the same error, and one line when a round works again."""
 
-    def __init__(self, db: "StateDB", logger: logging.Logger, what: str, retry_seconds: float):
+    def __init__(self, db: "StateDB", logger: logging.Logger, what: str, retry_seconds: float,
+                 traceback: bool = True):
         self.db = db
         self.log = logger
         self.what = what
         self.retry_seconds = retry_seconds
+        self.traceback = traceback  # False: the errors say all there is to say (their text is logged instead)
         self._key: tuple[str, str] | None = None
         self._count = 0
         self._told = 0.0
@@ -409,7 +506,10 @@ class RoundFailures:
         key = (type(exc).__name__, str(exc))
         if key != self._key:
             self._key, self._count, self._told = key, 1, now
-            self.log.error("%s; retrying every %g s", self.what, self.retry_seconds, exc_info=exc)
+            if self.traceback:
+                self.log.error("%s; retrying every %g s", self.what, self.retry_seconds, exc_info=exc)
+            else:
+                self.log.error("%s: %s; retrying every %g s", self.what, exc, self.retry_seconds)
             return
         self._count += 1
         if now - self._told >= REPEAT_REMINDER_SECONDS:
@@ -905,6 +1005,18 @@ class StateDB:
         return self._rows("SELECT * FROM purged_reports WHERE study_key=:k ORDER BY purged_at, sop_instance_uid",
                           {"k": study_key})
 
+    def purged_studies(self, text_: str) -> list[RowMapping]:
+        """Purged studies (only their tombstone left, purged_reports) whose key or Study Instance UID equals `text_`,
+        or whose key or log id starts with it (as find_studies): study_key and purged_at (epoch s, the latest purge)."""
+        found = self._rows(
+            "SELECT study_key, MAX(purged_at) AS purged_at FROM purged_reports WHERE study_key=:t OR study_key LIKE"
+            " :prefix GROUP BY study_key ORDER BY study_key", {"t": text_, "prefix": text_.replace("%", "") + "%"})
+        if found or not re.fullmatch(r"[0-9a-f]{6,64}", text_):
+            return found
+        return [row for row in self._rows("SELECT study_key, MAX(purged_at) AS purged_at FROM purged_reports"
+                                          " GROUP BY study_key ORDER BY study_key")
+                if short_hash(row["study_key"], 64).startswith(text_)]
+
     def study_files(self, study_key: str) -> list[str]:
         """Relative paths of a study's instances and result objects."""
         return [r["path"] for r in self._rows("SELECT path FROM instances WHERE study_key=:k UNION ALL "
@@ -957,11 +1069,34 @@ class StateDB:
                 {"k": study_key, "g": generation, "now": now, "me": self.process_id}).one()
             return int(row[0])
 
-    def _still_ours(self, db: Connection, study_key: str, generation: int) -> bool:
+    def _still_ours(self, db: Connection, study_key: str, generation: int, analysis_id: int) -> bool:
+        """Whether the claim under which analysis `analysis_id` runs is still this process's: the study is
+        ANALYSING that generation, claimed by this process, and the analysis still running (a later claim of the
+        study, even by another thread of this process, abandoned it: start_analysis)."""
         study = self._run(db, "SELECT generation, state, claimed_by FROM studies WHERE study_key=:k" + self._for_update,
                           {"k": study_key}).mappings().first()
-        return (study is not None and study["generation"] == generation and study["state"] == ANALYSING
-                and study["claimed_by"] in (None, self.process_id))
+        if (study is None or study["generation"] != generation or study["state"] != ANALYSING
+                or study["claimed_by"] not in (None, self.process_id)):
+            return False
+        running = self._run(db, "SELECT state FROM analyses WHERE id=:id", {"id": analysis_id}).scalar()
+        return running == "running"
+
+    def release_claim(self, study_key: str, generation: int, state: str, reason: str,
+                      analysis_id: int | None = None) -> bool:
+        """Give back this process's claim of a study whose analysis ended unrecorded: ANALYSING -> `state`
+        (COMPLETE: analysed anew; FAILED), only while the claim is still the one that analysis ran under: claimed
+        by this process, that generation, and no analysis of it started by this process since (`analysis_id`, or
+        none running when the claim failed before an analysis began). False, nothing changed, when the claim was
+        lost (its lease expired and another worker, or another thread of this one, took the study) or the study
+        moved on. Raises the database's errors."""
+        now = time.time()
+        with self._write() as db:
+            return self._run(db, (
+                "UPDATE studies SET state=:state, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
+                " WHERE study_key=:k AND generation=:g AND state=:analysing AND claimed_by=:me AND NOT EXISTS"
+                " (SELECT 1 FROM analyses WHERE study_key=:k AND worker=:me AND state='running' AND id>:aid)"),
+                {"state": state, "r": reason, "now": now, "k": study_key, "g": generation, "analysing": ANALYSING,
+                 "me": self.process_id, "aid": analysis_id or 0}).rowcount == 1
 
     def finish_analysis(
         self, analysis_id: int, study_key: str, generation: int, summary: dict,
@@ -975,9 +1110,9 @@ class StateDB:
         now = time.time()
         summary_json = strict_json.dumps(summary, "the analysis summary")
         with self._write() as db:
-            if not self._still_ours(db, study_key, generation):
-                self._run(db, "UPDATE analyses SET state='superseded', finished_at=:now WHERE id=:id",
-                          {"now": now, "id": analysis_id})
+            if not self._still_ours(db, study_key, generation, analysis_id):
+                self._run(db, "UPDATE analyses SET state='superseded', finished_at=:now WHERE id=:id AND"
+                              " state='running'", {"now": now, "id": analysis_id})
                 return False
             for sop, series, sop_class, path in results:
                 self._run(db, "INSERT INTO results VALUES (:sop, :aid, :k, :series, :cls, :path)",
@@ -1009,9 +1144,10 @@ class StateDB:
         is undelivered); the reason says how many."""
         now = time.time()
         with self._write() as db:
+            ours = self._still_ours(db, study_key, generation, analysis_id)
             self._run(db, "UPDATE analyses SET state='failed', finished_at=:now, reason=:r WHERE id=:id",
                       {"now": now, "r": reason, "id": analysis_id})
-            if self._still_ours(db, study_key, generation):
+            if ours:
                 earlier = self._undelivered(db, study_key)
                 if earlier:
                     reason = (f"{reason[:400]} (the earlier analysis's {earlier} result object(s) not yet delivered"
@@ -1430,9 +1566,9 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
         connection.execute(text("INSERT INTO meta(key, value) VALUES ('schema_version', :v)"),
                            {"v": str(SCHEMA_VERSION)})
     if had_tables and (before or 1) < SCHEMA_VERSION:  # said once, in the journal an admin reads after an upgrade
-        log.info("upgraded the state database %s from schema version %s to %d (an older dicomnode refuses it from "
-                 "now on)", engine.url.render_as_string(hide_password=True), before or "1 (none "
-                 "recorded)", SCHEMA_VERSION)
+        log.info("upgraded the state database %s from schema version %s to %d (%s)",
+                 engine.url.render_as_string(hide_password=True), before or "1 (none recorded)", SCHEMA_VERSION,
+                 OLDER_VERSIONS_AFTER_UPGRADE)
     return before, SCHEMA_VERSION
 
 

@@ -293,6 +293,11 @@ class StorageSCP:
         self.on_duplicate = on_duplicate
         self.on_aborted = on_aborted
         self.on_refused_unrecorded = on_refused_unrecorded
+        #: called (no arguments) when the studies of the open associations change (open_studies): before the first
+        #: instance of a study an association sends is stored, and when an association ends; a scale-out receiver
+        #: publishes them in its heartbeat, so that the process completing studies knows which transfers a
+        #: receiver that dies leaves cut. Its errors are logged, never raised.
+        self.on_receiving: Callable[[], None] | None = None
         self.ssl_context = ssl_context
         self._server = None
         self._active = 0
@@ -372,6 +377,35 @@ class StorageSCP:
     def _handle_accepted(self, event: evt.Event) -> None:
         self.associations_accepted += 1
 
+    def _handle_released(self, event: evt.Event) -> None:
+        """EVT_RELEASED: the association ended in order; its studies are no longer being sent by it."""
+        self._ended(event.assoc)
+
+    def _ended(self, assoc) -> None:
+        assoc.dicomnode_ended = True
+        if getattr(assoc, "dicomnode_studies", None):
+            self._receiving_changed()
+
+    def _receiving_changed(self) -> None:
+        if self.on_receiving is None:
+            return
+        try:
+            self.on_receiving()
+        except Exception as exc:  # noqa: BLE001 - the next heartbeat publishes them
+            log.debug("could not publish the studies being received now: %s", exc)
+
+    def open_studies(self) -> list[str]:
+        """The study keys the associations open now have sent instances of (sorted): the transfers a stop or a crash
+        of this process would cut."""
+        server = self._server
+        if server is None:
+            return []
+        keys: set[str] = set()
+        for assoc in list(server.active_associations):
+            if not getattr(assoc, "dicomnode_ended", False):
+                keys.update(getattr(assoc, "dicomnode_studies", None) or ())
+        return sorted(keys)
+
     def _handle_aborted(self, event: evt.Event) -> None:
         """EVT_ABORTED (A-ABORT from the peer, or the connection lost: A-P-ABORT): the sender stopped mid-transfer.
 
@@ -379,6 +413,7 @@ class StorageSCP:
         for. Said once per association so that an admin can match a scanner's "send failed" to this node.
         """
         assoc = event.assoc
+        assoc.dicomnode_ended = True
         stored = getattr(assoc, "dicomnode_stored", 0)
         log.warning("association from calling AE %r at %s aborted (A-ABORT or connection lost) after %d "
                     "instance(s) acknowledged: those are kept; the sender must send again what it had no response for",
@@ -394,6 +429,8 @@ class StorageSCP:
                 self.on_aborted(study_key)
             except Exception:  # noqa: BLE001 - the study still completes (quiet timer or max wait)
                 log.exception("could not mark study %s as interrupted after the abort", short_hash(study_key))
+        if getattr(assoc, "dicomnode_studies", None):
+            self._receiving_changed()
 
     def _handle_rejected(self, event: evt.Event) -> None:
         """EVT_REJECTED, whoever rejected: count it, and say which AE titles were asked for."""
@@ -517,7 +554,9 @@ class StorageSCP:
         studies = getattr(event.assoc, "dicomnode_studies", None)
         if studies is None:
             studies = event.assoc.dicomnode_studies = {}
-        studies[instance.study_key] = None  # the studies this association sends (an abort marks them interrupted)
+        if instance.study_key not in studies:  # the studies this association sends (an abort marks them interrupted)
+            studies[instance.study_key] = None
+            self._receiving_changed()  # published before the instance is stored: a crash from here on is seen
         with study_context(short_hash(study_uid)):
             return self._store_durably(instance, calling, address, sop_instance, study_uid)
 
@@ -625,6 +664,7 @@ class StorageSCP:
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
             (evt.EVT_REQUESTED, self._handle_requested),
             (evt.EVT_ACCEPTED, self._handle_accepted),
+            (evt.EVT_RELEASED, self._handle_released),
             (evt.EVT_REJECTED, self._handle_rejected),
             (evt.EVT_ABORTED, self._handle_aborted),
             (evt.EVT_C_ECHO, self._handle_echo),
@@ -662,13 +702,19 @@ class StorageSCP:
     def port(self) -> int:
         return self._server.server_address[1] if self._server else self.config.node.port
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop accepting associations, then wait for stores in flight to become durable."""
+    def stop(self, timeout: float = 30.0) -> list[str]:
+        """Stop accepting associations, wait for stores in flight to become durable, then end the associations still
+        open. Returns the study keys those associations had sent instances of (open_studies): transfers this stop
+        cut, unless their senders send them again."""
         if self._server is None:
-            return
+            return []
         self._server.shutdown()
         with self._active_lock:
             self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
+        cut = self.open_studies()
         for assoc in list(self._server.active_associations):
             assoc.release() if assoc.is_established else None
+        with self._active_lock:  # a store that came in before the release was answered
+            self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
         self._server = None
+        return cut

@@ -31,7 +31,7 @@ def node_state(tmp_path):
 
 def test_status_reads_the_state_when_the_disk_is_full(node_state, monkeypatch, capsys):
     store, config = node_state
-    monkeypatch.setattr(state_module, "upgrade_schema", disk_full)  # every write of the open fails
+    monkeypatch.setattr(state_module, "prepare_storage_dir", disk_full)  # the writable open fails
     assert main(["status", "--config", str(config)]) == 0
     out, err = capsys.readouterr()
     assert "1.2.3" in out and "received" in out
@@ -54,7 +54,7 @@ def test_a_read_only_open_writes_nothing(node_state):
 
 def test_a_full_disk_is_named_as_such_not_as_a_wrong_url(node_state, monkeypatch, capsys):
     _, config = node_state
-    monkeypatch.setattr(state_module, "upgrade_schema", disk_full)
+    monkeypatch.setattr(state_module, "prepare_storage_dir", disk_full)
     assert main(["retry", "1.2.3", "--config", str(config)]) == 1  # a write: no read-only fallback
     err = capsys.readouterr().err
     assert "database or disk is full" in err and "the disk is full" in err

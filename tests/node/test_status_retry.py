@@ -32,7 +32,9 @@ def node_state(tmp_path, state_location):
         db = StateDB(state_location, upgrade=True, heartbeat_seconds=20)
         body = state.replace("[state]\n", f'[state]\nurl = "{state_location}"\n')
     config = tmp_path / "node.toml"
-    config.write_text(body)
+    # the destinations the tests' dead letters name: `retry` re-queues only to configured ones
+    config.write_text(body + "".join(f'[[destinations]]\nname = "{name}"\nae_title = "PACS1"\nhost = "127.0.0.1"\n'
+                                     f'port = 12200\n' for name in ("pacs", "archive")))
     yield db, config
     db.close()
 

@@ -314,12 +314,12 @@ def test_a_failure_that_cannot_be_recorded_releases_the_claim_once_the_database_
         def disk_full(*args, **kwargs):
             raise full
 
-        real_set_state = node.db.set_study_state
+        real_release = node.db.release_claim
         monkeypatch.setattr(node.db, "fail_analysis", disk_full)
-        monkeypatch.setattr(node.db, "set_study_state", disk_full)
+        monkeypatch.setattr(node.db, "release_claim", disk_full)
         node.analyse_study(key, 0)  # must not raise
         assert node.db.study(key)["state"] == ANALYSING  # nothing could be written
-        monkeypatch.setattr(node.db, "set_study_state", real_set_state)  # space returns
+        monkeypatch.setattr(node.db, "release_claim", real_release)  # space returns
         node.release_unrecorded()
         study = node.db.study(key)
         assert study["state"] == COMPLETE and study["claimed_by"] is None
@@ -351,9 +351,9 @@ def set_columns(db: StateDB, sql: str, **params) -> None:
 def test_retry_refuses_a_study_analysed_by_a_live_process(claimed, capsys):
     db, config, worker, _ = claimed
     worker.heartbeat(["analyse"], time.time())
-    assert main(["retry", "1.2.3", "--config", str(config)]) == 0
-    out = capsys.readouterr().out
-    assert "not re-queued: 1.2.3 is being analysed by worker-a, a live process (heartbeat 0 s ago)" in out
+    assert main(["retry", "1.2.3", "--config", str(config)]) == 1  # refused, as --reanalyse (break42a finding 5)
+    err = capsys.readouterr().err
+    assert "not re-queued: 1.2.3 is being analysed by worker-a, a live process (heartbeat 0 s ago)" in err
     study = db.study("1.2.3")
     assert study["state"] == ANALYSING and study["claimed_by"] == "worker-a"
 

@@ -163,6 +163,38 @@ def test_a_dead_workers_study_goes_to_another_and_the_dead_one_cannot_record(two
     assert second.result_count() == 1
 
 
+def test_a_late_release_gives_back_only_its_own_claim_never_the_next_workers(two_workers):
+    """break42a finding 2: a worker whose analysis ended unrecorded during an outage longer than the lease released
+    the claim another worker held by then; the release must act on the releasing worker's claim only."""
+    first, second = two_workers
+    complete_study(first)
+    analysis = first.start_analysis("1.2.3", 0)
+    time.sleep(0.7)  # the outage outlasts the lease
+    assert second.claim_next_study() == ("1.2.3", 0)
+    second_analysis = second.start_analysis("1.2.3", 0)
+    assert not first.release_claim("1.2.3", 0, COMPLETE, "analysed again: unreachable", analysis)
+    assert not first.release_claim("1.2.3", 0, COMPLETE, "analysed again: unreachable")  # claim failed before start
+    study = first.study("1.2.3")
+    assert study["state"] == ANALYSING and study["claimed_by"] == "host-b:2"
+    assert second.finish_analysis(second_analysis, "1.2.3", 0, {}, [("9.2", "9", "1.2", "r/9.2.dcm")], [])
+
+
+def test_a_claim_taken_again_by_the_same_process_is_not_the_old_analysis_s(two_workers):
+    """Two threads of one process: the first's lease lapsed and the second claimed the study again; the first
+    neither records nor releases (the claim epoch is the analysis), the second does."""
+    first, _ = two_workers
+    complete_study(first)
+    old = first.start_analysis("1.2.3", 0)
+    time.sleep(0.7)
+    assert first.claim_next_study() == ("1.2.3", 0)
+    new = first.start_analysis("1.2.3", 0)
+    assert not first.finish_analysis(old, "1.2.3", 0, {}, [("9.1", "9", "1.2", "r/9.1.dcm")], [])
+    assert not first.release_claim("1.2.3", 0, COMPLETE, "analysed again", old)
+    assert first.study("1.2.3")["state"] == ANALYSING
+    assert first.release_claim("1.2.3", 0, COMPLETE, "analysed again", new)
+    assert first.study("1.2.3")["state"] == COMPLETE and first.study("1.2.3")["claimed_by"] is None
+
+
 def test_concurrent_claims_never_hand_one_study_to_two_workers(state_location):
     import threading
 

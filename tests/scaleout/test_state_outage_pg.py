@@ -56,6 +56,7 @@ def test_a_postgresql_restart_is_ridden_out_said_once_and_sends_afterwards(tmp_p
         "node": {"port": 0, "host": "127.0.0.1", "storage_dir": str(storage), "allowed_calling_aes": ["*"],
                  "min_free_space_mb": 0},
         "studies": {"quiet_seconds": 3600},
+        "destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 9}],
         "state": {"url": url, "heartbeat_seconds": 0.2, "lease_seconds": 2, "poll_seconds": 0.1}})
     node = Node(config, analyser=NoAnalysis())
     sent: list = []

@@ -1,0 +1,196 @@
+"""break42a finding 1: scale-out, a receiving process that stops (SIGTERM) or dies (kill -9) mid-transfer. The
+transfer it cut is not taken for a quiet one: a clean stop marks the studies of its open associations interrupted
+before it exits; for one that dies, the process holding the `complete` lease marks the studies its heartbeat listed
+(detail.receiving) once it is gone, and completes none of them on the quiet timer before it knows."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicomnode.config import Config
+from dicomnode.node import Node
+from dicomnode.roles import DatabaseCompletion, RoleRunner
+from dicomnode.state import COMPLETE, RECEIVED, StateDB
+from dicomnode.studies import interrupted
+from tests.hardening.hardening_support import synthetic_mr
+from tests.node.test_interrupted_transfers import NoAnalysis, _association, _wait
+from tests.node.test_storage_safety import set_columns
+from tests.scaleout.test_state_backends import instance
+from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
+
+QUIET = 5.0
+
+
+def receiving_of(db: StateDB, node_id: str) -> list[str] | None:
+    for row in db.nodes():
+        if row["node_id"] == node_id:
+            return json.loads(row["detail_json"] or "{}").get("receiving")
+    return None
+
+
+def test_a_receiver_stopping_cleanly_marks_the_studies_of_its_open_associations(tmp_path):
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 1, "max_wait_seconds": 3600},
+        "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive",))
+    runner.start(warm_up=False)
+    me = node.db.process_id
+    study, series = generate_uid(), generate_uid()
+    datasets = [synthetic_mr(study_uid=study, series_uid=series, instance=i, position=8.0 * i) for i in range(3)]
+    stopped = False
+    try:
+        released = _association(node.scp.port, datasets[2])
+        assert released.send_c_store(datasets[2]).Status == 0
+        assert receiving_of(node.db, me) == [study]  # published before it was stored (no heartbeat was due)
+        released.release()
+        assert _wait(lambda: receiving_of(node.db, me) == [])  # a transfer that ended in order is not listed
+        assoc = _association(node.scp.port, datasets[0])
+        for dataset in datasets[:2]:
+            assert assoc.send_c_store(dataset).Status == 0
+        assert receiving_of(node.db, me) == [study]
+        runner.stop()  # systemctl stop with the association open
+        stopped = True
+    finally:
+        if not stopped:
+            runner.stop()
+    db = StateDB(tmp_path / "store" / "state.sqlite3", process_id="complete-1")
+    try:
+        row = db.study(study)
+        assert interrupted(row)
+        assert (f"transfer interrupted (3 instance(s) received when the receiving process {socket.gethostname()} pid "
+                f"{os.getpid()} stopped)") in row["reason"]
+        completion = DatabaseCompletion(db, config, lease_seconds=30)
+        completion._started = 0.0
+        assert completion.poll(now=time.time() + 10) == []  # quiet, but cut: waits for a re-send or max wait
+        assert db.study(study)["state"] == RECEIVED
+    finally:
+        db.close()
+
+
+def receiving_study(location, heartbeat_seconds: float = 5.0):
+    """(complete process's state, receiver's state, completion): study 1.2.3, 2 instances, its last one 10 s ago (a
+    quiet period of 5 s has passed), listed as being received by process recv-1 of this machine."""
+    db = StateDB(location, upgrade=True, process_id="complete-1", heartbeat_seconds=heartbeat_seconds)
+    receiver = StateDB(location, process_id="recv-1", heartbeat_seconds=heartbeat_seconds)
+    for sop in ("1.2.3.1", "1.2.3.2"):
+        db.add_instance(instance(sop))
+    ago = time.time() - 10
+    set_columns(db, "UPDATE studies SET first_received=:t, last_received=:t, updated_at=:t", t=ago)
+    receiver.heartbeat(["receive"], ago, {"receiving": ["1.2.3"]})
+    config = Config.model_validate({"studies": {"quiet_seconds": QUIET, "max_wait_seconds": 3600}})
+    completion = DatabaseCompletion(db, config, lease_seconds=30)
+    completion._started = 0.0
+    return db, receiver, completion
+
+
+def test_a_quiet_study_a_receiver_lists_waits_for_its_heartbeat_and_is_marked_when_it_stopped(state_location):
+    db, receiver, completion = receiving_study(state_location)
+    try:
+        # its last heartbeat (8 s ago) is from before the study went quiet: alive then, maybe dead now
+        set_columns(db, "UPDATE nodes SET last_seen=:t", t=time.time() - 8)
+        assert completion.poll() == []
+        assert db.study("1.2.3")["state"] == RECEIVED and db.study("1.2.3")["reason"] is None
+        # no heartbeat for 3 intervals (15 s): it stopped mid-transfer
+        set_columns(db, "UPDATE nodes SET last_seen=:t", t=time.time() - 20)
+        assert completion.poll() == []
+        study = db.study("1.2.3")
+        assert study["state"] == RECEIVED and interrupted(study)
+        assert (f"transfer interrupted (2 instance(s) received when the receiving process {socket.gethostname()} pid "
+                f"{os.getpid()} stopped answering: no heartbeat for 20 s)") in study["reason"]
+        assert completion.poll() == [] and db.study("1.2.3")["state"] == RECEIVED  # never on the quiet timer
+    finally:
+        receiver.close()
+        db.close()
+
+
+def test_a_receiver_whose_pid_is_gone_has_its_studies_marked_at_once(state_location):
+    db, receiver, completion = receiving_study(state_location)
+    try:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()  # kill -9: a pid of this machine that no longer runs
+        set_columns(db, "UPDATE nodes SET pid=:pid, last_seen=:t", pid=gone.pid, t=time.time() - 1)
+        assert completion.poll() == []
+        study = db.study("1.2.3")
+        assert interrupted(study)
+        assert f"received when the receiving process {socket.gethostname()} pid {gone.pid} died)" in study["reason"]
+    finally:
+        receiver.close()
+        db.close()
+
+
+def test_a_live_receiver_holding_its_association_open_lets_the_quiet_study_complete(state_location):
+    db, receiver, completion = receiving_study(state_location)
+    try:
+        receiver.heartbeat(["receive"], time.time(), {"receiving": ["1.2.3"]})  # beats after the study went quiet
+        assert completion.poll() == ["1.2.3"]
+        assert db.study("1.2.3")["state"] == COMPLETE and db.study("1.2.3")["reason"] is None
+    finally:
+        receiver.close()
+        db.close()
+
+
+def test_a_dead_receiver_does_not_hold_a_study_it_did_not_list(state_location):
+    db, receiver, completion = receiving_study(state_location)
+    try:
+        receiver.heartbeat(["receive"], time.time(), {"receiving": ["9.9.9"]})
+        set_columns(db, "UPDATE nodes SET last_seen=:t", t=time.time() - 20)
+        assert completion.poll() == ["1.2.3"]
+        assert db.study("1.2.3")["reason"] is None
+    finally:
+        receiver.close()
+        db.close()
+
+
+@pytest.mark.parametrize("how, cause", [("kill -9", "died"), ("SIGTERM", "stopped")])
+def test_a_receiver_killed_or_stopped_mid_transfer_leaves_its_study_marked_not_completed(tmp_path, pg_server, how,
+                                                                                        cause):
+    """The finding as reported: `serve --roles receive` killed (-9) or stopped (SIGTERM: systemctl stop/restart) with
+    an association open, `serve --roles complete` beside it on one PostgreSQL state and spool: the study is marked
+    interrupted naming the receiver, never completed on the quiet timer."""
+    from tests.peers import free_port
+    from tests.scaleout.cluster import RoleProcess, cluster_config, state_upgrade, wait_for_heartbeats
+
+    url = pg_server.create_database()
+    port = free_port()
+
+    def config(port_: int) -> str:
+        return cluster_config(tmp_path / "spool", url, port_, {"PACS": ("127.0.0.1", 1)}, quiet_seconds=1,
+                              lease_seconds=4, heartbeat_seconds=0.5, poll_seconds=0.2)
+
+    (tmp_path / "upgrade.toml").write_text(config(0))
+    assert state_upgrade(tmp_path / "upgrade.toml").returncode == 0
+    db = StateDB(url)
+    receiver = RoleProcess(tmp_path, "receiver", "receive", config(port), port).start()
+    completer = RoleProcess(tmp_path, "complete", "complete", config(0)).start()
+    try:
+        wait_for_heartbeats(db, [receiver, completer], timeout=120)
+        study, series = generate_uid(), generate_uid()
+        datasets = [synthetic_mr(study_uid=study, series_uid=series, instance=i, position=8.0 * i) for i in range(2)]
+        assoc = _association(port, datasets[0])
+        for dataset in datasets:
+            assert assoc.send_c_store(dataset).Status == 0
+        pid = receiver.pid
+        if how == "kill -9":
+            receiver.kill9()
+        else:
+            assert receiver.stop(60) == 0
+        assert _wait(lambda: interrupted(db.study(study)), 30), completer.log()[-3000:] + receiver.log()[-3000:]
+        assert (f"2 instance(s) received when the receiving process {socket.gethostname()} pid {pid} {cause}"
+                in db.study(study)["reason"])
+        time.sleep(2)  # twice the quiet time
+        assert db.study(study)["state"] == RECEIVED
+        assert "complete (quiet)" not in completer.log()
+    finally:
+        for process in (receiver, completer):
+            process.stop() if process.alive() else None
+        db.close()
