@@ -12,6 +12,7 @@ from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
                                              PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
                                              trigger_phase)
+from dicomnode.analysis.derived_phases import derived_phases
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import COUNTED_FROM, other_views_text, phase_number
 from dicomnode.analysis.plausibility import implausible_size_notes
@@ -431,14 +432,18 @@ class CinePipeline:
         cine_config = self.config.analysis.cine
         # a child (known age under 18, or unknown age and a child's body size): no adult ranges or adult LV length
         age, child_size = getattr(patient, "age", None), patient_child_size(patient, cine_config.bsa_formula)
+        numbers, cycle = acquisition_numbers(volume), cycle_length(volume)
+        # phases that repeat or interpolate others' pixel data carry no acquisition: the timing runs without them
+        derived = derived_phases(volume.pixels, whole_cycle=numbers == list(range(1, cycle + 1)))
         measure = functools.partial(
             measure_cine, voxel_volume_ml=volume.voxel_volume_ml, trigger_times=volume.trigger_times,
             height_m=getattr(patient, "height_m", None), weight_kg=getattr(patient, "weight_kg", None),
             sex=getattr(patient, "sex", None), bsa_formula=cine_config.bsa_formula,
             density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
-            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=acquisition_numbers(volume),
-            cycle_phases=getattr(volume, "acquired_phases", None),
+            ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=numbers, cycle_phases=cycle,
+            distinct_phases=derived.distinct if derived.any else None, derived_note=derived.note(),
+            slice_rr_ms=getattr(volume, "slice_rr_ms", None),
             extent_rule_withheld=lv_extent_rule_withheld(age, child_size))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
         # the RV accuracy flag and the flags' known errors quote the card of the model whose label maps give the ED /
@@ -466,9 +471,9 @@ class CinePipeline:
             algorithms.append(refine.algorithm)
 
         ed, es = measured.ed_phase, measured.es_phase
-        timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases)}
+        timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases),
+                  "derived_phases": derived.summary() if derived.any else None}
         summary = measured.summary()
-        numbers = acquisition_numbers(volume)
         summary.update({"ed_phase_number": phase_number(ed, numbers), "es_phase_number": phase_number(es, numbers),
                         "phase_numbering": PHASE_NUMBERING,
                         # the acquisition phase number of each position of the volume curves, and the phases acquired
@@ -548,6 +553,16 @@ def acquisition_numbers(volume) -> list[int]:
     if callable(numbers):
         return list(numbers())
     return list(range(1, int(np.shape(volume.pixels)[0]) + 1))
+
+
+def cycle_length(volume) -> int:
+    """The phases of the cardiac cycle the volume's phase numbers count over: Volume.acquired_phases, or the
+    CardiacNumberOfImages its images declare (Volume.declared_phases) where that is more (the phases kept could not
+    be placed on the declared cycle, so the cycle is not whole: its last phase sent does not neighbour the first),
+    at least the phases of the volume and its highest phase number."""
+    numbers = acquisition_numbers(volume)
+    counts = [getattr(volume, "acquired_phases", None), getattr(volume, "declared_phases", None)]
+    return max([len(numbers), max(numbers, default=0)] + [c for c in counts if isinstance(c, int)])
 
 
 def phases_not_ed_es(measured: "CineMeasurements", volume, series=None) -> str | None:

@@ -16,7 +16,9 @@ Conventions (stated once, applied everywhere):
   decision flips between phases would add or remove a whole slice's volume and move ED/ES; with 5 or more slices its
   most basal and most apical slices are left out, as their volume moves with the valve plane and apex); the volumes reported
   at ED and ES follow the basal rule at those phases. Per-slice volumes are checked for temporal consistency
-  first; a phase whose volume jumps is flagged and not chosen as ED or ES.
+  first; a phase whose volume jumps is flagged and not chosen as ED or ES (a phase with one neighbour, at an edge of
+  a partial cycle, cannot be judged; an ED or ES there is caveated). Phases that repeat or interpolate others' pixel
+  data (dicomnode/analysis/derived_phases.py) are left out of the timing, which runs on the distinct phases.
   With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume;
   whether those can be ED and ES (timing, volume difference) is checked by dicomnode/analysis/ed_es_check.py.
 - Flags and notes name phases counted from 1 (phase_text); the indices in the results stay 0-based.
@@ -32,7 +34,7 @@ from scipy import ndimage
 
 from dicomnode.rounding import display_round, number_text, stored_value
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
-from dicomnode.analysis.phase_text import phase_name
+from dicomnode.analysis.phase_text import phase_name, phase_number
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
 BsaFormula = Literal["mosteller", "dubois"]
@@ -226,25 +228,75 @@ def phase_interval_ms(trigger_times) -> float | None:
     return float(min(np.median(steps), steps.mean())) * scale
 
 
-def temporal_resolution_note(trigger_times, n_phases: int) -> str | None:
+def temporal_resolution_note(trigger_times, n_phases: int, distinct_phases=None) -> str | None:
     """A caveat when the cine's phases lie more than MAX_PHASE_INTERVAL_MS apart (phase_interval_ms): true
     end-systole may fall between two phases, so ESV may be over- and EF under-estimated. Without trigger times the
     n_phases over one cycle are judged at UNTIMED_ASSUMED_RR_MS (under UNTIMED_MIN_PHASES: coarse at 80/min or
-    slower). None for a fine enough cine and under MIN_PHASES_FOR_TEMPORAL_CHECK phases (an ED + ES export)."""
+    slower). None for a fine enough cine and under MIN_PHASES_FOR_TEMPORAL_CHECK phases (an ED + ES export).
+    distinct_phases (indices): where the other phases repeat or interpolate these (derived_phases), the resolution is
+    that of the distinct phases (their TriggerTimes), and the note says how many of the phases sent they are."""
     if n_phases < MIN_PHASES_FOR_TEMPORAL_CHECK:
         return None
+    sent = n_phases
+    distinct = _distinct_indices(distinct_phases, n_phases) if n_phases >= MIN_PHASES_FOR_CURVE else None
+    if distinct is not None:
+        n_phases = len(distinct)
+        if trigger_times is not None and len(trigger_times) == sent:
+            trigger_times = [trigger_times[p] for p in distinct]
+    phases = f"{n_phases} phases" if distinct is None else f"{n_phases} distinct phases of the {sent} sent"
     interval = phase_interval_ms(trigger_times)
     if interval is None:
         if n_phases >= UNTIMED_MIN_PHASES:
             return None
-        measured = (f"{n_phases} phases without TriggerTime, {UNTIMED_ASSUMED_RR_MS / n_phases:.0f} ms per phase at a "
+        measured = (f"{phases} without TriggerTime, {UNTIMED_ASSUMED_RR_MS / n_phases:.0f} ms per phase at a "
                     f"heart rate of {60000 / UNTIMED_ASSUMED_RR_MS:.0f}/min, more at slower rates")
     elif interval <= MAX_PHASE_INTERVAL_MS:
         return None
     else:
-        measured = f"{n_phases} phases, {interval:.0f} ms per phase"
+        measured = f"{phases}, {interval:.0f} ms per phase"
     return (f"coarse temporal resolution: {measured} (SCMR recommends <= {MAX_PHASE_INTERVAL_MS:.0f} ms): "
             "end-systole may be missed, so ESV may be over- and EF under-estimated")
+
+
+#: RR spread between the slices of a cine (largest - smallest per-slice RR, as a share of the median) above which its
+#: function is caveated as measured over beats of different length (rr_variation_note). Each slice of a breath-hold
+#: cine is its own acquisition over its own beats, and its phases divide its own RR interval (TriggerTime / RR), while
+#: systole keeps nearly the same length in ms (the QT interval changes with the square root of RR, Bazett HC, Heart
+#: 1920;7:353-370, as ed_es_check's end of systole), so phase n is a later point of systole at a slice of short RR than
+#: at one of long RR, and the volumes summed over slices at ED and ES mix points of the cycle. The node's own choice,
+#: not a guideline figure: at 10 % (e.g. 900 against 1000 ms, 60 against 67 beats per minute) end-systole, about 35 %
+#: of the cycle, moves by 2-4 % of the cycle between slices (Bazett / fixed ms), half a phase to one phase of a
+#: 25-30 phase cine, the node's temporal-consistency step; the rest heart rate between breath-holds of a regular
+#: rhythm mostly stays within it. Beyond it the rhythm is irregular (atrial fibrillation, ectopy) or the rate changed
+#: during the scan, where SCMR's standardized protocols (Kramer CM et al., JCMR 2020;22:17) turn to arrhythmia
+#: rejection or real-time cine.
+RR_VARIATION_FRACTION = 0.10
+#: how rr_variation_note begins
+RR_VARIATION_START = "RR interval varies between slices: "
+
+
+def rr_variation_note(slice_rr_ms) -> str | None:
+    """A caveat where the RR interval of the cine's slices (`slice_rr_ms`: one per slice, ms, None where unknown:
+    Volume.slice_rr_ms from NominalInterval (0018,1062), RRIntervalTimeNominal (0020,9251) or HeartRate (0018,1088))
+    spreads by more than RR_VARIATION_FRACTION of its median, naming the range in ms and beats per minute; None with
+    fewer than 2 slices of known RR (in 200-3000 ms, ed_es_check.RR_RANGE_MS) or a smaller spread."""
+    known = [float(v) for v in (slice_rr_ms or ()) if v is not None and np.isfinite(float(v))
+             and RR_PLAUSIBLE_MS[0] <= float(v) <= RR_PLAUSIBLE_MS[1]]
+    if len(known) < 2:
+        return None
+    low, high, median = min(known), max(known), float(np.median(known))
+    if high - low <= RR_VARIATION_FRACTION * median:
+        return None
+    return (f"{RR_VARIATION_START}{low:.0f}-{high:.0f} ms (heart rate {60000 / high:.0f}-{60000 / low:.0f}/min) over "
+            f"{len(known)} slices, {100 * (high - low) / median:.0f} % of the median {median:.0f} ms (flagged above "
+            f"{100 * RR_VARIATION_FRACTION:.0f} %): the slices were acquired over beats of different length, so a phase "
+            "is not the same point of the cycle at every slice and EDV, ESV and EF sum slices at different points of "
+            "systole and diastole; an irregular rhythm (arrhythmia, ectopic beats) or a changing heart rate, confirm "
+            "by reading")
+
+
+#: RR intervals (ms) taken from a header (heart rates 20-300 per minute), as ed_es_check.RR_RANGE_MS
+RR_PLAUSIBLE_MS = (200.0, 3000.0)
 
 
 @dataclass
@@ -306,6 +358,24 @@ class CycleNeighbours:
             previous[:] = following[:] = -1
         return cls(position, cycle, previous, following)
 
+    def judged(self) -> np.ndarray:
+        """(phases,) whether each phase has both neighbours on the cycle, so that a jump from them can be told."""
+        return (self.previous >= 0) & (self.following >= 0)
+
+    def missing_beyond(self, phase: int) -> list[int]:
+        """The 1-based cycle phases not given that lie next to `phase` (index) on either side, up to the nearest phase
+        given: [] where both its neighbours were given."""
+        given = {int(p) for p in self.position}
+        missing = []
+        for step in (-1, 1):
+            at = int(self.position[phase])
+            for _ in range(self.cycle - 1):
+                at = (at + step) % self.cycle
+                if at in given:
+                    break
+                missing.append(at + 1)
+        return sorted(missing)
+
     def distance(self, a: int, b: int) -> int:
         """Steps between phases a and b (indices) on the cycle, either way round."""
         d = int(self.position[a] - self.position[b]) % self.cycle
@@ -345,24 +415,37 @@ def temporal_jumps(slice_volumes_ml, phase_numbers=None, cycle_phases: int | Non
     """
     volumes = np.asarray(slice_volumes_ml, dtype=np.float64)
     cycle = CycleNeighbours.of(volumes.shape[0], phase_numbers, cycle_phases)
-    consistent = cycle.median3(volumes).sum(axis=1)
+    judged = cycle.judged()
+    # a phase with one neighbour (at an edge of a partial cycle) keeps its own volumes: a median of two values is
+    # their mean, which a monotone systolic fall leaves behind as if the phase jumped
+    consistent = np.where(judged[:, None], cycle.median3(volumes), volumes).sum(axis=1)
     # a clean cosine-shaped cycle loses (max - min) / 2 x (1 - cos(2 pi / n)) at its extremes under a 3-phase median
     shaving = (consistent.max() - consistent.min()) / 2.0 * (1.0 - np.cos(2.0 * np.pi / cycle.cycle))
     tolerance = max(JUMP_ML, JUMP_FRACTION * float(consistent.max()), float(shaving))
-    return consistent, [int(p) for p in np.flatnonzero(np.abs(volumes.sum(axis=1) - consistent) > tolerance)]
+    jumps = (np.abs(volumes.sum(axis=1) - consistent) > tolerance) & judged
+    return consistent, [int(p) for p in np.flatnonzero(jumps)]
 
 
 def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None,
-                    cycle_phases: int | None = None) -> tuple[list[int], list[str]]:
+                    cycle_phases: int | None = None, distinct_phases=None) -> tuple[list[int], list[str]]:
     """RV phases whose volume jumps from its temporal neighbours (temporal_jumps), and a note for each that is
     the ED or ES phase the RV volumes are read at (ED and ES are chosen on the LV curve, so a jump in the RV
     segmentation there would otherwise go into RV EDV / ESV / EF unsaid). No check under MIN_PHASES_FOR_CURVE
     phases. phase_numbers: the acquisition phase number of each index, for the notes (phase_text.phase_name) and,
-    with cycle_phases, the phases' places on the cycle (temporal_jumps)."""
+    with cycle_phases, the phases' places on the cycle (temporal_jumps). distinct_phases: as find_cardiac_phases
+    (the phases that repeat or interpolate others are left out of the check)."""
     volumes = np.asarray(rv_slice_volumes_ml, dtype=np.float64)
     if volumes.ndim != 2 or volumes.shape[0] < MIN_PHASES_FOR_CURVE or not volumes.any():
         return [], []
-    consistent, flagged = temporal_jumps(volumes, phase_numbers, cycle_phases)
+    distinct = _distinct_indices(distinct_phases, volumes.shape[0])
+    if distinct is None:
+        consistent, flagged = temporal_jumps(volumes, phase_numbers, cycle_phases)
+    else:
+        placement = _distinct_placement(distinct, CycleNeighbours.of(volumes.shape[0], phase_numbers, cycle_phases))
+        found, inner = temporal_jumps(volumes[distinct], *placement)
+        consistent = np.full(volumes.shape[0], np.nan)
+        consistent[distinct] = found
+        flagged = [distinct[p] for p in inner]
     curve = volumes.sum(axis=1)
     notes = [f"RV volume jumps from its temporal neighbours at the {name} {phase_name(phase, phase_numbers)}: RV {quantity} and RVEF "
              f"uncertain, review the RV contours ({curve[phase]:.1f} mL against {consistent[phase]:.1f} mL, the "
@@ -372,7 +455,8 @@ def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None,
 
 
 def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_ml=None,
-                        phase_numbers=None, cycle_phases: int | None = None) -> CardiacPhases:
+                        phase_numbers=None, cycle_phases: int | None = None,
+                        distinct_phases=None) -> CardiacPhases:
     """ED and ES phases from LV volumes per (phase, slice), in mL.
 
     1. Temporal consistency: each slice's volume over the cycle is median-filtered over 3 neighbouring phases
@@ -393,15 +477,116 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
     (cmr.types.Volume.acquisition_phase_numbers), so the notes name phases as a viewer does; None: index + 1.
     With `cycle_phases` (Volume.acquired_phases) they also place the phases on the cycle (CycleNeighbours): the
     median, the smoothing and the ED window count steps of the cycle, so a phase left out is no one's neighbour and
-    the last phase neighbours the first only where the cycle is whole.
+    the last phase neighbours the first only where the cycle is whole. A phase with a neighbour on one side only (at
+    an edge of a partial cycle) cannot be judged for a jump and is not flagged (temporal_jumps); where ED or ES lies
+    at such an edge, next to phases of the cycle not sent, a note says that the true ED or ES may lie among them
+    (PARTIAL_CYCLE_EDGE_START).
+    `distinct_phases` (indices, rising): the phases that hold an acquisition of their own where the others repeat or
+    interpolate their pixel data (derived_phases.DerivedPhases.distinct, e.g. 48 phases of which 12 distinct): steps
+    1-4 run over the distinct phases alone, as over a cine of those phases, and the results are given over all
+    phases (a derived phase carrying the timing curves' value of the distinct phase it follows); None: every phase.
     Raises ValueError for an empty or non-2-D input.
     """
     volumes = np.asarray(lv_slice_volumes_ml, dtype=np.float64)
     if volumes.ndim != 2 or volumes.shape[0] == 0 or volumes.shape[1] == 0:
         raise ValueError(f"LV volumes must be (phases, slices), got shape {volumes.shape}")
     n = volumes.shape[0]
+    full = CycleNeighbours.of(n, phase_numbers, cycle_phases)
+    distinct = _distinct_indices(distinct_phases, n)
+    if distinct is None:
+        found = _find_cardiac_phases(volumes, trigger_times, reported_curve_ml, phase_numbers,
+                                     (phase_numbers, cycle_phases))
+        groups = {p: [p] for p in range(n)}
+    else:
+        names = [phase_number(p, phase_numbers) for p in distinct]
+        times = None if trigger_times is None or len(trigger_times) != n else [trigger_times[p] for p in distinct]
+        reported = None if reported_curve_ml is None else np.asarray(reported_curve_ml, dtype=np.float64)[distinct]
+        inner = _find_cardiac_phases(volumes[distinct], times, reported, names, _distinct_placement(distinct, full))
+        groups = _distinct_groups(distinct, n)
+        owner = np.empty(n, dtype=np.int64)
+        for k, p in enumerate(distinct):
+            owner[groups[p]] = k
+        found = CardiacPhases(distinct[inner.ed], distinct[inner.es], distinct[inner.trigger_phase],
+                              volumes.sum(axis=1).tolist(), np.asarray(inner.consistent_curve_ml)[owner].tolist(),
+                              np.asarray(inner.smoothed_curve_ml)[owner].tolist(),
+                              [distinct[p] for p in inner.flagged_phases], list(inner.notes))
+    if n >= MIN_PHASES_FOR_CURVE:  # fewer phases are an export of chosen phases (ed_es_check), not a cycle cut short
+        found.notes += partial_cycle_edge_notes(found.ed, found.es, full, groups, phase_numbers)
+    return found
+
+
+def _distinct_indices(distinct_phases, n: int) -> list[int] | None:
+    """The distinct phases as rising indices where they are a proper subset of the n phases that still makes a curve
+    (MIN_PHASES_FOR_CURVE), else None (every phase counts)."""
+    if distinct_phases is None:
+        return None
+    distinct = sorted({int(p) for p in distinct_phases if 0 <= int(p) < n})
+    return distinct if MIN_PHASES_FOR_CURVE <= len(distinct) < n else None
+
+
+def _distinct_groups(distinct: list[int], n: int) -> dict[int, list[int]]:
+    """Each distinct phase with the derived phases that follow it up to the next distinct one (those before the first
+    distinct phase follow the last, as the cycle wraps)."""
+    groups = {p: list(range(p, q)) for p, q in zip(distinct, distinct[1:] + [n])}
+    groups[distinct[-1]] += list(range(0, distinct[0]))
+    return groups
+
+
+def _distinct_placement(distinct: list[int], full: CycleNeighbours) -> tuple[list[int], int]:
+    """(phase numbers, cycle phases) placing the distinct phases on a cycle of their own (CycleNeighbours.of): two
+    consecutive distinct phases are neighbours where every phase between them was given (`full`: all phases on the
+    acquisition's cycle), and the last neighbours the first only where the phases after it wrap round to the first."""
+    n = len(full.position)
+
+    def connected(start: int, stop: int) -> bool:  # every index from start to stop (exclusive) followed by the next
+        return all(full.following[i] == (i + 1) % n for i in range(start, stop))
+
+    numbers = [1]
+    for a, b in zip(distinct, distinct[1:]):
+        numbers.append(numbers[-1] + (1 if connected(a, b) else 2))
+    wraps = connected(distinct[-1], n) and connected(0, distinct[0])
+    return numbers, numbers[-1] if wraps else numbers[-1] + 1
+
+
+#: how the note on an ED or ES next to phases of the cycle that were not sent begins (partial_cycle_edge_notes)
+PARTIAL_CYCLE_EDGE_START = "partial cardiac cycle: "
+
+
+def partial_cycle_edge_notes(ed: int, es: int, cycle: CycleNeighbours, groups=None, numbers=None) -> list[str]:
+    """The notes where ED or ES (indices) lies next to phases of the cycle that were not sent (CycleNeighbours:
+    phases left out at every slice, or not in the export, where CardiacNumberOfImages declares more): the volume
+    curve may go on rising (ED) or falling (ES) into them, so the true ED or ES may lie there, and the phase at the
+    edge could not be checked for a segmentation jump (one neighbour). `groups`: each phase with the phases that repeat
+    or interpolate it (_distinct_groups; None: each alone), whose missing neighbours count as its own; `numbers`:
+    the acquisition phase number of each index (phase_text.phase_name)."""
+    notes = []
+    for what, phase, quantity in (("end-diastole", ed, "EDV"), ("end-systole", es, "ESV")):
+        members = (groups or {}).get(phase, [phase])
+        missing = sorted({m for member in members for m in cycle.missing_beyond(member)})
+        if not missing:
+            continue
+        notes.append(f"{PARTIAL_CYCLE_EDGE_START}{what} taken at {phase_name(phase, numbers)}, next to cardiac "
+                     f"{_numbers_text(missing)} of the {cycle.cycle} of the cycle, which were not sent: "
+                     f"the true {what} may lie among them, so {quantity}, SV and EF are uncertain ({phase_name(phase, numbers)} "
+                     "has a neighbour on one side only and could not be checked for a segmentation jump)")
+    return notes
+
+
+def _numbers_text(numbers: list[int]) -> str:
+    """"phase 9", "phases 9-12", "phases 1, 11 and 12" for 1-based phase numbers."""
+    if len(numbers) == 1:
+        return f"phase {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"phases {numbers[0]}-{numbers[-1]}"
+    return f"phases {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+
+
+def _find_cardiac_phases(volumes: np.ndarray, trigger_times, reported_curve_ml, numbers,
+                         placement: tuple) -> CardiacPhases:
+    """find_cardiac_phases steps 1-4 on (phases, slices) LV volumes; `numbers`: the phase numbers the notes name,
+    `placement`: (phase numbers, cycle phases) placing the phases on the cycle (CycleNeighbours.of)."""
+    n = volumes.shape[0]
     curve = volumes.sum(axis=1)
-    numbers = phase_numbers
     trigger, note = trigger_phase(trigger_times, n, numbers)
     notes = [note] if note else []
     if n < MIN_PHASES_FOR_CURVE:
@@ -412,8 +597,8 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
         notes = [_untriggered_note(ed, numbers)] if note else []
         return CardiacPhases(ed, es, trigger, curve.tolist(), curve.tolist(), curve.tolist(), [],
                              notes + [f"{n} phases: ED = largest, ES = smallest LV volume (no curve to smooth)"])
-    consistent, flagged = temporal_jumps(volumes, numbers, cycle_phases)
-    cycle = CycleNeighbours.of(n, numbers, cycle_phases)
+    consistent, flagged = temporal_jumps(volumes, *placement)
+    cycle = CycleNeighbours.of(n, *placement)
     smoothed = cycle.smooth121(consistent)
     notes += [_flagged_note(phase, curve, consistent, reported_curve_ml, numbers) for phase in flagged]
     usable = [p for p in range(n) if p not in flagged] or list(range(n))
@@ -1122,7 +1307,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  apex_first: bool | None = None, timing: CardiacPhases | None = None,
                  nominal_step_mm: float | None = None, ends_left_out_mm=None,
                  rv_validation: dict | None = None, function_validation: dict | None = None,
-                 phase_numbers=None, cycle_phases: int | None = None,
+                 phase_numbers=None, cycle_phases: int | None = None, distinct_phases=None,
+                 derived_note: str | None = None, slice_rr_ms=None,
                  extent_rule_withheld: str | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
@@ -1154,6 +1340,11 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     phase left out at every slice leaves a gap), so the notes in `flags` name phases as a viewer does; None: index + 1.
     cycle_phases: the phases of the cycle those numbers count over (Volume.acquired_phases): with phase_numbers,
     where the phases lie on the cycle for the timing (find_cardiac_phases, rv_timing_notes).
+    distinct_phases: the phases holding an acquisition of their own where others repeat or interpolate them
+    (derived_phases.DerivedPhases.distinct; None: every phase): ED/ES are timed and the RV checked among them, and
+    the temporal resolution is theirs; derived_note (DerivedPhases.note) then goes into `flags`.
+    slice_rr_ms: (slices,) each slice's RR interval in ms from its headers (Volume.slice_rr_ms, None where unknown):
+    a spread between slices beyond RR_VARIATION_FRACTION is flagged (rr_variation_note).
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
     """
     if timing is not None and not (0 <= timing.ed < len(labelmaps) and 0 <= timing.es < len(labelmaps)):
@@ -1168,9 +1359,9 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     if timing is None:
         timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
                                      reported_curve_ml=lv_curve, phase_numbers=phase_numbers,
-                                     cycle_phases=cycle_phases)
+                                     cycle_phases=cycle_phases, distinct_phases=distinct_phases)
     ed, es = timing.ed, timing.es
-    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers, cycle_phases)
+    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers, cycle_phases, distinct_phases)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
     result = CineMeasurements(
@@ -1197,7 +1388,10 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         values = {key: value for key, value in values.items() if not key.startswith("rv_")}
     result.coverage = stack_coverage(labelmaps[ed], slice_positions_mm, apex_first, ends_left_out_mm,
                                      extent_rule_withheld)
-    coarse = temporal_resolution_note(trigger_times, len(labelmaps))
+    coarse = temporal_resolution_note(trigger_times, len(labelmaps), distinct_phases)
+    distinct_used = _distinct_indices(distinct_phases, len(labelmaps)) is not None
+    timing_caveats = [text for text in (derived_note if distinct_used else None, coarse,
+                                        rr_variation_note(slice_rr_ms)) if text]
     errors = known_errors(function_validation, bsa)
     lower_bounds = frozenset() if result.coverage.complete else LOWER_BOUND_KEYS
     judgements = range_judgements(values, sex, errors, lower_bounds)
@@ -1214,5 +1408,5 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     rv_accuracy = [rv_accuracy_note(rv_validation)] if rv_found and rv_validation is not None else []
     result.flags = (result.coverage.flags() + [text for _, text, _ in judgements] + ([unjudged] if unjudged else [])
                     + ([mismatch] if mismatch else [])
-                    + rv_accuracy + ([coarse] if coarse else []) + list(timing.notes) + rv_notes + bsa_note)
+                    + rv_accuracy + timing_caveats + list(timing.notes) + rv_notes + bsa_note)
     return result

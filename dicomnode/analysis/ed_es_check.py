@@ -29,12 +29,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from dicomnode.analysis.cine_metrics import ED_WINDOW_FRACTION, JUMP_FRACTION, JUMP_ML, UNTIMED_ASSUMED_RR_MS
+from dicomnode.analysis.cine_metrics import (ED_WINDOW_FRACTION, JUMP_FRACTION, JUMP_ML, RR_PLAUSIBLE_MS,
+                                             UNTIMED_ASSUMED_RR_MS)
 from dicomnode.analysis.phase_text import COUNTED_FROM, phase_name
 from dicomnode.cmr.frames import MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS
 
 #: RR intervals (ms) outside this range are not taken from a header (heart rates 20-300 per minute)
-RR_RANGE_MS = (200.0, 3000.0)
+RR_RANGE_MS = RR_PLAUSIBLE_MS
 
 
 def _positive(value) -> float | None:

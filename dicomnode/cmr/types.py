@@ -87,7 +87,22 @@ class AnalysisSeries:
             "preferred": self.preferred,
             **({"lge_kind": self.lge_kind} if self.lge_kind else {}),
             **({"notes": list(self.notes)} if self.notes else {}),
+            **({"merged_series": merged} if len(merged := self.merged_series()) > 1 else {}),
         }
+
+    def merged_series(self) -> list[dict]:
+        """[{"series_instance_uid", "series_number"}] of every source series of this stack, in stack order: more
+        than one where single-slice series (one per slice, Siemens style) were merged, so that summary.json names
+        each series received and analysed, not only the first (series_number None where the headers give none)."""
+        numbers: dict[str, int | None] = {}
+        for header in self.instances:
+            if numbers.get(header.series_instance_uid) is None:
+                try:
+                    numbers[header.series_instance_uid] = int(header.dataset.get("SeriesNumber"))
+                except (TypeError, ValueError):
+                    numbers[header.series_instance_uid] = None
+        return [{"series_instance_uid": uid, "series_number": numbers.get(uid)}
+                for uid in dict.fromkeys(self.series_instance_uids)]
 
 
 @dataclass
@@ -129,6 +144,10 @@ class Volume:
     # the phases of the cycle `phase_numbers` count over: the phases acquired, those left out at every slice included,
     # or the declared CardiacNumberOfImages where the phases kept were placed on it; None: the phases of `pixels`
     acquired_phases: int | None = None
+    # ms, per slice (the order of `positions`): the RR interval its headers give (NominalInterval (0018,1062),
+    # RRIntervalTimeNominal (0020,9251), else 60000 / HeartRate (0018,1088); the median over its frames), None where
+    # they give none; empty for a Volume built elsewhere. Each slice of a breath-hold cine has its own beats.
+    slice_rr_ms: list[float | None] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -1529,4 +1529,15 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         declared_phases=declared,
         phase_numbers=phase_numbers,
         acquired_phases=acquired,
+        slice_rr_ms=slice_rr_ms(frames),
     )
+
+
+def slice_rr_ms(frames: list[list[FrameInfo]]) -> list[float | None]:
+    """Per slice of frames [phase][slice]: the median RR interval (ms) its frames' headers give (_header_rr_ms), None
+    where none gives one."""
+    found = []
+    for k in range(len(frames[0]) if frames else 0):
+        values = [rr for rr in (_header_rr_ms(row[k]) for row in frames) if rr is not None]
+        found.append(float(np.median(values)) if values else None)
+    return found

@@ -182,3 +182,21 @@ def test_a_short_repeat_beside_a_stack_with_a_missing_image_is_named_not_used(sc
     warning = next(w for w in volume.warnings if "acquired again" in w)
     assert "it holds 17 images against 20 (cardiac phases) at each slice of the stack" in warning
     assert warning in next(s for s in study.series if s.series_number == 301).notes
+
+
+def test_the_volume_carries_each_slice_s_rr_interval(scd101):
+    """break42b F5: each slice's RR interval (NominalInterval, else HeartRate) reaches the volume, in slice order, so
+    the cine can say when it varies between slices (cine_metrics.rr_variation_note)."""
+    where = _slice_and_phase(scd101)
+    for header in scd101:
+        slice_index = where[id(header)][0]
+        header.dataset.NominalInterval = 700 + 40 * slice_index
+        if slice_index == 3:  # HeartRate only at this slice: 60000 / 75 = 800 ms
+            del header.dataset.NominalInterval
+            header.dataset.HeartRate = 75
+    _, volume = _cine_volume(scd101)
+    order = sorted({where[id(h)][0] for h in scd101})
+    by_uid = {h.sop_instance_uid: where[id(h)][0] for h in scd101}
+    slice_of = [by_uid[ref.sop_instance_uid] for ref in volume.frames[0]]
+    expected = [800.0 if k == 3 else 700.0 + 40 * k for k in slice_of]
+    assert volume.slice_rr_ms == pytest.approx(expected) and len(order) == len(volume.slice_rr_ms)
