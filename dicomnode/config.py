@@ -223,8 +223,6 @@ class LGEConfig(StrictModel):
     large_burden_comparator: Literal[">=", ">"] = ">="
     nsd_n: Literal[2, 3, 5, 6] = 5
     myocardial_density_g_per_ml: float = Field(1.05, gt=0)
-    refine_ed_es: bool = Field(True, description="measure ED and ES with the wider cine_unet_refine model where it is "
-                               "installed (every other phase with cine_unet)")
     threshold_methods: Literal["validated", "always"] = Field(
         "validated", description="n-SD / FWHM: 'validated' reports a method's %LGE only where the LGE model card "
                                  "shows it agreeing with expert %LGE (r >= 0.8) on the model's own myocardium, else "
@@ -387,7 +385,7 @@ def cross_reference_problems(data: dict) -> list[tuple[str, str]]:
     data = with_default_route(data)
     destinations, routes = _entries(data, "destinations"), _entries(data, "routes")
     return (_duplicate_names("destinations", destinations)
-            + _duplicate_names("routes", routes, ": a route's name is how the logs, the state and summary.json say "
+            + _duplicate_names("routes", routes, ": a route's name is how the log and summary.json (`route`) say "
                                                  "which route a study took")
             + _shadowing_routes(routes)
             + _unknown_destinations(routes, [name for _, name in _named(destinations)]))

@@ -81,8 +81,9 @@ def _shared_spool(config: Config) -> list[Problem]:
 
 
 def _state_schema(config: Config) -> list[Problem]:
-    """With a `[state] url` (not SQLite): a schema `serve` would refuse (none or older: `dicomnode state upgrade`;
-    newer: written by a newer dicomnode), read without changing it."""
+    """With a `[state] url` (not SQLite): a database `serve` could not open (a host that does not resolve or does
+    not answer, a user refused) or a schema it would refuse (none or older: `dicomnode state upgrade`; newer:
+    written by a newer dicomnode), read without changing it."""
     if config.state.url is None:
         return []
     problem = state_schema_problem(config.state.url)

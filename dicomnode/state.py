@@ -555,8 +555,10 @@ class StoreOutcome:
 
 
 def no_results_reason(summary: dict, limit: int = 500) -> str:
-    """The study's reason when its analysis made no result object: the declined reasons of its summary."""
-    reasons = list(dict.fromkeys(str(d.get("reason", "")) for d in summary.get("declined", []) if d.get("reason")))
+    """The study's reason when its analysis made no result object: the declined reasons of its summary, then why
+    each routed analysis had nothing to analyse (`not_analysed`)."""
+    entries = list(summary.get("declined") or []) + list(summary.get("not_analysed") or [])
+    reasons = list(dict.fromkeys(str(d.get("reason", "")) for d in entries if d.get("reason")))
     return ("no result objects: " + "; ".join(reasons) if reasons else "no result objects")[:limit]
 
 
@@ -1573,25 +1575,33 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
 
 
 def state_schema_problem(location: str, timeout: float = 5.0) -> str | None:
-    """What `serve` would refuse about the schema of a `[state] url` that is not SQLite (schema_mismatch: none yet
-    or older, `dicomnode state upgrade`; newer, a newer dicomnode's), read without changing it; None where it
-    matches, for SQLite (migrated on start), and where it cannot be reached within `timeout` s (serve says that)."""
+    """What `serve` would refuse about a `[state] url` that is not SQLite, read without changing it: a database it
+    cannot connect to within `timeout` s (a host name that does not resolve, no server listening, a user refused,
+    no driver), and a schema other than this code's (schema_mismatch: none yet or older, `dicomnode state upgrade`;
+    newer, a newer dicomnode's). None where it matches, and for SQLite (created and migrated on start)."""
     url = state_url(location)
     if url.startswith("sqlite"):
         return None
     try:
         db = StateDB(url, upgrade=False, check=False, connect_timeout=timeout)
-    except Exception:  # noqa: BLE001 - not reachable: serve says why
-        return None
+    except Exception as exc:  # noqa: BLE001 - a missing driver or a malformed URL: serve fails on it too
+        return _unreachable(url, exc)
     try:
         db.check_schema()
     except StateSchemaError as exc:
-        return None if isinstance(exc.__cause__, OperationalError) else str(exc)
-    except Exception:  # noqa: BLE001 - unreachable: serve says why
-        return None
+        return _unreachable(url, exc.__cause__) if isinstance(exc.__cause__, OperationalError) else str(exc)
+    except Exception as exc:  # noqa: BLE001 - any other failure to connect: serve cannot open it either
+        return _unreachable(url, exc)
     finally:
         db.close()
     return None
+
+
+def _unreachable(url: str, exc: BaseException) -> str:
+    """The problem of a state database that cannot be opened, in one line, without the URL's password."""
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+    return (f"cannot open the state database {describe_url(url)}: {reason} (`serve` refuses to start until it can: "
+            "check the host name, that PostgreSQL runs and accepts connections there, and the user's access)")
 
 
 def open_state(config, *, upgrade: bool | None = None, check: bool = True, process_id: str | None = None,

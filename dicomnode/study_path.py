@@ -88,9 +88,12 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
     if route is None:
         log.info("study %s: %s; stored, not analysed", short_hash(study.study_instance_uid or "-"), NO_ROUTE)
         return StudyRun(summary=declined_entry(study, NO_ROUTE))
+    log.info("study %s: route %r: pipelines %s", short_hash(study.study_instance_uid or "-"), route.name,
+             ", ".join(route.pipelines) or "none")
     outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
                                supersedes=supersedes)
     written = write_results(outcome.datasets, write_root, name_result, file_mode)
+    outcome.summary["route"] = route.name  # the [[routes]] name that decided the pipelines and destinations
     outcome.summary["outputs"] = [result.path for result in written]
     return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
                     errors=list(outcome.errors))

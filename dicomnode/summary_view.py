@@ -147,6 +147,8 @@ def print_summary_table(summary: dict) -> None:
             print(f"  LGE left aside: {text}")
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
+        for item in study.get("not_analysed") or []:
+            print(f"  not analysed ({item['analysis']}): {item['reason']}")
         print(f"  {len(study.get('outputs', []))} result object(s)")
 
 

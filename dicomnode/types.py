@@ -46,6 +46,9 @@ class SegmentationResult:
     #: node labels whose segmentation the model card does not validate (LGE: MVO, summary lge.mvo_validation): the
     #: SEG names their segments "not validated"
     unvalidated_labels: tuple[int, ...] = ()
+    #: the other models that decided this label map (LGE: the localiser that chose the crop `algorithm` segmented),
+    #: credited after `algorithm` in the SEG's Contributing Equipment (IHE AIR)
+    contributing: tuple[AlgorithmInfo, ...] = ()
 
     @property
     def key(self) -> str:

@@ -27,7 +27,7 @@ from dicomnode.cmr.structures import LV_LABELS, keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
-from dicomnode.rounding import number_text
+from dicomnode.rounding import number_text, stored_value
 
 log = logging.getLogger("dicomnode.analysis.lge")
 
@@ -825,6 +825,9 @@ class LGEPipeline:
         kind = input_kind(image, _bits_stored(series))
         scar_log_offset = self.decision.offset(kind)
         locate = runtime.model(self.localiser).run if self.localiser else None
+        # every model that decided the result is credited (IHE AIR Contributing Equipment): the localiser chose
+        # the crop the ensemble segmented, so a failed localisation withholds the numbers
+        algorithms = [model.algorithm] + ([runtime.model(self.localiser).algorithm] if self.localiser else [])
         segmented = segment_stack(canonical.apply(image), canonical.spacing(volume.pixel_spacing), model.run, self.spec,
                                   scar_log_offset, locate_model=locate)
         labels = canonical.invert(segmented.labels)
@@ -838,7 +841,7 @@ class LGEPipeline:
                               settings.large_burden_percent, settings.large_burden_comparator)
         if volumes.myocardium_volume_ml == 0:
             return self._declined(series.series_instance_uid, "no LV myocardium found in the LGE stack",
-                                  [model.algorithm])
+                                  algorithms)
         withheld = not_determined_reason(segmented.localised, labels, volume.pixel_spacing)
         # a child (reference_age): the adult LV length rule of the coverage check is not applied, and a warning says
         # that the model knows adult hearts only
@@ -855,7 +858,7 @@ class LGEPipeline:
         short = short_stack_reason(coverage)
         dark_blood = dark_blood_notes(image, labels, getattr(series, "description", None) or "",
                                       _protocol_name(series))
-        per_slice = [{key: (_round(v) if isinstance(v, float) else v) for key, v in s.items()}
+        per_slice = [{key: (stored_value(v) if isinstance(v, float) else v) for key, v in s.items()}
                      for s in volumes.per_slice_dicts()]
         if withheld:
             per_slice = [{key: (v if key == "slice_index" else None) for key, v in s.items()} for s in per_slice]
@@ -867,7 +870,7 @@ class LGEPipeline:
             (f"withheld: {n.split('. ')[0]}" for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None)
 
         def number(value: float):
-            return None if withheld else _round(value, 2)
+            return None if withheld else stored_value(value)
 
         validation = None if withheld else lge_percent_validation(
             self.card_metrics, kind, volumes.lge_percent, None if burden_reason else volumes.large_scar_burden,
@@ -922,6 +925,7 @@ class LGEPipeline:
             log.warning("lge: %s", NOT_LOCALISED)
         segmentation = SegmentationResult(series=series, volume=volume, labelmap=labels[None], phases=[0],
                                           phase_names=["late enhancement"], algorithm=model.algorithm, pipeline="lge",
+                                          contributing=tuple(algorithms[1:]),
                                           unvalidated_labels=() if (mvo_block or {}).get("validated") else
                                           (int(Label.MVO),))
         measurements = {
@@ -940,7 +944,7 @@ class LGEPipeline:
             "scar_decision": {"input_kind": kind, "scar_log_offset": scar_log_offset},
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation],
-                              measurements=measurements, algorithms=[model.algorithm])
+                              measurements=measurements, algorithms=algorithms)
 
     @staticmethod
     def _aha(labels: np.ndarray, volume, withheld: str | None, short: str | None, coverage: dict | None) -> dict:
@@ -980,9 +984,9 @@ class LGEPipeline:
                     results[name] = {"lge_percent": None, "applicable": False, "reason": measured.not_applicable}
                     continue
                 found = measured.summary()
-                # %LGE and volumes to 2 decimals as the DL numbers (and the SR's NUMs); thresholds keep 4
+                # %LGE and volumes stored as the DL numbers (rounding.stored_value, as the SR NUMs); thresholds keep 4
                 results[name] = {"applicable": True,
-                                 **{k: (_round(v, 2 if k == "lge_percent" or k.endswith("_ml") else 4)
+                                 **{k: ((stored_value(v) if k == "lge_percent" or k.endswith("_ml") else _round(v, 4))
                                         if isinstance(v, float) else v) for k, v in found.items()}}
                 caveat = self._unvalidated(f"nsd{n}" if name == "nsd" else "fwhm")
                 if caveat:  # threshold_methods = 'always': the number is computed, its caveat goes with it

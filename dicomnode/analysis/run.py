@@ -41,6 +41,19 @@ def _attach_excluded_instances(result: PipelineResult, study) -> None:
         if e["series_instance_uid"] in analysed or e.get("series_description") in descriptions]
 
 
+#: the pipelines that measure a series of the study (suggestions reads their numbers, no series)
+SERIES_PIPELINES = ("lge", "cine")
+
+
+def absent_inputs(result: PipelineResult) -> bool:
+    """Whether a series pipeline (SERIES_PIPELINES) found nothing to analyse in the study: no summary, and every
+    decline naming no series (it names the series it declines; one naming none says the study holds no series of
+    its kind: "no LGE short-axis stack in the study"). design.md: an absent analysis is an absent key, not a
+    decline, so these go to summary.json `not_analysed`, never to `declined`."""
+    return result.name in SERIES_PIPELINES and result.summary is None and bool(result.declined) and all(
+        d.series_instance_uid is None for d in result.declined)
+
+
 class Analyser:
     """Holds the pipelines (built once, models warm) and analyses studies with them."""
 
@@ -77,6 +90,7 @@ class Analyser:
         started_at = started_at or dt.datetime.now().astimezone()
         summary: dict = {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series()}
         declined: list[dict] = [d.summary() for d in study.declined]
+        not_analysed: list[dict] = []  # routed analyses the study holds no series for (absent_inputs)
         context = AnalysisContext(config=self.config, runtime=self.runtime, started_at=started_at,
                                   study_summary_so_far=summary)
         results: list[PipelineResult] = []
@@ -95,16 +109,21 @@ class Analyser:
                 errors.append(self._unavailable[name])
                 continue
             began = time.perf_counter()
+            failed = False
             try:
                 result = pipeline.run(study, context)
             except Exception as exc:
+                failed = True
                 log.error("study %s: pipeline %s failed: %s\n%s", study_tag, name, exc, traceback.format_exc())
                 result = PipelineResult(name=name, summary=None,
                                         declined=[Declined(None, f"{name}: analysis failed: {exc}")])
                 errors.append(f"{name}: analysis failed: {exc}")
             durations[name] = time.perf_counter() - began
             _attach_excluded_instances(result, study)
-            declined.extend(d.summary() for d in result.declined)
+            if not failed and absent_inputs(result):
+                not_analysed.extend({"analysis": name, "reason": d.reason} for d in result.declined)
+            else:
+                declined.extend(d.summary() for d in result.declined)
             all_results.append(result)
             if result.summary is not None:
                 summary[name] = result.summary
@@ -131,5 +150,6 @@ class Analyser:
         # from 'not found'
         declined.extend(Declined(uid, reason).summary() for uid, reason in maps_not_measured(study.series))
         summary["declined"] = declined
+        summary["not_analysed"] = not_analysed
         summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))
         return StudyOutcome(summary=summary, datasets=datasets, durations=durations, errors=errors)

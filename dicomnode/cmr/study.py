@@ -440,7 +440,8 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
                               else f"{name[:-1]}, SeriesInstanceUID {s.series_instance_uid})"
                               for name, kind, s in zip(names, types, (other, chosen)))
             text = f"{sequence.upper()} {names[0]} left aside for this {names[1]}: {reason}"
-            other.notes.append(f"repeat of {what}; not preferred (preferred: {chosen.key}): {reason}")
+            # named as a viewer lists it, never by the internal stack key (UID#number#kind)
+            other.notes.append(f"repeat of {what}; not preferred ({names[1]} is preferred): {reason}")
             lacking = cover[chosen.key].lacks(cover[other.key])
             if "other" in (sequence, view):
                 continue  # unrecognised series or single planes of no view are no repeats of a stack

@@ -538,5 +538,5 @@ def build_seg(
                 continue
             what = named
             break
-    apply_provenance(seg, [algorithm], started_at, what)
+    apply_provenance(seg, [algorithm, *result.contributing], started_at, what)
     return seg

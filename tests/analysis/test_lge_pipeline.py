@@ -14,6 +14,7 @@ from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
 from dicomnode.devtools.make_study import make_study
 from dicomnode.inference import Runtime
+from dicomnode.rounding import stored_value
 
 SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent",
                 "large_scar_burden", "nsd", "fwhm", "per_slice", "aha_segments", "series_instance_uid",
@@ -67,13 +68,19 @@ def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study,
     volume = segmentation.volume
     assert segmentation.labelmap.shape == (1,) + volume.pixels.shape[1:]
     assert segmentation.phases == [0] and segmentation.phase_names == ["late enhancement"]
-    assert segmentation.pipeline == "lge" and result.algorithms == [segmentation.algorithm]
+    assert segmentation.pipeline == "lge" and result.algorithms[0] == segmentation.algorithm
     # the numbers are the metrics of the returned label map on the source grid
     expected = lge_volumes(segmentation.labelmap[0], volume.voxel_volume_ml)
     assert summary["myocardium_volume_ml"] == pytest.approx(expected.myocardium_volume_ml, abs=0.01)
     assert summary["lge_percent"] == pytest.approx(expected.lge_percent, abs=0.01)
     assert summary["lv_mass_g"] == pytest.approx(expected.myocardium_volume_ml * 1.05, abs=0.02)
     assert len(summary["per_slice"]) == volume.pixels.shape[1]
+    # every number stored as README says (rounding.stored_value: 2 decimals, more only where 2 would read otherwise)
+    stored = [summary[k] for k in ("myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml",
+                                   "lge_percent")]
+    stored += [v for entry in summary["per_slice"] for k, v in entry.items()
+               if k.endswith(("_ml", "_percent")) and v is not None]
+    assert stored and all(value == stored_value(value) for value in stored), stored
     # each slice names its image, in volume order (ascending along the stack normal, the SEG's frame order)
     for k, (entry, ref) in enumerate(zip(summary["per_slice"], volume.frames[0])):
         assert entry["slice_index"] == k and entry["sop_instance_uid"] == ref.sop_instance_uid
@@ -521,6 +528,8 @@ def test_the_pipeline_finds_the_heart_with_the_cards_localiser_and_falls_back_wi
     monkeypatch.setattr(node_lge, "segment_stack", spy)
     located = pipeline.run(study, context(config, runtime))
     assert calls[-1] is not None and calls[-1] == runtime.model("lge_unet_localiser").run
+    # the localiser decided the crop: credited beside the ensemble (Contributing Equipment of the SR and the PDF)
+    assert located.algorithms == [runtime.model("lge_unet").algorithm, runtime.model("lge_unet_localiser").algorithm]
 
     bare = tmp_path / "models"
     bare.mkdir()
@@ -531,7 +540,7 @@ def test_the_pipeline_finds_the_heart_with_the_cards_localiser_and_falls_back_wi
         fallback = LGEPipeline(config, without)
     assert fallback.localiser is None and "lge_unet_localiser" in caplog.text
     unlocated = fallback.run(study, context(config, without))
-    assert calls[-1] is None
+    assert calls[-1] is None and unlocated.algorithms == [without.model("lge_unet").algorithm]
     assert unlocated.summary["lge_percent"] == pytest.approx(located.summary["lge_percent"], abs=1.0)
     assert unlocated.summary["myocardium_volume_ml"] == pytest.approx(located.summary["myocardium_volume_ml"],
                                                                       rel=0.02)

@@ -109,6 +109,15 @@ def test_lge_is_recognised_as_psir_and_magnitude_sax_with_psir_preferred(generat
     assert any("IR" in e or "InversionTime" in e for e in preferred.sequence.evidence)
     if variant == "siemens":  # one series per slice, merged into stacks
         assert len(preferred.series_instance_uids) == 5 and any("merged 5" in n for n in preferred.notes)
+        # summary.json names every source series of the stack, each with its own SeriesNumber
+        entry = preferred.summary()
+        numbers = {str(h.dataset.SeriesInstanceUID): int(h.dataset.SeriesNumber) for h in preferred.instances}
+        assert entry["merged_series"] == [{"series_instance_uid": uid, "series_number": numbers[uid]}
+                                          for uid in preferred.series_instance_uids]
+        assert entry["merged_series"][0]["series_instance_uid"] == entry["series_instance_uid"]
+        assert len({item["series_number"] for item in entry["merged_series"]}) == 5
+    else:
+        assert "merged_series" not in preferred.summary()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

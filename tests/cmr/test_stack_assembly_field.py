@@ -183,6 +183,10 @@ def test_a_later_repeat_with_fewer_slices_does_not_beat_the_complete_stack(tmp_p
     assert "no slice at 50.00 mm" in warning
     (repeat,) = [s for s in study.series if s.series_number == 14]
     assert not repeat.preferred and any("not preferred" in n and "5 slice position(s)" in n for n in repeat.notes)
+    # the preferred series named as a viewer lists it, not by the internal stack key (UID#number#kind)
+    (note,) = [n for n in repeat.notes if "not preferred" in n]
+    assert "(series 12 'LGE_SAX' (6 slice(s), magnitude) is preferred)" in note
+    assert chosen.key not in note and "#" not in note
 
 
 def test_of_equally_complete_repeats_the_latest_is_analysed_and_the_earlier_named(tmp_path):

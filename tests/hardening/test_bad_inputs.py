@@ -89,7 +89,8 @@ def test_bad_input_gets_a_clear_answer(corpus_run, name):
         study = corpus_run["studies"].get(case.study_uid)
         assert study is not None, "accepted instances must make a study"
         summary = json.loads(study["summary_json"]) if study["summary_json"] else {}
-        reasons = [str(item.get("reason") or "") for item in summary.get("declined", [])]
+        said = summary.get("declined", []) + summary.get("not_analysed", [])  # not_analysed: no series for a pipeline
+        reasons = [str(item.get("reason") or "") for item in said]
         reasons += [str(item.get("reason") or "") for item in summary.get("excluded_instances", [])]
         if study["state"] == "failed":
             reasons.append(str(study["reason"] or ""))

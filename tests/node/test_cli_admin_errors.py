@@ -104,6 +104,29 @@ def test_paths_the_machine_lacks_fail_config_check_and_serve(tmp_path, capsys, b
     assert not (tmp_path / "store").exists()
 
 
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("host, reason", [
+    ("db.invalid", "db.invalid"),  # a name DNS does not know (RFC 6761: never resolves)
+    ("127.0.0.1:{port}", "Connection refused"),  # no PostgreSQL listening there
+])
+def test_a_state_database_that_cannot_be_reached_fails_config_check_as_serve(tmp_path, capsys, host, reason):
+    pytest.importorskip("psycopg")
+    url = f"postgresql://dicomnode:secret@{host.format(port=_closed_port())}/dicomnode"
+    config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n[state]\nurl = "{url}"\n')
+    assert main(["config", "check", str(config), "--roles", "receive"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID on this machine" in err and "state.url: cannot open the state database" in err
+    assert reason in err and "secret" not in err and "OK" not in err
+    assert main(["serve", "--config", str(config), "--roles", "receive"]) == 1  # what the check foretold
+    err = capsys.readouterr().err
+    assert "state.url" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_a_storage_folder_that_cannot_be_created_fails_config_check_as_serve(tmp_path, capsys):
     """/proc passes the permission bits for root, yet no folder can be made there (nor on a read-only mount)."""
@@ -156,7 +179,7 @@ def test_a_damaged_model_fails_config_check_and_serve_before_any_study(tmp_path,
                                '[[routes]]\nname = "cine only"\npipelines = ["cine"]\n')
     assert main(["config", "check", str(config)]) == 1
     err = capsys.readouterr().err
-    assert f"routes (pipeline cine): " in err and message.format(models=models) in err
+    assert "routes (pipeline cine): " in err and message.format(models=models) in err
     assert "Traceback" not in err
     assert main(["config", "check", str(config), "--roles", "receive,complete,dispatch"]) == 0
     assert main(["serve", "--config", str(config)]) == 1

@@ -42,6 +42,8 @@ def test_design_contract_keys_exist():
     ({"routes": [{"name": "r", "match": {"tags": {"NotAKeyword": "x"}}}]}, "routes[0].match", "not a DICOM keyword"),
     ({"routes": [{"name": "r", "pipelines": ["lge", "ct"]}]}, "routes[0].pipelines[1]", "lge"),
     ({"analysis": {"lge": {"nsd_n": 4}}}, "analysis.lge.nsd_n", "2"),
+    # refine_ed_es belongs to [analysis.cine]: under [analysis.lge] nothing would read it
+    ({"analysis": {"lge": {"refine_ed_es": False}}}, "analysis.lge.refine_ed_es", "unknown key"),
     ({"surprise": 1}, "surprise", "unknown key"),
     ({"destinations": 5}, "destinations", "valid list"),
     # a quoted number or boolean is a typo in TOML, not a value to convert silently
@@ -78,8 +80,8 @@ def test_route_to_unknown_destination_is_refused():
 def test_duplicate_route_names_are_refused():
     with pytest.raises(ConfigError) as caught:
         parse_config({"routes": [{"name": "r", "match": {"modality": "MR"}}, {"name": "r", "pipelines": []}]})
-    assert ("routes[1].name", "duplicate name 'r' (routes[0] has it too): a route's name is how the logs, the state "
-            "and summary.json say which route a study took") in caught.value.problems
+    assert ("routes[1].name", "duplicate name 'r' (routes[0] has it too): a route's name is how the log and "
+            "summary.json (`route`) say which route a study took") in caught.value.problems
 
 
 def test_a_route_without_match_rules_before_others_is_refused():

@@ -72,8 +72,10 @@ def test_summary_follows_the_contract(processed):
     expected_percent = 100 * lge["scar_volume_ml"] / lge["myocardium_volume_ml"]  # scar includes MVO
     assert abs(lge["lge_percent"] - expected_percent) < 0.2
     assert isinstance(lge["large_scar_burden"], bool)
-    assert "cine" not in lge_study  # absent analysis -> key absent
-    assert any("cine" in d["reason"] for d in lge_study["declined"])
+    assert "cine" not in lge_study  # absent analysis -> key absent, said in not_analysed, not as a decline
+    assert [item["analysis"] for item in lge_study["not_analysed"]] == ["cine"]
+    assert lge_study["not_analysed"][0]["reason"].startswith("no cine short-axis series in the study")
+    assert all(d["series_instance_uid"] for d in lge_study["declined"])
 
     cine_study = by_kind["cine"]
     cine = cine_study["cine"]
@@ -82,6 +84,8 @@ def test_summary_follows_the_contract(processed):
     assert abs(cine["lv_ef_percent"] - 100 * cine["lv_sv_ml"] / cine["lv_edv_ml"]) < 0.2
     assert 0 <= cine["ed_phase"] < 20 and 0 <= cine["es_phase"] < 20 and cine["ed_phase"] != cine["es_phase"]
     assert "lge" not in cine_study
+    assert [item["analysis"] for item in cine_study["not_analysed"]] == ["lge"]
+    assert cine_study["not_analysed"][0]["reason"].startswith("no LGE short-axis stack in the study")
     cine_series = [s for s in cine_study["series"] if s["sequence"] == "cine"]
     assert cine_series and cine_series[0]["slices"] == 10 and cine_series[0]["phases"] == 20
 

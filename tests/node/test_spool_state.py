@@ -162,7 +162,8 @@ def test_an_analysis_without_result_objects_says_why_in_the_study_reason(spool):
     analysis = db.start_analysis("1.2.3", 0)
     summary = {"declined": [{"series_instance_uid": None, "reason": "pipeline lge is unavailable: model 'lge_unet' "
                                                                      "is not installed in /nope"},
-                            {"series_instance_uid": None, "reason": "no cine short-axis series in the study"}]}
+                            ],
+               "not_analysed": [{"analysis": "cine", "reason": "no cine short-axis series in the study"}]}
     assert db.finish_analysis(analysis, "1.2.3", 0, summary, [], [])
     study = db.study("1.2.3")
     assert study["state"] == DONE

@@ -487,6 +487,7 @@ def test_the_study_path_routes_analyses_writes_and_lists_outputs_once(tmp_path):
     run = run_study(_Study(), config, analyser, "SCANNER1", tmp_path, lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm")
     assert analyser.calls == [["cine"]] and run.route.name == "mr"
     assert run.summary["outputs"] == ["r/1.2.8.9.1.dcm", "r/1.2.8.9.2.dcm"]
+    assert run.summary["route"] == "mr"  # summary.json names the route the study took (config check says it does)
     assert [w.sop_instance_uid for w in run.written] == ["1.2.8.9.1", "1.2.8.9.2"]
     assert all((tmp_path / w.path).is_file() for w in run.written)
     items = outbox_items(config, run.route, run.written, "SCANNER1", "10.0.0.9")

@@ -171,3 +171,11 @@ def test_the_console_says_why_there_are_no_indexed_values(capsys):
                 "PatientSize absent from the header (BSA needs PatientSize and PatientWeight)"):
         out = _printed(_cine(flags=[f"no indexed values: {why}"], bsa_m2=None), capsys)
         assert f"Cine indexed: not given: {why}" in out and out.count(why) == 1
+
+
+def test_an_analysis_the_study_has_no_series_for_is_printed_as_not_analysed_not_declined(capsys):
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "declined": [],
+                                      "not_analysed": [{"analysis": "lge",
+                                                        "reason": "no LGE short-axis stack in the study"}]}]})
+    out = capsys.readouterr().out
+    assert "not analysed (lge): no LGE short-axis stack in the study" in out and "declined:" not in out

@@ -11,7 +11,7 @@ from dicomnode.config import Config
 from dicomnode.results import objects as result_objects
 from dicomnode.results.objects import build_result_objects
 from dicomnode.types import Declined
-from synthetic import GivenPipeline, as_enhanced_mr, make_study
+from synthetic import GivenPipeline, algorithm, as_enhanced_mr, make_study
 
 
 def _failing_for(pipeline: str, real_build_seg):
@@ -127,6 +127,9 @@ def test_a_study_whose_recognised_series_were_all_declined_gets_a_report_saying_
     assert document.Modality == "DOC" and document.StudyInstanceUID == study.study_instance_uid
     assert [e.ManufacturerModelName for e in document.ContributingEquipmentSequence][-1] == model.name
     assert not outcome.errors and {"series_instance_uid": cine_uid, "reason": reason} in outcome.summary["declined"]
+    # design.md: an absent analysis is an absent key, not a decline naming no series
+    assert "lge" not in outcome.summary and all(d["series_instance_uid"] for d in outcome.summary["declined"])
+    assert outcome.summary["not_analysed"] == [{"analysis": "lge", "reason": "no LGE short-axis stack in the study"}]
     (row,) = not_measured_rows([no_lge, cine], {cine_uid: 'series 5 "cine SAX"'})
     assert row == ("Cine: not measured", reason, 'series 5 "cine SAX"')
     if shutil.which("pdftotext"):
@@ -151,3 +154,22 @@ def test_a_study_whose_recognised_series_were_all_declined_gets_a_report_saying_
     assert analyser.analyse(study, ["lge", "cine"], started_at=context.started_at).datasets == []
     earlier = [{"sop_instance_uid": "1.2.3", "series_instance_uid": "1.2.4", "study_instance_uid": "1.2.5"}]
     assert analysed(no_lge, cine, supersedes=earlier).datasets == []
+
+
+def test_every_model_that_decided_the_lge_result_is_in_contributing_equipment():
+    """IHE AIR (cmr-reference): the LGE localiser chooses the crop the ensemble segments (a failed localisation
+    withholds the numbers), so it is credited beside the ensemble in the SEG, the SR and the PDF."""
+    study, results, context = make_study(slices=3, cine_phases=5)
+    lge = results[0]
+    localiser = replace(algorithm("lge-localiser"), device_uid="2.25.4242")
+    segmentation = replace(lge.segmentations[0], contributing=(localiser,))
+    results[0] = replace(lge, segmentations=[segmentation], algorithms=[segmentation.algorithm, localiser])
+    objects = build_result_objects(study, results[:1], context)
+
+    def credited(dataset) -> list[str]:
+        return [item.DeviceUID for item in dataset.ContributingEquipmentSequence if "DeviceUID" in item]
+
+    by_modality = {o.Modality: o for o in objects}
+    assert set(by_modality) >= {"SEG", "SR", "DOC"}
+    for dataset in by_modality.values():
+        assert {segmentation.algorithm.device_uid, localiser.device_uid} <= set(credited(dataset)), dataset.Modality
