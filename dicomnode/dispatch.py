@@ -298,14 +298,18 @@ class Dispatcher:
         for row in rows:
             if row["destination"] not in configured:
                 removed[row["destination"]].append(row)
+        for name in list(removed):
+            removed[name] = [row for row in removed[name]
+                             if self.db.mark_failed_send(row["id"], removed_destination_error(name), time.time(),
+                                                         dead=True, unless_taken=True)]
+            if not removed[name]:
+                del removed[name]
         for name, items in sorted(removed.items()):
             first = items[0]
             log.error("destination %s is not in the config (removed or renamed): %d pending result object(s) of %d "
                       "stud(ies) are not sent to its former address %s@%s:%s; they are dead letters now: add it back "
                       "and reload, then `dicomnode retry --all --destination %s`", name, len(items),
                       len({row["study_key"] for row in items}), first["ae_title"], first["host"], first["port"], name)
-            for row in items:
-                self.db.mark_failed_send(row["id"], removed_destination_error(name), time.time(), dead=True)
         return sum(len(items) for items in removed.values())
 
     def timeout_of(self, name: str) -> float:

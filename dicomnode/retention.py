@@ -21,6 +21,7 @@ safety) unchanged; the reserve is made again once there is room for it above ret
 purge that cannot go on even so says why at ERROR, and what to do (SpaceReserve, Retention)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -107,9 +108,15 @@ class SpaceReserve:
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                chunk = os.urandom(1024 * 1024)
-                for _ in range(int(round(self.size_mb))):
-                    os.write(descriptor, chunk)
+                size = int(round(self.size_mb)) * 1024 * 1024
+                try:  # real blocks without writing them (ext4, xfs, tmpfs)
+                    os.posix_fallocate(descriptor, 0, size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+                    chunk = os.urandom(1024 * 1024)  # not zeros: a compressing file system would keep no blocks
+                    for _ in range(size // len(chunk)):
+                        os.write(descriptor, chunk)
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -417,12 +424,19 @@ class Retention:
     def _reserve_missing_mb(self) -> float:
         """What the emergency purge frees on top of retention.emergency_free_space_mb: the space reserve's size
         while it is missing (nothing while the emergency purge is off)."""
-        if self.config.emergency_free_space_mb > 0 and not self.reserve.present:
+        if self.config.emergency_free_space_mb > 0 and not self.reserve.present and self._reserve_helps() is None:
             return self.reserve.size_mb
         return 0.0
 
     def _keep_reserve(self) -> None:
-        self.reserve.ensure(self.free_space_mb(), self.config.emergency_free_space_mb)
+        """Make the reserve where it can help (_reserve_helps: a SQLite state on node.storage_dir's file system);
+        elsewhere (PostgreSQL, another file system) none is kept."""
+        why_not = self._reserve_helps()
+        if why_not is None:
+            self.reserve.ensure(self.free_space_mb(), self.config.emergency_free_space_mb)
+        elif self.reserve.present:
+            self.reserve.path.unlink(missing_ok=True)
+            log.info("space reserve %s removed: %s", self.reserve.path, why_not)
 
     def _reserve_helps(self) -> str | None:
         """None where deleting the reserve gives the state database room (a SQLite file on the reserve's file

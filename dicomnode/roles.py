@@ -77,8 +77,22 @@ def is_scale_out(config, roles: Sequence[str]) -> bool:
             or config.node.receive_processes > 1)
 
 
-def _pid_gone(host: str, pid: int) -> bool:
-    """True only where `pid` on `host` is certainly not running: host is this machine and no such process exists."""
+def _process_started_at(pid: int) -> float | None:
+    """When process `pid` of this machine started (epoch s, from /proc: its start in clock ticks after boot, PS
+    starttime, plus the boot time), or None where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _pid_gone(host: str, pid: int, last_seen: float | None = None) -> bool:
+    """True only where `pid` on `host` is certainly not the process that wrote a heartbeat: host is this machine and
+    no such process exists, or (with the heartbeat's `last_seen`, epoch s) the process now holding that pid started
+    after that heartbeat (the pid was reused: a restart in a container often gets the same one)."""
     if host != socket.gethostname():
         return False
     try:
@@ -86,7 +100,10 @@ def _pid_gone(host: str, pid: int) -> bool:
     except ProcessLookupError:
         return True
     except OSError:  # e.g. another user's process
-        return False
+        pass
+    if last_seen is not None:
+        started = _process_started_at(pid)
+        return started is not None and started > last_seen + 1.0
     return False
 
 
@@ -133,7 +150,7 @@ def live_processes(db: StateDB, now: float | None = None) -> list[dict]:
     for row in db.heartbeat_rows():
         if row["node_id"] == db.process_id or now - row["last_seen"] > db.gone_after_seconds:
             continue
-        if _pid_gone(row["host"], row["pid"]):
+        if _pid_gone(row["host"], row["pid"], row["last_seen"]):
             continue
         try:
             detail = json.loads(row["detail_json"] or "{}")
@@ -301,7 +318,7 @@ class DatabaseCompletion:
                 continue
             age = now - row["last_seen"]
             lost = None
-            if _pid_gone(row["host"], row["pid"]):
+            if _pid_gone(row["host"], row["pid"], row["last_seen"]):
                 lost = f"the receiving process {row['host']} pid {row['pid']} died"
             elif age >= self.db.stale_after_seconds:
                 lost = (f"the receiving process {row['host']} pid {row['pid']} stopped answering: no heartbeat for "
@@ -321,8 +338,9 @@ class DatabaseCompletion:
             if lost is None or (row["node_id"], key) in self._cut_marked or interrupted(study) \
                     or study["last_received"] > row["last_seen"] + self.db.stale_after_seconds:
                 continue
+            marked = record_interruption(self.db, key, lost, self.config)  # raises: tried again next round
             self._cut_marked.add((row["node_id"], key))
-            if record_interruption(self.db, key, lost, self.config) is not None:
+            if marked is not None:
                 return True
         if why != "quiet":
             return False
@@ -453,6 +471,7 @@ class RoleRunner:
         self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
         self.clock = ClockWatch(self.db)
         self._beat_lock = threading.Lock()
+        self._published: set[str] = set()  # the studies the latest heartbeat lists as being received
         # the latest heartbeat's detail (publish_receiving writes it again between beats, with the open studies)
         self._detail: dict = {"ae_title": node.config.node.ae_title, "version": __version__, "schema": SCHEMA_VERSION}
         node.dead_threads = self.dead_threads  # /healthz reports them too
@@ -626,17 +645,25 @@ class RoleRunner:
         """Write the heartbeat (under _beat_lock) with the studies of the open associations (scale-out receivers:
         detail.receiving, what DatabaseCompletion marks interrupted should this process die)."""
         detail = dict(self._detail)
+        receiving = None
         if self.scale_out and "receive" in self.roles:
-            detail["receiving"] = self.node.scp.open_studies()
+            receiving = detail["receiving"] = self.node.scp.open_studies()
         self.db.heartbeat(self.roles, self.started_at, detail)
+        if receiving is not None:
+            self._published = set(receiving)
 
     def publish_receiving(self) -> None:
-        """The SCP's hook (StorageSCP.on_receiving): the studies of the open associations changed; written now,
-        before the instance that changed them is stored; nothing once the process is stopping (its stop marks
-        what it cut, then removes its heartbeat row). Raises the state database's errors."""
+        """The SCP's hook (StorageSCP.on_receiving): the studies of the open associations changed. A study not in
+        the heartbeat yet is written now, before the instance that added it is stored; a study no longer sent
+        waits for the next heartbeat (a sender opening one association per instance costs one write per heartbeat
+        interval, not two per instance; a receiver that dies meanwhile leaves it marked interrupted, the safe
+        side); nothing once the process is stopping (its stop marks what it cut, then removes its heartbeat row).
+        Raises the state database's errors."""
         if self.node.stopping:
             return
         with self._beat_lock:
+            if set(self.node.scp.open_studies()) <= self._published:
+                return
             self._heartbeat()
 
     def _heartbeat_loop(self) -> None:

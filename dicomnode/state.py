@@ -1250,16 +1250,29 @@ class StateDB:
             self._run(db, "UPDATE outbox SET claimed_by=NULL, lease_until=NULL WHERE id IN :ids AND claimed_by=:me",
                       {"ids": list(outbox_ids), "me": self.process_id}, expanding=["ids"])
 
-    def mark_failed_send(self, outbox_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
+    def mark_failed_send(self, outbox_id: int, error: str, next_attempt_at: float, dead: bool,
+                         unless_taken: bool = False) -> bool:
+        """Record a failed send of one outbox item (dead: a dead letter, else pending again at next_attempt_at).
+        `unless_taken`: only while the item is still pending and held by no other live process (this process's
+        claim, none, or an expired lease): a dispatcher that decides without sending (a destination removed from
+        its config) never overwrites what another process has just sent or is sending. Returns whether it was
+        recorded."""
+        condition = ""
+        params = {"e": error[:500], "t": next_attempt_at, "state": OUTBOX_DEAD if dead else OUTBOX_PENDING,
+                  "superseded": OUTBOX_SUPERSEDED, "id": outbox_id}
+        if unless_taken:
+            condition = (" AND state=:pending AND (claimed_by IS NULL OR claimed_by=:me OR lease_until IS NULL OR"
+                         " lease_until < :now)")
+            params.update(pending=OUTBOX_PENDING, me=self.process_id, now=time.time())
         with self._write() as db:
             # an item superseded while it was being sent stays superseded (never retried)
-            self._run(db, (
+            recorded = self._run(db, (
                 "UPDATE outbox SET attempts=attempts+1, last_error=:e, next_attempt_at=:t,"
                 " state=CASE WHEN state=:superseded THEN state ELSE :state END,"
-                " claimed_by=NULL, lease_until=NULL WHERE id=:id"),
-                {"e": error[:500], "t": next_attempt_at, "state": OUTBOX_DEAD if dead else OUTBOX_PENDING,
-                 "superseded": OUTBOX_SUPERSEDED, "id": outbox_id})
-            self._settle_studies(db, [outbox_id])
+                " claimed_by=NULL, lease_until=NULL WHERE id=:id" + condition), params).rowcount == 1
+            if recorded:
+                self._settle_studies(db, [outbox_id])
+            return recorded
 
     def _settle_studies(self, db: Connection, outbox_ids: list[int]) -> None:
         """A sending study whose outbox has nothing pending becomes done, or failed when any send is dead; items

@@ -117,6 +117,7 @@ class PendingRefusals:
         self._written: set[str] = set()  # in memory and on disk: a file gone was recorded by a process sharing it
         self._claimed: set[str] = set()  # claim file names this process holds during a flush
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     def add(self, study_key: str, study_instance_uid: str, sop_instance_uid: str, calling_ae: str,
             now: float | None = None) -> None:
@@ -189,14 +190,15 @@ class PendingRefusals:
         """Write the pending refusals to the state, per study (record_refusal, cause STATE_UNREACHABLE_REFUSAL);
         returns the keys of the studies now held as incomplete. Raises the state database's errors (an outage:
         the refusals stay pending for the next flush)."""
-        pending = self._claim(self.pending())
-        if not pending:
-            return []
-        try:
-            return self._record(db, config, pending)
-        except BaseException:
-            self._release(pending)
-            raise
+        with self._flush_lock:  # two threads of one process (receive and complete) never record one refusal twice
+            pending = self._claim(self.pending())
+            if not pending:
+                return []
+            try:
+                return self._record(db, config, pending)
+            except BaseException:
+                self._release(pending)
+                raise
 
     def _record(self, db: StateDB, config: StudiesConfig, pending: dict[str, dict]) -> list[str]:
         by_study: dict[str, dict[str, dict]] = defaultdict(dict)

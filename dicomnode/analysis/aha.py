@@ -478,7 +478,7 @@ def basal_end_for_volume(labels: np.ndarray, volume) -> BasalEnd:
         raise ValueError("the stack has no patient geometry")
     _, normal = stack_geometry(orientation, positions_lps)
     side = rv_side(rv_side_offset_mm(labels, volume.pixel_spacing, orientation))
-    return basal_end_from_geometry(normal, {"left": "right", "right": "left", None: "left"}[side])
+    return basal_end_from_geometry(normal, {"left": "right", "right": "left", None: None}[side])
 
 
 def aha_segments_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wall_thickness: bool = False

@@ -158,7 +158,9 @@ def test_a_study_with_refused_instances_is_not_completed_on_the_quiet_timer(tmp_
 
 def test_the_refusal_survives_a_restart(tmp_path):
     config = node_config(tmp_path, quiet_seconds=0.3)
-    node = Node(config, analyser=NoAnalysis())
+    # the first run's own quiet timer must not complete the study before its refusal (a loaded machine took longer
+    # than 0.3 s between the two C-STOREs); only the restarted node's short quiet period is under test
+    node = Node(node_config(tmp_path, quiet_seconds=30), analyser=NoAnalysis())
     node.start(warm_up=False)
     try:
         key = refused_after_one(node, 2)
