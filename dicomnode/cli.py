@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pydicom
 import sqlalchemy.exc
 
 from dicomnode import __version__
@@ -30,8 +29,8 @@ from dicomnode.process import OutputFolderError, find_files, not_a_regular_file,
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import (RoleRunner, clock_skew_text, parse_roles, pid_running, receiving_report,
                              refused_studies)
-from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, StateSchemaError,
-                             StorageDirError, default_state_path, open_state)
+from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, STUDY_STATES,
+                             StateSchemaError, StorageDirError, default_state_path, open_state)
 from dicomnode.summary_view import print_summary_table
 
 log = logging.getLogger("dicomnode.cli")
@@ -280,6 +279,13 @@ def cmd_status(args) -> int:
                                            config.node.min_free_space_mb, report["nodes"])
     report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
     report["heartbeats_blocked"] = _heartbeats_blocked(db)
+    shown = _filter_studies(db, report["studies"], args)
+    if shown is None:
+        return EXIT_USAGE
+    if len(shown) != len(report["studies"]):
+        report["filter"] = {"state": args.state, "study": args.study, "last": args.last,
+                            "shown": len(shown), "of": len(report["studies"])}
+        report["studies"] = shown
     if report["heartbeats_blocked"]:
         for node in report["nodes"]:
             node["pid_running"] = pid_running(node["host"], node["pid"])
@@ -318,6 +324,35 @@ def _heartbeats_blocked(db) -> str | None:
     if stat.f_bavail * stat.f_frsize / (1024 * 1024) < HEARTBEAT_ROOM_MB:
         return "the disk holding the state is full"
     return None if db.writable else "the state cannot be written"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+def _filter_studies(db, studies: list[dict], args) -> list[dict] | None:
+    """The studies `status --state / --study / --last` asks for (all without them), in the report's order; None
+    after printing why when a state is not one of state.STUDY_STATES."""
+    if args.state:
+        wanted = {name.strip().lower() for text in args.state for name in text.split(",") if name.strip()}
+        unknown = sorted(wanted - set(STUDY_STATES))
+        if unknown:
+            print(f"--state: unknown state {', '.join(unknown)} (states: {', '.join(STUDY_STATES)})", file=sys.stderr)
+            return None
+        studies = [study for study in studies if study["state"] in wanted]
+    if args.study:
+        keys = {row["study_key"] for row in db.find_studies(args.study)}
+        studies = [study for study in studies if study["study_key"] in keys]
+    if args.last is not None:
+        studies = sorted(studies, key=lambda study: study["last_received"] or 0)[-args.last:] if args.last else []
+        studies.sort(key=lambda study: study["last_received"] or 0)
+    return studies
 
 
 def _name_objects(db, storage: Path, report: dict) -> None:
@@ -427,6 +462,12 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
               "and it is no longer listed)")
     print()
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(report["by_state"].items(), key=lambda kv: -kv[1]))
+    print(f"studies: {counts or 'none'}" + (
+        f" (showing {report['filter']['shown']} of {report['filter']['of']}: "
+        + " ".join(f"--{name} {','.join(value) if isinstance(value, list) else value}"
+                   for name, value in report["filter"].items() if name in ("state", "study", "last")
+                   and value is not None) + ")" if report.get("filter") else ""))
     width = max([len("study key")] + [len(s["study_key"]) for s in report["studies"]])  # whole UIDs: they are looked up
     print(f"{'log id':<12} {'study key':<{width}} {'state':<10} {'gen':>3} {'inst':>5} {'sent':>5} {'pend':>5} "
           f"{'dead':>5}  reason")
@@ -705,6 +746,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="list studies, their state and failed sends")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.add_argument("--json", action="store_true", help="the same report as JSON (for monitoring)")
+    p.add_argument("--state", action="append", metavar="STATE[,STATE]",
+                   help=f"list only studies in these states ({', '.join(STUDY_STATES)}); repeatable")
+    p.add_argument("--study", metavar="STUDY",
+                   help="list only this study: study key (or its start), Study Instance UID, or log id")
+    p.add_argument("--last", type=_non_negative_int, metavar="N",
+                   help="list only the N studies received most recently")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("retry", help="re-queue the dead letters of a study (or, with --all, of every study after a "

@@ -29,9 +29,9 @@ from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
-from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_PENDING, RECEIVED, RESULTS_READY, SENDING,
-                             RoundFailures, StateDB, StoreOutcome, is_outage, open_state, outage_reason,
-                             prepare_storage_dir, upgrade_schema)
+from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, RECEIVED,
+                             RESULTS_READY, SENDING, RoundFailures, StateDB, StoreOutcome, is_outage, open_state,
+                             outage_reason, prepare_storage_dir, upgrade_schema)
 from dicomnode.studies import CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
 from dicomnode.types import Declined
@@ -741,26 +741,35 @@ def check_listen_ports(config: Config, roles: Sequence[str]) -> None:
 
 def status_report(db: StateDB, now: float | None = None) -> dict:
     """Every study with its outbox counts, dead letters and the pending sends that failed at least once (`retrying`:
-    last error and next attempt, so an outage says why and when), plus the counts by state and the processes."""
+    last error and next attempt, so an outage says why and when), plus the counts by state and the processes.
+
+    A fixed number of queries whatever the number of studies (counts grouped by study, then only the outbox items
+    needing attention), so `dicomnode status` stays quick on a state of many thousand studies."""
     now = time.time() if now is None else now
+    instances = db.instance_counts()
+    outbox = db.outbox_counts_by_study()
+    attention: dict[str, list] = {}
+    for item in db.outbox_needing_attention():
+        attention.setdefault(item["study_key"], []).append(item)
     studies = []
     for row in db.studies():
-        outbox = db.outbox_for(row["study_key"])
+        key = row["study_key"]
+        items = attention.get(key, ())
         studies.append({
-            "study_key": row["study_key"],
+            "study_key": key,
             "study": short_hash(row["study_instance_uid"]),
             "state": row["state"],
             "reason": row["reason"],
             "generation": row["generation"],
-            "instances": len(db.study_instances(row["study_key"])),
-            "sent": sum(1 for o in outbox if o["state"] == "sent"),
-            "pending": sum(1 for o in outbox if o["state"] == "pending"),
+            "instances": instances.get(key, 0),
+            "sent": outbox.get((key, OUTBOX_SENT), 0),
+            "pending": outbox.get((key, OUTBOX_PENDING), 0),
             "dead": [{"destination": o["destination"], "sop_instance_uid": o["sop_instance_uid"],
-                      "attempts": o["attempts"], "error": o["last_error"]} for o in outbox if o["state"] == "dead"],
+                      "attempts": o["attempts"], "error": o["last_error"]} for o in items if o["state"] == OUTBOX_DEAD],
             "retrying": [{"destination": o["destination"], "sop_instance_uid": o["sop_instance_uid"],
                           "attempts": o["attempts"], "error": o["last_error"], "next_attempt_at": o["next_attempt_at"],
                           "next_attempt_in_s": round(max(0.0, o["next_attempt_at"] - now), 1)}
-                         for o in outbox if o["state"] == "pending" and o["attempts"]],
+                         for o in items if o["state"] == OUTBOX_PENDING],
             "last_received": row["last_received"],
         })
     return {"studies": studies, "by_state": db.counts_by_state(), "nodes": nodes_report(db)}

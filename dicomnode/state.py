@@ -860,6 +860,11 @@ class StateDB:
     def study_instances(self, study_key: str) -> list[RowMapping]:
         return self._rows("SELECT * FROM instances WHERE study_key=:k ORDER BY received_at", {"k": study_key})
 
+    def instance_counts(self) -> dict[str, int]:
+        """{study_key: number of indexed instances} over every study, in one query."""
+        return {r["study_key"]: int(r["n"]) for r in self._rows(
+            "SELECT study_key, COUNT(*) AS n FROM instances GROUP BY study_key")}
+
     def stored_bytes(self) -> int:
         """Sum of the sizes of every indexed instance (bytes)."""
         rows = self._rows("SELECT COALESCE(SUM(size), 0) AS n FROM instances")
@@ -1304,6 +1309,16 @@ class StateDB:
             sql += " AND state=:state"
             params["state"] = state
         return self._rows(sql + " ORDER BY id", params)
+
+    def outbox_counts_by_study(self) -> dict[tuple[str, str], int]:
+        """{(study_key, outbox state): number of items} over every study, in one query (`dicomnode status`)."""
+        return {(r["study_key"], r["state"]): int(r["n"]) for r in self._rows(
+            "SELECT study_key, state, COUNT(*) AS n FROM outbox GROUP BY study_key, state")}
+
+    def outbox_needing_attention(self) -> list[RowMapping]:
+        """Every dead letter and every pending item that failed at least once (being retried), oldest first."""
+        return self._rows("SELECT * FROM outbox WHERE state=:dead OR (state=:pending AND attempts > 0) ORDER BY id",
+                          {"dead": OUTBOX_DEAD, "pending": OUTBOX_PENDING})
 
     def outbox_counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dicomnode.cli import main
+from dicomnode.node import status_report
 from dicomnode.roles import nodes_report
 from dicomnode.state import InstanceRow, StateDB, prepare_storage_dir
 from dicomnode.uids import short_hash
@@ -118,3 +119,85 @@ def test_a_process_that_beats_again_keeps_its_row(node_state, monkeypatch):
     beat_at(db, monkeypatch, now - 500)
     assert db.forget_nodes([db.process_id], seen_before=now - db.gone_after_seconds) == [db.process_id]
     assert db.nodes() == []
+
+
+def add_studies_with_results(db: StateDB, count: int) -> list[str]:
+    """`count` studies of one instance each, received a second apart (the last most recently), analysed into one SR
+    queued for "pacs"; every third study's send a dead letter. Returns the study keys, oldest first."""
+    from dicomnode.state import COMPLETE
+    keys = []
+    start = time.time() - count
+    for number in range(count):
+        key = f"1.2.826.0.1.3680043.8.498.7{number:04d}"
+        db.add_instance(InstanceRow(f"{key}.1.1", key, key, f"{key}.1", "1.2.840.10008.5.1.4.1.1.4",
+                                    "1.2.840.10008.1.2.1", "MR", f"spool/{number}.dcm", 1, "SCANNER1",
+                                    start + number))
+        db.set_study_state(key, COMPLETE)
+        analysis = db.start_analysis(key, 0)
+        db.finish_analysis(analysis, key, 0, {"outputs": []}, [(f"{key}.9", f"{key}.8", "1.2.840.10008.5.1.4.1.1.88.34",
+                                                                f"results/{number}.dcm")],
+                           [{"destination": "pacs", "ae_title": "PACS1", "host": "127.0.0.1", "port": 9,
+                             "sop_instance_uid": f"{key}.9", "path": f"results/{number}.dcm"}])
+        if number % 3 == 0:
+            (item,) = db.outbox_for(key)
+            db.mark_failed_send(item["id"], "association rejected", time.time() + 60, dead=True)
+        keys.append(key)
+    return keys
+
+
+def test_status_report_makes_the_same_few_queries_for_many_studies(node_state):
+    """break42c: `dicomnode status` made two queries per study (5 s for 5000 studies)."""
+    import sqlalchemy
+    db, _ = node_state
+    statements = []
+
+    def count(*args):
+        statements.append(args[2])
+    sqlalchemy.event.listen(db.engine, "before_cursor_execute", count)
+    add_studies_with_results(db, 3)
+    statements.clear()
+    few = status_report(db)
+    queries_for_3 = len(statements)
+    for number in range(30):
+        db.add_instance(InstanceRow(f"1.2.9.9.{number}", f"9.9.{number}", f"9.9.{number}", f"9.9.{number}.1",
+                                    "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1", "MR", f"spool/x{number}.dcm", 1,
+                                    "SCANNER1", time.time()))
+    statements.clear()
+    many = status_report(db)
+    assert len(statements) == queries_for_3
+    assert len(many["studies"]) == 33 and len(few["studies"]) == 3
+    by_key = {study["study_key"]: study for study in many["studies"]}
+    dead = [study for study in few["studies"] if study["dead"]]
+    assert len(dead) == 1 and dead[0]["dead"][0]["error"] == "association rejected"
+    assert dead[0]["sent"] == 0 and dead[0]["pending"] == 0 and dead[0]["instances"] == 1
+    assert all(by_key[f"9.9.{n}"]["instances"] == 1 and by_key[f"9.9.{n}"]["pending"] == 0 for n in range(30))
+    pending = [study for study in few["studies"] if not study["dead"]]
+    assert [study["pending"] for study in pending] == [1, 1] and all(not s["retrying"] for s in pending)
+
+
+def test_status_lists_only_the_studies_asked_for(node_state, capsys):
+    db, config = node_state
+    keys = add_studies_with_results(db, 6)  # a dead letter fails its study (0 and 3), a pending send is sending
+    db.set_study_state(keys[1], "failed", "analysis failed: test")
+    assert main(["status", "--config", str(config), "--state", "failed"]) == 0
+    out = capsys.readouterr().out
+    listed = {key for key in keys if key in out}
+    assert listed == {keys[0], keys[1], keys[3]}, listed
+    assert "showing 3 of 6: --state failed" in out and "studies: 3 failed, 3 sending" in out
+
+    assert main(["status", "--config", str(config), "--last", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [study["study_key"] for study in report["studies"]] == keys[-2:]
+    assert report["filter"]["shown"] == 2 and report["filter"]["of"] == 6 and sum(report["by_state"].values()) == 6
+
+    assert main(["status", "--config", str(config), "--study", short_hash(keys[3]), "--state", "failed,sending"]) == 0
+    out = capsys.readouterr().out
+    assert keys[3] in out and "failed sends" in out and "association rejected" in out  # keys[3]: a dead letter
+    assert not any(key in out for key in keys if key != keys[3])
+
+    assert main(["status", "--config", str(config), "--state", "finished"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown state finished" in err and "done" in err
+    with pytest.raises(SystemExit):
+        main(["status", "--config", str(config), "--last", "-1"])
+    assert "must be 0 or more" in capsys.readouterr().err
