@@ -12,7 +12,7 @@ Anterior and inferior are anatomical directions: given ImageOrientationPatient, 
 the end of the RV contact arc lying further towards the patient's anterior (-y of DICOM LPS), and the segments run
 from it across the septum, whatever the handedness of the stored image or the heart's position. In a mirrored heart
 (situs inversus, mirror-image dextrocardia) they then run clockwise seen from the apex, and the result carries
-MIRRORED_CAVEAT: the RV lies to the patient's left of the LV.
+MIRRORED_CAVEAT: the RV lies to the patient's left of the LV; MIDLINE_CAVEAT: neither left nor right of it.
 
 Pure functions: numpy in, numbers out. Node labels (dicomnode.labels): 1 LV blood pool, 2 healthy myocardium,
 3 scar, 4 MVO, 5 RV blood pool. Slices must be ordered along n = row direction x column direction (the dicomnode
@@ -59,6 +59,10 @@ MIN_RV_SIDE_OFFSET_MM = 5.0
 #: `caveat` of a result where the RV lies to the patient's left of the LV
 MIRRORED_CAVEAT = ("RV to the left of the LV: dextrocardia / situs inversus? AHA segments named from the patient "
                    "geometry: confirm")
+#: `caveat` of a result where the RV lies neither to the right nor to the left of the LV (its centre within
+#: MIN_RV_SIDE_OFFSET_MM of the LV's along the patient's left-right axis: straight in front of or behind it)
+MIDLINE_CAVEAT = ("RV neither to the right nor to the left of the LV: mesocardia or an unusual heart position? AHA "
+                  "segments named from the anterior-inferior axis only: confirm")
 #: `caveat` where the segments run clockwise seen from the apex the geometry gives, with the RV to the right
 UNUSUAL_TURN_CAVEAT = ("the AHA segments run clockwise seen from the apex although the RV lies to the right of the "
                        "LV: the basal end of the stack (basal / apical thirds) or the heart's anatomy is unusual: "
@@ -362,7 +366,8 @@ def aha_segments(
         separation = float(np.mean([
             (_direction_lps(end, from_apex, axes) - _direction_lps(start, from_apex, axes)) @ PATIENT_ANTERIOR_LPS
             for start, end in arcs.values()]))
-        side = rv_side(rv_side_offset_mm(labels, spacing, orientation))
+        offset = rv_side_offset_mm(labels, spacing, orientation)
+        side = rv_side(offset)
         if abs(separation) < MIN_ANTERIOR_SEPARATION:
             return AHAResult(False, "which RV insertion point is anterior cannot be told from the patient geometry "
                                     f"(ImageOrientationPatient): they lie about equally far anterior (separation "
@@ -373,6 +378,8 @@ def aha_segments(
             caveats.append(MIRRORED_CAVEAT)
         elif side == "right" and direction == -1:
             caveats.append(UNUSUAL_TURN_CAVEAT)
+        elif side is None and offset is not None:
+            caveats.append(MIDLINE_CAVEAT)
     insertion = {k: (ends if direction == 1 else ends[::-1]) for k, ends in arcs.items()}  # (anterior, inferior)
     default = (_circular_mean([a for a, _ in insertion.values()]), _circular_mean([b for _, b in insertion.values()]))
 
@@ -436,9 +443,10 @@ def aha_segments(
 
 def geometry_warnings(block: dict | None) -> list[str]:
     """The stack warnings (every output lists them) that an `aha_segments` block's geometry caveats give: "AHA
-    segments: " + MIRRORED_CAVEAT / UNUSUAL_TURN_CAVEAT where present."""
+    segments: " + MIRRORED_CAVEAT / UNUSUAL_TURN_CAVEAT / MIDLINE_CAVEAT where present."""
     caveat = str((block or {}).get("caveat") or "")
-    return [f"AHA segments: {text}" for text in (MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT) if text in caveat]
+    return [f"AHA segments: {text}" for text in (MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT, MIDLINE_CAVEAT)
+            if text in caveat]
 
 
 def aha_summary(

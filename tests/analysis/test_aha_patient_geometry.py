@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dicomnode.analysis.aha import (MIRRORED_CAVEAT, aha_segments, aha_summary_for_volume, basal_end_for_volume,
-                                    basal_end_from_geometry, rv_side_offset_mm)
+from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, aha_segments, aha_summary_for_volume,
+                                    basal_end_for_volume, basal_end_from_geometry, geometry_warnings,
+                                    rv_side_offset_mm)
 from dicomnode.labels import Label
 from tests.analysis.test_aha import add_scar, stack
 
@@ -116,3 +117,17 @@ def test_basal_end_follows_the_side_of_the_apex():
     assert basal_end_for_volume(labels, volume) == "last"
     flipped_labels, flipped_volume, _ = mirrored(labels, volume)
     assert basal_end_for_volume(flipped_labels, flipped_volume) == "first"  # re-sorted: apex last
+
+
+@pytest.mark.parametrize("degrees", [90.0, -90.0])
+def test_an_rv_straight_in_front_of_or_behind_the_lv_gets_the_midline_caveat(degrees):
+    """break42b: a heart whose RV lies neither right nor left of the LV (mesocardia) got no caveat."""
+    from scipy import ndimage
+    labels, volume = normal_heart()
+    turned = np.stack([ndimage.rotate(image, degrees, reshape=False, order=0) for image in labels])
+    assert abs(rv_side_offset_mm(turned, SPACING, volume.orientation)) < 5.0
+    block = aha_summary_for_volume(turned, volume)
+    assert block["applicable"] and block["caveat"] == MIDLINE_CAVEAT
+    assert block["rv_insertion"]["rv_side"] is None
+    assert geometry_warnings(block) == [f"AHA segments: {MIDLINE_CAVEAT}"]
+    assert geometry_warnings(aha_summary_for_volume(labels, volume)) == []
