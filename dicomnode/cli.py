@@ -32,6 +32,7 @@ from dicomnode.roles import (RoleRunner, clock_skew_text, parse_roles, pid_runni
 from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, STUDY_STATES,
                              StateSchemaError, StorageDirError, default_state_path, open_state)
 from dicomnode.summary_view import print_summary_table
+from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.cli")
 
@@ -706,6 +707,13 @@ def cmd_echo(args) -> int:
     return EXIT_OK if not failed else EXIT_ERROR
 
 
+def cmd_log_id(args) -> int:
+    """Print the log id of each UID: how the logs name a Study, Series or SOP Instance UID (observe.hash_uids)."""
+    for uid in args.uid:
+        print(f"{uid}: {short_hash(uid)}")
+    return EXIT_OK
+
+
 def _quiet_library_logs(config: Config, *names: str) -> None:
     """The command's own line per peer or file says what went wrong: the libraries' log lines only where the
     config's [logging] level is DEBUG."""
@@ -786,6 +794,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each peer (default 10)")
     p.add_argument("--config", help="TOML config (default: embedded defaults)")
     p.set_defaults(func=cmd_echo)
+
+    p = sub.add_parser("log-id", help="the log id of a Study, Series or SOP Instance UID: the logs give UIDs only "
+                                      "as these hashes (`grep` the logs for it)")
+    p.add_argument("uid", nargs="+")
+    p.set_defaults(func=cmd_log_id)
 
     for module, function in (("dicomnode.roles", "add_state_parser"), ("dicomnode.inference.cli", "add_engines_parser"),
                              ("dicomnode.devtools.cli", "add_devtools_parser")):

@@ -43,6 +43,9 @@ class PeerConfig(StrictModel):
     ae_title: AETitle
     networks: list[str] = Field(default_factory=list, description="source IPs or CIDRs; empty = any")
     operations: list[Literal["echo", "store"]] = Field(default_factory=lambda: ["echo", "store"])
+    host: str | None = Field(None, min_length=1, description=(
+        "where send_to_sender returns this peer's results (its storage SCP); default: the address it called from"))
+    port: int | None = Field(None, ge=1, le=65535, description="port of that SCP; default: the route's sender_port")
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -79,13 +82,25 @@ class NodeConfig(StrictModel):
     port: int = Field(11112, ge=0, le=65535)
     storage_dir: ConfigPath = Path("var/dicomnode")
     allowed_calling_aes: list[str] = Field(default_factory=lambda: ["*"])
-    peers: list[PeerConfig] = Field(default_factory=list, description="per-peer policy beyond the allow-list")
+    peers: list[PeerConfig] = Field(default_factory=list, description=(
+        "per-peer policy beyond the allow-list: binds the AE titles it lists to networks and operations; a calling "
+        "AE title with no entry is not restricted by it (peers_only = true refuses those)"))
+    peers_only: bool = Field(False, description="refuse every calling AE title without a [[node.peers]] entry")
+    allowed_networks: list[str] = Field(default_factory=list, description=(
+        "source IPs or CIDRs that may associate at all, whatever the AE title; empty = any address"))
     min_free_space_mb: int = Field(500, ge=0, description="refuse new instances (0xA700) under this free space")
     max_pdu_size: int = Field(0, ge=0, description="0 = unlimited")
+    max_instance_mb: float = Field(
+        1024, ge=0, description="refuse (0xA700) a received instance whose data set is larger than this (MB); the "
+                                "bytes past it are not held in memory. 0 = no limit")
     acse_timeout: float = Field(10, gt=0, description="a connection must finish association set-up within this")
     dimse_timeout: float = Field(60, gt=0)
     network_timeout: float = Field(60, gt=0)
     max_associations: int = Field(16, ge=1, description="per receiving process")
+    max_associations_per_host: int = Field(
+        0, ge=0, description="most associations (set up or still setting up) one source address may hold at once, "
+                             "per receiving process; a connection over it is closed unread. 0 = no per-address limit "
+                             "(only max_associations)")
     receive_processes: int = Field(
         1, ge=1, le=64, description="processes accepting associations on node.port (SO_REUSEPORT: the kernel "
                                     "spreads new associations over them), so that concurrent associations use "
@@ -103,6 +118,13 @@ class NodeConfig(StrictModel):
     @classmethod
     def _allowed(cls, values: list[str]) -> list[str]:
         return [_check_ae_title(v) for v in values]
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_network(value, strict=False)
+        return values
 
 
 class InferenceConfig(StrictModel):
@@ -426,6 +448,13 @@ class Config(StrictModel):
                 return destination
         raise KeyError(f"no destination named {name!r}; configured: {[d.name for d in self.destinations]}")
 
+    def peer(self, calling_ae: str) -> PeerConfig | None:
+        """The [[node.peers]] entry of a calling AE title, or None."""
+        for peer in self.node.peers:
+            if peer.ae_title == calling_ae:
+                return peer
+        return None
+
     def resolve_paths(self, base: Path) -> "Config":
         """Make relative paths absolute against `base` (the working directory, as systemd's WorkingDirectory sets it)."""
         data = self.model_copy(deep=True)
@@ -435,7 +464,8 @@ class Config(StrictModel):
 
 
 #: settings a running node takes over on SIGHUP (dotted prefixes); every other change needs a restart
-RELOADABLE = ("node.allowed_calling_aes", "node.peers", "node.min_free_space_mb", "node.non_mr_objects", "studies",
+RELOADABLE = ("node.allowed_calling_aes", "node.peers", "node.peers_only", "node.allowed_networks",
+              "node.max_associations_per_host", "node.max_instance_mb", "node.min_free_space_mb", "node.non_mr_objects", "studies",
               "dispatch", "retention", "routes", "destinations")
 
 
@@ -485,6 +515,48 @@ def _tls_off_warnings(config: Config) -> list[str]:
     return warnings
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _open_node_warnings(config: Config) -> list[str]:
+    """A node reachable from other machines that any host may associate with (no allowed_networks, no peers_only),
+    and [[node.peers]] bindings that any other AE title bypasses."""
+    node = config.node
+    if node.allowed_networks or node.peers_only:
+        return []
+    warnings = []
+    if not _is_loopback(node.host) and "*" in node.allowed_calling_aes:
+        warnings.append(f"node: listening on {node.host} with allowed_calling_aes = [\"*\"] and no allowed_networks: "
+                        "any host that reaches the port may store studies and send_to_sender returns results to it "
+                        "(list the senders' networks in node.allowed_networks, or set node.peers_only = true)")
+    elif not _is_loopback(node.host):
+        unbound = [ae for ae in node.allowed_calling_aes if config.peer(ae) is None or not config.peer(ae).networks]
+        if unbound:
+            warnings.append(f"node: allowed_calling_aes {unbound} are not bound to any network ([[node.peers]] "
+                            "networks) and node.allowed_networks is empty: any host may call with those AE titles")
+    if node.peers and "*" in node.allowed_calling_aes:
+        warnings.append("node.peers: with allowed_calling_aes = [\"*\"] a peer's networks and operations restrict only "
+                        "its own AE title; any other AE title is accepted from anywhere (set node.peers_only = true "
+                        "or node.allowed_networks)")
+    return warnings
+
+
+def _sender_tls_warnings(config: Config) -> list[str]:
+    """send_to_sender on a node that receives over TLS: the results go back over TLS, verified against
+    node.tls.ca_certificates (said when there is none: the system's CAs must then have signed the senders' SCPs)."""
+    tls = config.node.tls
+    routes = [r.name for r in config.routes if r.send_to_sender]
+    if not routes or not tls.enabled or tls.ca_certificates is not None:
+        return []
+    return [f"routes{routes}: send_to_sender with node.tls.enabled and no node.tls.ca_certificates: results go back "
+            "over TLS, and the senders' storage SCPs must present certificates the system's CAs trust, else nothing "
+            "is sent back (never in clear)"]
+
+
 #: a quiet period under this is a warning: senders pause between instances (association set-up, reconstruction)
 MIN_SENSIBLE_QUIET_SECONDS = 2.0
 
@@ -497,6 +569,8 @@ def config_warnings(config: Config) -> list[str]:
     warnings = [f"destinations[{d.name}]: used by no route, so no result is ever sent to it"
                 for d in config.destinations if d.name not in used]
     warnings += _tls_off_warnings(config)
+    warnings += _open_node_warnings(config)
+    warnings += _sender_tls_warnings(config)
     warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
                  for r in config.routes if not r.destinations and not r.send_to_sender]
     if config.node.min_free_space_mb > config.retention.emergency_free_space_mb:

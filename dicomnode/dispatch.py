@@ -474,6 +474,8 @@ class Dispatcher:
         if not rows:
             return 0
         ssl_context = self.ssl_context_for(name) if self.ssl_context_for else None
+        # the return address is the study's, not the config's: named in the log
+        label = f"{name} ({ae_title}@{host}:{port}{', TLS' if ssl_context else ''})" if name == SENDER else name
         studies = ", ".join(ids[key] for key in dict.fromkeys(row["study_key"] for row in rows))
         recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent)
         try:
@@ -536,7 +538,7 @@ class Dispatcher:
             mine = [result.ok for row, result in zip(rows, results) if row["study_key"] == key]
             if mine:
                 with study_context(log_id):
-                    log.info("destination %s: sent %d of %d result object(s) of study %s", name, sum(mine), len(mine),
+                    log.info("destination %s: sent %d of %d result object(s) of study %s", label, sum(mine), len(mine),
                              log_id)
         return len(ok_ids)
 

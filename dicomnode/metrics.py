@@ -78,7 +78,8 @@ class NodeMetrics:
     def health(self) -> tuple[bool, str]:
         """(ready, why): ready when the models are loaded, every worker thread lives, the state database answers,
         storage_dir holds the spool (its spool.id), there is room above node.min_free_space_mb for an instance
-        (HEALTH_INSTANCE_BYTES: C-STORE is refused under it) and the spool accepts a write."""
+        (HEALTH_INSTANCE_BYTES: C-STORE is refused under it), the spool accepts a write, and not every
+        node.max_associations slot is taken (new associations would be refused: "degraded")."""
         if not self.node.ready:
             return False, "starting: models not loaded yet"
         if self.node.stopping:
@@ -91,6 +92,9 @@ class NodeMetrics:
             return False, f"state database unreachable for {time.time() - outage.since:.0f} s: {outage.reason}"
         if self.node.unavailable_pipelines:
             return False, "; ".join(sorted(self.node.unavailable_pipelines.values()))
+        slots = self.node.scp.slots_problem() if getattr(self.node, "scp", None) is not None else None
+        if slots is not None:
+            return False, slots
         gone = self.node.spool_problem()
         if gone is not None:
             return False, f"storage unavailable: {gone}"

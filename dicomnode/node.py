@@ -20,10 +20,10 @@ from pydicom.uid import Comprehensive3DSRStorage
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import load_studies
 from dicomnode.config import Config, needs_restart, reloaded_config
-from dicomnode.dispatch import Dispatcher
+from dicomnode.dispatch import SENDER, Dispatcher
 from dicomnode.metrics import NodeMetrics
 from dicomnode.net.scp import StorageSCP
-from dicomnode.net.tls import client_context, server_context
+from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
@@ -33,9 +33,9 @@ from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_DEAD, OUT
                              RESULTS_READY, SENDING, RoundFailures, StateDB, StoreOutcome, is_outage, open_state,
                              outage_reason, prepare_storage_dir, upgrade_schema)
 from dicomnode.studies import CompletionTracker, PendingRefusals, interrupted_note
-from dicomnode.study_path import StudyRun, declined_entry, outbox_items, run_study
+from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
 from dicomnode.types import Declined
-from dicomnode.uids import short_hash
+from dicomnode.uids import MR_STORAGE_CLASSES, short_hash
 
 log = logging.getLogger("dicomnode.node")
 
@@ -135,11 +135,14 @@ class Node:
         return self._analysis_queue.qsize()
 
     def ssl_context_for(self, destination_name: str):
-        """The TLS client context for a configured destination (None: plain TCP), from the current config."""
+        """The TLS client context for a configured destination (None: plain TCP), from the current config; for
+        "sender" (send_to_sender) TLS whenever the node receives over TLS (tls.sender_client_context)."""
+        if destination_name == SENDER:  # results back to the calling host: over TLS when it came in over TLS
+            return sender_client_context(self.config.node.tls)
         try:
             destination = self.config.destination(destination_name)
         except KeyError:
-            return None  # e.g. "sender": results back to the calling host, plain
+            return None
         return client_context(destination, self.config.node.tls.minimum_version)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -672,8 +675,7 @@ class Node:
                 "outputs": [o for r in runs for o in r.summary["outputs"]]}
             written = [w for r in runs for w in r.written]
             outbox = [item for r in runs if r.route is not None
-                      for item in outbox_items(self.config, r.route, r.written, study_row["calling_ae"],
-                                               study_row["calling_host"])]
+                      for item in outbox_items(self.config, r.route, r.written, self._return_address(study_key, r))]
         except Exception as exc:
             self._discard_partial(folder)
             if is_outage(exc):  # the state database went away, not the study's fault: analyse_study releases it
@@ -706,6 +708,25 @@ class Node:
             lost = self.claim_lost_reason(study_key, generation) or "the study moved on during the analysis"
             log.log(logging.WARNING if lost.startswith("claim lost") else logging.INFO,
                     "study %s: %s; nothing of this analysis is recorded or sent", tag, lost)
+
+    def _return_address(self, study_key: str, run: StudyRun) -> ReturnAddress | None:
+        """Where send_to_sender returns `run`'s results: the one peer that sent the MR images of its study (the
+        images the analysis reads; an object of another class, or another study grouped under the key, does not
+        count); None where the route does not send back. Several peers: none of them, a WARNING naming them, and the
+        reason kept in the summary (`send_to_sender`)."""
+        if run.route is None or not run.route.send_to_sender or not run.written:
+            return None
+        study_uid = run.summary.get("study_instance_uid")
+        address = return_address(self.config, run.route,
+                                 self.db.study_senders(study_key, study_uid, MR_STORAGE_CLASSES))
+        if address.target is None:
+            log.warning("study %s: results not sent back to the sender (send_to_sender): %s",
+                        short_hash(study_uid or study_key), address.problem)
+            run.summary["send_to_sender"] = {"sent": False, "reason": address.problem}
+        else:
+            ae, host, port = address.target
+            run.summary["send_to_sender"] = {"sent": True, "ae_title": ae, "host": host, "port": port}
+        return address
 
     def _superseded(self, study_key: str, study_instance_uid: str) -> list[dict]:
         """Earlier SRs of this study (under its key) that a re-analysis supersedes."""

@@ -329,6 +329,42 @@ class PatientDataFilter(logging.Filter):
         return value if redacted == text else redacted
 
 
+#: a DICOM UID in a log line (PS3.5 9.1: numeric components, the first 0-2): at least six components, so that
+#: addresses (127.0.0.1), versions and dates are left alone
+_UID_IN_TEXT = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9][0-9]*)){5,}(?![\w.])")
+#: UIDs the DICOM standard defines (SOP classes, transfer syntaxes): no patient's, kept as they are
+_STANDARD_UID_ROOT = "1.2.840.10008."
+
+
+def hash_uids(text: str) -> str:
+    """`text` with every instance-level DICOM UID (a Study, Series or SOP Instance UID ...; not the standard's own
+    SOP class and transfer syntax UIDs) replaced by its log id, the short hash the logs give a study
+    (uids.short_hash): `dicomnode status --study` takes a study's log id, and a UID known from the PACS is found in
+    the logs by hashing it the same way (`dicomnode log-id UID`)."""
+    return _UID_IN_TEXT.sub(lambda m: m.group(0) if m.group(0).startswith(_STANDARD_UID_ROOT)
+                            else "uid:" + short_hash(m.group(0)), text)
+
+
+class UIDFilter(logging.Filter):
+    """Replaces the DICOM UIDs of a record (message, traceback) by their log ids (hash_uids): a Series or SOP
+    Instance UID finds the study (and the patient) in the PACS as surely as its Study Instance UID, which the logs
+    give only as a hash. Off with [logging] show_patient_data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        hashed = hash_uids(message)
+        if hashed != message:
+            record.msg, record.args = hashed, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = hash_uids(record.exc_text)
+        return True
+
+
 #: libraries whose own failure lines repeat what the node logs in its own words (dispatch: "association with ...
 #: failed", receive: "association ... aborted"): at ERROR they would fire ERROR alerting on every transient retry
 QUIETED_LIBRARIES = ("pynetdicom",)
@@ -467,6 +503,7 @@ def _handlers(config: LoggingConfig) -> list[logging.Handler]:
         handler.addFilter(StudyContextFilter())
         if not config.show_patient_data:
             handler.addFilter(PatientDataFilter())
+            handler.addFilter(UIDFilter())
         handler.setFormatter(JSONFormatter() if config.json_format else PlainFormatter())
     return handlers
 

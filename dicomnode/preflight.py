@@ -29,7 +29,7 @@ from dicomnode.inference import probe
 from dicomnode.inference.runtime import Runtime, RuntimeErrorNoModel, shipped_models_dir
 from dicomnode.inference.shapes import onnx_input_spec
 from dicomnode.net.scp import probe_listen
-from dicomnode.net.tls import client_tls_problems, expiry_warnings, server_tls_problems
+from dicomnode.net.tls import client_tls_problems, expiry_warnings, private_key_exposure, server_tls_problems
 from dicomnode.spool import shared_spool_problem
 from dicomnode.state import state_schema_problem
 
@@ -236,17 +236,25 @@ def preflight_problems(config: Config, models: bool = True,
 # --- warnings: valid, usable, but probably not what the admin wants -----------------------------------------------
 
 def _certificate_warnings(config: Config) -> list[str]:
-    """Certificates of node.tls and of the TLS destinations that have expired or expire within 30 days."""
+    """Certificates of node.tls and of the TLS destinations that have expired or expire within 30 days, and their
+    private keys that other local users can read (tls.private_key_exposure)."""
     tls = config.node.tls
     warnings = []
+    keys = []
     if tls.enabled:
         warnings += expiry_warnings("node.tls.certificate", tls.certificate)
         warnings += expiry_warnings("node.tls.ca_certificates", tls.ca_certificates)
+        keys.append(("node.tls.private_key", tls.private_key))
     for destination in config.destinations:
         if destination.tls:
             key = f"destinations[{destination.name}]"
             warnings += expiry_warnings(f"{key}.tls_certificate", destination.tls_certificate)
             warnings += expiry_warnings(f"{key}.tls_ca_certificates", destination.tls_ca_certificates)
+            keys.append((f"{key}.tls_private_key", destination.tls_private_key))
+    for key, path in keys:
+        exposure = private_key_exposure(path)
+        if exposure is not None:
+            warnings.append(f"{key}: {exposure}")
     return warnings
 
 

@@ -149,6 +149,11 @@ def _name_archives(unreadable: list[dict]) -> None:
                                    "folder as INPUT_DIR")
 
 
+#: the mode of every file `process` writes (result objects, summary.json, its manifest): patient data, owner only,
+#: as the node's spool; folders it creates are 0700 (an existing --out folder keeps its own mode)
+OUTPUT_FILE_MODE = 0o600
+
+
 class OutputFolderError(Exception):
     """The --out folder cannot take this run's results; the message says why and what to do."""
 
@@ -157,7 +162,7 @@ def check_writable(out_dir: Path) -> None:
     """Create out_dir when missing and prove a file can be written there, before any analysis runs.
     Raises OutputFolderError naming the folder and the system's reason (read-only, permission, no such parent)."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".dicomnode-probe-"):
             pass
     except OSError as error:
@@ -235,7 +240,7 @@ class _Manifest:
         self.out_dir = out_dir
         self.path = out_dir / PARTIAL_MANIFEST
         self.listed: list[str] = []
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, OUTPUT_FILE_MODE)
         self._append("# dicomnode process: result files of a run in progress, or stopped before it finished; "
                      "the next run into this folder removes them\n")
         fsync_directory(out_dir)
@@ -317,7 +322,7 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
             _remove(out_dir, [(out_dir / relative).resolve() for relative in sorted(unlisted)])
         summary = {"studies": entries, "unreadable_files": unreadable}
         write_durably(out_dir / "summary.json", strict_json.dumps(summary, "summary.json", indent=2).encode("utf-8"),
-                      mode=0o644)
+                      mode=OUTPUT_FILE_MODE)
     except BaseException as error:  # Ctrl-C, SIGTERM (cli), a full disk ...: nothing of this run stays
         error.removed_results = manifest.discard()
         raise
@@ -339,7 +344,8 @@ def _process_study(study: CMRStudy, out_dir: Path, config: Config, analyser: Stu
                 "outputs": [], "declined": [d.summary() for d in study.declined]}
     tag = short_hash(study.study_instance_uid or "-")
     try:
-        run = run_study(study, config, analyser, None, out_dir, name_result or _result_name, file_mode=0o644)
+        run = run_study(study, config, analyser, None, out_dir, name_result or _result_name,
+                        file_mode=OUTPUT_FILE_MODE)
     except Exception as error:  # noqa: BLE001 - one study's failure is its own declined entry
         log.exception("study %s: processing failed", tag)
         failures.append(f"study {study.study_instance_uid or '(no UID)'}: processing failed: "

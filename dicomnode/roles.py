@@ -909,5 +909,7 @@ def add_state_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def state_location(config) -> str:
-    """What `[state] url` resolves to, for messages."""
-    return config.state.url or str(Path(config.node.storage_dir) / "state.sqlite3")
+    """What `[state] url` resolves to, for messages (its secrets masked: describe_url)."""
+    if config.state.url:
+        return describe_url(state_url(config.state.url))
+    return str(Path(config.node.storage_dir) / "state.sqlite3")

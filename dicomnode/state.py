@@ -67,7 +67,7 @@ from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.state")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Study state machine. A late instance moves any state after RECEIVED back to RECEIVED with a new generation.
 RECEIVED = "received"
@@ -132,6 +132,7 @@ Table(
     Column("cardiac_images", Integer),
     Column("frames", Integer),
     Column("images_in_acquisition", Integer),
+    Column("calling_host", Text),  # v4: the address the instance came from (send_to_sender's return address)
     Index("instances_study", "study_key"),
 )
 Table(
@@ -229,6 +230,7 @@ _MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     2: [("studies", "claimed_by", "TEXT"), ("studies", "lease_until", "DOUBLE PRECISION"),
         ("analyses", "worker", "TEXT"), ("outbox", "claimed_by", "TEXT"), ("outbox", "lease_until", "DOUBLE PRECISION")],
     3: [],  # table purged_reports (create_all) and the data step _retire_superseded_outbox
+    4: [("instances", "calling_host", "TEXT")],
 }
 
 
@@ -562,6 +564,20 @@ def no_results_reason(summary: dict, limit: int = 500) -> str:
     return ("no result objects: " + "; ".join(reasons) if reasons else "no result objects")[:limit]
 
 
+#: the start of the reason of a study whose results went to its destinations but not back to its sender
+#: (send_to_sender: the analysed images came from several peers); kept once the study is done
+SENDER_NOT_SENT_PREFIX = "results not sent back to the sender: "
+
+
+def sender_note(summary: dict, limit: int = 500) -> str | None:
+    """The study's reason when a route's send_to_sender sent its results back to no one (the summary's
+    `send_to_sender` says why, node.Node._return_address), else None; `dicomnode status` shows it."""
+    entries = [summary] + list(summary.get("studies") or [])
+    reasons = [str(e["send_to_sender"].get("reason")) for e in entries
+               if isinstance(e.get("send_to_sender"), dict) and e["send_to_sender"].get("sent") is False]
+    return (SENDER_NOT_SENT_PREFIX + "; ".join(dict.fromkeys(reasons)))[:limit] if reasons else None
+
+
 def default_process_id() -> str:
     """host:pid, unique per running process (what claims and heartbeats are recorded under)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -577,11 +593,45 @@ def state_url(value: str | os.PathLike) -> str:
     return value
 
 
-def describe_url(url: str) -> str:
-    """The URL without a password, for logs and errors."""
+#: query parameters of a database URL that hold a secret (libpq's `password`, `sslpassword` ...): masked wherever the
+#: URL is shown
+_SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+_SECRET_QUERY_VALUE = re.compile(r"([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret values a database URL carries: its password, and the values of query parameters such as
+    `?password=` or `?sslpassword=` (libpq takes both forms)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: nothing known to mask
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if _SECRET_QUERY_KEY.search(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return [value for value in found if value]
+
+
+def describe_url(url: str) -> str:
+    """The URL without its secrets (the password, and `?password=`-style query parameters: ***), for logs and
+    errors."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - shown as a bare scheme: it may hold anything
+        return str(url).split("://", 1)[0] + "://***"
+    return _SECRET_QUERY_VALUE.sub(r"\1***", parsed.render_as_string(hide_password=True))
+
+
+def mask_url_secrets(text: str, url: str) -> str:
+    """`text` (a driver's error message ...) with every secret of `url` replaced by ***."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -814,10 +864,14 @@ class StateDB:
         now = time.time()
         with self._write() as db:
             inserted = self._run(db, (
-                "INSERT INTO instances VALUES (:sop_instance_uid, :study_key, :study_instance_uid, :series_instance_uid,"
+                "INSERT INTO instances(sop_instance_uid, study_key, study_instance_uid, series_instance_uid,"
+                " sop_class_uid, transfer_syntax, modality, path, size, calling_ae, received_at, series_number,"
+                " slice_key, cardiac_images, frames, images_in_acquisition, calling_host)"
+                " VALUES (:sop_instance_uid, :study_key, :study_instance_uid, :series_instance_uid,"
                 " :sop_class_uid, :transfer_syntax, :modality, :path, :size, :calling_ae, :received_at, :series_number,"
-                " :slice_key, :cardiac_images, :frames, :images_in_acquisition)"
-                " ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING sop_instance_uid"), row.__dict__).first()
+                " :slice_key, :cardiac_images, :frames, :images_in_acquisition, :calling_host)"
+                " ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING sop_instance_uid"),
+                {**row.__dict__, "calling_host": calling_host}).first()
             if inserted is None:
                 study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k",
                                   {"k": row.study_key}).mappings().first()
@@ -859,6 +913,25 @@ class StateDB:
 
     def study_instances(self, study_key: str) -> list[RowMapping]:
         return self._rows("SELECT * FROM instances WHERE study_key=:k ORDER BY received_at", {"k": study_key})
+
+    def study_senders(self, study_key: str, study_instance_uid: str | None = None,
+                      sop_classes: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """The distinct (calling AE title, calling host) pairs that sent the study's instances (of
+        `study_instance_uid` within the key, of `sop_classes` only, when given), in the order they first arrived.
+        Instances indexed before schema v4 recorded no host: for those the study's first sender is given, as then."""
+        rows = self._rows("SELECT i.calling_ae, i.calling_host, i.sop_class_uid, i.study_instance_uid, s.calling_host"
+                          " AS study_host FROM instances i JOIN studies s ON s.study_key=i.study_key"
+                          " WHERE i.study_key=:k ORDER BY i.received_at", {"k": study_key})
+        senders: dict[tuple[str, str], None] = {}
+        for row in rows:
+            if study_instance_uid is not None and row["study_instance_uid"] != study_instance_uid:
+                continue
+            if sop_classes is not None and row["sop_class_uid"] not in sop_classes:
+                continue
+            host = row["calling_host"] or row["study_host"]
+            if host:
+                senders[(row["calling_ae"] or "", host)] = None
+        return list(senders)
 
     def instance_counts(self) -> dict[str, int]:
         """{study_key: number of indexed instances} over every study, in one query."""
@@ -1141,7 +1214,7 @@ class StateDB:
             self._run(db, (
                 "UPDATE studies SET state=:state, reason=:r, updated_at=:now, summary_json=:s, claimed_by=NULL,"
                 " lease_until=NULL WHERE study_key=:k"),
-                {"state": SENDING if outbox else DONE, "r": None if results else no_results_reason(summary),
+                {"state": SENDING if outbox else DONE, "r": sender_note(summary) if results else no_results_reason(summary),
                  "now": now, "s": summary_json, "k": study_key})
             return True
 
@@ -1297,8 +1370,10 @@ class StateDB:
                           {"failed": FAILED, "now": now, "k": key, "sending": SENDING,
                            "r": f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered (dead letter)"})
             else:
-                self._run(db, "UPDATE studies SET state=:done, reason=NULL, updated_at=:now WHERE study_key=:k AND"
-                              " state=:sending", {"done": DONE, "now": now, "k": key, "sending": SENDING})
+                self._run(db, "UPDATE studies SET state=:done, reason=CASE WHEN substr(reason, 1, :n)=:note THEN"
+                              " reason ELSE NULL END, updated_at=:now WHERE study_key=:k AND state=:sending",
+                          {"done": DONE, "now": now, "k": key, "sending": SENDING, "note": SENDER_NOT_SENT_PREFIX,
+                           "n": len(SENDER_NOT_SENT_PREFIX)})
 
     def outbox_for(self, study_key: str | None = None, state: str | None = None) -> list[RowMapping]:
         sql, params = "SELECT * FROM outbox WHERE 1=1", {}
@@ -1597,7 +1672,8 @@ def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
                            {"v": str(SCHEMA_VERSION)})
     if had_tables and (before or 1) < SCHEMA_VERSION:  # said once, in the journal an admin reads after an upgrade
         log.info("upgraded the state database %s from schema version %s to %d (%s)",
-                 engine.url.render_as_string(hide_password=True), before or "1 (none recorded)", SCHEMA_VERSION,
+                 describe_url(engine.url.render_as_string(hide_password=False)), before or "1 (none recorded)",
+                 SCHEMA_VERSION,
                  OLDER_VERSIONS_AFTER_UPGRADE)
     return before, SCHEMA_VERSION
 
@@ -1627,7 +1703,7 @@ def state_schema_problem(location: str, timeout: float = 5.0) -> str | None:
 
 def _unreachable(url: str, exc: BaseException) -> str:
     """The problem of a state database that cannot be opened, in one line, without the URL's password."""
-    reason = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+    reason = mask_url_secrets(" ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__, url)
     return (f"cannot open the state database {describe_url(url)}: {reason} (`serve` refuses to start until it can: "
             "check the host name, that PostgreSQL runs and accepts connections there, and the user's access)")
 

@@ -119,12 +119,49 @@ def write_results(datasets: list[Dataset], write_root: Path, name_result: Callab
     return written
 
 
-def outbox_items(config: Config, route: RouteConfig, written: list[ResultObject], calling_ae: str | None,
-                 calling_host: str | None) -> list[OutboxItem]:
-    """Every written object to every destination of the route, plus back to the sender when the route says so
-    (and the sender's address is known). Raises KeyError for a destination name the config lacks."""
+#: the outbox destination name of results sent back to the sender (dispatch.SENDER)
+SENDER = "sender"
+
+
+@dataclass(frozen=True)
+class ReturnAddress:
+    """Where send_to_sender sends a study's results: `target` (called AE title, host, port), or None with `problem`
+    saying why nothing is sent back (no sender known, or the analysed images came from several peers)."""
+
+    target: tuple[str, str, int] | None
+    problem: str | None = None
+
+
+def return_address(config: Config, route: RouteConfig, senders: list[tuple[str, str]]) -> ReturnAddress:
+    """The return address of a study whose analysed images came from `senders` ((calling AE title, calling host)
+    pairs, StateDB.study_senders): the one peer they all came from, at the host it called from and the route's
+    sender_port; a calling AE with a [[node.peers]] entry that gives `host` (and `port`) is sent to that configured
+    address instead. Images from more than one peer give no address: the node cannot tell which one is the study's
+    legitimate sender (a host that sent one image with the study's identifiers would otherwise get its results)."""
+    addresses: dict[tuple[str, str, int], None] = {}
+    for calling_ae, host in senders:
+        peer = config.peer(calling_ae)
+        if peer is not None and peer.host:
+            addresses[(calling_ae, peer.host, peer.port or route.sender_port)] = None
+        else:
+            addresses[(calling_ae, host, route.sender_port)] = None
+    if not addresses:
+        return ReturnAddress(None, "the sender's address is not known")
+    if len(addresses) > 1:
+        named = ", ".join(f"{ae or '?'}@{host}" for ae, host in dict.fromkeys(senders))
+        return ReturnAddress(None, f"the analysed images came from {len(dict.fromkeys(senders))} peers ({named}): "
+                                   "the node cannot tell which one sent the study, so results go to none of them "
+                                   "(bind each sender in [[node.peers]] with host, or add a [[destinations]] entry)")
+    return ReturnAddress(next(iter(addresses)))
+
+
+def outbox_items(config: Config, route: RouteConfig, written: list[ResultObject],
+                 sender: ReturnAddress | None = None) -> list[OutboxItem]:
+    """Every written object to every destination of the route, plus back to the sender (`sender`: return_address)
+    when the route says so and the return address is sound. Raises KeyError for a destination name the config
+    lacks."""
     targets = [(d.name, d.ae_title, d.host, d.port) for d in map(config.destination, route.destinations)]
-    if route.send_to_sender and calling_host and route.sender_port:
-        targets.append(("sender", calling_ae or "", calling_host, route.sender_port))
+    if route.send_to_sender and route.sender_port and sender is not None and sender.target is not None:
+        targets.append((SENDER,) + sender.target)
     return [OutboxItem(name, ae, host, port, result.sop_instance_uid, result.path)
             for name, ae, host, port in targets for result in written]

@@ -33,6 +33,7 @@ import ssl
 import threading
 import time
 from copy import deepcopy
+from io import BytesIO
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,8 @@ import pynetdicom
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -51,6 +54,9 @@ log = logging.getLogger("dicomnode.net.tls")
 
 EVENT_DRIVEN = pynetdicom.__version__.startswith("3.0.")
 """The loops below are pynetdicom 3.0's; with another version the SCP uses pynetdicom's own server."""
+
+#: how much longer than node.max_instance_mb a PDU may be (a P-DATA PDU's own header and its command set)
+PDU_SLACK_BYTES = 1024 * 1024
 
 IDLE_WAIT = 0.05
 """Longest wait (s) of either thread without an event: the resolution of ARTIM and the network idle timeout."""
@@ -99,6 +105,34 @@ class EventDrivenDUL(DULServiceProvider):
                     pass
             except (BlockingIOError, OSError):
                 pass
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's PDU read, refusing a PDU longer than an instance may be (PDU_SLACK_BYTES over the AE's
+        `dicomnode_max_instance_bytes`) before its body is read: pynetdicom would hold all of it in memory (a sender
+        told node.max_pdu_size = 0, "unlimited", sends a whole data set as one PDU). The connection is closed."""
+        limit = getattr(self.assoc.ae, "dicomnode_max_instance_bytes", 0) or 0
+        sock = self.socket
+        if not limit or sock is None:
+            super()._read_pdu_data()
+            return
+        read = sock.recv
+        calls = [0]
+
+        def bounded(nr_bytes: int):
+            calls[0] += 1
+            if calls[0] == 2 and nr_bytes > limit + PDU_SLACK_BYTES:  # the body, after the 6-byte header
+                address = getattr(self.assoc.requestor, "address", "?")
+                logging.getLogger("dicomnode.net.scp").error(
+                    "connection from %s closed: a PDU of %d MB, over node.max_instance_mb (%g MB); nothing of it "
+                    "was read or stored", address, nr_bytes // (1024 * 1024), limit / (1024 * 1024))
+                raise OSError(f"PDU of {nr_bytes} bytes over the limit")
+            return read(nr_bytes)
+
+        sock.recv = bounded
+        try:
+            super()._read_pdu_data()
+        finally:
+            del sock.recv
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0's DUL loop, waiting in `_wait_for_work` where it slept `_run_loop_delay`."""
@@ -156,6 +190,40 @@ class EventDrivenDUL(DULServiceProvider):
             idle = False
 
 
+class CappedDataSet(BytesIO):
+    """The buffer a C-STORE request's data set is received into, holding at most `limit` bytes (0: no limit): past
+    it the rest of the data set is counted, not kept (`received`, `over`), so that an instance too large for the
+    node costs no more memory than the limit while its sender is still answered with a status (StorageSCP)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.received = 0
+        self.over = False
+
+    def write(self, data) -> int:
+        self.received += len(data)
+        if self.over:
+            return len(data)
+        if self.limit and self.received > self.limit:
+            self.over = True
+            self.seek(0)
+            self.truncate()
+            return len(data)
+        return super().write(data)
+
+
+class CappedDIMSEServiceProvider(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider receiving each message's data set into a CappedDataSet of the association's
+    `dicomnode_max_instance_bytes` (from its AE; 0 or unset: no limit)."""
+
+    def receive_primitive(self, primitive) -> None:
+        if self.message is None:
+            self.message = DIMSEMessage()
+            self.message.data_set = CappedDataSet(getattr(self.assoc.ae, "dicomnode_max_instance_bytes", 0) or 0)
+        super().receive_primitive(primitive)
+
+
 class EventDrivenAssociation(Association):
     """An acceptor `Association` whose reactor waits for the DUL's events instead of sleeping 1 ms per loop."""
 
@@ -163,6 +231,11 @@ class EventDrivenAssociation(Association):
         super().__init__(ae, mode)
         self._dicomnode_wake = threading.Event()
         self.dul = EventDrivenDUL(self)
+        # Association.__init__ gave its timeouts to the DUL it made: the new DUL's timers start at pynetdicom's
+        # placeholders (ARTIM 30 s, idle 60 s) until they are given again
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+        self.dimse = CappedDIMSEServiceProvider(self)
 
     def kill(self) -> None:
         self._dicomnode_wake.set()
@@ -257,7 +330,10 @@ class HandshakeFailureLog:
     address failing for another reason is still said. The next line of an address and reason says how many were not
     logged; beyond `max_addresses` recent (address, reason) pairs the oldest are forgotten."""
 
-    def __init__(self, interval: float = 60.0, budget: int = 100, max_addresses: int = 4096, clock=time.monotonic):
+    def __init__(self, interval: float = 60.0, budget: int = 100, max_addresses: int = 4096, clock=time.monotonic,
+                 message: str = "TLS handshake from %s failed: %s%s", logger: logging.Logger = log):
+        self.message = message
+        self.logger = logger
         self.interval = interval
         self.budget = budget
         self.max_addresses = max_addresses
@@ -267,12 +343,13 @@ class HandshakeFailureLog:
         self._window = (float("-inf"), 0)  # (start of the current budget window, lines logged in it)
         self.refusals = 0
 
-    def refused(self, address: str, reason: str) -> bool:
-        """Count one refused handshake from `address`; True when it was logged."""
+    def refused(self, address: str, reason: str, kind: str | None = None) -> bool:
+        """Count one refused handshake from `address`; True when it was logged. `kind`: what makes two reasons
+        the same for the rate limit (default: the reason itself)."""
         now = self._clock()
         with self._lock:
             self.refusals += 1
-            key = (address, reason)
+            key = (address, kind or reason)
             logged_at, unlogged = self._last.get(key, (float("-inf"), 0))
             start, lines = self._window
             if now - start >= self.interval:
@@ -286,7 +363,7 @@ class HandshakeFailureLog:
             self._last[key] = (now, 0)
             self._trim()
         more = f" ({unlogged} more like it from this address since the last such line, not logged)" if unlogged else ""
-        log.warning("TLS handshake from %s failed: %s%s", address, reason, more)
+        self.logger.warning(self.message, address, reason, more)
         return True
 
     def _trim(self) -> None:
@@ -296,6 +373,18 @@ class HandshakeFailureLog:
 
 #: the receiving process's refused-handshake log, shared by its servers
 HANDSHAKE_FAILURES = HandshakeFailureLog()
+
+
+#: the receiving process's log of connections closed before an association (host limit, ACSE deadline)
+HOST_LIMIT_LOG = HandshakeFailureLog(message="connection from %s refused: %s%s",
+                                    logger=logging.getLogger("dicomnode.net.scp"))
+
+
+def _peer_address(assoc) -> str | None:
+    try:
+        return assoc.requestor.address
+    except Exception:  # noqa: BLE001 - an association not set up far enough to know its peer
+        return None
 
 
 class TLSHandshakeInThread:
@@ -311,6 +400,9 @@ class TLSHandshakeInThread:
     """
 
     handshake_failures: HandshakeFailureLog = HANDSHAKE_FAILURES
+    #: most associations one source address may hold at once (node.max_associations_per_host; 0: no limit but
+    #: node.max_associations); a connection over it is closed before it is read
+    max_associations_per_host: int = 0
 
     def get_request(self):
         client_socket, address = self.socket.accept()
@@ -320,10 +412,52 @@ class TLSHandshakeInThread:
         return client_socket, address
 
     def process_request_thread(self, request, client_address) -> None:
+        address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        if self._over_host_limit(address):
+            self.shutdown_request(request)
+            return
         if isinstance(request, ssl.SSLSocket) and not self._tls_handshake(request, client_address):
             self.shutdown_request(request)
             return
+        # pynetdicom reads a PDU's header and body with blocking recv() calls once the socket is readable: a peer
+        # that sends part of an A-ASSOCIATE-RQ and then nothing would hold the association slot for as long as the
+        # connection stays open (its ARTIM timer is checked only between reads). The deadline closes it.
+        deadline = threading.Timer(self.ae.acse_timeout, self._association_overdue, (request, address))
+        deadline.daemon = True
+        deadline.start()
         super().process_request_thread(request, client_address)
+
+    def _over_host_limit(self, address: str) -> bool:
+        """Whether `address` already holds max_associations_per_host associations (said, at most once a minute per
+        address, by `HOST_LIMIT_LOG`)."""
+        limit = self.max_associations_per_host
+        if not limit:
+            return False
+        held = [assoc for assoc in self.active_associations if _peer_address(assoc) == address]
+        if len(held) < limit:
+            return False
+        pending = sum(1 for assoc in held if not assoc.is_established)
+        HOST_LIMIT_LOG.refused(address, f"node.max_associations_per_host {limit} reached: {address} holds "
+                                        f"{len(held)} association(s), {pending} of them not associated yet; "
+                                        f"connection closed", kind="host limit")
+        return True
+
+    def _association_overdue(self, request, address: str) -> None:
+        """node.acse_timeout after the connection: close it unless its association was set up (or has ended)."""
+        for assoc in self.active_associations:
+            if getattr(getattr(assoc, "dul", None), "socket", None) is not None and \
+                    getattr(assoc.dul.socket, "socket", None) is request:
+                if assoc.is_established or assoc.is_rejected or assoc.is_aborted or assoc.is_released:
+                    return
+                break
+        try:
+            if request.fileno() < 0:  # closed already: the association ended
+                return
+            request.shutdown(socket.SHUT_RDWR)  # a recv() blocked on it returns: pynetdicom ends the association
+        except OSError:
+            return
+        HOST_LIMIT_LOG.refused(address, f"no complete A-ASSOCIATE-RQ within node.acse_timeout "
+                                        f"({self.ae.acse_timeout:g} s): connection closed", kind="acse timeout")
 
     def _tls_handshake(self, request: ssl.SSLSocket, client_address) -> bool:
         try:

@@ -76,6 +76,14 @@ STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized" (general
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
 
+MB = 1024 * 1024
+
+
+def max_instance_bytes(max_instance_mb: float) -> int:
+    """node.max_instance_mb in bytes (0: no limit)."""
+    return int(max_instance_mb * MB)
+
+
 def set_tcp_nodelay(event: evt.Event) -> None:
     """EVT_CONN_OPEN: small DIMSE messages must not wait for Nagle's algorithm."""
     try:
@@ -154,6 +162,21 @@ def _plane_key(position, orientation) -> str | None:
     except (TypeError, ValueError):
         return None
     return ",".join(f"{v:.1f}" for v in values) if len(values) == 9 else None
+
+
+def describe_holders(associations) -> str:
+    """Who holds associations, per source address: '127.0.0.2: 16 (16 not associated yet)'."""
+    by_address: dict[str, list[int]] = {}
+    for assoc in associations:
+        try:
+            address = assoc.requestor.address or "?"
+        except Exception:  # noqa: BLE001 - not set up far enough to know
+            address = "?"
+        counts = by_address.setdefault(address, [0, 0])
+        counts[0] += 1
+        counts[1] += 0 if getattr(assoc, "is_established", False) else 1
+    return "; ".join(f"{address}: {held}" + (f" ({pending} not associated yet)" if pending else "")
+                     for address, (held, pending) in sorted(by_address.items(), key=lambda kv: -kv[1][0]))
 
 
 class ListenError(RuntimeError):
@@ -319,6 +342,7 @@ class StorageSCP:
         ae.dimse_timeout = node.dimse_timeout
         ae.network_timeout = node.network_timeout
         ae.maximum_associations = node.max_associations
+        ae.dicomnode_max_instance_bytes = max_instance_bytes(node.max_instance_mb)  # reactor.CappedDataSet
         ae.require_called_aet = True
         allowed = [a for a in node.allowed_calling_aes if a != "*"]
         ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
@@ -336,13 +360,29 @@ class StorageSCP:
         node = config.node
         allowed = [a for a in node.allowed_calling_aes if a != "*"]
         self.ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
+        self.ae.dicomnode_max_instance_bytes = max_instance_bytes(node.max_instance_mb)
+        if self._server is not None:
+            self._server.max_associations_per_host = node.max_associations_per_host
 
     # --- association policy ----------------------------------------------------------------------------------
 
+    def _network_allows(self, address: str) -> bool:
+        """Whether `address` is inside node.allowed_networks (always, when it is empty)."""
+        networks = self.config.node.allowed_networks
+        if not networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in networks)
+
     def _peer_allows(self, calling_ae: str, address: str, operation: str) -> bool:
+        if not self._network_allows(address):
+            return False
         peers = [p for p in self.config.node.peers if p.ae_title == calling_ae]
         if not peers:
-            return True
+            return not self.config.node.peers_only
         for peer in peers:
             if operation not in peer.operations:
                 continue
@@ -365,9 +405,14 @@ class StorageSCP:
         address = assoc.requestor.address
         if not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
             networks = sorted({n for p in self.config.node.peers if p.ae_title == calling for n in p.networks})
-            log.warning("association refused: calling AE %r called from %s, outside its node.peers networks %s (the "
-                        "peer is told 'calling AE title not recognised': DICOM has no reason for a wrong address)",
-                        calling, address, networks)
+            if not self._network_allows(address):
+                why = f"outside node.allowed_networks {self.config.node.allowed_networks}"
+            elif not networks and self.config.node.peers_only and self.config.peer(calling) is None:
+                why = "which has no [[node.peers]] entry (node.peers_only = true)"
+            else:
+                why = f"outside its node.peers networks {networks}"
+            log.warning("association refused: calling AE %r called from %s, %s (the peer is told 'calling AE title "
+                        "not recognised': DICOM has no reason for a wrong address)", calling, address, why)
             assoc.dicomnode_refused = True  # said above: _handle_rejected does not log it again
             assoc.acse.send_reject(*REJECT_CALLING_AE)
             evt.trigger(assoc, evt.EVT_REJECTED, {})
@@ -438,9 +483,34 @@ class StorageSCP:
         if getattr(event.assoc, "dicomnode_refused", False):
             return
         primitive = event.assoc.requestor.primitive
+        calling, called = primitive.calling_ae_title.strip(), primitive.called_ae_title.strip()
+        address = event.assoc.requestor.address
+        held = [a for a in self.associations() if a is not event.assoc]
+        if len(held) >= self.config.node.max_associations:  # pynetdicom: "local-limit-exceeded", checked last
+            log.warning("association refused: calling AE %r from %s: node.max_associations %d reached (%s)",
+                        calling, address, self.config.node.max_associations, describe_holders(held))
+            return
         log.warning("association refused: calling AE %r, called AE %r from %s (node %r, allowed_calling_aes %s)",
-                    primitive.calling_ae_title.strip(), primitive.called_ae_title.strip(),
-                    event.assoc.requestor.address, self.config.node.ae_title, self.config.node.allowed_calling_aes)
+                    calling, called, address, self.config.node.ae_title, self.config.node.allowed_calling_aes)
+
+    def associations(self) -> list:
+        """The associations this receiver holds now (set up, or still setting up)."""
+        server = self._server
+        if server is None:
+            return []
+        try:
+            return list(server.active_associations)
+        except Exception:  # noqa: BLE001 - stopping: none
+            return []
+
+    def slots_problem(self) -> str | None:
+        """Why no association can be accepted now (every node.max_associations slot taken, naming the holders), or
+        None; /healthz reports it."""
+        held = self.associations()
+        if len(held) < self.config.node.max_associations:
+            return None
+        return (f"degraded: all {self.config.node.max_associations} association slots taken (node.max_associations), "
+                f"new associations are refused: {describe_holders(held)}")
 
     # --- services --------------------------------------------------------------------------------------------
 
@@ -507,6 +577,15 @@ class StorageSCP:
 
     def _store(self, event: evt.Event, calling: str, address: str):
         request = event.request
+        received = getattr(request, "DataSet", None)
+        if getattr(received, "over", False):  # reactor.CappedDataSet: the bytes past the limit were not kept
+            size_mb = received.received / MB
+            log.error("C-STORE of %s from %r at %s refused: its data set is %.0f MB, over node.max_instance_mb "
+                      "(%g MB); not stored (raise node.max_instance_mb if such instances are expected)",
+                      str(request.AffectedSOPInstanceUID or "?"), calling, address, size_mb,
+                      self.config.node.max_instance_mb)
+            return self._status(STATUS_OUT_OF_RESOURCES,
+                                f"instance {size_mb:.0f} MB over node.max_instance_mb {self.config.node.max_instance_mb:g}")
         try:
             sop_instance = check_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
             sop_class = check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID")
@@ -680,6 +759,7 @@ class StorageSCP:
             )
         except OSError as exc:
             raise ListenError(_cannot_listen(self.config, exc)) from exc
+        self._server.max_associations_per_host = self.config.node.max_associations_per_host
         self.ae._servers.append(self._server)  # as AE.start_server does: AssociationServer.shutdown removes it
         threading.Thread(target=self._server.serve_forever, name="dicomnode-scp-accept", daemon=True).start()
 

@@ -160,6 +160,45 @@ def client_context(destination: DestinationConfig, minimum_version: str = "1.2")
     return _client_context(destination, minimum_version, None)
 
 
+def sender_client_context(tls: TLSConfig) -> ssl.SSLContext | None:
+    """The SCU's context for results sent back to the sender (a route's send_to_sender) by a node that receives over
+    TLS (node.tls.enabled: every association came in over TLS), so that they never go back in clear: TLS >=
+    minimum_version, the node's own certificate (node.tls.certificate / private_key) for a sender that asks for a
+    client certificate, and the sender's storage SCP verified against node.tls.ca_certificates (the CA of the
+    senders' certificates; the system's CAs where none is set). Its host name is not checked: the return address is
+    the IP address the sender called from, which certificates seldom name. None when node.tls is off (plain DICOM
+    in, plain DICOM back). Raises TLSConfigurationError for a file that cannot be used."""
+    if not tls.enabled:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    def trust() -> None:
+        if tls.ca_certificates is not None:
+            _load_ca(context, tls.ca_certificates, "node.tls.ca_certificates")
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+
+    _steps([lambda: _harden(context, tls.minimum_version), trust,
+            lambda: _load_chain(context, tls.certificate, tls.private_key, "node.tls")], None)
+    return context
+
+
+def private_key_exposure(path: Path | None) -> str | None:
+    """Why a TLS private key file is readable by other local users (group or other permission bits), or None."""
+    if path is None:
+        return None
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None  # missing or unreadable: an error said by the TLS checks
+    if mode & 0o077:
+        return (f"{path} is readable by {'other users' if mode & 0o007 else 'its group'} (mode {mode & 0o777:04o}): "
+                f"anyone who can read it can impersonate the node; make it owner-only (chmod 600 {path})")
+    return None
+
+
 def server_tls_problems(tls: TLSConfig) -> list[tuple[str, str]]:
     """(config key path, what is wrong) for every file of node.tls that cannot be used, all in one go."""
     problems: list[TLSConfigurationError] = []

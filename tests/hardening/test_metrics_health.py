@@ -132,3 +132,33 @@ def test_serve_exposes_metrics_on_the_configured_loopback_port(tmp_path):
         assert metric_value(text, "dicomnode_instances_received_total") == 1
     finally:
         assert node.stop() == 0
+
+
+def test_healthz_says_degraded_while_every_association_slot_is_taken(tmp_path):
+    import socket
+
+    node = make_node(tmp_path, max_associations=2, acse_timeout=3)
+    node.start(warm_up=False)
+    held = []
+    try:
+        port = node.metrics.port
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        held = [socket.create_connection(("127.0.0.1", node.scp.port)) for _ in range(2)]
+        assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503)
+        code, body = http_get(f"http://127.0.0.1:{port}/healthz")
+        assert body.startswith("degraded: all 2 association slots taken") and "127.0.0.1: 2" in body, body
+        # the connections stay open: node.acse_timeout (3 s) closes them, the slots are free again
+        assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
+    finally:
+        for sock in held:
+            sock.close()
+        node.stop()
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

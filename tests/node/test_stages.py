@@ -20,8 +20,9 @@ from dicomnode.node import status_report
 from dicomnode.roles import DatabaseCompletion
 from dicomnode.routing import select_route
 from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, InstanceRow, StateDB
+from dicomnode.uids import MR_STORAGE_CLASSES
 from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, CompletionTracker, ExpectedCounts, expected_counts_met
-from dicomnode.study_path import NO_ROUTE, outbox_items, run_study
+from dicomnode.study_path import NO_ROUTE, outbox_items, return_address, run_study
 from dicomnode.types import ResultObject, StudyOutcome
 from tests.data.field_inputs import BUGCASES, demo_cine_files
 
@@ -490,11 +491,34 @@ def test_the_study_path_routes_analyses_writes_and_lists_outputs_once(tmp_path):
     assert run.summary["route"] == "mr"  # summary.json names the route the study took (config check says it does)
     assert [w.sop_instance_uid for w in run.written] == ["1.2.8.9.1", "1.2.8.9.2"]
     assert all((tmp_path / w.path).is_file() for w in run.written)
-    items = outbox_items(config, run.route, run.written, "SCANNER1", "10.0.0.9")
+    items = outbox_items(config, run.route, run.written, return_address(config, run.route, [("SCANNER1", "10.0.0.9")]))
     assert [(i.destination, i.ae_title, i.host, i.port, i.sop_instance_uid) for i in items] == [
         ("pacs", "PACS", "10.0.0.1", 104, "1.2.8.9.1"), ("pacs", "PACS", "10.0.0.1", 104, "1.2.8.9.2"),
         ("sender", "SCANNER1", "10.0.0.9", 11112, "1.2.8.9.1"), ("sender", "SCANNER1", "10.0.0.9", 11112, "1.2.8.9.2")]
-    assert outbox_items(config, run.route, run.written, "SCANNER1", None)[-1].destination == "pacs"  # no address
+    no_address = return_address(config, run.route, [])
+    assert no_address.target is None and outbox_items(config, run.route, run.written, no_address)[-1].destination == "pacs"
+
+
+def test_send_to_sender_returns_to_no_one_when_the_analysed_images_came_from_several_peers():
+    config = Config.model_validate({"routes": [{"name": "mr", "send_to_sender": True, "sender_port": 11112}]})
+    route = config.routes[0]
+    one_peer = return_address(config, route, [("SCANNER1", "10.0.0.9"), ("SCANNER1", "10.0.0.9")])
+    assert one_peer.target == ("SCANNER1", "10.0.0.9", 11112) and one_peer.problem is None
+    for senders in ([("SCANNER1", "10.0.0.9"), ("SCANNER2", "10.0.0.66")],  # a host pre-seeding the study's key
+                    [("SCANNER1", "10.0.0.9"), ("SCANNER1", "10.0.0.66")]):  # the same AE title from elsewhere
+        ambiguous = return_address(config, route, senders)
+        assert ambiguous.target is None and "2 peers" in ambiguous.problem and "10.0.0.66" in ambiguous.problem
+        assert outbox_items(config, route, [], ambiguous) == []
+
+
+def test_send_to_sender_resolves_a_listed_peer_by_its_configured_address():
+    config = Config.model_validate({
+        "node": {"peers": [{"ae_title": "SCANNER1", "networks": ["10.0.0.0/24"], "host": "scanner1.example",
+                            "port": 4006}]},
+        "routes": [{"name": "mr", "send_to_sender": True, "sender_port": 11112}]})
+    # two source addresses of the one configured peer (two network interfaces): one return address
+    address = return_address(config, config.routes[0], [("SCANNER1", "10.0.0.9"), ("SCANNER1", "10.0.0.10")])
+    assert address.target == ("SCANNER1", "scanner1.example", 4006)
 
 
 def test_the_study_path_declines_a_study_no_route_matches(tmp_path):
@@ -632,3 +656,23 @@ def test_sighup_applies_a_new_purge_interval(tmp_path):
         assert node.retention.config.purge_interval_minutes == 0.25
     finally:
         node.stop()
+
+
+def test_the_state_records_the_host_of_each_instance_and_names_the_peers_of_the_analysed_images(tmp_path):
+    db = StateDB(tmp_path / "state.sqlite3")
+    try:
+        def add(sop, sop_class, calling_ae, host, study="1.2.5"):
+            db.add_instance(InstanceRow(sop, "key", study, study + ".1", sop_class, "1.2.840.10008.1.2.1", "MR",
+                                        f"spool/{sop}.dcm", 1, calling_ae, time.time()), host)
+        add("1.2.5.90", "1.2.840.10008.5.1.4.1.1.7", "SCANNER2", "10.0.0.66")  # a Secondary Capture arrives first
+        add("1.2.5.1", "1.2.840.10008.5.1.4.1.1.4", "SCANNER1", "10.0.0.9")
+        add("1.2.5.2", "1.2.840.10008.5.1.4.1.1.4", "SCANNER1", "10.0.0.9")
+        assert db.study(("key"))["calling_host"] == "10.0.0.66"  # the study row keeps only the first sender
+        assert db.study_senders("key", "1.2.5", MR_STORAGE_CLASSES) == [("SCANNER1", "10.0.0.9")]
+        add("1.2.5.3", "1.2.840.10008.5.1.4.1.1.4", "SCANNER2", "10.0.0.66")  # an MR image from another host
+        assert db.study_senders("key", "1.2.5", MR_STORAGE_CLASSES) == [("SCANNER1", "10.0.0.9"),
+                                                                         ("SCANNER2", "10.0.0.66")]
+        add("1.2.6.1", "1.2.840.10008.5.1.4.1.1.4", "SCANNER3", "10.0.0.7", study="1.2.6")  # another study, one key
+        assert db.study_senders("key", "1.2.6", MR_STORAGE_CLASSES) == [("SCANNER3", "10.0.0.7")]
+    finally:
+        db.close()

@@ -417,8 +417,8 @@ def test_a_schema_newer_than_the_code_says_to_run_the_newer_version(state_locati
 def test_an_older_schema_still_names_the_upgrade_command(pg_server):
     url = pg_server.create_database()
     _set_schema(url, SCHEMA_VERSION - 1)
-    with pytest.raises(StateSchemaError, match=r"schema version 2, this dicomnode needs 3: run `dicomnode state "
-                                               r"upgrade`"):
+    with pytest.raises(StateSchemaError, match=rf"schema version {SCHEMA_VERSION - 1}, this dicomnode needs "
+                                               rf"{SCHEMA_VERSION}: run `dicomnode state upgrade`"):
         StateDB(url)
 
 

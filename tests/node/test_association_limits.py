@@ -1,0 +1,182 @@
+"""A connection must finish its association request within node.acse_timeout (a peer that sends part of one and
+then nothing, or nothing at all, holds no association slot for longer), node.max_associations_per_host and
+node.allowed_networks / peers_only refuse by address and AE title, a refusal for a full node names the real cause,
+/healthz says degraded while every slot is taken, and an instance over node.max_instance_mb is refused with a status
+without being held in memory."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage, Verification
+
+from dicomnode.config import Config
+from dicomnode.net.reactor import CappedDataSet
+from dicomnode.net.scp import StorageSCP
+from dicomnode.spool import Spool
+from dicomnode.state import StateDB
+from tests.conftest import wait_until
+from tests.hardening.hardening_support import synthetic_mr
+
+
+@pytest.fixture
+def make_scp(tmp_path):
+    made = []
+
+    def make(**node):
+        settings = {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                    "allowed_calling_aes": ["*"], "acse_timeout": 1.0, **node}
+        config = Config.model_validate({"node": settings})
+        db = StateDB(tmp_path / "store" / "state.sqlite3")
+        server = StorageSCP(config, Spool(tmp_path / "store", db, min_free_space_mb=0))
+        server.start()
+        made.append((server, db))
+        return server
+
+    yield make
+    for server, db in made:
+        server.stop()
+        db.close()
+
+
+def _associate(port: int, calling: str = "SCANNER1"):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(MRImageStorage)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    return ae.associate("127.0.0.1", port, ae_title="DICOMNODE")
+
+
+def _half_open(port: int, count: int, first_bytes: bytes) -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        if first_bytes:
+            sock.sendall(first_bytes)
+        sockets.append(sock)
+    return sockets
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("first_bytes", [b"\x01\x00", b""], ids=["two-bytes-of-a-request", "nothing"])
+def test_connections_that_never_finish_an_association_request_are_closed_after_the_acse_timeout(make_scp, caplog,
+                                                                                                first_bytes):
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    scp = make_scp(max_associations=4, acse_timeout=1.0)
+    flood = _half_open(scp.port, 4, first_bytes)
+    try:
+        assert wait_until(lambda: len(scp.associations()) == 4, timeout=5)
+        assert scp.slots_problem() is not None and "127.0.0.1: 4 (4 not associated yet)" in scp.slots_problem()
+        refused = _associate(scp.port, "SCANNER2")
+        assert not refused.is_established
+        assert wait_until(lambda: "node.max_associations 4 reached (127.0.0.1: 4 (4 not associated yet))"
+                          in caplog.text, timeout=5)
+        assert "allowed_calling_aes" not in caplog.text  # the real cause, not the AE-title list
+        assert wait_until(lambda: all(_closed_by_peer(sock) for sock in flood), timeout=6), \
+            "half-open connections were not closed after node.acse_timeout"
+        assert wait_until(lambda: not scp.associations(), timeout=5)
+        assert scp.slots_problem() is None
+        accepted = _associate(scp.port)
+        assert accepted.is_established and accepted.send_c_echo().Status == 0x0000
+        accepted.release()
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_associations_per_host_are_capped(make_scp, caplog):
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    scp = make_scp(max_associations=8, max_associations_per_host=2, acse_timeout=5.0)
+    first, second = _associate(scp.port), _associate(scp.port)
+    try:
+        assert first.is_established and second.is_established
+        third = _associate(scp.port)
+        assert not third.is_established
+        assert "node.max_associations_per_host 2 reached: 127.0.0.1 holds 2 association(s)" in caplog.text
+    finally:
+        first.release()
+        second.release()
+    assert wait_until(lambda: not scp.associations(), timeout=5)
+    again = _associate(scp.port)
+    assert again.is_established
+    again.release()
+
+
+def test_allowed_networks_and_peers_only_refuse_unlisted_hosts_and_ae_titles(make_scp, caplog):
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    outside = make_scp(allowed_networks=["10.20.0.0/16"])
+    assoc = _associate(outside.port)
+    assert not assoc.is_established
+    assert "outside node.allowed_networks ['10.20.0.0/16']" in caplog.text
+    outside.stop()
+
+    peers_only = make_scp(peers_only=True, peers=[{"ae_title": "SCANNER1", "networks": ["127.0.0.0/8"]}])
+    listed = _associate(peers_only.port, "SCANNER1")
+    assert listed.is_established
+    listed.release()
+    unlisted = _associate(peers_only.port, "ANYBODY")  # allowed_calling_aes ["*"]: refused only by peers_only
+    assert not unlisted.is_established
+    assert "calling AE 'ANYBODY' called from 127.0.0.1, which has no [[node.peers]] entry" in caplog.text
+
+
+def test_an_instance_over_max_instance_mb_is_refused_with_a_status_and_not_held(make_scp, caplog):
+    caplog.set_level(logging.ERROR, logger="dicomnode")
+    scp = make_scp(max_instance_mb=0.05, acse_timeout=5.0)  # 52 kB
+    assoc = _associate(scp.port)
+    try:
+        status = assoc.send_c_store(synthetic_mr(size=256))  # 128 kB of pixels
+        assert status.Status == 0xA700, hex(status.Status)
+        assert "over node.max_instance_mb 0.05" in str(status.ErrorComment)
+        assert "over node.max_instance_mb" in caplog.text
+        assert assoc.send_c_store(synthetic_mr(size=64)).Status == 0x0000  # the association goes on
+    finally:
+        assoc.release()
+    assert scp.received == 1
+
+
+def test_the_capped_data_set_keeps_no_bytes_past_its_limit():
+    buffer = CappedDataSet(10)
+    buffer.write(b"x" * 8)
+    assert not buffer.over and buffer.getvalue() == b"x" * 8
+    buffer.write(b"y" * 1000)
+    buffer.write(b"z" * 1000)
+    assert buffer.over and buffer.received == 2008 and buffer.getvalue() == b""
+    unlimited = CappedDataSet(0)
+    unlimited.write(b"a" * 100)
+    assert not unlimited.over and len(unlimited.getvalue()) == 100
+
+
+def test_the_event_driven_acceptor_uses_the_configured_acse_timeout(make_scp):
+    scp = make_scp(acse_timeout=1.0)
+    sock = socket.create_connection(("127.0.0.1", scp.port))
+    try:
+        started = time.monotonic()
+        assert wait_until(lambda: _closed_by_peer(sock), timeout=10)
+        assert time.monotonic() - started < 5  # pynetdicom's placeholder ARTIM timer was 30 s
+    finally:
+        sock.close()
+
+
+def test_a_pdu_longer_than_an_instance_may_be_closes_the_connection_unread(make_scp, caplog):
+    import struct
+
+    caplog.set_level(logging.ERROR, logger="dicomnode")
+    scp = make_scp(max_instance_mb=1, acse_timeout=5.0)
+    assoc = _associate(scp.port)
+    assert assoc.is_established
+    sock = assoc.dul.socket.socket
+    sock.sendall(struct.pack(">BBL", 0x04, 0, 512 * 1024 * 1024) + b"\0" * 64)  # a P-DATA PDU announcing 512 MB
+    assert wait_until(lambda: "a PDU of 512 MB, over node.max_instance_mb (1 MB)" in caplog.text, timeout=5)
+    assert wait_until(lambda: not scp.associations(), timeout=10)
