@@ -26,6 +26,13 @@ class StrictModel(BaseModel):
 ConfigPath = Annotated[Path, Strict(False)]
 
 
+def _check_networks(values: list[str]) -> list[str]:
+    """Each an IPv4/IPv6 address or network ("10.1.0.0/16"); ValueError naming the bad one."""
+    for value in values:
+        ipaddress.ip_network(value, strict=False)
+    return values
+
+
 def _check_ae_title(value: str) -> str:
     if value == "*":
         return value
@@ -49,12 +56,7 @@ class PeerConfig(StrictModel):
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
-    @field_validator("networks")
-    @classmethod
-    def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            ipaddress.ip_network(value, strict=False)
-        return values
+    _networks = field_validator("networks")(_check_networks)
 
 
 class TLSConfig(StrictModel):
@@ -119,12 +121,7 @@ class NodeConfig(StrictModel):
     def _allowed(cls, values: list[str]) -> list[str]:
         return [_check_ae_title(v) for v in values]
 
-    @field_validator("allowed_networks")
-    @classmethod
-    def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            ipaddress.ip_network(value, strict=False)
-        return values
+    _allowed_networks = field_validator("allowed_networks")(_check_networks)
 
 
 class InferenceConfig(StrictModel):
