@@ -284,7 +284,12 @@ def _report_bank_warnings(config: Config) -> list[str]:
     if scan.skipped_lines:
         skipped.append(f"{len(scan.skipped_lines)} line(s) skipped (first: {scan.skipped_lines[0]})")
     if scan.duplicates:
-        skipped.append(f"{scan.duplicates} report(s) with an id seen before ignored")
+        skipped.append(f"{scan.duplicates} report(s) with an id seen before ignored (first: {scan.duplicate_ids[0]})")
+    if scan.withheld:
+        skipped.append(f"{len(scan.withheld)} report(s) WITHHELD because they hold patient or person identifiers, "
+                       f"never suggested (first: {scan.withheld[0]})")
+    if scan.notes:
+        skipped.append(f"{len(scan.notes)} note(s) (first: {scan.notes[0]})")
     said = "; ".join(skipped)
     if scan.reports == 0:
         return [f"{key}: {folder} holds no usable report ({scan.files} report file(s)"

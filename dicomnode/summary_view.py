@@ -6,6 +6,7 @@ from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings, summary_phase_numbers
 from dicomnode.analysis.reference_age import REFERENCE_CHECK_STARTS
+from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.rounding import display_round, number_text
 
@@ -137,10 +138,14 @@ def print_summary_table(summary: dict) -> None:
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} incomplete LV coverage: {reason}")
             for warning in stack_warnings(study.get(name)):
                 print(f"  {name.upper() if name == 'lge' else 'Cine'} input: {warning}")
+        if study.get("suggestions"):
+            print("  Suggestions: text of OTHER patients' reports (unverified; not findings of this study, their "
+                  "numbers are not this study's)")
         for suggestion in study.get("suggestions", []) or []:
             text = suggestion["text"]
             shown = text[text.index("Impression:"):] if "Impression:" in text else text
-            print(f"  Suggestion ({_number(suggestion['score'], 2)}, {suggestion['report_id']}; unverified): {shown[:120]}")
+            print(f"  Suggestion (another patient's report {suggestion['report_id']}, {_number(suggestion['score'], 2)};"
+                  f" unverified): {shorten(shown, 120)}")
         if study.get("suggestions_note"):
             print(f"  Suggestions: none, {study['suggestions_note']}")
         for text in (study.get("lge") or {}).get("series_left_aside") or []:

@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from dicomnode import strict_json
+from dicomnode.analysis.report_text import MAX_REPORT_CHARS, cut_text, identifier_findings
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,119 @@ class RefreshStats:
     skipped_files: int = 0  # bank files that could not be read (not UTF-8 text, removed mid-scan)
     skipped_lines: int = 0  # JSONL lines skipped (not JSON, no id, no text) and empty .txt files
     duplicates: int = 0  # reports whose id an earlier report already had
+    withheld: int = 0  # reports holding identifiers, never indexed
 
 
-def read_bank_file(path: Path, relative: str) -> tuple[list[Report], list[str]]:
-    """Reports in one bank file, and why each line (or an empty .txt) was skipped: a .txt is one report (id = file
-    stem); a .jsonl holds one report per line. Raises OSError / UnicodeDecodeError for a file that cannot be read."""
+#: stored study_features and the values they may take (a report with another value is refused)
+_FEATURE_RANGES = {"lge_percent": (0.0, 100.0), "mvo_percent": (0.0, 100.0), "lv_ef_percent": (0.0, 100.0),
+                   "rv_ef_percent": (0.0, 100.0), "large_scar_burden": (0.0, 1.0), "has_lge": (0.0, 1.0),
+                   "has_cine": (0.0, 1.0)}
+_FRACTION_FEATURES = ("scar_slice_fraction", "scar_anterior_fraction", "scar_septal_fraction",
+                      "scar_inferior_fraction", "scar_lateral_fraction", "transmural_extent")
+
+
+class BankFileRead(NamedTuple):
+    """What one bank file gave: its reports, the lines (or the .txt) skipped as invalid and why, the reports
+    withheld because they hold identifiers, and notes (a report cut to MAX_REPORT_CHARS, a file read as
+    Windows-1252)."""
+
+    reports: list
+    skipped: list[str]
+    withheld: list[str]
+    notes: list[str]
+
+
+#: the non-letters a Windows-1252 / ISO-8859-1 report may hold; anything else (a control character, a symbol that
+#: a report has no use for) means the bytes are no such text
+_LEGACY_SYMBOLS = frozenset("°µ²³±§«»–—‘’“”„…·×÷½¼¾€\xa0¹ºª¿¡")
+
+
+def read_bank_text(path: Path) -> tuple[str, str | None]:
+    """A bank file's text and, where it was not UTF-8, the encoding it was read in: UTF-8 (BOM or not), UTF-16 with
+    a BOM, else Windows-1252 / ISO-8859-1 (older RIS exports) where that gives letters, ASCII and the usual report
+    symbols (°, µ, ², ±, dashes, quotes) only.
+    Raises UnicodeDecodeError naming the file for anything else (a binary file, another encoding)."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16"), "UTF-16"
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        first = exc
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if all(ch.isalpha() or ch in _LEGACY_SYMBOLS or (32 <= ord(ch) < 127) or ch in "\t\n\r\f" for ch in text):
+            return text, "Windows-1252" if encoding == "cp1252" else "ISO-8859-1"
+    raise UnicodeDecodeError(first.encoding, first.object, first.start, first.end,
+                             f"{path.name} is neither UTF-8 nor Windows-1252/ISO-8859-1 text: save it as UTF-8")
+
+
+def _record_problem(record: dict) -> str | None:
+    """Why a JSONL record is no valid report, or None."""
+    report_id = record.get("id")
+    if isinstance(report_id, bool) or not isinstance(report_id, (str, int)) or not str(report_id).strip():
+        return f"'id' must be a non-empty string, got {report_id!r}"
+    for key in ("text", "findings", "impression"):
+        if record.get(key) is not None and not isinstance(record.get(key), str):
+            return f"'{key}' must be a string, got {type(record.get(key)).__name__}"
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return f"'metadata' must be an object, got {type(metadata).__name__}"
+    features = (metadata or {}).get("study_features")
+    if features is None:
+        return None
+    if not isinstance(features, dict):
+        return f"'metadata.study_features' must be an object, got {type(features).__name__}"
+    for name, value in features.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return f"'metadata.study_features.{name}' must be a number or null, got {value!r}"
+        low, high = _FEATURE_RANGES.get(name, (0.0, 1.0) if name in _FRACTION_FEATURES else (0.0, float("inf")))
+        if not low <= value <= high:
+            return f"'metadata.study_features.{name}' = {value!r} is outside {low:g}..{high:g}"
+    return None
+
+
+def _checked_report(report: Report, where: str, withheld: list[str], notes: list[str]) -> Report | None:
+    """The report with its text cut to MAX_REPORT_CHARS (noted), or None where its text holds identifiers
+    (withheld, said why)."""
+    found = identifier_findings(report.text)
+    if found:
+        withheld.append(f"{where} (id {report.id!r}) withheld: it holds {', '.join(found)}; "
+                        "de-identify it (the bank must hold de-identified reports)")
+        return None
+    text, cut = cut_text(report.text)
+    if cut:
+        notes.append(f"{where} (id {report.id!r}) is {len(report.text)} characters long: only its first "
+                     f"{MAX_REPORT_CHARS} are used")
+        report = Report(id=report.id, text=text, findings=report.findings, impression=report.impression,
+                        metadata=report.metadata, source=report.source)
+    return report
+
+
+def read_bank_file(path: Path, relative: str) -> BankFileRead:
+    """Reports in one bank file, and what was skipped, withheld and noted (BankFileRead). A .txt is one report,
+    its id the path relative to the bank folder without ".txt" ("2024/report": two folders' report.txt are two
+    reports); a .jsonl holds one report per line ({"id", "text" | "findings" / "impression", "metadata"}). A
+    record with a null or empty id, a non-string text / findings / impression, or a stored study feature out of
+    range is skipped; a report holding identifiers (report_text.identifier_findings) is withheld; a text over
+    MAX_REPORT_CHARS is cut with a marker. Raises OSError / UnicodeDecodeError for a file that cannot be read."""
+    text, encoding = read_bank_text(path)
+    notes = [f"{relative} read as {encoding} (not UTF-8)"] if encoding else []
+    withheld: list[str] = []
     if path.suffix == ".txt":
-        text = path.read_text(encoding="utf-8-sig").strip()
-        return ([Report(id=path.stem, text=text, source=relative)], []) if text else ([], [f"{relative}: empty"])
+        text = text.strip()
+        if not text:
+            return BankFileRead([], [f"{relative}: empty"], [], notes)
+        report = _checked_report(Report(id=relative.removesuffix(".txt"), text=text, source=relative), relative,
+                                 withheld, notes)
+        return BankFileRead([report] if report else [], [], withheld, notes)
     reports, skipped = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -110,24 +214,31 @@ def read_bank_file(path: Path, relative: str) -> tuple[list[Report], list[str]]:
         if not isinstance(record, dict) or "id" not in record:
             skipped.append(f"{relative} line {number} skipped: no 'id'")
             continue
+        problem = _record_problem(record)
+        if problem:
+            skipped.append(f"{relative} line {number} skipped: {problem}")
+            continue
         findings, impression = record.get("findings"), record.get("impression")
-        text = record.get("text") or " ".join(
+        report_text = record.get("text") or " ".join(
             part for part in (f"Findings: {findings}" if findings else "", f"Impression: {impression}" if impression else "") if part)
-        if not isinstance(text, str) or not text.strip():
+        if not report_text.strip():
             skipped.append(f"{relative} line {number} skipped: no text, findings or impression")
             continue
-        metadata = record.get("metadata") or {}
-        reports.append(Report(id=str(record["id"]), text=text.strip(), findings=findings, impression=impression,
-                              metadata=metadata if isinstance(metadata, dict) else {}, source=relative))
-    return reports, skipped
+        report = _checked_report(Report(id=str(record["id"]).strip(), text=report_text.strip(), findings=findings,
+                                        impression=cut_text(impression)[0] if impression else impression,
+                                        metadata=record.get("metadata") or {}, source=relative),
+                                 f"{relative} line {number}", withheld, notes)
+        if report is not None:
+            reports.append(report)
+    return BankFileRead(reports, skipped, withheld, notes)
 
 
 def parse_bank_file(path: Path, relative: str) -> list[Report]:
-    """Reports in one bank file (`read_bank_file`), each skipped line logged as a warning."""
-    reports, skipped = read_bank_file(path, relative)
-    for reason in skipped:
+    """Reports in one bank file (`read_bank_file`), each skipped line and withheld report logged as a warning."""
+    read = read_bank_file(path, relative)
+    for reason in (*read.skipped, *read.withheld, *read.notes):
         log.warning("report bank %s", reason)
-    return reports
+    return read.reports
 
 
 def bank_files(bank_dir: Path) -> list[tuple[str, Path]]:
@@ -151,26 +262,33 @@ class BankScan(NamedTuple):
     skipped_files: list[str]  # "relative: why"
     skipped_lines: list[str]  # "relative line N skipped: why"
     duplicates: int
+    duplicate_ids: list[str] = []  # "id 'x' in b.jsonl line 3 (first in a.txt)"
+    withheld: list[str] = []  # reports holding identifiers: "relative line N (id 'x') withheld: it holds ..."
+    notes: list[str] = []  # reports cut to MAX_REPORT_CHARS, files read as Windows-1252
 
 
 def scan_bank(bank_dir: str | Path) -> BankScan:
     """Read every report file of a bank folder as the node will, counting what it would use and skip."""
     bank_dir = Path(bank_dir)
     files = bank_files(bank_dir)
-    ids: set[str] = set()
-    skipped_files, skipped_lines, duplicates = [], [], 0
+    ids: dict[str, str] = {}
+    skipped_files, skipped_lines, duplicate_ids, withheld, notes = [], [], [], [], []
     for relative, path in files:
         try:
-            reports, skipped = read_bank_file(path, relative)
+            read = read_bank_file(path, relative)
         except (OSError, UnicodeDecodeError) as exc:
             skipped_files.append(f"{relative}: {exc}")
             continue
-        skipped_lines += skipped
-        for report in reports:
-            duplicates += report.id in ids
-            ids.add(report.id)
+        skipped_lines += read.skipped
+        withheld += read.withheld
+        notes += read.notes
+        for report in read.reports:
+            if report.id in ids:
+                duplicate_ids.append(f"id {report.id!r} in {relative} (first in {ids[report.id]})")
+                continue
+            ids[report.id] = relative
     return BankScan(files=len(files), reports=len(ids), skipped_files=skipped_files, skipped_lines=skipped_lines,
-                    duplicates=duplicates)
+                    duplicates=len(duplicate_ids), duplicate_ids=duplicate_ids, withheld=withheld, notes=notes)
 
 
 def top_k_cosine(matrix: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,9 +446,9 @@ class ReportBank:
     def _refresh_locked(self) -> RefreshStats:
         files = self._bank_files()
         reports: list[Report] = []
-        seen_ids: set[str] = set()
+        seen_ids: dict[str, str] = {}
         new_cache = {}
-        skipped_files = skipped_lines = duplicates = 0
+        skipped_files = skipped_lines = duplicates = withheld = 0
         for relative, path in files:
             try:
                 entry = self._read_file(relative, path)
@@ -340,12 +458,14 @@ class ReportBank:
                 continue
             new_cache[relative] = entry
             skipped_lines += entry[4]
+            withheld += entry[5]
             for report in entry[3]:
                 if report.id in seen_ids:
-                    log.warning("report bank: duplicate id %r in %s ignored (first one kept)", report.id, relative)
+                    log.warning("report bank: duplicate id %r in %s ignored (the first, in %s, kept)", report.id,
+                                relative, seen_ids[report.id])
                     duplicates += 1
                     continue
-                seen_ids.add(report.id)
+                seen_ids[report.id] = relative
                 reports.append(report)
 
         snapshot = self._snapshot
@@ -377,22 +497,23 @@ class ReportBank:
         self.last_refresh = RefreshStats(files=len(files), reports=len(reports), embedded=len(missing),
                                          removed=removed, changed=changed, index_dir=self._index_dir,
                                          skipped_files=skipped_files, skipped_lines=skipped_lines,
-                                         duplicates=duplicates)
+                                         duplicates=duplicates, withheld=withheld)
         return self.last_refresh
 
-    def _read_file(self, relative: str, path: Path) -> tuple[int, int, str, list[Report], int]:
-        """(mtime_ns, size, sha256, reports, lines skipped) of one file, re-parsed only when its bytes changed."""
+    def _read_file(self, relative: str, path: Path) -> tuple[int, int, str, list[Report], int, int]:
+        """(mtime_ns, size, sha256, reports, lines skipped, reports withheld) of one file, re-parsed only when its
+        bytes changed."""
         stat = path.stat()
         cached = self._file_cache.get(relative)
         if cached and cached[0] == stat.st_mtime_ns and cached[1] == stat.st_size:
             return cached
         digest = _sha256_file(path)
         if cached and cached[2] == digest:
-            return (stat.st_mtime_ns, stat.st_size, digest, cached[3], cached[4])
-        reports, skipped = read_bank_file(path, relative)
-        for reason in skipped:
+            return (stat.st_mtime_ns, stat.st_size, digest, cached[3], cached[4], cached[5])
+        read = read_bank_file(path, relative)
+        for reason in (*read.skipped, *read.withheld, *read.notes):
             log.warning("report bank %s", reason)
-        return (stat.st_mtime_ns, stat.st_size, digest, reports, len(skipped))
+        return (stat.st_mtime_ns, stat.st_size, digest, read.reports, len(read.skipped), len(read.withheld))
 
     def _bank_files(self) -> list[tuple[str, Path]]:
         return bank_files(self.bank_dir)

@@ -12,6 +12,8 @@ import numpy as np
 
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult
 from dicomnode.analysis.report_bank import ReportBank, top_k_cosine
+from dicomnode.analysis.report_text import (BLANK, CONTRADICTION_POINTS, blank_measurements, contradicted,
+                                            fitting_text, node_facts, report_claims)
 from dicomnode.analysis.text_encoder import TextEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-TITLE = "Report text suggestions retrieved from prior reports (unverified)"
+TITLE = "Report text suggestions from OTHER patients' reports (unverified; not findings of this study)"
+#: what every rendering says of a suggestion (summary.json `suggestions_source`, SR, PDF, console)
+SOURCE_NOTE = ("text of OTHER patients' reports in the report bank, retrieved by similarity: not a finding or prior "
+               "report of this patient; its numbers are blanked (___) and are not this study's; statements "
+               "contradicting this study's measurements are never offered, statements the node does not measure "
+               "or state (MVO presence, walls without AHA segments) are removed")
 PROJECTION_FILE = "retrieval_projection.npz"
 TEXT_ENCODER_DIR = "text_encoder"
 REPORT_BANK_DIR = "report_bank"
@@ -330,41 +337,8 @@ class StudyProjection:
 # A prior report's numbers are another patient's: blanked before its text is offered
 # ----------------------------------------------------------------------------------------------------------------
 
-#: what the radiologist fills in where a prior report had a number
-BLANK = "___"
-_NUMBER = r"\d+(?:[.,]\d+)?"
-#: units of the measurements a cardiac MR report quotes (longest first: "mL/m2" before "mL", "g/m2" before "g")
-_UNITS = ("mL/m²", "mL/m2", "ml/m²", "ml/m2", "g/m²", "g/m2", "L/min/m²", "L/min/m2", "L/min", "mL", "ml", "cc",
-          "cm²", "cm2", "cm", "mm", "msec", "ms", "kg", "g", "%", "bpm", "beats/min", "m²", "m2",
-          "-year-old", "years", "year", "yrs", "slices", "slice", "segments")
-_MEASUREMENT = re.compile(
-    r"(?<![\w.,/])(?P<number>" + _NUMBER + r"(?:\s*(?:-|–|/|to)\s*" + _NUMBER + r")*)"
-    r"(?P<space>\s?)(?P<unit>" + "|".join(re.escape(unit) for unit in _UNITS) + r")(?![\w/²])")
-_ONE_NUMBER = re.compile(_NUMBER)
-#: "8 of the 8 slices": the count before "of" is the same patient's
-_COUNT_OF = re.compile(r"(?<![\w.,/])" + _NUMBER + r"(?=\s+of\s+(?:the\s+)?" + re.escape(BLANK) + r"\s)")
-
-
-def blank_measurements(text: str) -> tuple[str, int]:
-    """The text with each number that carries a measurement unit (mL, mL/m2, %, g, g/m2, mm, ms, years, slices ...)
-    replaced by BLANK, unit kept ("ejection fraction 30%" -> "ejection fraction ___%"), and how many were replaced.
-
-    A suggestion is another patient's report: its numbers contradict this study's measurements, and a reader who
-    adopts its phrasing must not adopt them. They are not replaced by this study's values: which of the node's
-    measurements a number stands for (LV or RV, indexed or not, the same phase convention) cannot be read from free
-    text reliably, and a wrong number is worse than a blank. Numbers without a unit (AHA segment numbers, "TID 1500")
-    stay."""
-    count = 0
-
-    def blank(match: re.Match) -> str:
-        nonlocal count
-        numbers, blanked = _ONE_NUMBER.subn(BLANK, match.group("number"))  # "226/159 mL" -> "___/___ mL"
-        count += blanked
-        return numbers + match.group("space") + match.group("unit")
-
-    text = _MEASUREMENT.sub(blank, text)
-    text, counted = _COUNT_OF.subn(BLANK, text)
-    return text, count + counted
+# blank_measurements and BLANK live in dicomnode.analysis.report_text (imported above): every numeral but reference
+# limits, cut-offs and AHA segment numbers is blanked
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -583,6 +557,7 @@ class SuggestionsPipeline:
         self.projection: StudyProjection | None = None
         self._study_cache: tuple[int, list[int], np.ndarray] | None = None
         self._findings_cache: tuple[int, list[tuple[str, LgeFindings]]] | None = None
+        self._claims_cache: tuple[int, list[tuple[str, frozenset]]] | None = None
         self._study_lock = threading.Lock()
         self._indexed = threading.Event()
         if self.settings.bank_dir is not None and not Path(self.settings.bank_dir).is_dir():
@@ -697,6 +672,17 @@ class SuggestionsPipeline:
                 self._findings_cache = (version, found)
             return self._findings_cache[1]
 
+    def text_claims(self) -> list[tuple[str, frozenset]]:
+        """(report id, what its text claims: report_text.report_claims) of every report in the bank, read once per
+        bank version: the check against the node's measurements needs no stored fields."""
+        if self.bank is None:
+            return []
+        with self._study_lock:
+            version = self.bank.version
+            if self._claims_cache is None or self._claims_cache[0] != version:
+                self._claims_cache = (version, [(report.id, report_claims(report.text)) for report in self.bank.reports])
+            return self._claims_cache[1]
+
     def run(self, study, context) -> PipelineResult:
         if not self.settings.enabled:
             return self._decline("report suggestions are disabled (analysis.suggestions.enabled = false)")
@@ -716,19 +702,45 @@ class SuggestionsPipeline:
         this_study = getattr(study, "study_instance_uid", None) or None
         patient_id, accession = study_identity(study)
         own_reports = own_report_ids(self.bank.reports, this_study, patient_id, accession)
-        # a prior report whose stored findings contradict the node's own on a decisive point (LGE present or not,
-        # MVO, large burden) is no suggestion for this study: left out before the top k are taken
+        summary_so_far = context.study_summary_so_far or {}
+        facts = node_facts(summary_so_far, *((lge_findings.significant_lge, lge_findings.large_burden, lge_findings.mvo)
+                                             if lge_findings is not None else ()))
+        # a report whose stored findings (LGE present or not, MVO, large burden) or whose text (LGE, extent, MVO, LV /
+        # RV function and size, hypertrophy, a normal study) contradict the node's own measurements is no suggestion
+        # for this study: left out before the top k are taken
         contradicting = {report_id: points for report_id, points in
                          inconsistent_reports(self.stored_findings(), lge_findings).items() if report_id not in own_reports}
-        exclude = frozenset(own_reports) | frozenset(contradicting)
+        unchecked = set()  # reports whose text states nothing the check can read: what they claim is not established
+        for report_id, claims in self.text_claims():
+            if report_id in own_reports:
+                continue
+            if not claims:
+                unchecked.add(report_id)
+            points = contradicted(claims, facts)
+            if points:
+                contradicting[report_id] = tuple(dict.fromkeys((*contradicting.get(report_id, ()), *points)))
+        exclude = frozenset(own_reports) | frozenset(contradicting) | frozenset(unchecked)
         hits = _interleave([self.bank.search(vector, k=k, min_similarity=self.settings.min_similarity,
                                              exclude_study=this_study, exclude_ids=exclude)
                             for _, vector in queries], k, key=lambda hit: hit.report.id)
         similar = _interleave([self.similar_studies(vector, k, exclude_study=this_study, exclude_ids=exclude)
                                for _, vector in queries], k, key=lambda item: item["report_id"])
-        blanked = [blank_measurements(hit.report.text) for hit in hits]  # another patient's numbers: never quoted
-        suggestions = [{"text": text, "score": round(hit.score, 4), "report_id": hit.report.id}
-                       for hit, (text, _) in zip(hits, blanked)]
+        suggestions, removed, impressions, numbers_blanked = [], {}, {}, 0
+        for hit in hits:
+            text, taken_out = fitting_text(hit.report.text, facts)
+            text, count = blank_measurements(text, keep_segments=facts.segments_assigned)  # another patient's numbers
+            if not text.strip() or not re.search(r"\w", re.sub(r"(?i)\b(?:findings|impression)\b|" + BLANK, "", text)):
+                removed[hit.report.id] = [*taken_out, "nothing left"]
+                continue
+            numbers_blanked += count
+            suggestions.append({"text": text, "score": round(hit.score, 4), "report_id": hit.report.id})
+            if taken_out:
+                removed[hit.report.id] = taken_out
+            if isinstance(hit.report.impression, str) and hit.report.impression:
+                impression = blank_measurements(fitting_text(hit.report.impression, facts)[0],
+                                                keep_segments=facts.segments_assigned)[0]
+                if impression.strip():
+                    impressions[hit.report.id] = impression
         measurements = {
             "title": TITLE,
             "suggestions": suggestions,
@@ -736,25 +748,32 @@ class SuggestionsPipeline:
             "bank_size": len(self.bank),
             "min_similarity": self.settings.min_similarity,
             "similar_studies": similar,
-            "impressions": {hit.report.id: blank_measurements(hit.report.impression)[0]
-                            for hit in hits if isinstance(hit.report.impression, str) and hit.report.impression},
+            "impressions": impressions,
             "features": {k: v for k, v in features.items() if v is not None},
-            "numbers_blanked": sum(count for _, count in blanked),
+            "numbers_blanked": numbers_blanked,
+            "source": SOURCE_NOTE,
         }
+        if unchecked:
+            measurements["unchecked_reports_excluded"] = len(unchecked)
+        if removed:  # report id -> what was taken out of its text as not measured or not stated for this study
+            measurements["statements_removed"] = removed
         if own_reports:  # the bank holds a report of this very study or patient: not a prior, never suggested
             measurements["own_reports_excluded"] = own_reports
         if lge_findings is not None:
             measurements["lge_findings"] = lge_findings.as_dict()
             if query_features(features, lge_findings) is not features:
                 measurements["query_lesion_descriptors"] = "dropped: no significant LGE"
-        if contradicting:  # how many reports contradicted the node's LGE findings, by point
+        if contradicting:  # how many reports contradicted the node's findings, by point
             measurements["contradicting_reports_excluded"] = {
                 point: sum(point in points for points in contradicting.values())
-                for point in ("LGE", "MVO", "large burden") if any(point in points for points in contradicting.values())}
+                for point in CONTRADICTION_POINTS if any(point in points for points in contradicting.values())}
         extra = {}
+        if suggestions:
+            extra["suggestions_source"] = SOURCE_NOTE
         if not suggestions:
             extra["suggestions_note"] = measurements["note"] = self._empty_note(
-                len(own_reports), len(contradicting), lge_findings)
+                len(own_reports), len(contradicting), lge_findings,
+                emptied=sum("nothing left" in taken for taken in removed.values()) + len(unchecked))
         return PipelineResult(name=self.name, summary=suggestions, measurements=measurements,
                               algorithms=self.algorithms(), summary_extra=extra)
 
@@ -766,7 +785,8 @@ class SuggestionsPipeline:
         return (f" ({stats.skipped_files} file(s) and {stats.skipped_lines} line(s) of it could not be read: see the "
                 "log or `dicomnode config check`)")
 
-    def _empty_note(self, excluded: int, contradicting: int = 0, findings: LgeFindings | None = None) -> str:
+    def _empty_note(self, excluded: int, contradicting: int = 0, findings: LgeFindings | None = None,
+                    emptied: int = 0) -> str:
         """Why a study got no suggestion although the bank holds reports (summary.json `suggestions_note`)."""
         count = len(self.bank)
         consistent = (f" consistent with this study's LGE findings ({describe_findings(findings)})"
@@ -777,7 +797,9 @@ class SuggestionsPipeline:
         if excluded:
             left_out.append(f"{excluded} report(s) of this study or patient")
         if contradicting:
-            left_out.append(f"{contradicting} report(s) whose stored findings contradict them")
+            left_out.append(f"{contradicting} report(s) whose findings or text contradict this study's measurements")
+        if emptied:
+            left_out.append(f"{emptied} report(s) stating nothing this study measured (or nothing the check can read)")
         if left_out:
             note += f" ({' and '.join(left_out)} left out)"
         return note + self._skipped_words()

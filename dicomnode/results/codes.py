@@ -131,11 +131,11 @@ METHOD_FWHM = Code("FWHM", PRIVATE_SCHEME, "Full width at half maximum threshold
 
 # report-text suggestions (separate Comprehensive SR, see sr.py)
 REPORT_TEXT_SUGGESTIONS = Code(
-    "RTSUGG", PRIVATE_SCHEME, "Report text suggestions from prior reports (unverified)"
+    "RTSUGG", PRIVATE_SCHEME, "Text suggestions from other patients' reports (unverified)"
 )
 SUGGESTED_REPORT_TEXT = Code("RTTEXT", PRIVATE_SCHEME, "Suggested report text")
 RETRIEVAL_SCORE = Code("RTSCORE", PRIVATE_SCHEME, "Retrieval similarity score")
-PRIOR_REPORT_ID = Code("RTREPORTID", PRIVATE_SCHEME, "Prior report identifier")
+PRIOR_REPORT_ID = Code("RTREPORTID", PRIVATE_SCHEME, "Report bank identifier (another patient's report)")
 
 NOT_APPLICABLE = Code("385432009", "SCT", "Not applicable")
 #: CID 241 Present-Absent Only: value of a finding the segmentation did not find

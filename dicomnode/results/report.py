@@ -24,6 +24,7 @@ from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES
                                            TIMING_METHOD, TIMING_METHOD_UNTRIGGERED, UNTRIGGERED_START,
                                            is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
+from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings, summary_phase_numbers)
@@ -1191,6 +1192,10 @@ def _scar_bars(ax, lge: PipelineResult | None) -> None:
     ax.set_title("Per-slice scar extent (incl. MVO)", fontsize=8.5, loc="left")
 
 
+#: characters of one suggestion on the PDF page (cut at a word with an ellipsis; the suggestions SR holds it whole)
+PDF_SUGGESTION_CHARS = 600
+
+
 def second_page(header: Dataset, results: Sequence[PipelineResult], context,
                 declined: Sequence[Declined] = (), series_names: Mapping[str, str] | None = None) -> Figure:
     """Page 2: volume curves, per-slice scar, methods, the cine's flags in full, declined series, suggestions; drawn
@@ -1213,8 +1218,8 @@ def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
     suggestion_lines = []
     if suggestions is not None and isinstance(suggestions.summary, list):
         for item in suggestions.summary[:5]:
-            suggestion_lines.append(f"- ({_fmt(item.get('score'), digits=2)}, {item.get('report_id', '')}) "
-                                    f"{item.get('text', '')}")
+            suggestion_lines.append(f"- (another patient's report {item.get('report_id', '')}, similarity "
+                                    f"{_fmt(item.get('score'), digits=2)}) {shorten(str(item.get('text', '')), PDF_SUGGESTION_CHARS)}")
     lines = ["Methods", *[f"- {line}" for line in _methods_lines(results)]]
     flags = cine.summary.get("flags") if cine is not None and isinstance(cine.summary, dict) else None
     if flags:
@@ -1230,7 +1235,8 @@ def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
         if lge is not None and isinstance(lge.summary, dict) else []
     lines += ["", "Declined / not analysed", *aside, *declined_lines[:8]]
     if suggestion_lines:
-        lines += ["", "Report text suggestions retrieved from prior reports (unverified; also in their own SR)",
+        lines += ["", "Report text suggestions from OTHER patients' reports (unverified; also in their own SR): not "
+                  "findings of this study; their numbers are blanked (___) and are not this study's",
                   *suggestion_lines]
     second.text(0.04, 0.64, "\n".join(_wrap(line, 150) for line in lines), fontsize=7.2, va="top")
     return second

@@ -974,17 +974,19 @@ def build_sr(
 
 
 def suggestion_text(suggestion: dict) -> str:
-    """The visible text of one suggestion: said to be unverified text of a prior report, with that report's id and
-    the similarity score, before the sentence itself - a viewer that shows only item values (OHIF v3 renders no
-    children of a TEXT item) shows it whole, and nobody takes another patient's numbers for this study's."""
-    return (f"Unverified suggestion, text of prior report {suggestion['report_id']} (similarity "
-            f"{float(suggestion['score']):.2f}; its numbers are not this study's): {suggestion['text']}")
+    """The visible text of one suggestion: said to be unverified text of ANOTHER patient's report (not a prior
+    report of this patient), with its report bank id and the similarity score, before the sentence itself - a
+    viewer that shows only item values (OHIF v3 renders no children of a TEXT item) shows it whole, and nobody takes
+    another patient's findings or numbers for this study's."""
+    return (f"Unverified suggestion from ANOTHER patient's report (report bank id {suggestion['report_id']}, "
+            f"similarity {float(suggestion['score']):.2f}; not a finding of this study, its numbers are not this "
+            f"study's): {suggestion['text']}")
 
 
 def suggestions_container(suggestions: PipelineResult | None) -> hd.sr.ContainerContentItem | None:
-    """CONTAINER "Report text suggestions from prior reports (unverified)", SEPARATE: device observer, one TEXT per
+    """CONTAINER "Text suggestions from other patients' reports (unverified)", SEPARATE: device observer, one TEXT per
     suggestion (suggestion_text: the sentence with its prior report id and score said before it) with its retrieval
-    score (NUM) and prior report id (TEXT) as properties; None when there is nothing to suggest."""
+    score (NUM) and report bank id (TEXT) as properties; None when there is nothing to suggest."""
     if suggestions is None or not suggestions.algorithms:
         return None
     items = suggestions.summary if isinstance(suggestions.summary, list) else []

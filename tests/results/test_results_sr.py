@@ -714,7 +714,8 @@ def drawn_by_ohif(sr: Dataset) -> dict[str, tuple[str, tuple[float, ...]]]:
 def test_every_container_is_separate_and_each_suggestion_reads_on_its_own(reports):
     """A2: OHIF renders the children of a CONTINUOUS container inline as one paragraph, and never the children of a
     TEXT item: every container is SEPARATE, and each suggestion's own text says it is an unverified suggestion
-    from a prior report, with that report's id and the similarity score; the structured properties stay."""
+    from another patient's report, with its report bank id and the similarity score; the structured properties
+    stay."""
     _, results, _, _, sr, suggestions, _ = reports
     for document in (sr, suggestions):
         containers = [document] + [i for _, i in walk(document.ContentSequence) if i.ValueType == "CONTAINER"]
@@ -722,9 +723,11 @@ def test_every_container_is_separate_and_each_suggestion_reads_on_its_own(report
     assert len([i for _, i in walk(sr.ContentSequence) if i.ValueType == "CONTAINER"]) > 10  # measurement groups
     texts = [i for _, i in walk(suggestions.ContentSequence) if concept(i) == ("RTTEXT", "99DICOMNODE")]
     assert [t.TextValue for t in texts] == [
-        "Unverified suggestion, text of prior report prior-0042 (similarity 0.81; its numbers are not this study's): "
+        "Unverified suggestion from ANOTHER patient's report (report bank id prior-0042, similarity 0.81; not a "
+        "finding of this study, its numbers are not this study's): "
         "Subendocardial LGE in the anterior wall consistent with prior infarction.",
-        "Unverified suggestion, text of prior report prior-0007 (similarity 0.55; its numbers are not this study's): "
+        "Unverified suggestion from ANOTHER patient's report (report bank id prior-0007, similarity 0.55; not a "
+        "finding of this study, its numbers are not this study's): "
         "Normal LV size and systolic function."]
     for text, suggestion in zip(texts, results[2].summary):
         properties = {concept(c): c for c in text.ContentSequence}

@@ -108,7 +108,7 @@ def test_a_report_of_the_same_patient_or_accession_is_never_suggested(tmp_path, 
         {"id": "same-accession", "text": text, "metadata": {"accession_number": "ACC42"}},
         {"id": "same-patient", "text": "Severely enlarged left ventricle with poor global contraction, LVEF 20 %, "
                                        "mitral regurgitation.", "metadata": {"patient_id": ["P-7", "P-7b"]}},
-        {"id": "other", "text": "Late gadolinium enhancement in the inferior wall. Impression: old infarct.",
+        {"id": "other", "text": "Dilated left ventricle with severely reduced systolic function. Impression: DCM.",
          "metadata": {"patient_id": "P-1", "accession_number": "ACC1"}},
     ]
     pipeline = site_pipeline(tmp_path, models_dir, records)
@@ -187,7 +187,8 @@ def test_a_normal_lge_study_is_offered_normal_reports_not_infarct_text(shipped_p
     for suggestion in result.summary:
         assert not re.search(r"(?i)infarction of|ischaemic scar|scar burden|MVO present|transmural enhancement",
                              suggestion["text"]), suggestion["text"]
-    assert result.measurements["contradicting_reports_excluded"]["LGE"] == 67  # every infarct report of the bank
+    # every infarct report of the bank (67), and the cine reports that state an infarct (ACDC MINF, Sunnybrook HF-I)
+    assert result.measurements["contradicting_reports_excluded"]["LGE"] == 91
 
 
 @pytest.mark.parametrize("summary", [INFARCT_MVO_LARGE, INFARCT_LITTLE_MVO, INFARCT_MVO_SMALL],
@@ -284,17 +285,18 @@ def test_when_only_contradicting_reports_are_near_the_note_says_so(tmp_path, mod
     assert result.summary == [] and result.measurements["similar_studies"] == []
     note = result.summary_extra["suggestions_note"]
     assert note == ("no prior report consistent with this study's LGE findings (no significant LGE (under 2 %)) "
-                    "above min_similarity -1 among 2 reports in the bank (2 report(s) whose stored findings contradict "
-                    "them left out)")
+                    "above min_similarity -1 among 2 reports in the bank (2 report(s) whose findings or text contradict "
+                    "this study's measurements left out)")
     assert result.measurements["contradicting_reports_excluded"] == {"LGE": 2, "large burden": 1}
     # an infarct study with MVO and a large burden gets the report that says so, not the one under the cut-off
     infarct = pipeline.run(None, context_for(pipeline.config, INFARCT_MVO_LARGE))
     assert [s["report_id"] for s in infarct.summary] == ["mi-1"]
     assert infarct.measurements["contradicting_reports_excluded"] == {"large burden": 1}
-    # a report that states no findings (plain text, no metadata.study_features) is not held back: nothing to compare
+    # a report without stored findings (plain text, no metadata.study_features) is held to what its text states
     (tmp_path / "plain").mkdir()
     plain = site_pipeline(tmp_path / "plain", models_dir, files={"r1.txt": b"Old inferior infarction."})
-    assert [s["report_id"] for s in plain.run(None, context_for(plain.config, NORMAL_LGE)).summary] == ["r1"]
+    held = plain.run(None, context_for(plain.config, NORMAL_LGE))
+    assert held.summary == [] and held.measurements["contradicting_reports_excluded"] == {"LGE": 1}
 
 
 # --- finding 11: an empty list says why; the bank is checked ------------------------------------------------------

@@ -1,0 +1,473 @@
+"""Another patient's report text made safe to offer for this study: its identifiers found, its numbers blanked, its
+length capped, and what it claims (LGE, extent, MVO, wall, LV/RV function and size, hypertrophy) read from its
+words and held against what the node measured in this study.
+
+Pure functions over strings and summary blocks; no model, no I/O.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------------------------------------------
+# Identifiers: a report holding one is withheld from the bank (report_bank.read_bank_file), never offered
+# ----------------------------------------------------------------------------------------------------------------
+
+_IDENTIFIER_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
+    ("a name after 'Patient:' / 'Name:'", re.compile(
+        r"\b(?:patient(?:\s*name)?|name|pt|patientin|patientenname|nom|naam)\s*:\s*[A-Za-zÀ-ÿ^]", re.IGNORECASE)),
+    ("a DICOM-style person name (FAMILY^GIVEN)", re.compile(r"(?<=[A-Za-zÀ-ÿ'-][A-Za-zÀ-ÿ'-])\^(?=[A-Za-zÀ-ÿ'-])")),
+    ("a medical record number / patient ID", re.compile(
+        r"\b(?:MRN|PID|patient\s*ID|Pat(?:ienten)?[.-]?\s*(?:Nr|ID)\.?|ID|accession(?:\s*(?:no|number))?)\b"
+        r"\s*[:#.]?\s*(?:no\.?\s*)?[\w-]{0,20}\d", re.IGNORECASE)),
+    ("a date of birth", re.compile(r"\b(?:DOB|D\.O\.B\.|date\s+of\s+birth|birth\s*date|born|geb\.|geboren)\b",
+                                   re.IGNORECASE)),
+    ("a date", re.compile(r"\b\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})\b|\b(?:19|20)\d{2}-\d{2}-\d{2}\b")),
+    ("a physician's name or signature", re.compile(
+        r"\b(?:Dr|Prof|Doctor|Drs)\.?\s+[A-Z][A-Za-zÀ-ÿ'-]+|\b(?:signed|reported|dictated|verified)\s+by\b",
+        )),
+)
+
+
+def identifier_findings(text: str) -> list[str]:
+    """What in a report text looks like an identifier of its patient or of a person: a name after 'Patient:' or
+    'Name:', a DICOM-style FAMILY^GIVEN name, an MRN / patient ID / accession number, a date of birth, a date, a
+    physician's name or signature. Empty for a de-identified report. A report with any is never offered: its text
+    would go into another patient's SR and PDF (README: the bank holds de-identified reports)."""
+    return [what for what, pattern in _IDENTIFIER_PATTERNS if pattern.search(text)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Length: one huge report must not slow every study
+# ----------------------------------------------------------------------------------------------------------------
+
+#: characters of a report text the node uses (the shipped bank's longest report has about 700); the rest is cut
+MAX_REPORT_CHARS = 4000
+
+
+def cut_text(text: str, limit: int = MAX_REPORT_CHARS) -> tuple[str, bool]:
+    """The text cut at a word boundary at most `limit` characters in, with a marker saying so, and whether it was
+    cut ("… [cut here: the report's remaining 1418000 characters are not used]")."""
+    if len(text) <= limit:
+        return text, False
+    head = text[:limit]
+    space = head.rfind(" ")
+    head = head[:space] if space > limit // 2 else head
+    return f"{head.rstrip()} … [cut here: the report's remaining {len(text) - len(head)} characters are not used]", True
+
+
+def shorten(text: str, width: int) -> str:
+    """The text cut at a word boundary to at most `width` characters, an ellipsis where it was cut."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = text[:width - 1]
+    space = head.rfind(" ")
+    return (head[:space] if space > width // 2 else head).rstrip(" ,;:") + "…"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numbers: every numeral of another patient's report is blanked, but reference limits and cut-offs
+# ----------------------------------------------------------------------------------------------------------------
+
+#: what the radiologist fills in where a prior report had a number
+BLANK = "___"
+_NUM = r"\d+(?:[.,]\d+)?"
+#: a date (12/03/2025, 12.03.1958, 2024-03-02) or a number, possibly a range / ratio / ± pair
+_TOKEN = re.compile(
+    r"(?<![\w.,])(?:\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})|(?:19|20)\d{2}-\d{2}-\d{2}|"
+    + _NUM + r"(?:\s*(?:-|–|/|to|±|\+/-)\s*" + _NUM + r")*)(?![\d])")
+_ONE = re.compile(_NUM)
+#: words before a number that make it a limit, not a patient's value ("(normal 57-77 %)", "at least 15 %", "< 35 %")
+_LIMIT_BEFORE = re.compile(
+    r"(?:\bnormal(?:\s+range)?|\breference(?:\s+range)?|\bref\.?|\brange|\bcut-?\s?off(?:\s+of)?|\bthreshold(?:\s+of)?|"
+    r"\bat\s+least|\bat\s+most|\bmore\s+than|\bgreater\s+than|\bless\s+than|\bfewer\s+than|\bexceeding|"
+    r"\bup\s+to|\bULN|\bLLN|≥|≤|>=|<=|>|<)\s*:?\s*(?:of\s+)?$", re.IGNORECASE)
+_LIMIT_AFTER = re.compile(r"^\s*(?:%|mm|mL|ml|g|ms)?\s*(?:or\s+(?:more|greater|above|higher|less|lower|below)|"
+                          r"and\s+(?:above|over|more)|\s*cut-?\s?off)\b", re.IGNORECASE)
+_GLUED_VALUE = re.compile(r"(?<=[A-Za-z])\d+(?:[.,]\d+)?(?=\s?(?:%|mL|ml|mm|ms\b|g\b|cm))")
+_SEGMENT_LIST = re.compile(r"\bsegments?\s+$", re.IGNORECASE)
+_SEGMENT_LIST_CONT = re.compile(r"\bsegments?\s+(?:\d+\s*(?:,|and|&|-|–|to)\s*)+$", re.IGNORECASE)
+#: not a patient's value: "17-segment", "1.5 T"/"3T" field strength, "TID 1500"
+_NOT_A_VALUE_AFTER = re.compile(r"^(?:-segment|\s?T\b)")
+_NOT_A_VALUE_BEFORE = re.compile(r"\bTID\s+$|\^$")
+
+
+def blank_measurements(text: str, keep_segments: bool = True) -> tuple[str, int]:
+    """The text with every numeral replaced by BLANK, and how many were replaced: a suggestion is another patient's
+    report, and any number in it (a volume, "25 per cent", "0.25", "8 of 9 slices", "a 65 yo man", a date) is that
+    patient's, whatever unit or word follows. Kept, because they are no patient's value: reference limits and
+    cut-offs ("(normal 57-77 %)", "15 % or more", "at least 15 %", "< 35 %"), AHA segment numbers after "segment(s)"
+    (blanked too with `keep_segments` False: where the node assigned no segments), "17-segment", field strength
+    ("1.5 T") and "TID 1500". Units and words stay ("ejection fraction ___%")."""
+    count = 0
+    out, last = [], 0
+    for match in _TOKEN.finditer(text):
+        before, after = text[max(0, match.start() - 40):match.start()], text[match.end():match.end() + 16]
+        keep = (bool(_LIMIT_BEFORE.search(before)) or bool(_LIMIT_AFTER.match(after))
+                or bool(_NOT_A_VALUE_AFTER.match(after)) or bool(_NOT_A_VALUE_BEFORE.search(before))
+                or (keep_segments and bool(_SEGMENT_LIST.search(before) or _SEGMENT_LIST_CONT.search(before))))
+        out.append(text[last:match.start()])
+        token = match.group(0)
+        if keep:
+            out.append(token)
+        elif re.fullmatch(r"\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})|(?:19|20)\d{2}-\d{2}-\d{2}", token):
+            out.append(BLANK)
+            count += 1
+        else:
+            replaced, blanked = _ONE.subn(BLANK, token)  # "226/159" -> "___/___", "25±5" -> "___±___"
+            out.append(replaced)
+            count += blanked
+        last = match.end()
+    out.append(text[last:])
+    # a value run into its name ("LVEF45%", "EDV250ml"): letters before it kept the token pattern off it
+    text, glued = _GLUED_VALUE.subn(BLANK, "".join(out))
+    return text, count + glued
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a report text claims, sentence by sentence
+# ----------------------------------------------------------------------------------------------------------------
+
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=\S)|\n+")
+_LABEL = re.compile(r"^\s*((?:Findings|Impression|Conclusion|Befund|Beurteilung|Summary|Assessment)\s*:\s*)",
+                    re.IGNORECASE)
+
+_LGE_TERM = (r"(?:late\s+(?:gadolinium\s+)?enhancement|late[- ]enhancement|\bLGE\b|delayed\s+enhancement|"
+             r"\benhancement\b|\benhanced\s+myocardium|\binfarct\w*|\bscar\w*|\bfibrosis|\w*narbe\w*|\w*infarkt\w*|"
+             r"réhaussement|rehaussement|\bcicatri\w*)")
+_LGE = re.compile(_LGE_TERM, re.IGNORECASE)
+_LGE_ABSENT = re.compile(
+    r"\b(?:no|without|absence\s+of|negative\s+for|free\s+of|nor)\b(?:\s+(?:evidence\s+of|signs?\s+of|focal|diffuse|or|"
+    r"significant|relevant|definite|myocardial|visible|abnormal|areas?\s+of|subendocardial|transmural|pathological|"
+    r"late|gadolinium|\w+-wall))*\s+" + _LGE_TERM
+    + r"|\bkein\w*\s+(?:\w+\s+){0,2}(?:late[- ]?enhancement|LGE|narbe|infarkt|fibrose)|\bpas\s+de\s+(?:réhaussement|"
+    r"rehaussement|cicatrice)|\bstructurally\s+normal\s+heart|\bnormal\s+(?:late\s+enhancement|LGE)\s+study|"
+    r"\b(?:infarct\w*|scar|LGE)\s+(?:is\s+)?(?:excluded|absent)|\bnormal\s+(?:late\s+(?:gadolinium\s+)?enhancement|LGE)\b|\bunauffällig\w*\s+(?:kardio|herz)",
+    re.IGNORECASE)
+_NORMAL_STUDY = re.compile(r"\b(?:structurally\s+normal\s+heart|normal\s+(?:cardiac\s+)?(?:MRI|MR|CMR|study|"
+                           r"cardiac\s+magnetic)|unauffällig\w*\s+(?:kardio|herz)\w*)", re.IGNORECASE)
+_EXTENT = re.compile(
+    r"\b(small|minor|limited|tiny|moderate|moderately\s+sized|large|extensive|massive|big|klein\w*|mittelgro\w*|"
+    r"gro(?:ß|ss)\w*|ausgedehnt\w*)\b(?:[\w\s,-]{0,40}?)"
+    + _LGE_TERM + r"|\b(?:of|with)\s+(small|moderate|large|extensive)\s+(?:extent|size|burden)",
+    re.IGNORECASE)
+#: where a sentence names the technique, not a finding ("Late gadolinium enhancement (LGE) images were reviewed")
+_TECHNIQUE = re.compile(r"(?:delayed|late)\s+(?:gadolinium\s+)?enhancement\s*(?:\(LGE\)\s*)?(?:imaging|images?|"
+                        r"sequences?|study|acquisition|technique)|\bLGE\s+(?:imaging|images?|sequences?|study)|"
+                        r"\bafter\s+gadolinium", re.IGNORECASE)
+_MVO = re.compile(r"microvascular\s+obstruction|\bMVO\b|no-?reflow", re.IGNORECASE)
+_MVO_ABSENT = re.compile(r"\b(?:no|without|absence\s+of)\s+(?:evidence\s+of\s+)?(?:microvascular\s+obstruction|MVO|"
+                         r"no-?reflow)|\bMVO\s*:?\s*(?:none|absent|no)\b", re.IGNORECASE)
+_MVO_CLAUSE = re.compile(r"\s*,?\s*\b(?:with|and)\s+(?:an?\s+)?(?:(?:small|large|extensive|associated)\s+)?"
+                         r"(?:area\s+of\s+|core\s+of\s+)?(?:microvascular\s+obstruction|MVO|no-?reflow)"
+                         r"(?:\s*\([^)]*\))?", re.IGNORECASE)
+_WALL = re.compile(r"\b(?:antero|infero|postero)?(?:septal|septum|anterior|inferior|lateral|posterior)\w*"
+                   r"(?:[- ](?:septal|lateral|walls?))?|\b(?:LAD|RCA|LCx|LCX|circumflex|coronary\s+distribution|"
+                   r"vorderwand|hinterwand|seitenwand|septum)\b|\bsegments?\s+[\d ,and&-]+", re.IGNORECASE)
+
+_RV_TERM = re.compile(r"\bright\s+ventric\w*|\bRV\w*\b|\bRVEF\b|rechte\w*\s+ventrikel", re.IGNORECASE)
+_LV_TERM = re.compile(r"\bleft\s+ventric\w*|\bLV\w*\b|\bLVEF\b|linke\w*\s+ventrikel|\bglobal\s+systolic",
+                      re.IGNORECASE)
+_BI_TERM = re.compile(r"\bbiventricular|\bboth\s+ventricles", re.IGNORECASE)
+_FUNCTION_TERM = re.compile(r"function|\bEF\b|ejection\s+fraction|systolic|contractil|pump|LVEF|RVEF|"
+                            r"dysfunction|kinetic|dynamic|pumpfunktion", re.IGNORECASE)
+_GRADES = (
+    ("hyperdynamic", re.compile(r"hyperdynamic|supra-?normal|hyperkinetic|hyperkinetisch", re.IGNORECASE)),
+    ("severe", re.compile(r"\b(?:severe(?:ly)?|marked(?:ly)?|significantly|hochgradig|schwer)\b", re.IGNORECASE)),
+    ("moderate", re.compile(r"\bmoderate(?:ly)?\b|\bmittelgradig", re.IGNORECASE)),
+    ("mild", re.compile(r"\b(?:mild(?:ly)?|slight(?:ly)?|borderline|leicht|geringgradig)\b", re.IGNORECASE)),
+)
+_REDUCED = re.compile(r"\breduced|\bimpaired|\bdepressed|\bdysfunction|\bdecreased|\bhypokine|eingeschränkt|"
+                      r"reduziert", re.IGNORECASE)
+_NORMAL_FUNCTION = re.compile(r"\b(?:normal|preserved|good|regular|unremarkable|normale?)\b", re.IGNORECASE)
+_NO_DYSFUNCTION = re.compile(r"\bno\s+(?:\w+\s+){0,2}dysfunction", re.IGNORECASE)
+_SIZE_NORMAL = re.compile(r"non-?\s?dilated|not\s+(?:\w+\s+)?dilated|normal(?:\s+in)?\s+size|normal[- ]sized|"
+                          r"normal\s+(?:dimensions|volumes?)|no\s+dilat\w*|nicht\s+dilatiert", re.IGNORECASE)
+_SIZE_DILATED = re.compile(r"dilat\w*|enlarged|enlargement|dilatiert|\bDCM\b", re.IGNORECASE)
+_HYPERTROPHY_ABSENT = re.compile(r"\bno\s+(?:\w+\s+){0,2}hypertroph\w*|without\s+(?:\w+\s+){0,2}hypertroph\w*|"
+                                 r"normal\s+(?:LV\s+|left\s+ventricular\s+)?wall\s+thickness|keine\s+hypertroph\w*",
+                                 re.IGNORECASE)
+_HYPERTROPHY = re.compile(r"hypertroph\w*|\bHCM\b|increased\s+(?:LV\s+)?wall\s+thickness|thickened|wall\s+thickening",
+                          re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a report, its label ("Impression: ") apart, and what it claims: a tuple of (point, value)
+    pairs, point one of "lge" (True/False), "extent" ("small", "moderate", "large"), "mvo" (True/False), "wall"
+    (True: names a wall, territory or segment), "lv_function" / "rv_function" (a grade: "normal", "hyperdynamic",
+    "mild", "moderate", "severe", "reduced"), "lv_size" / "rv_size" ("normal", "dilated"), "hypertrophy" (bool),
+    "normal_study" (True: "Normal cardiac MRI", "Structurally normal heart")."""
+
+    label: str
+    text: str
+    claims: tuple[tuple[str, object], ...]
+
+
+def _function_grade(clause: str) -> str | None:
+    if _NO_DYSFUNCTION.search(clause):
+        return "normal"
+    for grade, pattern in _GRADES:
+        if pattern.search(clause) and (grade == "hyperdynamic" or _REDUCED.search(clause)):
+            return grade
+    if _REDUCED.search(clause):
+        return "reduced"
+    if _NORMAL_FUNCTION.search(clause):
+        return "normal"
+    return None
+
+
+def _ventricle_claims(sentence: str) -> list[tuple[str, object]]:
+    """LV / RV function, size and hypertrophy claims, clause by clause, each clause's ventricle the last one named
+    ("The right ventricle is not dilated with moderately reduced function" -> RV); LV where none is named."""
+    claims: list[tuple[str, object]] = []
+    side: tuple[str, ...] = ("lv",)
+    for clause in re.split(r"[,;:(]|\bwhile\b|\bwhereas\b|\bbut\b", sentence):
+        if _BI_TERM.search(clause):
+            side = ("lv", "rv")
+        else:
+            named = [(m.start(), "rv") for m in _RV_TERM.finditer(clause)] + \
+                    [(m.start(), "lv") for m in _LV_TERM.finditer(clause)]
+            if named:
+                side = (max(named)[1],) if len({n for _, n in named}) == 1 else tuple(sorted({n for _, n in named}))
+        if _FUNCTION_TERM.search(clause):
+            grade = _function_grade(clause)
+            if grade:
+                claims += [(f"{s}_function", grade) for s in side]
+        if _SIZE_NORMAL.search(clause):
+            claims += [(f"{s}_size", "normal") for s in side]
+        elif _SIZE_DILATED.search(clause):
+            claims += [(f"{s}_size", "dilated") for s in side]
+        if _HYPERTROPHY_ABSENT.search(clause):
+            claims.append(("hypertrophy", False))
+        elif _HYPERTROPHY.search(clause):
+            claims.append(("hypertrophy", True))
+    return claims
+
+
+def sentence_claims(text: str) -> tuple[tuple[str, object], ...]:
+    """What one sentence claims (see Sentence)."""
+    claims: list[tuple[str, object]] = []
+    normal_study = bool(_NORMAL_STUDY.search(text))
+    findings_text = _TECHNIQUE.sub(" ", text)
+    if _LGE_ABSENT.search(text):
+        claims.append(("lge", False))
+    elif _LGE.search(findings_text):
+        claims.append(("lge", True))
+        for match in _EXTENT.finditer(text):
+            word = (match.group(1) or match.group(2) or "").lower()
+            claims.append(("extent", "small" if word.startswith(("small", "minor", "limited", "tiny", "klein")) else
+                           "moderate" if word.startswith(("moderate", "mittelgro")) else "large"))
+    if _MVO.search(text):
+        claims.append(("mvo", not _MVO_ABSENT.search(text)))
+    if _WALL.search(text) and (_LGE.search(text) or _MVO.search(text)):
+        claims.append(("wall", True))
+    claims += _ventricle_claims(text)
+    if normal_study:  # "Normal cardiac MRI", "Unauffällige Kardio-MRT": no scar, normal LV
+        claims.append(("normal_study", True))
+    return tuple(dict.fromkeys(claims))
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    """The report's sentences with what each claims; a "Findings:" / "Impression:" label kept apart."""
+    found = []
+    for part in _SENTENCE.split(text):
+        if not part.strip():
+            continue
+        label_match = _LABEL.match(part)
+        label = label_match.group(1) if label_match else ""
+        body = part[len(label):] if label else part
+        if body.strip():
+            found.append(Sentence(label=label, text=body.strip(), claims=sentence_claims(body)))
+        elif label:
+            found.append(Sentence(label=label, text="", claims=()))
+    return found
+
+
+def report_claims(text: str) -> frozenset[tuple[str, object]]:
+    """Every claim a report text makes (the union over its sentences)."""
+    return frozenset(claim for sentence in split_sentences(text) for claim in sentence.claims)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the node measured in this study, on the same points
+# ----------------------------------------------------------------------------------------------------------------
+
+#: LVEF normal range (SCMR 2020 adult, both sexes; the node's own cine flags quote it) and the RV systolic
+#: dysfunction cut-off (Gulati 2013), in %
+LVEF_NORMAL = (57.0, 77.0)
+RVEF_CUT_OFF = 45.0
+#: the EF each graded claim allows, in % (low, high): wider than the usual grade limits (LV mild 45-54, moderate
+#: 30-44, severe < 30) because graders differ and the node's EF has an error of a few points
+LV_GRADE_EF = {"normal": (52.0, 200.0), "hyperdynamic": (72.0, 200.0), "mild": (40.0, LVEF_NORMAL[0]),
+               "moderate": (28.0, 47.0), "severe": (0.0, 37.0), "reduced": (0.0, LVEF_NORMAL[0])}
+RV_GRADE_EF = {"normal": (40.0, 200.0), "hyperdynamic": (70.0, 200.0), "mild": (38.0, RVEF_CUT_OFF),
+               "moderate": (28.0, 42.0), "severe": (0.0, 33.0), "reduced": (0.0, RVEF_CUT_OFF)}
+#: maximal end-diastolic LV wall thickness (mm): hypertrophy at or above, none under the lower figure
+HYPERTROPHY_MM = 15.0
+NO_HYPERTROPHY_MM = 12.0
+#: %LGE a "small" scar cannot reach (what the node measured is there, whatever lies outside the slices); "large" /
+#: "extensive" is held to the node's large-burden flag (15 %), "small" / "moderate" too
+SMALL_EXTENT_MAX_PERCENT = 10.0
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the node measured and states for this study on the points a report text claims; None = not known."""
+
+    lge_measured: bool = False
+    significant_lge: bool | None = None
+    lge_percent: float | None = None
+    large_burden: bool | None = None
+    mvo_stated: bool = False  # the node states MVO presence (mvo_validation.presence_stated)
+    mvo: bool | None = None
+    segments_assigned: bool = False  # AHA segments assigned to the LGE (a wall can be named)
+    cine_measured: bool = False
+    lv_ef: float | None = None
+    rv_ef: float | None = None
+    lv_ef_judged: bool = True  # False where the LVEF flag lies within the model's error (normal/low not stated)
+    rv_ef_judged: bool = True
+    lv_dilated: bool | None = None
+    rv_dilated: bool | None = None
+    hypertrophy: bool | None = None
+
+
+def _float(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _size(flags: list[str] | None, names: tuple[str, ...], volume: float | None, complete: bool) -> bool | None:
+    """Dilated per the node's range flags: an 'above normal range' flag of the EDV / EDVi -> True; a flag for one sex
+    only or within the model's error -> unknown; no flag on a complete stack -> False; no flag list -> unknown."""
+    if flags is None:
+        return None
+    mine = [flag for flag in flags if flag.startswith(names)]
+    if any("within the model's known error" in flag or "for one sex" in flag for flag in mine):
+        return None
+    if any("above" in flag.split("(")[0] for flag in mine):
+        return True
+    if volume is None or not complete:
+        return None
+    return False
+
+
+def node_facts(summary: dict, significant_lge: bool | None = None, large_burden: bool | None = None,
+               mvo: bool | None = None) -> NodeFacts:
+    """The node's facts from a study's summary blocks ("lge", "cine"); the decisive LGE points as node_lge_findings
+    judged them (suggestions.py)."""
+    lge = summary.get("lge") if isinstance(summary.get("lge"), dict) else None
+    cine = summary.get("cine") if isinstance(summary.get("cine"), dict) else None
+    lge_measured = bool(lge) and lge.get("determined") is not False and _float(lge.get("lge_percent")) is not None
+    segments = bool(lge_measured and isinstance(lge.get("aha_segments"), dict) and lge["aha_segments"].get("applicable"))
+    facts = dict(lge_measured=lge_measured, significant_lge=significant_lge if lge_measured else None,
+                 lge_percent=_float(lge.get("lge_percent")) if lge_measured else None,
+                 large_burden=large_burden if lge_measured else None,
+                 mvo_stated=lge_measured and mvo is not None, mvo=mvo if lge_measured else None,
+                 segments_assigned=segments)
+    cine_measured = bool(cine) and cine.get("determined") is not False and (
+        _float(cine.get("lv_ef_percent")) is not None or _float(cine.get("lv_edv_ml")) is not None)
+    if cine_measured:
+        flags = [flag for flag in cine["flags"] if isinstance(flag, str)] if isinstance(cine.get("flags"), list) else None
+        complete = (cine.get("coverage") or {}).get("complete") is not False
+        wall = _float((cine.get("max_wall_thickness") or {}).get("max_mm")) if isinstance(
+            cine.get("max_wall_thickness"), dict) else _float(cine.get("max_wall_thickness_mm"))
+        facts.update(
+            cine_measured=True, lv_ef=_float(cine.get("lv_ef_percent")), rv_ef=_float(cine.get("rv_ef_percent")),
+            lv_ef_judged=not any(f.startswith("LVEF") and ("known error" in f or "one sex" in f) for f in flags or []),
+            rv_ef_judged=not any(f.startswith("RVEF") and ("known error" in f or "one sex" in f) for f in flags or []),
+            lv_dilated=_size(flags, ("LV EDV ", "LV EDVi "), _float(cine.get("lv_edv_ml")), complete),
+            rv_dilated=_size(flags, ("RV EDV ", "RV EDVi "), _float(cine.get("rv_edv_ml")), complete),
+            hypertrophy=None if wall is None else True if wall >= HYPERTROPHY_MM else
+            False if wall < NO_HYPERTROPHY_MM else None)
+    return NodeFacts(**facts)
+
+
+def _ef_contradicts(grade: str, ef: float | None, judged: bool, bands: dict) -> bool:
+    if ef is None or grade not in bands:
+        return False
+    low, high = bands[grade]
+    if not judged and grade in ("normal", "reduced"):
+        return False  # the node itself does not say which side of the limit the EF lies
+    return not (low <= ef < high)
+
+
+def contradiction(claim: tuple[str, object], facts: NodeFacts) -> str | None:
+    """Why a claim contradicts what the node measured ("LV function", "LGE extent" ...), or None."""
+    point, value = claim
+    if point == "lge" and facts.significant_lge is not None and value != facts.significant_lge:
+        return "LGE"
+    if point == "extent" and facts.lge_measured:
+        if value == "large" and (facts.large_burden is False or facts.significant_lge is False):
+            return "LGE extent"
+        if value in ("small", "moderate") and facts.large_burden is True:
+            return "LGE extent"
+        if value == "small" and facts.lge_percent is not None and facts.lge_percent >= SMALL_EXTENT_MAX_PERCENT:
+            return "LGE extent"
+    if point == "mvo" and facts.mvo is not None and value != facts.mvo:
+        return "MVO"
+    if point == "lv_function" and _ef_contradicts(value, facts.lv_ef, facts.lv_ef_judged, LV_GRADE_EF):
+        return "LV function"
+    if point == "rv_function" and _ef_contradicts(value, facts.rv_ef, facts.rv_ef_judged, RV_GRADE_EF):
+        return "RV function"
+    if point in ("lv_size", "rv_size"):
+        dilated = facts.lv_dilated if point == "lv_size" else facts.rv_dilated
+        if dilated is not None and (value == "dilated") != dilated:
+            return "LV size" if point == "lv_size" else "RV size"
+    if point == "normal_study" and (facts.significant_lge is True or facts.lv_dilated is True or facts.hypertrophy
+                                    or _ef_contradicts("normal", facts.lv_ef, facts.lv_ef_judged, LV_GRADE_EF)):
+        return "normal study"
+    if point == "hypertrophy" and facts.hypertrophy is not None and value != facts.hypertrophy:
+        return "hypertrophy"
+    return None
+
+
+def contradicted(claims, facts: NodeFacts) -> tuple[str, ...]:
+    """The points on which a report's claims contradict the node's facts, in a fixed order."""
+    found = {contradiction(claim, facts) for claim in claims} - {None}
+    return tuple(point for point in CONTRADICTION_POINTS if point in found)
+
+
+CONTRADICTION_POINTS = ("LGE", "LGE extent", "MVO", "large burden", "normal study", "LV function", "LV size", "RV function", "RV size",
+                        "hypertrophy")
+
+_LGE_POINTS = ("lge", "extent", "mvo", "wall")
+_CINE_POINTS = ("lv_function", "rv_function", "lv_size", "rv_size", "hypertrophy")
+
+
+def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
+    """The report text with what the node did not measure or state for this study taken out, and what was taken
+    out: a sentence on LGE / MVO / a wall when no LGE was measured, on function / size / wall thickness when no cine
+    was; a sentence stating MVO where the node does not state MVO presence (its "with microvascular obstruction"
+    clause only, where the rest of the sentence stands alone); wall and territory names (and AHA segment lists)
+    blanked (BLANK) in every sentence but those on function, size and wall thickness where the node assigned no AHA
+    segments to the LGE. Contradictions are not handled here: a report that contradicts
+    the node is not offered at all (contradicted)."""
+    kept, removed = [], set()
+    pending = ""  # the label ("Impression: ") of a dropped sentence, given to the next sentence kept in its section
+    for sentence in split_sentences(text):
+        body, points = sentence.text, {point for point, _ in sentence.claims}
+        label = sentence.label or pending
+        pending = ""
+        if points & set(_LGE_POINTS) and not facts.lge_measured:
+            removed.add("LGE statements (no LGE measured in this study)")
+            body = ""
+        elif points & set(_CINE_POINTS) and not facts.cine_measured:
+            removed.add("function statements (no cine measured in this study)")
+            body = ""
+        elif "mvo" in points and not facts.mvo_stated:
+            stripped = _MVO_CLAUSE.sub("", body)
+            removed.add("MVO statements (this study's MVO presence is not stated)")
+            body = "" if _MVO.search(stripped) else stripped
+        if body and not facts.segments_assigned and not points & set(_CINE_POINTS) and _WALL.search(body):
+            body = _WALL.sub(BLANK, body)
+            removed.add("wall / territory names (no AHA segments assigned in this study)")
+        if body.strip():
+            kept.append(label + body)
+        else:
+            pending = label
+    return " ".join(kept).strip(), sorted(removed)
