@@ -413,12 +413,14 @@ def _print_receiving(report: dict) -> None:
         print(f"  nothing to free; {senders.removeprefix('then ')}")
         print()
     if refused:
-        print("studies refused recently (0xA700; have their senders send them again once the cause is gone; one with "
+        print("studies refused recently (0xA700: have their senders send them again once the cause is gone; 0x0111: "
+              "SOP Instance UIDs held by other instances, kept under storage_dir/conflicts, need new UIDs; one with "
               "0 stored is not among the studies below):")
         for item in refused:
+            reason = f": {item['reason']}" if item.get("reason") else ""
             print(f"  {item['study_instance_uid']} (log id {item['study']}) from {item['calling_ae']}: "
                   f"{item['refused']} instance(s) refused, {item['stored']} stored, last refused "
-                  f"{_clock(item['last_refused_at'])}")
+                  f"{_clock(item['last_refused_at'])}{reason}")
         print()
 
 

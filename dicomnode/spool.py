@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -497,8 +498,29 @@ class Spool:
         stored_syntax = _transfer_syntax(head)
         if stored_syntax and stored_syntax != instance.transfer_syntax:
             encoding += f"; sent in transfer syntax {instance.transfer_syntax}, stored in {stored_syntax}"
-        content = content_difference(bytes(received), stored_bytes)
-        return Resend(content is None, encoding if content is None else f"{content}; {encoding}")
+        differences = content_differences(bytes(received), stored_bytes)
+        content = differences.text()
+        return Resend(content is None, encoding if content is None else f"{content}; {encoding}",
+                      conflict=differences.conflict(), stored_study_uid=differences.stored_study_uid)
+
+    def quarantine(self, instance: IncomingInstance) -> str:
+        """Keep a received instance that cannot be stored under its SOP Instance UID (another instance holds that UID:
+        Resend.conflict) under <storage_dir>/conflicts/<study hash>/<SOP UID>.<content hash>.dcm, durably, out of the
+        index (never analysed, never purged by retention: the admin decides). Returns the storage_dir-relative path.
+
+        Raises OutOfSpace under node.min_free_space_mb, OSError when it cannot be written."""
+        sop = check_uid(instance.sop_instance_uid, "SOP Instance UID")
+        digest = hashlib.sha256(bytes(instance.encoded)).hexdigest()[:16]
+        relative = f"{CONFLICTS_DIR}/{short_hash(instance.study_instance_uid, 16)}/{sop}.{digest}.dcm"
+        if (self.root / relative).exists():
+            return relative
+        refusal = self.no_room(len(instance.encoded))
+        if refusal is not None:
+            raise refusal
+        self._check_identity()
+        (self.root / CONFLICTS_DIR).mkdir(exist_ok=True, mode=0o700)
+        write_durably(self.root / relative, instance.encoded, root=self.root / CONFLICTS_DIR)
+        return relative
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
@@ -518,6 +540,47 @@ class Resend:
 
     same_content: bool  # every attribute and every pixel value the same: only the encoding differs
     detail: str  # what differs (content_difference) and the two encodings (sizes, transfer syntaxes)
+    #: why the received copy is another instance, not a re-send (CONFLICT_ATTRIBUTES or the pixel values differ, or
+    #: the copies could not be compared), or None: at most other attributes differ (a corrected name, a coerced tag)
+    conflict: str | None = None
+    stored_study_uid: str | None = None  # StudyInstanceUID of the stored copy (for the message)
+
+
+#: attributes that make an instance re-using a stored SOP Instance UID another instance, not a re-send of it
+CONFLICT_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "PatientID")
+#: the folder under storage_dir that keeps instances refused for a SOP Instance UID conflict (Spool.quarantine)
+CONFLICTS_DIR = "conflicts"
+
+
+@dataclass(frozen=True)
+class ContentDifferences:
+    """What differs between a received and a stored copy of one SOP Instance UID (content_differences)."""
+
+    attributes: tuple[str, ...] = ()  # keywords (or tags) of the differing attributes
+    pixels: str | None = None  # how the pixel data differ, or None
+    unreadable: str | None = None  # why the two could not be compared
+    stored_study_uid: str | None = None  # StudyInstanceUID of the stored copy
+
+    def text(self) -> str | None:
+        if self.unreadable:
+            return self.unreadable
+        found = []
+        if self.attributes:
+            names = self.attributes
+            found.append(f"{len(names)} attribute(s) differ: {', '.join(names[:5])}" + (", ..." if len(names) > 5 else ""))
+        if self.pixels:
+            found.append(self.pixels)
+        elif found:
+            found.append("the pixel values are the same")
+        return "; ".join(found) or None
+
+    def conflict(self) -> str | None:
+        if self.unreadable:
+            return self.unreadable
+        named = [name for name in CONFLICT_ATTRIBUTES if name in self.attributes]
+        if named:
+            return f"{', '.join(named)} {'differ' if len(named) > 1 else 'differs'} from the stored copy"
+        return self.pixels
 
 
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data (7FE0,0010 / 0008 / 0009): compared as pixel values
@@ -531,24 +594,23 @@ def content_difference(first: bytes, second: bytes) -> str | None:
     it came in; and the pixel data hold the same values (the same bytes, else the same decoded array: a lossless
     re-compression is the same image, a lossy one is not). Else what differs: the attributes by keyword (or tag),
     at most five named, and / or the pixel data; said too where a file or its pixel data cannot be read."""
+    return content_differences(first, second).text()
+
+
+def content_differences(first: bytes, second: bytes) -> ContentDifferences:
+    """content_difference in parts: the differing attributes, the pixel difference, and the StudyInstanceUID of
+    `second` (the stored copy)."""
     try:
         datasets = [pydicom.dcmread(BytesIO(data), force=True) for data in (first, second)]
         tags = sorted({tag for ds in datasets for tag in ds.keys()
                        if tag.group != 0x0002 and tag.element != 0 and tag not in PIXEL_TAGS})
         differing = [tag for tag in tags
                      if _implicit_encoding(datasets[0], tag) != _implicit_encoding(datasets[1], tag)]
+        stored_study = str(datasets[1].get("StudyInstanceUID", "") or "") or None
     except Exception as exc:  # a copy pydicom cannot decode: nothing says the two are the same
-        return f"the two copies could not be compared: {type(exc).__name__}: {exc}"
-    found = []
-    if differing:
-        names = [pydicom.datadict.keyword_for_tag(tag) or str(tag) for tag in differing]
-        found.append(f"{len(names)} attribute(s) differ: {', '.join(names[:5])}" + (", ..." if len(names) > 5 else ""))
-    pixels = _pixel_difference(*datasets)
-    if pixels:
-        found.append(pixels)
-    elif found:
-        found.append("the pixel values are the same")
-    return "; ".join(found) or None
+        return ContentDifferences(unreadable=f"the two copies could not be compared: {type(exc).__name__}: {exc}")
+    names = tuple(pydicom.datadict.keyword_for_tag(tag) or str(tag) for tag in differing)
+    return ContentDifferences(names, _pixel_difference(*datasets), None, stored_study)
 
 
 def _implicit_encoding(dataset, tag) -> bytes | None:

@@ -578,6 +578,23 @@ def sender_note(summary: dict, limit: int = 500) -> str | None:
     return (SENDER_NOT_SENT_PREFIX + "; ".join(dict.fromkeys(reasons)))[:limit] if reasons else None
 
 
+#: what results.objects writes in a declined reason for a result object that could not be built
+NOT_WRITTEN = " not written: "
+#: the start of a finished study's reason where some of its result objects could not be built (study_reason)
+NOT_BUILT = "result object(s) not built: "
+
+
+def study_reason(summary: dict, has_results: bool, limit: int = 500) -> str | None:
+    """The reason a finished study shows (`dicomnode status`): no_results_reason where its analysis made no result
+    object; where it made some but could not build others (a measurement SR that raised: the node's failure, the
+    PACS misses that object), which were not built and why; else None."""
+    if not has_results:
+        return no_results_reason(summary, limit)
+    failed = list(dict.fromkeys(str(d.get("reason", "")) for d in summary.get("declined") or []
+                                if NOT_WRITTEN in str(d.get("reason", ""))))
+    return (NOT_BUILT + "; ".join(failed))[:limit] if failed else None
+
+
 def default_process_id() -> str:
     """host:pid, unique per running process (what claims and heartbeats are recorded under)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -1214,7 +1231,9 @@ class StateDB:
             self._run(db, (
                 "UPDATE studies SET state=:state, reason=:r, updated_at=:now, summary_json=:s, claimed_by=NULL,"
                 " lease_until=NULL WHERE study_key=:k"),
-                {"state": SENDING if outbox else DONE, "r": sender_note(summary) if results else no_results_reason(summary),
+                {"state": SENDING if outbox else DONE,
+                 "r": "; ".join(r for r in (study_reason(summary, True), sender_note(summary)) if r) or None
+                 if results else no_results_reason(summary),
                  "now": now, "s": summary_json, "k": study_key})
             return True
 
@@ -1370,10 +1389,12 @@ class StateDB:
                           {"failed": FAILED, "now": now, "k": key, "sending": SENDING,
                            "r": f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered (dead letter)"})
             else:
-                self._run(db, "UPDATE studies SET state=:done, reason=CASE WHEN substr(reason, 1, :n)=:note THEN"
-                              " reason ELSE NULL END, updated_at=:now WHERE study_key=:k AND state=:sending",
-                          {"done": DONE, "now": now, "k": key, "sending": SENDING, "note": SENDER_NOT_SENT_PREFIX,
-                           "n": len(SENDER_NOT_SENT_PREFIX)})
+                # kept once the others are delivered: a result object that could not be built (study_reason), results
+                # not sent back to the sender (sender_note)
+                self._run(db, "UPDATE studies SET state=:done, reason=CASE WHEN reason LIKE :kept OR reason LIKE :note"
+                              " THEN reason END, updated_at=:now WHERE study_key=:k AND state=:sending",
+                          {"done": DONE, "now": now, "k": key, "sending": SENDING, "kept": NOT_BUILT + "%",
+                           "note": SENDER_NOT_SENT_PREFIX + "%"})
 
     def outbox_for(self, study_key: str | None = None, state: str | None = None) -> list[RowMapping]:
         sql, params = "SELECT * FROM outbox WHERE 1=1", {}

@@ -84,10 +84,18 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
         log.warning("study %s not analysed: %s", short_hash(study.study_instance_uid or "-"), reason)
         return StudyRun(summary=declined_entry(study, reason), refused=reason)
     headers = [series.instances[0].dataset for series in study.series if series.instances]
-    route = select_route(config, calling_ae, headers)
+    unusable = not headers and bool(getattr(study, "received_headers", None))
+    route = select_route(config, calling_ae, headers or getattr(study, "received_headers", []))
     if route is None:
         log.info("study %s: %s; stored, not analysed", short_hash(study.study_instance_uid or "-"), NO_ROUTE)
         return StudyRun(summary=declined_entry(study, NO_ROUTE))
+    if unusable:
+        reason = no_usable_image_reason(study)
+        log.warning("study %s: route %r matches, but %s; stored, not analysed",
+                    short_hash(study.study_instance_uid or "-"), route.name, reason)
+        summary = declined_entry(study, reason)
+        summary["route"] = route.name
+        return StudyRun(summary=summary)
     log.info("study %s: route %r: pipelines %s", short_hash(study.study_instance_uid or "-"), route.name,
              ", ".join(route.pipelines) or "none")
     outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
@@ -97,6 +105,16 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
     outcome.summary["outputs"] = [result.path for result in written]
     return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
                     errors=list(outcome.errors))
+
+
+def no_usable_image_reason(study: CMRStudy) -> str:
+    """Why a routed study has no series to analyse: its images were all left out (the study's `declined` entries
+    before this one say why each was), or none of its instances is an MR image analysis reads."""
+    left_out = len({entry["sop_instance_uid"] for entry in study.excluded_instances})
+    if left_out:
+        return (f"the route matches but there is no usable MR image: every image received ({left_out} instance(s)) "
+                "was left out for the reasons named")
+    return "the route matches but there is no usable MR image: no instance is an MR image the analyses read"
 
 
 def _identity_dataset(patient, study_instance_uid: str) -> dict:

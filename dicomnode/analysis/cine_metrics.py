@@ -1165,12 +1165,17 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
         elif extent < MIN_LV_EXTENT_MM:
             reasons.append(f"the LV spans only {extent:.0f} mm of stack ({int((areas > 0).sum())} slice(s)) at ED; a "
                            f"whole LV is at least {MIN_LV_EXTENT_MM:.0f} mm long")
-        ordered = np.sort(positions)
+        order = np.argsort(positions)
+        ordered = positions[order]
+        lv_at = areas[order] > 0
         steps = np.diff(ordered)
         median = float(np.median(steps))
         for k, step in enumerate(steps):
             where = f"{step:.1f} mm between the slices at {ordered[k]:.1f} and {ordered[k + 1]:.1f} mm"
-            if step > LARGE_GAP_FACTOR * median:
+            if step > LARGE_GAP_FACTOR * median and not (lv_at[k] and lv_at[k + 1]):
+                notes.append(f"a gap of {where} (median step {median:.1f} mm) beside a slice without LV: the LV does "
+                             "not reach into it, the volumes are not lower bounds for it")
+            elif step > LARGE_GAP_FACTOR * median:
                 reasons.append(f"a gap of {where} (median step {median:.1f} mm): slices missing")
             elif step > GAP_FACTOR * median:
                 notes.append(f"gap of {where} (median step {median:.1f} mm, a slice missing?): volumes interpolate "

@@ -14,7 +14,7 @@ import traceback
 from dicomnode.analysis.phase_text import maps_not_measured
 from dicomnode.config import Config
 from dicomnode.inference import Runtime
-from dicomnode.results.objects import build_result_objects, not_measured
+from dicomnode.results.objects import build_result_objects, declined_study_report
 from dicomnode.types import AnalysisContext, Declined, PipelineResult, StudyOutcome
 from dicomnode.uids import short_hash
 
@@ -133,10 +133,11 @@ class Analyser:
             log.info("study %s: %s %s in %.2f s", study_tag, name,
                      "done" if result.summary is not None else "declined", durations[name])
         datasets = []
-        # a study whose recognised series were all declined gets the report saying why (results.objects.not_measured),
-        # unless a pipeline failed (the node's fault stays a failure to retry) or earlier results exist (a report of
-        # nothing must not stand beside the numbers of an earlier analysis it cannot supersede)
-        if results or (not errors and not supersedes and not_measured(all_results)):
+        # a study whose recognised series were all declined gets the report saying why
+        # (results.objects.declined_study_report), unless a pipeline failed (the node's fault stays a failure to
+        # retry) or earlier results exist (a report of nothing must not stand beside the numbers of an earlier
+        # analysis it cannot supersede)
+        if results or (not errors and not supersedes and declined_study_report(study, all_results)):
             # declined pipelines go along too: their reasons belong in the SR and the visual report; an object that
             # could not be built is declined (the node's fault, so an error too) and the others are still sent
             not_built: list[Declined] = []

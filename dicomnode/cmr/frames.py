@@ -117,6 +117,29 @@ def _float(value) -> float | None:
     return result if np.isfinite(result) else None
 
 
+def trigger_delay(value) -> float | None:
+    """A TriggerTime (0018,1060) or cardiac trigger delay (ms after the R wave), None where absent, not a number or
+    negative (no image is taken before its R wave: a negative value is invalid and says nothing of the cardiac
+    phase; `negative_trigger_note` says so beside the series)."""
+    delay = _float(value)
+    return None if delay is None or delay < 0 else delay
+
+
+def negative_trigger_note(frames) -> str | None:
+    """The note on images whose TriggerTime (0018,1060) is negative (read as absent by trigger_delay), or None."""
+    found = []
+    for frame in frames:
+        index = frame.frame_index if frame.ref.frame_number is not None else None
+        value = _float(header_value(frame.header.dataset, "TriggerTime", index))
+        if value is not None and value < 0:
+            found.append(value)
+    if not found:
+        return None
+    return (f"TriggerTime negative ({min(found):g} to {max(found):g} ms) in {len(found)} image(s): invalid (the delay "
+            "after the R wave), taken as absent; phases timed by NominalCardiacTriggerDelayTime where given, else "
+            "ordered by TemporalPositionIdentifier / InstanceNumber")
+
+
 def _int(value) -> int | None:
     if value is None or value == "":
         return None
@@ -306,7 +329,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
     top_position = _floats(getattr(ds, "ImagePositionPatient", None), 3)
     top_orientation = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
     top_spacing = _floats(getattr(ds, "PixelSpacing", None), 2)
-    top_trigger = _float(header_value(ds, "TriggerTime"))
+    top_trigger = trigger_delay(header_value(ds, "TriggerTime"))
     nominal_delay = _float(getattr(ds, "NominalCardiacTriggerDelayTime", None))
     if top_trigger is None or (top_trigger == 0 and nominal_delay):
         # 0 beside a non-zero nominal delay is a placeholder (some exports write 0 on every image), not the R-wave
@@ -371,9 +394,9 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
         spacing = _floats(getattr(measures, "PixelSpacing", None), 2) if measures else None
         trigger = None
         if cardiac is not None:
-            trigger = _float(getattr(cardiac, "NominalCardiacTriggerDelayTime", None))
+            trigger = trigger_delay(getattr(cardiac, "NominalCardiacTriggerDelayTime", None))
             if trigger is None:
-                trigger = _float(getattr(cardiac, "ActualCardiacTriggerDelayTime", None))
+                trigger = trigger_delay(getattr(cardiac, "ActualCardiacTriggerDelayTime", None))
         temporal = _int(getattr(content, "TemporalPositionIndex", None)) if content else None
         frame_datetime = getattr(content, "FrameAcquisitionDateTime", None) if content else None
         acq, at = tm_seconds(frame_datetime), clock_seconds(frame_datetime)
@@ -390,7 +413,7 @@ def frames_of(header: InstanceHeader) -> list[FrameInfo]:
             times = modifier.InversionTimes
             inversion = _float(times if isinstance(times, (int, float)) else times[0])
         if trigger is None:  # Legacy Converted: the classic per-frame attributes
-            trigger = _float(header_value(ds, "TriggerTime", index))
+            trigger = trigger_delay(header_value(ds, "TriggerTime", index))
         if inversion is None:
             inversion = _float(header_value(ds, "InversionTime", index))
         converted = _item(item, CONVERTED_PER_FRAME)
@@ -426,6 +449,37 @@ def functional_groups(frame: FrameInfo) -> list:
     if frame.ref.frame_number is not None and frame.frame_index < len(per_frame):
         containers.append(per_frame[frame.frame_index])
     return containers + list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+
+
+def declared_rescale_slope(frame: FrameInfo) -> float | None:
+    """The RescaleSlope (0028,1053) the header declares for the frame: its Pixel Value Transformation functional
+    group (Enhanced MR), else the top-level attribute; None when absent or not a number. FrameInfo.rescale reads an
+    absent or 0 slope as 1 (a slope of 0 would make every pixel RescaleIntercept)."""
+    for container in functional_groups(frame):
+        transform = _item(container, "PixelValueTransformationSequence")
+        if transform is not None and "RescaleSlope" in transform:
+            return _float(transform.RescaleSlope)
+    return _float(getattr(frame.header.dataset, "RescaleSlope", None))
+
+
+#: |row · column| of ImageOrientationPatient above this (0.6° off 90°, beyond the rounding of written cosines) is a
+#: header whose rows and columns are not perpendicular (PS3.3 C.7.6.2.1.1: they must be)
+ORTHOGONALITY_TOLERANCE = 0.01
+
+
+def not_perpendicular_deg(orientation: np.ndarray | None) -> float | None:
+    """The angle (degrees) between the row and column cosines of ImageOrientationPatient where they are not
+    perpendicular (beyond ORTHOGONALITY_TOLERANCE), else None."""
+    if orientation is None:
+        return None
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    norms = np.linalg.norm(row) * np.linalg.norm(col)
+    if not norms:
+        return None
+    cosine = float(np.dot(row, col) / norms)
+    if abs(cosine) <= ORTHOGONALITY_TOLERANCE:
+        return None
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 def slice_thickness(frame: FrameInfo) -> float | None:

@@ -163,7 +163,18 @@ def geometry_problems(frame: FrameInfo) -> list[str]:
     problems = [f"{'malformed' if _written(frame, keyword) else 'missing'} {keyword}" for keyword in bad]
     if not frame.rows or not frame.cols:
         problems.append("missing Rows/Columns")
+    elif "PixelSpacing" not in bad:
+        field = (frame.rows * frame.pixel_spacing[0], frame.cols * frame.pixel_spacing[1])
+        if max(field) > MAX_FIELD_OF_VIEW_MM:
+            problems.append(f"implausible PixelSpacing {frame.pixel_spacing[0]:g}\\{frame.pixel_spacing[1]:g} mm "
+                            f"(a field of view of {field[0]:.0f} × {field[1]:.0f} mm for Rows {frame.rows} × "
+                            f"Columns {frame.cols}; no MR scanner images more than {MAX_FIELD_OF_VIEW_MM:.0f} mm: "
+                            "PixelSpacing in the wrong unit?)")
     return problems
+
+
+#: the largest field of view (mm) of an MR image (bores are 60-70 cm wide; body coils image at most ~50 cm)
+MAX_FIELD_OF_VIEW_MM = 600.0
 
 
 def excluded_entry(header: InstanceHeader, reason: str, frame_number: int | None = None) -> dict:
@@ -271,10 +282,14 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
             declined_counts[(header.series_instance_uid, reason)] += 1
             excluded.append(excluded_entry(header, reason))
             continue
+        described = len(ds.get("PerFrameFunctionalGroupsSequence") or [])
         for frame, problems in judged:
             if problems:
+                beyond = (f" (NumberOfFrames {len(frames)}, but the Per-frame Functional Groups describe {described})"
+                          if described and frame.frame_index >= described else "")
                 reason = (f"frame {frame.ref.frame_number} of {len(frames)} of instance {header.sop_instance_uid}: no "
-                          f"geometry: {_frame_problems(problems)}; left out, the other {len(usable)} frame(s) used")
+                          f"geometry{beyond}: {_frame_problems(problems)}; left out, the other {len(usable)} frame(s) "
+                          "used where their pixel data can be read")
                 excluded.append(excluded_entry(header, reason, frame_number=frame.ref.frame_number))
                 notes[header.sop_instance_uid].append(reason)
                 # beside the numbers too: an end slice left out escapes the gap and coverage checks

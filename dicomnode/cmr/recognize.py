@@ -12,7 +12,8 @@ import numpy as np
 from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, NEAR_PARALLEL_DEG, NOT_PARALLEL,
                                   FrameInfo, header_value, images_per_slice, not_parallel_note, orientation_angle_deg,
                                   mean_orientation, parallel_stacks, plane_name, plane_spread_deg,
-                                  slice_location_conflict, slice_groups, tilted_slice_text, timing_trigger_times)
+                                  slice_location_conflict, slice_groups, tilted_slice_text, timing_trigger_times,
+                                  negative_trigger_note)
 from dicomnode.cmr.types import Recognition
 from dicomnode.uids import PARAMETRIC_MAP_STORAGE
 
@@ -292,7 +293,7 @@ def build_evidence(key: str, frames: list[FrameInfo]) -> SeriesEvidence:
         phase_counts += images_per_slice(members_by_slice)
         per_slice += members_by_slice
     trigger_times = timing_trigger_times(frames)
-    timing_notes = []
+    timing_notes = [note for note in (negative_trigger_note(frames),) if note]
     trigger_scale = 1.0
     if not trigger_times and any(f.trigger_time is not None for f in frames):
         timing_notes.append(f"TriggerTime {frames[0].trigger_time:g} on every image carries no timing: taken as absent")

@@ -94,6 +94,10 @@ class CMRStudy:
     left_aside: dict[str, list[str]] = field(default_factory=dict)
     #: the patients of the study's instances when they are more than one (cmr.identity): the study is not analysed
     identity_conflict: IdentityConflict | None = None
+    #: one header (pydicom Dataset) per received series, usable or not: what routing matches on when no series of
+    #: the study could be used (every image left out: no geometry, no pixel data), so that the study is said to have
+    #: no usable image, not to match no route
+    received_headers: list = field(default_factory=list)
 
     def preferred(self, sequence: str, view: str | None = "sax") -> AnalysisSeries | None:
         """The preferred series of that sequence (and view; None = any view), or None when there is none."""
@@ -110,6 +114,10 @@ class CMRStudy:
         (how it was assembled and chosen among its repeats) come first in the volume's warnings.
         """
         volume = build_volume(series, require_stack=require_stack)
+        if series.view.value == "sax":
+            extent = sax_extent_problem(volume)
+            if extent:
+                raise StudyError(f"series {series.key}: {extent}")
         chosen = self.stack_warnings.get(series.key, [])
         volume.warnings = list(chosen) + [w for w in volume.warnings if w not in chosen]
         known = {(e["sop_instance_uid"], e.get("frame_number")) for e in self.excluded_instances}
@@ -123,6 +131,31 @@ class CMRStudy:
 
     def summary_series(self) -> list[dict]:
         return [s.summary() for s in self.series]
+
+
+#: the longest short-axis stack (mm along its normal, first to last slice) taken for one heart: an adult LV is
+#: 70-130 mm long, a dilated one under 160 mm; stacks with the atria and margins stay well under this
+MAX_SAX_EXTENT_MM = 300.0
+
+
+def sax_extent_problem(volume: Volume) -> str | None:
+    """Why a short-axis stack cannot be one heart: its slices span more than MAX_SAX_EXTENT_MM along the stack normal
+    (several stacks, examinations or a mislabelled whole-body series in one series: measured as one "ventricle" it
+    gives an LV EDV of litres); None when it fits."""
+    positions = np.asarray(volume.positions, dtype=np.float64)
+    if positions.ndim != 2 or len(positions) < 2:
+        return None
+    normal = np.asarray(volume.affine[:3, 2], dtype=np.float64)
+    length = float(np.linalg.norm(normal))
+    if not length:
+        return None
+    along = positions @ (normal / length)
+    extent = float(np.ptp(along))
+    if extent <= MAX_SAX_EXTENT_MM:
+        return None
+    return (f"short-axis stack spans {extent:.0f} mm along its normal ({len(positions)} slices from {along.min():.1f} "
+            f"to {along.max():.1f} mm): no heart is longer than about 160 mm and a short-axis stack of one stays under "
+            f"{MAX_SAX_EXTENT_MM:.0f} mm; several stacks or examinations in one series? not measured as one ventricle")
 
 
 def _series_time(candidate_or_series) -> float:
@@ -571,7 +604,8 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
                     patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded,
                     stack_warnings=stack_warnings, left_aside=left_aside,
-                    identity_conflict=identity_conflict(h.dataset for h in headers))
+                    identity_conflict=identity_conflict(h.dataset for h in headers),
+                    received_headers=list({h.series_instance_uid: h.dataset for h in headers}.values()))
 
 
 def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: Recognition, view: Recognition,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -9,7 +10,8 @@ import numpy as np
 import pydicom
 
 from dicomnode.cmr.frames import (MAX_RR_IN_SECONDS, MIN_TRIGGER_IN_MICROSECONDS, SEPARATE_BREATH_HOLDS_S, FrameInfo,
-                                  acquired_last, are_repeats, frame_name, frames_of, functional_groups, header_value,
+                                  acquired_last, are_repeats, declared_rescale_slope, negative_trigger_note,
+                                  not_perpendicular_deg, frame_name, frames_of, functional_groups, header_value,
                                   hms, images_per_slice, interleaved_passes, kept_pass, latest_first,
                                   merge_replanned_slices, one_examination, one_pass_of_more_phases,
                                   PARALLEL_TOLERANCE_DEG, within_usual_cycle, TILTED_SLICES_ONE_IN, TiltedSlices,
@@ -1383,13 +1385,20 @@ def as_monochrome2(array: np.ndarray, dataset) -> np.ndarray:
     """Stored values as a MONOCHROME2 image would hold them (PS3.3 C.7.6.3.1.2).
 
     MONOCHROME1 shows the smallest value white: each stored value v becomes (low + high) - v over the range the
-    header allows, so that rescale (modality LUT) afterwards gives the values of the MONOCHROME2 original. A VOI
-    window is display-only and is not applied to what models see. Other interpretations pass unchanged.
+    header allows, and each image (frame) is then shifted so that its smallest value, the air background an MR
+    magnitude image holds near 0, is 0: a viewer's inversion with a window on the image's own range. The inversion
+    constant a converter used (the BitsStored range, the series' or each image's own maximum) then leaves no
+    offset that differs between images. A VOI window is display-only and is not applied to what models see. Other
+    interpretations pass unchanged.
     """
     if str(dataset.get("PhotometricInterpretation", "")).strip().upper() != "MONOCHROME1":
         return array
     low, high = stored_range(dataset)
-    return (np.int64(low + high) - array.astype(np.int64)).astype(np.float64)
+    inverted = (np.int64(low + high) - array.astype(np.int64)).astype(np.float64)
+    if inverted.size:
+        axes = (-2, -1) if inverted.ndim >= 2 else None
+        inverted -= inverted.min(axis=axes, keepdims=True)
+    return inverted
 
 
 def colour_problem(dataset) -> str | None:
@@ -1403,6 +1412,64 @@ def colour_problem(dataset) -> str | None:
             f"an MR magnitude image")
 
 
+#: the largest |RescaleSlope| / |RescaleIntercept| an MR image plausibly carries (scanners write slopes of ~1e-3 to
+#: ~1e2, intercepts of a few thousand): beyond, the modality LUT is a header error (a slope of 1e30 overflows)
+MAX_RESCALE_SLOPE = 1e6
+MAX_RESCALE_INTERCEPT = 1e9
+
+
+def pixel_header_problem(dataset) -> str | None:
+    """Why the Image Pixel module of an instance cannot describe an MR magnitude image, or does not fit its native
+    Pixel Data, naming the attribute: BitsAllocated 1 (bit-packed: a mask or overlay), a non-finite or absurd
+    RescaleSlope / RescaleIntercept, or Pixel Data longer (beyond one padding byte) or shorter than Rows × Columns ×
+    SamplesPerPixel × BitsAllocated / 8 × NumberOfFrames (PS3.5 8.1.1). pydicom silently drops excess bytes (the
+    image read would be a crop of one whose Rows or Columns the header misstates) and says "less than expected" for
+    too few; encapsulated (compressed) pixel data is left to the decoder. None when nothing is wrong."""
+    bits = int(dataset.get("BitsAllocated") or 0)
+    if bits == 1:
+        return ("BitsAllocated 1 (bit-packed pixels: a binary mask or overlay, not an MR magnitude image; MR images "
+                "have BitsAllocated 8, 16 or 32)")
+    for keyword, limit in (("RescaleSlope", MAX_RESCALE_SLOPE), ("RescaleIntercept", MAX_RESCALE_INTERCEPT)):
+        try:
+            value = float(dataset.get(keyword)) if dataset.get(keyword) not in (None, "") else None
+        except (TypeError, ValueError):
+            return f"{keyword} {str(dataset.get(keyword))!r} is not a number"
+        if value is not None and not (np.isfinite(value) and abs(value) <= limit):
+            return (f"{keyword} {value:g} is implausible for an MR image (beyond ±{limit:g}): the stored values "
+                    "would be scaled out of any meaningful range")
+    if "PixelData" not in dataset or not dataset["PixelData"].value:
+        return None
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and pydicom.uid.UID(str(syntax)).is_encapsulated:
+        return None
+    try:
+        rows, cols = int(dataset.Rows), int(dataset.Columns)
+        samples = int(dataset.get("SamplesPerPixel") or 1)
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None  # said by the decoder
+    if not (rows and cols and bits):
+        return None
+    frame_bytes = rows * cols * samples * bits // 8
+    expected = frame_bytes * max(frames, 1)
+    actual = len(dataset["PixelData"].value)
+    header = (f"Rows {rows} × Columns {cols}" + (f" × SamplesPerPixel {samples}" if samples != 1 else "")
+              + f" × BitsAllocated {bits} / 8" + (f" × NumberOfFrames {frames}" if frames > 1 else ""))
+    if actual > expected + expected % 2:
+        if frames > 1 and actual % frame_bytes == 0:
+            return (f"NumberOfFrames {frames} but Pixel Data holds {actual // frame_bytes} frame(s) ({actual} bytes, "
+                    f"{header} = {expected})")
+        return (f"Pixel Data is {actual} bytes, {actual - expected} more than {header} = {expected}: Rows or "
+                "Columns (or BitsAllocated) does not describe the image stored; reading the first rows would "
+                "measure a crop of it")
+    if actual < expected:
+        if frames > 1:
+            return (f"NumberOfFrames {frames} but Pixel Data holds only {actual // frame_bytes} whole frame(s) "
+                    f"({actual} of {expected} bytes = {header})")
+        return f"Pixel Data is {actual} bytes, fewer than {header} = {expected}: Rows or Columns too large, or cut short"
+    return None
+
+
 def decode_instances(paths: list[str], encoding: dict[str, tuple] | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Each file's pixel array as MONOCHROME2 stored values, and {path: reason} for files that cannot be used
@@ -1412,20 +1479,53 @@ def decode_instances(paths: list[str], encoding: dict[str, tuple] | None = None
     BitsStored)} of each file decoded (`source_encoding`), for `encoding_warnings`."""
     arrays: dict[str, np.ndarray] = {}
     unusable: dict[str, str] = {}
-    for path in paths:
-        try:
-            dataset = pydicom.dcmread(path)
-            problem = pixel_problem(dataset) or colour_problem(dataset)
-            if problem is None:
-                if encoding is not None:
-                    encoding[path] = (str(dataset.get("SOPInstanceUID", "")), lossy_compression(dataset),
-                                      high_bit_pixels(dataset), int(dataset.get("BitsStored") or 0))
-                arrays[path] = as_monochrome2(dataset.pixel_array, dataset)
-                continue
-        except Exception as error:  # noqa: BLE001 - decoding problems exclude this instance, with the reason
-            problem = f"cannot decode pixel data: {type(error).__name__}: {error}"
-        unusable[path] = problem
+    with LibraryWarningsOnce():
+        for path in paths:
+            _decode_one(path, arrays, unusable, encoding)
     return arrays, unusable
+
+
+class LibraryWarningsOnce(logging.Filter):
+    """While decoding one series: pydicom's own log lines (its logger "pydicom": "The pixel data is N bytes long,
+    which indicates it contains M bytes of excess padding", once per image) from this thread are held back and each
+    distinct line is logged once at the end, with the number of images it was said of. Other threads' lines pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.held: Counter = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno < logging.WARNING:
+            return True
+        self.held[record.getMessage()] += 1
+        return False
+
+    def __enter__(self):
+        logging.getLogger("pydicom").addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("pydicom").removeFilter(self)
+        for message, count in self.held.items():
+            log.warning("pydicom: %s (said of %d image(s) of this series, logged once)", message, count)
+        return False
+
+
+def _decode_one(path: str, arrays: dict, unusable: dict, encoding: dict | None) -> None:
+    """decode_instances for one file: its array into `arrays`, or why it cannot be used into `unusable`."""
+    try:
+        dataset = pydicom.dcmread(path)
+        problem = pixel_problem(dataset) or colour_problem(dataset) or pixel_header_problem(dataset)
+        if problem is None:
+            if encoding is not None:
+                encoding[path] = (str(dataset.get("SOPInstanceUID", "")), lossy_compression(dataset),
+                                  high_bit_pixels(dataset), int(dataset.get("BitsStored") or 0))
+            arrays[path] = as_monochrome2(dataset.pixel_array, dataset)
+            return
+    except Exception as error:  # noqa: BLE001 - decoding problems exclude this instance, with the reason
+        problem = f"cannot decode pixel data: {type(error).__name__}: {error}"
+    unusable[path] = problem
 
 
 def encoding_warnings(encoding: dict[str, tuple], paths: list[str]) -> list[str]:
@@ -1465,6 +1565,11 @@ def read_pixels(frames_by_phase: list[list[FrameInfo]], arrays: dict[str, np.nda
                 raise StudyError(f"{path}: pixel data shape {image.shape} differs from Rows x Columns "
                                  f"{(frame.rows, frame.cols)}")
             slope, intercept = frame.rescale
+            if not (np.isfinite(slope) and np.isfinite(intercept) and abs(slope) <= MAX_RESCALE_SLOPE
+                    and abs(intercept) <= MAX_RESCALE_INTERCEPT):
+                raise StudyError(f"instance {frame.ref.sop_instance_uid}: RescaleSlope {slope:g} / RescaleIntercept "
+                                 f"{intercept:g} implausible for an MR image (beyond ±{MAX_RESCALE_SLOPE:g} / "
+                                 f"±{MAX_RESCALE_INTERCEPT:g})")
             pixels[p, s] = image.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     return pixels
 
@@ -1510,6 +1615,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         values = [f.trigger_time for f in row if f.trigger_time is not None]
         trigger_times.append(float(np.median(values)) if values else None)
     pixels = read_pixels(frames, arrays)
+    warnings += header_warnings([f for row in frames for f in row])
     warnings += encoding_warnings(encoding, list(dict.fromkeys(str(f.header.path) for row in frames for f in row)))
     for warning in warnings:
         log.warning("series %s: %s", series.key, warning)
@@ -1531,6 +1637,29 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         acquired_phases=acquired,
         slice_rr_ms=slice_rr_ms(frames),
     )
+
+
+def header_warnings(frames: list[FrameInfo]) -> list[str]:
+    """Stack warnings on header values the volume was built despite: negative TriggerTimes (taken as absent), a
+    RescaleSlope of 0 (invalid; read as 1) and an
+    ImageOrientationPatient whose row and column cosines are not perpendicular (the geometry derived from it, and
+    the SEG that copies it, are approximate). One warning each, counting the images."""
+    found = [note for note in (negative_trigger_note(frames),) if note]
+    zero = {f.ref.sop_instance_uid for f in frames if declared_rescale_slope(f) == 0}
+    if zero:
+        found.append(f"RescaleSlope 0 in {len(zero)} image(s): invalid (every pixel would be RescaleIntercept); read "
+                     "as 1, the stored values used as they are: check the scanner's export")
+    skewed = {}
+    for frame in frames:
+        angle = not_perpendicular_deg(frame.orientation)
+        if angle is not None:
+            skewed[frame.ref.sop_instance_uid] = angle
+    if skewed:
+        angles = sorted(skewed.values())
+        span = f"{angles[0]:.1f}°" if angles[-1] - angles[0] < 0.05 else f"{angles[0]:.1f}° to {angles[-1]:.1f}°"
+        found.append(f"ImageOrientationPatient of {len(skewed)} image(s): row and column cosines at {span}, not 90° "
+                     "(an invalid header): positions, spacing and the SEG geometry copied from it are approximate")
+    return found
 
 
 def slice_rr_ms(frames: list[list[FrameInfo]]) -> list[float | None]:

@@ -70,6 +70,8 @@ STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
 STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized" (general status)
+#: PS3.7 C.4 general failure status: a SOP Instance UID held by another instance (net/scp.py StorageSCP._conflict)
+STATUS_DUPLICATE_SOP_INSTANCE = 0x0111
 
 # A-ASSOCIATE-RJ (result, source, reason) per PS3.8 9.3.4: rejected-permanent, service-user, calling AE not
 # recognised (pynetdicom itself rejects unknown called/calling AE titles: AE.require_called_aet/_calling_aet)
@@ -269,7 +271,11 @@ class RecentRefusals:
         self.last_refused_at: float | None = None
         self.last_reason = ""
 
-    def add(self, study_instance_uid: str, calling_ae: str, reason: str, now: float | None = None) -> None:
+    def add(self, study_instance_uid: str, calling_ae: str, reason: str, now: float | None = None,
+            receiving_fault: bool = True) -> None:
+        """`receiving_fault` False: a refusal of that instance only (a SOP Instance UID conflict), not of receiving
+        (space, storage, state database): listed, but not the node's last refusal (`dicomnode status` would say
+        receiving is refused)."""
         now = time.time() if now is None else now
         with self._lock:
             item = self._items.pop((study_instance_uid, calling_ae), None) or {
@@ -279,7 +285,8 @@ class RecentRefusals:
             self._items[(study_instance_uid, calling_ae)] = item  # newest last
             while len(self._items) > RECENT_REFUSALS_KEPT:
                 self._items.pop(next(iter(self._items)))
-            self.last_refused_at, self.last_reason = now, reason
+            if receiving_fault:
+                self.last_refused_at, self.last_reason = now, reason
 
     def recent(self, now: float | None = None) -> list[dict]:
         """The refused studies, newest first (within RECENT_REFUSALS_SECONDS)."""
@@ -682,7 +689,9 @@ class StorageSCP:
         if outcome.stored:
             self.received_bytes += len(instance.encoded)
         if not outcome.stored:
-            self._duplicate(instance, calling, study_uid)
+            conflict = self._duplicate(instance, calling, study_uid)
+            if conflict is not None:
+                return conflict
             if self.on_duplicate is not None:
                 try:
                     self.on_duplicate(outcome, instance)
@@ -706,28 +715,57 @@ class StorageSCP:
         except Exception:  # e.g. the state database on the same full disk: max wait still ends the study
             log.exception("could not mark the study incomplete after refusing an instance")
 
-    def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str) -> None:
-        """A SOP Instance UID already stored: the first copy is kept. An identical copy (the same bytes, or the same
-        attributes and pixel values in another encoding: a PACS re-routing the study) is said quietly; different
-        content louder, naming what differs."""
+    def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str) -> Dataset | None:
+        """A SOP Instance UID already stored. A re-send (the same bytes, or the same attributes and pixel values in
+        another encoding: a PACS re-routing the study) is said quietly, and one where other attributes only differ (a
+        corrected name) louder, naming what differs: the first copy is kept and None returned (success).
+
+        Another instance under a held UID (another StudyInstanceUID, SeriesInstanceUID or PatientID, other pixel
+        values: a UID collision, an anonymiser that re-keys the study but keeps SOP UIDs) is not a re-send: it is kept
+        under storage_dir/conflicts (Spool.quarantine, never analysed), refused with 0x0111 Duplicate SOP Instance and
+        a comment the sender sees, logged at WARNING naming both studies and listed in `dicomnode status` (refused
+        recently). Returns that failure status."""
         try:
             difference = self.spool.difference_from_stored(instance)
         except OSError as exc:
             log.warning("duplicate SOP instance %s (study %s): cannot compare with the stored copy: %s",
                         instance.sop_instance_uid, short_hash(study_uid), exc)
-            return
+            return None
         if difference is None:
             log.info("duplicate SOP instance %s (study %s) from %s: identical, stored once", instance.sop_instance_uid,
                      short_hash(study_uid), calling)
-            return
+            return None
         if difference.same_content:
             log.info("duplicate SOP instance %s (study %s) from %s: identical content (every attribute and pixel value "
                      "the same) in another encoding (%s), stored once", instance.sop_instance_uid,
                      short_hash(study_uid), calling, difference.detail)
-            return
-        log.warning("SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is kept "
-                    "and analysed; a corrected instance needs a new SOP Instance UID", instance.sop_instance_uid,
-                    short_hash(study_uid), calling, difference.detail)
+            return None
+        if difference.conflict is None:
+            log.warning("SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is "
+                        "kept and analysed; a corrected instance needs a new SOP Instance UID",
+                        instance.sop_instance_uid, short_hash(study_uid), calling, difference.detail)
+            return None
+        return self._conflict(instance, calling, study_uid, difference)
+
+    def _conflict(self, instance: IncomingInstance, calling: str, study_uid: str, difference) -> Dataset:
+        """_duplicate for another instance under a held SOP Instance UID: quarantined, refused (0x0111), listed."""
+        stored_study = difference.stored_study_uid or "?"
+        where = f"study {stored_study}" if stored_study != study_uid else f"this study ({stored_study})"
+        try:
+            kept = f"kept in {self.spool.quarantine(instance)}"
+        except Exception as exc:  # noqa: BLE001 - not kept: the failure status makes the sender keep it
+            kept = f"not kept ({exc}): the sender keeps it"
+        log.warning("C-STORE of SOP instance %s of study %s from %s refused (0x0111 Duplicate SOP "
+                    "Instance): that SOP Instance UID is held by another instance, of %s: %s; %s. The stored copy "
+                    "is kept and analysed; the received one is not analysed: it needs its own SOP Instance UID",
+                    instance.sop_instance_uid, study_uid, calling, where, difference.conflict,
+                    kept)
+        reason = (f"SOP Instance UID already held by another instance ({difference.conflict}; held in {where}); "
+                  f"{kept.split(':')[0]}")
+        self.refusals.add(instance.study_instance_uid, instance.calling_ae, reason, receiving_fault=False)
+        comment = ("SOP UID held by another study" if stored_study != study_uid else
+                   "SOP UID held by another instance")
+        return self._status(STATUS_DUPLICATE_SOP_INSTANCE, comment)
 
     @staticmethod
     def _status(code: int, comment: str) -> Dataset:

@@ -154,6 +154,16 @@ UNIT_PERCENT = Code("%", "UCUM", "percent")
 LOWER_BOUNDS_LV_EXTENT = Code("LVPARTLB", PRIVATE_SCHEME,
                               "Lower bounds, LV partly outside the stack: LV length in stack")
 PARTIAL_STACK_LV_EXTENT = Code("LVPARTFN", PRIVATE_SCHEME, "Partial stack, LV partly outside it: LV length in stack")
+#: NUM, no unit: the pixel aspect ratio (row spacing / column spacing, PixelSpacing (0028,0030)) of the images a
+#: group's outline is drawn on, first in each group with measurements where the pixels are not square
+#: (regions.non_square_aspect): OHIF v3 (cornerstone) turns a 2-D SCOORD into patient coordinates with the row and
+#: column spacings exchanged, so it draws such an outline stretched and shifted off the structure measured (break43d);
+#: the concept says so where OHIF shows text (NUM concepts), the SEG on the same images is placed right
+NON_SQUARE_PIXELS = Code("PXASPECT", PRIVATE_SCHEME, "Non-square pixels, outline may be misplaced: pixel aspect ratio")
+#: NUM, no unit: the cine phases sent (phase_text.cycle_phases), first (after LVPARTLB / LVPARTFN) in each cine group
+#: whose ED / ES were chosen among phases that are not a whole cycle (an ED + ES export: "2 of 30 phases"), so the
+#: reader of OHIF, which shows NUM concepts only, learns beside EDV / ESV / EF that ED and ES may not be the true ones
+PARTIAL_CYCLE = Code("CYCLEPART", PRIVATE_SCHEME, "ED/ES among the phases sent, not a whole cycle: phases sent")
 UNIT_ML_PER_M2 = Code("ml/m2", "UCUM", "milliliter per square meter")
 UNIT_G_PER_M2 = Code("g/m2", "UCUM", "gram per square meter")
 UNIT_M2 = Code("m2", "UCUM", "square meter")
@@ -166,7 +176,7 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
     WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,
-    PARTIAL_STACK_LV_EXTENT,
+    PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE,
     METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
 ]

@@ -334,7 +334,10 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, series
         if ref.sop_instance_uid not in read:
             read[ref.sop_instance_uid] = _with_pixels(by_uid[ref.sop_instance_uid])
     originals = [read[ref.sop_instance_uid] for ref in refs]
-    description = f"{originals[0].get('SeriesDescription') or segmentation.pipeline} {phase} copy for AI SEG"
+    # the phase first, where a viewer's series list (OHIF: about 24 characters) still shows it
+    source_text = str(originals[0].get('SeriesDescription') or segmentation.pipeline)
+    said = f"{phase} copy of  for AI SEG"
+    description = f"{phase} copy of {source_text[:max(64 - len(said), 0)].rstrip()} for AI SEG"
     copies: list[Dataset] = [None] * len(slices)  # type: ignore[list-item]
     headers: list[InstanceHeader] = [None] * len(slices)  # type: ignore[list-item]
     orientation = [float(v) for v in np.asarray(segmentation.volume.orientation, float)]

@@ -308,22 +308,41 @@ def own_elements(dataset: Dataset) -> Dataset:
     are re-made from their text: a PersonName keeps the bytes it was first written with and writes them again under
     any later Specific Character Set (pydicom 3.0), so one shared between an ISO_IR 100 and an ISO_IR 192 object
     writes one object's bytes under the other's declaration (PS3.5 6.1.2.5). Bytes values, being immutable, stay
-    shared. Elements pydicom cannot convert are kept as they are. Returns the same dataset."""
+    shared. An element whose value is not valid for its VR (a TriggerTime "abc", a DS that is no number: pydicom
+    reads it with a warning but cannot make a new element of it) is left out of the object, with a WARNING naming it
+    (dropped_invalid_element); one pydicom cannot convert at all stays raw. Returns the same dataset."""
     for tag in list(dataset.keys()):
         try:
             element = dataset[tag]
         except Exception:  # noqa: BLE001 - an unconvertible raw value: nothing to change in it
             continue
-        value = element.value
-        if element.VR == "SQ":
-            value = [own_elements(_item_copy(item)) for item in value or []]
-        elif element.VR == "PN" and value not in (None, ""):
-            names = [PersonName(text) for text in _element_texts(element)]
-            value = names[0] if len(names) == 1 else names
-        elif isinstance(value, (list, tuple, MultiValue)):
-            value = list(value)
-        dataset[tag] = DataElement(tag, element.VR, value, is_undefined_length=element.is_undefined_length)
+        try:
+            value = element.value
+            if element.VR == "SQ":
+                value = [own_elements(_item_copy(item)) for item in value or []]
+            elif element.VR == "PN" and value not in (None, ""):
+                names = [PersonName(text) for text in _element_texts(element)]
+                value = names[0] if len(names) == 1 else names
+            elif isinstance(value, (list, tuple, MultiValue)):
+                value = list(value)
+            dataset[tag] = DataElement(tag, element.VR, value, is_undefined_length=element.is_undefined_length)
+        except (ValueError, TypeError, OverflowError) as exc:
+            dropped_invalid_element(dataset, tag, element, exc)
     return dataset
+
+
+def dropped_invalid_element(dataset: Dataset, tag, element: DataElement, error: Exception) -> None:
+    """Leave out of a result object an element copied from its source header whose value its VR cannot hold (the
+    object could not be written with it), saying so once per attribute at WARNING: the object is still built."""
+    del dataset[tag]
+    name = element.keyword or str(element.tag)
+    _warn_dropped(name, element.VR, repr(element.value)[:60], f"{type(error).__name__}: {error}"[:120])
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_dropped(name: str, vr: str, value: str, error: str) -> None:
+    log.warning("%s (VR %s) value %s in the source header is not a valid %s (%s): left out of the result objects "
+                "built from it", name, vr, value, vr, error)
 
 
 def _item_copy(item: Dataset) -> Dataset:

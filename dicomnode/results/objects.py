@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 from pydicom.dataset import Dataset
 
@@ -10,7 +11,7 @@ from dicomnode.results.display_copy import (display_copies, needs_display_copies
                                             viewer_order)
 from dicomnode.results.headers import derivable_header, fit_character_set
 from dicomnode.analysis.phase_text import series_name
-from dicomnode.results.provenance import node_algorithm
+from dicomnode.results.provenance import UNVERIFIED_SUFFIX, node_algorithm
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
@@ -98,6 +99,26 @@ def not_measured(results) -> list[Declined]:
     """The pipelines' declines that name a series (a recognised series the analysis declined, with the reason), as
     opposed to a study without such a series ("no LGE short-axis stack in the study")."""
     return [d for r in results for d in r.declined if d.series_instance_uid]
+
+
+#: the sequences the node analyses (summary series[].sequence): a study holding a series of one, with every analysis
+#: declined, gets a report saying why (declined_study_report)
+ANALYSED_SEQUENCES = ("lge", "cine")
+
+
+def declined_study_report(study, results) -> bool:
+    """Whether a study none of whose analyses gave numbers gets the report saying why: a recognised series was
+    declined (not_measured), or the study holds a series recognised as LGE or cine (ANALYSED_SEQUENCES) that no
+    analysis could use (one LGE slice, no short-axis stack), so the reader waiting in the viewer learns that the AI
+    analysis was not performed and why, not nothing (break43d). A study without such a series (no cardiac MR the
+    node analyses) gets nothing."""
+    if not_measured(results):
+        return True
+    for series in getattr(study, "series", None) or ():
+        sequence = getattr(series, "sequence", None)
+        if getattr(sequence, "value", sequence) in ANALYSED_SEQUENCES:
+            return True
+    return False
 
 
 def build_result_objects(
@@ -198,7 +219,7 @@ def build_result_objects(
     config = context.config
     want_pdf = config.analysis.report_pdf
     want_sc = secondary_capture or config.analysis.secondary_capture
-    if not algorithms and not_measured(results):
+    if not algorithms and declined_study_report(study, results):
         # every recognised series declined (a cine that is not ED and ES, an unusable stack): the report says what
         # was not measured and why, so the reader waiting for results in the viewer learns it there
         algorithms = [node_algorithm()]
@@ -227,9 +248,55 @@ def build_result_objects(
             except Exception as error:  # noqa: BLE001
                 failed(None, "visual report secondary capture", error)
     order_for_viewers(sr, all_segs, others, copy_series_list, context.started_at)
+    if supersedes:
+        mark_reanalysis(objects, len(supersedes) + 1,
+                        {int(series[0].SeriesNumber) for series in copy_series_list if series})
     for dataset in objects:  # the node's text (comments, descriptions) never written as "?" (F7)
         fit_character_set(dataset)
     return objects
+
+
+#: the step between the series numbers of successive analyses of one study: analysis n (a re-analysis superseding
+#: n - 1 earlier ones) numbers its series from SEG_SERIES_BASE + (n - 1) * REANALYSIS_SERIES_STEP on
+REANALYSIS_SERIES_STEP = 1000
+
+
+def reanalysis_description(description: str, analysis: int) -> str:
+    """`description` marked as analysis number `analysis` of its study, where a viewer's series list shows it (OHIF
+    v3 shows the first ~24 characters): "AI rerun 2 LGE measurements (dicomnode) - unverified", "rerun 2 ED copy of
+    ..."; the words before UNVERIFIED_SUFFIX are shortened to keep 64 characters (LO), never the suffix."""
+    mark = f"rerun {analysis} "
+    head, tail = (description, "")
+    if description.endswith(UNVERIFIED_SUFFIX):
+        head, tail = description[:-len(UNVERIFIED_SUFFIX)], UNVERIFIED_SUFFIX
+    head = f"AI {mark}{head[3:]}" if head.startswith("AI ") else f"{mark}{head}"
+    if len(head) + len(tail) > 64:  # the SEG's source series said short, as build_seg falls back to
+        head = re.sub(r", series (\d+)", r" S:\1", head)
+    while len(head) + len(tail) > 64 and " " in head.strip():
+        head = head.rstrip().rsplit(" ", 1)[0].rstrip(" ,;:")
+    return (head + tail)[:64]
+
+
+def mark_reanalysis(objects: list[Dataset], analysis: int, copies: set[int] = frozenset()) -> None:
+    """Make analysis number `analysis` (> 1: it supersedes earlier analyses of the study) visible where a viewer
+    shows it, as OHIF ignores the SR's Predecessor Documents Sequence and an earlier SEG or PDF carries no mark:
+    every series (display copies included) numbered REANALYSIS_SERIES_STEP * (analysis - 1) above the first
+    analysis's, and its Series Description begun with "rerun <analysis>" (reanalysis_description). New series and new
+    UIDs as always: the earlier results stay (a re-analysis supersedes, it never overwrites). `copies`: the series
+    numbers of the display-copy series among `objects`, which a SEG's description names ("series 9301") and so
+    renumbered there too."""
+    if analysis < 2:
+        return
+    step = REANALYSIS_SERIES_STEP * (analysis - 1)
+
+    def renumbered(found: re.Match) -> str:
+        number = int(found.group(2))
+        return f"{found.group(1)}{number + step if number in copies else number}"
+
+    for dataset in objects:
+        dataset.SeriesNumber = int(dataset.SeriesNumber) + step
+        text = re.sub(r"(series |S:)(\d+)", renumbered, str(dataset.get("SeriesDescription", "")))
+        dataset.SeriesDescription = reanalysis_description(text, analysis)
 
 
 def _segs_of(study, segmentation, context: AnalysisContext, series_number: int, copy_series: int):

@@ -14,6 +14,13 @@ import numpy as np
 
 from dicomnode.cmr.types import FrameRef
 
+#: the relative difference between row and column pixel spacing above which pixels count as not square: a viewer
+#: exchanging the two spacings (OHIF v3) then misplaces a point 128 pixels from the image corner by over a pixel
+NON_SQUARE_TOLERANCE = 0.01
+#: what the SR and the PDF say where the outlines are drawn on images with pixels that are not square
+NON_SQUARE_NOTE = ("the images have non-square pixels (PixelSpacing {spacing} mm): OHIF v3 draws the SR outlines of "
+                   "such images stretched and shifted off the structure measured (the row and column spacings "
+                   "exchanged); the SEG on the same images is placed right: read the regions from the SEG")
 MIN_POINTS = 4  # a closed polyline needs at least three distinct vertices plus the repeated first one
 
 
@@ -73,3 +80,23 @@ def slice_regions(mask: np.ndarray, ref: FrameRef) -> list[hd.sr.ImageRegion]:
         referenced_frame_numbers=[ref.frame_number] if ref.frame_number is not None else None)
     return [hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=np.round(line, 2),
                               source_image=source) for line in outlines(mask)]
+
+
+def non_square_aspect(pixel_spacing) -> float | None:
+    """The pixel aspect ratio (row spacing / column spacing, from PixelSpacing (between rows, between columns) in mm)
+    where the pixels are not square (differing by over NON_SQUARE_TOLERANCE), rounded to 3 decimals; None for square
+    pixels or a spacing that is missing or not positive."""
+    try:
+        row_mm, col_mm = (float(v) for v in pixel_spacing)
+    except (TypeError, ValueError):
+        return None
+    if not (row_mm > 0 and col_mm > 0) or abs(row_mm - col_mm) <= NON_SQUARE_TOLERANCE * max(row_mm, col_mm):
+        return None
+    return round(row_mm / col_mm, 3)
+
+
+def non_square_note(pixel_spacing) -> str | None:
+    """NON_SQUARE_NOTE for a PixelSpacing (between rows, between columns, mm) that is not square; None else."""
+    if non_square_aspect(pixel_spacing) is None:
+        return None
+    return NON_SQUARE_NOTE.format(spacing="\\".join(f"{float(v):g}" for v in pixel_spacing))

@@ -38,6 +38,7 @@ from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.rounding import display_round, number_text
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.results.regions import non_square_note
 from dicomnode.results.report_layout import (PAGE_INCHES, TABLE_FONT, bottom_of, captioned_grid, fit_width,
                                              key_table, text_span)
 from dicomnode.uids import new_uid
@@ -230,6 +231,15 @@ def not_measured_rows(results: Sequence[PipelineResult],
                 label = ("LGE" if r.name == "lge" else r.name.capitalize()) + NOT_MEASURED_SUFFIX
                 rows.append((label, str(d.reason), declined_series_text(d.series_instance_uid, series_names)))
     return rows
+
+
+def not_analysed_rows(results: Sequence[PipelineResult]) -> list[tuple[str, str, str]]:
+    """Page 1's rows of a report of a study whose LGE and cine analyses were declined for the study as a whole (no
+    series usable as their input, e.g. an LGE of one slice): one per such decline ("LGE: not measured", the reason,
+    ""); [] where there is none. The reason names the series it could not use (phase_text.other_views_text)."""
+    return [(("LGE" if r.name == "lge" else r.name.capitalize()) + NOT_MEASURED_SUFFIX, str(d.reason), "")
+            for r in results if r.name in ("lge", "cine") and r.summary is None
+            for d in r.declined if not d.series_instance_uid]
 
 
 def declined_series_text(series_instance_uid: str, series_names: Mapping[str, str] | None = None) -> str:
@@ -591,6 +601,11 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
             block = result.summary.get("aha_segments") if isinstance(result.summary, dict) else None
             if isinstance(block, dict) and block.get("applicable") and block.get("caveat"):
                 lines.append(f"AHA segments ({'LGE' if result.name == 'lge' else result.name}): {block['caveat']}.")
+    for result in results:  # OHIF v3 misplaces the SR's outlines on such images (regions.NON_SQUARE_NOTE)
+        notes = [non_square_note(s.volume.pixel_spacing) for s in result.segmentations if s.volume is not None]
+        note = next((n for n in notes if n), None)
+        if note and isinstance(result.summary, dict):
+            lines.append(f"{'LGE' if result.name == 'lge' else result.name.capitalize()}: {note}.")
     return lines
 
 
@@ -1022,7 +1037,7 @@ def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
         bull_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(title, 40)), ha="center", va="center", fontsize=7)
     sex = str(header.get("PatientSex") or "").upper() or None
     rows = key_number_table(results, bsa, sex) or not_measured_rows(results, series_names) \
-        or [("No quantitative result", "", "")]
+        or not_analysed_rows(results) or [("No quantitative result", "", "")]
     panels = _image_panels(results)
     # (table, its bottom, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions)
     # per TABLE_TRIALS, longest cells and largest font first, until the images reach MIN_PANEL_HEIGHT and the table

@@ -22,7 +22,7 @@ The form is chosen for OHIF v3 without leaving the standard (PS3.3 A.51 Segmenta
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import highdicom as hd
@@ -37,7 +37,7 @@ from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.frames import ORIENTATION_NOISE
 from dicomnode.cmr.source_encoding import lossy_compression
 from dicomnode.cmr.types import FrameRef
-from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
+from dicomnode.labels import MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.headers import derivable_header
 from dicomnode.results.provenance import (NODE_MANUFACTURER, NODE_MODEL_NAME, ai_series_description, apply_provenance,
@@ -527,9 +527,11 @@ def build_seg(
     _point_frames_at_sources(seg, result, plan, slices, relocated)
     if any(lossy_compression(sources[uid]) for uid in ordered_uids):
         seg.LossyImageCompression = "01"  # PS3.3 C.7.6.1.1.5, also where only the transfer syntax says lossy
+    # the phase first: OHIF's series list cuts a description after about 24 characters, so "AI cine segmentation
+    # ED" and "... ES" read the same there (break43d)
     what = f"{pipeline_name} segmentation"
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
-        what += f" {PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]}"
+        what = f"{PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]} {what}"
     if first.get("SeriesNumber") is not None:  # which series it segments (viewers list series by their text)
         for named in (f"{what}, series {first.SeriesNumber}", f"{what} S:{first.SeriesNumber}"):
             try:

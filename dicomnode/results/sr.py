@@ -16,7 +16,8 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.aha import aha_segments, stack_geometry
-from dicomnode.analysis.cine_metrics import COVERAGE_FLAG_START, NORMAL_VALUES, body_surface_area_m2, is_range_flag
+from dicomnode.analysis.cine_metrics import (COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE, NORMAL_VALUES,
+                                             body_surface_area_m2, is_range_flag)
 from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE, mvo_validation_text
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.analysis.wall_thickness import WALL_THICKNESS_START
@@ -24,7 +25,8 @@ from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.headers import fit_character_set, own_header
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
-from dicomnode.results.regions import image_regions, outlines, slice_regions
+from dicomnode.results.regions import (image_regions, non_square_aspect, non_square_note, outlines,
+                                       slice_regions)
 from dicomnode.results.seg import SEGMENT_KINDS, segment_plan
 from dicomnode.rounding import stored_value
 from dicomnode.uids import new_uid
@@ -172,7 +174,7 @@ class _SegmentIndex:
                 mask, position, name, tracking_uid or new_uid(), finding_type=finding_type, suffix=qualifier,
                 finding_sites=finding_sites, measurements=kwargs.get("measurements"),
                 qualitative=kwargs.get("qualitative_evaluations"), all_slices=True)
-        (part, seg), (number, segment_uid) = holders[0], found
+        (_, seg), (number, segment_uid) = holders[0], found
         uid = tracking_uid or segment_uid
         series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
         reference = hd.sr.ReferencedSegment(
@@ -218,15 +220,17 @@ class _SegmentIndex:
             measurements=measurements or None, qualitative_evaluations=qualitative or None,
             algorithm_id=_algorithm_id(self.result.algorithm),
         )
-        return [group] + self.contour_groups(mask[first], frames[first], name, finding_type, finding_sites)
+        return [group] + self.contour_groups(mask[first], frames[first], name, finding_type)
 
-    def contour_groups(self, mask: np.ndarray, ref, name: str, finding_type=None, finding_sites=None) -> list:
+    def contour_groups(self, mask: np.ndarray, ref, name: str, finding_type=None) -> list:
         """One group per further outline of the drawn slice (after the longest, at most MAX_CONTOUR_GROUPS): OHIF v3
         draws only the first SCOORD of a tracking UID, so a ring (the myocardium) would show as its epicardial
         contour alone, a region as if it were filled, and a region in several parts as one part. Each group has a new
         tracking UID, that one outline as its region and no measurement; its tracking identifier is "<name> (inner
         contour)" for an outline inside the longest, "<name> (another part)" else (tracking_text). The outline stays
-        in the region of the group it belongs to."""
+        in the region of the group it belongs to. No finding site (TID 1411 row 2, optional): OHIF would label the
+        bare contour "363698007: <site>", one more text at the group's anchor (break43d: four such labels stacked
+        on a 2-slice study)."""
         lines = outlines(mask)
         if len(lines) < 2:
             return []
@@ -236,9 +240,24 @@ class _SegmentIndex:
             suffix = " (inner contour)" if _inside(line[0], lines[0]) else " (another part)"
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(), identifier=tracking_text(name, suffix)),
-                referenced_regions=[region], finding_type=finding_type, finding_sites=finding_sites,
+                referenced_regions=[region], finding_type=finding_type,
                 algorithm_id=_algorithm_id(self.result.algorithm)))
         return groups
+
+
+def _with_aspect_caveat(groups: list, aspect: float) -> list:
+    """The groups with the NUM (codes.NON_SQUARE_PIXELS, the pixel aspect ratio) put before the first NUM of each
+    group that has one: OHIF v3 lists a group's first five NUMs beside its outline and draws outlines on non-square
+    pixels misplaced (regions.NON_SQUARE_NOTE), so the reader learns it beside the outline. The same groups."""
+    for group in groups:
+        container = group[0]
+        items = list(container.ContentSequence)
+        at = next((k for k, item in enumerate(items) if item.ValueType == "NUM"), None)
+        if at is None:
+            continue
+        items[at:at] = list(hd.sr.Measurement(name=codes.NON_SQUARE_PIXELS, value=aspect, unit=codes.UNIT_NONE))
+        container.ContentSequence = hd.sr.ContentSequence(items)
+    return groups
 
 
 def _image_of(ref) -> tuple[str, int | None]:
@@ -475,6 +494,16 @@ def coverage_measurement(summary: dict | None, concept: Code = codes.LOWER_BOUND
     return _measurement(concept, _number(summary["coverage"], "lv_extent_mm"), codes.UNIT_MM)
 
 
+def partial_cycle_measurement(cine_summary: dict | None) -> list:
+    """The NUM (codes.PARTIAL_CYCLE, the phases sent) that says, where OHIF v3 shows only NUM concepts, that ED and
+    ES were chosen among phases that are not a whole cardiac cycle (report.partial_cycle: fewer phases sent than the
+    images declare, or fewer than MIN_PHASES_FOR_CURVE); [] over a whole cycle."""
+    sent, cycle = phase_text.cycle_phases(cine_summary or {})
+    if sent <= 0 or (cycle is None and sent >= MIN_PHASES_FOR_CURVE):
+        return []
+    return _measurement(codes.PARTIAL_CYCLE, float(sent), codes.UNIT_NONE)
+
+
 def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
     """The tracking identifier of the scar group, with the large-burden verdict where there is one: "LGE scar incl.
     MVO; large burden YES (HCM rule >=15 %)", shortened to fit 64 characters (LO)."""
@@ -584,8 +613,10 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                  ("rv", "ed"): codes.RV_EDV_INDEX, ("rv", "es"): codes.RV_ESV_INDEX}[
                     (ventricle, phase_key)]
                 value = _number(block, f"{ventricle}_{phase_key}v_ml")
-                measurements = (coverage_measurement(block) if value else []) + _measurement(
-                    concept, value, codes.UNIT_ML, method=papillary, algorithm_id=_algorithm_id(algorithm))
+                measurements = (coverage_measurement(block) if value else []) \
+                    + (partial_cycle_measurement(block) if value is not None else []) \
+                    + _measurement(concept, value, codes.UNIT_ML, method=papillary,
+                                   algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
                                         codes.UNIT_ML_PER_M2) + phase_number
                 try:
@@ -598,7 +629,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             mass = _number(block, "lv_mass_g")
             if phase_key == "ed" and mass is not None:
                 volume = mass / config.analysis.cine.myocardial_density_g_per_ml
-                measurements = (coverage_measurement(block) if mass else []) \
+                measurements = (coverage_measurement(block) if mass else []) + partial_cycle_measurement(block) \
                     + _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
                 measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary_mass,
                                              algorithm_id=_algorithm_id(algorithm))
@@ -622,7 +653,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
         sv = _number(block, f"{ventricle}_sv_ml")
         measurements = _measurement(ef_code, _number(block, f"{ventricle}_ef_percent"), codes.UNIT_PERCENT)
         measurements = (coverage_measurement(block, codes.PARTIAL_STACK_LV_EXTENT) if measurements else []) \
-            + measurements
+            + (partial_cycle_measurement(block) if measurements else []) + measurements
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
                                      finding_sites=[hd.sr.FindingSite(site)])
         sv_index = codes.LV_SV_INDEX if ventricle == "lv" else codes.RV_SV_INDEX
@@ -911,6 +942,11 @@ def build_sr(
         algorithms += contributing
         found = lge_groups(result, index, config) if result.name == "lge" else \
             cine_groups(result, index, header, config)
+        spacing = index.result.volume.pixel_spacing if index is not None else None
+        aspect = non_square_aspect(spacing)
+        if found and aspect is not None:
+            found = _with_aspect_caveat(found, aspect)
+            missing_note += [f"{'LGE' if result.name == 'lge' else result.name}: {non_square_note(spacing)}"]
         if found:
             model = seg_result.algorithm if seg_result is not None else contributing[0]
             withheld = result.name == "lge" and (result.summary or {}).get("determined") is False
@@ -934,6 +970,10 @@ def build_sr(
         imaging_measurements=groups,
         title=codes.IMAGING_MEASUREMENT_REPORT,
     )
+    # the analysis not performed (a cine-only study's LGE, an LGE-only study's cine), so the report does not read as
+    # if it had been run and found nothing (break43d)
+    report_level += [f"{'LGE' if r.name == 'lge' else r.name} analysis not performed: {d.reason}" for r in results
+                     if r.name in ("lge", "cine") and not r.summary for d in r.declined]
     comments = _report_comments(list(dict.fromkeys(report_level)))  # each said once
     if comments is not None:  # TID 1500 row 12, after the Imaging Measurements (row 8)
         report[0].ContentSequence.append(comments)

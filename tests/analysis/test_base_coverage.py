@@ -186,3 +186,15 @@ def test_process_says_the_base_is_missing_on_a_cine_without_its_basal_slices(dat
             ds.walk(lambda _, element: texts.append(str(element.value)) if element.keyword == "TextValue" else None)
     assert any(text.startswith("cine input stack: incomplete LV coverage:") and "base cut off" in text
                for text in texts), texts
+
+
+def test_a_gap_counts_against_coverage_only_where_the_lv_lies_on_both_sides_of_it():
+    """break43b #3b: a gap between an LV and an empty slice far beyond it made the volumes "lower bounds"; only a gap
+    inside the LV (LV on both of its sides) can hide part of it."""
+    positions = [10.0 * k for k in range(len(WHOLE_LV))]
+    inside = positions[:4] + [p + 60.0 for p in positions[4:]]
+    coverage = stack_coverage(disc_stack(WHOLE_LV + [0]), positions + [positions[-1] + 80.0], apex_first=True)
+    assert not any("gap" in r for r in coverage.reasons)
+    assert any("beside a slice without LV" in n for n in coverage.notes)
+    cut = stack_coverage(disc_stack(WHOLE_LV), inside, apex_first=True)
+    assert any(r.startswith("a gap of 70.0 mm") for r in cut.reasons)

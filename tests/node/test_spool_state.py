@@ -171,6 +171,24 @@ def test_an_analysis_without_result_objects_says_why_in_the_study_reason(spool):
                                "/nope; no cine short-axis series in the study")
 
 
+def test_a_result_object_that_could_not_be_built_stays_in_the_reason_of_a_done_study(spool):
+    """break43b #4: a measurement SR that raised left the study `done` with no reason, its other objects sent."""
+    spool.store(incoming(sop="1.1"))
+    db = spool.db
+    db.set_study_state("1.2.3", COMPLETE)
+    analysis = db.start_analysis("1.2.3", 0)
+    summary = {"declined": [{"series_instance_uid": "9", "reason": "measurement SR (TID 1500) not written: "
+                                                                   "ValueError: could not convert string to float"}]}
+    items = [{"destination": "pacs", "ae_title": "P", "host": "127.0.0.1", "port": 1, "sop_instance_uid": "9.1",
+              "path": "r/9.1.dcm"}]
+    assert db.finish_analysis(analysis, "1.2.3", 0, summary, [("9.1", "9", "1.2", "r/9.1.dcm")], items)
+    expected = "result object(s) not built: measurement SR (TID 1500) not written: ValueError: could not convert"
+    assert db.study("1.2.3")["reason"].startswith(expected)
+    (send,) = db.due_sends()
+    db.mark_sent([send["id"]])
+    assert db.study("1.2.3")["state"] == DONE and db.study("1.2.3")["reason"].startswith(expected)
+
+
 def test_sqlite_writers_of_several_processes_take_turns_on_the_write_lock(tmp_path):
     """Processes sharing one SQLite file (node.receive_processes, several --roles processes) queue on an flock of
     <state>.writelock, held for exactly the write transaction, owner-only."""

@@ -676,3 +676,26 @@ def test_the_state_records_the_host_of_each_instance_and_names_the_peers_of_the_
         assert db.study_senders("key", "1.2.6", MR_STORAGE_CLASSES) == [("SCANNER3", "10.0.0.7")]
     finally:
         db.close()
+
+
+def test_a_routed_study_without_one_usable_image_says_so_not_that_no_route_matches(tmp_path):
+    """break43b #5: every image without usable geometry (PixelSpacing with one value) was reported as "no routing
+    rule matches" although the study's MR images match the route: routing looked at the surviving images only."""
+    from dicomnode.cmr.study import load_studies
+
+    for index, path in enumerate(demo_cine_files()[:6]):
+        dataset = pydicom.dcmread(path)
+        dataset.PixelSpacing = [1.4]
+        dataset.save_as(tmp_path / f"{index}.dcm")
+    (study,) = load_studies([tmp_path])
+    assert study.series == []
+    config = Config.model_validate({"routes": [{"name": "mr", "match": {"modality": "MR"}, "pipelines": ["cine"]}]})
+    analyser = _Analyser()
+    run = run_study(study, config, analyser, None, tmp_path / "out", lambda d: Path("x.dcm"))
+    reasons = [entry["reason"] for entry in run.summary["declined"]]
+    assert NO_ROUTE not in reasons and run.summary["route"] == "mr" and analyser.calls == []
+    assert any("malformed PixelSpacing" in reason for reason in reasons)
+    assert "the route matches but there is no usable MR image: every image received (6 instance(s))" in reasons[-1]
+    ct = run_study(study, Config.model_validate({"routes": [{"name": "ct", "match": {"modality": "CT"}}]}),
+                   analyser, None, tmp_path / "out", lambda d: Path("x.dcm"))
+    assert ct.summary["declined"][-1]["reason"] == NO_ROUTE

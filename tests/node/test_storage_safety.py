@@ -482,10 +482,39 @@ def test_an_instance_rerouted_in_another_encoding_is_identical_and_other_pixel_v
     changed.PixelData = pixels.astype("<u2").tobytes()
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        assert store_one(node.scp.port, changed).Status == 0
+        status = store_one(node.scp.port, changed)
+    # another image under a held SOP Instance UID is no re-send: refused (the sender is told), kept aside
+    assert status.Status == 0x0111 and "SOP UID held by another instance" in status.ErrorComment
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "different content (the pixel values differ (1 of 4096)" in warning and "attribute" not in warning
+    assert "the pixel values differ (1 of 4096)" in warning and "refused (0x0111" in warning
     assert "stored once" not in caplog.text
+    assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
+    assert len(list((node.storage_dir / "conflicts").rglob("*.dcm"))) == 1
+
+
+def test_an_instance_of_another_study_under_a_held_sop_uid_is_refused_kept_and_listed(node, caplog, capsys):
+    """break43b #1: a second study (another patient) re-using the SOP Instance UIDs of a stored one was acknowledged
+    0x0000 and thrown away. Now each such instance is refused with 0x0111 and an Error Comment, kept under
+    storage_dir/conflicts, logged naming both studies, and the study is listed by `dicomnode status`."""
+    first = synthetic_mr()
+    assert store_one(node.scp.port, first).Status == 0
+    other = copy.deepcopy(first)
+    other.StudyInstanceUID = "2.25.1234567"
+    other.PatientID = "OTHER-PATIENT"
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        status = store_one(node.scp.port, other)
+    assert status.Status == 0x0111 and status.ErrorComment == "SOP UID held by another study"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "2.25.1234567" in warning and str(first.StudyInstanceUID) in warning
+    assert "StudyInstanceUID, PatientID differ from the stored copy" in warning and "OTHER-PATIENT" not in warning
+    (kept,) = (node.storage_dir / "conflicts").rglob("*.dcm")
+    assert kept.read_bytes().find(b"OTHER-PATIENT") >= 0
+    assert store_one(node.scp.port, other).Status == 0x0111  # sent again: still refused, kept once
+    assert len(list((node.storage_dir / "conflicts").rglob("*.dcm"))) == 1
+    (listed,) = [item for item in node.scp.refusals.recent() if item["study_instance_uid"] == "2.25.1234567"]
+    assert listed["refused"] == 2 and "already held by another instance" in listed["reason"]
+    assert node.scp.refusals.last_refused_at is None  # not a refusal of receiving: status does not say so
     assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
 
 # --- F11: the log lines an admin follows a study by ---------------------------------------------------------------

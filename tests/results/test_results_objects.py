@@ -105,7 +105,7 @@ def test_a_study_whose_recognised_series_were_all_declined_gets_a_report_saying_
     import subprocess
 
     from dicomnode.analysis.pipeline import PipelineResult
-    from dicomnode.results.report import not_measured_rows
+    from dicomnode.results.report import not_analysed_rows, not_measured_rows
     study, results, context = make_study(slices=3, cine_phases=5)
     study.declined, study.excluded_instances, study.summary_series = [], [], lambda: []
     cine_series = results[1].segmentations[0].series
@@ -141,8 +141,17 @@ def test_a_study_whose_recognised_series_were_all_declined_gets_a_report_saying_
                                                                                        "a usable stack: …")])
     (document,) = build_result_objects(study, [untried], context)
     assert [e.ManufacturerModelName for e in document.ContributingEquipmentSequence][-1] == "dicomnode"
-    # nothing without a recognised series, when a pipeline failed, or where earlier results would stand beside it
+    # a study holding an LGE or cine series that no analysis could use (one LGE slice, no short-axis stack) gets the
+    # report too, page 1 naming the study-level decline (break43d: nothing at all read like "not run / node down")
+    (document,) = analysed(no_lge).datasets
+    assert document.Modality == "DOC"
+    assert not_analysed_rows([no_lge]) == [("LGE: not measured", "no LGE short-axis stack in the study", "")]
+    # nothing without a recognised LGE or cine series, when a pipeline failed, or where earlier results would stand
+    # beside it
+    kept, study.series = study.series, [s for s in study.series
+                                        if getattr(s.sequence, "value", s.sequence) not in ("lge", "cine")]
     assert analysed(no_lge).datasets == []
+    study.series = kept
     failing = PipelineResult(name="lge", summary=None, declined=[Declined(None, "lge: analysis failed: boom")])
 
     class Failing(GivenPipeline):

@@ -83,3 +83,26 @@ def _as_file(ds: Dataset) -> Dataset:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.34", generate_uid()
     return ds
+
+
+def test_an_invalid_value_in_the_source_header_is_left_out_and_every_object_is_built(caplog):
+    """break43b #4: TriggerTime "abc" (DS) in the source images stopped the measurement SR and the suggestions SR
+    from being built (own_elements re-made the element outside its error handling). The value is left out of the
+    result objects with a WARNING naming it, and every object is built and can be written."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    study, results, context = make_study(slices=4, cine_phases=4)
+    healthy = {(ds.Modality, int(ds.SeriesNumber)) for ds in build_result_objects(study, results, context)}
+    study, results, context = make_study(slices=4, cine_phases=4)
+    for series in study.series:
+        for instance in series.instances:
+            instance.dataset[0x00181060] = RawDataElement(Tag(0x00181060), "DS", 4, b"abc ", 0, False, True)
+    objects = build_result_objects(study, results, context)
+    assert {(ds.Modality, int(ds.SeriesNumber)) for ds in objects} == healthy
+    assert any(ds.Modality == "SR" for ds in objects)
+    for ds in objects:
+        written = _written(ds)
+        if ds.Modality == "SR":
+            assert "TriggerTime" not in written
+    assert "TriggerTime (VR DS) value 'abc'" in caplog.text and "left out of the result objects" in caplog.text
