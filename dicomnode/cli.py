@@ -465,7 +465,8 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
               "and it is no longer listed)")
     print()
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(report["by_state"].items(), key=lambda kv: -kv[1]))
+    by_state = sorted((report.get("by_state") or {}).items(), key=lambda kv: -kv[1])
+    counts = ", ".join(f"{n} {state}" for state, n in by_state)
     print(f"studies: {counts or 'none'}" + (
         f" (showing {report['filter']['shown']} of {report['filter']['of']}: "
         + " ".join(f"--{name} {','.join(value) if isinstance(value, list) else value}"

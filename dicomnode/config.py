@@ -68,6 +68,17 @@ class TLSConfig(StrictModel):
     ca_certificates: ConfigPath | None = None
     require_client_certificate: bool = False
     minimum_version: Literal["1.2", "1.3"] = "1.2"
+    sender_tls: Literal["same", "always", "never"] = Field("same", description=(
+        "how a route's send_to_sender returns results: same = over TLS when the node receives over TLS (enabled), "
+        "always = over TLS, never = plain DICOM (for senders whose storage SCP does not take TLS)"))
+    sender_ca_certificates: ConfigPath | None = Field(None, description=(
+        "CA that signed the senders' storage SCP certificates, for results sent back over TLS; default: "
+        "ca_certificates (the CA of their client certificates), else the system's CAs"))
+
+    @property
+    def sender_over_tls(self) -> bool:
+        """Whether send_to_sender returns results over TLS (sender_tls; `same`: when the node receives over TLS)."""
+        return self.sender_tls == "always" or (self.sender_tls == "same" and self.enabled)
 
     @model_validator(mode="after")
     def _complete(self) -> "TLSConfig":
@@ -500,7 +511,8 @@ def _tls_off_warnings(config: Config) -> list[str]:
     warnings = []
     tls = config.node.tls
     files = [key for key in ("certificate", "private_key", "ca_certificates") if getattr(tls, key) is not None]
-    if files and not tls.enabled:
+    used_for_sender = tls.sender_tls == "always" and any(r.send_to_sender for r in config.routes)
+    if files and not tls.enabled and not used_for_sender:
         warnings.append(f"node.tls: {', '.join(files)} set but enabled = false: the node receives plain DICOM, "
                         "unencrypted, and these files are not used (set enabled = true, or remove them)")
     for destination in config.destinations:
@@ -543,15 +555,30 @@ def _open_node_warnings(config: Config) -> list[str]:
 
 
 def _sender_tls_warnings(config: Config) -> list[str]:
-    """send_to_sender on a node that receives over TLS: the results go back over TLS, verified against
-    node.tls.ca_certificates (said when there is none: the system's CAs must then have signed the senders' SCPs)."""
+    """How send_to_sender returns results where it matters (node.tls.sender_tls): over TLS by default when the node
+    receives over TLS, which a sender whose storage SCP takes plain DICOM cannot receive (said unless sender_tls was
+    chosen), verified against sender_ca_certificates / ca_certificates (said when neither is set: the system's CAs
+    must then have signed the senders' SCPs); and in clear where sender_tls = "never" on a TLS node."""
     tls = config.node.tls
     routes = [r.name for r in config.routes if r.send_to_sender]
-    if not routes or not tls.enabled or tls.ca_certificates is not None:
+    if not routes:
         return []
-    return [f"routes{routes}: send_to_sender with node.tls.enabled and no node.tls.ca_certificates: results go back "
-            "over TLS, and the senders' storage SCPs must present certificates the system's CAs trust, else nothing "
-            "is sent back (never in clear)"]
+    warnings = []
+    if tls.enabled and tls.sender_tls == "never":
+        warnings.append(f"routes{routes}: send_to_sender with node.tls.sender_tls = \"never\": the node receives over "
+                        "TLS but sends results back to the senders unencrypted")
+    if not tls.sender_over_tls:
+        return warnings
+    if tls.enabled and "sender_tls" not in tls.model_fields_set:
+        warnings.append(f"routes{routes}: send_to_sender with node.tls.enabled: results go back over TLS "
+                        "(node.tls.sender_tls = \"same\"), so a sender whose storage SCP takes only plain DICOM gets "
+                        "nothing back (each result a dead letter after the handshake fails); set node.tls.sender_tls "
+                        "= \"never\" for such senders, or \"same\" to keep TLS and silence this")
+    if tls.sender_ca_certificates is None and tls.ca_certificates is None:
+        warnings.append(f"routes{routes}: send_to_sender over TLS and no node.tls.sender_ca_certificates or "
+                        "ca_certificates: results go back over TLS, and the senders' storage SCPs must present "
+                        "certificates the system's CAs trust, else nothing is sent back (never in clear)")
+    return warnings
 
 
 #: a quiet period under this is a warning: senders pause between instances (association set-up, reconstruction)

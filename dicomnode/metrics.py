@@ -79,7 +79,10 @@ class NodeMetrics:
         """(ready, why): ready when the models are loaded, every worker thread lives, the state database answers,
         storage_dir holds the spool (its spool.id), there is room above node.min_free_space_mb for an instance
         (HEALTH_INSTANCE_BYTES: C-STORE is refused under it), the spool accepts a write, and not every
-        node.max_associations slot is taken (new associations would be refused: "degraded")."""
+        node.max_associations slot is taken with one of them held by a connection that has not completed its
+        association (idle or half-open connections: "degraded", StorageSCP.slots_problem). Every slot in use by
+        set-up associations is normal heavy load, not a fault: ready, and the line says "busy: all N association
+        slots in use ..." (a liveness probe must not restart a node for receiving)."""
         if not self.node.ready:
             return False, "starting: models not loaded yet"
         if self.node.stopping:
@@ -114,7 +117,8 @@ class NodeMetrics:
             probe.unlink()
         except OSError as exc:
             return False, f"spool not writable: {exc.strerror or exc}"
-        return True, "ready"
+        busy = self.node.scp.slots_busy() if getattr(self.node, "scp", None) is not None else None
+        return True, "ready" if busy is None else f"ready; {busy}"
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

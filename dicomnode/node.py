@@ -136,8 +136,9 @@ class Node:
 
     def ssl_context_for(self, destination_name: str):
         """The TLS client context for a configured destination (None: plain TCP), from the current config; for
-        "sender" (send_to_sender) TLS whenever the node receives over TLS (tls.sender_client_context)."""
-        if destination_name == SENDER:  # results back to the calling host: over TLS when it came in over TLS
+        "sender" (send_to_sender) as node.tls.sender_tls says: by default TLS when the node receives over TLS
+        (tls.sender_client_context)."""
+        if destination_name == SENDER:  # results back to the calling host
             return sender_client_context(self.config.node.tls)
         try:
             destination = self.config.destination(destination_name)

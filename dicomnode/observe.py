@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.multival import MultiValue
 
 from dicomnode.config import LoggingConfig
@@ -330,19 +331,50 @@ class PatientDataFilter(logging.Filter):
 
 
 #: a DICOM UID in a log line (PS3.5 9.1: numeric components, the first 0-2): at least six components, so that
-#: addresses (127.0.0.1), versions and dates are left alone
-_UID_IN_TEXT = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9][0-9]*)){5,}(?![\w.])")
-#: UIDs the DICOM standard defines (SOP classes, transfer syntaxes): no patient's, kept as they are
+#: addresses (127.0.0.1), versions and dates are left alone, or a UUID-derived 2.25.<integer> (PS3.5 B.2: anonymisers,
+#: modern PACS, the node's own result UIDs). Components are any digit run (old GE / Philips data has leading zeros).
+#: A '.' or '.dcm' after it ends it (end of a sentence, a file name); a '.' and more digits would continue it.
+_UID_IN_TEXT = re.compile(r"(?<![A-Za-z0-9.])(?:2\.25\.[0-9]{6,}(?:\.[0-9]+)*|[0-2](?:\.[0-9]+){5,})"
+                          r"(?![A-Za-z0-9])(?!\.[0-9]+(?![A-Za-z0-9]))")
+#: UIDs the DICOM standard defines (SOP classes, transfer syntaxes, coding schemes): no patient's, kept as they are
 _STANDARD_UID_ROOT = "1.2.840.10008."
+#: vendors' private SOP classes an admin may have to allow (node.non_mr_objects, a refused non-MR object): Siemens
+#: CSA Non-Image, GE private classes (1.2.840.113619.4.N; GE's instance UIDs are under .2), Philips private MR
+_PRIVATE_SOP_CLASS = re.compile(r"1\.3\.12\.2\.1107\.5\.9\.1|1\.2\.840\.113619\.4\.[0-9]+|"
+                                r"1\.3\.46\.670589\.11\.0\.0\.12\.[0-9]+")
+#: certificate and TLS object identifiers (a refused handshake names an extended key usage or an algorithm): PKIX
+#: (1.3.6.1.5.5.7), PKCS (1.2.840.113549.1), ECDSA (1.2.840.10045), NIST algorithms (2.16.840.1.101.3.4)
+_CERTIFICATE_OID_ROOTS = ("1.3.6.1.5.5.7.", "1.2.840.113549.1.", "1.2.840.10045.", "2.16.840.1.101.3.4.")
+#: the words before a UID that present it as a class or syntax ("SOP class 1.2...", "SOPClassUID=1.2...",
+#: "transfer syntax '1.2...'", "abstract syntax") or as an OID: no instance's, kept
+_CLASS_BEFORE = re.compile(r"(?:class(?:es)?|syntax(?:es)?|\boid)\s*(?:uid)?\s*[:=]?\s*['\"(\[]?\s*$", re.IGNORECASE)
+
+
+def _readable_uid(uid: str, before: str) -> bool:
+    """Whether a UID found in a log line names a kind of object rather than one patient's object: a UID of the
+    standard (pydicom's UID dictionary, 1.2.840.10008.*), a known private SOP class, a certificate OID, or one the
+    line presents as a SOP class, transfer syntax or OID (`before`: the text just before it)."""
+    if uid.startswith(_STANDARD_UID_ROOT) or uid in UID_dictionary:
+        return True
+    if _PRIVATE_SOP_CLASS.fullmatch(uid) or uid.startswith(_CERTIFICATE_OID_ROOTS):
+        return True
+    return _CLASS_BEFORE.search(before) is not None
 
 
 def hash_uids(text: str) -> str:
-    """`text` with every instance-level DICOM UID (a Study, Series or SOP Instance UID ...; not the standard's own
-    SOP class and transfer syntax UIDs) replaced by its log id, the short hash the logs give a study
-    (uids.short_hash): `dicomnode status --study` takes a study's log id, and a UID known from the PACS is found in
-    the logs by hashing it the same way (`dicomnode log-id UID`)."""
-    return _UID_IN_TEXT.sub(lambda m: m.group(0) if m.group(0).startswith(_STANDARD_UID_ROOT)
-                            else "uid:" + short_hash(m.group(0)), text)
+    """`text` with every instance-level DICOM UID (a Study, Series or SOP Instance UID, a UUID-derived 2.25 UID,
+    one in a file name) replaced by its log id, the short hash the logs give a study (uids.short_hash):
+    `dicomnode status --study` takes a study's log id, and a UID known from the PACS is found in the logs by hashing
+    it the same way (`dicomnode log-id UID`). Kept as they are (`_readable_uid`): the standard's SOP class and
+    transfer syntax UIDs, known private SOP classes, certificate OIDs, and any UID the line presents as a SOP class,
+    transfer syntax or OID."""
+    def replace(match: re.Match) -> str:
+        uid = match.group(0)
+        if _readable_uid(uid, text[max(0, match.start() - 40):match.start()]):
+            return uid
+        return "uid:" + short_hash(uid)
+
+    return _UID_IN_TEXT.sub(replace, text)
 
 
 class UIDFilter(logging.Filter):

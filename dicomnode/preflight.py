@@ -245,6 +245,8 @@ def _certificate_warnings(config: Config) -> list[str]:
         warnings += expiry_warnings("node.tls.certificate", tls.certificate)
         warnings += expiry_warnings("node.tls.ca_certificates", tls.ca_certificates)
         keys.append(("node.tls.private_key", tls.private_key))
+    if tls.sender_over_tls and any(route.send_to_sender for route in config.routes):
+        warnings += expiry_warnings("node.tls.sender_ca_certificates", tls.sender_ca_certificates)
     for destination in config.destinations:
         if destination.tls:
             key = f"destinations[{destination.name}]"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import RetentionConfig
+from dicomnode.spool import CONFLICTS_DIR
 from dicomnode.state import (DONE, FAILED, PURGING, REPEAT_REMINDER_SECONDS, RoundFailures, StateDB, describe_url,
                              is_disk_full)
 from dicomnode.uids import short_hash
@@ -174,6 +175,7 @@ class PurgeReport:
     files: int = 0
     bytes: int = 0
     kept_failed: list[str] = field(default_factory=list)  # failed study keys kept for `dicomnode retry`
+    conflicts: int = 0  # conflict copies deleted (purge_conflicts), counted in files and bytes too
 
 
 def _inside(root: Path, relative: str) -> Path | None:
@@ -313,6 +315,45 @@ def finish_interrupted_purges(db: StateDB, storage_dir: Path, report: PurgeRepor
     return report
 
 
+def purge_conflicts(storage_dir: Path, report: PurgeReport, before: float | None = None,
+                    enough: Callable[[], bool] | None = None) -> None:
+    """Delete conflict copies (<storage_dir>/conflicts: instances refused 0x0111 because another instance holds their
+    SOP Instance UID, Spool.quarantine), oldest first: those last written before `before` (epoch s; None: any age),
+    until `enough()` says there is enough room. Counted in `report` (conflicts, files, bytes); said at WARNING, as
+    the copies are patient data the admin may have been looking at (their senders keep their own)."""
+    root = Path(storage_dir) / CONFLICTS_DIR
+    if not root.is_dir():
+        return
+    found = []
+    for path in root.glob("*/*.dcm"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if before is None or stat.st_mtime < before:
+            found.append((stat.st_mtime, stat.st_size, path))
+    deleted = 0
+    for _, size, path in sorted(found, key=lambda item: item[0]):
+        if enough is not None and enough():
+            break
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        deleted += 1
+        report.files += 1
+        report.bytes += size
+        try:
+            os.rmdir(path.parent)  # only when empty
+        except OSError:
+            pass
+    if deleted:
+        report.conflicts += deleted
+        log.warning("retention: deleted %d conflict cop(ies) under %s (instances refused 0x0111: their SOP Instance "
+                    "UID is held by another instance; their senders keep them), %s", deleted, root,
+                    "older than retention.days" if before is not None else "oldest first, for free space")
+
+
 def _kept_failed(db: StateDB, report: PurgeReport, cutoff: float | None = None) -> None:
     """Name the failed studies (past `cutoff` if given) that retention keeps for `dicomnode retry` (those with
     undelivered results are named as such)."""
@@ -327,13 +368,14 @@ def _kept_failed(db: StateDB, report: PurgeReport, cutoff: float | None = None) 
 def purge_expired(db: StateDB, storage_dir: Path, days: float, now: float | None = None,
                   keep_going: KeepGoing = None) -> PurgeReport:
     """Purge every done study whose last change is older than `days` and has nothing undelivered. `keep_going`: see
-    KeepGoing (raises PurgeStopped)."""
+    KeepGoing (raises PurgeStopped). Conflict copies older than `days` go too (purge_conflicts)."""
     now = time.time() if now is None else now
     cutoff = now - days * 86400
     report = PurgeReport()
     for study_key in db.studies_updated_before(PURGEABLE_STATES, cutoff, undelivered=False):
         _go_on(keep_going)
         purge_study(db, storage_dir, study_key, report)
+    purge_conflicts(storage_dir, report, before=cutoff)
     kept = db.studies_updated_before(PURGEABLE_STATES + (FAILED,), cutoff, undelivered=True)
     if kept:
         log.warning("%d stud(ies) past retention.days kept: their results were never delivered (dicomnode status "
@@ -361,7 +403,8 @@ _short_told: dict[str, float] = {}
 def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_mb: Callable[[], float],
                     keep_going: KeepGoing = None, reserve_mb: float = 0.0) -> PurgeReport:
     """While free space is under `floor_mb` (+ `reserve_mb`: room to make the space reserve again, see
-    SpaceReserve), purge done studies oldest first; nothing else is ever touched. Still under `floor_mb` afterwards
+    SpaceReserve), delete conflict copies oldest first (purge_conflicts: instances refused 0x0111, which their senders
+    keep), then purge done studies oldest first; nothing else is ever touched. Still under `floor_mb` afterwards
     is an ERROR, said once and then every REPEAT_REMINDER_SECONDS. `keep_going`: see KeepGoing (raises
     PurgeStopped)."""
     report = PurgeReport()
@@ -373,6 +416,7 @@ def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_
                         floor_mb)
         return report
     finish_interrupted_purges(db, storage_dir, report, keep_going)
+    purge_conflicts(storage_dir, report, enough=lambda: free_space_mb() >= target)
     for study_key in db.studies_updated_before(PURGEABLE_STATES, undelivered=False):
         if free_space_mb() >= target:
             break
@@ -389,10 +433,10 @@ def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_
                       "stud(ies); unfinished studies, %d with undelivered results and %d failed (kept for retry) are "
                       "kept (said again every %.0f s while it lasts)", free, floor_mb, len(report.studies),
                       undelivered, failed, REPEAT_REMINDER_SECONDS)
-    elif report.studies:
+    elif report.studies or report.conflicts:
         _short_told.pop(key, None)
-        log.warning("emergency purge: %d done stud(ies) removed to get over %d MB free%s", len(report.studies),
-                    target, f" (retention.emergency_free_space_mb={floor_mb} and {reserve_mb:g} MB to make the space "
+        log.warning("emergency purge: %d done stud(ies) and %d conflict cop(ies) removed to get over %d MB free%s",
+                    len(report.studies), report.conflicts, target, f" (retention.emergency_free_space_mb={floor_mb} and {reserve_mb:g} MB to make the space "
                             f"reserve again)" if reserve_mb else "")
     return report
 
@@ -530,9 +574,10 @@ class Retention:
             report.studies += part.studies
             report.files += part.files
             report.bytes += part.bytes
-        if report.studies:
-            log.info("retention: purged %d stud(ies), %d file(s), %.1f MB", len(report.studies), report.files,
-                     report.bytes / 1e6)
+            report.conflicts += part.conflicts
+        if report.studies or report.conflicts:
+            log.info("retention: purged %d stud(ies) and %d conflict cop(ies), %d file(s), %.1f MB",
+                     len(report.studies), report.conflicts, report.files, report.bytes / 1e6)
         return report
 
     def run_safely(self, keep_going: KeepGoing = None) -> None:

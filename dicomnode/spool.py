@@ -282,8 +282,10 @@ def spool_identity_problem(db: StateDB, storage_dir: str | os.PathLike) -> str |
     (also when no spool is recorded yet and the folder could be it: the first `serve` records it)."""
     folder = Path(storage_dir)
     url = describe_url(db.url)
-    marker = read_spool_id(folder)
+    # the record first, as verify_spool_identity: a process starting beside this one writes its marker, then the
+    # record; read the other way round, its record could be read without its marker (a false mismatch)
     recorded = db.spool_identity()
+    marker = read_spool_id(folder)
     if recorded is None:
         return None if marker is not None else _sample_problem(db, folder, url)
     if marker != recorded.get("id"):
@@ -506,7 +508,9 @@ class Spool:
     def quarantine(self, instance: IncomingInstance) -> str:
         """Keep a received instance that cannot be stored under its SOP Instance UID (another instance holds that UID:
         Resend.conflict) under <storage_dir>/conflicts/<study hash>/<SOP UID>.<content hash>.dcm, durably, out of the
-        index (never analysed, never purged by retention: the admin decides). Returns the storage_dir-relative path.
+        index (never analysed). Retention deletes such a copy once it is retention.days old, and the emergency purge
+        oldest first before any study (retention.purge_conflicts): the sender was refused and keeps its own. Returns
+        the storage_dir-relative path.
 
         Raises OutOfSpace under node.min_free_space_mb, OSError when it cannot be written."""
         sop = check_uid(instance.sop_instance_uid, "SOP Instance UID")
@@ -540,14 +544,20 @@ class Resend:
 
     same_content: bool  # every attribute and every pixel value the same: only the encoding differs
     detail: str  # what differs (content_difference) and the two encodings (sizes, transfer syntaxes)
-    #: why the received copy is another instance, not a re-send (CONFLICT_ATTRIBUTES or the pixel values differ, or
-    #: the copies could not be compared), or None: at most other attributes differ (a corrected name, a coerced tag)
+    #: why the received copy is another instance, not a re-send (ContentDifferences.conflict: another StudyInstanceUID
+    #: or SeriesInstanceUID, or other pixel values where both copies are lossless and decode), or None: a re-send
     conflict: str | None = None
     stored_study_uid: str | None = None  # StudyInstanceUID of the stored copy (for the message)
 
 
-#: attributes that make an instance re-using a stored SOP Instance UID another instance, not a re-send of it
-CONFLICT_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "PatientID")
+#: attributes that make an instance re-using a stored SOP Instance UID another instance, not a re-send of it. Not
+#: PatientID: a PACS forwarding across domains routinely rewrites it (an issuer prefix, a merged record)
+CONFLICT_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID")
+#: encapsulated transfer syntaxes that keep every pixel value (PS3.5 A.4, 8.2): pixel values of two copies in these
+#: (or native) syntaxes that differ are other images, not a lossy re-encoding of one
+LOSSLESS_ENCAPSULATED = frozenset({
+    pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEGLSLossless, pydicom.uid.JPEG2000Lossless,
+    pydicom.uid.RLELossless, pydicom.uid.HTJ2KLossless, pydicom.uid.HTJ2KLosslessRPCL})
 #: the folder under storage_dir that keeps instances refused for a SOP Instance UID conflict (Spool.quarantine)
 CONFLICTS_DIR = "conflicts"
 
@@ -560,6 +570,8 @@ class ContentDifferences:
     pixels: str | None = None  # how the pixel data differ, or None
     unreadable: str | None = None  # why the two could not be compared
     stored_study_uid: str | None = None  # StudyInstanceUID of the stored copy
+    #: both copies lossless (_lossless) and their pixel values decoded and compared: `pixels` then names other images
+    pixels_compared: bool = False
 
     def text(self) -> str | None:
         if self.unreadable:
@@ -575,12 +587,14 @@ class ContentDifferences:
         return "; ".join(found) or None
 
     def conflict(self) -> str | None:
-        if self.unreadable:
-            return self.unreadable
+        """Why the received copy is another instance, not a re-send of the stored one: another StudyInstanceUID or
+        SeriesInstanceUID (CONFLICT_ATTRIBUTES), or other pixel values where both copies are lossless and were decoded
+        and compared. None for a re-send: other attributes only (a corrected name, a rewritten PatientID), a lossy
+        or undecodable re-encoding, copies pydicom cannot read."""
         named = [name for name in CONFLICT_ATTRIBUTES if name in self.attributes]
         if named:
             return f"{', '.join(named)} {'differ' if len(named) > 1 else 'differs'} from the stored copy"
-        return self.pixels
+        return self.pixels if self.pixels and self.pixels_compared else None
 
 
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data (7FE0,0010 / 0008 / 0009): compared as pixel values
@@ -610,7 +624,18 @@ def content_differences(first: bytes, second: bytes) -> ContentDifferences:
     except Exception as exc:  # a copy pydicom cannot decode: nothing says the two are the same
         return ContentDifferences(unreadable=f"the two copies could not be compared: {type(exc).__name__}: {exc}")
     names = tuple(pydicom.datadict.keyword_for_tag(tag) or str(tag) for tag in differing)
-    return ContentDifferences(names, _pixel_difference(*datasets), None, stored_study)
+    pixels = _pixel_difference(*datasets)
+    compared = bool(pixels and pixels.startswith("the pixel values differ") and all(map(_lossless, datasets)))
+    return ContentDifferences(names, pixels, None, stored_study, compared)
+
+
+def _lossless(dataset) -> bool:
+    """Whether a copy's pixel values are as acquired: a native or lossless transfer syntax and no
+    LossyImageCompression 01 (PS3.3 C.7.6.1.1.5)."""
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and pydicom.uid.UID(str(syntax)).is_encapsulated and syntax not in LOSSLESS_ENCAPSULATED:
+        return False
+    return str(dataset.get("LossyImageCompression", "") or "").strip() != "01"
 
 
 def _implicit_encoding(dataset, tag) -> bytes | None:

@@ -155,7 +155,14 @@ def return_address(config: Config, route: RouteConfig, senders: list[tuple[str, 
     pairs, StateDB.study_senders): the one peer they all came from, at the host it called from and the route's
     sender_port; a calling AE with a [[node.peers]] entry that gives `host` (and `port`) is sent to that configured
     address instead. Images from more than one peer give no address: the node cannot tell which one is the study's
-    legitimate sender (a host that sent one image with the study's identifiers would otherwise get its results)."""
+    legitimate sender (a host that sent one image with the study's identifiers would otherwise get its results).
+    The problem then names the peers and the remedy that works for them: a fixed [[destinations]] entry in the
+    route's destinations for peers with different AE titles (each AE title is its own peer, whatever
+    [[node.peers]] says), and [[node.peers]] with `host` for one AE title that called from several addresses.
+
+    Instances stored before schema v4 recorded no calling host; StateDB.study_senders gives the study's first
+    sender's host for them. A study received across that upgrade can therefore count a pre-upgrade image of another
+    host as the first host's; that is accepted (a one-off at the upgrade, and only ever under the same AE title)."""
     addresses: dict[tuple[str, str, int], None] = {}
     for calling_ae, host in senders:
         peer = config.peer(calling_ae)
@@ -166,10 +173,20 @@ def return_address(config: Config, route: RouteConfig, senders: list[tuple[str, 
     if not addresses:
         return ReturnAddress(None, "the sender's address is not known")
     if len(addresses) > 1:
-        named = ", ".join(f"{ae or '?'}@{host}" for ae, host in dict.fromkeys(senders))
-        return ReturnAddress(None, f"the analysed images came from {len(dict.fromkeys(senders))} peers ({named}): "
-                                   "the node cannot tell which one sent the study, so results go to none of them "
-                                   "(bind each sender in [[node.peers]] with host, or add a [[destinations]] entry)")
+        peers = list(dict.fromkeys(senders))
+        named = ", ".join(f"{ae or '?'}@{host}" for ae, host in peers)
+        titles = list(dict.fromkeys(ae or "?" for ae, _ in peers))
+        if len(titles) > 1:
+            remedy = (f"to return results to one of them, add it as a [[destinations]] entry and list it in "
+                      f"routes[{route.name}].destinations (AE titles {', '.join(titles)} are different peers; "
+                      f"[[node.peers]] cannot join them)")
+        else:
+            remedy = (f"if these are one device calling from several addresses, give {titles[0]}'s [[node.peers]] "
+                      f"entry host (and port) to return to that address; else add a [[destinations]] entry to "
+                      f"routes[{route.name}].destinations")
+        return ReturnAddress(None, f"the analysed images came from {len(peers)} peers ({named}): "
+                                   f"the node cannot tell which one sent the study, so results go to none of them; "
+                                   f"{remedy}")
     return ReturnAddress(next(iter(addresses)))
 
 

@@ -1167,14 +1167,16 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
                            f"whole LV is at least {MIN_LV_EXTENT_MM:.0f} mm long")
         order = np.argsort(positions)
         ordered = positions[order]
-        lv_at = areas[order] > 0
+        lv_index = np.flatnonzero(areas[order] > 0)
         steps = np.diff(ordered)
         median = float(np.median(steps))
         for k, step in enumerate(steps):
             where = f"{step:.1f} mm between the slices at {ordered[k]:.1f} and {ordered[k + 1]:.1f} mm"
-            if step > LARGE_GAP_FACTOR * median and not (lv_at[k] and lv_at[k + 1]):
-                notes.append(f"a gap of {where} (median step {median:.1f} mm) beside a slice without LV: the LV does "
-                             "not reach into it, the volumes are not lower bounds for it")
+            # beyond a slice without LV that lies past the last LV slice on that side: the LV ends before the gap
+            beyond_lv = lv_index.size and (k + 1 < lv_index[0] or k > lv_index[-1])
+            if step > LARGE_GAP_FACTOR * median and beyond_lv:
+                notes.append(f"a gap of {where} (median step {median:.1f} mm) lies beyond a slice without LV past the "
+                             "end of the LV: the LV does not reach into it")
             elif step > LARGE_GAP_FACTOR * median:
                 reasons.append(f"a gap of {where} (median step {median:.1f} mm): slices missing")
             elif step > GAP_FACTOR * median:

@@ -44,6 +44,13 @@ class Report:
     source: str = ""  # file (relative to the bank folder) it came from
 
     @property
+    def offered_texts(self) -> tuple[str, ...]:
+        """Every text of this report that may be offered for another study (text, findings, impression): each is
+        checked for identifiers and held against the node's measurements."""
+        return tuple(dict.fromkeys(part for part in (self.text, self.findings, self.impression)
+                                   if isinstance(part, str) and part.strip()))
+
+    @property
     def text_sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
@@ -170,8 +177,8 @@ def _record_problem(record: dict) -> str | None:
 
 def _checked_report(report: Report, where: str, withheld: list[str], notes: list[str]) -> Report | None:
     """The report with its text cut to MAX_REPORT_CHARS (noted), or None where its text holds identifiers
-    (withheld, said why)."""
-    found = identifier_findings(report.text)
+    (withheld, said why): its text, findings and impression are all checked."""
+    found = list(dict.fromkeys(what for part in report.offered_texts for what in identifier_findings(part)))
     if found:
         withheld.append(f"{where} (id {report.id!r}) withheld: it holds {', '.join(found)}; "
                         "de-identify it (the bank must hold de-identified reports)")

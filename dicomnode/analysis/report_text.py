@@ -22,19 +22,41 @@ _IDENTIFIER_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
         r"\s*[:#.]?\s*(?:no\.?\s*)?[\w-]{0,20}\d", re.IGNORECASE)),
     ("a date of birth", re.compile(r"\b(?:DOB|D\.O\.B\.|date\s+of\s+birth|birth\s*date|born|geb\.|geboren)\b",
                                    re.IGNORECASE)),
-    ("a date", re.compile(r"\b\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})\b|\b(?:19|20)\d{2}-\d{2}-\d{2}\b")),
     ("a physician's name or signature", re.compile(
-        r"\b(?:Dr|Prof|Doctor|Drs)\.?\s+[A-Z][A-Za-zÀ-ÿ'-]+|\b(?:signed|reported|dictated|verified)\s+by\b",
-        )),
+        r"\b(?:Dr|Prof|Doctor|Drs)\.?\s+[A-Z][A-Za-zÀ-ÿ'-]+|(?i:\b(?:signed|reported|dictated|verified|written|"
+        r"authori[sz]ed|approved)\s+by\b)")),
+    ("a person's name after a title (Mr, Mrs, Ms, Miss, Herr, Frau, Mme, M.)", re.compile(
+        r"\b(?:Mr|Mrs|Ms|Miss|Mme|Herr|Frau)\b\.?\s+[A-ZÀ-Þ][A-Za-zÀ-ÿ'-]+|\bM\.\s+[A-ZÀ-Þ][a-zà-ÿ'-]+")),
 )
+
+#: a date: day and month in either order (one of them 12 or less, the other 31 or less), a 2- or 4-digit year; or ISO
+_DATE = re.compile(r"\b(\d{1,2})[./-](\d{1,2})[./-](\d{4}|\d{2})\b|\b((?:19|20)\d{2})-(\d{2})-(\d{2})\b")
+#: "segments 1-7-13", "segments 1, 2/7/12": AHA segment numbers, not a date
+_AFTER_SEGMENT_WORD = re.compile(r"\bsegments?\s+(?:\d+\s*(?:,|and|&|-|–|/|to)\s*)*$", re.IGNORECASE)
+
+
+def _is_date(match: re.Match, text: str) -> bool:
+    """Whether a _DATE match reads as a date: a plausible day / month and not AHA segment numbers."""
+    if _AFTER_SEGMENT_WORD.search(text[max(0, match.start() - 60):match.start()]):
+        return False
+    if match.group(4):
+        month, day = int(match.group(5)), int(match.group(6))
+        return 1 <= month <= 12 and 1 <= day <= 31
+    first, second = int(match.group(1)), int(match.group(2))
+    return 1 <= min(first, second) <= 12 and 1 <= max(first, second) <= 31
 
 
 def identifier_findings(text: str) -> list[str]:
     """What in a report text looks like an identifier of its patient or of a person: a name after 'Patient:' or
-    'Name:', a DICOM-style FAMILY^GIVEN name, an MRN / patient ID / accession number, a date of birth, a date, a
-    physician's name or signature. Empty for a de-identified report. A report with any is never offered: its text
+    'Name:', a DICOM-style FAMILY^GIVEN name, an MRN / patient ID / accession number, a date of birth, a date
+    (day <= 31 and month <= 12 either way round, a 2- or 4-digit year, ISO; not AHA segment numbers as in
+    "segments 1-7-13"), a physician's name or a signature ("Reported by", "Signed by", any case), a name after a
+    title ("Mrs Smith", "Herr Müller"). Empty for a de-identified report. A report with any is never offered: its text
     would go into another patient's SR and PDF (README: the bank holds de-identified reports)."""
-    return [what for what, pattern in _IDENTIFIER_PATTERNS if pattern.search(text)]
+    found = [what for what, pattern in _IDENTIFIER_PATTERNS if pattern.search(text)]
+    if any(_is_date(match, text) for match in _DATE.finditer(text)):
+        found.insert(4, "a date")
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,6 +107,15 @@ _LIMIT_BEFORE = re.compile(
     r"\bup\s+to|\bULN|\bLLN|≥|≤|>=|<=|>|<)\s*:?\s*(?:of\s+)?$", re.IGNORECASE)
 _LIMIT_AFTER = re.compile(r"^\s*(?:%|mm|mL|ml|g|ms)?\s*(?:or\s+(?:more|greater|above|higher|less|lower|below)|"
                           r"and\s+(?:above|over|more)|\s*cut-?\s?off)\b", re.IGNORECASE)
+#: where "N or more / or less" reads as a criterion, not a patient's value: a criterion word earlier in the clause
+#: ("normal", "cut-off", "threshold", "defined as", "considered", "criterion", "reference", "guideline") ...
+_CRITERION_BEFORE = re.compile(r"\b(?:normal|cut-?\s?off|threshold|criteri\w*|defin\w*|consider\w*|reference|"
+                               r"guidelines?|indicat\w*|recommend\w*)\b", re.IGNORECASE)
+#: ... or a category stated with "of" ("Scar burden of 15% or more." / "... or more is associated with")
+_CATEGORY_OF = re.compile(r"\b(?:burden|extent|scar\s+size|infarct\s+size)\s+of\s*$", re.IGNORECASE)
+_CATEGORY_END = re.compile(r"^\s*(?:%|mm|mL|ml|g|ms)?\s*(?:or\s+(?:more|greater|above|higher|less|lower|below)|"
+                           r"and\s+(?:above|over|more))(?:\s*(?:[.;)]|$)|\s+(?:is|are)\b)", re.IGNORECASE)
+_CLAUSE_START = re.compile(r"[.;:!?(]\s*(?=[^.;:!?(]*$)")
 _GLUED_VALUE = re.compile(r"(?<=[A-Za-z])\d+(?:[.,]\d+)?(?=\s?(?:%|mL|ml|mm|ms\b|g\b|cm))")
 _SEGMENT_LIST = re.compile(r"\bsegments?\s+$", re.IGNORECASE)
 _SEGMENT_LIST_CONT = re.compile(r"\bsegments?\s+(?:\d+\s*(?:,|and|&|-|–|to)\s*)+$", re.IGNORECASE)
@@ -93,18 +124,35 @@ _NOT_A_VALUE_AFTER = re.compile(r"^(?:-segment|\s?T\b)")
 _NOT_A_VALUE_BEFORE = re.compile(r"\bTID\s+$|\^$")
 
 
+def _criterion_after(text: str, match: re.Match) -> bool:
+    """Whether the number is a limit by the words after it ("15 % or more", "35 % cut-off") in a clause that reads
+    as a criterion ("a scar burden of 15 % or more is ...", "normal: 57 % or more"); "LVEF was 30 or less" is a
+    patient's value."""
+    after = text[match.end():match.end() + 40]
+    if not _LIMIT_AFTER.match(after):
+        return False
+    if re.match(r"^\s*(?:%|mm|mL|ml|g|ms)?\s*cut-?\s?off", after, re.IGNORECASE):
+        return True
+    start = max(0, match.start() - 120)
+    clause_start = _CLAUSE_START.search(text[start:match.start()])
+    clause = text[start + clause_start.end() if clause_start else start:match.start()]
+    return bool(_CRITERION_BEFORE.search(clause)) or (bool(_CATEGORY_OF.search(clause)) and
+                                                      bool(_CATEGORY_END.match(after)))
+
+
 def blank_measurements(text: str, keep_segments: bool = True) -> tuple[str, int]:
     """The text with every numeral replaced by BLANK, and how many were replaced: a suggestion is another patient's
     report, and any number in it (a volume, "25 per cent", "0.25", "8 of 9 slices", "a 65 yo man", a date) is that
     patient's, whatever unit or word follows. Kept, because they are no patient's value: reference limits and
-    cut-offs ("(normal 57-77 %)", "15 % or more", "at least 15 %", "< 35 %"), AHA segment numbers after "segment(s)"
+    cut-offs ("(normal 57-77 %)", "at least 15 %", "< 35 %", "N or more / or less" only where the clause
+    reads as a criterion: "scar burden of 15 % or more", "cut-off 35 % or less"; "LVEF was 30 or less" is blanked), AHA segment numbers after "segment(s)"
     (blanked too with `keep_segments` False: where the node assigned no segments), "17-segment", field strength
     ("1.5 T") and "TID 1500". Units and words stay ("ejection fraction ___%")."""
     count = 0
     out, last = [], 0
     for match in _TOKEN.finditer(text):
         before, after = text[max(0, match.start() - 40):match.start()], text[match.end():match.end() + 16]
-        keep = (bool(_LIMIT_BEFORE.search(before)) or bool(_LIMIT_AFTER.match(after))
+        keep = (bool(_LIMIT_BEFORE.search(before)) or _criterion_after(text, match)
                 or bool(_NOT_A_VALUE_AFTER.match(after)) or bool(_NOT_A_VALUE_BEFORE.search(before))
                 or (keep_segments and bool(_SEGMENT_LIST.search(before) or _SEGMENT_LIST_CONT.search(before))))
         out.append(text[last:match.start()])
@@ -137,10 +185,15 @@ _LGE_TERM = (r"(?:late\s+(?:gadolinium\s+)?enhancement|late[- ]enhancement|\bLGE
              r"\benhancement\b|\benhanced\s+myocardium|\binfarct\w*|\bscar\w*|\bfibrosis|\w*narbe\w*|\w*infarkt\w*|"
              r"réhaussement|rehaussement|\bcicatri\w*)")
 _LGE = re.compile(_LGE_TERM, re.IGNORECASE)
+_LGE_NEGATED_WORDS = (r"(?:\s+(?:evidence\s+of|signs?\s+of|focal|diffuse|or|nor|significant|relevant|definite|"
+                      r"myocardial|visible|abnormal|areas?\s+of|subendocardial|transmural|pathological|late|"
+                      r"gadolinium|\w+-wall|(?:antero|infero|postero)?(?:septal|anterior|inferior|lateral|posterior)))*")
 _LGE_ABSENT = re.compile(
-    r"\b(?:no|without|absence\s+of|negative\s+for|free\s+of|nor)\b(?:\s+(?:evidence\s+of|signs?\s+of|focal|diffuse|or|"
-    r"significant|relevant|definite|myocardial|visible|abnormal|areas?\s+of|subendocardial|transmural|pathological|"
-    r"late|gadolinium|\w+-wall))*\s+" + _LGE_TERM
+    r"\b(?:no|without|absence\s+of|negative\s+for|free\s+of|nor)\b"
+    # a list the negation runs over: "no oedema, scar or fibrosis" (no LGE word among the listed)
+    + r"(?:\s+(?!" + _LGE_TERM + r")[\w-]+(?:\s*,|\s+or\b|\s+nor\b)){0,3}"
+    + _LGE_NEGATED_WORDS + r"\s+" + _LGE_TERM
+    + r"(?:\s*(?:,|\bor\b|\bnor\b)" + _LGE_NEGATED_WORDS + r"\s+" + _LGE_TERM + r")*"
     + r"|\bkein\w*\s+(?:\w+\s+){0,2}(?:late[- ]?enhancement|LGE|narbe|infarkt|fibrose)|\bpas\s+de\s+(?:réhaussement|"
     r"rehaussement|cicatrice)|\bstructurally\s+normal\s+heart|\bnormal\s+(?:late\s+enhancement|LGE)\s+study|"
     r"\b(?:infarct\w*|scar|LGE)\s+(?:is\s+)?(?:excluded|absent)|\bnormal\s+(?:late\s+(?:gadolinium\s+)?enhancement|LGE)\b|\bunauffällig\w*\s+(?:kardio|herz)",
@@ -169,7 +222,14 @@ _WALL = re.compile(r"\b(?:antero|infero|postero)?(?:septal|septum|anterior|infer
 _RV_TERM = re.compile(r"\bright\s+ventric\w*|\bRV\w*\b|\bRVEF\b|rechte\w*\s+ventrikel", re.IGNORECASE)
 _LV_TERM = re.compile(r"\bleft\s+ventric\w*|\bLV\w*\b|\bLVEF\b|linke\w*\s+ventrikel|\bglobal\s+systolic",
                       re.IGNORECASE)
-_BI_TERM = re.compile(r"\bbiventricular|\bboth\s+ventricles", re.IGNORECASE)
+_BI_TERM = re.compile(r"\bbiventricular|\bboth\s+ventricles|\bventricles\b|"
+                      r"\b(?:LV|left)\s*(?:and|&|/)\s*(?:RV|right)\b|\b(?:RV|right)\s*(?:and|&|/)\s*(?:LV|left)\b",
+                      re.IGNORECASE)
+#: where a clause naming both ventricles is cut so that each grade stays with its own ventricle
+_VENTRICLE_SPLIT = re.compile(r"\band\b|\bdespite\b|\bwith\b|\bversus\b|\bvs\.?|\bcompared\s+to\b|\bbut\b",
+                              re.IGNORECASE)
+#: a sentence claim saying it holds a statement the check cannot tie to one ventricle: the sentence is not offered
+UNCHECKED = ("unchecked", True)
 _FUNCTION_TERM = re.compile(r"function|\bEF\b|ejection\s+fraction|systolic|contractil|pump|LVEF|RVEF|"
                             r"dysfunction|kinetic|dynamic|pumpfunktion", re.IGNORECASE)
 _GRADES = (
@@ -183,7 +243,7 @@ _REDUCED = re.compile(r"\breduced|\bimpaired|\bdepressed|\bdysfunction|\bdecreas
 _NORMAL_FUNCTION = re.compile(r"\b(?:normal|preserved|good|regular|unremarkable|normale?)\b", re.IGNORECASE)
 _NO_DYSFUNCTION = re.compile(r"\bno\s+(?:\w+\s+){0,2}dysfunction", re.IGNORECASE)
 _SIZE_NORMAL = re.compile(r"non-?\s?dilated|not\s+(?:\w+\s+)?dilated|normal(?:\s+in)?\s+size|normal[- ]sized|"
-                          r"normal\s+(?:dimensions|volumes?)|no\s+dilat\w*|nicht\s+dilatiert", re.IGNORECASE)
+                          r"normal\s+(?:(?:LV|RV|left|right|biventricular|ventricular|and|&|/|cavity)\s*){0,4}(?:size|dimensions|volumes?)\b|no\s+dilat\w*|nicht\s+dilatiert", re.IGNORECASE)
 _SIZE_DILATED = re.compile(r"dilat\w*|enlarged|enlargement|dilatiert|\bDCM\b", re.IGNORECASE)
 _HYPERTROPHY_ABSENT = re.compile(r"\bno\s+(?:\w+\s+){0,2}hypertroph\w*|without\s+(?:\w+\s+){0,2}hypertroph\w*|"
                                  r"normal\s+(?:LV\s+|left\s+ventricular\s+)?wall\s+thickness|keine\s+hypertroph\w*",
@@ -195,7 +255,8 @@ _HYPERTROPHY = re.compile(r"hypertroph\w*|\bHCM\b|increased\s+(?:LV\s+)?wall\s+t
 @dataclass(frozen=True)
 class Sentence:
     """One sentence of a report, its label ("Impression: ") apart, and what it claims: a tuple of (point, value)
-    pairs, point one of "lge" (True/False), "extent" ("small", "moderate", "large"), "mvo" (True/False), "wall"
+    pairs, point one of "unchecked" (True: a grade or size the check cannot tie to one ventricle; the sentence is
+    never offered), "lge" (True/False: True where any LGE statement is not negated), "extent" ("small", "moderate", "large"), "mvo" (True/False), "wall"
     (True: names a wall, territory or segment), "lv_function" / "rv_function" (a grade: "normal", "hyperdynamic",
     "mild", "moderate", "severe", "reduced"), "lv_size" / "rv_size" ("normal", "dilated"), "hypertrophy" (bool),
     "normal_study" (True: "Normal cardiac MRI", "Structurally normal heart")."""
@@ -218,19 +279,48 @@ def _function_grade(clause: str) -> str | None:
     return None
 
 
+def _named_ventricles(clause: str) -> list[tuple[int, str]]:
+    return sorted([(m.start(), "rv") for m in _RV_TERM.finditer(clause)] +
+                  [(m.start(), "lv") for m in _LV_TERM.finditer(clause)])
+
+
+def _ventricle_clauses(sentence: str) -> list[tuple[str, bool]]:
+    """The sentence cut at , ; : ( while whereas but, and a part that names both ventricles (not jointly, "LV and RV
+    size") cut again at and / despite / with / versus, so that each grade is read with its own ventricle; each part
+    with whether it came from such a second cut."""
+    clauses = []
+    for clause in re.split(r"[,;:(]|\bwhile\b|\bwhereas\b|\bbut\b", sentence):
+        if not _BI_TERM.search(clause) and len({side for _, side in _named_ventricles(clause)}) > 1:
+            clauses += [(part, True) for part in _VENTRICLE_SPLIT.split(clause)]
+        else:
+            clauses.append((clause, False))
+    return clauses
+
+
 def _ventricle_claims(sentence: str) -> list[tuple[str, object]]:
-    """LV / RV function, size and hypertrophy claims, clause by clause, each clause's ventricle the last one named
-    ("The right ventricle is not dilated with moderately reduced function" -> RV); LV where none is named."""
+    """LV / RV function, size and hypertrophy claims, clause by clause, each clause's ventricle the one it names
+    ("The right ventricle is not dilated with moderately reduced function" -> RV; "Severely reduced RV function and
+    normal LV function" -> RV severe, LV normal); LV where none is named. A clause that still names both ventricles
+    apart and holds a grade or size gives UNCHECKED: its grade cannot be tied to one ventricle."""
     claims: list[tuple[str, object]] = []
     side: tuple[str, ...] = ("lv",)
-    for clause in re.split(r"[,;:(]|\bwhile\b|\bwhereas\b|\bbut\b", sentence):
+    for clause, cut in _ventricle_clauses(sentence):
+        states = bool(_FUNCTION_TERM.search(clause) and _function_grade(clause)) or bool(
+            _SIZE_NORMAL.search(clause) or _SIZE_DILATED.search(clause))
+        if cut and not states and _function_grade(clause):
+            claims.append(UNCHECKED)  # "Severely reduced and dilated LV and normal RV": "severely reduced" of which?
+            continue
         if _BI_TERM.search(clause):
             side = ("lv", "rv")
         else:
-            named = [(m.start(), "rv") for m in _RV_TERM.finditer(clause)] + \
-                    [(m.start(), "lv") for m in _LV_TERM.finditer(clause)]
+            named = _named_ventricles(clause)
+            if len({n for _, n in named}) > 1:
+                if states:
+                    claims.append(UNCHECKED)
+                side = (named[-1][1],)
+                continue
             if named:
-                side = (max(named)[1],) if len({n for _, n in named}) == 1 else tuple(sorted({n for _, n in named}))
+                side = (named[-1][1],)
         if _FUNCTION_TERM.search(clause):
             grade = _function_grade(clause)
             if grade:
@@ -246,21 +336,36 @@ def _ventricle_claims(sentence: str) -> list[tuple[str, object]]:
     return claims
 
 
+def _uncovered(term: re.Pattern, text: str, covered: list[tuple[int, int]]) -> bool:
+    """Whether any match of `term` in the text lies outside every covered span."""
+    return any(not any(start <= m.start() and m.end() <= end for start, end in covered) for m in term.finditer(text))
+
+
+def _lge_stated(text: str) -> bool | None:
+    """What a sentence states on LGE, match by match: True where any LGE term is not negated ("Subendocardial LGE
+    of the inferior wall, no enhancement elsewhere" states LGE), False where every one is (or the sentence says
+    "structurally normal heart"), None where it names none (the technique, "LGE images were reviewed", is none)."""
+    absent = [m.span() for m in _LGE_ABSENT.finditer(text)]
+    if _uncovered(_LGE, text, absent + [m.span() for m in _TECHNIQUE.finditer(text)]):
+        return True
+    return False if absent else None
+
+
 def sentence_claims(text: str) -> tuple[tuple[str, object], ...]:
     """What one sentence claims (see Sentence)."""
     claims: list[tuple[str, object]] = []
     normal_study = bool(_NORMAL_STUDY.search(text))
-    findings_text = _TECHNIQUE.sub(" ", text)
-    if _LGE_ABSENT.search(text):
+    stated = _lge_stated(text)
+    if stated is False:
         claims.append(("lge", False))
-    elif _LGE.search(findings_text):
+    elif stated:
         claims.append(("lge", True))
         for match in _EXTENT.finditer(text):
             word = (match.group(1) or match.group(2) or "").lower()
             claims.append(("extent", "small" if word.startswith(("small", "minor", "limited", "tiny", "klein")) else
                            "moderate" if word.startswith(("moderate", "mittelgro")) else "large"))
     if _MVO.search(text):
-        claims.append(("mvo", not _MVO_ABSENT.search(text)))
+        claims.append(("mvo", _uncovered(_MVO, text, [m.span() for m in _MVO_ABSENT.finditer(text)])))
     if _WALL.search(text) and (_LGE.search(text) or _MVO.search(text)):
         claims.append(("wall", True))
     claims += _ventricle_claims(text)
@@ -441,7 +546,8 @@ _CINE_POINTS = ("lv_function", "rv_function", "lv_size", "rv_size", "hypertrophy
 
 def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
     """The report text with what the node did not measure or state for this study taken out, and what was taken
-    out: a sentence on LGE / MVO / a wall when no LGE was measured, on function / size / wall thickness when no cine
+    out: a sentence whose grade or size cannot be tied to one ventricle (UNCHECKED); a sentence on LGE / MVO / a wall
+    when no LGE was measured, on function / size / wall thickness when no cine
     was; a sentence stating MVO where the node does not state MVO presence (its "with microvascular obstruction"
     clause only, where the rest of the sentence stands alone); wall and territory names (and AHA segment lists)
     blanked (BLANK) in every sentence but those on function, size and wall thickness where the node assigned no AHA
@@ -453,7 +559,10 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
         body, points = sentence.text, {point for point, _ in sentence.claims}
         label = sentence.label or pending
         pending = ""
-        if points & set(_LGE_POINTS) and not facts.lge_measured:
+        if UNCHECKED in sentence.claims:
+            removed.add("statements the check cannot tie to one ventricle")
+            body = ""
+        elif points & set(_LGE_POINTS) and not facts.lge_measured:
             removed.add("LGE statements (no LGE measured in this study)")
             body = ""
         elif points & set(_CINE_POINTS) and not facts.cine_measured:

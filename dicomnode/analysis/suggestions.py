@@ -12,8 +12,8 @@ import numpy as np
 
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult
 from dicomnode.analysis.report_bank import ReportBank, top_k_cosine
-from dicomnode.analysis.report_text import (BLANK, CONTRADICTION_POINTS, blank_measurements, contradicted,
-                                            fitting_text, node_facts, report_claims)
+from dicomnode.analysis.report_text import (BLANK, CONTRADICTION_POINTS, UNCHECKED, blank_measurements,
+                                            contradicted, fitting_text, node_facts, report_claims)
 from dicomnode.analysis.text_encoder import TextEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -673,14 +673,16 @@ class SuggestionsPipeline:
             return self._findings_cache[1]
 
     def text_claims(self) -> list[tuple[str, frozenset]]:
-        """(report id, what its text claims: report_text.report_claims) of every report in the bank, read once per
-        bank version: the check against the node's measurements needs no stored fields."""
+        """(report id, what its texts claim: report_text.report_claims over its text, findings and impression) of
+        every report in the bank, read once per bank version: the check against the node's measurements needs no
+        stored fields."""
         if self.bank is None:
             return []
         with self._study_lock:
             version = self.bank.version
             if self._claims_cache is None or self._claims_cache[0] != version:
-                self._claims_cache = (version, [(report.id, report_claims(report.text)) for report in self.bank.reports])
+                self._claims_cache = (version, [(report.id, frozenset().union(*map(report_claims, report.offered_texts)))
+                                                for report in self.bank.reports])
             return self._claims_cache[1]
 
     def run(self, study, context) -> PipelineResult:
@@ -714,7 +716,7 @@ class SuggestionsPipeline:
         for report_id, claims in self.text_claims():
             if report_id in own_reports:
                 continue
-            if not claims:
+            if not claims - {UNCHECKED}:
                 unchecked.add(report_id)
             points = contradicted(claims, facts)
             if points:

@@ -12,12 +12,14 @@ def _pair(value, name: str, kind=float) -> tuple:
     return values
 
 
-#: sampling this many times coarser than the source pixels (or more) smooths the image first (InplaneResampler.
-#: forward). Below it images are sampled as they are, as the shipped models were trained and validated: the usual
-#: 1.2-1.8 mm CMR images, and MyoPS's 0.73 mm LGE (2.05 x to the LGE model's 1.5 mm grid), whose validated numbers
-#: (engines/lge/EVALUATION.md) a smoothing the model never saw could change; interpolated 0.3-0.6 mm images are
-#: smoothed
+#: sampling more than this many times coarser than the source pixels smooths the image first (InplaneResampler.
+#: anti_alias_sigma). Up to it images are sampled as they are, as the shipped models were trained and validated: the
+#: usual 1.2-1.8 mm CMR images, and MyoPS's 0.73 mm LGE (2.05 x to the LGE model's 1.5 mm grid), whose validated
+#: numbers (engines/lge/EVALUATION.md) a smoothing the model never saw could change
 ANTI_ALIAS_FROM_SCALE = 2.5
+#: ... and from this scale on with the full sigma (scale - 1) / 2; between the two the sigma ramps up linearly, so
+#: that nearly identical spacings (0.59 and 0.61 mm LGE to 1.5 mm) give nearly identical model inputs (no step)
+ANTI_ALIAS_FULL_SCALE = 3.5
 
 
 class InplaneResampler:
@@ -70,9 +72,12 @@ class InplaneResampler:
         return out.reshape(leading + tuple(shape))
 
     def anti_alias_sigma(self) -> tuple[float, float]:
-        """Gaussian sigma (source pixels, per axis) smoothing an image before it is sampled ANTI_ALIAS_FROM_SCALE
-        times or more coarser: (scale - 1) / 2, as scikit-image's rescale; 0 on an axis sampled finer than that."""
-        return tuple((s - 1.0) / 2.0 if s >= ANTI_ALIAS_FROM_SCALE else 0.0 for s in self.scale)
+        """Gaussian sigma (source pixels, per axis) smoothing an image before it is sampled `scale` times coarser:
+        (scale - 1) / 2, as scikit-image's rescale, times a weight rising linearly from 0 at ANTI_ALIAS_FROM_SCALE
+        to 1 at ANTI_ALIAS_FULL_SCALE; 0 at or below ANTI_ALIAS_FROM_SCALE. Continuous in the scale."""
+        ramp = ANTI_ALIAS_FULL_SCALE - ANTI_ALIAS_FROM_SCALE
+        return tuple(float((s - 1.0) / 2.0 * np.clip((s - ANTI_ALIAS_FROM_SCALE) / ramp, 0.0, 1.0))
+                     for s in self.scale)
 
     def forward(self, image, order: int = 1, fill: float = 0.0) -> np.ndarray:
         """Source (..., rows, cols) -> model grid (..., out_rows, out_cols). An image sampled much coarser than its

@@ -1421,10 +1421,12 @@ MAX_RESCALE_INTERCEPT = 1e9
 def pixel_header_problem(dataset) -> str | None:
     """Why the Image Pixel module of an instance cannot describe an MR magnitude image, or does not fit its native
     Pixel Data, naming the attribute: BitsAllocated 1 (bit-packed: a mask or overlay), a non-finite or absurd
-    RescaleSlope / RescaleIntercept, or Pixel Data longer (beyond one padding byte) or shorter than Rows × Columns ×
-    SamplesPerPixel × BitsAllocated / 8 × NumberOfFrames (PS3.5 8.1.1). pydicom silently drops excess bytes (the
-    image read would be a crop of one whose Rows or Columns the header misstates) and says "less than expected" for
-    too few; encapsulated (compressed) pixel data is left to the decoder. None when nothing is wrong."""
+    RescaleSlope / RescaleIntercept, or Pixel Data shorter than Rows × Columns × SamplesPerPixel × BitsAllocated / 8
+    × NumberOfFrames (PS3.5 8.1.1) or longer by at least one whole row (Columns × SamplesPerPixel × BitsAllocated / 8
+    bytes): pydicom drops excess bytes, so the image read would be a crop of one whose Rows or Columns the header
+    misstates. A smaller excess is trailing padding (to an even length, a word or a block, as exporters write it):
+    pydicom removes it and warns, and the warning is logged once per series (LibraryWarningsOnce). Encapsulated
+    (compressed) pixel data is left to the decoder. None when nothing is wrong."""
     bits = int(dataset.get("BitsAllocated") or 0)
     if bits == 1:
         return ("BitsAllocated 1 (bit-packed pixels: a binary mask or overlay, not an MR magnitude image; MR images "
@@ -1455,7 +1457,8 @@ def pixel_header_problem(dataset) -> str | None:
     actual = len(dataset["PixelData"].value)
     header = (f"Rows {rows} × Columns {cols}" + (f" × SamplesPerPixel {samples}" if samples != 1 else "")
               + f" × BitsAllocated {bits} / 8" + (f" × NumberOfFrames {frames}" if frames > 1 else ""))
-    if actual > expected + expected % 2:
+    row_bytes = cols * samples * bits // 8
+    if actual - expected >= max(row_bytes, 2):
         if frames > 1 and actual % frame_bytes == 0:
             return (f"NumberOfFrames {frames} but Pixel Data holds {actual // frame_bytes} frame(s) ({actual} bytes, "
                     f"{header} = {expected})")

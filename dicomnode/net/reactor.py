@@ -24,6 +24,7 @@ Every server class here also moves the TLS handshake off the accepting thread an
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import queue
@@ -380,11 +381,28 @@ HOST_LIMIT_LOG = HandshakeFailureLog(message="connection from %s refused: %s%s",
                                     logger=logging.getLogger("dicomnode.net.scp"))
 
 
+def _closed(sock) -> bool:
+    try:
+        return sock.fileno() < 0
+    except Exception:  # noqa: BLE001 - a socket object torn down
+        return True
+
+
 def _peer_address(assoc) -> str | None:
     try:
         return assoc.requestor.address
     except Exception:  # noqa: BLE001 - an association not set up far enough to know its peer
         return None
+
+
+#: a connection that has not completed its association after this long holds its slot as a half-open one would
+#: (a real A-ASSOCIATE-RQ is negotiated in milliseconds): /healthz is 503 only when every slot is taken and one of
+#: them is held so
+HALF_OPEN_AFTER_S = 1.0
+
+
+def _socket_of(assoc):
+    return getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
 
 
 class TLSHandshakeInThread:
@@ -397,12 +415,27 @@ class TLSHandshakeInThread:
     wraps the socket; `process_request_thread` does the handshake within node.acse_timeout and, when it fails,
     logs the peer's address and OpenSSL's reason (`HandshakeFailureLog`) and closes the connection. Without TLS
     nothing changes but one isinstance check per connection.
+
+    Before any of that, on the accepting thread, a connection from outside node.allowed_networks is closed unread
+    (`verify_request`): no thread, no TLS handshake, no association slot. A connection that has not completed its
+    association within node.acse_timeout is closed by one watchdog thread per server (`_watch_deadlines`); the
+    deadline is dropped as soon as the association is accepted, rejected or aborted (`association_settled`).
     """
 
     handshake_failures: HandshakeFailureLog = HANDSHAKE_FAILURES
     #: most associations one source address may hold at once (node.max_associations_per_host; 0: no limit but
     #: node.max_associations); a connection over it is closed before it is read
     max_associations_per_host: int = 0
+    #: node.allowed_networks as ip_network objects (empty: every address); a connection from outside them is
+    #: closed as soon as it is accepted
+    allowed_networks: tuple = ()
+
+    def __init__(self, *args, **kwargs):
+        #: connections whose association is not set up yet: socket -> (deadline, address, accepted), monotonic s
+        self._deadlines: dict = {}
+        self._deadline_lock = threading.Condition()
+        self._watchdog: threading.Thread | None = None
+        super().__init__(*args, **kwargs)
 
     def get_request(self):
         client_socket, address = self.socket.accept()
@@ -410,6 +443,23 @@ class TLSHandshakeInThread:
             client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True,
                                                          do_handshake_on_connect=False)
         return client_socket, address
+
+    def verify_request(self, request, client_address) -> bool:
+        """On the accepting thread, before the connection gets a thread: False (socketserver closes it) for an
+        address outside node.allowed_networks, said at most once a minute per address (`HOST_LIMIT_LOG`)."""
+        if not self.allowed_networks:
+            return True
+        address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is not None and any(ip in network for network in self.allowed_networks):
+            return True
+        HOST_LIMIT_LOG.refused(address, f"outside node.allowed_networks "
+                                        f"{[str(n) for n in self.allowed_networks]}: connection closed unread",
+                               kind="allowed_networks")
+        return False
 
     def process_request_thread(self, request, client_address) -> None:
         address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
@@ -422,10 +472,68 @@ class TLSHandshakeInThread:
         # pynetdicom reads a PDU's header and body with blocking recv() calls once the socket is readable: a peer
         # that sends part of an A-ASSOCIATE-RQ and then nothing would hold the association slot for as long as the
         # connection stays open (its ARTIM timer is checked only between reads). The deadline closes it.
-        deadline = threading.Timer(self.ae.acse_timeout, self._association_overdue, (request, address))
-        deadline.daemon = True
-        deadline.start()
+        self._watch(request, address)
         super().process_request_thread(request, client_address)
+
+    def _watch(self, request, address: str) -> None:
+        now = time.monotonic()
+        with self._deadline_lock:
+            self._deadlines[request] = (now + self.ae.acse_timeout, address, now)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch_deadlines, daemon=True,
+                                                  name=f"dicomnode-acse-deadline-{self.server_address[1]}")
+                self._watchdog.start()
+            self._deadline_lock.notify()
+
+    def association_settled(self, assoc) -> None:
+        """The association on this connection was accepted, rejected or aborted: its deadline is dropped."""
+        request = _socket_of(assoc)
+        if request is None:
+            return
+        with self._deadline_lock:
+            self._deadlines.pop(request, None)
+
+    def pending_deadlines(self) -> int:
+        """How many connections are still watched for node.acse_timeout (the ones without an association yet)."""
+        with self._deadline_lock:
+            return len(self._deadlines)
+
+    def unassociated_for(self, assoc) -> float | None:
+        """Seconds since `assoc`'s connection was accepted while its association is not set up; None once it is
+        (or when it ended). A connection past its deadline that is still held counts as node.acse_timeout."""
+        if getattr(assoc, "is_established", False) or getattr(assoc, "is_released", False):
+            return None
+        request = _socket_of(assoc)
+        with self._deadline_lock:
+            entry = self._deadlines.get(request)
+        if entry is None:
+            return float(self.ae.acse_timeout)
+        return time.monotonic() - entry[2]
+
+    def _watch_deadlines(self) -> None:
+        """The one watchdog thread: closes each connection whose deadline passed (`_association_overdue`) and
+        forgets closed ones; it ends when nothing is watched and is started again with the next connection."""
+        while True:
+            with self._deadline_lock:
+                while True:
+                    for request in [r for r in self._deadlines if _closed(r)]:
+                        del self._deadlines[request]
+                    if not self._deadlines:
+                        self._watchdog = None
+                        return
+                    now = time.monotonic()
+                    due = [(request, address) for request, (deadline, address, _) in self._deadlines.items()
+                           if deadline <= now]
+                    if due:
+                        for request, _ in due:
+                            del self._deadlines[request]
+                        break
+                    self._deadline_lock.wait(min(d for d, _, _ in self._deadlines.values()) - now)
+            for request, address in due:
+                try:
+                    self._association_overdue(request, address)
+                except Exception:  # noqa: BLE001 - one connection's trouble must not end the watchdog
+                    logging.getLogger("dicomnode.net.scp").exception("closing overdue connection from %s", address)
 
     def _over_host_limit(self, address: str) -> bool:
         """Whether `address` already holds max_associations_per_host associations (said, at most once a minute per
@@ -445,8 +553,7 @@ class TLSHandshakeInThread:
     def _association_overdue(self, request, address: str) -> None:
         """node.acse_timeout after the connection: close it unless its association was set up (or has ended)."""
         for assoc in self.active_associations:
-            if getattr(getattr(assoc, "dul", None), "socket", None) is not None and \
-                    getattr(assoc.dul.socket, "socket", None) is request:
+            if _socket_of(assoc) is request:
                 if assoc.is_established or assoc.is_rejected or assoc.is_aborted or assoc.is_released:
                     return
                 break

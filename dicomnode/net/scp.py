@@ -33,8 +33,8 @@ from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Config
 from dicomnode.net.filemeta import file_header
-from dicomnode.net.reactor import (EVENT_DRIVEN, EventDrivenServer, PollingServer, SharedPortPollingServer,
-                                    SharedPortServer)
+from dicomnode.net.reactor import (EVENT_DRIVEN, HALF_OPEN_AFTER_S, EventDrivenServer, PollingServer,
+                                    SharedPortPollingServer, SharedPortServer)
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageUnavailable
 from dicomnode.state import StoreOutcome, StudyPurging, is_outage, outage_reason
@@ -369,7 +369,14 @@ class StorageSCP:
         self.ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
         self.ae.dicomnode_max_instance_bytes = max_instance_bytes(node.max_instance_mb)
         if self._server is not None:
-            self._server.max_associations_per_host = node.max_associations_per_host
+            self._configure_server(self._server)
+
+    def _configure_server(self, server) -> None:
+        """The association policy the server applies before an association exists: per-host limit, and
+        node.allowed_networks checked as a connection is accepted (before TLS, before it holds a slot)."""
+        node = self.config.node
+        server.max_associations_per_host = node.max_associations_per_host
+        server.allowed_networks = tuple(ipaddress.ip_network(net, strict=False) for net in node.allowed_networks)
 
     # --- association policy ----------------------------------------------------------------------------------
 
@@ -426,8 +433,15 @@ class StorageSCP:
             assoc.is_rejected = True
             assoc.kill()
 
+    def _settled(self, assoc) -> None:
+        """The association's connection no longer needs its node.acse_timeout deadline."""
+        settle = getattr(self._server, "association_settled", None)
+        if settle is not None:
+            settle(assoc)
+
     def _handle_accepted(self, event: evt.Event) -> None:
         self.associations_accepted += 1
+        self._settled(event.assoc)
 
     def _handle_released(self, event: evt.Event) -> None:
         """EVT_RELEASED: the association ended in order; its studies are no longer being sent by it."""
@@ -466,6 +480,7 @@ class StorageSCP:
         """
         assoc = event.assoc
         assoc.dicomnode_ended = True
+        self._settled(assoc)
         stored = getattr(assoc, "dicomnode_stored", 0)
         log.warning("association from calling AE %r at %s aborted (A-ABORT or connection lost) after %d "
                     "instance(s) acknowledged: those are kept; the sender must send again what it had no response for",
@@ -487,6 +502,7 @@ class StorageSCP:
     def _handle_rejected(self, event: evt.Event) -> None:
         """EVT_REJECTED, whoever rejected: count it, and say which AE titles were asked for."""
         self.associations_rejected += 1
+        self._settled(event.assoc)
         if getattr(event.assoc, "dicomnode_refused", False):
             return
         primitive = event.assoc.requestor.primitive
@@ -511,13 +527,33 @@ class StorageSCP:
             return []
 
     def slots_problem(self) -> str | None:
-        """Why no association can be accepted now (every node.max_associations slot taken, naming the holders), or
-        None; /healthz reports it."""
+        """Why new associations are refused for a fault, or None; /healthz answers 503 with it. That is every
+        node.max_associations slot taken while at least one is held by a connection that has not completed its
+        association for over HALF_OPEN_AFTER_S, or half node.acse_timeout where that is shorter (idle or half-open
+        connections; they are closed after node.acse_timeout). Every slot in use by set-up associations is a busy node, not a fault: `slots_busy`."""
         held = self.associations()
-        if len(held) < self.config.node.max_associations:
+        limit = self.config.node.max_associations
+        if len(held) < limit:
             return None
-        return (f"degraded: all {self.config.node.max_associations} association slots taken (node.max_associations), "
-                f"new associations are refused: {describe_holders(held)}")
+        unassociated_for = getattr(self._server, "unassociated_for", None)
+        grace = min(HALF_OPEN_AFTER_S, self.config.node.acse_timeout / 2)
+        stalled = [assoc for assoc in held if unassociated_for is not None
+                   and (unassociated_for(assoc) or 0.0) > grace]
+        if not stalled:
+            return None
+        return (f"degraded: all {limit} association slots taken (node.max_associations), {len(stalled)} of them by "
+                f"connection(s) without a completed association for over {grace:g} s, new associations "
+                f"are refused: {describe_holders(held)}")
+
+    def slots_busy(self) -> str | None:
+        """'busy: all N slots in use ...' while every node.max_associations slot is held by set-up associations
+        (normal heavy load: /healthz stays 200 and says so), else None."""
+        held = self.associations()
+        limit = self.config.node.max_associations
+        if len(held) < limit or self.slots_problem() is not None:
+            return None
+        return (f"busy: all {limit} association slots in use (node.max_associations), new associations are refused "
+                f"until one ends: {describe_holders(held)}")
 
     # --- services --------------------------------------------------------------------------------------------
 
@@ -717,11 +753,13 @@ class StorageSCP:
 
     def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str) -> Dataset | None:
         """A SOP Instance UID already stored. A re-send (the same bytes, or the same attributes and pixel values in
-        another encoding: a PACS re-routing the study) is said quietly, and one where other attributes only differ (a
-        corrected name) louder, naming what differs: the first copy is kept and None returned (success).
+        another encoding: a PACS re-routing the study) is said quietly; one whose content differs within the same
+        study and series (a corrected name, a PatientID a PACS rewrote, a lossy or undecodable re-encoding, copies
+        pydicom cannot compare) at WARNING, naming what differs: the first copy is kept and None returned (success).
 
-        Another instance under a held UID (another StudyInstanceUID, SeriesInstanceUID or PatientID, other pixel
-        values: a UID collision, an anonymiser that re-keys the study but keeps SOP UIDs) is not a re-send: it is kept
+        Another instance under a held UID (another StudyInstanceUID or SeriesInstanceUID, or other pixel values where
+        both copies are lossless and decode: a UID collision, an anonymiser that re-keys the study but keeps SOP
+        UIDs; Resend.conflict) is not a re-send: it is kept
         under storage_dir/conflicts (Spool.quarantine, never analysed), refused with 0x0111 Duplicate SOP Instance and
         a comment the sender sees, logged at WARNING naming both studies and listed in `dicomnode status` (refused
         recently). Returns that failure status."""
@@ -797,7 +835,7 @@ class StorageSCP:
             )
         except OSError as exc:
             raise ListenError(_cannot_listen(self.config, exc)) from exc
-        self._server.max_associations_per_host = self.config.node.max_associations_per_host
+        self._configure_server(self._server)
         self.ae._servers.append(self._server)  # as AE.start_server does: AssociationServer.shutdown removes it
         threading.Thread(target=self._server.serve_forever, name="dicomnode-scp-accept", daemon=True).start()
 

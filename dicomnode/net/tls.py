@@ -161,27 +161,33 @@ def client_context(destination: DestinationConfig, minimum_version: str = "1.2")
 
 
 def sender_client_context(tls: TLSConfig) -> ssl.SSLContext | None:
-    """The SCU's context for results sent back to the sender (a route's send_to_sender) by a node that receives over
-    TLS (node.tls.enabled: every association came in over TLS), so that they never go back in clear: TLS >=
-    minimum_version, the node's own certificate (node.tls.certificate / private_key) for a sender that asks for a
-    client certificate, and the sender's storage SCP verified against node.tls.ca_certificates (the CA of the
-    senders' certificates; the system's CAs where none is set). Its host name is not checked: the return address is
-    the IP address the sender called from, which certificates seldom name. None when node.tls is off (plain DICOM
-    in, plain DICOM back). Raises TLSConfigurationError for a file that cannot be used."""
-    if not tls.enabled:
+    """The SCU's context for results sent back to the sender (a route's send_to_sender), where they go over TLS
+    (TLSConfig.sender_over_tls: node.tls.sender_tls "same" = when the node receives over TLS, "always"; None for
+    "never" and for "same" on a node that receives plain DICOM): TLS >= minimum_version, the node's own certificate
+    (node.tls.certificate / private_key, where set) for a sender that asks for a client certificate, and the
+    sender's storage SCP verified against node.tls.sender_ca_certificates, else ca_certificates (the CA of the
+    senders' client certificates), else the system's CAs. Its host name is not checked: the return address is the
+    IP address the sender called from, which certificates seldom name. Raises TLSConfigurationError for a file that
+    cannot be used."""
+    if not tls.sender_over_tls:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
 
     def trust() -> None:
-        if tls.ca_certificates is not None:
+        if tls.sender_ca_certificates is not None:
+            _load_ca(context, tls.sender_ca_certificates, "node.tls.sender_ca_certificates")
+        elif tls.ca_certificates is not None:
             _load_ca(context, tls.ca_certificates, "node.tls.ca_certificates")
         else:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
 
-    _steps([lambda: _harden(context, tls.minimum_version), trust,
-            lambda: _load_chain(context, tls.certificate, tls.private_key, "node.tls")], None)
+    def own_certificate() -> None:
+        if tls.certificate is not None or tls.private_key is not None:
+            _load_chain(context, tls.certificate, tls.private_key, "node.tls")
+
+    _steps([lambda: _harden(context, tls.minimum_version), trust, own_certificate], None)
     return context
 
 

@@ -602,7 +602,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
             if isinstance(block, dict) and block.get("applicable") and block.get("caveat"):
                 lines.append(f"AHA segments ({'LGE' if result.name == 'lge' else result.name}): {block['caveat']}.")
     for result in results:  # OHIF v3 misplaces the SR's outlines on such images (regions.NON_SQUARE_NOTE)
-        notes = [non_square_note(s.volume.pixel_spacing) for s in result.segmentations if s.volume is not None]
+        notes = [non_square_note(s.volume.pixel_spacing) for s in getattr(result, "segmentations", ())
+                 if s.volume is not None]
         note = next((n for n in notes if n), None)
         if note and isinstance(result.summary, dict):
             lines.append(f"{'LGE' if result.name == 'lge' else result.name.capitalize()}: {note}.")

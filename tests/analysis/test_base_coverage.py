@@ -188,13 +188,20 @@ def test_process_says_the_base_is_missing_on_a_cine_without_its_basal_slices(dat
                for text in texts), texts
 
 
-def test_a_gap_counts_against_coverage_only_where_the_lv_lies_on_both_sides_of_it():
-    """break43b #3b: a gap between an LV and an empty slice far beyond it made the volumes "lower bounds"; only a gap
-    inside the LV (LV on both of its sides) can hide part of it."""
+def test_a_gap_counts_against_coverage_unless_a_slice_without_lv_lies_between_it_and_the_lv():
+    """A large gap between the last LV slice and one without LV (the next slice already in the atrium) can hide the
+    base: the LV may end anywhere in it (review 43 #4: break43b #3b had made it "complete"). Only a gap beyond a
+    slice without LV that lies past the end of the LV shows the LV does not reach into it: a note, not a reason."""
     positions = [10.0 * k for k in range(len(WHOLE_LV))]
+    beside = stack_coverage(disc_stack(WHOLE_LV + [0]), positions + [positions[-1] + 30.0], apex_first=True)
+    assert any(r.startswith("a gap of 30.0 mm") and "slices missing" in r for r in beside.reasons)
+    assert not beside.complete
+    beyond = stack_coverage(disc_stack(WHOLE_LV + [0, 0]), positions + [positions[-1] + 10.0, positions[-1] + 90.0],
+                            apex_first=True)
+    assert not any("gap" in r for r in beyond.reasons)
+    assert any("a gap of 80.0 mm" in n and "the LV does not reach into it" in n for n in beyond.notes)
+    before = stack_coverage(disc_stack([0, 0] + WHOLE_LV), [-90.0, -10.0] + positions, apex_first=True)
+    assert not any("gap" in r for r in before.reasons)
     inside = positions[:4] + [p + 60.0 for p in positions[4:]]
-    coverage = stack_coverage(disc_stack(WHOLE_LV + [0]), positions + [positions[-1] + 80.0], apex_first=True)
-    assert not any("gap" in r for r in coverage.reasons)
-    assert any("beside a slice without LV" in n for n in coverage.notes)
     cut = stack_coverage(disc_stack(WHOLE_LV), inside, apex_first=True)
     assert any(r.startswith("a gap of 70.0 mm") for r in cut.reasons)

@@ -109,3 +109,23 @@ def test_an_image_of_finer_pixels_gives_the_model_the_image_of_coarse_pixels_it_
     assert InplaneResampler((64, 64), 0.73, 1.5, (48, 48)).anti_alias_sigma() == (0.0, 0.0)
     np.testing.assert_array_equal(usual.forward(coarse), usual._apply(coarse, usual.scale, usual.offset,
                                                                        usual.out_size, 1, 0.0))
+
+
+def test_the_anti_alias_sigma_ramps_up_continuously_from_2_5_times():
+    """Review 43 #12: smoothing switched on at a scale of 2.5 with sigma 0.75 px, so 0.61 and 0.59 mm LGE (common
+    Philips reconstructions) reached the model unsmoothed and smoothed. None up to 2.5x (validated inputs unchanged),
+    then a sigma that grows without a step to (scale - 1) / 2 at 3.5x."""
+    def sigma(spacing_mm: float) -> float:
+        return InplaneResampler((64, 64), spacing_mm, 1.5, (48, 48)).anti_alias_sigma()[0]
+
+    assert sigma(0.73) == 0.0 and sigma(0.6) == 0.0 and sigma(1.5 / 2.5) == 0.0
+    assert 0.0 < sigma(0.59) < 0.05  # 2.54x: barely smoothed
+    assert sigma(1.5 / 3.5) == pytest.approx(1.25) and sigma(0.3) == pytest.approx(2.0)
+    scales = np.linspace(2.0, 5.0, 3001)
+    sigmas = np.array([sigma(1.5 / scale) for scale in scales])
+    assert np.all(np.diff(sigmas) >= -1e-12) and np.max(np.diff(sigmas)) < 0.01  # monotone, no step
+    rng = np.random.default_rng(5)
+    image = rng.normal(100.0, 30.0, (64, 64)).astype(np.float32)
+    just_over = InplaneResampler((64, 64), 0.599, 1.5, (24, 24))  # 2.504x
+    unsmoothed = just_over._apply(image, just_over.scale, just_over.offset, just_over.out_size, 1, 0.0)
+    assert np.abs(just_over.forward(image) - unsmoothed).max() < 1.0  # noise of SD 30: the smoothing is negligible

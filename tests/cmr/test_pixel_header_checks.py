@@ -77,6 +77,47 @@ def test_exact_or_one_byte_padded_pixel_data_passes_and_missing_frames_are_named
     assert pixel_header_problem(dataset).startswith("NumberOfFrames 5 but Pixel Data holds only 4 whole frame(s)")
 
 
+@pytest.mark.parametrize("padding", [2, 64])
+def test_trailing_padding_shorter_than_a_row_is_read_as_pydicom_reads_it_and_said_once(generated, tmp_path, caplog,
+                                                                                       padding):
+    """Review 43 #2: Pixel Data padded by an exporter to a word or block length (2 bytes on a 16-bit image) was
+    refused with the whole series. An excess shorter than one row is padding: the image is measured as the original
+    and pydicom's line on it is logged once for the series; a whole row more is refused (test above)."""
+    import logging
+
+    (original,) = load_studies([generated[("cine", "ge", None)].out_dir / "dicom"])
+    expected = original.load_volume(original.preferred("cine")).pixels
+
+    def pad(dataset):
+        assert padding < int(dataset.Columns) * 2
+        dataset.PixelData = dataset.PixelData + bytes(padding)
+
+    study, series = _mutated(generated, tmp_path, pad)
+    with caplog.at_level(logging.WARNING):
+        pixels = study.load_volume(series).pixels
+    np.testing.assert_array_equal(pixels, expected)
+    said = [r.getMessage() for r in caplog.records if "excess padding" in r.getMessage()]
+    assert len(said) == 1 and "logged once" in said[0], said
+
+
+def test_pixel_data_longer_by_less_than_a_row_is_padding_and_by_a_row_or_more_is_refused():
+    dataset = pydicom.Dataset()
+    dataset.file_meta = pydicom.dataset.FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    dataset.Rows, dataset.Columns, dataset.BitsAllocated, dataset.SamplesPerPixel = 4, 4, 16, 1
+    dataset.PixelData = bytes(34)  # 2 bytes of padding
+    assert pixel_header_problem(dataset) is None
+    dataset.PixelData = bytes(38)  # 6 bytes: less than the 8 bytes of one row
+    assert pixel_header_problem(dataset) is None
+    dataset.PixelData = bytes(40)
+    assert "Pixel Data is 40 bytes, 8 more than Rows 4 × Columns 4 × BitsAllocated 16 / 8 = 32" in \
+        pixel_header_problem(dataset)
+    dataset.Rows, dataset.Columns, dataset.PixelData = 246, 256, bytes(246 * 256 * 2 + 5120)  # break43b: 10 rows
+    assert "5120 more than Rows 246 × Columns 256" in pixel_header_problem(dataset)
+    dataset.PixelData = bytes(246 * 256 * 2 - 2)
+    assert "fewer than Rows 246" in pixel_header_problem(dataset)
+
+
 @pytest.mark.parametrize("constant", ["bits_stored", "each_image_maximum"])
 def test_monochrome1_is_read_as_its_monochrome2_original_whatever_inversion_constant(generated, tmp_path, constant):
     """break43b #6: images inverted each against its own maximum (a converter's choice) and declared MONOCHROME1

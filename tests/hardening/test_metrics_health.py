@@ -146,12 +146,35 @@ def test_healthz_says_degraded_while_every_association_slot_is_taken(tmp_path):
         held = [socket.create_connection(("127.0.0.1", node.scp.port)) for _ in range(2)]
         assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503)
         code, body = http_get(f"http://127.0.0.1:{port}/healthz")
-        assert body.startswith("degraded: all 2 association slots taken") and "127.0.0.1: 2" in body, body
+        assert body.startswith("degraded: all 2 association slots taken (node.max_associations), 2 of them by "
+                               "connection(s) without a completed association") and "127.0.0.1: 2" in body, body
         # the connections stay open: node.acse_timeout (3 s) closes them, the slots are free again
         assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
     finally:
         for sock in held:
             sock.close()
+        node.stop()
+
+
+def test_healthz_stays_200_and_says_busy_while_every_slot_holds_an_association(tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    node = make_node(tmp_path, max_associations=2, acse_timeout=1)
+    node.start(warm_up=False)
+    held = []
+    try:
+        port = node.metrics.port
+        ae = AE(ae_title="SCANNER1")
+        ae.add_requested_context(Verification)
+        held = [ae.associate("127.0.0.1", node.scp.port, ae_title="DICOMNODE") for _ in range(2)]
+        assert all(assoc.is_established for assoc in held)
+        time.sleep(1.5)  # past node.acse_timeout: set-up associations are load, not a fault
+        code, body = http_get(f"http://127.0.0.1:{port}/healthz")
+        assert code == 200 and body.startswith("ready; busy: all 2 association slots in use"), (code, body)
+    finally:
+        for assoc in held:
+            assoc.release()
         node.stop()
 
 

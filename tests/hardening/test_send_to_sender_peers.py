@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
@@ -58,7 +59,11 @@ def test_results_go_back_only_to_the_one_peer_that_sent_the_analysed_images(tmp_
         node.wait_states(states=("done",), count=1, timeout=120)
         sent = node.db_rows("SELECT DISTINCT host, port, ae_title, state FROM outbox WHERE destination='sender'")
         assert sent == [{"host": "127.0.0.1", "port": sender_port, "ae_title": "SCANNER1", "state": "sent"}], sent
-        assert f"destination sender (SCANNER1@127.0.0.1:{sender_port}): sent" in node.log()
+        line = f"destination sender (SCANNER1@127.0.0.1:{sender_port}): sent"
+        deadline = time.monotonic() + 10  # the dispatcher logs the send just after recording it
+        while line not in node.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert line in node.log()
 
         mixed = synthetic_mr().StudyInstanceUID  # MR images of one study from two peers: sent back to neither
         assert _store_from(port, synthetic_mr(study_uid=mixed), "SCANNER1", "127.0.0.1") == 0x0000

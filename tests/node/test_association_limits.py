@@ -78,7 +78,9 @@ def test_connections_that_never_finish_an_association_request_are_closed_after_t
     flood = _half_open(scp.port, 4, first_bytes)
     try:
         assert wait_until(lambda: len(scp.associations()) == 4, timeout=5)
-        assert scp.slots_problem() is not None and "127.0.0.1: 4 (4 not associated yet)" in scp.slots_problem()
+        # held unassociated for over half node.acse_timeout: a fault, not load
+        assert wait_until(lambda: scp.slots_problem() is not None, timeout=2)
+        assert "127.0.0.1: 4 (4 not associated yet)" in scp.slots_problem()
         refused = _associate(scp.port, "SCANNER2")
         assert not refused.is_established
         assert wait_until(lambda: "node.max_associations 4 reached (127.0.0.1: 4 (4 not associated yet))"
@@ -180,3 +182,58 @@ def test_a_pdu_longer_than_an_instance_may_be_closes_the_connection_unread(make_
     sock.sendall(struct.pack(">BBL", 0x04, 0, 512 * 1024 * 1024) + b"\0" * 64)  # a P-DATA PDU announcing 512 MB
     assert wait_until(lambda: "a PDU of 512 MB, over node.max_instance_mb (1 MB)" in caplog.text, timeout=5)
     assert wait_until(lambda: not scp.associations(), timeout=10)
+
+
+def test_a_connection_from_outside_allowed_networks_is_closed_before_tls_or_a_slot(make_scp, caplog, monkeypatch):
+    from dicomnode.net import reactor
+
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    monkeypatch.setattr(reactor, "HOST_LIMIT_LOG", reactor.HandshakeFailureLog(
+        message="connection from %s refused: %s%s", logger=logging.getLogger("dicomnode.net.scp")))
+    scp = make_scp(allowed_networks=["10.20.0.0/16"], max_associations=2, acse_timeout=30.0)
+    flood = _half_open(scp.port, 5, b"")  # more than the slots, sending nothing: closed at once, not after 30 s
+    try:
+        assert wait_until(lambda: all(_closed_by_peer(sock) for sock in flood), timeout=3)
+        assert not scp.associations() and scp._server.pending_deadlines() == 0
+        lines = [r.getMessage() for r in caplog.records if "outside node.allowed_networks" in r.getMessage()]
+        assert lines == ["connection from 127.0.0.1 refused: outside node.allowed_networks ['10.20.0.0/16']: "
+                         "connection closed unread"], lines  # rate-limited: one line for five connections
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_association_deadlines_take_one_thread_and_are_dropped_once_associated(make_scp):
+    import threading
+
+    scp = make_scp(max_associations=4, acse_timeout=30.0)
+    for _ in range(12):
+        assoc = _associate(scp.port)
+        assert assoc.is_established
+        assert scp._server.pending_deadlines() == 0  # dropped at EVT_ACCEPTED, not kept for 30 s
+        assoc.release()
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    assert timers == []
+    idle = _half_open(scp.port, 3, b"")
+    try:
+        assert wait_until(lambda: scp._server.pending_deadlines() == 3, timeout=3)
+        watchdogs = [t for t in threading.enumerate() if t.name == f"dicomnode-acse-deadline-{scp.port}"]
+        assert len(watchdogs) == 1
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_every_slot_in_use_by_associations_is_busy_not_degraded(make_scp):
+    scp = make_scp(max_associations=2, acse_timeout=1.0)
+    first, second = _associate(scp.port), _associate(scp.port)
+    try:
+        assert first.is_established and second.is_established
+        time.sleep(1.5)  # past HALF_OPEN_AFTER_S and node.acse_timeout: the associations keep their slots
+        assert scp.slots_problem() is None
+        assert scp.slots_busy().startswith("busy: all 2 association slots in use"), scp.slots_busy()
+    finally:
+        first.release()
+        second.release()
+    assert wait_until(lambda: not scp.associations(), timeout=5)
+    assert scp.slots_busy() is None

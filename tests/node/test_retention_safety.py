@@ -18,7 +18,7 @@ from dicomnode.retention import (Retention, emergency_purge, finish_interrupted_
                                  purge_study)
 from dicomnode.state import (
     COMPLETE, DONE, FAILED, OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, OUTBOX_SUPERSEDED, PURGING, RECEIVED, SENDING,
-    InstanceRow, StateDB, StudyPurging, upgrade_schema,
+    SCHEMA_VERSION, InstanceRow, StateDB, StudyPurging, upgrade_schema,
 )
 from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
 
@@ -235,7 +235,7 @@ def test_upgrade_to_v3_retires_superseded_dead_letters_and_settles_the_study(sto
                                 "delivered (dead letter)'"))
         connection.execute(text("DROP TABLE purged_reports"))
         connection.execute(text("UPDATE meta SET value='2' WHERE key='schema_version'"))
-    assert upgrade_schema(store.db.engine) == (2, 3)
+    assert upgrade_schema(store.db.engine) == (2, SCHEMA_VERSION)
     assert {row["id"]: row["state"] for row in store.db.outbox_for(KEY)} == {
         first[0]: OUTBOX_SUPERSEDED, first[1]: OUTBOX_SUPERSEDED, second[0]: OUTBOX_SENT, second[1]: OUTBOX_SENT}
     assert store.db.study(KEY)["state"] == DONE and store.db.purged_reports(KEY) == []
@@ -384,3 +384,39 @@ def test_sending_studies_are_not_touched(store):
     everything_purgeable(store)
     assert store.db.study(KEY)["state"] == SENDING and all(path.is_file() for path in store.files())
     assert OUTBOX_DEAD not in {row["state"] for row in store.db.outbox_for(KEY)}
+
+
+# --- review 43 #3: the conflicts/ folder (instances refused 0x0111, Spool.quarantine) is bounded ------------------
+
+
+def _conflict_copy(store: Store, name: str, days_old: float) -> Path:
+    path = store.root / "conflicts" / "abcd" / f"{name}.0123.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"refused instance")
+    os.utime(path, (time.time() - days_old * DAY, time.time() - days_old * DAY))
+    return path
+
+
+def test_conflict_copies_age_out_with_retention_days_and_are_counted(store, caplog):
+    old, recent = _conflict_copy(store, "1.1", 40), _conflict_copy(store, "1.2", 2)
+    with caplog.at_level("WARNING"):
+        report = purge_expired(store.db, store.root, days=30)
+    assert not old.exists() and recent.exists()
+    assert report.conflicts == 1 and report.files == 1 and report.bytes == len(b"refused instance")
+    assert "deleted 1 conflict cop(ies)" in caplog.text and "older than retention.days" in caplog.text
+    report = Retention(store.db, store.root, RetentionConfig(days=30, emergency_free_space_mb=0),
+                       lambda: 10**6, clock=lambda: time.time() + 30 * DAY).run_once()
+    assert not recent.exists() and report.conflicts == 1 and not (store.root / "conflicts" / "abcd").exists()
+
+
+def test_the_emergency_purge_takes_conflict_copies_oldest_first_before_any_study(store):
+    store.instance(1)
+    store.db.mark_sent(store.analyse())
+    copies = [_conflict_copy(store, f"1.{n}", days) for n, days in enumerate((3, 1, 2))]
+
+    def free_mb() -> float:  # each conflict copy left takes 10 MB of a 100 MB disk
+        return 100.0 - 10 * sum(path.exists() for path in copies)
+
+    report = emergency_purge(store.db, store.root, 85, free_mb)
+    assert [path.exists() for path in copies] == [False, True, False]  # the 3- and 2-day-old ones went
+    assert report.conflicts == 2 and report.studies == [] and store.db.study(KEY)["state"] == DONE

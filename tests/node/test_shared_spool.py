@@ -173,3 +173,22 @@ def test_a_spool_that_goes_away_stops_the_claims_until_it_is_back(tmp_path, capl
         assert [r for r in caplog.records if "holds the spool again" in r.getMessage()]
     finally:
         node.stop()
+
+
+def test_config_check_reads_the_record_before_the_marker_so_a_process_starting_beside_it_is_no_mismatch(tmp_path):
+    """A second receiver's start-up check read the folder's spool.id (none yet), then the state's record, which the
+    first receiver had made in between (marker written first, then the record): a false "not the spool the state
+    indexes" that stopped it (tests/scaleout, under load)."""
+    from dicomnode.spool import spool_identity_problem
+
+    folder = tmp_path / "shared-spool"
+    folder.mkdir()
+
+    class StartingBeside:
+        url = "postgresql+psycopg://dicomnode@/state"
+
+        def spool_identity(self):  # the other process writes its marker, then its record, just now
+            (folder / SPOOL_ID_FILE).write_text("b7a5583b4f6d40dcae747a7572c88e76\n")
+            return {"id": "b7a5583b4f6d40dcae747a7572c88e76", "path": str(folder)}
+
+    assert spool_identity_problem(StartingBeside(), folder) is None

@@ -508,7 +508,14 @@ def test_send_to_sender_returns_to_no_one_when_the_analysed_images_came_from_sev
                     [("SCANNER1", "10.0.0.9"), ("SCANNER1", "10.0.0.66")]):  # the same AE title from elsewhere
         ambiguous = return_address(config, route, senders)
         assert ambiguous.target is None and "2 peers" in ambiguous.problem and "10.0.0.66" in ambiguous.problem
+        assert "SCANNER1@10.0.0.9" in ambiguous.problem
         assert outbox_items(config, route, [], ambiguous) == []
+    two_titles = return_address(config, route, [("SCANNER1", "10.0.0.9"), ("SCANNER2", "10.0.0.66")])
+    # the advice that works: distinct AE titles stay distinct peers whatever [[node.peers]] binds
+    assert "add it as a [[destinations]] entry and list it in routes[mr].destinations" in two_titles.problem
+    assert "AE titles SCANNER1, SCANNER2 are different peers" in two_titles.problem
+    one_title = return_address(config, route, [("SCANNER1", "10.0.0.9"), ("SCANNER1", "10.0.0.66")])
+    assert "give SCANNER1's [[node.peers]] entry host" in one_title.problem
 
 
 def test_send_to_sender_resolves_a_listed_peer_by_its_configured_address():

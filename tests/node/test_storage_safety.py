@@ -492,6 +492,57 @@ def test_an_instance_rerouted_in_another_encoding_is_identical_and_other_pixel_v
     assert len(list((node.storage_dir / "conflicts").rglob("*.dcm"))) == 1
 
 
+def test_a_resend_with_a_rewritten_patient_id_or_lossy_pixels_is_a_resend_not_a_conflict(node, caplog):
+    """Review 43 #3: a PACS forwarding across domains rewrites PatientID, or re-routes the study lossy-compressed:
+    both were refused 0x0111 and kept under conflicts/ for ever. The same StudyInstanceUID and SeriesInstanceUID make
+    them re-sends: success, the first copy kept, a WARNING naming what differs, nothing under conflicts/."""
+    first = synthetic_mr()
+    assert store_one(node.scp.port, first).Status == 0
+    coerced = copy.deepcopy(first)
+    coerced.PatientID = "MPI-" + str(first.PatientID)
+    lossy = copy.deepcopy(first)
+    pixels = lossy.pixel_array.copy()
+    pixels[:8, :8] += 3  # what a lossy codec changes
+    lossy.PixelData = pixels.astype("<u2").tobytes()
+    lossy.LossyImageCompression = "01"
+    for resent, named in ((coerced, "1 attribute(s) differ: PatientID"), (lossy, "the pixel values differ (64 of")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert store_one(node.scp.port, resent).Status == 0
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert named in warning and "the first copy is kept" in warning and "0x0111" not in warning
+    assert not list((node.storage_dir / "conflicts").rglob("*.dcm"))
+    assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
+    assert not node.scp.refusals.recent()
+
+
+def test_copies_that_cannot_be_decoded_or_read_are_resends_unless_study_or_series_differ():
+    """Review 43 #3: a re-send in a transfer syntax without a decoder here, or a pair pydicom cannot read, cannot be
+    shown to be another image: a re-send. Another SeriesInstanceUID is a conflict whatever the pixels."""
+    from io import BytesIO
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    def encoded(dataset) -> bytes:
+        buffer = BytesIO()
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+        return buffer.getvalue()
+
+    first = synthetic_mr()
+    undecodable = copy.deepcopy(first)
+    undecodable.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000
+    undecodable.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
+    undecodable["PixelData"].VR = "OB"
+    found = spool_module.content_differences(encoded(undecodable), encoded(first))
+    assert "could not be decoded" in found.text() and found.conflict() is None
+    assert spool_module.content_differences(b"not DICOM at all", encoded(first)).conflict() is None
+    other_series = copy.deepcopy(undecodable)
+    other_series.SeriesInstanceUID = "2.25.99"
+    assert spool_module.content_differences(encoded(other_series), encoded(first)).conflict() == (
+        "SeriesInstanceUID differs from the stored copy")
+
+
 def test_an_instance_of_another_study_under_a_held_sop_uid_is_refused_kept_and_listed(node, caplog, capsys):
     """break43b #1: a second study (another patient) re-using the SOP Instance UIDs of a stored one was acknowledged
     0x0000 and thrown away. Now each such instance is refused with 0x0111 and an Error Comment, kept under
@@ -507,7 +558,7 @@ def test_an_instance_of_another_study_under_a_held_sop_uid_is_refused_kept_and_l
     assert status.Status == 0x0111 and status.ErrorComment == "SOP UID held by another study"
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "2.25.1234567" in warning and str(first.StudyInstanceUID) in warning
-    assert "StudyInstanceUID, PatientID differ from the stored copy" in warning and "OTHER-PATIENT" not in warning
+    assert "StudyInstanceUID differs from the stored copy" in warning and "OTHER-PATIENT" not in warning
     (kept,) = (node.storage_dir / "conflicts").rglob("*.dcm")
     assert kept.read_bytes().find(b"OTHER-PATIENT") >= 0
     assert store_one(node.scp.port, other).Status == 0x0111  # sent again: still refused, kept once

@@ -268,3 +268,93 @@ def test_a_site_bank_without_fields_is_held_to_the_study(tmp_path, models_dir, c
                                       "suggestions": cine.summary}]})
     out = capsys.readouterr().out
     assert "text of OTHER patients' reports" in out and "another patient's report dcm" in out
+
+
+# --- review 43: claims read per statement, identifiers in every field, limits and dates read as such ---------------
+
+NO_LGE = NodeFacts(lge_measured=True, significant_lge=False)
+LGE_FOUND = NodeFacts(lge_measured=True, significant_lge=True)
+EF_30 = NodeFacts(cine_measured=True, lv_ef=30.0, rv_ef=30.0)
+
+
+@pytest.mark.parametrize("facts, text, point", [
+    (NO_LGE, "Subendocardial late enhancement of the inferior wall, no enhancement elsewhere.", "LGE"),
+    (NO_LGE, "No LGE in the septum but extensive transmural LGE in the lateral wall.", "LGE"),
+    (NO_LGE, "No inferior scar and extensive lateral LGE.", "LGE"),
+    (EF_30, "Severely reduced RV function and normal LV function.", "LV function"),
+    (EF_30, "Good LV function despite reduced RV function.", "LV function"),
+    (NodeFacts(cine_measured=True, lv_dilated=True, rv_dilated=True),
+     "Normal LV and RV size, with severely impaired biventricular function.", "LV size"),
+    (NodeFacts(cine_measured=True, lv_dilated=True, rv_dilated=True),
+     "Normal LV and RV size, with severely impaired biventricular function.", "RV size"),
+    (NodeFacts(cine_measured=True, lv_dilated=True, rv_dilated=True),
+     "Normal-sized left ventricle and dilated right ventricle.", "LV size"),
+    (NodeFacts(cine_measured=True, lv_dilated=False, rv_dilated=True), "The ventricles are not dilated.", "RV size"),
+])
+def test_each_statement_of_a_sentence_is_held_to_the_node(facts, text, point):
+    assert point in contradicted(report_claims(text), facts)
+
+
+@pytest.mark.parametrize("facts, text", [
+    (LGE_FOUND, "Subendocardial late enhancement of the inferior wall, no enhancement elsewhere."),
+    (NO_LGE, "No evidence of myocardial scar or fibrosis."),
+    (NO_LGE, "No oedema, scar or fibrosis."),
+    (NodeFacts(cine_measured=True, lv_ef=62.0, rv_ef=30.0), "Severely reduced RV function and normal LV function."),
+    (NodeFacts(cine_measured=True, lv_dilated=False, rv_dilated=True),
+     "Normal-sized left ventricle and dilated right ventricle."),
+    (NodeFacts(cine_measured=True, lv_dilated=False, rv_dilated=False), "The ventricles are not dilated."),
+])
+def test_a_sentence_read_statement_by_statement_fits(facts, text):
+    assert contradicted(report_claims(text), facts) == ()
+
+
+@pytest.mark.parametrize("text", ["Reduced RV versus LV function.", "Severely reduced and dilated LV and normal RV."])
+def test_a_grade_that_cannot_be_tied_to_one_ventricle_is_not_offered(text):
+    facts = NodeFacts(cine_measured=True, lv_ef=30.0, rv_ef=60.0, lge_measured=True, significant_lge=False)
+    fitted, removed = fitting_text(f"{text} No LGE.", facts)
+    assert fitted == "No LGE." and any("one ventricle" in reason for reason in removed)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("LVEF was 30 or less.", f"LVEF was {BLANK} or less."),
+    ("EF 30% or more reduced.", f"EF {BLANK}% or more reduced."),
+    ("LGE extent of 20% or more was seen.", f"LGE extent of {BLANK}% or more was seen."),
+    ("A scar burden of 15 % or more is associated with events.", "A scar burden of 15 % or more is associated with events."),
+    ("ICD threshold LVEF 35% or less.", "ICD threshold LVEF 35% or less."),
+])
+def test_or_more_or_less_is_a_limit_only_in_a_criterion(text, expected):
+    assert blank_measurements(text)[0] == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Reported by John Smith, consultant.", "Signed by J. Smith", "Verified By: Jane Doe", "Dictated by the fellow.",
+    "Mrs Smith, 65 years", "Mr. Jones was scanned.", "Herr Müller, 70 Jahre", "Frau Schmidt", "Miss Brown",
+    "Compared with 31.12.24.", "Study of 2024-03-02."])
+def test_signatures_titles_and_dates_are_identifiers(text):
+    assert identifier_findings(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Enhancement of segments 1-2-7.", "Enhancement of segments 1/2/7.", "LGE in segments 1-7-13.",
+    "AHA segments 4, 10/11/16.", "Ratio 45/60/70 over 3 slices.", "Values 2024-13-45."])
+def test_segment_lists_and_implausible_dates_are_no_identifiers(text):
+    assert identifier_findings(text) == []
+
+
+def test_an_impression_field_is_checked_for_identifiers(tmp_path):
+    path = tmp_path / "bank.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "Inferior infarct.", "impression": "Reported by John Smith."}) + "\n"
+                    + json.dumps({"id": "b", "text": "Inferior infarct.", "findings": "Mrs Smith, LGE inferior."}) + "\n"
+                    + json.dumps({"id": "c", "text": "Inferior infarct.", "impression": "Inferior infarction."}) + "\n")
+    read = read_bank_file(path, "bank.jsonl")
+    assert [r.id for r in read.reports] == ["c"] and len(read.withheld) == 2
+
+
+def test_an_impression_that_contradicts_the_node_is_not_offered(tmp_path, models_dir):
+    record = {"id": "imp", "text": "Findings: Transmural late gadolinium enhancement of the lateral wall.",
+              "impression": "No LGE. Normal cardiac MRI."}
+    pipeline = _site(tmp_path, models_dir, {"site.jsonl": json.dumps(record) + "\n",
+                                            "infarct.txt": SITE_BANK["infarct.txt"]})
+    result = pipeline.run(None, _context(pipeline, DEMO_LGE))
+    assert "imp" not in {s["report_id"] for s in result.summary} and "imp" not in result.measurements["impressions"]
+    assert result.measurements["contradicting_reports_excluded"]["LGE"] == 1
