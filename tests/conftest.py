@@ -78,3 +78,28 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Each test leaves the root logger as it found it: `dicomnode.observe.configure_logging` (CLI tests run in this
+    process) replaces the root handlers, and their redaction filters rewrite every record that passes them (UIDs to
+    log ids), also for the later tests' caplog, which reads the same record after them."""
+    import logging
+
+    def ours(handler) -> bool:  # pytest's own capture handlers come and go with each phase: left to pytest
+        return not type(handler).__module__.startswith("_pytest")
+
+    root = logging.getLogger()
+    handlers, level = [handler for handler in root.handlers if ours(handler)], root.level
+    yield
+    for handler in [handler for handler in root.handlers if ours(handler) and handler not in handlers]:
+        root.removeHandler(handler)
+        try:
+            handler.close()
+        except Exception:  # noqa: BLE001 - a handler of a test that is over
+            pass
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
