@@ -32,7 +32,7 @@ from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, ve
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, RECEIVED,
                              RESULTS_READY, SENDING, RoundFailures, StateDB, StoreOutcome, is_outage, open_state,
                              outage_reason, prepare_storage_dir, upgrade_schema)
-from dicomnode.studies import CompletionTracker, PendingRefusals, interrupted_note
+from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
 from dicomnode.types import Declined
 from dicomnode.uids import MR_STORAGE_CLASSES, short_hash
@@ -265,10 +265,14 @@ class Node:
         return removed
 
     def stop(self) -> None:
-        """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start)."""
+        """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start). The
+        transfers the stop cut (StorageSCP.studies_cut) are marked interrupted, as a scale-out receiver's stop marks
+        them; once they are, the stop is recorded as clean (StateDB.record_receiver_stopped), so that the next start
+        leaves every other study receiving on its quiet timer (CompletionTracker.rebuild)."""
         self._stopping.set()
         self.ready = False
-        self.scp.stop(SCP_STOP_SECONDS)
+        if self.scp.listening:
+            self._mark_cut(self.scp.stop(SCP_STOP_SECONDS))
         self.scheduler.shutdown(wait=False)
         for _ in self._workers:
             self._analysis_queue.put(None)
@@ -278,6 +282,18 @@ class Node:
         self.db.close()
         self.storage_lock.release()
         log.info("stopped")
+
+    def _mark_cut(self, study_keys: list[str]) -> None:
+        """The receiver stopped: mark the studies whose transfer it cut, then record the clean stop. Where either
+        fails (the state database unreachable) nothing is recorded, and the next start marks every study still
+        receiving, as after a crash."""
+        try:
+            for key in study_keys:
+                self.completion.transfer_interrupted(key, NODE_STOPPED)
+            self.db.record_receiver_stopped()
+        except Exception as exc:  # noqa: BLE001 - the safe side: the restart takes it for a crash
+            log.warning("could not mark the %d stud(ies) this stop cut as interrupted (%s); the next start marks "
+                        "every study still receiving", len(study_keys), outage_reason(exc) if is_outage(exc) else exc)
 
     def _resume(self) -> tuple[int, int, int, int]:
         """Rebuild what was in flight from the durable state; returns (studies receiving, re-queued for analysis,

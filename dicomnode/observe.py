@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from dicomnode.config import LoggingConfig
 from dicomnode.uids import check_uid, short_hash
@@ -350,11 +351,72 @@ _CERTIFICATE_OID_ROOTS = ("1.3.6.1.5.5.7.", "1.2.840.113549.1.", "1.2.840.10045.
 _CLASS_BEFORE = re.compile(r"(?:class(?:es)?|syntax(?:es)?|\boid)\s*(?:uid)?\s*[:=]?\s*['\"(\[]?\s*$", re.IGNORECASE)
 
 
+class ClassUIDs:
+    """The SOP Class and Transfer Syntax UIDs (abstract and transfer syntaxes) the node has been told are such, by
+    the protocol (a C-STORE request's Affected SOP Class UID, a presentation context's abstract and transfer
+    syntaxes) or by the code that logs one (`class_uid`): bounded, the most recently used kept. A UID here names a
+    kind of object, never one patient's object, so the UID filter leaves it readable wherever a log line has it
+    (private and unknown classes included: the admin must see which one was refused or dropped)."""
+
+    def __init__(self, capacity: int = 4096):
+        self.capacity = capacity
+        self._uids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, *uids) -> None:
+        with self._lock:
+            for uid in uids:
+                text = str(uid or "").strip()
+                if not text:
+                    continue
+                self._uids[text] = None
+                self._uids.move_to_end(text)
+            while len(self._uids) > self.capacity:
+                self._uids.popitem(last=False)
+
+    def __contains__(self, uid: str) -> bool:
+        with self._lock:
+            return uid in self._uids
+
+    def clear(self) -> None:
+        with self._lock:
+            self._uids.clear()
+
+
+class_uids = ClassUIDs()
+
+
+def class_uid(uid) -> str:
+    """`uid` (a SOP Class UID or a transfer syntax UID) as a log argument or in a composed message: remembered in
+    `class_uids`, so that the UID filter keeps it readable in every log line of this process; returns it as text."""
+    text = str(uid or "").strip()
+    class_uids.add(text)
+    return text
+
+
+def sop_class_name(uid: str) -> str:
+    """A SOP class for a log line or a message: 'Enhanced SR Storage (1.2.840.10008.5.1.4.1.1.88.22)', or 'SOP class
+    1.2.3...' where pydicom knows no name (a private or unknown class); either way the UID stays readable in the
+    logs (class_uid)."""
+    text = class_uid(uid)
+    name = UID(text).name if text else ""
+    return f"{name} ({text})" if name and name != text else f"SOP class {text}"
+
+
+def transfer_syntax_name(uid: str) -> str:
+    """A transfer syntax as sop_class_name gives a SOP class: 'JPEG 2000 Image Compression (1.2.840.10008.1.2.4.91)'
+    or 'transfer syntax 1.2.3...'."""
+    text = class_uid(uid)
+    name = UID(text).name if text else ""
+    return f"{name} ({text})" if name and name != text else f"transfer syntax {text}"
+
+
 def _readable_uid(uid: str, before: str) -> bool:
-    """Whether a UID found in a log line names a kind of object rather than one patient's object: a UID of the
-    standard (pydicom's UID dictionary, 1.2.840.10008.*), a known private SOP class, a certificate OID, or one the
-    line presents as a SOP class, transfer syntax or OID (`before`: the text just before it)."""
-    if uid.startswith(_STANDARD_UID_ROOT) or uid in UID_dictionary:
+    """Whether a UID found in a log line names a kind of object rather than one patient's object: one this process
+    was told is a class or syntax (`class_uids`), a UID of the standard (pydicom's UID dictionary,
+    1.2.840.10008.*), a known private SOP class, a certificate OID, or one the line presents as a SOP class,
+    transfer syntax or OID (`before`: the text just before it)."""
+    if uid in class_uids or uid.startswith(_STANDARD_UID_ROOT) or uid in UID_dictionary:
         return True
     if _PRIVATE_SOP_CLASS.fullmatch(uid) or uid.startswith(_CERTIFICATE_OID_ROOTS):
         return True
@@ -365,9 +427,10 @@ def hash_uids(text: str) -> str:
     """`text` with every instance-level DICOM UID (a Study, Series or SOP Instance UID, a UUID-derived 2.25 UID,
     one in a file name) replaced by its log id, the short hash the logs give a study (uids.short_hash):
     `dicomnode status --study` takes a study's log id, and a UID known from the PACS is found in the logs by hashing
-    it the same way (`dicomnode log-id UID`). Kept as they are (`_readable_uid`): the standard's SOP class and
-    transfer syntax UIDs, known private SOP classes, certificate OIDs, and any UID the line presents as a SOP class,
-    transfer syntax or OID."""
+    it the same way (`dicomnode log-id UID`). Kept as they are (`_readable_uid`): every SOP class and transfer
+    syntax UID this process was told is one (`class_uids`: what senders and destinations negotiate and send, and
+    what the code logs through `class_uid`), the standard's, known private SOP classes, certificate OIDs, and any UID
+    the line presents as a SOP class, transfer syntax or OID."""
     def replace(match: re.Match) -> str:
         uid = match.group(0)
         if _readable_uid(uid, text[max(0, match.start() - 40):match.start()]):

@@ -556,8 +556,10 @@ class RoleRunner:
         log.info("stopped")
 
     def _mark_cut(self, study_keys: list[str]) -> None:
-        """A receiver stopping with associations open: the studies they were sending are marked interrupted before
-        it goes (its heartbeat row goes too, so no other process could tell)."""
+        """A receiver stopping with associations open: the studies whose transfer the stop cut (StorageSCP.studies_cut:
+        sent on an open association within studies.quiet_seconds, or with a message in flight) are marked interrupted
+        before it goes (its heartbeat row goes too, so no other process could tell), as a single node's stop marks
+        them (Node.stop)."""
         if not study_keys:
             return
         cause = f"the receiving process {socket.gethostname()} pid {os.getpid()} stopped"

@@ -499,7 +499,8 @@ class Spool:
         encoding = f"{len(received)} bytes, the stored copy {size} bytes"
         stored_syntax = _transfer_syntax(head)
         if stored_syntax and stored_syntax != instance.transfer_syntax:
-            encoding += f"; sent in transfer syntax {instance.transfer_syntax}, stored in {stored_syntax}"
+            encoding += (f"; sent in transfer syntax {instance.transfer_syntax}, stored in transfer syntax "
+                         f"{stored_syntax}")
         differences = content_differences(bytes(received), stored_bytes)
         content = differences.text()
         return Resend(content is None, encoding if content is None else f"{content}; {encoding}",

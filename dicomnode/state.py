@@ -837,6 +837,26 @@ class StateDB:
                      describe_url(self.url))
         return json.loads(recorded)
 
+    # --- how the single node's receiver last stopped -----------------------------------------------------------
+
+    def record_receiver_stopped(self) -> None:
+        """A single node's receiver stopped cleanly (meta key `receiver_stopped`): its associations were ended and
+        the transfers that stop cut were marked interrupted (studies.record_interruption); the next start need not
+        take every study still receiving for a cut one (take_receiver_stopped)."""
+        value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
+        with self._write() as db:
+            self._run(db, "DELETE FROM meta WHERE key='receiver_stopped'")
+            self._run(db, "INSERT INTO meta(key, value) VALUES ('receiver_stopped', :v)", {"v": value})
+
+    def take_receiver_stopped(self) -> dict | None:
+        """At a single node's start: the record of its receiver's clean stop ({"host", "pid", "at"}), removed so that
+        a crash of this run is not taken for a clean stop; None after a crash, kill -9 or a stop that could not mark
+        what it cut."""
+        with self._write() as db:
+            rows = self._run(db, "SELECT value FROM meta WHERE key='receiver_stopped'").mappings().all()
+            self._run(db, "DELETE FROM meta WHERE key='receiver_stopped'")
+        return json.loads(rows[0]["value"]) if rows else None
+
     def newest_instance_paths(self, limit: int) -> tuple[int, list[str]]:
         """(how many instances are indexed, the spool-relative paths of the newest `limit` of them)."""
         count = int(self._rows("SELECT COUNT(*) AS n FROM instances")[0]["n"])

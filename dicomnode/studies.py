@@ -571,30 +571,41 @@ class CompletionTracker:
     def rebuild(self) -> int:
         """After a start: re-arm timers of every study still receiving; returns how many.
 
-        A study receiving when the node stopped (a crash, kill -9 or a stop) may have had its transfer cut, and no
-        sender could deliver while the node was down: it is marked (interrupted_reason: "transfer interrupted (N
-        instance(s) received when the node stopped) ...", shown by status) and waits for its sender, whose next
-        instance (new or a duplicate) puts it back on the quiet timer, or the full max_wait_seconds from now; never
-        the quiet timer alone (break3 L4: a cut cine was analysed as if whole). A study waiting for instances refused
-        for lack of space keeps waiting for them, its max wait not before a quiet period from now; so does one whose
-        instances were refused while the state database was unreachable (PendingRefusals, written first)."""
+        After a crash or kill -9 (no clean stop recorded: StateDB.take_receiver_stopped) any study receiving may
+        have had its transfer cut, and no sender could deliver while the node was down: it is marked
+        (interrupted_reason: "transfer interrupted (N instance(s) received when the node stopped) ...", shown by
+        status) and waits for its sender, whose next instance (new or a duplicate) puts it back on the quiet timer,
+        or the full max_wait_seconds from now; never the quiet timer alone (break3 L4: a cut cine was analysed as if
+        whole). After a clean stop, which marked the transfers it cut itself (Node.stop, StorageSCP.studies_cut),
+        the other studies receiving go on with their quiet timer counted from now (the downtime is no quiet) and
+        their max wait from their first instance. A study marked interrupted before waits the full max wait from now.
+        A study waiting for instances refused for lack of space keeps waiting for them, its max wait not before a
+        quiet period from now; so does one whose instances were refused while the state database was unreachable
+        (PendingRefusals, written first)."""
         self.flush_refusals()
+        clean_stop = self.db.take_receiver_stopped() is not None
         studies = self.db.studies((RECEIVED,))
         now = time.time()
         resumed = now + self.config.quiet_seconds
         for study in studies:
+            key = study["study_key"]
             if refused_count(study):  # incomplete: only its sender (or max wait) moves it on
                 with self._lock:
-                    self._refused.add(study["study_key"])
-                self._schedule_max_wait(study["study_key"], study["first_received"], not_before=resumed)
+                    self._refused.add(key)
+                self._schedule_max_wait(key, study["first_received"], not_before=resumed)
                 continue
-            # receiving when the node stopped (a crash, a stop, or an association aborted before): the transfer
+            # receiving when the node crashed, cut by a clean stop, or its association aborted before: the transfer
             # may have been cut, so the study waits for its sender (any instance, even a duplicate, ends the wait)
             # or the full max wait from now, never the quiet timer alone
-            if record_interruption(self.db, study["study_key"], NODE_STOPPED, self.config) is not None:
+            if interrupted(study) or \
+                    (not clean_stop and record_interruption(self.db, key, NODE_STOPPED, self.config) is not None):
                 with self._lock:
-                    self._interrupted.add(study["study_key"])
-            self._schedule_max_wait(study["study_key"], now, not_before=resumed)
+                    self._interrupted.add(key)
+                self._schedule_max_wait(key, now, not_before=resumed)
+                continue
+            # not cut (a clean stop that did not cut it, or whole by its expected counts): quiet from now
+            self._schedule_quiet(key, resumed, force=True)
+            self._schedule_max_wait(key, study["first_received"], not_before=resumed)
         return len(studies)
 
     def reload(self, config: Config) -> None:

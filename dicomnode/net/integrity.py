@@ -13,6 +13,8 @@ from pydicom.encaps import parse_fragments
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
+from dicomnode.observe import sop_class_name
+
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -68,7 +70,10 @@ def file_problem(path: Path | str) -> str | None:
     if problem is None and needs_pixel_data(dataset):
         missing = pixel_problem(dataset)
         if missing:
-            problem = f"{missing}, which {UID(str(dataset.SOPClassUID)).name} needs (file cut short?)"
+            sop_class = str(dataset.SOPClassUID)
+            name = UID(sop_class).name
+            which = name if name != sop_class else sop_class_name(sop_class)  # 'SOP class 1.2...': kept in the logs
+            problem = f"{missing}, which {which} needs (file cut short?)"
     return problem or pixel_data_short(dataset)
 
 

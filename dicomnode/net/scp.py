@@ -10,7 +10,6 @@ import time
 from typing import Callable
 
 from pydicom import Dataset
-from pydicom.uid import UID as pydicom_uid
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -35,7 +34,7 @@ from dicomnode.config import Config
 from dicomnode.net.filemeta import file_header
 from dicomnode.net.reactor import (EVENT_DRIVEN, HALF_OPEN_AFTER_S, EventDrivenServer, PollingServer,
                                     SharedPortPollingServer, SharedPortServer)
-from dicomnode.observe import patient_values, study_context
+from dicomnode.observe import class_uid, class_uids, patient_values, sop_class_name, study_context
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageUnavailable
 from dicomnode.state import StoreOutcome, StudyPurging, is_outage, outage_reason
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid, short_hash
@@ -296,6 +295,18 @@ class RecentRefusals:
                     if now - item["last_refused_at"] <= RECENT_REFUSALS_SECONDS]
 
 
+def _remember_syntaxes(assoc) -> None:
+    """The abstract and transfer syntaxes an association request proposes: classes and syntaxes, never one
+    patient's object (observe.class_uids), so that a line about any of them (a context refused, an object dropped)
+    names them readably."""
+    try:
+        contexts = assoc.requestor.requested_contexts
+    except Exception:  # noqa: BLE001 - a malformed request: pynetdicom refuses it; nothing to remember
+        return
+    for context in contexts or ():
+        class_uids.add(context.abstract_syntax, *(context.transfer_syntax or ()))
+
+
 class StorageSCP:
     """Receives MR instances and stores each durably before answering 0x0000."""
 
@@ -415,6 +426,7 @@ class StorageSCP:
         called/calling AE titles are refused by pynetdicom right after this (AE.require_called_aet/_calling_aet)."""
         assoc = event.assoc
         _answer_malformed_first(assoc)
+        _remember_syntaxes(assoc)
         calling = assoc.requestor.primitive.calling_ae_title.strip()
         address = assoc.requestor.address
         if not self._peer_allows(calling, address, "echo") and not self._peer_allows(calling, address, "store"):
@@ -461,8 +473,8 @@ class StorageSCP:
             log.debug("could not publish the studies being received now: %s", exc)
 
     def open_studies(self) -> list[str]:
-        """The study keys the associations open now have sent instances of (sorted): the transfers a stop or a crash
-        of this process would cut."""
+        """The study keys the associations open now have sent instances of (sorted): the transfers a crash of this
+        process may cut (it cannot tell which were under way; a stop cuts only studies_cut)."""
         server = self._server
         if server is None:
             return []
@@ -470,6 +482,33 @@ class StorageSCP:
         for assoc in list(server.active_associations):
             if not getattr(assoc, "dicomnode_ended", False):
                 keys.update(getattr(assoc, "dicomnode_studies", None) or ())
+        return sorted(keys)
+
+    def studies_cut(self) -> list[str]:
+        """The study keys whose transfers ending the associations open now would cut (sorted): of each open
+        association, every study it sent an instance of within the last studies.quiet_seconds, and, where a message
+        is in flight on it (a C-STORE being received or stored), the study it sent last.
+
+        An association that has sent nothing of a study for studies.quiet_seconds has, by the node's own completion
+        rule, finished sending that study (the quiet timer completes it whether or not the association stays open):
+        a sender that keeps its association open while idle, or reuses it for the next study, had its transfer of
+        that study ended before the stop, not by it. Within that time the node cannot tell a finished transfer from a
+        paused one, so the stop counts it as cut: the stop never ends a transfer sooner than the quiet timer would."""
+        server = self._server
+        if server is None:
+            return []
+        now = time.monotonic()
+        window = self.config.studies.quiet_seconds
+        keys: set[str] = set()
+        for assoc in list(server.active_associations):
+            studies = dict(getattr(assoc, "dicomnode_studies", None) or {})
+            if getattr(assoc, "dicomnode_ended", False) or not studies:
+                continue
+            keys.update(key for key, at in studies.items() if at is None or now - at < window)
+            in_flight = getattr(assoc, "dicomnode_storing", 0) > 0 or \
+                getattr(getattr(assoc, "dimse", None), "message", None) is not None
+            if in_flight and getattr(assoc, "dicomnode_last_study", None) in studies:
+                keys.add(assoc.dicomnode_last_study)
         return sorted(keys)
 
     def _handle_aborted(self, event: evt.Event) -> None:
@@ -606,16 +645,19 @@ class StorageSCP:
         if not self._peer_allows(calling, address, "store"):
             log.warning("C-STORE refused: calling AE %r from %s may not store", calling, address)
             return self._status(STATUS_NOT_AUTHORIZED, f"{calling} from {address} may not store")
+        assoc = event.assoc
         with self._active_lock:
             self._active += 1
+            assoc.dicomnode_storing = getattr(assoc, "dicomnode_storing", 0) + 1
         try:
             status = self._store(event, calling, address)
             if status == STATUS_SUCCESS:
-                event.assoc.dicomnode_stored = getattr(event.assoc, "dicomnode_stored", 0) + 1
+                assoc.dicomnode_stored = getattr(assoc, "dicomnode_stored", 0) + 1
             return status
         finally:
             with self._active_lock:
                 self._active -= 1
+                assoc.dicomnode_storing -= 1
                 self._active_lock.notify_all()
 
     def _store(self, event: evt.Event, calling: str, address: str):
@@ -631,7 +673,8 @@ class StorageSCP:
                                 f"instance {size_mb:.0f} MB over node.max_instance_mb {self.config.node.max_instance_mb:g}")
         try:
             sop_instance = check_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
-            sop_class = check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID")
+            sop_class = class_uid(check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID"))
+            class_uid(event.context.transfer_syntax)
             # the File Format's header, then the dataset's bytes exactly as received
             encoded = file_header(sop_class, sop_instance, event.context.transfer_syntax) + \
                 event.encoded_dataset(include_meta=False)
@@ -646,7 +689,7 @@ class StorageSCP:
                                     f"SOP Instance UID in the dataset differs from {sop_instance} requested")
             if sop_class not in MR_STORAGE_CLASSES and self.config.node.non_mr_objects == "drop":
                 log.info("C-STORE of %s from %s acknowledged and dropped (node.non_mr_objects = drop)",
-                         getattr(pydicom_uid(sop_class), "name", sop_class), calling)
+                         sop_class_name(sop_class), calling)
                 return STATUS_SUCCESS
             patient_values.remember(dataset)
             study_uid = check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
@@ -673,14 +716,21 @@ class StorageSCP:
         except Exception as exc:  # a dataset pydicom cannot decode
             log.warning("C-STORE refused from %s: cannot decode dataset: %s", calling, exc)
             return self._status(STATUS_CANNOT_UNDERSTAND, f"cannot decode dataset: {exc}")
+        # the studies this association sends (an abort marks them interrupted), each with the time.monotonic() of
+        # its latest C-STORE on it (a stop marks those it cuts: studies_cut)
         studies = getattr(event.assoc, "dicomnode_studies", None)
         if studies is None:
             studies = event.assoc.dicomnode_studies = {}
-        if instance.study_key not in studies:  # the studies this association sends (an abort marks them interrupted)
-            studies[instance.study_key] = None
+        new_study = instance.study_key not in studies
+        studies[instance.study_key] = time.monotonic()
+        event.assoc.dicomnode_last_study = instance.study_key
+        if new_study:
             self._receiving_changed()  # published before the instance is stored: a crash from here on is seen
-        with study_context(short_hash(study_uid)):
-            return self._store_durably(instance, calling, address, sop_instance, study_uid)
+        try:
+            with study_context(short_hash(study_uid)):
+                return self._store_durably(instance, calling, address, sop_instance, study_uid)
+        finally:
+            studies[instance.study_key] = time.monotonic()
 
     def _store_durably(self, instance: IncomingInstance, calling: str, address: str, sop_instance: str,
                        study_uid: str):
@@ -855,19 +905,25 @@ class StorageSCP:
         return SharedPortPollingServer if shared else PollingServer
 
     @property
+    def listening(self) -> bool:
+        """Whether the receiver was started and not stopped since."""
+        return self._server is not None
+
+    @property
     def port(self) -> int:
         return self._server.server_address[1] if self._server else self.config.node.port
 
     def stop(self, timeout: float = 30.0) -> list[str]:
         """Stop accepting associations, wait for stores in flight to become durable, then end the associations still
-        open. Returns the study keys those associations had sent instances of (open_studies): transfers this stop
-        cut, unless their senders send them again."""
+        open. Returns the study keys whose transfers this stop cut (studies_cut: sent on an open association within
+        studies.quiet_seconds, or with a message in flight), unless their senders send them again; a study an open
+        association had finished sending before is not among them."""
         if self._server is None:
             return []
         self._server.shutdown()
         with self._active_lock:
             self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
-        cut = self.open_studies()
+        cut = self.studies_cut()
         for assoc in list(self._server.active_associations):
             assoc.release() if assoc.is_established else None
         with self._active_lock:  # a store that came in before the release was answered

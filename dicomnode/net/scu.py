@@ -18,6 +18,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from dicomnode.net.scp import set_tcp_nodelay
 from dicomnode.net.tls import describe_client_handshake_error
+from dicomnode.observe import class_uid, class_uids, sop_class_name, transfer_syntax_name
 
 log = logging.getLogger("dicomnode.net.scu")
 
@@ -101,10 +102,12 @@ def why_not_established(assoc, host: str, port: int, timeout: float = 5.0, ssl_c
             "peer dropped the association request)")
 
 
-def sop_class_name(uid: str) -> str:
-    """'Encapsulated PDF Storage (1.2.840.10008.5.1.4.1.1.104.1)', or the bare UID where pydicom knows no name."""
-    name = UID(str(uid)).name
-    return f"{name} ({uid})" if name and name != str(uid) else str(uid)
+def _syntax_label(uid: str) -> str:
+    """A transfer syntax in a list: its name ('JPEG-LS Lossless Image Compression'), or 'transfer syntax 1.2.3...'
+    where pydicom knows no name (kept readable in the logs: observe.class_uid)."""
+    text = class_uid(uid)
+    name = UID(text).name
+    return name if name and name != text else f"transfer syntax {text}"
 
 
 #: how an object's Modality is named to an admin where the modality alone is unclear (DOC: an encapsulated PDF)
@@ -148,6 +151,8 @@ def carries(accepted_syntax: str, transfer_syntax: str) -> bool:
     accepted, syntax = UID(accepted_syntax), UID(transfer_syntax)
     if accepted == syntax:
         return True
+    if not (accepted.is_transfer_syntax and syntax.is_transfer_syntax):  # a private syntax: only itself carries it
+        return False
     return not (accepted.is_compressed or syntax.is_compressed) and accepted.is_little_endian == syntax.is_little_endian
 
 
@@ -163,18 +168,17 @@ def context_refusal(assoc, sop_class: str, transfer_syntax: str | None = None) -
         if not rejected:
             return None
         if all(cx.result == 0x04 for cx in rejected):
-            offered = ", ".join(dict.fromkeys(UID(t).name for cx in rejected for t in cx.transfer_syntax))
+            offered = ", ".join(dict.fromkeys(_syntax_label(t) for cx in rejected for t in cx.transfer_syntax))
             return (f"the destination accepts {sop_class_name(sop_class)} in none of the transfer syntaxes offered "
                     f"({offered}): configure it to accept one of them or stop sending it")
         return (f"the destination accepts no presentation context for {sop_class_name(sop_class)}: configure it to "
                 f"accept that SOP class or stop sending it")
     if transfer_syntax and not any(carries(cx.transfer_syntax[0], transfer_syntax) for cx in accepted):
-        taken = ", ".join(dict.fromkeys(UID(t).name for cx in accepted for t in cx.transfer_syntax))
-        syntax = UID(transfer_syntax)
-        return (f"the destination accepts {sop_class_name(sop_class)} only as {taken}, not as {syntax.name} "
-                f"({syntax}) in which this object is stored (the node does not transcode when it sends; the objects "
-                f"it creates are Explicit VR Little Endian): configure it to accept {syntax.name} or stop sending "
-                f"it")
+        taken = ", ".join(dict.fromkeys(_syntax_label(t) for cx in accepted for t in cx.transfer_syntax))
+        return (f"the destination accepts {sop_class_name(sop_class)} only as {taken}, not as "
+                f"{transfer_syntax_name(transfer_syntax)} in which this object is stored (the node does not transcode "
+                f"when it sends; the objects it creates are Explicit VR Little Endian): configure it to accept "
+                f"{_syntax_label(transfer_syntax)} or stop sending it")
     return None
 
 
@@ -348,6 +352,7 @@ def send_files(
     for sop_class, transfer_syntax in sorted(contexts):
         syntaxes = [transfer_syntax] + [t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != transfer_syntax]
         ae.add_requested_context(sop_class, syntaxes)
+        class_uids.add(sop_class, *syntaxes)  # classes and syntaxes: readable in any line about them
     if len(ae.requested_contexts) > 128:
         raise ValueError("more than 128 presentation contexts in one batch; split it")
     tls_args = (ssl_context, host) if ssl_context is not None else None

@@ -30,6 +30,8 @@ from pydicom.pixels.utils import decompress
 from pydicom.uid import (UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                          JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless)
 
+from dicomnode.observe import transfer_syntax_name
+
 #: transfer syntaxes whose pixel data is always lossy -> Lossy Image Compression Method (PS3.3 C.7.6.1.1.5.1)
 LOSSY_ONLY = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1", JPEGLSNearLossless: "ISO_14495_1"}
 
@@ -124,7 +126,7 @@ def explicit_little_endian(dataset: Dataset) -> Dataset:
         try:
             decompress(dataset, as_rgb=True, generate_instance_uid=False)
         except Exception as error:  # noqa: BLE001 - any decoder's failure, named with the syntax
-            raise TranscodeError(f"cannot decode the {syntax.name} ({syntax}) pixel data of "
+            raise TranscodeError(f"cannot decode the {transfer_syntax_name(syntax)} pixel data of "
                                  f"{dataset.get('SOPInstanceUID', 'an instance')} to write it as Explicit VR Little "
                                  f"Endian: {type(error).__name__}: {error}") from None
         _flag_lossy(dataset, syntax)

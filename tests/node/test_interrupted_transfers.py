@@ -113,17 +113,37 @@ def test_only_an_abort_that_may_cut_a_transfer_marks_its_studies(tmp_path, idle,
     assert aborted == (["1.2.3"] if marked else [])
 
 
-def test_a_study_receiving_when_the_node_stopped_waits_for_a_resend_after_the_restart(tmp_path):
-    config = _config(tmp_path, quiet_seconds=3600)
-    node = Node(config, analyser=NoAnalysis())
+def _stopped_mid_transfer(tmp_path, datasets, quiet_seconds: float = 3600) -> None:
+    """A node that receives `datasets` on one association and is stopped (SIGTERM) with that association open."""
+    node = Node(_config(tmp_path, quiet_seconds=quiet_seconds), analyser=NoAnalysis())
     node.start(warm_up=False)
-    study = generate_uid()
+    assoc = None
     try:
-        for index in range(2):
-            assert store_one(node.scp.port, synthetic_mr(study_uid=study, instance=index, position=8.0 * index)) \
-                .Status == 0
+        assoc = _association(node.scp.port, datasets[0])
+        for dataset in datasets:
+            assert assoc.send_c_store(dataset).Status == 0
     finally:
         node.stop()
+        if assoc is not None:
+            assoc.abort()
+
+
+def _crashed(node: Node) -> None:
+    """What kill -9 leaves of a node: its associations gone, nothing marked and no clean stop recorded."""
+    node.scp.on_aborted = None  # nothing runs any more: no abort is seen either
+    node.scp._server.shutdown()
+    for assoc in list(node.scp._server.active_associations):
+        assoc.abort()
+    node.scp._server = None
+    node.scheduler.shutdown(wait=False)
+    node.dispatcher.stop()
+    node.db.close()
+    node.storage_lock.release()
+
+
+def test_a_study_whose_transfer_the_stop_cut_waits_for_a_resend_after_the_restart(tmp_path):
+    study = generate_uid()
+    _stopped_mid_transfer(tmp_path, [synthetic_mr(study_uid=study, instance=i, position=8.0 * i) for i in range(2)])
     restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
     restarted.start(warm_up=False)
     try:
@@ -141,15 +161,108 @@ def test_a_study_receiving_when_the_node_stopped_waits_for_a_resend_after_the_re
         restarted.stop()
 
 
-def test_a_resent_duplicate_ends_the_wait(tmp_path):
+def test_a_stop_does_not_mark_a_study_sent_on_released_associations(tmp_path):
+    """review42 #3: a clean stop marks only the transfers it cut, on one machine as in scale-out; a study whose
+    associations were released before the stop goes on with its quiet timer, counted from the restart."""
     node = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
     node.start(warm_up=False)
-    first = synthetic_mr()
-    study = str(first.StudyInstanceUID)
+    study = generate_uid()
     try:
-        assert store_one(node.scp.port, first).Status == 0
+        for index in range(2):
+            assert store_one(node.scp.port, synthetic_mr(study_uid=study, instance=index, position=8.0 * index)) \
+                .Status == 0
     finally:
         node.stop()
+    restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
+    began = time.time()
+    restarted.start(warm_up=False)
+    try:
+        row = restarted.db.study(study)
+        assert row["state"] == RECEIVED and row["reason"] is None
+        job = restarted.scheduler.get_job(f"quiet:{study}")
+        assert job is not None and job.next_run_time.timestamp() >= began + 1 - 0.01  # the downtime is no quiet
+        assert _wait(lambda: restarted.db.study(study)["state"] != RECEIVED)
+        assert "transfer interrupted" not in (restarted.db.study(study)["reason"] or "")
+    finally:
+        restarted.stop()
+
+
+def test_after_a_crash_every_study_still_receiving_is_marked_even_after_an_earlier_clean_stop(tmp_path):
+    """kill -9 (or a stop that could not mark what it cut) leaves no record of a clean stop: the next start marks
+    every study still receiving, whether its association was open or released; a clean stop's record is used once."""
+    released, open_, before = generate_uid(), generate_uid(), generate_uid()
+    first = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    first.start(warm_up=False)
+    try:
+        assert store_one(first.scp.port, synthetic_mr(study_uid=before)).Status == 0
+    finally:
+        first.stop()  # clean: recorded, and the study stays on its quiet timer
+    node = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    node.start(warm_up=False)
+    assoc = None
+    try:
+        assert node.db.study(before)["reason"] is None
+        assert store_one(node.scp.port, synthetic_mr(study_uid=released)).Status == 0
+        assoc = _association(node.scp.port, synthetic_mr())
+        assert assoc.send_c_store(synthetic_mr(study_uid=open_)).Status == 0
+    finally:
+        _crashed(node)
+        if assoc is not None:
+            assoc.abort()
+    assert all(node.db.study(key)["reason"] is None for key in (before, released, open_))  # nothing marked yet
+    restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
+    restarted.start(warm_up=False)
+    try:
+        for key in (before, released, open_):
+            row = restarted.db.study(key)
+            assert row["state"] == RECEIVED and row["reason"].startswith(
+                "incomplete: transfer interrupted (1 instance(s) received when the node stopped)"), key
+            assert restarted.scheduler.get_job(f"quiet:{key}") is None
+    finally:
+        restarted.stop()
+
+
+def test_a_failed_mark_at_stop_leaves_the_restart_to_mark_every_study_receiving(tmp_path, monkeypatch):
+    node = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    node.start(warm_up=False)
+    study = generate_uid()
+    try:
+        assert store_one(node.scp.port, synthetic_mr(study_uid=study)).Status == 0
+    finally:
+        def unreachable():
+            raise OSError("state database unreachable")
+        monkeypatch.setattr(node.db, "record_receiver_stopped", unreachable)
+        node.stop()
+    restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
+    restarted.start(warm_up=False)
+    try:
+        assert restarted.db.study(study)["reason"].startswith("incomplete: transfer interrupted")
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize("stored_ago, in_flight, cut", [
+    ((0.5, 100.0), False, ["A"]),            # stored within the quiet time: maybe paused, so cut
+    ((100.0, 100.0), False, []),             # idle for longer than the quiet time: finished before the stop
+    ((100.0, 100.0), True, ["B"]),           # a message in flight: the study sent last is cut
+    ((100.0, 0.2), True, ["B"]),
+])
+def test_a_stop_cuts_only_studies_sent_within_the_quiet_time_or_in_flight(tmp_path, stored_ago, in_flight, cut):
+    scp = StorageSCP(_config(tmp_path, quiet_seconds=30), spool=None)
+    now = time.monotonic()
+    assoc = SimpleNamespace(dicomnode_studies={"A": now - stored_ago[0], "B": now - stored_ago[1]},
+                            dicomnode_last_study="B", dicomnode_storing=0,
+                            dimse=SimpleNamespace(message=object() if in_flight else None))
+    ended = SimpleNamespace(dicomnode_studies={"C": now}, dicomnode_ended=True)
+    scp._server = SimpleNamespace(active_associations=[assoc, ended])
+    assert scp.studies_cut() == cut
+    assert scp.open_studies() == ["A", "B"]  # what a crash would cut: every study of the open associations
+
+
+def test_a_resent_duplicate_ends_the_wait(tmp_path):
+    first = synthetic_mr()
+    study = str(first.StudyInstanceUID)
+    _stopped_mid_transfer(tmp_path, [first])
     restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
     restarted.start(warm_up=False)
     try:
@@ -185,14 +298,9 @@ def test_a_c_store_without_affected_sop_instance_uid_is_answered_at_once(tmp_pat
 
 
 def test_an_interrupted_study_not_sent_again_is_analysed_with_the_note_in_its_declined_reasons(tmp_path):
-    node = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
-    node.start(warm_up=False)
     first = synthetic_mr()
     study = str(first.StudyInstanceUID)
-    try:
-        assert store_one(node.scp.port, first).Status == 0
-    finally:
-        node.stop()
+    _stopped_mid_transfer(tmp_path, [first])
     restarted = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
     restarted.start(warm_up=False)
     try:

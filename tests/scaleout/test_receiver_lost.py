@@ -80,6 +80,40 @@ def test_a_receiver_stopping_cleanly_marks_the_studies_of_its_open_associations(
         db.close()
 
 
+def test_a_receiver_stopping_cleanly_does_not_mark_a_study_its_idle_open_association_had_finished(tmp_path):
+    """review42 #3: a PACS that keeps its association open after the last C-STORE. Once the association has sent
+    nothing of the study for studies.quiet_seconds, the transfer had ended before the stop (by the node's own
+    completion rule): a `systemctl restart` of the receiver does not mark it, and it completes on the quiet timer."""
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 1, "max_wait_seconds": 3600},
+        "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive",))
+    runner.start(warm_up=False)
+    study, series = generate_uid(), generate_uid()
+    datasets = [synthetic_mr(study_uid=study, series_uid=series, instance=i, position=8.0 * i) for i in range(2)]
+    assoc = _association(node.scp.port, datasets[0])
+    try:
+        for dataset in datasets:
+            assert assoc.send_c_store(dataset).Status == 0
+        time.sleep(1.3)  # idle past the quiet time, the association still open
+        assert receiving_of(node.db, node.db.process_id) == [study]  # listed: what a crash would cut
+    finally:
+        runner.stop()
+        assoc.abort()
+    db = StateDB(tmp_path / "store" / "state.sqlite3", process_id="complete-1")
+    try:
+        assert db.study(study)["reason"] is None
+        completion = DatabaseCompletion(db, config, lease_seconds=30)
+        completion._started = 0.0
+        assert completion.poll(now=time.time() + 10) == [study]
+        assert db.study(study)["state"] == COMPLETE
+    finally:
+        db.close()
+
+
 def receiving_study(location, heartbeat_seconds: float = 5.0):
     """(complete process's state, receiver's state, completion): study 1.2.3, 2 instances, its last one 10 s ago (a
     quiet period of 5 s has passed), listed as being received by process recv-1 of this machine."""
