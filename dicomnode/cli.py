@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy.exc
 
-from dicomnode import __version__
+from dicomnode import __version__, build_id, version_text
 from dicomnode import strict_json
 from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
 from dicomnode.demo import run_demo
@@ -31,6 +31,7 @@ from dicomnode.roles import (RoleRunner, clock_skew_text, parse_roles, pid_runni
                              refused_studies)
 from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, STUDY_STATES,
                              StateSchemaError, StorageDirError, default_state_path, open_state)
+from dicomnode.state import SCHEMA_VERSION, describe_url, older_schema
 from dicomnode.summary_view import print_summary_table
 from dicomnode.uids import short_hash
 
@@ -269,17 +270,52 @@ def _write_problem(exc: BaseException) -> str | None:
     return None
 
 
+def _state_not_upgraded(config: Config, error: StateSchemaError):
+    """`status` on a state of an older schema (not yet migrated by `dicomnode state upgrade`, or by `serve` of this
+    version): the state opened read-only, unchecked, with its schema version, so that an admin sees what is pending
+    before the upgrade; never migrated. Re-raises `error` for a state without data or of a newer schema."""
+    db = open_state(config, readonly=True, check=False)
+    try:
+        older = older_schema(db.engine)
+    except BaseException:
+        db.close()
+        raise
+    if older is None:
+        db.close()
+        raise error
+    return db, older
+
+
 def cmd_status(args) -> int:
     config = _load(args.config)
-    db = _existing_state(config, read_fallback=True)  # a full or read-only disk is when an admin needs status
+    older = None
+    try:
+        db = _existing_state(config, read_fallback=True)  # a full or read-only disk is when an admin needs status
+    except StateSchemaError as exc:
+        db, older = _state_not_upgraded(config, exc)
     if db is None:
         return EXIT_ERROR
-    report = status_report(db)
+    if older is not None:
+        banner = (f"state {describe_url(db.url)} has schema version {older}, NOT YET UPGRADED: shown read-only by "
+                  f"dicomnode {__version__} (schema {SCHEMA_VERSION}), nothing changed; stop the older version, back "
+                  f"the state up and run `dicomnode state upgrade` (README: Upgrading)")
+        try:
+            report = status_report(db)
+        except sqlalchemy.exc.DatabaseError as exc:  # schema 1 lacks the heartbeat and claim columns it lists
+            print(f"error: {banner}; this schema cannot be listed by this version: {exc.orig}", file=sys.stderr)
+            return EXIT_ERROR
+        if not args.json:
+            print(banner)
+    else:
+        report = status_report(db)
+    report["dicomnode"] = {"version": __version__, "build": build_id(), "schema": SCHEMA_VERSION}
+    report["state_schema"] = {"version": older or SCHEMA_VERSION, "needs_upgrade": older is not None}
     storage = Path(config.node.storage_dir)
     report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
                                            config.node.min_free_space_mb, report["nodes"])
     report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
-    report["heartbeats_blocked"] = _heartbeats_blocked(db)
+    # opened read-only because of its schema, not because it cannot be written: heartbeats go on being written
+    report["heartbeats_blocked"] = _heartbeats_blocked(db) if older is None else None
     shown = _filter_studies(db, report["studies"], args)
     if shown is None:
         return EXIT_USAGE
@@ -464,6 +500,7 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
     if not blocked and any(node["gone"] for node in report["nodes"]):
         print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
               "and it is no longer listed)")
+    _print_builds(report)
     print()
     by_state = sorted((report.get("by_state") or {}).items(), key=lambda kv: -kv[1])
     counts = ", ".join(f"{n} {state}" for state, n in by_state)
@@ -491,6 +528,30 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         for key, item in retrying:
             print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']} "
                   f"attempt(s): {item['error']}; next attempt in {item['next_attempt_in_s']:.0f} s")
+
+
+def _print_builds(report: dict) -> None:
+    """One line per dicomnode build among the listed processes (dicomnode.build_id, from their heartbeats), this
+    command's own marked: processes of different builds must not work on one state (roles.refuse_other_versions)."""
+    own = report.get("dicomnode") or {}
+    builds: dict[tuple, list[str]] = {}
+    for node in report["nodes"]:
+        detail = node.get("detail") or {}
+        key = (detail.get("version"), detail.get("build"), detail.get("schema"))
+        builds.setdefault(key, []).append(node["node_id"])
+    for (version, build, schema), names in builds.items():
+        if version is None:
+            what = "an older dicomnode that records no version"
+        elif build is None:
+            what = f"dicomnode {version} schema {schema}, an older build that records no build id"
+        else:
+            what = f"dicomnode {version} build {build} schema {schema}"
+        same = (version, build, schema) == (own.get("version"), own.get("build"), own.get("schema"))
+        marker = "the same as this command's" if same else "NOT this command's build"
+        print(f"({what}, {marker}: {', '.join(names)})")
+    if len(builds) > 1:
+        print("(WARNING: processes of different builds on one state supersede and send results differently: stop "
+              "all but one build; README: Upgrading)")
 
 
 def cmd_retry(args) -> int:
@@ -724,9 +785,21 @@ def _quiet_library_logs(config: Config, *names: str) -> None:
         logging.getLogger(name).setLevel("DEBUG" if config.logging.level == "DEBUG" else "CRITICAL")
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: version_text(), computed only when asked (it hashes the package and may ask git)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and build (dicomnode.build_id) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode", description="A DICOM node for cardiac MRI.")
-    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the node until SIGTERM")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from dicomnode import __version__
+from dicomnode import __version__, build_id
 from dicomnode.config import load_config
 from dicomnode.observe import study_context
 from dicomnode.state import (
@@ -38,6 +38,7 @@ from dicomnode.state import (
     OLDER_VERSIONS_AFTER_UPGRADE, describe_url, is_outage, open_state, outage_reason, schema_version,
     sqlite_open_elsewhere, state_url, upgrade_schema,
 )
+from dicomnode.state import keep_copy_before_upgrade, older_schema
 from dicomnode.spool import free_space_mb
 from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, PendingRefusals, completion_note,
                                end_wait_for_resend, expected_counts_met, interrupted, max_wait_failed_reason,
@@ -143,8 +144,9 @@ class ClockWatch:
 def live_processes(db: StateDB, now: float | None = None) -> list[dict]:
     """Other processes that may still work on this state: a heartbeat newer than db.gone_after_seconds (what
     `dicomnode status` shows as alive or STALE, not GONE), leaving out this process and a process of this machine
-    whose pid no longer exists. Each: node_id, host, pid, roles, heartbeat_age_s, version and schema (None for an
-    older dicomnode that records none). Read on any schema version, before an upgrade too."""
+    whose pid no longer exists. Each: node_id, host, pid, roles, heartbeat_age_s, version, schema and build (None
+    for an older dicomnode that records none; see dicomnode.build_id). Read on any schema version, before an upgrade
+    too."""
     now = time.time() if now is None else now
     found = []
     for row in db.heartbeat_rows():
@@ -158,28 +160,36 @@ def live_processes(db: StateDB, now: float | None = None) -> list[dict]:
             detail = {}
         found.append({"node_id": row["node_id"], "host": row["host"], "pid": row["pid"], "roles": row["roles"],
                       "heartbeat_age_s": round(now - row["last_seen"], 1), "version": detail.get("version"),
-                      "schema": detail.get("schema")})
+                      "schema": detail.get("schema"), "build": detail.get("build")})
     return found
 
 
 def describe_process(process: dict) -> str:
-    """"host pid 123 (roles ..., dicomnode 0.1.0 schema 3, heartbeat 4 s ago)", for messages."""
-    version = ("an older dicomnode that records no version" if process["version"] is None
-               else f"dicomnode {process['version']} schema {process['schema']}")
+    """"host pid 123 (roles ..., dicomnode 0.1.0 build 1a2b3c4d5e6f schema 4, heartbeat 4 s ago)", for messages."""
+    if process["version"] is None:
+        version = "an older dicomnode that records no version"
+    elif process.get("build") is None:
+        version = (f"an older build of dicomnode {process['version']} schema {process['schema']} that records no "
+                   f"build id")
+    else:
+        version = f"dicomnode {process['version']} build {process['build']} schema {process['schema']}"
     return (f"{process['host']} pid {process['pid']} (roles {process['roles']}, {version}, heartbeat "
             f"{process['heartbeat_age_s']:.0f} s ago)")
 
 
 def refuse_other_versions(db: StateDB) -> None:
     """Before a starting process changes anything: raises MixedVersionsError naming the live processes (see
-    live_processes) that run another dicomnode version or schema on this state. Versions differ in how a
-    re-analysis supersedes results and how they are sent: a mix sent a study's results twice."""
-    others = [p for p in live_processes(db) if (p["version"], p["schema"]) != (__version__, SCHEMA_VERSION)]
+    live_processes) that run another dicomnode build (dicomnode.build_id: any change of the code, whatever
+    __version__ says) or schema on this state. Versions differ in how a re-analysis supersedes results and how they
+    are sent: a mix sent a study's results twice."""
+    this = (__version__, SCHEMA_VERSION, build_id())
+    others = [p for p in live_processes(db) if (p["version"], p["schema"], p["build"]) != this]
     if others:
         raise MixedVersionsError(
             f"state {describe_url(db.url)} is in use by process(es) of another dicomnode version: "
-            f"{'; '.join(describe_process(p) for p in others)}. This is dicomnode {__version__} (schema "
-            f"{SCHEMA_VERSION}); versions must not run side by side (they supersede and send results differently). "
+            f"{'; '.join(describe_process(p) for p in others)}. This is dicomnode {__version__} build {build_id()} "
+            f"(schema {SCHEMA_VERSION}); versions must not run side by side (they supersede and send results "
+            f"differently). "
             f"Stop those processes first (systemctl stop dicomnode on each machine), then start this version; a "
             f"process killed without stopping counts as gone {db.gone_after_seconds:.0f} s after its last heartbeat. "
             f"Nothing was changed")
@@ -473,7 +483,8 @@ class RoleRunner:
         self._beat_lock = threading.Lock()
         self._published: set[str] = set()  # the studies the latest heartbeat lists as being received
         # the latest heartbeat's detail (publish_receiving writes it again between beats, with the open studies)
-        self._detail: dict = {"ae_title": node.config.node.ae_title, "version": __version__, "schema": SCHEMA_VERSION}
+        self._detail: dict = {"ae_title": node.config.node.ae_title, "version": __version__, "schema": SCHEMA_VERSION,
+                              "build": build_id()}
         node.dead_threads = self.dead_threads  # /healthz reports them too
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -624,7 +635,7 @@ class RoleRunner:
     def beat(self) -> None:
         node = self.node
         detail = {"ae_title": node.config.node.ae_title, "analyses_done": node.analyses_done,
-                  "sent": node.dispatcher.sent, "version": __version__, "schema": SCHEMA_VERSION}
+                  "sent": node.dispatcher.sent, "version": __version__, "schema": SCHEMA_VERSION, "build": build_id()}
         if self.failed_threads:
             detail["failed_threads"] = self.failed_threads
         offset = self.clock.measure()
@@ -881,7 +892,13 @@ def cmd_state_upgrade(args) -> int:
         if blockers:
             print(f"warning: --force: migrating although the state is in use: {'; '.join(blockers)}",
                   file=sys.stderr)
-        before, after = upgrade_schema(db.engine)
+        copy = None if args.no_backup else keep_copy_before_upgrade(db.engine)
+        older = older_schema(db.engine)
+        if older is not None and not db.is_sqlite:  # said before it migrates: the way back is the admin's dump
+            print(f"note: {describe_url(db.url)} is migrated from schema {older} in place and no copy of it is kept: "
+                  f"the way back to the older dicomnode is a `pg_dump` of it taken before this (README: Upgrading)",
+                  file=sys.stderr)
+        before, after = upgrade_schema(db.engine, keep_copy=False)
     except StateSchemaError as exc:
         print(f"error: {exc}")
         return 1
@@ -890,6 +907,12 @@ def cmd_state_upgrade(args) -> int:
     print(f"state {describe_url(db.url)}: schema version {before or 'none'} -> {after}")
     if before is not None and before < after:
         print(f"  {OLDER_VERSIONS_AFTER_UPGRADE}")
+    if copy is not None:
+        print(f"  the schema {before} state before this migration is kept at {copy} (to go back: stop the node, "
+              f"install the older dicomnode, remove {Path(db.path).name}-wal and -shm and put this copy in place of "
+              f"{Path(db.path).name}; README: Upgrading)")
+    elif args.no_backup and before is not None and before < after:
+        print("  --no-backup: no copy of the state before this migration was kept")
     if args.config is None and before is None:
         print("  note: no --config given, so this is the embedded defaults' state under the current folder; pass the "
               "running node's --config to upgrade its state", file=sys.stderr)
@@ -907,6 +930,10 @@ def add_state_parser(sub: argparse._SubParsersAction) -> None:
                                           "(default: embedded defaults)")
     upgrade.add_argument("--force", action="store_true",
                          help="migrate even while processes use the state (they go on with their old semantics)")
+    upgrade.add_argument("--no-backup", action="store_true",
+                         help="keep no copy of an embedded SQLite state before migrating it (default: a copy "
+                              "state.sqlite3.schema<N>-<date> beside it; a PostgreSQL state is never copied: pg_dump "
+                              "it first)")
     upgrade.set_defaults(func=cmd_state_upgrade)
 
 

@@ -1678,13 +1678,79 @@ def _retire_superseded_outbox(connection: Connection) -> None:
 _DATA_STEPS = {3: _retire_superseded_outbox}
 
 
-def upgrade_schema(engine: Engine) -> tuple[int | None, int]:
+def older_schema(engine: Engine) -> int | None:
+    """The schema version of a state that holds data of an older schema than this code's (1 where the first releases
+    recorded none), or None: no data yet (a migration only creates the schema), this version, or a newer one."""
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("studies"):
+                return None
+    except OperationalError as exc:
+        raise StateSchemaError(f"cannot open the state database: {exc.orig}") from exc
+    version = schema_version(engine) or 1
+    return version if version < SCHEMA_VERSION else None
+
+
+def keep_copy_before_upgrade(engine: Engine, now: float | None = None) -> Path | None:
+    """Before a migration changes a SQLite state of an older schema: a copy of it (SQLite's online backup, a
+    consistent snapshot even with its -wal), owner-only, beside it as `state.sqlite3.schema<N>-<UTC YYYYmmdd-HHMMSS>`:
+    the way back to the older dicomnode (README "Upgrading"), said in the log. Returns the copy's path; None where
+    nothing will be migrated (older_schema) or the state is not SQLite (PostgreSQL: `pg_dump` before `dicomnode state
+    upgrade`). Raises StateSchemaError, nothing changed, where the copy cannot be written (a full disk)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return None
+    before = older_schema(engine)
+    if before is None:
+        return None
+    source = Path(engine.url.database)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    target = source.with_name(f"{source.name}.schema{before}-{stamp}")
+    suffix = 1
+    while target.exists():
+        target = source.with_name(f"{source.name}.schema{before}-{stamp}-{suffix}")
+        suffix += 1
+    try:
+        _copy_sqlite(source, target)
+    except (OSError, sqlite3.Error) as exc:
+        target.unlink(missing_ok=True)
+        raise StateSchemaError(
+            f"state database {source} has schema version {before}; before migrating it to {SCHEMA_VERSION} this "
+            f"dicomnode keeps a copy of it ({source.stat().st_size / 1e6:.1f} MB) at {target}, which could not be "
+            f"written: {exc}. Make room there and start again, or take a copy yourself (README: Backup and restore) "
+            f"and run `dicomnode state upgrade --no-backup`; nothing was changed") from exc
+    log.info("kept a copy of the schema %d state database before migrating it to %d: %s (to go back to the older "
+             "dicomnode, put it in place of %s with the node stopped; README: Upgrading)", before, SCHEMA_VERSION,
+             target, source.name)
+    return target
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """`target`: a new owner-only, self-contained (rollback-journal mode, no -wal) copy of the SQLite file `source`."""
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # patient data: owner only
+    reader = sqlite3.connect(source, timeout=60)
+    try:
+        writer = sqlite3.connect(target)
+        try:
+            reader.backup(writer)
+            writer.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            writer.close()
+    finally:
+        reader.close()
+    with open(target, "rb") as copied:
+        os.fsync(copied.fileno())
+
+
+def upgrade_schema(engine: Engine, keep_copy: bool = True) -> tuple[int | None, int]:
     """Create a missing schema or migrate an older one to SCHEMA_VERSION; returns (version before, after).
 
     Idempotent (additive steps, and data steps that only retire outbox items never to be sent); refuses a database
     newer than this code. Processes of the older version must be stopped first: they go on with the old semantics on
-    the new schema (`dicomnode state upgrade` refuses while any is live, roles.cmd_state_upgrade).
+    the new schema (`dicomnode state upgrade` refuses while any is live, roles.cmd_state_upgrade). `keep_copy`: a
+    SQLite state of an older schema is copied first (keep_copy_before_upgrade; StateSchemaError where it cannot be).
     """
+    if keep_copy:
+        keep_copy_before_upgrade(engine)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":  # one upgrader at a time
             connection.execute(text("SELECT pg_advisory_xact_lock(4711018)"))
