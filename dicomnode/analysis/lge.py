@@ -113,15 +113,25 @@ def normalise_zscore(stack: np.ndarray, low: float = 0.5, high: float = 99.5) ->
 MIN_TRAINED_FIELD_MM = 229.0
 
 
+#: how small_field_notes begins
+SMALL_FIELD_NOTE_START = "small field of view"
+
+
+def field_of_view_mm(stack: np.ndarray, spacing_rc: tuple[float, float]) -> tuple[float, float]:
+    """(rows, columns) extent in mm of a (slices, rows, cols) stack without its padding (`padding_bounds`)."""
+    r0, r1, c0, c1 = padding_bounds(stack)
+    return (r1 - r0) * float(spacing_rc[0]), (c1 - c0) * float(spacing_rc[1])
+
+
 def small_field_notes(stack: np.ndarray, spacing_rc: tuple[float, float]) -> list[str]:
     """A stack warning where the field of view (padding excluded, `padding_bounds`) is smaller than any the model
     was trained on (MIN_TRAINED_FIELD_MM): the scar is then under-read, by up to half on the fields measured."""
-    r0, r1, c0, c1 = padding_bounds(stack)
-    rows_mm, cols_mm = (r1 - r0) * float(spacing_rc[0]), (c1 - c0) * float(spacing_rc[1])
+    rows_mm, cols_mm = field_of_view_mm(stack, spacing_rc)
     if min(rows_mm, cols_mm) >= MIN_TRAINED_FIELD_MM:
         return []
-    return [f"small field of view ({rows_mm:.0f} x {cols_mm:.0f} mm, smaller than the {MIN_TRAINED_FIELD_MM:.0f} mm "
-            "of any stack the model was trained on): scar volume and %LGE may be under-read (a 146-187 mm field "
+    return [f"{SMALL_FIELD_NOTE_START} ({rows_mm:.0f} x {cols_mm:.0f} mm, smaller than the "
+            f"{MIN_TRAINED_FIELD_MM:.0f} mm of any stack the model was trained on): scar volume and %LGE may be "
+            "under-read (a 146-187 mm field "
             "read 12-55 % less scar on a tested case); check the scar contours"]
 
 
@@ -541,6 +551,17 @@ def lge_coverage(labels: np.ndarray, slice_positions, first_is_apical: bool | No
 CHILD_LGE_NOTE_START = "a child's heart"
 
 
+def input_checks(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float, float]) -> dict:
+    """The numbers behind the LGE input warnings (summary `input_checks`; the SR states each warning beside the
+    numbers with its number): `blood_myocardium_ratio` (blood_myocardium_ratio: the LV blood-pool median over the
+    healthy myocardium median; contrast_notes and dark_blood_notes judge it), `field_of_view_mm` (the smaller side of
+    the field without padding, field_of_view_mm; small_field_notes), each rounded to 3 decimals, None where unknown.
+    `image`, `labels`: (slices, rows, cols) in the source's intensity units and dicomnode labels."""
+    ratio = blood_myocardium_ratio(image, labels)
+    return {"blood_myocardium_ratio": None if ratio is None else round(ratio, 3),
+            "field_of_view_mm": round(min(field_of_view_mm(image, spacing_rc)), 3)}
+
+
 def child_lge_note(reason: str) -> str:
     """The LGE stack warning for a child (`reason`: reference_age.lv_extent_rule_withheld): the adult LV length rule
     not applied, and the model's training and validation on adults only (engines/lge/EVALUATION.md)."""
@@ -920,6 +941,7 @@ class LGEPipeline:
                [NOT_LOCALISED] if segmented.localised is False else []) + dark_blood
             + small_field_notes(image, volume.pixel_spacing) + geometry_warnings(aha)
             + ([child_lge_note(child)] if child else []),
+            "input_checks": input_checks(image, labels, volume.pixel_spacing),
         }
         if segmented.localised is False:
             log.warning("lge: %s", NOT_LOCALISED)

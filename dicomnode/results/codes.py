@@ -164,6 +164,45 @@ NON_SQUARE_PIXELS = Code("PXASPECT", PRIVATE_SCHEME, "Non-square pixels, outline
 #: whose ED / ES were chosen among phases that are not a whole cycle (an ED + ES export: "2 of 30 phases"), so the
 #: reader of OHIF, which shows NUM concepts only, learns beside EDV / ESV / EF that ED and ES may not be the true ones
 PARTIAL_CYCLE = Code("CYCLEPART", PRIVATE_SCHEME, "ED/ES among the phases sent, not a whole cycle: phases sent")
+#: NUM, unit 1: the AHA segment's number (1-17, as its finding site codes it), first in each AHA-segment group of a
+#: result whose segments carry a geometry caveat (aha.MIRRORED_CAVEAT / MIDLINE_CAVEAT / UNUSUAL_TURN_CAVEAT): OHIF v3
+#: shows a group's NUMs and then its finding site, in five lines, so the concept says beside the numbers that the
+#: segment names are to be confirmed, and the value names the segment where the finding site falls past the fifth line
+AHA_MIRRORED = Code("AHAMIRROR", PRIVATE_SCHEME, "RV left of LV (situs inversus?): confirm AHA segment number")
+AHA_MIDLINE = Code("AHAMIDLINE", PRIVATE_SCHEME, "RV neither left nor right of LV: confirm AHA segment number")
+AHA_UNUSUAL_TURN = Code("AHATURN", PRIVATE_SCHEME, "AHA segments clockwise though RV right: confirm segment number")
+#: NUM, first in each cine group with numbers where the adult reference ranges are not applied
+#: (reference_age.adult_ranges_note): the patient's age (UCUM a), or for a patient of unknown age with a child's body
+#: size that size (BSA, else height, else weight); OHIF shows the adult-looking volumes with it
+CHILD_AGE = Code("PAEDAGE", PRIVATE_SCHEME, "Child: adult ranges not applied, use paediatric ones: age")
+CHILD_BSA = Code("PAEDBSA", PRIVATE_SCHEME, "Child size, age unknown: adult ranges not applied: BSA")
+CHILD_HEIGHT = Code("PAEDHEIGHT", PRIVATE_SCHEME, "Child size, age unknown: adult ranges not applied: height")
+CHILD_WEIGHT = Code("PAEDWEIGHT", PRIVATE_SCHEME, "Child size, age unknown: adult ranges not applied: weight")
+#: NUM, %: first in the MVO group where the model card does not validate the MVO (summary `mvo_validation`): how
+#: often 'MVO present' from the volume agreed with the expert (`presence_accuracy`); without such figures the MVO
+#: volume itself under MVO_NOT_VALIDATED_VOLUME
+MVO_NOT_VALIDATED_AGREEMENT = Code("MVONVAGREE", PRIVATE_SCHEME,
+                                   "MVO not validated: presence agreed with expert, % of cases")
+MVO_NOT_VALIDATED_VOLUME = Code("MVONVVOL", PRIVATE_SCHEME, "MVO not validated (no figures on record): MVO volume")
+#: NUM, %: the cut-off of the large-burden rule where %LGE lies within the model's known error of it (the coded
+#: LGEBURDEN answer is then Undetermined): the scar group says so where OHIF shows NUMs only
+LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED = Code("LGEBURDENUND", PRIVATE_SCHEME,
+                                            "Large LGE burden undetermined: %LGE within error of HCM cut-off")
+#: NUM, %: the model's validated RVEF error (summary `cine.flag_validation.rv_ef_percent.mae`, EF points), first in
+#: each RV group (RV blood pool ED / ES, RV function) where the cine flags say the RV is less reliable than the LV
+#: (cine_metrics.rv_accuracy_note): OHIF shows RVEDV / RVEF without that flag otherwise
+RV_LESS_RELIABLE = Code("RVLESSREL", PRIVATE_SCHEME, "RV less reliable than LV, review RV contours: RVEF error MAE")
+#: NUM, first in each LGE group with numbers where the LGE stack warnings question the input (analysis/lge.py): the
+#: contrast is not an LGE's (NOT_LGE_CONTRAST_NOTE) or a dark-blood LGE's (DARK_BLOOD_NOTE), both valued with the
+#: blood / healthy myocardium median ratio (summary `lge.input_checks.blood_myocardium_ratio`, unit 1); a field of
+#: view smaller than the model knows (`input_checks.field_of_view_mm`, mm); a child's heart (the patient's age, a)
+NOT_LGE_CONTRAST = Code("NOTLGE", PRIVATE_SCHEME, "Check series, maybe T1 map, not LGE: blood/myocardium ratio")
+DARK_BLOOD_LGE = Code("DARKBLOOD", PRIVATE_SCHEME, "Dark-blood LGE, %LGE may be too high: blood/myocardium ratio")
+SMALL_FIELD = Code("SMALLFOV", PRIVATE_SCHEME, "Small field of view, scar may be under-read: field size")
+CHILD_LGE = Code("PAEDLGE", PRIVATE_SCHEME, "Child: LGE model validated in adults only: age")
+UNIT_YEAR = Code("a", "UCUM", "year")
+UNIT_KG = Code("kg", "UCUM", "kilogram")
+UNIT_M = Code("m", "UCUM", "meter")
 UNIT_ML_PER_M2 = Code("ml/m2", "UCUM", "milliliter per square meter")
 UNIT_G_PER_M2 = Code("g/m2", "UCUM", "gram per square meter")
 UNIT_M2 = Code("m2", "UCUM", "square meter")
@@ -176,7 +215,9 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
     WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,
-    PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE,
+    PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
+    CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, MVO_NOT_VALIDATED_AGREEMENT, MVO_NOT_VALIDATED_VOLUME,
+    LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
     METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
 ]

@@ -1,6 +1,7 @@
 """Comprehensive 3D SR (TID 1500) of the LGE and cine numbers, and a separate SR for report-text suggestions."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 import re
@@ -15,12 +16,15 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.lge_metrics import INDETERMINATE
-from dicomnode.analysis.aha import aha_segments, stack_geometry
+from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT, aha_segments,
+                                    stack_geometry)
 from dicomnode.analysis.cine_metrics import (COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE, NORMAL_VALUES,
-                                             body_surface_area_m2, is_range_flag)
-from dicomnode.analysis.lge import UNRELIABLE_SEG_NOTE, mvo_validation_text
+                                             RV_ACCURACY_START, body_surface_area_m2, is_range_flag)
+from dicomnode.analysis.lge import (CHILD_LGE_NOTE_START, DARK_BLOOD_NOTE, NOT_LGE_CONTRAST_NOTE,
+                                    SMALL_FIELD_NOTE_START, UNRELIABLE_SEG_NOTE, mvo_validation_text)
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.analysis.wall_thickness import WALL_THICKNESS_START
+from dicomnode.cmr.age import patient_age
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.headers import fit_character_set, own_header
@@ -57,6 +61,12 @@ UNIT_DECIMALS = {codes.UNIT_M2.value: 3}
 DEFAULT_DECIMALS = 2
 
 
+#: NUM concepts whose values are whole numbers (an ordinal phase number, a count of phases): their Numeric Value
+#: (DS, PS3.5 6.2: an integer is a valid decimal string) is written as an integer ("20", not "20.0")
+INTEGER_CONCEPTS = {(code.value, code.scheme_designator) for code in (
+    codes.PHASE_NUMBER, codes.PARTIAL_CYCLE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN)}
+
+
 def _decimals(unit: Code) -> int:
     return UNIT_DECIMALS.get(unit.value, DEFAULT_DECIMALS)
 
@@ -64,9 +74,17 @@ def _decimals(unit: Code) -> int:
 def _measurement(name: Code, value: float | None, unit: Code, **kwargs) -> list[hd.sr.Measurement]:
     """A TID 300 measurement, or nothing when the value is absent; rounded as summary.json rounds the same kind of
     quantity (_decimals; rounding.stored_value: more decimals where those would read otherwise than the value, as
-    summary.json), derived values (non-enhanced myocardium, scar without MVO, volume from mass) included."""
+    summary.json), derived values (non-enhanced myocardium, scar without MVO, volume from mass) included. A concept
+    of INTEGER_CONCEPTS with a whole value is written as an integer. Raises ValueError for a fractional value of
+    such a concept (a phase number of 2.5 is a caller's error)."""
     if value is None:
         return []
+    if (name.value, name.scheme_designator) in INTEGER_CONCEPTS:
+        if not float(value).is_integer():
+            raise ValueError(f"{name.meaning} must be a whole number, got {value}")
+        measurement = hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)
+        measurement[0].MeasuredValueSequence[0].NumericValue = str(int(value))
+        return [measurement]
     digits = _decimals(unit)
     return [hd.sr.Measurement(name=name, value=stored_value(value, digits, digits - 1), unit=unit, **kwargs)]
 
@@ -245,19 +263,31 @@ class _SegmentIndex:
         return groups
 
 
-def _with_aspect_caveat(groups: list, aspect: float) -> list:
-    """The groups with the NUM (codes.NON_SQUARE_PIXELS, the pixel aspect ratio) put before the first NUM of each
-    group that has one: OHIF v3 lists a group's first five NUMs beside its outline and draws outlines on non-square
-    pixels misplaced (regions.NON_SQUARE_NOTE), so the reader learns it beside the outline. The same groups."""
+def _with_caveats(groups: list, caveats: Sequence) -> list:
+    """The groups with the caveat NUMs (measurements whose concept states the caveat, their value the quantity behind
+    it) put, each group its own copy, before the first NUM of each group that has one: OHIF v3 shows only a group's
+    NUMs (its first five, then the first finding site) beside its outline, so the reader learns the caveat beside
+    the numbers it qualifies. The same groups."""
+    items_to_add = [item for measurement in caveats for item in measurement]
+    if not items_to_add:
+        return groups
     for group in groups:
         container = group[0]
         items = list(container.ContentSequence)
         at = next((k for k, item in enumerate(items) if item.ValueType == "NUM"), None)
         if at is None:
             continue
-        items[at:at] = list(hd.sr.Measurement(name=codes.NON_SQUARE_PIXELS, value=aspect, unit=codes.UNIT_NONE))
+        items[at:at] = [copy.deepcopy(item) for item in items_to_add]
         container.ContentSequence = hd.sr.ContentSequence(items)
     return groups
+
+
+def _with_aspect_caveat(groups: list, aspect: float) -> list:
+    """The groups with the NUM (codes.NON_SQUARE_PIXELS, the pixel aspect ratio) put first (_with_caveats): OHIF v3
+    draws outlines on non-square pixels misplaced (regions.NON_SQUARE_NOTE), so the reader learns it beside the
+    outline. The same groups."""
+    return _with_caveats(groups, [hd.sr.Measurement(name=codes.NON_SQUARE_PIXELS, value=aspect,
+                                                    unit=codes.UNIT_NONE)])
 
 
 def _image_of(ref) -> tuple[str, int | None]:
@@ -430,8 +460,13 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         verdict = (large, f"{comparator}{cutoff:g} %")
     elif str(block.get("large_scar_burden_reason") or "").startswith(INDETERMINATE):
         # neither Yes nor No where %LGE lies within the model's known error of the cut-off: a system reading the
-        # coded answer without the comment must not take a coin toss for a finding
+        # coded answer without the comment must not take a coin toss for a finding; OHIF, which shows NUMs only,
+        # reads it from the cut-off's concept, where the verdict NUM would be
         qualitative.append(hd.sr.QualitativeEvaluation(codes.LARGE_LGE_BURDEN, codes.UNDETERMINED))
+        cutoff = lge.measurements.get("large_burden_cutoff_percent", config.analysis.lge.large_burden_percent)
+        at = int(_number(block, "lge_percent") is not None) if bound_num(scar_volume) else len(scar_measurements)
+        scar_measurements[at:at] = _measurement(codes.LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, cutoff,
+                                                codes.UNIT_PERCENT)
     scar = index.outline_group(ENHANCED_LABELS, 0, burden_name("LGE scar incl. MVO", verdict), new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
                                suffix=bound_if(scar_volume),
@@ -455,10 +490,11 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
              ("mvo", "LGE microvascular obstruction" + ("" if mvo_stated else MVO_NOT_VALIDATED), codes.MVO,
               _number(block, "mvo_volume_ml"), codes.MVO_VOLUME))
     for key, name, finding, volume, absent_concept in parts:
+        caveat = mvo_caveat_measurement(block) if key == "mvo" else []  # beside MVO volume "found" or "none found"
         groups += index.groups(key, None, name, finding_type=finding, finding_sites=lv_site,
-                               measurements=bound_num(volume) + _measurement(codes.VOLUME, volume, codes.UNIT_CM3,
-                                                                             **dl),
-                               absent_measurements=_measurement(absent_concept, volume, codes.UNIT_CM3, **dl),
+                               measurements=bound_num(volume) + caveat
+                               + _measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl),
+                               absent_measurements=caveat + _measurement(absent_concept, volume, codes.UNIT_CM3, **dl),
                                code_absent=key != "mvo" or mvo_stated, qualifier=bound_if(volume))
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
@@ -504,6 +540,102 @@ def partial_cycle_measurement(cine_summary: dict | None) -> list:
     return _measurement(codes.PARTIAL_CYCLE, float(sent), codes.UNIT_NONE)
 
 
+#: the NUM concept of each AHA geometry caveat (aha.py), said beside the segment names it qualifies
+AHA_CAVEAT_CONCEPTS = ((MIRRORED_CAVEAT, codes.AHA_MIRRORED), (MIDLINE_CAVEAT, codes.AHA_MIDLINE),
+                       (UNUSUAL_TURN_CAVEAT, codes.AHA_UNUSUAL_TURN))
+
+
+def aha_caveat_measurements(block: dict | None, segment: int) -> list:
+    """The NUMs that say, where OHIF v3 shows a segment group's NUMs and then its finding site only, that the AHA
+    segment names are to be confirmed (the `aha_segments` block's `caveat`: aha.MIRRORED_CAVEAT, MIDLINE_CAVEAT,
+    UNUSUAL_TURN_CAVEAT): each caveat's concept (AHA_CAVEAT_CONCEPTS) with the segment's number (1-17, as its finding
+    site codes it, CID 3717), so the segment is named beside the caveat even where OHIF's five lines end before the
+    finding site; [] without a caveat."""
+    caveat = str(block.get("caveat") or "") if isinstance(block, dict) else ""
+    return [m for text, concept in AHA_CAVEAT_CONCEPTS if text in caveat
+            for m in _measurement(concept, float(segment), codes.UNIT_NONE)]
+
+
+def child_measurements(cine: PipelineResult, header: Dataset, config) -> list:
+    """The NUM that says, first in each cine group with numbers, that the adult reference ranges are not applied
+    (summary `reference_ranges.adult_ranges_applied` false, reference_age.adult_ranges_note): codes.CHILD_AGE with
+    the patient's age in years (`patient_age_years`); for a patient of unknown age with a child's body size, that
+    size: CHILD_BSA (m², bsa_for), else CHILD_HEIGHT (PatientSize, m), else CHILD_WEIGHT (PatientWeight, kg). []
+    where the adult ranges apply, or where no such number is known (the note stays a comment)."""
+    ranges = (cine.summary or {}).get("reference_ranges")
+    if not isinstance(ranges, dict) or ranges.get("adult_ranges_applied") is not False:
+        return []
+    age = _number(ranges, "patient_age_years")
+    if age is not None:
+        return _measurement(codes.CHILD_AGE, age, codes.UNIT_YEAR)
+    bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula)
+    if bsa is not None:
+        return _measurement(codes.CHILD_BSA, bsa[0], codes.UNIT_M2)
+    for keyword, concept, unit in (("PatientSize", codes.CHILD_HEIGHT, codes.UNIT_M),
+                                   ("PatientWeight", codes.CHILD_WEIGHT, codes.UNIT_KG)):
+        try:
+            value = float(header.get(keyword))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return _measurement(concept, value, unit)
+    return []
+
+
+def rv_accuracy_measurement(cine_summary: dict | None) -> list:
+    """The NUM that says, first in each RV group (after its LVPARTLB / LVPARTFN and CYCLEPART NUMs), that the RV
+    numbers are less reliable than the LV's (a cine flag starting cine_metrics.RV_ACCURACY_START):
+    codes.RV_LESS_RELIABLE with the model's validated RVEF error (summary `flag_validation.rv_ef_percent.mae`, EF
+    points); [] without that flag or without the figure (the flag then says the card gives none, and stays a
+    comment)."""
+    summary = cine_summary if isinstance(cine_summary, dict) else {}
+    if not any(isinstance(flag, str) and flag.startswith(RV_ACCURACY_START) for flag in summary.get("flags") or []):
+        return []
+    validation = (summary.get("flag_validation") or {}).get("rv_ef_percent")
+    return _measurement(codes.RV_LESS_RELIABLE, _number(validation, "mae"), codes.UNIT_PERCENT)
+
+
+def lge_input_measurements(lge_summary: dict | None, header: Dataset) -> list:
+    """The NUMs that say, first in each LGE group with numbers, what the LGE stack warnings say of the input itself
+    (analysis/lge.py), each valued with the number behind it: NOT_LGE_CONTRAST_NOTE and DARK_BLOOD_NOTE with the
+    blood / healthy myocardium median ratio (summary `input_checks.blood_myocardium_ratio`), SMALL_FIELD_NOTE_START
+    with the field of view (`input_checks.field_of_view_mm`), CHILD_LGE_NOTE_START with the patient's age (years,
+    PatientAge or the birth and study dates: cmr.age.patient_age). A warning whose number is unknown (a signed PSIR
+    has no ratio, a child of unknown age no age) stays a comment only."""
+    summary = lge_summary if isinstance(lge_summary, dict) else {}
+    if summary.get("determined") is False:
+        return []
+    warnings = [str(w) for w in summary.get("stack_warnings") or []]
+    checks = summary.get("input_checks") if isinstance(summary.get("input_checks"), dict) else {}
+    age = patient_age(header)
+    found = []
+    for start, concept, value, unit in (
+            (NOT_LGE_CONTRAST_NOTE, codes.NOT_LGE_CONTRAST, _number(checks, "blood_myocardium_ratio"), codes.UNIT_NONE),
+            (f"{DARK_BLOOD_NOTE}:", codes.DARK_BLOOD_LGE, _number(checks, "blood_myocardium_ratio"), codes.UNIT_NONE),
+            (SMALL_FIELD_NOTE_START, codes.SMALL_FIELD, _number(checks, "field_of_view_mm"), codes.UNIT_MM),
+            (CHILD_LGE_NOTE_START, codes.CHILD_LGE, None if age is None else age.years, codes.UNIT_YEAR)):
+        if any(warning.startswith(start) for warning in warnings):
+            found += _measurement(concept, value, unit)
+    return found
+
+
+def mvo_caveat_measurement(block: dict | None) -> list:
+    """The NUM that says, first in the MVO group (after its lower-bound NUM), that the model card does not validate
+    the MVO (summary `mvo_validation`, mvo_validation_text): codes.MVO_NOT_VALIDATED_AGREEMENT with how often 'MVO
+    present' agreed with the expert (`presence_accuracy`, in %), or without such figures MVO_NOT_VALIDATED_VOLUME
+    with the MVO volume (cm³); [] where the MVO is validated or its volume not given."""
+    block = block if isinstance(block, dict) else {}
+    if block.get("determined") is False or block.get("mvo_volume_ml") is None:
+        return []
+    validation = block.get("mvo_validation")
+    if not mvo_validation_text(validation):
+        return []
+    accuracy = _number(validation, "presence_accuracy") if isinstance(validation, dict) else None
+    if accuracy is not None:
+        return _measurement(codes.MVO_NOT_VALIDATED_AGREEMENT, 100.0 * accuracy, codes.UNIT_PERCENT)
+    return _measurement(codes.MVO_NOT_VALIDATED_VOLUME, _number(block, "mvo_volume_ml"), codes.UNIT_CM3)
+
+
 def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
     """The tracking identifier of the scar group, with the large-burden verdict where there is one: "LGE scar incl.
     MVO; large burden YES (HCM rule >=15 %)", shortened to fit 64 characters (LO)."""
@@ -521,7 +653,7 @@ def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
 def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0) -> list:
     """One TID 1411 group per AHA segment (finding type LV myocardium, finding site: CID 3717 code), region = the
     segment's myocardium outlined on its slices; LGE: scar extent and transmurality (max, mean); cine at ED: wall
-    thickness."""
+    thickness; first the geometry caveat of the segment names where there is one (aha_caveat_measurements)."""
     if not isinstance(block, dict) or not block.get("applicable"):
         return []
     segment_map = _aha_map(block, index, phase_position)
@@ -542,6 +674,7 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
             measurements += _measurement(codes.WALL_THICKNESS, _number(values, "wall_thickness_mm"), codes.UNIT_MM)
         if not measurements:
             continue
+        measurements = aha_caveat_measurements(block, number) + measurements
         what = "LGE" if scar else "ED wall thickness"
         groups += index.outline_group(
             segment_map == number, phase_position, f"AHA {number} {values.get('name', '')} ({what})", new_uid(),
@@ -615,6 +748,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                 value = _number(block, f"{ventricle}_{phase_key}v_ml")
                 measurements = (coverage_measurement(block) if value else []) \
                     + (partial_cycle_measurement(block) if value is not None else []) \
+                    + (rv_accuracy_measurement(block) if ventricle == "rv" and value is not None else []) \
                     + _measurement(concept, value, codes.UNIT_ML, method=papillary,
                                    algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
@@ -653,7 +787,8 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
         sv = _number(block, f"{ventricle}_sv_ml")
         measurements = _measurement(ef_code, _number(block, f"{ventricle}_ef_percent"), codes.UNIT_PERCENT)
         measurements = (coverage_measurement(block, codes.PARTIAL_STACK_LV_EXTENT) if measurements else []) \
-            + (partial_cycle_measurement(block) if measurements else []) + measurements
+            + (partial_cycle_measurement(block) if measurements else []) \
+            + (rv_accuracy_measurement(block) if ventricle == "rv" and measurements else []) + measurements
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
                                      finding_sites=[hd.sr.FindingSite(site)])
         sv_index = codes.LV_SV_INDEX if ventricle == "lv" else codes.RV_SV_INDEX
@@ -942,6 +1077,10 @@ def build_sr(
         algorithms += contributing
         found = lge_groups(result, index, config) if result.name == "lge" else \
             cine_groups(result, index, header, config)
+        if result.name == "cine":  # a child's numbers: every cine group with numbers says the adult ranges are off
+            found = _with_caveats(found, child_measurements(result, header, config))
+        else:  # an input the LGE model may misread: every LGE group with numbers says so
+            found = _with_caveats(found, lge_input_measurements(result.summary, header))
         spacing = index.result.volume.pixel_spacing if index is not None else None
         aspect = non_square_aspect(spacing)
         if found and aspect is not None:

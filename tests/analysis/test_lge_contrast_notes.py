@@ -97,3 +97,9 @@ def test_the_contrast_warning_is_the_first_stack_warning_of_the_lge_block(datase
     warnings = result.summary["stack_warnings"]
     assert warnings[0] == f"{NOT_LGE_CONTRAST_NOTE}: stub"
     assert "a geometry warning of the stack" in warnings[1:]
+    # the number behind the warning, which the SR gives with it (NOTLGE) where OHIF shows NUMs only
+    checks = result.summary["input_checks"]
+    segmentation = result.segmentations[0]
+    image, labels = segmentation.volume.pixels[0], segmentation.labelmap[0]
+    assert checks["blood_myocardium_ratio"] == round(lge.blood_myocardium_ratio(image, labels), 3) > 1.0
+    assert checks["field_of_view_mm"] == round(min(lge.field_of_view_mm(image, segmentation.volume.pixel_spacing)), 3)

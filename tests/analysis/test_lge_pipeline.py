@@ -26,7 +26,9 @@ SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml",
                 # the model's cross-validated %LGE error on input like this, and whether %LGE lies within it of 15 %
                 "lge_percent_validation",
                 # the model's cross-validated MVO agreement: whether MVO is validated and its presence stated
-                "mvo_validation"}
+                "mvo_validation",
+                # the numbers behind the input warnings (blood / myocardium ratio, field of view), for the SR's NUMs
+                "input_checks"}
 
 
 @pytest.fixture(scope="module")
