@@ -16,6 +16,7 @@ import sqlalchemy.exc
 from dicomnode import __version__, build_id, version_text
 from dicomnode import strict_json
 from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
+from dicomnode.degraded import start_when_writable
 from dicomnode.demo import run_demo
 from dicomnode.dispatch import SENDER, check_destinations, echo_problem, transient_dead_letter
 from dicomnode.net.integrity import file_problem
@@ -67,16 +68,25 @@ def cmd_serve(args) -> int:
     if not helper:  # the main process says it once, in the log an admin reads (journal), as `config check` does
         for warning in config_warnings(config) + preflight_warnings(config, models="analyse" in roles):
             log.warning("config: %s", warning)
-    node = Node(config, roles=roles)  # refuses (lock, ports, versions) before changing anything
-    runner = RoleRunner(node, roles)
-    helpers = None
-    if "receive" in roles and not helper and config.node.receive_processes > 1:
-        helpers = ReceiveHelpers(config.node.receive_processes - 1, args.config)
     stop = threading.Event()
     parent = os.getppid()
 
     def on_term(signum, frame):
         stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(
+        "SIGHUP: nothing to reload yet, the node has not started"))
+    # a state database that cannot be written (a full disk after a crash) is waited out serving degraded
+    started = start_when_writable(lambda: _start_roles(config, roles), config, roles, stop, listen=not helper,
+                                  notify=_notify)
+    if started is None:
+        return EXIT_OK
+    node, runner = started
+    helpers = None
+    if "receive" in roles and not helper and config.node.receive_processes > 1:
+        helpers = ReceiveHelpers(config.node.receive_processes - 1, args.config)
 
     def echo_destinations() -> None:
         """A WARNING per destination that does not answer a C-ECHO (in the background: serving goes on)."""
@@ -95,14 +105,11 @@ def cmd_serve(args) -> int:
         if helpers is not None:
             helpers.reload()
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
     if args.config:
         signal.signal(signal.SIGHUP, on_hup)
     else:  # SIGHUP's default action would end the node
         signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(
             "SIGHUP: nothing to reload, this node runs on the embedded defaults (no --config)"))
-    runner.start()
     echo_destinations()
     if helpers is not None:  # after the serving process holds the port: a busy port stops the start above
         helpers.start()
@@ -118,6 +125,34 @@ def cmd_serve(args) -> int:
         helpers.stop()
     runner.stop()
     return EXIT_OK
+
+
+def _start_roles(config: Config, roles) -> tuple[Node, RoleRunner]:
+    """The node and its roles, started; where the start fails, whatever it had started is stopped and its lock and
+    state released, so that it can be tried again (degraded.start_when_writable)."""
+    node = Node(config, roles=roles)  # refuses (lock, ports, versions) before changing anything
+    runner = RoleRunner(node, roles)
+    try:
+        runner.start()
+    except BaseException:
+        _abandon_start(node)
+        raise
+    return node, runner
+
+
+def _abandon_start(node: Node) -> None:
+    """Stop what a start that failed had started (each part on its own: one that was not started is skipped)."""
+    node._stopping.set()
+    for worker in node._workers:
+        node._analysis_queue.put(None)
+    steps = (lambda: node.scp.stop(1.0) if node.scp.listening else None,
+             lambda: node.scheduler.shutdown(wait=False) if node.scheduler.running else None,
+             lambda: node.dispatcher.stop(1.0), node.metrics.stop, node.db.close, node.storage_lock.release)
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the rest is still stopped
+            log.debug("stopping a failed start: %s", exc)
 
 
 def _notify(message: str) -> None:
@@ -393,10 +428,10 @@ def _filter_studies(db, studies: list[dict], args) -> list[dict] | None:
 
 
 def _name_objects(db, storage: Path, report: dict) -> None:
-    """Each dead letter's and retried send's `object`: its kind and series ('SEG (Segmentation) series 9001',
+    """Each dead letter's, retried and re-sent send's `object`: its kind and series ('SEG (Segmentation) series 9001',
     describe_object; '' where its file cannot be read), so that an admin sees which SOP class a destination refuses."""
     for study in report["studies"]:
-        items = list(study["dead"]) + list(study.get("retrying", ()))
+        items = list(study["dead"]) + list(study.get("retrying", ())) + list(study.get("resent", ()))
         if not items:
             continue
         paths = {(o["destination"], o["sop_instance_uid"]): o["path"] for o in db.outbox_for(study["study_key"])}
@@ -528,6 +563,13 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         for key, item in retrying:
             print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']} "
                   f"attempt(s): {item['error']}; next attempt in {item['next_attempt_in_s']:.0f} s")
+    resent = [(s["study_key"], r) for s in report["studies"] for r in s.get("resent", ())]
+    if resent:
+        print("\nresult objects sent again after a dispatcher stopped with their C-STORE in flight (kill -9, a crash; "
+              "the destination may already hold them under the same SOP Instance UID):")
+        for key, item in resent:
+            print(f"  {key} -> {item['destination']}: {_named(item)}"
+                  + (" (being sent again)" if item["state"] == "pending" else ""))
 
 
 def _print_builds(report: dict) -> None:

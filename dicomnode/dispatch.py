@@ -43,7 +43,7 @@ from dicomnode.lanes import KeyedLanes
 from dicomnode.net.scu import AssociationFailed, describe_object, echo, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.observe import study_context
-from dicomnode.state import RoundFailures, StateDB, is_outage, outage_reason
+from dicomnode.state import IN_FLIGHT_PREFIX, RoundFailures, StateDB, is_outage, outage_reason
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.dispatch")
@@ -477,11 +477,15 @@ class Dispatcher:
         # the return address is the study's, not the config's: named in the log
         label = f"{name} ({ae_title}@{host}:{port}{', TLS' if ssl_context else ''})" if name == SENDER else name
         studies = ", ".join(ids[key] for key in dict.fromkeys(row["study_key"] for row in rows))
-        recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent)
+        again = self._in_flight_before(name, rows, ids)
+        recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent, again)
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
                                  calling_ae_title=calling_ae_title, timeout=self.timeout_of(name),
-                                 ssl_context=ssl_context, on_result=recorder.add)
+                                 ssl_context=ssl_context, on_result=recorder.add, on_send=recorder.started)
+        except _AttemptNotRecorded:
+            self._record_sent(recorder, name, studies)  # raises the state database's error, said at ERROR
+            raise
         except AssociationFailed as exc:
             with study_context(studies):
                 log.warning("destination %s: %s (%d result object(s) of study %s)%s", name, exc, len(rows), studies,
@@ -542,6 +546,22 @@ class Dispatcher:
                              log_id)
         return len(ok_ids)
 
+    def _in_flight_before(self, name: str, rows: list, ids: dict[str, str]) -> set[int]:
+        """The items whose last C-STORE was in flight when a dispatcher stopped without recording its response
+        (kill -9, a crash: their last_error still says in flight, StateDB.mark_in_flight): the destination may hold
+        them already. Said at WARNING per study, naming each object; returns their outbox ids."""
+        again = [row for row in rows if (row["last_error"] or "").startswith(IN_FLIGHT_PREFIX)]
+        by_study: dict[str, list] = defaultdict(list)
+        for row in again:
+            by_study[row["study_key"]].append(row)
+        for key, items in by_study.items():
+            with study_context(ids[key]):
+                log.warning("destination %s: re-sending %d result object(s) of study %s that were in flight when a "
+                            "dispatcher stopped before their response was recorded (%s): the destination may already "
+                            "hold them under the same SOP Instance UID", name, len(items), ids[key],
+                            "; ".join(self.object_name(row) for row in items))
+        return {row["id"] for row in again}
+
     def _record_sent(self, recorder: _SentRecorder, name: str, studies: str) -> None:
         """After an association: record what the recorder could not yet; what the state database would not take
         (an outage) is recorded before anything is claimed again (_unrecorded_sent), and the error raised."""
@@ -552,7 +572,11 @@ class Dispatcher:
             self._unrecorded_sent.extend(recorder.unrecorded)
             self._unreleased.extend(i for i in recorder.outbox_ids if i not in recorder.acknowledged)
         exc = recorder.error
-        if is_outage(exc):
+        if not recorder.unrecorded:  # nothing sent unrecorded: the next C-STORE's attempt could not be recorded
+            log.error("destination %s: sending of study %s paused: the state database cannot record the next "
+                      "attempt (%s), and a C-STORE is never made unrecorded; the rest is sent once it can",
+                      name, studies, outage_reason(exc) if is_outage(exc) else f"{type(exc).__name__}: {exc}")
+        elif is_outage(exc):
             log.error("destination %s: %d result object(s) of study %s sent, but the state database is unreachable "
                       "(%s): recorded as sent once it is back, not sent again by this process", name,
                       len(recorder.unrecorded), studies, outage_reason(exc))
@@ -605,20 +629,39 @@ class Dispatcher:
         return f"{kind} {row['sop_instance_uid']}" if kind else row["sop_instance_uid"]
 
 
-class _SentRecorder:
-    """Records each instance the destination acknowledged as sent as soon as its response arrives (send_files'
-    on_result), so that a dispatcher killed mid-association resends at most the instance in flight, and
-    `dicomnode status` counts what the destination holds. Once the state database refuses a write (an outage), the
-    rest of the association is only collected (`unrecorded`) and `error` kept, never raised into send_files."""
+class _AttemptNotRecorded(Exception):
+    """The attempt of the next C-STORE could not be recorded (_SentRecorder.started): it is not sent."""
 
-    def __init__(self, db: StateDB, outbox_ids: list[int], recorded: Callable[[int], None]):
-        """`outbox_ids`: the items in the order they are sent; `recorded(n)`: after n more were recorded as sent."""
+
+class _SentRecorder:
+    """Records each attempt before its C-STORE goes out (send_files' on_send: StateDB.mark_in_flight), and each
+    instance the destination acknowledged as sent as soon as its response arrives (on_result), so that a dispatcher
+    killed mid-association resends at most the instance in flight, knowing it was (Dispatcher._in_flight_before),
+    and `dicomnode status` counts what the destination holds. Once the state database refuses a write (an outage),
+    `error` is kept and what was acknowledged is only collected (`unrecorded`; `add` never raises into send_files),
+    and no further C-STORE is made: its attempt could not be recorded (`started` raises _AttemptNotRecorded)."""
+
+    def __init__(self, db: StateDB, outbox_ids: list[int], recorded: Callable[[int], None],
+                 again: set[int] | frozenset[int] = frozenset()):
+        """`outbox_ids`: the items in the order they are sent; `recorded(n)`: after n more were recorded as sent;
+        `again`: the items a stopped dispatcher had in flight (their attempt is recorded as a re-send)."""
         self.db = db
         self.outbox_ids = outbox_ids
         self.recorded = recorded
+        self.again = again
         self.acknowledged: set[int] = set()
         self.unrecorded: list[int] = []  # acknowledged, not recorded yet
         self.error: Exception | None = None
+
+    def started(self, index: int) -> None:
+        outbox_id = self.outbox_ids[index]
+        if self.error is None:
+            try:
+                self.db.mark_in_flight(outbox_id, again=outbox_id in self.again)
+            except Exception as exc:  # noqa: BLE001 - said and raised after the association (Dispatcher._record_sent)
+                self.error = exc
+        if self.error is not None:
+            raise _AttemptNotRecorded(str(self.error))
 
     def add(self, index: int, result) -> None:
         if not result.ok:

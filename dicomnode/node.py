@@ -29,9 +29,9 @@ from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
-from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, RECEIVED,
-                             RESULTS_READY, SENDING, RoundFailures, StateDB, StoreOutcome, is_outage, open_state,
-                             outage_reason, prepare_storage_dir, upgrade_schema)
+from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
+                             OUTBOX_SENT, RECEIVED, RESULTS_READY, SENDING, RoundFailures, StateDB, StoreOutcome,
+                             is_disk_full, is_outage, open_state, outage_reason, prepare_storage_dir, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
 from dicomnode.types import Declined
@@ -44,6 +44,13 @@ REQUEUE_SECONDS = 5
 
 #: a study whose analysis ends without a recorded outcome is released (analysed again) this often, then failed
 MAX_UNRECORDED_RELEASES = 3
+
+#: after result objects could not be written for lack of space (ENOSPC, EDQUOT: node.min_free_space_mb 0 or low, or
+#: another writer on the file system): analyses wait until this much more is free than right after the failure
+#: (its partial results removed), then run again by themselves; at the latest after NO_SPACE_RETRY_SECONDS (a quota,
+#: EDQUOT, is not the file system's free space)
+NO_SPACE_RETRY_MB = 8.0
+NO_SPACE_RETRY_SECONDS = 600.0
 
 #: after a study whose spooled files this process could not find was released for another worker: how long this
 #: process claims nothing (the other workers, which may see the files, take it meanwhile)
@@ -123,6 +130,10 @@ class Node:
         self._released: dict[tuple[str, int], int] = {}  # how often each was released: a repeat fault fails it
         self._unreleased_lock = threading.Lock()
         self._waiting_for_space = False  # analyses postponed under node.min_free_space_mb (logged once)
+        #: free space (MB) right after result objects could not be written (ENOSPC / EDQUOT), or None: analyses
+        #: wait until NO_SPACE_RETRY_MB more is free (results_space_problem)
+        self._no_space_free_mb: float | None = None
+        self._no_space_at = 0.0  # time.monotonic() of that failure
         self.spool_id: str | None = None  # the spool's identity, verified at start (spool.verify_spool_identity)
         self._claims_paused_until = 0.0  # time.monotonic(): no claims before (after a study's files were missing)
         self._requeue_failures = RoundFailures(self.db, log, "queueing complete studies failed", REQUEUE_SECONDS)
@@ -445,18 +456,26 @@ class Node:
             self._enqueue_analysis(*item)
 
     def results_space_problem(self) -> str | None:
-        """Why result objects may not be written now (free space under node.min_free_space_mb), or None."""
+        """Why result objects may not be written now, or None: free space under node.min_free_space_mb, or, after
+        the file system refused result objects (ENOSPC / EDQUOT: _postpone_no_space), not yet NO_SPACE_RETRY_MB
+        more free than right after that failure (nor NO_SPACE_RETRY_SECONDS past it)."""
         floor = self.config.node.min_free_space_mb
-        if floor <= 0:
+        if floor <= 0 and self._no_space_free_mb is None:
             return None
         free = self.spool.free_space_mb()
-        if free >= floor:
-            if self._waiting_for_space:
-                self._waiting_for_space = False
-                log.info("free space is above node.min_free_space_mb = %d MB again: postponed analyses are queued",
-                         floor)
-            return None
-        return f"free space {free:.1f} MB is under node.min_free_space_mb = {floor} MB"
+        if floor > 0 and free < floor:
+            return f"free space {free:.1f} MB is under node.min_free_space_mb = {floor} MB"
+        refused_at = self._no_space_free_mb
+        if refused_at is not None and free < refused_at + NO_SPACE_RETRY_MB \
+                and time.monotonic() - self._no_space_at < NO_SPACE_RETRY_SECONDS:
+            return (f"no space left on device for the result objects ({free:.1f} MB free; they run again once "
+                    f"{refused_at + NO_SPACE_RETRY_MB:.1f} MB are, or in {NO_SPACE_RETRY_SECONDS / 60:.0f} min)")
+        self._no_space_free_mb = None
+        if self._waiting_for_space:
+            self._waiting_for_space = False
+            log.info("free space is %.1f MB%s again: postponed analyses are queued", free,
+                     f", above node.min_free_space_mb = {floor} MB" if floor > 0 else "")
+        return None
 
     def _release_later(self, study_key: str, generation: int, reason: str, *, again: str | None = None,
                        failed: str | None = None, counted: bool = True, analysis_id: int | None = None) -> None:
@@ -631,7 +650,7 @@ class Node:
         """Where a result object goes; refuses (OutOfSpace) under node.min_free_space_mb, as the SCP does."""
         space = self.results_space_problem()
         if space is not None:
-            raise OutOfSpace(f"results not written: {space}; run `dicomnode retry` once space is freed")
+            raise OutOfSpace(f"results not written: {space}")
         return folder / f"{dataset.SOPInstanceUID}.dcm"
 
     def _discard_partial(self, folder: Path) -> None:
@@ -642,6 +661,29 @@ class Node:
             pass
         except OSError as exc:
             log.warning("could not remove the partial results in %s: %s (removed at the next start)", folder, exc)
+
+    def _postpone_no_space(self, study_key: str, generation: int, analysis_id: int, tag: str,
+                           exc: BaseException) -> None:
+        """Result objects did not fit (OutOfSpace under node.min_free_space_mb, or the file system's ENOSPC /
+        EDQUOT, from any writer of the analysis: SEG, SR, PDF, display copies): their partial files are gone
+        (_discard_partial); the study goes back to `complete`, reason "analysis postponed: no space …", and runs
+        again by itself once there is room (results_space_problem), or at the next start. One ERROR line."""
+        if not isinstance(exc, OutOfSpace):
+            self._no_space_free_mb = self.spool.free_space_mb()
+            self._no_space_at = time.monotonic()
+        cause = str(exc) if isinstance(exc, OutOfSpace) else (
+            f"{getattr(exc, 'strerror', None) or exc} writing {getattr(exc, 'filename', None) or 'a result object'}")
+        why = f"no space for the result objects: {cause}"
+        log.error("study %s: analysis postponed: %s; its partial results were removed, and it runs again by itself "
+                  "once space is freed (or at the next start)", tag, why)
+        self._waiting_for_space = True  # said just now: the WARNING of note_postponed would repeat it
+        reason = f"analysis postponed: {why}"[:500]
+        try:
+            if self.db.release_claim(study_key, generation, COMPLETE, reason, analysis_id):
+                return
+        except Exception:  # noqa: BLE001 - the state database is on the full disk too: released once it can be
+            pass
+        self._release_later(study_key, generation, why, counted=False, again=reason, analysis_id=analysis_id)
 
     def _record_failure(self, analysis_id: int, study_key: str, generation: int, reason: str) -> None:
         try:
@@ -697,10 +739,10 @@ class Node:
             self._discard_partial(folder)
             if is_outage(exc):  # the state database went away, not the study's fault: analyse_study releases it
                 raise
-            if isinstance(exc, OutOfSpace):
-                log.error("study %s: analysis failed: %s", tag, exc)
-            else:
-                log.exception("study %s: analysis failed", tag)
+            if isinstance(exc, OutOfSpace) or is_disk_full(exc):  # the node's disk, not the study: wait for space
+                self._postpone_no_space(study_key, generation, analysis_id, tag, exc)
+                return
+            log.exception("study %s: analysis failed", tag)
             self._record_failure(analysis_id, study_key, generation, f"analysis failed: {exc}"[:500])
             return
         refused = [r.refused for r in runs if r.refused]
@@ -777,9 +819,17 @@ def check_listen_ports(config: Config, roles: Sequence[str]) -> None:
         NodeMetrics.check_port(observability.metrics_host, observability.metrics_port)
 
 
+#: what `dicomnode status` says of a pending send whose C-STORE was in flight when its dispatcher stopped
+STOPPED_IN_FLIGHT = ("its C-STORE was in flight when its dispatcher stopped (kill -9, a crash) before the response was "
+                     "recorded: sent again next, and the destination may already hold it under the same SOP Instance "
+                     "UID")
+
+
 def status_report(db: StateDB, now: float | None = None) -> dict:
-    """Every study with its outbox counts, dead letters and the pending sends that failed at least once (`retrying`:
-    last error and next attempt, so an outage says why and when), plus the counts by state and the processes.
+    """Every study with its outbox counts, dead letters, the pending sends that failed at least once (`retrying`:
+    last error and next attempt, so an outage says why and when; one whose C-STORE was in flight when its
+    dispatcher stopped says so) and the result objects sent again after such a stop (`resent`: the destination may
+    hold them twice under one SOP Instance UID), plus the counts by state and the processes.
 
     A fixed number of queries whatever the number of studies (counts grouped by study, then only the outbox items
     needing attention), so `dicomnode status` stays quick on a state of many thousand studies."""
@@ -788,7 +838,14 @@ def status_report(db: StateDB, now: float | None = None) -> dict:
     outbox = db.outbox_counts_by_study()
     attention: dict[str, list] = {}
     for item in db.outbox_needing_attention():
+        if (item["last_error"] or "").startswith(IN_FLIGHT_PREFIX):
+            if item["claimed_by"] is not None and (item["lease_until"] or 0) >= now:
+                continue  # being sent now by a live dispatcher, not retrying
+            item = {**item, "last_error": STOPPED_IN_FLIGHT}
         attention.setdefault(item["study_key"], []).append(item)
+    resent: dict[str, list] = {}
+    for item in db.outbox_resent():
+        resent.setdefault(item["study_key"], []).append(item)
     studies = []
     for row in db.studies():
         key = row["study_key"]
@@ -808,6 +865,8 @@ def status_report(db: StateDB, now: float | None = None) -> dict:
                           "attempts": o["attempts"], "error": o["last_error"], "next_attempt_at": o["next_attempt_at"],
                           "next_attempt_in_s": round(max(0.0, o["next_attempt_at"] - now), 1)}
                          for o in items if o["state"] == OUTBOX_PENDING],
+            "resent": [{"destination": o["destination"], "sop_instance_uid": o["sop_instance_uid"],
+                        "state": o["state"]} for o in resent.get(key, ())],
             "last_received": row["last_received"],
         })
     return {"studies": studies, "by_state": db.counts_by_state(), "nodes": nodes_report(db)}

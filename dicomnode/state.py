@@ -94,6 +94,19 @@ OUTBOX_SUPERSEDED = "superseded"
 #: result objects not delivered (yet): a study holding one is never purged
 OUTBOX_UNDELIVERED = (OUTBOX_PENDING, OUTBOX_DEAD)
 
+#: an outbox item's last_error from just before its C-STORE goes on the wire (StateDB.mark_in_flight) until its
+#: response is recorded (mark_sent, mark_failed_send). Found on an item no live dispatcher holds, it says that a
+#: dispatcher stopped (kill -9, a crash) with that C-STORE in flight: the destination may already hold the object.
+#: Both texts start with IN_FLIGHT_PREFIX
+IN_FLIGHT_PREFIX = "in flight"
+OUTBOX_IN_FLIGHT = "in flight: C-STORE sent, its response not recorded yet"
+OUTBOX_RESEND_IN_FLIGHT = ("in flight again: re-sent after a dispatcher stopped with its C-STORE in flight, its "
+                           "response not recorded yet")
+#: the last_error a sent item keeps when it was sent again after a dispatcher stopped with its C-STORE in flight
+#: (`dicomnode status` counts them: `resent`)
+OUTBOX_RESENT = ("re-sent: a dispatcher stopped with its C-STORE in flight; the destination may already hold it under "
+                 "the same SOP Instance UID")
+
 #: claim_sends/next_send_time without a cap on how far ahead a pending item may be due (no clock-step guard)
 NO_SEND_DELAY_CAP = float("inf")
 #: the due test of a pending send (both backends): due now, or due further ahead than any back-off (`:max_delay`)
@@ -1354,10 +1367,27 @@ class StateDB:
             return
         with self._write() as db:
             self._run(db, (
-                "UPDATE outbox SET state=:sent, sent_at=:now, last_error=NULL, claimed_by=NULL, lease_until=NULL"
-                " WHERE id IN :ids"), {"sent": OUTBOX_SENT, "now": time.time(), "ids": list(outbox_ids)},
+                "UPDATE outbox SET state=:sent, sent_at=:now, claimed_by=NULL, lease_until=NULL,"
+                " last_error=CASE WHEN last_error IN (:again, :resent) THEN :resent ELSE NULL END"
+                " WHERE id IN :ids"), {"sent": OUTBOX_SENT, "now": time.time(), "ids": list(outbox_ids),
+                                       "again": OUTBOX_RESEND_IN_FLIGHT, "resent": OUTBOX_RESENT},
                 expanding=["ids"])
             self._settle_studies(db, outbox_ids)
+
+    def mark_in_flight(self, outbox_id: int, again: bool = False) -> None:
+        """Just before the item's C-STORE goes on the wire: its last_error says it is in flight (OUTBOX_IN_FLIGHT;
+        `again`: OUTBOX_RESEND_IN_FLIGHT, a re-send of an item a stopped dispatcher had in flight) until its response
+        is recorded (`attempts` counts failed attempts: mark_failed_send). Raises the database's errors (then it is
+        not sent)."""
+        with self._write() as db:
+            self._run(db, "UPDATE outbox SET last_error=:e WHERE id=:id",
+                      {"e": OUTBOX_RESEND_IN_FLIGHT if again else OUTBOX_IN_FLIGHT, "id": outbox_id})
+
+    def outbox_resent(self) -> list[RowMapping]:
+        """Items sent again (or being sent again) after a dispatcher stopped with their C-STORE in flight, oldest
+        first (`dicomnode status`)."""
+        return self._rows("SELECT * FROM outbox WHERE last_error IN (:again, :resent) ORDER BY id",
+                          {"again": OUTBOX_RESEND_IN_FLIGHT, "resent": OUTBOX_RESENT})
 
     def release_sends(self, outbox_ids: list[int]) -> None:
         """Give back this process's claims of these outbox items, not attempted: they stay due for any dispatcher."""
@@ -1432,9 +1462,11 @@ class StateDB:
             "SELECT study_key, state, COUNT(*) AS n FROM outbox GROUP BY study_key, state")}
 
     def outbox_needing_attention(self) -> list[RowMapping]:
-        """Every dead letter and every pending item that failed at least once (being retried), oldest first."""
-        return self._rows("SELECT * FROM outbox WHERE state=:dead OR (state=:pending AND attempts > 0) ORDER BY id",
-                          {"dead": OUTBOX_DEAD, "pending": OUTBOX_PENDING})
+        """Every dead letter and every pending item that failed at least once (being retried) or whose C-STORE is
+        or was in flight (mark_in_flight), oldest first."""
+        return self._rows("SELECT * FROM outbox WHERE state=:dead OR (state=:pending AND (attempts > 0 OR last_error"
+                          " LIKE :in_flight)) ORDER BY id",
+                          {"dead": OUTBOX_DEAD, "pending": OUTBOX_PENDING, "in_flight": IN_FLIGHT_PREFIX + "%"})
 
     def outbox_counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")}

@@ -43,7 +43,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("study path", ("dicomnode.study_path",)),
     ("operations", ("dicomnode.dispatch", "dicomnode.retention", "dicomnode.metrics", "dicomnode.roles",
                     "dicomnode.receivers")),
-    ("node", ("dicomnode.node", "dicomnode.process", "dicomnode.summary_view", "dicomnode.preflight")),
+    ("node", ("dicomnode.node", "dicomnode.process", "dicomnode.summary_view", "dicomnode.preflight",
+              "dicomnode.degraded")),
     ("commands", ("dicomnode.__main__", "dicomnode.cli", "dicomnode.demo", "dicomnode.inference.cli",
                   "dicomnode.devtools")),
 ]

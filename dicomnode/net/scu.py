@@ -310,6 +310,7 @@ def send_files(
     timeout: float = 30.0,
     ssl_context=None,
     on_result: Callable[[int, SendResult], None] | None = None,
+    on_send: Callable[[int], None] | None = None,
 ) -> list[SendResult]:
     """C-STORE every file over one association; raises AssociationFailed when none can be opened (the peer
     refused, cannot be reached, or its host name does not resolve). A file that cannot be read (read_for_sending)
@@ -317,7 +318,10 @@ def send_files(
 
     `on_result(index, result)`: after each response (or failure) of the file `paths[index]`, before the next is
     sent, so that the caller can record an acknowledged instance at once (a crash mid-association then resends
-    only what was not recorded)."""
+    only what was not recorded). `on_send(index)`: just before the C-STORE of `paths[index]` goes on the wire, so
+    that the caller can record the attempt first (after a crash, an item whose response was never recorded is then
+    known to have been in flight: the destination may hold it); an exception it raises ends the association, that
+    file not sent."""
     headers: list[tuple[Path, object]] = []  # (path, data set, or the exception that kept it from being read)
     for path in paths:
         try:
@@ -379,6 +383,8 @@ def send_files(
             if refusal is not None:  # refused for good; the batch's other objects are still sent
                 report(SendResult(path, False, None, refusal, permanent=True))
                 continue
+            if on_send is not None:
+                on_send(len(results))
             started = time.monotonic()
             try:
                 response = assoc.send_c_store(dataset)
