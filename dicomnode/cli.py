@@ -513,7 +513,8 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
     for node in report["nodes"]:
         beat = f"{node['heartbeat_age_s']:.0f} s ago"
         if not node["alive"]:
-            beat += " NOT WRITTEN" if blocked else " GONE" if node["gone"] else " STALE"
+            beat += " NOT WRITTEN" if blocked else " GONE" if node["gone"] else " ENDED" if node.get("ended") \
+                else " STALE"
         print(f"{node['node_id'][:32]:<32} {','.join(node['roles']):<34} {beat:>10}  {len(node['analysing'])}")
     if not report["nodes"]:
         print("(no node process has a heartbeat: none is running with this state)")
@@ -525,7 +526,13 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
               "hung or killed" + (f"; on this machine {running} still running" if running else "")
               + (f"; {ended} no longer running" if ended else "")
               + "; a process of another machine: ask there (systemctl status dicomnode))")
-    if not blocked and any(not node["alive"] and not node["gone"] for node in report["nodes"]):
+    ended = [node for node in report["nodes"] if not node["gone"] and node.get("ended")]
+    if not blocked and ended:
+        pids = ", ".join(f"pid {node['pid']}" for node in ended)
+        print(f"(ENDED: on this machine, {pids} no longer running: "
+              "killed or crashed; its claims go to other processes after [state] lease_seconds)")
+    if not blocked and any(not node["alive"] and not node["gone"] and not node.get("ended")
+                           for node in report["nodes"]):
         print(f"(STALE: no heartbeat for {stale_after:g} s or more, {STALE_AFTER_HEARTBEATS} x [state] "
               "heartbeat_seconds: hung, or killed a moment ago)")
     for node in report["nodes"]:
@@ -550,7 +557,7 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
     for study in report["studies"]:
         print(f"{study['study']:<12} {study['study_key']:<{width}} {study['state']:<10} {study['generation']:>3} "
               f"{study['instances']:>5} {study['sent']:>5} {study['pending']:>5} {len(study['dead']):>5}  "
-              f"{study['reason'] or ''}")
+              f"{study['reason'] or ''}{_claim_note(study)}")
     dead = [(s["study_key"], d) for s in report["studies"] for d in s["dead"]]
     if dead:
         print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")
@@ -594,6 +601,12 @@ def _print_builds(report: dict) -> None:
     if len(builds) > 1:
         print("(WARNING: processes of different builds on one state supersede and send results differently: stop "
               "all but one build; README: Upgrading)")
+
+
+def _claim_note(study: dict) -> str:
+    """An analysing study whose claim holder is not alive: who claimed it and what takes it over (claims_report)."""
+    note = (study.get("claim") or {}).get("note")
+    return "" if not note else f"; {note}" if study.get("reason") else note
 
 
 def cmd_retry(args) -> int:

@@ -26,7 +26,7 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
-from dicomnode.roles import (copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
+from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
@@ -282,6 +282,8 @@ class Node:
         leaves every other study receiving on its quiet timer (CompletionTracker.rebuild)."""
         self._stopping.set()
         self.ready = False
+        if self.scheduler.running:  # no quiet timer fires while the receiver drains: its open studies are not quiet
+            self.scheduler.pause()
         if self.scp.listening:
             self._mark_cut(self.scp.stop(SCP_STOP_SECONDS))
         self.scheduler.shutdown(wait=False)
@@ -869,7 +871,9 @@ def status_report(db: StateDB, now: float | None = None) -> dict:
                         "state": o["state"]} for o in resent.get(key, ())],
             "last_received": row["last_received"],
         })
-    return {"studies": studies, "by_state": db.counts_by_state(), "nodes": nodes_report(db)}
+    nodes = nodes_report(db, now=now)
+    claims_report(db, studies, nodes, now)  # an analysis whose claim holder is gone says so
+    return {"studies": studies, "by_state": db.counts_by_state(), "nodes": nodes}
 
 
 def summary_of(db: StateDB, study_key: str) -> dict | None:

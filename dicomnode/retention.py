@@ -253,10 +253,79 @@ def _purge(db: StateDB, storage_dir: Path, study_key: str, began: float, report:
                     "once they are %.0f s old, unless their receiver removed them", tag, len(kept), kept[0],
                     RESEND_GRACE_SECONDS)
         return None
+    _delete_results_folder(storage_dir, study_key, report)
     study = db.finish_purge(study_key)
     if study is not None:
         report.studies.append(study_key)
     return study
+
+
+def _delete_results_folder(storage_dir: Path, study_key: str, report: PurgeReport) -> None:
+    """What is left of a purging study's results folder (results/<study hash>/): files no row records, of analyses
+    killed mid-write or abandoned (break44c #6: patient data kept past the purge). No analysis of a `purging` study
+    runs: nothing there is being written."""
+    folder = storage_dir / "results" / short_hash(study_key, 16)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+                continue
+            size = path.lstat().st_size
+            path.unlink()
+            report.files += 1
+            report.bytes += size
+        except FileNotFoundError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def remove_abandoned_results(db: StateDB, storage_dir: Path, grace_seconds: float, now: float | None = None) -> int:
+    """Remove the result files no `results` row records (never queued for sending, half-written temporaries
+    included) of analyses that are over: done, failed or superseded (their worker finished them), or abandoned or
+    no longer recorded (a killed worker's; only files older than `grace_seconds`, the claims' lease: a worker that
+    lost its claim may still be finishing a file). Never those of a running analysis: another live process may be
+    writing them. Returns how many were removed (break44c #6: scale-out role processes left them forever)."""
+    root = Path(storage_dir) / "results"
+    if not root.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    states = db.analysis_states()
+    recorded = db.result_paths()
+    removed = 0
+    for study_folder in sorted(root.iterdir()):
+        if not study_folder.is_dir():
+            continue
+        for folder in sorted(study_folder.iterdir()):
+            if not folder.is_dir() or not folder.name.isdigit():
+                continue
+            state = states.get(int(folder.name))
+            if state == "running":
+                continue
+            finished = state in ("done", "failed", "superseded")
+            for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    if path.is_dir():
+                        path.rmdir()  # only when empty
+                    elif str(path.relative_to(storage_dir)) not in recorded and \
+                            (finished or path.lstat().st_mtime < now - grace_seconds):
+                        path.unlink()
+                        removed += 1
+                except (FileNotFoundError, OSError):
+                    pass
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        try:
+            study_folder.rmdir()
+        except OSError:
+            pass
+    return removed
 
 
 def purge_study(db: StateDB, storage_dir: Path, study_key: str, report: PurgeReport | None = None,
@@ -554,6 +623,7 @@ class Retention:
         said once (the studies purged so far stay purged: each one is whole). Raises PurgeBlocked where the disk
         is full and the space reserve cannot help (see _with_room)."""
         report = PurgeReport()
+        self.remove_abandoned_results()
 
         def steps() -> tuple[PurgeReport, PurgeReport]:
             finish_interrupted_purges(self.db, self.storage_dir, report, keep_going)
@@ -579,6 +649,14 @@ class Retention:
             log.info("retention: purged %d stud(ies) and %d conflict cop(ies), %d file(s), %.1f MB",
                      len(report.studies), report.conflicts, report.files, report.bytes / 1e6)
         return report
+
+    def remove_abandoned_results(self) -> int:
+        """remove_abandoned_results for this node (the claims' lease as grace), said in the log; returns the count."""
+        removed = remove_abandoned_results(self.db, self.storage_dir, self.db.lease_seconds)
+        if removed:
+            log.info("removed %d result file(s) of analyses that never finished (killed, abandoned or superseded)",
+                     removed)
+        return removed
 
     def run_safely(self, keep_going: KeepGoing = None) -> None:
         """run_once for a scheduler: an error is logged (see RoundFailures) and the next interval tries again; then

@@ -34,7 +34,7 @@ from dicomnode import __version__, build_id
 from dicomnode.config import load_config
 from dicomnode.observe import study_context
 from dicomnode.state import (
-    CLOCK_SKEW_WARN_SECONDS, COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
+    ANALYSING, CLOCK_SKEW_WARN_SECONDS, COMPLETE, FAILED, RECEIVED, SCHEMA_VERSION, MixedVersionsError, RoundFailures, StateDB, StateSchemaError,
     OLDER_VERSIONS_AFTER_UPGRADE, describe_url, is_outage, open_state, outage_reason, schema_version,
     sqlite_open_elsewhere, state_url, upgrade_schema,
 )
@@ -54,6 +54,11 @@ COMPLETE_LEASE = "complete"
 
 #: spool temporaries older than this are leftovers of a crashed receiver (others may be writing younger ones)
 STALE_TEMPORARY_SECONDS = 3600.0
+#: an association released: the heartbeat stops listing its studies this long after (s), unless the sender's next
+#: association sends them again by then (RoleRunner._publish_soon)
+RELEASED_PUBLISH_SECONDS = 0.5
+#: the cause of a transfer interrupted by a stop before an upgrade (studies.interrupted_reason)
+OLDER_RELEASE_STOPPED = "an older dicomnode release, which kept no record of the transfers under way, stopped"
 
 
 def parse_roles(text: str | None) -> tuple[str, ...]:
@@ -249,7 +254,9 @@ class DatabaseCompletion:
     quiet timer until that receiver has beaten since the study's quiet period ended (it was alive when the study
     went quiet); a receiver that died instead (its pid gone on this machine, or no heartbeat for
     db.stale_after_seconds) leaves the studies it listed marked interrupted (studies.record_interruption, the cause
-    naming it), waiting for a re-send or max wait, as a single node marks what its own crash cut.
+    naming it), waiting for a re-send or max wait, as a single node marks what its own crash cut. A lost receiver
+    whose heartbeat has no such list (an older release) leaves every study received while it lived marked the same
+    way: nothing tells which of them it was still receiving.
     """
 
     def __init__(self, db: StateDB, config, lease_seconds: float, on_complete=None, retention=None,
@@ -313,18 +320,20 @@ class DatabaseCompletion:
                 marked.append(key)
         return marked
 
-    def _receivers(self, now: float) -> dict[str, list[tuple[dict, str | None]]]:
-        """study key -> (heartbeat row, why it is lost or None) of each other receiving process whose latest
-        heartbeat lists an open association sending the study (detail.receiving)."""
+    def _receivers(self, now: float) -> tuple[dict[str, list[tuple[dict, str | None]]], list[tuple[dict, str]]]:
+        """(study key -> (heartbeat row, why it is lost or None) of each other receiving process whose latest
+        heartbeat lists an open association sending the study (detail.receiving); (heartbeat row, why it is lost)
+        of each lost receiving process whose heartbeat has no such list: a release that did not record one)."""
         found: dict[str, list[tuple[dict, str | None]]] = {}
+        unlisted: list[tuple[dict, str]] = []
         for row in self.db.nodes():
             if row["node_id"] == self.db.process_id:
                 continue
             try:
-                keys = json.loads(row["detail_json"] or "{}").get("receiving") or ()
+                receiving = json.loads(row["detail_json"] or "{}").get("receiving")
             except (ValueError, AttributeError):
-                continue
-            if not keys:
+                receiving = None
+            if not receiving and (receiving is not None or "receive" not in (row["roles"] or "").split(",")):
                 continue
             age = now - row["last_seen"]
             lost = None
@@ -333,9 +342,30 @@ class DatabaseCompletion:
             elif age >= self.db.stale_after_seconds:
                 lost = (f"the receiving process {row['host']} pid {row['pid']} stopped answering: no heartbeat for "
                         f"{age:.0f} s")
-            for key in keys:
+            if receiving is None:
+                if lost is not None:
+                    unlisted.append((dict(row), lost))
+                continue
+            for key in receiving:
                 found.setdefault(key, []).append((dict(row), lost))
-        return found
+        return found, unlisted
+
+    def _unrecorded_cut(self, study, unlisted: list[tuple[dict, str]]) -> bool:
+        """Mark the study interrupted where it was received while a lost receiving process lived whose heartbeat
+        does not list what its associations were sending (`unlisted`: a release that kept no such list), so that
+        nothing tells whether its transfer was cut: the safe side, as a single node's start takes every study
+        receiving for cut where that record is missing. Returns whether it marked."""
+        key = study["study_key"]
+        for row, lost in unlisted:
+            if not row["started_at"] - 1.0 <= study["last_received"] <= row["last_seen"] + self.db.stale_after_seconds:
+                continue
+            if (row["node_id"], key) in self._cut_marked:
+                return False
+            cause = f"{lost}, which did not record whether its associations were still sending"
+            marked = record_interruption(self.db, key, cause, self.config)  # raises: tried again next round
+            self._cut_marked.add((row["node_id"], key))
+            return marked is not None
+        return False
 
     def _waits_for_receiver(self, study, receivers: list[tuple[dict, str | None]], why: str | None) -> bool:
         """Whether the study is not completed now (`why`: what made it due) because of the receiving processes that
@@ -384,9 +414,11 @@ class DatabaseCompletion:
         now = time.time() if now is None else now
         done = []
         self.flush_refusals()  # a refusal made during an outage holds its study before anything is completed
-        receivers = self._receivers(now)
+        receivers, unlisted = self._receivers(now)
         for study in self.db.studies((RECEIVED,)):
             key = study["study_key"]
+            if unlisted and not interrupted(study) and self._unrecorded_cut(study, unlisted):
+                continue
             why = self._due(study, now)
             if key in receivers and why != "max wait reached" and self._waits_for_receiver(study, receivers[key], why):
                 continue
@@ -482,6 +514,7 @@ class RoleRunner:
         self.clock = ClockWatch(self.db)
         self._beat_lock = threading.Lock()
         self._published: set[str] = set()  # the studies the latest heartbeat lists as being received
+        self._publish_timer: threading.Timer | None = None  # _publish_soon's
         # the latest heartbeat's detail (publish_receiving writes it again between beats, with the open studies)
         self._detail: dict = {"ae_title": node.config.node.ae_title, "version": __version__, "schema": SCHEMA_VERSION,
                               "build": build_id()}
@@ -495,6 +528,10 @@ class RoleRunner:
         self.node.lock_storage(exclusive=not self.scale_out)
         # ... and a storage_dir that is not the spool the (shared) state indexes refuses too (spool.SpoolMismatch)
         self.node.verify_spool()
+        if self.db.note_receivers_recorded():
+            self._mark_left_by_older_release()
+        if "receive" in self.roles:
+            self.node.scp.on_receiving = self.publish_receiving  # a crash cuts only what the heartbeat lists
         if not self.scale_out:
             self.db.release_claims(all_processes=True)  # the only process: whatever a crashed run held is ours
             self.node.start(warm_up=warm_up)
@@ -505,12 +542,29 @@ class RoleRunner:
         log.info("roles %s (%s mode), state %s, process %s", ",".join(self.roles),
                  "scale-out" if self.scale_out else "single-node", describe_url(self.db.url), self.db.process_id)
 
+    def _mark_left_by_older_release(self) -> None:
+        """The first start of this release on the state (StateDB.note_receivers_recorded): an older release kept
+        no record of which studies its associations were still sending when it stopped (SIGTERM or kill -9 before
+        the upgrade), so every study still receiving may have been cut: marked interrupted, waiting for a re-send
+        or max wait, never completed on the quiet timer (break44a #1)."""
+        marked = [study["study_key"] for study in self.db.studies((RECEIVED,))
+                  if not interrupted(study) and record_interruption(
+                      self.db, study["study_key"], OLDER_RELEASE_STOPPED, self.config.studies) is not None]
+        if marked:
+            log.warning("%d stud(ies) still receiving when an older dicomnode release stopped marked transfer "
+                        "interrupted (that release kept no record of the transfers under way): each waits for its "
+                        "sender to send it again, or studies.max_wait_seconds", len(marked))
+
     def _start_scale_out(self, warm_up: bool) -> None:
         node = self.node
         node.completion = DatabaseCompletion(self.db, node.config, self.config.state.lease_seconds,
                                              on_complete=lambda *_: self._wake_workers.set(),
                                              retention=node.retention, pending_refusals=node.pending_refusals)
         self.completion = node.completion
+        if "analyse" in self.roles or "complete" in self.roles:
+            # files of analyses killed mid-write (not those running elsewhere); the `complete` lease holder's
+            # retention runs remove those abandoned later (Retention.remove_abandoned_results)
+            node.retention.remove_abandoned_results()
         if "analyse" in self.roles:
             if warm_up:
                 needed = {name for route in node.config.routes for name in route.pipelines}
@@ -534,7 +588,6 @@ class RoleRunner:
             if removed:
                 log.info("removed %d partial file(s) older than %.0f s from a crashed receiver", removed,
                          STALE_TEMPORARY_SECONDS)
-            node.scp.on_receiving = self.publish_receiving
             node.scp.start()
             self._scp_started = True
         node.ready = True
@@ -552,10 +605,13 @@ class RoleRunner:
         node = self.node
         node._stopping.set()
         node.ready = False
-        if self._scp_started:
-            self._mark_cut(node.scp.stop())
+        # no completion, no claim while the receiver drains: a study its associations still send is not quiet
+        # (break44a #2: completed and analysed from part of its instances while a stuck C-STORE held the stop)
         self._stop.set()
         self._wake_workers.set()
+        self._join(("completion",))
+        if self._scp_started:
+            self._mark_cut(node.scp.stop())
         if node.scheduler.running:
             node.scheduler.shutdown(wait=False)
         self._join()
@@ -624,10 +680,13 @@ class RoleRunner:
             dead.append("scheduler")
         return dead
 
-    def _join(self) -> None:
-        """Every loop within one minute together (systemd's TimeoutStopSec covers it, see node.WORKERS_STOP_SECONDS)."""
+    def _join(self, names: Sequence[str] | None = None) -> None:
+        """Every loop (or those `names`) within one minute together (systemd's TimeoutStopSec covers it, see
+        node.WORKERS_STOP_SECONDS)."""
         deadline = time.monotonic() + 60.0
         for thread in self._threads:
+            if names is not None and thread.name not in names:
+                continue
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # --- loops -----------------------------------------------------------------------------------------------
@@ -659,7 +718,7 @@ class RoleRunner:
         detail.receiving, what DatabaseCompletion marks interrupted should this process die)."""
         detail = dict(self._detail)
         receiving = None
-        if self.scale_out and "receive" in self.roles:
+        if "receive" in self.roles:
             receiving = detail["receiving"] = self.node.scp.open_studies()
         self.db.heartbeat(self.roles, self.started_at, detail)
         if receiving is not None:
@@ -672,12 +731,36 @@ class RoleRunner:
         interval, not two per instance; a receiver that dies meanwhile leaves it marked interrupted, the safe
         side); nothing once the process is stopping (its stop marks what it cut, then removes its heartbeat row).
         Raises the state database's errors."""
-        if self.node.stopping:
+        if self.node.stopping or self._stop.is_set():
             return
         with self._beat_lock:
-            if set(self.node.scp.open_studies()) <= self._published:
+            receiving = set(self.node.scp.open_studies())
+            if receiving < self._published:  # an association ended: said soon, once the senders' next one is open
+                self._publish_soon()
+            if receiving <= self._published:
                 return
             self._heartbeat()
+
+    def _publish_soon(self) -> None:
+        """Write the heartbeat RELEASED_PUBLISH_SECONDS from now where the open associations still send fewer studies
+        than it lists then: a study whose association was released is no longer taken for cut by a crash soon after
+        (CompletionTracker.rebuild, DatabaseCompletion), while a sender opening one association per instance, whose
+        next association lists the study again within that time, costs no write."""
+        if self._publish_timer is not None and self._publish_timer.is_alive():
+            return
+        self._publish_timer = threading.Timer(RELEASED_PUBLISH_SECONDS, self._publish_released)
+        self._publish_timer.daemon = True
+        self._publish_timer.start()
+
+    def _publish_released(self) -> None:
+        if self.node.stopping or self._stop.is_set():
+            return
+        try:
+            with self._beat_lock:
+                if set(self.node.scp.open_studies()) != self._published:
+                    self._heartbeat()
+        except Exception as exc:  # noqa: BLE001 - the next heartbeat publishes them
+            log.debug("could not publish the studies being received now: %s", exc)
 
     def _heartbeat_loop(self) -> None:
         """Beat every heartbeat_seconds while every worker thread of the process lives. When one has ended (it
@@ -776,7 +859,8 @@ def nodes_report(db: StateDB, stale_after_seconds: float | None = None, now: flo
     """Every process with a heartbeat row: id, host, pid, roles, heartbeat age (s), studies it is analysing,
     `alive` (heartbeat younger than `stale_after_seconds`, default db.stale_after_seconds: 3 heartbeat intervals)
     and `gone` (heartbeat older than db.gone_after_seconds); `failed_threads`: worker threads that ended
-    unexpectedly (the process stopped its heartbeat; it is not alive)."""
+    unexpectedly (the process stopped its heartbeat; it is not alive); `ended`: a process of this machine whose pid
+    no longer runs (killed, crashed: not alive, whatever the age of its heartbeat)."""
     now = time.time() if now is None else now
     stale_after_seconds = db.stale_after_seconds if stale_after_seconds is None else stale_after_seconds
     claims: dict[str, list[str]] = {}
@@ -787,14 +871,56 @@ def nodes_report(db: StateDB, stale_after_seconds: float | None = None, now: flo
     for row in db.nodes():
         detail = json.loads(row["detail_json"] or "{}")
         failed = list(detail.get("failed_threads") or [])
+        ended = _pid_gone(row["host"], row["pid"])
         # a process whose worker thread ended stopped its heartbeat after saying so: not alive from that beat on
         report.append({"node_id": row["node_id"], "host": row["host"], "pid": row["pid"],
                        "roles": row["roles"].split(","), "started_at": row["started_at"], "last_seen": row["last_seen"],
                        "heartbeat_age_s": round(now - row["last_seen"], 1),
-                       "alive": now - row["last_seen"] < stale_after_seconds and not failed,
-                       "gone": now - row["last_seen"] > db.gone_after_seconds, "failed_threads": failed,
+                       "alive": now - row["last_seen"] < stale_after_seconds and not failed and not ended,
+                       "gone": now - row["last_seen"] > db.gone_after_seconds, "ended": ended,
+                       "failed_threads": failed,
                        "analysing": claims.get(row["node_id"], []), "detail": detail})
     return report
+
+
+def claims_report(db: StateDB, studies: list[dict], nodes: list[dict], now: float | None = None) -> None:
+    """Add to each `analysing` study of a status report (node.status_report) its `claim`: `claimed_by`, `holder`
+    (alive, stale, ended: its pid no longer runs on this machine, gone, or unlisted: no heartbeat row),
+    `lease_until` / `expires_in_s` (epoch s / s, negative once expired), `analyse_processes` (live processes with
+    the analyse role) and, where the holder is not alive, a `note` saying that nobody analyses the study now and
+    what takes it over (break44c #5: a killed analyse process's study showed plain `analysing` for good)."""
+    now = time.time() if now is None else now
+    by_id = {node["node_id"]: node for node in nodes}
+    analysers = sum(1 for node in nodes if node["alive"] and "analyse" in node["roles"])
+    claims = {claim["study_key"]: claim for claim in db.claims()}
+    for study in studies:
+        claim = claims.get(study["study_key"]) if study["state"] == ANALYSING else None
+        if claim is None or not claim["claimed_by"]:
+            continue
+        node = by_id.get(claim["claimed_by"])
+        if node is None:
+            holder, said = "unlisted", "which is no longer listed (stopped or killed)"
+        elif node["alive"]:
+            holder, said = "alive", ""
+        elif node.get("ended"):
+            holder, said = "ended", f"which no longer runs (pid {node['pid']} ended on this machine)"
+        elif node["gone"]:
+            holder, said = "gone", f"which is gone (no heartbeat for {node['heartbeat_age_s']:.0f} s)"
+        else:
+            holder, said = "stale", f"which has sent no heartbeat for {node['heartbeat_age_s']:.0f} s (hung or killed)"
+        lease_until = claim["lease_until"]
+        expires_in = None if lease_until is None else round(lease_until - now, 1)
+        report = {"claimed_by": claim["claimed_by"], "holder": holder, "lease_until": lease_until,
+                  "expires_in_s": expires_in, "analyse_processes": analysers}
+        if holder != "alive":
+            if expires_in is not None and expires_in > 0:
+                when = time.strftime("%H:%M:%S", time.localtime(lease_until))
+                then = f"its claim expires in {expires_in:.0f} s (at {when}), then an analyse process takes it over"
+            else:
+                then = "its claim has expired: waiting for an analyse process to take it over"
+            report["note"] = (f"nobody is analysing it: claimed by {claim['claimed_by']}, {said}; {then}"
+                              + ("" if analysers else "; no analyse process is running: start one"))
+        study["claim"] = report
 
 
 #: `dicomnode status` says receiving is refused where an instance of this size (MB) would not fit above

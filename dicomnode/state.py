@@ -870,6 +870,20 @@ class StateDB:
             self._run(db, "DELETE FROM meta WHERE key='receiver_stopped'")
         return json.loads(rows[0]["value"]) if rows else None
 
+    # --- whether this state's receivers record the studies their open associations send -----------------------
+
+    def note_receivers_recorded(self) -> bool:
+        """A process of this release starts (meta key `receiving_recorded`, set once): from now on every receiving
+        process lists in its heartbeat the studies its open associations send (detail.receiving), so that what a
+        crash cut can be told. True the first time: the studies still receiving were received by an older release,
+        which kept no such record (roles.RoleRunner marks them interrupted)."""
+        if self._rows("SELECT value FROM meta WHERE key='receiving_recorded'"):
+            return False  # read first: a start on a full disk writes nothing here
+        with self._write() as db:
+            added = self._run(db, "INSERT INTO meta(key, value) VALUES ('receiving_recorded', :v)"
+                                  " ON CONFLICT (key) DO NOTHING", {"v": repr(time.time())}).rowcount
+        return bool(added)
+
     def newest_instance_paths(self, limit: int) -> tuple[int, list[str]]:
         """(how many instances are indexed, the spool-relative paths of the newest `limit` of them)."""
         count = int(self._rows("SELECT COUNT(*) AS n FROM instances")[0]["n"])
@@ -1307,6 +1321,10 @@ class StateDB:
     def result_paths(self) -> set[str]:
         """Relative paths of every recorded result object."""
         return {r["path"] for r in self._rows("SELECT path FROM results")}
+
+    def analysis_states(self) -> dict[int, str]:
+        """analysis id -> its state (running/done/failed/superseded/abandoned), of every analysis recorded."""
+        return {int(r["id"]): r["state"] for r in self._rows("SELECT id, state FROM analyses")}
 
     def result_count(self) -> int:
         return int(self._rows("SELECT COUNT(*) AS n FROM results")[0]["n"])

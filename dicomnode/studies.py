@@ -538,6 +538,23 @@ def expected_counts_met(rows) -> bool:
     return ExpectedCounts(rows).met()
 
 
+def receiving_at_crash(db: StateDB) -> set[str] | None:
+    """At a single node's start after a crash: the study keys the associations open at the crash were sending, from
+    the heartbeat row of the run that crashed (the newest row of a receiving process: detail.receiving, written
+    before an association's first instance of a study is stored and soon after an association ends). None where
+    there is no such record: no row (removed by `dicomnode status` once GONE), or one written by a release that did
+    not record them; every study still receiving is then taken for cut."""
+    rows = [row for row in db.nodes() if "receive" in (row["roles"] or "").split(",")]  # before this run's first
+    if not rows:
+        return None
+    newest = max(rows, key=lambda row: row["last_seen"])
+    try:
+        receiving = json.loads(newest["detail_json"] or "{}").get("receiving")
+    except (ValueError, AttributeError):
+        return None
+    return set(receiving) if isinstance(receiving, list) else None
+
+
 class CompletionTracker:
     """Moves studies from RECEIVED to COMPLETE and hands them to `on_complete(study_key, generation)`."""
 
@@ -571,19 +588,24 @@ class CompletionTracker:
     def rebuild(self) -> int:
         """After a start: re-arm timers of every study still receiving; returns how many.
 
-        After a crash or kill -9 (no clean stop recorded: StateDB.take_receiver_stopped) any study receiving may
+        After a crash or kill -9 (no clean stop recorded: StateDB.take_receiver_stopped) a study that an association
+        open at the crash was sending (the crashed run's heartbeat, detail.receiving: receiving_at_crash), or any
+        study receiving where that record is missing (a release that kept none, a heartbeat row removed), may
         have had its transfer cut, and no sender could deliver while the node was down: it is marked
         (interrupted_reason: "transfer interrupted (N instance(s) received when the node stopped) ...", shown by
         status) and waits for its sender, whose next instance (new or a duplicate) puts it back on the quiet timer,
         or the full max_wait_seconds from now; never the quiet timer alone (break3 L4: a cut cine was analysed as if
         whole). After a clean stop, which marked the transfers it cut itself (Node.stop, StorageSCP.studies_cut),
-        the other studies receiving go on with their quiet timer counted from now (the downtime is no quiet) and
+        and after a crash for the studies no open association was sending (their associations released), the other
+        studies receiving go on with their quiet timer counted from now (the downtime is no quiet) and
         their max wait from their first instance. A study marked interrupted before waits the full max wait from now.
         A study waiting for instances refused for lack of space keeps waiting for them, its max wait not before a
         quiet period from now; so does one whose instances were refused while the state database was unreachable
         (PendingRefusals, written first)."""
         self.flush_refusals()
         clean_stop = self.db.take_receiver_stopped() is not None
+        # after a crash: the studies the stopped run's open associations were sending (None: no record of them)
+        cut = None if clean_stop else receiving_at_crash(self.db)
         studies = self.db.studies((RECEIVED,))
         now = time.time()
         resumed = now + self.config.quiet_seconds
@@ -597,8 +619,8 @@ class CompletionTracker:
             # receiving when the node crashed, cut by a clean stop, or its association aborted before: the transfer
             # may have been cut, so the study waits for its sender (any instance, even a duplicate, ends the wait)
             # or the full max wait from now, never the quiet timer alone
-            if interrupted(study) or \
-                    (not clean_stop and record_interruption(self.db, key, NODE_STOPPED, self.config) is not None):
+            if interrupted(study) or (not clean_stop and (cut is None or key in cut) and
+                                      record_interruption(self.db, key, NODE_STOPPED, self.config) is not None):
                 with self._lock:
                     self._interrupted.add(key)
                 self._schedule_max_wait(key, now, not_before=resumed)

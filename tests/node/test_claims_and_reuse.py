@@ -69,9 +69,10 @@ def test_a_failed_interruption_mark_is_tried_again(tmp_path, monkeypatch):
 
 
 def test_a_receiver_writes_its_open_studies_only_when_one_is_new():
-    beats = []
+    beats, soon = [], []
     runner = SimpleNamespace(node=SimpleNamespace(stopping=False, scp=SimpleNamespace(open_studies=lambda: open_now)),
-                             _beat_lock=threading.Lock(), _published=set())
+                             _beat_lock=threading.Lock(), _published=set(), _stop=threading.Event(),
+                             _publish_soon=lambda: soon.append(list(open_now)))
 
     def heartbeat():
         beats.append(list(open_now))
@@ -81,7 +82,8 @@ def test_a_receiver_writes_its_open_studies_only_when_one_is_new():
     open_now = ["1.2.3"]
     RoleRunner.publish_receiving(runner)  # a new study: written before its first instance is stored
     open_now = []
-    RoleRunner.publish_receiving(runner)  # its association ended: left to the next heartbeat
+    RoleRunner.publish_receiving(runner)  # its association ended: written soon, unless listed again by then
+    assert soon == [[]]
     open_now = ["1.2.3"]
     RoleRunner.publish_receiving(runner)  # the next association of the same study (one per instance)
     open_now = ["1.2.3", "1.2.4"]

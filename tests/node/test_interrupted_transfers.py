@@ -14,6 +14,7 @@ from pynetdicom import AE
 from dicomnode.config import Config
 from dicomnode.net.scp import StorageSCP
 from dicomnode.node import Node, summary_of
+from dicomnode.roles import RELEASED_PUBLISH_SECONDS, RoleRunner
 from dicomnode.state import RECEIVED
 from dicomnode.types import StudyOutcome
 from tests.hardening.hardening_support import store_one, synthetic_mr
@@ -187,9 +188,62 @@ def test_a_stop_does_not_mark_a_study_sent_on_released_associations(tmp_path):
         restarted.stop()
 
 
-def test_after_a_crash_every_study_still_receiving_is_marked_even_after_an_earlier_clean_stop(tmp_path):
-    """kill -9 (or a stop that could not mark what it cut) leaves no record of a clean stop: the next start marks
-    every study still receiving, whether its association was open or released; a clean stop's record is used once."""
+def _runner_crashed(runner: RoleRunner) -> None:
+    """What kill -9 leaves of `serve`: its heartbeat row as last written, nothing marked, no clean stop recorded."""
+    runner._stop.set()
+    runner._join()
+    _crashed(runner.node)
+
+
+def test_after_a_crash_only_the_studies_of_associations_open_at_the_crash_are_marked(tmp_path):
+    """break44c #2: a study its sender sent completely (association released) before a kill -9 goes on with its
+    quiet timer after the restart; only the study an association still open at the crash was sending is marked
+    interrupted (the crashed run's heartbeat listed it: detail.receiving)."""
+    released, open_, before = generate_uid(), generate_uid(), generate_uid()
+    first = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    first_runner = RoleRunner(first)
+    first_runner.start(warm_up=False)
+    try:
+        assert store_one(first.scp.port, synthetic_mr(study_uid=before)).Status == 0
+    finally:
+        first_runner.stop()  # clean: recorded, and the study stays on its quiet timer
+    node = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    runner = RoleRunner(node)
+    runner.start(warm_up=False)
+    assoc = None
+    try:
+        assert node.db.study(before)["reason"] is None
+        assoc = _association(node.scp.port, synthetic_mr())
+        assert assoc.send_c_store(synthetic_mr(study_uid=open_)).Status == 0
+        assert store_one(node.scp.port, synthetic_mr(study_uid=released)).Status == 0  # its association released
+        time.sleep(RELEASED_PUBLISH_SECONDS + 0.5)
+    finally:
+        _runner_crashed(runner)
+        if assoc is not None:
+            assoc.abort()
+    assert all(node.db.study(key)["reason"] is None for key in (before, released, open_))  # nothing marked yet
+    restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
+    restarted.start(warm_up=False)
+    try:
+        row = restarted.db.study(open_)
+        assert row["state"] == RECEIVED and row["reason"].startswith(
+            "incomplete: transfer interrupted (1 instance(s) received when the node stopped)")
+        assert restarted.scheduler.get_job(f"quiet:{open_}") is None
+        for key in (before, released):
+            assert restarted.db.study(key)["reason"] is None, key
+            assert restarted.scheduler.get_job(f"quiet:{key}") is not None
+        assert _wait(lambda: all(restarted.db.study(key)["state"] != RECEIVED for key in (before, released)))
+        assert all("transfer interrupted" not in (restarted.db.study(key)["reason"] or "") for key in (before, released))
+        assert restarted.db.study(open_)["state"] == RECEIVED
+    finally:
+        restarted.stop()
+
+
+def test_after_a_crash_without_a_record_of_its_open_associations_every_study_receiving_is_marked(tmp_path):
+    """kill -9 (or a stop that could not mark what it cut) leaves no record of a clean stop; where no heartbeat
+    row says what the open associations were sending (a release that kept none, a row removed, a node run without
+    one), the next start marks every study still receiving, whether its association was open or released (break44a
+    #1: the safe side); a clean stop's record is used once."""
     released, open_, before = generate_uid(), generate_uid(), generate_uid()
     first = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
     first.start(warm_up=False)

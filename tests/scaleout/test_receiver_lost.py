@@ -234,3 +234,136 @@ def test_a_receiver_killed_or_stopped_mid_transfer_leaves_its_study_marked_not_c
         for process in (receiver, completer):
             process.stop() if process.alive() else None
         db.close()
+
+
+def test_a_receiver_stops_listing_a_study_soon_after_its_association_is_released(tmp_path):
+    """break44c #2, scale-out: the heartbeat no longer lists a study whose association was released well before the
+    next heartbeat, so that a crash soon after does not leave that completely sent study marked interrupted."""
+    from tests.hardening.hardening_support import store_one
+    from dicomnode.roles import RELEASED_PUBLISH_SECONDS
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 3600, "max_wait_seconds": 7200},
+        "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive",))
+    runner.start(warm_up=False)
+    study = generate_uid()
+    assoc = _association(node.scp.port, synthetic_mr())
+    try:
+        assert assoc.send_c_store(synthetic_mr(study_uid=study)).Status == 0
+        assert receiving_of(node.db, node.db.process_id) == [study]
+        assoc.release()
+        assert _wait(lambda: receiving_of(node.db, node.db.process_id) == [], RELEASED_PUBLISH_SECONDS + 2)
+        # a sender opening one association per instance: listed again, and no write while it goes on
+        assert store_one(node.scp.port, synthetic_mr(study_uid=study, instance=2, position=8.0)).Status == 0
+        assert _wait(lambda: receiving_of(node.db, node.db.process_id) == [], RELEASED_PUBLISH_SECONDS + 2)
+    finally:
+        runner.stop()
+
+
+def test_a_lost_receiver_of_a_release_that_listed_nothing_leaves_its_studies_marked(state_location):
+    """break44a #1: a receiving process whose heartbeat has no detail.receiving (a release before it was recorded,
+    killed) gives no evidence of what it was sending: a study received while it lived is marked interrupted once
+    it is lost, not completed on the quiet timer."""
+    db, receiver, completion = receiving_study(state_location)
+    try:
+        receiver.heartbeat(["receive", "complete"], time.time() - 100, {"version": "0.1.0", "schema": 3})
+        set_columns(db, "UPDATE nodes SET pid=1, last_seen=:t", t=time.time() - 20)
+        assert completion.poll() == []
+        study = db.study("1.2.3")
+        assert study["state"] == RECEIVED and interrupted(study)
+        assert "no heartbeat for 20 s, which did not record whether its associations were still sending" \
+            in study["reason"]
+        assert completion.poll() == [] and db.study("1.2.3")["state"] == RECEIVED
+    finally:
+        receiver.close()
+        db.close()
+
+
+def test_the_first_start_after_an_upgrade_marks_every_study_an_older_release_left_receiving(tmp_path):
+    """break44a #1: an older release (schema 2 or 3, PostgreSQL or SQLite) stopped by SIGTERM or kill -9 before the
+    upgrade recorded nothing of the transfers under way: the first process of this release to start marks every
+    study still receiving interrupted; a later start does not mark again."""
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+        "studies": {"quiet_seconds": 1, "max_wait_seconds": 3600},
+        "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
+    (tmp_path / "store").mkdir()
+    old = StateDB(tmp_path / "store" / "state.sqlite3", upgrade=True, process_id="old-release")
+    for sop in ("1.2.3.1", "1.2.3.2"):
+        old.add_instance(instance(sop))
+    old.close()
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("complete",))
+    runner.start(warm_up=False)
+    try:
+        study = node.db.study("1.2.3")
+        assert study["reason"].startswith(
+            "incomplete: transfer interrupted (2 instance(s) received when an older dicomnode release, which kept no "
+            "record of the transfers under way, stopped)")
+        time.sleep(1.5)  # quiet
+        assert node.db.study("1.2.3")["state"] == RECEIVED
+        set_columns(node.db, "UPDATE studies SET reason=NULL")
+    finally:
+        runner.stop()
+    again = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(again, ("complete",))
+    runner.start(warm_up=False)
+    try:
+        assert again.db.study("1.2.3")["reason"] is None
+    finally:
+        runner.stop()
+
+
+def test_receivers_recorded_is_noted_once(state_location):
+    db = StateDB(state_location, upgrade=True, process_id="a")
+    other = StateDB(state_location, process_id="b")
+    try:
+        assert db.note_receivers_recorded() is True
+        assert other.note_receivers_recorded() is False and db.note_receivers_recorded() is False
+    finally:
+        other.close()
+        db.close()
+
+
+def test_a_stopping_process_does_not_complete_a_study_its_own_receiver_is_still_draining(tmp_path, monkeypatch):
+    """break44a #2: `serve` (scale-out, receive and complete in one process) stopped while a C-STORE is stuck for
+    longer than studies.quiet_seconds: its completion loop stops first, so the study the association is still
+    sending is not completed on the quiet timer meanwhile; the stop marks it interrupted."""
+    import threading
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 1, "max_wait_seconds": 3600},
+        "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive", "complete"))
+    runner.start(warm_up=False)
+    study, series = generate_uid(), generate_uid()
+    datasets = [synthetic_mr(study_uid=study, series_uid=series, instance=i, position=8.0 * i) for i in range(2)]
+    stuck, store = threading.Event(), node.scp._store_durably
+
+    def slow_store(*args, **kwargs):
+        stuck.set()
+        time.sleep(2.5)  # longer than the quiet time: a stuck disk or handler
+        return store(*args, **kwargs)
+
+    assoc = _association(node.scp.port, datasets[0])
+    try:
+        assert assoc.send_c_store(datasets[0]).Status == 0
+        monkeypatch.setattr(node.scp, "_store_durably", slow_store)
+        sender = threading.Thread(target=assoc.send_c_store, args=(datasets[1],), daemon=True)
+        sender.start()
+        assert stuck.wait(5)
+        runner.stop()
+    finally:
+        assoc.abort()
+    db = StateDB(tmp_path / "store" / "state.sqlite3", process_id="check")
+    try:
+        row = db.study(study)
+        assert row["state"] == RECEIVED and row["generation"] == 0  # never completed (and re-opened by the 2nd)
+        assert interrupted(row)
+    finally:
+        db.close()
