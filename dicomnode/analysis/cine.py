@@ -21,7 +21,7 @@ from dicomnode.analysis.reference_age import (age_adjusted_flags, lv_extent_rule
 from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_from_card, max_wall_thickness_for_volume,
                                                wall_thickness_flag)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
-from dicomnode.cmr.intensity import normalise_slices
+from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift, normalise_slices
 from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.recognize import CANONICAL_LONG_AXIS
 from dicomnode.cmr.resample import InplaneResampler
@@ -428,6 +428,11 @@ class CinePipeline:
         # the network sees the plane in one patient-based orientation, however the scanner stored the grid
         canonical = canonical_inplane(volume.orientation)
         pixels, spacing = canonical.apply(volume.pixels), canonical.spacing(volume.pixel_spacing)
+        # a cine is a magnitude image: values below 0 are an offset, which the models' normalisation would clip away
+        shift = magnitude_floor_shift(pixels)
+        shift_notes = [magnitude_floor_note(shift, "cine", rescale_intercepts(series))] if shift else []
+        if shift:
+            pixels = pixels + np.float32(shift)
         patient = getattr(study, "patient", None)
         cine_config = self.config.analysis.cine
         # a child (known age under 18, or unknown age and a child's body size): no adult ranges or adult LV length
@@ -460,8 +465,8 @@ class CinePipeline:
             refine=None if refine is None else (refine.run, self.refine_spec))
         labelmaps = canonical.invert(labelmaps)
         if measured.lv_edv_ml <= 0:
-            return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack",
-                                  [model.algorithm])
+            return self._declined(series.series_instance_uid, "no LV blood pool found in any phase of the cine stack"
+                                  + "".join(f" ({note})" for note in shift_notes), [model.algorithm])
         not_ed_es = phases_not_ed_es(measured, volume, series)
         if not_ed_es is not None:
             return self._declined(series.series_instance_uid, not_ed_es, [model.algorithm])
@@ -488,7 +493,7 @@ class CinePipeline:
                         "series_instance_uid": series.series_instance_uid,
                         "series_number": getattr(series, "series_number", None),
                         "series_description": getattr(series, "description", None),
-                        "stack_warnings": list(volume.warnings),
+                        "stack_warnings": shift_notes + list(volume.warnings),
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
                         "timing": timing, "basal_slice_rule": BASAL_RULE,
@@ -544,6 +549,18 @@ PHASE_NUMBERING = ("ed_phase, es_phase and every phase index in this block (timi
                    "phase number of each position (a phase left out at every slice for an image missing at one leaves "
                    "a gap); ed_phase_number, es_phase_number and the phases named in flags and notes are these "
                    f"acquisition numbers, {COUNTED_FROM}, as the PDF, SR, console and a viewer")
+
+
+def rescale_intercepts(series) -> list[float]:
+    """The RescaleIntercept (0028,1052) values written on the instances of `series` (none where absent or
+    unreadable, as on an Enhanced MR image, which keeps them per frame)."""
+    found = []
+    for instance in getattr(series, "instances", None) or []:
+        try:
+            found.append(float(getattr(getattr(instance, "dataset", None), "RescaleIntercept", None)))
+        except (TypeError, ValueError):
+            pass
+    return found
 
 
 def acquisition_numbers(volume) -> list[int]:

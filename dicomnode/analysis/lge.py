@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from dicomnode.analysis.aha import MODEL_NAME as AHA_MODEL_NAME
 from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
-from dicomnode.analysis.cine import apex_first, slice_images, slice_positions_mm
+from dicomnode.analysis.cine import apex_first, rescale_intercepts, slice_images, slice_positions_mm
 from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
@@ -20,6 +20,7 @@ from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import not_lge_text, other_views_text
 from dicomnode.analysis.reference_age import lv_extent_rule_withheld, patient_child_size
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
+from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift
 from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.recognize import dark_blood_name
 from dicomnode.cmr.resample import InplaneResampler
@@ -859,6 +860,12 @@ class LGEPipeline:
         runtime = context.runtime if context.runtime is not None else self.runtime
         model = runtime.model(MODEL_NAME)
         image = volume.pixels[0]
+        # a magnitude LGE below 0 carries an offset (intensity.magnitude_floor_shift): the signal thresholds and the
+        # contrast checks read the values, so the whole stack is shifted back; a PSIR keeps its sign
+        shift = 0.0 if series.lge_kind == "psir" else magnitude_floor_shift(image)
+        shift_notes = [magnitude_floor_note(shift, "LGE", rescale_intercepts(series))] if shift else []
+        if shift:
+            image = image + np.float32(shift)
         # the network sees the plane in one patient-based orientation, however the scanner stored the grid
         canonical = canonical_inplane(volume.orientation)
         kind = input_kind(image, _bits_stored(series))
@@ -956,7 +963,8 @@ class LGEPipeline:
             "series_left_aside": list((getattr(study, "left_aside", None) or {}).get(series.key, [])),
             # what the stack's geometry showed: instances left out, a gap (missing slice?), duplicates
             # the contrast check first: it questions what the series is, the rest only what its geometry showed
-            "stack_warnings": contrast_notes(image, labels) + list(volume.warnings) + gap_notes(positions, step)
+            "stack_warnings": contrast_notes(image, labels) + shift_notes + list(volume.warnings)
+            + gap_notes(positions, step)
             # withheld (always so where the heart was not found): the reason alone, NOT_LOCALISED would repeat it
             + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else
                [NOT_LOCALISED] if segmented.localised is False else []) + dark_blood

@@ -372,6 +372,10 @@ def fwhm_enhancement(image: np.ndarray, labels: np.ndarray, voxel_volume_ml: flo
 
 #: share of the LV (blood pool + myocardium) at the stack's maximum stored value beyond which the image is windowed
 SATURATION_LIMIT = 0.02
+#: FWHM takes half the maximum above a zero baseline, which a magnitude image's air gives; a stack whose darkest value
+#: is above this fraction of the LV's brightest carries an offset in its stored values (break44b: +200 moved FWHM
+#: %LGE from 10.2 to 27.4 on MyoPS Case3002, whose darkest value is 0)
+FWHM_MAX_FLOOR_FRACTION = 0.1
 
 
 #: a stack of at least this many pixels with <= 256 distinct values is quantised: an 8-bit export or a narrow window
@@ -407,7 +411,8 @@ def threshold_applicability(image: np.ndarray, labels: np.ndarray, bits_stored: 
     Signal thresholds compare the scanner's own intensities, so they are not applicable to 8-bit data (an 8-bit
     export maps the scanner's 12-bit range through a window: EMIDEC's PNGs put healthy myocardium at 144 and scar at
     163 of 255), to windowed data whose LV saturates at the maximum value, and (FWHM only) to PSIR, whose stored
-    zero is arbitrary so that "half the maximum" has no fixed meaning without a magnitude reference.
+    zero is arbitrary so that "half the maximum" has no fixed meaning without a magnitude reference, and to a stack
+    whose darkest value lies above FWHM_MAX_FLOOR_FRACTION of the LV's brightest (an offset in the stored values).
     image, labels: (slices, rows, cols); bits_stored: BitsStored of the source (None if unknown).
     """
     image = np.asarray(image)
@@ -429,4 +434,10 @@ def threshold_applicability(image: np.ndarray, labels: np.ndarray, bits_stored: 
         reasons = {"nsd": common, "fwhm": common}
     if reasons["fwhm"] is None and lge_kind == "psir":
         reasons["fwhm"] = "PSIR input: the stored zero is arbitrary, so half the maximum has no fixed meaning"
+    if reasons["fwhm"] is None and values.size:
+        floor, top = float(image.min()), float(values.max())
+        if top > 0 and floor > FWHM_MAX_FLOOR_FRACTION * top:
+            reasons["fwhm"] = (f"offset in the stored values: the darkest value of the stack is {floor:g}, "
+                               f"{100 * floor / top:.0f} % of the LV's brightest, where a magnitude image's air reads "
+                               f"about 0, so half the maximum above 0 has no fixed meaning")
     return reasons

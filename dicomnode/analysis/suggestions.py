@@ -15,6 +15,7 @@ from dicomnode.analysis.report_bank import ReportBank, top_k_cosine
 from dicomnode.analysis.report_text import (BLANK, CONTRADICTION_POINTS, UNCHECKED, blank_measurements,
                                             contradicted, fitting_text, node_facts, report_claims)
 from dicomnode.analysis.text_encoder import TextEncoder
+from dicomnode.cmr.intensity import magnitude_floor_shift
 
 if TYPE_CHECKING:  # pragma: no cover
     from dicomnode.config import Config
@@ -516,6 +517,11 @@ def descriptors_from_results(earlier_results: list[PipelineResult]) -> tuple[dic
             labelmap = np.asarray(segmentation.labelmap)
             if segmentation.pipeline == "lge" and not lge_extra and labelmap.ndim == 4:
                 pixels = np.asarray(segmentation.volume.pixels)[segmentation.phases[0]]
+                # the scar / remote signal ratio of a magnitude LGE below 0 is read as the pipeline read it
+                psir = getattr(segmentation.series, "lge_kind", None) == "psir"
+                shift = 0.0 if psir else magnitude_floor_shift(pixels)
+                if shift:
+                    pixels = pixels + np.float32(shift)
                 lge_extra = lge_descriptors(labelmap[0], pixels if pixels.shape == labelmap[0].shape else None)
             elif segmentation.pipeline == "cine" and not cine_extra and labelmap.ndim == 4:
                 names = [name.lower() for name in segmentation.phase_names]

@@ -20,3 +20,31 @@ def normalise_slices(crops: np.ndarray) -> np.ndarray:
     mean = clipped.mean(axis=1, keepdims=True)
     std = clipped.std(axis=1, keepdims=True)
     return ((clipped - mean) / np.maximum(std, 1e-6)).reshape(crops.shape).astype(np.float32)
+
+
+def magnitude_floor_shift(pixels: np.ndarray) -> float:
+    """The offset (intensity units of the source) to add to every value of a magnitude series so that its minimum
+    is 0: minus the minimum where the series holds values below 0, 0.0 where every value is >= 0 (such a series is
+    left exactly as it is, so the inputs the models were validated on are unchanged).
+
+    A magnitude image holds no negative values; below 0 the modality LUT (a negative RescaleIntercept (0028,1052))
+    or an export has shifted the whole series, and normalise_slices, which clips at 0, would flatten everything under
+    the shift (break44b: RescaleIntercept -300 read LV EDV 59 instead of 185 mL). One shift for the whole series
+    (every slice and phase) keeps the relation between its images. Not for signed images (PSIR, phase contrast),
+    whose zero means something. Non-finite values are ignored; an empty or all-non-finite series gives 0.0."""
+    values = np.asarray(pixels, dtype=np.float32)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0
+    low = float(finite.min())
+    return -low if low < 0 else 0.0
+
+
+def magnitude_floor_note(shift: float, what: str, intercepts=()) -> str:
+    """The stack warning for a magnitude series shifted by `shift` (magnitude_floor_shift, > 0), naming `what`
+    ("cine", "LGE") and the RescaleIntercept values of its images (`intercepts`; none given: not named)."""
+    named = sorted({float(v) for v in intercepts})
+    source = (f" (RescaleIntercept {', '.join(f'{v:g}' for v in named)})" if named and min(named) < 0 else "")
+    return (f"negative values in a magnitude {what}: the values go down to {-shift:g}{source}, which a magnitude "
+            f"image cannot hold, so the whole series was shifted by +{shift:g} before analysis (an intensity offset "
+            f"changes no anatomy); check the series' rescale (0028,1052/1053) if the numbers look wrong")

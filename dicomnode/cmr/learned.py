@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from dicomnode.cmr.intensity import normalise_slices
+from dicomnode.cmr.intensity import magnitude_floor_shift, normalise_slices
 from dicomnode.cmr.frames import FrameInfo
-from dicomnode.cmr.recognize import RecognizerRegistry, SeriesEvidence, StudyContext, default_registry
+from dicomnode.cmr.recognize import (RecognizerRegistry, SeriesEvidence, StudyContext, default_registry,
+                                    phase_sensitive_marker)
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import Recognition
 from dicomnode.cmr.volume import as_monochrome2
@@ -96,6 +97,12 @@ class LearnedSequenceRecognizer:
             pixels = array[frame.frame_index] if array.ndim == 3 else array
             slope, intercept = frame.rescale
             inputs.append((pixels.astype(np.float32) * slope + intercept, frame.pixel_spacing))
+        # a magnitude series below 0 carries an offset that the normalisation's clip at 0 would flatten: one shift for
+        # all its frames (intensity.magnitude_floor_shift); a phase-sensitive or phase image keeps its sign
+        shift = 0.0 if phase_sensitive_marker(evidence) else magnitude_floor_shift(
+            np.concatenate([p.ravel() for p, _ in inputs]))
+        if shift:
+            inputs = [(p + np.float32(shift), s) for p, s in inputs]
         mean = self.classify(inputs).mean(axis=0)
         best = int(np.argmax(mean))
         missing = tags_missing(evidence)

@@ -1302,6 +1302,12 @@ def _reconstruction_markers(e: SeriesEvidence) -> tuple[str | None, str | None]:
     return psir, magnitude
 
 
+def phase_sensitive_marker(e: SeriesEvidence) -> str | None:
+    """The ImageType (0008,0008) value 3+ or ComplexImageComponent that marks the series as a signed reconstruction
+    (phase-sensitive 'PSIR' / 'R_IR' / 'REAL', or phase 'PHASE' / 'P' of a phase-contrast series), None if none."""
+    return _reconstruction_markers(e)[0]
+
+
 def _int_or_none(value) -> int | None:
     try:
         return int(value)

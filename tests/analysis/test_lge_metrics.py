@@ -204,10 +204,14 @@ def test_fwhm_without_an_enhanced_region_is_zero_with_a_note():
         (lambda im: np.round(np.clip(im / 2, 0, 255)), 16, "magnitude", "8-bit value range", "8-bit value range"),
         (lambda im: np.minimum(im * 8, 3000.0), 12, "magnitude", "windowed", "windowed"),
         (lambda im: im * 8 - 2000, 12, "psir", None, "PSIR"),
+        # an offset in the stored values of a magnitude stack (break44b): n-SD is invariant to it, FWHM is not
+        (lambda im: im * 8 + 1500, 12, "magnitude", None, "offset in the stored values"),
     ],
 )
 def test_threshold_methods_are_declared_not_applicable_where_unsound(transform, bits, kind, nsd_reason, fwhm_reason):
     image, labels, _ = enhanced_phantom()
+    assert not labels[:, :4].any()
+    image[:, :4] = 0.0  # air above the heart: a magnitude image's darkest values are about 0
     reasons = threshold_applicability(transform(image), labels, bits, kind)
     for method, expected in (("nsd", nsd_reason), ("fwhm", fwhm_reason)):
         if expected is None:

@@ -368,6 +368,7 @@ def test_threshold_methods_are_reported_only_where_the_model_card_validates_them
     labels[:, radius < 10] = 1
     labels[:, (radius >= 10) & (radius < 16) & (cols > 40)] = 3
     image = rng.normal(1000, 50, labels.shape) + 2000 * (labels == 3) + 3000 * (labels == 1)
+    image[:, :4] = 0.0  # air above the heart: FWHM needs a magnitude image's zero (lge_metrics.FWHM_MAX_FLOOR_FRACTION)
 
     class Series:
         lge_kind = "magnitude"
