@@ -185,6 +185,8 @@ class Dispatcher:
         #: outbox ids of that association neither acknowledged nor failed: their claims are given back then too (the
         #: heartbeat would renew them for as long as this process lives)
         self._unreleased: list[int] = []
+        # (row, error, permanent) of items the destination refused while the state database could not record it
+        self._unrecorded_refused: list[tuple] = []
         self.storage_problem = storage_problem
         self.paused: str | None = None  # why dispatch pauses now (the spool is not there), said once
         self.send_timeout = SEND_TIMEOUT_SECONDS
@@ -484,7 +486,8 @@ class Dispatcher:
                                  calling_ae_title=calling_ae_title, timeout=self.timeout_of(name),
                                  ssl_context=ssl_context, on_result=recorder.add, on_send=recorder.started)
         except _AttemptNotRecorded:
-            self._record_sent(recorder, name, studies)  # raises the state database's error, said at ERROR
+            # raises the state database's error, said at ERROR
+            self._record_sent(recorder, name, studies, {row["id"]: row for row in rows})
             raise
         except AssociationFailed as exc:
             with study_context(studies):
@@ -562,15 +565,20 @@ class Dispatcher:
                             "; ".join(self.object_name(row) for row in items))
         return {row["id"] for row in again}
 
-    def _record_sent(self, recorder: _SentRecorder, name: str, studies: str) -> None:
+    def _record_sent(self, recorder: _SentRecorder, name: str, studies: str, rows: dict | None = None) -> None:
         """After an association: record what the recorder could not yet; what the state database would not take
-        (an outage) is recorded before anything is claimed again (_unrecorded_sent), and the error raised."""
+        (an outage) is recorded before anything is claimed again (_unrecorded_sent; the items of `rows`, outbox id ->
+        row, the destination refused: _unrecorded_refused), and the error raised."""
+        rows = rows or {}
         recorder.flush()
         if recorder.error is None:
             return
         with self._counts:
             self._unrecorded_sent.extend(recorder.unrecorded)
-            self._unreleased.extend(i for i in recorder.outbox_ids if i not in recorder.acknowledged)
+            self._unrecorded_refused.extend((rows[i], *recorder.refused[i]) for i in recorder.outbox_ids
+                                            if i in recorder.refused and i in rows)
+            self._unreleased.extend(i for i in recorder.outbox_ids
+                                    if i not in recorder.acknowledged and not (i in recorder.refused and i in rows))
         exc = recorder.error
         if not recorder.unrecorded:  # nothing sent unrecorded: the next C-STORE's attempt could not be recorded
             log.error("destination %s: sending of study %s paused: the state database cannot record the next "
@@ -601,6 +609,12 @@ class Dispatcher:
                 del self._unrecorded_sent[:len(ids)]
                 self.sent += len(ids)
             log.info("recorded %d result object(s) sent while the state database was unreachable", len(ids))
+        with self._counts:
+            refused = list(self._unrecorded_refused)
+        for row, error, permanent in refused:  # a failed attempt each, no longer in flight
+            self._failed(row, error, dead=permanent)
+            with self._counts:
+                self._unrecorded_refused.remove((row, error, permanent))
         with self._counts:
             ids = list(self._unreleased)
         if ids:
@@ -651,6 +665,9 @@ class _SentRecorder:
         self.again = again
         self.acknowledged: set[int] = set()
         self.unrecorded: list[int] = []  # acknowledged, not recorded yet
+        # transmitted and refused by the destination (outbox id -> (error, permanent)): recorded as failed attempts by
+        # the dispatcher after the association, or, where the state database refused a write, once it takes them
+        self.refused: dict[int, tuple[str, bool]] = {}
         self.error: Exception | None = None
 
     def started(self, index: int) -> None:
@@ -665,6 +682,9 @@ class _SentRecorder:
 
     def add(self, index: int, result) -> None:
         if not result.ok:
+            if result.transmitted and not result.unreadable:
+                self.refused[self.outbox_ids[index]] = (
+                    result.error + (PERMANENT_NOTE if result.permanent else ""), bool(result.permanent))
             return
         outbox_id = self.outbox_ids[index]
         self.acknowledged.add(outbox_id)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import queue
+import re
 import shutil
 import threading
 import time
@@ -51,6 +52,9 @@ MAX_UNRECORDED_RELEASES = 3
 #: EDQUOT, is not the file system's free space)
 NO_SPACE_RETRY_MB = 8.0
 NO_SPACE_RETRY_SECONDS = 600.0
+#: ... this many times for the same study generation; the next lack of space fails it (`dicomnode retry` runs it again)
+MAX_NO_SPACE_POSTPONEMENTS = 6
+_POSTPONED = re.compile(r"^analysis postponed: .*\(postponement (\d+) of \d+\)")
 
 #: after a study whose spooled files this process could not find was released for another worker: how long this
 #: process claims nothing (the other workers, which may see the files, take it meanwhile)
@@ -604,7 +608,7 @@ class Node:
             return
         gone = self.spool_problem()  # logged once by spool_problem; the requeue job queues it once the spool is back
         if gone is not None:
-            self.db.set_study_state(study_key, COMPLETE, f"analysis postponed: {gone}"[:500],
+            self.db.set_study_state(study_key, COMPLETE, self._postponed_reason(study_key, gone),
                                     expect=(COMPLETE, ANALYSING), generation=generation)
             return
         analysis_id = self.db.start_analysis(study_key, generation)
@@ -645,8 +649,16 @@ class Node:
     def _postpone(self, study_key: str, generation: int, why: str) -> None:
         """Leave a complete study unclaimed until there is room for its results (the requeue job queues it)."""
         self.note_postponed(why)
-        self.db.set_study_state(study_key, COMPLETE, f"analysis postponed: {why}", expect=(COMPLETE, ANALYSING),
-                                generation=generation)
+        self.db.set_study_state(study_key, COMPLETE, self._postponed_reason(study_key, why),
+                                expect=(COMPLETE, ANALYSING), generation=generation)
+
+    def _postponed_reason(self, study_key: str, why: str) -> str:
+        """"analysis postponed: `why`", keeping the count of the lack-of-space postponements the study's reason
+        holds (_postpone_no_space counts them there)."""
+        study = self.db.study(study_key)
+        done = _POSTPONED.match((study["reason"] if study else None) or "")
+        kept = f" (postponement {done.group(1)} of {MAX_NO_SPACE_POSTPONEMENTS})" if done is not None else ""
+        return f"analysis postponed: {why[:400]}{kept}"
 
     def _result_path(self, folder: Path, dataset) -> Path:
         """Where a result object goes; refuses (OutOfSpace) under node.min_free_space_mb, as the SCP does."""
@@ -664,18 +676,46 @@ class Node:
         except OSError as exc:
             log.warning("could not remove the partial results in %s: %s (removed at the next start)", folder, exc)
 
+    def _no_space_failure(self, exc: BaseException, previous_reason: str | None) -> str | None:
+        """Why a lack of space while analysing fails the study instead of postponing it, or None: the file the file
+        system refused lies outside node.storage_dir (a full /tmp, a model cache, a quota free_space_mb cannot see:
+        more room for the results would not help), or the study generation was postponed MAX_NO_SPACE_POSTPONEMENTS
+        times already (counted in its reason, so across restarts and processes)."""
+        filename = getattr(exc, "filename", None)
+        if not isinstance(exc, OutOfSpace) and filename:
+            try:
+                Path(filename).resolve().relative_to(Path(self.storage_dir).resolve())
+            except (ValueError, OSError, TypeError):
+                return (f"analysis failed: no space left writing {filename}, outside node.storage_dir "
+                        f"({getattr(exc, 'strerror', None) or exc}): free space there (or raise the quota), then "
+                        "`dicomnode retry`")
+        done = _POSTPONED.match(previous_reason or "")
+        if done is not None and int(done.group(1)) >= MAX_NO_SPACE_POSTPONEMENTS:
+            return (f"analysis failed: no space for the result objects after {MAX_NO_SPACE_POSTPONEMENTS} "
+                    f"postponements ({exc}): free space in node.storage_dir, then `dicomnode retry`")
+        return None
+
     def _postpone_no_space(self, study_key: str, generation: int, analysis_id: int, tag: str,
-                           exc: BaseException) -> None:
+                           exc: BaseException, previous_reason: str | None = None) -> None:
         """Result objects did not fit (OutOfSpace under node.min_free_space_mb, or the file system's ENOSPC /
         EDQUOT, from any writer of the analysis: SEG, SR, PDF, display copies): their partial files are gone
-        (_discard_partial); the study goes back to `complete`, reason "analysis postponed: no space …", and runs
-        again by itself once there is room (results_space_problem), or at the next start. One ERROR line."""
+        (_discard_partial); the study goes back to `complete`, reason "analysis postponed: no space for the result
+        objects (postponement n of MAX_NO_SPACE_POSTPONEMENTS): …", and runs again by itself once there is room
+        (results_space_problem), or at the next start; its analysis is recorded abandoned. One ERROR line. Fails
+        the study instead where _no_space_failure says why (previous_reason: the study's reason when claimed)."""
+        failure = self._no_space_failure(exc, previous_reason)
+        if failure is not None:
+            log.error("study %s: %s", tag, failure)
+            self._record_failure(analysis_id, study_key, generation, failure[:500])
+            return
+        done = _POSTPONED.match(previous_reason or "")
+        count = (int(done.group(1)) if done is not None else 0) + 1
         if not isinstance(exc, OutOfSpace):
             self._no_space_free_mb = self.spool.free_space_mb()
             self._no_space_at = time.monotonic()
         cause = str(exc) if isinstance(exc, OutOfSpace) else (
             f"{getattr(exc, 'strerror', None) or exc} writing {getattr(exc, 'filename', None) or 'a result object'}")
-        why = f"no space for the result objects: {cause}"
+        why = f"no space for the result objects (postponement {count} of {MAX_NO_SPACE_POSTPONEMENTS}): {cause}"
         log.error("study %s: analysis postponed: %s; its partial results were removed, and it runs again by itself "
                   "once space is freed (or at the next start)", tag, why)
         self._waiting_for_space = True  # said just now: the WARNING of note_postponed would repeat it
@@ -742,7 +782,7 @@ class Node:
             if is_outage(exc):  # the state database went away, not the study's fault: analyse_study releases it
                 raise
             if isinstance(exc, OutOfSpace) or is_disk_full(exc):  # the node's disk, not the study: wait for space
-                self._postpone_no_space(study_key, generation, analysis_id, tag, exc)
+                self._postpone_no_space(study_key, generation, analysis_id, tag, exc, study_row["reason"])
                 return
             log.exception("study %s: analysis failed", tag)
             self._record_failure(analysis_id, study_key, generation, f"analysis failed: {exc}"[:500])

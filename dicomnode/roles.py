@@ -57,6 +57,8 @@ STALE_TEMPORARY_SECONDS = 3600.0
 #: an association released: the heartbeat stops listing its studies this long after (s), unless the sender's next
 #: association sends them again by then (RoleRunner._publish_soon)
 RELEASED_PUBLISH_SECONDS = 0.5
+# how long a failed start waits for the threads it spawned to end (a worker ends within one poll round)
+ABANDON_JOIN_SECONDS = 10.0
 #: the cause of a transfer interrupted by a stop before an upgrade (studies.interrupted_reason)
 OLDER_RELEASE_STOPPED = "an older dicomnode release, which kept no record of the transfers under way, stopped"
 
@@ -504,11 +506,13 @@ class RoleRunner:
         self.heartbeat_seconds = state.heartbeat_seconds
         self.poll_seconds = state.poll_seconds
         self.started_at = time.time()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no completion round, no claim, no new work
+        self._beats_stop = threading.Event()  # the heartbeat (and with it every lease renewal): set last by stop
         self._wake_workers = threading.Event()
         self._threads: list[threading.Thread] = []
         self._scp_started = False
         self._keep_heartbeat_row = False  # a stop that could not mark the transfers it cut leaves them listed
+        self._cut_unmarked: set[str] = set()  # ... in every heartbeat written after it, too
         self.completion: DatabaseCompletion | None = None
         self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
         self.clock = ClockWatch(self.db)
@@ -532,15 +536,46 @@ class RoleRunner:
             self._mark_left_by_older_release()
         if "receive" in self.roles:
             self.node.scp.on_receiving = self.publish_receiving  # a crash cuts only what the heartbeat lists
-        if not self.scale_out:
-            self.db.release_claims(all_processes=True)  # the only process: whatever a crashed run held is ours
-            self.node.start(warm_up=warm_up)
-        else:
-            self._start_scale_out(warm_up)
-        self.beat()
-        self._spawn(self._heartbeat_loop, "heartbeat")
+        try:
+            if not self.scale_out:
+                self.db.release_claims(all_processes=True)  # the only process: whatever a crashed run held is ours
+                self.node.start(warm_up=warm_up)
+                self._forget_older_runs()
+            else:
+                # one state write before any thread or model: a state that cannot be written (a full disk) fails
+                # the start here, with nothing started (degraded.start_when_writable retries it)
+                with self._beat_lock:
+                    self._heartbeat()
+                self._start_scale_out(warm_up)
+            self.beat()
+            self._spawn(self._heartbeat_loop, "heartbeat")
+        except BaseException:
+            self._abandon()
+            raise
         log.info("roles %s (%s mode), state %s, process %s", ",".join(self.roles),
                  "scale-out" if self.scale_out else "single-node", describe_url(self.db.url), self.db.process_id)
+
+    def _abandon(self) -> None:
+        """A start that failed: end the threads it had spawned (they see the stop within a round) and the pending
+        publication, so that a retry does not add another set beside them; the node's parts are the caller's
+        (cli._abandon_start)."""
+        self._stop.set()
+        self._beats_stop.set()
+        self._wake_workers.set()
+        if self._publish_timer is not None:
+            self._publish_timer.cancel()
+        deadline = time.monotonic() + ABANDON_JOIN_SECONDS
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = [thread.name for thread in self._threads if thread.is_alive()]
+        if alive:
+            log.warning("thread(s) %s of the failed start still finishing a round; they end after it", ", ".join(alive))
+
+    def _forget_older_runs(self) -> None:
+        """A single node, once it has rebuilt its timers (the storage lock is exclusive: every other heartbeat row is
+        of a run that is gone): remove those rows, so that a later start that finds no record of a clean stop does
+        not take an older crash's row for what the last run was receiving (studies.receiving_at_crash)."""
+        self.db.forget_other_nodes()
 
     def _mark_left_by_older_release(self) -> None:
         """The first start of this release on the state (StateDB.note_receivers_recorded): an older release kept
@@ -595,6 +630,7 @@ class RoleRunner:
     def stop(self) -> None:
         if not self.scale_out:  # the node's own stop lets running analyses finish; a restart frees the rest
             self._stop.set()
+            self._beats_stop.set()
             self._join()
             try:
                 self.db.forget_node()
@@ -607,6 +643,9 @@ class RoleRunner:
         node.ready = False
         # no completion, no claim while the receiver drains: a study its associations still send is not quiet
         # (break44a #2: completed and analysed from part of its instances while a stuck C-STORE held the stop)
+        # the heartbeat goes on (renewing the leases of the studies and items this process still works on, and
+        # listing what its associations send) until the receiver is drained, the analyses ended and the dispatcher
+        # stopped
         self._stop.set()
         self._wake_workers.set()
         self._join(("completion",))
@@ -614,9 +653,11 @@ class RoleRunner:
             self._mark_cut(node.scp.stop())
         if node.scheduler.running:
             node.scheduler.shutdown(wait=False)
-        self._join()
+        self._join([thread.name for thread in self._threads if thread.name != "heartbeat"])
         node.dispatcher.stop()
         node.metrics.stop()
+        self._beats_stop.set()
+        self._join(("heartbeat",))
         self._goodbye()
         self.db.close()
         node.storage_lock.release()
@@ -634,6 +675,7 @@ class RoleRunner:
             self.node.completion.mark_cut(study_keys, cause)
         except Exception as exc:  # noqa: BLE001 - the heartbeat row stays: the complete role marks them (stale)
             self._keep_heartbeat_row = True
+            self._cut_unmarked.update(study_keys)
             log.warning("could not mark the %d stud(ies) this stop cut as interrupted (%s); the process completing "
                         "studies marks them once this process's heartbeat is stale", len(study_keys),
                         outage_reason(exc) if is_outage(exc) else exc)
@@ -719,7 +761,7 @@ class RoleRunner:
         detail = dict(self._detail)
         receiving = None
         if "receive" in self.roles:
-            receiving = detail["receiving"] = self.node.scp.open_studies()
+            receiving = detail["receiving"] = sorted(set(self.node.scp.open_studies()) | self._cut_unmarked)
         self.db.heartbeat(self.roles, self.started_at, detail)
         if receiving is not None:
             self._published = set(receiving)
@@ -768,7 +810,7 @@ class RoleRunner:
         CRITICAL, beats once more naming the threads (`status --json`: detail.failed_threads) and stops beating, so
         that `dicomnode status` shows it STALE, then GONE, and its claims go to other processes."""
         failures = RoundFailures(self.db, log, "heartbeat failed", self.heartbeat_seconds)
-        while not self._stop.wait(self.heartbeat_seconds):
+        while not self._beats_stop.wait(self.heartbeat_seconds):
             dead = self.dead_threads()
             if dead:
                 self.failed_threads = dead

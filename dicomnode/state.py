@@ -107,6 +107,11 @@ OUTBOX_RESEND_IN_FLIGHT = ("in flight again: re-sent after a dispatcher stopped 
 OUTBOX_RESENT = ("re-sent: a dispatcher stopped with its C-STORE in flight; the destination may already hold it under "
                  "the same SOP Instance UID")
 
+#: the last_error of an item re-sent after such a stop whose later attempt failed: the error follows it, and the
+#: item stays re-sent (`resent`) whatever its next attempts do (mark_in_flight, mark_sent keep it)
+OUTBOX_RESENT_FAILED = "re-sent (the destination may already hold it), then failed: "
+_RESENT_LIKE = "re-sent%"
+
 #: claim_sends/next_send_time without a cap on how far ahead a pending item may be due (no clock-step guard)
 NO_SEND_DELAY_CAP = float("inf")
 #: the due test of a pending send (both backends): due now, or due further ahead than any back-off (`:max_delay`)
@@ -1235,12 +1240,16 @@ class StateDB:
         moved on. Raises the database's errors."""
         now = time.time()
         with self._write() as db:
-            return self._run(db, (
+            released = self._run(db, (
                 "UPDATE studies SET state=:state, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
                 " WHERE study_key=:k AND generation=:g AND state=:analysing AND claimed_by=:me AND NOT EXISTS"
                 " (SELECT 1 FROM analyses WHERE study_key=:k AND worker=:me AND state='running' AND id>:aid)"),
                 {"state": state, "r": reason, "now": now, "k": study_key, "g": generation, "analysing": ANALYSING,
                  "me": self.process_id, "aid": analysis_id or 0}).rowcount == 1
+            if released and analysis_id:  # it ended unrecorded: its files are no one's (remove_abandoned_results)
+                self._run(db, "UPDATE analyses SET state='abandoned', finished_at=:now WHERE id=:aid AND"
+                              " state='running'", {"now": now, "aid": analysis_id})
+            return released
 
     def finish_analysis(
         self, analysis_id: int, study_key: str, generation: int, summary: dict,
@@ -1386,26 +1395,29 @@ class StateDB:
         with self._write() as db:
             self._run(db, (
                 "UPDATE outbox SET state=:sent, sent_at=:now, claimed_by=NULL, lease_until=NULL,"
-                " last_error=CASE WHEN last_error IN (:again, :resent) THEN :resent ELSE NULL END"
+                " last_error=CASE WHEN last_error = :again OR last_error LIKE :resent_like THEN :resent ELSE NULL END"
                 " WHERE id IN :ids"), {"sent": OUTBOX_SENT, "now": time.time(), "ids": list(outbox_ids),
-                                       "again": OUTBOX_RESEND_IN_FLIGHT, "resent": OUTBOX_RESENT},
+                                       "again": OUTBOX_RESEND_IN_FLIGHT, "resent": OUTBOX_RESENT,
+                                       "resent_like": _RESENT_LIKE},
                 expanding=["ids"])
             self._settle_studies(db, outbox_ids)
 
     def mark_in_flight(self, outbox_id: int, again: bool = False) -> None:
         """Just before the item's C-STORE goes on the wire: its last_error says it is in flight (OUTBOX_IN_FLIGHT;
         `again`: OUTBOX_RESEND_IN_FLIGHT, a re-send of an item a stopped dispatcher had in flight) until its response
-        is recorded (`attempts` counts failed attempts: mark_failed_send). Raises the database's errors (then it is
-        not sent)."""
+        is recorded (`attempts` counts failed attempts: mark_failed_send); an item re-sent before stays a re-send.
+        Raises the database's errors (then it is not sent)."""
         with self._write() as db:
-            self._run(db, "UPDATE outbox SET last_error=:e WHERE id=:id",
-                      {"e": OUTBOX_RESEND_IN_FLIGHT if again else OUTBOX_IN_FLIGHT, "id": outbox_id})
+            self._run(db, "UPDATE outbox SET last_error=CASE WHEN :again OR last_error = :again_text OR last_error"
+                          " LIKE :resent_like THEN :again_text ELSE :in_flight END WHERE id=:id",
+                      {"again": bool(again), "again_text": OUTBOX_RESEND_IN_FLIGHT, "resent_like": _RESENT_LIKE,
+                       "in_flight": OUTBOX_IN_FLIGHT, "id": outbox_id})
 
     def outbox_resent(self) -> list[RowMapping]:
         """Items sent again (or being sent again) after a dispatcher stopped with their C-STORE in flight, oldest
         first (`dicomnode status`)."""
-        return self._rows("SELECT * FROM outbox WHERE last_error IN (:again, :resent) ORDER BY id",
-                          {"again": OUTBOX_RESEND_IN_FLIGHT, "resent": OUTBOX_RESENT})
+        return self._rows("SELECT * FROM outbox WHERE last_error = :again OR last_error LIKE :resent_like ORDER BY id",
+                          {"again": OUTBOX_RESEND_IN_FLIGHT, "resent_like": _RESENT_LIKE})
 
     def release_sends(self, outbox_ids: list[int]) -> None:
         """Give back this process's claims of these outbox items, not attempted: they stay due for any dispatcher."""
@@ -1424,7 +1436,8 @@ class StateDB:
         recorded."""
         condition = ""
         params = {"e": error[:500], "t": next_attempt_at, "state": OUTBOX_DEAD if dead else OUTBOX_PENDING,
-                  "superseded": OUTBOX_SUPERSEDED, "id": outbox_id}
+                  "superseded": OUTBOX_SUPERSEDED, "id": outbox_id, "again": OUTBOX_RESEND_IN_FLIGHT,
+                  "resent_like": _RESENT_LIKE, "resent_failed": OUTBOX_RESENT_FAILED}
         if unless_taken:
             condition = (" AND state=:pending AND (claimed_by IS NULL OR claimed_by=:me OR lease_until IS NULL OR"
                          " lease_until < :now)")
@@ -1432,7 +1445,8 @@ class StateDB:
         with self._write() as db:
             # an item superseded while it was being sent stays superseded (never retried)
             recorded = self._run(db, (
-                "UPDATE outbox SET attempts=attempts+1, last_error=:e, next_attempt_at=:t,"
+                "UPDATE outbox SET attempts=attempts+1, last_error=CASE WHEN last_error = :again OR last_error LIKE"
+                " :resent_like THEN :resent_failed || :e ELSE :e END, next_attempt_at=:t,"
                 " state=CASE WHEN state=:superseded THEN state ELSE :state END,"
                 " claimed_by=NULL, lease_until=NULL WHERE id=:id" + condition), params).rowcount == 1
             if recorded:
@@ -1664,6 +1678,12 @@ class StateDB:
         """A clean stop: remove this process's heartbeat row."""
         with self._write() as db:
             self._run(db, "DELETE FROM nodes WHERE node_id=:id", {"id": self.process_id})
+
+    def forget_other_nodes(self) -> int:
+        """A single node's start (its storage lock is exclusive, so every other process that wrote a heartbeat row
+        on this state is gone): remove those rows; returns how many."""
+        with self._write() as db:
+            return self._run(db, "DELETE FROM nodes WHERE node_id <> :id", {"id": self.process_id}).rowcount
 
     def nodes(self) -> list[RowMapping]:
         """Every process that sent a heartbeat, newest first."""

@@ -217,6 +217,18 @@ def _answer_malformed_first(assoc) -> None:
         pass
 
 
+def _studies_sent_since(associations, since: float) -> set[str]:
+    """The study keys `associations` sent a C-STORE of at or after `since` (time.monotonic()), or hold one of in
+    flight now (still being stored)."""
+    keys: set[str] = set()
+    for assoc in associations:
+        studies = dict(getattr(assoc, "dicomnode_studies", None) or {})
+        keys.update(key for key, at in studies.items() if at is None or at >= since)
+        if getattr(assoc, "dicomnode_storing", 0) > 0 and getattr(assoc, "dicomnode_last_study", None) in studies:
+            keys.add(assoc.dicomnode_last_study)
+    return keys
+
+
 def _idle_timeout(assoc) -> bool:
     """Whether the association's network idle timer expired (the node aborts it then, node.network_timeout)."""
     try:
@@ -916,17 +928,24 @@ class StorageSCP:
     def stop(self, timeout: float = 30.0) -> list[str]:
         """Stop accepting associations, wait for stores in flight to become durable, then end the associations still
         open. Returns the study keys whose transfers this stop cut (studies_cut: sent on an open association within
-        studies.quiet_seconds, or with a message in flight), unless their senders send them again; a study an open
-        association had finished sending before is not among them."""
+        studies.quiet_seconds, or with a message in flight; and every study an open association stored a C-STORE of
+        after the stop began, while its stores were drained and it was released), unless their senders send them
+        again; a study an open association had finished sending before is not among them."""
         if self._server is None:
             return []
+        began = time.monotonic()
         self._server.shutdown()
         with self._active_lock:
             self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
-        cut = self.studies_cut()
-        for assoc in list(self._server.active_associations):
+        cut = set(self.studies_cut())
+        open_now = [assoc for assoc in list(self._server.active_associations)
+                    if not getattr(assoc, "dicomnode_ended", False)]
+        for assoc in open_now:
             assoc.release() if assoc.is_established else None
         with self._active_lock:  # a store that came in before the release was answered
             self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
+        # computed once the associations are released: a C-STORE answered while they were being released (the
+        # first instance of a study that was still arriving when the stop began included) cut its transfer too
+        cut.update(_studies_sent_since(open_now, began))
         self._server = None
-        return cut
+        return sorted(cut)

@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from dicomnode.retention import RESERVE_NAME
 from tests.hardening.hardening_support import echo_status, http_get, store_one, synthetic_mr
 from tests.hardening.test_full_disk import fill, small_disk  # noqa: F401 (small_disk: fixture)
@@ -113,3 +115,45 @@ def test_a_busy_port_still_stops_the_start(tmp_path):
             pass
         assert node.process.wait(60) == 1
     assert "Serving degraded" not in node.log()
+
+
+class _NoAnalysis:
+    def warm_up(self, names):
+        return {}
+
+
+def _scale_out_start_failing(tmp_path, monkeypatch, fail: str) -> list[str]:
+    """review44 #1: an `analyse,complete` process whose start fails (`fail`: its first state write, or the step after
+    its worker threads were spawned); returns the threads of that start still alive after cli._start_roles raised."""
+    import threading
+
+    import sqlalchemy.exc
+
+    from dicomnode import cli
+    from dicomnode.config import Config
+    from dicomnode.node import Node
+    from dicomnode.roles import RoleRunner
+    from dicomnode.state import StateDB
+    config = Config.model_validate({"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                                             "allowed_calling_aes": ["*"]}, "state": {"poll_seconds": 0.2}})
+    Node(config).db.close()  # the schema
+
+    def full(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+    if fail == "heartbeat":
+        monkeypatch.setattr(StateDB, "heartbeat", full)
+    else:
+        monkeypatch.setattr(RoleRunner, "beat", full)
+    monkeypatch.setattr(Node, "__init__", lambda self, c, analyser=None, roles=None, _i=Node.__init__:
+                        _i(self, c, _NoAnalysis(), roles=roles))
+    before = set(threading.enumerate())  # other tests' nodes may still be ending theirs
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        cli._start_roles(config, ("analyse", "complete"))
+    time.sleep(0.5)
+    return [t.name for t in set(threading.enumerate()) - before
+            if t.name.startswith("analysis-") or t.name == "completion"]
+
+
+@pytest.mark.parametrize("fail", ["heartbeat", "after the threads"])
+def test_a_failed_scale_out_start_leaves_no_worker_thread_running(tmp_path, monkeypatch, fail):
+    assert _scale_out_start_failing(tmp_path, monkeypatch, fail) == []

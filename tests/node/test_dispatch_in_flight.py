@@ -139,3 +139,72 @@ def test_an_attempt_that_cannot_be_recorded_is_not_sent(store, peer, caplog):
     del db.mark_in_flight
     assert dispatcher.run_once() == 1  # the state takes writes again: the rest goes
     assert [row["state"] for row in db.outbox_for("1.10")] == ["sent", "sent"] and len(peer.received) == 2
+
+
+def test_a_re_sent_object_stays_listed_after_its_re_send_failed_and_a_later_attempt_succeeded(store):
+    """review44 #5: an object re-sent after a kill keeps its `resent` mark through a failed re-send and an ordinary
+    attempt that then succeeds: the destination may hold it twice whatever came after."""
+    root, db = store
+    queue_results(db, root, "1.11", [("pacs", 104, mr_file(root / "results", "a"))])
+    (item,) = db.outbox_for("1.11")
+    db.mark_in_flight(item["id"])  # the dispatcher is killed here
+    db.mark_in_flight(item["id"], again=True)  # re-sent after the restart ...
+    db.mark_failed_send(item["id"], "C-STORE status 0xA700: out of resources", 0.0, dead=False)  # ... refused
+    (row,) = db.outbox_for("1.11")
+    assert row["last_error"].startswith("re-sent") and "0xA700" in row["last_error"]
+    assert [r["id"] for r in db.outbox_resent()] == [item["id"]]
+    db.mark_in_flight(item["id"])  # the next attempt
+    db.mark_sent([item["id"]])
+    (row,) = db.outbox_for("1.11")
+    assert row["state"] == "sent" and row["last_error"] == OUTBOX_RESENT
+    assert status_report(db)["studies"][0]["resent"] == [
+        {"destination": "pacs", "sop_instance_uid": row["sop_instance_uid"], "state": "sent"}]
+
+
+class RefusingPeer(SlowPeer):
+    """Answers 0xA700 (out of resources) to the C-STORE of the instances in `refuse`."""
+
+    def __init__(self):
+        self.refuse: set[str] = set()
+        super().__init__(delay=0.0)
+
+    def _store(self, event):
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid in self.refuse:
+            self.received.append(uid)
+            return 0xA700
+        return super()._store(event)
+
+
+def test_a_refusal_answered_while_the_next_attempt_cannot_be_recorded_is_recorded_as_a_failed_attempt(store, caplog):
+    """review44 #6: the destination refused the first object, then the state database would not take the second's
+    attempt: once it takes writes again, the refusal is a failed attempt (charged, not 'in flight'), not an object a
+    stopped dispatcher had in flight (re-sent with a WARNING, uncharged)."""
+    root, db = store
+    peer = RefusingPeer()
+    try:
+        files = [mr_file(root / "results", name) for name in ("a", "b")]
+        peer.refuse.add(str(pydicom.dcmread(files[0]).SOPInstanceUID))
+        queue_results(db, root, "1.12", [("pacs", peer.port, path) for path in files])
+        dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=3, initial_backoff_seconds=60), "DICOMNODE",
+                                destinations=lambda: [destination(peer.port, 10.0)])
+        real, calls = db.mark_in_flight, []
+
+        def mark_in_flight(outbox_id, again=False):
+            calls.append(outbox_id)
+            if len(calls) == 2:
+                raise sqlite3.OperationalError("database or disk is full")
+            real(outbox_id, again)
+        db.mark_in_flight = mark_in_flight
+        with pytest.raises(sqlite3.OperationalError):
+            dispatcher.run_once()
+        del db.mark_in_flight
+        with caplog.at_level(logging.WARNING):
+            assert dispatcher.run_once() == 1  # the second object; the refused one waits for its back-off
+        refused, sent = db.outbox_for("1.12")
+        assert sent["state"] == "sent"
+        assert refused["state"] == "pending" and refused["attempts"] == 1, dict(refused)
+        assert not refused["last_error"].startswith("in flight") and "A700" in refused["last_error"].upper()
+        assert "re-sending" not in caplog.text
+    finally:
+        peer.close()

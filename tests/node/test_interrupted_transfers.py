@@ -191,6 +191,7 @@ def test_a_stop_does_not_mark_a_study_sent_on_released_associations(tmp_path):
 def _runner_crashed(runner: RoleRunner) -> None:
     """What kill -9 leaves of `serve`: its heartbeat row as last written, nothing marked, no clean stop recorded."""
     runner._stop.set()
+    runner._beats_stop.set()
     runner._join()
     _crashed(runner.node)
 
@@ -364,5 +365,68 @@ def test_an_interrupted_study_not_sent_again_is_analysed_with_the_note_in_its_de
                 "nothing was sent again within max wait")
         assert note in [d["reason"] for d in summary_of(restarted.db, study)["declined"]]
         assert restarted.db.study(study)["reason"] == f"no result objects: {note}; not analysed here"
+    finally:
+        restarted.stop()
+
+
+def test_a_study_whose_first_instance_arrives_while_the_stop_releases_is_marked_cut(tmp_path, monkeypatch):
+    """review44 #2: a C-STORE answered between the stop's look at its associations and their release (the first
+    instance of the next study a PACS pushes on its open association) cut that study's transfer: the restart marks
+    it instead of putting it on the quiet timer."""
+    node = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    node.start(warm_up=False)
+    finished, arriving = generate_uid(), generate_uid()
+    assoc = _association(node.scp.port, synthetic_mr())
+    try:
+        assert assoc.send_c_store(synthetic_mr(study_uid=finished)).Status == 0
+        node.scp.config.studies.quiet_seconds = 0  # `finished` is past its quiet time: sent completely
+        looked = node.scp.studies_cut
+
+        def then_a_store_arrives():
+            cut = looked()
+            assert assoc.send_c_store(synthetic_mr(study_uid=arriving)).Status == 0
+            return cut
+        monkeypatch.setattr(node.scp, "studies_cut", then_a_store_arrives)
+    finally:
+        node.stop()
+        assoc.abort()
+    restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
+    restarted.start(warm_up=False)
+    try:
+        assert restarted.db.study(arriving)["reason"].startswith("incomplete: transfer interrupted")
+        assert restarted.db.study(finished)["reason"] is None
+    finally:
+        restarted.stop()
+
+
+def test_an_older_crash_heartbeat_row_does_not_decide_what_an_unrecorded_stop_cut(tmp_path, monkeypatch):
+    """review44 #3: a crashed run's heartbeat row (listing nothing received) stays in the state; a later run stops
+    while a study arrives on an open association and can record neither the cut nor its clean stop. The next start
+    marks every study receiving (as after a crash), not what the older crash's row listed."""
+    from sqlalchemy import text
+    first = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    runner = RoleRunner(first)
+    runner.start(warm_up=False)
+    _runner_crashed(runner)
+    with first.db.engine.begin() as connection:  # a run of another pid, long gone
+        connection.execute(text("UPDATE nodes SET node_id='otherhost:99999', pid=99999, host='otherhost'"))
+    second = Node(_config(tmp_path, quiet_seconds=3600), analyser=NoAnalysis())
+    runner = RoleRunner(second)
+    runner.start(warm_up=False)
+    study = generate_uid()
+    assoc = _association(second.scp.port, synthetic_mr())
+    try:
+        assert assoc.send_c_store(synthetic_mr(study_uid=study)).Status == 0
+    finally:
+        def unreachable(*args, **kwargs):
+            raise OSError("state database unreachable")
+        monkeypatch.setattr(second.db, "record_receiver_stopped", unreachable)
+        monkeypatch.setattr(second.completion, "transfer_interrupted", unreachable)
+        runner.stop()
+        assoc.abort()
+    restarted = Node(_config(tmp_path, quiet_seconds=1), analyser=NoAnalysis())
+    restarted.start(warm_up=False)
+    try:
+        assert (restarted.db.study(study)["reason"] or "").startswith("incomplete: transfer interrupted")
     finally:
         restarted.stop()

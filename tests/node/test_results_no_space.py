@@ -12,9 +12,9 @@ import pytest
 
 import dicomnode.study_path
 from dicomnode.config import Config
-from dicomnode.node import NO_SPACE_RETRY_MB, Node
+from dicomnode.node import MAX_NO_SPACE_POSTPONEMENTS, NO_SPACE_RETRY_MB, Node
 from dicomnode.roles import RoleRunner
-from dicomnode.state import COMPLETE, DONE
+from dicomnode.state import COMPLETE, DONE, FAILED
 from tests.hardening.hardening_support import store_one, synthetic_mr
 from tests.hardening.stub_serve import StubAnalyser
 
@@ -167,3 +167,53 @@ def test_the_scale_out_analyse_role_postpones_the_same_way(tmp_path, monkeypatch
             assert analyser.calls == 2
         finally:
             runner.stop()
+
+
+def test_postponements_end_failed_after_the_last_one_and_leave_no_analysis_running(tmp_path, monkeypatch):
+    """review44 #7: a lack of space that does not go away (a quota free_space_mb cannot see) postpones the study
+    MAX_NO_SPACE_POSTPONEMENTS times, each analysis recorded abandoned, then fails it with a reason saying what to do."""
+    config = config_of(tmp_path)
+    node = Node(config, analyser=StubNow(config))
+    node.start(warm_up=False)
+    try:
+        FullDisk(monkeypatch, node)
+        monkeypatch.setattr("dicomnode.node.NO_SPACE_RETRY_SECONDS", 0.0)  # each retry is due at once
+        key = received_complete(node)
+        node.analyse_study(key, 0)
+        monkeypatch.setattr("dicomnode.node.NO_SPACE_RETRY_SECONDS", 600.0)
+        node.analyse_study(key, 0)  # not due yet: no attempt, the count stays
+        assert "(postponement 1 of" in node.db.study(key)["reason"]
+        monkeypatch.setattr("dicomnode.node.NO_SPACE_RETRY_SECONDS", 0.0)
+        for count in range(2, MAX_NO_SPACE_POSTPONEMENTS + 1):
+            node.analyse_study(key, 0)
+            study = node.db.study(key)
+            assert study["state"] == COMPLETE and f"(postponement {count} of {MAX_NO_SPACE_POSTPONEMENTS})" in \
+                study["reason"], dict(study)
+            assert [a["state"] for a in node.db.analyses_of(key)] == ["abandoned"] * count
+        node.analyse_study(key, 0)
+        study = node.db.study(key)
+        assert study["state"] == FAILED, dict(study)
+        assert f"after {MAX_NO_SPACE_POSTPONEMENTS} postponements" in study["reason"]
+        assert "dicomnode retry" in study["reason"]
+        assert node.db.analyses_of(key)[-1]["state"] == "failed"
+    finally:
+        node.stop()
+
+
+def test_no_space_outside_the_storage_dir_fails_the_analysis(tmp_path, monkeypatch):
+    """review44 #7: ENOSPC writing a file outside node.storage_dir (a full /tmp or model cache) is not helped by room
+    for the results: the study fails, naming the file, instead of being postponed forever."""
+    config = config_of(tmp_path)
+    node = Node(config, analyser=StubNow(config))
+    node.start(warm_up=False)
+    try:
+        def full_tmp(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tmp" / "cache.bin"))
+        monkeypatch.setattr(dicomnode.study_path, "write_durably", full_tmp)
+        key = received_complete(node)
+        node.analyse_study(key, 0)
+        study = node.db.study(key)
+        assert study["state"] == FAILED, dict(study)
+        assert "outside node.storage_dir" in study["reason"] and "cache.bin" in study["reason"]
+    finally:
+        node.stop()

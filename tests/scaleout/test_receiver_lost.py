@@ -367,3 +367,55 @@ def test_a_stopping_process_does_not_complete_a_study_its_own_receiver_is_still_
         assert interrupted(row)
     finally:
         db.close()
+
+
+def test_a_stopping_process_renews_its_leases_until_its_receiver_is_drained(tmp_path, monkeypatch):
+    """review44 #4: the heartbeat (which renews the leases of the studies and outbox items a process holds) goes on
+    while the stop drains a stuck C-STORE, and ends only before the process removes its heartbeat row."""
+    import threading
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 1, "max_wait_seconds": 3600},
+        "state": {"heartbeat_seconds": 0.2, "lease_seconds": 60, "poll_seconds": 0.05}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive", "complete"))
+    runner.start(warm_up=False)
+    me = node.db.process_id
+    stuck, store, beats = threading.Event(), node.scp._store_durably, []
+    real_heartbeat, real_stop = node.db.heartbeat, node.scp.stop
+
+    def slow_store(*args, **kwargs):
+        stuck.set()
+        time.sleep(1.5)
+        return store(*args, **kwargs)
+
+    def counted(*args, **kwargs):
+        beats.append(time.monotonic())
+        return real_heartbeat(*args, **kwargs)
+    draining = []
+
+    def timed_stop(*args, **kwargs):
+        began = time.monotonic()
+        try:
+            return real_stop(*args, **kwargs)
+        finally:
+            draining.append((began, time.monotonic()))
+    assoc = _association(node.scp.port, synthetic_mr())
+    try:
+        monkeypatch.setattr(node.scp, "_store_durably", slow_store)
+        monkeypatch.setattr(node.db, "heartbeat", counted)
+        monkeypatch.setattr(node.scp, "stop", timed_stop)
+        threading.Thread(target=assoc.send_c_store, args=(synthetic_mr(),), daemon=True).start()
+        assert stuck.wait(5)
+        runner.stop()
+    finally:
+        assoc.abort()
+    (began, ended), = draining
+    assert ended - began > 1.0
+    assert len([at for at in beats if began <= at <= ended]) >= 3  # every 0.2 s through the drain
+    db = StateDB(tmp_path / "store" / "state.sqlite3", process_id="check")
+    try:
+        assert receiving_of(db, me) is None  # the row is gone: no heartbeat after the goodbye
+    finally:
+        db.close()
