@@ -290,6 +290,45 @@ def _with_aspect_caveat(groups: list, aspect: float) -> list:
                                                     unit=codes.UNIT_NONE)])
 
 
+#: how many NUMs of a group OHIF v3 shows beside its outline (then only the first finding site)
+OHIF_SHOWN_NUMS = 5
+#: caveat NUMs (their concept states the caveat) in the order they are kept where a group's shown lines are too few
+#: for all of them (_capped_caveats): first those that say the numbers may be invalid or misnamed, last those that
+#: only say how far to trust them; the burden verdict's own NUM (LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED) is no caveat
+CAVEAT_PRIORITY = tuple((code.value, code.scheme_designator) for code in (
+    codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
+    codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.SMALL_FIELD, codes.PARTIAL_CYCLE,
+    codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT, codes.CHILD_LGE,
+    codes.RV_LESS_RELIABLE, codes.MVO_NOT_VALIDATED_AGREEMENT, codes.MVO_NOT_VALIDATED_VOLUME,
+    codes.NON_SQUARE_PIXELS))
+
+
+def _concept_key(item) -> tuple[str, str] | None:
+    """(CodeValue, CodingSchemeDesignator) of a content item's concept name, None without one."""
+    names = getattr(item, "ConceptNameCodeSequence", None)
+    return (str(names[0].CodeValue), str(names[0].CodingSchemeDesignator)) if names else None
+
+
+def _capped_caveats(groups: list) -> list:
+    """The groups with at most as many caveat NUMs (CAVEAT_PRIORITY) as leave OHIF's OHIF_SHOWN_NUMS lines room for
+    three of the group's own measurements (all of them where it has fewer): where more caveats apply, those latest
+    in CAVEAT_PRIORITY are left out of the group (each stays a comment of the report: _stack_comments and the
+    notes). A caveat filling every shown line would hide the numbers it qualifies (review44 item 8). The same
+    groups."""
+    for group in groups:
+        container = group[0]
+        items = list(container.ContentSequence)
+        nums = [item for item in items if item.ValueType == "NUM"]
+        caveats = [item for item in nums if _concept_key(item) in CAVEAT_PRIORITY]
+        room = max(1, OHIF_SHOWN_NUMS - min(3, len(nums) - len(caveats)))
+        if len(caveats) <= room:
+            continue
+        kept = sorted(caveats, key=lambda item: CAVEAT_PRIORITY.index(_concept_key(item)))[:room]
+        dropped = {id(item) for item in caveats if not any(item is k for k in kept)}
+        container.ContentSequence = hd.sr.ContentSequence([item for item in items if id(item) not in dropped])
+    return groups
+
+
 def _image_of(ref) -> tuple[str, int | None]:
     """The image a viewer shows a frame reference as: (SOP Instance UID, frame number; None for a single frame)."""
     number = getattr(ref, "frame_number", None)
@@ -1086,6 +1125,7 @@ def build_sr(
         if found and aspect is not None:
             found = _with_aspect_caveat(found, aspect)
             missing_note += [f"{'LGE' if result.name == 'lge' else result.name}: {non_square_note(spacing)}"]
+        found = _capped_caveats(found)
         if found:
             model = seg_result.algorithm if seg_result is not None else contributing[0]
             withheld = result.name == "lge" and (result.summary or {}).get("determined") is False

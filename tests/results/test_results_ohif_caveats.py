@@ -263,12 +263,17 @@ def test_an_lge_input_the_model_may_misread_says_so_beside_every_lge_number():
     child = child_lge_note("patient 8 years (from PatientAge), whose LV is shorter than an adult's")
     lge, _ = _lge_with_warnings([note, small, child], checks, PatientAge="008Y")
     assert len(lge) >= 5 + 16
+    expected = [((codes.NOT_LGE_CONTRAST.value, "99DICOMNODE"),
+                 pytest.approx(checks["blood_myocardium_ratio"], abs=0.005), "1"),
+                ((codes.SMALL_FIELD.value, "99DICOMNODE"), pytest.approx(76.0), "mm"),
+                ((codes.CHILD_LGE.value, "99DICOMNODE"), pytest.approx(8.0), "a")]
+    caveat_codes = {code for code, *_ in expected}
     for group in lge:
-        found = [(c, v, u) for c, v, u, _ in nums(group)[:3]]
-        assert found == [((codes.NOT_LGE_CONTRAST.value, "99DICOMNODE"),
-                          pytest.approx(checks["blood_myocardium_ratio"], abs=0.005), "1"),
-                         ((codes.SMALL_FIELD.value, "99DICOMNODE"), pytest.approx(76.0), "mm"),
-                         ((codes.CHILD_LGE.value, "99DICOMNODE"), pytest.approx(8.0), "a")], identifier_of(group)
+        own = [n for n in nums(group) if n[0] not in caveat_codes]
+        room = max(1, 5 - min(3, len(own)))  # OHIF shows five NUMs: three of them stay the group's own numbers
+        found = [(c, v, u) for c, v, u, _ in nums(group)[:min(3, room)]]
+        assert found == expected[:min(3, room)], identifier_of(group)
+        assert not caveat_codes & {c for c, *_ in nums(group)[min(3, room):]}, identifier_of(group)
     dark = f"{DARK_BLOOD_NOTE}: the name says so ('DB LGE'). The model was trained on bright-blood LGE only"
     lge, _ = _lge_with_warnings([dark], {"blood_myocardium_ratio": 1.05, "field_of_view_mm": 300.0})
     assert all(nums(g)[0][:2] == ((codes.DARK_BLOOD_LGE.value, "99DICOMNODE"), pytest.approx(1.05)) for g in lge)
@@ -279,3 +284,27 @@ def test_an_lge_without_input_warnings_has_no_input_caveat():
     input_codes = {(c.value, "99DICOMNODE") for c in (codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.SMALL_FIELD,
                                                        codes.CHILD_LGE)}
     assert not input_codes & {c for g in with_numbers for c, *_ in nums(g)}
+
+
+def test_caveats_never_crowd_out_a_group_s_own_numbers_in_the_five_lines_ohif_shows():
+    """review44 item 8: caveat NUMs stacked first (here a T1-map-like contrast, a small field, a child and
+    non-square pixels) could fill all five lines OHIF shows of a group and hide the numbers they qualify. At most
+    as many caveats are put in a group as leave three of its own numbers shown (all where it has fewer), the most
+    important first (sr.CAVEAT_PRIORITY); every warning stays a report comment."""
+    from dicomnode.results.sr import CAVEAT_PRIORITY
+    image = np.zeros((2, 40, 40))
+    labels = np.zeros((2, 40, 40), dtype=np.int16)
+    labels[:, 5:15, 5:15], labels[:, 20:30, 20:30] = int(Label.LV_MYOCARDIUM), int(Label.LV_BLOOD_POOL)
+    image[labels == int(Label.LV_MYOCARDIUM)], image[labels == int(Label.LV_BLOOD_POOL)] = 450.0, 300.0
+    (note,) = contrast_notes(image, labels)
+    (small,) = small_field_notes(image, (2.0, 3.0))
+    child = child_lge_note("patient 8 years (from PatientAge), whose LV is shorter than an adult's")
+    lge, _ = _lge_with_warnings([note, small, child], input_checks(image, labels, (2.0, 3.0)), PatientAge="008Y")
+    crowded = 0
+    for group in lge:
+        shown = nums(group)[:5]
+        own_total = [n for n in nums(group) if n[0] not in CAVEAT_PRIORITY]
+        own_shown = [n for n in shown if n[0] not in CAVEAT_PRIORITY]
+        assert len(own_shown) >= min(3, len(own_total)), identifier_of(group)
+        crowded += len(own_total) >= 3
+    assert crowded, "no LGE group with three or more numbers of its own: the test checks nothing"
