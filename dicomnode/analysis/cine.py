@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
 
 from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
@@ -54,7 +55,8 @@ CONTEXT_CHANNELS = {"none": 1, "first_phase": 2, "neighbours": 3}
 
 
 def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResampler,
-                              channel_labels=DEFAULT_CHANNEL_LABELS, outside_channel: int = 0) -> np.ndarray:
+                              channel_labels=DEFAULT_CHANNEL_LABELS, outside_channel: int = 0,
+                              epicardial_offset: float = 0.0) -> np.ndarray:
     """(..., C, out, out) class probabilities on the model grid -> (..., rows, cols) node labels on the source grid.
 
     Equal to the arg-max of the linearly interpolated probabilities (InplaneResampler.inverse_probabilities; source
@@ -62,6 +64,12 @@ def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResam
     interpolated: a convex combination of probability vectors whose arg-max is background keeps background as
     arg-max, so nothing outside that box can differ. The box is a sub-grid of the source with the same spacing,
     so it has its own InplaneResampler whose centre is shifted by the box origin.
+
+    `epicardial_offset` (logit units, >= 0): a source pixel decided LV myocardium becomes background where the
+    background score times exp(offset) reaches the myocardium score, unless it touches the LV blood pool (8-neighbour).
+    Only the outer wall moves: every blood-pool pixel and the myocardium the pool's outline touches stay as decided,
+    so the basal-slice rule (cine_metrics.myocardial_surround), LV and RV volumes and ejection fractions do not change
+    (engines.cine.calibrate_epicardium: the network draws the wall thicker than ACDC's readers).
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
     lookup = np.asarray(channel_labels, dtype=np.uint8)
@@ -83,7 +91,15 @@ def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResam
                            centre_rc=(resampler.centre_rc[0] - box[0].start, resampler.centre_rc[1] - box[1].start))
     scores = sub.inverse_probabilities(probabilities)
     scores[..., outside_channel, :, :] += (scores.sum(axis=-3) == 0)  # outside the model grid: background
-    labels[(Ellipsis,) + tuple(box)] = lookup[np.argmax(scores, axis=-3)]
+    decided = lookup[np.argmax(scores, axis=-3)]
+    if epicardial_offset > 0 and int(Label.LV_MYOCARDIUM) in lookup.tolist():
+        myocardium = lookup.tolist().index(int(Label.LV_MYOCARDIUM))
+        in_plane = np.ones((1,) * (decided.ndim - 2) + (3, 3), bool)
+        beside_pool = ndimage.binary_dilation(decided == Label.LV_BLOOD_POOL, in_plane)
+        outer = (decided == Label.LV_MYOCARDIUM) & ~beside_pool & (
+            scores[..., outside_channel, :, :] * np.float32(np.exp(epicardial_offset)) >= scores[..., myocardium, :, :])
+        decided[outer] = lookup[outside_channel]
+    labels[(Ellipsis,) + tuple(box)] = decided
     return labels
 
 
@@ -99,6 +115,9 @@ class CineModelSpec:
     #: threshold calibrated on cross-validation (engines.cine.calibrate), e.g. against a boundary drawn systematically
     #: thicker than the reference convention
     logit_offsets: tuple[float, ...] = ()
+    #: the myocardium / background decision alone moved by this many logits (card output.epicardial_logit_offset;
+    #: labels_from_probabilities): the outer wall drawn thinner without touching any blood pool
+    epicardial_offset: float = 0.0
 
     def __post_init__(self):
         if self.context not in CONTEXTS:
@@ -107,6 +126,8 @@ class CineModelSpec:
             raise ValueError(f"{len(self.logit_offsets)} logit offsets for {len(self.channel_labels)} channels")
         if not all(np.isfinite(v) and abs(v) <= 10 for v in self.logit_offsets):
             raise ValueError(f"logit offsets must be finite and within ±10, got {self.logit_offsets}")
+        if not (np.isfinite(self.epicardial_offset) and 0 <= self.epicardial_offset <= 10):
+            raise ValueError(f"the epicardial logit offset must be finite and within 0-10, got {self.epicardial_offset}")
 
     @property
     def input_channels(self) -> int:
@@ -121,7 +142,8 @@ class CineModelSpec:
             channels = sorted(card["output"]["channels"], key=lambda c: c["channel"])
             offsets = tuple(float(c.get("logit_offset", 0.0)) for c in channels)
             return cls(float(spec["spacing_mm"]), int(spec["crop_size"]), tuple(int(c["node_label"]) for c in channels),
-                       str(spec.get("context", "none")), offsets if any(offsets) else ())
+                       str(spec.get("context", "none")), offsets if any(offsets) else (),
+                       float(card["output"].get("epicardial_logit_offset", 0.0)))
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"cine model card lacks input.spacing_mm / input.crop_size / output.channels: {error}") from error
 
@@ -275,7 +297,8 @@ def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
     labels = np.empty(pixels.shape, dtype=np.uint8)
     for start in range(0, phases, phases_per_chunk):
         chunk = slice(start, start + phases_per_chunk)
-        labels[chunk] = labels_from_probabilities(softmax(logits[chunk], axis=2), resampler, spec.channel_labels)
+        labels[chunk] = labels_from_probabilities(softmax(logits[chunk], axis=2), resampler, spec.channel_labels,
+                                                  epicardial_offset=spec.epicardial_offset)
     return keep_largest_structures(labels)
 
 

@@ -11,6 +11,7 @@ from scipy import ndimage
 from dicomnode.analysis.cine import (CineModelSpec, CinePipeline, labels_from_probabilities, locate_heart, preprocess_cine,
                                     segment_cine, softmax)
 from dicomnode.analysis.pipeline import AnalysisContext, AlgorithmInfo
+from dicomnode.analysis.cine_metrics import myocardial_surround
 from dicomnode.cmr.intensity import normalise_slices
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.types import StudyError
@@ -391,6 +392,41 @@ def test_card_logit_offsets_move_the_decision_threshold():
         CineModelSpec(logit_offsets=(0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="finite"):
         CineModelSpec(logit_offsets=(0.0, float("nan"), 0.0, 0.0))
+
+
+def test_epicardial_offset_thins_the_outer_wall_and_leaves_every_blood_pool_alone():
+    """output.epicardial_logit_offset (engines.cine.calibrate_epicardium) moves only the myocardium / background
+    decision: the wall's uncertain outer rim becomes background, its confident inner part and every LV and RV
+    blood-pool pixel keep their labels, and so does the wall the pool's outline touches (volumes, EF and the basal-slice
+    rule cannot change); negative or absurd offsets are refused."""
+    resampler = InplaneResampler((128, 128), (1.5, 1.5), 1.5, 128)
+    rr, cc = np.mgrid[0:128, 0:128]
+    radius = np.hypot(rr - 64, cc - 54)
+    probabilities = np.zeros((1, 4, 128, 128), np.float32)
+    pool, wall, rv = radius < 12, (radius >= 12) & (radius < 20), np.hypot(rr - 64, cc - 90) < 10
+    myocardium_share = np.clip(0.95 - 0.05 * (radius - 12), 0.5, 0.95)  # 0.95 at the pool, ~0.55 at the outer rim
+    probabilities[0, 1][pool], probabilities[0, 0][pool] = 0.9, 0.1
+    probabilities[0, 2][wall], probabilities[0, 0][wall] = myocardium_share[wall], 1 - myocardium_share[wall]
+    probabilities[0, 3][rv], probabilities[0, 0][rv] = 0.6, 0.4
+    probabilities[0, 0][~(pool | wall | rv)] = 1.0
+    plain = labels_from_probabilities(probabilities, resampler)
+    thinner = labels_from_probabilities(probabilities, resampler, epicardial_offset=1.0)
+    myocardium = int(Label.LV_MYOCARDIUM)
+    for label in (Label.LV_BLOOD_POOL, Label.RV_BLOOD_POOL):
+        assert np.array_equal(plain == label, thinner == label)
+    assert (plain == myocardium).sum() > (thinner == myocardium).sum() > 0
+    assert not ((thinner == myocardium) & (plain != myocardium)).any()
+    assert np.array_equal(myocardial_surround(plain[None]), myocardial_surround(thinner[None]))  # basal rule unmoved
+    assert (thinner[0][radius > 17] != myocardium).all() and (thinner[0][(radius >= 12.5) & (radius < 14)] == myocardium).all()
+    assert np.array_equal(labels_from_probabilities(probabilities, resampler, epicardial_offset=0.0), plain)
+
+    card = FakeModel().card.data
+    assert CineModelSpec.from_card(card).epicardial_offset == 0.0
+    assert CineModelSpec.from_card({**card, "output": {**card["output"], "epicardial_logit_offset": 1.25}}
+                                   ).epicardial_offset == 1.25
+    for wrong in (-0.5, float("inf"), 11.0):
+        with pytest.raises(ValueError, match="epicardial logit offset"):
+            CineModelSpec(epicardial_offset=wrong)
 
 
 def test_the_seg_draws_the_lv_blood_pool_only_where_the_volumes_counted_it():
