@@ -5,6 +5,7 @@ import codecs
 import functools
 import logging
 import re
+import unicodedata
 import warnings
 
 from pydicom.charset import decode_bytes, python_encoding
@@ -121,6 +122,14 @@ CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 FALLBACK_ENCODINGS = (("utf_8", "UTF-8 (ISO_IR 192)"), ("cp1252", "Windows-1252 (Latin-1, ISO_IR 100)"),
                       ("latin_1", "ISO 8859-1 (Latin-1, ISO_IR 100)"))
 _DEFAULT_TERMS = ("", "ISO_IR 6", "ISO 2022 IR 6")
+#: single-byte repertoires in which UTF-8 bytes also read, as mojibake ("MÃ¼ller" for "Müller" under ISO_IR 100): a
+#: value in one of them that is valid UTF-8 and reads as letters there is taken as UTF-8 (Thai and the Japanese
+#: ISO_IR 13, whose letters form valid UTF-8 sequences more often, are left as declared)
+_UTF8_MISTAKEN_TERMS = frozenset({"ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 126", "ISO_IR 127",
+                                  "ISO_IR 138", "ISO_IR 144", "ISO_IR 148", "ISO_IR 203"})
+#: how the log names a code extension whose bytes are taken without their escape sequence
+_EXTENSION_NAMES = {"ISO 2022 IR 58": "GB 2312 (ISO 2022 IR 58)", "ISO 2022 IR 149": "KS X 1001 (ISO 2022 IR 149)",
+                    "ISO 2022 IR 87": "JIS X 0208 (ISO 2022 IR 87)", "ISO 2022 IR 159": "JIS X 0212 (ISO 2022 IR 159)"}
 
 
 def repair_undecodable(dataset, terms: list[str] | None = None) -> list[tuple[str, str]]:
@@ -131,6 +140,11 @@ def repair_undecodable(dataset, terms: list[str] | None = None) -> list[tuple[st
     declares nothing (ASCII) and writes high bytes. pydicom would put U+FFFD for each byte it cannot read (a patient
     name that no longer matches the patient's); here the first of FALLBACK_ENCODINGS (other than the declared one)
     that reads every byte decodes the value, and a WARNING names the attribute and the assumption once per study.
+    Two mistakes whose bytes pydicom reads without complaint, as mojibake, are repaired the same way:
+    - code extensions declared ("\\ISO 2022 IR 58") and their bytes written without the escape sequence that
+      designates them (what pydicom itself writes for GB 2312): pydicom reads such bytes as Latin-1, but the default
+      repertoire before any escape is ASCII; they are read with the first declared extension that reads every byte;
+    - UTF-8 bytes under a single-byte set (ISO_IR 100: "M\xc3\xbcller" read "MÃ¼ller"): see _UTF8_MISTAKEN_TERMS.
     Only elements not yet decoded (raw) are checked; `terms`: the normalised Specific Character Set, if at hand.
     """
     if terms is None:
@@ -149,9 +163,15 @@ def repair_undecodable(dataset, terms: list[str] | None = None) -> list[tuple[st
             vr = raw.VR or dictionary_VR(tag)
         except KeyError:  # a private tag in implicit VR: not a text the node copies
             continue
-        if vr not in CHARSET_VRS or _reads(raw.value, declared, encodings):
+        if vr not in CHARSET_VRS:
             continue
-        codec, assumed = next((c, name) for c, name in FALLBACK_ENCODINGS if c != declared and _reads(raw.value, c, []))
+        if _utf8_mistaken(raw.value, terms):
+            codec, assumed = FALLBACK_ENCODINGS[0]
+        elif _reads(raw.value, declared, encodings) and not _undesignated(raw.value, terms):
+            continue
+        else:
+            codec, assumed = next(((c, name) for c, name in _extension_codecs(terms) + list(FALLBACK_ENCODINGS)
+                                   if c != declared and _reads(raw.value, c, [])))
         text = raw.value.decode(codec).rstrip(" \x00")
         values = text.split("\\") if vr not in ("LT", "UT") else [text]  # LT/UT are single-valued; "\\" is text
         if vr == "PN":
@@ -162,6 +182,37 @@ def repair_undecodable(dataset, terms: list[str] | None = None) -> list[tuple[st
                       "/".join(terms) or "default repertoire (ASCII)", assumed)
         repaired.append((keyword, assumed))
     return repaired
+
+
+def _undesignated(raw: bytes, terms: list[str]) -> bool:
+    """Whether `raw` has bytes above 0x7F before any escape sequence while the Specific Character Set declares code
+    extensions with the default repertoire (ASCII) first: bytes no declared repertoire stands for (PS3.5 6.1.2.5.3)."""
+    return len(terms) > 1 and terms[0] in _DEFAULT_TERMS and not raw.split(b"\x1b", 1)[0].isascii()
+
+
+def _extension_codecs(terms: list[str]) -> list[tuple[str, str]]:
+    """(Python codec, what the log says) of each declared code extension, to read bytes written without escapes."""
+    if len(terms) < 2:
+        return []
+    return [(python_encoding[term], f"{_EXTENSION_NAMES.get(term, term)} without its escape sequence")
+            for term in terms[1:] if term in python_encoding and term not in _DEFAULT_TERMS]
+
+
+def _utf8_mistaken(raw: bytes, terms: list[str]) -> bool:
+    """Whether `raw`, declared in one single-byte set of _UTF8_MISTAKEN_TERMS, is UTF-8: valid UTF-8 with a
+    multi-byte sequence whose every non-ASCII character is a letter or mark, while read in the declared set it holds
+    a symbol or control character ("Ã¼": UTF-8's continuation bytes 0x80-0xBF are mostly symbols and controls in
+    ISO 8859). Text of the declared set's letters only (an upper-case Cyrillic "ФИ" is C4 B8, valid UTF-8 "ĸ") is
+    left as declared."""
+    if len(terms) != 1 or terms[0] not in _UTF8_MISTAKEN_TERMS or raw.isascii():
+        return False
+    try:
+        text = raw.decode("utf_8")
+        declared = raw.decode(python_encoding[terms[0]])
+    except (UnicodeError, LookupError):
+        return False
+    return (all(unicodedata.category(c)[0] in "LM" for c in text if not c.isascii())
+            and any(unicodedata.category(c)[0] not in "LM" for c in declared if not c.isascii()))
 
 
 def _reads(raw: bytes, codec: str | None, encodings: list[str]) -> bool:

@@ -15,7 +15,7 @@ import re
 
 from pydicom.charset import python_encoding
 from pydicom.config import RAISE
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -38,6 +38,9 @@ OPTIONAL_KEYWORDS = ("IssuerOfPatientID", "TypeOfPatientID", "PatientBirthTime",
                      "PatientWeight", "MedicalAlerts", "Allergies", "Occupation", "SmokingStatus",
                      "AdditionalPatientHistory", "PregnancyStatus", "LastMenstrualDate", "PatientSexNeutered",
                      "ReasonForVisit", "AdmissionID", "ServiceEpisodeID", "ServiceEpisodeDescription", "PatientState")
+#: identifiers an archive files results with their images by (the same bytes): copied as received when only too long
+#: for their VR (PS3.5 6.2), never emptied nor cut; an empty type 2 PatientID means "unknown patient"
+IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "IssuerOfPatientID", "AccessionNumber", "StudyID")
 #: what pydicom puts for each byte it cannot decode; never written into a result
 REPLACEMENT_CHARACTER = "\ufffd"
 _TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"}
@@ -99,6 +102,15 @@ def repair_value(vr: str, text: str, keyword: str = "") -> str | None:
     elif vr == "CS":
         candidate = text.upper()
     return candidate if candidate is not None and _valid(vr, candidate) else None
+
+
+def too_long_only(vr: str, text: str) -> bool:
+    """Whether `text`'s only fault for `vr` is its length (PS3.5 6.2: LO 64, SH 16, PN 64 per component group)."""
+    try:
+        validate_value(vr, text, RAISE)
+    except ValueError as exc:
+        return "exceeds the maximum" in str(exc)
+    return False
 
 
 def _source_texts(dataset: Dataset, keyword: str, encodings: list[str]) -> list[str] | None:
@@ -195,10 +207,27 @@ def _say_invalid(study_uid: str, keyword: str, vr: str, outcome: str) -> None:
     log.info("source %s is not valid for VR %s: %s in every result object", keyword, vr, outcome)
 
 
+@functools.lru_cache(maxsize=1024)
+def _say_multivalued(study_uid: str, keyword: str) -> None:
+    log.warning("source %s holds several values where DICOM allows one (value multiplicity 1): its first value is "
+                "written in every result object; the archive may file the results apart from images that carry all "
+                "of them", keyword)
+
+
+@functools.lru_cache(maxsize=1024)
+def _say_too_long(study_uid: str, keyword: str, vr: str) -> None:
+    log.warning("source %s is longer than VR %s allows: copied as received into every result object (an archive "
+                "files results with their images by this identifier; a cut or empty one would name another "
+                "patient or none)", keyword, vr)
+
+
 def derivable_header(dataset: Dataset) -> Dataset:
     """A shallow copy whose patient/study attributes are valid for a result object (see the module docstring).
 
-    Type 2 attributes are added empty when missing or invalid; other invalid ones are removed; the Specific
+    Type 2 attributes are added empty when missing or invalid; other invalid ones are removed, except identifiers
+    (IDENTIFIER_KEYWORDS) that are only too long: copied as received, with a WARNING naming the attribute. An
+    attribute of value multiplicity 1 holding several values (a PatientName with a backslash) keeps its first
+    value, with a WARNING naming it. The Specific
     Character Set is what `output_character_set` decides, and every copied text is re-encoded in it on writing.
     """
     charsets.repair_undecodable(dataset)  # text not valid in the declared repertoire, unless read_header did
@@ -212,7 +241,17 @@ def derivable_header(dataset: Dataset) -> Dataset:
         values = _source_texts(dataset, keyword, encodings)
         if values is None and keyword not in PATIENT_STUDY_KEYWORDS:
             continue
+        study_uid = str(dataset.get("StudyInstanceUID", ""))
+        if values and len([v for v in values if v != ""]) > 1 and dictionary_VM(tag) == "1":
+            values = [v for v in values if v != ""][:1]  # a PatientName "A^B\\C^D" merged by an archive: invalid VM
+            _say_multivalued(study_uid, keyword)
         repaired = [repair_value(vr, v, keyword) for v in values or [] if v != ""]  # empty is valid for any VR
+        if keyword in IDENTIFIER_KEYWORDS:
+            kept = [text.strip(" \x00") for text, value in zip([v for v in values or [] if v != ""], repaired)
+                    if value is None and too_long_only(vr, text.strip(" \x00"))]
+            if kept:
+                repaired = [value if value is not None else kept.pop(0) for value in repaired]
+                _say_too_long(study_uid, keyword, vr)
         if any(v is None for v in repaired) or (repaired and vr not in _TEXT_VRS):
             _say_invalid(str(dataset.get("StudyInstanceUID", "")), keyword, vr,
                          "left empty" if keyword in PATIENT_STUDY_KEYWORDS else "dropped")

@@ -10,6 +10,7 @@ import io
 import math
 import re
 import textwrap
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -45,6 +46,7 @@ from dicomnode.uids import new_uid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 BANNER = "AI-generated, not verified; not for diagnostic use without review"
 DOCUMENT_TITLE = "AI CMR analysis report (unverified)"
@@ -833,6 +835,21 @@ CJK_FONTS = (("WenQuanYi Micro Hei", "/usr/share/fonts/truetype/wqy/wqy-microhei
 #: said in the banner of a page on which mark_undrawable replaced a character
 UNDRAWABLE_NOTE = ("'?' stands for characters no font on this system has (Chinese, Japanese, Korean: install the "
                    "Debian package fonts-wqy-microhei)")
+#: (script as the banner names it, Debian font package that draws it) for a character no report font has, by the
+#: start of its Unicode name; CJK ideographs beyond the BMP (U+20000-, e.g. 𠮷) are in none of CJK_FONTS
+FONT_PACKAGES = (("CJK UNIFIED IDEOGRAPH-2", ("Chinese, Japanese, Korean beyond the BMP", "fonts-hanazono")),
+                 ("CJK UNIFIED IDEOGRAPH-3", ("Chinese, Japanese, Korean beyond the BMP", "fonts-hanazono")),
+                 ("CJK", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("HIRAGANA", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("KATAKANA", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("HALFWIDTH", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("FULLWIDTH", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("HANGUL", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("BOPOMOFO", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("IDEOGRAPHIC", ("Chinese, Japanese, Korean", "fonts-wqy-microhei")),
+                 ("THAI", ("Thai", "fonts-thai-tlwg")))
+#: the package for a script FONT_PACKAGES does not name (Noto's core fonts: Indic, Ethiopic, Armenian, Georgian ...)
+OTHER_SCRIPTS_PACKAGE = "fonts-noto-core"
 ABSENT = "not given"  # a header attribute absent or empty
 SEXES = {"M": "male", "F": "female", "O": "other"}  # PatientSex (0010,0040) defined terms
 
@@ -898,36 +915,80 @@ def _drawable(text: str) -> bool:
     return all(ord(c) in glyphs for c in text if c.isprintable() and not c.isspace())
 
 
+def _partly_drawable(text: str) -> bool:
+    """True where report_fonts have a glyph for some character of `text` that is not ASCII punctuation or space (a
+    name group 𠮷野 with one ideograph beyond the fonts is shown, that one as '?')."""
+    glyphs = _font_glyphs()
+    return any(ord(c) in glyphs for c in text if c.isprintable() and not c.isspace() and (c.isalnum() or
+                                                                                           not c.isascii()))
+
+
+def font_package(character: str) -> tuple[str, str]:
+    """(script, Debian package with a font for it) of a character no report font has (FONT_PACKAGES)."""
+    name = unicodedata.name(character, "")
+    for start, found in FONT_PACKAGES:
+        if name.startswith(start):
+            return found
+    script = name.split(" ")[0].capitalize() if name else f"U+{ord(character):04X}"
+    return script, OTHER_SCRIPTS_PACKAGE
+
+
+def undrawable_note(characters) -> str:
+    """The banner line for a page on which `characters` were drawn as '?': what '?' stands for and the font package
+    for each script among them (UNDRAWABLE_NOTE for Chinese, Japanese and Korean alone)."""
+    advice: dict[str, list[str]] = {}
+    for character in sorted(set(characters)):
+        script, package = font_package(character)
+        advice.setdefault(package, [])
+        if script not in advice[package]:
+            advice[package].append(script)
+    return ("'?' stands for characters no font on this system has ("
+            + "; ".join(f"{', '.join(scripts)}: install the Debian package {package}"
+                        for package, scripts in advice.items()) + ")")
+
+
+def page_text(value) -> str:
+    """A header value as one line of page text: control characters (a CR LF in a PatientName, invalid for PN but
+    seen) become one space, so nothing is drawn over the line above or below; several values joined by "\\"."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))
+                                             and not isinstance(value, PersonName)):
+        return "\\".join(page_text(item) for item in value)
+    return re.sub(r"[^\S ]+|[\x00-\x1f\x7f-\x9f]+", " ", str(value if value is not None else "")).strip()
+
+
 def mark_undrawable(figure: Figure) -> None:
     """Every character of the page's texts that no report font has (no CJK font installed: CJK_FONTS) becomes '?',
-    and the banner says what '?' stands for (UNDRAWABLE_NOTE): the text stays readable as far as the fonts go,
+    and the banner says what '?' stands for and which font package draws it (undrawable_note): the text stays readable as far as the fonts go,
     rather than drawn as empty boxes."""
     from matplotlib.text import Text
 
     glyphs = _font_glyphs()
-    replaced = False
+    missing: set[str] = set()
     for text in figure.findobj(Text):
         value = text.get_text()
         shown = "".join(c if ord(c) in glyphs or c.isspace() or not c.isprintable() else "?" for c in value)
         if shown != value:
             text.set_text(shown)
-            replaced = True
-    if replaced:
-        note = figure.text(0.5, 0.9585, UNDRAWABLE_NOTE, ha="center", va="bottom", color="white", fontsize=6,
-                           family=HEADER_FONT)
+            missing.update(c for c, d in zip(value, shown) if c != d)
+    if missing:
+        note = figure.text(0.5, 0.9585, undrawable_note(missing), ha="center", va="bottom", color="white",
+                           fontsize=6, family=HEADER_FONT)
         fit_width(note, figure, 0.92)
 
 
 def person_name(value) -> str:
     """A DICOM PN (PatientName) as a report shows it: "Family, Given Middle" with prefix before the given names
     and suffix after them ("Family, Dr Given, Jr"), of the alphabetic group, else of the first ideographic or
-    phonetic group that the report's fonts (report_fonts: a CJK font where one is installed) can draw; the other
-    groups present that the fonts can draw follow in parentheses, their parts in the name's order ("Yamada, Tarou
+    phonetic group that the report's fonts (report_fonts: a CJK font where one is installed) can draw, at least in
+    part (a character beyond them is drawn as '?': mark_undrawable); the other groups present that the fonts can draw
+    follow in parentheses, their parts in the name's order ("Yamada, Tarou
     (山田 太郎, やまだ たろう)" for "Yamada^Tarou=山田^太郎=やまだ^たろう"). Where no group can be drawn, the first
     group alone (drawn with '?' for what no font has: mark_undrawable); ABSENT where the name is empty."""
-    if value is None or str(value).strip(" ^=") == "":
+    if value is not None and not isinstance(value, (str, bytes, PersonName)) and hasattr(value, "__iter__"):
+        return " \\ ".join(person_name(item) for item in value) or ABSENT  # VM > 1: invalid for PatientName
+    if value is None or page_text(value).strip(" ^=") == "":
         return ABSENT
-    name = value if isinstance(value, PersonName) else PersonName(str(value))
+    name = PersonName(page_text(value))
     shown = []  # ("Family, Given", "Family Given") of each group present
     for group in name.components:
         family, given, middle, prefix, suffix = (list(group.split("^")) + [""] * 5)[:5]
@@ -935,7 +996,7 @@ def person_name(value) -> str:
         parts = [part for part in (family.strip(), rest.strip(), suffix.strip()) if part]
         if parts:
             shown.append((", ".join(parts), " ".join(parts)))
-    drawable = list(dict.fromkeys(group for group in shown if _drawable(group[0])))
+    drawable = list(dict.fromkeys(group for group in shown if _partly_drawable(group[0])))
     if not drawable:
         return shown[0][0] if shown else ABSENT
     others = list(dict.fromkeys(spaced for _, spaced in drawable[1:] if spaced != drawable[0][1]))
@@ -944,7 +1005,7 @@ def person_name(value) -> str:
 
 def _date(value) -> str:
     """A DICOM DA (YYYYMMDD) as YYYY-MM-DD; any other text as it is; ABSENT where empty."""
-    text = str(value or "").strip()
+    text = page_text(value or "")
     if not text:
         return ABSENT
     return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else text
@@ -953,20 +1014,21 @@ def _date(value) -> str:
 def identification_line(header: Dataset) -> str:
     """Who and which study the page reports on, each value labelled: patient name (PN shown readably), Patient
     ID, birth date, sex, study date and accession number; ABSENT for a value the header lacks."""
-    sex = str(header.get("PatientSex") or "").strip().upper()
+    sex = page_text(header.get("PatientSex") or "").upper()
     fields = [
         ("Patient", person_name(header.get("PatientName"))),
-        ("Patient ID", str(header.get("PatientID") or "").strip() or ABSENT),
+        ("Patient ID", page_text(header.get("PatientID")) or ABSENT),
         ("Birth date", _date(header.get("PatientBirthDate"))),
         ("Sex", SEXES.get(sex, sex) or ABSENT),
         ("Study date", _date(header.get("StudyDate"))),
-        ("Accession no.", str(header.get("AccessionNumber") or "").strip() or ABSENT),
+        ("Accession no.", page_text(header.get("AccessionNumber")) or ABSENT),
     ]
-    return "   ".join(f"{label}: {value}" for label, value in fields)
+    return FIELD_SEPARATOR.join(f"{label}: {value}" for label, value in fields)
 
 
 def _page(title_suffix: str, header: Dataset, context, results: Sequence[PipelineResult]) -> Figure:
-    """An A4 page with the red 'not verified' banner and the identification lines (shrunk to the page width)."""
+    """An A4 page with the red 'not verified' banner and the identification lines (shrunk to the page width; the
+    patient's broken onto two where it would be too small: fit_identification)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -984,9 +1046,63 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
     credits = figure.text(0.04, 0.915, "Algorithms: " + ("; ".join(algorithms) or "n/a")
                           + f"   -   dicomnode {node_version()}", fontsize=6.5, color="#444444",
                           family=list(report_fonts()))
-    for line in (title, patient, credits):
+    for line in (title, credits):
         fit_width(line, figure, 0.92)
+    if fit_identification(patient, figure, 0.92):
+        credits.set_y(0.9085)
+        credits.set_fontsize(min(credits.get_fontsize(), 6.0))
     return figure
+
+
+#: between the labelled fields of the identification line
+FIELD_SEPARATOR = "   "
+#: the smallest font (points) the identification line is shrunk to on one line before it is broken onto two
+IDENTIFICATION_MIN_FONT = 6.5
+ELLIPSIS = "\u2026"
+
+
+def fit_identification(text: Text, figure: Figure, width: float) -> bool:
+    """Fit the identification line (identification_line) into `width` of the page without losing a field: shrunk on
+    one line down to IDENTIFICATION_MIN_FONT; else broken between two fields onto two lines (the break that makes the
+    longer line shortest), at that font and, where needed, shrunk to 5 points; where that is still too wide, the
+    name and the Patient ID form the first line and the name is shortened, with an ellipsis, until it fits (never the
+    Patient ID, dates, sex or accession).
+    The two lines hang from just below the title. Returns whether the line was broken (the caller moves what is
+    below it)."""
+    renderer = figure.canvas.get_renderer()
+    original = text.get_text()
+
+    def span(candidate: str) -> float:
+        text.set_text(candidate)
+        return text.get_window_extent(renderer).width / figure.bbox.width
+
+    if span(original) * IDENTIFICATION_MIN_FONT / text.get_fontsize() <= width:
+        fit_width(text, figure, width)
+        return False
+    text.set_fontsize(IDENTIFICATION_MIN_FONT)
+    fields = original.split(FIELD_SEPARATOR)
+    lines = min(([FIELD_SEPARATOR.join(fields[:cut]), FIELD_SEPARATOR.join(fields[cut:])]
+                 for cut in range(1, len(fields))), key=lambda pair: max(span(line) for line in pair))
+    text.set_text("\n".join(lines))
+    text.set_verticalalignment("top")
+    text.set_y(0.9355)
+    fit_width(text, figure, width)
+    if span(text.get_text()) <= width:
+        return True
+    lines = [FIELD_SEPARATOR.join(fields[:2]), FIELD_SEPARATOR.join(fields[2:])]  # the name beside the ID, cut
+    if fields[0].startswith("Patient: "):
+        other = lines[1]
+        head, _, rest = lines[0].partition(FIELD_SEPARATOR)
+        tail = FIELD_SEPARATOR + rest if rest else ""
+        low, high = 0, len(head)
+        while low < high:  # the longest prefix of the name that fits
+            middle = (low + high + 1) // 2
+            if span(head[:middle] + ELLIPSIS + tail + "\n" + other) <= width:
+                low = middle
+            else:
+                high = middle - 1
+        text.set_text(head[:max(low, len("Patient: ") + 1)] + ELLIPSIS + tail + "\n" + other)
+    return True
 
 
 TABLE_LEFT, TABLE_TOP, TABLE_WIDTH = 0.04, 0.905, 0.59

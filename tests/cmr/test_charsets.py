@@ -107,6 +107,11 @@ WRONG_BYTES = [
     ("ISO_IR 192", "cp1252", "Núñez–Zoë^Renée", "Windows-1252"),  # with a Windows-1252 en dash (0x96)
     ("", "latin_1", "Müller^José", "Windows-1252"),  # nothing declared (ASCII), Latin-1 written
     ("", "utf-8", "Müller^José=試験", "UTF-8"),  # nothing declared, UTF-8 written
+    # break45b F8: UTF-8 declared ISO_IR 100 (read "MÃ¼ller" by pydicom, without complaint)
+    ("ISO_IR 100", "utf-8", "Müller^Jürgen", "UTF-8"),
+    ("ISO_IR 144", "utf-8", "Иванов^Иван", "UTF-8"),
+    # break45b F7: GB 2312 under "\ISO 2022 IR 58" without its escape sequence (what pydicom writes; read as Latin-1)
+    (["", "ISO 2022 IR 58"], "gb2312", "Zhang^XiaoDong=张^小东", "GB 2312 (ISO 2022 IR 58) without its escape"),
 ]
 
 
@@ -143,3 +148,17 @@ def test_a_real_lge_header_declared_utf8_with_latin1_bytes(tmp_path, caplog):
         back = _written_by_highdicom(derivable_header(decoded_before))
     assert str(back.PatientName) == "M?ller^J?rgen"
     assert "PatientName" in caplog.text
+
+
+@pytest.mark.parametrize("charset, codec, name", [
+    ("ISO_IR 100", "latin_1", "Müller^José"),  # Latin-1 letters are no UTF-8
+    ("ISO_IR 100", "latin_1", "Ã©cole^Â±"),  # reads as UTF-8 "é" but not as letters: left as declared
+    ("ISO_IR 144", "iso8859_5", "ФИ^ЦА"),  # C4 B8 ^ C6 B0: valid UTF-8 letters "ĸ^ư", but Cyrillic letters as declared
+])
+def test_text_valid_in_its_declared_set_is_read_as_declared(tmp_path, caplog, charset, codec, name):
+    """The repairs above take nothing that reads correctly in its declaration: no WARNING, the name as written."""
+    with caplog.at_level("WARNING", logger="dicomnode.charsets"):
+        header = read_header(_file(tmp_path, charset, codec, name))
+    assert str(header.dataset.PatientName) == name
+    assert not [r for r in caplog.records if "PatientName" in r.getMessage()], caplog.text
+

@@ -1,0 +1,121 @@
+"""Patient identifiers as archives hold them, copied so results stay filed with their images (break45b F4-F6), and
+shown on the PDF's header in full (F10, F12)."""
+from __future__ import annotations
+
+import datetime as dt
+import types
+
+import pydicom
+import pytest
+
+from dicomnode.cmr.grouping import read_header
+from dicomnode.results.headers import derivable_header
+from tests.cmr.test_charsets import _file, _written_by_highdicom
+
+
+def _header(tmp_path, **values):
+    path = _file(tmp_path, "ISO_IR 100", "latin_1", "Doe^John")
+    ds = pydicom.dcmread(path)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+    return read_header(path).dataset
+
+
+def test_an_over_long_identifier_is_copied_as_received_with_a_warning(tmp_path, caplog):
+    """F4: a PatientID of 65 characters, a name group of 80 and an accession of 21 (the archive took them with the
+    images): never emptied, every one named at WARNING."""
+    long_id, long_name, long_accession = "P" * 65, "L" * 80 + "^Ann", "ACC-2024-000000012345"
+    header = _header(tmp_path, PatientID=long_id, PatientName=long_name, AccessionNumber=long_accession)
+    with caplog.at_level("WARNING", logger="dicomnode.results"):
+        back = _written_by_highdicom(derivable_header(header))
+    assert (back.PatientID, str(back.PatientName), back.AccessionNumber) == (long_id, long_name, long_accession)
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    for keyword in ("PatientID", "PatientName", "AccessionNumber"):
+        assert f"source {keyword} is longer than VR" in warned
+
+
+def test_an_over_long_value_that_is_no_identifier_is_still_dropped(tmp_path):
+    header = _header(tmp_path, StudyDescription="D" * 70)
+    assert "StudyDescription" not in derivable_header(header)
+
+
+@pytest.mark.parametrize("keyword, value, first", [
+    ("PatientName", "Doe^John\\Roe^Richard", "Doe^John"),  # F5: highdicom refused the list ("Invalid type ...")
+    ("PatientID", "123\\456", "123"),  # F6: written with VM 2 (dciodvfy error)
+])
+def test_a_multi_valued_identifier_keeps_its_first_value_with_a_warning(tmp_path, caplog, keyword, value, first):
+    header = _header(tmp_path, **{keyword: value})
+    with caplog.at_level("WARNING", logger="dicomnode.results"):
+        derived = derivable_header(header)
+    assert derived[keyword].VM == 1 and str(derived[keyword].value) == first
+    back = _written_by_highdicom(derived)
+    assert back[keyword].VM == 1 and str(back[keyword].value) == first
+    assert any(f"source {keyword} holds several values" in r.getMessage() for r in caplog.records)
+
+
+def test_the_page_header_shows_control_characters_and_several_values_as_text():
+    """F10: CR LF in a name is one space (nothing overprints); F6: several values joined by a backslash."""
+    from pydicom.dataset import Dataset
+
+    from dicomnode.results.report import identification_line
+
+    header = Dataset()
+    header.PatientName = "Line\r\nBreak^Name"
+    header.PatientID = ["123", "456"]
+    line = identification_line(header)
+    assert line.startswith("Patient: Line Break, Name   Patient ID: 123\\456   Birth date: not given")
+    assert "\r" not in line and "\n" not in line and "[" not in line
+
+
+def test_a_character_beyond_the_fonts_is_a_question_mark_not_left_out(monkeypatch):
+    """F10: 𠮷 (U+20BB7) is in no report font: its ideographic group is shown with '?', not dropped."""
+    from dicomnode.results import report
+
+    monkeypatch.setattr(report, "_font_glyphs", lambda: frozenset(range(0x20000)))
+    assert report.person_name("Yoshino^Ie=𠮷野^家") == "Yoshino, Ie (𠮷野 家)"  # mark_undrawable makes 𠮷 '?'
+    monkeypatch.setattr(report, "_font_glyphs", lambda: frozenset(range(0x3000)))
+    assert report.person_name("Yamada^Tarou=山田^太郎") == "Yamada, Tarou"  # a group no font draws at all
+
+
+@pytest.mark.parametrize("characters, package", [
+    ("สมชาย", "fonts-thai-tlwg"), ("山田", "fonts-wqy-microhei"), ("𠮷", "fonts-hanazono"), ("ሰላም", "fonts-noto-core")])
+def test_the_missing_font_banner_names_a_package_for_the_script(characters, package):
+    from dicomnode.results.report import UNDRAWABLE_NOTE, undrawable_note
+
+    note = undrawable_note(characters)
+    assert f"install the Debian package {package}" in note
+    assert undrawable_note("山田") == UNDRAWABLE_NOTE
+
+
+def test_a_long_valid_header_wraps_and_keeps_every_field_on_the_page():
+    """F12: a 64-character alphabetic group + 24 ideographs + 16 kana and a 64-character PatientID: every field
+    (the ID in full) is on the page and within its width."""
+    import warnings
+
+    from pydicom.dataset import Dataset
+
+    from dicomnode.results.report import _page, report_fonts
+
+    header = Dataset()
+    header.SpecificCharacterSet = "ISO_IR 192"
+    header.PatientName = ("Wolfeschlegelsteinhausenbergerdorff-Montgomery^Alexandra Maximil"
+                          "=山田川本森林木村中島小林高橋佐藤鈴木伊藤渡辺^花子美咲陽菜結衣さくら=やまだかわもともりばやし^はなこ")
+    header.PatientID, header.PatientBirthDate, header.PatientSex = "M" * 64, "19600229", "M"
+    header.StudyDate, header.AccessionNumber = "20240131", "A" * 16
+    context = types.SimpleNamespace(started_at=dt.datetime(2026, 12, 7, 4, 25))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        figure = _page("", header, context, [])
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+    patient = next(t for t in figure.texts if t.get_text().startswith("Patient: "))
+    shown = patient.get_text()
+    for field in ("Patient ID: " + "M" * 64, "Birth date: 1960-02-29", "Sex: male", "Study date: 2024-01-31",
+                  "Accession no.: " + "A" * 16):
+        assert field in shown
+    box = patient.get_window_extent(renderer)
+    assert box.x1 <= figure.bbox.width and patient.get_fontsize() >= 5.0
+    credits = next(t for t in figure.texts if t.get_text().startswith("Algorithms: "))
+    assert credits.get_window_extent(renderer).y1 <= box.y0  # the line below is moved, not overprinted
+    assert len(report_fonts()) >= 1
