@@ -6,6 +6,8 @@ from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings, summary_phase_numbers
 from dicomnode.analysis.reference_age import REFERENCE_CHECK_STARTS
+from dicomnode.analysis.threshold_text import (agreement_r, method_name, method_reason, method_reported,
+                                               not_validated_short, unvalidated_caveat, withheld_not_validated)
 from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.rounding import display_round, number_text
@@ -17,17 +19,34 @@ def _number(value, digits: int = 1) -> str:
 
 
 def _method(block: dict, name: str) -> str:
-    """A threshold method's %LGE, or "not applicable" (its reason stays in summary.json and on the PDF)."""
-    value = (block or {}).get("lge_percent")
-    return f"{name} not applicable" if value is None else f"{name} {_number(value)} %"
+    """A threshold method's %LGE with its name as the PDF gives it ("3-SD 20.6 %"), and its caveat where computed
+    though not validated ("3-SD 20.6 % not validated (r = 0.48)"); without a number "3-SD not reported - not
+    validated (r = 0.34)" where the card does not validate it, else "3-SD not applicable" (its full reason stays in
+    summary.json and on the PDF)."""
+    block = block or {}
+    if not method_reported(block):
+        if withheld_not_validated(block):
+            return f"{name} not reported - {not_validated_short(method_reason(block))}"
+        return f"{name} not applicable"
+    caveat = unvalidated_caveat(block)
+    return f"{name} {_number(block.get('lge_percent'))} %" + (f" {not_validated_short(caveat)}" if caveat else "")
 
 
 def _methods(lge: dict) -> str:
-    """Both threshold methods, in one short "(threshold methods not applicable)" where neither gives a number."""
+    """Both threshold methods, named as on the PDF ("3-SD", "FWHM"); in one short "(threshold methods not
+    applicable)" where neither applies to the input, "(threshold methods 5-SD, FWHM not reported - not validated
+    (r = 0.34 / 0.12))" where the card validates neither."""
     nsd, fwhm = lge.get("nsd") or {}, lge.get("fwhm") or {}
-    if nsd.get("lge_percent") is None and fwhm.get("lge_percent") is None:
-        return "(threshold methods not applicable)"
-    return f"({_method(nsd, 'n-SD')}, {_method(fwhm, 'FWHM')})"
+    nsd_name = method_name("nsd", nsd.get("n"))
+    if not method_reported(nsd) and not method_reported(fwhm):
+        unvalidated = [withheld_not_validated(block) for block in (nsd, fwhm)]
+        if not any(unvalidated):
+            return "(threshold methods not applicable)"
+        if all(unvalidated):
+            rs = [agreement_r(method_reason(block)) for block in (nsd, fwhm)]
+            said = f" (r = {rs[0]:.2f} / {rs[1]:.2f})" if None not in rs else ""
+            return f"(threshold methods {nsd_name}, FWHM not reported - not validated{said})"
+    return f"({_method(nsd, nsd_name)}, {_method(fwhm, 'FWHM')})"
 
 
 def _bound(value, unit: str, partial: bool) -> str:
@@ -150,6 +169,10 @@ def print_summary_table(summary: dict) -> None:
             print(f"  Suggestions: none, {study['suggestions_note']}")
         for text in (study.get("lge") or {}).get("series_left_aside") or []:
             print(f"  LGE left aside: {text}")
+        aha = (study.get("lge") or {}).get("aha_segments")
+        if isinstance(aha, dict) and not aha.get("applicable") and aha.get("reason") \
+                and study["lge"].get("determined") is not False:  # as the PDF bullseye and the SR comment say it
+            print(f"  LGE AHA segments not assigned: {aha['reason']}")
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         for item in study.get("not_analysed") or []:

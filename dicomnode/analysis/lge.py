@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -968,7 +969,7 @@ class LGEPipeline:
             # withheld (always so where the heart was not found): the reason alone, NOT_LOCALISED would repeat it
             + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else
                [NOT_LOCALISED] if segmented.localised is False else []) + dark_blood
-            + ([small_field] if small_field else []) + geometry_warnings(aha)
+            + ([small_field] if small_field else []) + geometry_warnings(aha) + assumed_geometry_notes(series)
             + ([child_lge_note(child)] if child else []),
             "input_checks": input_checks(image, labels, volume.pixel_spacing),
         }
@@ -1211,6 +1212,27 @@ def _protocol_name(series) -> str:
         return str(getattr(series.instances[0].dataset, "ProtocolName", "") or "")
     except (AttributeError, IndexError):
         return ""
+
+
+#: the stack warning of a series whose own header says its pixel or slice spacing was assumed (break45a finding 12:
+#: the EMIDEC-derived demo study, whose PNG source lost its geometry, said so only on the demo's console)
+ASSUMED_GEOMETRY_NOTE = ("the images state an ASSUMED pixel or slice spacing ({where}): the mL and g are nominal "
+                         "(the %LGE is not affected)")
+#: "ASSUMED pixel spacing", "assumed slice spacing": a header text that says the spacing is not the scanner's
+ASSUMED_SPACING = re.compile(r"\bassumed\b[^;.]{0,40}\bspacing\b", re.IGNORECASE)
+
+
+def assumed_geometry_notes(series) -> list[str]:
+    """[ASSUMED_GEOMETRY_NOTE] where the series' first instance says in DerivationDescription (0008,2111) or
+    ImageComments (0020,4000) that its pixel or slice spacing was assumed (ASSUMED_SPACING), naming the attribute;
+    [] else, or where the header cannot be read."""
+    try:
+        dataset = series.instances[0].dataset
+    except (AttributeError, IndexError, TypeError):
+        return []
+    found = [keyword for keyword in ("DerivationDescription", "ImageComments")
+             if ASSUMED_SPACING.search(str(dataset.get(keyword) or ""))]
+    return [ASSUMED_GEOMETRY_NOTE.format(where=" / ".join(found))] if found else []
 
 
 def _bits_stored(series) -> int | None:

@@ -200,6 +200,20 @@ NOT_LGE_CONTRAST = Code("NOTLGE", PRIVATE_SCHEME, "Check series, maybe T1 map, n
 DARK_BLOOD_LGE = Code("DARKBLOOD", PRIVATE_SCHEME, "Dark-blood LGE, %LGE may be too high: blood/myocardium ratio")
 SMALL_FIELD = Code("SMALLFOV", PRIVATE_SCHEME, "Small field of view, scar may be under-read: field size")
 CHILD_LGE = Code("PAEDLGE", PRIVATE_SCHEME, "Child: LGE model validated in adults only: age")
+#: NUM, unit 1: right before a threshold method's %LGE computed though the model card does not validate it
+#: (analysis.lge.threshold_methods = 'always'; summary `nsd` / `fwhm` `validated` false): its agreement r with expert
+#: %LGE, the caveat the PDF and the console give beside the value, where OHIF shows NUMs only
+NSD_NOT_VALIDATED = Code("NSDNOTVAL", PRIVATE_SCHEME, "n-SD %LGE NOT VALIDATED: agreement r with expert %LGE")
+FWHM_NOT_VALIDATED = Code("FWHMNOTVAL", PRIVATE_SCHEME, "FWHM %LGE NOT VALIDATED: agreement r with expert %LGE")
+#: coded value of a threshold method (METHOD_NSD / METHOD_FWHM) withheld because the model card does not validate it
+#: (threshold_methods = 'validated'): not NOT_APPLICABLE, which is for an input the method cannot measure
+NOT_VALIDATED_WITHHELD = Code("NOTVALWHLD", PRIVATE_SCHEME, "Not reported: not validated")
+#: NUM, %: the cut-off of a site-configured large-burden rule (analysis.lge.large_burden_* other than Chan 2014's
+#: >= 15 %), its concept saying the verdict; LGEBURDENYES / LGEBURDENNO name Chan's HCM rule
+LARGE_LGE_BURDEN_SITE_CUTOFF_MET = Code("LGEBURDENSITEYES", PRIVATE_SCHEME,
+                                        "Large LGE burden YES; site cut-off, not validated in infarct")
+LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET = Code("LGEBURDENSITENO", PRIVATE_SCHEME,
+                                            "Large LGE burden no; site cut-off, not validated in infarct")
 UNIT_YEAR = Code("a", "UCUM", "year")
 UNIT_KG = Code("kg", "UCUM", "kilogram")
 UNIT_M = Code("m", "UCUM", "meter")
@@ -218,7 +232,8 @@ PRIVATE_CODES = [
     PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
     CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, MVO_NOT_VALIDATED_AGREEMENT, MVO_NOT_VALIDATED_VOLUME,
     LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
-    METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
+    NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,
+    LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
 ]
 

@@ -26,6 +26,8 @@ from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES
                                            is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.report_text import shorten
+from dicomnode.analysis.threshold_text import (burden_rule_source, method_reported, short_method_reason,
+                                              threshold_method_lines)
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
                                           source_series_name, stack_warnings, summary_phase_numbers)
@@ -112,44 +114,8 @@ def method_value(block, unit: str = "%") -> str:
     return f"not applicable: {reason}" if reason else "n/a"
 
 
-#: short, plain reasons for a threshold method not reported, matched on the start of summary nsd/fwhm `reason`
-#: (dicomnode/analysis/lge.py, lge_metrics.py): page 1 and the console give these, page 2 the reason in full
-SHORT_METHOD_REASONS = (
-    ("not validated", "not validated"),
-    ("only ", "quantised (8-bit) input"),
-    ("8-bit", "8-bit input"),
-    ("windowed input", "clipped (windowed) input"),
-    ("PSIR input", "PSIR input"),
-    ("no enhanced region", "no enhanced region"),
-    ("not determined", "not determined"),
-)
-#: where a method's reason is none of SHORT_METHOD_REASONS and not plain words (numbers, settings)
-METHOD_REASON_FALLBACK = "not applicable to this input"
 #: the key-number row of both threshold methods where neither gives a number
 THRESHOLD_ROW = "Threshold methods ({n}-SD, FWHM)"
-
-
-def method_reported(block) -> bool:
-    """Whether a threshold method's summary block (or a bare number) gives a %LGE to report."""
-    if isinstance(block, (int, float)) and not isinstance(block, bool):
-        return True
-    return isinstance(block, dict) and block.get("lge_percent") is not None and block.get("applicable", True) is not False
-
-
-def method_reason(block) -> str:
-    """The full reason a threshold method gives no number (summary `reason`, or the `error` of one that failed)."""
-    return str((block.get("reason") or block.get("error") or "") if isinstance(block, dict) else "") or "no reason given"
-
-
-def short_method_reason(block) -> str:
-    """A threshold method's reason in a few plain words (SHORT_METHOD_REASONS): no pixel statistics, no setting."""
-    reason = method_reason(block)
-    for start, short in SHORT_METHOD_REASONS:
-        if reason.startswith(start):
-            return short
-    first = re.split(r"[:;(]", reason, maxsplit=1)[0].strip()
-    plain = first and len(first) <= 60 and not re.search(r"[0-9=_]|\w\.\w", first)
-    return first if plain else METHOD_REASON_FALLBACK
 
 
 def threshold_method_rows(nsd, fwhm) -> list[tuple[str, str, str]]:
@@ -164,16 +130,6 @@ def threshold_method_rows(nsd, fwhm) -> list[tuple[str, str, str]]:
              f"not reported - {short_method_reason(block)} (details: page 2)",
              _method_reference(block) if method_reported(block) else "")
             for label, block in ((f"%LGE ({n}-SD threshold)", nsd), ("%LGE (FWHM threshold)", fwhm))]
-
-
-def threshold_method_lines(nsd, fwhm) -> list[str]:
-    """Page 2 (Methods): the full reason of each threshold method not reported on page 1, once where both agree."""
-    n = nsd.get("n", "n") if isinstance(nsd, dict) else "n"
-    missing = [(name, method_reason(block)) for name, block in ((f"{n}-SD", nsd), ("FWHM", fwhm))
-               if not method_reported(block)]
-    if len(missing) == 2 and missing[0][1] == missing[1][1]:
-        return [f"Threshold methods {n}-SD and FWHM not reported: {missing[0][1]}."]
-    return [f"Threshold method {name} not reported: {reason}." for name, reason in missing]
 
 
 def _method_reference(block) -> str:
@@ -334,8 +290,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         nsd, fwhm = s.get("nsd") or {}, s.get("fwhm") or {}
         cutoff = lge.measurements.get("large_burden_cutoff_percent", 15.0)
         comparator = lge.measurements.get("large_burden_comparator", ">=")
-        burden_rule = (f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % (HCM risk cut-off, "
-                       "Chan 2014; not validated for infarct scar)")
+        burden_rule = (f"large burden if {'≥' if comparator == '>=' else '>'} {cutoff:g} % "
+                       f"({burden_rule_source(cutoff, comparator)})")
         if s.get("determined") is False:
             # numbers withheld (lge.reason: the heart not found, or an implausibly small myocardium): none shown
             reason = str(s.get("reason") or NOT_DETERMINED_TEXT)

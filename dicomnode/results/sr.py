@@ -23,6 +23,9 @@ from dicomnode.analysis.cine_metrics import (COVERAGE_FLAG_START, MIN_PHASES_FOR
 from dicomnode.analysis.lge import (CHILD_LGE_NOTE_START, DARK_BLOOD_NOTE, NOT_LGE_CONTRAST_NOTE,
                                     SMALL_FIELD_NOTE_START, UNRELIABLE_SEG_NOTE, mvo_validation_text)
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
+from dicomnode.analysis.threshold_text import (agreement_r, burden_rule_source, is_chan_rule, method_name,
+                                               threshold_caveat_lines, threshold_method_lines, unvalidated_caveat,
+                                               withheld_not_validated)
 from dicomnode.analysis.wall_thickness import WALL_THICKNESS_START
 from dicomnode.cmr.age import patient_age
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
@@ -164,11 +167,13 @@ class _SegmentIndex:
         return None
 
     def groups(self, key: str, phase_index: int | None, name: str, tracking_uid: str | None = None,
-               absent_measurements=None, code_absent: bool = True, qualifier: str = "", **kwargs) -> list:
+               absent_measurements=None, code_absent: bool = True, qualifier: str = "",
+               absent_text: str = " (none found)", **kwargs) -> list:
         """The TID 1411 group(s) of one segment kind (and phase), the region named as the class docstring says:
         segment group + outline group, one group outlined on every slice, or the absent-finding group on the LV
         myocardium (with `absent_measurements` when given: concepts that name the missing finding; the finding coded
-        absent unless `code_absent` is false: a finding whose absence the node may not state). Raises KeyError
+        absent unless `code_absent` is false: a finding whose absence the node may not state; `absent_text` after
+        its name, " (none segmented)" for such a finding, as the PDF says it is not stated). Raises KeyError
         for a phase the result did not segment. `qualifier`: said after the name of the group holding the
         measurements (tracking_text), e.g. " (lower bound: apex cut off)"."""
         position = self.position(phase_index)
@@ -180,7 +185,7 @@ class _SegmentIndex:
             if finding_type is not None and code_absent:
                 qualitative.insert(0, hd.sr.QualitativeEvaluation(finding_type, codes.ABSENT))
             return self.outline_group(
-                MYOCARDIUM_LABELS, position, f"{name} (none found)", tracking_uid or new_uid(), suffix=qualifier,
+                MYOCARDIUM_LABELS, position, f"{name}{absent_text}", tracking_uid or new_uid(), suffix=qualifier,
                 finding_type=codes.LV_MYOCARDIUM,
                 finding_sites=finding_sites or [hd.sr.FindingSite(codes.LV_MYOCARDIUM)],
                 measurements=absent_measurements if absent_measurements is not None else kwargs.get("measurements"),
@@ -461,23 +466,32 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     n = _method_block(block.get("nsd")).get("n", config.analysis.lge.nsd_n)
     not_applicable: list[hd.sr.QualitativeEvaluation] = []
     # each method's %LGE under a concept of its own (a viewer listing concept names and values only, OHIF v3, would
-    # show three identical rows), the method also as the TID 300 method modifier
-    for key, method, concept, name, parameter in (
-            ("nsd", codes.METHOD_NSD, codes.LGE_PERCENT_NSD, "dicomnode n-SD threshold", f"n={n}"),
-            ("fwhm", codes.METHOD_FWHM, codes.LGE_PERCENT_FWHM, "dicomnode FWHM threshold",
+    # show three identical rows), the method also as the TID 300 method modifier, its name ("3-SD") as the PDF's
+    for key, method, concept, unvalidated, parameter in (
+            ("nsd", codes.METHOD_NSD, codes.LGE_PERCENT_NSD, codes.NSD_NOT_VALIDATED, f"n={n}"),
+            ("fwhm", codes.METHOD_FWHM, codes.LGE_PERCENT_FWHM, codes.FWHM_NOT_VALIDATED,
              "threshold=50% of max enhanced signal")):
         raw = block.get(key)
         if isinstance(raw, dict) and raw.get("applicable") is False:
-            # said, not left out: "<method>: Not applicable" as a coded evaluation (a NUM without a value, PS3.3
-            # C.18.1, is what the standard offers, but highdicom 0.28 cannot read one back); the reason is in the
-            # PDF and summary.json
-            not_applicable.append(hd.sr.QualitativeEvaluation(method, codes.NOT_APPLICABLE))
+            # said, not left out: "<method>: Not applicable", or "Not reported: not validated" where the model card
+            # does not validate it (a withheld method is not one the input rules out), as a coded evaluation (a NUM
+            # without a value, PS3.3 C.18.1, is what the standard offers, but highdicom 0.28 cannot read one back);
+            # the reason is a comment (lge_comments), as in the PDF and summary.json
+            answer = codes.NOT_VALIDATED_WITHHELD if withheld_not_validated(raw) else codes.NOT_APPLICABLE
+            not_applicable.append(hd.sr.QualitativeEvaluation(method, answer))
             continue
         value = _number(_method_block(raw), "lge_percent")
         if value is not None:
-            scar_measurements += _measurement(
-                concept, value, codes.UNIT_PERCENT, method=method,
-                algorithm_id=hd.sr.AlgorithmIdentification(name=name, version=node_version(), parameters=[parameter]))
+            # computed though not validated (threshold_methods = 'always'): its agreement r with expert %LGE right
+            # before it, the caveat the PDF and the console give beside the value (OHIF shows NUMs only); not a
+            # CAVEAT_PRIORITY caveat, which _capped_caveats may drop: this one goes with its value or not at all
+            caveat = unvalidated_caveat(_method_block(raw))
+            r = agreement_r(caveat) if caveat else None
+            scar_measurements += (_measurement(unvalidated, r, codes.UNIT_NONE) if caveat and r is not None else []) \
+                + _measurement(concept, value, codes.UNIT_PERCENT, method=method,
+                               algorithm_id=hd.sr.AlgorithmIdentification(
+                                   name=f"dicomnode {method_name(key, n)} threshold", version=node_version(),
+                                   parameters=[parameter]))
     qualitative = list(not_applicable)
     verdict = None
     if isinstance(block.get("large_scar_burden"), bool):
@@ -490,13 +504,17 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         comparator = lge.measurements.get("large_burden_comparator", config.analysis.lge.large_burden_comparator)
         # after %LGE by DL, before the other methods' where the lower-bound NUM comes first: OHIF shows five NUMs
         at = int(_number(block, "lge_percent") is not None) if bound_num(scar_volume) else len(scar_measurements)
+        # Chan 2014's rule (>= 15 %) is an HCM rule; a site-configured cut-off is named as such (burden_rule_source)
+        chan = is_chan_rule(cutoff, comparator)
+        met, not_met = (codes.LARGE_LGE_BURDEN_CUTOFF_MET, codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET) if chan else \
+            (codes.LARGE_LGE_BURDEN_SITE_CUTOFF_MET, codes.LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET)
         scar_measurements[at:at] = _measurement(
-            codes.LARGE_LGE_BURDEN_CUTOFF_MET if large else codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET, cutoff,
+            met if large else not_met, cutoff,
             codes.UNIT_PERCENT, algorithm_id=hd.sr.AlgorithmIdentification(
                 name="dicomnode large LGE burden rule", version=node_version(),
-                parameters=[f"large burden if %LGE {comparator} {cutoff:g} % (HCM risk cut-off, Chan 2014; not "
-                            "validated for infarct scar)"]))
-        verdict = (large, f"{comparator}{cutoff:g} %")
+                parameters=[f"large burden if %LGE {comparator} {cutoff:g} % "
+                            f"({burden_rule_source(cutoff, comparator)})"]))
+        verdict = (large, f"{comparator}{cutoff:g} %", chan)
     elif str(block.get("large_scar_burden_reason") or "").startswith(INDETERMINATE):
         # neither Yes nor No where %LGE lies within the model's known error of the cut-off: a system reading the
         # coded answer without the comment must not take a coin toss for a finding; OHIF, which shows NUMs only,
@@ -534,7 +552,9 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                measurements=bound_num(volume) + caveat
                                + _measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl),
                                absent_measurements=caveat + _measurement(absent_concept, volume, codes.UNIT_CM3, **dl),
-                               code_absent=key != "mvo" or mvo_stated, qualifier=bound_if(volume))
+                               code_absent=key != "mvo" or mvo_stated, qualifier=bound_if(volume),
+                               # an MVO whose presence the card does not validate: none segmented, not none found
+                               absent_text=" (none segmented)" if key == "mvo" and not mvo_stated else " (none found)")
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
 
@@ -675,14 +695,16 @@ def mvo_caveat_measurement(block: dict | None) -> list:
     return _measurement(codes.MVO_NOT_VALIDATED_VOLUME, _number(block, "mvo_volume_ml"), codes.UNIT_CM3)
 
 
-def burden_name(name: str, verdict: tuple[bool, str] | None) -> str:
-    """The tracking identifier of the scar group, with the large-burden verdict where there is one: "LGE scar incl.
-    MVO; large burden YES (HCM rule >=15 %)", shortened to fit 64 characters (LO)."""
+def burden_name(name: str, verdict: tuple | None) -> str:
+    """The tracking identifier of the scar group, with the large-burden verdict (large, rule, whether the rule is
+    Chan 2014's HCM rule; without the third, it is) where there is one: "LGE scar incl. MVO; large burden YES (HCM
+    rule >=15 %)", "(site rule >20 %)" for a site-configured cut-off, shortened to fit 64 characters (LO)."""
     if verdict is None:
         return name
-    large, rule = verdict
+    large, rule, *chan = verdict
     answer = "YES" if large else "no"
-    for text in (f"{name}; large burden {answer} (HCM rule {rule})", f"{name}; large burden {answer} ({rule})",
+    kind = "HCM rule" if not chan or chan[0] else "site rule"
+    for text in (f"{name}; large burden {answer} ({kind} {rule})", f"{name}; large burden {answer} ({rule})",
                  f"{name}; large burden {answer}"):
         if len(text) <= 64:
             return text
@@ -995,7 +1017,27 @@ def _stack_comments(result: PipelineResult) -> list[str]:
               and not (incomplete and flag.startswith(COVERAGE_FLAG_START))]
     return ([f"{what} measured on {source}"] if source else []) + withheld + incomplete + checks + \
         [f"{what} input stack: {warning}" for warning in warnings
-         if str(warning).strip() and warning != reason and not (reason and warning == UNRELIABLE_SEG_NOTE)]
+         if str(warning).strip() and warning != reason and not (reason and warning == UNRELIABLE_SEG_NOTE)] + \
+        (lge_comments(summary) if result.name == "lge" else [])
+
+
+def lge_comments(summary: dict | None) -> list[str]:
+    """What the PDF and the console say of an LGE result beyond its numbers, as SR comments (break45a finding 8):
+    each threshold method's caveat where computed though not validated and the full reason of each not reported
+    (threshold_text, as PDF page 2), why the AHA segments were not assigned (`aha_segments.reason`), and the LGE
+    series of the same slices left aside (`series_left_aside`); the methods and AHA only where the numbers are given
+    (withheld numbers: the comments of _stack_comments say why)."""
+    summary = summary if isinstance(summary, dict) else {}
+    comments = []
+    if summary.get("determined") is not False:
+        nsd, fwhm = summary.get("nsd"), summary.get("fwhm")
+        comments += [f"LGE {line}" for line in threshold_caveat_lines(nsd or {}, fwhm or {})]
+        if isinstance(nsd, dict) or isinstance(fwhm, dict):
+            comments += [f"LGE {line[0].lower()}{line[1:]}" for line in threshold_method_lines(nsd or {}, fwhm or {})]
+        aha = summary.get("aha_segments")
+        if isinstance(aha, dict) and not aha.get("applicable") and aha.get("reason"):
+            comments.append(f"LGE AHA segments not assigned: {aha['reason']}")
+    return comments + [f"LGE left aside: {text}" for text in summary.get("series_left_aside") or []]
 
 
 #: the NUM concept a cine range flag (cine_metrics.normal_range_flags, by its NORMAL_VALUES key) is about

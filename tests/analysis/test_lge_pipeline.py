@@ -6,7 +6,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from dicomnode.analysis.lge import LGEInputSpec, LGEPipeline, normalise_percentile, segment_stack
+from dicomnode.analysis.lge import ASSUMED_GEOMETRY_NOTE, LGEInputSpec, LGEPipeline, normalise_percentile, segment_stack
 from dicomnode.analysis.lge_metrics import lge_volumes
 from dicomnode.analysis.pipeline import AnalysisContext
 from dicomnode.cmr.study import load_studies
@@ -60,6 +60,9 @@ def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study,
     summary = result.summary
     assert set(summary) == SUMMARY_KEYS and summary["method"] == "dl"
     assert summary["nsd"]["n"] == config.analysis.lge.nsd_n and "lge_percent" in summary["fwhm"]
+    # the EMIDEC-derived study states its assumed spacing in its header: its mL and g are nominal on every output
+    # (break45a finding 12), not only on the demo's console
+    assert ASSUMED_GEOMETRY_NOTE.format(where="DerivationDescription / ImageComments") in summary["stack_warnings"]
     # the shipped card's MVO is not validated: said in the summary, and its SEG segment marked (results/seg.py)
     assert summary["mvo_validation"]["validated"] is False and summary["mvo_validation"]["note"]
     assert result.segmentations[0].unvalidated_labels == (4,)

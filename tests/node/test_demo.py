@@ -12,6 +12,8 @@ def test_demo_runs_end_to_end_and_explains_its_output(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
     assert "note: EMIDEC ships 8-bit PNGs without geometry" in out  # nominal mL / g are said to be nominal
+    # ... and in the results themselves (summary, PDF, SR: its stack warning; break45a finding 12)
+    assert "LGE input: the images state an ASSUMED pixel or slice spacing" in out and "mL and g are nominal" in out
     assert "LGE:" in out and "Cine LV:" in out and "n/a %" not in out
     assert "Traceback" not in run.stderr
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())

@@ -299,8 +299,9 @@ def test_a_finding_that_is_not_there_is_coded_absent_not_drawn_as_the_finding(no
         assert finding(group) not in {("122664", "DCM"), ("MVO", "99DICOMNODE")}, name_of(group)
     expected = {"LGE scar incl. MVO (none found)": ("LGEVOL", ("122664", "DCM")),
                 "LGE scar without MVO (none found)": ("SCARVOL", ("122664", "DCM")),
-                # MVO not validated (summary mvo_validation): its absence is no finding either, its 0 cm3 stays
-                "LGE microvascular obstruction (not validated) (none found)": ("MVOVOL", None)}
+                # MVO not validated (summary mvo_validation): its absence is no finding either, its 0 cm3 stays,
+                # "none segmented" (break45a finding 9: the PDF says presence / absence is not stated)
+                "LGE microvascular obstruction (not validated) (none segmented)": ("MVOVOL", None)}
     myocardium = outlines_of(group_named(sr, "LGE LV myocardium, whole"))
     for name, (volume_code, absent) in expected.items():
         group = group_named(sr, name)
@@ -328,7 +329,8 @@ def test_no_mvo_alone_is_coded_absent_only_where_validated_and_the_scar_keeps_it
     mvo_validation.presence_stated); else the 0 cm3 stays under a group named "not validated", with no coded
     absence."""
     results, segs, sr = lge_only_report(lambda labels: np.where(labels == 4, 3, labels), mvo_validated=validated)
-    mvo = group_named(sr, "LGE microvascular obstruction" + ("" if validated else " (not validated)") + " (none found)")
+    mvo = group_named(sr, "LGE microvascular obstruction"
+                      + (" (none found)" if validated else " (not validated) (none segmented)"))
     assert finding(mvo) == ("49848007", "SCT")
     # not validated: its first NUM says so (the agreement figure of the card, test_results_ohif_caveats)
     caveat = {} if validated else {("MVONVAGREE", "99DICOMNODE"): 69.0}
