@@ -903,6 +903,14 @@ class StateDB:
         rows = self._rows("SELECT path FROM instances WHERE sop_instance_uid=:sop", {"sop": sop_instance_uid})
         return rows[0]["path"] if rows else None
 
+    def study_key_of_uid(self, study_instance_uid: str) -> str | None:
+        """The study key the first indexed instance of this Study Instance UID has (of a study not being purged), or
+        None when none is indexed (net.scp.StudyKeys: every later instance of the UID joins that key)."""
+        rows = self._rows("SELECT i.study_key FROM instances i JOIN studies s ON s.study_key=i.study_key"
+                          " WHERE i.study_instance_uid=:uid AND s.state<>:purging ORDER BY i.received_at LIMIT 1",
+                          {"uid": study_instance_uid, "purging": PURGING})
+        return rows[0]["study_key"] if rows else None
+
     def has_instance(self, sop_instance_uid: str) -> bool:
         """Whether the instance is stored (one of a study being purged is not: its file is about to go)."""
         return bool(self._rows("SELECT 1 FROM instances i JOIN studies s ON s.study_key=i.study_key"

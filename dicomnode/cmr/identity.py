@@ -7,21 +7,27 @@ partly from another's images. `identity_conflict` is the one check, a pure funct
 them) and the study path (`study_path.run_study`, the same for `serve` and `process`) declines the study when it
 finds a conflict.
 
-The rule (PatientID, PatientName, PatientBirthDate; absent or empty values never conflict):
-- where both instances carry a Patient ID, the ID alone decides: different IDs are different patients (compared
-  trimmed, internal white space collapsed, case-insensitive, a numeric ID without leading zeros), the same ID is the
-  same patient whatever the names and birth dates say (a fresh tester: one patient's name written SØRENSEN and
-  SORENSEN, SMITH^J and SMITH^JOHN, in kanji only and in romaji, or a placeholder birth date on some instances, was
-  declined as two patients, and a declined study cannot be recovered by a re-send of the same instances);
-- where one of them has no Patient ID, when their Patient Names are clearly different, or their birth dates differ
-  (both a full YYYYMMDD date; a partial or malformed date says nothing).
+The rule (PatientID, IssuerOfPatientID, PatientName, PatientBirthDate, PatientSex; absent or empty values never
+conflict):
+- where both instances carry a Patient ID, different IDs are different patients (compared trimmed, internal white
+  space collapsed, case-insensitive, a numeric ID without leading zeros). The very same ID (as written, white space
+  collapsed) of the same issuer (IssuerOfPatientID equal, or absent on either side) is the same patient whatever the
+  names and birth dates say (a fresh tester: one patient's name written SØRENSEN and SORENSEN, SMITH^J and SMITH^JOHN,
+  in kanji only and in romaji, or a placeholder birth date on some instances, was declined as two patients, and a
+  declined study cannot be recovered by a re-send of the same instances);
+- an ID equal only once normalised ("0012345" and "12345", "ab12c" and "AB12C") or the same ID of two different
+  issuers (two hospitals' ID spaces meeting in one PACS) does not decide alone: the demographics below do;
+- the demographics (where one of them has no Patient ID, or as above): their Patient Names are clearly different,
+  their birth dates differ (both a full YYYYMMDD date; a partial or malformed date says nothing), or their sexes
+  differ (both M, F or O).
 - Names are compared as the words of their family, given and middle components, accents and case folded,
   punctuation, padding and '^' placement ignored; one name's words all found in the other's is the same name
   ("SMITH^JOHN" = "Smith^John^A" = "Smith John"). Each component group ('=': alphabetic, ideographic, phonetic)
   is a rendering of the same name: two names are the same when any rendering of one matches any of the other.
   A value decoded in the wrong character set (UTF-8 read as Latin-1, "MÃ¼ller") is compared in its repaired form
-  too, a German transliteration ("Mueller") matches the accented name, and a name holding undecodable characters
-  ('?' or U+FFFD) is not compared at all.
+  too, and a German transliteration ("Mueller") matches the accented name. In a name holding undecodable characters
+  ('?' or U+FFFD, what a system that could not write a letter puts), each run of them stands for any letters
+  ("Gonz?lez" = "González", but not "Smith"); two such names are not compared.
 Instances are grouped into patients greedily, the most frequent identity first: an instance joins the first group
 it conflicts with no member of; more than one group is a conflict.
 """
@@ -98,14 +104,18 @@ def _word_sets(group: str) -> list[frozenset[str]]:
 
 
 def name_renderings(value) -> list[frozenset[str]] | None:
-    """Every comparable word set of a PatientName (all its component groups); None when the name is empty or
-    holds undecodable characters (it then conflicts with nothing)."""
+    """Every comparable word set of a PatientName (all its component groups); None when the name is empty (it then
+    conflicts with nothing). A name holding '?' is compared through same_name's patterns instead."""
     return _renderings(_text(value))
+
+
+def _has_wildcard(text: str) -> bool:
+    return "?" in text or "\ufffd" in text
 
 
 @functools.lru_cache(maxsize=4096)
 def _renderings(text: str) -> list[frozenset[str]] | None:
-    if not text or "?" in text or "\ufffd" in text:
+    if not text:
         return None
     renderings: list[frozenset[str]] = []
     for group in text.split("="):
@@ -115,10 +125,41 @@ def _renderings(text: str) -> list[frozenset[str]] | None:
     return renderings or None
 
 
+@functools.lru_cache(maxsize=4096)
+def _wildcard_renderings(text: str) -> list[tuple[re.Pattern, ...]] | None:
+    """Each component group of a name holding '?' / U+FFFD as the patterns of its words (a run of them: any letters),
+    folded as _word_sets folds; None when it has no word with a letter."""
+    found = []
+    for group in text.split("="):
+        spelt = " ".join(group.split("^")[:3]).replace("\ufffd", "?")
+        words = re.findall(r"(?:[^\W_]|\?)+", _strip_accents(spelt.casefold()))
+        patterns = tuple(re.compile("[^\\W_]+".join(re.escape(piece) for piece in re.split(r"\?+", word)))
+                         for word in words if word.strip("?"))
+        if patterns and patterns not in found:
+            found.append(patterns)
+    return found or None
+
+
+def _matches(patterns: tuple[re.Pattern, ...], words: frozenset[str]) -> bool:
+    """Whether every pattern word matches a word of the set, or every word of the set is matched by a pattern."""
+    return all(any(p.fullmatch(w) for w in words) for p in patterns) or \
+        all(any(p.fullmatch(w) for p in patterns) for w in words)
+
+
 def same_name(a, b) -> bool:
     """Whether two PatientName values may name the same person (see the module's rule); True when either is
-    empty or not comparable."""
-    first, second = name_renderings(a), name_renderings(b)
+    empty, or both hold undecodable characters."""
+    first_text, second_text = _text(a), _text(b)
+    if _has_wildcard(first_text) and _has_wildcard(second_text):
+        return True
+    if _has_wildcard(second_text):
+        first_text, second_text = second_text, first_text
+    if _has_wildcard(first_text):
+        patterns, words = _wildcard_renderings(first_text), name_renderings(second_text)
+        if patterns is None or words is None:
+            return True
+        return any(_matches(p, w) for p in patterns for w in words)
+    first, second = name_renderings(first_text), name_renderings(second_text)
     if first is None or second is None:
         return True
     return any(x <= y or y <= x for x in first for y in second)
@@ -129,20 +170,41 @@ class _Identity:
     patient_id: str  # as written (trimmed)
     name: str
     birth_date: str
+    issuer: str = ""  # IssuerOfPatientID
+    sex: str = ""
 
     @property
     def key_id(self) -> str | None:
         return normalised_id(self.patient_id)
 
     @property
+    def exact_id(self) -> str:
+        return " ".join(self.patient_id.split())
+
+    @property
+    def key_issuer(self) -> str | None:
+        return " ".join(self.issuer.split()).casefold() or None
+
+    @property
     def key_date(self) -> str | None:
         return normalised_birth_date(self.birth_date)
 
+    @property
+    def key_sex(self) -> str | None:
+        sex = self.sex.strip().upper()
+        return sex if sex in ("M", "F", "O") else None
+
 
 def _conflicts(a: _Identity, b: _Identity) -> bool:
-    if a.key_id and b.key_id:  # the Patient ID decides where both carry one; names and dates then say nothing
-        return a.key_id != b.key_id
+    if a.key_id and b.key_id:
+        if a.key_id != b.key_id:
+            return True
+        same_space = not (a.key_issuer and b.key_issuer and a.key_issuer != b.key_issuer)
+        if same_space and a.exact_id == b.exact_id:  # the Patient ID decides; names and dates then say nothing
+            return False
     if a.key_date and b.key_date and a.key_date != b.key_date:
+        return True
+    if a.key_sex and b.key_sex and a.key_sex != b.key_sex:
         return True
     return not same_name(a.name, b.name)
 
@@ -154,16 +216,23 @@ class PatientGroup:
     patient_id: str
     name: str
     birth_date: str
+    issuer: str = ""
+    sex: str = ""
+    show_sex: bool = False  # named where the patients found differ in it
     instances: int = 0
     series: set[str] = field(default_factory=set)  # SeriesNumber (or Series Instance UID) of its instances
     members: list[_Identity] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = [f"PatientID {self.patient_id!r}" if self.patient_id else "no PatientID"]
+        if self.issuer:
+            parts.append(f"IssuerOfPatientID {self.issuer!r}")
         if self.name:
             parts.append(f"PatientName {self.name!r}")
         if self.birth_date:
             parts.append(f"PatientBirthDate {self.birth_date}")
+        if self.show_sex and self.sex:
+            parts.append(f"PatientSex {self.sex}")
         return f"{', '.join(parts)} ({self.instances} instance{'' if self.instances == 1 else 's'})"
 
 
@@ -195,12 +264,14 @@ def _series_label(dataset) -> str:
 
 def identity_conflict(datasets: Iterable) -> IdentityConflict | None:
     """The patients of one study's instances (pydicom datasets, headers are enough) when there are more than one,
-    else None (see the module's rule). Pure: reads only PatientID, PatientName, PatientBirthDate, SeriesNumber."""
+    else None (see the module's rule). Pure: reads only PatientID, IssuerOfPatientID, PatientName, PatientBirthDate,
+    PatientSex, SeriesNumber (or SeriesInstanceUID)."""
     counts: Counter[_Identity] = Counter()
     series_of: dict[_Identity, Counter[str]] = {}
     for dataset in datasets:
         identity = _Identity(_text(dataset.get("PatientID")), _text(dataset.get("PatientName")),
-                             _text(dataset.get("PatientBirthDate")))
+                             _text(dataset.get("PatientBirthDate")), _text(dataset.get("IssuerOfPatientID")),
+                             _text(dataset.get("PatientSex")))
         counts[identity] += 1
         series_of.setdefault(identity, Counter())[_series_label(dataset)] += 1
     if len(counts) < 2:
@@ -211,7 +282,7 @@ def identity_conflict(datasets: Iterable) -> IdentityConflict | None:
             if not any(_conflicts(identity, member) for member in group.members):
                 break
         else:
-            group = PatientGroup(identity.patient_id, identity.name, identity.birth_date)
+            group = PatientGroup(identity.patient_id, identity.name, identity.birth_date, identity.issuer)
             groups.append(group)
         group.members.append(identity)
         group.instances += count
@@ -220,8 +291,13 @@ def identity_conflict(datasets: Iterable) -> IdentityConflict | None:
         group.patient_id = group.patient_id or identity.patient_id
         group.name = group.name or identity.name
         group.birth_date = group.birth_date or identity.birth_date
+        group.issuer = group.issuer or identity.issuer
+        group.sex = group.sex or (identity.key_sex or "")
     if len(groups) < 2:
         return None
+    if len({group.sex for group in groups if group.sex}) > 1:
+        for group in groups:
+            group.show_sex = True
     seen: Counter[str] = Counter(label for group in groups for label in group.series)
     mixed = sorted((label for label, n in seen.items() if n > 1), key=lambda s: (not s.isdigit(), s.zfill(12)))
     return IdentityConflict(patients=groups, mixed_series=mixed)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import socket
 import threading
 import time
+from collections import OrderedDict
 from typing import Callable
 
 from pydicom import Dataset
@@ -101,6 +103,9 @@ def _int_or_none(value) -> int | None:
 
 
 def study_key_for(dataset, grouping_key: str) -> str:
+    """The key `studies.grouping_key` gives one instance on its own (StorageSCP files it under StudyKeys.key_for,
+    which keeps the first key of its Study Instance UID). Raises InvalidUID for a malformed Study Instance UID where
+    the key is (or falls back to) it."""
     if grouping_key == "StudyInstanceUID":
         return check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
     if grouping_key == "AccessionNumber":
@@ -111,6 +116,59 @@ def study_key_for(dataset, grouping_key: str) -> str:
     patient = str(dataset.get("PatientID", "") or "")
     date = str(dataset.get("StudyDate", "") or "")
     return "pd-" + short_hash(patient + "|" + date, 24)
+
+
+class StudyKeys:
+    """The study key each Study Instance UID is filed under: the key its first instance got, kept for every later
+    instance of the UID (studies.grouping_key AccessionNumber or PatientID+StudyDate computes a key per instance,
+    so a series without the accession, or a misrouted slice of another patient, would otherwise become a study of
+    its own under the same Study Instance UID: analysed twice, or results filed under two patients in one study,
+    break45b #3, #11). The instances of one Study Instance UID then stay one study, whose patient identity check
+    (cmr.identity) sees them all. Under StudyInstanceUID the key is the UID itself. The first key is looked up in
+    the state database (State.study_key_of_uid, so a restart or another receiver keeps it) and remembered here for
+    the last CACHED Study Instance UIDs. Thread-safe."""
+
+    CACHED = 10_000
+
+    def __init__(self, db):
+        """`db`: the state (State) whose instances give the first keys; None: only the keys seen here."""
+        self.db = db
+        self._keys: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+    def key_for(self, dataset, study_instance_uid: str, grouping_key: str) -> str:
+        """The key to file `dataset` (of `study_instance_uid`, already checked) under; raises InvalidUID as
+        study_key_for."""
+        proposed = study_key_for(dataset, grouping_key)
+        if grouping_key == "StudyInstanceUID":
+            return proposed
+        with self._lock:
+            key = self._keys.get(study_instance_uid)
+            if key is None and self.db is not None:
+                try:
+                    key = self.db.study_key_of_uid(study_instance_uid)
+                except Exception as exc:  # noqa: BLE001 - storing needs the database too: it refuses the instance
+                    log.debug("study key of %s not looked up: %s", study_instance_uid, exc)
+                    return proposed
+                key = key or proposed
+            self._keys[study_instance_uid] = key
+            self._keys.move_to_end(study_instance_uid)
+            while len(self._keys) > self.CACHED:
+                self._keys.popitem(last=False)
+        if key != proposed:
+            _say_kept_key(study_instance_uid, key, proposed, grouping_key)
+        return key
+
+
+@functools.lru_cache(maxsize=1024)
+def _say_kept_key(study_instance_uid: str, key: str, proposed: str, grouping_key: str) -> None:
+    log.info("instance(s) of Study Instance UID %s filed under study %s, the key its first instances got (on its own, "
+             "studies.grouping_key %s would give %s): one Study Instance UID is one study", study_instance_uid, key,
+             grouping_key, proposed)
 
 
 #: at most this many distinct planes of a multi-frame instance go into its slice key (enough to tell one plane, a
@@ -362,6 +420,7 @@ class StorageSCP:
         #: refusals for lack of space (0xA700), for `dicomnode status` (the heartbeat publishes them)
         self.refusals = RecentRefusals()
         self.last_stored_at: float | None = None  # when an instance was last stored (a refusal after it: refusing now)
+        self.study_keys = StudyKeys(getattr(spool, "db", None))
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -386,6 +445,8 @@ class StorageSCP:
 
     def update_config(self, config: Config) -> None:
         """Apply a reloaded config's association policy to new associations."""
+        if config.studies.grouping_key != self.config.studies.grouping_key:
+            self.study_keys.clear()
         self.config = config
         node = config.node
         allowed = [a for a in node.allowed_calling_aes if a != "*"]
@@ -714,7 +775,7 @@ class StorageSCP:
                 series_instance_uid=series_uid,
                 transfer_syntax=str(event.context.transfer_syntax),
                 modality=str(dataset.get("Modality", "") or ""),
-                study_key=study_key_for(dataset, self.config.studies.grouping_key),
+                study_key=self.study_keys.key_for(dataset, study_uid, self.config.studies.grouping_key),
                 calling_ae=calling,
                 series_number=_int_or_none(dataset.get("SeriesNumber")),
                 slice_key=slice_key_of(dataset),

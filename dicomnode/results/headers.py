@@ -404,6 +404,44 @@ def own_header(header: Dataset) -> Dataset:
     return copy
 
 
+def _identity_keywords() -> tuple[str, ...]:
+    """The root attributes of the Patient and Study information entities of a result object (the Patient, Clinical
+    Trial Subject, General Study, Patient Study and Clinical Trial Study modules, PS3.3 C.7.1.1-C.7.2.3), as highdicom
+    copies them from a source header; StudyInstanceUID, which every object has of its own, excluded."""
+    from highdicom.base import get_module_attribute_map
+
+    modules = get_module_attribute_map()
+    keywords = [str(item["keyword"]) for module in ("patient", "clinical-trial-subject", "general-study",
+                                                    "patient-study", "clinical-trial-study")
+                for item in modules[module] if len(item["path"]) == 0]
+    return tuple(dict.fromkeys(k for k in keywords if k != "StudyInstanceUID"))
+
+
+IDENTITY_KEYWORDS = _identity_keywords()
+
+
+def carry_identity(dataset: Dataset, header: Dataset) -> Dataset:
+    """Give a result object the patient and study identity of `header` (the study's derivable_header, which the SR,
+    PDF and SC are built from): each IDENTITY_KEYWORDS attribute of `header` copied (elements of its own), any other
+    one the object holds removed. A SEG or display copy, which highdicom builds from the header of its own source
+    slice, thus carries the same patient as every other object of the analysis even where the study's slices spell
+    the patient differently (break45b #1, #2). The object's Specific Character Set is left to fit_character_set.
+    Raises ValueError when `header` belongs to another Study Instance UID. Returns the same dataset."""
+    if str(header.get("StudyInstanceUID", "")) != str(dataset.get("StudyInstanceUID", "")):
+        raise ValueError(f"result object {dataset.get('SOPInstanceUID', '')} is of study "
+                         f"{dataset.get('StudyInstanceUID', '')}, the identity header of {header.get('StudyInstanceUID')}")
+    identity = Dataset()
+    for keyword in IDENTITY_KEYWORDS:
+        tag = tag_for_keyword(keyword)
+        if tag in header:
+            identity[tag] = header[tag]
+        elif tag in dataset:
+            del dataset[tag]
+    for element in own_elements(_item_copy(identity)):
+        dataset[element.tag] = element
+    return dataset
+
+
 def _inherit_character_set(dataset: Dataset) -> None:
     """Sequence items that declared a repertoire of their own (their text already decoded) take the object's."""
     for element in dataset:

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.results.display_copy import (display_copies, needs_display_copies, shared_frame_of_reference,
                                             viewer_order)
-from dicomnode.results.headers import derivable_header, fit_character_set
+from dicomnode.results.headers import carry_identity, derivable_header, fit_character_set
 from dicomnode.analysis.phase_text import series_name
 from dicomnode.results.provenance import UNVERIFIED_SUFFIX, node_algorithm
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
@@ -34,7 +34,8 @@ SERIES_TIME_STEP = dt.timedelta(milliseconds=1)
 def _study_header(study, results: list[PipelineResult] = ()) -> Dataset:
     """Patient/study attributes for every result object, taken from an image that was analysed (the SR lists this
     header in its evidence, which must name only analysed images): the first segmented frame's instance; without a
-    segmentation, the first instance of the study."""
+    segmentation, the first instance of the study. This one identity goes on every object of the analysis, the SEGs
+    and display copies too (headers.carry_identity), whatever their own source slices say."""
     for result in results:
         for segmentation in result.segmentations:
             ref = segmentation.volume.frames[segmentation.phases[0]][0]
@@ -251,8 +252,9 @@ def build_result_objects(
     if supersedes:
         mark_reanalysis(objects, len(supersedes) + 1,
                         {int(series[0].SeriesNumber) for series in copy_series_list if series})
-    for dataset in objects:  # the node's text (comments, descriptions) never written as "?" (F7)
-        fit_character_set(dataset)
+    for dataset in objects:
+        carry_identity(dataset, header)  # one patient and study identity on every object, the SR's
+        fit_character_set(dataset)  # the node's text (comments, descriptions) never written as "?" (F7)
     return objects
 
 

@@ -1438,7 +1438,8 @@ def build_secondary_capture(
     algorithms: Sequence[AlgorithmInfo],
     series_number: int,
 ) -> Dataset:
-    """Secondary Capture (highdicom SCImage, RGB) of the report page."""
+    """Secondary Capture (highdicom SCImage, RGB) of the report page, with the patient and study attributes of
+    `header` that the PDF carries (IssuerOfPatientID, StudyDescription, OtherPatientIDsSequence ...)."""
     from PIL import Image
 
     image = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB"))
@@ -1464,6 +1465,8 @@ def build_secondary_capture(
         series_date=started_at.date(),
         series_time=started_at.time(),
     )
+    # from_ref_dataset copies the type 1 and 2 attributes only: IssuerOfPatientID, StudyDescription ... as the PDF
+    capture.copy_patient_and_study_information(reference)
     capture.PatientOrientation = None  # a report page has no patient orientation (type 2C, present and empty)
     capture.BodyPartExamined = "HEART"  # unpaired: no Laterality needed
     capture.BurnedInAnnotation = "YES"

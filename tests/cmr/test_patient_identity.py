@@ -99,3 +99,62 @@ def test_one_patient_is_no_conflict_and_a_third_patient_is_named():
     conflict = identity_conflict([_ds()] * 3 + [_ds("B", "B^B", None)] * 2 + [_ds("C", "C^C", None)])
     assert [p.patient_id for p in conflict.patients] == ["F58CB8F31F5B", "B", "C"]
     assert conflict.reason.startswith("instances of 3 patients")
+
+
+def _mix(base: dict, other: dict, extra: dict | None = None, other_extra: dict | None = None):
+    """Seven instances of `base` and one of `other`, each with the extra attributes (IssuerOfPatientID, PatientSex)."""
+    datasets = []
+    for index in range(8):
+        odd = index == 7
+        dataset = _ds(**(other if odd else base))
+        for keyword, value in ((other_extra if odd else extra) or {}).items():
+            setattr(dataset, keyword, value)
+        datasets.append(dataset)
+    return datasets
+
+
+IDA = dict(patient_id="12345", name="Issuer^Ida", birth="19600229")
+OTTO = dict(patient_id="12345", name="Other^Otto", birth="19801111")
+
+
+@pytest.mark.parametrize("base, other, extra, other_extra, why", [
+    (IDA, OTTO, {"IssuerOfPatientID": "HOSP_A", "PatientSex": "F"}, {"IssuerOfPatientID": "HOSP_B", "PatientSex": "M"},
+     "the same ID of two issuers, another name, birth date and sex (break45b #1)"),
+    (dict(IDA, patient_id="0012345"), OTTO, {"PatientSex": "F"}, {"PatientSex": "M"},
+     "IDs equal only without their leading zeros, everything else different"),
+    (dict(IDA, patient_id="ab12c"), dict(OTTO, patient_id="AB12C"), None, None,
+     "IDs equal only in another case, name and birth date different"),
+    (dict(patient_id="", name="Smith^John", birth=""), dict(patient_id="", name="Gonz?lez^Mar?a", birth=""),
+     None, None, "no IDs; a name with '?' is no wildcard for any name"),
+    (dict(patient_id="", name="Smith^John", birth=""), dict(patient_id="", name="Smith", birth=""),
+     {"PatientSex": "F"}, {"PatientSex": "M"}, "no IDs; one name's words in the other's, another sex"),
+])
+def test_an_id_that_does_not_decide_leaves_it_to_the_demographics(base, other, extra, other_extra, why):
+    conflict = identity_conflict(_mix(base, other, extra, other_extra))
+    assert conflict is not None, why
+    assert [p.instances for p in conflict.patients] == [7, 1], why
+    if extra and extra.get("PatientSex"):  # what tells them apart is named
+        described = [p.describe() for p in conflict.patients]
+        assert described[0].endswith("PatientSex F (7 instances)") and described[1].endswith("PatientSex M (1 instance)")
+
+
+def test_a_conflict_of_issuers_names_them_in_the_reason():
+    conflict = identity_conflict(_mix(IDA, OTTO, {"IssuerOfPatientID": "HOSP_A"}, {"IssuerOfPatientID": "HOSP_B"}))
+    assert "PatientID '12345', IssuerOfPatientID 'HOSP_A', PatientName 'Issuer^Ida'" in conflict.reason
+    assert "PatientID '12345', IssuerOfPatientID 'HOSP_B', PatientName 'Other^Otto'" in conflict.reason
+
+
+@pytest.mark.parametrize("base, other, extra, other_extra, why", [
+    (IDA, dict(IDA, name="ISSUER^IDA"), {"IssuerOfPatientID": "HOSP_A"}, {"IssuerOfPatientID": "hosp_a "},
+     "one issuer written in another case"),
+    (IDA, IDA, {"IssuerOfPatientID": "HOSP_A"}, {"IssuerOfPatientID": "HOSP_B"},
+     "two issuers, the same person by name, birth date and sex"),
+    (IDA, dict(IDA, name="Jones^Ida", birth="19000101"), {"IssuerOfPatientID": "HOSP_A"}, None,
+     "the same ID, one instance without issuer: the ID decides"),
+    (dict(patient_id="", name="González^María", birth=""), dict(patient_id="", name="Gonz?lez^Mar?a", birth=""),
+     None, None, "'?' where a system could not write a letter"),
+    (dict(IDA, patient_id="0012345"), dict(IDA, name="ISSUER^IDA"), None, None,
+     "leading zeros, the same person by the demographics"),
+])
+def test_one_patient_whose_id_or_name_is_written_differently_is_no_conflict(base, other, extra, other_extra, why):
+    assert identity_conflict(_mix(base, other, extra, other_extra)) is None, why

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from pydicom.uid import generate_uid
 
 from dicomnode.config import Config
@@ -124,3 +126,93 @@ def test_process_declines_a_study_of_two_patients_in_summary_json(tmp_path, capl
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["studies"][0]["declined"] == entry["declined"]
     assert any("not analysed: instances of 2 patients" in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)
+
+
+def _analysed(node, key):
+    node.scheduler.remove_job(f"quiet:{key}")
+    node.completion.forget(key)
+    node.db.set_study_state(key, COMPLETE)
+    node.analyse_study(key, 0)
+    return node.db.study(key)
+
+
+@pytest.mark.parametrize("grouping_key, misrouted_first", [
+    ("PatientID+StudyDate", False), ("PatientID+StudyDate", True), ("AccessionNumber", False),
+    ("AccessionNumber", True)])
+def test_a_misrouted_slice_is_refused_under_every_grouping_key(tmp_path, grouping_key, misrouted_first):
+    """break45b #3: under PatientID+StudyDate or AccessionNumber the key was computed per instance, so a slice of
+    another patient (another PatientID and accession) under the same Study Instance UID became a study of its own
+    and both patients got results in one Study Instance UID. The instances of one Study Instance UID now stay under
+    the key its first instance got, and the identity check declines the study."""
+    analyser = RecordingAnalyser()
+    node = Node(_config(tmp_path, grouping_key=grouping_key), analyser=analyser)
+    node.start(warm_up=False)
+    try:
+        study, series = generate_uid(), generate_uid()
+        datasets = []
+        for index in range(1, 6):
+            misrouted = index == 3
+            dataset = synthetic_mr(study_uid=study, series_uid=series, instance=index, position=8.0 * index,
+                                   patient_id="67890" if misrouted else "12345",
+                                   patient_name="Other^Otto" if misrouted else "Issuer^Ida")
+            dataset.AccessionNumber = "ACC9" if misrouted else "ACC1"
+            datasets.append(dataset)
+        if misrouted_first:
+            datasets.insert(0, datasets.pop(2))
+        for dataset in datasets:
+            assert store_one(node.scp.port, dataset).Status == 0
+        [key] = {row["study_key"] for row in node.db.studies()}
+        assert len(node.db.studies()) == 1 and len(node.db.study_instances(key)) == 5
+        row = _analysed(node, key)
+        assert analyser.calls == 0
+        assert row["state"] == FAILED and row["reason"].startswith("instances of 2 patients under one Study")
+        assert node.db.outbox_for(key) == []
+    finally:
+        node.stop()
+
+
+def test_series_without_the_accession_stay_in_the_study_of_their_study_uid(tmp_path):
+    """break45b #11: with grouping_key AccessionNumber, a series lacking the accession became a second study of the
+    same Study Instance UID and the study was analysed twice; `status --study` found one of the two keys."""
+    analyser = RecordingAnalyser()
+    node = Node(_config(tmp_path, grouping_key="AccessionNumber"), analyser=analyser)
+    node.start(warm_up=False)
+    try:
+        study = generate_uid()
+        for series_number, accession in ((21, "ACC2"), (22, "")):
+            series = generate_uid()
+            for index in range(1, 4):
+                dataset = synthetic_mr(study_uid=study, series_uid=series, instance=index, position=8.0 * index)
+                dataset.SeriesNumber = series_number
+                dataset.AccessionNumber = accession
+                assert store_one(node.scp.port, dataset).Status == 0
+        [row] = node.db.studies()
+        assert row["study_key"].startswith("acc-") and len(node.db.study_instances(row["study_key"])) == 6
+        assert [found["study_key"] for found in node.db.find_studies(study)] == [row["study_key"]]
+        assert _analysed(node, row["study_key"])["state"] != FAILED and analyser.calls == 1
+    finally:
+        node.stop()
+
+
+def test_the_first_key_of_a_study_uid_is_kept_after_a_restart(tmp_path):
+    """The key a Study Instance UID got is read back from the state database: a later series sent after a restart
+    (or to another receiver) with another accession joins the study instead of opening a second one."""
+    first = Node(_config(tmp_path, grouping_key="AccessionNumber"), analyser=RecordingAnalyser())
+    first.start(warm_up=False)
+    study = generate_uid()
+    try:
+        dataset = synthetic_mr(study_uid=study, instance=1)
+        dataset.AccessionNumber = "ACC1"
+        assert store_one(first.scp.port, dataset).Status == 0
+    finally:
+        first.stop()
+    again = Node(_config(tmp_path, grouping_key="AccessionNumber"), analyser=RecordingAnalyser())
+    again.start(warm_up=False)
+    try:
+        dataset = synthetic_mr(study_uid=study, instance=2, position=8.0)
+        dataset.AccessionNumber = "ACC9"
+        assert store_one(again.scp.port, dataset).Status == 0
+        [row] = again.db.studies()
+        assert len(again.db.study_instances(row["study_key"])) == 2
+    finally:
+        again.stop()
