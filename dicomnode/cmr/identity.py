@@ -14,7 +14,9 @@ conflict):
   collapsed) of the same issuer (IssuerOfPatientID equal, or absent on either side) is the same patient whatever the
   names and birth dates say (a fresh tester: one patient's name written SØRENSEN and SORENSEN, SMITH^J and SMITH^JOHN,
   in kanji only and in romaji, or a placeholder birth date on some instances, was declined as two patients, and a
-  declined study cannot be recovered by a re-send of the same instances);
+  declined study cannot be recovered by a re-send of the same instances), unless all three demographics are given
+  on both and all three differ (a clearly different name, a different full birth date and a different sex: an ID
+  reused by another patient, break45b);
 - an ID equal only once normalised ("0012345" and "12345", "ab12c" and "AB12C") or the same ID of two different
   issuers (two hospitals' ID spaces meeting in one PACS) does not decide alone: the demographics below do;
 - the demographics (where one of them has no Patient ID, or as above): their Patient Names are clearly different,
@@ -200,8 +202,10 @@ def _conflicts(a: _Identity, b: _Identity) -> bool:
         if a.key_id != b.key_id:
             return True
         same_space = not (a.key_issuer and b.key_issuer and a.key_issuer != b.key_issuer)
-        if same_space and a.exact_id == b.exact_id:  # the Patient ID decides; names and dates then say nothing
-            return False
+        if same_space and a.exact_id == b.exact_id:  # the Patient ID decides unless every demographic disagrees
+            return bool(a.key_date and b.key_date and a.key_date != b.key_date and a.key_sex and b.key_sex
+                        and a.key_sex != b.key_sex and a.name.strip() and b.name.strip()
+                        and not same_name(a.name, b.name))
     if a.key_date and b.key_date and a.key_date != b.key_date:
         return True
     if a.key_sex and b.key_sex and a.key_sex != b.key_sex:

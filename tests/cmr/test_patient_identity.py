@@ -58,6 +58,29 @@ def test_the_same_patient_id_is_one_patient_whatever_the_names_say(other, why):
     assert identity_conflict([_ds(**base)] * 3 + [_ds(**{**base, **other})]) is None, why
 
 
+def _with_sex(ds: Dataset, sex: str) -> Dataset:
+    ds.PatientSex = sex
+    return ds
+
+
+@pytest.mark.parametrize("name, birth, sex, conflict", [
+    ("Jones^Mary", "19850212", "F", True),  # every demographic differs: an ID reused by another patient
+    ("Jones^Mary", "19850212", "M", False),  # the sex agrees
+    ("Jones^Mary", "19610423", "F", False),  # the birth date agrees
+    ("SMITH^JOHN^A", "19850212", "F", False),  # the name agrees
+    ("Jones^Mary", "1985", "F", False),  # a partial birth date says nothing
+])
+def test_the_same_patient_id_with_every_demographic_different_is_another_patient(name, birth, sex, conflict):
+    """break45b: the very same PatientID (no issuer) on a patient of another name, full birth date and sex was
+    measured with the rest; all three must differ, so a misspelt name or a placeholder date alone never declines."""
+    base = [_with_sex(_ds(patient_id="12345", name="Smith^John", birth="19610423"), "M") for _ in range(3)]
+    other = _with_sex(_ds(patient_id="12345", name=name, birth=birth), sex)
+    found = identity_conflict(base + [other])
+    assert (found is not None) == conflict
+    if conflict:
+        assert [p.instances for p in found.patients] == [3, 1] and "PatientSex F" in found.reason
+
+
 @pytest.mark.parametrize("variant, why", [
     (dict(patient_id=" f58cb8f31f5b "), "ID in another case, padded"),
     (dict(name="CASE^P043^^^"), "name in capitals with empty trailing components"),
