@@ -504,7 +504,31 @@ class Spool:
         differences = content_differences(bytes(received), stored_bytes)
         content = differences.text()
         return Resend(content is None, encoding if content is None else f"{content}; {encoding}",
-                      conflict=differences.conflict(), stored_study_uid=differences.stored_study_uid)
+                      conflict=differences.conflict(), stored_study_uid=differences.stored_study_uid,
+                      replaces_lossy=differences.replaces_lossy and differences.conflict() is None,
+                      keeps_lossless=differences.keeps_lossless)
+
+    def replace(self, instance: IncomingInstance, calling_host: str | None = None) -> StoreOutcome:
+        """Store `instance` in place of the copy indexed under its SOP Instance UID (a lossless original for a lossy
+        copy: Resend.replaces_lossy) and re-open its study as a late image does (StateDB.replace_instance). The new
+        file is written beside the stored one and renamed over it once durable: until then the stored copy stays
+        whole. Raises OutOfSpace and StorageUnavailable before writing anything, OSError when it cannot be written,
+        StudyPurging while retention purges the study."""
+        relative = self.db.instance_path(instance.sop_instance_uid) or self.relative_path(instance)
+        self._check_identity()
+        refusal = self.no_room(len(instance.encoded))
+        if refusal is not None:
+            raise refusal
+        write_durably(self.root / relative, instance.encoded, root=self.spool_dir)
+        row = InstanceRow(
+            sop_instance_uid=instance.sop_instance_uid, study_key=instance.study_key,
+            study_instance_uid=instance.study_instance_uid, series_instance_uid=instance.series_instance_uid,
+            sop_class_uid=instance.sop_class_uid, transfer_syntax=instance.transfer_syntax, modality=instance.modality,
+            path=relative, size=len(instance.encoded), calling_ae=instance.calling_ae, received_at=time.time(),
+            series_number=instance.series_number, slice_key=instance.slice_key, cardiac_images=instance.cardiac_images,
+            frames=instance.frames, images_in_acquisition=instance.images_in_acquisition,
+        )
+        return self.db.replace_instance(row, calling_host)
 
     def quarantine(self, instance: IncomingInstance) -> str:
         """Keep a received instance that cannot be stored under its SOP Instance UID (another instance holds that UID:
@@ -549,6 +573,11 @@ class Resend:
     #: or SeriesInstanceUID, or other pixel values where both copies are lossless and decode), or None: a re-send
     conflict: str | None = None
     stored_study_uid: str | None = None  # StudyInstanceUID of the stored copy (for the message)
+    #: the stored copy is lossy (_lossless) and the received one is lossless, both decoded to the same shape, in the
+    #: same study and series: the received one replaces it (Spool.replace; lossy aging of an archive keeps the UIDs)
+    replaces_lossy: bool = False
+    #: the stored copy is lossless and the received one lossy: the stored one is kept (and no new UID is needed)
+    keeps_lossless: bool = False
 
 
 #: attributes that make an instance re-using a stored SOP Instance UID another instance, not a re-send of it. Not
@@ -573,6 +602,10 @@ class ContentDifferences:
     stored_study_uid: str | None = None  # StudyInstanceUID of the stored copy
     #: both copies lossless (_lossless) and their pixel values decoded and compared: `pixels` then names other images
     pixels_compared: bool = False
+    #: the received copy (`first`) is lossless, the stored one lossy, both decoded to arrays of one shape
+    replaces_lossy: bool = False
+    #: the received copy is lossy, the stored one lossless
+    keeps_lossless: bool = False
 
     def text(self) -> str | None:
         if self.unreadable:
@@ -626,8 +659,12 @@ def content_differences(first: bytes, second: bytes) -> ContentDifferences:
         return ContentDifferences(unreadable=f"the two copies could not be compared: {type(exc).__name__}: {exc}")
     names = tuple(pydicom.datadict.keyword_for_tag(tag) or str(tag) for tag in differing)
     pixels = _pixel_difference(*datasets)
-    compared = bool(pixels and pixels.startswith("the pixel values differ") and all(map(_lossless, datasets)))
-    return ContentDifferences(names, pixels, None, stored_study, compared)
+    lossless = [_lossless(ds) for ds in datasets]
+    compared = bool(pixels and pixels.startswith("the pixel values differ")) and all(lossless)
+    decoded = bool(pixels and pixels.startswith("the pixel values differ") and "(shape" not in pixels)
+    return ContentDifferences(names, pixels, None, stored_study, compared,
+                              replaces_lossy=decoded and lossless[0] and not lossless[1],
+                              keeps_lossless=bool(pixels) and lossless[1] and not lossless[0])
 
 
 def _lossless(dataset) -> bool:

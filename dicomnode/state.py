@@ -958,35 +958,61 @@ class StateDB:
                     raise StudyPurging(row.study_key)
                 return StoreOutcome(False, row.study_key, study["state"] if study else None,
                                     study["generation"] if study else 0)
-            # the usual case, a study still receiving: one statement (its generation and state do not change); an
-            # instance stored again ends a refusal's "incomplete: ..." reason (the sender is sending again)
-            receiving = self._run(db, (
-                "UPDATE studies SET last_received=:now, updated_at=:now, reason=CASE WHEN"
-                " substr(reason, 1, :n)=:incomplete THEN NULL ELSE reason END WHERE study_key=:k AND state=:state"
-                " RETURNING generation"), {"now": now, "k": row.study_key, "state": RECEIVED,
-                                           "incomplete": INCOMPLETE_PREFIX, "n": len(INCOMPLETE_PREFIX)}).first()
-            if receiving is not None:
-                return StoreOutcome(True, row.study_key, RECEIVED, receiving[0])
-            created = self._run(db, (
-                "INSERT INTO studies(study_key, study_instance_uid, state, calling_ae, calling_host, first_received,"
-                " last_received, updated_at, generation) VALUES (:k, :uid, :state, :ae, :host, :now, :now, :now, 0)"
-                " ON CONFLICT (study_key) DO NOTHING RETURNING study_key"),
-                {"k": row.study_key, "uid": row.study_instance_uid, "state": RECEIVED, "ae": row.calling_ae,
-                 "host": calling_host, "now": now}).first()
-            if created is not None:
-                return StoreOutcome(True, row.study_key, None, 0)
-            study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k" + self._for_update,
-                              {"k": row.study_key}).mappings().one()
-            if study["state"] == PURGING:  # raising rolls the instance row back
+            return self._advance_study(db, row, calling_host, reopens, now)
+
+    def replace_instance(self, row: InstanceRow, calling_host: str | None = None) -> StoreOutcome:
+        """Index `row` in place of the instance already indexed under its SOP Instance UID (its file was replaced:
+        Spool.replace, a lossless copy for a lossy one) and advance the study as for a late image (add_instance):
+        a finished study re-opens as a new generation. Raises StudyPurging (nothing recorded) while retention purges
+        the study, KeyError when the SOP Instance UID is not indexed."""
+        now = time.time()
+        with self._write() as db:
+            if self._run(db, "SELECT 1 FROM instances i JOIN studies s ON s.study_key=i.study_key"
+                             " WHERE i.sop_instance_uid=:sop AND s.state=:purging",
+                         {"sop": row.sop_instance_uid, "purging": PURGING}).first() is not None:
                 raise StudyPurging(row.study_key)
-            if not reopens:
-                return StoreOutcome(True, row.study_key, study["state"], study["generation"], reopened=False)
-            generation = study["generation"] + (study["state"] != RECEIVED)
-            self._run(db, (
-                "UPDATE studies SET state=:state, reason=NULL, last_received=:now, updated_at=:now, generation=:g,"
-                " claimed_by=NULL, lease_until=NULL WHERE study_key=:k"),
-                {"state": RECEIVED, "now": now, "g": generation, "k": row.study_key})
-            return StoreOutcome(True, row.study_key, study["state"], generation)
+            updated = self._run(db, (
+                "UPDATE instances SET transfer_syntax=:transfer_syntax, path=:path, size=:size, calling_ae=:calling_ae,"
+                " received_at=:received_at, calling_host=:calling_host WHERE sop_instance_uid=:sop_instance_uid"
+                " RETURNING sop_instance_uid"), {"transfer_syntax": row.transfer_syntax, "path": row.path,
+                                                 "size": row.size, "calling_ae": row.calling_ae,
+                                                 "received_at": row.received_at, "calling_host": calling_host,
+                                                 "sop_instance_uid": row.sop_instance_uid}).first()
+            if updated is None:
+                raise KeyError(row.sop_instance_uid)
+            return self._advance_study(db, row, calling_host, True, now)
+
+    def _advance_study(self, db, row: InstanceRow, calling_host: str | None, reopens: bool, now: float) -> StoreOutcome:
+        """add_instance's study step, in its transaction `db`, after the instance row was written."""
+        # the usual case, a study still receiving: one statement (its generation and state do not change); an
+        # instance stored again ends a refusal's "incomplete: ..." reason (the sender is sending again)
+        receiving = self._run(db, (
+            "UPDATE studies SET last_received=:now, updated_at=:now, reason=CASE WHEN"
+            " substr(reason, 1, :n)=:incomplete THEN NULL ELSE reason END WHERE study_key=:k AND state=:state"
+            " RETURNING generation"), {"now": now, "k": row.study_key, "state": RECEIVED,
+                                       "incomplete": INCOMPLETE_PREFIX, "n": len(INCOMPLETE_PREFIX)}).first()
+        if receiving is not None:
+            return StoreOutcome(True, row.study_key, RECEIVED, receiving[0])
+        created = self._run(db, (
+            "INSERT INTO studies(study_key, study_instance_uid, state, calling_ae, calling_host, first_received,"
+            " last_received, updated_at, generation) VALUES (:k, :uid, :state, :ae, :host, :now, :now, :now, 0)"
+            " ON CONFLICT (study_key) DO NOTHING RETURNING study_key"),
+            {"k": row.study_key, "uid": row.study_instance_uid, "state": RECEIVED, "ae": row.calling_ae,
+             "host": calling_host, "now": now}).first()
+        if created is not None:
+            return StoreOutcome(True, row.study_key, None, 0)
+        study = self._run(db, "SELECT state, generation FROM studies WHERE study_key=:k" + self._for_update,
+                          {"k": row.study_key}).mappings().one()
+        if study["state"] == PURGING:  # raising rolls the instance row back
+            raise StudyPurging(row.study_key)
+        if not reopens:
+            return StoreOutcome(True, row.study_key, study["state"], study["generation"], reopened=False)
+        generation = study["generation"] + (study["state"] != RECEIVED)
+        self._run(db, (
+            "UPDATE studies SET state=:state, reason=NULL, last_received=:now, updated_at=:now, generation=:g,"
+            " claimed_by=NULL, lease_until=NULL WHERE study_key=:k"),
+            {"state": RECEIVED, "now": now, "g": generation, "k": row.study_key})
+        return StoreOutcome(True, row.study_key, study["state"], generation)
 
     def study_instances(self, study_key: str) -> list[RowMapping]:
         return self._rows("SELECT * FROM instances WHERE study_key=:k ORDER BY received_at", {"k": study_key})

@@ -26,6 +26,7 @@ from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift,
 from dicomnode.cmr.orientation import canonical_inplane
 from dicomnode.cmr.recognize import CANONICAL_LONG_AXIS
 from dicomnode.cmr.resample import InplaneResampler
+from dicomnode.cmr.source_encoding import lossy_compression
 from dicomnode.cmr.structures import keep_largest_structures
 from dicomnode.cmr.types import StudyError
 from dicomnode.labels import Label
@@ -453,7 +454,8 @@ class CinePipeline:
         pixels, spacing = canonical.apply(volume.pixels), canonical.spacing(volume.pixel_spacing)
         # a cine is a magnitude image: values below 0 are an offset, which the models' normalisation would clip away
         shift = magnitude_floor_shift(pixels)
-        shift_notes = [magnitude_floor_note(shift, "cine", rescale_intercepts(series))] if shift else []
+        shift_notes = [magnitude_floor_note(shift, "cine", rescale_intercepts(series), lossy_series(series),
+                                            float(np.nanmax(pixels)))] if shift else []
         if shift:
             pixels = pixels + np.float32(shift)
         patient = getattr(study, "patient", None)
@@ -584,6 +586,12 @@ def rescale_intercepts(series) -> list[float]:
         except (TypeError, ValueError):
             pass
     return found
+
+
+def lossy_series(series) -> bool:
+    """Whether any instance of `series` was lossy-compressed (source_encoding.lossy_compression)."""
+    return any(lossy_compression(getattr(instance, "dataset", None)) is not None
+               for instance in getattr(series, "instances", None) or [] if getattr(instance, "dataset", None) is not None)
 
 
 def acquisition_numbers(volume) -> list[int]:

@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from dicomnode.analysis.aha import MODEL_NAME as AHA_MODEL_NAME
 from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
-from dicomnode.analysis.cine import apex_first, rescale_intercepts, slice_images, slice_positions_mm
+from dicomnode.analysis.cine import (apex_first, lossy_series, rescale_intercepts, slice_images,
+                                     slice_positions_mm)
 from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
@@ -864,7 +865,8 @@ class LGEPipeline:
         # a magnitude LGE below 0 carries an offset (intensity.magnitude_floor_shift): the signal thresholds and the
         # contrast checks read the values, so the whole stack is shifted back; a PSIR keeps its sign
         shift = 0.0 if series.lge_kind == "psir" else magnitude_floor_shift(image)
-        shift_notes = [magnitude_floor_note(shift, "LGE", rescale_intercepts(series))] if shift else []
+        shift_notes = [magnitude_floor_note(shift, "LGE", rescale_intercepts(series), lossy_series(series),
+                                            float(np.nanmax(image)))] if shift else []
         if shift:
             image = image + np.float32(shift)
         # the network sees the plane in one patient-based orientation, however the scanner stored the grid

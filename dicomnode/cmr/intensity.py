@@ -40,11 +40,24 @@ def magnitude_floor_shift(pixels: np.ndarray) -> float:
     return -low if low < 0 else 0.0
 
 
-def magnitude_floor_note(shift: float, what: str, intercepts=()) -> str:
+#: a lossy-compressed magnitude series whose minimum lies within this fraction of its maximum below 0 is the codec's
+#: undershoot around 0 (ringing of JPEG 2000 / JPEG near black), not an offset of the whole series
+UNDERSHOOT_FRACTION = 0.1
+
+
+def magnitude_floor_note(shift: float, what: str, intercepts=(), lossy: bool = False, peak: float | None = None) -> str:
     """The stack warning for a magnitude series shifted by `shift` (magnitude_floor_shift, > 0), naming `what`
-    ("cine", "LGE") and the RescaleIntercept values of its images (`intercepts`; none given: not named)."""
+    ("cine", "LGE") and the RescaleIntercept values of its images (`intercepts`; none given: not named). A series
+    that is `lossy`-compressed, whose values dip at most UNDERSHOOT_FRACTION of its maximum `peak` below 0 and whose
+    images state no negative RescaleIntercept, is said to show compression undershoot, not a rescale error."""
     named = sorted({float(v) for v in intercepts})
-    source = (f" (RescaleIntercept {', '.join(f'{v:g}' for v in named)})" if named and min(named) < 0 else "")
+    negative_intercept = bool(named) and min(named) < 0
+    if lossy and not negative_intercept and peak is not None and 0 < shift <= UNDERSHOOT_FRACTION * peak:
+        return (f"negative values in a lossy-compressed magnitude {what}: the values go down to {-shift:g} "
+                f"({100 * shift / peak:.1f} % of the maximum {peak:g}), the undershoot of the lossy codec around 0, "
+                f"not a rescale error; the whole series was shifted by +{shift:g} before analysis (an intensity "
+                f"offset changes no anatomy)")
+    source = f" (RescaleIntercept {', '.join(f'{v:g}' for v in named)})" if negative_intercept else ""
     return (f"negative values in a magnitude {what}: the values go down to {-shift:g}{source}, which a magnitude "
             f"image cannot hold, so the whole series was shifted by +{shift:g} before analysis (an intensity offset "
             f"changes no anatomy); check the series' rescale (0028,1052/1053) if the numbers look wrong")

@@ -113,17 +113,24 @@ class CMRStudy:
         Instances the volume leaves out are added to `excluded_instances` (once each); the series' `stack_warnings`
         (how it was assembled and chosen among its repeats) come first in the volume's warnings.
         """
-        volume = build_volume(series, require_stack=require_stack)
+        try:
+            volume = build_volume(series, require_stack=require_stack)
+        except StudyError as error:
+            self._exclude(error.excluded)
+            raise
         if series.view.value == "sax":
             extent = sax_extent_problem(volume)
             if extent:
                 raise StudyError(f"series {series.key}: {extent}")
         chosen = self.stack_warnings.get(series.key, [])
         volume.warnings = list(chosen) + [w for w in volume.warnings if w not in chosen]
-        known = {(e["sop_instance_uid"], e.get("frame_number")) for e in self.excluded_instances}
-        self.excluded_instances.extend(e for e in volume.excluded
-                                       if (e["sop_instance_uid"], e.get("frame_number")) not in known)
+        self._exclude(volume.excluded)
         return volume
+
+    def _exclude(self, entries: list[dict]) -> None:
+        """Add the `excluded_instances` entries not listed yet (by SOP Instance UID and frame)."""
+        known = {(e["sop_instance_uid"], e.get("frame_number")) for e in self.excluded_instances}
+        self.excluded_instances.extend(e for e in entries if (e["sop_instance_uid"], e.get("frame_number")) not in known)
 
     def first_dataset(self, series: AnalysisSeries) -> pydicom.Dataset:
         """Header (no pixel data) of the series' first instance."""

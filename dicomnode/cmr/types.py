@@ -12,7 +12,13 @@ View = Literal["sax", "2ch", "3ch", "4ch", "lvot", "other"]
 
 
 class StudyError(ValueError):
-    """Input that cannot be understood or turned into a volume; the message says what was wrong."""
+    """Input that cannot be understood or turned into a volume; the message says what was wrong. `excluded`: the
+    `excluded_instances` entries of the images left out on the way (every image of a series none of whose pixel data
+    is usable), for the study to list although no volume was built."""
+
+    def __init__(self, message: str, excluded: list[dict] | None = None):
+        super().__init__(message)
+        self.excluded = list(excluded or [])
 
 
 @dataclass(frozen=True)

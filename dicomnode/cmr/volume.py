@@ -1577,6 +1577,14 @@ def read_pixels(frames_by_phase: list[list[FrameInfo]], arrays: dict[str, np.nda
     return pixels
 
 
+def series_words(series: AnalysisSeries) -> str:
+    """"series 5 'SA cine' (UID 1.2.3)" as a viewer lists it: SeriesNumber, SeriesDescription and the first
+    SeriesInstanceUID of the series, each left out where absent."""
+    number = f" {series.series_number}" if series.series_number is not None else ""
+    description = f" '{series.description}'" if series.description else ""
+    return f"series{number}{description} (UID {series.series_instance_uid})"
+
+
 def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     """The Volume of a series (see types.Volume); raises StudyError with the reason when it cannot be built.
 
@@ -1588,8 +1596,8 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     arrays, unusable = decode_instances(paths, encoding)
     excluded = [excluded_entry(h, unusable[str(h.path)]) for h in series.instances if str(h.path) in unusable]
     if excluded and len(excluded) == len(series.instances):
-        raise StudyError(f"series {series.key}: no usable pixel data ({excluded[0]['reason']} in "
-                         f"{len(excluded)} instance(s))")
+        raise StudyError(f"{series_words(series)}: no usable pixel data ({excluded[0]['reason']} in "
+                         f"{len(excluded)} instance(s))", excluded)
     try:
         frames, distances, warnings, left_out, step, ends, phase_numbers, acquired, declared = arrange_frames(
             series, require_stack, frozenset(e["sop_instance_uid"] for e in excluded))

@@ -13,9 +13,12 @@ from typing import Callable
 
 from pydicom import Dataset
 from pydicom.uid import (
+    HTJ2K,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000,
     JPEG2000Lossless,
@@ -26,8 +29,11 @@ from pydicom.uid import (
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
+    UID,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pydicom.pixels.decoders.base import get_decoder
+from pynetdicom import AE, AllStoragePresentationContexts, _config, acse, evt
+from pynetdicom.presentation import negotiate_as_acceptor, negotiate_unrestricted
 from pynetdicom._handlers import standard_dimse_recv_handler
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
@@ -58,6 +64,59 @@ ACCEPTED_TRANSFER_SYNTAXES = [
     JPEG2000,
     RLELossless,
 ]
+#: the syntaxes whose Pixel Data the node can read: the native ones, and the compressed ones (ACCEPTED_TRANSFER_SYNTAXES
+#: and HTJ2K) for which pydicom has a decoder installed now (pylibjpeg, openjpeg, gdcm ...). Not Encapsulated
+#: Uncompressed (1.2.840.10008.1.2.1.98) nor JPEG XL: pydicom 3.0 decodes neither
+NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
+
+
+def decodable_syntaxes() -> list[str]:
+    """ACCEPTED_TRANSFER_SYNTAXES and the three HTJ2K syntaxes, less every compressed one no pixel decoder installed
+    here can decode (pydicom.pixels get_decoder(...).is_available), in that order of preference."""
+    decodable = []
+    for syntax in [*ACCEPTED_TRANSFER_SYNTAXES, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K]:
+        if syntax in NATIVE_SYNTAXES:
+            decodable.append(syntax)
+            continue
+        try:
+            available = get_decoder(syntax).is_available
+        except (NotImplementedError, ValueError):
+            available = False
+        if available:
+            decodable.append(syntax)
+    return decodable
+
+
+def negotiate_storage(rq_contexts, ac_contexts, roles=None):
+    """pynetdicom's unrestricted storage negotiation (every storage-like abstract syntax, private and unknown ones too,
+    accepted in the transfer syntax proposed first: the node stores whatever a PACS routes), except for the MR image
+    classes the node analyses (uids.MR_STORAGE_CLASSES) that `ac_contexts` lists: those are negotiated against them
+    (StorageSCP._make_ae: decodable_syntaxes), so a context proposing only syntaxes the node cannot decode (HTJ2K
+    without its decoder, Encapsulated Uncompressed, JPEG XL) is refused (result 0x04, transfer syntaxes not
+    supported) and the sender transcodes, instead of a study accepted and then declined for its pixel data.
+
+    Same arguments and return value as pynetdicom.presentation.negotiate_unrestricted (installed in its place in
+    pynetdicom.acse by StorageSCP._make_ae)."""
+    # only classes the acceptor lists: another acceptor in this process (pynetdicom's flag is process-wide) that
+    # lists no MR class keeps pynetdicom's own behaviour
+    listed = {cx.abstract_syntax for cx in ac_contexts} & MR_STORAGE_CLASSES
+    analysed = [cx for cx in rq_contexts if cx.abstract_syntax in listed]
+    others = [cx for cx in rq_contexts if cx.abstract_syntax not in listed]
+    result, result_roles = negotiate_unrestricted(others, ac_contexts, roles)
+    if analysed:
+        mr_result, mr_roles = negotiate_as_acceptor(analysed, ac_contexts, roles)
+        result = sorted([*result, *mr_result], key=lambda cx: cx.context_id)
+        by_class = {role.sop_class_uid: role for role in [*result_roles, *mr_roles]}
+        result_roles = [by_class[uid] for uid in sorted(by_class)]
+        for cx in mr_result:
+            if cx.result != 0x00:
+                proposed = next((rq.transfer_syntax for rq in analysed if rq.context_id == cx.context_id), [])
+                log.warning("presentation context %s (%s) refused: proposed only in %s, which this node cannot "
+                            "decode (it decodes %s); the sender should transcode", cx.context_id,
+                            sop_class_name(str(cx.abstract_syntax)),
+                            ", ".join(f"{ts} ({UID(ts).name})" for ts in proposed) or "no transfer syntax",
+                            ", ".join(UID(ts).name for ts in decodable_syntaxes()))
+    return result, result_roles
 
 # C-STORE statuses (PS3.4 Annex B.2.3) the SCP returns
 STATUS_SUCCESS = 0x0000
@@ -436,11 +495,16 @@ class StorageSCP:
         allowed = [a for a in node.allowed_calling_aes if a != "*"]
         ae.require_calling_aet = [] if "*" in node.allowed_calling_aes else allowed
         ae.add_supported_context(Verification)
+        decodable = decodable_syntaxes()
         for context in AllStoragePresentationContexts:  # a PACS routes whole studies: SR, SC, PR, KO, PDF ...
-            ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+            ae.add_supported_context(context.abstract_syntax,
+                                     decodable if context.abstract_syntax in MR_STORAGE_CLASSES else
+                                     ACCEPTED_TRANSFER_SYNTAXES)
         # ... and private or unknown storage classes too (pynetdicom then accepts every storage-like abstract
-        # syntax with the transfer syntax proposed first); only MR images are analysed (node.non_mr_objects)
+        # syntax with the transfer syntax proposed first); only MR images are analysed (node.non_mr_objects), and
+        # only in a syntax the node decodes (negotiate_storage)
         _config.UNRESTRICTED_STORAGE_SERVICE = True
+        acse.negotiate_unrestricted = negotiate_storage
         return ae
 
     def update_config(self, config: Config) -> None:
@@ -848,7 +912,7 @@ class StorageSCP:
         if outcome.stored:
             self.received_bytes += len(instance.encoded)
         if not outcome.stored:
-            conflict = self._duplicate(instance, calling, study_uid)
+            conflict = self._duplicate(instance, calling, study_uid, address)
             if conflict is not None:
                 return conflict
             if self.on_duplicate is not None:
@@ -874,11 +938,15 @@ class StorageSCP:
         except Exception:  # e.g. the state database on the same full disk: max wait still ends the study
             log.exception("could not mark the study incomplete after refusing an instance")
 
-    def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str) -> Dataset | None:
+    def _duplicate(self, instance: IncomingInstance, calling: str, study_uid: str,
+                   address: str | None = None) -> Dataset | None:
         """A SOP Instance UID already stored. A re-send (the same bytes, or the same attributes and pixel values in
         another encoding: a PACS re-routing the study) is said quietly; one whose content differs within the same
         study and series (a corrected name, a PatientID a PACS rewrote, a lossy or undecodable re-encoding, copies
         pydicom cannot compare) at WARNING, naming what differs: the first copy is kept and None returned (success).
+        Except a lossless copy of a stored lossy one (Resend.replaces_lossy: an archive that aged the study to lossy
+        keeps the SOP UIDs, and the lossless originals come later under them): it replaces the stored copy
+        (_replace_lossy) and the study is analysed again, as for a late image.
 
         Another instance under a held UID (another StudyInstanceUID or SeriesInstanceUID, or other pixel values where
         both copies are lossless and decode: a UID collision, an anonymiser that re-keys the study but keeps SOP
@@ -901,12 +969,50 @@ class StorageSCP:
                      "the same) in another encoding (%s), stored once", instance.sop_instance_uid,
                      short_hash(study_uid), calling, difference.detail)
             return None
+        if difference.replaces_lossy:
+            return self._replace_lossy(instance, calling, study_uid, address, difference)
+        if difference.keeps_lossless:
+            log.warning("SOP instance %s (study %s) sent again by %s as a lossy copy (%s): the first copy is kept and "
+                        "analysed (it is lossless); no new SOP Instance UID is needed", instance.sop_instance_uid, short_hash(study_uid), calling,
+                        difference.detail)
+            return None
         if difference.conflict is None:
             log.warning("SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is "
                         "kept and analysed; a corrected instance needs a new SOP Instance UID",
                         instance.sop_instance_uid, short_hash(study_uid), calling, difference.detail)
             return None
         return self._conflict(instance, calling, study_uid, difference)
+
+    def _replace_lossy(self, instance: IncomingInstance, calling: str, study_uid: str, address: str | None,
+                       difference) -> Dataset | None:
+        """_duplicate for a lossless copy of a stored lossy instance: stored in its place (Spool.replace: the lossy
+        copy stays until the lossless one is durable) and the study re-opened as for a late image (on_stored).
+        Returns None (success), or the 0xA700 status when it cannot be stored (the lossy copy is kept, the sender
+        sends again)."""
+        try:
+            outcome = self.spool.replace(instance, calling_host=address)
+        except (OutOfSpace, StorageUnavailable) as exc:
+            log.error("lossless copy of SOP instance %s from %s refused (0xA700): %s; the stored lossy copy is kept",
+                      instance.sop_instance_uid, calling, exc)
+            self._refused(instance, str(exc))
+            return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
+        except StudyPurging:
+            return self._status(STATUS_OUT_OF_RESOURCES, STUDY_PURGING_COMMENT)
+        except OSError as exc:
+            log.error("lossless copy of SOP instance %s from %s could not be written (0xA700): %s; the stored lossy "
+                      "copy is kept", instance.sop_instance_uid, calling, exc)
+            self._refused(instance, f"cannot write spool: {exc.strerror or exc}")
+            return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
+        self.received_bytes += len(instance.encoded)
+        log.info("SOP instance %s (study %s) sent again by %s as a lossless copy of the stored lossy one (%s): the "
+                 "lossless copy replaces it and the study is analysed again", instance.sop_instance_uid,
+                 short_hash(study_uid), calling, difference.detail)
+        if self.on_stored is not None:
+            try:
+                self.on_stored(outcome, instance)
+            except Exception:  # the instance is durable; completion will be rebuilt from the index
+                log.exception("post-store hook failed")
+        return None
 
     def _conflict(self, instance: IncomingInstance, calling: str, study_uid: str, difference) -> Dataset:
         """_duplicate for another instance under a held SOP Instance UID: quarantined, refused (0x0111), listed."""

@@ -64,6 +64,7 @@ import pydicom
 import pydicom.multival
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import MRImageStorage
 from pydicom.valuerep import DSfloat
 from pydicom.sr.coding import Code
 
@@ -252,7 +253,36 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     copy.file_meta.MediaStorageSOPClassUID = copy.SOPClassUID
     copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
     copy.file_meta.TransferSyntaxUID = transfer_syntax_of(original)
-    return explicit_little_endian(copy)  # deliverable to every PACS, whatever syntax the scanner sent (module doc)
+    copy = explicit_little_endian(copy)  # deliverable to every PACS, whatever syntax the scanner sent (module doc)
+    drop_embedded_overlays(copy)
+    return sixteen_bit(copy)
+
+
+def drop_embedded_overlays(dataset: Dataset) -> None:
+    """Remove, in place, every retired embedded overlay plane (60xx,0102 OverlayBitPosition without 60xx,3000
+    OverlayData: its bits inside Pixel Data, PS3.5 8.1.1, retired since 2004): the Overlay Plane module of the MR Image
+    IOD needs OverlayData and bit position 0 (dciodvfy refuses the copy otherwise), and a viewer would look for an
+    overlay the copy's pixel values do not carry as one. Overlays with their own OverlayData are kept."""
+    for group in range(0x6000, 0x6020, 2):
+        if (group, 0x0102) in dataset and (group, 0x3000) not in dataset:
+            for tag in [t for t in dataset.keys() if t.group == group]:
+                del dataset[tag]
+
+
+def sixteen_bit(dataset: Dataset) -> Dataset:
+    """`dataset` (native pixel data, Explicit VR Little Endian) with 8-bit monochrome pixels of an MR Image stored in
+    16 bits, in place: the MR Image module requires BitsAllocated 16 (PS3.3 C.8.3.1.1.4; a JPEG Baseline source is
+    8-bit). The values are unchanged (BitsStored and HighBit kept, signed values sign-extended); other datasets are
+    returned as they are. Elements are replaced, not changed (a shallow copy shares them with its source)."""
+    if (str(dataset.get("SOPClassUID", "")) != MRImageStorage or int(dataset.get("BitsAllocated") or 0) != 8
+            or int(dataset.get("SamplesPerPixel") or 1) != 1 or "PixelData" not in dataset):
+        return dataset
+    signed = int(dataset.get("PixelRepresentation") or 0) == 1
+    count = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("NumberOfFrames") or 1)
+    values = np.frombuffer(dataset.PixelData, dtype=np.int8 if signed else np.uint8)[:count]  # less the pad byte
+    dataset["BitsAllocated"] = DataElement(0x00280100, "US", 16)
+    dataset["PixelData"] = DataElement(0x7FE00010, "OW", values.astype("<i2" if signed else "<u2").tobytes())
+    return dataset
 
 
 def shared_frame_of_reference(segmentation: SegmentationResult) -> str | None:

@@ -199,6 +199,20 @@ def test_a_stack_of_colour_images_is_declined_with_the_reason(tmp_path):
         study.load_volume(study.preferred("lge"))
 
 
+def test_a_declined_palette_color_series_is_named_in_words_and_its_images_listed(tmp_path):
+    """break45c #8: the reason named the internal grouping key ('uid#5#OTHER') and excluded_instances stayed empty."""
+    lge_variant(tmp_path, _as_colour("PALETTE COLOR"))
+    (study,) = load_studies([tmp_path])
+    stack = study.preferred("lge")
+    with pytest.raises(StudyError, match=r"no usable pixel data \(colour image \(PhotometricInterpretation PALETTE") as error:
+        study.load_volume(stack)
+    words = f"series {stack.series_number} '{stack.description}' (UID {stack.series_instance_uid})"
+    assert str(error.value).startswith(words + ": ") and stack.key not in str(error.value)
+    listed = {e["sop_instance_uid"] for e in study.excluded_instances}
+    assert listed == {h.sop_instance_uid for h in stack.instances}
+    assert all(e["reason"].startswith("colour image (PhotometricInterpretation PALETTE COLOR") for e in study.excluded_instances)
+
+
 # --- inputs F2/F4, cine F5/F6 (break34): per-frame geometry, SOPInstanceUID collisions, one series per phase,
 # re-sent images. Built from the bundled demo studies (no ../shared needed).
 
