@@ -73,9 +73,24 @@ class ModelCard:
         """The TensorRT profile: card["tensorrt"]["profile"], else derived from the ONNX input (see shapes.py)."""
         return profile_for(self.data, onnx_input_spec(self.path))
 
+    def decision_settings(self) -> dict:
+        """The card's decision thresholds applied to the model's output (output.channels[].logit_offset,
+        output.epicardial_logit_offset; only those set): they change the results as much as the weights do."""
+        output = self.data.get("output") if isinstance(self.data.get("output"), dict) else {}
+        settings = {f"logit_offset[{c.get('channel')}]": float(c["logit_offset"])
+                    for c in output.get("channels") or [] if isinstance(c, dict) and c.get("logit_offset")}
+        if output.get("epicardial_logit_offset"):
+            settings["epicardial_logit_offset"] = float(output["epicardial_logit_offset"])
+        return settings
+
     def algorithm(self) -> AlgorithmInfo:
-        # Device UID (IHE AIR) derived from the model bytes: a retrained model gets a new UID.
-        device_uid = DEVICE_UID_ROOT + str(uuid.UUID(self.sha256[:32]).int)
+        # Device UID (IHE AIR) derived from the model bytes and the card's decision thresholds: a retrained or
+        # recalibrated model gets a new UID (a card without thresholds keeps the UID of its bytes alone)
+        digest = self.sha256
+        if self.decision_settings():
+            digest = hashlib.sha256((self.sha256 + json.dumps(self.decision_settings(), sort_keys=True))
+                                    .encode()).hexdigest()
+        device_uid = DEVICE_UID_ROOT + str(uuid.UUID(digest[:32]).int)
         return AlgorithmInfo(
             name=self.data.get("algorithm_name", self.name),
             version=str(self.data.get("version", "0")),

@@ -89,6 +89,16 @@ def test_device_uid_follows_the_model_bytes(models_dir, tmp_path):
     second = runtime_for(other).card("tiny2d").algorithm().device_uid
     assert first.startswith("2.25.") and second.startswith("2.25.") and first != second
     assert len(first) <= 64 and first[5:].isdigit()
+    # a recalibrated card (decision thresholds, same bytes) is another device; one without thresholds is not
+    card_path = other / "tiny2d.json"
+    card = json.loads(card_path.read_text())
+    card.setdefault("output", {})["epicardial_logit_offset"] = 0.0
+    card_path.write_text(json.dumps(card))
+    assert runtime_for(other).card("tiny2d").algorithm().device_uid == second
+    card["output"]["epicardial_logit_offset"] = 1.0
+    card_path.write_text(json.dumps(card))
+    recalibrated = runtime_for(other).card("tiny2d").algorithm().device_uid
+    assert recalibrated != second and len(recalibrated) <= 64 and recalibrated[5:].isdigit()
 
 
 def test_torch_backend_refuses_a_card_without_torch_entry(models_dir):
