@@ -67,10 +67,11 @@ def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResam
     so it has its own InplaneResampler whose centre is shifted by the box origin.
 
     `epicardial_offset` (logit units, >= 0): a source pixel decided LV myocardium becomes background where the
-    background score times exp(offset) reaches the myocardium score, unless it touches the LV blood pool (8-neighbour).
-    Only the outer wall moves: every blood-pool pixel and the myocardium the pool's outline touches stay as decided,
-    so the basal-slice rule (cine_metrics.myocardial_surround), LV and RV volumes and ejection fractions do not change
-    (engines.cine.calibrate_epicardium: the network draws the wall thicker than ACDC's readers).
+    background score times exp(offset) reaches the myocardium score, unless it touches the LV or the RV blood pool
+    (8-neighbour). Only the outer wall facing background moves: every blood-pool pixel and the myocardium the pools'
+    outlines touch stay as decided, so the basal-slice rule (cine_metrics.myocardial_surround), the RV insertion points
+    (aha), LV and RV volumes and ejection fractions do not change (engines.cine.calibrate_epicardium: the network draws
+    the wall thicker than ACDC's readers).
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
     lookup = np.asarray(channel_labels, dtype=np.uint8)
@@ -96,7 +97,8 @@ def labels_from_probabilities(probabilities: np.ndarray, resampler: InplaneResam
     if epicardial_offset > 0 and int(Label.LV_MYOCARDIUM) in lookup.tolist():
         myocardium = lookup.tolist().index(int(Label.LV_MYOCARDIUM))
         in_plane = np.ones((1,) * (decided.ndim - 2) + (3, 3), bool)
-        beside_pool = ndimage.binary_dilation(decided == Label.LV_BLOOD_POOL, in_plane)
+        beside_pool = ndimage.binary_dilation((decided == Label.LV_BLOOD_POOL) | (decided == Label.RV_BLOOD_POOL),
+                                              in_plane)
         outer = (decided == Label.LV_MYOCARDIUM) & ~beside_pool & (
             scores[..., outside_channel, :, :] * np.float32(np.exp(epicardial_offset)) >= scores[..., myocardium, :, :])
         decided[outer] = lookup[outside_channel]
