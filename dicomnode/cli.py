@@ -28,8 +28,8 @@ from dicomnode.observe import configure_logging
 from dicomnode.preflight import listen_port_warnings, preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
-from dicomnode.roles import (RoleRunner, clock_skew_text, parse_roles, pid_running, receiving_report,
-                             refused_studies)
+from dicomnode.roles import (RoleRunner, attach_different_resends, clock_skew_text, parse_roles, pid_running,
+                             receiving_report, refused_studies)
 from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, STUDY_STATES,
                              StateSchemaError, StorageDirError, default_state_path, open_state)
 from dicomnode.state import SCHEMA_VERSION, describe_url, older_schema
@@ -349,6 +349,7 @@ def cmd_status(args) -> int:
     report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
                                            config.node.min_free_space_mb, report["nodes"])
     report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
+    attach_different_resends(report["nodes"], report["studies"])  # re-sends with other content, not stored
     # opened read-only because of its schema, not because it cannot be written: heartbeats go on being written
     report["heartbeats_blocked"] = _heartbeats_blocked(db) if older is None else None
     shown = _filter_studies(db, report["studies"], args)
@@ -558,6 +559,12 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         print(f"{study['study']:<12} {study['study_key']:<{width}} {study['state']:<10} {study['generation']:>3} "
               f"{study['instances']:>5} {study['sent']:>5} {study['pending']:>5} {len(study['dead']):>5}  "
               f"{study['reason'] or ''}{_claim_note(study)}")
+    different = [(s["study_key"], item) for s in report["studies"] for item in s.get("different_resends") or ()]
+    if different:
+        print("\ninstances sent again with other content under SOP Instance UIDs already held (acknowledged, not "
+              "stored: the results are of the first copies):")
+        for key, item in different:
+            print(f"  {key}: {item['text']}")
     dead = [(s["study_key"], d) for s in report["studies"] for d in s["dead"]]
     if dead:
         print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import pydicom
 import pydicom.errors
 from apscheduler.schedulers.background import BackgroundScheduler
-from pydicom.uid import Comprehensive3DSRStorage
+from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage
 
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import load_studies
@@ -26,13 +26,15 @@ from dicomnode.metrics import NodeMetrics
 from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
+from dicomnode.results.provenance import report_time
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
-                             OUTBOX_SENT, RECEIVED, RESULTS_READY, SENDING, RoundFailures, StateDB, StoreOutcome,
-                             is_disk_full, is_outage, open_state, outage_reason, prepare_storage_dir, upgrade_schema)
+                             OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING, RoundFailures,
+                             StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
+                             prepare_storage_dir, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
 from dicomnode.types import Declined
@@ -755,6 +757,7 @@ class Node:
             # grouping by AccessionNumber or PatientID+StudyDate can put several studies under one key: each is
             # analysed on its own, its results go into its own study
             note = interrupted_note(study_row["reason"])  # a cut transfer not sent again: said beside the numbers
+            requested = study_row["reason"] == REANALYSIS_REQUESTED
             runs = []
             for study in studies:
                 if note is not None:
@@ -762,7 +765,7 @@ class Node:
                 try:
                     run = run_study(study, self.config, self.analyser, study_row["calling_ae"], self.storage_dir,
                                     lambda dataset: self._result_path(folder, dataset), started_at=started_at,
-                                    supersedes=self._superseded(study_key, study.study_instance_uid))
+                                    supersedes=self._superseded(study_key, study.study_instance_uid, requested))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
                     if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)) or is_outage(exc):
                         raise  # the node's fault: not one study's, nothing half-sent
@@ -829,26 +832,73 @@ class Node:
             run.summary["send_to_sender"] = {"sent": True, "ae_title": ae, "host": host, "port": port}
         return address
 
-    def _superseded(self, study_key: str, study_instance_uid: str) -> list[dict]:
-        """Earlier SRs of this study (under its key) that a re-analysis supersedes."""
+    def _superseded(self, study_key: str, study_instance_uid: str, requested: bool = False) -> list[dict]:
+        """Earlier SRs of this study (under its key) that a re-analysis supersedes, oldest first, each with what the
+        new report says of the one it replaces (results.provenance.supersede_text): the earlier SR's `series_number`
+        and `report_time` (its ContentDate / ContentTime), the `pdf_series_number` of the PDF of the same analysis,
+        and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`)."""
         superseded = []
         for row in self.db.earlier_reports(study_key, Comprehensive3DSRStorage):
+            entry = {"sop_instance_uid": row["sop_instance_uid"], "series_instance_uid": row["series_instance_uid"],
+                     "study_instance_uid": study_instance_uid, "sop_class_uid": row["sop_class_uid"]}
             try:
                 earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
-                                          specific_tags=["StudyInstanceUID"])
+                                          specific_tags=["StudyInstanceUID", "SeriesNumber", "ContentDate",
+                                                         "ContentTime"])
                 if str(earlier.StudyInstanceUID) != study_instance_uid:
                     continue  # another study grouped under the same key
+                entry.update(_report_identity(earlier))
             except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
                 pass  # purged or unreadable: still named as superseded
-            superseded.append({"sop_instance_uid": row["sop_instance_uid"],
-                               "series_instance_uid": row["series_instance_uid"],
-                               "study_instance_uid": study_instance_uid, "sop_class_uid": row["sop_class_uid"]})
+            if "analysis_id" in row.keys():
+                entry["analysis_id"] = row["analysis_id"]
+            superseded.append(entry)
+        if superseded:
+            latest = superseded[-1]
+            latest["reason"] = self._reanalysis_reason(study_key, latest.get("analysis_id"), requested)
+            latest.update(self._pdf_series_number(study_key, latest.get("analysis_id")))
         return superseded
+
+    def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool) -> str:
+        """Why the study is analysed again after the analysis `analysis_id` made its latest report: asked for, the
+        images received again after a purge (no analysis left: a tombstone), or instances received since."""
+        if requested:
+            return "re-analysis requested (dicomnode retry --reanalyse)"
+        started = next((a["started_at"] for a in self.db.analyses_of(study_key) if a["id"] == analysis_id), None)
+        if started is None:
+            return "the study was received again after its results were purged"
+        late = sum(1 for row in self.db.study_instances(study_key) if row["received_at"] > started)
+        return (f"{late} instance(s) received after that report" if late
+                else "the study's images changed after that report")
+
+    def _pdf_series_number(self, study_key: str, analysis_id: int | None) -> dict:
+        """{"pdf_series_number": n} of the PDF the analysis `analysis_id` made, {} where it made none or it is gone."""
+        for row in self.db.earlier_reports(study_key, EncapsulatedPDFStorage):
+            if analysis_id is None or "analysis_id" not in row.keys() or row["analysis_id"] != analysis_id:
+                continue
+            try:
+                earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
+                                          specific_tags=["SeriesNumber"])
+                return {"pdf_series_number": int(earlier.SeriesNumber)}
+            except (OSError, AttributeError, TypeError, ValueError, pydicom.errors.InvalidDicomError):
+                return {}
+        return {}
 
     # --- status ----------------------------------------------------------------------------------------------
 
     def status(self) -> dict:
         return status_report(self.db)
+
+
+def _report_identity(report) -> dict:
+    """{"series_number", "report_time"} of an earlier result object's header, those it gives."""
+    found = {}
+    try:
+        found["series_number"] = int(report.SeriesNumber)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    when = report_time(report.get("ContentDate"), report.get("ContentTime"))
+    return {**found, **({"report_time": when} if when else {})}
 
 
 def check_listen_ports(config: Config, roles: Sequence[str]) -> None:

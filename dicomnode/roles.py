@@ -39,6 +39,7 @@ from dicomnode.state import (
     sqlite_open_elsewhere, state_url, upgrade_schema,
 )
 from dicomnode.state import keep_copy_before_upgrade, older_schema
+from dicomnode.net.scp import different_resend_text
 from dicomnode.spool import free_space_mb
 from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, PendingRefusals, completion_note,
                                end_wait_for_resend, expected_counts_met, interrupted, max_wait_failed_reason,
@@ -746,7 +747,8 @@ class RoleRunner:
             detail.update(port=node.scp.port, received=node.scp.received, last_stored_at=node.scp.last_stored_at,
                           min_free_space_mb=node.spool.min_free_space_mb,
                           last_refused_at=node.scp.refusals.last_refused_at,
-                          last_refusal=node.scp.refusals.last_reason, refused=node.scp.refusals.recent())
+                          last_refusal=node.scp.refusals.last_reason, refused=node.scp.refusals.recent(),
+                          different_resends=node.scp.different_resends.recent())
         if self.completion is not None:
             detail["completion_lease"] = self.completion.holding
         with self._beat_lock:
@@ -1039,6 +1041,27 @@ def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
     for item in merged.values():
         item["stored"] = instances.get(item["study"], 0)
     return sorted(merged.values(), key=lambda item: item["last_refused_at"], reverse=True)
+
+
+def attach_different_resends(nodes: list[dict], studies: list[dict]) -> None:
+    """Give each study of `studies` (status_report) `different_resends`: the instances receiving processes were sent
+    again with other content and did not store (net.scp.DifferentResends, from their heartbeats), one entry per
+    calling AE, merged over the processes, each with its `text` (scp.different_resend_text); [] where none."""
+    merged: dict[tuple[str, str], dict] = {}
+    for node in nodes:
+        for item in (node.get("detail") or {}).get("different_resends") or ():
+            key = (item["study"], item["calling_ae"])
+            if key in merged:
+                found = merged[key]
+                found["instances"] += item["instances"]
+                found["differing"] = sorted(set(found["differing"]) | set(item.get("differing") or ()))
+                found["first_at"] = min(found["first_at"], item["first_at"])
+                found["last_at"] = max(found["last_at"], item["last_at"])
+            else:
+                merged[key] = {**item, "differing": list(item.get("differing") or ())}
+    for study in studies:
+        study["different_resends"] = [{**item, "text": different_resend_text(item)} for (short, _), item
+                                      in sorted(merged.items()) if short == study["study"]]
 
 
 # --- `dicomnode state ...` -----------------------------------------------------------------------------------------

@@ -47,10 +47,13 @@ def number_text(value, digits: int = 1, below: bool = False) -> str:
 
 
 def stored_value(value: float | None, digits: int = 2, shown: int = 1) -> float | None:
-    """A measured value as summary.json and the SR keep it: rounded to `digits` decimals, or to as many more (up to
-    MAX_STORED_DIGITS) as it takes for display_round(stored, shown) to equal display_round(value, shown), so that a
-    reader rounding the stored number gets what every output shows, rounded once from the measured value: 90.146
-    is kept as 90.146 (90.15 would read 90.2, the measured value 90.1), 90.144 as 90.14. None stays None."""
+    """A measured value as summary.json and the SR keep it: always `digits` decimals (one decimal count per quantity
+    on every output: "RV SV 43.94 mL" beside "LV SV 43.93 mL", never 43.945), chosen so that a reader rounding the
+    stored number to `shown` decimals gets what every output shows, rounded once from the measured value: the value
+    rounded half up to `digits` decimals, or, where that would read otherwise at `shown` decimals (90.146 -> 90.15
+    reads 90.2, the measured value 90.1), the neighbouring `digits`-decimal number towards zero that reads as the
+    measured value (90.14). So the stored number lies within 10^-digits of the measured value (within half that where
+    no such boundary is crossed). None stays None; a non-finite value is returned as it is."""
     if value is None:
         return None
     number = float(value)
@@ -58,8 +61,8 @@ def stored_value(value: float | None, digits: int = 2, shown: int = 1) -> float 
         return number
     number = round(number, MAX_STORED_DIGITS)
     wanted = display_round(number, shown)
-    for places in range(digits, max(digits, MAX_STORED_DIGITS) + 1):
-        stored = round(number, places)
-        if display_round(stored, shown) == wanted:
-            return stored
-    return number
+    stored = display_round(number, digits)
+    if display_round(float(stored), shown) != wanted:
+        # half up crossed the display boundary (x.x45 .. x.x5 -> x.x5): the number one step towards zero is inside it
+        stored = stored - Decimal(1).scaleb(-digits).copy_sign(stored)
+    return float(stored)

@@ -506,7 +506,9 @@ class Spool:
         return Resend(content is None, encoding if content is None else f"{content}; {encoding}",
                       conflict=differences.conflict(), stored_study_uid=differences.stored_study_uid,
                       replaces_lossy=differences.replaces_lossy and differences.conflict() is None,
-                      keeps_lossless=differences.keeps_lossless)
+                      keeps_lossless=differences.keeps_lossless,
+                      differing=differences.attributes + (("pixel data",) if differences.pixels else ())
+                      + (("unreadable",) if differences.unreadable else ()))
 
     def replace(self, instance: IncomingInstance, calling_host: str | None = None) -> StoreOutcome:
         """Store `instance` in place of the copy indexed under its SOP Instance UID (a lossless original for a lossy
@@ -578,6 +580,8 @@ class Resend:
     replaces_lossy: bool = False
     #: the stored copy is lossless and the received one lossy: the stored one is kept (and no new UID is needed)
     keeps_lossless: bool = False
+    #: what differs, by name: the attributes' keywords, and "pixel data" where the pixel values (or data) differ
+    differing: tuple[str, ...] = ()
 
 
 #: attributes that make an instance re-using a stored SOP Instance UID another instance, not a re-send of it. Not

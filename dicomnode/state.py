@@ -88,6 +88,9 @@ INCOMPLETE_PREFIX = "incomplete: "
 OUTBOX_PENDING = "pending"
 OUTBOX_SENT = "sent"
 OUTBOX_DEAD = "dead"
+#: the reason of a study `dicomnode retry` sent back to complete for a new analysis (reanalyse_finished, reanalyse):
+#: the new report says so of the one it supersedes
+REANALYSIS_REQUESTED = "re-analysis requested"
 #: v3: an item of an analysis that a later analysis of the study superseded before it was sent: never sent
 OUTBOX_SUPERSEDED = "superseded"
 
@@ -1589,20 +1592,21 @@ class StateDB:
 
     def reanalyse_finished(self, study_key: str) -> bool:
         """`dicomnode retry STUDY --reanalyse`: send a finished study (done, or failed) back to `complete`, so that the
-        next worker analyses it again; its results supersede the earlier ones not sent yet. False in any other
-        state (receiving, being analysed or sent: nothing to force)."""
+        next worker analyses it again as a new generation (as a late instance makes one, so that `dicomnode status`
+        shows that the study was analysed again); its results supersede the earlier ones not sent yet. False in any
+        other state (receiving, being analysed or sent: nothing to force)."""
         now = time.time()
         with self._write() as db:
             return self._run(db, (
-                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
-                " WHERE study_key=:k AND state IN (:done, :failed)"),
-                {"complete": COMPLETE, "r": "re-analysis requested", "now": now, "k": study_key, "done": DONE,
+                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL,"
+                " generation=generation+1 WHERE study_key=:k AND state IN (:done, :failed)"),
+                {"complete": COMPLETE, "r": REANALYSIS_REQUESTED, "now": now, "k": study_key, "done": DONE,
                  "failed": FAILED}).rowcount == 1
 
     def reanalyse(self, study_key: str) -> bool:
-        """Send a failed study back to `complete`, so that the next worker analyses it again: one whose analysis
-        failed (its latest analysis failed, whatever earlier results are still queued) or that has no dead letters;
-        False when the study is in any other state."""
+        """Send a failed study back to `complete` as a new generation, so that the next worker analyses it again: one
+        whose analysis failed (its latest analysis failed, whatever earlier results are still queued) or that has no
+        dead letters; False when the study is in any other state."""
         now = time.time()
         with self._write() as db:
             study = self._run(db, "SELECT state FROM studies WHERE study_key=:k" + self._for_update,
@@ -1614,9 +1618,9 @@ class StateDB:
                     {"k": study_key, "dead": OUTBOX_DEAD}).first() is not None:
                 return False  # dead letters of its current results: retry_dead's case
             return self._run(db, (
-                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL"
-                " WHERE study_key=:k AND state=:failed"),
-                {"complete": COMPLETE, "r": "re-analysis requested", "now": now, "k": study_key,
+                "UPDATE studies SET state=:complete, reason=:r, updated_at=:now, claimed_by=NULL, lease_until=NULL,"
+                " generation=generation+1 WHERE study_key=:k AND state=:failed"),
+                {"complete": COMPLETE, "r": REANALYSIS_REQUESTED, "now": now, "k": study_key,
                  "failed": FAILED}).rowcount == 1
 
     def requeue_stuck(self, study_key: str) -> tuple[bool, str]:

@@ -10,6 +10,7 @@ from dicomnode.analysis.threshold_text import (agreement_r, method_name, method_
                                                not_validated_short, unvalidated_caveat, withheld_not_validated)
 from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.wall_thickness import wall_thickness_text
+from dicomnode.cmr.types import series_number_range
 from dicomnode.rounding import display_round, number_text
 
 
@@ -106,7 +107,10 @@ def print_summary_table(summary: dict) -> None:
         uid = study["study_instance_uid"]
         print(f"\nStudy {uid}" if uid else "\nFiles that belong to no readable study")
         for series in study.get("series", []):
-            print(f"  series #{series.get('series_number')!s:<6} {series['sequence']:<10} {series['view']:<6} "
+            # a stack merged from one-slice series by the range of its SeriesNumbers (merged_series), as the PDF and SR
+            number = series_number_range([m.get("series_number") for m in series.get("merged_series") or []]) \
+                or series.get("series_number")
+            print(f"  series #{number!s:<6} {series['sequence']:<10} {series['view']:<6} "
                   f"{series['slices']:>3} slices x {series['phases']:>2} phases"
                   f"{'  (preferred)' if series.get('preferred') else ''}")
         if "lge" in study:

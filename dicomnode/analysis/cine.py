@@ -15,7 +15,7 @@ from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERRO
                                              trigger_phase)
 from dicomnode.analysis.derived_phases import derived_phases
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms, small_ejection_note
-from dicomnode.analysis.phase_text import COUNTED_FROM, other_views_text, phase_number
+from dicomnode.analysis.phase_text import COUNTED_FROM, merged_numbers, other_views_text, phase_number
 from dicomnode.analysis.plausibility import implausible_size_notes
 from dicomnode.analysis.reference_age import (age_adjusted_flags, lv_extent_rule_withheld, patient_child_size,
                                               reference_ranges_summary)
@@ -506,12 +506,16 @@ class CinePipeline:
         timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases),
                   "derived_phases": derived.summary() if derived.any else None}
         summary = measured.summary()
+        acquired = max([getattr(volume, "acquired_phases", None) or 0, *numbers])
         summary.update({"ed_phase_number": phase_number(ed, numbers), "es_phase_number": phase_number(es, numbers),
                         "phase_numbering": PHASE_NUMBERING,
                         # the acquisition phase number of each position of the volume curves, and the phases acquired
                         # (a phase left out at every slice for an image missing at one leaves a gap in phase_numbers)
                         "phase_numbers": list(numbers),
-                        "phases_acquired": max([getattr(volume, "acquired_phases", None) or 0, *numbers]),
+                        "phases_acquired": acquired,
+                        # the acquisition phase numbers with no position in the curves (ed_phase + 1 is ED's number
+                        # only where this is empty)
+                        "phases_not_measured": sorted(set(range(1, acquired + 1)) - set(numbers)),
                         "bsa_m2": stored_value(measured.bsa_m2, 3, 2), "bsa_formula": measured.bsa_formula,
                         "indexed": {k: stored_value(v) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         # the model's known error (card cross-validation) of each judged value, and whether its flag
@@ -520,6 +524,8 @@ class CinePipeline:
                         "series_instance_uid": series.series_instance_uid,
                         "series_number": getattr(series, "series_number", None),
                         "series_description": getattr(series, "description", None),
+                        # every SeriesNumber of a stack merged from one-slice series: the outputs name it by their range
+                        **merged_numbers(series),
                         "stack_warnings": shift_notes + list(volume.warnings),
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
@@ -572,10 +578,13 @@ class CinePipeline:
 #: summary.json `cine.phase_numbering`: which base each phase key of the cine block counts from (design.md keeps
 #: `ed_phase` / `es_phase` as indices; the PDF, SR, SEG and console name phases as viewers do)
 PHASE_NUMBERING = ("ed_phase, es_phase and every phase index in this block (timing, basal_slices_excluded, the volume "
-                   "curves' positions) count from 0 over the phases measured; phase_numbers gives the acquisition "
+                   "curves' positions) count from 0 over the phases measured: ed_phase is the position of ED in "
+                   "lv_volume_curve_ml, rv_volume_curve_ml and phase_numbers, not a phase number (ed_phase + 1 is "
+                   "the phase number only where phases_not_measured is empty); phase_numbers gives the acquisition "
                    "phase number of each position (a phase left out at every slice for an image missing at one leaves "
-                   "a gap); ed_phase_number, es_phase_number and the phases named in flags and notes are these "
-                   f"acquisition numbers, {COUNTED_FROM}, as the PDF, SR, console and a viewer")
+                   "a gap, listed in phases_not_measured); ed_phase_number, es_phase_number and the phases named in "
+                   f"flags and notes are these acquisition numbers, {COUNTED_FROM}, as the PDF, SR, console and a "
+                   "viewer")
 
 
 def rescale_intercepts(series) -> list[float]:

@@ -19,7 +19,7 @@ from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_L
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
                                             nsd_enhancement, threshold_applicability)
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
-from dicomnode.analysis.phase_text import not_lge_text, other_views_text
+from dicomnode.analysis.phase_text import merged_numbers, not_lge_text, other_views_text
 from dicomnode.analysis.reference_age import lv_extent_rule_withheld, patient_child_size
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift
@@ -961,6 +961,8 @@ class LGEPipeline:
             "series_instance_uid": series.series_instance_uid,
             "series_number": getattr(series, "series_number", None),
             "series_description": getattr(series, "description", None),
+            # every SeriesNumber of a stack merged from one-slice series: the outputs name it by their range
+            **merged_numbers(series),
             # other LGE series of the same slices not measured, and why (CMRStudy.left_aside: e.g. the magnitude
             # images beside the PSIR measured)
             "series_left_aside": list((getattr(study, "left_aside", None) or {}).get(series.key, [])),

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 from dicomnode.cmr.frames import GEOMETRY_NOTES
 from dicomnode.cmr.recognize import UNTIMED_CINE
+from dicomnode.cmr.types import series_number_range
 
 COUNTED_FROM = "counted from 1"
 
@@ -50,13 +51,25 @@ def summary_phase_numbers(cine_summary) -> list[int] | None:
 
 def source_series_name(summary) -> str | None:
     """'series 33 "DE_SAX_PSIR"': the analysed series as a viewer lists it (SeriesNumber (0020,0011), then
-    SeriesDescription (0008,103E)) from a pipeline summary's `series_number` / `series_description`; None without
-    either."""
+    SeriesDescription (0008,103E)) from a pipeline summary's `series_number` / `series_description`; a stack merged
+    from one-slice series by the range of its SeriesNumbers ('series 21-35 "LGE_PSIR_SAX"', the summary's
+    `series_numbers`), as the series left aside beside it are named; None without either."""
     if not isinstance(summary, dict):
         return None
-    number, description = summary.get("series_number"), str(summary.get("series_description") or "").strip()
+    numbers = summary.get("series_numbers")
+    number = (series_number_range(numbers) if isinstance(numbers, list) and numbers else None) \
+        or summary.get("series_number")
+    description = str(summary.get("series_description") or "").strip()
     parts = ([f"series {number}"] if number is not None else []) + ([f'"{description}"'] if description else [])
     return " ".join(parts) or None
+
+
+def merged_numbers(series) -> dict:
+    """{"series_numbers": [21, 23, ..., 35]} for a pipeline summary of a stack merged from one-slice series (every
+    SeriesNumber of its instances, ascending; cmr.types.AnalysisSeries.series_numbers), {} for a stack of one series,
+    so that source_series_name names the merged stack by its range."""
+    numbers = series.series_numbers() if hasattr(series, "series_numbers") else []
+    return {"series_numbers": numbers} if len(numbers) > 1 else {}
 
 
 def other_views_text(series_list, sequence: str) -> str:
@@ -115,24 +128,12 @@ def geometry_notes(series) -> list[str]:
     return [note for note in notes if note.startswith(GEOMETRY_NOTES)]
 
 
-def _series_numbers(series) -> str | None:
-    """'2001-2003' for a stack merged from one-slice series, '2001' for one series, None without a SeriesNumber."""
-    numbers = set()
-    for header in getattr(series, "instances", None) or ():
-        try:
-            numbers.add(int(header.dataset.get("SeriesNumber")))
-        except (TypeError, ValueError, AttributeError):
-            continue
-    if len(numbers) > 1:
-        return f"{min(numbers)}-{max(numbers)}"
-    number = next(iter(numbers), getattr(series, "series_number", None))
-    return None if number is None else str(number)
-
-
 def series_name(series) -> str:
     """'series 2001-2003 "MOLLI_SAX_T1 MAP"' for an analysis series, as a viewer lists it; 'a series' without a
     SeriesNumber or SeriesDescription."""
-    return source_series_name({"series_number": _series_numbers(series),
+    number = series.series_number_text() if hasattr(series, "series_number_text") \
+        else getattr(series, "series_number", None)
+    return source_series_name({"series_number": number,
                                "series_description": getattr(series, "description", None)}) or "a series"
 
 

@@ -179,13 +179,17 @@ def lv_mass_bias_from_card(card: dict | None) -> float | None:
 
 
 def where_text(block: dict, slices: Sequence[dict] | None = None, short: bool = False) -> str:
-    """Where the maximum lies, in a reader's words: "AHA segment 3 basal inferoseptal, image S:300 I:45 (slice 4 of
-    10)": the ED source image as a viewer's overlay names it (SeriesNumber, InstanceNumber, as the PDF's image
-    captions; "instance 45" where the series number is unknown), then the slice counted from 1 in stack order
-    (ascending along the stack normal); `slices`: summary.json's cine `slices` entries (slice_index,
-    ed.series_number, ed.instance_number). `short`: "AHA 3, S:300 I:45" (the PDF's key-number cell; "AHA 3, slice 4
-    of 10" without the image's numbers). A tester could not find "slice 9 of 12, instance 80" in OHIF, whose copy
-    series count the slices the other way."""
+    """Where the maximum lies, in a reader's words: "AHA segment 3 basal inferoseptal, image S:300 I:45 (slice 7 of
+    10 in series order)": the ED source image as a viewer's overlay names it (SeriesNumber, InstanceNumber, as the
+    PDF's image captions; "instance 45" where the series number is unknown), then its place among the stack's ED
+    images in SeriesNumber / InstanceNumber order, counted from 1: the order of the source series in a viewer and the
+    InstanceNumber of the ED display copy the SR's outline is drawn on (results.display_copy numbers its copies so).
+    `slices`: summary.json's cine `slices` entries (slice_index, ed.series_number, ed.instance_number). Where the
+    images give no such order (an instance number missing or shared by two slices: frames of one multi-frame
+    instance) no count is given beside the image; without any instance number, "slice 4 of 10" in volume order
+    (ascending along the stack normal, summary `slice_index` + 1). `short`: "AHA 3, S:300 I:45" (the PDF's
+    key-number cell). A tester could not find "slice 9 of 12, instance 80" in OHIF, whose copy series count the
+    slices the other way than the volume order: the count beside an image is never the volume order."""
     parts = []
     if block.get("segment"):
         parts.append(f"AHA {block['segment']}" if short else
@@ -195,18 +199,44 @@ def where_text(block: dict, slices: Sequence[dict] | None = None, short: bool = 
         entry = next((e for e in slices or () if isinstance(e, dict) and e.get("slice_index") == k), None)
         image = (entry or {}).get("ed") or {}
         instance, series = image.get("instance_number"), image.get("series_number")
-        counted = f"slice {k + 1}" + (f" of {len(slices)}" if slices else "")
+        place = _series_order_place(k, slices)
+        counted = f"slice {place} of {len(slices)} in series order" if place else None
         if instance is not None and series is not None:
             named = f"S:{series} I:{instance}"
-            parts.append(named if short else f"image {named} ({counted})")
+            parts.append(named if short else _named_image(f"image {named}", counted))
+        elif instance is not None:
+            parts.append(counted or f"instance {instance}" if short else _named_image(f"instance {instance}", counted))
         else:
-            parts.append(counted + (f", instance {instance}" if instance is not None and not short else ""))
+            parts.append(f"slice {k + 1}" + (f" of {len(slices)}" if slices else ""))
     return ", ".join(parts)
 
 
+def _named_image(named: str, counted: str | None) -> str:
+    """"image S:5 I:139 (slice 7 of 10 in series order)", or the image alone without a count."""
+    return f"{named} ({counted})" if counted else named
+
+
+def _series_order_place(k: int, slices: Sequence[dict] | None) -> int | None:
+    """The 1-based place of slice index `k`'s ED image among all slices' ED images sorted by (SeriesNumber,
+    InstanceNumber) (as a viewer lists a stack merged from one-slice series and as the ED display copies are
+    numbered); None where a slice lacks its InstanceNumber, two slices share one, or `k` is not listed."""
+    keys = {}
+    for entry in slices or ():
+        entry = entry if isinstance(entry, dict) else {}
+        image = entry.get("ed") or {}
+        instance, index = image.get("instance_number"), entry.get("slice_index")
+        if not isinstance(instance, int) or not isinstance(index, int):
+            return None
+        series = image.get("series_number")
+        keys[index] = (series if isinstance(series, int) else 0, instance)
+    if k not in keys or len(set(keys.values())) != len(keys):
+        return None
+    return sorted(keys.values()).index(keys[k]) + 1
+
+
 def wall_thickness_text(block: dict | None, slices: Sequence[dict] | None = None, short: bool = False) -> str | None:
-    """"21.3 mm (AHA segment 3 basal inferoseptal, image S:300 I:45 (slice 4 of 10))": the value and where (where_text,
-    `short` as there); None without a value."""
+    """"21.3 mm (AHA segment 3 basal inferoseptal, image S:300 I:45 (slice 7 of 10 in series order))": the value and
+    where (where_text, `short` as there); None without a value."""
     value = block.get("max_mm") if isinstance(block, dict) else None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None

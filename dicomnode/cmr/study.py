@@ -21,7 +21,7 @@ from dicomnode.cmr.identity import IdentityConflict, identity_conflict
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
                                      NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
                                      lge_identity, mark_exam_protocols, weak_lge_evidence)
-from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume
+from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume, series_number_range
 from dicomnode.cmr.volume import build_volume
 from dicomnode.uids import InvalidUID, check_uid
 
@@ -296,9 +296,7 @@ def _signed(evidence: SeriesEvidence) -> bool:
 def _label(series: AnalysisSeries) -> str:
     """e.g. "series 12 'LGE_SAX' (6 slice(s), psir)"; a stack merged from one-slice series names its SeriesNumber
     range ("series 100-110 ...")."""
-    numbers = sorted({n for n in (_int_or_none(h.dataset.get("SeriesNumber")) for h in series.instances)
-                      if n is not None})
-    number = (f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else str(numbers[0])) if numbers else "(no number)"
+    number = series_number_range(series.series_numbers()) or "(no number)"
     kind = f", {series.lge_kind}" if series.lge_kind else ""
     return f"series {number} '{series.description}' ({series.slices} slice(s){kind})"
 

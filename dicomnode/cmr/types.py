@@ -11,6 +11,16 @@ Sequence = Literal["cine", "lge", "t1map", "t2map", "t2w", "perfusion", "localiz
 View = Literal["sax", "2ch", "3ch", "4ch", "lvot", "other"]
 
 
+def series_number_range(numbers) -> str | None:
+    """'21-35' for the SeriesNumbers (0020,0011) of a stack merged from one-slice series (lowest-highest), '21' for
+    one, None where none is known (None entries are skipped). The one way every output names a merged stack, so
+    that a reader finds all its slices in a viewer's series list."""
+    known = sorted({int(n) for n in numbers if n is not None})
+    if not known:
+        return None
+    return f"{known[0]}-{known[-1]}" if len(known) > 1 else str(known[0])
+
+
 class StudyError(ValueError):
     """Input that cannot be understood or turned into a volume; the message says what was wrong. `excluded`: the
     `excluded_instances` entries of the images left out on the way (every image of a series none of whose pixel data
@@ -109,6 +119,21 @@ class AnalysisSeries:
                     numbers[header.series_instance_uid] = None
         return [{"series_instance_uid": uid, "series_number": numbers.get(uid)}
                 for uid in dict.fromkeys(self.series_instance_uids)]
+
+    def series_numbers(self) -> list[int]:
+        """The distinct SeriesNumbers of the instances of this stack, ascending (several for a merged stack)."""
+        found = set()
+        for header in self.instances:
+            try:
+                found.add(int(header.dataset.get("SeriesNumber")))
+            except (TypeError, ValueError, AttributeError):
+                continue
+        return sorted(found)
+
+    def series_number_text(self) -> str | None:
+        """'21-35' for a stack merged from one-slice series, '21' for one series (series_number_range; the
+        series' own SeriesNumber where its instances give none), None without any."""
+        return series_number_range(self.series_numbers() or [self.series_number])
 
 
 @dataclass

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Sequence
 
 from pydicom import Dataset
 from pydicom.uid import (
@@ -424,6 +424,55 @@ class RecentRefusals:
                     if now - item["last_refused_at"] <= RECENT_REFUSALS_SECONDS]
 
 
+class DifferentResends:
+    """Instances sent again under a SOP Instance UID the node holds, in the same study and series, with other content
+    (a re-send: Resend.conflict None; a corrected header, a PatientID a PACS rewrote, a lossy re-encoding), acknowledged
+    and not stored: the first copy is kept and analysed. Counted per Study Instance UID and calling AE, with what
+    differs (the union of Resend.differing), so that the log says it once per study, sender and kind of difference,
+    not once per image, and `dicomnode status` lists it beside the study (a corrected header re-sent under the same
+    SOP Instance UIDs is not applied: nothing but the log said so). Kept in memory (the newest RECENT_REFUSALS_KEPT,
+    for RECENT_REFUSALS_SECONDS) and published in the process's heartbeat, as RecentRefusals."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], dict] = {}
+
+    def add(self, study_instance_uid: str, calling_ae: str, differing: Sequence[str], now: float | None = None) -> bool:
+        """Count one instance; True where it is the first of its study and sender (within RECENT_REFUSALS_SECONDS)
+        or names something the earlier ones did not differ in: the one to log at WARNING."""
+        now = time.time() if now is None else now
+        with self._lock:
+            item = self._items.pop((study_instance_uid, calling_ae), None)
+            if item is not None and now - item["last_at"] > RECENT_REFUSALS_SECONDS:
+                item = None
+            new = item is None or not set(differing) <= set(item["differing"])
+            item = item or {"study_instance_uid": study_instance_uid, "study": short_hash(study_instance_uid),
+                            "calling_ae": calling_ae, "instances": 0, "differing": [], "first_at": now}
+            item.update(instances=item["instances"] + 1, last_at=now,
+                        differing=sorted(set(item["differing"]) | set(differing)))
+            self._items[(study_instance_uid, calling_ae)] = item  # newest last
+            while len(self._items) > RECENT_REFUSALS_KEPT:
+                self._items.pop(next(iter(self._items)))
+            return new
+
+    def recent(self, now: float | None = None) -> list[dict]:
+        """The studies with such re-sends, newest first (within RECENT_REFUSALS_SECONDS)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return [dict(item) for item in reversed(self._items.values())
+                    if now - item["last_at"] <= RECENT_REFUSALS_SECONDS]
+
+
+def different_resend_text(item: dict) -> str:
+    """"255 instance(s) sent again by SCANNER1 with other content (PatientSize, PatientWeight differ): the first
+    copies are kept and analysed, these were not stored; a corrected instance needs a new SOP Instance UID" for a
+    DifferentResends item (`dicomnode status`)."""
+    differing = item.get("differing") or []
+    what = f" ({', '.join(differing[:6])}{', ...' if len(differing) > 6 else ''} differ)" if differing else ""
+    return (f"{item['instances']} instance(s) sent again by {item['calling_ae']} with other content{what}: the first "
+            "copies are kept and analysed, these were not stored; a corrected instance needs a new SOP Instance UID")
+
+
 def _remember_syntaxes(assoc) -> None:
     """The abstract and transfer syntaxes an association request proposes: classes and syntaxes, never one
     patient's object (observe.class_uids), so that a line about any of them (a context refused, an object dropped)
@@ -478,6 +527,8 @@ class StorageSCP:
         self.associations_rejected = 0
         #: refusals for lack of space (0xA700), for `dicomnode status` (the heartbeat publishes them)
         self.refusals = RecentRefusals()
+        #: re-sends with other content, acknowledged and not stored, for the log and `dicomnode status`
+        self.different_resends = DifferentResends()
         self.last_stored_at: float | None = None  # when an instance was last stored (a refusal after it: refusing now)
         self.study_keys = StudyKeys(getattr(spool, "db", None))
         self.ae = self._make_ae()
@@ -977,9 +1028,15 @@ class StorageSCP:
                         difference.detail)
             return None
         if difference.conflict is None:
-            log.warning("SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is "
-                        "kept and analysed; a corrected instance needs a new SOP Instance UID",
-                        instance.sop_instance_uid, short_hash(study_uid), calling, difference.detail)
+            # one WARNING per study, sender and kind of difference (a corrected header re-sent for a whole study
+            # made hundreds), the count in `dicomnode status`; every instance at DEBUG
+            first = self.different_resends.add(study_uid, instance.calling_ae, difference.differing)
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "SOP instance %s (study %s) sent again by %s with different content (%s): the first copy is "
+                    "kept and analysed; a corrected instance needs a new SOP Instance UID%s",
+                    instance.sop_instance_uid, short_hash(study_uid), calling, difference.detail,
+                    "; further instances of this study sent again with such differences are logged at DEBUG only, "
+                    "counted in `dicomnode status`" if first else "")
             return None
         return self._conflict(instance, calling, study_uid, difference)
 

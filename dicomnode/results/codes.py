@@ -117,7 +117,7 @@ WALL_THICKNESS = Code("WALLTHK", PRIVATE_SCHEME, "End-diastolic wall thickness, 
 #: Measurements family; pydicom's concept dictionary) with the TID 300 derivation (121401, DCM) "Maximum" (CID 3488)
 WALL_THICKNESS_STANDARD = Code("122445", "DCM", "Wall Thickness")
 MAXIMUM = Code("56851009", "SCT", "Maximum")
-#: volumes of an LGE finding the segmentation did not find (0 cm3), measured on the region searched (the LV
+#: volumes of an LGE finding the segmentation did not find (0 mL), measured on the region searched (the LV
 #: myocardium): a plain Volume (118565006, SCT) there would read as the volume of the myocardium (see sr.py)
 ENHANCED_VOLUME = Code("LGEVOL", PRIVATE_SCHEME, "Volume of late gadolinium enhancement incl. MVO")
 SCAR_VOLUME = Code("SCARVOL", PRIVATE_SCHEME, "Volume of late gadolinium enhancement without MVO")
@@ -144,8 +144,8 @@ ABSENT = Code("272519000", "SCT", "Absent")
 COMMENT = Code("121106", "DCM", "Comment")
 
 # --- UCUM units ------------------------------------------------------------------------------------------------
-UNIT_ML = Code("ml", "UCUM", "milliliter")
-UNIT_CM3 = Code("cm3", "UCUM", "cubic centimeter")
+#: every volume of the SR (blood pools, myocardium, scar, MVO): one unit, as summary.json and the PDF say mL
+UNIT_ML = Code("mL", "UCUM", "milliliter")
 UNIT_G = Code("g", "UCUM", "gram")
 UNIT_PERCENT = Code("%", "UCUM", "percent")
 #: NUM, mm: the LV length the stack holds (summary `coverage.lv_extent_mm`) of a stack missing part of the LV, first in
@@ -217,7 +217,7 @@ LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET = Code("LGEBURDENSITENO", PRIVATE_SCHEME,
 UNIT_YEAR = Code("a", "UCUM", "year")
 UNIT_KG = Code("kg", "UCUM", "kilogram")
 UNIT_M = Code("m", "UCUM", "meter")
-UNIT_ML_PER_M2 = Code("ml/m2", "UCUM", "milliliter per square meter")
+UNIT_ML_PER_M2 = Code("mL/m2", "UCUM", "milliliter per square meter")
 UNIT_G_PER_M2 = Code("g/m2", "UCUM", "gram per square meter")
 UNIT_M2 = Code("m2", "UCUM", "square meter")
 UNIT_MM = Code("mm", "UCUM", "millimeter")

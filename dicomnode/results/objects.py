@@ -177,7 +177,8 @@ def build_result_objects(
                 copies_made, target, built = _segs_of(study, segmentation, context, series_number, copy_series)
             except Exception as error:  # noqa: BLE001 - the other pipelines' results are still sent
                 series = segmentation.series
-                what = f"{segmentation.pipeline} SEG of series {series.series_number} '{series.description}'"
+                number = series.series_number_text() if hasattr(series, "series_number_text") else series.series_number
+                what = f"{segmentation.pipeline} SEG of series {number} '{series.description}'"
                 if isinstance(error, SegNotExpressible):  # a refusal in words, not an analysis failure
                     log.warning("%s not written: %s", what, error)
                     declined_segs.append(Declined(
@@ -231,7 +232,7 @@ def build_result_objects(
             + declined_segs
         try:
             pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined,
-                                                 series_names=series_names(study))
+                                                 series_names=series_names(study), supersedes=supersedes)
         except Exception as error:  # noqa: BLE001
             failed(None, "visual report (PDF / SC)", error)
             want_pdf = want_sc = False

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from pydicom.dataset import Dataset
 
@@ -91,3 +91,33 @@ def apply_provenance(
         dataset.TimezoneOffsetFromUTC = started_at.strftime("%z")
     dataset.SeriesDescription = ai_series_description(series_what)
     return dataset
+
+
+def report_time(content_date, content_time) -> str | None:
+    """"2026-12-07 04:11" from a result object's ContentDate (0008,0023) "20261207" and ContentTime (0008,0033)
+    "041101.123"; None where the date is not a DICOM DA."""
+    date, time = str(content_date or "").strip(), str(content_time or "").strip()
+    if len(date) != 8 or not date.isdigit():
+        return None
+    text = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    return text + (f" {time[:2]}:{time[2:4]}" if len(time) >= 4 and time[:4].isdigit() else "")
+
+
+def supersede_text(supersedes: Sequence[dict] | None) -> str | None:
+    """What a re-analysis's PDF pages, report image and SR say of the report they replace (OHIF shows no Predecessor
+    Documents Sequence): "Supersedes the report of 2026-12-07 04:11 (PDF series 9200, SR series 9100), made before
+    20 instance(s) received after it: its numbers are replaced by these". `supersedes`: the earlier SRs, oldest
+    first (node._superseded), each a dict that may hold `report_time` (report_time), `series_number` (the SR's),
+    `pdf_series_number` and `reason` (why the study was analysed again); the latest is named, the older ones
+    counted. None where nothing is superseded."""
+    if not supersedes:
+        return None
+    latest = supersedes[-1]
+    series = [f"{kind} series {latest[key]}" for kind, key in (("PDF", "pdf_series_number"), ("SR", "series_number"))
+              if latest.get(key) is not None]
+    when = latest.get("report_time")
+    text = "Supersedes the report" + (f" of {when}" if when else "") + (f" ({', '.join(series)})" if series else "")
+    if len(supersedes) > 1:
+        text += f" and {len(supersedes) - 1} earlier one(s)"
+    reason = latest.get("reason")
+    return text + (f"; analysed again: {reason}" if reason else "") + ": its numbers are replaced by these"

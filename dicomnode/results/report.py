@@ -40,7 +40,8 @@ from dicomnode.results.bullseye import draw_bullseye
 from dicomnode.results.headers import derivable_header
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.rounding import display_round, number_text
-from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.results.provenance import (NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version,
+                                          supersede_text)
 from dicomnode.results.regions import non_square_note
 from dicomnode.results.report_layout import (PAGE_INCHES, TABLE_FONT, bottom_of, captioned_grid, fit_width,
                                              key_table, text_span)
@@ -1061,6 +1062,18 @@ def fit_identification(text: Text, figure: Figure, width: float) -> bool:
     return True
 
 
+def mark_superseding(figure: Figure, notice: str) -> None:
+    """A re-analysis's page: the red banner (_page) gets a second line, `notice` (provenance.supersede_text: which
+    report this one replaces, when and why), in bold white below the BANNER text, shrunk to the page width, so that
+    the page (and the report image, page 1) cannot be read as a report standing beside the earlier one."""
+    banner = next(text for text in figure.texts if text.get_text() == BANNER)
+    banner.set_y(0.986)
+    banner.set_fontsize(10)
+    line = figure.text(0.5, 0.964, notice, ha="center", va="center", color="white", fontsize=8, weight="bold",
+                       family=list(report_fonts()))
+    fit_width(line, figure, 0.96)
+
+
 TABLE_LEFT, TABLE_TOP, TABLE_WIDTH = 0.04, 0.905, 0.59
 BULLSEYE_BOX = (0.67, 0.63, 0.30, 0.26)  # right of the table; its title stays above the wheel
 FOOTER_TOP = 0.03
@@ -1337,16 +1350,23 @@ def render_report(
     bsa: tuple[float, str] | None = None,
     declined: Sequence[Declined] = (),
     series_names: Mapping[str, str] | None = None,
+    supersedes: Sequence[dict] | None = None,
 ) -> tuple[bytes, bytes]:
     """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG), second_page, and overlay_page
     where page 1 left the overlays no room.
-    `series_names` {SeriesInstanceUID: 'series 5 "cine SAX"'}: how declined series are named (else by UID)."""
+    `series_names` {SeriesInstanceUID: 'series 5 "cine SAX"'}: how declined series are named (else by UID).
+    `supersedes`: the earlier reports a re-analysis replaces (provenance.supersede_text): every page says so in its
+    banner."""
     from matplotlib.backends.backend_pdf import PdfPages
 
     first = first_page(header, results, context, bsa, series_names)
     pages = [first, second_page(header, results, context, declined, series_names)]
     if _image_panels(results) and not has_overlays(first):  # no room on page 1: its footer points here
         pages.append(overlay_page(header, results, context))
+    notice = supersede_text(supersedes)
+    if notice:
+        for page in pages:
+            mark_superseding(page, notice)
     pdf, png = io.BytesIO(), io.BytesIO()
     with PdfPages(pdf, metadata={"Title": DOCUMENT_TITLE, "Creator": f"dicomnode {node_version()}"}) as document:
         for page in pages:

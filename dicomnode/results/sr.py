@@ -31,7 +31,8 @@ from dicomnode.cmr.age import patient_age
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 from dicomnode.results import codes
 from dicomnode.results.headers import fit_character_set, own_header
-from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version
+from dicomnode.results.provenance import (NODE_MANUFACTURER, NODE_MODEL_NAME, apply_provenance, node_version,
+                                          supersede_text)
 from dicomnode.results.regions import (image_regions, non_square_aspect, non_square_note, outlines,
                                        slice_regions)
 from dicomnode.results.seg import SEGMENT_KINDS, segment_plan
@@ -429,7 +430,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     """LGE groups (PS3.16 TID 1411). Unions are measured on their outlines (image regions on every slice): whole
     myocardium (volume, mass) and scar incl. MVO (`scar_volume_ml`, %LGE by DL, n-SD and FWHM, burden flag); the
     exclusive parts name their SEG segments where one SEG holds them: non-enhanced myocardium, scar without MVO, MVO
-    (`mvo_volume_ml`). A finding with no voxel (no scar, no MVO) keeps its 0 cm3, measured on the LV myocardium with
+    (`mvo_volume_ml`). A finding with no voxel (no scar, no MVO) keeps its 0 mL, measured on the LV myocardium with
     the finding coded as absent (see _SegmentIndex)."""
     block = lge.summary or {}
     if index is None:
@@ -448,7 +449,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     lv_site = [hd.sr.FindingSite(codes.LV_MYOCARDIUM)]
     bound = coverage_qualifier(block)  # volumes, mass and scar of a stack missing part of the LV: lower bounds
 
-    def bound_if(value: float | None) -> str:  # a lower bound of 0 says nothing: "0 cm3" is what was found
+    def bound_if(value: float | None) -> str:  # a lower bound of 0 says nothing: "0 mL" is what was found
         return bound if value else ""
 
     def bound_num(value: float | None) -> list:
@@ -458,7 +459,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         MYOCARDIUM_LABELS, 0, "LGE LV myocardium, whole", new_uid(), finding_type=codes.LV_MYOCARDIUM,
         suffix=bound_if(_number(block, "myocardium_volume_ml")),
         measurements=bound_num(_number(block, "myocardium_volume_ml"))
-        + _measurement(codes.VOLUME, _number(block, "myocardium_volume_ml"), codes.UNIT_CM3, **dl)
+        + _measurement(codes.VOLUME, _number(block, "myocardium_volume_ml"), codes.UNIT_ML, **dl)
         + _measurement(codes.LV_MASS, _number(block, "lv_mass_g"), codes.UNIT_G, **dl), all_slices=True)
 
     scar_volume = _number(block, "scar_volume_ml")
@@ -528,7 +529,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
                                suffix=bound_if(scar_volume),
                                measurements=bound_num(scar_volume)
-                               + _measurement(codes.VOLUME, scar_volume, codes.UNIT_CM3, **dl)
+                               + _measurement(codes.VOLUME, scar_volume, codes.UNIT_ML, **dl)
                                + scar_measurements, qualitative=qualitative, all_slices=True)
     if not scar:  # no enhanced voxel: the absent finding, measured on the LV myocardium (see _SegmentIndex)
         absent = [hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT)] + \
@@ -536,7 +537,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         scar = index.outline_group(
             MYOCARDIUM_LABELS, 0, burden_name("LGE scar incl. MVO (none found)", verdict), new_uid(),
             finding_type=codes.LV_MYOCARDIUM, finding_sites=lv_site,
-            measurements=_measurement(codes.ENHANCED_VOLUME, scar_volume, codes.UNIT_CM3, **dl) + scar_measurements,
+            measurements=_measurement(codes.ENHANCED_VOLUME, scar_volume, codes.UNIT_ML, **dl) + scar_measurements,
             qualitative=absent + qualitative, all_slices=True)
     groups += scar
 
@@ -550,8 +551,8 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         caveat = mvo_caveat_measurement(block) if key == "mvo" else []  # beside MVO volume "found" or "none found"
         groups += index.groups(key, None, name, finding_type=finding, finding_sites=lv_site,
                                measurements=bound_num(volume) + caveat
-                               + _measurement(codes.VOLUME, volume, codes.UNIT_CM3, **dl),
-                               absent_measurements=caveat + _measurement(absent_concept, volume, codes.UNIT_CM3, **dl),
+                               + _measurement(codes.VOLUME, volume, codes.UNIT_ML, **dl),
+                               absent_measurements=caveat + _measurement(absent_concept, volume, codes.UNIT_ML, **dl),
                                code_absent=key != "mvo" or mvo_stated, qualifier=bound_if(volume),
                                # an MVO whose presence the card does not validate: none segmented, not none found
                                absent_text=" (none segmented)" if key == "mvo" and not mvo_stated else " (none found)")
@@ -692,7 +693,7 @@ def mvo_caveat_measurement(block: dict | None) -> list:
     accuracy = _number(validation, "presence_accuracy") if isinstance(validation, dict) else None
     if accuracy is not None:
         return _measurement(codes.MVO_NOT_VALIDATED_AGREEMENT, 100.0 * accuracy, codes.UNIT_PERCENT)
-    return _measurement(codes.MVO_NOT_VALIDATED_VOLUME, _number(block, "mvo_volume_ml"), codes.UNIT_CM3)
+    return _measurement(codes.MVO_NOT_VALIDATED_VOLUME, _number(block, "mvo_volume_ml"), codes.UNIT_ML)
 
 
 def burden_name(name: str, verdict: tuple | None) -> str:
@@ -825,7 +826,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             if phase_key == "ed" and mass is not None:
                 volume = mass / config.analysis.cine.myocardial_density_g_per_ml
                 measurements = (coverage_measurement(block) if mass else []) + partial_cycle_measurement(block) \
-                    + _measurement(codes.VOLUME, volume, codes.UNIT_CM3)
+                    + _measurement(codes.VOLUME, volume, codes.UNIT_ML)
                 measurements += _measurement(codes.LV_MASS, mass, codes.UNIT_G, method=papillary_mass,
                                              algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(codes.LV_MASS_INDEX, "lv_mass_index_g_m2", mass, codes.UNIT_G_PER_M2) \
@@ -1180,7 +1181,8 @@ def build_sr(
     # name their own model (a single root observer would claim every observation for one model)
     several = len({model.device_uid for _, _, model, _ in per_pipeline}) > 1
     groups: list = []
-    report_level: list[str] = []
+    # a re-analysis says first which report it replaces, when and why (OHIF shows no Predecessor Documents Sequence)
+    report_level: list[str] = [notice] if (notice := supersede_text(supersedes)) else []
     for (found, comments, model, withheld), what in zip(per_pipeline, names):
         annotated, left = _annotate(found, comments, model if several else None, what, always=withheld)
         groups += annotated

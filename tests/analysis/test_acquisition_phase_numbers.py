@@ -89,6 +89,10 @@ def test_summary_numbers_the_measured_phases_as_the_acquisition(capsys):
     assert summary["phase_numbers"] == volume.phase_numbers and len(summary["lv_volume_curve_ml"]) == 13
     assert summary["phases_acquired"] == 14
     assert summary["phase_numbers"][summary["es_phase"]] == summary["es_phase_number"]
+    # break45a F10: an integrator doing ed_phase + 1 is warned: the gap is listed and the numbering says what counts
+    assert summary["phases_not_measured"] == [4]
+    assert summary["es_phase"] + 1 != summary["es_phase_number"]
+    assert "not a phase number" in summary["phase_numbering"] and "phases_not_measured" in summary["phase_numbering"]
     print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [], "cine": summary}]})
     out = capsys.readouterr().out
     assert "(ED phase 1, ES phase 6 of 14, counted from 1 as the report)" in out, out

@@ -125,7 +125,7 @@ def test_measure_cine_words_the_flags_and_reports_the_numbers_used():
     block = result.flag_validation
     assert block["rv_ef_percent"] == {"data": "ACDC cross-validation", "patients": 100,
                                       "card_metric": "acdc_cv_rv_ef_percent", "source": "engines/cine/EVALUATION.md",
-                                      "unit": "%", "mae": 9.32, "bias": -4.99, "sd": pytest.approx(11.25, abs=0.005),
+                                      "unit": "%", "mae": 9.32, "bias": -4.99, "sd": pytest.approx(11.25, abs=0.01),
                                       "near_cutoff": True}
     assert block["rv_edvi_ml_m2"]["near_cutoff"] is None  # judged, not flagged
     assert block["rv_edvi_ml_m2"]["per_bsa_m2"] == pytest.approx(result.bsa_m2, abs=1e-3)

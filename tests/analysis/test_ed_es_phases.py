@@ -254,6 +254,7 @@ def test_summary_gives_phase_numbers_counted_from_1_beside_the_0_based_indices()
     assert (summary["ed_phase"], summary["es_phase"]) == (0, 4)
     assert (summary["ed_phase_number"], summary["es_phase_number"]) == (1, 5)
     assert summary["phase_numbering"].startswith("ed_phase, es_phase and every phase index in this block")
+    assert summary["phases_not_measured"] == []  # no gap: ed_phase + 1 is ED's phase number here
 
 
 # ------------------------------------------------------------------ F1 end to end: Sunnybrook, two mid-cycle phases

@@ -14,6 +14,7 @@ from dicomnode.cmr.types import StudyError
 from dicomnode.config import Config
 from dicomnode.devtools.make_study import make_study
 from dicomnode.inference import Runtime
+from dicomnode.analysis.phase_text import source_series_name
 from dicomnode.rounding import stored_value
 
 SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml", "mvo_volume_ml", "lge_percent",
@@ -23,6 +24,8 @@ SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml",
                 "determined", "reason", "large_scar_burden_reason", "coverage",
                 # other LGE series of the same slices left aside, and why
                 "series_left_aside",
+                # every SeriesNumber of the stack merged from one-slice series (the siemens variant), break45a F1
+                "series_numbers",
                 # the model's cross-validated %LGE error on input like this, and whether %LGE lies within it of 15 %
                 "lge_percent_validation",
                 # the model's cross-validated MVO agreement: whether MVO is validated and its presence stated
@@ -59,6 +62,11 @@ def test_pipeline_on_psir_stack_matches_ground_truth_and_contract(siemens_study,
     assert result.name == "lge" and not result.declined
     summary = result.summary
     assert set(summary) == SUMMARY_KEYS and summary["method"] == "dl"
+    # one series per slice: named by the range of its SeriesNumbers, as the magnitude series left aside is
+    numbers = summary["series_numbers"]
+    assert len(numbers) == len(summary["per_slice"]) > 1 and numbers == sorted(numbers)
+    assert summary["series_number"] == numbers[0]
+    assert source_series_name(summary).startswith(f"series {numbers[0]}-{numbers[-1]} ")
     assert summary["nsd"]["n"] == config.analysis.lge.nsd_n and "lge_percent" in summary["fwhm"]
     # the EMIDEC-derived study states its assumed spacing in its header: its mL and g are nominal on every output
     # (break45a finding 12), not only on the demo's console

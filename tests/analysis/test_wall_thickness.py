@@ -123,19 +123,40 @@ def test_the_flag_is_raised_at_15_mm_with_the_criterion_where_and_the_known_erro
     block = {"max_mm": 15.0, "slice_index": 3, "segment": 9, "segment_name": "mid inferoseptal"}
     slices = [{"slice_index": k, "ed": {"instance_number": 10 + k}} for k in range(8)]
     flag = wall_thickness_flag(block, slices, mass_bias_g=10.7, validation=MODEL_VALIDATION)
-    assert flag.startswith(f"{WALL_THICKNESS_START} 15.0 mm at ED (AHA segment 9 mid inferoseptal, slice 4 of 8, "
-                           "instance 13) >= 15 mm")
+    assert flag.startswith(f"{WALL_THICKNESS_START} 15.0 mm at ED (AHA segment 9 mid inferoseptal, instance 13 "
+                           "(slice 4 of 8 in series order)) >= 15 mm")
     assert "ESC 2014, AHA/ACC 2020" in flag and "LV mass bias +10.7 g" in flag and f"{MODEL_VALIDATION['mae_mm']:g} mm MAE" in flag
     assert wall_thickness_flag({**block, "max_mm": 14.99}) is None
     assert wall_thickness_flag({"max_mm": None}) is None and wall_thickness_flag(None) is None
     assert "LV mass bias" not in wall_thickness_flag(block)  # no card value: no bias claimed
-    assert wall_thickness_text(block, slices) == "15.0 mm (AHA segment 9 mid inferoseptal, slice 4 of 8, instance 13)"
+    assert wall_thickness_text(block, slices) == ("15.0 mm (AHA segment 9 mid inferoseptal, instance 13 (slice 4 of 8 "
+                                                  "in series order))")
     assert wall_thickness_text({"max_mm": None}) is None
     # with the series number the image is named as a viewer's overlay and the PDF captions name it (break41b F6)
     named = [{"slice_index": k, "ed": {"instance_number": 10 + k, "series_number": 300}} for k in range(8)]
     assert wall_thickness_text(block, named) == ("15.0 mm (AHA segment 9 mid inferoseptal, image S:300 I:13 (slice 4 "
-                                                 "of 8))")
+                                                 "of 8 in series order))")
     assert wall_thickness_text(block, named, short=True) == "15.0 mm (AHA 9, S:300 I:13)"
+
+
+def test_the_slice_count_beside_an_image_follows_the_series_order_not_the_volume_order():
+    """break45a F7: the volume counts apex first while the series (and the ED display copies, numbered in the sources'
+    Series / Instance Number order) count the other way: "slice 4 of 10" beside I:139 pointed at another slice."""
+    block = {"max_mm": 12.8, "slice_index": 3, "segment": 11, "segment_name": "mid inferolateral"}
+    reversed_numbers = [{"slice_index": k, "ed": {"instance_number": 199 - 20 * k, "series_number": 5}}
+                        for k in range(10)]
+    text = wall_thickness_text(block, reversed_numbers)
+    assert text == "12.8 mm (AHA segment 11 mid inferolateral, image S:5 I:139 (slice 7 of 10 in series order))"
+    assert "slice 4" not in text
+    # a stack merged from one-slice series: the SeriesNumber orders first (each series restarts at instance 1)
+    merged = [{"slice_index": k, "ed": {"instance_number": 1, "series_number": 30 - 2 * k}} for k in range(8)]
+    assert wall_thickness_text(block, merged).endswith("image S:24 I:1 (slice 5 of 8 in series order))")
+    # frames of one multi-frame instance share its number: no order to count in, the image alone
+    shared = [{"slice_index": k, "ed": {"instance_number": 1, "series_number": 5}} for k in range(10)]
+    assert wall_thickness_text(block, shared) == "12.8 mm (AHA segment 11 mid inferolateral, image S:5 I:1)"
+    # no image numbers at all: the volume order, the only one known
+    bare = [{"slice_index": k, "ed": {}} for k in range(10)]
+    assert wall_thickness_text(block, bare) == "12.8 mm (AHA segment 11 mid inferolateral, slice 4 of 10)"
 
 
 def test_the_lv_mass_bias_is_read_from_the_model_card():

@@ -358,7 +358,9 @@ def test_node_names_the_purged_report_as_superseded(tmp_path):
         store.instance(1)
         assert node._superseded(KEY, KEY) == [{
             "sop_instance_uid": purged_sr["sop_instance_uid"], "series_instance_uid": purged_sr["series_instance_uid"],
-            "study_instance_uid": KEY, "sop_class_uid": SR}]
+            "study_instance_uid": KEY, "sop_class_uid": SR,
+            # break45a F5: what the new report says of the one it replaces: why the study is analysed again
+            "reason": "the study was received again after its results were purged"}]
     finally:
         node.db.close()
 
@@ -420,3 +422,48 @@ def test_the_emergency_purge_takes_conflict_copies_oldest_first_before_any_study
     report = emergency_purge(store.db, store.root, 85, free_mb)
     assert [path.exists() for path in copies] == [False, True, False]  # the 3- and 2-day-old ones went
     assert report.conflicts == 2 and report.studies == [] and store.db.study(KEY)["state"] == DONE
+
+
+def _result_header(path: Path, sop_class: str, series_number: int) -> None:
+    """A result file's header as the node wrote it (what a re-analysis reads of the report it replaces)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID, dataset.file_meta.MediaStorageSOPInstanceUID = sop_class, "2.25.1"
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID, dataset.StudyInstanceUID, dataset.SeriesNumber = sop_class, KEY, series_number
+    dataset.ContentDate, dataset.ContentTime = "20261207", "041101.25"
+    dataset.save_as(path, enforce_file_format=True)
+
+
+def test_a_reanalysis_says_which_report_it_replaces_when_and_why(tmp_path):
+    """break45a F5: the rerun PDF and SR said nothing of the report they replace. The node hands the results the
+    earlier SR's and PDF's series numbers and time and why the study is analysed again (late instances, a request)."""
+    from dicomnode.results.provenance import supersede_text
+
+    pdf = "1.2.840.10008.5.1.4.1.1.104.1"
+    config = Config.model_validate({"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+                                    "studies": {"quiet_seconds": 3600}})
+    node = Node(config, analyser=object())
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        store.db.mark_sent(store.analyse(classes=(SR, pdf)))
+        for sop_class, number in ((SR, 9100), (pdf, 9200)):
+            [row] = store.db.earlier_reports(KEY, sop_class)
+            _result_header(node.storage_dir / row["path"], sop_class, number)
+        store.instance(2)
+        store.instance(3)  # two late instances
+        [entry] = node._superseded(KEY, KEY)
+        assert (entry["series_number"], entry["pdf_series_number"], entry["report_time"]) == (9100, 9200,
+                                                                                             "2026-12-07 04:11")
+        assert entry["reason"] == "2 instance(s) received after that report"
+        assert supersede_text([entry]) == (
+            "Supersedes the report of 2026-12-07 04:11 (PDF series 9200, SR series 9100); analysed again: 2 "
+            "instance(s) received after that report: its numbers are replaced by these")
+        asked = node._superseded(KEY, KEY, requested=True)[-1]["reason"]
+        assert asked == "re-analysis requested (dicomnode retry --reanalyse)"
+    finally:
+        node.db.close()

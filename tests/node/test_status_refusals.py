@@ -141,10 +141,16 @@ def test_retry_reanalyse_sends_a_done_study_back_to_complete_and_refuses_a_recei
     assert Dispatcher(db, root, DispatchConfig(), "DICOMNODE").run_once() == 1
     config = write_config(tmp_path, root)
     capsys.readouterr()
+    generation = db.study("1.8")["generation"]
     assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 0
     assert "re-queued 1.8 for a new analysis" in capsys.readouterr().out
     study = db.study("1.8")
     assert study["state"] == COMPLETE and study["reason"] == "re-analysis requested"
+    # break45a F5: status shows the re-analysis as a new generation, as a late instance's re-analysis does
+    assert study["generation"] == generation + 1
+    assert main(["status", "--json", "--config", config]) == 0
+    listed = {s["study_key"]: s for s in json.loads(capsys.readouterr().out)["studies"]}
+    assert listed["1.8"]["generation"] == generation + 1
     db.set_study_state("1.8", RECEIVED)  # a late instance arrived: it is analysed once complete
     assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 1
     assert "not re-analysed: 1.8 is in state received" in capsys.readouterr().err

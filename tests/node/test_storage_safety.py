@@ -22,7 +22,7 @@ from dicomnode.dispatch import Dispatcher
 from dicomnode.node import (DISPATCH_STOP_SECONDS, SCP_STOP_SECONDS, WORKERS_STOP_SECONDS, Node, status_report)
 from dicomnode.observe import RepeatedWarningFilter, StudyContextFilter, configure_logging, study_context
 from dicomnode.receivers import STOP_TIMEOUT
-from dicomnode.roles import DatabaseCompletion, RoleRunner
+from dicomnode.roles import DatabaseCompletion, RoleRunner, attach_different_resends
 from dicomnode.spool import OutOfSpace, Spool, StorageInUse, StorageLock, write_durably
 from dicomnode.state import ANALYSING, COMPLETE, DONE, FAILED, PURGING, RECEIVED, InstanceRow, StateDB
 from dicomnode.studies import REFUSED_PREFIX, record_refusal, waiting_for_resend
@@ -456,6 +456,55 @@ def test_an_instance_resent_with_other_content_is_named_in_a_warning(node, caplo
     assert "stored once" not in caplog.text
     assert len(node.db.study_instances(str(first.StudyInstanceUID))) == 1
 
+
+
+def test_a_corrected_study_resent_under_the_same_uids_is_one_warning_and_a_status_note(node, caplog, capsys):
+    """break45a F6: PatientSize / PatientWeight added and the study sent again with the same SOP Instance UIDs: 255
+    WARNINGs, one per image, and nothing in `dicomnode status`. Now one WARNING per study, sender and kind of
+    difference (every image at DEBUG), and status lists the study with the count, what differs and that the results
+    are of the first copies, which are kept (nothing stored is lost or replaced)."""
+    study_uid = "1.2.826.0.1.3680043.8.498.45006"
+    originals = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".1", instance=n, position=8.0 * n)
+                 for n in range(1, 6)]
+    for dataset in originals:
+        assert store_one(node.scp.port, dataset).Status == 0
+    stored = {row["path"]: (node.storage_dir / row["path"]).read_bytes() for row in node.db.study_instances(study_uid)}
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="dicomnode"):
+        for dataset in originals:
+            corrected = copy.deepcopy(dataset)
+            corrected.PatientWeight, corrected.PatientSize = 80, 1.75
+            assert store_one(node.scp.port, corrected).Status == 0
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings_) == 1 and "PatientSize, PatientWeight" in warnings_[0], warnings_
+    assert "logged at DEBUG only, counted in `dicomnode status`" in warnings_[0]
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "different content" in r.getMessage()]) == 4
+    # the first copies stay, unchanged, and are what is analysed
+    assert {row["path"]: (node.storage_dir / row["path"]).read_bytes()
+            for row in node.db.study_instances(study_uid)} == stored
+    (item,) = node.scp.different_resends.recent()
+    assert item["instances"] == 5 and item["differing"] == ["PatientSize", "PatientWeight"]
+    # another kind of difference of the same study is said again
+    caplog.clear()
+    renamed = copy.deepcopy(originals[0])
+    renamed.PatientName = "CORRECTED^NAME"
+    with caplog.at_level(logging.INFO):
+        assert store_one(node.scp.port, renamed).Status == 0
+    assert [r for r in caplog.records if r.levelno == logging.WARNING]
+    # `dicomnode status`: the study's note, from the receiving process's heartbeat
+    report = status_report(node.db)
+    heartbeat = [{"node_id": "n1", "detail": {"different_resends": node.scp.different_resends.recent()}}]
+    attach_different_resends(heartbeat, report["studies"])
+    (study,) = [s for s in report["studies"] if s["study_key"] == study_uid]
+    (note,) = study["different_resends"]
+    assert note["instances"] == 6 and note["differing"] == ["PatientName", "PatientSize", "PatientWeight"]
+    assert note["text"].startswith("6 instance(s) sent again by ") and "the first copies are kept and analysed" \
+        in note["text"] and "needs a new SOP Instance UID" in note["text"]
+    report.update(nodes=[], receiving={}, refused_recently=[])
+    _print_status(report, False, node.db.stale_after_seconds, node.db.gone_after_seconds)
+    out = capsys.readouterr().out
+    assert f"  {study_uid}: {note['text']}" in out.splitlines()
+    assert "instances sent again with other content" in out
 
 
 def test_an_instance_rerouted_in_another_encoding_is_identical_and_other_pixel_values_are_different_content(node,

@@ -4,9 +4,12 @@ analysis it supersedes in the series list, and ED / ES SEG series told apart wit
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from dataclasses import replace
 
 import pytest
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicomnode.results import codes
 from dicomnode.results.objects import (REANALYSIS_SERIES_STEP, build_result_objects, reanalysis_description)
@@ -89,6 +92,39 @@ def test_a_reanalysis_is_told_apart_in_the_series_list():
     assert copies and copies <= set(named) and all(n >= REANALYSIS_SERIES_STEP for n in copies)
     third = build_result_objects(study, results, context, supersedes=earlier * 2)
     assert {int(d.SeriesNumber) for d in third}.isdisjoint({int(d.SeriesNumber) for d in second})
+
+
+def test_a_reanalysis_says_on_every_page_and_in_the_sr_which_report_it_replaces():
+    """break45a F5: the rerun PDF, its report image and the SR said nothing of the report they replace (only the
+    "rerun 2" series prefix and a Predecessor Documents Sequence OHIF does not show). Every PDF page's banner, the
+    report image (page 1) and the SR's first report-level comment now say which report, when and why."""
+    from test_results_sr import report_comments
+
+    study, results, context = make_study(slices=3, cine_phases=5)
+    earlier = [{"sop_instance_uid": "1.2.3", "series_instance_uid": "1.2.4", "study_instance_uid":
+                study.study_instance_uid, "series_number": 9100, "pdf_series_number": 9200,
+                "report_time": "2026-12-07 04:11", "reason": "20 instance(s) received after that report"}]
+    notice = ("Supersedes the report of 2026-12-07 04:11 (PDF series 9200, SR series 9100); analysed again: 20 "
+              "instance(s) received after that report: its numbers are replaced by these")
+    first = build_result_objects(study, results, context, secondary_capture=True)
+    second = build_result_objects(study, results, context, supersedes=earlier, secondary_capture=True)
+    sr = next(d for d in second if d.get("PredecessorDocumentsSequence"))  # the measurement report
+    assert report_comments(sr)[0] == notice
+    assert not any("Supersedes" in c for d in first if d.Modality == "SR" and d.get("ContentSequence")
+                   for c in report_comments(d))
+    pdfs = [next(d for d in objects if d.Modality == "DOC") for objects in (first, second)]
+    if shutil.which("pdftotext"):
+        pages = subprocess.run(["pdftotext", "-", "-"], input=pdfs[1].EncapsulatedDocument, capture_output=True,
+                               check=True).stdout.decode().split("\f")
+        pages = [" ".join(page.split()) for page in pages if page.strip()]
+        assert len(pages) >= 2 and all("Supersedes the report of 2026-12-07 04:11 (PDF series 9200, SR series 9100)"
+                                       in page for page in pages), pages
+        before = subprocess.run(["pdftotext", "-", "-"], input=pdfs[0].EncapsulatedDocument, capture_output=True,
+                                check=True).stdout.decode()
+        assert "Supersedes" not in before
+    # the report image is page 1 of the PDF: it carries the same banner line
+    images = [next(d for d in objects if d.SOPClassUID == SecondaryCaptureImageStorage) for objects in (first, second)]
+    assert images[0].PixelData != images[1].PixelData
 
 
 def test_reanalysis_description_keeps_the_unverified_suffix_and_whole_words():

@@ -18,14 +18,24 @@ from dicomnode.summary_view import print_summary_table
 
 def test_a_stored_value_rounds_to_the_digits_of_the_measured_value():
     """90.146 stored as 90.15 read 90.2 on the console and in the flag, 90.1 on the PDF (double rounding)."""
-    assert stored_value(90.146) == 90.146 and number_text(stored_value(90.146)) == "90.1"
+    assert stored_value(90.146) == 90.14 and number_text(stored_value(90.146)) == "90.1"
     assert stored_value(90.144) == 90.14 and stored_value(223.04999999999998) == 223.05
     assert stored_value(0.35551, 3, 2) == 0.356 and stored_value(None) is None
     rng = random.Random(40)
     for _ in range(2000):
-        value = rng.uniform(0, 400)
+        value = rng.uniform(-50, 400)
         stored = stored_value(value)
-        assert number_text(stored) == number_text(value) and abs(stored - value) <= 0.005 + 1e-9
+        assert number_text(stored) == number_text(value) and abs(stored - value) < 0.01 + 1e-9
+        assert stored == round(stored, 2)  # never a third decimal (break45a F11)
+
+
+def test_a_stored_value_has_the_same_decimals_as_every_other_of_its_kind():
+    """break45a F11: "RV SV 43.945 ml" stood beside "LV SV 43.93 ml" in one SR; the third decimal was kept so that
+    43.95 would not read 44.0. The neighbour towards zero, 43.94, reads 43.9 as the measured value does."""
+    assert stored_value(43.945) == 43.94 and stored_value(145.148) == 145.14 and stored_value(24.548) == 24.54
+    assert stored_value(-43.945) == -43.94 and stored_value(132.949) == 132.94
+    assert stored_value(0.35551, 3, 2) == 0.356 and stored_value(0.35549, 3, 2) == 0.355
+    assert stored_value(0.3545, 3, 2) == 0.354  # 0.355 would read 0.36 at 2 decimals, the BSA 0.35
 
 
 def test_a_range_flag_rounds_the_measured_value_once():

@@ -141,7 +141,7 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
     assert volume[0] == pytest.approx(enhanced_ml, abs=0.01)
     assert summary["mvo_volume_ml"] == pytest.approx((segmentation.labelmap == 4).sum()
                                                      * segmentation.volume.voxel_volume_ml, abs=0.01)
-    assert all(u == "cm3" for c, _, u, _ in values if c == ("118565006", "SCT"))
+    assert all(u == "mL" for c, _, u, _ in values if c == ("118565006", "SCT"))
     percent = {modifier(i, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue: (c[0], v)
                for c, v, u, i in values if c[0] in LGE_PERCENT_CODES}
     # each method's %LGE under a concept of its own (OHIF shows concept names only), the method as modifier too
@@ -166,7 +166,7 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
         "large burden if %LGE >= 15 % (HCM risk cut-off, Chan 2014; not validated for infarct scar)"]
     myocardium = nums(group_named(sr, "LGE LV myocardium, whole"))
     assert {c: (v, u) for c, v, u, _ in myocardium} == {
-        ("118565006", "SCT"): (pytest.approx(summary["myocardium_volume_ml"]), "cm3"),
+        ("118565006", "SCT"): (pytest.approx(summary["myocardium_volume_ml"]), "mL"),
         ("18087-7", "LN"): (pytest.approx(summary["lv_mass_g"]), "g")}
 
 
@@ -306,7 +306,7 @@ def test_a_finding_that_is_not_there_is_coded_absent_not_drawn_as_the_finding(no
     for name, (volume_code, absent) in expected.items():
         group = group_named(sr, name)
         assert finding(group) == ("49848007", "SCT")  # the region is the myocardium searched
-        assert {c: (v, u) for c, v, u, _ in nums(group)}[(volume_code, "99DICOMNODE")] == (0.0, "cm3")
+        assert {c: (v, u) for c, v, u, _ in nums(group)}[(volume_code, "99DICOMNODE")] == (0.0, "mL")
         assert ("118565006", "SCT") not in {c for c, *_ in nums(group)}  # no "Volume 0" of the myocardium
         evaluations = {concept(i): i.ConceptCodeSequence[0].CodeValue for i in group.ContentSequence
                        if i.ValueType == "CODE" and i.RelationshipType == "CONTAINS"}
@@ -413,8 +413,8 @@ def test_cine_groups_loinc_codes_phases_and_indexing(reports):
     bsa = body_surface_area(float(header.PatientSize), float(header.PatientWeight), "mosteller")
     ed = group_named(sr, "LV blood pool ED")
     values = {c: (v, u) for c, v, u, _ in nums(ed)}
-    assert values[("8821-1", "LN")] == (pytest.approx(summary["lv_edv_ml"]), "ml")
-    assert values[("LVEDVI", "99DICOMNODE")] == (pytest.approx(summary["lv_edv_ml"] / bsa, rel=1e-3), "ml/m2")
+    assert values[("8821-1", "LN")] == (pytest.approx(summary["lv_edv_ml"]), "mL")
+    assert values[("LVEDVI", "99DICOMNODE")] == (pytest.approx(summary["lv_edv_ml"] / bsa, rel=1e-3), "mL/m2")
     # 1-based like the PDF and the SEG ("phase 1"), under a concept that says so; summary.json stays 0-based
     assert values[("PHASENUM", "99DICOMNODE")][0] == summary["ed_phase"] + 1
     (number_item,) = [i for c, v, u, i in nums(ed) if c == ("PHASENUM", "99DICOMNODE")]
@@ -428,7 +428,7 @@ def test_cine_groups_loinc_codes_phases_and_indexing(reports):
     assert es[("8824-5", "LN")] == pytest.approx(summary["rv_esv_ml"])
     lv = {c: (v, u) for c, v, u, _ in nums(group_named(sr, "LV function (ED and ES)"))}
     assert lv[("8811-2", "LN")] == (pytest.approx(summary["lv_ef_percent"]), "%")
-    assert lv[("90096001", "SCT")] == (pytest.approx(summary["lv_sv_ml"]), "ml")
+    assert lv[("90096001", "SCT")] == (pytest.approx(summary["lv_sv_ml"]), "mL")
     assert lv[("8277-6", "LN")] == (pytest.approx(bsa, rel=1e-3), "m2")
     bsa_item = next(i for c, v, u, i in nums(group_named(sr, "LV function (ED and ES)")) if c == ("8277-6", "LN"))
     assert modifier(bsa_item, ("370129005", "SCT")).ConceptCodeSequence[0].CodeValue == codes.BSA_MOSTELLER.value
@@ -454,6 +454,22 @@ def test_units_are_ucum(reports):
     units = {item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodingSchemeDesignator
              for _, item in walk(sr.ContentSequence) if item.ValueType == "NUM"}
     assert units == {"UCUM"}
+
+
+def test_every_volume_is_in_one_unit_as_summary_and_pdf_give_it(reports):
+    """break45a F11: blood-pool volumes were `ml`, myocardium, scar and MVO volumes `cm3` in the same SR; summary.json
+    and the PDF say mL throughout. Every volume NUM (LOINC volumes, SCT Volume, stroke volume, private volumes) is
+    UCUM "mL", every indexed volume "mL/m2"."""
+    *_, sr, _, _ = reports
+    units = [(item.ConceptNameCodeSequence[0].CodeMeaning,
+              item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue)
+             for _, item in walk(sr.ContentSequence) if item.ValueType == "NUM"]
+    volumes = [(name, unit) for name, unit in units if "volume" in name.lower() and "index" not in name.lower()
+               and "fraction" not in name.lower() and "%" != unit]
+    assert len({name for name, _ in volumes}) >= 5, units
+    assert {unit for _, unit in volumes} == {"mL"}, volumes
+    assert not [unit for _, unit in units if unit.lower() in ("ml", "cm3") and unit != "mL"]
+    assert {unit for name, unit in units if "volume index" in name.lower()} <= {"mL/m2"}
 
 
 def test_measurement_report_holds_only_measurements(reports):

@@ -160,5 +160,5 @@ def test_rv_function_holds_the_rv_stroke_volume_index():
     summary["indexed"] = {"lv_svi_ml_m2": 40.12, "rv_svi_ml_m2": 33.45}
     sr = build_sr(study.series[0].instances[0].dataset, results, segs_of(results, context), context, 9100)
     rv = {c: (v, u) for c, v, u, _ in nums(group_named(sr, "RV function (ED and ES)"))}
-    assert rv[(codes.RV_SV_INDEX.value, "99DICOMNODE")] == (33.45, "ml/m2")
+    assert rv[(codes.RV_SV_INDEX.value, "99DICOMNODE")] == (33.45, "mL/m2")
     assert codes.RV_SV_INDEX in codes.PRIVATE_CODES

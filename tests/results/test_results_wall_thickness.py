@@ -72,7 +72,11 @@ def test_the_pdf_gives_the_value_where_and_the_hcm_criterion(adult):
     rows = {q: (v, r) for q, v, r in key_number_table(results, (2.0, "mosteller"), "M")}
     value, reference = rows[WALL_THICKNESS_ROW]
     wall = results[1].summary["max_wall_thickness"]
-    assert value == f"16.3 mm (AHA {wall['segment']}, slice {wall['slice_index'] + 1} of 6)"
+    # the slice's place among the ED images in InstanceNumber order, as the ED display copies are numbered (break45a F7)
+    slices = results[1].summary["slices"]
+    numbers = sorted(e["ed"]["instance_number"] for e in slices)
+    number = next(e["ed"]["instance_number"] for e in slices if e["slice_index"] == wall["slice_index"])
+    assert value == f"16.3 mm (AHA {wall['segment']}, slice {numbers.index(number) + 1} of 6 in series order)"
     assert reference == "HCM if ≥ 15 mm (adults)"
     assert rows["LV mass (cine, ED) / index"][1] == "index 49-85 g/m²"  # an adult (man): his range shown
     outside = rows["Outside the reference range"][0]
