@@ -138,8 +138,9 @@ def write_card(card_path: Path, result: dict) -> None:
         raise ValueError(f"{card_path} holds out other ACDC patients than {result['checkpoint']}: another model")
     training = result["training"]
     card["output"]["epicardial_logit_offset"] = float(result["offset"])
+    card["version"] = time.strftime("%Y.%m.%d", time.gmtime())  # the model's outputs change with the offset
     card["output"]["epicardial_offset"] = (
-        "the LV myocardium / background decision alone moved by this many logits (myocardium the LV blood pool "
+        "the LV myocardium / background decision alone moved by this many logits (myocardium the LV or RV blood pool "
         "touches kept; dicomnode.analysis.cine.labels_from_probabilities): the network draws the outer wall thicker "
         "than ACDC's readers. Chosen on the model's own " f"{training['n']} ACDC training patients as the offset with "
         f"the smallest |LV mass bias| (engines/cine/calibrate_epicardium.py, {result['date']}): there LV mass bias "

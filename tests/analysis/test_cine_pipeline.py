@@ -397,13 +397,15 @@ def test_card_logit_offsets_move_the_decision_threshold():
 def test_epicardial_offset_thins_the_outer_wall_and_leaves_every_blood_pool_alone():
     """output.epicardial_logit_offset (engines.cine.calibrate_epicardium) moves only the myocardium / background
     decision: the wall's uncertain outer rim becomes background, its confident inner part and every LV and RV
-    blood-pool pixel keep their labels, and so does the wall the pool's outline touches (volumes, EF and the basal-slice
-    rule cannot change); negative or absurd offsets are refused."""
+    blood-pool pixel keep their labels, and so does the wall the pools' outlines touch (volumes, EF, the basal-slice
+    rule and the RV insertion points cannot change; review45 #7); negative or absurd offsets are refused."""
     resampler = InplaneResampler((128, 128), (1.5, 1.5), 1.5, 128)
     rr, cc = np.mgrid[0:128, 0:128]
     radius = np.hypot(rr - 64, cc - 54)
     probabilities = np.zeros((1, 4, 128, 128), np.float32)
-    pool, wall, rv = radius < 12, (radius >= 12) & (radius < 20), np.hypot(rr - 64, cc - 90) < 10
+    # the RV touches the wall's outer rim on the septal side (columns 72-84 of the wall reach radius 18-20)
+    pool, wall = radius < 12, (radius >= 12) & (radius < 20)
+    rv = (np.hypot(rr - 64, cc - 80) < 10) & ~wall & ~pool
     myocardium_share = np.clip(0.95 - 0.05 * (radius - 12), 0.5, 0.95)  # 0.95 at the pool, ~0.55 at the outer rim
     probabilities[0, 1][pool], probabilities[0, 0][pool] = 0.9, 0.1
     probabilities[0, 2][wall], probabilities[0, 0][wall] = myocardium_share[wall], 1 - myocardium_share[wall]
@@ -417,7 +419,10 @@ def test_epicardial_offset_thins_the_outer_wall_and_leaves_every_blood_pool_alon
     assert (plain == myocardium).sum() > (thinner == myocardium).sum() > 0
     assert not ((thinner == myocardium) & (plain != myocardium)).any()
     assert np.array_equal(myocardial_surround(plain[None]), myocardial_surround(thinner[None]))  # basal rule unmoved
-    assert (thinner[0][radius > 17] != myocardium).all() and (thinner[0][(radius >= 12.5) & (radius < 14)] == myocardium).all()
+    beside_rv = ndimage.binary_dilation(plain[0] == Label.RV_BLOOD_POOL, np.ones((3, 3), bool)) & (plain[0] == myocardium)
+    assert beside_rv.sum() > 5 and (thinner[0][beside_rv] == myocardium).all()  # the septum's RV side stays
+    assert (thinner[0][(radius > 17) & ~beside_rv] != myocardium).all()
+    assert (thinner[0][(radius >= 12.5) & (radius < 14)] == myocardium).all()
     assert np.array_equal(labels_from_probabilities(probabilities, resampler, epicardial_offset=0.0), plain)
 
     card = FakeModel().card.data
