@@ -21,7 +21,7 @@ conflict):
   issuers (two hospitals' ID spaces meeting in one PACS) does not decide alone: the demographics below do;
 - the demographics (where one of them has no Patient ID, or as above): their Patient Names are clearly different,
   their birth dates differ (both a full YYYYMMDD date; a partial or malformed date says nothing), or their sexes
-  differ (both M, F or O).
+  differ (both M or F; "O", which many systems write for unknown, says nothing).
 - Names are compared as the words of their family, given and middle components, accents and case folded,
   punctuation, padding and '^' placement ignored; one name's words all found in the other's is the same name
   ("SMITH^JOHN" = "Smith^John^A" = "Smith John"). Each component group ('=': alphabetic, ideographic, phonetic)
@@ -194,7 +194,7 @@ class _Identity:
     @property
     def key_sex(self) -> str | None:
         sex = self.sex.strip().upper()
-        return sex if sex in ("M", "F", "O") else None
+        return sex if sex in ("M", "F") else None  # "O" is what many systems write for unknown: it says nothing
 
 
 def _conflicts(a: _Identity, b: _Identity) -> bool:

@@ -69,6 +69,7 @@ def _with_sex(ds: Dataset, sex: str) -> Dataset:
     ("Jones^Mary", "19610423", "F", False),  # the birth date agrees
     ("SMITH^JOHN^A", "19850212", "F", False),  # the name agrees
     ("Jones^Mary", "1985", "F", False),  # a partial birth date says nothing
+    ("Jones^Mary", "19850212", "O", False),  # "O" (many systems: unknown) is no different sex
 ])
 def test_the_same_patient_id_with_every_demographic_different_is_another_patient(name, birth, sex, conflict):
     """break45b: the very same PatientID (no issuer) on a patient of another name, full birth date and sex was
