@@ -67,7 +67,7 @@ from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.state")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Study state machine. A late instance moves any state after RECEIVED back to RECEIVED with a new generation.
 RECEIVED = "received"
@@ -155,6 +155,7 @@ Table(
     Column("images_in_acquisition", Integer),
     Column("calling_host", Text),  # v4: the address the instance came from (send_to_sender's return address)
     Index("instances_study", "study_key"),
+    Index("instances_study_uid", "study_instance_uid"),  # State.study_key_of_uid, on every new study's first instance
 )
 Table(
     "studies", METADATA,
@@ -252,6 +253,7 @@ _MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
         ("analyses", "worker", "TEXT"), ("outbox", "claimed_by", "TEXT"), ("outbox", "lease_until", "DOUBLE PRECISION")],
     3: [],  # table purged_reports (create_all) and the data step _retire_superseded_outbox
     4: [("instances", "calling_host", "TEXT")],
+    5: [],  # index instances_study_uid (created with every table's indexes)
 }
 
 

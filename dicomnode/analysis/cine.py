@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -526,7 +527,7 @@ class CinePipeline:
                         "series_description": getattr(series, "description", None),
                         # every SeriesNumber of a stack merged from one-slice series: the outputs name it by their range
                         **merged_numbers(series),
-                        "stack_warnings": shift_notes + list(volume.warnings),
+                        "stack_warnings": shift_notes + list(volume.warnings) + assumed_geometry_notes(series),
                         "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
                         "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
                         "timing": timing, "basal_slice_rule": BASAL_RULE,
@@ -597,6 +598,33 @@ def rescale_intercepts(series) -> list[float]:
         except (TypeError, ValueError):
             pass
     return found
+
+
+#: the stack warning of a cine whose own header says its pixel or slice spacing was assumed (review45 #8; as
+#: lge.ASSUMED_GEOMETRY_NOTE): volumes, mass and wall thickness scale with it, the EF (a ratio of volumes) does not
+ASSUMED_GEOMETRY_NOTE = ("the images state an ASSUMED pixel or slice spacing ({where}): the mL, g and mm are nominal "
+                         "(the EF is not affected)")
+#: "ASSUMED pixel spacing", "slice spacing assumed": a header text that says the spacing is not the scanner's, in
+#: either word order
+ASSUMED_SPACING = re.compile(r"\bassumed\b[^;.]{0,40}\bspacing\b|\bspacing\b[^;.]{0,40}\bassumed\b", re.IGNORECASE)
+
+
+def assumed_spacing_attributes(series) -> list[str]:
+    """The keywords of the attributes, of DerivationDescription (0008,2111) and ImageComments (0020,4000), in which
+    the series' first instance says its pixel or slice spacing was assumed (ASSUMED_SPACING); [] where none does or
+    the header cannot be read."""
+    try:
+        dataset = series.instances[0].dataset
+    except (AttributeError, IndexError, TypeError):
+        return []
+    return [keyword for keyword in ("DerivationDescription", "ImageComments")
+            if ASSUMED_SPACING.search(str(dataset.get(keyword) or ""))]
+
+
+def assumed_geometry_notes(series) -> list[str]:
+    """[ASSUMED_GEOMETRY_NOTE] naming the attributes of assumed_spacing_attributes; [] where there are none."""
+    found = assumed_spacing_attributes(series)
+    return [ASSUMED_GEOMETRY_NOTE.format(where=" / ".join(found))] if found else []
 
 
 def lossy_series(series) -> bool:

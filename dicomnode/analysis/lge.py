@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -12,8 +11,8 @@ from scipy import ndimage
 
 from dicomnode.analysis.aha import MODEL_NAME as AHA_MODEL_NAME
 from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
-from dicomnode.analysis.cine import (apex_first, lossy_series, rescale_intercepts, slice_images,
-                                     slice_positions_mm)
+from dicomnode.analysis.cine import (apex_first, assumed_spacing_attributes, lossy_series, rescale_intercepts,
+                                     slice_images, slice_positions_mm)
 from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
@@ -1222,20 +1221,11 @@ def _protocol_name(series) -> str:
 #: the EMIDEC-derived demo study, whose PNG source lost its geometry, said so only on the demo's console)
 ASSUMED_GEOMETRY_NOTE = ("the images state an ASSUMED pixel or slice spacing ({where}): the mL and g are nominal "
                          "(the %LGE is not affected)")
-#: "ASSUMED pixel spacing", "assumed slice spacing": a header text that says the spacing is not the scanner's
-ASSUMED_SPACING = re.compile(r"\bassumed\b[^;.]{0,40}\bspacing\b", re.IGNORECASE)
-
-
 def assumed_geometry_notes(series) -> list[str]:
     """[ASSUMED_GEOMETRY_NOTE] where the series' first instance says in DerivationDescription (0008,2111) or
-    ImageComments (0020,4000) that its pixel or slice spacing was assumed (ASSUMED_SPACING), naming the attribute;
-    [] else, or where the header cannot be read."""
-    try:
-        dataset = series.instances[0].dataset
-    except (AttributeError, IndexError, TypeError):
-        return []
-    found = [keyword for keyword in ("DerivationDescription", "ImageComments")
-             if ASSUMED_SPACING.search(str(dataset.get(keyword) or ""))]
+    ImageComments (0020,4000) that its pixel or slice spacing was assumed (cine.assumed_spacing_attributes), naming
+    the attribute; [] else, or where the header cannot be read."""
+    found = assumed_spacing_attributes(series)
     return [ASSUMED_GEOMETRY_NOTE.format(where=" / ".join(found))] if found else []
 
 

@@ -42,6 +42,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pydicom.multival import MultiValue
+
 #: the reason's length budget (the study's reason column keeps 500 characters)
 MAX_REASON = 480
 
@@ -51,12 +53,21 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def _text(value) -> str:
+    """A value as its DICOM text: several values (a PatientID "123\\456") joined by a backslash, as written into
+    every result object (results.headers.derivable_header) and as the archive indexes them."""
     if value is None:
         return ""
     try:
+        if isinstance(value, (list, tuple, MultiValue)):
+            return "\\".join(str(v) for v in value).replace("\x00", " ").strip()
         return str(value).replace("\x00", " ").strip()
     except Exception:  # noqa: BLE001 - an undecodable value says nothing
         return ""
+
+
+def _quoted(text: str) -> str:
+    """`text` quoted as repr quotes it, but a backslash (DICOM's value separator: PatientID '123\\456') shown once."""
+    return repr(text).replace("\\\\", "\\")
 
 
 def normalised_id(value) -> str | None:
@@ -128,24 +139,42 @@ def _renderings(text: str) -> list[frozenset[str]] | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _wildcard_renderings(text: str) -> list[tuple[re.Pattern, ...]] | None:
-    """Each component group of a name holding '?' / U+FFFD as the patterns of its words (a run of them: any letters),
-    folded as _word_sets folds; None when it has no word with a letter."""
+def _wildcard_renderings(text: str) -> list[tuple[tuple[str, ...], ...]] | None:
+    """Each component group of a name holding '?' / U+FFFD as the patterns of its words, a pattern being the word's
+    literal pieces between its runs of '?' (each run: one or more letters), folded as _word_sets folds; None when it
+    has no word with a letter."""
     found = []
     for group in text.split("="):
         spelt = " ".join(group.split("^")[:3]).replace("\ufffd", "?")
         words = re.findall(r"(?:[^\W_]|\?)+", _strip_accents(spelt.casefold()))
-        patterns = tuple(re.compile("[^\\W_]+".join(re.escape(piece) for piece in re.split(r"\?+", word)))
-                         for word in words if word.strip("?"))
+        patterns = tuple(tuple(re.split(r"\?+", word)) for word in words if word.strip("?"))
         if patterns and patterns not in found:
             found.append(patterns)
     return found or None
 
 
-def _matches(patterns: tuple[re.Pattern, ...], words: frozenset[str]) -> bool:
+def _fullmatch(pieces: tuple[str, ...], word: str) -> bool:
+    """Whether `word` (a run of letters, as _WORD finds) is pieces[0], one or more letters, pieces[1], ... in linear
+    time: the first piece starts it, the last ends it, and each middle piece is placed at its leftmost place at
+    least one letter after the previous one (leftmost leaves the most room for the rest, so this is exact)."""
+    if len(pieces) == 1:
+        return word == pieces[0]
+    head, *middle, tail = pieces
+    if not word.startswith(head) or len(word) < len(head) + len(tail) + len(pieces) - 1:
+        return False
+    end, limit = len(head), len(word) - len(tail)
+    for piece in middle:
+        at = word.find(piece, end + 1, limit - 1)
+        if at < 0:
+            return False
+        end = at + len(piece)
+    return end < limit and word.endswith(tail)
+
+
+def _matches(patterns: tuple[tuple[str, ...], ...], words: frozenset[str]) -> bool:
     """Whether every pattern word matches a word of the set, or every word of the set is matched by a pattern."""
-    return all(any(p.fullmatch(w) for w in words) for p in patterns) or \
-        all(any(p.fullmatch(w) for p in patterns) for w in words)
+    return all(any(_fullmatch(p, w) for w in words) for p in patterns) or \
+        all(any(_fullmatch(p, w) for p in patterns) for w in words)
 
 
 def same_name(a, b) -> bool:
@@ -228,11 +257,11 @@ class PatientGroup:
     members: list[_Identity] = field(default_factory=list)
 
     def describe(self) -> str:
-        parts = [f"PatientID {self.patient_id!r}" if self.patient_id else "no PatientID"]
+        parts = [f"PatientID {_quoted(self.patient_id)}" if self.patient_id else "no PatientID"]
         if self.issuer:
-            parts.append(f"IssuerOfPatientID {self.issuer!r}")
+            parts.append(f"IssuerOfPatientID {_quoted(self.issuer)}")
         if self.name:
-            parts.append(f"PatientName {self.name!r}")
+            parts.append(f"PatientName {_quoted(self.name)}")
         if self.birth_date:
             parts.append(f"PatientBirthDate {self.birth_date}")
         if self.show_sex and self.sex:

@@ -207,14 +207,14 @@ class StudyKeys:
             return proposed
         with self._lock:
             key = self._keys.get(study_instance_uid)
-            if key is None and self.db is not None:
-                try:
-                    key = self.db.study_key_of_uid(study_instance_uid)
-                except Exception as exc:  # noqa: BLE001 - storing needs the database too: it refuses the instance
-                    log.debug("study key of %s not looked up: %s", study_instance_uid, exc)
-                    return proposed
-                key = key or proposed
-            self._keys[study_instance_uid] = key
+        if key is None and self.db is not None:  # read outside the lock: a slow database holds no other C-STORE
+            try:
+                key = self.db.study_key_of_uid(study_instance_uid)
+            except Exception as exc:  # noqa: BLE001 - storing needs the database too: it refuses the instance
+                log.debug("study key of %s not looked up: %s", study_instance_uid, exc)
+                return proposed
+        with self._lock:
+            key = self._keys.setdefault(study_instance_uid, key or proposed)  # another thread's first key wins
             self._keys.move_to_end(study_instance_uid)
             while len(self._keys) > self.CACHED:
                 self._keys.popitem(last=False)

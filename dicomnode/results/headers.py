@@ -208,10 +208,16 @@ def _say_invalid(study_uid: str, keyword: str, vr: str, outcome: str) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
+def _say_multivalued_identifier(study_uid: str, keyword: str) -> None:
+    log.warning("source %s holds several values where DICOM allows one (value multiplicity 1): copied as received, "
+                "backslash included, into every result object (an archive files results with their images by this "
+                "identifier; one of its values could name another patient)", keyword)
+
+
+@functools.lru_cache(maxsize=1024)
 def _say_multivalued(study_uid: str, keyword: str) -> None:
     log.warning("source %s holds several values where DICOM allows one (value multiplicity 1): its first value is "
-                "written in every result object; the archive may file the results apart from images that carry all "
-                "of them", keyword)
+                "written in every result object", keyword)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -226,9 +232,11 @@ def derivable_header(dataset: Dataset) -> Dataset:
 
     Type 2 attributes are added empty when missing or invalid; other invalid ones are removed, except identifiers
     (IDENTIFIER_KEYWORDS) that are only too long: copied as received, with a WARNING naming the attribute. An
-    attribute of value multiplicity 1 holding several values (a PatientName with a backslash) keeps its first
-    value, with a WARNING naming it. The Specific
-    Character Set is what `output_character_set` decides, and every copied text is re-encoded in it on writing.
+    identifier of value multiplicity 1 holding several values, a PatientID "123\\456" (an archive merged two), is
+    copied as received too, backslash included (its first value could be another patient of the archive), with a
+    WARNING naming it; any other attribute of value multiplicity 1 holding several values keeps its first value,
+    with a WARNING naming it. The Specific Character Set is what `output_character_set` decides, and every copied
+    text is re-encoded in it on writing.
     """
     charsets.repair_undecodable(dataset)  # text not valid in the declared repertoire, unless read_header did
     copy = _decoded_copy(dataset)
@@ -242,8 +250,15 @@ def derivable_header(dataset: Dataset) -> Dataset:
         if values is None and keyword not in PATIENT_STUDY_KEYWORDS:
             continue
         study_uid = str(dataset.get("StudyInstanceUID", ""))
-        if values and len([v for v in values if v != ""]) > 1 and dictionary_VM(tag) == "1":
-            values = [v for v in values if v != ""][:1]  # a PatientName "A^B\\C^D" merged by an archive: invalid VM
+        several = values and len([v for v in values if v != ""]) > 1 and dictionary_VM(tag) == "1"
+        if several and keyword in IDENTIFIER_KEYWORDS:
+            value = "\\".join(values).strip(" \x00")  # a PatientID "123\\456": as the archive indexed the images
+            copy[tag] = DataElement(tag, vr, PersonName(value) if vr == "PN" else value)
+            _say_multivalued_identifier(study_uid, keyword)
+            texts.append(value)
+            continue
+        if several:
+            values = [v for v in values if v != ""][:1]  # a PatientSex "M\\F": invalid VM, one value is valid
             _say_multivalued(study_uid, keyword)
         repaired = [repair_value(vr, v, keyword) for v in values or [] if v != ""]  # empty is valid for any VR
         if keyword in IDENTIFIER_KEYWORDS:

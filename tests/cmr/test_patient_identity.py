@@ -182,3 +182,29 @@ def test_a_conflict_of_issuers_names_them_in_the_reason():
 ])
 def test_one_patient_whose_id_or_name_is_written_differently_is_no_conflict(base, other, extra, other_extra, why):
     assert identity_conflict(_mix(base, other, extra, other_extra)) is None, why
+
+
+def test_a_multi_valued_patient_id_is_compared_and_shown_as_its_dicom_text():
+    """review45 #1: the check compared the Python repr "['123', '456']"; it compares and names "123\\456", the value
+    every result object carries, and one "123\\456" throughout is one patient."""
+    assert identity_conflict([_ds(["123", "456"]), _ds("123\\456", series=12)]) is None
+    conflict = identity_conflict([_ds(["123", "456"]), _ds("123", series=12)])
+    assert conflict is not None and "PatientID '123\\456'" in conflict.reason, conflict.reason
+    assert "[" not in conflict.reason
+
+
+def test_wildcard_name_matching_takes_linear_time():
+    """review45 #2: each '?' run was a regex group that backtracked O(n^k) on a word that does not match (a 33
+    character name against a 51 character one did not finish in 40 s); the answers stay those of the regex."""
+    import time
+
+    started = time.perf_counter()
+    assert not same_name("A?" * 16 + "C", "A" * 50 + "B")
+    assert not same_name("A?" * 32, "A" * 63) and same_name("A?" * 32, "A" * 64)  # each run: one letter or more
+    assert same_name("A?" * 16 + "B", "A" * 50 + "B")
+    assert identity_conflict([_ds("", "A" * 50 + "B", "")] * 5 + [_ds("", "A?" * 16 + "C", "")]) is not None
+    assert time.perf_counter() - started < 1.0
+    assert same_name("M?ller^Hans", "Müller^Hans") and same_name("M??ller^Hans", "Mueller^Hans")
+    assert not same_name("M?ller^Hans", "Mller^Hans")  # a run stands for one letter at least
+    assert same_name("?ller^Hans", "Müller^Hans") and same_name("M?^Hans", "Müller^Hans")
+    assert not same_name("M?x^Hans", "Müller^Hans")

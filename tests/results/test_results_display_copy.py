@@ -24,10 +24,14 @@ from synthetic import (as_enhanced_mr, cine_one_series_per_slice, make_study, on
 from validators import assert_valid
 
 
-def with_files_and_a_localizer(tmp_path: Path):
+def with_files_and_a_localizer(tmp_path: Path, **attributes):
     """The synthetic study with its cine frames written as files (pixel data included) and a localizer image in the
-    cine's own series."""
+    cine's own series; `attributes` (keyword: value) set on every instance first."""
     study, results, context = make_study(slices=3, cine_phases=5)
+    for series in study.series:
+        for instance in series.instances:
+            for keyword, value in attributes.items():
+                setattr(instance.dataset, keyword, value)
     cine = study.series[0]
     headers = []
     for n, instance in enumerate(cine.instances):
@@ -67,6 +71,21 @@ def test_seg_of_a_series_shared_with_a_localizer_references_a_copy(tmp_path):
             assert duplicate.ImagePositionPatient == original.ImagePositionPatient
             assert duplicate.FrameOfReferenceUID == original.FrameOfReferenceUID
     assert len({c.SOPInstanceUID for c in copies}) == 6
+
+
+def test_copies_of_a_multi_valued_patient_id_carry_it_as_received(tmp_path):
+    """review45 #1: display copies carry a PatientID / PatientName / AccessionNumber of several values as received,
+    backslash included, like every other result object, and are written without an error."""
+    identity = {"PatientID": "123\\456", "PatientName": "Doe^John\\Roe^Richard", "AccessionNumber": "A1\\B2"}
+    study, results, context = with_files_and_a_localizer(tmp_path, **identity)
+    objects = build_result_objects(study, results[1:2], context)
+    copies = [o for o in objects if o.Modality == "MR"]
+    assert copies
+    for n, duplicate in enumerate(copies):
+        back = pydicom.dcmread(write(duplicate, tmp_path / f"copy{n}.dcm"))
+        for keyword, value in identity.items():
+            written = back[keyword].value
+            assert ("\\".join(str(v) for v in written) if back[keyword].VM > 1 else str(written)) == value
 
 
 def test_copies_are_numbered_in_the_sources_instance_order_and_name_the_node(tmp_path):

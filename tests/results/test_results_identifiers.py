@@ -40,18 +40,30 @@ def test_an_over_long_value_that_is_no_identifier_is_still_dropped(tmp_path):
     assert "StudyDescription" not in derivable_header(header)
 
 
-@pytest.mark.parametrize("keyword, value, first", [
-    ("PatientName", "Doe^John\\Roe^Richard", "Doe^John"),  # F5: highdicom refused the list ("Invalid type ...")
-    ("PatientID", "123\\456", "123"),  # F6: written with VM 2 (dciodvfy error)
+@pytest.mark.parametrize("keyword, value", [
+    ("PatientName", "Doe^John\\Roe^Richard"),  # F5: highdicom refused the list ("Invalid type ...")
+    ("PatientID", "123\\456"),  # F6: invalid VM 2, but what the archive filed the images under (review45 #1)
+    ("AccessionNumber", "A1\\B2"),
 ])
-def test_a_multi_valued_identifier_keeps_its_first_value_with_a_warning(tmp_path, caplog, keyword, value, first):
+def test_a_multi_valued_identifier_is_copied_as_received_with_a_warning(tmp_path, caplog, keyword, value):
+    """review45 #1: its first value alone ("123") could be another patient of the archive: never one of them."""
     header = _header(tmp_path, **{keyword: value})
     with caplog.at_level("WARNING", logger="dicomnode.results"):
         derived = derivable_header(header)
-    assert derived[keyword].VM == 1 and str(derived[keyword].value) == first
     back = _written_by_highdicom(derived)
-    assert back[keyword].VM == 1 and str(back[keyword].value) == first
-    assert any(f"source {keyword} holds several values" in r.getMessage() for r in caplog.records)
+    for dataset in (derived, back):
+        element = dataset[keyword]
+        assert ("\\".join(str(v) for v in element.value) if element.VM > 1 else str(element.value)) == value
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum(f"source {keyword} holds several values" in m and "copied as received" in m for m in warned) == 1
+
+
+def test_a_multi_valued_attribute_that_is_no_identifier_keeps_its_first_value(tmp_path, caplog):
+    header = _header(tmp_path, PatientSex="M\\F")
+    with caplog.at_level("WARNING", logger="dicomnode.results"):
+        derived = derivable_header(header)
+    assert derived["PatientSex"].VM == 1 and derived.PatientSex == "M"
+    assert any("source PatientSex holds several values" in r.getMessage() for r in caplog.records)
 
 
 def test_the_page_header_shows_control_characters_and_several_values_as_text():

@@ -7,6 +7,7 @@ import io
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from dicomnode.results.objects import build_result_objects
 from synthetic import make_study, one_series_per_slice
@@ -25,6 +26,12 @@ def _written(dataset: Dataset) -> Dataset:
     dataset.save_as(buffer, enforce_file_format=True)
     buffer.seek(0)
     return pydicom.dcmread(buffer)
+
+
+def _as_received(dataset: Dataset, keyword: str) -> str:
+    """The value as its bytes spell it: several values joined by the backslash that separated them."""
+    value = dataset[keyword].value
+    return "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
 
 
 def test_every_object_carries_the_identity_of_the_sr_whatever_its_slice_says():
@@ -87,3 +94,23 @@ def test_an_over_long_patient_id_or_name_is_copied_as_it_is_with_a_warning(caplo
     warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     for keyword in ("PatientID", "PatientName"):
         assert f"source {keyword} is longer than VR" in warned, warned
+
+
+def test_a_multi_valued_patient_id_name_or_accession_is_copied_as_received_into_every_object(caplog):
+    """review45 #1: a PatientID "123\\456" was cut to "123" in every result object, which the archive (holding a
+    patient 123 already) then filed under that other patient, apart from the images it filed under "123\\456"."""
+    study, results, context = make_study(slices=3, cine_phases=5)
+    for series in study.series:
+        for instance in series.instances:
+            instance.dataset.PatientID = "123\\456"
+            instance.dataset.PatientName = "Doe^John\\Roe^Richard"
+            instance.dataset.AccessionNumber = "A1\\B2"
+    with caplog.at_level("WARNING", logger="dicomnode.results"):
+        objects = [_written(o) for o in build_result_objects(study, results, context, secondary_capture=True)]
+    assert {o.Modality for o in objects} >= {"SEG", "SR", "DOC", "OT"}
+    raw = {tuple(_as_received(o, keyword) for keyword in ("PatientID", "PatientName", "AccessionNumber"))
+           for o in objects}
+    assert raw == {("123\\456", "Doe^John\\Roe^Richard", "A1\\B2")}, raw
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "several values" in r.getMessage()]
+    for keyword in ("PatientID", "PatientName", "AccessionNumber"):
+        assert sum(f"source {keyword} holds several values" in m for m in warned) == 1, warned
