@@ -971,12 +971,16 @@ class StorageSCP:
                     self.on_duplicate(outcome, instance)
                 except Exception:  # noqa: BLE001 - acknowledged and held: completion still ends at max wait
                     log.exception("post-duplicate hook failed")
-        elif self.on_stored is not None:
+        else:
+            self._notify_stored(outcome, instance)
+        return STATUS_SUCCESS
+
+    def _notify_stored(self, outcome, instance: IncomingInstance) -> None:
+        if self.on_stored is not None:
             try:
                 self.on_stored(outcome, instance)
             except Exception:  # the instance is durable; completion will be rebuilt from the index
                 log.exception("post-store hook failed")
-        return STATUS_SUCCESS
 
     def _refused(self, instance: IncomingInstance, reason: str = "") -> None:
         """After a 0xA700: the study must not look quiet to completion (its sender sends the instance again), and
@@ -1064,11 +1068,7 @@ class StorageSCP:
         log.info("SOP instance %s (study %s) sent again by %s as a lossless copy of the stored lossy one (%s): the "
                  "lossless copy replaces it and the study is analysed again", instance.sop_instance_uid,
                  short_hash(study_uid), calling, difference.detail)
-        if self.on_stored is not None:
-            try:
-                self.on_stored(outcome, instance)
-            except Exception:  # the instance is durable; completion will be rebuilt from the index
-                log.exception("post-store hook failed")
+        self._notify_stored(outcome, instance)
         return None
 
     def _conflict(self, instance: IncomingInstance, calling: str, study_uid: str, difference) -> Dataset:

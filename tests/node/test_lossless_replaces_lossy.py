@@ -7,21 +7,10 @@ import copy
 import logging
 
 import pydicom
-import pytest
 
-from dicomnode.node import Node
 from dicomnode.state import DONE, RECEIVED
 from tests.hardening.hardening_support import store_one, synthetic_mr
-from tests.node.test_storage_safety import NoAnalysis, node_config
-
-
-@pytest.fixture
-def node(tmp_path):
-    """A started node that analyses nothing."""
-    node = Node(node_config(tmp_path), analyser=NoAnalysis())
-    node.start(warm_up=False)
-    yield node
-    node.stop()
+from tests.node.test_storage_safety import node  # noqa: F401 - the fixture: a started node that analyses nothing
 
 
 def _lossy_copy(original):
