@@ -618,7 +618,7 @@ def assumed_spacing_attributes(series) -> list[str]:
     except (AttributeError, IndexError, TypeError):
         return []
     return [keyword for keyword in ("DerivationDescription", "ImageComments")
-            if ASSUMED_SPACING.search(str(dataset.get(keyword) or ""))]
+            if ASSUMED_SPACING.search(str(getattr(dataset, keyword, None) or ""))]
 
 
 def assumed_geometry_notes(series) -> list[str]:
