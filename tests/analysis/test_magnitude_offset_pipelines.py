@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
+import pydicom
 import pytest
 from scipy import ndimage
 
@@ -38,7 +39,9 @@ class Series:
     series_instance_uid = "1.2.3.4"
 
     def __init__(self, intercept=None):
-        dataset = type("Dataset", (), {"RescaleIntercept": str(intercept)} if intercept is not None else {})()
+        dataset = pydicom.Dataset()  # the header the pipelines read, as a received instance carries it
+        if intercept is not None:
+            dataset.RescaleIntercept = str(intercept)
         self.instances = [type("Instance", (), {"dataset": dataset, "sop_instance_uid": "1.2.3.4.1"})()]
 
 
