@@ -213,9 +213,10 @@ def generate(folder: Path) -> list[BadInput]:
     ds = mr_dataset(study, transfer_syntax=MPEG2)
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3 not really mpeg"])
     ds["PixelData"].VR = "OB"
-    # a PACS routes whole studies: every storage class and transfer syntax is accepted (node.non_mr_objects), and
-    # what cannot be decoded is declined with the reason after it is safely stored
-    add("unsupported_transfer_syntax_mpeg2", ds, "declined", study, reason=None)
+    # an MR image in a transfer syntax the node cannot decode is refused at negotiation, so the sender transcodes it
+    # (break45c: acknowledged, then the study declined, a routing PACS never sent a decodable copy); other storage
+    # classes are still accepted in any syntax (node.non_mr_objects)
+    add("unsupported_transfer_syntax_mpeg2", ds, "context", study)
     study = generate_uid()
     ds = mr_dataset(study)
     ds.SOPClassUID = CT
