@@ -24,7 +24,7 @@ from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_fr
                                                wall_thickness_flag)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift, normalise_slices
-from dicomnode.cmr.orientation import canonical_inplane
+from dicomnode.cmr.orientation import anatomical_turn, canonical_inplane, rv_direction_deg
 from dicomnode.cmr.recognize import CANONICAL_LONG_AXIS
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.cmr.source_encoding import lossy_compression
@@ -204,17 +204,37 @@ MAX_RV_DISTANCE_MM = 90.0
 PROBE_SLICES = 3
 
 
-def _probe_heart(probe: np.ndarray, spacing_rc, run_model, spec: CineModelSpec,
-                 centre_rc) -> tuple[float, tuple[float, float] | None, float]:
-    """LV area (mm², summed over the probe slices) the model finds in the crop centred on `centre_rc`, the source
-    (row, col) centre of the box around that LV and the RV (their largest connected components), and the distance
-    from that box to the crop's nearest edge (mm)."""
+def _probe_labels(probe: np.ndarray, spacing_rc, run_model, spec: CineModelSpec, centre_rc):
+    """Node labels (slices, crop, crop) of the probe slices (1, slices, rows, cols) on the model's crop centred on
+    `centre_rc` (None: the image centre), the LV and the RV each their largest connected component, and the crop's
+    resampler."""
     inputs, resampler = preprocess_cine(probe, spacing_rc, spec, 0, centre_rc)
     logits = np.asarray(run_model(inputs), dtype=np.float32)
     if spec.logit_offsets:
         logits = logits + np.asarray(spec.logit_offsets, dtype=np.float32)[:, None, None]
     labels = np.asarray(spec.channel_labels, np.uint8)[np.argmax(logits, axis=1)]
-    labels = keep_largest_structures(labels)
+    return keep_largest_structures(labels), resampler
+
+
+def heart_direction(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model, spec: CineModelSpec,
+                    first_phase: int, centre_rc) -> float | None:
+    """Direction (degrees, dicomnode.cmr.orientation.rv_direction_deg) from the LV to the RV the model finds on the
+    PROBE_SLICES middle slices at `first_phase`, in the crop centred on `centre_rc`; None where it finds no RV.
+    pixels: (phases, slices, rows, cols)."""
+    slices = pixels.shape[1]
+    low = max(0, (slices - PROBE_SLICES) // 2)
+    probe = np.asarray(pixels[first_phase:first_phase + 1, low:low + min(PROBE_SLICES, slices)], dtype=np.float32)
+    labels, _ = _probe_labels(probe, spacing_rc, run_model, spec, centre_rc)
+    lv = (labels == Label.LV_BLOOD_POOL) | (labels == Label.LV_MYOCARDIUM)
+    return rv_direction_deg(lv, labels == Label.RV_BLOOD_POOL, (spec.target_spacing, spec.target_spacing))
+
+
+def _probe_heart(probe: np.ndarray, spacing_rc, run_model, spec: CineModelSpec,
+                 centre_rc) -> tuple[float, tuple[float, float] | None, float]:
+    """LV area (mm², summed over the probe slices) the model finds in the crop centred on `centre_rc`, the source
+    (row, col) centre of the box around that LV and the RV (their largest connected components), and the distance
+    from that box to the crop's nearest edge (mm)."""
+    labels, resampler = _probe_labels(probe, spacing_rc, run_model, spec, centre_rc)
     lv = (labels == Label.LV_BLOOD_POOL) | (labels == Label.LV_MYOCARDIUM)
     area = float(lv.sum()) * spec.target_spacing ** 2
     if area < MIN_LV_AREA_MM2:
@@ -307,7 +327,8 @@ def segment_cine(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model,
 
 
 def segment_and_measure(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model, spec: CineModelSpec, measure,
-                        first_phase: int = 0, refine=None) -> tuple[np.ndarray, "CineMeasurements", dict | None]:
+                        first_phase: int = 0, refine=None,
+                        anatomical_pose: bool = True) -> tuple[np.ndarray, "CineMeasurements", dict | None]:
     """Segment every phase of a cine stack, measure it, and optionally re-segment ED and ES with a second model.
 
     pixels: (phases, slices, rows, cols) as the network sees the plane (canonical orientation). `measure(labelmaps,
@@ -319,8 +340,22 @@ def segment_and_measure(pixels: np.ndarray, spacing_rc: tuple[float, float], run
     Returns the label maps (canonical orientation, the refined ED/ES in place), the measurements, and None or
     {"phases": [ed, es], "all_phase_values": the first model's measurements} when refined. A refinement that finds
     no LV blood pool at ED is not used (logged).
+    With `anatomical_pose` the stack is turned by quarter turns so that the RV found around the located centre lies
+    in one direction from the LV (dicomnode.cmr.orientation.anatomical_turn), located and segmented again in that
+    pose, and the label maps are turned back before they are measured: the same heart gives the same values however
+    the patient lay in the scanner (a quarter turn of the network's input moved the LVEF by 7 points, break46c).
     """
     centre = locate_heart(pixels, spacing_rc, run_model, spec, first_phase)
+    if anatomical_pose:
+        turn = anatomical_turn(heart_direction(pixels, spacing_rc, run_model, spec, first_phase, centre))
+        if not turn.is_identity:
+            def measure_turned(maps, timing=None):
+                return measure(turn.invert(maps), timing=timing)
+
+            maps, measured, refinement = segment_and_measure(turn.apply(pixels), turn.spacing(spacing_rc), run_model,
+                                                             spec, measure_turned, first_phase, refine,
+                                                             anatomical_pose=False)
+            return turn.invert(maps), measured, refinement
     labelmaps = segment_cine(pixels, spacing_rc, run_model, spec, first_phase=first_phase, localise=False,
                              centre_rc=centre)
     measured = measure(labelmaps)

@@ -703,3 +703,50 @@ def test_the_pipeline_flags_rv_numbers_the_stroke_volume_mismatch_and_quotes_the
     assert refined.summary["ed_es_refinement"] is not None
     [accuracy] = [f for f in refined.summary["flags"] if f.startswith("RV volumes and RVEF")]
     assert "the model card gives no validated RV accuracy" in accuracy
+
+
+def _pose_dependent_cine_model(x: np.ndarray) -> np.ndarray:
+    """Fake cine network (channels 0, LV pool, LV myocardium, RV pool) that is not invariant to quarter turns: the
+    brightest structure is LV blood pool, except in the right half of its field, where it is called myocardium."""
+    image = x[:, 0]
+    top = image.max(axis=(1, 2), keepdims=True)
+    lv, rv = image > 0.75 * top, (image > 0.25 * top) & (image <= 0.75 * top)
+    right = np.zeros(image.shape, bool)
+    right[..., image.shape[-1] // 2:] = True
+    channel = np.where(lv & right, 2, np.where(lv, 1, np.where(rv, 3, 0)))
+    return (np.moveaxis(np.eye(4, dtype=np.float32)[channel], -1, 1) * 5.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_segment_and_measure_gives_the_same_heart_the_same_maps_in_every_quarter_turn(turns):
+    """break46c #1: SCD0000101 stored in a patient frame turned by 20 degrees read LVEF 31.1 % instead of 23.7 %:
+    the patient-based orientation handed the network a quarter-turned plane. The anatomical pose removes it."""
+    from types import SimpleNamespace
+
+    from dicomnode.analysis.cine import segment_and_measure
+
+    spec = CineModelSpec()
+    rng = np.random.default_rng(2)
+    pixels = rng.uniform(0.0, 2.0, (2, 3, 150, 150)).astype(np.float32)
+    rr, cc = np.mgrid[:150, :150]
+    for phase, radius in enumerate((14, 9)):
+        pixels[phase][:, np.hypot(rr - 76, cc - 80) < radius] = 100.0  # LV
+        pixels[phase][:, np.hypot(rr - 70, cc - 50) < 12] = 50.0  # RV to the LV's left
+
+    def measure(maps, timing=None):
+        return SimpleNamespace(lv_edv_ml=float((maps == Label.LV_BLOOD_POOL).sum()), maps=maps.copy())
+
+    spacing = (spec.target_spacing, spec.target_spacing)
+    reference, measured, _ = segment_and_measure(pixels, spacing, _pose_dependent_cine_model, spec, measure)
+    assert (reference == Label.RV_BLOOD_POOL).any() and (reference == Label.LV_MYOCARDIUM).any()
+    turned_pixels = np.rot90(pixels, turns, axes=(2, 3)).copy()
+    turned, turned_measured, _ = segment_and_measure(turned_pixels, spacing, _pose_dependent_cine_model, spec, measure)
+    np.testing.assert_array_equal(np.rot90(turned, -turns, axes=(2, 3)), reference)
+    # measure() sees the maps in the orientation it was handed, whatever pose the network saw
+    np.testing.assert_array_equal(turned_measured.maps, turned)
+    assert turned_measured.lv_edv_ml == measured.lv_edv_ml
+    plain, _, _ = segment_and_measure(turned_pixels, spacing, _pose_dependent_cine_model, spec, measure,
+                                      anatomical_pose=False)
+    unturned, _, _ = segment_and_measure(pixels, spacing, _pose_dependent_cine_model, spec, measure,
+                                         anatomical_pose=False)
+    assert not np.array_equal(np.rot90(plain, -turns, axes=(2, 3)), unturned)

@@ -69,3 +69,40 @@ def test_invalid_orientation_is_refused():
     with pytest.raises(ValueError, match="not two unit vectors"):
         canonical_inplane([2, 0, 0, 0, 1, 0])
     assert InplaneTransform(transpose=True).spacing((1.0, 2.0)) == (2.0, 1.0)
+
+
+def test_quarter_turns_are_numpy_rot90_and_compose_is_the_group_product():
+    from dicomnode.cmr.orientation import ALL_TRANSFORMS, compose, quarter_turns
+    a = np.arange(12).reshape(3, 4)
+    for count in range(-1, 6):
+        np.testing.assert_array_equal(quarter_turns(count).apply(a), np.rot90(a, count))
+    for first in ALL_TRANSFORMS:
+        for then in ALL_TRANSFORMS:
+            np.testing.assert_array_equal(compose(first, then).apply(a), then.apply(first.apply(a)))
+
+
+def test_rv_direction_in_mm_and_its_anatomical_turn():
+    from dicomnode.cmr.orientation import (RV_DIRECTION_WINDOW_DEG, anatomical_turn, quarter_turns,
+                                           rv_direction_deg)
+    lv = np.zeros((2, 60, 60), bool)
+    rv = lv.copy()
+    lv[:, 25:35, 30:40] = True
+    rv[:, 20:30, 5:20] = True  # left of the LV and a little up (anterior in the canonical display)
+    direction = rv_direction_deg(lv, rv, (1.0, 1.0))
+    assert direction == pytest.approx(180 - np.degrees(np.arctan2(5, 22.5)), abs=0.01)
+    # millimetres, not pixel indices: rows twice as far apart steepen the direction
+    assert rv_direction_deg(lv, rv, (2.0, 1.0)) == pytest.approx(180 - np.degrees(np.arctan2(10, 22.5)), abs=0.01)
+    low, high = RV_DIRECTION_WINDOW_DEG
+    for count in range(4):
+        turned = quarter_turns(count)
+        found = rv_direction_deg(turned.apply(lv), turned.apply(rv), (1.0, 1.0))
+        pose = anatomical_turn(found)
+        final = rv_direction_deg(pose.apply(turned.apply(lv)), pose.apply(turned.apply(rv)), (1.0, 1.0))
+        assert low <= final < high
+        # every start ends in the same pose: the same heart, the same input to the network
+        np.testing.assert_array_equal(pose.apply(turned.apply(lv)), anatomical_turn(direction).apply(lv))
+    # no RV, a speck of RV, an RV on the LV's centre: no direction, the patient-based orientation stays
+    assert rv_direction_deg(lv, np.zeros_like(rv), (1.0, 1.0)) is None
+    assert rv_direction_deg(lv, rv & (np.arange(60) < 7), (1.0, 1.0)) is None
+    assert rv_direction_deg(lv, lv, (1.0, 1.0)) is None
+    assert anatomical_turn(None).is_identity
