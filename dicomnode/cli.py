@@ -349,7 +349,12 @@ def cmd_status(args) -> int:
     report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
                                            config.node.min_free_space_mb, report["nodes"])
     report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
-    attach_different_resends(report["nodes"], report["studies"])  # re-sends with other content, not stored
+    try:  # re-sends with other content, not stored: from the heartbeats and as stopped processes saved them
+        saved_resends = db.saved_different_resends()
+    except Exception as exc:  # noqa: BLE001 - a state that cannot be read here: the heartbeats' alone
+        log.debug("saved re-sends not read: %s", exc)
+        saved_resends = []
+    attach_different_resends(report["nodes"], report["studies"], saved_resends)
     # opened read-only because of its schema, not because it cannot be written: heartbeats go on being written
     report["heartbeats_blocked"] = _heartbeats_blocked(db) if older is None else None
     shown = _filter_studies(db, report["studies"], args)

@@ -523,6 +523,7 @@ class RoleRunner:
         # the latest heartbeat's detail (publish_receiving writes it again between beats, with the open studies)
         self._detail: dict = {"ae_title": node.config.node.ae_title, "version": __version__, "schema": SCHEMA_VERSION,
                               "build": build_id()}
+        self._saved_resends: list[dict] | None = None  # what the latest beat saved (StateDB.save_different_resends)
         node.dead_threads = self.dead_threads  # /healthz reports them too
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -754,6 +755,10 @@ class RoleRunner:
         with self._beat_lock:
             self._detail = detail
             self._heartbeat()
+        resends = detail.get("different_resends")
+        if resends is not None and resends != self._saved_resends:  # kept past this process's end (status lists them)
+            self.db.save_different_resends(resends)
+            self._saved_resends = resends
         if "receive" in self.roles:  # this process's refusals made during an outage, even where none completes
             node.completion.flush_refusals()
 
@@ -1043,13 +1048,19 @@ def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
     return sorted(merged.values(), key=lambda item: item["last_refused_at"], reverse=True)
 
 
-def attach_different_resends(nodes: list[dict], studies: list[dict]) -> None:
+def attach_different_resends(nodes: list[dict], studies: list[dict], saved: Sequence[dict] = ()) -> None:
     """Give each study of `studies` (status_report) `different_resends`: the instances receiving processes were sent
-    again with other content and did not store (net.scp.DifferentResends, from their heartbeats), one entry per
+    again with other content and did not store (net.scp.DifferentResends, from their heartbeats and, for processes
+    stopped or restarted since, as they saved them: `saved`, StateDB.saved_different_resends), one entry per
     calling AE, merged over the processes, each with its `text` (scp.different_resend_text); [] where none."""
     merged: dict[tuple[str, str], dict] = {}
-    for node in nodes:
-        for item in (node.get("detail") or {}).get("different_resends") or ():
+    by_process = {entry["process"]: entry["items"] for entry in saved}
+    beating = {node.get("node_id"): (node.get("detail") or {}).get("different_resends") for node in nodes}
+    # a process with a heartbeat: what it holds now (what it saved, or newer); any other: what it saved
+    lists = [items or by_process.get(process) or () for process, items in beating.items()]
+    lists += [items for process, items in by_process.items() if process not in beating]
+    for items in lists:
+        for item in items:
             key = (item["study"], item["calling_ae"])
             if key in merged:
                 found = merged[key]

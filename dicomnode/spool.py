@@ -507,12 +507,13 @@ class Spool:
                       conflict=differences.conflict(), stored_study_uid=differences.stored_study_uid,
                       replaces_lossy=differences.replaces_lossy and differences.conflict() is None,
                       keeps_lossless=differences.keeps_lossless,
+                      corrects_measurements=differences.corrects_measurements(),
                       differing=differences.attributes + (("pixel data",) if differences.pixels else ())
                       + (("unreadable",) if differences.unreadable else ()))
 
     def replace(self, instance: IncomingInstance, calling_host: str | None = None) -> StoreOutcome:
         """Store `instance` in place of the copy indexed under its SOP Instance UID (a lossless original for a lossy
-        copy: Resend.replaces_lossy) and re-open its study as a late image does (StateDB.replace_instance). The new
+        copy: Resend.replaces_lossy; a corrected height, weight or age: Resend.corrects_measurements) and re-open its study as a late image does (StateDB.replace_instance). The new
         file is written beside the stored one and renamed over it once durable: until then the stored copy stays
         whole. Raises OutOfSpace and StorageUnavailable before writing anything, OSError when it cannot be written,
         StudyPurging while retention purges the study."""
@@ -580,6 +581,9 @@ class Resend:
     replaces_lossy: bool = False
     #: the stored copy is lossless and the received one lossy: the stored one is kept (and no new UID is needed)
     keeps_lossless: bool = False
+    #: only the patient's body measurements differ (CORRECTABLE_ATTRIBUTES: a height or weight entered after the scan
+    #: and the study sent again under its UIDs), the pixel values the same: the received copy replaces the stored one
+    corrects_measurements: bool = False
     #: what differs, by name: the attributes' keywords, and "pixel data" where the pixel values (or data) differ
     differing: tuple[str, ...] = ()
 
@@ -587,6 +591,12 @@ class Resend:
 #: attributes that make an instance re-using a stored SOP Instance UID another instance, not a re-send of it. Not
 #: PatientID: a PACS forwarding across domains routinely rewrites it (an issuer prefix, a merged record)
 CONFLICT_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID")
+#: attributes a corrected re-send under the same SOP Instance UIDs may change and have applied (Spool.replace, the
+#: study analysed again): the patient's body measurements and age, which the indexed values (BSA) and the reference
+#: ranges are read from, and which a site enters or corrects after the scan. Not the patient's identity (a PACS that
+#: rewrites PatientID or re-encodes names on forwarding would have every double-routed study analysed twice), the
+#: geometry or the pixels.
+CORRECTABLE_ATTRIBUTES = frozenset({"PatientWeight", "PatientSize", "PatientAge"})
 #: encapsulated transfer syntaxes that keep every pixel value (PS3.5 A.4, 8.2): pixel values of two copies in these
 #: (or native) syntaxes that differ are other images, not a lossy re-encoding of one
 LOSSLESS_ENCAPSULATED = frozenset({
@@ -633,6 +643,12 @@ class ContentDifferences:
         if named:
             return f"{', '.join(named)} {'differ' if len(named) > 1 else 'differs'} from the stored copy"
         return self.pixels if self.pixels and self.pixels_compared else None
+
+    def corrects_measurements(self) -> bool:
+        """Whether the received copy is the stored one with only CORRECTABLE_ATTRIBUTES changed (added, removed or
+        other values) and the same pixel data: a corrected re-send to apply."""
+        return bool(self.attributes) and set(self.attributes) <= CORRECTABLE_ATTRIBUTES and not self.pixels \
+            and not self.unreadable
 
 
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data (7FE0,0010 / 0008 / 0009): compared as pixel values

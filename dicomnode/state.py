@@ -618,6 +618,23 @@ def study_reason(summary: dict, has_results: bool, limit: int = 500) -> str | No
     return (NOT_BUILT + "; ".join(failed))[:limit] if failed else None
 
 
+#: meta keys of the saved DifferentResends items, one per process (StateDB.save_different_resends)
+RESENDS_KEY_PREFIX = "different_resends:"
+#: how long saved re-send items are listed (net.scp.RECENT_REFUSALS_SECONDS, which the receiver keeps them for)
+RESENDS_KEPT_SECONDS = 24 * 3600.0
+
+
+def _recent_resends(value: str, now: float) -> dict | None:
+    """A saved {"process", "items"} value with only its items of the last RESENDS_KEPT_SECONDS; None when none is
+    left or the value cannot be read."""
+    try:
+        saved = json.loads(value)
+        items = [item for item in saved["items"] if now - float(item["last_at"]) <= RESENDS_KEPT_SECONDS]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {"process": str(saved.get("process", "")), "items": items} if items else None
+
+
 def default_process_id() -> str:
     """host:pid, unique per running process (what claims and heartbeats are recorded under)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -879,6 +896,39 @@ class StateDB:
             rows = self._run(db, "SELECT value FROM meta WHERE key='receiver_stopped'").mappings().all()
             self._run(db, "DELETE FROM meta WHERE key='receiver_stopped'")
         return json.loads(rows[0]["value"]) if rows else None
+
+    # --- instances sent again with other content and not stored (net.scp.DifferentResends) ---------------------
+
+    def save_different_resends(self, items: list[dict], now: float | None = None) -> None:
+        """Keep this process's DifferentResends items (net.scp.DifferentResends.recent: one per study and sender,
+        with the count, what differs and when) in the state, so that `dicomnode status` still lists them after this
+        process stops or restarts (they were in its heartbeat only, lost with it): meta key
+        `different_resends:<process hash>`, JSON {"process", "items"}; none: the key removed. Rows of any process
+        whose newest item is older than RESENDS_KEPT_SECONDS are removed on the way."""
+        now = time.time() if now is None else now
+        key = RESENDS_KEY_PREFIX + short_hash(self.process_id, 24)
+        with self._write() as db:
+            if items:
+                self._run(db, "INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET "
+                              "value=excluded.value",
+                          {"k": key, "v": json.dumps({"process": self.process_id, "items": items})})
+            else:
+                self._run(db, "DELETE FROM meta WHERE key=:k", {"k": key})
+            for row in self._run(db, "SELECT key, value FROM meta WHERE key LIKE :p",
+                                 {"p": RESENDS_KEY_PREFIX + "%"}).mappings().all():
+                if not _recent_resends(row["value"], now):
+                    self._run(db, "DELETE FROM meta WHERE key=:k", {"k": row["key"]})
+
+    def saved_different_resends(self, now: float | None = None) -> list[dict]:
+        """Every process's saved DifferentResends items (save_different_resends) of the last RESENDS_KEPT_SECONDS:
+        [{"process", "items"}], items newest first; [] where none (or a row cannot be read)."""
+        now = time.time() if now is None else now
+        found = []
+        for row in self._rows("SELECT value FROM meta WHERE key LIKE :p", {"p": RESENDS_KEY_PREFIX + "%"}):
+            saved = _recent_resends(row["value"], now)
+            if saved:
+                found.append(saved)
+        return found
 
     # --- whether this state's receivers record the studies their open associations send -----------------------
 

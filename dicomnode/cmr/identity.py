@@ -14,13 +14,17 @@ conflict):
   collapsed) of the same issuer (IssuerOfPatientID equal, or absent on either side) is the same patient whatever the
   names and birth dates say (a fresh tester: one patient's name written SØRENSEN and SORENSEN, SMITH^J and SMITH^JOHN,
   in kanji only and in romaji, or a placeholder birth date on some instances, was declined as two patients, and a
-  declined study cannot be recovered by a re-send of the same instances), unless all three demographics are given
-  on both and all three differ (a clearly different name, a different full birth date and a different sex: an ID
-  reused by another patient, break45b);
+  declined study cannot be recovered by a re-send of the same instances), unless two or more of the three
+  demographics are given on both and differ (a clearly different name, a different full birth date, a different
+  sex: an ID reused for, or mistyped onto, another patient, break45b, break46): one differing field is a
+  correction or a spelling, two are another person. In this vote a name only counts where both names are written in
+  a common script (kanji only against romaji only says nothing), and a placeholder birth date (1900-01-01 or
+  earlier, which systems write for "unknown") says nothing;
 - an ID equal only once normalised ("0012345" and "12345", "ab12c" and "AB12C") or the same ID of two different
   issuers (two hospitals' ID spaces meeting in one PACS) does not decide alone: the demographics below do;
 - the demographics (where one of them has no Patient ID, or as above): their Patient Names are clearly different,
-  their birth dates differ (both a full YYYYMMDD date; a partial or malformed date says nothing), or their sexes
+  their birth dates differ (both a full YYYYMMDD calendar date; a partial or malformed date such as 00000000 or
+  20120000 says nothing), or their sexes
   differ (both M or F; "O", which many systems write for unknown, says nothing).
 - Names are compared as the words of their family, given and middle components, accents and case folded,
   punctuation, padding and '^' placement ignored; one name's words all found in the other's is the same name
@@ -35,6 +39,7 @@ it conflicts with no member of; more than one group is a conflict.
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import re
 import unicodedata
@@ -82,7 +87,32 @@ def normalised_id(value) -> str | None:
 def normalised_birth_date(value) -> str | None:
     """PatientBirthDate as YYYYMMDD when it is a full date (DA, or with separators); None otherwise."""
     digits = re.sub(r"[^0-9]", "", _text(value))
-    return digits if len(digits) == 8 else None
+    if len(digits) != 8:
+        return None
+    try:
+        datetime.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:  # 00000000, 20120000: no date
+        return None
+    return digits
+
+
+#: birth dates on or before this one are what systems write for "unknown" (1900-01-01 and the like)
+PLACEHOLDER_BIRTH_DATE = "19000101"
+
+
+def _scripts(text: str) -> frozenset[str]:
+    """The scripts of a name's letters, by their Unicode names ("LATIN", "CJK", "HIRAGANA", "KATAKANA", "HANGUL",
+    "CYRILLIC" ...; half- and full-width forms as their script)."""
+    found = set()
+    for char in text:
+        if not char.isalpha():
+            continue
+        words = unicodedata.name(char, "").split()
+        while words and words[0] in ("HALFWIDTH", "FULLWIDTH"):
+            words = words[1:]
+        if words:
+            found.add(words[0])
+    return frozenset(found)
 
 
 def _repairs(text: str) -> list[str]:
@@ -231,15 +261,22 @@ def _conflicts(a: _Identity, b: _Identity) -> bool:
         if a.key_id != b.key_id:
             return True
         same_space = not (a.key_issuer and b.key_issuer and a.key_issuer != b.key_issuer)
-        if same_space and a.exact_id == b.exact_id:  # the Patient ID decides unless every demographic disagrees
-            return bool(a.key_date and b.key_date and a.key_date != b.key_date and a.key_sex and b.key_sex
-                        and a.key_sex != b.key_sex and a.name.strip() and b.name.strip()
-                        and not same_name(a.name, b.name))
+        if same_space and a.exact_id == b.exact_id:  # the Patient ID decides unless two demographics disagree
+            return _demographics_differing(a, b) >= 2
     if a.key_date and b.key_date and a.key_date != b.key_date:
         return True
     if a.key_sex and b.key_sex and a.key_sex != b.key_sex:
         return True
     return not same_name(a.name, b.name)
+
+
+def _demographics_differing(a: _Identity, b: _Identity) -> int:
+    """How many of name, birth date and sex are given on both and differ, for the same-ID vote (module rule)."""
+    dates = [d if d and d > PLACEHOLDER_BIRTH_DATE else None for d in (a.key_date, b.key_date)]
+    date_differs = bool(dates[0] and dates[1] and dates[0] != dates[1])
+    sex_differs = bool(a.key_sex and b.key_sex and a.key_sex != b.key_sex)
+    name_differs = bool(_scripts(a.name) & _scripts(b.name)) and not same_name(a.name, b.name)
+    return date_differs + sex_differs + name_differs
 
 
 @dataclass

@@ -24,6 +24,15 @@ LOSSY_ONLY = frozenset({
 #: unless LossyImageCompression says "00"
 LOSSY_CAPABLE = frozenset({"1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93",
                            "1.2.840.10008.1.2.4.203"})
+#: JPEG 2000 and HTJ2K transfer syntaxes (lossless-only ones included): their codestream's COD marker says whether
+#: the irreversible 9/7 wavelet (always lossy) was used, whatever LossyImageCompression says
+JPEG2000_FAMILY = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92",
+                             "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                             "1.2.840.10008.1.2.4.203"})
+#: ISO/IEC 15444-1 A.6.1: the transformation byte of the COD marker's SPcod, 0 = 9-7 irreversible filter
+IRREVERSIBLE_9_7 = 0
+#: how far into Pixel Data the first codestream's main header is looked for (item tags and offset table before it)
+CODESTREAM_SEARCH_BYTES = 1 << 16
 #: uncompressed transfer syntaxes, whose Pixel Data holds the stored values as the scanner wrote them
 NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"})
 
@@ -54,15 +63,48 @@ def _values(dataset, keyword: str) -> list[str]:
 def lossy_compression(dataset) -> Lossy | None:
     """The instance's lossy compression, or None: LossyImageCompression "01" (it stays "01" once an image was ever
     lossy-compressed, decompressed since or not, PS3.3 C.7.6.1.1.5), a lossy-only transfer syntax, or a lossy-capable
-    one (JPEG 2000, JPEG-LS near-lossless) without LossyImageCompression "00"."""
+    one (JPEG 2000, JPEG-LS near-lossless) without LossyImageCompression "00"; and a JPEG 2000 / HTJ2K codestream
+    that uses the irreversible 9/7 wavelet (j2k_irreversible) whatever the flag says (break45c #4: a stale "00"
+    written before a converter compressed the images had them measured as lossless, without a warning)."""
     flag = str(dataset.get("LossyImageCompression") or "").strip()
     syntax = transfer_syntax(dataset)
+    irreversible = False
     if flag != "01" and syntax not in LOSSY_ONLY and not (syntax in LOSSY_CAPABLE and flag != "00"):
-        return None
+        irreversible = syntax in JPEG2000_FAMILY and j2k_irreversible(dataset)
+        if not irreversible:
+            return None
     ratios = [f"{float(r):g}:1" if _number(r) else r for r in _values(dataset, "LossyImageCompressionRatio")]
     name = UID(syntax).name if syntax else ""
-    return Lossy(" then ".join(ratios), " then ".join(_values(dataset, "LossyImageCompressionMethod")),
-                 name if syntax in LOSSY_ONLY | LOSSY_CAPABLE else "")
+    method = " then ".join(_values(dataset, "LossyImageCompressionMethod"))
+    if irreversible:  # a stale "00" (a converter compressed after the header was written): the codestream says it
+        method = (f"{method + ', ' if method else ''}irreversible 9/7 wavelet in the JPEG 2000 codestream "
+                  f"(LossyImageCompression {flag or 'absent'})")
+    return Lossy(" then ".join(ratios), method, name if syntax in LOSSY_ONLY | LOSSY_CAPABLE | JPEG2000_FAMILY else "")
+
+
+def j2k_irreversible(dataset) -> bool:
+    """Whether the first JPEG 2000 / HTJ2K codestream in the dataset's Pixel Data uses the irreversible 9/7 wavelet
+    (COD marker, ISO/IEC 15444-1 A.6.1), which never keeps every value; False where there is no pixel data (a
+    header read without it), no codestream main header within CODESTREAM_SEARCH_BYTES, or no COD before the first
+    tile (a malformed stream: the decoder says so)."""
+    try:
+        data = dataset.get("PixelData") if "PixelData" in dataset else None
+    except Exception:  # noqa: BLE001 - an unreadable element: nothing to read the codestream from
+        return False
+    if not isinstance(data, (bytes, bytearray)):
+        return False
+    start = bytes(data[:CODESTREAM_SEARCH_BYTES]).find(b"\xff\x4f\xff\x51")  # SOC, then SIZ
+    if start < 0:
+        return False
+    at = start + 2
+    while at + 4 <= len(data):
+        marker, length = int.from_bytes(data[at:at + 2], "big"), int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xFF52:  # COD: Lcod, Scod, SGcod (4 bytes), SPcod: levels, xcb, ycb, style, transformation
+            return at + 13 < len(data) and data[at + 13] == IRREVERSIBLE_9_7
+        if marker in (0xFF90, 0xFFD9) or marker < 0xFF00 or length < 2:  # first tile, end, or not a marker
+            return False
+        at += 2 + length
+    return False
 
 
 def _number(text: str) -> bool:

@@ -431,7 +431,8 @@ class DifferentResends:
     differs (the union of Resend.differing), so that the log says it once per study, sender and kind of difference,
     not once per image, and `dicomnode status` lists it beside the study (a corrected header re-sent under the same
     SOP Instance UIDs is not applied: nothing but the log said so). Kept in memory (the newest RECENT_REFUSALS_KEPT,
-    for RECENT_REFUSALS_SECONDS) and published in the process's heartbeat, as RecentRefusals."""
+    for RECENT_REFUSALS_SECONDS) and published in the process's heartbeat, as RecentRefusals; the heartbeat also
+    saves them in the state (StateDB.save_different_resends), so that status lists them after a restart."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -1000,8 +1001,10 @@ class StorageSCP:
         study and series (a corrected name, a PatientID a PACS rewrote, a lossy or undecodable re-encoding, copies
         pydicom cannot compare) at WARNING, naming what differs: the first copy is kept and None returned (success).
         Except a lossless copy of a stored lossy one (Resend.replaces_lossy: an archive that aged the study to lossy
-        keeps the SOP UIDs, and the lossless originals come later under them): it replaces the stored copy
-        (_replace_lossy) and the study is analysed again, as for a late image.
+        keeps the SOP UIDs, and the lossless originals come later under them) and a copy whose only change is the
+        patient's height, weight or age (Resend.corrects_measurements: entered after the scan, the study sent again
+        so that the indexed values are given): it replaces the stored copy (_replace) and the study is analysed
+        again, as for a late image.
 
         Another instance under a held UID (another StudyInstanceUID or SeriesInstanceUID, or other pixel values where
         both copies are lossless and decode: a UID collision, an anonymiser that re-keys the study but keeps SOP
@@ -1025,7 +1028,11 @@ class StorageSCP:
                      short_hash(study_uid), calling, difference.detail)
             return None
         if difference.replaces_lossy:
-            return self._replace_lossy(instance, calling, study_uid, address, difference)
+            return self._replace(instance, calling, study_uid, address, difference,
+                                 "as a lossless copy of the stored lossy one", "the lossless copy")
+        if difference.corrects_measurements:
+            return self._replace(instance, calling, study_uid, address, difference,
+                                 "with the patient's height, weight or age corrected", "the corrected copy")
         if difference.keeps_lossless:
             log.warning("SOP instance %s (study %s) sent again by %s as a lossy copy (%s): the first copy is kept and "
                         "analysed (it is lossless); no new SOP Instance UID is needed", instance.sop_instance_uid, short_hash(study_uid), calling,
@@ -1044,30 +1051,31 @@ class StorageSCP:
             return None
         return self._conflict(instance, calling, study_uid, difference)
 
-    def _replace_lossy(self, instance: IncomingInstance, calling: str, study_uid: str, address: str | None,
-                       difference) -> Dataset | None:
-        """_duplicate for a lossless copy of a stored lossy instance: stored in its place (Spool.replace: the lossy
-        copy stays until the lossless one is durable) and the study re-opened as for a late image (on_stored).
-        Returns None (success), or the 0xA700 status when it cannot be stored (the lossy copy is kept, the sender
-        sends again)."""
+    def _replace(self, instance: IncomingInstance, calling: str, study_uid: str, address: str | None,
+                 difference, how: str, which: str) -> Dataset | None:
+        """_duplicate for a copy that replaces the stored one (a lossless copy of a stored lossy instance; a corrected
+        height, weight or age, Resend.corrects_measurements): stored in its place (Spool.replace: the stored copy
+        stays until the new one is durable) and the study re-opened as for a late image (on_stored), so that it is
+        analysed again and the new results supersede the earlier ones. `how` says what the copy is, `which` names it
+        in the log. Returns None (success), or the 0xA700 status when it cannot be stored (the stored copy is kept,
+        the sender sends again)."""
         try:
             outcome = self.spool.replace(instance, calling_host=address)
         except (OutOfSpace, StorageUnavailable) as exc:
-            log.error("lossless copy of SOP instance %s from %s refused (0xA700): %s; the stored lossy copy is kept",
+            log.error("%s of SOP instance %s from %s refused (0xA700): %s; the stored copy is kept", which,
                       instance.sop_instance_uid, calling, exc)
             self._refused(instance, str(exc))
             return self._status(STATUS_OUT_OF_RESOURCES, exc.comment)
         except StudyPurging:
             return self._status(STATUS_OUT_OF_RESOURCES, STUDY_PURGING_COMMENT)
         except OSError as exc:
-            log.error("lossless copy of SOP instance %s from %s could not be written (0xA700): %s; the stored lossy "
-                      "copy is kept", instance.sop_instance_uid, calling, exc)
+            log.error("%s of SOP instance %s from %s could not be written (0xA700): %s; the stored copy is kept",
+                      which, instance.sop_instance_uid, calling, exc)
             self._refused(instance, f"cannot write spool: {exc.strerror or exc}")
             return self._status(STATUS_OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}")
         self.received_bytes += len(instance.encoded)
-        log.info("SOP instance %s (study %s) sent again by %s as a lossless copy of the stored lossy one (%s): the "
-                 "lossless copy replaces it and the study is analysed again", instance.sop_instance_uid,
-                 short_hash(study_uid), calling, difference.detail)
+        log.info("SOP instance %s (study %s) sent again by %s %s (%s): %s replaces it and the study is analysed "
+                 "again", instance.sop_instance_uid, short_hash(study_uid), calling, how, difference.detail, which)
         self._notify_stored(outcome, instance)
         return None
 

@@ -1,8 +1,12 @@
 """Every coded concept the result objects use, standard and private, in one place (listed in docs/conformance.md)."""
 from __future__ import annotations
 
+import typing
+
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.sr.coding import Code
+
+from dicomnode.config import LGEConfig
 
 #: private coding scheme of this project; every code below with this designator is documented in conformance.md
 PRIVATE_SCHEME = "99DICOMNODE"
@@ -86,7 +90,22 @@ AHA_SEGMENTS = {
 #: %LGE of the deep-learning segmentation (summary.json `lge_percent`); the threshold methods' %LGE have concepts of
 #: their own, so a viewer that shows only concept names and values (OHIF v3) tells the three apart
 LGE_PERCENT = Code("LGEPCT", PRIVATE_SCHEME, "LGE extent, % of LV myocardial volume")
+#: %LGE of the n-SD threshold method, one concept per n the configuration allows (analysis.lge.nsd_n): a 2-SD %LGE
+#: is about twice a 5-SD one, so a viewer listing concept names (OHIF) or a registry aggregating by code must not
+#: read them as one quantity. No standard code exists (DCM and SNOMED CT name no threshold-based LGE extent).
+LGE_PERCENT_NSD_BY_N = {n: Code(f"LGEPCT{n}SD", PRIVATE_SCHEME, f"LGE extent by {n}-SD threshold, % of LV myocardial "
+                                                                "volume")
+                        for n in typing.get_args(LGEConfig.model_fields["nsd_n"].annotation)}
+#: the n-SD concept before it was one per n; written only for an n the configuration no longer allows
 LGE_PERCENT_NSD = Code("LGEPCTNSD", PRIVATE_SCHEME, "LGE extent by n-SD threshold, % of LV myocardial volume")
+
+
+def lge_percent_nsd(n) -> Code:
+    """The NUM concept of the n-SD %LGE for `n` standard deviations (LGE_PERCENT_NSD_BY_N; LGE_PERCENT_NSD for an n
+    outside it)."""
+    return LGE_PERCENT_NSD_BY_N.get(n, LGE_PERCENT_NSD)
+
+
 LGE_PERCENT_FWHM = Code("LGEPCTFWHM", PRIVATE_SCHEME, "LGE extent by FWHM threshold, % of LV myocardial volume")
 LARGE_LGE_BURDEN = Code("LGEBURDEN", PRIVATE_SCHEME, "Large LGE burden")
 #: no longer written: the cut-off NUM now names the rule's verdict and caveat in its concept (LGEBURDENYES /
@@ -225,7 +244,7 @@ UNIT_NONE = Code("1", "UCUM", "no units")
 
 #: every private code, for the Coding Scheme Identification Sequence and the conformance statement
 PRIVATE_CODES = [
-    MVO, LGE_PERCENT, LGE_PERCENT_NSD, LGE_PERCENT_FWHM, LARGE_LGE_BURDEN, LARGE_LGE_BURDEN_CUTOFF_MET,
+    MVO, LGE_PERCENT, *LGE_PERCENT_NSD_BY_N.values(), LGE_PERCENT_NSD, LGE_PERCENT_FWHM, LARGE_LGE_BURDEN, LARGE_LGE_BURDEN_CUTOFF_MET,
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
     WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,

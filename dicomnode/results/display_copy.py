@@ -72,7 +72,7 @@ from dicomnode.analysis.pipeline import SegmentationResult
 from dicomnode.cmr.source_encoding import lossy_compression
 from dicomnode.cmr.types import FrameRef, InstanceHeader
 from dicomnode.net.transcode import explicit_little_endian, transfer_syntax_of
-from dicomnode.results.headers import derivable_header, repair_value
+from dicomnode.results.headers import derivable_header, repair_value, without_control_characters
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.results.seg import PHASE_ABBREVIATIONS, SOURCE_IMAGE_PURPOSE, SegPart, relocated_sources, seg_parts
 from dicomnode.results.single_frame import as_list, single_frame_image
@@ -365,7 +365,7 @@ def display_copies(segmentation: SegmentationResult, phase_position: int, series
             read[ref.sop_instance_uid] = _with_pixels(by_uid[ref.sop_instance_uid])
     originals = [read[ref.sop_instance_uid] for ref in refs]
     # the phase first, where a viewer's series list (OHIF: about 24 characters) still shows it
-    source_text = str(originals[0].get('SeriesDescription') or segmentation.pipeline)
+    source_text = without_control_characters(str(originals[0].get('SeriesDescription') or segmentation.pipeline))
     said = f"{phase} copy of  for AI SEG"
     description = f"{phase} copy of {source_text[:max(64 - len(said), 0)].rstrip()} for AI SEG"
     copies: list[Dataset] = [None] * len(slices)  # type: ignore[list-item]

@@ -44,6 +44,12 @@ IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "IssuerOfPatientID", "Accessi
 #: what pydicom puts for each byte it cannot decode; never written into a result
 REPLACEMENT_CHARACTER = "\ufffd"
 _TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"}
+#: text VRs that may hold CR, LF, FF and TAB (PS3.5 6.2); every other one holds no control character but ESC
+_TEXT_WITH_CONTROLS = {"LT", "ST", "UT"}
+#: identifiers copied as received even with control characters: an archive files results with their images by these
+#: exact bytes (a PatientName is shown, not matched, so it is cleaned like any other value)
+MATCHED_IDENTIFIERS = ("PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyID")
+_CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _AGE_UNITS = {"D": "D", "DAY": "D", "DAYS": "D", "W": "W", "WEEK": "W", "WEEKS": "W", "M": "M", "MONTH": "M",
               "MONTHS": "M", "Y": "Y", "YEAR": "Y", "YEARS": "Y", "": "Y"}
 
@@ -102,6 +108,14 @@ def repair_value(vr: str, text: str, keyword: str = "") -> str | None:
     elif vr == "CS":
         candidate = text.upper()
     return candidate if candidate is not None and _valid(vr, candidate) else None
+
+
+def without_control_characters(text: str) -> str:
+    """`text` with each run of control characters (C0, DEL, C1, Unicode line/paragraph separators; a CR LF copied
+    into a name by a registration system) replaced by one space, and trimmed: valid in every text VR that allows no
+    control character (PS3.5 6.1.3, 6.2), and read as the same words. Decoded text holds no ESC (pydicom decodes
+    ISO 2022 escapes), so nothing a character set needs is removed."""
+    return _CONTROL_RUN.sub(" ", text).strip(" ") if _CONTROL_RUN.search(text) else text
 
 
 def too_long_only(vr: str, text: str) -> bool:
@@ -221,6 +235,12 @@ def _say_multivalued(study_uid: str, keyword: str) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
+def _say_control_characters(study_uid: str, keyword: str, vr: str) -> None:
+    log.warning("source %s holds control characters (a line break or the like), which VR %s does not allow: each run "
+                "written as one space in every result object", keyword, vr)
+
+
+@functools.lru_cache(maxsize=1024)
 def _say_too_long(study_uid: str, keyword: str, vr: str) -> None:
     log.warning("source %s is longer than VR %s allows: copied as received into every result object (an archive "
                 "files results with their images by this identifier; a cut or empty one would name another "
@@ -230,7 +250,9 @@ def _say_too_long(study_uid: str, keyword: str, vr: str) -> None:
 def derivable_header(dataset: Dataset) -> Dataset:
     """A shallow copy whose patient/study attributes are valid for a result object (see the module docstring).
 
-    Type 2 attributes are added empty when missing or invalid; other invalid ones are removed, except identifiers
+    Control characters in a value of a VR that allows none (a CR LF in a PatientName) are each run one space, with a
+    WARNING naming the attribute, except in the identifiers an archive matches by (MATCHED_IDENTIFIERS), which are
+    copied as received. Type 2 attributes are added empty when missing or invalid; other invalid ones are removed, except identifiers
     (IDENTIFIER_KEYWORDS) that are only too long: copied as received, with a WARNING naming the attribute. An
     identifier of value multiplicity 1 holding several values, a PatientID "123\\456" (an archive merged two), is
     copied as received too, backslash included (its first value could be another patient of the archive), with a
@@ -250,6 +272,11 @@ def derivable_header(dataset: Dataset) -> Dataset:
         if values is None and keyword not in PATIENT_STUDY_KEYWORDS:
             continue
         study_uid = str(dataset.get("StudyInstanceUID", ""))
+        if values and vr not in _TEXT_WITH_CONTROLS and keyword not in MATCHED_IDENTIFIERS:
+            cleaned = [without_control_characters(v) for v in values]
+            if cleaned != values:
+                _say_control_characters(study_uid, keyword, vr)
+                values = cleaned
         several = values and len([v for v in values if v != ""]) > 1 and dictionary_VM(tag) == "1"
         if several and keyword in IDENTIFIER_KEYWORDS:
             value = "\\".join(values).strip(" \x00")  # a PatientID "123\\456": as the archive indexed the images

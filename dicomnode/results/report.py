@@ -906,22 +906,39 @@ def undrawable_note(characters) -> str:
 
 def page_text(value) -> str:
     """A header value as one line of page text: control characters (a CR LF in a PatientName, invalid for PN but
-    seen) become one space, so nothing is drawn over the line above or below; several values joined by "\\"."""
+    seen) become one space, so nothing is drawn over the line above or below; half-width katakana full-width
+    (full_width_katakana); several values joined by "\\"."""
     if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))
                                              and not isinstance(value, PersonName)):
         return "\\".join(page_text(item) for item in value)
-    return re.sub(r"[^\S ]+|[\x00-\x1f\x7f-\x9f]+", " ", str(value if value is not None else "")).strip()
+    return full_width_katakana(re.sub(r"[^\S ]+|[\x00-\x1f\x7f-\x9f]+", " ",
+                                      str(value if value is not None else "")).strip())
+
+
+_HALF_WIDTH_KATAKANA = re.compile(r"[\uff65-\uff9f]+")
+
+
+def full_width_katakana(text: str) -> str:
+    """`text` with each run of half-width katakana (JIS X 0201, ISO_IR 13: "ﾔﾏﾀﾞ") in its full-width form ("ヤマダ",
+    Unicode's compatibility mapping, NFKC), a voiced or semi-voiced mark joined to its letter. The PDF writer
+    (matplotlib) maps each glyph of a shaped cluster to the whole cluster, so a half-width letter with its separate
+    voiced mark read twice in the PDF's text layer ("ﾔﾏﾀﾞﾀﾞ": search and copy found a doubled name, break45b #10);
+    the full-width letter is one glyph. Other text is returned as it is."""
+    return _HALF_WIDTH_KATAKANA.sub(lambda run: unicodedata.normalize("NFKC", run.group()), text)
 
 
 def mark_undrawable(figure: Figure) -> None:
     """Every character of the page's texts that no report font has (no CJK font installed: CJK_FONTS) becomes '?',
     and the banner says what '?' stands for and which font package draws it (undrawable_note): the text stays readable as far as the fonts go,
-    rather than drawn as empty boxes."""
+    rather than drawn as empty boxes. Half-width katakana is drawn full-width first (full_width_katakana), so that
+    the PDF's text layer reads each letter once."""
     from matplotlib.text import Text
 
     glyphs = _font_glyphs()
     missing: set[str] = set()
     for text in figure.findobj(Text):
+        if _HALF_WIDTH_KATAKANA.search(text.get_text()):
+            text.set_text(full_width_katakana(text.get_text()))
         value = text.get_text()
         shown = "".join(c if ord(c) in glyphs or c.isspace() or not c.isprintable() else "?" for c in value)
         if shown != value:

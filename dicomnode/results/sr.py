@@ -469,7 +469,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     # each method's %LGE under a concept of its own (a viewer listing concept names and values only, OHIF v3, would
     # show three identical rows), the method also as the TID 300 method modifier, its name ("3-SD") as the PDF's
     for key, method, concept, unvalidated, parameter in (
-            ("nsd", codes.METHOD_NSD, codes.LGE_PERCENT_NSD, codes.NSD_NOT_VALIDATED, f"n={n}"),
+            ("nsd", codes.METHOD_NSD, codes.lge_percent_nsd(n), codes.NSD_NOT_VALIDATED, f"n={n}"),
             ("fwhm", codes.METHOD_FWHM, codes.LGE_PERCENT_FWHM, codes.FWHM_NOT_VALIDATED,
              "threshold=50% of max enhanced signal")):
         raw = block.get(key)

@@ -65,21 +65,40 @@ def _with_sex(ds: Dataset, sex: str) -> Dataset:
 
 @pytest.mark.parametrize("name, birth, sex, conflict", [
     ("Jones^Mary", "19850212", "F", True),  # every demographic differs: an ID reused by another patient
-    ("Jones^Mary", "19850212", "M", False),  # the sex agrees
-    ("Jones^Mary", "19610423", "F", False),  # the birth date agrees
-    ("SMITH^JOHN^A", "19850212", "F", False),  # the name agrees
-    ("Jones^Mary", "1985", "F", False),  # a partial birth date says nothing
-    ("Jones^Mary", "19850212", "O", False),  # "O" (many systems: unknown) is no different sex
+    ("Jones^Mary", "19850212", "M", True),  # break46: name and full birth date differ (the sex agrees)
+    ("Jones^Mary", "19610423", "F", True),  # break46: name and sex differ (the birth date agrees)
+    ("SMITH^JOHN^A", "19850212", "F", True),  # break46: birth date and sex differ (the name agrees)
+    ("Jones^Mary", "1985", "F", True),  # name and sex differ; a partial birth date says nothing
+    ("Jones^Mary", "19850212", "O", True),  # name and birth date differ; "O" (unknown) says nothing
+    ("Jones^Mary", "1985", "O", False),  # only the name differs: a correction between two series
+    ("Smith^John", "19850212", "", False),  # only the birth date differs
+    ("Smith^John", "19610423", "F", False),  # only the sex differs
+    ("Jones^Mary", "19000101", "M", False),  # a placeholder birth date is no second difference
+    ("Jones^Mary", "00000000", "M", False),  # nor is a malformed one
+    ("=山田^太郎", "19850212", "M", False),  # kanji only against romaji: the name says nothing, one difference
+    ("=山田^太郎", "19850212", "F", True),  # ... but birth date and sex differ
 ])
-def test_the_same_patient_id_with_every_demographic_different_is_another_patient(name, birth, sex, conflict):
-    """break45b: the very same PatientID (no issuer) on a patient of another name, full birth date and sex was
-    measured with the rest; all three must differ, so a misspelt name or a placeholder date alone never declines."""
+def test_the_same_patient_id_with_two_demographics_different_is_another_patient(name, birth, sex, conflict):
+    """break45b / break46: the very same PatientID (no issuer) on a patient of another name, full birth date or sex
+    was measured with the rest unless all three differed; two differing (each given on both) now decline, so a
+    result never mixes two patients, while one (a misspelt or corrected name, a placeholder date) never declines."""
     base = [_with_sex(_ds(patient_id="12345", name="Smith^John", birth="19610423"), "M") for _ in range(3)]
     other = _with_sex(_ds(patient_id="12345", name=name, birth=birth), sex)
     found = identity_conflict(base + [other])
     assert (found is not None) == conflict
     if conflict:
-        assert [p.instances for p in found.patients] == [3, 1] and "PatientSex F" in found.reason
+        assert [p.instances for p in found.patients] == [3, 1]
+        assert ("PatientSex F" in found.reason) == (sex == "F")
+
+
+def test_a_malformed_birth_date_says_nothing():
+    from dicomnode.cmr.identity import normalised_birth_date
+    assert normalised_birth_date("19610423") == "19610423"
+    assert normalised_birth_date("1961-04-23") == "19610423"
+    for value in ("00000000", "20120000", "19611323", "1961"):
+        assert normalised_birth_date(value) is None, value
+    # without IDs a malformed date no longer splits one patient
+    assert identity_conflict([_ds(patient_id="", birth="19610423")] * 3 + [_ds(patient_id="", birth="00000000")]) is None
 
 
 @pytest.mark.parametrize("variant, why", [

@@ -1,6 +1,7 @@
 """A lossless original re-sent after a lossy copy under the same SOP UIDs (an archive that aged the study to lossy
 keeps the UIDs) replaces the lossy copy and re-opens the study as a late image does; a lossy copy after the lossless
-one keeps the lossless one (break45c #1)."""
+one keeps the lossless one (break45c #1). A copy whose only change is the patient's height, weight or age (entered
+after the scan, the study sent again under its UIDs) replaces the stored one too (break45a #6, break46)."""
 from __future__ import annotations
 
 import copy
@@ -58,3 +59,53 @@ def test_a_lossy_copy_after_the_lossless_original_keeps_the_original(node, caplo
     row, stored = _stored(node, original)
     assert "LossyImageCompression" not in stored
     assert node.db.study(key)["state"] == DONE
+
+
+def test_a_corrected_height_and_weight_replace_the_stored_copies_and_reopen_the_study(node, caplog):
+    """break45a #6: PatientSize / PatientWeight entered after the scan and the study sent again under the same SOP
+    Instance UIDs were logged and dropped; the results kept saying "no indexed values: PatientSize and PatientWeight
+    absent", and `retry --reanalyse` re-used the first copies. Now the corrected copies replace the stored ones and
+    the study is analysed again (generation + 1), so the new results (with the indexed values) supersede the old."""
+    study_uid = "1.2.826.0.1.3680043.8.498.46001"
+    originals = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".1", instance=n, position=8.0 * n)
+                 for n in range(1, 4)]
+    for dataset in originals:
+        assert store_one(node.scp.port, dataset).Status == 0
+    node.db.set_study_state(study_uid, DONE)
+    generation = node.db.study(study_uid)["generation"]
+    with caplog.at_level(logging.INFO):
+        for dataset in originals:
+            corrected = copy.deepcopy(dataset)
+            corrected.PatientWeight, corrected.PatientSize, corrected.PatientAge = 80, 1.75, "063Y"
+            assert store_one(node.scp.port, corrected).Status == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    lines = [r.getMessage() for r in caplog.records if "the corrected copy replaces it" in r.getMessage()]
+    assert len(lines) == 3 and "height, weight or age corrected" in lines[0]
+    rows = node.db.study_instances(study_uid)
+    assert len(rows) == 3
+    for row in rows:
+        stored = pydicom.dcmread(node.spool.path_of(row["path"]))
+        assert (float(stored.PatientWeight), float(stored.PatientSize), stored.PatientAge) == (80.0, 1.75, "063Y")
+    study = node.db.study(study_uid)
+    assert study["state"] == RECEIVED and study["generation"] == generation + 1  # analysed again, as a late image
+    assert node.scp.different_resends.recent() == []
+
+
+def test_a_correction_that_also_changes_the_identity_is_not_applied(node, caplog):
+    """Only the body measurements are applied: a re-send that changes the patient's name (or a PACS rewriting the
+    PatientID on forwarding) with them keeps the first copy, as before, WARNING and status note."""
+    original = synthetic_mr()
+    key = str(original.StudyInstanceUID)
+    assert store_one(node.scp.port, original).Status == 0
+    node.db.set_study_state(key, DONE)
+    resent = copy.deepcopy(original)
+    resent.PatientWeight, resent.PatientName = 80, "OTHER^NAME"
+    with caplog.at_level(logging.INFO):
+        assert store_one(node.scp.port, resent).Status == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "the first copy is kept" in warning
+    row, stored = _stored(node, original)
+    assert "PatientWeight" not in stored and str(stored.PatientName) == str(original.PatientName)
+    assert node.db.study(key)["state"] == DONE
+    (item,) = node.scp.different_resends.recent()
+    assert item["differing"] == ["PatientName", "PatientWeight"]

@@ -459,10 +459,11 @@ def test_an_instance_resent_with_other_content_is_named_in_a_warning(node, caplo
 
 
 def test_a_corrected_study_resent_under_the_same_uids_is_one_warning_and_a_status_note(node, caplog, capsys):
-    """break45a F6: PatientSize / PatientWeight added and the study sent again with the same SOP Instance UIDs: 255
-    WARNINGs, one per image, and nothing in `dicomnode status`. Now one WARNING per study, sender and kind of
-    difference (every image at DEBUG), and status lists the study with the count, what differs and that the results
-    are of the first copies, which are kept (nothing stored is lost or replaced)."""
+    """break45a F6: a study sent again with the same SOP Instance UIDs and other header values: 255 WARNINGs, one per
+    image, and nothing in `dicomnode status`. Now one WARNING per study, sender and kind of difference (every image
+    at DEBUG), and status lists the study with the count, what differs and that the results are of the first copies,
+    which are kept (nothing stored is lost or replaced). (A height / weight / age correction alone is applied:
+    tests/node/test_lossless_replaces_lossy.py.)"""
     study_uid = "1.2.826.0.1.3680043.8.498.45006"
     originals = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".1", instance=n, position=8.0 * n)
                  for n in range(1, 6)]
@@ -473,17 +474,17 @@ def test_a_corrected_study_resent_under_the_same_uids_is_one_warning_and_a_statu
     with caplog.at_level(logging.DEBUG, logger="dicomnode"):
         for dataset in originals:
             corrected = copy.deepcopy(dataset)
-            corrected.PatientWeight, corrected.PatientSize = 80, 1.75
+            corrected.StudyDescription, corrected.ReferringPhysicianName = "CMR corrected", "Other^Doctor"
             assert store_one(node.scp.port, corrected).Status == 0
     warnings_ = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings_) == 1 and "PatientSize, PatientWeight" in warnings_[0], warnings_
+    assert len(warnings_) == 1 and "ReferringPhysicianName, StudyDescription" in warnings_[0], warnings_
     assert "logged at DEBUG only, counted in `dicomnode status`" in warnings_[0]
     assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "different content" in r.getMessage()]) == 4
     # the first copies stay, unchanged, and are what is analysed
     assert {row["path"]: (node.storage_dir / row["path"]).read_bytes()
             for row in node.db.study_instances(study_uid)} == stored
     (item,) = node.scp.different_resends.recent()
-    assert item["instances"] == 5 and item["differing"] == ["PatientSize", "PatientWeight"]
+    assert item["instances"] == 5 and item["differing"] == ["ReferringPhysicianName", "StudyDescription"]
     # another kind of difference of the same study is said again
     caplog.clear()
     renamed = copy.deepcopy(originals[0])
@@ -497,7 +498,7 @@ def test_a_corrected_study_resent_under_the_same_uids_is_one_warning_and_a_statu
     attach_different_resends(heartbeat, report["studies"])
     (study,) = [s for s in report["studies"] if s["study_key"] == study_uid]
     (note,) = study["different_resends"]
-    assert note["instances"] == 6 and note["differing"] == ["PatientName", "PatientSize", "PatientWeight"]
+    assert note["instances"] == 6 and note["differing"] == ["PatientName", "ReferringPhysicianName", "StudyDescription"]
     assert note["text"].startswith("6 instance(s) sent again by ") and "the first copies are kept and analysed" \
         in note["text"] and "needs a new SOP Instance UID" in note["text"]
     report.update(nodes=[], receiving={}, refused_recently=[])
@@ -505,6 +506,45 @@ def test_a_corrected_study_resent_under_the_same_uids_is_one_warning_and_a_statu
     out = capsys.readouterr().out
     assert f"  {study_uid}: {note['text']}" in out.splitlines()
     assert "instances sent again with other content" in out
+
+
+def test_the_re_sends_with_other_content_are_listed_after_the_receiver_restarts(node):
+    """break45a F6 / break46: the count of instances sent again with other content lived in the receiving process's
+    memory and heartbeat only: a restart (or a stop, which removes the heartbeat) lost it, and `dicomnode status`
+    no longer said that the study's stored copies are not the corrected ones. The heartbeat now saves it in the
+    state, read by status for processes that are gone, never counted twice for one that still beats, kept 24 h."""
+    study_uid = "1.2.826.0.1.3680043.8.498.46002"
+    originals = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".1", instance=n, position=8.0 * n)
+                 for n in range(1, 6)]
+    for dataset in originals:
+        assert store_one(node.scp.port, dataset).Status == 0
+    for dataset in originals:
+        corrected = copy.deepcopy(dataset)
+        corrected.StudyDescription = "CMR corrected"
+        assert store_one(node.scp.port, corrected).Status == 0
+    RoleRunner(node).beat()  # what the heartbeat loop does every few seconds
+    live = [{"node_id": node.db.process_id, "detail": {"different_resends": node.scp.different_resends.recent()}}]
+    saved = node.db.saved_different_resends()
+    assert [entry["process"] for entry in saved] == [node.db.process_id]
+    report = status_report(node.db)
+    attach_different_resends(live, report["studies"], saved)  # the live process: its heartbeat, not twice
+    (study,) = [s for s in report["studies"] if s["study_key"] == study_uid]
+    assert [note["instances"] for note in study["different_resends"]] == [5]
+    # the receiver restarted: another process, its heartbeat gone, the counts of the first one still listed
+    restarted = StateDB(node.db.url, process_id="restarted:1")
+    try:
+        report = status_report(restarted)
+        attach_different_resends([], report["studies"], restarted.saved_different_resends())
+        (study,) = [s for s in report["studies"] if s["study_key"] == study_uid]
+        (note,) = study["different_resends"]
+        assert note["instances"] == 5 and note["differing"] == ["StudyDescription"]
+        assert note["text"].startswith("5 instance(s) sent again by ") and "were not stored" in note["text"]
+        later = time.time() + 25 * 3600
+        assert restarted.saved_different_resends(now=later) == []
+        restarted.save_different_resends([], now=later)  # any process's beat removes what is older than 24 h
+        assert restarted.saved_different_resends() == []
+    finally:
+        restarted.close()
 
 
 def test_an_instance_rerouted_in_another_encoding_is_identical_and_other_pixel_values_are_different_content(node,

@@ -67,12 +67,12 @@ def test_an_unvalidated_method_carries_its_r_beside_its_value_in_the_sr(always_r
     results, sr = always_report
     scar = group_named(sr, "LGE scar incl. MVO")
     found = [(c[0], v) for c, v, u, _ in nums(scar)]
-    nsd_at = found.index(("LGEPCTNSD", 20.63))
+    nsd_at = found.index(("LGEPCT5SD", 20.63))
     fwhm_at = found.index(("LGEPCTFWHM", 8.53))
     assert found[nsd_at - 1] == (codes.NSD_NOT_VALIDATED.value, 0.48)
     assert found[fwhm_at - 1] == (codes.FWHM_NOT_VALIDATED.value, 0.19)
     # the method named as the PDF names it
-    nsd_item = next(i for c, v, u, i in nums(scar) if c[0] == "LGEPCTNSD")
+    nsd_item = next(i for c, v, u, i in nums(scar) if c[0] == "LGEPCT5SD")
     names = [c.TextValue for c in nsd_item.ContentSequence if concept(c) == ("111001", "DCM")]
     assert names == ["dicomnode 5-SD threshold"]
     said = report_comments(sr)
@@ -192,3 +192,21 @@ def test_a_stack_warning_of_an_assumed_geometry_reaches_the_pdf_and_the_sr():
 def test_the_reports_with_the_new_codes_pass_dciodvfy_and_pixelmed(always_report, withheld_report, tmp_path):
     for n, (_, sr) in enumerate((always_report, withheld_report)):
         assert_valid(write(sr, tmp_path / f"sr{n}.dcm"), "DicomSRValidator")
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6])
+def test_each_n_of_the_n_sd_method_has_a_concept_of_its_own(n):
+    """break45a #2 / break46: every n-SD %LGE was one concept "LGE extent by n-SD threshold", so a viewer listing
+    concept names (OHIF) did not say which n, and a registry aggregating by code mixed a 2-SD %LGE with a 5-SD one
+    (about half as large). Each n the configuration allows now has its own private code and meaning."""
+    def always_n(lge):
+        _always(lge)
+        lge.summary["nsd"]["n"] = n
+    _, sr = _report(always_n)
+    scar = group_named(sr, "LGE scar incl. MVO")
+    (item,) = [i for c, v, u, i in nums(scar) if c[0].startswith("LGEPCT") and c[0].endswith("SD")]
+    name = item.ConceptNameCodeSequence[0]
+    assert (name.CodeValue, name.CodingSchemeDesignator) == (f"LGEPCT{n}SD", "99DICOMNODE")
+    assert name.CodeMeaning == f"LGE extent by {n}-SD threshold, % of LV myocardial volume"
+    assert codes.lge_percent_nsd(n) in codes.PRIVATE_CODES and len(name.CodeMeaning) <= 64
+    assert set(codes.LGE_PERCENT_NSD_BY_N) == {2, 3, 5, 6}

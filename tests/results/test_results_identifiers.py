@@ -131,3 +131,37 @@ def test_a_long_valid_header_wraps_and_keeps_every_field_on_the_page():
     credits = next(t for t in figure.texts if t.get_text().startswith("Algorithms: "))
     assert credits.get_window_extent(renderer).y1 <= box.y0  # the line below is moved, not overprinted
     assert len(report_fonts()) >= 1
+
+
+def test_half_width_katakana_reads_once_in_the_pdf_text_layer(tmp_path):
+    """break45b #10: JIS X 0201 half-width katakana (ISO_IR 13) "ﾔﾏﾀﾞ" was drawn right but read "ﾔﾏﾀﾞﾀﾞ" in the PDF's
+    text layer (search / copy found a doubled name): the PDF writer maps both glyphs of a letter with its separate
+    voiced mark to the pair. The page shows the name full-width ("ヤマダ"), one glyph per letter, read once."""
+    import shutil
+    import subprocess
+    import warnings
+
+    from pydicom.dataset import Dataset
+
+    from dicomnode.results.report import _font_glyphs, _page, full_width_katakana, mark_undrawable
+
+    assert full_width_katakana("ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎") == "ヤマダ^タロウ=山田^太郎"
+    assert full_width_katakana("ﾊﾟﾝ ｶﾞ and Müller") == "パン ガ and Müller"
+    header = Dataset()
+    header.SpecificCharacterSet = "ISO_IR 13"
+    header.PatientName, header.PatientID = "ﾔﾏﾀﾞ^ﾀﾛｳ", "KANA1"
+    context = types.SimpleNamespace(started_at=dt.datetime(2026, 12, 7, 4, 25))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        figure = _page("", header, context, [])
+        figure.text(0.1, 0.5, "series ｼﾈ ﾀﾞﾌﾞﾙ")  # any page text, not only the header
+        mark_undrawable(figure)
+        texts = [t.get_text() for t in figure.texts]
+        assert any(t.startswith("Patient: ヤマダ, タロウ") for t in texts), texts
+        assert not any("\uff9e" in t or "\uff9f" in t for t in texts)
+        if ord("ダ") not in _font_glyphs() or shutil.which("pdftotext") is None:
+            return  # drawn as '?' (no CJK font): nothing to read back
+        path = tmp_path / "page.pdf"
+        figure.savefig(path)
+    layer = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    assert "ヤマダ, タロウ" in layer and "ダダ" not in layer and "シネ ダブル" in layer, layer

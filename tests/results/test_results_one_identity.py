@@ -114,3 +114,53 @@ def test_a_multi_valued_patient_id_name_or_accession_is_copied_as_received_into_
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "several values" in r.getMessage()]
     for keyword in ("PatientID", "PatientName", "AccessionNumber"):
         assert sum(f"source {keyword} holds several values" in m for m in warned) == 1, warned
+
+
+_CONTROLS_ALLOWED = {"LT", "ST", "UT"}  # PS3.5 6.2: CR, LF, FF, TAB allowed only in these
+
+
+def _control_characters(dataset: Dataset, found: list, path: str = "") -> list:
+    """Every (path, keyword, VR) of a text element of a VR that allows no control character holding one."""
+    for element in dataset:
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or []):
+                _control_characters(item, found, f"{path}{element.keyword}[{index}].")
+        elif element.VR in {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC"}:
+            values = element.value if isinstance(element.value, MultiValue) else [element.value]
+            if any(v is not None and any(ord(c) < 32 or 127 <= ord(c) < 160 for c in str(v)) for v in values):
+                found.append((path + element.keyword, element.VR))
+    return found
+
+
+def test_control_characters_in_the_source_header_are_spaces_in_every_result_object(caplog):
+    """break45b #10 (the DICOM half): a CR LF in PatientName (and a TAB or CR LF in other PN / LO / SH values) was
+    copied into every SEG, SR, PDF, SC and display copy, which dciodvfy rejects (PS3.5 6.2: no control character
+    but ESC in PN, LO, SH); each run is one space now, with a WARNING per attribute; the PatientID, by which the
+    archive files results with the images, is copied as received."""
+    study, results, context = make_study(slices=3, cine_phases=5)
+    for series in study.series:
+        series.instances[0].dataset.SeriesDescription = "SA\tcine"
+        for instance in series.instances:
+            instance.dataset.PatientName = "Line\r\nBreak^Name"
+            instance.dataset.StudyDescription = "CMR\r\nstudy"
+            instance.dataset.ReferringPhysicianName = "Who^\x0bDoc"
+    with caplog.at_level("WARNING", logger="dicomnode.results"):
+        objects = [_written(o) for o in build_result_objects(study, results, context, secondary_capture=True)]
+    assert {o.Modality for o in objects} >= {"SEG", "SR", "DOC", "OT", "MR"}
+    for dataset in objects:
+        assert _control_characters(dataset, []) == [], (dataset.Modality, dataset.SeriesDescription)
+        assert str(dataset.PatientName) == "Line Break^Name"
+        assert dataset.StudyDescription == "CMR study"
+        assert str(dataset.ReferringPhysicianName) == "Who^ Doc"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for keyword in ("PatientName", "StudyDescription", "ReferringPhysicianName"):
+        assert sum(f"source {keyword} holds control characters" in m for m in warned) == 1, warned
+
+
+def test_a_patient_id_with_a_control_character_is_copied_as_received():
+    from dicomnode.results.headers import derivable_header
+
+    header = Dataset()
+    header.PatientID, header.PatientName = "12\r345", "A\nB^C"
+    derived = derivable_header(header)
+    assert derived.PatientID == "12\r345" and str(derived.PatientName) == "A B^C"

@@ -18,7 +18,8 @@ from validators import assert_valid
 
 
 #: the concepts of the %LGE of the three methods: DL, n-SD, FWHM
-LGE_PERCENT_CODES = (codes.LGE_PERCENT.value, codes.LGE_PERCENT_NSD.value, codes.LGE_PERCENT_FWHM.value)
+LGE_PERCENT_CODES = (codes.LGE_PERCENT.value, codes.LGE_PERCENT_NSD.value, codes.LGE_PERCENT_FWHM.value,
+                     *(code.value for code in codes.LGE_PERCENT_NSD_BY_N.values()))
 
 
 def walk(items, depth=0):
@@ -146,7 +147,7 @@ def test_lge_union_groups_carry_the_summary_numbers_on_their_outlines(reports):
                for c, v, u, i in values if c[0] in LGE_PERCENT_CODES}
     # each method's %LGE under a concept of its own (OHIF shows concept names only), the method as modifier too
     assert percent == {"DLSEG": ("LGEPCT", pytest.approx(summary["lge_percent"])),
-                       "NSD": ("LGEPCTNSD", pytest.approx(summary["nsd"]["lge_percent"])),
+                       "NSD": (f"LGEPCT{summary['nsd']['n']}SD", pytest.approx(summary["nsd"]["lge_percent"])),
                        "FWHM": ("LGEPCTFWHM", pytest.approx(summary["fwhm"]["lge_percent"]))}
     assert summary["lge_percent"] == pytest.approx(100 * summary["scar_volume_ml"] / summary["myocardium_volume_ml"],
                                                    abs=0.05)
@@ -770,12 +771,12 @@ def test_the_large_burden_rule_says_its_verdict_and_caveat_where_a_viewer_shows_
     assert shown["Large LGE burden YES; HCM rule cut-off, not validated in infarct"] == 15.0
     assert not [m for m in shown if m == "Large LGE burden cut-off"]
     assert len(shown) == len(nums(scar))  # no two rows a viewer would show alike
-    assert {"LGE extent, % of LV myocardial volume", "LGE extent by n-SD threshold, % of LV myocardial volume",
+    assert {"LGE extent, % of LV myocardial volume", "LGE extent by 5-SD threshold, % of LV myocardial volume",
             "LGE extent by FWHM threshold, % of LV myocardial volume"} <= set(shown)
     burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
     assert burden.ConceptCodeSequence[0].CodeValue == codes.YES.value
     for code in (codes.LARGE_LGE_BURDEN_CUTOFF_MET, codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET, codes.LGE_PERCENT_NSD,
-                 codes.LGE_PERCENT_FWHM):
+                 *codes.LGE_PERCENT_NSD_BY_N.values(), codes.LGE_PERCENT_FWHM):
         assert len(code.meaning) <= 64 and code in codes.PRIVATE_CODES
 
 
