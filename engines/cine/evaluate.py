@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dicomnode.analysis.cine import FLAG_ERROR_QUANTITIES, CineModelSpec, segment_and_measure
+import dicomnode.cmr.orientation as orientation
 from dicomnode.cmr.orientation import ALL_TRANSFORMS, InplaneTransform, canonical_inplane
 from dicomnode.analysis.cine_metrics import (SV_DIFFERENCE, ejection_fraction_percent, lv_slice_volumes_ml,
                                              measure_cine, myocardial_mass_g, trigger_phase, volume_curve_ml)
@@ -176,6 +177,14 @@ def agreement(pairs: list[tuple[float, float]]) -> dict:
 IDENTITY = InplaneTransform(False, False, False)
 
 
+def pose_key() -> str:
+    """The part of a cached result's key that names the anatomical pose rule the node hands the network
+    (dicomnode.cmr.orientation.RV_DIRECTION_WINDOW_DEG): results from before it, or from another window, are not
+    reused."""
+    low, high = orientation.RV_DIRECTION_WINDOW_DEG
+    return f"-pose{low:g}-{high:g}"
+
+
 def segment_node_way(pixels: np.ndarray, spacing, model, voxel_ml: float, trigger_times=None, first_phase: int = 0,
                      stored: InplaneTransform = IDENTITY):
     """(label maps (phases, slices, rows, cols) on the given grid, CineMeasurements) as the node's cine pipeline makes
@@ -258,7 +267,7 @@ def evaluate_cv(datasets: Path, run_dir: Path, threads: int, max_subjects: int =
         # after another fold finished evaluates only the new fold
         offsets = calibration["per_fold"][checkpoint.parent.name]["offsets"] if calibration else []
         key = (hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] + f"-{max_subjects}"
-               + (f"-{offsets}" if offsets else ""))
+               + (f"-{offsets}" if offsets else "") + pose_key())
         cached = checkpoint.parent / ("heldout_evaluation_calibrated.json" if calibration else "heldout_evaluation.json")
         if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
             fold, fold_subjects = json.loads(cached.read_text())["fold"], json.loads(cached.read_text())["subjects"]
@@ -435,7 +444,8 @@ def write_report(results: dict, path: Path) -> None:
         + (" --calibrated" if results.get("calibration") else "")
         + (" --training-note '…'" if results.get("training_note") else "") + "          # this report", "```",
         *([f"Cross-validation results of {results['cv_date']}, kept (`--reuse-cv`) when the shipped model's results "
-           f"were refreshed on {results['date']}: the change then made does not touch the two-phase ACDC evaluation.",
+           f"were refreshed on {results['date']}: "
+           + results.get("reuse_cv_note", "the change then made does not touch the two-phase ACDC evaluation."),
            ""] if results.get("cv_date") else [""])]
     if cv and cv.get("n"):
         budget = cv["folds"][0]
@@ -643,6 +653,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="without --cv: keep the cross-validation results (and their training note) of "
                              "<out>/evaluation.json, for a change that does not touch the two-phase ACDC CV (e.g. the "
                              "whole-cine timing rule) when the CV run folders are not on this machine")
+    parser.add_argument("--reuse-cv-note", default="",
+                        help="with --reuse-cv: how the change made since bears on the kept CV results (the report's "
+                             "default says it does not touch them)")
     args = parser.parse_args(argv)
     if args.reuse_cv and args.cv is not None:
         parser.error("--reuse-cv keeps earlier CV results; it cannot be combined with --cv")
@@ -682,6 +695,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[key] = earlier[key]
         results["training_note"] = args.training_note or earlier.get("training_note", "")
         results["cv_date"] = earlier.get("cv_date", earlier["date"])
+        if args.reuse_cv_note:
+            results["reuse_cv_note"] = args.reuse_cv_note
     if args.cv is not None:
         results["cv_dir"] = _shown(args.cv)
         calibration = json.loads((args.cv / "calibration.json").read_text()) if args.calibrated else None

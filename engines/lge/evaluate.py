@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import dicomnode.analysis.lge as node_lge
+import dicomnode.cmr.orientation as orientation
 from dicomnode.analysis.lge import LGEInputSpec, segment_stack
 from dicomnode.analysis.lge_metrics import NSD_FACTORS, fwhm_enhancement, large_burden, lge_volumes, nsd_enhancement
 from engines.lge.calibrate import case_kind
@@ -209,7 +210,8 @@ def segmentation_settings() -> dict:
     only while they are unchanged."""
     return {"average_crops": node_lge.AVERAGE_CROPS, "probe_slices": node_lge.PROBE_SLICES,
             "recentre_mm": node_lge.RECENTRE_MM, "min_lv_area_mm2": node_lge.MIN_LV_AREA_MM2,
-            "max_lv_offset": node_lge.MAX_LV_OFFSET}
+            "max_lv_offset": node_lge.MAX_LV_OFFSET,
+            "rv_direction_window_deg": list(orientation.RV_DIRECTION_WINDOW_DEG)}
 
 
 def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bool = False,
