@@ -269,7 +269,8 @@ def cmd_config_check(args) -> int:
         warnings += listen_port_warnings(config)
     for warning in warnings:
         print(f"  warning: {warning}", file=sys.stderr)
-    print(f"{args.file}: OK ({len(config.destinations)} destination(s), {len(config.routes)} route(s))")
+    local = "" if config.destinations else ": results are stored here, never sent"
+    print(f"{args.file}: OK ({len(config.destinations)} destination(s){local}, {len(config.routes)} route(s))")
     return EXIT_OK
 
 
@@ -464,7 +465,9 @@ def refusal_remedy(last_refusal: str) -> str:
 
 def _print_receiving(report: dict) -> None:
     """The node-level line on refused receiving (first, where it applies) and the studies refused recently."""
-    receiving, refused = report.get("receiving") or {}, report.get("refused_recently") or []
+    receiving, listed = report.get("receiving") or {}, report.get("refused_recently") or []
+    refused = [item for item in listed if not item.get("stored_since")]
+    resent = [item for item in listed if item.get("stored_since")]
     free = receiving.get("free_mb")
     space = (f"storage {free:.1f} MB free, node.min_free_space_mb = {receiving.get('min_free_space_mb')}"
              if free is not None else "storage free space unknown (node.storage_dir not readable here)")
@@ -483,11 +486,18 @@ def _print_receiving(report: dict) -> None:
         print(f"RECEIVING REFUSED (C-STORE answered 0xA700 Out of Resources): {space}" + (f"; {last}" if last else ""))
         print(f"  {refusal_remedy(receiving.get('last_refusal') or '')}, {senders}")
         print()
+    elif receiving.get("nearly_full"):
+        print(f"RECEIVING NEARLY FULL: {space}: instances over {receiving['largest_instance_mb']:.1f} MB are refused "
+              f"(0xA700), smaller ones are stored" + (f"; {last}" if last else ""))
+        print(f"  {refusal_remedy(receiving.get('last_refusal') or '')}"
+              + (f", {senders}" if refused else ""))
+        print()
     elif receiving.get("space_back"):
         when = (f" (the last refusal, {receiving['last_refused_s_ago']:.0f} s ago, was for lack of space: "
                 f"{receiving.get('last_refusal')})" if receiving.get("last_refused_at") else "")
         print(f"receiving again: {space}: there is room again{when}")
-        print(f"  nothing to free; {senders.removeprefix('then ')}")
+        print(f"  nothing to free; {senders.removeprefix('then ')}" if refused or not resent else
+              "  nothing to free; the studies refused are being sent again (below)")
         print()
     if refused:
         print("studies refused recently (0xA700: have their senders send them again once the cause is gone; 0x0111: "
@@ -498,6 +508,14 @@ def _print_receiving(report: dict) -> None:
             print(f"  {item['study_instance_uid']} (log id {item['study']}) from {item['calling_ae']}: "
                   f"{item['refused']} instance(s) refused, {item['stored']} stored, last refused "
                   f"{_clock(item['last_refused_at'])}{reason}")
+        print()
+    if resent:
+        print("studies refused recently and being sent again (an instance stored after the last refusal: nothing to "
+              "ask their senders):")
+        for item in resent:
+            print(f"  {item['study_instance_uid']} (log id {item['study']}) from {item['calling_ae']}: "
+                  f"{item['refused']} instance(s) refused until {_clock(item['last_refused_at'])}, {item['stored']} "
+                  f"stored now")
         print()
 
 
@@ -695,8 +713,10 @@ def cmd_retry(args) -> int:
 
 def _retry_all(db, config: Config, destination: str | None) -> int:
     """`retry --all [--destination NAME]`: re-queue every dead letter whose last error was transient (a refused or
-    lost connection, a timeout, 0xA7xx: dispatch.transient_dead_letter), e.g. after a PACS outage longer than the
-    back-off; any other (a permanent refusal, a result file missing or unreadable) is listed, not re-queued."""
+    lost connection, a timeout, 0xA7xx, an association rejected, e.g. for an AE title the destination did not know:
+    dispatch.transient_dead_letter), e.g. after a PACS outage longer than the back-off or once the destination's
+    configuration was fixed; any other (a permanent refusal of the object, a result file missing or unreadable) is
+    listed, not re-queued. Exit 1 where dead letters remain and none was re-queued."""
     dead = db.outbox_for(state="dead")
     names = {d.name for d in config.destinations} | {SENDER}
     if destination is not None and destination not in names:
@@ -726,19 +746,22 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
     if requeued:
         print(f"re-queued {requeued} dead letter(s){where} of {studies} stud(ies); a running node sends them within "
               f"seconds (`dicomnode status` shows the progress)")
+    elif not chosen:
+        print(f"nothing re-queued: no dead letter{where}")
     else:
-        print(f"no dead letter{where} to re-queue after a transient failure")
+        print(f"nothing re-queued: none of the {len(chosen)} dead letter(s){where} failed for a reason sending again "
+              f"can help (below)")
     if unconfigured:
         print(f"not re-queued, {len(unconfigured)} dead letter(s) to destination(s) not in the config: "
               f"{', '.join(sorted({row['destination'] for row in unconfigured}))} (add it back to [[destinations]] and "
               f"reload the node, then `dicomnode retry --all --destination NAME`)")
     if permanent:
         print(f"not re-queued, {len(permanent)} dead letter(s) that sending again cannot help: a permanent refusal "
-              f"(fix the destination's configuration, then `dicomnode retry STUDY`), a result file missing or "
-              f"unreadable (`dicomnode retry STUDY --reanalyse`) or another local error:")
+              f"of the object (fix the destination's configuration, then `dicomnode retry STUDY`), a result file "
+              f"missing or unreadable (`dicomnode retry STUDY --reanalyse`) or another local error:")
         for row in permanent:
             print(f"  {row['study_key']} -> {row['destination']}: {row['sop_instance_uid']}: {row['last_error']}")
-    return EXIT_OK
+    return EXIT_ERROR if chosen and not requeued else EXIT_OK
 
 
 def _resend(db, storage: Path, key: str, state: str, configured: set[str]) -> int:
@@ -912,8 +935,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="study key (or its start), Study Instance UID, or the log id `status` and the logs print")
     p.add_argument("--all", action="store_true",
                    help="re-queue the dead letters of every study whose last error was transient (connection refused "
-                        "or lost, timeout, 0xA7xx): after a destination's outage outlasted the back-off; permanent "
-                        "refusals (e.g. no presentation context) are listed, not re-queued")
+                        "or lost, timeout, 0xA7xx, association rejected, e.g. for an unknown AE title): after a "
+                        "destination's outage outlasted the back-off, or its configuration was fixed; permanent "
+                        "refusals of the object (e.g. no presentation context) are listed, not re-queued; exit 1 "
+                        "when dead letters remain and none was re-queued")
     p.add_argument("--destination", metavar="NAME", help="with --all: only the dead letters to this destination")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resend", action="store_true",

@@ -1,12 +1,13 @@
 """The one typed configuration schema of the node, loaded from TOML and validated with pydantic."""
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator,
                       model_validator)
@@ -595,8 +596,15 @@ def config_warnings(config: Config) -> list[str]:
     warnings += _tls_off_warnings(config)
     warnings += _open_node_warnings(config)
     warnings += _sender_tls_warnings(config)
-    warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
-                 for r in config.routes if not r.destinations and not r.send_to_sender]
+    if not config.destinations and not any(route.send_to_sender for route in config.routes):
+        # valid (the embedded defaults, `dicomnode demo`: a node that keeps its results), but a forgotten or
+        # misplaced [[destinations]] table looks the same (break46b #5)
+        warnings.append("no [[destinations]] and no route with send_to_sender: every result is stored on this node "
+                        "and NEVER SENT (a local-only node); to send results to a PACS add a [[destinations]] table "
+                        "(name, ae_title, host, port)")
+    else:
+        warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
+                     for r in config.routes if not r.destinations and not r.send_to_sender]
     if config.node.min_free_space_mb > config.retention.emergency_free_space_mb:
         warnings.append(f"node.min_free_space_mb ({config.node.min_free_space_mb}) is above "
                         f"retention.emergency_free_space_mb ({config.retention.emergency_free_space_mb}): between the "
@@ -636,9 +644,41 @@ def _key_path(location: tuple) -> str:
     return path or "(root)"
 
 
+def _model_at(location: tuple) -> type[BaseModel] | None:
+    """The config model (section, table or array-of-tables item) that holds the key at `location`, or None where the
+    path leads to no model."""
+    model: type[BaseModel] | None = Config
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        candidates = [field.annotation]
+        model = None
+        while candidates:  # through list[...], X | None and Annotated[...] to the model
+            annotation = candidates.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+                break
+            candidates.extend(get_args(annotation))
+    return model
+
+
+def _unknown_key(location: tuple) -> str:
+    """ "unknown key", with the closest known keys of its table (difflib) where one is near: a typo's fix."""
+    model = _model_at(location)
+    if model is None or not location or not isinstance(location[-1], str):
+        return "unknown key"
+    close = difflib.get_close_matches(location[-1], list(model.model_fields), n=1, cutoff=0.6)
+    if not close:
+        return "unknown key"
+    return f"unknown key; did you mean {close[0]}?"
+
+
 def _message(error: dict) -> str:
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        return _unknown_key(tuple(error["loc"]))
     if error["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
         return str(error["ctx"]["error"])
     message = error["msg"]

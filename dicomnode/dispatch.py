@@ -14,10 +14,14 @@ Permanent refusals become dead letters at once, with the destination's reason (n
 destination's configuration, not time, changes them), while the other objects of the batch are sent; `dicomnode retry
 STUDY` re-queues them once the destination accepts them. Permanent are: no presentation context accepted for the
 object (its SOP class, or its transfer syntax); a C-STORE status 0xA9xx (Data Set Does Not Match SOP Class), 0xCxxx
-(Cannot Understand), 0x0122 (SOP Class Not Supported) or 0x0124 (Not Authorized) (PS3.4 Annex B); an association
-rejected "rejected-permanent" (A-ASSOCIATE-RJ, PS3.8), for every object of the batch. Transient, retried with the
-back-off up to max_attempts: 0xA7xx (Out of Resources) and any other failure status, an association
-"rejected-transient", a refused or lost connection, a timeout.
+(Cannot Understand), 0x0122 (SOP Class Not Supported) or 0x0124 (Not Authorized) (PS3.4 Annex B). Transient, retried
+with the back-off up to max_attempts: 0xA7xx (Out of Resources) and any other failure status, an association rejected
+(A-ASSOCIATE-RJ, PS3.8), "rejected-transient" or "rejected-permanent", a refused or lost connection, a timeout. An
+association rejected-permanent is about the AE titles on either side ("Called AE title not recognised": a mistyped
+destinations[].ae_title, a PACS that has not registered the node yet, or one reloading its configuration), which an
+admin changes, not about the objects: it is retried like a transient failure (a dead letter after max_attempts says
+the peer's reason), and `dicomnode retry --all` re-queues its dead letters once the configuration is fixed
+(break46b #2).
 
 An item whose destination is no longer configured (a reload or restart removed or renamed it) is never sent to the
 address it was queued with: it becomes a dead letter at once, "destination NAME removed from the config", said at
@@ -97,6 +101,9 @@ _TRANSIENT_ERROR = re.compile(
     r"the connection was lost|no response within |(the )?association ended before|" + re.escape(CONNECTION_ERROR)
     + "|^destination \\S+" + re.escape(REMOVED_DESTINATION) + ":")
 
+#: the error of an association the destination rejected (A-ASSOCIATE-RJ), transient or permanent (net.scu wording)
+_ASSOCIATION_REJECTED = re.compile(r"association with \S+ failed: rejected by the peer\b")
+
 
 def transient_dead_letter(error: str | None) -> bool:
     """Whether a dead letter's last error was transient (a refused or lost connection, a timeout, an association
@@ -105,6 +112,8 @@ def transient_dead_letter(error: str | None) -> bool:
     (PERMANENT_NOTE: no presentation context, 0xA9xx, 0xCxxx ...), a result file missing or unreadable, and any
     other local error (a data set that cannot be encoded ...) are not re-queued to fail again."""
     text = error or ""
+    if _ASSOCIATION_REJECTED.match(text):  # rejected-permanent included (recorded with PERMANENT_NOTE before 46)
+        return True
     return PERMANENT_NOTE not in text and _TRANSIENT_ERROR.match(text) is not None
 
 
@@ -492,13 +501,12 @@ class Dispatcher:
         except AssociationFailed as exc:
             with study_context(studies):
                 log.warning("destination %s: %s (%d result object(s) of study %s)%s", name, exc, len(rows), studies,
-                            ": rejected permanently, not retried" if exc.permanent else "")
+                            ": rejected permanently; retried with the back-off: check destinations[%s].ae_title "
+                            "and calling_ae_title against the destination's configuration (it must know this node)"
+                            % name if exc.permanent else "")
             for row in rows:
                 with study_context(ids[row["study_key"]]):
-                    if exc.permanent:
-                        self._failed(row, str(exc) + PERMANENT_NOTE, dead=True)
-                    else:
-                        self._failed(row, str(exc))
+                    self._failed(row, str(exc))
             return 0
         except Exception as exc:
             with study_context(studies):

@@ -252,8 +252,10 @@ class DatabaseCompletion:
     max_wait_seconds`. Only the holder of the `complete` lease acts, so one scheduler acts at a time.
 
     A transfer that was cut is not taken for a quiet one here either: every receiving process publishes the studies
-    its open associations are sending (its heartbeat's detail.receiving, updated before an association's first
-    instance of a study is stored and when an association ends). A study a receiver lists is not completed on the
+    its open associations are sending, and those it received a C-STORE of within studies.quiet_seconds on any
+    association (its heartbeat's detail.receiving, updated before an association's first instance of a study is
+    stored and when a study leaves it: RoleRunner._receiving; a sender opening one association per instance is
+    between two of them most of the time, break46b #1). A study a receiver lists is not completed on the
     quiet timer until that receiver has beaten since the study's quiet period ended (it was alive when the study
     went quiet); a receiver that died instead (its pid gone on this machine, or no heartbeat for
     db.stale_after_seconds) leaves the studies it listed marked interrupted (studies.record_interruption, the cause
@@ -652,7 +654,9 @@ class RoleRunner:
         self._wake_workers.set()
         self._join(("completion",))
         if self._scp_started:
-            self._mark_cut(node.scp.stop())
+            # and what its heartbeat lists for a recent C-STORE (_receiving): a sender between two associations
+            cut = set(node.scp.stop()) | set(node.scp.studies_stored_within(node.config.studies.quiet_seconds))
+            self._mark_cut(sorted(cut))
         if node.scheduler.running:
             node.scheduler.shutdown(wait=False)
         self._join([thread.name for thread in self._threads if thread.name != "heartbeat"])
@@ -666,8 +670,9 @@ class RoleRunner:
         log.info("stopped")
 
     def _mark_cut(self, study_keys: list[str]) -> None:
-        """A receiver stopping with associations open: the studies whose transfer the stop cut (StorageSCP.studies_cut:
-        sent on an open association within studies.quiet_seconds, or with a message in flight) are marked interrupted
+        """A receiver stopping: the studies whose transfer the stop may have cut (StorageSCP.studies_cut: sent on an
+        open association within studies.quiet_seconds, or with a message in flight; and those it received a C-STORE
+        of within studies.quiet_seconds on an association released since) are marked interrupted
         before it goes (its heartbeat row goes too, so no other process could tell), as a single node's stop marks
         them (Node.stop)."""
         if not study_keys:
@@ -768,36 +773,60 @@ class RoleRunner:
         detail = dict(self._detail)
         receiving = None
         if "receive" in self.roles:
-            receiving = detail["receiving"] = sorted(set(self.node.scp.open_studies()) | self._cut_unmarked)
+            receiving = detail["receiving"] = sorted(self._receiving() | self._cut_unmarked)
         self.db.heartbeat(self.roles, self.started_at, detail)
         if receiving is not None:
             self._published = set(receiving)
+            self._publish_when_lapsed()
+
+    def _receiving(self) -> set[str]:
+        """The studies a crash of this process may cut: those of its open associations, and in scale-out those it
+        received a C-STORE of within studies.quiet_seconds on any association (StorageSCP.studies_stored_within: a
+        sender opening one association per instance is between two of them most of the time, and the other
+        processes go on completing while its next association fails against the dead one, break46b #1). A single
+        node lists the open associations only: no sender can deliver while it is down, and its restart counts the
+        quiet time from then (CompletionTracker.rebuild)."""
+        receiving = set(self.node.scp.open_studies())
+        if self.scale_out:
+            receiving.update(self.node.scp.studies_stored_within(self.node.config.studies.quiet_seconds))
+        return receiving
+
+    def _publish_when_lapsed(self) -> None:
+        """Scale-out: write the heartbeat again when the first study listed for a recent C-STORE only has had none
+        for studies.quiet_seconds, so that the completing process, which waits for a heartbeat after a listed study
+        went quiet (DatabaseCompletion._waits_for_receiver), completes it then rather than a heartbeat later."""
+        if not self.scale_out:
+            return
+        quiet = self.node.config.studies.quiet_seconds
+        recent = self.node.scp.studies_stored_within(quiet)
+        if recent:
+            self._publish_soon(quiet - max(recent.values()) + RELEASED_PUBLISH_SECONDS)
 
     def publish_receiving(self) -> None:
         """The SCP's hook (StorageSCP.on_receiving): the studies of the open associations changed. A study not in
-        the heartbeat yet is written now, before the instance that added it is stored; a study no longer sent
-        waits for the next heartbeat (a sender opening one association per instance costs one write per heartbeat
-        interval, not two per instance; a receiver that dies meanwhile leaves it marked interrupted, the safe
-        side); nothing once the process is stopping (its stop marks what it cut, then removes its heartbeat row).
+        the heartbeat yet (_receiving) is written now, before the instance that added it is stored; one no longer
+        to list is written soon (_publish_soon; scale-out: a quiet period after its last C-STORE,
+        _publish_when_lapsed), so that a sender opening one association per instance costs no write per instance
+        (a receiver that dies meanwhile leaves it marked interrupted, the safe side); nothing once the process is stopping (its stop marks what it cut, then removes its heartbeat row).
         Raises the state database's errors."""
         if self.node.stopping or self._stop.is_set():
             return
         with self._beat_lock:
-            receiving = set(self.node.scp.open_studies())
+            receiving = self._receiving()
             if receiving < self._published:  # an association ended: said soon, once the senders' next one is open
                 self._publish_soon()
             if receiving <= self._published:
                 return
             self._heartbeat()
 
-    def _publish_soon(self) -> None:
-        """Write the heartbeat RELEASED_PUBLISH_SECONDS from now where the open associations still send fewer studies
-        than it lists then: a study whose association was released is no longer taken for cut by a crash soon after
+    def _publish_soon(self, delay: float = RELEASED_PUBLISH_SECONDS) -> None:
+        """Write the heartbeat `delay` seconds from now where the studies to list (_receiving) are fewer than it
+        lists then: a study whose association was released is no longer taken for cut by a crash soon after
         (CompletionTracker.rebuild, DatabaseCompletion), while a sender opening one association per instance, whose
         next association lists the study again within that time, costs no write."""
         if self._publish_timer is not None and self._publish_timer.is_alive():
             return
-        self._publish_timer = threading.Timer(RELEASED_PUBLISH_SECONDS, self._publish_released)
+        self._publish_timer = threading.Timer(max(delay, 0.05), self._publish_released)
         self._publish_timer.daemon = True
         self._publish_timer.start()
 
@@ -806,8 +835,11 @@ class RoleRunner:
             return
         try:
             with self._beat_lock:
-                if set(self.node.scp.open_studies()) != self._published:
+                self._publish_timer = None  # this one has fired: _publish_when_lapsed may arm the next
+                if self._receiving() | self._cut_unmarked != self._published:
                     self._heartbeat()
+                else:
+                    self._publish_when_lapsed()
         except Exception as exc:  # noqa: BLE001 - the next heartbeat publishes them
             log.debug("could not publish the studies being received now: %s", exc)
 
@@ -972,8 +1004,8 @@ def claims_report(db: StateDB, studies: list[dict], nodes: list[dict], now: floa
         study["claim"] = report
 
 
-#: `dicomnode status` says receiving is refused where an instance of this size (MB) would not fit above
-#: node.min_free_space_mb: the rule /healthz applies (metrics.HEALTH_INSTANCE_BYTES)
+#: `dicomnode status` says receiving is nearly full (refused for larger instances) where an instance of this size (MB)
+#: would not fit above node.min_free_space_mb: the rule /healthz applies (metrics.HEALTH_INSTANCE_BYTES)
 STATUS_INSTANCE_MB = 1.0
 
 
@@ -987,10 +1019,11 @@ def space_refusal(reason: str) -> bool:
 def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, nodes: list[dict],
                      now: float | None = None) -> dict:
     """Whether C-STORE is refused for lack of space now, for `dicomnode status`: `refusing` when the free space of
-    `storage_dir` (measured here) less a 1 MB instance (STATUS_INSTANCE_MB, as /healthz) is under
-    node.min_free_space_mb, or a live receiving process's latest C-STORE was refused (0xA700, none stored since)
-    for a cause still there: a refusal for lack of space (space_refusal) is over once such an instance fits above
-    that process's own floor (its heartbeat's `min_free_space_mb`; this config's where it publishes none), and the
+    `storage_dir` (measured here) is under node.min_free_space_mb, or a live receiving process's latest C-STORE was
+    refused (0xA700, none stored since) for a cause still there; `nearly_full` (with `largest_instance_mb`, in MB)
+    where a 1 MB instance (STATUS_INSTANCE_MB, the rule /healthz applies) would not fit above the floor but smaller
+    ones do and no live process's latest C-STORE was refused (break46b #3). A refusal for lack of space
+    (space_refusal) is over once such an instance fits above that process's own floor (its heartbeat's `min_free_space_mb`; this config's where it publishes none), and the
     report then says `space_back` instead; with the free space, the floor and the last refusal's reason and time
     (nodes: nodes_report, whose heartbeats publish them)."""
     now = time.time() if now is None else now
@@ -1015,8 +1048,13 @@ def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, n
             else:
                 refusing_process = True
     under_floor = free is not None and free - STATUS_INSTANCE_MB < min_free_space_mb
-    refusing = under_floor or refusing_process
-    return {"refusing": refusing, "space_back": space_back and not refusing, "free_mb": free,
+    # room left above the floor, but not for a 1 MB instance, and no live process's latest C-STORE was refused:
+    # smaller instances are stored (break46b #3: "REFUSED" while 0.1 MB instances were being accepted)
+    nearly_full = under_floor and not refusing_process and free >= min_free_space_mb
+    refusing = (under_floor and not nearly_full) or refusing_process
+    return {"refusing": refusing, "space_back": space_back and not refusing and not nearly_full,
+            "nearly_full": nearly_full,
+            "largest_instance_mb": round(free - min_free_space_mb, 1) if nearly_full else None, "free_mb": free,
             "min_free_space_mb": min_free_space_mb, "last_refused_at": last_refused_at, "last_refusal": last_refusal,
             "last_refused_s_ago": None if last_refused_at is None else round(now - last_refused_at, 1)}
 
@@ -1031,7 +1069,8 @@ def pid_running(host: str, pid: int) -> bool | None:
 def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
     """The studies receiving processes refused instances of for lack of space recently (their heartbeats), newest
     first, one per study and calling AE, with `stored`: how many of its instances the state holds (0: the study is
-    not listed among the studies at all); what the admin asks its sender to send again once there is room."""
+    not listed among the studies at all), and `stored_since`: whether an instance of it was stored after its last
+    refusal (its sender sends it again); the others are what the admin asks their senders to send again."""
     instances = {study["study"]: study["instances"] for study in studies}
     merged: dict[tuple[str, str], dict] = {}
     for node in nodes:
@@ -1043,8 +1082,11 @@ def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
                 merged[key]["last_refused_at"] = max(merged[key]["last_refused_at"], item["last_refused_at"])
             else:
                 merged[key] = dict(item)
+    received = {study["study"]: study.get("last_received") for study in studies}
     for item in merged.values():
         item["stored"] = instances.get(item["study"], 0)
+        # an instance of it stored after its last refusal: its sender is sending it again, nothing to ask for
+        item["stored_since"] = (received.get(item["study"]) or 0) > item["last_refused_at"]
     return sorted(merged.values(), key=lambda item: item["last_refused_at"], reverse=True)
 
 
@@ -1106,7 +1148,10 @@ def cmd_state_upgrade(args) -> int:
         return 1
     finally:
         db.close()
-    print(f"state {describe_url(db.url)}: schema version {before or 'none'} -> {after}")
+    if before is None:
+        print(f"state {describe_url(db.url)}: was empty, dicomnode schema version {after} created")
+    else:
+        print(f"state {describe_url(db.url)}: schema version {before} -> {after}")
     if before is not None and before < after:
         print(f"  {OLDER_VERSIONS_AFTER_UPGRADE}")
     if copy is not None:

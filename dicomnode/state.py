@@ -294,13 +294,17 @@ class MixedVersionsError(StateSchemaError):
 
 def schema_mismatch(what: str, version: int | None) -> str:
     """Why `what` (the state database, described) with schema `version` cannot be used by this code, and what to do:
-    an older or missing schema is upgraded by `dicomnode state upgrade`; a newer one was written by a newer
+    an older schema is upgraded, and a missing one (an empty database) created, by `dicomnode state upgrade`; a newer one was written by a newer
     dicomnode, which this older code cannot use."""
     if version is not None and version > SCHEMA_VERSION:
         return (f"{what} has schema version {version}, newer than this dicomnode's {SCHEMA_VERSION}: it was upgraded "
                 f"by a newer dicomnode, which this older version cannot use; install (run) the newer dicomnode, or "
                 f"restore the state from a backup taken before the upgrade")
-    return (f"{what} has schema version {version or 'none'}, this dicomnode needs {SCHEMA_VERSION}: run `dicomnode "
+    if version is None:  # no `meta` table: a new database no dicomnode has used yet
+        return (f"{what} is empty (no dicomnode schema yet): run `dicomnode state upgrade` once to create it (schema "
+                f"version {SCHEMA_VERSION}; an embedded SQLite state is created when `dicomnode serve` starts); "
+                f"nothing was changed")
+    return (f"{what} has schema version {version}, this dicomnode needs {SCHEMA_VERSION}: run `dicomnode "
             f"state upgrade` after stopping every process of the older version (an embedded SQLite state is also "
             f"migrated when `dicomnode serve` of this version starts); nothing was changed")
 

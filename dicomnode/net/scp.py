@@ -518,6 +518,10 @@ class StorageSCP:
         #: publishes them in its heartbeat, so that the process completing studies knows which transfers a
         #: receiver that dies leaves cut. Its errors are logged, never raised.
         self.on_receiving: Callable[[], None] | None = None
+        #: study key -> time.monotonic() of the latest C-STORE of it on this process, whatever association sent it
+        #: (studies_stored_within)
+        self._stored_at: dict[str, float] = {}
+        self._stored_at_lock = threading.Lock()
         self.ssl_context = ssl_context
         self._server = None
         self._active = 0
@@ -672,6 +676,18 @@ class StorageSCP:
             if not getattr(assoc, "dicomnode_ended", False):
                 keys.update(getattr(assoc, "dicomnode_studies", None) or ())
         return sorted(keys)
+
+    def studies_stored_within(self, window: float) -> dict[str, float]:
+        """Study key -> seconds since the latest C-STORE of it this process received (in flight, stored or refused),
+        for each study whose latest C-STORE came within `window` seconds, whichever association sent it: a sender
+        opening one association per instance (or per series) pauses between its associations, and within
+        studies.quiet_seconds the node cannot tell that pause from the end of the transfer. Older entries are
+        forgotten."""
+        now = time.monotonic()
+        with self._stored_at_lock:
+            for key in [key for key, at in self._stored_at.items() if now - at >= window]:
+                del self._stored_at[key]
+            return {key: now - at for key, at in self._stored_at.items()}
 
     def studies_cut(self) -> list[str]:
         """The study keys whose transfers ending the associations open now would cut (sorted): of each open
@@ -911,7 +927,7 @@ class StorageSCP:
         if studies is None:
             studies = event.assoc.dicomnode_studies = {}
         new_study = instance.study_key not in studies
-        studies[instance.study_key] = time.monotonic()
+        studies[instance.study_key] = self._note_stored(instance.study_key)
         event.assoc.dicomnode_last_study = instance.study_key
         if new_study:
             self._receiving_changed()  # published before the instance is stored: a crash from here on is seen
@@ -919,7 +935,14 @@ class StorageSCP:
             with study_context(short_hash(study_uid)):
                 return self._store_durably(instance, calling, address, sop_instance, study_uid)
         finally:
-            studies[instance.study_key] = time.monotonic()
+            studies[instance.study_key] = self._note_stored(instance.study_key)
+
+    def _note_stored(self, study_key: str) -> float:
+        """Record a C-STORE of the study now (studies_stored_within); returns the time.monotonic() recorded."""
+        at = time.monotonic()
+        with self._stored_at_lock:
+            self._stored_at[study_key] = at
+        return at
 
     def _store_durably(self, instance: IncomingInstance, calling: str, address: str, sop_instance: str,
                        study_uid: str):

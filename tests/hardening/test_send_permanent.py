@@ -1,8 +1,8 @@
 """Permanent refusals are dead letters at once, transient ones keep the back-off (break3 M2), and a dead letter names
 the object's kind and series (break3 L3), against in-process pynetdicom peers on loopback: C-STORE statuses 0xA9xx
-"Data Set Does Not Match SOP Class" and 0xCxxx "Cannot Understand" (PS3.4 Annex B) and an A-ASSOCIATE-RJ
-"rejected-permanent" (PS3.8) are not retried max_attempts times; 0xA7xx "Out of Resources" and "rejected-transient"
-are."""
+"Data Set Does Not Match SOP Class" and 0xCxxx "Cannot Understand" (PS3.4 Annex B) are not retried max_attempts
+times; 0xA7xx "Out of Resources" and an A-ASSOCIATE-RJ (PS3.8), "rejected-transient" or "rejected-permanent" (the AE
+titles are at fault, which an admin fixes or a PACS reloading answers for a while: break46b #2), are."""
 from __future__ import annotations
 
 import logging
@@ -110,7 +110,10 @@ def rejecting():
         peer.close()
 
 
-def test_an_association_rejected_permanently_is_a_dead_letter_at_once(tmp_path, rejecting, store):
+def test_an_association_rejected_permanently_is_retried_with_the_back_off(tmp_path, rejecting, store, caplog):
+    """break46b #2: "Called AE title not recognised" (rejected-permanent) is what a mistyped destination AE title,
+    a PACS that has not registered the node yet, or one reloading its configuration answers: retried with the
+    back-off, not a dead letter at the first attempt, and the WARNING names the keys to check."""
     root, db = store
     peer = rejecting(1)
     with pytest.raises(AssociationFailed) as raised:
@@ -119,10 +122,13 @@ def test_an_association_rejected_permanently_is_a_dead_letter_at_once(tmp_path, 
     queue_results(db, root, "1.3", [("refuser", peer.port, mr_file(root / "results", "a")),
                                     ("refuser", peer.port, mr_file(root / "results", "b"))])
     dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=8, initial_backoff_seconds=60), "DICOMNODE")
-    assert dispatcher.run_once() == 0
+    with caplog.at_level(logging.WARNING, logger="dicomnode.dispatch"):
+        assert dispatcher.run_once() == 0
     rows = db.outbox_for("1.3")
-    assert [(row["state"], row["attempts"]) for row in rows] == [("dead", 1), ("dead", 1)]
-    assert "Rejected Permanent" in rows[0]["last_error"] and "not retried" in rows[0]["last_error"]
+    assert [(row["state"], row["attempts"]) for row in rows] == [("pending", 1), ("pending", 1)]
+    assert all(row["next_attempt_at"] > time.time() + 50 for row in rows)
+    assert "Rejected Permanent" in rows[0]["last_error"] and "not retried" not in rows[0]["last_error"]
+    assert "check destinations[refuser].ae_title" in caplog.text
 
 
 def test_an_association_rejected_transiently_is_retried_with_the_back_off(tmp_path, rejecting, store):

@@ -72,7 +72,8 @@ def test_a_receiver_writes_its_open_studies_only_when_one_is_new():
     beats, soon = [], []
     runner = SimpleNamespace(node=SimpleNamespace(stopping=False, scp=SimpleNamespace(open_studies=lambda: open_now)),
                              _beat_lock=threading.Lock(), _published=set(), _stop=threading.Event(),
-                             _publish_soon=lambda: soon.append(list(open_now)))
+                             _publish_soon=lambda: soon.append(list(open_now)),
+                             _receiving=lambda: set(open_now))
 
     def heartbeat():
         beats.append(list(open_now))

@@ -11,7 +11,7 @@ import pytest
 
 from dicomnode.cli import main
 from dicomnode.inference.probe import tensorrt_usable
-from dicomnode.state import InstanceRow, StorageDirError, prepare_storage_dir
+from dicomnode.state import SCHEMA_VERSION, InstanceRow, StateDB, StateSchemaError, StorageDirError, prepare_storage_dir
 
 
 def _config(tmp_path: Path, body: str) -> Path:
@@ -278,7 +278,8 @@ def test_state_upgrade_without_config_says_whose_state_it_made(tmp_path, capsys,
     monkeypatch.chdir(tmp_path)
     assert main(["state", "upgrade"]) == 0
     captured = capsys.readouterr()
-    assert "schema version none" in captured.out and "no --config given" in captured.err
+    assert f"was empty, dicomnode schema version {SCHEMA_VERSION} created" in captured.out
+    assert "no --config given" in captured.err
     config = _config(tmp_path, f'[node]\nstorage_dir = "{tmp_path / "store"}"\n')
     assert main(["state", "upgrade", "--config", str(config)]) == 0
     assert "no --config given" not in capsys.readouterr().err
@@ -382,3 +383,14 @@ def test_serve_beside_a_lockless_node_on_its_port_changes_nothing(tmp_path, busy
         assert connection.execute("SELECT state, claimed_by FROM studies WHERE study_key=?", (study,)).fetchone() \
             == ("analysing", "oldhost:1")
     assert not (store / "spool.id").exists()
+
+
+def test_a_new_empty_state_database_is_called_empty_not_an_older_version(tmp_path):
+    """break46b #4: a state database nothing has written yet (a new PostgreSQL database; SQLite opened without the
+    upgrade) is said to be empty, with the command that creates its schema, not "schema version none" and "stop every
+    process of the older version"."""
+    with pytest.raises(StateSchemaError) as caught:
+        StateDB(tmp_path / "new.sqlite3", upgrade=False)
+    message = str(caught.value)
+    assert "is empty (no dicomnode schema yet): run `dicomnode state upgrade` once to create it" in message
+    assert "none" not in message and "older version" not in message

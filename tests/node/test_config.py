@@ -64,6 +64,21 @@ def test_bad_keys_are_named_by_path(data, path, words):
     assert words in problems[path]
 
 
+@pytest.mark.parametrize("data, path, message", [
+    ({"studies": {"quiet_secnds": 5}}, "studies.quiet_secnds", "unknown key; did you mean quiet_seconds?"),
+    ({"destinations": [{"name": "p", "ae_titel": "X", "ae_title": "X", "host": "h", "port": 1}]},
+     "destinations[0].ae_titel", "unknown key; did you mean ae_title?"),
+    ({"analysis": {"lge": {"nsd_m": 5}}}, "analysis.lge.nsd_m", "unknown key; did you mean nsd_n?"),
+    ({"studys": {"quiet_seconds": 5}}, "studys", "unknown key; did you mean studies?"),
+    ({"node": {"zzzz": 1}}, "node.zzzz", "unknown key"),  # nothing near: no guess
+])
+def test_an_unknown_key_names_the_known_key_it_is_closest_to(data, path, message):
+    """break46b #6: a typo in a key gets the key it probably meant (difflib), in its own table."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert dict(caught.value.problems)[path] == message
+
+
 def test_toml_types_map_to_config_types():
     config = parse_config({"node": {"storage_dir": "/srv/dicomnode"}, "studies": {"quiet_seconds": 5},
                            "analysis": {"lge": {"large_burden_percent": 20}}})
@@ -170,7 +185,6 @@ def test_sighup_applies_only_reloadable_settings_and_names_the_rest():
 
 
 def test_a_free_space_floor_above_the_purge_threshold_is_warned_about():
-    from dicomnode.config import config_warnings
 
     config = parse_config({"node": {"min_free_space_mb": 5000}, "retention": {"emergency_free_space_mb": 1000}})
     assert any("refuses every instance" in w for w in config_warnings(config))
@@ -179,7 +193,6 @@ def test_a_free_space_floor_above_the_purge_threshold_is_warned_about():
 
 @pytest.mark.parametrize("policy,outcome", [("analyse", "analysed"), ("fail", "failed")])
 def test_a_force_complete_wait_no_longer_than_the_quiet_period_is_warned_about(policy, outcome):
-    from dicomnode.config import config_warnings
 
     config = parse_config({"studies": {"quiet_seconds": 60, "max_wait_seconds": 30, "force_complete_policy": policy}})
     [warning] = [w for w in config_warnings(config) if w.startswith("studies.max_wait_seconds")]
@@ -266,3 +279,22 @@ def test_a_quiet_period_of_almost_nothing_is_a_warning():
                  if w.startswith("studies.quiet_seconds")]
     assert "analysed in parts" in warning
     assert not any(w.startswith("studies.quiet_seconds") for w in config_warnings(parse_config({})))
+
+
+def test_a_config_without_destinations_passes_with_a_warning_that_results_are_never_sent(tmp_path, capsys):
+    """break46b #5: a local-only node is valid (the embedded defaults, `dicomnode demo`: design.md), so `config check`
+    passes, but a [[destinations]] table forgotten says plainly, in the warnings and in the OK line, that every result
+    stays on the node; a route without destinations beside configured ones keeps its own warning."""
+    from dicomnode.cli import main
+    path = tmp_path / "node.toml"
+    path.write_text(f'[node]\nstorage_dir = "{tmp_path / "store"}"\n')
+    assert main(["config", "check", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "no [[destinations]] and no route with send_to_sender: every result is stored on this node and NEVER " \
+        "SENT" in captured.err
+    assert "OK (0 destination(s): results are stored here, never sent, 1 route(s))" in captured.out
+    both = parse_config({"destinations": [{"name": "pacs", "ae_title": "P", "host": "h", "port": 104}],
+                         "routes": [{"name": "keep", "destinations": [], "match": {"modality": "CT"}},
+                                    {"name": "send", "destinations": ["pacs"]}]})
+    assert config_warnings(both) == ["routes[keep]: no destinations and send_to_sender off: its results are stored, "
+                                     "never sent"]

@@ -71,6 +71,8 @@ def test_only_errors_that_say_they_are_transient_are_transient():
                                      "result files")
     assert not transient_dead_letter("") and not transient_dead_letter(None)
     assert not transient_dead_letter(refusal_text(0xA900) + PERMANENT_NOTE)
+    # an association rejected-permanent: the AE titles are at fault, which the admin fixes (break46b #2)
+    assert transient_dead_letter(REJECTED) and transient_dead_letter(REJECTED + PERMANENT_NOTE)
 
 
 def test_retry_all_leaves_local_errors_dead(node_state, capsys):
@@ -101,6 +103,38 @@ def test_retry_all_requeues_the_transient_dead_letters_of_every_study(node_state
     assert main(["retry", "--all", "--config", str(config)]) == 0  # the other destination's too
     assert "re-queued 1 dead letter(s) of 1 stud(ies)" in capsys.readouterr().out
     assert states(db, "1.1") == {"1.1.9.0": "pending", "1.1.9.1": "dead", "1.1.9.2": "pending"}
+
+
+REJECTED = ("association with WRONGAE@127.0.0.1:12620 failed: rejected by the peer: Called AE title not recognised "
+            "(Rejected Permanent, Service User)")
+
+
+def test_retry_all_requeues_the_dead_letters_of_a_rejected_association(node_state, capsys):
+    """break46b #2: a destination whose AE title was wrong refused every study's association; once the admin fixed
+    it and reloaded, one `retry --all` re-queues them all, dead letters written before this release (which called
+    the rejection permanent) included, while a permanent refusal of an object stays dead."""
+    db, config = node_state
+    dead_letters(db, "1.1", [("pacs", REJECTED), ("pacs", REJECTED + PERMANENT_NOTE)])
+    dead_letters(db, "1.2", [("pacs", REJECTED + PERMANENT_NOTE), ("pacs", NO_CONTEXT + PERMANENT_NOTE)])
+    assert main(["retry", "--all", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "re-queued 3 dead letter(s) of 2 stud(ies)" in out
+    assert states(db, "1.1") == {"1.1.9.0": "pending", "1.1.9.1": "pending"}
+    assert states(db, "1.2") == {"1.2.9.0": "pending", "1.2.9.1": "dead"}
+
+
+def test_retry_all_that_requeues_nothing_says_so_and_fails_while_dead_letters_remain(node_state, capsys):
+    """break46b #2: nothing re-queued is said in words, and the exit status is 1 where dead letters remain (a script
+    running it sees that nothing will be sent), 0 where there are none."""
+    db, config = node_state
+    assert main(["retry", "--all", "--config", str(config)]) == 0
+    assert "nothing re-queued: no dead letter" in capsys.readouterr().out
+    dead_letters(db, "1.1", [("pacs", NO_CONTEXT + PERMANENT_NOTE)])
+    assert main(["retry", "--all", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "nothing re-queued: none of the 1 dead letter(s) failed for a reason sending again can help" in out
+    assert "not re-queued, 1 dead letter(s) that sending again cannot help" in out
+    assert states(db, "1.1") == {"1.1.9.0": "dead"}
 
 
 def test_retry_all_refuses_what_it_cannot_mean(node_state, capsys):

@@ -161,3 +161,40 @@ def test_retry_help_documents_resend_and_reanalyse(capsys):
         main(["retry", "--help"])
     out = capsys.readouterr().out
     assert "--resend" in out and "--reanalyse" in out and "done (or failed) study" in out
+
+
+def test_status_after_a_full_disk_is_over_says_nearly_full_and_does_not_ask_for_a_study_sent_again(tmp_path,
+                                                                                                  capsys):
+    """break46b #3: the floor is within 1 MB of the free space (a 1 MB instance would be refused) but 0.1 MB instances
+    are stored again and the refused study was sent again since its last refusal: status says NEARLY FULL with the
+    largest instance that fits, not RECEIVING REFUSED, and does not ask for that study to be sent again."""
+    from dicomnode.cli import _print_receiving
+    from dicomnode.roles import receiving_report, refused_studies
+    from dicomnode.spool import free_space_mb
+    now = time.time()
+    floor = free_space_mb(tmp_path) - 0.5  # free space 0.5 MB above it (give or take what others write meanwhile)
+    refused_item = {"study_instance_uid": "1.2.826.477", "study": "cb2233f3fd7e", "calling_ae": "SCANNER1",
+                    "refused": 9, "first_refused_at": now - 60, "last_refused_at": now - 42,
+                    "reason": "free space 52 MB minus the instance (0.1 MB) would be under the floor"}
+    other_item = dict(refused_item, study_instance_uid="1.2.826.478", study="aa11bb22cc33", last_refused_at=now - 41)
+    node = {"alive": True, "detail": {"last_refused_at": now - 41, "last_refusal": refused_item["reason"],
+                                      "last_stored_at": now - 5, "min_free_space_mb": floor,
+                                      "refused": [refused_item, other_item]}}
+    studies = [{"study": "cb2233f3fd7e", "instances": 10, "last_received": now - 5},
+               {"study": "aa11bb22cc33", "instances": 1, "last_received": now - 50}]
+    receiving = receiving_report(tmp_path, floor, [node], now=now)
+    assert receiving["refusing"] is False and receiving["nearly_full"] is True
+    assert 0 <= receiving["largest_instance_mb"] < 1
+    listed = refused_studies([node], studies)
+    assert {item["study"]: item["stored_since"] for item in listed} == {"cb2233f3fd7e": True, "aa11bb22cc33": False}
+    _print_receiving({"receiving": receiving, "refused_recently": listed})
+    out = capsys.readouterr().out
+    assert "RECEIVING REFUSED" not in out and out.startswith("RECEIVING NEARLY FULL: ")
+    assert f"instances over {receiving['largest_instance_mb']:.1f} MB are refused (0xA700), smaller ones are stored" \
+        in out
+    asked, _, resent = out.partition("being sent again")
+    assert "aa11bb22cc33" in asked and "cb2233f3fd7e" not in asked
+    assert "1.2.826.477 (log id cb2233f3fd7e) from SCANNER1: 9 instance(s) refused until " in resent
+    # the free space under the floor itself: nothing fits, refused
+    receiving = receiving_report(tmp_path, floor + 2, [node], now=now)
+    assert receiving["refusing"] is True and receiving["nearly_full"] is False

@@ -54,9 +54,10 @@ def test_a_receiver_stopping_cleanly_marks_the_studies_of_its_open_associations(
         assert receiving_of(node.db, me) == [study]  # published before it was stored (no heartbeat was due)
         released.release()
         time.sleep(0.3)
-        assert receiving_of(node.db, me) == [study]  # an ended association leaves the list at the next heartbeat
-        runner.beat()
-        assert receiving_of(node.db, me) == []  # a transfer that ended in order is not listed
+        assert receiving_of(node.db, me) == [study]  # its sender may open its next association (break46b #1)
+        # a transfer that ended in order is not listed once a quiet period has passed (written then, not at the
+        # next heartbeat, 30 s on)
+        assert _wait(lambda: receiving_of(node.db, me) == [], 3)
         assoc = _association(node.scp.port, datasets[0])
         for dataset in datasets[:2]:
             assert assoc.send_c_store(dataset).Status == 0
@@ -236,15 +237,19 @@ def test_a_receiver_killed_or_stopped_mid_transfer_leaves_its_study_marked_not_c
         db.close()
 
 
-def test_a_receiver_stops_listing_a_study_soon_after_its_association_is_released(tmp_path):
-    """break44c #2, scale-out: the heartbeat no longer lists a study whose association was released well before the
-    next heartbeat, so that a crash soon after does not leave that completely sent study marked interrupted."""
+def test_a_receiver_lists_a_study_until_a_quiet_period_after_its_last_instance_whatever_the_associations(tmp_path):
+    """break46b #1 (and break44c #2), scale-out: a study whose association was released stays listed while it has had
+    a C-STORE within studies.quiet_seconds (a sender opening one association per instance is between two of them most
+    of the time: a crash then may cut its transfer), and leaves the list by a heartbeat written when that period
+    ends, not at the next heartbeat, so that a crash after it does not leave the completely sent study marked
+    interrupted and a live receiver does not hold its completion a heartbeat longer."""
     from tests.hardening.hardening_support import store_one
     from dicomnode.roles import RELEASED_PUBLISH_SECONDS
+    quiet = 1.5
     config = Config.model_validate({
         "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
                  "allowed_calling_aes": ["*"]},
-        "studies": {"quiet_seconds": 3600, "max_wait_seconds": 7200},
+        "studies": {"quiet_seconds": quiet, "max_wait_seconds": 7200},
         "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
     node = Node(config, analyser=NoAnalysis())
     runner = RoleRunner(node, ("receive",))
@@ -255,12 +260,56 @@ def test_a_receiver_stops_listing_a_study_soon_after_its_association_is_released
         assert assoc.send_c_store(synthetic_mr(study_uid=study)).Status == 0
         assert receiving_of(node.db, node.db.process_id) == [study]
         assoc.release()
-        assert _wait(lambda: receiving_of(node.db, node.db.process_id) == [], RELEASED_PUBLISH_SECONDS + 2)
-        # a sender opening one association per instance: listed again, and no write while it goes on
+        time.sleep(RELEASED_PUBLISH_SECONDS + 0.3)
+        assert receiving_of(node.db, node.db.process_id) == [study]  # between two associations of its sender
+        # a sender opening one association per instance: still listed, then gone a quiet period after the last
         assert store_one(node.scp.port, synthetic_mr(study_uid=study, instance=2, position=8.0)).Status == 0
-        assert _wait(lambda: receiving_of(node.db, node.db.process_id) == [], RELEASED_PUBLISH_SECONDS + 2)
+        sent = time.monotonic()
+        assert receiving_of(node.db, node.db.process_id) == [study]
+        assert _wait(lambda: receiving_of(node.db, node.db.process_id) == [], quiet + RELEASED_PUBLISH_SECONDS + 2)
+        assert time.monotonic() - sent >= quiet - 0.1
     finally:
         runner.stop()
+
+
+def test_a_receiver_killed_between_two_associations_of_its_sender_leaves_the_study_marked(tmp_path, pg_server):
+    """break46b #1 as reported: two processes on one PostgreSQL state, the sender opening one association per
+    instance. The receiver is killed (-9) after the first association was released, before the next one: the other
+    process marks the study interrupted naming the dead receiver and never completes the part received on the
+    quiet timer (it had analysed one instance of ten and sent the report to the PACS)."""
+    from tests.hardening.hardening_support import store_one
+    from tests.peers import free_port
+    from tests.scaleout.cluster import RoleProcess, cluster_config, state_upgrade, wait_for_heartbeats
+
+    url = pg_server.create_database()
+    port = free_port()
+
+    def config(port_: int) -> str:
+        return cluster_config(tmp_path / "spool", url, port_, {"PACS": ("127.0.0.1", 1)}, quiet_seconds=3,
+                              lease_seconds=4, heartbeat_seconds=0.5, poll_seconds=0.2)
+
+    (tmp_path / "upgrade.toml").write_text(config(0))
+    assert state_upgrade(tmp_path / "upgrade.toml").returncode == 0
+    db = StateDB(url)
+    receiver = RoleProcess(tmp_path, "receiver", "receive", config(port), port).start()
+    completer = RoleProcess(tmp_path, "complete", "complete", config(0)).start()
+    try:
+        wait_for_heartbeats(db, [receiver, completer], timeout=120)
+        study = generate_uid()
+        assert store_one(port, synthetic_mr(study_uid=study)).Status == 0  # its association released at once
+        time.sleep(1.5)  # the heartbeat (0.5 s) has been written again since, the next association not yet open
+        pid = receiver.pid
+        receiver.kill9()
+        assert _wait(lambda: interrupted(db.study(study)), 30), completer.log()[-3000:] + receiver.log()[-3000:]
+        assert (f"1 instance(s) received when the receiving process {socket.gethostname()} pid {pid} died"
+                in db.study(study)["reason"])
+        time.sleep(4)  # past the quiet time
+        assert db.study(study)["state"] == RECEIVED
+        assert "complete (quiet)" not in completer.log()
+    finally:
+        for process in (receiver, completer):
+            process.stop() if process.alive() else None
+        db.close()
 
 
 def test_a_lost_receiver_of_a_release_that_listed_nothing_leaves_its_studies_marked(state_location):

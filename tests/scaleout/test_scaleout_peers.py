@@ -46,7 +46,8 @@ def test_two_receivers_two_workers_worker_killed_mid_analysis_delivers_once(tmp_
         upgrade_config = tmp_path / "upgrade.toml"
         upgrade_config.write_text(config(0))
         upgrade = state_upgrade(upgrade_config)
-        assert upgrade.returncode == 0 and f"-> {SCHEMA_VERSION}" in upgrade.stdout, upgrade.stdout + upgrade.stderr
+        assert upgrade.returncode == 0 and f"schema version {SCHEMA_VERSION} created" in upgrade.stdout, \
+            upgrade.stdout + upgrade.stderr
         db = StateDB(url)
         receivers, workers = start_cluster(tmp_path, config, receiver_ports, workers=2)
         processes = receivers + workers
