@@ -282,6 +282,11 @@ class AnalysisConfig(StrictModel):
     suggestions: SuggestionsConfig = Field(default_factory=SuggestionsConfig)
     report_pdf: bool = True
     secondary_capture: bool = False
+    rejection_note: bool = Field(True, description=(
+        "a re-analysis also sends an IHE IOCM Rejection Note (Key Object Selection, (113001, DCM, \"Rejected for "
+        "Quality Reasons\")) listing the SEG, SR, PDF and SC of the analyses it supersedes, to the same destinations: "
+        "an IOCM-aware PACS then hides them from the reading view and keeps them for audit. false: the earlier results "
+        "stay visible beside the new ones until deleted there by hand"))
 
 
 class LoggingConfig(StrictModel):

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import pydicom
 import pydicom.errors
 from apscheduler.schedulers.background import BackgroundScheduler
-from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage
+from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, KeyObjectSelectionDocumentStorage
 
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.study import load_studies
@@ -27,13 +27,14 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.results.provenance import report_time
+from dicomnode.results.rejection import REJECTED_SOP_CLASSES
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
-                             OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING, RoundFailures,
-                             StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
+                             OUTBOX_SENT, OUTBOX_SUPERSEDED, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
+                             RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
                              prepare_storage_dir, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
@@ -765,7 +766,8 @@ class Node:
                 try:
                     run = run_study(study, self.config, self.analyser, study_row["calling_ae"], self.storage_dir,
                                     lambda dataset: self._result_path(folder, dataset), started_at=started_at,
-                                    supersedes=self._superseded(study_key, study.study_instance_uid, requested))
+                                    supersedes=self._superseded(study_key, study.study_instance_uid, requested),
+                                    rejects=self._rejected(study_key, study.study_instance_uid))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
                     if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)) or is_outage(exc):
                         raise  # the node's fault: not one study's, nothing half-sent
@@ -858,6 +860,44 @@ class Node:
             latest["reason"] = self._reanalysis_reason(study_key, latest.get("analysis_id"), requested)
             latest.update(self._pdf_series_number(study_key, latest.get("analysis_id")))
         return superseded
+
+    def _rejected(self, study_key: str, study_instance_uid: str) -> list[dict]:
+        """The earlier result objects (SEG, SR, PDF, SC: results.rejection.REJECTED_SOP_CLASSES) of this study that a
+        re-analysis supersedes and retires with an IOCM Rejection Note, oldest first, as dicts with sop_instance_uid,
+        series_instance_uid, sop_class_uid, study_instance_uid. Left out: those an earlier Rejection Note of the study
+        already lists, those never queued or whose every send was retired undelivered (no destination holds them),
+        and those of another study grouped under the key. A purged object (a tombstone, its file gone) is listed:
+        it was delivered. [] where there is none."""
+        already: set[str] = set()
+        for row in self.db.earlier_reports(study_key, KeyObjectSelectionDocumentStorage):
+            try:
+                note = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True)
+                already.update(str(item.ReferencedSOPInstanceUID) for study in
+                               note.get("CurrentRequestedProcedureEvidenceSequence", [])
+                               for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence)
+            except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
+                pass  # purged: what it listed may be listed again, which an IOCM archive takes as it is
+        sends: dict[str, set[str]] = {}
+        for item in self.db.outbox_for(study_key):
+            sends.setdefault(item["sop_instance_uid"], set()).add(item["state"])
+        rejected = []
+        for sop_class in sorted(REJECTED_SOP_CLASSES):
+            for row in self.db.earlier_reports(study_key, sop_class):
+                uid = row["sop_instance_uid"]
+                tombstone = "analysis_id" not in row.keys()
+                if uid in already or (not tombstone and sends.get(uid, {OUTBOX_SUPERSEDED}) == {OUTBOX_SUPERSEDED}):
+                    continue
+                if not tombstone:
+                    try:
+                        earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
+                                                  specific_tags=["StudyInstanceUID"])
+                        if str(earlier.StudyInstanceUID) != study_instance_uid:
+                            continue  # another study grouped under the same key
+                    except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
+                        pass  # unreadable here, delivered all the same
+                rejected.append({"sop_instance_uid": uid, "series_instance_uid": row["series_instance_uid"],
+                                 "sop_class_uid": row["sop_class_uid"], "study_instance_uid": study_instance_uid})
+        return rejected
 
     def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool) -> str:
         """Why the study is analysed again after the analysis `analysis_id` made its latest report: asked for, the

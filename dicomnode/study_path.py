@@ -18,6 +18,8 @@ from pydicom.dataset import Dataset
 from dicomnode.cmr.study import CMRStudy
 from dicomnode.config import Config, RouteConfig
 from dicomnode.observe import patient_values
+from dicomnode.results.objects import REANALYSIS_SERIES_STEP, SR_SERIES
+from dicomnode.results.rejection import build_rejection_note
 from dicomnode.routing import select_route
 from dicomnode.spool import write_durably
 from dicomnode.types import Declined, OutboxItem, ResultObject, StudyOutcome
@@ -65,12 +67,17 @@ def declined_entry(study: CMRStudy, reason: str) -> dict:
 
 def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_ae: str | None,
               write_root: Path, name_result: Callable[[Dataset], Path], *, file_mode: int = 0o600,
-              started_at: dt.datetime | None = None, supersedes: list[dict] | None = None) -> StudyRun:
+              started_at: dt.datetime | None = None, supersedes: list[dict] | None = None,
+              rejects: list[dict] | None = None) -> StudyRun:
     """Route `study`, analyse it with the route's pipelines, write every result object durably to
     `write_root / name_result(dataset)` and return the summary with `outputs` (paths relative to `write_root`).
 
     `calling_ae`: the sender's AE title for the routes' calling-AE rules (None: not checked, as in `process`).
     `supersedes`: earlier SRs this analysis replaces (the SR names them, PS3.3 C.17.2.3 Predecessor Documents).
+    `rejects`: the earlier result objects (SEG, SR, PDF, SC: results.rejection.REJECTED_SOP_CLASSES) this analysis
+    supersedes, dicts with sop_instance_uid, series_instance_uid, sop_class_uid, study_instance_uid: where the
+    analysis writes new results they are listed in an IHE IOCM Rejection Note sent with them
+    (analysis.rejection_note; with_rejection_note), and the summary's `rejection_note` says so either way.
     Raises whatever analysis or writing raises; a pipeline's own failure is already a `declined` entry.
 
     A study whose instances carry more than one patient's identity (CMRStudy.identity_conflict, cmr.identity) is
@@ -100,11 +107,38 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
              ", ".join(route.pipelines) or "none")
     outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
                                supersedes=supersedes)
+    if rejects and outcome.datasets:
+        with_rejection_note(outcome, rejects, config, started_at or dt.datetime.now().astimezone(), supersedes or [])
     written = write_results(outcome.datasets, write_root, name_result, file_mode)
     outcome.summary["route"] = route.name  # the [[routes]] name that decided the pipelines and destinations
     outcome.summary["outputs"] = [result.path for result in written]
     return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
                     errors=list(outcome.errors))
+
+
+def with_rejection_note(outcome: StudyOutcome, rejects: list[dict], config: Config, started_at: dt.datetime,
+                        supersedes: list[dict]) -> None:
+    """Add to `outcome` the IHE IOCM Rejection Note (results.rejection) listing `rejects`, the earlier results the
+    new ones supersede, unless analysis.rejection_note is false; record it in the summary (`rejection_note`: the
+    note's SOP Instance UID or null, the instances it lists or would list, and why none was sent) and log it, so that
+    status and summary.json say which earlier objects stand retired and which stay visible beside the new ones."""
+    header = next((d for d in outcome.datasets if d.Modality == "SR"), outcome.datasets[0])
+    uids = [entry["sop_instance_uid"] for entry in rejects]
+    tag = short_hash(str(header.StudyInstanceUID))
+    entry: dict = {"sop_instance_uid": None, "rejected": uids}
+    if not config.analysis.rejection_note:
+        entry["reason"] = "analysis.rejection_note = false"
+        log.warning("study %s: %d earlier result object(s) superseded and left as they are in the destinations "
+                    "(analysis.rejection_note = false): delete them there by hand", tag, len(uids))
+    else:
+        series_number = SR_SERIES + 2 + REANALYSIS_SERIES_STEP * len(supersedes)
+        when = supersedes[-1].get("report_time") if supersedes else None
+        note = build_rejection_note(header, rejects, started_at, series_number, when)
+        outcome.datasets.append(note)
+        entry["sop_instance_uid"] = str(note.SOPInstanceUID)
+        log.info("study %s: IOCM rejection note (113001, DCM, \"Rejected for Quality Reasons\") lists the %d "
+                 "earlier result object(s) these results supersede", tag, len(uids))
+    outcome.summary["rejection_note"] = entry
 
 
 def no_usable_image_reason(study: CMRStudy) -> str:

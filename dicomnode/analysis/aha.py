@@ -53,6 +53,10 @@ PATIENT_ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
 #: of the -y components of their unit directions from the LV centre; about 1 in a short-axis plane, 0 where the
 #: plane holds no anterior-posterior direction) for the geometry to tell them apart
 MIN_ANTERIOR_SEPARATION = 0.2
+#: the least length of patient anterior projected into the plane for a plane to show anterior at all (a coronal
+#: plane: 0); where it does and the RV insertion points lie equally far anterior with the RV to the patient's right,
+#: the heart is taken to be placed normally (aha_segments)
+MIN_ANTERIOR_IN_PLANE = 0.5
 #: the RV centre must lie at least this far (mm, along the patient's left-right axis) from the LV centre for its
 #: side to count (a normal heart: RV some 30-50 mm to the patient's right)
 MIN_RV_SIDE_OFFSET_MM = 5.0
@@ -109,6 +113,15 @@ def basal_end_from_geometry(stack_normal_lps: Sequence[float], apex_side: str | 
     return "first" if cosine > 0 else "last"
 
 
+#: what the report tells its reader where the segments are not assigned (AHAResult.reader_reason): a short clinical
+#: sentence; the technical reason (`reason`: vectors, cosines, labels) stays in summary.json and the log
+READER_NO_LV = "the left ventricle was not segmented well enough to divide it into segments"
+READER_NO_INSERTION = "the right ventricle's insertion points, which locate the septum, were not found"
+READER_ORIENTATION = ("the heart's orientation could not be determined from these images (unusual imaging plane or "
+                      "heart position)")
+READER_GEOMETRY = "the images lack the position information the segment model needs"
+
+
 @dataclass(frozen=True)
 class SegmentValues:
     """Values of one AHA segment; None where not measured."""
@@ -153,10 +166,12 @@ class AHAResult:
     rv_insertion: dict = field(default_factory=dict)
     basal_end: str | None = None
     caveat: str | None = None  # e.g. MIRRORED_CAVEAT: the segments stand, a reader confirms them
+    reader_reason: str | None = None  # not applicable: why, in a sentence for the report's reader (READER_*)
 
     def summary(self) -> dict:
         if not self.applicable:
-            return {"applicable": False, "reason": self.reason, "model": MODEL_NAME}
+            return {"applicable": False, "reason": self.reason, "reader_reason": self.reader_reason,
+                    "model": MODEL_NAME}
         out = {"applicable": True, "model": MODEL_NAME, "basal_end": self.basal_end,
                "thirds": {k: list(v) for k, v in self.thirds.items()},
                "rv_insertion": self.rv_insertion, "segments": [s.summary() for s in self.segments]}
@@ -216,6 +231,11 @@ def _inplane_axes(orientation: Sequence[float], spacing: tuple[float, float]) ->
             or np.linalg.norm(values[3:]) == 0:
         raise ValueError(f"ImageOrientationPatient must be six finite numbers, got {orientation}")
     return spacing[0] * values[3:] / np.linalg.norm(values[3:]), spacing[1] * values[:3] / np.linalg.norm(values[:3])
+
+
+def _anterior_in_plane(axes) -> float:
+    """Length (0-1) of patient anterior (LPS -y, unit) projected into the image plane of `_inplane_axes`."""
+    return float(np.hypot(*[(axis / np.linalg.norm(axis)) @ PATIENT_ANTERIOR_LPS for axis in axes]))
 
 
 def _direction_lps(angle_deg: float, from_apex: bool, axes) -> np.ndarray:
@@ -320,8 +340,11 @@ def aha_segments(
 
     `orientation`: the stack's ImageOrientationPatient. With it the anterior RV insertion point is the one further
     towards patient anterior (LPS -y) and the segments run from it across the septum, whichever way that turns on
-    screen; where the two insertion points are not MIN_ANTERIOR_SEPARATION apart in that direction the result is not
-    applicable and says why; a RV lying to the patient's left of the LV gives MIRRORED_CAVEAT. Without it (a label
+    screen; where the two insertion points are not MIN_ANTERIOR_SEPARATION apart in that direction (the RV straight
+    to the side of the LV, as on a real MyoPS study), the plane shows anterior (MIN_ANTERIOR_IN_PLANE) and the RV
+    lies to the patient's right of the LV, the arc is taken
+    to run as in a normally placed heart (counter-clockwise from anterior seen from the apex, as without geometry);
+    where the RV's side is unknown or left as well, the result is not applicable and says why; a RV lying to the patient's left of the LV gives MIRRORED_CAVEAT. Without it (a label
     map with no patient geometry) the anterior one is assumed where a normally placed heart has it (the arc runs
     counter-clockwise seen from the apex from anterior to inferior).
     """
@@ -334,14 +357,16 @@ def aha_segments(
     order = list(range(labels.shape[0])) if basal_end == "first" else list(range(labels.shape[0]))[::-1]
     with_myocardium = [k for k in order if myocardium[k].any()]
     if not with_myocardium:
-        return AHAResult(False, "no LV myocardium in any slice")
+        return AHAResult(False, "no LV myocardium in any slice", reader_reason=READER_NO_LV)
     if not rv.any():
         return AHAResult(False, "no RV blood pool (label 5) in the label map: the RV insertion points that bound the "
-                                "septum are unknown, so AHA segments are not assigned")
+                                "septum are unknown, so AHA segments are not assigned",
+                         reader_reason=READER_NO_INSERTION)
     # apical cap (17): myocardium slices at the apical end beyond the last slice with LV cavity
     with_cavity = [k for k in with_myocardium if pool[k].any()]
     if not with_cavity:
-        return AHAResult(False, "no slice with LV blood pool: the LV centre and the thirds are undefined")
+        return AHAResult(False, "no slice with LV blood pool: the LV centre and the thirds are undefined",
+                         reader_reason=READER_NO_LV)
     last_cavity = with_myocardium.index(with_cavity[-1])
     ring_slices = with_myocardium[:last_cavity + 1]
     cap_slices = with_myocardium[last_cavity + 1:]
@@ -359,21 +384,29 @@ def aha_segments(
             arcs[k] = found
     if not arcs:
         return AHAResult(False, "the RV blood pool touches the LV myocardium in no slice (or surrounds it): the RV "
-                                "insertion points are unknown, so AHA segments are not assigned")
+                                "insertion points are unknown, so AHA segments are not assigned",
+                         reader_reason=READER_NO_INSERTION)
     # which end of the RV arc is anterior: from the patient geometry where known, else a normal heart's handedness
     direction, caveats, side = 1, [], None
+    anterior_from = "a normally placed heart's handedness (no patient geometry given)"
     if axes is not None:
+        anterior_from = "patient geometry (ImageOrientationPatient: anterior = -y of LPS)"
         separation = float(np.mean([
             (_direction_lps(end, from_apex, axes) - _direction_lps(start, from_apex, axes)) @ PATIENT_ANTERIOR_LPS
             for start, end in arcs.values()]))
         offset = rv_side_offset_mm(labels, spacing, orientation)
         side = rv_side(offset)
-        if abs(separation) < MIN_ANTERIOR_SEPARATION:
+        if abs(separation) >= MIN_ANTERIOR_SEPARATION:
+            direction = -1 if separation > 0 else 1  # the arc's end lies further anterior: it runs clockwise from it
+        elif side != "right" or _anterior_in_plane(axes) < MIN_ANTERIOR_IN_PLANE:
             return AHAResult(False, "which RV insertion point is anterior cannot be told from the patient geometry "
                                     f"(ImageOrientationPatient): they lie about equally far anterior (separation "
                                     f"{abs(separation):.2f}, under {MIN_ANTERIOR_SEPARATION}); an unusual plane or "
-                                    "heart position (dextrocardia / situs inversus?): AHA segments not assigned")
-        direction = -1 if separation > 0 else 1  # the arc's end lies further anterior: it runs clockwise from it
+                                    "heart position (dextrocardia / situs inversus?): AHA segments not assigned",
+                             reader_reason=READER_ORIENTATION)
+        else:  # a plane that shows anterior, the RV straight to the patient's right of the LV: a normal heart's turn
+            anterior_from = ("a normally placed heart's handedness (the RV insertion points lie equally far anterior, "
+                             "the RV to the patient's right)")
         if side == "left":
             caveats.append(MIRRORED_CAVEAT)
         elif side == "right" and direction == -1:
@@ -433,8 +466,7 @@ def aha_segments(
                "slices_using_mean_insertion_points": sorted(int(k) for k in ring_slices if k not in insertion),
                "anterior_deg": round(default[0], 1), "inferior_deg": round(default[1], 1),
                "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction",
-               "anterior_from": "patient geometry (ImageOrientationPatient: anterior = -y of LPS)" if axes is not None
-               else "a normally placed heart's handedness (no patient geometry given)",
+               "anterior_from": anterior_from,
                "segments_run": ("counter-clockwise" if direction == 1 else "clockwise") + " seen from the apex",
                "rv_side": side}
     return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info, basal_end,
@@ -465,7 +497,7 @@ def aha_summary(
         return aha_segments(labels, pixel_spacing_rc, slice_positions_mm, basal_end, scar=scar,
                             wall_thickness=wall_thickness, orientation=orientation).summary()
     except ValueError as error:
-        return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
+        return _not_computed(error)
 
 
 def stack_geometry(orientation: Sequence[float], positions_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -507,4 +539,11 @@ def aha_summary_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wal
     try:
         return aha_segments_for_volume(labels, volume, scar=scar, wall_thickness=wall_thickness).summary()
     except (TypeError, ValueError) as error:
-        return {"applicable": False, "reason": f"AHA segments not computed: {error}", "model": MODEL_NAME}
+        return _not_computed(error)
+
+
+def _not_computed(error: Exception) -> dict:
+    """The summary block of a stack whose geometry or labels the segment model refused (ValueError / TypeError)."""
+    orientation = "orthogonal" in str(error)  # basal_end_from_geometry: the stack's long axis is not the usual one
+    return {"applicable": False, "reason": f"AHA segments not computed: {error}",
+            "reader_reason": READER_ORIENTATION if orientation else READER_GEOMETRY, "model": MODEL_NAME}

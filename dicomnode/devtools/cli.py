@@ -16,7 +16,7 @@ def add_devtools_parser(subparsers) -> argparse.ArgumentParser:
     make = commands.add_parser(
         "make-study", help="write a DICOM test study with ground truth from the labelled real datasets",
         description="Sources: emidec:Case_P043 (8-bit PNG LGE, assumed geometry), myops:Case3002 (MyoPS 2020: real "
-                    "12-bit LGE, magnitude only, real spacing; research use only), acdc:patient001, acdc4d:patient090, "
+                    "12-bit LGE, magnitude only, the scanner's spacing and orientation; research use only), acdc:patient001, acdc4d:patient090, "
                     "sunnybrook:SCD0000101 (copied as is). Writes OUT/dicom/*.dcm, OUT/ground_truth.npz (expert labels "
                     "as node labels) and OUT/LICENSE.txt (derived data keeps its licence).")
     make.add_argument("source", help="dataset:case, e.g. emidec:Case_P043")

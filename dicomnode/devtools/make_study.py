@@ -76,7 +76,14 @@ def _uid(*parts) -> str:
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
+def _orientation(case: SourceCase) -> np.ndarray:
+    """The case's own ImageOrientationPatient where its source keeps the scanner's (MyoPS), else SAX_ORIENTATION."""
+    return SAX_ORIENTATION if case.orientation is None else np.asarray(case.orientation, dtype=float)
+
+
 def _geometry(case: SourceCase, rows: int, cols: int, slices: int):
+    if case.positions is not None:
+        return [np.asarray(position, dtype=float) for position in case.positions]
     row_dir, col_dir = SAX_ORIENTATION[:3], SAX_ORIENTATION[3:]
     normal = plane_normal(SAX_ORIENTATION)
     sr, sc = case.pixel_spacing
@@ -193,7 +200,7 @@ class _Writer:
         stored, slope, intercept = self._stored(role, image)
         headers = _lge_headers(role) if case.kind == "lge" else _cine_headers()
         refs = [[None] * slices for _ in range(phases)]
-        normal = plane_normal(SAX_ORIENTATION)
+        normal = plane_normal(_orientation(case))
         window_centre, window_width = f"{float(np.median(image)):.0f}", f"{float(np.ptp(image)) or 1:.0f}"
         for s in range(slices):
             number = series_numbers[s] if per_slice_series else series_numbers[0]
@@ -215,7 +222,7 @@ class _Writer:
                     ds.TemporalPositionIdentifier = p + 1
                     ds.NumberOfTemporalPositions = phases
                 ds.ImagePositionPatient = [f"{v:.6f}" for v in positions[s]]
-                ds.ImageOrientationPatient = [f"{v:.6f}" for v in SAX_ORIENTATION]
+                ds.ImageOrientationPatient = [f"{v:.6f}" for v in _orientation(case)]
                 ds.SliceLocation = f"{float(np.dot(positions[s], normal)):.4f}"
                 ds.Rows, ds.Columns = rows, cols
                 ds.PixelSpacing = [f"{case.pixel_spacing[0]:.6g}", f"{case.pixel_spacing[1]:.6g}"]
@@ -282,7 +289,7 @@ class _Writer:
         measures.SpacingBetweenSlices = f"{case.slice_spacing:g}"
         shared.PixelMeasuresSequence = DicomSequence([measures])
         orientation = Dataset()
-        orientation.ImageOrientationPatient = [f"{v:.6f}" for v in SAX_ORIENTATION]
+        orientation.ImageOrientationPatient = [f"{v:.6f}" for v in _orientation(case)]
         shared.PlaneOrientationSequence = DicomSequence([orientation])
         timing = Dataset()
         timing.RepetitionTime = float(headers["RepetitionTime"])

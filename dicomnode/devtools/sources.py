@@ -96,6 +96,11 @@ class SourceCase:
     height_m: float | None = None
     weight_kg: float | None = None
     phase_names: dict[int, str] = field(default_factory=dict)
+    #: the scanner's ImageOrientationPatient (row direction, column direction; LPS) where the source keeps it (MyoPS's
+    #: NIfTI qform), with the ImagePositionPatient (mm, LPS) of each slice in generator order; None: make_study
+    #: stamps its synthetic SAX orientation
+    orientation: np.ndarray | None = None
+    positions: np.ndarray | None = None
 
 
 def _map_labels(labels: np.ndarray, mapping: dict) -> np.ndarray:
@@ -225,6 +230,7 @@ def load_myops(case: str, root: Path) -> SourceCase:
     image = _nifti_to_rows_cols(raw_image.astype(np.float32))[:, ::-1]
     labelmap = _nifti_to_rows_cols(labels)[:, ::-1]
     zooms = lge.header.get_zooms()
+    orientation, positions = _nifti_patient_geometry(lge.affine, raw_image.shape[2])
     return SourceCase(
         name=f"myops:{case}", kind="lge", images={"magnitude": np.ascontiguousarray(image)},
         labelmap=np.ascontiguousarray(labelmap), labelled=np.ones(labelmap.shape[:2], bool),
@@ -232,7 +238,24 @@ def load_myops(case: str, root: Path) -> SourceCase:
         trigger_times=[400.0], cardiac_number_of_images=1, licence=MYOPS_LICENCE,
         derivation=(f"MyoPS 2020 {case} LGE NIfTI (12-bit scanner intensities, magnitude only: no PSIR series); "
                     f"spacing from the NIfTI header ({zooms[1]:.4g} x {zooms[0]:.4g} mm, slices {zooms[2]:.4g} mm); "
-                    "slices reversed to base-to-apex; synthetic SAX orientation; labels: edema counted as myocardium, "
-                    "MVO inside scar"),
+                    "slices reversed to base-to-apex; orientation and slice positions from the NIfTI qform (the "
+                    "scanner's); labels: edema counted as myocardium, MVO inside scar"),
         phase_names={0: "late enhancement"},
+        orientation=orientation, positions=positions,
     )
+
+
+def _nifti_patient_geometry(affine: np.ndarray, slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ImageOrientationPatient, ImagePositionPatient of each slice in generator order) of a NIfTI stack read by
+    _nifti_to_rows_cols (rows = j, columns = i) and reversed (generator slice s = NIfTI k = slices - 1 - s), from its
+    affine (voxel index -> RAS mm; DICOM's LPS negates x and y). A DICOM row runs along i, a column along j.
+
+    MyoPS keeps the scanner's geometry in its qform; the synthetic SAX orientation make_study stamps on other
+    sources made every MyoPS heart a mirror image (RV on the patient's left: break46a #1), while the qform gives the
+    RV on the patient's right and an apex to the left, anterior and inferior on all 33 cases."""
+    affine = np.asarray(affine, dtype=float)
+    to_lps = np.diag([-1.0, -1.0, 1.0])
+    row_dir, col_dir = to_lps @ affine[:3, 0], to_lps @ affine[:3, 1]
+    orientation = np.concatenate([row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)])
+    positions = np.array([to_lps @ (affine @ np.array([0.0, 0.0, slices - 1 - s, 1.0]))[:3] for s in range(slices)])
+    return orientation, positions

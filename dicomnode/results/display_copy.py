@@ -21,9 +21,15 @@ and lets the SEG reference the copy:
   source in spatial order along the stack normal (the volume's, the SEG's order), not in frame order, which an
   Enhanced MR may store shuffled; the source's own numbers, e.g.
   19, 39, ... of a 200-image cine, mean nothing in the copy series (C.7.6.1: it identifies the image in its series);
-- the General Equipment module stays the scanner's (it acquired the pixel data, and viewers read Manufacturer and
-  model as the scanner's), and the node that made the copy is named in the Contributing Equipment Sequence
-  (C.7.5.1, purpose (109102, DCM, "Processing Equipment"), CID 7005), as the SEG, SR and PDF name it;
+- the copy is an object the node authors (break46a #5): its General Equipment module (C.7.5.1) names the node
+  (Manufacturer, model, software version), and the scanner that acquired the pixel data moves, with its own
+  Manufacturer, model, serial number, station and software, into a Contributing Equipment Sequence item of purpose
+  (109101, DCM, "Acquisition Equipment") (CID 7005); the node is also named there as (109102, DCM, "Processing
+  Equipment"), as the SEG, SR and PDF name it;
+- what the source carries that its copy, a classic MR Image, must not: an empty Laterality (Type 2C, for a paired
+  body part only; the heart is not one) and an empty or any Per-frame Functional Groups Sequence (not in the MR
+  Image IOD), retired attributes (Study Status ID, Study Priority ID ...); Body Part Examined HEART where the source
+  gives none, as on the report image, so that a validator knows the body part is unpaired;
 - patient/study attributes made valid as for every result object (results.headers.derivable_header); Series
   Date/Time are set with the other result series (results.objects.order_for_viewers);
 - written in Explicit VR Little Endian with native pixel data whatever transfer syntax the source came in (JPEG,
@@ -62,6 +68,7 @@ import numpy as np
 
 import pydicom
 import pydicom.multival
+from pydicom.datadict import dictionary_is_retired
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import MRImageStorage
@@ -90,6 +97,13 @@ FRAME_PLACED_DERIVATION = ("Copy of one frame of the multi-frame source image as
                            "where the slice was acquired)")
 #: CID 7005 Contributing Equipment Purpose of Reference: equipment that processed composite instances to create new ones
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
+#: CID 7005: the equipment that acquired the data (the scanner, named in the copy's Contributing Equipment Sequence)
+ACQUISITION_EQUIPMENT = Code("109101", "DCM", "Acquisition Equipment")
+#: the source's General Equipment attributes (C.7.5.1) that describe the scanner and move into its Contributing
+#: Equipment item; Institution Name / Address / Department stay (the hospital, not the device) and so does Pixel
+#: Padding Value (about the pixel data)
+SCANNER_KEYWORDS = ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber", "DeviceUID", "SoftwareVersions",
+                    "StationName", "SpatialResolution", "DateOfLastCalibration", "TimeOfLastCalibration")
 
 
 def shares_its_series(study, segmentation: SegmentationResult) -> bool:
@@ -202,6 +216,59 @@ def node_equipment_item(made_at: str) -> Dataset:
     return item
 
 
+def acquisition_equipment_item(source: Dataset) -> Dataset | None:
+    """The Contributing Equipment Sequence item (C.7.5.1, purpose ACQUISITION_EQUIPMENT) of the scanner that made
+    `source`, holding its SCANNER_KEYWORDS that have a value; None where it names none of them. Manufacturer is
+    Type 1 in the item: "unknown" where the source gives none."""
+    values = {k: source.get(k) for k in SCANNER_KEYWORDS if source.get(k) not in (None, "", [])}
+    if not values:
+        return None
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = (
+        ACQUISITION_EQUIPMENT.value, ACQUISITION_EQUIPMENT.scheme_designator, ACQUISITION_EQUIPMENT.meaning)
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    item.Manufacturer = values.pop("Manufacturer", "unknown")
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def authored_by_the_node(copy: Dataset, source: Dataset, made_at: str) -> None:
+    """Make `copy` an object the node authors (module docstring): General Equipment the node's, the scanner in a
+    Contributing Equipment item after the source's own items, then the node's processing item; an empty Laterality,
+    any Per-frame Functional Groups Sequence and retired attributes dropped; Body Part Examined HEART where empty."""
+    scanner = acquisition_equipment_item(source)
+    for keyword in SCANNER_KEYWORDS:
+        if keyword in copy:
+            delattr(copy, keyword)
+    copy.Manufacturer, copy.ManufacturerModelName = NODE_MANUFACTURER, NODE_MODEL_NAME
+    copy.SoftwareVersions = node_version()
+    equipment = list(source.get("ContributingEquipmentSequence") or [])
+    copy.ContributingEquipmentSequence = equipment + ([scanner] if scanner is not None else []) + \
+        [node_equipment_item(made_at)]
+    if "Laterality" in copy and not str(copy.Laterality or "").strip():
+        del copy.Laterality
+    if "PerFrameFunctionalGroupsSequence" in copy and str(copy.SOPClassUID) == MRImageStorage:
+        del copy.PerFrameFunctionalGroupsSequence
+    for element in list(copy):
+        if _retired(element.tag):
+            del copy[element.tag]
+    if not str(copy.get("BodyPartExamined") or "").strip():
+        copy.BodyPartExamined = "HEART"
+
+
+def _retired(tag) -> bool:
+    """A retired public attribute of the data set's top level (PS3.6), overlay groups (drop_embedded_overlays decides
+    those) and unknown tags left alone."""
+    if tag.group % 2 or tag.group & 0xFF00 in (0x5000, 0x6000):
+        return False
+    try:
+        return bool(dictionary_is_retired(tag))
+    except KeyError:
+        return False
+
+
 def _copy(original: Dataset, series_uid: str, series_number: int, description: str,
           frame_of_reference_uid: str | None = None, instance_number: int = 1, made_at: str = "",
           placed: tuple[Sequence[float], Sequence[float]] | None = None, frame_number: int | None = None) -> Dataset:
@@ -223,8 +290,7 @@ def _copy(original: Dataset, series_uid: str, series_number: int, description: s
     copy.SeriesNumber = series_number
     copy.SeriesDescription = description[:64]
     copy.InstanceNumber = instance_number
-    equipment = list(original.get("ContributingEquipmentSequence") or [])
-    copy.ContributingEquipmentSequence = equipment + [node_equipment_item(made_at)]
+    authored_by_the_node(copy, original, made_at)
     image_type = list(original.get("ImageType") or ["DERIVED", "SECONDARY"])
     copy.ImageType = ["DERIVED", "SECONDARY"] + image_type[2:]
     copy.DerivationDescription = DERIVATION if placed is None else \

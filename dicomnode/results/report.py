@@ -580,7 +580,8 @@ def _bullseye_values(results: Sequence[PipelineResult]):
         if isinstance(block, dict):
             if not block.get("applicable"):
                 withheld = name == "lge" and result.summary.get("determined") is False  # the key numbers say why
-                why = f"LGE numbers {SEE_KEY_NUMBERS}" if withheld else block.get("reason", "unknown reason")
+                why = f"LGE numbers {SEE_KEY_NUMBERS}" if withheld else \
+                    block.get("reader_reason") or block.get("reason", "unknown reason")
                 return None, None, f"AHA segments not assigned: {why}", "", 0, ""
             values = {int(v["segment"]): v.get(key) for v in block.get("segments", [])}
             labels = {int(v["segment"]): v.get("transmurality_class") for v in block.get("segments", [])} \

@@ -21,6 +21,7 @@ The form is chosen for OHIF v3 without leaving the standard (PS3.3 A.51 Segmenta
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -285,6 +286,38 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
         derivation.SourceImageSequence = [_source_item(ref, not moved)]
 
 
+def _even_pixel_data(seg: Dataset) -> None:
+    """Give a FRACTIONAL SEG an even number of Pixel Data bytes where Rows x Columns x frames is odd, so that it
+    needs no pad byte: PS3.5 8.1.1 pads an odd OB value with one trailing byte, and OHIF's whole-instance read
+    divides the Pixel Data length by Number of Frames and rejects the SEG ("Invalid frame length: 1305606 for 5
+    frames", break46a #4). The frame added is an empty frame of a declared segment on a plane position the SEG
+    already holds where that segment has none (omitted by highdicom as empty): a frame the standard allows and
+    that labels nothing. Where every declared segment has a frame on every position (one slice holding every
+    segment) there is no such frame: the SEG keeps its odd length (a frame for a segment and position already
+    there would make frames ambiguous) and OHIF falls back to reading it frame by frame."""
+    frames = list(seg.PerFrameFunctionalGroupsSequence)
+    frame_bytes = int(seg.Rows) * int(seg.Columns)
+    if (frame_bytes * len(frames)) % 2 == 0:
+        return
+    by_position = {}
+    for frame in frames:
+        position_index = int(frame.FrameContentSequence[0].DimensionIndexValues[1])
+        by_position.setdefault(position_index, frame)
+    present = {(int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+                int(frame.FrameContentSequence[0].DimensionIndexValues[1])) for frame in frames}
+    for segment in (int(item.SegmentNumber) for item in seg.SegmentSequence):
+        for position_index in sorted(by_position):
+            if (segment, position_index) in present:
+                continue
+            empty = copy.deepcopy(by_position[position_index])
+            empty.SegmentIdentificationSequence[0].ReferencedSegmentNumber = segment
+            empty.FrameContentSequence[0].DimensionIndexValues = [segment, position_index]
+            seg.PerFrameFunctionalGroupsSequence.append(empty)
+            seg.NumberOfFrames = len(frames) + 1
+            seg.PixelData = bytes(seg.PixelData[:frame_bytes * len(frames)]) + bytes(frame_bytes)
+            return
+
+
 def _group_item(container: Dataset | None, keyword: str) -> Dataset | None:
     sequence = container.get(keyword) if container is not None else None
     return sequence[0] if sequence else None
@@ -524,21 +557,26 @@ def build_seg(
         content_date=started_at.date(),
         content_time=started_at.time(),
     )
+    if fractional:
+        _even_pixel_data(seg)
     _point_frames_at_sources(seg, result, plan, slices, relocated)
     if any(lossy_compression(sources[uid]) for uid in ordered_uids):
         seg.LossyImageCompression = "01"  # PS3.3 C.7.6.1.1.5, also where only the transfer syntax says lossy
     # the phase first: OHIF's series list cuts a description after about 24 characters, so "AI cine segmentation
     # ED" and "... ES" read the same there (break43d)
-    what = f"{pipeline_name} segmentation"
+    phase = ""
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
-        what = f"{PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]} {what}"
-    if first.get("SeriesNumber") is not None:  # which series it segments (viewers list series by their text)
-        for named in (f"{what}, series {first.SeriesNumber}", f"{what} S:{first.SeriesNumber}"):
-            try:
-                ai_series_description(named)
-            except ValueError:  # over the 64 characters of LO
-                continue
+        phase = f"{PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]} "
+    what = f"{phase}{pipeline_name} segmentation"
+    if first.get("SeriesNumber") is not None:
+        # which series it segments, within the ~24 characters OHIF's series list shows: a stack sent one series per
+        # slice gets one SEG per series (OHIF attaches a SEG to one series), and "AI LGE segmentation, series 25"
+        # and "..., series 26" read the same there (break46a #6): "AI LGE SEG S:25", "AI ED cine SEG S:5"
+        named = f"{phase}{pipeline_name} SEG S:{first.SeriesNumber}"
+        try:
+            ai_series_description(named)
             what = named
-            break
+        except ValueError:  # over the 64 characters of LO: the series number is not said
+            pass
     apply_provenance(seg, [algorithm, *result.contributing], started_at, what)
     return seg

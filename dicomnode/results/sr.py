@@ -62,6 +62,9 @@ def _number(block: dict, key: str) -> float | None:
 #: decimals of a NUM by its unit, as summary.json keeps the same kind of quantity (volumes, masses, percentages,
 #: indexed values, thicknesses: 2; body surface area: 3)
 UNIT_DECIMALS = {codes.UNIT_M2.value: 3}
+#: the meaning of (121232, DCM) in TID 1411, "Source series for segmentation" (PS3.16), which highdicom writes
+#: capitalised ("Source Series for Segmentation") and pixelmed's DicomSRValidator then warns of
+SOURCE_SERIES_MEANING = "Source series for segmentation"
 DEFAULT_DECIMALS = 2
 
 
@@ -201,9 +204,12 @@ class _SegmentIndex:
         (_, seg), (number, segment_uid) = holders[0], found
         uid = tracking_uid or segment_uid
         series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)  # the images the SEG was made on
+        source_series = hd.sr.SourceSeriesForSegmentation(series_uid)
+        # TID 1411's concept name meaning, as pixelmed's DicomSRValidator compares it (break46a #9)
+        source_series.ConceptNameCodeSequence[0].CodeMeaning = SOURCE_SERIES_MEANING
         reference = hd.sr.ReferencedSegment(
             sop_class_uid=SegmentationStorage, sop_instance_uid=str(seg.SOPInstanceUID), segment_number=number,
-            source_series=hd.sr.SourceSeriesForSegmentation(series_uid))
+            source_series=source_series)
         groups = [hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=tracking_text(name, qualifier)),
             referenced_segment=reference, algorithm_id=_algorithm_id(self.result.algorithm), **kwargs)]
@@ -1025,7 +1031,7 @@ def _stack_comments(result: PipelineResult) -> list[str]:
 def lge_comments(summary: dict | None) -> list[str]:
     """What the PDF and the console say of an LGE result beyond its numbers, as SR comments (break45a finding 8):
     each threshold method's caveat where computed though not validated and the full reason of each not reported
-    (threshold_text, as PDF page 2), why the AHA segments were not assigned (`aha_segments.reason`), and the LGE
+    (threshold_text, as PDF page 2), why the AHA segments were not assigned (`aha_segments.reader_reason`, the sentence for the reader; else `reason`), and the LGE
     series of the same slices left aside (`series_left_aside`); the methods and AHA only where the numbers are given
     (withheld numbers: the comments of _stack_comments say why)."""
     summary = summary if isinstance(summary, dict) else {}
@@ -1036,8 +1042,8 @@ def lge_comments(summary: dict | None) -> list[str]:
         if isinstance(nsd, dict) or isinstance(fwhm, dict):
             comments += [f"LGE {line[0].lower()}{line[1:]}" for line in threshold_method_lines(nsd or {}, fwhm or {})]
         aha = summary.get("aha_segments")
-        if isinstance(aha, dict) and not aha.get("applicable") and aha.get("reason"):
-            comments.append(f"LGE AHA segments not assigned: {aha['reason']}")
+        if isinstance(aha, dict) and not aha.get("applicable") and (aha.get("reader_reason") or aha.get("reason")):
+            comments.append(f"LGE AHA segments not assigned: {aha.get('reader_reason') or aha['reason']}")
     return comments + [f"LGE left aside: {text}" for text in summary.get("series_left_aside") or []]
 
 

@@ -131,3 +131,34 @@ def test_an_rv_straight_in_front_of_or_behind_the_lv_gets_the_midline_caveat(deg
     assert block["rv_insertion"]["rv_side"] is None
     assert geometry_warnings(block) == [f"AHA segments: {MIDLINE_CAVEAT}"]
     assert geometry_warnings(aha_summary_for_volume(labels, volume)) == []
+
+
+def _rotated_in_plane(volume, degrees: float):
+    """The volume's geometry turned about its normal by `degrees` (the same pixels, the heart turned in the body)."""
+    orientation = np.asarray(volume.orientation, dtype=float)
+    row, col = orientation[:3], orientation[3:]
+    theta = np.radians(degrees)
+    return SimpleNamespace(orientation=[*(np.cos(theta) * row + np.sin(theta) * col),
+                                        *(-np.sin(theta) * row + np.cos(theta) * col)],
+                           positions=volume.positions, pixel_spacing=SPACING)
+
+
+def test_an_rv_straight_to_the_right_of_the_lv_keeps_a_normal_hearts_segments():
+    """break46a #1: on real MyoPS geometry (Case3002) the RV lies straight to the patient's right of the LV, so its
+    insertion points lie about equally far anterior, and the node declined the AHA segments ("dextrocardia / situs
+    inversus?"). With the RV on the patient's right and a plane that shows anterior, a normally placed heart's
+    handedness decides: the same segments as with the heart turned so that the anterior insertion point is clear."""
+    labels, volume = normal_heart()
+    positions = np.asarray(volume.positions) @ np.cross(volume.orientation[:3], volume.orientation[3:])
+    reference = aha_segments(labels, SPACING, positions, "last", orientation=volume.orientation)
+    turned = []
+    for degrees in np.arange(-90.0, 90.5, 2.5):  # turns of the heart in the body, the pixels as they are
+        candidate = _rotated_in_plane(volume, degrees)
+        result = aha_segments(labels, SPACING, positions, "last", orientation=candidate.orientation)
+        if result.applicable and "equally far anterior" in result.rv_insertion["anterior_from"]:
+            turned.append(result)
+    assert turned  # some turns put both insertion points equally far anterior
+    for result in turned:
+        assert result.rv_insertion["rv_side"] == "right" and result.caveat is None
+        assert result.rv_insertion["segments_run"] == "counter-clockwise seen from the apex"
+        np.testing.assert_array_equal(result.segment_map, reference.segment_map)

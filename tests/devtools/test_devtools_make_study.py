@@ -189,6 +189,34 @@ def test_a_myops_study_is_the_real_12_bit_lge_in_real_geometry(myops_3002, datas
     assert "MyoPS 2020" in licence and "research / non-commercial use only" in licence
 
 
+def test_a_myops_study_is_a_normal_heart_in_the_scanners_geometry(myops_3002, datasets):
+    """break46a #1: MyoPS studies were stamped with the synthetic SAX orientation, which made every heart a mirror
+    image (RV on the patient's left): the node said dextrocardia and assigned no AHA segment. They now carry the
+    scanner's orientation and slice positions from the NIfTI qform: RV on the patient's right, apex to the left."""
+    import nibabel
+
+    from dicomnode.analysis.aha import aha_summary_for_volume, basal_end_for_volume, rv_side, rv_side_offset_mm
+
+    affine = nibabel.load(datasets / "myops2020-lge" / "Case3002" / "Case3002_LGE.nii.gz").affine
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in myops_3002.paths]
+    lps = np.diag([-1.0, -1.0, 1.0])
+    row_dir, col_dir = lps @ affine[:3, 0], lps @ affine[:3, 1]
+    expected = np.concatenate([row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)])
+    for ds in headers:
+        assert [float(v) for v in ds.ImageOrientationPatient] == pytest.approx(expected, abs=1e-5)
+    truth = np.load(myops_3002.ground_truth_path)["labelmap"][0]
+    offset = rv_side_offset_mm(truth, (0.7421875, 0.7421875), expected)
+    assert rv_side(offset) == "right" and offset < -20  # -33 mm: the RV to the right of the LV
+    (cmr,) = load_studies([myops_3002.out_dir / "dicom"])
+    volume = cmr.load_volume(cmr.preferred("lge"))
+    labels = np.stack([truth[[r.sop_instance_uid for r in myops_3002.frames[0]].index(ref.sop_instance_uid)]
+                       for ref in volume.frames[0]])
+    assert basal_end_for_volume(labels, volume) in ("first", "last")  # the geometry tells the basal end
+    summary = aha_summary_for_volume(labels, volume)
+    assert summary.get("segments") and not any("dextrocardia" in str(w) or "clockwise" in str(w)
+                                               for w in summary.get("warnings", [])), summary
+
+
 def test_myops_ground_truth_is_the_expert_labels_as_node_labels(myops_3002, datasets):
     from dicomnode.analysis.aha import basal_end_from_geometry
 

@@ -210,3 +210,34 @@ def test_each_n_of_the_n_sd_method_has_a_concept_of_its_own(n):
     assert name.CodeMeaning == f"LGE extent by {n}-SD threshold, % of LV myocardial volume"
     assert codes.lge_percent_nsd(n) in codes.PRIVATE_CODES and len(name.CodeMeaning) <= 64
     assert set(codes.LGE_PERCENT_NSD_BY_N) == {2, 3, 5, 6}
+
+
+def test_the_reader_gets_a_clinical_sentence_where_aha_segments_are_not_assigned(capsys):
+    """break46a #1: the PDF and SR showed the reader "stack normal [-0.672, 0.666, 0.323] ... cosine -0.18" where the
+    AHA segments were not assigned. They now show the block's reader_reason; the technical reason stays in
+    summary.json (`reason`) and the console."""
+    from dicomnode.analysis.aha import READER_ORIENTATION, aha_summary
+    from dicomnode.results.report import _bullseye_values
+
+    from tests.analysis.test_aha import stack
+
+    labels = stack(from_apex=True)  # a coronal plane holds no anterior direction
+    block = aha_summary(labels, (1.5, 1.5), [8.0 * k for k in range(labels.shape[0])], "last",
+                        orientation=[1, 0, 0, 0, 0, -1])
+    assert block["applicable"] is False and "ImageOrientationPatient" in block["reason"]
+    assert block["reader_reason"] == READER_ORIENTATION
+
+    def technical(lge):
+        lge.summary["aha_segments"] = {"applicable": False, "model": "AHA", "reason": (
+            "AHA segments not computed: stack normal [-0.672, 0.666, 0.323] is nearly orthogonal (cosine -0.18)"),
+            "reader_reason": READER_ORIENTATION}
+
+    results, sr = _report(technical)
+    said = report_comments(sr)
+    assert f"LGE AHA segments not assigned: {READER_ORIENTATION}" in said
+    assert not any("cosine" in comment for comment in said)
+    title = _bullseye_values(results)[2]
+    assert title == f"AHA segments not assigned: {READER_ORIENTATION}" and "cosine" not in title
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": [], "outputs": [],
+                                      "lge": results[0].summary}]})
+    assert "cosine -0.18" in capsys.readouterr().out  # the technical detail: console, summary.json

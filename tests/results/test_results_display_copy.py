@@ -112,7 +112,10 @@ def test_copies_are_numbered_in_the_sources_instance_order_and_name_the_node(tmp
         in_source_order = sorted(series, key=lambda c: sources[c.SourceImageSequence[0].ReferencedSOPInstanceUID])
         assert [int(c.InstanceNumber) for c in in_source_order] == [1, 2, 3]
     for duplicate in copies:
-        assert duplicate.Manufacturer == "SIEMENS" and duplicate.ManufacturerModelName == "Avanto"
+        # the node authors the copy (break46a #5): General Equipment is the node's, the scanner acquisition equipment
+        assert duplicate.Manufacturer == NODE_MANUFACTURER and duplicate.ManufacturerModelName == NODE_MODEL_NAME
+        scanner = duplicate.ContributingEquipmentSequence[-2]
+        assert scanner.Manufacturer == "SIEMENS" and scanner.ManufacturerModelName == "Avanto"
         node = duplicate.ContributingEquipmentSequence[-1]
         purpose = node.PurposeOfReferenceCodeSequence[0]
         assert (purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning) == (

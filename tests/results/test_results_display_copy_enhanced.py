@@ -164,8 +164,10 @@ def test_a_tilted_enhanced_stack_gets_single_frame_copies_placed_in_the_mean_pla
         assert list(duplicate.ImageType[:3]) == ["DERIVED", "SECONDARY", "T1"]
         assert duplicate.PixelData == source.PixelData[(number - 1) * size:number * size]  # the frame, not resampled
         # patient, study, Frame of Reference: the source's; the frame's own values in the classic attributes
-        for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "FrameOfReferenceUID", "Manufacturer"):
+        for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "FrameOfReferenceUID"):
             assert duplicate.get(keyword) == source.get(keyword), keyword
+        # the scanner as acquisition equipment of the copy the node authors (break46a #5)
+        assert duplicate.ContributingEquipmentSequence[-2].Manufacturer == source.Manufacturer
         assert int(duplicate.InstanceNumber) == number  # the frames' order (slice order here)
         assert float(duplicate.TriggerTime) == 400.0 + number - 1
         assert float(duplicate.RescaleIntercept) == -4096.0 + number - 1 and float(duplicate.RescaleSlope) == 2.0

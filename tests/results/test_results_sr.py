@@ -848,3 +848,23 @@ def test_a_ring_is_drawn_as_a_ring(reports):
         assert not [i for i in inner.ContentSequence if concept(i) == ("363698007", "SCT")]
         assert [i.GraphicData for i in inner.ContentSequence if i.ValueType == "SCOORD"] == [
             list(on_that_slice[1][1])]
+
+
+@pytest.mark.peers
+def test_the_source_series_concept_has_the_templates_meaning(reports, tmp_path):
+    """break46a #9: pixelmed warned that (121232, DCM) "Source Series for Segmentation" (highdicom's capitals) differs
+    from TID 1411's "Source series for segmentation"."""
+    *_, sr, _, _ = reports
+    meanings = set()
+
+    def visit(items):
+        for item in items:
+            for name in item.get("ConceptNameCodeSequence", []):
+                if name.CodeValue == "121232":
+                    meanings.add(name.CodeMeaning)
+            visit(item.get("ContentSequence", []))
+
+    visit(sr.ContentSequence)
+    assert meanings == {"Source series for segmentation"}
+    warnings = assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    assert not [w for w in warnings if "121232" in w], warnings

@@ -1,0 +1,89 @@
+"""The IHE IOCM Rejection Note a re-analysis sends to retire the result objects it supersedes.
+
+The node cannot change what a PACS already holds, and a viewer shows an earlier SEG, SR, PDF or SC exactly like a
+current one (OHIF ignores the new SR's Predecessor Documents Sequence). IHE RAD TF-1 IOCM (Imaging Object Change
+Management) gives the standard way to retire them: a Key Object Selection Document (PS3.3 A.35.4, TID 2010) whose
+document title is a rejection reason (CID 7011) and which lists the instances retired. IOCM-aware archives
+(DCM4CHEE, Orthanc with its IOCM plugin, most vendor PACS) hide the listed instances from the reading view and keep
+them for audit; an archive that knows nothing of IOCM stores the note as one more small key-object series.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+import highdicom as hd
+from highdicom.sr import CodedConcept
+from pydicom.dataset import Dataset
+from pydicom.uid import (Comprehensive3DSRStorage, ComprehensiveSRStorage, EncapsulatedPDFStorage,
+                         SecondaryCaptureImageStorage, SegmentationStorage)
+
+from dicomnode.results.headers import carry_identity, fit_character_set
+from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
+from dicomnode.uids import new_uid
+
+#: Key Object Selection Document title (CID 7011 "Rejected for Quality Reasons", DCM 113001). A superseded AI
+#: result is of the right patient and study and was correct to send at the time; a later analysis of more or changed
+#: images replaces its numbers. IOCM's "quality" rejection says exactly that: the instances are hidden from the
+#: reading view but kept, and an administrator can restore them (an audit can still show what was reported when).
+#: (113037, DCM, "Rejected for Patient Safety Reasons") is for instances that must never be seen again (wrong
+#: patient, a dangerous error) and which many archives delete outright; (113038) "Incorrect Modality Worklist Entry"
+#: and (113039) "Data Retention Policy Expired" name other situations.
+REJECTED_FOR_QUALITY_REASONS = CodedConcept(value="113001", scheme_designator="DCM",
+                                            meaning="Rejected for Quality Reasons")
+#: the SOP classes of the node's own result objects that a re-analysis supersedes: SEG, the TID 1500 SR
+#: (Comprehensive 3D SR), the suggestions SR (Comprehensive SR), the PDF and the report image. Display copies (MR)
+#: are not listed: their pixels are the scanner's, shown again by every later analysis that needs them.
+REJECTED_SOP_CLASSES = frozenset({SegmentationStorage, Comprehensive3DSRStorage, ComprehensiveSRStorage,
+                                  EncapsulatedPDFStorage, SecondaryCaptureImageStorage})
+#: the classes among them that are images: referenced by IMAGE content items (TID 2010), the others by COMPOSITE
+_IMAGE_CLASSES = frozenset({SegmentationStorage, SecondaryCaptureImageStorage})
+
+
+def rejection_description(report_time: str | None) -> str:
+    """Series Description of the note (LO, at most 64 characters): what a viewer's series list shows of it."""
+    return f"Rejected for Quality Reasons: AI results{f' of {report_time}' if report_time else ''}"[:64]
+
+
+def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at: dt.datetime, series_number: int,
+                         report_time: str | None = None) -> Dataset:
+    """The Rejection Note (Key Object Selection Document, title REJECTED_FOR_QUALITY_REASONS) listing `superseded`.
+
+    `header`: the patient and study identity of the new analysis's objects (headers.derivable_header of the study,
+    as every result object carries it). `superseded`: the earlier result objects, each a dict with
+    `sop_instance_uid`, `series_instance_uid`, `sop_class_uid` (one of REJECTED_SOP_CLASSES) and
+    `study_instance_uid`, which must be `header`'s study. `report_time`: when the superseded results were made
+    ("2026-12-07 07:25", provenance.report_time), named in the Series Description. Series and Content Date/Time:
+    `started_at` (the new analysis's start). Raises ValueError for an empty list, a class not in
+    REJECTED_SOP_CLASSES or an instance of another study (IOCM notes are per study).
+    """
+    if not superseded:
+        raise ValueError("a rejection note needs at least one superseded instance")
+    study_uid = str(header.StudyInstanceUID)
+    references = []
+    for entry in superseded:
+        if entry["sop_class_uid"] not in REJECTED_SOP_CLASSES:
+            raise ValueError(f"{entry['sop_instance_uid']}: SOP class {entry['sop_class_uid']} is not one of the "
+                             "node's result objects a re-analysis supersedes")
+        if str(entry["study_instance_uid"]) != study_uid:
+            raise ValueError(f"{entry['sop_instance_uid']} belongs to study {entry['study_instance_uid']}, not to "
+                             f"{study_uid}: a rejection note lists the instances of one study")
+        reference = Dataset()
+        reference.StudyInstanceUID = study_uid
+        reference.SeriesInstanceUID = entry["series_instance_uid"]
+        reference.SOPInstanceUID = entry["sop_instance_uid"]
+        reference.SOPClassUID = entry["sop_class_uid"]
+        if entry["sop_class_uid"] in _IMAGE_CLASSES:
+            reference.Rows = reference.Columns = 0  # highdicom writes an IMAGE item for a dataset with Rows/Columns
+        carry_identity(reference, header)
+        references.append(reference)
+    content = hd.ko.KeyObjectSelection(document_title=REJECTED_FOR_QUALITY_REASONS, referenced_objects=references)
+    note = hd.ko.KeyObjectSelectionDocument(
+        evidence=references, content=content, series_instance_uid=new_uid(), series_number=series_number,
+        sop_instance_uid=new_uid(), instance_number=1, manufacturer=NODE_MANUFACTURER,
+        manufacturer_model_name=NODE_MODEL_NAME, software_versions=node_version(),
+        series_description=rejection_description(report_time),
+        series_date=started_at.date(), series_time=started_at.time(),
+        content_date=started_at.date(), content_time=started_at.time())
+    carry_identity(note, header)
+    return fit_character_set(note)

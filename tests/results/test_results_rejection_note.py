@@ -1,0 +1,133 @@
+"""break46a #2: a re-analysis left the results it supersedes looking current in the viewer. It now sends an IHE IOCM
+Rejection Note (Key Object Selection Document, (113001, DCM, "Rejected for Quality Reasons")) listing exactly the
+superseded SEG, SR, PDF and SC, with the new results and to the same destinations, unless analysis.rejection_note is
+false; summary.json says which objects it retired (or that it did not)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.uid import KeyObjectSelectionDocumentStorage
+
+from dicomnode.config import Config
+from dicomnode.results.objects import build_result_objects
+from dicomnode.results.rejection import REJECTED_SOP_CLASSES, build_rejection_note
+from dicomnode.study_path import outbox_items, run_study
+from dicomnode.types import StudyOutcome
+from synthetic import make_study, write
+from validators import assert_valid
+
+CONFIG = {"destinations": [{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.1", "port": 104}],
+          "routes": [{"name": "mr", "destinations": ["pacs"]}]}
+
+
+def _superseded(objects) -> list[dict]:
+    return [{"sop_instance_uid": str(d.SOPInstanceUID), "series_instance_uid": str(d.SeriesInstanceUID),
+             "sop_class_uid": str(d.SOPClassUID), "study_instance_uid": str(d.StudyInstanceUID)}
+            for d in objects if str(d.SOPClassUID) in REJECTED_SOP_CLASSES]
+
+
+def _listed(note) -> dict[str, str]:
+    """{referenced SOP Instance UID: its value type in the content tree}; the evidence lists the same instances."""
+    items = {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID): item.ValueType
+             for item in note.ContentSequence}
+    evidence = {str(item.ReferencedSOPInstanceUID) for study in note.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert evidence == set(items)
+    return items
+
+
+@pytest.fixture(scope="module")
+def analyses():
+    study, results, context = make_study(slices=3, cine_phases=5)
+    first = build_result_objects(study, results, context, secondary_capture=True)
+    earlier = [{"sop_instance_uid": str(first[-1].SOPInstanceUID), "series_instance_uid": "1.2.4",
+                "study_instance_uid": study.study_instance_uid, "report_time": "2026-12-07 07:25"}]
+    second = build_result_objects(study, results, context, supersedes=earlier, secondary_capture=True)
+    return study, context, first, second, earlier
+
+
+@pytest.mark.peers
+def test_the_rejection_note_lists_exactly_the_superseded_results_and_validates(analyses, tmp_path):
+    study, context, first, _, _ = analyses
+    superseded = _superseded(first)
+    assert {d.Modality for d in first} >= {"SEG", "SR", "DOC", "OT", "MR"}  # display copies (MR) are not listed
+    note = build_rejection_note(first[0], superseded, context.started_at, 10102, "2026-12-07 07:25")
+    assert note.SOPClassUID == KeyObjectSelectionDocumentStorage and note.Modality == "KO"
+    title = note.ConceptNameCodeSequence[0]
+    assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
+        "113001", "DCM", "Rejected for Quality Reasons")
+    listed = _listed(note)
+    assert set(listed) == {entry["sop_instance_uid"] for entry in superseded}
+    kinds = {str(d.SOPInstanceUID): d.Modality for d in first}
+    assert {kinds[uid]: kind for uid, kind in listed.items()} == {"SEG": "IMAGE", "OT": "IMAGE", "SR": "COMPOSITE",
+                                                                 "DOC": "COMPOSITE"}
+    assert str(note.StudyInstanceUID) == study.study_instance_uid
+    assert (note.PatientID, note.PatientName) == (first[0].PatientID, first[0].PatientName)
+    assert note.SeriesDescription == "Rejected for Quality Reasons: AI results of 2026-12-07 07:25"
+    assert note.Manufacturer == "dicomnode project"
+    assert_valid(write(note, tmp_path / "rejection.dcm"), "DicomInstanceValidator")
+
+
+def test_a_rejection_note_refuses_another_study_or_an_object_not_the_nodes_result(analyses):
+    _, context, first, _, _ = analyses
+    entry = _superseded(first)[0]
+    with pytest.raises(ValueError, match="belongs to study 1.2.999"):
+        build_rejection_note(first[0], [{**entry, "study_instance_uid": "1.2.999"}], context.started_at, 9102)
+    with pytest.raises(ValueError, match="is not one of the node's result objects"):
+        build_rejection_note(first[0], [{**entry, "sop_class_uid": "1.2.840.10008.5.1.4.1.1.4"}], context.started_at,
+                             9102)
+    with pytest.raises(ValueError, match="at least one"):
+        build_rejection_note(first[0], [], context.started_at, 9102)
+
+
+class _Analyser:
+    """Hands the study path the second analysis's result objects, as analysis.run.Analyser builds them."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def analyse(self, study, pipelines, started_at=None, supersedes=None):
+        return StudyOutcome(summary={"study_instance_uid": study.study_instance_uid, "declined": []},
+                            datasets=list(self.datasets))
+
+
+def test_a_reanalysis_sends_the_rejection_note_with_its_results_to_the_same_destinations(analyses, tmp_path):
+    study, context, first, second, earlier = analyses
+    superseded = _superseded(first)
+    run = run_study(study, Config.model_validate(CONFIG), _Analyser(second), None, tmp_path,
+                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", started_at=context.started_at,
+                    supersedes=earlier, rejects=superseded)
+    notes = [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
+    assert len(notes) == 1 and len(run.written) == len(second) + 1
+    entry = run.summary["rejection_note"]
+    assert entry == {"sop_instance_uid": notes[0].sop_instance_uid,
+                     "rejected": [e["sop_instance_uid"] for e in superseded]}
+    from pydicom import dcmread
+    note = dcmread(tmp_path / notes[0].path)
+    assert set(_listed(note)) == set(entry["rejected"])
+    assert int(note.SeriesNumber) == 10102  # beside the rerun's SR 10100 and suggestions SR 10101
+    items = outbox_items(Config.model_validate(CONFIG), run.route, run.written, None)
+    assert {i.sop_instance_uid for i in items if i.destination == "pacs"} == {w.sop_instance_uid for w in run.written}
+
+
+def test_switched_off_no_rejection_note_is_sent_and_the_summary_says_so(analyses, tmp_path, caplog):
+    study, context, first, second, earlier = analyses
+    config = Config.model_validate({**CONFIG, "analysis": {"rejection_note": False}})
+    with caplog.at_level("WARNING"):
+        run = run_study(study, config, _Analyser(second), None, tmp_path,
+                        lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", supersedes=earlier,
+                        rejects=_superseded(first))
+    assert not [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
+    assert len(run.written) == len(second)
+    assert run.summary["rejection_note"]["sop_instance_uid"] is None
+    assert run.summary["rejection_note"]["reason"] == "analysis.rejection_note = false"
+    assert "delete them there by hand" in caplog.text
+
+
+def test_a_first_analysis_sends_no_rejection_note(analyses, tmp_path):
+    study, _, first, _, _ = analyses
+    run = run_study(study, Config.model_validate(CONFIG), _Analyser(first), None, tmp_path,
+                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", rejects=[])
+    assert "rejection_note" not in run.summary
+    assert not [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
