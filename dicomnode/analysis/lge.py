@@ -486,7 +486,7 @@ def segment_stack(pixels: np.ndarray, spacing_rc: tuple[float, float], run_model
     turn = anatomical_turn(_rv_direction(wide_probabilities, wide)) if anatomical_pose else None
     if turn is not None and not turn.is_identity:
         turned = segment_stack(turn.apply(pixels), turn.spacing(spacing_rc), run_model, spec, scar_log_offset,
-                               locate_model, anatomical_pose=False)
+                               locate_model=locate_model, anatomical_pose=False)
         return SegmentedStack(labels=turn.invert(turned.labels), probabilities=turn.invert(turned.probabilities),
                               centre_rc=turn.source_point(turned.centre_rc, shape_rc), localised=turned.localised)
     image_centre = ((shape_rc[0] - 1) / 2.0, (shape_rc[1] - 1) / 2.0)
