@@ -156,7 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-command", default="python -m engines.lge.train --out engines/runs/lge2_cv --folds 5 "
                                                      "--steps 1400, then the same with --steps 3000 (resumed: the "
                                                      "cosine schedule restarted at 56 % of the peak rate)")
+    parser.add_argument("--card-only", action="store_true",
+                        help="keep the exported weights and rewrite only the cards' metrics (--evaluation), decision "
+                             "block (--calibration) and version, after a re-evaluation of the same runs")
     args = parser.parse_args(argv)
+    if args.card_only:
+        update_cards(args.out, args.evaluation, args.calibration, args.runs)
+        return 0
     torch.set_num_threads(2)
     model, metadata = ensemble_from_runs(args.runs, args.flip_tta, args.members)
     onnx_path = args.out / f"{MODEL_NAME}.onnx"
@@ -169,14 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads(args.evaluation.read_text()).get("shipped_metrics") if args.evaluation.is_file() else None
     card = model_card(model, metadata, metrics, args.train_command)
     if args.calibration is not None:
-        calibration = json.loads(args.calibration.read_text())
-        card["decision"] = {
-            "scar_log_offset": calibration["shipped"],
-            "rule": "added to log P(scar) and log P(MVO) before the arg-max, per input kind "
-                    "(dicomnode.analysis.lge.input_kind: 'native' scanner values, 'windowed_8bit' 8-bit exports)",
-            "calibration": {k: calibration[k] for k in ("objective", "per_fold", "results", "date")},
-            "command": f"python -m engines.lge.calibrate --cv {args.runs}",
-        }
+        card["decision"] = decision_block(json.loads(args.calibration.read_text()), args.runs)
     card["parity_max_abs_diff"] = worst
     card["parity_reference"] = "torch float64 forward pass of the same weights, 3 random inputs (export.parity)"
     card["torch"] = {"module": "engines.lge.model", "factory": "LGEEnsemble",
@@ -193,6 +192,37 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{MODEL_NAME}.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB), parity max |diff| {worst:.2e}")
     return 0
+
+
+def decision_block(calibration: dict, runs: Path) -> dict:
+    """The card's "decision" block from engines.lge.calibrate's lge_calibration.json: the shipped scar + MVO
+    log-probability offsets per input kind, which the node applies (dicomnode.analysis.lge.ScarDecision)."""
+    return {
+        "scar_log_offset": calibration["shipped"],
+        "rule": "added to log P(scar) and log P(MVO) before the arg-max, per input kind "
+                "(dicomnode.analysis.lge.input_kind: 'native' scanner values, 'windowed_8bit' 8-bit exports)",
+        "calibration": {k: calibration[k] for k in ("objective", "per_fold", "results", "date")},
+        "command": f"python -m engines.lge.calibrate --cv {runs}",
+    }
+
+
+def update_cards(out: Path, evaluation: Path, calibration: Path | None, runs: Path) -> None:
+    """Rewrite <out>/lge_unet.json's metrics (EVALUATION.json's shipped_metrics) and, with `calibration`, its
+    decision block, and give it and its localiser's card a new version (to the minute, UTC): the weights are
+    unchanged, but a changed decision or preprocessing is another algorithm version in the results' provenance."""
+    path = out / f"{MODEL_NAME}.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    card["metrics"] = json.loads(evaluation.read_text()).get("shipped_metrics") or {}
+    if calibration is not None:
+        card["decision"] = decision_block(json.loads(calibration.read_text()), runs)
+    card["version"] = dt.datetime.now(dt.timezone.utc).strftime("%Y.%m.%d.%H%M")
+    path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    localiser = out / f"{LOCALISER_NAME}.json"
+    if localiser.is_file():
+        localiser_card = json.loads(localiser.read_text(encoding="utf-8"))
+        localiser_card["version"] = card["version"]
+        localiser.write_text(json.dumps(localiser_card, indent=2) + "\n", encoding="utf-8")
+    print(f"updated {path} (version {card['version']})")
 
 
 def export_localiser(model: LGEEnsemble, card: dict, out: Path, tolerance: float) -> dict:
