@@ -8,11 +8,16 @@ centred on the septum. Numbering counter-clockwise as seen from the apex (in a n
 2 anteroseptal, 3 inferoseptal, 4 inferior, 5 inferolateral, 6 anterolateral (7-12 the same at mid), 13 anterior,
 14 septal, 15 inferior, 16 lateral.
 
-Anterior and inferior are anatomical directions: given ImageOrientationPatient, the anterior RV insertion point is
-the end of the RV contact arc lying further towards the patient's anterior (-y of DICOM LPS), and the segments run
-from it across the septum, whatever the handedness of the stored image or the heart's position. In a mirrored heart
-(situs inversus, mirror-image dextrocardia) they then run clockwise seen from the apex, and the result carries
-MIRRORED_CAVEAT: the RV lies to the patient's left of the LV; MIDLINE_CAVEAT: neither left nor right of it.
+Anterior and inferior are anatomical directions, named from the heart itself: the RV contact arc gives the two RV
+insertion points and the septum between them, and seen from the apex a normal heart runs counter-clockwise from the
+anterior one across the septum to the inferior one. That handedness survives any rigid rotation of the heart or of
+the patient frame (a proper rotation cannot mirror a heart), so the segments do not move with where the heart lies
+in the patient. ImageOrientationPatient serves to recognise a mirror image (situs inversus, mirror-image
+dextrocardia: the RV to the patient's left of the LV and the apex to the right), whose segments run clockwise seen
+from the apex, with MIRRORED_CAVEAT; the basal end of the stack (basal_end_for_volume), from the anterior-inferior
+pointing of the apex, which holds whatever the heart's side; and the caveats where the anatomy and the patient axes
+disagree otherwise (UNUSUAL_TURN_CAVEAT) or the RV lies neither left nor right of the LV (MIDLINE_CAVEAT). Angles
+are measured in millimetres (PixelSpacing), so non-square pixels do not move segments.
 
 Pure functions: numpy in, numbers out. Node labels (dicomnode.labels): 1 LV blood pool, 2 healthy myocardium,
 3 scar, 4 MVO, 5 RV blood pool. Slices must be ordered along n = row direction x column direction (the dicomnode
@@ -26,6 +31,7 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
+from dicomnode.analysis.cine_metrics import MIN_LV_EXTENT_MM
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 
 BasalEnd = Literal["first", "last"]
@@ -49,28 +55,36 @@ APEX_DIRECTIONS_LPS = {"left": APEX_DIRECTION_LPS, "right": np.array([-1.0, -1.0
                        None: np.array([0.0, -1.0, -1.0]) / np.sqrt(2.0)}
 #: patient anterior in DICOM LPS (PS3.3 C.7.6.2.1.1: +y points posterior)
 PATIENT_ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
-#: the anterior RV insertion point must lie at least this much further anterior than the inferior one (difference
-#: of the -y components of their unit directions from the LV centre; about 1 in a short-axis plane, 0 where the
-#: plane holds no anterior-posterior direction) for the geometry to tell them apart
+#: the patient geometry tells the RV insertion points apart where one lies at least this much further anterior than
+#: the other (difference of the -y components of their unit directions from the LV centre; about 1 in a short-axis
+#: plane, 0 where the plane holds no anterior-posterior direction): it then checks the anatomy's anterior one
+#: (heart_handedness)
 MIN_ANTERIOR_SEPARATION = 0.2
-#: the least length of patient anterior projected into the plane for a plane to show anterior at all (a coronal
-#: plane: 0); where it does and the RV insertion points lie equally far anterior with the RV to the patient's right,
-#: the heart is taken to be placed normally (aha_segments)
-MIN_ANTERIOR_IN_PLANE = 0.5
 #: the RV centre must lie at least this far (mm, along the patient's left-right axis) from the LV centre for its
 #: side to count (a normal heart: RV some 30-50 mm to the patient's right)
 MIN_RV_SIDE_OFFSET_MM = 5.0
-#: `caveat` of a result where the RV lies to the patient's left of the LV
+#: a base-to-apex direction points to the patient's left or right where its LPS x component is at least this
+#: fraction of its length (a normal heart's apex: about 0.6 to the left)
+MIN_APEX_SIDE_COMPONENT = 0.2
+#: `caveat` of a result where the RV lies to the patient's left of the LV and the apex to the right (a mirror image)
+#: or neither left nor right (heart_handedness)
 MIRRORED_CAVEAT = ("RV to the left of the LV: dextrocardia / situs inversus? AHA segments named from the patient "
                    "geometry: confirm")
 #: `caveat` of a result where the RV lies neither to the right nor to the left of the LV (its centre within
 #: MIN_RV_SIDE_OFFSET_MM of the LV's along the patient's left-right axis: straight in front of or behind it)
 MIDLINE_CAVEAT = ("RV neither to the right nor to the left of the LV: mesocardia or an unusual heart position? AHA "
-                  "segments named from the anterior-inferior axis only: confirm")
-#: `caveat` where the segments run clockwise seen from the apex the geometry gives, with the RV to the right
-UNUSUAL_TURN_CAVEAT = ("the AHA segments run clockwise seen from the apex although the RV lies to the right of the "
-                       "LV: the basal end of the stack (basal / apical thirds) or the heart's anatomy is unusual: "
-                       "confirm")
+                  "segments named from the heart's own anatomy: confirm")
+#: `caveat` where the heart's anatomy and the patient axes disagree without making a mirror image (heart_handedness):
+#: a proper rotation cannot mirror a heart, so the segments keep a normal heart's handedness
+UNUSUAL_TURN_CAVEAT = ("the heart lies unusually for the patient axes (ImageOrientationPatient: the RV to the "
+                       "patient's left with the apex to the left, the apex to the right without the RV to the "
+                       "left, or the insertion point the anatomy makes anterior lying further posterior): a rotated "
+                       "heart or image frame, or an unusual basal end of the stack; AHA segments named from the "
+                       "heart's own anatomy, counter-clockwise seen from the apex: confirm")
+
+#: `caveat` of a result whose stack misses a slice inside the LV (a gap in the slice positions)
+GAP_CAVEAT = ("a slice position inside the LV holds no slice (a gap: slice missing?): the basal, mid and apical thirds "
+              "are counted on the stack's slice grid, and the segments at the gap lack that slice: confirm")
 
 RAY_STEP_PX = 0.25
 RAYS_PER_DEGREE = 1.0
@@ -120,6 +134,8 @@ READER_NO_INSERTION = "the right ventricle's insertion points, which locate the 
 READER_ORIENTATION = ("the heart's orientation could not be determined from these images (unusual imaging plane or "
                       "heart position)")
 READER_GEOMETRY = "the images lack the position information the segment model needs"
+READER_SHORT_STACK = ("the images cover clearly less than the left ventricle, so its basal, mid and apical thirds "
+                      "cannot be told")
 
 
 @dataclass(frozen=True)
@@ -197,15 +213,19 @@ def _check(labels: np.ndarray, pixel_spacing_rc, slice_positions_mm, basal_end) 
     return labels, spacing, positions
 
 
-def _angles(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], from_apex: bool) -> np.ndarray:
-    """Angle in degrees [0, 360), counter-clockwise as seen from the apex."""
-    dy, dx = rows - centre[0], cols - centre[1]
+def _angles(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], from_apex: bool,
+            spacing: tuple[float, float]) -> np.ndarray:
+    """Angle in degrees [0, 360), counter-clockwise as seen from the apex, of pixels (row, column indices) about
+    `centre` (row, column), measured in millimetres: the offsets scaled by PixelSpacing `spacing` (row spacing,
+    column spacing; mm), so that non-square pixels do not turn the angles."""
+    dy, dx = (rows - centre[0]) * spacing[0], (cols - centre[1]) * spacing[1]
     # on screen (x right, y down) the image is seen looking along +n; seen from the apex when +n points to the base
     angle = np.degrees(np.arctan2(-dy, dx)) if from_apex else np.degrees(np.arctan2(dy, dx))
     return angle % 360.0
 
 
-def _rv_arc_ends(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex: bool) -> tuple[float, float] | None:
+def _rv_arc_ends(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex: bool, spacing: tuple[float, float]
+                 ) -> tuple[float, float] | None:
     """The RV insertion angles: the ends of the arc of RV blood pool touching the myocardium (RV pixels 4-adjacent
     to LV myocardium, angles from the LV centre), as (start, end) with the arc running counter-clockwise from start
     to end (in a normally placed heart seen from the apex: anterior, inferior)."""
@@ -215,7 +235,7 @@ def _rv_arc_ends(myocardium: np.ndarray, rv: np.ndarray, centre, from_apex: bool
     if touching.sum() < 2:
         return None
     rows, cols = np.nonzero(touching)
-    angles = np.sort(_angles(rows, cols, centre, from_apex))
+    angles = np.sort(_angles(rows, cols, centre, from_apex, spacing))
     gaps = np.diff(np.concatenate([angles, [angles[0] + 360.0]]))
     widest = int(np.argmax(gaps))
     if gaps[widest] < 30.0:
@@ -233,16 +253,12 @@ def _inplane_axes(orientation: Sequence[float], spacing: tuple[float, float]) ->
     return spacing[0] * values[3:] / np.linalg.norm(values[3:]), spacing[1] * values[:3] / np.linalg.norm(values[:3])
 
 
-def _anterior_in_plane(axes) -> float:
-    """Length (0-1) of patient anterior (LPS -y, unit) projected into the image plane of `_inplane_axes`."""
-    return float(np.hypot(*[(axis / np.linalg.norm(axis)) @ PATIENT_ANTERIOR_LPS for axis in axes]))
-
-
 def _direction_lps(angle_deg: float, from_apex: bool, axes) -> np.ndarray:
-    """Unit LPS direction of an in-plane angle of `_angles` (from the LV centre)."""
+    """Unit LPS direction of an in-plane angle of `_angles` (from the LV centre; an angle in millimetres, so each
+    `_inplane_axes` step is taken per mm)."""
     theta = np.radians(angle_deg)
     dy = -np.sin(theta) if from_apex else np.sin(theta)
-    vector = dy * axes[0] + np.cos(theta) * axes[1]
+    vector = dy * axes[0] / np.linalg.norm(axes[0]) + np.cos(theta) * axes[1] / np.linalg.norm(axes[1])
     return vector / np.linalg.norm(vector)
 
 
@@ -273,6 +289,38 @@ def rv_side(offset_mm: float | None) -> str | None:
     return "left" if offset_mm > 0 else "right"
 
 
+def apex_side(apex_lps: Sequence[float]) -> str | None:
+    """"left" / "right" (the patient's) towards which a base-to-apex direction (LPS) points, None where its
+    left-right component is under MIN_APEX_SIDE_COMPONENT of its length (apex straight anterior / inferior)."""
+    apex = np.asarray(apex_lps, dtype=float)
+    x = float(apex[0] / np.linalg.norm(apex))
+    return None if abs(x) < MIN_APEX_SIDE_COMPONENT else ("left" if x > 0 else "right")
+
+
+def heart_handedness(side: str | None, apex: str | None, separation: float) -> tuple[int, str | None]:
+    """(direction, caveat): whether the AHA segments run counter-clockwise (1, a normal heart's handedness) or
+    clockwise (-1, a mirror image) seen from the apex from the anterior RV insertion point, and the caveat to add.
+
+    A proper rotation cannot mirror a heart, so its handedness comes from the anatomy and the patient geometry decides
+    only a mirror image: the RV to the patient's left of the LV (`side`, rv_side) and the apex to the right (`apex`,
+    apex_side) together, as in situs inversus / mirror-image dextrocardia (MIRRORED_CAVEAT). The RV to the left with
+    the apex side unknown (apex straight anterior or inferior) may be either: MIRRORED_CAVEAT, and the handedness
+    mirrored only where `separation` (how much further anterior, LPS -y, the arc's end lies than its start; see
+    MIN_ANTERIOR_SEPARATION) shows the anatomy's anterior insertion point clearly further posterior. Any other heart keeps the normal handedness (an RV of unknown side or neither left nor right
+    without a caveat here: MIDLINE_CAVEAT is the caller's); UNUSUAL_TURN_CAVEAT where the patient axes disagree (the
+    RV and the apex both left, or the apex right alone: a rotated heart or image frame, or the insertion point the anatomy makes
+    anterior lying clearly further posterior)."""
+    if side == "left" and apex == "right":
+        return -1, MIRRORED_CAVEAT
+    if side == "left" and apex is None:
+        return (-1 if separation >= MIN_ANTERIOR_SEPARATION else 1), MIRRORED_CAVEAT
+    if side is None:
+        return 1, None  # the RV straight in front of or behind the LV: MIDLINE_CAVEAT says so
+    if side == "left" or apex == "right" or separation >= MIN_ANTERIOR_SEPARATION:
+        return 1, UNUSUAL_TURN_CAVEAT
+    return 1, None
+
+
 def _circular_mean(degrees: Sequence[float]) -> float:
     radians = np.radians(np.asarray(degrees, dtype=float))
     return float(np.degrees(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
@@ -297,25 +345,44 @@ def _sector_of(angle: np.ndarray, anterior: float, inferior: float, apical: bool
 
 def _ray_profiles(myocardium: np.ndarray, scar: np.ndarray, centre, spacing, angles_deg: np.ndarray,
                   from_apex: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per ray: (wall length in mm, scar fraction of the wall in %); NaN where the ray crosses no myocardium."""
+    """Per ray: (wall length in mm, scar fraction of the wall in %); NaN where the ray crosses no myocardium. The rays
+    leave `centre` at `angles_deg` measured in millimetres (`_angles`), sampled every RAY_STEP_PX of the finer pixel
+    spacing."""
     rows, cols = myocardium.shape
-    reach = float(np.hypot(rows, cols))
-    steps = np.arange(0.0, reach, RAY_STEP_PX)
+    step_mm = RAY_STEP_PX * min(spacing)
+    reach = float(np.hypot(rows * spacing[0], cols * spacing[1]))
+    steps = np.arange(0.0, reach, step_mm)
     theta = np.radians(angles_deg)[:, None]
-    dy = (-np.sin(theta) if from_apex else np.sin(theta)) * steps
-    dx = np.cos(theta) * steps
+    dy = (-np.sin(theta) if from_apex else np.sin(theta)) * steps / spacing[0]
+    dx = np.cos(theta) * steps / spacing[1]
     r = np.rint(centre[0] + dy).astype(int)
     c = np.rint(centre[1] + dx).astype(int)
     inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
     r, c = np.clip(r, 0, rows - 1), np.clip(c, 0, cols - 1)
     on_wall = myocardium[r, c] & inside
     on_scar = scar[r, c] & inside
-    step_mm = RAY_STEP_PX * np.hypot(spacing[0] * np.sin(theta[:, 0]), spacing[1] * np.cos(theta[:, 0]))
     wall_samples = on_wall.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         length = np.where(wall_samples > 0, wall_samples * step_mm, np.nan)
         fraction = np.where(wall_samples > 0, 100.0 * on_scar.sum(axis=1) / wall_samples, np.nan)
     return length, fraction
+
+
+def _thirds(ring_slices: list[int], positions: np.ndarray) -> tuple[list[list[int]], int]:
+    """The basal, mid and apical thirds of the slices with LV cavity (`ring_slices`, base to apex) counted on the
+    stack's slice grid: each slice's place is its distance from the basal one in median steps of `positions` (mm
+    along the normal), so a slice missing inside the LV keeps its place and the others keep their third (on an even
+    stack the same as dividing the slices). Returns the thirds and how many grid places inside the LV hold no
+    slice."""
+    if len(ring_slices) < 2 or positions.size < 2:
+        return [list(part) for part in np.array_split(np.asarray(ring_slices, dtype=int), 3)], 0
+    step = float(np.median(np.abs(np.diff(np.sort(positions)))))
+    places = np.rint(np.abs(positions[ring_slices] - positions[ring_slices[0]]) / step).astype(int)
+    bounds = [part[-1] if part.size else -1 for part in np.array_split(np.arange(places[-1] + 1), 3)]
+    thirds: list[list[int]] = [[], [], []]
+    for k, place in zip(ring_slices, places):
+        thirds[next(i for i, bound in enumerate(bounds) if place <= bound)].append(int(k))
+    return thirds, int(places[-1] + 1 - len(set(places.tolist())))
 
 
 def aha_segments(
@@ -338,17 +405,14 @@ def aha_segments(
     scar extent only. Without an RV blood pool (label 5) in any slice the insertion points are unknown: the result
     is not applicable and says why.
 
-    `orientation`: the stack's ImageOrientationPatient. With it the anterior RV insertion point is the one further
-    towards patient anterior (LPS -y) and the segments run from it across the septum, whichever way that turns on
-    screen; where the two insertion points are not MIN_ANTERIOR_SEPARATION apart in that direction (the RV straight
-    to the side of the LV, as on a real MyoPS study), the plane shows anterior (MIN_ANTERIOR_IN_PLANE) and the RV
-    lies to the patient's right of the LV, the arc is taken
-    to run as in a normally placed heart (counter-clockwise from anterior seen from the apex, as without geometry);
-    where the RV's side is unknown or left as well, the result is not applicable and says why; a RV lying to the patient's left of the LV gives MIRRORED_CAVEAT. Without it (a label
-    map with no patient geometry) the anterior one is assumed where a normally placed heart has it (the arc runs
-    counter-clockwise seen from the apex from anterior to inferior).
+    `orientation`: the stack's ImageOrientationPatient. The anterior RV insertion point is the one from which the
+    RV arc runs counter-clockwise seen from the apex (a normal heart's handedness, which no rotation changes); with
+    the orientation, a mirror image (RV to the patient's left, apex to the right) runs clockwise with
+    MIRRORED_CAVEAT, and the anatomy disagreeing with the patient axes otherwise gives UNUSUAL_TURN_CAVEAT
+    (heart_handedness), an RV neither left nor right of the LV MIDLINE_CAVEAT. Angles are in millimetres
+    (PixelSpacing).
     """
-    labels, spacing, _ = _check(labels, pixel_spacing_rc, slice_positions_mm, basal_end)
+    labels, spacing, positions = _check(labels, pixel_spacing_rc, slice_positions_mm, basal_end)
     axes = None if orientation is None else _inplane_axes(orientation, spacing)
     myocardium = np.isin(labels, [int(v) for v in MYOCARDIUM_LABELS])
     enhanced = np.isin(labels, [int(v) for v in ENHANCED_LABELS])
@@ -370,7 +434,7 @@ def aha_segments(
     last_cavity = with_myocardium.index(with_cavity[-1])
     ring_slices = with_myocardium[:last_cavity + 1]
     cap_slices = with_myocardium[last_cavity + 1:]
-    thirds = [list(part) for part in np.array_split(np.asarray(ring_slices, dtype=int), 3)]
+    thirds, missing = _thirds(ring_slices, positions)
     names = ("basal", "mid", "apical")
     # slices ascend along +n; basal last means +n points apex -> base, so the displayed image is seen from the apex
     from_apex = basal_end == "last"
@@ -379,39 +443,27 @@ def aha_segments(
     for k in ring_slices:
         source = pool[k] if pool[k].any() else myocardium[k]
         centres[k] = tuple(np.argwhere(source).mean(axis=0))
-        found = _rv_arc_ends(myocardium[k], rv[k], centres[k], from_apex)
+        found = _rv_arc_ends(myocardium[k], rv[k], centres[k], from_apex, spacing)
         if found is not None:
             arcs[k] = found
     if not arcs:
         return AHAResult(False, "the RV blood pool touches the LV myocardium in no slice (or surrounds it): the RV "
                                 "insertion points are unknown, so AHA segments are not assigned",
                          reader_reason=READER_NO_INSERTION)
-    # which end of the RV arc is anterior: from the patient geometry where known, else a normal heart's handedness
-    direction, caveats, side = 1, [], None
-    anterior_from = "a normally placed heart's handedness (no patient geometry given)"
+    # which end of the RV arc is anterior: from the heart's own anatomy (a heart's handedness survives any rotation),
+    # mirrored only where the patient geometry shows a mirror image (heart_handedness)
+    direction, caveats, side = 1, [GAP_CAVEAT] if missing else [], None
     if axes is not None:
-        anterior_from = "patient geometry (ImageOrientationPatient: anterior = -y of LPS)"
         separation = float(np.mean([
             (_direction_lps(end, from_apex, axes) - _direction_lps(start, from_apex, axes)) @ PATIENT_ANTERIOR_LPS
             for start, end in arcs.values()]))
         offset = rv_side_offset_mm(labels, spacing, orientation)
         side = rv_side(offset)
-        if abs(separation) >= MIN_ANTERIOR_SEPARATION:
-            direction = -1 if separation > 0 else 1  # the arc's end lies further anterior: it runs clockwise from it
-        elif side != "right" or _anterior_in_plane(axes) < MIN_ANTERIOR_IN_PLANE:
-            return AHAResult(False, "which RV insertion point is anterior cannot be told from the patient geometry "
-                                    f"(ImageOrientationPatient): they lie about equally far anterior (separation "
-                                    f"{abs(separation):.2f}, under {MIN_ANTERIOR_SEPARATION}); an unusual plane or "
-                                    "heart position (dextrocardia / situs inversus?): AHA segments not assigned",
-                             reader_reason=READER_ORIENTATION)
-        else:  # a plane that shows anterior, the RV straight to the patient's right of the LV: a normal heart's turn
-            anterior_from = ("a normally placed heart's handedness (the RV insertion points lie equally far anterior, "
-                             "the RV to the patient's right)")
-        if side == "left":
-            caveats.append(MIRRORED_CAVEAT)
-        elif side == "right" and direction == -1:
-            caveats.append(UNUSUAL_TURN_CAVEAT)
-        elif side is None and offset is not None:
+        normal = np.cross(np.asarray(orientation, float)[:3], np.asarray(orientation, float)[3:])
+        direction, caveat = heart_handedness(side, apex_side(normal if basal_end == "first" else -normal),
+                                             separation)
+        caveats += [caveat] if caveat else []
+        if side is None and offset is not None:
             caveats.append(MIDLINE_CAVEAT)
     insertion = {k: (ends if direction == 1 else ends[::-1]) for k, ends in arcs.items()}  # (anterior, inferior)
     default = (_circular_mean([a for a, _ in insertion.values()]), _circular_mean([b for _, b in insertion.values()]))
@@ -424,7 +476,8 @@ def aha_segments(
         for k in slices:
             anterior, inferior = insertion.get(k, default)
             rows, cols = np.nonzero(myocardium[k])
-            sector = _sector_of(_angles(rows, cols, centres[k], from_apex), anterior, inferior, apical, direction)
+            sector = _sector_of(_angles(rows, cols, centres[k], from_apex, spacing), anterior, inferior, apical,
+                                direction)
             segment_map[k, rows, cols] = first_segment + sector
             if scar or wall_thickness:
                 ray_angles = np.arange(0.0, 360.0, 1.0 / RAYS_PER_DEGREE) + 0.5 / RAYS_PER_DEGREE
@@ -465,8 +518,11 @@ def aha_segments(
     rv_info = {"slices_with_insertion_points": sorted(int(k) for k in insertion),
                "slices_using_mean_insertion_points": sorted(int(k) for k in ring_slices if k not in insertion),
                "anterior_deg": round(default[0], 1), "inferior_deg": round(default[1], 1),
-               "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction",
-               "anterior_from": anterior_from,
+               "angle_convention": "degrees counter-clockwise seen from the apex, 0 = image row direction, "
+                                   "measured in mm (PixelSpacing)",
+               "anterior_from": "the heart's anatomy (counter-clockwise seen from the apex from the anterior RV "
+                                "insertion point), checked against the patient geometry (ImageOrientationPatient)"
+               if axes is not None else "a normally placed heart's handedness (no patient geometry given)",
                "segments_run": ("counter-clockwise" if direction == 1 else "clockwise") + " seen from the apex",
                "rv_side": side}
     return AHAResult(True, None, tuple(segments), segment_map, thirds_out, rv_info, basal_end,
@@ -509,16 +565,23 @@ def stack_geometry(orientation: Sequence[float], positions_lps: np.ndarray) -> t
 
 
 def basal_end_for_volume(labels: np.ndarray, volume) -> BasalEnd:
-    """The basal end of a dicomnode Volume's stack from its geometry (basal_end_from_geometry), the apex taken to
-    point away from the RV's side: to the patient's left where the RV lies to the right of the LV (normal anatomy),
-    to the right where it lies to the left (a mirrored heart), anterior-inferior only where the side is unknown.
-    Raises ValueError (or TypeError) where the geometry is missing or cannot tell."""
+    """The basal end of a dicomnode Volume's stack from its geometry (basal_end_from_geometry): from the anterior-
+    inferior pointing of the apex, which levo-, meso- and dextrocardia share and a rotation about the stack normal
+    does not change; only where the stack normal is nearly orthogonal to that (a normal along the patient's left-right
+    axis) from the apex pointing away from the RV's side: to the patient's left where the RV lies to the right of the
+    LV, to the right where it lies to the left. Raises ValueError (or TypeError) where the geometry is missing or
+    cannot tell."""
     orientation, positions_lps = getattr(volume, "orientation", None), getattr(volume, "positions", None)
     if orientation is None or positions_lps is None:
         raise ValueError("the stack has no patient geometry")
     _, normal = stack_geometry(orientation, positions_lps)
-    side = rv_side(rv_side_offset_mm(labels, volume.pixel_spacing, orientation))
-    return basal_end_from_geometry(normal, {"left": "right", "right": "left", None: None}[side])
+    try:
+        return basal_end_from_geometry(normal, None)
+    except ValueError:
+        side = rv_side(rv_side_offset_mm(labels, volume.pixel_spacing, orientation))
+        if side is None:
+            raise
+        return basal_end_from_geometry(normal, {"left": "right", "right": "left"}[side])
 
 
 def aha_segments_for_volume(labels: np.ndarray, volume, *, scar: bool = True, wall_thickness: bool = False
@@ -547,3 +610,40 @@ def _not_computed(error: Exception) -> dict:
     orientation = "orthogonal" in str(error)  # basal_end_from_geometry: the stack's long axis is not the usual one
     return {"applicable": False, "reason": f"AHA segments not computed: {error}",
             "reader_reason": READER_ORIENTATION if orientation else READER_GEOMETRY, "model": MODEL_NAME}
+
+
+#: how the reason ends where a stack's AHA segments are withheld for its coverage (aha_summary_for_stack)
+WHOLE_STACK_NEEDED = "the basal, mid and apical thirds need a stack from base to apex"
+#: `caveat` of a stack whose coverage block says it does not hold the whole LV (aha_summary_for_stack)
+PARTIAL_STACK_CAVEAT = ("the stack does not hold the whole LV (coverage): the basal, mid and apical thirds divide the "
+                        "slices present, and segments beyond the stack are missing")
+
+
+def short_stack_text(coverage: dict | None) -> str | None:
+    """Why a stack covers clearly less than the LV (its coverage block's `lv_shorter_than_whole`, from
+    cine_metrics.stack_coverage: the LV found spans under MIN_LV_EXTENT_MM, the shortest whole adult LV, and the
+    adult rule applies), or None."""
+    if not coverage or not coverage.get("lv_shorter_than_whole"):
+        return None
+    return (f"the LV found spans only {coverage.get('lv_extent_mm'):.0f} mm of stack, under the "
+            f"{MIN_LV_EXTENT_MM:.0f} mm of the shortest whole LV: the stack covers clearly less than the LV")
+
+
+def aha_summary_for_stack(labels: np.ndarray, volume, coverage: dict | None, withheld: str | None = None, *,
+                          scar: bool = True, wall_thickness: bool = False) -> dict:
+    """The summary.json `aha_segments` block of a pipeline's stack (LGE and cine alike: one rule, one wording).
+
+    Not assigned ({"applicable": false, "reason": ...}) where the pipeline withholds its numbers (`withheld`, the
+    reason) or the stack covers clearly less than the LV (`coverage`, the pipeline's coverage block with
+    `lv_extent_mm` and `lv_shorter_than_whole`: short_stack_text): its thirds would call mid-ventricular slices basal
+    and apical. Otherwise aha_summary_for_volume, with PARTIAL_STACK_CAVEAT added where the coverage block says the
+    stack does not hold the whole LV (`complete` false) and GAP_CAVEAT where a slice is missing inside the LV.
+    `labels`: (slices, rows, cols) node labels on the volume's grid."""
+    short = short_stack_text(coverage)
+    if withheld or short:
+        return {"applicable": False, "model": MODEL_NAME, "reason": f"{withheld or short}; {WHOLE_STACK_NEEDED}",
+                "reader_reason": None if withheld else READER_SHORT_STACK}
+    block = aha_summary_for_volume(labels, volume, scar=scar, wall_thickness=wall_thickness)
+    if block.get("applicable") and coverage and coverage.get("complete") is False:
+        block["caveat"] = "; ".join(filter(None, (block.get("caveat"), PARTIAL_STACK_CAVEAT)))
+    return block

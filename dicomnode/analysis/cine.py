@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
+from dicomnode.analysis.aha import aha_summary_for_stack, geometry_warnings
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
                                              PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
                                              trigger_phase)
@@ -576,14 +576,17 @@ class CinePipeline:
                                    for k, (at_ed, at_es) in enumerate(zip(slice_images(volume, ed, series),
                                                                           slice_images(volume, es, series)))],
                         # AHA 17 segments at ED: mean wall thickness per segment (dicomnode/analysis/aha.py)
-                        "aha_segments": aha_summary_for_volume(labelmaps[ed], volume, scar=False, wall_thickness=True),
+                        # (the LGE's rule: none on a stack covering clearly less than the LV, aha_summary_for_stack)
+                        "aha_segments": aha_summary_for_stack(labelmaps[ed], volume, measured.coverage.summary(),
+                                                              scar=False, wall_thickness=True),
                         # the ED/ES label maps (hence EDV/ESV/SV/EF/mass and the SEG) are the refining model's; every
                         # other phase of the curves, and the choice of ED/ES, the all-phase model's (None: not refined)
                         "ed_es_refinement": refinement})
         summary["stack_warnings"] += geometry_warnings(summary["aha_segments"])  # a mirrored heart (aha.py)
         # maximal ED wall thickness with its HCM flag (wall_thickness.py); adult range flags withheld for a patient under
         # 18 (reference_age.py)
-        wall = max_wall_thickness_for_volume(labelmaps[ed], volume).summary()
+        wall = max_wall_thickness_for_volume(labelmaps[ed], volume,
+                                             name_segment=bool(summary["aha_segments"].get("applicable"))).summary()
         wall_flag = wall_thickness_flag(wall, summary["slices"], lv_mass_bias_from_card(model.card.data),
                                         MODEL_VALIDATION)
         flags = age_adjusted_flags(list(measured.flags) + partial_cycle_notes(measured, volume, series)

@@ -1234,6 +1234,9 @@ class StackCoverage:
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     basal_end_ratio: float | None = None  # LV section on the basal end slice / on the next (basal_end_widening)
+    #: the LV spans under MIN_LV_EXTENT_MM and the adult rule applies: the stack covers clearly less than the LV (the
+    #: AHA thirds are withheld, aha.aha_summary_for_stack; the LGE withholds its large-burden flag too)
+    shorter_than_whole: bool = False
 
     def summary(self) -> dict:
         return {"complete": self.complete, "reasons": list(self.reasons), "notes": list(self.notes),
@@ -1241,7 +1244,8 @@ class StackCoverage:
                 "caveat": None if self.complete else COVERAGE_CAVEAT,
                 "end_slice_lv_fraction": [round(float(v), 3) for v in self.end_fractions],
                 "apical_end": None if self.apex_first is None else ("first" if self.apex_first else "last"),
-                "lv_extent_mm": None if self.lv_extent_mm is None else round(float(self.lv_extent_mm), 1)}
+                "lv_extent_mm": None if self.lv_extent_mm is None else round(float(self.lv_extent_mm), 1),
+                "lv_shorter_than_whole": self.shorter_than_whole}
 
     def flags(self) -> list[str]:
         """The measure_cine flags: each reason with the caveat, then the notes."""
@@ -1336,7 +1340,8 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
                 notes.append(f"gap of {where} (median step {median:.1f} mm, a slice missing?): volumes interpolate "
                              "across it (each neighbouring slice's disc reaches the middle of the gap)")
     return StackCoverage(not reasons, ends, apex_first, extent, reasons, notes,
-                         _basal_end_ratio(areas, first_is_apical))
+                         _basal_end_ratio(areas, first_is_apical),
+                         bool(not extent_rule_withheld and extent is not None and extent < MIN_LV_EXTENT_MM))
 
 
 def basal_end_widening(lv_sections, first_is_apical: bool) -> float | None:

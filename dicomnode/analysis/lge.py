@@ -9,8 +9,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from dicomnode.analysis.aha import MODEL_NAME as AHA_MODEL_NAME
-from dicomnode.analysis.aha import aha_summary_for_volume, geometry_warnings
+from dicomnode.analysis.aha import aha_summary_for_stack, geometry_warnings, short_stack_text
 from dicomnode.analysis.cine import (apex_first, assumed_spacing_attributes, lossy_series, rescale_intercepts,
                                      slice_images, slice_positions_mm)
 from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
@@ -574,7 +573,7 @@ def lge_coverage(labels: np.ndarray, slice_positions, first_is_apical: bool | No
     """Whether the LGE stack holds the whole LV: the cine's check (cine_metrics.stack_coverage: the apical end slice
     and its neighbour still hold >= half the largest LV section, an LV extent under MIN_LV_EXTENT_MM, a gap of
     slices missing, an acquired end left out) on the LGE label map (slices, rows, cols), as its summary block with
-    the LGE's own caveat (LGE_COVERAGE_CAVEAT) and `lv_shorter_than_whole` added: True where the LV found spans
+    the LGE's own caveat (LGE_COVERAGE_CAVEAT); its `lv_shorter_than_whole` is True where the LV found spans
     under MIN_LV_EXTENT_MM of stack, shorter than any whole adult LV (the stack clearly covers less than the LV:
     the large-burden flag and the AHA thirds are withheld). `extent_rule_withheld`: why that adult length is not
     required of this patient (a child, reference_age.lv_extent_rule_withheld): neither rule then applies, and the
@@ -583,8 +582,6 @@ def lge_coverage(labels: np.ndarray, slice_positions, first_is_apical: bool | No
     block = found.summary()
     block["caveat"] = None if found.complete else LGE_COVERAGE_CAVEAT
     block["reasons"] = [reason.replace(" at ED", "") for reason in block["reasons"]]  # one phase: no ED to name
-    block["lv_shorter_than_whole"] = bool(not extent_rule_withheld and found.lv_extent_mm is not None
-                                          and found.lv_extent_mm < MIN_LV_EXTENT_MM)
     return block
 
 
@@ -613,13 +610,10 @@ def child_lge_note(reason: str) -> str:
 
 
 def short_stack_reason(coverage: dict) -> str | None:
-    """Why the large-burden flag and the AHA thirds are withheld on a stack that clearly covers less than the LV
-    (lge_coverage `lv_shorter_than_whole`), or None."""
-    if not coverage or not coverage.get("lv_shorter_than_whole"):
-        return None
-    return (f"the LV found spans only {coverage.get('lv_extent_mm'):.0f} mm of stack, under the "
-            f"{MIN_LV_EXTENT_MM:.0f} mm of the shortest whole LV: the stack covers clearly less than the LV, so "
-            "%LGE is that of the slices present, not of the LV")
+    """Why the large-burden flag (and the AHA thirds: aha.aha_summary_for_stack) are withheld on a stack that clearly
+    covers less than the LV (lge_coverage `lv_shorter_than_whole`, aha.short_stack_text), or None."""
+    short = short_stack_text(coverage)
+    return f"{short}, so %LGE is that of the slices present, not of the LV" if short else None
 
 
 def gap_notes(slice_positions_mm, nominal_step_mm: float | None = None) -> list[str]:
@@ -950,7 +944,7 @@ class LGEPipeline:
         burden_reason = burden_reason or indeterminate_burden_reason(validation, volumes.lge_percent,
                                                                      settings.large_burden_percent)
         mvo_block = None if withheld else mvo_validation(self.card_metrics, kind)
-        aha = self._aha(labels, volume, withheld, short, coverage)
+        aha = aha_summary_for_stack(labels, volume, coverage, withheld, scar=True)
 
         summary = {
             "method": "dl",
@@ -1021,22 +1015,6 @@ class LGEPipeline:
         }
         return PipelineResult(name=self.name, summary=summary, segmentations=[segmentation],
                               measurements=measurements, algorithms=algorithms)
-
-    @staticmethod
-    def _aha(labels: np.ndarray, volume, withheld: str | None, short: str | None, coverage: dict | None) -> dict:
-        """The `aha_segments` block: not assigned where the numbers are withheld or the stack covers clearly less
-        than the LV (its thirds would call mid-ventricular slices basal and apical); with a `caveat` where the
-        stack misses part of the LV otherwise (the thirds divide the slices present)."""
-        if withheld or short:
-            return {"applicable": False, "model": AHA_MODEL_NAME,
-                    "reason": f"{withheld or short}; the basal, mid and apical thirds need a stack from base to "
-                              "apex"}
-        block = aha_summary_for_volume(labels, volume, scar=True)
-        if block.get("applicable") and coverage and coverage.get("complete") is False:
-            block["caveat"] = "; ".join(filter(None, (
-                block.get("caveat"), "the stack does not hold the whole LV (lge.coverage): the basal, mid and apical "
-                                     "thirds divide the slices present, and segments beyond the stack are missing")))
-        return block
 
     def _threshold_methods(self, image: np.ndarray, labels: np.ndarray, voxel_volume_ml: float,
                            spacing_rc: tuple[float, float], series) -> tuple[dict, dict]:

@@ -155,14 +155,15 @@ def max_wall_thickness(labels: np.ndarray, pixel_spacing_rc: Sequence[float],
     return MaxWallThickness(value, k, segment or None, per_slice, excluded)
 
 
-def max_wall_thickness_for_volume(labels_ed: np.ndarray, volume) -> MaxWallThickness:
+def max_wall_thickness_for_volume(labels_ed: np.ndarray, volume, name_segment: bool = True) -> MaxWallThickness:
     """`max_wall_thickness` on a dicomnode Volume's grid, the AHA segment from its geometry
-    (aha.aha_segments_for_volume); without geometry or RV insertion points the segment is None."""
+    (aha.aha_segments_for_volume); without geometry or RV insertion points, or with `name_segment` False (the
+    stack's AHA segments withheld: aha.aha_summary_for_stack), the segment is None."""
     labels_ed = np.asarray(labels_ed)
     segment_map = None
     try:
-        found = aha_segments_for_volume(labels_ed, volume, scar=False)
-        segment_map = found.segment_map if found.applicable else None
+        found = aha_segments_for_volume(labels_ed, volume, scar=False) if name_segment else None
+        segment_map = found.segment_map if found is not None and found.applicable else None
     except (AttributeError, TypeError, ValueError):
         pass  # no geometry, or a stack the AHA model cannot orient: the thickness stands without its segment
     return max_wall_thickness(labels_ed, volume.pixel_spacing, segment_map)

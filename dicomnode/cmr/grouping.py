@@ -20,7 +20,8 @@ from dicomnode.cmr.frames import (NEAR_PARALLEL_DEG, FrameInfo, _float, _int, ar
                                   orientation_angle_deg,
                                   orientation_groups, parallel_stacks, plane_name, reacquired, repeat_reason,
                                   same_image_timing, slice_centre, slice_distance, slice_groups,
-                                  stack_fills, superseded_stacks, tilted_slices, tm_seconds)
+                                  fill_mismatch, images_per_position, stack_fills, stack_normal, stack_positions,
+                                  superseded_stacks, tilted_slices, tm_seconds)
 from dicomnode.cmr.types import InstanceHeader
 from dicomnode.net.integrity import file_problem
 from dicomnode.uids import MR_STORAGE_CLASSES, PARAMETRIC_MAP_STORAGE, InvalidUID, check_uid
@@ -217,6 +218,7 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
     different image under the same UID is declined and excluded, saying so. A series holding two reconstructions of
     the same slices (magnitude and PSIR) is split into one candidate each (`split_reconstructions`). One-slice series
     are merged into stacks (`merge_single_slice_series`), one-phase stacks into cines (`merge_single_phase_stacks`),
+    series holding complementary parts of one stack (two breath-hold blocks) into one (`merge_complementary_stacks`),
     and a slice re-acquired later in its own series replaces its position's image (`replace_reacquired_slices`).
     """
     declined_counts: dict[tuple[str | None, str], int] = defaultdict(int)
@@ -332,8 +334,8 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
                 candidates[-1].notes.append(f"frames of kind {kind} taken from multi-frame instance(s) that also hold "
                                             "other kinds")
     candidates = fold_resent_series(candidates, resent)
-    candidates = replace_reacquired_cine_slices(
-        replace_reacquired_slices(merge_single_phase_stacks(merge_single_slice_series(candidates))))
+    candidates = replace_reacquired_cine_slices(replace_reacquired_slices(
+        merge_complementary_stacks(merge_single_phase_stacks(merge_single_slice_series(candidates)))))
     for candidate in candidates:
         held = [h.sop_instance_uid for h in candidate.headers]
         candidate.notes += list(dict.fromkeys(note for sop in held for note in notes.get(sop, [])))
@@ -1305,6 +1307,103 @@ def _phases_of_one_cine(stacks: list[tuple[Candidate, list[FrameInfo]]]) -> bool
         if None not in times and max(times) - min(times) > BREATH_HOLD_S:
             return False
     return True
+
+
+#: the steps between the slice positions of stacks merged from complementary series (`merge_complementary_stacks`)
+#: lie within this fraction of their median step: one regular stack, no gap and no overlap
+REGULAR_STEP_FRACTION = 0.2
+
+
+def _stack_part(candidate: Candidate) -> tuple[np.ndarray, list[float], int] | None:
+    """(normal, slice positions in mm along it, images per position) of a candidate holding one orientation at two or
+    more slice positions with the same number of images at each (one LGE image, or every cardiac phase of a cine);
+    None for any other candidate (a one-slice series: `merge_single_slice_series`)."""
+    groups = orientation_groups(candidate.frames)
+    if len(groups) != 1 or candidate.reconstruction is not None:
+        return None
+    normal = stack_normal(candidate.frames)
+    positions = stack_positions(candidate.frames, normal)
+    per_position = images_per_position(candidate.frames, normal)
+    if len(positions) < 2 or len(candidate.frames) != per_position * len(positions):
+        return None
+    return normal, positions, per_position
+
+
+def _regular(positions: list[float]) -> bool:
+    """True where ascending slice positions (mm) are evenly spaced: every step within REGULAR_STEP_FRACTION of the
+    median step (no gap, no two slices at one position)."""
+    steps = np.diff(np.sort(np.asarray(positions, dtype=float)))
+    median = float(np.median(steps)) if steps.size else 0.0
+    return median > 0 and bool(np.all(np.abs(steps - median) <= REGULAR_STEP_FRACTION * median))
+
+
+def merge_complementary_stacks(candidates: list[Candidate]) -> list[Candidate]:
+    """Merge series that each hold part of one stack into one candidate: a stack acquired in breath-hold blocks, each
+    block exported as a series of its own (its own SeriesInstanceUID, the same SeriesNumber or the next).
+
+    Series of two or more slice positions (`_stack_part`) merge where they share the merge signature
+    (`_merge_signature`: study, matrix, pixel spacing, orientation, sequence, reconstruction and description; the
+    frame count taken per slice position, so a cine merges only with as many cardiac phases at each slice), one slice
+    grid, plan and in-plane placement (`frames.fill_mismatch` both ways), no slice position in common, and where their
+    positions together are one regular stack (`_regular`: evenly spaced, no gap). Series overlapping another or
+    leaving a gap between them stay apart: they are alternatives, and the study's preference rule chooses. Taken in
+    SeriesNumber order, each joins the first group it completes that way. The merged candidate notes the series it
+    came from; others pass unchanged."""
+    parts = {id(c): _stack_part(c) for c in candidates}
+    groups: dict[tuple, list[Candidate]] = defaultdict(list)
+    result = []
+    for candidate in candidates:
+        part = parts[id(candidate)]
+        if part is None:
+            result.append(candidate)
+        else:
+            groups[_merge_signature(candidate, frame_count=part[2])].append(candidate)
+    for members in groups.values():
+        members.sort(key=lambda c: (c.series_number if c.series_number is not None else 1 << 30, c.key))
+        stacks: list[list[Candidate]] = []
+        for candidate in members:
+            normal, positions, _ = parts[id(candidate)]
+            for stack in stacks:
+                frames = [f for member in stack for f in member.frames]
+                held = stack_positions(frames, normal)
+                if (fill_mismatch(candidate.frames, frames, normal) is None
+                        and fill_mismatch(frames, candidate.frames, normal) is None
+                        and len(stack_positions(frames + candidate.frames, normal)) == len(held) + len(positions)
+                        and _regular(held + positions)):
+                    stack.append(candidate)
+                    break
+            else:
+                stacks.append([candidate])
+        for stack in stacks:
+            if len(stack) == 1:
+                result.append(stack[0])
+                continue
+            numbers = sorted({c.series_number for c in stack if c.series_number is not None})
+            first = stack[0]
+            normal = parts[id(first)][0]
+            counts = [len(parts[id(c)][1]) for c in stack]
+            frames = [f for c in stack for f in c.frames]
+            span = f"{min(numbers)}-{max(numbers)}" if numbers else "-"
+            note = (f"merged {len(stack)} series (SeriesNumber {', '.join(str(n) for n in numbers) or 'none'}, "
+                    f"SeriesInstanceUID {', '.join(c.series_instance_uids[0] for c in stack)}; "
+                    f"{' + '.join(str(n) for n in counts)} slice positions, none in common) into one stack of "
+                    f"{len(stack_positions(frames, normal))} evenly spaced positions: parts of one stack acquired in "
+                    "separate breath-hold blocks (the same matrix, spacing, orientation, slice grid, in-plane "
+                    f"placement, sequence, reconstruction, description and {parts[id(first)][2]} image(s) per slice "
+                    "position)")
+            merged = Candidate(
+                key=f"{first.series_instance_uids[0]}#{span}#{first.kind}#blocks-merged",
+                series_instance_uids=[uid for c in stack for uid in c.series_instance_uids],
+                series_number=min(numbers) if numbers else None,
+                kind=first.kind,
+                headers=[h for c in stack for h in c.headers],
+                frames=frames,
+                notes=[note] + list(dict.fromkeys(n for c in stack for n in c.notes)),
+                warnings=list(dict.fromkeys(w for c in stack for w in c.warnings)),
+            )
+            log.info("%s", note)
+            result.append(merged)
+    return result
 
 
 def merge_single_phase_stacks(candidates: list[Candidate]) -> list[Candidate]:

@@ -555,8 +555,12 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
     if 0 <= times[0] < times[1]:
         return (f"acquired earlier ({_clock(times[0])} against {_clock(times[1])}); the latest is preferred" + missing,
                 False)
+    # "the same coverage" only where both hold the same slice positions; else the positions differ as `missing` says
+    same = "the same coverage and time" if not lacking and not mine.lacks(theirs) else (
+        f"not acquired earlier, and coverage does not decide ({theirs.length_mm:.0f} mm at other slice positions "
+        f"against {mine.length_mm:.0f} mm)")
     if (other.series_number or 0) < (chosen.series_number or 0):
-        return (f"the same coverage and time; lower SeriesNumber ({other.series_number} against "
+        return (f"{same}; lower SeriesNumber ({other.series_number} against "
                 f"{chosen.series_number})" + missing, False)
     if other.series_number == chosen.series_number and not lacking and _acquisition_times(
             evidence[other.key]) == _acquisition_times(evidence[chosen.key]):
@@ -565,7 +569,8 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
                 "re-encoding or another reconstruction), so it is not counted as a re-send: one copy analysed, taken "
                 "in series order",
                 False)
-    return "the same coverage, reconstruction and time; taken in series order" + missing, False
+    return (("the same coverage, reconstruction and time" if same.startswith("the same coverage") else
+             f"{same}; the same reconstruction") + "; taken in series order" + missing, False)
 
 
 def _acquisition_times(evidence: SeriesEvidence) -> list[float]:

@@ -1252,19 +1252,35 @@ def whole_instances_left_out(left_out: list[tuple[FrameInfo, str]]) -> list[dict
     return entries
 
 
+#: which of two images at one slice position and time (`_temporal_identity`) is kept: the later in
+#: `_temporal_sort_key` order (between copies of one image: the higher InstanceNumber)
+DUPLICATE_RULE = "kept: the later by TriggerTime and AcquisitionTime, then the higher InstanceNumber"
+
+
 def duplicate_reasons(duplicates: list[tuple[FrameInfo, FrameInfo, float]]) -> list[tuple[str, list[FrameInfo]]]:
-    """One (reason, frames left out) per instance whose frames duplicate another instance's (`duplicates`: (frame left
-    out, frame kept, slice position in mm along the normal)), in first-seen order: a single-frame image is named with
-    its slice; a multi-frame instance (a re-sent Enhanced MR instance under a new SOP Instance UID) is named once, with
-    how many of its frames, at how many slices, were left out, its ContentTime (0008,0033) and the instance kept."""
-    grouped: dict[tuple[str, str], list[tuple[FrameInfo, FrameInfo, float]]] = {}
+    """One (reason, frames left out) per slice position holding single-frame duplicates and per multi-frame instance
+    whose frames duplicate another instance's (`duplicates`: (frame left out, frame kept, slice position in mm along
+    the normal)), in first-seen order. Single-frame images are named by slice position: one duplicate with both
+    instances, several (a cine slice sent twice: one per cardiac phase) with their count and the first pair, and the
+    rule that chose (DUPLICATE_RULE); a multi-frame instance (a re-sent Enhanced MR instance under a new SOP Instance
+    UID) is named once, with how many of its frames, at how many slices, were left out, its ContentTime (0008,0033)
+    and the instance kept."""
+    grouped: dict[tuple, list[tuple[FrameInfo, FrameInfo, float]]] = {}
     for dropped, kept, distance in duplicates:
-        grouped.setdefault((dropped.ref.sop_instance_uid, kept.ref.sop_instance_uid), []).append((dropped, kept, distance))
+        key = (("slice", round(distance, 2)) if dropped.ref.frame_number is None
+               else (dropped.ref.sop_instance_uid, kept.ref.sop_instance_uid))
+        grouped.setdefault(key, []).append((dropped, kept, distance))
     reasons = []
-    for (dropped_uid, kept_uid), items in grouped.items():
+    for items in grouped.values():
         frames = [dropped for dropped, _, _ in items]
-        if frames[0].ref.frame_number is None:
-            reason = f"duplicate frame at slice {items[0][2]:.2f} mm: kept instance {kept_uid} over {dropped_uid}"
+        dropped_uid, kept_uid = frames[0].ref.sop_instance_uid, items[0][1].ref.sop_instance_uid
+        if frames[0].ref.frame_number is None and len(items) == 1:
+            reason = (f"duplicate frame at slice {items[0][2]:.2f} mm: kept instance {kept_uid} over {dropped_uid} "
+                      f"({DUPLICATE_RULE})")
+        elif frames[0].ref.frame_number is None:
+            reason = (f"duplicate frames at slice {items[0][2]:.2f} mm: {len(items)} images repeat another image of "
+                      f"that slice at the same time (cardiac phase), one left out each ({DUPLICATE_RULE}): the first "
+                      f"kept instance {kept_uid} over {dropped_uid}")
         else:
             content = hms(tm_seconds(frames[0].header.dataset.get("ContentTime")))
             kept_content = hms(tm_seconds(items[0][1].header.dataset.get("ContentTime")))

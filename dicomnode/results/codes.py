@@ -189,7 +189,7 @@ PARTIAL_CYCLE = Code("CYCLEPART", PRIVATE_SCHEME, "ED/ES among the phases sent, 
 #: segment names are to be confirmed, and the value names the segment where the finding site falls past the fifth line
 AHA_MIRRORED = Code("AHAMIRROR", PRIVATE_SCHEME, "RV left of LV (situs inversus?): confirm AHA segment number")
 AHA_MIDLINE = Code("AHAMIDLINE", PRIVATE_SCHEME, "RV neither left nor right of LV: confirm AHA segment number")
-AHA_UNUSUAL_TURN = Code("AHATURN", PRIVATE_SCHEME, "AHA segments clockwise though RV right: confirm segment number")
+AHA_UNUSUAL_TURN = Code("AHATURN", PRIVATE_SCHEME, "Heart unusual for patient axes: confirm AHA segment number")
 #: NUM, first in each cine group with numbers where the adult reference ranges are not applied
 #: (reference_age.adult_ranges_note): the patient's age (UCUM a), or for a patient of unknown age with a child's body
 #: size that size (BSA, else height, else weight); OHIF shows the adult-looking volumes with it

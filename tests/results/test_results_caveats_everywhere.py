@@ -216,15 +216,24 @@ def test_the_reader_gets_a_clinical_sentence_where_aha_segments_are_not_assigned
     """break46a #1: the PDF and SR showed the reader "stack normal [-0.672, 0.666, 0.323] ... cosine -0.18" where the
     AHA segments were not assigned. They now show the block's reader_reason; the technical reason stays in
     summary.json (`reason`) and the console."""
-    from dicomnode.analysis.aha import READER_ORIENTATION, aha_summary
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dicomnode.analysis.aha import READER_ORIENTATION, aha_summary_for_volume
     from dicomnode.results.report import _bullseye_values
 
     from tests.analysis.test_aha import stack
 
-    labels = stack(from_apex=True)  # a coronal plane holds no anterior direction
-    block = aha_summary(labels, (1.5, 1.5), [8.0 * k for k in range(labels.shape[0])], "last",
-                        orientation=[1, 0, 0, 0, 0, -1])
-    assert block["applicable"] is False and "ImageOrientationPatient" in block["reason"]
+    # a stack normal orthogonal to every LV long axis the geometry knows (levocardia and apex anterior-inferior):
+    # the basal end cannot be told
+    labels = stack(from_apex=True)
+    normal = np.array([0.0, 1.0, -1.0]) / np.sqrt(2.0)
+    volume = SimpleNamespace(orientation=[1.0, 0.0, 0.0, *(np.array([0.0, -1.0, -1.0]) / np.sqrt(2.0))],
+                             positions=np.array([8.0 * k * normal for k in range(labels.shape[0])]),
+                             pixel_spacing=(1.5, 1.5))
+    block = aha_summary_for_volume(labels, volume)
+    assert block["applicable"] is False and "orthogonal" in block["reason"]
     assert block["reader_reason"] == READER_ORIENTATION
 
     def technical(lge):
