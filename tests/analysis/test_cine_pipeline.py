@@ -178,8 +178,9 @@ def test_pipeline_measures_a_synthetic_cine_in_one_batched_run():
     volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[40.0 * p for p in range(12)])
     runtime = FakeRuntime()
     result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
-    # one probe of the middle slices finds the heart at the image centre, then one batched run of every slice
-    assert runtime.loaded.calls == 2
+    # one probe of the middle slices finds the heart at the image centre, one more there reads where the RV lies
+    # (the anatomical pose; this fake finds none, so no turn), then one batched run of every slice
+    assert runtime.loaded.calls == 3
     assert result.name == "cine" and not result.declined
     required = {"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
                 "rv_ef_percent", "ed_phase", "es_phase"}
