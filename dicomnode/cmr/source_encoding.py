@@ -10,9 +10,11 @@ and kept the scanner's BitsStored, so the brightest pixels were cut to their low
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
+import pydicom
 from pydicom.uid import UID
 
 #: transfer syntaxes whose codec always discards information (JPEG Baseline / Extended, MPEG / HEVC video)
@@ -84,11 +86,13 @@ def lossy_compression(dataset) -> Lossy | None:
 
 def j2k_irreversible(dataset) -> bool:
     """Whether the first JPEG 2000 / HTJ2K codestream in the dataset's Pixel Data uses the irreversible 9/7 wavelet
-    (COD marker, ISO/IEC 15444-1 A.6.1), which never keeps every value; False where there is no pixel data (a
-    header read without it), no codestream main header within CODESTREAM_SEARCH_BYTES, or no COD before the first
+    (COD marker, ISO/IEC 15444-1 A.6.1), which never keeps every value. A header read without its pixel data
+    (`stop_before_pixels`, as grouping reads every instance) has the Pixel Data read from its file (`filename`), so
+    the SEG and the notes built from headers judge the instance as its decode does (review46 #7). False where there
+    is no pixel data to read, no codestream main header within CODESTREAM_SEARCH_BYTES, or no COD before the first
     tile (a malformed stream: the decoder says so)."""
     try:
-        data = dataset.get("PixelData") if "PixelData" in dataset else None
+        data = dataset.get("PixelData") if "PixelData" in dataset else _stored_pixel_data(dataset)
     except Exception:  # noqa: BLE001 - an unreadable element: nothing to read the codestream from
         return False
     if not isinstance(data, (bytes, bytearray)):
@@ -105,6 +109,14 @@ def j2k_irreversible(dataset) -> bool:
             return False
         at += 2 + length
     return False
+
+
+def _stored_pixel_data(dataset):
+    """Pixel Data of the file a header dataset was read from (its `filename`), or None when it has none."""
+    path = getattr(dataset, "filename", None)
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return None
+    return pydicom.dcmread(path, specific_tags=["PixelData"]).get("PixelData")
 
 
 def _number(text: str) -> bool:

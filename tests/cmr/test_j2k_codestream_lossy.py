@@ -46,3 +46,19 @@ def test_without_pixel_data_or_codestream_nothing_is_claimed():
     broken = _compressed(JPEG2000, j2k_cr=[20])
     broken.PixelData = b"\x00" * 64
     assert not j2k_irreversible(broken)
+
+
+def test_a_header_read_without_pixel_data_is_judged_from_its_file(tmp_path):
+    """review46 #7: grouping reads headers with stop_before_pixels, and the SEG's LossyImageCompression and the
+    notes judged from those headers missed a stale "00" that only the codestream contradicts."""
+    import pydicom
+
+    lossy = _compressed(JPEG2000, j2k_cr=[20])
+    lossless = _compressed(JPEG2000Lossless)
+    for name, dataset in (("lossy.dcm", lossy), ("lossless.dcm", lossless)):
+        dataset.save_as(tmp_path / name, enforce_file_format=True)
+    header = pydicom.dcmread(tmp_path / "lossy.dcm", stop_before_pixels=True)
+    assert "PixelData" not in header
+    found = lossy_compression(header)
+    assert found is not None and "irreversible 9/7 wavelet" in found.method
+    assert lossy_compression(pydicom.dcmread(tmp_path / "lossless.dcm", stop_before_pixels=True)) is None
