@@ -27,15 +27,15 @@ from dicomnode.net.scp import StorageSCP
 from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.results.provenance import report_time
-from dicomnode.results.rejection import REJECTED_SOP_CLASSES
+from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, REJECTED_SOP_CLASSES
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
 from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
-                             OUTBOX_SENT, OUTBOX_SUPERSEDED, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
+                             OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
-                             prepare_storage_dir, upgrade_schema)
+                             prepare_storage_dir, tombstone_destinations, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
 from dicomnode.types import Declined
@@ -840,7 +840,11 @@ class Node:
         and `report_time` (its ContentDate / ContentTime), the `pdf_series_number` of the PDF of the same analysis,
         and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`)."""
         superseded = []
+        single = self._single_study(study_key, study_instance_uid)
         for row in self.db.earlier_reports(study_key, Comprehensive3DSRStorage):
+            if "analysis_id" not in row.keys() and ((row["study_instance_uid"] != study_instance_uid)
+                                                    if row["study_instance_uid"] is not None else not single):
+                continue  # a purged SR of another study grouped under the key (review46 #2)
             entry = {"sop_instance_uid": row["sop_instance_uid"], "series_instance_uid": row["series_instance_uid"],
                      "study_instance_uid": study_instance_uid, "sop_class_uid": row["sop_class_uid"]}
             try:
@@ -861,43 +865,79 @@ class Node:
             latest.update(self._pdf_series_number(study_key, latest.get("analysis_id")))
         return superseded
 
-    def _rejected(self, study_key: str, study_instance_uid: str) -> list[dict]:
-        """The earlier result objects (SEG, SR, PDF, SC: results.rejection.REJECTED_SOP_CLASSES) of this study that a
-        re-analysis supersedes and retires with an IOCM Rejection Note, oldest first, as dicts with sop_instance_uid,
-        series_instance_uid, sop_class_uid, study_instance_uid. Left out: those an earlier Rejection Note of the study
-        already lists, those never queued or whose every send was retired undelivered (no destination holds them),
-        and those of another study grouped under the key. A purged object (a tombstone, its file gone) is listed:
-        it was delivered. [] where there is none."""
-        already: set[str] = set()
+    def _rejected(self, study_key: str, study_instance_uid: str) -> dict[str, list[dict]]:
+        """The earlier result objects of this study that a re-analysis supersedes and retires with IHE IOCM
+        Rejection Notes, per outbox destination (a [[destinations]] name, or "sender"): {destination: the objects
+        that destination received, oldest first, as dicts with sop_instance_uid, series_instance_uid, sop_class_uid,
+        study_instance_uid and `display_copy` (True for a display copy, results.rejection.DISPLAY_COPY_CLASSES,
+        listed only where the new analysis writes its own: study_path.with_rejection_note)}. The classes are
+        REJECTED_SOP_CLASSES (SEG, SR, PDF, SC) and the display copies.
+
+        A destination gets only what its outbox rows delivered (`sent`), and a purged object (a tombstone) only
+        where the tombstone records the destination (schema 6; an older tombstone names none, so no note lists it):
+        an IOCM archive such as dcm4chee-arc refuses a whole note naming an instance it does not hold, and hides
+        nothing then (review46 #3). A pending send is not counted: this analysis's own finish retires it unsent.
+        Left out for a destination: what an earlier note delivered to that destination already lists (a note
+        never delivered there, superseded or dead, retires nothing: review46 #1), and objects of another study
+        grouped under the key (a tombstone of unknown study only where the key holds this one study alone,
+        review46 #2). {} where there is none."""
+        delivered: dict[str, set[str]] = {}
+        for item in self.db.outbox_for(study_key, OUTBOX_SENT):
+            delivered.setdefault(item["sop_instance_uid"], set()).add(item["destination"])
+        single = self._single_study(study_key, study_instance_uid)
+        already: dict[str, set[str]] = {}
         for row in self.db.earlier_reports(study_key, KeyObjectSelectionDocumentStorage):
+            holders = self._holders(row, delivered, study_instance_uid, single)
+            if not holders:
+                continue  # never delivered: it retired nothing
             try:
                 note = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True)
-                already.update(str(item.ReferencedSOPInstanceUID) for study in
-                               note.get("CurrentRequestedProcedureEvidenceSequence", [])
-                               for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence)
+                listed = {str(item.ReferencedSOPInstanceUID) for study in
+                          note.get("CurrentRequestedProcedureEvidenceSequence", [])
+                          for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
             except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
-                pass  # purged: what it listed may be listed again, which an IOCM archive takes as it is
-        sends: dict[str, set[str]] = {}
-        for item in self.db.outbox_for(study_key):
-            sends.setdefault(item["sop_instance_uid"], set()).add(item["state"])
-        rejected = []
-        for sop_class in sorted(REJECTED_SOP_CLASSES):
+                continue  # purged: what it listed may be listed again, which an IOCM archive takes as it is
+            for destination in holders:
+                already.setdefault(destination, set()).update(listed)
+        rejected: dict[str, list[dict]] = {}
+        for sop_class in sorted(REJECTED_SOP_CLASSES | DISPLAY_COPY_CLASSES):
             for row in self.db.earlier_reports(study_key, sop_class):
                 uid = row["sop_instance_uid"]
-                tombstone = "analysis_id" not in row.keys()
-                if uid in already or (not tombstone and sends.get(uid, {OUTBOX_SUPERSEDED}) == {OUTBOX_SUPERSEDED}):
+                holders = [d for d in sorted(self._holders(row, delivered, study_instance_uid, single))
+                           if uid not in already.get(d, ())]
+                if not holders or ("analysis_id" in row.keys() and not self._of_study(row, study_instance_uid)):
                     continue
-                if not tombstone:
-                    try:
-                        earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
-                                                  specific_tags=["StudyInstanceUID"])
-                        if str(earlier.StudyInstanceUID) != study_instance_uid:
-                            continue  # another study grouped under the same key
-                    except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
-                        pass  # unreadable here, delivered all the same
-                rejected.append({"sop_instance_uid": uid, "series_instance_uid": row["series_instance_uid"],
-                                 "sop_class_uid": row["sop_class_uid"], "study_instance_uid": study_instance_uid})
+                entry = {"sop_instance_uid": uid, "series_instance_uid": row["series_instance_uid"],
+                         "sop_class_uid": row["sop_class_uid"], "study_instance_uid": study_instance_uid,
+                         "display_copy": sop_class in DISPLAY_COPY_CLASSES}
+                for destination in holders:
+                    rejected.setdefault(destination, []).append(entry)
         return rejected
+
+    def _single_study(self, study_key: str, study_instance_uid: str) -> bool:
+        """Whether every instance the key holds now is of `study_instance_uid` (the key's one study)."""
+        return {row["study_instance_uid"] for row in self.db.study_instances(study_key)} <= {study_instance_uid}
+
+    @staticmethod
+    def _holders(row, delivered: dict[str, set[str]], study_instance_uid: str, single: bool) -> set[str]:
+        """The destinations holding an earlier result object: its delivered outbox rows, or for a tombstone the
+        destinations it records, provided its recorded study is `study_instance_uid` (unknown: `single`)."""
+        if "analysis_id" in row.keys():
+            return delivered.get(row["sop_instance_uid"], set())
+        study = row["study_instance_uid"]
+        if (study != study_instance_uid) if study is not None else not single:
+            return set()
+        return tombstone_destinations(row) or set()
+
+    def _of_study(self, row, study_instance_uid: str) -> bool:
+        """Whether a kept earlier result object is of `study_instance_uid` (its file says; unreadable: taken to be,
+        the key's other studies' objects being readable as long as they are kept)."""
+        try:
+            earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
+                                      specific_tags=["StudyInstanceUID"])
+            return str(earlier.StudyInstanceUID) == study_instance_uid
+        except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
+            return True
 
     def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool) -> str:
         """Why the study is analysed again after the analysis `analysis_id` made its latest report: asked for, the

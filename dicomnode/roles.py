@@ -515,6 +515,7 @@ class RoleRunner:
         self._threads: list[threading.Thread] = []
         self._scp_started = False
         self._keep_heartbeat_row = False  # a stop that could not mark the transfers it cut leaves them listed
+        self._recent_withdrawn = False  # a graceful stop: only open associations are listed (_withdraw_recent)
         self._cut_unmarked: set[str] = set()  # ... in every heartbeat written after it, too
         self.completion: DatabaseCompletion | None = None
         self.failed_threads: list[str] = []  # worker threads that ended unexpectedly (the heartbeat stops for them)
@@ -654,8 +655,12 @@ class RoleRunner:
         self._wake_workers.set()
         self._join(("completion",))
         if self._scp_started:
-            # and what its heartbeat lists for a recent C-STORE (_receiving): a sender between two associations
-            cut = set(node.scp.stop()) | set(node.scp.studies_stored_within(node.config.studies.quiet_seconds))
+            # a graceful stop knows what it cut: the studies of the associations still open or in flight. A study
+            # whose association was released in order is no longer claimed (_withdraw_recent): the other processes
+            # complete it on its quiet timer, and a sender that was between two associations delivers the rest to
+            # them (a late instance opens a new analysis). A kill -9 leaves the recent studies listed (_receiving).
+            cut = node.scp.stop()
+            self._withdraw_recent()
             self._mark_cut(sorted(cut))
         if node.scheduler.running:
             node.scheduler.shutdown(wait=False)
@@ -669,12 +674,29 @@ class RoleRunner:
         node.storage_lock.release()
         log.info("stopped")
 
+    def _withdraw_recent(self) -> None:
+        """A graceful stop, its receiver drained: the studies listed only for a recent C-STORE on an association
+        released since (_receiving, break46b #1) are withdrawn from the heartbeat at once, so that the process
+        completing studies does not wait for this one's heartbeats (DatabaseCompletion._waits_for_receiver) while
+        its analyses and dispatcher wind down; what the stop could not mark stays listed (_cut_unmarked)."""
+        self._recent_withdrawn = True
+        if "receive" not in self.roles:
+            return
+        try:
+            with self._beat_lock:
+                self._heartbeat()
+        except Exception as exc:  # noqa: BLE001 - its heartbeat row goes at the end of the stop all the same
+            log.warning("could not withdraw the recently received studies from the heartbeat (%s)",
+                        outage_reason(exc) if is_outage(exc) else exc)
+
     def _mark_cut(self, study_keys: list[str]) -> None:
-        """A receiver stopping: the studies whose transfer the stop may have cut (StorageSCP.studies_cut: sent on an
-        open association within studies.quiet_seconds, or with a message in flight; and those it received a C-STORE
-        of within studies.quiet_seconds on an association released since) are marked interrupted
-        before it goes (its heartbeat row goes too, so no other process could tell), as a single node's stop marks
-        them (Node.stop)."""
+        """A receiver stopping gracefully: the studies whose transfer the stop cut (StorageSCP.stop: sent on an
+        association still open within studies.quiet_seconds, or with a message in flight, or stored while the stop
+        drained it) are marked interrupted before it goes (its heartbeat row goes too, so no other process could
+        tell), as a single node's stop marks them (Node.stop). Those it received on an association released before
+        the stop are not (review46 #8: a rolling restart would hold every finished transfer for max_wait_seconds
+        with a false "interrupted" note); a kill -9 leaves them listed in its heartbeat, marked by the process
+        completing studies."""
         if not study_keys:
             return
         cause = f"the receiving process {socket.gethostname()} pid {os.getpid()} stopped"
@@ -787,7 +809,7 @@ class RoleRunner:
         node lists the open associations only: no sender can deliver while it is down, and its restart counts the
         quiet time from then (CompletionTracker.rebuild)."""
         receiving = set(self.node.scp.open_studies())
-        if self.scale_out:
+        if self.scale_out and not self._recent_withdrawn:
             receiving.update(self.node.scp.studies_stored_within(self.node.config.studies.quiet_seconds))
         return receiving
 

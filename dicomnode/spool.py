@@ -5,7 +5,9 @@ import errno
 import fcntl
 import hashlib
 import logging
+import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -597,6 +599,32 @@ CONFLICT_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID")
 #: rewrites PatientID or re-encodes names on forwarding would have every double-routed study analysed twice), the
 #: geometry or the pixels.
 CORRECTABLE_ATTRIBUTES = frozenset({"PatientWeight", "PatientSize", "PatientAge"})
+#: the values a correction may set (review46 #4): PatientWeight (kg) and PatientSize (m) strictly inside these ranges
+#: (those analysis.cine_metrics.body_surface_area_m2 takes as plausible: a layer below it, so written again here),
+#: PatientAge a DICOM Age String (PS3.5 6.2, "045Y") of more than 0 and at most MAX_CORRECTED_AGE_YEARS. A re-send
+#: that removes, empties or zeroes one, or writes centimetres or grams, corrects nothing: the stored copy is kept
+CORRECTABLE_RANGES = {"PatientWeight": (1.0, 500.0), "PatientSize": (0.3, 2.8)}
+MAX_CORRECTED_AGE_YEARS = 130.0
+_AGE_STRING = re.compile(r"\s*(\d{1,3})([DWMY])\s*")
+_AGE_UNIT_YEARS = {"D": 1.0 / 365.25, "W": 7.0 / 365.25, "M": 1.0 / 12.0, "Y": 1.0}
+
+
+def valid_measurement(keyword: str, value) -> bool:
+    """Whether `value`, the received copy's value of a CORRECTABLE_ATTRIBUTES `keyword` (None: absent), is one a
+    corrected re-send may set (CORRECTABLE_RANGES, an Age String of more than 0 and at most
+    MAX_CORRECTED_AGE_YEARS); False for an absent, empty, zero, negative, non-numeric or out-of-range value."""
+    if value is None or str(value).strip() == "":
+        return False
+    if keyword == "PatientAge":
+        match = _AGE_STRING.fullmatch(str(value).upper())
+        return match is not None and 0 < int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2)] \
+            <= MAX_CORRECTED_AGE_YEARS
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    low, high = CORRECTABLE_RANGES[keyword]
+    return math.isfinite(number) and low < number < high
 #: encapsulated transfer syntaxes that keep every pixel value (PS3.5 A.4, 8.2): pixel values of two copies in these
 #: (or native) syntaxes that differ are other images, not a lossy re-encoding of one
 LOSSLESS_ENCAPSULATED = frozenset({
@@ -620,6 +648,9 @@ class ContentDifferences:
     replaces_lossy: bool = False
     #: the received copy is lossy, the stored one lossless
     keeps_lossless: bool = False
+    #: every CORRECTABLE_ATTRIBUTES attribute among `attributes` has a valid value in the received copy
+    #: (valid_measurement): nothing removed, emptied or zeroed
+    measurements_valid: bool = False
 
     def text(self) -> str | None:
         if self.unreadable:
@@ -645,10 +676,12 @@ class ContentDifferences:
         return self.pixels if self.pixels and self.pixels_compared else None
 
     def corrects_measurements(self) -> bool:
-        """Whether the received copy is the stored one with only CORRECTABLE_ATTRIBUTES changed (added, removed or
-        other values) and the same pixel data: a corrected re-send to apply."""
+        """Whether the received copy is the stored one with only CORRECTABLE_ATTRIBUTES changed, each added or given
+        another valid value (valid_measurement), and the same pixel data: a corrected re-send to apply. A copy that
+        removes, empties or zeroes one (an anonymising or older route forwarding the study without them) is a
+        re-send with different content: the stored copy is kept."""
         return bool(self.attributes) and set(self.attributes) <= CORRECTABLE_ATTRIBUTES and not self.pixels \
-            and not self.unreadable
+            and not self.unreadable and self.measurements_valid
 
 
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data (7FE0,0010 / 0008 / 0009): compared as pixel values
@@ -682,9 +715,12 @@ def content_differences(first: bytes, second: bytes) -> ContentDifferences:
     lossless = [_lossless(ds) for ds in datasets]
     compared = bool(pixels and pixels.startswith("the pixel values differ")) and all(lossless)
     decoded = bool(pixels and pixels.startswith("the pixel values differ") and "(shape" not in pixels)
+    measurements_valid = all(valid_measurement(name, datasets[0].get(name)) for name in names
+                             if name in CORRECTABLE_ATTRIBUTES)
     return ContentDifferences(names, pixels, None, stored_study, compared,
                               replaces_lossy=decoded and lossless[0] and not lossless[1],
-                              keeps_lossless=bool(pixels) and lossless[1] and not lossless[0])
+                              keeps_lossless=bool(pixels) and lossless[1] and not lossless[0],
+                              measurements_valid=measurements_valid)
 
 
 def _lossless(dataset) -> bool:

@@ -67,7 +67,7 @@ from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.state")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Study state machine. A late instance moves any state after RECEIVED back to RECEIVED with a new generation.
 RECEIVED = "received"
@@ -234,6 +234,10 @@ Table(  # v3: tombstones: the result objects of purged studies, what a re-analys
     Column("sop_class_uid", Text, nullable=False),
     Column("path", Text, nullable=False),  # where the file was (gone)
     Column("purged_at", Double, nullable=False),
+    # v6: the object's Study Instance UID (NULL: purged before v6, unknown) and the JSON list of the outbox
+    # destinations that received it (NULL: unknown): a re-analysis's rejection note names it only to those
+    Column("study_instance_uid", Text),
+    Column("destinations", Text),
     Index("purged_reports_study", "study_key"),
 )
 Table(  # v2: one row per running process
@@ -254,6 +258,7 @@ _MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     3: [],  # table purged_reports (create_all) and the data step _retire_superseded_outbox
     4: [("instances", "calling_host", "TEXT")],
     5: [],  # index instances_study_uid (created with every table's indexes)
+    6: [("purged_reports", "study_instance_uid", "TEXT"), ("purged_reports", "destinations", "TEXT")],
 }
 
 
@@ -1212,19 +1217,39 @@ class StateDB:
 
     def finish_purge(self, study_key: str) -> RowMapping | None:
         """Step 3 of a purge, after its files are gone: a PURGING study's rows are deleted, leaving the tombstone
-        of its finished analyses' result objects (`purged_reports`); returns the study row, or None when the study
-        is not PURGING (another process finished it)."""
+        of its finished analyses' result objects (`purged_reports`), each with its Study Instance UID (the analysis
+        summary's study that lists it in `outputs`, else the key's one study; NULL where the key held several and
+        the summary does not say) and the destinations its outbox rows delivered it to (`sent`); returns the study
+        row, or None when the study is not PURGING (another process finished it)."""
         now = time.time()
         with self._write() as db:
             study = self._run(db, "SELECT * FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": study_key}).mappings().first()
             if study is None or study["state"] != PURGING:
                 return None
-            self._run(db, (
-                "INSERT INTO purged_reports(sop_instance_uid, study_key, series_instance_uid, sop_class_uid, path,"
-                " purged_at) SELECT r.sop_instance_uid, r.study_key, r.series_instance_uid, r.sop_class_uid, r.path,"
-                " :now FROM results r JOIN analyses a ON a.id=r.analysis_id WHERE r.study_key=:k AND a.state='done'"
-                " ON CONFLICT (sop_instance_uid) DO NOTHING"), {"k": study_key, "now": now})
+            studies = {row[0] for row in self._run(db, "SELECT DISTINCT study_instance_uid FROM instances"
+                                                       " WHERE study_key=:k", {"k": study_key})}
+            only = next(iter(studies)) if len(studies) == 1 else None
+            delivered: dict[str, set[str]] = {}
+            for sop, destination in self._run(db, "SELECT sop_instance_uid, destination FROM outbox WHERE"
+                                                  " study_key=:k AND state=:sent", {"k": study_key, "sent": OUTBOX_SENT}):
+                delivered.setdefault(sop, set()).add(destination)
+            results = self._run(db, (
+                "SELECT r.sop_instance_uid, r.series_instance_uid, r.sop_class_uid, r.path, a.summary_json"
+                " FROM results r JOIN analyses a ON a.id=r.analysis_id WHERE r.study_key=:k AND a.state='done'"),
+                {"k": study_key}).mappings().all()
+            summaries: dict[str | None, dict[str, str]] = {}
+            for row in results:
+                if row["summary_json"] not in summaries:
+                    summaries[row["summary_json"]] = _output_studies(row["summary_json"])
+                self._run(db, (
+                    "INSERT INTO purged_reports(sop_instance_uid, study_key, series_instance_uid, sop_class_uid, path,"
+                    " purged_at, study_instance_uid, destinations) VALUES (:sop, :k, :series, :cls, :path, :now,"
+                    " :study, :destinations) ON CONFLICT (sop_instance_uid) DO NOTHING"),
+                    {"sop": row["sop_instance_uid"], "k": study_key, "series": row["series_instance_uid"],
+                     "cls": row["sop_class_uid"], "path": row["path"], "now": now,
+                     "study": summaries[row["summary_json"]].get(row["path"]) or only,
+                     "destinations": json.dumps(sorted(delivered.get(row["sop_instance_uid"], ())))})
             for table in ("outbox", "results", "analyses", "instances", "studies"):
                 self._run(db, f"DELETE FROM {table} WHERE study_key=:k", {"k": study_key})
             return study
@@ -1346,7 +1371,7 @@ class StateDB:
 
     def finish_analysis(
         self, analysis_id: int, study_key: str, generation: int, summary: dict,
-        results: list[tuple[str, str, str, str]], outbox: list[dict],
+        results: list[tuple[str, ...]], outbox: list[dict],
     ) -> bool:
         """Atomically record results + outbox and move the study on; False if superseded or the claim was lost.
 
@@ -1360,7 +1385,7 @@ class StateDB:
                 self._run(db, "UPDATE analyses SET state='superseded', finished_at=:now WHERE id=:id AND"
                               " state='running'", {"now": now, "id": analysis_id})
                 return False
-            for sop, series, sop_class, path in results:
+            for sop, series, sop_class, path, *_ in results:
                 self._run(db, "INSERT INTO results VALUES (:sop, :aid, :k, :series, :cls, :path)",
                           {"sop": sop, "aid": analysis_id, "k": study_key, "series": series, "cls": sop_class,
                            "path": path})
@@ -1406,9 +1431,11 @@ class StateDB:
 
     def earlier_reports(self, study_key: str, sop_class_uid: str) -> list[RowMapping]:
         """Result objects of one SOP class from earlier analyses of the study (what a re-analysis supersedes),
-        oldest first: the tombstones of the study's earlier purges (their files are gone), then the kept ones."""
+        oldest first: the tombstones of the study's earlier purges (their files are gone; with study_instance_uid
+        and destinations, tombstone_destinations), then the kept ones (with analysis_id)."""
         purged = self._rows(
-            "SELECT sop_instance_uid, study_key, series_instance_uid, sop_class_uid, path FROM purged_reports"
+            "SELECT sop_instance_uid, study_key, series_instance_uid, sop_class_uid, path, study_instance_uid,"
+            " destinations FROM purged_reports"
             " WHERE study_key=:k AND sop_class_uid=:cls ORDER BY purged_at, sop_instance_uid",
             {"k": study_key, "cls": sop_class_uid})
         return purged + self._rows(
@@ -1812,6 +1839,29 @@ class StateDB:
 # --- schema ------------------------------------------------------------------------------------------------------
 
 
+def _output_studies(summary_json: str | None) -> dict[str, str]:
+    """{result path (the summary's `outputs`): the Study Instance UID of the study entry that lists it} of an
+    analysis summary (one study, or a key's several under `studies`); {} where the summary does not say."""
+    try:
+        summary = json.loads(summary_json or "{}")
+    except ValueError:
+        return {}
+    entries = summary.get("studies") if isinstance(summary.get("studies"), list) else [summary]
+    return {path: entry["study_instance_uid"] for entry in entries if isinstance(entry, dict)
+            and entry.get("study_instance_uid") for path in entry.get("outputs") or [] if isinstance(path, str)}
+
+
+def tombstone_destinations(row) -> set[str] | None:
+    """The outbox destinations a purged result object (a purged_reports row) was delivered to; None where not
+    recorded (purged before schema 6)."""
+    if row["destinations"] is None:
+        return None
+    try:
+        return set(json.loads(row["destinations"]))
+    except ValueError:
+        return None
+
+
 def schema_version(engine: Engine) -> int | None:
     """The version recorded in `meta`, or None for an empty database."""
     try:
@@ -1929,6 +1979,8 @@ def upgrade_schema(engine: Engine, keep_copy: bool = True) -> tuple[int | None, 
         if had_tables:
             for version in range((before or 1) + 1, SCHEMA_VERSION + 1):
                 for table, column, sql_type in _MIGRATIONS.get(version, []):
+                    if not inspector.has_table(table):
+                        continue  # a table of a later step (purged_reports, v3): created whole below
                     existing = {c["name"] for c in inspector.get_columns(table)}
                     if column not in existing:
                         connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))

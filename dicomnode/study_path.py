@@ -19,7 +19,7 @@ from dicomnode.cmr.study import CMRStudy
 from dicomnode.config import Config, RouteConfig
 from dicomnode.observe import patient_values
 from dicomnode.results.objects import REANALYSIS_SERIES_STEP, SR_SERIES
-from dicomnode.results.rejection import build_rejection_note
+from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, build_rejection_note
 from dicomnode.routing import select_route
 from dicomnode.spool import write_durably
 from dicomnode.types import Declined, OutboxItem, ResultObject, StudyOutcome
@@ -68,16 +68,18 @@ def declined_entry(study: CMRStudy, reason: str) -> dict:
 def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_ae: str | None,
               write_root: Path, name_result: Callable[[Dataset], Path], *, file_mode: int = 0o600,
               started_at: dt.datetime | None = None, supersedes: list[dict] | None = None,
-              rejects: list[dict] | None = None) -> StudyRun:
+              rejects: dict[str, list[dict]] | None = None) -> StudyRun:
     """Route `study`, analyse it with the route's pipelines, write every result object durably to
     `write_root / name_result(dataset)` and return the summary with `outputs` (paths relative to `write_root`).
 
     `calling_ae`: the sender's AE title for the routes' calling-AE rules (None: not checked, as in `process`).
     `supersedes`: earlier SRs this analysis replaces (the SR names them, PS3.3 C.17.2.3 Predecessor Documents).
-    `rejects`: the earlier result objects (SEG, SR, PDF, SC: results.rejection.REJECTED_SOP_CLASSES) this analysis
-    supersedes, dicts with sop_instance_uid, series_instance_uid, sop_class_uid, study_instance_uid: where the
-    analysis writes new results they are listed in an IHE IOCM Rejection Note sent with them
-    (analysis.rejection_note; with_rejection_note), and the summary's `rejection_note` says so either way.
+    `rejects`: per outbox destination, the earlier result objects it received that this analysis supersedes (SEG,
+    SR, PDF, SC: results.rejection.REJECTED_SOP_CLASSES; display copies, `display_copy` True), dicts with
+    sop_instance_uid, series_instance_uid, sop_class_uid, study_instance_uid (Node._rejected): where the analysis
+    writes new results, each destination of the route gets an IHE IOCM Rejection Note of its own listing them
+    (analysis.rejection_note; with_rejection_note; the note's ResultObject.destination names it), and the
+    summary's `rejection_note` says so either way.
     Raises whatever analysis or writing raises; a pipeline's own failure is already a `declined` entry.
 
     A study whose instances carry more than one patient's identity (CMRStudy.identity_conflict, cmr.identity) is
@@ -107,38 +109,71 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
              ", ".join(route.pipelines) or "none")
     outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
                                supersedes=supersedes)
+    notes: dict[str, str] = {}
     if rejects and outcome.datasets:
-        with_rejection_note(outcome, rejects, config, started_at or dt.datetime.now().astimezone(), supersedes or [])
-    written = write_results(outcome.datasets, write_root, name_result, file_mode)
+        notes = with_rejection_note(outcome, rejects, config, started_at or dt.datetime.now().astimezone(),
+                                    supersedes or [], route_destinations(route))
+    written = [result._replace(destination=notes.get(result.sop_instance_uid))
+               for result in write_results(outcome.datasets, write_root, name_result, file_mode)]
     outcome.summary["route"] = route.name  # the [[routes]] name that decided the pipelines and destinations
     outcome.summary["outputs"] = [result.path for result in written]
     return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
                     errors=list(outcome.errors))
 
 
-def with_rejection_note(outcome: StudyOutcome, rejects: list[dict], config: Config, started_at: dt.datetime,
-                        supersedes: list[dict]) -> None:
-    """Add to `outcome` the IHE IOCM Rejection Note (results.rejection) listing `rejects`, the earlier results the
-    new ones supersede, unless analysis.rejection_note is false; record it in the summary (`rejection_note`: the
-    note's SOP Instance UID or null, the instances it lists or would list, and why none was sent) and log it, so that
-    status and summary.json say which earlier objects stand retired and which stay visible beside the new ones."""
+def route_destinations(route: RouteConfig) -> list[str]:
+    """The outbox destination names a route's results go to: its destinations, then SENDER where it sends back."""
+    return list(route.destinations) + ([SENDER] if route.send_to_sender and route.sender_port else [])
+
+
+def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], config: Config,
+                        started_at: dt.datetime, supersedes: list[dict], destinations: list[str]) -> dict[str, str]:
+    """Add to `outcome` one IHE IOCM Rejection Note (results.rejection) per destination in `destinations` (the
+    route's, route_destinations) listing what `rejects` says that destination received of the earlier results the
+    new ones supersede (an IOCM archive refuses a whole note naming an instance it does not hold), none for a
+    destination that received nothing, unless analysis.rejection_note is false. Earlier display copies are listed
+    only where the new results hold display copies of their own (results.rejection.DISPLAY_COPY_CLASSES).
+
+    Records it in the summary (`rejection_note`: `rejected`, every SOP Instance UID listed or that would be, and
+    `destinations`, {destination: {"sop_instance_uid": the note's or null, "rejected", and "reason" where none is
+    sent}}, a destination outside the route included) and logs it, so that status and summary.json say which
+    earlier objects stand retired where, and which stay visible beside the new ones. Returns {the note's SOP
+    Instance UID: its destination}."""
+    copies = any(str(d.SOPClassUID) in DISPLAY_COPY_CLASSES for d in outcome.datasets)
+    lists = {name: [e for e in entries if copies or not e.get("display_copy")] for name, entries in rejects.items()}
+    lists = {name: entries for name, entries in lists.items() if entries}
+    if not lists:
+        return {}
     header = next((d for d in outcome.datasets if d.Modality == "SR"), outcome.datasets[0])
-    uids = [entry["sop_instance_uid"] for entry in rejects]
     tag = short_hash(str(header.StudyInstanceUID))
-    entry: dict = {"sop_instance_uid": None, "rejected": uids}
+    uids = list(dict.fromkeys(e["sop_instance_uid"] for entries in lists.values() for e in entries))
+    entry: dict = {"rejected": uids, "destinations": {}}
+    notes: dict[str, str] = {}
+    series_number = SR_SERIES + 2 + REANALYSIS_SERIES_STEP * len(supersedes)
+    when = supersedes[-1].get("report_time") if supersedes else None
+    for name, entries in lists.items():
+        listed = [e["sop_instance_uid"] for e in entries]
+        if not config.analysis.rejection_note:
+            entry["destinations"][name] = {"sop_instance_uid": None, "rejected": listed,
+                                           "reason": "analysis.rejection_note = false"}
+        elif name not in destinations:
+            entry["destinations"][name] = {"sop_instance_uid": None, "rejected": listed,
+                                           "reason": "not a destination of this study's route"}
+            log.warning("study %s: %d earlier result object(s) delivered to %s, no longer a destination of the "
+                        "study's route, stay visible there: delete them there by hand", tag, len(listed), name)
+        else:
+            note = build_rejection_note(header, entries, started_at, series_number, when)
+            outcome.datasets.append(note)
+            notes[str(note.SOPInstanceUID)] = name
+            entry["destinations"][name] = {"sop_instance_uid": str(note.SOPInstanceUID), "rejected": listed}
+            log.info("study %s: IOCM rejection note (113001, DCM, \"Rejected for Quality Reasons\") to %s lists the "
+                     "%d earlier result object(s) it received that these results supersede", tag, name, len(listed))
     if not config.analysis.rejection_note:
         entry["reason"] = "analysis.rejection_note = false"
         log.warning("study %s: %d earlier result object(s) superseded and left as they are in the destinations "
                     "(analysis.rejection_note = false): delete them there by hand", tag, len(uids))
-    else:
-        series_number = SR_SERIES + 2 + REANALYSIS_SERIES_STEP * len(supersedes)
-        when = supersedes[-1].get("report_time") if supersedes else None
-        note = build_rejection_note(header, rejects, started_at, series_number, when)
-        outcome.datasets.append(note)
-        entry["sop_instance_uid"] = str(note.SOPInstanceUID)
-        log.info("study %s: IOCM rejection note (113001, DCM, \"Rejected for Quality Reasons\") lists the %d "
-                 "earlier result object(s) these results supersede", tag, len(uids))
     outcome.summary["rejection_note"] = entry
+    return notes
 
 
 def no_usable_image_reason(study: CMRStudy) -> str:
@@ -227,10 +262,12 @@ def return_address(config: Config, route: RouteConfig, senders: list[tuple[str, 
 def outbox_items(config: Config, route: RouteConfig, written: list[ResultObject],
                  sender: ReturnAddress | None = None) -> list[OutboxItem]:
     """Every written object to every destination of the route, plus back to the sender (`sender`: return_address)
-    when the route says so and the return address is sound. Raises KeyError for a destination name the config
+    when the route says so and the return address is sound; an object for one destination only (a rejection note:
+    ResultObject.destination) to that one alone. Raises KeyError for a destination name the config
     lacks."""
     targets = [(d.name, d.ae_title, d.host, d.port) for d in map(config.destination, route.destinations)]
     if route.send_to_sender and route.sender_port and sender is not None and sender.target is not None:
         targets.append((SENDER,) + sender.target)
     return [OutboxItem(name, ae, host, port, result.sop_instance_uid, result.path)
-            for name, ae, host, port in targets for result in written]
+            for name, ae, host, port in targets for result in written
+            if getattr(result, "destination", None) in (None, name)]

@@ -112,6 +112,8 @@ class ResultObject(NamedTuple):
     series_instance_uid: str
     sop_class_uid: str
     path: str  # relative to the storage folder
+    #: the one outbox destination it goes to (a rejection note: study_path.with_rejection_note), None: every one
+    destination: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import highdicom as hd
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.uid import (Comprehensive3DSRStorage, ComprehensiveSRStorage, EncapsulatedPDFStorage,
-                         SecondaryCaptureImageStorage, SegmentationStorage)
+                         EnhancedMRColorImageStorage, EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage,
+                         MRImageStorage, SecondaryCaptureImageStorage, SegmentationStorage)
 
 from dicomnode.results.headers import carry_identity, fit_character_set
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
@@ -32,12 +33,19 @@ from dicomnode.uids import new_uid
 REJECTED_FOR_QUALITY_REASONS = CodedConcept(value="113001", scheme_designator="DCM",
                                             meaning="Rejected for Quality Reasons")
 #: the SOP classes of the node's own result objects that a re-analysis supersedes: SEG, the TID 1500 SR
-#: (Comprehensive 3D SR), the suggestions SR (Comprehensive SR), the PDF and the report image. Display copies (MR)
-#: are not listed: their pixels are the scanner's, shown again by every later analysis that needs them.
+#: (Comprehensive 3D SR), the suggestions SR (Comprehensive SR), the PDF and the report image.
 REJECTED_SOP_CLASSES = frozenset({SegmentationStorage, Comprehensive3DSRStorage, ComprehensiveSRStorage,
                                   EncapsulatedPDFStorage, SecondaryCaptureImageStorage})
+#: the classes of the display copies (results.display_copy: a source frame copied into a series of its own that the
+#: SEG can reference, DERIVED\SECONDARY, the source's SOP class). Each analysis writes them under new UIDs, and the
+#: SEG it supersedes was their only user, so a note lists the superseded analysis's copies where the new analysis
+#: writes its own (review46 #9: n re-analyses would otherwise leave n copies of the same series beside the
+#: scanner's); where it writes none (no copy needed this time), the earlier copies are left as they are: the note
+#: retires results, and a copy still shows the scanner's pixels unchanged.
+DISPLAY_COPY_CLASSES = frozenset({MRImageStorage, EnhancedMRImageStorage, EnhancedMRColorImageStorage,
+                                  LegacyConvertedEnhancedMRImageStorage})
 #: the classes among them that are images: referenced by IMAGE content items (TID 2010), the others by COMPOSITE
-_IMAGE_CLASSES = frozenset({SegmentationStorage, SecondaryCaptureImageStorage})
+_IMAGE_CLASSES = frozenset({SegmentationStorage, SecondaryCaptureImageStorage}) | DISPLAY_COPY_CLASSES
 
 
 def rejection_description(report_time: str | None) -> str:
@@ -51,18 +59,19 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
 
     `header`: the patient and study identity of the new analysis's objects (headers.derivable_header of the study,
     as every result object carries it). `superseded`: the earlier result objects, each a dict with
-    `sop_instance_uid`, `series_instance_uid`, `sop_class_uid` (one of REJECTED_SOP_CLASSES) and
-    `study_instance_uid`, which must be `header`'s study. `report_time`: when the superseded results were made
+    `sop_instance_uid`, `series_instance_uid`, `sop_class_uid` (one of REJECTED_SOP_CLASSES or DISPLAY_COPY_CLASSES)
+    and `study_instance_uid`, which must be `header`'s study; one destination's list (an IOCM archive refuses a
+    whole note that names an instance it does not hold). `report_time`: when the superseded results were made
     ("2026-12-07 07:25", provenance.report_time), named in the Series Description. Series and Content Date/Time:
     `started_at` (the new analysis's start). Raises ValueError for an empty list, a class not in
-    REJECTED_SOP_CLASSES or an instance of another study (IOCM notes are per study).
+    REJECTED_SOP_CLASSES or DISPLAY_COPY_CLASSES, or an instance of another study (IOCM notes are per study).
     """
     if not superseded:
         raise ValueError("a rejection note needs at least one superseded instance")
     study_uid = str(header.StudyInstanceUID)
     references = []
     for entry in superseded:
-        if entry["sop_class_uid"] not in REJECTED_SOP_CLASSES:
+        if entry["sop_class_uid"] not in REJECTED_SOP_CLASSES | DISPLAY_COPY_CLASSES:
             raise ValueError(f"{entry['sop_instance_uid']}: SOP class {entry['sop_class_uid']} is not one of the "
                              "node's result objects a re-analysis supersedes")
         if str(entry["study_instance_uid"]) != study_uid:

@@ -5,10 +5,14 @@ after the scan, the study sent again under its UIDs) replaces the stored one too
 from __future__ import annotations
 
 import copy
+import io
 import logging
 
 import pydicom
+import pytest
 
+from dicomnode.analysis.cine_metrics import HEIGHT_RANGE_M, WEIGHT_RANGE_KG
+from dicomnode.spool import CORRECTABLE_RANGES, content_differences
 from dicomnode.state import DONE, RECEIVED
 from tests.hardening.hardening_support import store_one, synthetic_mr
 from tests.node.test_storage_safety import node  # noqa: F401 - the fixture: a started node that analyses nothing
@@ -109,3 +113,65 @@ def test_a_correction_that_also_changes_the_identity_is_not_applied(node, caplog
     assert node.db.study(key)["state"] == DONE
     (item,) = node.scp.different_resends.recent()
     assert item["differing"] == ["PatientName", "PatientWeight"]
+
+
+def _encoded(dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("received, corrects", [
+    ({}, False),  # stripped by an anonymising or older route: a removal, not a correction
+    ({"PatientWeight": "0", "PatientSize": "1.80", "PatientAge": "045Y"}, False),  # zeroed
+    ({"PatientWeight": "", "PatientSize": "1.80", "PatientAge": "045Y"}, False),  # emptied
+    ({"PatientWeight": "80", "PatientSize": "180", "PatientAge": "045Y"}, False),  # centimetres
+    ({"PatientWeight": "80000", "PatientSize": "1.80", "PatientAge": "045Y"}, False),  # grams
+    ({"PatientWeight": "80", "PatientSize": "1.80", "PatientAge": "000Y"}, False),
+    ({"PatientWeight": "80", "PatientSize": "1.80"}, False),  # the age removed, the rest the same
+    ({"PatientWeight": "82.5", "PatientSize": "1.80", "PatientAge": "045Y"}, True),  # a changed weight
+    ({"PatientWeight": "80", "PatientSize": "1.80", "PatientAge": "046Y", "PatientSex": "M"}, False),  # sex too
+])
+def test_only_added_or_changed_valid_measurements_correct_the_stored_copy(received, corrects):
+    """review46 #4: a re-send that removes, empties or zeroes PatientWeight / PatientSize / PatientAge (or writes
+    them in the wrong unit) is no correction: the stored copy (80 kg, 1.80 m, 45 years) is kept."""
+    original = synthetic_mr()
+    stored = copy.deepcopy(original)
+    stored.PatientWeight, stored.PatientSize, stored.PatientAge = "80", "1.80", "045Y"
+    copy_received = copy.deepcopy(original)
+    for keyword, value in received.items():
+        setattr(copy_received, keyword, value)
+    assert content_differences(_encoded(copy_received), _encoded(stored)).corrects_measurements() is corrects
+
+
+def test_added_measurements_on_a_copy_without_them_correct_it():
+    original = synthetic_mr()
+    corrected = copy.deepcopy(original)
+    corrected.PatientWeight, corrected.PatientSize, corrected.PatientAge = "80", "1.80", "6M"
+    assert content_differences(_encoded(corrected), _encoded(original)).corrects_measurements()
+
+
+def test_the_correction_ranges_are_those_bsa_takes_as_plausible():
+    assert CORRECTABLE_RANGES == {"PatientWeight": WEIGHT_RANGE_KG, "PatientSize": HEIGHT_RANGE_M}
+
+
+def test_a_resend_without_the_measurements_keeps_the_stored_copy(node, caplog):
+    """review46 #4, end to end: a double-routed study, the second route forwarding it without height and weight. The
+    stored copy with them is kept (WARNING, counted as a re-send with different content), and the study is not
+    analysed again (the re-analysis would lose the indexed values and retire the correct results)."""
+    original = synthetic_mr()
+    original.PatientWeight, original.PatientSize = 80, 1.75
+    key = str(original.StudyInstanceUID)
+    assert store_one(node.scp.port, original).Status == 0
+    node.db.set_study_state(key, DONE)
+    stripped = copy.deepcopy(original)
+    del stripped.PatientWeight, stripped.PatientSize
+    with caplog.at_level(logging.INFO):
+        assert store_one(node.scp.port, stripped).Status == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "the first copy is kept" in warning
+    row, stored = _stored(node, original)
+    assert (float(stored.PatientWeight), float(stored.PatientSize)) == (80.0, 1.75)
+    assert node.db.study(key)["state"] == DONE
+    (item,) = node.scp.different_resends.recent()
+    assert item["differing"] == ["PatientSize", "PatientWeight"]

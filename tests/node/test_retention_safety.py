@@ -241,6 +241,24 @@ def test_upgrade_to_v3_retires_superseded_dead_letters_and_settles_the_study(sto
     assert store.db.study(KEY)["state"] == DONE and store.db.purged_reports(KEY) == []
 
 
+def test_upgrade_to_v6_keeps_the_tombstones_with_their_study_and_destinations_unknown(store):
+    """review46 #2/#3: schema 6 records each tombstone's Study Instance UID and the destinations that received it;
+    a schema 5 tombstone keeps NULL for both (unknown)."""
+    store.instance(1)
+    store.db.mark_sent(store.analyse())
+    store.age()
+    assert purge_expired(store.db, store.root, days=30).studies == [KEY]
+    assert {(row["study_instance_uid"], row["destinations"]) for row in store.db.purged_reports(KEY)} == {
+        (KEY, '["pacs"]')}
+    with store.db._write() as connection:  # what version 5 had
+        connection.execute(text("ALTER TABLE purged_reports DROP COLUMN study_instance_uid"))
+        connection.execute(text("ALTER TABLE purged_reports DROP COLUMN destinations"))
+        connection.execute(text("UPDATE meta SET value='5' WHERE key='schema_version'"))
+    assert upgrade_schema(store.db.engine) == (5, SCHEMA_VERSION)
+    rows = store.db.purged_reports(KEY)
+    assert len(rows) == 2 and {(row["study_instance_uid"], row["destinations"]) for row in rows} == {(None, None)}
+
+
 # --- F6: an interrupted purge -----------------------------------------------------------------------------------
 
 

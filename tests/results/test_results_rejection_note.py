@@ -1,30 +1,35 @@
 """break46a #2: a re-analysis left the results it supersedes looking current in the viewer. It now sends an IHE IOCM
 Rejection Note (Key Object Selection Document, (113001, DCM, "Rejected for Quality Reasons")) listing exactly the
-superseded SEG, SR, PDF and SC, with the new results and to the same destinations, unless analysis.rejection_note is
-false; summary.json says which objects it retired (or that it did not)."""
+superseded SEG, SR, PDF and SC, with the new results, one note per destination listing what that destination
+received (review46 #3), the superseded display copies where the new results have their own (review46 #9), unless
+analysis.rejection_note is false; summary.json says which objects it retired where (or that it did not)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from dicomnode.config import Config
 from dicomnode.results.objects import build_result_objects
-from dicomnode.results.rejection import REJECTED_SOP_CLASSES, build_rejection_note
+from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, REJECTED_SOP_CLASSES, build_rejection_note
 from dicomnode.study_path import outbox_items, run_study
 from dicomnode.types import StudyOutcome
 from synthetic import make_study, write
 from validators import assert_valid
 
-CONFIG = {"destinations": [{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.1", "port": 104}],
-          "routes": [{"name": "mr", "destinations": ["pacs"]}]}
+CONFIG = {"destinations": [{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.1", "port": 104},
+                          {"name": "archive", "ae_title": "ARCHIVE", "host": "10.0.0.2", "port": 104}],
+          "routes": [{"name": "mr", "destinations": ["pacs", "archive"]}]}
 
 
-def _superseded(objects) -> list[dict]:
+def _superseded(objects, copies: bool = False) -> list[dict]:
+    classes = REJECTED_SOP_CLASSES | (DISPLAY_COPY_CLASSES if copies else frozenset())
     return [{"sop_instance_uid": str(d.SOPInstanceUID), "series_instance_uid": str(d.SeriesInstanceUID),
-             "sop_class_uid": str(d.SOPClassUID), "study_instance_uid": str(d.StudyInstanceUID)}
-            for d in objects if str(d.SOPClassUID) in REJECTED_SOP_CLASSES]
+             "sop_class_uid": str(d.SOPClassUID), "study_instance_uid": str(d.StudyInstanceUID),
+             "display_copy": str(d.SOPClassUID) in DISPLAY_COPY_CLASSES}
+            for d in objects if str(d.SOPClassUID) in classes]
 
 
 def _listed(note) -> dict[str, str]:
@@ -75,8 +80,8 @@ def test_a_rejection_note_refuses_another_study_or_an_object_not_the_nodes_resul
     with pytest.raises(ValueError, match="belongs to study 1.2.999"):
         build_rejection_note(first[0], [{**entry, "study_instance_uid": "1.2.999"}], context.started_at, 9102)
     with pytest.raises(ValueError, match="is not one of the node's result objects"):
-        build_rejection_note(first[0], [{**entry, "sop_class_uid": "1.2.840.10008.5.1.4.1.1.4"}], context.started_at,
-                             9102)
+        build_rejection_note(first[0], [{**entry, "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2"}], context.started_at,
+                             9102)  # CT: not an object the node makes
     with pytest.raises(ValueError, match="at least one"):
         build_rejection_note(first[0], [], context.started_at, 9102)
 
@@ -92,23 +97,66 @@ class _Analyser:
                             datasets=list(self.datasets))
 
 
-def test_a_reanalysis_sends_the_rejection_note_with_its_results_to_the_same_destinations(analyses, tmp_path):
+def test_a_reanalysis_sends_each_destination_a_note_of_what_it_received(analyses, tmp_path):
+    """review46 #3: "pacs" received every earlier result, "archive" the SEG only (its SR send died), "old" is no
+    longer routed: "pacs" and "archive" each get their own note listing what they hold, "old" none."""
     study, context, first, second, earlier = analyses
     superseded = _superseded(first)
+    seg = [e for e in superseded if e["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.66.4"]
+    segs = [e["sop_instance_uid"] for e in seg]
+    assert segs and len(segs) < len(superseded)
     run = run_study(study, Config.model_validate(CONFIG), _Analyser(second), None, tmp_path,
                     lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", started_at=context.started_at,
-                    supersedes=earlier, rejects=superseded)
-    notes = [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
-    assert len(notes) == 1 and len(run.written) == len(second) + 1
+                    supersedes=earlier, rejects={"pacs": superseded, "archive": seg, "old": seg})
+    notes = {w.destination: w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage}
+    assert set(notes) == {"pacs", "archive"} and len(run.written) == len(second) + 2
+    assert all(w.destination is None for w in run.written if w.sop_class_uid != KeyObjectSelectionDocumentStorage)
     entry = run.summary["rejection_note"]
-    assert entry == {"sop_instance_uid": notes[0].sop_instance_uid,
-                     "rejected": [e["sop_instance_uid"] for e in superseded]}
-    from pydicom import dcmread
-    note = dcmread(tmp_path / notes[0].path)
-    assert set(_listed(note)) == set(entry["rejected"])
-    assert int(note.SeriesNumber) == 10102  # beside the rerun's SR 10100 and suggestions SR 10101
+    assert entry["rejected"] == [e["sop_instance_uid"] for e in superseded]
+    assert entry["destinations"] == {
+        "pacs": {"sop_instance_uid": notes["pacs"].sop_instance_uid, "rejected": entry["rejected"]},
+        "archive": {"sop_instance_uid": notes["archive"].sop_instance_uid, "rejected": segs},
+        "old": {"sop_instance_uid": None, "rejected": segs,
+                "reason": "not a destination of this study's route"}}
+    for name, written in notes.items():
+        note = dcmread(tmp_path / written.path)
+        assert set(_listed(note)) == set(entry["destinations"][name]["rejected"])
+        assert int(note.SeriesNumber) == 10102  # beside the rerun's SR 10100 and suggestions SR 10101
     items = outbox_items(Config.model_validate(CONFIG), run.route, run.written, None)
-    assert {i.sop_instance_uid for i in items if i.destination == "pacs"} == {w.sop_instance_uid for w in run.written}
+    results = {w.sop_instance_uid for w in run.written if w.destination is None}
+    for name in ("pacs", "archive"):
+        assert {i.sop_instance_uid for i in items if i.destination == name} == results | {
+            notes[name].sop_instance_uid}
+
+
+def test_superseded_display_copies_are_listed_only_where_the_new_results_have_their_own(analyses, tmp_path):
+    """review46 #9: every analysis writes its display copies under new UIDs; the superseded SEG was their only
+    user. A re-analysis that writes its own copies lists the earlier ones; one that writes none leaves them."""
+    study, context, first, second, earlier = analyses
+    superseded = _superseded(first, copies=True)
+    copies = {e["sop_instance_uid"] for e in superseded if e["display_copy"]}
+    assert copies and {d.Modality for d in second if str(d.SOPClassUID) in DISPLAY_COPY_CLASSES} == {"MR"}
+    run = run_study(study, Config.model_validate(CONFIG), _Analyser(second), None, tmp_path / "with",
+                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", started_at=context.started_at,
+                    supersedes=earlier, rejects={"pacs": superseded})
+    (note,) = [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
+    listed = _listed(dcmread(tmp_path / "with" / note.path))
+    assert set(listed) == {e["sop_instance_uid"] for e in superseded} and copies <= set(listed)
+    assert {listed[uid] for uid in copies} == {"IMAGE"}
+    without = [d for d in second if str(d.SOPClassUID) not in DISPLAY_COPY_CLASSES]
+    run = run_study(study, Config.model_validate(CONFIG), _Analyser(without), None, tmp_path / "without",
+                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", started_at=context.started_at,
+                    supersedes=earlier, rejects={"pacs": superseded})
+    assert not copies & set(run.summary["rejection_note"]["rejected"])
+    assert set(run.summary["rejection_note"]["rejected"]) == {e["sop_instance_uid"] for e in superseded
+                                                              if not e["display_copy"]}
+
+
+@pytest.mark.peers
+def test_a_note_listing_display_copies_validates(analyses, tmp_path):
+    study, context, first, _, _ = analyses
+    note = build_rejection_note(first[0], _superseded(first, copies=True), context.started_at, 10102)
+    assert_valid(write(note, tmp_path / "rejection.dcm"), "DicomInstanceValidator")
 
 
 def test_switched_off_no_rejection_note_is_sent_and_the_summary_says_so(analyses, tmp_path, caplog):
@@ -117,10 +165,10 @@ def test_switched_off_no_rejection_note_is_sent_and_the_summary_says_so(analyses
     with caplog.at_level("WARNING"):
         run = run_study(study, config, _Analyser(second), None, tmp_path,
                         lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", supersedes=earlier,
-                        rejects=_superseded(first))
+                        rejects={"pacs": _superseded(first)})
     assert not [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
     assert len(run.written) == len(second)
-    assert run.summary["rejection_note"]["sop_instance_uid"] is None
+    assert run.summary["rejection_note"]["destinations"]["pacs"]["sop_instance_uid"] is None
     assert run.summary["rejection_note"]["reason"] == "analysis.rejection_note = false"
     assert "delete them there by hand" in caplog.text
 
@@ -128,6 +176,6 @@ def test_switched_off_no_rejection_note_is_sent_and_the_summary_says_so(analyses
 def test_a_first_analysis_sends_no_rejection_note(analyses, tmp_path):
     study, _, first, _, _ = analyses
     run = run_study(study, Config.model_validate(CONFIG), _Analyser(first), None, tmp_path,
-                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", rejects=[])
+                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", rejects={})
     assert "rejection_note" not in run.summary
     assert not [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]

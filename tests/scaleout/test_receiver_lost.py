@@ -115,6 +115,51 @@ def test_a_receiver_stopping_cleanly_does_not_mark_a_study_its_idle_open_associa
         db.close()
 
 
+def test_a_receiver_stopping_cleanly_does_not_mark_a_study_sent_on_an_association_released_before(tmp_path):
+    """review46 #8: a graceful stop (systemctl restart) within studies.quiet_seconds of a transfer whose association
+    was released in order marks nothing interrupted, and withdraws the study from its heartbeat at once, so that the
+    process completing studies completes it on its quiet timer (not after max_wait_seconds, with no "interrupted"
+    note). A kill -9 keeps it listed (test_a_receiver_killed_between_two_associations_of_its_sender_...)."""
+    config = Config.model_validate({
+        "node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                 "allowed_calling_aes": ["*"]},
+        "studies": {"quiet_seconds": 30, "max_wait_seconds": 3600},
+        "state": {"heartbeat_seconds": 30, "lease_seconds": 60, "poll_seconds": 0.05}})
+    node = Node(config, analyser=NoAnalysis())
+    runner = RoleRunner(node, ("receive",))
+    runner.start(warm_up=False)
+    me = node.db.process_id
+    study, series = generate_uid(), generate_uid()
+    datasets = [synthetic_mr(study_uid=study, series_uid=series, instance=i, position=8.0 * i) for i in range(2)]
+    listed_while_stopping = []
+    stop_dispatcher = node.dispatcher.stop
+
+    def dispatcher_stop(*args, **kwargs):  # after the receiver is drained, before the heartbeat row goes
+        listed_while_stopping.append(receiving_of(node.db, me))
+        return stop_dispatcher(*args, **kwargs)
+
+    node.dispatcher.stop = dispatcher_stop
+    try:
+        assoc = _association(node.scp.port, datasets[0])
+        for dataset in datasets:
+            assert assoc.send_c_store(dataset).Status == 0
+        assoc.release()
+        time.sleep(0.3)
+        assert receiving_of(node.db, me) == [study]  # listed: a crash now may cut a per-instance sender
+    finally:
+        runner.stop()
+    assert listed_while_stopping == [[]]
+    db = StateDB(tmp_path / "store" / "state.sqlite3", process_id="complete-1")
+    try:
+        assert db.study(study)["reason"] is None
+        completion = DatabaseCompletion(db, config, lease_seconds=30)
+        completion._started = 0.0
+        assert completion.poll(now=time.time() + 31) == [study]
+        assert db.study(study)["state"] == COMPLETE
+    finally:
+        db.close()
+
+
 def receiving_study(location, heartbeat_seconds: float = 5.0):
     """(complete process's state, receiver's state, completion): study 1.2.3, 2 instances, its last one 10 s ago (a
     quiet period of 5 s has passed), listed as being received by process recv-1 of this machine."""
