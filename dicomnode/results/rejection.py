@@ -14,12 +14,15 @@ from typing import Sequence
 
 import highdicom as hd
 from highdicom.sr import CodedConcept
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (Comprehensive3DSRStorage, ComprehensiveSRStorage, EncapsulatedPDFStorage,
                          EnhancedMRColorImageStorage, EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage,
                          MRImageStorage, SecondaryCaptureImageStorage, SegmentationStorage)
 
-from dicomnode.results.headers import carry_identity, fit_character_set
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from dicomnode.results.headers import IDENTITY_KEYWORDS, carry_identity, fit_character_set, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.uids import new_uid
 
@@ -53,6 +56,28 @@ def rejection_description(report_time: str | None) -> str:
     return f"Rejected for Quality Reasons: AI results{f' of {report_time}' if report_time else ''}"[:64]
 
 
+def _valid_dates(header: Dataset) -> Dataset:
+    """`header` with each identity date or time that is no real one (a PatientBirthDate "00000000" copied from the
+    source) made empty, as the other result objects carry it: highdicom builds the note's Patient module from its
+    first evidence item and refuses such a value (a re-analysis of a Sunnybrook study failed on it)."""
+    fixed = None
+    for keyword in IDENTITY_KEYWORDS:
+        vr = dictionary_VR(tag_for_keyword(keyword))
+        value = header.get(keyword)
+        if vr in ("DA", "TM", "DT") and value not in (None, "") and repair_value(vr, str(value), keyword) is None:
+            fixed = fixed if fixed is not None else _shallow_copy(header)
+            fixed[tag_for_keyword(keyword)] = DataElement(tag_for_keyword(keyword), vr, "")  # the header's stays
+    return header if fixed is None else fixed
+
+
+def _shallow_copy(header: Dataset) -> Dataset:
+    copy = Dataset()
+    for element in header:
+        copy[element.tag] = element
+    copy.file_meta = getattr(header, "file_meta", Dataset())
+    return copy
+
+
 def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at: dt.datetime, series_number: int,
                          report_time: str | None = None) -> Dataset:
     """The Rejection Note (Key Object Selection Document, title REJECTED_FOR_QUALITY_REASONS) listing `superseded`.
@@ -68,6 +93,7 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
     """
     if not superseded:
         raise ValueError("a rejection note needs at least one superseded instance")
+    header = _valid_dates(header)
     study_uid = str(header.StudyInstanceUID)
     references = []
     for entry in superseded:

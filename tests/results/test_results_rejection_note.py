@@ -5,6 +5,8 @@ received (review46 #3), the superseded display copies where the new results have
 analysis.rejection_note is false; summary.json says which objects it retired where (or that it did not)."""
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,15 @@ def test_a_first_analysis_sends_no_rejection_note(analyses, tmp_path):
                     lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", rejects={})
     assert "rejection_note" not in run.summary
     assert not [w for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage]
+
+
+def test_a_source_birth_date_that_is_no_date_does_not_stop_the_note(analyses, tmp_path):
+    """A Sunnybrook study carries PatientBirthDate "00000000": the note of its re-analysis failed in highdicom
+    ("year 0 is out of range") and the whole re-analysis with it (full suite, test_delivery_outage)."""
+    _, context, first, _, _ = analyses
+    header = copy.deepcopy(first[0])
+    header.PatientBirthDate = "00000000"
+    note = build_rejection_note(header, _superseded(first), context.started_at, 10102)
+    assert note.PatientBirthDate == ""
+    assert first[0].PatientBirthDate != "00000000" and header.PatientBirthDate == "00000000"  # the header untouched
+    assert_valid(write(note, tmp_path / "rejection.dcm"), "DicomInstanceValidator")
