@@ -1383,7 +1383,6 @@ def merge_complementary_stacks(candidates: list[Candidate]) -> list[Candidate]:
             normal = parts[id(first)][0]
             counts = [len(parts[id(c)][1]) for c in stack]
             frames = [f for c in stack for f in c.frames]
-            span = f"{min(numbers)}-{max(numbers)}" if numbers else "-"
             note = (f"merged {len(stack)} series (SeriesNumber {', '.join(str(n) for n in numbers) or 'none'}, "
                     f"SeriesInstanceUID {', '.join(c.series_instance_uids[0] for c in stack)}; "
                     f"{' + '.join(str(n) for n in counts)} slice positions, none in common) into one stack of "
@@ -1391,19 +1390,29 @@ def merge_complementary_stacks(candidates: list[Candidate]) -> list[Candidate]:
                     "separate breath-hold blocks (the same matrix, spacing, orientation, slice grid, in-plane "
                     f"placement, sequence, reconstruction, description and {parts[id(first)][2]} image(s) per slice "
                     "position)")
-            merged = Candidate(
-                key=f"{first.series_instance_uids[0]}#{span}#{first.kind}#blocks-merged",
-                series_instance_uids=[uid for c in stack for uid in c.series_instance_uids],
-                series_number=min(numbers) if numbers else None,
-                kind=first.kind,
-                headers=[h for c in stack for h in c.headers],
-                frames=frames,
-                notes=[note] + list(dict.fromkeys(n for c in stack for n in c.notes)),
-                warnings=list(dict.fromkeys(w for c in stack for w in c.warnings)),
-            )
+            merged = _merged_candidate(stack, "blocks-merged", note)
             log.info("%s", note)
             result.append(merged)
     return result
+
+
+def _merged_candidate(stack: list[Candidate], how: str, note: str, keep_warnings: bool = True) -> Candidate:
+    """One candidate of the series of `stack` (in order; the first names it), its frames and headers theirs, `note`
+    first among their notes and, with `keep_warnings`, their warnings; keyed `<first UID>#<SeriesNumber span>#<kind>
+    #<how>`."""
+    numbers = [c.series_number for c in stack if c.series_number is not None]
+    first = stack[0]
+    span = f"{min(numbers)}-{max(numbers)}" if numbers else "-"
+    return Candidate(
+        key=f"{first.series_instance_uids[0]}#{span}#{first.kind}#{how}",
+        series_instance_uids=[uid for c in stack for uid in c.series_instance_uids],
+        series_number=min(numbers) if numbers else None,
+        kind=first.kind,
+        headers=[h for c in stack for h in c.headers],
+        frames=[f for c in stack for f in c.frames],
+        notes=[note] + list(dict.fromkeys(n for c in stack for n in c.notes)),
+        warnings=list(dict.fromkeys(w for c in stack for w in c.warnings)) if keep_warnings else [],
+    )
 
 
 def merge_single_phase_stacks(candidates: list[Candidate]) -> list[Candidate]:
@@ -1433,21 +1442,11 @@ def merge_single_phase_stacks(candidates: list[Candidate]) -> list[Candidate]:
             cluster.sort(key=lambda m: float(np.median([f.trigger_time for f in m[1]])))
             stack = [candidate for candidate, _ in cluster]
             numbers = [c.series_number for c in stack if c.series_number is not None]
-            first = stack[0]
             triggers = [f.trigger_time for _, frames in cluster for f in frames]
             note = (f"merged from {len(stack)} single-phase series (SeriesNumber {', '.join(str(n) for n in numbers)}) "
                     f"into one cine: the same {len(cluster[0][1])} slice positions and orientation, matrix, spacing "
                     f"and sequence, TriggerTime {min(triggers):g}-{max(triggers):g} ms")
-            span = f"{min(numbers)}-{max(numbers)}" if numbers else "-"
-            merged = Candidate(
-                key=f"{first.series_instance_uids[0]}#{span}#{first.kind}#phases-merged",
-                series_instance_uids=[uid for c in stack for uid in c.series_instance_uids],
-                series_number=min(numbers) if numbers else None,
-                kind=first.kind,
-                headers=[h for c in stack for h in c.headers],
-                frames=[f for c in stack for f in c.frames],
-                notes=[note] + list(dict.fromkeys(n for c in stack for n in c.notes)),
-            )
+            merged = _merged_candidate(stack, "phases-merged", note, keep_warnings=False)
             log.info("%s", note)
             result.append(merged)
     return result
