@@ -18,7 +18,8 @@ FOREGROUND_FRACTION = 0.67  # nnU-Net: a third of the patches are centred anywhe
 def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float, float], model_spacing_mm: float,
                  patch: int, rng: np.random.Generator, augment: bool = True,
                  zoom_probability: float = 1.0,
-                 intensity_probability: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                 intensity_probability: float = 1.0, rv_direction_deg: float | None = None,
+                 pose_window_deg: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One (patch, patch) float32 image and uint8 label patch from a normalised (H, W) slice and its labels; a
     (K, H, W) image (a slice and its context, e.g. the neighbouring slices of a 2.5-D model) gives a (K, patch, patch)
     patch, every channel under the same spatial transform and intensity augmentation.
@@ -29,6 +30,11 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float,
     1.0 no extra random number is drawn, so runs of the earlier recipe draw the same patches. The intensity
     augmentation (`intensity_augment`) is applied to a patch with probability `intensity_probability` (1.0: every
     patch, again without an extra draw).
+
+    With `pose_window_deg` (low, high) and the slice's stack `rv_direction_deg` (engines.lge.pose: LV-to-RV
+    direction on the source grid, degrees as dicomnode.cmr.orientation.rv_direction_deg) the rotation is drawn
+    uniformly among the angles that put that direction, after the flips, inside the window: the poses the node's
+    anatomical turn hands the network (RV_DIRECTION_WINDOW_DEG widened by a margin), instead of any angle.
     """
     channels = image[None] if image.ndim == 2 else image
     height, width = channels.shape[1:]
@@ -44,9 +50,13 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float,
         zoom = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
         if zoom_probability < 1.0 and rng.random() >= zoom_probability:
             zoom = 1.0
-        angle = float(rng.uniform(0, 2 * math.pi))
-        flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+        if pose_window_deg is None or rv_direction_deg is None:
+            angle = float(rng.uniform(0, 2 * math.pi))
+            flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
     scale = np.array([model_spacing_mm / spacing_rc[0], model_spacing_mm / spacing_rc[1]]) * zoom
+    if augment and pose_window_deg is not None and rv_direction_deg is not None:
+        flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+        angle = _angle_in_window(rv_direction_deg, spacing_rc, scale * flips, pose_window_deg, rng)
     cos, sin = math.cos(angle), math.sin(angle)
     rotation = np.array([[cos, -sin], [sin, cos]])
     matrix = rotation @ np.diag(scale * flips)
@@ -61,6 +71,29 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, spacing_rc: tuple[float,
         out = np.stack(np.split(intensity_augment(np.concatenate(list(out), axis=1), rng), len(out), axis=1))
     out = out[0] if image.ndim == 2 else out
     return out.astype(np.float32), out_labels.astype(np.uint8)
+
+
+def patch_direction_deg(direction_deg: float, spacing_rc: tuple[float, float], matrix: np.ndarray) -> float:
+    """A direction on the source grid (degrees, mm; 0 towards increasing column, 90 up) as it appears on a patch
+    sampled with `matrix` (patch pixel -> source pixel, as sample_patch's affine)."""
+    theta = math.radians(direction_deg)
+    source_px = np.array([-math.sin(theta) / spacing_rc[0], math.cos(theta) / spacing_rc[1]])
+    down, right = np.linalg.solve(matrix, source_px)
+    return math.degrees(math.atan2(-down, right)) % 360.0
+
+
+def _angle_in_window(direction_deg: float, spacing_rc, scale_flips: np.ndarray, window_deg: tuple[float, float],
+                     rng: np.random.Generator, tries: int = 200) -> float:
+    """A uniform random rotation angle (radians, sample_patch's convention) whose patch shows `direction_deg`
+    inside `window_deg` (by rejection; the window is at least a quarter of the circle in use, so a few draws)."""
+    low, high = window_deg
+    for _ in range(tries):
+        angle = float(rng.uniform(0, 2 * math.pi))
+        cos, sin = math.cos(angle), math.sin(angle)
+        matrix = np.array([[cos, -sin], [sin, cos]]) @ np.diag(scale_flips)
+        if (patch_direction_deg(direction_deg, spacing_rc, matrix) - low) % 360.0 <= high - low:
+            return angle
+    raise ValueError(f"no rotation puts direction {direction_deg:.1f} inside {window_deg} in {tries} draws")
 
 
 def intensity_augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

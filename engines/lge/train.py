@@ -24,7 +24,9 @@ from dicomnode.analysis.lge import normalise_zscore
 from engines.lge.augment import sample_patch
 from engines.lge.data import Case, case_folds, load_acdc_cine, load_cases
 from engines.lge.losses import deep_supervision_loss, merge_matrix
+from dicomnode.cmr.orientation import RV_DIRECTION_WINDOW_DEG
 from engines.lge.model import CLASS_NAMES, DEFAULT_FILTERS, LGESliceUNet
+from engines.lge.pose import DEFAULT_PLAN, load_plan
 
 #: the preprocessing plan (nnU-Net's "plans"): copied onto the model card, read back by the node
 MODEL_SPACING_MM = 1.5
@@ -36,12 +38,17 @@ SEED = 20261130
 class SliceSampler:
     """Random training patches, half from each centre present (so the 33 MyoPS patients weigh as much as the
     100 EMIDEC ones), each slice normalised with its whole stack as the node does; with `context` 1 each patch has
-    three channels, the slice, its previous and its next slice (engines.lge.model.with_neighbours)."""
+    three channels, the slice, its previous and its next slice (engines.lge.model.with_neighbours). With
+    `pose_window` (degrees) a case with an entry in `rv_directions` (engines.lge.pose) is rotated only into the poses
+    that put its RV inside the window (engines.lge.augment.sample_patch); other cases, any rotation."""
 
     def __init__(self, cases: list[Case], rng: np.random.Generator, patch: int = PATCH_SIZE,
                  zoom_probability: float = 1.0, context: int = 0, intensity_probability: float = 1.0,
-                 auxiliary: list[Case] = (), auxiliary_share: float = 0.0):
+                 auxiliary: list[Case] = (), auxiliary_share: float = 0.0,
+                 pose_window: tuple[float, float] | None = None, rv_directions: dict[str, float] | None = None):
         self.rng = rng
+        self.pose_window = pose_window
+        self.rv_directions = rv_directions or {}
         self.patch = patch
         self.zoom_probability = zoom_probability
         self.intensity_probability = intensity_probability
@@ -72,7 +79,9 @@ class SliceSampler:
             image, label, case = pool[self.rng.integers(len(pool))]
             patch, patch_labels = sample_patch(image, label, case.spacing_rc, MODEL_SPACING_MM, self.patch, self.rng,
                                                zoom_probability=self.zoom_probability,
-                                               intensity_probability=self.intensity_probability)
+                                               intensity_probability=self.intensity_probability,
+                                               rv_direction_deg=self.rv_directions.get(case.name),
+                                               pose_window_deg=self.pose_window)
             images.append(patch)
             labels.append(patch_labels)
             merges.append(merge_matrix(case.labelled, self.classes))
@@ -89,8 +98,9 @@ class _SamplerStream(torch.utils.data.IterableDataset):
 
     def __init__(self, cases: list[Case], seed: int, patch: int, batch_size: int, zoom_probability: float,
                  context: int = 0, intensity_probability: float = 1.0, auxiliary: list[Case] = (),
-                 auxiliary_share: float = 0.0):
+                 auxiliary_share: float = 0.0, pose_window=None, rv_directions=None):
         super().__init__()
+        self.pose_window, self.rv_directions = pose_window, rv_directions
         self.cases, self.seed, self.patch, self.batch_size = cases, seed, patch, batch_size
         self.zoom_probability, self.context = zoom_probability, context
         self.intensity_probability = intensity_probability
@@ -100,26 +110,29 @@ class _SamplerStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         sampler = SliceSampler(self.cases, rng, self.patch, self.zoom_probability, self.context,
-                               self.intensity_probability, self.auxiliary, self.auxiliary_share)
+                               self.intensity_probability, self.auxiliary, self.auxiliary_share, self.pose_window,
+                               self.rv_directions)
         while True:
             yield sampler.batch(self.batch_size)
 
 
 def batch_stream(cases: list[Case], rng: np.random.Generator, seed: int, step: int, patch: int, batch_size: int,
                  workers: int, zoom_probability: float = 1.0, context: int = 0,
-                 intensity_probability: float = 1.0, auxiliary: list[Case] = (), auxiliary_share: float = 0.0):
+                 intensity_probability: float = 1.0, auxiliary: list[Case] = (), auxiliary_share: float = 0.0,
+                 pose_window=None, rv_directions=None):
     """Training batches (images, labels, merges, available): drawn in this process from `rng` when `workers` is 0
     (exactly reproducible on resume, the checkpoint holds `rng`), else prefetched by `workers` loader processes
     (a resumed run continues with fresh generators seeded from `seed` and `step`)."""
     if not workers:
         sampler = SliceSampler(cases, rng, patch, zoom_probability, context, intensity_probability, auxiliary,
-                               auxiliary_share)
+                               auxiliary_share, pose_window, rv_directions)
         while True:
             yield sampler.batch(batch_size)
     loader = torch.utils.data.DataLoader(_SamplerStream(cases, seed * 1_000_003 + step, patch, batch_size,
                                                                         zoom_probability, context,
                                                                         intensity_probability, auxiliary,
-                                                                        auxiliary_share),
+                                                                        auxiliary_share, pose_window,
+                                                                        rv_directions),
                                          batch_size=None, num_workers=workers, prefetch_factor=4,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=True)
     yield from loader
@@ -152,7 +165,8 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
               time_limit_s: float = 0.0, loader_workers: int = 0,
               zoom_probability: float = 1.0, context: int = 0, dice_per_sample: bool = False,
               intensity_probability: float = 1.0, auxiliary: list[Case] = (),
-              auxiliary_share: float = 0.0) -> LGESliceUNet:
+              auxiliary_share: float = 0.0, pose_margin_deg: float | None = None,
+              rv_directions: dict[str, float] | None = None) -> LGESliceUNet:
     """Train one model on `cases` for `steps` batches of `batch_size` patches of `patch_size`² pixels, resuming
     from folder/checkpoint.pt when present (else continuing a finished folder/model.pt of fewer steps with a fresh
     optimiser); writes folder/model.pt (weights + config + metadata) at the end and returns the model in eval mode.
@@ -165,7 +179,19 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     actually used is recorded in the model's metadata (`time_limited_from`). `loader_workers` > 0 prepares the
     batches in that many loader processes (`batch_stream`). `context` 1 trains the 2.5-D variant (each slice with
     its neighbours as input channels, engines.lge.model); a checkpoint resumes only with the context it began with.
-    `auxiliary` cases (cine stacks, `engines.lge.data.load_acdc_cine`) fill `auxiliary_share` of every batch."""
+    `auxiliary` cases (cine stacks, `engines.lge.data.load_acdc_cine`) fill `auxiliary_share` of every batch.
+    `pose_margin_deg` (None: any rotation, the earlier recipe) rotates each case with an entry in `rv_directions`
+    (engines.lge.pose) only into the node's anatomical poses, RV_DIRECTION_WINDOW_DEG widened by the margin on each
+    side; a change of it on a continued run is kept in the history."""
+    pose_window = None
+    if pose_margin_deg is not None:
+        if not rv_directions:
+            raise ValueError("a pose margin needs the cases' RV directions (engines.lge.pose)")
+        low, high = RV_DIRECTION_WINDOW_DEG
+        pose_window = (low - pose_margin_deg, high + pose_margin_deg)
+        if not 0.0 <= pose_margin_deg < (360.0 - (high - low)) / 2:
+            raise ValueError(f"pose margin must be within 0-{(360.0 - (high - low)) / 2:.0f} degrees, got "
+                             f"{pose_margin_deg}")
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -173,7 +199,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=3e-5)
     bf16 = device.type == "cuda" or cpu_has_native_bf16()
     checkpoint_path = folder / "checkpoint.pt"
-    step, previous_zoom, previous_intensity = 0, 1.0, 1.0
+    step, previous_zoom, previous_intensity, previous_margin = 0, 1.0, 1.0, None
     history = dict((metadata or {}).get("history", {}))
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -188,6 +214,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         history = state.get("history", history)
         previous_zoom = state.get("zoom_probability", 1.0)
         previous_intensity = state.get("intensity_probability", 1.0)
+        previous_margin = state.get("pose_margin_deg")
         finished_path = folder / "model.pt"
         if finished_path.is_file() and step < steps:
             finished = torch.load(finished_path, map_location="cpu", weights_only=True)["metadata"]
@@ -208,6 +235,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
         step = int(finished["metadata"]["steps"])
         previous_zoom = finished["metadata"].get("zoom_probability", 1.0)
         previous_intensity = finished["metadata"].get("intensity_probability", 1.0)
+        previous_margin = finished["metadata"].get("pose_margin_deg")
         if step >= steps:
             log(f"model.pt already has {step} >= {steps} steps")
             return model.eval().cpu().to(memory_format=torch.contiguous_format)
@@ -225,8 +253,10 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
     if step and intensity_probability != float(previous_intensity):
         history = {**history, f"intensity_probability at step {step}": {"was": float(previous_intensity),
                                                                          "now": intensity_probability}}
+    if step and pose_margin_deg != previous_margin:
+        history = {**history, f"pose_margin_deg at step {step}": {"was": previous_margin, "now": pose_margin_deg}}
     batches = batch_stream(cases, rng, seed, step, patch_size, batch_size, loader_workers, zoom_probability, context,
-                           intensity_probability, auxiliary, auxiliary_share)
+                           intensity_probability, auxiliary, auxiliary_share, pose_window, rv_directions)
     started, losses = time.time(), []
     probe_from, probe_started, requested_steps = step + 50, None, steps
     model.train()
@@ -257,7 +287,7 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "history": history, "zoom_probability": zoom_probability, "context": context,
-                        "intensity_probability": intensity_probability},
+                        "intensity_probability": intensity_probability, "pose_margin_deg": pose_margin_deg},
                        checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
             log(f"step {step}/{steps} loss {np.mean(losses[-checkpoint_every:]):.4f} "
@@ -276,7 +306,11 @@ def train_run(cases: list[Case], folder: Path, steps: int, seed: int, device: to
                              **({"intensity_probability": intensity_probability}
                                 if intensity_probability != 1.0 else {}),
                              **({"auxiliary_cine_share": auxiliary_share, "auxiliary_cine_stacks": len(auxiliary)}
-                                if auxiliary and auxiliary_share else {})}},
+                                if auxiliary and auxiliary_share else {}),
+                             **({"pose_margin_deg": pose_margin_deg,
+                                 "pose_window_deg": list(pose_window),
+                                 "pose_planned_cases": sum(case.name in rv_directions for case in cases)}
+                                if pose_window is not None else {})}},
                folder / "model.pt")
     return model
 
@@ -329,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of every batch drawn from the 100 ACDC patients' ED/ES cine stacks (LV, "
                              "myocardium, RV; scar counted as myocardium), extra shape data never held out (0: none, "
                              "the shipped recipe)")
+    parser.add_argument("--pose-margin", type=float, default=None, metavar="DEGREES",
+                        help="rotate each case only into the node's anatomical poses (its RV inside "
+                             "RV_DIRECTION_WINDOW_DEG widened by DEGREES on each side; directions from --pose-plan) "
+                             "instead of any angle (default: any angle, the shipped recipe)")
+    parser.add_argument("--pose-plan", type=Path, default=DEFAULT_PLAN,
+                        help="per-case RV directions (python -m engines.lge.pose)")
     parser.add_argument("--loader-workers", type=int, default=0,
                         help="processes preparing batches ahead of the GPU (0: in the training process, exactly "
                              "reproducible on resume)")
@@ -368,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
              "time_limit_s": args.time_limit, "loader_workers": args.loader_workers,
              "zoom_probability": args.zoom_probability, "context": args.context,
              "dice_per_sample": args.dice_per_sample, "intensity_probability": args.intensity_probability,
-             "auxiliary": auxiliary, "auxiliary_share": args.aux_cine_share}
+             "auxiliary": auxiliary, "auxiliary_share": args.aux_cine_share,
+             "pose_margin_deg": args.pose_margin,
+             "rv_directions": load_plan(args.pose_plan) if args.pose_margin is not None else None}
     if args.train_centres and args.fold_centres:
         parser.error("--train-centres (leave-one-centre-out) and --fold-centres (folds of some centres) exclude "
                      "each other")

@@ -299,3 +299,62 @@ def test_acdc_cine_stacks_load_as_auxiliary_cases_in_real_spacing(datasets):
         assert case.labelled == CINE_LABELLED and case.image.shape == case.labels.shape
         assert set(np.unique(case.labels)) <= CINE_LABELLED and (case.labels == 2).any()
         assert 0.5 < min(case.spacing_rc) <= max(case.spacing_rc) < 3 and case.slice_spacing_mm >= 5
+
+
+def _heart(direction_deg: float, spacing_rc=(1.5, 1.5), size: int = 96):
+    """A (size, size) slice with a round LV (1, 2) at the centre and an RV (5) 30 mm away towards `direction_deg`."""
+    import math
+
+    rows, cols = np.mgrid[:size, :size]
+    y_mm, x_mm = (rows - size / 2) * spacing_rc[0], (cols - size / 2) * spacing_rc[1]
+    labels = np.zeros((size, size), np.uint8)
+    labels[np.hypot(y_mm, x_mm) < 18] = 2
+    labels[np.hypot(y_mm, x_mm) < 11] = 1
+    theta = math.radians(direction_deg)
+    rv_y, rv_x = -30 * math.sin(theta), 30 * math.cos(theta)
+    labels[np.hypot(y_mm - rv_y, x_mm - rv_x) < 10] = 5
+    return labels.astype(np.float32) * 10, labels
+
+
+@pytest.mark.parametrize("spacing_rc", [(1.5, 1.5), (1.2, 1.9)])
+def test_a_pose_window_puts_the_rv_where_the_node_turns_it_and_any_rotation_does_not(spacing_rc):
+    """Patches sampled with the pose window show the stack's RV inside it (flips included; non-square pixels too);
+    without it the directions cover the whole circle."""
+    from dicomnode.cmr.orientation import rv_direction_deg
+    from engines.lge.augment import sample_patch
+    from engines.lge.pose import case_direction
+
+    image, labels = _heart(200.0, spacing_rc)
+    planned = case_direction(labels[None], spacing_rc)
+    assert planned == pytest.approx(200.0, abs=3)
+    rng = np.random.default_rng(1)
+    window = (42.0, 172.0)
+    inside, anywhere = [], []
+    for _ in range(60):
+        _, patch = sample_patch(image, labels, spacing_rc, 1.5, 96, rng, rv_direction_deg=planned,
+                                pose_window_deg=window)
+        inside.append(rv_direction_deg(np.isin(patch, (1, 2)), patch == 5, (1.5, 1.5)))
+        _, patch = sample_patch(image, labels, spacing_rc, 1.5, 96, rng)
+        anywhere.append(rv_direction_deg(np.isin(patch, (1, 2)), patch == 5, (1.5, 1.5)))
+    inside = np.array([d for d in inside if d is not None])
+    anywhere = np.array([d for d in anywhere if d is not None])
+    assert len(inside) > 40 and len(anywhere) > 40
+    assert ((inside > window[0] - 5) & (inside < window[1] + 5)).all(), np.sort(inside)
+    assert ((anywhere < window[0] - 5) | (anywhere > window[1] + 5)).sum() > 10
+
+
+def test_a_pose_margin_is_recorded_and_needs_the_plan(tmp_path):
+    from engines.lge.train import train_run
+
+    cases = _cases()
+    with pytest.raises(ValueError, match="RV directions"):
+        train_run(cases, tmp_path / "none", 1, seed=3, device=torch.device("cpu"), log=lambda m: None,
+                  filters=FILTERS, pose_margin_deg=20.0)
+    train_run(cases, tmp_path / "run", 2, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
+              checkpoint_every=1, pose_margin_deg=20.0, rv_directions={"case1": 180.0})
+    metadata = _weights(tmp_path / "run")["metadata"]
+    assert metadata["pose_margin_deg"] == 20.0 and metadata["pose_window_deg"] == [42.0, 172.0]
+    assert metadata["pose_planned_cases"] == 1
+    train_run(cases, tmp_path / "run", 3, seed=3, device=torch.device("cpu"), log=lambda m: None, filters=FILTERS,
+              checkpoint_every=1)
+    assert _weights(tmp_path / "run")["metadata"]["history"]["pose_margin_deg at step 2"] == {"was": 20.0, "now": None}
