@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dicomnode.cmr.orientation import rv_direction_deg
 from dicomnode.cmr.resample import InplaneResampler
 from dicomnode.labels import ACDC_TO_NODE, Label
 
@@ -419,6 +420,22 @@ def basal_slices(slices: list[LabelledSlice], count: int = 2) -> np.ndarray:
         for _, index in sorted(positions)[:count]:
             flags[index] = True
     return flags
+
+
+def canvas_rv_directions(allowed: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """(N,) float: each canvas slice's LV-to-RV direction in degrees (dicomnode.cmr.orientation.rv_direction_deg on
+    the pixels labelled exactly LV blood pool or myocardium, and exactly RV), NaN where the slice has no usable RV
+    (Sunnybrook's LV-only contours, apical slices). `allowed`: (N, S, S) bitmasks on an isotropic canvas of
+    `spacing_mm`; the canvas keeps the source's row and column directions (build_canvas), so the direction is the
+    slice's own. engines.cine.augment restricts training rotations to the node's anatomical poses with it."""
+    lv_bits = (BIT[Label.LV_BLOOD_POOL], BIT[Label.LV_MYOCARDIUM])
+    out = np.full(len(allowed), np.nan)
+    for index, bits in enumerate(allowed):
+        direction = rv_direction_deg(np.isin(bits, lv_bits), bits == BIT[Label.RV_BLOOD_POOL],
+                                     (spacing_mm, spacing_mm))
+        if direction is not None:
+            out[index] = direction
+    return out
 
 
 # ---------------------------------------------------------------- training cache

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dicomnode.cmr.orientation import RV_DIRECTION_WINDOW_DEG
 from engines.cine.augment import augment_batch
 from engines.cine.data import (CANVAS_SIZE, CHANNEL_LABELS, N_CLASSES, SPLIT_SEED, SUNNYBROOK_HELD_OUT, acdc_folds,
-                               acdc_subject_split, basal_slices, build_canvas, training_slices)
+                               acdc_subject_split, basal_slices, build_canvas, canvas_rv_directions, training_slices)
 from engines.cine.model import CineUNet
 
 TARGET_SPACING_MM = 1.5
@@ -169,6 +170,13 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     images_t = torch.from_numpy(images[keep]).to(device)
     allowed_t = torch.from_numpy(allowed[keep]).to(device)
     weights = torch.from_numpy(weights_np)
+    pose_margin = getattr(args, "pose_margin", None)
+    window = None
+    directions_t = None
+    if pose_margin is not None:
+        low, high = RV_DIRECTION_WINDOW_DEG
+        window = (low - pose_margin, high + pose_margin)
+        directions_t = torch.from_numpy(canvas_rv_directions(allowed[keep], TARGET_SPACING_MM))
     in_channels = IN_CHANNELS[args.context]
     widths = tuple(int(w) for w in (getattr(args, "widths", None) or WIDTHS))
     model = CineUNet(in_channels, N_CLASSES, widths).to(device, memory_format=torch.channels_last)
@@ -204,6 +212,9 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         resumed_autocast = saved.get("autocast")
         if saved.get("final"):  # a finished run carried to a larger budget: the schedule re-enters at this iteration
             history.append({"iterations": iteration, "steps": int(saved["steps"]), "continued_to": args.steps})
+        if saved.get("pose_margin_deg") != pose_margin:
+            history.append({"iterations": iteration, "pose_margin_deg": saved.get("pose_margin_deg"),
+                            "pose_margin_deg_from_here": pose_margin})
         if float(saved.get("dice_weight", 1.0)) != args.dice_weight:
             history.append({"iterations": iteration, "dice_weight": float(saved.get("dice_weight", 1.0)),
                             "dice_weight_from_here": args.dice_weight})
@@ -214,6 +225,9 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
     if resumed_autocast not in (None, str(amp)):
         # resumed on another host (bf16 there, fp32 here or back): the record says where the precision changed
         history.append({"iterations": iteration, "autocast": resumed_autocast, "autocast_from_here": str(amp)})
+    if directions_t is not None:
+        print(f"{name}: rotations restricted to the anatomical poses {window} for "
+              f"{int(torch.isfinite(directions_t).sum())} slices with an RV", flush=True)
     print(f"{name}: {int(keep.sum())} training slices ({int((sources[keep] == 'sunnybrook').sum())} Sunnybrook, "
           f"{int((sources[keep] == 'myops').sum())} MyoPS), {len(test_subjects)} ACDC held out, device {device}, "
           f"autocast {amp}", flush=True)
@@ -231,7 +245,7 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
             "train_subjects": sorted(set(subjects[keep].tolist())), "n_training_slices": int(keep.sum()),
             "device": str(device), "autocast": str(amp), "threads": args.threads, "history": history,
             "dice_weight": args.dice_weight, "myops_border_px": border_px,
-            "sampling_weights": sampling_record(args),
+            "sampling_weights": sampling_record(args), "pose_margin_deg": pose_margin,
         }
         partial = path.with_suffix(".partial")
         torch.save(checkpoint, partial)
@@ -245,7 +259,9 @@ def train_one(name: str, test_subjects: list[str], data, args, device: torch.dev
         for group in optimiser.param_groups:
             group["lr"] = args.lr * warmup * (1 - iteration / args.steps) ** 0.9
         index = torch.multinomial(weights, args.batch, replacement=True, generator=generator).to(device)
-        x, target = augment_batch(images_t[index], allowed_t[index], CROP_SIZE, N_CLASSES, generator)
+        x, target = augment_batch(images_t[index], allowed_t[index], CROP_SIZE, N_CLASSES, generator,
+                                  directions=None if directions_t is None else directions_t[index.cpu()],
+                                  window_deg=window)
         if args.context == "neighbours":
             x = swap_neighbours(x, generator)
         x = x.contiguous(memory_format=torch.channels_last)  # ~1.3x faster convolutions under bf16 on this CPU
@@ -300,6 +316,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--myops-border-px", type=int, default=0,
                         help="MyoPS bSSFP myocardium borders as partial labels this many pixels wide (0: as labelled;"
                              " engines.cine.data.soften_wall_borders); recorded in the checkpoint")
+    parser.add_argument("--pose-margin", type=float, default=None, metavar="DEGREES",
+                        help="rotate each slice with an RV label only into the node's anatomical poses (its RV inside "
+                             "RV_DIRECTION_WINDOW_DEG widened by DEGREES on each side) instead of any angle (default: "
+                             "any angle, the shipped recipe); recorded in the checkpoint")
     parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
                         help=f"U-Net channel widths per level (default {' '.join(map(str, WIDTHS))}; one pooling "
                              "between levels, so 5 levels need a crop divisible by 16); recorded in the checkpoint")
@@ -312,6 +332,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         parser.error(f"--basal-weight must be > 0, got {args.basal_weight}")
     if args.dice_weight < 0:
         parser.error(f"--dice-weight must be >= 0, got {args.dice_weight}")
+    if args.pose_margin is not None and not 0 <= args.pose_margin < 135:
+        parser.error(f"--pose-margin must be within 0-135 degrees, got {args.pose_margin}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

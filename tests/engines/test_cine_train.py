@@ -343,3 +343,63 @@ def test_the_widths_option_refuses_more_poolings_than_the_crop_allows(capsys):
     with pytest.raises(SystemExit):
         train.main(["--widths", *["4"] * 9])
     assert "--widths" in capsys.readouterr().err
+
+
+def _canvas_heart(direction_deg: float, n: int = 24):
+    """(n, S, S) canvases at 1.5 mm with a round LV in the middle and an RV 30 mm towards `direction_deg`."""
+    import math
+
+    rows, cols = np.mgrid[:CANVAS_SIZE, :CANVAS_SIZE]
+    y_mm, x_mm = (rows - CANVAS_SIZE / 2) * 1.5, (cols - CANVAS_SIZE / 2) * 1.5
+    allowed = np.full((CANVAS_SIZE, CANVAS_SIZE), BIT[Label.BACKGROUND], np.uint8)
+    allowed[np.hypot(y_mm, x_mm) < 18] = BIT[Label.LV_MYOCARDIUM]
+    allowed[np.hypot(y_mm, x_mm) < 11] = BIT[Label.LV_BLOOD_POOL]
+    theta = math.radians(direction_deg)
+    allowed[np.hypot(y_mm + 30 * math.sin(theta), x_mm - 30 * math.cos(theta)) < 10] = BIT[Label.RV_BLOOD_POOL]
+    allowed = np.repeat(allowed[None], n, axis=0)
+    return allowed.astype(np.float32) * 50, allowed
+
+
+def test_a_pose_window_shows_every_rv_inside_it_and_any_rotation_does_not():
+    """Crops sampled with the pose window show each slice's RV inside it (flips included), slices without an RV
+    keep any rotation, and without the window the directions cover the circle."""
+    from dicomnode.cmr.orientation import rv_direction_deg
+    from engines.cine.data import CHANNEL_LABELS, canvas_rv_directions
+
+    images, allowed = _canvas_heart(250.0)
+    directions = canvas_rv_directions(allowed, 1.5)
+    assert directions == pytest.approx(np.full(len(allowed), 250.0), abs=2)
+    window = (42.0, 172.0)
+
+    def shown(planned, seed):
+        _, target = augment_batch(torch.from_numpy(images), torch.from_numpy(allowed), 96, 4,
+                                  torch.Generator().manual_seed(seed),
+                                  directions=None if planned is None else torch.from_numpy(planned),
+                                  window_deg=window)
+        labels = np.asarray(CHANNEL_LABELS)[target.argmax(dim=1).numpy()]
+        return np.array([rv_direction_deg(np.isin(label, (1, 2)), label == 5, (1.5, 1.5)) for label in labels],
+                        dtype=float)
+
+    inside = shown(directions, 4)
+    assert ((inside > window[0] - 5) & (inside < window[1] + 5)).all(), np.sort(inside)
+    anywhere = shown(None, 4)
+    assert ((anywhere < window[0] - 5) | (anywhere > window[1] + 5)).sum() >= 6
+    unplanned = directions.copy()
+    unplanned[::2] = np.nan
+    mixed = shown(unplanned, 5)
+    assert ((mixed[1::2] > window[0] - 5) & (mixed[1::2] < window[1] + 5)).all()
+
+
+def test_a_pose_margin_is_recorded_and_a_change_kept_in_the_history(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "WIDTHS", (4, 8))
+    images, allowed, subjects, sources, basal = _data()
+    allowed[:, 80:110, 115:130] = BIT[Label.RV_BLOOD_POOL]
+    data = (images, allowed, subjects, sources, basal)
+    args = _args(tmp_path, 2)
+    args.pose_margin = 20.0
+    path = train.train_one("fold0", ["patient004"], data, args, torch.device("cpu"))
+    assert torch.load(path, weights_only=False)["pose_margin_deg"] == 20.0
+    path = train.train_one("fold0", ["patient004"], data, _args(tmp_path, 3), torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert saved["pose_margin_deg"] is None
+    assert {"iterations": 2, "pose_margin_deg": 20.0, "pose_margin_deg_from_here": None} in saved["history"]
