@@ -14,7 +14,9 @@ Permanent refusals become dead letters at once, with the destination's reason (n
 destination's configuration, not time, changes them), while the other objects of the batch are sent; `dicomnode retry
 STUDY` re-queues them once the destination accepts them. Permanent are: no presentation context accepted for the
 object (its SOP class, or its transfer syntax); a C-STORE status 0xA9xx (Data Set Does Not Match SOP Class), 0xCxxx
-(Cannot Understand), 0x0122 (SOP Class Not Supported) or 0x0124 (Not Authorized) (PS3.4 Annex B). Transient, retried
+(Cannot Understand), 0x0122 (SOP Class Not Supported) or 0x0124 (Not Authorized) (PS3.4 Annex B); where the object
+refused with 0xA9xx or 0xCxxx carries an identifier copied with control characters (results.headers), the dead
+letter's error names that as the likely cause (refusal_error). Transient, retried
 with the back-off up to max_attempts: 0xA7xx (Out of Resources) and any other failure status, an association rejected
 (A-ASSOCIATE-RJ, PS3.8), "rejected-transient" or "rejected-permanent", a refused or lost connection, a timeout. An
 association rejected-permanent is about the AE titles on either side ("Called AE title not recognised": a mistyped
@@ -42,11 +44,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+from pydicom import dcmread
+
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.lanes import KeyedLanes
 from dicomnode.net.scu import AssociationFailed, describe_object, echo, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.observe import study_context
+from dicomnode.results.headers import MATCHED_IDENTIFIERS, identifier_control_characters
 from dicomnode.state import IN_FLIGHT_PREFIX, RoundFailures, StateDB, is_outage, outage_reason
 from dicomnode.uids import short_hash
 
@@ -66,6 +71,33 @@ SEND_TIMEOUT_SECONDS = 30.0
 
 #: appended to the error of a permanent refusal, which `dicomnode status` shows as the dead letter's last error
 PERMANENT_NOTE = "; a permanent refusal, not retried: `dicomnode retry STUDY` once the destination accepts it"
+
+
+#: says, in a permanent refusal's error (refusal_error), what in the refused object is the likely cause
+LIKELY_CAUSE = "; likely cause: "
+
+
+def refusal_error(result) -> str:
+    """The error recorded for a C-STORE the destination refused (a transmitted SendResult): the destination's
+    words, and for a permanent refusal of the object's content (0xA9xx Data Set Does Not Match SOP Class, 0xCxxx
+    Cannot Understand: PS3.4 B.2.3) whose PatientID, IssuerOfPatientID, AccessionNumber or StudyID holds control
+    characters (copied as received from the source images, results.headers), that likely cause named with the
+    characters escaped; then PERMANENT_NOTE where permanent. Reads the object's file for it (a file that cannot be
+    read names no cause)."""
+    error = result.error
+    content = result.status is not None and ((result.status & 0xFF00) == 0xA900 or (result.status & 0xF000) == 0xC000)
+    if result.permanent and content:
+        try:
+            header = dcmread(result.path, stop_before_pixels=True, specific_tags=list(MATCHED_IDENTIFIERS))
+        except Exception:  # noqa: BLE001 - a cause is not worth a failed round: the destination's words stay
+            header = None
+        found = identifier_control_characters(header) if header is not None else []
+        if found:
+            named = ", ".join(f"{item['attribute']} holds control characters ({item['characters']}), which VR "
+                              f"{item['vr']} does not allow" for item in found)
+            error += (f"{LIKELY_CAUSE}{named}: copied as received from the source images, by which the archive "
+                      f"files results with their images (docs/conformance.md section 6)")
+    return error + (PERMANENT_NOTE if result.permanent else "")
 
 
 #: the start of the error of a result file that was missing, or could not be read, when it was to be sent
@@ -545,10 +577,7 @@ class Dispatcher:
             if not result.ok and result.transmitted:
                 with study_context(ids[row["study_key"]]):
                     log.warning("destination %s: %s not delivered: %s", name, self.object_name(row), result.error)
-                    if result.permanent:
-                        self._failed(row, result.error + PERMANENT_NOTE, dead=True)
-                    else:
-                        self._failed(row, result.error)
+                    self._failed(row, refusal_error(result), dead=result.permanent)
         for key, log_id in ids.items():
             mine = [result.ok for row, result in zip(rows, results) if row["study_key"] == key]
             if mine:
@@ -691,8 +720,7 @@ class _SentRecorder:
     def add(self, index: int, result) -> None:
         if not result.ok:
             if result.transmitted and not result.unreadable:
-                self.refused[self.outbox_ids[index]] = (
-                    result.error + (PERMANENT_NOTE if result.permanent else ""), bool(result.permanent))
+                self.refused[self.outbox_ids[index]] = (refusal_error(result), bool(result.permanent))
             return
         outbox_id = self.outbox_ids[index]
         self.acknowledged.add(outbox_id)

@@ -610,6 +610,27 @@ def sender_note(summary: dict, limit: int = 500) -> str | None:
     return (SENDER_NOT_SENT_PREFIX + "; ".join(dict.fromkeys(reasons)))[:limit] if reasons else None
 
 
+#: the start of a finished study's reason where its result objects carry an identifier copied with control
+#: characters (identifier_note); kept once the study is done
+IDENTIFIER_NOTE_PREFIX = "identifiers copied with control characters: "
+
+
+def identifier_note(summary: dict, limit: int = 500) -> str | None:
+    """The study's reason when its result objects carry a PatientID, IssuerOfPatientID, AccessionNumber or StudyID
+    copied as received with control characters (the summary's `identifier_warnings`, results.headers), e.g.
+    'identifiers copied with control characters: PatientID (\\r\\n): the result objects are not valid DICOM
+    (VR LO: no control characters) and an archive that validates may refuse them'; else None. `dicomnode status`
+    shows it."""
+    entries = [summary] + list(summary.get("studies") or [])
+    found = [item for entry in entries for item in entry.get("identifier_warnings") or () if isinstance(item, dict)]
+    if not found:
+        return None
+    named = ", ".join(dict.fromkeys(f"{item.get('attribute')} ({item.get('characters')})" for item in found))
+    vrs = ", ".join(sorted({str(item.get("vr")) for item in found}))
+    return (f"{IDENTIFIER_NOTE_PREFIX}{named}: the result objects are not valid DICOM (VR {vrs}: no control "
+            f"characters) and an archive that validates may refuse them")[:limit]
+
+
 #: what results.objects writes in a declined reason for a result object that could not be built
 NOT_WRITTEN = " not written: "
 #: the start of a finished study's reason where some of its result objects could not be built (study_reason)
@@ -1406,7 +1427,8 @@ class StateDB:
                 "UPDATE studies SET state=:state, reason=:r, updated_at=:now, summary_json=:s, claimed_by=NULL,"
                 " lease_until=NULL WHERE study_key=:k"),
                 {"state": SENDING if outbox else DONE,
-                 "r": "; ".join(r for r in (study_reason(summary, True), sender_note(summary)) if r) or None
+                 "r": "; ".join(r for r in (study_reason(summary, True), sender_note(summary),
+                                            identifier_note(summary)) if r) or None
                  if results else no_results_reason(summary),
                  "now": now, "s": summary_json, "k": study_key})
             return True
@@ -1592,11 +1614,13 @@ class StateDB:
                            "r": f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered (dead letter)"})
             else:
                 # kept once the others are delivered: a result object that could not be built (study_reason), results
-                # not sent back to the sender (sender_note)
+                # not sent back to the sender (sender_note), identifiers copied with control characters
+                # (identifier_note)
                 self._run(db, "UPDATE studies SET state=:done, reason=CASE WHEN reason LIKE :kept OR reason LIKE :note"
-                              " THEN reason END, updated_at=:now WHERE study_key=:k AND state=:sending",
+                              " OR reason LIKE :identifiers THEN reason END, updated_at=:now WHERE study_key=:k AND"
+                              " state=:sending",
                           {"done": DONE, "now": now, "k": key, "sending": SENDING, "kept": NOT_BUILT + "%",
-                           "note": SENDER_NOT_SENT_PREFIX + "%"})
+                           "note": SENDER_NOT_SENT_PREFIX + "%", "identifiers": IDENTIFIER_NOTE_PREFIX + "%"})
 
     def outbox_for(self, study_key: str | None = None, state: str | None = None) -> list[RowMapping]:
         sql, params = "SELECT * FROM outbox WHERE 1=1", {}

@@ -177,6 +177,8 @@ def print_summary_table(summary: dict) -> None:
         if isinstance(aha, dict) and not aha.get("applicable") and aha.get("reason") \
                 and study["lge"].get("determined") is not False:  # as the PDF bullseye and the SR comment say it
             print(f"  LGE AHA segments not assigned: {aha['reason']}")
+        for item in study.get("identifier_warnings") or []:  # copied as received: every result object invalid
+            print(f"  identifier: {item['text']}")
         for item in study.get("declined", []):
             print(f"  declined: {item['reason']}")
         for item in study.get("not_analysed") or []:

@@ -14,6 +14,7 @@ import traceback
 from dicomnode.analysis.phase_text import maps_not_measured
 from dicomnode.config import Config
 from dicomnode.inference import Runtime
+from dicomnode.results.headers import copied_control_characters
 from dicomnode.results.objects import build_result_objects, declined_study_report
 from dicomnode.types import AnalysisContext, Declined, PipelineResult, StudyOutcome
 from dicomnode.uids import short_hash
@@ -147,6 +148,10 @@ class Analyser:
                                             failures=not_built, declines=refused)
             declined.extend(d.summary() for d in refused + not_built)
             errors.extend(d.reason for d in not_built)
+            # identifiers the archive matches by, copied with control characters: every object invalid (README)
+            copied = copied_control_characters(datasets)
+            if copied:
+                summary["identifier_warnings"] = copied
         # T1 / T2 maps and perfusion are recognised, never measured: said per series, so 'not supported' reads apart
         # from 'not found'
         declined.extend(Declined(uid, reason).summary() for uid, reason in maps_not_measured(study.series))

@@ -22,6 +22,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM, PersonName, format_number_as_ds, validate_value
 
 from dicomnode import charsets
+from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.results")
 
@@ -50,6 +51,11 @@ _TEXT_WITH_CONTROLS = {"LT", "ST", "UT"}
 #: exact bytes (a PatientName is shown, not matched, so it is cleaned like any other value)
 MATCHED_IDENTIFIERS = ("PatientID", "IssuerOfPatientID", "AccessionNumber", "StudyID")
 _CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: what a result object's MATCHED_IDENTIFIERS copied with control characters make of it, after the attribute list
+COPIED_CONTROLS_CONSEQUENCE = ("copied as received into every result object (the archive files results with their "
+                               "images by these exact bytes), which is therefore not valid DICOM (dciodvfy) and may "
+                               "be refused by an archive that validates; the value was entered this way at its source "
+                               "(RIS, worklist or modality): correct it there")
 _AGE_UNITS = {"D": "D", "DAY": "D", "DAYS": "D", "W": "W", "WEEK": "W", "WEEKS": "W", "M": "M", "MONTH": "M",
               "MONTHS": "M", "Y": "Y", "YEAR": "Y", "YEARS": "Y", "": "Y"}
 
@@ -116,6 +122,49 @@ def without_control_characters(text: str) -> str:
     control character (PS3.5 6.1.3, 6.2), and read as the same words. Decoded text holds no ESC (pydicom decodes
     ISO 2022 escapes), so nothing a character set needs is removed."""
     return _CONTROL_RUN.sub(" ", text).strip(" ") if _CONTROL_RUN.search(text) else text
+
+
+def escaped_controls(text: str) -> str:
+    """The distinct control characters of `text` (as without_control_characters finds them), in order of first
+    appearance, each as its Python escape: "12345\\r\\n" -> "\\r\\n", a TAB -> "\\t", NEL -> "\\x85"; "" where
+    there is none. For log lines and summaries, which must not hold the characters themselves."""
+    found = dict.fromkeys(character for run in _CONTROL_RUN.findall(text) for character in run)
+    return "".join(character.encode("unicode_escape").decode("ascii") for character in found)
+
+
+def identifier_control_characters(dataset: Dataset) -> list[dict]:
+    """The MATCHED_IDENTIFIERS of `dataset` (a source header, derivable_header's copy or a written result object)
+    whose value holds control characters, which their VRs (LO, SH: PS3.5 6.2) do not allow and derivable_header copies
+    as received: each {"attribute": keyword, "vr", "characters": escaped_controls of the value (several values
+    joined by their backslash), "text": one sentence saying so}, in MATCHED_IDENTIFIERS order; [] where none does.
+    An element pydicom cannot read is skipped (derivable_header left it out)."""
+    found = []
+    for keyword in MATCHED_IDENTIFIERS:
+        try:
+            element = dataset[keyword] if keyword in dataset else None
+            value = None if element is None else element.value
+        except Exception:  # noqa: BLE001 - an unconvertible raw value is no copied identifier
+            continue
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+        text = "\\".join(str(v) for v in values)
+        characters = escaped_controls(text)
+        if characters:
+            found.append({"attribute": keyword, "vr": element.VR, "characters": characters,
+                          "text": f"{keyword} holds control characters ({characters}), which VR {element.VR} does not "
+                                  f"allow: {COPIED_CONTROLS_CONSEQUENCE}"})
+    return found
+
+
+def copied_control_characters(datasets) -> list[dict]:
+    """identifier_control_characters over the result objects `datasets` of one study (they carry one identity,
+    carry_identity): each attribute and character set once, in the order first met."""
+    entries: dict[tuple[str, str], dict] = {}
+    for dataset in datasets:
+        for entry in identifier_control_characters(dataset):
+            entries.setdefault((entry["attribute"], entry["characters"]), entry)
+    return list(entries.values())
 
 
 def too_long_only(vr: str, text: str) -> bool:
@@ -241,6 +290,12 @@ def _say_control_characters(study_uid: str, keyword: str, vr: str) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
+def _say_copied_control_characters(study_uid: str, keyword: str, vr: str, characters: str) -> None:
+    log.warning("study %s: source %s holds control characters (%s), which VR %s does not allow: %s", short_hash(
+        study_uid or "-"), keyword, characters, vr, COPIED_CONTROLS_CONSEQUENCE)
+
+
+@functools.lru_cache(maxsize=1024)
 def _say_too_long(study_uid: str, keyword: str, vr: str) -> None:
     log.warning("source %s is longer than VR %s allows: copied as received into every result object (an archive "
                 "files results with their images by this identifier; a cut or empty one would name another "
@@ -252,7 +307,8 @@ def derivable_header(dataset: Dataset) -> Dataset:
 
     Control characters in a value of a VR that allows none (a CR LF in a PatientName) are each run one space, with a
     WARNING naming the attribute, except in the identifiers an archive matches by (MATCHED_IDENTIFIERS), which are
-    copied as received. Type 2 attributes are added empty when missing or invalid; other invalid ones are removed, except identifiers
+    copied as received, with a WARNING naming the study, the attribute and the characters (escaped_controls). Type 2
+    attributes are added empty when missing or invalid; other invalid ones are removed, except identifiers
     (IDENTIFIER_KEYWORDS) that are only too long: copied as received, with a WARNING naming the attribute. An
     identifier of value multiplicity 1 holding several values, a PatientID "123\\456" (an archive merged two), is
     copied as received too, backslash included (its first value could be another patient of the archive), with a
@@ -308,6 +364,9 @@ def derivable_header(dataset: Dataset) -> Dataset:
             value = PersonName(value) if isinstance(value, str) else [PersonName(v) for v in value]
         copy[tag] = DataElement(tag, vr, value)
         texts.extend(repaired)
+    study_uid = str(dataset.get("StudyInstanceUID", ""))
+    for entry in identifier_control_characters(copy):
+        _say_copied_control_characters(study_uid, entry["attribute"], entry["vr"], entry["characters"])
     target = output_character_set(source_charset, texts)
     if target is None:
         if "SpecificCharacterSet" in copy:
