@@ -373,9 +373,13 @@ def cmd_status(args) -> int:
     gone = [node["node_id"] for node in report["nodes"] if node["gone"]]
     if gone and db.writable and not report["heartbeats_blocked"]:
         try:
-            db.forget_nodes(gone, seen_before=time.time() - db.gone_after_seconds)
+            forgotten = set(db.forget_nodes(gone, seen_before=time.time() - db.gone_after_seconds))
         except sqlalchemy.exc.OperationalError as exc:
             print(f"note: GONE processes not removed: {exc.orig}", file=sys.stderr)
+        else:
+            for node in report["nodes"]:
+                if node["node_id"] in forgotten:
+                    node["forgotten"] = True
     try:
         _print_status(report, args.json, db.stale_after_seconds, db.gone_after_seconds)
         sys.stdout.flush()
@@ -563,9 +567,13 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         offset = (node.get("detail") or {}).get("clock_offset_s")
         if node["alive"] and isinstance(offset, (int, float)) and abs(offset) > CLOCK_SKEW_WARN_SECONDS:
             print(f"(WARNING: {node['node_id']}: {clock_skew_text(offset)})")
-    if not blocked and any(node["gone"] for node in report["nodes"]):
-        print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired, "
-              "and it is no longer listed)")
+    gone = [node for node in report["nodes"] if node["gone"]]
+    if not blocked and gone:
+        kept = [node["node_id"] for node in gone if not node.get("forgotten")]
+        print(f"(GONE: no heartbeat for over {gone_after:g} s: killed or its machine is down; its claims have expired; "
+              + ("listed this once: this status removed its heartbeat row" if not kept else
+                 f"{', '.join(kept)} stays listed until a status that can write the state removes its heartbeat row")
+              + ")")
     _print_builds(report)
     print()
     by_state = sorted((report.get("by_state") or {}).items(), key=lambda kv: -kv[1])
@@ -611,13 +619,19 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
 
 def _print_builds(report: dict) -> None:
     """One line per dicomnode build among the listed processes (dicomnode.build_id, from their heartbeats), this
-    command's own marked: processes of different builds must not work on one state (roles.refuse_other_versions)."""
+    command's own marked: processes of different builds must not work on one state (roles.refuse_other_versions).
+    A process known to have stopped (ENDED: its pid no longer runs here; GONE) is named as such and counts for no
+    build: the WARNING to stop all but one build is said only where processes of several builds may still run."""
     own = report.get("dicomnode") or {}
     builds: dict[tuple, list[str]] = {}
+    running: set[tuple] = set()
     for node in report["nodes"]:
         detail = node.get("detail") or {}
         key = (detail.get("version"), detail.get("build"), detail.get("schema"))
-        builds.setdefault(key, []).append(node["node_id"])
+        stopped = "GONE" if node["gone"] else "ENDED" if node.get("ended") else None
+        builds.setdefault(key, []).append(node["node_id"] + (f" ({stopped}, not running)" if stopped else ""))
+        if stopped is None:
+            running.add(key)
     for (version, build, schema), names in builds.items():
         if version is None:
             what = "an older dicomnode that records no version"
@@ -628,7 +642,7 @@ def _print_builds(report: dict) -> None:
         same = (version, build, schema) == (own.get("version"), own.get("build"), own.get("schema"))
         marker = "the same as this command's" if same else "NOT this command's build"
         print(f"({what}, {marker}: {', '.join(names)})")
-    if len(builds) > 1:
+    if len(running) > 1:
         print("(WARNING: processes of different builds on one state supersede and send results differently: stop "
               "all but one build; README: Upgrading)")
 
@@ -778,7 +792,7 @@ def _resend(db, storage: Path, key: str, state: str, configured: set[str]) -> in
               f"{' …' if len(missing) > 3 else ''}; `dicomnode retry {key} --reanalyse` makes new ones",
               file=sys.stderr)
         return EXIT_ERROR
-    count = db.resend(key)
+    count, notes = db.resend(key)
     if not count:
         print(f"not re-sent: {key} has no result objects to send (its latest analysis failed or queued none); "
               f"`dicomnode retry {key} --reanalyse` analyses it again", file=sys.stderr)
@@ -786,6 +800,11 @@ def _resend(db, storage: Path, key: str, state: str, configured: set[str]) -> in
     destinations = sorted({row["destination"] for row in items})
     print(f"re-queued {count} result object(s) of {key} to {', '.join(destinations)}; a running node sends them "
           f"within seconds")
+    if notes:
+        print(f"note: {notes} IOCM rejection note(s) of this analysis not re-sent: each lists earlier results a "
+              f"destination received, which a destination that lost the study no longer holds, and an IOCM archive "
+              f"refuses a whole note naming an instance it does not hold; where the earlier results are back there "
+              f"and must be hidden, delete them there by hand (README: Re-analysis)")
     unconfigured = [name for name in destinations if name not in configured]
     if unconfigured:
         print(f"note: {', '.join(unconfigured)} not in the config: what is queued for it becomes a dead letter "
@@ -943,8 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resend", action="store_true",
                        help="queue the stored result objects of a done (or failed) study's latest analysis again to "
-                            "the destinations they went to (e.g. the PACS lost them); refused while the study is "
-                            "still being analysed or sent, or when its result files are gone")
+                            "the destinations they went to (e.g. the PACS lost them), without its IOCM rejection "
+                            "notes (they name earlier results that PACS may no longer hold); refused while the study "
+                            "is still being analysed or sent, or when its result files are gone")
     again.add_argument("--reanalyse", action="store_true",
                        help="analyse a done (or failed) study again from its stored images and send the new results "
                             "(new SOP Instance UIDs; the new SR supersedes the earlier one); refused in any other state")

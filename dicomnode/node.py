@@ -37,7 +37,8 @@ from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
                              prepare_storage_dir, tombstone_destinations, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
-from dicomnode.study_path import ReturnAddress, StudyRun, declined_entry, outbox_items, return_address, run_study
+from dicomnode.study_path import (ReturnAddress, StudyRun, declined_entry, outbox_items, renamed_destinations,
+                                  return_address, run_study)
 from dicomnode.types import Declined
 from dicomnode.uids import MR_STORAGE_CLASSES, short_hash
 
@@ -238,6 +239,7 @@ class Node:
         self.scheduler.add_job(self.retention.check_free_space_safely, "interval", seconds=FREE_SPACE_CHECK_SECONDS,
                                id="free-space", coalesce=True, max_instances=1, misfire_grace_time=None)
         resumed = self._resume()
+        self._say_renamed_destinations()
         self.scheduler.add_job(self._enqueue_complete_studies, "interval", seconds=REQUEUE_SECONDS, id="requeue",
                                coalesce=True, max_instances=1, misfire_grace_time=None)
         for index in range(self.config.analysis.workers):
@@ -356,7 +358,8 @@ class Node:
 
     def _warn_removed_destinations(self, removed: list) -> None:
         """A WARNING per destination a reload removed (or renamed) that still has result objects queued for it:
-        they are not sent to its former address (dispatch makes the pending ones dead letters)."""
+        they are not sent to its former address (dispatch makes the pending ones dead letters); an INFO per one
+        renamed (a new name with the same AE title, host and port), saying that rejection notes follow it."""
         if not removed:
             return
         try:
@@ -365,6 +368,10 @@ class Node:
             log.warning("reload: destination(s) %s removed from the config; their queued sends could not be counted "
                         "(%s): none is sent to a removed destination", ", ".join(d.name for d in removed), exc)
             return
+        renamed = renamed_destinations(self.config, {d.name: (d.ae_title, d.host, d.port) for d in removed})
+        for former, name in renamed.items():
+            log.info("reload: destination %s is the former %s (same AE title, host and port): a re-analysis retires "
+                     "the results delivered to %s with its rejection note to %s", name, former, former, name)
         for destination in removed:
             pending = sum(row["destination"] == destination.name and row["state"] == "pending" for row in undelivered)
             dead = sum(row["destination"] == destination.name and row["state"] == "dead" for row in undelivered)
@@ -838,7 +845,10 @@ class Node:
         """Earlier SRs of this study (under its key) that a re-analysis supersedes, oldest first, each with what the
         new report says of the one it replaces (results.provenance.supersede_text): the earlier SR's `series_number`
         and `report_time` (its ContentDate / ContentTime), the `pdf_series_number` of the PDF of the same analysis,
-        and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`)."""
+        and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`) and
+        `delivered_to`, the outbox destinations that received that SR (sorted names, a renamed destination by its
+        configured name; absent for a tombstone that records none), so that study_path.run_study words the text
+        for a destination that never received it (break47b #4)."""
         superseded = []
         single = self._single_study(study_key, study_instance_uid)
         for row in self.db.earlier_reports(study_key, Comprehensive3DSRStorage):
@@ -858,11 +868,22 @@ class Node:
                 pass  # purged or unreadable: still named as superseded
             if "analysis_id" in row.keys():
                 entry["analysis_id"] = row["analysis_id"]
+            elif (destinations := tombstone_destinations(row)) is not None:
+                entry["delivered_to"] = destinations
             superseded.append(entry)
         if superseded:
             latest = superseded[-1]
             latest["reason"] = self._reanalysis_reason(study_key, latest.get("analysis_id"), requested)
             latest.update(self._pdf_series_number(study_key, latest.get("analysis_id")))
+            rows = self.db.outbox_for(study_key)
+            renamed = self._renamed(study_key, rows)
+            if "analysis_id" in latest:
+                latest["delivered_to"] = {row["destination"] for row in rows if row["state"] == OUTBOX_SENT
+                                          and row["sop_instance_uid"] == latest["sop_instance_uid"]}
+            if "delivered_to" in latest:
+                latest["delivered_to"] = sorted({renamed.get(name, name) for name in latest["delivered_to"]})
+        for earlier in superseded[:-1]:
+            earlier.pop("delivered_to", None)
         return superseded
 
     def _rejected(self, study_key: str, study_instance_uid: str) -> dict[str, list[dict]]:
@@ -881,13 +902,17 @@ class Node:
         never delivered there, superseded or dead, retires nothing: review46 #1), and objects of another study
         grouped under the key (a tombstone of unknown study only where the key holds this one study alone,
         review46 #2). {} where there is none."""
+        rows = self.db.outbox_for(study_key)
+        renamed = self._renamed(study_key, rows)
         delivered: dict[str, set[str]] = {}
-        for item in self.db.outbox_for(study_key, OUTBOX_SENT):
-            delivered.setdefault(item["sop_instance_uid"], set()).add(item["destination"])
+        for item in rows:
+            if item["state"] == OUTBOX_SENT:
+                delivered.setdefault(item["sop_instance_uid"], set()).add(
+                    renamed.get(item["destination"], item["destination"]))
         single = self._single_study(study_key, study_instance_uid)
         already: dict[str, set[str]] = {}
         for row in self.db.earlier_reports(study_key, KeyObjectSelectionDocumentStorage):
-            holders = self._holders(row, delivered, study_instance_uid, single)
+            holders = self._holders(row, delivered, study_instance_uid, single, renamed)
             if not holders:
                 continue  # never delivered: it retired nothing
             try:
@@ -903,7 +928,7 @@ class Node:
         for sop_class in sorted(REJECTED_SOP_CLASSES | DISPLAY_COPY_CLASSES):
             for row in self.db.earlier_reports(study_key, sop_class):
                 uid = row["sop_instance_uid"]
-                holders = [d for d in sorted(self._holders(row, delivered, study_instance_uid, single))
+                holders = [d for d in sorted(self._holders(row, delivered, study_instance_uid, single, renamed))
                            if uid not in already.get(d, ())]
                 if not holders or ("analysis_id" in row.keys() and not self._of_study(row, study_instance_uid)):
                     continue
@@ -912,22 +937,52 @@ class Node:
                          "display_copy": sop_class in DISPLAY_COPY_CLASSES}
                 for destination in holders:
                     rejected.setdefault(destination, []).append(entry)
+        for former, name in renamed.items():
+            if name in rejected:
+                log.info("study %s: destination %s of the config is the former %s (same AE title, host and port): "
+                         "the earlier results delivered to %s are retired by the rejection note to %s",
+                         short_hash(study_instance_uid), name, former, former, name)
         return rejected
+
+    def _renamed(self, study_key: str, rows) -> dict[str, str]:
+        """{a destination name the study's outbox `rows` or tombstones hold that the config no longer has: the
+        configured destination with the same AE title, host and port} (study_path.renamed_destinations). A tombstone
+        names its destinations only and its outbox rows went with the purge: their addresses are then looked up
+        among every study's deliveries."""
+        addresses = self.db.delivered_addresses() if self.db.purged_reports(study_key) else {}
+        addresses.update({row["destination"]: (row["ae_title"], row["host"], row["port"]) for row in rows})
+        return renamed_destinations(self.config, addresses)
+
+    def _say_renamed_destinations(self) -> None:
+        """At start: an INFO per configured destination that has the AE title, host and port of a former name that
+        results were delivered to (renamed in the config while the node was stopped), saying that re-analyses
+        retire what it received under that name with their rejection notes to it."""
+        try:
+            renamed = renamed_destinations(self.config, self.db.delivered_addresses())
+        except Exception as exc:  # noqa: BLE001 - a notice only; the re-analysis looks again
+            log.debug("renamed destinations not looked up: %s", exc)
+            return
+        for former, name in renamed.items():
+            log.info("destination %s has the AE title, host and port of %s, which results were delivered to: it is "
+                     "taken as the same archive, renamed, and a re-analysis retires what %s received with its "
+                     "rejection note to %s", name, former, former, name)
 
     def _single_study(self, study_key: str, study_instance_uid: str) -> bool:
         """Whether every instance the key holds now is of `study_instance_uid` (the key's one study)."""
         return {row["study_instance_uid"] for row in self.db.study_instances(study_key)} <= {study_instance_uid}
 
     @staticmethod
-    def _holders(row, delivered: dict[str, set[str]], study_instance_uid: str, single: bool) -> set[str]:
+    def _holders(row, delivered: dict[str, set[str]], study_instance_uid: str, single: bool,
+                 renamed: dict[str, str]) -> set[str]:
         """The destinations holding an earlier result object: its delivered outbox rows, or for a tombstone the
-        destinations it records, provided its recorded study is `study_instance_uid` (unknown: `single`)."""
+        destinations it records, provided its recorded study is `study_instance_uid` (unknown: `single`); a
+        destination renamed since under the same address by its configured name (`renamed`, renamed_destinations)."""
         if "analysis_id" in row.keys():
             return delivered.get(row["sop_instance_uid"], set())
         study = row["study_instance_uid"]
         if (study != study_instance_uid) if study is not None else not single:
             return set()
-        return tombstone_destinations(row) or set()
+        return {renamed.get(name, name) for name in tombstone_destinations(row) or ()}
 
     def _of_study(self, row, study_instance_uid: str) -> bool:
         """Whether a kept earlier result object is of `study_instance_uid` (its file says; unreadable: taken to be,

@@ -1158,12 +1158,19 @@ def cmd_state_upgrade(args) -> int:
         if blockers:
             print(f"warning: --force: migrating although the state is in use: {'; '.join(blockers)}",
                   file=sys.stderr)
-        copy = None if args.no_backup else keep_copy_before_upgrade(db.engine)
         older = older_schema(db.engine)
-        if older is not None and not db.is_sqlite:  # said before it migrates: the way back is the admin's dump
-            print(f"note: {describe_url(db.url)} is migrated from schema {older} in place and no copy of it is kept: "
-                  f"the way back to the older dicomnode is a `pg_dump` of it taken before this (README: Upgrading)",
-                  file=sys.stderr)
+        if older is not None and not db.is_sqlite and not args.yes:  # the way back is the admin's dump, taken now
+            print(f"error: {describe_url(db.url)} has schema version {older}: `state upgrade` migrates it to "
+                  f"{SCHEMA_VERSION} in place and keeps no copy of it, so the only way back to the older dicomnode "
+                  f"is a dump taken before the migration. Take it first (`pg_dump -Fc -f "
+                  f"dicomnode-before-upgrade.dump DBNAME`, as a user that may read the database), then run `dicomnode "
+                  f"state upgrade --yes` (README: Upgrading). Nothing was changed", file=sys.stderr)
+            return 1
+        copy = None if args.no_backup else keep_copy_before_upgrade(db.engine)
+        if older is not None and not db.is_sqlite:
+            print(f"note: --yes: {describe_url(db.url)} is migrated from schema {older} in place and no copy of it is "
+                  f"kept: the way back to the older dicomnode is the `pg_dump` of it taken before this (README: "
+                  f"Upgrading)", file=sys.stderr)
         before, after = upgrade_schema(db.engine, keep_copy=False)
     except StateSchemaError as exc:
         print(f"error: {exc}")
@@ -1203,6 +1210,10 @@ def add_state_parser(sub: argparse._SubParsersAction) -> None:
                          help="keep no copy of an embedded SQLite state before migrating it (default: a copy "
                               "state.sqlite3.schema<N>-<date> beside it; a PostgreSQL state is never copied: pg_dump "
                               "it first)")
+    upgrade.add_argument("--yes", action="store_true",
+                         help="migrate a PostgreSQL state of an older schema, which is done in place with no copy "
+                              "kept: take a pg_dump of it first (without --yes the command says so and changes "
+                              "nothing)")
     upgrade.set_defaults(func=cmd_state_upgrade)
 
 

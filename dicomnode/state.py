@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 from sqlalchemy import (
     Column, Double, Index, Integer, MetaData, String, Table, Text, bindparam, create_engine, event, inspect, text,
 )
@@ -310,8 +311,10 @@ def schema_mismatch(what: str, version: int | None) -> str:
                 f"version {SCHEMA_VERSION}; an embedded SQLite state is created when `dicomnode serve` starts); "
                 f"nothing was changed")
     return (f"{what} has schema version {version}, this dicomnode needs {SCHEMA_VERSION}: run `dicomnode "
-            f"state upgrade` after stopping every process of the older version (an embedded SQLite state is also "
-            f"migrated when `dicomnode serve` of this version starts); nothing was changed")
+            f"state upgrade` after stopping every process of the older version and backing the state up (a "
+            f"PostgreSQL state is migrated in place with no copy kept: `pg_dump` it first, then `dicomnode state "
+            f"upgrade --yes`; an embedded SQLite state is copied beside itself, and also migrated when `dicomnode "
+            f"serve` of this version starts; README: Upgrading); nothing was changed")
 
 
 #: what an older dicomnode does with a state migrated to this schema, said where a migration is logged or asked for:
@@ -1632,6 +1635,14 @@ class StateDB:
             params["state"] = state
         return self._rows(sql + " ORDER BY id", params)
 
+    def delivered_addresses(self) -> dict[str, tuple[str, str, int]]:
+        """{outbox destination name: (ae_title, host, port) a result object delivered to it (state sent) was queued
+        with}, over every study (one address per name where it moved); what names a destination renamed since
+        (study_path.renamed_destinations) where a study's own outbox rows are gone (purged)."""
+        return {r["destination"]: (r["ae_title"], r["host"], int(r["port"])) for r in self._rows(
+            "SELECT DISTINCT destination, ae_title, host, port FROM outbox WHERE state=:sent ORDER BY destination",
+            {"sent": OUTBOX_SENT})}
+
     def outbox_counts_by_study(self) -> dict[tuple[str, str], int]:
         """{(study_key, outbox state): number of items} over every study, in one query (`dicomnode status`)."""
         return {(r["study_key"], r["state"]): int(r["n"]) for r in self._rows(
@@ -1672,30 +1683,38 @@ class StateDB:
                           {"sending": SENDING, "now": now, "k": study_key, "failed": FAILED, "done": DONE})
             return count
 
-    def resend(self, study_key: str) -> int:
+    def resend(self, study_key: str) -> tuple[int, int]:
         """`dicomnode retry STUDY --resend`: queue the result objects of a finished study's latest analysis again, to
         the destinations they were queued for (resolved by name when sent), as new pending sends; the study goes
-        back to `sending`. Returns how many; 0 when the study is not done (or failed only by dead letters of that
-        analysis) or its latest analysis queued nothing."""
+        back to `sending`. Its IHE IOCM Rejection Notes (Key Object Selection, results.rejection) stay as they are,
+        sent or dead: a resend follows a destination's loss of data, and a note listing earlier results that
+        destination may no longer hold makes an IOCM archive refuse the whole note (README: Re-analysis).
+        Returns (result objects re-queued, rejection notes left out); (0, 0) when the study is not done (or failed
+        only by dead letters of that analysis) or its latest analysis queued nothing."""
         now = time.time()
         with self._write() as db:
             study = self._run(db, "SELECT state FROM studies WHERE study_key=:k" + self._for_update,
                               {"k": study_key}).mappings().first()
             if study is None or study["state"] not in (DONE, FAILED) or self._latest_analysis_failed(db, study_key):
-                return 0
+                return 0, 0
             latest = self._run(db, "SELECT MAX(id) FROM analyses WHERE study_key=:k AND state='done'",
                                {"k": study_key}).scalar()
             if latest is None:
-                return 0
+                return 0, 0
+            params = {"pending": OUTBOX_PENDING, "now": now, "k": study_key, "a": latest, "sent": OUTBOX_SENT,
+                      "dead": OUTBOX_DEAD, "ko": KeyObjectSelectionDocumentStorage}
+            notes = ("SELECT sop_instance_uid FROM results WHERE analysis_id=:a AND study_key=:k"
+                     " AND sop_class_uid=:ko")
+            held_back = self._run(db, "SELECT COUNT(*) FROM outbox WHERE study_key=:k AND analysis_id=:a AND state IN"
+                                      f" (:sent, :dead) AND sop_instance_uid IN ({notes})", params).scalar() or 0
             count = self._run(db, (
                 "UPDATE outbox SET state=:pending, attempts=0, next_attempt_at=:now, last_error=NULL, sent_at=NULL,"
-                " claimed_by=NULL, lease_until=NULL WHERE study_key=:k AND analysis_id=:a AND state IN (:sent, :dead)"),
-                {"pending": OUTBOX_PENDING, "now": now, "k": study_key, "a": latest, "sent": OUTBOX_SENT,
-                 "dead": OUTBOX_DEAD}).rowcount
+                " claimed_by=NULL, lease_until=NULL WHERE study_key=:k AND analysis_id=:a AND state IN (:sent, :dead)"
+                f" AND sop_instance_uid NOT IN ({notes})"), params).rowcount
             if count:
                 self._run(db, "UPDATE studies SET state=:sending, reason=NULL, updated_at=:now WHERE study_key=:k",
                           {"sending": SENDING, "now": now, "k": study_key})
-            return count
+            return count, int(held_back)
 
     def reanalyse_finished(self, study_key: str) -> bool:
         """`dicomnode retry STUDY --reanalyse`: send a finished study (done, or failed) back to `complete`, so that the

@@ -107,6 +107,7 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
         return StudyRun(summary=summary)
     log.info("study %s: route %r: pipelines %s", short_hash(study.study_instance_uid or "-"), route.name,
              ", ".join(route.pipelines) or "none")
+    supersedes = not_received_everywhere(supersedes, route_destinations(route))
     outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
                                supersedes=supersedes)
     notes: dict[str, str] = {}
@@ -121,9 +122,40 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
                     errors=list(outcome.errors))
 
 
+def not_received_everywhere(supersedes: list[dict] | None, destinations: list[str]) -> list[dict] | None:
+    """`supersedes` (node._superseded) with `partial` True on the latest where one of `destinations` (the route's,
+    route_destinations) did not receive the report it names (its `delivered_to`): the one PDF and SR go to every
+    destination alike, so their text must not point such a destination at series it never received
+    (provenance.supersede_text words it for every destination then; break47b #4). Unchanged where `delivered_to`
+    is not known."""
+    if not supersedes or "delivered_to" not in supersedes[-1]:
+        return supersedes
+    latest = supersedes[-1]
+    partial = not set(destinations) <= set(latest["delivered_to"])
+    return supersedes[:-1] + [{**latest, "partial": partial}]
+
+
 def route_destinations(route: RouteConfig) -> list[str]:
     """The outbox destination names a route's results go to: its destinations, then SENDER where it sends back."""
     return list(route.destinations) + ([SENDER] if route.send_to_sender and route.sender_port else [])
+
+
+def renamed_destinations(config: Config, addresses: dict[str, tuple[str, str, int]]) -> dict[str, str]:
+    """{an outbox destination name the config no longer has: the configured destination with the same AE title,
+    host and port}, from `addresses` ({outbox destination name: (ae_title, host, port) it was queued with}): a
+    destination renamed in the config is the same archive, so what it received under its former name is retired
+    under its new one (break47b #3). A name matching no configured address, "sender", or one matching several
+    configured destinations is left out (not the same archive, or not knowable which)."""
+    configured = {d.name for d in config.destinations}
+    by_address: dict[tuple[str, str, int], list[str]] = {}
+    for destination in config.destinations:
+        by_address.setdefault((destination.ae_title, destination.host, destination.port), []).append(destination.name)
+    renamed = {}
+    for name, address in addresses.items():
+        names = by_address.get(address, [])
+        if name not in configured and name != SENDER and len(names) == 1:
+            renamed[name] = names[0]
+    return renamed
 
 
 def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], config: Config,
@@ -159,8 +191,11 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
         elif name not in destinations:
             entry["destinations"][name] = {"sop_instance_uid": None, "rejected": listed,
                                            "reason": "not a destination of this study's route"}
+            gone = "" if name == SENDER or any(d.name == name for d in config.destinations) else (
+                " (the config has no destination of that name, nor one with the AE title, host and port it was "
+                "sent to)")
             log.warning("study %s: %d earlier result object(s) delivered to %s, no longer a destination of the "
-                        "study's route, stay visible there: delete them there by hand", tag, len(listed), name)
+                        "study's route%s, stay visible there: delete them there by hand", tag, len(listed), name, gone)
         else:
             note = build_rejection_note(header, entries, started_at, series_number, when)
             outcome.datasets.append(note)

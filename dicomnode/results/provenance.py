@@ -109,15 +109,24 @@ def supersede_text(supersedes: Sequence[dict] | None) -> str | None:
     20 instance(s) received after it: its numbers are replaced by these". `supersedes`: the earlier SRs, oldest
     first (node._superseded), each a dict that may hold `report_time` (report_time), `series_number` (the SR's),
     `pdf_series_number` and `reason` (why the study was analysed again); the latest is named, the older ones
-    counted. None where nothing is superseded."""
+    counted. Where the latest holds `partial` True (a destination of the new results never received it:
+    study_path.not_received_everywhere) no series number is named: "Supersedes every earlier AI report of this study
+    (3, the latest of 2026-12-07 10:39; not every destination received each one); analysed again: …". None where
+    nothing is superseded."""
     if not supersedes:
         return None
     latest = supersedes[-1]
+    reason = latest.get("reason")
+    if latest.get("partial"):  # not every destination received it: no series to look for, the same for all
+        when = latest.get("report_time")
+        count = f"{len(supersedes)}, " if len(supersedes) > 1 else ""
+        text = (f"Supersedes every earlier AI report of this study ({count}the latest"
+                + (f" of {when}" if when else "") + "; not every destination received each one)")
+        return text + (f"; analysed again: {reason}" if reason else "") + ": their numbers are replaced by these"
     series = [f"{kind} series {latest[key]}" for kind, key in (("PDF", "pdf_series_number"), ("SR", "series_number"))
               if latest.get(key) is not None]
     when = latest.get("report_time")
     text = "Supersedes the report" + (f" of {when}" if when else "") + (f" ({', '.join(series)})" if series else "")
     if len(supersedes) > 1:
         text += f" and {len(supersedes) - 1} earlier one(s)"
-    reason = latest.get("reason")
     return text + (f"; analysed again: {reason}" if reason else "") + ": its numbers are replaced by these"

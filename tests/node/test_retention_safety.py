@@ -378,7 +378,9 @@ def test_node_names_the_purged_report_as_superseded(tmp_path):
             "sop_instance_uid": purged_sr["sop_instance_uid"], "series_instance_uid": purged_sr["series_instance_uid"],
             "study_instance_uid": KEY, "sop_class_uid": SR,
             # break45a F5: what the new report says of the one it replaces: why the study is analysed again
-            "reason": "the study was received again after its results were purged"}]
+            "reason": "the study was received again after its results were purged",
+            # break47b #4: the destinations that received it, as its tombstone records them
+            "delivered_to": ["pacs"]}]
     finally:
         node.db.close()
 

@@ -372,7 +372,7 @@ def test_state_upgrade_refuses_while_processes_of_the_old_version_live(pg_server
     assert schema_version(old.engine) == SCHEMA_VERSION - 1
     old.forget_node()  # stopped
     old.close()
-    assert main(["state", "upgrade", "--config", str(config)]) == 0
+    assert main(["state", "upgrade", "--yes", "--config", str(config)]) == 0
     db = StateDB(url)
     assert schema_version(db.engine) == SCHEMA_VERSION
     db.close()

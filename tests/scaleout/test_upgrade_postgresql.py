@@ -1,5 +1,6 @@
-"""Upgrading a PostgreSQL state in place (break44a F4, F7): `state upgrade` says, before it migrates, that it keeps
-no copy (pg_dump first); `status` shows the state before it is upgraded, read-only."""
+"""Upgrading a PostgreSQL state in place (break44a F4, F7; break47b #8): `state upgrade` says, before it migrates,
+that it keeps no copy (pg_dump first) and migrates only with --yes; `status` shows the state before it is upgraded,
+read-only."""
 from __future__ import annotations
 
 import json
@@ -45,7 +46,16 @@ def test_state_upgrade_of_postgresql_says_to_pg_dump_first(pg_server, tmp_path, 
     url = pg_server.create_database()
     _older_pg_state(url)
     config = str(_pg_config(tmp_path, url))
-    assert main(["state", "upgrade", "--config", config]) == 0
+    # break47b #8: said before the point of no return, and nothing migrated until the admin confirms with --yes
+    assert main(["serve", "--config", config]) == 1
+    err = capsys.readouterr().err
+    assert "`pg_dump` it first, then `dicomnode state upgrade --yes`" in err and "nothing was changed" in err
+    assert main(["state", "upgrade", "--config", config]) == 1
+    captured = capsys.readouterr()
+    assert "keeps no copy of it" in captured.err and "pg_dump -Fc" in captured.err and "--yes" in captured.err
+    assert "Nothing was changed" in captured.err and "->" not in captured.out
+    assert _schema(url) == OLDER
+    assert main(["state", "upgrade", "--yes", "--config", config]) == 0
     captured = capsys.readouterr()
     assert "no copy of it is kept" in captured.err and "`pg_dump` of it taken before this" in captured.err
     assert f"schema version {OLDER} -> {SCHEMA_VERSION}" in captured.out and "kept at" not in captured.out

@@ -1,0 +1,172 @@
+"""break47b #2-#4: what a re-analysis and a resend tell each destination. `retry --resend` re-queues the results,
+not the IOCM rejection notes (they name earlier results the PACS that lost the study no longer holds); a destination
+renamed in the config (same AE title, host and port) still gets the note retiring what it received under its former
+name; the new report names the series it supersedes only where every destination received them."""
+from __future__ import annotations
+
+import logging
+
+from pydicom.uid import KeyObjectSelectionDocumentStorage
+
+from dicomnode.cli import main
+from dicomnode.config import Config
+from dicomnode.node import Node
+from dicomnode.results.provenance import supersede_text
+from dicomnode.retention import purge_expired
+from dicomnode.state import DONE, OUTBOX_PENDING, OUTBOX_SENT, SENDING, StateDB, prepare_storage_dir
+from dicomnode.study_path import not_received_everywhere, renamed_destinations, run_study
+from tests.node.test_retention_safety import KEY, SEG, SR, Store
+from tests.node.test_stages import _Analyser, _Study
+
+KO = KeyObjectSelectionDocumentStorage
+PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def _node(tmp_path, destinations: list[dict]) -> Node:
+    config = Config.model_validate({"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+                                    "studies": {"quiet_seconds": 3600}, "destinations": destinations})
+    return Node(config, analyser=object())
+
+
+def _pacs(name: str, port: int = 104) -> dict:
+    return {"name": name, "ae_title": "PACS", "host": "127.0.0.1", "port": port}
+
+
+# --- #2: retry --resend ---------------------------------------------------------------------------------------------
+
+def test_resend_requeues_the_results_but_not_the_rejection_note_and_says_so(tmp_path, capsys):
+    root = prepare_storage_dir(tmp_path / "store")
+    db = StateDB(root / "state.sqlite3", upgrade=True)
+    try:
+        store = Store(root, db)
+        store.instance(1)
+        db.mark_sent(store.analyse(classes=(SEG, SR)))
+        store.instance(2)  # a late image: the re-analysis sends new results and a note retiring the first ones
+        db.mark_sent(store.analyse(classes=(SEG, SR, PDF, KO)))
+        assert db.study(KEY)["state"] == DONE
+        config = tmp_path / "node.toml"
+        config.write_text(f'[node]\nstorage_dir = "{root}"\n[[destinations]]\nname = "pacs"\nae_title = "PACS"\n'
+                          f'host = "127.0.0.1"\nport = 104\n')
+        capsys.readouterr()
+        assert main(["retry", KEY, "--resend", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert f"re-queued 3 result object(s) of {KEY} to pacs" in out
+        assert "1 IOCM rejection note(s) of this analysis not re-sent" in out and "delete them there by hand" in out
+        latest = max(a["id"] for a in db.analyses_of(KEY))
+        classes = {r["sop_instance_uid"]: r["sop_class_uid"] for r in db._rows(
+            "SELECT * FROM results WHERE analysis_id=:a", {"a": latest})}
+        states = {classes[row["sop_instance_uid"]]: row["state"] for row in db.outbox_for(KEY)
+                  if row["analysis_id"] == latest}
+        assert states == {SEG: OUTBOX_PENDING, SR: OUTBOX_PENDING, PDF: OUTBOX_PENDING, KO: OUTBOX_SENT}
+        assert db.study(KEY)["state"] == SENDING
+    finally:
+        db.close()
+
+
+# --- #3: a destination renamed ----------------------------------------------------------------------------------------
+
+def test_renamed_destinations_match_by_ae_title_host_and_port():
+    config = Config.model_validate({"destinations": [_pacs("pacs_main"), _pacs("other", 105), _pacs("twin", 106),
+                                                     _pacs("twin2", 106)]})
+    addresses = {"pacs": ("PACS", "127.0.0.1", 104), "pacs_main": ("PACS", "127.0.0.1", 104),
+                 "gone": ("PACS", "127.0.0.1", 999), "sender": ("PACS", "127.0.0.1", 105),
+                 "old_twin": ("PACS", "127.0.0.1", 106)}
+    # kept names stay; another address, the sender, or an address two destinations share: not renamed
+    assert renamed_destinations(config, addresses) == {"pacs": "pacs_main"}
+
+
+def test_a_renamed_destination_gets_the_note_for_what_it_received_under_its_former_name(tmp_path, caplog):
+    node = _node(tmp_path, [_pacs("pacs_main")])  # "pacs" renamed: same AE title, host and port
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+        delivered = {row["sop_instance_uid"] for row in node.db.outbox_for(KEY)}
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            rejected = node._rejected(KEY, KEY)
+        assert {d: {e["sop_instance_uid"] for e in entries} for d, entries in rejected.items()} == {
+            "pacs_main": delivered}
+        assert "destination pacs_main of the config is the former pacs (same AE title, host and port)" in caplog.text
+    finally:
+        node.db.close()
+    moved = _node(tmp_path, [_pacs("pacs_main", 11112)])  # another address: not the same archive
+    try:
+        assert set(moved._rejected(KEY, KEY)) == {"pacs"}
+    finally:
+        moved.db.close()
+
+
+def test_a_renamed_destination_gets_the_note_for_a_purged_study_it_received(tmp_path, caplog):
+    """A tombstone names its destinations only (its outbox rows went with the purge): the former name's address is
+    found among the other studies' deliveries; the node says at start which destination it takes as renamed."""
+    node = _node(tmp_path, [_pacs("pacs_main")])
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+        delivered = {row["sop_instance_uid"] for row in node.db.outbox_for(KEY)}
+        store.age()
+        assert purge_expired(node.db, node.storage_dir, days=30).studies == [KEY]
+        store.instance(1, key="1.2.4")  # another study, delivered to "pacs" before the rename
+        node.db.mark_sent(store.analyse(key="1.2.4", classes=(SEG,)))
+        store.instance(1)  # the purged study sent again
+        assert {d: {e["sop_instance_uid"] for e in entries} for d, entries in node._rejected(KEY, KEY).items()} == {
+            "pacs_main": delivered}
+        assert node._superseded(KEY, KEY)[-1]["delivered_to"] == ["pacs_main"]
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            node._say_renamed_destinations()
+        assert "destination pacs_main has the AE title, host and port of pacs, which results were delivered to" \
+            in caplog.text
+    finally:
+        node.db.close()
+
+
+# --- #4: what the new report says it supersedes --------------------------------------------------------------------
+
+def test_the_report_names_the_superseded_series_only_where_every_destination_received_them(tmp_path):
+    node = _node(tmp_path, [_pacs("pacs")])
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+        assert node._superseded(KEY, KEY)[-1]["delivered_to"] == ["pacs"]
+        store.instance(2)
+        store.analyse(classes=(SEG, SR))  # pending: its PACS is down
+        latest = node._superseded(KEY, KEY)
+        assert latest[-1]["delivered_to"] == [] and "delivered_to" not in latest[0]
+    finally:
+        node.db.close()
+    earlier = [{"series_number": 9100, "pdf_series_number": 9200, "report_time": "2026-12-07 10:30"},
+               {"series_number": 11100, "pdf_series_number": 11200, "report_time": "2026-12-07 10:39",
+                "reason": "re-analysis requested (dicomnode retry --reanalyse)", "delivered_to": ["pacs1"]}]
+    everywhere = not_received_everywhere(earlier, ["pacs1"])
+    assert supersede_text(everywhere).startswith("Supersedes the report of 2026-12-07 10:39 (PDF series 11200, SR "
+                                                 "series 11100) and 1 earlier one(s)")
+    partial = not_received_everywhere(earlier, ["pacs1", "pacs2"])
+    text = supersede_text(partial)
+    assert "11200" not in text and "11100" not in text and "series" not in text
+    assert text == ("Supersedes every earlier AI report of this study (2, the latest of 2026-12-07 10:39; not every "
+                    "destination received each one); analysed again: re-analysis requested (dicomnode retry "
+                    "--reanalyse): their numbers are replaced by these")
+    assert "partial" not in earlier[-1]  # the node's list is left as it is
+    assert not_received_everywhere(earlier[:1], ["pacs2"]) == earlier[:1]  # not known: worded as before
+
+
+def test_run_study_hands_the_analysis_the_wording_for_the_routes_destinations(tmp_path):
+    seen = []
+
+    class Recording(_Analyser):
+        def analyse(self, study, pipelines, started_at=None, supersedes=None):
+            seen.append(supersedes)
+            return super().analyse(study, pipelines, started_at, supersedes)
+
+    config = Config.model_validate({
+        "destinations": [_pacs("pacs1"), _pacs("pacs2", 105)],
+        "routes": [{"name": "mr", "match": {"modality": "MR"}, "pipelines": ["cine"],
+                    "destinations": ["pacs1", "pacs2"]}]})
+    earlier = [{"series_number": 9100, "report_time": "2026-12-07 10:39", "delivered_to": ["pacs1"]}]
+    run_study(_Study(), config, Recording(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm", supersedes=earlier)
+    assert seen[-1][-1]["partial"] is True  # pacs2 never received SR series 9100
+    earlier[-1]["delivered_to"] = ["pacs1", "pacs2"]
+    run_study(_Study(), config, Recording(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm", supersedes=earlier)
+    assert seen[-1][-1]["partial"] is False
