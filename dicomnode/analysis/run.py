@@ -33,7 +33,8 @@ def _attach_excluded_instances(result: PipelineResult, study) -> None:
     """measurements["excluded_instances"]: the images of the analysed series that were left out (gaps), each
     {"series_instance_uid", "sop_instance_uid", "reason"}, so that the SR and the report can show them."""
     analysed = {uid for s in result.segmentations for uid in s.series.series_instance_uids}
-    descriptions = {s.series.description for s in result.segmentations if len(s.series.series_instance_uids) > 1}
+    descriptions = {str(getattr(h.dataset, "SeriesDescription", "") or "") for s in result.segmentations
+                    if len(s.series.series_instance_uids) > 1 for h in s.series.instances}
     if not analysed:
         return
     # a stack merged from one-slice series (Siemens style): a left-out slice has its own series of the same name

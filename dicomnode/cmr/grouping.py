@@ -130,7 +130,35 @@ class Candidate:
 
     @property
     def description(self) -> str:
-        return str(getattr(self.headers[0].dataset, "SeriesDescription", "") or "")
+        """SeriesDescription (0008,103E) of the candidate; of a stack merged from several series, all of theirs in
+        one (`merged_description`), so that it does not read as its first slice alone."""
+        names: dict[str, str] = {}
+        for header in self.headers:
+            names.setdefault(header.series_instance_uid, str(getattr(header.dataset, "SeriesDescription", "") or ""))
+        return merged_description(list(names.values()))
+
+
+#: the most distinct descriptions merged_description lists before '…'
+MERGED_DESCRIPTIONS_LISTED = 3
+
+
+def merged_description(descriptions: list[str]) -> str:
+    """One SeriesDescription for the series of a merged stack, in their order: the one they share; where they differ
+    only in their numbers ('Cine SA Schicht 1' ... 'Cine SA Schicht 12', an export numbering its one-slice series),
+    the shared text with each number that varies written as its range ('Cine SA Schicht 1-12'); otherwise the
+    distinct ones joined by ' / ' (MERGED_DESCRIPTIONS_LISTED at most, then '…'). '' for none."""
+    distinct = list(dict.fromkeys(descriptions))
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else ""
+    texts = [re.split(r"(\d+)", d) for d in distinct]
+    if len({tuple(t[0::2]) for t in texts}) == 1:
+        parts = list(texts[0])
+        for k in range(1, len(parts), 2):
+            values = sorted({int(t[k]) for t in texts})
+            parts[k] = str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+        return "".join(parts)
+    listed = " / ".join(distinct[:MERGED_DESCRIPTIONS_LISTED])
+    return listed + (" / …" if len(distinct) > MERGED_DESCRIPTIONS_LISTED else "")
 
 
 def _frame_count(header: InstanceHeader) -> int:
@@ -395,7 +423,8 @@ def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: o
     long-axis stack, told apart by StackID (0020,9056) in an Enhanced MR object, by orientation only in the classic
     form) split into one bucket per orientation, so that each stack is recognised on its own (the SAX stack analysed,
     the others named) instead of the whole series taken for a localizer. Only where some orientation holds a stack of
-    STACK_MIN_POSITIONS slice positions or more; otherwise ({"": bucket}, None). Stacks of one orientation (two
+    STACK_MIN_POSITIONS slice positions or more, and not a 3-plane localizer by name (`_LOCALIZER_NAME`) or by its
+    planes (`_body_plane_localizer`); otherwise ({"": bucket}, None). Stacks of one orientation (two
     overlapping slabs, StackID 1 and 2) stay together: they are one volume, and so do the few slices tilted out of
     a stack's dominant plane (`frames.parallel_stacks`, `frames.tilted_slices`): they stay with their stack, which
     volume building measures without them, naming them. Planes less than NEAR_PARALLEL_DEG apart are one view and
@@ -410,7 +439,7 @@ def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: o
     if _LOCALIZER_NAME.search(named):  # a multi-plane localizer is one series of several planes by design
         return {"": bucket}, None
     groups = _views([kept + tilted for kept, tilted in parallel_stacks(frames)])
-    if len(groups) < 2:
+    if len(groups) < 2 or _body_plane_localizer(groups):
         return {"": bucket}, None
     positions = [len(slice_groups(g)) for g in groups]
     if max(positions) < STACK_MIN_POSITIONS:
@@ -426,6 +455,25 @@ def split_stacks(bucket: list[tuple[InstanceHeader, list[FrameInfo]]], series: o
                           f" {len(groups[k])} image(s)" for rank, k in enumerate(order))
     return result, (f"series {series} holds {len(groups)} stacks of different orientations ({described}): split into "
                     "one stack each")
+
+
+#: the most slice positions one plane of a 3-plane localizer may hold over another's (GE: 5 per plane)
+LOCALIZER_POSITION_RATIO = 3
+
+
+def _body_plane_localizer(views: list[list[FrameInfo]]) -> bool:
+    """True where the views are those of a 3-plane localizer, whatever the series is named: three views, one in each
+    body plane (`frames.plane_name`: axial, sagittal, coronal, within 10 deg: mutually orthogonal), one image per
+    slice position (no cardiac phases) and position counts within LOCALIZER_POSITION_RATIO of one another (GE's
+    3-plane localizer: 5 axial, 5 sagittal, 5 coronal). Cardiac stacks are oblique to the body axes, so a
+    short-axis stack beside its long-axis views is never one."""
+    if len(views) != 3 or {plane_name(view[0].orientation) for view in views} != {"axial", "sagittal", "coronal"}:
+        return False
+    positions = [slice_groups(view) for view in views]
+    if any(len(members) > 1 for view in positions for _, members in view):
+        return False
+    counts = [len(view) for view in positions]
+    return max(counts) <= LOCALIZER_POSITION_RATIO * min(counts)
 
 
 def _views(groups: list[list[FrameInfo]]) -> list[list[FrameInfo]]:

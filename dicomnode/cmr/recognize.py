@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -794,7 +795,8 @@ def _source_images(e: SeriesEvidence) -> tuple[str, str] | None:
     """(kind, why) when the images of ONE slice position differ in what a mapping sequence varies: InversionTime
     (MOLLI / ShMOLLI / Look-Locker T1 source images), the TI or T2-preparation time named in ImageComments (Siemens
     MOCO / T2-prepared source images), EchoTime (multi-echo T2* / T2 source images), or a TriggerTime span no
-    single heartbeat has beside an inversion (inversion-recovery images spread over several beats)."""
+    single heartbeat has beside an inversion (inversion-recovery images spread over several beats), unless every
+    image carries one and the same InversionTime (one_inversion_time: repetitions, not a T1 fit)."""
     inversion = e.varies("inversion")
     if inversion.count >= 3:
         return "t1", (f"{inversion.count} InversionTimes ({inversion.low:g}-{inversion.high:g} ms) at one slice "
@@ -815,11 +817,38 @@ def _source_images(e: SeriesEvidence) -> tuple[str, str] | None:
             f"{'T2*' if star else 'T2'}-mapping source images")
     trigger = e.varies("trigger")
     prepared = _inversion_prepared(e) or any(t > 0 for t in e.inversion_times) or "MP" in e.sequence_variant
-    if trigger.span > MAX_RR_MS and prepared:
+    if trigger.span > MAX_RR_MS and prepared and not one_inversion_time(e):
         return "t1", (f"magnetization-prepared images whose TriggerTime spans {trigger.span:.0f} ms at one slice "
                       f"position, longer than any RR interval ({MAX_RR_MS:.0f} ms): several heartbeats, "
                       "T1-mapping timing")
     return None
+
+
+def one_inversion_time(e: SeriesEvidence) -> bool:
+    """True where every image carries an InversionTime (0018,0082) above 0 and each slice position one value of
+    it: images repeated at one TI over several heartbeats (the single-shot LGE repetitions a Siemens MOCO average
+    is made of) fit no T1; several inversion times are what makes T1-mapping source images."""
+    return (e.varies("inversion").count == 1
+            and all(f.inversion_time is not None and f.inversion_time > 0 for f in e.frames))
+
+
+def ti_rises_with_trigger(e: SeriesEvidence) -> bool:
+    """True where the images at each slice position are read after ONE inversion at increasing delays, as a TI
+    scout's are: one_inversion, three or more TriggerTimes (0018,1060) at one slice position, every image with an
+    InversionTime and a TriggerTime, and the InversionTime never falling as the TriggerTime rises. MOLLI / ShMOLLI
+    source images (TI beyond one RR interval, one TriggerTime) never are."""
+    if not one_inversion(e) or e.varies("trigger").count < 3 or e.varies("inversion").count < 3:
+        return False
+    by_position: dict[tuple, list[FrameInfo]] = defaultdict(list)
+    for frame in e.frames:
+        if frame.inversion_time is None or frame.trigger_time is None:
+            return False
+        by_position[tuple(np.round(frame.position, 1))].append(frame)
+    for frames in by_position.values():
+        times = [f.inversion_time for f in sorted(frames, key=lambda f: f.trigger_time)]
+        if any(later < earlier for earlier, later in zip(times, times[1:])):
+            return False
+    return True
 
 
 def _image_type_values(e: SeriesEvidence, index: int) -> set[str]:
@@ -1154,14 +1183,17 @@ def calculated_map(e: SeriesEvidence) -> tuple[str, list[str]] | None:
 
 def _mapping_evidence(e: SeriesEvidence) -> tuple:
     """(header declaration of a map (declared_map: (kind, why, confidence)), description hint, source-image pattern,
-    calculated-map evidence) of a series, each a (kind, why) or None. All None for a series named a TI scout (named_ti_scout; a Look-Locker name is not one)
-    whose only sign of mapping is its images' varying InversionTime / timing after one inversion (one_inversion): a
-    TI scout, read to choose the LGE TI (TIScoutRule). Several inversions (TI beyond one RR, constant TriggerTime)
-    stay T1-mapping source images whatever the name."""
+    calculated-map evidence) of a series, each a (kind, why) or None. All None for a series whose only sign of
+    mapping is its images' varying InversionTime after one inversion, named a TI scout (named_ti_scout; a
+    Look-Locker name is not one) with one_inversion, or of any name but a Look-Locker one (the T1-mapping readout)
+    with the TI rising with the TriggerTime inside one RR interval (ti_rises_with_trigger): a TI scout, read to choose the LGE TI (TIScoutRule). Several
+    inversions (TI beyond one RR, constant TriggerTime) stay T1-mapping source images whatever the name."""
     marker = declared_map(e)
     hint = _map_description_hint(e)
     source = _source_images(e)
-    if source and not (marker or hint) and named_ti_scout(e) and one_inversion(e):
+    look_locker = _has_hint(e.text_hints(), LOOK_LOCKER_HINTS)
+    if source and not (marker or hint) and (named_ti_scout(e) and one_inversion(e)
+                                            or not look_locker and ti_rises_with_trigger(e)):
         return None, None, None, None
     calculated = None if (marker or hint or source) else calculated_map(e)
     return marker, hint, source, calculated
@@ -1481,11 +1513,12 @@ def ti_scout(e: SeriesEvidence) -> tuple[int, list[str]]:
     rather than a cine: a TI-scout name (40; 'scout' alone 20), an inversion preparation (40: IR, an IR ImageType
     or ScanOptions value, MP with a TI; SequenceVariant MP alone 20, 10 beside SS), an InversionTime written on
     every phase (20: a cine has none), many TriggerTimes at one slice position after it (20: the Look-Locker
-    readouts). Nothing without a name or the varying TriggerTimes (a perfusion series is also prepared)."""
+    readouts). Nothing without a name or the varying TriggerTimes (a perfusion series is also prepared), nothing for
+    single-shot LGE repetitions at one TI over several heartbeats (lge_repetitions)."""
     trigger = e.varies("trigger")
     name = named_ti_scout(e) or _has_hint(e.text_hints(), LOOK_LOCKER_HINTS)
     scout = name or _has_hint(e.text_hints(), (r"scout",))
-    if e.phases < 2 or not (scout or trigger.count >= 5):
+    if e.phases < 2 or not (scout or trigger.count >= 5) or lge_repetitions(e):
         return 0, []
     points, evidence = 0, []
     if name:
@@ -1536,6 +1569,24 @@ class TIScoutRule:
 LGE_POINTS = 40
 
 
+def lge_repetitions(e: SeriesEvidence) -> str | None:
+    """Why the series holds single-shot LGE repetitions (the images a Siemens MOCO average is made of: one image per
+    heartbeat at one TI), or None: several images per slice position at one InversionTime (one_inversion_time) in
+    the myocardial nulling range, after an inversion preparation, over a TriggerTime span longer than any RR
+    interval (MAX_RR_MS). Neither cardiac phases nor T1-mapping source images nor a TI scout; nothing is measured
+    on them (the average, where sent, is the LGE)."""
+    trigger = e.varies("trigger")
+    if e.phases < 2 or trigger.span <= MAX_RR_MS or not one_inversion_time(e) or not _inversion_prepared(e):
+        return None
+    inversion = float(np.median(e.inversion_times))
+    if not LGE_TI_RANGE[0] <= inversion <= LGE_TI_RANGE[1]:
+        return None
+    return (f"{e.phases} images per slice position at one InversionTime ({inversion:.0f} ms{e.inversion_note}) over "
+            f"{trigger.span:.0f} ms of TriggerTime, longer than any RR interval ({MAX_RR_MS:.0f} ms): single-shot LGE "
+            "repetitions, one per heartbeat (what a motion-corrected average is made of), not cardiac phases, not "
+            "T1-mapping source images (one TI fits no T1) and not a TI scout; nothing is measured on them")
+
+
 class LGERule:
     """LGE: a gradient-echo (or SSFP) readout after an inversion with its TI in the myocardial nulling range, one
     image per slice position; in integer points: the inversion preparation 45, the TI 35, the gradient echo 5, a
@@ -1549,6 +1600,9 @@ class LGERule:
     def recognize(self, e: SeriesEvidence, context: StudyContext) -> Recognition | None:
         if mapping_recognition(e) is not None:
             return None  # a map or its source images: never an LGE candidate, whatever its IR / TI say
+        repeated = lge_repetitions(e)
+        if repeated:
+            return Recognition("other", 0.8, [repeated])
         trigger = e.varies("trigger")
         if trigger.count >= 5 and trigger.span >= 150:
             return None  # cardiac phases at one slice position: a cine
@@ -1860,14 +1914,17 @@ class T2WeightedRule:
 
 # ---------------------------------------------------------------- view rules
 #: description forms of each view (normalised; W/E word edges: 'LGE_SAX', 'sa_lge', 'SA1' match), with the German
-#: (Kammer, Kurzachse), French (cavités, petit axe), Spanish / Italian (eje / asse corto) and Dutch (korte as) names
+#: (Kammer, Kurzachse), French (cavités, petit axe), Spanish / Italian (eje / asse corto), Dutch (korte as),
+#: Japanese (2腔像 / 二腔像 ... 4腔像, 短軸) and Chinese (两腔心 / 二腔心 ... 四腔心, 短轴) names
 VIEW_HINTS = {
-    "2ch": (r"2[ _-]?ch", r"2[ _-]?cv", W + "vla" + E, r"two[ _-]?chamber", r"2[ _-]?kammer", r"2[ _-]?cav"),
-    "3ch": (r"3[ _-]?ch", r"3[ _-]?cv", r"three[ _-]?chamber", r"3[ _-]?kammer", r"3[ _-]?cav"),
-    "4ch": (r"4[ _-]?ch", r"4[ _-]?cv", W + "hla" + E, r"four[ _-]?chamber", r"4[ _-]?kammer", r"4[ _-]?cav"),
+    "2ch": (r"2[ _-]?ch", r"2[ _-]?cv", W + "vla" + E, r"two[ _-]?chamber", r"2[ _-]?kammer", r"2[ _-]?cav",
+            r"(?:2|二|两|兩)[ _-]?腔"),
+    "3ch": (r"3[ _-]?ch", r"3[ _-]?cv", r"three[ _-]?chamber", r"3[ _-]?kammer", r"3[ _-]?cav", r"(?:3|三)[ _-]?腔"),
+    "4ch": (r"4[ _-]?ch", r"4[ _-]?cv", W + "hla" + E, r"four[ _-]?chamber", r"4[ _-]?kammer", r"4[ _-]?cav",
+            r"(?:4|四)[ _-]?腔"),
     "lvot": (r"lvot",),
     "sax": (W + "sax" + E, r"short[ _-]?axis", W + "sa" + E, r"kurz[ _-]?achse", r"petit[ _-]?axe",
-            r"(?:eje|asse)[ _-]?corto", r"korte[ _-]?as" + E),
+            r"(?:eje|asse)[ _-]?corto", r"korte[ _-]?as" + E, r"短[ _-]?(?:軸|轴)"),
 }
 
 
@@ -1974,6 +2031,8 @@ class LongAxisViewRule:
             if hint[0] == view:
                 confidence += 0.25
             elif hint[0] in ("2ch", "3ch", "4ch", "lvot"):
+                evidence.append(f"the description says {hint[0]}, the plane's geometry {view}: the description is "
+                                "taken (check the view)")
                 view, confidence = hint[0], 0.5
         return Recognition(view, min(confidence, 0.95), evidence)
 
