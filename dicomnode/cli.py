@@ -30,7 +30,7 @@ from dicomnode.process import OutputFolderError, find_files, not_a_regular_file,
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import (RoleRunner, attach_different_resends, clock_skew_text, parse_roles, pid_running,
                              receiving_report, refused_studies)
-from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, STALE_AFTER_HEARTBEATS, STUDY_STATES,
+from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, SENDING, STALE_AFTER_HEARTBEATS, STUDY_STATES,
                              StateSchemaError, StorageDirError, default_state_path, open_state)
 from dicomnode.state import SCHEMA_VERSION, describe_url, older_schema
 from dicomnode.summary_view import print_summary_table
@@ -687,12 +687,15 @@ def cmd_retry(args) -> int:
                        {d.name for d in config.destinations} | {SENDER})
     if args.reanalyse:
         if db.reanalyse_finished(key):
+            retired = ("those delivered are retired by the IHE IOCM rejection note sent with the new results"
+                       if config.analysis.rejection_note else
+                       "those delivered stay visible at the destinations (analysis.rejection_note = false): delete "
+                       "them there by hand")
             print(f"re-queued {key} for a new analysis; a running node analyses it again within seconds and sends the "
-                  f"new results (they supersede the earlier ones not sent yet)")
+                  f"new results, which supersede the earlier ones: those not sent yet are withdrawn, {retired}")
             return EXIT_OK
-        print(f"not re-analysed: {key} is in state {matches[0]['state']}; only a done or failed study is re-analysed "
-              f"(a receiving study is analysed once complete, one being analysed or sent is in progress)",
-              file=sys.stderr)
+        print(f"not re-analysed: {key} is in state {matches[0]['state']}; only a done or failed study is re-analysed: "
+              f"{_not_reanalysable_yet(matches[0]['state'])}", file=sys.stderr)
         return EXIT_ERROR
     names = {d.name for d in config.destinations} | {SENDER}
     dead = db.outbox_for(key, state="dead")
@@ -723,6 +726,20 @@ def cmd_retry(args) -> int:
     else:
         print(f"nothing to retry for {key}: state {matches[0]['state']}, no dead letters and no failed analysis")
     return EXIT_OK
+
+
+def _not_reanalysable_yet(state: str) -> str:
+    """How a study in `state` (not done or failed) is analysed again anyway, for `retry --reanalyse`'s refusal."""
+    if state == SENDING:
+        return ("its results are still being sent (a destination down is retried with back-off until its sends are "
+                "delivered or become dead letters, `dicomnode status` shows when; then retry --reanalyse); to analyse "
+                "it again now, have the scanner or PACS send its corrected instances (or one it lacks): that re-opens "
+                "it at once (a copy identical to the stored one does not), and the new results supersede the pending "
+                "ones, which are then never sent")
+    if state == ANALYSING:
+        return "it is being analysed now: retry --reanalyse once that analysis is done"
+    return ("it is still receiving or waiting to be analysed, which it is once complete (studies.quiet_seconds after "
+            "its last instance): nothing to re-analyse yet")
 
 
 def _retry_all(db, config: Config, destination: str | None) -> int:

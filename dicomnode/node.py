@@ -19,7 +19,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, KeyObjectSelectionDocumentStorage
 
 from dicomnode.analysis.run import Analyser
-from dicomnode.cmr.study import load_studies
+from dicomnode.cmr.age import age_from_age_string
+from dicomnode.cmr.study import PatientInfo, load_studies
 from dicomnode.config import Config, needs_restart, reloaded_config
 from dicomnode.dispatch import SENDER, Dispatcher
 from dicomnode.metrics import NodeMetrics
@@ -31,7 +32,7 @@ from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, REJECTED_SOP_CLASS
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
-from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
+from dicomnode.spool import CORRECTABLE_ATTRIBUTES, IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
                              OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
@@ -757,7 +758,7 @@ class Node:
         tag = short_hash(study_row["study_instance_uid"])
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:
-            loaded = load_studies(paths)
+            loaded = load_studies(paths, in_receive_order=True)  # study_instances: oldest received first
             studies = [s for s in loaded if s.study_instance_uid or s.series]
             if not studies:  # say why each file was unreadable, not only that none was
                 reasons = "; ".join(sorted({d.reason for s in loaded for d in s.declined}))
@@ -773,7 +774,8 @@ class Node:
                 try:
                     run = run_study(study, self.config, self.analyser, study_row["calling_ae"], self.storage_dir,
                                     lambda dataset: self._result_path(folder, dataset), started_at=started_at,
-                                    supersedes=self._superseded(study_key, study.study_instance_uid, requested),
+                                    supersedes=self._superseded(study_key, study.study_instance_uid, requested,
+                                                                study.patient),
                                     rejects=self._rejected(study_key, study.study_instance_uid))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
                     if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)) or is_outage(exc):
@@ -786,6 +788,8 @@ class Node:
             summary = runs[0].summary if len(runs) == 1 else {
                 "study_key": study_key, "studies": [r.summary for r in runs],
                 "outputs": [o for r in runs for o in r.summary["outputs"]]}
+            # what a later re-analysis tells instances added from instances sent again (replaced) by
+            summary["instances_analysed"] = len(paths)
             written = [w for r in runs for w in r.written]
             outbox = [item for r in runs if r.route is not None
                       for item in outbox_items(self.config, r.route, r.written, self._return_address(study_key, r))]
@@ -841,15 +845,18 @@ class Node:
             run.summary["send_to_sender"] = {"sent": True, "ae_title": ae, "host": host, "port": port}
         return address
 
-    def _superseded(self, study_key: str, study_instance_uid: str, requested: bool = False) -> list[dict]:
+    def _superseded(self, study_key: str, study_instance_uid: str, requested: bool = False,
+                    patient: PatientInfo | None = None) -> list[dict]:
         """Earlier SRs of this study (under its key) that a re-analysis supersedes, oldest first, each with what the
         new report says of the one it replaces (results.provenance.supersede_text): the earlier SR's `series_number`
         and `report_time` (its ContentDate / ContentTime), the `pdf_series_number` of the PDF of the same analysis,
-        and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`) and
+        and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`;
+        `patient`: what the new analysis reads of the patient, which a correction may have changed) and
         `delivered_to`, the outbox destinations that received that SR (sorted names, a renamed destination by its
         configured name; absent for a tombstone that records none), so that study_path.run_study words the text
         for a destination that never received it (break47b #4)."""
         superseded = []
+        latest_header = None
         single = self._single_study(study_key, study_instance_uid)
         for row in self.db.earlier_reports(study_key, Comprehensive3DSRStorage):
             if "analysis_id" not in row.keys() and ((row["study_instance_uid"] != study_instance_uid)
@@ -860,12 +867,13 @@ class Node:
             try:
                 earlier = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True,
                                           specific_tags=["StudyInstanceUID", "SeriesNumber", "ContentDate",
-                                                         "ContentTime"])
+                                                         "ContentTime", *CORRECTABLE_ATTRIBUTES])
                 if str(earlier.StudyInstanceUID) != study_instance_uid:
                     continue  # another study grouped under the same key
                 entry.update(_report_identity(earlier))
             except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
-                pass  # purged or unreadable: still named as superseded
+                earlier = None  # purged or unreadable: still named as superseded
+            latest_header = earlier
             if "analysis_id" in row.keys():
                 entry["analysis_id"] = row["analysis_id"]
             elif (destinations := tombstone_destinations(row)) is not None:
@@ -873,7 +881,8 @@ class Node:
             superseded.append(entry)
         if superseded:
             latest = superseded[-1]
-            latest["reason"] = self._reanalysis_reason(study_key, latest.get("analysis_id"), requested)
+            corrected = patient_corrections(latest_header, patient) if latest_header is not None else []
+            latest["reason"] = self._reanalysis_reason(study_key, latest.get("analysis_id"), requested, corrected)
             latest.update(self._pdf_series_number(study_key, latest.get("analysis_id")))
             rows = self.db.outbox_for(study_key)
             renamed = self._renamed(study_key, rows)
@@ -994,17 +1003,38 @@ class Node:
         except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
             return True
 
-    def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool) -> str:
+    def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool,
+                           corrected: Sequence[str] = ()) -> str:
         """Why the study is analysed again after the analysis `analysis_id` made its latest report: asked for, the
-        images received again after a purge (no analysis left: a tombstone), or instances received since."""
+        images received again after a purge (no analysis left: a tombstone), or instances received since: those
+        added ("2 instance(s) received after that report") told from those sent again in place of the copies that
+        report was made from (a corrected re-send, Spool.replace) by the instance count that analysis recorded
+        (`instances_analysed`; an analysis recorded before it: all said received), and `corrected` (
+        patient_corrections: "PatientWeight 95 kg corrected to 60 kg") said with them."""
         if requested:
             return "re-analysis requested (dicomnode retry --reanalyse)"
-        started = next((a["started_at"] for a in self.db.analyses_of(study_key) if a["id"] == analysis_id), None)
-        if started is None:
+        earlier = next((a for a in self.db.analyses_of(study_key) if a["id"] == analysis_id), None)
+        if earlier is None:
             return "the study was received again after its results were purged"
-        late = sum(1 for row in self.db.study_instances(study_key) if row["received_at"] > started)
-        return (f"{late} instance(s) received after that report" if late
-                else "the study's images changed after that report")
+        instances = self.db.study_instances(study_key)
+        late = sum(1 for row in instances if row["received_at"] > earlier["started_at"])
+        try:
+            analysed = json.loads(earlier["summary_json"] or "{}").get("instances_analysed")
+        except (ValueError, AttributeError):
+            analysed = None
+        changes = " and ".join(corrected)
+        if not late:
+            return "the study's images changed after that report" + (f" ({changes})" if changes else "")
+        if not isinstance(analysed, int):
+            return f"{late} instance(s) received after that report" + (f", with {changes}" if changes else "")
+        added = min(late, max(0, len(instances) - analysed))
+        parts = []
+        if late > added:
+            parts.append(f"{late - added} instance(s) sent again" + (f" with {changes}" if changes else "")
+                         + ", replacing the copies that report was made from")
+        if added:
+            parts.append(f"{added} instance(s) received after that report")
+        return " and ".join(parts)
 
     def _pdf_series_number(self, study_key: str, analysis_id: int | None) -> dict:
         """{"pdf_series_number": n} of the PDF the analysis `analysis_id` made, {} where it made none or it is gone."""
@@ -1023,6 +1053,27 @@ class Node:
 
     def status(self) -> dict:
         return status_report(self.db)
+
+
+def patient_corrections(earlier, patient: PatientInfo | None) -> list[str]:
+    """What changed of the patient's height, weight or age (CORRECTABLE_ATTRIBUTES) between an earlier result
+    object's header `earlier` (the values its numbers were computed with) and `patient` (the new analysis's):
+    ["PatientWeight 95 kg corrected to 60 kg"]; [] where nothing did or either is unknown."""
+    if patient is None:
+        return []
+    changes = []
+    for keyword, now, unit in (("PatientSize", patient.height_m, "m"), ("PatientWeight", patient.weight_kg, "kg")):
+        try:
+            before = float(earlier.get(keyword))
+        except (TypeError, ValueError):
+            continue
+        if now is not None and abs(before - now) > 1e-6:
+            changes.append(f"{keyword} {before:g} {unit} corrected to {now:g} {unit}")
+    before_age = age_from_age_string(earlier.get("PatientAge"))
+    if (before_age is not None and patient.age is not None and patient.age.source == "PatientAge"
+            and before_age.text != patient.age.text):
+        changes.append(f"PatientAge {before_age.text} corrected to {patient.age.text}")
+    return changes
 
 
 def _report_identity(report) -> dict:

@@ -583,6 +583,9 @@ class CinePipeline:
                         # other phase of the curves, and the choice of ED/ES, the all-phase model's (None: not refined)
                         "ed_es_refinement": refinement})
         summary["stack_warnings"] += geometry_warnings(summary["aha_segments"])  # a mirrored heart (aha.py)
+        # instances disagreeing on the patient's size, weight, age or sex (cmr.study.study_patient): the value used for
+        # BSA, the indexed values and the reference ranges, said beside them
+        summary["stack_warnings"] += list(getattr(patient, "disagreements", None) or [])
         # maximal ED wall thickness with its HCM flag (wall_thickness.py); adult range flags withheld for a patient under
         # 18 (reference_age.py)
         wall = max_wall_thickness_for_volume(labelmaps[ed], volume,

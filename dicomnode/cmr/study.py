@@ -1,6 +1,7 @@
 """An understood CMR study: headers -> analysis series with sequence, view and preferred repeat; volumes on demand."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -56,6 +57,12 @@ class PatientInfo:
     height_m: float | None = None
     weight_kg: float | None = None
     age: PatientAge | None = None  # cmr.age: from PatientAge, else PatientBirthDate and the study's date
+    #: one line per attribute the study's instances disagree on (study_patient): its values, the one used and why;
+    #: said beside the numbers it enters (the cine's stack_warnings) and in the log
+    disagreements: list[str] = field(default_factory=list)
+    #: keyword -> the value used (as received) of each attribute the instances disagree on, for the result objects'
+    #: Patient Study module to state the values the numbers were computed with
+    values_used: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def from_dataset(cls, ds) -> "PatientInfo":
@@ -71,6 +78,68 @@ class PatientInfo:
 
         return cls(sex=sex if sex in ("M", "F", "O") else None, age_years=None if age is None else age.years, age=age,
                    height_m=number("PatientSize"), weight_kg=number("PatientWeight"))
+
+
+#: the patient attributes PatientInfo reads, what each is used for (said where the study's instances disagree on it)
+PATIENT_ATTRIBUTES = {"PatientSize": "BSA and the indexed values", "PatientWeight": "BSA and the indexed values",
+                      "PatientAge": "the age that decides adult or child reference ranges",
+                      "PatientBirthDate": "the age that decides adult or child reference ranges",
+                      "PatientSex": "the sex-specific reference ranges"}
+_PATIENT_UNITS = {"PatientSize": " m", "PatientWeight": " kg"}
+
+
+def _patient_value(ds, keyword: str) -> str | None:
+    """The value of a PATIENT_ATTRIBUTES `keyword` as compared between instances ("95" and "95.0" are one weight);
+    None where absent or empty."""
+    text = str(ds.get(keyword, "") or "").strip()
+    if not text:
+        return None
+    if keyword in _PATIENT_UNITS:
+        try:
+            return f"{float(text):g}"
+        except ValueError:
+            return text
+    return text.upper()
+
+
+def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[str, str]]:
+    """(the dataset PatientInfo is read from, {keyword: line} of each PATIENT_ATTRIBUTES attribute the instances
+    disagree on).
+
+    `datasets`: the study's instance headers, oldest received first where `in_receive_order` (the node's spool
+    index, StateDB.study_instances: a corrected re-send updates an instance's receive time). Where every instance
+    that has a value has the same one, the first dataset is returned as it is. Where they hold different values of
+    an attribute, the value of the instances received last is used (a correction is newer than what it corrects);
+    without the receive order (files read from a folder), the value most instances hold (of as many, the one later in
+    file order). The line says each value with its count, the value used and why."""
+    first = datasets[0]
+    chosen = None
+    lines: dict[str, str] = {}
+    for keyword, use in PATIENT_ATTRIBUTES.items():
+        values = [_patient_value(ds, keyword) for ds in datasets]
+        counts: dict[str, int] = {}
+        for value in values:
+            if value is not None:
+                counts[value] = counts.get(value, 0) + 1
+        if len(counts) < 2:
+            continue
+        last = {value: at for at, value in enumerate(values) if value is not None}
+        if in_receive_order:
+            used = max(counts, key=lambda value: last[value])
+            why = "the value of the instances received last (a corrected re-send is newer than what it corrects)"
+        else:
+            used = max(counts, key=lambda value: (counts[value], last[value]))
+            tied = sum(1 for count in counts.values() if count == counts[used]) > 1
+            why = (("as many instances hold another: the value of the file read last (path order)" if tied else
+                    "the value most instances hold") + ", the order they were received in not being known (files "
+                   "read from a folder)")
+        unit = _PATIENT_UNITS.get(keyword, "")
+        held = ", ".join(f"{value}{unit} on {count} instance(s)" for value, count in counts.items())
+        lines[keyword] = f"the study's instances disagree on {keyword} ({held}): {used}{unit} is used for {use}, {why}"
+        if _patient_value(first, keyword) != used:
+            chosen = chosen if chosen is not None else copy.deepcopy(first)  # a header: no pixel data
+            chosen[keyword] = copy.deepcopy(datasets[last[used]][keyword])
+    return (first if chosen is None else chosen), lines
 
 
 @dataclass
@@ -577,8 +646,12 @@ def _acquisition_times(evidence: SeriesEvidence) -> list[float]:
     return sorted(round(f.acquisition_time, 2) for f in evidence.frames if f.acquisition_time is not None)
 
 
-def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry | None = None) -> CMRStudy:
-    """Group one study's headers into analysis series, recognise sequence and view, mark preferred repeats."""
+def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry | None = None,
+                     in_receive_order: bool = False) -> CMRStudy:
+    """Group one study's headers into analysis series, recognise sequence and view, mark preferred repeats.
+
+    `in_receive_order`: `headers` come oldest received first (the node), so that where the instances disagree on the
+    patient's size, weight, age or sex the value received last is used (study_patient); else the most common one."""
     if not headers:
         raise StudyError("no instances to understand")
     registry = registry or default_registry()
@@ -611,8 +684,14 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
             choice.setdefault(series.key, []).insert(0, weak)
     stack_warnings = {c.key: list(c.warnings) + choice.get(c.key, []) for c in candidates
                       if c.warnings or choice.get(c.key)}
+    patient_dataset, disagreements = study_patient([h.dataset for h in headers], in_receive_order)
+    patient = PatientInfo.from_dataset(patient_dataset)
+    patient.disagreements = list(disagreements.values())
+    patient.values_used = {keyword: patient_dataset[keyword].value for keyword in disagreements}
+    for line in patient.disagreements:
+        log.warning("%s", line)
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
-                    patient=PatientInfo.from_dataset(headers[0].dataset), excluded_instances=excluded,
+                    patient=patient, excluded_instances=excluded,
                     stack_warnings=stack_warnings, left_aside=left_aside,
                     identity_conflict=identity_conflict(h.dataset for h in headers),
                     received_headers=list({h.series_instance_uid: h.dataset for h in headers}.values()))
@@ -666,10 +745,11 @@ def _malformed_study(study_instance_uid: str) -> CMRStudy | None:
     return None
 
 
-def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry) -> CMRStudy:
+def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry,
+                in_receive_order: bool = False) -> CMRStudy:
     """understand_study, or a study whose only content is the reason it could not be understood (never raises)."""
     try:
-        return understand_study(headers, registry)
+        return understand_study(headers, registry, in_receive_order)
     except Exception as error:  # noqa: BLE001 - one study's odd input never takes the other studies down
         log.exception("study could not be understood")
         return CMRStudy(study_instance_uid=study_instance_uid, series=[], declined=[Declined(
@@ -677,13 +757,14 @@ def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry
 
 
 def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = None,
-                 unreadable_files: list[dict] | None = None) -> list[CMRStudy]:
+                 unreadable_files: list[dict] | None = None, in_receive_order: bool = False) -> list[CMRStudy]:
     """Read headers of files (folders are searched recursively), split by StudyInstanceUID, understand each study.
 
     Studies come sorted by StudyInstanceUID. Files that are not readable DICOM cannot be tied to a study: given
     `unreadable_files`, each is appended there as {"path", "reason"} (summary.json's top-level `unreadable_files`);
     without it, with exactly one study they are added to its `declined`, otherwise they become the `declined`
     entries of an extra, last CMRStudy with study_instance_uid "" and no series (only when there are such files).
+    `in_receive_order`: `paths` (files) come oldest received first (understand_study).
     """
     by_study: dict[str, list[InstanceHeader]] = defaultdict(list)
     unreadable: list[Declined] = []
@@ -696,7 +777,7 @@ def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = No
                 unreadable_files.append({"path": str(path), "reason": result.reason.removeprefix(f"{path}: ")})
             continue
         by_study[str(result.dataset.StudyInstanceUID)].append(result)
-    studies = [_malformed_study(uid) or _understood(uid, headers, registry) for uid, headers in sorted(by_study.items())]
+    studies = [_malformed_study(uid) or _understood(uid, headers, registry, in_receive_order) for uid, headers in sorted(by_study.items())]
     if unreadable and len(studies) == 1:
         studies[0].declined.extend(unreadable)
     elif unreadable:

@@ -1,6 +1,7 @@
 """All result objects of one study in one call: SEGs, the TID 1500 SR, the suggestions SR, PDF and SC."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import re
@@ -41,11 +42,24 @@ def _study_header(study, results: list[PipelineResult] = ()) -> Dataset:
             ref = segmentation.volume.frames[segmentation.phases[0]][0]
             for instance in segmentation.series.instances:
                 if str(instance.sop_instance_uid) == str(ref.sop_instance_uid):
-                    return derivable_header(instance.dataset)
+                    return derivable_header(_with_values_used(instance.dataset, study))
     for series in study.series:
         if series.instances:
-            return derivable_header(study.first_dataset(series))
+            return derivable_header(_with_values_used(study.first_dataset(series), study))
     raise ValueError(f"study {study.study_instance_uid} has no instance to take patient/study attributes from")
+
+
+def _with_values_used(dataset: Dataset, study) -> Dataset:
+    """`dataset`, or where the study's instances disagree on the patient's size, weight, age or sex a copy holding
+    the values the analysis used (cmr.study.study_patient: those received last), so that the result objects state
+    the values their numbers were computed with."""
+    used = getattr(getattr(study, "patient", None), "values_used", None) or {}
+    if not used:
+        return dataset
+    copied = copy.deepcopy(dataset)  # a header: no pixel data
+    for keyword, value in used.items():
+        setattr(copied, keyword, value)
+    return copied
 
 
 def _parts_in_viewer_order(segmentation, parts, sources: dict[str, Dataset]) -> list:

@@ -1080,16 +1080,33 @@ def fit_identification(text: Text, figure: Figure, width: float) -> bool:
     return True
 
 
+#: the smallest font (points) of a one-line supersede notice; a longer one takes two lines of the red banner
+SUPERSEDE_SMALLEST = 6.0
+
+
 def mark_superseding(figure: Figure, notice: str) -> None:
     """A re-analysis's page: the red banner (_page) gets a second line, `notice` (provenance.supersede_text: which
     report this one replaces, when and why), in bold white below the BANNER text, shrunk to the page width, so that
-    the page (and the report image, page 1) cannot be read as a report standing beside the earlier one."""
+    the page (and the report image, page 1) cannot be read as a report standing beside the earlier one; a notice
+    too long for one line of SUPERSEDE_SMALLEST points (a reason naming a correction) is broken onto two."""
     banner = next(text for text in figure.texts if text.get_text() == BANNER)
     banner.set_y(0.986)
     banner.set_fontsize(10)
-    line = figure.text(0.5, 0.964, notice, ha="center", va="center", color="white", fontsize=8, weight="bold",
-                       family=list(report_fonts()))
-    fit_width(line, figure, 0.96)
+    line = figure.text(0.5, 0.966, notice, ha="center", va="center", color="white", fontsize=8, weight="bold",
+                       family=list(report_fonts()), linespacing=1.05)
+    renderer = figure.canvas.get_renderer()
+
+    def span(text: str) -> float:
+        line.set_text(text)
+        return line.get_window_extent(renderer).width / figure.bbox.width
+
+    fit_width(line, figure, 0.96, smallest=SUPERSEDE_SMALLEST)
+    if span(notice) > 0.96:  # two lines of as even a width as the words allow, shrunk to the page width
+        line.set_fontsize(SUPERSEDE_SMALLEST + 0.5)
+        words = notice.split(" ")
+        line.set_text(min((" ".join(words[:cut]) + "\n" + " ".join(words[cut:]) for cut in range(1, len(words))),
+                          key=span))
+        fit_width(line, figure, 0.96)
 
 
 TABLE_LEFT, TABLE_TOP, TABLE_WIDTH = 0.04, 0.905, 0.59

@@ -175,3 +175,26 @@ def test_a_resend_without_the_measurements_keeps_the_stored_copy(node, caplog):
     assert node.db.study(key)["state"] == DONE
     (item,) = node.scp.different_resends.recent()
     assert item["differing"] == ["PatientSize", "PatientWeight"]
+
+
+def test_a_weight_corrected_on_part_of_the_study_is_the_one_analysed(node):
+    """break47b #1: the corrected weight re-sent for only some of the study's instances (here the first one, whose
+    header the BSA was read from) was ignored. The node reads the study's instances oldest received first (a replaced
+    copy is received now), so the weight received last is the one used, and the disagreement is said."""
+    from dicomnode.cmr.study import load_studies
+
+    study_uid = "1.2.826.0.1.3680043.8.498.47202"
+    originals = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".1", instance=n, position=8.0 * n)
+                 for n in range(1, 4)]
+    for dataset in originals:
+        dataset.PatientWeight, dataset.PatientSize = 95, 1.84
+        assert store_one(node.scp.port, dataset).Status == 0
+    node.db.set_study_state(study_uid, DONE)
+    corrected = copy.deepcopy(originals[0])
+    corrected.PatientWeight = 60
+    assert store_one(node.scp.port, corrected).Status == 0
+    paths = [node.spool.path_of(row["path"]) for row in node.db.study_instances(study_uid)]  # as the node reads them
+    (study,) = load_studies(paths, in_receive_order=True)
+    assert study.patient.weight_kg == 60.0
+    (line,) = study.patient.disagreements
+    assert "PatientWeight (95 kg on 2 instance(s), 60 kg on 1 instance(s)): 60 kg is used" in line

@@ -143,7 +143,11 @@ def test_retry_reanalyse_sends_a_done_study_back_to_complete_and_refuses_a_recei
     capsys.readouterr()
     generation = db.study("1.8")["generation"]
     assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 0
-    assert "re-queued 1.8 for a new analysis" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "re-queued 1.8 for a new analysis" in out
+    # break47b #9: "they supersede the earlier ones not sent yet" read as if the delivered ones were not superseded
+    assert ("which supersede the earlier ones: those not sent yet are withdrawn, those delivered are retired by the "
+            "IHE IOCM rejection note sent with the new results") in out
     study = db.study("1.8")
     assert study["state"] == COMPLETE and study["reason"] == "re-analysis requested"
     # break45a F5: status shows the re-analysis as a new generation, as a late instance's re-analysis does
@@ -154,6 +158,12 @@ def test_retry_reanalyse_sends_a_done_study_back_to_complete_and_refuses_a_recei
     db.set_study_state("1.8", RECEIVED)  # a late instance arrived: it is analysed once complete
     assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 1
     assert "not re-analysed: 1.8 is in state received" in capsys.readouterr().err
+    # break47b #9: a study whose sends wait for a destination that is down says how to analyse it again anyway
+    db.set_study_state("1.8", SENDING)
+    assert main(["retry", "1.8", "--reanalyse", "--config", config]) == 1
+    err = capsys.readouterr().err
+    assert "not re-analysed: 1.8 is in state sending" in err and "become dead letters" in err
+    assert "send its corrected instances (or one it lacks): that re-opens it at once" in err
 
 
 def test_retry_help_documents_resend_and_reanalyse(capsys):

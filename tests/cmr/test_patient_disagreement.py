@@ -1,0 +1,93 @@
+"""A study whose instances disagree on the patient's size, weight, age or sex (a correction re-sent for some of its
+images only, break47b #1): the value of the instances received last is used where the receive order is known (the
+node), the value most instances hold where it is not (a folder), and the disagreement is said, never one of the values
+taken silently."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+
+from dicomnode.cmr.study import load_studies, study_patient
+from dicomnode.results.objects import _study_header
+from tests.hardening.hardening_support import synthetic_mr
+
+STUDY = "1.2.826.0.1.3680043.8.498.47201"
+
+
+def _slices(weights: list[str]) -> list:
+    slices = []
+    for n, weight in enumerate(weights, start=1):
+        ds = synthetic_mr(study_uid=STUDY, series_uid=STUDY + ".1", instance=n, position=8.0 * n)
+        ds.PatientSize, ds.PatientWeight, ds.PatientSex, ds.PatientAge = "1.84", weight, "M", "045Y"
+        slices.append(ds)
+    return slices
+
+
+def _write(tmp_path, datasets) -> list:
+    paths = []
+    tmp_path.mkdir(exist_ok=True)
+    for n, ds in enumerate(datasets):
+        path = tmp_path / f"{n:02d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def test_the_weight_received_last_is_used_and_the_disagreement_said(tmp_path, caplog):
+    """break47b #1: 10 of 20 instances re-sent with PatientWeight 60 (95 before): the BSA kept 95 kg, read from one
+    header, and nothing said the study held two weights."""
+    paths = _write(tmp_path, _slices(["95", "95.0", "60"]))  # oldest received first: the last one is the correction
+    with caplog.at_level(logging.WARNING, logger="dicomnode.cmr"):
+        (study,) = load_studies(paths, in_receive_order=True)
+    assert study.patient.weight_kg == 60.0 and study.patient.height_m == 1.84
+    (line,) = study.patient.disagreements
+    assert line.startswith("the study's instances disagree on PatientWeight (95 kg on 2 instance(s), 60 kg on 1 "
+                           "instance(s)): 60 kg is used for BSA and the indexed values, the value of the instances "
+                           "received last")
+    assert any(line == r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert study.patient.values_used == {"PatientWeight": "60"}
+    # the result objects state the weight the numbers were computed with, whatever image they copy the patient from
+    assert str(_study_header(study).PatientWeight) == "60"
+
+
+def test_without_the_receive_order_the_value_most_instances_hold_is_used_and_why(tmp_path):
+    (study,) = load_studies(_write(tmp_path, _slices(["95", "60", "95"])))
+    assert study.patient.weight_kg == 95.0
+    (line,) = study.patient.disagreements
+    assert "95 kg is used for BSA and the indexed values, the value most instances hold, the order they were " \
+           "received in not being known" in line
+    assert str(_study_header(study).PatientWeight) == "95"
+    ((tied,),) = [s.patient.disagreements for s in load_studies(_write(tmp_path / "tied", _slices(["95", "60"])))]
+    assert "60 kg is used for BSA and the indexed values, as many instances hold another: the value of the file read " \
+           "last (path order)" in tied
+
+
+@pytest.mark.parametrize("keyword, older, newer, field, expected", [
+    ("PatientSize", "1.84", "1.62", "height_m", 1.62),
+    ("PatientAge", "045Y", "015Y", "age_years", 15.0),
+    ("PatientSex", "F", "M", "sex", "M"),
+])
+def test_each_attribute_of_the_indexing_and_ranges_follows_the_latest(tmp_path, keyword, older, newer, field,
+                                                                        expected):
+    datasets = _slices(["80", "80", "80"])
+    for ds in datasets:
+        setattr(ds, keyword, older)
+    setattr(datasets[-1], keyword, newer)
+    (study,) = load_studies(_write(tmp_path, datasets), in_receive_order=True)
+    assert getattr(study.patient, field) == expected
+    (line,) = study.patient.disagreements
+    assert line.startswith(f"the study's instances disagree on {keyword} ")
+
+
+def test_instances_that_agree_say_nothing_and_keep_the_first_header():
+    datasets = _slices(["70", "70.0", "70"])
+    del datasets[0].PatientWeight  # absent on one: not a disagreement
+    dataset, lines = study_patient(datasets, in_receive_order=True)
+    assert lines == {} and dataset is datasets[0]
+    changed = copy.deepcopy(datasets)
+    changed[2].PatientWeight = "71"
+    dataset, lines = study_patient(changed, in_receive_order=True)
+    assert list(lines) == ["PatientWeight"] and str(dataset.PatientWeight) == "71"
+    assert "PatientWeight" not in changed[0]  # the received header itself is not changed
