@@ -153,8 +153,9 @@ class StudiesConfig(StrictModel):
     use_expected_counts: bool = True
     reanalyse_late_instances: bool = Field(
         True, description="an MR image arriving after the results went out (or the study failed) re-opens the study "
-                          "and supersedes its results; false keeps it stored without re-analysis (other objects "
-                          "never re-open a study)")
+                          "and supersedes its results; false keeps it stored without re-analysis, the study staying at "
+                          "its analysed generation with a reason that `dicomnode status` shows (how many instances "
+                          "the analysis left out, what it sent); other objects never re-open a study")
 
 
 class DestinationConfig(StrictModel):

@@ -425,19 +425,35 @@ class Node:
                      short_hash(instance.study_instance_uid), instance.modality or "non-MR")
             return
         if before in (SENDING, DONE, FAILED) and not self.config.studies.reanalyse_late_instances:
-            self.db.set_study_state(outcome.study_key, before, "instance after completion stored, not analysed "
-                                    "(studies.reanalyse_late_instances = false)", expect=(RECEIVED,),
-                                    generation=outcome.generation)
-            log.info("study %s: instance after completion stored; no re-analysis (reanalyse_late_instances = false)",
-                     short_hash(instance.study_instance_uid))
+            analysed = outcome.generation - 1  # add_instance re-opened it as a new generation: none is analysed
+            reason = self._late_instances_reason(outcome.study_key, analysed)
+            self.db.set_study_state(outcome.study_key, before, reason, expect=(RECEIVED,),
+                                    generation=outcome.generation, set_generation=analysed)
+            log.info("study %s: %s", short_hash(instance.study_instance_uid), reason)
             return
         if before not in (None, RECEIVED):
             log.info("study %s: instance after completion; re-analysis as generation %d",
                      short_hash(instance.study_instance_uid), outcome.generation)
         row = {"series_instance_uid": instance.series_instance_uid, "series_number": instance.series_number,
                "slice_key": instance.slice_key, "cardiac_images": instance.cardiac_images, "frames": instance.frames,
-               "images_in_acquisition": instance.images_in_acquisition, "modality": instance.modality}
+               "images_in_acquisition": instance.images_in_acquisition, "series_continues": instance.series_continues,
+               "modality": instance.modality}
         self.completion.instance_stored(outcome.study_key, new_study=outcome.study_state_before is None, row=row)
+
+    def _late_instances_reason(self, study_key: str, analysed: int) -> str:
+        """The reason of a finished study that keeps instances stored after its analysis (generation `analysed`)
+        without analysing them (studies.reanalyse_late_instances = false): how many, what that analysis read and
+        sent, and how to analyse them, so that `dicomnode status` says why its results (if any) leave them out."""
+        started = [row["started_at"] for row in self.db.analyses_of(study_key) if row["generation"] == analysed]
+        instances = [row for row in self.db.study_instances(study_key) if row["sop_class_uid"] in MR_STORAGE_CLASSES]
+        late = sum(1 for row in instances if started and row["received_at"] > max(started))
+        sent = len(self.db.outbox_for(study_key, OUTBOX_SENT))
+        results = f"{sent} result object(s) sent" if sent else "nothing sent"
+        stored = f"{late} of {len(instances)} MR image(s)" if started else f"MR image(s) (now {len(instances)} held)"
+        read = f"the analysis (generation {analysed}) read {len(instances) - late}" if started else \
+            f"no analysis of generation {analysed} recorded"
+        return (f"{stored} stored after completion, not analysed (studies.reanalyse_late_instances = false): {read}, "
+                f"{results}; `dicomnode retry --reanalyse` analyses them all")
 
     # --- analysis --------------------------------------------------------------------------------------------
 

@@ -312,6 +312,11 @@ def shared_spool_problem(state_url: str, storage_dir: str | os.PathLike, timeout
         db.close()
 
 
+#: IncomingInstance.series_continues of inversion-recovery magnitude frames without phase-sensitive ones: unlike the
+#: other reasons (a piece of its own series), it says that another series may follow (studies.ExpectedCounts)
+PSIR_MAY_FOLLOW = "inversion-recovery magnitude frames only: their phase-sensitive (PSIR) images may follow"
+
+
 @dataclass
 class IncomingInstance:
     """What the receive path knows of an instance: its encoded bytes and the identifying attributes."""
@@ -330,6 +335,7 @@ class IncomingInstance:
     cardiac_images: int | None = None
     frames: int | None = None
     images_in_acquisition: int | None = None
+    series_continues: str | None = None  # net.scp.series_continues
 
 
 class Spool:
@@ -451,6 +457,7 @@ class Spool:
             path=relative, size=size, calling_ae=instance.calling_ae, received_at=time.time(),
             series_number=instance.series_number, slice_key=instance.slice_key, cardiac_images=instance.cardiac_images,
             frames=instance.frames, images_in_acquisition=instance.images_in_acquisition,
+            series_continues=instance.series_continues,
         )
         # only an image the analysis reads re-opens a study past receiving (cmr.grouping reads MR images only)
         try:
@@ -532,6 +539,7 @@ class Spool:
             path=relative, size=len(instance.encoded), calling_ae=instance.calling_ae, received_at=time.time(),
             series_number=instance.series_number, slice_key=instance.slice_key, cardiac_images=instance.cardiac_images,
             frames=instance.frames, images_in_acquisition=instance.images_in_acquisition,
+            series_continues=instance.series_continues,
         )
         return self.db.replace_instance(row, calling_host)
 

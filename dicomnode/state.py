@@ -68,7 +68,7 @@ from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.state")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Study state machine. A late instance moves any state after RECEIVED back to RECEIVED with a new generation.
 RECEIVED = "received"
@@ -155,6 +155,7 @@ Table(
     Column("frames", Integer),
     Column("images_in_acquisition", Integer),
     Column("calling_host", Text),  # v4: the address the instance came from (send_to_sender's return address)
+    Column("series_continues", Text),  # v7: why its own header says its series goes on in other instances
     Index("instances_study", "study_key"),
     Index("instances_study_uid", "study_instance_uid"),  # State.study_key_of_uid, on every new study's first instance
 )
@@ -260,6 +261,7 @@ _MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     4: [("instances", "calling_host", "TEXT")],
     5: [],  # index instances_study_uid (created with every table's indexes)
     6: [("purged_reports", "study_instance_uid", "TEXT"), ("purged_reports", "destinations", "TEXT")],
+    7: [("instances", "series_continues", "TEXT")],
 }
 
 
@@ -579,6 +581,7 @@ class InstanceRow:
     cardiac_images: int | None = None
     frames: int | None = None
     images_in_acquisition: int | None = None
+    series_continues: str | None = None
 
 
 @dataclass
@@ -1031,10 +1034,10 @@ class StateDB:
             inserted = self._run(db, (
                 "INSERT INTO instances(sop_instance_uid, study_key, study_instance_uid, series_instance_uid,"
                 " sop_class_uid, transfer_syntax, modality, path, size, calling_ae, received_at, series_number,"
-                " slice_key, cardiac_images, frames, images_in_acquisition, calling_host)"
+                " slice_key, cardiac_images, frames, images_in_acquisition, series_continues, calling_host)"
                 " VALUES (:sop_instance_uid, :study_key, :study_instance_uid, :series_instance_uid,"
                 " :sop_class_uid, :transfer_syntax, :modality, :path, :size, :calling_ae, :received_at, :series_number,"
-                " :slice_key, :cardiac_images, :frames, :images_in_acquisition, :calling_host)"
+                " :slice_key, :cardiac_images, :frames, :images_in_acquisition, :series_continues, :calling_host)"
                 " ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING sop_instance_uid"),
                 {**row.__dict__, "calling_host": calling_host}).first()
             if inserted is None:
@@ -1191,11 +1194,12 @@ class StateDB:
 
     def set_study_state(
         self, study_key: str, state: str, reason: str | None = None, *, expect: tuple[str, ...] | None = None,
-        generation: int | None = None, **columns,
+        generation: int | None = None, set_generation: int | None = None, **columns,
     ) -> bool:
         """Move a study to `state`; with `expect`/`generation`, only from those states / that generation.
 
-        `columns`: other columns of the studies table to set (e.g. updated_at). Leaving ANALYSING drops the claim.
+        `set_generation`: the generation it then has (unchanged when None). `columns`: other columns of the studies
+        table to set (e.g. updated_at). Leaving ANALYSING drops the claim.
         """
         assert state in STUDY_STATES
         unknown = set(columns) - set(METADATA.tables["studies"].columns.keys())
@@ -1205,6 +1209,8 @@ class StateDB:
         if state != ANALYSING:
             values.update(claimed_by=None, lease_until=None)
         values.update(columns)
+        if set_generation is not None:
+            values["generation"] = set_generation
         sets = ", ".join(f"{name}=:set_{name}" for name in values)
         params = {f"set_{name}": value for name, value in values.items()}
         params["k"] = study_key

@@ -18,7 +18,7 @@ import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.config import Config, StudiesConfig
-from dicomnode.spool import write_durably
+from dicomnode.spool import PSIR_MAY_FOLLOW, write_durably
 from dicomnode.state import COMPLETE, FAILED, INCOMPLETE_PREFIX, RECEIVED, RoundFailures, StateDB
 from dicomnode.uids import short_hash
 
@@ -398,17 +398,21 @@ class ExpectedCounts:
     """Whether the study's received series declare their own counts, hold them, and say the study is likely whole.
 
     A series' declaration is ImagesInAcquisition > 1 (the series' total) or one multi-frame instance (NumberOfFrames
-    > 1: Enhanced MR carries a whole series in one instance). CardiacNumberOfImages is no declaration: it counts the
-    phases of one slice, not the slices still to come (it is only used to refuse a series whose slices do not all
-    hold that many phases). A series without a declaration gives no evidence and the study waits for the quiet timer.
-    Instances other than MR images (SR, SC, PDF ... routed with the study) are not counted.
+    > 1: Enhanced MR carries a whole series in one instance) whose own header does not say the series goes on in
+    other instances (the index's series_continues, net.scp.series_continues: one cardiac phase of a cine sent one
+    instance per phase, a later piece). CardiacNumberOfImages is no declaration: it counts the phases of one slice,
+    not the slices still to come (it is only used to refuse a series whose slices do not all hold that many phases).
+    A series without a declaration gives no evidence and the study waits for the quiet timer. Instances other than
+    MR images (SR, SC, PDF ... routed with the study) are not counted.
 
     A declaration proves its own series whole, not the study: scanners send one acquisition as one series per slice
     (or per breath-hold slab), each declaring only its own images, the next one seconds later. So the counts say
     the study is in only when also
     - the series received last is a stack: its images lie at two or more slice positions in parallel planes (a
       one-position series may be one slice of such an acquisition; a series of several orientations is a
-      localizer, sent before the rest of the study), and
+      localizer, sent before the rest of the study), and not inversion-recovery magnitude images alone (every
+      instance spool.PSIR_MAY_FOLLOW: a scanner that reconstructs the PSIR after the magnitude sends it as a later
+      series; magnitude and PSIR in one series complete as before),
     - no earlier series looks like another piece of that acquisition: parallel planes, no slice position in common,
       the same images per position and the same CardiacNumberOfImages.
     Planes come from the index's slice keys (net.scp.slice_key_of); a series without them is no stack.
@@ -435,16 +439,37 @@ class ExpectedCounts:
         self._last = key
 
     def met(self) -> bool:
-        if not self._series or not all(series.met() for series in self._series.values()):
-            return False
+        return self.waiting_for() is None
+
+    def header_says_more(self) -> bool:
+        """Whether the counts wait because an instance's own header says that more of its series, or a PSIR series,
+        may follow (series_continues), rather than for want of a declaration."""
+        reason = self.waiting_for()
+        return reason is not None and any(reason.endswith(said) for said in (
+            PSIR_MAY_FOLLOW, *(text for series in self._series.values() for text in series.continues)))
+
+    def waiting_for(self) -> str | None:
+        """Why the counts do not say the study is in (None: they do); see the class."""
+        if not self._series:
+            return "no MR series"
+        for (_, number), series in self._series.items():
+            if series.continues:
+                return f"series {number}: {sorted(series.continues)[0]}"
+            if not series.met():
+                return f"series {number}: no declared count that it holds"
         last = self._series[self._last]
+        if last.psir_may_follow == last.instances:
+            return f"series {self._last[1]}: {PSIR_MAY_FOLLOW}"
         if not last.is_stack():
-            return False
-        return not any(series.piece_of(last) for key, series in self._series.items() if key != self._last)
+            return f"series {self._last[1]} is no stack"
+        if any(series.piece_of(last) for key, series in self._series.items() if key != self._last):
+            return f"series {self._last[1]} may be one piece of an acquisition sent as several series"
+        return None
 
 
 class _SeriesCounts:
-    __slots__ = ("instances", "images", "multi_frame", "announced_totals", "phases", "per_slice", "planes")
+    __slots__ = ("instances", "images", "multi_frame", "announced_totals", "phases", "per_slice", "planes",
+                 "continues", "psir_may_follow")
 
     def __init__(self):
         self.instances = 0
@@ -454,6 +479,8 @@ class _SeriesCounts:
         self.phases: set[int] = set()
         self.per_slice: dict[str | None, int] = defaultdict(int)
         self.planes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # slice key -> (position mm, unit normal)
+        self.continues: set[str] = set()  # series_continues of its instances: a piece of the series, more to come
+        self.psir_may_follow = 0  # instances saying PSIR_MAY_FOLLOW: when all do, a PSIR series may follow
 
     def add(self, row) -> None:
         self.instances += 1
@@ -465,6 +492,11 @@ class _SeriesCounts:
         if row["cardiac_images"]:
             self.phases.add(row["cardiac_images"])
         self.per_slice[row["slice_key"]] += 1
+        continues = row["series_continues"] if "series_continues" in row.keys() else None
+        if continues == PSIR_MAY_FOLLOW:
+            self.psir_may_follow += 1
+        elif continues:
+            self.continues.add(continues)
         for key in (row["slice_key"] or "").split(";"):
             if key and key not in self.planes:
                 plane = _plane(key)
@@ -569,6 +601,7 @@ class CompletionTracker:
         self._failures = RoundFailures(db, log, "completion check failed", retry_seconds)
         self._deadlines: dict[str, float] = {}
         self._counts: dict[str, ExpectedCounts] = {}
+        self._said_waiting: dict[str, str | None] = {}  # the last ExpectedCounts.waiting_for, to log each change once
         self._refused: set[str] = set()  # studies with instances refused for lack of space (waiting_for_resend)
         self._interrupted: set[str] = set()  # studies whose transfer was cut, waiting for a re-send (interrupted)
         self._lock = threading.Lock()
@@ -663,7 +696,13 @@ class CompletionTracker:
                 counts = self._counts[study_key] = ExpectedCounts(self.db.study_instances(study_key))
             else:
                 counts.add(row)
-            return counts.met()
+            waiting = counts.waiting_for()
+            say = waiting is not None and waiting != self._said_waiting.get(study_key) and counts.header_says_more()
+            self._said_waiting[study_key] = waiting
+        if say:  # the receive path logs within the study's context ([study=...])
+            log.info("the study's expected counts do not complete it (%s): it completes when quiet "
+                     "(studies.quiet_seconds=%g)", waiting, self.config.quiet_seconds)
+        return waiting is None
 
     def instance_refused(self, study_key: str) -> int:
         """The SCP answered 0xA700 (out of resources) for an instance of the study: its sender will send it again,
@@ -699,6 +738,7 @@ class CompletionTracker:
     def forget(self, study_key: str) -> None:
         with self._lock:
             self._counts.pop(study_key, None)
+            self._said_waiting.pop(study_key, None)
             self._deadlines.pop(study_key, None)
             self._refused.discard(study_key)
             self._interrupted.discard(study_key)

@@ -43,7 +43,7 @@ from dicomnode.net.filemeta import file_header
 from dicomnode.net.reactor import (EVENT_DRIVEN, HALF_OPEN_AFTER_S, EventDrivenServer, PollingServer,
                                     SharedPortPollingServer, SharedPortServer)
 from dicomnode.observe import class_uid, class_uids, patient_values, sop_class_name, study_context
-from dicomnode.spool import IncomingInstance, OutOfSpace, Spool, StorageUnavailable
+from dicomnode.spool import PSIR_MAY_FOLLOW, IncomingInstance, OutOfSpace, Spool, StorageUnavailable
 from dicomnode.state import StoreOutcome, StudyPurging, is_outage, outage_reason
 from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid, short_hash
 
@@ -261,6 +261,83 @@ def slice_key_of(dataset) -> str | None:
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
     return ";".join(planes) or None
+
+
+def series_continues(dataset) -> str | None:
+    """Why a multi-frame instance's own header says that its series goes on in other instances, or None when it
+    says nothing of the kind (studies.ExpectedCounts then takes one multi-frame instance for its whole series).
+
+    An Enhanced / Legacy Converted MR instance's NumberOfFrames, CardiacNumberOfImages and NumberOfTemporalPositions
+    describe that instance, and a scanner may send one series as one instance per cardiac phase, per slice position
+    or per contrast. Evidence read from the frames (PS3.3 C.7.6.16: Frame Content, Cardiac Synchronization, MR Image
+    Frame Type and MR Modifier functional groups, per frame or shared):
+    - fewer temporal positions (distinct TemporalPositionIndex, else NominalCardiacTriggerDelayTime values) than the
+      instance's CardiacNumberOfImages or NumberOfTemporalPositions declare;
+    - temporal positions that do not start at TemporalPositionIndex 1, or slice positions that do not start at
+      InStackPositionNumber 1 (a later piece);
+    - one temporal position of a DimensionOrganizationType 3D_TEMPORAL instance (a temporal loop of volumes);
+    - inversion-recovery magnitude frames only (InversionRecovery YES, ComplexImageComponent MAGNITUDE): the
+      phase-sensitive (PSIR) images of the same slices may follow as another instance or series (PSIR_MAY_FOLLOW).
+    A single-frame image says PSIR_MAY_FOLLOW when it is an inversion-recovery magnitude image (`ir_magnitude`).
+    None otherwise, and for a multi-frame instance whose functional groups cannot be read.
+    """
+    frames = dataset.get("PerFrameFunctionalGroupsSequence")
+    if not frames:
+        return PSIR_MAY_FOLLOW if ir_magnitude(dataset) else None
+    try:
+        shared = (dataset.get("SharedFunctionalGroupsSequence") or [None])[0]
+        temporal: set[int] = set()
+        delays: set[float] = set()
+        in_stack: set[int] = set()
+        components: set[str] = set()
+        inversion: set[str] = set()
+        for item in frames:
+            content = (item.get("FrameContentSequence") or [None])[0]
+            if content is not None:
+                if content.get("TemporalPositionIndex") not in (None, ""):
+                    temporal.add(int(content.TemporalPositionIndex))
+                if content.get("InStackPositionNumber") not in (None, ""):
+                    in_stack.add(int(content.InStackPositionNumber))
+            delay = _functional_group_value(item, shared, "CardiacSynchronizationSequence",
+                                            "NominalCardiacTriggerDelayTime")
+            if delay not in (None, ""):
+                delays.add(round(float(delay), 1))
+            component = _functional_group_value(item, shared, "MRImageFrameTypeSequence", "ComplexImageComponent")
+            components.add(str(component or "").upper())
+            recovery = _functional_group_value(item, shared, "MRModifierSequence", "InversionRecovery")
+            inversion.add(str(recovery or "").upper())
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    held = len(temporal) if temporal else len(delays) or None
+    for keyword in ("NumberOfTemporalPositions", "CardiacNumberOfImages"):
+        declared = _int_or_none(dataset.get(keyword))
+        if held is not None and declared is not None and held < declared:
+            return f"its frames hold {held} of the {declared} temporal positions its {keyword} declares"
+    if temporal and min(temporal) > 1:
+        return f"its frames start at TemporalPositionIndex {min(temporal)}: earlier positions are in other instances"
+    if in_stack and min(in_stack) > 1:
+        return f"its frames start at InStackPositionNumber {min(in_stack)}: earlier positions are in other instances"
+    if str(dataset.get("DimensionOrganizationType") or "").upper() == "3D_TEMPORAL" and held == 1:
+        return "its frames hold one temporal position of a 3D_TEMPORAL dimension organization (a temporal loop)"
+    if inversion == {"YES"} and components == {"MAGNITUDE"}:
+        return PSIR_MAY_FOLLOW
+    return None
+
+
+#: ImageType value 3 of a magnitude image (Siemens M, Philips M_IR, the Enhanced MR defined term MAGNITUDE) and
+#: the values that say an image is phase-sensitive (Siemens PSIR / P, Philips R_IR / R, REAL, PHASE)
+MAGNITUDE_IMAGE_TYPES = frozenset({"M", "M_IR", "MAGNITUDE"})
+PHASE_SENSITIVE_IMAGE_TYPES = frozenset({"PSIR", "P", "R_IR", "R", "REAL", "PHASE"})
+
+
+def ir_magnitude(dataset) -> bool:
+    """Whether a single-frame image is an inversion-recovery magnitude image: "IR" in ScanningSequence, ImageType
+    value 3 in MAGNITUDE_IMAGE_TYPES and no ImageType value in PHASE_SENSITIVE_IMAGE_TYPES."""
+    scanning = dataset.get("ScanningSequence") or []
+    scanning = [scanning] if isinstance(scanning, str) else list(scanning)
+    image_type = [str(value).upper() for value in (dataset.get("ImageType") or [])]
+    return ("IR" in (str(value).upper() for value in scanning) and len(image_type) > 2
+            and image_type[2] in MAGNITUDE_IMAGE_TYPES and not PHASE_SENSITIVE_IMAGE_TYPES.intersection(image_type))
 
 
 def _functional_group_value(frame_item, shared_item, sequence: str, keyword: str):
@@ -914,6 +991,7 @@ class StorageSCP:
                 cardiac_images=_int_or_none(dataset.get("CardiacNumberOfImages")),
                 frames=_int_or_none(dataset.get("NumberOfFrames")),
                 images_in_acquisition=_int_or_none(dataset.get("ImagesInAcquisition")),
+                series_continues=series_continues(dataset),
             )
         except InvalidUID as exc:
             log.warning("C-STORE refused from %s: %s", calling, exc)

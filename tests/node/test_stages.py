@@ -15,11 +15,12 @@ from pydicom.dataset import Dataset
 import dicomnode.studies
 from dicomnode.config import Config, DispatchConfig, StudiesConfig
 from dicomnode.dispatch import Dispatcher, backoff_seconds
-from dicomnode.net.scp import slice_key_of
+from dicomnode.net.scp import series_continues, slice_key_of
 from dicomnode.node import status_report
 from dicomnode.roles import DatabaseCompletion
 from dicomnode.routing import select_route
 from dicomnode.state import COMPLETE, DONE, FAILED, RECEIVED, SENDING, InstanceRow, StateDB
+from dicomnode.spool import PSIR_MAY_FOLLOW
 from dicomnode.uids import MR_STORAGE_CLASSES
 from dicomnode.studies import EXPECTED_COUNT_GRACE_SECONDS, CompletionTracker, ExpectedCounts, expected_counts_met
 from dicomnode.study_path import NO_ROUTE, outbox_items, return_address, run_study
@@ -166,7 +167,7 @@ def _receive(db: StateDB, tracker: CompletionTracker, clock: Clock, study: str, 
                       slice_key=columns.pop("slice_key", _plane(float(sop.rsplit(".", 1)[-1]))), **columns)
     outcome = db.add_instance(row)
     fields = ("series_instance_uid", "series_number", "slice_key", "cardiac_images", "frames",
-              "images_in_acquisition", "modality")
+              "images_in_acquisition", "series_continues", "modality")
     tracker.instance_stored(study, new_study=outcome.study_state_before is None, first_received=clock.now,
                             row={name: getattr(row, name) for name in fields})
     return outcome
@@ -239,7 +240,8 @@ def _index_row(dataset, series_uid: str | None = None, series_number: int | None
             "series_number": series_number if series_number is not None else number(dataset.get("SeriesNumber")),
             "slice_key": slice_key_of(dataset), "cardiac_images": number(dataset.get("CardiacNumberOfImages")),
             "frames": number(dataset.get("NumberOfFrames")),
-            "images_in_acquisition": number(dataset.get("ImagesInAcquisition")), "modality": "MR", **columns}
+            "images_in_acquisition": number(dataset.get("ImagesInAcquisition")),
+            "series_continues": series_continues(dataset), "modality": "MR", **columns}
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +308,119 @@ def test_a_multi_frame_instance_closes_the_study_only_when_it_holds_a_stack(lega
         item.PlaneOrientationSequence = [orientation]
     assert len(slice_key_of(localizer).split(";")) == 3
     assert not expected_counts_met([_index_row(localizer)])
+
+
+def _enhanced(positions: int, temporal: list[int], *, series: str = "3.1", organization: str = "3D_TEMPORAL",
+              first_position: int = 1, component: str | None = None, inversion_recovery: str | None = None,
+              **attributes) -> Dataset:
+    """An Enhanced MR instance's header: `positions` parallel slices (10 mm apart) x the TemporalPositionIndex values
+    `temporal`, one frame each, slice-major; optionally every frame's ComplexImageComponent and InversionRecovery."""
+    dataset = _header(SOPClassUID="1.2.840.10008.5.1.4.1.1.4.1", SeriesInstanceUID=series, SeriesNumber=3,
+                      DimensionOrganizationType=organization, **attributes)
+    shared = Dataset()
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PlaneOrientationSequence = [orientation]
+    if component is not None:
+        frame_type = Dataset()
+        frame_type.ComplexImageComponent = component
+        shared.MRImageFrameTypeSequence = [frame_type]
+    if inversion_recovery is not None:
+        modifier = Dataset()
+        modifier.InversionRecovery = inversion_recovery
+        shared.MRModifierSequence = [modifier]
+    dataset.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for index in range(first_position, first_position + positions):
+        for phase in temporal:
+            frame, content, position = Dataset(), Dataset(), Dataset()
+            content.InStackPositionNumber = index
+            content.TemporalPositionIndex = phase
+            frame.FrameContentSequence = [content]
+            position.ImagePositionPatient = [0.0, 0.0, 10.0 * index]
+            frame.PlanePositionSequence = [position]
+            frames.append(frame)
+    dataset.PerFrameFunctionalGroupsSequence = frames
+    dataset.NumberOfFrames = len(frames)
+    return dataset
+
+
+@pytest.mark.parametrize("dataset, continues", [
+    (_enhanced(12, list(range(1, 21))), None),  # the whole cine in one instance
+    (_enhanced(12, [1]), "one temporal position of a 3D_TEMPORAL"),  # cine sent one instance per phase: phase 1
+    (_enhanced(12, [5]), "start at TemporalPositionIndex 5"),  # ... a later phase
+    (_enhanced(12, [1], organization="3D", NumberOfTemporalPositions=20), "1 of the 20 temporal positions"),
+    (_enhanced(12, [1, 2], organization="3D", CardiacNumberOfImages=20), "2 of the 20 temporal positions"),
+    (_enhanced(4, list(range(1, 21)), first_position=5), "start at InStackPositionNumber 5"),  # a later slab
+    (_enhanced(5, [1], organization="3D"), None),  # a single-phase stack, no inversion recovery said
+    (_enhanced(5, [1], organization="3D", component="MAGNITUDE", inversion_recovery="YES"), PSIR_MAY_FOLLOW),
+    (_enhanced(5, [1], organization="3D", component="REAL", inversion_recovery="YES"), None),  # the PSIR itself
+])
+def test_an_enhanced_instance_says_when_its_series_goes_on(dataset, continues):
+    """break47a #4: NumberOfFrames describes the instance, not the series: an instance that its own frames show to
+    be one piece of its series (a phase, a later slab) or an IR magnitude without its PSIR does not complete the
+    study on the expected counts; the whole series in one instance still does."""
+    found = series_continues(dataset)
+    assert (found is None) if continues is None else (continues in found)
+    assert expected_counts_met([_index_row(dataset)]) is (continues is None)
+
+
+def test_an_ir_magnitude_instance_waits_only_while_it_is_the_last_series():
+    magnitude = _enhanced(5, [1], organization="3D", component="MAGNITUDE", inversion_recovery="YES")
+    psir = _enhanced(5, [1], series="3.2", organization="3D", component="REAL", inversion_recovery="YES")
+    counts = ExpectedCounts([_index_row(magnitude)])
+    assert not counts.met() and PSIR_MAY_FOLLOW in counts.waiting_for()
+    counts.add(_index_row(psir))
+    assert counts.met()
+
+
+def _classic_lge(series: str, value3: str, images: int = 5) -> list[Dataset]:
+    """A classic LGE series of `images` slices, ImagesInAcquisition declared, ImageType value 3 `value3`."""
+    return [_header(SeriesInstanceUID=series, SeriesNumber=int(series.rsplit(".", 1)[-1]), ImagesInAcquisition=images,
+                    ScanningSequence=["GR", "IR"], InversionTime=300,
+                    ImageType=["DERIVED", "PRIMARY", value3, "NORM", "DIS2D"],
+                    ImagePositionPatient=[0.0, 0.0, 10.0 * index], ImageOrientationPatient=[1, 0, 0, 0, 1, 0])
+            for index in range(images)]
+
+
+def test_a_classic_ir_magnitude_series_waits_for_its_psir_series():
+    """break47a #4 (lge_classic_iia): magnitude then PSIR as two series, each declaring ImagesInAcquisition: the
+    magnitude alone does not complete the study; with its PSIR after it, or both in one series, the counts do."""
+    magnitude, psir = _classic_lge("5.10", "M"), _classic_lge("5.11", "PSIR")
+    assert [series_continues(ds) for ds in magnitude] == [PSIR_MAY_FOLLOW] * 5
+    assert [series_continues(ds) for ds in psir] == [None] * 5
+    assert not expected_counts_met([_index_row(ds) for ds in magnitude])
+    assert expected_counts_met([_index_row(ds) for ds in magnitude + psir])
+    one_series = [_index_row(ds, series_uid="5.12", series_number=12, images_in_acquisition=10)
+                  for ds in magnitude + psir]
+    assert expected_counts_met(one_series)  # Siemens: magnitude and PSIR in one series
+    philips = _classic_lge("5.13", "M_IR")
+    assert series_continues(philips[0]) == PSIR_MAY_FOLLOW
+    cine = _classic_lge("5.14", "M")
+    for ds in cine:
+        ds.ScanningSequence = "GR"
+    assert series_continues(cine[0]) is None and expected_counts_met([_index_row(ds) for ds in cine])
+
+
+def test_a_cine_sent_one_enhanced_instance_per_phase_waits_the_quiet_time(completion, caplog):
+    """The first phase holds every slice position (a stack), but its frames say one temporal position of a temporal
+    loop: the study completes on the quiet time, also when its counts are rebuilt from the index (a restart)."""
+    make, db, scheduler, clock, completed = completion
+    tracker = make()
+    caplog.set_level("INFO", logger="dicomnode.studies")
+    for phase in (1, 2):
+        dataset = _enhanced(12, [phase])
+        _receive(db, tracker, clock, "4.1", f"4.1.{phase}", series_instance_uid="4.1.1", frames=12,
+                 slice_key=slice_key_of(dataset), series_continues=series_continues(dataset))
+        assert scheduler.jobs["quiet:4.1"][1] == clock.now + 30
+        clock.now += 1
+    assert not expected_counts_met(db.study_instances("4.1"))
+    said = [r.getMessage() for r in caplog.records if "expected counts do not complete it" in r.getMessage()]
+    assert len(said) == 1 and "one temporal position of a 3D_TEMPORAL" in said[0]  # once per study and reason
+    whole = _enhanced(12, list(range(1, 21)))
+    _receive(db, tracker, clock, "4.2", "4.2.1", series_instance_uid="4.2.1", frames=240,
+             slice_key=slice_key_of(whole), series_continues=series_continues(whole))
+    assert scheduler.jobs["quiet:4.2"][1] == clock.now + EXPECTED_COUNT_GRACE_SECONDS
 
 
 def test_the_database_completion_of_role_processes_applies_the_same_rule(tmp_path):

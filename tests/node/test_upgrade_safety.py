@@ -24,7 +24,7 @@ from dicomnode.cli import main
 from dicomnode.config import load_config
 from dicomnode.node import Node
 from dicomnode.roles import ROLES, RoleRunner, nodes_report
-from dicomnode.state import (SCHEMA_VERSION, MixedVersionsError, StateDB, StateSchemaError, older_schema,
+from dicomnode.state import (SCHEMA_VERSION, InstanceRow, MixedVersionsError, StateDB, StateSchemaError, older_schema,
                              prepare_storage_dir)
 from tests.node.test_ops_lifecycle import OLDER, _older_state, _schema
 from tests.node.test_retry_all import REFUSED, dead_letters
@@ -249,3 +249,27 @@ def test_a_state_newer_than_the_code_is_still_refused(tmp_path, capsys):
     db.close()
     assert main(["status", "--config", str(_config(tmp_path, store))]) == 1
     assert "upgraded by a newer dicomnode" in capsys.readouterr().err
+
+
+def test_schema_7_adds_the_index_column_of_instances_whose_series_goes_on(tmp_path):
+    """break47a #4: the index keeps net.scp.series_continues per instance (schema 7); a schema-6 state gains the
+    column on upgrade, its rows read None (no evidence: the expected counts as before)."""
+    store = prepare_storage_dir(tmp_path / "store")
+    db = StateDB(store / "state.sqlite3", upgrade=True)
+    db.add_instance(InstanceRow("1.2.3.1", "1.2.3", "1.2.3", "1.2.3.9", "1.2.840.10008.5.1.4.1.1.4",
+                                "1.2.840.10008.1.2.1", "MR", "spool/1.dcm", 1, "SCANNER1", time.time()))
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE instances DROP COLUMN series_continues")
+        connection.exec_driver_sql("UPDATE meta SET value='6' WHERE key='schema_version'")
+    db.close()
+    db = StateDB(store / "state.sqlite3", upgrade=True)
+    try:
+        assert _schema(store / "state.sqlite3") == SCHEMA_VERSION == 7
+        [row] = db.study_instances("1.2.3")
+        assert row["series_continues"] is None
+        db.add_instance(InstanceRow("1.2.3.2", "1.2.3", "1.2.3", "1.2.3.9", "1.2.840.10008.5.1.4.1.1.4.1",
+                                    "1.2.840.10008.1.2.1", "MR", "spool/2.dcm", 1, "SCANNER1", time.time(), frames=12,
+                                    series_continues="its frames start at TemporalPositionIndex 2"))
+        assert [r["series_continues"] for r in db.study_instances("1.2.3")][-1].endswith("TemporalPositionIndex 2")
+    finally:
+        db.close()
