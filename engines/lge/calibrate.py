@@ -1,22 +1,29 @@
-"""Calibrate the LGE model's scar decision (a log-probability offset on scar + MVO before the arg-max) per input
-kind, by cross-fitting on the cross-validation folds.
+"""Calibrate the LGE model's scar decision (a log-probability offset on scar + MVO before the arg-max), one offset
+for every input kind, by cross-fitting on the cross-validation folds.
 
     python -m engines.lge.calibrate --cv engines/runs/lge4_cv --threads 2
 
 Why: the network is trained on two centres whose readers draw scar differently, and it cannot tell them apart; it
 over-calls scar on MyoPS's 12-bit scans, even on the MyoPS patients it trained on (+8 %LGE points,
 engines/lge/EVALUATION.md, "Fit on the models' own training cases"), while it is unbiased on EMIDEC's 8-bit exports.
-The stored values say which kind of input a stack is (dicomnode.analysis.lge.input_kind: scanner-native values or
-an 8-bit windowed export), so the decision is calibrated per kind. With two centres, kind and centre coincide: the
-"native" offset is what MyoPS's readers call scar, the only scanner-native reference there is.
+Until 2026-12-07 the decision was calibrated per input kind (dicomnode.analysis.lge.input_kind: scanner-native values
+or an 8-bit windowed export, told apart by counting distinct grey values), and with two centres kind and centre
+coincided: the "native" offset (-0.75) was what MyoPS's readers call scar. But the kind is a guess from the stored
+values, and the network's output hardly depends on it: the same images re-encoded with +-1 unit of noise or a
+bilinear 512-pixel interpolation crossed the guess and moved %LGE from 25.1 to 20.7, and a real MyoPS stack read
+10.4 % as sent and 14.2 % as an 8-bit export (break47a #1). A centre's reading convention is not something the node
+can see in the pixels, so one offset now serves every kind: chosen on all cases pooled (a second centre's readers
+weigh as their patients do), and the same value is written for each kind of the card's per-kind block.
 
 How, without leaking the test patients into the choice: every fold model segments its held-out cases once (the
 node's segment_stack; probabilities kept); each offset of GRID is applied to the stored probabilities
-(dicomnode.analysis.lge.decide_labels); for fold k and each kind the offset minimising the %LGE MAE over the other
-folds' cases of that kind is chosen (cross-fitting), but only when it beats no offset there by MIN_GAIN points
-(else 0: a gain within the noise of a few dozen patients is not taken). A kind is calibrated at all only where the
-cross-fitted result beats no offset by MIN_GAIN %LGE points without losing large-burden flag accuracy; otherwise its
-offset is 0 in every fold and in the shipped model. Fold k's reported results use its choice
+(dicomnode.analysis.lge.decide_labels); for fold k the offset minimising the %LGE MAE over the other folds' cases
+is chosen (cross-fitting), but only when it beats no offset there by MIN_GAIN points (else 0: a gain within the
+noise of a few dozen patients is not taken). The decision is calibrated at all only where the cross-fitted result
+over all cases beats no offset by MIN_GAIN %LGE points without losing large-burden flag accuracy on any centre or
+making any centre's %LGE MAE worse by MIN_GAIN or more;
+otherwise the offset is 0 in every fold and in the shipped model. The per-kind and per-centre results are reported
+beside the pooled one. Fold k's reported results use its choice
 (engines.lge.evaluate --calibration). The shipped model gets the choice made on all folds' cases. Writes
 <cv>/lge_calibration.json, read by engines.lge.evaluate --calibration and engines.lge.export --calibration.
 """
@@ -95,7 +102,7 @@ def summarise(swept: list[dict], offsets: list[float]) -> dict:
 
 
 def adopted(result: dict) -> bool:
-    """Whether a kind's cross-fitted calibration is an improvement: %LGE MAE down by MIN_GAIN or more and the
+    """Whether a cross-fitted calibration is an improvement: %LGE MAE down by MIN_GAIN or more and the
     large-burden flag no less often right than without it."""
     before, after = result["uncalibrated"], result["cross_fitted"]
     return (before["lge_percent_mae"] - after["lge_percent_mae"] >= MIN_GAIN
@@ -103,8 +110,8 @@ def adopted(result: dict) -> bool:
 
 
 def calibrate(run_dir: Path, cases: dict[str, Case], log=print) -> dict:
-    """Sweep every fold (cached beside its model while the model is unchanged), cross-fit per kind, and return
-    lge_calibration.json's content."""
+    """Sweep every fold (cached beside its model while the model is unchanged), cross-fit one offset over all
+    cases (pooled_calibration), and return lge_calibration.json's content."""
     models = sorted(run_dir.glob("fold*/model.pt"))
     if not models:
         raise SystemExit(f"{run_dir}: no fold*/model.pt")
@@ -118,28 +125,44 @@ def calibrate(run_dir: Path, cases: dict[str, Case], log=print) -> dict:
             swept[path.parent.name] = sweep_fold(path, cases)
             cache.write_text(json.dumps({"grid": list(GRID), "cases": swept[path.parent.name]}, default=float))
         log(f"{path}: {len(swept[path.parent.name])} held-out cases swept")
-    per_fold = {fold: {kind: choose([c for other, found in swept.items() if other != fold for c in found.values()
-                                     if c["kind"] == kind]) for kind in INPUT_KINDS} for fold in swept}
-    every = [c for found in swept.values() for c in found.values()]
-    shipped = {kind: choose([c for c in every if c["kind"] == kind]) for kind in INPUT_KINDS}
-    results = {}
-    for kind in INPUT_KINDS:
-        pairs = [(c, per_fold[fold][kind]) for fold, found in swept.items() for c in found.values() if c["kind"] == kind]
+    return pooled_calibration(swept)
+
+
+def pooled_calibration(swept: dict[str, dict[str, dict]]) -> dict:
+    """lge_calibration.json's content from every fold's swept held-out cases ({fold: {case: sweep_case}}): one
+    cross-fitted offset per fold, the same for every input kind; results pooled ("all"), per kind and per centre."""
+    fold_offset = {fold: choose([c for other, found in swept.items() if other != fold for c in found.values()])
+                   for fold in swept}
+    every = [(c, fold_offset[fold]) for fold, found in swept.items() for c in found.values()]
+
+    def result(pairs) -> dict:
+        return {"uncalibrated": summarise([c for c, _ in pairs], [0.0] * len(pairs)),
+                "cross_fitted": summarise([c for c, _ in pairs], [o for _, o in pairs]),
+                "centres": sorted({c["centre"] for c, _ in pairs})}
+
+    results = {"all": result(every)}
+    for key, group in [*((kind, "kind") for kind in INPUT_KINDS),
+                       *((centre, "centre") for centre in sorted({c["centre"] for c, _ in every}))]:
+        pairs = [(c, o) for c, o in every if c[group] == key]
         if pairs:
-            results[kind] = {"uncalibrated": summarise([c for c, _ in pairs], [0.0] * len(pairs)),
-                             "cross_fitted": summarise([c for c, _ in pairs], [o for _, o in pairs]),
-                             "centres": sorted({c["centre"] for c, _ in pairs})}
-            results[kind]["adopted"] = adopted(results[kind])
-        if not results.get(kind, {}).get("adopted"):  # no offset for this kind, in the folds' reports as shipped
-            shipped[kind] = 0.0
-            for offsets in per_fold.values():
-                offsets[kind] = 0.0
+            results[f"{group} {key}"] = result(pairs)
+    take = adopted(results["all"]) and all(
+        block["cross_fitted"]["flag_accuracy"] >= block["uncalibrated"]["flag_accuracy"]
+        and block["cross_fitted"]["lge_percent_mae"] - block["uncalibrated"]["lge_percent_mae"] < MIN_GAIN
+        for name, block in results.items() if name.startswith("centre "))
+    results["all"]["adopted"] = take
+    shipped_value = choose([c for c, _ in every]) if take else 0.0
+    if not take:  # not calibrated: no offset in the folds' reports, as shipped
+        fold_offset = {fold: 0.0 for fold in fold_offset}
     return {"grid": list(GRID), "min_gain": MIN_GAIN,
-            "objective": f"%LGE MAE per input kind (cut-off {CUTOFF:g} %); an offset is taken only when it gains "
-                         f">= {MIN_GAIN} points over none on the cases it is chosen on, and a kind is calibrated "
-                         f"only when its cross-fitted result gains >= {MIN_GAIN} points without losing "
-                         f"large-burden flag accuracy (otherwise its offsets are 0 in every fold and shipped)",
-            "per_fold": per_fold, "shipped": shipped, "results": results,
+            "objective": f"%LGE MAE over all cases, one offset for every input kind (cut-off {CUTOFF:g} %); an "
+                         f"offset is taken only when it gains >= {MIN_GAIN} points over none on the cases it is "
+                         f"chosen on, and the decision is calibrated only when the cross-fitted result gains >= "
+                         f"{MIN_GAIN} points without losing large-burden flag accuracy on any centre or making any "
+                         f"centre's %LGE MAE worse by {MIN_GAIN} or more (otherwise the offset is 0 in every fold "
+                         f"and shipped)",
+            "per_fold": {fold: {kind: value for kind in INPUT_KINDS} for fold, value in fold_offset.items()},
+            "shipped": {kind: shipped_value for kind in INPUT_KINDS}, "results": results,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

@@ -273,18 +273,36 @@ def predict_runs(run_dirs: list[Path], cases: dict[str, Case], log, flip_tta: bo
     return per_case, seconds, fit
 
 
+def _agreement_change(before: dict, after: dict) -> str:
+    return (f"%LGE MAE {before['lge_percent_mae']:.2f} -> {after['lge_percent_mae']:.2f}, bias "
+            f"{before['bias']:+.2f} -> {after['bias']:+.2f}, flag accuracy "
+            f"{before.get('flag_accuracy', float('nan')):.3f} -> {after.get('flag_accuracy', float('nan')):.3f}")
+
+
 def calibration_text(calibration: dict) -> str:
-    """The per-fold offsets and the uncalibrated vs cross-fitted %LGE agreement per kind, in words."""
+    """The per-fold offsets and the uncalibrated vs cross-fitted %LGE agreement, in words: pooled over all cases with
+    each centre beside it (engines.lge.calibrate's one offset for every input kind), or per kind for a calibration
+    written before 2026-12-07."""
+    results = calibration.get("results", {})
+    if "all" in results:
+        pooled = results["all"]
+        chosen = sorted({value for offsets in calibration["per_fold"].values() for value in offsets.values()})
+        head = ("one offset for every input kind, "
+                + ("calibrated, per-fold offsets " + str(chosen) if pooled.get("adopted") else
+                   "not calibrated (offset 0): the cross-fitted choice did not improve all cases without costing a "
+                   "centre")
+                + f"; the cross-fitted choice over all cases ({', '.join(pooled['centres'])}): "
+                + _agreement_change(pooled["uncalibrated"], pooled["cross_fitted"]))
+        centres = [f"{name.split(' ', 1)[1]}: {_agreement_change(block['uncalibrated'], block['cross_fitted'])}"
+                   for name, block in results.items() if name.startswith("centre ")]
+        return head + ("; per centre " + "; ".join(centres) if centres else "")
     parts = []
-    for kind, result in calibration.get("results", {}).items():
+    for kind, result in results.items():
         chosen = sorted({offsets[kind] for offsets in calibration["per_fold"].values()})
-        before, after = result["uncalibrated"], result["cross_fitted"]
         parts.append(f"{kind} ({', '.join(result['centres'])}): "
                      + ("calibrated, per-fold offsets " + str(chosen) if result.get("adopted", True) else
                         "not calibrated (offset 0), its cross-fitted choice did not improve it")
-                     + f": %LGE MAE {before['lge_percent_mae']:.2f} -> {after['lge_percent_mae']:.2f}, bias "
-                     f"{before['bias']:+.2f} -> {after['bias']:+.2f}, flag accuracy "
-                     f"{before.get('flag_accuracy', float('nan')):.3f} -> {after.get('flag_accuracy', float('nan')):.3f}")
+                     + ": " + _agreement_change(result["uncalibrated"], result["cross_fitted"]))
     return "; ".join(parts)
 
 
@@ -450,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
            + "." if loco_steps else "") + (f" {args.training_note}" if args.training_note else "")
         + (" Every model is evaluated with test-time augmentation: the mean of its softmax on the slice and on "
            "the left-right flipped slice." if args.flip_tta else "")
-        + (f" Scar decision calibrated per input kind (engines.lge.calibrate, `{_shown(args.calibration)}`): each CV "
+        + (f" Scar decision calibration (engines.lge.calibrate, `{_shown(args.calibration)}`): each CV "
            f"fold model uses the scar + MVO log-probability offsets chosen on the other folds' cases "
            f"({calibration_text(calibration)}); the shipped model takes {calibration['shipped']}. Leave-one-centre-out "
            f"models are not calibrated (there is no other fold of their test centre to choose on)."

@@ -199,8 +199,9 @@ def decision_block(calibration: dict, runs: Path) -> dict:
     log-probability offsets per input kind, which the node applies (dicomnode.analysis.lge.ScarDecision)."""
     return {
         "scar_log_offset": calibration["shipped"],
-        "rule": "added to log P(scar) and log P(MVO) before the arg-max, per input kind "
-                "(dicomnode.analysis.lge.input_kind: 'native' scanner values, 'windowed_8bit' 8-bit exports)",
+        "rule": "added to log P(scar) and log P(MVO) before the arg-max; one value for every input kind "
+                "(engines.lge.calibrate: the kind is guessed from the stored values and does not tell the centre "
+                "whose reading convention an offset encodes)",
         "calibration": {k: calibration[k] for k in ("objective", "per_fold", "results", "date")},
         "command": f"python -m engines.lge.calibrate --cv {runs}",
     }

@@ -52,3 +52,18 @@ def test_the_offset_moves_the_scar_boundary_only():
     assert (eager[0][3:5, 3:5] == Label.LV_BLOOD_POOL).all()  # a confident class stays
     assert np.array_equal(decide_labels(probabilities, -2.0), plain)
     assert probabilities[0, Label.SCAR, 2, 2] == pytest.approx(0.40)  # the input is not modified
+
+
+def test_the_shipped_scar_decision_does_not_depend_on_the_guessed_input_kind():
+    """break47a #1: the kind is guessed from the stored values (a level count), so the same images re-encoded with
+    +-1 unit of noise or interpolated to 512 pixels crossed the guess, and a per-kind offset (-0.75 on 'native')
+    moved their %LGE by 4 points. engines.lge.calibrate now writes one offset for every kind; the shipped card must
+    keep it that way."""
+    import json
+    from pathlib import Path
+
+    from dicomnode.analysis.lge import INPUT_KINDS
+
+    card = json.loads((Path(__file__).resolve().parents[2] / "engines" / "models" / "lge_unet.json").read_text())
+    decision = LGEDecision.from_card(card)
+    assert len({decision.offset(kind) for kind in INPUT_KINDS}) == 1
