@@ -334,11 +334,13 @@ def segment_and_measure(pixels: np.ndarray, spacing_rc: tuple[float, float], run
     pixels: (phases, slices, rows, cols) as the network sees the plane (canonical orientation). `measure(labelmaps,
     timing=None)` returns CineMeasurements (cine_metrics.measure_cine with the stack's geometry bound; a given
     timing keeps its ED/ES). The heart is located once (locate_heart) and every model's crop is centred there.
-    refine: (run_model, CineModelSpec) of a model run only at the ED and ES phases the first found, context "none"
-    or "neighbours": its label maps replace those two phases, and the measurements are taken again at the same ED/ES
-    (the choice of phases and every other phase of the volume curves stay the first model's).
+    refine: (run_model, CineModelSpec) of a model run only at the ED and ES phases the first found (and the RV's ED / ES
+    where they are other phases, timing.rv_ed / rv_es), context "none" or "neighbours": its label maps replace those
+    phases, and the measurements are taken again at the same phases (the choice of phases and every other phase of
+    the volume curves stay the first model's).
     Returns the label maps (canonical orientation, the refined ED/ES in place), the measurements, and None or
-    {"phases": [ed, es], "all_phase_values": the first model's measurements} when refined. A refinement that finds
+    {"phases": [ed, es, then the RV's ED / ES where other phases], "all_phase_values": the first model's
+    measurements} when refined. A refinement that finds
     no LV blood pool at ED is not used (logged).
     With `anatomical_pose` the stack is turned by quarter turns so that the RV found around the located centre lies
     in one direction from the LV (dicomnode.cmr.orientation.anatomical_turn), located and segmented again in that
@@ -362,7 +364,8 @@ def segment_and_measure(pixels: np.ndarray, spacing_rc: tuple[float, float], run
     if refine is None or measured.lv_edv_ml <= 0:
         return labelmaps, measured, None
     refine_run, refine_spec = refine
-    chosen = [measured.ed_phase, measured.es_phase]
+    # the RV's ED / ES may be a neighbour of the LV's (cine_metrics.rv_cardiac_phases): refined with them
+    chosen = list(dict.fromkeys([measured.ed_phase, measured.es_phase, measured.timing.rv_ed, measured.timing.rv_es]))
     refined_maps = labelmaps.copy()
     refined_maps[chosen] = segment_cine(pixels[chosen], spacing_rc, refine_run, refine_spec, localise=False,
                                         centre_rc=centre)

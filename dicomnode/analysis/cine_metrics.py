@@ -23,6 +23,7 @@ Conventions (stated once, applied everywhere):
   first; a phase whose volume jumps is flagged and not chosen as ED or ES (a phase with one neighbour, at an edge of
   a partial cycle, cannot be judged; an ED or ES there is caveated). Phases that repeat or interpolate others' pixel
   data (dicomnode/analysis/derived_phases.py) are left out of the timing, which runs on the distinct phases.
+  RV EDV / ESV are the RV's own largest / smallest volume within one phase of that ED / ES (rv_cardiac_phases).
   With fewer than 5 phases (e.g. an ED + ES export) there is no curve to smooth: ED = larger, ES = smaller volume;
   whether those can be ED and ES (timing, volume difference) is checked by dicomnode/analysis/ed_es_check.py.
 - Flags and notes name phases counted from 1 (phase_text); the indices in the results stay 0-based.
@@ -30,7 +31,7 @@ Conventions (stated once, applied everywhere):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -401,11 +402,16 @@ class CardiacPhases:
     smoothed_curve_ml: list[float]  # [1, 2, 1] / 4 smoothing of the consistent curve over the cycle (CycleNeighbours)
     flagged_phases: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the phases RV EDV and RV ESV are read at (rv_cardiac_phases); None: not chosen yet (measure_cine chooses them)
+    rv_ed: int | None = None
+    rv_es: int | None = None
 
     def summary(self) -> dict:
         return {"ed_phase": self.ed, "es_phase": self.es, "trigger_phase": self.trigger_phase,
                 "flagged_phases": list(self.flagged_phases),
-                "smoothed_lv_curve_ml": [round(v, 2) for v in self.smoothed_curve_ml], "notes": list(self.notes)}
+                "smoothed_lv_curve_ml": [round(v, 2) for v in self.smoothed_curve_ml], "notes": list(self.notes),
+                "rv_ed_phase": self.ed if self.rv_ed is None else self.rv_ed,
+                "rv_es_phase": self.es if self.rv_es is None else self.rv_es}
 
 
 def trigger_phase(trigger_times, n_phases: int, phase_numbers=None) -> tuple[int, str | None]:
@@ -516,10 +522,93 @@ def temporal_jumps(slice_volumes_ml, phase_numbers=None, cycle_phases: int | Non
     return consistent, [int(p) for p in np.flatnonzero(jumps)]
 
 
+#: RV EDV / ESV are read at the RV's own largest / smallest volume within this many phases of the LV's ED / ES
+RV_PHASE_WINDOW = 1
+#: how the note begins where the RV volume at the LV's ED or ES phase differs from the one reported (rv_phase_notes)
+RV_PHASE_START = "RV volume at the LV's "
+#: how measure_cine reads the RV volumes, in the words of the report's Methods (a cycle of MIN_PHASES_FOR_CURVE phases)
+RV_TIMING_METHOD = (f"RV EDV / ESV = the RV's largest / smallest volume within {RV_PHASE_WINDOW} phase of the LV's ED / "
+                    "ES (summary.json cine.timing.rv_ed_phase / rv_es_phase), so that a dip of the RV segmentation at "
+                    "one phase does not decide them")
+
+
+def rv_cardiac_phases(rv_curve_ml, ed: int, es: int, phase_numbers=None, cycle_phases: int | None = None,
+                      distinct_phases=None) -> tuple[int, int]:
+    """(RV ED, RV ES) phase indices: the phase of the RV's largest volume among the LV's ED phase and its neighbours
+    within RV_PHASE_WINDOW phases on the cycle, and of its smallest among the LV's ES phase and its neighbours.
+
+    Convention: ED is the phase of maximal ventricular volume and ES of minimal (shared/cmr-reference.md, "Cine SSFP"),
+    applied to each ventricle's own curve; the window keeps both ventricles at one point of the cycle (the cycle is
+    timed on the LV's mid-ventricular curve, find_cardiac_phases, sturdier than the RV's). The RV segmentation is
+    less stable than the LV's, and a phase whose RV volume dips would otherwise set RV EDV alone: Sunnybrook
+    SCD0000101 (break47a) read 74.2 / 87.2 / 92.3 mL at the LV's ED phase 20 for the same cine sent at 256², at 512²
+    with each pixel copied and at 512² interpolated, RVEF 57 / 63 / 65 %; the RV's largest volume within one phase
+    (phase 1, the R-wave phase) was 95.3 / 92.4 / 96.6 mL and the RVEF 68.0 / 67.5 / 67.8 %. A per-slice median or a
+    smoothed RV curve read at ED did not help there (71.9 / 84.1 / 86.7 mL and 73.6 / 84.9 / 88.6 mL): the dip lasts
+    two phases, and smoothing also shaves the true maximum. A single-phase spike could raise the maximum instead; the
+    RV jump check (rv_timing_notes) names a phase read here whose volume jumps from its neighbours.
+    rv_curve_ml (phases,): RV volume per phase, mL. phase_numbers / cycle_phases place the phases on the cycle
+    (CycleNeighbours.of: a phase not given is no one's neighbour); distinct_phases: as find_cardiac_phases (the window
+    steps over the distinct phases; a derived phase is not read). Under MIN_PHASES_FOR_CURVE phases (an ED + ES
+    export, no cycle) the LV's phases are returned. Ties keep the LV's phase. Raises ValueError where ed or es lies
+    outside the curve."""
+    curve = np.asarray(rv_curve_ml, dtype=np.float64)
+    n = curve.shape[0]
+    if not (0 <= ed < n and 0 <= es < n):
+        raise ValueError(f"ED/ES phases {ed}/{es} are outside the {n} phases of the RV curve")
+    if n < MIN_PHASES_FOR_CURVE:
+        return ed, es
+    full = CycleNeighbours.of(n, phase_numbers, cycle_phases)
+    distinct = _distinct_indices(distinct_phases, n)
+    if distinct is None:
+        phases, cycle = list(range(n)), full
+    else:
+        phases, cycle = distinct, CycleNeighbours.of(len(distinct), *_distinct_placement(distinct, full))
+
+    def window(phase: int) -> list[int]:
+        if phase not in phases:
+            return [phase]
+        at, found = phases.index(phase), [phase]
+        for step in (cycle.previous, cycle.following):
+            k = at
+            for _ in range(RV_PHASE_WINDOW):
+                k = int(step[k])
+                if k < 0:
+                    break
+                found.append(phases[k])
+        return found
+
+    rv_ed = max(window(ed), key=lambda p: (curve[p], p == ed))
+    rv_es = min(window(es), key=lambda p: (curve[p], p != es))
+    return int(rv_ed), int(rv_es)
+
+
+def rv_phase_notes(rv_curve_ml, ed: int, es: int, rv_ed: int, rv_es: int, phase_numbers=None) -> list[str]:
+    """A note for each of RV EDV / ESV read at another phase than the LV's (rv_cardiac_phases) whose volume there
+    differs from the RV volume at the LV's phase by more than max(JUMP_ML, JUMP_FRACTION x the RV's largest volume),
+    the jump check's step: the RV segmentation changes steeply there, and the reader is told the volume at the LV's
+    phase. [] otherwise. phase_numbers name the phases (phase_text.phase_name)."""
+    curve = np.asarray(rv_curve_ml, dtype=np.float64)
+    if curve.size == 0:
+        return []
+    tolerance = max(JUMP_ML, JUMP_FRACTION * float(curve.max()))
+    notes = []
+    for name, quantity, lv_phase, rv_phase, extreme in (("end-diastolic", "EDV", ed, rv_ed, "largest"),
+                                                         ("end-systolic", "ESV", es, rv_es, "smallest")):
+        difference = abs(float(curve[rv_phase] - curve[lv_phase]))
+        if rv_phase == lv_phase or difference <= tolerance:
+            continue
+        notes.append(f"{RV_PHASE_START}{name} {phase_name(lv_phase, phase_numbers)} ({curve[lv_phase]:.1f} mL) differs "
+                     f"by {difference:.1f} mL from RV {quantity} {curve[rv_phase]:.1f} mL, the RV's {extreme} volume "
+                     f"within {RV_PHASE_WINDOW} phase, at {phase_name(rv_phase, phase_numbers)}: the RV segmentation "
+                     f"changes steeply around {quantity[:2]}, review the RV contours at both phases")
+    return notes
+
+
 def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None,
                     cycle_phases: int | None = None, distinct_phases=None) -> tuple[list[int], list[str]]:
     """RV phases whose volume jumps from its temporal neighbours (temporal_jumps), and a note for each that is
-    the ED or ES phase the RV volumes are read at (ED and ES are chosen on the LV curve, so a jump in the RV
+    the ED or ES phase the RV volumes are read at (`ed` / `es`: rv_cardiac_phases, near the LV's; a jump in the RV
     segmentation there would otherwise go into RV EDV / ESV / EF unsaid). No check under MIN_PHASES_FOR_CURVE
     phases. phase_numbers: the acquisition phase number of each index, for the notes (phase_text.phase_name) and,
     with cycle_phases, the phases' places on the cycle (temporal_jumps). distinct_phases: as find_cardiac_phases
@@ -1478,9 +1567,10 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
-    TriggerTime in ms, or None, per phase) on the fixed-slice-set curve of timing_slice_volumes_ml; RV volumes are
-    read at the same ED and ES phases (one cardiac timing), with a note where the RV volume jumps there
-    (rv_timing_notes). Timing notes (flagged phases, ED cross-check, RV jumps at ED/ES) are appended to `flags`.
+    TriggerTime in ms, or None, per phase) on the fixed-slice-set curve of timing_slice_volumes_ml; RV EDV / ESV are
+    read at the RV's largest / smallest volume within RV_PHASE_WINDOW phase of that ED / ES (rv_cardiac_phases,
+    kept in `timing.rv_ed` / `timing.rv_es`), with a note where the RV volume at the LV's phase differs from it by
+    more than the jump step (rv_phase_notes) and where the RV volume jumps at the phase read (rv_timing_notes). Timing notes (flagged phases, ED cross-check, RV jumps at ED/ES) are appended to `flags`.
     slice_positions_mm: (slices,) positions along the stack normal; each slice then counts with its own disc
     (voxel_volume_ml x disc_thickness_mm / the median step: a gap or uneven spacing is not given the median). The
     stack's coverage of the LV at ED (stack_coverage; apex_first: the first slice is the apical end, None: unknown)
@@ -1500,7 +1590,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     worded so ("... within the model's known error: confirm by reading", range_judgements / stroke_volume_mismatch)
     rather than asserted, and `flag_validation` gives the numbers used (flag_validation_block).
     timing: ED and ES already chosen (a CardiacPhases of an earlier measure_cine over the same cine, e.g. before the
-    ED and ES label maps were replaced by a refining model's, CinePipeline); None: found here.
+    ED and ES label maps were replaced by a refining model's, CinePipeline), with its RV phases where it has them
+    (else chosen here); None: found here.
     phase_numbers: the acquisition phase number of each phase given (cmr.types.Volume.acquisition_phase_numbers: a
     phase left out at every slice leaves a gap), so the notes in `flags` name phases as a viewer does; None: index + 1.
     cycle_phases: the phases of the cycle those numbers count over (Volume.acquired_phases): with phase_numbers,
@@ -1526,10 +1617,17 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                                      reported_curve_ml=lv_curve, phase_numbers=phase_numbers,
                                      cycle_phases=cycle_phases, distinct_phases=distinct_phases)
     ed, es = timing.ed, timing.es
-    rv_flagged, rv_notes = rv_timing_notes(rv_slices, ed, es, phase_numbers, cycle_phases, distinct_phases)
+    if timing.rv_ed is None or timing.rv_es is None:
+        timing = replace(timing, **dict(zip(("rv_ed", "rv_es"), rv_cardiac_phases(
+            rv_curve, ed, es, phase_numbers, cycle_phases, distinct_phases))))
+    elif not (0 <= timing.rv_ed < len(labelmaps) and 0 <= timing.rv_es < len(labelmaps)):
+        raise ValueError(f"RV ED/ES phases {timing.rv_ed}/{timing.rv_es} are outside the {len(labelmaps)} phases given")
+    rv_ed, rv_es = timing.rv_ed, timing.rv_es
+    rv_flagged, rv_notes = rv_timing_notes(rv_slices, rv_ed, rv_es, phase_numbers, cycle_phases, distinct_phases)
+    rv_notes = rv_phase_notes(rv_curve, ed, es, rv_ed, rv_es, phase_numbers) + rv_notes
     borderline = basal_borderline_notes(labelmaps, voxel_volume_ml, ed, es, phase_numbers, cycle_phases)
     lv_edv, lv_esv = float(lv_curve[ed]), float(lv_curve[es])
-    rv_edv, rv_esv = float(rv_curve[ed]), float(rv_curve[es])
+    rv_edv, rv_esv = float(rv_curve[rv_ed]), float(rv_curve[rv_es])
     result = CineMeasurements(
         lv_curve_ml=[float(v) for v in lv_curve], rv_curve_ml=[float(v) for v in rv_curve], ed_phase=ed, es_phase=es,
         lv_edv_ml=lv_edv, lv_esv_ml=lv_esv, lv_sv_ml=lv_edv - lv_esv, lv_ef_percent=ejection_fraction_percent(lv_edv, lv_esv),

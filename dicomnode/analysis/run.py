@@ -135,6 +135,9 @@ class Analyser:
             log.info("study %s: %s %s in %.2f s", study_tag, name,
                      "done" if result.summary is not None else "declined", durations[name])
         datasets = []
+        # T1 / T2 maps and perfusion are recognised, never measured: said per series in summary.json, the PDF and the
+        # SR, so 'not supported' reads apart from 'not found'
+        maps = [Declined(uid, reason) for uid, reason in maps_not_measured(study.series)]
         # a study whose recognised series were all declined gets the report saying why
         # (results.objects.declined_study_report), unless a pipeline failed (the node's fault stays a failure to
         # retry) or earlier results exist (a report of nothing must not stand beside the numbers of an earlier
@@ -146,16 +149,14 @@ class Analyser:
             refused: list[Declined] = []  # a SEG the input cannot be expressed in: said, not an error
             datasets = build_result_objects(study, all_results, context, supersedes=supersedes,
                                             secondary_capture=self.config.analysis.secondary_capture,
-                                            failures=not_built, declines=refused)
+                                            failures=not_built, declines=refused, not_measured=maps)
             declined.extend(d.summary() for d in refused + not_built)
             errors.extend(d.reason for d in not_built)
             # identifiers the archive matches by, copied with control characters: every object invalid (README)
             copied = copied_control_characters(datasets)
             if copied:
                 summary["identifier_warnings"] = copied
-        # T1 / T2 maps and perfusion are recognised, never measured: said per series, so 'not supported' reads apart
-        # from 'not found'
-        declined.extend(Declined(uid, reason).summary() for uid, reason in maps_not_measured(study.series))
+        declined.extend(d.summary() for d in maps)
         summary["declined"] = declined
         summary["not_analysed"] = not_analysed
         summary["excluded_instances"] = list(getattr(study, "excluded_instances", []))

@@ -5,6 +5,7 @@ import copy
 import datetime as dt
 import logging
 import re
+from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
@@ -144,6 +145,7 @@ def build_result_objects(
     secondary_capture: bool = False,
     failures: list[Declined] | None = None,
     declines: list[Declined] | None = None,
+    not_measured: Sequence[Declined] = (),
 ) -> list[Dataset]:
     """Every result object for one study, in the source study, new series and new UIDs on every call.
 
@@ -164,6 +166,9 @@ def build_result_objects(
     the source images mix forms, a frame has no functional groups) is no failure: it goes into `declines` with the
     reason in words. A pipeline whose SEG is not written keeps its measurements in the SR (outlines on the analysed
     images, a comment saying that the SEG was not written). A study header that cannot be found still raises.
+    `not_measured`: series recognised but never measured by this version (T1 / T2 maps, perfusion:
+    analysis.phase_text.maps_not_measured), listed in the PDF's "Declined / not analysed" and in the SR's comments as
+    summary.json `declined` lists them, so a reader in the viewer tells 'not measured' from 'not found'.
     """
     failures = failures if failures is not None else []
     declined_segs = declines if declines is not None else []
@@ -214,7 +219,7 @@ def build_result_objects(
     sr = None
     try:
         sr = build_sr(header, results, segs, context, SR_SERIES, supersedes=supersedes, shown=shown,
-                      seg_missing=seg_missing)
+                      seg_missing=seg_missing, not_measured=[d.reason for d in not_measured])
     except Exception as error:  # noqa: BLE001
         failed(None, "measurement SR (TID 1500)", error)
     if sr is not None:
@@ -243,7 +248,7 @@ def build_result_objects(
         cine = next((r for r in results if r.name == "cine" and r.summary), None)
         bsa = bsa_for(cine, header, config.analysis.cine.bsa_formula) if cine is not None else None
         declined = list(getattr(study, "declined", [])) + [d for r in results for d in r.declined] + failures \
-            + declined_segs
+            + declined_segs + list(not_measured)
         try:
             pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined,
                                                  series_names=series_names(study), supersedes=supersedes)

@@ -22,7 +22,8 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_for_volume, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
-                                           TIMING_METHOD, TIMING_METHOD_UNTRIGGERED, UNTRIGGERED_START,
+                                           RV_TIMING_METHOD, TIMING_METHOD, TIMING_METHOD_UNTRIGGERED,
+                                           UNTRIGGERED_START,
                                            is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.report_text import shorten
@@ -535,7 +536,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
                   (TIMING_METHOD_UNTRIGGERED if any(str(n).startswith(UNTRIGGERED_START) for n in
                                                     (cine.summary.get("timing") or {}).get("notes") or [])
                    else TIMING_METHOD)
-                  + (f", found among the {sent} phases sent{of_cycle}" if cycle else ""))
+                  + (f", found among the {sent} phases sent{of_cycle}" if cycle else "")
+                  + ("" if 0 < sent < MIN_PHASES_FOR_CURVE else f"; {RV_TIMING_METHOD}"))
         source = source_series_name(cine.summary)
         lines.append("Cine" + (f" ({source})" if source else "") + ": summation of discs; LV blood pool counted in a slice where >= 50 % of its outline borders "
                      f"myocardium (SCMR 2020), the same rule at every phase; {timing}"
@@ -1342,14 +1344,18 @@ def second_page(header: Dataset, results: Sequence[PipelineResult], context,
     return figure
 
 
+#: lines of page 2's "Declined / not analysed" list; beyond them its last line says how many more summary.json lists
+PDF_DECLINED_LINES = 10
+
+
 def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
                  declined: Sequence[Declined] = (), series_names: Mapping[str, str] | None = None) -> Figure:
     second = _page(" - page 2", header, context, results)
     cine, lge = _find(results, "cine"), _find(results, "lge")
     _volume_curves(second.add_axes((0.08, 0.70, 0.40, 0.19)), cine)
     _scar_bars(second.add_axes((0.57, 0.70, 0.39, 0.19)), lge)
-    declined_lines = [f"- {d.reason}" + (f" ({declined_series_text(d.series_instance_uid, series_names)})"
-                                         if d.series_instance_uid else "") for d in declined] or ["- none"]
+    declined_lines = [f"- {d.reason}" + (f" ({named})" if d.series_instance_uid and not str(d.reason).startswith(
+        named := declined_series_text(d.series_instance_uid, series_names)) else "") for d in declined]
     suggestions = _find(results, "suggestions")
     suggestion_lines = []
     if suggestions is not None and isinstance(suggestions.summary, list):
@@ -1369,7 +1375,11 @@ def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
     # other LGE series of the same slices not measured (summary `series_left_aside`: the magnitude beside the PSIR)
     aside = [f"- LGE: {text}" for text in ((lge.summary or {}).get("series_left_aside") or [])] \
         if lge is not None and isinstance(lge.summary, dict) else []
-    lines += ["", "Declined / not analysed", *aside, *declined_lines[:8]]
+    listed = aside + declined_lines
+    shown = listed[:PDF_DECLINED_LINES] if len(listed) <= PDF_DECLINED_LINES else \
+        listed[:PDF_DECLINED_LINES - 1] + [f"- ... and {len(listed) - PDF_DECLINED_LINES + 1} more (summary.json "
+                                           "declined)"]
+    lines += ["", "Declined / not analysed", *(shown or ["- none"])]
     if suggestion_lines:
         lines += ["", "Report text suggestions from OTHER patients' reports (unverified; also in their own SR): not "
                   "findings of this study; their numbers are blanked (___) and are not this study's",

@@ -821,9 +821,15 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                    algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
                                         codes.UNIT_ML_PER_M2) + phase_number
+                # RV EDV / ESV may be read at a neighbouring phase (cine_metrics.rv_cardiac_phases); the outline
+                # stays the SEG's, at the LV's phase, and the group's name says where the volume was read (a "; "
+                # clause: where the name is too long it goes whole, tracking_text)
+                read_at = (block.get("timing") or {}).get(f"rv_{phase_key}_phase") if ventricle == "rv" else None
+                read_text = (f"; RV {phase_key.upper()}V at {phase_text.phase_name(int(read_at), numbers)}"
+                             if read_at is not None and int(read_at) != int(phase_index) else "")
                 try:
                     groups += index.groups(f"{ventricle}_blood_pool", int(phase_index),
-                                           f"{ventricle.upper()} blood pool {phase_label}", finding_type=site,
+                                           f"{ventricle.upper()} blood pool {phase_label}{read_text}", finding_type=site,
                                            measurements=measurements, qualitative_evaluations=phase_eval,
                                            qualifier=bound if value else "")
                 except KeyError:
@@ -1129,6 +1135,7 @@ def build_sr(
     supersedes: Sequence[dict] | None = None,
     shown: dict[str, SegmentationResult] | None = None,
     seg_missing: dict[str, str] | None = None,
+    not_measured: Sequence[str] = (),
 ) -> Dataset | None:
     """The TID 1500 Measurement Report of the LGE and cine results; None when there is no LGE or cine result.
 
@@ -1139,6 +1146,9 @@ def build_sr(
     `seg_missing`: SegmentationResult.key -> why its SEG was not written; its pipeline's measurements stay in the
     report, their regions given as outlines on the analysed source images (TID 1411 allows image regions in place of
     a segment reference), each group saying in a comment that the SEG was not written.
+    `not_measured`: why each series recognised but not measured by this version was left (T1 / T2 maps, perfusion:
+    analysis.phase_text.maps_not_measured, each naming its series), report-level comments after the analyses not
+    performed.
     """
     seg_missing = dict(seg_missing or {})
     shown = dict(shown or {})
@@ -1203,6 +1213,7 @@ def build_sr(
     # if it had been run and found nothing (break43d)
     report_level += [f"{'LGE' if r.name == 'lge' else r.name} analysis not performed: {d.reason}" for r in results
                      if r.name in ("lge", "cine") and not r.summary for d in r.declined]
+    report_level += [str(reason) for reason in not_measured]
     comments = _report_comments(list(dict.fromkeys(report_level)))  # each said once
     if comments is not None:  # TID 1500 row 12, after the Imaging Measurements (row 8)
         report[0].ContentSequence.append(comments)
