@@ -38,8 +38,8 @@ from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
                              prepare_storage_dir, tombstone_destinations, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
-from dicomnode.study_path import (ReturnAddress, StudyRun, declined_entry, outbox_items, renamed_destinations,
-                                  return_address, run_study)
+from dicomnode.study_path import (ReturnAddress, StudyRun, credited_destination, declined_entry, moved_destinations,
+                                  outbox_items, renamed_destinations, return_address, run_study)
 from dicomnode.types import Declined
 from dicomnode.uids import MR_STORAGE_CLASSES, short_hash
 
@@ -339,6 +339,7 @@ class Node:
         pending = needs_restart(self.config, config)
         config = reloaded_config(self.config, config)
         removed = [d for d in self.config.destinations if d.name not in {n.name for n in config.destinations}]
+        before = {d.name: (d.ae_title, d.host, d.port) for d in self.config.destinations}
         self.config = config
         self.scp.update_config(config)
         self.completion.reload(config)
@@ -352,6 +353,10 @@ class Node:
         self.dispatcher.destinations_changed()  # resolved by name when sending: queued items follow the new config
         log.info("configuration reloaded")
         self._warn_removed_destinations(removed)
+        for destination in config.destinations:
+            former = before.get(destination.name)
+            if former is not None and former != (destination.ae_title, destination.host, destination.port):
+                log.info("reload: %s", _moved_text(destination, [former]))
         if pending:
             log.warning("these changed settings take effect only after a restart (systemctl restart dicomnode); "
                         "until then the old values stay in use: %s", ", ".join(pending))
@@ -869,7 +874,8 @@ class Node:
         and on the latest the `reason` the study is analysed again (`requested`: `dicomnode retry --reanalyse`;
         `patient`: what the new analysis reads of the patient, which a correction may have changed) and
         `delivered_to`, the outbox destinations that received that SR (sorted names, a renamed destination by its
-        configured name; absent for a tombstone that records none), so that study_path.run_study words the text
+        configured name, a configured one only where it was delivered to its configured address, _credit; absent for
+        a tombstone that records none), so that study_path.run_study words the text
         for a destination that never received it (break47b #4)."""
         superseded = []
         latest_header = None
@@ -901,12 +907,13 @@ class Node:
             latest["reason"] = self._reanalysis_reason(study_key, latest.get("analysis_id"), requested, corrected)
             latest.update(self._pdf_series_number(study_key, latest.get("analysis_id")))
             rows = self.db.outbox_for(study_key)
-            renamed = self._renamed(study_key, rows)
+            credit = self._credit(study_key)
             if "analysis_id" in latest:
-                latest["delivered_to"] = {row["destination"] for row in rows if row["state"] == OUTBOX_SENT
-                                          and row["sop_instance_uid"] == latest["sop_instance_uid"]}
-            if "delivered_to" in latest:
-                latest["delivered_to"] = sorted({renamed.get(name, name) for name in latest["delivered_to"]})
+                latest["delivered_to"] = sorted({credit(row["destination"], _address(row)) for row in rows
+                                                 if row["state"] == OUTBOX_SENT
+                                                 and row["sop_instance_uid"] == latest["sop_instance_uid"]} - {None})
+            elif "delivered_to" in latest:
+                latest["delivered_to"] = sorted({credit(name) for name in latest["delivered_to"]} - {None})
         for earlier in superseded[:-1]:
             earlier.pop("delivered_to", None)
         return superseded
@@ -919,7 +926,9 @@ class Node:
         listed only where the new analysis writes its own: study_path.with_rejection_note)}. The classes are
         REJECTED_SOP_CLASSES (SEG, SR, PDF, SC) and the display copies.
 
-        A destination gets only what its outbox rows delivered (`sent`), and a purged object (a tombstone) only
+        A destination gets only what its outbox rows delivered (`sent`) to its configured address (an AE title, host
+        and port: a name repointed at another archive is not credited with what its former address received, the
+        same archive renamed is, _credit; review47 #2), and a purged object (a tombstone) only
         where the tombstone records the destination (schema 6; an older tombstone names none, so no note lists it):
         an IOCM archive such as dcm4chee-arc refuses a whole note naming an instance it does not hold, and hides
         nothing then (review46 #3). A pending send is not counted: this analysis's own finish retires it unsent.
@@ -929,15 +938,20 @@ class Node:
         review46 #2). {} where there is none."""
         rows = self.db.outbox_for(study_key)
         renamed = self._renamed(study_key, rows)
+        credit = self._credit(study_key)
         delivered: dict[str, set[str]] = {}
+        moved: dict[str, set[tuple[str, str, int]]] = {}
         for item in rows:
             if item["state"] == OUTBOX_SENT:
-                delivered.setdefault(item["sop_instance_uid"], set()).add(
-                    renamed.get(item["destination"], item["destination"]))
+                destination = credit(item["destination"], _address(item))
+                if destination is None:
+                    moved.setdefault(item["destination"], set()).add(_address(item))
+                    continue
+                delivered.setdefault(item["sop_instance_uid"], set()).add(destination)
         single = self._single_study(study_key, study_instance_uid)
         already: dict[str, set[str]] = {}
         for row in self.db.earlier_reports(study_key, KeyObjectSelectionDocumentStorage):
-            holders = self._holders(row, delivered, study_instance_uid, single, renamed)
+            holders = self._holders(row, delivered, study_instance_uid, single, credit)
             if not holders:
                 continue  # never delivered: it retired nothing
             try:
@@ -953,7 +967,7 @@ class Node:
         for sop_class in sorted(REJECTED_SOP_CLASSES | DISPLAY_COPY_CLASSES):
             for row in self.db.earlier_reports(study_key, sop_class):
                 uid = row["sop_instance_uid"]
-                holders = [d for d in sorted(self._holders(row, delivered, study_instance_uid, single, renamed))
+                holders = [d for d in sorted(self._holders(row, delivered, study_instance_uid, single, credit))
                            if uid not in already.get(d, ())]
                 if not holders or ("analysis_id" in row.keys() and not self._of_study(row, study_instance_uid)):
                     continue
@@ -967,6 +981,10 @@ class Node:
                 log.info("study %s: destination %s of the config is the former %s (same AE title, host and port): "
                          "the earlier results delivered to %s are retired by the rejection note to %s",
                          short_hash(study_instance_uid), name, former, former, name)
+        for destination in self.config.destinations:
+            if destination.name in moved:
+                log.info("study %s: %s; no rejection note to it lists them", short_hash(study_instance_uid),
+                         _moved_text(destination, sorted(moved[destination.name])))
         return rejected
 
     def _renamed(self, study_key: str, rows) -> dict[str, str]:
@@ -978,15 +996,41 @@ class Node:
         addresses.update({row["destination"]: (row["ae_title"], row["host"], row["port"]) for row in rows})
         return renamed_destinations(self.config, addresses)
 
+    def _credit(self, study_key: str) -> Callable[..., str | None]:
+        """credit(name, address=None): the configured destination a delivery to outbox destination `name` queued
+        with `address` ((ae_title, host, port)) counts for (study_path.credited_destination; None: none). A
+        tombstone names its destinations only (its outbox rows went with the purge): a name is then looked up among
+        every study's deliveries, and counts only where each address it was delivered to is counted alike (a name
+        that moved cannot tell which address a purged object went to); a name never delivered since counts as
+        itself."""
+        addresses = self.db.delivered_address_sets() if self.db.purged_reports(study_key) else {}
+        configured = {d.name for d in self.config.destinations}
+
+        def credit(name: str, address: tuple[str, str, int] | None = None) -> str | None:
+            if address is not None:
+                return credited_destination(self.config, name, address)
+            credited = {credited_destination(self.config, name, known) for known in addresses.get(name, ())}
+            if not credited:
+                return name
+            if len(credited) == 1:
+                return credited.pop()
+            return None if name in configured else name
+        return credit
+
     def _say_renamed_destinations(self) -> None:
         """At start: an INFO per configured destination that has the AE title, host and port of a former name that
         results were delivered to (renamed in the config while the node was stopped), saying that re-analyses
-        retire what it received under that name with their rejection notes to it."""
+        retire what it received under that name with their rejection notes to it; and an INFO per configured
+        destination whose name results were delivered to at another address (moved_destinations)."""
         try:
             renamed = renamed_destinations(self.config, self.db.delivered_addresses())
+            moved = moved_destinations(self.config, self.db.delivered_address_sets())
         except Exception as exc:  # noqa: BLE001 - a notice only; the re-analysis looks again
             log.debug("renamed destinations not looked up: %s", exc)
             return
+        for destination in self.config.destinations:
+            if destination.name in moved:
+                log.info("%s", _moved_text(destination, moved[destination.name]))
         for former, name in renamed.items():
             log.info("destination %s has the AE title, host and port of %s, which results were delivered to: it is "
                      "taken as the same archive, renamed, and a re-analysis retires what %s received with its "
@@ -998,16 +1042,17 @@ class Node:
 
     @staticmethod
     def _holders(row, delivered: dict[str, set[str]], study_instance_uid: str, single: bool,
-                 renamed: dict[str, str]) -> set[str]:
+                 credit: Callable[[str], str | None]) -> set[str]:
         """The destinations holding an earlier result object: its delivered outbox rows, or for a tombstone the
-        destinations it records, provided its recorded study is `study_instance_uid` (unknown: `single`); a
-        destination renamed since under the same address by its configured name (`renamed`, renamed_destinations)."""
+        destinations it records, provided its recorded study is `study_instance_uid` (unknown: `single`), each as
+        `credit` (Node._credit) counts it: by its configured name where renamed since, left out where its name now
+        points at another address."""
         if "analysis_id" in row.keys():
             return delivered.get(row["sop_instance_uid"], set())
         study = row["study_instance_uid"]
         if (study != study_instance_uid) if study is not None else not single:
             return set()
-        return {renamed.get(name, name) for name in tombstone_destinations(row) or ()}
+        return {credit(name) for name in tombstone_destinations(row) or ()} - {None}
 
     def _of_study(self, row, study_instance_uid: str) -> bool:
         """Whether a kept earlier result object is of `study_instance_uid` (its file says; unreadable: taken to be,
@@ -1090,6 +1135,21 @@ def patient_corrections(earlier, patient: PatientInfo | None) -> list[str]:
             and before_age.text != patient.age.text):
         changes.append(f"PatientAge {before_age.text} corrected to {patient.age.text}")
     return changes
+
+
+def _address(row) -> tuple[str, str, int]:
+    """An outbox row's (ae_title, host, port): the address it was queued with."""
+    return row["ae_title"], row["host"], int(row["port"])
+
+
+def _moved_text(destination, former: Sequence[tuple[str, str, int]]) -> str:
+    """That configured `destination` now has another address than `former` ((ae_title, host, port) results were
+    delivered to under its name): what went there is not counted as held by the new address."""
+    addresses = ", ".join(f"{ae}@{host}:{port}" for ae, host, port in former)
+    return (f"destination {destination.name} is now {destination.ae_title}@{destination.host}:{destination.port}, "
+            f"not {addresses} where results were delivered under that name: taken as another archive (identity is "
+            f"the AE title, host and port), what the former address received is not counted for it; if it is the "
+            f"same archive renumbered, delete the superseded results there by hand after a re-analysis")
 
 
 def _report_identity(report) -> dict:

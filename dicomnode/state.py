@@ -654,6 +654,16 @@ def study_reason(summary: dict, has_results: bool, limit: int = 500) -> str | No
     return (NOT_BUILT + "; ".join(failed))[:limit] if failed else None
 
 
+def results_reason(summary: dict) -> str | None:
+    """The reason of a study whose analysis made result objects (StateDB.finish_analysis), from its summary: which
+    could not be built (study_reason), results not sent back to the sender (sender_note) and identifiers copied
+    with control characters (identifier_note), joined by "; "; None where none applies. The same again when its
+    results are queued anew (StateDB.resend, retry_dead), so that the notes stay on the study while the results
+    that carry them are delivered once more (review47 #5)."""
+    return "; ".join(r for r in (study_reason(summary, True), sender_note(summary), identifier_note(summary))
+                     if r) or None
+
+
 #: meta keys of the saved DifferentResends items, one per process (StateDB.save_different_resends)
 RESENDS_KEY_PREFIX = "different_resends:"
 #: how long saved re-send items are listed (net.scp.RECENT_REFUSALS_SECONDS, which the receiver keeps them for)
@@ -1436,9 +1446,7 @@ class StateDB:
                 "UPDATE studies SET state=:state, reason=:r, updated_at=:now, summary_json=:s, claimed_by=NULL,"
                 " lease_until=NULL WHERE study_key=:k"),
                 {"state": SENDING if outbox else DONE,
-                 "r": "; ".join(r for r in (study_reason(summary, True), sender_note(summary),
-                                            identifier_note(summary)) if r) or None
-                 if results else no_results_reason(summary),
+                 "r": results_reason(summary) if results else no_results_reason(summary),
                  "now": now, "s": summary_json, "k": study_key})
             return True
 
@@ -1617,10 +1625,13 @@ class StateDB:
             if counts.get(OUTBOX_PENDING):
                 continue
             if counts.get(OUTBOX_DEAD):
+                # the dead letters carry the identifiers as they were copied: that note stays beside them
+                note = identifier_note(self._study_summary(db, key))
                 self._run(db, "UPDATE studies SET state=:failed, reason=:r, updated_at=:now WHERE study_key=:k AND"
                               " state=:sending",
                           {"failed": FAILED, "now": now, "k": key, "sending": SENDING,
-                           "r": f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered (dead letter)"})
+                           "r": "; ".join(r for r in (f"{counts[OUTBOX_DEAD]} result object(s) could not be delivered"
+                                                      " (dead letter)", note) if r)})
             else:
                 # kept once the others are delivered: a result object that could not be built (study_reason), results
                 # not sent back to the sender (sender_note), identifiers copied with control characters
@@ -1630,6 +1641,19 @@ class StateDB:
                               " state=:sending",
                           {"done": DONE, "now": now, "k": key, "sending": SENDING, "kept": NOT_BUILT + "%",
                            "note": SENDER_NOT_SENT_PREFIX + "%", "identifiers": IDENTIFIER_NOTE_PREFIX + "%"})
+
+    def _study_summary(self, db: Connection, study_key: str, analysis_id: int | None = None) -> dict:
+        """The summary of the analysis `analysis_id`, or (None) the one the study holds (its latest finished
+        analysis's, finish_analysis); {} where none is recorded or it cannot be read."""
+        if analysis_id is None:
+            text = self._run(db, "SELECT summary_json FROM studies WHERE study_key=:k", {"k": study_key}).scalar()
+        else:
+            text = self._run(db, "SELECT summary_json FROM analyses WHERE id=:a", {"a": analysis_id}).scalar()
+        try:
+            summary = json.loads(text or "{}")
+        except ValueError:
+            return {}
+        return summary if isinstance(summary, dict) else {}
 
     def outbox_for(self, study_key: str | None = None, state: str | None = None) -> list[RowMapping]:
         sql, params = "SELECT * FROM outbox WHERE 1=1", {}
@@ -1648,6 +1672,16 @@ class StateDB:
         return {r["destination"]: (r["ae_title"], r["host"], int(r["port"])) for r in self._rows(
             "SELECT DISTINCT destination, ae_title, host, port FROM outbox WHERE state=:sent ORDER BY destination",
             {"sent": OUTBOX_SENT})}
+
+    def delivered_address_sets(self) -> dict[str, set[tuple[str, str, int]]]:
+        """{outbox destination name: every (ae_title, host, port) a result object delivered to it (state sent) was
+        queued with}, over every study: where a name moved to another address (study_path.moved_destinations), and
+        what a tombstone's destination names stood for (study_path.credited_destination)."""
+        addresses: dict[str, set[tuple[str, str, int]]] = {}
+        for r in self._rows("SELECT DISTINCT destination, ae_title, host, port FROM outbox WHERE state=:sent",
+                            {"sent": OUTBOX_SENT}):
+            addresses.setdefault(r["destination"], set()).add((r["ae_title"], r["host"], int(r["port"])))
+        return addresses
 
     def outbox_counts_by_study(self) -> dict[tuple[str, str], int]:
         """{(study_key, outbox state): number of items} over every study, in one query (`dicomnode status`)."""
@@ -1684,15 +1718,16 @@ class StateDB:
                  **({} if outbox_ids is None else {"ids": list(outbox_ids)})},
                 expanding=[] if outbox_ids is None else ["ids"]).rowcount
             if count:
-                self._run(db, "UPDATE studies SET state=:sending, reason=NULL, updated_at=:now WHERE study_key=:k"
+                self._run(db, "UPDATE studies SET state=:sending, reason=:r, updated_at=:now WHERE study_key=:k"
                               " AND state IN (:failed, :done)",
-                          {"sending": SENDING, "now": now, "k": study_key, "failed": FAILED, "done": DONE})
+                          {"sending": SENDING, "now": now, "k": study_key, "failed": FAILED, "done": DONE,
+                           "r": results_reason(self._study_summary(db, study_key))})
             return count
 
     def resend(self, study_key: str) -> tuple[int, int]:
         """`dicomnode retry STUDY --resend`: queue the result objects of a finished study's latest analysis again, to
         the destinations they were queued for (resolved by name when sent), as new pending sends; the study goes
-        back to `sending`. Its IHE IOCM Rejection Notes (Key Object Selection, results.rejection) stay as they are,
+        back to `sending`, its reason the notes of that analysis's summary (results_reason). Its IHE IOCM Rejection Notes (Key Object Selection, results.rejection) stay as they are,
         sent or dead: a resend follows a destination's loss of data, and a note listing earlier results that
         destination may no longer hold makes an IOCM archive refuse the whole note (README: Re-analysis).
         Returns (result objects re-queued, rejection notes left out); (0, 0) when the study is not done (or failed
@@ -1718,8 +1753,9 @@ class StateDB:
                 " claimed_by=NULL, lease_until=NULL WHERE study_key=:k AND analysis_id=:a AND state IN (:sent, :dead)"
                 f" AND sop_instance_uid NOT IN ({notes})"), params).rowcount
             if count:
-                self._run(db, "UPDATE studies SET state=:sending, reason=NULL, updated_at=:now WHERE study_key=:k",
-                          {"sending": SENDING, "now": now, "k": study_key})
+                self._run(db, "UPDATE studies SET state=:sending, reason=:r, updated_at=:now WHERE study_key=:k",
+                          {"sending": SENDING, "now": now, "k": study_key,
+                           "r": results_reason(self._study_summary(db, study_key, latest))})
             return count, int(held_back)
 
     def reanalyse_finished(self, study_key: str) -> bool:

@@ -158,6 +158,40 @@ def renamed_destinations(config: Config, addresses: dict[str, tuple[str, str, in
     return renamed
 
 
+def credited_destination(config: Config, name: str, address: tuple[str, str, int]) -> str | None:
+    """The destination an outbox delivery counts for: `name` (its outbox destination name) queued with `address`
+    ((ae_title, host, port)). Identity is the address: the configured destination of that name where its AE title,
+    host and port are still `address`; else the one configured destination with `address` (renamed, break47b #3);
+    None for a configured name that now points at another address no configured destination had (another archive,
+    or the same one renumbered: which cannot be known, so nothing it received is taken as held by the new address,
+    review47 #2); `name` unchanged for a name the config no longer has ("sender" always, whose address is each
+    study's return address)."""
+    if name == SENDER:
+        return SENDER
+    configured = {d.name: (d.ae_title, d.host, d.port) for d in config.destinations}
+    if configured.get(name) == address:
+        return name
+    matches = [other for other, other_address in configured.items() if other_address == address]
+    if len(matches) == 1:
+        return matches[0]
+    return None if name in configured else name
+
+
+def moved_destinations(config: Config, addresses: dict[str, set[tuple[str, str, int]]]
+                       ) -> dict[str, list[tuple[str, str, int]]]:
+    """{a configured destination name: the addresses ((ae_title, host, port), sorted) results were delivered to
+    under that name that are not its configured one}, from `addresses` ({outbox destination name: every address a
+    delivery to it was queued with}, StateDB.delivered_address_sets): what it received there is not counted for it
+    (credited_destination). Names without such an address are left out."""
+    moved = {}
+    for destination in config.destinations:
+        former = sorted(addresses.get(destination.name, set()) - {(destination.ae_title, destination.host,
+                                                                   destination.port)})
+        if former:
+            moved[destination.name] = former
+    return moved
+
+
 def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], config: Config,
                         started_at: dt.datetime, supersedes: list[dict], destinations: list[str]) -> dict[str, str]:
     """Add to `outcome` one IHE IOCM Rejection Note (results.rejection) per destination in `destinations` (the

@@ -17,14 +17,15 @@ from dicomnode.types import Declined
 from dicomnode.cmr.age import PatientAge, patient_age
 from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
                                   tm_seconds)
-from dicomnode.cmr.grouping import Candidate, _clock, group_instances, read_header
+from dicomnode.cmr.grouping import NODE_MANUFACTURER, Candidate, _clock, group_instances, read_header
 from dicomnode.cmr.identity import IdentityConflict, identity_conflict
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
                                      NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
                                      lge_identity, mark_exam_protocols, weak_lge_evidence)
 from dicomnode.cmr.types import AnalysisSeries, InstanceHeader, Recognition, StudyError, Volume, series_number_range
 from dicomnode.cmr.volume import build_volume
-from dicomnode.uids import InvalidUID, check_uid
+from dicomnode.spool import CORRECTABLE_ATTRIBUTES, CORRECTABLE_RANGES, MAX_CORRECTED_AGE_YEARS, valid_measurement
+from dicomnode.uids import MR_STORAGE_CLASSES, InvalidUID, check_uid
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -107,11 +108,16 @@ def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[
     disagree on).
 
     `datasets`: the study's instance headers, oldest received first where `in_receive_order` (the node's spool
-    index, StateDB.study_instances: a corrected re-send updates an instance's receive time). Where every instance
-    that has a value has the same one, the first dataset is returned as it is. Where they hold different values of
-    an attribute, the value of the instances received last is used (a correction is newer than what it corrects);
-    without the receive order (files read from a folder), the value most instances hold (of as many, the one later in
-    file order). The line says each value with its count, the value used and why."""
+    index, StateDB.study_instances: a corrected re-send updates an instance's receive time). Only the MR images that
+    are not this node's own results sent back (patient_sources) are read: a SEG / SR / PDF / display copy of an
+    earlier run restates the values that run used and corrects nothing. Where every such instance that has a value
+    has the same one, the first is returned as it is. Where they hold different values of an attribute, the value of
+    the instances received last is used (a correction is newer than what it corrects); without the receive order
+    (files read from a folder), the value most instances hold (of as many, the one later in file order). A weight,
+    height or age outside what a correction may set (spool.valid_measurement: CORRECTABLE_RANGES, kg and m; 175 given
+    as a height is centimetres) is never the one used; where no value is plausible, the first instance's is kept.
+    The line says each value with its count, the value used and why, and each implausible value as ignored."""
+    datasets = patient_sources(datasets)
     first = datasets[0]
     chosen = None
     lines: dict[str, str] = {}
@@ -124,22 +130,48 @@ def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[
         if len(counts) < 2:
             continue
         last = {value: at for at, value in enumerate(values) if value is not None}
-        if in_receive_order:
-            used = max(counts, key=lambda value: last[value])
+        ignored = [value for value in counts if keyword in CORRECTABLE_ATTRIBUTES
+                   and not valid_measurement(keyword, datasets[last[value]].get(keyword))]
+        plausible = {value: count for value, count in counts.items() if value not in ignored}
+        if not plausible:
+            used = next(value for value in values if value is not None)
+            why = "none of them being plausible, the value of the first instance, as read before"
+        elif in_receive_order:
+            used = max(plausible, key=lambda value: last[value])
             why = "the value of the instances received last (a corrected re-send is newer than what it corrects)"
         else:
-            used = max(counts, key=lambda value: (counts[value], last[value]))
-            tied = sum(1 for count in counts.values() if count == counts[used]) > 1
+            used = max(plausible, key=lambda value: (plausible[value], last[value]))
+            tied = sum(1 for count in plausible.values() if count == plausible[used]) > 1
             why = (("as many instances hold another: the value of the file read last (path order)" if tied else
                     "the value most instances hold") + ", the order they were received in not being known (files "
                    "read from a folder)")
         unit = _PATIENT_UNITS.get(keyword, "")
         held = ", ".join(f"{value}{unit} on {count} instance(s)" for value, count in counts.items())
         lines[keyword] = f"the study's instances disagree on {keyword} ({held}): {used}{unit} is used for {use}, {why}"
+        if ignored:
+            lines[keyword] += (f"; {', '.join(f'{value}{unit}' for value in ignored)} ignored: "
+                               f"{_PLAUSIBLE[keyword]} (another unit, or a value entered in error)")
         if _patient_value(first, keyword) != used:
             chosen = chosen if chosen is not None else copy.deepcopy(first)  # a header: no pixel data
             chosen[keyword] = copy.deepcopy(datasets[last[used]][keyword])
     return (first if chosen is None else chosen), lines
+
+
+#: what a plausible value of each CORRECTABLE_ATTRIBUTES keyword is (spool.valid_measurement), said of one ignored
+_PLAUSIBLE = {"PatientWeight": "not a weight in kg between {:g} and {:g}".format(*CORRECTABLE_RANGES["PatientWeight"]),
+              "PatientSize": "not a height in m between {:g} and {:g}".format(*CORRECTABLE_RANGES["PatientSize"]),
+              "PatientAge": f"not an Age String of more than 0 and at most {MAX_CORRECTED_AGE_YEARS:g} years"}
+
+
+def patient_sources(datasets: list) -> list:
+    """The datasets the patient's size, weight, age and sex are read from (study_patient): the MR images (an MR
+    Storage SOP Class, Modality MR) that are not this node's own results sent back to it (a Contributing Equipment
+    Sequence naming NODE_MANUFACTURER, cmr.grouping.own_output), in their order; all of `datasets` where none is."""
+    images = [ds for ds in datasets if str(ds.get("SOPClassUID", "")) in MR_STORAGE_CLASSES
+              and str(ds.get("Modality", "") or "") == "MR"
+              and not any(str(item.get("Manufacturer") or "").strip() == NODE_MANUFACTURER
+                          for item in ds.get("ContributingEquipmentSequence") or [])]
+    return images or list(datasets)
 
 
 @dataclass

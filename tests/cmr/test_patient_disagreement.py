@@ -91,3 +91,53 @@ def test_instances_that_agree_say_nothing_and_keep_the_first_header():
     dataset, lines = study_patient(changed, in_receive_order=True)
     assert list(lines) == ["PatientWeight"] and str(dataset.PatientWeight) == "71"
     assert "PatientWeight" not in changed[0]  # the received header itself is not changed
+
+
+# --- review47 #3: a late implausible value, and the node's own results sent back, are never "the value received last"
+
+def test_a_late_height_in_centimetres_is_ignored_and_said(tmp_path):
+    datasets = _slices(["80"] * 3)
+    for ds in datasets:
+        ds.PatientSize = "1.75"
+    datasets[-1].PatientSize = "175"  # received last, in cm
+    (study,) = load_studies(_write(tmp_path, datasets), in_receive_order=True)
+    assert study.patient.height_m == 1.75
+    (line,) = study.patient.disagreements
+    assert "1.75 m is used for BSA and the indexed values, the value of the instances received last" in line
+    assert line.endswith("; 175 m ignored: not a height in m between 0.3 and 2.8 (another unit, or a value entered in "
+                         "error)")
+    assert str(_study_header(study).PatientSize) == "1.75"
+
+
+def test_a_first_implausible_value_gives_way_and_none_plausible_keeps_the_first():
+    datasets = _slices(["800", "80", "80"])  # the first received in an impossible unit, then corrected
+    dataset, lines = study_patient(datasets, in_receive_order=False)
+    assert str(dataset.PatientWeight) == "80" and "800 kg ignored" in lines["PatientWeight"]
+    datasets = _slices(["800", "900"])
+    dataset, lines = study_patient(datasets, in_receive_order=True)
+    assert str(dataset.PatientWeight) == "800"
+    assert "800 kg is used for BSA and the indexed values, none of them being plausible, the value of the first " \
+           "instance" in lines["PatientWeight"]
+
+
+def test_the_nodes_own_results_and_non_images_sent_back_are_not_a_correction():
+    from pydicom.dataset import Dataset
+    from pydicom.uid import Comprehensive3DSRStorage
+
+    from dicomnode.cmr.grouping import NODE_MANUFACTURER
+
+    datasets = _slices(["80", "80"])
+    equipment = Dataset()
+    equipment.Manufacturer = NODE_MANUFACTURER
+    own_sr = copy.deepcopy(datasets[0])
+    own_sr.SOPClassUID, own_sr.Modality, own_sr.PatientWeight = Comprehensive3DSRStorage, "SR", "95"
+    own_sr.ContributingEquipmentSequence = [equipment]
+    display_copy = copy.deepcopy(datasets[0])  # an MR image, but the node's own display copy
+    display_copy.PatientWeight = "95"
+    display_copy.ContributingEquipmentSequence = [equipment]
+    scanner_sc = copy.deepcopy(datasets[0])  # a scanner's secondary capture: not an analysed image
+    scanner_sc.SOPClassUID, scanner_sc.Modality, scanner_sc.PatientWeight = "1.2.840.10008.5.1.4.1.1.7", "OT", "95"
+    dataset, lines = study_patient(datasets + [own_sr, display_copy, scanner_sc], in_receive_order=True)
+    assert lines == {} and str(dataset.PatientWeight) == "80"
+    dataset, lines = study_patient([own_sr] + datasets, in_receive_order=True)  # nor where it came first
+    assert lines == {} and dataset is datasets[0]

@@ -179,3 +179,39 @@ def test_a_transient_refusal_names_no_cause(peers, store):
     assert dispatcher.run_once() == 0
     (row,) = db.outbox_for("1.4")
     assert row["state"] == "pending" and "likely cause" not in row["last_error"], dict(row)
+
+
+# --- review47 #5: the note survives `retry --resend`, a dead letter and `retry` of the dead letter --------------------
+
+def _controls_summary(study: str) -> dict:
+    dataset = Dataset()
+    dataset.PatientID = PATIENT_ID
+    return {"study_instance_uid": study, "identifier_warnings": identifier_control_characters(dataset)}
+
+
+def test_the_identifier_note_stays_after_a_resend(tmp_path, peers, store):
+    root, db = store
+    peer = peers()
+    _finished(db, root, "1.7", _controls_summary("1.7"), peer.port, mr_file(root / "results", "mr"))
+    reason = db.study("1.7")["reason"]
+    dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=8, initial_backoff_seconds=60), "DICOMNODE")
+    assert dispatcher.run_once() == 1 and db.study("1.7")["state"] == DONE
+    assert db.resend("1.7") == (1, 0)
+    assert db.study("1.7")["reason"] == reason  # the re-sent objects carry the same identifiers
+    assert dispatcher.run_once() == 1
+    study = db.study("1.7")
+    assert study["state"] == DONE and study["reason"] == reason
+
+
+def test_a_dead_letter_keeps_the_identifier_note_beside_its_own_reason(tmp_path, peers, store):
+    root, db = store
+    peer = peers("status", status=0xC000)
+    _finished(db, root, "1.8", _controls_summary("1.8"), peer.port, mr_file(root / "results", "mr"))
+    note = db.study("1.8")["reason"]
+    dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=8, initial_backoff_seconds=60), "DICOMNODE")
+    assert dispatcher.run_once() == 0
+    study = db.study("1.8")
+    assert study["state"] == "failed"
+    assert study["reason"] == "1 result object(s) could not be delivered (dead letter); " + note
+    assert db.retry_dead("1.8") == 1
+    assert db.study("1.8")["reason"] == note  # queued again: the dead letter's part goes, the note stays

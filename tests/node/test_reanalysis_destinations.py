@@ -170,3 +170,68 @@ def test_run_study_hands_the_analysis_the_wording_for_the_routes_destinations(tm
     earlier[-1]["delivered_to"] = ["pacs1", "pacs2"]
     run_study(_Study(), config, Recording(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm", supersedes=earlier)
     assert seen[-1][-1]["partial"] is False
+
+
+# --- review47 #2: a destination that keeps its name but points at another archive ----------------------------------
+
+def test_a_name_repointed_at_another_address_is_not_credited_with_what_the_former_address_received(tmp_path, caplog):
+    node = _node(tmp_path, [_pacs("pacs")])
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+    finally:
+        node.db.close()
+    moved = _node(tmp_path, [{"name": "pacs", "ae_title": "NEWPACS", "host": "10.0.0.9", "port": 11112}])
+    try:
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            assert moved._rejected(KEY, KEY) == {}  # the new archive never received them: no note lists them
+            superseded = moved._superseded(KEY, KEY)
+            moved._say_renamed_destinations()
+        assert superseded[-1]["delivered_to"] == []
+        assert not_received_everywhere(superseded, ["pacs"])[-1]["partial"] is True
+        assert "destination pacs is now NEWPACS@10.0.0.9:11112, not PACS@127.0.0.1:104" in caplog.text
+    finally:
+        moved.db.close()
+    back = _node(tmp_path, [_pacs("pacs")])  # the same address again: credited as before
+    try:
+        assert set(back._rejected(KEY, KEY)) == {"pacs"}
+        assert back._superseded(KEY, KEY)[-1]["delivered_to"] == ["pacs"]
+    finally:
+        back.db.close()
+
+
+def test_a_tombstone_of_a_name_delivered_at_two_addresses_is_credited_to_neither(tmp_path):
+    node = _node(tmp_path, [_pacs("pacs")])
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+        store.age()
+        assert purge_expired(node.db, node.storage_dir, days=30).studies == [KEY]
+    finally:
+        node.db.close()
+    moved = _node(tmp_path, [{"name": "pacs", "ae_title": "NEWPACS", "host": "10.0.0.9", "port": 11112}])
+    try:
+        store = Store(moved.storage_dir, moved.db)
+        store.instance(1, key="1.2.4")  # another study, delivered to "pacs" at its new address
+        moved.db.mark_sent(store.analyse(key="1.2.4", classes=(SEG,)))
+        store.instance(1)  # the purged study sent again
+        assert moved._rejected(KEY, KEY) == {}
+        assert moved._superseded(KEY, KEY)[-1]["delivered_to"] == []
+    finally:
+        moved.db.close()
+
+
+def test_a_reload_that_repoints_a_destination_says_so(tmp_path, caplog):
+    settings = {"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+                "studies": {"quiet_seconds": 3600}, "destinations": [_pacs("pacs")]}
+    node = Node(Config.model_validate(settings), analyser=object())
+    node.start(warm_up=False)
+    try:
+        settings["destinations"] = [{"name": "pacs", "ae_title": "NEWPACS", "host": "10.0.0.9", "port": 11112}]
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            node.reload(Config.model_validate(settings))
+        assert "reload: destination pacs is now NEWPACS@10.0.0.9:11112, not PACS@127.0.0.1:104" in caplog.text
+    finally:
+        node.stop()
