@@ -621,14 +621,17 @@ def _print_builds(report: dict) -> None:
     """One line per dicomnode build among the listed processes (dicomnode.build_id, from their heartbeats), this
     command's own marked: processes of different builds must not work on one state (roles.refuse_other_versions).
     A process known to have stopped (ENDED: its pid no longer runs here; GONE) is named as such and counts for no
-    build: the WARNING to stop all but one build is said only where processes of several builds may still run."""
+    build (where heartbeats cannot be written, only a pid known not to run here counts as stopped): the WARNING to stop all but one build is said only where processes of several builds may still run."""
     own = report.get("dicomnode") or {}
     builds: dict[tuple, list[str]] = {}
     running: set[tuple] = set()
     for node in report["nodes"]:
         detail = node.get("detail") or {}
         key = (detail.get("version"), detail.get("build"), detail.get("schema"))
-        stopped = "GONE" if node["gone"] else "ENDED" if node.get("ended") else None
+        if report.get("heartbeats_blocked"):  # an old heartbeat means nothing then: only a pid known not to run
+            stopped = "ENDED" if node.get("pid_running") is False else None
+        else:
+            stopped = "GONE" if node["gone"] else "ENDED" if node.get("ended") else None
         builds.setdefault(key, []).append(node["node_id"] + (f" ({stopped}, not running)" if stopped else ""))
         if stopped is None:
             running.add(key)
