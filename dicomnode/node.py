@@ -39,7 +39,7 @@ from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX
                              prepare_storage_dir, tombstone_destinations, upgrade_schema)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import (ReturnAddress, StudyRun, credited_destination, declined_entry, moved_destinations,
-                                  outbox_items, renamed_destinations, return_address, run_study)
+                                  outbox_items, renamed_destinations, run_study)
 from dicomnode.types import Declined
 from dicomnode.uids import MR_STORAGE_CLASSES, short_hash
 
@@ -773,7 +773,8 @@ class Node:
     def _analyse_claimed(self, study_key: str, generation: int, analysis_id: int) -> None:
         started_at = dt.datetime.now().astimezone()
         study_row = self.db.study(study_key)
-        paths = [self.spool.path_of(row["path"]) for row in self.db.study_instances(study_key)]
+        listed = self.db.study_instances(study_key)
+        paths = [self.spool.path_of(row["path"]) for row in listed]
         if paths and not any(path.exists() for path in paths):  # stops at the first file there: the usual case
             raise SpooledFilesMissing(self.storage_dir, paths)
         tag = short_hash(study_row["study_instance_uid"])
@@ -797,7 +798,9 @@ class Node:
                                     lambda dataset: self._result_path(folder, dataset), started_at=started_at,
                                     supersedes=self._superseded(study_key, study.study_instance_uid, requested,
                                                                 study.patient),
-                                    rejects=self._rejected(study_key, study.study_instance_uid))
+                                    rejects=self._rejected(study_key, study.study_instance_uid),
+                                    senders=self.db.study_senders(study_key, study.study_instance_uid or None,
+                                                                  MR_STORAGE_CLASSES))
                 except Exception as exc:  # noqa: BLE001 - one study's failure never takes the others of the key
                     if len(studies) == 1 or isinstance(exc, (OutOfSpace, OSError)) or is_outage(exc):
                         raise  # the node's fault: not one study's, nothing half-sent
@@ -809,8 +812,12 @@ class Node:
             summary = runs[0].summary if len(runs) == 1 else {
                 "study_key": study_key, "studies": [r.summary for r in runs],
                 "outputs": [o for r in runs for o in r.summary["outputs"]]}
-            # what a later re-analysis tells instances added from instances sent again (replaced) by
+            # what a later re-analysis tells instances added from instances sent again (replaced) by: how many it
+            # read, and the latest receive time among them (not the claim's time: an instance that does not re-open
+            # the study can be indexed between the claim and the listing, and is read; review47 #6)
             summary["instances_analysed"] = len(paths)
+            if listed:
+                summary["instances_received_until"] = max(row["received_at"] for row in listed)
             written = [w for r in runs for w in r.written]
             outbox = [item for r in runs if r.route is not None
                       for item in outbox_items(self.config, r.route, r.written, self._return_address(study_key, r))]
@@ -850,13 +857,13 @@ class Node:
     def _return_address(self, study_key: str, run: StudyRun) -> ReturnAddress | None:
         """Where send_to_sender returns `run`'s results: the one peer that sent the MR images of its study (the
         images the analysis reads; an object of another class, or another study grouped under the key, does not
-        count); None where the route does not send back. Several peers: none of them, a WARNING naming them, and the
-        reason kept in the summary (`send_to_sender`)."""
-        if run.route is None or not run.route.send_to_sender or not run.written:
+        count), as run_study found it before the analysis worded its report (StudyRun.sender); None where the route
+        does not send back. Several peers: none of them, a WARNING naming them, and the reason kept in the summary
+        (`send_to_sender`)."""
+        address = run.sender
+        if run.route is None or not run.route.send_to_sender or not run.written or address is None:
             return None
         study_uid = run.summary.get("study_instance_uid")
-        address = return_address(self.config, run.route,
-                                 self.db.study_senders(study_key, study_uid, MR_STORAGE_CLASSES))
         if address.target is None:
             log.warning("study %s: results not sent back to the sender (send_to_sender): %s",
                         short_hash(study_uid or study_key), address.problem)
@@ -1069,26 +1076,33 @@ class Node:
         """Why the study is analysed again after the analysis `analysis_id` made its latest report: asked for, the
         images received again after a purge (no analysis left: a tombstone), or instances received since: those
         added ("2 instance(s) received after that report") told from those sent again in place of the copies that
-        report was made from (a corrected re-send, Spool.replace) by the instance count that analysis recorded
-        (`instances_analysed`; an analysis recorded before it: all said received), and `corrected` (
-        patient_corrections: "PatientWeight 95 kg corrected to 60 kg") said with them."""
+        report was made from (a corrected re-send, Spool.replace) by what that analysis recorded of the instances
+        it read: added are those beyond their count (`instances_analysed`), sent again those others received after
+        the latest of their receive times (`instances_received_until`; an analysis recorded before it: after its
+        start; one recorded before `instances_analysed`: all said received), and `corrected` (patient_corrections:
+        "PatientWeight 95 kg corrected to 60 kg") said with them."""
         if requested:
             return "re-analysis requested (dicomnode retry --reanalyse)"
         earlier = next((a for a in self.db.analyses_of(study_key) if a["id"] == analysis_id), None)
         if earlier is None:
             return "the study was received again after its results were purged"
         instances = self.db.study_instances(study_key)
-        late = sum(1 for row in instances if row["received_at"] > earlier["started_at"])
         try:
-            analysed = json.loads(earlier["summary_json"] or "{}").get("instances_analysed")
-        except (ValueError, AttributeError):
-            analysed = None
+            read = json.loads(earlier["summary_json"] or "{}")
+        except ValueError:
+            read = {}
+        read = read if isinstance(read, dict) else {}
+        analysed, until = read.get("instances_analysed"), read.get("instances_received_until")
+        since = until if isinstance(until, (int, float)) and not isinstance(until, bool) else earlier["started_at"]
+        late = sum(1 for row in instances if row["received_at"] > since)
         changes = " and ".join(corrected)
-        if not late:
-            return "the study's images changed after that report" + (f" ({changes})" if changes else "")
         if not isinstance(analysed, int):
+            if not late:
+                return "the study's images changed after that report" + (f" ({changes})" if changes else "")
             return f"{late} instance(s) received after that report" + (f", with {changes}" if changes else "")
-        added = min(late, max(0, len(instances) - analysed))
+        added = max(0, len(instances) - analysed)
+        if not late and not added:
+            return "the study's images changed after that report" + (f" ({changes})" if changes else "")
         parts = []
         if late > added:
             parts.append(f"{late - added} instance(s) sent again" + (f" with {changes}" if changes else "")

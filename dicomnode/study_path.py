@@ -50,6 +50,9 @@ class StudyRun:
     #: why the study was refused before any analysis for the input's sake (its instances carry several patients'
     #: identities): `serve` fails the study with it, `process` lists it in the study's `declined`
     refused: str | None = None
+    #: where its results go back to the sender (return_address, from run_study's `senders`); None where the route
+    #: does not send back or no senders were given (`process`)
+    sender: ReturnAddress | None = None
 
 
 def dataset_bytes(dataset: Dataset) -> bytes:
@@ -68,7 +71,8 @@ def declined_entry(study: CMRStudy, reason: str) -> dict:
 def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_ae: str | None,
               write_root: Path, name_result: Callable[[Dataset], Path], *, file_mode: int = 0o600,
               started_at: dt.datetime | None = None, supersedes: list[dict] | None = None,
-              rejects: dict[str, list[dict]] | None = None) -> StudyRun:
+              rejects: dict[str, list[dict]] | None = None,
+              senders: list[tuple[str, str]] | None = None) -> StudyRun:
     """Route `study`, analyse it with the route's pipelines, write every result object durably to
     `write_root / name_result(dataset)` and return the summary with `outputs` (paths relative to `write_root`).
 
@@ -80,6 +84,10 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
     writes new results, each destination of the route gets an IHE IOCM Rejection Note of its own listing them
     (analysis.rejection_note; with_rejection_note; the note's ResultObject.destination names it), and the
     summary's `rejection_note` says so either way.
+    `senders`: the (calling AE title, calling host) pairs that sent the study's MR images (StateDB.study_senders;
+    None: nothing goes back to the sender, as in `process`). Where the route sends back, their return address
+    (return_address) is StudyRun.sender, and "sender" counts among the destinations of the supersede wording and the
+    rejection notes only where that address has a target: results never go back to several peers (review47 #4).
     Raises whatever analysis or writing raises; a pipeline's own failure is already a `declined` entry.
 
     A study whose instances carry more than one patient's identity (CMRStudy.identity_conflict, cmr.identity) is
@@ -107,27 +115,29 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
         return StudyRun(summary=summary)
     log.info("study %s: route %r: pipelines %s", short_hash(study.study_instance_uid or "-"), route.name,
              ", ".join(route.pipelines) or "none")
-    supersedes = not_received_everywhere(supersedes, route_destinations(route))
+    sender = return_address(config, route, senders) if route.send_to_sender and senders is not None else None
+    destinations = route_destinations(route, sender)
+    supersedes = not_received_everywhere(supersedes, destinations)
     outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
                                supersedes=supersedes)
     notes: dict[str, str] = {}
     if rejects and outcome.datasets:
         notes = with_rejection_note(outcome, rejects, config, started_at or dt.datetime.now().astimezone(),
-                                    supersedes or [], route_destinations(route))
+                                    supersedes or [], destinations, sender)
     written = [result._replace(destination=notes.get(result.sop_instance_uid))
                for result in write_results(outcome.datasets, write_root, name_result, file_mode)]
     outcome.summary["route"] = route.name  # the [[routes]] name that decided the pipelines and destinations
     outcome.summary["outputs"] = [result.path for result in written]
     return StudyRun(summary=outcome.summary, route=route, written=written, durations=dict(outcome.durations),
-                    errors=list(outcome.errors))
+                    errors=list(outcome.errors), sender=sender)
 
 
 def not_received_everywhere(supersedes: list[dict] | None, destinations: list[str]) -> list[dict] | None:
-    """`supersedes` (node._superseded) with `partial` True on the latest where one of `destinations` (the route's,
-    route_destinations) did not receive the report it names (its `delivered_to`): the one PDF and SR go to every
-    destination alike, so their text must not point such a destination at series it never received
-    (provenance.supersede_text words it for every destination then; break47b #4). Unchanged where `delivered_to`
-    is not known."""
+    """`supersedes` (node._superseded) with `partial` True on the latest where one of `destinations` (those the new
+    results are queued to, route_destinations) did not receive the report it names (its `delivered_to`): the one
+    PDF and SR go to every destination alike, so their text must not point such a destination at series it never
+    received (provenance.supersede_text words it for every destination then; break47b #4). Unchanged where
+    `delivered_to` is not known."""
     if not supersedes or "delivered_to" not in supersedes[-1]:
         return supersedes
     latest = supersedes[-1]
@@ -135,9 +145,11 @@ def not_received_everywhere(supersedes: list[dict] | None, destinations: list[st
     return supersedes[:-1] + [{**latest, "partial": partial}]
 
 
-def route_destinations(route: RouteConfig) -> list[str]:
-    """The outbox destination names a route's results go to: its destinations, then SENDER where it sends back."""
-    return list(route.destinations) + ([SENDER] if route.send_to_sender and route.sender_port else [])
+def route_destinations(route: RouteConfig, sender: ReturnAddress | None) -> list[str]:
+    """The outbox destination names a study's results go to (as outbox_items queues them): the route's
+    destinations, then SENDER where the route sends back and `sender` (the study's return_address) has a target."""
+    back = route.send_to_sender and route.sender_port and sender is not None and sender.target is not None
+    return list(route.destinations) + ([SENDER] if back else [])
 
 
 def renamed_destinations(config: Config, addresses: dict[str, tuple[str, str, int]]) -> dict[str, str]:
@@ -193,12 +205,15 @@ def moved_destinations(config: Config, addresses: dict[str, set[tuple[str, str, 
 
 
 def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], config: Config,
-                        started_at: dt.datetime, supersedes: list[dict], destinations: list[str]) -> dict[str, str]:
-    """Add to `outcome` one IHE IOCM Rejection Note (results.rejection) per destination in `destinations` (the
-    route's, route_destinations) listing what `rejects` says that destination received of the earlier results the
-    new ones supersede (an IOCM archive refuses a whole note naming an instance it does not hold), none for a
-    destination that received nothing, unless analysis.rejection_note is false. Earlier display copies are listed
-    only where the new results hold display copies of their own (results.rejection.DISPLAY_COPY_CLASSES).
+                        started_at: dt.datetime, supersedes: list[dict], destinations: list[str],
+                        sender: ReturnAddress | None = None) -> dict[str, str]:
+    """Add to `outcome` one IHE IOCM Rejection Note (results.rejection) per destination in `destinations` (those the
+    new results are queued to, route_destinations; `sender`: the study's return address, return_address) listing
+    what `rejects` says that destination received of the earlier results the new ones supersede (an IOCM archive
+    refuses a whole note naming an instance it does not hold), none for a destination that received nothing, nor
+    for "sender" where nothing goes back to it this time, unless analysis.rejection_note is false. Earlier display
+    copies are listed only where the new results hold display copies of their own
+    (results.rejection.DISPLAY_COPY_CLASSES).
 
     Records it in the summary (`rejection_note`: `rejected`, every SOP Instance UID listed or that would be, and
     `destinations`, {destination: {"sop_instance_uid": the note's or null, "rejected", and "reason" where none is
@@ -222,6 +237,12 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
         if not config.analysis.rejection_note:
             entry["destinations"][name] = {"sop_instance_uid": None, "rejected": listed,
                                            "reason": "analysis.rejection_note = false"}
+        elif name == SENDER and sender is not None and sender.target is None:
+            entry["destinations"][name] = {"sop_instance_uid": None, "rejected": listed,
+                                           "reason": f"nothing is sent back to the sender: {sender.problem}"}
+            log.warning("study %s: %d earlier result object(s) delivered to the sender stay visible there, as "
+                        "nothing is sent back to it (%s): delete them there by hand", tag, len(listed),
+                        sender.problem)
         elif name not in destinations:
             entry["destinations"][name] = {"sop_instance_uid": None, "rejected": listed,
                                            "reason": "not a destination of this study's route"}

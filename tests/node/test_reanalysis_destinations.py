@@ -1,7 +1,8 @@
 """break47b #2-#4: what a re-analysis and a resend tell each destination. `retry --resend` re-queues the results,
 not the IOCM rejection notes (they name earlier results the PACS that lost the study no longer holds); a destination
 renamed in the config (same AE title, host and port) still gets the note retiring what it received under its former
-name; the new report names the series it supersedes only where every destination received them."""
+name; the new report names the series it supersedes only where every destination received them (the sender only
+where the new results go back to it: review47 #4)."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ from dicomnode.node import Node
 from dicomnode.results.provenance import supersede_text
 from dicomnode.retention import purge_expired
 from dicomnode.state import DONE, OUTBOX_PENDING, OUTBOX_SENT, SENDING, StateDB, prepare_storage_dir
-from dicomnode.study_path import not_received_everywhere, renamed_destinations, run_study
+from dicomnode.study_path import not_received_everywhere, outbox_items, renamed_destinations, run_study
 from tests.node.test_retention_safety import KEY, SEG, SR, Store
 from tests.node.test_stages import _Analyser, _Study
 
@@ -170,6 +171,36 @@ def test_run_study_hands_the_analysis_the_wording_for_the_routes_destinations(tm
     earlier[-1]["delivered_to"] = ["pacs1", "pacs2"]
     run_study(_Study(), config, Recording(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm", supersedes=earlier)
     assert seen[-1][-1]["partial"] is False
+
+
+# --- review47 #4: the sender counts only where the new results go back to it --------------------------------------
+
+def test_the_sender_counts_for_the_wording_only_where_the_new_results_go_back_to_it(tmp_path):
+    """The MR images came from two peers: nothing goes back to either, so the earlier report, which the one
+    destination received, is named; from one peer the results go back to it, which never received that report."""
+    seen = []
+
+    class Recording(_Analyser):
+        def analyse(self, study, pipelines, started_at=None, supersedes=None):
+            seen.append(supersedes)
+            return super().analyse(study, pipelines, started_at, supersedes)
+
+    config = Config.model_validate({
+        "destinations": [_pacs("pacs")],
+        "routes": [{"name": "mr", "match": {"modality": "MR"}, "pipelines": ["cine"], "destinations": ["pacs"],
+                    "send_to_sender": True, "sender_port": 11112}]})
+    earlier = [{"series_number": 9100, "report_time": "2026-12-07 10:39", "delivered_to": ["pacs"]}]
+    two_peers = [("SCANNER1", "10.0.0.9"), ("SCANNER2", "10.0.0.66")]
+    run = run_study(_Study(), config, Recording(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm",
+                    supersedes=earlier, senders=two_peers)
+    assert run.sender.target is None and seen[-1][-1]["partial"] is False
+    assert "SR series 9100" in supersede_text(seen[-1])
+    assert {item.destination for item in outbox_items(config, run.route, run.written, run.sender)} == {"pacs"}
+    run = run_study(_Study(), config, Recording(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm",
+                    supersedes=earlier, senders=[("SCANNER1", "10.0.0.9")])
+    assert run.sender.target == ("SCANNER1", "10.0.0.9", 11112) and seen[-1][-1]["partial"] is True
+    assert {item.destination for item in outbox_items(config, run.route, run.written, run.sender)} == {
+        "pacs", "sender"}
 
 
 # --- review47 #2: a destination that keeps its name but points at another archive ----------------------------------

@@ -131,6 +131,34 @@ def test_a_reanalysis_sends_each_destination_a_note_of_what_it_received(analyses
             notes[name].sop_instance_uid}
 
 
+def test_the_sender_gets_a_note_only_where_the_new_results_go_back_to_it(analyses, tmp_path, caplog):
+    """review47 #4: the earlier results went back to the sender; the MR images now came from two peers, so nothing
+    goes back: no note is written for the sender (it would never be sent), and the summary and log say why."""
+    study, context, first, second, earlier = analyses
+    superseded = _superseded(first)
+    config = Config.model_validate({**CONFIG, "routes": [{"name": "mr", "destinations": ["pacs"],
+                                                          "send_to_sender": True, "sender_port": 11112}]})
+    with caplog.at_level("WARNING"):
+        run = run_study(study, config, _Analyser(second), None, tmp_path / "two",
+                        lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", started_at=context.started_at,
+                        supersedes=earlier, rejects={"pacs": superseded, "sender": superseded},
+                        senders=[("SCANNER1", "10.0.0.9"), ("SCANNER2", "10.0.0.66")])
+    notes = {w.destination for w in run.written if w.sop_class_uid == KeyObjectSelectionDocumentStorage}
+    assert notes == {"pacs"}
+    entry = run.summary["rejection_note"]["destinations"]["sender"]
+    assert entry["sop_instance_uid"] is None
+    assert entry["reason"].startswith("nothing is sent back to the sender: the analysed images came from 2 peers "
+                                      "(SCANNER1@10.0.0.9, SCANNER2@10.0.0.66)")
+    assert "delivered to the sender stay visible there" in caplog.text
+    run = run_study(study, config, _Analyser(second), None, tmp_path / "one",
+                    lambda d: Path("r") / f"{d.SOPInstanceUID}.dcm", started_at=context.started_at,
+                    supersedes=earlier, rejects={"pacs": superseded, "sender": superseded},
+                    senders=[("SCANNER1", "10.0.0.9")])
+    (note,) = [w for w in run.written if w.destination == "sender"]
+    assert [(i.destination, i.ae_title, i.host) for i in outbox_items(config, run.route, run.written, run.sender)
+            if i.sop_instance_uid == note.sop_instance_uid] == [("sender", "SCANNER1", "10.0.0.9")]
+
+
 def test_superseded_display_copies_are_listed_only_where_the_new_results_have_their_own(analyses, tmp_path):
     """review46 #9: every analysis writes its display copies under new UIDs; the superseded SEG was their only
     user. A re-analysis that writes its own copies lists the earlier ones; one that writes none leaves them."""
