@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -232,7 +233,10 @@ class RouteConfig(StrictModel):
 
 
 class DispatchConfig(StrictModel):
-    max_attempts: int = Field(8, ge=1)
+    max_attempts: int = Field(24, ge=1, description=(
+        "attempts of a send before it is a dead letter; with the default back-off a destination may be down about "
+        "4 hours (retry_window_seconds) before its results are, so that a routine PACS maintenance window is "
+        "ridden out"))
     initial_backoff_seconds: float = Field(5, gt=0)
     max_backoff_seconds: float = Field(900, gt=0)
     backoff_factor: float = Field(2.0, ge=1)
@@ -241,6 +245,18 @@ class DispatchConfig(StrictModel):
         "(connection refused, timeout, 0xA7xx) and re-queue them once it answers (what `dicomnode retry --all "
         "--destination NAME` does by hand)"))
     resume_check_seconds: float = Field(300, gt=0, description="how often resume_dead_letters C-ECHOes (seconds)")
+
+    @property
+    def retry_window_seconds(self) -> float:
+        """Seconds from a send's first failed attempt to its last (the `max_attempts`-th), i.e. how long a destination
+        may be down before what is sent to it becomes a dead letter: the sum of the back-off delays (dispatch
+        .backoff_seconds) between the attempts, each initial_backoff_seconds x backoff_factor^(n-1), capped at
+        max_backoff_seconds."""
+        total, delay = 0.0, min(self.initial_backoff_seconds, self.max_backoff_seconds)
+        for _ in range(1, self.max_attempts):
+            total += delay
+            delay = min(delay * self.backoff_factor, self.max_backoff_seconds)
+        return total
 
 
 class RetentionConfig(StrictModel):
@@ -602,6 +618,9 @@ def config_warnings(config: Config) -> list[str]:
     warnings += _tls_off_warnings(config)
     warnings += _open_node_warnings(config)
     warnings += _sender_tls_warnings(config)
+    warnings += [f"node.allowed_calling_aes: {title!r} has lower-case letters: AE titles are case-sensitive, so a "
+                 f"scanner calling as {title.upper()!r} is refused; write the title exactly as the sender's "
+                 f"configuration shows it" for title in config.node.allowed_calling_aes if title != title.upper()]
     if not config.destinations and not any(route.send_to_sender for route in config.routes):
         # valid (the embedded defaults, `dicomnode demo`: a node that keeps its results), but a forgotten or
         # misplaced [[destinations]] table looks the same (break46b #5)
@@ -671,15 +690,71 @@ def _model_at(location: tuple) -> type[BaseModel] | None:
     return model
 
 
+def _model_of(annotation) -> tuple[type[BaseModel] | None, bool]:
+    """The config model an annotation holds (through list[...], X | None and Annotated[...]), and whether it holds a
+    list of them (an array of tables in TOML); (None, False) for a plain value."""
+    candidates, is_list = [(annotation, False)], False
+    while candidates:
+        annotation, is_list = candidates.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation, is_list
+        inner_list = is_list or getattr(annotation, "__origin__", None) is list
+        candidates.extend((arg, inner_list) for arg in get_args(annotation))
+    return None, False
+
+
+def _tables(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, bool, type[BaseModel]]]:
+    """Every table of the config schema: (its TOML name such as "studies" or "node.peers", whether it is an array of
+    tables, its model), the top level ("", False, Config) first."""
+    model = model or Config
+    tables = [(prefix, False, model)] if not prefix else []
+    for name, field in model.model_fields.items():
+        inner, is_list = _model_of(field.annotation)
+        if inner is not None:
+            path = f"{prefix}.{name}" if prefix else name
+            tables.append((path, is_list, inner))
+            tables += _tables(inner, path)
+    return tables
+
+
+def _table_header(name: str, is_list: bool) -> str:
+    return f"[[{name}]]" if is_list else f"[{name}]"
+
+
 def _unknown_key(location: tuple) -> str:
-    """ "unknown key", with the closest known keys of its table (difflib) where one is near: a typo's fix."""
+    """ "unknown key", with the closest known keys of its table (difflib) where one is near (a typo's fix), else the
+    other tables that have a key of that name (a key put in the wrong section, e.g. quiet_seconds under [node])."""
     model = _model_at(location)
     if model is None or not location or not isinstance(location[-1], str):
         return "unknown key"
     close = difflib.get_close_matches(location[-1], list(model.model_fields), n=1, cutoff=0.6)
-    if not close:
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    elsewhere = [(name, is_list) for name, is_list, other in _tables()
+                 if other is not model and location[-1] in other.model_fields
+                 and _model_of(other.model_fields[location[-1]].annotation)[0] is None]
+    if not elsewhere:
         return "unknown key"
-    return f"unknown key; did you mean {close[0]}?"
+    where = " or ".join(f"{name}.{location[-1]} (under {_table_header(name, is_list)})" if name
+                        else f"{location[-1]} (at the top of the file, before any table)"
+                        for name, is_list in elsewhere)
+    return f"unknown key in this table; did you mean {where}?"
+
+
+def _list_message(error: dict) -> str:
+    """A list expected, something else written: a single [table] where an array of tables is meant, or a string
+    where a list of strings is."""
+    location, given = tuple(error["loc"]), error.get("input")
+    model = _model_at(location)
+    field = model.model_fields.get(location[-1]) if model is not None and isinstance(location[-1], str) else None
+    inner, is_list = _model_of(field.annotation) if field is not None else (None, False)
+    if isinstance(given, dict) and inner is not None and is_list:
+        name = ".".join(str(part) for part in location if isinstance(part, str))
+        return (f"a single table where a list of tables is expected: write [[{name}]] (double brackets) above each "
+                f"entry, not [{name}]")
+    if isinstance(given, str):
+        return f"a string where a list is expected: write [{json.dumps(given)}]"
+    return error["msg"]
 
 
 def _message(error: dict) -> str:
@@ -687,9 +762,13 @@ def _message(error: dict) -> str:
         return _unknown_key(tuple(error["loc"]))
     if error["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
         return str(error["ctx"]["error"])
+    if error["type"] == "list_type":
+        return _list_message(error)
     message = error["msg"]
     if error["type"] in ("int_type", "float_type", "bool_type") and isinstance(error.get("input"), str):
         message += f" (got the string {error['input']!r}: write the value without quotes)"
+    if error["type"] in ("string_too_long", "string_too_short") and isinstance(error.get("input"), str):
+        message += f" (got {error['input']!r}, {len(error['input'])} characters)"
     return message
 
 

@@ -30,7 +30,7 @@ from dicomnode.inference.runtime import Runtime, RuntimeErrorNoModel, shipped_mo
 from dicomnode.inference.shapes import onnx_input_spec
 from dicomnode.net.scp import probe_listen
 from dicomnode.net.tls import client_tls_problems, expiry_warnings, private_key_exposure, server_tls_problems
-from dicomnode.spool import shared_spool_problem
+from dicomnode.spool import StorageLock, shared_spool_problem
 from dicomnode.state import state_schema_problem
 
 #: models each pipeline loads from [inference] models_dir (name -> name.onnx + name.json)
@@ -319,13 +319,17 @@ def _destination_host_warnings(config: Config) -> list[str]:
 def listen_port_warnings(config: Config) -> list[str]:
     """`dicomnode config check`: node.port cannot be opened on node.host now (in use: another process listens
     there, a running node?; or the operating system's reason: node.host not an address of this machine, a port
-    under 1024 without the privilege ...); `serve` would not start. Not for serve itself, which binds the port and
+    under 1024 without the privilege ...); `serve` would not start. Nothing where the port is in use while the
+    single-node `serve` of this config's node.storage_dir runs on this machine (its node.lock): that node holds it,
+    as when the unit's ExecReload checks the config before SIGHUP. Not for serve itself, which binds the port and
     says so."""
     try:
         probe_listen(config.node.host, config.node.port)
     except OSError as exc:
         where = f"node.port: {config.node.port} on {config.node.host} cannot be opened now ({exc.strerror or exc})"
         if exc.errno == errno.EADDRINUSE:
+            if StorageLock.running_holder(config.node.storage_dir) is not None:
+                return []  # this config's own node runs (a check before `systemctl reload`): it holds the port
             return [f"{where}: another process listens there (a running node?); `serve` with this config does not "
                     f"start while it does"]
         return [f"{where}: `serve` with this config does not start on this machine"]

@@ -183,6 +183,27 @@ class StorageLock:
             text = ""
         return f"another node process ({text})" if text else "another node process"
 
+    @staticmethod
+    def running_holder(storage_dir: str | os.PathLike) -> int | None:
+        """The pid of the single-node `serve` of this machine that holds `storage_dir`'s lock and still runs, as
+        its lock file names it; None where none does (no lock file, another machine's, a pid gone, or scale-out role
+        processes, which write none). Takes no lock: a node starting at this moment is never disturbed."""
+        try:
+            text = (Path(storage_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        match = re.match(r"pid (\d+) on (\S+):", text)
+        if match is None or match.group(2) != socket.gethostname():
+            return None
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # it runs, as another user
+            pass
+        return pid
+
     def release(self) -> None:
         if self._fd is None:
             return

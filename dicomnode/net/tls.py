@@ -49,15 +49,6 @@ def _key_password() -> str | None:
     return os.environ.get(KEY_PASSWORD_ENV) or None
 
 
-def _require_file(path: Path | None, what: str) -> Path:
-    if path is None:
-        raise TLSConfigurationError(f"{what} is not configured")
-    path = Path(path)
-    if not path.is_file():
-        raise TLSConfigurationError(f"{what} {path} does not exist or is not a file")
-    return path
-
-
 def _harden(context: ssl.SSLContext, minimum_version: str) -> ssl.SSLContext:
     if minimum_version not in _VERSIONS:
         raise TLSConfigurationError(f"minimum TLS version {minimum_version!r} is not one of {sorted(_VERSIONS)}")
@@ -67,13 +58,26 @@ def _harden(context: ssl.SSLContext, minimum_version: str) -> ssl.SSLContext:
     return context
 
 
-def _load_chain(context: ssl.SSLContext, certificate: Path | None, private_key: Path | None, what: str) -> None:
-    certificate = _require_file(certificate, f"{what} certificate")
-    private_key = _require_file(private_key, f"{what} private key")
+def _load_chain(context: ssl.SSLContext, certificate: Path | None, private_key: Path | None, what: str,
+                keys: tuple[str, str], problems: list[TLSConfigurationError] | None) -> None:
+    """Load the certificate and its key; a missing file is named by its config key (`keys`: certificate's, key's):
+    both, where both are missing and `problems` collects them, else the first raised."""
+    missing = [TLSConfigurationError("not configured" if path is None else f"{path} does not exist or is not a file",
+                                     key)
+               for path, key in zip((certificate, private_key), keys) if path is None or not Path(path).is_file()]
+    if missing and problems is None:
+        raise missing[0]
+    if missing:
+        problems.extend(missing)
+        return
     try:
         context.load_cert_chain(certificate, private_key, password=_key_password())
     except ssl.SSLError as exc:  # the message never contains the password
         raise TLSConfigurationError(f"{what} certificate {certificate} / key {private_key}: {exc.reason or exc}") from None
+
+
+#: the config keys of node.tls's certificate and private key
+_SERVER_KEYS = ("node.tls.certificate", "node.tls.private_key")
 
 
 def _openssl_words(exc: ssl.SSLError) -> str:
@@ -124,7 +128,7 @@ def _server_context(tls: TLSConfig, problems: list[TLSConfigurationError] | None
             context.verify_mode = ssl.CERT_NONE
 
     _steps([lambda: _harden(context, tls.minimum_version),
-            lambda: _load_chain(context, tls.certificate, tls.private_key, "node.tls"),
+            lambda: _load_chain(context, tls.certificate, tls.private_key, "node.tls", _SERVER_KEYS, problems),
             verification], problems)
     return context
 
@@ -147,7 +151,8 @@ def _client_context(destination: DestinationConfig, minimum_version: str,
 
     def own_certificate() -> None:
         if destination.tls_certificate is not None or destination.tls_private_key is not None:
-            _load_chain(context, destination.tls_certificate, destination.tls_private_key, f"{prefix}.tls")
+            _load_chain(context, destination.tls_certificate, destination.tls_private_key, f"{prefix}.tls",
+                        (f"{prefix}.tls_certificate", f"{prefix}.tls_private_key"), problems)
 
     _steps([lambda: _harden(context, minimum_version), trust, own_certificate], problems)
     return context
@@ -185,7 +190,7 @@ def sender_client_context(tls: TLSConfig) -> ssl.SSLContext | None:
 
     def own_certificate() -> None:
         if tls.certificate is not None or tls.private_key is not None:
-            _load_chain(context, tls.certificate, tls.private_key, "node.tls")
+            _load_chain(context, tls.certificate, tls.private_key, "node.tls", _SERVER_KEYS, None)
 
     _steps([lambda: _harden(context, tls.minimum_version), trust, own_certificate], None)
     return context

@@ -85,8 +85,11 @@ def test_status_prints_whole_study_uids_and_says_when_no_node_runs(tmp_path, cap
 
 @pytest.mark.parametrize("body, key, message", [
     ('[inference]\nmodels_dir = "{tmp}/nope"\n', "inference.models_dir", "/nope does not exist"),
-    ('[node.tls]\nenabled = true\ncertificate = "{tmp}/nope.crt"\nprivate_key = "{tmp}/nope.key"\n', "node.tls",
-     "nope.crt does not exist or is not a file"),
+    ('[node.tls]\nenabled = true\ncertificate = "{tmp}/nope.crt"\nprivate_key = "{tmp}/nope.key"\n',
+     "node.tls.certificate", "nope.crt does not exist or is not a file"),
+    # both missing: both named in the one run (break48a #10)
+    ('[node.tls]\nenabled = true\ncertificate = "{tmp}/nope.crt"\nprivate_key = "{tmp}/nope.key"\n',
+     "node.tls.private_key", "nope.key does not exist or is not a file"),
     ('[analysis.suggestions]\nbank_dir = "{tmp}/no-bank"\n', "analysis.suggestions.bank_dir", "no-bank does not exist"),
     ('[inference]\nmodels_dir = "{tmp}/node.toml"\n', "inference.models_dir", "node.toml is a file, not a folder"),
     pytest.param('[inference]\nbackend = "tensorrt"\n', "inference.backend", "'tensorrt' cannot run on this machine",

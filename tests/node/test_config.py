@@ -79,6 +79,47 @@ def test_an_unknown_key_names_the_known_key_it_is_closest_to(data, path, message
     assert dict(caught.value.problems)[path] == message
 
 
+@pytest.mark.parametrize("toml, path, message", [
+    # break48a #10: each error says how to write it, not only what pydantic expected
+    ('[destinations]\nname = "pacs"\nae_title = "PACS"\nhost = "h"\nport = 104\n', "destinations",
+     "a single table where a list of tables is expected: write [[destinations]] (double brackets) above each entry, "
+     "not [destinations]"),
+    ('[node.peers]\nae_title = "SCANNER1"\n', "node.peers",
+     "a single table where a list of tables is expected: write [[node.peers]] (double brackets) above each entry, "
+     "not [node.peers]"),
+    ('[node]\nallowed_calling_aes = "SCANNER1"\n', "node.allowed_calling_aes",
+     'a string where a list is expected: write ["SCANNER1"]'),
+    ('[[routes]]\nname = "r"\ndestinations = "pacs"\n[[destinations]]\nname = "pacs"\nae_title = "P"\n'
+     'host = "h"\nport = 1\n', "routes[0].destinations", 'a string where a list is expected: write ["pacs"]'),
+    ('[node]\nquiet_seconds = 5\n', "node.quiet_seconds",
+     "unknown key in this table; did you mean studies.quiet_seconds (under [studies])?"),
+    ('[studies]\nmax_attempts = 20\n', "studies.max_attempts",
+     "unknown key in this table; did you mean dispatch.max_attempts (under [dispatch])?"),
+    ('[[destinations]]\nname = "p"\nae_title = "ORTHANC-ARCHIVE-01"\nhost = "h"\nport = 1\n',
+     "destinations[0].ae_title", "String should have at most 16 characters (got 'ORTHANC-ARCHIVE-01', 18 characters)"),
+])
+def test_a_wrongly_written_value_says_how_to_write_it(tmp_path, toml, path, message):
+    from dicomnode.config import read_config
+    file = tmp_path / "c.toml"
+    file.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(read_config(file))
+    assert dict(caught.value.problems)[path] == message
+
+
+def test_lower_case_calling_ae_titles_are_warned_and_blanks_around_them_are_not_significant():
+    """AE titles are case-sensitive: 'scanner1' does not admit a scanner calling as SCANNER1; leading and trailing
+    spaces are not significant (PS3.5 section 6.2, AE value representation), so ' SCANNER1 ' is SCANNER1."""
+    config = parse_config({"node": {"allowed_calling_aes": ["scanner1 ", " SCANNER2 "]}})
+    assert config.node.allowed_calling_aes == ["scanner1", "SCANNER2"]
+    warned = [w for w in config_warnings(config) if w.startswith("node.allowed_calling_aes")]
+    assert warned == ["node.allowed_calling_aes: 'scanner1' has lower-case letters: AE titles are case-sensitive, so "
+                      "a scanner calling as 'SCANNER1' is refused; write the title exactly as the sender's "
+                      "configuration shows it"]
+    assert not [w for w in config_warnings(parse_config({"node": {"allowed_calling_aes": ["SCANNER1", "*"]}}))
+                if w.startswith("node.allowed_calling_aes")]
+
+
 def test_toml_types_map_to_config_types():
     config = parse_config({"node": {"storage_dir": "/srv/dicomnode"}, "studies": {"quiet_seconds": 5},
                            "analysis": {"lge": {"large_burden_percent": 20}}})
@@ -298,3 +339,16 @@ def test_a_config_without_destinations_passes_with_a_warning_that_results_are_ne
                                     {"name": "send", "destinations": ["pacs"]}]})
     assert config_warnings(both) == ["routes[keep]: no destinations and send_to_sender off: its results are stored, "
                                      "never sent"]
+
+
+def test_a_destination_may_be_down_for_a_maintenance_window_before_its_results_are_dead_letters():
+    """break48a #11: with 8 attempts a PACS down 11 minutes left every result undelivered until someone ran
+    `retry --all`. The defaults (and the shipped example, whose comment says so) ride out about 4 hours."""
+    from dicomnode.config import DispatchConfig
+    assert DispatchConfig(max_attempts=8, initial_backoff_seconds=5, backoff_factor=2,
+                          max_backoff_seconds=900).retry_window_seconds == 5 + 10 + 20 + 40 + 80 + 160 + 320
+    assert DispatchConfig(max_attempts=1).retry_window_seconds == 0
+    for dispatch in (DispatchConfig(), load_config(REPO / "config" / "dicomnode.toml").dispatch):
+        assert 3.5 * 3600 <= dispatch.retry_window_seconds <= 4.5 * 3600, dispatch
+    assert "DOWN ABOUT 4 HOURS" in (REPO / "config" / "dicomnode.toml").read_text()
+    assert "about 4 hours" in (REPO / "README.md").read_text()

@@ -4,8 +4,11 @@ destination that does not answer a C-ECHO."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 from dicomnode.cli import main
@@ -84,3 +87,25 @@ def test_a_port_that_cannot_be_opened_for_another_reason_is_not_blamed_on_anothe
     config = Config.model_validate({"node": {"host": "192.0.2.1", "port": free_port()}})
     (warning,) = listen_port_warnings(config)
     assert "(Cannot assign requested address)" in warning and "another process" not in warning
+
+
+def test_a_port_held_by_this_configs_own_running_node_is_not_warned_about(tmp_path):
+    """break48a #5: the unit's ExecReload runs `config check` while the node holds node.port; that node (its pid in
+    node.storage_dir/node.lock, running on this machine) is not "another process". A lock naming a pid that no
+    longer runs, or another machine, still gets the warning."""
+    store = tmp_path / "store"
+    store.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = Config.model_validate({"node": {"port": busy.getsockname()[1], "storage_dir": str(store)}})
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        for holder, warned in ((f"pid {os.getpid()} on {socket.gethostname()}", False),
+                               (f"pid {gone} on {socket.gethostname()}", True),
+                               (f"pid {os.getpid()} on another-machine.example", True)):
+            (store / "node.lock").write_text(f"{holder}: dicomnode serve (single node), since 2026-12-07 10:00:00\n")
+            warnings = listen_port_warnings(config)
+            assert bool(warnings) == warned, (holder, warnings)
+        (store / "node.lock").unlink()
+        assert "another process listens there" in listen_port_warnings(config)[0]
