@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def version_text() -> str:
         return text
     commit = described.stdout.strip()
     return f"{text} (git {commit})" if described.returncode == 0 and commit else text
+
+
+def _no_vendor_telemetry() -> None:
+    """ONNX Runtime (1.2x+ on Linux) records usage events, with a persistent device ID, under
+    ~/.cache/Microsoft/DeveloperTools and uploads them to Microsoft unless ORT_DISABLE_TELEMETRY is set: a node that
+    handles patient data makes no such connection. Set here, before any module of the package imports onnxruntime
+    (inference backends, view classifier, text encoder, config check, demo); an admin's own value is kept."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+_no_vendor_telemetry()
 
 
 def _tolerate_real_world_values() -> None:

@@ -25,14 +25,14 @@ from dicomnode.net.scu import AssociationFailed, describe_object, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
-from dicomnode.preflight import listen_port_warnings, preflight_problems, preflight_warnings
+from dicomnode.preflight import listen_port_problems, listen_port_warnings, preflight_problems, preflight_warnings
 from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
 from dicomnode.receivers import ReceiveHelpers, parent_alive
-from dicomnode.roles import (RoleRunner, attach_different_resends, clock_skew_text, parse_roles, pid_running,
-                             receiving_report, refused_studies)
+from dicomnode.roles import (RoleRunner, attach_different_resends, clock_skew_text, live_processes, parse_roles,
+                             pid_running, receiving_report, refused_studies)
 from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, SENDING, STALE_AFTER_HEARTBEATS, STUDY_STATES,
                              StateSchemaError, StorageDirError, default_state_path, open_state)
-from dicomnode.state import SCHEMA_VERSION, describe_url, older_schema
+from dicomnode.state import SCHEMA_VERSION, describe_url, foreign_owner_warning, older_schema
 from dicomnode.summary_view import print_summary_table
 from dicomnode.uids import short_hash
 
@@ -68,6 +68,9 @@ def cmd_serve(args) -> int:
     if not helper:  # the main process says it once, in the log an admin reads (journal), as `config check` does
         for warning in config_warnings(config) + preflight_warnings(config, models="analyse" in roles):
             log.warning("config: %s", warning)
+        owner = foreign_owner_warning(config.node.storage_dir)
+        if owner is not None:
+            log.warning("%s", owner)
     stop = threading.Event()
     parent = os.getppid()
 
@@ -254,6 +257,8 @@ def cmd_config_check(args) -> int:
     except ConfigError as exc:  # not readable, or not TOML: nothing to check against the machine
         config, problems, sections = None, exc.problems, frozenset()
     missing = [] if config is None else preflight_problems(config, models="analyse" in roles, sections=sections)
+    if config is not None and "receive" in roles and "node" in sections:
+        problems = [*problems, *listen_port_problems(config)]
     if problems:
         print(f"{args.file}: INVALID", file=sys.stderr)
         for path, message in problems:
@@ -271,10 +276,12 @@ def cmd_config_check(args) -> int:
         print(f"  warning: {warning}", file=sys.stderr)
     local = "" if config.destinations else ": results are stored here, never sent"
     print(f"{args.file}: OK ({len(config.destinations)} destination(s){local}, {len(config.routes)} route(s))")
+    print(f"  storage: {config.node.storage_dir}" + (f" (state {default_state_path(config)})"
+                                                    if config.state.url is None else ""))
     return EXIT_OK
 
 
-def _existing_state(config: Config, read_fallback: bool = False):
+def _existing_state(config: Config, read_fallback: bool = False, config_file: str | None = None):
     """The node's state database, or None (said on stderr) when the embedded one was never created: a command that
     only reads or re-queues must not create an empty state where no node ever ran. `read_fallback`: where the state
     cannot be written (a full or read-only disk), open it read-only and say so, rather than fail. The schema is never
@@ -282,7 +289,15 @@ def _existing_state(config: Config, read_fallback: bool = False):
     `serve` or `dicomnode state upgrade` migrates it."""
     path = default_state_path(config)
     if config.state.url is None and not path.exists():
-        print(f"no node state at {path} (node.storage_dir of this config): nothing was received there", file=sys.stderr)
+        if config_file is None:
+            print(f"no node state at {path.absolute()} (the embedded defaults' {config.storage_dir_origin()}: no "
+                  f"--config given): no node has run on this storage; pass --config with the running node's config "
+                  f"file", file=sys.stderr)
+        else:
+            relative = config._relative_storage_dir is not None
+            print(f"no node state at {path.absolute()} ({config.storage_dir_origin()}): no node has run on this "
+                  f"storage; is {config_file} the config the node runs with"
+                  f"{', and this the folder it runs in' if relative else ''}?", file=sys.stderr)
         return None
     try:
         return open_state(config, upgrade=False)
@@ -326,7 +341,8 @@ def cmd_status(args) -> int:
     config = _load(args.config)
     older = None
     try:
-        db = _existing_state(config, read_fallback=True)  # a full or read-only disk is when an admin needs status
+        # read_fallback: a full or read-only disk is when an admin needs status
+        db = _existing_state(config, read_fallback=True, config_file=args.config)
     except StateSchemaError as exc:
         db, older = _state_not_upgraded(config, exc)
     if db is None:
@@ -668,7 +684,7 @@ def cmd_retry(args) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     config = _load(args.config)
-    db = _existing_state(config)
+    db = _existing_state(config, config_file=args.config)
     if db is None:
         return EXIT_ERROR
     if args.all:
@@ -694,8 +710,8 @@ def cmd_retry(args) -> int:
                        if config.analysis.rejection_note else
                        "those delivered stay visible at the destinations (analysis.rejection_note = false): delete "
                        "them there by hand")
-            print(f"re-queued {key} for a new analysis; a running node analyses it again within seconds and sends the "
-                  f"new results, which supersede the earlier ones: those not sent yet are withdrawn, {retired}")
+            print(f"re-queued {key} for a new analysis; {_who_does_it(db, 'analyse', 'analyses it again')} and sends "
+                  f"the new results, which supersede the earlier ones: those not sent yet are withdrawn, {retired}")
             return EXIT_OK
         print(f"not re-analysed: {key} is in state {matches[0]['state']}; only a done or failed study is re-analysed: "
               f"{_not_reanalysable_yet(matches[0]['state'])}", file=sys.stderr)
@@ -712,14 +728,14 @@ def cmd_retry(args) -> int:
     if unconfigured and not count:
         return EXIT_ERROR
     if count:
-        print(f"re-queued {count} dead letter(s) of {key}; a running node sends them within seconds")
+        print(f"re-queued {count} dead letter(s) of {key}; {_who_does_it(db, 'dispatch', 'sends them')}")
     elif db.reanalyse(key):
-        print(f"re-queued the failed analysis of {key}; a running node analyses it again within seconds")
+        print(f"re-queued the failed analysis of {key}; {_who_does_it(db, 'analyse', 'analyses it again')}")
     elif matches[0]["state"] == ANALYSING:  # stuck (e.g. its process died, or failed unrecorded on a full disk)?
         requeued, why = db.requeue_stuck(key)
         if requeued:
-            print(f"re-queued {key}, stuck in state analysing ({why}); a running node analyses it again within "
-                  f"seconds")
+            print(f"re-queued {key}, stuck in state analysing ({why}); "
+                  f"{_who_does_it(db, 'analyse', 'analyses it again')}")
         elif why.startswith("being analysed"):
             print(f"not re-queued: {key} is {why}; it is not stuck (its results follow, or it fails and "
                   f"`dicomnode retry` re-runs it then)", file=sys.stderr)
@@ -778,8 +794,8 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
         studies += bool(count)
     where = f" to {destination}" if destination else ""
     if requeued:
-        print(f"re-queued {requeued} dead letter(s){where} of {studies} stud(ies); a running node sends them within "
-              f"seconds (`dicomnode status` shows the progress)")
+        print(f"re-queued {requeued} dead letter(s){where} of {studies} stud(ies); "
+              f"{_who_does_it(db, 'dispatch', 'sends them')} (`dicomnode status` shows the progress)")
     elif not chosen:
         print(f"nothing re-queued: no dead letter{where}")
     else:
@@ -796,6 +812,20 @@ def _retry_all(db, config: Config, destination: str | None) -> int:
         for row in permanent:
             print(f"  {row['study_key']} -> {row['destination']}: {row['sop_instance_uid']}: {row['last_error']}")
     return EXIT_ERROR if chosen and not requeued else EXIT_OK
+
+
+def _who_does_it(db, role: str, does: str) -> str:
+    """How `retry` ends its line: "a running node <does> within seconds" where a process with `role` ("dispatch",
+    "analyse") has a heartbeat that is not GONE (roles.live_processes), else that no node is running on this state
+    and it happens once one starts (break48a #12: nothing is sent before that)."""
+    try:
+        running = [p for p in live_processes(db) if role in str(p["roles"] or "").split(",")]
+    except Exception:  # noqa: BLE001 - an older schema, an unreadable table: no claim either way
+        return f"a running node {does} within seconds"
+    if running:
+        return f"a running node {does} within seconds"
+    return (f"no node process with the {role} role is running on this state (no live heartbeat): nothing happens "
+            f"until one starts (systemctl start dicomnode), which {does} then")
 
 
 def _resend(db, storage: Path, key: str, state: str, configured: set[str]) -> int:
@@ -818,8 +848,8 @@ def _resend(db, storage: Path, key: str, state: str, configured: set[str]) -> in
               f"`dicomnode retry {key} --reanalyse` analyses it again", file=sys.stderr)
         return EXIT_ERROR
     destinations = sorted({row["destination"] for row in items})
-    print(f"re-queued {count} result object(s) of {key} to {', '.join(destinations)}; a running node sends them "
-          f"within seconds")
+    print(f"re-queued {count} result object(s) of {key} to {', '.join(destinations)}; "
+          f"{_who_does_it(db, 'dispatch', 'sends them')}")
     if notes:
         print(f"note: {notes} IOCM rejection note(s) of this analysis not re-sent: each lists earlier results a "
               f"destination received, which a destination that lost the study no longer holds, and an IOCM archive "

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator,
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
@@ -460,6 +460,8 @@ class Config(StrictModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    #: node.storage_dir as written where it was relative, and the working directory resolve_paths took it against
+    _relative_storage_dir: tuple[str, Path] | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -490,8 +492,17 @@ class Config(StrictModel):
         """Make relative paths absolute against `base` (the working directory, as systemd's WorkingDirectory sets it)."""
         data = self.model_copy(deep=True)
         if not data.node.storage_dir.is_absolute():
+            data._relative_storage_dir = (str(data.node.storage_dir), Path(base))
             data.node.storage_dir = (base / data.node.storage_dir).resolve()
         return data
+
+    def storage_dir_origin(self) -> str:
+        """How node.storage_dir was found, for messages: "node.storage_dir 'var/dicomnode', relative, resolved against
+        the working directory /srv" where it was written relative (resolve_paths), else "node.storage_dir"."""
+        if self._relative_storage_dir is None:
+            return "node.storage_dir"
+        written, base = self._relative_storage_dir
+        return f"node.storage_dir {written!r}, relative, resolved against the working directory {base}"
 
 
 #: settings a running node takes over on SIGHUP (dotted prefixes); every other change needs a restart
@@ -617,6 +628,10 @@ def config_warnings(config: Config) -> list[str]:
                 for d in config.destinations if d.name not in used]
     warnings += _tls_off_warnings(config)
     warnings += _open_node_warnings(config)
+    if config._relative_storage_dir is not None:
+        warnings.append(f"{config.storage_dir_origin()} to {config.node.storage_dir}: `serve`, `status` and `retry` "
+                        "started from another folder would each use another storage (and state): give an absolute "
+                        "path")
     warnings += _sender_tls_warnings(config)
     warnings += [f"node.allowed_calling_aes: {title!r} has lower-case letters: AE titles are case-sensitive, so a "
                  f"scanner calling as {title.upper()!r} is refused; write the title exactly as the sender's "
@@ -801,9 +816,10 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def load_config(path: str | os.PathLike | None) -> Config:
-    """Load a TOML config; None gives the embedded defaults. Relative paths resolve against the working directory."""
+    """Load a TOML config; None gives the embedded defaults. Relative paths (node.storage_dir, whose default
+    "var/dicomnode" is one) resolve against the working directory (Config.storage_dir_origin says so)."""
     if path is None:
-        return Config()
+        return Config().resolve_paths(Path.cwd())
     return parse_config(read_config(path), str(path)).resolve_paths(Path.cwd())
 
 

@@ -521,7 +521,8 @@ class Dispatcher:
         label = f"{name} ({ae_title}@{host}:{port}{', TLS' if ssl_context else ''})" if name == SENDER else name
         studies = ", ".join(ids[key] for key in dict.fromkeys(row["study_key"] for row in rows))
         again = self._in_flight_before(name, rows, ids)
-        recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent, again)
+        recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent, again,
+                                 address=(ae_title, host, port))
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
                                  calling_ae_title=calling_ae_title, timeout=self.timeout_of(name),
@@ -693,10 +694,12 @@ class _SentRecorder:
     and no further C-STORE is made: its attempt could not be recorded (`started` raises _AttemptNotRecorded)."""
 
     def __init__(self, db: StateDB, outbox_ids: list[int], recorded: Callable[[int], None],
-                 again: set[int] | frozenset[int] = frozenset()):
+                 again: set[int] | frozenset[int] = frozenset(), address: tuple[str, str, int] | None = None):
         """`outbox_ids`: the items in the order they are sent; `recorded(n)`: after n more were recorded as sent;
-        `again`: the items a stopped dispatcher had in flight (their attempt is recorded as a re-send)."""
+        `again`: the items a stopped dispatcher had in flight (their attempt is recorded as a re-send); `address`:
+        the (ae_title, host, port) they go to, recorded with each attempt (StateDB.mark_in_flight)."""
         self.db = db
+        self.address = address
         self.outbox_ids = outbox_ids
         self.recorded = recorded
         self.again = again
@@ -711,7 +714,7 @@ class _SentRecorder:
         outbox_id = self.outbox_ids[index]
         if self.error is None:
             try:
-                self.db.mark_in_flight(outbox_id, again=outbox_id in self.again)
+                self.db.mark_in_flight(outbox_id, again=outbox_id in self.again, address=self.address)
             except Exception as exc:  # noqa: BLE001 - said and raised after the association (Dispatcher._record_sent)
                 self.error = exc
         if self.error is not None:

@@ -5,6 +5,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import queue
 import re
 import shutil
@@ -20,6 +21,7 @@ from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, KeyObj
 
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.age import age_from_age_string
+from dicomnode.cmr.grouping import UnreadableFile
 from dicomnode.cmr.study import PatientInfo, load_studies
 from dicomnode.config import Config, needs_restart, reloaded_config
 from dicomnode.dispatch import SENDER, Dispatcher
@@ -36,7 +38,7 @@ from dicomnode.spool import CORRECTABLE_ATTRIBUTES, IncomingInstance, OutOfSpace
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
                              OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
-                             prepare_storage_dir, tombstone_destinations, upgrade_schema)
+                             prepare_storage_dir, tombstone_destinations, upgrade_schema, user_name)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import (ReturnAddress, StudyRun, credited_destination, declined_entry, moved_destinations,
                                   outbox_items, renamed_destinations, run_study)
@@ -81,6 +83,7 @@ class _Release:
     why: str
     counted: bool = True
     analysis_id: int | None = None  # the analysis that ran under the claim (None: it failed before one began)
+    said: bool = False  # the caller logged why already: no "released after an unrecorded failure" line
 
 
 class SpooledFilesMissing(Exception):
@@ -92,6 +95,21 @@ class SpooledFilesMissing(Exception):
                          f"share)?")
 
 
+class SpooledFilesUnreadable(Exception):
+    """Instances of a claimed study, stored and acknowledged, that this process cannot read (cmr.grouping.
+    UnreadableFile: a permission, an I/O error): analysing the rest would report their images as missing."""
+
+    def __init__(self, storage_dir: Path, unreadable: list, total: int):
+        first = Path(unreadable[0].reason.split(": unreadable (", 1)[0])
+        if first.is_relative_to(storage_dir):
+            first = first.relative_to(storage_dir)
+        super().__init__(
+            f"{len(unreadable)} of the study's {total} stored instance file(s) cannot be read by this process, user "
+            f"{user_name(os.geteuid())}: {unreadable[0].error}; received and acknowledged, so the study is not "
+            f"analysed without them; let that user read the files under {storage_dir} (chown -R), then `dicomnode retry "
+            f"STUDY`; first: {first}")  # relative: the reason a study keeps is 500 characters
+
+
 class Node:
     """`roles`: the roles `dicomnode serve` runs (roles.ROLES); given, the process first makes sure it can run
     (see _open_state_to_serve) before it opens the state for writing. None (tests, the demo): the state is opened
@@ -99,6 +117,10 @@ class Node:
 
     def __init__(self, config: Config, analyser=None, *, roles: Sequence[str] | None = None):
         self.config = config
+        if roles is not None and not Path(config.node.storage_dir).exists():
+            # no node can hold a storage that is not there yet (nothing to name in a lock refusal): a busy port
+            # refuses before the folder is made, so that a refused start leaves nothing behind (break48a #12)
+            check_listen_ports(config, roles)
         self.storage_dir = prepare_storage_dir(config.node.storage_dir)
         self.storage_lock = StorageLock(self.storage_dir)
         self.db = open_state(config) if roles is None else self._open_state_to_serve(roles)
@@ -353,14 +375,36 @@ class Node:
         self.dispatcher.destinations_changed()  # resolved by name when sending: queued items follow the new config
         log.info("configuration reloaded")
         self._warn_removed_destinations(removed)
-        for destination in config.destinations:
-            former = before.get(destination.name)
-            if former is not None and former != (destination.ae_title, destination.host, destination.port):
-                log.info("reload: %s", _moved_text(destination, [former]))
+        self._say_moved_on_reload(before)
         if pending:
             log.warning("these changed settings take effect only after a restart (systemctl restart dicomnode); "
                         "until then the old values stay in use: %s", ", ".join(pending))
         return pending
+
+    def _say_moved_on_reload(self, before: dict[str, tuple[str, str, int]]) -> None:
+        """An INFO per destination a reload gave another AE title, host or port (`before`: name -> the former
+        address): where results were delivered under its name to another address (state `sent`, the address each
+        went to: dead letters and pending sends are not delivered), that the new address is taken as another
+        archive (_moved_text); where none was, only that the address changed (a wrong port fixed)."""
+        changed = [d for d in self.config.destinations
+                   if before.get(d.name) not in (None, (d.ae_title, d.host, d.port))]
+        if not changed:
+            return
+        try:
+            delivered = self.db.delivered_address_sets()
+        except Exception as exc:  # noqa: BLE001 - a notice only; the start and each re-analysis look again
+            log.debug("deliveries to the changed destinations not looked up: %s", exc)
+            delivered = None  # not known: the former address may hold results
+        for destination in changed:
+            now = (destination.ae_title, destination.host, destination.port)
+            elsewhere = ([before[destination.name]] if delivered is None else
+                         sorted(a for a in delivered.get(destination.name, ()) if a != now))
+            if elsewhere:
+                log.info("reload: %s", _moved_text(destination, elsewhere))
+            else:
+                ae, host, port = before[destination.name]
+                log.info("reload: destination %s is now %s@%s:%d (was %s@%s:%d, where no result object was "
+                         "delivered under that name)", destination.name, *now, ae, host, port)
 
     def _warn_removed_destinations(self, removed: list) -> None:
         """A WARNING per destination a reload removed (or renamed) that still has result objects queued for it:
@@ -516,7 +560,8 @@ class Node:
         return None
 
     def _release_later(self, study_key: str, generation: int, reason: str, *, again: str | None = None,
-                       failed: str | None = None, counted: bool = True, analysis_id: int | None = None) -> None:
+                       failed: str | None = None, counted: bool = True, analysis_id: int | None = None,
+                       said: bool = False) -> None:
         """An analysis ended without its outcome recorded (the state database refused the write, e.g. a full disk):
         give the claim back (study `complete` again, analysed anew) now, or from the requeue job once it can.
 
@@ -528,10 +573,10 @@ class Node:
         times = self._released.get((study_key, generation), 0)
         if counted and times >= MAX_UNRECORDED_RELEASES:
             release = _Release(FAILED, failed or f"analysis failed {times + 1} times without a recorded outcome: "
-                                                  f"{reason}", counted, analysis_id)
+                                                  f"{reason}", counted, analysis_id, said)
         else:
             release = _Release(COMPLETE, again or f"analysed again: the previous analysis ended unrecorded ({reason})",
-                               counted, analysis_id)
+                               counted, analysis_id, said)
         with self._unreleased_lock:
             self._unreleased[(study_key, generation)] = release
         self.release_unrecorded()
@@ -570,7 +615,7 @@ class Node:
                 self._release_warned.discard(item)
                 if release.counted:
                     self._released[item] = self._released.get(item, 0) + 1
-            if released:
+            if released and not release.said:
                 log.warning("study %s: claim released after an unrecorded failure: %s", short_hash(study_key),
                             release.why)
             elif lost is not None:
@@ -661,6 +706,15 @@ class Node:
                                 again=f"released for another worker: {exc}",
                                 failed=f"{exc} (released {times} times; no worker found the files)",
                                 analysis_id=analysis_id)
+        except SpooledFilesUnreadable as exc:
+            # the node's storage, not the study: released (analysed again in REQUEUE_SECONDS, in case it was a
+            # passing I/O error), then failed saying why; `dicomnode retry` runs it once the files can be read
+            times = self._released.get((study_key, generation), 0)
+            log.error("study %s: %s; %s", short_hash(study_key), exc,
+                      "tried again shortly" if times < MAX_UNRECORDED_RELEASES else
+                      f"failed after {times + 1} tries")
+            self._release_later(study_key, generation, str(exc), again=f"analysis waits: {exc}",
+                                failed=f"analysis failed: {exc}", analysis_id=analysis_id, said=True)
         except Exception as exc:  # noqa: BLE001 - whatever happened, the study must not stay claimed
             if is_outage(exc):  # the one ERROR line is the outage monitor's
                 self.db.outage.failed(exc, REQUEUE_SECONDS)
@@ -781,6 +835,9 @@ class Node:
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:
             loaded = load_studies(paths, in_receive_order=True)  # study_instances: oldest received first
+            unreadable = [d for s in loaded for d in s.declined if isinstance(d, UnreadableFile)]
+            if unreadable:
+                raise SpooledFilesUnreadable(self.storage_dir, unreadable, len(paths))
             studies = [s for s in loaded if s.study_instance_uid or s.series]
             if not studies:  # say why each file was unreadable, not only that none was
                 reasons = "; ".join(sorted({d.reason for s in loaded for d in s.declined}))
@@ -823,8 +880,8 @@ class Node:
                       for item in outbox_items(self.config, r.route, r.written, self._return_address(study_key, r))]
         except Exception as exc:
             self._discard_partial(folder)
-            if is_outage(exc):  # the state database went away, not the study's fault: analyse_study releases it
-                raise
+            if is_outage(exc) or isinstance(exc, SpooledFilesUnreadable):  # not the study's fault: analyse_study
+                raise  # releases it
             if isinstance(exc, OutOfSpace) or is_disk_full(exc):  # the node's disk, not the study: wait for space
                 self._postpone_no_space(study_key, generation, analysis_id, tag, exc, study_row["reason"])
                 return

@@ -316,6 +316,17 @@ def _destination_host_warnings(config: Config) -> list[str]:
     return warnings
 
 
+def listen_port_problems(config: Config) -> list[Problem]:
+    """`dicomnode config check` (with the receive role): node.port 0, which the schema takes (tests, the demo, and
+    embedded nodes listen on any free port) but a node that scanners and PACS send to cannot use: the operating
+    system picks another port at every start, and the senders' configuration would never match it."""
+    if config.node.port == 0:
+        return [("node.port", "0 lets the operating system pick a different port at every start, and scanners and "
+                              "PACS send to one fixed port: set the port they are configured to send to (e.g. "
+                              "11112, or 104 with the privilege to listen under 1024)")]
+    return []
+
+
 def listen_port_warnings(config: Config) -> list[str]:
     """`dicomnode config check`: node.port cannot be opened on node.host now (in use: another process listens
     there, a running node?; or the operating system's reason: node.host not an address of this machine, a port

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dicomnode import strict_json
 from dicomnode.analysis.run import Analyser
+from dicomnode.cmr.grouping import UNREADABLE_NOTE
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
 from dicomnode.net.filemeta import NotBareDataset, read_bare_dataset
@@ -282,7 +283,8 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     """Analyse each study found through the study path (as `serve` does, without a network); returns the
     summary.json content (also written to out_dir/summary.json). A previous run's results in out_dir are replaced
     (clear_previous_run). `failures`, when given, receives one line per study the node failed to analyse (a model
-    that did not load, a pipeline or the study path that raised), as opposed to a study cleanly declined. Raises
+    that did not load, a pipeline or the study path that raised), as opposed to a study cleanly declined, and one per
+    file the operating system would not let this run read (cmr.grouping.UnreadableFile). Raises
     FileNotFoundError without `input_dir`, OutputFolderError when out_dir is a file or holds something that is not a
     previous run's summary.json.
 
@@ -312,6 +314,10 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
         studies = load_studies(files, unreadable_files=unreadable)
         _name_archives(unreadable)
         failures = failures if failures is not None else []
+        # a file the operating system would not let this run read (a permission): its study is analysed without it,
+        # its images counted as missing, so the run is not "all good" (exit 1)
+        failures.extend(f"{e['path']}: {e['reason']}: its study was analysed without it" for e in unreadable
+                        if e["reason"].endswith(UNREADABLE_NOTE))
         entries = []
         for study in studies:
             with study_context(short_hash(study.study_instance_uid or "-")):  # lines carry the study, as serve's do

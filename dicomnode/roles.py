@@ -1190,8 +1190,11 @@ def cmd_state_upgrade(args) -> int:
     elif args.no_backup and before is not None and before < after:
         print("  --no-backup: no copy of the state before this migration was kept")
     if args.config is None and before is None:
-        print("  note: no --config given, so this is the embedded defaults' state under the current folder; pass the "
-              "running node's --config to upgrade its state", file=sys.stderr)
+        print(f"  note: no --config given, so this is the embedded defaults' state under the current folder "
+              f"({config.node.storage_dir}); pass the running node's --config to upgrade its state", file=sys.stderr)
+    elif before is None and config.state.url is None and config._relative_storage_dir is not None:
+        print(f"  note: {config.storage_dir_origin()}: run from another folder, this command and the node would "
+              f"use another state; give node.storage_dir as an absolute path", file=sys.stderr)
     return 0
 
 

@@ -43,6 +43,7 @@ import functools
 import json
 import logging
 import os
+import pwd
 import re
 import socket
 import sqlite3
@@ -285,6 +286,31 @@ def prepare_storage_dir(path: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise StorageDirError(f"node.storage_dir {str(folder)!r} is not writable by this user")
     return folder
+
+
+def user_name(uid: int) -> str:
+    """"dicomnode (uid 999)", or "uid 999" for a uid without a passwd entry."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def foreign_owner_warning(path: str | os.PathLike) -> str | None:
+    """What `serve` logs at start when its user is not the owner of node.storage_dir (root debugging on the service
+    user's spool): every file it writes there (instances, results, the state's journal) is its user's, mode 0600,
+    which the node cannot read once it runs as the owner again (an instance acknowledged, then unreadable). None
+    where the folder does not exist yet (created by this user) or is this user's."""
+    try:
+        owner = Path(path).stat().st_uid
+    except OSError:
+        return None
+    if owner == os.geteuid():
+        return None
+    me, them = user_name(os.geteuid()), user_name(owner)
+    return (f"this process runs as {me}, but node.storage_dir {path} belongs to {them}: the files it writes there "
+            f"are {me}'s, owner-only, and a node running as {them} cannot read them (an instance received now would "
+            f"be left out of its study's analysis); run `serve` as that user (sudo -u, or systemctl start dicomnode)")
 
 
 def default_state_path(config) -> Path:
@@ -1561,16 +1587,22 @@ class StateDB:
                 expanding=["ids"])
             self._settle_studies(db, outbox_ids)
 
-    def mark_in_flight(self, outbox_id: int, again: bool = False) -> None:
+    def mark_in_flight(self, outbox_id: int, again: bool = False,
+                       address: tuple[str, str, int] | None = None) -> None:
         """Just before the item's C-STORE goes on the wire: its last_error says it is in flight (OUTBOX_IN_FLIGHT;
         `again`: OUTBOX_RESEND_IN_FLIGHT, a re-send of an item a stopped dispatcher had in flight) until its response
         is recorded (`attempts` counts failed attempts: mark_failed_send); an item re-sent before stays a re-send.
-        Raises the database's errors (then it is not sent)."""
+        `address` ((ae_title, host, port)): where it goes now (a destination is resolved by name when sent), recorded
+        as the item's address, so that a `sent` item names the archive that holds it, not the one it was queued for
+        (a dead letter to a wrong port, re-queued once the port was fixed: break48a #9). Raises the database's
+        errors (then it is not sent)."""
+        moved = "" if address is None else ", ae_title=:ae_title, host=:host, port=:port"
+        where = {} if address is None else {"ae_title": address[0], "host": address[1], "port": int(address[2])}
         with self._write() as db:
             self._run(db, "UPDATE outbox SET last_error=CASE WHEN :again OR last_error = :again_text OR last_error"
-                          " LIKE :resent_like THEN :again_text ELSE :in_flight END WHERE id=:id",
+                          " LIKE :resent_like THEN :again_text ELSE :in_flight END" + moved + " WHERE id=:id",
                       {"again": bool(again), "again_text": OUTBOX_RESEND_IN_FLIGHT, "resent_like": _RESENT_LIKE,
-                       "in_flight": OUTBOX_IN_FLIGHT, "id": outbox_id})
+                       "in_flight": OUTBOX_IN_FLIGHT, "id": outbox_id, **where})
 
     def outbox_resent(self) -> list[RowMapping]:
         """Items sent again (or being sent again) after a dispatcher stopped with their C-STORE in flight, oldest

@@ -28,13 +28,32 @@ from dicomnode.uids import MR_STORAGE_CLASSES, PARAMETRIC_MAP_STORAGE, InvalidUI
 
 log = logging.getLogger("dicomnode.cmr")
 
+#: the end of an UnreadableFile's reason (what summary.json's `unreadable_files` says of such a file)
+UNREADABLE_NOTE = "the file is there, this process may not read it"
+
+
+@dataclass
+class UnreadableFile(Declined):
+    """A file the operating system would not let this process read (PermissionError, EIO, a folder in its place ...):
+    not a fault of its content, and not a missing image: fixing the permission or the disk makes it readable.
+    `error`: the OS error, e.g. "PermissionError: Permission denied"."""
+
+    error: str = ""
+
+
 def read_header(path) -> InstanceHeader | Declined:
-    """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance."""
+    """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance (an
+    UnreadableFile where the operating system refused the read: FileNotFoundError excepted, a file that is gone)."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:  # pydicom's text suggests force=True, which means nothing to an admin
         return Declined(None, f"{path}: not a DICOM file (no DICOM File Meta Information: no 'DICM' prefix after "
                               "the 128-byte preamble, PS3.10 7.1)")
+    except FileNotFoundError as error:
+        return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
+    except OSError as error:
+        said = f"{type(error).__name__}: {error.strerror or error}"
+        return UnreadableFile(None, f"{path}: unreadable ({said}): {UNREADABLE_NOTE}", said)
     except Exception as error:  # noqa: BLE001 - any unreadable file is declined, never raised
         return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
     charsets.normalise_dataset(ds)  # aliases and mistakes -> defined terms, before any text is decoded

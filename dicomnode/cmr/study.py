@@ -17,7 +17,8 @@ from dicomnode.types import Declined
 from dicomnode.cmr.age import PatientAge, patient_age
 from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
                                   tm_seconds)
-from dicomnode.cmr.grouping import NODE_MANUFACTURER, Candidate, _clock, group_instances, read_header
+from dicomnode.cmr.grouping import (NODE_MANUFACTURER, Candidate, UnreadableFile, _clock, group_instances,
+                                    read_header)
 from dicomnode.cmr.identity import IdentityConflict, identity_conflict
 from dicomnode.cmr.recognize import (W, E, RecognizerRegistry, SeriesEvidence, StudyContext,
                                      NATIVE_PHASE_WORDS, build_evidence, default_registry, lge_kind, mapping_kind,
@@ -802,6 +803,8 @@ def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = No
     unreadable: list[Declined] = []
     for path in _expand(paths):
         result = read_header(path)
+        if isinstance(result, UnreadableFile):  # a stored file this process cannot read: an admin must fix it
+            log.warning("%s cannot be read by this process (%s): it is left out of the analysis", path, result.error)
         if isinstance(result, Declined):
             if unreadable_files is None:
                 unreadable.append(result)

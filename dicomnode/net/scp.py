@@ -834,6 +834,11 @@ class StorageSCP:
             log.warning("association refused: calling AE %r from %s: node.max_associations %d reached (%s)",
                         calling, address, self.config.node.max_associations, describe_holders(held))
             return
+        if called != self.config.node.ae_title:  # pynetdicom's require_called_aet: the sender calls another node
+            log.warning("association refused: called AE %r is not this node's AE title %r (node.ae_title): the sender "
+                        "(calling AE %r from %s) must be configured to call %r", called, self.config.node.ae_title,
+                        calling, address, self.config.node.ae_title)
+            return
         log.warning("association refused: calling AE %r, called AE %r from %s (node %r, allowed_calling_aes %s)",
                     calling, called, address, self.config.node.ae_title, self.config.node.allowed_calling_aes)
 

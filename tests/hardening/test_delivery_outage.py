@@ -95,8 +95,12 @@ def test_outage_dead_letters_reload_retry_and_recovery(tmp_path, datasets):
         assert retry.returncode == 0 and f"re-queued {len(dead)}" in retry.stdout, retry.stdout + retry.stderr
         node.wait_states(states=("done",), timeout=60)
         sent = node.db_rows("SELECT * FROM outbox ORDER BY id")
-        # queued rows keep the old address: the dispatcher resolves "orthanc" by name when sending (to new_port)
-        assert all(row["state"] == "sent" and row["port"] == dead_port for row in sent)
+        # the dispatcher resolves "orthanc" by name when sending, and records the address each went to (new_port):
+        # nothing was ever delivered at dead_port, and no line says so (break48a #9)
+        assert all(row["state"] == "sent" and row["port"] == new_port for row in sent)
+        assert f"not ORTHANC@127.0.0.1:{dead_port} where results were delivered" not in node.log()
+        assert f"(was ORTHANC@127.0.0.1:{dead_port}, where no result object was delivered under that name)" in \
+            node.log()
         assert [row["sent_at"] for row in sent] == sorted(row["sent_at"] for row in sent)  # in queue order
         stored = orthanc.wait_for_instances(len(sent), study_uid, timeout=30)
         results = [i for i in stored if i["Modality"] != "MR"]

@@ -346,6 +346,7 @@ def test_config_check_warns_about_expired_and_soon_expiring_certificates(pki, tm
                                f'[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\nport = 4242\n'
                                f'tls = true\ntls_ca_certificates = "{ours["lasting.crt"]}"\n'
                                f'tls_certificate = "{ours["client.crt"]}"\ntls_private_key = "{ours["client.key"]}"\n')
+    config.write_text(config.read_text().replace("port = 0\n", "port = 11112\n", 1))  # config check refuses port 0
     assert main(["config", "check", str(config), "--roles", "receive,dispatch"]) == 0
     err = capsys.readouterr().err
     assert f"warning: node.tls.certificate: certificate 'expired' in {ours['expired.crt']} expired on 2021-01-01" in err

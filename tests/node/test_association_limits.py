@@ -237,3 +237,22 @@ def test_every_slot_in_use_by_associations_is_busy_not_degraded(make_scp):
         second.release()
     assert wait_until(lambda: not scp.associations(), timeout=5)
     assert scp.slots_busy() is None
+
+
+def test_a_wrong_called_ae_title_is_named_as_the_wrong_one(make_scp, caplog):
+    """break48a #12: a sender calling another AE title than node.ae_title is told apart from a calling AE title
+    that is not allowed."""
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    scp = make_scp(allowed_calling_aes=["SCANNER1"])
+    ae = AE(ae_title="SCANNER1")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    assert not ae.associate("127.0.0.1", scp.port, ae_title="NOTNODE").is_established
+    wait_until(lambda: "association refused" in caplog.text)
+    assert ("association refused: called AE 'NOTNODE' is not this node's AE title 'DICOMNODE' (node.ae_title): the "
+            "sender (calling AE 'SCANNER1' from 127.0.0.1) must be configured to call 'DICOMNODE'") in caplog.text
+    caplog.clear()
+    assert not _associate(scp.port, "OTHER").is_established  # the right called AE, a calling AE not allowed
+    wait_until(lambda: "association refused" in caplog.text)
+    assert "calling AE 'OTHER', called AE 'DICOMNODE' from 127.0.0.1" in caplog.text
+    assert "allowed_calling_aes ['SCANNER1']" in caplog.text

@@ -63,6 +63,7 @@ def test_a_port_in_use_is_named_without_a_traceback(tmp_path):
     assert run.returncode == 1
     assert f"node.port {port}" in run.stderr and "cannot be opened" in run.stderr
     assert "Traceback" not in run.stderr
+    assert not (tmp_path / "store").exists()  # a refused start leaves nothing behind (break48a #12)
 
 
 def test_status_prints_whole_study_uids_and_says_when_no_node_runs(tmp_path, capsys):

@@ -125,11 +125,11 @@ def test_an_attempt_that_cannot_be_recorded_is_not_sent(store, peer, caplog):
     real = db.mark_in_flight
     calls = []
 
-    def mark_in_flight(outbox_id, again=False):
+    def mark_in_flight(outbox_id, again=False, address=None):
         calls.append(outbox_id)
         if len(calls) == 2:
             raise sqlite3.OperationalError("database or disk is full")
-        real(outbox_id, again)
+        real(outbox_id, again, address)
 
     db.mark_in_flight = mark_in_flight
     with pytest.raises(sqlite3.OperationalError):
@@ -190,11 +190,11 @@ def test_a_refusal_answered_while_the_next_attempt_cannot_be_recorded_is_recorde
                                 destinations=lambda: [destination(peer.port, 10.0)])
         real, calls = db.mark_in_flight, []
 
-        def mark_in_flight(outbox_id, again=False):
+        def mark_in_flight(outbox_id, again=False, address=None):
             calls.append(outbox_id)
             if len(calls) == 2:
                 raise sqlite3.OperationalError("database or disk is full")
-            real(outbox_id, again)
+            real(outbox_id, again, address)
         db.mark_in_flight = mark_in_flight
         with pytest.raises(sqlite3.OperationalError):
             dispatcher.run_once()

@@ -6,6 +6,7 @@ where the new results go back to it: review47 #4)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 
@@ -260,9 +261,57 @@ def test_a_reload_that_repoints_a_destination_says_so(tmp_path, caplog):
     node = Node(Config.model_validate(settings), analyser=object())
     node.start(warm_up=False)
     try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))  # delivered to PACS@127.0.0.1:104
         settings["destinations"] = [{"name": "pacs", "ae_title": "NEWPACS", "host": "10.0.0.9", "port": 11112}]
         with caplog.at_level(logging.INFO, logger="dicomnode.node"):
             node.reload(Config.model_validate(settings))
         assert "reload: destination pacs is now NEWPACS@10.0.0.9:11112, not PACS@127.0.0.1:104" in caplog.text
+        assert "delete the superseded results there by hand" in caplog.text
     finally:
         node.stop()
+
+
+def test_a_reload_that_fixes_the_port_of_a_destination_that_received_nothing_says_no_delivery(tmp_path, caplog):
+    """break48a #9: results that only became dead letters (or are still pending) at a wrong port were never
+    delivered there: no "results were delivered under that name", no advice to delete results there."""
+    settings = {"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+                "studies": {"quiet_seconds": 3600}, "destinations": [_pacs("pacs", port=12850)]}
+    node = Node(Config.model_validate(settings), analyser=object())
+    node.start(warm_up=False)
+    try:
+        node.dispatcher.stop()  # nothing is sent to the (unreachable) ports meanwhile
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        dead, pending = store.analyse(classes=(SEG, SR))
+        node.db.mark_failed_send(dead, "connection refused", time.time(), dead=True)  # a dead letter at :12850
+        node.db.mark_failed_send(pending, "connection refused", time.time() + 60, dead=False)  # retried later
+        settings["destinations"] = [_pacs("pacs", port=12842)]
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            node.reload(Config.model_validate(settings))
+            node._say_renamed_destinations()  # what the next start says
+        assert "where results were delivered under that name" not in caplog.text
+        assert "by hand" not in caplog.text
+        assert ("reload: destination pacs is now PACS@127.0.0.1:12842 (was PACS@127.0.0.1:12850, where no result "
+                "object was delivered under that name)") in caplog.text
+    finally:
+        node.stop()
+
+
+def test_a_sent_item_records_the_address_it_was_delivered_to(tmp_path):
+    """A dead letter queued for a wrong port and delivered, once re-queued, to the fixed one: the state names the
+    archive that holds it (the dispatcher records the address with each attempt: StateDB.mark_in_flight), so no
+    later start or re-analysis says results were delivered to the wrong port (break48a #9)."""
+    root = prepare_storage_dir(tmp_path / "store")
+    db = StateDB(root / "state.sqlite3", upgrade=True)
+    try:
+        store = Store(root, db)
+        store.instance(1)
+        first, second = store.analyse(classes=(SEG, SR))
+        db.mark_in_flight(first, address=("PACS", "127.0.0.1", 12842))
+        db.mark_in_flight(second)  # no address given: the queued one stays
+        db.mark_sent([first, second])
+        assert db.delivered_address_sets() == {"pacs": {("PACS", "127.0.0.1", 12842), ("PACS", "127.0.0.1", 104)}}
+    finally:
+        db.close()

@@ -429,6 +429,7 @@ def test_config_check_reports_a_postgresql_schema_serve_would_refuse(pg_server, 
     url = pg_server.create_database()
     _set_schema(url, SCHEMA_VERSION - 1)
     config = _pg_config(tmp_path, url)
+    config.write_text(config.read_text().replace("port = 0\n", "port = 11112\n", 1))  # config check refuses port 0
     assert main(["config", "check", str(config), "--roles", "receive"]) == 1
     err = capsys.readouterr().err
     assert "state.url" in err and "dicomnode state upgrade" in err
