@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +103,10 @@ def _exec_reload_check(tmp_path, body: str) -> subprocess.CompletedProcess:
 
 
 def test_the_exec_reload_check_fails_on_a_broken_config_and_passes_a_good_one(tmp_path):
-    good = (f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = 0\n[studies]\nquiet_seconds = 30\n'
+    with socket.socket() as probe:  # config check refuses port 0 and warns about a port in use: a free one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    good = (f'[node]\nstorage_dir = "{tmp_path / "store"}"\nport = {port}\n[studies]\nquiet_seconds = 30\n'
             f'[analysis.suggestions]\nenabled = false\n[[routes]]\nname = "store"\npipelines = []\n')
     passed = _exec_reload_check(tmp_path, good)
     assert passed.returncode == 0, passed.stderr
@@ -237,3 +241,15 @@ def test_the_units_start_up_comment_states_a_measured_time_under_the_timeout(uni
     (measured,) = re.findall(r"about (\d+) s measured", text)
     assert "~110 s" not in text  # the figure the units gave before it was measured again (session 48)
     assert int(measured) * 10 <= seconds(parse_unit(text)["Service"]["TimeoutStartSec"][-1]), name
+
+
+def test_units_keep_caches_out_of_the_spool_and_telemetry_off(unit):
+    """HOME of the service user is its spool (/var/lib/dicomnode): matplotlib's and other caches go to the unit's
+    CacheDirectory instead, and ONNX Runtime's telemetry stays off for every process of the unit (break48a #1)."""
+    _, sections = unit
+    service = sections["Service"]
+    environment = " ".join(service.get("Environment", []))
+    assert "XDG_CACHE_HOME=/var/cache/dicomnode" in environment
+    assert "MPLCONFIGDIR=/var/cache/dicomnode/" in environment
+    assert "ORT_DISABLE_TELEMETRY=1" in environment
+    assert service.get("CacheDirectory") == ["dicomnode"]
