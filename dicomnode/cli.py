@@ -354,7 +354,10 @@ def cmd_status(args) -> int:
         try:
             report = status_report(db)
         except sqlalchemy.exc.DatabaseError as exc:  # schema 1 lacks the heartbeat and claim columns it lists
-            print(f"error: {banner}; this schema cannot be listed by this version: {exc.orig}", file=sys.stderr)
+            # the database's own first line: PostgreSQL goes on with the statement and a caret under the column
+            reason = (str(exc.orig).strip().splitlines() or ["?"])[0]
+            print(f"error: {banner}; this schema cannot be listed by this version ({reason}): upgrade it first",
+                  file=sys.stderr)
             return EXIT_ERROR
         if not args.json:
             print(banner)
@@ -365,7 +368,12 @@ def cmd_status(args) -> int:
     storage = Path(config.node.storage_dir)
     report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
                                            config.node.min_free_space_mb, report["nodes"])
-    report["refused_recently"] = refused_studies(report["nodes"], report["studies"])
+    try:  # studies purged since: the studies table no longer says when they were last received
+        purged = db.purged_last_received()
+    except Exception as exc:  # noqa: BLE001 - a state that cannot be read here: the studies table's alone
+        log.debug("purged studies' receipts not read: %s", exc)
+        purged = {}
+    report["refused_recently"] = refused_studies(report["nodes"], report["studies"], purged)
     try:  # re-sends with other content, not stored: from the heartbeats and as stopped processes saved them
         saved_resends = db.saved_different_resends()
     except Exception as exc:  # noqa: BLE001 - a state that cannot be read here: the heartbeats' alone
@@ -533,9 +541,10 @@ def _print_receiving(report: dict) -> None:
         print("studies refused recently and being sent again (an instance stored after the last refusal: nothing to "
               "ask their senders):")
         for item in resent:
+            now = ("stored after it, then purged by retention" if item.get("purged_since") else
+                   f"{item['stored']} stored now")
             print(f"  {item['study_instance_uid']} (log id {item['study']}) from {item['calling_ae']}: "
-                  f"{item['refused']} instance(s) refused until {_clock(item['last_refused_at'])}, {item['stored']} "
-                  f"stored now")
+                  f"{item['refused']} instance(s) refused until {_clock(item['last_refused_at'])}, {now}")
         print()
 
 

@@ -1088,11 +1088,13 @@ def pid_running(host: str, pid: int) -> bool | None:
     return not _pid_gone(host, pid)
 
 
-def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
+def refused_studies(nodes: list[dict], studies: list[dict], purged: dict[str, float] | None = None) -> list[dict]:
     """The studies receiving processes refused instances of for lack of space recently (their heartbeats), newest
     first, one per study and calling AE, with `stored`: how many of its instances the state holds (0: the study is
     not listed among the studies at all), and `stored_since`: whether an instance of it was stored after its last
-    refusal (its sender sends it again); the others are what the admin asks their senders to send again."""
+    refusal (its sender sends it again), also where retention purged it since (`purged`: Study Instance UID -> its
+    last receipt, epoch s, StateDB.purged_last_received; then `purged_since` too); the others are what the admin asks
+    their senders to send again."""
     instances = {study["study"]: study["instances"] for study in studies}
     merged: dict[tuple[str, str], dict] = {}
     for node in nodes:
@@ -1108,7 +1110,10 @@ def refused_studies(nodes: list[dict], studies: list[dict]) -> list[dict]:
     for item in merged.values():
         item["stored"] = instances.get(item["study"], 0)
         # an instance of it stored after its last refusal: its sender is sending it again, nothing to ask for
-        item["stored_since"] = (received.get(item["study"]) or 0) > item["last_refused_at"]
+        purged_received = (purged or {}).get(item["study_instance_uid"]) or 0
+        item["stored_since"] = max(received.get(item["study"]) or 0, purged_received) > item["last_refused_at"]
+        # stored after its refusal and purged by retention since: no row left to count
+        item["purged_since"] = not item["stored"] and purged_received > item["last_refused_at"]
     return sorted(merged.values(), key=lambda item: item["last_refused_at"], reverse=True)
 
 
@@ -1177,22 +1182,25 @@ def cmd_state_upgrade(args) -> int:
         return 1
     finally:
         db.close()
-    if before is None:
+    # a state with tables but no recorded version is schema 1 (older_schema), migrated like any other
+    was = before if before is not None else older
+    if was is None:
         print(f"state {describe_url(db.url)}: was empty, dicomnode schema version {after} created")
     else:
-        print(f"state {describe_url(db.url)}: schema version {before} -> {after}")
-    if before is not None and before < after:
+        print(f"state {describe_url(db.url)}: schema version {was}{' (none recorded)' if before is None else ''} "
+              f"-> {after}")
+    if was is not None and was < after:
         print(f"  {OLDER_VERSIONS_AFTER_UPGRADE}")
     if copy is not None:
-        print(f"  the schema {before} state before this migration is kept at {copy} (to go back: stop the node, "
+        print(f"  the schema {was} state before this migration is kept at {copy} (to go back: stop the node, "
               f"install the older dicomnode, remove {Path(db.path).name}-wal and -shm and put this copy in place of "
               f"{Path(db.path).name}; README: Upgrading)")
-    elif args.no_backup and before is not None and before < after:
+    elif args.no_backup and was is not None and was < after:
         print("  --no-backup: no copy of the state before this migration was kept")
-    if args.config is None and before is None:
+    if args.config is None and was is None:
         print(f"  note: no --config given, so this is the embedded defaults' state under the current folder "
               f"({config.node.storage_dir}); pass the running node's --config to upgrade its state", file=sys.stderr)
-    elif before is None and config.state.url is None and config._relative_storage_dir is not None:
+    elif was is None and config.state.url is None and config._relative_storage_dir is not None:
         print(f"  note: {config.storage_dir_origin()}: run from another folder, this command and the node would "
               f"use another state; give node.storage_dir as an absolute path", file=sys.stderr)
     return 0

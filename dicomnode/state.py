@@ -696,6 +696,10 @@ RESENDS_KEY_PREFIX = "different_resends:"
 RESENDS_KEPT_SECONDS = 24 * 3600.0
 
 
+#: meta keys of purged studies' last receipt, one per study key (StateDB.finish_purge, purged_last_received)
+PURGED_RECEIVED_KEY_PREFIX = "purged_received:"
+
+
 def _recent_resends(value: str, now: float) -> dict | None:
     """A saved {"process", "items"} value with only its items of the last RESENDS_KEPT_SECONDS; None when none is
     left or the value cannot be read."""
@@ -705,6 +709,18 @@ def _recent_resends(value: str, now: float) -> dict | None:
     except (ValueError, KeyError, TypeError):
         return None
     return {"process": str(saved.get("process", "")), "items": items} if items else None
+
+
+def _purged_received(value: str, now: float) -> dict | None:
+    """A saved purged_received value purged within RESENDS_KEPT_SECONDS; None when older or unreadable."""
+    try:
+        saved = json.loads(value)
+        if now - float(saved["purged_at"]) > RESENDS_KEPT_SECONDS:
+            return None
+        return {"study_instance_uids": [str(uid) for uid in saved["study_instance_uids"]],
+                "last_received": float(saved["last_received"])}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def default_process_id() -> str:
@@ -1318,7 +1334,37 @@ class StateDB:
                      "destinations": json.dumps(sorted(delivered.get(row["sop_instance_uid"], ())))})
             for table in ("outbox", "results", "analyses", "instances", "studies"):
                 self._run(db, f"DELETE FROM {table} WHERE study_key=:k", {"k": study_key})
+            self._note_purged_received(db, study_key, sorted(studies) or [study["study_instance_uid"]],
+                                       study["last_received"], now)
             return study
+
+    def _note_purged_received(self, db: Connection, study_key: str, study_instance_uids: list[str],
+                              last_received: float, now: float) -> None:
+        """Keep when a purged study's last instance was received (meta key `purged_received:<key hash>`, JSON
+        {"study_key", "study_instance_uids", "last_received", "purged_at"}, epoch s) for RESENDS_KEPT_SECONDS: a
+        study refused (0xA700), then sent again and purged, is not asked for again (roles.refused_studies). Older
+        keys are removed on the way."""
+        self._run(db, "INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET "
+                      "value=excluded.value",
+                  {"k": PURGED_RECEIVED_KEY_PREFIX + short_hash(study_key, 24),
+                   "v": json.dumps({"study_key": study_key, "study_instance_uids": study_instance_uids,
+                                    "last_received": last_received, "purged_at": now})})
+        for row in self._run(db, "SELECT key, value FROM meta WHERE key LIKE :p",
+                             {"p": PURGED_RECEIVED_KEY_PREFIX + "%"}).mappings().all():
+            if _purged_received(row["value"], now) is None:
+                self._run(db, "DELETE FROM meta WHERE key=:k", {"k": row["key"]})
+
+    def purged_last_received(self, now: float | None = None) -> dict[str, float]:
+        """Study Instance UID -> when the last instance of a study purged within RESENDS_KEPT_SECONDS was received
+        (epoch s; the latest where it was purged more than once): what the studies table no longer says. {} where
+        none."""
+        now = time.time() if now is None else now
+        found: dict[str, float] = {}
+        for row in self._rows("SELECT value FROM meta WHERE key LIKE :p", {"p": PURGED_RECEIVED_KEY_PREFIX + "%"}):
+            saved = _purged_received(row["value"], now)
+            for uid in (saved or {}).get("study_instance_uids", ()):
+                found[uid] = max(found.get(uid, 0.0), saved["last_received"])
+        return found
 
     def note_purge(self, study_key: str, reason: str) -> None:
         """A PURGING study's purge cannot finish yet (retention keeps files written since it began): its rows stay,

@@ -86,6 +86,25 @@ class EventDrivenDUL(DULServiceProvider):
         super().kill_dul()
         self._poke()
 
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None):
+        """pynetdicom's `receive_pdu`, returning None as soon as this DUL's thread has ended with nothing queued
+        for the user instead of waiting out `timeout`: nothing can arrive any more. pynetdicom's acceptor waits
+        node.acse_timeout for the A-ASSOCIATE-RQ this way, and a peer that connects and closes before sending a PDU
+        (a load balancer's TCP health check, a port scanner) ends the DUL at once (PS3.8 AA-5, Sta2 + Evt17)
+        while the waiting association thread, counted by node.max_associations, held its slot until the timeout."""
+        if not wait:
+            return super().receive_pdu(wait=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = IDLE_WAIT if deadline is None else min(IDLE_WAIT, deadline - time.monotonic())
+            if step <= 0:
+                return super().receive_pdu(wait=False)
+            primitive = super().receive_pdu(wait=True, timeout=step)
+            if primitive is not None:
+                return primitive
+            if self.ident is not None and not self.is_alive():  # started and ended: one last look
+                return super().receive_pdu(wait=False)
+
     def _wait_for_work(self) -> None:
         """Block until the peer sent data, the user queued a primitive, or `IDLE_WAIT` passed."""
         if not self.to_provider_queue.empty():
@@ -242,6 +261,16 @@ class EventDrivenAssociation(Association):
         self._dicomnode_wake.set()
         super().kill()
 
+    def run_reactor(self) -> None:
+        """pynetdicom's, then the connection's node.acse_timeout deadline is dropped however it ended (a peer that
+        closed it before any PDU ends it without an association event)."""
+        try:
+            super().run_reactor()
+        finally:
+            settle = getattr(self._server, "association_settled", None)
+            if settle is not None:
+                settle(self)
+
     def _run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor loop; an idle loop waits for the DUL's wake-up instead of `sleep(0.001)`."""
         self._is_paused = False
@@ -308,6 +337,7 @@ class EventDrivenRequestHandler(RequestHandler):
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
+        assoc.dicomnode_request = self.request
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.ae_title
         assoc.acceptor.address_info = self.local
@@ -402,6 +432,11 @@ HALF_OPEN_AFTER_S = 1.0
 
 
 def _socket_of(assoc):
+    """The accepted socket of `assoc`'s connection (kept by EventDrivenRequestHandler: pynetdicom forgets it once
+    the connection is closed)."""
+    request = getattr(assoc, "dicomnode_request", None)
+    if request is not None:
+        return request
     return getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
 
 

@@ -210,7 +210,8 @@ def test_association_deadlines_take_one_thread_and_are_dropped_once_associated(m
     for _ in range(12):
         assoc = _associate(scp.port)
         assert assoc.is_established
-        assert scp._server.pending_deadlines() == 0  # dropped at EVT_ACCEPTED, not kept for 30 s
+        # dropped at EVT_ACCEPTED (triggered just after the A-ASSOCIATE-AC is sent), not kept for 30 s
+        assert wait_until(lambda: scp._server.pending_deadlines() == 0, timeout=5)
         assoc.release()
     timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
     assert timers == []
@@ -256,3 +257,34 @@ def test_a_wrong_called_ae_title_is_named_as_the_wrong_one(make_scp, caplog):
     wait_until(lambda: "association refused" in caplog.text)
     assert "calling AE 'OTHER', called AE 'DICOMNODE' from 127.0.0.1" in caplog.text
     assert "allowed_calling_aes ['SCANNER1']" in caplog.text
+
+
+def test_connections_closed_by_their_peer_before_any_pdu_free_their_slot_at_once(make_scp):
+    """A load balancer's TCP health check (connect, close) or a port scan: the peer's FIN ends the connection in
+    PS3.8 Sta2, and its slot is free long before node.acse_timeout (30 s here); an open, silent connection still
+    holds its slot."""
+    scp = make_scp(max_associations=4, acse_timeout=30.0)
+    silent = _half_open(scp.port, 1, b"")
+    try:
+        assert wait_until(lambda: len(scp.associations()) == 1, timeout=5)
+        for _ in range(3):  # bursts of more health checks than there are slots
+            for sock in _half_open(scp.port, 8, b""):
+                sock.close()
+            assert wait_until(lambda: len(scp.associations()) == 1, timeout=10), \
+                [getattr(a, "is_established", None) for a in scp.associations()]
+        assert wait_until(lambda: scp._server.pending_deadlines() == 1, timeout=10)
+        from dicomnode.net.scp import describe_holders
+        assert describe_holders(scp.associations()) == "127.0.0.1: 1 (1 not associated yet)"
+        assert scp.slots_problem() is None
+        echoes = [_associate(scp.port) for _ in range(3)]  # with the silent one: every slot taken, none refused
+        try:
+            assert all(assoc.is_established for assoc in echoes)
+            assert all(assoc.send_c_echo().Status == 0x0000 for assoc in echoes)
+        finally:
+            for assoc in echoes:
+                assoc.release()
+        assert not _closed_by_peer(silent[0])  # still open: only node.acse_timeout closes it
+    finally:
+        for sock in silent:
+            sock.close()
+    assert wait_until(lambda: not scp.associations(), timeout=10)

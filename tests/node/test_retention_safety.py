@@ -175,6 +175,32 @@ def test_done_studies_still_age_out_and_leave_a_tombstone(store):
     assert [row["sop_class_uid"] for row in store.db.purged_reports(KEY)] == sorted([SEG, SR])
 
 
+def test_a_purged_study_keeps_when_it_was_last_received_for_a_day(store):
+    """break48c #2: status tells a refused study that was sent again and then purged from one never sent again by
+    the purged study's last receipt, kept in the state (meta) for RESENDS_KEPT_SECONDS after the purge."""
+    from dicomnode.state import RESENDS_KEPT_SECONDS
+
+    store.instance(1)
+    store.db.mark_sent(store.analyse())
+    last_received = store.db.study(KEY)["last_received"]
+    store.age()
+    assert purge_expired(store.db, store.root, days=30).studies == [KEY]
+    assert store.db.purged_last_received() == {KEY: last_received}
+    assert store.db.purged_last_received(now=time.time() + RESENDS_KEPT_SECONDS + 60) == {}
+    with store.db._write() as connection:  # the next purge removes the entries older than that
+        connection.execute(text("UPDATE meta SET value=:v WHERE key LIKE 'purged_received:%'"),
+                           {"v": '{"study_key": "1.2.3", "study_instance_uids": ["1.2.3"], "last_received": 1.0,'
+                                 ' "purged_at": 1.0}'})
+    other = "1.2.4"
+    store.instance(1, key=other)
+    store.db.mark_sent(store.analyse(other))
+    store.age(other)
+    assert purge_expired(store.db, store.root, days=30).studies == [other]
+    assert list(store.db.purged_last_received()) == [other]
+    with store.db._write() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM meta WHERE key LIKE 'purged_received:%'")).scalar() == 1
+
+
 # --- F4: a superseded analysis's undelivered items are retired --------------------------------------------------
 
 

@@ -6,6 +6,7 @@ again (`retry --reanalyse`), refused clearly where that is not possible."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -210,3 +211,47 @@ def test_status_after_a_full_disk_is_over_says_nearly_full_and_does_not_ask_for_
     # the free space under the floor itself: nothing fits, refused
     receiving = receiving_report(tmp_path, floor + 2, [node], now=now)
     assert receiving["refusing"] is True and receiving["nearly_full"] is False
+
+
+def test_status_does_not_ask_again_for_a_refused_study_sent_again_and_purged_since(tmp_path, runner, capsys):
+    """break48c #2: a study refused (0xA700), sent again, stored (and analysed and delivered), then purged by
+    retention has no study row left: it is still listed as sent again, not asked for; a refused study that was
+    purged without being sent again after its refusal is still asked for."""
+    from dicomnode.retention import purge_study
+    from dicomnode.uids import short_hash
+
+    node = runner.node
+    resent, cut = synthetic_mr(), synthetic_mr()
+    for study in (resent, cut):
+        assert store_one(node.scp.port, synthetic_mr(study_uid=str(study.StudyInstanceUID), instance=1)).Status == 0
+    node.spool.min_free_space_mb = 10**12
+    for study in (resent, cut):
+        assert store_one(node.scp.port, synthetic_mr(study_uid=str(study.StudyInstanceUID), instance=2)).Status \
+            == 0xA700
+    node.spool.min_free_space_mb = 0
+    time.sleep(0.01)  # the re-send's receipt time after the refusal's
+    assert store_one(node.scp.port, synthetic_mr(study_uid=str(resent.StudyInstanceUID), instance=2)).Status == 0
+    runner.beat()
+    for study in (resent, cut):  # analysed and delivered (nothing undelivered), then purged by retention
+        key = str(study.StudyInstanceUID)
+        assert node.db.set_study_state(key, DONE)
+        for path in node.db.study_files(key):  # written an hour ago: retention deletes no file younger than 120 s
+            os.utime(tmp_path / "store" / path, (time.time() - 3600, time.time() - 3600))
+        assert purge_study(node.db, tmp_path / "store", key)
+        assert node.db.study(key) is None
+    config = write_config(tmp_path, tmp_path / "store")
+    capsys.readouterr()
+    assert main(["status", "--json", "--config", config]) == 0
+    report = json.loads(capsys.readouterr().out)
+    listed = {item["study_instance_uid"]: item for item in report["refused_recently"]}
+    assert listed[str(resent.StudyInstanceUID)]["stored_since"] is True
+    assert listed[str(resent.StudyInstanceUID)]["purged_since"] is True
+    assert listed[str(cut.StudyInstanceUID)]["stored_since"] is False
+    assert listed[str(cut.StudyInstanceUID)]["purged_since"] is False
+    assert main(["status", "--config", config]) == 0
+    asked, _, being_resent = capsys.readouterr().out.partition("being sent again")
+    assert short_hash(str(resent.StudyInstanceUID)) in being_resent and \
+        short_hash(str(resent.StudyInstanceUID)) not in asked
+    assert "instance(s) refused until " in being_resent and ", stored after it, then purged by retention" in \
+        being_resent
+    assert short_hash(str(cut.StudyInstanceUID)) in asked

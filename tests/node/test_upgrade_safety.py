@@ -29,6 +29,7 @@ from dicomnode.state import (SCHEMA_VERSION, InstanceRow, MixedVersionsError, St
 from tests.node.test_ops_lifecycle import OLDER, _older_state, _schema
 from tests.node.test_retry_all import REFUSED, dead_letters
 from tests.peers import free_port
+from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
 
 PACKAGE = Path(dicomnode.__file__).resolve().parent
 
@@ -273,3 +274,56 @@ def test_schema_7_adds_the_index_column_of_instances_whose_series_goes_on(tmp_pa
         assert [r["series_continues"] for r in db.study_instances("1.2.3")][-1].endswith("TemporalPositionIndex 2")
     finally:
         db.close()
+
+
+# --- break48c #3, #4: a schema-1 state with no recorded version, on either backend ---------------------------------
+
+
+def _schema_1_state(tmp_path: Path, state_location) -> Path:
+    """The first release's schema (tests.scaleout.test_state_backends.V1_SCHEMA, its SQLite DDL; on PostgreSQL with
+    PostgreSQL's types) holding one study, its `meta` table without a schema_version row: the config naming it."""
+    from sqlalchemy import create_engine, text
+
+    from dicomnode.state import state_url
+    from tests.scaleout.test_state_backends import V1_SCHEMA
+
+    store = prepare_storage_dir(tmp_path / "store")
+    sqlite = isinstance(state_location, Path)
+    location = store / "state.sqlite3" if sqlite else state_location
+    ddl = V1_SCHEMA if sqlite else V1_SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "SERIAL PRIMARY KEY") \
+        .replace(" REAL", " DOUBLE PRECISION")
+    engine = create_engine(state_url(location))
+    with engine.begin() as connection:
+        for statement in filter(str.strip, ddl.split(";")):
+            connection.execute(text(statement))
+        connection.execute(text("INSERT INTO studies(study_key, study_instance_uid, state, first_received,"
+                                " last_received, updated_at, generation) VALUES ('1.2.3', '1.2.3', 'done', 1, 2, 3, 0)"))
+    engine.dispose()
+    config = tmp_path / "node.toml"
+    config.write_text(f'[logging]\nlevel = "WARNING"\n[node]\nstorage_dir = "{store}"\nport = {free_port()}\n'
+                      + ("" if sqlite else f'[state]\nurl = "{location}"\n'))
+    return config
+
+
+def test_state_upgrade_of_a_schema_1_state_with_no_recorded_version_says_so_and_warns(tmp_path, capsys,
+                                                                                      state_location):  # noqa: F811
+    config = _schema_1_state(tmp_path, state_location)
+    assert main(["state", "upgrade", "--yes", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"schema version 1 (none recorded) -> {SCHEMA_VERSION}" in out, out
+    assert "was empty" not in out and "never start one on it again" in out
+    if isinstance(state_location, Path):
+        [copy] = list((tmp_path / "store").glob("state.sqlite3.schema1-*"))
+        assert f"the schema 1 state before this migration is kept at {copy}" in out
+    db = StateDB(state_location if not isinstance(state_location, Path) else tmp_path / "store" / "state.sqlite3")
+    assert db.study("1.2.3")["state"] == "done"
+    db.close()
+
+
+def test_status_of_a_schema_1_postgresql_state_gives_the_reason_in_one_line(tmp_path, capsys, pg_server):  # noqa: F811
+    config = _schema_1_state(tmp_path, pg_server.create_database())
+    assert main(["status", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "has schema version 1, NOT YET UPGRADED" in err and "cannot be listed by this version (column " in err
+    assert "does not exist): upgrade it first" in err
+    assert len(err.strip().splitlines()) == 1 and "LINE 1" not in err and "^" not in err, err
