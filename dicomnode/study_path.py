@@ -252,7 +252,9 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
             log.warning("study %s: %d earlier result object(s) delivered to %s, no longer a destination of the "
                         "study's route%s, stay visible there: delete them there by hand", tag, len(listed), name, gone)
         else:
-            note = build_rejection_note(header, entries, started_at, series_number, when)
+            note = build_rejection_note(header, entries, started_at, series_number, when,
+                                        supersedes[-1].get("series_number"), supersedes[-1].get("pdf_series_number"),
+                                        len(supersedes) + 1)
             outcome.datasets.append(note)
             notes[str(note.SOPInstanceUID)] = name
             entry["destinations"][name] = {"sop_instance_uid": str(note.SOPInstanceUID), "rejected": listed}

@@ -188,6 +188,25 @@ def maps_not_measured(series_list) -> list[tuple[str | None, str]]:
     return found
 
 
+#: the parts of a maps_not_measured reason: '<series name> (<sequence>, <view>): <what>[ (<shape>)] recognised but not
+#: measured: ...'
+_NOT_MEASURED_REASON = re.compile(r"^(?P<series>series \S+|a series)\b.*?\([a-z0-9*]+, [a-z0-9]+\): "
+                                  r"(?P<what>.+?)(?: \(.*\))? recognised but not measured")
+
+
+def not_measured_label(reason: str) -> str:
+    """A short name of a series maps_not_measured declined, for a one-line list: 'T1 map S:21', 'T1 source images
+    S:20' (mapping source images: MOLLI, ShMOLLI), 'perfusion S:23' from its reason; the reason itself, cut to 60
+    characters, where it is not one of maps_not_measured's."""
+    found = _NOT_MEASURED_REASON.match(str(reason))
+    if found is None:
+        return str(reason)[:60]
+    what = "perfusion" if "perfusion" in found.group("what") else \
+        found.group("what").replace("-mapping source images", " source images")
+    series = found.group("series")
+    return f"{what} {series.replace('series ', 'S:')}" if series != "a series" else what
+
+
 def not_lge_text(series_list) -> str:
     """'; not taken as LGE: series 5001 "SAX post 15min" (InversionTime 100 ms, outside ...)' for the series the LGE
     rule declined although inversion-recovery prepared or LGE-named (recognize.not_lge: sequence 'other' whose

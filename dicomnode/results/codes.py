@@ -181,8 +181,22 @@ PARTIAL_STACK_LV_EXTENT = Code("LVPARTFN", PRIVATE_SCHEME, "Partial stack, LV pa
 NON_SQUARE_PIXELS = Code("PXASPECT", PRIVATE_SCHEME, "Non-square pixels, outline may be misplaced: pixel aspect ratio")
 #: NUM, no unit: the cine phases sent (phase_text.cycle_phases), first (after LVPARTLB / LVPARTFN) in each cine group
 #: whose ED / ES were chosen among phases that are not a whole cycle (an ED + ES export: "2 of 30 phases"), so the
-#: reader of OHIF, which shows NUM concepts only, learns beside EDV / ESV / EF that ED and ES may not be the true ones
-PARTIAL_CYCLE = Code("CYCLEPART", PRIVATE_SCHEME, "ED/ES among the phases sent, not a whole cycle: phases sent")
+#: reader of OHIF, which shows NUM concepts only, learns beside EDV / ESV / EF that ED and ES may not be the true ones;
+#: short enough that OHIF's label does not run off the viewport (break48b #7): the full caveat is a TEXT comment
+#: (sr.partial_cycle_comment)
+PARTIAL_CYCLE = Code("CYCLEPART", PRIVATE_SCHEME, "ED/ES of a partial cycle: phases sent")
+#: NUM, unit 1: the Series Number of the measurement SR a re-analysis replaces, first in the first group with numbers
+#: of each analysis (sr.supersede_measurements): OHIF shows no Predecessor Documents Sequence nor a report comment,
+#: so its reader learns there that these numbers replace the earlier report's (break48b #8)
+SUPERSEDES_SR = Code("SUPERSEDES", PRIVATE_SCHEME, "Re-analysis, replaces AI report SR series")
+#: NUM, unit 1: the number of earlier reports replaced, in place of SUPERSEDES_SR where not every destination
+#: received the latest (provenance.supersede_text's "partial": no series number to name)
+SUPERSEDES_COUNT = Code("SUPERSEDESN", PRIVATE_SCHEME, "Re-analysis, replaces earlier AI reports: count")
+#: NUM, unit 1: how many series of the study were recognised but not measured by this version (T1 / T2 maps, MOLLI
+#: source images, perfusion: phase_text.maps_not_measured), first in the first group with numbers of the report
+#: (sr.not_analysed_measurement), so that a reader of OHIF does not take missing T1 or perfusion numbers for normal
+#: (break48b #5); the report's comments and PDF name each
+NOT_ANALYSED = Code("NOTANALYSED", PRIVATE_SCHEME, "Not analysed (maps, perfusion): series")
 #: NUM, unit 1: the AHA segment's number (1-17, as its finding site codes it), first in each AHA-segment group of a
 #: result whose segments carry a geometry caveat (aha.MIRRORED_CAVEAT / MIDLINE_CAVEAT / UNUSUAL_TURN_CAVEAT): OHIF v3
 #: shows a group's NUMs and then its finding site, in five lines, so the concept says beside the numbers that the
@@ -248,7 +262,8 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
     WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,
-    PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
+    PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, SUPERSEDES_SR, SUPERSEDES_COUNT, NOT_ANALYSED,
+    AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
     CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, MVO_NOT_VALIDATED_AGREEMENT, MVO_NOT_VALIDATED_VOLUME,
     LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
     NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,

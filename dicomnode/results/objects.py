@@ -13,7 +13,7 @@ from dicomnode.results.display_copy import (display_copies, needs_display_copies
                                             viewer_order)
 from dicomnode.results.headers import carry_identity, derivable_header, fit_character_set
 from dicomnode.analysis.phase_text import series_name
-from dicomnode.results.provenance import UNVERIFIED_SUFFIX, node_algorithm
+from dicomnode.results.provenance import NODE_MARK, UNVERIFIED_MARK, node_algorithm
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
@@ -79,20 +79,21 @@ def _parts_in_viewer_order(segmentation, parts, sources: dict[str, Dataset]) -> 
 
 def order_for_viewers(measurement_sr: Dataset | None, segs: list[Dataset], others: list[Dataset],
                       copies: list[list[Dataset]], started_at: dt.datetime) -> None:
-    """Series Date/Time of every result series of one analysis, distinct and in the order a reader should meet them.
+    """Series Date/Time of every result series of one analysis: distinct, and increasing with the Series Number.
 
-    OHIF v3 lists SEG, SR and DOC series newest first by Series Date and Time, ties broken by Series Instance UID
-    (a random order when all are equal: `seriesInfoSortingCriteria` / `compareSeriesDateTime`). The series get the
-    analysis start plus SERIES_TIME_STEP per place, latest first: the measurement SR, the SEGs in the order given
-    (stack order), then `others` in their order (suggestions SR, PDF, SC), then the display-copy series (images,
-    which OHIF lists by Series Number among the images). The node's own objects (not the copies, whose content is the
-    scanner's) get the same Content Date/Time.
+    A viewer that orders series by Series Date and Time (OHIF v3's default series sort, `seriesInfoSortingCriteria`
+    / `compareSeriesDateTime`, newest first, ties broken at random by Series Instance UID) or by Series Number lists
+    them in one and the same order, never SEG 9005, 9009, 9001 as when the later series were given the earlier
+    times (break48b #7): the analysis start plus SERIES_TIME_STEP per place in Series Number order, the SEGs (stack
+    order), the measurement SR, the suggestions SR, the PDF, the SC, then the display copies. The node's own objects
+    (not the copies, whose content is the scanner's) get the same Content Date/Time.
     """
     ranked: list[tuple[list[Dataset], bool]] = [([measurement_sr], True)] if measurement_sr is not None else []
     ranked += [([seg], True) for seg in segs] + [([other], True) for other in others]
     ranked += [(series, False) for series in copies if series]
+    ranked.sort(key=lambda entry: int(entry[0][0].SeriesNumber))
     for place, (datasets, own_content) in enumerate(ranked):
-        at = started_at + SERIES_TIME_STEP * (len(ranked) - 1 - place)
+        at = started_at + SERIES_TIME_STEP * place
         for dataset in datasets:
             dataset.SeriesDate, dataset.SeriesTime = at.strftime("%Y%m%d"), at.strftime("%H%M%S.%f")
             if own_content:
@@ -168,7 +169,8 @@ def build_result_objects(
     images, a comment saying that the SEG was not written). A study header that cannot be found still raises.
     `not_measured`: series recognised but never measured by this version (T1 / T2 maps, perfusion:
     analysis.phase_text.maps_not_measured), listed in the PDF's "Declined / not analysed" and in the SR's comments as
-    summary.json `declined` lists them, so a reader in the viewer tells 'not measured' from 'not found'.
+    summary.json `declined` lists them, named in one row of PDF page 1 ("Not analysed") and counted in a NUM OHIF
+    shows (sr.NOT_ANALYSED), so a reader in the viewer tells 'not measured' from 'not found'.
     """
     failures = failures if failures is not None else []
     declined_segs = declines if declines is not None else []
@@ -251,7 +253,8 @@ def build_result_objects(
             + declined_segs + list(not_measured)
         try:
             pdf_bytes, png_bytes = render_report(header, results, context, bsa=bsa, declined=declined,
-                                                 series_names=series_names(study), supersedes=supersedes)
+                                                 series_names=series_names(study), supersedes=supersedes,
+                                                 not_analysed=[d.reason for d in not_measured])
         except Exception as error:  # noqa: BLE001
             failed(None, "visual report (PDF / SC)", error)
             want_pdf = want_sc = False
@@ -284,29 +287,40 @@ REANALYSIS_SERIES_STEP = 1000
 
 
 def reanalysis_description(description: str, analysis: int) -> str:
-    """`description` marked as analysis number `analysis` of its study, where a viewer's series list shows it (OHIF
-    v3 shows the first ~24 characters): "AI rerun 2 LGE measurements (dicomnode) - unverified", "rerun 2 ED copy of
-    ..."; the words before UNVERIFIED_SUFFIX are shortened to keep 64 characters (LO), never the suffix."""
-    mark = f"rerun {analysis} "
-    head, tail = (description, "")
-    if description.endswith(UNVERIFIED_SUFFIX):
-        head, tail = description[:-len(UNVERIFIED_SUFFIX)], UNVERIFIED_SUFFIX
-    head = f"AI {mark}{head[3:]}" if head.startswith("AI ") else f"{mark}{head}"
-    if len(head) + len(tail) > 64:  # the SEG's source series said short, as build_seg falls back to
-        head = re.sub(r", series (\d+)", r" S:\1", head)
-    while len(head) + len(tail) > 64 and " " in head.strip():
-        head = head.rstrip().rsplit(" ", 1)[0].rstrip(" ,;:")
-    return (head + tail)[:64]
+    """`description` marked as analysis number `analysis` of its study (> 1: it replaces analysis `analysis` - 1),
+    the mark first where a viewer's series list cuts the text (OHIF v3: about 22 characters), then what the series
+    is, so that the SEGs of a stack sent one series per slice still differ there: "AI unverified LGE S:25 SEG
+    (dicomnode)" becomes "AI run 2 LGE S:25 SEG unverified, replaces run 1 (dicomnode)", "REVIEW ONLY AI
+    unverified ..." (a flag before the AI mark: provenance.ai_series_description) "REVIEW ONLY AI run 2 ...", and a
+    display copy's "ED copy of CINE_SSFP_SAX for AI SEG" "Run 2 ED copy of CINE_SSFP_SAX for AI SEG". Within the 64
+    characters of LO: the node's name goes first, then "replaces run n", then the last words of what the series is,
+    never the flag, the run or "unverified"."""
+    found = re.match(rf"^(?P<flag>.*?){re.escape(UNVERIFIED_MARK)} (?P<what>.*?)(?:{re.escape(NODE_MARK)})?$",
+                     description)
+    if found is None:  # a display copy, named after its source series
+        return f"Run {analysis} {description}"[:64]
+    head = f"{found.group('flag')}AI run {analysis} "
+    what = found.group("what")
+    tails = [f" unverified, replaces run {analysis - 1}{NODE_MARK}", f" unverified, replaces run {analysis - 1}",
+             " unverified"]
+    for tail in tails:
+        if len(head + what + tail) <= 64:
+            return head + what + tail
+    if len(head + what + tails[-1]) > 64:  # the SEG's source series said short, as build_seg falls back to
+        what = re.sub(r", series (\d+)", r" S:\1", what)
+    while len(head + what + tails[-1]) > 64 and " " in what.strip():
+        what = what.rstrip().rsplit(" ", 1)[0].rstrip(" ,;:")
+    return (head + what + tails[-1])[:64]
 
 
 def mark_reanalysis(objects: list[Dataset], analysis: int, copies: set[int] = frozenset()) -> None:
     """Make analysis number `analysis` (> 1: it supersedes earlier analyses of the study) visible where a viewer
     shows it, as OHIF ignores the SR's Predecessor Documents Sequence and an earlier SEG or PDF carries no mark:
     every series (display copies included) numbered REANALYSIS_SERIES_STEP * (analysis - 1) above the first
-    analysis's, and its Series Description begun with "rerun <analysis>" (reanalysis_description). New series and new
-    UIDs as always: the earlier results stay (a re-analysis supersedes, it never overwrites). `copies`: the series
-    numbers of the display-copy series among `objects`, which a SEG's description names ("series 9301") and so
-    renumbered there too."""
+    analysis's, and its Series Description begun with "AI run <analysis>" ("Run <analysis>" for a display copy) and
+    saying which run it replaces (reanalysis_description). New series and new UIDs as always: the earlier results
+    stay (a re-analysis supersedes, it never overwrites). `copies`: the series numbers of the display-copy series
+    among `objects`, which a SEG's description names ("S:9301") and so renumbered there too."""
     if analysis < 2:
         return
     step = REANALYSIS_SERIES_STEP * (analysis - 1)

@@ -12,7 +12,12 @@ from dicomnode.results import codes
 #: manufacturer of the node itself (General Equipment module of every result object)
 NODE_MANUFACTURER = "dicomnode project"
 NODE_MODEL_NAME = "dicomnode"
-UNVERIFIED_SUFFIX = " (dicomnode) - unverified"
+#: the words that begin the Series Description of every result object of the node ("AI unverified LGE S:25 SEG
+#: (dicomnode)"): OHIF v3 cuts a description after about 22 characters in its series list, so the mark that the
+#: content is AI-made and unverified comes first, then what it is, the node's name last (break48b #7)
+UNVERIFIED_MARK = "AI unverified"
+#: the end of every such description
+NODE_MARK = " (dicomnode)"
 
 
 def node_version() -> str:
@@ -38,11 +43,14 @@ def node_algorithm() -> AlgorithmInfo:
                          description="series recognition and the checks that declined the analysis")
 
 
-def ai_series_description(what: str) -> str:
-    """SeriesDescription that says the series is AI-generated and unverified (LO: at most 64 characters)."""
+def ai_series_description(what: str, flag: str = "") -> str:
+    """SeriesDescription that says the series is AI-generated and unverified, those words first where a viewer cuts
+    the text: "AI unverified LGE S:25 SEG (dicomnode)"; `flag` (e.g. "REVIEW ONLY" for a SEG whose numbers were
+    withheld) goes before them: "REVIEW ONLY AI unverified LGE S:25 SEG (dicomnode)". Raises ValueError for an empty
+    `what` or a text over the 64 characters of LO."""
     if not what.strip():
         raise ValueError("ai_series_description needs a non-empty description of the content")
-    text = f"AI {what.strip()}{UNVERIFIED_SUFFIX}"
+    text = f"{flag.strip() + ' ' if flag.strip() else ''}{UNVERIFIED_MARK} {what.strip()}{NODE_MARK}"
     if len(text) > 64:
         raise ValueError(f"series description {text!r} is longer than 64 characters")
     return text
@@ -77,9 +85,10 @@ def unique_algorithms(algorithms: Iterable[AlgorithmInfo]) -> list[AlgorithmInfo
 
 
 def apply_provenance(
-    dataset: Dataset, algorithms: Iterable[AlgorithmInfo], started_at: dt.datetime, series_what: str
+    dataset: Dataset, algorithms: Iterable[AlgorithmInfo], started_at: dt.datetime, series_what: str, flag: str = ""
 ) -> Dataset:
-    """Add the AIR contributing-equipment items, set Content Date/Time to the analysis start and the AI series text."""
+    """Add the AIR contributing-equipment items, set Content Date/Time to the analysis start and the AI series text
+    (ai_series_description of `series_what`, `flag` first)."""
     items = [processing_algorithm_item(a, started_at) for a in unique_algorithms(algorithms)]
     if not items:
         raise ValueError("a result object needs at least one contributing algorithm (IHE AIR)")
@@ -89,23 +98,26 @@ def apply_provenance(
     dataset.ContentTime = started_at.strftime("%H%M%S.%f")
     if started_at.utcoffset() is not None:
         dataset.TimezoneOffsetFromUTC = started_at.strftime("%z")
-    dataset.SeriesDescription = ai_series_description(series_what)
+    dataset.SeriesDescription = ai_series_description(series_what, flag)
     return dataset
 
 
 def report_time(content_date, content_time) -> str | None:
-    """"2026-12-07 04:11" from a result object's ContentDate (0008,0023) "20261207" and ContentTime (0008,0033)
-    "041101.123"; None where the date is not a DICOM DA."""
+    """"2026-12-07 04:11:01" from a result object's ContentDate (0008,0023) "20261207" and ContentTime (0008,0033)
+    "041101.123" (to the second: two analyses of one study, a quick correction re-sent, can fall in one minute;
+    "04:11" where the time gives no seconds); None where the date is not a DICOM DA."""
     date, time = str(content_date or "").strip(), str(content_time or "").strip()
     if len(date) != 8 or not date.isdigit():
         return None
     text = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    if len(time) >= 6 and time[:6].isdigit():
+        return f"{text} {time[:2]}:{time[2:4]}:{time[4:6]}"
     return text + (f" {time[:2]}:{time[2:4]}" if len(time) >= 4 and time[:4].isdigit() else "")
 
 
 def supersede_text(supersedes: Sequence[dict] | None) -> str | None:
     """What a re-analysis's PDF pages, report image and SR say of the report they replace (OHIF shows no Predecessor
-    Documents Sequence): "Supersedes the report of 2026-12-07 04:11 (PDF series 9200, SR series 9100), made before
+    Documents Sequence): "Supersedes the report of 2026-12-07 04:11:01 (PDF series 9200, SR series 9100), made before
     20 instance(s) received after it: its numbers are replaced by these". `supersedes`: the earlier SRs, oldest
     first (node._superseded), each a dict that may hold `report_time` (report_time), `series_number` (the SR's),
     `pdf_series_number` and `reason` (why the study was analysed again); the latest is named, the older ones

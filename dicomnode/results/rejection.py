@@ -49,11 +49,30 @@ DISPLAY_COPY_CLASSES = frozenset({MRImageStorage, EnhancedMRImageStorage, Enhanc
                                   LegacyConvertedEnhancedMRImageStorage})
 #: the classes among them that are images: referenced by IMAGE content items (TID 2010), the others by COMPOSITE
 _IMAGE_CLASSES = frozenset({SegmentationStorage, SecondaryCaptureImageStorage}) | DISPLAY_COPY_CLASSES
+#: the measurement SR's Series Number less that of the first SEG of one analysis (results.objects: SR_SERIES 9100,
+#: SEG_SERIES_BASE 9001; the objects module builds on this one, so the offset is said here)
+SEG_SERIES_OFFSET = 99
 
 
-def rejection_description(report_time: str | None) -> str:
-    """Series Description of the note (LO, at most 64 characters): what a viewer's series list shows of it."""
-    return f"Rejected for Quality Reasons: AI results{f' of {report_time}' if report_time else ''}"[:64]
+def rejection_description(report_time: str | None, sr_series: int | None = None, pdf_series: int | None = None,
+                          analysis: int | None = None) -> str:
+    """Series Description of the note (LO, at most 64 characters): what a viewer's series list shows of it, which
+    results it retires and why, that word first: "Superseded by AI run 2: series 9001-9200 of 2026-12-07 13:45:14".
+    `sr_series` / `pdf_series`: the Series Numbers of the superseded analysis's measurement SR and PDF (its SEGs are
+    numbered from `sr_series` - (SR_SERIES - SEG_SERIES_BASE), results.objects); `analysis`: the number of the
+    analysis that supersedes them (objects.mark_reanalysis names its series "AI run <analysis> ..."). The document
+    title keeps IOCM's code (REJECTED_FOR_QUALITY_REASONS), which archives act on; this free text is the node's, so
+    a reader of a viewer that lists the note (most do not act on it) reads "superseded", not "bad images"."""
+    when = f" of {report_time}" if report_time else ""
+    series = ""
+    if sr_series is not None:
+        last = pdf_series if pdf_series is not None else sr_series
+        series = f": series {int(sr_series) - SEG_SERIES_OFFSET}-{int(last)}"
+    for by in ((f" by AI run {analysis}" if analysis else ""), ""):
+        text = f"Superseded{by}{series or ': AI results'}{when}"
+        if len(text) <= 64:
+            return text
+    return f"Superseded{series or ': AI results'}{when}"[:64]
 
 
 def _valid_dates(header: Dataset) -> Dataset:
@@ -79,7 +98,8 @@ def _shallow_copy(header: Dataset) -> Dataset:
 
 
 def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at: dt.datetime, series_number: int,
-                         report_time: str | None = None) -> Dataset:
+                         report_time: str | None = None, sr_series: int | None = None, pdf_series: int | None = None,
+                         analysis: int | None = None) -> Dataset:
     """The Rejection Note (Key Object Selection Document, title REJECTED_FOR_QUALITY_REASONS) listing `superseded`.
 
     `header`: the patient and study identity of the new analysis's objects (headers.derivable_header of the study,
@@ -87,7 +107,9 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
     `sop_instance_uid`, `series_instance_uid`, `sop_class_uid` (one of REJECTED_SOP_CLASSES or DISPLAY_COPY_CLASSES)
     and `study_instance_uid`, which must be `header`'s study; one destination's list (an IOCM archive refuses a
     whole note that names an instance it does not hold). `report_time`: when the superseded results were made
-    ("2026-12-07 07:25", provenance.report_time), named in the Series Description. Series and Content Date/Time:
+    ("2026-12-07 07:25:14", provenance.report_time), `sr_series` / `pdf_series` (their SR and PDF Series Numbers)
+    and `analysis` (the superseding analysis's number), named in the Series Description (rejection_description).
+    Series and Content Date/Time:
     `started_at` (the new analysis's start). Raises ValueError for an empty list, a class not in
     REJECTED_SOP_CLASSES or DISPLAY_COPY_CLASSES, or an instance of another study (IOCM notes are per study).
     """
@@ -117,7 +139,7 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
         evidence=references, content=content, series_instance_uid=new_uid(), series_number=series_number,
         sop_instance_uid=new_uid(), instance_number=1, manufacturer=NODE_MANUFACTURER,
         manufacturer_model_name=NODE_MODEL_NAME, software_versions=node_version(),
-        series_description=rejection_description(report_time),
+        series_description=rejection_description(report_time, sr_series, pdf_series, analysis),
         series_date=started_at.date(), series_time=started_at.time(),
         content_date=started_at.date(), content_time=started_at.time())
     carry_identity(note, header)

@@ -30,8 +30,8 @@ from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.threshold_text import (burden_rule_source, method_reported, short_method_reason,
                                               threshold_method_lines)
 from dicomnode.analysis.lge import mvo_validation_text
-from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, phase_name, phase_number, phases_name,
-                                          source_series_name, stack_warnings, summary_phase_numbers)
+from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, not_measured_label, phase_name, phase_number,
+                                          phases_name, source_series_name, stack_warnings, summary_phase_numbers)
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.analysis.reference_age import ADULT_RANGES_NOT_APPLIED, REFERENCE_CHECK_STARTS
 from dicomnode.analysis.wall_thickness import HCM_THRESHOLD_MM
@@ -191,6 +191,21 @@ def not_measured_rows(results: Sequence[PipelineResult],
                 label = ("LGE" if r.name == "lge" else r.name.capitalize()) + NOT_MEASURED_SUFFIX
                 rows.append((label, str(d.reason), declined_series_text(d.series_instance_uid, series_names)))
     return rows
+
+
+#: the page-1 row listing the series recognised but never measured by this version (maps, perfusion)
+NOT_ANALYSED_ROW = "Not analysed"
+
+
+def recognised_not_measured_rows(reasons: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Page 1's one row naming the series recognised but never measured by this version (T1 / T2 maps, MOLLI source
+    images, perfusion: `reasons`, phase_text.maps_not_measured's), short ("T1 map S:21, perfusion S:23: read them
+    yourself", S: as the image captions name a series), so a reader of page 1 does not take the absence of T1 or perfusion numbers for normal
+    (break48b #5); page 2 gives each reason in full. [] where there is none."""
+    if not reasons:
+        return []
+    names = ", ".join(dict.fromkeys(not_measured_label(reason) for reason in reasons))
+    return [(NOT_ANALYSED_ROW, f"{names}: read them yourself", "recognised, not measured by this version (page 2)")]
 
 
 def not_analysed_rows(results: Sequence[PipelineResult]) -> list[tuple[str, str, str]]:
@@ -1016,7 +1031,7 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
                                     zorder=0))
     figure.text(0.5, 0.977, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
     started: dt.datetime = context.started_at
-    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   analysis {started:%Y-%m-%d %H:%M}",
+    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   analysis {started:%Y-%m-%d %H:%M:%S}",
                         fontsize=8.5, weight="bold", family=list(report_fonts()))
     patient = figure.text(0.04, 0.927, identification_line(header), fontsize=8, family=list(report_fonts()))
     algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})
@@ -1139,17 +1154,20 @@ PANEL_TITLE_FONT, PANEL_TITLE_PAD = 7.0, 2.0  # points
 
 
 def first_page(header: Dataset, results: Sequence[PipelineResult], context,
-               bsa: tuple[float, str] | None = None, series_names: Mapping[str, str] | None = None) -> Figure:
+               bsa: tuple[float, str] | None = None, series_names: Mapping[str, str] | None = None,
+               not_analysed: Sequence[str] = ()) -> Figure:
     """Page 1 (also the PNG): key numbers with reference ranges, the AHA bullseye beside them, and the overlays in
-    the space left below both; drawn in report_fonts (CJK names as text), a character none has as '?'."""
+    the space left below both; drawn in report_fonts (CJK names as text), a character none has as '?'.
+    `not_analysed`: the reasons of the series recognised but not measured (recognised_not_measured_rows)."""
     _use_report_fonts()
-    figure = _first_page(header, results, context, bsa, series_names)
+    figure = _first_page(header, results, context, bsa, series_names, not_analysed)
     mark_undrawable(figure)
     return figure
 
 
 def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
-                bsa: tuple[float, str] | None = None, series_names: Mapping[str, str] | None = None) -> Figure:
+                bsa: tuple[float, str] | None = None, series_names: Mapping[str, str] | None = None,
+                not_analysed: Sequence[str] = ()) -> Figure:
     figure = _page("", header, context, results)
     values, labels, title, unit, vmax, cmap = _bullseye_values(results)
     bull_ax = figure.add_axes(BULLSEYE_BOX)
@@ -1161,16 +1179,18 @@ def _first_page(header: Dataset, results: Sequence[PipelineResult], context,
     sex = str(header.get("PatientSex") or "").upper() or None
     rows = key_number_table(results, bsa, sex) or not_measured_rows(results, series_names) \
         or not_analysed_rows(results) or [("No quantitative result", "", "")]
+    rows += recognised_not_measured_rows(not_analysed)
     panels = _image_panels(results)
     # (table, its bottom, grid: captioned_grid's columns, panel width and height, caption height, wrapped captions)
     # per TABLE_TRIALS, longest cells and largest font first, until the images reach MIN_PANEL_HEIGHT and the table
     # stays above the footer
     trials = []
     span, measured = text_span(figure, PANEL_TITLE_FONT)
-    not_measured = [row[0] for row in rows if row[0].endswith(NOT_MEASURED_SUFFIX)]
+    not_measured = [row[0] for row in rows if row[0].endswith(NOT_MEASURED_SUFFIX) or row[0] == NOT_ANALYSED_ROW]
+    # the series left unread keep STACK_MIN_LINES, as a stack's caveat: cut to two lines they named one series
     for font, cap in TABLE_TRIALS:
         caps = {**{row: cap for row in (*FLAG_ROWS, *not_measured)},
-                **{row: max(cap, STACK_MIN_LINES) for row in STACK_ROWS.values()}}
+                **{row: max(cap, STACK_MIN_LINES) for row in (*STACK_ROWS.values(), NOT_ANALYSED_ROW)}}
         table = key_table(figure, rows, TABLE_LEFT, TABLE_TOP, TABLE_WIDTH, caps, (*STACK_ROWS.values(), *not_measured),
                           font=font)
         bottom = bottom_of(table, figure)
@@ -1396,15 +1416,17 @@ def render_report(
     declined: Sequence[Declined] = (),
     series_names: Mapping[str, str] | None = None,
     supersedes: Sequence[dict] | None = None,
+    not_analysed: Sequence[str] = (),
 ) -> tuple[bytes, bytes]:
     """(pdf_bytes, png_bytes) of the report for one study: first_page (also the PNG), second_page, and overlay_page
     where page 1 left the overlays no room.
     `series_names` {SeriesInstanceUID: 'series 5 "cine SAX"'}: how declined series are named (else by UID).
     `supersedes`: the earlier reports a re-analysis replaces (provenance.supersede_text): every page says so in its
-    banner."""
+    banner. `not_analysed`: the reasons of the series recognised but never measured (maps, perfusion), named in one
+    row of page 1 (they are in `declined` too, in full on page 2)."""
     from matplotlib.backends.backend_pdf import PdfPages
 
-    first = first_page(header, results, context, bsa, series_names)
+    first = first_page(header, results, context, bsa, series_names, not_analysed)
     pages = [first, second_page(header, results, context, declined, series_names)]
     if _image_panels(results) and not has_overlays(first):  # no room on page 1: its footer points here
         pages.append(overlay_page(header, results, context))

@@ -569,10 +569,11 @@ def build_seg(
         phase = f"{PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]} "
     what = f"{phase}{pipeline_name} segmentation"
     if first.get("SeriesNumber") is not None:
-        # which series it segments, within the ~24 characters OHIF's series list shows: a stack sent one series per
-        # slice gets one SEG per series (OHIF attaches a SEG to one series), and "AI LGE segmentation, series 25"
-        # and "..., series 26" read the same there (break46a #6): "AI LGE SEG S:25", "AI ED cine SEG S:5"
-        named = f"{phase}{pipeline_name} SEG S:{first.SeriesNumber}"
+        # which series it segments, within the ~22 characters OHIF's series list shows after "AI unverified": a
+        # stack sent one series per slice gets one SEG per series (OHIF attaches a SEG to one series), and "AI LGE
+        # segmentation, series 25" and "..., series 26" read the same there (break46a #6): "AI unverified LGE S:25
+        # SEG", "AI unverified ED cine S:5 SEG" (OHIF shows the modality beside it)
+        named = f"{phase}{pipeline_name} S:{first.SeriesNumber} SEG"
         try:
             ai_series_description(named)
             what = named

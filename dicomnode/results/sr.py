@@ -71,7 +71,8 @@ DEFAULT_DECIMALS = 2
 #: NUM concepts whose values are whole numbers (an ordinal phase number, a count of phases): their Numeric Value
 #: (DS, PS3.5 6.2: an integer is a valid decimal string) is written as an integer ("20", not "20.0")
 INTEGER_CONCEPTS = {(code.value, code.scheme_designator) for code in (
-    codes.PHASE_NUMBER, codes.PARTIAL_CYCLE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN)}
+    codes.PHASE_NUMBER, codes.PARTIAL_CYCLE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
+    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED)}
 
 
 def _decimals(unit: Code) -> int:
@@ -305,10 +306,11 @@ def _with_aspect_caveat(groups: list, aspect: float) -> list:
 #: how many NUMs of a group OHIF v3 shows beside its outline (then only the first finding site)
 OHIF_SHOWN_NUMS = 5
 #: caveat NUMs (their concept states the caveat) in the order they are kept where a group's shown lines are too few
-#: for all of them (_capped_caveats): first those that say the numbers may be invalid or misnamed, last those that
+#: for all of them (_capped_caveats): first the report-level notices of the first group (these numbers replace an
+#: earlier report's; series left unread), then those that say the numbers may be invalid or misnamed, last those that
 #: only say how far to trust them; the burden verdict's own NUM (LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED) is no caveat
 CAVEAT_PRIORITY = tuple((code.value, code.scheme_designator) for code in (
-    codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
+    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
     codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.SMALL_FIELD, codes.PARTIAL_CYCLE,
     codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT, codes.CHILD_LGE,
     codes.RV_LESS_RELIABLE, codes.MVO_NOT_VALIDATED_AGREEMENT, codes.MVO_NOT_VALIDATED_VOLUME,
@@ -604,6 +606,50 @@ def partial_cycle_measurement(cine_summary: dict | None) -> list:
     if sent <= 0 or (cycle is None and sent >= MIN_PHASES_FOR_CURVE):
         return []
     return _measurement(codes.PARTIAL_CYCLE, float(sent), codes.UNIT_NONE)
+
+
+def partial_cycle_comment(cine_summary: dict | None) -> list[str]:
+    """The caveat of partial_cycle_measurement in full, for the report's comments (its NUM concept is kept short for
+    OHIF's label): "cine: ED and ES chosen among the 2 phases sent, not a whole cardiac cycle (30 declared): they
+    may not be the true end-diastole and end-systole"; [] where partial_cycle_measurement gives nothing."""
+    if not partial_cycle_measurement(cine_summary):
+        return []
+    sent, cycle = phase_text.cycle_phases(cine_summary or {})
+    declared = f" ({cycle} declared)" if cycle else ""
+    return [f"cine: ED and ES chosen among the {sent} phases sent, not a whole cardiac cycle{declared}: they may not "
+            "be the true end-diastole and end-systole"]
+
+
+def supersede_measurements(supersedes: Sequence[dict] | None) -> list:
+    """The NUM a re-analysis puts first in the first group with numbers of each analysis (first_group_notices), where
+    OHIF shows it, as OHIF shows neither the Predecessor Documents Sequence nor the report's comments (break48b #8):
+    codes.SUPERSEDES_SR valued with the replaced measurement SR's Series Number ("Re-analysis, replaces the AI report
+    of SR series: 9100"), or where that number is not to be named (provenance.supersede_text's `partial`) or not
+    known codes.SUPERSEDES_COUNT valued with the number of earlier reports; [] where nothing is superseded."""
+    if not supersedes:
+        return []
+    latest = supersedes[-1]
+    if not latest.get("partial") and latest.get("series_number") is not None:
+        return _measurement(codes.SUPERSEDES_SR, float(int(latest["series_number"])), codes.UNIT_NONE)
+    return _measurement(codes.SUPERSEDES_COUNT, float(len(supersedes)), codes.UNIT_NONE)
+
+
+def not_analysed_measurement(not_measured: Sequence[str]) -> list:
+    """The NUM codes.NOT_ANALYSED valued with the number of series recognised but not measured (`not_measured`: their
+    reasons, phase_text.maps_not_measured), first in the first group with numbers (first_group_notices), so that a
+    reader of OHIF learns that the maps and perfusion were seen and left for them (break48b #5); [] without any."""
+    return _measurement(codes.NOT_ANALYSED, float(len(not_measured)), codes.UNIT_NONE) if not_measured else []
+
+
+def first_group_notices(groups: list, notices: Sequence) -> list:
+    """The groups with the notice NUMs (supersede_measurements, not_analysed_measurement: they concern the whole
+    report, not one group's numbers) put before the first NUM of the first group that has one, the group OHIF's SR
+    viewport opens on; the other groups unchanged. The same groups."""
+    for at, group in enumerate(groups):
+        if any(item.ValueType == "NUM" for item in group[0].ContentSequence):
+            _with_caveats(groups[at:at + 1], notices)
+            break
+    return groups
 
 
 #: the NUM concept of each AHA geometry caveat (aha.py), said beside the segment names it qualifies
@@ -1184,12 +1230,14 @@ def build_sr(
         if found and aspect is not None:
             found = _with_aspect_caveat(found, aspect)
             missing_note += [f"{'LGE' if result.name == 'lge' else result.name}: {non_square_note(spacing)}"]
-        found = _capped_caveats(found)
+        found = _capped_caveats(first_group_notices(
+            found, supersede_measurements(supersedes) + not_analysed_measurement(not_measured)))
         if found:
             model = seg_result.algorithm if seg_result is not None else contributing[0]
             withheld = result.name == "lge" and (result.summary or {}).get("determined") is False
-            per_pipeline.append((found, missing_note + _stack_comments(result) + mvo_comments(result), model,
-                                 withheld))
+            cycle_note = partial_cycle_comment(result.summary) if result.name == "cine" else []
+            per_pipeline.append((found, missing_note + _stack_comments(result) + cycle_note + mvo_comments(result),
+                                 model, withheld))
             names.append("LGE" if result.name == "lge" else result.name)
     if not per_pipeline or not algorithms:
         return None

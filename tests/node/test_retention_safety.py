@@ -504,10 +504,10 @@ def test_a_reanalysis_says_which_report_it_replaces_when_and_why(tmp_path):
         store.instance(3)  # two late instances
         [entry] = node._superseded(KEY, KEY)
         assert (entry["series_number"], entry["pdf_series_number"], entry["report_time"]) == (9100, 9200,
-                                                                                             "2026-12-07 04:11")
+                                                                                             "2026-12-07 04:11:01")
         assert entry["reason"] == "2 instance(s) received after that report"
         assert supersede_text([entry]) == (
-            "Supersedes the report of 2026-12-07 04:11 (PDF series 9200, SR series 9100); analysed again: 2 "
+            "Supersedes the report of 2026-12-07 04:11:01 (PDF series 9200, SR series 9100); analysed again: 2 "
             "instance(s) received after that report: its numbers are replaced by these")
         asked = node._superseded(KEY, KEY, requested=True)[-1]["reason"]
         assert asked == "re-analysis requested (dicomnode retry --reanalyse)"

@@ -70,7 +70,8 @@ def test_a_report_on_non_square_pixels_passes_dciodvfy_and_pixelmed(tmp_path):
 def test_a_reanalysis_is_told_apart_in_the_series_list():
     """break43d F3: a re-analysis showed its SEG, SR and PDF under the series numbers and descriptions of the results
     it supersedes. It now numbers every series REANALYSIS_SERIES_STEP higher per earlier analysis and begins each
-    description with "rerun <n>"; new series and UIDs as before."""
+    description with the run's number (break48b #8: "AI run 2 ... replaces run 1", once "rerun 2", which read as the
+    second re-run); new series and UIDs as before."""
     study, results, context = make_study(slices=3, cine_phases=5)
     first = build_result_objects(study, results, context)
     earlier = [{"sop_instance_uid": "1.2.3", "series_instance_uid": "1.2.4",
@@ -81,10 +82,10 @@ def test_a_reanalysis_is_told_apart_in_the_series_list():
         assert int(after.SeriesNumber) == int(before.SeriesNumber) + REANALYSIS_SERIES_STEP
         assert after.SeriesInstanceUID != before.SeriesInstanceUID and after.SOPInstanceUID != before.SOPInstanceUID
         text = str(after.SeriesDescription)
-        assert len(text) <= 64 and text.startswith(("AI rerun 2 ", "rerun 2 ")), text
-        assert "rerun" not in str(before.SeriesDescription)
-        if str(before.SeriesDescription).endswith("(dicomnode) - unverified"):
-            assert text.endswith("(dicomnode) - unverified")
+        assert len(text) <= 64 and text.startswith(("AI run 2 ", "Run 2 ")), text
+        assert "run" not in str(before.SeriesDescription).lower().replace("unverified", "")
+        if str(before.SeriesDescription).startswith("AI unverified "):
+            assert "unverified, replaces run 1" in text
     # a SEG on display copies names the renumbered copy series, not the first analysis's
     copies = {int(d.SeriesNumber) for d in second if d.Modality == "MR"}
     named = [int(n) for d in second if d.Modality == "SEG"
@@ -127,12 +128,13 @@ def test_a_reanalysis_says_on_every_page_and_in_the_sr_which_report_it_replaces(
     assert images[0].PixelData != images[1].PixelData
 
 
-def test_reanalysis_description_keeps_the_unverified_suffix_and_whole_words():
-    text = reanalysis_description("AI ED cine segmentation, series 1234 (dicomnode) - unverified", 12)
-    assert len(text) <= 64 and text.startswith("AI rerun 12 ED cine segmentation") \
-        and text.endswith(" (dicomnode) - unverified"), text
+def test_reanalysis_description_keeps_the_unverified_mark_and_whole_words():
+    text = reanalysis_description("AI unverified ED cine segmentation, series 1234 with a longer source name "
+                                  "(dicomnode)", 12)
+    assert len(text) <= 64 and text.startswith("AI run 12 ED cine segmentation") \
+        and text.endswith(" unverified"), text
     assert reanalysis_description("ED copy of CINE_SSFP_SAX for AI SEG", 2) == \
-        "rerun 2 ED copy of CINE_SSFP_SAX for AI SEG"
+        "Run 2 ED copy of CINE_SSFP_SAX for AI SEG"
 
 
 def test_ed_and_es_seg_and_copy_series_differ_within_what_ohif_shows():

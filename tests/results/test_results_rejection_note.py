@@ -59,7 +59,7 @@ def test_the_rejection_note_lists_exactly_the_superseded_results_and_validates(a
     study, context, first, _, _ = analyses
     superseded = _superseded(first)
     assert {d.Modality for d in first} >= {"SEG", "SR", "DOC", "OT", "MR"}  # display copies (MR) are not listed
-    note = build_rejection_note(first[0], superseded, context.started_at, 10102, "2026-12-07 07:25")
+    note = build_rejection_note(first[0], superseded, context.started_at, 10102, "2026-12-07 07:25:14", 9100, 9200, 2)
     assert note.SOPClassUID == KeyObjectSelectionDocumentStorage and note.Modality == "KO"
     title = note.ConceptNameCodeSequence[0]
     assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
@@ -71,7 +71,8 @@ def test_the_rejection_note_lists_exactly_the_superseded_results_and_validates(a
                                                                  "DOC": "COMPOSITE"}
     assert str(note.StudyInstanceUID) == study.study_instance_uid
     assert (note.PatientID, note.PatientName) == (first[0].PatientID, first[0].PatientName)
-    assert note.SeriesDescription == "Rejected for Quality Reasons: AI results of 2026-12-07 07:25"
+    # break48b #8: the title keeps IOCM's code, the description says what is retired and by what, in OHIF's ~22
+    assert note.SeriesDescription == "Superseded by AI run 2: series 9001-9200 of 2026-12-07 07:25:14"
     assert note.Manufacturer == "dicomnode project"
     assert_valid(write(note, tmp_path / "rejection.dcm"), "DicomInstanceValidator")
 

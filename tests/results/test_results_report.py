@@ -58,9 +58,10 @@ def _listed_by_ohif(objects):
 
 def test_a_viewer_lists_the_results_in_the_intended_order(built):
     """A5: every result series of one analysis has its own Series Date/Time, so a viewer sorting by them (OHIF's
-    default series sort, newest first) lists the measurement SR first, then the SEGs in stack order (LGE, cine ED,
-    cine ES), the suggestions SR, the PDF, the SC, then the display copies; the node's own objects carry the same
-    Content Date/Time."""
+    default series sort, newest first) lists them in one order: since break48b #7 the times increase with the Series
+    Numbers (the SEGs in stack order - LGE, cine ED, cine ES -, the measurement SR, the suggestions SR, the PDF, the
+    SC, the display copies), so sorting by time and by number agree; the node's own objects carry the same Content
+    Date/Time."""
     _, _, context, objects = built
     own = _own(objects)
     times = [f"{o.SeriesDate}{o.SeriesTime}" for o in own]
@@ -70,9 +71,10 @@ def test_a_viewer_lists_the_results_in_the_intended_order(built):
     measurement_sr = next(o for o in own if o.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34")
     suggestions = next(o for o in own if o.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33")
     segs = [o for o in own if o.Modality == "SEG"]
-    intended = [measurement_sr, *segs, suggestions] + [next(o for o in own if o.Modality == m) for m in ("DOC", "OT")]
-    assert [o.SOPInstanceUID for o in listed[:7]] == [o.SOPInstanceUID for o in intended]
-    assert [o.SeriesNumber for o in listed[7:]] == [9301, 9302]  # the copies last, ED before ES
+    intended = [*segs, measurement_sr, suggestions] + [next(o for o in own if o.Modality == m) for m in ("DOC", "OT")]
+    assert [o.SeriesNumber for o in listed[:2]] == [9302, 9301]  # the copies latest, ES after ED
+    assert [o.SOPInstanceUID for o in listed[2:]] == [o.SOPInstanceUID for o in reversed(intended)]
+    assert [int(o.SeriesNumber) for o in listed] == sorted((int(o.SeriesNumber) for o in listed), reverse=True)
     assert [s.ContentDescription.split("(")[1] for s in segs] == ["late enhancement), unverified",
                                                                    "end diastole), unverified",
                                                                    "end systole), unverified"]
@@ -83,7 +85,8 @@ def test_a_viewer_lists_the_results_in_the_intended_order(built):
 
 def test_segs_of_a_stack_sent_slice_by_slice_are_numbered_and_listed_in_the_source_series_order():
     """A5: one SEG per slice series: SEG 9001 is the SEG of the lowest source series number (here the scanner
-    numbered the slice series against the stack order), and a viewer lists them in that order."""
+    numbered the slice series against the stack order), and a viewer sorting by Series Time lists them in that
+    order (newest first: the reverse; break48b #7, the times follow the numbers)."""
     from synthetic import one_series_per_slice
 
     study, results, context = make_study(slices=4)
@@ -98,7 +101,7 @@ def test_segs_of_a_stack_sent_slice_by_slice_are_numbered_and_listed_in_the_sour
                for seg in sorted(segs, key=lambda seg: int(seg.SeriesNumber))]
     assert sources == sorted(sources) and len(sources) >= 2
     listed = [o for o in _listed_by_ohif(objects) if o.Modality == "SEG"]
-    assert [int(o.SeriesNumber) for o in listed] == sorted(int(o.SeriesNumber) for o in segs)
+    assert [int(o.SeriesNumber) for o in listed] == sorted((int(o.SeriesNumber) for o in segs), reverse=True)
 
 
 def test_report_options_follow_the_config(built):

@@ -122,7 +122,7 @@ def test_one_seg_per_phase_and_source_series(study_and_segs, tmp_path):
                       for i in s.ReferencedInstanceSequence}
         assert referenced == {ref.sop_instance_uid for ref in cine.volume.frames[cine.phases[part.phase_positions[0]]]}
         # the phase first: OHIF's series list shows about 24 characters (break43d)
-        assert seg.SeriesDescription.startswith(f"AI {abbreviation} cine SEG S:")
+        assert seg.SeriesDescription.startswith(f"AI unverified {abbreviation} cine S:")
     # a stack sent as one series per slice: one SEG per series, each referencing only its own series; the last
     # slice of the synthetic LGE is empty, so its series gets no SEG (it would declare no segment)
     _, results, context = make_study(slices=4, cine_phases=2)
@@ -134,7 +134,7 @@ def test_one_seg_per_phase_and_source_series(study_and_segs, tmp_path):
         seg = build_seg(segmentation, list(by_uid.values()), context, 9001, part)
         assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [part.series_instance_uid]
         source = by_uid[segmentation.volume.frames[0][part.slices[0]].sop_instance_uid]
-        assert seg.SeriesDescription.startswith(f"AI LGE SEG S:{source.SeriesNumber} ")
+        assert seg.SeriesDescription.startswith(f"AI unverified LGE S:{source.SeriesNumber} SEG ")
         read = hd.seg.segread(write(seg, tmp_path / "part.dcm"))
         # numbered within the part, as part_segment_plan says (what the SR's segment references use)
         assert [(int(s.SegmentNumber), s.SegmentLabel) for s in read.SegmentSequence] == \
@@ -143,8 +143,8 @@ def test_one_seg_per_phase_and_source_series(study_and_segs, tmp_path):
 
 def test_the_segs_of_a_stack_sent_one_series_per_slice_differ_where_ohif_cuts_their_names(tmp_path):
     """break46a #6: 8 single-slice LGE series gave 8 SEGs named "AI LGE segmentation, s..." in OHIF's series list
-    (about 24 characters shown). The source series number now comes first: "AI LGE SEG S:25 ...", also after a
-    re-analysis ("AI rerun 2 LGE SEG S:25")."""
+    (about 24 characters shown). The source series number now comes first: "AI unverified LGE S:25 SEG ...", also
+    after a re-analysis ("AI run 2 LGE S:25 SEG ..."; break48b #7: "unverified" first, within OHIF's ~22)."""
     from dicomnode.results.objects import reanalysis_description
 
     _, results, context = make_study(slices=4, cine_phases=2)
@@ -155,7 +155,7 @@ def test_the_segs_of_a_stack_sent_one_series_per_slice_differ_where_ohif_cuts_th
     texts = [str(build_seg(segmentation, list(by_uid.values()), context, 9001, part).SeriesDescription)
              for part in seg_parts(segmentation)]
     assert len(texts) == 3 and all(len(text) <= 64 for text in texts)
-    assert len({text[:15] for text in texts}) == 3, texts
+    assert len({text[:22] for text in texts}) == 3 and all(text.startswith("AI unverified ") for text in texts), texts
     assert len({reanalysis_description(text, 2)[:24] for text in texts}) == 3
 
 
