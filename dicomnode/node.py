@@ -834,7 +834,9 @@ class Node:
         tag = short_hash(study_row["study_instance_uid"])
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:
-            loaded = load_studies(paths, in_receive_order=True)  # study_instances: oldest received first
+            # study_instances: oldest received first; a re-send is what came after the study's first analysis
+            loaded = load_studies(paths, in_receive_order=True,
+                                  resent=self._resent_paths(study_key, analysis_id, listed, paths))
             unreadable = [d for s in loaded for d in s.declined if isinstance(d, UnreadableFile)]
             if unreadable:
                 raise SpooledFilesUnreadable(self.storage_dir, unreadable, len(paths))
@@ -1127,6 +1129,27 @@ class Node:
             return str(earlier.StudyInstanceUID) == study_instance_uid
         except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
             return True
+
+    def _resent_paths(self, study_key: str, analysis_id: int, listed: Sequence, paths: Sequence[Path]) -> set[Path]:
+        """The paths (of `paths`, one per row of `listed`: study_instances) of the instances received after the
+        study's first analysis read its instances (its `instances_received_until`; one recorded before it: its
+        start): a real re-send, whose patient size, weight, age or sex corrects the earlier (cmr.study.study_patient).
+        Before any analysis (the first transmission, however its sender orders the series): none."""
+        cutoffs = []
+        for earlier in self.db.analyses_of(study_key):
+            if earlier["id"] == analysis_id:
+                continue
+            try:
+                read = json.loads(earlier["summary_json"] or "{}")
+            except ValueError:
+                read = {}
+            until = read.get("instances_received_until") if isinstance(read, dict) else None
+            cutoffs.append(until if isinstance(until, (int, float)) and not isinstance(until, bool)
+                           else earlier["started_at"])
+        cutoffs = [c for c in cutoffs if isinstance(c, (int, float))]
+        if not cutoffs:
+            return set()
+        return {path for row, path in zip(listed, paths) if row["received_at"] > cutoffs[0]}
 
     def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool,
                            corrected: Sequence[str] = ()) -> str:

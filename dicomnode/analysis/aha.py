@@ -31,7 +31,7 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
-from dicomnode.analysis.cine_metrics import MIN_LV_EXTENT_MM
+from dicomnode.analysis.cine_metrics import MIN_LV_EXTENT_MM, base_unconfirmed_only
 from dicomnode.labels import ENHANCED_LABELS, MYOCARDIUM_LABELS, Label
 
 BasalEnd = Literal["first", "last"]
@@ -617,6 +617,10 @@ WHOLE_STACK_NEEDED = "the basal, mid and apical thirds need a stack from base to
 #: `caveat` of a stack whose coverage block says it does not hold the whole LV (aha_summary_for_stack)
 PARTIAL_STACK_CAVEAT = ("the stack does not hold the whole LV (coverage): the basal, mid and apical thirds divide the "
                         "slices present, and segments beyond the stack are missing")
+#: PARTIAL_STACK_CAVEAT where the base is only not confirmed covered (cine_metrics.base_unconfirmed_only)
+BASE_UNCONFIRMED_CAVEAT = ("the stack's base is not confirmed covered (coverage): the basal, mid and apical thirds "
+                           "divide the slices present, so if the base was cut off the 'basal' segments are "
+                           "mid-ventricular and the basal ones are missing")
 
 
 def short_stack_text(coverage: dict | None) -> str | None:
@@ -645,5 +649,6 @@ def aha_summary_for_stack(labels: np.ndarray, volume, coverage: dict | None, wit
                 "reader_reason": None if withheld else READER_SHORT_STACK}
     block = aha_summary_for_volume(labels, volume, scar=scar, wall_thickness=wall_thickness)
     if block.get("applicable") and coverage and coverage.get("complete") is False:
-        block["caveat"] = "; ".join(filter(None, (block.get("caveat"), PARTIAL_STACK_CAVEAT)))
+        partial = BASE_UNCONFIRMED_CAVEAT if base_unconfirmed_only(coverage) else PARTIAL_STACK_CAVEAT
+        block["caveat"] = "; ".join(filter(None, (block.get("caveat"), partial)))
     return block

@@ -13,7 +13,7 @@ from scipy import ndimage
 from dicomnode.analysis.aha import aha_summary_for_stack, geometry_warnings
 from dicomnode.analysis.cine_metrics import (BASAL_RULE, BSA_FORMULA_CODES, ERROR_QUANTITY, MIN_PHASES_FOR_CURVE,
                                              PAPILLARY_MASS_CODE, PAPILLARY_MUSCLES, SV_DIFFERENCE, measure_cine,
-                                             trigger_phase)
+                                             other_bsa_m2, trigger_phase)
 from dicomnode.analysis.derived_phases import derived_phases
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import COUNTED_FROM, merged_numbers, other_views_text, phase_number
@@ -556,6 +556,11 @@ class CinePipeline:
                         # only where this is empty)
                         "phases_not_measured": sorted(set(range(1, acquired + 1)) - set(numbers)),
                         "bsa_m2": stored_value(measured.bsa_m2, 3, 2), "bsa_formula": measured.bsa_formula,
+                        # the images disagree on height / weight: the BSA the other images' values give (the SR's
+                        # BSADISAGR NUM beside every indexed value), null where they agree
+                        "bsa_other_m2": stored_value(other_bsa_m2(getattr(patient, "size_weight_held", None),
+                                                                  measured.bsa_m2, measured.bsa_formula or "mosteller"),
+                                                     3, 2),
                         "indexed": {k: stored_value(v) for k, v in measured.indexed.items()}, "flags": list(measured.flags),
                         # the model's known error (card cross-validation) of each judged value, and whether its flag
                         # lies within it of the limit ("confirm by reading"), as lge.lge_percent_validation

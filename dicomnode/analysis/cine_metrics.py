@@ -969,6 +969,23 @@ def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula 
     raise ValueError(f"unknown BSA formula {formula!r} (mosteller | dubois)")
 
 
+def other_bsa_m2(size_weight_held, used_bsa_m2: float | None, formula: BsaFormula = "mosteller") -> float | None:
+    """Where the study's images disagree on PatientSize / PatientWeight (cmr PatientInfo.size_weight_held: the
+    distinct (height m, weight kg) pairs its images hold): the BSA (m², body_surface_area_m2 with `formula`) of the
+    pair farthest from `used_bsa_m2`, the BSA the indexed values were computed with; None where no other pair gives
+    a plausible BSA that differs from it, or without a BSA used (break48b #4)."""
+    if used_bsa_m2 is None:
+        return None
+    others = []
+    for height, weight in size_weight_held or []:
+        try:
+            others.append(body_surface_area_m2(float(height), float(weight), formula))
+        except (TypeError, ValueError):
+            continue
+    farthest = max(others, key=lambda bsa: abs(bsa - used_bsa_m2), default=None)
+    return None if farthest is None or round(farthest, 3) == round(used_bsa_m2, 3) else farthest
+
+
 def normal_range(key: str, sex: Sex) -> tuple[float, float]:
     """(low, high) of NORMAL_VALUES[key] for one sex: its "limits" where given (high may be inf), else mean ± 2 SD."""
     spec = NORMAL_VALUES[key]
@@ -1267,10 +1284,31 @@ LARGE_GAP_FACTOR = 2.5
 #: none beyond it), so a base missing by a slice mostly cannot be told from them.
 BASE_WIDENING_RATIO = 1.10
 BASE_NEIGHBOUR_FRACTION = 0.85
+#: base coverage not confirmed (stack_coverage, break48b #3): the basal end slice holds at least
+#: BASE_UNCONFIRMED_END_FRACTION of the largest LV section (the stack ends at the LV's widest, where a whole stack
+#: ends on the basal ring or in the atrium) and the LV spans under BASE_UNCONFIRMED_EXTENT_MM (at least
+#: MIN_LV_EXTENT_MM: shorter is "too short"), shorter than most whole adult LVs. Measured on expert labels through
+#: stack_coverage (2026-12-07, `python -m engines.lge.base_coverage_rates`: 100 EMIDEC + 33 MyoPS LGE, the basal end
+#: the larger one, and 93 ACDC ED cine, z0 the base): whole stacks fire EMIDEC 11 / 100, MyoPS 1 / 33, ACDC 0 / 93
+#: (false alarms 12 / 133 LGE = 9.0 %, 0 % cine); with it a base rule fires on stacks with their 1 / 2 / 3 most basal
+#: slices removed in EMIDEC 36 / 58 / 66 % (the widening rule alone 16 / 23 / 30 %), ACDC 9 / 29 / 51 % (5 / 17 /
+#: 28 %). At 50 mm instead of 55 (a 10-mm stack of 5 LV slices not flagged) whole stacks fire about 1 / 226, but
+#: the tester's EMIDEC Case_P009 with 3 of its 8 basal slices cut (5 x 10 mm) is missed. A caution, not a finding
+BASE_UNCONFIRMED_END_FRACTION = 0.95
+BASE_UNCONFIRMED_EXTENT_MM = 55.0
+#: how a base-not-confirmed reason begins (StackCoverage.reasons), and the caveat where it is the only reason
+BASE_UNCONFIRMED_START = "base coverage not confirmed"
+#: the whole-LV length the LGE large-burden bound assumes a stack whose base is not confirmed may reach (mm): the 90th
+#: percentile of the LV extents of the 226 whole expert-labelled stacks above (median 70, 90th 100, max 110 mm;
+#: engines.lge.base_coverage_rates)
+BASE_REFERENCE_EXTENT_MM = 100.0
 #: how a coverage flag begins (StackCoverage.flags), its reason and COVERAGE_CAVEAT following
 COVERAGE_FLAG_START = "incomplete LV coverage: "
 COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass and the RV volumes are lower bounds and the EFs are not whole-ventricle "
                    "EFs: part of the LV lies outside the stack, and the RV with it")
+#: COVERAGE_CAVEAT where the only reason is that the base is not confirmed covered (BASE_UNCONFIRMED_START)
+COVERAGE_CAVEAT_UNCONFIRMED = ("LV EDV, ESV, SV and mass and the RV volumes may be lower bounds and the EFs may not be "
+                               "whole-ventricle EFs: the LV base, and the RV with it, may lie outside the stack")
 
 
 def disc_thickness_mm(slice_positions_mm, nominal_step_mm: float | None = None) -> np.ndarray:
@@ -1327,10 +1365,21 @@ class StackCoverage:
     #: AHA thirds are withheld, aha.aha_summary_for_stack; the LGE withholds its large-burden flag too)
     shorter_than_whole: bool = False
 
+    @property
+    def base_unconfirmed_only(self) -> bool:
+        """The only reasons are that the base is not confirmed covered (BASE_UNCONFIRMED_START): the LV may be whole."""
+        return bool(self.reasons) and all(r.startswith(BASE_UNCONFIRMED_START) for r in self.reasons)
+
+    def caveat(self) -> str | None:
+        """COVERAGE_CAVEAT (COVERAGE_CAVEAT_UNCONFIRMED where the base is only not confirmed), None on a whole stack."""
+        if self.complete:
+            return None
+        return COVERAGE_CAVEAT_UNCONFIRMED if self.base_unconfirmed_only else COVERAGE_CAVEAT
+
     def summary(self) -> dict:
         return {"complete": self.complete, "reasons": list(self.reasons), "notes": list(self.notes),
                 "basal_end_lv_ratio": None if self.basal_end_ratio is None else round(float(self.basal_end_ratio), 3),
-                "caveat": None if self.complete else COVERAGE_CAVEAT,
+                "caveat": self.caveat(),
                 "end_slice_lv_fraction": [round(float(v), 3) for v in self.end_fractions],
                 "apical_end": None if self.apex_first is None else ("first" if self.apex_first else "last"),
                 "lv_extent_mm": None if self.lv_extent_mm is None else round(float(self.lv_extent_mm), 1),
@@ -1338,7 +1387,16 @@ class StackCoverage:
 
     def flags(self) -> list[str]:
         """The measure_cine flags: each reason with the caveat, then the notes."""
-        return [f"{COVERAGE_FLAG_START}{reason}; {COVERAGE_CAVEAT}" for reason in self.reasons] + list(self.notes)
+        return [f"{COVERAGE_FLAG_START}{reason}; {self.caveat()}" for reason in self.reasons] + list(self.notes)
+
+
+def base_unconfirmed_only(coverage: dict | None) -> bool:
+    """Whether a coverage block (StackCoverage.summary, lge.lge_coverage) is incomplete only because the base is
+    not confirmed covered (every reason begins with BASE_UNCONFIRMED_START): the LV may be whole, so the outputs
+    say "may" where a missing part is otherwise asserted."""
+    reasons = (coverage or {}).get("reasons") if isinstance(coverage, dict) else None
+    return (coverage or {}).get("complete") is False and bool(reasons) \
+        and all(str(r).startswith(BASE_UNCONFIRMED_START) for r in reasons)
 
 
 def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first: bool | None = None,
@@ -1352,6 +1410,11 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
     - Base cut off (basal_end_widening): the LV section still widens by >= BASE_WIDENING_RATIO onto the basal end
       slice. Only that: whole stacks often start on a full basal ring near the largest section (ACDC, EMIDEC) or in
       the atrium (Sunnybrook), so a base missing by one slice is mostly not detected (rates at BASE_WIDENING_RATIO).
+    - Base not confirmed (BASE_UNCONFIRMED_START, break48b #3): no other rule fired on the base, the basal end slice
+      holds >= BASE_UNCONFIRMED_END_FRACTION of the largest LV section and the LV spans at least MIN_LV_EXTENT_MM but
+      under BASE_UNCONFIRMED_EXTENT_MM: the stack ends at the LV's widest and is shorter than most whole adult LVs,
+      so the base may be cut off (false alarms on whole stacks: 9.0 % of 133 LGE, 0 of 93 ACDC cine; caveat
+      COVERAGE_CAVEAT_UNCONFIRMED). Left out with the adult length (`extent_rule_withheld`).
     - Too short: an LV extent (the discs holding LV, disc_thickness_mm) under MIN_LV_EXTENT_MM, an adult length:
       `extent_rule_withheld` (why, e.g. reference_age.lv_extent_rule_withheld: a child) leaves it out, with a note
       where it would have applied.
@@ -1411,6 +1474,15 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
         elif extent < MIN_LV_EXTENT_MM:
             reasons.append(f"the LV spans only {extent:.0f} mm of stack ({int((areas > 0).sum())} slice(s)) at ED; a "
                            f"whole LV is at least {MIN_LV_EXTENT_MM:.0f} mm long")
+        elif widening is None and not extent_rule_withheld and extent < BASE_UNCONFIRMED_EXTENT_MM \
+                and ends[1 if first_is_apical else 0] >= BASE_UNCONFIRMED_END_FRACTION:
+            which = ("the larger end" if apex_first is None else
+                     f"the basal ({'last' if apex_first else 'first'}) slice of the stack")
+            reasons.append(f"{BASE_UNCONFIRMED_START}: the LV section on {which} is "
+                           f"{100 * ends[1 if first_is_apical else 0]:.0f} % of the largest at ED (the stack ends "
+                           f"where the LV is widest) and the LV spans {extent:.0f} mm of stack, under the "
+                           f"{BASE_UNCONFIRMED_EXTENT_MM:.0f} mm most whole adult LVs reach: the most basal LV slices "
+                           "may not have been acquired")
         order = np.argsort(positions)
         ordered = positions[order]
         lv_index = np.flatnonzero(areas[order] > 0)

@@ -12,7 +12,8 @@ from scipy import ndimage
 from dicomnode.analysis.aha import aha_summary_for_stack, geometry_warnings, short_stack_text
 from dicomnode.analysis.cine import (apex_first, assumed_spacing_attributes, lossy_series, rescale_intercepts,
                                      slice_images, slice_positions_mm)
-from dicomnode.analysis.cine_metrics import (GAP_FACTOR, LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
+from dicomnode.analysis.cine_metrics import (BASE_REFERENCE_EXTENT_MM, BASE_UNCONFIRMED_START, GAP_FACTOR,
+                                             LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
                                             nsd_enhancement, threshold_applicability)
@@ -547,6 +548,11 @@ UNRELIABLE_SEG_NOTE = ("the LGE numbers of this stack are withheld (not determin
 #: what a stack that misses part of the LV does to the LGE numbers (lge.coverage.caveat, the SR comment, the PDF)
 LGE_COVERAGE_CAVEAT = ("LV myocardial volume, mass and scar volume are lower bounds, and %LGE and the large-burden flag "
                        "cover only the slices present: part of the LV lies outside the stack")
+#: LGE_COVERAGE_CAVEAT where the only reason is that the base is not confirmed covered (cine_metrics
+#: BASE_UNCONFIRMED_START): the LV may be whole, or its base cut off (break48b #3)
+LGE_COVERAGE_CAVEAT_UNCONFIRMED = ("LV myocardial volume, mass and scar volume may be lower bounds, and %LGE and the "
+                                   "large-burden flag may cover only the slices present: the LV base may lie outside "
+                                   "the stack")
 
 
 def not_determined_reason(localised: bool | None, labels: np.ndarray, spacing_rc) -> str | None:
@@ -580,7 +586,8 @@ def lge_coverage(labels: np.ndarray, slice_positions, first_is_apical: bool | No
     block's `notes` say so where it would have."""
     found = stack_coverage(labels, slice_positions, first_is_apical, ends_left_out_mm, extent_rule_withheld)
     block = found.summary()
-    block["caveat"] = None if found.complete else LGE_COVERAGE_CAVEAT
+    block["caveat"] = None if found.complete else (
+        LGE_COVERAGE_CAVEAT_UNCONFIRMED if found.base_unconfirmed_only else LGE_COVERAGE_CAVEAT)
     block["reasons"] = [reason.replace(" at ED", "") for reason in block["reasons"]]  # one phase: no ED to name
     return block
 
@@ -607,6 +614,39 @@ def child_lge_note(reason: str) -> str:
             f"{MIN_LV_EXTENT_MM:.0f} mm long' is not applied, and the LGE model was trained and validated on adult "
             "post-infarction studies only (EMIDEC, MyoPS 2020): its myocardium, scar and %LGE are not validated at a "
             "child's heart size")
+
+
+def base_unconfirmed_burden_reason(coverage: dict | None, labels: np.ndarray, first_is_apical: bool | None,
+                                   pixel_area_mm2: float, myocardium_ml: float, scar_ml: float,
+                                   cutoff_percent: float) -> str | None:
+    """Why the large-burden flag is withheld on a stack whose base is not confirmed covered (the coverage block's
+    reasons begin with cine_metrics.BASE_UNCONFIRMED_START), where the verdict depends on the base: up to
+    BASE_REFERENCE_EXTENT_MM - `lv_extent_mm` of LV may be missing at the base, each mm holding at most the
+    myocardium section of the basal end slice (mL = its myocardium pixels x `pixel_area_mm2` / 1000 per mm), scar-free
+    or all scar; where the cut-off (`cutoff_percent`, %) lies between the whole-LV %LGE those bounds give
+    (scar / (myocardium + missing) to (scar + missing) / (myocardium + missing), from `myocardium_ml` and `scar_ml`),
+    the flag could go either way. None where the base is confirmed or the verdict holds either way. `labels`:
+    (slices, rows, cols) node labels in stack order; `first_is_apical` as stack_coverage (None: the larger end is
+    basal)."""
+    reasons = (coverage or {}).get("reasons") or []
+    extent = (coverage or {}).get("lv_extent_mm")
+    if not any(str(r).startswith(BASE_UNCONFIRMED_START) for r in reasons) or extent is None or myocardium_ml <= 0:
+        return None
+    myocardium = np.isin(np.asarray(labels), [int(v) for v in MYOCARDIUM_LABELS])
+    sections = myocardium.reshape(myocardium.shape[0], -1).sum(axis=1)
+    if first_is_apical is None:
+        ends = (coverage or {}).get("end_slice_lv_fraction") or [0.0, 0.0]
+        first_is_apical = ends[0] <= ends[1]
+    missing_ml = max(0.0, BASE_REFERENCE_EXTENT_MM - float(extent)) \
+        * float(sections[-1 if first_is_apical else 0]) * pixel_area_mm2 / 1000.0
+    low = 100.0 * scar_ml / (myocardium_ml + missing_ml)
+    high = 100.0 * (scar_ml + missing_ml) / (myocardium_ml + missing_ml)
+    if not low < cutoff_percent <= high:
+        return None
+    return (f"withheld: the LV base may lie outside the stack ({BASE_UNCONFIRMED_START}): with up to "
+            f"{missing_ml:.0f} mL of basal myocardium missing (the LV up to {BASE_REFERENCE_EXTENT_MM:.0f} mm long), "
+            f"the whole LV's %LGE could lie between {low:.1f} and {high:.1f} %, either side of the "
+            f"{cutoff_percent:g} % cut-off")
 
 
 def short_stack_reason(coverage: dict) -> str | None:
@@ -931,7 +971,9 @@ class LGEPipeline:
         # the LV (short_stack_reason), on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes),
         # and on a field smaller than the model was trained on, where scar is under-read (small_field_reason)
         small_field = small_field_reason(image, volume.pixel_spacing)
-        burden_reason = withheld or (f"withheld: {short}" if short else None) or next(
+        burden_reason = withheld or (f"withheld: {short}" if short else None) or base_unconfirmed_burden_reason(
+            coverage, labels, _apex_first(volume), float(volume.pixel_spacing[0]) * float(volume.pixel_spacing[1]),
+            volumes.myocardium_volume_ml, volumes.scar_volume_ml, settings.large_burden_percent) or next(
             (f"withheld: {n.split('. ')[0]}" for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None) or (
             f"withheld: {small_field.split(': ')[0]}" if small_field else None)
 

@@ -8,7 +8,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 import pydicom
@@ -65,6 +65,10 @@ class PatientInfo:
     #: keyword -> the value used (as received) of each attribute the instances disagree on, for the result objects'
     #: Patient Study module to state the values the numbers were computed with
     values_used: dict[str, object] = field(default_factory=dict)
+    #: where the instances disagree on PatientSize or PatientWeight: each distinct (height m, weight kg) pair the MR
+    #: images hold (None where an image has none or not a number), in the order received, for the BSA the other
+    #: images' values would give (cine_metrics.other_bsa_m2)
+    size_weight_held: list[tuple[float | None, float | None]] = field(default_factory=list)
 
     @classmethod
     def from_dataset(cls, ds) -> "PatientInfo":
@@ -104,7 +108,8 @@ def _patient_value(ds, keyword: str) -> str | None:
     return text.upper()
 
 
-def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[str, str]]:
+def study_patient(datasets: list, in_receive_order: bool,
+                  resent: Sequence[bool] | None = None) -> tuple[object, dict[str, str]]:
     """(the dataset PatientInfo is read from, {keyword: line} of each PATIENT_ATTRIBUTES attribute the instances
     disagree on).
 
@@ -113,12 +118,20 @@ def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[
     are not this node's own results sent back (patient_sources) are read: a SEG / SR / PDF / display copy of an
     earlier run restates the values that run used and corrects nothing. Where every such instance that has a value
     has the same one, the first is returned as it is. Where they hold different values of an attribute, the value of
-    the instances received last is used (a correction is newer than what it corrects); without the receive order
-    (files read from a folder), the value most instances hold (of as many, the one later in file order). A weight,
+    the instances sent again is used (`resent`: (datasets,) bools, True for an instance received after the study's
+    earlier analysis read its instances, node.StudyNode._resent_paths: a correction is newer than what it
+    corrects), of those the one received last; where none sent again holds one, the value most instances hold (of
+    as many, the one received later, or later in file order without the receive order): within one transmission
+    the order a sender sends its series in decides nothing (break48b #4). A weight,
     height or age outside what a correction may set (spool.valid_measurement: CORRECTABLE_RANGES, kg and m; 175 given
     as a height is centimetres) is never the one used; where no value is plausible, the first instance's is kept.
     The line says each value with its count, the value used and why, and each implausible value as ignored."""
-    datasets = patient_sources(datasets)
+    flags = list(resent) if resent is not None else [False] * len(datasets)
+    if len(flags) != len(datasets):
+        raise ValueError(f"resent: {len(flags)} flags for {len(datasets)} datasets")
+    sources = {id(ds) for ds in patient_sources(datasets)}
+    flags = [flag for ds, flag in zip(datasets, flags) if id(ds) in sources]
+    datasets = [ds for ds in datasets if id(ds) in sources]
     first = datasets[0]
     chosen = None
     lines: dict[str, str] = {}
@@ -137,9 +150,17 @@ def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[
         if not plausible:
             used = next(value for value in values if value is not None)
             why = "none of them being plausible, the value of the first instance, as read before"
+        elif any(flag and value in plausible for flag, value in zip(flags, values)):
+            used = max((value for flag, value in zip(flags, values) if flag and value in plausible),
+                       key=lambda value: last[value])
+            why = ("the value of the instances sent again after the earlier analysis (a corrected re-send is newer "
+                   "than what it corrects)")
         elif in_receive_order:
-            used = max(plausible, key=lambda value: last[value])
-            why = "the value of the instances received last (a corrected re-send is newer than what it corrects)"
+            used = max(plausible, key=lambda value: (plausible[value], last[value]))
+            tied = sum(1 for count in plausible.values() if count == plausible[used]) > 1
+            why = ("as many instances hold another: the value of the instances received later" if tied else
+                   "the value most instances hold") + (", none having been sent again after an earlier analysis (the "
+                                                      "order one transmission sends its series in decides nothing)")
         else:
             used = max(plausible, key=lambda value: (plausible[value], last[value]))
             tied = sum(1 for count in plausible.values() if count == plausible[used]) > 1
@@ -162,6 +183,14 @@ def study_patient(datasets: list, in_receive_order: bool) -> tuple[object, dict[
 _PLAUSIBLE = {"PatientWeight": "not a weight in kg between {:g} and {:g}".format(*CORRECTABLE_RANGES["PatientWeight"]),
               "PatientSize": "not a height in m between {:g} and {:g}".format(*CORRECTABLE_RANGES["PatientSize"]),
               "PatientAge": f"not an Age String of more than 0 and at most {MAX_CORRECTED_AGE_YEARS:g} years"}
+
+
+def _float_or_none(ds, keyword: str) -> float | None:
+    try:
+        value = float(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def patient_sources(datasets: list) -> list:
@@ -680,11 +709,12 @@ def _acquisition_times(evidence: SeriesEvidence) -> list[float]:
 
 
 def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry | None = None,
-                     in_receive_order: bool = False) -> CMRStudy:
+                     in_receive_order: bool = False, resent: Collection[Path] = ()) -> CMRStudy:
     """Group one study's headers into analysis series, recognise sequence and view, mark preferred repeats.
 
-    `in_receive_order`: `headers` come oldest received first (the node), so that where the instances disagree on the
-    patient's size, weight, age or sex the value received last is used (study_patient); else the most common one."""
+    `in_receive_order`: `headers` come oldest received first (the node); `resent`: the paths of the instances
+    received after the study's earlier analysis (a re-send). Where the instances disagree on the patient's size,
+    weight, age or sex the value of those sent again is used, else the most common one (study_patient)."""
     if not headers:
         raise StudyError("no instances to understand")
     registry = registry or default_registry()
@@ -717,10 +747,16 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
             choice.setdefault(series.key, []).insert(0, weak)
     stack_warnings = {c.key: list(c.warnings) + choice.get(c.key, []) for c in candidates
                       if c.warnings or choice.get(c.key)}
-    patient_dataset, disagreements = study_patient([h.dataset for h in headers], in_receive_order)
+    again = {Path(p) for p in resent}
+    patient_dataset, disagreements = study_patient([h.dataset for h in headers], in_receive_order,
+                                                   [Path(h.path) in again for h in headers])
     patient = PatientInfo.from_dataset(patient_dataset)
     patient.disagreements = list(disagreements.values())
     patient.values_used = {keyword: patient_dataset[keyword].value for keyword in disagreements}
+    if {"PatientSize", "PatientWeight"} & set(disagreements):
+        patient.size_weight_held = list(dict.fromkeys(
+            (_float_or_none(ds, "PatientSize"), _float_or_none(ds, "PatientWeight"))
+            for ds in patient_sources([h.dataset for h in headers])))
     for line in patient.disagreements:
         log.warning("%s", line)
     return CMRStudy(study_instance_uid=study_uids.pop(), series=series_list, declined=declined,
@@ -779,10 +815,10 @@ def _malformed_study(study_instance_uid: str) -> CMRStudy | None:
 
 
 def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry,
-                in_receive_order: bool = False) -> CMRStudy:
+                in_receive_order: bool = False, resent: Collection[Path] = ()) -> CMRStudy:
     """understand_study, or a study whose only content is the reason it could not be understood (never raises)."""
     try:
-        return understand_study(headers, registry, in_receive_order)
+        return understand_study(headers, registry, in_receive_order, resent)
     except Exception as error:  # noqa: BLE001 - one study's odd input never takes the other studies down
         log.exception("study could not be understood")
         return CMRStudy(study_instance_uid=study_instance_uid, series=[], declined=[Declined(
@@ -790,14 +826,16 @@ def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry
 
 
 def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = None,
-                 unreadable_files: list[dict] | None = None, in_receive_order: bool = False) -> list[CMRStudy]:
+                 unreadable_files: list[dict] | None = None, in_receive_order: bool = False,
+                 resent: Collection[Path] = ()) -> list[CMRStudy]:
     """Read headers of files (folders are searched recursively), split by StudyInstanceUID, understand each study.
 
     Studies come sorted by StudyInstanceUID. Files that are not readable DICOM cannot be tied to a study: given
     `unreadable_files`, each is appended there as {"path", "reason"} (summary.json's top-level `unreadable_files`);
     without it, with exactly one study they are added to its `declined`, otherwise they become the `declined`
     entries of an extra, last CMRStudy with study_instance_uid "" and no series (only when there are such files).
-    `in_receive_order`: `paths` (files) come oldest received first (understand_study).
+    `in_receive_order`: `paths` (files) come oldest received first; `resent`: those of them received after the
+    study's earlier analysis (understand_study).
     """
     by_study: dict[str, list[InstanceHeader]] = defaultdict(list)
     unreadable: list[Declined] = []
@@ -812,7 +850,8 @@ def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = No
                 unreadable_files.append({"path": str(path), "reason": result.reason.removeprefix(f"{path}: ")})
             continue
         by_study[str(result.dataset.StudyInstanceUID)].append(result)
-    studies = [_malformed_study(uid) or _understood(uid, headers, registry, in_receive_order) for uid, headers in sorted(by_study.items())]
+    studies = [_malformed_study(uid) or _understood(uid, headers, registry, in_receive_order, resent)
+               for uid, headers in sorted(by_study.items())]
     if unreadable and len(studies) == 1:
         studies[0].declined.extend(unreadable)
     elif unreadable:

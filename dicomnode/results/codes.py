@@ -173,6 +173,13 @@ UNIT_PERCENT = Code("%", "UCUM", "percent")
 LOWER_BOUNDS_LV_EXTENT = Code("LVPARTLB", PRIVATE_SCHEME,
                               "Lower bounds, LV partly outside the stack: LV length in stack")
 PARTIAL_STACK_LV_EXTENT = Code("LVPARTFN", PRIVATE_SCHEME, "Partial stack, LV partly outside it: LV length in stack")
+#: NUM, m2: the BSA the other images' PatientSize / PatientWeight give (summary `cine.bsa_other_m2`) where the
+#: study's images disagree on them, first in each cine group holding a BSA-indexed value or the BSA (break48b #4)
+BSA_DISAGREEMENT = Code("BSADISAGR", PRIVATE_SCHEME, "Height/weight differ between images, BSA uncertain: other BSA")
+#: the same NUM where the stack's only coverage reason is that its base is not confirmed covered
+#: (cine_metrics.base_unconfirmed_only): the LV may be whole, or its base cut off
+BASE_UNCONFIRMED_LV_EXTENT = Code("LVBASENC", PRIVATE_SCHEME,
+                                  "Base unconfirmed, LV may be partly outside: LV length in stack")
 #: NUM, no unit: the pixel aspect ratio (row spacing / column spacing, PixelSpacing (0028,0030)) of the images a
 #: group's outline is drawn on, first in each group with measurements where the pixels are not square
 #: (regions.non_square_aspect): OHIF v3 (cornerstone) turns a 2-D SCOORD into patient coordinates with the row and
@@ -262,9 +269,10 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
     WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,
-    PARTIAL_STACK_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, SUPERSEDES_SR, SUPERSEDES_COUNT, NOT_ANALYSED,
-    AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
-    CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, MVO_NOT_VALIDATED_AGREEMENT, MVO_NOT_VALIDATED_VOLUME,
+    PARTIAL_STACK_LV_EXTENT, BASE_UNCONFIRMED_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, SUPERSEDES_SR,
+    SUPERSEDES_COUNT, NOT_ANALYSED, AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
+    CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, BSA_DISAGREEMENT, MVO_NOT_VALIDATED_AGREEMENT,
+    MVO_NOT_VALIDATED_VOLUME,
     LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
     NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,
     LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,

@@ -22,6 +22,7 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_for_volume, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
+                                           base_unconfirmed_only,
                                            RV_TIMING_METHOD, TIMING_METHOD, TIMING_METHOD_UNTRIGGERED,
                                            UNTRIGGERED_START,
                                            is_near_flag, is_range_flag, normal_range)
@@ -339,7 +340,8 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
                 ("  of which MVO", bound("mvo_volume_ml", "mL"), _mvo_reference(s)),
                 ("LV myocardial volume / mass (LGE)",
                  f"{bound('myocardium_volume_ml', 'mL')} / {bound('lv_mass_g', 'g')}",
-                 "lower bounds: part of the LV lies outside the stack" if partial else ""),
+                 ("may be lower bounds: the LV base may lie outside the stack" if base_unconfirmed_only(
+                     s.get("coverage")) else "lower bounds: part of the LV lies outside the stack") if partial else ""),
                 *threshold_method_rows(nsd, fwhm),
                 *_stack_rows("lge", s),
             ]

@@ -18,8 +18,9 @@ from dicomnode.analysis import phase_text
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT, aha_segments,
                                     stack_geometry)
-from dicomnode.analysis.cine_metrics import (COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE, NORMAL_VALUES,
-                                             RV_ACCURACY_START, body_surface_area_m2, is_range_flag)
+from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_START, COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE,
+                                             NORMAL_VALUES, RV_ACCURACY_START, base_unconfirmed_only,
+                                             body_surface_area_m2, is_range_flag)
 from dicomnode.analysis.lge import (CHILD_LGE_NOTE_START, DARK_BLOOD_NOTE, NOT_LGE_CONTRAST_NOTE,
                                     SMALL_FIELD_NOTE_START, UNRELIABLE_SEG_NOTE, mvo_validation_text)
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
@@ -310,9 +311,11 @@ OHIF_SHOWN_NUMS = 5
 #: earlier report's; series left unread), then those that say the numbers may be invalid or misnamed, last those that
 #: only say how far to trust them; the burden verdict's own NUM (LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED) is no caveat
 CAVEAT_PRIORITY = tuple((code.value, code.scheme_designator) for code in (
-    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
-    codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.SMALL_FIELD, codes.PARTIAL_CYCLE,
-    codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT, codes.CHILD_LGE,
+    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE,
+    codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
+    codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.BASE_UNCONFIRMED_LV_EXTENT, codes.SMALL_FIELD,
+    codes.PARTIAL_CYCLE, codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT,
+    codes.BSA_DISAGREEMENT, codes.CHILD_LGE,
     codes.RV_LESS_RELIABLE, codes.MVO_NOT_VALIDATED_AGREEMENT, codes.MVO_NOT_VALIDATED_VOLUME,
     codes.NON_SQUARE_PIXELS))
 
@@ -570,6 +573,8 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
 
 #: what a coverage reason (cine_metrics.stack_coverage) says in a tracking identifier when its own last words are long
 COVERAGE_SHORT = "LV partly outside"
+#: ... and a base not confirmed covered (cine_metrics.BASE_UNCONFIRMED_START)
+BASE_UNCONFIRMED_SHORT = "base not confirmed"
 
 
 def coverage_qualifier(summary: dict | None, what: str = "lower bound") -> str:
@@ -582,6 +587,9 @@ def coverage_qualifier(summary: dict | None, what: str = "lower bound") -> str:
         return ""
     said = []
     for reason in coverage.get("reasons") or []:
+        if str(reason).startswith(BASE_UNCONFIRMED_START):  # the LV may be whole: no missing part asserted
+            said.append(BASE_UNCONFIRMED_SHORT)
+            continue
         last = str(reason).rsplit(": ", 1)[-1].split(",")[0].strip()
         said.append(last if ": " in str(reason) and len(last) <= len(COVERAGE_SHORT) else COVERAGE_SHORT)
     said = list(dict.fromkeys(said)) or [COVERAGE_SHORT]
@@ -595,6 +603,8 @@ def coverage_measurement(summary: dict | None, concept: Code = codes.LOWER_BOUND
     group (OHIF shows five NUMs of a group); [] on a whole stack or without the length."""
     if not coverage_qualifier(summary):
         return []
+    if base_unconfirmed_only(summary.get("coverage")):  # break48b #3: the base may be cut off, or not
+        concept = codes.BASE_UNCONFIRMED_LV_EXTENT
     return _measurement(concept, _number(summary["coverage"], "lv_extent_mm"), codes.UNIT_MM)
 
 
@@ -692,6 +702,26 @@ def child_measurements(cine: PipelineResult, header: Dataset, config) -> list:
         if math.isfinite(value) and value > 0:
             return _measurement(concept, value, unit)
     return []
+
+
+#: the concepts of a cine group that hold a BSA-indexed value or the BSA itself (bsa_disagreement_caveat)
+BSA_DEPENDENT = frozenset((code.value, code.scheme_designator) for code in (
+    codes.LV_EDV_INDEX, codes.LV_ESV_INDEX, codes.LV_SV_INDEX, codes.RV_EDV_INDEX, codes.RV_ESV_INDEX,
+    codes.RV_SV_INDEX, codes.LV_MASS_INDEX, codes.BODY_SURFACE_AREA))
+
+
+def bsa_disagreement_caveat(groups: list, cine_summary: dict | None) -> list:
+    """The groups, each that holds a BSA-indexed value or the BSA (BSA_DEPENDENT) with the NUM codes.BSA_DISAGREEMENT
+    (m², the BSA the other images' height / weight give: summary `bsa_other_m2`) put before its first NUM, where the
+    study's images disagree on PatientSize / PatientWeight (break48b #4: OHIF showed the BSA and the indexed values
+    bare, the disagreement only a comment); the groups unchanged otherwise."""
+    caveat = _measurement(codes.BSA_DISAGREEMENT, _number(cine_summary or {}, "bsa_other_m2"), codes.UNIT_M2)
+    if not caveat:
+        return groups
+    dependent = [g for g in groups if any(_concept_key(item) in BSA_DEPENDENT
+                                          for item in g[0].ContentSequence if item.ValueType == "NUM")]
+    _with_caveats(dependent, caveat)
+    return groups
 
 
 def rv_accuracy_measurement(cine_summary: dict | None) -> list:
@@ -1223,6 +1253,7 @@ def build_sr(
             cine_groups(result, index, header, config)
         if result.name == "cine":  # a child's numbers: every cine group with numbers says the adult ranges are off
             found = _with_caveats(found, child_measurements(result, header, config))
+            found = bsa_disagreement_caveat(found, result.summary)
         else:  # an input the LGE model may misread: every LGE group with numbers says so
             found = _with_caveats(found, lge_input_measurements(result.summary, header))
         spacing = index.result.volume.pixel_spacing if index is not None else None

@@ -10,7 +10,8 @@ import pytest
 
 from dicomnode.analysis import lge as lge_module
 from dicomnode.analysis.cine_metrics import MIN_LV_EXTENT_MM
-from dicomnode.analysis.lge import (LGE_COVERAGE_CAVEAT, MIN_MYOCARDIUM_SECTION_MM2, NOT_LOCALISED,
+from dicomnode.analysis.aha import BASE_UNCONFIRMED_CAVEAT
+from dicomnode.analysis.lge import (LGE_COVERAGE_CAVEAT, LGE_COVERAGE_CAVEAT_UNCONFIRMED, MIN_MYOCARDIUM_SECTION_MM2, NOT_LOCALISED,
                                     UNRELIABLE_SEG_NOTE, LGEPipeline, SegmentedStack, lge_coverage,
                                     not_determined_reason, short_stack_reason)
 from dicomnode.analysis.pipeline import AnalysisContext
@@ -142,14 +143,28 @@ def test_numbers_are_withheld_when_the_heart_is_not_found_or_the_myocardium_is_i
 
 
 def test_a_whole_stack_keeps_its_numbers_and_flag(pipeline, study, monkeypatch):
-    # the LV stops widening at its base (22 -> 24 mm radii would be +14 %: a base cut off, basal_end_widening)
-    result = run_with(pipeline, study, monkeypatch, [4, 12, 18, 23, 24], scar_slices=(1, 2, 3))
+    # the LV stops widening before its base (22 -> 24 mm radii would be +14 %: a base cut off, basal_end_widening),
+    # and narrows onto the basal end slice (a 50-mm stack ending on its widest section: base not confirmed, below)
+    result = run_with(pipeline, study, monkeypatch, [4, 12, 18, 24, 22], scar_slices=(1, 2, 3))
     summary = result.summary
     assert summary["determined"] is True and summary["reason"] is None
     assert summary["coverage"]["complete"] is True and summary["coverage"]["lv_shorter_than_whole"] is False
     assert isinstance(summary["large_scar_burden"], bool) and summary["large_scar_burden_reason"] is None
     assert summary["aha_segments"]["applicable"] is True and "caveat" not in summary["aha_segments"]
     assert summary["lge_percent"] > 0 and summary["myocardium_volume_ml"] > 0
+
+
+def test_a_short_stack_ending_on_its_widest_section_does_not_confirm_the_base(pipeline, study, monkeypatch):
+    """break48b #3: 50 mm of LV ending on its largest section may be a stack whose base was cut off: the numbers stay,
+    worded 'may be lower bounds', and the thirds say their basal segments may be mid-ventricular."""
+    result = run_with(pipeline, study, monkeypatch, [4, 12, 18, 23, 24], scar_slices=(1, 2, 3))
+    summary = result.summary
+    coverage = summary["coverage"]
+    assert coverage["complete"] is False and coverage["lv_shorter_than_whole"] is False
+    assert [r.split(":")[0] for r in coverage["reasons"]] == ["base coverage not confirmed"]
+    assert coverage["caveat"] == LGE_COVERAGE_CAVEAT_UNCONFIRMED
+    assert summary["lge_percent"] > 0 and summary["aha_segments"]["applicable"] is True
+    assert summary["aha_segments"]["caveat"] == BASE_UNCONFIRMED_CAVEAT
 
 
 def test_a_stack_clearly_shorter_than_the_lv_withholds_the_flag_and_the_thirds(pipeline, study, monkeypatch):
@@ -169,7 +184,9 @@ def test_a_stack_clearly_shorter_than_the_lv_withholds_the_flag_and_the_thirds(p
 def test_an_apex_cut_off_keeps_the_flag_with_lower_bounds(pipeline, study, monkeypatch):
     """LV on every slice, the apical end still large (as MyoPS stacks): partial (lower bounds) but 50 mm long, so
     the flag and the thirds stay, the thirds with a caveat."""
-    result = run_with(pipeline, study, monkeypatch, [20, 21, 22, 23, 24], scar_slices=(2,))
+    # (the base narrowing onto its end slice: a 50-mm stack also ending on its widest section would not confirm
+    # its base either, and where the verdict depends on it the flag is withheld: test_base_unconfirmed)
+    result = run_with(pipeline, study, monkeypatch, [20, 21, 22, 24, 23], scar_slices=(2,))
     summary = result.summary
     assert summary["coverage"]["complete"] is False and summary["coverage"]["lv_shorter_than_whole"] is False
     assert any("apex cut off" in r for r in summary["coverage"]["reasons"])

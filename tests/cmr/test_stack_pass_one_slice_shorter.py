@@ -118,6 +118,7 @@ def test_cine_coverage_is_not_complete_where_an_acquired_end_slice_is_not_used()
     labels[:, 2:6, 2:6] = int(Label.LV_BLOOD_POOL)
     labels[0] = 0
     labels[0, 3:5, 3:5] = int(Label.LV_BLOOD_POOL)
+    labels[-1, 2:6, 5] = 0  # the base narrower than the largest section: a 40-mm stack ending on it is not confirmed
     positions = [0.0, 10.0, 20.0, 30.0]
     assert stack_coverage(labels, positions, apex_first=True).complete
     coverage = stack_coverage(labels, positions, apex_first=True, ends_left_out_mm=[40.0])

@@ -114,6 +114,7 @@ def test_a_tilted_end_slice_makes_the_volumes_lower_bounds(tmp_path):
     labels[:, 2:6, 2:6] = int(Label.LV_BLOOD_POOL)
     labels[0] = 0
     labels[0, 3:5, 3:5] = int(Label.LV_BLOOD_POOL)  # a small apical section: the stack itself reaches the apex
+    labels[-1, 2:6, 5] = 0  # the base narrower than the largest section: a 50-mm stack ending on it is not confirmed
     distances = [float(np.dot(p, np.cross(volume.orientation[:3], volume.orientation[3:]))) for p in volume.positions]
     assert stack_coverage(labels, distances, apex_first=True).complete
     coverage = stack_coverage(labels, distances, apex_first=True, ends_left_out_mm=volume.ends_left_out_mm)

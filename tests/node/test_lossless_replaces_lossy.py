@@ -13,7 +13,7 @@ import pytest
 
 from dicomnode.analysis.cine_metrics import HEIGHT_RANGE_M, WEIGHT_RANGE_KG
 from dicomnode.spool import CORRECTABLE_RANGES, content_differences
-from dicomnode.state import DONE, RECEIVED
+from dicomnode.state import COMPLETE, DONE, RECEIVED
 from tests.hardening.hardening_support import store_one, synthetic_mr
 from tests.node.test_storage_safety import node  # noqa: F401 - the fixture: a started node that analyses nothing
 
@@ -189,12 +189,21 @@ def test_a_weight_corrected_on_part_of_the_study_is_the_one_analysed(node):
     for dataset in originals:
         dataset.PatientWeight, dataset.PatientSize = 95, 1.84
         assert store_one(node.scp.port, dataset).Status == 0
+    first = node.db.study_instances(study_uid)
+    # before any analysis (the first transmission) nothing is a re-send, whatever came last
+    assert node._resent_paths(study_uid, None, first, [node.spool.path_of(r["path"]) for r in first]) == set()
+    node.db.set_study_state(study_uid, COMPLETE)
+    earlier = node.db.start_analysis(study_uid, node.db.study(study_uid)["generation"])  # the first analysis
+    node.db.fail_analysis(earlier, study_uid, node.db.study(study_uid)["generation"], "read its instances")
     node.db.set_study_state(study_uid, DONE)
     corrected = copy.deepcopy(originals[0])
     corrected.PatientWeight = 60
     assert store_one(node.scp.port, corrected).Status == 0
-    paths = [node.spool.path_of(row["path"]) for row in node.db.study_instances(study_uid)]  # as the node reads them
-    (study,) = load_studies(paths, in_receive_order=True)
+    rows = node.db.study_instances(study_uid)
+    paths = [node.spool.path_of(row["path"]) for row in rows]  # as the node reads them
+    resent = node._resent_paths(study_uid, None, rows, paths)
+    assert resent == {paths[-1]}  # received after the earlier analysis: a re-send
+    (study,) = load_studies(paths, in_receive_order=True, resent=resent)
     assert study.patient.weight_kg == 60.0
     (line,) = study.patient.disagreements
     assert "PatientWeight (95 kg on 2 instance(s), 60 kg on 1 instance(s)): 60 kg is used" in line
