@@ -49,6 +49,9 @@ class SegmentationResult:
     #: the other models that decided this label map (LGE: the localiser that chose the crop `algorithm` segmented),
     #: credited after `algorithm` in the SEG's Contributing Equipment (IHE AIR)
     contributing: tuple[AlgorithmInfo, ...] = ()
+    #: the label map is written for review only (LGE numbers withheld, summary `lge.determined` false): the SEG says
+    #: so in its series description and segment labels
+    unreliable: bool = False
 
     @property
     def key(self) -> str:

@@ -1037,7 +1037,7 @@ class LGEPipeline:
             log.warning("lge: %s", NOT_LOCALISED)
         segmentation = SegmentationResult(series=series, volume=volume, labelmap=labels[None], phases=[0],
                                           phase_names=["late enhancement"], algorithm=model.algorithm, pipeline="lge",
-                                          contributing=tuple(algorithms[1:]),
+                                          contributing=tuple(algorithms[1:]), unreliable=bool(withheld),
                                           unvalidated_labels=() if (mvo_block or {}).get("validated") else
                                           (int(Label.MVO),))
         measurements = {

@@ -254,6 +254,21 @@ LARGE_LGE_BURDEN_SITE_CUTOFF_MET = Code("LGEBURDENSITEYES", PRIVATE_SCHEME,
                                         "Large LGE burden YES; site cut-off, not validated in infarct")
 LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET = Code("LGEBURDENSITENO", PRIVATE_SCHEME,
                                             "Large LGE burden no; site cut-off, not validated in infarct")
+#: NUM, unit 1: the 1-based phase RV EDV / ESV were read at (summary `cine.timing.rv_ed_phase` / `rv_es_phase`,
+#: cine_metrics.rv_cardiac_phases) where it is not the LV's ED / ES, first in each group stating RV EDV / ESV: the
+#: outline drawn (the SEG's RV segment) is at the LV's phase, the phase-number NUM of the RV group is the RV's
+RV_EDV_OTHER_PHASE = Code("RVEDPHASE", PRIVATE_SCHEME, "RV EDV read at phase (not LV ED; outline is at LV ED)")
+RV_ESV_OTHER_PHASE = Code("RVESPHASE", PRIVATE_SCHEME, "RV ESV read at phase (not LV ES; outline is at LV ES)")
+#: NUM, mm2: the largest LV myocardium section segmented on a slice of an LGE stack whose numbers are withheld
+#: (summary `lge.determined` false), first in each of its groups: OHIF v3 shows NUMs only, and the outlines of such a
+#: stack would otherwise read as a measured result
+LGE_NOT_DETERMINED = Code("LGENOTDET", PRIVATE_SCHEME,
+                          "LGE NOT DETERMINED, SEG unreliable: largest myocardium section")
+#: NUM, unit 1: the AHA segment's number (1-17), first in an AHA (LGE) group whose scar extent and transmurality are
+#: all 0 %: OHIF v3 draws a NUM of value 0 without its number ("Scar extent ...: %"), read as "not measured"; the
+#: segment's finding is coded Absent beside it (CID 241), the 0 % NUMs follow for machine readers
+AHA_NO_SCAR = Code("AHANOSCAR", PRIVATE_SCHEME, "No scar (extent and transmurality 0 %): AHA segment")
+UNIT_MM2 = Code("mm2", "UCUM", "square millimeter")
 UNIT_YEAR = Code("a", "UCUM", "year")
 UNIT_KG = Code("kg", "UCUM", "kilogram")
 UNIT_M = Code("m", "UCUM", "meter")
@@ -276,7 +291,8 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
     NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,
     LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
-    SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID,
+    SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID, RV_EDV_OTHER_PHASE, RV_ESV_OTHER_PHASE, LGE_NOT_DETERMINED,
+    AHA_NO_SCAR,
 ]
 
 

@@ -766,11 +766,30 @@ def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = ())
     acquired = summary_phase_numbers(cine_summary)
     numbers = f"{phase_number(ed, acquired)} / {phase_number(es, acquired)}"
     if not partial_cycle(cine_summary):
-        return numbers + (f" of {sent}" if sent else "") + f" ({COUNTED_FROM})"
+        return numbers + (f" of {sent}" if sent else "") + f" ({COUNTED_FROM})" + _rv_phases_text(cine_summary)
     times = [trigger_times[p] if 0 <= int(p) < len(trigger_times) else None for p in (ed, es)]
     known = all(t is not None for t in times)
     return (f"{numbers} of the {sent} phases sent ({COUNTED_FROM})"
-            + (f"; TriggerTime {_fmt(times[0], 'ms', 0)} / {_fmt(times[1], 'ms', 0)}" if known else ""))
+            + (f"; TriggerTime {_fmt(times[0], 'ms', 0)} / {_fmt(times[1], 'ms', 0)}" if known else "")
+            + _rv_phases_text(cine_summary))
+
+
+#: said after the RV's own ED / ES phases where they differ from the LV's: the contours shown are at the LV's phases
+RV_OUTLINE_AT_LV_PHASE = "RV outlines shown at the LV's phases"
+
+
+def _rv_phases_text(cine_summary: dict) -> str:
+    """"; RV 19 / 8 (RV outlines shown at the LV's phases)": the phases RV EDV / ESV were read at (summary
+    `timing.rv_ed_phase` / `rv_es_phase`, cine_metrics.rv_cardiac_phases), counted from 1, where either differs from
+    the LV's ED / ES; the SEG and the figures show the RV at the LV's phases. "" where both are the LV's."""
+    ed, es = cine_summary.get("ed_phase"), cine_summary.get("es_phase")
+    timing = cine_summary.get("timing") if isinstance(cine_summary.get("timing"), dict) else {}
+    rv_ed, rv_es = timing.get("rv_ed_phase", ed), timing.get("rv_es_phase", es)
+    if None in (ed, es, rv_ed, rv_es) or (int(rv_ed), int(rv_es)) == (int(ed), int(es)):
+        return ""
+    acquired = summary_phase_numbers(cine_summary)
+    return (f"; RV {phase_number(int(rv_ed), acquired)} / {phase_number(int(rv_es), acquired)} "
+            f"({RV_OUTLINE_AT_LV_PHASE})")
 
 
 def _phases_reference(cine_summary: dict) -> str:

@@ -93,6 +93,10 @@ PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
 #: after the Segment Label and the Segment Description of a segment whose labels the model card does not validate
 #: (LGE MVO: summary lge.mvo_validation), so that a viewer listing segments shows it beside the region
 UNVALIDATED_LABEL = " (not validated)"
+#: after every segment label of a label map written for review only (SegmentationResult.unreliable: the LGE numbers
+#: withheld), and first in its series description (OHIF's series list shows about 22 characters)
+UNRELIABLE_LABEL = " (unreliable)"
+REVIEW_ONLY = "REVIEW ONLY"
 UNVALIDATED_DESCRIPTION = ", not validated"
 
 
@@ -187,7 +191,9 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
                 continue
             validated = not {int(v) for v in kind.labels} <= unvalidated
             planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name,
-                                          kind.label + ("" if validated else UNVALIDATED_LABEL) + suffix, validated))
+                                          kind.label + ("" if validated else UNVALIDATED_LABEL) + suffix
+                                          + (UNRELIABLE_LABEL if getattr(result, "unreliable", False) else ""),
+                                          validated))
     return planned
 
 
@@ -545,7 +551,9 @@ def build_seg(
         software_versions=node_version(),
         device_serial_number=algorithm.device_uid[-16:],
         content_label=f"{pipeline_name.upper()}_SEG",
-        content_description=f"AI {pipeline_name} segmentation ({', '.join(phase_names)}), unverified"[:64],
+        content_description=(f"{REVIEW_ONLY}: AI {pipeline_name} segmentation unreliable, numbers not determined"
+                             if getattr(result, "unreliable", False) else
+                             f"AI {pipeline_name} segmentation ({', '.join(phase_names)}), unverified")[:64],
         content_creator_name=None,
         pixel_measures=pixel_measures,
         plane_orientation=plane_orientation,
@@ -568,6 +576,8 @@ def build_seg(
     if len(phase_names) == 1 and phase_names[0].strip().lower() in PHASE_ABBREVIATIONS:
         phase = f"{PHASE_ABBREVIATIONS[phase_names[0].strip().lower()]} "
     what = f"{phase}{pipeline_name} segmentation"
+    # read first, before the AI marker and what it segments (apply_provenance's flag)
+    flag = REVIEW_ONLY if getattr(result, "unreliable", False) else ""
     if first.get("SeriesNumber") is not None:
         # which series it segments, within the ~22 characters OHIF's series list shows after "AI unverified": a
         # stack sent one series per slice gets one SEG per series (OHIF attaches a SEG to one series), and "AI LGE
@@ -575,9 +585,9 @@ def build_seg(
         # SEG", "AI unverified ED cine S:5 SEG" (OHIF shows the modality beside it)
         named = f"{phase}{pipeline_name} S:{first.SeriesNumber} SEG"
         try:
-            ai_series_description(named)
+            ai_series_description(named, flag)
             what = named
         except ValueError:  # over the 64 characters of LO: the series number is not said
             pass
-    apply_provenance(seg, [algorithm, *result.contributing], started_at, what)
+    apply_provenance(seg, [algorithm, *result.contributing], started_at, what, flag)
     return seg

@@ -73,7 +73,8 @@ DEFAULT_DECIMALS = 2
 #: (DS, PS3.5 6.2: an integer is a valid decimal string) is written as an integer ("20", not "20.0")
 INTEGER_CONCEPTS = {(code.value, code.scheme_designator) for code in (
     codes.PHASE_NUMBER, codes.PARTIAL_CYCLE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
-    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED)}
+    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.RV_EDV_OTHER_PHASE,
+    codes.RV_ESV_OTHER_PHASE, codes.AHA_NO_SCAR)}
 
 
 def _decimals(unit: Code) -> int:
@@ -291,6 +292,8 @@ def _with_caveats(groups: list, caveats: Sequence) -> list:
         at = next((k for k, item in enumerate(items) if item.ValueType == "NUM"), None)
         if at is None:
             continue
+        if _concept_key(items[at]) == (codes.LGE_NOT_DETERMINED.value, codes.LGE_NOT_DETERMINED.scheme_designator):
+            at += 1  # "numbers not determined" stays first: the other caveats qualify numbers not given
         items[at:at] = [copy.deepcopy(item) for item in items_to_add]
         container.ContentSequence = hd.sr.ContentSequence(items)
     return groups
@@ -450,8 +453,10 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         # numbers withheld (summary `reason`: the heart not found, or an implausibly small myocardium): no NUM and
         # no coded finding (a "Large LGE burden: No" from a failed localisation is a false negative); the region
         # segmented, for review, with the reason as a comment (the LGE comments of build_sr)
+        # OHIF v3 shows a group's NUMs only: the first says the numbers are not determined and the SEG unreliable
         return index.outline_group(MYOCARDIUM_LABELS, 0, "LGE LV myocardium (unreliable; numbers not determined)",
-                                   new_uid(), finding_type=codes.LV_MYOCARDIUM, all_slices=True)
+                                   new_uid(), finding_type=codes.LV_MYOCARDIUM, all_slices=True,
+                                   measurements=not_determined_measurement(index))
     algorithm = index.result.algorithm
     dl = dict(method=codes.METHOD_DEEP_LEARNING, algorithm_id=_algorithm_id(algorithm))
     # 'MVO present / absent' is coded only where the model card validates the MVO (summary mvo_validation); else
@@ -569,6 +574,18 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                absent_text=" (none segmented)" if key == "mvo" and not mvo_stated else " (none found)")
     groups += aha_groups(block.get("aha_segments"), index, scar=True)
     return groups
+
+
+def not_determined_measurement(index: _SegmentIndex) -> list:
+    """The NUM (codes.LGE_NOT_DETERMINED, mm²) first in each group of an LGE stack whose numbers are withheld: the
+    largest LV myocardium section segmented on one slice (the area lge.not_determined_reason judges), so that OHIF v3,
+    which shows NUMs only, says beside the outline that the LGE numbers are not determined and the segmentation
+    unreliable; [] without a segmented myocardium (no outline is drawn then)."""
+    areas = index.mask(MYOCARDIUM_LABELS).reshape(len(index.labelmap[0]), -1).sum(axis=1)
+    if not areas.any():
+        return []
+    row_mm, column_mm = (float(v) for v in index.result.volume.pixel_spacing)
+    return _measurement(codes.LGE_NOT_DETERMINED, float(areas.max()) * row_mm * column_mm, codes.UNIT_MM2)
 
 
 #: what a coverage reason (cine_metrics.stack_coverage) says in a tracking identifier when its own last words are long
@@ -724,6 +741,22 @@ def bsa_disagreement_caveat(groups: list, cine_summary: dict | None) -> list:
     return groups
 
 
+def rv_phase_measurement(cine_summary: dict | None, phase_key: str) -> list:
+    """The NUM that says, first in each group stating RV EDV (`phase_key` "ed") or RV ESV ("es"), that the RV volume
+    was read at another phase than the LV's ED / ES (summary `timing.rv_ed_phase` / `rv_es_phase`,
+    cine_metrics.rv_cardiac_phases) and that the outline drawn is at the LV's phase: codes.RV_EDV_OTHER_PHASE /
+    RV_ESV_OTHER_PHASE with the RV's phase number (1-based, as the PDF and the SEG count); [] where the RV's phase is
+    the LV's or either is unknown."""
+    block = cine_summary if isinstance(cine_summary, dict) else {}
+    timing = block.get("timing") if isinstance(block.get("timing"), dict) else {}
+    lv_phase, rv_phase = block.get(f"{phase_key}_phase"), timing.get(f"rv_{phase_key}_phase")
+    if lv_phase is None or rv_phase is None or int(lv_phase) == int(rv_phase):
+        return []
+    number = phase_text.phase_number(int(rv_phase), phase_text.summary_phase_numbers(block))
+    concept = codes.RV_EDV_OTHER_PHASE if phase_key == "ed" else codes.RV_ESV_OTHER_PHASE
+    return _measurement(concept, float(number), codes.UNIT_NONE)
+
+
 def rv_accuracy_measurement(cine_summary: dict | None) -> list:
     """The NUM that says, first in each RV group (after its LVPARTLB / LVPARTFN and CYCLEPART NUMs), that the RV
     numbers are less reliable than the LV's (a cine flag starting cine_metrics.RV_ACCURACY_START):
@@ -797,7 +830,10 @@ def burden_name(name: str, verdict: tuple | None) -> str:
 def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0) -> list:
     """One TID 1411 group per AHA segment (finding type LV myocardium, finding site: CID 3717 code), region = the
     segment's myocardium outlined on its slices; LGE: scar extent and transmurality (max, mean); cine at ED: wall
-    thickness; first the geometry caveat of the segment names where there is one (aha_caveat_measurements)."""
+    thickness; first the geometry caveat of the segment names where there is one (aha_caveat_measurements). A
+    scar-free segment (extent and transmurality 0 %) begins with the segment's number under codes.AHA_NO_SCAR ("No
+    scar (extent and transmurality 0 %)") and codes its enhancement Absent: OHIF v3 draws the 0 % values after it
+    blank."""
     if not isinstance(block, dict) or not block.get("applicable"):
         return []
     segment_map = _aha_map(block, index, phase_position)
@@ -806,14 +842,19 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
     groups = []
     for values in block.get("segments", []):
         number = int(values["segment"])
-        measurements = []
+        measurements, qualitative = [], []
+        scar_values = [_number(values, key) for key in
+                       ("scar_extent_percent", "transmurality_max_percent", "transmurality_mean_percent")]
+        if scar and scar_values[0] == 0 and not any(scar_values[1:]):
+            # no scar in the segment: OHIF v3 draws a NUM of value 0 without its number ("Scar extent ...: %"), read
+            # as not measured; first the segment's number under a concept saying "no scar, 0 %", the finding coded
+            # Absent; the 0 % values stay under their own concepts for machine readers
+            measurements += _measurement(codes.AHA_NO_SCAR, float(number), codes.UNIT_NONE)
+            qualitative.append(hd.sr.QualitativeEvaluation(codes.LATE_CONTRAST_ENHANCEMENT, codes.ABSENT))
         if scar:
-            measurements += _measurement(codes.AHA_SCAR_EXTENT, _number(values, "scar_extent_percent"),
-                                         codes.UNIT_PERCENT)
-            measurements += _measurement(codes.TRANSMURALITY_MAX, _number(values, "transmurality_max_percent"),
-                                         codes.UNIT_PERCENT)
-            measurements += _measurement(codes.TRANSMURALITY_MEAN, _number(values, "transmurality_mean_percent"),
-                                         codes.UNIT_PERCENT)
+            for concept, value in zip((codes.AHA_SCAR_EXTENT, codes.TRANSMURALITY_MAX, codes.TRANSMURALITY_MEAN),
+                                      scar_values):
+                measurements += _measurement(concept, value, codes.UNIT_PERCENT)
         else:
             measurements += _measurement(codes.WALL_THICKNESS, _number(values, "wall_thickness_mm"), codes.UNIT_MM)
         if not measurements:
@@ -826,7 +867,7 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
             # "Late Contrast Enhancement" outline would draw non-enhanced myocardium as scar)
             finding_type=codes.LV_MYOCARDIUM,
             finding_sites=[hd.sr.FindingSite(codes.AHA_SEGMENTS[number])], measurements=measurements,
-            all_slices=True)
+            qualitative=qualitative, all_slices=True)
     return groups
 
 
@@ -890,19 +931,25 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                  ("rv", "ed"): codes.RV_EDV_INDEX, ("rv", "es"): codes.RV_ESV_INDEX}[
                     (ventricle, phase_key)]
                 value = _number(block, f"{ventricle}_{phase_key}v_ml")
-                measurements = (coverage_measurement(block) if value else []) \
+                # RV EDV / ESV may be read at a neighbouring phase (cine_metrics.rv_cardiac_phases): the group's
+                # phase NUM is the phase the volume was read at, and its first NUM says so (the outline stays the
+                # SEG's, at the LV's phase, and the NUM's concept says that too)
+                other_phase = rv_phase_measurement(block, phase_key) if ventricle == "rv" else []
+                read_at = (block.get("timing") or {}).get(f"rv_{phase_key}_phase") if other_phase else None
+                group_phase = phase_number if read_at is None else _measurement(
+                    codes.PHASE_NUMBER, float(phase_text.phase_number(int(read_at), numbers)), codes.UNIT_NONE)
+                measurements = (other_phase if value is not None else []) \
+                    + (coverage_measurement(block) if value else []) \
                     + (partial_cycle_measurement(block) if value is not None else []) \
                     + (rv_accuracy_measurement(block) if ventricle == "rv" and value is not None else []) \
                     + _measurement(concept, value, codes.UNIT_ML, method=papillary,
                                    algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
-                                        codes.UNIT_ML_PER_M2) + phase_number
-                # RV EDV / ESV may be read at a neighbouring phase (cine_metrics.rv_cardiac_phases); the outline
-                # stays the SEG's, at the LV's phase, and the group's name says where the volume was read (a "; "
-                # clause: where the name is too long it goes whole, tracking_text)
-                read_at = (block.get("timing") or {}).get(f"rv_{phase_key}_phase") if ventricle == "rv" else None
+                                        codes.UNIT_ML_PER_M2) + group_phase
+                # the group's name says where the volume was read too (a "; " clause: where the name is too long it
+                # goes whole, tracking_text)
                 read_text = (f"; RV {phase_key.upper()}V at {phase_text.phase_name(int(read_at), numbers)}"
-                             if read_at is not None and int(read_at) != int(phase_index) else "")
+                             if read_at is not None else "")
                 try:
                     groups += index.groups(f"{ventricle}_blood_pool", int(phase_index),
                                            f"{ventricle.upper()} blood pool {phase_label}{read_text}", finding_type=site,
@@ -936,9 +983,18 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                      ("rv", codes.RIGHT_VENTRICLE, codes.RV_EF_MR)):
         sv = _number(block, f"{ventricle}_sv_ml")
         measurements = _measurement(ef_code, _number(block, f"{ventricle}_ef_percent"), codes.UNIT_PERCENT)
+        # the RV's own ED / ES phases, where RVEF comes from volumes read at other phases than the LV's
+        other_phases = rv_phase_measurement(block, "ed") + rv_phase_measurement(block, "es") \
+            if ventricle == "rv" else []
         measurements = (coverage_measurement(block, codes.PARTIAL_STACK_LV_EXTENT) if measurements else []) \
             + (partial_cycle_measurement(block) if measurements else []) \
-            + (rv_accuracy_measurement(block) if ventricle == "rv" and measurements else []) + measurements
+            + (rv_accuracy_measurement(block) if ventricle == "rv" and measurements else []) \
+            + (other_phases if measurements else []) + measurements
+        # the ESV again, on the ED display copy: OHIF v3's SR viewport steps only through the groups drawn on the
+        # series of its first group (the ED copy), so the ES groups (on the ES copy) are not reached there
+        esv = _number(block, f"{ventricle}_esv_ml")
+        measurements += _measurement(codes.LV_ESV if ventricle == "lv" else codes.RV_ESV, esv, codes.UNIT_ML,
+                                     method=papillary)
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
                                      finding_sites=[hd.sr.FindingSite(site)])
         sv_index = codes.LV_SV_INDEX if ventricle == "lv" else codes.RV_SV_INDEX

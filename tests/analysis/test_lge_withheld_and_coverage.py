@@ -140,12 +140,15 @@ def test_numbers_are_withheld_when_the_heart_is_not_found_or_the_myocardium_is_i
     assert summary["reason"] in summary["stack_warnings"] and UNRELIABLE_SEG_NOTE in summary["stack_warnings"]
     assert NOT_LOCALISED not in summary["stack_warnings"]  # the reason says it, once
     assert result.measurements["determined"] is False
+    # the SEG itself says "review only" (break48b #2): results/seg.py reads it from the segmentation
+    assert result.segmentations[0].unreliable is True
 
 
 def test_a_whole_stack_keeps_its_numbers_and_flag(pipeline, study, monkeypatch):
     # the LV stops widening before its base (22 -> 24 mm radii would be +14 %: a base cut off, basal_end_widening),
     # and narrows onto the basal end slice (a 50-mm stack ending on its widest section: base not confirmed, below)
     result = run_with(pipeline, study, monkeypatch, [4, 12, 18, 24, 22], scar_slices=(1, 2, 3))
+    assert result.segmentations[0].unreliable is False
     summary = result.summary
     assert summary["determined"] is True and summary["reason"] is None
     assert summary["coverage"]["complete"] is True and summary["coverage"]["lv_shorter_than_whole"] is False

@@ -98,7 +98,8 @@ def test_sr_carries_no_number_and_no_coded_burden_but_a_text_note(withheld_sr):
     found = groups(sr)
     assert found
     items = [item for group in found for item in group.ContentSequence]
-    assert not [i for i in items if i.ValueType == "NUM"]
+    # no LGE number: the one NUM says, where OHIF shows NUMs only, that the numbers are not determined (break48b #2)
+    assert {concept(i) for i in items if i.ValueType == "NUM"} == {(codes.LGE_NOT_DETERMINED.value, "99DICOMNODE")}
     assert not [i for i in items if i.ValueType == "CODE" and "burden" in i.ConceptNameCodeSequence[0].CodeMeaning.lower()]
     texts = [i.TextValue for i in items if i.ValueType == "TEXT" and concept(i) == ("121106", "DCM")]
     assert any(t.startswith("LGE numbers not given") and REASON in t for t in texts)
@@ -112,7 +113,8 @@ def test_the_withheld_sr_reads_back_with_highdicom(withheld_sr, tmp_path):
     _, sr = withheld_sr
     read = hd.sr.srread(write(sr, tmp_path / "sr.dcm"))
     for group in read.content.get_volumetric_roi_measurement_groups():
-        assert not group.get_measurements() and not group.get_qualitative_evaluations()
+        assert not group.get_qualitative_evaluations()
+        assert {m.name.value for m in group.get_measurements()} <= {codes.LGE_NOT_DETERMINED.value}
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext not installed")
