@@ -256,7 +256,8 @@ def cmd_config_check(args) -> int:
         config, problems, sections = check_config(args.file)
     except ConfigError as exc:  # not readable, or not TOML: nothing to check against the machine
         config, problems, sections = None, exc.problems, frozenset()
-    missing = [] if config is None else preflight_problems(config, models="analyse" in roles, sections=sections)
+    missing = [] if config is None else preflight_problems(config, models="analyse" in roles, sections=sections,
+                                                           probe=not args.no_probe)
     if config is not None and "receive" in roles and "node" in sections:
         problems = [*problems, *listen_port_problems(config)]
     if problems:
@@ -270,15 +271,31 @@ def cmd_config_check(args) -> int:
     if problems or missing:
         return EXIT_ERROR
     warnings = config_warnings(config) + preflight_warnings(config, models="analyse" in roles, sections=sections)
-    if "receive" in roles and "node" in sections:
+    if "receive" in roles and "node" in sections and not args.no_probe:
         warnings += listen_port_warnings(config)
     for warning in warnings:
         print(f"  warning: {warning}", file=sys.stderr)
     local = "" if config.destinations else ": results are stored here, never sent"
-    print(f"{args.file}: OK ({len(config.destinations)} destination(s){local}, {len(config.routes)} route(s))")
+    print(f"{args.file}: OK ({len(config.destinations)} destination(s){local}, {len(config.routes)} route(s))"
+          + (" (--no-probe: storage and log folders, shared spool, state database, node.host and node.port not "
+             "checked)" if args.no_probe else ""))
     print(f"  storage: {config.node.storage_dir}" + (f" (state {default_state_path(config)})"
                                                     if config.state.url is None else ""))
+    if config.destinations:
+        dispatch = config.dispatch
+        print(f"  sends: a destination may be down {_retry_window(dispatch.retry_window_seconds)} before its results "
+              f"are dead letters (dispatch.max_attempts = {dispatch.max_attempts} attempts, back-off "
+              f"{dispatch.initial_backoff_seconds:g} s x {dispatch.backoff_factor:g} per attempt, at most "
+              f"{dispatch.max_backoff_seconds:g} s)")
     return EXIT_OK
+
+
+def _retry_window(seconds: float) -> str:
+    """"about 4.1 h": how long sends to a destination fail before they are dead letters (DispatchConfig.
+    retry_window_seconds), as `config check` and `status` say it."""
+    said = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else \
+        f"{seconds:.0f} s"
+    return f"about {said}"
 
 
 def _existing_state(config: Config, read_fallback: bool = False, config_file: str | None = None):
@@ -393,6 +410,8 @@ def cmd_status(args) -> int:
         for node in report["nodes"]:
             node["pid_running"] = pid_running(node["host"], node["pid"])
     _name_objects(db, storage, report)
+    report["dispatch"] = {"max_attempts": config.dispatch.max_attempts,  # when `retrying` becomes dead letters
+                          "retry_window_s": round(config.dispatch.retry_window_seconds)}
     # a process killed -9 never removes its heartbeat row: listed once as GONE, then removed (where writable)
     gone = [node["node_id"] for node in report["nodes"] if node["gone"]]
     if gone and db.writable and not report["heartbeats_blocked"]:
@@ -629,10 +648,15 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
                   f"attempt(s): {item['error']}")
     retrying = [(s["study_key"], r) for s in report["studies"] for r in s.get("retrying", ())]
     if retrying:
-        print("\npending sends being retried (back-off; `dicomnode status` again shows the progress):")
+        dispatch = report.get("dispatch")
+        window = "" if dispatch is None else \
+            f"; dead letters after {_retry_window(dispatch['retry_window_s'])} of failures, dispatch.max_attempts = " \
+            f"{dispatch['max_attempts']} attempts"
+        print(f"\npending sends being retried (back-off{window}; `dicomnode status` again shows the progress):")
         for key, item in retrying:
-            print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']} "
-                  f"attempt(s): {item['error']}; next attempt in {item['next_attempt_in_s']:.0f} s")
+            print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']}"
+                  f"{'' if dispatch is None else ' of ' + str(dispatch['max_attempts'])} attempt(s): {item['error']}; "
+                  f"next attempt in {item['next_attempt_in_s']:.0f} s")
     resent = [(s["study_key"], r) for s in report["studies"] for r in s.get("resent", ())]
     if resent:
         print("\nresult objects sent again after a dispatcher stopped with their C-STORE in flight (kill -9, a crash; "
@@ -993,6 +1017,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--roles", help="check only what `serve --roles` with these roles needs (default: all; a "
                                         "machine without the analyse role needs no models or inference backend)")
+    check.add_argument("--no-probe", action="store_true",
+                       help="check the config and the files it names, not the machine's present state (writable "
+                            "storage and log folders, the shared spool, the state database, node.host's address, "
+                            "node.port): what systemd's ExecReload runs, so that a full disk or a state database "
+                            "outage does not refuse the reload meant to get out of it")
     check.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("status", help="list studies, their state and failed sends")

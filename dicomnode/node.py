@@ -21,7 +21,7 @@ from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, KeyObj
 
 from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.age import age_from_age_string
-from dicomnode.cmr.grouping import UnreadableFile
+from dicomnode.cmr.grouping import UnreadableFile, refused_by_os, unreadable_file
 from dicomnode.cmr.study import PatientInfo, load_studies
 from dicomnode.config import Config, needs_restart, reloaded_config
 from dicomnode.dispatch import SENDER, Dispatcher
@@ -67,6 +67,14 @@ _POSTPONED = re.compile(r"^analysis postponed: .*\(postponement (\d+) of \d+\)")
 #: process claims nothing (the other workers, which may see the files, take it meanwhile)
 MISSING_FILES_PAUSE_SECONDS = 30.0
 
+#: a study whose spooled files this process may not read (SpooledFilesUnreadable: a permission, an NFS / storage
+#: error) is released for another worker and this process claims nothing for UNREADABLE_PAUSE_SECONDS, doubled at
+#: each further try of the same study up to UNREADABLE_PAUSE_MAX_SECONDS; once its files stayed unreadable here for
+#: UNREADABLE_RETRY_SECONDS (a storage failover rides through), the next unreadable try fails it
+UNREADABLE_PAUSE_SECONDS = 15.0
+UNREADABLE_PAUSE_MAX_SECONDS = 120.0
+UNREADABLE_RETRY_SECONDS = 600.0
+
 #: what a stop waits for, at most: stores in flight (scp.stop), running analyses (all workers together), the
 #: dispatcher's association; systemd's TimeoutStopSec (systemd/*.service) covers their sum with a margin
 SCP_STOP_SECONDS = 30.0
@@ -97,17 +105,41 @@ class SpooledFilesMissing(Exception):
 
 class SpooledFilesUnreadable(Exception):
     """Instances of a claimed study, stored and acknowledged, that this process cannot read (cmr.grouping.
-    UnreadableFile: a permission, an I/O error): analysing the rest would report their images as missing."""
+    UnreadableFile: a permission on the file or on its series folder, an I/O error): analysing the rest would report
+    their images as missing."""
 
     def __init__(self, storage_dir: Path, unreadable: list, total: int):
         first = Path(unreadable[0].reason.split(": unreadable (", 1)[0])
         if first.is_relative_to(storage_dir):
             first = first.relative_to(storage_dir)
+        # node.storage_dir named by its key and `first` relative to it: the reason a study keeps is 500 characters
         super().__init__(
             f"{len(unreadable)} of the study's {total} stored instance file(s) cannot be read by this process, user "
-            f"{user_name(os.geteuid())}: {unreadable[0].error}; received and acknowledged, so the study is not "
-            f"analysed without them; let that user read the files under {storage_dir} (chown -R), then `dicomnode retry "
-            f"STUDY`; first: {first}")  # relative: the reason a study keeps is 500 characters
+            f"{user_name(os.geteuid())}: {unreadable[0].error}; stored and acknowledged: not analysed without them; "
+            f"let that user read the files under node.storage_dir (chown -R), then `dicomnode retry STUDY`; first: "
+            f"{first}")
+
+
+def _present(path: Path) -> bool:
+    """Whether a spooled file is there: True also where the operating system refuses to say (its folder may not be
+    searched, an I/O error): a file that is there and unreadable, not a missing one (SpooledFilesUnreadable)."""
+    try:
+        path.stat()
+    except OSError as error:
+        return refused_by_os(error) and not isinstance(error, NotADirectoryError)
+    return True
+
+
+def _refused_files(paths: list[Path]) -> list[UnreadableFile]:
+    """The UnreadableFile of each of `paths` whose stat the operating system refuses (cmr.grouping.refused_by_os)."""
+    refused = []
+    for path in paths:
+        try:
+            path.stat()
+        except OSError as error:
+            if refused_by_os(error) and not isinstance(error, NotADirectoryError):
+                refused.append(unreadable_file(path, error))
+    return refused
 
 
 class Node:
@@ -167,6 +199,9 @@ class Node:
         self._no_space_at = 0.0  # time.monotonic() of that failure
         self.spool_id: str | None = None  # the spool's identity, verified at start (spool.verify_spool_identity)
         self._claims_paused_until = 0.0  # time.monotonic(): no claims before (after a study's files were missing)
+        self._claims_paused_why = ""  # ... and why (claims_blocked)
+        #: (study_key, generation) -> (time.monotonic() of its first unreadable try here, tries): UNREADABLE_*
+        self._unreadable_tries: dict[tuple[str, int], tuple[float, int]] = {}
         self._requeue_failures = RoundFailures(self.db, log, "queueing complete studies failed", REQUEUE_SECONDS)
 
     @property
@@ -561,17 +596,18 @@ class Node:
 
     def _release_later(self, study_key: str, generation: int, reason: str, *, again: str | None = None,
                        failed: str | None = None, counted: bool = True, analysis_id: int | None = None,
-                       said: bool = False) -> None:
+                       said: bool = False, fail: bool = False) -> None:
         """An analysis ended without its outcome recorded (the state database refused the write, e.g. a full disk):
         give the claim back (study `complete` again, analysed anew) now, or from the requeue job once it can.
 
         `again` / `failed`: the study's reason when released / when failed (defaults: an unrecorded outcome). A
         release is `counted`: the MAX_UNRECORDED_RELEASES + 1st of the same study by this process fails it
-        instead (a fault that repeats must not loop every few seconds); an outage of the state database is not
-        counted (the study did nothing wrong). Only this claim is given back (StateDB.release_claim, `analysis_id`:
-        the analysis that ran under it): one that lapsed meanwhile and another worker holds stays theirs."""
+        instead (a fault that repeats must not loop every few seconds), as does `fail`; an outage of the state
+        database is not counted (the study did nothing wrong). Only this claim is given back (StateDB.release_claim,
+        `analysis_id`: the analysis that ran under it): one that lapsed meanwhile and another worker holds stays
+        theirs."""
         times = self._released.get((study_key, generation), 0)
-        if counted and times >= MAX_UNRECORDED_RELEASES:
+        if fail or (counted and times >= MAX_UNRECORDED_RELEASES):
             release = _Release(FAILED, failed or f"analysis failed {times + 1} times without a recorded outcome: "
                                                   f"{reason}", counted, analysis_id, said)
         else:
@@ -647,13 +683,19 @@ class Node:
 
     def claims_blocked(self) -> str | None:
         """Why this process must not claim a study now: the spool is not there, or it just released a study whose
-        spooled files it could not see (MISSING_FILES_PAUSE_SECONDS, for a worker that sees them); else None."""
+        spooled files it could not see or read (MISSING_FILES_PAUSE_SECONDS, UNREADABLE_PAUSE_SECONDS: for a worker
+        that can); else None."""
         problem = self.spool_problem()
         if problem is not None:
             return problem
         if time.monotonic() < self._claims_paused_until:
-            return "a study's spooled files were missing here a moment ago"
+            return self._claims_paused_why
         return None
+
+    def _pause_claims(self, seconds: float, why: str) -> None:
+        until = time.monotonic() + seconds
+        if until > self._claims_paused_until:
+            self._claims_paused_until, self._claims_paused_why = until, why
 
     def _analysis_worker(self) -> None:
         while True:
@@ -693,11 +735,12 @@ class Node:
             return  # a newer generation or another worker has it
         try:
             self._analyse_claimed(study_key, generation, analysis_id)
+            self._unreadable_tries.pop((study_key, generation), None)
         except SpooledFilesMissing as exc:
             # not the study's fault, maybe not the spool's: this process's storage_dir may not be the shared spool.
             # The claim goes back (counted: a study whose files no worker finds fails after a few rounds, saying
             # why) and this process claims nothing for a while, so that a worker that sees the files takes it
-            self._claims_paused_until = time.monotonic() + MISSING_FILES_PAUSE_SECONDS
+            self._pause_claims(MISSING_FILES_PAUSE_SECONDS, "a study's spooled files were missing here a moment ago")
             times = self._released.get((study_key, generation), 0)
             log.error("study %s: %s; %s, and this process claims no study for %.0f s", short_hash(study_key), exc,
                       "its claim is released for another worker" if times < MAX_UNRECORDED_RELEASES else
@@ -707,14 +750,7 @@ class Node:
                                 failed=f"{exc} (released {times} times; no worker found the files)",
                                 analysis_id=analysis_id)
         except SpooledFilesUnreadable as exc:
-            # the node's storage, not the study: released (analysed again in REQUEUE_SECONDS, in case it was a
-            # passing I/O error), then failed saying why; `dicomnode retry` runs it once the files can be read
-            times = self._released.get((study_key, generation), 0)
-            log.error("study %s: %s; %s", short_hash(study_key), exc,
-                      "tried again shortly" if times < MAX_UNRECORDED_RELEASES else
-                      f"failed after {times + 1} tries")
-            self._release_later(study_key, generation, str(exc), again=f"analysis waits: {exc}",
-                                failed=f"analysis failed: {exc}", analysis_id=analysis_id, said=True)
+            self._unreadable(study_key, generation, analysis_id, exc)
         except Exception as exc:  # noqa: BLE001 - whatever happened, the study must not stay claimed
             if is_outage(exc):  # the one ERROR line is the outage monitor's
                 self.db.outage.failed(exc, REQUEUE_SECONDS)
@@ -725,6 +761,35 @@ class Node:
                 return
             log.exception("study %s: analysis ended without a recorded outcome", short_hash(study_key))
             self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}", analysis_id=analysis_id)
+
+    def _unreadable(self, study_key: str, generation: int, analysis_id: int, exc: SpooledFilesUnreadable) -> None:
+        """The node's storage, not the study: the claim goes back (uncounted) for another worker, which may read the
+        files, and this process claims nothing for a while (UNREADABLE_PAUSE_SECONDS, doubling), so that a passing
+        I/O error (an NFS failover) rides through; the first unreadable try past UNREADABLE_RETRY_SECONDS fails the
+        study saying why (`dicomnode retry` runs it once the files can be read)."""
+        now = time.monotonic()
+        first, tries = self._unreadable_tries.get((study_key, generation), (now, 0))
+        tries += 1
+        waited = now - first
+        shared = self.config.state.url is not None  # other workers may read the files where this one may not
+        if waited >= UNREADABLE_RETRY_SECONDS:
+            self._unreadable_tries.pop((study_key, generation), None)
+            why = f"unreadable for {waited / 60:.0f} min, {tries} tries" + ("; no other worker took it" if shared
+                                                                            else "")
+            log.error("study %s: %s; failed: %s (node.storage_dir %s)", short_hash(study_key), exc, why,
+                      self.storage_dir)
+            self._release_later(study_key, generation, str(exc), failed=f"analysis failed ({why}): {exc}",
+                                fail=True, analysis_id=analysis_id, said=True)
+            return
+        self._unreadable_tries[(study_key, generation)] = (first, tries)
+        pause = min(UNREADABLE_PAUSE_MAX_SECONDS, UNREADABLE_PAUSE_SECONDS * 2 ** (tries - 1))
+        self._pause_claims(pause, "a study's spooled files were unreadable here a moment ago")
+        plan = (f"try {tries}, {'released for another worker, ' if shared else ''}next in {pause:.0f} s, fails after "
+                f"{UNREADABLE_RETRY_SECONDS / 60:.0f} min unreadable")
+        log.error("study %s: %s; %s; this process claims no study meanwhile (node.storage_dir %s)",
+                  short_hash(study_key), exc, plan, self.storage_dir)
+        self._release_later(study_key, generation, str(exc), again=f"analysis waits ({plan}): {exc}",
+                            counted=False, analysis_id=analysis_id, said=True)
 
     def note_postponed(self, why: str) -> None:
         """Say once (until space returns) that analyses wait for free space."""
@@ -829,14 +894,19 @@ class Node:
         study_row = self.db.study(study_key)
         listed = self.db.study_instances(study_key)
         paths = [self.spool.path_of(row["path"]) for row in listed]
-        if paths and not any(path.exists() for path in paths):  # stops at the first file there: the usual case
+        if paths and not any(_present(path) for path in paths):  # stops at the first file there: the usual case
             raise SpooledFilesMissing(self.storage_dir, paths)
         tag = short_hash(study_row["study_instance_uid"])
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:
-            # study_instances: oldest received first; a re-send is what came after the study's first analysis
-            loaded = load_studies(paths, in_receive_order=True,
-                                  resent=self._resent_paths(study_key, analysis_id, listed, paths))
+            try:  # study_instances: oldest received first; a re-send is what came after the study's first analysis
+                loaded = load_studies(paths, in_receive_order=True,
+                                      resent=self._resent_paths(study_key, analysis_id, listed, paths))
+            except OSError as error:  # a series folder this process may not search (stat of its files refused)
+                if not refused_by_os(error):
+                    raise
+                refused = _refused_files(paths) or [unreadable_file(error.filename or paths[0], error)]
+                raise SpooledFilesUnreadable(self.storage_dir, refused, len(paths)) from error
             unreadable = [d for s in loaded for d in s.declined if isinstance(d, UnreadableFile)]
             if unreadable:
                 raise SpooledFilesUnreadable(self.storage_dir, unreadable, len(paths))

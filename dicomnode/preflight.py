@@ -220,15 +220,23 @@ CHECKS = (
 )
 
 
+#: the checks of the machine's present state rather than of the config (a full disk, a state database or DNS that
+#: is down): `config check --no-probe` (systemd's ExecReload) leaves them out, since a reload of `retention.*` or
+#: `node.min_free_space_mb` is what gets a node out of such trouble
+PROBES = (_storage, _shared_spool, _state_schema, _listen_address, _log_folder)
+
+
 def preflight_problems(config: Config, models: bool = True,
-                       sections: Collection[str] | None = None) -> list[Problem]:
+                       sections: Collection[str] | None = None, probe: bool = True) -> list[Problem]:
     """(config key path, what is wrong) for every file, folder or model the config needs and the machine lacks;
     `models` False (a process without the analyse role) skips the models and the report bank; `sections`, when
     given, runs only the checks whose config sections are all in it (the sections of an invalid config that
-    validated)."""
+    validated); `probe` False leaves out PROBES (writable storage and log folders, the shared spool, the state
+    database, node.host's address)."""
     problems: list[Problem] = []
     for needs, analyse_only, check in CHECKS:
-        if (models or not analyse_only) and (sections is None or set(needs) <= set(sections)):
+        if (models or not analyse_only) and (sections is None or set(needs) <= set(sections)) \
+                and (probe or check not in PROBES):
             problems += check(config)
     return problems
 

@@ -696,8 +696,19 @@ RESENDS_KEY_PREFIX = "different_resends:"
 RESENDS_KEPT_SECONDS = 24 * 3600.0
 
 
-#: meta keys of purged studies' last receipt, one per study key (StateDB.finish_purge, purged_last_received)
+#: meta keys of purged studies' last receipt, one per purge: the prefix, the purge's epoch second (12 digits, so that
+#: keys sort by it and the expired ones go by a range of the primary key) and the study key's hash (StateDB.
+#: finish_purge, purged_last_received)
 PURGED_RECEIVED_KEY_PREFIX = "purged_received:"
+#: the first key after every PURGED_RECEIVED_KEY_PREFIX key (':' + 1): a range, not LIKE, whose '_' is a wildcard
+_PURGED_RECEIVED_KEY_END = "purged_received;"
+
+
+def _purged_received_key(purged_at: float, study_key: str = "") -> str:
+    """The meta key of a study purged at `purged_at` (epoch s); without `study_key`, the bound before which every
+    key was purged earlier than that second."""
+    second = f"{PURGED_RECEIVED_KEY_PREFIX}{max(0, int(purged_at)):012d}:"
+    return second + short_hash(study_key, 24) if study_key else second
 
 
 def _recent_resends(value: str, now: float) -> dict | None:
@@ -1340,19 +1351,18 @@ class StateDB:
 
     def _note_purged_received(self, db: Connection, study_key: str, study_instance_uids: list[str],
                               last_received: float, now: float) -> None:
-        """Keep when a purged study's last instance was received (meta key `purged_received:<key hash>`, JSON
-        {"study_key", "study_instance_uids", "last_received", "purged_at"}, epoch s) for RESENDS_KEPT_SECONDS: a
-        study refused (0xA700), then sent again and purged, is not asked for again (roles.refused_studies). Older
-        keys are removed on the way."""
+        """Keep when a purged study's last instance was received (meta key `purged_received:<purge epoch s>:<key
+        hash>`, _purged_received_key, JSON {"study_key", "study_instance_uids", "last_received", "purged_at"}, epoch
+        s) for RESENDS_KEPT_SECONDS: a study refused (0xA700), then sent again and purged, is not asked for again
+        (roles.refused_studies). Older keys are removed on the way, by a range of the primary key: no row is read,
+        so that a sweep purging thousands of studies does not hold the write lock for a square of them."""
         self._run(db, "INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET "
                       "value=excluded.value",
-                  {"k": PURGED_RECEIVED_KEY_PREFIX + short_hash(study_key, 24),
+                  {"k": _purged_received_key(now, study_key),
                    "v": json.dumps({"study_key": study_key, "study_instance_uids": study_instance_uids,
                                     "last_received": last_received, "purged_at": now})})
-        for row in self._run(db, "SELECT key, value FROM meta WHERE key LIKE :p",
-                             {"p": PURGED_RECEIVED_KEY_PREFIX + "%"}).mappings().all():
-            if _purged_received(row["value"], now) is None:
-                self._run(db, "DELETE FROM meta WHERE key=:k", {"k": row["key"]})
+        self._run(db, "DELETE FROM meta WHERE key >= :first AND key < :expired",
+                  {"first": PURGED_RECEIVED_KEY_PREFIX, "expired": _purged_received_key(now - RESENDS_KEPT_SECONDS)})
 
     def purged_last_received(self, now: float | None = None) -> dict[str, float]:
         """Study Instance UID -> when the last instance of a study purged within RESENDS_KEPT_SECONDS was received
@@ -1360,7 +1370,8 @@ class StateDB:
         none."""
         now = time.time() if now is None else now
         found: dict[str, float] = {}
-        for row in self._rows("SELECT value FROM meta WHERE key LIKE :p", {"p": PURGED_RECEIVED_KEY_PREFIX + "%"}):
+        for row in self._rows("SELECT value FROM meta WHERE key >= :first AND key < :end",
+                              {"first": PURGED_RECEIVED_KEY_PREFIX, "end": _PURGED_RECEIVED_KEY_END}):
             saved = _purged_received(row["value"], now)
             for uid in (saved or {}).get("study_instance_uids", ()):
                 found[uid] = max(found.get(uid, 0.0), saved["last_received"])

@@ -41,19 +41,33 @@ class UnreadableFile(Declined):
     error: str = ""
 
 
+def unreadable_file(path, error: OSError) -> UnreadableFile:
+    """The UnreadableFile of `path` for the operating system's `error` (one that carries an errno)."""
+    said = f"{type(error).__name__}: {error.strerror or error}"
+    return UnreadableFile(None, f"{path}: unreadable ({said}): {UNREADABLE_NOTE}", said)
+
+
+def refused_by_os(error: BaseException) -> bool:
+    """Whether `error` is the operating system refusing a read (PermissionError, EIO, ESTALE, a folder in a file's
+    place ...): an OSError with an errno, FileNotFoundError excepted (a file that is gone). pydicom raises errno-less
+    OSErrors of its own for damaged content (e.g. "No tag to read at file position" for a file that ends inside a
+    sequence): those are the file's fault, not the machine's."""
+    return isinstance(error, OSError) and error.errno is not None and not isinstance(error, FileNotFoundError)
+
+
 def read_header(path) -> InstanceHeader | Declined:
     """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance (an
-    UnreadableFile where the operating system refused the read: FileNotFoundError excepted, a file that is gone)."""
+    UnreadableFile where the operating system refused the read, refused_by_os: not a file that is gone, nor one
+    whose content pydicom could not parse)."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:  # pydicom's text suggests force=True, which means nothing to an admin
         return Declined(None, f"{path}: not a DICOM file (no DICOM File Meta Information: no 'DICM' prefix after "
                               "the 128-byte preamble, PS3.10 7.1)")
-    except FileNotFoundError as error:
-        return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
     except OSError as error:
-        said = f"{type(error).__name__}: {error.strerror or error}"
-        return UnreadableFile(None, f"{path}: unreadable ({said}): {UNREADABLE_NOTE}", said)
+        if refused_by_os(error):
+            return unreadable_file(path, error)
+        return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
     except Exception as error:  # noqa: BLE001 - any unreadable file is declined, never raised
         return Declined(None, f"{path}: unreadable ({type(error).__name__}: {error})")
     charsets.normalise_dataset(ds)  # aliases and mistakes -> defined terms, before any text is decoded

@@ -85,18 +85,21 @@ def test_a_reload_checks_the_config_before_it_sends_sighup(unit):
     assert signal == "/bin/kill -HUP $MAINPID", name
     serve = service["ExecStart"][-1].split()
     assert serve[1:3] == ["serve", "--config"], name
-    expected = [serve[0], "config", "check", serve[3], *serve[4:]]  # the same binary, file and --roles
+    # the same binary, file and --roles; --no-probe: the machine's present state does not refuse a reload (review48 #5)
+    expected = [serve[0], "config", "check", serve[3], *serve[4:], "--no-probe"]
     assert [check.split() for check in checks] == [expected], (name, checks)
+    start_checks = [c for c in service["ExecStartPre"] if c.split()[1:3] == ["config", "check"]]
+    assert [c.split() for c in start_checks] == [expected[:-1]], name  # a start still checks everything
     assert not checks[0].startswith("-"), name  # a "-" prefix would ignore the check's failure
 
 
-def _exec_reload_check(tmp_path, body: str) -> subprocess.CompletedProcess:
-    """The single-node unit's ExecReload check, run as systemd runs it, with this machine's python for the venv's
-    dicomnode and a config file of `body`."""
+def _exec_reload_check(tmp_path, body: str, key: str = "ExecReload") -> subprocess.CompletedProcess:
+    """The single-node unit's ExecReload (or ExecStartPre) config check, run as systemd runs it, with this machine's
+    python for the venv's dicomnode and a config file of `body`."""
     config = tmp_path / "dicomnode.toml"
     config.write_text(body)
     sections = parse_unit((REPO / "systemd" / "dicomnode.service").read_text())
-    command = sections["Service"]["ExecReload"][0].split()
+    (command,) = [c.split() for c in sections["Service"][key] if c.split()[1:3] == ["config", "check"]]
     assert command[0] == "/opt/dicomnode/.venv/bin/dicomnode" and command[3] == "/etc/dicomnode/dicomnode.toml"
     command = [sys.executable, "-m", "dicomnode", *command[1:3], str(config), *command[4:]]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -113,6 +116,26 @@ def test_the_exec_reload_check_fails_on_a_broken_config_and_passes_a_good_one(tm
     failed = _exec_reload_check(tmp_path, good.replace("quiet_seconds", "quiet_secnds"))
     assert failed.returncode == 1
     assert "studies.quiet_secnds: unknown key; did you mean quiet_seconds?" in failed.stderr
+
+
+def test_the_exec_reload_check_does_not_refuse_a_reload_for_the_machines_state(tmp_path):
+    """review48 #5: a storage folder the node cannot write now (a full disk: here a file where its parent folder
+    should be, which fails the same writability check for root too) fails a start, not a reload, which is how an
+    admin applies retention.* or node.min_free_space_mb to get out of it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "full").write_text("not a folder")
+    body = (f'[node]\nstorage_dir = "{tmp_path / "full" / "store"}"\nport = {port}\n[studies]\nquiet_seconds = 30\n'
+            f'[analysis.suggestions]\nenabled = false\n[[routes]]\nname = "store"\npipelines = []\n')
+    start = _exec_reload_check(tmp_path, body, key="ExecStartPre")
+    assert start.returncode == 1 and "node.storage_dir" in start.stderr, start.stderr
+    reload = _exec_reload_check(tmp_path, body)
+    assert reload.returncode == 0, reload.stderr
+    assert "--no-probe: storage and log folders, shared spool, state database, node.host and node.port not checked" \
+        in reload.stdout
+    broken = _exec_reload_check(tmp_path, body.replace("quiet_seconds", "quiet_secnds"))
+    assert broken.returncode == 1 and "studies.quiet_secnds" in broken.stderr  # a config error still refuses it
 
 
 def test_the_role_template_waits_for_the_shared_spools_mount():

@@ -341,6 +341,26 @@ def test_a_config_without_destinations_passes_with_a_warning_that_results_are_ne
                                      "never sent"]
 
 
+def test_config_check_says_how_long_a_destination_may_be_down_and_the_readme_says_the_new_default(tmp_path, capsys):
+    """review48 #7: 8 -> 24 attempts moves dead letters (and the alerts on them) from ~11 min to ~4 h for a config
+    without the key: `config check` prints the window, README "Upgrading" names the change and the way back."""
+    from dicomnode.cli import main
+    path = tmp_path / "node.toml"
+    body = (f'[node]\nstorage_dir = "{tmp_path / "store"}"\n[[destinations]]\nname = "pacs"\nae_title = "P"\n'
+            'host = "127.0.0.1"\nport = 104\n')
+    path.write_text(body)
+    assert main(["config", "check", str(path)]) == 0
+    assert ("  sends: a destination may be down about 4.1 h before its results are dead letters (dispatch.max_attempts"
+            " = 24 attempts, back-off 5 s x 2 per attempt, at most 900 s)") in capsys.readouterr().out
+    path.write_text(body + "[dispatch]\nmax_attempts = 8\n")
+    assert main(["config", "check", str(path)]) == 0
+    assert "sends: a destination may be down about 11 min before" in capsys.readouterr().out
+    readme = (REPO / "README.md").read_text()
+    upgrading = readme[readme.index("### Upgrading"):readme.index("Going back to the older release")]
+    assert "`dispatch.max_attempts` is 24 (was 8)" in upgrading and "`[dispatch] max_attempts = 8`" in upgrading
+    assert "about 11 minutes" in upgrading and "dead letters, and the alerts and metrics on them" in upgrading
+
+
 def test_a_destination_may_be_down_for_a_maintenance_window_before_its_results_are_dead_letters():
     """break48a #11: with 8 attempts a PACS down 11 minutes left every result undelivered until someone ran
     `retry --all`. The defaults (and the shipped example, whose comment says so) ride out about 4 hours."""

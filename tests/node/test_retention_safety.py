@@ -187,8 +187,9 @@ def test_a_purged_study_keeps_when_it_was_last_received_for_a_day(store):
     assert purge_expired(store.db, store.root, days=30).studies == [KEY]
     assert store.db.purged_last_received() == {KEY: last_received}
     assert store.db.purged_last_received(now=time.time() + RESENDS_KEPT_SECONDS + 60) == {}
-    with store.db._write() as connection:  # the next purge removes the entries older than that
-        connection.execute(text("UPDATE meta SET value=:v WHERE key LIKE 'purged_received:%'"),
+    with store.db._write() as connection:  # the next purge removes the entries older than that (purged at 1.0)
+        connection.execute(text("UPDATE meta SET key='purged_received:000000000001:' || substr(key, 30), value=:v"
+                                " WHERE key LIKE 'purged_received:%'"),
                            {"v": '{"study_key": "1.2.3", "study_instance_uids": ["1.2.3"], "last_received": 1.0,'
                                  ' "purged_at": 1.0}'})
     other = "1.2.4"
@@ -199,6 +200,25 @@ def test_a_purged_study_keeps_when_it_was_last_received_for_a_day(store):
     assert list(store.db.purged_last_received()) == [other]
     with store.db._write() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM meta WHERE key LIKE 'purged_received:%'")).scalar() == 1
+
+
+def test_a_sweep_purging_many_studies_reads_no_earlier_purge_inside_its_writes(store, monkeypatch):
+    """review48 #6: each purge pruned the expired `purged_received` entries by reading and parsing every one of them
+    inside its write transaction, a square of the studies a sweep purges (10k: 50M parses under SQLite's write
+    lock); the keys carry the purge time now, and the expired ones go by a range of the primary key."""
+    from dicomnode import state as state_module
+
+    keys = [f"1.2.5.{n}" for n in range(12)]
+    for key in keys:
+        store.instance(1, key=key)
+        store.db.mark_sent(store.analyse(key))
+        store.age(key)
+    parsed = []
+    real = state_module._purged_received
+    monkeypatch.setattr(state_module, "_purged_received", lambda *args: parsed.append(args) or real(*args))
+    assert sorted(purge_expired(store.db, store.root, days=30).studies) == sorted(keys)
+    assert parsed == []
+    assert sorted(store.db.purged_last_received()) == sorted(keys)  # every one kept, read when asked
 
 
 # --- F4: a superseded analysis's undelivered items are retired --------------------------------------------------

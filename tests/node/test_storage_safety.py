@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import json
 import logging
 import re
 import time
@@ -766,6 +767,23 @@ def test_status_shows_why_and_when_a_pending_send_is_retried(state_location, cap
         assert out.index("pending sends being retried") > out.index("reason")
     finally:
         db.close()
+
+
+def test_status_says_when_sends_being_retried_become_dead_letters(node_state, capsys):
+    """review48 #7: dispatch.max_attempts went from 8 (~11 min) to 24 (~4 h): `dicomnode status` says, where sends
+    are failing, after how many attempts and about how long of failures they become dead letters."""
+    db, config = node_state
+    item = queued_result(db)
+    db.mark_failed_send(item["id"], "connection refused", time.time() + 30, dead=False)
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "pending sends being retried (back-off; dead letters after about 4.1 h of failures, dispatch.max_attempts " \
+        "= 24 attempts;" in out
+    (line,) = [line for line in out.splitlines() if "9.9.1" in line]
+    assert " after 1 of 24 attempt(s): connection refused; next attempt in " in line
+    config.write_text(config.read_text() + "[dispatch]\nmax_attempts = 8\n")
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dispatch"] == {"max_attempts": 8, "retry_window_s": 635}
 
 
 @pytest.fixture

@@ -4,16 +4,23 @@ an ED or ES image among them the volumes would change); `serve` started by a use
 node.storage_dir says so at start."""
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import logging
 import os
 import pwd
 import shutil
+import time
+
+from pydicom.uid import generate_uid
 
 
 from dicomnode.cmr import grouping
 from dicomnode.cmr.grouping import UnreadableFile, read_header
 from dicomnode.cmr.study import load_studies
-from dicomnode.node import MAX_UNRECORDED_RELEASES, Node
+from dicomnode import node as node_module
+from dicomnode.node import UNREADABLE_PAUSE_SECONDS, UNREADABLE_RETRY_SECONDS, Node
 from dicomnode.state import COMPLETE, FAILED, foreign_owner_warning
 from tests.hardening.hardening_support import store_one, synthetic_mr
 from tests.node.test_storage_safety import CountingAnalyser, node_config
@@ -72,22 +79,33 @@ def test_a_study_with_a_stored_file_the_node_cannot_read_waits_then_fails_saying
         study = node.db.study(key)
         assert analyser.calls == 0 and study["state"] == COMPLETE
         user = pwd.getpwuid(os.geteuid()).pw_name
-        assert study["reason"].startswith("analysis waits: 1 of the study's 2 stored instance file(s) cannot be read "
-                                          f"by this process, user {user} (uid {os.geteuid()}): PermissionError: "
-                                          "Permission denied; received and acknowledged")
+        assert study["reason"].startswith("analysis waits (try 1, next in 15 s, fails after 10 min unreadable): 1 "
+                                          "of the study's 2 stored instance file(s) cannot be read by this process, "
+                                          f"user {user} (uid {os.geteuid()}): PermissionError: Permission denied; "
+                                          "stored and acknowledged: not analysed without them; let that user read "
+                                          "the files under node.storage_dir (chown -R)")
         assert study["reason"].endswith(f"first: {blocked.relative_to(node.storage_dir)}")
         assert "missing" not in study["reason"]
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and str(blocked.relative_to(node.storage_dir)) in errors[0]
         assert ": PermissionError: Permission denied;" in errors[0]
-        assert "received and acknowledged, so the study is not analysed without them" in errors[0]
+        assert "stored and acknowledged: not analysed without them" in errors[0]
+        assert f"(node.storage_dir {node.storage_dir})" in errors[0]
         assert not any("unrecorded failure" in r.getMessage() for r in caplog.records)
         assert any(str(blocked) in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
-        for _ in range(MAX_UNRECORDED_RELEASES):  # never readable: failed in the end, saying why
+        assert node.claims_blocked() == "a study's spooled files were unreadable here a moment ago"
+        for _ in range(5):  # a short outage rides through: not failed after a few tries within the window
             node.analyse_study(key, generation)
         study = node.db.study(key)
+        assert study["state"] == COMPLETE and study["reason"].startswith("analysis waits (try 6, next in 120 s,")
+        first, tries = node._unreadable_tries[(key, generation)]  # the window over: the next unreadable try fails
+        node._unreadable_tries[(key, generation)] = (first - UNREADABLE_RETRY_SECONDS, tries)
+        node.analyse_study(key, generation)
+        study = node.db.study(key)
         assert study["state"] == FAILED and analyser.calls == 0
-        assert study["reason"].startswith("analysis failed: 1 of the study's 2 stored instance file(s) cannot be read")
+        assert study["reason"].startswith("analysis failed (unreadable for 10 min, 7 tries): 1 of the study's 2 "
+                                          "stored instance file(s) cannot be read")
+        assert study["reason"].endswith(f"first: {blocked.relative_to(node.storage_dir)}")
         assert "`dicomnode retry STUDY`" in study["reason"]
         monkeypatch.undo()  # the permission fixed: `dicomnode retry` analyses the whole study
         node._released.clear()
@@ -169,3 +187,144 @@ def test_process_counts_a_file_it_may_not_read_as_a_failure_not_a_clean_run(tmp_
     assert entry["reason"] == ("unreadable (PermissionError: Permission denied): the file is there, this process may "
                                "not read it")
     assert len(failures) == 1 and "b.dcm" in failures[0] and "its study was analysed without it" in failures[0]
+
+
+def _truncated_in_a_sequence(path) -> None:
+    """An MR file that ends inside an undefined-length sequence: pydicom raises its own errno-less OSError ("No tag
+    to read at file position ...") for it, a damaged file, not a refused read."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = synthetic_mr()
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    ds.ReferencedImageSequence = Sequence([item])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    start = data.index(b"\x08\x00\x40\x11")  # (0008,1140) ReferencedImageSequence
+    end = data.index(b"\xfe\xff\xdd\xe0", start)  # its Sequence Delimitation Item
+    path.write_bytes(data[:end])
+
+
+def test_a_damaged_file_is_a_plain_decline_and_process_exits_clean(tmp_path):
+    """pydicom's own OSError for a damaged file (no errno) is not "this process may not read it" (review48 #1)."""
+    from dicomnode.config import Config
+    from dicomnode.process import process_folder
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _truncated_in_a_sequence(folder / "b.dcm")
+    try:
+        grouping.pydicom.dcmread(folder / "b.dcm", stop_before_pixels=True)
+    except OSError as error:  # the case in question: pydicom's errno-less OSError
+        assert error.errno is None
+    else:
+        raise AssertionError("the truncated file was read")
+    result = read_header(folder / "b.dcm")
+    assert type(result) is grouping.Declined and "this process may not read it" not in result.reason
+    first = synthetic_mr()
+    first.save_as(folder / "a.dcm", enforce_file_format=True)
+    failures: list[str] = []
+    summary = process_folder(folder, tmp_path / "out", Config(), analyser=CountingAnalyser(), failures=failures)
+    assert failures == []  # `dicomnode process` exits 0: the file is cleanly declined (design.md)
+    (entry,) = summary["unreadable_files"]
+    assert entry["path"].endswith("b.dcm") and "may not read" not in entry["reason"]
+
+
+def _lock_folder(monkeypatch, folder) -> None:
+    """stat and open of anything under `folder` refused with EACCES, as for the service user facing a series folder
+    another user created mode 0700 (root reads any mode, so the refusal is made by hand)."""
+    prefix = str(folder) + os.sep
+    real_stat, real_open = os.stat, builtins.open
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(prefix):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def open_(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and str(path).startswith(prefix):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+def _complete_two_series_study(node):
+    first = synthetic_mr()
+    key = str(first.StudyInstanceUID)
+    assert store_one(node.scp.port, first).Status == 0
+    second = synthetic_mr(study_uid=key, series_uid=generate_uid(), instance=2, position=8.0)
+    assert store_one(node.scp.port, second).Status == 0
+    node.completion.forget(key)
+    node.scheduler.remove_job(f"quiet:{key}")
+    node.db.set_study_state(key, COMPLETE)
+    rows = node.db.study_instances(key)
+    assert len(rows) == 2
+    return key, node.db.study(key)["generation"], [node.spool.path_of(row["path"]) for row in rows]
+
+
+def test_an_unreadable_series_folder_waits_as_an_unreadable_file_does(tmp_path, monkeypatch, caplog):
+    """A series folder the service user may not search (review48 #2): its files' stat raises PermissionError, in
+    load_studies (Path.is_dir) and in the missing-files check; the study waits naming the files, not "analysis
+    failed" at once, nor "missing"."""
+    analyser = CountingAnalyser()
+    node = Node(node_config(tmp_path), analyser=analyser)
+    node.start(warm_up=False)
+    try:
+        key, generation, paths = _complete_two_series_study(node)
+        assert paths[0].parent != paths[1].parent
+        for locked in (paths[1], paths[0]):  # the second listed, then the first (the missing-files check)
+            node._unreadable_tries.clear()
+            _lock_folder(monkeypatch, locked.parent)
+            with caplog.at_level(logging.WARNING):
+                node.analyse_study(key, generation)
+            monkeypatch.undo()
+            study = node.db.study(key)
+            assert analyser.calls == 0 and study["state"] == COMPLETE, study["reason"]
+            assert study["reason"].startswith("analysis waits (try 1, next in 15 s,")
+            assert "1 of the study's 2 stored instance file(s) cannot be read by this process" in study["reason"]
+            assert ": PermissionError: Permission denied;" in study["reason"]
+            assert study["reason"].endswith(f"first: {locked.relative_to(node.storage_dir)}")
+            assert "missing" not in study["reason"] and "without a recorded outcome" not in study["reason"]
+        node.analyse_study(key, generation)  # readable again: analysed
+        assert analyser.calls == 1
+    finally:
+        node.stop()
+
+
+def test_a_worker_that_cannot_read_pauses_its_claims_with_backoff(tmp_path, monkeypatch):
+    """Scale-out (review48 #3): the worker that cannot read releases the claim uncounted and claims nothing for a
+    while, longer at each try, so that a worker that can read takes the study; a short outage does not fail it."""
+    analyser = CountingAnalyser()
+    node = Node(node_config(tmp_path), analyser=analyser)
+    node.start(warm_up=False)
+    try:
+        first = synthetic_mr()
+        key = str(first.StudyInstanceUID)
+        assert store_one(node.scp.port, first).Status == 0
+        node.completion.forget(key)
+        node.scheduler.remove_job(f"quiet:{key}")
+        node.db.set_study_state(key, COMPLETE)
+        generation = node.db.study(key)["generation"]
+        (row,) = node.db.study_instances(key)
+        _lock_folder(monkeypatch, node.spool.path_of(row["path"]).parent)
+        pauses = []
+        for _ in range(4):
+            node.analyse_study(key, generation)
+            pauses.append(round(node._claims_paused_until - time.monotonic()))
+            assert node.db.study(key)["state"] == COMPLETE
+            assert node.claims_blocked() is not None
+        assert pauses == [UNREADABLE_PAUSE_SECONDS, 2 * UNREADABLE_PAUSE_SECONDS, 4 * UNREADABLE_PAUSE_SECONDS,
+                          8 * UNREADABLE_PAUSE_SECONDS]
+        assert node._released.get((key, generation), 0) == 0  # uncounted: MAX_UNRECORDED_RELEASES does not fail it
+        assert node_module.UNREADABLE_RETRY_SECONDS >= 300  # minutes, for an NFS / storage failover
+        monkeypatch.undo()
+        node.analyse_study(key, generation)
+        assert analyser.calls == 1 and (key, generation) not in node._unreadable_tries
+    finally:
+        node.stop()
