@@ -947,6 +947,8 @@ class Node:
             summary["instances_analysed"] = len(paths)
             if listed:
                 summary["instances_received_until"] = max(row["received_at"] for row in listed)
+                # the series read: a later instance of one of them is sent again, of another one added (_resent_paths)
+                summary["series_read"] = sorted({str(row["series_instance_uid"]) for row in listed})
             written = [w for r in runs for w in r.written]
             outbox = [item for r in runs if r.route is not None
                       for item in outbox_items(self.config, r.route, r.written, self._return_address(study_key, r))]
@@ -1201,11 +1203,16 @@ class Node:
             return True
 
     def _resent_paths(self, study_key: str, analysis_id: int, listed: Sequence, paths: Sequence[Path]) -> set[Path]:
-        """The paths (of `paths`, one per row of `listed`: study_instances) of the instances received after the
-        study's first analysis read its instances (its `instances_received_until`; one recorded before it: its
-        start): a real re-send, whose patient size, weight, age or sex corrects the earlier (cmr.study.study_patient).
-        Before any analysis (the first transmission, however its sender orders the series): none."""
-        cutoffs = []
+        """The paths (of `paths`, one per row of `listed`: study_instances) of the instances sent again: received
+        after an earlier analysis of the study read its instances (its `instances_received_until`; one recorded
+        before it: its start) and of a series that analysis read (its `series_read`; one recorded before it: the
+        series of the instances received by then). Those replace a copy it read (Spool.replace: same SOP Instance
+        UID, received when replaced) or add to a series it read: a real re-send, whose patient size, weight, age or
+        sex corrects the earlier (cmr.study.study_patient). A series first received after an analysis (a scanner
+        sending series by series, analysed between them) is not sent again: it counts with the majority, as in one
+        transmission. Before any analysis: none. Any earlier analysis counts, the first included, so that a later
+        `retry --reanalyse` still sees a correction as one (review48b #3)."""
+        reads: list[tuple[float, set[str]]] = []
         for earlier in self.db.analyses_of(study_key):
             if earlier["id"] == analysis_id:
                 continue
@@ -1213,13 +1220,17 @@ class Node:
                 read = json.loads(earlier["summary_json"] or "{}")
             except ValueError:
                 read = {}
-            until = read.get("instances_received_until") if isinstance(read, dict) else None
-            cutoffs.append(until if isinstance(until, (int, float)) and not isinstance(until, bool)
-                           else earlier["started_at"])
-        cutoffs = [c for c in cutoffs if isinstance(c, (int, float))]
-        if not cutoffs:
-            return set()
-        return {path for row, path in zip(listed, paths) if row["received_at"] > cutoffs[0]}
+            read = read if isinstance(read, dict) else {}
+            until = read.get("instances_received_until")
+            cutoff = until if isinstance(until, (int, float)) and not isinstance(until, bool) else earlier["started_at"]
+            if not isinstance(cutoff, (int, float)):
+                continue
+            series = read.get("series_read")
+            reads.append((cutoff, {str(uid) for uid in series} if isinstance(series, list) else
+                          {str(row["series_instance_uid"]) for row in listed if row["received_at"] <= cutoff}))
+        return {path for row, path in zip(listed, paths)
+                if any(row["received_at"] > cutoff and str(row["series_instance_uid"]) in series
+                       for cutoff, series in reads)}
 
     def _reanalysis_reason(self, study_key: str, analysis_id: int | None, requested: bool,
                            corrected: Sequence[str] = ()) -> str:

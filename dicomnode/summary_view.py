@@ -1,7 +1,8 @@
 """The summary.json content as a table on stdout (`dicomnode process` and `dicomnode demo`)."""
 from __future__ import annotations
 
-from dicomnode.analysis.cine_metrics import NO_INDEX_START, RV_ACCURACY_START, SV_MISMATCH_START, is_range_flag
+from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_QUALIFIER, NO_INDEX_START, RV_ACCURACY_START,
+                                             SV_MISMATCH_START, base_unconfirmed_only, is_range_flag)
 from dicomnode.analysis.lge_metrics import INDETERMINATE
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings, summary_phase_numbers
@@ -80,21 +81,29 @@ def _mvo_caveat(lge: dict) -> str:
     return f" ({text})" if text else ""
 
 
+def _note(block: dict) -> str:
+    """" (base not confirmed)" where the stack's only coverage reason is that its base is not confirmed covered
+    (cine_metrics.base_unconfirmed_only): its volumes may be lower bounds, as the SR and the PDF say; "" otherwise."""
+    return f" ({BASE_UNCONFIRMED_QUALIFIER})" if base_unconfirmed_only(block.get("coverage")) else ""
+
+
 def _burden(lge: dict, partial: bool) -> str:
     """The large-burden flag: "  LARGE SCAR BURDEN" where set; on a stack the node calls partial (coverage.complete
-    false) qualified as %LGE is, "(slices present only)", and said also where not set; "(large-burden flag
-    withheld)" where the summary withholds it."""
+    false) qualified as %LGE is, "(slices present only)" ("(slices present only; base not confirmed)" where the
+    base is only not confirmed covered), and said also where not set; "(large-burden flag withheld)" where the
+    summary withholds it."""
+    present = "slices present only" + (f"; {BASE_UNCONFIRMED_QUALIFIER}" if _note(lge) else "")
     if str(lge.get("large_scar_burden_reason") or "").startswith(INDETERMINATE):
         return (f"  large scar burden: {INDETERMINATE} (%LGE within the mean absolute error of the cut-off"
-                f"{'; slices present only' if partial else ''})")
+                f"{'; ' + present if partial else ''})")
     if lge.get("large_scar_burden_reason"):
         return "  (large-burden flag withheld)"
     flag = lge.get("large_scar_burden")
     if (lge.get("lge_percent_validation") or {}).get("near_cutoff") and isinstance(flag, bool):
         return (f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (%LGE within the mean absolute error of "
-                f"the cut-off{'; slices present only' if partial else ''})")
+                f"the cut-off{'; ' + present if partial else ''})")
     if partial and isinstance(flag, bool):
-        return f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} (slices present only)"
+        return f"  {'LARGE SCAR BURDEN' if flag else 'large scar burden: no'} ({present})"
     return "  LARGE SCAR BURDEN" if flag else ""
 
 
@@ -120,34 +129,39 @@ def print_summary_table(summary: dict) -> None:
             else:
                 # part of the LV outside the stack (lge.coverage): volumes and mass are lower bounds, %LGE and the
                 # large-burden flag of the slices present
+                # base only not confirmed covered (_note): "(base not confirmed)" instead of "≥" and "partial"
                 partial = (lge.get("coverage") or {}).get("complete") is False
-                print(f"  LGE: scar {_bound(lge['scar_volume_ml'], 'mL', partial)}, "
-                      f"MVO {_bound(lge['mvo_volume_ml'], 'mL', partial)}{_mvo_caveat(lge)}, "
-                      f"myocardium {_bound(lge['myocardium_volume_ml'], 'mL', partial)} "
-                      f"({_bound(lge['lv_mass_g'], 'g', partial)}), "
+                bounded, note = partial and not _note(lge), _note(lge)
+                scar_note = note if display_round(lge['scar_volume_ml'], 1) not in (None, 0) else ""
+                print(f"  LGE: scar {_bound(lge['scar_volume_ml'], 'mL', bounded)}{scar_note}, "
+                      f"MVO {_bound(lge['mvo_volume_ml'], 'mL', bounded)}{_mvo_caveat(lge)}, "
+                      f"myocardium {_bound(lge['myocardium_volume_ml'], 'mL', bounded)} "
+                      f"({_bound(lge['lv_mass_g'], 'g', bounded)}){note}, "
                       f"LGE {_number(lge['lge_percent'])} %{_typical_error(lge)}"
-                      f"{' (slices present only)' if partial else ''}"
+                      f"{(' (slices present only)' if bounded else note) if partial else ''}"
                       f" {_methods(lge)}{_burden(lge, partial)}")
         if "cine" in study:
             cine = study["cine"]
             # part of the LV outside the stack (cine.coverage): LV and RV volumes and mass lower bounds, EF of the slices
             # present, as on the PDF
-            partial = (cine.get("coverage") or {}).get("complete") is False
+            # base only not confirmed covered (_note): "(base not confirmed)" instead of "≥" and "partial stack"
+            note = _note(cine)
+            partial = (cine.get("coverage") or {}).get("complete") is False and not note
             print(f"  Cine LV: EDV {_bound(cine['lv_edv_ml'], 'mL', partial)},"
-                  f" ESV {_bound(cine['lv_esv_ml'], 'mL', partial)},"
+                  f" ESV {_bound(cine['lv_esv_ml'], 'mL', partial)}{note},"
                   f" SV {_number(cine['lv_sv_ml'])} mL, EF {_number(cine['lv_ef_percent'])} %"
-                  f"{' (partial stack)' if partial else ''},"
-                  f" mass {_bound(cine['lv_mass_g'], 'g', partial)}"
+                  f"{' (partial stack)' if partial else note},"
+                  f" mass {_bound(cine['lv_mass_g'], 'g', partial)}{note}"
                   f" (ED {phase_name(cine['ed_phase'], summary_phase_numbers(cine))},"
                   f" ES {phase_name(cine['es_phase'], summary_phase_numbers(cine))}{_of_phases(cine)},"
                   f" {COUNTED_FROM} as the report)")
-            print(f"  Cine RV: EDV {_bound(cine['rv_edv_ml'], 'mL', partial)}, ESV {_bound(cine['rv_esv_ml'], 'mL', partial)},"
+            print(f"  Cine RV: EDV {_bound(cine['rv_edv_ml'], 'mL', partial)}, ESV {_bound(cine['rv_esv_ml'], 'mL', partial)}{note},"
                   f" SV {_number(cine['rv_sv_ml'])} mL, EF {_number(cine['rv_ef_percent'])} %"
-                  f"{' (partial stack)' if partial else ''}")
+                  f"{' (partial stack)' if partial else note}")
             wall = wall_thickness_text(cine.get("max_wall_thickness"), cine.get("slices"))
             if wall:
                 print(f"  Cine LV maximal ED wall thickness: {wall}")
-            print(f"  Cine indexed: {_indexed(cine, partial)}")
+            print(f"  Cine indexed: {_indexed(cine, partial)}{note if cine.get('indexed') else ''}")
             # every flag the PDF lists (one source: cine.flags): a check where a value is outside its range, the
             # LV/RV stroke volumes disagree or the RV's accuracy is stated, a note else (coverage, timing, phases);
             # the reason for no indexed values is on the line above

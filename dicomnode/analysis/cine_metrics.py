@@ -1298,10 +1298,18 @@ BASE_UNCONFIRMED_END_FRACTION = 0.95
 BASE_UNCONFIRMED_EXTENT_MM = 55.0
 #: how a base-not-confirmed reason begins (StackCoverage.reasons), and the caveat where it is the only reason
 BASE_UNCONFIRMED_START = "base coverage not confirmed"
-#: the whole-LV length the LGE large-burden bound assumes a stack whose base is not confirmed may reach (mm): the 90th
-#: percentile of the LV extents of the 226 whole expert-labelled stacks above (median 70, 90th 100, max 110 mm;
-#: engines.lge.base_coverage_rates)
-BASE_REFERENCE_EXTENT_MM = 100.0
+#: beside a number of a stack whose only coverage reason is BASE_UNCONFIRMED_START, on the PDF and the console: the
+#: number may be a lower bound (or cover the slices present only), which neither "≥" nor "partial stack" may assert
+BASE_UNCONFIRMED_QUALIFIER = "base not confirmed"
+#: the basal LV length (mm) the LGE large-burden bound (lge.missing_base_burden_reason) assumes missing from a stack
+#: whose base is cut off or not confirmed: 3 slices of the 10-mm LGE step, the largest cut the base rules were
+#: measured on (the 1 / 2 / 3 most basal slices removed, engines.lge.base_coverage_rates). Longer is not realistic
+#: here: the rules apply from MIN_LV_EXTENT_MM (40 mm) of LV on, and a median whole LV spans 70 mm (226 whole expert-
+#: labelled stacks, 90th percentile 100 mm), so a median LV missing more than 30 mm falls under the too-short rule,
+#: which withholds the flag whatever the bound
+BASE_MISSING_MM = 30.0
+#: how the widening rule's reason ends (basal_end_widening: the base certainly cut off)
+BASE_CUT_OFF = "base cut off, the most basal LV slices were not acquired"
 #: how a coverage flag begins (StackCoverage.flags), its reason and COVERAGE_CAVEAT following
 COVERAGE_FLAG_START = "incomplete LV coverage: "
 COVERAGE_CAVEAT = ("LV EDV, ESV, SV and mass and the RV volumes are lower bounds and the EFs are not whole-ventricle "
@@ -1460,8 +1468,7 @@ def stack_coverage(labelmap_ed: np.ndarray, slice_positions_mm=None, apex_first:
                  f"the basal ({'last' if apex_first else 'first'}) slice of the stack")
         reasons.append(f"the LV section still widens onto {which} at ED ({100 * widening:.0f} % of the section on the "
                        f"slice next to it, which holds >= {100 * BASE_NEIGHBOUR_FRACTION:.0f} % of the largest; a "
-                       f"stack that reaches the base stops widening there): base cut off, the most basal LV slices "
-                       "were not acquired")
+                       f"stack that reaches the base stops widening there): {BASE_CUT_OFF}")
     extent = None
     if slice_positions_mm is not None and len(slice_positions_mm) == len(areas) and len(areas) >= 2:
         positions = np.asarray(slice_positions_mm, dtype=np.float64)

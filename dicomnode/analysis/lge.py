@@ -12,7 +12,7 @@ from scipy import ndimage
 from dicomnode.analysis.aha import aha_summary_for_stack, geometry_warnings, short_stack_text
 from dicomnode.analysis.cine import (apex_first, assumed_spacing_attributes, lossy_series, rescale_intercepts,
                                      slice_images, slice_positions_mm)
-from dicomnode.analysis.cine_metrics import (BASE_REFERENCE_EXTENT_MM, BASE_UNCONFIRMED_START, GAP_FACTOR,
+from dicomnode.analysis.cine_metrics import (BASE_CUT_OFF, BASE_MISSING_MM, BASE_UNCONFIRMED_START, GAP_FACTOR,
                                              LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
 from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
@@ -616,37 +616,46 @@ def child_lge_note(reason: str) -> str:
             "child's heart size")
 
 
-def base_unconfirmed_burden_reason(coverage: dict | None, labels: np.ndarray, first_is_apical: bool | None,
-                                   pixel_area_mm2: float, myocardium_ml: float, scar_ml: float,
-                                   cutoff_percent: float) -> str | None:
-    """Why the large-burden flag is withheld on a stack whose base is not confirmed covered (the coverage block's
-    reasons begin with cine_metrics.BASE_UNCONFIRMED_START), where the verdict depends on the base: up to
-    BASE_REFERENCE_EXTENT_MM - `lv_extent_mm` of LV may be missing at the base, each mm holding at most the
-    myocardium section of the basal end slice (mL = its myocardium pixels x `pixel_area_mm2` / 1000 per mm), scar-free
-    or all scar; where the cut-off (`cutoff_percent`, %) lies between the whole-LV %LGE those bounds give
-    (scar / (myocardium + missing) to (scar + missing) / (myocardium + missing), from `myocardium_ml` and `scar_ml`),
-    the flag could go either way. None where the base is confirmed or the verdict holds either way. `labels`:
-    (slices, rows, cols) node labels in stack order; `first_is_apical` as stack_coverage (None: the larger end is
-    basal)."""
-    reasons = (coverage or {}).get("reasons") or []
-    extent = (coverage or {}).get("lv_extent_mm")
-    if not any(str(r).startswith(BASE_UNCONFIRMED_START) for r in reasons) or extent is None or myocardium_ml <= 0:
+def missing_base_burden_reason(coverage: dict | None, labels: np.ndarray, pixel_area_mm2: float,
+                               myocardium_ml: float, scar_ml: float, cutoff_percent: float,
+                               comparator: str = ">=") -> str | None:
+    """Why the large-burden flag is withheld on a stack whose base is cut off (the coverage block's reasons: the
+    widening rule, cine_metrics.BASE_CUT_OFF) or not confirmed covered (cine_metrics.BASE_UNCONFIRMED_START), where
+    the verdict could turn on the missing base; None where the base is not in question or the verdict holds either
+    way (it is then stated, qualified as covering the slices present). The same bound for both, so that a base that
+    may be missing never withholds where a base that is missing does not. The missing base is
+    cine_metrics.BASE_MISSING_MM of LV, each mm holding the largest myocardium section of the stack (mL = its
+    pixels x `pixel_area_mm2` / 1000), scar-free or as enhanced as the most enhanced slice present (scar incl. MVO
+    over myocardium): the whole-LV %LGE lies between scar / (myocardium + missing) and (scar + fraction x missing) /
+    (myocardium + missing), from `myocardium_ml` and `scar_ml` (mL), which always holds the measured %LGE. The flag
+    could go either way where the cut-off (`cutoff_percent`, %) splits that interval for the `comparator` (">=":
+    low < cut-off <= high; ">": low <= cut-off < high), both ends rounded to 2 decimals as the verdict's %LGE is. A
+    stack without enhancement (`scar_ml` 0) has a whole-LV %LGE of 0 by this bound: its "no" is stated, and no
+    upper %LGE is ever said of it. `labels`: (slices, rows, cols) node labels."""
+    reasons = [str(r) for r in (coverage or {}).get("reasons") or []]
+    unconfirmed = any(r.startswith(BASE_UNCONFIRMED_START) for r in reasons)
+    cut = any(r.endswith(BASE_CUT_OFF) for r in reasons)
+    if not (unconfirmed or cut) or myocardium_ml <= 0 or scar_ml <= 0:
         return None
-    myocardium = np.isin(np.asarray(labels), [int(v) for v in MYOCARDIUM_LABELS])
-    sections = myocardium.reshape(myocardium.shape[0], -1).sum(axis=1)
-    if first_is_apical is None:
-        ends = (coverage or {}).get("end_slice_lv_fraction") or [0.0, 0.0]
-        first_is_apical = ends[0] <= ends[1]
-    missing_ml = max(0.0, BASE_REFERENCE_EXTENT_MM - float(extent)) \
-        * float(sections[-1 if first_is_apical else 0]) * pixel_area_mm2 / 1000.0
-    low = 100.0 * scar_ml / (myocardium_ml + missing_ml)
-    high = 100.0 * (scar_ml + missing_ml) / (myocardium_ml + missing_ml)
-    if not low < cutoff_percent <= high:
+    labels = np.asarray(labels)
+    myocardium = np.isin(labels, [int(v) for v in MYOCARDIUM_LABELS]).reshape(labels.shape[0], -1).sum(axis=1)
+    scar = np.isin(labels, [int(Label.SCAR), int(Label.MVO)]).reshape(labels.shape[0], -1).sum(axis=1)
+    present = myocardium > 0
+    if not present.any():
         return None
-    return (f"withheld: the LV base may lie outside the stack ({BASE_UNCONFIRMED_START}): with up to "
-            f"{missing_ml:.0f} mL of basal myocardium missing (the LV up to {BASE_REFERENCE_EXTENT_MM:.0f} mm long), "
-            f"the whole LV's %LGE could lie between {low:.1f} and {high:.1f} %, either side of the "
-            f"{cutoff_percent:g} % cut-off")
+    fraction = float((scar[present] / myocardium[present]).max())
+    missing_ml = BASE_MISSING_MM * float(myocardium.max()) * pixel_area_mm2 / 1000.0
+    low = round(100.0 * scar_ml / (myocardium_ml + missing_ml), 2)
+    high = round(100.0 * (scar_ml + fraction * missing_ml) / (myocardium_ml + missing_ml), 2)
+    turns = low <= cutoff_percent < high if comparator == ">" else low < cutoff_percent <= high
+    if not turns:
+        return None
+    where = (f"the LV base may lie outside the stack ({BASE_UNCONFIRMED_START})" if unconfirmed and not cut
+             else "the LV base lies outside the stack (base cut off)")
+    return (f"withheld: {where}: with up to {BASE_MISSING_MM:.0f} mm ({missing_ml:.0f} mL) of basal myocardium "
+            f"missing, scar-free or as enhanced as the most enhanced slice present ({100 * fraction:.0f} %), the "
+            f"whole LV's %LGE could lie between {low:.1f} and {high:.1f} %, either side of the {cutoff_percent:g} % "
+            "cut-off")
 
 
 def short_stack_reason(coverage: dict) -> str | None:
@@ -971,9 +980,10 @@ class LGEPipeline:
         # the LV (short_stack_reason), on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes),
         # and on a field smaller than the model was trained on, where scar is under-read (small_field_reason)
         small_field = small_field_reason(image, volume.pixel_spacing)
-        burden_reason = withheld or (f"withheld: {short}" if short else None) or base_unconfirmed_burden_reason(
-            coverage, labels, _apex_first(volume), float(volume.pixel_spacing[0]) * float(volume.pixel_spacing[1]),
-            volumes.myocardium_volume_ml, volumes.scar_volume_ml, settings.large_burden_percent) or next(
+        burden_reason = withheld or (f"withheld: {short}" if short else None) or missing_base_burden_reason(
+            coverage, labels, float(volume.pixel_spacing[0]) * float(volume.pixel_spacing[1]),
+            volumes.myocardium_volume_ml, volumes.scar_volume_ml, settings.large_burden_percent,
+            settings.large_burden_comparator) or next(
             (f"withheld: {n.split('. ')[0]}" for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None) or (
             f"withheld: {small_field.split(': ')[0]}" if small_field else None)
 

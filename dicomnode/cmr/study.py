@@ -118,9 +118,9 @@ def study_patient(datasets: list, in_receive_order: bool,
     are not this node's own results sent back (patient_sources) are read: a SEG / SR / PDF / display copy of an
     earlier run restates the values that run used and corrects nothing. Where every such instance that has a value
     has the same one, the first is returned as it is. Where they hold different values of an attribute, the value of
-    the instances sent again is used (`resent`: (datasets,) bools, True for an instance received after the study's
-    earlier analysis read its instances, node.StudyNode._resent_paths: a correction is newer than what it
-    corrects), of those the one received last; where none sent again holds one, the value most instances hold (of
+    the instances sent again is used (`resent`: (datasets,) bools, True for an instance of a series an earlier
+    analysis of the study read, received after it read them, node.Node._resent_paths: a correction is newer than
+    what it corrects; a series first received after an analysis is not sent again), of those the one received last; where none sent again holds one, the value most instances hold (of
     as many, the one received later, or later in file order without the receive order): within one transmission
     the order a sender sends its series in decides nothing (break48b #4). A weight,
     height or age outside what a correction may set (spool.valid_measurement: CORRECTABLE_RANGES, kg and m; 175 given

@@ -22,7 +22,7 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.analysis.aha import basal_end_for_volume, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
-                                           base_unconfirmed_only,
+                                           BASE_UNCONFIRMED_QUALIFIER, base_unconfirmed_only,
                                            RV_TIMING_METHOD, TIMING_METHOD, TIMING_METHOD_UNTRIGGERED,
                                            UNTRIGGERED_START,
                                            is_near_flag, is_range_flag, normal_range)
@@ -87,11 +87,19 @@ def _fmt(value, unit: str = "", digits: int = 1, below: bool = False) -> str:
 
 
 def lower_bound_text(value, unit: str, partial: bool) -> str:
-    """A volume or mass as the pages show it, "≥ " before it where the stack misses part of the LV (`partial`),
-    except a value of 0: a lower bound of zero says nothing, "0.0 mL" is what was found."""
+    """A volume or mass as the pages show it, "≥ " before it where the stack misses part of the LV (`partial`; not
+    where its base is only not confirmed covered: coverage_note qualifies the row instead), except a value of 0: a
+    lower bound of zero says nothing, "0.0 mL" is what was found."""
     shown = _fmt(value, unit)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return f"≥ {shown}" if partial and is_number and display_round(value, 1) != 0 else shown
+
+
+def coverage_note(coverage) -> str:
+    """" (base not confirmed)" after a row's volumes, mass or EF where the stack's only coverage reason is that its
+    base is not confirmed covered (cine_metrics.base_unconfirmed_only): they may be lower bounds, or cover the
+    slices present only, as the SR says ("may be"); neither "≥" nor "partial stack" asserts it. "" otherwise."""
+    return f" ({BASE_UNCONFIRMED_QUALIFIER})" if base_unconfirmed_only(coverage) else ""
 
 
 def _burden_percent_text(value, cutoff: float, comparator: str) -> str:
@@ -244,9 +252,17 @@ PARTIAL_QUALIFIER = "slices present only"
 NEAR_CUTOFF_QUALIFIER = "%LGE within the mean absolute error of the cut-off"
 
 
+def _present_qualifier(coverage) -> str:
+    """PARTIAL_QUALIFIER, with "; base not confirmed" where the stack's only coverage reason is that its base is not
+    confirmed covered (cine_metrics.base_unconfirmed_only: the LV may be whole)."""
+    return f"{PARTIAL_QUALIFIER}; {BASE_UNCONFIRMED_QUALIFIER}" if base_unconfirmed_only(coverage) \
+        else PARTIAL_QUALIFIER
+
+
 def _burden_text(lge_summary: dict) -> str:
     """The large-burden flag as the key numbers show it: yes / no, qualified "(slices present only)" on a stack the
-    summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present) and
+    summary calls partial (coverage.complete false: the flag, like %LGE, covers only the slices present; "(slices
+    present only; base not confirmed)" where the base is only not confirmed covered) and
     "(%LGE within the mean absolute error of the cut-off)" where lge_percent_validation says so, or
     "indeterminate (%LGE within the mean absolute error of the cut-off)" where the summary says so
     (`analysis.lge.indeterminate_burden_reason`), or
@@ -254,15 +270,15 @@ def _burden_text(lge_summary: dict) -> str:
     LV, a dark-blood LGE), the why cut at its first colon or comma (in full in the caution row and on page 2)."""
     value = lge_summary.get("large_scar_burden")
     reason = lge_summary.get("large_scar_burden_reason")
+    partial = (lge_summary.get("coverage") or {}).get("complete") is False
+    present = _present_qualifier(lge_summary.get("coverage"))
     if isinstance(value, bool) or not reason:
-        partial = (lge_summary.get("coverage") or {}).get("complete") is False
         near = (lge_summary.get("lge_percent_validation") or {}).get("near_cutoff")
-        qualifiers = [q for q, on in ((PARTIAL_QUALIFIER, partial), (NEAR_CUTOFF_QUALIFIER, near)) if on] \
+        qualifiers = [q for q, on in ((present, partial), (NEAR_CUTOFF_QUALIFIER, near)) if on] \
             if isinstance(value, bool) else []
         return _fmt(value) + (f" ({'; '.join(qualifiers)})" if qualifiers else "")
     if str(reason).startswith(INDETERMINATE):  # qualified as the console qualifies it (summary_view._burden)
-        partial = (lge_summary.get("coverage") or {}).get("complete") is False
-        return f"{INDETERMINATE} ({NEAR_CUTOFF_QUALIFIER}{'; ' + PARTIAL_QUALIFIER if partial else ''})"
+        return f"{INDETERMINATE} ({NEAR_CUTOFF_QUALIFIER}{'; ' + present if partial else ''})"
     return "withheld: " + str(reason).removeprefix("withheld: ").split(":")[0].split(",")[0]
 
 
@@ -325,23 +341,29 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         else:
             # part of the LV outside the stack (summary `coverage`): volumes, mass and scar are lower bounds, %LGE
             # and the flag cover the slices present
-            partial = (s.get("coverage") or {}).get("complete") is False
+            # only not confirmed covered at the base (coverage_note): "(base not confirmed)", no "≥", no "partial"
+            note = coverage_note(s.get("coverage"))
+            partial = (s.get("coverage") or {}).get("complete") is False and not note
 
             def bound(key: str, unit: str) -> str:  # a lower bound of 0 says nothing: "0.0 mL", never "≥ 0.0 mL"
                 return lower_bound_text(s.get(key), unit, partial)
 
+            def noted(key: str, unit: str) -> str:  # "(base not confirmed)" after a value, not after 0.0 mL
+                return bound(key, unit) + (note if display_round(s.get(key), 1) not in (None, 0) else "")
+
             rows += [
                 ("%LGE (DL, scar incl. MVO / LV myocardium)",
                  _burden_percent_text(s.get("lge_percent"), cutoff, comparator)
-                 + (f" (partial stack: {PARTIAL_QUALIFIER})" if partial and s.get("lge_percent") is not None else ""),
+                 + ((f" (partial stack: {PARTIAL_QUALIFIER})" if partial else note)
+                    if s.get("lge_percent") is not None else ""),
                  "; ".join(t for t in (burden_rule, validation_text(s)) if t)),
                 ("Large scar burden", _burden_text(s), ""),
-                ("Scar volume (incl. MVO)", bound("scar_volume_ml", "mL"), ""),
-                ("  of which MVO", bound("mvo_volume_ml", "mL"), _mvo_reference(s)),
+                ("Scar volume (incl. MVO)", noted("scar_volume_ml", "mL"), ""),
+                ("  of which MVO", noted("mvo_volume_ml", "mL"), _mvo_reference(s)),
                 ("LV myocardial volume / mass (LGE)",
                  f"{bound('myocardium_volume_ml', 'mL')} / {bound('lv_mass_g', 'g')}",
-                 ("may be lower bounds: the LV base may lie outside the stack" if base_unconfirmed_only(
-                     s.get("coverage")) else "lower bounds: part of the LV lies outside the stack") if partial else ""),
+                 "may be lower bounds: the LV base may lie outside the stack" if note else
+                 "lower bounds: part of the LV lies outside the stack" if partial else ""),
                 *threshold_method_rows(nsd, fwhm),
                 *_stack_rows("lge", s),
             ]
@@ -370,8 +392,10 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
                   or str(f).startswith(REFERENCE_CHECK_STARTS)]
         notes = [f for f in s.get("flags") or [] if f not in ranges and f not in near]
         # part of the LV outside the stack (summary `coverage`): LV and RV volumes and mass are lower bounds, EF partial
-        partial = (s.get("coverage") or {}).get("complete") is False
-        ef_note = " (partial stack)" if partial else ""
+        # only not confirmed covered at the base (coverage_note): "(base not confirmed)" after the row, no "≥"
+        note = coverage_note(s.get("coverage"))
+        partial = (s.get("coverage") or {}).get("complete") is False and not note
+        ef_note = " (partial stack)" if partial else note
 
         def bound(value, unit: str) -> str:  # "≥ " on a partial stack, never before a 0 or n/a
             return lower_bound_text(value, unit, partial)
@@ -379,20 +403,20 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         rows += [
             ("LV EF", _fmt(s.get("lv_ef_percent"), "%") + ef_note, _range_text("lv_ef_percent", sex)),
             ("LV EDV / EDVi",
-             f"{bound(s.get('lv_edv_ml'), 'mL')} / {bound(index('lv_edvi_ml_m2'), 'mL/m²')}",
+             f"{bound(s.get('lv_edv_ml'), 'mL')} / {bound(index('lv_edvi_ml_m2'), 'mL/m²')}{note}",
              f"{_range_text('lv_edv_ml', sex)}; index {_range_text('lv_edvi_ml_m2', sex)}"),
             ("LV ESV / ESVi",
-             f"{bound(s.get('lv_esv_ml'), 'mL')} / {bound(index('lv_esvi_ml_m2'), 'mL/m²')}",
+             f"{bound(s.get('lv_esv_ml'), 'mL')} / {bound(index('lv_esvi_ml_m2'), 'mL/m²')}{note}",
              _range_text("lv_esv_ml", sex)),
             ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}"
              + (f"; SVi {_fmt(index('lv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else ""), ""),
             ("LV mass (cine, ED) / index",
-             f"{bound(s.get('lv_mass_g'), 'g')} / {bound(index('lv_mass_index_g_m2'), 'g/m²')}",
+             f"{bound(s.get('lv_mass_g'), 'g')} / {bound(index('lv_mass_index_g_m2'), 'g/m²')}{note}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
             ("RV EDV / ESV", f"{bound(s.get('rv_edv_ml'), 'mL')} / {bound(s.get('rv_esv_ml'), 'mL')}"
              + (f"; EDVi {bound(index('rv_edvi_ml_m2'), 'mL/m²')} / ESVi {bound(index('rv_esvi_ml_m2'), 'mL/m²')}"
-                if bsa is not None else ""),
+                if bsa is not None else "") + note,
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}{ef_note}"
              + (f"; SVi {_fmt(index('rv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),

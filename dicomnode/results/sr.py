@@ -845,7 +845,8 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
         measurements, qualitative = [], []
         scar_values = [_number(values, key) for key in
                        ("scar_extent_percent", "transmurality_max_percent", "transmurality_mean_percent")]
-        if scar and scar_values[0] == 0 and not any(scar_values[1:]):
+        voxels = values.get("scar_voxels")  # decided on the count, not the stored (rounded) percentages
+        if scar and (voxels == 0 if voxels is not None else scar_values[0] == 0 and not any(scar_values[1:])):
             # no scar in the segment: OHIF v3 draws a NUM of value 0 without its number ("Scar extent ...: %"), read
             # as not measured; first the segment's number under a concept saying "no scar, 0 %", the finding coded
             # Absent; the 0 % values stay under their own concepts for machine readers

@@ -18,7 +18,7 @@ from engines.lge.data import load_acdc_cine, load_cases
 LV_LABELS = [int(Label.LV_BLOOD_POOL)] + [int(v) for v in MYOCARDIUM_LABELS]
 
 
-#: the LV extent (mm) of every whole stack, filled by rates() (BASE_REFERENCE_EXTENT_MM: its 90th percentile)
+#: the LV extent (mm) of every whole stack, filled by rates() (cine_metrics.BASE_MISSING_MM cites its percentiles)
 WHOLE_EXTENTS_MM: list[float] = []
 
 

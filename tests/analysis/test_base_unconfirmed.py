@@ -13,10 +13,10 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_EXTENT_MM, BASE_UNCONFIRMED_START, COVERAGE_CAVEAT,
+from dicomnode.analysis.cine_metrics import (BASE_CUT_OFF, BASE_MISSING_MM, BASE_UNCONFIRMED_EXTENT_MM, BASE_UNCONFIRMED_START, COVERAGE_CAVEAT,
                                              COVERAGE_CAVEAT_UNCONFIRMED, stack_coverage)
-from dicomnode.analysis.lge import (LGE_COVERAGE_CAVEAT_UNCONFIRMED, base_unconfirmed_burden_reason,
-                                    lge_coverage)
+from dicomnode.analysis.lge import LGE_COVERAGE_CAVEAT_UNCONFIRMED, lge_coverage, missing_base_burden_reason
+from dicomnode.labels import MYOCARDIUM_LABELS, Label
 from dicomnode.demo_data import demo_studies
 from dicomnode.results import codes
 from tests.analysis.test_base_coverage import disc_stack
@@ -52,21 +52,81 @@ def test_a_short_stack_ending_at_its_widest_section_does_not_confirm_the_base():
     assert lge["complete"] is False and lge["caveat"] == LGE_COVERAGE_CAVEAT_UNCONFIRMED
 
 
+def _scarred(sections, fraction: float) -> tuple[np.ndarray, float, float]:
+    """disc_stack(sections) with the first `fraction` of each slice's myocardium pixels (in row order) scar, and its
+    myocardium and scar volumes (mL) at 1 mm² pixels and 10-mm slices."""
+    labels = disc_stack(sections)
+    for z in range(labels.shape[0]):
+        rows, cols = np.nonzero(labels[z] == Label.LV_MYOCARDIUM)
+        take = int(round(fraction * rows.size))
+        labels[z][rows[:take], cols[:take]] = Label.SCAR
+    myocardium = float(np.isin(labels, [int(v) for v in MYOCARDIUM_LABELS]).sum()) * 10.0 / 1000.0
+    return labels, myocardium, float((labels == Label.SCAR).sum()) * 10.0 / 1000.0
+
+
 def test_the_burden_flag_is_withheld_only_where_the_missing_base_could_turn_it():
-    labels = disc_stack(PLATEAU)
-    coverage = lge_coverage(labels, np.arange(5) * 10.0, True)
-    # up to 50 mm x the basal end slice's ~1.6 mL of myocardium per mm (~82 mL) missing: 60 of 80 mL scar stays
-    # above the cut-off even with the whole missing base scar-free (37 %), so the verdict holds
-    assert base_unconfirmed_burden_reason(coverage, labels, True, 1.0, 80.0, 60.0, 15.0) is None
-    # 20 of 80 mL (25 %): 12 % with the missing base scar-free, over 15 % with some scar in it: either side
-    reason = base_unconfirmed_burden_reason(coverage, labels, True, 1.0, 80.0, 20.0, 15.0)
+    """review48b #1: the missing base is BASE_MISSING_MM of LV at the stack's largest myocardium section, scar-free or
+    as enhanced as the most enhanced slice present, not all scar over 100 mm minus the extent: a "no" far from the
+    cut-off is stated, a stack without enhancement is never given an upper %LGE."""
+    positions = np.arange(5) * 10.0
+    coverage = lge_coverage(disc_stack(PLATEAU), positions, True)
+    assert _unconfirmed(coverage)
+    # no enhancement at all: "no" stated, whatever the base
+    labels, myocardium, scar = _scarred(PLATEAU, 0.0)
+    assert scar == 0 and missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, 15.0) is None
+    # 2 % and 10 % LGE: below the cut-off with the missing base scar-free or as enhanced: "no" stated
+    for fraction in (0.02, 0.10):
+        labels, myocardium, scar = _scarred(PLATEAU, fraction)
+        assert missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, 15.0) is None, fraction
+    # 40 %: ~25 % with a scar-free 30-mm base, still over the cut-off: "yes" stated
+    labels, myocardium, scar = _scarred(PLATEAU, 0.40)
+    assert missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, 15.0) is None
+    # 18 %: ~11 % with the missing base scar-free, 18 % with it as enhanced: either side of 15 %
+    labels, myocardium, scar = _scarred(PLATEAU, 0.18)
+    reason = missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, 15.0)
     assert reason.startswith("withheld: the LV base may lie outside the stack") and "either side of the 15 %" in reason
+    assert f"up to {BASE_MISSING_MM:.0f} mm" in reason
     # a confirmed base: nothing to withhold
     whole = lge_coverage(disc_stack([20] + PLATEAU), np.arange(6) * 10.0, True)
-    assert base_unconfirmed_burden_reason(whole, labels, True, 1.0, 80.0, 20.0, 15.0) is None
+    assert missing_base_burden_reason(whole, labels, 1.0, myocardium, scar, 15.0) is None
 
 
-def test_the_demo_lge_with_its_base_cut_says_so_and_withholds_the_burden_flag(tmp_path):
+def test_the_comparator_decides_which_end_of_the_bound_turns_the_flag():
+    """">=": the verdict turns where low < cut-off <= high; ">": where low <= cut-off < high (review48b #1c). Five
+    equal slices 20 % scar each: the whole-LV %LGE lies between scar / (myocardium + missing) and exactly the
+    measured 20 %."""
+    coverage = lge_coverage(disc_stack(PLATEAU), np.arange(5) * 10.0, True)
+    labels, myocardium, scar = _scarred([250] * 5, 0.20)
+    percent = round(100.0 * scar / myocardium, 2)
+    section = float(np.isin(labels[0], [int(v) for v in MYOCARDIUM_LABELS]).sum())
+    low = round(100.0 * scar / (myocardium + BASE_MISSING_MM * section / 1000.0), 2)
+    # a cut-off at the measured (= highest) value: ">=" says yes and could turn, ">" says no and cannot
+    assert missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, percent, ">=") is not None
+    assert missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, percent, ">") is None
+    # a cut-off at the lowest value: ">=" says yes whatever the base, ">" could turn
+    assert missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, low, ">=") is None
+    assert missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, low, ">") is not None
+
+
+def test_a_base_certainly_cut_off_is_bounded_as_a_base_not_confirmed():
+    """The widening rule (base certainly cut off) withholds where the same bound turns the verdict, and states it
+    where not, as a base only not confirmed does: weaker evidence never withholds where stronger does not."""
+    widening = [20, 100, 170, 210, 240]
+    positions = np.arange(5) * 10.0
+    coverage = lge_coverage(disc_stack(widening), positions, True)
+    assert any(r.endswith(BASE_CUT_OFF) for r in coverage["reasons"]) and not _unconfirmed(coverage)
+    for fraction, withheld in ((0.0, False), (0.02, False), (0.18, True), (0.40, False)):
+        labels, myocardium, scar = _scarred(widening, fraction)
+        reason = missing_base_burden_reason(coverage, labels, 1.0, myocardium, scar, 15.0)
+        assert (reason is not None) == withheld, (fraction, reason)
+        if withheld:
+            assert reason.startswith("withheld: the LV base lies outside the stack (base cut off)")
+        # the same masks judged as a base not confirmed give the same verdict
+        unconfirmed = dict(coverage, reasons=[f"{BASE_UNCONFIRMED_START}: ..."])
+        assert (missing_base_burden_reason(unconfirmed, labels, 1.0, myocardium, scar, 15.0) is None) == (not withheld)
+
+
+def test_the_demo_lge_with_its_base_cut_says_so_and_qualifies_the_burden_flag(tmp_path):
     """The real stack of break48b #3: the bundled EMIDEC Case_P009 LGE minus its 3 highest-position slices."""
     archive = next(p for p in demo_studies() if "emidec" in p.name)
     inputs = tmp_path / "in"
@@ -114,6 +174,8 @@ def test_the_demo_lge_with_its_base_cut_says_so_and_withholds_the_burden_flag(tm
     for path in (out / study_uid).glob("SR_*.dcm"):
         walk(pydicom.dcmread(path).ContentSequence)
     assert codes.BASE_UNCONFIRMED_LV_EXTENT.value in meanings and codes.LOWER_BOUNDS_LV_EXTENT.value not in meanings
-    # %LGE of the slices present (~32 %, the whole stack 22.5 %): "large burden" is not said
-    assert lge["large_scar_burden"] is None and lge["large_scar_burden_reason"].startswith(
-        "withheld: the LV base may lie outside the stack")
+    # %LGE of the slices present (~32 %, the whole stack 22.5 %): with 30 mm of base missing, scar-free or as
+    # enhanced as the most enhanced slice, the whole LV stays over 15 % (review48b #1): the verdict is stated, the
+    # whole stack's, qualified as covering the slices present of a base not confirmed
+    assert lge["large_scar_burden"] is True and lge["large_scar_burden_reason"] is None
+    assert "LARGE SCAR BURDEN (slices present only; base not confirmed)" in result.stdout

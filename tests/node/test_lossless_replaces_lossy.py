@@ -207,3 +207,53 @@ def test_a_weight_corrected_on_part_of_the_study_is_the_one_analysed(node):
     assert study.patient.weight_kg == 60.0
     (line,) = study.patient.disagreements
     assert "PatientWeight (95 kg on 2 instance(s), 60 kg on 1 instance(s)): 60 kg is used" in line
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["series_read recorded", "older analysis: its start"])
+def test_a_series_first_received_after_an_analysis_counts_with_the_majority(node, recorded):
+    """review48b #3: a scanner sending series by series is analysed between them; the series that come later are not
+    sent again, so the value most instances hold decides (320 cine instances at 1.78 m / 82 kg, then 16 LGE at 1.62 m
+    / 61 kg gave BSA 1.66 instead of 2.01 m²). An instance that replaces one the analysis read (a corrected re-send,
+    same SOP Instance UID) is sent again, and its correction wins."""
+    from dicomnode.cmr.study import load_studies
+
+    study_uid = "1.2.826.0.1.3680043.8.498.48303" + ("1" if recorded else "2")
+    cine = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".1", instance=n, position=8.0 * n)
+            for n in range(1, 4)]
+    for dataset in cine:
+        dataset.PatientWeight, dataset.PatientSize = 82, 1.78
+        assert store_one(node.scp.port, dataset).Status == 0
+    node.db.set_study_state(study_uid, COMPLETE)
+    generation = node.db.study(study_uid)["generation"]
+    first = node.db.start_analysis(study_uid, generation)  # the first analysis reads the cine series
+    if recorded:
+        read = node.db.study_instances(study_uid)
+        assert node.db.finish_analysis(first, study_uid, generation, {
+            "instances_analysed": len(read), "instances_received_until": max(r["received_at"] for r in read),
+            "series_read": [study_uid + ".1"]}, [], [])
+    else:
+        node.db.fail_analysis(first, study_uid, generation, "read its instances")
+    node.db.set_study_state(study_uid, DONE)
+    lge = [synthetic_mr(study_uid=study_uid, series_uid=study_uid + ".2", instance=n, position=8.0 * n)
+           for n in range(1, 3)]
+    for dataset in lge:  # a new series, sent after the analysis: not a re-send
+        dataset.PatientWeight, dataset.PatientSize = 61, 1.62
+        assert store_one(node.scp.port, dataset).Status == 0
+    rows = node.db.study_instances(study_uid)
+    paths = [node.spool.path_of(row["path"]) for row in rows]
+    assert node._resent_paths(study_uid, None, rows, paths) == set()
+    (study,) = load_studies(paths, in_receive_order=True, resent=set())
+    assert study.patient.weight_kg == 82.0 and study.patient.height_m == 1.78
+    weight = next(line for line in study.patient.disagreements if "PatientWeight" in line)
+    assert "82 kg is used" in weight and "the value most instances hold" in weight
+    # a corrected re-send of a cine instance the analysis read: the correction wins
+    corrected = copy.deepcopy(cine[0])
+    corrected.PatientWeight = 70
+    assert store_one(node.scp.port, corrected).Status == 0
+    rows = node.db.study_instances(study_uid)
+    paths = [node.spool.path_of(row["path"]) for row in rows]
+    resent = node._resent_paths(study_uid, None, rows, paths)
+    assert resent == {paths[[r["sop_instance_uid"] for r in rows].index(str(cine[0].SOPInstanceUID))]}
+    (study,) = load_studies(paths, in_receive_order=True, resent=resent)
+    assert study.patient.weight_kg == 70.0
+    assert any("70 kg is used" in line and "sent again" in line for line in study.patient.disagreements)

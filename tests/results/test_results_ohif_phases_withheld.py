@@ -194,3 +194,20 @@ def test_the_new_nums_pass_dciodvfy_and_pixelmed(withheld, tmp_path):
     seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001,
                     seg_parts(segmentation)[0])
     assert_valid(write(seg, tmp_path / "seg.dcm"), "DicomInstanceValidator")
+
+
+def test_a_segment_whose_scar_rounds_to_zero_is_not_coded_scar_free():
+    """review48b #10: "No scar" and LATE CONTRAST ENHANCEMENT Absent are coded findings, decided on the segment's
+    scar voxel count, not on its stored percentages: a segment with 1 scar voxel whose extent rounds to 0.00 % is
+    not said to be scar-free."""
+    study, results, context = make_study(slices=4, cine_phases=4)
+    segments = results[0].summary["aha_segments"]["segments"]
+    trace = next(s for s in segments if s["scar_extent_percent"] == 0)
+    trace.update(scar_voxels=1, scar_extent_percent=0.0, transmurality_max_percent=0.0,
+                 transmurality_mean_percent=0.0)
+    sr = _sr(results, context, study)
+    group = next(g for g in groups(sr) if identifier_of(g).startswith(f"AHA {int(trace['segment'])} ")
+                 and "(LGE)" in identifier_of(g))
+    assert nums(group)[0][0] != NO_SCAR
+    assert not any(i.ValueType == "CODE" and i.ConceptCodeSequence[0].CodeValue == codes.ABSENT.value
+                   for i in group.ContentSequence)
