@@ -34,7 +34,8 @@ from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, REJECTED_SOP_CLASS
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
-from dicomnode.spool import CORRECTABLE_ATTRIBUTES, IncomingInstance, OutOfSpace, Spool, StorageLock, verify_spool_identity
+from dicomnode.spool import (CORRECTABLE_ATTRIBUTES, IncomingInstance, OutOfSpace, Spool, StorageLock, read_spool_id,
+                             verify_spool_identity)
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
                              OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
@@ -68,9 +69,11 @@ _POSTPONED = re.compile(r"^analysis postponed: .*\(postponement (\d+) of \d+\)")
 MISSING_FILES_PAUSE_SECONDS = 30.0
 
 #: a study whose spooled files this process may not read (SpooledFilesUnreadable: a permission, an NFS / storage
-#: error) is released for another worker and this process claims nothing for UNREADABLE_PAUSE_SECONDS, doubled at
-#: each further try of the same study up to UNREADABLE_PAUSE_MAX_SECONDS; once its files stayed unreadable here for
-#: UNREADABLE_RETRY_SECONDS (a storage failover rides through), the next unreadable try fails it
+#: error) is released for another worker and not claimed again by this process for UNREADABLE_PAUSE_SECONDS, doubled
+#: at each further try of the same study up to UNREADABLE_PAUSE_MAX_SECONDS (the other studies go on; where the
+#: storage itself cannot be read, Node._storage_unreadable, this process claims no study meanwhile); once its files
+#: stayed unreadable here for UNREADABLE_RETRY_SECONDS (a storage failover rides through), the next unreadable try
+#: fails it
 UNREADABLE_PAUSE_SECONDS = 15.0
 UNREADABLE_PAUSE_MAX_SECONDS = 120.0
 UNREADABLE_RETRY_SECONDS = 600.0
@@ -116,8 +119,19 @@ class SpooledFilesUnreadable(Exception):
         super().__init__(
             f"{len(unreadable)} of the study's {total} stored instance file(s) cannot be read by this process, user "
             f"{user_name(os.geteuid())}: {unreadable[0].error}; stored and acknowledged: not analysed without them; "
-            f"let that user read the files under node.storage_dir (chown -R), then `dicomnode retry STUDY`; first: "
-            f"{first}")
+            f"{_unreadable_advice(unreadable[0].error)}, then `dicomnode retry STUDY`; first: {first}")
+
+
+def _unreadable_advice(error: str) -> str:
+    """What an admin does about a spooled file the operating system refused (`error`: UnreadableFile.error, "<the
+    OSError's class>: <strerror>"): a permission is given to the node's user; a folder in a file's place (or a file
+    in a folder's) is no permission problem and moves away; anything else (EIO, ESTALE) is the storage's."""
+    if error.startswith("PermissionError"):
+        return "let that user read the files under node.storage_dir (chown -R)"
+    if error.startswith(("IsADirectoryError", "NotADirectoryError")):
+        return ("a folder stands where the file should be, or a file where its series folder should be: move it "
+                "out of node.storage_dir (no permission change helps)")
+    return "check the storage under node.storage_dir (its mount, the disk: the operating system refused the read)"
 
 
 def _present(path: Path) -> bool:
@@ -202,6 +216,9 @@ class Node:
         self._claims_paused_why = ""  # ... and why (claims_blocked)
         #: (study_key, generation) -> (time.monotonic() of its first unreadable try here, tries): UNREADABLE_*
         self._unreadable_tries: dict[tuple[str, int], tuple[float, int]] = {}
+        #: (study_key, generation) -> time.monotonic() before which this process does not claim it again: its files
+        #: were unreadable here a moment ago (_unreadable), the other studies go on meanwhile
+        self._study_paused: dict[tuple[str, int], float] = {}
         self._requeue_failures = RoundFailures(self.db, log, "queueing complete studies failed", REQUEUE_SECONDS)
 
     @property
@@ -559,12 +576,16 @@ class Node:
 
     def _enqueue_complete_studies_once(self) -> None:
         self.release_unrecorded()
+        self.forget_unreadable_elsewhere()
         if self.results_space_problem() is not None:
             return  # postponed analyses stay complete; logged once by analyse_study
         if self.claims_blocked() is not None:
             return  # the spool is not there now, or this process just missed a study's files: said once
+        paused = self.paused_studies()
         for study in self.db.studies((COMPLETE,)):
             item = (study["study_key"], study["generation"])
+            if item in paused:
+                continue  # its files were unreadable here a moment ago: queued again after its pause
             with self._queued_lock:
                 if item in self._queued:
                     continue
@@ -683,14 +704,45 @@ class Node:
 
     def claims_blocked(self) -> str | None:
         """Why this process must not claim a study now: the spool is not there, or it just released a study whose
-        spooled files it could not see or read (MISSING_FILES_PAUSE_SECONDS, UNREADABLE_PAUSE_SECONDS: for a worker
-        that can); else None."""
+        spooled files it could not see (MISSING_FILES_PAUSE_SECONDS: for a worker that can), or could not read while
+        node.storage_dir itself could not be read (UNREADABLE_PAUSE_SECONDS; a study whose files alone are unreadable
+        pauses only itself, paused_studies); else None."""
         problem = self.spool_problem()
         if problem is not None:
             return problem
         if time.monotonic() < self._claims_paused_until:
             return self._claims_paused_why
         return None
+
+    def paused_studies(self) -> set[tuple[str, int]]:
+        """The (study_key, generation) this process does not claim now (their files were unreadable here a moment
+        ago: _unreadable); the others it claims as usual."""
+        now = time.monotonic()
+        for item, until in list(self._study_paused.items()):
+            if until <= now:
+                self._study_paused.pop(item, None)
+        return set(self._study_paused)
+
+    def forget_unreadable_elsewhere(self) -> None:
+        """Drop the unreadable-try records (_unreadable_tries, _study_paused) of studies that moved on without this
+        process: another worker analysed them, a new generation came, or they were purged."""
+        for item in set(self._unreadable_tries) | set(self._study_paused):
+            study_key, generation = item
+            row = self.db.study(study_key)
+            if row is None or row["generation"] != generation or row["state"] not in (COMPLETE, ANALYSING):
+                self._unreadable_tries.pop(item, None)
+                self._study_paused.pop(item, None)
+
+    def _storage_unreadable(self) -> bool:
+        """Whether node.storage_dir itself cannot be read here (the folder may not be listed, or its spool marker
+        read: an NFS outage, a lost mount), rather than one study's files."""
+        if not os.access(self.storage_dir, os.R_OK | os.X_OK):
+            return True
+        try:
+            read_spool_id(self.storage_dir)
+        except OSError:
+            return True
+        return False
 
     def _pause_claims(self, seconds: float, why: str) -> None:
         until = time.monotonic() + seconds
@@ -730,12 +782,15 @@ class Node:
             self.db.set_study_state(study_key, COMPLETE, self._postponed_reason(study_key, gone),
                                     expect=(COMPLETE, ANALYSING), generation=generation)
             return
+        if (study_key, generation) in self.paused_studies():
+            return  # its files were unreadable here a moment ago: the requeue job queues it after its pause
         analysis_id = self.db.start_analysis(study_key, generation)
         if analysis_id is None:
             return  # a newer generation or another worker has it
         try:
             self._analyse_claimed(study_key, generation, analysis_id)
             self._unreadable_tries.pop((study_key, generation), None)
+            self._study_paused.pop((study_key, generation), None)
         except SpooledFilesMissing as exc:
             # not the study's fault, maybe not the spool's: this process's storage_dir may not be the shared spool.
             # The claim goes back (counted: a study whose files no worker finds fails after a few rounds, saying
@@ -763,31 +818,40 @@ class Node:
             self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}", analysis_id=analysis_id)
 
     def _unreadable(self, study_key: str, generation: int, analysis_id: int, exc: SpooledFilesUnreadable) -> None:
-        """The node's storage, not the study: the claim goes back (uncounted) for another worker, which may read the
-        files, and this process claims nothing for a while (UNREADABLE_PAUSE_SECONDS, doubling), so that a passing
-        I/O error (an NFS failover) rides through; the first unreadable try past UNREADABLE_RETRY_SECONDS fails the
-        study saying why (`dicomnode retry` runs it once the files can be read)."""
+        """Not the study's fault: the claim goes back (uncounted) for another worker, which may read the files, and
+        this process does not claim the study again for a while (UNREADABLE_PAUSE_SECONDS, doubling), so that a
+        passing I/O error (an NFS failover) rides through; the other studies go on meanwhile, unless node.storage_dir
+        itself cannot be read here (_storage_unreadable: then this process claims no study for that while). The first
+        unreadable try past UNREADABLE_RETRY_SECONDS fails the study saying why (`dicomnode retry` runs it once the
+        files can be read)."""
         now = time.monotonic()
-        first, tries = self._unreadable_tries.get((study_key, generation), (now, 0))
+        item = (study_key, generation)
+        first, tries = self._unreadable_tries.get(item, (now, 0))
         tries += 1
         waited = now - first
         shared = self.config.state.url is not None  # other workers may read the files where this one may not
         if waited >= UNREADABLE_RETRY_SECONDS:
-            self._unreadable_tries.pop((study_key, generation), None)
-            why = f"unreadable for {waited / 60:.0f} min, {tries} tries" + ("; no other worker took it" if shared
-                                                                            else "")
+            self._unreadable_tries.pop(item, None)
+            self._study_paused.pop(item, None)
+            why = f"unreadable here for {waited / 60:.0f} min, {tries} tries" + (
+                "; released for the other workers between tries" if shared else "")
             log.error("study %s: %s; failed: %s (node.storage_dir %s)", short_hash(study_key), exc, why,
                       self.storage_dir)
             self._release_later(study_key, generation, str(exc), failed=f"analysis failed ({why}): {exc}",
                                 fail=True, analysis_id=analysis_id, said=True)
             return
-        self._unreadable_tries[(study_key, generation)] = (first, tries)
+        self._unreadable_tries[item] = (first, tries)
         pause = min(UNREADABLE_PAUSE_MAX_SECONDS, UNREADABLE_PAUSE_SECONDS * 2 ** (tries - 1))
-        self._pause_claims(pause, "a study's spooled files were unreadable here a moment ago")
+        self._study_paused[item] = now + pause
+        if self._storage_unreadable():
+            self._pause_claims(pause, f"node.storage_dir {self.storage_dir} could not be read a moment ago")
+            meanwhile = "node.storage_dir cannot be read: this process claims no study meanwhile"
+        else:
+            meanwhile = "the other studies go on"
         plan = (f"try {tries}, {'released for another worker, ' if shared else ''}next in {pause:.0f} s, fails after "
                 f"{UNREADABLE_RETRY_SECONDS / 60:.0f} min unreadable")
-        log.error("study %s: %s; %s; this process claims no study meanwhile (node.storage_dir %s)",
-                  short_hash(study_key), exc, plan, self.storage_dir)
+        log.error("study %s: %s; %s; %s (node.storage_dir %s)",
+                  short_hash(study_key), exc, plan, meanwhile, self.storage_dir)
         self._release_later(study_key, generation, str(exc), again=f"analysis waits ({plan}): {exc}",
                             counted=False, analysis_id=analysis_id, said=True)
 
@@ -1060,8 +1124,10 @@ class Node:
         """The earlier result objects of this study that a re-analysis supersedes and retires with IHE IOCM
         Rejection Notes, per outbox destination (a [[destinations]] name, or "sender"): {destination: the objects
         that destination received, oldest first, as dicts with sop_instance_uid, series_instance_uid, sop_class_uid,
-        study_instance_uid and `display_copy` (True for a display copy, results.rejection.DISPLAY_COPY_CLASSES,
-        listed only where the new analysis writes its own: study_path.with_rejection_note)}. The classes are
+        study_instance_uid, `display_copy` (True for a display copy, results.rejection.DISPLAY_COPY_CLASSES,
+        listed only where the new analysis writes its own: study_path.with_rejection_note), `analysis_id` (None for
+        a purged one) and `series_number` (None where its file is gone), from which the note's description names
+        the series it lists (results.rejection.listed_series_range)}. The classes are
         REJECTED_SOP_CLASSES (SEG, SR, PDF, SC) and the display copies.
 
         A destination gets only what its outbox rows delivered (`sent`) to its configured address (an AE title, host
@@ -1102,6 +1168,7 @@ class Node:
             for destination in holders:
                 already.setdefault(destination, set()).update(listed)
         rejected: dict[str, list[dict]] = {}
+        numbers: dict[str, int | None] = {}  # Series Instance UID -> its Series Number (one file read per series)
         for sop_class in sorted(REJECTED_SOP_CLASSES | DISPLAY_COPY_CLASSES):
             for row in self.db.earlier_reports(study_key, sop_class):
                 uid = row["sop_instance_uid"]
@@ -1111,7 +1178,11 @@ class Node:
                     continue
                 entry = {"sop_instance_uid": uid, "series_instance_uid": row["series_instance_uid"],
                          "sop_class_uid": row["sop_class_uid"], "study_instance_uid": study_instance_uid,
-                         "display_copy": sop_class in DISPLAY_COPY_CLASSES}
+                         "display_copy": sop_class in DISPLAY_COPY_CLASSES,
+                         "analysis_id": row["analysis_id"] if "analysis_id" in row.keys() else None}
+                if row["series_instance_uid"] not in numbers:
+                    numbers[row["series_instance_uid"]] = self._series_number(row["path"])
+                entry["series_number"] = numbers[row["series_instance_uid"]]
                 for destination in holders:
                     rejected.setdefault(destination, []).append(entry)
         for former, name in renamed.items():
@@ -1271,6 +1342,15 @@ class Node:
         if added:
             parts.append(f"{added} instance(s) received after that report")
         return " and ".join(parts)
+
+    def _series_number(self, path: str) -> int | None:
+        """The Series Number of the earlier result object at `path` (under storage_dir); None where it is gone
+        (purged) or has none."""
+        try:
+            return int(pydicom.dcmread(self.storage_dir / path, stop_before_pixels=True,
+                                       specific_tags=["SeriesNumber"]).SeriesNumber)
+        except (OSError, AttributeError, TypeError, ValueError, pydicom.errors.InvalidDicomError):
+            return None
 
     def _pdf_series_number(self, study_key: str, analysis_id: int | None) -> dict:
         """{"pdf_series_number": n} of the PDF the analysis `analysis_id` made, {} where it made none or it is gone."""

@@ -926,7 +926,8 @@ class RoleRunner:
             return max(self.poll_seconds, 5.0)
         if node.claims_blocked() is not None:  # the spool is not there (an unmounted share), or missing files
             return max(self.poll_seconds, 5.0)
-        claim = self.db.claim_next_study()
+        node.forget_unreadable_elsewhere()
+        claim = self.db.claim_next_study(skip=node.paused_studies())
         if claim is None:
             return self.poll_seconds
         study_key, generation = claim

@@ -53,7 +53,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Collection, Iterator, Sequence
 
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 from sqlalchemy import (
@@ -700,8 +700,9 @@ RESENDS_KEPT_SECONDS = 24 * 3600.0
 #: keys sort by it and the expired ones go by a range of the primary key) and the study key's hash (StateDB.
 #: finish_purge, purged_last_received)
 PURGED_RECEIVED_KEY_PREFIX = "purged_received:"
-#: the first key after every PURGED_RECEIVED_KEY_PREFIX key (':' + 1): a range, not LIKE, whose '_' is a wildcard
-_PURGED_RECEIVED_KEY_END = "purged_received;"
+#: where a key's purge second ends (1-based, as SQL's substr counts): the ':' there tells these keys from those
+#: written before the purge second was in the key (`purged_received:<key hash>`)
+_PURGED_RECEIVED_SECOND_END = len(PURGED_RECEIVED_KEY_PREFIX) + 13
 
 
 def _purged_received_key(purged_at: float, study_key: str = "") -> str:
@@ -881,6 +882,7 @@ class StateDB:
                                         connect_args=connect_args)
         self._for_update = "" if self.is_sqlite else " FOR UPDATE"
         self._skip_locked = "" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        self._bytewise = "" if self.is_sqlite else ' COLLATE "C"'  # SQLite's BINARY is bytewise already
         # SQLite: this process's writers queue on _write_lock, and the processes sharing the file on an flock of
         # <state>.writelock: both wake the next writer when the lock is freed, where SQLite's own busy handler
         # sleeps 1-100 ms between tries (two receiving processes halved the receive rate on it)
@@ -1355,14 +1357,26 @@ class StateDB:
         hash>`, _purged_received_key, JSON {"study_key", "study_instance_uids", "last_received", "purged_at"}, epoch
         s) for RESENDS_KEPT_SECONDS: a study refused (0xA700), then sent again and purged, is not asked for again
         (roles.refused_studies). Older keys are removed on the way, by a range of the primary key: no row is read,
-        so that a sweep purging thousands of studies does not hold the write lock for a square of them."""
+        so that a sweep purging thousands of studies does not hold the write lock for a square of them. The prefix
+        is matched by substr (LIKE's '_' is a wildcard) and the purge second compared bytewise (COLLATE "C" on
+        PostgreSQL, whose database collation, e.g. en_US.UTF-8, orders punctuation apart from the bytes). Keys of the
+        earlier form (`purged_received:<key hash>`, no purge second) are read and pruned once expired: no new ones
+        are written."""
         self._run(db, "INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET "
                       "value=excluded.value",
                   {"k": _purged_received_key(now, study_key),
                    "v": json.dumps({"study_key": study_key, "study_instance_uids": study_instance_uids,
                                     "last_received": last_received, "purged_at": now})})
-        self._run(db, "DELETE FROM meta WHERE key >= :first AND key < :expired",
-                  {"first": PURGED_RECEIVED_KEY_PREFIX, "expired": _purged_received_key(now - RESENDS_KEPT_SECONDS)})
+        self._run(db, f"DELETE FROM meta WHERE substr(key, 1, :n) = :prefix AND substr(key, :end, 1) = ':' AND "
+                      f"key{self._bytewise} < :expired",
+                  {"n": len(PURGED_RECEIVED_KEY_PREFIX), "prefix": PURGED_RECEIVED_KEY_PREFIX,
+                   "end": _PURGED_RECEIVED_SECOND_END, "expired": _purged_received_key(now - RESENDS_KEPT_SECONDS)})
+        for row in self._run(db, "SELECT key, value FROM meta WHERE substr(key, 1, :n) = :prefix AND "
+                                 "substr(key, :end, 1) <> ':'",
+                             {"n": len(PURGED_RECEIVED_KEY_PREFIX), "prefix": PURGED_RECEIVED_KEY_PREFIX,
+                              "end": _PURGED_RECEIVED_SECOND_END}).mappings().all():
+            if _purged_received(row["value"], now) is None:
+                self._run(db, "DELETE FROM meta WHERE key=:k", {"k": row["key"]})
 
     def purged_last_received(self, now: float | None = None) -> dict[str, float]:
         """Study Instance UID -> when the last instance of a study purged within RESENDS_KEPT_SECONDS was received
@@ -1370,8 +1384,8 @@ class StateDB:
         none."""
         now = time.time() if now is None else now
         found: dict[str, float] = {}
-        for row in self._rows("SELECT value FROM meta WHERE key >= :first AND key < :end",
-                              {"first": PURGED_RECEIVED_KEY_PREFIX, "end": _PURGED_RECEIVED_KEY_END}):
+        for row in self._rows("SELECT value FROM meta WHERE substr(key, 1, :n) = :prefix",
+                              {"n": len(PURGED_RECEIVED_KEY_PREFIX), "prefix": PURGED_RECEIVED_KEY_PREFIX}):
             saved = _purged_received(row["value"], now)
             for uid in (saved or {}).get("study_instance_uids", ()):
                 found[uid] = max(found.get(uid, 0.0), saved["last_received"])
@@ -1428,8 +1442,9 @@ class StateDB:
             {"analysing": ANALYSING, "complete": COMPLETE, "now": now, "me": self.process_id,
              "until": now + self.lease_seconds, "k": study_key, "g": generation}).rowcount == 1
 
-    def claim_next_study(self) -> tuple[str, int] | None:
+    def claim_next_study(self, skip: Collection[tuple[str, int]] = ()) -> tuple[str, int] | None:
         """Claim the oldest complete study (or one whose worker's lease expired); (study_key, generation) or None.
+        `skip`: (study_key, generation) this process is not to claim now (Node.paused_studies).
 
         PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent workers skip each other's candidates; SQLite: the
         BEGIN IMMEDIATE transaction makes the select-then-update atomic across processes.
@@ -1438,9 +1453,11 @@ class StateDB:
         with self._write() as db:
             candidates = self._run(db, (
                 "SELECT study_key, generation FROM studies WHERE state=:complete OR (state=:analysing AND"
-                " (claimed_by IS NULL OR lease_until < :now)) ORDER BY updated_at LIMIT 4" + self._skip_locked),
-                {"complete": COMPLETE, "analysing": ANALYSING, "now": now}).mappings().all()
+                " (claimed_by IS NULL OR lease_until < :now)) ORDER BY updated_at LIMIT :n" + self._skip_locked),
+                {"complete": COMPLETE, "analysing": ANALYSING, "now": now, "n": 4 + len(skip)}).mappings().all()
             for row in candidates:
+                if (row["study_key"], row["generation"]) in skip:
+                    continue
                 if self._claim_study(db, row["study_key"], row["generation"], now):
                     return row["study_key"], row["generation"]
         return None

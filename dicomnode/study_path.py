@@ -19,7 +19,7 @@ from dicomnode.cmr.study import CMRStudy
 from dicomnode.config import Config, RouteConfig
 from dicomnode.observe import patient_values
 from dicomnode.results.objects import REANALYSIS_SERIES_STEP, SR_SERIES
-from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, build_rejection_note
+from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, build_rejection_note, listed_series_range
 from dicomnode.routing import select_route
 from dicomnode.spool import write_durably
 from dicomnode.types import Declined, OutboxItem, ResultObject, StudyOutcome
@@ -231,7 +231,6 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
     entry: dict = {"rejected": uids, "destinations": {}}
     notes: dict[str, str] = {}
     series_number = SR_SERIES + 2 + REANALYSIS_SERIES_STEP * len(supersedes)
-    when = supersedes[-1].get("report_time") if supersedes else None
     for name, entries in lists.items():
         listed = [e["sop_instance_uid"] for e in entries]
         if not config.analysis.rejection_note:
@@ -252,9 +251,9 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
             log.warning("study %s: %d earlier result object(s) delivered to %s, no longer a destination of the "
                         "study's route%s, stay visible there: delete them there by hand", tag, len(listed), name, gone)
         else:
-            note = build_rejection_note(header, entries, started_at, series_number, when,
-                                        supersedes[-1].get("series_number"), supersedes[-1].get("pdf_series_number"),
-                                        len(supersedes) + 1)
+            note = build_rejection_note(header, entries, started_at, series_number, _listed_report_time(entries,
+                                        supersedes), analysis=len(supersedes) + 1,
+                                        series_range=listed_series_range(entries))
             outcome.datasets.append(note)
             notes[str(note.SOPInstanceUID)] = name
             entry["destinations"][name] = {"sop_instance_uid": str(note.SOPInstanceUID), "rejected": listed}
@@ -266,6 +265,16 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
                     "(analysis.rejection_note = false): delete them there by hand", tag, len(uids))
     outcome.summary["rejection_note"] = entry
     return notes
+
+
+def _listed_report_time(entries: list[dict], supersedes: list[dict]) -> str | None:
+    """When the results one destination's note lists were made (`report_time` of the superseded SR of their
+    analysis, node._superseded), where they all come from one earlier analysis; else None: a destination that
+    missed the latest analysis (`partial`) holds an older one, which the latest's time would misname."""
+    analyses = {entry.get("analysis_id") for entry in entries}
+    if len(analyses) != 1 or None in analyses:
+        return None
+    return next((item.get("report_time") for item in supersedes if item.get("analysis_id") in analyses), None)
 
 
 def no_usable_image_reason(study: CMRStudy) -> str:

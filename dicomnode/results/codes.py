@@ -173,6 +173,9 @@ UNIT_PERCENT = Code("%", "UCUM", "percent")
 LOWER_BOUNDS_LV_EXTENT = Code("LVPARTLB", PRIVATE_SCHEME,
                               "Lower bounds, LV partly outside the stack: LV length in stack")
 PARTIAL_STACK_LV_EXTENT = Code("LVPARTFN", PRIVATE_SCHEME, "Partial stack, LV partly outside it: LV length in stack")
+#: ... in an LV / RV function group that repeats the ESV (sr.cine_groups): EF and SV cover the slices present, the
+#: ESV beside them is a lower bound as in its ES group (review48b #8)
+PARTIAL_STACK_ESV_LOWER = Code("LVPARTFNLB", PRIVATE_SCHEME, "Partial stack, ESV a lower bound: LV length in stack")
 #: NUM, m2: the BSA the other images' PatientSize / PatientWeight give (summary `cine.bsa_other_m2`) where the
 #: study's images disagree on them, first in each cine group holding a BSA-indexed value or the BSA (break48b #4)
 BSA_DISAGREEMENT = Code("BSADISAGR", PRIVATE_SCHEME, "Height/weight differ between images, BSA uncertain: other BSA")
@@ -284,7 +287,7 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_NOT_MET, LV_EDV_INDEX, LV_ESV_INDEX, LV_SV_INDEX, RV_EDV_INDEX, RV_ESV_INDEX,
     RV_SV_INDEX, LV_MASS_INDEX, PHASE_NUMBER, AHA_SCAR_EXTENT, TRANSMURALITY_MAX, TRANSMURALITY_MEAN,
     WALL_THICKNESS, ENHANCED_VOLUME, SCAR_VOLUME, MVO_VOLUME, NONENHANCED_VOLUME, LOWER_BOUNDS_LV_EXTENT,
-    PARTIAL_STACK_LV_EXTENT, BASE_UNCONFIRMED_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, SUPERSEDES_SR,
+    PARTIAL_STACK_LV_EXTENT, PARTIAL_STACK_ESV_LOWER, BASE_UNCONFIRMED_LV_EXTENT, NON_SQUARE_PIXELS, PARTIAL_CYCLE, SUPERSEDES_SR,
     SUPERSEDES_COUNT, NOT_ANALYSED, AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
     CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, BSA_DISAGREEMENT, MVO_NOT_VALIDATED_AGREEMENT,
     MVO_NOT_VALIDATED_VOLUME,

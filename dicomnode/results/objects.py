@@ -310,7 +310,7 @@ def reanalysis_description(description: str, analysis: int) -> str:
         what = re.sub(r", series (\d+)", r" S:\1", what)
     while len(head + what + tails[-1]) > 64 and " " in what.strip():
         what = what.rstrip().rsplit(" ", 1)[0].rstrip(" ,;:")
-    return (head + what + tails[-1])[:64]
+    return head + what[:max(0, 64 - len(head + tails[-1]))] + tails[-1]
 
 
 def mark_reanalysis(objects: list[Dataset], analysis: int, copies: set[int] = frozenset()) -> None:

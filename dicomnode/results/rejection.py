@@ -55,17 +55,22 @@ SEG_SERIES_OFFSET = 99
 
 
 def rejection_description(report_time: str | None, sr_series: int | None = None, pdf_series: int | None = None,
-                          analysis: int | None = None) -> str:
+                          analysis: int | None = None, series_range: tuple[int, int] | None = None) -> str:
     """Series Description of the note (LO, at most 64 characters): what a viewer's series list shows of it, which
     results it retires and why, that word first: "Superseded by AI run 2: series 9001-9200 of 2026-12-07 13:45:14".
     `sr_series` / `pdf_series`: the Series Numbers of the superseded analysis's measurement SR and PDF (its SEGs are
     numbered from `sr_series` - (SR_SERIES - SEG_SERIES_BASE), results.objects); `analysis`: the number of the
-    analysis that supersedes them (objects.mark_reanalysis names its series "AI run <analysis> ..."). The document
+    analysis that supersedes them (objects.mark_reanalysis names its series "AI run <analysis> ..."). `series_range`:
+    (first, last) Series Number of the objects the note lists, named instead of the range `sr_series` /
+    `pdf_series` give (listed_series_range). The document
     title keeps IOCM's code (REJECTED_FOR_QUALITY_REASONS), which archives act on; this free text is the node's, so
     a reader of a viewer that lists the note (most do not act on it) reads "superseded", not "bad images"."""
     when = f" of {report_time}" if report_time else ""
     series = ""
-    if sr_series is not None:
+    if series_range is not None:
+        first, last = series_range
+        series = f": series {first}" if first == last else f": series {first}-{last}"
+    elif sr_series is not None:
         last = pdf_series if pdf_series is not None else sr_series
         series = f": series {int(sr_series) - SEG_SERIES_OFFSET}-{int(last)}"
     for by in ((f" by AI run {analysis}" if analysis else ""), ""):
@@ -73,6 +78,18 @@ def rejection_description(report_time: str | None, sr_series: int | None = None,
         if len(text) <= 64:
             return text
     return f"Superseded{series or ': AI results'}{when}"[:64]
+
+
+def listed_series_range(superseded: Sequence[dict]) -> tuple[int, int] | None:
+    """(lowest, highest) `series_number` of the objects one destination's note lists (`superseded`: its entries,
+    node._rejected), where they all come from one earlier analysis (one `analysis_id`) and each Series Number is
+    known; None otherwise (the note then says "AI results"): objects of several analyses (a destination that missed
+    the latest received an older one), or a purged one whose file, and so its number, is gone."""
+    analyses = {entry.get("analysis_id") for entry in superseded}
+    numbers = [entry.get("series_number") for entry in superseded]
+    if not superseded or len(analyses) != 1 or None in analyses or None in numbers:
+        return None
+    return min(numbers), max(numbers)
 
 
 def _valid_dates(header: Dataset) -> Dataset:
@@ -99,7 +116,7 @@ def _shallow_copy(header: Dataset) -> Dataset:
 
 def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at: dt.datetime, series_number: int,
                          report_time: str | None = None, sr_series: int | None = None, pdf_series: int | None = None,
-                         analysis: int | None = None) -> Dataset:
+                         analysis: int | None = None, series_range: tuple[int, int] | None = None) -> Dataset:
     """The Rejection Note (Key Object Selection Document, title REJECTED_FOR_QUALITY_REASONS) listing `superseded`.
 
     `header`: the patient and study identity of the new analysis's objects (headers.derivable_header of the study,
@@ -108,7 +125,9 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
     and `study_instance_uid`, which must be `header`'s study; one destination's list (an IOCM archive refuses a
     whole note that names an instance it does not hold). `report_time`: when the superseded results were made
     ("2026-12-07 07:25:14", provenance.report_time), `sr_series` / `pdf_series` (their SR and PDF Series Numbers)
-    and `analysis` (the superseding analysis's number), named in the Series Description (rejection_description).
+    and `analysis` (the superseding analysis's number), named in the Series Description (rejection_description;
+    `series_range`, listed_series_range, names the Series Numbers the note lists instead of `sr_series` /
+    `pdf_series`).
     Series and Content Date/Time:
     `started_at` (the new analysis's start). Raises ValueError for an empty list, a class not in
     REJECTED_SOP_CLASSES or DISPLAY_COPY_CLASSES, or an instance of another study (IOCM notes are per study).
@@ -139,7 +158,7 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
         evidence=references, content=content, series_instance_uid=new_uid(), series_number=series_number,
         sop_instance_uid=new_uid(), instance_number=1, manufacturer=NODE_MANUFACTURER,
         manufacturer_model_name=NODE_MODEL_NAME, software_versions=node_version(),
-        series_description=rejection_description(report_time, sr_series, pdf_series, analysis),
+        series_description=rejection_description(report_time, sr_series, pdf_series, analysis, series_range),
         series_date=started_at.date(), series_time=started_at.time(),
         content_date=started_at.date(), content_time=started_at.time())
     carry_identity(note, header)

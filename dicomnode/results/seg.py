@@ -551,7 +551,7 @@ def build_seg(
         software_versions=node_version(),
         device_serial_number=algorithm.device_uid[-16:],
         content_label=f"{pipeline_name.upper()}_SEG",
-        content_description=(f"{REVIEW_ONLY}: AI {pipeline_name} segmentation unreliable, numbers not determined"
+        content_description=(f"{REVIEW_ONLY}: AI {pipeline_name} SEG unreliable, numbers not determined"
                              if getattr(result, "unreliable", False) else
                              f"AI {pipeline_name} segmentation ({', '.join(phase_names)}), unverified")[:64],
         content_creator_name=None,

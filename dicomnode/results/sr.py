@@ -310,15 +310,17 @@ def _with_aspect_caveat(groups: list, aspect: float) -> list:
 #: how many NUMs of a group OHIF v3 shows beside its outline (then only the first finding site)
 OHIF_SHOWN_NUMS = 5
 #: caveat NUMs (their concept states the caveat) in the order they are kept where a group's shown lines are too few
-#: for all of them (_capped_caveats): first the report-level notices of the first group (these numbers replace an
-#: earlier report's; series left unread), then those that say the numbers may be invalid or misnamed, last those that
-#: only say how far to trust them; the burden verdict's own NUM (LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED) is no caveat
+#: for all of them (_capped_caveats): first those that say the numbers may be invalid or misnamed, then those that
+#: qualify the group's numbers (lower bounds, base not confirmed, partial stack, partial cycle, the BSA the indexed
+#: values rest on), then the report-level notices of the first group (these numbers replace an earlier report's;
+#: series left unread: said in the report's comments too, and about no number of the group: review48b #4), last those
+#: that only say how far to trust them; the burden verdict's own NUM (LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED) is no
+#: caveat
 CAVEAT_PRIORITY = tuple((code.value, code.scheme_designator) for code in (
-    codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE,
-    codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
-    codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.BASE_UNCONFIRMED_LV_EXTENT, codes.SMALL_FIELD,
-    codes.PARTIAL_CYCLE, codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT,
-    codes.BSA_DISAGREEMENT, codes.CHILD_LGE,
+    codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
+    codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.PARTIAL_STACK_ESV_LOWER,
+    codes.BASE_UNCONFIRMED_LV_EXTENT, codes.SMALL_FIELD, codes.PARTIAL_CYCLE, codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT,
+    codes.BSA_DISAGREEMENT, codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.CHILD_LGE,
     codes.RV_LESS_RELIABLE, codes.MVO_NOT_VALIDATED_AGREEMENT, codes.MVO_NOT_VALIDATED_VOLUME,
     codes.NON_SQUARE_PIXELS))
 
@@ -340,7 +342,7 @@ def _capped_caveats(groups: list) -> list:
         items = list(container.ContentSequence)
         nums = [item for item in items if item.ValueType == "NUM"]
         caveats = [item for item in nums if _concept_key(item) in CAVEAT_PRIORITY]
-        room = max(1, OHIF_SHOWN_NUMS - min(3, len(nums) - len(caveats)))
+        room = len(caveats) + _caveat_room(group)
         if len(caveats) <= room:
             continue
         kept = sorted(caveats, key=lambda item: CAVEAT_PRIORITY.index(_concept_key(item)))[:room]
@@ -616,7 +618,7 @@ def coverage_qualifier(summary: dict | None, what: str = "lower bound") -> str:
 def coverage_measurement(summary: dict | None, concept: Code = codes.LOWER_BOUNDS_LV_EXTENT) -> list:
     """The NUM that says, where a viewer lists only NUM concepts (OHIF v3), that the group's numbers come from a
     stack missing part of the LV (coverage_qualifier): `concept` (LOWER_BOUNDS_LV_EXTENT, or PARTIAL_STACK_LV_EXTENT
-    for EF and SV) with the LV length the stack holds (summary `coverage.lv_extent_mm`), to be put first in the
+    for EF and SV, PARTIAL_STACK_ESV_LOWER where the ESV, a lower bound, is repeated beside them) with the LV length the stack holds (summary `coverage.lv_extent_mm`), to be put first in the
     group (OHIF shows five NUMs of a group); [] on a whole stack or without the length."""
     if not coverage_qualifier(summary):
         return []
@@ -671,12 +673,27 @@ def not_analysed_measurement(not_measured: Sequence[str]) -> list:
 def first_group_notices(groups: list, notices: Sequence) -> list:
     """The groups with the notice NUMs (supersede_measurements, not_analysed_measurement: they concern the whole
     report, not one group's numbers) put before the first NUM of the first group that has one, the group OHIF's SR
-    viewport opens on; the other groups unchanged. The same groups."""
-    for at, group in enumerate(groups):
-        if any(item.ValueType == "NUM" for item in group[0].ContentSequence):
-            _with_caveats(groups[at:at + 1], notices)
-            break
+    viewport opens on, where OHIF's lines leave them room beside that group's own caveats (_capped_caveats, whose
+    CAVEAT_PRIORITY ranks the caveats that qualify the group's numbers before them: review48b #4); else in the first
+    later group with numbers that does, else in the first (where _capped_caveats keeps the qualifying caveats); the
+    other groups unchanged. The same groups."""
+    count = sum(1 for measurement in notices for item in measurement if item.ValueType == "NUM")
+    if not count:
+        return groups
+    with_numbers = [at for at, group in enumerate(groups)
+                    if any(item.ValueType == "NUM" for item in group[0].ContentSequence)]
+    if not with_numbers:
+        return groups
+    at = next((at for at in with_numbers if count <= _caveat_room(groups[at])), with_numbers[0])
+    _with_caveats(groups[at:at + 1], notices)
     return groups
+
+
+def _caveat_room(group: list) -> int:
+    """How many more caveat NUMs (CAVEAT_PRIORITY) `group` takes before _capped_caveats leaves one out."""
+    nums = [item for item in group[0].ContentSequence if item.ValueType == "NUM"]
+    caveats = sum(1 for item in nums if _concept_key(item) in CAVEAT_PRIORITY)
+    return max(1, OHIF_SHOWN_NUMS - min(3, len(nums) - caveats)) - caveats
 
 
 #: the NUM concept of each AHA geometry caveat (aha.py), said beside the segment names it qualifies
@@ -987,13 +1004,15 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
         # the RV's own ED / ES phases, where RVEF comes from volumes read at other phases than the LV's
         other_phases = rv_phase_measurement(block, "ed") + rv_phase_measurement(block, "es") \
             if ventricle == "rv" else []
-        measurements = (coverage_measurement(block, codes.PARTIAL_STACK_LV_EXTENT) if measurements else []) \
+        # the ESV again, on the ED display copy: OHIF v3's SR viewport steps only through the groups drawn on the
+        # series of its first group (the ED copy), so the ES groups (on the ES copy) are not reached there; on a
+        # partial stack the coverage NUM then says it is a lower bound, as in its ES group
+        esv = _number(block, f"{ventricle}_esv_ml")
+        coverage = codes.PARTIAL_STACK_ESV_LOWER if esv is not None else codes.PARTIAL_STACK_LV_EXTENT
+        measurements = (coverage_measurement(block, coverage) if measurements else []) \
             + (partial_cycle_measurement(block) if measurements else []) \
             + (rv_accuracy_measurement(block) if ventricle == "rv" and measurements else []) \
             + (other_phases if measurements else []) + measurements
-        # the ESV again, on the ED display copy: OHIF v3's SR viewport steps only through the groups drawn on the
-        # series of its first group (the ED copy), so the ES groups (on the ES copy) are not reached there
-        esv = _number(block, f"{ventricle}_esv_ml")
         measurements += _measurement(codes.LV_ESV if ventricle == "lv" else codes.RV_ESV, esv, codes.UNIT_ML,
                                      method=papillary)
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,

@@ -315,3 +315,54 @@ def test_a_sent_item_records_the_address_it_was_delivered_to(tmp_path):
         assert db.delivered_address_sets() == {"pacs": {("PACS", "127.0.0.1", 12842), ("PACS", "127.0.0.1", 104)}}
     finally:
         db.close()
+
+
+# --- review48b #7: each note's description names the series that note lists -------------------------------------
+
+def test_each_rejection_note_names_the_series_and_time_of_what_it_lists(tmp_path):
+    """The KO's Series Description was built from the latest superseded analysis (supersedes[-1]) for every
+    destination: one that missed run 2 got a note listing run 1's 9001-9201 labelled "series 10001-10200 of <run 2's
+    time>", and the SC / display copies a note lists were left out of the range."""
+    import pydicom
+
+    from pydicom.uid import SecondaryCaptureImageStorage as SC
+
+    config = Config.model_validate({
+        "destinations": [_pacs("pacs1"), _pacs("pacs2", 105)],
+        "routes": [{"name": "mr", "match": {"modality": "MR"}, "pipelines": ["cine"],
+                    "destinations": ["pacs1", "pacs2"]}]})
+
+    def entry(number: int, sop_class: str, analysis_id: int | None) -> dict:
+        return {"sop_instance_uid": f"1.2.8.{number}", "series_instance_uid": f"1.2.8.{number}.0",
+                "sop_class_uid": sop_class, "study_instance_uid": "1.2.8", "display_copy": False,
+                "analysis_id": analysis_id, "series_number": number if analysis_id else None}
+
+    run1 = [entry(9001, SEG, 1), entry(9100, SR, 1), entry(9200, PDF, 1), entry(9201, SC, 1)]
+    run2 = [entry(10001, SEG, 2), entry(10100, SR, 2), entry(10200, PDF, 2)]
+    supersedes = [{"analysis_id": 1, "series_number": 9100, "pdf_series_number": 9200,
+                   "report_time": "2026-12-07 09:00:00", "delivered_to": ["pacs1", "pacs2"]},
+                  {"analysis_id": 2, "series_number": 10100, "pdf_series_number": 10200,
+                   "report_time": "2026-12-07 10:00:00", "delivered_to": ["pacs1"]}]
+    rejects = {"pacs1": run2, "pacs2": run1}
+
+    class Identified(_Analyser):  # result objects with the patient and study identity a note copies
+        def analyse(self, study, pipelines, started_at=None, supersedes=None):
+            outcome = super().analyse(study, pipelines, started_at, supersedes)
+            for dataset in outcome.datasets:
+                dataset.PatientID, dataset.PatientName, dataset.PatientBirthDate, dataset.PatientSex = "P1", "A^B", "", ""
+                dataset.StudyDate, dataset.StudyTime, dataset.AccessionNumber, dataset.StudyID = "20261207", "", "", ""
+                dataset.ReferringPhysicianName = ""
+            return outcome
+
+    run = run_study(_Study(), config, Identified(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm",
+                    supersedes=supersedes, rejects=rejects)
+    notes = {w.destination: str(pydicom.dcmread(tmp_path / w.path).SeriesDescription)
+             for w in run.written if w.destination}
+    assert notes == {"pacs1": "Superseded: series 10001-10200 of 2026-12-07 10:00:00",  # "by AI run 3": over 64
+                     "pacs2": "Superseded by AI run 3: series 9001-9201 of 2026-12-07 09:00:00"}, notes
+    # objects of two analyses, or a purged one (no number known): no range and no time that would misname them
+    run = run_study(_Study(), config, Identified(), None, tmp_path, lambda d: f"{d.SOPInstanceUID}.dcm",
+                    supersedes=supersedes, rejects={"pacs1": run1 + run2, "pacs2": [entry(9100, SR, None)]})
+    notes = {w.destination: str(pydicom.dcmread(tmp_path / w.path).SeriesDescription)
+             for w in run.written if w.destination}
+    assert notes == {"pacs1": "Superseded by AI run 3: AI results", "pacs2": "Superseded by AI run 3: AI results"}

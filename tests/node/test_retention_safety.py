@@ -533,3 +533,56 @@ def test_a_reanalysis_says_which_report_it_replaces_when_and_why(tmp_path):
         assert asked == "re-analysis requested (dicomnode retry --reanalyse)"
     finally:
         node.db.close()
+
+
+def _collated_database(pg_server, collation: str) -> str:
+    """A new database on the session's PostgreSQL with `collation` (LC_COLLATE), as a production cluster's default
+    (en_US.UTF-8) has it; skips where the machine lacks that locale."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=str(pg_server.root), user=pg_server.user, dbname="postgres",
+                         autocommit=True) as connection:
+        try:
+            connection.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
+                               f"LC_COLLATE '{collation}' LC_CTYPE '{collation}'")
+        except psycopg.Error as error:
+            pytest.skip(f"no {collation} locale for PostgreSQL here: {error}")
+    return pg_server.url(name)
+
+
+def test_purge_records_are_read_and_pruned_under_a_non_bytewise_collation(pg_server, tmp_path):
+    """review48b #2: `key >= 'purged_received:' AND key < 'purged_received;'` is empty under en_US.UTF-8 (';' sorts
+    before 'purged_received:0017...'), so a purged study's last receipt was never found on PostgreSQL; keys of the
+    earlier form (no purge second) were never pruned."""
+    from dicomnode.state import RESENDS_KEPT_SECONDS
+
+    url = _collated_database(pg_server, "en_US.UTF-8")
+    root = tmp_path / "store"
+    root.mkdir()
+    db = StateDB(url, upgrade=True)
+    try:
+        with db._write() as connection:  # the collation under test orders the old range bound apart from bytes
+            assert connection.execute(text("SELECT 'purged_received;' < 'purged_received:001765432100:ab'")).scalar()
+        store = Store(root, db)
+        store.instance(1)
+        store.db.mark_sent(store.analyse())
+        last_received = store.db.study(KEY)["last_received"]
+        store.age()
+        old = time.time() - RESENDS_KEPT_SECONDS - 60
+        with db._write() as connection:  # written before the purge second was in the key: one expired, one not
+            for key, purged_at, uid in (("purged_received:" + "a" * 24, old, "9.9.1"),
+                                        ("purged_received:" + "b" * 24, time.time(), "9.9.2"),
+                                        ("purged_received:000000000001:" + "c" * 24, 1.0, "9.9.3")):
+                connection.execute(text("INSERT INTO meta(key, value) VALUES (:k, :v)"),
+                                   {"k": key, "v": f'{{"study_key": "{uid}", "study_instance_uids": ["{uid}"], '
+                                                   f'"last_received": 5.0, "purged_at": {purged_at}}}'})
+        assert purge_expired(store.db, store.root, days=30).studies == [KEY]
+        assert store.db.purged_last_received() == {KEY: last_received, "9.9.2": 5.0}
+        with db._write() as connection:
+            keys = sorted(connection.execute(text("SELECT key FROM meta WHERE key LIKE 'purged_received:%'")).scalars())
+        assert len(keys) == 2 and "purged_received:" + "b" * 24 in keys, keys  # the expired ones pruned
+    finally:
+        db.close()

@@ -21,7 +21,7 @@ from dicomnode.cmr.grouping import UnreadableFile, read_header
 from dicomnode.cmr.study import load_studies
 from dicomnode import node as node_module
 from dicomnode.node import UNREADABLE_PAUSE_SECONDS, UNREADABLE_RETRY_SECONDS, Node
-from dicomnode.state import COMPLETE, FAILED, foreign_owner_warning
+from dicomnode.state import COMPLETE, DONE, FAILED, foreign_owner_warning
 from tests.hardening.hardening_support import store_one, synthetic_mr
 from tests.node.test_storage_safety import CountingAnalyser, node_config
 
@@ -93,18 +93,21 @@ def test_a_study_with_a_stored_file_the_node_cannot_read_waits_then_fails_saying
         assert f"(node.storage_dir {node.storage_dir})" in errors[0]
         assert not any("unrecorded failure" in r.getMessage() for r in caplog.records)
         assert any(str(blocked) in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
-        assert node.claims_blocked() == "a study's spooled files were unreadable here a moment ago"
+        # review48b #6: one study's unreadable file pauses that study here, not every claim of the process
+        assert node.claims_blocked() is None and node.paused_studies() == {(key, generation)}
         for _ in range(5):  # a short outage rides through: not failed after a few tries within the window
+            node._study_paused.clear()  # its pause over
             node.analyse_study(key, generation)
         study = node.db.study(key)
         assert study["state"] == COMPLETE and study["reason"].startswith("analysis waits (try 6, next in 120 s,")
         first, tries = node._unreadable_tries[(key, generation)]  # the window over: the next unreadable try fails
         node._unreadable_tries[(key, generation)] = (first - UNREADABLE_RETRY_SECONDS, tries)
+        node._study_paused.clear()
         node.analyse_study(key, generation)
         study = node.db.study(key)
         assert study["state"] == FAILED and analyser.calls == 0
-        assert study["reason"].startswith("analysis failed (unreadable for 10 min, 7 tries): 1 of the study's 2 "
-                                          "stored instance file(s) cannot be read")
+        assert study["reason"].startswith("analysis failed (unreadable here for 10 min, 7 tries): 1 of the study's "
+                                          "2 stored instance file(s) cannot be read")
         assert study["reason"].endswith(f"first: {blocked.relative_to(node.storage_dir)}")
         assert "`dicomnode retry STUDY`" in study["reason"]
         monkeypatch.undo()  # the permission fixed: `dicomnode retry` analyses the whole study
@@ -280,6 +283,7 @@ def test_an_unreadable_series_folder_waits_as_an_unreadable_file_does(tmp_path, 
         assert paths[0].parent != paths[1].parent
         for locked in (paths[1], paths[0]):  # the second listed, then the first (the missing-files check)
             node._unreadable_tries.clear()
+            node._study_paused.clear()
             _lock_folder(monkeypatch, locked.parent)
             with caplog.at_level(logging.WARNING):
                 node.analyse_study(key, generation)
@@ -291,15 +295,18 @@ def test_an_unreadable_series_folder_waits_as_an_unreadable_file_does(tmp_path, 
             assert ": PermissionError: Permission denied;" in study["reason"]
             assert study["reason"].endswith(f"first: {locked.relative_to(node.storage_dir)}")
             assert "missing" not in study["reason"] and "without a recorded outcome" not in study["reason"]
+        node._study_paused.clear()
         node.analyse_study(key, generation)  # readable again: analysed
         assert analyser.calls == 1
     finally:
         node.stop()
 
 
-def test_a_worker_that_cannot_read_pauses_its_claims_with_backoff(tmp_path, monkeypatch):
-    """Scale-out (review48 #3): the worker that cannot read releases the claim uncounted and claims nothing for a
-    while, longer at each try, so that a worker that can read takes the study; a short outage does not fail it."""
+def test_a_worker_that_cannot_read_pauses_the_study_with_backoff(tmp_path, monkeypatch):
+    """Scale-out (review48 #3): the worker that cannot read releases the claim uncounted and does not claim that
+    study again for a while, longer at each try, so that a worker that can read takes it; a short outage does not
+    fail it. review48b #6: the other studies go on meanwhile (claims of the whole process pause only where
+    node.storage_dir itself cannot be read), and the tries are forgotten once another worker finished the study."""
     analyser = CountingAnalyser()
     node = Node(node_config(tmp_path), analyser=analyser)
     node.start(warm_up=False)
@@ -315,16 +322,53 @@ def test_a_worker_that_cannot_read_pauses_its_claims_with_backoff(tmp_path, monk
         _lock_folder(monkeypatch, node.spool.path_of(row["path"]).parent)
         pauses = []
         for _ in range(4):
+            node._study_paused.clear()  # the previous pause over
             node.analyse_study(key, generation)
-            pauses.append(round(node._claims_paused_until - time.monotonic()))
+            pauses.append(round(node._study_paused[(key, generation)] - time.monotonic()))
             assert node.db.study(key)["state"] == COMPLETE
-            assert node.claims_blocked() is not None
+            assert node.claims_blocked() is None  # one study's files: the process claims the others
         assert pauses == [UNREADABLE_PAUSE_SECONDS, 2 * UNREADABLE_PAUSE_SECONDS, 4 * UNREADABLE_PAUSE_SECONDS,
                           8 * UNREADABLE_PAUSE_SECONDS]
         assert node._released.get((key, generation), 0) == 0  # uncounted: MAX_UNRECORDED_RELEASES does not fail it
         assert node_module.UNREADABLE_RETRY_SECONDS >= 300  # minutes, for an NFS / storage failover
+        other = synthetic_mr()  # a healthy study completes meanwhile: claimed, the paused one skipped
+        assert store_one(node.scp.port, other).Status == 0
+        other_key = str(other.StudyInstanceUID)
+        node.completion.forget(other_key)
+        node.scheduler.remove_job(f"quiet:{other_key}")
+        node.db.set_study_state(other_key, COMPLETE)
+        assert node.db.claim_next_study(skip=node.paused_studies()) == (other_key, node.db.study(other_key)["generation"])
+        node.db.set_study_state(other_key, DONE)  # (as if analysed: no worker of this node takes it meanwhile)
+        # the storage itself unreadable here (an NFS outage): then the whole process pauses its claims
+        monkeypatch.setattr(node, "_storage_unreadable", lambda: True)
+        node._study_paused.clear()
+        node.analyse_study(key, generation)
+        assert "could not be read a moment ago" in (node.claims_blocked() or "")
+        node._claims_paused_until = 0.0
         monkeypatch.undo()
+        node._study_paused.clear()
         node.analyse_study(key, generation)
         assert analyser.calls == 1 and (key, generation) not in node._unreadable_tries
+        # tries of a study another worker finished are forgotten
+        node._unreadable_tries[(other_key, 1)] = (time.monotonic(), 1)
+        node._study_paused[(other_key, 1)] = time.monotonic() + 60
+        node.forget_unreadable_elsewhere()
+        assert not node._unreadable_tries and not node._study_paused
     finally:
         node.stop()
+
+
+def test_a_folder_in_a_files_place_is_not_called_a_permission_problem(tmp_path):
+    """review48b note: refused_by_os counts IsADirectoryError (a folder where a spooled file should be) as
+    unreadable, and the failure advised `chown -R`, which does not help there."""
+    from dicomnode.cmr.grouping import unreadable_file
+    from dicomnode.node import SpooledFilesUnreadable
+
+    path = tmp_path / "series" / "a.dcm"
+    folder = SpooledFilesUnreadable(tmp_path, [unreadable_file(path, IsADirectoryError(21, "Is a directory"))], 2)
+    assert "IsADirectoryError: Is a directory" in str(folder) and "chown" not in str(folder)
+    assert "a folder stands where the file should be" in str(folder) and "no permission change helps" in str(folder)
+    denied = SpooledFilesUnreadable(tmp_path, [unreadable_file(path, PermissionError(13, "Permission denied"))], 2)
+    assert "(chown -R), then `dicomnode retry STUDY`" in str(denied)
+    failing = SpooledFilesUnreadable(tmp_path, [unreadable_file(path, OSError(5, "Input/output error"))], 2)
+    assert "chown" not in str(failing) and "check the storage under node.storage_dir" in str(failing)

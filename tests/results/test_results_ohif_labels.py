@@ -5,6 +5,7 @@ to the second, and the report-level notices (superseded report, series left unre
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -170,3 +171,33 @@ def test_page_one_names_the_series_not_analysed_in_one_row():
     assert NOT_ANALYSED_ROW not in " ".join(_page_text(first_page(header, results, context)).split())
     started: dt.datetime = context.started_at
     assert f"analysis {started:%Y-%m-%d %H:%M:%S}" in text  # to the second, as the supersede notice
+
+
+def test_the_notices_of_a_rerun_never_push_a_numbers_caveat_out_of_what_ohif_shows():
+    """review48b #4: SUPERSEDES and NOTANALYSED took the first cine group's two caveat lines, so on a partial stack
+    with a BSA disagreement OHIF showed LV EDV and EDVi with no "lower bounds" nor "BSA uncertain". The caveats that
+    qualify a group's numbers keep their place in every group; the notices go where OHIF still shows them."""
+    from test_results_sr_display import PARTIAL, identifier_of
+
+    study, results, context = make_study(slices=4, cine_phases=4)
+    header = study.series[0].instances[0].dataset
+    results[1].summary["coverage"] = dict(PARTIAL)
+    results[1].summary["bsa_other_m2"] = 1.657
+    earlier = [{**EARLIER, "study_instance_uid": study.study_instance_uid}]
+    sr = build_sr(header, results, segs_of(results, context), context, 10100, supersedes=earlier,
+                  not_measured=[T1_MAP, PERFUSION])
+    qualifying = {(c.value, codes.PRIVATE_SCHEME) for c in (codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT,
+                                                            codes.PARTIAL_STACK_ESV_LOWER, codes.BSA_DISAGREEMENT)}
+    cine = [g for g in groups(sr) if nums(g) and re.search(r"\((lower bound|partial stack)", identifier_of(g))]
+    assert len(cine) == 7, [identifier_of(g) for g in cine]  # LV / RV blood pool ED, ES, LV myocardium, function
+    first = cine[0]
+    assert identifier_of(first).startswith("LV blood pool ED")  # the group OHIF opens the cine part on
+    assert {c for c, *_ in nums(first)[:5]} >= {(codes.LOWER_BOUNDS_LV_EXTENT.value, codes.PRIVATE_SCHEME),
+                                                 (codes.BSA_DISAGREEMENT.value, codes.PRIVATE_SCHEME)}, nums(first)
+    for group in cine:  # every caveat a group carries that qualifies its numbers is among the five OHIF shows
+        concepts = [c for c, *_ in nums(group)]
+        assert qualifying & set(concepts) <= set(concepts[:5]), (identifier_of(group), concepts)
+        assert len([c for c in concepts[:5] if c not in qualifying | {SUPERSEDES, NOT_ANALYSED}]) >= 3 \
+            or len(concepts) < 5  # and the group's own numbers still shown
+    shown = [c for g in groups(sr) if nums(g) for c in [c for c, *_ in nums(g)][:5]]
+    assert SUPERSEDES in shown and NOT_ANALYSED in shown  # the notices still reach OHIF, in a group with room

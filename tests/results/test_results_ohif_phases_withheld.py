@@ -132,6 +132,8 @@ def test_a_withheld_lge_seg_says_review_only_where_ohif_lists_it_and_in_every_se
         seg = build_seg(segmentation, sources, context, 9001, part)
         assert "REVIEW ONLY" in str(seg.SeriesDescription)[:22]  # OHIF's series list cuts after ~22 characters
         assert str(seg.ContentDescription).startswith("REVIEW ONLY")
+        # review48b note: the whole text within LO's 64 characters, no word cut ("... numbers not determi")
+        assert str(seg.ContentDescription) == "REVIEW ONLY: AI LGE SEG unreliable, numbers not determined"
         assert all(str(s.SegmentLabel).endswith("(unreliable)") for s in seg.SegmentSequence)
 
 

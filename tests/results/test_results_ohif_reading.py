@@ -135,6 +135,9 @@ def test_reanalysis_description_keeps_the_unverified_mark_and_whole_words():
         and text.endswith(" unverified"), text
     assert reanalysis_description("ED copy of CINE_SSFP_SAX for AI SEG", 2) == \
         "Run 2 ED copy of CINE_SSFP_SAX for AI SEG"
+    # review48b #9: a single word longer than the room is cut, never the "unverified" tail
+    text = reanalysis_description("AI unverified " + "X" * 70 + " (dicomnode)", 3)
+    assert len(text) == 64 and text.startswith("AI run 3 XXX") and text.endswith(" unverified"), text
 
 
 def test_ed_and_es_seg_and_copy_series_differ_within_what_ohif_shows():
