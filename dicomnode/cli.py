@@ -26,7 +26,8 @@ from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.node import Node, status_report
 from dicomnode.observe import configure_logging
 from dicomnode.preflight import listen_port_problems, listen_port_warnings, preflight_problems, preflight_warnings
-from dicomnode.process import OutputFolderError, find_files, not_a_regular_file, process_folder
+from dicomnode.process import (UNREADABLE_FOLDER_NOTE, InputFolderError, OutputFolderError, find_files,
+                               not_a_regular_file, process_folder)
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import (RoleRunner, attach_different_resends, clock_skew_text, live_processes, parse_roles,
                              pid_running, receiving_report, refused_studies)
@@ -198,18 +199,28 @@ def _stop_on_signals() -> dict:
 
 
 def _no_study_message(input_dir: Path, summary: dict) -> str:
-    """Why `process` found nothing to analyse in input_dir (exit 1): how many files, none DICOM; archives named."""
-    unreadable = summary.get("unreadable_files", [])
-    if not unreadable:
+    """Why `process` found nothing to analyse in input_dir (exit 1): how many files, none DICOM; archives named;
+    folders this user may not list named first."""
+    entries = summary.get("unreadable_files", [])
+    folders = [e["path"] for e in entries if e["reason"].endswith(UNREADABLE_FOLDER_NOTE)]
+    unreadable = [e for e in entries if not e["reason"].endswith(UNREADABLE_FOLDER_NOTE)]
+    said = []
+    if folders:
+        shown = ", ".join(folders[:3]) + (" ..." if len(folders) > 3 else "")
+        said.append(f"{len(folders)} folder(s) this user may not list ({shown}): run as a user who may read them, "
+                    "or give them read and search permission")
+    if unreadable:
+        archives = [Path(e["path"]).name for e in unreadable if e["reason"].startswith("an archive")]
+        not_dicom = sum(e["reason"].startswith(("not a DICOM file", "an archive")) for e in unreadable)
+        what = "none DICOM" if not_dicom == len(unreadable) else "none a readable DICOM instance of a study"
+        said.append(f"{len(unreadable)} file(s), {what}")
+        if archives:
+            shown = ", ".join(archives[:3]) + (" ..." if len(archives) > 3 else "")
+            said.append(f"{len(archives)} of them an archive ({shown}): unpack it first, then process the unpacked "
+                        "folder")
+    if not said:
         return f"no DICOM study found in {input_dir}: it holds no file (hidden files and DICOMDIR are not read)"
-    archives = [Path(e["path"]).name for e in unreadable if e["reason"].startswith("an archive")]
-    not_dicom = sum(e["reason"].startswith(("not a DICOM file", "an archive")) for e in unreadable)
-    what = "none DICOM" if not_dicom == len(unreadable) else "none a readable DICOM instance of a study"
-    message = f"no DICOM study found in {input_dir}: {len(unreadable)} file(s), {what}"
-    if archives:
-        shown = ", ".join(archives[:3]) + (" ..." if len(archives) > 3 else "")
-        message += f"; {len(archives)} of them an archive ({shown}): unpack it first, then process the unpacked folder"
-    return message
+    return f"no DICOM study found in {input_dir}: " + "; ".join(said)
 
 
 def cmd_process(args) -> int:
@@ -1095,7 +1106,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR
-    except (FileNotFoundError, StateSchemaError, StorageDirError, ListenError, OutputFolderError) as exc:
+    except (FileNotFoundError, StateSchemaError, StorageDirError, ListenError, InputFolderError,
+            OutputFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except PermissionError as exc:

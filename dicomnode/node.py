@@ -279,8 +279,12 @@ class Node:
 
     def lock_storage(self, exclusive: bool = True) -> None:
         """Take node.storage_dir's lock before touching anything there (spool.StorageLock): exclusive for the
-        single-node process, shared among scale-out role processes. Raises spool.StorageInUse naming the holder."""
-        self.storage_lock.acquire(exclusive, "dicomnode serve (single node)" if exclusive else "dicomnode serve --roles")
+        single-node process, shared among scale-out role processes; the single-node one writes its node.port there
+        (`config check` knows the port is its own). Raises spool.StorageInUse naming the holder."""
+        if exclusive:
+            self.storage_lock.acquire(True, "dicomnode serve (single node)", port=self.config.node.port)
+        else:
+            self.storage_lock.acquire(False, "dicomnode serve --roles")
 
     def verify_spool(self) -> str:
         """After the storage lock, before anything else touches the spool: node.storage_dir must be the spool the

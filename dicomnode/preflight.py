@@ -338,17 +338,24 @@ def listen_port_problems(config: Config) -> list[Problem]:
 def listen_port_warnings(config: Config) -> list[str]:
     """`dicomnode config check`: node.port cannot be opened on node.host now (in use: another process listens
     there, a running node?; or the operating system's reason: node.host not an address of this machine, a port
-    under 1024 without the privilege ...); `serve` would not start. Nothing where the port is in use while the
-    single-node `serve` of this config's node.storage_dir runs on this machine (its node.lock): that node holds it,
-    as when the unit's ExecReload checks the config before SIGHUP. Not for serve itself, which binds the port and
-    says so."""
+    under 1024 without the privilege ...); `serve` would not start. Nothing where the port is in use by the
+    single-node `serve` of this config's node.storage_dir, running on this machine on this very node.port, as when
+    the unit's ExecReload checks the config before SIGHUP: its lock really held (spool.StorageLock.running_holder:
+    the kernel's lock table, not the lock file's text, which outlives the node) and the port it wrote there equal
+    to node.port. Where that cannot be shown (no /proc/locks, a node of an earlier release that wrote no port) the
+    warning stays. Not for serve itself, which binds the port and says so."""
     try:
         probe_listen(config.node.host, config.node.port)
     except OSError as exc:
         where = f"node.port: {config.node.port} on {config.node.host} cannot be opened now ({exc.strerror or exc})"
         if exc.errno == errno.EADDRINUSE:
-            if StorageLock.running_holder(config.node.storage_dir) is not None:
-                return []  # this config's own node runs (a check before `systemctl reload`): it holds the port
+            holder = StorageLock.running_holder(config.node.storage_dir)
+            if holder is not None and holder.port == config.node.port:
+                return []  # this config's own node runs on this port (a check before `systemctl reload`)
+            if holder is not None and holder.port is not None:
+                return [f"{where}: another process listens there (the node running on this node.storage_dir, pid "
+                        f"{holder.pid}, listens on {holder.port}); `serve` with this config, which a change of "
+                        f"node.port needs, does not start while it does"]
             return [f"{where}: another process listens there (a running node?); `serve` with this config does not "
                     f"start while it does"]
         return [f"{where}: `serve` with this config does not start on this machine"]

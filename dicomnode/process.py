@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dicomnode import strict_json
 from dicomnode.analysis.run import Analyser
-from dicomnode.cmr.grouping import UNREADABLE_NOTE
+from dicomnode.cmr.grouping import UNREADABLE_NOTE, refused_by_os, unreadable_file
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
 from dicomnode.net.filemeta import NotBareDataset, read_bare_dataset
@@ -39,8 +39,22 @@ ARCHIVE_MAGIC = ((0, b"PK\x03\x04", "zip"), (0, b"PK\x05\x06", "zip"), (0, b"7z\
                  (0, b"\xfd7zXZ\x00", "xz"), (0, b"\x28\xb5\x2f\xfd", "zstd"), (257, b"ustar", "tar"))
 
 
+#: the end of the reason summary.json's `unreadable_files` gives a folder this user may not list (as UNREADABLE_NOTE
+#: ends a file's)
+UNREADABLE_FOLDER_NOTE = "the folder is there, this process may not list it: none of its files was read"
+
+
+def unreadable_folder(path, error: OSError) -> dict:
+    """The `unreadable_files` entry of a folder whose listing the operating system refused (`error`, e.g. a
+    PermissionError for a folder of mode 000 or another user's 0700 one): named as a file the node may not read is
+    (cmr.grouping.unreadable_file), none of its files known."""
+    return {"path": str(path), "reason": f"unreadable ({type(error).__name__}: {error.strerror or error}): "
+                                         f"{UNREADABLE_FOLDER_NOTE}"}
+
+
 def not_a_regular_file(path: Path) -> str | None:
-    """Why `path` is not read as an input file (a FIFO, a socket, a device, a broken or looping link), else None.
+    """Why `path` is not read as an input file (a FIFO, a socket, a device, a broken or looping link, one the
+    operating system will not stat for this user: its folder may not be searched), else None.
     Only stat()s it: opening a FIFO would wait for a writer for ever."""
     try:
         mode = os.stat(path).st_mode  # follows links: a link to a regular file is read
@@ -51,6 +65,8 @@ def not_a_regular_file(path: Path) -> str | None:
     except OSError as error:
         if error.errno == errno.ELOOP:
             return "a symbolic link loop (the link leads back to itself)"
+        if refused_by_os(error):  # named as load_studies names a file it may not read (its study is incomplete)
+            return unreadable_file(path, error).reason.removeprefix(f"{path}: ")
         return f"cannot be read ({error.strerror or error})"
     if stat.S_ISREG(mode):
         return None
@@ -69,11 +85,23 @@ def not_a_regular_file(path: Path) -> str | None:
 
 def find_files(input_dir: Path, skipped: list[dict] | None = None) -> list[Path]:
     """Every regular file below `input_dir` (recursively, following links once), hidden files and DICOMDIR excluded.
-    Anything else found there (a FIFO, a socket, a device, a broken or looping link) is not returned: given
-    `skipped`, each is appended there as {"path", "reason"} (summary.json's `unreadable_files`)."""
+    Anything else found there (a FIFO, a socket, a device, a broken or looping link, a file or a folder, `input_dir`
+    too, that the operating system will not let this user read or list) is not returned: given `skipped`, each is
+    appended there as {"path", "reason"} (summary.json's `unreadable_files`; the reason of one refused ends with
+    cmr.grouping.UNREADABLE_NOTE, of a folder with UNREADABLE_FOLDER_NOTE). A folder reached again through a link
+    (a link loop) is searched once."""
     found = []
     visited: set[str] = set()
-    for root, dirs, files in os.walk(input_dir, followlinks=True):
+
+    def refused(error: OSError) -> None:  # os.walk could not list a folder
+        if not refused_by_os(error):  # gone while the folder was read
+            return
+        log.warning("%s cannot be listed by this process (%s: %s): its files are left out of the analysis",
+                    error.filename, type(error).__name__, error.strerror or error)
+        if skipped is not None:
+            skipped.append(unreadable_folder(error.filename, error))
+
+    for root, dirs, files in os.walk(input_dir, onerror=refused, followlinks=True):
         real = os.path.realpath(root)
         if real in visited:  # a link cycle, or a folder linked twice
             dirs[:] = []
@@ -157,6 +185,10 @@ OUTPUT_FILE_MODE = 0o600
 
 class OutputFolderError(Exception):
     """The --out folder cannot take this run's results; the message says why and what to do."""
+
+
+class InputFolderError(Exception):
+    """INPUT_DIR cannot be reached by this user; the message says why and what to do."""
 
 
 def check_writable(out_dir: Path) -> None:
@@ -284,18 +316,31 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
     summary.json content (also written to out_dir/summary.json). A previous run's results in out_dir are replaced
     (clear_previous_run). `failures`, when given, receives one line per study the node failed to analyse (a model
     that did not load, a pipeline or the study path that raised), as opposed to a study cleanly declined, and one per
-    file the operating system would not let this run read (cmr.grouping.UnreadableFile). Raises
-    FileNotFoundError without `input_dir`, OutputFolderError when out_dir is a file or holds something that is not a
-    previous run's summary.json.
+    file or folder the operating system would not let this run read or list (a permission, an I/O error; the rest
+    is analysed without it). Raises FileNotFoundError without `input_dir`, InputFolderError when
+    this user may not reach `input_dir` (a folder above it it may not search), OutputFolderError when out_dir is a
+    file, cannot be written or holds something that is not a previous run's summary.json.
 
     The output is all or nothing: every result path is listed in out_dir/PARTIAL_MANIFEST before its file is
     written, and the list goes once summary.json is in place. A run that raises (KeyboardInterrupt for Ctrl-C or,
     with the CLI's handler, SIGTERM) removes the results it wrote, and says how many in the exception's
     `removed_results`; one killed outright leaves the list, and the next run into out_dir removes what it names."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
-    if not input_dir.is_dir():
+    try:
+        input_mode = os.stat(input_dir).st_mode
+    except FileNotFoundError:
+        input_mode = None
+    except OSError as error:  # a folder above it this user may not search
+        raise InputFolderError(f"input folder {input_dir} cannot be reached by this user ({type(error).__name__}: "
+                               f"{error.strerror or error}): run as a user who may read it, or give it and the "
+                               "folders above it read and search permission") from error
+    if input_mode is None or not stat.S_ISDIR(input_mode):
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
-    if out_dir.exists() and not out_dir.is_dir():
+    try:
+        out_is_file = not stat.S_ISDIR(os.stat(out_dir).st_mode)
+    except OSError:  # not there yet, or not reachable: check_writable says which
+        out_is_file = False
+    if out_is_file:
         raise OutputFolderError(f"--out {out_dir} is a file, not a folder: give a folder for the results")
     check_writable(out_dir)
     removed = clear_previous_run(out_dir)
@@ -318,6 +363,8 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
         # its images counted as missing, so the run is not "all good" (exit 1)
         failures.extend(f"{e['path']}: {e['reason']}: its study was analysed without it" for e in unreadable
                         if e["reason"].endswith(UNREADABLE_NOTE))
+        failures.extend(f"{e['path']}: {e['reason']}: the studies found were analysed without its files"
+                        for e in unreadable if e["reason"].endswith(UNREADABLE_FOLDER_NOTE))
         entries = []
         for study in studies:
             with study_context(short_hash(study.study_instance_uid or "-")):  # lines carry the study, as serve's do

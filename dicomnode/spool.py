@@ -123,6 +123,31 @@ def free_space_mb(path: Path) -> float:
     return shutil.disk_usage(path).free / (1024 * 1024)
 
 
+#: the kernel's table of file locks (Linux): "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+PROC_LOCKS = "/proc/locks"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The running single-node `serve` that holds node.lock (StorageLock.running_holder): its pid, and the node.port
+    it listens on (None where its lock file does not say)."""
+
+    pid: int
+    port: int | None
+
+
+def _holds_exclusive(line: str, pid: int, inode: int) -> bool:
+    """Whether one line of /proc/locks is an exclusive (WRITE) lock held, not waited for ("->"), by `pid` on the
+    file `inode`: FLOCK, or POSIX where a network file system (NFS) takes flock() as a whole-file lock. The device
+    is not compared: on overlay and network file systems the lock's may differ from the one stat() gives."""
+    fields = line.split()
+    if len(fields) < 6 or "->" in fields:
+        return False
+    kind, mode, holder, where = fields[1], fields[3], fields[4], fields[5]
+    return (kind in ("FLOCK", "POSIX") and mode == "WRITE" and holder == str(pid)
+            and where.rsplit(":", 1)[-1] == str(inode))
+
+
 class StorageLock:
     """An advisory lock on node.storage_dir (flock on `<storage_dir>/node.lock`), taken before a node process
     touches the storage or its state.
@@ -142,8 +167,10 @@ class StorageLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, exclusive: bool, description: str = "dicomnode serve") -> None:
-        """Take the lock (no waiting); raises StorageInUse naming the holder when another process has it."""
+    def acquire(self, exclusive: bool, description: str = "dicomnode serve", port: int | None = None) -> None:
+        """Take the lock (no waiting); raises StorageInUse naming the holder when another process has it. An
+        exclusive holder writes its pid, host and `port` (the node.port it listens on, TCP) into the lock file
+        (running_holder reads them)."""
         if self._fd is not None:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -161,7 +188,8 @@ class StorageLock:
             raise
         if exclusive:
             os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}: {description}, since "
+            listens = "" if port is None else f", node.port {port}"
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}: {description}{listens}, since "
                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         self._fd = fd
         self.exclusive = exclusive
@@ -184,25 +212,30 @@ class StorageLock:
         return f"another node process ({text})" if text else "another node process"
 
     @staticmethod
-    def running_holder(storage_dir: str | os.PathLike) -> int | None:
-        """The pid of the single-node `serve` of this machine that holds `storage_dir`'s lock and still runs, as
-        its lock file names it; None where none does (no lock file, another machine's, a pid gone, or scale-out role
-        processes, which write none). Takes no lock: a node starting at this moment is never disturbed."""
+    def running_holder(storage_dir: str | os.PathLike) -> LockHolder | None:
+        """The single-node `serve` of this machine that holds `storage_dir`'s lock now, with the node.port it
+        listens on, as facts say, not the lock file's text alone (the text stays after the node stops, and its pid
+        may be reused): the kernel's lock table (PROC_LOCKS, Linux) must list an exclusive lock on the lock file's
+        inode held by the pid the text names, on this host. None where that cannot be shown: no lock file, another
+        machine's, a lock not held (a node that stopped or was killed), only shared holders (scale-out role
+        processes, which write no pid), or no PROC_LOCKS to read (not Linux). Takes no lock, so a node starting at
+        this moment is never disturbed. `port` is None where the holder did not write it (a node of an earlier
+        release)."""
+        path = Path(storage_dir) / LOCK_FILE
         try:
-            text = (Path(storage_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace")
+            text = path.read_text(encoding="utf-8", errors="replace")
+            inode = path.stat().st_ino
+            table = Path(PROC_LOCKS).read_text(encoding="ascii", errors="replace")
         except OSError:
             return None
         match = re.match(r"pid (\d+) on (\S+):", text)
         if match is None or match.group(2) != socket.gethostname():
             return None
         pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not any(_holds_exclusive(line, pid, inode) for line in table.splitlines()):
             return None
-        except PermissionError:  # it runs, as another user
-            pass
-        return pid
+        port = re.search(r", node\.port (\d+),", text)
+        return LockHolder(pid, int(port.group(1)) if port else None)
 
     def release(self) -> None:
         if self._fd is None:
