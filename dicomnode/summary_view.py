@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_QUALIFIER, NO_INDEX_START, RV_ACCURACY_START,
                                              SV_MISMATCH_START, base_unconfirmed_only, is_range_flag)
-from dicomnode.analysis.lge_metrics import INDETERMINATE
+from dicomnode.analysis.lge_metrics import INDETERMINATE, presence_text
 from dicomnode.analysis.lge import mvo_validation_text
 from dicomnode.analysis.phase_text import COUNTED_FROM, cycle_phases, phase_name, stack_warnings, summary_phase_numbers
 from dicomnode.analysis.reference_age import REFERENCE_CHECK_STARTS
@@ -140,6 +140,9 @@ def print_summary_table(summary: dict) -> None:
                       f"LGE {_number(lge['lge_percent'])} %{_typical_error(lge)}"
                       f"{(' (slices present only)' if bounded else note) if partial else ''}"
                       f" {_methods(lge)}{_burden(lge, partial)}")
+                presence = presence_text(lge.get("lge_presence"))
+                if presence:  # not stated present: no significant LGE, or presence uncertain (as the PDF and SR)
+                    print(f"  LGE presence: {presence}")
         if "cine" in study:
             cine = study["cine"]
             # part of the LV outside the stack (cine.coverage): LV and RV volumes and mass lower bounds, EF of the slices
@@ -183,6 +186,8 @@ def print_summary_table(summary: dict) -> None:
             shown = text[text.index("Impression:"):] if "Impression:" in text else text
             print(f"  Suggestion (another patient's report {suggestion['report_id']}, {_number(suggestion['score'], 2)};"
                   f" unverified): {shorten(shown, 120)}")
+        if study.get("suggestions_lge_presence"):
+            print(f"  Suggestions: {study['suggestions_lge_presence']}")
         if study.get("suggestions_note"):
             print(f"  Suggestions: none, {study['suggestions_note']}")
         for text in (study.get("lge") or {}).get("series_left_aside") or []:

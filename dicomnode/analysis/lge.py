@@ -15,8 +15,8 @@ from dicomnode.analysis.cine import (apex_first, assumed_spacing_attributes, los
 from dicomnode.analysis.cine_metrics import (BASE_CUT_OFF, BASE_MISSING_MM, BASE_UNCONFIRMED_START, GAP_FACTOR,
                                              LARGE_GAP_FACTOR, MIN_LV_EXTENT_MM, disc_voxel_volumes_ml,
                                              stack_coverage)
-from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_volumes,
-                                            nsd_enhancement, threshold_applicability)
+from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwhm_enhancement, lge_presence,
+                                            lge_volumes, nsd_enhancement, threshold_applicability)
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import merged_numbers, not_lge_text, other_views_text
 from dicomnode.analysis.reference_age import lv_extent_rule_withheld, patient_child_size
@@ -1017,6 +1017,11 @@ class LGEPipeline:
             # the model's known MVO agreement with expert readers (card cross-validation): whether MVO is validated,
             # whether 'MVO present / absent' may be stated, and the sentence every output shows beside the MVO volume
             "mvo_validation": mvo_block,
+            # LGE present / absent / uncertain from %LGE (lge_metrics.LGE_PRESENCE_BAND_PERCENT: the band where the
+            # cross-validation reads scar-free hearts and small infarcts alike); absence only where the large-burden
+            # flag is stated (the stack covers the LV well enough)
+            "lge_presence": None if withheld else lge_presence(
+                volumes.lge_percent, absence_stated=not burden_reason and volumes.large_scar_burden is not None),
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dicomnode.analysis.aha import TERRITORIES
+
 # ----------------------------------------------------------------------------------------------------------------
 # Identifiers: a report holding one is withheld from the bank (report_bank.read_bank_file), never offered
 # ----------------------------------------------------------------------------------------------------------------
@@ -203,7 +205,9 @@ _NORMAL_STUDY = re.compile(r"\b(?:structurally\s+normal\s+heart|normal\s+(?:card
 _EXTENT = re.compile(
     r"\b(small|minor|limited|tiny|moderate|moderately\s+sized|large|extensive|massive|big|klein\w*|mittelgro\w*|"
     r"gro(?:ß|ss)\w*|ausgedehnt\w*)\b(?:[\w\s,-]{0,40}?)"
-    + _LGE_TERM + r"|\b(?:of|with)\s+(small|moderate|large|extensive)\s+(?:extent|size|burden)",
+    + _LGE_TERM + r"|\b(?:of|with)\s+(small|moderate|large|extensive)\s+(?:extent|size|burden)"
+    # the extent after the scar word: "Ischaemic scar, moderate: 13% LGE" (break49b #3)
+    + r"|" + _LGE_TERM + r"\s*,\s*(?:very\s+)?(small|moderate|large|extensive)\b",
     re.IGNORECASE)
 #: where a sentence names the technique, not a finding ("Late gadolinium enhancement (LGE) images were reviewed")
 _TECHNIQUE = re.compile(r"(?:delayed|late)\s+(?:gadolinium\s+)?enhancement\s*(?:\(LGE\)\s*)?(?:imaging|images?|"
@@ -361,7 +365,7 @@ def sentence_claims(text: str) -> tuple[tuple[str, object], ...]:
     elif stated:
         claims.append(("lge", True))
         for match in _EXTENT.finditer(text):
-            word = (match.group(1) or match.group(2) or "").lower()
+            word = (match.group(1) or match.group(2) or match.group(3) or "").lower()
             claims.append(("extent", "small" if word.startswith(("small", "minor", "limited", "tiny", "klein")) else
                            "moderate" if word.startswith(("moderate", "mittelgro")) else "large"))
     if _MVO.search(text):
@@ -412,8 +416,10 @@ RV_GRADE_EF = {"normal": (40.0, 200.0), "hyperdynamic": (70.0, 200.0), "mild": (
 #: maximal end-diastolic LV wall thickness (mm): hypertrophy at or above, none under the lower figure
 HYPERTROPHY_MM = 15.0
 NO_HYPERTROPHY_MM = 12.0
-#: %LGE a "small" scar cannot reach (what the node measured is there, whatever lies outside the slices); "large" /
-#: "extensive" is held to the node's large-burden flag (15 %), "small" / "moderate" too
+#: %LGE a "small" scar cannot reach (what the node measured is there, whatever lies outside the slices) and a
+#: "moderate" one reaches (where the large-burden flag is stated: the stack covers the LV); "large" / "extensive" is
+#: held to the node's large-burden flag (15 %), "small" / "moderate" too. The bank's writer names "small" under 10 %
+#: (engines/retrieval/report_writer.py)
 SMALL_EXTENT_MAX_PERCENT = 10.0
 
 
@@ -428,6 +434,9 @@ class NodeFacts:
     mvo_stated: bool = False  # the node states MVO presence (mvo_validation.presence_stated)
     mvo: bool | None = None
     segments_assigned: bool = False  # AHA segments assigned to the LGE (a wall can be named)
+    scar_segments: frozenset[int] | None = None  # the AHA segments (1-17) holding scar; None where not assigned
+    transmural: bool | None = None  # any scarred segment's transmurality class over 50 % (51-75 / 76-100)
+    lge_presence_uncertain: bool = False  # %LGE in lge_metrics.LGE_PRESENCE_BAND_PERCENT: neither present nor absent
     cine_measured: bool = False
     lv_ef: float | None = None
     rv_ef: float | None = None
@@ -462,9 +471,11 @@ def _size(flags: list[str] | None, names: tuple[str, ...], volume: float | None,
 
 
 def node_facts(summary: dict, significant_lge: bool | None = None, large_burden: bool | None = None,
-               mvo: bool | None = None) -> NodeFacts:
+               mvo: bool | None = None, presence_uncertain: bool = False) -> NodeFacts:
     """The node's facts from a study's summary blocks ("lge", "cine"); the decisive LGE points as node_lge_findings
-    judged them (suggestions.py)."""
+    judged them (suggestions.py); from the LGE's AHA segments (`aha_segments.segments`, where applicable) the
+    segments holding scar (`scar_voxels` > 0) and whether any of them is transmural (`transmurality_class` 51-75 or
+    76-100, the class of the segment's mean transmurality)."""
     lge = summary.get("lge") if isinstance(summary.get("lge"), dict) else None
     cine = summary.get("cine") if isinstance(summary.get("cine"), dict) else None
     lge_measured = bool(lge) and lge.get("determined") is not False and _float(lge.get("lge_percent")) is not None
@@ -473,7 +484,14 @@ def node_facts(summary: dict, significant_lge: bool | None = None, large_burden:
                  lge_percent=_float(lge.get("lge_percent")) if lge_measured else None,
                  large_burden=large_burden if lge_measured else None,
                  mvo_stated=lge_measured and mvo is not None, mvo=mvo if lge_measured else None,
-                 segments_assigned=segments)
+                 segments_assigned=segments, lge_presence_uncertain=lge_measured and presence_uncertain)
+    if segments:
+        listed = [v for v in lge["aha_segments"].get("segments") or [] if isinstance(v, dict)]
+        if listed and all(isinstance(v.get("scar_voxels"), int) for v in listed):
+            scarred = [v for v in listed if v["scar_voxels"] > 0]
+            facts["scar_segments"] = frozenset(int(v["segment"]) for v in scarred)
+            classes = [v.get("transmurality_class") for v in scarred if v.get("transmurality_class") is not None]
+            facts["transmural"] = any(c in TRANSMURAL_CLASSES for c in classes) if classes or not scarred else None
     cine_measured = bool(cine) and cine.get("determined") is not False and (
         _float(cine.get("lv_ef_percent")) is not None or _float(cine.get("lv_edv_ml")) is not None)
     if cine_measured:
@@ -492,6 +510,92 @@ def node_facts(summary: dict, significant_lge: bool | None = None, large_burden:
     return NodeFacts(**facts)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Walls, territories and transmurality named in a text, held against the node's AHA segments
+# ----------------------------------------------------------------------------------------------------------------
+
+#: the transmurality classes (aha.TRANSMURALITY_CLASSES) a "transmural" / "predominantly transmural" scar has: over 50 %
+TRANSMURAL_CLASSES = frozenset({"51-75", "76-100"})
+_BASAL, _MID, _APICAL = frozenset(range(1, 7)), frozenset(range(7, 13)), frozenset(range(13, 18))
+#: the AHA segments (Cerqueira et al., Circulation 2002) each wall or territory word names, English and German;
+#: "posterior" / "Hinterwand" (older terms for the inferior or inferolateral wall) both; the apical septal segment
+#: 14 under anteroseptal and inferoseptal, the apical lateral 16 under anterolateral and inferolateral (the apex has
+#: four segments)
+WALL_SEGMENTS: tuple[tuple[re.Pattern, frozenset[int]], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), frozenset(segments)) for pattern, segments in (
+        (r"left\s+anterior\s+descending|\bLAD\b", TERRITORIES["LAD"]),
+        (r"right\s+coronary(?:\s+artery)?|\bRCA\b", TERRITORIES["RCA"]),
+        (r"circumflex|\bLCx\b|\bRCX\b", TERRITORIES["LCx"]),
+        (r"antero-?septal\w*", (2, 8, 14)),
+        (r"(?:infero|postero)-?septal\w*", (3, 9, 14)),
+        (r"(?:infero|postero)-?lateral\w*|hinterseitenwand\w*", (5, 11, 16)),
+        (r"antero-?lateral\w*|vorderseitenwand\w*", (6, 12, 16)),
+        (r"septal\w*|septum\w*", (2, 3, 8, 9, 14)),
+        (r"anterior\w*|vorderwand\w*", (1, 7, 13)),
+        (r"inferior\w*|unterwand\w*", (4, 10, 15)),
+        (r"posterior\w*|hinterwand\w*", (4, 5, 10, 11, 15, 16)),
+        (r"lateral\w*|seitenwand\w*|lateralwand\w*", (5, 6, 11, 12, 16)),
+        (r"apical\w*|apex|apikal\w*|herzspitze\w*", tuple(_APICAL)),
+    ))
+_LEVELS = {"basal": _BASAL, "mid": _MID, "midventricular": _MID, "mid-ventricular": _MID, "apical": _APICAL}
+_WALL_NAME = re.compile(
+    r"\b(?:(?P<level>basal|mid(?:-?ventricular)?|apical)[- ](?=\w))?(?P<wall>"
+    + "|".join(f"(?:{pattern.pattern})" for pattern, _ in WALL_SEGMENTS) + r")", re.IGNORECASE)
+#: a wall word that names an RV insertion point, not an LV wall ("LGE at the inferior RV insertion point")
+_INSERTION_AFTER = re.compile(r"^\s*(?:and\s+\w+\s+)?(?:RV\s+|right\s+ventricular\s+)?insertion", re.IGNORECASE)
+_SEGMENT_NUMBERS = re.compile(r"\bsegments?\s+(?P<numbers>\d+(?:\s*(?:,|and|&|-|–|/|to)\s*\d+)*)", re.IGNORECASE)
+_TRANSMURAL = re.compile(r"\b(?:(?:predominantly|mostly|largely|near(?:ly)?|almost)[- ])?transmural\w*",
+                         re.IGNORECASE)
+_TRANSMURAL_NEGATED = re.compile(r"(?:\bnon-?|\bnot\s+(?:\w+\s+)?|\bno\s+(?:\w+\s+){0,2}|\bwithout\s+(?:\w+\s+){0,2}"
+                                 r"|\bor\s+)$", re.IGNORECASE)
+
+
+def wall_segments(match: re.Match) -> frozenset[int]:
+    """The AHA segments a _WALL_NAME match names: its wall's (WALL_SEGMENTS), within its level (basal / mid /
+    apical) where one is named with it ("apical anterior" = 13)."""
+    word = match.group("wall")
+    segments = next(segments for pattern, segments in WALL_SEGMENTS if pattern.fullmatch(word))
+    level = (match.group("level") or "").lower()
+    return segments & _LEVELS[level] if level else segments
+
+
+def unsupported_walls(text: str, scar_segments: frozenset[int]) -> list[tuple[int, int, str]]:
+    """(start, end, words) of each wall, territory or AHA segment list the text names where none of the segments it
+    names holds scar (`scar_segments`, the node's AHA result); an RV insertion point ("inferior RV insertion") is
+    not a wall."""
+    found = []
+    for match in _WALL_NAME.finditer(text):
+        if _INSERTION_AFTER.match(text[match.end():match.end() + 40]):
+            continue
+        if not wall_segments(match) & scar_segments:
+            found.append((match.start(), match.end(), match.group(0)))
+    for match in _SEGMENT_NUMBERS.finditer(text):
+        numbers = {int(n) for n in re.findall(r"\d+", match.group("numbers")) if 1 <= int(n) <= 17}
+        if numbers and not numbers & scar_segments:
+            found.append((match.start(), match.end(), match.group(0)))
+    return sorted(found)
+
+
+def stated_transmural(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, words) of each "transmural" / "predominantly transmural" the text states (not "non-transmural",
+    "no transmural", "subendocardial or transmural")."""
+    return [(m.start(), m.end(), m.group(0)) for m in _TRANSMURAL.finditer(text)
+            if not _TRANSMURAL_NEGATED.search(text[max(0, m.start() - 40):m.start()])]
+
+
+def _blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """The text with each (start, end) span replaced by BLANK (overlapping spans merged)."""
+    out, last = [], 0
+    for start, end, _ in sorted(spans):
+        if start < last:
+            start = last
+        if end <= start:
+            continue
+        out += [text[last:start], BLANK]
+        last = end
+    return "".join(out) + text[last:]
+
+
 def _ef_contradicts(grade: str, ef: float | None, judged: bool, bands: dict) -> bool:
     if ef is None or grade not in bands:
         return False
@@ -504,6 +608,8 @@ def _ef_contradicts(grade: str, ef: float | None, judged: bool, bands: dict) -> 
 def contradiction(claim: tuple[str, object], facts: NodeFacts) -> str | None:
     """Why a claim contradicts what the node measured ("LV function", "LGE extent" ...), or None."""
     point, value = claim
+    if point in ("lge", "normal_study") and facts.lge_presence_uncertain:
+        return "LGE presence uncertain"  # scar or no scar: either would state what the node cannot tell
     if point == "lge" and facts.significant_lge is not None and value != facts.significant_lge:
         return "LGE"
     if point == "extent" and facts.lge_measured:
@@ -512,6 +618,10 @@ def contradiction(claim: tuple[str, object], facts: NodeFacts) -> str | None:
         if value in ("small", "moderate") and facts.large_burden is True:
             return "LGE extent"
         if value == "small" and facts.lge_percent is not None and facts.lge_percent >= SMALL_EXTENT_MAX_PERCENT:
+            return "LGE extent"
+        # "moderate" on a scar the node measures as small (under 10 %, its large-burden flag stated: no)
+        if value == "moderate" and facts.large_burden is False and facts.lge_percent is not None \
+                and facts.lge_percent < SMALL_EXTENT_MAX_PERCENT:
             return "LGE extent"
     if point == "mvo" and facts.mvo is not None and value != facts.mvo:
         return "MVO"
@@ -537,8 +647,8 @@ def contradicted(claims, facts: NodeFacts) -> tuple[str, ...]:
     return tuple(point for point in CONTRADICTION_POINTS if point in found)
 
 
-CONTRADICTION_POINTS = ("LGE", "LGE extent", "MVO", "large burden", "normal study", "LV function", "LV size", "RV function", "RV size",
-                        "hypertrophy")
+CONTRADICTION_POINTS = ("LGE", "LGE presence uncertain", "LGE extent", "MVO", "large burden", "normal study",
+                        "LV function", "LV size", "RV function", "RV size", "hypertrophy")
 
 _LGE_POINTS = ("lge", "extent", "mvo", "wall")
 _CINE_POINTS = ("lv_function", "rv_function", "lv_size", "rv_size", "hypertrophy")
@@ -551,7 +661,10 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
     was; a sentence stating MVO where the node does not state MVO presence (its "with microvascular obstruction"
     clause only, where the rest of the sentence stands alone); wall and territory names (and AHA segment lists)
     blanked (BLANK) in every sentence but those on function, size and wall thickness where the node assigned no AHA
-    segments to the LGE. Contradictions are not handled here: a report that contradicts
+    segments to the LGE, and, where it assigned them, each such name whose segments hold no scar in the node's AHA
+    result (unsupported_walls: "septal" where only anterior segments hold scar); "transmural" / "predominantly
+    transmural" blanked where no scarred segment's transmurality class is over 50 % (stated_transmural). Other
+    contradictions are not handled here: a report that contradicts
     the node is not offered at all (contradicted)."""
     kept, removed = [], set()
     pending = ""  # the label ("Impression: ") of a dropped sentence, given to the next sentence kept in its section
@@ -575,6 +688,17 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
         if body and not facts.segments_assigned and not points & set(_CINE_POINTS) and _WALL.search(body):
             body = _WALL.sub(BLANK, body)
             removed.add("wall / territory names (no AHA segments assigned in this study)")
+        elif body and facts.scar_segments is not None and not points & set(_CINE_POINTS):
+            walls = unsupported_walls(body, facts.scar_segments)
+            if walls:
+                body = _blank_spans(body, walls)
+                removed.add("wall / territory names where this study's AHA segments hold no scar ("
+                            + ", ".join(dict.fromkeys(w.lower() for _, _, w in walls)) + ")")
+        if body and facts.transmural is False and not points & set(_CINE_POINTS):
+            transmural = stated_transmural(body)
+            if transmural:
+                body = _blank_spans(body, transmural)
+                removed.add("'transmural' (no AHA segment of this study is over 50 % transmural)")
         if body.strip():
             kept.append(label + body)
         else:

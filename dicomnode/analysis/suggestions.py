@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dicomnode.analysis.lge_metrics import LGE_PRESENCE_BAND_PERCENT, lge_presence
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult
 from dicomnode.analysis.report_bank import ReportBank, top_k_cosine
 from dicomnode.analysis.report_text import (BLANK, CONTRADICTION_POINTS, UNCHECKED, blank_measurements,
@@ -28,7 +29,8 @@ TITLE = "Report text suggestions from OTHER patients' reports (unverified; not f
 SOURCE_NOTE = ("text of OTHER patients' reports in the report bank, retrieved by similarity: not a finding or prior "
                "report of this patient; its numbers are blanked (___) and are not this study's; statements "
                "contradicting this study's measurements are never offered, statements the node does not measure "
-               "or state (MVO presence, walls without AHA segments) are removed")
+               "or state (MVO presence, walls without AHA segments) are removed, walls its AHA segments hold no "
+               "scar in and 'transmural' where none is over 50 % transmural are blanked")
 PROJECTION_FILE = "retrieval_projection.npz"
 TEXT_ENCODER_DIR = "text_encoder"
 REPORT_BANK_DIR = "report_bank"
@@ -346,7 +348,8 @@ class StudyProjection:
 # A suggestion must not contradict what the node measured (break4 finding 1)
 # ----------------------------------------------------------------------------------------------------------------
 
-#: %LGE under which a measured LGE without MVO counts as "no significant LGE". Rationale: on EMIDEC studies that the
+#: %LGE under which a prior report's stored (expert) %LGE without MVO counts as "no significant LGE"; the node's own
+#: %LGE is judged against the wider band lge_metrics.LGE_PRESENCE_BAND_PERCENT (node_lge_findings). Rationale: on EMIDEC studies that the
 #: experts label normal (0 % infarct) the node's DL segmentation measures 0.6-1.2 % LGE (break4: Case_N037 0.6 %,
 #: N040 1.2 %, N042 0.8 %), its %LGE agrees with the experts' on EMIDEC to bias -0.3 +/- 6.0 points (README,
 #: "What was measured"), %LGE differs up to 2x between methods (shared/cmr-reference.md), and the smallest infarct in
@@ -362,12 +365,17 @@ class LgeFindings:
     """The clinically decisive LGE points of a study or of a prior report's stored `study_features`; None = not
     known (not measured, withheld, or the coverage does not allow the absence to be stated)."""
 
-    significant_lge: bool | None  # infarct/scar present: %LGE >= NO_SIGNIFICANT_LGE_PERCENT (stored: or any MVO)
+    significant_lge: bool | None  # infarct/scar present (node: lge_metrics.lge_presence; stored: %LGE at or above
+    # NO_SIGNIFICANT_LGE_PERCENT, or any MVO)
     mvo: bool | None  # microvascular obstruction present
     large_burden: bool | None  # the large-scar-burden flag
+    presence_uncertain: bool = False  # the node's %LGE lies in LGE_PRESENCE_BAND_PERCENT: neither present nor absent
 
     def as_dict(self) -> dict:
-        return {"significant_lge": self.significant_lge, "mvo": self.mvo, "large_scar_burden": self.large_burden}
+        found = {"significant_lge": self.significant_lge, "mvo": self.mvo, "large_scar_burden": self.large_burden}
+        if self.presence_uncertain:
+            found["lge_presence_uncertain_band_percent"] = list(LGE_PRESENCE_BAND_PERCENT)
+        return found
 
 
 def _significant(lge_percent: float | None, mvo: bool | None) -> bool | None:
@@ -384,8 +392,10 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     """The node's own LGE findings from the study's summary `lge` block; None where it determined no LGE numbers
     (no block, `determined` false, %LGE null): suggestions are then not checked against LGE findings.
 
-    Presence (significant LGE: %LGE at or above NO_SIGNIFICANT_LGE_PERCENT; large burden yes) holds whenever the
-    numbers are determined: what was seen on the slices present is there. Absence ("no significant LGE") is stated
+    Presence (significant LGE: %LGE at or above the high edge of lge_metrics.LGE_PRESENCE_BAND_PERCENT; large burden
+    yes) holds whenever the numbers are determined: what was seen on the slices present is there. Within the band
+    presence is uncertain (`presence_uncertain`, significant None): scar-free hearts and small infarcts both read
+    there in the model's cross-validation. Absence ("no significant LGE", under the band) is stated
     only where the node also states its large-burden flag: where it withholds the flag (a stack covering clearly less
     than the LV, a dark-blood LGE) the LV outside the slices measured may hold what these did not, so the absence
     stays unknown. The large-burden flag is unknown where %LGE lies within the model's typical error of the cut-off.
@@ -401,14 +411,15 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
         return None
     flag = lge.get("large_scar_burden")
     absence_stated = flag is not None  # the node states its flag: the stack covers the LV well enough
-    significant = True if percent >= NO_SIGNIFICANT_LGE_PERCENT else False if absence_stated else None
+    significant = lge_presence(percent, absence_stated)["significant"]
+    uncertain = LGE_PRESENCE_BAND_PERCENT[0] <= percent < LGE_PRESENCE_BAND_PERCENT[1]
     # a flag whose %LGE lies within the model's typical error of the cut-off could go either way
     # (lge_percent_validation.near_cutoff): no report is held against it
     near = (lge.get("lge_percent_validation") or {}).get("near_cutoff") is True
     mvo_ml = _number(lge.get("mvo_volume_ml"))
     stated = (lge.get("mvo_validation") or {}).get("presence_stated") is True
     return LgeFindings(significant_lge=significant, mvo=mvo_ml > 0 if stated and mvo_ml is not None else None,
-                       large_burden=None if flag is None or near else bool(flag))
+                       large_burden=None if flag is None or near else bool(flag), presence_uncertain=uncertain)
 
 
 def stored_lge_findings(features: dict | None) -> LgeFindings:
@@ -433,10 +444,15 @@ def contradicted_points(node: LgeFindings, stored: LgeFindings) -> tuple[str, ..
 
 
 def describe_findings(findings: LgeFindings) -> str:
-    """"no significant LGE (under 2 %, no MVO)", "LGE present, MVO present, large burden no" ... for a note."""
+    """"no significant LGE (under 1.5 %)", "LGE presence uncertain (%LGE in 1.5-4 %)", "LGE present, MVO present,
+    large burden no" ... for a note (the node's findings)."""
+    low, high = LGE_PRESENCE_BAND_PERCENT
     if findings.significant_lge is False:
-        return f"no significant LGE (under {NO_SIGNIFICANT_LGE_PERCENT:g} %)"
+        return f"no significant LGE (under {low:g} %)"
     words = []
+    if findings.presence_uncertain:
+        words.append(f"LGE presence uncertain (%LGE in {low:g}-{high:g} %, where scar-free hearts and small infarcts "
+                     "both read)")
     if findings.significant_lge:
         words.append("LGE present")
     if findings.mvo is not None:
@@ -444,6 +460,13 @@ def describe_findings(findings: LgeFindings) -> str:
     if findings.large_burden is not None:
         words.append("large burden " + ("yes" if findings.large_burden else "no"))
     return ", ".join(words) or "LGE findings not determined"
+
+
+def presence_uncertain_note() -> str:
+    """Why, where the node's %LGE lies in LGE_PRESENCE_BAND_PERCENT, no report stating scar or no scar is offered."""
+    low, high = LGE_PRESENCE_BAND_PERCENT
+    return (f"LGE presence uncertain (%LGE in {low:g}-{high:g} %, where scar-free hearts and small infarcts both read "
+            "in the model's cross-validation): reports stating scar or no scar are not offered")
 
 
 #: what lge_descriptors gives a label map without scar: the lesion descriptors of a study without significant LGE
@@ -711,8 +734,8 @@ class SuggestionsPipeline:
         patient_id, accession = study_identity(study)
         own_reports = own_report_ids(self.bank.reports, this_study, patient_id, accession)
         summary_so_far = context.study_summary_so_far or {}
-        facts = node_facts(summary_so_far, *((lge_findings.significant_lge, lge_findings.large_burden, lge_findings.mvo)
-                                             if lge_findings is not None else ()))
+        facts = node_facts(summary_so_far, *((lge_findings.significant_lge, lge_findings.large_burden, lge_findings.mvo,
+                                              lge_findings.presence_uncertain) if lge_findings is not None else ()))
         # a report whose stored findings (LGE present or not, MVO, large burden) or whose text (LGE, extent, MVO, LV /
         # RV function and size, hypertrophy, a normal study) contradict the node's own measurements is no suggestion
         # for this study: left out before the top k are taken
@@ -778,6 +801,9 @@ class SuggestionsPipeline:
         extra = {}
         if suggestions:
             extra["suggestions_source"] = SOURCE_NOTE
+        if lge_findings is not None and lge_findings.presence_uncertain:
+            # why no report stating scar or no scar is among them (summary.json, console and PDF say it)
+            extra["suggestions_lge_presence"] = measurements["lge_presence_note"] = presence_uncertain_note()
         if not suggestions:
             extra["suggestions_note"] = measurements["note"] = self._empty_note(
                 len(own_reports), len(contradicting), lge_findings,

@@ -271,6 +271,10 @@ LGE_NOT_DETERMINED = Code("LGENOTDET", PRIVATE_SCHEME,
 #: all 0 %: OHIF v3 draws a NUM of value 0 without its number ("Scar extent ...: %"), read as "not measured"; the
 #: segment's finding is coded Absent beside it (CID 241), the 0 % NUMs follow for machine readers
 AHA_NO_SCAR = Code("AHANOSCAR", PRIVATE_SCHEME, "No scar (extent and transmurality 0 %): AHA segment")
+#: NUM, %: the %LGE under which the node states no significant LGE (summary `lge.lge_presence`, low edge of
+#: lge_metrics.LGE_PRESENCE_BAND_PERCENT), first in each AHA (LGE) group whose segment holds scar voxels in a study
+#: the node judges free of significant LGE: its scar extent and transmurality are specks, not a finding (break49b #5)
+LGE_NOT_SIGNIFICANT = Code("LGENOTSIG", PRIVATE_SCHEME, "No significant LGE in this study: %LGE under")
 UNIT_MM2 = Code("mm2", "UCUM", "square millimeter")
 UNIT_YEAR = Code("a", "UCUM", "year")
 UNIT_KG = Code("kg", "UCUM", "kilogram")
@@ -295,7 +299,7 @@ PRIVATE_CODES = [
     NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,
     LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID, RV_EDV_OTHER_PHASE, RV_ESV_OTHER_PHASE, LGE_NOT_DETERMINED,
-    AHA_NO_SCAR,
+    AHA_NO_SCAR, LGE_NOT_SIGNIFICANT,
 ]
 
 

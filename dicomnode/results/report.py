@@ -26,7 +26,7 @@ from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES
                                            RV_TIMING_METHOD, TIMING_METHOD, TIMING_METHOD_UNTRIGGERED,
                                            UNTRIGGERED_START,
                                            is_near_flag, is_range_flag, normal_range)
-from dicomnode.analysis.lge_metrics import INDETERMINATE
+from dicomnode.analysis.lge_metrics import INDETERMINATE, presence_short, presence_text
 from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.threshold_text import (burden_rule_source, method_reported, short_method_reason,
                                               threshold_method_lines)
@@ -613,7 +613,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
 
 
 def _bullseye_values(results: Sequence[PipelineResult]):
-    """(values, labels, title, unit, vmax, cmap) of the bullseye: LGE scar extent, else cine ED wall thickness."""
+    """(values, labels, title, unit, vmax, cmap) of the bullseye: LGE scar extent, else cine ED wall thickness; the
+    LGE title says where the node does not state LGE present ("...: no significant LGE (< 1.5 %)", lge_presence)."""
     for name, key, title, unit, vmax, cmap in (
             ("lge", "scar_extent_percent", "Scar extent per AHA segment", "% of segment", 100.0, "YlOrRd"),
             ("cine", "wall_thickness_mm", "ED wall thickness per AHA segment", "mm", 15.0, "viridis")):
@@ -629,7 +630,8 @@ def _bullseye_values(results: Sequence[PipelineResult]):
             values = {int(v["segment"]): v.get(key) for v in block.get("segments", [])}
             labels = {int(v["segment"]): v.get("transmurality_class") for v in block.get("segments", [])} \
                 if name == "lge" else None
-            return values, labels, title, unit, vmax, cmap
+            presence = presence_short(result.summary.get("lge_presence")) if name == "lge" else None
+            return values, labels, f"{title}: {presence}" if presence else title, unit, vmax, cmap
     return None, None, "AHA segments: no segmental analysis", "", 0, ""
 
 
@@ -1428,6 +1430,16 @@ def _second_page(header: Dataset, results: Sequence[PipelineResult], context,
             suggestion_lines.append(f"- (another patient's report {item.get('report_id', '')}, similarity "
                                     f"{_fmt(item.get('score'), digits=2)}) {shorten(str(item.get('text', '')), PDF_SUGGESTION_CHARS)}")
     lines = ["Methods", *[f"- {line}" for line in _methods_lines(results)]]
+    # LGE not stated present (lge_presence): no significant LGE, or presence uncertain, in full (page 1: the bullseye)
+    presence = presence_text(lge.summary.get("lge_presence")) if lge is not None and isinstance(lge.summary, dict) \
+        else None
+    if presence:
+        lines.append(f"- LGE presence: {presence}; from {lge.summary['lge_presence'].get('basis')}.")
+    presence_note = suggestions.measurements.get("lge_presence_note") if suggestions is not None else None
+    if presence_note and not suggestion_lines:
+        suggestion_lines.append(f"- none stating scar or no scar: {presence_note}")
+    elif presence_note:
+        suggestion_lines.insert(0, f"- {presence_note}")
     flags = cine.summary.get("flags") if cine is not None and isinstance(cine.summary, dict) else None
     if flags:
         lines += ["", f"Cine: outside the reference range and notes, in full (phases {COUNTED_FROM})",

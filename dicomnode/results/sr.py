@@ -15,7 +15,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis import phase_text
-from dicomnode.analysis.lge_metrics import INDETERMINATE
+from dicomnode.analysis.lge_metrics import INDETERMINATE, presence_text
 from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT, aha_segments,
                                     stack_geometry)
 from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_START, COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE,
@@ -574,7 +574,7 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
                                code_absent=key != "mvo" or mvo_stated, qualifier=bound_if(volume),
                                # an MVO whose presence the card does not validate: none segmented, not none found
                                absent_text=" (none segmented)" if key == "mvo" and not mvo_stated else " (none found)")
-    groups += aha_groups(block.get("aha_segments"), index, scar=True)
+    groups += aha_groups(block.get("aha_segments"), index, scar=True, presence=block.get("lge_presence"))
     return groups
 
 
@@ -844,10 +844,13 @@ def burden_name(name: str, verdict: tuple | None) -> str:
     return tracking_text(f"{name}; large burden {answer}")
 
 
-def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0) -> list:
+def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_position: int = 0,
+               presence: dict | None = None) -> list:
     """One TID 1411 group per AHA segment (finding type LV myocardium, finding site: CID 3717 code), region = the
     segment's myocardium outlined on its slices; LGE: scar extent and transmurality (max, mean); cine at ED: wall
-    thickness; first the geometry caveat of the segment names where there is one (aha_caveat_measurements). A
+    thickness; first the geometry caveat of the segment names where there is one (aha_caveat_measurements). A segment
+    holding scar voxels in a study the node judges free of significant LGE (`presence`: the LGE summary's
+    `lge_presence`, significant false) begins with codes.LGE_NOT_SIGNIFICANT valued with its %LGE limit. A
     scar-free segment (extent and transmurality 0 %) begins with the segment's number under codes.AHA_NO_SCAR ("No
     scar (extent and transmurality 0 %)") and codes its enhancement Absent: OHIF v3 draws the 0 % values after it
     blank."""
@@ -877,6 +880,9 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
             measurements += _measurement(codes.WALL_THICKNESS, _number(values, "wall_thickness_mm"), codes.UNIT_MM)
         if not measurements:
             continue
+        if scar and voxels and isinstance(presence, dict) and presence.get("significant") is False:
+            measurements = _measurement(codes.LGE_NOT_SIGNIFICANT, float(presence["band_percent"][0]),
+                                        codes.UNIT_PERCENT) + measurements
         measurements = aha_caveat_measurements(block, number) + measurements
         what = "LGE" if scar else "ED wall thickness"
         groups += index.outline_group(
@@ -1189,7 +1195,8 @@ def _stack_comments(result: PipelineResult) -> list[str]:
 def lge_comments(summary: dict | None) -> list[str]:
     """What the PDF and the console say of an LGE result beyond its numbers, as SR comments (break45a finding 8):
     each threshold method's caveat where computed though not validated and the full reason of each not reported
-    (threshold_text, as PDF page 2), why the AHA segments were not assigned (`aha_segments.reader_reason`, the sentence for the reader; else `reason`), and the LGE
+    (threshold_text, as PDF page 2), why the AHA segments were not assigned (`aha_segments.reader_reason`, the sentence for the reader; else `reason`), LGE
+    presence where the node does not state it present (`lge_presence`: no significant LGE, or uncertain), and the LGE
     series of the same slices left aside (`series_left_aside`); the methods and AHA only where the numbers are given
     (withheld numbers: the comments of _stack_comments say why)."""
     summary = summary if isinstance(summary, dict) else {}
@@ -1202,6 +1209,9 @@ def lge_comments(summary: dict | None) -> list[str]:
         aha = summary.get("aha_segments")
         if isinstance(aha, dict) and not aha.get("applicable") and (aha.get("reader_reason") or aha.get("reason")):
             comments.append(f"LGE AHA segments not assigned: {aha.get('reader_reason') or aha['reason']}")
+        presence = presence_text(summary.get("lge_presence"))
+        if presence:
+            comments.append(f"LGE presence: {presence}")
     return comments + [f"LGE left aside: {text}" for text in summary.get("series_left_aside") or []]
 
 

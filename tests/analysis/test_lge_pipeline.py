@@ -31,7 +31,9 @@ SUMMARY_KEYS = {"method", "myocardium_volume_ml", "lv_mass_g", "scar_volume_ml",
                 # the model's cross-validated MVO agreement: whether MVO is validated and its presence stated
                 "mvo_validation",
                 # the numbers behind the input warnings (blood / myocardium ratio, field of view), for the SR's NUMs
-                "input_checks"}
+                "input_checks",
+                # LGE present / absent / uncertain from %LGE against the cross-validated band (break49b finding 4)
+                "lge_presence"}
 
 
 @pytest.fixture(scope="module")
