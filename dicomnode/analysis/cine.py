@@ -597,7 +597,8 @@ class CinePipeline:
         # maximal ED wall thickness with its HCM flag (wall_thickness.py); adult range flags withheld for a patient under
         # 18 (reference_age.py)
         wall = max_wall_thickness_for_volume(labelmaps[ed], volume,
-                                             name_segment=bool(summary["aha_segments"].get("applicable"))).summary()
+                                             name_segment=bool(summary["aha_segments"].get("applicable")),
+                                             apex_first=apex_first(volume)).summary()
         wall_flag = wall_thickness_flag(wall, summary["slices"], lv_mass_bias_from_card(model.card.data),
                                         MODEL_VALIDATION)
         flags = age_adjusted_flags(list(measured.flags) + partial_cycle_notes(measured, volume, series)

@@ -28,10 +28,12 @@ SHARED_KEYS = ("method", "threshold_mm", "threshold_source")
 
 
 def measure(labels_ed: np.ndarray, spacing, dz: float) -> dict:
-    """max_wall_thickness of one ED label map (slices base -> apex) with its AHA segment."""
+    """max_wall_thickness of one ED label map (slices base -> apex, so the basal end is the first, as the node
+    knows it from the geometry) with its AHA segment."""
     positions = np.arange(labels_ed.shape[0]) * dz
     aha = aha_segments(labels_ed.astype(np.int16), spacing, positions, "first", scar=False)
-    found = max_wall_thickness(labels_ed.astype(np.int16), spacing, aha.segment_map if aha.applicable else None)
+    found = max_wall_thickness(labels_ed.astype(np.int16), spacing, aha.segment_map if aha.applicable else None,
+                               basal_end="first")
     return {key: value for key, value in found.summary().items() if key not in SHARED_KEYS}
 
 

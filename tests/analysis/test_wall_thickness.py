@@ -2,12 +2,15 @@
 focal hypertrophy, the artefacts it must not report, the basal rule, the AHA segment, and the HCM flag."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from dicomnode.analysis.aha import aha_segments
 from dicomnode.analysis.wall_thickness import (HCM_THRESHOLD_MM, MODEL_VALIDATION, WALL_THICKNESS_START,
-                                               lv_mass_bias_from_card, max_wall_thickness, slice_wall_thickness_mm,
+                                               lv_mass_bias_from_card, max_wall_thickness,
+                                               max_wall_thickness_for_volume, slice_wall_thickness_mm,
                                                wall_thickness_flag, wall_thickness_text)
 from dicomnode.labels import Label
 
@@ -93,6 +96,44 @@ def test_basal_slices_the_basal_rule_leaves_out_and_the_apical_cap_are_not_measu
     assert empty.max_mm is None and "no slice" in empty.reason and empty.summary()["max_mm"] is None
 
 
+def test_a_basal_end_slice_cutting_the_valve_plane_is_not_measured_where_the_basal_end_is_known():
+    """break49b #1: a ring drawn on the atrium above the mitral valve (ACDC patient001, a dilated heart) passes the
+    50 % rule and its thick "wall" (AV groove) made the maximum. The basal end slice is left out where its cavity is
+    less than half the next slice's (BASAL_END_RULE), whichever end is basal; a full basal ring (hypertrophied or
+    not) stays measured, and with the end unknown every slice is measured as before."""
+    spacing = (1.5, 1.5)
+    normal, _ = ring(spacing, 22.0, 8.0)
+    atrial, _ = ring(spacing, 12.0, 16.0)  # a closed ring around a small cavity: the 50 % rule keeps it
+    cap = np.where(normal > 0, Label.LV_MYOCARDIUM, 0).astype(np.int16)
+    empty = np.zeros_like(normal)
+    stack = np.stack([empty, atrial, normal, normal, cap])
+    unknown = max_wall_thickness(stack, spacing)
+    assert unknown.max_mm == pytest.approx(16.0, abs=0.8) and unknown.slice_index == 1
+    assert unknown.basal_end_slice is None and unknown.summary()["basal_end_slice_not_measured"] is None
+    based = max_wall_thickness(stack, spacing, basal_end="first")
+    assert based.max_mm == pytest.approx(8.0, abs=0.8) and based.slice_index in (2, 3)
+    assert based.basal_end_slice == 1 and set(based.per_slice_max_mm) == {2, 3}
+    block = based.summary()
+    assert block["basal_end_slice_not_measured"] == 1 and "half the next slice" in block["basal_end_rule"]
+    flipped = max_wall_thickness(stack[::-1].copy(), spacing, basal_end="last")
+    assert flipped.max_mm == pytest.approx(8.0, abs=0.8) and flipped.basal_end_slice == 3
+    # the apical end is not the basal one: the small-cavity slice at the other end stays measured
+    assert max_wall_thickness(stack, spacing, basal_end="last").max_mm == pytest.approx(16.0, abs=0.8)
+    # a hypertrophied basal ring around a full cavity is ventricle: measured, the criterion met
+    thick, _ = ring(spacing, 20.0, 17.0)
+    hcm = max_wall_thickness(np.stack([thick, normal, normal, cap]), spacing, basal_end="first")
+    assert hcm.basal_end_slice is None and hcm.slice_index == 0 and hcm.max_mm >= HCM_THRESHOLD_MM
+    # exactly half the next cavity is kept (the rule leaves out less than half)
+    assert max_wall_thickness(np.stack([atrial, atrial, cap]), spacing, basal_end="first").basal_end_slice is None
+    with pytest.raises(ValueError, match="basal_end"):
+        max_wall_thickness(stack, spacing, basal_end="top")
+    # the node's call: the basal end from the volume's geometry (cine.apex_first), unknown -> every slice measured
+    volume = SimpleNamespace(pixel_spacing=spacing)
+    assert max_wall_thickness_for_volume(stack, volume, apex_first=False).basal_end_slice == 1
+    assert max_wall_thickness_for_volume(stack[::-1].copy(), volume, apex_first=True).basal_end_slice == 3
+    assert max_wall_thickness_for_volume(stack, volume).max_mm == pytest.approx(16.0, abs=0.8)
+
+
 def test_the_segment_of_the_maximum_comes_from_the_aha_map():
     spacing = (1.4, 1.4)
     slices = []
@@ -126,6 +167,10 @@ def test_the_flag_is_raised_at_15_mm_with_the_criterion_where_and_the_known_erro
     assert flag.startswith(f"{WALL_THICKNESS_START} 15.0 mm at ED (AHA segment 9 mid inferoseptal, instance 13 "
                            "(slice 4 of 8 in series order)) >= 15 mm")
     assert "ESC 2014, AHA/ACC 2020" in flag and "LV mass bias +10.7 g" in flag and f"{MODEL_VALIDATION['mae_mm']:g} mm MAE" in flag
+    # break49b #1: the error quoted is the model's on hearts it did not train on, with the non-HCM hearts reaching 15 mm
+    assert "20 ACDC hearts the model did not train on" in flag and "its myocardium against the experts'" in flag
+    assert "3 of those 16 without HCM also measured >= 15 mm (on the experts' contours 2)" in flag
+    assert "expert myocardium" not in flag
     assert wall_thickness_flag({**block, "max_mm": 14.99}) is None
     assert wall_thickness_flag({"max_mm": None}) is None and wall_thickness_flag(None) is None
     assert "LV mass bias" not in wall_thickness_flag(block)  # no card value: no bias claimed
