@@ -438,6 +438,9 @@ def validation_with_fallback(primary: dict, fallback: dict, fallback_model: str)
 #: mass come from it; optional (the pipeline runs without it, analysis.cine.refine_ed_es turns it off)
 REFINE_MODEL_NAME = "cine_unet_refine"
 PHASE_NAMES = ["end diastole", "end systole"]
+#: the phase names of the RV's own ED / ES in the cine segmentation, where RV EDV / ESV were read at another phase
+#: than the LV's (cine_metrics.rv_cardiac_phases; results.seg.PHASE_ABBREVIATIONS names them "RV ED" / "RV ES")
+RV_PHASE_NAMES = ["RV end diastole", "RV end systole"]
 
 
 class CinePipeline:
@@ -542,6 +545,7 @@ class CinePipeline:
             algorithms.append(refine.algorithm)
 
         ed, es = measured.ed_phase, measured.es_phase
+        phases, phase_names = segmented_phases(ed, es, measured.timing.rv_ed, measured.timing.rv_es)
         timing = {**measured.timing.summary(), "rv_flagged_phases": list(measured.rv_flagged_phases),
                   "derived_phases": derived.summary() if derived.any else None}
         summary = measured.summary()
@@ -590,6 +594,11 @@ class CinePipeline:
                         # the ED/ES label maps (hence EDV/ESV/SV/EF/mass and the SEG) are the refining model's; every
                         # other phase of the curves, and the choice of ED/ES, the all-phase model's (None: not refined)
                         "ed_es_refinement": refinement})
+        # the RV's own ED / ES images where the SEG carries them (segmented_phases): "rv_ed" / "rv_es" beside "ed", "es"
+        for phase, name in zip(phases[2:], phase_names[2:]):
+            key = "rv_ed" if name == RV_PHASE_NAMES[0] else "rv_es"
+            for entry, image in zip(summary["slices"], slice_images(volume, phase, series)):
+                entry[key] = {field: image[field] for field in IMAGE_KEYS}
         summary["stack_warnings"] += geometry_warnings(summary["aha_segments"])  # a mirrored heart (aha.py)
         # instances disagreeing on the patient's size, weight, age or sex (cmr.study.study_patient): the value used for
         # BSA, the indexed values and the reference ranges, said beside them
@@ -607,8 +616,9 @@ class CinePipeline:
         summary.update({"flags": flags, "max_wall_thickness": wall,
                         "reference_ranges": reference_ranges_summary(age, child_size)})
         segmentation = SegmentationResult(
-            series=series, volume=volume, labelmap=counted_labelmaps(labelmaps, [ed, es], measured.basal_excluded),
-            phases=[ed, es], phase_names=list(PHASE_NAMES), algorithm=algorithms[-1], pipeline=self.name)
+            series=series, volume=volume,
+            labelmap=counted_labelmaps(labelmaps, phases, measured.basal_excluded, rv_only=range(2, len(phases))),
+            phases=phases, phase_names=phase_names, algorithm=algorithms[-1], pipeline=self.name)
         measurements = {
             "lv_volume_curve_ml": [round(v, 2) for v in measured.lv_curve_ml],
             "rv_volume_curve_ml": [round(v, 2) for v in measured.rv_curve_ml],
@@ -805,10 +815,30 @@ def apex_first(volume) -> bool | None:
     return None if abs(cosine) < 0.5 else cosine < 0
 
 
-def counted_labelmaps(labelmaps: np.ndarray, phases: list[int], basal_excluded: list[tuple[int, int]]) -> np.ndarray:
+def segmented_phases(ed: int, es: int, rv_ed: int | None = None, rv_es: int | None = None
+                     ) -> tuple[list[int], list[str]]:
+    """(phase indices, phase names) the cine SEG and its display copies carry: the LV's ED and ES (PHASE_NAMES),
+    then the RV's own ED and ES (RV_PHASE_NAMES) where RV EDV / ESV were read at another phase
+    (cine_metrics.rv_cardiac_phases, summary `timing.rv_ed_phase` / `rv_es_phase`), so that the RV outline a reader
+    sees is the one its volume was measured on. A phase already carried is not added again (an RV phase that is the
+    LV's other phase: its label map holds that RV already); None: the LV's phase."""
+    phases, names = [int(ed), int(es)], list(PHASE_NAMES)
+    for phase, name in ((rv_ed, RV_PHASE_NAMES[0]), (rv_es, RV_PHASE_NAMES[1])):
+        if phase is not None and int(phase) not in phases:
+            phases.append(int(phase))
+            names.append(name)
+    return phases, names
+
+
+def counted_labelmaps(labelmaps: np.ndarray, phases: list[int], basal_excluded: list[tuple[int, int]],
+                      rv_only=()) -> np.ndarray:
     """(len(phases), slices, rows, cols) label maps of `phases` as the volumes counted them: the LV blood pool of a
-    (phase, slice) the basal-slice rule left out is not drawn, so the SEG re-measures to the reported EDV/ESV."""
+    (phase, slice) the basal-slice rule left out is not drawn, so the SEG re-measures to the reported EDV/ESV.
+    `rv_only`: positions in `phases` (the RV's own ED / ES, segmented_phases) whose map keeps the RV blood pool alone:
+    only the RV volume was read there, and an LV outline at that phase would show a volume nothing reports."""
     shown = labelmaps[phases].copy()
+    for index in rv_only:
+        shown[index][shown[index] != Label.RV_BLOOD_POOL] = Label.BACKGROUND
     for index, phase in enumerate(phases):
         for excluded_phase, z in basal_excluded:
             if excluded_phase == phase:

@@ -258,10 +258,11 @@ LARGE_LGE_BURDEN_SITE_CUTOFF_MET = Code("LGEBURDENSITEYES", PRIVATE_SCHEME,
 LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET = Code("LGEBURDENSITENO", PRIVATE_SCHEME,
                                             "Large LGE burden no; site cut-off, not validated in infarct")
 #: NUM, unit 1: the 1-based phase RV EDV / ESV were read at (summary `cine.timing.rv_ed_phase` / `rv_es_phase`,
-#: cine_metrics.rv_cardiac_phases) where it is not the LV's ED / ES, first in each group stating RV EDV / ESV: the
-#: outline drawn (the SEG's RV segment) is at the LV's phase, the phase-number NUM of the RV group is the RV's
-RV_EDV_OTHER_PHASE = Code("RVEDPHASE", PRIVATE_SCHEME, "RV EDV read at phase (not LV ED; outline is at LV ED)")
-RV_ESV_OTHER_PHASE = Code("RVESPHASE", PRIVATE_SCHEME, "RV ESV read at phase (not LV ES; outline is at LV ES)")
+#: cine_metrics.rv_cardiac_phases) where it is not the LV's ED / ES, first in each group stating RV EDV / ESV: the RV
+#: is outlined at that phase too (an RV SEG of its own, "RV blood pool; RV at ES (phase 8)", on which the RV blood
+#: pool ED / ES group is drawn, its phase-number NUM that phase); the LV's ED / ES SEGs hold the RV at the LV's phase
+RV_EDV_OTHER_PHASE = Code("RVEDPHASE", PRIVATE_SCHEME, "RV EDV read at phase (not LV ED; RV also outlined at it)")
+RV_ESV_OTHER_PHASE = Code("RVESPHASE", PRIVATE_SCHEME, "RV ESV read at phase (not LV ES; RV also outlined at it)")
 #: NUM, mm2: the largest LV myocardium section segmented on a slice of an LGE stack whose numbers are withheld
 #: (summary `lge.determined` false), first in each of its groups: OHIF v3 shows NUMs only, and the outlines of such a
 #: stack would otherwise read as a measured result

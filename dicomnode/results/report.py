@@ -425,7 +425,9 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
             *([(WALL_THICKNESS_ROW, wall_thickness_text(s.get("max_wall_thickness"), s.get("slices"), short=True),
                 f"HCM if ≥ {HCM_THRESHOLD_MM:g} mm (adults)")]
               if wall_thickness_text(s.get("max_wall_thickness")) else []),
-            ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or ()), _phases_reference(s)),
+            ("ED / ES phase", _phases_text(s, cine.measurements.get("trigger_times") or (),
+                                           [p for seg in cine.segmentations for p in seg.phases]),
+             _phases_reference(s)),
             *([(FLAG_ROWS[0], "; ".join(_headline(f) for f in ranges), "ranges as in the column above")]
               if ranges else []),
             *([(FLAG_ROWS[2], "; ".join(_headline(f).split(", within the model's known error")[0] for f in near),
@@ -782,9 +784,10 @@ def _viewer_rank(identities: list[dict], k: int) -> tuple:
             identity["instance"] if identity["instance"] is not None else float("inf"), k)
 
 
-def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = ()) -> str:
+def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = (), outlined: Sequence[int] = ()) -> str:
     """ED / ES phases counted from 1 as a viewer counts them, out of the cine's phases; where those are not a
-    whole cycle (partial_cycle), "of the N phases sent" and the frames' TriggerTime (ms) where known."""
+    whole cycle (partial_cycle), "of the N phases sent" and the frames' TriggerTime (ms) where known; then the RV's
+    own phases where they differ (_rv_phases_text; `outlined`: the phase indices the cine segmentation carries)."""
     ed, es = cine_summary.get("ed_phase"), cine_summary.get("es_phase")
     if ed is None or es is None:
         return "n/a"
@@ -792,30 +795,37 @@ def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = ())
     acquired = summary_phase_numbers(cine_summary)
     numbers = f"{phase_number(ed, acquired)} / {phase_number(es, acquired)}"
     if not partial_cycle(cine_summary):
-        return numbers + (f" of {sent}" if sent else "") + f" ({COUNTED_FROM})" + _rv_phases_text(cine_summary)
+        return (numbers + (f" of {sent}" if sent else "") + f" ({COUNTED_FROM})"
+                + _rv_phases_text(cine_summary, outlined))
     times = [trigger_times[p] if 0 <= int(p) < len(trigger_times) else None for p in (ed, es)]
     known = all(t is not None for t in times)
     return (f"{numbers} of the {sent} phases sent ({COUNTED_FROM})"
             + (f"; TriggerTime {_fmt(times[0], 'ms', 0)} / {_fmt(times[1], 'ms', 0)}" if known else "")
-            + _rv_phases_text(cine_summary))
+            + _rv_phases_text(cine_summary, outlined))
 
 
-#: said after the RV's own ED / ES phases where they differ from the LV's: the contours shown are at the LV's phases
+#: said after the RV's own ED / ES phases where they differ from the LV's and the cine segmentation carries them
+#: (analysis.cine.segmented_phases): the SEG and the SR outline the RV there, the figures of this report at the LV's
+RV_OUTLINE_AT_RV_PHASE = "RV outlined at these in the SEG and SR; figures at the LV's"
+#: said instead where the segmentation does not carry them: every RV contour shown is at the LV's phases
 RV_OUTLINE_AT_LV_PHASE = "RV outlines shown at the LV's phases"
 
 
-def _rv_phases_text(cine_summary: dict) -> str:
-    """"; RV 19 / 8 (RV outlines shown at the LV's phases)": the phases RV EDV / ESV were read at (summary
-    `timing.rv_ed_phase` / `rv_es_phase`, cine_metrics.rv_cardiac_phases), counted from 1, where either differs from
-    the LV's ED / ES; the SEG and the figures show the RV at the LV's phases. "" where both are the LV's."""
+def _rv_phases_text(cine_summary: dict, outlined: Sequence[int] = ()) -> str:
+    """"; RV 19 / 8 (RV outlined at these in the SEG and SR; figures at the LV's)": the phases RV EDV / ESV were read
+    at (summary `timing.rv_ed_phase` / `rv_es_phase`, cine_metrics.rv_cardiac_phases), counted from 1, where either
+    differs from the LV's ED / ES, and where the RV is outlined at them: RV_OUTLINE_AT_RV_PHASE where `outlined` (the
+    phase indices the cine segmentation carries, so its SEGs and the SR's RV groups) holds each that differs, else
+    RV_OUTLINE_AT_LV_PHASE. "" where both are the LV's."""
     ed, es = cine_summary.get("ed_phase"), cine_summary.get("es_phase")
     timing = cine_summary.get("timing") if isinstance(cine_summary.get("timing"), dict) else {}
     rv_ed, rv_es = timing.get("rv_ed_phase", ed), timing.get("rv_es_phase", es)
     if None in (ed, es, rv_ed, rv_es) or (int(rv_ed), int(rv_es)) == (int(ed), int(es)):
         return ""
     acquired = summary_phase_numbers(cine_summary)
-    return (f"; RV {phase_number(int(rv_ed), acquired)} / {phase_number(int(rv_es), acquired)} "
-            f"({RV_OUTLINE_AT_LV_PHASE})")
+    own = {int(rv) for rv, lv in ((rv_ed, ed), (rv_es, es)) if int(rv) != int(lv)}
+    where = RV_OUTLINE_AT_RV_PHASE if own <= {int(p) for p in outlined} else RV_OUTLINE_AT_LV_PHASE
+    return f"; RV {phase_number(int(rv_ed), acquired)} / {phase_number(int(rv_es), acquired)} ({where})"
 
 
 def _phases_reference(cine_summary: dict) -> str:

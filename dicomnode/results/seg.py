@@ -13,7 +13,9 @@ The form is chosen for OHIF v3 without leaving the standard (PS3.3 A.51 Segmenta
   positive, tests/results/validators.py);
 - one SEG per source series and per cardiac phase: OHIF attaches a SEG to one series, and it matches SEG frames to the
   images of that series, so a stack sent as one series per slice (Siemens) gets one SEG per slice, and a cine stack
-  gets an ED and an ES SEG;
+  gets an ED and an ES SEG, and an RV ED / RV ES SEG of the RV blood pool alone where RV EDV / ESV were read at
+  another phase than the LV's (analysis.cine.segmented_phases), its segment labelled "RV blood pool; RV at ES
+  (phase 8)": the RV outline a reader sees is the one its volume was measured on;
 - BINARY frames are bit-packed back to back (C.8.20.2.1); when Rows x Columns is not a multiple of 8 the frames do not
   start on byte boundaries and an odd total length is padded, which OHIF's reader rejects ("calculated length ...
   does not match the actual length ..."): such SEGs are written FRACTIONAL (one byte per pixel, values 0 and
@@ -89,7 +91,10 @@ PIPELINE_SEGMENTS = {
     "lge": ("lv_blood_pool", "lv_myocardium_nonenhanced", "scar", "mvo", "rv_blood_pool"),
 }
 
-PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES"}
+PHASE_ABBREVIATIONS = {"end diastole": "ED", "end systole": "ES", "rv end diastole": "RV ED", "rv end systole": "RV ES"}
+#: the phase names of the RV's own ED / ES (analysis.cine.RV_PHASE_NAMES: RV EDV / ESV read at another phase than the
+#: LV's), whose segments say so with the phase: "RV blood pool; RV at ES (phase 8)"
+RV_OWN_PHASES = {"rv end diastole": "ED", "rv end systole": "ES"}
 #: after the Segment Label and the Segment Description of a segment whose labels the model card does not validate
 #: (LGE MVO: summary lge.mvo_validation), so that a viewer listing segments shows it beside the region
 UNVALIDATED_LABEL = " (not validated)"
@@ -107,10 +112,22 @@ def _phase_numbers(volume) -> list[int] | None:
 
 
 def segment_phase_text(phase_name: str, phase_index: int, numbers=None) -> str:
-    """The phase part of a SegmentDescription, 1-based as a viewer counts phases (the SR's index is 0-based);
-    `numbers`: the acquisition phase number of each volume phase (cmr.types.Volume.acquisition_phase_numbers)."""
-    return (f"; {PHASE_ABBREVIATIONS.get(phase_name, phase_name)}, {phase_text.phase_name(phase_index, numbers)} "
-            "(1-based)")
+    """The phase part of a SegmentDescription, 1-based as a viewer counts phases (the SR's index is 0-based):
+    "; ES, phase 7 (1-based)", "; RV at ES, phase 8 (1-based)" for the RV's own phase (RV_OWN_PHASES); `numbers`: the
+    acquisition phase number of each volume phase (cmr.types.Volume.acquisition_phase_numbers)."""
+    name = phase_name.strip().lower()
+    what = f"RV at {RV_OWN_PHASES[name]}" if name in RV_OWN_PHASES else PHASE_ABBREVIATIONS.get(name, phase_name)
+    return f"; {what}, {phase_text.phase_name(phase_index, numbers)} (1-based)"
+
+
+def segment_label_phase(phase_name: str, phase_index: int, numbers=None) -> str:
+    """What follows a cine segment's label to name its phase: " ED", " ES", or for the RV's own phase (RV_OWN_PHASES)
+    "; RV at ES (phase 8)" (1-based, as a viewer counts; `numbers` as segment_phase_text); "" for a phase of no
+    such name (LGE)."""
+    name = phase_name.strip().lower()
+    if name in RV_OWN_PHASES:
+        return f"; RV at {RV_OWN_PHASES[name]} ({phase_text.phase_name(phase_index, numbers)})"
+    return f" {PHASE_ABBREVIATIONS[name]}" if name in PHASE_ABBREVIATIONS else ""
 
 
 @dataclass(frozen=True)
@@ -166,9 +183,10 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
     frames (PS3.3 C.8.20.2; empty frames are omitted, so an empty segment would have none) and its Segment Number
     starts at 1 and increases by 1 (C.8.20.2), so the numbers are those of one SEG - a no-scar study has
     no scar segment, a per-slice SEG none of the kinds absent from its slice. Cine segments carry their phase in the
-    label ("LV blood pool ED"); when one SEG holds several phases, each phase has its own segments whose frames
-    reference that phase's source frames (highdicom refuses duplicate plane positions in one segment, and the ED
-    and ES frames of a slice share their position).
+    label ("LV blood pool ED"; at the RV's own phase "RV blood pool; RV at ES (phase 8)", segment_label_phase); when
+    one SEG holds several phases, each phase has its own segments whose frames reference that phase's source frames
+    (highdicom refuses duplicate plane positions in one segment, and the ED and ES frames of a slice share their
+    position).
     """
     if result.pipeline not in PIPELINE_SEGMENTS:
         raise ValueError(f"no SEG segments defined for pipeline {result.pipeline!r} "
@@ -181,8 +199,7 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
     planned = []
     for position in positions:
         phase_index, phase_name = result.phases[position], result.phase_names[position]
-        suffix = f" {PHASE_ABBREVIATIONS[phase_name.strip().lower()]}" \
-            if phase_name.strip().lower() in PHASE_ABBREVIATIONS else ""
+        suffix = segment_label_phase(phase_name, phase_index, _phase_numbers(result.volume))
         present = set(np.unique(labelmap[position][covered]).tolist())
         unvalidated = {int(v) for v in getattr(result, "unvalidated_labels", ()) or ()}
         for key in PIPELINE_SEGMENTS[result.pipeline]:
@@ -290,6 +307,21 @@ def _point_frames_at_sources(seg: Dataset, result: SegmentationResult, plan: Seq
             frame.DerivationImageSequence = [derivation]
         moved = ref.sop_instance_uid in relocated or (ref.sop_instance_uid, ref.frame_number) in relocated
         derivation.SourceImageSequence = [_source_item(ref, not moved)]
+
+
+def _segment_identification_per_frame(seg: Dataset) -> None:
+    """Move a Segment Identification Sequence (0062,000A) that highdicom (0.28) put into the Shared Functional Groups
+    - it does so where every frame references one segment: an RV SEG of the RV's own phase declares the RV blood
+    pool alone - into each frame's Per-Frame Functional Groups item, where the SEGs of several segments carry it and
+    the node's own frame handling (_even_pixel_data, _point_frames_at_sources) reads it. Both places are valid (PS3.3
+    C.7.6.16); the per-frame one is the form every SEG reader handles. Nothing changes where it is per-frame."""
+    shared = _group_item(seg, "SharedFunctionalGroupsSequence")
+    if shared is None or "SegmentIdentificationSequence" not in shared:
+        return
+    identification = shared.SegmentIdentificationSequence
+    del shared.SegmentIdentificationSequence
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        frame.SegmentIdentificationSequence = copy.deepcopy(identification)
 
 
 def _even_pixel_data(seg: Dataset) -> None:
@@ -565,6 +597,7 @@ def build_seg(
         content_date=started_at.date(),
         content_time=started_at.time(),
     )
+    _segment_identification_per_frame(seg)
     if fractional:
         _even_pixel_data(seg)
     _point_frames_at_sources(seg, result, plan, slices, relocated)

@@ -175,14 +175,15 @@ class _SegmentIndex:
 
     def groups(self, key: str, phase_index: int | None, name: str, tracking_uid: str | None = None,
                absent_measurements=None, code_absent: bool = True, qualifier: str = "",
-               absent_text: str = " (none found)", **kwargs) -> list:
+               absent_text: str = " (none found)", absent_phase_index: int | None = None, **kwargs) -> list:
         """The TID 1411 group(s) of one segment kind (and phase), the region named as the class docstring says:
         segment group + outline group, one group outlined on every slice, or the absent-finding group on the LV
         myocardium (with `absent_measurements` when given: concepts that name the missing finding; the finding coded
         absent unless `code_absent` is false: a finding whose absence the node may not state; `absent_text` after
-        its name, " (none segmented)" for such a finding, as the PDF says it is not stated). Raises KeyError
-        for a phase the result did not segment. `qualifier`: said after the name of the group holding the
-        measurements (tracking_text), e.g. " (lower bound: apex cut off)"."""
+        its name, " (none segmented)" for such a finding, as the PDF says it is not stated; `absent_phase_index`: the
+        phase whose LV myocardium is that region where not `phase_index`'s, e.g. an RV of its own phase, whose map
+        holds the RV alone). Raises KeyError for a phase the result did not segment. `qualifier`: said after the
+        name of the group holding the measurements (tracking_text), e.g. " (lower bound: apex cut off)"."""
         position = self.position(phase_index)
         kind = SEGMENT_KINDS[key]
         mask = self.mask(kind.labels, position)
@@ -192,7 +193,8 @@ class _SegmentIndex:
             if finding_type is not None and code_absent:
                 qualitative.insert(0, hd.sr.QualitativeEvaluation(finding_type, codes.ABSENT))
             return self.outline_group(
-                MYOCARDIUM_LABELS, position, f"{name}{absent_text}", tracking_uid or new_uid(), suffix=qualifier,
+                MYOCARDIUM_LABELS, position if absent_phase_index is None else self.position(absent_phase_index),
+                f"{name}{absent_text}", tracking_uid or new_uid(), suffix=qualifier,
                 finding_type=codes.LV_MYOCARDIUM,
                 finding_sites=finding_sites or [hd.sr.FindingSite(codes.LV_MYOCARDIUM)],
                 measurements=absent_measurements if absent_measurements is not None else kwargs.get("measurements"),
@@ -761,9 +763,10 @@ def bsa_disagreement_caveat(groups: list, cine_summary: dict | None) -> list:
 def rv_phase_measurement(cine_summary: dict | None, phase_key: str) -> list:
     """The NUM that says, first in each group stating RV EDV (`phase_key` "ed") or RV ESV ("es"), that the RV volume
     was read at another phase than the LV's ED / ES (summary `timing.rv_ed_phase` / `rv_es_phase`,
-    cine_metrics.rv_cardiac_phases) and that the outline drawn is at the LV's phase: codes.RV_EDV_OTHER_PHASE /
-    RV_ESV_OTHER_PHASE with the RV's phase number (1-based, as the PDF and the SEG count); [] where the RV's phase is
-    the LV's or either is unknown."""
+    cine_metrics.rv_cardiac_phases) and that the RV is outlined at that phase too (its own SEG segment, "RV blood
+    pool; RV at ES (phase 8)", and the RV blood pool ED / ES group drawn there: rv_drawn_phase):
+    codes.RV_EDV_OTHER_PHASE / RV_ESV_OTHER_PHASE with the RV's phase number (1-based, as the PDF and the SEG count);
+    [] where the RV's phase is the LV's or either is unknown."""
     block = cine_summary if isinstance(cine_summary, dict) else {}
     timing = block.get("timing") if isinstance(block.get("timing"), dict) else {}
     lv_phase, rv_phase = block.get(f"{phase_key}_phase"), timing.get(f"rv_{phase_key}_phase")
@@ -772,6 +775,17 @@ def rv_phase_measurement(cine_summary: dict | None, phase_key: str) -> list:
     number = phase_text.phase_number(int(rv_phase), phase_text.summary_phase_numbers(block))
     concept = codes.RV_EDV_OTHER_PHASE if phase_key == "ed" else codes.RV_ESV_OTHER_PHASE
     return _measurement(concept, float(number), codes.UNIT_NONE)
+
+
+def rv_drawn_phase(segmentation: SegmentationResult, read_at: int, phase_key: str) -> int:
+    """`read_at` (0-based phase index RV EDV, `phase_key` "ed", or RV ESV, "es", was read at), checked to be a phase
+    the cine segmentation carries (analysis.cine.segmented_phases adds the RV's own phases), so that the RV group's
+    outline is the one its volume was measured on. Raises ValueError where it is not: the summary and the
+    segmentation disagree, and an outline at the LV's phase would show another volume than the one stated."""
+    if int(read_at) not in [int(p) for p in segmentation.phases]:
+        raise ValueError(f"RV {phase_key.upper()}V was read at phase index {read_at}, which the cine segmentation "
+                         f"(phases {list(segmentation.phases)}) does not carry: no outline of the volume stated")
+    return int(read_at)
 
 
 def rv_accuracy_measurement(cine_summary: dict | None) -> list:
@@ -956,12 +970,14 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                     (ventricle, phase_key)]
                 value = _number(block, f"{ventricle}_{phase_key}v_ml")
                 # RV EDV / ESV may be read at a neighbouring phase (cine_metrics.rv_cardiac_phases): the group's
-                # phase NUM is the phase the volume was read at, and its first NUM says so (the outline stays the
-                # SEG's, at the LV's phase, and the NUM's concept says that too)
+                # region is the RV segment of that phase (the cine SEG carries it, analysis.cine.segmented_phases),
+                # its phase NUM that phase, and its first NUM says it is not the LV's
                 other_phase = rv_phase_measurement(block, phase_key) if ventricle == "rv" else []
                 read_at = (block.get("timing") or {}).get(f"rv_{phase_key}_phase") if other_phase else None
                 group_phase = phase_number if read_at is None else _measurement(
                     codes.PHASE_NUMBER, float(phase_text.phase_number(int(read_at), numbers)), codes.UNIT_NONE)
+                drawn_at = int(phase_index) if read_at is None else rv_drawn_phase(index.result, int(read_at),
+                                                                                    phase_key)
                 measurements = (other_phase if value is not None else []) \
                     + (coverage_measurement(block) if value else []) \
                     + (partial_cycle_measurement(block) if value is not None else []) \
@@ -970,13 +986,17 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                                    algorithm_id=_algorithm_id(algorithm))
                 measurements += indexed(concept_index, f"{ventricle}_{phase_key}vi_ml_m2", value,
                                         codes.UNIT_ML_PER_M2) + group_phase
-                # the group's name says where the volume was read too (a "; " clause: where the name is too long it
-                # goes whole, tracking_text)
-                read_text = (f"; RV {phase_key.upper()}V at {phase_text.phase_name(int(read_at), numbers)}"
-                             if read_at is not None else "")
+                # the group's name gives the phase it is drawn at, and the LV's beside it: "RV blood pool ES (phase 8
+                # of 20, not LV's 7)" (a parenthetical saying "not" is never shortened away, tracking_text)
+                name = f"{ventricle.upper()} blood pool {phase_label}"
+                if read_at is not None:
+                    name = (f"RV blood pool {phase_key.upper()} ({phase_text.phase_name(int(read_at), numbers)} of "
+                            f"{phases}, not LV's {phase_text.phase_number(int(phase_index), numbers)})")
                 try:
-                    groups += index.groups(f"{ventricle}_blood_pool", int(phase_index),
-                                           f"{ventricle.upper()} blood pool {phase_label}{read_text}", finding_type=site,
+                    # no RV segmented at its own phase (0 mL): that phase's map holds nothing else, so the absent
+                    # finding's region (the LV myocardium searched) is the LV's phase's
+                    groups += index.groups(f"{ventricle}_blood_pool", drawn_at, name, finding_type=site,
+                                           absent_phase_index=int(phase_index),
                                            measurements=measurements, qualitative_evaluations=phase_eval,
                                            qualifier=bound if value else "")
                 except KeyError:

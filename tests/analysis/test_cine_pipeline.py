@@ -255,7 +255,13 @@ def test_real_sunnybrook_cine_with_the_shipped_model(datasets):
     assert 150.0 <= summary["lv_edv_ml"] <= 330.0
     assert len(result.measurements["lv_volume_curve_ml"]) == 20
     segmentation = result.segmentations[0]
-    assert segmentation.labelmap.shape == (2,) + segmentation.volume.pixels.shape[1:]
+    # ED and ES, then the RV's own ED / ES where RV EDV / ESV were read at other phases (f49b: SCD0000301's RV ES is
+    # one phase after the LV's)
+    timing = summary["timing"]
+    own_rv = [p for p in (timing["rv_ed_phase"], timing["rv_es_phase"]) if p not in (summary["ed_phase"],
+                                                                                   summary["es_phase"])]
+    assert segmentation.phases == [summary["ed_phase"], summary["es_phase"]] + own_rv
+    assert segmentation.labelmap.shape == (2 + len(own_rv),) + segmentation.volume.pixels.shape[1:]
     assert result.algorithms[0].manufacturer == "dicomnode project"
 
 

@@ -105,3 +105,67 @@ def test_a_refining_model_also_segments_the_phases_the_rv_is_read_at():
                                            refine=(refine_run, spec), anatomical_pose=False)
     assert refinement["phases"] == [0, 2, 5] and refined_inputs == [6]  # 3 phases x 2 slices
     assert seen[-1] is timing  # measured again at the same LV and RV phases
+
+
+def _lv_rv_model(inputs: np.ndarray) -> np.ndarray:
+    """Stand-in for the network: the brightest pixels (over 3/4 of the way from the median to the maximum) -> LV blood
+    pool with a 3-pixel wall, those halfway (0.3-0.7 of the way) away from that wall -> RV blood pool."""
+    from scipy import ndimage
+
+    crops = inputs[:, 0]
+    low, high = np.median(crops, axis=(1, 2), keepdims=True), crops.max(axis=(1, 2), keepdims=True)
+    level = (crops - low) / np.maximum(high - low, 1e-6)
+    pool = level > 0.75
+    wall = ndimage.binary_dilation(pool, np.ones((1, 7, 7), bool)) & ~pool
+    rv = (level > 0.3) & (level < 0.7) & ~ndimage.binary_dilation(pool | wall, np.ones((1, 5, 5), bool))
+    logits = np.zeros((inputs.shape[0], 4) + inputs.shape[2:], np.float32)
+    logits[:, 1] = np.where(pool, 10.0, -10.0)
+    logits[:, 2] = np.where(wall, 5.0, -5.0)
+    logits[:, 3] = np.where(rv, 8.0, -8.0)
+    return logits
+
+
+def _cycle(phase: int, smallest: int) -> float:
+    """0 at the R wave (phase index 0), 1 at `smallest`, back to 0 at the end of a 12-phase cycle."""
+    return phase / smallest if phase <= smallest else (12 - phase) / (12 - smallest)
+
+
+def test_the_cine_segmentation_carries_the_rvs_own_es_phase_with_the_rv_alone():
+    """f49b: a whole cine whose RV is smallest one phase after the LV's ES: the pipeline's segmentation (hence the SEGs
+    and display copies) carries that phase too, holding the RV it read RV ESV on, and summary.json's slices name
+    that phase's images under "rv_es"; RV ED, read at the LV's ED, adds nothing."""
+    from test_cine_pipeline import FakeModel, FakeRuntime, FakeStudy, FakeVolume, context, disc
+
+    from dicomnode.analysis.cine import PHASE_NAMES, RV_PHASE_NAMES, CinePipeline
+    from dicomnode.config import Config
+    from dicomnode.labels import Label
+
+    shape, spacing = (160, 160), (1.5, 1.5)
+    pixels = np.full((12, 3, *shape), 100.0, np.float32)
+    for phase in range(12):
+        # squared radii (mm²) of cosine cycles: the LV smallest at phase index 4, the RV at 5
+        lv = 20.0 ** 2 + (34.0 ** 2 - 20.0 ** 2) * (1 + np.cos(np.pi * _cycle(phase, 4))) / 2
+        rv = 14.0 ** 2 + (22.0 ** 2 - 14.0 ** 2) * (1 + np.cos(np.pi * _cycle(phase, 5))) / 2
+        pixels[phase, :, disc(shape, (79.5, 79.5), np.sqrt(lv), spacing)] = 400.0
+        pixels[phase, :, disc(shape, (79.5, 36.0), np.sqrt(rv), spacing)] = 250.0
+
+    class Model(FakeModel):
+        def run(self, inputs):
+            self.calls += 1
+            return _lv_rv_model(inputs)
+
+    runtime = FakeRuntime()
+    runtime.loaded = Model()
+    volume = FakeVolume(pixels, spacing, 8.0, trigger_times=[40.0 * p for p in range(12)])
+    result = CinePipeline(Config(), runtime).run(FakeStudy(volume), context(runtime))
+    summary, (segmentation,) = result.summary, result.segmentations
+    assert (summary["ed_phase"], summary["es_phase"]) == (0, 4)
+    assert (summary["timing"]["rv_ed_phase"], summary["timing"]["rv_es_phase"]) == (0, 5)
+    assert segmentation.phases == [0, 4, 5] and segmentation.phase_names == PHASE_NAMES + [RV_PHASE_NAMES[1]]
+    labels = np.asarray(segmentation.labelmap)
+    assert set(np.unique(labels[2]).tolist()) == {int(Label.BACKGROUND), int(Label.RV_BLOOD_POOL)}
+    assert {int(Label.LV_BLOOD_POOL), int(Label.RV_BLOOD_POOL)} <= set(np.unique(labels[1]).tolist())
+    rv_ml = (labels[2] == Label.RV_BLOOD_POOL).sum() * volume.voxel_volume_ml
+    assert rv_ml == pytest.approx(summary["rv_esv_ml"], abs=0.01) and rv_ml > 0
+    assert (labels[1] == Label.RV_BLOOD_POOL).sum() * volume.voxel_volume_ml > summary["rv_esv_ml"]
+    assert all("rv_es" in entry and "rv_ed" not in entry for entry in summary["slices"])

@@ -188,7 +188,11 @@ def _receive_crash_and_deliver(node, node_port, orthanc, sunnybrook):
     outputs = summary["outputs"]
     assert len(results) == len(outputs) >= 2
     classes = result_classes(results, orthanc)
-    assert classes.count(SR) == 1 and classes.count(SEG) == 2  # cine: one SEG at ED, one at ES (OHIF shows each)
+    # cine: one SEG at ED, one at ES (OHIF shows each), and one of the RV's own ED / ES where RV EDV / ESV were read at
+    # another phase than the LV's (f49b)
+    cine = summary["cine"]
+    own_rv = {cine["timing"]["rv_ed_phase"], cine["timing"]["rv_es_phase"]} - {cine["ed_phase"], cine["es_phase"]}
+    assert classes.count(SR) == 1 and classes.count(SEG) == 2 + len(own_rv)
     sop_uids = [r["SOPInstanceUID"] for r in results]
     assert len(set(sop_uids)) == len(sop_uids)
     # the analysis that was cut short left nothing behind; exactly one finished analysis was delivered

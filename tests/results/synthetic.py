@@ -243,6 +243,49 @@ def make_study(slices: int = 6, cine_phases: int = 5, rows: int = ROWS, cols: in
     return study, [lge, cine, suggestions], context
 
 
+def rv_es_at_next_phase(results: list[PipelineResult]) -> PipelineResult:
+    """The cine of make_study (LV ED 0, ES 3, 0-based) with RV ESV read one phase after the LV's ES, at phase index 4
+    (rv_at_own_phases)."""
+    return rv_at_own_phases(results, rv_es=results[1].segmentations[0].phases[1] + 1)
+
+
+def rv_at_own_phases(results: list[PipelineResult], rv_ed: int | None = None,
+                     rv_es: int | None = None) -> PipelineResult:
+    """The cine of make_study with RV EDV / ESV read at phase indices `rv_ed` / `rv_es` (None: the LV's ED / ES), as
+    CinePipeline gives it (analysis.cine.segmented_phases / counted_labelmaps): at such a phase the RV of the LV's
+    phase less its first row on every slice, the summary (`timing`, RV EDV / ESV / SV / EF) read there, and the
+    segmentation carrying that phase with the RV alone. Changes results[1] in place and returns it."""
+    from dicomnode.analysis.cine import counted_labelmaps, segmented_phases
+
+    cine = results[1]
+    segmentation = cine.segmentations[0]
+    (ed, es), volume = segmentation.phases, segmentation.volume
+    rv_ed, rv_es = ed if rv_ed is None else rv_ed, es if rv_es is None else rv_es
+    maps = np.zeros((volume.pixels.shape[0],) + np.asarray(segmentation.labelmap).shape[1:], np.uint8)
+    for own, lv_position in ((rv_ed, 0), (rv_es, 1)):
+        maps[own] = segmentation.labelmap[lv_position]
+        for plane in maps[own] if own not in (ed, es) else ():  # the RV's first row left out
+            rows = np.flatnonzero((plane == Label.RV_BLOOD_POOL).any(axis=1))
+            if rows.size:
+                plane[rows[0]][plane[rows[0]] == Label.RV_BLOOD_POOL] = Label.BACKGROUND
+    maps[ed], maps[es] = segmentation.labelmap[0], segmentation.labelmap[1]
+    phases, names = segmented_phases(ed, es, rv_ed, rv_es)
+    cine.segmentations = [replace(segmentation, labelmap=counted_labelmaps(maps, phases, [],
+                                                                           rv_only=range(2, len(phases))),
+                                  phases=phases, phase_names=names)]
+    summary = cine.summary
+
+    def rv_ml(phase: int) -> float:
+        return round(float((maps[phase] == Label.RV_BLOOD_POOL).sum()) * volume.voxel_volume_ml, 2)
+
+    rv_edv = rv_ml(rv_ed) if rv_ed != ed else float(summary["rv_edv_ml"])
+    rv_esv = rv_ml(rv_es) if rv_es != es else float(summary["rv_esv_ml"])
+    summary.update({"rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_sv_ml": round(rv_edv - rv_esv, 2),
+                    "rv_ef_percent": round(100 * (rv_edv - rv_esv) / rv_edv, 2),
+                    "timing": {"ed_phase": ed, "es_phase": es, "rv_ed_phase": rv_ed, "rv_es_phase": rv_es}})
+    return cine
+
+
 def write(dataset: Dataset, path: Path) -> Path:
     dataset.save_as(path, enforce_file_format=True)
     return path

@@ -89,22 +89,23 @@ def test_the_analyser_hands_the_maps_to_the_result_objects_and_summary(monkeypat
 
 
 def test_the_sr_names_the_phase_the_rv_volume_was_read_at_where_it_is_not_the_lvs(made):
-    """break47a #2: RV EDV / ESV may come from a neighbour of the LV's ED / ES (cine.timing.rv_ed_phase); the outline
-    stays the SEG's, at the LV's phase, and the group's name says where the RV volume was read."""
+    """break47a #2: RV EDV / ESV may come from a neighbour of the LV's ED / ES (cine.timing.rv_ed_phase); the group is
+    drawn at the phase the RV volume was read at (f49b: the cine segmentation carries it) and its name says so, with
+    the LV's phase beside it."""
     from dicomnode.results.sr import build_sr
+    from synthetic import rv_at_own_phases
     from test_results_sr import groups, identifier_of, segs_of
 
-    study, results, context = made
-    cine = results[1]
-    ed, es = cine.summary["ed_phase"], cine.summary["es_phase"]
-    moved = dataclasses.replace(cine, summary={**cine.summary, "timing": {"rv_ed_phase": (ed + 1) % 5,
-                                                                          "rv_es_phase": es}})
     names = {}
-    for shown in (cine, moved):
-        sr = build_sr(study.series[0].instances[0].dataset, [results[0], shown], segs_of(results, context), context,
-                      9100)
-        names[shown is moved] = [identifier_of(g) for g in groups(sr) if identifier_of(g).startswith("RV blood pool")]
-    assert names[False] and not any("; RV E" in name for name in names[False])
+    for moved in (False, True):
+        study, results, context = make_study()
+        ed = results[1].summary["ed_phase"]
+        if moved:
+            rv_at_own_phases(results, rv_ed=(ed + 1) % 5)
+        sr = build_sr(study.series[0].instances[0].dataset, results[:2], segs_of(results, context), context, 9100)
+        names[moved] = [identifier_of(g) for g in groups(sr) if identifier_of(g).startswith("RV blood pool")]
+    assert names[False] and not any("not LV's" in name for name in names[False])
     ed_names = [n for n in names[True] if n.startswith("RV blood pool ED")]
-    assert ed_names and all(f"; RV EDV at phase {(ed + 1) % 5 + 1}" in n for n in ed_names), ed_names
-    assert not any("; RV E" in n for n in names[True] if n.startswith("RV blood pool ES"))
+    assert ed_names and all(n.startswith(f"RV blood pool ED (phase {(ed + 1) % 5 + 1} of 5, not LV's {ed + 1})")
+                            for n in ed_names), ed_names
+    assert not any("not LV's" in n for n in names[True] if n.startswith("RV blood pool ES"))

@@ -11,10 +11,9 @@ import pytest
 
 from dicomnode.results import codes
 from dicomnode.results.report import key_number_table
-RV_OUTLINE_AT_LV_PHASE = "RV outlines shown at the LV's phases"
 from dicomnode.results.seg import build_seg, seg_parts
 from dicomnode.results.sr import OHIF_SHOWN_NUMS, build_sr
-from synthetic import make_study, write
+from synthetic import make_study, rv_es_at_next_phase, write
 from test_results_lge_withheld import withhold
 from test_results_sr import group_named, groups, nums, segs_of
 from test_results_sr_display import identifier_of
@@ -33,11 +32,9 @@ def _sr(results, context, study):
 
 
 def _rv_es_at_next_phase(results) -> dict:
-    """The cine summary of an RV whose ESV is read one phase after the LV's ES (0-based: LV ES 3, RV ES 4)."""
-    cine = results[1].summary
-    cine["timing"] = {"ed_phase": cine["ed_phase"], "es_phase": cine["es_phase"],
-                      "rv_ed_phase": cine["ed_phase"], "rv_es_phase": cine["es_phase"] + 1}
-    return cine
+    """The cine summary of an RV whose ESV is read one phase after the LV's ES (0-based: LV ES 3, RV ES 4), its
+    segmentation carrying that phase as CinePipeline's does (synthetic.rv_es_at_next_phase)."""
+    return rv_es_at_next_phase(results).summary
 
 
 def _group(sr, name: str):
@@ -56,10 +53,11 @@ def test_the_rv_es_group_says_the_rv_s_own_phase_first_and_as_its_phase_number()
     rv_es = _group(sr, "RV blood pool ES")
     first = nums(rv_es)[0]
     assert first[0] == RV_ES_OTHER and first[1] == 5  # 1-based: phase 5, the LV's ES is phase 4
-    assert "not LV ES; outline is at LV ES" in codes.RV_ESV_OTHER_PHASE.meaning
+    # f49b: the RV is outlined at the phase its ESV was read at (its own SEG), no longer at the LV's
+    assert "not LV ES; RV also outlined at it" in codes.RV_ESV_OTHER_PHASE.meaning
     assert _value(rv_es, PHASE) == 5
     assert _value(group_named(sr, "LV blood pool ES"), PHASE) == 4
-    assert "RV ESV at phase 5" in identifier_of(rv_es)
+    assert identifier_of(rv_es) == "RV blood pool ES (phase 5 of 5, not LV's 4)"
     # the ED group of the RV is read at the LV's ED: no caveat there, and none for RV EDV anywhere
     assert RV_ES_OTHER not in {c for c, *_ in nums(group_named(sr, "RV blood pool ED"))}
     assert RV_ED_OTHER not in {c for g in groups(sr) for c, *_ in nums(g)}
@@ -79,7 +77,8 @@ def test_the_pdf_phase_row_gives_the_rv_s_phases_and_where_its_outline_is():
     cine = _rv_es_at_next_phase(results)
     rows = {q: v for q, v, _ in key_number_table(results[1:2], (2.0, "mosteller"), "M")}
     assert rows["ED / ES phase"].startswith("1 / 4 ")
-    assert rows["ED / ES phase"].endswith(f"; RV 1 / 5 ({RV_OUTLINE_AT_LV_PHASE})")
+    # f49b: the SEG and the SR outline the RV at its own phase; the PDF's figures stay at the LV's
+    assert rows["ED / ES phase"].endswith("; RV 1 / 5 (RV outlined at these in the SEG and SR; figures at the LV's)")
     cine["timing"]["rv_es_phase"] = cine["es_phase"]
     rows = {q: v for q, v, _ in key_number_table(results[1:2], (2.0, "mosteller"), "M")}
     assert "RV" not in rows["ED / ES phase"]
