@@ -12,6 +12,7 @@ from dicomnode.analysis.threshold_text import (agreement_r, method_name, method_
 from dicomnode.analysis.report_text import shorten
 from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.cmr.types import series_number_range
+from dicomnode.results.objects import ANALYSED_SEQUENCES
 from dicomnode.rounding import display_round, number_text
 
 
@@ -119,9 +120,10 @@ def print_summary_table(summary: dict) -> None:
             # a stack merged from one-slice series by the range of its SeriesNumbers (merged_series), as the PDF and SR
             number = series_number_range([m.get("series_number") for m in series.get("merged_series") or []]) \
                 or series.get("series_number")
+            # the repeat chosen for analysis; a localizer or map is chosen among its repeats too but never analysed
+            preferred = series.get("preferred") and series["sequence"] in ANALYSED_SEQUENCES
             print(f"  series #{number!s:<6} {series['sequence']:<10} {series['view']:<6} "
-                  f"{series['slices']:>3} slices x {series['phases']:>2} phases"
-                  f"{'  (preferred)' if series.get('preferred') else ''}")
+                  f"{series['slices']:>3} slices x {series['phases']:>2} phases{'  (preferred)' if preferred else ''}")
         if "lge" in study:
             lge = study["lge"]
             if lge.get("determined") is False:  # numbers withheld: the reason, no number

@@ -16,7 +16,7 @@ in the patient. ImageOrientationPatient serves to recognise a mirror image (situ
 dextrocardia: the RV to the patient's left of the LV and the apex to the right), whose segments run clockwise seen
 from the apex, with MIRRORED_CAVEAT; the basal end of the stack (basal_end_for_volume), from the anterior-inferior
 pointing of the apex, which holds whatever the heart's side; and the caveats where the anatomy and the patient axes
-disagree otherwise (UNUSUAL_TURN_CAVEAT) or the RV lies neither left nor right of the LV (MIDLINE_CAVEAT). Angles
+disagree otherwise (unusual_turn_caveat, naming the disagreement found) or the RV lies neither left nor right of the LV (MIDLINE_CAVEAT). Angles
 are measured in millimetres (PixelSpacing), so non-square pixels do not move segments.
 
 Pure functions: numpy in, numbers out. Node labels (dicomnode.labels): 1 LV blood pool, 2 healthy myocardium,
@@ -74,13 +74,28 @@ MIRRORED_CAVEAT = ("RV to the left of the LV: dextrocardia / situs inversus? AHA
 #: MIN_RV_SIDE_OFFSET_MM of the LV's along the patient's left-right axis: straight in front of or behind it)
 MIDLINE_CAVEAT = ("RV neither to the right nor to the left of the LV: mesocardia or an unusual heart position? AHA "
                   "segments named from the heart's own anatomy: confirm")
-#: `caveat` where the heart's anatomy and the patient axes disagree without making a mirror image (heart_handedness):
-#: a proper rotation cannot mirror a heart, so the segments keep a normal heart's handedness
-UNUSUAL_TURN_CAVEAT = ("the heart lies unusually for the patient axes (ImageOrientationPatient: the RV to the "
-                       "patient's left with the apex to the left, the apex to the right without the RV to the "
-                       "left, or the insertion point the anatomy makes anterior lying further posterior): a rotated "
-                       "heart or image frame, or an unusual basal end of the stack; AHA segments named from the "
-                       "heart's own anatomy, counter-clockwise seen from the apex: confirm")
+#: how the `caveat` begins where the heart's anatomy and the patient axes disagree without making a mirror image
+#: (heart_handedness, unusual_turn_caveat): a proper rotation cannot mirror a heart, so the segments keep a normal
+#: heart's handedness
+UNUSUAL_TURN_START = "the heart lies unusually for the patient axes (ImageOrientationPatient: "
+#: the disagreements unusual_turn_caveat names, each the one found (heart_handedness)
+UNUSUAL_TURN_RV_AND_APEX_LEFT = "the RV lies to the patient's left of the LV while the apex points to the left"
+UNUSUAL_TURN_APEX_RIGHT = "the apex points to the patient's right while the RV lies to the right of the LV"
+UNUSUAL_TURN_ANTERIOR_POSTERIOR = ("the RV insertion point the anatomy makes anterior lies further posterior than "
+                                   "the other")
+
+
+def unusual_turn_caveat(found: Sequence[str]) -> str:
+    """The `caveat` where the heart's anatomy and the patient axes disagree without making a mirror image, naming
+    the disagreements `found` (UNUSUAL_TURN_RV_AND_APEX_LEFT, UNUSUAL_TURN_APEX_RIGHT,
+    UNUSUAL_TURN_ANTERIOR_POSTERIOR), not every one that could have been; begins with UNUSUAL_TURN_START."""
+    return f"{UNUSUAL_TURN_START}{' and '.join(found)}{UNUSUAL_TURN_END}"
+
+
+#: how unusual_turn_caveat ends
+UNUSUAL_TURN_END = ("): a rotated heart or image frame, or an unusual basal end of the stack; AHA segments named from "
+                    "the heart's own anatomy, counter-clockwise seen from the apex: confirm")
+
 
 #: `caveat` of a result whose stack misses a slice inside the LV (a gap in the slice positions)
 GAP_CAVEAT = ("a slice position inside the LV holds no slice (a gap: slice missing?): the basal, mid and apical thirds "
@@ -307,18 +322,19 @@ def heart_handedness(side: str | None, apex: str | None, separation: float) -> t
     the apex side unknown (apex straight anterior or inferior) may be either: MIRRORED_CAVEAT, and the handedness
     mirrored only where `separation` (how much further anterior, LPS -y, the arc's end lies than its start; see
     MIN_ANTERIOR_SEPARATION) shows the anatomy's anterior insertion point clearly further posterior. Any other heart keeps the normal handedness (an RV of unknown side or neither left nor right
-    without a caveat here: MIDLINE_CAVEAT is the caller's); UNUSUAL_TURN_CAVEAT where the patient axes disagree (the
-    RV and the apex both left, or the apex right alone: a rotated heart or image frame, or the insertion point the anatomy makes
-    anterior lying clearly further posterior)."""
+    without a caveat here: MIDLINE_CAVEAT is the caller's); unusual_turn_caveat where the patient axes disagree,
+    naming which of these it found (the RV and the apex both left, the apex right alone, the insertion point the
+    anatomy makes anterior lying clearly further posterior): a rotated heart or image frame."""
     if side == "left" and apex == "right":
         return -1, MIRRORED_CAVEAT
     if side == "left" and apex is None:
         return (-1 if separation >= MIN_ANTERIOR_SEPARATION else 1), MIRRORED_CAVEAT
     if side is None:
         return 1, None  # the RV straight in front of or behind the LV: MIDLINE_CAVEAT says so
-    if side == "left" or apex == "right" or separation >= MIN_ANTERIOR_SEPARATION:
-        return 1, UNUSUAL_TURN_CAVEAT
-    return 1, None
+    found = ([UNUSUAL_TURN_RV_AND_APEX_LEFT] if side == "left" else []) + (
+        [UNUSUAL_TURN_APEX_RIGHT] if apex == "right" else []) + (
+        [UNUSUAL_TURN_ANTERIOR_POSTERIOR] if separation >= MIN_ANTERIOR_SEPARATION else [])
+    return 1, unusual_turn_caveat(found) if found else None
 
 
 def _circular_mean(degrees: Sequence[float]) -> float:
@@ -408,7 +424,7 @@ def aha_segments(
     `orientation`: the stack's ImageOrientationPatient. The anterior RV insertion point is the one from which the
     RV arc runs counter-clockwise seen from the apex (a normal heart's handedness, which no rotation changes); with
     the orientation, a mirror image (RV to the patient's left, apex to the right) runs clockwise with
-    MIRRORED_CAVEAT, and the anatomy disagreeing with the patient axes otherwise gives UNUSUAL_TURN_CAVEAT
+    MIRRORED_CAVEAT, and the anatomy disagreeing with the patient axes otherwise gives unusual_turn_caveat
     (heart_handedness), an RV neither left nor right of the LV MIDLINE_CAVEAT. Angles are in millimetres
     (PixelSpacing).
     """
@@ -531,10 +547,13 @@ def aha_segments(
 
 def geometry_warnings(block: dict | None) -> list[str]:
     """The stack warnings (every output lists them) that an `aha_segments` block's geometry caveats give: "AHA
-    segments: " + MIRRORED_CAVEAT / UNUSUAL_TURN_CAVEAT / MIDLINE_CAVEAT where present."""
+    segments: " + MIRRORED_CAVEAT / unusual_turn_caveat's text / MIDLINE_CAVEAT where present."""
     caveat = str((block or {}).get("caveat") or "")
-    return [f"AHA segments: {text}" for text in (MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT, MIDLINE_CAVEAT)
-            if text in caveat]
+    start = caveat.find(UNUSUAL_TURN_START)
+    end = caveat.find(UNUSUAL_TURN_END, start) if start >= 0 else -1
+    turned = [caveat[start:end + len(UNUSUAL_TURN_END)]] if end >= 0 else []
+    return [f"AHA segments: {text}" for text in [MIRRORED_CAVEAT] * (MIRRORED_CAVEAT in caveat) + turned
+            + [MIDLINE_CAVEAT] * (MIDLINE_CAVEAT in caveat)]
 
 
 def aha_summary(

@@ -653,7 +653,9 @@ def find_cardiac_phases(lv_slice_volumes_ml, trigger_times=None, reported_curve_
        R-wave phase (smallest TriggerTime, the DICOM/ECG end-diastole): the R-wave phase itself or a neighbour, e.g.
        the late-diastolic phase just before the next R wave; a larger volume outside the window is reported, and so
        is a window phase that holds more volume than ED on the reported curve (`reported_curve_ml`).
-    4. ES: the smallest smoothed volume among the unflagged phases.
+    4. ES: the smallest smoothed volume among the unflagged phases; where the reported curve is smaller at another
+       phase (one the timing curve puts higher, or a flagged one), a note names it with the ESV and LVEF read there
+       (_reported_es_note), as the plotted curve's minimum is then not ES.
     With fewer than MIN_PHASES_FOR_CURVE phases: ED = largest, ES = smallest measured volume.
     `reported_curve_ml` (phases,): the LV curve the results report (measure_cine: the basal rule over every slice),
     quoted by the notes on flagged phases beside the volumes of the slices given, which the jump was found on; it
@@ -794,6 +796,8 @@ def _find_cardiac_phases(volumes: np.ndarray, trigger_times, reported_curve_ml, 
         notes[notes.index(note)] = _untriggered_note(ed, numbers)
         candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
         es, es_notes = _end_systole(candidates, smoothed, cycle, reported_curve_ml, numbers, ed)
+        es_notes += _reported_es_note(es, ed, candidates, flagged, smoothed, cycle, reported_curve_ml, numbers,
+                                      bool(es_notes))
         return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
                              notes + es_notes)
     window = [p for p in usable if cycle.distance(p, trigger) <= half_window]
@@ -810,6 +814,8 @@ def _find_cardiac_phases(volumes: np.ndarray, trigger_times, reported_curve_ml, 
         notes += _reported_curve_note(ed, trigger, window, smoothed, reported_curve_ml, numbers)
     candidates = [p for p in usable if p != ed] or [p for p in range(n) if p != ed]
     es, es_notes = _end_systole(candidates, smoothed, cycle, reported_curve_ml, numbers, ed)
+    es_notes += _reported_es_note(es, ed, candidates, flagged, smoothed, cycle, reported_curve_ml, numbers,
+                                  bool(es_notes))
     return CardiacPhases(int(ed), int(es), trigger, curve.tolist(), consistent.tolist(), smoothed.tolist(), flagged,
                          notes + es_notes)
 
@@ -903,6 +909,48 @@ def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve
             f"{smoothed[larger]:.1f} mL at {phase_name(larger, numbers)}), while the all-slice LV curve reported is "
             f"larger at {phase_name(larger, numbers)} ({reported[larger]:.1f} against {reported[ed]:.1f} mL): EDV is "
             f"read at {phase_name(ed, numbers)}"]
+
+
+#: how the note on an ES that is not the smallest volume of the reported LV curve begins (_reported_es_note)
+REPORTED_ES_START = "ES at "
+
+
+def _reported_es_note(es: int, ed: int, candidates, flagged, smoothed, cycle: CycleNeighbours, reported_curve_ml,
+                      numbers=None, plateau_noted: bool = False) -> list[str]:
+    """The note where the LV curve the results report (every slice, basal rule per phase: the curve plotted) holds
+    less volume at another phase than at the ES chosen on the timing curve (find_cardiac_phases step 4), by
+    REPORTED_CURVE_NOTE_ML or more, so that a reader of the plotted curve sees why its smallest point is not ES: a
+    phase the timing may choose (`candidates`) whose timing volume is larger than ES's, or a phase left out as a jump
+    (`flagged`, with its own note), each with the ESV and LVEF (with ED's reported volume) that reading ES there would
+    give. Phases of an end-systolic plateau already noted (`plateau_noted`: _end_systole's note) are left to that
+    note. [] where the reported curve is smallest at ES, or without it (None)."""
+    if reported_curve_ml is None:
+        return []
+    reported = np.asarray(reported_curve_ml, dtype=np.float64)
+    noted = set(end_systolic_plateau(candidates, smoothed, cycle)) if plateau_noted else set()
+    lower = [p for p in range(len(reported)) if p not in (es, ed) and p not in noted
+             and reported[es] - reported[p] >= REPORTED_CURVE_NOTE_ML]
+    if not lower:
+        return []
+    jumps = sorted((p for p in lower if p in flagged), key=lambda p: reported[p])
+    timed = sorted((p for p in lower if p not in flagged), key=lambda p: reported[p])
+    edv = float(reported[ed])
+
+    def reading(p: int) -> str:
+        ef = ejection_fraction_percent(edv, float(reported[p])) if edv > reported[p] else None
+        return f"{number_text(reported[p])} mL" + ("" if ef is None else f", LVEF {number_text(ef)} %")
+
+    parts = [f"at {phase_name(p, numbers)} ({number_text(reported[p])} against {number_text(reported[es])} mL at "
+             f"ES; the curve that times the cycle holds {number_text(smoothed[p])} mL there)" for p in timed[:1]]
+    # next to ES, a phase whose volume drops alone may be the true end-systole, sampled once at a coarse resolution
+    parts += [f"at {phase_name(p, numbers)} ({number_text(reported[p])} mL), left out as a jump from its temporal "
+              "neighbours (its note)" + (": a segmentation fault or a short end-systolic minimum that one phase samples"
+                                         if cycle.distance(p, es) <= 1 else "") for p in jumps]
+    readings = "; ".join(f"at {phase_name(p, numbers)}: ESV {reading(p)}" for p in timed[:1] + jumps)
+    return [f"{REPORTED_ES_START}{phase_name(es, numbers)}: the smallest LV volume on the curve that times the cycle "
+            f"(mid-ventricular slices, per-slice median over 3 phases, smoothed: {number_text(smoothed[es])} mL) "
+            "among the phases not left out as a jump; the all-slice LV curve reported is smaller " + " and ".join(parts)
+            + f". ESV is read at {phase_name(es, numbers)} ({reading(es)}); read {readings}: confirm ES on the images"]
 
 
 def _flagged_note(phase: int, curve, consistent, reported_curve_ml=None, numbers=None) -> str:

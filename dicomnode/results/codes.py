@@ -112,11 +112,12 @@ LARGE_LGE_BURDEN = Code("LGEBURDEN", PRIVATE_SCHEME, "Large LGE burden")
 #: LGEBURDENNO), as a viewer listing only NUM concepts showed "Large LGE burden cut-off: 15.00 %" like a measurement
 LARGE_LGE_BURDEN_CUTOFF = Code("LGEBURDENCUT", PRIVATE_SCHEME, "Large LGE burden cut-off")
 #: NUM, %: the cut-off of the large-burden rule, its concept saying the verdict (the coded LGEBURDEN Yes/No says it
-#: too) and that the rule is an HCM risk rule
+#: too) and that the rule is an HCM risk rule (not validated in myocardial infarction); "cut-off" first, as OHIF shows
+#: "<meaning>: <value>": "Large LGE burden no; …: 15.00 %" read as a 15 % burden on a 0.6 % heart (break49b #8)
 LARGE_LGE_BURDEN_CUTOFF_MET = Code("LGEBURDENYES", PRIVATE_SCHEME,
-                                   "Large LGE burden YES; HCM rule cut-off, not validated in infarct")
+                                   "HCM cut-off (MET: large LGE burden; not validated in MI)")
 LARGE_LGE_BURDEN_CUTOFF_NOT_MET = Code("LGEBURDENNO", PRIVATE_SCHEME,
-                                       "Large LGE burden no; HCM rule cut-off, not validated in infarct")
+                                       "HCM cut-off (not met: no large LGE burden; not validated in MI)")
 LV_EDV_INDEX = Code("LVEDVI", PRIVATE_SCHEME, "LV end-diastolic volume index")
 LV_ESV_INDEX = Code("LVESVI", PRIVATE_SCHEME, "LV end-systolic volume index")
 LV_SV_INDEX = Code("LVSVI", PRIVATE_SCHEME, "LV stroke volume index")
@@ -173,9 +174,9 @@ UNIT_PERCENT = Code("%", "UCUM", "percent")
 LOWER_BOUNDS_LV_EXTENT = Code("LVPARTLB", PRIVATE_SCHEME,
                               "Lower bounds, LV partly outside the stack: LV length in stack")
 PARTIAL_STACK_LV_EXTENT = Code("LVPARTFN", PRIVATE_SCHEME, "Partial stack, LV partly outside it: LV length in stack")
-#: ... in an LV / RV function group that repeats the ESV (sr.cine_groups): EF and SV cover the slices present, the
-#: ESV beside them is a lower bound as in its ES group (review48b #8)
-PARTIAL_STACK_ESV_LOWER = Code("LVPARTFNLB", PRIVATE_SCHEME, "Partial stack, ESV a lower bound: LV length in stack")
+#: ... in an LV / RV function group that repeats the ESV and EDV (sr.cine_groups): EF and SV cover the slices
+#: present, the ESV and EDV beside them are lower bounds as in their ES and ED groups (review48b #8, break49b #8)
+PARTIAL_STACK_ESV_LOWER = Code("LVPARTFNLB", PRIVATE_SCHEME, "Partial stack, EDV/ESV lower bounds: LV length in stack")
 #: NUM, m2: the BSA the other images' PatientSize / PatientWeight give (summary `cine.bsa_other_m2`) where the
 #: study's images disagree on them, first in each cine group holding a BSA-indexed value or the BSA (break48b #4)
 BSA_DISAGREEMENT = Code("BSADISAGR", PRIVATE_SCHEME, "Height/weight differ between images, BSA uncertain: other BSA")
@@ -208,7 +209,7 @@ SUPERSEDES_COUNT = Code("SUPERSEDESN", PRIVATE_SCHEME, "Re-analysis, replaces ea
 #: (break48b #5); the report's comments and PDF name each
 NOT_ANALYSED = Code("NOTANALYSED", PRIVATE_SCHEME, "Not analysed (maps, perfusion): series")
 #: NUM, unit 1: the AHA segment's number (1-17, as its finding site codes it), first in each AHA-segment group of a
-#: result whose segments carry a geometry caveat (aha.MIRRORED_CAVEAT / MIDLINE_CAVEAT / UNUSUAL_TURN_CAVEAT): OHIF v3
+#: result whose segments carry a geometry caveat (aha.MIRRORED_CAVEAT / MIDLINE_CAVEAT / unusual_turn_caveat): OHIF v3
 #: shows a group's NUMs and then its finding site, in five lines, so the concept says beside the numbers that the
 #: segment names are to be confirmed, and the value names the segment where the finding site falls past the fifth line
 AHA_MIRRORED = Code("AHAMIRROR", PRIVATE_SCHEME, "RV left of LV (situs inversus?): confirm AHA segment number")
@@ -254,9 +255,9 @@ NOT_VALIDATED_WITHHELD = Code("NOTVALWHLD", PRIVATE_SCHEME, "Not reported: not v
 #: NUM, %: the cut-off of a site-configured large-burden rule (analysis.lge.large_burden_* other than Chan 2014's
 #: >= 15 %), its concept saying the verdict; LGEBURDENYES / LGEBURDENNO name Chan's HCM rule
 LARGE_LGE_BURDEN_SITE_CUTOFF_MET = Code("LGEBURDENSITEYES", PRIVATE_SCHEME,
-                                        "Large LGE burden YES; site cut-off, not validated in infarct")
+                                        "Site cut-off (MET: large LGE burden; not validated in MI)")
 LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET = Code("LGEBURDENSITENO", PRIVATE_SCHEME,
-                                            "Large LGE burden no; site cut-off, not validated in infarct")
+                                            "Site cut-off (not met: no large LGE burden; not validated in MI)")
 #: NUM, unit 1: the 1-based phase RV EDV / ESV were read at (summary `cine.timing.rv_ed_phase` / `rv_es_phase`,
 #: cine_metrics.rv_cardiac_phases) where it is not the LV's ED / ES, first in each group stating RV EDV / ESV: the RV
 #: is outlined at that phase too (an RV SEG of its own, "RV blood pool; RV at ES (phase 8)", on which the RV blood

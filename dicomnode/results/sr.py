@@ -16,7 +16,7 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from dicomnode.analysis import phase_text
 from dicomnode.analysis.lge_metrics import INDETERMINATE, presence_text
-from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TURN_CAVEAT, aha_segments,
+from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TURN_START, aha_segments,
                                     stack_geometry)
 from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_START, COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE,
                                              NORMAL_VALUES, RV_ACCURACY_START, base_unconfirmed_only,
@@ -518,9 +518,9 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
     if isinstance(block.get("large_scar_burden"), bool):
         large = block["large_scar_burden"]
         qualitative.append(hd.sr.QualitativeEvaluation(codes.LARGE_LGE_BURDEN, codes.YES if large else codes.NO))
-        # the rule behind the Yes/No: the cut-off, under a concept that says the verdict and that it is an HCM rule
-        # (a viewer listing only NUM concepts showed "Large LGE burden cut-off: 15.00 %" like a measured value), and
-        # its comparator (analysis.lge.large_burden_*)
+        # the rule behind the Yes/No: the cut-off, under a concept that names it first and says the verdict and that
+        # it is an HCM rule (a viewer listing only NUM concepts showed "Large LGE burden cut-off: 15.00 %" like a
+        # measured value), and its comparator (analysis.lge.large_burden_*)
         cutoff = lge.measurements.get("large_burden_cutoff_percent", config.analysis.lge.large_burden_percent)
         comparator = lge.measurements.get("large_burden_comparator", config.analysis.lge.large_burden_comparator)
         # after %LGE by DL, before the other methods' where the lower-bound NUM comes first: OHIF shows five NUMs
@@ -620,7 +620,7 @@ def coverage_qualifier(summary: dict | None, what: str = "lower bound") -> str:
 def coverage_measurement(summary: dict | None, concept: Code = codes.LOWER_BOUNDS_LV_EXTENT) -> list:
     """The NUM that says, where a viewer lists only NUM concepts (OHIF v3), that the group's numbers come from a
     stack missing part of the LV (coverage_qualifier): `concept` (LOWER_BOUNDS_LV_EXTENT, or PARTIAL_STACK_LV_EXTENT
-    for EF and SV, PARTIAL_STACK_ESV_LOWER where the ESV, a lower bound, is repeated beside them) with the LV length the stack holds (summary `coverage.lv_extent_mm`), to be put first in the
+    for EF and SV, PARTIAL_STACK_ESV_LOWER where EDV and ESV, lower bounds, are repeated beside them) with the LV length the stack holds (summary `coverage.lv_extent_mm`), to be put first in the
     group (OHIF shows five NUMs of a group); [] on a whole stack or without the length."""
     if not coverage_qualifier(summary):
         return []
@@ -700,15 +700,15 @@ def _caveat_room(group: list) -> int:
 
 #: the NUM concept of each AHA geometry caveat (aha.py), said beside the segment names it qualifies
 AHA_CAVEAT_CONCEPTS = ((MIRRORED_CAVEAT, codes.AHA_MIRRORED), (MIDLINE_CAVEAT, codes.AHA_MIDLINE),
-                       (UNUSUAL_TURN_CAVEAT, codes.AHA_UNUSUAL_TURN))
+                       (UNUSUAL_TURN_START, codes.AHA_UNUSUAL_TURN))
 
 
 def aha_caveat_measurements(block: dict | None, segment: int) -> list:
     """The NUMs that say, where OHIF v3 shows a segment group's NUMs and then its finding site only, that the AHA
     segment names are to be confirmed (the `aha_segments` block's `caveat`: aha.MIRRORED_CAVEAT, MIDLINE_CAVEAT,
-    UNUSUAL_TURN_CAVEAT): each caveat's concept (AHA_CAVEAT_CONCEPTS) with the segment's number (1-17, as its finding
-    site codes it, CID 3717), so the segment is named beside the caveat even where OHIF's five lines end before the
-    finding site; [] without a caveat."""
+    aha.unusual_turn_caveat, which begins with UNUSUAL_TURN_START): each caveat's concept (AHA_CAVEAT_CONCEPTS) with
+    the segment's number (1-17, as its finding site codes it, CID 3717), so the segment is named beside the caveat
+    even where OHIF's five lines end before the finding site; [] without a caveat."""
     caveat = str(block.get("caveat") or "") if isinstance(block, dict) else ""
     return [m for text, concept in AHA_CAVEAT_CONCEPTS if text in caveat
             for m in _measurement(concept, float(segment), codes.UNIT_NONE)]
@@ -1032,7 +1032,7 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             if ventricle == "rv" else []
         # the ESV again, on the ED display copy: OHIF v3's SR viewport steps only through the groups drawn on the
         # series of its first group (the ED copy), so the ES groups (on the ES copy) are not reached there; on a
-        # partial stack the coverage NUM then says it is a lower bound, as in its ES group
+        # partial stack the coverage NUM then says the volumes are lower bounds, as in their ED and ES groups
         esv = _number(block, f"{ventricle}_esv_ml")
         coverage = codes.PARTIAL_STACK_ESV_LOWER if esv is not None else codes.PARTIAL_STACK_LV_EXTENT
         measurements = (coverage_measurement(block, coverage) if measurements else []) \
@@ -1041,6 +1041,10 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             + (other_phases if measurements else []) + measurements
         measurements += _measurement(codes.LV_ESV if ventricle == "lv" else codes.RV_ESV, esv, codes.UNIT_ML,
                                      method=papillary)
+        # and the EDV, so that the group holds both volumes its EF and SV come from (break49b #8: OHIF showed EF, ESV
+        # and SV without it); after the ESV, which OHIF shows nowhere else, as EDV is in LV / RV blood pool ED
+        measurements += _measurement(codes.LV_EDV if ventricle == "lv" else codes.RV_EDV,
+                                     _number(block, f"{ventricle}_edv_ml"), codes.UNIT_ML, method=papillary)
         measurements += _measurement(codes.STROKE_VOLUME, sv, codes.UNIT_ML,
                                      finding_sites=[hd.sr.FindingSite(site)])
         sv_index = codes.LV_SV_INDEX if ventricle == "lv" else codes.RV_SV_INDEX

@@ -8,9 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, aha_segments, aha_summary_for_volume,
-                                    basal_end_for_volume, basal_end_from_geometry, geometry_warnings,
-                                    rv_side_offset_mm)
+from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TURN_ANTERIOR_POSTERIOR,
+                                    UNUSUAL_TURN_APEX_RIGHT, UNUSUAL_TURN_RV_AND_APEX_LEFT, UNUSUAL_TURN_START,
+                                    aha_segments, aha_summary_for_volume, basal_end_for_volume,
+                                    basal_end_from_geometry, geometry_warnings, heart_handedness, rv_side_offset_mm,
+                                    unusual_turn_caveat)
 from dicomnode.labels import Label
 from tests.analysis.test_aha import add_scar, stack
 
@@ -162,3 +164,22 @@ def test_an_rv_straight_to_the_right_of_the_lv_keeps_a_normal_hearts_segments():
         assert MIRRORED_CAVEAT not in (result.caveat or ""), degrees
         assert result.rv_insertion["segments_run"] == "counter-clockwise seen from the apex"
         np.testing.assert_array_equal(result.segment_map, reference.segment_map)
+
+
+@pytest.mark.parametrize("side, apex, separation, named", [
+    ("left", "left", 0.0, [UNUSUAL_TURN_RV_AND_APEX_LEFT]),
+    ("right", "right", 0.0, [UNUSUAL_TURN_APEX_RIGHT]),
+    ("right", "left", 0.5, [UNUSUAL_TURN_ANTERIOR_POSTERIOR]),
+    ("right", "right", 0.5, [UNUSUAL_TURN_APEX_RIGHT, UNUSUAL_TURN_ANTERIOR_POSTERIOR]),
+])
+def test_the_unusual_turn_caveat_names_the_disagreement_found_not_every_possible_one(side, apex, separation, named):
+    """break49b #7: the caveat listed all three possible disagreements on ACDC hearts where only the anterior insertion
+    point lying posterior applied (rv_side right): a reader could not tell which was seen."""
+    direction, caveat = heart_handedness(side, apex, separation)
+    others = {UNUSUAL_TURN_RV_AND_APEX_LEFT, UNUSUAL_TURN_APEX_RIGHT, UNUSUAL_TURN_ANTERIOR_POSTERIOR} - set(named)
+    assert direction == 1 and caveat == unusual_turn_caveat(named) and caveat.startswith(UNUSUAL_TURN_START)
+    assert all(text in caveat for text in named) and not any(text in caveat for text in others)
+    # every output lists it whole, beside the other caveats of the block
+    block = {"caveat": f"{caveat}; {MIDLINE_CAVEAT}"}
+    assert geometry_warnings(block) == [f"AHA segments: {caveat}", f"AHA segments: {MIDLINE_CAVEAT}"]
+    assert heart_handedness("right", "left", 0.0) == (1, None)

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from dicomnode.analysis.cine_metrics import (COVERAGE_CAVEAT, ES_PLATEAU_START, PAPILLARY_MUSCLES, body_surface_area_m2,
+from dicomnode.analysis.cine_metrics import (COVERAGE_CAVEAT, ES_PLATEAU_START, PAPILLARY_MUSCLES, REPORTED_ES_START,
+                                             body_surface_area_m2,
                                              disc_thickness_mm, ejection_fraction_percent, stack_coverage,
                                              find_cardiac_phases, lv_slice_volumes_ml, measure_cine,
                                              myocardial_mass_g, myocardial_surround, normal_range_flags,
@@ -210,8 +211,12 @@ def test_a_flagged_phase_is_named_from_1_with_the_volume_of_the_reported_curve()
     assert note.startswith(f"phase 13: LV volume {measured.lv_curve_ml[12]:.1f} mL jumps from its temporal neighbours")
     assert f"slices that time the cycle: {timing_volume:.1f} mL" in note
     assert abs(measured.lv_curve_ml[12] - timing_volume) > 20  # two curves: the note says which is which
-    # the other timing note: ES on a flat bottom of the timing curve (the basal slice empties late)
-    assert [n for n in measured.timing.notes if not n.startswith(ES_PLATEAU_START)] == [note]
+    # the other timing notes: ES on a flat bottom of the timing curve (the basal slice empties late), and the reported
+    # curve, with that basal slice, smaller after it at phase 10 and at the flagged phase 13 (break49b #6)
+    assert [n for n in measured.timing.notes if not n.startswith((ES_PLATEAU_START, REPORTED_ES_START))] == [note]
+    [es_note] = [n for n in measured.timing.notes if n.startswith(REPORTED_ES_START)]
+    assert es_note.startswith("ES at phase 8: ") and "smaller at phase 10 (232.0 against 246.0 mL at ES" in es_note
+    assert "at phase 13 (243.0 mL), left out as a jump from its temporal neighbours (its note). " in es_note
 
 
 def test_every_phase_in_a_note_is_counted_from_1():

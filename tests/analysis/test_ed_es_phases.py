@@ -6,7 +6,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicomnode.analysis.cine import CinePipeline
-from dicomnode.analysis.cine_metrics import TIMING_METHOD, find_cardiac_phases
+from dicomnode.analysis.cine_metrics import REPORTED_ES_START, TIMING_METHOD, find_cardiac_phases
 from dicomnode.analysis.ed_es_check import SMALL_EJECTION_START, ed_es_objections, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import declared_cycle_phases
 from dicomnode.config import Config
@@ -232,6 +232,36 @@ def test_a_reported_curve_larger_near_the_r_wave_than_at_ed_is_explained():
     alike = find_cardiac_phases(timing[:, None], [83.3 * p for p in range(12)],
                                 reported_curve_ml=[82.5] + reported[1:])
     assert alike.ed == 1 and not any(n.startswith("ED at") for n in alike.notes)
+
+
+#: ACDC patient090's whole cine as the shipped model segments it (break49b #6): the timing set's five
+#: mid-ventricular slices per phase (mL) and the all-slice LV curve reported (basal rule per phase)
+PATIENT090_TIMING_SLICES = [
+    [15.3, 14.7, 12.2, 9.6, 7.1], [15.4, 14.9, 12.2, 9.9, 17.3], [15.0, 14.7, 12.5, 10.4, 7.0],
+    [13.6, 14.1, 12.5, 10.9, 6.8], [12.3, 13.5, 11.9, 10.0, 4.2], [10.7, 13.3, 10.8, 8.3, 4.6],
+    [8.5, 11.3, 9.4, 6.4, 4.6], [6.7, 8.6, 8.0, 6.4, 3.7], [6.6, 8.2, 7.9, 5.9, 9.5], [6.8, 7.9, 7.4, 4.9, 7.9],
+    [6.5, 6.9, 6.4, 5.1, 3.8], [7.4, 7.5, 7.4, 6.1, 5.7]]
+PATIENT090_REPORTED = [82.78, 92.38, 81.44, 71.87, 64.67, 59.02, 50.8, 43.59, 44.61, 45.15, 38.3, 45.66]
+
+
+def test_an_es_that_is_not_the_reported_curves_minimum_is_explained():
+    """break49b #6: ES at phase 10 while the plotted curve is lower at phase 8 (the timing curve is not) and at
+    phase 11 (left out as a jump): a note names both, why, and the ESV / LVEF each would give."""
+    for times in ([83.3 * p for p in range(12)], None):
+        phases = find_cardiac_phases(np.array(PATIENT090_TIMING_SLICES), times, reported_curve_ml=PATIENT090_REPORTED)
+        assert (phases.ed, phases.es, phases.flagged_phases) == (2, 9, [1, 10])  # the choice rule is unchanged
+        (note,) = [n for n in phases.notes if n.startswith(REPORTED_ES_START)]
+        assert note.startswith("ES at phase 10: the smallest LV volume on the curve that times the cycle")
+        assert "smaller at phase 8 (43.6 against 45.2 mL at ES; the curve that times the cycle holds 36.4 mL there)" \
+            in note
+        assert "at phase 11 (38.3 mL), left out as a jump from its temporal neighbours" in note
+        assert "ESV is read at phase 10 (45.2 mL, LVEF 44.6 %)" in note
+        assert "at phase 8: ESV 43.6 mL, LVEF 46.5 %; at phase 11: ESV 38.3 mL, LVEF 53.0 %" in note
+    # the reported curve smallest at ES, or lower elsewhere by less than the eye tells on the plot: no note
+    for others in (46.0, 44.5):
+        reported = PATIENT090_REPORTED[:7] + [others, others, 45.15, others, others]
+        quiet = find_cardiac_phases(np.array(PATIENT090_TIMING_SLICES), None, reported_curve_ml=reported)
+        assert quiet.es == 9 and not any(n.startswith(REPORTED_ES_START) for n in quiet.notes)
 
 
 def test_the_methods_state_the_ed_rule_that_runs():

@@ -179,3 +179,17 @@ def test_an_analysis_the_study_has_no_series_for_is_printed_as_not_analysed_not_
                                                         "reason": "no LGE short-axis stack in the study"}]}]})
     out = capsys.readouterr().out
     assert "not analysed (lge): no LGE short-axis stack in the study" in out and "declined:" not in out
+
+
+def test_only_a_series_the_node_analyses_is_marked_preferred(capsys):
+    """break49b #8: the Sunnybrook localizer, the preferred one of its repeats but never analysed, read "(preferred)"
+    as if it had been used."""
+    series = [{"series_number": 1, "sequence": "localizer", "view": "other", "slices": 15, "phases": 1,
+               "preferred": True},
+              {"series_number": 300, "sequence": "cine", "view": "sax", "slices": 12, "phases": 20, "preferred": True}]
+    print_summary_table({"studies": [{"study_instance_uid": "1.2.3", "series": series, "outputs": [],
+                                      "declined": []}]})
+    lines = capsys.readouterr().out.splitlines()
+    (localizer,) = [line for line in lines if "series #1 " in line]
+    (cine,) = [line for line in lines if "series #300" in line]
+    assert "preferred" not in localizer and cine.endswith("(preferred)")

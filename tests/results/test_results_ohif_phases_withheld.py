@@ -103,6 +103,23 @@ def test_the_es_volumes_are_stated_in_the_function_groups_drawn_on_the_ed_copy()
     assert _images(group_named(sr, "LV function (ED and ES)")) <= ed_images | _all_ed_images(sr)
 
 
+def test_the_function_groups_hold_both_volumes_their_ef_and_sv_come_from(tmp_path):
+    """break49b #8: "LV function (ED and ES)" gave EF, ESV and SV but not EDV (in its own group only), so OHIF's reader
+    saw ESV twice and EDV once; the group now states both, ESV first (OHIF reaches no ES group), EDV among the five
+    NUMs OHIF shows too, equal to the ED group's."""
+    study, results, context = make_study(slices=4, cine_phases=5)
+    cine = _rv_es_at_next_phase(results)
+    sr = _sr(results, context, study)
+    for ventricle, edv, esv in (("LV", codes.LV_EDV, codes.LV_ESV), ("RV", codes.RV_EDV, codes.RV_ESV)):
+        group = group_named(sr, f"{ventricle} function (ED and ES)")
+        shown = [c for c, *_ in nums(group)[:OHIF_SHOWN_NUMS]]
+        key = (edv.value, edv.scheme_designator)
+        assert key in shown and shown.index((esv.value, esv.scheme_designator)) < shown.index(key), shown
+        assert _value(group, key) == pytest.approx(cine[f"{ventricle.lower()}_edv_ml"], abs=0.01)
+        assert _value(group, key) == _value(group_named(sr, f"{ventricle} blood pool ED"), key)
+    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")  # the TID 1500 template still holds
+
+
 def _images(group) -> set[str]:
     return {str(ref.ReferencedSOPInstanceUID) for item in group.ContentSequence if item.ValueType == "SCOORD"
             for sub in item.ContentSequence for ref in sub.ReferencedSOPSequence}

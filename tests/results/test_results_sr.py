@@ -770,7 +770,7 @@ def test_the_large_burden_rule_says_its_verdict_and_caveat_where_a_viewer_shows_
     scar = group_named(sr, "LGE scar incl. MVO")
     assert identifier_of(scar) == "LGE scar incl. MVO; large burden YES (HCM rule >=15 %)"
     shown = {i.ConceptNameCodeSequence[0].CodeMeaning: v for c, v, u, i in nums(scar)}
-    assert shown["Large LGE burden YES; HCM rule cut-off, not validated in infarct"] == 15.0
+    assert shown["HCM cut-off (MET: large LGE burden; not validated in MI)"] == 15.0
     assert not [m for m in shown if m == "Large LGE burden cut-off"]
     assert len(shown) == len(nums(scar))  # no two rows a viewer would show alike
     assert {"LGE extent, % of LV myocardial volume", "LGE extent by 5-SD threshold, % of LV myocardial volume",
@@ -790,6 +790,14 @@ def test_a_small_burden_says_no_in_its_cut_off_concept(no_scar_report):
     assert {c for c, *_ in nums(scar)} >= {(codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET.value, "99DICOMNODE")}
     burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
     assert burden.ConceptCodeSequence[0].CodeValue == codes.NO.value
+    # break49b #8: OHIF shows "<meaning>: <value>"; "Large LGE burden no; HCM rule cut-off …: 15.00 %" read as a 15 %
+    # burden on a heart with next to none: the meaning names the cut-off first, and the verdict as met / not met
+    (meaning,) = [i.ConceptNameCodeSequence[0].CodeMeaning for c, v, u, i in nums(scar)
+                  if c == (codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET.value, "99DICOMNODE")]
+    assert meaning.startswith("HCM cut-off (not met: ") and "no large LGE burden" in meaning
+    for code in (codes.LARGE_LGE_BURDEN_CUTOFF_MET, codes.LARGE_LGE_BURDEN_CUTOFF_NOT_MET,
+                 codes.LARGE_LGE_BURDEN_SITE_CUTOFF_MET, codes.LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET):
+        assert code.meaning.split(" (")[0] in ("HCM cut-off", "Site cut-off") and len(code.meaning) <= 64
 
 
 def test_cine_groups_name_their_phase_in_the_tracking_identifier(reports):
