@@ -482,7 +482,8 @@ class CinePipeline:
             return self._declined(None, "no cine short-axis series in the study"
                                   + other_views_text(getattr(study, "series", ()), "cine"))
         try:
-            volume = study.load_volume(series)
+            # a repeat that loses slices while decoding ranks again (CMRStudy.load_preferred): `series` is the one measured
+            series, volume = study.load_preferred(series)
         except StudyError as error:
             return self._declined(series.series_instance_uid, f"cine short-axis series is not a usable stack: {error}")
         phases, slices = volume.pixels.shape[:2]

@@ -917,7 +917,8 @@ class LGEPipeline:
                                   + other_views_text(getattr(study, "series", ()), "lge")
                                   + not_lge_text(getattr(study, "series", ())))
         try:
-            volume = study.load_volume(series)
+            # a repeat that loses slices while decoding ranks again (CMRStudy.load_preferred): `series` is the one measured
+            series, volume = study.load_preferred(series)
         except StudyError as exc:
             return self._declined(series.series_instance_uid, f"LGE stack refused: {exc}")
         if volume.pixels.shape[1] < 2:

@@ -137,6 +137,8 @@ class Analyser:
         datasets = []
         # T1 / T2 maps and perfusion are recognised, never measured: said per series in summary.json, the PDF and the
         # SR, so 'not supported' reads apart from 'not found'
+        # a pipeline may have ranked the repeats again (CMRStudy.load_preferred): the series as they now stand
+        summary["series"] = study.summary_series()
         maps = [Declined(uid, reason) for uid, reason in maps_not_measured(study.series)]
         # a study whose recognised series were all declined gets the report saying why
         # (results.objects.declined_study_report), unless a pipeline failed (the node's fault stays a failure to

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from dicomnode import charsets
 from dicomnode.types import Declined
@@ -126,6 +127,14 @@ def malformed_uid(dataset) -> str | None:
     return None
 
 
+def _series_words(dataset) -> str:
+    """"series 11 'LGE_PSIR_SAX'" as a viewer lists it; "series (no SeriesNumber)" and no description where absent."""
+    number = _series_number(dataset)
+    description = str(dataset.get("SeriesDescription", "") or "")
+    return (f"series {number}" if number is not None else "series (no SeriesNumber)") + (
+        f" '{description}'" if description else "")
+
+
 def _series_number(dataset) -> int | None:
     try:
         return int(getattr(dataset, "SeriesNumber", None))
@@ -201,16 +210,57 @@ def _frame_count(header: InstanceHeader) -> int:
         return 1
 
 
-def _written(frame: FrameInfo, keyword: str) -> bool:
-    """True when the header holds `keyword` with a value (top level or a functional group): then it is malformed,
-    not missing."""
+def _stored(frame: FrameInfo, keyword: str):
+    """The value of `keyword` in the frame's header (top level, else its functional groups), None where it has none:
+    where it is present the attribute is malformed, not missing."""
     ds = frame.header.dataset
     if ds.get(keyword) not in (None, ""):
-        return True
+        return ds.get(keyword)
     shared = list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])[frame.frame_index:frame.frame_index + 1]
-    return any(group.VR == "SQ" and group.value and group.value[0].get(keyword) not in (None, "")
-               for item in shared + per_frame for group in item)
+    for item in shared + per_frame:
+        for group in item:
+            if group.VR == "SQ" and group.value and group.value[0].get(keyword) not in (None, ""):
+                return group.value[0].get(keyword)
+    return None
+
+
+#: the longest stored value a geometry problem quotes
+MAX_QUOTED_VALUE = 80
+
+
+def _geometry_problem(frame: FrameInfo, keyword: str) -> str:
+    """'missing X', or 'malformed X' quoting the value as stored ("malformed PixelSpacing '1,5484\\1,2658' (not a
+    decimal string (DS): a decimal comma?)"): a DS written with a decimal comma, as converters on such locales do,
+    is not read as a point (PS3.5 6.2: DS takes '0'-'9', '+', '-', 'E', 'e', '.' only)."""
+    value = _stored(frame, keyword)
+    if value is None:
+        return f"missing {keyword}"
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    text = "\\".join(str(v) for v in values)
+    quoted = "'" + (text if len(text) <= MAX_QUOTED_VALUE else text[:MAX_QUOTED_VALUE] + "…") + "'"
+    counts = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+    numbers = [_decimal(v) for v in values]
+    if any(n is None for n in numbers):
+        comma = any("," in str(v) for v in values)
+        why = "not a decimal string (DS)" + (": a decimal comma?" if comma else "")
+    elif len(numbers) != counts.get(keyword, len(numbers)):
+        why = f"{len(numbers)} value(s), {counts[keyword]} expected"
+    elif keyword == "PixelSpacing":
+        why = "a spacing must be above 0 mm"
+    elif keyword == "ImageOrientationPatient":
+        why = "the row and column direction cosines are not two independent directions"
+    else:
+        why = "not usable"
+    return f"malformed {keyword} {quoted} ({why})"
+
+
+def _decimal(value) -> float | None:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if np.isfinite(number) else None
 
 
 def geometry_problems(frame: FrameInfo) -> list[str]:
@@ -222,7 +272,7 @@ def geometry_problems(frame: FrameInfo) -> list[str]:
         bad.append("ImageOrientationPatient")
     if frame.pixel_spacing is None or min(frame.pixel_spacing) <= 0:
         bad.append("PixelSpacing")
-    problems = [f"{'malformed' if _written(frame, keyword) else 'missing'} {keyword}" for keyword in bad]
+    problems = [_geometry_problem(frame, keyword) for keyword in bad]
     if not frame.rows or not frame.cols:
         problems.append("missing Rows/Columns")
     elif "PixelSpacing" not in bad:
@@ -342,7 +392,9 @@ def group_instances(headers: list[InstanceHeader]) -> tuple[list[Candidate], lis
         usable = [frame for frame, problems in judged if not problems]
         if not usable:
             reason = f"no geometry: {', '.join(sorted({p for _, problems in judged for p in problems}))}"
-            declined_counts[(header.series_instance_uid, reason)] += 1
+            # the decline names the series: summary.json's declined entries and the console carry no other name of it
+            declined_counts[(header.series_instance_uid, reason.replace(
+                "no geometry: ", f"no geometry in {_series_words(ds)}: ", 1))] += 1
             excluded.append(excluded_entry(header, reason))
             continue
         described = len(ds.get("PerFrameFunctionalGroupsSequence") or [])

@@ -42,8 +42,9 @@ PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phas
                    "LGE in its SeriesDescription or phase-sensitive), then PSIR over "
                    "magnitude for LGE (then signed over unsigned values), then the latest (SeriesTime/"
                    "AcquisitionTime, then SeriesNumber); the repeats left aside are named in the preferred stack's "
-                   "warnings. A series received twice (the same images, pixel data and times under new UIDs: a "
-                   "re-route) is counted once, never a repeat")
+                   "warnings. An image whose pixel data cannot be read or decoded counts as missing: the repeats "
+                   "are ranked again without it once decoding finds it. A series received twice (the same images, "
+                   "pixel data and times under new UIDs: a re-route) is counted once, never a repeat")
 
 
 @dataclass
@@ -229,6 +230,12 @@ class CMRStudy:
     #: the study could be used (every image left out: no geometry, no pixel data), so that the study is said to have
     #: no usable image, not to match no route
     received_headers: list = field(default_factory=list)
+    #: how the study was understood (understand_study's headers, registry, in_receive_order and resent), so that
+    #: load_preferred can rank the repeats again without the instances lost while decoding; None: a study built
+    #: otherwise, never ranked again
+    understood_from: tuple | None = field(default=None, repr=False)
+    #: {path: reason} of the instances whose pixel data could not be read or decoded, left out of a new ranking
+    lost: dict[str, str] = field(default_factory=dict, repr=False)
 
     def preferred(self, sequence: str, view: str | None = "sax") -> AnalysisSeries | None:
         """The preferred series of that sequence (and view; None = any view), or None when there is none."""
@@ -257,6 +264,57 @@ class CMRStudy:
         volume.warnings = list(chosen) + [w for w in volume.warnings if w not in chosen]
         self._exclude(volume.excluded)
         return volume
+
+    def load_preferred(self, series: AnalysisSeries, require_stack: bool = True
+                       ) -> tuple[AnalysisSeries, Volume]:
+        """load_volume of `series`, the preferred one of its sequence and view, and the series measured: where the
+        volume loses instances whose pixel data cannot be read or decoded (Volume.unusable; or it cannot be built
+        at all), the repeats are ranked again without them (PREFERENCE_RULE: a series missing slices ranks below a
+        complete one), and when another series is then preferred it is loaded instead; each series chosen again is
+        loaded the same way. The study takes the new ranking (series, stack_warnings, left_aside); the instances
+        lost stay in `excluded_instances` and a stack warning of the series measured names them.
+
+        Raises StudyError as load_volume, for the last series tried."""
+        while True:
+            try:
+                volume, failure = self.load_volume(series, require_stack), None
+                lost = volume.unusable
+            except StudyError as error:
+                volume, failure, lost = None, error, error.unusable
+            rival = self._ranked_again(series, lost) if lost else None
+            if rival is None:
+                if failure is not None:
+                    raise failure
+                return series, volume
+            series = rival
+
+    def _ranked_again(self, series: AnalysisSeries, lost: dict[str, str]) -> AnalysisSeries | None:
+        """The series preferred for `series`' sequence and view once the files `lost` ({path: reason}) are left out
+        of the study, taking that ranking; None where it is `series` again (or the study cannot be ranked again)."""
+        if self.understood_from is None or not set(lost) - set(self.lost):
+            return None
+        headers, registry, in_receive_order, resent = self.understood_from
+        gone = {**self.lost, **lost}
+        remaining = [h for h in headers if str(h.path) not in gone]
+        try:
+            again = understand_study(remaining, registry, in_receive_order, resent)
+        except StudyError:  # nothing left to rank
+            return None
+        rival = again.preferred(series.sequence.value, series.view.value)
+        if rival is None or rival.key == series.key:
+            return None
+        named = {str(h.path): h for h in series.instances}
+        notes = [f"{_short_label(series)} instance {named[path].sop_instance_uid}"
+                 + (f" (InstanceNumber {number})" if (number := named[path].dataset.get("InstanceNumber")) is not None
+                    else "") + f": {reason}; that series was ranked again without it, as a series missing that "
+                 f"image, and this one measured instead" for path, reason in lost.items() if path in named]
+        for note in notes:
+            log.warning("series %s: %s", rival.key, note)
+        self.series, self.left_aside, self.lost = again.series, again.left_aside, gone
+        self.stack_warnings = {**again.stack_warnings,
+                               rival.key: notes + again.stack_warnings.get(rival.key, [])}
+        self._exclude(again.excluded_instances)
+        return rival
 
     def _exclude(self, entries: list[dict]) -> None:
         """Add the `excluded_instances` entries not listed yet (by SOP Instance UID and frame)."""
@@ -763,7 +821,8 @@ def understand_study(headers: list[InstanceHeader], registry: RecognizerRegistry
                     patient=patient, excluded_instances=excluded,
                     stack_warnings=stack_warnings, left_aside=left_aside,
                     identity_conflict=identity_conflict(h.dataset for h in headers),
-                    received_headers=list({h.series_instance_uid: h.dataset for h in headers}.values()))
+                    received_headers=list({h.series_instance_uid: h.dataset for h in headers}.values()),
+                    understood_from=(list(headers), registry, in_receive_order, tuple(resent)))
 
 
 def _analysis_series(candidate: Candidate, evidence: SeriesEvidence, sequence: Recognition, view: Recognition,

@@ -26,9 +26,11 @@ class StudyError(ValueError):
     `excluded_instances` entries of the images left out on the way (every image of a series none of whose pixel data
     is usable), for the study to list although no volume was built."""
 
-    def __init__(self, message: str, excluded: list[dict] | None = None):
+    def __init__(self, message: str, excluded: list[dict] | None = None, unusable: dict[str, str] | None = None):
         super().__init__(message)
         self.excluded = list(excluded or [])
+        #: {path: reason} of the files whose pixel data could not be read or used (Volume.unusable)
+        self.unusable = dict(unusable or {})
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ class Volume:
     warnings: list[str] = field(default_factory=list)
     # instances of the series left out, each {"series_instance_uid", "sop_instance_uid", "reason"}
     excluded: list[dict] = field(default_factory=list)
+    # {path: reason} of the series' files left out because their pixel data could not be read, decoded or used
+    # (cmr.volume.decode_instances): instances lost after the series was chosen among its repeats (CMRStudy.load_preferred)
+    unusable: dict[str, str] = field(default_factory=dict)
     # mm: the median step over all acquired slice positions, slices left out (other grid, unusable pixels) included
     # (cmr.volume.nominal_step_mm); None where unknown (one slice, or a Volume built elsewhere)
     nominal_step_mm: float | None = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from dicomnode.cmr.grouping import excluded_entry
 from dicomnode.cmr.source_encoding import high_bit_pixels, high_bits_note, lossy_compression, lossy_note
 from dicomnode.cmr.types import AnalysisSeries, StudyError, Volume
 from dicomnode.net.integrity import pixel_problem
+from dicomnode.observe import transfer_syntax_name
 
 log = logging.getLogger("dicomnode.cmr")
 
@@ -1504,10 +1506,17 @@ def decode_instances(paths: list[str], encoding: dict[str, tuple] | None = None
     return arrays, unusable
 
 
+#: pydicom's pixel decoding logger: it logs each plugin's failure at ERROR with a traceback (LOGGER.exception),
+#: although the caller (decode_instances) handles the failure and says it in one line (decode_failure)
+PYDICOM_DECODER_LOGGER = "pydicom.pixels.decoders.base"
+
+
 class LibraryWarningsOnce(logging.Filter):
     """While decoding one series: pydicom's own log lines (its logger "pydicom": "The pixel data is N bytes long,
     which indicates it contains M bytes of excess padding", once per image) from this thread are held back and each
-    distinct line is logged once at the end, with the number of images it was said of. Other threads' lines pass."""
+    distinct line is logged once at the end, with the number of images it was said of. Other threads' lines pass.
+    The decoder's ERROR records (PYDICOM_DECODER_LOGGER) of a failure decode_instances handles are logged at DEBUG,
+    one line, no traceback: the reason the instance is left out says it."""
 
     def __init__(self):
         super().__init__()
@@ -1517,15 +1526,20 @@ class LibraryWarningsOnce(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.thread != self.thread or record.levelno < logging.WARNING:
             return True
+        if record.name == PYDICOM_DECODER_LOGGER:
+            log.debug("pydicom decoder: %s", " ".join(record.getMessage().split()))
+            return False
         self.held[record.getMessage()] += 1
         return False
 
     def __enter__(self):
-        logging.getLogger("pydicom").addFilter(self)
+        for name in ("pydicom", PYDICOM_DECODER_LOGGER):  # a logger's filters see only the records logged on it
+            logging.getLogger(name).addFilter(self)
         return self
 
     def __exit__(self, *exc):
-        logging.getLogger("pydicom").removeFilter(self)
+        for name in ("pydicom", PYDICOM_DECODER_LOGGER):
+            logging.getLogger(name).removeFilter(self)
         for message, count in self.held.items():
             log.warning("pydicom: %s (said of %d image(s) of this series, logged once)", message, count)
         return False
@@ -1533,6 +1547,7 @@ class LibraryWarningsOnce(logging.Filter):
 
 def _decode_one(path: str, arrays: dict, unusable: dict, encoding: dict | None) -> None:
     """decode_instances for one file: its array into `arrays`, or why it cannot be used into `unusable`."""
+    dataset = None
     try:
         dataset = pydicom.dcmread(path)
         problem = pixel_problem(dataset) or colour_problem(dataset) or pixel_header_problem(dataset)
@@ -1543,8 +1558,49 @@ def _decode_one(path: str, arrays: dict, unusable: dict, encoding: dict | None) 
             arrays[path] = as_monochrome2(dataset.pixel_array, dataset)
             return
     except Exception as error:  # noqa: BLE001 - decoding problems exclude this instance, with the reason
-        problem = f"cannot decode pixel data: {type(error).__name__}: {error}"
+        problem = decode_failure(error, dataset)
     unusable[path] = problem
+
+
+#: what pydicom's decoder messages carry that is no use to a reader: the address of a Python object
+_OBJECT_ADDRESS = re.compile(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>")
+#: the longest decoder message quoted in a reason (one line in the console and the PDF)
+MAX_DECODER_MESSAGE = 300
+
+
+def decode_failure(error: Exception, dataset=None) -> str:
+    """One line saying why pixel data could not be read: "pixel data cannot be decoded (JPEG 2000 Image Compression
+    (1.2.840.10008.1.2.4.91)): pylibjpeg: No matching JPEG 2000 format found; pillow: cannot identify image file".
+
+    `dataset`: the instance, when it was read (its file meta TransferSyntaxUID is named); None when the file itself
+    could not be read ("file cannot be read: ..."). The decoder's message (pydicom lists each plugin's on its own
+    line) is joined into one line, Python object addresses (which change from run to run) dropped, and cut to
+    MAX_DECODER_MESSAGE characters."""
+    lines = [_OBJECT_ADDRESS.sub("", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].startswith("Unable to decode as exceptions were raised by all available plugins"):
+        lines = lines[1:]  # pydicom's preamble to the plugins' own messages
+    message = "; ".join(lines) or type(error).__name__
+    if len(message) > MAX_DECODER_MESSAGE:
+        message = message[:MAX_DECODER_MESSAGE - 1].rstrip() + "…"
+    if dataset is None:
+        return f"file cannot be read: {message}"
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    where = f" ({transfer_syntax_name(str(syntax))})" if syntax else " (no TransferSyntaxUID in the file meta)"
+    return f"pixel data cannot be decoded{where}: {message}"
+
+
+def entry_place(entry: dict) -> str:
+    """" (series 11 'LGE_PSIR_SAX', InstanceNumber 3)": where an `excluded_instances` entry's image is, as a viewer
+    lists it; each part left out where the header has none, "" where it has neither."""
+    parts = []
+    if entry.get("series_number") is not None or entry.get("series_description"):
+        number = f" {entry['series_number']}" if entry.get("series_number") is not None else ""
+        description = f" '{entry['series_description']}'" if entry.get("series_description") else ""
+        parts.append(f"series{number}{description}")
+    if entry.get("instance_number") is not None:
+        parts.append(f"InstanceNumber {entry['instance_number']}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def encoding_warnings(encoding: dict[str, tuple], paths: list[str]) -> list[str]:
@@ -1613,7 +1669,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
     excluded = [excluded_entry(h, unusable[str(h.path)]) for h in series.instances if str(h.path) in unusable]
     if excluded and len(excluded) == len(series.instances):
         raise StudyError(f"{series_words(series)}: no usable pixel data ({excluded[0]['reason']} in "
-                         f"{len(excluded)} instance(s))", excluded)
+                         f"{len(excluded)} instance(s))", excluded, unusable)
     try:
         frames, distances, warnings, left_out, step, ends, phase_numbers, acquired, declared = arrange_frames(
             series, require_stack, frozenset(e["sop_instance_uid"] for e in excluded))
@@ -1621,8 +1677,9 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         if not excluded:
             raise
         raise StudyError(f"{error}; after leaving out {len(excluded)} instance(s): "
-                         + "; ".join(f"{e['sop_instance_uid']}: {e['reason']}" for e in excluded)) from error
-    warnings = [f"instance {e['sop_instance_uid']} left out: {e['reason']}" for e in excluded] + warnings
+                         + "; ".join(f"{e['sop_instance_uid']}: {e['reason']}" for e in excluded),
+                         unusable=unusable) from error
+    warnings = [f"instance {e['sop_instance_uid']}{entry_place(e)} left out: {e['reason']}" for e in excluded] + warnings
     # single-frame images of a phase left out are listed as gaps too; a multi-frame instance keeps its other frames
     excluded += [excluded_entry(frame.header, reason) for frame, reason in left_out if frame.ref.frame_number is None]
     excluded += whole_instances_left_out(left_out)
@@ -1657,6 +1714,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         positions=positions,
         warnings=warnings,
         excluded=excluded,
+        unusable=unusable,
         nominal_step_mm=step,
         ends_left_out_mm=ends,
         declared_phases=declared,

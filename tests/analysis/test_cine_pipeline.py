@@ -131,6 +131,9 @@ class FakeStudy:
         self.asked.append((sequence, view))
         return FakeSeries() if self.has_cine else None
 
+    def load_preferred(self, series):
+        return series, self.load_volume(series)
+
     def load_volume(self, series):
         if self.error:
             raise self.error

@@ -133,6 +133,9 @@ class _Study:
         assert (sequence, view) == ("lge", "sax")
         return self._series
 
+    def load_preferred(self, series, require_stack=True):
+        return series, self.load_volume(series, require_stack)
+
     def load_volume(self, series, require_stack=True):
         raise StudyError(self._error)
 
@@ -440,6 +443,9 @@ def test_the_same_lge_stack_stored_another_way_gives_the_same_result(siemens_stu
 
         def preferred(self, sequence, view="sax"):
             return study.preferred(sequence, view)
+
+        def load_preferred(self, series, require_stack=True):
+            return series, self.load_volume(series, require_stack)
 
         def load_volume(self, series, require_stack=True):
             row_dir, col_dir = self.transform.directions(volume.orientation[:3], volume.orientation[3:])

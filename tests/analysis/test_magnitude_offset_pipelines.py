@@ -53,6 +53,9 @@ class Study:
     def preferred(self, sequence, view="sax"):
         return self.series_
 
+    def load_preferred(self, series, require_stack=True):
+        return series, self.load_volume(series, require_stack)
+
     def load_volume(self, series, require_stack=True):
         return self.volume
 
@@ -176,6 +179,9 @@ class OneSeries:
 
     def preferred(self, sequence, view="sax"):
         return self.series
+
+    def load_preferred(self, series, require_stack=True):
+        return series, self.load_volume(series, require_stack)
 
     def load_volume(self, series, require_stack=True):
         volume = self.study.load_volume(series)

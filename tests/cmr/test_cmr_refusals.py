@@ -81,7 +81,8 @@ def test_declined_non_dicom_non_mr_and_no_geometry(generated, tmp_path):
     reasons = {d.series_instance_uid: d.reason for d in cmr.declined}
     assert "notes.txt: not a DICOM file" in reasons[None]
     assert reasons[ct.SeriesInstanceUID] == "1 instance(s): not an MR image (Modality CT, CT Image Storage)"
-    assert reasons[flat.SeriesInstanceUID] == "1 instance(s): no geometry: missing ImagePositionPatient"
+    assert reasons[flat.SeriesInstanceUID] == (f"1 instance(s): no geometry in series {flat.SeriesNumber} "
+                                               f"'{flat.SeriesDescription}': missing ImagePositionPatient")
     assert sorted(s.lge_kind for s in cmr.series) == ["magnitude", "psir"]  # the rest is still understood
     assert cmr.declined[0].summary()["reason"]
 

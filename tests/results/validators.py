@@ -29,6 +29,14 @@ JAVA_FLAGS = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "
 #:   test_results_seg.test_pixelmed_pn_error_is_a_false_positive shows it on one SEG: ASCII name clean, the same
 #:   SEG with the Latin-1 name and ISO_IR 100 flagged. Guard: every flagged character is non-ASCII and the file
 #:   declares a Specific Character Set.
+#: - "Illegal character(s) '...' in value of LO VR" (and SH): the same rule's `when @vr = 'LO' or @vr = 'SH'` branch
+#:   deletes the same printable ASCII characters and reports the rest, so a Latin-1 / UTF-8 / ISO 2022
+#:   StudyDescription or InstitutionName (LO, copied from the source into every result object, bytes and Specific
+#:   Character Set unchanged) is flagged in the SEG although PS3.5 6.1.2.2 extends SH / LO / ST / LT / UC / UT to the
+#:   repertoire of (0008,0005). The SR passes for the reason above; the source MR image only because
+#:   DicomInstanceValidator does not validate MR Image Storage either ("IOD (SOP Class) unrecognized").
+#:   test_results_seg.test_pixelmed_lo_error_is_a_false_positive shows it on one SEG (break49a finding 4). Guard: as
+#:   for PN.
 #: - "GeneralSeriesModule/Laterality/: : Missing conditional attribute": PS3.3 C.7.3.1 requires Laterality (0020,0060)
 #:   only "if the body part examined is a paired structure" (and no Image/Frame Laterality is present); pixelmed's
 #:   DicomIODDescriptionsCompiled.xsl (GeneralSeriesModule) tests only `count(ImageLaterality) = 0 and
@@ -38,8 +46,11 @@ JAVA_FLAGS = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "
 PIXELMED_KNOWN_FALSE_POSITIVES: tuple[str, ...] = (
     "' in value of PN VR - value is :",
     "GeneralSeriesModule/Laterality/: : Missing conditional attribute",
+    "' in value of LO VR - value is :",
+    "' in value of SH VR - value is :",
 )
 _PN_ILLEGAL = re.compile(r"Illegal character\(s\) '(?P<chars>.*)' in value of PN VR - value is :")
+_TEXT_ILLEGAL = re.compile(r"Illegal character\(s\) '(?P<chars>.*)' in value of (?:LO|SH) VR - value is :")
 _UNPAIRED_BODY_PARTS = {"HEART", "CHEST", "THORAX"}
 
 
@@ -72,7 +83,16 @@ def pn_error_is_a_known_false_positive(line: str, path: Path) -> bool:
     """True for pixelmed's PN "Illegal character(s)" error (PIXELMED_KNOWN_FALSE_POSITIVES) when every character it
     flags is outside ASCII and the file declares the Specific Character Set that encodes them; a control or other
     ASCII character pixelmed flags stays an error."""
-    found = _PN_ILLEGAL.search(line)
+    return _non_ascii_in_declared_charset(_PN_ILLEGAL.search(line), path)
+
+
+def text_error_is_a_known_false_positive(line: str, path: Path) -> bool:
+    """True for pixelmed's LO / SH "Illegal character(s)" error (PIXELMED_KNOWN_FALSE_POSITIVES) under the PN
+    error's guard: every character flagged outside ASCII, and the file declares a Specific Character Set."""
+    return _non_ascii_in_declared_charset(_TEXT_ILLEGAL.search(line), path)
+
+
+def _non_ascii_in_declared_charset(found: re.Match | None, path: Path) -> bool:
     if not found or not found.group("chars") or any(ord(c) < 128 for c in found.group("chars")):
         return False
     charset = pydicom.dcmread(path, stop_before_pixels=True).get("SpecificCharacterSet")
@@ -86,6 +106,8 @@ def known_false_positive(line: str, path: Path) -> bool:
     if PIXELMED_KNOWN_FALSE_POSITIVES[1] in line:
         body_part = str(pydicom.dcmread(path, stop_before_pixels=True).get("BodyPartExamined", "") or "")
         return body_part.strip().upper() in _UNPAIRED_BODY_PARTS | {""}
+    if any(pattern in line for pattern in PIXELMED_KNOWN_FALSE_POSITIVES[2:]):
+        return text_error_is_a_known_false_positive(line, path)
     return False
 
 
