@@ -58,6 +58,29 @@ def require_peer(name: str) -> str:
     return found
 
 
+def require_postgres() -> None:
+    """Skip (fail under DICOMNODE_REQUIRE_PEERS=1) where PostgreSQL's server binaries are missing."""
+    from tests.pgserver import missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        if REQUIRE_PEERS:
+            pytest.fail(reason + " but DICOMNODE_REQUIRE_PEERS=1")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_session_server():
+    """One throw-away PostgreSQL for the whole session (tests/state_backends.py hands it out as `pg_server`)."""
+    from tests.pgserver import PostgresServer
+
+    require_postgres()
+    # the connections every module's tests leave to the garbage collector share this one server now
+    server = PostgresServer().start(max_connections=600)
+    yield server
+    server.stop()
+
+
 def can_unshare_network() -> bool:
     if shutil.which("unshare") is None:
         return False

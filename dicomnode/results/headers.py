@@ -505,10 +505,12 @@ def own_header(header: Dataset) -> Dataset:
     return copy
 
 
-def _identity_keywords() -> tuple[str, ...]:
+@functools.cache
+def identity_keywords() -> tuple[str, ...]:
     """The root attributes of the Patient and Study information entities of a result object (the Patient, Clinical
     Trial Subject, General Study, Patient Study and Clinical Trial Study modules, PS3.3 C.7.1.1-C.7.2.3), as highdicom
-    copies them from a source header; StudyInstanceUID, which every object has of its own, excluded."""
+    copies them from a source header; StudyInstanceUID, which every object has of its own, excluded. Read from
+    highdicom's module table on first use (about 0.2 s of CPU, which every process importing the node paid at start)."""
     from highdicom.base import get_module_attribute_map
 
     modules = get_module_attribute_map()
@@ -518,12 +520,9 @@ def _identity_keywords() -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for k in keywords if k != "StudyInstanceUID"))
 
 
-IDENTITY_KEYWORDS = _identity_keywords()
-
-
 def carry_identity(dataset: Dataset, header: Dataset) -> Dataset:
     """Give a result object the patient and study identity of `header` (the study's derivable_header, which the SR,
-    PDF and SC are built from): each IDENTITY_KEYWORDS attribute of `header` copied (elements of its own), any other
+    PDF and SC are built from): each identity_keywords() attribute of `header` copied (elements of its own), any other
     one the object holds removed. A SEG or display copy, which highdicom builds from the header of its own source
     slice, thus carries the same patient as every other object of the analysis even where the study's slices spell
     the patient differently (break45b #1, #2). The object's Specific Character Set is left to fit_character_set.
@@ -532,7 +531,7 @@ def carry_identity(dataset: Dataset, header: Dataset) -> Dataset:
         raise ValueError(f"result object {dataset.get('SOPInstanceUID', '')} is of study "
                          f"{dataset.get('StudyInstanceUID', '')}, the identity header of {header.get('StudyInstanceUID')}")
     identity = Dataset()
-    for keyword in IDENTITY_KEYWORDS:
+    for keyword in identity_keywords():
         tag = tag_for_keyword(keyword)
         if tag in header:
             identity[tag] = header[tag]

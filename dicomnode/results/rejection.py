@@ -22,7 +22,7 @@ from pydicom.uid import (Comprehensive3DSRStorage, ComprehensiveSRStorage, Encap
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from dicomnode.results.headers import IDENTITY_KEYWORDS, carry_identity, fit_character_set, repair_value
+from dicomnode.results.headers import carry_identity, identity_keywords, fit_character_set, repair_value
 from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
 from dicomnode.uids import new_uid
 
@@ -97,7 +97,7 @@ def _valid_dates(header: Dataset) -> Dataset:
     source) made empty, as the other result objects carry it: highdicom builds the note's Patient module from its
     first evidence item and refuses such a value (a re-analysis of a Sunnybrook study failed on it)."""
     fixed = None
-    for keyword in IDENTITY_KEYWORDS:
+    for keyword in identity_keywords():
         vr = dictionary_VR(tag_for_keyword(keyword))
         value = header.get(keyword)
         if vr in ("DA", "TM", "DT") and value not in (None, "") and repair_value(vr, str(value), keyword) is None:

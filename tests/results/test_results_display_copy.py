@@ -21,7 +21,7 @@ from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME
 from dicomnode.results.seg import segment_masks, segment_plan
 from synthetic import (as_enhanced_mr, cine_one_series_per_slice, make_study, one_series_per_slice,
                        tilt_slices, write)
-from validators import assert_valid
+from validators import assert_all_valid, assert_valid
 
 
 def with_files_and_a_localizer(tmp_path: Path, **attributes):
@@ -294,5 +294,5 @@ def test_orientation_rounding_noise_keeps_the_seg_on_the_originals():
 @pytest.mark.peers
 def test_placed_copy_and_its_seg_pass_dciodvfy_and_pixelmed(tmp_path):
     _, copies, segs = _tilted_objects()
-    assert_valid(write(copies[0], tmp_path / "placed.dcm"), "DicomInstanceValidator")
-    assert_valid(write(segs[0], tmp_path / "seg.dcm"), "DicomInstanceValidator")
+    assert_all_valid([(write(copies[0], tmp_path / "placed.dcm"), "DicomInstanceValidator"),
+                      (write(segs[0], tmp_path / "seg.dcm"), "DicomInstanceValidator")])

@@ -24,7 +24,7 @@ from dicomnode.results.objects import build_result_objects
 from dicomnode.results.seg import segment_masks, segment_plan
 from dicomnode.results.single_frame import frame_pixel_data, single_frame_image
 from synthetic import make_study, tilt_slices, write
-from validators import assert_valid
+from validators import assert_all_valid, assert_valid
 
 #: classic attributes an Enhanced MR instance keeps in functional groups (or not at all), never at the top level
 CLASSIC_ONLY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "TriggerTime",
@@ -277,8 +277,8 @@ def test_tilted_enhanced_copy_and_its_seg_pass_dciodvfy_and_pixelmed(tmp_path):
     _, _, objects = _objects()
     duplicate = next(o for o in objects if o.Modality == "MR")
     seg = next(o for o in objects if o.Modality == "SEG")
-    assert_valid(write(duplicate, tmp_path / "frame_copy.dcm"), "DicomInstanceValidator")
-    assert_valid(write(seg, tmp_path / "seg.dcm"), "DicomInstanceValidator")
+    assert_all_valid([(write(duplicate, tmp_path / "frame_copy.dcm"), "DicomInstanceValidator"),
+                      (write(seg, tmp_path / "seg.dcm"), "DicomInstanceValidator")])
 
 
 def test_the_volume_of_a_tilted_enhanced_stack_no_longer_warns_that_viewers_may_not_show_its_seg(tmp_path):

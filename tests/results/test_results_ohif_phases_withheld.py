@@ -17,7 +17,7 @@ from synthetic import make_study, rv_es_at_next_phase, write
 from test_results_lge_withheld import withhold
 from test_results_sr import group_named, groups, nums, segs_of
 from test_results_sr_display import identifier_of
-from validators import assert_valid
+from validators import assert_all_valid, assert_valid
 
 PRIVATE = "99DICOMNODE"
 RV_ES_OTHER = ("RVESPHASE", PRIVATE)
@@ -204,14 +204,15 @@ def test_the_new_nums_pass_dciodvfy_and_pixelmed(withheld, tmp_path):
     study, results, context = make_study(slices=4, cine_phases=5)
     _rv_es_at_next_phase(results)
     sr = _sr(results, context, study)
-    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    files = [(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")]
     study, results, context = withheld
     sr = build_sr(study.series[0].instances[0].dataset, results[:1], segs_of(results, context), context, 9100)
-    assert_valid(write(sr, tmp_path / "withheld.dcm"), "DicomSRValidator")
+    files.append((write(sr, tmp_path / "withheld.dcm"), "DicomSRValidator"))
     segmentation = results[0].segmentations[0]
     seg = build_seg(segmentation, [i.dataset for i in segmentation.series.instances], context, 9001,
                     seg_parts(segmentation)[0])
-    assert_valid(write(seg, tmp_path / "seg.dcm"), "DicomInstanceValidator")
+    files.append((write(seg, tmp_path / "seg.dcm"), "DicomInstanceValidator"))
+    assert_all_valid(files)
 
 
 def test_a_segment_whose_scar_rounds_to_zero_is_not_coded_scar_free():

@@ -13,7 +13,7 @@ from dicomnode.results.objects import build_result_objects
 from dicomnode.results.sr import build_suggestions_sr
 from dicomnode.results.report import build_pdf_document, key_number_rows, per_slice_scar_percent, render_report
 from synthetic import make_study, write
-from validators import assert_valid
+from validators import assert_valid, forget_started, validate_later
 
 
 @pytest.fixture(scope="module")
@@ -179,16 +179,28 @@ def test_secondary_capture_is_the_png(built):
     assert capture.pixel_array.shape[2] == 3 and capture.pixel_array.shape[0] > 800
 
 
+@pytest.fixture(scope="module")
+def validated_objects(built, tmp_path_factory):
+    """kind -> (file, pixelmed validator) of the suggestions SR, the PDF and the SC, all handed to dciodvfy and
+    pixelmed at once (validators.validate_later: side by side instead of one after the other)."""
+    study, results, context, objects = built
+    folder = tmp_path_factory.mktemp("validated")
+    files = {}
+    for kind in ("suggestions-sr", "pdf", "sc"):
+        if kind == "suggestions-sr":
+            dataset = build_suggestions_sr(study.series[0].instances[0].dataset, results[2], context, 9101)
+        else:
+            dataset = next(o for o in objects if o.Modality == ("DOC" if kind == "pdf" else "OT"))
+        validator = "DicomSRValidator" if dataset.Modality == "SR" else "DicomInstanceValidator"
+        files[kind] = (validate_later(write(dataset, folder / f"{kind}.dcm"), validator), validator)
+    yield files
+    forget_started(path for path, _ in files.values())
+
+
 @pytest.mark.peers
 @pytest.mark.parametrize("kind", ["suggestions-sr", "pdf", "sc"])
-def test_objects_pass_dciodvfy_and_pixelmed(built, tmp_path, kind):
-    study, results, context, objects = built
-    if kind == "suggestions-sr":
-        dataset = build_suggestions_sr(study.series[0].instances[0].dataset, results[2], context, 9101)
-    else:
-        dataset = next(o for o in objects if o.Modality == ("DOC" if kind == "pdf" else "OT"))
-    validator = "DicomSRValidator" if dataset.Modality == "SR" else "DicomInstanceValidator"
-    assert_valid(write(dataset, tmp_path / f"{kind}.dcm"), validator)
+def test_objects_pass_dciodvfy_and_pixelmed(validated_objects, kind):
+    assert_valid(*validated_objects[kind])
 
 
 def test_crop_box_is_a_square_around_every_label():

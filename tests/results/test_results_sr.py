@@ -14,7 +14,7 @@ from dicomnode.results.seg import build_seg, seg_parts
 from dicomnode.analysis.cine_metrics import body_surface_area_m2 as body_surface_area
 from dicomnode.results.sr import build_sr, build_suggestions_sr, node_device_uid
 from synthetic import make_study, one_series_per_slice, write
-from validators import assert_valid
+from validators import assert_valid, forget_started, validate_later
 
 
 #: the concepts of the %LGE of the three methods: DL, n-SD, FWHM
@@ -95,6 +95,27 @@ def reports():
     sr = build_sr(header, results, segs, context, 9100, supersedes=[earlier])
     suggestions = build_suggestions_sr(header, results[2], context, 9101)
     return study, results, context, segs, sr, suggestions, earlier
+
+
+@pytest.fixture(scope="module")
+def validated(request, tmp_path_factory):
+    """The module's SRs written once and handed to dciodvfy and pixelmed together (validators.validate_later): their
+    JVMs run side by side, and beside the module's other tests, instead of one after the other; name -> path."""
+    folder = tmp_path_factory.mktemp("validated")
+    picks = {"reports": -3, "not_applicable_report": -1, "no_scar_report": -1, "per_slice_report": -1,
+             "warned_report": -1}
+    paths = {name: validate_later(write(request.getfixturevalue(name)[index], folder / f"{name}.dcm"),
+                                  "DicomSRValidator") for name, index in picks.items()}
+    yield paths
+    forget_started(paths.values())
+
+
+def assert_valid_sr(validated, name: str, sr, tmp_path) -> list[str]:
+    """assert_valid on `sr`: the findings `validated` started for fixture `name` when `sr` still encodes to the same
+    bytes, else a validation of its own."""
+    path = write(sr, tmp_path / "sr.dcm")
+    return assert_valid(validated[name] if validated[name].read_bytes() == path.read_bytes() else path,
+                        "DicomSRValidator")
 
 
 def test_report_header_procedure_and_supersession(reports):
@@ -502,9 +523,9 @@ def test_bsa_formulas():
 
 
 @pytest.mark.peers
-def test_measurement_report_passes_dciodvfy_and_pixelmed(reports, tmp_path):
+def test_measurement_report_passes_dciodvfy_and_pixelmed(reports, validated, tmp_path):
     *_, sr, _, _ = reports
-    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    assert_valid_sr(validated, "reports", sr, tmp_path)
 
 
 def test_highdicom_reads_the_report_back(reports, tmp_path):
@@ -550,9 +571,9 @@ def test_a_threshold_method_that_is_not_applicable_is_said_in_the_sr(not_applica
 
 
 @pytest.mark.peers
-def test_the_not_applicable_report_passes_dciodvfy_and_pixelmed(not_applicable_report, tmp_path):
+def test_the_not_applicable_report_passes_dciodvfy_and_pixelmed(not_applicable_report, validated, tmp_path):
     _, sr = not_applicable_report
-    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    assert_valid_sr(validated, "not_applicable_report", sr, tmp_path)
 
 
 def test_highdicom_reads_the_not_applicable_report(not_applicable_report, tmp_path):
@@ -704,11 +725,11 @@ def test_indexed_values_are_the_pipelines_not_recomputed_from_a_rounded_bsa():
 
 @pytest.mark.peers
 @pytest.mark.parametrize("variant", ["no_scar_report", "per_slice_report", "warned_report"])
-def test_the_changed_reports_pass_dciodvfy_and_pixelmed(variant, request, tmp_path):
+def test_the_changed_reports_pass_dciodvfy_and_pixelmed(variant, request, validated, tmp_path):
     """Absent findings, per-slice SEGs, stack comments and per-group device observers: still valid TID 1500 (the
     comments and observers are pixelmed "Content Item not in template" warnings, not errors)."""
     sr = request.getfixturevalue(variant)[-1]
-    assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    assert_valid_sr(validated, variant, sr, tmp_path)
 
 
 @pytest.mark.parametrize("variant", ["no_scar_report", "per_slice_report", "warned_report"])
@@ -861,7 +882,7 @@ def test_a_ring_is_drawn_as_a_ring(reports):
 
 
 @pytest.mark.peers
-def test_the_source_series_concept_has_the_templates_meaning(reports, tmp_path):
+def test_the_source_series_concept_has_the_templates_meaning(reports, validated, tmp_path):
     """break46a #9: pixelmed warned that (121232, DCM) "Source Series for Segmentation" (highdicom's capitals) differs
     from TID 1411's "Source series for segmentation"."""
     *_, sr, _, _ = reports
@@ -876,5 +897,5 @@ def test_the_source_series_concept_has_the_templates_meaning(reports, tmp_path):
 
     visit(sr.ContentSequence)
     assert meanings == {"Source series for segmentation"}
-    warnings = assert_valid(write(sr, tmp_path / "sr.dcm"), "DicomSRValidator")
+    warnings = assert_valid_sr(validated, "reports", sr, tmp_path)
     assert not [w for w in warnings if "121232" in w], warnings

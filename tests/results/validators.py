@@ -1,8 +1,16 @@
-"""Run dciodvfy and pixelmed's validators on a DICOM file; return their error and warning lines."""
+"""Run dciodvfy and pixelmed's validators on a DICOM file; return their error and warning lines.
+
+pixelmed's DicomSRValidator takes 20-70 s of one core per report (it parses its 660 kB context group table again for
+each coded item it checks) and validates one file per JVM, so a test or module with several files starts them all
+with `validate_later` (at most JOBS JVMs at once, in the background) and then collects each with `assert_valid`:
+the same checks, on as many cores as the machine has, while the test goes on.
+"""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,10 +124,13 @@ def pixelmed(path: Path, validator: str) -> Findings:
     require_peer("pixelmed")
     run = subprocess.run(
         ["java", *JAVA_FLAGS, "-cp", PIXELMED_JAR, f"com.pixelmed.validate.{validator}", str(path)],
-        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300,
+        # an SR takes 20-70 s of one core alone, several times that on a busy machine beside a second validation
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900,
     )
     output = run.stdout + run.stderr
     findings = Findings(f"pixelmed {validator}", output=output)
+    if run.returncode != 0:  # it exits 0 after any finding: anything else (killed, out of memory) checked nothing
+        findings.errors.append(f"pixelmed {validator} exited with {run.returncode}")
     for line in output.splitlines():
         if line.startswith("Error") or "Exception" in line:
             if known_false_positive(line, path):
@@ -131,11 +142,58 @@ def pixelmed(path: Path, validator: str) -> Findings:
     return findings
 
 
+#: validations running at once (one JVM or dciodvfy each): the machine's cores, at most 2
+JOBS = max(1, min(2, os.cpu_count() or 1))
+_executor: ThreadPoolExecutor | None = None
+_started: dict[tuple[str, str], Future] = {}
+
+
+def _validate(path: Path, pixelmed_validator: str) -> list[Findings]:
+    return [dciodvfy(path), pixelmed(path, pixelmed_validator)]
+
+
+def validate_later(path: Path, pixelmed_validator: str) -> Path:
+    """Start dciodvfy and pixelmed's `pixelmed_validator` on `path` in the background (JOBS at a time); the
+    `assert_valid(path, pixelmed_validator)` that follows waits for them and judges their findings. Skips (fails
+    under DICOMNODE_REQUIRE_PEERS=1) at once where a validator is missing. Returns `path`."""
+    global _executor
+    require_peer("dciodvfy")
+    require_peer("pixelmed")
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="validators")
+    key = (str(path), pixelmed_validator)
+    if key not in _started:
+        _started[key] = _executor.submit(_validate, Path(path), pixelmed_validator)
+    return path
+
+
+def forget_started(paths) -> None:
+    """Drop the validations of `paths` (their findings; those no test collected and not yet running never start)."""
+    wanted = {str(path) for path in paths}
+    for key in [key for key in _started if key[0] in wanted]:
+        _started.pop(key).cancel()
+
+
 def assert_valid(path: Path, pixelmed_validator: str) -> list[str]:
-    """Fail on any dciodvfy or pixelmed error; return the warnings (listed in the test log)."""
-    results = [dciodvfy(path), pixelmed(path, pixelmed_validator)]
+    """Fail on any dciodvfy or pixelmed error; return the warnings (listed in the test log). Collects what
+    `validate_later` started for the same file and validator (kept until forget_started: a second test of the same
+    file reads the same findings), or runs both validators now."""
+    started = _started.get((str(path), pixelmed_validator))
+    results = started.result() if started is not None else _validate(path, pixelmed_validator)
     problems = [str(r) for r in results if r.errors]
     assert not problems, "\n\n".join(problems)
     warnings = [f"{r.tool}: {w}" for r in results for w in r.warnings]
     print(f"{path.name}: {len(warnings)} warning(s)\n" + "\n".join(sorted(set(warnings))))
     return warnings
+
+
+def assert_all_valid(files) -> list[list[str]]:
+    """assert_valid on each (path, pixelmed validator) of `files`, all started at once (validate_later); the
+    warnings of each, in order."""
+    files = list(files)
+    for path, validator in files:
+        validate_later(path, validator)
+    try:
+        return [assert_valid(path, validator) for path, validator in files]
+    finally:
+        forget_started(path for path, _ in files)
