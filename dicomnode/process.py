@@ -83,18 +83,31 @@ def not_a_regular_file(path: Path) -> str | None:
     return f"{kind}, not a regular file: not read"
 
 
+def _filesystem_lost_found(folder, input_dir: Path) -> bool:
+    """Whether `folder` is the `lost+found` that ext2/3/4 (e2fsck) keep at the root of every file system, root's
+    and mode 0700: below `input_dir` (INPUT_DIR itself is never passed over), directly in a mount point."""
+    path = Path(folder)
+    return (path.name == "lost+found" and os.path.realpath(path) != os.path.realpath(input_dir)
+            and os.path.ismount(path.parent))
+
+
 def find_files(input_dir: Path, skipped: list[dict] | None = None) -> list[Path]:
     """Every regular file below `input_dir` (recursively, following links once), hidden files and DICOMDIR excluded.
     Anything else found there (a FIFO, a socket, a device, a broken or looping link, a file or a folder, `input_dir`
     too, that the operating system will not let this user read or list) is not returned: given `skipped`, each is
     appended there as {"path", "reason"} (summary.json's `unreadable_files`; the reason of one refused ends with
     cmr.grouping.UNREADABLE_NOTE, of a folder with UNREADABLE_FOLDER_NOTE). A folder reached again through a link
-    (a link loop) is searched once."""
+    (a link loop) is searched once. A file system's own `lost+found` at a mount point (INPUT_DIR the root of a mounted
+    disk) that this user may not list is no study folder: not searched, not named (DEBUG log only)."""
     found = []
     visited: set[str] = set()
 
     def refused(error: OSError) -> None:  # os.walk could not list a folder
         if not refused_by_os(error):  # gone while the folder was read
+            return
+        if _filesystem_lost_found(error.filename, input_dir):
+            log.debug("%s cannot be listed by this process (%s): a file system's own recovery folder, not a study "
+                      "folder: not searched", error.filename, error.strerror or error)
             return
         log.warning("%s cannot be listed by this process (%s: %s): its files are left out of the analysis",
                     error.filename, type(error).__name__, error.strerror or error)

@@ -134,6 +134,46 @@ def test_a_basal_end_slice_cutting_the_valve_plane_is_not_measured_where_the_bas
     assert max_wall_thickness_for_volume(stack, volume).max_mm == pytest.approx(16.0, abs=0.8)
 
 
+def test_the_basal_end_is_the_most_basal_slice_the_basal_rule_keeps():
+    """review49 #3: a stack planned from above the mitral annulus has an atrial or LVOT slice above the valve-plane
+    ring; the basal rule already leaves it out, so the ring is the basal end tested (compared with the next slice
+    measured), not the atrial slice: the ring stays unmeasured (it measured 17.9 mm before)."""
+    spacing = (1.5, 1.5)
+    normal, _ = ring(spacing, 22.0, 8.0)
+    atrial, _ = ring(spacing, 6.0, 18.0)  # the valve-plane ring: a small cavity closed by myocardium
+    speck, (_, _, distance) = ring(spacing, 30.0, 0.0)  # atrial pool, no myocardium around it: the basal rule's
+    assert not (speck == Label.LV_MYOCARDIUM).any()
+    outflow = speck.copy()  # an LVOT: pool under half surrounded by myocardium, also left out by the basal rule
+    outflow[(distance >= 30.0) & (distance < 38.0) & (np.arange(outflow.shape[1])[None, :] < 40)] = Label.LV_MYOCARDIUM
+    cap = np.where(normal > 0, Label.LV_MYOCARDIUM, 0).astype(np.int16)
+    for above in (speck, outflow):
+        stack = np.stack([above, atrial, normal, normal, cap])
+        assert max_wall_thickness(stack, spacing).max_mm == pytest.approx(18.0, abs=0.8)  # the end unknown: measured
+        based = max_wall_thickness(stack, spacing, basal_end="first")
+        assert based.basal_slices_excluded == (0,)
+        assert based.basal_end_slice == 1 and based.max_mm == pytest.approx(8.0, abs=0.8)
+        assert set(based.per_slice_max_mm) == {2, 3}
+        flipped = max_wall_thickness(stack[::-1].copy(), spacing, basal_end="last")
+        assert flipped.basal_end_slice == 3 and flipped.max_mm == pytest.approx(8.0, abs=0.8)
+
+
+def test_a_hypertrophied_basal_septum_narrowing_the_basal_cavity_keeps_its_maximum():
+    """review49 #3: HCM whose basal cavity a thick wall narrows to under half the next slice's, the maximum on that
+    slice: where the slices below already meet the HCM criterion the basal end slice is measured (the criterion is
+    met either way; the maximum is the heart's). Where they do not, the rule cannot tell it from a valve-plane ring
+    by the labels and leaves it out (the DCM of break49b #1; no ACDC expert maximum is such a slice)."""
+    spacing = (1.5, 1.5)
+    bulge, _ = ring(spacing, 8.0, 24.0)
+    hypertrophied, _ = ring(spacing, 18.0, 17.0)
+    cap = np.where(hypertrophied > 0, Label.LV_MYOCARDIUM, 0).astype(np.int16)
+    hcm = max_wall_thickness(np.stack([bulge, hypertrophied, hypertrophied, cap]), spacing, basal_end="first")
+    assert hcm.basal_end_slice is None and hcm.slice_index == 0 and hcm.max_mm == pytest.approx(24.0, abs=0.8)
+    assert set(hcm.per_slice_max_mm) == {0, 1, 2}
+    normal, _ = ring(spacing, 22.0, 8.0)
+    below = max_wall_thickness(np.stack([bulge, normal, normal, cap]), spacing, basal_end="first")
+    assert below.basal_end_slice == 0 and below.max_mm == pytest.approx(8.0, abs=0.8)
+
+
 def test_the_segment_of_the_maximum_comes_from_the_aha_map():
     spacing = (1.4, 1.4)
     slices = []

@@ -166,3 +166,36 @@ def test_find_files_names_a_folder_and_a_file_the_operating_system_refuses(tmp_p
     assert main(["process", str(tmp_path), "--out", str(inputs / "out")]) == 0  # a link loop alone: named, exit 0
     assert json.loads((inputs / "out" / "summary.json").read_text())["unreadable_files"] == [
         {"path": str(tmp_path / "loop"), "reason": "a symbolic link loop (the link leads back to itself)"}]
+
+
+def test_a_mounted_disks_own_lost_found_it_may_not_list_is_no_skipped_study_folder(tmp_path, monkeypatch, caplog):
+    """INPUT_DIR the root of a mounted ext4 disk: its root-owned 0700 `lost+found` (every non-root run is refused
+    its listing) is not named and not counted (the run's exit stays 0); the same refusal anywhere else still is."""
+    disk = tmp_path / "usb"
+    _save(synthetic_mr(), disk / "study" / "mr1.dcm")
+    for folder in (disk / "lost+found", disk / "study" / "lost+found", disk / "locked"):
+        folder.mkdir()
+    refused_to = {str(disk / "lost+found"), str(disk / "study" / "lost+found"), str(disk / "locked")}
+    listing = os.scandir
+
+    def scandir(path="."):  # what the operating system answers a user without CAP_DAC_READ_SEARCH
+        if os.fspath(path) in refused_to:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os.path, "ismount", lambda path: os.fspath(path) == str(disk))
+    skipped: list[dict] = []
+    with caplog.at_level("DEBUG", logger="dicomnode.process"):
+        found = find_files(disk, skipped=skipped)
+    assert found == [disk / "study" / "mr1.dcm"]
+    # a lost+found below the mount point's root, and any other folder, are still folders whose files were not read
+    assert skipped == [{"path": str(disk / "locked"), "reason": REFUSED_FOLDER},
+                       {"path": str(disk / "study" / "lost+found"), "reason": REFUSED_FOLDER}]
+    assert f"{disk / 'lost+found'} cannot be listed by this process" in caplog.text
+    assert all(record.levelname == "DEBUG" for record in caplog.records if "usb/lost+found" in record.getMessage())
+
+    skipped = []  # INPUT_DIR itself the lost+found: the run read nothing, which is said
+    monkeypatch.setattr(os.path, "ismount", lambda path: os.fspath(path) == str(disk))
+    assert find_files(disk / "lost+found", skipped=skipped) == []
+    assert skipped == [{"path": str(disk / "lost+found"), "reason": REFUSED_FOLDER}]
