@@ -165,6 +165,8 @@ class SegmentValues:
     scar_extent_percent: float | None = None
     transmurality_max_percent: float | None = None
     transmurality_mean_percent: float | None = None
+    # the mean over the rays that cross scar only: how deep the scarred part of the segment is
+    transmurality_scarred_mean_percent: float | None = None
     transmurality_class: str | None = None
     wall_thickness_mm: float | None = None
 
@@ -175,6 +177,7 @@ class SegmentValues:
             out.update(scar_voxels=self.scar_voxels, scar_extent_percent=_round(self.scar_extent_percent),
                        transmurality_max_percent=_round(self.transmurality_max_percent),
                        transmurality_mean_percent=_round(self.transmurality_mean_percent),
+                       transmurality_scarred_mean_percent=_round(self.transmurality_scarred_mean_percent),
                        transmurality_class=self.transmurality_class)
         if self.wall_thickness_mm is not None:
             out["wall_thickness_mm"] = _round(self.wall_thickness_mm)
@@ -519,8 +522,10 @@ def aha_segments(
         lengths = np.concatenate([p[0] for p in profiles]) if profiles else np.array([])
         fractions = np.concatenate([p[1] for p in profiles]) if profiles else np.array([])
         if scar and number != 17 and np.isfinite(fractions).any():
+            scarred = fractions[np.isfinite(fractions) & (fractions > 0)]
             values.update(transmurality_max_percent=float(np.nanmax(fractions)),
-                          transmurality_mean_percent=float(np.nanmean(fractions)))
+                          transmurality_mean_percent=float(np.nanmean(fractions)),
+                          transmurality_scarred_mean_percent=float(scarred.mean()) if scarred.size else 0.0)
             # the segment's class from its mean over the rays (the segmental extent of hyperenhancement that predicts
             # recovery, Kim et al. NEJM 2000), not its single worst ray, which overstates a patchy segment
             values["transmurality_class"] = transmurality_class(values["transmurality_mean_percent"])

@@ -981,12 +981,14 @@ class LGEPipeline:
         # the LV (short_stack_reason), on a dark-blood LGE, whose %LGE the model may overestimate (dark_blood_notes),
         # and on a field smaller than the model was trained on, where scar is under-read (small_field_reason)
         small_field = small_field_reason(image, volume.pixel_spacing)
-        burden_reason = withheld or (f"withheld: {short}" if short else None) or missing_base_burden_reason(
+        coverage_reason = (f"withheld: {short}" if short else None) or missing_base_burden_reason(
             coverage, labels, float(volume.pixel_spacing[0]) * float(volume.pixel_spacing[1]),
             volumes.myocardium_volume_ml, volumes.scar_volume_ml, settings.large_burden_percent,
-            settings.large_burden_comparator) or next(
-            (f"withheld: {n.split('. ')[0]}" for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None) or (
-            f"withheld: {small_field.split(': ')[0]}" if small_field else None)
+            settings.large_burden_comparator)
+        # input whose %LGE the node does not read as it was validated: an absence is not stated on it (lge_presence)
+        input_reason = next((n.split('. ')[0] for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None) or (
+            small_field.split(': ')[0] if small_field else None)
+        burden_reason = withheld or coverage_reason or (f"withheld: {input_reason}" if input_reason else None)
 
         def number(value: float):
             return None if withheld else stored_value(value)
@@ -1018,11 +1020,12 @@ class LGEPipeline:
             # the model's known MVO agreement with expert readers (card cross-validation): whether MVO is validated,
             # whether 'MVO present / absent' may be stated, and the sentence every output shows beside the MVO volume
             "mvo_validation": mvo_block,
-            # LGE present / absent / uncertain from %LGE (lge_metrics.LGE_PRESENCE_BAND_PERCENT: the band where the
-            # cross-validation reads scar-free hearts and small infarcts alike); absence only where the large-burden
-            # flag is stated (the stack covers the LV well enough)
+            # LGE present / absent / uncertain from the stored %LGE (lge_metrics.lge_presence: the band where the
+            # cross-validation reads scar-free hearts and small infarcts alike, and no focal scar in an AHA segment);
+            # the one decision the suggestions, SR, PDF and console read
             "lge_presence": None if withheld else lge_presence(
-                volumes.lge_percent, absence_stated=not burden_reason and volumes.large_scar_burden is not None),
+                stored_value(volumes.lge_percent), absence_stated=not coverage_reason, aha=aha,
+                not_stated_reason=input_reason),
             "nsd": summary_block(nsd_full, NSD_SUMMARY_EXTRAS),
             "fwhm": summary_block(fwhm_full, FWHM_SUMMARY_EXTRAS),
             "per_slice": per_slice,

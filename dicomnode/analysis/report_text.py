@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dicomnode.analysis.aha import TERRITORIES
+from dicomnode.analysis.aha import TERRITORIES, transmurality_class
 
 # ----------------------------------------------------------------------------------------------------------------
 # Identifiers: a report holding one is withheld from the bank (report_bank.read_bank_file), never offered
@@ -202,12 +202,20 @@ _LGE_ABSENT = re.compile(
     re.IGNORECASE)
 _NORMAL_STUDY = re.compile(r"\b(?:structurally\s+normal\s+heart|normal\s+(?:cardiac\s+)?(?:MRI|MR|CMR|study|"
                            r"cardiac\s+magnetic)|unauffällig\w*\s+(?:kardio|herz)\w*)", re.IGNORECASE)
+#: a word between an extent word and a scar word that names another finding: the extent qualifies that finding
+#: ("moderate mitral regurgitation and inferior infarct"), not the scar
+_OTHER_FINDING = (r"\b(?:regurgitation|insufficienc\w*|stenosis|dysfunction|impair\w*|reduc\w*|hypokine\w*|akine\w*|"
+                  r"dyskine\w*|effusion|dilat\w*|hypertroph\w*|thicken\w*|o?edema|function|valve|valvular|mitral|"
+                  r"aortic|tricuspid|pericardi\w*|LV|RV)\b")
+#: an extent word qualifying a scar word: before it, with no other finding between ("large inferior infarct"); "of /
+#: with moderate extent"; or after it, ending its clause ("Ischaemic scar, moderate: 13% LGE", break49b #3; not
+#: "Inferior infarct scar, moderate LV dysfunction")
 _EXTENT = re.compile(
     r"\b(small|minor|limited|tiny|moderate|moderately\s+sized|large|extensive|massive|big|klein\w*|mittelgro\w*|"
-    r"gro(?:ß|ss)\w*|ausgedehnt\w*)\b(?:[\w\s,-]{0,40}?)"
+    r"gro(?:ß|ss)\w*|ausgedehnt\w*)\b(?:(?!" + _OTHER_FINDING + r")[\w\s,-]){0,40}?"
     + _LGE_TERM + r"|\b(?:of|with)\s+(small|moderate|large|extensive)\s+(?:extent|size|burden)"
-    # the extent after the scar word: "Ischaemic scar, moderate: 13% LGE" (break49b #3)
-    + r"|" + _LGE_TERM + r"\s*,\s*(?:very\s+)?(small|moderate|large|extensive)\b",
+    + r"|" + _LGE_TERM + r"\s*,\s*(?:very\s+)?(small|moderate|large|extensive)\b"
+    r"(?=\s*(?:[:;.,(]|\d|$|extent|size|burden))",
     re.IGNORECASE)
 #: where a sentence names the technique, not a finding ("Late gadolinium enhancement (LGE) images were reviewed")
 _TECHNIQUE = re.compile(r"(?:delayed|late)\s+(?:gadolinium\s+)?enhancement\s*(?:\(LGE\)\s*)?(?:imaging|images?|"
@@ -417,7 +425,9 @@ RV_GRADE_EF = {"normal": (40.0, 200.0), "hyperdynamic": (70.0, 200.0), "mild": (
 HYPERTROPHY_MM = 15.0
 NO_HYPERTROPHY_MM = 12.0
 #: %LGE a "small" scar cannot reach (what the node measured is there, whatever lies outside the slices) and a
-#: "moderate" one reaches (where the large-burden flag is stated: the stack covers the LV); "large" / "extensive" is
+#: "moderate" one reaches, less the model's %LGE mean absolute error (`lge_percent_validation.mae`, 4-6 points: a
+#: "moderate" is refused only under about 5 %, and not at all where the error is unknown), where the large-burden flag
+#: is stated (the stack covers the LV); "large" / "extensive" is
 #: held to the node's large-burden flag (15 %), "small" / "moderate" too. The bank's writer names "small" under 10 %
 #: (engines/retrieval/report_writer.py)
 SMALL_EXTENT_MAX_PERCENT = 10.0
@@ -435,8 +445,9 @@ class NodeFacts:
     mvo: bool | None = None
     segments_assigned: bool = False  # AHA segments assigned to the LGE (a wall can be named)
     scar_segments: frozenset[int] | None = None  # the AHA segments (1-17) holding scar; None where not assigned
-    transmural: bool | None = None  # any scarred segment's transmurality class over 50 % (51-75 / 76-100)
-    lge_presence_uncertain: bool = False  # %LGE in lge_metrics.LGE_PRESENCE_BAND_PERCENT: neither present nor absent
+    transmural: bool | None = None  # any scarred segment's scarred part over 50 % transmural (class 51-75 / 76-100)
+    lge_presence_uncertain: bool = False  # lge_presence kind "uncertain": neither scar nor no scar may be stated
+    lge_mae: float | None = None  # the model's %LGE mean absolute error on input like this (lge_percent_validation)
     cine_measured: bool = False
     lv_ef: float | None = None
     rv_ef: float | None = None
@@ -474,8 +485,9 @@ def node_facts(summary: dict, significant_lge: bool | None = None, large_burden:
                mvo: bool | None = None, presence_uncertain: bool = False) -> NodeFacts:
     """The node's facts from a study's summary blocks ("lge", "cine"); the decisive LGE points as node_lge_findings
     judged them (suggestions.py); from the LGE's AHA segments (`aha_segments.segments`, where applicable) the
-    segments holding scar (`scar_voxels` > 0) and whether any of them is transmural (`transmurality_class` 51-75 or
-    76-100, the class of the segment's mean transmurality)."""
+    segments holding scar (`scar_voxels` > 0) and whether any of them is transmural: the class of its scarred part's
+    transmurality (`transmurality_scarred_mean_percent`, the mean over the rays that cross scar, not diluted by the
+    segment's unscarred rays) 51-75 or 76-100; unknown (None) where a scarred segment lacks it (an older summary)."""
     lge = summary.get("lge") if isinstance(summary.get("lge"), dict) else None
     cine = summary.get("cine") if isinstance(summary.get("cine"), dict) else None
     lge_measured = bool(lge) and lge.get("determined") is not False and _float(lge.get("lge_percent")) is not None
@@ -484,14 +496,16 @@ def node_facts(summary: dict, significant_lge: bool | None = None, large_burden:
                  lge_percent=_float(lge.get("lge_percent")) if lge_measured else None,
                  large_burden=large_burden if lge_measured else None,
                  mvo_stated=lge_measured and mvo is not None, mvo=mvo if lge_measured else None,
-                 segments_assigned=segments, lge_presence_uncertain=lge_measured and presence_uncertain)
+                 segments_assigned=segments, lge_presence_uncertain=lge_measured and presence_uncertain,
+                 lge_mae=_float((lge.get("lge_percent_validation") or {}).get("mae")) if lge_measured else None)
     if segments:
         listed = [v for v in lge["aha_segments"].get("segments") or [] if isinstance(v, dict)]
         if listed and all(isinstance(v.get("scar_voxels"), int) for v in listed):
             scarred = [v for v in listed if v["scar_voxels"] > 0]
             facts["scar_segments"] = frozenset(int(v["segment"]) for v in scarred)
-            classes = [v.get("transmurality_class") for v in scarred if v.get("transmurality_class") is not None]
-            facts["transmural"] = any(c in TRANSMURAL_CLASSES for c in classes) if classes or not scarred else None
+            depths = [_float(v.get("transmurality_scarred_mean_percent")) for v in scarred if v["segment"] != 17]
+            facts["transmural"] = None if None in depths else any(
+                transmurality_class(depth) in TRANSMURAL_CLASSES for depth in depths)
     cine_measured = bool(cine) and cine.get("determined") is not False and (
         _float(cine.get("lv_ef_percent")) is not None or _float(cine.get("lv_edv_ml")) is not None)
     if cine_measured:
@@ -543,7 +557,15 @@ _WALL_NAME = re.compile(
     + "|".join(f"(?:{pattern.pattern})" for pattern, _ in WALL_SEGMENTS) + r")", re.IGNORECASE)
 #: a wall word that names an RV insertion point, not an LV wall ("LGE at the inferior RV insertion point")
 _INSERTION_AFTER = re.compile(r"^\s*(?:and\s+\w+\s+)?(?:RV\s+|right\s+ventricular\s+)?insertion", re.IGNORECASE)
-_SEGMENT_NUMBERS = re.compile(r"\bsegments?\s+(?P<numbers>\d+(?:\s*(?:,|and|&|-|–|/|to)\s*\d+)*)", re.IGNORECASE)
+_SEGMENT_NUMBERS = re.compile(r"\bsegment(?:s|e)?\s+(?P<numbers>\d+(?:\s*(?:,|and|und|&|-|–|/|to|bis)\s*\d+)*)",
+                              re.IGNORECASE)
+#: "1-4", "1 to 4", "1 bis 4" in a segment list: the range
+_SEGMENT_RANGE = re.compile(r"(\d+)\s*(?:-|–|to|bis)\s*(\d+)", re.IGNORECASE)
+#: a wall word naming where the wall moves abnormally, not where scar is ("anterior wall hypokinesia", "hypokinesia
+#: of the inferior wall"): not held to the scar segments (the cine points are not either)
+_WALL_MOTION_AFTER = re.compile(r"^[\s-]*(?:wall\s+|segments?\s+)?(?:motion|hypokine|akine|dyskine|wandbewegung|"
+                                r"hypokinesi|akinesi|dyskinesi)", re.IGNORECASE)
+_WALL_MOTION_BEFORE = re.compile(r"(?:hypo|a|dys)kine\w*\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}$", re.IGNORECASE)
 _TRANSMURAL = re.compile(r"\b(?:(?:predominantly|mostly|largely|near(?:ly)?|almost)[- ])?transmural\w*",
                          re.IGNORECASE)
 _TRANSMURAL_NEGATED = re.compile(r"(?:\bnon-?|\bnot\s+(?:\w+\s+)?|\bno\s+(?:\w+\s+){0,2}|\bwithout\s+(?:\w+\s+){0,2}"
@@ -559,18 +581,33 @@ def wall_segments(match: re.Match) -> frozenset[int]:
     return segments & _LEVELS[level] if level else segments
 
 
+def segment_numbers(listed: str) -> set[int]:
+    """The AHA segment numbers (1-17) of a segment list ("1, 2 and 4"; "1-4" and "1 to 4" as ranges)."""
+    numbers = set()
+    for match in _SEGMENT_RANGE.finditer(listed):
+        low, high = sorted((int(match.group(1)), int(match.group(2))))
+        numbers.update(range(low, high + 1))
+    numbers.update(int(n) for n in re.findall(r"\d+", _SEGMENT_RANGE.sub(" ", listed)))
+    return {n for n in numbers if 1 <= n <= 17}
+
+
 def unsupported_walls(text: str, scar_segments: frozenset[int]) -> list[tuple[int, int, str]]:
     """(start, end, words) of each wall, territory or AHA segment list the text names where none of the segments it
-    names holds scar (`scar_segments`, the node's AHA result); an RV insertion point ("inferior RV insertion") is
-    not a wall."""
+    names holds scar (`scar_segments`, the node's AHA result); an RV insertion point ("inferior RV insertion") and a
+    wall named for its motion ("anterior wall hypokinesia") are not held to the scar."""
     found = []
     for match in _WALL_NAME.finditer(text):
-        if _INSERTION_AFTER.match(text[match.end():match.end() + 40]):
+        if _INSERTION_AFTER.match(text[match.end():match.end() + 40]) \
+                or _WALL_MOTION_AFTER.match(text[match.end():match.end() + 40]) \
+                or _WALL_MOTION_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
             continue
         if not wall_segments(match) & scar_segments:
             found.append((match.start(), match.end(), match.group(0)))
     for match in _SEGMENT_NUMBERS.finditer(text):
-        numbers = {int(n) for n in re.findall(r"\d+", match.group("numbers")) if 1 <= int(n) <= 17}
+        if _WALL_MOTION_AFTER.match(text[match.end():match.end() + 40]) \
+                or _WALL_MOTION_BEFORE.search(text[max(0, match.start() - 40):match.start()]):
+            continue
+        numbers = segment_numbers(match.group("numbers"))
         if numbers and not numbers & scar_segments:
             found.append((match.start(), match.end(), match.group(0)))
     return sorted(found)
@@ -581,6 +618,25 @@ def stated_transmural(text: str) -> list[tuple[int, int, str]]:
     "no transmural", "subendocardial or transmural")."""
     return [(m.start(), m.end(), m.group(0)) for m in _TRANSMURAL.finditer(text)
             if not _TRANSMURAL_NEGATED.search(text[max(0, m.start() - 40):m.start()])]
+
+
+def moderate_unsupported(facts: NodeFacts) -> bool:
+    """Whether a "moderate" scar is unsupported but not contradicted: %LGE under SMALL_EXTENT_MAX_PERCENT with the
+    large-burden flag no, yet within the model's %LGE mean absolute error of it (or that error unknown); contradiction
+    refuses the report where it lies further under."""
+    return facts.lge_measured and facts.large_burden is False and facts.lge_percent is not None \
+        and facts.lge_percent < SMALL_EXTENT_MAX_PERCENT \
+        and (facts.lge_mae is None or facts.lge_percent >= SMALL_EXTENT_MAX_PERCENT - facts.lge_mae)
+
+
+def stated_moderate(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, word) of each "moderate" / "moderately sized" / "mittelgroß" that qualifies a scar (_EXTENT)."""
+    found = []
+    for match in _EXTENT.finditer(text):
+        group = next(g for g in (1, 2, 3) if match.group(g))
+        if match.group(group).lower().startswith(("moderate", "mittelgro")):
+            found.append((match.start(group), match.end(group), match.group(group)))
+    return found
 
 
 def _blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
@@ -612,6 +668,10 @@ def contradiction(claim: tuple[str, object], facts: NodeFacts) -> str | None:
         return "LGE presence uncertain"  # scar or no scar: either would state what the node cannot tell
     if point == "lge" and facts.significant_lge is not None and value != facts.significant_lge:
         return "LGE"
+    # no scar where the node states no absence (the slices present only, a dark-blood LGE, a small field, no AHA
+    # segments: lge_presence significant null)
+    if facts.lge_measured and facts.significant_lge is None and (claim == ("lge", False) or point == "normal_study"):
+        return "LGE absence not stated"
     if point == "extent" and facts.lge_measured:
         if value == "large" and (facts.large_burden is False or facts.significant_lge is False):
             return "LGE extent"
@@ -619,9 +679,10 @@ def contradiction(claim: tuple[str, object], facts: NodeFacts) -> str | None:
             return "LGE extent"
         if value == "small" and facts.lge_percent is not None and facts.lge_percent >= SMALL_EXTENT_MAX_PERCENT:
             return "LGE extent"
-        # "moderate" on a scar the node measures as small (under 10 %, its large-burden flag stated: no)
+        # "moderate" on a scar the node measures as small: its %LGE under 10 % by more than the model's mean absolute
+        # error (a heart read at 8 % can be 12 % to the expert), its large-burden flag stated: no
         if value == "moderate" and facts.large_burden is False and facts.lge_percent is not None \
-                and facts.lge_percent < SMALL_EXTENT_MAX_PERCENT:
+                and facts.lge_mae is not None and facts.lge_percent < SMALL_EXTENT_MAX_PERCENT - facts.lge_mae:
             return "LGE extent"
     if point == "mvo" and facts.mvo is not None and value != facts.mvo:
         return "MVO"
@@ -647,7 +708,7 @@ def contradicted(claims, facts: NodeFacts) -> tuple[str, ...]:
     return tuple(point for point in CONTRADICTION_POINTS if point in found)
 
 
-CONTRADICTION_POINTS = ("LGE", "LGE presence uncertain", "LGE extent", "MVO", "large burden", "normal study",
+CONTRADICTION_POINTS = ("LGE", "LGE presence uncertain", "LGE absence not stated", "LGE extent", "MVO", "large burden", "normal study",
                         "LV function", "LV size", "RV function", "RV size", "hypertrophy")
 
 _LGE_POINTS = ("lge", "extent", "mvo", "wall")
@@ -663,7 +724,9 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
     blanked (BLANK) in every sentence but those on function, size and wall thickness where the node assigned no AHA
     segments to the LGE, and, where it assigned them, each such name whose segments hold no scar in the node's AHA
     result (unsupported_walls: "septal" where only anterior segments hold scar); "transmural" / "predominantly
-    transmural" blanked where no scarred segment's transmurality class is over 50 % (stated_transmural). Other
+    transmural" blanked where no scarred segment's scarred part is over 50 % transmural (stated_transmural); an
+    extent "moderate" blanked where %LGE is under 10 % but within the model's error of it (moderate_unsupported).
+    Other
     contradictions are not handled here: a report that contradicts
     the node is not offered at all (contradicted)."""
     kept, removed = [], set()
@@ -698,7 +761,13 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
             transmural = stated_transmural(body)
             if transmural:
                 body = _blank_spans(body, transmural)
-                removed.add("'transmural' (no AHA segment of this study is over 50 % transmural)")
+                removed.add("'transmural' (no scarred part of an AHA segment of this study is over 50 % transmural)")
+        if body and "extent" in points and moderate_unsupported(facts):
+            moderate = stated_moderate(body)
+            if moderate:
+                body = _blank_spans(body, moderate)
+                removed.add(f"'moderate' (this study's %LGE {facts.lge_percent:g} % is under "
+                            f"{SMALL_EXTENT_MAX_PERCENT:g} %, within the model's error of it)")
         if body.strip():
             kept.append(label + body)
         else:

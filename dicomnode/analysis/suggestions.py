@@ -369,7 +369,7 @@ class LgeFindings:
     # NO_SIGNIFICANT_LGE_PERCENT, or any MVO)
     mvo: bool | None  # microvascular obstruction present
     large_burden: bool | None  # the large-scar-burden flag
-    presence_uncertain: bool = False  # the node's %LGE lies in LGE_PRESENCE_BAND_PERCENT: neither present nor absent
+    presence_uncertain: bool = False  # lge_presence kind "uncertain" (in the band, or a focal scar under it)
 
     def as_dict(self) -> dict:
         found = {"significant_lge": self.significant_lge, "mvo": self.mvo, "large_scar_burden": self.large_burden}
@@ -392,13 +392,13 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     """The node's own LGE findings from the study's summary `lge` block; None where it determined no LGE numbers
     (no block, `determined` false, %LGE null): suggestions are then not checked against LGE findings.
 
-    Presence (significant LGE: %LGE at or above the high edge of lge_metrics.LGE_PRESENCE_BAND_PERCENT; large burden
-    yes) holds whenever the numbers are determined: what was seen on the slices present is there. Within the band
-    presence is uncertain (`presence_uncertain`, significant None): scar-free hearts and small infarcts both read
-    there in the model's cross-validation. Absence ("no significant LGE", under the band) is stated
-    only where the node also states its large-burden flag: where it withholds the flag (a stack covering clearly less
-    than the LV, a dark-blood LGE) the LV outside the slices measured may hold what these did not, so the absence
-    stays unknown. The large-burden flag is unknown where %LGE lies within the model's typical error of the cut-off.
+    Presence is the LGE block's own decision (`lge_presence`, lge_metrics.lge_presence on the stored %LGE: what the
+    SR, PDF and console say), read, not recomputed; only a summary written before that block has it recomputed from
+    its stored %LGE and AHA segments (absence then only where the large-burden flag is stated). `significant` True
+    at or above the band, False where the node states no significant LGE, None otherwise; `presence_uncertain` where
+    its kind is "uncertain" (in the band, or under it with a focal scar in an AHA segment): neither scar nor no-scar
+    texts are offered. Where significant is None for another reason (the slices present only, a dark-blood LGE, a
+    small field, no AHA segments) no-scar texts are not offered (report_text.contradiction). The large-burden flag is unknown where %LGE lies within the model's typical error of the cut-off.
     MVO is a point the node holds reports to only where its summary may state 'MVO present / absent'
     (`mvo_validation.presence_stated`, from the model card's cross-validation: dicomnode.analysis.lge.mvo_validation);
     else (`mvo` None) it would hold the node's errors against correct reports: its MVO is its least reliable output
@@ -410,9 +410,13 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     if percent is None:
         return None
     flag = lge.get("large_scar_burden")
-    absence_stated = flag is not None  # the node states its flag: the stack covers the LV well enough
-    significant = lge_presence(percent, absence_stated)["significant"]
-    uncertain = LGE_PRESENCE_BAND_PERCENT[0] <= percent < LGE_PRESENCE_BAND_PERCENT[1]
+    presence = lge.get("lge_presence")
+    if not isinstance(presence, dict) or "kind" not in presence:
+        # a summary written before the block: the same decision from its stored %LGE (absence only where the flag is
+        # stated: the stack covers the LV well enough)
+        presence = lge_presence(percent, absence_stated=flag is not None, aha=lge.get("aha_segments"))
+    significant = presence["significant"]
+    uncertain = presence.get("uncertain") is True
     # a flag whose %LGE lies within the model's typical error of the cut-off could go either way
     # (lge_percent_validation.near_cutoff): no report is held against it
     near = (lge.get("lge_percent_validation") or {}).get("near_cutoff") is True
@@ -448,11 +452,11 @@ def describe_findings(findings: LgeFindings) -> str:
     large burden no" ... for a note (the node's findings)."""
     low, high = LGE_PRESENCE_BAND_PERCENT
     if findings.significant_lge is False:
-        return f"no significant LGE (under {low:g} %)"
+        return f"no significant LGE by the automatic count (under {low:g} %)"
     words = []
     if findings.presence_uncertain:
         words.append(f"LGE presence uncertain (%LGE in {low:g}-{high:g} %, where scar-free hearts and small infarcts "
-                     "both read)")
+                     f"both read, or under {low:g} % with a focal scar in an AHA segment)")
     if findings.significant_lge:
         words.append("LGE present")
     if findings.mvo is not None:
@@ -463,10 +467,13 @@ def describe_findings(findings: LgeFindings) -> str:
 
 
 def presence_uncertain_note() -> str:
-    """Why, where the node's %LGE lies in LGE_PRESENCE_BAND_PERCENT, no report stating scar or no scar is offered."""
+    """Why, where the node's LGE presence is uncertain (lge_metrics.lge_presence kind "uncertain": %LGE in
+    LGE_PRESENCE_BAND_PERCENT, or under it with a focal scar in an AHA segment), no report stating scar or no scar is
+    offered."""
     low, high = LGE_PRESENCE_BAND_PERCENT
     return (f"LGE presence uncertain (%LGE in {low:g}-{high:g} %, where scar-free hearts and small infarcts both read "
-            "in the model's cross-validation): reports stating scar or no scar are not offered")
+            f"in the model's cross-validation, or under {low:g} % with a focal scar in an AHA segment): reports "
+            "stating scar or no scar are not offered")
 
 
 #: what lge_descriptors gives a label map without scar: the lesion descriptors of a study without significant LGE

@@ -275,8 +275,10 @@ LGE_NOT_DETERMINED = Code("LGENOTDET", PRIVATE_SCHEME,
 AHA_NO_SCAR = Code("AHANOSCAR", PRIVATE_SCHEME, "No scar (extent and transmurality 0 %): AHA segment")
 #: NUM, %: the %LGE under which the node states no significant LGE (summary `lge.lge_presence`, low edge of
 #: lge_metrics.LGE_PRESENCE_BAND_PERCENT), first in each AHA (LGE) group whose segment holds scar voxels in a study
-#: the node judges free of significant LGE: its scar extent and transmurality are specks, not a finding (break49b #5)
-LGE_NOT_SIGNIFICANT = Code("LGENOTSIG", PRIVATE_SCHEME, "No significant LGE in this study: %LGE under")
+#: the node states no significant LGE by its automatic count (kind "absent": %LGE under the level normal hearts read
+#: in cross-validation and no AHA segment at lge_metrics.FOCAL_SEGMENT_EXTENT_PERCENT scar or more): a statement on
+#: the measurement, not a diagnosis; a small focal scar can still be missed (1 of 99 scarred hearts read under it)
+LGE_NOT_SIGNIFICANT = Code("LGENOTSIG", PRIVATE_SCHEME, "No significant LGE by automatic count: %LGE under")
 UNIT_MM2 = Code("mm2", "UCUM", "square millimeter")
 UNIT_YEAR = Code("a", "UCUM", "year")
 UNIT_KG = Code("kg", "UCUM", "kilogram")

@@ -616,7 +616,8 @@ def _methods_lines(results: Sequence[PipelineResult]) -> list[str]:
 
 def _bullseye_values(results: Sequence[PipelineResult]):
     """(values, labels, title, unit, vmax, cmap) of the bullseye: LGE scar extent, else cine ED wall thickness; the
-    LGE title says where the node does not state LGE present ("...: no significant LGE (< 1.5 %)", lge_presence)."""
+    LGE title says where the node does not state LGE present ("...: no significant LGE by the automatic count (< 1.5 %)",
+    "...: LGE presence uncertain", lge_metrics.presence_short)."""
     for name, key, title, unit, vmax, cmap in (
             ("lge", "scar_extent_percent", "Scar extent per AHA segment", "% of segment", 100.0, "YlOrRd"),
             ("cine", "wall_thickness_mm", "ED wall thickness per AHA segment", "mm", 15.0, "viridis")):

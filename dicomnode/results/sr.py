@@ -863,8 +863,8 @@ def aha_groups(block: dict | None, index: _SegmentIndex, scar: bool, phase_posit
     """One TID 1411 group per AHA segment (finding type LV myocardium, finding site: CID 3717 code), region = the
     segment's myocardium outlined on its slices; LGE: scar extent and transmurality (max, mean); cine at ED: wall
     thickness; first the geometry caveat of the segment names where there is one (aha_caveat_measurements). A segment
-    holding scar voxels in a study the node judges free of significant LGE (`presence`: the LGE summary's
-    `lge_presence`, significant false) begins with codes.LGE_NOT_SIGNIFICANT valued with its %LGE limit. A
+    holding scar voxels in a study where the node states no significant LGE by its automatic count (`presence`: the
+    LGE summary's `lge_presence`, significant false: no AHA segment holds a focal scar) begins with codes.LGE_NOT_SIGNIFICANT valued with its %LGE limit. A
     scar-free segment (extent and transmurality 0 %) begins with the segment's number under codes.AHA_NO_SCAR ("No
     scar (extent and transmurality 0 %)") and codes its enhancement Absent: OHIF v3 draws the 0 % values after it
     blank."""

@@ -123,9 +123,15 @@ def test_a_report_of_the_same_patient_or_accession_is_never_suggested(tmp_path, 
 
 # --- break4 finding 1: no suggestion contradicts the node's own LGE findings --------------------------------------
 
+#: AHA segments assigned, none holding lge_metrics.FOCAL_SEGMENT_EXTENT_PERCENT scar (specks of 1-2 % in 4 and 5):
+#: where %LGE is under 1.5 %, no significant LGE is stated (lge_metrics.lge_presence, review49 #2)
+SPECKS_AHA = {"applicable": True, "segments": [
+    {"segment": n, "myocardium_voxels": 600, "scar_voxels": {4: 9, 5: 6}.get(n, 0),
+     "scar_extent_percent": {4: 1.5, 5: 1.0}.get(n, 0.0)} for n in range(1, 18)]}
 #: EMIDEC Case_N037, which the experts label normal, as the node measured it (break4): 0.6 % LGE, no MVO
 NORMAL_LGE = {"lge": {"determined": True, "lge_percent": 0.6, "myocardium_volume_ml": 208.84, "scar_volume_ml": 1.25,
-                      "mvo_volume_ml": 0.0, "large_scar_burden": False, "large_scar_burden_reason": None}}
+                      "mvo_volume_ml": 0.0, "large_scar_burden": False, "large_scar_burden_reason": None,
+                      "aha_segments": SPECKS_AHA}}
 #: infarcts as the node measured them: EMIDEC Case_P043 (MVO, large burden), MyoPS Case3002 (a little MVO, under the
 #: 15 % cut-off: offered "MVO present" beside "No microvascular obstruction" and normal reports), and MVO under the cut-off
 INFARCT_MVO_LARGE = {"lge": {"determined": True, "lge_percent": 24.55, "myocardium_volume_ml": 88.94,
@@ -220,11 +226,15 @@ def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were
     undetermined = {"lge": {**NORMAL_LGE["lge"], "determined": False, "lge_percent": None, "mvo_volume_ml": None,
                             "large_scar_burden": None, "reason": "not determined: heart not found"}}
     # the flag withheld (a stack covering clearly less than the LV): no scar on the slices present says nothing of
-    # the rest, so neither "no significant LGE" nor "no MVO" is held against a report
+    # the rest, so neither "no significant LGE" nor "no MVO" is held against a report; a report stating no scar is
+    # not offered either (review49 #9: the node states no absence there)
     short = {"lge": {**NORMAL_LGE["lge"], "large_scar_burden": None, "large_scar_burden_reason": "withheld: short"}}
     for summary in (undetermined, short):
         checked = pipeline.run(None, context_for(pipeline.config, summary, speckled_lge()))
-        assert "contradicting_reports_excluded" not in checked.measurements
+        excluded = checked.measurements.get("contradicting_reports_excluded") or {}
+        assert set(excluded) <= ({"LGE absence not stated"} if summary is short else set())
+        if excluded:
+            continue
         monkeypatch.setattr(suggestions_module, "node_lge_findings", lambda lge: None)
         unchecked = pipeline.run(None, context_for(pipeline.config, summary, speckled_lge()))
         monkeypatch.undo()
@@ -256,7 +266,16 @@ def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were
     (INFARCT_MVO_LARGE["lge"], LgeFindings(True, None, True)),
     ({**INFARCT_MVO_LARGE["lge"], "large_scar_burden": None}, LgeFindings(True, None, None)),  # withheld: present stays
     ({**NORMAL_LGE["lge"], "large_scar_burden": None}, LgeFindings(None, None, None)),  # withheld: absence unknown
-    ({"lge_percent": 0.0, "mvo_percent": 0.0, "large_scar_burden": False}, LgeFindings(False, None, False)),
+    ({"lge_percent": 0.0, "mvo_percent": 0.0, "large_scar_burden": False, "aha_segments": SPECKS_AHA},
+     LgeFindings(False, None, False)),
+    # review49 #2: no AHA segments (a focal scar cannot be checked), or one holding 10 % scar: no absence stated
+    ({**NORMAL_LGE["lge"], "aha_segments": {"applicable": False, "reason": "orientation"}}, LgeFindings(None, None, False)),
+    ({**NORMAL_LGE["lge"], "aha_segments": {"applicable": True, "segments": [
+        {"segment": 10, "scar_voxels": 60, "scar_extent_percent": 10.0}]}},
+     LgeFindings(None, None, False, presence_uncertain=True)),
+    # the summary's own lge_presence block is read, not recomputed (review49 #1)
+    ({**NORMAL_LGE["lge"], "lge_presence": {"significant": None, "kind": "uncertain", "uncertain": True}},
+     LgeFindings(None, None, False, presence_uncertain=True)),
     ({**NORMAL_LGE["lge"], "determined": False}, None),
     ({**NORMAL_LGE["lge"], "lge_percent": None}, None),
     (None, None),
@@ -289,7 +308,8 @@ def test_when_only_contradicting_reports_are_near_the_note_says_so(tmp_path, mod
     result = pipeline.run(study_with("P-2", "ACC2"), context_for(pipeline.config, NORMAL_LGE))
     assert result.summary == [] and result.measurements["similar_studies"] == []
     note = result.summary_extra["suggestions_note"]
-    assert note == ("no prior report consistent with this study's LGE findings (no significant LGE (under 1.5 %)) "
+    assert note == ("no prior report consistent with this study's LGE findings (no significant LGE by the automatic "
+                    "count (under 1.5 %)) "
                     "above min_similarity -1 among 2 reports in the bank (2 report(s) whose findings or text contradict "
                     "this study's measurements left out)")
     assert result.measurements["contradicting_reports_excluded"] == {"LGE": 2, "large burden": 1}

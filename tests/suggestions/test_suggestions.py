@@ -134,7 +134,9 @@ def test_pipeline_separates_normal_from_dcm_and_infarct_from_no_scar(pipeline):
     assert group_of(normal, pipeline.bank) == "NOR"
     infarct = pipeline.run(None, context_for(pipeline, INFARCT_SUMMARY)).summary
     assert all(group_of(s["report_id"], pipeline.bank) == "MI" for s in infarct)
-    no_scar = {"lge": {"lge_percent": 0.0, "myocardium_volume_ml": 110.0, "mvo_volume_ml": 0.0, "large_scar_burden": False}}
+    no_scar = {"lge": {"lge_percent": 0.0, "myocardium_volume_ml": 110.0, "mvo_volume_ml": 0.0, "large_scar_burden": False,
+                       "aha_segments": {"applicable": True, "segments": [
+                           {"segment": n, "scar_voxels": 0, "scar_extent_percent": 0.0} for n in range(1, 18)]}}}
     assert group_of(pipeline.run(None, context_for(pipeline, no_scar)).summary[0]["report_id"], pipeline.bank) == "normal"
 
 
