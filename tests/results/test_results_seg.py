@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -417,16 +418,22 @@ def test_non_ascii_patient_name_is_written_in_its_character_set(study_and_segs, 
         assert name.encode("latin-1" if charset == "ISO_IR 100" else "utf-8") in raw
 
 
-def test_pn_false_positive_is_tolerated_only_for_non_ascii_characters(tmp_path):
-    seg_path = tmp_path / "name.dcm"
+def _latin1_seg_file(path: Path, **elements) -> tuple[Path, pydicom.Dataset]:
+    """A minimal SEG-class file at `path` in ISO_IR 100 holding `elements` (what a validator line is judged by)."""
     dataset = pydicom.Dataset()
     dataset.SpecificCharacterSet = "ISO_IR 100"
-    dataset.PatientName = "Müller^Zoë"
+    for keyword, value in elements.items():
+        setattr(dataset, keyword, value)
     dataset.file_meta = pydicom.dataset.FileMetaDataset()
     dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
     dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    dataset.save_as(seg_path, enforce_file_format=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path, dataset
+
+
+def test_pn_false_positive_is_tolerated_only_for_non_ascii_characters(tmp_path):
+    seg_path, dataset = _latin1_seg_file(tmp_path / "name.dcm", PatientName="Müller^Zoë")
     line = ("Error: PatientModule/PatientName/: PatientName/value[1]/: Illegal character(s) 'üë' in value of PN VR - "
             "value is :Müller^Zoë:")
     assert pn_error_is_a_known_false_positive(line, seg_path)
@@ -459,15 +466,7 @@ def test_pixelmed_pn_error_is_a_false_positive(study_and_segs, tmp_path):
 
 
 def test_lo_false_positive_is_tolerated_only_for_non_ascii_characters(tmp_path):
-    seg_path = tmp_path / "description.dcm"
-    dataset = pydicom.Dataset()
-    dataset.SpecificCharacterSet = "ISO_IR 100"
-    dataset.StudyDescription = "Späte Anreicherung"
-    dataset.file_meta = pydicom.dataset.FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
-    dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    dataset.save_as(seg_path, enforce_file_format=True)
+    seg_path, dataset = _latin1_seg_file(tmp_path / "description.dcm", StudyDescription="Späte Anreicherung")
     line = ("Error: GeneralStudyModule/StudyDescription/: StudyDescription/value[1]/: Illegal character(s) 'ä' in "
             "value of LO VR - value is :Späte Anreicherung:")
     assert text_error_is_a_known_false_positive(line, seg_path) and known_false_positive(line, seg_path)
