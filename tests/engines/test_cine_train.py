@@ -403,3 +403,45 @@ def test_a_pose_margin_is_recorded_and_a_change_kept_in_the_history(tmp_path, mo
     saved = torch.load(path, weights_only=False)
     assert saved["pose_margin_deg"] is None
     assert {"iterations": 2, "pose_margin_deg": 20.0, "pose_margin_deg_from_here": None} in saved["history"]
+
+
+def test_the_distillation_term_is_zero_for_the_teacher_itself_and_trains_only_the_student():
+    teacher = torch.randn(2, 4, 8, 8)
+    assert train.distillation_loss(teacher.clone(), teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 4, 8, 8, requires_grad=True)
+    teacher.requires_grad_(True)
+    loss = train.distillation_loss(student, teacher, 2.0)
+    loss.backward()
+    assert loss.item() > 0 and student.grad.abs().sum() > 0 and teacher.grad is None
+    # T^2 scaling: at a higher temperature the soft targets flatten, the factor keeps the term on the same scale
+    assert train.distillation_loss(student, teacher, 4.0).item() > 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        train.distillation_loss(student, teacher[:, :3], 2.0)
+    with pytest.raises(ValueError, match="temperature"):
+        train.distillation_loss(student, teacher, 0.0)
+
+
+def test_a_teacher_of_the_same_fold_is_distilled_and_one_of_another_fold_refused(tmp_path):
+    teacher_args = _args(tmp_path / "teacher", 1)
+    teacher_args.widths = [8, 16]
+    train.train_one("fold0", ["patient004"], _data(), teacher_args, torch.device("cpu"))
+    train.train_one("fold1", ["patient003"], _data(), teacher_args, torch.device("cpu"))
+    args = _args(tmp_path / "student", 2)
+    args.widths, args.teacher, args.distill_weight, args.distill_temperature = [4, 8], tmp_path / "teacher", 1.0, 2.0
+    path = train.train_one("fold0", ["patient004"], _data(), args, torch.device("cpu"))
+    saved = torch.load(path, weights_only=False)
+    assert saved["distillation"] == {"teacher": str(tmp_path / "teacher"), "weight": 1.0, "temperature": 2.0}
+    # the teacher of fold 1 has seen fold 0's held-out patient: refused (it would leak into the held-out results)
+    (tmp_path / "teacher" / "fold1").rename(tmp_path / "teacher" / "fold2")
+    with pytest.raises(SystemExit, match="holds out other patients"):
+        train.train_one("fold2", ["patient004"], _data(), args, torch.device("cpu"))
+    # a run resumed without the teacher (or with another weight) is refused, not silently mixed
+    args.teacher, args.distill_weight, args.steps = None, 0.0, 3
+    with pytest.raises(SystemExit, match="distillation"):
+        train.train_one("fold0", ["patient004"], _data(), args, torch.device("cpu"))
+
+
+def test_the_teacher_options_go_together(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--teacher", "engines/checkpoints/cine_w32", "--steps", "1"])
+    assert "go together" in capsys.readouterr().err
