@@ -94,7 +94,12 @@ def test_two_receivers_two_workers_worker_killed_mid_analysis_delivers_once(tmp_
             results_in_pacs = [i for i in delivered if i["Modality"] in ("SEG", "SR")]
             classes = [orthanc.get_json(f"/instances/{i['ID']}/simplified-tags").get("SOPClassUID")
                        for i in results_in_pacs]
-            assert classes.count(SR) == 1 and classes.count(SEG) == 2  # cine: one SEG set (ED + ES), one SR
+            # cine: one SR, a SEG at ED and at ES, and one of the RV's own ED / ES where RV EDV / ESV were read at
+            # another phase than the LV's (Sunnybrook SCD0000301: RV ES one phase after the LV's)
+            cine = summary["cine"]
+            own_rv = {cine["timing"]["rv_ed_phase"], cine["timing"]["rv_es_phase"]} - {cine["ed_phase"],
+                                                                                    cine["es_phase"]}
+            assert classes.count(SR) == 1 and classes.count(SEG) == 2 + len(own_rv)
             assert len(delivered) == len(summary["outputs"])  # the PACS holds the results only (the node got the scans)
             assert len({i["SOPInstanceUID"] for i in delivered}) == len(delivered)
             sent = db.outbox_for(study_row["study_key"], "sent")
