@@ -142,8 +142,9 @@ def pixelmed(path: Path, validator: str) -> Findings:
     return findings
 
 
-#: validations running at once (one JVM or dciodvfy each): the machine's cores, at most 2
-JOBS = max(1, min(2, os.cpu_count() or 1))
+#: validations running at once in this process (one JVM or dciodvfy each): the machine's cores shared among the
+#: pytest-xdist workers, at most 2
+JOBS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)))
 _executor: ThreadPoolExecutor | None = None
 _started: dict[tuple[str, str], Future] = {}
 
