@@ -106,7 +106,8 @@ class NodeConfig(StrictModel):
     min_free_space_mb: int = Field(500, ge=0, description="refuse new instances (0xA700) under this free space")
     max_pdu_size: int = Field(0, ge=0, description="0 = unlimited")
     max_instance_mb: float = Field(
-        1024, ge=0, description="refuse (0xA700) a received instance whose data set is larger than this (MB); the "
+        1024, ge=0, description="refuse (0xA700) a received instance whose data set is larger than this (MB; a "
+                                "Deflated data set by its inflated size, which the analysis also bounds by it); the "
                                 "bytes past it are not held in memory. 0 = no limit")
     acse_timeout: float = Field(10, gt=0, description="a connection must finish association set-up within this")
     dimse_timeout: float = Field(60, gt=0)

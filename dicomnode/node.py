@@ -26,7 +26,7 @@ from dicomnode.cmr.study import PatientInfo, load_studies
 from dicomnode.config import Config, needs_restart, reloaded_config
 from dicomnode.dispatch import SENDER, Dispatcher
 from dicomnode.metrics import NodeMetrics
-from dicomnode.net.scp import StorageSCP
+from dicomnode.net.scp import StorageSCP, max_instance_bytes
 from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.results.provenance import report_time
@@ -969,7 +969,8 @@ class Node:
         try:
             try:  # study_instances: oldest received first; a re-send is what came after the study's first analysis
                 loaded = load_studies(paths, in_receive_order=True,
-                                      resent=self._resent_paths(study_key, analysis_id, listed, paths))
+                                      resent=self._resent_paths(study_key, analysis_id, listed, paths),
+                                      max_inflated_bytes=max_instance_bytes(self.config.node.max_instance_mb))
             except OSError as error:  # a series folder this process may not search (stat of its files refused)
                 if not refused_by_os(error):
                     raise

@@ -16,7 +16,9 @@ from dicomnode.analysis.run import Analyser
 from dicomnode.cmr.grouping import UNREADABLE_NOTE, refused_by_os, unreadable_file
 from dicomnode.cmr.study import CMRStudy, load_studies
 from dicomnode.config import Config
+from dicomnode.inflate import file_inflates_over
 from dicomnode.net.filemeta import NotBareDataset, read_bare_dataset
+from dicomnode.net.scp import max_instance_bytes
 from dicomnode.observe import patient_values, study_context
 from dicomnode.spool import fsync_directory, write_durably
 from dicomnode.study_path import StudyAnalyser, declined_entry, run_study
@@ -133,11 +135,13 @@ def find_files(input_dir: Path, skipped: list[dict] | None = None) -> list[Path]
     return found
 
 
-def part10_copies(files: list[Path], staging: Path) -> list[Path]:
+def part10_copies(files: list[Path], staging: Path, max_inflated_bytes: int = 0) -> list[Path]:
     """`files` with each data set stored without File Meta Information (no preamble / 'DICM', PS3.10 7.1: older
     PACS exports, `dcmconv -F`) replaced by a Part 10 copy in `staging` (`net.filemeta.read_bare_dataset`: the
     transfer syntax inferred, Implicit VR Little Endian the usual one), named in one log line; a file that is no
-    such data set stays as it is, for load_studies to decline with the reason (not a DICOM file)."""
+    such data set stays as it is, for load_studies to decline with the reason (not a DICOM file), and so does one
+    whose group 0002 names the Deflated syntax and which inflates past `max_inflated_bytes` (> 0; load_studies
+    declines it, read_header)."""
     result, inferred = [], Counter()
     for index, path in enumerate(files):
         try:
@@ -149,6 +153,9 @@ def part10_copies(files: list[Path], staging: Path) -> list[Path]:
             result.append(path)
             continue
         try:
+            if max_inflated_bytes and file_inflates_over(path, max_inflated_bytes) is not None:
+                result.append(path)
+                continue
             dataset = read_bare_dataset(path)
         except (NotBareDataset, OSError):
             result.append(path)
@@ -368,8 +375,9 @@ def process_folder(input_dir: Path, out_dir: Path, config: Config, analyser: Stu
         log.info("found %d file(s) under %s", len(files), input_dir)
         if not files and not unreadable:
             log.warning("no file under %s: nothing to analyse (summary.json lists no study)", input_dir)
-        files = part10_copies(files, staging)
-        studies = load_studies(files, unreadable_files=unreadable)
+        inflated_bound = max_instance_bytes(config.node.max_instance_mb)
+        files = part10_copies(files, staging, inflated_bound)
+        studies = load_studies(files, unreadable_files=unreadable, max_inflated_bytes=inflated_bound)
         _name_archives(unreadable)
         failures = failures if failures is not None else []
         # a file the operating system would not let this run read (a permission): its study is analysed without it,

@@ -387,7 +387,8 @@ def finish_interrupted_purges(db: StateDB, storage_dir: Path, report: PurgeRepor
 def purge_conflicts(storage_dir: Path, report: PurgeReport, before: float | None = None,
                     enough: Callable[[], bool] | None = None) -> None:
     """Delete conflict copies (<storage_dir>/conflicts: instances refused 0x0111 because another instance holds their
-    SOP Instance UID, Spool.quarantine), oldest first: those last written before `before` (epoch s; None: any age),
+    SOP Instance UID, Spool.quarantine, or 0xA700 for a Deflated data set inflating past node.max_instance_mb,
+    Spool.quarantine_bytes), oldest first: those last written before `before` (epoch s; None: any age),
     until `enough()` says there is enough room. Counted in `report` (conflicts, files, bytes); said at WARNING, as
     the copies are patient data the admin may have been looking at (their senders keep their own)."""
     root = Path(storage_dir) / CONFLICTS_DIR
@@ -419,7 +420,8 @@ def purge_conflicts(storage_dir: Path, report: PurgeReport, before: float | None
     if deleted:
         report.conflicts += deleted
         log.warning("retention: deleted %d conflict cop(ies) under %s (instances refused 0x0111: their SOP Instance "
-                    "UID is held by another instance; their senders keep them), %s", deleted, root,
+                    "UID is held by another instance, or 0xA700: over node.max_instance_mb inflated; their senders "
+                    "keep them), %s", deleted, root,
                     "older than retention.days" if before is not None else "oldest first, for free space")
 
 

@@ -605,17 +605,25 @@ class Spool:
         the storage_dir-relative path.
 
         Raises OutOfSpace under node.min_free_space_mb, OSError when it cannot be written."""
-        sop = check_uid(instance.sop_instance_uid, "SOP Instance UID")
-        digest = hashlib.sha256(bytes(instance.encoded)).hexdigest()[:16]
-        relative = f"{CONFLICTS_DIR}/{short_hash(instance.study_instance_uid, 16)}/{sop}.{digest}.dcm"
+        return self.quarantine_bytes(instance.encoded, instance.sop_instance_uid, instance.study_instance_uid)
+
+    def quarantine_bytes(self, encoded: bytes | memoryview, sop_instance_uid: str,
+                         study_instance_uid: str | None) -> str:
+        """Spool.quarantine for a refused instance known only by its bytes as received (Part 10, with File Meta)
+        and its SOP Instance UID: one whose data set is not parsed (a Deflated data set inflating past
+        node.max_instance_mb, net.scp.StorageSCP). `study_instance_uid` None: not known, the folder is
+        conflicts/<hash of "">. Same path scheme, retention, errors and return value as quarantine."""
+        sop = check_uid(sop_instance_uid, "SOP Instance UID")
+        digest = hashlib.sha256(bytes(encoded)).hexdigest()[:16]
+        relative = f"{CONFLICTS_DIR}/{short_hash(study_instance_uid or '', 16)}/{sop}.{digest}.dcm"
         if (self.root / relative).exists():
             return relative
-        refusal = self.no_room(len(instance.encoded))
+        refusal = self.no_room(len(encoded))
         if refusal is not None:
             raise refusal
         self._check_identity()
         (self.root / CONFLICTS_DIR).mkdir(exist_ok=True, mode=0o700)
-        write_durably(self.root / relative, instance.encoded, root=self.root / CONFLICTS_DIR)
+        write_durably(self.root / relative, encoded, root=self.root / CONFLICTS_DIR)
         return relative
 
     def path_of(self, relative: str) -> Path:
@@ -692,7 +700,8 @@ def valid_measurement(keyword: str, value) -> bool:
 LOSSLESS_ENCAPSULATED = frozenset({
     pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEGLSLossless, pydicom.uid.JPEG2000Lossless,
     pydicom.uid.RLELossless, pydicom.uid.HTJ2KLossless, pydicom.uid.HTJ2KLosslessRPCL})
-#: the folder under storage_dir that keeps instances refused for a SOP Instance UID conflict (Spool.quarantine)
+#: the folder under storage_dir that keeps instances refused for a SOP Instance UID conflict (Spool.quarantine) or
+#: for a Deflated data set inflating past node.max_instance_mb (Spool.quarantine_bytes)
 CONFLICTS_DIR = "conflicts"
 
 

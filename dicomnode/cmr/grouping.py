@@ -15,6 +15,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from dicomnode import charsets
+from dicomnode.inflate import file_inflates_over
 from dicomnode.types import Declined
 from dicomnode.cmr.frames import (NEAR_PARALLEL_DEG, FrameInfo, _float, _int, are_repeats, frames_of, header_value,
                                   latest_first, mean_orientation, merge_replanned_slices, one_examination,
@@ -56,10 +57,25 @@ def refused_by_os(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno is not None and not isinstance(error, FileNotFoundError)
 
 
-def read_header(path) -> InstanceHeader | Declined:
+def read_header(path, max_inflated_bytes: int = 0) -> InstanceHeader | Declined:
     """Header of one file (no pixel data); a Declined with the reason when it is not a readable DICOM instance (an
     UnreadableFile where the operating system refused the read, refused_by_os: not a file that is gone, nor one
-    whose content pydicom could not parse)."""
+    whose content pydicom could not parse).
+
+    `max_inflated_bytes` (node.max_instance_mb in bytes; 0: no bound): a Deflated Explicit VR Little Endian file
+    whose data set inflates past it is declined without being parsed (pydicom inflates the whole data set at once,
+    even for the header: a deflate bomb of a few MB would take gigabytes); inflate.file_inflates_over finds that
+    with bounded memory."""
+    if max_inflated_bytes:
+        try:
+            inflated = file_inflates_over(path, max_inflated_bytes)
+        except OSError:  # said by the read below, classified as every unreadable file is
+            inflated = None
+        if inflated is not None:
+            reason = (f"a Deflated data set inflating to over {max_inflated_bytes / (1024 * 1024):g} MB "
+                      f"(node.max_instance_mb; inflating stopped at {inflated // (1024 * 1024)} MB): not read")
+            log.warning("%s: %s", path, reason)
+            return Declined(None, f"{path}: {reason}")
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:  # pydicom's text suggests force=True, which means nothing to an admin

@@ -886,7 +886,7 @@ def _understood(study_instance_uid: str, headers: list[InstanceHeader], registry
 
 def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = None,
                  unreadable_files: list[dict] | None = None, in_receive_order: bool = False,
-                 resent: Collection[Path] = ()) -> list[CMRStudy]:
+                 resent: Collection[Path] = (), max_inflated_bytes: int = 0) -> list[CMRStudy]:
     """Read headers of files (folders are searched recursively), split by StudyInstanceUID, understand each study.
 
     Studies come sorted by StudyInstanceUID. Files that are not readable DICOM cannot be tied to a study: given
@@ -894,12 +894,13 @@ def load_studies(paths: Iterable[Path], registry: RecognizerRegistry | None = No
     without it, with exactly one study they are added to its `declined`, otherwise they become the `declined`
     entries of an extra, last CMRStudy with study_instance_uid "" and no series (only when there are such files).
     `in_receive_order`: `paths` (files) come oldest received first; `resent`: those of them received after the
-    study's earlier analysis (understand_study).
+    study's earlier analysis (understand_study). `max_inflated_bytes`: read_header's bound on a Deflated data set
+    (node.max_instance_mb in bytes; 0: none).
     """
     by_study: dict[str, list[InstanceHeader]] = defaultdict(list)
     unreadable: list[Declined] = []
     for path in _expand(paths):
-        result = read_header(path)
+        result = read_header(path, max_inflated_bytes)
         if isinstance(result, UnreadableFile):  # a stored file this process cannot read: an admin must fix it
             log.warning("%s cannot be read by this process (%s): it is left out of the analysis", path, result.error)
         if isinstance(result, Declined):

@@ -63,6 +63,11 @@ IDLE_WAIT = 0.05
 """Longest wait (s) of either thread without an event: the resolution of ARTIM and the network idle timeout."""
 
 
+class _PDUOverLimit(Exception):
+    """EventDrivenDUL._read_pdu_data: the PDU being read is longer than an instance may be (not an OSError, which
+    pynetdicom would log with a traceback)."""
+
+
 class EventDrivenDUL(DULServiceProvider):
     """PS3.8 DUL service provider whose reactor waits on the socket and a wake-up pipe instead of sleeping."""
 
@@ -145,12 +150,14 @@ class EventDrivenDUL(DULServiceProvider):
                 logging.getLogger("dicomnode.net.scp").error(
                     "connection from %s closed: a PDU of %d MB, over node.max_instance_mb (%g MB); nothing of it "
                     "was read or stored", address, nr_bytes // (1024 * 1024), limit / (1024 * 1024))
-                raise OSError(f"PDU of {nr_bytes} bytes over the limit")
+                raise _PDUOverLimit()
             return read(nr_bytes)
 
         sock.recv = bounded
         try:
             super()._read_pdu_data()
+        except _PDUOverLimit:  # said above in one line (pynetdicom's OSError path adds an ERROR with a traceback)
+            self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom's read failure
         finally:
             del sock.recv
 

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from typing import Callable, Sequence
 
 from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.uid import (
     HTJ2K,
     DeflatedExplicitVRLittleEndian,
@@ -39,6 +41,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Config
+from dicomnode.inflate import inflated_prefix, inflates_over
 from dicomnode.net.filemeta import file_header
 from dicomnode.net.reactor import (EVENT_DRIVEN, HALF_OPEN_AFTER_S, EventDrivenServer, PollingServer,
                                     SharedPortPollingServer, SharedPortServer)
@@ -87,6 +90,23 @@ def decodable_syntaxes() -> list[str]:
     return decodable
 
 
+#: the storage SOP classes pynetdicom knows (its unrestricted negotiation accepts these in any syntax)
+STORAGE_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+#: words in the name of a known SOP class that has "Storage" in it without being a storage class
+NOT_STORAGE_WORDS = ("Commitment", "Management")
+
+
+def storage_like(abstract_syntax: str) -> bool:
+    """Whether the node accepts `abstract_syntax` as a storage class: one pynetdicom knows (STORAGE_CLASSES), one
+    whose pydicom name says Storage (newer storage classes; not Storage Commitment), or a UID pydicom does not know
+    (private or unknown: a PACS routes those too, node.non_mr_objects). False for every other known SOP class
+    (Modality Worklist, Query/Retrieve, Storage Commitment, Print, ...): services the node does not offer."""
+    uid = UID(str(abstract_syntax))
+    if str(uid) in STORAGE_CLASSES or uid.name == str(uid):
+        return True
+    return "Storage" in uid.name and not any(word in uid.name for word in NOT_STORAGE_WORDS)
+
+
 def negotiate_storage(rq_contexts, ac_contexts, roles=None):
     """pynetdicom's unrestricted storage negotiation (every storage-like abstract syntax, private and unknown ones too,
     accepted in the transfer syntax proposed first: the node stores whatever a PACS routes), except for the MR image
@@ -102,6 +122,14 @@ def negotiate_storage(rq_contexts, ac_contexts, roles=None):
     listed = {cx.abstract_syntax for cx in ac_contexts} & MR_STORAGE_CLASSES
     analysed = [cx for cx in rq_contexts if cx.abstract_syntax in listed]
     others = [cx for cx in rq_contexts if cx.abstract_syntax not in listed]
+    if listed:
+        # a known service that is not storage (Modality Worklist FIND, which pynetdicom takes for an unknown
+        # storage class, Storage Commitment, Query/Retrieve ...) is negotiated against the contexts the node
+        # offers, so refused at negotiation (0x03, abstract syntax not supported; StorageSCP._handle_accepted
+        # says so) instead of accepted and then failed with a traceback
+        known_other = [cx for cx in others if not storage_like(cx.abstract_syntax)]
+        others = [cx for cx in others if storage_like(cx.abstract_syntax)]
+        analysed = [*analysed, *known_other]
     result, result_roles = negotiate_unrestricted(others, ac_contexts, roles)
     if analysed:
         mr_result, mr_roles = negotiate_as_acceptor(analysed, ac_contexts, roles)
@@ -109,7 +137,7 @@ def negotiate_storage(rq_contexts, ac_contexts, roles=None):
         by_class = {role.sop_class_uid: role for role in [*result_roles, *mr_roles]}
         result_roles = [by_class[uid] for uid in sorted(by_class)]
         for cx in mr_result:
-            if cx.result != 0x00:
+            if cx.result != 0x00 and cx.abstract_syntax in listed:
                 proposed = next((rq.transfer_syntax for rq in analysed if rq.context_id == cx.context_id), [])
                 log.warning("presentation context %s (%s) refused: proposed only in %s, which this node cannot "
                             "decode (it decodes %s); the sender should transcode", cx.context_id,
@@ -423,6 +451,41 @@ def _studies_sent_since(associations, since: float) -> set[str]:
     return keys
 
 
+#: how much of a refused Deflated data set is inflated to find its Study Instance UID (_study_uid_of_deflated)
+IDENTITY_PREFIX_BYTES = 64 * 1024
+
+
+def _study_uid_of_deflated(deflated: bytes) -> str | None:
+    """The Study Instance UID of a Deflated data set (the deflated bytes as received), read from its first
+    IDENTITY_PREFIX_BYTES inflated; None where it is not within them or not a valid UID."""
+    prefix = inflated_prefix(deflated, IDENTITY_PREFIX_BYTES)
+    buffer = DicomBytesIO(prefix)
+    try:
+        header = read_dataset(buffer, False, True, stop_when=lambda tag, vr, length: tag > 0x0020000D)
+        if buffer.tell() >= len(prefix):  # ran out before the tag after it: its value may be cut
+            return None
+        return check_uid(header.get("StudyInstanceUID"), "Study Instance UID")
+    except Exception:  # noqa: BLE001 - anything unreadable: not known
+        return None
+
+
+def _say_services_not_offered(assoc) -> None:
+    """One WARNING per association naming the presentation contexts refused because the node does not offer
+    their service (result 0x03, abstract syntax not supported: Modality Worklist, Storage Commitment,
+    Query/Retrieve ...), so that an admin setting a modality up to use the node for one knows why it fails."""
+    try:
+        refused = [cx for cx in assoc.rejected_contexts if cx.result == 0x03]
+        if not refused:
+            return
+        calling, address = assoc.requestor.ae_title.strip(), assoc.requestor.address
+    except Exception:  # noqa: BLE001 - an association not set up far enough: nothing to say
+        return
+    names = ", ".join(dict.fromkeys(sop_class_name(str(cx.abstract_syntax)) for cx in refused))
+    log.warning("association from calling AE %r at %s: presentation context(s) %s refused: this node offers only "
+                "Verification (C-ECHO) and Storage (C-STORE)%s", calling, address, names,
+                "" if assoc.accepted_contexts else "; no context was accepted, so the sender may abort")
+
+
 def _idle_timeout(assoc) -> bool:
     """Whether the association's network idle timer expired (the node aborts it then, node.network_timeout)."""
     try:
@@ -724,6 +787,7 @@ class StorageSCP:
     def _handle_accepted(self, event: evt.Event) -> None:
         self.associations_accepted += 1
         self._settled(event.assoc)
+        _say_services_not_offered(event.assoc)
 
     def _handle_released(self, event: evt.Event) -> None:
         """EVT_RELEASED: the association ended in order; its studies are no longer being sent by it."""
@@ -963,17 +1027,19 @@ class StorageSCP:
             sop_class = class_uid(check_uid(request.AffectedSOPClassUID, "Affected SOP Class UID"))
             class_uid(event.context.transfer_syntax)
             # the File Format's header, then the dataset's bytes exactly as received
-            encoded = file_header(sop_class, sop_instance, event.context.transfer_syntax) + \
-                event.encoded_dataset(include_meta=False)
+            received_bytes = event.encoded_dataset(include_meta=False)
+            encoded = file_header(sop_class, sop_instance, event.context.transfer_syntax) + received_bytes
+            if event.context.transfer_syntax == DeflatedExplicitVRLittleEndian:
+                bomb = self._inflates_over_limit(received_bytes, encoded, sop_instance, calling, address)
+                if bomb is not None:
+                    return bomb
             dataset = event.dataset  # one parse, of the dataset as received (pynetdicom: deflate handled, lazy values)
-            dataset_sop_class = dataset.get("SOPClassUID")
-            dataset_sop_instance = dataset.get("SOPInstanceUID")
-            if dataset_sop_class is not None and str(dataset_sop_class) != sop_class:
-                return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                                    f"SOP Class UID {dataset_sop_class} in the dataset differs from {sop_class} requested")
-            if dataset_sop_instance is not None and str(dataset_sop_instance) != sop_instance:
-                return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                                    f"SOP Instance UID in the dataset differs from {sop_instance} requested")
+            for keyword, requested, comment in (
+                    ("SOPClassUID", sop_class, "SOP Class UID in data set differs from request"),
+                    ("SOPInstanceUID", sop_instance, "SOP Instance UID in data set differs from request")):
+                in_data_set = dataset.get(keyword)
+                if in_data_set is not None and str(in_data_set) != requested:
+                    return self._mismatch(dataset, calling, address, comment, in_data_set, requested)
             if sop_class not in MR_STORAGE_CLASSES and self.config.node.non_mr_objects == "drop":
                 log.info("C-STORE of %s from %s acknowledged and dropped (node.non_mr_objects = drop)",
                          sop_class_name(sop_class), calling)
@@ -1019,6 +1085,49 @@ class StorageSCP:
                 return self._store_durably(instance, calling, address, sop_instance, study_uid)
         finally:
             studies[instance.study_key] = self._note_stored(instance.study_key)
+
+    def _mismatch(self, dataset, calling: str, address: str, comment: str, in_data_set, requested: str) -> Dataset:
+        """0xA900 for a data set whose SOP Class or Instance UID (`comment` says which) is not the C-STORE request's:
+        logged at WARNING with both UIDs, listed in `dicomnode status` (RecentRefusals, as a refusal of that
+        instance only). Nothing is stored: the sender keeps the instance."""
+        what = comment.split(" in data set")[0]
+        log.warning("C-STORE refused from %s at %s: %s %s in the data set differs from %s in the request (0x%04X "
+                    "Data Set Does Not Match SOP Class): not stored, the sender keeps it", calling, address, what,
+                    in_data_set, requested, STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS)
+        self.refusals.add(str(dataset.get("StudyInstanceUID") or ""), calling,
+                          f"{what} {in_data_set} in the data set differs from {requested} in the request (0xA900)",
+                          receiving_fault=False)
+        return self._status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS, comment)
+
+    def _inflates_over_limit(self, received: bytes, encoded: bytes, sop_instance: str, calling: str,
+                             address: str) -> Dataset | None:
+        """For a Deflated Explicit VR Little Endian data set (`received`: the deflated bytes as received, `encoded`:
+        them with File Meta): None when it inflates to at most node.max_instance_mb (inflate.inflates_over, bounded
+        memory), else the 0xA700 status refusing it, before anything inflates all of it (pynetdicom's event.dataset
+        would: a deflate bomb of a few MB inflating to gigabytes). The received bytes are kept in the quarantine
+        (Spool.quarantine_bytes, never analysed), the refusal logged at ERROR with the cap and the sizes and listed
+        in `dicomnode status`."""
+        limit = max_instance_bytes(self.config.node.max_instance_mb)
+        if not limit:
+            return None
+        inflated = inflates_over(received, limit)
+        if inflated is None:
+            return None
+        study_uid = _study_uid_of_deflated(received)
+        try:
+            kept = f"the received bytes kept in {self.spool.quarantine_bytes(encoded, sop_instance, study_uid)}"
+        except Exception as exc:  # noqa: BLE001 - not kept: the failure status makes the sender keep it
+            kept = f"the received bytes not kept ({exc}): the sender keeps them"
+        cap = self.config.node.max_instance_mb
+        log.error("C-STORE of %s (study %s) from %r at %s refused (0x%04X): its Deflated data set of %.1f MB received "
+                  "inflates to over %g MB, node.max_instance_mb (inflating stopped at %.0f MB); not parsed nor "
+                  "stored, %s (raise node.max_instance_mb if such instances are expected)", sop_instance,
+                  short_hash(study_uid) if study_uid else "not known", calling, address, STATUS_OUT_OF_RESOURCES,
+                  len(received) / MB, cap, inflated / MB, kept)
+        self.refusals.add(study_uid or "", calling, f"Deflated data set inflating to over node.max_instance_mb "
+                          f"({cap:g} MB; {len(received) / MB:.1f} MB received); {kept.split(':')[0]}",
+                          receiving_fault=False)
+        return self._status(STATUS_OUT_OF_RESOURCES, f"inflated data set over node.max_instance_mb {cap:g} MB")
 
     def _note_stored(self, study_key: str) -> float:
         """Record a C-STORE of the study now (studies_stored_within); returns the time.monotonic() recorded."""
