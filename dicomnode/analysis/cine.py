@@ -18,8 +18,8 @@ from dicomnode.analysis.derived_phases import derived_phases
 from dicomnode.analysis.ed_es_check import ed_es_objections, not_ed_es_reason, rr_interval_ms, small_ejection_note
 from dicomnode.analysis.phase_text import COUNTED_FROM, merged_numbers, other_views_text, phase_number
 from dicomnode.analysis.plausibility import implausible_size_notes
-from dicomnode.analysis.reference_age import (age_adjusted_flags, lv_extent_rule_withheld, patient_child_size,
-                                              reference_ranges_summary)
+from dicomnode.analysis.reference_age import (age_adjusted_flags, age_note, lv_extent_rule_withheld,
+                                              patient_child_size, reference_ranges_summary)
 from dicomnode.analysis.wall_thickness import (MODEL_VALIDATION, lv_mass_bias_from_card, max_wall_thickness_for_volume,
                                                wall_thickness_flag)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
@@ -513,6 +513,7 @@ class CinePipeline:
         measure = functools.partial(
             measure_cine, voxel_volume_ml=volume.voxel_volume_ml, trigger_times=volume.trigger_times,
             height_m=getattr(patient, "height_m", None), weight_kg=getattr(patient, "weight_kg", None),
+            not_numbers=getattr(patient, "not_numbers", None),
             sex=getattr(patient, "sex", None), bsa_formula=cine_config.bsa_formula,
             density_g_per_ml=cine_config.myocardial_density_g_per_ml, slice_positions_mm=slice_positions_mm(volume),
             apex_first=apex_first(volume), nominal_step_mm=getattr(volume, "nominal_step_mm", None),
@@ -613,9 +614,11 @@ class CinePipeline:
                                         MODEL_VALIDATION)
         flags = age_adjusted_flags(list(measured.flags) + partial_cycle_notes(measured, volume, series)
                                    + ([wall_flag] if wall_flag else [])
-                                   + implausible_size_notes(measured.lv_edv_ml, measured.rv_edv_ml), age, child_size)
+                                   + implausible_size_notes(measured.lv_edv_ml, measured.rv_edv_ml), age, child_size,
+                                   age_note(patient, cine_config.bsa_formula))
         summary.update({"flags": flags, "max_wall_thickness": wall,
-                        "reference_ranges": reference_ranges_summary(age, child_size)})
+                        "reference_ranges": reference_ranges_summary(age, child_size,
+                                                                     age_note(patient, cine_config.bsa_formula))})
         segmentation = SegmentationResult(
             series=series, volume=volume,
             labelmap=counted_labelmaps(labelmaps, phases, measured.basal_excluded, rv_only=range(2, len(phases))),

@@ -991,26 +991,57 @@ HEIGHT_RANGE_M = (0.3, 2.8)
 WEIGHT_RANGE_KG = (1.0, 500.0)
 
 
+#: the units a height or weight entered in the wrong unit is recognised in, by magnitude: (unit, its words, the
+#: factor to m / kg); a value in none of them (e.g. a height of 290) is named implausible without a unit
+HEIGHT_UNITS = (("cm", "centimetres", 0.01), ("mm", "millimetres", 0.001))
+WEIGHT_UNITS = (("g", "grams", 0.001),)
+
+
+def recognised_unit(keyword: str, value) -> tuple[float, str] | None:
+    """A PatientSize (`keyword`) or PatientWeight outside its plausible range in m / kg (HEIGHT_RANGE_M,
+    WEIGHT_RANGE_KG) read in the unit its magnitude says it was entered in (HEIGHT_UNITS, WEIGHT_UNITS: 130 ->
+    (1.30, "centimetres"), 1750 -> (1.75, "millimetres"), 25000 -> (25.0, "grams")); None for a plausible value,
+    one in no such unit, or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    low, high = HEIGHT_RANGE_M if keyword == "PatientSize" else WEIGHT_RANGE_KG
+    if not math.isfinite(number) or low < number < high:
+        return None
+    for _, words, factor in (HEIGHT_UNITS if keyword == "PatientSize" else WEIGHT_UNITS):
+        if low < number * factor < high:
+            return number * factor, words
+    return None
+
+
+def size_weight_problem(keyword: str, value: float) -> tuple[str, str] | None:
+    """(what, why) where a PatientSize (m) or PatientWeight (kg) `value` cannot enter a BSA: ("height 130 m", "it
+    looks like centimetres; PatientSize is in metres") for a value in another unit (recognised_unit), else ("weight
+    0 kg", "PatientWeight 0 kg is not between 1 and 500 kg (both excluded)"); None for a plausible value."""
+    height = keyword == "PatientSize"
+    low, high = HEIGHT_RANGE_M if height else WEIGHT_RANGE_KG
+    unit = " m" if height else " kg"
+    if low < value < high:
+        return None
+    what = f"{'height' if height else 'weight'} {value:g}{unit}"
+    other = recognised_unit(keyword, value)
+    if other is not None:
+        return what, f"it looks like {other[1]}; {keyword} is in {'metres' if height else 'kilograms'}"
+    return what, f"{keyword} {value:g}{unit} is not between {low:g} and {high:g}{unit} (both excluded)"
+
+
 def body_surface_area_m2(height_m: float, weight_kg: float, formula: BsaFormula = "mosteller") -> float:
     """Body surface area in m² from height (m, DICOM PatientSize (0010,1020)) and weight (kg, PatientWeight).
 
     Mosteller: sqrt(H[cm] x W[kg] / 3600) (Mosteller RD, N Engl J Med 1987;317:1098).
     DuBois: 0.007184 x W^0.425 x H[cm]^0.725 (DuBois D, DuBois EF, Arch Intern Med 1916;17:863).
-    Raises ValueError for a height or weight outside HEIGHT_RANGE_M / WEIGHT_RANGE_KG (naming a height that looks
-    like centimetres and a weight that looks like grams) and for an unknown formula. The one BSA implementation of the node (SR and report use it).
+    Raises ValueError for a height or weight outside HEIGHT_RANGE_M / WEIGHT_RANGE_KG (size_weight_problem: naming a
+    height that looks like centimetres or millimetres and a weight that looks like grams) and for an unknown formula.
+    The one BSA implementation of the node (SR and report use it).
     """
-    if height_m > 3.0:
-        raise ValueError(f"implausible height {height_m:g} m for BSA: it looks like centimetres; PatientSize is in metres")
-    if weight_kg > 1000.0:
-        raise ValueError(f"implausible weight {weight_kg:g} kg for BSA: it looks like grams; PatientWeight is in "
-                         "kilograms")
-    implausible = []  # (what, the header value and its plausible range): a weight of 0 is named, not "missing"
-    if not HEIGHT_RANGE_M[0] < height_m < HEIGHT_RANGE_M[1]:
-        implausible.append((f"height {height_m:g} m", f"PatientSize {height_m:g} m is outside "
-                            f"{HEIGHT_RANGE_M[0]:g}-{HEIGHT_RANGE_M[1]:g} m"))
-    if not WEIGHT_RANGE_KG[0] < weight_kg < WEIGHT_RANGE_KG[1]:
-        implausible.append((f"weight {weight_kg:g} kg", f"PatientWeight {weight_kg:g} kg is outside "
-                            f"{WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg"))
+    implausible = [problem for problem in (size_weight_problem("PatientSize", height_m),
+                                           size_weight_problem("PatientWeight", weight_kg)) if problem]
     if implausible:
         raise ValueError(f"implausible {' / '.join(w for w, _ in implausible)} for BSA: "
                          f"{'; '.join(why for _, why in implausible)}")
@@ -1674,13 +1705,31 @@ def flag_validation_block(error: dict, near: bool | None) -> dict:
             "near_cutoff": near}
 
 
-def _bsa_or_note(height_m, weight_kg, formula) -> tuple[float | None, list[str]]:
+#: how the flag naming the range checks not made without a BSA begins (not_judged_note)
+NOT_JUDGED_START = "not judged without a BSA: "
+
+
+def not_judged_note(rv_found: bool) -> str:
+    """The flag that names the range checks not made where there is no BSA: the indexed ones without an unindexed
+    range (RV EDVi where an RV was segmented, LV mass index), so that no RV-size or mass flag is not read as normal."""
+    return (f"{NOT_JUDGED_START}{'RV EDVi and ' if rv_found else ''}LV mass index (no unindexed reference range); LV "
+            "EDV and ESV are judged unindexed")
+
+
+def _bsa_or_note(height_m, weight_kg, formula, not_numbers=None) -> tuple[float | None, list[str]]:
     """BSA when height and weight are known and plausible; else None and why ("no indexed values: ..."): which of
-    PatientSize / PatientWeight is absent, or which value is implausible (body_surface_area_m2)."""
-    absent = [keyword for keyword, value in (("PatientSize", height_m), ("PatientWeight", weight_kg)) if value is None]
-    if absent:
-        return None, [f"{NO_INDEX_START}{' and '.join(absent)} absent from the header (BSA needs PatientSize and "
-                      "PatientWeight)"]
+    PatientSize / PatientWeight is absent or not a number (`not_numbers`: keyword -> the text as written, cmr
+    PatientInfo.not_numbers), and which value present is implausible (size_weight_problem)."""
+    not_numbers = dict(not_numbers or {})
+    values = (("PatientSize", height_m), ("PatientWeight", weight_kg))
+    missing = [keyword for keyword, value in values if value is None]
+    if missing:
+        said = [f"{keyword} {not_numbers[keyword]!r} is not a number" for keyword in missing if keyword in not_numbers]
+        absent = [keyword for keyword in missing if keyword not in not_numbers]
+        said += [f"{' and '.join(absent)} absent from the header"] if absent else []
+        said += [f"{what} implausible: {why}" for what, why in (size_weight_problem(keyword, value) or (None, None)
+                                                     for keyword, value in values if value is not None) if what]
+        return None, [f"{NO_INDEX_START}{'; '.join(said)} (BSA needs PatientSize and PatientWeight)"]
     try:
         return body_surface_area_m2(height_m, weight_kg, formula), []
     except ValueError as error:  # a wrong header value must not cost the whole measurement
@@ -1695,7 +1744,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  rv_validation: dict | None = None, function_validation: dict | None = None,
                  phase_numbers=None, cycle_phases: int | None = None, distinct_phases=None,
                  derived_note: str | None = None, slice_rr_ms=None,
-                 extent_rule_withheld: str | None = None) -> CineMeasurements:
+                 extent_rule_withheld: str | None = None, not_numbers=None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -1733,6 +1782,9 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     the temporal resolution is theirs; derived_note (DerivedPhases.note) then goes into `flags`.
     slice_rr_ms: (slices,) each slice's RR interval in ms from its headers (Volume.slice_rr_ms, None where unknown):
     a spread between slices beyond RR_VARIATION_FRACTION is flagged (rr_variation_note).
+    not_numbers: PatientSize / PatientWeight present but not a number (keyword -> text, cmr PatientInfo.not_numbers),
+    named as such in the no-BSA flag rather than absent. Without a BSA, a flag names the checks not made
+    (not_judged_note).
     Raises ValueError for two slices at one position or a given timing whose phases are outside the label maps.
     """
     if timing is not None and not (0 <= timing.ed < len(labelmaps) and 0 <= timing.es < len(labelmaps)):
@@ -1768,7 +1820,7 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         timing=timing, basal_excluded=[(int(p), int(z)) for p, z in zip(*np.nonzero(excluded))],
         rv_flagged_phases=rv_flagged,
     )
-    bsa, bsa_note = _bsa_or_note(height_m, weight_kg, bsa_formula)
+    bsa, bsa_note = _bsa_or_note(height_m, weight_kg, bsa_formula, not_numbers)
     if bsa is not None:
         result.bsa_m2, result.bsa_formula = bsa, bsa_formula
         result.indexed = {
@@ -1804,5 +1856,6 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     rv_accuracy = [rv_accuracy_note(rv_validation)] if rv_found and rv_validation is not None else []
     result.flags = (result.coverage.flags() + [text for _, text, _ in judgements] + ([unjudged] if unjudged else [])
                     + ([mismatch] if mismatch else [])
+                    + ([not_judged_note(rv_found)] if bsa is None else [])
                     + rv_accuracy + timing_caveats + list(timing.notes) + borderline + rv_notes + bsa_note)
     return result

@@ -19,7 +19,7 @@ from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwh
                                             lge_volumes, nsd_enhancement, threshold_applicability)
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import merged_numbers, not_lge_text, other_views_text
-from dicomnode.analysis.reference_age import lv_extent_rule_withheld, patient_child_size
+from dicomnode.analysis.reference_age import adult_ranges_note, age_note, lv_extent_rule_withheld, patient_child_size
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift
 from dicomnode.cmr.orientation import anatomical_turn, canonical_inplane, rv_direction_deg
@@ -616,6 +616,17 @@ def child_lge_note(reason: str) -> str:
             "child's heart size")
 
 
+def child_burden_reason(adult_note: str | None) -> str | None:
+    """Why the large-burden flag is withheld for a child ("withheld: adult reference ranges not applied: patient 8
+    years ..."; `adult_note`: reference_age.adult_ranges_note, None for an adult): its cut-off (Chan 2014, LGE >= 15 %
+    of the LV mass) is an adult HCM sudden-death risk marker, as adult as the cine's normal ranges; None for an
+    adult."""
+    if not adult_note:
+        return None
+    return (f"withheld: {adult_note.split('; the normal-range flags')[0]}; the large-burden cut-off (Chan 2014) is an "
+            "adult HCM risk marker, not validated in children")
+
+
 def missing_base_burden_reason(coverage: dict | None, labels: np.ndarray, pixel_area_mm2: float,
                                myocardium_ml: float, scar_ml: float, cutoff_percent: float,
                                comparator: str = ">=") -> str | None:
@@ -960,6 +971,10 @@ class LGEPipeline:
         # that the model knows adult hearts only
         patient = getattr(study, "patient", None)
         child = lv_extent_rule_withheld(getattr(patient, "age", None), patient_child_size(patient))
+        # the large-burden cut-off is an adult one: withheld for a child as the cine's adult range flags, before and
+        # whatever the coverage, whose relaxed length rule for a child must not make the flag likelier than an adult's
+        child_burden = child_burden_reason(adult_ranges_note(getattr(patient, "age", None), patient_child_size(patient)))
+        note_on_age = age_note(patient)
         if withheld:  # no number from a segmentation that is not of the heart (break2 finding 2)
             nsd_full = {"lge_percent": None, "applicable": False, "reason": withheld, "n": settings.nsd_n}
             fwhm_full = {"lge_percent": None, "applicable": False, "reason": withheld}
@@ -988,7 +1003,8 @@ class LGEPipeline:
         # input whose %LGE the node does not read as it was validated: an absence is not stated on it (lge_presence)
         input_reason = next((n.split('. ')[0] for n in dark_blood if n.startswith(DARK_BLOOD_NOTE)), None) or (
             small_field.split(': ')[0] if small_field else None)
-        burden_reason = withheld or coverage_reason or (f"withheld: {input_reason}" if input_reason else None)
+        burden_reason = withheld or child_burden or coverage_reason or (
+            f"withheld: {input_reason}" if input_reason else None)
 
         def number(value: float):
             return None if withheld else stored_value(value)
@@ -1049,7 +1065,9 @@ class LGEPipeline:
             + ([withheld, UNRELIABLE_SEG_NOTE] if withheld else
                [NOT_LOCALISED] if segmented.localised is False else []) + dark_blood
             + ([small_field] if small_field else []) + geometry_warnings(aha) + assumed_geometry_notes(series)
-            + ([child_lge_note(child)] if child else []),
+            + ([child_lge_note(child)] if child else [])
+            # unusable or disagreeing age data (reference_age.age_note): said on an LGE-only study too
+            + ([note_on_age] if note_on_age else []),
             "input_checks": input_checks(image, labels, volume.pixel_spacing),
         }
         if segmented.localised is False:

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 
 from dicomnode.types import Declined
-from dicomnode.cmr.age import PatientAge, patient_age
+from dicomnode.cmr.age import PatientAge, age_reading
 from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
                                   tm_seconds)
 from dicomnode.cmr.grouping import (NODE_MANUFACTURER, Candidate, UnreadableFile, _clock, group_instances,
@@ -70,11 +70,18 @@ class PatientInfo:
     #: images hold (None where an image has none or not a number), in the order received, for the BSA the other
     #: images' values would give (cine_metrics.other_bsa_m2)
     size_weight_held: list[tuple[float | None, float | None]] = field(default_factory=list)
+    #: PatientSize / PatientWeight present but not a number: keyword -> the text as written ("66 kg"), so that the
+    #: no-BSA flag says "not a number", not "absent"
+    not_numbers: dict[str, str] = field(default_factory=dict)
+    #: what a reader must know of the age data (cmr.age.AgeReading.note: unusable, or PatientAge and the birth date
+    #: disagree); None where nothing
+    age_note: str | None = None
 
     @classmethod
     def from_dataset(cls, ds) -> "PatientInfo":
         sex = str(getattr(ds, "PatientSex", "") or "").strip().upper() or None
-        age = patient_age(ds)
+        reading = age_reading(ds)
+        age = reading.age
 
         def number(keyword):  # 0 or a negative value kept: body_surface_area_m2 says it is not plausible
             try:
@@ -83,8 +90,18 @@ class PatientInfo:
                 return None
             return value if math.isfinite(value) else None
 
+        def written(keyword) -> str:  # the text as received, also where pydicom cannot convert it
+            try:
+                return str(getattr(ds, keyword, "") or "").strip()
+            except (TypeError, ValueError):
+                raw = getattr(ds.get_item(keyword), "value", b"") if hasattr(ds, "get_item") else b""
+                return (raw.decode("latin-1", "replace") if isinstance(raw, bytes) else str(raw)).strip()
+
+        not_numbers = {keyword: written(keyword) for keyword in ("PatientSize", "PatientWeight")
+                       if number(keyword) is None and written(keyword)}
         return cls(sex=sex if sex in ("M", "F", "O") else None, age_years=None if age is None else age.years, age=age,
-                   height_m=number("PatientSize"), weight_kg=number("PatientWeight"))
+                   height_m=number("PatientSize"), weight_kg=number("PatientWeight"), not_numbers=not_numbers,
+                   age_note=reading.note)
 
 
 #: the patient attributes PatientInfo reads, what each is used for (said where the study's instances disagree on it)

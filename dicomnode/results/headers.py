@@ -22,6 +22,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM, PersonName, format_number_as_ds, validate_value
 
 from dicomnode import charsets
+from dicomnode.cmr.age import da_date
 from dicomnode.uids import short_hash
 
 log = logging.getLogger("dicomnode.results")
@@ -108,7 +109,8 @@ def repair_value(vr: str, text: str, keyword: str = "") -> str | None:
         elif number is not None and number.is_integer():
             candidate = str(int(number))
     elif vr == "DA":
-        candidate = re.sub(r"[-./]", "", text)
+        date = da_date(text)  # the age's date parser (cmr.age): the date shown is the date the age is counted from
+        candidate = None if date is None else date.strftime("%Y%m%d")
     elif vr == "TM":
         candidate = text.replace(":", "")
     elif vr == "CS":

@@ -36,6 +36,7 @@ from dicomnode.analysis.phase_text import (COUNTED_FROM, cycle_phases, not_measu
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult, SegmentationResult
 from dicomnode.analysis.reference_age import ADULT_RANGES_NOT_APPLIED, REFERENCE_CHECK_STARTS
 from dicomnode.analysis.wall_thickness import HCM_THRESHOLD_MM
+from dicomnode.cmr.age import age_reading
 from dicomnode.analysis.wall_thickness import METHOD as WALL_THICKNESS_METHOD
 from dicomnode.analysis.wall_thickness import wall_thickness_text
 from dicomnode.results.bullseye import draw_bullseye
@@ -1061,9 +1062,35 @@ def _date(value) -> str:
     return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else text
 
 
+def _written(header: Dataset, keyword: str, unit: str) -> str:
+    """A PatientSize / PatientWeight as the header holds it, with its DICOM unit ("1.5 m", "130 m": a value in
+    another unit shown as written, for a reader to see; "66 kg (not a number in kg)"); ABSENT where there is none."""
+    try:
+        text = page_text(header.get(keyword) if header.get(keyword) is not None else "")
+    except (TypeError, ValueError):  # a value pydicom cannot convert ("66 kg"): as written
+        raw = getattr(header.get_item(keyword), "value", b"")
+        text = page_text(raw.decode("latin-1", "replace") if isinstance(raw, bytes) else raw)
+    if not text:
+        return ABSENT
+    try:
+        float(text)
+    except ValueError:
+        return f"{text} (not a number in {unit})"
+    return f"{text} {unit}"
+
+
+def _age_used(header: Dataset) -> str:
+    """The age the reference ranges were chosen by (cmr.age.age_reading, as the cine reads it) with its source:
+    "8 years (from PatientBirthDate and StudyDate)"; "unknown" where there is none."""
+    age = age_reading(header).age
+    return "unknown" if age is None else f"{age.text} (from {age.source})"
+
+
 def identification_line(header: Dataset) -> str:
     """Who and which study the page reports on, each value labelled: patient name (PN shown readably), Patient
-    ID, birth date, sex, study date and accession number; ABSENT for a value the header lacks."""
+    ID, birth date, sex, study date and accession number; then the inputs of the reference ranges and the BSA: the
+    age used with its source (_age_used), PatientSize and PatientWeight as written; ABSENT for a value the header
+    lacks."""
     sex = page_text(header.get("PatientSex") or "").upper()
     fields = [
         ("Patient", person_name(header.get("PatientName"))),
@@ -1072,6 +1099,9 @@ def identification_line(header: Dataset) -> str:
         ("Sex", SEXES.get(sex, sex) or ABSENT),
         ("Study date", _date(header.get("StudyDate"))),
         ("Accession no.", page_text(header.get("AccessionNumber")) or ABSENT),
+        ("Age", _age_used(header)),
+        ("Height", _written(header, "PatientSize", "m")),
+        ("Weight", _written(header, "PatientWeight", "kg")),
     ]
     return FIELD_SEPARATOR.join(f"{label}: {value}" for label, value in fields)
 

@@ -23,15 +23,17 @@ CHILD_FLAGS = normal_range_flags({"lv_edv_ml": 59.6, "rv_edvi_ml_m2": 33.0}, "M"
 
 
 def test_a_child_body_size_is_told_from_height_bsa_or_weight():
-    assert child_body_size(1.15, 20.0, 0.80) == "height 1.15 m, weight 20 kg, BSA 0.80 m²"
-    assert child_body_size(None, 25.0) == "weight 25 kg"  # no height: the weight decides
+    assert child_body_size(1.15, 20.0, 0.80) == \
+        "height 1.15 m, weight 20 kg, BSA 0.80 m²: height under 1.40 m, BSA under 1.1 m²"
+    # no height: the weight decides, and the text names that criterion, not the others (break50b #5)
+    assert child_body_size(None, 25.0) == "weight 25 kg: weight under 30 kg without a height"
     assert child_body_size(1.45, 32.0, 1.07) is not None  # BSA under 1.1 m²
     for adult in ((1.75, 80.0, 1.97), (1.52, 45.0, 1.38), (None, None, None), (None, 55.0, None),
                   (175.0, 80.0, None), (0.0, 0.0, None), ("tall", None, None)):
         assert child_body_size(*adult) is None, adult
     assert patient_child_size(PatientInfo(height_m=1.15, weight_kg=20.0)) == \
-        "height 1.15 m, weight 20 kg, BSA 0.80 m²"
-    assert patient_child_size(PatientInfo(height_m=1.80, weight_kg=75000.0)) is None  # grams: BSA refused
+        "height 1.15 m, weight 20 kg, BSA 0.80 m²: height under 1.40 m, BSA under 1.1 m²"
+    assert patient_child_size(PatientInfo(height_m=1.80, weight_kg=75000.0)) is None  # grams, read as 75 kg: adult
     assert patient_child_size(None) is None
 
 
@@ -67,14 +69,18 @@ def test_the_adult_lv_length_rule_is_not_applied_to_a_child():
     assert "unknown age" in lv_extent_rule_withheld(None, child_body_size(0.88, 12.0))
 
 
-def test_a_child_lge_stack_keeps_its_flag_and_thirds_with_a_note(pipeline, study, monkeypatch):
+def test_a_child_lge_stack_keeps_its_thirds_with_a_note_and_the_adult_burden_flag_withheld(pipeline, study,
+                                                                                         monkeypatch):
     """break42b F7: a 2-year-old's whole LV spanning 20 mm was called incomplete, its volumes lower bounds and its
-    large-burden flag withheld 'under the 40 mm of the shortest whole LV'."""
+    large-burden flag withheld 'under the 40 mm of the shortest whole LV'. break50b #6: the large-burden cut-off
+    (Chan 2014) is an adult HCM marker: withheld for a child whatever the coverage, with the adult-ranges note."""
     monkeypatch.setattr(study, "patient", PatientInfo(age=age_from_age_string("002Y")), raising=False)
     result = run_with(pipeline, study, monkeypatch, [0, 0, 22, 24, 0], scar_slices=(2, 3))
     summary = result.summary
     assert summary["coverage"]["lv_shorter_than_whole"] is False and summary["coverage"]["complete"] is True
-    assert isinstance(summary["large_scar_burden"], bool) and summary["large_scar_burden_reason"] is None
+    assert summary["large_scar_burden"] is None
+    assert summary["large_scar_burden_reason"].startswith("withheld: adult reference ranges not applied: patient 2 "
+                                                          "years (from PatientAge)")
     assert summary["aha_segments"]["applicable"] is True
     [note] = [w for w in summary["stack_warnings"] if w.startswith(CHILD_LGE_NOTE_START)]
     assert "2 years" in note and "adult" in note
@@ -82,6 +88,12 @@ def test_a_child_lge_stack_keeps_its_flag_and_thirds_with_a_note(pipeline, study
     adult = run_with(pipeline, study, monkeypatch, [0, 0, 22, 24, 0], scar_slices=(2, 3)).summary
     assert adult["coverage"]["lv_shorter_than_whole"] is True and adult["large_scar_burden"] is None
     assert not any(w.startswith(CHILD_LGE_NOTE_START) for w in adult["stack_warnings"])
+    # break50b #8: unusable age data are named on an LGE-only study too, as the cine's first flag
+    unknown = PatientInfo(age_note="age unknown: PatientAge 000Y is 0, an archive's placeholder")
+    monkeypatch.setattr(study, "patient", unknown, raising=False)
+    warnings = run_with(pipeline, study, monkeypatch, [0, 0, 22, 24, 0], scar_slices=(2, 3)).summary["stack_warnings"]
+    assert "age unknown: PatientAge 000Y is 0, an archive's placeholder; adult reference ranges applied, assuming an " \
+        "adult" in warnings
 
 
 @pytest.mark.parametrize("lv, rv, expected", [(676.3, 320.0, ["LV"]), (420.0, 610.0, ["RV"]), (374.0, 295.0, []),

@@ -36,8 +36,10 @@ def test_the_birth_and_study_dates_give_the_age_when_patient_age_does_not():
     ds = pydicom.Dataset()
     ds.PatientBirthDate, ds.StudyDate = "20200301", "20260301"
     assert (patient_age(ds).text, patient_age(ds).source) == ("6 years", "PatientBirthDate and StudyDate")
-    ds.PatientAge = "040Y"  # PatientAge first where it is valid
-    assert patient_age(ds).text == "40 years"
+    ds.PatientAge = "072M"  # PatientAge first where it is valid and agrees with the dates
+    assert (patient_age(ds).text, patient_age(ds).source) == ("72 months", "PatientAge")
+    ds.PatientAge = "040Y"  # disagreeing (break50b #7): the younger, in doubt the child rule
+    assert (patient_age(ds).text, patient_age(ds).source) == ("6 years", "PatientBirthDate and StudyDate")
     ds.PatientAge = "forty"
     assert patient_age(ds).text == "6 years"
     del ds.StudyDate
@@ -76,4 +78,4 @@ def test_a_child_keeps_the_notes_but_no_flag_judged_against_an_adult_range():
     assert summary["note"].startswith(ADULT_RANGES_NOT_APPLIED)
     assert reference_ranges_summary(None) == {"adult_ranges_applied": True, "patient_age": None,
                                               "patient_age_years": None, "patient_age_source": None,
-                                              "child_body_size": None, "note": None}
+                                              "child_body_size": None, "note": None, "age_note": None}

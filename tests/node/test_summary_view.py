@@ -167,7 +167,7 @@ def test_the_console_says_why_there_are_no_indexed_values(capsys):
     """break40b F2 and F11: a height in centimetres, a weight of 0 or an absent height or weight is said on the
     console (the "no indexed values" flag), once, on the line of the indexed values."""
     for why in ("implausible height 187 m for BSA: it looks like centimetres; PatientSize is in metres",
-                "implausible weight 0 kg for BSA: PatientWeight 0 kg is outside 1-500 kg",
+                "implausible weight 0 kg for BSA: PatientWeight 0 kg is not between 1 and 500 kg (both excluded)",
                 "PatientSize absent from the header (BSA needs PatientSize and PatientWeight)"):
         out = _printed(_cine(flags=[f"no indexed values: {why}"], bsa_m2=None), capsys)
         assert f"Cine indexed: not given: {why}" in out and out.count(why) == 1

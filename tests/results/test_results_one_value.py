@@ -74,7 +74,7 @@ def test_page_1_and_the_console_give_the_pipelines_indexed_values(capsys):
 
 
 @pytest.mark.parametrize("height, weight, said", [
-    (1.70, 0.0, "implausible weight 0 kg for BSA: PatientWeight 0 kg is outside 1-500 kg"),
+    (1.70, 0.0, "implausible weight 0 kg for BSA: PatientWeight 0 kg is not between 1 and 500 kg (both excluded)"),
     (None, 70.0, "PatientSize absent from the header"),
     (None, None, "PatientSize and PatientWeight absent from the header")])
 def test_why_there_are_no_indexed_values_is_a_flag(height, weight, said):
@@ -88,7 +88,7 @@ def test_a_weight_of_0_reaches_the_bsa_as_0_and_the_pdf_names_it():
     ds.PatientSize, ds.PatientWeight = "1.70", "0"
     assert PatientInfo.from_dataset(ds).weight_kg == 0.0
     cine = _cine(1.8)
-    for flag, shown in (("no indexed values: implausible weight 0 kg for BSA: PatientWeight 0 kg is outside 1-500 kg",
+    for flag, shown in (("no indexed values: implausible weight 0 kg for BSA: PatientWeight 0 kg is not between 1 and 500 kg (both excluded)",
                          "(no index: implausible weight 0 kg in the header)"),
                         ("no indexed values: PatientWeight absent from the header (BSA needs PatientSize and "
                          "PatientWeight)", "(no index: PatientWeight absent from the header)")):

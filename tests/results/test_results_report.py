@@ -499,11 +499,12 @@ def test_a_cine_of_2_of_30_phases_says_so_and_how_ed_and_es_were_chosen(built):
 
 
 def test_the_page_header_identifies_patient_and_study_each_labelled(built):
-    """F5: name (PN as "Family, Given", Greek glyphs drawn), Patient ID, birth date, sex, study date, accession."""
+    """F5: name (PN as "Family, Given", Greek glyphs drawn), Patient ID, birth date, sex, study date, accession;
+    break50b #13: the age used with its source, PatientSize and PatientWeight as written."""
     import copy
     import warnings
 
-    from dicomnode.results.report import first_page, identification_line
+    from dicomnode.results.report import FIELD_SEPARATOR, first_page, identification_line
 
     study, results, context, _ = built
     header = copy.deepcopy(study.series[0].instances[0].dataset)
@@ -512,12 +513,14 @@ def test_the_page_header_identifies_patient_and_study_each_labelled(built):
     header.PatientSex = "F"
     line = identification_line(header)
     assert line == ("Patient: Παπαδόπουλος, Γιώργος   Patient ID: SYN001   Birth date: 1960-01-01   Sex: female   "
-                    "Study date: 2026-11-21   Accession no.: ACC1")
+                    "Study date: 2026-11-21   Accession no.: ACC1   Age: 66 years (from PatientBirthDate and StudyDate)"
+                    "   Height: 1.8 m   Weight: 80.0 kg")  # break50b #13: the inputs of the age and the BSA
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for a glyph it lacks
         figure = first_page(header, results, context, (2.0, "mosteller"))
         figure.canvas.draw()
-    assert line in [t.get_text() for t in figure.texts]
+    # the longer line (break50b #13) may be broken onto two between fields (fit_identification)
+    assert line in [t.get_text().replace("\n", FIELD_SEPARATOR) for t in figure.texts]
 
 
 def _no_cjk_font() -> None:
@@ -662,17 +665,17 @@ def test_without_a_cjk_font_cjk_names_are_drawn_as_question_marks_with_a_note(bu
 def test_an_absent_patient_or_study_attribute_is_said_absent(built):
     import copy
 
-    from dicomnode.results.report import first_page, second_page
+    from dicomnode.results.report import FIELD_SEPARATOR, first_page, second_page
 
     study, results, context, _ = built
     header = copy.deepcopy(study.series[0].instances[0].dataset)
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "AccessionNumber"):
         delattr(header, keyword)
     expected = ("Patient: not given   Patient ID: not given   Birth date: not given   Sex: not given   "
-                "Study date: not given   Accession no.: not given")
+                "Study date: not given   Accession no.: not given   Age: unknown   Height: 1.8 m   Weight: 80.0 kg")
     for page in (first_page(header, results, context), second_page(header, results, context)):
         page.canvas.draw()
-        assert expected in [t.get_text() for t in page.texts]
+        assert expected in [t.get_text().replace("\n", FIELD_SEPARATOR) for t in page.texts]  # two lines or one
     header.PatientName, header.PatientBirthDate, header.PatientSex = "", "1960", "X"
     text = _page_text(first_page(header, results, context))
     assert "Patient: not given" in text and "Birth date: 1960" in text and "Sex: X" in text
