@@ -586,6 +586,25 @@ def _named(item: dict) -> str:
     return f"{item['object']} {item['sop_instance_uid']}" if item.get("object") else item["sop_instance_uid"]
 
 
+def association_slots_line(slots: dict | None) -> str | None:
+    """'ASSOCIATION SLOTS FULL: 8/8 held ...' where a receiving process's slots (its heartbeat's association_slots,
+    StorageSCP.slot_summary) are all held or some were refused in the last hour, else None."""
+    if not isinstance(slots, dict) or not slots.get("max"):
+        return None
+    full, refused = slots.get("held", 0) >= slots["max"], slots.get("refused_last_hour", 0)
+    if not full and not refused:
+        return None
+    text = (f"association slots: {slots.get('held', 0)}/{slots['max']} held (node.max_associations)"
+            + (f", {slots['unassociated']} of them not associated yet" if slots.get("unassociated") else "")
+            + (f": {slots['holders']}" if slots.get("holders") else "")
+            + (f"; {refused} connection(s) or association(s) refused for want of a slot in the last hour (the log "
+               f"names each)" if refused else ""))
+    if full:
+        text = "ASSOCIATION SLOTS FULL, new associations are refused: " + text.removeprefix("association slots: ") + \
+            " (node.max_associations_per_host / node.max_unassociated_per_host cap what one address may hold)"
+    return text
+
+
 def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: float) -> None:
     if as_json:
         print(strict_json.dumps(report, "status", indent=2))
@@ -622,6 +641,10 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         offset = (node.get("detail") or {}).get("clock_offset_s")
         if node["alive"] and isinstance(offset, (int, float)) and abs(offset) > CLOCK_SKEW_WARN_SECONDS:
             print(f"(WARNING: {node['node_id']}: {clock_skew_text(offset)})")
+    for node in report["nodes"]:
+        line = association_slots_line((node.get("detail") or {}).get("association_slots")) if node["alive"] else None
+        if line:
+            print(f"({node['node_id']}: {line})")
     gone = [node for node in report["nodes"] if node["gone"]]
     if not blocked and gone:
         kept = [node["node_id"] for node in gone if not node.get("forgotten")]

@@ -117,6 +117,15 @@ class NodeConfig(StrictModel):
         0, ge=0, description="most associations (set up or still setting up) one source address may hold at once, "
                              "per receiving process; a connection over it is closed unread. 0 = no per-address limit "
                              "(only max_associations)")
+    max_unassociated_per_host: int = Field(
+        0, ge=0, description="most connections one source address may hold that have not completed their association "
+                             "yet (connected, A-ASSOCIATE-RQ not answered; each is closed after acse_timeout), per "
+                             "receiving process; a connection over it is closed unread, so that a host flooding the "
+                             "port with silent connections cannot take every max_associations slot. A sender opens "
+                             "an association in milliseconds, but several senders behind one address (a router, NAT) "
+                             "or parallel associations connect at once: leave room for them. 0 = no per-address "
+                             "limit (where every max_associations slot is taken, the connection that has gone "
+                             "longest without an association is closed for a new one either way)")
     receive_processes: int = Field(
         1, ge=1, le=64, description="processes accepting associations on node.port (SO_REUSEPORT: the kernel "
                                     "spreads new associations over them), so that concurrent associations use "
@@ -508,7 +517,8 @@ class Config(StrictModel):
 
 #: settings a running node takes over on SIGHUP (dotted prefixes); every other change needs a restart
 RELOADABLE = ("node.allowed_calling_aes", "node.peers", "node.peers_only", "node.allowed_networks",
-              "node.max_associations_per_host", "node.max_instance_mb", "node.min_free_space_mb", "node.non_mr_objects", "studies",
+              "node.max_associations_per_host", "node.max_unassociated_per_host", "node.max_instance_mb",
+              "node.min_free_space_mb", "node.non_mr_objects", "studies",
               "dispatch", "retention", "routes", "destinations")
 
 
@@ -646,6 +656,13 @@ def config_warnings(config: Config) -> list[str]:
     else:
         warnings += [f"routes[{r.name}]: no destinations and send_to_sender off: its results are stored, never sent"
                      for r in config.routes if not r.destinations and not r.send_to_sender]
+    if not config.node.max_associations_per_host and not _is_loopback(config.node.host):
+        warnings.append(f"node.max_associations_per_host = 0 with node.max_associations = "
+                        f"{config.node.max_associations}: one source address may hold every association slot (a "
+                        f"scanner stuck in a retry loop, or a host flooding the port), refusing all other senders "
+                        f"until its associations end; set node.max_associations_per_host (e.g. 4) to the most "
+                        f"associations one sender opens at once (and node.max_unassociated_per_host to cap the "
+                        f"connections one address may hold before they are associated)")
     if config.node.min_free_space_mb > config.retention.emergency_free_space_mb:
         warnings.append(f"node.min_free_space_mb ({config.node.min_free_space_mb}) is above "
                         f"retention.emergency_free_space_mb ({config.retention.emergency_free_space_mb}): between the "

@@ -776,7 +776,8 @@ class RoleRunner:
                           min_free_space_mb=node.spool.min_free_space_mb,
                           last_refused_at=node.scp.refusals.last_refused_at,
                           last_refusal=node.scp.refusals.last_reason, refused=node.scp.refusals.recent(),
-                          different_resends=node.scp.different_resends.recent())
+                          different_resends=node.scp.different_resends.recent(),
+                          association_slots=node.scp.slot_summary())
         if self.completion is not None:
             detail["completion_lease"] = self.completion.holding
         with self._beat_lock:

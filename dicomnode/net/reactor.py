@@ -33,6 +33,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from copy import deepcopy
 from io import BytesIO
 from datetime import datetime
@@ -68,11 +69,62 @@ class _PDUOverLimit(Exception):
     pynetdicom would log with a traceback)."""
 
 
+#: the slowest a PDU's bytes may arrive once its header is read (bytes/s), on top of node.network_timeout: a PDU of
+#: 50 MB may take 800 s more, a stalled one of 100 kB is closed 1.5 s after node.network_timeout
+MIN_PDU_BYTES_PER_S = 64 * 1024
+
+
+class PDUNotReceived(Exception):
+    """A PDU's bytes did not all arrive before its deadline (not an OSError: pynetdicom's read must not catch it)."""
+
+
+class PDURead:
+    """One PDU's reads from the connection's socket `raw`, each within what is left of `deadline` (monotonic s;
+    None: none): the loop of pynetdicom's `AssociationSocket.recv` with a deadline. Raises PDUNotReceived past it."""
+
+    def __init__(self, raw, deadline: float | None):
+        self.raw = raw
+        self.deadline = deadline
+        self.received = 0
+        self.declared: int | None = None
+        self._timeout = raw.gettimeout()
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        data = bytearray()
+        while len(data) < nr_bytes:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise PDUNotReceived()
+                self.raw.settimeout(left)
+            try:
+                chunk = self.raw.recv(min(nr_bytes - len(data), 65536))
+            except TimeoutError as exc:  # socket.timeout; ssl's "The read operation timed out"
+                raise PDUNotReceived() from exc
+            except OSError:
+                if _closed(self.raw):  # closed by this node (an abort, a stop): as the peer's close
+                    return data
+                raise
+            if not chunk:  # the peer closed: pynetdicom says the PDU is short
+                return data
+            data.extend(chunk)
+            self.received += len(chunk)
+        return data
+
+    def restore(self) -> None:
+        try:
+            self.raw.settimeout(self._timeout)
+        except (OSError, ValueError):  # closed meanwhile
+            pass
+
+
 class EventDrivenDUL(DULServiceProvider):
     """PS3.8 DUL service provider whose reactor waits on the socket and a wake-up pipe instead of sleeping."""
 
     def __init__(self, assoc: Association):
         super().__init__(assoc)
+        #: time.monotonic() when the PDU being read began (None between PDUs)
+        self.dicomnode_reading_since: float | None = None
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -132,34 +184,76 @@ class EventDrivenDUL(DULServiceProvider):
                 pass
 
     def _read_pdu_data(self) -> None:
-        """pynetdicom's PDU read, refusing a PDU longer than an instance may be (PDU_SLACK_BYTES over the AE's
-        `dicomnode_max_instance_bytes`) before its body is read: pynetdicom would hold all of it in memory (a sender
-        told node.max_pdu_size = 0, "unlimited", sends a whole data set as one PDU). The connection is closed."""
-        limit = getattr(self.assoc.ae, "dicomnode_max_instance_bytes", 0) or 0
+        """pynetdicom's PDU read, within a deadline and a size limit.
+
+        - Deadline: the whole PDU must arrive within the association's network_timeout (node.network_timeout), plus
+          its length at `MIN_PDU_BYTES_PER_S`. pynetdicom reads a PDU with blocking recv() calls until all its
+          declared bytes are there, so a peer that sends part of a PDU and then nothing held this thread, and the
+          association's slot, for as long as it kept the connection open: the idle timer could only mark the
+          association aborted. Past the deadline the connection is closed (A-ABORT, then Evt17) and said
+          ("closed: PDU body not received within node.network_timeout"); the association records why
+          (`dicomnode_closed_by_node`) for the association's end line.
+        - Size: a PDU longer than an instance may be (PDU_SLACK_BYTES over the AE's `dicomnode_max_instance_bytes`)
+          is refused before its body is read: pynetdicom would hold all of it in memory (a sender told
+          node.max_pdu_size = 0, "unlimited", sends a whole data set as one PDU). The connection is closed."""
         sock = self.socket
-        if not limit or sock is None:
+        raw = getattr(sock, "socket", None)
+        if sock is None or raw is None:
             super()._read_pdu_data()
             return
-        read = sock.recv
+        limit = getattr(self.assoc.ae, "dicomnode_max_instance_bytes", 0) or 0
+        timeout = self.assoc.network_timeout
+        started = time.monotonic()
+        read = PDURead(raw, None if timeout is None else started + timeout)
         calls = [0]
 
         def bounded(nr_bytes: int):
             calls[0] += 1
-            if calls[0] == 2 and nr_bytes > limit + PDU_SLACK_BYTES:  # the body, after the 6-byte header
-                address = getattr(self.assoc.requestor, "address", "?")
-                logging.getLogger("dicomnode.net.scp").error(
-                    "connection from %s closed: a PDU of %d MB, over node.max_instance_mb (%g MB); nothing of it "
-                    "was read or stored", address, nr_bytes // (1024 * 1024), limit / (1024 * 1024))
-                raise _PDUOverLimit()
-            return read(nr_bytes)
+            if calls[0] == 2:  # the body, after the 6-byte header
+                read.declared, read.received = nr_bytes, 0
+                if limit and nr_bytes > limit + PDU_SLACK_BYTES:
+                    address = getattr(self.assoc.requestor, "address", "?")
+                    logging.getLogger("dicomnode.net.scp").error(
+                        "connection from %s closed: a PDU of %d MB, over node.max_instance_mb (%g MB); nothing of "
+                        "it was read or stored", address, nr_bytes // (1024 * 1024), limit / (1024 * 1024))
+                    raise _PDUOverLimit()
+                if read.deadline is not None:
+                    read.deadline += nr_bytes / MIN_PDU_BYTES_PER_S
+            return read.recv(nr_bytes)
 
         sock.recv = bounded
+        self.dicomnode_reading_since = started
         try:
             super()._read_pdu_data()
         except _PDUOverLimit:  # said above in one line (pynetdicom's OSError path adds an ERROR with a traceback)
             self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom's read failure
+        except PDUNotReceived:
+            self._close_stalled(read, timeout, time.monotonic() - started)
         finally:
+            self.dicomnode_reading_since = None
             del sock.recv
+            read.restore()
+
+    def _close_stalled(self, read: "PDURead", timeout: float, waited: float) -> None:
+        """The PDU being read missed its deadline: say so, send the peer an A-ABORT (best effort), close."""
+        assoc = self.assoc
+        reason = f"PDU body not received within node.network_timeout ({timeout:g} s)"
+        assoc.dicomnode_closed_by_node = reason
+        calling = getattr(getattr(assoc.requestor, "primitive", None), "calling_ae_title", None)
+        who = f"calling AE {calling.strip()!r} at " if calling else ""
+        logging.getLogger("dicomnode.net.scp").warning(
+            "connection from %s%s closed: %s: %d of %s byte(s) of a PDU body arrived in %.1f s; the peer stalled "
+            "mid-PDU, its association slot is freed", who, getattr(assoc.requestor, "address", "?"), reason,
+            read.received, read.declared if read.declared is not None else "?", waited)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        try:
+            read.raw.settimeout(1.0)
+            read.raw.sendall(abort_pdu.encode())
+        except (OSError, ValueError):
+            pass
+        self.event_queue.put("Evt17")  # transport closed: AA-4/AA-5 shut the socket and end the association
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0's DUL loop, waiting in `_wait_for_work` where it slept `_run_loop_delay`."""
@@ -323,8 +417,10 @@ class EventDrivenAssociation(Association):
                 self.kill()
                 return
 
-            if self.dul.idle_timer_expired():
+            # a PDU being read has its own deadline (EventDrivenDUL._read_pdu_data), which closes the connection
+            if self.dul.idle_timer_expired() and getattr(self.dul, "dicomnode_reading_since", None) is None:
                 logging.getLogger("pynetdicom.assoc").error("Network timeout reached")
+                self.dicomnode_idle_closed = True  # StorageSCP._handle_aborted: the node's close, not the peer's
                 if self.network_timeout_response == "A-RELEASE":
                     self._is_paused = True
                     self._reactor_checkpoint.wait()
@@ -425,7 +521,7 @@ def _closed(sock) -> bool:
         return True
 
 
-def _peer_address(assoc) -> str | None:
+def peer_address(assoc) -> str | None:
     try:
         return assoc.requestor.address
     except Exception:  # noqa: BLE001 - an association not set up far enough to know its peer
@@ -438,7 +534,24 @@ def _peer_address(assoc) -> str | None:
 HALF_OPEN_AFTER_S = 1.0
 
 
-def _socket_of(assoc):
+def setting_up(assoc) -> bool:
+    """Whether `assoc`'s connection has not completed its association yet (and has not ended either)."""
+    return not any(getattr(assoc, flag, False) for flag in ("is_established", "is_aborted", "is_released",
+                                                             "is_rejected", "dicomnode_ended"))
+
+
+#: how much longer than node.acse_timeout a TLS connection's first deadline is: its handshake's own timeout, which
+#: starts with the connection's thread, ends it first and says why
+TLS_HANDSHAKE_SLACK_S = 1.0
+
+#: how long a new connection waits for the association of the half-open one it had closed to end (_make_room)
+EVICT_WAIT_S = 0.5
+
+#: how long slot refusals are counted (StorageSCP.slot_summary: "refused in the last hour")
+SLOT_REFUSALS_KEPT_S = 3600.0
+
+
+def socket_of(assoc):
     """The accepted socket of `assoc`'s connection (kept by EventDrivenRequestHandler: pynetdicom forgets it once
     the connection is closed)."""
     request = getattr(assoc, "dicomnode_request", None)
@@ -458,16 +571,21 @@ class TLSHandshakeInThread:
     logs the peer's address and OpenSSL's reason (`HandshakeFailureLog`) and closes the connection. Without TLS
     nothing changes but one isinstance check per connection.
 
-    Before any of that, on the accepting thread, a connection from outside node.allowed_networks is closed unread
-    (`verify_request`): no thread, no TLS handshake, no association slot. A connection that has not completed its
-    association within node.acse_timeout is closed by one watchdog thread per server (`_watch_deadlines`); the
-    deadline is dropped as soon as the association is accepted, rejected or aborted (`association_settled`).
+    Before any of that, on the accepting thread, a connection from outside node.allowed_networks, or one over
+    node.max_unassociated_per_host, is closed unread (`verify_request`): no thread, no TLS handshake, no association
+    slot. A connection that has not completed its association within node.acse_timeout of its accept (of its TLS
+    handshake, over TLS) is closed by one watchdog thread per server (`_watch_deadlines`); the deadline is dropped as
+    soon as the association is accepted, rejected or aborted (`association_settled`). Where every node.max_associations
+    slot is taken, a new connection first closes those that have gone longest without an association (`_make_room`).
     """
 
     handshake_failures: HandshakeFailureLog = HANDSHAKE_FAILURES
     #: most associations one source address may hold at once (node.max_associations_per_host; 0: no limit but
     #: node.max_associations); a connection over it is closed before it is read
     max_associations_per_host: int = 0
+    #: most connections one source address may hold without a completed association (node.max_unassociated_per_host;
+    #: 0: no limit); a connection over it is closed before it is read
+    max_unassociated_per_host: int = 0
     #: node.allowed_networks as ip_network objects (empty: every address); a connection from outside them is
     #: closed as soon as it is accepted
     allowed_networks: tuple = ()
@@ -476,11 +594,16 @@ class TLSHandshakeInThread:
         #: connections whose association is not set up yet: socket -> (deadline, address, accepted), monotonic s
         self._deadlines: dict = {}
         self._deadline_lock = threading.Condition()
+        #: time.monotonic() of each refusal for want of a slot within SLOT_REFUSALS_KEPT_S (note_slot_refusal)
+        self._slot_refusals: deque = deque()
         self._watchdog: threading.Thread | None = None
         super().__init__(*args, **kwargs)
 
     def get_request(self):
         client_socket, address = self.socket.accept()
+        # pynetdicom gives the listening socket AE.network_timeout so that a recv() on a connection does not block
+        # forever, but accept() does not pass a socket's timeout on (the accepted one blocks): given here
+        client_socket.settimeout(self.ae.network_timeout)
         if self.ssl_context:
             client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True,
                                                          do_handshake_on_connect=False)
@@ -488,39 +611,83 @@ class TLSHandshakeInThread:
 
     def verify_request(self, request, client_address) -> bool:
         """On the accepting thread, before the connection gets a thread: False (socketserver closes it) for an
-        address outside node.allowed_networks, said at most once a minute per address (`HOST_LIMIT_LOG`)."""
-        if not self.allowed_networks:
-            return True
+        address outside node.allowed_networks, or one that already holds node.max_unassociated_per_host connections
+        without a completed association, said at most once a minute per address and reason (`HOST_LIMIT_LOG`).
+        Else the connection's node.acse_timeout deadline starts now (`_watch`): counted here, on the one accepting
+        thread, a burst of connections cannot pass the limit before their threads have started."""
         address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            ip = None
-        if ip is not None and any(ip in network for network in self.allowed_networks):
-            return True
-        HOST_LIMIT_LOG.refused(address, f"outside node.allowed_networks "
-                                        f"{[str(n) for n in self.allowed_networks]}: connection closed unread",
-                               kind="allowed_networks")
-        return False
+        if self.allowed_networks:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                ip = None
+            if ip is None or not any(ip in network for network in self.allowed_networks):
+                HOST_LIMIT_LOG.refused(address, f"outside node.allowed_networks "
+                                                f"{[str(n) for n in self.allowed_networks]}: connection closed unread",
+                                       kind="allowed_networks")
+                return False
+        if self._over_unassociated_limit(address):
+            return False
+        # pynetdicom reads a PDU's header and body with blocking recv() calls once the socket is readable: a peer
+        # that sends part of an A-ASSOCIATE-RQ and then nothing would hold the association slot for as long as the
+        # connection stays open (its ARTIM timer is checked only between reads). The deadline closes it. A TLS
+        # handshake has node.acse_timeout of its own (_tls_handshake, which says why it failed): the deadline starts
+        # again after it.
+        self._watch(request, address, slack=TLS_HANDSHAKE_SLACK_S if isinstance(request, ssl.SSLSocket) else 0.0)
+        return True
 
     def process_request_thread(self, request, client_address) -> None:
         address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         if self._over_host_limit(address):
             self.shutdown_request(request)
             return
-        if isinstance(request, ssl.SSLSocket) and not self._tls_handshake(request, client_address):
-            self.shutdown_request(request)
-            return
-        # pynetdicom reads a PDU's header and body with blocking recv() calls once the socket is readable: a peer
-        # that sends part of an A-ASSOCIATE-RQ and then nothing would hold the association slot for as long as the
-        # connection stays open (its ARTIM timer is checked only between reads). The deadline closes it.
-        self._watch(request, address)
+        self._make_room(request, address)
+        if isinstance(request, ssl.SSLSocket):
+            if not self._tls_handshake(request, client_address):
+                self.shutdown_request(request)
+                return
+            self._watch(request, address)
         super().process_request_thread(request, client_address)
 
-    def _watch(self, request, address: str) -> None:
+    def _make_room(self, request, address: str) -> None:
+        """Where every node.max_associations slot is taken, close the connections that have gone without an
+        association for over HALF_OPEN_AFTER_S (or half node.acse_timeout; a sender sets its association up in
+        milliseconds), so that `request` gets a slot: a flood of silent connections, which would otherwise hold every
+        slot until node.acse_timeout and be opened again, cannot lock senders out. Waits up to EVICT_WAIT_S for
+        their associations to end (pynetdicom counts them until then)."""
+        limit = self.ae.maximum_associations
+        if len(self.active_associations) < limit:
+            return
+        grace = min(HALF_OPEN_AFTER_S, self.ae.acse_timeout / 2)
         now = time.monotonic()
         with self._deadline_lock:
-            self._deadlines[request] = (now + self.ae.acse_timeout, address, now)
+            stale = [(other, held_by, accepted) for other, (_, held_by, accepted) in self._deadlines.items()
+                     if other is not request and not _closed(other) and now - accepted > grace]
+            for other, _, _ in stale:
+                del self._deadlines[other]
+        closed = []
+        for victim, victim_address, accepted in stale:
+            try:
+                victim.shutdown(socket.SHUT_RDWR)  # a recv() blocked on it returns: pynetdicom ends the association
+            except OSError:
+                continue
+            closed.append(victim)
+            self.note_slot_refusal()
+            HOST_LIMIT_LOG.refused(victim_address, f"held {now - accepted:.1f} s without an association while every "
+                                                   f"node.max_associations slot ({limit}) was taken: connection "
+                                                   f"closed to let a new one in", kind="evicted")
+        end = time.monotonic() + EVICT_WAIT_S
+        while closed and time.monotonic() < end and any(socket_of(assoc) in closed
+                                                        for assoc in self.active_associations):
+            time.sleep(0.01)
+
+    def _watch(self, request, address: str, slack: float = 0.0) -> None:
+        """Close `request` unless its association is set up within node.acse_timeout (+ `slack`) from now; a
+        connection watched again keeps the time it was accepted."""
+        now = time.monotonic()
+        with self._deadline_lock:
+            accepted = self._deadlines.get(request, (None, None, now))[2]
+            self._deadlines[request] = (now + self.ae.acse_timeout + slack, address, accepted)
             if self._watchdog is None:
                 self._watchdog = threading.Thread(target=self._watch_deadlines, daemon=True,
                                                   name=f"dicomnode-acse-deadline-{self.server_address[1]}")
@@ -529,7 +696,7 @@ class TLSHandshakeInThread:
 
     def association_settled(self, assoc) -> None:
         """The association on this connection was accepted, rejected or aborted: its deadline is dropped."""
-        request = _socket_of(assoc)
+        request = socket_of(assoc)
         if request is None:
             return
         with self._deadline_lock:
@@ -545,7 +712,7 @@ class TLSHandshakeInThread:
         (or when it ended). A connection past its deadline that is still held counts as node.acse_timeout."""
         if getattr(assoc, "is_established", False) or getattr(assoc, "is_released", False):
             return None
-        request = _socket_of(assoc)
+        request = socket_of(assoc)
         with self._deadline_lock:
             entry = self._deadlines.get(request)
         if entry is None:
@@ -579,23 +746,55 @@ class TLSHandshakeInThread:
 
     def _over_host_limit(self, address: str) -> bool:
         """Whether `address` already holds max_associations_per_host associations (said, at most once a minute per
-        address, by `HOST_LIMIT_LOG`)."""
+        address, by `HOST_LIMIT_LOG`; counted in `slot_refusals`)."""
         limit = self.max_associations_per_host
         if not limit:
             return False
-        held = [assoc for assoc in self.active_associations if _peer_address(assoc) == address]
+        held = [assoc for assoc in self.active_associations if peer_address(assoc) == address]
         if len(held) < limit:
             return False
-        pending = sum(1 for assoc in held if not assoc.is_established)
+        self.note_slot_refusal()
+        pending = sum(1 for assoc in held if setting_up(assoc))
         HOST_LIMIT_LOG.refused(address, f"node.max_associations_per_host {limit} reached: {address} holds "
                                         f"{len(held)} association(s), {pending} of them not associated yet; "
                                         f"connection closed", kind="host limit")
         return True
 
+    def _over_unassociated_limit(self, address: str) -> bool:
+        """Whether `address` already holds max_unassociated_per_host connections whose association is not set up
+        (the ones watched for node.acse_timeout), said and counted as `_over_host_limit` does."""
+        limit = self.max_unassociated_per_host
+        if not limit:
+            return False
+        with self._deadline_lock:
+            pending = sum(1 for request, (_, held_by, _) in self._deadlines.items()
+                          if held_by == address and not _closed(request))
+        if pending < limit:
+            return False
+        self.note_slot_refusal()
+        HOST_LIMIT_LOG.refused(address, f"node.max_unassociated_per_host {limit} reached: {address} holds {pending} "
+                                        f"connection(s) without a completed association (each is closed after "
+                                        f"node.acse_timeout); connection closed", kind="unassociated limit")
+        return True
+
+    def note_slot_refusal(self, now: float | None = None) -> None:
+        """Count one connection or association refused for want of a slot (a limit above or node.max_associations),
+        for `slot_refusals_within`."""
+        with self._deadline_lock:
+            self._slot_refusals.append(time.monotonic() if now is None else now)
+
+    def slot_refusals_within(self, window: float, now: float | None = None) -> int:
+        """How many connections or associations were refused for want of a slot in the last `window` seconds."""
+        now = time.monotonic() if now is None else now
+        with self._deadline_lock:
+            while self._slot_refusals and now - self._slot_refusals[0] > SLOT_REFUSALS_KEPT_S:
+                self._slot_refusals.popleft()
+            return sum(1 for at in self._slot_refusals if now - at <= window)
+
     def _association_overdue(self, request, address: str) -> None:
         """node.acse_timeout after the connection: close it unless its association was set up (or has ended)."""
         for assoc in self.active_associations:
-            if _socket_of(assoc) is request:
+            if socket_of(assoc) is request:
                 if assoc.is_established or assoc.is_rejected or assoc.is_aborted or assoc.is_released:
                     return
                 break
@@ -612,7 +811,7 @@ class TLSHandshakeInThread:
         try:
             request.settimeout(self.ae.acse_timeout)
             request.do_handshake()
-            request.settimeout(None)  # as accepted: blocking, pynetdicom's reactor selects on it
+            request.settimeout(self.ae.network_timeout)  # as accepted (get_request)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; ValueError: the socket was closed
             address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
             self.handshake_failures.refused(address, describe_server_handshake_error(exc))

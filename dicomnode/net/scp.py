@@ -44,7 +44,8 @@ from dicomnode.config import Config
 from dicomnode.inflate import inflated_prefix, inflates_over
 from dicomnode.net.filemeta import file_header
 from dicomnode.net.reactor import (EVENT_DRIVEN, HALF_OPEN_AFTER_S, EventDrivenServer, PollingServer,
-                                    SharedPortPollingServer, SharedPortServer)
+                                    SharedPortPollingServer, SharedPortServer, SLOT_REFUSALS_KEPT_S, peer_address,
+                                    setting_up, socket_of)
 from dicomnode.observe import class_uid, class_uids, patient_values, sop_class_name, study_context
 from dicomnode.spool import PSIR_MAY_FOLLOW, IncomingInstance, OutOfSpace, Spool, StorageUnavailable
 from dicomnode.state import StoreOutcome, StudyPurging, is_outage, outage_reason
@@ -388,18 +389,28 @@ def _plane_key(position, orientation) -> str | None:
 
 
 def describe_holders(associations) -> str:
-    """Who holds associations, per source address: '127.0.0.2: 16 (16 not associated yet)'."""
+    """Who holds associations, per source address: '127.0.0.2: 16 (16 not associated yet)'; associations that
+    ended (aborted, released, rejected) while their connection is still being closed count as 'ending'."""
     by_address: dict[str, list[int]] = {}
     for assoc in associations:
         try:
             address = assoc.requestor.address or "?"
         except Exception:  # noqa: BLE001 - not set up far enough to know
             address = "?"
-        counts = by_address.setdefault(address, [0, 0])
+        counts = by_address.setdefault(address, [0, 0, 0])
         counts[0] += 1
-        counts[1] += 0 if getattr(assoc, "is_established", False) else 1
-    return "; ".join(f"{address}: {held}" + (f" ({pending} not associated yet)" if pending else "")
-                     for address, (held, pending) in sorted(by_address.items(), key=lambda kv: -kv[1][0]))
+        if any(getattr(assoc, flag, False) for flag in ("is_aborted", "is_released", "is_rejected",
+                                                         "dicomnode_ended")):
+            counts[2] += 1
+        elif not getattr(assoc, "is_established", False):
+            counts[1] += 1
+
+    def detail(pending: int, ending: int) -> str:
+        parts = ([f"{pending} not associated yet"] if pending else []) + ([f"{ending} ending"] if ending else [])
+        return f" ({', '.join(parts)})" if parts else ""
+
+    return "; ".join(f"{address}: {held}{detail(pending, ending)}"
+                     for address, (held, pending, ending) in sorted(by_address.items(), key=lambda kv: -kv[1][0]))
 
 
 class ListenError(RuntimeError):
@@ -484,6 +495,29 @@ def _say_services_not_offered(assoc) -> None:
     log.warning("association from calling AE %r at %s: presentation context(s) %s refused: this node offers only "
                 "Verification (C-ECHO) and Storage (C-STORE)%s", calling, address, names,
                 "" if assoc.accepted_contexts else "; no context was accepted, so the sender may abort")
+
+
+#: a stop waits at least this long (s) for the associations it releases, however long its stores took to drain
+STOP_RELEASE_GRACE_S = 2.0
+#: and this long for the threads of the associations whose connections it then closed
+STOP_CLOSE_WAIT_S = 5.0
+
+
+def _release_quietly(assoc) -> None:
+    """`assoc.release()` on a thread of the stop: a peer that does not answer is aborted by pynetdicom after
+    node.acse_timeout; an error is only logged (the stop closes what is still open)."""
+    assoc.dicomnode_stopping = True  # _handle_aborted: an abort now is this stop's, not the peer's
+    try:
+        assoc.release()
+    except Exception as exc:  # noqa: BLE001 - the stop closes the connection anyway
+        log.debug("releasing the association from %s on stop: %s", peer_address(assoc), exc)
+
+
+def _calling_of(assoc) -> str:
+    try:
+        return assoc.requestor.primitive.calling_ae_title.strip()
+    except Exception:  # noqa: BLE001 - no A-ASSOCIATE-RQ received yet
+        return "?"
 
 
 def _idle_timeout(assoc) -> bool:
@@ -720,6 +754,7 @@ class StorageSCP:
         node.allowed_networks checked as a connection is accepted (before TLS, before it holds a slot)."""
         node = self.config.node
         server.max_associations_per_host = node.max_associations_per_host
+        server.max_unassociated_per_host = node.max_unassociated_per_host
         server.allowed_networks = tuple(ipaddress.ip_network(net, strict=False) for net in node.allowed_networks)
 
     # --- association policy ----------------------------------------------------------------------------------
@@ -867,12 +902,32 @@ class StorageSCP:
         assoc.dicomnode_ended = True
         self._settled(assoc)
         stored = getattr(assoc, "dicomnode_stored", 0)
-        log.warning("association from calling AE %r at %s aborted (A-ABORT or connection lost) after %d "
-                    "instance(s) acknowledged: those are kept; the sender must send again what it had no response for",
-                    assoc.requestor.ae_title.strip(), assoc.requestor.address, stored)
+        calling, address = assoc.requestor.ae_title.strip(), assoc.requestor.address
+        in_flight = getattr(assoc.dimse, "message", None) is not None or getattr(assoc, "dicomnode_storing", 0) > 0
+        closed_by_node = getattr(assoc, "dicomnode_closed_by_node", None)  # reactor.EventDrivenDUL: a stalled PDU
+        idle = closed_by_node is None and (getattr(assoc, "dicomnode_idle_closed", False) or _idle_timeout(assoc))
+        if closed_by_node is None and getattr(assoc, "dicomnode_stopping", False):
+            closed_by_node = (f"the node is stopping and the peer did not answer its A-RELEASE within "
+                              f"node.acse_timeout ({self.config.node.acse_timeout:g} s)")
+        if closed_by_node is not None:
+            log.warning("association from calling AE %r at %s closed by this node: %s, after %d instance(s) "
+                        "acknowledged: those are kept; the sender must send again what it had no response for",
+                        calling, address, closed_by_node, stored)
+        elif idle:
+            # the node's own idle timer (node.network_timeout), not the peer: an idle association between two
+            # messages lost nothing
+            log.log(logging.WARNING if in_flight else logging.INFO,
+                    "association from calling AE %r at %s closed by this node after node.network_timeout (%g s) "
+                    "idle, after %d instance(s) acknowledged%s", calling, address, self.config.node.network_timeout,
+                    stored, ": a message was in flight; the sender must send again what it had no response for"
+                    if in_flight else "")
+        else:
+            log.warning("association from calling AE %r at %s aborted (A-ABORT or connection lost) after %d "
+                        "instance(s) acknowledged: those are kept; the sender must send again what it had no response "
+                        "for", calling, address, stored)
         if self.on_aborted is None:
             return
-        if _idle_timeout(assoc) and getattr(assoc.dimse, "message", None) is None:
+        if idle and not in_flight:
             # the node ended a silent association (node.network_timeout) between two messages: every instance it
             # was sent had its answer, so no transfer was cut (a sender keeping its association open while idle)
             return
@@ -895,6 +950,9 @@ class StorageSCP:
         address = event.assoc.requestor.address
         held = [a for a in self.associations() if a is not event.assoc]
         if len(held) >= self.config.node.max_associations:  # pynetdicom: "local-limit-exceeded", checked last
+            note = getattr(self._server, "note_slot_refusal", None)
+            if note is not None:
+                note()
             log.warning("association refused: calling AE %r from %s: node.max_associations %d reached (%s)",
                         calling, address, self.config.node.max_associations, describe_holders(held))
             return
@@ -934,6 +992,18 @@ class StorageSCP:
         return (f"degraded: all {limit} association slots taken (node.max_associations), {len(stalled)} of them by "
                 f"connection(s) without a completed association for over {grace:g} s, new associations "
                 f"are refused: {describe_holders(held)}")
+
+    def slot_summary(self) -> dict:
+        """The association slots now, for the heartbeat and `dicomnode status`: max (node.max_associations), held,
+        unassociated (connections without a completed association), holders (describe_holders) and
+        refused_last_hour (connections and associations refused for want of a slot: node.max_associations,
+        node.max_associations_per_host, node.max_unassociated_per_host)."""
+        held = self.associations()
+        refusals = getattr(self._server, "slot_refusals_within", None)
+        return {"max": self.config.node.max_associations, "held": len(held),
+                "unassociated": sum(1 for assoc in held if setting_up(assoc)),
+                "holders": describe_holders(held),
+                "refused_last_hour": refusals(SLOT_REFUSALS_KEPT_S) if refusals is not None else 0}
 
     def slots_busy(self) -> str | None:
         """'busy: all N slots in use ...' while every node.max_associations slot is held by set-up associations
@@ -1348,6 +1418,45 @@ class StorageSCP:
         self.ae._servers.append(self._server)  # as AE.start_server does: AssociationServer.shutdown removes it
         threading.Thread(target=self._server.serve_forever, name="dicomnode-scp-accept", daemon=True).start()
 
+    def _release_all(self, open_now: list, began: float, deadline: float) -> None:
+        """Release the established associations of `open_now` (all at once: a peer that does not answer costs its own
+        node.acse_timeout, not the others'), and wait until every association thread of the server has ended or
+        `deadline` (time.monotonic(); the stop began at `began`) passed; then close the connection of each one still
+        held, saying which peer held the stop and how (a PDU half received, or no answer to the A-RELEASE), and wait
+        STOP_CLOSE_WAIT_S more for their threads to see it."""
+        if open_now:
+            log.info("stop: releasing %d open association(s) (%s); a peer that has not let go within %.0f s has its "
+                     "connection closed", len(open_now), describe_holders(open_now), max(0.0, deadline - began))
+        for assoc in open_now:
+            if assoc.is_established:
+                # not named after the association: pynetdicom finds a server's associations by "AcceptorThread"
+                threading.Thread(target=_release_quietly, args=(assoc,), daemon=True,
+                                 name="dicomnode-stop-release").start()
+        server = self._server
+
+        def held() -> list:
+            return [assoc for assoc in list(server.active_associations) if assoc.is_alive()]
+
+        while held() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stuck = held()
+        for assoc in stuck:
+            reading = getattr(getattr(assoc, "dul", None), "dicomnode_reading_since", None)
+            how = (f"a PDU of it half received for {time.monotonic() - reading:.0f} s" if reading is not None
+                   else "no answer to the A-RELEASE" if assoc.is_established else "its connection not yet closed")
+            log.warning("stop: the association from calling AE %r at %s had not ended %.0f s into the stop (%s): its "
+                        "connection is closed", _calling_of(assoc), peer_address(assoc) or "?",
+                        time.monotonic() - began, how)
+            assoc.dicomnode_closed_by_node = f"the node stopped, {how}"
+            request = socket_of(assoc)
+            try:
+                request.shutdown(socket.SHUT_RDWR)  # a recv() blocked on it returns: pynetdicom ends the association
+            except (OSError, AttributeError):
+                pass
+        end = time.monotonic() + STOP_CLOSE_WAIT_S
+        while stuck and held() and time.monotonic() < end:
+            time.sleep(0.05)
+
     @staticmethod
     def check_port(config: Config) -> None:
         """Before the process changes anything: raises ListenError (as start would) where node.host:node.port
@@ -1387,8 +1496,7 @@ class StorageSCP:
         cut = set(self.studies_cut())
         open_now = [assoc for assoc in list(self._server.active_associations)
                     if not getattr(assoc, "dicomnode_ended", False)]
-        for assoc in open_now:
-            assoc.release() if assoc.is_established else None
+        self._release_all(open_now, began, max(began + timeout, time.monotonic() + STOP_RELEASE_GRACE_S))
         with self._active_lock:  # a store that came in before the release was answered
             self._active_lock.wait_for(lambda: self._active == 0, timeout=timeout)
         # computed once the associations are released: a C-STORE answered while they were being released (the

@@ -1,0 +1,169 @@
+"""A peer that stalls mid-PDU, or goes silent, holds no association slot past node.network_timeout and does not hold
+up a stop; the node's own closes are logged as the node's; one host's silent connections cannot take every slot,
+and `status` says who holds them (break50a #1, #2, #5, #6)."""
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from dicomnode.config import Config, config_warnings
+from dicomnode.net.scp import StorageSCP
+from dicomnode.spool import Spool
+from dicomnode.state import StateDB
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def make_scp(tmp_path):
+    made = []
+
+    def make(**node):
+        settings = {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
+                    "allowed_calling_aes": ["*"], **node}
+        db = StateDB(tmp_path / "store" / "state.sqlite3")
+        scp = StorageSCP(Config.model_validate({"node": settings}), Spool(tmp_path / "store", db, min_free_space_mb=0))
+        scp.start()
+        made.append((scp, db))
+        return scp
+
+    yield make
+    for scp, db in made:
+        scp.stop(1.0)
+        db.close()
+
+
+def _associate(port: int):
+    ae = AE(ae_title="SCANNER1")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMNODE")
+    assert assoc.is_established
+    return assoc
+
+
+def _stall_mid_pdu(assoc) -> socket.socket:
+    """Send the header of a P-DATA-TF PDU declaring 100 000 bytes and 10 of them, then nothing."""
+    raw = assoc.dul.socket.socket
+    raw.sendall(struct.pack(">BBI", 4, 0, 100_000) + b"\0" * 10)
+    return raw
+
+
+def _closed_by_node(raw: socket.socket) -> bool:
+    try:
+        raw.settimeout(0.05)
+        while True:
+            if not raw.recv(4096):
+                return True
+    except (socket.timeout, BlockingIOError):
+        return False
+    except OSError:
+        return True
+
+
+def test_a_peer_stalled_mid_pdu_is_closed_after_the_network_timeout_and_its_slot_freed(make_scp, caplog):
+    caplog.set_level(logging.INFO, logger="dicomnode")
+    scp = make_scp(max_associations=2, network_timeout=1.0, acse_timeout=5.0)
+    stalled = [_associate(scp.port), _associate(scp.port)]
+    raws = [_stall_mid_pdu(assoc) for assoc in stalled]
+    try:
+        assert wait_until(lambda: all(_closed_by_node(raw) for raw in raws), timeout=6), \
+            "a peer stalled mid-PDU kept its connection past node.network_timeout"
+        assert wait_until(lambda: not scp.associations(), timeout=3)
+        assert "closed: PDU body not received within node.network_timeout (1 s): 10 of 100000 byte(s)" in caplog.text
+        assert "closed by this node: PDU body not received within node.network_timeout (1 s)" in caplog.text
+        assert "A-ABORT or connection lost" not in caplog.text
+        assert "not associated yet" not in caplog.text
+        again = _associate(scp.port)
+        assert again.send_c_echo().Status == 0x0000
+        again.release()
+    finally:
+        for assoc in stalled:
+            assoc.abort()
+
+
+def test_stop_closes_an_association_stalled_mid_pdu_and_says_who_held_it(make_scp, caplog):
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    scp = make_scp(network_timeout=60.0, acse_timeout=60.0)  # neither would end it during the test
+    assoc = _associate(scp.port)
+    raw = _stall_mid_pdu(assoc)
+    try:
+        time.sleep(0.3)
+        began = time.monotonic()
+        scp.stop(1.0)
+        took = time.monotonic() - began
+        assert took < 8, f"stop took {took:.1f} s with a stalled peer"
+        assert "stop: the association from calling AE 'SCANNER1' at 127.0.0.1 had not ended" in caplog.text
+        assert "a PDU of it half received" in caplog.text
+        assert _closed_by_node(raw)
+    finally:
+        assoc.abort()
+
+
+def test_the_nodes_idle_timeout_is_logged_as_the_nodes_close(make_scp, caplog):
+    caplog.set_level(logging.INFO, logger="dicomnode")
+    scp = make_scp(network_timeout=1.0, acse_timeout=5.0)
+    assoc = _associate(scp.port)
+    try:
+        assert wait_until(lambda: not scp.associations(), timeout=5)
+        idle = [r for r in caplog.records if "closed by this node after node.network_timeout (1 s) idle" in r.message]
+        assert idle and idle[0].levelno == logging.INFO, caplog.text
+        assert "A-ABORT or connection lost" not in caplog.text
+    finally:
+        assoc.abort()
+
+
+def test_one_host_holds_at_most_max_unassociated_per_host_silent_connections(make_scp, caplog):
+    caplog.set_level(logging.WARNING, logger="dicomnode")
+    scp = make_scp(max_associations=4, max_unassociated_per_host=2, acse_timeout=5.0, network_timeout=5.0)
+    flood = ("127.0.0.2", 0)  # another source address than the scanner's
+    burst = [socket.create_connection(("127.0.0.1", scp.port), source_address=flood) for _ in range(5)]
+    try:
+        assert wait_until(lambda: sum(_closed_by_node(sock) for sock in burst) == 3, timeout=3), \
+            "a burst of silent connections from one address passed node.max_unassociated_per_host"
+        assert wait_until(lambda: len(scp.associations()) == 2, timeout=3)
+        assert "node.max_unassociated_per_host 2 reached: 127.0.0.2 holds 2 connection(s)" in caplog.text
+        legit = _associate(scp.port)  # the slots the flood could not take
+        assert legit.send_c_echo().Status == 0x0000
+        summary = scp.slot_summary()
+        assert summary["held"] == 3 and summary["unassociated"] == 2 and summary["refused_last_hour"] == 3
+        legit.release()
+    finally:
+        for sock in burst:
+            sock.close()
+
+
+def test_status_says_who_holds_the_slots_when_they_are_full(make_scp):
+    from dicomnode.cli import association_slots_line
+    scp = make_scp(max_associations=2, max_unassociated_per_host=0, acse_timeout=5.0)
+    silent = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(2)]
+    try:
+        assert wait_until(lambda: len(scp.associations()) == 2, timeout=3)
+        refused = AE(ae_title="SCANNER1")
+        refused.add_requested_context(Verification)
+        assert not refused.associate("127.0.0.1", scp.port, ae_title="DICOMNODE").is_established
+        assert wait_until(lambda: len(scp.associations()) == 2, timeout=3)  # the refused one's thread has ended
+        line = association_slots_line(scp.slot_summary())
+        assert line.startswith("ASSOCIATION SLOTS FULL, new associations are refused: 2/2 held"), line
+        assert "2 of them not associated yet: 127.0.0.1: 2 (2 not associated yet)" in line
+        assert "1 connection(s) or association(s) refused for want of a slot in the last hour" in line
+    finally:
+        for sock in silent:
+            sock.close()
+    assert wait_until(lambda: not scp.associations(), timeout=3)
+    assert association_slots_line({**scp.slot_summary(), "refused_last_hour": 0}) is None
+
+
+def test_config_check_warns_about_a_network_node_without_a_per_host_limit():
+    def warnings(**node):
+        return [w for w in config_warnings(Config.model_validate({"node": node}))
+                if "node.max_associations_per_host = 0" in w]
+    assert warnings(host="0.0.0.0") and "one source address may hold every association slot" in warnings(
+        host="0.0.0.0")[0]
+    assert not warnings(host="0.0.0.0", max_associations_per_host=4)
+    assert not warnings(host="127.0.0.1")  # loopback: only this machine's processes reach it
