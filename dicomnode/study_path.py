@@ -19,6 +19,7 @@ from dicomnode.cmr.study import CMRStudy
 from dicomnode.config import Config, RouteConfig
 from dicomnode.observe import patient_values
 from dicomnode.results.objects import REANALYSIS_SERIES_STEP, SR_SERIES
+from dicomnode.results.provenance import in_source_offset
 from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, build_rejection_note, listed_series_range
 from dicomnode.routing import select_route
 from dicomnode.spool import write_durably
@@ -118,12 +119,12 @@ def run_study(study: CMRStudy, config: Config, analyser: StudyAnalyser, calling_
     sender = return_address(config, route, senders) if route.send_to_sender and senders is not None else None
     destinations = route_destinations(route, sender)
     supersedes = not_received_everywhere(supersedes, destinations)
-    outcome = analyser.analyse(study, route.pipelines, started_at=started_at or dt.datetime.now().astimezone(),
-                               supersedes=supersedes)
+    started_at = in_source_offset(started_at or dt.datetime.now().astimezone(), (
+        header.dataset for series in study.series for header in getattr(series, "instances", ())))
+    outcome = analyser.analyse(study, route.pipelines, started_at=started_at, supersedes=supersedes)
     notes: dict[str, str] = {}
     if rejects and outcome.datasets:
-        notes = with_rejection_note(outcome, rejects, config, started_at or dt.datetime.now().astimezone(),
-                                    supersedes or [], destinations, sender)
+        notes = with_rejection_note(outcome, rejects, config, started_at, supersedes or [], destinations, sender)
     written = [result._replace(destination=notes.get(result.sop_instance_uid))
                for result in write_results(outcome.datasets, write_root, name_result, file_mode)]
     outcome.summary["route"] = route.name  # the [[routes]] name that decided the pipelines and destinations

@@ -520,7 +520,8 @@ class CinePipeline:
             ends_left_out_mm=getattr(volume, "ends_left_out_mm", None), phase_numbers=numbers, cycle_phases=cycle,
             distinct_phases=derived.distinct if derived.any else None, derived_note=derived.note(),
             slice_rr_ms=getattr(volume, "slice_rr_ms", None),
-            extent_rule_withheld=lv_extent_rule_withheld(age, child_size))
+            extent_rule_withheld=lv_extent_rule_withheld(age, child_size),
+            trigger_order_note=getattr(volume, "trigger_order_note", None))
         refine = self.runtime.model(REFINE_MODEL_NAME) if self.refine_spec is not None else None
         # the RV accuracy flag and the flags' known errors quote the card of the model whose label maps give the ED /
         # ES volumes: the all-phase model's, or the refining model's where a given timing marks the refined

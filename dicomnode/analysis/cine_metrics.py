@@ -1744,7 +1744,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                  rv_validation: dict | None = None, function_validation: dict | None = None,
                  phase_numbers=None, cycle_phases: int | None = None, distinct_phases=None,
                  derived_note: str | None = None, slice_rr_ms=None,
-                 extent_rule_withheld: str | None = None, not_numbers=None) -> CineMeasurements:
+                 extent_rule_withheld: str | None = None, not_numbers=None,
+                 trigger_order_note: str | None = None) -> CineMeasurements:
     """All cine measurements from node label maps of every phase (phases, slices, rows, cols).
 
     LV volumes follow the basal-slice rule (BASAL_RULE); ED/ES come from find_cardiac_phases (trigger_times: one
@@ -1752,6 +1753,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
     read at the RV's largest / smallest volume within RV_PHASE_WINDOW phase of that ED / ES (rv_cardiac_phases,
     kept in `timing.rv_ed` / `timing.rv_es`), with a note where the RV volume at the LV's phase differs from it by
     more than the jump step (rv_phase_notes) and where the RV volume jumps at the phase read (rv_timing_notes). Timing notes (flagged phases, ED cross-check, RV jumps at ED/ES) are appended to `flags`.
+    trigger_order_note: where the headers' TriggerTime order contradicts the phase order (Volume.trigger_order_note),
+    the first timing note; ED/ES are found as without it.
     slice_positions_mm: (slices,) positions along the stack normal; each slice then counts with its own disc
     (voxel_volume_ml x disc_thickness_mm / the median step: a gap or uneven spacing is not given the median). The
     stack's coverage of the LV at ED (stack_coverage; apex_first: the first slice is the apical end, None: unknown)
@@ -1800,6 +1803,8 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
         timing = find_cardiac_phases(timing_slice_volumes_ml(labelmaps, voxel_volume_ml)[0], trigger_times,
                                      reported_curve_ml=lv_curve, phase_numbers=phase_numbers,
                                      cycle_phases=cycle_phases, distinct_phases=distinct_phases)
+    if trigger_order_note and trigger_order_note not in timing.notes:
+        timing = replace(timing, notes=[trigger_order_note, *timing.notes])
     ed, es = timing.ed, timing.es
     if timing.rv_ed is None or timing.rv_es is None:
         timing = replace(timing, **dict(zip(("rv_ed", "rv_es"), rv_cardiac_phases(

@@ -16,6 +16,7 @@ from dicomnode.config import Config
 from dicomnode.inference import Runtime
 from dicomnode.results.headers import copied_control_characters
 from dicomnode.results.objects import build_result_objects, declined_study_report
+from dicomnode.results.provenance import in_source_offset
 from dicomnode.types import AnalysisContext, Declined, PipelineResult, StudyOutcome
 from dicomnode.uids import short_hash
 
@@ -89,7 +90,9 @@ class Analyser:
     def analyse(self, study, pipelines: list[str], started_at: dt.datetime | None = None,
                 supersedes: list[dict] | None = None) -> StudyOutcome:
         """Run `pipelines` in order on a CMRStudy; a failing pipeline becomes a `declined` entry, never a crash."""
-        started_at = started_at or dt.datetime.now().astimezone()
+        # the result objects' times in the study's own UTC offset, which they declare for its copied dates and times
+        started_at = in_source_offset(started_at or dt.datetime.now().astimezone(), (
+            header.dataset for series in study.series for header in getattr(series, "instances", ())))
         summary: dict = {"study_instance_uid": study.study_instance_uid or None, "series": study.summary_series()}
         declined: list[dict] = [d.summary() for d in study.declined]
         not_analysed: list[dict] = []  # routed analyses the study holds no series for (absent_inputs)

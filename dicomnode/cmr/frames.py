@@ -156,8 +156,9 @@ def _text(value) -> str | None:
 
 
 def tm_seconds(value) -> float | None:
-    """DICOM TM (HHMMSS.frac) or DT (YYYYMMDDHHMMSS.frac) -> seconds since midnight; None when absent or invalid."""
-    text = str(value or "").strip()
+    """DICOM TM (HHMMSS.frac, or the HH:MM:SS.frac form that PS3.5 6.2 asks readers to accept from earlier
+    editions) or DT (YYYYMMDDHHMMSS.frac) -> seconds since midnight; None when absent or invalid."""
+    text = str(value or "").strip().replace(":", "")
     if len(text) >= 14 and text[:8].isdigit() and len(text.split(".")[0]) >= 12:
         text = text[8:]
     text = text.split("+")[0].split("-")[0]
@@ -173,11 +174,10 @@ def tm_seconds(value) -> float | None:
         return None
 
 
-def clock_seconds(time_value, date_value=None) -> float | None:
+def dated_seconds(time_value, date_value=None) -> float | None:
     """When something happened, in seconds on a clock that runs across midnight: a DICOM DT (YYYYMMDDHHMMSS.frac) or a
     TM (HHMMSS.frac) with a DA (YYYYMMDD) -> days since 0001-01-01 x 86400 + seconds since midnight, so that 00:08 on
-    the next day is later than 23:58; a TM without a valid date -> seconds since midnight (`tm_seconds`); None when the
-    time is absent or invalid. Compare only values of one kind (all dated or all undated)."""
+    the next day is later than 23:58; None when the time or its date is absent or invalid."""
     seconds = tm_seconds(time_value)
     if seconds is None:
         return None
@@ -186,7 +186,23 @@ def clock_seconds(time_value, date_value=None) -> float | None:
     try:
         return datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal() * 86400.0 + seconds
     except ValueError:
-        return seconds
+        return None
+
+
+#: `dated_seconds` of the year 2 onwards; a time of day alone (`tm_seconds`) stays below it
+DATED_CLOCK_FROM_S = 366 * 86400.0
+
+
+def is_dated(clock: float | None) -> bool:
+    """Whether a `clock_seconds` value carries its date (`dated_seconds`), not a time of day alone."""
+    return clock is not None and clock >= DATED_CLOCK_FROM_S
+
+
+def clock_seconds(time_value, date_value=None) -> float | None:
+    """`dated_seconds` where the time has a valid date; a TM without one -> seconds since midnight (`tm_seconds`);
+    None when the time is absent or invalid. Compare only values of one kind (all dated or all undated)."""
+    dated = dated_seconds(time_value, date_value)
+    return dated if dated is not None else tm_seconds(time_value)
 
 
 def _item(container, keyword: str):

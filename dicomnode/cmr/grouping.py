@@ -3,6 +3,7 @@ merge one-slice series into stacks (one reconstruction each, later re-acquisitio
 into cines."""
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import re
@@ -17,7 +18,8 @@ from pydicom.multival import MultiValue
 from dicomnode import charsets
 from dicomnode.inflate import file_inflates_over
 from dicomnode.types import Declined
-from dicomnode.cmr.frames import (NEAR_PARALLEL_DEG, FrameInfo, _float, _int, are_repeats, frames_of, header_value,
+from dicomnode.cmr.frames import (NEAR_PARALLEL_DEG, FrameInfo, _float, _int, are_repeats, dated_seconds, frames_of,
+                                  header_value, is_dated,
                                   latest_first, mean_orientation, merge_replanned_slices, one_examination,
                                   orientation_angle_deg,
                                   orientation_groups, parallel_stacks, plane_name, reacquired, repeat_reason,
@@ -705,9 +707,12 @@ def _frame_facts(frame: FrameInfo) -> dict[str, str]:
 
 
 def _clock(seconds: float | None) -> str:
-    """Seconds since midnight as HH:MM:SS.fff, "absent" for None."""
+    """Seconds since midnight as HH:MM:SS.fff, a dated clock value (frames.dated_seconds) as YYYY-MM-DD HH:MM:SS.fff,
+    "absent" for None."""
     if seconds is None:
         return "absent"
+    if is_dated(seconds):
+        return f"{datetime.date.fromordinal(int(seconds // 86400)).isoformat()} {_clock(seconds % 86400)}"
     minutes, rest = divmod(seconds, 60.0)
     return f"{int(minutes // 60):02d}:{int(minutes % 60):02d}:{rest:06.3f}"
 
@@ -1050,26 +1055,39 @@ def _along_normal(frame: FrameInfo, other: FrameInfo) -> float:
     return abs(float(np.dot(slice_centre(other) - slice_centre(frame), frame.normal)))
 
 
-def _acquired(frames: list[FrameInfo], keyword: str) -> float | None:
+def _acquired(frames: list[FrameInfo], keyword: str) -> tuple[float | None, float | None]:
     """When images were acquired: their latest AcquisitionTime (0008,0032) (keyword 'AcquisitionTime') or SeriesTime
-    (0008,0031) (keyword 'SeriesTime'), seconds since midnight; None when absent."""
+    (0008,0031) (keyword 'SeriesTime'), seconds since midnight, and the same on the dated clock of
+    frames.dated_seconds (with AcquisitionDate / SeriesDate) where every such frame has a date, else None; (None, None)
+    when absent."""
     if keyword == "AcquisitionTime":
-        times = [f.acquisition_time for f in frames if f.acquisition_time is not None]
+        pairs = [(f.acquisition_time, f.acquired_at if is_dated(f.acquired_at) else None) for f in frames]
     else:
-        times = [t for t in (tm_seconds(f.header.dataset.get("SeriesTime")) for f in frames) if t is not None]
-    return max(times) if times else None
+        pairs = [(tm_seconds(ds.get("SeriesTime")), dated_seconds(ds.get("SeriesTime"), ds.get("SeriesDate")))
+                 for ds in (f.header.dataset for f in frames)]
+    pairs = [(of_day, dated) for of_day, dated in pairs if of_day is not None]
+    if not pairs:
+        return None, None
+    dated = [when for _, when in pairs]
+    return max(of_day for of_day, _ in pairs), (None if None in dated else max(dated))
 
 
 def _later(new: Candidate | list[FrameInfo], old: Candidate | list[FrameInfo]) -> tuple[bool, str]:
     """Whether `new` was acquired at least REACQUIRED_AFTER_S after `old` (candidates or their frames), by
-    AcquisitionTime where both have one, else by SeriesTime; and the times compared as text."""
+    AcquisitionTime where both have one, else by SeriesTime, with their dates where both have one (00:05 is later than
+    23:55 the day before); and the times compared as text."""
     new = new.frames if isinstance(new, Candidate) else new
     old = old.frames if isinstance(old, Candidate) else old
     for keyword in ("AcquisitionTime", "SeriesTime"):
-        times = _acquired(new, keyword), _acquired(old, keyword)
-        if None not in times:
-            text = f"{keyword} {_clock(times[0])} against {_clock(times[1])}"
-            return times[0] - times[1] >= REACQUIRED_AFTER_S, text
+        (new_time, new_dated), (old_time, old_dated) = _acquired(new, keyword), _acquired(old, keyword)
+        if new_time is None or old_time is None:
+            continue
+        if new_dated is not None and old_dated is not None:
+            new_time, old_time = new_dated, old_dated
+            if int(new_time // 86400) == int(old_time // 86400):  # on one day the date says nothing
+                new_time, old_time = new_time % 86400, old_time % 86400
+        text = f"{keyword} {_clock(new_time)} against {_clock(old_time)}"
+        return new_time - old_time >= REACQUIRED_AFTER_S, text
     return False, "no AcquisitionTime or SeriesTime to compare"
 
 

@@ -15,8 +15,8 @@ import pydicom
 
 from dicomnode.types import Declined
 from dicomnode.cmr.age import PatientAge, age_reading
-from dicomnode.cmr.frames import (_float, parallel_stacks, slice_centre, slice_groups, slice_thickness, stack_normal,
-                                  tm_seconds)
+from dicomnode.cmr.frames import (_float, dated_seconds, parallel_stacks, slice_centre, slice_groups, slice_thickness,
+                                  stack_normal, tm_seconds)
 from dicomnode.cmr.grouping import (NODE_MANUFACTURER, Candidate, UnreadableFile, _clock, group_instances,
                                     read_header)
 from dicomnode.cmr.identity import IdentityConflict, identity_conflict
@@ -40,8 +40,10 @@ PREFERENCE_RULE = ("preferred repeat = complete acquisition first (the same phas
                    "on weak evidence, which a T1 map keeping its source header also gives, after one recognised at "
                    "a lower confidence band, after a strong one: confidence >= 0.8, after a strong one also named an "
                    "LGE in its SeriesDescription or phase-sensitive), then PSIR over "
-                   "magnitude for LGE (then signed over unsigned values), then the latest (SeriesTime/"
-                   "AcquisitionTime, then SeriesNumber); the repeats left aside are named in the preferred stack's "
+                   "magnitude for LGE (then signed over unsigned values), then the latest (SeriesDate + "
+                   "SeriesTime, AcquisitionDate + AcquisitionTime, ContentDate + ContentTime or AcquisitionDateTime: "
+                   "00:05 is later than 23:55 the day before; the time of day alone where a repeat has no date; then "
+                   "SeriesNumber); the repeats left aside are named in the preferred stack's "
                    "warnings. An image whose pixel data cannot be read or decoded counts as missing: the repeats "
                    "are ranked again without it once decoding finds it. A series received twice (the same images, "
                    "pixel data and times under new UIDs: a re-route) is counted once, never a repeat")
@@ -259,8 +261,9 @@ class CMRStudy:
         matching = [s for s in self.series if s.sequence.value == sequence and (view is None or s.view.value == view)]
         if not matching:
             return None
-        flagged = [s for s in matching if s.preferred]
-        return max(flagged or matching, key=_preference_rank)
+        candidates = [s for s in matching if s.preferred] or matching
+        clocks = _series_clocks(candidates)
+        return max(candidates, key=lambda s: _preference_rank(s, clocks))
 
     def load_volume(self, series: AnalysisSeries, require_stack: bool = True) -> Volume:
         """Pixels + geometry of the series (StudyError when it cannot be a volume; single slice refused by default).
@@ -371,16 +374,49 @@ def sax_extent_problem(volume: Volume) -> str | None:
             f"{MAX_SAX_EXTENT_MM:.0f} mm; several stacks or examinations in one series? not measured as one ventricle")
 
 
-def _series_time(candidate_or_series) -> float:
+#: where a series' instances say when they were acquired, in the order read: (date keyword, time keyword); a DT
+#: carries its own date
+SERIES_TIME_SOURCES = (("SeriesDate", "SeriesTime"), ("AcquisitionDate", "AcquisitionTime"),
+                       ("ContentDate", "ContentTime"), (None, "AcquisitionDateTime"))
+
+
+@dataclass(frozen=True)
+class SeriesClock:
+    """When a series was acquired (its earliest instance, SERIES_TIME_SOURCES): `dated` on the clock of
+    frames.dated_seconds (seconds, running across midnight), None where an instance has no valid date; `of_day`
+    seconds since midnight; both None when no instance has a valid time."""
+    dated: float | None
+    of_day: float | None
+
+
+def _series_time(candidate_or_series) -> SeriesClock:
     instances = getattr(candidate_or_series, "instances", None) or getattr(candidate_or_series, "headers")
-    times = []
+    dated, of_day = [], []
     for header in instances:
-        for keyword in ("SeriesTime", "AcquisitionTime", "ContentTime"):
-            value = tm_seconds(getattr(header.dataset, keyword, None))
-            if value is not None:
-                times.append(value)
-                break
-    return min(times) if times else -1.0
+        found = [(dated_seconds(time, date), tm_seconds(time)) for time, date in (
+            (getattr(header.dataset, time_keyword, None), getattr(header.dataset, date_keyword, None) if date_keyword
+             else None) for date_keyword, time_keyword in SERIES_TIME_SOURCES)]
+        times = [time for _, time in found if time is not None]
+        if times:
+            of_day.append(times[0])
+            dated.append(next((when for when, _ in found if when is not None), None))
+    return SeriesClock(None if not dated or None in dated else min(dated), min(of_day) if of_day else None)
+
+
+def _series_clocks(members: Iterable[AnalysisSeries]) -> dict[str, tuple[float, bool]]:
+    """Per series key, when it was acquired on one clock for all `members`, so that they compare: (dated seconds,
+    True) where every member with a time has a date (a repeat at 00:05 is later than one at 23:55 the day before),
+    else (seconds since midnight, False); (-1.0, False) for a series without a time."""
+    clocks = {s.key: _series_time(s) for s in members}
+    dated = all(c.dated is not None for c in clocks.values() if c.of_day is not None)
+    return {key: ((c.dated if dated else c.of_day), dated) if c.of_day is not None else (-1.0, False)
+            for key, c in clocks.items()}
+
+
+def _when(clock: tuple[float, bool], dated: bool = False) -> str:
+    """A `_series_clocks` value as text: the time of day, with its date where `dated`."""
+    seconds, has_date = clock
+    return _clock(seconds if dated and has_date else seconds % 86400)
 
 
 #: header positions are written to a few decimals: gaps and positions compared within this (mm)
@@ -539,8 +575,8 @@ def _lge_strength(series: AnalysisSeries, evidence: SeriesEvidence) -> int:
     return 3 if lge_identity(evidence) else 2
 
 
-def _preference_rank(series: AnalysisSeries) -> tuple:
-    return (series.preferred, series.lge_kind == "psir", _series_time(series), series.series_number or 0)
+def _preference_rank(series: AnalysisSeries, clocks: dict[str, tuple[float, bool]]) -> tuple:
+    return (series.preferred, series.lge_kind == "psir", clocks[series.key][0], series.series_number or 0)
 
 
 #: description forms of a post-contrast acquisition ('SAX_T1_post', 'MOLLI_..._POST_T1 MAP', 'T1 map 15 min', Siemens
@@ -623,6 +659,7 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
     for (sequence, view, measured), members in groups.items():
         what = f"{sequence}/{view}" + (f" ({measured})" if measured else "")
         cover = {s.key: Coverage.of(evidence[s.key].frames) for s in members}
+        clocks = _series_clocks(members)
         known = [c.thickness for c in cover.values() if c.thickness] or [c.spacing for c in cover.values() if c.spacing]
         for coverage in cover.values():
             coverage.reference = min(known) if known else None  # a series without SliceThickness: the finest known
@@ -653,7 +690,7 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
             done = complete(s)
             return (done, uniform(s), 0.0 if done else cover[s.key].length_mm,
                     _lge_strength(s, evidence[s.key]) if sequence == "lge" else 0, s.lge_kind == "psir",
-                    _signed(evidence[s.key]), _series_time(s), s.series_number or 0)
+                    _signed(evidence[s.key]), clocks[s.key][0], s.series_number or 0)
 
         ranked = sorted(members, key=rank, reverse=True)
         chosen = ranked[0]
@@ -672,7 +709,7 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
                            f"{chosen.series_number})")
         chosen.preferred_reason = "; ".join(reasons) + f". Rule: {PREFERENCE_RULE}"
         for other in ranked[1:]:
-            reason, routine = _left_aside_because(other, chosen, sequence, evidence, cover, complete, uniform,
+            reason, routine = _left_aside_because(other, chosen, sequence, evidence, cover, clocks, complete, uniform,
                                                   sparser if near(other) else (lambda s: None))
             names = _label(other), _label(chosen)
             split_apart = other.key in split and chosen.key in split
@@ -711,13 +748,15 @@ def _mark_preferred(series_list: list[AnalysisSeries], evidence: dict[str, Serie
 
 
 def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence: str,
-                        evidence: dict[str, SeriesEvidence], cover: dict[str, Coverage], complete, uniform,
-                        sparser=lambda s: None) -> tuple[str, bool]:
+                        evidence: dict[str, SeriesEvidence], cover: dict[str, Coverage],
+                        clocks: dict[str, tuple[float, bool]], complete, uniform, sparser=lambda s: None
+                        ) -> tuple[str, bool]:
     """Why `other` was not preferred over `chosen`, in the order PREFERENCE_RULE applies, and whether that is routine:
     the other reconstruction (magnitude beside PSIR) of the same slice positions, which the preferred series' notes
     record, while a repeat, a stack with other positions or a reconstruction split out of one series is a stack
     warning. `sparser(other)`: the repeat sampling about as much as `other` with more slice positions over the
-    extent both cover, where `other` has gaps wider than a normal spacing (None where coverage alone decides)."""
+    extent both cover, where `other` has gaps wider than a normal spacing (None where coverage alone decides).
+    `clocks`: `_series_clocks` of the series compared."""
     mine, theirs = cover[chosen.key], cover[other.key]
     lacking = theirs.lacks(mine)
     missing = f"; it has no slice at {_positions_text(lacking)}" if lacking else ""
@@ -757,14 +796,24 @@ def _left_aside_because(other: AnalysisSeries, chosen: AnalysisSeries, sequence:
     if _signed(evidence[chosen.key]) and not _signed(evidence[other.key]) and chosen.lge_kind == other.lge_kind:
         return ("both recognised as " + (chosen.lge_kind or "the same kind") + "; signed values (a phase-sensitive "
                 "reconstruction, RescaleIntercept < 0) preferred over its unsigned ones" + missing, routine)
-    times = _series_time(other), _series_time(chosen)
-    if 0 <= times[0] < times[1]:
-        return (f"acquired earlier ({_clock(times[0])} against {_clock(times[1])}); the latest is preferred" + missing,
-                False)
+    times = clocks[other.key], clocks[chosen.key]
+    known = times[0][0] >= 0, times[1][0] >= 0
+    # the date is shown where the two were acquired on different days
+    dated = all(known) and times[0][1] and int(times[0][0] // 86400) != int(times[1][0] // 86400)
+    shown = _when(times[0], dated), _when(times[1], dated)
+    if all(known) and times[0][0] < times[1][0]:
+        return f"acquired earlier ({shown[0]} against {shown[1]}); the latest is preferred" + missing, False
+    timing = ("acquired at the same time" if all(known) and times[0][0] == times[1][0] else
+              f"acquired at {shown[0]} against {shown[1]}" if all(known) else
+              f"no acquisition time in it (this series: {shown[1]})" if known[1] else
+              f"no acquisition time in this series (it: {shown[0]})" if known[0] else
+              "no acquisition time in either")
     # "the same coverage" only where both hold the same slice positions; else the positions differ as `missing` says
-    same = "the same coverage and time" if not lacking and not mine.lacks(theirs) else (
-        f"not acquired earlier, and coverage does not decide ({theirs.length_mm:.0f} mm at other slice positions "
-        f"against {mine.length_mm:.0f} mm)")
+    same = ("the same coverage" if not lacking and not mine.lacks(theirs) else
+            f"coverage does not decide ({theirs.length_mm:.0f} mm at other slice positions against "
+            f"{mine.length_mm:.0f} mm)")
+    same = "the same coverage and time" if same == "the same coverage" and timing.endswith("same time") else (
+        f"{same}; {timing}")
     if (other.series_number or 0) < (chosen.series_number or 0):
         return (f"{same}; lower SeriesNumber ({other.series_number} against "
                 f"{chosen.series_number})" + missing, False)

@@ -184,6 +184,9 @@ class Volume:
     # RRIntervalTimeNominal (0020,9251), else 60000 / HeartRate (0018,1088); the median over its frames), None where
     # they give none; empty for a Volume built elsewhere. Each slice of a breath-hold cine has its own beats.
     slice_rr_ms: list[float | None] = field(default_factory=list)
+    #: where the phases' TriggerTime order contradicts the order they were put in (volume.trigger_order_note), a
+    #: timing note for the cine; None where they agree
+    trigger_order_note: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -1721,6 +1721,7 @@ def build_volume(series: AnalysisSeries, require_stack: bool = True) -> Volume:
         phase_numbers=phase_numbers,
         acquired_phases=acquired,
         slice_rr_ms=slice_rr_ms(frames),
+        trigger_order_note=trigger_order_note([list(column) for column in zip(*frames)], list(distances)),
     )
 
 
@@ -1745,6 +1746,40 @@ def header_warnings(frames: list[FrameInfo]) -> list[str]:
         found.append(f"ImageOrientationPatient of {len(skewed)} image(s): row and column cosines at {span}, not 90° "
                      "(an invalid header): positions, spacing and the SEG geometry copied from it are approximate")
     return found
+
+
+def trigger_order_note(per_slice: list[list[FrameInfo]], distances: list[float]) -> str | None:
+    """The timing note where the TriggerTime (0018,1060) of the phases contradicts the order they were put in
+    (per_slice: [slice][phase] frames in `_temporal_sort_key` order; distances: each slice's position, mm): ordered by
+    TemporalPositionIdentifier / TemporalPositionIndex where every frame has one, a later phase with an earlier
+    TriggerTime; else ordered by TriggerTime, phases whose InstanceNumber (and frame) order is another. None where
+    they agree or say nothing (a TriggerTime or InstanceNumber missing). The phases stay as ordered: only said."""
+    indexed = all(f.temporal_index is not None for s in per_slice for f in s)
+    found = []
+    for distance, frames in zip(distances, per_slice):
+        if len(frames) < 2 or any(f.trigger_time is None for f in frames):
+            continue
+        if indexed:
+            pair = next(((a, b) for a, b in zip(frames, frames[1:]) if b.trigger_time < a.trigger_time), None)
+        elif all(f.instance_number is not None for f in frames):
+            numbered = sorted(frames, key=lambda f: (f.instance_number, f.frame_index))
+            pair = next(((a, b) for a, b in zip(numbered, numbered[1:]) if b.trigger_time < a.trigger_time), None)
+        else:
+            pair = None
+        if pair is not None:
+            found.append((distance, pair))
+    if not found:
+        return None
+    distance, (first, second) = found[0]
+    where = f"{len(found)} of {len(per_slice)} slice(s), e.g. at {distance:.2f} mm"
+    if indexed:
+        name = temporal_index_name([f for s in per_slice for f in s]).split(" (")[0]
+        return (f"TriggerTime order contradicts {name} at {where} ({name} {first.temporal_index} at TriggerTime "
+                f"{first.trigger_time:g}, {second.temporal_index} at {second.trigger_time:g}): phases ordered by "
+                f"{name}; the headers disagree on the phase order, check the cine's timing")
+    return (f"phases ordered by TriggerTime against their InstanceNumber order at {where} (InstanceNumber "
+            f"{first.instance_number} at TriggerTime {first.trigger_time:g}, {second.instance_number} at "
+            f"{second.trigger_time:g}): the headers disagree on the phase order, check the cine's timing")
 
 
 def slice_rr_ms(frames: list[list[FrameInfo]]) -> list[float | None]:

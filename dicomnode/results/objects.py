@@ -13,7 +13,7 @@ from dicomnode.results.display_copy import (display_copies, needs_display_copies
                                             viewer_order)
 from dicomnode.results.headers import carry_identity, derivable_header, fit_character_set
 from dicomnode.analysis.phase_text import series_name
-from dicomnode.results.provenance import NODE_MARK, UNVERIFIED_MARK, node_algorithm
+from dicomnode.results.provenance import NODE_MARK, UNVERIFIED_MARK, node_algorithm, utc_offset
 from dicomnode.results.report import build_pdf_document, build_secondary_capture, render_report
 from dicomnode.results.seg import SegNotExpressible, build_seg, seg_parts
 from dicomnode.results.sr import bsa_for, build_sr, build_suggestions_sr
@@ -86,15 +86,23 @@ def order_for_viewers(measurement_sr: Dataset | None, segs: list[Dataset], other
     them in one and the same order, never SEG 9005, 9009, 9001 as when the later series were given the earlier
     times (break48b #7): the analysis start plus SERIES_TIME_STEP per place in Series Number order, the SEGs (stack
     order), the measurement SR, the suggestions SR, the PDF, the SC, then the display copies. The node's own objects
-    (not the copies, whose content is the scanner's) get the same Content Date/Time.
+    (not the copies, whose content is the scanner's) get the same Content Date/Time. Each is written in the UTC
+    offset the object declares (TimezoneOffsetFromUTC; a display copy keeps its source's), which becomes
+    `started_at`'s where the object declares none (PS3.3 C.12.1.1.8).
     """
     ranked: list[tuple[list[Dataset], bool]] = [([measurement_sr], True)] if measurement_sr is not None else []
     ranked += [([seg], True) for seg in segs] + [([other], True) for other in others]
     ranked += [(series, False) for series in copies if series]
     ranked.sort(key=lambda entry: int(entry[0][0].SeriesNumber))
     for place, (datasets, own_content) in enumerate(ranked):
-        at = started_at + SERIES_TIME_STEP * place
         for dataset in datasets:
+            at = started_at + SERIES_TIME_STEP * place
+            # written in the offset the object declares (a display copy keeps its source's), else declaring `at`'s
+            offset = utc_offset(dataset.get("TimezoneOffsetFromUTC"))
+            if offset is not None and at.utcoffset() is not None:
+                at = at.astimezone(offset)
+            elif at.utcoffset() is not None:
+                dataset.TimezoneOffsetFromUTC = at.strftime("%z")
             dataset.SeriesDate, dataset.SeriesTime = at.strftime("%Y%m%d"), at.strftime("%H%M%S.%f")
             if own_content:
                 dataset.ContentDate, dataset.ContentTime = dataset.SeriesDate, dataset.SeriesTime

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections import Counter
 from typing import Iterable, Sequence
 
 from pydicom.dataset import Dataset
@@ -84,11 +86,53 @@ def unique_algorithms(algorithms: Iterable[AlgorithmInfo]) -> list[AlgorithmInfo
     return list(seen.values())
 
 
+def utc_offset(value) -> dt.timezone | None:
+    """A TimezoneOffsetFromUTC (0008,0201) value ("+0100", "-0500": PS3.3 C.12.1.1.8, &ZZXX from -1200 to +1400) as
+    that offset; None when absent or not of that form."""
+    found = re.fullmatch(r"([+-])(\d{2})(\d{2})", str(value or "").strip())
+    if found is None or int(found[3]) >= 60:
+        return None
+    offset = dt.timedelta(hours=int(found[2]), minutes=int(found[3])) * (-1 if found[1] == "-" else 1)
+    return dt.timezone(offset) if dt.timedelta(hours=-12) <= offset <= dt.timedelta(hours=14) else None
+
+
+def in_source_offset(started_at: dt.datetime, datasets: Iterable[Dataset]) -> dt.datetime:
+    """The analysis start as every result object writes it: in the UTC offset the study's instances declare (their
+    most common valid TimezoneOffsetFromUTC), so that the one offset a result object declares holds for all its dates
+    and times, the StudyDate/StudyTime copied from the source and the node's own Series/Content times alike (PS3.3
+    C.12.1.1.8: the offset applies to every DA, TM and DT of the instance); unchanged, in the node's own offset, where
+    no instance declares one, or where `started_at` is naive (it then declares none)."""
+    offsets = Counter(offset for offset in (utc_offset(d.get("TimezoneOffsetFromUTC")) for d in datasets)
+                      if offset is not None)
+    if not offsets or started_at.utcoffset() is None:
+        return started_at
+    return started_at.astimezone(offsets.most_common(1)[0][0])
+
+
+def declare_offset(dataset: Dataset, started_at: dt.datetime) -> Dataset:
+    """Declare `started_at`'s UTC offset as the result object's TimezoneOffsetFromUTC and write its
+    InstanceCreationDate/Time (which highdicom stamps from the node's local clock) in that offset, so that no date or
+    time of the object contradicts it (PS3.3 C.12.1.1.8); nothing changes where `started_at` is naive. Returns the
+    same dataset."""
+    if started_at.utcoffset() is None:
+        return dataset
+    dataset.TimezoneOffsetFromUTC = started_at.strftime("%z")
+    try:
+        created = dt.datetime.strptime(f"{dataset.InstanceCreationDate}{str(dataset.InstanceCreationTime)[:6]}",
+                                       "%Y%m%d%H%M%S")
+    except (AttributeError, ValueError):  # none stamped, or not in the form highdicom writes
+        return dataset
+    created = created.astimezone().astimezone(started_at.tzinfo)
+    dataset.InstanceCreationDate, dataset.InstanceCreationTime = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
+    return dataset
+
+
 def apply_provenance(
     dataset: Dataset, algorithms: Iterable[AlgorithmInfo], started_at: dt.datetime, series_what: str, flag: str = ""
 ) -> Dataset:
     """Add the AIR contributing-equipment items, set Content Date/Time to the analysis start and the AI series text
-    (ai_series_description of `series_what`, `flag` first)."""
+    (ai_series_description of `series_what`, `flag` first). TimezoneOffsetFromUTC is `started_at`'s offset: pass the
+    start in the source study's offset (in_source_offset) so that it holds for the copied study date and time too."""
     items = [processing_algorithm_item(a, started_at) for a in unique_algorithms(algorithms)]
     if not items:
         raise ValueError("a result object needs at least one contributing algorithm (IHE AIR)")
@@ -96,8 +140,7 @@ def apply_provenance(
     dataset.ContributingEquipmentSequence = existing + items
     dataset.ContentDate = started_at.strftime("%Y%m%d")
     dataset.ContentTime = started_at.strftime("%H%M%S.%f")
-    if started_at.utcoffset() is not None:
-        dataset.TimezoneOffsetFromUTC = started_at.strftime("%z")
+    declare_offset(dataset, started_at)
     dataset.SeriesDescription = ai_series_description(series_what, flag)
     return dataset
 

@@ -23,7 +23,7 @@ from pydicom.uid import (Comprehensive3DSRStorage, ComprehensiveSRStorage, Encap
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicomnode.results.headers import carry_identity, identity_keywords, fit_character_set, repair_value
-from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, node_version
+from dicomnode.results.provenance import NODE_MANUFACTURER, NODE_MODEL_NAME, declare_offset, node_version
 from dicomnode.uids import new_uid
 
 #: Key Object Selection Document title (CID 7011 "Rejected for Quality Reasons", DCM 113001). A superseded AI
@@ -162,4 +162,5 @@ def build_rejection_note(header: Dataset, superseded: Sequence[dict], started_at
         series_date=started_at.date(), series_time=started_at.time(),
         content_date=started_at.date(), content_time=started_at.time())
     carry_identity(note, header)
+    declare_offset(note, started_at)
     return fit_character_set(note)

@@ -196,6 +196,9 @@ def test_clock_runs_across_midnight():
     assert clock_seconds("000800", "20120102") > clock_seconds("235800", "20120101")
     assert clock_seconds("20120102000800.5") > clock_seconds("20120101235800")
     assert clock_seconds("235800") == tm_seconds("235800") and clock_seconds(None, "20120101") is None
+    # break50b #2: the TM form of earlier editions, "HH:MM:SS.frac", which PS3.5 6.2 asks readers to accept
+    assert tm_seconds("10:30:00") == tm_seconds("103000") == 37800.0 and tm_seconds("10:30:00.5") == 37800.5
+    assert clock_seconds("00:08:00", "20120102") == clock_seconds("000800", "20120102")
     before = dataclasses.replace(_frame(1, 86280.0), acquired_at=clock_seconds("235800", "20120101"))
     after = dataclasses.replace(_frame(2, 480.0), acquired_at=clock_seconds("000800", "20120102"))
     assert sorted([before, after], key=latest_first)[0] is after

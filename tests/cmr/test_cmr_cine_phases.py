@@ -299,3 +299,30 @@ def test_trigger_grid_accepts_per_image_jitter():
     per_slice = [[_frame(k, None, 37.5 * k + jitter[(k + z) % 4]) for k in range(18 + z % 3)] for z in range(6)]
     axis = trigger_grid(per_slice)
     assert axis is not None and len(axis.reference) == 20
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["ordered by TriggerTime", "TemporalPositionIdentifier"])
+def test_trigger_times_against_the_phase_order_are_said_in_the_timing_notes(scd101, indexed):
+    """break50b finding 14: the TriggerTimes of phases 2 and 3 swapped at every slice. Without a temporal index the
+    phases are re-ordered by TriggerTime against their InstanceNumbers; with TemporalPositionIdentifier they stay in
+    its order against their TriggerTime. Either way the volume carries the timing note the cine pipeline puts first
+    in `timing.notes` and the flags (measure_cine); unswapped, no word."""
+    where = _slice_and_phase(scd101)
+    if indexed:
+        for header in scd101:
+            header.dataset.TemporalPositionIdentifier = where[id(header)][1] + 1
+    _, volume = _cine_volume(copy.deepcopy(scd101))
+    assert volume.trigger_order_note is None
+    by_place = {where[id(h)]: h for h in scd101}
+    for slice_index in range(12):
+        second, third = by_place[(slice_index, 1)].dataset, by_place[(slice_index, 2)].dataset
+        second.TriggerTime, third.TriggerTime = third.TriggerTime, second.TriggerTime
+    _, volume = _cine_volume(scd101)
+    note = volume.trigger_order_note
+    assert note is not None and not [w for w in volume.warnings if "phase order" in w]
+    if indexed:
+        assert note.startswith("TriggerTime order contradicts TemporalPositionIdentifier at 12 of 12 slice(s)"), note
+        assert "phases ordered by TemporalPositionIdentifier" in note
+    else:
+        assert note.startswith("phases ordered by TriggerTime against their InstanceNumber order at 12 of 12 "
+                               "slice(s)"), note

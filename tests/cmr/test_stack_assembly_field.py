@@ -37,8 +37,11 @@ class Scan:
 
     def image(self, number: int, k: int, *, description: str = "MDE SAX", image_type=("ORIGINAL", "PRIMARY", "OTHER"),
               signed: bool = False, time: str = "090000", inversion: float = 300.0, instance: int = 1,
-              shift_mm: float = 0.0) -> None:
-        """Slice k of series `number`; `signed` stores the values with RescaleIntercept -4096 (a PSIR)."""
+              shift_mm: float = 0.0, date: str | None = None,
+              time_keywords=("SeriesTime", "AcquisitionTime", "ContentTime")) -> None:
+        """Slice k of series `number`; `signed` stores the values with RescaleIntercept -4096 (a PSIR). `time` goes
+        into `time_keywords` as written (AcquisitionDateTime: `date` + `time`), `date` into SeriesDate,
+        AcquisitionDate and ContentDate where those times are given."""
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
@@ -49,7 +52,13 @@ class Scan:
         ds.SeriesInstanceUID = self.series_uids.setdefault(number, generate_uid())
         ds.SeriesNumber, ds.InstanceNumber = number, instance
         ds.SeriesDescription = ds.ProtocolName = description
-        ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
+        for keyword in time_keywords:
+            if keyword == "AcquisitionDateTime":
+                ds.AcquisitionDateTime = (date or "") + time
+                continue
+            ds[keyword] = pydicom.DataElement(pydicom.datadict.tag_for_keyword(keyword), "TM", time)
+            if date is not None:
+                setattr(ds, keyword.replace("Time", "Date"), date)
         ds.ImageType = list(image_type)
         ds.ScanningSequence, ds.SequenceVariant, ds.SequenceName = ["GR", "IR"], ["SP", "MP"], "fgre"
         ds.InversionTime, ds.TriggerTime = f"{inversion:g}", "400"
@@ -200,6 +209,75 @@ def test_of_equally_complete_repeats_the_latest_is_analysed_and_the_earlier_name
     assert chosen.series_number == 14
     warnings = study.load_volume(chosen).warnings
     assert any("series 12 'LGE_SAX'" in w and "acquired earlier" in w for w in warnings), warnings
+
+
+def _left_aside(study) -> list[str]:
+    return [w for w in study.load_volume(study.preferred("lge")).warnings if "left aside" in w]
+
+
+def test_of_repeats_either_side_of_midnight_the_one_of_the_next_day_is_analysed(tmp_path):
+    """break50b finding 1: series 12 at 00:05 on 2024-02-01, series 14 at 23:55 the day before. The date decides
+    (SeriesDate + SeriesTime etc.), not the time of day alone, and the text shows the dates."""
+    scan = Scan(tmp_path)
+    for number, date, time in ((12, "20240201", "000500"), (14, "20240131", "235500")):
+        for k in range(SLICES):
+            scan.image(number, k, description="LGE_SAX", image_type=("ORIGINAL", "PRIMARY", "M"), time=time,
+                       date=date, instance=k + 1)
+    study = scan.study()
+    assert study.preferred("lge").series_number == 12
+    (warning,) = _left_aside(study)
+    assert "series 14 'LGE_SAX'" in warning
+    assert "acquired earlier (2024-01-31 23:55:00.000 against 2024-02-01 00:05:00.000)" in warning, warning
+
+
+@pytest.mark.parametrize("keywords, times", [
+    (("AcquisitionDateTime",), ("103000", "100000")),
+    (("SeriesTime", "AcquisitionTime", "ContentTime"), ("10:30:00", "10:00:00")),  # PS3.5 6.2: the old colon form
+], ids=["AcquisitionDateTime only", "colon TM"])
+def test_a_repeat_timed_by_acquisition_datetime_or_colon_times_is_ordered_by_that_time(tmp_path, keywords, times):
+    """break50b finding 2: the later repeat (10:30) numbered 4, the earlier (10:00) numbered 5: series 4 is analysed
+    and the text says the times, never "the same coverage and time"."""
+    scan = Scan(tmp_path)
+    for number, time in zip((4, 5), times):
+        for k in range(SLICES):
+            scan.image(number, k, description="LGE_SAX", image_type=("ORIGINAL", "PRIMARY", "M"), time=time,
+                       date="20240131", time_keywords=keywords, instance=k + 1)
+    study = scan.study()
+    assert study.preferred("lge").series_number == 4
+    (warning,) = _left_aside(study)
+    assert "series 5 'LGE_SAX'" in warning and "acquired earlier (10:00:00.000 against 10:30:00.000)" in warning, \
+        warning
+
+
+def test_a_repeat_without_any_time_is_never_said_to_have_the_same_time(tmp_path):
+    """Series 12 without SeriesTime, AcquisitionTime, ContentTime or AcquisitionDateTime, series 14 at 09:06: the
+    timed series is analysed, and the text says that series 12 has no time instead of "the same ... time"."""
+    scan = Scan(tmp_path)
+    for number, keywords in ((12, ()), (14, ("SeriesTime", "AcquisitionTime", "ContentTime"))):
+        for k in range(SLICES):
+            scan.image(number, k, description="LGE_SAX", image_type=("ORIGINAL", "PRIMARY", "M"), time="090600",
+                       time_keywords=keywords, instance=k + 1)
+    study = scan.study()
+    assert study.preferred("lge").series_number == 14
+    (warning,) = _left_aside(study)
+    assert "same coverage and time" not in warning and "time" in warning
+    assert "the same coverage; no acquisition time in it (this series: 09:06:00.000)" in warning, warning
+
+
+def test_a_single_slice_reacquired_after_midnight_replaces_that_position(tmp_path):
+    """One series per slice (20-25) at 23:55 on 2024-01-31; slice 3 acquired again at 00:10 the next day as series
+    40: the date makes it the later image, which the stack uses."""
+    scan = Scan(tmp_path)
+    for k in range(SLICES):
+        scan.image(20 + k, k, description="LGE_SAX_single", image_type=("ORIGINAL", "PRIMARY", "M"), time="235500",
+                   date="20240131")
+    scan.image(40, 3, description="LGE_SAX_single", image_type=("ORIGINAL", "PRIMARY", "M"), time="001000",
+               date="20240201", shift_mm=0.8)
+    study = scan.study()
+    volume = study.load_volume(study.preferred("lge"))
+    assert _numbers(volume, study) == {20, 21, 22, 24, 25, 40}
+    (warning,) = [w for w in volume.warnings if w.startswith("slice at 30.00 mm re-acquired")]
+    assert "2024-02-01 00:10:00.000" in warning and "2024-01-31 23:55:00.000" in warning, warning
 
 
 def test_a_single_slice_reacquired_in_its_own_series_replaces_that_position(tmp_path):

@@ -3,6 +3,7 @@ must never touch the others: character sets, invalid patient/study values, malfo
 an empty Pixel Data and a malformed ImageOrientationPatient."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -51,7 +52,13 @@ def _gaps(ds, index):
         ds.ImageOrientationPatient = ["1", "0", "0", "0", "1"]  # five values: malformed, not missing
 
 
-VARIANTS = {"jis": _jis, "invalid_values": _invalid_values, "long_uid": _long_uid, "letters_uid": _uid_with_letters,
+def _utc_offset(ds, _index):
+    # break50b #10: a study at 23:59:59.999999 local time, +05:45 (an offset no test machine's clock runs in)
+    ds.TimezoneOffsetFromUTC, ds.StudyDate, ds.StudyTime = "+0545", "20240131", "235959.999999"
+
+
+VARIANTS = {"utc_offset": _utc_offset,
+            "jis": _jis, "invalid_values": _invalid_values, "long_uid": _long_uid, "letters_uid": _uid_with_letters,
             "monochrome1": as_monochrome1, "gaps": _gaps, "two_slices": None}
 INDICES = {"two_slices": (11, 12)}  # two PSIR slices: the shortest short-axis stack
 
@@ -101,6 +108,32 @@ def test_invalid_source_values_are_repaired_or_dropped_and_valid_ones_kept(proce
         # had named no order; cut, another one); the node warns (break45b)
         assert ds.get("AccessionNumber") == "A" * 20
         assert ds.StudyDate == "20240131" and ds.StudyTime == "083000"
+
+
+def test_every_result_object_declares_the_source_offset_and_writes_its_times_in_it(processed):
+    """break50b #10: the SR, SEG and PDF declared the node's offset (+0000) for the source's local StudyDate and
+    StudyTime (a study at 23:59:59 +0545 read as 23:59:59 UTC). Every object now declares the source's +0545 and
+    writes its own Series, Content and Instance Creation times in it: read in that offset they are the time of the
+    run, which the file's modification time closes."""
+    _, out, studies = processed
+    study = studies["utc_offset"]
+    assert study["outputs"] and "lge" in study
+    offset = dt.timezone(dt.timedelta(hours=5, minutes=45))
+    kinds = set()
+    for relative in study["outputs"]:
+        ds = pydicom.dcmread(out / relative, stop_before_pixels=True)
+        kinds.add(ds.Modality)
+        assert ds.TimezoneOffsetFromUTC == "+0545", (relative, ds.TimezoneOffsetFromUTC)
+        assert (ds.StudyDate, ds.StudyTime) == ("20240131", "235959.999999")
+        written = dt.datetime.fromtimestamp((out / relative).stat().st_mtime, dt.timezone.utc)
+        for date, time in (("SeriesDate", "SeriesTime"), ("ContentDate", "ContentTime"),
+                           ("InstanceCreationDate", "InstanceCreationTime")):
+            if time not in ds or (ds.Modality == "MR" and date != "SeriesDate"):
+                continue  # a display copy's content and creation are the scanner's
+            when = dt.datetime.strptime(f"{ds.get(date)}{str(ds.get(time)).split('.')[0]}", "%Y%m%d%H%M%S")
+            lag = (written - when.replace(tzinfo=offset)).total_seconds()
+            assert -1.0 <= lag <= 900.0, (relative, time, when, written)
+    assert kinds >= {"SR", "SEG", "DOC"}, kinds
 
 
 @pytest.mark.parametrize("name", ["long_uid", "letters_uid"])
