@@ -69,22 +69,20 @@ class _PDUOverLimit(Exception):
     pynetdicom would log with a traceback)."""
 
 
-#: the slowest a PDU's bytes may arrive once its header is read (bytes/s), on top of node.network_timeout: a PDU of
-#: 50 MB may take 800 s more, a stalled one of 100 kB is closed 1.5 s after node.network_timeout
-MIN_PDU_BYTES_PER_S = 64 * 1024
-
-
 class PDUNotReceived(Exception):
-    """A PDU's bytes did not all arrive before its deadline (not an OSError: pynetdicom's read must not catch it)."""
+    """No byte of a PDU being read arrived for node.network_timeout (not an OSError: pynetdicom's read must not catch
+    it)."""
 
 
 class PDURead:
-    """One PDU's reads from the connection's socket `raw`, each within what is left of `deadline` (monotonic s;
-    None: none): the loop of pynetdicom's `AssociationSocket.recv` with a deadline. Raises PDUNotReceived past it."""
+    """One PDU's reads from the connection's socket `raw`: the loop of pynetdicom's `AssociationSocket.recv`, each
+    wait for more bytes at most `idle` s (None: no limit). Raises PDUNotReceived when nothing arrives for that long.
+    Progress, not the length the peer declared, decides: a slow link whose bytes keep coming is never cut, and a
+    peer that declares a huge PDU and goes quiet is closed after `idle` s."""
 
-    def __init__(self, raw, deadline: float | None):
+    def __init__(self, raw, idle: float | None):
         self.raw = raw
-        self.deadline = deadline
+        self.idle = idle
         self.received = 0
         self.declared: int | None = None
         self._timeout = raw.gettimeout()
@@ -92,11 +90,8 @@ class PDURead:
     def recv(self, nr_bytes: int) -> bytearray:
         data = bytearray()
         while len(data) < nr_bytes:
-            if self.deadline is not None:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    raise PDUNotReceived()
-                self.raw.settimeout(left)
+            if self.idle is not None:
+                self.raw.settimeout(self.idle)
             try:
                 chunk = self.raw.recv(min(nr_bytes - len(data), 65536))
             except TimeoutError as exc:  # socket.timeout; ssl's "The read operation timed out"
@@ -184,13 +179,13 @@ class EventDrivenDUL(DULServiceProvider):
                 pass
 
     def _read_pdu_data(self) -> None:
-        """pynetdicom's PDU read, within a deadline and a size limit.
+        """pynetdicom's PDU read, with a progress timeout and a size limit.
 
-        - Deadline: the whole PDU must arrive within the association's network_timeout (node.network_timeout), plus
-          its length at `MIN_PDU_BYTES_PER_S`. pynetdicom reads a PDU with blocking recv() calls until all its
+        - Progress: each wait for more of the PDU lasts at most the association's network_timeout
+          (node.network_timeout). pynetdicom reads a PDU with blocking recv() calls until all its
           declared bytes are there, so a peer that sends part of a PDU and then nothing held this thread, and the
           association's slot, for as long as it kept the connection open: the idle timer could only mark the
-          association aborted. Past the deadline the connection is closed (A-ABORT, then Evt17) and said
+          association aborted. When nothing arrives for that long the connection is closed (A-ABORT, then Evt17) and said
           ("closed: PDU body not received within node.network_timeout"); the association records why
           (`dicomnode_closed_by_node`) for the association's end line.
         - Size: a PDU longer than an instance may be (PDU_SLACK_BYTES over the AE's `dicomnode_max_instance_bytes`)
@@ -204,7 +199,7 @@ class EventDrivenDUL(DULServiceProvider):
         limit = getattr(self.assoc.ae, "dicomnode_max_instance_bytes", 0) or 0
         timeout = self.assoc.network_timeout
         started = time.monotonic()
-        read = PDURead(raw, None if timeout is None else started + timeout)
+        read = PDURead(raw, timeout)
         calls = [0]
 
         def bounded(nr_bytes: int):
@@ -217,8 +212,6 @@ class EventDrivenDUL(DULServiceProvider):
                         "connection from %s closed: a PDU of %d MB, over node.max_instance_mb (%g MB); nothing of "
                         "it was read or stored", address, nr_bytes // (1024 * 1024), limit / (1024 * 1024))
                     raise _PDUOverLimit()
-                if read.deadline is not None:
-                    read.deadline += nr_bytes / MIN_PDU_BYTES_PER_S
             return read.recv(nr_bytes)
 
         sock.recv = bounded
@@ -235,7 +228,7 @@ class EventDrivenDUL(DULServiceProvider):
             read.restore()
 
     def _close_stalled(self, read: "PDURead", timeout: float, waited: float) -> None:
-        """The PDU being read missed its deadline: say so, send the peer an A-ABORT (best effort), close."""
+        """Nothing of the PDU being read arrived for node.network_timeout: say so, send the peer an A-ABORT (best effort), close."""
         assoc = self.assoc
         reason = f"PDU body not received within node.network_timeout ({timeout:g} s)"
         assoc.dicomnode_closed_by_node = reason

@@ -13,33 +13,15 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification
 
-from dicomnode.config import Config
 from dicomnode.net.reactor import HOST_LIMIT_LOG, CappedDataSet
-from dicomnode.net.scp import StorageSCP
-from dicomnode.spool import Spool
-from dicomnode.state import StateDB
+from tests.node.scp_support import scp_maker
 from tests.conftest import wait_until
 from tests.hardening.hardening_support import synthetic_mr
 
 
 @pytest.fixture
 def make_scp(tmp_path):
-    made = []
-
-    def make(**node):
-        settings = {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
-                    "allowed_calling_aes": ["*"], "acse_timeout": 1.0, **node}
-        config = Config.model_validate({"node": settings})
-        db = StateDB(tmp_path / "store" / "state.sqlite3")
-        server = StorageSCP(config, Spool(tmp_path / "store", db, min_free_space_mb=0))
-        server.start()
-        made.append((server, db))
-        return server
-
-    yield make
-    for server, db in made:
-        server.stop()
-        db.close()
+    yield from scp_maker(tmp_path, acse_timeout=1.0)
 
 
 def _associate(port: int, calling: str = "SCANNER1"):

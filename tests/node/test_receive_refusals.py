@@ -28,9 +28,7 @@ from dicomnode.cmr.grouping import read_header
 from dicomnode.cmr.study import load_studies
 from dicomnode.config import Config
 from dicomnode.inflate import file_inflates_over, inflates_over
-from dicomnode.net.scp import StorageSCP
-from dicomnode.spool import Spool
-from dicomnode.state import StateDB
+from tests.node.scp_support import scp_maker
 from dicomnode.types import Declined
 from tests.conftest import wait_until
 from tests.hardening.hardening_support import store_one, synthetic_mr
@@ -71,22 +69,8 @@ def deflate_bomb(path, pixel_bytes: int = BOMB_PIXEL_BYTES):
 
 @pytest.fixture
 def make_scp(tmp_path):
-    """make(**node settings): a started StorageSCP on tmp_path/store (as tests/node/test_association_limits.py's)."""
-    made = []
-
-    def make(**node):
-        settings = {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
-                    "allowed_calling_aes": ["*"], **node}
-        db = StateDB(tmp_path / "store" / "state.sqlite3")
-        server = StorageSCP(Config.model_validate({"node": settings}), Spool(tmp_path / "store", db))
-        server.start()
-        made.append((server, db))
-        return server
-
-    yield make
-    for server, db in made:
-        server.stop()
-        db.close()
+    """make(**node settings): a started StorageSCP on tmp_path/store."""
+    yield from scp_maker(tmp_path)
 
 
 @pytest.fixture(scope="module")

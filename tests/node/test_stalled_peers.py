@@ -13,29 +13,13 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Config, config_warnings
-from dicomnode.net.scp import StorageSCP
-from dicomnode.spool import Spool
-from dicomnode.state import StateDB
+from tests.node.scp_support import scp_maker
 from tests.conftest import wait_until
 
 
 @pytest.fixture
 def make_scp(tmp_path):
-    made = []
-
-    def make(**node):
-        settings = {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0,
-                    "allowed_calling_aes": ["*"], **node}
-        db = StateDB(tmp_path / "store" / "state.sqlite3")
-        scp = StorageSCP(Config.model_validate({"node": settings}), Spool(tmp_path / "store", db, min_free_space_mb=0))
-        scp.start()
-        made.append((scp, db))
-        return scp
-
-    yield make
-    for scp, db in made:
-        scp.stop(1.0)
-        db.close()
+    yield from scp_maker(tmp_path, stop_timeout=1.0)
 
 
 def _associate(port: int):
@@ -47,10 +31,10 @@ def _associate(port: int):
     return assoc
 
 
-def _stall_mid_pdu(assoc) -> socket.socket:
-    """Send the header of a P-DATA-TF PDU declaring 100 000 bytes and 10 of them, then nothing."""
+def _stall_mid_pdu(assoc, declared: int = 100_000) -> socket.socket:
+    """Send the header of a P-DATA-TF PDU declaring `declared` bytes and 10 of them, then nothing."""
     raw = assoc.dul.socket.socket
-    raw.sendall(struct.pack(">BBI", 4, 0, 100_000) + b"\0" * 10)
+    raw.sendall(struct.pack(">BBI", 4, 0, declared) + b"\0" * 10)
     return raw
 
 
@@ -70,7 +54,8 @@ def test_a_peer_stalled_mid_pdu_is_closed_after_the_network_timeout_and_its_slot
     caplog.set_level(logging.INFO, logger="dicomnode")
     scp = make_scp(max_associations=2, network_timeout=1.0, acse_timeout=5.0)
     stalled = [_associate(scp.port), _associate(scp.port)]
-    raws = [_stall_mid_pdu(assoc) for assoc in stalled]
+    # the second declares 1 GB (under node.max_instance_mb): its length must not buy it time
+    raws = [_stall_mid_pdu(stalled[0]), _stall_mid_pdu(stalled[1], 1_000_000_000)]
     try:
         assert wait_until(lambda: all(_closed_by_node(raw) for raw in raws), timeout=6), \
             "a peer stalled mid-PDU kept its connection past node.network_timeout"
