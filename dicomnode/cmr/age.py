@@ -174,7 +174,8 @@ def _shown(date: datetime.date) -> str:
 def age_reading(ds) -> AgeReading:
     """The patient's age from a dataset and what a reader must know about it (AgeReading): PatientAge where it is
     a valid Age String, else PatientBirthDate with the first of StudyDate, SeriesDate, AcquisitionDate (da_date,
-    dotted dates read too). Where both give an age and they disagree beyond an Age String's rounding, the younger is
+    dotted dates read too); where both give an age and agree, the dates' (exact: "018Y" may be written for 17 years
+    and 11 months). Where both give an age and they disagree beyond an Age String's rounding, the younger is
     used (in doubt the child rule) with an AGE_NOTE_START note naming both; where age data are present but give no
     age, None with an AGE_UNKNOWN_START note naming why; where there are none, None without a note."""
     raw_age = str(getattr(ds, "PatientAge", None) or "").strip()
@@ -201,7 +202,7 @@ def age_reading(ds) -> AgeReading:
                                     f"({dated.text}: born {_shown(born)}, studied {_shown(da_date(study[1]))}): the "
                                     f"younger, {used.text} (from {used.source}), is used, in doubt the child rule; "
                                     "check the patient's age")
-        return AgeReading(stated)
+        return AgeReading(dated)  # they agree: the calendar's count is exact, an Age String is rounded down
     found = stated or dated
     if found is None:
         return AgeReading(None, f"{AGE_UNKNOWN_START}{'; '.join(problems)}" if problems else None)

@@ -644,8 +644,8 @@ class TLSHandshakeInThread:
 
     def _make_room(self, request, address: str) -> None:
         """Where every node.max_associations slot is taken, close the connections that have gone without an
-        association for over HALF_OPEN_AFTER_S (or half node.acse_timeout; a sender sets its association up in
-        milliseconds), so that `request` gets a slot: a flood of silent connections, which would otherwise hold every
+        association for over HALF_OPEN_AFTER_S (or half node.acse_timeout) since they could send their A-ASSOCIATE-RQ
+        (accept, or the end of the TLS handshake; a sender sets its association up in milliseconds), so that `request` gets a slot: a flood of silent connections, which would otherwise hold every
         slot until node.acse_timeout and be opened again, cannot lock senders out. Waits up to EVICT_WAIT_S for
         their associations to end (pynetdicom counts them until then)."""
         limit = self.ae.maximum_associations
@@ -653,9 +653,13 @@ class TLSHandshakeInThread:
             return
         grace = min(HALF_OPEN_AFTER_S, self.ae.acse_timeout / 2)
         now = time.monotonic()
+        holding = {socket_of(assoc) for assoc in self.active_associations}
         with self._deadline_lock:
-            stale = [(other, held_by, accepted) for other, (_, held_by, accepted) in self._deadlines.items()
-                     if other is not request and not _closed(other) and now - accepted > grace]
+            # only connections that hold a slot (a TLS one in its handshake holds none), aged from the start of their
+            # association's wait (after the handshake over TLS: its deadline minus node.acse_timeout)
+            stale = [(other, held_by, accepted) for other, (deadline, held_by, accepted) in self._deadlines.items()
+                     if other is not request and other in holding and not _closed(other)
+                     and now - (deadline - self.ae.acse_timeout) > grace]
             for other, _, _ in stale:
                 del self._deadlines[other]
         closed = []

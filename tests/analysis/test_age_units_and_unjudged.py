@@ -85,6 +85,10 @@ def test_patient_age_disagreeing_with_the_birth_date_is_named_and_the_child_rule
     # within an Age String's rounding: no disagreement (018Y for 17 years 364 days; 006M for 6 months 20 days)
     for age, born in (("018Y", "20060201"), ("006M", "20230711")):
         assert age_reading(_dataset(PatientAge=age, PatientBirthDate=born, StudyDate="20240131")).note is None
+    # and then the exact count decides: 17 years 364 days is a child, whatever the rounded 018Y says
+    reading = age_reading(_dataset(PatientAge="018Y", PatientBirthDate="20060201", StudyDate="20240131"))
+    assert reading.age.years < 18 and reading.age.source == "PatientBirthDate and StudyDate"
+    assert not adult_ranges_apply(reading.age)
 
 
 @pytest.mark.parametrize("values, why", [

@@ -36,8 +36,11 @@ def test_the_birth_and_study_dates_give_the_age_when_patient_age_does_not():
     ds = pydicom.Dataset()
     ds.PatientBirthDate, ds.StudyDate = "20200301", "20260301"
     assert (patient_age(ds).text, patient_age(ds).source) == ("6 years", "PatientBirthDate and StudyDate")
-    ds.PatientAge = "072M"  # PatientAge first where it is valid and agrees with the dates
+    ds.PatientAge = "072M"  # valid and agreeing with the dates: the dates' exact count (review50 #4)
+    assert (patient_age(ds).text, patient_age(ds).source) == ("6 years", "PatientBirthDate and StudyDate")
+    del ds.PatientBirthDate  # PatientAge alone
     assert (patient_age(ds).text, patient_age(ds).source) == ("72 months", "PatientAge")
+    ds.PatientBirthDate = "20200301"
     ds.PatientAge = "040Y"  # disagreeing (break50b #7): the younger, in doubt the child rule
     assert (patient_age(ds).text, patient_age(ds).source) == ("6 years", "PatientBirthDate and StudyDate")
     ds.PatientAge = "forty"
