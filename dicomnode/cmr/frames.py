@@ -155,14 +155,20 @@ def _text(value) -> str | None:
     return text or None
 
 
+def _is_dt(text: str) -> bool:
+    """Whether `text` (colons removed) is a DICOM DT: 8 or more digits before any fraction or UTC offset."""
+    whole = text.split(".")[0].split("+")[0].split("-")[0]
+    return len(whole) >= 8 and whole[:8].isdigit()
+
+
 def tm_seconds(value) -> float | None:
     """DICOM TM (HHMMSS.frac, or the HH:MM:SS.frac form that PS3.5 6.2 asks readers to accept from earlier
     editions) or DT (YYYYMMDDHHMMSS.frac) -> seconds since midnight; None when absent or invalid."""
     text = str(value or "").strip().replace(":", "")
-    if len(text) >= 14 and text[:8].isdigit() and len(text.split(".")[0]) >= 12:
+    if _is_dt(text):  # a TM has at most 6 digits before its fraction; a DT's time may stop at the hour
         text = text[8:]
     text = text.split("+")[0].split("-")[0]
-    if not text:
+    if not text or not text[:2].isdigit():
         return None
     try:
         whole, _, fraction = text.partition(".")
@@ -182,7 +188,7 @@ def dated_seconds(time_value, date_value=None) -> float | None:
     if seconds is None:
         return None
     text = str(time_value or "").strip()
-    date = text[:8] if len(text.split(".")[0]) >= 12 and text[:8].isdigit() else str(date_value or "").strip()[:8]
+    date = text[:8] if _is_dt(text) else str(date_value or "").strip()[:8]
     try:
         return datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal() * 86400.0 + seconds
     except ValueError:

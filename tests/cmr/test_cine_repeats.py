@@ -199,6 +199,10 @@ def test_clock_runs_across_midnight():
     # break50b #2: the TM form of earlier editions, "HH:MM:SS.frac", which PS3.5 6.2 asks readers to accept
     assert tm_seconds("10:30:00") == tm_seconds("103000") == 37800.0 and tm_seconds("10:30:00.5") == 37800.5
     assert clock_seconds("00:08:00", "20120102") == clock_seconds("000800", "20120102")
+    # review50 #11: a DT whose time stops at the minute or the hour is still a DT (PS3.5 6.2), not the TM "20:24:01"
+    assert tm_seconds("202401012330") == tm_seconds("20240101233000") == 23.5 * 3600
+    assert tm_seconds("2024010123+0100") == 23 * 3600 and tm_seconds("20240101") is None
+    assert clock_seconds("202401012330") == clock_seconds("233000", "20240101")
     before = dataclasses.replace(_frame(1, 86280.0), acquired_at=clock_seconds("235800", "20120101"))
     after = dataclasses.replace(_frame(2, 480.0), acquired_at=clock_seconds("000800", "20120102"))
     assert sorted([before, after], key=latest_first)[0] is after
