@@ -970,11 +970,13 @@ class LGEPipeline:
         # a child (reference_age): the adult LV length rule of the coverage check is not applied, and a warning says
         # that the model knows adult hearts only
         patient = getattr(study, "patient", None)
-        child = lv_extent_rule_withheld(getattr(patient, "age", None), patient_child_size(patient))
+        formula = self.config.analysis.cine.bsa_formula  # the one BSA formula of the report: the cine's
+        child = lv_extent_rule_withheld(getattr(patient, "age", None), patient_child_size(patient, formula))
         # the large-burden cut-off is an adult one: withheld for a child as the cine's adult range flags, before and
         # whatever the coverage, whose relaxed length rule for a child must not make the flag likelier than an adult's
-        child_burden = child_burden_reason(adult_ranges_note(getattr(patient, "age", None), patient_child_size(patient)))
-        note_on_age = age_note(patient)
+        child_burden = child_burden_reason(adult_ranges_note(getattr(patient, "age", None),
+                                                             patient_child_size(patient, formula)))
+        note_on_age = age_note(patient, formula)
         if withheld:  # no number from a segmentation that is not of the heart (break2 finding 2)
             nsd_full = {"lge_percent": None, "applicable": False, "reason": withheld, "n": settings.nsd_n}
             fwhm_full = {"lge_percent": None, "applicable": False, "reason": withheld}

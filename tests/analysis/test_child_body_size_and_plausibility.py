@@ -94,6 +94,12 @@ def test_a_child_lge_stack_keeps_its_thirds_with_a_note_and_the_adult_burden_fla
     warnings = run_with(pipeline, study, monkeypatch, [0, 0, 22, 24, 0], scar_slices=(2, 3)).summary["stack_warnings"]
     assert "age unknown: PatientAge 000Y is 0, an archive's placeholder; adult reference ranges applied, assuming an " \
         "adult" in warnings
+    # review50 #6: a child's body size is judged with the report's one BSA formula (the cine's) in the LGE too
+    monkeypatch.setattr(study, "patient", PatientInfo(height_m=1.42, weight_kg=30.5), raising=False)  # 1.097 / 1.116 m²
+    for formula, child in (("mosteller", True), ("dubois", False)):
+        monkeypatch.setattr(pipeline[0].config.analysis.cine, "bsa_formula", formula)
+        warnings = run_with(pipeline, study, monkeypatch, [0, 0, 22, 24, 0], scar_slices=(2, 3)).summary["stack_warnings"]
+        assert any(w.startswith(CHILD_LGE_NOTE_START) for w in warnings) is child, formula
 
 
 @pytest.mark.parametrize("lv, rv, expected", [(676.3, 320.0, ["LV"]), (420.0, 610.0, ["RV"]), (374.0, 295.0, []),
