@@ -223,6 +223,8 @@ class EventDrivenDUL(DULServiceProvider):
         except PDUNotReceived:
             self._close_stalled(read, timeout, time.monotonic() - started)
         finally:
+            if self._idle_timer is not None:  # before the mark goes: a PDU that took long is not then seen as idle
+                self._idle_timer.restart()
             self.dicomnode_reading_since = None
             del sock.recv
             read.restore()
