@@ -1119,7 +1119,8 @@ def _page(title_suffix: str, header: Dataset, context, results: Sequence[Pipelin
                                     zorder=0))
     figure.text(0.5, 0.977, BANNER, ha="center", va="center", color="white", fontsize=12, weight="bold")
     started: dt.datetime = context.started_at
-    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   analysis {started:%Y-%m-%d %H:%M:%S}",
+    offset = f" UTC{started:%z}" if started.utcoffset() is not None else ""  # the source study's (provenance)
+    title = figure.text(0.04, 0.94, f"{DOCUMENT_TITLE}{title_suffix}   -   analysis {started:%Y-%m-%d %H:%M:%S}{offset}",
                         fontsize=8.5, weight="bold", family=list(report_fonts()))
     patient = figure.text(0.04, 0.927, identification_line(header), fontsize=8, family=list(report_fonts()))
     algorithms = sorted({f"{a.name} {a.version}" for r in results for a in r.algorithms})

@@ -123,9 +123,12 @@ def test_one_host_holds_at_most_max_unassociated_per_host_silent_connections(mak
             sock.close()
 
 
-def test_status_says_who_holds_the_slots_when_they_are_full(make_scp):
+def test_status_says_who_holds_the_slots_when_they_are_full(make_scp, monkeypatch):
     from dicomnode.cli import association_slots_line
-    scp = make_scp(max_associations=2, max_unassociated_per_host=0, acse_timeout=5.0)
+    from dicomnode.net import reactor
+    # the silent two keep their slots (no eviction for 30 s) however slow the machine
+    monkeypatch.setattr(reactor, "HALF_OPEN_AFTER_S", 30.0)
+    scp = make_scp(max_associations=2, max_unassociated_per_host=0, acse_timeout=60.0)
     silent = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(2)]
     try:
         assert wait_until(lambda: len(scp.associations()) == 2, timeout=3)
