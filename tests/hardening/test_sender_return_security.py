@@ -85,7 +85,7 @@ def test_config_check_warns_about_a_node_open_to_any_host_and_peers_any_other_ae
                                              "peers": [{"ae_title": "SCANNER1", "networks": ["10.0.0.0/24"]}]}})
     assert any("['SCANNER2'] are not bound to any network" in w for w in config_warnings(listed))
     closed = Config.model_validate({"node": {"host": "0.0.0.0", "allowed_calling_aes": ["*"],
-                                             "allowed_networks": ["10.0.0.0/24"]}})
+                                             "allowed_networks": ["10.0.0.0/24"], "max_associations_per_host": 4}})
     assert not [w for w in config_warnings(closed) if w.startswith("node")]
 
 
