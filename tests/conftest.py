@@ -126,3 +126,19 @@ def _root_logging_restored():
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+#: the libraries whose logger levels commands run in-process set (cli._quiet_library_logs, observe.configure_logging)
+LIBRARY_LOGGERS = ("pydicom", "pydicom.pixels.decoders.base", "pynetdicom", "highdicom", "apscheduler")
+
+
+@pytest.fixture(autouse=True)
+def _library_log_levels_restored():
+    """A command run in-process (cli.main) leaves e.g. the pydicom logger at CRITICAL for the rest of the process:
+    restored after each test, so that a later test in the same (xdist worker) process sees the library's lines."""
+    import logging
+
+    levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
