@@ -295,7 +295,10 @@ class Dispatcher:
                     self._check_removed = False
                 self.run_once(wait=False)
                 self.resume_dead_letters_when_due()
-                next_due = None if self.paused else self.db.next_send_time(max_delay=self.config.max_backoff_seconds)
+                with self._counts:
+                    held = set(self._held)
+                next_due = None if self.paused else self.db.next_send_time(max_delay=self.config.max_backoff_seconds,
+                                                                            exclude=held)
                 if next_due is not None:
                     wait = min(self.idle_seconds, max(0.05, next_due - time.time()))
             except Exception as exc:  # noqa: BLE001 - the loop outlives any round
@@ -376,8 +379,13 @@ class Dispatcher:
             return 0
         with self._counts:
             before = self._batch_sent
+        # items still in a lane's association are not claimed: one failed early in its batch is due again before
+        # the batch ends, and a claim not handed over would be renewed by every heartbeat (never sent); only this
+        # thread adds to _held, so the snapshot holds every id held when the claim is made
+        with self._counts:
+            held = set(self._held)
         # no back-off is longer than max_backoff_seconds: an item due later was parked by a clock stepped back
-        due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds)
+        due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds, exclude=held)
         batches: dict[tuple, list] = defaultdict(list)
         with self._counts:
             due = [row for row in due if row["id"] not in self._held]

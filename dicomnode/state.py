@@ -53,7 +53,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterator, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 from sqlalchemy import (
@@ -1621,17 +1621,25 @@ class StateDB:
             " AND (claimed_by IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit",
             {"pending": OUTBOX_PENDING, "now": now, "limit": limit, "max_delay": max_delay})
 
-    def claim_sends(self, limit: int = 500, max_delay: float = NO_SEND_DELAY_CAP) -> list[RowMapping]:
+    def claim_sends(self, limit: int = 500, max_delay: float = NO_SEND_DELAY_CAP,
+                    exclude: Iterable[int] = ()) -> list[RowMapping]:
         """Claim the due pending items for this process (SKIP LOCKED on PostgreSQL); sent or failed releases them.
 
         `max_delay` (s, the dispatcher's max_backoff_seconds): no back-off is longer, so an item due further ahead
-        than that was parked by a clock that stepped back (its due time was computed ahead): it is due now."""
+        than that was parked by a clock that stepped back (its due time was computed ahead): it is due now.
+        `exclude`: outbox ids never claimed now (the dispatcher's items still in one of its associations: one whose
+        failure was recorded mid-batch is due again before that association ends, and a claim taken on it then and
+        not handed to a lane would be renewed by every heartbeat, the item never sent)."""
         now = time.time()
+        exclude = sorted(set(exclude))
+        not_held = " AND id NOT IN :held" if exclude else ""
         with self._write() as db:
             ids = [r[0] for r in self._run(db, (
                 "SELECT id FROM outbox WHERE state=:pending AND " + _SEND_DUE +
-                " AND (claimed_by IS NULL OR lease_until < :now) ORDER BY id LIMIT :limit" + self._skip_locked),
-                {"pending": OUTBOX_PENDING, "now": now, "limit": limit, "max_delay": max_delay})]
+                " AND (claimed_by IS NULL OR lease_until < :now)" + not_held + " ORDER BY id LIMIT :limit" +
+                self._skip_locked),
+                {"pending": OUTBOX_PENDING, "now": now, "limit": limit, "max_delay": max_delay,
+                 **({"held": exclude} if exclude else {})}, expanding=["held"] if exclude else [])]
             if not ids:
                 return []
             self._run(db, "UPDATE outbox SET claimed_by=:me, lease_until=:until WHERE id IN :ids",
@@ -1639,13 +1647,17 @@ class StateDB:
             return list(self._run(db, "SELECT * FROM outbox WHERE id IN :ids ORDER BY id", {"ids": ids},
                                   expanding=["ids"]).mappings().all())
 
-    def next_send_time(self, max_delay: float = NO_SEND_DELAY_CAP) -> float | None:
+    def next_send_time(self, max_delay: float = NO_SEND_DELAY_CAP, exclude: Iterable[int] = ()) -> float | None:
         """The earliest due time of a pending item no live dispatcher holds (epoch s), or None; an item due further
-        ahead than `max_delay` (s) counts as due now (see claim_sends)."""
+        ahead than `max_delay` (s) counts as due now (see claim_sends); the outbox ids in `exclude` do not count
+        (claim_sends would not claim them)."""
         now = time.time()
+        exclude = sorted(set(exclude))
+        not_held = " AND id NOT IN :held" if exclude else ""
         rows = self._rows("SELECT MIN(CASE WHEN " + _SEND_DUE + " THEN :now ELSE next_attempt_at END) AS t FROM outbox"
-                          " WHERE state=:pending AND (claimed_by IS NULL OR lease_until < :now)",
-                          {"pending": OUTBOX_PENDING, "now": now, "max_delay": max_delay})
+                          " WHERE state=:pending AND (claimed_by IS NULL OR lease_until < :now)" + not_held,
+                          {"pending": OUTBOX_PENDING, "now": now, "max_delay": max_delay,
+                           **({"held": exclude} if exclude else {})}, expanding=["held"] if exclude else [])
         return rows[0]["t"] if rows and rows[0]["t"] is not None else None
 
     def mark_sent(self, outbox_ids: list[int]) -> None:

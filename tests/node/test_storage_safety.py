@@ -825,4 +825,4 @@ def test_the_dispatcher_caps_the_wait_at_max_backoff_seconds(parked, tmp_path):
         assert wait_for(lambda: asked, 10)
     finally:
         dispatcher.stop()
-    assert asked[0] == {"max_delay": 10}
+    assert asked[0]["max_delay"] == 10
