@@ -74,23 +74,40 @@ class PDUNotReceived(Exception):
     it)."""
 
 
+#: the slowest a PDU may arrive on average (bytes/s) once it has taken node.network_timeout: a peer trickling a byte
+#: now and then never stalls for a whole timeout yet would hold its slot for days; a real link, even a 1 Mbit/s VPN to
+#: a remote scanner (~125 000 bytes/s), is two orders of magnitude faster
+MIN_PDU_BYTES_PER_SECOND = 1024
+
+
 class PDURead:
     """One PDU's reads from the connection's socket `raw`: the loop of pynetdicom's `AssociationSocket.recv`, each
-    wait for more bytes at most `idle` s (None: no limit). Raises PDUNotReceived when nothing arrives for that long.
-    Progress, not the length the peer declared, decides: a slow link whose bytes keep coming is never cut, and a
-    peer that declares a huge PDU and goes quiet is closed after `idle` s."""
+    wait for more bytes at most `idle` s (None: no limit). Raises PDUNotReceived when nothing arrives for that long,
+    or when, after `idle` s, the PDU has arrived at under MIN_PDU_BYTES_PER_SECOND on average (`too_slow`: a peer
+    trickling bytes). Progress, not the length the peer declared, decides: a link whose bytes keep coming at any real
+    network's speed is never cut, and a peer that declares a huge PDU and goes quiet is closed after `idle` s."""
 
     def __init__(self, raw, idle: float | None):
         self.raw = raw
         self.idle = idle
         self.received = 0
         self.declared: int | None = None
+        self.too_slow = False
+        self.total = 0  # header and body
+        self.started = time.monotonic()
         self._timeout = raw.gettimeout()
+
+    def rate(self) -> float:
+        """Bytes per second of this PDU so far (header and body)."""
+        return self.total / max(time.monotonic() - self.started, 1e-6)
 
     def recv(self, nr_bytes: int) -> bytearray:
         data = bytearray()
         while len(data) < nr_bytes:
             if self.idle is not None:
+                if time.monotonic() - self.started > self.idle and self.rate() < MIN_PDU_BYTES_PER_SECOND:
+                    self.too_slow = True
+                    raise PDUNotReceived()
                 self.raw.settimeout(self.idle)
             try:
                 chunk = self.raw.recv(min(nr_bytes - len(data), 65536))
@@ -104,6 +121,7 @@ class PDURead:
                 return data
             data.extend(chunk)
             self.received += len(chunk)
+            self.total += len(chunk)
         return data
 
     def restore(self) -> None:
@@ -230,16 +248,23 @@ class EventDrivenDUL(DULServiceProvider):
             read.restore()
 
     def _close_stalled(self, read: "PDURead", timeout: float, waited: float) -> None:
-        """Nothing of the PDU being read arrived for node.network_timeout: say so, send the peer an A-ABORT (best effort), close."""
+        """Nothing of the PDU being read arrived for node.network_timeout, or it trickles in (PDURead.too_slow): say
+        so, send the peer an A-ABORT (best effort), close."""
         assoc = self.assoc
-        reason = f"PDU body not received within node.network_timeout ({timeout:g} s)"
+        if read.too_slow:
+            reason = (f"PDU arriving at {read.rate():.0f} byte(s)/s, under {MIN_PDU_BYTES_PER_SECOND} byte(s)/s after "
+                      f"node.network_timeout ({timeout:g} s)")
+            what = "the peer trickles its PDU too slowly for any real link"
+        else:
+            reason = f"PDU body not received within node.network_timeout ({timeout:g} s)"
+            what = "the peer stalled mid-PDU"
         assoc.dicomnode_closed_by_node = reason
         calling = getattr(getattr(assoc.requestor, "primitive", None), "calling_ae_title", None)
         who = f"calling AE {calling.strip()!r} at " if calling else ""
         logging.getLogger("dicomnode.net.scp").warning(
-            "connection from %s%s closed: %s: %d of %s byte(s) of a PDU body arrived in %.1f s; the peer stalled "
-            "mid-PDU, its association slot is freed", who, getattr(assoc.requestor, "address", "?"), reason,
-            read.received, read.declared if read.declared is not None else "?", waited)
+            "connection from %s%s closed: %s: %d of %s byte(s) of a PDU body arrived in %.1f s; %s, its association "
+            "slot is freed", who, getattr(assoc.requestor, "address", "?"), reason,
+            read.received, read.declared if read.declared is not None else "?", waited, what)
         abort_pdu = A_ABORT_RQ()
         abort_pdu.source = 0x02
         abort_pdu.reason_diagnostic = 0x00

@@ -72,6 +72,70 @@ def test_a_peer_stalled_mid_pdu_is_closed_after_the_network_timeout_and_its_slot
             assoc.abort()
 
 
+def test_a_peer_trickling_its_pdu_is_closed_once_it_falls_under_the_rate_floor(make_scp, caplog):
+    """A byte every 0.3 s never stalls for the whole network_timeout (1 s), but at ~3 bytes/s a 100 kB PDU would hold
+    the slot for 9 h: once the PDU has taken node.network_timeout, under MIN_PDU_BYTES_PER_SECOND it is closed
+    (break50a Left: a trickling peer kept its slot)."""
+    from dicomnode.net.reactor import MIN_PDU_BYTES_PER_SECOND
+
+    caplog.set_level(logging.INFO, logger="dicomnode")
+    scp = make_scp(max_associations=1, network_timeout=1.0, acse_timeout=5.0)
+    assoc = _associate(scp.port)
+    raw = _stall_mid_pdu(assoc)
+    started = time.monotonic()
+    try:
+        closed = False
+        while time.monotonic() - started < 8 and not closed:
+            try:
+                raw.sendall(b"\0")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.3)
+            closed = _closed_by_node(raw)
+        assert closed, "a peer trickling a byte every 0.3 s kept its slot for 8 s"
+        assert time.monotonic() - started < 4
+        assert wait_until(lambda: not scp.associations(), timeout=3)
+        assert f"byte(s)/s, under {MIN_PDU_BYTES_PER_SECOND} byte(s)/s after node.network_timeout (1 s)" in caplog.text
+        assert "the peer trickles its PDU too slowly for any real link, its association slot is freed" in caplog.text
+        again = _associate(scp.port)
+        assert again.send_c_echo().Status == 0x0000
+        again.release()
+    finally:
+        assoc.abort()
+
+
+def test_a_pdu_arriving_slowly_but_above_the_floor_is_received(make_scp):
+    """A C-ECHO's P-DATA PDU sent in 4-byte pieces over ~2 s, longer than network_timeout (1 s), is read whole while
+    it arrives above the floor (lowered here to 10 bytes/s: the test sends ~40): only a PDU under the floor is cut."""
+    from dicomnode.net import reactor
+
+    scp = make_scp(max_associations=1, network_timeout=1.0, acse_timeout=5.0)
+    assoc = _associate(scp.port)
+    try:
+        original = reactor.MIN_PDU_BYTES_PER_SECOND
+        reactor.MIN_PDU_BYTES_PER_SECOND = 10
+        raw = assoc.dul.socket.socket
+        sent = []
+
+        def slow_send(bytestream):  # the requestor's AssociationSocket.send, in 4-byte pieces
+            sent.append(len(bytestream))
+            for start in range(0, len(bytestream), 4):
+                raw.sendall(bytestream[start:start + 4])
+                time.sleep(0.1)
+
+        assoc.dul.socket.send = slow_send
+        try:
+            assert assoc.send_c_echo().Status == 0x0000
+        finally:
+            reactor.MIN_PDU_BYTES_PER_SECOND = original
+        assert sum(sent) >= 60
+        assoc.release()
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+
+
 def test_stop_closes_an_association_stalled_mid_pdu_and_says_who_held_it(make_scp, caplog):
     caplog.set_level(logging.WARNING, logger="dicomnode")
     scp = make_scp(network_timeout=60.0, acse_timeout=60.0)  # neither would end it during the test
