@@ -44,6 +44,7 @@ from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
@@ -56,6 +57,9 @@ log = logging.getLogger("dicomnode.net.tls")
 
 EVENT_DRIVEN = pynetdicom.__version__.startswith("3.0.")
 """The loops below are pynetdicom 3.0's; with another version the SCP uses pynetdicom's own server."""
+
+#: DIMSE status "Unrecognized Operation" (PS3.7 Annex C): a request of a service the node does not offer
+UNRECOGNIZED_OPERATION = 0x0211
 
 #: how much longer than node.max_instance_mb a PDU may be (a P-DATA PDU's own header and its command set)
 PDU_SLACK_BYTES = 1024 * 1024
@@ -381,6 +385,37 @@ class EventDrivenAssociation(Association):
     def kill(self) -> None:
         self._dicomnode_wake.set()
         super().kill()
+
+    def _serve_request(self, msg, context_id: int) -> None:
+        """pynetdicom's, except for a request the node does not serve arriving on a context it accepted (a C-FIND,
+        C-MOVE, C-GET or N-* request under a private or storage SOP class): answered with status 0x0211
+        "Unrecognized Operation" (PS3.7 Annex C) and one WARNING for the association's first, the association kept.
+        pynetdicom found no service class for it, logged an ERROR asking the developer for register_uid() and
+        aborted the association, whatever instances the sender had still to send on it."""
+        if (isinstance(msg, (C_STORE, C_ECHO)) or not msg.is_valid_request or self._sent_release
+                or context_id not in self._accepted_cx):
+            super()._serve_request(msg, context_id)
+            return
+        rsp = type(msg)()
+        rsp.MessageIDBeingRespondedTo = msg.MessageID
+        class_uid = getattr(msg, "AffectedSOPClassUID", None) or getattr(msg, "RequestedSOPClassUID", None)
+        instance_uid = getattr(msg, "AffectedSOPInstanceUID", None) or getattr(msg, "RequestedSOPInstanceUID", None)
+        if class_uid:
+            rsp.AffectedSOPClassUID = class_uid
+        if instance_uid and hasattr(rsp, "AffectedSOPInstanceUID"):
+            rsp.AffectedSOPInstanceUID = instance_uid
+        rsp.Status = UNRECOGNIZED_OPERATION
+        self.dicomnode_unrecognized = getattr(self, "dicomnode_unrecognized", 0) + 1
+        if self.dicomnode_unrecognized == 1:
+            calling = getattr(getattr(self.requestor, "primitive", None), "calling_ae_title", None)
+            who = f"calling AE {calling.strip()!r} at " if calling else ""
+            name = getattr(class_uid, "name", "") if class_uid else ""
+            logging.getLogger("dicomnode.net.scp").warning(
+                "association from %s%s: %s request (SOP class %s) answered 0x0211 Unrecognized Operation: this node "
+                "only stores instances (C-STORE) and answers C-ECHO; the association goes on (later such requests on "
+                "it are answered alike without a line)", who, getattr(self.requestor, "address", "?"), msg.msg_type,
+                f"{name} ({class_uid})" if name and name != str(class_uid) else class_uid or "?")
+        self.dimse.send_msg(rsp, context_id)
 
     def run_reactor(self) -> None:
         """pynetdicom's, then the connection's node.acse_timeout deadline is dropped however it ended (a peer that

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (MRImageStorage, ModalityWorklistInformationFind, StorageCommitmentPushModel,
@@ -200,6 +200,39 @@ def test_services_the_node_does_not_offer_are_refused_at_negotiation_with_one_li
     assert "Storage Commitment Push Model SOP Class (1.2.840.10008.1.20.1) refused" in lines[1]
     assert "no context was accepted" in lines[1] and "no context was accepted" not in lines[0]
     assert "Exception in handler" not in caplog.text
+
+
+def test_a_query_or_action_on_an_accepted_private_context_is_answered_unrecognized_and_the_association_goes_on(
+        make_scp, caplog):
+    """A private SOP class is accepted for storage; a C-FIND or N-ACTION sent on it was pynetdicom's ERROR asking for
+    register_uid() and an A-ABORT (break50a Left). Now each is answered 0x0211, one WARNING names the first, and
+    the association still takes a C-STORE."""
+    caplog.set_level(logging.INFO)
+    scp = make_scp(acse_timeout=5.0)
+    private = "1.2.3.4.5.6"
+    ae = AE(ae_title="SCANNER1")
+    ae.add_requested_context(private)
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="DICOMNODE")
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.PatientName = "*"
+        query.QueryRetrieveLevel = "STUDY"
+        answers = list(assoc.send_c_find(query, private))
+        assert [status.Status for status, _ in answers] == [0x0211]
+        action = Dataset()
+        action.TransactionUID = "1.2.3.4.7"
+        status, _ = assoc.send_n_action(action, 1, private, "1.2.3.4")
+        assert status.Status == 0x0211
+        assert assoc.is_established
+        assert assoc.send_c_store(synthetic_mr()).Status == 0x0000
+    finally:
+        assoc.release()
+    lines = [r.getMessage() for r in caplog.records if "Unrecognized Operation" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "calling AE 'SCANNER1' at 127.0.0.1: C-FIND request (SOP class 1.2.3.4.5.6) answered 0x0211" in lines[0]
+    assert "No supported service class" not in caplog.text and "Aborting Association" not in caplog.text
 
 
 def test_a_pdu_over_the_limit_is_one_line_without_a_traceback(make_scp, caplog):
