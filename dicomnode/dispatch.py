@@ -198,6 +198,11 @@ def backoff_seconds(attempts: int, config: DispatchConfig) -> float:
     return min(delay, config.max_backoff_seconds)
 
 
+#: the most outbox ids a round leaves out of its claim by id (Dispatcher._held_to_exclude): well under SQLite's (32 766)
+#: and PostgreSQL's (65 535) bound on a statement's parameters
+HELD_EXCLUDE_MAX = 2000
+
+
 class Dispatcher:
     """A thread that drains the outbox; `wake()` after new items, otherwise it sleeps until the next due time."""
 
@@ -295,10 +300,8 @@ class Dispatcher:
                     self._check_removed = False
                 self.run_once(wait=False)
                 self.resume_dead_letters_when_due()
-                with self._counts:
-                    held = set(self._held)
                 next_due = None if self.paused else self.db.next_send_time(max_delay=self.config.max_backoff_seconds,
-                                                                            exclude=held)
+                                                                            exclude=self._held_to_exclude())
                 if next_due is not None:
                     wait = min(self.idle_seconds, max(0.05, next_due - time.time()))
             except Exception as exc:  # noqa: BLE001 - the loop outlives any round
@@ -379,17 +382,17 @@ class Dispatcher:
             return 0
         with self._counts:
             before = self._batch_sent
-        # items still in a lane's association are not claimed: one failed early in its batch is due again before
-        # the batch ends, and a claim not handed over would be renewed by every heartbeat (never sent); only this
-        # thread adds to _held, so the snapshot holds every id held when the claim is made
-        with self._counts:
-            held = set(self._held)
         # no back-off is longer than max_backoff_seconds: an item due later was parked by a clock stepped back
-        due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds, exclude=held)
+        due = self.db.claim_sends(max_delay=self.config.max_backoff_seconds, exclude=self._held_to_exclude())
         batches: dict[tuple, list] = defaultdict(list)
         with self._counts:
+            spurious = [row["id"] for row in due if row["id"] in self._held]
             due = [row for row in due if row["id"] not in self._held]
             self._held.update(row["id"] for row in due)
+        if spurious:
+            # claimable while a lane holds them: its batch is done with them (failed or given back) and has not ended;
+            # the claim is given back, or every heartbeat would renew it and they would never be sent
+            self.db.release_sends(spurious)
         unknown = [row for row in due if self.address_of(row) is None]
         if unknown:  # removed from the config: never sent to the address they were queued with
             try:
@@ -485,6 +488,14 @@ class Dispatcher:
                 self._batch_sent += sent
         finally:
             self._let_go(rows)
+
+    def _held_to_exclude(self) -> set[int]:
+        """The outbox ids claim_sends / next_send_time leave out: those a lane holds (an item failed early in its
+        batch is due again before that batch ends), up to HELD_EXCLUDE_MAX of them (a bound on the query's
+        parameters; past it such items are claimed and their claims given back, run_once). Only the dispatch thread
+        adds to _held, so a snapshot holds every id held when its claim is made."""
+        with self._counts:
+            return set(self._held) if len(self._held) <= HELD_EXCLUDE_MAX else set()
 
     def _let_go(self, rows: list) -> None:
         with self._counts:

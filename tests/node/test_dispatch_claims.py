@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from dicomnode import dispatch as dispatch_module
 from dicomnode.config import DispatchConfig
 from dicomnode.dispatch import Dispatcher
@@ -15,8 +17,14 @@ from tests.hardening.test_send_diagnostics import mr_file, queue_results, store 
 from tests.node.test_dispatch_slow_destination import SlowPeer, destination
 
 
-def test_an_item_due_again_while_its_failed_batch_ends_is_sent_once_the_destination_answers(store, monkeypatch):
+@pytest.mark.parametrize("exclude_max", [dispatch_module.HELD_EXCLUDE_MAX, 0],
+                         ids=["left-out-of-the-claim", "claimed-and-given-back"])
+def test_an_item_due_again_while_its_failed_batch_ends_is_sent_once_the_destination_answers(store, monkeypatch,
+                                                                                           exclude_max):
+    """Both ways: left out of the round's claim by id, and (past HELD_EXCLUDE_MAX held items) claimed, then its claim
+    given back at once."""
     root, db = store
+    monkeypatch.setattr(dispatch_module, "HELD_EXCLUDE_MAX", exclude_max)
     peer = SlowPeer(delay=0)
     try:
         queue_results(db, root, "1.5", [("pacs", peer.port, mr_file(root / "results", name)) for name in "abc"])
