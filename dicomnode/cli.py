@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -1120,12 +1121,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has left (`dicomnode ... | head`: poll says POLLERR); then stdout is
+    pointed at os.devnull, so that Python's own flush at exit does not raise again (the Python docs' recipe for
+    SIGPIPE)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stdout with no file descriptor
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return gone
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that left is caught, not in Python's flush at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe (a socket, a child process): not the reader of stdout
+        return EXIT_ERROR  # the reader left (`| head`): nothing more to say to it, and no traceback
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERROR

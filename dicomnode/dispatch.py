@@ -556,9 +556,10 @@ class Dispatcher:
                             ": rejected permanently; retried with the back-off: check destinations[%s].ae_title "
                             "and calling_ae_title against the destination's configuration (it must know this node)"
                             % name if exc.permanent else "")
+            due = self._batch_due(rows)
             for row in rows:
                 with study_context(ids[row["study_key"]]):
-                    self._failed(row, str(exc))
+                    self._failed(row, str(exc), due=due)
             return 0
         except Exception as exc:
             with study_context(studies):
@@ -567,10 +568,11 @@ class Dispatcher:
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, (ConnectionError, TimeoutError)):
                 error = CONNECTION_ERROR + error
-            for row in rows:
-                if row["id"] not in recorder.acknowledged:
-                    with study_context(ids[row["study_key"]]):
-                        self._failed(row, error)
+            failed = [row for row in rows if row["id"] not in recorder.acknowledged]
+            due = self._batch_due(failed)
+            for row in failed:
+                with study_context(ids[row["study_key"]]):
+                    self._failed(row, error, due=due)
             return 0
         for row, result in zip(rows, results):
             if result.ok and row["id"] not in recorder.acknowledged:  # a send_files that reported no result
@@ -593,11 +595,15 @@ class Dispatcher:
             with study_context(studies):
                 log.info("destination %s: %d result object(s) not transmitted (%s): back in the queue, no attempt "
                          "charged", name, len(untouched), untouched[0][1].error)
-        for row, result in zip(rows, results):
-            if not result.ok and result.transmitted:
-                with study_context(ids[row["study_key"]]):
-                    log.warning("destination %s: %s not delivered: %s", name, self.object_name(row), result.error)
-                    self._failed(row, refusal_error(result), dead=result.permanent)
+        refused = [(row, result) for row, result in zip(rows, results) if not result.ok and result.transmitted]
+        self._say_per_study(name, ids, refused, "not delivered: %s", lambda result: result.error)
+        due = self._batch_due([row for row, _ in refused])
+        for row, result in refused:
+            with study_context(ids[row["study_key"]]):
+                self._failed(row, refusal_error(result), dead=result.permanent, due=due)
+        stored_with_warning = [(row, result) for row, result in zip(rows, results) if result.ok and result.warning]
+        self._say_per_study(name, ids, stored_with_warning, "stored, but with a warning: %s: the destination may "
+                            "have changed what it stored (PS3.4 B.2.3)", lambda result: result.warning, listed=True)
         for key, log_id in ids.items():
             mine = [result.ok for row, result in zip(rows, results) if row["study_key"] == key]
             if mine:
@@ -605,6 +611,37 @@ class Dispatcher:
                     log.info("destination %s: sent %d of %d result object(s) of study %s", label, sum(mine), len(mine),
                              log_id)
         return len(ok_ids)
+
+    def _say_per_study(self, name: str, ids: dict[str, str], items: list, what: str, text,
+                       listed: bool = False) -> None:
+        """One WARNING per study and status (or error, where there is no status) for `items` ((row, SendResult) of
+        one association): `what` % text(result) of the first, naming the object where it is alone, else the count,
+        with the objects at DEBUG (a refusal of every object of a batch is one line, not one per object), or in the
+        same line with `listed`."""
+        groups: dict[tuple, list] = defaultdict(list)
+        for row, result in items:
+            groups[(row["study_key"], result.status if result.status is not None else text(result))].append(
+                (row, result))
+        for (key, _), group in groups.items():
+            with study_context(ids[key]):
+                said = what % text(group[0][1])
+                if len(group) == 1:
+                    log.warning("destination %s: %s %s", name, self.object_name(group[0][0]), said)
+                    continue
+                objects = ("; ".join(self.object_name(row) for row, _ in group)
+                           if listed or log.isEnabledFor(logging.DEBUG) else "")
+                if listed:
+                    log.warning("destination %s: %d result object(s) of study %s %s: %s", name, len(group), ids[key],
+                                said, objects)
+                    continue
+                log.warning("destination %s: %d result object(s) of study %s %s", name, len(group), ids[key], said)
+                log.debug("destination %s: those %d result object(s): %s", name, len(group), objects)
+
+    def _batch_due(self, rows: list) -> float:
+        """When the items of one association that failed come due again, all at once (one association then, not
+        one per item: break51a #3): now plus the back-off of the item tried most often (epoch s)."""
+        attempts = max((row["attempts"] for row in rows), default=0) + 1
+        return time.time() + backoff_seconds(attempts, self.config)
 
     def _in_flight_before(self, name: str, rows: list, ids: dict[str, str]) -> set[int]:
         """The items whose last C-STORE was in flight when a dispatcher stopped without recording its response
@@ -679,15 +716,17 @@ class Dispatcher:
             with self._counts:
                 del self._unreleased[:len(ids)]
 
-    def _failed(self, row, error: str, dead: bool = False, max_attempts: int | None = None) -> None:
-        """One failed attempt: due again after the back-off, or a dead letter after `max_attempts` (at most the
-        configured dispatch.max_attempts)."""
+    def _failed(self, row, error: str, dead: bool = False, max_attempts: int | None = None,
+                due: float | None = None) -> None:
+        """One failed attempt: due again after the back-off (at `due`, epoch s, where given: the time its
+        association's failed items share, _batch_due), or a dead letter after `max_attempts` (at most the configured
+        dispatch.max_attempts)."""
         attempts = row["attempts"] + 1
         with self._counts:
             self.failed_attempts += 1
         limit = self.config.max_attempts if max_attempts is None else min(max_attempts, self.config.max_attempts)
         dead = dead or attempts >= limit
-        next_attempt = time.time() + backoff_seconds(attempts, self.config)
+        next_attempt = time.time() + backoff_seconds(attempts, self.config) if due is None else due
         self.db.mark_failed_send(row["id"], error, next_attempt, dead)
         if dead:
             log.error("dead letter: %s to %s after %d attempt(s): %s", self.object_name(row), row["destination"],

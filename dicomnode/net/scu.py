@@ -39,6 +39,8 @@ class SendResult:
     #: the file could not be read as a DICOM object to send (read_for_sending): never put on the wire, the
     #: destination not asked; `permanent` when its content is at fault, not the reading (an OSError)
     unreadable: bool = False
+    #: stored, but the destination answered a warning status (warning_status), in words (warning_text); '' otherwise
+    warning: str = ""
 
 
 class AssociationFailed(ConnectionError):
@@ -136,6 +138,24 @@ def describe_object(path: Path) -> str:
 def status_meaning(status: int) -> str:
     """A C-STORE status in PS3.4 B.2.3 / PS3.7 C terms ('Refused: Out of Resources'), or 'unknown status'."""
     return STORAGE_SERVICE_CLASS_STATUS.get(status, ("", "unknown status"))[1]
+
+
+def warning_status(status: int | None) -> bool:
+    """Whether a C-STORE status is a warning (PS3.7 C.1: 0x0001 and 0xBxxx; PS3.4 B.2.3 names 0xB000 Coercion of
+    Data Elements, 0xB006 Elements Discarded, 0xB007 Data Set Does Not Match SOP Class): the instance was stored,
+    perhaps not as sent."""
+    return status is not None and (status == 0x0001 or (status & 0xF000) == 0xB000)
+
+
+def warning_text(status: int, comment: str = "") -> str:
+    """A warning status the destination returned: 'status 0xB000 (Warning: Coercion of Data Elements): comment';
+    one PS3.4 B.2.3 does not define for C-STORE is named a warning all the same."""
+    meaning = status_meaning(status)
+    if meaning == "unknown status":
+        meaning = "Warning: not defined for C-STORE (PS3.4 B.2.3), stored"
+    elif not meaning.startswith("Warning"):
+        meaning = f"Warning: {meaning}"
+    return f"status 0x{status:04X} ({meaning})" + (f": {comment}" if comment else "")
 
 
 def refusal_text(status: int, comment: str = "") -> str:
@@ -297,8 +317,8 @@ def unreadable_result(path: Path, exc: Exception) -> SendResult:
 
 
 def _successful(status: int | None) -> bool:
-    # 0x0000 success; 0xB000, 0xB007, 0xB006 warnings: the instance was stored (PS3.4 B.2.3)
-    return status is not None and (status == 0x0000 or status in (0xB000, 0xB006, 0xB007))
+    # 0x0000 success; a warning (0xB000, 0xB006, 0xB007, any 0xBxxx or 0x0001): the instance was stored (PS3.4 B.2.3)
+    return status == 0x0000 or warning_status(status)
 
 
 def send_files(
@@ -399,7 +419,8 @@ def send_files(
             ok = _successful(status)
             comment = str(response.get("ErrorComment", "") or "").strip()
             report(SendResult(path, ok, status, "" if ok else refusal_text(status, comment),
-                              permanent=not ok and permanent_status(status)))
+                              permanent=not ok and permanent_status(status),
+                              warning=warning_text(status, comment) if warning_status(status) else ""))
             if not assoc.is_established:
                 ended = "the destination ended the association"
                 break

@@ -4,17 +4,23 @@ listed, not re-queued. Both state backends (tests/state_backends.py). With dispa
 dispatcher does the same by itself once the destination answers a C-ECHO again."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+
+import pytest
 
 from dicomnode.cli import main
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.dispatch import PERMANENT_NOTE, Dispatcher, transient_dead_letter
 from dicomnode.net.scu import refusal_text
-from dicomnode.state import COMPLETE, FAILED, SENDING, InstanceRow, StateDB
+from dicomnode.state import COMPLETE, FAILED, SENDING, InstanceRow, StateDB, prepare_storage_dir
 from tests.hardening.hardening_support import save, synthetic_mr
 from tests.hardening.test_send_diagnostics import store  # noqa: F401 (fixture: a storage folder and its state)
 from tests.node.test_send_echo_cli import pacs  # noqa: F401 (fixture: a PACS with C-ECHO)
 from tests.node.test_status_retry import node_state  # noqa: F401 (fixture: a state and its config file)
+from tests.node.nodeproc import ENV, REPO
 from tests.node.test_storage_safety import wait_for
 from tests.peers import free_port
 from tests.state_backends import pg_server, state_location  # noqa: F401 (fixtures)
@@ -190,3 +196,30 @@ def test_dead_letters_stay_dead_without_resume_dead_letters(store, pacs):
     finally:
         dispatcher.stop(10)
     assert states(db, "1.1") == {"1.1.9.0": "dead"}
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_commands_into_a_pipe_the_reader_closed_end_quietly(tmp_path, unbuffered):
+    """`dicomnode retry --all ... | head -3` (break51a #6), `log-id ... | head`: a reader that left ends the
+    command with exit 1 and no BrokenPipeError traceback; what the command did (the re-queue) is done. Buffered
+    stdout (a pipe, as a shell gives it) and unbuffered (PYTHONUNBUFFERED) alike."""
+    store = prepare_storage_dir(tmp_path / "store")
+    db = StateDB(store / "state.sqlite3", upgrade=True)
+    dead_letters(db, "1.2.3.51", [("pacs", REFUSED)] * 40 + [("pacs", NO_CONTEXT + PERMANENT_NOTE)] * 400)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nstorage_dir = "{store}"\n[[destinations]]\nname = "pacs"\nae_title = "PACS1"\n'
+                      f'host = "127.0.0.1"\nport = 12200\n')
+    env = dict(ENV, PYTHONUNBUFFERED=unbuffered)
+    for command in (["retry", "--all", "--destination", "pacs", "--config", str(config)],
+                    ["log-id", *(f"1.2.3.{n}" for n in range(2000))]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # `| head -3` that has already gone
+        try:
+            done = subprocess.run([sys.executable, "-m", "dicomnode", *command], cwd=REPO, env=env, stdout=write_end,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+        finally:
+            os.close(write_end)
+        assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, (command, done.stderr)
+        assert done.returncode == 1, command
+    assert list(states(db, "1.2.3.51").values()).count("pending") == 40
+    db.close()
