@@ -8,7 +8,15 @@ Destinations are sent to concurrently (KeyedLanes: at most MAX_PARALLEL_DESTINAT
 two to one destination): a destination that accepts the association and then stops answering holds up only its own
 items, for its `send_timeout_seconds` per C-STORE, never another destination's or the next study's. Only the item in
 flight is charged an attempt when an association ends early: the items behind it, never transmitted, go back to the
-queue unchanged and are sent on the next association.
+queue unchanged (no attempt charged) and are sent on the next association. A C-STORE that got no response within
+the destination's send_timeout_seconds backs off the whole destination: the items behind it come due with it, after
+its back-off, not at once on a new association (a destination slower than the timeout would otherwise store the same
+object again every round, break51a #4), and the association that re-sends the timed-out object waits longer for it
+(RESEND_TIMEOUT_FACTOR_MAX); each such re-send is said at WARNING (the destination may then hold it twice), with the
+hint to raise destinations[].send_timeout_seconds.
+
+A stop (Dispatcher.stop) ends every association after the C-STORE in flight, the items not sent yet given back
+unattempted; one whose destination has not answered by the stop's timeout is aborted (break51a #1).
 
 Permanent refusals become dead letters at once, with the destination's reason (no max_attempts retries: the
 destination's configuration, not time, changes them), while the other objects of the batch are sent; `dicomnode retry
@@ -41,6 +49,7 @@ import re
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,7 +57,7 @@ from pydicom import dcmread
 
 from dicomnode.config import DestinationConfig, DispatchConfig
 from dicomnode.lanes import KeyedLanes
-from dicomnode.net.scu import AssociationFailed, describe_object, echo, send_files
+from dicomnode.net.scu import NO_RESPONSE, AssociationFailed, SendCancel, describe_object, echo, send_files
 from dicomnode.net.tls import TLSConfigurationError, client_context
 from dicomnode.observe import study_context
 from dicomnode.results.headers import MATCHED_IDENTIFIERS, identifier_control_characters
@@ -133,6 +142,9 @@ _TRANSIENT_ERROR = re.compile(
     r"the connection was lost|no response within |(the )?association ended before|" + re.escape(CONNECTION_ERROR)
     + "|^destination \\S+" + re.escape(REMOVED_DESTINATION) + ":")
 
+#: the timeout a C-STORE's error names (_PeerWatch.no_response: "no response within 5 s")
+_NO_RESPONSE_WITHIN = re.compile(re.escape(NO_RESPONSE) + r"\S+ s")
+
 #: the error of an association the destination rejected (A-ASSOCIATE-RJ), transient or permanent (net.scu wording)
 _ASSOCIATION_REJECTED = re.compile(r"association with \S+ failed: rejected by the peer\b")
 
@@ -198,6 +210,25 @@ def backoff_seconds(attempts: int, config: DispatchConfig) -> float:
     return min(delay, config.max_backoff_seconds)
 
 
+#: the most a destination's send_timeout_seconds is stretched for an association that re-sends an object whose
+#: C-STORE timed out (doubled per such attempt: 2x, then 4x), so that a PACS a little slower than its timeout stores
+#: it twice, not at every round (break51a #4)
+RESEND_TIMEOUT_FACTOR_MAX = 4
+
+
+#: how long a stop waits, after aborting the associations its timeout cut, for their lanes to record what happened (s)
+ABORT_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class _Association:
+    """One lane's association in progress (Dispatcher._send_lane): what a stop ends (`cancel`) and names."""
+    destination: str
+    items: int
+    cancel: SendCancel = field(default_factory=SendCancel)
+    recorder: _SentRecorder | None = None  # what the destination acknowledged
+
+
 #: the most outbox ids a round leaves out of its claim by id (Dispatcher._held_to_exclude): well under SQLite's (32 766)
 #: and PostgreSQL's (65 535) bound on a statement's parameters
 HELD_EXCLUDE_MAX = 2000
@@ -246,6 +277,11 @@ class Dispatcher:
         #: pending items of destinations not in the config are made dead letters at the next round (at start, and
         #: after each reload: destinations_changed), whether due or not
         self._check_removed = True
+        #: the lanes' associations in progress (under _counts): a stop ends them
+        self._associations: list[_Association] = []
+        #: (destination name, ae_title, host, port) -> epoch s before which nothing is sent there (a C-STORE to it
+        #: timed out: its back-off; by address too, since the results of "sender" go to each calling host's)
+        self._backed_off: dict[tuple, float] = {}
         self._resume_checked = time.monotonic()  # the last resume_dead_letters round (none at start: just begun)
         self._resuming: threading.Thread | None = None
 
@@ -258,16 +294,24 @@ class Dispatcher:
         """Whether the dispatch thread ended while it was not asked to stop (what the heartbeat must not hide)."""
         return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming, let the associations in flight end (within `timeout` in all), give back the claims of the
-        items not sent yet."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop claiming and end every association after the C-STORE in flight: the items not sent yet go back to
+        the queue, no attempt charged, for any dispatcher. An association whose destination has not answered its
+        C-STORE when `timeout` (s, the whole stop) has passed is aborted (A-ABORT): what the destination acknowledged
+        stays recorded as sent, the item in flight goes back still marked in flight (its next send says the
+        destination may hold it), said in one WARNING line per association. Returns whether every lane has ended
+        (False: one is still recording after ABORT_GRACE_SECONDS; it sends nothing more). The caller keeps its
+        heartbeat, claims and storage lock until this returns (roles.RoleRunner.stop, node.Node.stop)."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
+        with self._counts:
+            associations = list(self._associations)
+        for association in associations:  # a lane that registers later sees _stop itself (_send_lane)
+            association.cancel.stop()
         if self._thread:
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         left = self._lanes.close()
-        self._lanes.wait_idle(max(0.0, deadline - time.monotonic()))
         ids = [row["id"] for rows in left.values() for row in rows]
         self._let_go([row for rows in left.values() for row in rows])
         if ids:
@@ -276,6 +320,24 @@ class Dispatcher:
             except Exception as exc:  # noqa: BLE001 - the claims lapse after their lease instead
                 log.warning("could not give back %d claimed send(s) at stop (%s): they are sent after their lease "
                             "lapses", len(ids), exc)
+        if self._lanes.wait_idle(max(0.0, deadline - time.monotonic())):
+            return True
+        with self._counts:
+            associations = list(self._associations)
+        aborted = [association for association in associations if association.cancel.abort()]
+        ended = self._lanes.wait_idle(ABORT_GRACE_SECONDS)
+        for association in aborted:
+            log.warning("stop: destination %s had not answered the C-STORE in flight after %g s: association "
+                        "aborted; %d of its %d result object(s) acknowledged are recorded as sent, the one in flight "
+                        "(the destination may hold it) and the rest go back to the queue for the next start",
+                        association.destination, timeout,
+                        len(association.recorder.acknowledged) if association.recorder is not None else 0,
+                        association.items)
+        if not ended:
+            log.warning("stop: a send lane had not ended %g s after the stop's timeout (an association request or "
+                        "the state database not answering yet); it sends nothing more, and what it holds is sent by "
+                        "the next dispatcher once its claims lapse", ABORT_GRACE_SECONDS)
+        return ended
 
     def wake(self) -> None:
         self._wake.set()
@@ -476,17 +538,26 @@ class Dispatcher:
     def _send_lane(self, key: tuple, rows: list) -> None:
         """One destination's claimed items, on a lane thread (KeyedLanes)."""
         name, ae_title, host, port, calling_ae_title = key
+        association = _Association(name, len(rows))
+        with self._counts:  # before the stop test: a stop that does not see it has set _stop already
+            self._associations.append(association)
+            backed_off = self._backed_off.get((name, ae_title, host, port), 0.0)
         try:
             if self._stop.is_set() or self.paused:  # stopping, or the spool went: the items wait, unattempted
                 self.db.release_sends([row["id"] for row in rows])
                 return
+            if backed_off > time.time():  # a C-STORE to it timed out: its items wait out that back-off, unattempted
+                self.db.release_sends([row["id"] for row in rows], not_before=backed_off)
+                return
             if self.address_of(rows[0]) is None:  # removed by a reload while the items waited for their lane
                 self.retire_removed_destinations(rows)
                 return
-            sent = self._send_batch(name, ae_title, host, port, rows, calling_ae_title)
+            sent = self._send_batch(name, ae_title, host, port, rows, calling_ae_title, association)
             with self._counts:
                 self._batch_sent += sent
         finally:
+            with self._counts:
+                self._associations.remove(association)
             self._let_go(rows)
 
     def _held_to_exclude(self) -> set[int]:
@@ -520,8 +591,10 @@ class Dispatcher:
             study = None
         return short_hash(study["study_instance_uid"] if study is not None else study_key)
 
-    def _send_batch(self, name: str, ae_title: str, host: str, port: int, rows: list, calling_ae_title: str) -> int:
-        """Send one destination's due items on one association; every log line names the study of its items."""
+    def _send_batch(self, name: str, ae_title: str, host: str, port: int, rows: list, calling_ae_title: str,
+                    association: _Association | None = None) -> int:
+        """Send one destination's due items on one association; every log line names the study of its items.
+        `association`: what a stop ends (its cancel) and reads (what the destination acknowledged)."""
         ids = {key: self.study_log_id(key) for key in dict.fromkeys(row["study_key"] for row in rows)}
         paths = [self.storage_dir / row["path"] for row in rows]
         missing = [row for row, path in zip(rows, paths) if not path.is_file()]
@@ -542,10 +615,32 @@ class Dispatcher:
         again = self._in_flight_before(name, rows, ids)
         recorder = _SentRecorder(self.db, [row["id"] for row in rows], self._count_sent, again,
                                  address=(ae_title, host, port))
+        if association is not None:
+            association.recorder = recorder
+        configured = timeout = self.timeout_of(name)
+        # items whose last C-STORE timed out: the destination may have stored them then (said when re-sent); the
+        # association that re-sends them waits longer, for a destination slower than its timeout rather than hung
+        after_timeout = {index: (row, found.group(0)) for index, row in enumerate(rows)
+                         if (found := _NO_RESPONSE_WITHIN.search(row["last_error"] or "")) is not None}
+        if after_timeout:
+            timeout *= min(RESEND_TIMEOUT_FACTOR_MAX, 2 ** max(row["attempts"] for row, _ in after_timeout.values()))
+
+        def started(index: int) -> None:
+            recorder.started(index)
+            if index in after_timeout:
+                row, timed_out = after_timeout[index]
+                with study_context(ids[row["study_key"]]):
+                    log.warning("destination %s: re-sending %s after its previous C-STORE got no response in time "
+                                "(%s): the destination may have stored it then, and may now hold it twice; this "
+                                "association waits up to %g s; if the destination is slow rather than hung, raise "
+                                "destinations[%s].send_timeout_seconds (now %g s)", name, self.object_name(row),
+                                timed_out, timeout, name, configured)
+
         try:
             results = send_files([self.storage_dir / row["path"] for row in rows], ae_title, host, port,
-                                 calling_ae_title=calling_ae_title, timeout=self.timeout_of(name),
-                                 ssl_context=ssl_context, on_result=recorder.add, on_send=recorder.started)
+                                 calling_ae_title=calling_ae_title, timeout=timeout, ssl_context=ssl_context,
+                                 on_result=recorder.add, on_send=started,
+                                 cancel=association.cancel if association is not None else None)
         except _AttemptNotRecorded:
             # raises the state database's error, said at ERROR
             self._record_sent(recorder, name, studies, {row["id"]: row for row in rows})
@@ -587,20 +682,34 @@ class Dispatcher:
                     if not result.permanent:  # a dead letter is said by _failed
                         log.warning("destination %s: %s not sent: %s", name, row["sop_instance_uid"], error)
                     self._failed(row, error, dead=result.permanent, max_attempts=MISSING_FILE_ATTEMPTS)
-        untouched = [(row, result) for row, result in zip(rows, results)
-                     if not result.ok and not result.transmitted and not result.unreadable]
-        if untouched:
-            # the destination never saw them: no attempt charged, due again at once, on a new association
-            self.db.release_sends([row["id"] for row, _ in untouched])
-            with study_context(studies):
-                log.info("destination %s: %d result object(s) not transmitted (%s): back in the queue, no attempt "
-                         "charged", name, len(untouched), untouched[0][1].error)
-        refused = [(row, result) for row, result in zip(rows, results) if not result.ok and result.transmitted]
+        abandoned = [row["id"] for row, result in zip(rows, results) if result.abandoned]
+        if abandoned:  # on the wire when a stop aborted the association: still marked in flight, not charged
+            self.db.release_sends(abandoned)
+        refused = [(row, result) for row, result in zip(rows, results)
+                   if not result.ok and result.transmitted and not result.abandoned]
         self._say_per_study(name, ids, refused, "not delivered: %s", lambda result: result.error)
         due = self._batch_due([row for row, _ in refused])
+        backed_off_until = None
         for row, result in refused:
             with study_context(ids[row["study_key"]]):
                 self._failed(row, refusal_error(result), dead=result.permanent, due=due)
+            if result.timed_out:
+                backed_off_until = due
+        if backed_off_until is not None:  # a destination too slow for its timeout: all of it waits, not the object
+            with self._counts:
+                self._backed_off[(name, ae_title, host, port)] = backed_off_until
+        untouched = [(row, result) for row, result in zip(rows, results)
+                     if not result.ok and not result.transmitted and not result.unreadable]
+        if untouched:
+            # the destination never saw them: no attempt charged; due again at once on a new association, or with
+            # the timed-out object after the destination's back-off (a stop: at once, for whichever process runs)
+            later = backed_off_until if backed_off_until is not None and not self._stop.is_set() else None
+            self.db.release_sends([row["id"] for row, _ in untouched], not_before=later)
+            with study_context(studies):
+                log.info("destination %s: %d result object(s) not transmitted (%s): back in the queue, no attempt "
+                         "charged%s", name, len(untouched), untouched[0][1].error,
+                         "" if later is None else f", due after the destination's back-off of "
+                         f"{max(0.0, later - time.time()):.1f} s with the object that timed out")
         stored_with_warning = [(row, result) for row, result in zip(rows, results) if result.ok and result.warning]
         self._say_per_study(name, ids, stored_with_warning, "stored, but with a warning: %s: the destination may "
                             "have changed what it stored (PS3.4 B.2.3)", lambda result: result.warning, listed=True)
@@ -717,10 +826,10 @@ class Dispatcher:
                 del self._unreleased[:len(ids)]
 
     def _failed(self, row, error: str, dead: bool = False, max_attempts: int | None = None,
-                due: float | None = None) -> None:
+                due: float | None = None) -> float:
         """One failed attempt: due again after the back-off (at `due`, epoch s, where given: the time its
         association's failed items share, _batch_due), or a dead letter after `max_attempts` (at most the configured
-        dispatch.max_attempts)."""
+        dispatch.max_attempts). Returns when it is due again (epoch s)."""
         attempts = row["attempts"] + 1
         with self._counts:
             self.failed_attempts += 1
@@ -731,6 +840,7 @@ class Dispatcher:
         if dead:
             log.error("dead letter: %s to %s after %d attempt(s): %s", self.object_name(row), row["destination"],
                       attempts, error)
+        return next_attempt
 
     def object_name(self, row) -> str:
         """An outbox item as an admin reads it: 'SEG (Segmentation) series 9001 2.25.…' (describe_object), or the

@@ -363,11 +363,13 @@ class Node:
                     pass
         return removed
 
-    def stop(self) -> None:
+    def stop(self, before_closing: Callable[[], None] | None = None) -> None:
         """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start). The
         transfers the stop cut (StorageSCP.studies_cut) are marked interrupted, as a scale-out receiver's stop marks
         them; once they are, the stop is recorded as clean (StateDB.record_receiver_stopped), so that the next start
-        leaves every other study receiving on its quiet timer (CompletionTracker.rebuild)."""
+        leaves every other study receiving on its quiet timer (CompletionTracker.rebuild). `before_closing()`: once
+        every part has stopped (the dispatcher's associations ended), before the state is closed and the storage lock
+        released (roles.RoleRunner.stop ends the heartbeat there)."""
         self._stopping.set()
         self.ready = False
         if self.scheduler.running:  # no quiet timer fires while the receiver drains: its open studies are not quiet
@@ -380,6 +382,8 @@ class Node:
         join_all(self._workers, WORKERS_STOP_SECONDS)
         self.dispatcher.stop(DISPATCH_STOP_SECONDS)
         self.metrics.stop()
+        if before_closing is not None:
+            before_closing()
         self.db.close()
         self.storage_lock.release()
         log.info("stopped")
@@ -1434,9 +1438,9 @@ def check_listen_ports(config: Config, roles: Sequence[str]) -> None:
 
 
 #: what `dicomnode status` says of a pending send whose C-STORE was in flight when its dispatcher stopped
-STOPPED_IN_FLIGHT = ("its C-STORE was in flight when its dispatcher stopped (kill -9, a crash) before the response was "
-                     "recorded: sent again next, and the destination may already hold it under the same SOP Instance "
-                     "UID")
+STOPPED_IN_FLIGHT = ("its C-STORE was in flight when its dispatcher stopped (kill -9, a crash, a stop that aborted the "
+                     "unanswered association) before the response was recorded: sent again next, and the destination "
+                     "may already hold it under the same SOP Instance UID")
 
 
 def status_report(db: StateDB, now: float | None = None) -> dict:

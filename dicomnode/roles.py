@@ -633,15 +633,12 @@ class RoleRunner:
         node.ready = True
 
     def stop(self) -> None:
+        """SIGTERM. The heartbeat (renewing this process's claims), its row and the storage lock stay until every
+        part has stopped, the dispatcher's associations included (break51a #1: a stop that dropped them while a lane
+        still sent let a new process send the same objects again); only then is "stopped" logged."""
         if not self.scale_out:  # the node's own stop lets running analyses finish; a restart frees the rest
             self._stop.set()
-            self._beats_stop.set()
-            self._join()
-            try:
-                self.db.forget_node()
-            except Exception:
-                log.exception("could not remove the heartbeat row")
-            self.node.stop()
+            self.node.stop(before_closing=self._end_heartbeat)
             return
         node = self.node
         node._stopping.set()
@@ -673,6 +670,15 @@ class RoleRunner:
         self.db.close()
         node.storage_lock.release()
         log.info("stopped")
+
+    def _end_heartbeat(self) -> None:
+        """A single node's stop, every part stopped: the heartbeat ends and its row goes, before the state closes."""
+        self._beats_stop.set()
+        self._join()
+        try:
+            self.db.forget_node()
+        except Exception:
+            log.exception("could not remove the heartbeat row")
 
     def _withdraw_recent(self) -> None:
         """A graceful stop, its receiver drained: the studies listed only for a recent C-STORE on an association

@@ -1696,13 +1696,18 @@ class StateDB:
         return self._rows("SELECT * FROM outbox WHERE last_error = :again OR last_error LIKE :resent_like ORDER BY id",
                           {"again": OUTBOX_RESEND_IN_FLIGHT, "resent_like": _RESENT_LIKE})
 
-    def release_sends(self, outbox_ids: list[int]) -> None:
-        """Give back this process's claims of these outbox items, not attempted: they stay due for any dispatcher."""
+    def release_sends(self, outbox_ids: list[int], not_before: float | None = None) -> None:
+        """Give back this process's claims of these outbox items, not attempted (no attempt counted): they stay due
+        for any dispatcher, or with `not_before` (epoch s) due no earlier than then (their destination backs off)."""
         if not outbox_ids:
             return
+        later = "" if not_before is None else (", next_attempt_at=CASE WHEN next_attempt_at < :not_before THEN"
+                                               " :not_before ELSE next_attempt_at END")
         with self._write() as db:
-            self._run(db, "UPDATE outbox SET claimed_by=NULL, lease_until=NULL WHERE id IN :ids AND claimed_by=:me",
-                      {"ids": list(outbox_ids), "me": self.process_id}, expanding=["ids"])
+            self._run(db, "UPDATE outbox SET claimed_by=NULL, lease_until=NULL" + later
+                      + " WHERE id IN :ids AND claimed_by=:me",
+                      {"ids": list(outbox_ids), "me": self.process_id,
+                       **({} if not_before is None else {"not_before": not_before})}, expanding=["ids"])
 
     def mark_failed_send(self, outbox_id: int, error: str, next_attempt_at: float, dead: bool,
                          unless_taken: bool = False) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,65 @@ class SendResult:
     unreadable: bool = False
     #: stored, but the destination answered a warning status (warning_status), in words (warning_text); '' otherwise
     warning: str = ""
+    #: no response within the send timeout (the destination is slow or hung): it may have stored the instance
+    timed_out: bool = False
+    #: on the wire when this node aborted the association (SendCancel.abort: a stop that could wait no longer):
+    #: neither acknowledged nor refused, the destination may hold it
+    abandoned: bool = False
+
+
+#: why the instances after the C-STORE in flight were not sent when SendCancel.stop ended the association
+STOPPING = "this node is stopping"
+
+#: the error of the instance whose C-STORE was in flight when SendCancel.abort ended the association
+ABANDONED = ("not answered: this node stopped and aborted the association while the destination had not answered "
+             "the C-STORE; it may have stored the instance")
+
+
+class SendCancel:
+    """Ends a send_files association early, from another thread (a stopping dispatcher). After `stop()` no further
+    C-STORE is sent: the one in flight is answered first, then the association is released and the instances not
+    sent are reported not transmitted (their error names STOPPING). `abort()` ends it at once with an A-ABORT: the
+    C-STORE in flight is reported `abandoned` (the destination may hold it), what was acknowledged before stays
+    acknowledged."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._assoc = None
+        self.aborted = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def abort(self) -> bool:
+        """A-ABORT the association in use, if one is (the stop is set too). Returns whether one was aborted."""
+        self._stop.set()
+        with self._lock:
+            self.aborted = True
+            assoc = self._assoc
+        if assoc is None or not assoc.is_established:
+            return False
+        assoc.abort()
+        # the C-STORE waiting for its response would wait out the DIMSE timeout: an empty message wakes it
+        assoc.dimse.msg_queue.put((None, None))
+        return True
+
+    def attach(self, assoc) -> None:
+        """send_files: the association is established (aborted at once where abort() came first)."""
+        with self._lock:
+            self._assoc = assoc
+            aborted = self.aborted
+        if aborted and assoc.is_established:
+            assoc.abort()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._assoc = None
 
 
 class AssociationFailed(ConnectionError):
@@ -209,6 +269,10 @@ def _none_accepted(assoc) -> bool:
             and not assoc.accepted_contexts)
 
 
+#: the start of the error of a C-STORE that got no response within the send timeout (_PeerWatch.no_response)
+NO_RESPONSE = "no response within "
+
+
 class _PeerWatch:
     """What happened on the connection while a C-STORE waited (pynetdicom returns an empty response for a DIMSE
     timeout, an A-ABORT from the peer and a dropped connection alike)."""
@@ -230,7 +294,7 @@ class _PeerWatch:
 
     def no_response(self, started: float, timeout: float) -> tuple[str, str]:
         """Why the C-STORE sent at `started` (time.monotonic()) got no response, in full and in short (for the
-        instances not sent after it); never a status code."""
+        instances not sent after it); never a status code. The full text of a timeout starts with NO_RESPONSE."""
         if self.abort is not None:
             try:
                 why = f"{self.abort.source_str}: {self.abort.reason_str}"
@@ -242,7 +306,7 @@ class _PeerWatch:
             return ("the connection was lost before the destination answered the C-STORE (closed by the destination "
                     "or dropped by the network)", "the connection was lost")
         if time.monotonic() - started >= timeout * 0.9:
-            return (f"no response within {timeout:g} s: the destination accepted the association but did not answer "
+            return (f"{NO_RESPONSE}{timeout:g} s: the destination accepted the association but did not answer "
                     f"the C-STORE (hung?); it may have stored the instance",
                     f"no response within {timeout:g} s to the previous instance")
         return "the association ended before the destination answered the C-STORE", ""
@@ -331,6 +395,7 @@ def send_files(
     ssl_context=None,
     on_result: Callable[[int, SendResult], None] | None = None,
     on_send: Callable[[int], None] | None = None,
+    cancel: SendCancel | None = None,
 ) -> list[SendResult]:
     """C-STORE every file over one association; raises AssociationFailed when none can be opened (the peer
     refused, cannot be reached, or its host name does not resolve). A file that cannot be read (read_for_sending)
@@ -341,7 +406,8 @@ def send_files(
     only what was not recorded). `on_send(index)`: just before the C-STORE of `paths[index]` goes on the wire, so
     that the caller can record the attempt first (after a crash, an item whose response was never recorded is then
     known to have been in flight: the destination may hold it); an exception it raises ends the association, that
-    file not sent."""
+    file not sent. `cancel`: ends the association early from another thread (SendCancel: after the C-STORE in
+    flight, or at once with an A-ABORT)."""
     headers: list[tuple[Path, object]] = []  # (path, data set, or the exception that kept it from being read)
     for path in paths:
         try:
@@ -396,8 +462,13 @@ def send_files(
         report_unreadable()
         return results
     ended = ""  # why the association ended before the rest was sent
+    if cancel is not None:
+        cancel.attach(assoc)
     try:
         for path, dataset in readable:
+            if cancel is not None and cancel.stopping:
+                ended = STOPPING
+                break
             report_unreadable()
             refusal = context_refusal(assoc, dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
             if refusal is not None:  # refused for good; the batch's other objects are still sent
@@ -409,11 +480,19 @@ def send_files(
             try:
                 response = assoc.send_c_store(dataset)
             except Exception as exc:  # e.g. a data set that cannot be encoded
+                if cancel is not None and cancel.aborted:  # aborted between the stop check and the C-STORE
+                    report(SendResult(path, False, None, ABANDONED, abandoned=True))
+                    ended = STOPPING
+                    break
                 report(SendResult(path, False, None, str(exc)))
                 continue
             if not response or "Status" not in response:  # a timeout, an abort or a lost connection: no status
+                if cancel is not None and cancel.aborted:
+                    report(SendResult(path, False, None, ABANDONED, abandoned=True))
+                    ended = STOPPING
+                    break
                 why, ended = watch.no_response(started, timeout)
-                report(SendResult(path, False, None, why))
+                report(SendResult(path, False, None, why, timed_out=why.startswith(NO_RESPONSE)))
                 break
             status = int(response.Status)
             ok = _successful(status)
@@ -428,6 +507,8 @@ def send_files(
     finally:
         if assoc.is_established:
             assoc.release()
+        if cancel is not None:
+            cancel.detach()
     for path, dataset in headers[len(results):]:
         results.append(unreadable_result(path, dataset) if isinstance(dataset, Exception) else
                        SendResult(path, False, None, "association ended before this instance was sent"

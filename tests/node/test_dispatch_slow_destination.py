@@ -4,6 +4,7 @@ association, never transmitted, go back to the queue and are sent on the next as
 cannot be read fails alone, the batch's other objects are sent (review41b F2)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -68,7 +69,10 @@ def test_send_timeout_seconds_is_a_destination_setting_with_the_30_s_default():
                                                  "send_timeout_seconds": 0}]})
 
 
-def test_objects_behind_a_timed_out_one_are_not_charged_and_go_out_on_the_next_association(store, slow_peer):
+def test_a_timed_out_c_store_backs_off_the_whole_destination_and_charges_only_that_object(store, slow_peer):
+    """break51a #4: the objects behind a timed-out one are not charged an attempt, but come due with it after the
+    destination's back-off, not at once on a new association (a destination slower than the timeout stored the
+    same object again every 0.5-2 s); an item claimed for it meanwhile waits that back-off too, unattempted."""
     root, db = store
     big, small1, small2 = (mr_file(root / "results", name) for name in ("seg", "sr", "pdf"))
     queue_results(db, root, "1.8", [("pacs", slow_peer.port, path) for path in (big, small1, small2)])
@@ -79,15 +83,47 @@ def test_objects_behind_a_timed_out_one_are_not_charged_and_go_out_on_the_next_a
     assert dispatcher.run_once() == 0
     assert time.monotonic() - started < 3.5  # the destination's 1 s, not the 30 s default
     rows = {row["path"]: row for row in db.outbox_for("1.8")}
-    assert rows["results/seg.dcm"]["attempts"] == 1
-    assert rows["results/seg.dcm"]["last_error"].startswith("no response within 1 s")
-    for path in ("results/sr.dcm", "results/pdf.dcm"):  # never transmitted: no attempt, no error, due now
+    seg = rows["results/seg.dcm"]
+    assert seg["attempts"] == 1 and seg["last_error"].startswith("no response within 1 s")
+    assert seg["next_attempt_at"] > time.time() + 55
+    for path in ("results/sr.dcm", "results/pdf.dcm"):  # never transmitted: no attempt, no error, due with the SEG
         assert rows[path]["state"] == "pending" and rows[path]["attempts"] == 0 and not rows[path]["last_error"]
-        assert rows[path]["next_attempt_at"] <= time.time()
-    assert dispatcher.run_once() == 2  # the next association: the two small objects, the SEG in its back-off
-    rows = {row["path"]: row for row in db.outbox_for("1.8")}
-    assert rows["results/sr.dcm"]["state"] == rows["results/pdf.dcm"]["state"] == "sent"
-    assert rows["results/seg.dcm"]["state"] == "pending" and rows["results/seg.dcm"]["attempts"] == 1
+        assert rows[path]["next_attempt_at"] == pytest.approx(seg["next_attempt_at"], abs=0.01)
+        assert rows[path]["claimed_by"] is None
+    later = mr_file(root / "results", "later")
+    queue_results(db, root, "1.10", [("pacs", slow_peer.port, later)])
+    assert dispatcher.run_once() == 0  # claimed for the destination during its back-off: given back, not sent
+    (row,) = db.outbox_for("1.10")
+    assert row["state"] == "pending" and row["attempts"] == 0 and row["claimed_by"] is None
+    assert row["next_attempt_at"] == pytest.approx(seg["next_attempt_at"], abs=0.01)
+    assert set(slow_peer.received) <= {str(pydicom.dcmread(big).SOPInstanceUID)}  # only the SEG was on the wire
+
+
+def test_an_object_re_sent_after_a_timeout_is_named_at_warning_and_waited_for_longer(store, caplog):
+    """A destination a little slower than its timeout (1.5 s for 1 s): the re-send is named at WARNING with the
+    setting to raise, and its association waits twice the timeout, so the object is stored twice, not every round."""
+    root, db = store
+    peer = SlowPeer(delay=1.5)
+    try:
+        big, small = mr_file(root / "results", "seg"), mr_file(root / "results", "sr")
+        queue_results(db, root, "1.11", [("pacs", peer.port, big), ("pacs", peer.port, small)])
+        uid = str(pydicom.dcmread(big).SOPInstanceUID)
+        peer.slow.add(uid)
+        dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=3, initial_backoff_seconds=1.5), "DICOMNODE",
+                                destinations=lambda: [destination(peer.port, 1.0)])
+        assert dispatcher.run_once() == 0
+        assert dispatcher.run_once() == 0  # the whole destination backs off: nothing due yet
+        time.sleep(1.6)
+        with caplog.at_level(logging.WARNING, logger="dicomnode.dispatch"):
+            assert dispatcher.run_once() == 2
+        (warning,) = [r.getMessage() for r in caplog.records if "re-sending" in r.getMessage()]
+        assert "MR series 7 1.11.9.0 after" in warning and "(no response within 1 s)" in warning
+        assert "may now hold it twice" in warning and "this association waits up to 2 s" in warning
+        assert "destinations[pacs].send_timeout_seconds (now 1 s)" in warning
+        assert [row["state"] for row in db.outbox_for("1.11")] == ["sent", "sent"]
+        assert peer.received.count(uid) == 2  # stored late the first time, and once more: what the warning says
+    finally:
+        peer.close()
 
 
 def test_a_longer_send_timeout_lets_a_slow_object_through(store, slow_peer):
