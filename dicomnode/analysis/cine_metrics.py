@@ -42,7 +42,7 @@ from scipy import ndimage
 
 from dicomnode.rounding import display_round, number_text, stored_value
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
-from dicomnode.analysis.phase_text import phase_name, phase_number
+from dicomnode.analysis.phase_text import phase_name, phase_number, summary_phase_numbers
 from dicomnode.labels import MYOCARDIUM_LABELS, Label
 
 BsaFormula = Literal["mosteller", "dubois"]
@@ -610,6 +610,11 @@ def rv_phase_notes(rv_curve_ml, ed: int, es: int, rv_ed: int, rv_es: int, phase_
     return notes
 
 
+#: how the note on an RV volume jump at the phase RV EDV / ESV is read at begins (rv_timing_notes), followed by
+#: "end-diastolic" / "end-systolic"
+RV_JUMP_START = "RV volume jumps from its temporal neighbours at the "
+
+
 def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None,
                     cycle_phases: int | None = None, distinct_phases=None) -> tuple[list[int], list[str]]:
     """RV phases whose volume jumps from its temporal neighbours (temporal_jumps), and a note for each that is
@@ -631,7 +636,7 @@ def rv_timing_notes(rv_slice_volumes_ml, ed: int, es: int, phase_numbers=None,
         consistent[distinct] = found
         flagged = [distinct[p] for p in inner]
     curve = volumes.sum(axis=1)
-    notes = [f"RV volume jumps from its temporal neighbours at the {name} {phase_name(phase, phase_numbers)}: RV {quantity} and RVEF "
+    notes = [f"{RV_JUMP_START}{name} {phase_name(phase, phase_numbers)}: RV {quantity} and RVEF "
              f"uncertain, review the RV contours ({curve[phase]:.1f} mL against {consistent[phase]:.1f} mL, the "
              f"per-slice median)"
              for name, quantity, phase in (("end-diastolic", "EDV", ed), ("end-systolic", "ESV", es)) if phase in flagged]
@@ -911,8 +916,9 @@ def _reported_curve_note(ed: int, trigger: int, window, smoothed, reported_curve
             f"read at {phase_name(ed, numbers)}"]
 
 
-#: how the note on an ES that is not the smallest volume of the reported LV curve begins (_reported_es_note)
+#: how the note on an ES that is not the smallest volume of the reported LV curve begins and ends (_reported_es_note)
 REPORTED_ES_START = "ES at "
+CONFIRM_ES_END = "confirm ES on the images"
 
 
 def _reported_es_note(es: int, ed: int, candidates, flagged, smoothed, cycle: CycleNeighbours, reported_curve_ml,
@@ -950,7 +956,7 @@ def _reported_es_note(es: int, ed: int, candidates, flagged, smoothed, cycle: Cy
     return [f"{REPORTED_ES_START}{phase_name(es, numbers)}: the smallest LV volume on the curve that times the cycle "
             f"(mid-ventricular slices, per-slice median over 3 phases, smoothed: {number_text(smoothed[es])} mL) "
             "among the phases not left out as a jump; the all-slice LV curve reported is smaller " + " and ".join(parts)
-            + f". ESV is read at {phase_name(es, numbers)} ({reading(es)}); read {readings}: confirm ES on the images"]
+            + f". ESV is read at {phase_name(es, numbers)} ({reading(es)}); read {readings}: {CONFIRM_ES_END}"]
 
 
 def _flagged_note(phase: int, curve, consistent, reported_curve_ml=None, numbers=None) -> str:
@@ -1864,3 +1870,59 @@ def measure_cine(labelmaps: np.ndarray, voxel_volume_ml: float, *, trigger_times
                     + ([not_judged_note(rv_found)] if bsa is None else [])
                     + rv_accuracy + timing_caveats + list(timing.notes) + borderline + rv_notes + bsa_note)
     return result
+
+
+@dataclass(frozen=True)
+class ReadingCaveat:
+    """A cine flag that changes how one number is read (reading_caveats): `kind` one of READING_CAVEAT_KINDS,
+    `value` the quantity behind it (unit by kind: the 1-based phase of the RV volume jump; the LVEF, %, that ES at
+    the smallest LV volume of the reported curve gives; the LV - RV stroke volume difference, mL), `text` the caveat
+    in a few words, for the row of the number it concerns (PDF page 1)."""
+
+    kind: str
+    value: float
+    text: str
+
+
+#: rv_edv_uncertain / rv_esv_uncertain: RV EDV / ESV read at a phase whose RV volume jumps (rv_timing_notes: RV EDV or
+#: ESV and RVEF uncertain); es_uncertain: another ES reading changes LVEF (_reported_es_note: confirm ES);
+#: sv_mismatch: LV and RV stroke volumes disagree (stroke_volume_mismatch)
+READING_CAVEAT_KINDS = ("rv_edv_uncertain", "rv_esv_uncertain", "es_uncertain", "sv_mismatch")
+
+
+def reading_caveats(cine_summary: dict | None) -> list[ReadingCaveat]:
+    """The caveats among a cine summary's `flags` that change how one number is read (break51c #3: they were
+    report-level text only), each with its quantity from the summary: the RV volume jump at the phase RV EDV / ESV is
+    read at (`timing.rv_ed_phase` / `rv_es_phase`, else the LV's `ed_phase` / `es_phase`), the LVEF that the smallest
+    volume of `lv_volume_curve_ml` (ED's aside) would give as ESV where ES is to be confirmed, |`lv_sv_ml` -
+    `rv_sv_ml`| where the stroke volumes disagree. A caveat whose quantity the summary lacks is left out. [] for no
+    summary."""
+    summary = cine_summary if isinstance(cine_summary, dict) else {}
+    flags = [str(flag) for flag in summary.get("flags") or []]
+    timing = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
+    numbers = summary_phase_numbers(summary)
+    caveats = []
+    for kind, name, quantity, key in (("rv_edv_uncertain", "end-diastolic", "EDV", "ed"),
+                                      ("rv_esv_uncertain", "end-systolic", "ESV", "es")):
+        phase = timing.get(f"rv_{key}_phase", summary.get(f"{key}_phase"))
+        if phase is not None and any(flag.startswith(f"{RV_JUMP_START}{name} ") for flag in flags):
+            number = phase_number(int(phase), numbers)
+            caveats.append(ReadingCaveat(kind, float(number),
+                                         f"RV {quantity} and RVEF uncertain (RV volume jumps at phase {number})"))
+    curve, ed = summary.get("lv_volume_curve_ml"), summary.get("ed_phase")
+    if curve and ed is not None and any(flag.startswith(REPORTED_ES_START) and flag.endswith(CONFIRM_ES_END)
+                                        for flag in flags):
+        others = [p for p in range(len(curve)) if p != int(ed) and curve[p] is not None]
+        smallest = min(others, key=lambda p: float(curve[p]), default=None)
+        ef = None if smallest is None or float(curve[int(ed)]) <= float(curve[smallest]) else \
+            ejection_fraction_percent(float(curve[int(ed)]), float(curve[smallest]))
+        if ef is not None:
+            caveats.append(ReadingCaveat("es_uncertain", float(ef),
+                                         f"confirm ES: LVEF {number_text(ef)} % if ES at "
+                                         f"{phase_name(smallest, numbers)}"))
+    lv_sv, rv_sv = summary.get("lv_sv_ml"), summary.get("rv_sv_ml")
+    if lv_sv is not None and rv_sv is not None and any(flag.startswith(SV_MISMATCH_START) for flag in flags):
+        difference = abs(float(lv_sv) - float(rv_sv))
+        caveats.append(ReadingCaveat("sv_mismatch", difference,
+                                     f"LV and RV SV disagree by {number_text(difference)} mL: check contours"))
+    return caveats

@@ -264,6 +264,15 @@ LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET = Code("LGEBURDENSITENO", PRIVATE_SCHEME,
 #: pool ED / ES group is drawn, its phase-number NUM that phase); the LV's ED / ES SEGs hold the RV at the LV's phase
 RV_EDV_OTHER_PHASE = Code("RVEDPHASE", PRIVATE_SCHEME, "RV EDV read at phase (not LV ED; RV also outlined at it)")
 RV_ESV_OTHER_PHASE = Code("RVESPHASE", PRIVATE_SCHEME, "RV ESV read at phase (not LV ES; RV also outlined at it)")
+#: NUM, first in each group stating the number a cine flag changes the reading of (analysis.cine_metrics
+#: reading_caveats; break51c #3: the flags were report-level text, which OHIF does not show): RV EDV / ESV read at a
+#: phase whose RV volume jumps from its neighbours (unit 1: that phase, 1-based), in the RV blood pool ED / ES group
+#: and RV function; ES to confirm on the images (%: the LVEF an ES at the smallest LV volume would give), in the LV
+#: blood pool ES group and LV function; LV and RV stroke volumes disagree (mL: the difference), in LV and RV function
+RV_EDV_UNCERTAIN = Code("RVEDVUNC", PRIVATE_SCHEME, "RV EDV and RVEF uncertain: RV volume jumps at phase")
+RV_ESV_UNCERTAIN = Code("RVESVUNC", PRIVATE_SCHEME, "RV ESV and RVEF uncertain: RV volume jumps at phase")
+ES_UNCERTAIN = Code("ESCONFIRM", PRIVATE_SCHEME, "Confirm ES on the images: LVEF if ES at smallest LV volume")
+SV_MISMATCH = Code("SVMISMATCH", PRIVATE_SCHEME, "LV and RV stroke volumes disagree, check contours: by")
 #: NUM, mm2: the largest LV myocardium section segmented on a slice of an LGE stack whose numbers are withheld
 #: (summary `lge.determined` false), first in each of its groups: OHIF v3 shows NUMs only, and the outlines of such a
 #: stack would otherwise read as a measured result
@@ -302,7 +311,8 @@ PRIVATE_CODES = [
     LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
     NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,
     LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
-    SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID, RV_EDV_OTHER_PHASE, RV_ESV_OTHER_PHASE, LGE_NOT_DETERMINED,
+    SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID, RV_EDV_OTHER_PHASE, RV_ESV_OTHER_PHASE, RV_EDV_UNCERTAIN, RV_ESV_UNCERTAIN,
+    ES_UNCERTAIN, SV_MISMATCH, LGE_NOT_DETERMINED,
     AHA_NO_SCAR, LGE_NOT_SIGNIFICANT,
 ]
 

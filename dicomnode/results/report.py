@@ -24,7 +24,7 @@ from dicomnode.analysis.aha import basal_end_for_volume, stack_geometry
 from dicomnode.analysis.cine_metrics import (MIN_PHASES_FOR_CURVE, NORMAL_VALUES, SV_MISMATCH_FRACTION, SV_MISMATCH_ML,
                                            BASE_UNCONFIRMED_QUALIFIER, base_unconfirmed_only,
                                            RV_TIMING_METHOD, TIMING_METHOD, TIMING_METHOD_UNTRIGGERED,
-                                           UNTRIGGERED_START,
+                                           UNTRIGGERED_START, reading_caveats,
                                            is_near_flag, is_range_flag, normal_range)
 from dicomnode.analysis.lge_metrics import INDETERMINATE, presence_short, presence_text
 from dicomnode.analysis.report_text import shorten
@@ -401,26 +401,36 @@ def key_number_table(results: Sequence[PipelineResult], bsa: tuple[float, str] |
         def bound(value, unit: str) -> str:  # "≥ " on a partial stack, never before a 0 or n/a
             return lower_bound_text(value, unit, partial)
 
+        # the flags that change how a number reads, named in its row (break51c #3: the Notes row, cut to its first
+        # lines, had left "RVEF 68.0 %" without its "RV EDV and RVEF uncertain")
+        caveats = {caveat.kind: caveat.text for caveat in reading_caveats(s)}
+
+        def caveat(*kinds: str) -> str:
+            return "".join(f"; {caveats[kind]}" for kind in kinds if kind in caveats)
+
         rows += [
-            ("LV EF", _fmt(s.get("lv_ef_percent"), "%") + ef_note, _range_text("lv_ef_percent", sex)),
+            ("LV EF", _fmt(s.get("lv_ef_percent"), "%") + ef_note + caveat("es_uncertain"),
+             _range_text("lv_ef_percent", sex)),
             ("LV EDV / EDVi",
              f"{bound(s.get('lv_edv_ml'), 'mL')} / {bound(index('lv_edvi_ml_m2'), 'mL/m²')}{note}",
              f"{_range_text('lv_edv_ml', sex)}; index {_range_text('lv_edvi_ml_m2', sex)}"),
             ("LV ESV / ESVi",
-             f"{bound(s.get('lv_esv_ml'), 'mL')} / {bound(index('lv_esvi_ml_m2'), 'mL/m²')}{note}",
-             _range_text("lv_esv_ml", sex)),
+             f"{bound(s.get('lv_esv_ml'), 'mL')} / {bound(index('lv_esvi_ml_m2'), 'mL/m²')}{note}"
+             + caveat("es_uncertain"), _range_text("lv_esv_ml", sex)),
             ("LV SV / EF", f"{_fmt(s.get('lv_sv_ml'), 'mL')} / {_fmt(s.get('lv_ef_percent'), '%')}{ef_note}"
-             + (f"; SVi {_fmt(index('lv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else ""), ""),
+             + (f"; SVi {_fmt(index('lv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else "")
+             + caveat("sv_mismatch"), ""),
             ("LV mass (cine, ED) / index",
              f"{bound(s.get('lv_mass_g'), 'g')} / {bound(index('lv_mass_index_g_m2'), 'g/m²')}{note}",
              "index " + _range_text("lv_mass_index_g_m2", sex) if bsa else
              "index " + _range_text("lv_mass_index_g_m2", sex) + f" (no index: {no_index})"),
             ("RV EDV / ESV", f"{bound(s.get('rv_edv_ml'), 'mL')} / {bound(s.get('rv_esv_ml'), 'mL')}"
              + (f"; EDVi {bound(index('rv_edvi_ml_m2'), 'mL/m²')} / ESVi {bound(index('rv_esvi_ml_m2'), 'mL/m²')}"
-                if bsa is not None else "") + note,
+                if bsa is not None else "") + note + caveat("rv_edv_uncertain", "rv_esv_uncertain"),
              f"EDVi {_range_text('rv_edvi_ml_m2', sex)}"),
             ("RV SV / EF", f"{_fmt(s.get('rv_sv_ml'), 'mL')} / {_fmt(s.get('rv_ef_percent'), '%')}{ef_note}"
-             + (f"; SVi {_fmt(index('rv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else ""),
+             + (f"; SVi {_fmt(index('rv_svi_ml_m2'), 'mL/m²')}" if bsa is not None else "")
+             + caveat("rv_edv_uncertain", "rv_esv_uncertain", "sv_mismatch"),
              f"EF {_range_text('rv_ef_percent', sex)}"),
             # a result without the block (no slice measurable, or an older summary) has no row: page 1 is full
             *([(WALL_THICKNESS_ROW, wall_thickness_text(s.get("max_wall_thickness"), s.get("slices"), short=True),
@@ -807,27 +817,32 @@ def _phases_text(cine_summary: dict, trigger_times: Sequence[float | None] = (),
 
 
 #: said after the RV's own ED / ES phases where they differ from the LV's and the cine segmentation carries them
-#: (analysis.cine.segmented_phases): the SEG and the SR outline the RV there, the figures of this report at the LV's
-RV_OUTLINE_AT_RV_PHASE = "RV outlined at these in the SEG and SR; figures at the LV's"
+#: (analysis.cine.segmented_phases): the SEG and the SR outline the RV there, this report's images are at the LV's;
+#: "{seg}" is the RV SEG's phase ("RV ED/ES", "RV ES"), as its series description begins ("AI unverified RV ES cine")
+RV_OUTLINE_AT_RV_PHASE = "RV's own; outlined in SEG '{seg}'; images below at the LV's phases"
 #: said instead where the segmentation does not carry them: every RV contour shown is at the LV's phases
-RV_OUTLINE_AT_LV_PHASE = "RV outlines shown at the LV's phases"
+RV_OUTLINE_AT_LV_PHASE = "RV's own; RV outlines shown at the LV's phases"
 
 
 def _rv_phases_text(cine_summary: dict, outlined: Sequence[int] = ()) -> str:
-    """"; RV 19 / 8 (RV outlined at these in the SEG and SR; figures at the LV's)": the phases RV EDV / ESV were read
-    at (summary `timing.rv_ed_phase` / `rv_es_phase`, cine_metrics.rv_cardiac_phases), counted from 1, where either
-    differs from the LV's ED / ES, and where the RV is outlined at them: RV_OUTLINE_AT_RV_PHASE where `outlined` (the
-    phase indices the cine segmentation carries, so its SEGs and the SR's RV groups) holds each that differs, else
-    RV_OUTLINE_AT_LV_PHASE. "" where both are the LV's."""
+    """"; RV EDV / ESV read at phases 1 / 7 (RV's own; outlined in SEG 'RV ED/ES'; images below at the LV's
+    phases)": the phases RV EDV / ESV were read at (summary `timing.rv_ed_phase` / `rv_es_phase`,
+    cine_metrics.rv_cardiac_phases), counted from 1, where either differs from the LV's ED / ES, and where the RV is
+    outlined at them: RV_OUTLINE_AT_RV_PHASE where `outlined` (the phase indices the cine segmentation carries, so its
+    SEGs and the SR's RV groups) holds each that differs, else RV_OUTLINE_AT_LV_PHASE. The numbers are read at the
+    RV's phases, the images of this report at the LV's (break51c #5: "figures at the LV's" read as the numbers). ""
+    where both are the LV's."""
     ed, es = cine_summary.get("ed_phase"), cine_summary.get("es_phase")
     timing = cine_summary.get("timing") if isinstance(cine_summary.get("timing"), dict) else {}
     rv_ed, rv_es = timing.get("rv_ed_phase", ed), timing.get("rv_es_phase", es)
     if None in (ed, es, rv_ed, rv_es) or (int(rv_ed), int(rv_es)) == (int(ed), int(es)):
         return ""
     acquired = summary_phase_numbers(cine_summary)
-    own = {int(rv) for rv, lv in ((rv_ed, ed), (rv_es, es)) if int(rv) != int(lv)}
-    where = RV_OUTLINE_AT_RV_PHASE if own <= {int(p) for p in outlined} else RV_OUTLINE_AT_LV_PHASE
-    return f"; RV {phase_number(int(rv_ed), acquired)} / {phase_number(int(rv_es), acquired)} ({where})"
+    differing = [(name, int(rv)) for name, rv, lv in (("ED", rv_ed, ed), ("ES", rv_es, es)) if int(rv) != int(lv)]
+    where = RV_OUTLINE_AT_RV_PHASE.format(seg="RV " + "/".join(name for name, _ in differing)) \
+        if {rv for _, rv in differing} <= {int(p) for p in outlined} else RV_OUTLINE_AT_LV_PHASE
+    return (f"; RV EDV / ESV read at phases {phase_number(int(rv_ed), acquired)} / "
+            f"{phase_number(int(rv_es), acquired)} ({where})")
 
 
 def _phases_reference(cine_summary: dict) -> str:

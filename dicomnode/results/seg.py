@@ -130,6 +130,23 @@ def segment_label_phase(phase_name: str, phase_index: int, numbers=None) -> str:
     return f" {PHASE_ABBREVIATIONS[name]}" if name in PHASE_ABBREVIATIONS else ""
 
 
+def rv_own_phases(result: SegmentationResult) -> dict[str, int]:
+    """The RV's own ED / ES a cine segmentation carries (RV_OWN_PHASES: RV EDV / ESV read at another phase than the
+    LV's), as {"ED": phase index, "ES": phase index} (0-based); {} where the RV is read at the LV's phases."""
+    return {RV_OWN_PHASES[name.strip().lower()]: int(index) for name, index in zip(result.phase_names, result.phases)
+            if name.strip().lower() in RV_OWN_PHASES}
+
+
+def rv_at_lv_phase_label(phase_name: str, phase_index: int, rv_phase_index: int, numbers=None) -> str:
+    """The label of the RV segment at the LV's ED / ES (`phase_name`) where RV EDV / ESV were read at the RV's own
+    phase `rv_phase_index` (RV_OWN_PHASES, whose own SEG holds that RV): "RV blood pool at LV ED (phase 20); RV EDV
+    read at phase 1", so that OHIF, which shows the Segment Label alone, does not show two outlines both reading as
+    the RV at ED (break51c #2). 1-based phases (`numbers` as segment_phase_text)."""
+    abbreviation = PHASE_ABBREVIATIONS[phase_name.strip().lower()]
+    return (f"RV blood pool at LV {abbreviation} ({phase_text.phase_name(phase_index, numbers)}); "
+            f"RV {abbreviation}V read at {phase_text.phase_name(rv_phase_index, numbers)}")
+
+
 @dataclass(frozen=True)
 class PlannedSegment:
     """A segment of the SEG: its number, kind and (for multi-phase results) the phase it belongs to."""
@@ -183,7 +200,9 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
     frames (PS3.3 C.8.20.2; empty frames are omitted, so an empty segment would have none) and its Segment Number
     starts at 1 and increases by 1 (C.8.20.2), so the numbers are those of one SEG - a no-scar study has
     no scar segment, a per-slice SEG none of the kinds absent from its slice. Cine segments carry their phase in the
-    label ("LV blood pool ED"; at the RV's own phase "RV blood pool; RV at ES (phase 8)", segment_label_phase); when
+    label ("LV blood pool ED"; at the RV's own phase "RV blood pool; RV at ES (phase 8)", segment_label_phase; the
+    RV at the LV's phase, where the RV has its own, "RV blood pool at LV ES (phase 7); RV ESV read at phase 8",
+    rv_at_lv_phase_label); when
     one SEG holds several phases, each phase has its own segments whose frames reference that phase's source frames
     (highdicom refuses duplicate plane positions in one segment, and the ED and ES frames of a slice share their
     position).
@@ -197,9 +216,12 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
     labelmap = _labelmap(result)
     covered = slice(None) if slices is None else list(slices)
     planned = []
+    rv_own = rv_own_phases(result)
     for position in positions:
         phase_index, phase_name = result.phases[position], result.phase_names[position]
         suffix = segment_label_phase(phase_name, phase_index, _phase_numbers(result.volume))
+        # the RV at the LV's phase, where RV EDV / ESV were read at the RV's own (a SEG of its own holds that RV)
+        rv_elsewhere = rv_own.get(PHASE_ABBREVIATIONS.get(phase_name.strip().lower(), ""))
         present = set(np.unique(labelmap[position][covered]).tolist())
         unvalidated = {int(v) for v in getattr(result, "unvalidated_labels", ()) or ()}
         for key in PIPELINE_SEGMENTS[result.pipeline]:
@@ -207,9 +229,11 @@ def segment_plan(result: SegmentationResult, phase_positions: Sequence[int] | No
             if present.isdisjoint(kind.labels):
                 continue
             validated = not {int(v) for v in kind.labels} <= unvalidated
+            label = kind.label + ("" if validated else UNVALIDATED_LABEL) + suffix
+            if key == "rv_blood_pool" and rv_elsewhere is not None:
+                label = rv_at_lv_phase_label(phase_name, phase_index, rv_elsewhere, _phase_numbers(result.volume))
             planned.append(PlannedSegment(len(planned) + 1, kind, position, phase_index, phase_name,
-                                          kind.label + ("" if validated else UNVALIDATED_LABEL) + suffix
-                                          + (UNRELIABLE_LABEL if getattr(result, "unreliable", False) else ""),
+                                          label + (UNRELIABLE_LABEL if getattr(result, "unreliable", False) else ""),
                                           validated))
     return planned
 

@@ -20,7 +20,7 @@ from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TUR
                                     stack_geometry)
 from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_START, COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE,
                                              NORMAL_VALUES, RV_ACCURACY_START, base_unconfirmed_only,
-                                             body_surface_area_m2, is_range_flag)
+                                             body_surface_area_m2, is_range_flag, reading_caveats)
 from dicomnode.analysis.lge import (CHILD_LGE_NOTE_START, DARK_BLOOD_NOTE, NOT_LGE_CONTRAST_NOTE,
                                     SMALL_FIELD_NOTE_START, UNRELIABLE_SEG_NOTE, mvo_validation_text)
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
@@ -309,6 +309,15 @@ def _with_aspect_caveat(groups: list, aspect: float) -> list:
                                                     unit=codes.UNIT_NONE)])
 
 
+#: the caveats that change how a number is read (reading_caveat_measurements), in the order CAVEAT_PRIORITY keeps them:
+#: the stroke volume mismatch first, as in the LV / RV function groups it is the one said nowhere else in the SR's
+#: groups (an ES to confirm and an RV volume jump stay in the LV ES / RV ED / ES groups, which have room)
+READING_CAVEAT_PRIORITY = (codes.SV_MISMATCH, codes.RV_EDV_UNCERTAIN, codes.RV_ESV_UNCERTAIN, codes.ES_UNCERTAIN)
+#: each reading caveat's kind (analysis.cine_metrics.READING_CAVEAT_KINDS) -> its NUM concept and unit
+READING_CAVEAT_CONCEPTS = {"rv_edv_uncertain": (codes.RV_EDV_UNCERTAIN, codes.UNIT_NONE),
+                           "rv_esv_uncertain": (codes.RV_ESV_UNCERTAIN, codes.UNIT_NONE),
+                           "es_uncertain": (codes.ES_UNCERTAIN, codes.UNIT_PERCENT),
+                           "sv_mismatch": (codes.SV_MISMATCH, codes.UNIT_ML)}
 #: how many NUMs of a group OHIF v3 shows beside its outline (then only the first finding site)
 OHIF_SHOWN_NUMS = 5
 #: caveat NUMs (their concept states the caveat) in the order they are kept where a group's shown lines are too few
@@ -322,7 +331,7 @@ CAVEAT_PRIORITY = tuple((code.value, code.scheme_designator) for code in (
     codes.NOT_LGE_CONTRAST, codes.DARK_BLOOD_LGE, codes.AHA_MIRRORED, codes.AHA_MIDLINE, codes.AHA_UNUSUAL_TURN,
     codes.LOWER_BOUNDS_LV_EXTENT, codes.PARTIAL_STACK_LV_EXTENT, codes.PARTIAL_STACK_ESV_LOWER,
     codes.BASE_UNCONFIRMED_LV_EXTENT, codes.SMALL_FIELD, codes.PARTIAL_CYCLE, codes.CHILD_AGE, codes.CHILD_BSA, codes.CHILD_HEIGHT, codes.CHILD_WEIGHT,
-    codes.BSA_DISAGREEMENT, codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.CHILD_LGE,
+    codes.BSA_DISAGREEMENT, *READING_CAVEAT_PRIORITY, codes.SUPERSEDES_SR, codes.SUPERSEDES_COUNT, codes.NOT_ANALYSED, codes.CHILD_LGE,
     codes.RV_LESS_RELIABLE, codes.MVO_NOT_VALIDATED_AGREEMENT, codes.MVO_NOT_VALIDATED_VOLUME,
     codes.NON_SQUARE_PIXELS))
 
@@ -777,6 +786,19 @@ def rv_phase_measurement(cine_summary: dict | None, phase_key: str) -> list:
     return _measurement(concept, float(number), codes.UNIT_NONE)
 
 
+def reading_caveat_measurements(cine_summary: dict | None, kinds: Sequence[str]) -> list:
+    """The NUMs (READING_CAVEAT_CONCEPTS) of the cine flags among `kinds` that change how a group's numbers are read
+    (analysis.cine_metrics.reading_caveats: an RV volume jump at the phase RV EDV / ESV is read at, an ES to confirm,
+    LV and RV stroke volumes disagreeing), to go first in the group stating the number each concerns: OHIF v3 shows a
+    group's NUMs and not the report's comments (break51c #3). [] where none applies."""
+    found = []
+    for caveat in reading_caveats(cine_summary):
+        if caveat.kind in kinds:
+            concept, unit = READING_CAVEAT_CONCEPTS[caveat.kind]
+            found += _measurement(concept, caveat.value, unit)
+    return found
+
+
 def rv_drawn_phase(segmentation: SegmentationResult, read_at: int, phase_key: str) -> int:
     """`read_at` (0-based phase index RV EDV, `phase_key` "ed", or RV ESV, "es", was read at), checked to be a phase
     the cine segmentation carries (analysis.cine.segmented_phases adds the RV's own phases), so that the RV group's
@@ -978,7 +1000,11 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
                     codes.PHASE_NUMBER, float(phase_text.phase_number(int(read_at), numbers)), codes.UNIT_NONE)
                 drawn_at = int(phase_index) if read_at is None else rv_drawn_phase(index.result, int(read_at),
                                                                                     phase_key)
-                measurements = (other_phase if value is not None else []) \
+                # a flag that changes how this number reads (an RV volume jump at its phase, an ES to confirm)
+                caveat_kinds = {("rv", "ed"): ("rv_edv_uncertain",), ("rv", "es"): ("rv_esv_uncertain",),
+                                ("lv", "es"): ("es_uncertain",)}.get((ventricle, phase_key), ())
+                measurements = (reading_caveat_measurements(block, caveat_kinds) if value is not None else []) \
+                    + (other_phase if value is not None else []) \
                     + (coverage_measurement(block) if value else []) \
                     + (partial_cycle_measurement(block) if value is not None else []) \
                     + (rv_accuracy_measurement(block) if ventricle == "rv" and value is not None else []) \
@@ -1039,6 +1065,11 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             + (partial_cycle_measurement(block) if measurements else []) \
             + (rv_accuracy_measurement(block) if ventricle == "rv" and measurements else []) \
             + (other_phases if measurements else []) + measurements
+        # the flags that change how EF / SV read: an ES to confirm (LVEF), an RV volume jump at RV ED / ES (RVEF), LV
+        # and RV stroke volumes disagreeing, first in the group (break51c #3)
+        caveat_kinds = ("sv_mismatch", "es_uncertain") if ventricle == "lv" else \
+            ("sv_mismatch", "rv_edv_uncertain", "rv_esv_uncertain")
+        measurements = (reading_caveat_measurements(block, caveat_kinds) if measurements else []) + measurements
         measurements += _measurement(codes.LV_ESV if ventricle == "lv" else codes.RV_ESV, esv, codes.UNIT_ML,
                                      method=papillary)
         # and the EDV, so that the group holds both volumes its EF and SV come from (break49b #8: OHIF showed EF, ESV
@@ -1055,10 +1086,16 @@ def cine_groups(cine: PipelineResult, index: _SegmentIndex | None, header: Datas
             continue
         name = f"{ventricle.upper()} function (ED and ES)"
         try:
-            found = index.groups(f"{ventricle}_blood_pool", int(ed), name, tracking_uid=new_uid(), finding_type=site,
+            # RVEF's EDV read at the RV's own ED (rv_phase_measurement): the group is that phase's RV segment, on
+            # its RV ED SEG and display copy, not the RV at the LV's ED, another volume (break51c #2)
+            rv_ed = (block.get("timing") or {}).get("rv_ed_phase") \
+                if ventricle == "rv" and rv_phase_measurement(block, "ed") else None
+            drawn_at = None if index is None or ed is None else \
+                int(ed) if rv_ed is None else rv_drawn_phase(index.result, int(rv_ed), "ed")
+            found = index.groups(f"{ventricle}_blood_pool", drawn_at, name, tracking_uid=new_uid(), finding_type=site,
                                  finding_sites=[hd.sr.FindingSite(site)], measurements=measurements,
-                                 qualifier=partial) \
-                if index is not None and ed is not None else None
+                                 qualifier=partial, absent_phase_index=int(ed)) \
+                if drawn_at is not None else None
         except KeyError:
             found = None
         if found:

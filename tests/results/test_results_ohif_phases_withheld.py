@@ -78,7 +78,8 @@ def test_the_pdf_phase_row_gives_the_rv_s_phases_and_where_its_outline_is():
     rows = {q: v for q, v, _ in key_number_table(results[1:2], (2.0, "mosteller"), "M")}
     assert rows["ED / ES phase"].startswith("1 / 4 ")
     # f49b: the SEG and the SR outline the RV at its own phase; the PDF's figures stay at the LV's
-    assert rows["ED / ES phase"].endswith("; RV 1 / 5 (RV outlined at these in the SEG and SR; figures at the LV's)")
+    assert rows["ED / ES phase"].endswith(
+        "; RV EDV / ESV read at phases 1 / 5 (RV's own; outlined in SEG 'RV ES'; images below at the LV's phases)")
     cine["timing"]["rv_es_phase"] = cine["es_phase"]
     rows = {q: v for q, v, _ in key_number_table(results[1:2], (2.0, "mosteller"), "M")}
     assert "RV" not in rows["ED / ES phase"]

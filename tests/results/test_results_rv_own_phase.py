@@ -77,9 +77,11 @@ def test_a_whole_cine_whose_rv_es_differs_gets_an_rv_es_seg_on_a_copy_of_that_ph
     assert str(segment.SegmentLabel) == "RV blood pool; RV at ES (phase 5)"
     assert str(segment.SegmentDescription).endswith("; RV at ES, phase 5 (1-based)")
     assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.RIGHT_VENTRICLE.value
-    # the LV's ES SEG still holds the LV and the RV at the LV's ES
-    assert [str(s.SegmentLabel) for s in segs[1].SegmentSequence] == ["LV blood pool ES", "LV myocardium ES",
-                                                                     "RV blood pool ES"]
+    # the LV's ES SEG still holds the LV and the RV at the LV's ES, labelled as not where RV ESV was read (OHIF shows
+    # only the label: "RV blood pool ES" beside "RV at ES (phase 5)" read as two RVs at ES, break51c #2)
+    assert [str(s.SegmentLabel) for s in segs[1].SegmentSequence] == [
+        "LV blood pool ES", "LV myocardium ES", "RV blood pool at LV ES (phase 4); RV ESV read at phase 5"]
+    assert [str(s.SegmentLabel) for s in segs[0].SegmentSequence][2] == "RV blood pool ED"  # RV ED is the LV's
     # it references exactly the copies of phase index 4, whose sources are that phase's images
     (series,) = rv_seg.ReferencedSeriesSequence
     mine = copies[str(series.SeriesInstanceUID)]
@@ -108,7 +110,8 @@ def test_a_whole_cine_whose_rv_es_differs_gets_an_rv_es_seg_on_a_copy_of_that_ph
     assert ("RVESPHASE", "99DICOMNODE") == nums(rv_es[0])[0][0] and nums(rv_es[0])[0][1] == 5
     # the PDF says where the RV is outlined
     rows = {q: v for q, v, _ in key_number_table(results[1:2], (2.0, "mosteller"), "M")}
-    assert rows["ED / ES phase"].endswith("; RV 1 / 5 (RV outlined at these in the SEG and SR; figures at the LV's)")
+    assert rows["ED / ES phase"].endswith(
+        "; RV EDV / ESV read at phases 1 / 5 (RV's own; outlined in SEG 'RV ES'; images below at the LV's phases)")
 
 
 def test_where_the_rv_is_read_at_the_lvs_phases_nothing_changes():
@@ -138,7 +141,7 @@ def test_a_summary_reading_the_rv_at_a_phase_the_segmentation_lacks_is_refused_b
     with pytest.raises(ValueError, match="RV ESV was read at phase index 4, which the cine segmentation"):
         build_sr(study.series[0].instances[0].dataset, results[:2], segs_of(results, context), context, 9100)
     rows = {q: v for q, v, _ in key_number_table(results[1:2], (2.0, "mosteller"), "M")}
-    assert rows["ED / ES phase"].endswith(f"; RV 1 / 5 ({RV_OUTLINE_AT_LV_PHASE})")
+    assert rows["ED / ES phase"].endswith(f"; RV EDV / ESV read at phases 1 / 5 ({RV_OUTLINE_AT_LV_PHASE})")
 
 
 def test_an_rv_not_segmented_at_its_own_phase_keeps_its_group_as_an_absent_finding():
