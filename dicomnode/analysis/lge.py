@@ -19,7 +19,8 @@ from dicomnode.analysis.lge_metrics import (INDETERMINATE, eight_bit_reason, fwh
                                             lge_volumes, nsd_enhancement, threshold_applicability)
 from dicomnode.analysis.model_error import beyond_known_error, systematic_bias
 from dicomnode.analysis.phase_text import merged_numbers, not_lge_text, other_views_text
-from dicomnode.analysis.reference_age import adult_ranges_note, age_note, lv_extent_rule_withheld, patient_child_size
+from dicomnode.analysis.reference_age import (ADULT_RANGES_NOT_APPLIED, adult_ranges_note, age_note,
+                                              lv_extent_rule_withheld, patient_child_size)
 from dicomnode.analysis.pipeline import AnalysisContext, Declined, PipelineResult, SegmentationResult
 from dicomnode.cmr.intensity import magnitude_floor_note, magnitude_floor_shift
 from dicomnode.cmr.orientation import anatomical_turn, canonical_inplane, rv_direction_deg
@@ -614,6 +615,10 @@ def child_lge_note(reason: str) -> str:
             f"{MIN_LV_EXTENT_MM:.0f} mm long' is not applied, and the LGE model was trained and validated on adult "
             "post-infarction studies only (EMIDEC, MyoPS 2020): its myocardium, scar and %LGE are not validated at a "
             "child's heart size")
+
+
+#: the start of summary `large_scar_burden_reason` where the flag is withheld for a child (child_burden_reason)
+CHILD_BURDEN_START = f"withheld: {ADULT_RANGES_NOT_APPLIED}"
 
 
 def child_burden_reason(adult_note: str | None) -> str | None:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 
 from dicomnode.analysis.aha import TERRITORIES, transmurality_class
+from dicomnode.analysis.cine_metrics import NORMAL_RANGE_SD, NORMAL_VALUES
+from dicomnode.analysis.reference_age import ADULT_RANGES_NOT_APPLIED
 
 # ----------------------------------------------------------------------------------------------------------------
 # Identifiers: a report holding one is withheld from the bank (report_bank.read_bank_file), never offered
@@ -217,6 +219,17 @@ _EXTENT = re.compile(
     + r"|" + _LGE_TERM + r"\s*,\s*(?:very\s+)?(small|moderate|large|extensive)\b"
     r"(?=\s*(?:[:;.,(]|\d|$|extent|size|burden))",
     re.IGNORECASE)
+#: a scar burden stated as a threshold it reaches ("Scar burden of 15% or more", "Large scar burden (at least 15% of
+#: LV mass)", "LGE extent >= 15 %"): the number is the threshold (blank_measurements keeps it), read as "large" where it
+#: is LARGE_BURDEN_TEXT_PERCENT or more
+_BURDEN_AT_LEAST = re.compile(
+    r"\b(?:scar|LGE|infarct\w*|enhancement|fibrosis)\s+(?:burden|size|extent)\s*(?:of\s+)?\(?\s*"
+    r"(?:(?:at\s+least|more\s+than|greater\s+than|over|exceeding|≥|>=|>)\s*(?P<least>\d+(?:[.,]\d+)?)\s*%"
+    r"|(?P<more>\d+(?:[.,]\d+)?)\s*%\s*(?:or\s+(?:more|greater|above|higher)|and\s+(?:above|over|more)))",
+    re.IGNORECASE)
+#: the %LGE a "burden of N % or more" must name to read as a large-burden claim: Chan 2014's cut-off (LGE >= 15 % of
+#: the LV mass), the rule the bank's writer states (engines/retrieval/report_writer.py)
+LARGE_BURDEN_TEXT_PERCENT = 15.0
 #: where a sentence names the technique, not a finding ("Late gadolinium enhancement (LGE) images were reviewed")
 _TECHNIQUE = re.compile(r"(?:delayed|late)\s+(?:gadolinium\s+)?enhancement\s*(?:\(LGE\)\s*)?(?:imaging|images?|"
                         r"sequences?|study|acquisition|technique)|\bLGE\s+(?:imaging|images?|sequences?|study)|"
@@ -376,6 +389,8 @@ def sentence_claims(text: str) -> tuple[tuple[str, object], ...]:
             word = (match.group(1) or match.group(2) or match.group(3) or "").lower()
             claims.append(("extent", "small" if word.startswith(("small", "minor", "limited", "tiny", "klein")) else
                            "moderate" if word.startswith(("moderate", "mittelgro")) else "large"))
+        if stated_large_burden(text):
+            claims.append(("extent", "large"))
     if _MVO.search(text):
         claims.append(("mvo", _uncovered(_MVO, text, [m.span() for m in _MVO_ABSENT.finditer(text)])))
     if _WALL.search(text) and (_LGE.search(text) or _MVO.search(text)):
@@ -384,6 +399,18 @@ def sentence_claims(text: str) -> tuple[tuple[str, object], ...]:
     if normal_study:  # "Normal cardiac MRI", "Unauffällige Kardio-MRT": no scar, normal LV
         claims.append(("normal_study", True))
     return tuple(dict.fromkeys(claims))
+
+
+def stated_large_burden(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, words) of each scar burden the text states as a threshold of LARGE_BURDEN_TEXT_PERCENT or more
+    ("Scar burden of 15% or more", "scar burden (at least 15% of LV mass)"); "Scar burden approximately 14%" is a
+    value, not a threshold, and "burden of 5 % or more" is no large burden."""
+    found = []
+    for match in _BURDEN_AT_LEAST.finditer(text):
+        number = float((match.group("least") or match.group("more")).replace(",", "."))
+        if number >= LARGE_BURDEN_TEXT_PERCENT:
+            found.append((match.start(), match.end(), match.group(0)))
+    return found
 
 
 def split_sentences(text: str) -> list[Sentence]:
@@ -421,7 +448,10 @@ LV_GRADE_EF = {"normal": (52.0, 200.0), "hyperdynamic": (72.0, 200.0), "mild": (
                "moderate": (28.0, 47.0), "severe": (0.0, 37.0), "reduced": (0.0, LVEF_NORMAL[0])}
 RV_GRADE_EF = {"normal": (40.0, 200.0), "hyperdynamic": (70.0, 200.0), "mild": (38.0, RVEF_CUT_OFF),
                "moderate": (28.0, 42.0), "severe": (0.0, 33.0), "reduced": (0.0, RVEF_CUT_OFF)}
-#: maximal end-diastolic LV wall thickness (mm): hypertrophy at or above, none under the lower figure
+#: maximal end-diastolic LV wall thickness (mm): hypertrophy at or above, none under the lower figure (adults only:
+#: a child's normal wall is far thinner, 5.2 ± 1.1 mm at the basal septum at 6-18 years, "Cardiovascular magnetic
+#: resonance normal values in children for biventricular wall thickness and mass", JCMR 2020, doi
+#: 10.1186/s12968-020-00692-2, so "no hypertrophy" is not judged for a child, while the adult 15 mm holds at any age)
 HYPERTROPHY_MM = 15.0
 NO_HYPERTROPHY_MM = 12.0
 #: %LGE a "small" scar cannot reach (what the node measured is there, whatever lies outside the slices) and a
@@ -431,6 +461,18 @@ NO_HYPERTROPHY_MM = 12.0
 #: held to the node's large-burden flag (15 %), "small" / "moderate" too. The bank's writer names "small" under 10 %
 #: (engines/retrieval/report_writer.py)
 SMALL_EXTENT_MAX_PERCENT = 10.0
+#: standard deviations of the adult normal values (cine_metrics.NORMAL_VALUES, whose upper limit is the mean +
+#: NORMAL_RANGE_SD SD) above the mean at which an indexed EDV reads "dilated" whatever the patient's age: three SD
+#: beyond the adult upper limit of either sex (LV EDVi 141 mL/m², RV EDVi 157 mL/m²), a margin chosen to lie beyond
+#: the upper limits of healthy children's indexed volumes (paediatric SSFP reference curves: Buechel EV et al., JCMR
+#: 2009;11:19; van der Ven JPG et al., Eur Heart J Cardiovasc Imaging 2020;21:102-113), which the node does not
+#: apply, and beyond the model's EDV error (a few mL/m²). Where the adult ranges are withheld (a child) this is the
+#: only size the node holds a report's words to; under it a child's ventricle size is not judged (break51c #1: a
+#: 10-year-old's LV EDVi of 168 mL/m² was offered "Non-dilated LV")
+EDVI_BEYOND_NORMAL_SD = NORMAL_RANGE_SD + 3.0
+EDVI_BEYOND_ANY_NORMAL = {key: max(NORMAL_VALUES[key][sex][0] + EDVI_BEYOND_NORMAL_SD * NORMAL_VALUES[key][sex][1]
+                                   for sex in ("M", "F"))
+                          for key in ("lv_edvi_ml_m2", "rv_edvi_ml_m2")}
 
 
 @dataclass(frozen=True)
@@ -456,6 +498,15 @@ class NodeFacts:
     lv_dilated: bool | None = None
     rv_dilated: bool | None = None
     hypertrophy: bool | None = None
+    # False for a child (cine `reference_ranges.adult_ranges_applied` false): sizes and wall thickness are then known
+    # only where no normal heart reaches them (EDVI_BEYOND_ANY_NORMAL, HYPERTROPHY_MM), else unknown, not normal
+    adult_ranges_applied: bool = True
+    # why the large-burden flag is not given (summary `lge.large_scar_burden_reason`) where %LGE is measured and the
+    # flag is None; a report's large-burden words are then not offered (fitting_text)
+    burden_withheld: str | None = None
+    # the flag withheld for a child, but %LGE under its cut-off by more than the model's error on a stack that covers
+    # the LV (suggestions.burden_under_cutoff): a "large" scar contradicts the measurement
+    large_excluded: bool = False
 
 
 def _float(value) -> float | None:
@@ -481,13 +532,36 @@ def _size(flags: list[str] | None, names: tuple[str, ...], volume: float | None,
     return False
 
 
+def adult_ranges_applied(cine: dict | None) -> bool:
+    """Whether the cine block judged its values against the adult ranges: False where `reference_ranges` says not
+    (a child, reference_age) or, in a summary without that block, a flag says so (ADULT_RANGES_NOT_APPLIED)."""
+    if not isinstance(cine, dict):
+        return True
+    ranges = cine.get("reference_ranges")
+    if isinstance(ranges, dict) and ranges.get("adult_ranges_applied") is False:
+        return False
+    flags = cine.get("flags") if isinstance(cine.get("flags"), list) else []
+    return not any(isinstance(flag, str) and flag.startswith(ADULT_RANGES_NOT_APPLIED) for flag in flags)
+
+
+def _beyond_any_normal(cine: dict, key: str) -> bool:
+    """Whether the indexed EDV `key` (cine `indexed`) reaches EDVI_BEYOND_ANY_NORMAL: dilated at any age."""
+    value = _float((cine.get("indexed") or {}).get(key)) if isinstance(cine.get("indexed"), dict) else None
+    return value is not None and value >= EDVI_BEYOND_ANY_NORMAL[key]
+
+
 def node_facts(summary: dict, significant_lge: bool | None = None, large_burden: bool | None = None,
-               mvo: bool | None = None, presence_uncertain: bool = False) -> NodeFacts:
+               mvo: bool | None = None, presence_uncertain: bool = False, large_excluded: bool = False) -> NodeFacts:
     """The node's facts from a study's summary blocks ("lge", "cine"); the decisive LGE points as node_lge_findings
     judged them (suggestions.py); from the LGE's AHA segments (`aha_segments.segments`, where applicable) the
     segments holding scar (`scar_voxels` > 0) and whether any of them is transmural: the class of its scarred part's
     transmurality (`transmurality_scarred_mean_percent`, the mean over the rays that cross scar, not diluted by the
-    segment's unscarred rays) 51-75 or 76-100; unknown (None) where a scarred segment lacks it (an older summary)."""
+    segment's unscarred rays) 51-75 or 76-100; unknown (None) where a scarred segment lacks it (an older summary).
+
+    Size: the range flags where the adult ranges apply (_size); dilated at any age where the indexed EDV reaches
+    EDVI_BEYOND_ANY_NORMAL; for a child (adult_ranges_applied) unknown under it: a withheld flag is no "normal".
+    Hypertrophy: a maximal wall of HYPERTROPHY_MM or more, none under NO_HYPERTROPHY_MM for an adult only (a child's
+    normal wall is thinner). `large_excluded`: see NodeFacts."""
     lge = summary.get("lge") if isinstance(summary.get("lge"), dict) else None
     cine = summary.get("cine") if isinstance(summary.get("cine"), dict) else None
     lge_measured = bool(lge) and lge.get("determined") is not False and _float(lge.get("lge_percent")) is not None
@@ -497,7 +571,10 @@ def node_facts(summary: dict, significant_lge: bool | None = None, large_burden:
                  large_burden=large_burden if lge_measured else None,
                  mvo_stated=lge_measured and mvo is not None, mvo=mvo if lge_measured else None,
                  segments_assigned=segments, lge_presence_uncertain=lge_measured and presence_uncertain,
-                 lge_mae=_float((lge.get("lge_percent_validation") or {}).get("mae")) if lge_measured else None)
+                 lge_mae=_float((lge.get("lge_percent_validation") or {}).get("mae")) if lge_measured else None,
+                 large_excluded=lge_measured and large_excluded)
+    if lge_measured and lge.get("large_scar_burden") is None and not large_excluded:
+        facts["burden_withheld"] = str(lge.get("large_scar_burden_reason") or "the large-burden flag is not given")
     if segments:
         listed = [v for v in lge["aha_segments"].get("segments") or [] if isinstance(v, dict)]
         if listed and all(isinstance(v.get("scar_voxels"), int) for v in listed):
@@ -513,14 +590,18 @@ def node_facts(summary: dict, significant_lge: bool | None = None, large_burden:
         complete = (cine.get("coverage") or {}).get("complete") is not False
         wall = _float((cine.get("max_wall_thickness") or {}).get("max_mm")) if isinstance(
             cine.get("max_wall_thickness"), dict) else _float(cine.get("max_wall_thickness_mm"))
+        adult = adult_ranges_applied(cine)
+        lv_dilated = _size(flags, ("LV EDV ", "LV EDVi "), _float(cine.get("lv_edv_ml")), complete) if adult else None
+        rv_dilated = _size(flags, ("RV EDV ", "RV EDVi "), _float(cine.get("rv_edv_ml")), complete) if adult else None
         facts.update(
             cine_measured=True, lv_ef=_float(cine.get("lv_ef_percent")), rv_ef=_float(cine.get("rv_ef_percent")),
             lv_ef_judged=not any(f.startswith("LVEF") and ("known error" in f or "one sex" in f) for f in flags or []),
             rv_ef_judged=not any(f.startswith("RVEF") and ("known error" in f or "one sex" in f) for f in flags or []),
-            lv_dilated=_size(flags, ("LV EDV ", "LV EDVi "), _float(cine.get("lv_edv_ml")), complete),
-            rv_dilated=_size(flags, ("RV EDV ", "RV EDVi "), _float(cine.get("rv_edv_ml")), complete),
+            lv_dilated=True if _beyond_any_normal(cine, "lv_edvi_ml_m2") else lv_dilated,
+            rv_dilated=True if _beyond_any_normal(cine, "rv_edvi_ml_m2") else rv_dilated,
             hypertrophy=None if wall is None else True if wall >= HYPERTROPHY_MM else
-            False if wall < NO_HYPERTROPHY_MM else None)
+            False if wall < NO_HYPERTROPHY_MM and adult else None,
+            adult_ranges_applied=adult)
     return NodeFacts(**facts)
 
 
@@ -639,6 +720,60 @@ def stated_moderate(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
+def stated_large(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, word) of each "large" / "extensive" / "massive" / "ausgedehnt" ... that qualifies a scar
+    (_EXTENT: the words read as a "large" extent claim)."""
+    found = []
+    for match in _EXTENT.finditer(text):
+        group = next(g for g in (1, 2, 3) if match.group(g))
+        if not match.group(group).lower().startswith(("small", "minor", "limited", "tiny", "klein", "moderate",
+                                                      "mittelgro")):
+            found.append((match.start(group), match.end(group), match.group(group)))
+    return found
+
+
+def unjudged_points(facts: NodeFacts) -> frozenset[str]:
+    """The size and wall-thickness claim points ("lv_size", "rv_size", "hypertrophy") the node does not judge for
+    this study because the adult ranges are withheld (a child) and the value is not beyond any normal one: a report's
+    statement on them would be offered unchecked (fitting_text takes it out). Empty for an adult (an adult's unknown
+    size, a flag within the model's error, keeps its text) and without cine numbers."""
+    if facts.adult_ranges_applied or not facts.cine_measured:
+        return frozenset()
+    return frozenset(point for point, value in (("lv_size", facts.lv_dilated), ("rv_size", facts.rv_dilated),
+                                                ("hypertrophy", facts.hypertrophy)) if value is None)
+
+
+def _part_points(part: str) -> set[str]:
+    """The size / wall-thickness points a comma-separated part of a sentence may state: its own ventricle's size
+    where it names one ventricle, both sizes where it names none or both."""
+    points = set()
+    if _SIZE_NORMAL.search(part) or _SIZE_DILATED.search(part):
+        sides = {side for _, side in _named_ventricles(part)}
+        points |= {f"{sides.pop()}_size"} if len(sides) == 1 and not _BI_TERM.search(part) else {"lv_size", "rv_size"}
+    if _HYPERTROPHY.search(part) or _HYPERTROPHY_ABSENT.search(part):
+        points.add("hypertrophy")
+    return points
+
+
+def without_points(sentence: str, points: frozenset[str]) -> str:
+    """The sentence without its comma-separated parts that state any of `points` (_part_points: "Non-dilated LV,
+    severely reduced global systolic function." -> "Severely reduced global systolic function."), or "" where
+    nothing is left or what is left would claim something the sentence did not (a grade cut off from its ventricle:
+    "The RV is of normal size, mildly reduced function" -> nothing)."""
+    original = set(sentence_claims(sentence))
+    end = sentence[-1] if sentence[-1:] in ".!?;" else ""
+    kept = [part.strip() for part in sentence.rstrip(".!?; ").split(",") if not _part_points(part) & points]
+    kept = [part for part in kept if part]
+    if not kept:
+        return ""
+    text = ", ".join(kept).rstrip(".!?; ") + end
+    text = text[0].upper() + text[1:]
+    claims = set(sentence_claims(text))
+    if not claims <= original or {point for point, _ in claims} & points:
+        return ""
+    return text
+
+
 def _blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
     """The text with each (start, end) span replaced by BLANK (overlapping spans merged)."""
     out, last = [], 0
@@ -673,7 +808,8 @@ def contradiction(claim: tuple[str, object], facts: NodeFacts) -> str | None:
     if facts.lge_measured and facts.significant_lge is None and (claim == ("lge", False) or point == "normal_study"):
         return "LGE absence not stated"
     if point == "extent" and facts.lge_measured:
-        if value == "large" and (facts.large_burden is False or facts.significant_lge is False):
+        if value == "large" and (facts.large_burden is False or facts.significant_lge is False
+                                 or facts.large_excluded):
             return "LGE extent"
         if value in ("small", "moderate") and facts.large_burden is True:
             return "LGE extent"
@@ -711,6 +847,8 @@ def contradicted(claims, facts: NodeFacts) -> tuple[str, ...]:
 CONTRADICTION_POINTS = ("LGE", "LGE presence uncertain", "LGE absence not stated", "LGE extent", "MVO", "large burden", "normal study",
                         "LV function", "LV size", "RV function", "RV size", "hypertrophy")
 
+#: what fitting_text's note calls each point unjudged_points gives
+UNJUDGED_WORDS = {"hypertrophy": "wall thickness", "lv_size": "LV size", "rv_size": "RV size"}
 _LGE_POINTS = ("lge", "extent", "mvo", "wall")
 _CINE_POINTS = ("lv_function", "rv_function", "lv_size", "rv_size", "hypertrophy")
 
@@ -725,7 +863,12 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
     segments to the LGE, and, where it assigned them, each such name whose segments hold no scar in the node's AHA
     result (unsupported_walls: "septal" where only anterior segments hold scar); "transmural" / "predominantly
     transmural" blanked where no scarred segment's scarred part is over 50 % transmural (stated_transmural); an
-    extent "moderate" blanked where %LGE is under 10 % but within the model's error of it (moderate_unsupported).
+    extent "moderate" blanked where %LGE is under 10 % but within the model's error of it (moderate_unsupported);
+    where the large-burden flag is not given (`burden_withheld`: a child, %LGE within the model's error of the
+    cut-off, a stack or input the flag is withheld on), a sentence stating a large burden as a threshold ("Scar burden
+    of 15% or more") taken out and a "large" / "extensive" scar word blanked: the node withheld that verdict, and a
+    suggestion must not restate it; for a child (the adult ranges withheld, unjudged_points) the parts of a sentence
+    stating the LV / RV size or the wall thickness the node does not judge taken out (without_points).
     Other
     contradictions are not handled here: a report that contradicts
     the node is not offered at all (contradicted)."""
@@ -762,6 +905,15 @@ def fitting_text(text: str, facts: NodeFacts) -> tuple[str, list[str]]:
             if transmural:
                 body = _blank_spans(body, transmural)
                 removed.add("'transmural' (no scarred part of an AHA segment of this study is over 50 % transmural)")
+        unjudged = unjudged_points(facts) & points
+        if body and unjudged:
+            body = without_points(body, unjudged)
+            removed.update(f"{UNJUDGED_WORDS[point]} statements (adult reference ranges not applied: judged against "
+                           "paediatric references, which the node does not apply)" for point in unjudged)
+        if body and facts.burden_withheld and ("extent", "large") in sentence.claims:
+            body = "" if stated_large_burden(body) else _blank_spans(body, stated_large(body))
+            removed.add(f"large-burden statements (this study's large-burden flag is not given: "
+                        f"{facts.burden_withheld.split(';')[0]})")
         if body and "extent" in points and moderate_unsupported(facts):
             moderate = stated_moderate(body)
             if moderate:

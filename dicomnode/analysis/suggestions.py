@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dicomnode.analysis.lge import CHILD_BURDEN_START, CHILD_LGE_NOTE_START
 from dicomnode.analysis.lge_metrics import LGE_PRESENCE_BAND_PERCENT, lge_presence
 from dicomnode.analysis.pipeline import AlgorithmInfo, Declined, PipelineResult
 from dicomnode.analysis.report_bank import ReportBank, top_k_cosine
@@ -370,9 +371,14 @@ class LgeFindings:
     mvo: bool | None  # microvascular obstruction present
     large_burden: bool | None  # the large-scar-burden flag
     presence_uncertain: bool = False  # lge_presence kind "uncertain" (in the band, or a focal scar under it)
+    # the flag withheld (None) for a child, but %LGE lies under its cut-off by more than the model's error
+    # (burden_under_cutoff): a report stating a large burden contradicts the measurement, not the withheld verdict
+    large_excluded: bool = False
 
     def as_dict(self) -> dict:
         found = {"significant_lge": self.significant_lge, "mvo": self.mvo, "large_scar_burden": self.large_burden}
+        if self.large_excluded:
+            found["large_burden_excluded_by_lge_percent"] = True
         if self.presence_uncertain:
             found["lge_presence_uncertain_band_percent"] = list(LGE_PRESENCE_BAND_PERCENT)
         return found
@@ -388,7 +394,26 @@ def _significant(lge_percent: float | None, mvo: bool | None) -> bool | None:
     return None
 
 
-def node_lge_findings(lge: dict | None) -> LgeFindings | None:
+def burden_under_cutoff(lge: dict | None, cutoff_percent: float) -> bool:
+    """Whether a large burden is ruled out by the measured %LGE where the flag itself is withheld for a child
+    (`large_scar_burden_reason` "withheld: adult reference ranges not applied ...", lge.child_burden_reason): %LGE
+    under `cutoff_percent` (analysis.lge.large_burden_percent) by more than the model's mean absolute error
+    (`lge_percent_validation.mae`), on a stack that covers the LV (`coverage.complete`) and with no stack warning
+    but the child's (a small field or a dark-blood LGE, whose %LGE the flag is otherwise withheld on). The child's
+    reason hides any other: hence the coverage and the warnings are read here. False where any of it is unknown."""
+    if not isinstance(lge, dict) or lge.get("large_scar_burden") is not None:
+        return False
+    reason = str(lge.get("large_scar_burden_reason") or "")
+    percent = _number(lge.get("lge_percent"))
+    mae = _number((lge.get("lge_percent_validation") or {}).get("mae")) \
+        if isinstance(lge.get("lge_percent_validation"), dict) else None
+    warnings = lge.get("stack_warnings") if isinstance(lge.get("stack_warnings"), list) else None
+    return (reason.startswith(CHILD_BURDEN_START) and percent is not None and mae is not None
+            and percent < cutoff_percent - mae and (lge.get("coverage") or {}).get("complete") is True
+            and warnings is not None and all(str(w).startswith(CHILD_LGE_NOTE_START) for w in warnings))
+
+
+def node_lge_findings(lge: dict | None, cutoff_percent: float = 15.0) -> LgeFindings | None:
     """The node's own LGE findings from the study's summary `lge` block; None where it determined no LGE numbers
     (no block, `determined` false, %LGE null): suggestions are then not checked against LGE findings.
 
@@ -402,7 +427,9 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     MVO is a point the node holds reports to only where its summary may state 'MVO present / absent'
     (`mvo_validation.presence_stated`, from the model card's cross-validation: dicomnode.analysis.lge.mvo_validation);
     else (`mvo` None) it would hold the node's errors against correct reports: its MVO is its least reliable output
-    (the figures are in `mvo_validation`).
+    (the figures are in `mvo_validation`). A flag withheld for a child stays unknown; `large_excluded` where the
+    %LGE rules a large burden out all the same (burden_under_cutoff, `cutoff_percent`:
+    analysis.lge.large_burden_percent).
     """
     if not isinstance(lge, dict) or lge.get("determined") is False:
         return None
@@ -423,7 +450,8 @@ def node_lge_findings(lge: dict | None) -> LgeFindings | None:
     mvo_ml = _number(lge.get("mvo_volume_ml"))
     stated = (lge.get("mvo_validation") or {}).get("presence_stated") is True
     return LgeFindings(significant_lge=significant, mvo=mvo_ml > 0 if stated and mvo_ml is not None else None,
-                       large_burden=None if flag is None or near else bool(flag), presence_uncertain=uncertain)
+                       large_burden=None if flag is None or near else bool(flag), presence_uncertain=uncertain,
+                       large_excluded=burden_under_cutoff(lge, cutoff_percent))
 
 
 def stored_lge_findings(features: dict | None) -> LgeFindings:
@@ -438,10 +466,12 @@ def stored_lge_findings(features: dict | None) -> LgeFindings:
 
 
 def contradicted_points(node: LgeFindings, stored: LgeFindings) -> tuple[str, ...]:
-    """The decisive points on which a prior report's findings contradict the node's (both known and different)."""
+    """The decisive points on which a prior report's findings contradict the node's (both known and different); a
+    large burden the node's %LGE rules out (`large_excluded`) counts as the flag's No."""
     points = []
+    large = False if node.large_burden is None and node.large_excluded else node.large_burden
     for name, mine, theirs in (("LGE", node.significant_lge, stored.significant_lge), ("MVO", node.mvo, stored.mvo),
-                               ("large burden", node.large_burden, stored.large_burden)):
+                               ("large burden", large, stored.large_burden)):
         if mine is not None and theirs is not None and mine != theirs:
             points.append(name)
     return tuple(points)
@@ -494,7 +524,8 @@ def query_features(features: dict, findings: LgeFindings | None) -> dict:
 
 def inconsistent_reports(stored: list[tuple[str, LgeFindings]], node: LgeFindings | None) -> dict[str, tuple[str, ...]]:
     """report id -> the points its stored findings contradict, for the reports (id, stored findings) that do."""
-    if node is None or (node.significant_lge is None and node.mvo is None and node.large_burden is None):
+    if node is None or (node.significant_lge is None and node.mvo is None and node.large_burden is None
+                        and not node.large_excluded):
         return {}
     found = {}
     for report_id, findings in stored:
@@ -734,7 +765,8 @@ class SuggestionsPipeline:
             return self._decline("no LGE or cine measurements in this study to build a study embedding from")
         if len(self.bank) == 0:
             return self._decline(f"the report bank {self.bank.bank_dir} holds no reports{self._skipped_words()}")
-        lge_findings = node_lge_findings((context.study_summary_so_far or {}).get("lge"))
+        lge_findings = node_lge_findings((context.study_summary_so_far or {}).get("lge"),
+                                         self.config.analysis.lge.large_burden_percent)
         queries = self.study_queries(query_features(features, lge_findings))
         k = self.settings.top_k
         this_study = getattr(study, "study_instance_uid", None) or None
@@ -742,7 +774,8 @@ class SuggestionsPipeline:
         own_reports = own_report_ids(self.bank.reports, this_study, patient_id, accession)
         summary_so_far = context.study_summary_so_far or {}
         facts = node_facts(summary_so_far, *((lge_findings.significant_lge, lge_findings.large_burden, lge_findings.mvo,
-                                              lge_findings.presence_uncertain) if lge_findings is not None else ()))
+                                              lge_findings.presence_uncertain, lge_findings.large_excluded)
+                                             if lge_findings is not None else ()))
         # a report whose stored findings (LGE present or not, MVO, large burden) or whose text (LGE, extent, MVO, LV /
         # RV function and size, hypertrophy, a normal study) contradict the node's own measurements is no suggestion
         # for this study: left out before the top k are taken

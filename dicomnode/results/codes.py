@@ -232,6 +232,11 @@ MVO_NOT_VALIDATED_VOLUME = Code("MVONVVOL", PRIVATE_SCHEME, "MVO not validated (
 #: LGEBURDEN answer is then Undetermined): the scar group says so where OHIF shows NUMs only
 LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED = Code("LGEBURDENUND", PRIVATE_SCHEME,
                                             "Large LGE burden undetermined: %LGE within error of HCM cut-off")
+#: NUM, %: the large-burden cut-off where the flag is withheld for a child (summary `lge.large_scar_burden_reason`,
+#: analysis.lge.child_burden_reason: the cut-off is an adult risk marker), in the scar group where the verdict NUM would
+#: be: OHIF shows NUMs only, and the reason is a report comment (break51c #6)
+LARGE_LGE_BURDEN_WITHHELD_CHILD = Code("LGEBURDENPAED", PRIVATE_SCHEME,
+                                       "Large-burden flag withheld (child): adult cut-off")
 #: NUM, %: the model's validated RVEF error (summary `cine.flag_validation.rv_ef_percent.mae`, EF points), first in
 #: each RV group (RV blood pool ED / ES, RV function) where the cine flags say the RV is less reliable than the LV
 #: (cine_metrics.rv_accuracy_note): OHIF shows RVEDV / RVEF without that flag otherwise
@@ -308,7 +313,7 @@ PRIVATE_CODES = [
     SUPERSEDES_COUNT, NOT_ANALYSED, AHA_MIRRORED, AHA_MIDLINE, AHA_UNUSUAL_TURN,
     CHILD_AGE, CHILD_BSA, CHILD_HEIGHT, CHILD_WEIGHT, BSA_DISAGREEMENT, MVO_NOT_VALIDATED_AGREEMENT,
     MVO_NOT_VALIDATED_VOLUME,
-    LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
+    LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, LARGE_LGE_BURDEN_WITHHELD_CHILD, RV_LESS_RELIABLE, NOT_LGE_CONTRAST, DARK_BLOOD_LGE, SMALL_FIELD, CHILD_LGE,
     NSD_NOT_VALIDATED, FWHM_NOT_VALIDATED, NOT_VALIDATED_WITHHELD, LARGE_LGE_BURDEN_SITE_CUTOFF_MET,
     LARGE_LGE_BURDEN_SITE_CUTOFF_NOT_MET, METHOD_DEEP_LEARNING, METHOD_NSD, METHOD_FWHM, REPORT_TEXT_SUGGESTIONS,
     SUGGESTED_REPORT_TEXT, RETRIEVAL_SCORE, PRIOR_REPORT_ID, RV_EDV_OTHER_PHASE, RV_ESV_OTHER_PHASE, RV_EDV_UNCERTAIN, RV_ESV_UNCERTAIN,

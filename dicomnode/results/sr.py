@@ -21,8 +21,9 @@ from dicomnode.analysis.aha import (MIDLINE_CAVEAT, MIRRORED_CAVEAT, UNUSUAL_TUR
 from dicomnode.analysis.cine_metrics import (BASE_UNCONFIRMED_START, COVERAGE_FLAG_START, MIN_PHASES_FOR_CURVE,
                                              NORMAL_VALUES, RV_ACCURACY_START, base_unconfirmed_only,
                                              body_surface_area_m2, is_range_flag, reading_caveats)
-from dicomnode.analysis.lge import (CHILD_LGE_NOTE_START, DARK_BLOOD_NOTE, NOT_LGE_CONTRAST_NOTE,
-                                    SMALL_FIELD_NOTE_START, UNRELIABLE_SEG_NOTE, mvo_validation_text)
+from dicomnode.analysis.lge import (CHILD_BURDEN_START, CHILD_LGE_NOTE_START, DARK_BLOOD_NOTE,
+                                    NOT_LGE_CONTRAST_NOTE, SMALL_FIELD_NOTE_START, UNRELIABLE_SEG_NOTE,
+                                    mvo_validation_text)
 from dicomnode.analysis.pipeline import AlgorithmInfo, PipelineResult, SegmentationResult
 from dicomnode.analysis.threshold_text import (agreement_r, burden_rule_source, is_chan_rule, method_name,
                                                threshold_caveat_lines, threshold_method_lines, unvalidated_caveat,
@@ -554,6 +555,12 @@ def lge_groups(lge: PipelineResult, index: _SegmentIndex | None, config) -> list
         at = int(_number(block, "lge_percent") is not None) if bound_num(scar_volume) else len(scar_measurements)
         scar_measurements[at:at] = _measurement(codes.LARGE_LGE_BURDEN_CUTOFF_UNDETERMINED, cutoff,
                                                 codes.UNIT_PERCENT)
+    elif str(block.get("large_scar_burden_reason") or "").startswith(CHILD_BURDEN_START):
+        # a child: the adult cut-off is not applied (lge.child_burden_reason); said where the verdict NUM would be, as
+        # the reason is otherwise a report comment only, which OHIF does not show (break51c #6)
+        cutoff = lge.measurements.get("large_burden_cutoff_percent", config.analysis.lge.large_burden_percent)
+        at = int(_number(block, "lge_percent") is not None) if bound_num(scar_volume) else len(scar_measurements)
+        scar_measurements[at:at] = _measurement(codes.LARGE_LGE_BURDEN_WITHHELD_CHILD, cutoff, codes.UNIT_PERCENT)
     scar = index.outline_group(ENHANCED_LABELS, 0, burden_name("LGE scar incl. MVO", verdict), new_uid(),
                                finding_type=codes.LATE_CONTRAST_ENHANCEMENT, finding_sites=lv_site,
                                suffix=bound_if(scar_volume),

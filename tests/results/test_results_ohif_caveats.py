@@ -13,8 +13,9 @@ import pytest
 
 from dicomnode.analysis.aha import MIRRORED_CAVEAT, aha_summary, geometry_warnings
 from dicomnode.analysis.cine_metrics import rv_accuracy_note
-from dicomnode.analysis.lge import DARK_BLOOD_NOTE, child_lge_note, contrast_notes, input_checks, small_field_notes
-from dicomnode.analysis.reference_age import reference_ranges_summary
+from dicomnode.analysis.lge import (DARK_BLOOD_NOTE, child_burden_reason, child_lge_note, contrast_notes, input_checks,
+                                    small_field_notes)
+from dicomnode.analysis.reference_age import adult_ranges_note, reference_ranges_summary
 from dicomnode.cmr.age import age_from_age_string
 from dicomnode.labels import Label
 from dicomnode.results import codes
@@ -175,6 +176,30 @@ def test_an_undetermined_large_burden_says_so_where_the_verdict_would_be():
     burden = next(i for i in scar.ContentSequence if concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE"))
     assert burden.ConceptCodeSequence[0].CodeValue == codes.UNDETERMINED.value
     assert len(nums(scar)) <= 5  # OHIF shows five
+
+
+def test_a_child_s_withheld_large_burden_says_so_where_the_verdict_would_be():
+    """break51c #6: a child's flag is withheld (the cut-off is an adult risk marker); that was a report comment only,
+    so OHIF showed %LGE with no burden line. The scar group now carries the cut-off under a concept saying the flag is
+    withheld for a child, where the verdict NUM would be; no Yes / No is coded."""
+    study, results, context = make_study(slices=4, cine_phases=4)
+    summary = results[0].summary
+    adult = [c for c, *_ in nums(group_named(_sr(results, context, study), "LGE scar incl. MVO"))]
+    verdict_at = next(i for i, c in enumerate(adult) if c in VERDICTS)
+    summary["large_scar_burden"] = None
+    summary["large_scar_burden_reason"] = child_burden_reason(adult_ranges_note(age_from_age_string("012Y")))
+    sr = _sr(results, context, study)
+    scar = group_named(sr, "LGE scar incl. MVO")
+    found = [(c, v, u) for c, v, u, _ in nums(scar)]
+    withheld = ((codes.LARGE_LGE_BURDEN_WITHHELD_CHILD.value, "99DICOMNODE"), pytest.approx(15.0), "%")
+    assert withheld in found and not VERDICTS & {c for c, *_ in found}
+    assert found.index(withheld) == verdict_at  # where an adult's verdict stands
+    assert not any(concept(i) == (codes.LARGE_LGE_BURDEN.value, "99DICOMNODE") for i in scar.ContentSequence)
+    assert len(nums(scar)) <= 5  # OHIF shows five
+    # an adult's flag withheld for another reason (a short stack) gets no such line
+    summary["large_scar_burden_reason"] = "withheld: the stack covers clearly less than the LV"
+    scar = group_named(_sr(results, context, study), "LGE scar incl. MVO")
+    assert withheld[0] not in {c for c, *_ in nums(scar)}
 
 
 def test_whole_numbers_are_written_as_integers():

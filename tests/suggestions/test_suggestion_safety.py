@@ -235,7 +235,7 @@ def test_withheld_or_undetermined_lge_numbers_leave_the_suggestions_as_they_were
         assert set(excluded) <= ({"LGE absence not stated"} if summary is short else set())
         if excluded:
             continue
-        monkeypatch.setattr(suggestions_module, "node_lge_findings", lambda lge: None)
+        monkeypatch.setattr(suggestions_module, "node_lge_findings", lambda lge, *cutoff: None)
         unchecked = pipeline.run(None, context_for(pipeline.config, summary, speckled_lge()))
         monkeypatch.undo()
         assert checked.summary == unchecked.summary
