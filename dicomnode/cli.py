@@ -32,6 +32,7 @@ from dicomnode.process import (UNREADABLE_FOLDER_NOTE, InputFolderError, OutputF
 from dicomnode.receivers import ReceiveHelpers, parent_alive
 from dicomnode.roles import (RoleRunner, attach_different_resends, clock_skew_text, live_processes, parse_roles,
                              pid_running, receiving_report, refused_studies)
+from dicomnode.spool import SPOOL_ID_FILE, read_spool_id
 from dicomnode.state import (ANALYSING, CLOCK_SKEW_WARN_SECONDS, SENDING, STALE_AFTER_HEARTBEATS, STUDY_STATES,
                              StateSchemaError, StorageDirError, default_state_path, open_state)
 from dicomnode.state import SCHEMA_VERSION, describe_url, foreign_owner_warning, older_schema
@@ -324,9 +325,12 @@ def _existing_state(config: Config, read_fallback: bool = False, config_file: st
                   f"file", file=sys.stderr)
         else:
             relative = config._relative_storage_dir is not None
-            print(f"no node state at {path.absolute()} ({config.storage_dir_origin()}): no node has run on this "
-                  f"storage; is {config_file} the config the node runs with"
-                  f"{', and this the folder it runs in' if relative else ''}?", file=sys.stderr)
+            absent = storage_absent(Path(config.node.storage_dir).absolute())  # an unmounted disk, not a new node
+            why = (f"{absent}; if no node has run on this storage yet," if absent is not None else
+                   "no node has run on this storage;")
+            print(f"no node state at {path.absolute()} ({config.storage_dir_origin()}): {why} is {config_file} the "
+                  f"config the node runs with{', and this the folder it runs in' if relative else ''}?",
+                  file=sys.stderr)
         return None
     try:
         return open_state(config, upgrade=False)
@@ -337,6 +341,62 @@ def _existing_state(config: Config, read_fallback: bool = False, config_file: st
     print(f"note: the state cannot be written ({problem}): read-only view; no process can write its heartbeat either "
           f"(see the processes' list), and none is removed from it", file=sys.stderr)
     return open_state(config, readonly=True)
+
+
+#: how `status` and `retry` name a node.storage_dir that is not there (storage_absent, spool_absent)
+NOT_MOUNTED = "storage_dir missing or not mounted (empty mount point?)"
+
+
+def _empty_folder(path: Path) -> bool:
+    """Whether `path` is a folder with nothing in it (False where it cannot be listed)."""
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
+def storage_absent(storage: Path) -> str | None:
+    """Why node.storage_dir `storage` looks like a disk that is not mounted: it does not exist (its nearest existing
+    parent named, and said to be empty where it is: a bare mount point), or it is an empty folder; else None (a
+    folder with files, or a file: other messages say those)."""
+    if storage.is_dir():
+        return f"{NOT_MOUNTED}: {storage} is an empty folder" if _empty_folder(storage) else None
+    if storage.exists():  # a file: said elsewhere
+        return None
+    if storage.is_symlink():
+        return f"{NOT_MOUNTED}: {storage} is a link to {os.readlink(storage)}, which does not exist"
+    parent = next((folder for folder in storage.parents if folder.is_dir()), None)
+    where = ("" if parent is None else f"; {parent}, the nearest folder above it, is empty" if _empty_folder(parent)
+             else f"; {parent} exists")
+    return f"{NOT_MOUNTED}: {storage} does not exist{where}"
+
+
+def spool_absent(db, storage: Path) -> str | None:
+    """Why node.storage_dir `storage` does not hold the spool the state `db` indexes (its spool.id gone or another
+    spool's, the folder missing or unreadable: an unmounted disk or share), or None (it does, or the state records
+    no spool yet)."""
+    try:
+        recorded = db.spool_identity()
+    except Exception as exc:  # noqa: BLE001 - a state of an older schema: nothing to compare with
+        log.debug("spool identity not read: %s", exc)
+        return None
+    if not recorded:
+        return None
+    try:
+        marker = read_spool_id(storage)
+    except OSError as exc:
+        return f"{NOT_MOUNTED}: {storage} cannot be read ({exc.strerror or exc})"
+    if marker == recorded.get("id"):
+        return None
+    expected = recorded.get("id")
+    if marker is not None:
+        return (f"{NOT_MOUNTED}: {storage} holds the {SPOOL_ID_FILE} of another spool ({marker}), not that of spool "
+                f"{expected}, which the state indexes")
+    absent = storage_absent(storage)
+    if absent is not None:
+        return f"{absent} (the state indexes spool {expected})"
+    return f"{NOT_MOUNTED}: no {SPOOL_ID_FILE} in {storage} (the state indexes spool {expected})"
 
 
 def _write_problem(exc: BaseException) -> str | None:
@@ -395,6 +455,7 @@ def cmd_status(args) -> int:
     report["dicomnode"] = {"version": __version__, "build": build_id(), "schema": SCHEMA_VERSION}
     report["state_schema"] = {"version": older or SCHEMA_VERSION, "needs_upgrade": older is not None}
     storage = Path(config.node.storage_dir)
+    report["storage_problem"] = spool_absent(db, storage.absolute())
     report["receiving"] = receiving_report(storage / "spool" if (storage / "spool").is_dir() else storage,
                                            config.node.min_free_space_mb, report["nodes"])
     try:  # studies purged since: the studies table no longer says when they were last received
@@ -506,6 +567,12 @@ def _name_objects(db, storage: Path, report: dict) -> None:
             item["object"] = describe_object(storage / path) if path else ""
 
 
+#: what an admin does where node.storage_dir's file system has run out of inodes (receiving_report `inodes_short`)
+INODES_REMEDY = ("free inodes on the file system of node.storage_dir: `df -i` shows them; delete files that are not "
+                 "the node's (a folder of many small files: a cache, temporary files, a runaway log), or move them "
+                 "to another file system")
+
+
 def refusal_remedy(last_refusal: str) -> str:
     """What an admin does about a refusal (0xA700), told from its reason (the SCP's text: 'cannot write spool:
     <strerror>', 'storage unavailable: ...', 'state database unreachable: ...', or a free-space message)."""
@@ -530,6 +597,9 @@ def _print_receiving(report: dict) -> None:
     free = receiving.get("free_mb")
     space = (f"storage {free:.1f} MB free, node.min_free_space_mb = {receiving.get('min_free_space_mb')}"
              if free is not None else "storage free space unknown (node.storage_dir not readable here)")
+    if receiving.get("inodes_short"):  # MB to spare, no file can be created: every C-STORE is refused
+        space = (f"storage OUT OF INODES: only {receiving['free_inodes']} inode(s) free, under the floor of "
+                 f"{receiving['min_free_inodes']} (files, not space, run out; {free:.1f} MB free)")
     last = ""
     if receiving.get("last_refused_at"):
         last = (f"last refusal {receiving['last_refused_s_ago']:.0f} s ago: "
@@ -543,7 +613,9 @@ def _print_receiving(report: dict) -> None:
         senders = "then have the senders send the refused studies again (the node's log names each refused C-STORE)"
     if receiving.get("refusing"):
         print(f"RECEIVING REFUSED (C-STORE answered 0xA700 Out of Resources): {space}" + (f"; {last}" if last else ""))
-        print(f"  {refusal_remedy(receiving.get('last_refusal') or '')}, {senders}")
+        remedy = (INODES_REMEDY if receiving.get("inodes_short") else
+                  refusal_remedy(receiving.get("last_refusal") or ""))
+        print(f"  {remedy}, {senders}")
         print()
     elif receiving.get("nearly_full"):
         print(f"RECEIVING NEARLY FULL: {space}: instances over {receiving['largest_instance_mb']:.1f} MB are refused "
@@ -610,6 +682,10 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
     if as_json:
         print(strict_json.dumps(report, "status", indent=2))
         return
+    if report.get("storage_problem"):
+        print(f"STORAGE NOT THERE (on this machine): {report['storage_problem']}; a node using it refuses C-STORE "
+              f"(0xA700), analyses and sends nothing until it is back: mount it again")
+        print()
     _print_receiving(report)
     blocked = report.get("heartbeats_blocked")
     print(f"{'process':<32} {'roles':<34} {'heartbeat':>10}  analysing")

@@ -78,11 +78,11 @@ class NodeMetrics:
     def health(self) -> tuple[bool, str]:
         """(ready, why): ready when the models are loaded, every worker thread lives, the state database answers,
         storage_dir holds the spool (its spool.id), there is room above node.min_free_space_mb for an instance
-        (HEALTH_INSTANCE_BYTES: C-STORE is refused under it), the spool accepts a write, and not every
-        node.max_associations slot is taken with one of them held by a connection that has not completed its
-        association (idle or half-open connections: "degraded", StorageSCP.slots_problem). Every slot in use by
-        set-up associations is normal heavy load, not a fault: ready, and the line says "busy: all N association
-        slots in use ..." (a liveness probe must not restart a node for receiving)."""
+        (HEALTH_INSTANCE_BYTES: C-STORE is refused under it) and spool.MIN_FREE_INODES inodes are free, the spool
+        accepts a write, and not every node.max_associations slot is taken with one of them held by a connection that
+        has not completed its association (idle or half-open connections: "degraded", StorageSCP.slots_problem).
+        Every slot in use by set-up associations is normal heavy load, not a fault: ready, and the line says "busy:
+        all N association slots in use ..." (a liveness probe must not restart a node for receiving)."""
         if not self.node.ready:
             return False, "starting: models not loaded yet"
         if self.node.stopping:
@@ -106,6 +106,8 @@ class NodeMetrics:
             full = spool.no_room(HEALTH_INSTANCE_BYTES)
         except OSError:
             full = None  # the probe below says what is wrong with the folder
+        if full is not None and full.inodes:
+            return False, f"storage out of inodes: {full}: C-STORE is refused"
         if full is not None:
             return False, (f"storage full: {spool.free_space_mb():.1f} MB free, under node.min_free_space_mb="
                            f"{spool.min_free_space_mb} (+{HEALTH_INSTANCE_BYTES // (1024 * 1024)} MB for an instance): "

@@ -34,8 +34,8 @@ from dicomnode.results.rejection import DISPLAY_COPY_CLASSES, REJECTED_SOP_CLASS
 from dicomnode.retention import FREE_SPACE_CHECK_SECONDS, Retention
 from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, nodes_report, refuse_migration_in_use,
                              refuse_other_versions)
-from dicomnode.spool import (CORRECTABLE_ATTRIBUTES, IncomingInstance, OutOfSpace, Spool, StorageLock, read_spool_id,
-                             verify_spool_identity)
+from dicomnode.spool import (CORRECTABLE_ATTRIBUTES, MIN_FREE_INODES, IncomingInstance, OutOfSpace, Spool,
+                             StorageLock, read_spool_id, verify_spool_identity)
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
                              OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
@@ -186,7 +186,8 @@ class Node:
                               ssl_context=server_context(config.node.tls) if config.node.tls.enabled else None,
                               on_refused=self._instance_refused, on_duplicate=self._instance_resent,
                               on_aborted=self._transfer_aborted, on_refused_unrecorded=self._refusal_unrecorded)
-        self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb)
+        self.retention = Retention(self.db, self.storage_dir, config.retention, self.spool.free_space_mb,
+                                   free_inodes=self.spool.free_inodes, storage_problem=self.spool.identity_problem)
         self.metrics = NodeMetrics(self)
         self.ready = False  # models warm and the SCP listening: what /healthz reports
         self.unavailable_pipelines: dict[str, str] = {}
@@ -206,9 +207,12 @@ class Node:
         self._release_warned: set[tuple[str, int]] = set()  # said that its release must wait (once each)
         self._released: dict[tuple[str, int], int] = {}  # how often each was released: a repeat fault fails it
         self._unreleased_lock = threading.Lock()
-        self._waiting_for_space = False  # analyses postponed under node.min_free_space_mb (logged once)
-        #: free space (MB) right after result objects could not be written (ENOSPC / EDQUOT), or None: analyses
-        #: wait until NO_SPACE_RETRY_MB more is free (results_space_problem)
+        self._waiting_for_space = False  # analyses postponed for lack of space or inodes (logged once)
+        #: what the postponed analyses wait for (results_space_problem), said when it is back: "floor" (free space
+        #: under node.min_free_space_mb), "inodes" (under MIN_FREE_INODES), "bytes" (_no_space_free_mb); None: nothing
+        self._space_short: str | None = None
+        #: free space (MB) right after result objects could not be written (ENOSPC / EDQUOT) with inodes to spare,
+        #: or None: analyses wait until NO_SPACE_RETRY_MB more is free (results_space_problem)
         self._no_space_free_mb: float | None = None
         self._no_space_at = 0.0  # time.monotonic() of that failure
         self.spool_id: str | None = None  # the spool's identity, verified at start (spool.verify_spool_identity)
@@ -585,10 +589,10 @@ class Node:
     def _enqueue_complete_studies_once(self) -> None:
         self.release_unrecorded()
         self.forget_unreadable_elsewhere()
+        if self.claims_blocked() is not None:  # first: the free space of a spool that is not there cannot be measured
+            return  # the spool is not there now, or this process just missed a study's files: said once
         if self.results_space_problem() is not None:
             return  # postponed analyses stay complete; logged once by analyse_study
-        if self.claims_blocked() is not None:
-            return  # the spool is not there now, or this process just missed a study's files: said once
         paused = self.paused_studies()
         for study in self.db.studies((COMPLETE,)):
             item = (study["study_key"], study["generation"])
@@ -602,25 +606,44 @@ class Node:
             self._enqueue_analysis(*item)
 
     def results_space_problem(self) -> str | None:
-        """Why result objects may not be written now, or None: free space under node.min_free_space_mb, or, after
-        the file system refused result objects (ENOSPC / EDQUOT: _postpone_no_space), not yet NO_SPACE_RETRY_MB
-        more free than right after that failure (nor NO_SPACE_RETRY_SECONDS past it)."""
+        """Why result objects may not be written now, or None: free space under node.min_free_space_mb, fewer than
+        MIN_FREE_INODES inodes free, or, after the file system refused result objects with inodes to spare (ENOSPC /
+        EDQUOT: _postpone_no_space), not yet NO_SPACE_RETRY_MB more free than right after that failure (nor
+        NO_SPACE_RETRY_SECONDS past it). Once the cause that held the postponed analyses is gone, one line says what
+        came back. Raises OSError where the spool folder cannot be measured (check spool_problem first)."""
         floor = self.config.node.min_free_space_mb
-        if floor <= 0 and self._no_space_free_mb is None:
-            return None
         free = self.spool.free_space_mb()
         if floor > 0 and free < floor:
+            self._space_short = "floor"
             return f"free space {free:.1f} MB is under node.min_free_space_mb = {floor} MB"
+        inodes = self.spool.free_inodes()
+        if inodes is not None and inodes < MIN_FREE_INODES:
+            self._space_short = "inodes"
+            return (f"only {inodes} inode(s) free on the file system of node.storage_dir ({free:.1f} MB free), under "
+                    f"the floor of {MIN_FREE_INODES}: files, not space, run out (`df -i`)")
         refused_at = self._no_space_free_mb
-        if refused_at is not None and free < refused_at + NO_SPACE_RETRY_MB \
-                and time.monotonic() - self._no_space_at < NO_SPACE_RETRY_SECONDS:
+        waited = time.monotonic() - self._no_space_at
+        if refused_at is not None and free < refused_at + NO_SPACE_RETRY_MB and waited < NO_SPACE_RETRY_SECONDS:
+            self._space_short = "bytes"
             return (f"no space left on device for the result objects ({free:.1f} MB free; they run again once "
                     f"{refused_at + NO_SPACE_RETRY_MB:.1f} MB are, or in {NO_SPACE_RETRY_SECONDS / 60:.0f} min)")
         self._no_space_free_mb = None
+        short, self._space_short = self._space_short, None
         if self._waiting_for_space:
             self._waiting_for_space = False
-            log.info("free space is %.1f MB%s again: postponed analyses are queued", free,
-                     f", above node.min_free_space_mb = {floor} MB" if floor > 0 else "")
+            if short == "inodes":
+                back = (f"{inodes} inodes are free again on the file system of node.storage_dir (floor "
+                        f"{MIN_FREE_INODES})")
+            elif short == "bytes" and refused_at is not None and free < refused_at + NO_SPACE_RETRY_MB:
+                back = (f"{waited / 60:.0f} min have passed since the result objects did not fit (free space "
+                        f"{free:.1f} MB; a quota the free space does not show may have been raised)")
+            elif short == "bytes" and refused_at is not None:
+                back = (f"free space is {free:.1f} MB, {free - refused_at:.1f} MB more than when the result objects "
+                        f"did not fit")
+            else:
+                back = f"free space is {free:.1f} MB" + (f", above node.min_free_space_mb = {floor} MB" if floor > 0
+                                                          else "")
+            log.info("%s: postponed analyses are queued", back)
         return None
 
     def _release_later(self, study_key: str, generation: int, reason: str, *, again: str | None = None,
@@ -781,14 +804,14 @@ class Node:
         Under node.min_free_space_mb the analysis is postponed (the study stays `complete`, queued again once there
         is room); a result object that would not fit fails the analysis (`dicomnode retry`). When even the failure
         cannot be recorded (a full disk), the claim is released as soon as the state database takes writes."""
-        space = self.results_space_problem()
-        if space is not None:
-            self._postpone(study_key, generation, space)
-            return
         gone = self.spool_problem()  # logged once by spool_problem; the requeue job queues it once the spool is back
         if gone is not None:
             self.db.set_study_state(study_key, COMPLETE, self._postponed_reason(study_key, gone),
                                     expect=(COMPLETE, ANALYSING), generation=generation)
+            return
+        space = self.results_space_problem()
+        if space is not None:
+            self._postpone(study_key, generation, space)
             return
         if (study_key, generation) in self.paused_studies():
             return  # its files were unreadable here a moment ago: the requeue job queues it after its pause
@@ -864,10 +887,11 @@ class Node:
                             counted=False, analysis_id=analysis_id, said=True)
 
     def note_postponed(self, why: str) -> None:
-        """Say once (until space returns) that analyses wait for free space."""
+        """Say once (until space returns) that analyses wait for free space (or inodes)."""
         if not self._waiting_for_space:
             self._waiting_for_space = True
-            log.warning("analyses postponed: %s; they run once space is freed", why)
+            log.warning("analyses postponed: %s; they run once %s freed", why,
+                        "inodes are" if self._space_short == "inodes" else "space is")
 
     def _postpone(self, study_key: str, generation: int, why: str) -> None:
         """Leave a complete study unclaimed until there is room for its results (the requeue job queues it)."""
@@ -933,14 +957,27 @@ class Node:
             return
         done = _POSTPONED.match(previous_reason or "")
         count = (int(done.group(1)) if done is not None else 0) + 1
+        freed = "space is freed"
         if not isinstance(exc, OutOfSpace):
-            self._no_space_free_mb = self.spool.free_space_mb()
-            self._no_space_at = time.monotonic()
+            try:
+                inodes = self.spool.free_inodes()
+                free = self.spool.free_space_mb()
+            except OSError:
+                inodes, free = None, 0.0
+            if inodes is not None and inodes < MIN_FREE_INODES:
+                # the file system ran out of files: results_space_problem holds the analyses until inodes are back
+                self._space_short, freed = "inodes", f"inodes are freed (only {inodes} are free: `df -i`)"
+            else:
+                self._space_short = "bytes"
+                self._no_space_free_mb = free
+                self._no_space_at = time.monotonic()
+        elif self._space_short == "inodes":  # results_space_problem refused them for lack of inodes
+            freed = "inodes are freed"
         cause = str(exc) if isinstance(exc, OutOfSpace) else (
             f"{getattr(exc, 'strerror', None) or exc} writing {getattr(exc, 'filename', None) or 'a result object'}")
         why = f"no space for the result objects (postponement {count} of {MAX_NO_SPACE_POSTPONEMENTS}): {cause}"
         log.error("study %s: analysis postponed: %s; its partial results were removed, and it runs again by itself "
-                  "once space is freed (or at the next start)", tag, why)
+                  "once %s (or at the next start)", tag, why, freed)
         self._waiting_for_space = True  # said just now: the WARNING of note_postponed would repeat it
         reason = f"analysis postponed: {why}"[:500]
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import RetentionConfig
-from dicomnode.spool import CONFLICTS_DIR
+from dicomnode.spool import CONFLICTS_DIR, MIN_FREE_INODES
 from dicomnode.state import (DONE, FAILED, PURGING, REPEAT_REMINDER_SECONDS, RoundFailures, StateDB, describe_url,
                              is_disk_full)
 from dicomnode.uids import short_hash
@@ -40,6 +41,11 @@ log = logging.getLogger("dicomnode.retention")
 
 #: how often free space is checked for the emergency purge, between the scheduled purges
 FREE_SPACE_CHECK_SECONDS = 60
+
+#: the emergency purge (while retention.emergency_free_space_mb is above 0) also runs while fewer inodes than this are
+#: free on node.storage_dir's file system: a disk out of inodes refuses every new file however many MB are free, and
+#: C-STORE is refused under spool.MIN_FREE_INODES (below this, so that the purge starts first)
+EMERGENCY_FREE_INODES = 5 * MIN_FREE_INODES
 
 #: only studies in these states are purged automatically; unfinished and failed ones are kept whatever the disk says
 PURGEABLE_STATES = (DONE,)
@@ -105,7 +111,10 @@ class SpaceReserve:
             return True
         if free_mb - self.size_mb < floor_mb:
             return False
-        temporary = self.path.with_name(f".{RESERVE_NAME}.{os.getpid()}.tmp")
+        # one per thread and process (host too: processes on several machines share a spool): a name shared by two
+        # threads let the second truncate the file the first had just linked into place (break51b #4)
+        temporary = self.path.with_name(f".{RESERVE_NAME}.{socket.gethostname()}.{os.getpid()}."
+                                        f"{threading.get_ident()}.tmp")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
@@ -472,43 +481,64 @@ _short_told: dict[str, float] = {}
 
 
 def emergency_purge(db: StateDB, storage_dir: Path, floor_mb: float, free_space_mb: Callable[[], float],
-                    keep_going: KeepGoing = None, reserve_mb: float = 0.0) -> PurgeReport:
+                    keep_going: KeepGoing = None, reserve_mb: float = 0.0,
+                    free_inodes: Callable[[], int | None] | None = None) -> PurgeReport:
     """While free space is under `floor_mb` (+ `reserve_mb`: room to make the space reserve again, see
-    SpaceReserve), delete conflict copies oldest first (purge_conflicts: instances refused 0x0111, which their senders
-    keep), then purge done studies oldest first; nothing else is ever touched. Still under `floor_mb` afterwards
-    is an ERROR, said once and then every REPEAT_REMINDER_SECONDS. `keep_going`: see KeepGoing (raises
-    PurgeStopped)."""
+    SpaceReserve), or `free_inodes()` (None: not counted) is under EMERGENCY_FREE_INODES, delete conflict copies
+    oldest first (purge_conflicts: instances refused 0x0111, which their senders keep), then purge done studies
+    oldest first; nothing else is ever touched. `floor_mb` 0 turns it off (the inodes too). Still short afterwards
+    (under `floor_mb`, or of inodes) is an ERROR naming what is short, said once and then every
+    REPEAT_REMINDER_SECONDS. `keep_going`: see KeepGoing (raises PurgeStopped)."""
     report = PurgeReport()
     target = floor_mb + reserve_mb
     key = str(storage_dir)
-    if free_space_mb() >= target:
+
+    def inodes_short() -> int | None:
+        """The free inodes where they are under EMERGENCY_FREE_INODES (and the emergency purge is on), else None."""
+        if floor_mb <= 0 or free_inodes is None:
+            return None
+        free = free_inodes()
+        return free if free is not None and free < EMERGENCY_FREE_INODES else None
+
+    def enough() -> bool:
+        return free_space_mb() >= target and inodes_short() is None
+
+    if enough():
         if _short_told.pop(key, None) is not None and floor_mb > 0:
-            log.warning("free space %.0f MB is over retention.emergency_free_space_mb=%d again", free_space_mb(),
-                        floor_mb)
+            inodes = free_inodes() if free_inodes is not None else None
+            log.warning("free space %.0f MB is over retention.emergency_free_space_mb=%d again%s", free_space_mb(),
+                        floor_mb, "" if inodes is None else
+                        f", and {inodes} inodes are free (over {EMERGENCY_FREE_INODES})")
         return report
     finish_interrupted_purges(db, storage_dir, report, keep_going)
-    purge_conflicts(storage_dir, report, enough=lambda: free_space_mb() >= target)
+    purge_conflicts(storage_dir, report, enough=enough)
     for study_key in db.studies_updated_before(PURGEABLE_STATES, undelivered=False):
-        if free_space_mb() >= target:
+        if enough():
             break
         _go_on(keep_going)
         purge_study(db, storage_dir, study_key, report)
-    free = free_space_mb()
-    if free < floor_mb:
+    free, inodes = free_space_mb(), inodes_short()
+    short = ([f"free space {free:.0f} MB is still under retention.emergency_free_space_mb={floor_mb:g}"]
+             if free < floor_mb else [])
+    if inodes is not None:
+        short.append(f"{'only ' if not short else 'and only '}{inodes} inode(s) are free on the file system of "
+                     f"node.storage_dir, under {EMERGENCY_FREE_INODES} (files, not space, run out: `df -i`; C-STORE "
+                     f"is refused under {MIN_FREE_INODES})")
+    if short:
         now = time.time()
         if now - _short_told.get(key, 0.0) >= REPEAT_REMINDER_SECONDS:
             _short_told[key] = now
             undelivered = len(db.studies_updated_before(PURGEABLE_STATES + (FAILED,), undelivered=True))
             failed = len(db.studies_updated_before((FAILED,), undelivered=False))
-            log.error("free space %.0f MB is still under retention.emergency_free_space_mb=%d after purging %d done "
-                      "stud(ies); unfinished studies, %d with undelivered results and %d failed (kept for retry) are "
-                      "kept (said again every %.0f s while it lasts)", free, floor_mb, len(report.studies),
-                      undelivered, failed, REPEAT_REMINDER_SECONDS)
+            log.error("%s after purging %d done stud(ies); unfinished studies, %d with undelivered results and %d "
+                      "failed (kept for retry) are kept (said again every %.0f s while it lasts)", " ".join(short),
+                      len(report.studies), undelivered, failed, REPEAT_REMINDER_SECONDS)
     elif report.studies or report.conflicts:
         _short_told.pop(key, None)
-        log.warning("emergency purge: %d done stud(ies) and %d conflict cop(ies) removed to get over %d MB free%s",
+        log.warning("emergency purge: %d done stud(ies) and %d conflict cop(ies) removed to get over %d MB free%s%s",
                     len(report.studies), report.conflicts, target, f" (retention.emergency_free_space_mb={floor_mb} and {reserve_mb:g} MB to make the space "
-                            f"reserve again)" if reserve_mb else "")
+                            f"reserve again)" if reserve_mb else "",
+                    f" and {EMERGENCY_FREE_INODES} free inodes" if free_inodes is not None and floor_mb > 0 else "")
     return report
 
 
@@ -516,16 +546,28 @@ class Retention:
     """The scheduled job: interrupted purges, age-based purge, then the emergency purge; `clock` and
     `free_space_mb` are replaceable. `reserve`: the space reserve for a full disk (default: RESERVE_MB in
     `storage_dir`, see SpaceReserve); while it is missing the emergency purge frees its size on top of
-    retention.emergency_free_space_mb, so that it can be made again."""
+    retention.emergency_free_space_mb, so that it can be made again. `free_inodes`: the free inodes of the storage's
+    file system (None: not counted; see emergency_purge). `storage_problem`: why node.storage_dir does not hold the
+    spool now (Spool.identity_problem: an unmounted share), or None; while it says one, nothing is purged (said in one
+    line when it starts and when it ends).
+
+    The scheduled run (run_safely) and the free-space check (check_free_space_safely), two scheduler threads, never
+    run at once: the check is skipped while a run holds the lock (that run ends with the emergency purge itself)."""
 
     def __init__(self, db: StateDB, storage_dir: Path, config: RetentionConfig, free_space_mb: Callable[[], float],
-                 clock: Callable[[], float] = time.time, reserve: SpaceReserve | None = None):
+                 clock: Callable[[], float] = time.time, reserve: SpaceReserve | None = None,
+                 free_inodes: Callable[[], int | None] | None = None,
+                 storage_problem: Callable[[], str | None] | None = None):
         self.db = db
         self.storage_dir = Path(storage_dir)
         self.config = config
         self.free_space_mb = free_space_mb
+        self.free_inodes = free_inodes
+        self.storage_problem = storage_problem
         self.clock = clock
         self.reserve = reserve if reserve is not None else SpaceReserve(self.storage_dir)
+        self._running = threading.Lock()  # held by a run or a check (break51b #4: two overlapping jobs)
+        self._paused: str | None = None  # the storage problem retention was last paused for (said once)
         # a failing round is said once with its traceback, then counted (an outage of the state database once for
         # the whole process): not a traceback every FREE_SPACE_CHECK_SECONDS
         self._purge_failures = RoundFailures(db, log, "retention purge failed; it runs again at the next interval",
@@ -632,7 +674,7 @@ class Retention:
             expired = purge_expired(self.db, self.storage_dir, self.config.days, now=self.clock(),
                                     keep_going=keep_going)
             emergency = emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb,
-                                        self.free_space_mb, keep_going, self._reserve_missing_mb())
+                                        self.free_space_mb, keep_going, self._reserve_missing_mb(), self.free_inodes)
             return expired, emergency
 
         try:
@@ -660,9 +702,28 @@ class Retention:
                      removed)
         return removed
 
+    def _storage_gone(self) -> bool:
+        """Whether node.storage_dir does not hold the spool now (storage_problem): said once when retention pauses
+        for it and once when it resumes; a purge then would find none of the files and drop the rows of files that
+        are still on the unmounted disk."""
+        problem = self.storage_problem() if self.storage_problem is not None else None
+        if problem is not None and self._paused is None:
+            log.warning("retention paused (no purge, no free-space check) while node.storage_dir does not hold the "
+                        "spool: %s", problem)
+        elif problem is None and self._paused is not None:
+            log.info("retention resumes: node.storage_dir holds the spool again")
+        self._paused = problem
+        return problem is not None
+
     def run_safely(self, keep_going: KeepGoing = None) -> None:
         """run_once for a scheduler: an error is logged (see RoundFailures) and the next interval tries again; then
-        the space reserve is made where it is missing and there is room."""
+        the space reserve is made where it is missing and there is room. Waits for a free-space check running in
+        another thread; does nothing while node.storage_dir does not hold the spool (storage_problem)."""
+        with self._running:
+            if not self._storage_gone():
+                self._run_safely(keep_going)
+
+    def _run_safely(self, keep_going: KeepGoing) -> None:
         try:
             self.run_once(keep_going)
             self._keep_reserve()
@@ -677,13 +738,24 @@ class Retention:
     def check_free_space_safely(self, keep_going: KeepGoing = None) -> None:
         """The frequent check between scheduled purges: purges left `purging` are finished (one waiting for files
         written during it, see _purge, need not wait for the next scheduled run), then the emergency purge, only when
-        space is low; then the space reserve is made where it is missing and there is room."""
+        space (or inodes) are low; then the space reserve is made where it is missing and there is room. Skipped while
+        the scheduled run (run_safely) runs in another thread, which ends with the emergency purge, and while
+        node.storage_dir does not hold the spool (storage_problem)."""
+        if not self._running.acquire(blocking=False):
+            log.debug("free-space check skipped: the scheduled retention run is running (it purges for space too)")
+            return
+        try:
+            if not self._storage_gone():
+                self._check_free_space(keep_going)
+        finally:
+            self._running.release()
 
+    def _check_free_space(self, keep_going: KeepGoing) -> None:
         def steps() -> None:
             if self.db.count_studies((PURGING,)):  # one left waiting for files written during it (_purge), or a crash
                 finish_interrupted_purges(self.db, self.storage_dir, keep_going=keep_going)
             emergency_purge(self.db, self.storage_dir, self.config.emergency_free_space_mb, self.free_space_mb,
-                            keep_going, self._reserve_missing_mb())
+                            keep_going, self._reserve_missing_mb(), self.free_inodes)
 
         try:
             self._with_room("emergency purge", steps)

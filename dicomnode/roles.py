@@ -40,7 +40,7 @@ from dicomnode.state import (
 )
 from dicomnode.state import keep_copy_before_upgrade, older_schema
 from dicomnode.net.scp import different_resend_text
-from dicomnode.spool import free_space_mb
+from dicomnode.spool import MIN_FREE_INODES, free_space
 from dicomnode.studies import (ASSOCIATION_ABORTED, EXPECTED_COUNT_GRACE_SECONDS, PendingRefusals, completion_note,
                                end_wait_for_resend, expected_counts_met, interrupted, max_wait_failed_reason,
                                record_interruption, record_refusal, refused_count, waiting_for_resend)
@@ -927,11 +927,11 @@ class RoleRunner:
         """One claim and its analysis; returns how long to wait before the next (0: claim again at once)."""
         node = self.node
         node.release_unrecorded()
+        if node.claims_blocked() is not None:  # the spool is not there (an unmounted share), or missing files
+            return max(self.poll_seconds, 5.0)
         space = node.results_space_problem()
         if space is not None:  # no claim while results could not be written: the study stays complete
             node.note_postponed(space)
-            return max(self.poll_seconds, 5.0)
-        if node.claims_blocked() is not None:  # the spool is not there (an unmounted share), or missing files
             return max(self.poll_seconds, 5.0)
         node.forget_unreadable_elsewhere()
         claim = self.db.claim_next_study(skip=node.paused_studies())
@@ -1043,7 +1043,7 @@ def space_refusal(reason: str) -> bool:
     """Whether a refusal's reason (the SCP's text, heartbeat detail `last_refusal`) is a lack of space: the
     free-space floor, or a write that found the disk full or a quota used up."""
     text_ = reason.lower()
-    return any(needle in text_ for needle in ("under the floor", "no space left", "quota", "disk is full"))
+    return any(needle in text_ for needle in ("under the floor", "no space left", "quota", "disk is full", "inodes"))
 
 
 def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, nodes: list[dict],
@@ -1052,15 +1052,19 @@ def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, n
     `storage_dir` (measured here) is under node.min_free_space_mb, or a live receiving process's latest C-STORE was
     refused (0xA700, none stored since) for a cause still there; `nearly_full` (with `largest_instance_mb`, in MB)
     where a 1 MB instance (STATUS_INSTANCE_MB, the rule /healthz applies) would not fit above the floor but smaller
-    ones do and no live process's latest C-STORE was refused (break46b #3). A refusal for lack of space
-    (space_refusal) is over once such an instance fits above that process's own floor (its heartbeat's `min_free_space_mb`; this config's where it publishes none), and the
-    report then says `space_back` instead; with the free space, the floor and the last refusal's reason and time
-    (nodes: nodes_report, whose heartbeats publish them)."""
+    ones do and no live process's latest C-STORE was refused (break46b #3). Fewer than spool.MIN_FREE_INODES free
+    inodes (`inodes_short`, with `free_inodes` and `min_free_inodes`) is `refusing` too: the receiver refuses every
+    instance then, however many MB are free (break51b #1). A refusal for lack of space (space_refusal) is over once
+    such an instance fits above that process's own floor (its heartbeat's `min_free_space_mb`; this config's where it
+    publishes none) and the inodes are not short, and the report then says `space_back` instead; with the free space,
+    the floor and the last refusal's reason and time (nodes: nodes_report, whose heartbeats publish them)."""
     now = time.time() if now is None else now
     try:
-        free = round(free_space_mb(Path(storage_dir)), 1)
+        room = free_space(Path(storage_dir))
+        free, inodes = round(room.mb, 1), room.inodes
     except OSError:
-        free = None
+        free = inodes = None
+    inodes_short = inodes is not None and inodes < MIN_FREE_INODES
     last_refused_at, last_refusal = None, ""
     refusing_process = space_back = False
     for node in nodes:
@@ -1080,12 +1084,13 @@ def receiving_report(storage_dir: str | os.PathLike, min_free_space_mb: float, n
     under_floor = free is not None and free - STATUS_INSTANCE_MB < min_free_space_mb
     # room left above the floor, but not for a 1 MB instance, and no live process's latest C-STORE was refused:
     # smaller instances are stored (break46b #3: "REFUSED" while 0.1 MB instances were being accepted)
-    nearly_full = under_floor and not refusing_process and free >= min_free_space_mb
-    refusing = (under_floor and not nearly_full) or refusing_process
+    nearly_full = under_floor and not refusing_process and not inodes_short and free >= min_free_space_mb
+    refusing = (under_floor and not nearly_full) or refusing_process or inodes_short
     return {"refusing": refusing, "space_back": space_back and not refusing and not nearly_full,
             "nearly_full": nearly_full,
             "largest_instance_mb": round(free - min_free_space_mb, 1) if nearly_full else None, "free_mb": free,
-            "min_free_space_mb": min_free_space_mb, "last_refused_at": last_refused_at, "last_refusal": last_refusal,
+            "min_free_space_mb": min_free_space_mb, "free_inodes": inodes, "min_free_inodes": MIN_FREE_INODES,
+            "inodes_short": inodes_short, "last_refused_at": last_refused_at, "last_refusal": last_refusal,
             "last_refused_s_ago": None if last_refused_at is None else round(now - last_refused_at, 1)}
 
 

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import socket
 import struct
 import threading
@@ -32,12 +31,14 @@ log = logging.getLogger("dicomnode.spool")
 class OutOfSpace(Exception):
     """Free space is under the configured floor; nothing was written.
 
-    `str()` is the whole explanation (for the log); `comment` is its short form for a DIMSE Error Comment (64 chars).
+    `str()` is the whole explanation (for the log); `comment` is its short form for a DIMSE Error Comment (64 chars);
+    `inodes`: the file system is short of inodes (MIN_FREE_INODES), not of space.
     """
 
-    def __init__(self, message: str, comment: str | None = None):
+    def __init__(self, message: str, comment: str | None = None, inodes: bool = False):
         super().__init__(message)
         self.comment = (comment or message)[:64]
+        self.inodes = inodes
 
 
 class StorageUnavailable(Exception):
@@ -118,9 +119,37 @@ def write_durably(path: Path, data: bytes | memoryview, mode: int = 0o600, root:
     fsync_directory(path.parent)
 
 
-def free_space_mb(path: Path) -> float:
-    """Free space (MB) of the file system holding `path`."""
-    return shutil.disk_usage(path).free / (1024 * 1024)
+#: C-STORE is refused (0xA700) and result objects are not written while fewer inodes than this are free on
+#: node.storage_dir's file system: every file takes one (an instance; a new study's or series' folder; an analysis's
+#: ten or so result objects; SQLite's journal), and a file system out of inodes refuses every new file with "No space
+#: left on device" however many MB are free. The emergency purge starts above it (retention.EMERGENCY_FREE_INODES)
+MIN_FREE_INODES = 200
+
+
+@dataclass(frozen=True)
+class FreeSpace:
+    """What a file system has free for an unprivileged writer (statvfs `f_bavail`, `f_favail`): `mb` in MB, and
+    `inodes` (files that can still be created), None where the file system has no fixed number of them (statvfs
+    `f_files` 0: btrfs, many network file systems)."""
+
+    mb: float
+    inodes: int | None
+
+    def inodes_short(self, floor: int = MIN_FREE_INODES) -> bool:
+        """Whether fewer than `floor` inodes are free (never where the file system does not count them)."""
+        return self.inodes is not None and self.inodes < floor
+
+
+def free_space(path: str | os.PathLike) -> FreeSpace:
+    """Free space and free inodes of the file system holding `path` (one statvfs). Raises OSError (e.g.
+    FileNotFoundError where `path` is gone: an unmounted share)."""
+    stat = os.statvfs(path)
+    return FreeSpace(stat.f_bavail * stat.f_frsize / (1024 * 1024), stat.f_favail if stat.f_files else None)
+
+
+def free_space_mb(path: str | os.PathLike) -> float:
+    """Free space (MB) of the file system holding `path` (free_space)."""
+    return free_space(path).mb
 
 
 #: the kernel's table of file locks (Linux): "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF"
@@ -451,21 +480,34 @@ class Spool:
             raise StorageUnavailable(problem[1], problem[0])
 
     def free_space_mb(self) -> float:
+        """Free space (MB) of the spool's file system. Raises OSError where the spool folder is gone."""
         return free_space_mb(self.spool_dir)
 
+    def free_inodes(self) -> int | None:
+        """Free inodes of the spool's file system (FreeSpace.inodes: None where it does not count them). Raises
+        OSError where the spool folder is gone."""
+        return free_space(self.spool_dir).inodes
+
     def has_room_for(self, size: int) -> bool:
-        return self.free_space_mb() - size / (1024 * 1024) >= self.min_free_space_mb
+        return self.no_room(size) is None
 
     def no_room(self, size: int, what: str = "the instance") -> OutOfSpace | None:
-        """None when `size` bytes fit above node.min_free_space_mb, else the OutOfSpace to raise (saying so)."""
+        """None when `size` bytes fit above node.min_free_space_mb and at least MIN_FREE_INODES inodes are free,
+        else the OutOfSpace to raise (saying which)."""
         free = self.free_space_mb()
         needed = size / (1024 * 1024)
-        if free - needed >= self.min_free_space_mb:
-            return None
-        return OutOfSpace(f"free space {_mb(free)} MB minus {what} ({_mb(needed)} MB) would be under the floor of "
-                          f"{self.min_free_space_mb} MB (node.min_free_space_mb): {what} does not fit",
-                          f"free {_mb(free)} MB - {_mb(needed)} MB instance is under the floor of "
-                          f"{self.min_free_space_mb} MB")
+        if free - needed < self.min_free_space_mb:
+            return OutOfSpace(f"free space {_mb(free)} MB minus {what} ({_mb(needed)} MB) would be under the floor "
+                              f"of {self.min_free_space_mb} MB (node.min_free_space_mb): {what} does not fit",
+                              f"free {_mb(free)} MB - {_mb(needed)} MB instance is under the floor of "
+                              f"{self.min_free_space_mb} MB")
+        inodes = self.free_inodes()
+        if inodes is not None and inodes < MIN_FREE_INODES:
+            return OutOfSpace(f"only {inodes} inode(s) free on the file system of node.storage_dir ({_mb(free)} MB "
+                              f"free), under the floor of {MIN_FREE_INODES} inodes: the file system runs out of "
+                              f"files, not of space, and {what} is not written (`df -i` shows it)",
+                              f"{inodes} free inodes is under the floor of {MIN_FREE_INODES} inodes", inodes=True)
+        return None
 
     def relative_path(self, instance: IncomingInstance) -> str:
         sop = check_uid(instance.sop_instance_uid, "SOP Instance UID")
