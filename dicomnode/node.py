@@ -41,8 +41,8 @@ from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX
                              RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
                              prepare_storage_dir, tombstone_destinations, upgrade_schema, user_name)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
-from dicomnode.study_path import (ReturnAddress, StudyRun, credited_destination, declined_entry, moved_destinations,
-                                  outbox_items, renamed_destinations, run_study)
+from dicomnode.study_path import (ReturnAddress, StudyRun, credited_destination, declined_entry, late_rejection_note,
+                                  moved_destinations, outbox_items, renamed_destinations, run_study, write_results)
 from dicomnode.types import Declined
 from dicomnode.uids import MR_STORAGE_CLASSES, short_hash
 
@@ -323,6 +323,7 @@ class Node:
                                id="free-space", coalesce=True, max_instances=1, misfire_grace_time=None)
         resumed = self._resume()
         self._say_renamed_destinations()
+        self._queue_missing_rejection_notes({d.name for d in self.config.destinations})
         self.scheduler.add_job(self._enqueue_complete_studies, "interval", seconds=REQUEUE_SECONDS, id="requeue",
                                coalesce=True, max_instances=1, misfire_grace_time=None)
         for index in range(self.config.analysis.workers):
@@ -440,6 +441,8 @@ class Node:
         log.info("configuration reloaded")
         self._warn_removed_destinations(removed)
         self._say_moved_on_reload(before)
+        self._queue_missing_rejection_notes({d.name for d in config.destinations
+                                             if before.get(d.name) not in (None, (d.ae_title, d.host, d.port))})
         if pending:
             log.warning("these changed settings take effect only after a restart (systemctl restart dicomnode); "
                         "until then the old values stay in use: %s", ", ".join(pending))
@@ -469,6 +472,93 @@ class Node:
                 ae, host, port = before[destination.name]
                 log.info("reload: destination %s is now %s@%s:%d (was %s@%s:%d, where no result object was "
                          "delivered under that name)", destination.name, *now, ae, host, port)
+
+    def _queue_missing_rejection_notes(self, names: set[str]) -> None:
+        """Queue the IOCM rejection note a study's latest analysis owes destination `names` (configured destinations
+        whose address a reload changed, or every one at start) at their address now: where the analysis's results
+        for it are still undelivered (pending, or dead letters) and the destination's address holds earlier results of
+        the study under that name that neither a note delivered there nor the analysis's own note to it lists. That
+        is what an analysis queued while the name pointed at another address (a mistyped AE title, host or port:
+        _rejected took it for another archive) leaves unrejected once the address is fixed (break51a #2). The note
+        (late_rejection_note) is recorded as one more result of that analysis, due with its pending results, or a
+        dead letter beside its dead ones (`dicomnode retry` re-queues them together); an INFO names the study.
+        A newer analysis (running or finished) decides its own notes: none is added then. Nothing where
+        analysis.rejection_note is false. A failure is logged (WARNING naming the study) and leaves the rest."""
+        if not names or not self.config.analysis.rejection_note:
+            return
+        try:
+            undelivered = [row for state in (OUTBOX_PENDING, OUTBOX_DEAD) for row in self.db.outbox_for(state=state)
+                           if row["destination"] in names]
+        except Exception as exc:  # noqa: BLE001 - the next reload or start looks again
+            log.warning("rejection notes owed to %s not looked up: %s", ", ".join(sorted(names)), exc)
+            return
+        groups: dict[tuple[str, int, str], list] = {}
+        for row in undelivered:
+            groups.setdefault((row["study_key"], row["analysis_id"], row["destination"]), []).append(row)
+        for (study_key, analysis_id, name), rows in sorted(groups.items()):
+            try:
+                self._queue_missing_rejection_note(study_key, analysis_id, self.config.destination(name), rows)
+            except Exception as exc:  # noqa: BLE001 - one study's note never stops the others'
+                log.warning("study %s: the rejection note owed to %s was not queued: %s: %s; its earlier results "
+                            "there may stay current beside the new ones (`dicomnode retry --reanalyse` writes it)",
+                            short_hash(study_key), name, type(exc).__name__, exc)
+
+    def _queue_missing_rejection_note(self, study_key: str, analysis_id: int, destination, rows: list) -> None:
+        """_queue_missing_rejection_notes for one analysis and destination, `rows` its undelivered outbox rows."""
+        analyses = self.db.analyses_of(study_key)
+        if not analyses or analyses[-1]["id"] != analysis_id or analyses[-1]["state"] != "done":
+            return
+        address = (destination.ae_title, destination.host, destination.port)
+        if not self.db.purged_reports(study_key) and not any(
+                row["analysis_id"] != analysis_id and row["state"] == OUTBOX_SENT and _address(row) == address
+                for row in self.db.outbox_for(study_key)):
+            return  # nothing earlier delivered at this address (the usual case: no file read)
+        results = self.db.results_of(analysis_id)
+        classes = {row["sop_instance_uid"]: row["sop_class_uid"] for row in results}
+        listed: set[str] = set()  # what the analysis's own notes to the destination list
+        for row in self.db.outbox_for(study_key):
+            if row["analysis_id"] == analysis_id and row["destination"] == destination.name \
+                    and classes.get(row["sop_instance_uid"]) == KeyObjectSelectionDocumentStorage:
+                note = pydicom.dcmread(self.storage_dir / row["path"], stop_before_pixels=True)
+                listed |= {str(item.ReferencedSOPInstanceUID) for study in
+                           note.get("CurrentRequestedProcedureEvidenceSequence", [])
+                           for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+        copies = any(sop_class in DISPLAY_COPY_CLASSES for sop_class in classes.values())
+        reports = [row for row in results if row["sop_class_uid"] == Comprehensive3DSRStorage]
+        for report_row in reports:
+            report = pydicom.dcmread(self.storage_dir / report_row["path"], stop_before_pixels=True)
+            study_instance_uid = str(report.StudyInstanceUID)
+            entries = [entry for entry in self._rejected(study_key, study_instance_uid, say=False).get(
+                           destination.name, [])
+                       if entry["analysis_id"] != analysis_id and entry["sop_instance_uid"] not in listed
+                       and (copies or not entry["display_copy"])]
+            if not entries:
+                continue
+            started_at = dt.datetime.fromtimestamp(analyses[-1]["started_at"]).astimezone()
+            note = late_rejection_note(report, entries, started_at)
+            folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
+            written = write_results([note], self.storage_dir, lambda dataset: self._result_path(folder, dataset))[0]
+            summary = json.loads(analyses[-1]["summary_json"] or "{}")
+            _note_late_rejection(summary, study_instance_uid, destination.name, written, entries)
+            pending = [row["next_attempt_at"] for row in rows if row["state"] == OUTBOX_PENDING]
+            dead = None if pending else (f"not sent: queued when this analysis's results to {destination.name} "
+                                         "were all dead letters, to go with them: `dicomnode retry` re-queues them "
+                                         "together")
+            item = {"destination": destination.name, "ae_title": destination.ae_title, "host": destination.host,
+                    "port": destination.port, "sop_instance_uid": written.sop_instance_uid, "path": written.path}
+            if not self.db.add_late_result(analysis_id, study_key, tuple(written)[:4], item, summary,
+                                           dead_error=dead, next_attempt_at=max(pending) if pending else None,
+                                           expected=len(results)):
+                (self.storage_dir / written.path).unlink(missing_ok=True)
+                return
+            log.info("study %s: destination %s is at %s@%s:%d again, where %d earlier result object(s) of study %s "
+                     "were delivered under that name that the latest analysis took for another archive's: IOCM "
+                     "rejection note %s queued to it%s", short_hash(study_instance_uid), destination.name,
+                     destination.ae_title, destination.host, destination.port, len(entries), study_instance_uid,
+                     written.sop_instance_uid, "" if pending else " (a dead letter beside the results it goes with)")
+            self.dispatcher.wake()
+            results = self.db.results_of(analysis_id)
+            analyses = self.db.analyses_of(study_key)
 
     def _warn_removed_destinations(self, removed: list) -> None:
         """A WARNING per destination a reload removed (or renamed) that still has result objects queued for it:
@@ -1166,7 +1256,7 @@ class Node:
             earlier.pop("delivered_to", None)
         return superseded
 
-    def _rejected(self, study_key: str, study_instance_uid: str) -> dict[str, list[dict]]:
+    def _rejected(self, study_key: str, study_instance_uid: str, say: bool = True) -> dict[str, list[dict]]:
         """The earlier result objects of this study that a re-analysis supersedes and retires with IHE IOCM
         Rejection Notes, per outbox destination (a [[destinations]] name, or "sender"): {destination: the objects
         that destination received, oldest first, as dicts with sop_instance_uid, series_instance_uid, sop_class_uid,
@@ -1185,7 +1275,9 @@ class Node:
         Left out for a destination: what an earlier note delivered to that destination already lists (a note
         never delivered there, superseded or dead, retires nothing: review46 #1), and objects of another study
         grouped under the key (a tombstone of unknown study only where the key holds this one study alone,
-        review46 #2). {} where there is none."""
+        review46 #2). {} where there is none. `say`: log which destination is taken as renamed, and (WARNING)
+        which as another archive, whose former address keeps the earlier results unrejected unless the address
+        goes back to it (_queue_missing_rejection_notes then queues the note this analysis could not write)."""
         rows = self.db.outbox_for(study_key)
         renamed = self._renamed(study_key, rows)
         credit = self._credit(study_key)
@@ -1231,6 +1323,8 @@ class Node:
                 entry["series_number"] = numbers[row["series_instance_uid"]]
                 for destination in holders:
                     rejected.setdefault(destination, []).append(entry)
+        if not say:
+            return rejected
         for former, name in renamed.items():
             if name in rejected:
                 log.info("study %s: destination %s of the config is the former %s (same AE title, host and port): "
@@ -1238,8 +1332,13 @@ class Node:
                          short_hash(study_instance_uid), name, former, former, name)
         for destination in self.config.destinations:
             if destination.name in moved:
-                log.info("study %s: %s; no rejection note to it lists them", short_hash(study_instance_uid),
-                         _moved_text(destination, sorted(moved[destination.name])))
+                log.warning("study %s: %s; no rejection note to it lists them, so the earlier results of study %s "
+                            "stay current, unrejected, at %s; if that address is a mistake, fix "
+                            "destinations[%s] (reload or restart) before these results are delivered: the node then "
+                            "queues the note to it", short_hash(study_instance_uid),
+                            _moved_text(destination, sorted(moved[destination.name])), study_instance_uid,
+                            ", ".join(f"{ae}@{host}:{port}" for ae, host, port in sorted(moved[destination.name])),
+                            destination.name)
         return rejected
 
     def _renamed(self, study_key: str, rows) -> dict[str, str]:
@@ -1451,6 +1550,24 @@ def _moved_text(destination, former: Sequence[tuple[str, str, int]]) -> str:
             f"not {addresses} where results were delivered under that name: taken as another archive (identity is "
             f"the AE title, host and port), what the former address received is not counted for it; if it is the "
             f"same archive renumbered, delete the superseded results there by hand after a re-analysis")
+
+
+def _note_late_rejection(summary: dict, study_instance_uid: str, destination: str, written,
+                         entries: list[dict]) -> None:
+    """Record in an analysis's `summary` (in place) the rejection note `written` (a ResultObject) queued later to
+    `destination` listing `entries`: its `outputs`, and its study's `rejection_note` (with_rejection_note's shape,
+    `queued_later` true on the destination's entry)."""
+    studies = summary.get("studies") if isinstance(summary.get("studies"), list) else [summary]
+    study = next((s for s in studies if isinstance(s, dict) and s.get("study_instance_uid") == study_instance_uid),
+                 summary)
+    listed = [entry["sop_instance_uid"] for entry in entries]
+    for holder in ([study] if study is summary else [study, summary]):
+        if isinstance(holder.get("outputs"), list):
+            holder["outputs"].append(written.path)
+    note = study.setdefault("rejection_note", {"rejected": [], "destinations": {}})
+    note["rejected"] = list(dict.fromkeys([*note.get("rejected", []), *listed]))
+    note.setdefault("destinations", {})[destination] = {"sop_instance_uid": written.sop_instance_uid,
+                                                        "rejected": listed, "queued_later": True}
 
 
 def _report_identity(report) -> dict:

@@ -1550,6 +1550,49 @@ class StateDB:
                  "now": now, "s": summary_json, "k": study_key})
             return True
 
+    def results_of(self, analysis_id: int) -> list[RowMapping]:
+        """The result objects one analysis recorded (sop_instance_uid, series_instance_uid, sop_class_uid, path)."""
+        return self._rows("SELECT * FROM results WHERE analysis_id=:a ORDER BY sop_instance_uid", {"a": analysis_id})
+
+    def add_late_result(self, analysis_id: int, study_key: str, result: tuple[str, str, str, str], item: dict,
+                        summary: dict, *, dead_error: str | None = None, next_attempt_at: float | None = None,
+                        expected: int = 0) -> bool:
+        """Record one more result object of a finished analysis and queue it (a rejection note owed to a destination
+        whose address went back to the archive that holds what it lists, Node._queue_missing_rejection_notes):
+        `result` as finish_analysis's, `item` (destination, ae_title, host, port, sop_instance_uid, path) pending,
+        due at `next_attempt_at` (None: now), or a dead letter beside the dead results it goes with (`dead_error`:
+        its last_error, so that `dicomnode retry` re-queues them together); `summary`: the analysis's summary with
+        it, kept for the analysis and the study. False, nothing recorded, where the analysis is no longer the
+        study's latest finished one (a newer one runs or finished: it decides its own notes) or the analysis already
+        holds other than `expected` result objects (another process added the note first)."""
+        now = time.time()
+        summary_json = strict_json.dumps(summary, "the analysis summary")
+        with self._write() as db:
+            self._run(db, "SELECT study_key FROM studies WHERE study_key=:k" + self._for_update, {"k": study_key})
+            latest = self._run(db, "SELECT id, state FROM analyses WHERE study_key=:k ORDER BY id DESC LIMIT 1",
+                               {"k": study_key}).mappings().first()
+            held = self._run(db, "SELECT COUNT(*) FROM results WHERE analysis_id=:a", {"a": analysis_id}).scalar()
+            if latest is None or latest["id"] != analysis_id or latest["state"] != "done" or held != expected:
+                return False
+            sop, series, sop_class, path = result
+            self._run(db, "INSERT INTO results VALUES (:sop, :aid, :k, :series, :cls, :path)",
+                      {"sop": sop, "aid": analysis_id, "k": study_key, "series": series, "cls": sop_class,
+                       "path": path})
+            self._run(db, (
+                "INSERT INTO outbox(analysis_id, study_key, destination, ae_title, host, port, sop_instance_uid,"
+                " path, state, attempts, next_attempt_at, last_error) VALUES (:aid, :k, :destination, :ae_title,"
+                " :host, :port, :sop_instance_uid, :path, :state, 0, :due, :error)"),
+                {"aid": analysis_id, "k": study_key, "state": OUTBOX_PENDING if dead_error is None else OUTBOX_DEAD,
+                 "due": now if next_attempt_at is None else next_attempt_at, "error": dead_error, **item})
+            self._run(db, "UPDATE analyses SET summary_json=:s WHERE id=:id", {"s": summary_json, "id": analysis_id})
+            self._run(db, "UPDATE studies SET summary_json=:s WHERE study_key=:k", {"s": summary_json, "k": study_key})
+            if dead_error is None:
+                self._run(db, "UPDATE studies SET state=:sending, reason=:r, updated_at=:now WHERE study_key=:k"
+                              " AND state=:done",
+                          {"sending": SENDING, "now": now, "k": study_key, "done": DONE,
+                           "r": results_reason(summary)})
+            return True
+
     def fail_analysis(self, analysis_id: int, study_key: str, generation: int, reason: str) -> None:
         """The analysis failed: the study is FAILED (`dicomnode retry` runs it again). Earlier results not yet
         delivered stay queued (they are still the study's latest results, and retention keeps the study while any

@@ -268,6 +268,19 @@ def with_rejection_note(outcome: StudyOutcome, rejects: dict[str, list[dict]], c
     return notes
 
 
+def late_rejection_note(report: Dataset, entries: list[dict], started_at: dt.datetime) -> Dataset:
+    """The IHE IOCM Rejection Note an analysis owes one destination after it was queued: the destination's address
+    went back to the archive that holds `entries` (Node._rejected's list for it: the earlier results delivered there
+    under its name) after the analysis, finding the name at another address, listed none of them for it (a mistyped
+    AE title, host or port fixed; break51a #2). `report`: the analysis's SR (its patient and study identity; its
+    Series Number gives the analysis's number and the note's Series Number, as with_rejection_note numbers them);
+    `started_at`: the analysis's start. Raises ValueError as results.rejection.build_rejection_note, and
+    AttributeError for a report without SeriesNumber."""
+    analysis = (int(report.SeriesNumber) - SR_SERIES) // REANALYSIS_SERIES_STEP + 1
+    return build_rejection_note(report, entries, started_at, SR_SERIES + 2 + REANALYSIS_SERIES_STEP * (analysis - 1),
+                                analysis=analysis, series_range=listed_series_range(entries))
+
+
 def _listed_report_time(entries: list[dict], supersedes: list[dict]) -> str | None:
     """When the results one destination's note lists were made (`report_time` of the superseded SR of their
     analysis, node._superseded), where they all come from one earlier analysis; else None: a destination that

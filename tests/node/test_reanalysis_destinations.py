@@ -5,17 +5,20 @@ name; the new report names the series it supersedes only where every destination
 where the new results go back to it: review47 #4)."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 
-from pydicom.uid import KeyObjectSelectionDocumentStorage
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage
 
 from dicomnode.cli import main
 from dicomnode.config import Config
 from dicomnode.node import Node
 from dicomnode.results.provenance import supersede_text
 from dicomnode.retention import purge_expired
-from dicomnode.state import DONE, OUTBOX_PENDING, OUTBOX_SENT, SENDING, StateDB, prepare_storage_dir
+from dicomnode.state import DONE, OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, SENDING, StateDB, prepare_storage_dir
 from dicomnode.study_path import not_received_everywhere, outbox_items, renamed_destinations, run_study
 from tests.node.test_retention_safety import KEY, SEG, SR, Store
 from tests.node.test_stages import _Analyser, _Study
@@ -366,3 +369,133 @@ def test_each_rejection_note_names_the_series_and_time_of_what_it_lists(tmp_path
     notes = {w.destination: str(pydicom.dcmread(tmp_path / w.path).SeriesDescription)
              for w in run.written if w.destination}
     assert notes == {"pacs1": "Superseded by AI run 3: AI results", "pacs2": "Superseded by AI run 3: AI results"}
+
+
+# --- break51a #2: a mistyped address at the re-analysis, fixed before its results were delivered --------------------
+
+def _report_file(node: Node, analysis_outbox: list[int], series_number: int) -> None:
+    """Make the SR the Store wrote for an analysis (of `analysis_outbox`) a readable report of study KEY (the Store
+    writes placeholder bytes; a late rejection note takes its patient and study identity from the report)."""
+    row = next(r for r in node.db.outbox_for(KEY) if r["id"] in analysis_outbox and r["path"].endswith(".dcm")
+               and node.db._rows("SELECT sop_class_uid FROM results WHERE sop_instance_uid=:s",
+                                 {"s": r["sop_instance_uid"]})[0]["sop_class_uid"] == SR)
+    report = pydicom.Dataset()
+    report.file_meta = FileMetaDataset()
+    report.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report.file_meta.MediaStorageSOPClassUID = SR
+    report.file_meta.MediaStorageSOPInstanceUID = row["sop_instance_uid"]
+    report.SOPClassUID, report.SOPInstanceUID, report.Modality = SR, row["sop_instance_uid"], "SR"
+    report.StudyInstanceUID, report.SeriesInstanceUID, report.SeriesNumber = KEY, "2.25.77", series_number
+    report.PatientID, report.PatientName, report.StudyDate, report.StudyTime = "P1", "Doe^J", "20261207", "101500"
+    report.AccessionNumber, report.StudyID, report.ReferringPhysicianName = "A1", "1", ""
+    report.PatientBirthDate, report.PatientSex = "19600101", "F"
+    report.save_as(node.storage_dir / row["path"], enforce_file_format=True)
+
+
+def _started(tmp_path, destination: dict) -> tuple[Node, dict]:
+    settings = {"node": {"port": 0, "storage_dir": str(tmp_path / "store"), "min_free_space_mb": 0},
+                "studies": {"quiet_seconds": 3600}, "destinations": [destination]}
+    node = Node(Config.model_validate(settings), analyser=object())
+    node.start(warm_up=False)
+    node.dispatcher.stop()  # nothing is sent meanwhile: the test decides what was delivered
+    return node, settings
+
+
+def _notes(node: Node, analysis_id: int) -> list:
+    return node.db._rows("SELECT * FROM results WHERE analysis_id=:a AND sop_class_uid=:ko",
+                         {"a": analysis_id, "ko": KO})
+
+
+def test_a_mistyped_ae_title_fixed_before_the_reanalysis_is_delivered_queues_the_missing_rejection_note(
+        tmp_path, caplog):
+    node, settings = _started(tmp_path, _pacs("pacs"))
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        first = store.analyse(classes=(SEG, SR))
+        node.db.mark_sent(first)  # run 1 delivered to PACS@127.0.0.1:104
+        delivered = {row["sop_instance_uid"] for row in node.db.outbox_for(KEY)}
+        settings["destinations"] = [{**_pacs("pacs"), "ae_title": "PACSX"}]  # a typo
+        node.reload(Config.model_validate(settings))
+        store.instance(2)
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            assert node._rejected(KEY, KEY) == {}  # what the re-analysis decides: PACSX is not known to hold run 1
+        assert f"the earlier results of study {KEY} stay current, unrejected, at PACS@127.0.0.1:104" in caplog.text
+        second = store.analyse(classes=(SEG, SR))  # no note: every association to PACSX is rejected, nothing sent
+        _report_file(node, second, 9100 + 1000)
+        latest = max(a["id"] for a in node.db.analyses_of(KEY))
+        assert _notes(node, latest) == []
+        settings["destinations"] = [_pacs("pacs")]  # fixed
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dicomnode.node"):
+            node.reload(Config.model_validate(settings))
+        notes = _notes(node, latest)
+        assert len(notes) == 1
+        note = pydicom.dcmread(node.storage_dir / notes[0]["path"])
+        listed = {str(item.ReferencedSOPInstanceUID) for study in note.CurrentRequestedProcedureEvidenceSequence
+                  for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+        assert listed == delivered  # what PACS@127.0.0.1:104 holds, nothing of run 2
+        assert note.SeriesNumber == 9100 + 2 + 1000 and note.StudyInstanceUID == KEY and note.PatientID == "P1"
+        queued = [r for r in node.db.outbox_for(KEY) if r["sop_instance_uid"] == notes[0]["sop_instance_uid"]]
+        assert [(r["destination"], r["state"], r["ae_title"]) for r in queued] == [("pacs", OUTBOX_PENDING, "PACS")]
+        recorded = json.loads(node.db.study(KEY)["summary_json"])
+        assert recorded["rejection_note"]["destinations"]["pacs"]["sop_instance_uid"] == notes[0]["sop_instance_uid"]
+        assert notes[0]["path"] in recorded["outputs"]
+        assert f"IOCM rejection note {notes[0]['sop_instance_uid']} queued to it" in caplog.text
+        node.reload(Config.model_validate(settings))  # nothing changed: no second note
+        node._queue_missing_rejection_notes({"pacs"})  # what a start looks at: already queued
+        assert len(_notes(node, latest)) == 1
+    finally:
+        node.stop()
+
+
+def test_no_late_rejection_note_where_the_results_went_to_the_other_address_or_it_is_still_elsewhere(tmp_path):
+    node, settings = _started(tmp_path, _pacs("pacs"))
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+        settings["destinations"] = [_pacs("pacs", 11112)]  # another archive
+        node.reload(Config.model_validate(settings))
+        store.instance(2)
+        second = store.analyse(classes=(SEG, SR))
+        _report_file(node, second, 9100 + 1000)
+        latest = max(a["id"] for a in node.db.analyses_of(KEY))
+        settings["destinations"] = [_pacs("pacs", 11113)]  # yet another address: holds nothing of run 1
+        node.reload(Config.model_validate(settings))
+        assert _notes(node, latest) == []
+        node.db.mark_sent(second)  # run 2 delivered there; then the address goes back to run 1's archive
+        settings["destinations"] = [_pacs("pacs")]
+        node.reload(Config.model_validate(settings))
+        assert _notes(node, latest) == []  # run 2 never goes there: nothing supersedes run 1 at that archive
+    finally:
+        node.stop()
+
+
+def test_a_late_rejection_note_beside_dead_results_is_a_dead_letter_retried_with_them_queued_at_start(tmp_path):
+    node, settings = _started(tmp_path, _pacs("pacs"))
+    try:
+        store = Store(node.storage_dir, node.db)
+        store.instance(1)
+        node.db.mark_sent(store.analyse(classes=(SEG, SR)))
+        settings["destinations"] = [{**_pacs("pacs"), "ae_title": "PACSX"}]
+        node.reload(Config.model_validate(settings))
+        store.instance(2)
+        second = store.analyse(classes=(SEG, SR))
+        _report_file(node, second, 9100 + 1000)
+        store.dead(second)  # every attempt at PACSX rejected
+        latest = max(a["id"] for a in node.db.analyses_of(KEY))
+    finally:
+        node.stop()
+    settings["destinations"] = [_pacs("pacs")]  # fixed while the node was stopped: the start queues the note
+    node = Node(Config.model_validate(settings), analyser=object())
+    node.start(warm_up=False)
+    try:
+        node.dispatcher.stop()
+        notes = _notes(node, latest)
+        assert len(notes) == 1
+        states = {r["sop_instance_uid"]: r["state"] for r in node.db.outbox_for(KEY) if r["analysis_id"] == latest}
+        assert states[notes[0]["sop_instance_uid"]] == OUTBOX_DEAD
+        assert node.db.retry_dead(KEY) == 3  # `dicomnode retry` re-queues the note with the results
+    finally:
+        node.stop()
