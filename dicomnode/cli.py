@@ -19,7 +19,8 @@ from dicomnode import strict_json
 from dicomnode.config import Config, ConfigError, check_config, config_warnings, load_config
 from dicomnode.degraded import start_when_writable
 from dicomnode.demo import run_demo
-from dicomnode.dispatch import SENDER, check_destinations, echo_problem, transient_dead_letter
+from dicomnode.dispatch import (MISSING_FILE_ERROR, SENDER, check_destinations, echo_problem,
+                                transient_dead_letter)
 from dicomnode.net.integrity import file_problem
 from dicomnode.net.scp import ListenError
 from dicomnode.net.scu import AssociationFailed, describe_object, send_files
@@ -756,7 +757,7 @@ def _print_status(report: dict, as_json: bool, stale_after: float, gone_after: f
         print("\nfailed sends (dead letters; `dicomnode retry STUDY` re-queues):")
         for key, item in dead:
             print(f"  {key} -> {item['destination']}: {_named(item)} after {item['attempts']} "
-                  f"attempt(s): {item['error']}")
+                  f"attempt(s): {item['error']}{_missing_file_remedy(key, item['error'])}")
     retrying = [(s["study_key"], r) for s in report["studies"] for r in s.get("retrying", ())]
     if retrying:
         dispatch = report.get("dispatch")
@@ -810,6 +811,14 @@ def _print_builds(report: dict) -> None:
               "all but one build; README: Upgrading)")
 
 
+def _missing_file_remedy(key: str, error: str | None) -> str:
+    """What a dead letter whose result file is missing (dispatch.MISSING_FILE_ERROR) needs: sending it again cannot
+    help, `retry --reanalyse` makes new result files; "" for any other error."""
+    if not (error or "").startswith(MISSING_FILE_ERROR) or "--reanalyse" in error:
+        return ""
+    return f" (sending again cannot help: `dicomnode retry {key} --reanalyse` makes new result files)"
+
+
 def _claim_note(study: dict) -> str:
     """An analysing study whose claim holder is not alive: who claimed it and what takes it over (claims_report)."""
     note = (study.get("claim") or {}).get("note")
@@ -849,6 +858,10 @@ def cmd_retry(args) -> int:
         return _resend(db, Path(config.node.storage_dir), key, matches[0]["state"],
                        {d.name for d in config.destinations} | {SENDER})
     if args.reanalyse:
+        absent = _spooled_files_absent(db, Path(config.node.storage_dir), key)
+        if absent:
+            print(f"not re-analysed: {absent}", file=sys.stderr)
+            return EXIT_ERROR
         if db.reanalyse_finished(key):
             retired = ("those delivered are retired by the IHE IOCM rejection note sent with the new results"
                        if config.analysis.rejection_note else
@@ -866,15 +879,26 @@ def cmd_retry(args) -> int:
     if unconfigured:  # the dispatcher would make them dead letters again at once
         print(f"not re-queued: the dead letter(s) of {key} to {', '.join(unconfigured)}, not in the config (add it "
               f"back to [[destinations]] and reload the node, then retry)", file=sys.stderr)
+    storage = Path(config.node.storage_dir)
+    gone = [row for row in dead if not (storage / row["path"]).is_file()]
+    if gone:  # the dispatcher would make them dead letters again at once (break51b #5)
+        paths = sorted({str(storage / row["path"]) for row in gone})
+        print(f"not re-queued: {len(gone)} dead letter(s) of {key} whose result file is missing "
+              f"({', '.join(paths[:3])}{' …' if len(paths) > 3 else ''}): sending again cannot help; "
+              f"`dicomnode retry {key} --reanalyse` analyses the study again and makes new result files",
+              file=sys.stderr)
+        dead = [row for row in dead if row["id"] not in {item["id"] for item in gone}]
     # the dispatcher resolves each destination by name when sending
-    count = db.retry_dead(key, [row["id"] for row in dead if row["destination"] in names]) if unconfigured \
-        else db.retry_dead(key)
+    count = db.retry_dead(key, [row["id"] for row in dead if row["destination"] in names]) \
+        if unconfigured or gone else db.retry_dead(key)
     if unconfigured and not count:
         return EXIT_ERROR
     if count:
         print(f"re-queued {count} dead letter(s) of {key}; {_who_does_it(db, 'dispatch', 'sends them')}")
     elif db.reanalyse(key):
         print(f"re-queued the failed analysis of {key}; {_who_does_it(db, 'analyse', 'analyses it again')}")
+    elif gone:
+        return EXIT_ERROR
     elif matches[0]["state"] == ANALYSING:  # stuck (e.g. its process died, or failed unrecorded on a full disk)?
         requeued, why = db.requeue_stuck(key)
         if requeued:
@@ -889,6 +913,20 @@ def cmd_retry(args) -> int:
     else:
         print(f"nothing to retry for {key}: state {matches[0]['state']}, no dead letters and no failed analysis")
     return EXIT_OK
+
+
+def _spooled_files_absent(db, storage: Path, key: str) -> str | None:
+    """Why the study `key` cannot be analysed again where not one of its indexed instance files is in the spool of
+    `storage` (node.storage_dir; deleted or moved by hand), else None. Where `storage` holds no spool folder at all
+    (this machine does not mount a scale-out's shared spool) nothing is said: the workers look for themselves."""
+    listed = db.study_instances(key)
+    if not listed or not (storage / "spool").is_dir():
+        return None
+    if any((storage / row["path"]).is_file() for row in listed):
+        return None
+    return (f"none of the {len(listed)} instance file(s) of {key} is in the spool (e.g. {storage / listed[0]['path']} "
+            f"is missing: deleted or moved by hand?), so there is nothing to analyse; have the scanner or PACS send "
+            f"the study again (that puts its files back), then `dicomnode retry {key} --reanalyse`")
 
 
 def _not_reanalysable_yet(state: str) -> str:

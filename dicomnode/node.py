@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pydicom
 import pydicom.errors
@@ -26,7 +26,7 @@ from dicomnode.cmr.study import PatientInfo, load_studies
 from dicomnode.config import Config, needs_restart, reloaded_config
 from dicomnode.dispatch import SENDER, Dispatcher
 from dicomnode.metrics import NodeMetrics
-from dicomnode.net.scp import StorageSCP, max_instance_bytes
+from dicomnode.net.scp import StorageSCP, instance_of_file, max_instance_bytes
 from dicomnode.net.tls import client_context, sender_client_context, server_context
 from dicomnode.observe import study_context
 from dicomnode.results.provenance import report_time
@@ -37,9 +37,9 @@ from dicomnode.roles import (claims_report, copied_state_warning, is_scale_out, 
 from dicomnode.spool import (CORRECTABLE_ATTRIBUTES, MIN_FREE_INODES, IncomingInstance, OutOfSpace, Spool,
                              StorageLock, read_spool_id, verify_spool_identity)
 from dicomnode.state import (ANALYSING, COMPLETE, DONE, FAILED, IN_FLIGHT_PREFIX, OUTBOX_DEAD, OUTBOX_PENDING,
-                             OUTBOX_SENT, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY, SENDING,
-                             RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state, outage_reason,
-                             prepare_storage_dir, tombstone_destinations, upgrade_schema, user_name)
+                             OUTBOX_SENT, MISSING_INSTANCE_REASON, REANALYSIS_REQUESTED, RECEIVED, RESULTS_READY,
+                             SENDING, RoundFailures, StateDB, StoreOutcome, is_disk_full, is_outage, open_state,
+                             outage_reason, prepare_storage_dir, tombstone_destinations, upgrade_schema, user_name)
 from dicomnode.studies import NODE_STOPPED, CompletionTracker, PendingRefusals, interrupted_note
 from dicomnode.study_path import (ReturnAddress, StudyRun, credited_destination, declined_entry, late_rejection_note,
                                   moved_destinations, outbox_items, renamed_destinations, run_study, write_results)
@@ -65,7 +65,8 @@ MAX_NO_SPACE_POSTPONEMENTS = 6
 _POSTPONED = re.compile(r"^analysis postponed: .*\(postponement (\d+) of \d+\)")
 
 #: after a study whose spooled files this process could not find was released for another worker: how long this
-#: process claims nothing (the other workers, which may see the files, take it meanwhile)
+#: process claims nothing (the other workers, which may see the files, take it meanwhile); a single node, which has
+#: no other worker, holds back that study alone for this long (Node._missing_alone)
 MISSING_FILES_PAUSE_SECONDS = 30.0
 
 #: a study whose spooled files this process may not read (SpooledFilesUnreadable: a permission, an NFS / storage
@@ -97,13 +98,22 @@ class _Release:
     said: bool = False  # the caller logged why already: no "released after an unrecorded failure" line
 
 
-class SpooledFilesMissing(Exception):
-    """Not one of a claimed study's spooled files is under this process's node.storage_dir."""
+#: the reason of a study indexed again from the spool at start (Node.reindex_spool) while it waits for its analysis
+REINDEXED_REASON = ("indexed again from the spool at start (the state database did not know it: restored from an "
+                    "older backup?); its results may have been delivered before")
 
-    def __init__(self, storage_dir: Path, paths: list[Path]):
+
+class SpooledFilesMissing(Exception):
+    """Not one of a claimed study's spooled files is under this process's node.storage_dir. `alone`: this process is
+    the only worker (a single node, which verified its spool): the files were removed, not put where another worker
+    sees them."""
+
+    def __init__(self, storage_dir: Path, paths: list[Path], alone: bool = False):
+        why = ("deleted or moved by hand? have the scanner or PACS send the study again (that puts its files back), "
+               "then `dicomnode retry STUDY --reanalyse`" if alone
+               else "is storage_dir the shared spool (or an unmounted share)?")
         super().__init__(f"spooled files missing under {storage_dir}: none of the study's {len(paths)} instance "
-                         f"file(s) is there (e.g. {paths[0]}): is storage_dir the shared spool (or an unmounted "
-                         f"share)?")
+                         f"file(s) is there (e.g. {paths[0]}): {why}")
 
 
 class SpooledFilesUnreadable(Exception):
@@ -142,6 +152,22 @@ def _present(path: Path) -> bool:
     except OSError as error:
         return refused_by_os(error) and not isinstance(error, NotADirectoryError)
     return True
+
+
+def _declare_missing(loaded: list, missing: dict[str, Any]) -> None:
+    """Replace, in the `declined` of the loaded studies (cmr.study.CMRStudy), what reading said of each spooled file
+    that is gone (`missing`: its path, as a string, to its `instances` row) by an entry that names the acknowledged
+    instance and its series (state.MISSING_INSTANCE_REASON), put on the study of its Study Instance UID (else the
+    first one that has a UID or series)."""
+    for study in loaded:
+        study.declined = [d for d in study.declined if d.reason.split(": ", 1)[0] not in missing]
+    named = [s for s in loaded if s.study_instance_uid or s.series] or loaded
+    for path, row in missing.items():
+        home = next((s for s in named if s.study_instance_uid == row["study_instance_uid"]), named[0])
+        home.declined.append(Declined(row["series_instance_uid"], (
+            f"{MISSING_INSTANCE_REASON}SOP Instance UID {row['sop_instance_uid']} of series "
+            f"{row['series_instance_uid']} at {path}: received and acknowledged, then deleted or moved by hand; its "
+            f"series was analysed without it")))
 
 
 def _refused_files(paths: list[Path]) -> list[UnreadableFile]:
@@ -304,9 +330,14 @@ class Node:
         removed = self.spool.remove_temporaries()
         if removed:
             log.info("removed %d unacknowledged partial file(s) from before a crash", removed)
-        orphans = self._remove_unrecorded_results()
+        unknown = self.reindex_spool()
+        orphans, delivered = self._remove_unrecorded_results(unknown)
         if orphans:
             log.info("removed %d result file(s) of analyses that never finished (crash or superseded)", orphans)
+        if delivered:
+            log.warning("removed %d result file(s) of %d stud(ies) made by analyses the state database does not know "
+                        "(restored from an older backup?): they may have been delivered; the studies whose instances "
+                        "are spooled are analysed again", sum(delivered.values()), len(delivered))
         if warm_up:
             needed = {name for route in self.config.routes for name in route.pipelines}
             unavailable = self.analyser.warm_up([n for n in ("lge", "cine", "suggestions") if n in needed])
@@ -350,23 +381,77 @@ class Node:
             self.scheduler.add_job(pipeline.refresh, "interval", minutes=settings.refresh_minutes,
                                    id="report-bank-refresh", replace_existing=True, max_instances=1, coalesce=True)
 
-    def _remove_unrecorded_results(self) -> int:
-        """Before any worker runs: result files without a `results` row were never queued for sending; remove them."""
+    def reindex_spool(self) -> set[str]:
+        """Before any worker runs: the spool's study folders that no study of the state database names (a state
+        restored from a backup older than the spool: README "Backup and restore") are indexed again, each instance
+        as received at its file's time, so that they are analysed, listed and purged by retention like any other
+        (their results may have been delivered before: said in one WARNING). A file that cannot be read or whose
+        study key files it elsewhere (studies.grouping_key changed) stays as it is, counted in the WARNING. Returns
+        the folders' names (spool/<study hash>, the same hash as results/<study hash>)."""
+        folders = self.spool.unindexed_study_folders(row["study_key"] for row in self.db.studies())
+        if not folders:
+            return set()
+        indexed = left = 0
+        first = ""
+        studies: set[str] = set()
+        grouping = self.config.studies.grouping_key
+        for name, files in folders.items():
+            for path in files:
+                try:
+                    instance = instance_of_file(path, self.scp.study_keys, grouping)
+                    if short_hash(instance.study_key, 16) != name or path.parent.name != short_hash(
+                            instance.series_instance_uid, 16):
+                        raise ValueError(f"its study key {instance.study_key} files it elsewhere")
+                    outcome = self.spool.reindex(instance, path)
+                except Exception as exc:  # noqa: BLE001 - one file's fault: the others are indexed
+                    first = first or f"{path}: {type(exc).__name__}: {exc}"
+                    left += 1
+                    continue
+                if outcome.stored:
+                    indexed += 1
+                    studies.add(instance.study_key)
+                else:
+                    first = first or f"{path}: its SOP Instance UID is indexed under another file"
+                    left += 1
+        for key in studies:  # their transfers ended long ago: analysed now, not held as cut at the last stop
+            self.db.set_study_state(key, COMPLETE, REINDEXED_REASON, expect=(RECEIVED,))
+        total = sum(len(files) for files in folders.values())
+        log.warning("%d instances of %d studies on disk are not in the state database: restored from an older backup? "
+                    "%d instance(s) of %d stud(ies) indexed again as received now: they are analysed again and their "
+                    "results sent, although results of them may have been delivered before (a destination may then "
+                    "hold two result sets of a study)%s", total, len(folders), indexed, len(studies),
+                    f"; {left} file(s) could not be indexed (unreadable, or filed under another study key; first: "
+                    f"{first[:300]}) and stay in {self.spool.spool_dir}: remove them by hand once not needed"
+                    if left else "")
+        return set(folders)
+
+    def _remove_unrecorded_results(self, unknown: set[str] = frozenset()) -> tuple[int, dict[str, int]]:
+        """Before any worker runs: result files without a `results` row were never queued for sending; remove them.
+        Returns how many of analyses the state database records, then {results/<study hash>: how many} of analyses
+        it does not know (no such analysis, no study row, or a study indexed again just now: `unknown`,
+        reindex_spool): those may have been delivered before the state was restored from an older backup."""
         root = self.storage_dir / "results"
         if not root.is_dir():
-            return 0
+            return 0, {}
         recorded = self.db.result_paths()
+        known = {short_hash(row["study_key"], 16) for row in self.db.studies()} - set(unknown)
+        analyses = {str(number) for number in self.db.analysis_states()}
         removed = 0
+        delivered: dict[str, int] = {}
         for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.is_file() and str(path.relative_to(self.storage_dir)) not in recorded:
                 path.unlink(missing_ok=True)
-                removed += 1
+                parts = path.relative_to(root).parts
+                if parts[0] in known and len(parts) > 2 and parts[1] in analyses:
+                    removed += 1
+                else:
+                    delivered[parts[0]] = delivered.get(parts[0], 0) + 1
             elif path.is_dir():
                 try:
                     path.rmdir()  # only when empty
                 except OSError:
                     pass
-        return removed
+        return removed, delivered
 
     def stop(self, before_closing: Callable[[], None] | None = None) -> None:
         """SIGTERM: stop accepting, let stores in flight become durable, stop the rest (it resumes on start). The
@@ -913,6 +998,9 @@ class Node:
             self._unreadable_tries.pop((study_key, generation), None)
             self._study_paused.pop((study_key, generation), None)
         except SpooledFilesMissing as exc:
+            if self.storage_lock.exclusive:
+                self._missing_alone(study_key, generation, analysis_id, exc)
+                return
             # not the study's fault, maybe not the spool's: this process's storage_dir may not be the shared spool.
             # The claim goes back (counted: a study whose files no worker finds fails after a few rounds, saying
             # why) and this process claims nothing for a while, so that a worker that sees the files takes it
@@ -937,6 +1025,21 @@ class Node:
                 return
             log.exception("study %s: analysis ended without a recorded outcome", short_hash(study_key))
             self._release_later(study_key, generation, f"{type(exc).__name__}: {exc}", analysis_id=analysis_id)
+
+    def _missing_alone(self, study_key: str, generation: int, analysis_id: int, exc: SpooledFilesMissing) -> None:
+        """A single node (no other worker may see the files; its spool is verified) found none of the study's files:
+        the claim goes back and only this study waits MISSING_FILES_PAUSE_SECONDS (a re-send by the scanner or PACS
+        puts the files back), the others are analysed meanwhile; the MAX_UNRECORDED_RELEASES + 1st try fails it."""
+        times = self._released.get((study_key, generation), 0)
+        tries = f"try {times + 1} of {MAX_UNRECORDED_RELEASES + 1}"
+        if times < MAX_UNRECORDED_RELEASES:
+            self._study_paused[(study_key, generation)] = time.monotonic() + MISSING_FILES_PAUSE_SECONDS
+        log.error("study %s: %s; %s", short_hash(study_key), exc,
+                  f"analysis tried again in {MISSING_FILES_PAUSE_SECONDS:.0f} s ({tries})"
+                  if times < MAX_UNRECORDED_RELEASES else f"analysis failed ({tries})")
+        self._release_later(study_key, generation, str(exc),
+                            again=f"analysis waits ({tries}, next in {MISSING_FILES_PAUSE_SECONDS:.0f} s): {exc}",
+                            failed=f"analysis failed ({tries}): {exc}", analysis_id=analysis_id, said=True)
 
     def _unreadable(self, study_key: str, generation: int, analysis_id: int, exc: SpooledFilesUnreadable) -> None:
         """Not the study's fault: the claim goes back (uncounted) for another worker, which may read the files, and
@@ -1094,8 +1197,16 @@ class Node:
         listed = self.db.study_instances(study_key)
         paths = [self.spool.path_of(row["path"]) for row in listed]
         if paths and not any(_present(path) for path in paths):  # stops at the first file there: the usual case
-            raise SpooledFilesMissing(self.storage_dir, paths)
+            raise SpooledFilesMissing(self.storage_dir, paths, alone=self.storage_lock.exclusive)
         tag = short_hash(study_row["study_instance_uid"])
+        missing = {str(path): row for row, path in zip(listed, paths) if not _present(path)}
+        if missing:
+            log.error("study %s: %d acknowledged instance(s) missing from the spool (deleted or moved by hand?): %s; "
+                      "the study is analysed without them (status and summary.json declined say so)", tag,
+                      len(missing), "; ".join(f"SOP Instance UID {row['sop_instance_uid']} of series "
+                                              f"{row['series_instance_uid']} at {path}"
+                                              for path, row in list(missing.items())[:5])
+                      + (" …" if len(missing) > 5 else ""))
         folder = Path("results") / short_hash(study_key, 16) / str(analysis_id)
         try:
             try:  # study_instances: oldest received first; a re-send is what came after the study's first analysis
@@ -1107,6 +1218,8 @@ class Node:
                     raise
                 refused = _refused_files(paths) or [unreadable_file(error.filename or paths[0], error)]
                 raise SpooledFilesUnreadable(self.storage_dir, refused, len(paths)) from error
+            if missing:
+                _declare_missing(loaded, missing)
             unreadable = [d for s in loaded for d in s.declined if isinstance(d, UnreadableFile)]
             if unreadable:
                 raise SpooledFilesUnreadable(self.storage_dir, unreadable, len(paths))

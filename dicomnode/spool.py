@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pydicom
@@ -569,6 +570,36 @@ class Spool:
             if indexed is not None and indexed != relative:
                 (self.root / relative).unlink(missing_ok=True)
         return outcome
+
+    def unindexed_study_folders(self, study_keys: Iterable[str]) -> dict[str, list[Path]]:
+        """The spool/<study hash> folders that no study of `study_keys` (every key the state database holds) names,
+        each with its instance files (temporaries left out): what a state restored from a backup older than the
+        spool does not know (Node.reindex_spool). Folders without a file are left out."""
+        known = {short_hash(key, 16) for key in study_keys}
+        found: dict[str, list[Path]] = {}
+        for folder in sorted(self.spool_dir.iterdir()) if self.spool_dir.is_dir() else ():
+            if folder.name in known or not folder.is_dir():
+                continue
+            files = sorted(p for p in folder.glob("*/*.dcm") if p.is_file() and not p.name.startswith("."))
+            if files:
+                found[folder.name] = files
+        return found
+
+    def reindex(self, instance: IncomingInstance, path: Path) -> StoreOutcome:
+        """Index a spooled file the state database does not know (`instance`: read from it, net.scp.
+        instance_of_file) as received at its modification time, without writing it again; StoreOutcome.stored
+        False where its SOP Instance UID is indexed already (the file is left as it is)."""
+        stat = path.stat()
+        row = InstanceRow(
+            sop_instance_uid=instance.sop_instance_uid, study_key=instance.study_key,
+            study_instance_uid=instance.study_instance_uid, series_instance_uid=instance.series_instance_uid,
+            sop_class_uid=instance.sop_class_uid, transfer_syntax=instance.transfer_syntax, modality=instance.modality,
+            path=str(path.relative_to(self.root)), size=stat.st_size, calling_ae=instance.calling_ae or None,
+            received_at=stat.st_mtime, series_number=instance.series_number, slice_key=instance.slice_key,
+            cardiac_images=instance.cardiac_images, frames=instance.frames,
+            images_in_acquisition=instance.images_in_acquisition, series_continues=instance.series_continues,
+        )
+        return self.db.add_instance(row, None, reopens=instance.sop_class_uid in MR_STORAGE_CLASSES)
 
     def _remove_unindexed(self, relative: str) -> None:
         """Remove a file just written that is not indexed (its sender gets a failure status and sends it again)."""

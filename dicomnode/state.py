@@ -663,6 +663,29 @@ def identifier_note(summary: dict, limit: int = 500) -> str | None:
             f"characters) and an archive that validates may refuse them")[:limit]
 
 
+#: the start of the declined reason (summary.json) of an instance the node acknowledged and indexed whose spooled file
+#: was gone when the study was analysed (node.Node._analyse_claimed): deleted or moved by hand
+MISSING_INSTANCE_REASON = "acknowledged instance missing from the spool: "
+#: the start of a finished study's reason where acknowledged instances were missing when it was analysed
+#: (missing_note); kept once the study is done
+MISSING_NOTE_PREFIX = "analysed without acknowledged instances missing from the spool: "
+
+
+def missing_note(summary: dict, limit: int = 500) -> str | None:
+    """The study's reason when acknowledged instances were missing from the spool at its analysis (the summary's
+    `declined` entries that start with MISSING_INSTANCE_REASON), e.g. 'analysed without acknowledged instances
+    missing from the spool: 1 instance (SOP Instance UID 1.2.3 of series 1.2.4); see summary.json declined'; else
+    None. `dicomnode status` shows it."""
+    entries = [summary] + list(summary.get("studies") or [])
+    found = [str(d.get("reason")) for entry in entries for d in entry.get("declined") or ()
+             if isinstance(d, dict) and str(d.get("reason", "")).startswith(MISSING_INSTANCE_REASON)]
+    if not found:
+        return None
+    first = found[0].removeprefix(MISSING_INSTANCE_REASON).split(" at ", 1)[0]
+    return (f"{MISSING_NOTE_PREFIX}{len(found)} instance(s) ({first}{', …' if len(found) > 1 else ''}): deleted or "
+            f"moved by hand? the results were computed without them; see summary.json declined")[:limit]
+
+
 #: what results.objects writes in a declined reason for a result object that could not be built
 NOT_WRITTEN = " not written: "
 #: the start of a finished study's reason where some of its result objects could not be built (study_reason)
@@ -686,8 +709,8 @@ def results_reason(summary: dict) -> str | None:
     with control characters (identifier_note), joined by "; "; None where none applies. The same again when its
     results are queued anew (StateDB.resend, retry_dead), so that the notes stay on the study while the results
     that carry them are delivered once more (review47 #5)."""
-    return "; ".join(r for r in (study_reason(summary, True), sender_note(summary), identifier_note(summary))
-                     if r) or None
+    return "; ".join(r for r in (missing_note(summary), study_reason(summary, True), sender_note(summary),
+                                 identifier_note(summary)) if r) or None
 
 
 #: meta keys of the saved DifferentResends items, one per process (StateDB.save_different_resends)
@@ -1803,10 +1826,11 @@ class StateDB:
                 # not sent back to the sender (sender_note), identifiers copied with control characters
                 # (identifier_note)
                 self._run(db, "UPDATE studies SET state=:done, reason=CASE WHEN reason LIKE :kept OR reason LIKE :note"
-                              " OR reason LIKE :identifiers THEN reason END, updated_at=:now WHERE study_key=:k AND"
-                              " state=:sending",
+                              " OR reason LIKE :identifiers OR reason LIKE :missing THEN reason END, updated_at=:now"
+                              " WHERE study_key=:k AND state=:sending",
                           {"done": DONE, "now": now, "k": key, "sending": SENDING, "kept": NOT_BUILT + "%",
-                           "note": SENDER_NOT_SENT_PREFIX + "%", "identifiers": IDENTIFIER_NOTE_PREFIX + "%"})
+                           "note": SENDER_NOT_SENT_PREFIX + "%", "identifiers": IDENTIFIER_NOTE_PREFIX + "%",
+                           "missing": MISSING_NOTE_PREFIX + "%"})
 
     def _study_summary(self, db: Connection, study_key: str, analysis_id: int | None = None) -> dict:
         """The summary of the analysis `analysis_id`, or (None) the one the study holds (its latest finished

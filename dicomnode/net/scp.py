@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from typing import Callable, Sequence
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.uid import (
@@ -188,6 +188,32 @@ def _int_or_none(value) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def instance_of_file(path, study_keys: "StudyKeys", grouping_key: str) -> IncomingInstance:
+    """The IncomingInstance of a spooled file the state database does not index (a state restored from a backup
+    older than the spool: Node.reindex_spool), read from its header as the receive path reads a C-STORE (same study
+    key, StudyKeys.key_for; `encoded` empty: the file stays as it is). Raises InvalidUID for a missing or malformed
+    UID, and pydicom's / the operating system's errors for a file that cannot be read."""
+    dataset = dcmread(path, stop_before_pixels=True)
+    study_uid = check_uid(dataset.get("StudyInstanceUID"), "Study Instance UID")
+    return IncomingInstance(
+        encoded=b"",
+        sop_instance_uid=check_uid(dataset.get("SOPInstanceUID"), "SOP Instance UID"),
+        sop_class_uid=check_uid(dataset.get("SOPClassUID"), "SOP Class UID"),
+        study_instance_uid=study_uid,
+        series_instance_uid=check_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID"),
+        transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")),
+        modality=str(dataset.get("Modality", "") or ""),
+        study_key=study_keys.key_for(dataset, study_uid, grouping_key),
+        calling_ae="",
+        series_number=_int_or_none(dataset.get("SeriesNumber")),
+        slice_key=slice_key_of(dataset),
+        cardiac_images=_int_or_none(dataset.get("CardiacNumberOfImages")),
+        frames=_int_or_none(dataset.get("NumberOfFrames")),
+        images_in_acquisition=_int_or_none(dataset.get("ImagesInAcquisition")),
+        series_continues=series_continues(dataset),
+    )
 
 
 def study_key_for(dataset, grouping_key: str) -> str:
