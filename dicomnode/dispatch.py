@@ -271,6 +271,8 @@ class Dispatcher:
         self._batch_sent = 0  # objects sent by _send_batch, all lanes together (run_once's return value)
         #: outbox ids handed to a lane and not finished: never handed over twice (a claim renewed meanwhile)
         self._held: set[int] = set()
+        #: the last round claimed only items a lane still holds (given back at once): the next waits a second, not 50 ms
+        self._spurious_claims = False
         #: claimed items per destination, sent by a bounded set of threads, never two at once to one destination
         self._lanes: KeyedLanes = KeyedLanes(MAX_PARALLEL_DESTINATIONS, self._send_lane, done=self.wake,
                                              name="dispatch-send")
@@ -366,6 +368,8 @@ class Dispatcher:
                                                                             exclude=self._held_to_exclude())
                 if next_due is not None:
                     wait = min(self.idle_seconds, max(0.05, next_due - time.time()))
+                if self._spurious_claims:  # the due items are held by a lane past HELD_EXCLUDE_MAX: its end wakes us
+                    wait = max(wait, min(1.0, self.idle_seconds))
             except Exception as exc:  # noqa: BLE001 - the loop outlives any round
                 failures.failed(exc)
             else:
@@ -451,6 +455,7 @@ class Dispatcher:
             spurious = [row["id"] for row in due if row["id"] in self._held]
             due = [row for row in due if row["id"] not in self._held]
             self._held.update(row["id"] for row in due)
+        self._spurious_claims = bool(spurious) and not due
         if spurious:
             # claimable while a lane holds them: its batch is done with them (failed or given back) and has not ended;
             # the claim is given back, or every heartbeat would renew it and they would never be sent
@@ -608,6 +613,9 @@ class Dispatcher:
         rows = [row for row, path in zip(rows, paths) if path.is_file()]
         if not rows:
             return 0
+        # re-sends after a timeout go last: one object a destination never answers must not hold back, round after
+        # round until it is a dead letter, the objects queued behind it (review51 #1)
+        rows.sort(key=lambda row: _NO_RESPONSE_WITHIN.search(row["last_error"] or "") is not None)
         ssl_context = self.ssl_context_for(name) if self.ssl_context_for else None
         # the return address is the study's, not the config's: named in the log
         label = f"{name} ({ae_title}@{host}:{port}{', TLS' if ssl_context else ''})" if name == SENDER else name

@@ -626,7 +626,12 @@ class Node:
             summary = json.loads(analyses[-1]["summary_json"] or "{}")
             _note_late_rejection(summary, study_instance_uid, destination.name, written, entries)
             pending = [row["next_attempt_at"] for row in rows if row["state"] == OUTBOX_PENDING]
-            dead = None if pending else (f"not sent: queued when this analysis's results to {destination.name} "
+            # a dead note carries its results' last error first: dispatch.resume_dead_letters classes it by that
+            # error and re-queues it with them (review51 #2)
+            companion = next((row["last_error"] for row in rows if row["state"] != OUTBOX_PENDING
+                              and row["last_error"]), "")
+            dead = None if pending else ((f"{companion}; " if companion else "")
+                                         + f"not sent: queued when this analysis's results to {destination.name} "
                                          "were all dead letters, to go with them: `dicomnode retry` re-queues them "
                                          "together")
             item = {"destination": destination.name, "ae_title": destination.ae_title, "host": destination.host,

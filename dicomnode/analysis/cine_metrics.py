@@ -1894,7 +1894,8 @@ def reading_caveats(cine_summary: dict | None) -> list[ReadingCaveat]:
     """The caveats among a cine summary's `flags` that change how one number is read (break51c #3: they were
     report-level text only), each with its quantity from the summary: the RV volume jump at the phase RV EDV / ESV is
     read at (`timing.rv_ed_phase` / `rv_es_phase`, else the LV's `ed_phase` / `es_phase`), the LVEF that the smallest
-    volume of `lv_volume_curve_ml` (ED's aside) would give as ESV where ES is to be confirmed, |`lv_sv_ml` -
+    volume of `lv_volume_curve_ml` under ES's, not at a phase left out as a jump (`timing.flagged_phases`; one only
+    where no other is smaller), would give as ESV where ES is to be confirmed, |`lv_sv_ml` -
     `rv_sv_ml`| where the stroke volumes disagree. A caveat whose quantity the summary lacks is left out. [] for no
     summary."""
     summary = cine_summary if isinstance(cine_summary, dict) else {}
@@ -1912,14 +1913,21 @@ def reading_caveats(cine_summary: dict | None) -> list[ReadingCaveat]:
     curve, ed = summary.get("lv_volume_curve_ml"), summary.get("ed_phase")
     if curve and ed is not None and any(flag.startswith(REPORTED_ES_START) and flag.endswith(CONFIRM_ES_END)
                                         for flag in flags):
-        others = [p for p in range(len(curve)) if p != int(ed) and curve[p] is not None]
-        smallest = min(others, key=lambda p: float(curve[p]), default=None)
+        # the flag's own first reading: the smallest phase not left out as a jump (timing.flagged_phases), a jump
+        # only where no other phase is smaller than ES (review51 #3: a jump is likely the curve's minimum)
+        es = summary.get("es_phase")
+        flagged = {int(p) for p in timing.get("flagged_phases") or []}
+        others = [p for p in range(len(curve)) if p not in (int(ed), es) and curve[p] is not None
+                  and (es is None or curve[int(es)] is None or float(curve[p]) < float(curve[int(es)]))]
+        pool = [p for p in others if p not in flagged] or others
+        smallest = min(pool, key=lambda p: float(curve[p]), default=None)
         ef = None if smallest is None or float(curve[int(ed)]) <= float(curve[smallest]) else \
             ejection_fraction_percent(float(curve[int(ed)]), float(curve[smallest]))
         if ef is not None:
             caveats.append(ReadingCaveat("es_uncertain", float(ef),
                                          f"confirm ES: LVEF {number_text(ef)} % if ES at "
-                                         f"{phase_name(smallest, numbers)}"))
+                                         f"{phase_name(smallest, numbers)}"
+                                         + (" (left out as a jump)" if smallest in flagged else "")))
     lv_sv, rv_sv = summary.get("lv_sv_ml"), summary.get("rv_sv_ml")
     if lv_sv is not None and rv_sv is not None and any(flag.startswith(SV_MISMATCH_START) for flag in flags):
         difference = abs(float(lv_sv) - float(rv_sv))

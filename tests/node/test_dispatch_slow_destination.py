@@ -126,6 +126,27 @@ def test_an_object_re_sent_after_a_timeout_is_named_at_warning_and_waited_for_lo
         peer.close()
 
 
+def test_one_object_a_destination_never_answers_does_not_hold_back_the_others(store):
+    """review51 #1: after a timeout the re-send of the timed-out object goes last on the next association, so the
+    objects queued behind it are delivered after one back-off, not only once it is a dead letter hours later."""
+    root, db = store
+    peer = SlowPeer(delay=30.0)
+    try:
+        hung, first, second = (mr_file(root / "results", name) for name in ("seg", "sr", "pdf"))
+        queue_results(db, root, "1.12", [("pacs", peer.port, path) for path in (hung, first, second)])
+        peer.slow.add(str(pydicom.dcmread(hung).SOPInstanceUID))
+        dispatcher = Dispatcher(db, root, DispatchConfig(max_attempts=5, initial_backoff_seconds=0.5), "DICOMNODE",
+                                destinations=lambda: [destination(peer.port, 1.0)])
+        assert dispatcher.run_once() == 0  # the SEG times out first; the others wait the destination's back-off
+        time.sleep(0.6)
+        assert dispatcher.run_once() == 2  # then they go first; the SEG, last, times out again
+        rows = {row["path"]: row for row in db.outbox_for("1.12")}
+        assert rows["results/sr.dcm"]["state"] == rows["results/pdf.dcm"]["state"] == "sent"
+        assert rows["results/seg.dcm"]["state"] == "pending" and rows["results/seg.dcm"]["attempts"] == 2
+    finally:
+        peer.close()
+
+
 def test_a_longer_send_timeout_lets_a_slow_object_through(store, slow_peer):
     root, db = store
     big = mr_file(root / "results", "seg")

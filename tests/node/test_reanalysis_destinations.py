@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorag
 
 from dicomnode.cli import main
 from dicomnode.config import Config
+from dicomnode.dispatch import transient_dead_letter
 from dicomnode.node import Node
 from dicomnode.results.provenance import supersede_text
 from dicomnode.retention import purge_expired
@@ -484,6 +485,9 @@ def test_a_late_rejection_note_beside_dead_results_is_a_dead_letter_retried_with
         second = store.analyse(classes=(SEG, SR))
         _report_file(node, second, 9100 + 1000)
         store.dead(second)  # every attempt at PACSX rejected
+        for outbox_id in second:
+            node.db.mark_failed_send(outbox_id, "association with PACSX@127.0.0.1:104 failed: rejected by the peer "
+                                     "(rejected-permanent; called AE title not recognised)", time.time(), dead=True)
         latest = max(a["id"] for a in node.db.analyses_of(KEY))
     finally:
         node.stop()
@@ -496,6 +500,9 @@ def test_a_late_rejection_note_beside_dead_results_is_a_dead_letter_retried_with
         assert len(notes) == 1
         states = {r["sop_instance_uid"]: r["state"] for r in node.db.outbox_for(KEY) if r["analysis_id"] == latest}
         assert states[notes[0]["sop_instance_uid"]] == OUTBOX_DEAD
+        # dispatch.resume_dead_letters classes the note as its results (review51 #2): re-queued with them
+        errors = {r["sop_instance_uid"]: r["last_error"] for r in node.db.outbox_for(KEY) if r["analysis_id"] == latest}
+        assert all(transient_dead_letter(error) for error in errors.values()), errors
         assert node.db.retry_dead(KEY) == 3  # `dicomnode retry` re-queues the note with the results
     finally:
         node.stop()

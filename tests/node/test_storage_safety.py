@@ -740,7 +740,10 @@ def test_the_refusal_states_the_real_comparison(tmp_path):
 
 
 def test_systemd_waits_for_the_nodes_worst_case_stop():
-    worst = STOP_TIMEOUT + SCP_STOP_SECONDS + WORKERS_STOP_SECONDS + DISPATCH_STOP_SECONDS
+    from dicomnode.dispatch import ABORT_GRACE_SECONDS
+
+    # the dispatcher's stop may abort associations that outlast it and wait ABORT_GRACE_SECONDS more (review51 #6)
+    worst = STOP_TIMEOUT + SCP_STOP_SECONDS + WORKERS_STOP_SECONDS + DISPATCH_STOP_SECONDS + ABORT_GRACE_SECONDS
     for unit in ("dicomnode.service", "dicomnode@.service"):
         text = (REPO / "systemd" / unit).read_text()
         (value,) = re.findall(r"^TimeoutStopSec=(\d+)$", text, re.MULTILINE)

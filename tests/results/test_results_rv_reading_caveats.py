@@ -138,6 +138,16 @@ def test_reading_caveats_take_their_quantity_from_the_summary():
     assert found["es_uncertain"].value == pytest.approx(100 * (edv - 2.0) / edv)  # ES at the smallest, phase 3
     assert found["es_uncertain"].text.endswith("% if ES at phase 3")
     assert found["sv_mismatch"].value == pytest.approx(abs(cine["lv_sv_ml"] - cine["rv_sv_ml"]))
+    # review51 #3: the curve's minimum left out as a jump is not the reading to confirm; a jump only where it is all
+    timing = dict(cine.get("timing") or {})
+    curve = [edv, 6.0, 2.0, float(cine["lv_esv_ml"]), 0.9 * float(cine["lv_esv_ml"])]  # ES at index 3
+    jumped = {c.kind: c for c in reading_caveats({**cine, "lv_volume_curve_ml": curve,
+                                                  "timing": {**timing, "flagged_phases": [2]}})}
+    assert jumped["es_uncertain"].value == pytest.approx(100 * (edv - curve[4]) / edv)
+    assert jumped["es_uncertain"].text.endswith("% if ES at phase 5")
+    only = {c.kind: c for c in reading_caveats({**cine, "lv_volume_curve_ml": curve,
+                                                "timing": {**timing, "flagged_phases": [2, 4]}})}
+    assert only["es_uncertain"].text.endswith("% if ES at phase 3 (left out as a jump)")
     assert reading_caveats({**cine, "flags": []}) == []
     for code in (codes.RV_EDV_UNCERTAIN, codes.RV_ESV_UNCERTAIN, codes.ES_UNCERTAIN, codes.SV_MISMATCH):
         assert len(code.meaning) <= 64 and code in codes.PRIVATE_CODES  # LO; declared in the coding scheme
