@@ -190,6 +190,19 @@ def _int_or_none(value) -> int | None:
         return None
 
 
+def header_fields(dataset) -> dict:
+    """The IncomingInstance fields read from a data set's header alone (Modality, SeriesNumber, the slice key,
+    CardiacNumberOfImages, NumberOfFrames, ImagesInAcquisition, whether the series continues): the same for a
+    C-STORE and for a spooled file indexed again (instance_of_file)."""
+    return {"modality": str(dataset.get("Modality", "") or ""),
+            "series_number": _int_or_none(dataset.get("SeriesNumber")),
+            "slice_key": slice_key_of(dataset),
+            "cardiac_images": _int_or_none(dataset.get("CardiacNumberOfImages")),
+            "frames": _int_or_none(dataset.get("NumberOfFrames")),
+            "images_in_acquisition": _int_or_none(dataset.get("ImagesInAcquisition")),
+            "series_continues": series_continues(dataset)}
+
+
 def instance_of_file(path, study_keys: "StudyKeys", grouping_key: str) -> IncomingInstance:
     """The IncomingInstance of a spooled file the state database does not index (a state restored from a backup
     older than the spool: Node.reindex_spool), read from its header as the receive path reads a C-STORE (same study
@@ -204,15 +217,9 @@ def instance_of_file(path, study_keys: "StudyKeys", grouping_key: str) -> Incomi
         study_instance_uid=study_uid,
         series_instance_uid=check_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID"),
         transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")),
-        modality=str(dataset.get("Modality", "") or ""),
         study_key=study_keys.key_for(dataset, study_uid, grouping_key),
         calling_ae="",
-        series_number=_int_or_none(dataset.get("SeriesNumber")),
-        slice_key=slice_key_of(dataset),
-        cardiac_images=_int_or_none(dataset.get("CardiacNumberOfImages")),
-        frames=_int_or_none(dataset.get("NumberOfFrames")),
-        images_in_acquisition=_int_or_none(dataset.get("ImagesInAcquisition")),
-        series_continues=series_continues(dataset),
+        **header_fields(dataset),
     )
 
 
@@ -1150,15 +1157,9 @@ class StorageSCP:
                 study_instance_uid=study_uid,
                 series_instance_uid=series_uid,
                 transfer_syntax=str(event.context.transfer_syntax),
-                modality=str(dataset.get("Modality", "") or ""),
                 study_key=self.study_keys.key_for(dataset, study_uid, self.config.studies.grouping_key),
                 calling_ae=calling,
-                series_number=_int_or_none(dataset.get("SeriesNumber")),
-                slice_key=slice_key_of(dataset),
-                cardiac_images=_int_or_none(dataset.get("CardiacNumberOfImages")),
-                frames=_int_or_none(dataset.get("NumberOfFrames")),
-                images_in_acquisition=_int_or_none(dataset.get("ImagesInAcquisition")),
-                series_continues=series_continues(dataset),
+                **header_fields(dataset),
             )
         except InvalidUID as exc:
             log.warning("C-STORE refused from %s: %s", calling, exc)
