@@ -730,6 +730,8 @@ class Retention:
         except PurgeBlocked as exc:
             self._blocked.failed(exc)
         except Exception as exc:  # noqa: BLE001 - it runs again at the next interval
+            if isinstance(exc, OSError) and self._storage_gone():  # unmounted during the run: said once, as paused
+                return
             self._purge_failures.failed(exc)
         else:
             self._purge_failures.succeeded()

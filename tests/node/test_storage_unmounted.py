@@ -96,3 +96,21 @@ def test_retention_and_queueing_say_one_line_while_the_spool_is_not_there(starte
     assert len(paused) == 1 and "does not hold the spool" in paused[0], paused
     assert len([r for r in caplog.records if r.getMessage().startswith("retention resumes")]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "dicomnode.retention"]
+
+
+def test_a_spool_unmounted_during_a_retention_run_is_the_pause_line_not_a_traceback(started_node, caplog, monkeypatch):
+    """The scheduled run checked the spool, then it went (a full-suite run caught the scheduler's own job in that
+    window): the run's FileNotFoundError is said as retention paused, without a traceback."""
+    retention = started_node.retention
+    gone = []
+    monkeypatch.setattr(retention, "storage_problem", lambda: "node.storage_dir is not mounted" if gone else None)
+
+    def run_once(keep_going=None):
+        gone.append(True)
+        raise FileNotFoundError(2, "No such file or directory", str(started_node.spool.spool_dir))
+
+    monkeypatch.setattr(retention, "run_once", run_once)
+    with caplog.at_level(logging.INFO):
+        retention.run_safely()
+    assert not [r for r in caplog.records if r.exc_info]
+    assert any("retention paused" in r.getMessage() for r in caplog.records)
